@@ -1,0 +1,26 @@
+"""Audio in and out: decode any input to float32 blocks, resample, encode stems.
+
+Arrays are always float32 ``(channels, samples)``; rates are in Hz. Every input problem is an
+:class:`~demixer.errors.InvalidAudio`, every output problem an
+:class:`~demixer.errors.InvalidOutput`.
+"""
+
+from __future__ import annotations
+
+from demixer.audio.decode import AudioInfo, AudioReader, load, probe
+from demixer.audio.encode import FORMATS, OutputFormat, StemSetWriter, WriteReport
+from demixer.audio.resample import StreamResampler, resample, resampled_length
+
+__all__ = [
+    "FORMATS",
+    "AudioInfo",
+    "AudioReader",
+    "OutputFormat",
+    "StemSetWriter",
+    "StreamResampler",
+    "WriteReport",
+    "load",
+    "probe",
+    "resample",
+    "resampled_length",
+]

@@ -1,0 +1,377 @@
+"""Write a set of stems to WAV, FLAC or MP3, streaming, all-or-nothing.
+
+A :class:`StemSetWriter` takes float32 ``(channels, n)`` blocks for every stem at once and
+keeps the set consistent: the same length, one common gain when rescaling, and either every
+file in place under its final name after :meth:`~StemSetWriter.close` or none of them (each is
+written to a hidden temporary name in its target directory and renamed at the end).
+
+Clipping rules: float WAV (``32f``) is written as is, never clipped, so values beyond ±1
+survive. 16/24-bit WAV and FLAC and MP3 clip at ±1 and report how many samples were clipped
+per stem. With ``rescale=True`` nothing is clipped: every stem is first streamed to a float32
+temporary file, and on close all of them are scaled by one common gain, ``1 / peak`` over all
+stems, so the stems still add up to the (equally scaled) mix, while being transcoded to the
+final format. Memory stays bounded by the block size throughout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import numpy as np
+import soundfile as sf
+
+from demixer.audio._mp3 import Mp3File, mp3_rate
+from demixer.errors import InvalidOutput
+
+__all__ = [
+    "BIT_DEPTHS",
+    "DEFAULT_BIT_DEPTHS",
+    "FORMATS",
+    "OutputFormat",
+    "StemSetWriter",
+    "WriteReport",
+    "mp3_rate",
+]
+
+FORMATS = ("wav", "flac", "mp3")
+BIT_DEPTHS: dict[str, tuple[str, ...]] = {"wav": ("16", "24", "32f"), "flac": ("16", "24")}
+DEFAULT_BIT_DEPTHS: dict[str, str | None] = {"wav": "16", "flac": "16", "mp3": None}
+_CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
+_SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+_RESCALE_BLOCK = 1 << 16  # frames per read when transcoding the float32 temporaries
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """A validated output format.
+
+    Attributes:
+        format: ``"wav"``, ``"flac"`` or ``"mp3"``.
+        bit_depth: ``"16"``, ``"24"`` or ``"32f"`` (32-bit float, WAV only); ``None`` for MP3,
+            which is always 320 kbps CBR.
+    """
+
+    format: str
+    bit_depth: str | None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InvalidOutput(
+                f"unknown output format {self.format!r}; choose one of {', '.join(FORMATS)}"
+            )
+        allowed = BIT_DEPTHS.get(self.format, ())
+        if self.format == "mp3" and self.bit_depth is not None:
+            raise InvalidOutput(
+                "mp3 takes no bit depth (it is always 320 kbps CBR); "
+                "use wav or flac for a chosen bit depth"
+            )
+        if self.format != "mp3" and self.bit_depth not in allowed:
+            raise InvalidOutput(
+                f"bit depth {self.bit_depth!r} is not available for {self.format}; "
+                f"choose one of {', '.join(allowed)}"
+            )
+
+    @classmethod
+    def parse(cls, format: str, bit_depth: str | None) -> OutputFormat:
+        """Validate user input (case and spaces ignored); ``None`` bit depth = the default.
+
+        Raises:
+            InvalidOutput: unknown format or a bit depth the format lacks, listing valid ones.
+        """
+        name = format.strip().lower().lstrip(".")
+        depth = bit_depth.strip().lower() if bit_depth is not None else None
+        if depth == "":
+            depth = None
+        if depth is None and name in DEFAULT_BIT_DEPTHS:
+            depth = DEFAULT_BIT_DEPTHS[name]
+        return cls(name, depth)
+
+    @property
+    def extension(self) -> str:
+        """File name extension without the dot, e.g. ``"flac"``."""
+        return self.format
+
+    @property
+    def suffix(self) -> str:
+        """File name extension with the dot, as :attr:`pathlib.Path.suffix` has it."""
+        return "." + self.format
+
+    @property
+    def content_type(self) -> str:
+        """MIME type for HTTP responses."""
+        return _CONTENT_TYPES[self.format]
+
+    @property
+    def is_float(self) -> bool:
+        """Whether samples are stored as float (and so never clipped)."""
+        return self.bit_depth == "32f"
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What happened to the samples of each stem.
+
+    Attributes:
+        peaks: stem -> max ``|sample|`` as given to :meth:`StemSetWriter.write`, before any
+            scaling.
+        clipped: stem -> samples (counting each channel) beyond ±1 that were clipped; always
+            0 for float output and with ``rescale=True``.
+        gain: the common linear gain applied to every stem: 1.0, or ``1 / max(peaks)`` when
+            ``rescale=True`` and some peak exceeded 1.
+    """
+
+    peaks: dict[str, float]
+    clipped: dict[str, int]
+    gain: float
+
+
+class _Sink(Protocol):
+    def write(self, block: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _SoundFileSink:
+    """WAV/FLAC through libsndfile, which converts float32 to the integer subtype."""
+
+    def __init__(self, path: Path, rate: int, channels: int, fmt: OutputFormat) -> None:
+        self._file = sf.SoundFile(
+            str(path),
+            "w",
+            samplerate=rate,
+            channels=channels,
+            subtype=_SUBTYPES[fmt.bit_depth or "16"],  # OutputFormat gives wav/flac a depth
+            format=fmt.format.upper(),
+        )
+
+    def write(self, block: np.ndarray) -> None:
+        self._file.write(block.T)
+
+    def close(self) -> None:
+        self._file.close()
+
+    abort = close
+
+
+class _RawFloatSink:
+    """Headerless interleaved float32, the rescale temporary (no 4 GiB WAV limit)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("wb")
+
+    def write(self, block: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(block.T, dtype="<f4").tobytes())
+
+    def close(self) -> None:
+        self._file.close()
+
+    abort = close
+
+
+def _open_sink(path: Path, rate: int, channels: int, fmt: OutputFormat) -> _Sink:
+    if fmt.format == "mp3":
+        return Mp3File(path, rate, channels)
+    return _SoundFileSink(path, rate, channels, fmt)
+
+
+def _temp_path(final: Path, suffix: str) -> Path:
+    """A fresh hidden file next to ``final``, so the last rename never crosses file systems."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+class StemSetWriter:
+    """Streams a set of stems to their files; see the module docstring for the rules.
+
+    Use as a context manager (an exception inside the block aborts) or call :meth:`close`
+    or :meth:`abort` yourself. After :meth:`close`, :attr:`report` holds the result.
+
+    MP3 output above 48 kHz (or at any rate MPEG-1 lacks) is resampled to 48 kHz, or
+    44.1 kHz for multiples of 11.025 kHz, with :class:`~demixer.audio.resample.StreamResampler`
+    (see :func:`mp3_rate`): 320 kbps exists only at 32, 44.1 and 48 kHz.
+    """
+
+    def __init__(
+        self,
+        paths: Mapping[str, Path],
+        sample_rate: int,
+        channels: int,
+        fmt: OutputFormat,
+        *,
+        rescale: bool = False,
+    ) -> None:
+        """Open a temporary file per stem.
+
+        Args:
+            paths: stem name -> final file path; parent directories are created.
+            sample_rate: Hz of the blocks given to :meth:`write`.
+            channels: channels of those blocks (1 or 2 for MP3).
+            fmt: the output format.
+            rescale: scale all stems by one gain so none exceeds ±1, instead of clipping.
+
+        Raises:
+            InvalidOutput: a target cannot be created (permissions, a file in the way…).
+        """
+        if not paths:
+            raise ValueError("StemSetWriter needs at least one stem")
+        finals = {stem: Path(p) for stem, p in paths.items()}
+        if len({p.resolve() for p in finals.values()}) != len(finals):
+            raise InvalidOutput("two stems would be written to the same file")
+        if sample_rate <= 0 or channels <= 0:
+            raise ValueError(f"bad sample rate {sample_rate} Hz or channel count {channels}")
+        if fmt.format == "mp3" and channels > 2:
+            raise InvalidOutput(f"mp3 holds mono or stereo, not {channels} channels")
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.format = fmt
+        self.rescale = rescale
+        self._finals = finals
+        # Temporaries, deleted on abort: float32 stems (rescale only) and final-format files.
+        self._raws: dict[str, Path] = {}
+        self._parts: dict[str, Path] = {}
+        self._sinks: dict[str, _Sink] = {}
+        self._peaks = dict.fromkeys(finals, 0.0)
+        self._clipped = dict.fromkeys(finals, 0)
+        self._state = "open"
+        self.report: WriteReport | None = None
+        self._guard(self._open_sinks)
+
+    def _open_sinks(self) -> None:
+        for stem, final in self._finals.items():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if self.rescale:
+                raw = self._raws[stem] = _temp_path(final, ".f32")
+                self._sinks[stem] = _RawFloatSink(raw)
+            else:
+                part = self._parts[stem] = _temp_path(final, ".part")
+                self._sinks[stem] = _open_sink(part, self.sample_rate, self.channels, self.format)
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run ``action()``; on any failure abort, translating I/O errors to InvalidOutput."""
+        try:
+            action()
+        except BaseException as e:
+            self.abort()
+            # OSError: disk full, permissions; RuntimeError: libsndfile and lameenc failures.
+            if isinstance(e, (OSError, RuntimeError)):
+                raise InvalidOutput(f"cannot write the stems: {e}") from e
+            raise
+
+    def write(self, blocks: Mapping[str, np.ndarray]) -> None:
+        """Append one block per stem: each ``(channels, n)`` float32, the same ``n`` for all."""
+        if self._state != "open":
+            raise RuntimeError(f"StemSetWriter is {self._state}")
+        if blocks.keys() != self._finals.keys():
+            raise ValueError(f"expected blocks for {sorted(self._finals)}, got {sorted(blocks)}")
+        arrays = {stem: np.asarray(b, dtype=np.float32) for stem, b in blocks.items()}
+        lengths = {a.shape[1] if a.ndim == 2 else -1 for a in arrays.values()}
+        shapes_ok = all(a.ndim == 2 and a.shape[0] == self.channels for a in arrays.values())
+        if not shapes_ok or len(lengths) != 1:
+            shapes = {stem: a.shape for stem, a in arrays.items()}
+            raise ValueError(f"blocks must all be ({self.channels}, n) with one n, got {shapes}")
+        self._guard(lambda: self._write(arrays))
+
+    def _write(self, arrays: dict[str, np.ndarray]) -> None:
+        clip = not (self.rescale or self.format.is_float)
+        for stem, block in arrays.items():
+            if block.size == 0:
+                continue
+            magnitude = np.abs(block)
+            self._peaks[stem] = max(self._peaks[stem], float(magnitude.max()))
+            if clip:
+                over = int(np.count_nonzero(magnitude > 1.0))
+                if over:
+                    self._clipped[stem] += over
+                    block = np.clip(block, -1.0, 1.0)
+            self._sinks[stem].write(block)
+
+    def close(self) -> WriteReport:
+        """Finish every file and move it to its final name; returns the :class:`WriteReport`.
+
+        Raises:
+            InvalidOutput: a file could not be finished (disk full…); nothing is left behind.
+        """
+        if self._state == "closed" and self.report is not None:
+            return self.report
+        if self._state != "open":
+            raise RuntimeError(f"StemSetWriter is {self._state}")
+        self._guard(self._finish)
+        assert self.report is not None
+        return self.report
+
+    def _finish(self) -> None:
+        for sink in self._sinks.values():
+            sink.close()
+        gain = 1.0
+        if self.rescale:
+            peak = max(self._peaks.values())
+            gain = 1.0 / peak if peak > 1.0 else 1.0
+            self._transcode(peak if peak > 1.0 else 1.0)
+        renamed: list[Path] = []
+        try:
+            for stem, final in self._finals.items():
+                os.replace(self._parts[stem], final)
+                renamed.append(final)
+        except BaseException:
+            # The set must stay consistent: no half set of new stems under final names.
+            for path in renamed:
+                path.unlink(missing_ok=True)
+            raise
+        self._parts.clear()
+        self._state = "closed"
+        self.report = WriteReport(dict(self._peaks), dict(self._clipped), gain)
+
+    def _transcode(self, divisor: float) -> None:
+        """Scale every float32 temporary by ``1 / divisor`` into the final format."""
+        frame_bytes = 4 * self.channels
+        for stem, final in self._finals.items():
+            part = self._parts[stem] = _temp_path(final, ".part")
+            sink = _open_sink(part, self.sample_rate, self.channels, self.format)
+            self._sinks[stem] = sink
+            raw = self._raws[stem]
+            with raw.open("rb") as f:
+                while chunk := f.read(_RESCALE_BLOCK * frame_bytes):
+                    block = np.frombuffer(chunk, dtype="<f4").reshape(-1, self.channels).T
+                    # Division, not multiplication by 1/peak: the peak sample becomes exactly
+                    # 1.0, so nothing rounds past full scale and clips.
+                    sink.write(block / np.float32(divisor))
+            sink.close()
+            raw.unlink()
+            del self._raws[stem]
+
+    def abort(self) -> None:
+        """Stop and delete every file written so far; nothing appears under a final name."""
+        if self._state == "closed":
+            return
+        self._state = "aborted"
+        for sink in self._sinks.values():
+            # Best effort: the file is deleted next whether or not it closed cleanly.
+            with contextlib.suppress(Exception):
+                sink.abort()
+        for path in [*self._raws.values(), *self._parts.values()]:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        self._raws.clear()
+        self._parts.clear()
+
+    def __enter__(self) -> StemSetWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self._state == "open":
+            self.close()

@@ -1,0 +1,222 @@
+"""Real audio and video files for the audio-layer tests, encoded with PyAV into a temp dir.
+
+Nothing here is mocked: every file is written by FFmpeg's own muxers and encoders (through
+PyAV), so the decoder under test sees exactly what it would see from a user's upload. Signals
+are short (a second or two) so the whole set is made in well under a second or two.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import cast
+
+import av
+import numpy as np
+
+__all__ = [
+    "LAYOUTS",
+    "STEMPEG_EXAMPLE",
+    "AudioFiles",
+    "Made",
+    "dominant_frequency",
+    "encode",
+    "stempeg_example",
+    "tone",
+]
+
+# FFmpeg channel layouts by channel count; the layout (not just the count) is written into the
+# file so a downmix knows which channel is the centre and which the LFE.
+LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 6: "5.1"}
+
+STEMPEG_EXAMPLE = "The Easton Ellises - Falcon 69.stem.mp4"
+
+
+def stempeg_example() -> Path | None:
+    """The MUSDB18 excerpt stempeg ships (5 AAC streams, 44.1 kHz stereo, ~6 s), if installed.
+
+    Found without importing stempeg, whose import fails when no ffmpeg binary is on PATH.
+    """
+    spec = importlib.util.find_spec("stempeg")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "data" / STEMPEG_EXAMPLE
+        if path.is_file():
+            return path
+    return None
+
+
+def tone(seconds: float, rate: int, freqs: Sequence[float], amplitude: float = 0.5) -> np.ndarray:
+    """One sine per channel: ``(len(freqs), round(seconds * rate))`` float32, frequencies in Hz."""
+    n = round(seconds * rate)
+    t = np.arange(n, dtype=np.float64) / rate
+    return np.stack([amplitude * np.sin(2 * np.pi * f * t) for f in freqs]).astype(np.float32)
+
+
+def dominant_frequency(x: np.ndarray, rate: int) -> float:
+    """The frequency (Hz) of the largest FFT bin of a 1-D signal, Hann-windowed."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum)) * rate / len(x)
+
+
+def _audio_frames(signal: np.ndarray, rate: int, layout: str, size: int) -> list[av.AudioFrame]:
+    frames = []
+    for start in range(0, signal.shape[1], size):
+        chunk = np.ascontiguousarray(signal[:, start : start + size], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        frame.pts = start
+        frame.time_base = Fraction(1, rate)
+        frames.append(frame)
+    return frames
+
+
+def encode(
+    path: Path,
+    signal: np.ndarray | None,
+    rate: int,
+    codec: str | None,
+    *,
+    container_format: str | None = None,
+    sample_format: str | None = None,
+    bit_rate: int | None = None,
+    options: dict[str, str] | None = None,
+    video: str | None = None,
+    video_seconds: float = 1.0,
+) -> Path:
+    """Write ``signal`` ((channels, samples) float32 at ``rate`` Hz) with FFmpeg encoder ``codec``.
+
+    ``video`` adds a small video stream first (codec name, e.g. ``"mpeg4"``), so the audio is
+    the second stream as in a phone recording; ``signal=None`` writes a video with no audio.
+    """
+    with av.open(str(path), "w", format=container_format) as out:
+        vstream: av.VideoStream | None = None
+        if video is not None:
+            vstream = cast(av.VideoStream, out.add_stream(video, rate=10))
+            vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
+        astream: av.AudioStream | None = None
+        if signal is not None and codec is not None:
+            layout = LAYOUTS[signal.shape[0]]
+            astream = cast(av.AudioStream, out.add_stream(codec, rate=rate, options=options or {}))
+            astream.layout = layout
+            if sample_format is not None:
+                astream.format = sample_format
+            if bit_rate is not None:
+                astream.bit_rate = bit_rate
+        # Started explicitly so a file with no packets at all (zero samples) still gets a header.
+        out.start_encoding()
+        if vstream is not None:
+            for i in range(round(video_seconds * 10)):
+                image = np.full((32, 32, 3), (i * 20) % 255, dtype=np.uint8)
+                vframe = av.VideoFrame.from_ndarray(image, format="rgb24")
+                vframe.pts = i
+                out.mux(vstream.encode(vframe))
+            out.mux(vstream.encode(None))
+        if astream is not None and signal is not None:
+            size = astream.codec_context.frame_size or 1024
+            for frame in _audio_frames(signal, rate, astream.layout.name, size):
+                out.mux(astream.encode(frame))
+            out.mux(astream.encode(None))
+    return path
+
+
+@dataclass(frozen=True)
+class Made:
+    """A generated file and the signal that went into it."""
+
+    path: Path
+    signal: np.ndarray  # (channels, samples) float32; (0, 0) when the file has no audio
+    rate: int  # Hz the signal was generated at (the file's rate)
+
+    @property
+    def seconds(self) -> float:
+        return int(self.signal.shape[1]) / self.rate
+
+
+@dataclass
+class AudioFiles:
+    """Makes each named test file once per ``root`` (a pytest tmp dir) and remembers it."""
+
+    root: Path
+    _made: dict[str, Made] = field(default_factory=dict)
+
+    def get(self, name: str) -> Made:
+        """The file called ``name`` (a key of :data:`RECIPES`), made on first use."""
+        if name not in self._made:
+            self._made[name] = RECIPES[name](self.root / name)
+        return self._made[name]
+
+    def bytes_file(self, name: str, data: bytes) -> Path:
+        """A file holding exactly ``data`` (for empty, text and truncated inputs)."""
+        path = self.root / name
+        path.write_bytes(data)
+        return path
+
+    def truncated(self, name: str, fraction: float) -> Path:
+        """The first ``fraction`` of the bytes of :meth:`get` ``(name)``, as a new file."""
+        data = self.get(name).path.read_bytes()
+        return self.bytes_file(
+            f"truncated-{fraction:.2f}-{name}", data[: int(len(data) * fraction)]
+        )
+
+
+def _recipe(
+    rate: int,
+    freqs: Sequence[float],
+    codec: str | None,
+    seconds: float = 1.5,
+    **kwargs: object,
+) -> Callable[[Path], Made]:
+    def make(path: Path) -> Made:
+        signal = tone(seconds, rate, freqs)
+        encode(path, signal, rate, codec, **kwargs)  # type: ignore[arg-type]
+        return Made(path, signal, rate)
+
+    return make
+
+
+def _video_only(path: Path) -> Made:
+    encode(path, None, 44100, None, video="mpeg4")
+    return Made(path, np.zeros((0, 0), dtype=np.float32), 0)
+
+
+_STEREO = (440.0, 660.0)
+_MONO = (440.0,)
+
+# name (with the extension the container gets) -> how to make it
+RECIPES: dict[str, Callable[[Path], Made]] = {
+    "stereo.wav": _recipe(44100, _STEREO, "pcm_s16le"),
+    "mono.wav": _recipe(44100, _MONO, "pcm_s16le"),
+    "float.wav": _recipe(48000, _STEREO, "pcm_f32le"),
+    "stereo.flac": _recipe(44100, _STEREO, "flac"),
+    "mono.flac": _recipe(22050, _MONO, "flac"),
+    "stereo.mp3": _recipe(44100, _STEREO, "libmp3lame", bit_rate=192_000),
+    "mono.mp3": _recipe(44100, _MONO, "libmp3lame", bit_rate=128_000),
+    "stereo.m4a": _recipe(44100, _STEREO, "aac", bit_rate=192_000),
+    "opus.ogg": _recipe(48000, _STEREO, "libopus", bit_rate=128_000),
+    "vorbis.ogg": _recipe(
+        44100, _STEREO, "vorbis", options={"strict": "experimental"}, container_format="ogg"
+    ),
+    "video.mp4": _recipe(44100, _STEREO, "aac", video="mpeg4", bit_rate=128_000),
+    "video.mov": _recipe(48000, _STEREO, "pcm_s16le", video="mpeg4"),
+    "video.mkv": _recipe(48000, _STEREO, "flac", video="mpeg4"),
+    "video.webm": _recipe(48000, _STEREO, "libopus", video="vp8", bit_rate=96_000),
+    "silent-video.mp4": _video_only,
+    "three.wav": _recipe(44100, (440.0, 660.0, 880.0), "pcm_s16le"),
+    "surround.flac": _recipe(48000, (300.0, 500.0, 700.0, 100.0, 900.0, 1100.0), "flac"),
+    "surround.m4a": _recipe(48000, (300.0, 500.0, 700.0, 100.0, 900.0, 1100.0), "aac"),
+    "rate8k.wav": _recipe(8000, _MONO, "pcm_s16le"),
+    "rate96k.flac": _recipe(96000, _STEREO, "flac", seconds=1.0),
+    "rate192k.wav": _recipe(192000, _STEREO, "pcm_s16le", seconds=1.0),
+    "rate4k.wav": _recipe(4000, _MONO, "pcm_s16le", seconds=1.0),
+    "rate384k.wav": _recipe(384000, _MONO, "pcm_s16le", seconds=0.25),
+    "empty.wav": _recipe(44100, _STEREO, "pcm_s16le", seconds=0.0),
+    "empty.flac": _recipe(44100, _STEREO, "flac", seconds=0.0),
+    "long.mp3": _recipe(44100, _STEREO, "libmp3lame", seconds=3.0, bit_rate=128_000),
+    "long.flac": _recipe(44100, _STEREO, "flac", seconds=3.0),
+    "long.wav": _recipe(44100, _STEREO, "pcm_s16le", seconds=3.0),
+}

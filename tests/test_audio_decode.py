@@ -1,0 +1,319 @@
+"""Decoding real files of real formats, rejecting bad ones, and resampling.
+
+Every input is an actual file written by FFmpeg's encoders (see ``audiofiles.py``) or the
+MUSDB18 excerpt stempeg ships; assertions are what a user would check by ear or by eye:
+channel count, rate, length, pitch, and a clear error for a file that cannot work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from audiofiles import AudioFiles, dominant_frequency, stempeg_example, tone
+from demixer.audio import AudioReader, StreamResampler, load, probe, resample, resampled_length
+from demixer.errors import InvalidAudio
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> AudioFiles:
+    return AudioFiles(tmp_path_factory.mktemp("decode"))
+
+
+# name -> (channels, rate, codec, lossless)
+GOOD = {
+    "stereo.wav": (2, 44100, "pcm_s16le", True),
+    "mono.wav": (1, 44100, "pcm_s16le", True),
+    "float.wav": (2, 48000, "pcm_f32le", True),
+    "stereo.flac": (2, 44100, "flac", True),
+    "mono.flac": (1, 22050, "flac", True),
+    "stereo.mp3": (2, 44100, "mp3", False),
+    "mono.mp3": (1, 44100, "mp3", False),
+    "stereo.m4a": (2, 44100, "aac", False),
+    "opus.ogg": (2, 48000, "opus", False),
+    "vorbis.ogg": (2, 44100, "vorbis", False),
+    "video.mp4": (2, 44100, "aac", False),
+    "video.mov": (2, 48000, "pcm_s16le", True),
+    "video.mkv": (2, 48000, "flac", True),
+    "video.webm": (2, 48000, "opus", False),
+    "rate8k.wav": (1, 8000, "pcm_s16le", True),
+    "rate96k.flac": (2, 96000, "flac", True),
+    "rate192k.wav": (2, 192000, "pcm_s16le", True),
+}
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_every_container_decodes_to_its_channels_rate_length_and_pitch(
+    files: AudioFiles, name: str
+) -> None:
+    channels, rate, codec, lossless = GOOD[name]
+    made = files.get(name)
+
+    info = probe(made.path)
+    audio, got_rate = load(made.path)
+
+    assert (info.channels, info.sample_rate, info.codec) == (channels, rate, codec)
+    assert info.duration == pytest.approx(made.seconds, abs=0.02)
+    assert audio.dtype == np.float32 and audio.ndim == 2
+    assert (audio.shape[0], got_rate) == (channels, rate)
+    # Lossy codecs may keep a frame of priming or padding; nothing more.
+    assert audio.shape[1] / rate == pytest.approx(made.seconds, abs=0.03)
+    for decoded, source in zip(audio, made.signal, strict=True):
+        expected = dominant_frequency(source, rate)
+        assert dominant_frequency(decoded[: len(source)], rate) == pytest.approx(expected, abs=2)
+    if lossless:
+        n = made.signal.shape[1]
+        assert audio.shape[1] == n
+        for decoded, source in zip(audio, made.signal, strict=True):
+            assert np.corrcoef(decoded, source)[0, 1] > 0.99999
+        assert np.abs(audio - made.signal).max() < 2e-4  # 16-bit quantisation
+
+
+def test_probe_names_the_container(files: AudioFiles) -> None:
+    assert probe(files.get("stereo.mp3").path).container == "mp3"
+    assert probe(files.get("stereo.m4a").path).container == "mov,mp4,m4a,3gp,3g2,mj2"
+    assert probe(files.get("video.webm").path).container == "matroska,webm"
+
+
+@pytest.mark.parametrize(
+    ("name", "frames"),
+    [("long.mp3", 10_007), ("long.flac", 4096), ("stereo.m4a", 1), ("video.webm", 48_000)],
+)
+def test_streamed_blocks_are_constant_size_and_concatenate_to_load(
+    files: AudioFiles, name: str, frames: int
+) -> None:
+    path = files.get(name).path
+    whole, rate = load(path)
+
+    with AudioReader(path) as reader:
+        blocks = list(reader.blocks(frames))
+        assert (reader.channels, reader.sample_rate) == (whole.shape[0], rate)
+
+    assert all(b.shape == (whole.shape[0], frames) for b in blocks[:-1])
+    assert 0 < blocks[-1].shape[1] <= frames
+    assert all(b.dtype == np.float32 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
+
+
+def _projection(mixed: np.ndarray, source: np.ndarray) -> float:
+    """How much of ``source`` (1-D) is in ``mixed`` (1-D), as a linear gain."""
+    return float(mixed @ source / (source @ source))
+
+
+def test_surround_downmixes_with_the_itu_matrix(files: AudioFiles) -> None:
+    made = files.get("surround.flac")  # 5.1: FL FR FC LFE BL BR, each its own tone
+
+    audio, rate = load(made.path, downmix=True)
+
+    assert (audio.shape, rate) == ((2, made.signal.shape[1]), 48000)
+    fl, fr, fc, lfe, bl, br = made.signal
+    left, right = audio
+    assert _projection(left, fl) == pytest.approx(1.0, abs=1e-3)
+    assert _projection(left, fc) == pytest.approx(0.7071, abs=1e-3)
+    assert _projection(left, bl) == pytest.approx(0.7071, abs=1e-3)
+    assert _projection(right, br) == pytest.approx(0.7071, abs=1e-3)
+    assert abs(_projection(left, fr)) < 1e-3 and abs(_projection(left, br)) < 1e-3
+    assert abs(_projection(left, lfe)) < 1e-3 and abs(_projection(right, lfe)) < 1e-3
+
+
+@pytest.mark.parametrize("name", ["three.wav", "surround.flac", "surround.m4a"])
+def test_more_than_two_channels_needs_downmix(files: AudioFiles, name: str) -> None:
+    path = files.get(name).path
+    stored = files.get(name).signal.shape[0]
+
+    assert probe(path).channels == stored  # probing reports, it does not reject
+    with pytest.raises(InvalidAudio, match=f"{stored} channels.*--downmix"):
+        load(path)
+    with AudioReader(path, downmix=True) as reader:
+        assert (reader.channels, reader.info.channels) == (2, stored)
+        audio = np.concatenate(list(reader.blocks(8192)), axis=1)
+    assert audio.shape[0] == 2
+    assert audio.shape[1] / reader.sample_rate == pytest.approx(1.5, abs=0.03)
+
+
+def test_downmix_keeps_mono_and_stereo_as_they_are(files: AudioFiles) -> None:
+    assert load(files.get("mono.flac").path, downmix=True)[0].shape[0] == 1
+    stereo = files.get("stereo.flac")
+    np.testing.assert_array_equal(load(stereo.path, downmix=True)[0], load(stereo.path)[0])
+
+
+def _bad_inputs() -> dict[str, tuple[Callable[[AudioFiles], Path], str]]:
+    """name -> (make the file, a word the error message must contain)."""
+
+    def made(name: str) -> Callable[[AudioFiles], Path]:
+        return lambda f: f.get(name).path
+
+    def cut(name: str, fraction: float) -> Callable[[AudioFiles], Path]:
+        return lambda f: f.truncated(name, fraction)
+
+    def zeroed_middle(name: str) -> Callable[[AudioFiles], Path]:
+        def make(f: AudioFiles) -> Path:
+            data = bytearray(f.get(name).path.read_bytes())
+            middle = len(data) // 2
+            data[middle : middle + 300] = bytes(300)
+            return f.bytes_file(f"damaged-{name}", bytes(data))
+
+        return make
+
+    return {
+        "missing": (lambda f: f.root / "no-such-file.mp3", "not found"),
+        "directory": (lambda f: f.root, "directory"),
+        "empty file": (lambda f: f.bytes_file("empty.mp3", b""), "empty"),
+        "text named .mp3": (
+            lambda f: f.bytes_file("notes.mp3", b"just some text, not audio\n" * 40),
+            "not an audio or video file",
+        ),
+        "mp3 cut to 40%": (cut("long.mp3", 0.4), "truncated"),
+        "mp3 cut to 90%": (cut("long.mp3", 0.9), "truncated"),
+        "mp3 damaged": (zeroed_middle("long.mp3"), "corrupt"),
+        "wav cut to 40%": (cut("long.wav", 0.4), "truncated"),
+        "wav cut to 90%": (cut("long.wav", 0.9), "truncated"),
+        "flac cut to 40%": (cut("long.flac", 0.4), "truncated"),
+        "flac cut to 97%": (cut("long.flac", 0.97), "truncated"),
+        "flac damaged": (zeroed_middle("long.flac"), "damaged"),
+        "m4a cut": (cut("stereo.m4a", 0.8), "truncated"),
+        "ogg cut mid-page": (cut("vorbis.ogg", 0.9), "truncated"),
+        "opus cut mid-page": (cut("opus.ogg", 0.9), "truncated"),
+        "mkv cut": (cut("video.mkv", 0.6), "truncated"),
+        "zero-length wav": (made("empty.wav"), "zero length"),
+        "zero-length flac": (made("empty.flac"), "zero length"),
+        "video without audio": (made("silent-video.mp4"), "no audio stream"),
+        "4 kHz": (made("rate4k.wav"), "4000 Hz"),
+        "384 kHz": (made("rate384k.wav"), "384000 Hz"),
+        "6 channels": (made("surround.m4a"), "6 channels"),
+    }
+
+
+BAD = _bad_inputs()
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_raises_one_typed_error_saying_what_is_wrong(
+    files: AudioFiles, case: str
+) -> None:
+    make, word = BAD[case]
+    path = make(files)
+
+    with pytest.raises(InvalidAudio, match=word) as whole:
+        load(path)
+    # Streaming reports the same problem, at the latest when the blocks run out.
+    with pytest.raises(InvalidAudio, match=word) as streamed, AudioReader(path) as reader:
+        for _ in reader.blocks(4096):
+            pass
+    assert whole.value.code == streamed.value.code == "INVALID_AUDIO"
+
+
+def test_truncation_is_reported_after_the_audio_that_did_decode(files: AudioFiles) -> None:
+    path = files.truncated("long.mp3", 0.5)
+    blocks: list[np.ndarray] = []
+
+    with AudioReader(path) as reader, pytest.raises(InvalidAudio, match="truncated"):
+        for block in reader.blocks(4096):
+            blocks.append(block)
+
+    assert sum(b.shape[1] for b in blocks) / 44100 == pytest.approx(1.5, abs=0.1)
+
+
+def test_zero_length_wav_is_refused_when_opened(files: AudioFiles) -> None:
+    with pytest.raises(InvalidAudio, match="zero length"):
+        AudioReader(files.get("empty.wav").path)
+
+
+def test_a_slightly_short_lossy_file_is_not_called_truncated(files: AudioFiles) -> None:
+    # Cutting the last few milliseconds of an MP3 is indistinguishable from encoder padding.
+    audio, rate = load(files.truncated("long.mp3", 0.995))
+    assert audio.shape[1] / rate == pytest.approx(3.0, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def musdb() -> Path:
+    path = stempeg_example()
+    if path is None:
+        pytest.skip("stempeg (with its MUSDB18 excerpt) is not installed")
+    return path
+
+
+def test_musdb_stem_file_reads_the_mix_stream(musdb: Path) -> None:
+    info = probe(musdb)
+    audio, rate = load(musdb)
+
+    assert (info.codec, info.sample_rate, info.channels) == ("aac", 44100, 2)
+    assert info.duration == pytest.approx(6.08, abs=0.05)
+    assert (audio.shape[0], rate) == (2, 44100)
+    assert audio.shape[1] / rate == pytest.approx(info.duration, abs=0.05)
+    # Real music: loud, and different in the two channels.
+    assert 0.03 < float(np.sqrt(np.mean(audio**2))) < 0.5
+    assert np.abs(audio[0] - audio[1]).max() > 0.01
+    # It is the first of the five streams (the mix), not the drums that follow it.
+    with av.open(str(musdb)) as container:
+        streams = container.streams.audio
+        assert len(streams) == 5
+        drums = np.concatenate([f.to_ndarray() for f in container.decode(streams[1])], axis=1)
+    n = min(drums.shape[1], audio.shape[1])
+    assert np.corrcoef(audio[0, :n], drums[0, :n])[0, 1] < 0.9
+
+
+def test_musdb_stream_in_small_blocks_equals_load(musdb: Path) -> None:
+    whole, _ = load(musdb)
+    with AudioReader(musdb) as reader:
+        streamed = np.concatenate(list(reader.blocks(1000)), axis=1)
+    np.testing.assert_array_equal(streamed, whole)
+
+
+# --- resampling -------------------------------------------------------------------------
+
+
+RATE_PAIRS = [(44100, 48000), (48000, 44100), (8000, 44100), (96000, 44100), (192000, 48000)]
+
+
+@pytest.mark.parametrize(("from_rate", "to_rate"), RATE_PAIRS)
+@pytest.mark.parametrize("block", [1000, 4096, 65536])
+def test_streamed_resampling_matches_whole_signal_resampling(
+    from_rate: int, to_rate: int, block: int
+) -> None:
+    rng = np.random.default_rng(from_rate + to_rate + block)
+    n = from_rate + 12_345  # not a multiple of anything
+    x = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
+
+    whole = resample(x, from_rate, to_rate)
+    stream = StreamResampler(from_rate, to_rate, 2)
+    parts = [stream.process(x[:, i : i + block]) for i in range(0, n, block)]
+    parts.append(stream.process(np.zeros((2, 0), np.float32), last=True))
+    streamed = np.concatenate(parts, axis=1)
+
+    assert whole.shape == streamed.shape == (2, round(n * to_rate / from_rate))
+    assert whole.shape[1] == resampled_length(n, from_rate, to_rate)
+    assert whole.dtype == streamed.dtype == np.float32
+    assert np.abs(streamed - whole).max() <= 1e-5
+
+
+def test_streaming_with_the_last_flag_on_a_real_block_is_exact() -> None:
+    x = tone(1.0, 44100, (440.0,))
+    stream = StreamResampler(44100, 48000, 1)
+    out = np.concatenate([stream.process(x[:, :30000]), stream.process(x[:, 30000:], last=True)], 1)
+    np.testing.assert_allclose(out, resample(x, 44100, 48000), atol=1e-5)
+    with pytest.raises(RuntimeError):
+        stream.process(x)
+
+
+def test_resampling_keeps_pitch_and_round_trips() -> None:
+    x = tone(1.0, 8000, (1000.0,))
+
+    up = resample(x, 8000, 44100)
+    back = resample(up, 44100, 8000)
+
+    assert up.shape == (1, 44100) and back.shape == x.shape
+    assert dominant_frequency(up[0], 44100) == pytest.approx(1000, abs=2)
+    # Away from the edges (where the filter sees the abrupt start) the round trip is exact.
+    assert np.abs(back - x)[:, 200:-200].max() < 1e-4
+
+
+def test_equal_rates_are_the_identity() -> None:
+    x = tone(0.1, 44100, (440.0, 660.0))
+    np.testing.assert_array_equal(resample(x, 44100, 44100), x)
+    stream = StreamResampler(44100, 44100, 2)
+    np.testing.assert_array_equal(stream.process(x, last=True), x)

@@ -1,0 +1,299 @@
+"""Writing stem sets: formats, round trips through the real decoder, clipping, rescale, abort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofiles import dominant_frequency, tone
+from demixer.audio import FORMATS, OutputFormat, StemSetWriter, WriteReport, load, resample
+from demixer.errors import InvalidOutput
+
+BLOCK = 4096
+
+
+def write_set(
+    directory: Path,
+    stems: dict[str, np.ndarray],
+    rate: int,
+    fmt: OutputFormat,
+    *,
+    rescale: bool = False,
+    block: int = BLOCK,
+) -> tuple[dict[str, Path], WriteReport]:
+    """Stream ``stems`` (name -> (channels, n)) through a StemSetWriter in ``block`` chunks."""
+    paths = {name: directory / f"{name}.{fmt.extension}" for name in stems}
+    channels, n = next(iter(stems.values())).shape
+    with StemSetWriter(paths, rate, channels, fmt, rescale=rescale) as writer:
+        for start in range(0, n, block):
+            writer.write({name: x[:, start : start + block] for name, x in stems.items()})
+        report = writer.close()
+    return paths, report
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Hidden temporaries the writer may have left (it must not)."""
+    return sorted(p.name for p in directory.rglob(".*"))
+
+
+# --- OutputFormat -------------------------------------------------------------------------
+
+
+def test_formats_parse_with_their_default_bit_depths() -> None:
+    assert FORMATS == ("wav", "flac", "mp3")
+    assert OutputFormat.parse("wav", None) == OutputFormat("wav", "16")
+    assert OutputFormat.parse("FLAC", None) == OutputFormat("flac", "16")
+    assert OutputFormat.parse(" mp3 ", None) == OutputFormat("mp3", None)
+    assert OutputFormat.parse("wav", "32F").bit_depth == "32f"
+    assert OutputFormat.parse("flac", "24").bit_depth == "24"
+
+
+def test_format_properties() -> None:
+    wav = OutputFormat.parse("wav", "32f")
+    mp3 = OutputFormat.parse("mp3", None)
+    flac = OutputFormat.parse("flac", "24")
+    assert (wav.extension, wav.suffix, wav.content_type, wav.is_float) == (
+        "wav",
+        ".wav",
+        "audio/wav",
+        True,
+    )
+    assert (mp3.extension, mp3.content_type, mp3.is_float) == ("mp3", "audio/mpeg", False)
+    assert (flac.extension, flac.content_type, flac.is_float) == ("flac", "audio/flac", False)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "depth", "listed"),
+    [
+        ("ogg", None, "wav, flac, mp3"),
+        ("wav", "8", "16, 24, 32f"),
+        ("wav", "32", "16, 24, 32f"),
+        ("flac", "32f", "16, 24"),
+        ("mp3", "16", "320 kbps"),
+    ],
+)
+def test_bad_format_choices_raise_invalid_output_listing_the_valid_ones(
+    fmt: str, depth: str | None, listed: str
+) -> None:
+    with pytest.raises(InvalidOutput, match=listed):
+        OutputFormat.parse(fmt, depth)
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "depth", "step"),
+    [
+        ("wav", "16", 2**-15),
+        ("wav", "24", 2**-23),
+        ("wav", "32f", 0.0),
+        ("flac", "16", 2**-15),
+        ("flac", "24", 2**-23),
+    ],
+)
+def test_lossless_round_trip_is_within_quantisation(
+    tmp_path: Path, fmt: str, depth: str, step: float
+) -> None:
+    rate = 44100
+    stems = {
+        "vocals": tone(1.0, rate, (440.0, 550.0), amplitude=0.9),
+        "bass": tone(1.0, rate, (110.0, 55.0), amplitude=0.3),
+    }
+
+    paths, report = write_set(tmp_path, stems, rate, OutputFormat.parse(fmt, depth))
+
+    assert report.gain == 1.0 and report.clipped == {"vocals": 0, "bass": 0}
+    assert report.peaks["vocals"] == pytest.approx(0.9, abs=1e-3)
+    for name, source in stems.items():
+        audio, got_rate = load(paths[name])
+        assert (audio.shape, got_rate) == (source.shape, rate)
+        assert np.abs(audio - source).max() <= step  # at most one quantisation step
+    assert sf.info(str(paths["vocals"])).subtype == {"16": "PCM_16", "24": "PCM_24"}.get(
+        depth, "FLOAT"
+    )
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 1), (32000, 2)])
+def test_mp3_round_trip_keeps_rate_channels_length_and_alignment(
+    tmp_path: Path, rate: int, channels: int
+) -> None:
+    source = tone(2.0, rate, (440.0, 660.0)[:channels])
+    fmt = OutputFormat.parse("mp3", None)
+
+    paths, _ = write_set(tmp_path, {"mix": source}, rate, fmt)
+    audio, got_rate = load(paths["mix"])
+
+    assert (audio.shape[0], got_rate) == (channels, rate)
+    # The LAME Info tag tells the decoder the encoder delay and padding: the samples that
+    # come out are exactly the ones that went in, in the same place.
+    assert audio.shape[1] == source.shape[1]
+    for decoded, original in zip(audio, source, strict=True):
+        assert np.corrcoef(decoded, original)[0, 1] > 0.999
+    with av.open(str(paths["mix"])) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.bit_rate == 320_000  # CBR 320 kbps
+        assert stream.metadata.get("encoder") == "LAME3.100"  # FFmpeg checked the tag's CRC
+    # A second, independent decoder (libsndfile's mpg123) honours the tag the same way.
+    assert sf.info(str(paths["mix"])).frames == source.shape[1]
+
+
+@pytest.mark.parametrize(("rate", "mp3_rate"), [(96000, 48000), (22050, 44100), (8000, 48000)])
+def test_mp3_at_rates_mpeg1_lacks_is_resampled(tmp_path: Path, rate: int, mp3_rate: int) -> None:
+    source = tone(1.0, rate, (440.0, 1000.0))
+
+    paths, _ = write_set(tmp_path, {"mix": source}, rate, OutputFormat.parse("mp3", None))
+    audio, got_rate = load(paths["mix"])
+
+    assert got_rate == mp3_rate
+    assert audio.shape == (2, mp3_rate)
+    reference = resample(source, rate, mp3_rate)
+    assert np.corrcoef(audio[1], reference[1])[0, 1] > 0.999
+    assert dominant_frequency(audio[0], got_rate) == pytest.approx(440, abs=2)
+
+
+# --- clipping and rescaling ----------------------------------------------------------------
+
+
+def test_float_output_keeps_values_beyond_full_scale(tmp_path: Path) -> None:
+    loud = tone(0.5, 44100, (440.0, 660.0), amplitude=1.5)
+
+    paths, report = write_set(tmp_path, {"drums": loud}, 44100, OutputFormat.parse("wav", "32f"))
+    audio, _ = load(paths["drums"])
+
+    assert report.clipped == {"drums": 0} and report.gain == 1.0
+    assert report.peaks["drums"] == pytest.approx(1.5, abs=1e-3)
+    np.testing.assert_array_equal(audio, loud)
+
+
+@pytest.mark.parametrize(("fmt", "depth"), [("wav", "16"), ("flac", "24"), ("mp3", None)])
+def test_integer_and_mp3_output_clip_and_count(tmp_path: Path, fmt: str, depth: str | None) -> None:
+    loud = tone(0.5, 44100, (440.0, 660.0), amplitude=1.2)
+    quiet = tone(0.5, 44100, (440.0, 660.0), amplitude=0.5)
+    over = int(np.count_nonzero(np.abs(loud) > 1.0))
+
+    paths, report = write_set(
+        tmp_path, {"loud": loud, "quiet": quiet}, 44100, OutputFormat.parse(fmt, depth)
+    )
+
+    assert over > 1000
+    assert report.clipped == {"loud": over, "quiet": 0}
+    assert report.peaks["loud"] == pytest.approx(1.2, abs=1e-3)
+    assert report.gain == 1.0
+    audio, _ = load(paths["loud"])
+    assert np.abs(audio).max() <= 1.0 + (0.1 if fmt == "mp3" else 0.0)
+
+
+@pytest.mark.parametrize(("fmt", "depth"), [("wav", "16"), ("flac", "24"), ("wav", "32f")])
+def test_rescale_applies_one_common_gain_and_keeps_stem_ratios(
+    tmp_path: Path, fmt: str, depth: str
+) -> None:
+    rate = 44100
+    drums = tone(1.0, rate, (200.0, 300.0), amplitude=2.0)
+    vocals = tone(1.0, rate, (440.0, 550.0), amplitude=0.5)
+
+    paths, report = write_set(
+        tmp_path,
+        {"drums": drums, "vocals": vocals},
+        rate,
+        OutputFormat.parse(fmt, depth),
+        rescale=True,
+        block=10_000,
+    )
+
+    peak = max(float(np.abs(drums).max()), float(np.abs(vocals).max()))
+    assert report.gain == pytest.approx(1 / peak)
+    assert report.peaks == pytest.approx({"drums": peak, "vocals": float(np.abs(vocals).max())})
+    assert report.clipped == {"drums": 0, "vocals": 0}
+    out_drums, _ = load(paths["drums"])
+    out_vocals, _ = load(paths["vocals"])
+    assert np.abs(out_drums).max() <= 1.0
+    assert np.abs(out_drums).max() == pytest.approx(1.0, abs=1e-4)
+    # One gain for all: the stems still sum to the equally scaled mix.
+    np.testing.assert_allclose(out_drums, drums * report.gain, atol=2**-15)
+    np.testing.assert_allclose(out_vocals, vocals * report.gain, atol=2**-15)
+    assert np.abs(out_vocals).max() / np.abs(out_drums).max() == pytest.approx(0.25, rel=1e-3)
+    assert leftovers(tmp_path) == []
+
+
+def test_rescale_of_quiet_stems_is_unity_gain(tmp_path: Path) -> None:
+    quiet = tone(0.5, 44100, (440.0,), amplitude=0.5)
+    paths, report = write_set(
+        tmp_path, {"a": quiet}, 44100, OutputFormat.parse("mp3", None), rescale=True
+    )
+    assert report.gain == 1.0
+    assert load(paths["a"])[0].shape == quiet.shape
+
+
+# --- atomicity -----------------------------------------------------------------------------
+
+
+def test_abort_leaves_no_files_and_keeps_older_ones(tmp_path: Path) -> None:
+    old = tmp_path / "out" / "vocals.wav"
+    old.parent.mkdir()
+    old.write_bytes(b"previous run")
+    paths = {"vocals": old, "drums": tmp_path / "out" / "drums.wav"}
+    block = tone(0.2, 44100, (440.0, 660.0))
+
+    writer = StemSetWriter(paths, 44100, 2, OutputFormat.parse("wav", None))
+    writer.write({"vocals": block, "drums": block})
+    writer.abort()
+
+    assert sorted(p.name for p in old.parent.iterdir()) == ["vocals.wav"]
+    assert old.read_bytes() == b"previous run"
+    with pytest.raises(RuntimeError):
+        writer.write({"vocals": block, "drums": block})
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_exception_inside_the_writer_block_removes_partial_files(
+    tmp_path: Path, rescale: bool
+) -> None:
+    paths = {"bass": tmp_path / "bass.mp3", "other": tmp_path / "other.mp3"}
+    block = tone(0.2, 44100, (440.0, 660.0))
+
+    with (
+        pytest.raises(KeyboardInterrupt),
+        StemSetWriter(paths, 44100, 2, OutputFormat.parse("mp3", None), rescale=rescale) as w,
+    ):
+        w.write({"bass": block, "other": block})
+        raise KeyboardInterrupt
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_appear_only_on_close_and_parent_dirs_are_created(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "vocals.flac"
+    block = tone(0.2, 44100, (440.0,))
+
+    writer = StemSetWriter({"vocals": target}, 44100, 1, OutputFormat.parse("flac", None))
+    writer.write({"vocals": block})
+    assert not target.exists()  # still under a temporary name
+    report = writer.close()
+
+    assert target.is_file() and leftovers(tmp_path) == []
+    assert writer.close() is report  # closing twice is harmless
+
+
+def test_blocks_must_match_the_declared_stems_and_shapes(tmp_path: Path) -> None:
+    paths = {"a": tmp_path / "a.wav", "b": tmp_path / "b.wav"}
+    with StemSetWriter(paths, 44100, 2, OutputFormat.parse("wav", None)) as writer:
+        with pytest.raises(ValueError, match="expected blocks"):
+            writer.write({"a": np.zeros((2, 10), np.float32)})
+        with pytest.raises(ValueError, match="one n"):
+            writer.write({"a": np.zeros((2, 10), np.float32), "b": np.zeros((2, 11), np.float32)})
+        writer.write({"a": np.zeros((2, 10), np.float32), "b": np.zeros((2, 10), np.float32)})
+    assert sf.info(str(paths["b"])).frames == 10
+
+
+def test_unwritable_target_raises_invalid_output(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"")
+    with pytest.raises(InvalidOutput, match="cannot write"):
+        StemSetWriter({"a": blocker / "a.wav"}, 44100, 2, OutputFormat.parse("wav", None))
+    assert [p.name for p in tmp_path.iterdir()] == ["not-a-dir"]
