@@ -1,0 +1,3 @@
+from demixer.cli import main
+
+main()
