@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -40,11 +41,22 @@ models_app = typer.Typer(help="List and fetch separation models.", no_args_is_he
 app.add_typer(models_app, name="models")
 
 err = Console(stderr=True)
-out = Console()
+# Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
+out = Console(soft_wrap=True)
+
+
+def _print_error(error: DemixerError) -> None:
+    # Messages hold file names and user input: escaped, or "[live]" in a name would vanish as
+    # markup and "[/x]" would crash rich; soft-wrapped, so a long one stays one line in logs.
+    err.print(
+        f"[bold red]error[/] \\[{error.code}] {escape(error.message)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _fail(error: DemixerError) -> typer.Exit:
-    err.print(f"[bold red]error[/] [{error.code}] {error.message}", highlight=False)
+    _print_error(error)
     return typer.Exit(exit_code_for(error))
 
 
@@ -134,7 +146,7 @@ def separate(
         disable=not err.is_terminal,
     ) as progress:
         for path in files:
-            task = progress.add_task(path.name, total=1.0)
+            task = progress.add_task(escape(path.name), total=1.0)
             try:
                 result = separator.separate_file(
                     path,
@@ -148,8 +160,8 @@ def separate(
                 )
             except InvalidAudio as e:
                 failures += 1
-                progress.update(task, description=f"{path.name} [red]failed")
-                err.print(f"[bold red]error[/] [{e.code}] {e.message}", highlight=False)
+                progress.update(task, description=f"{escape(path.name)} [red]failed")
+                _print_error(e)
                 last_error: DemixerError = e
                 continue
             except DemixerError as e:
@@ -157,14 +169,14 @@ def separate(
             progress.update(task, completed=1.0)
             speed = result.duration / result.seconds if result.seconds else 0.0
             out.print(
-                f"{path.name}: {result.duration:.1f} s in {result.seconds:.1f} s "
+                f"{escape(path.name)}: {result.duration:.1f} s in {result.seconds:.1f} s "
                 f"({speed:.1f}x real time)",
                 highlight=False,
             )
             for name, written in result.paths.items():
                 clipped = result.report.clipped.get(name, 0)
                 note = f"  [yellow]{clipped} samples clipped[/]" if clipped else ""
-                out.print(f"  {name}: {written}{note}", highlight=False)
+                out.print(f"  {name}: {escape(str(written))}{note}", highlight=False)
             if any(result.report.clipped.values()):
                 out.print(
                     "  [yellow]some stems clipped in integer output: use --bit-depth 32f "

@@ -1,0 +1,554 @@
+"""The separation engine: stem plans, windowed overlap-add, and the Separator on real audio.
+
+``plan_stems`` and ``overlap_add`` are checked with known answers (a fake ``separate`` whose
+output is computable). The Separator runs the real Spleeter weights on real files written by
+FFmpeg's encoders (``audiofiles.py``) and on the MUSDB18 excerpt, with its window shrunk to
+one second so that several windows and cross-faded seams occur on a few seconds of audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofiles import AudioFiles, encode, stempeg_example, tone
+from demixer.audio import OutputFormat, load
+from demixer.engine import RESIDUAL, Separator, StemPlan, plan_stems
+from demixer.engine.windows import overlap_add
+from demixer.errors import (
+    Cancelled,
+    InvalidAudio,
+    InvalidOutput,
+    ModelUnavailable,
+    UnknownStem,
+)
+
+MODEL = "spleeter-2stems"
+TWO = ("vocals", "accompaniment")
+FOUR = ("vocals", "drums", "bass", "other")
+
+# --- plan_stems ------------------------------------------------------------------------------
+
+
+def test_default_is_every_model_stem_without_residual() -> None:
+    assert plan_stems(MODEL, TWO, None) == StemPlan(TWO, None)
+    assert plan_stems(MODEL, TWO, []) == StemPlan(TWO, None)
+    assert plan_stems("m", FOUR, [" ", ""]).outputs == FOUR
+
+
+def test_every_stem_requested_in_any_order_gives_the_models_order_and_no_residual() -> None:
+    plan = plan_stems("m", FOUR, ["Other", "bass", "vocals", "drums", "bass"])
+    assert plan == StemPlan(FOUR, None)
+
+
+@pytest.mark.parametrize(
+    ("requested", "targets", "outputs"),
+    [
+        (["vocals"], ("vocals",), ("vocals", RESIDUAL)),
+        (["accompaniment"], ("accompaniment",), ("accompaniment", RESIDUAL)),
+        (["vocals", "residual"], ("vocals",), ("vocals", RESIDUAL)),
+    ],
+)
+def test_a_subset_adds_the_residual(
+    requested: list[str], targets: tuple[str, ...], outputs: tuple[str, ...]
+) -> None:
+    plan = plan_stems(MODEL, TWO, requested)
+    assert plan.targets == targets
+    assert plan.outputs == outputs
+
+
+def test_a_subset_of_four_adds_the_residual_last_in_model_order() -> None:
+    plan = plan_stems("m", FOUR, ["bass", "drums"])
+    assert plan.outputs == ("drums", "bass", RESIDUAL)
+
+
+@pytest.mark.parametrize("alias", ["instrumental", "accompaniment", "others", "Instrumental "])
+def test_an_alias_beside_exactly_one_stem_names_the_residual(alias: str) -> None:
+    plan = plan_stems("m", FOUR, ["vocals", alias])
+    assert plan.targets == ("vocals",)
+    assert plan.residual_name == alias.strip().lower()
+    assert plan.outputs == ("vocals", alias.strip().lower())
+
+
+def test_an_alias_that_is_a_model_stem_is_that_stem() -> None:
+    # For the 2-stem model "accompaniment" is a real stem, not the residual.
+    assert plan_stems(MODEL, TWO, ["vocals", "accompaniment"]) == StemPlan(TWO, None)
+    assert plan_stems("m", FOUR, ["vocals", "other"]).outputs == ("vocals", "other", RESIDUAL)
+
+
+@pytest.mark.parametrize("alias", ["instrumental", "accompaniment", "others"])
+def test_an_alias_beside_several_stems_is_rejected(alias: str) -> None:
+    with pytest.raises(UnknownStem, match="exactly one"):
+        plan_stems("m", FOUR, ["vocals", "drums", alias])
+
+
+def test_residual_with_several_stems_is_fine() -> None:
+    plan = plan_stems("m", FOUR, ["vocals", "drums", "residual"])
+    assert plan.outputs == ("vocals", "drums", RESIDUAL)
+
+
+def test_an_unknown_stem_is_rejected_naming_the_valid_ones() -> None:
+    with pytest.raises(UnknownStem) as info:
+        plan_stems(MODEL, TWO, ["vocals", "guitar"])
+    message = info.value.message
+    assert "guitar" in message
+    for name in (*TWO, RESIDUAL):
+        assert name in message
+
+
+@pytest.mark.parametrize("requested", [["residual"], ["instrumental"], ["residual", "others"]])
+def test_the_residual_alone_is_rejected(requested: list[str]) -> None:
+    with pytest.raises(UnknownStem, match="at least one of"):
+        plan_stems(MODEL, TWO, requested)
+
+
+# --- overlap_add -----------------------------------------------------------------------------
+
+WINDOW, OVERLAP = 40, 10
+HOP = WINDOW - OVERLAP
+
+
+def _blocks(x: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """``x`` in random-sized blocks (0 to 2.5 windows), as a decoder would deliver it."""
+    start = 0
+    while start < x.shape[1]:
+        n = int(rng.integers(0, 100))
+        yield x[:, start : start + n].copy()
+        start += n
+
+
+def _identity(x: np.ndarray) -> dict[str, np.ndarray]:
+    return {"same": x.copy(), "double": 2 * x}
+
+
+def _run(
+    x: np.ndarray, separate: object, seed: int = 0
+) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]], list[int]]:
+    starts: list[int] = []
+    regions, stems = [], []
+    for region, out in overlap_add(
+        _blocks(x, np.random.default_rng(seed)),
+        separate,  # type: ignore[arg-type]
+        window=WINDOW,
+        overlap=OVERLAP,
+        before_window=starts.append,
+    ):
+        regions.append(region.copy())
+        stems.append({k: v.copy() for k, v in out.items()})
+    return regions, stems, starts
+
+
+# Lengths: shorter than a window, exactly one window, ending exactly at a window boundary
+# (k hops + window), ending inside the last overlap, just past it, and long.
+LENGTHS = [1, 17, WINDOW, 3 * HOP + WINDOW, 4 * HOP + 5, 4 * HOP + OVERLAP + 1, 1000]
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_regions_tile_the_input_and_identity_survives_the_seams(length: int, seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    x = rng.standard_normal((2, length)).astype(np.float32)
+    regions, stems, starts = _run(x, _identity, seed)
+
+    np.testing.assert_array_equal(np.concatenate(regions, axis=1), x)
+    for region, out in zip(regions, stems, strict=True):
+        assert set(out) == {"same", "double"}
+        assert out["same"].shape == region.shape
+        np.testing.assert_allclose(out["same"], region, atol=1e-6)
+        np.testing.assert_allclose(out["double"], 2 * region, atol=1e-6)
+    # Windows start a hop apart from 0, and every window but the last is full.
+    assert starts == [HOP * i for i in range(len(starts))]
+    assert starts[-1] + WINDOW >= length
+
+
+def test_windows_never_exceed_the_window_length() -> None:
+    seen: list[int] = []
+
+    def separate(x: np.ndarray) -> dict[str, np.ndarray]:
+        seen.append(x.shape[1])
+        return {"a": x.copy()}
+
+    _run(np.ones((1, 1000), dtype=np.float32), separate)
+    assert max(seen) == WINDOW
+    assert all(n == WINDOW for n in seen[:-1])
+
+
+@pytest.mark.parametrize("length", [3 * HOP + WINDOW, 3 * HOP + WINDOW + 13, 4 * HOP + 5])
+def test_a_per_window_gain_crossfades_linearly(length: int) -> None:
+    """Window ``k`` multiplies by ``k + 1``: in each overlap the gain ramps linearly k+1 -> k+2."""
+    calls = 0
+
+    def separate(x: np.ndarray) -> dict[str, np.ndarray]:
+        nonlocal calls
+        calls += 1
+        return {"a": x * np.float32(calls)}
+
+    x = np.ones((1, length), dtype=np.float32)
+    _, stems, _ = _run(x, separate)
+    y = np.concatenate([s["a"] for s in stems], axis=1)[0]
+
+    expected = np.empty(length)
+    for k in range(calls):
+        start = k * HOP
+        expected[start : start + WINDOW] = k + 1  # later windows overwrite the overlap...
+    for k in range(1, calls):  # ... which is then the ramp from window k's gain to k+1's
+        start = k * HOP
+        n = min(OVERLAP, length - start)
+        ramp = (np.arange(n) + 0.5) / OVERLAP
+        expected[start : start + n] = k * (1 - ramp) + (k + 1) * ramp
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    # The ramp is strictly increasing across each seam: no step, no dip.
+    for k in range(1, calls):
+        seam = y[k * HOP - 1 : min(k * HOP + OVERLAP + 1, length)]
+        assert (np.diff(seam) > 0).all()
+
+
+def test_empty_blocks_and_an_empty_stream() -> None:
+    out = list(overlap_add(iter([]), _identity, window=WINDOW, overlap=OVERLAP))
+    assert out == []
+    blocks = [np.zeros((2, 0), np.float32), np.ones((2, 5), np.float32)]
+    (region, stems), *rest = overlap_add(iter(blocks), _identity, window=WINDOW, overlap=OVERLAP)
+    assert rest == [] and region.shape == (2, 5) and stems["same"].shape == (2, 5)
+
+
+def test_zero_overlap_just_cuts() -> None:
+    x = np.arange(100, dtype=np.float32)[None]
+    regions = [r for r, _ in overlap_add(iter([x]), _identity, window=30, overlap=0)]
+    assert [r.shape[1] for r in regions] == [30, 30, 30, 10]
+
+
+@pytest.mark.parametrize(("window", "overlap"), [(10, 10), (10, 11), (10, -1)])
+def test_bad_window_overlap_is_refused(window: int, overlap: int) -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        list(
+            overlap_add(
+                iter([np.ones((1, 5), np.float32)]), _identity, window=window, overlap=overlap
+            )
+        )
+
+
+# --- Separator on the real model ---------------------------------------------------------------
+
+SMALL_WINDOW = 2.0  # seconds at the model's rate
+SMALL_OVERLAP = 0.5
+
+
+@pytest.fixture(scope="module")
+def separator() -> Iterator[Separator]:
+    try:
+        sep = Separator(MODEL)
+    except ModelUnavailable as exc:
+        pytest.skip(f"spleeter weights not installed: {exc.message}")
+    rate = sep.backend.sample_rate
+    with pytest.MonkeyPatch.context() as mp:
+        # A few windows and seams on a few seconds of audio instead of one 47 s window.
+        mp.setattr(sep.backend, "window", round(SMALL_WINDOW * rate))
+        mp.setattr(sep.backend, "overlap", round(SMALL_OVERLAP * rate))
+        yield sep
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> AudioFiles:
+    return AudioFiles(tmp_path_factory.mktemp("engine-in"))
+
+
+@pytest.fixture(scope="module")
+def excerpt() -> tuple[np.ndarray, int]:
+    """The MUSDB18 excerpt's mix, ``(2, samples)`` float32 and its rate (~6 s, 44.1 kHz)."""
+    path = stempeg_example()
+    if path is None:
+        pytest.skip("stempeg (the real-music excerpt) is not installed")
+    return load(path)
+
+
+@pytest.fixture(scope="module")
+def excerpt_wav(tmp_path_factory: pytest.TempPathFactory, excerpt: tuple[np.ndarray, int]) -> Path:
+    """The excerpt as a float WAV, so the file path sees exactly the array's samples."""
+    audio, rate = excerpt
+    path = tmp_path_factory.mktemp("engine-excerpt") / "falcon.wav"
+    sf.write(str(path), audio.T, rate, subtype="FLOAT")
+    return path
+
+
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data.T, rate
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+FLOAT = OutputFormat.parse("wav", "32f")
+
+
+def test_separate_array_stems_sum_to_the_input_across_seams(
+    separator: Separator, excerpt: tuple[np.ndarray, int]
+) -> None:
+    audio, rate = excerpt
+    windows: list[float] = []
+    stems = separator.separate_array(audio, rate, on_progress=windows.append)
+    assert tuple(stems) == TWO
+    for y in stems.values():
+        assert y.shape == audio.shape and y.dtype == np.float32
+        assert np.sqrt(np.mean(y**2)) > 1e-3  # both stems of this excerpt are audible
+    assert np.abs(stems["vocals"] + stems["accompaniment"] - audio).max() <= 1e-4
+    assert len(windows) >= 4  # the shrunk window really gave several windows and seams
+
+
+def test_separate_array_with_an_alias_and_mono(separator: Separator) -> None:
+    mono = tone(1.5, 44100, [440.0])
+    stems = separator.separate_array(mono, 44100, ["vocals", "instrumental"])
+    assert tuple(stems) == ("vocals", "instrumental")
+    for y in stems.values():
+        assert y.shape == mono.shape
+    assert np.abs(stems["vocals"] + stems["instrumental"] - mono).max() <= 1e-4
+
+
+@pytest.mark.parametrize("shape", [(3, 100), (2, 0), (100,), (1, 2, 100)])
+def test_separate_array_rejects_bad_shapes(separator: Separator, shape: tuple[int, ...]) -> None:
+    with pytest.raises(InvalidAudio, match="shape"):
+        separator.separate_array(np.zeros(shape, np.float32), 44100)
+
+
+def test_separate_file_float_output_sums_to_the_input_with_progress(
+    separator: Separator, excerpt_wav: Path, excerpt: tuple[np.ndarray, int], tmp_path: Path
+) -> None:
+    audio, rate = excerpt
+    progress: list[float] = []
+    result = separator.separate_file(
+        excerpt_wav, tmp_path, ["vocals"], fmt=FLOAT, on_progress=progress.append
+    )
+
+    assert set(result.paths) == {"vocals", RESIDUAL}
+    assert result.paths["vocals"] == tmp_path / "falcon" / "vocals.wav"
+    assert _files_under(tmp_path) == sorted(result.paths.values())
+    assert (result.sample_rate, result.channels) == (rate, 2)
+    assert result.duration == pytest.approx(audio.shape[1] / rate)
+    assert result.report.clipped == {"vocals": 0, RESIDUAL: 0}
+    vocals, vrate = _read(result.paths["vocals"])
+    residual, rrate = _read(result.paths[RESIDUAL])
+    assert vrate == rrate == rate
+    assert vocals.shape == residual.shape == audio.shape
+    assert np.abs(vocals + residual - audio).max() <= 1e-4
+
+    assert len(progress) >= 4  # once per window (several) and once at the end
+    assert all(0.0 <= p <= 1.0 for p in progress)
+    assert progress == sorted(progress)
+    assert progress[-1] == 1.0
+
+
+def test_mono_input_gives_mono_stems(
+    separator: Separator, files: AudioFiles, tmp_path: Path
+) -> None:
+    made = files.get("mono.wav")
+    decoded, _ = load(made.path)
+    result = separator.separate_file(made.path, tmp_path, fmt=FLOAT)
+    assert result.channels == 1
+    total = np.zeros_like(decoded)
+    for name in TWO:
+        y, rate = _read(result.paths[name])
+        assert (y.shape, rate) == ((1, made.signal.shape[1]), made.rate)
+        total += y
+    assert np.abs(total - decoded).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels"), [(8000, 1), (22050, 2), (48000, 2), (96000, 2)], ids=str
+)
+def test_any_input_rate_gives_stems_at_that_rate_and_length(
+    separator: Separator, tmp_path: Path, rate: int, channels: int
+) -> None:
+    signal = tone(1.5, rate, [330.0, 550.0][:channels], amplitude=0.3)
+    path = encode(tmp_path / f"in-{rate}.flac", signal, rate, "flac")
+    result = separator.separate_file(path, tmp_path / "out", ["vocals"], fmt=FLOAT)
+    assert result.sample_rate == rate
+    decoded, _ = load(path)
+    total = np.zeros_like(decoded)
+    for name in ("vocals", RESIDUAL):
+        y, got_rate = _read(result.paths[name])
+        assert got_rate == rate
+        assert y.shape == decoded.shape
+        total += y
+    # The residual is taken at the input's rate, so the pair adds back exactly at any rate.
+    assert np.abs(total - decoded).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "name", ["stereo.wav", "stereo.flac", "stereo.mp3", "stereo.m4a", "video.mp4", "video.mkv"]
+)
+def test_every_input_container_gives_stems_of_its_length(
+    separator: Separator, files: AudioFiles, tmp_path: Path, name: str
+) -> None:
+    made = files.get(name)
+    decoded, rate = load(made.path)
+    result = separator.separate_file(made.path, tmp_path, ["vocals"])
+    assert result.paths["vocals"] == tmp_path / Path(name).stem / "vocals.wav"
+    for path in result.paths.values():
+        info = sf.info(str(path))
+        assert (info.samplerate, info.channels, info.frames) == (rate, 2, decoded.shape[1])
+        assert info.subtype == "PCM_16"  # the default output
+    # Lossy codecs pad a little, but never more than a frame or two.
+    assert decoded.shape[1] == pytest.approx(made.signal.shape[1], abs=2 * 2048)
+
+
+def test_mp3_and_flac24_outputs_decode(
+    separator: Separator, files: AudioFiles, tmp_path: Path
+) -> None:
+    made = files.get("stereo.flac")
+    decoded, _ = load(made.path)
+    mp3 = separator.separate_file(made.path, tmp_path / "mp3", fmt=OutputFormat.parse("mp3", None))
+    flac = separator.separate_file(
+        made.path, tmp_path / "flac", fmt=OutputFormat.parse("flac", "24")
+    )
+    for name in TWO:
+        assert mp3.paths[name].suffix == ".mp3"
+        audio, rate = load(mp3.paths[name])
+        assert (audio.shape, rate) == (made.signal.shape, made.rate)
+        assert sf.info(str(flac.paths[name])).subtype == "PCM_24"
+    # The stems still add up to the input through both encoders (mp3 is lossy: loosely).
+    flac_total = sum(_read(flac.paths[n])[0] for n in TWO)
+    assert np.abs(flac_total - decoded).max() <= 1e-4
+    mp3_total = sum(load(mp3.paths[n])[0] for n in TWO)
+    assert np.sqrt(np.mean((mp3_total - decoded) ** 2)) < 0.02
+
+
+def test_cancel_stops_and_leaves_no_files(
+    separator: Separator, excerpt_wav: Path, tmp_path: Path
+) -> None:
+    asked = 0
+
+    def should_cancel() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked >= 3  # after two windows have been separated and written
+
+    with pytest.raises(Cancelled):
+        separator.separate_file(excerpt_wav, tmp_path, should_cancel=should_cancel)
+    assert asked == 3
+    assert _files_under(tmp_path) == []
+
+
+def test_cancel_before_the_first_window(separator: Separator) -> None:
+    with pytest.raises(Cancelled):
+        separator.separate_array(tone(1.0, 44100, [440.0]), 44100, should_cancel=lambda: True)
+
+
+def test_output_template_with_model_track_stem_and_ext(
+    separator: Separator, files: AudioFiles, tmp_path: Path
+) -> None:
+    made = files.get("stereo.wav")
+    result = separator.separate_file(
+        made.path,
+        tmp_path,
+        ["vocals"],
+        fmt=OutputFormat.parse("flac", None),
+        template="{model}/{track}/{stem}.{ext}",
+    )
+    expected = {
+        "vocals": tmp_path / MODEL / "stereo" / "vocals.flac",
+        RESIDUAL: tmp_path / MODEL / "stereo" / "residual.flac",
+    }
+    assert result.paths == expected
+    assert _files_under(tmp_path) == sorted(expected.values())
+
+
+@pytest.mark.parametrize(
+    ("template", "match"),
+    [
+        ("{track}.{ext}", "must contain"),
+        ("{track}/{stem}-{date}.{ext}", "unknown field"),
+        ("{track}/{stem", "bad output template"),
+        ("../{track}/{stem}.{ext}", "escapes"),
+    ],
+)
+def test_bad_templates_are_invalid_output_and_write_nothing(
+    separator: Separator, files: AudioFiles, tmp_path: Path, template: str, match: str
+) -> None:
+    made = files.get("stereo.wav")
+    out = tmp_path / "out"
+    with pytest.raises(InvalidOutput, match=match):
+        separator.separate_file(made.path, out, template=template)
+    assert _files_under(tmp_path) == []
+
+
+BAD_INPUTS = {
+    "empty file": (lambda f: f.bytes_file("empty.mp3", b""), "empty"),
+    "text named .mp3": (
+        lambda f: f.bytes_file("notes.mp3", b"just some text, not audio\n" * 40),
+        "not an audio",
+    ),
+    "truncated mp3": (lambda f: f.truncated("long.mp3", 0.5), "truncated"),
+    "video without audio": (lambda f: f.get("silent-video.mp4").path, "no audio stream"),
+    "3 channels without downmix": (lambda f: f.get("three.wav").path, "downmix"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_inputs_are_invalid_audio_and_write_nothing(
+    separator: Separator, files: AudioFiles, tmp_path: Path, case: str
+) -> None:
+    make, match = BAD_INPUTS[case]
+    path = make(files)
+    with pytest.raises(InvalidAudio, match=match):
+        separator.separate_file(path, tmp_path)
+    assert _files_under(tmp_path) == []
+
+
+def test_six_channels_with_downmix_gives_stereo_stems(
+    separator: Separator, files: AudioFiles, tmp_path: Path
+) -> None:
+    made = files.get("surround.flac")
+    result = separator.separate_file(made.path, tmp_path, ["vocals"], downmix=True, fmt=FLOAT)
+    assert result.channels == 2
+    decoded, _ = load(made.path, downmix=True)
+    total = np.zeros_like(decoded)
+    for path in result.paths.values():
+        y, got_rate = _read(path)
+        assert (y.shape, got_rate) == (decoded.shape, made.rate)
+        total += y
+    assert np.abs(total - decoded).max() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def loud(tmp_path_factory: pytest.TempPathFactory, excerpt: tuple[np.ndarray, int]) -> Path:
+    """The first 2 s of the excerpt at 4x gain, as a float WAV (peaks well beyond full scale)."""
+    audio, rate = excerpt
+    path = tmp_path_factory.mktemp("engine-loud") / "loud.wav"
+    sf.write(str(path), 4 * audio[:, : 2 * rate].T, rate, subtype="FLOAT")
+    return path
+
+
+def test_loud_input_to_integer_output_reports_clipping(
+    separator: Separator, loud: Path, tmp_path: Path
+) -> None:
+    result = separator.separate_file(loud, tmp_path, fmt=OutputFormat.parse("wav", "16"))
+    assert result.report.gain == 1.0
+    assert max(result.report.peaks.values()) > 1.0
+    for name in TWO:
+        y, _ = _read(result.paths[name])
+        assert np.abs(y).max() <= 1.0
+        assert (result.report.clipped[name] > 0) == (result.report.peaks[name] > 1.0)
+    assert sum(result.report.clipped.values()) > 0
+
+
+def test_loud_input_with_rescale_gets_one_common_gain(
+    separator: Separator, loud: Path, tmp_path: Path
+) -> None:
+    source, _ = _read(loud)
+    result = separator.separate_file(
+        loud, tmp_path, fmt=OutputFormat.parse("wav", "24"), rescale=True
+    )
+    report = result.report
+    assert report.clipped == {"vocals": 0, "accompaniment": 0}
+    assert report.gain == pytest.approx(1.0 / max(report.peaks.values()))
+    assert report.gain < 1.0
+    stems = {name: _read(result.paths[name])[0] for name in TWO}
+    assert max(np.abs(y).max() for y in stems.values()) <= 1.0
+    assert max(np.abs(y).max() for y in stems.values()) > 0.99  # the loudest reaches full scale
+    # One gain for all: the rescaled stems still add up to the equally rescaled input.
+    assert np.abs(stems["vocals"] + stems["accompaniment"] - report.gain * source).max() < 1e-4
