@@ -35,19 +35,29 @@ LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 6: "5.1"}
 STEMPEG_EXAMPLE = "The Easton Ellises - Falcon 69.stem.mp4"
 
 
-def stempeg_example() -> Path | None:
-    """The MUSDB18 excerpt stempeg ships (5 AAC streams, 44.1 kHz stereo, ~6 s), if installed.
+def stempeg_example() -> Path:
+    """The MUSDB18 excerpt stempeg ships (5 AAC streams, 44.1 kHz stereo, ~6 s).
 
     Found without importing stempeg, whose import fails when no ffmpeg binary is on PATH.
+    stempeg is a test dependency (`make test` installs it): its absence is a failure, not a skip.
     """
     spec = importlib.util.find_spec("stempeg")
-    if spec is None or not spec.submodule_search_locations:
-        return None
+    assert spec is not None and spec.submodule_search_locations, "stempeg is not installed"
     for location in spec.submodule_search_locations:
         path = Path(location) / "data" / STEMPEG_EXAMPLE
         if path.is_file():
             return path
-    return None
+    raise AssertionError(f"stempeg is installed without its {STEMPEG_EXAMPLE}")
+
+
+def decode_stream(path: Path, index: int = 0) -> np.ndarray:
+    """Audio stream ``index`` of ``path`` decoded by PyAV, ``(channels, samples)`` float32."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[index]
+        resampler = av.AudioResampler(format="fltp")
+        blocks = [b.to_ndarray() for f in container.decode(stream) for b in resampler.resample(f)]
+        blocks += [b.to_ndarray() for b in resampler.resample(None)]
+    return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
 def tone(seconds: float, rate: int, freqs: Sequence[float], amplitude: float = 0.5) -> np.ndarray:

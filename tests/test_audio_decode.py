@@ -231,10 +231,7 @@ def test_a_slightly_short_lossy_file_is_not_called_truncated(files: AudioFiles) 
 
 @pytest.fixture(scope="module")
 def musdb() -> Path:
-    path = stempeg_example()
-    if path is None:
-        pytest.skip("stempeg (with its MUSDB18 excerpt) is not installed")
-    return path
+    return stempeg_example()
 
 
 def test_musdb_stem_file_reads_the_mix_stream(musdb: Path) -> None:

@@ -7,15 +7,12 @@ are not installed.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-from demixer.errors import ModelUnavailable
+from audiofiles import decode_stream, stempeg_example
 from demixer.models.cascade import CascadeBackend
 from demixer.models.dsp import DEFAULT_PARAMS, bass_weights, split_accompaniment
 from demixer.models.loading import load_backend
@@ -120,33 +117,12 @@ def test_bass_crossover_is_smooth_and_monotonic() -> None:
 
 def _excerpt_mix() -> np.ndarray:
     """The mix stream of stempeg's MUSDB18 excerpt, ``(2, samples)`` float32 at 44.1 kHz."""
-    spec = importlib.util.find_spec("stempeg")  # not imported: it needs an ffmpeg binary
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("stempeg (the real-music excerpt) is not installed")
-    path = (
-        Path(spec.submodule_search_locations[0])
-        / "data"
-        / "The Easton Ellises - Falcon 69.stem.mp4"
-    )
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        assert stream.rate == SR
-        resampler = av.AudioResampler(format="fltp")
-        blocks = [b.to_ndarray() for f in container.decode(stream) for b in resampler.resample(f)]
-        blocks += [b.to_ndarray() for b in resampler.resample(None)]
-    return np.concatenate(blocks, axis=1).astype(np.float32)
+    return decode_stream(stempeg_example(), 0)
 
 
 @pytest.fixture(scope="module")
 def cascade() -> CascadeBackend:
-    if importlib.util.find_spec("demixer.models.spleeter") is None:
-        pytest.skip("the spleeter backend is not available")
-    try:
-        backend = load_backend("cascade-4stems")
-    except ModelUnavailable as exc:
-        pytest.skip(f"spleeter weights not installed: {exc.message}")
+    backend = load_backend("cascade-4stems")
     assert isinstance(backend, CascadeBackend)
     return backend
 

