@@ -128,7 +128,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         license="MIT (Spleeter weights); the DSP is demixer's own",
         weights_source="spleeter-2stems (above) + harmonic/percussive median filtering",
         loader="demixer.models.cascade:load",
-        quality="weak: see its model card for measured SDR",
+        quality="weak: drums 5.0 / bass 2.8 / other 1.9 dB SDR (excerpt); see its card",
         install_hint=_SPLEETER_HINT,
         requires=("spleeter-2stems",),
     ),
