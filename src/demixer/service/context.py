@@ -1,0 +1,35 @@
+"""The service's shared parts, built once from the settings at an entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from demixer.service.db import Database
+from demixer.service.queue import Queue
+from demixer.settings import Settings
+from demixer.storage import Storage, UrlSigner, open_storage
+
+__all__ = ["Services"]
+
+
+@dataclass
+class Services:
+    """Settings, database, queue, storage and URL signer, shared by the API and the workers."""
+
+    settings: Settings
+    db: Database
+    queue: Queue
+    storage: Storage
+    signer: UrlSigner
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database | None = None) -> Services:
+        """Build everything from ``settings`` (``db`` may be given, e.g. with a test clock)."""
+        db = db or Database(settings.database)
+        return cls(
+            settings=settings,
+            db=db,
+            queue=Queue(db, lease_seconds=settings.lease_seconds),
+            storage=open_storage(settings.storage),
+            signer=UrlSigner(settings.signing_key(), settings.base_url),
+        )

@@ -1,0 +1,317 @@
+"""The one owner of a job's status: every transition is a conditional UPDATE checked here.
+
+The ``jobs`` table is the queue. A worker claims the best queued row (priority, then FIFO) or a
+running row whose lease expired (its worker died), atomically: ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, the database write lock (``BEGIN IMMEDIATE``) on SQLite. While it works it renews
+its lease; every write it makes is fenced with ``WHERE lease_owner = me``, so a worker that lost
+its lease (paused, partitioned, presumed dead) can never overwrite the attempt that replaced it.
+A transition that matches no row raises instead of passing silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from demixer.errors import DemixerError
+from demixer.service.db import Database
+from demixer.service.schema import Job, JobLog
+
+__all__ = [
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "FINAL",
+    "IN_PROGRESS",
+    "IN_QUEUE",
+    "Claim",
+    "JobConflict",
+    "LeaseLost",
+    "Queue",
+]
+
+IN_QUEUE = "IN_QUEUE"
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+FINAL = (COMPLETED, FAILED, CANCELLED)
+
+
+def _rows(result: Any) -> int:
+    """Rows an UPDATE matched (``Session.execute`` is typed as returning a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job's lease: it must stop and write nothing more."""
+
+
+class JobConflict(DemixerError):
+    """The job is not in a state that allows the operation (e.g. cancelling a finished job)."""
+
+    code = "JOB_CONFLICT"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker now holds.
+
+    Attributes:
+        id: the job id.
+        attempt: 1 for the first attempt, 2 after one retry or lost lease, ...
+        engine_model: the registered model to run.
+        params: the job's parameters (input, stems, format, names).
+        account_id: the owner (for output keys and usage).
+    """
+
+    id: str
+    attempt: int
+    engine_model: str
+    params: dict[str, Any]
+    account_id: str
+
+
+class Queue:
+    """Job transitions on one database.
+
+    Args:
+        db: the database.
+        lease_seconds: how long a claim or heartbeat holds a job.
+    """
+
+    def __init__(self, db: Database, *, lease_seconds: float = 30.0) -> None:
+        self.db = db
+        self.lease = timedelta(seconds=lease_seconds)
+
+    # --- the API side ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        session: Session,
+        *,
+        job_id: str,
+        account_id: str,
+        queue_model: str,
+        engine_model: str,
+        params: dict[str, Any],
+        priority: int = 0,
+        max_attempts: int = 3,
+    ) -> Job:
+        """Add a queued job inside the caller's write transaction."""
+        now = self.db.clock()
+        job = Job(
+            id=job_id,
+            account_id=account_id,
+            queue_model=queue_model,
+            engine_model=engine_model,
+            params=params,
+            status=IN_QUEUE,
+            priority=priority,
+            max_attempts=max_attempts,
+            progress=0.0,
+            attempts=0,
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(job)
+        session.flush()
+        self.log(session, job_id, f"queued for {engine_model}")
+        return job
+
+    def position(self, session: Session, job: Job) -> int:
+        """How many queued jobs run before ``job`` (0: next)."""
+        ahead = select(func.count()).where(
+            Job.status == IN_QUEUE,
+            Job.id != job.id,
+            or_(
+                Job.priority > job.priority,
+                and_(Job.priority == job.priority, Job.created_at < job.created_at),
+                and_(
+                    Job.priority == job.priority,
+                    Job.created_at == job.created_at,
+                    Job.id < job.id,
+                ),
+            ),
+        )
+        return int(session.execute(ahead).scalar_one())
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel: a queued job at once; a running one is flagged and its worker stops it.
+
+        Returns the status after the call (``CANCELLED`` or ``IN_PROGRESS``); raises
+        :class:`JobConflict` for a job already finished.
+        """
+        now = self.db.clock()
+        with self.db.write() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == IN_QUEUE)
+                .values(status=CANCELLED, finished_at=now, updated_at=now)
+            )
+            if _rows(done) == 1:
+                self.log(s, job_id, "cancelled while queued")
+                return CANCELLED
+            flagged = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == IN_PROGRESS)
+                .values(cancel_requested=True, updated_at=now)
+            )
+            if _rows(flagged) == 1:
+                self.log(s, job_id, "cancel requested; stopping the running attempt")
+                return IN_PROGRESS
+            status = s.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
+        raise JobConflict(f"job {job_id} is already {status}; only queued or running jobs cancel")
+
+    # --- the worker side ------------------------------------------------------------------
+
+    def claim(self, worker_id: str, models: Collection[str] | None = None) -> Claim | None:
+        """Take the next job this worker can run, or None.
+
+        Args:
+            worker_id: unique per worker slot (the fencing token).
+            models: engine model ids this worker can run (None: any).
+        """
+        now = self.db.clock()
+        expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
+        with self.db.write() as s:
+            self._settle_expired(s, now)
+            runnable = or_(Job.status == IN_QUEUE, expired)
+            query = select(Job.id).where(runnable)
+            if models is not None:
+                query = query.where(Job.engine_model.in_(list(models)))
+            query = query.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            job_id = s.execute(query).scalar_one_or_none()
+            if job_id is None:
+                return None
+            taken = s.execute(
+                update(Job)
+                .where(Job.id == job_id, runnable)
+                .values(
+                    status=IN_PROGRESS,
+                    lease_owner=worker_id,
+                    lease_expires_at=now + self.lease,
+                    attempts=Job.attempts + 1,
+                    progress=0.0,
+                    started_at=func.coalesce(Job.started_at, now),
+                    updated_at=now,
+                )
+            )
+            if _rows(taken) != 1:
+                return None
+            job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+            self.log(s, job_id, f"attempt {job.attempts} started")
+            return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
+
+    def _settle_expired(self, s: Session, now: Any) -> None:
+        """Expired leases with a cancel pending, or no attempts left, end here."""
+        expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
+        s.execute(
+            update(Job)
+            .where(expired, Job.cancel_requested.is_(True))
+            .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
+        )
+        s.execute(
+            update(Job)
+            .where(expired, Job.attempts >= Job.max_attempts)
+            .values(
+                status=FAILED,
+                lease_owner=None,
+                error_code="WORKER_LOST",
+                error_message="the worker running this job stopped responding on every attempt",
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+
+    def _fenced(self, s: Session, job_id: str, worker_id: str, **values: Any) -> None:
+        result = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == IN_PROGRESS)
+            .values(updated_at=self.db.clock(), **values)
+        )
+        if _rows(result) != 1:
+            raise LeaseLost(f"worker {worker_id} no longer holds job {job_id}")
+
+    def heartbeat(self, job_id: str, worker_id: str, progress: float | None = None) -> bool:
+        """Renew the lease (and record progress); returns True when a cancel was requested."""
+        values: dict[str, Any] = {"lease_expires_at": self.db.clock() + self.lease}
+        if progress is not None:
+            values["progress"] = max(0.0, min(1.0, progress))
+        with self.db.write() as s:
+            self._fenced(s, job_id, worker_id, **values)
+            return bool(
+                s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
+            )
+
+    def complete(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        outputs: dict[str, Any],
+        duration: float,
+        sample_rate: int,
+    ) -> None:
+        """Mark the job done with its outputs, in one transaction (fenced)."""
+        now = self.db.clock()
+        with self.db.write() as s:
+            self._fenced(
+                s,
+                job_id,
+                worker_id,
+                status=COMPLETED,
+                outputs=outputs,
+                duration=duration,
+                sample_rate=sample_rate,
+                progress=1.0,
+                lease_owner=None,
+                finished_at=now,
+            )
+            self.log(s, job_id, f"completed: {', '.join(outputs)}")
+
+    def fail(self, job_id: str, worker_id: str, *, code: str, message: str, retryable: bool) -> str:
+        """End an attempt that failed; retryable failures requeue while attempts remain.
+
+        Returns the job's new status (``IN_QUEUE`` or ``FAILED``).
+        """
+        now = self.db.clock()
+        with self.db.write() as s:
+            attempts, max_attempts = s.execute(
+                select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
+            ).one()
+            if retryable and attempts < max_attempts:
+                self._fenced(s, job_id, worker_id, status=IN_QUEUE, lease_owner=None, progress=0.0)
+                self.log(s, job_id, f"attempt {attempts} failed ({code}: {message}); retrying")
+                return IN_QUEUE
+            self._fenced(
+                s,
+                job_id,
+                worker_id,
+                status=FAILED,
+                error_code=code,
+                error_message=message,
+                lease_owner=None,
+                finished_at=now,
+            )
+            self.log(s, job_id, f"failed: {code}: {message}")
+            return FAILED
+
+    def mark_cancelled(self, job_id: str, worker_id: str) -> None:
+        """The worker stopped a running job whose cancel was requested."""
+        now = self.db.clock()
+        with self.db.write() as s:
+            self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
+            self.log(s, job_id, "cancelled while running")
+
+    def log(self, session: Session, job_id: str, message: str) -> None:
+        """Append a log line to a job (inside the caller's transaction)."""
+        session.add(JobLog(job_id=job_id, timestamp=self.db.clock(), message=message))

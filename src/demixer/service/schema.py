@@ -1,0 +1,140 @@
+"""The database tables. They are storage, not wire schemas: the API has its own models.
+
+One table, ``jobs``, is both the jobs' state machine and the queue (see ``service/queue.py``, the
+only module that changes a job's status).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["Account", "ApiKey", "Base", "File", "Job", "JobLog", "UTCDateTime"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite keeps no zone: we add it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite compares the stored text: store every value in one zone, without an offset.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class Account(Base):
+    """Who owns files and jobs. Keys belong to an account."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """An API key, stored as the SHA-256 of the secret (the secret itself is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))  # shown in listings: "dmx_AbCd…"
+    scopes: Mapped[str] = mapped_column(String(200))  # space-separated
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class File(Base):
+    """An uploaded input. ``status``: pending -> uploaded (probed as audio) | failed; deleted."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    file_name: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(100))
+    file_size: Mapped[int | None] = mapped_column(Integer)  # declared bytes (JSON flow)
+    purpose: Mapped[str] = mapped_column(String(50), default="audio.separate.input")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    storage_key: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    bytes_stored: Mapped[int | None] = mapped_column(Integer)
+    duration: Mapped[float | None] = mapped_column(Float)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    channels: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    uploaded_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+
+class Job(Base):
+    """A separation request: state machine and queue entry in one row.
+
+    ``status``: IN_QUEUE -> IN_PROGRESS -> COMPLETED | FAILED | CANCELLED (and IN_PROGRESS ->
+    IN_QUEUE again when an attempt fails retryably or its lease expires). A worker holds a
+    lease (``lease_owner`` until ``lease_expires_at``) and every write it makes is fenced on it.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_queue", "status", "priority", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    queue_model: Mapped[str] = mapped_column(String(50))  # "audio/separate" | "audio/stems"
+    engine_model: Mapped[str] = mapped_column(String(50))  # registered model id
+    params: Mapped[dict[str, Any]]  # what the worker needs: file, stems, format, names…
+    status: Mapped[str] = mapped_column(String(20), default="IN_QUEUE")
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # higher runs first
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[dict[str, Any] | None]  # name -> {key, content_type, file_name, size}
+    duration: Mapped[float | None] = mapped_column(Float)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class JobLog(Base):
+    """One line of a job's log, shown with ``?logs=true``."""
+
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    timestamp: Mapped[datetime]
+    message: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,84 @@
+"""Service settings: one object, built once at the entry point and passed down.
+
+Every field can be set from the environment as ``DEMIXER_<FIELD>`` (e.g. ``DEMIXER_DATA_DIR``).
+The defaults run embedded: SQLite and a storage directory inside the data directory, no other
+server.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+GIB = 1 << 30
+
+
+class Settings(BaseSettings):
+    """Configuration of the API, the workers and storage."""
+
+    model_config = SettingsConfigDict(env_prefix="DEMIXER_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path(user_data_dir("demixer")))
+    database_url: str | None = None  # default: sqlite:///<data_dir>/demixer.db
+    storage_url: str | None = None  # default: file://<data_dir>/storage
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None  # base of signed URLs; default http://<host>:<port>
+    workers: int = 1
+    model_dir: Path | None = None
+    device: str = "cpu"
+    default_model: str = "spleeter-2stems"
+
+    # Jobs and workers.
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 2.0
+    poll_seconds: float = 0.5
+    job_timeout_seconds: float = 3600.0
+    max_attempts: int = 3
+
+    # Limits checked before a job is queued.
+    max_upload_bytes: int = GIB
+    max_duration_seconds: float = 20 * 60.0
+
+    # Signed URLs.
+    upload_url_ttl_seconds: int = 3600
+    download_url_ttl_seconds: int = 48 * 3600
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("workers must be >= 0")
+        return value
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL in force."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'demixer.db'}"
+
+    @property
+    def storage(self) -> str:
+        """The storage URL in force."""
+        return self.storage_url or f"file://{self.data_dir / 'storage'}"
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this server (for the URLs the API hands out)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def signing_key(self) -> bytes:
+        """The HMAC key for signed URLs, created once in the data directory (mode 0600)."""
+        path = self.data_dir / "signing.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(secrets.token_bytes(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_bytes()

@@ -1,0 +1,194 @@
+"""Blob storage behind one small interface, and signed, expiring URLs.
+
+Keys look like ``inputs/{file_id}`` and ``outputs/{job_id}/attempt-{n}/{stem}.{ext}``. The local
+directory implementation is the embedded default; an S3-compatible one slots in behind the same
+interface (chosen by ``DEMIXER_STORAGE_URL``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import quote, urlparse
+
+from demixer.errors import DemixerError
+
+__all__ = [
+    "BlobNotFound",
+    "LocalStorage",
+    "Storage",
+    "UrlSigner",
+    "open_storage",
+]
+
+_CHUNK = 1 << 20
+
+
+class BlobNotFound(DemixerError):
+    """No blob under that key (deleted, expired or never written)."""
+
+    code = "NOT_FOUND"
+
+
+class Storage(Protocol):
+    """What the service needs from a blob store."""
+
+    def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
+        """Stream ``source`` into ``key``; returns (bytes, sha256 hex). Atomic: all or nothing.
+
+        Raises ``ValueError`` when more than ``max_bytes`` arrive (nothing is stored).
+        """
+        ...
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Store a local file under ``key``; returns its size."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Read a blob (raises BlobNotFound)."""
+        ...
+
+    def size(self, key: str) -> int:
+        """Size in bytes (raises BlobNotFound)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a blob."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob whose key starts with ``prefix``; returns how many."""
+        ...
+
+    def local_path(self, key: str) -> contextlib.AbstractContextManager[Path]:
+        """A local file with the blob's bytes for the duration of the context."""
+        ...
+
+
+def _safe_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"bad storage key {key!r}")
+    return key
+
+
+class LocalStorage:
+    """Blobs as files under one directory; writes go to a temp file renamed into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _safe_key(key)
+
+    def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        total = 0
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(_CHUNK):
+                    total += len(chunk)
+                    if max_bytes is not None and total > max_bytes:
+                        raise ValueError(f"more than {max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return total, digest.hexdigest()
+
+    def put_file(self, key: str, path: Path) -> int:
+        with path.open("rb") as fh:
+            size, _ = self.put(key, fh)
+        return size
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {key}") from None
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {key}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> int:
+        target = self.root / prefix.rstrip("/")
+        if target.is_file():
+            target.unlink(missing_ok=True)
+            return 1
+        if target.is_dir():
+            count = sum(1 for p in target.rglob("*") if p.is_file())
+            shutil.rmtree(target, ignore_errors=True)
+            return count
+        return 0
+
+    @contextlib.contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise BlobNotFound(f"no blob {key}")
+        yield path
+
+
+def open_storage(url: str) -> Storage:
+    """The storage for ``url``: ``file:///abs/dir`` (S3 arrives with the scale-out work)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return LocalStorage(Path(parsed.path))
+    raise ValueError(f"unsupported storage URL {url!r} (supported: file://)")
+
+
+class UrlSigner:
+    """HMAC-SHA256 signatures over (method, key, expiry) for download and upload URLs.
+
+    A URL is ``{base}/v1/blobs/{key}?expires={unix}&sig={b64url}``; the API checks the
+    signature (403 when wrong) and the expiry (410 when past).
+    """
+
+    def __init__(self, secret: bytes, base_url: str) -> None:
+        self.secret = secret
+        self.base_url = base_url.rstrip("/")
+
+    def _sig(self, method: str, key: str, expires: int) -> str:
+        msg = f"{method}\n{key}\n{expires}".encode()
+        mac = hmac.new(self.secret, msg, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def url(self, method: str, key: str, ttl_seconds: int, now: float | None = None) -> str:
+        """A signed URL for ``method`` (GET or PUT) on ``key``, valid ``ttl_seconds``."""
+        expires = int((now if now is not None else time.time()) + ttl_seconds)
+        sig = self._sig(method, key, expires)
+        return f"{self.base_url}/v1/blobs/{quote(key)}?expires={expires}&sig={sig}"
+
+    def expiry(self, ttl_seconds: int, now: float | None = None) -> int:
+        """The ``expires`` value a URL made now would carry."""
+        return int((now if now is not None else time.time()) + ttl_seconds)
+
+    def check(self, method: str, key: str, expires: int, sig: str, now: float | None = None) -> str:
+        """``"ok"``, ``"invalid"`` (tampered: 403) or ``"expired"`` (410)."""
+        if not hmac.compare_digest(self._sig(method, key, expires), sig):
+            return "invalid"
+        if (now if now is not None else time.time()) > expires:
+            return "expired"
+        return "ok"
