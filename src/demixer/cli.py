@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from demixer import __version__
+from demixer import __version__, cli_service
 from demixer.errors import DemixerError, InvalidAudio, exit_code_for
 
 __all__ = ["app", "main"]
@@ -233,6 +233,9 @@ def models_pull(
     for path in paths:
         out.print(f"{path}", highlight=False)
     out.print(f"{name}: installed and verified")
+
+
+cli_service.register(app)
 
 
 def main() -> None:

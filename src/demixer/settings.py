@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     upload_url_ttl_seconds: int = 3600
     download_url_ttl_seconds: int = 48 * 3600
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Absolute, so the SQLite and storage URLs built from it do not depend on the cwd.
+        return value.expanduser().resolve()
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: int) -> int:

@@ -16,6 +16,7 @@ __all__ = [
     "ALL_SCOPES",
     "Identity",
     "KeyInfo",
+    "KeyNotFound",
     "Unauthorized",
     "authenticate",
     "create_key",
@@ -26,6 +27,12 @@ __all__ = [
 
 ALL_SCOPES = ("audio:separate", "files:write", "files:read", "models:read")
 KEY_PREFIX = "dmx_"
+
+
+class KeyNotFound(DemixerError):
+    """No key or account with that id."""
+
+    code = "NOT_FOUND"
 
 
 class Unauthorized(DemixerError):
@@ -87,7 +94,7 @@ def create_key(
             account_id = new_id("acct")
             s.add(Account(id=account_id, name=name, created_at=now))
         elif s.get(Account, account_id) is None:
-            raise DemixerError(f"no account {account_id}")
+            raise KeyNotFound(f"no account {account_id}")
         s.add(
             ApiKey(
                 id=new_id("key"),
@@ -136,6 +143,6 @@ def revoke_key(db: Database, key_id: str) -> None:
     with db.write() as s:
         key = s.get(ApiKey, key_id)
         if key is None:
-            raise DemixerError(f"no key {key_id}")
+            raise KeyNotFound(f"no key {key_id}")
         if key.revoked_at is None:
             key.revoked_at = db.clock()

@@ -1,0 +1,190 @@
+"""The service commands: ``serve``, ``worker``, ``keys``, ``migrate``.
+
+Each builds one :class:`~demixer.settings.Settings` from its options and the ``DEMIXER_*``
+environment, and passes it down; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from demixer.errors import DemixerError
+
+__all__ = ["keys_app", "register"]
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where the database, storage and signing key live (default: $DEMIXER_DATA_DIR, "
+        "else the per-user data directory).",
+    ),
+]
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _settings(data_dir: Path | None, **overrides: Any) -> Any:
+    from demixer.settings import Settings
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)
+
+
+def _services(settings: Any) -> Any:
+    from demixer.service.context import Services
+    from demixer.service.migrate import migrate
+
+    services = Services.from_settings(settings)
+    migrate(services.db)
+    return services
+
+
+def _fail(error: DemixerError) -> typer.Exit:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error[/] \\[{error.code}] {escape(error.message)}", highlight=False)
+    return typer.Exit(1)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: DataDir = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Embedded worker slots (0: API only).")
+    ] = 1,
+) -> None:
+    """Run the API (and web page) with N embedded worker slots, on SQLite and local storage."""
+    import uvicorn
+
+    from demixer.api import create_app
+    from demixer.service.keys import create_key, list_keys
+    from demixer.service.worker import Worker
+
+    settings = _settings(data_dir, host=host, port=port, workers=workers)
+    services = _services(settings)
+    if not list_keys(services.db):
+        _, secret = create_key(services.db, name="created by serve")
+        out.print("No API key existed, so one was created. It is shown only this once:")
+        out.print(secret, highlight=False)
+    stop = threading.Event()
+    worker_thread = None
+    if settings.workers > 0:
+        worker = Worker(services, slots=settings.workers)
+        worker_thread = threading.Thread(
+            target=worker.run, kwargs={"stop": stop}, name="demixer-worker", daemon=True
+        )
+        worker_thread.start()
+    out.print(f"demixer on {settings.base_url} (data: {settings.data_dir})", highlight=False)
+    try:
+        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        stop.set()
+        if worker_thread is not None:
+            worker_thread.join(timeout=30)
+
+
+def worker(
+    data_dir: DataDir = None,
+    slots: Annotated[int, typer.Option("--slots", help="Jobs run at once.")] = 1,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated model ids this worker runs (default all)."),
+    ] = None,
+) -> None:
+    """Run worker slots only (no API): they claim jobs from the shared database."""
+    from demixer.service.worker import Worker
+
+    services = _services(_settings(data_dir))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Worker(services, slots=slots, models=models.split(",") if models else None).run(stop=stop)
+
+
+def migrate(data_dir: DataDir = None) -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings(data_dir)
+    _services(settings)
+    out.print(f"database at {settings.database} is up to date", highlight=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    data_dir: DataDir = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="Add the key to this account.")
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "",
+    scopes: Annotated[
+        str | None,
+        typer.Option("--scopes", help="Comma-separated scopes (default: all)."),
+    ] = None,
+) -> None:
+    """Create a key (and a new account unless --account); the key is the last line printed."""
+    from demixer.service.keys import ALL_SCOPES, create_key
+
+    services = _services(_settings(data_dir))
+    chosen = tuple(s.strip() for s in scopes.split(",")) if scopes else ALL_SCOPES
+    try:
+        account_id, secret = create_key(services.db, account_id=account, scopes=chosen, name=name)
+    except DemixerError as e:
+        raise _fail(e) from None
+    out.print(f"account {account_id}, scopes {' '.join(chosen)}", highlight=False)
+    out.print(secret, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """List keys (never their secrets)."""
+    from demixer.service.keys import list_keys
+
+    table = Table()
+    for column in ("id", "account", "prefix", "scopes", "name", "created", "revoked"):
+        table.add_column(column)
+    for k in list_keys(_services(_settings(data_dir)).db):
+        table.add_row(
+            k.id,
+            k.account_id,
+            k.prefix + "…",
+            " ".join(k.scopes),
+            k.name,
+            k.created_at,
+            "yes" if k.revoked else "",
+        )
+    Console(width=200).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a key: its requests answer 401 from now on."""
+    from demixer.service.keys import revoke_key
+
+    try:
+        revoke_key(_services(_settings(data_dir)).db, key_id)
+    except DemixerError as e:
+        raise _fail(e) from None
+    out.print(f"revoked {key_id}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service commands to the main CLI."""
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(migrate)
+    app.add_typer(keys_app, name="keys")
