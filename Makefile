@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 install: $(STAMP)
 
 run: install
-	$(BIN)/demixer --help
+	$(BIN)/demixer serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

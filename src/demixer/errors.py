@@ -9,15 +9,35 @@ so nothing above the engine ever sees a foreign traceback.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyUploaded",
     "Cancelled",
+    "Conflict",
+    "ContentTypeMismatch",
     "DemixerError",
     "DownloadFailed",
+    "DurationLimit",
+    "FileExpired",
+    "FileNotReady",
+    "FileTooLarge",
+    "Forbidden",
+    "Gone",
     "InvalidAudio",
+    "InvalidAudioUrl",
     "InvalidOutput",
+    "InvalidRequest",
+    "InvalidSignature",
+    "JobFailed",
     "ModelFailed",
     "ModelUnavailable",
+    "NotFound",
+    "NotReady",
+    "RateLimited",
+    "SizeMismatch",
     "UnknownModel",
     "UnknownStem",
+    "UnsupportedMediaType",
+    "UnsupportedPrompt",
+    "UrlExpired",
     "WeightsChecksumMismatch",
     "exit_code_for",
 ]
@@ -27,10 +47,14 @@ class DemixerError(Exception):
     """Base of every error demixer raises on purpose."""
 
     code = "INTERNAL"
+    #: the request field the error is about (``"input.stems"``), when there is one.
+    param: str | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if param is not None:
+            self.param = param
 
 
 class InvalidAudio(DemixerError):
@@ -85,6 +109,134 @@ class Cancelled(DemixerError):
     """``should_cancel`` returned true: the separation stopped and wrote nothing more."""
 
     code = "CANCELLED"
+
+
+# --- Errors of the service (upload, queue, download); HTTP statuses in demixer.api.errors ----
+
+
+class InvalidRequest(DemixerError):
+    """The request itself is malformed: a missing, contradictory or out-of-range field."""
+
+    code = "INVALID_REQUEST"
+
+
+class SizeMismatch(InvalidRequest):
+    """The uploaded bytes are not as many as the file's declared ``file_size``."""
+
+    code = "SIZE_MISMATCH"
+
+
+class InvalidAudioUrl(InvalidRequest):
+    """An ``audio_url`` demixer will not fetch (not http(s), or a forbidden address)."""
+
+    code = "INVALID_AUDIO_URL"
+
+
+class Forbidden(DemixerError):
+    """The caller is known but may not do this (the key lacks the scope)."""
+
+    code = "FORBIDDEN"
+
+
+class InvalidSignature(Forbidden):
+    """A signed URL whose signature does not match: tampered, or made for another method."""
+
+    code = "INVALID_SIGNATURE"
+
+
+class NotFound(DemixerError):
+    """No such object for this caller (other accounts' ids answer this too)."""
+
+    code = "NOT_FOUND"
+
+
+class Conflict(DemixerError):
+    """The object exists but is not in a state that allows the operation."""
+
+    code = "CONFLICT"
+
+
+class NotReady(Conflict):
+    """A request's result was asked for before the request completed."""
+
+    code = "NOT_READY"
+
+
+class FileNotReady(Conflict):
+    """A file was used before its bytes were uploaded."""
+
+    code = "FILE_NOT_READY"
+
+
+class AlreadyUploaded(Conflict):
+    """Bytes were sent for a file that already has them."""
+
+    code = "FILE_ALREADY_UPLOADED"
+
+
+class Gone(DemixerError):
+    """The object existed but has expired."""
+
+    code = "GONE"
+
+
+class UrlExpired(Gone):
+    """A signed URL past its ``expires`` time."""
+
+    code = "URL_EXPIRED"
+
+
+class FileExpired(Gone):
+    """An uploaded file past its retention time."""
+
+    code = "FILE_EXPIRED"
+
+
+class FileTooLarge(DemixerError):
+    """An upload over the size limit (declared or actual)."""
+
+    code = "FILE_TOO_LARGE"
+
+
+class UnsupportedMediaType(DemixerError):
+    """A content type demixer does not take as audio input."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class ContentTypeMismatch(UnsupportedMediaType):
+    """An upload sent with another Content-Type than the one declared for the file."""
+
+    code = "CONTENT_TYPE_MISMATCH"
+
+
+class DurationLimit(InvalidAudio):
+    """The audio is longer than the server's limit."""
+
+    code = "DURATION_LIMIT"
+
+
+class UnsupportedPrompt(UnknownStem):
+    """A text prompt that maps onto no stem the installed models can produce."""
+
+    code = "UNSUPPORTED_PROMPT"
+
+
+class JobFailed(DemixerError):
+    """The result of a request that failed; ``code`` is the failure's own code."""
+
+    code = "JOB_FAILED"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class RateLimited(DemixerError):
+    """Too many requests from one caller."""
+
+    code = "RATE_LIMITED"
 
 
 # CLI exit codes: 0 ok, 2 usage, 3 bad input, 4 model unavailable, 1 anything else.

@@ -1,0 +1,202 @@
+"""Errors as HTTP: the one table from demixer's error tree to statuses, and the handlers.
+
+Every error answers ``{"error": {"code", "message", "param", "request_id"}}`` and every
+response carries ``x-request-id``. Domain code raises :class:`~demixer.errors.DemixerError`
+subclasses and never an ``HTTPException``; this module alone decides the status. FastAPI's own
+validation errors become 400 ``INVALID_REQUEST`` with ``param`` = the field's path. Anything
+else is a 500 ``INTERNAL`` whose traceback goes to the log, never into the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from demixer.errors import (
+    Conflict,
+    DemixerError,
+    FileTooLarge,
+    Forbidden,
+    Gone,
+    InvalidAudio,
+    InvalidOutput,
+    InvalidRequest,
+    JobFailed,
+    ModelUnavailable,
+    NotFound,
+    RateLimited,
+    UnknownModel,
+    UnknownStem,
+    UnsupportedMediaType,
+)
+from demixer.service.keys import Unauthorized, new_id
+from demixer.service.queue import JobConflict
+from demixer.storage import BlobNotFound
+
+__all__ = [
+    "STATUS",
+    "RequestIdMiddleware",
+    "error_body",
+    "install_error_handlers",
+    "request_id",
+    "status_for",
+]
+
+log = logging.getLogger("demixer.api")
+
+# The one table. The most specific class in an error's MRO wins.
+STATUS: dict[type[DemixerError], int] = {
+    InvalidRequest: 400,  # SIZE_MISMATCH, INVALID_AUDIO_URL, INVALID_REQUEST
+    InvalidOutput: 400,  # output format / bit depth
+    Unauthorized: 401,  # UNAUTHENTICATED
+    Forbidden: 403,  # FORBIDDEN (scope), INVALID_SIGNATURE
+    NotFound: 404,
+    BlobNotFound: 404,
+    UnknownModel: 404,  # UNKNOWN_MODEL (queue path or `input.model`)
+    Conflict: 409,  # NOT_READY, FILE_NOT_READY, FILE_ALREADY_UPLOADED
+    JobConflict: 409,  # JOB_CONFLICT
+    Gone: 410,  # URL_EXPIRED, FILE_EXPIRED
+    FileTooLarge: 413,
+    UnsupportedMediaType: 415,  # UNSUPPORTED_MEDIA_TYPE, CONTENT_TYPE_MISMATCH
+    InvalidAudio: 422,  # INVALID_AUDIO, DURATION_LIMIT
+    UnknownStem: 422,  # UNKNOWN_STEM, UNSUPPORTED_PROMPT
+    ModelUnavailable: 422,  # MODEL_UNAVAILABLE (and its checksum/download variants)
+    JobFailed: 422,  # the failed job's own code
+    RateLimited: 429,
+    DemixerError: 500,  # MODEL_FAILED and anything not listed above
+}
+
+# Starlette's own HTTP errors (no route, wrong method, unparsable multipart) in the same shape.
+_HTTP_CODES = {
+    400: "INVALID_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "FILE_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def status_for(error: DemixerError) -> int:
+    """The HTTP status for ``error``."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def request_id(scope_or_request: Scope | Request) -> str | None:
+    """The id :class:`RequestIdMiddleware` gave this request."""
+    scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
+    state = scope.get("state") or {}
+    value = state.get("request_id")
+    return str(value) if value is not None else None
+
+
+def error_body(
+    code: str, message: str, param: str | None = None, rid: str | None = None
+) -> dict[str, Any]:
+    """The JSON body of an error response."""
+    return {"error": {"code": code, "message": message, "param": param, "request_id": rid}}
+
+
+def _param(loc: Sequence[Any]) -> str | None:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or None
+
+
+async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DemixerError)
+    status = status_for(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.param, request_id(request)), status_code=status
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    first = errors[0] if errors else {}
+    param = _param(first.get("loc", ()))
+    parts = []
+    for error in errors[:5]:
+        where = _param(error.get("loc", ()))
+        msg = str(error.get("msg", "invalid value"))
+        parts.append(f"{where}: {msg}" if where else msg)
+    if len(errors) > 5:
+        parts.append(f"and {len(errors) - 5} more")
+    message = "; ".join(parts) or "invalid request"
+    return JSONResponse(
+        error_body("INVALID_REQUEST", message, param, request_id(request)), status_code=400
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "INTERNAL" if exc.status_code >= 500 else "ERROR")
+    message = str(exc.detail) if exc.detail else code.replace("_", " ").lower()
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}"
+    return JSONResponse(
+        error_body(code, message, None, request_id(request)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that answer every error in the one shape."""
+    app.add_exception_handler(DemixerError, _demixer_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (``x-request-id``) and turns unexpected exceptions into 500s.
+
+    It sits outside FastAPI's exception handlers, so even a crash answers the error shape with
+    the header; the traceback is logged with the request id, never sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = new_id("rid")
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message).append("x-request-id", rid)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception(
+                "unhandled error in %s %s (request %s)", scope.get("method"), scope["path"], rid
+            )
+            if started:  # mid-body: nothing to do but drop the connection
+                raise
+            response = JSONResponse(
+                error_body("INTERNAL", "internal server error; the log has details", None, rid),
+                status_code=500,
+            )
+            await response(scope, receive, send_with_id)

@@ -1,0 +1,179 @@
+"""Queued requests read back: status, result, list; cancel and delete.
+
+Reads are short transactions (the SSE stream calls :func:`job_status` once per frame, so it
+holds no connection while it waits). Status changes go through ``services.queue`` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from demixer.api.schemas import (
+    JobError,
+    JobStatus,
+    LogLine,
+    OutputFile,
+    RequestList,
+    RequestStatus,
+    ResultResponse,
+    Retention,
+    Usage,
+)
+from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady
+from demixer.service.context import Services
+from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
+from demixer.service.schema import Job, JobLog
+
+__all__ = [
+    "delete_job",
+    "job_result",
+    "job_status",
+    "list_jobs",
+    "owned_job",
+    "urls",
+]
+
+
+def urls(services: Services, job_id: str) -> dict[str, str]:
+    """The absolute URLs of a request (from ``settings.base_url``)."""
+    base = f"{services.settings.base_url}/v1/queue/requests/{job_id}"
+    return {
+        "status": f"{base}/status",
+        "stream": f"{base}/status/stream",
+        "result": f"{base}/result",
+        "cancel": f"{base}/cancel",
+    }
+
+
+def owned_job(session: Session, account_id: str, job_id: str) -> Job:
+    """The caller's job; another account's or an unknown id is NOT_FOUND."""
+    job = session.get(Job, job_id)
+    if job is None or job.account_id != account_id:
+        raise NotFound(f"no request {job_id!r}")
+    return job
+
+
+def _status(services: Services, s: Session, job: Job, logs: bool) -> RequestStatus:
+    links = urls(services, job.id)
+    lines = None
+    if logs:
+        rows = s.execute(
+            select(JobLog).where(JobLog.job_id == job.id).order_by(JobLog.id)
+        ).scalars()
+        lines = [LogLine(timestamp=r.timestamp, message=r.message) for r in rows]
+    error = None
+    if job.status == FAILED:
+        error = JobError(code=job.error_code or "FAILED", message=job.error_message or "")
+    progress = job.progress if job.status in (IN_PROGRESS, COMPLETED) else None
+    return RequestStatus(
+        request_id=job.id,
+        model=job.queue_model,
+        engine_model=job.engine_model,
+        status=cast(JobStatus, job.status),
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        queue_position=services.queue.position(s, job) if job.status == IN_QUEUE else None,
+        progress=progress,
+        cancel_requested=job.cancel_requested,
+        status_url=links["status"],
+        result_url=links["result"],
+        error=error,
+        logs=lines,
+    )
+
+
+def job_status(services: Services, account_id: str, job_id: str, logs: bool) -> RequestStatus:
+    """A request's status (one short read transaction)."""
+    with services.db.read() as s:
+        return _status(services, s, owned_job(s, account_id, job_id), logs)
+
+
+def job_result(services: Services, account_id: str, job_id: str) -> ResultResponse:
+    """A completed request's outputs with fresh signed URLs; errors until then."""
+    with services.db.read() as s:
+        job = owned_job(s, account_id, job_id)
+    if job.status == FAILED:
+        raise JobFailed(
+            f"request {job_id} failed: {job.error_message or job.error_code}",
+            code=job.error_code,
+        )
+    if job.status == CANCELLED:
+        raise JobConflict(f"request {job_id} was cancelled; it has no result")
+    if job.status != COMPLETED:
+        raise NotReady(f"request {job_id} is {job.status}; the result is ready once COMPLETED")
+    ttl = services.settings.download_url_ttl_seconds
+    data: dict[str, OutputFile | int | float] = {}
+    for name, out in (job.outputs or {}).items():
+        data[name] = OutputFile(
+            url=services.signer.url("GET", out["key"], ttl),
+            content_type=out.get("content_type", "application/octet-stream"),
+            file_name=out.get("file_name", out["key"].rsplit("/", 1)[-1]),
+            duration=out.get("duration"),
+            sample_rate=out.get("sample_rate"),
+            channels=out.get("channels"),
+            size=out.get("size"),
+        )
+    data["duration"] = job.duration or 0.0
+    data["sample_rate"] = job.sample_rate or 0
+    finished = job.finished_at or job.updated_at
+    return ResultResponse(
+        request_id=job.id,
+        model=job.queue_model,
+        data=data,
+        usage=Usage(quantity=job.duration or 0.0),
+        retention=Retention(delete_after=finished + timedelta(seconds=ttl)),
+    )
+
+
+def _cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _uncursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidRequest(f"bad cursor {cursor[:100]!r}", param="cursor") from exc
+
+
+def list_jobs(services: Services, account_id: str, limit: int, cursor: str | None) -> RequestList:
+    """The caller's requests, newest first, ``limit`` per page (keyset pagination)."""
+    query = select(Job).where(Job.account_id == account_id)
+    if cursor:
+        created, job_id = _uncursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with services.db.read() as s:
+        jobs = list(s.execute(query).scalars())
+        page = [_status(services, s, job, False) for job in jobs[:limit]]
+    return RequestList(
+        data=page, next_cursor=_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    )
+
+
+def delete_job(services: Services, account_id: str, job_id: str) -> None:
+    """Delete a request, its log and its outputs (a running one is cancelled first)."""
+    with services.db.read() as s:
+        job = owned_job(s, account_id, job_id)
+    if job.status in (IN_QUEUE, IN_PROGRESS):
+        with contextlib.suppress(JobConflict):  # it finished meanwhile: nothing to stop
+            services.queue.cancel(job_id)
+    with services.db.write() as s:
+        s.execute(delete(JobLog).where(JobLog.job_id == job_id))
+        s.execute(delete(Job).where(Job.id == job_id, Job.account_id == account_id))
+    # After the row: a worker still finishing this job fails its fenced write (the row is
+    # gone) and must delete what it stored; whatever it stored before is removed here.
+    services.storage.delete_prefix(f"outputs/{job_id}/")

@@ -1,0 +1,81 @@
+"""The OpenAPI document: every error response in the one error shape.
+
+FastAPI documents its validation errors as a 422 ``HTTPValidationError``; demixer answers them
+as 400 ``ErrorResponse`` (see ``api/errors.py``), so the generated document is corrected here
+to say what the server really does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from demixer.api.schemas import ErrorResponse
+
+__all__ = ["document", "error_responses"]
+
+_DESCRIPTIONS = {
+    400: "Invalid request (`INVALID_REQUEST`, `SIZE_MISMATCH`, `INVALID_OUTPUT`, …)",
+    401: "Missing or invalid API key (`UNAUTHENTICATED`)",
+    403: "The key lacks the scope (`FORBIDDEN`), or a bad signature (`INVALID_SIGNATURE`)",
+    404: "No such object for this caller (`NOT_FOUND`, `UNKNOWN_MODEL`)",
+    409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, …)",
+    410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`)",
+    413: "Too large (`FILE_TOO_LARGE`)",
+    415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",
+    422: "Unprocessable (`INVALID_AUDIO`, `DURATION_LIMIT`, `UNKNOWN_STEM`, "
+    "`UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a failed request's code)",
+    429: "Rate limited (`RATE_LIMITED`)",
+    500: "Internal error (`INTERNAL`); details are in the server log",
+}
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can answer ``statuses`` (all in the error shape)."""
+    return {
+        status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        schemas.setdefault(name, sub)
+    schemas.setdefault(model.__name__, schema)
+
+
+def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> dict[str, Any]:
+    """The app's OpenAPI 3.1 document (built once, then cached on the app)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        openapi_version=app.openapi_version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    _add_model(schemas, ErrorResponse)
+    for model in extra_models:
+        _add_model(schemas, model)
+    error = {"description": "", "content": {"application/json": {"schema": _ERROR_REF}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            validation = responses.get("422")
+            if validation is not None and "HTTPValidationError" in str(validation):
+                del responses["422"]
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", {**error, "description": _DESCRIPTIONS[400]})
+            responses.setdefault("500", {**error, "description": _DESCRIPTIONS[500]})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,136 @@
+"""``/v1/files``: announce an upload (JSON) or upload directly (multipart); read; delete."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from demixer.api import uploads
+from demixer.api.auth import FilesRead, FilesWrite, ServicesDep
+from demixer.api.openapi import error_responses
+from demixer.api.schemas import FileCreate, FileObject, FileUpload
+from demixer.errors import FileTooLarge, InvalidRequest, UnsupportedMediaType
+from demixer.service.context import Services
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["files"])
+
+_JSON_LIMIT = 64 * 1024  # an announcement is a few hundred bytes
+_FORM_OVERHEAD = 1 << 20  # multipart headers and boundaries on top of the file itself
+
+_CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/FileCreate"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["audio.separate.input"]},
+                    },
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+def _content_length(request: Request) -> int | None:
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _announce(request: Request, services: Services, account_id: str) -> FileUpload:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _JSON_LIMIT:
+            raise InvalidRequest(f"a file announcement is JSON under {_JSON_LIMIT} bytes")
+    try:
+        req = FileCreate.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+    return await anyio.to_thread.run_sync(uploads.create_file, services, account_id, req)
+
+
+async def _direct(request: Request, services: Services, account_id: str) -> FileObject:
+    limit = services.settings.max_upload_bytes
+    length = _content_length(request)
+    if length is not None and length > limit + _FORM_OVERHEAD:
+        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes", param="file")
+    # Starlette spools each file part to a temporary file past 1 MiB: never whole in memory.
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest(
+                "send the audio as a multipart file field named `file`", param="file"
+            )
+        purpose = form.get("purpose")
+        if purpose not in (None, "audio.separate.input"):
+            raise InvalidRequest("purpose must be 'audio.separate.input'", param="purpose")
+        store = partial(
+            uploads.store_direct,
+            services,
+            account_id,
+            upload.file,
+            file_name=upload.filename or "upload",
+            content_type=upload.content_type,
+        )
+        row = await anyio.to_thread.run_sync(store)
+    return uploads.file_object(row)
+
+
+@router.post(
+    "/files",
+    status_code=201,
+    response_model=FileUpload | FileObject,
+    responses=error_responses(400, 401, 403, 413, 415, 422),
+    openapi_extra=_CREATE_BODY,
+)
+async def create_file(
+    request: Request, services: ServicesDep, identity: FilesWrite
+) -> FileUpload | FileObject:
+    """Announce a file (JSON: answers a signed `upload_url` to PUT the bytes to) or upload it
+    directly (`multipart/form-data`, field `file`: answers the file, probed as audio)."""
+    kind = uploads.media_type(request.headers.get("content-type"))
+    if kind == "multipart/form-data":
+        return await _direct(request, services, identity.account_id)
+    if kind not in ("application/json", ""):
+        raise UnsupportedMediaType(
+            f"POST /v1/files takes application/json (announce, then PUT the bytes) or "
+            f"multipart/form-data (field `file`), not {kind!r}"
+        )
+    return await _announce(request, services, identity.account_id)
+
+
+@router.get("/files/{file_id}", responses=error_responses(401, 403, 404, 410))
+def get_file(file_id: str, services: ServicesDep, identity: FilesRead) -> FileObject:
+    """A file and its probe results (`duration`, `sample_rate`, `channels`) once uploaded."""
+    with services.db.read() as s:
+        row = uploads.owned_file(services, s, identity.account_id, file_id)
+    return uploads.file_object(row)
+
+
+@router.delete(
+    "/files/{file_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 410),
+)
+def delete_file(file_id: str, services: ServicesDep, identity: FilesWrite) -> Response:
+    """Delete a file's bytes now; the id answers 404 afterwards."""
+    uploads.delete_file(services, identity.account_id, file_id)
+    return Response(status_code=204)

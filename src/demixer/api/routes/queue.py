@@ -1,0 +1,165 @@
+"""``/v1/queue``: submit separation requests, follow them (poll or SSE), fetch results, cancel.
+
+Status values: ``IN_QUEUE``, ``IN_PROGRESS``, ``COMPLETED``, ``FAILED``, ``CANCELLED``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from functools import partial
+
+import anyio.to_thread
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
+
+from demixer.api import jobs, submit
+from demixer.api.auth import FilesRead, QueueRead, QueueWrite, ServicesDep
+from demixer.api.errors import error_body
+from demixer.api.openapi import error_responses
+from demixer.api.schemas import (
+    CancelResponse,
+    QueuedResponse,
+    RequestList,
+    RequestStatus,
+    ResultResponse,
+    SeparateRequest,
+    StemsRequest,
+)
+from demixer.errors import DemixerError, UnknownModel
+from demixer.service.queue import CANCELLED, FINAL
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/queue", tags=["queue"])
+
+_SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422)
+_READ_ERRORS = error_responses(401, 403, 404)
+MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
+
+
+@router.post("/audio/separate", status_code=202, responses=_SUBMIT_ERRORS)
+def queue_separate(
+    body: SeparateRequest, services: ServicesDep, identity: QueueWrite
+) -> QueuedResponse:
+    """Separate the sound `input.prompt` names: the result has `target` and `residual`."""
+    submission = submit.plan_separate(services, identity.account_id, body)
+    return submit.submit(services, identity.account_id, submission)
+
+
+@router.post("/audio/stems", status_code=202, responses=_SUBMIT_ERRORS)
+def queue_stems(body: StemsRequest, services: ServicesDep, identity: QueueWrite) -> QueuedResponse:
+    """Separate `input.stems` with `input.model`: one file per stem plus `residual`."""
+    submission = submit.plan_stems_request(services, identity.account_id, body)
+    return submit.submit(services, identity.account_id, submission)
+
+
+@router.get("/requests", responses=_READ_ERRORS)
+def list_requests(
+    services: ServicesDep,
+    identity: QueueRead,
+    limit: int = Query(20, ge=1, le=100),
+    cursor: str | None = Query(None, max_length=500),
+) -> RequestList:
+    """The caller's requests, newest first; follow `next_cursor` for older ones."""
+    return jobs.list_jobs(services, identity.account_id, limit, cursor)
+
+
+@router.get("/requests/{request_id}/status", responses=_READ_ERRORS)
+def request_status(
+    request_id: str, services: ServicesDep, identity: QueueRead, logs: bool = False
+) -> RequestStatus:
+    """Where a request stands (`queue_position` while queued, `progress` while running)."""
+    return jobs.job_status(services, identity.account_id, request_id, logs)
+
+
+def _frame(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+@router.get(
+    "/requests/{request_id}/status/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **_READ_ERRORS,
+    },
+)
+async def request_status_stream(
+    request_id: str,
+    services: ServicesDep,
+    identity: QueueRead,
+    interval: float = Query(2.0, description="Seconds between frames, clamped to 1–10."),
+    logs: bool = False,
+) -> StreamingResponse:
+    """Server-sent events: `event: status` frames (the status JSON) every `interval` seconds,
+    closed after COMPLETED, FAILED or CANCELLED."""
+    read = partial(jobs.job_status, services, identity.account_id, request_id, logs)
+    first = await anyio.to_thread.run_sync(read)  # an unknown id is a plain 404, not a stream
+    delay = min(max(interval, MIN_INTERVAL), MAX_INTERVAL) if math.isfinite(interval) else 2.0
+
+    async def frames() -> AsyncIterator[str]:
+        status = first
+        while True:
+            yield _frame("status", status.model_dump_json())
+            if status.status in FINAL:
+                return
+            await anyio.sleep(delay)
+            # A fresh short read per frame: no connection is held while waiting.
+            try:
+                status = await anyio.to_thread.run_sync(read)
+            except DemixerError as exc:  # deleted meanwhile
+                yield _frame("error", json.dumps(error_body(exc.code, exc.message)))
+                return
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/requests/{request_id}/result", responses=error_responses(401, 403, 404, 409, 422))
+def request_result(request_id: str, services: ServicesDep, identity: FilesRead) -> ResultResponse:
+    """The outputs with signed download URLs; 409 `NOT_READY` until COMPLETED, the failure's
+    code (422) when FAILED."""
+    return jobs.job_result(services, identity.account_id, request_id)
+
+
+@router.put(
+    "/requests/{request_id}/cancel",
+    responses={202: {"model": CancelResponse}, **error_responses(401, 403, 404, 409)},
+)
+def cancel_request(
+    request_id: str, response: Response, services: ServicesDep, identity: QueueWrite
+) -> CancelResponse:
+    """Cancel: a queued request at once (200 `CANCELLED`), a running one when its worker
+    stops it (202 `CANCELLATION_REQUESTED`); a finished one is a 409 `JOB_CONFLICT`."""
+    with services.db.read() as s:
+        jobs.owned_job(s, identity.account_id, request_id)
+    if services.queue.cancel(request_id) == CANCELLED:
+        return CancelResponse(request_id=request_id, status="CANCELLED")
+    response.status_code = 202
+    return CancelResponse(request_id=request_id, status="CANCELLATION_REQUESTED")
+
+
+@router.delete(
+    "/requests/{request_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 403, 404),
+)
+def delete_request(request_id: str, services: ServicesDep, identity: QueueWrite) -> Response:
+    """Delete a request and its outputs (a running one is cancelled first); then 404."""
+    jobs.delete_job(services, identity.account_id, request_id)
+    return Response(status_code=204)
+
+
+@router.post("/{model_id:path}", include_in_schema=False)
+def queue_unknown(model_id: str, identity: QueueWrite) -> None:
+    """Any other queue model id."""
+    raise UnknownModel(
+        f"no queue model {model_id!r}; available: {', '.join(submit.QUEUE_MODELS)}",
+        param="model",
+    )

@@ -1,0 +1,386 @@
+"""The API's wire schemas (pydantic). They are not the database tables (``service/schema.py``).
+
+Request models forbid unknown fields inside ``input`` so a typo ("stem" for "stems") is a 400
+instead of a silently ignored option; top-level unknown fields are ignored (vendor clients add
+their own).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "CancelResponse",
+    "EngineModel",
+    "ErrorBody",
+    "ErrorResponse",
+    "FileCreate",
+    "FileError",
+    "FileObject",
+    "FileStatus",
+    "FileUpload",
+    "JobError",
+    "JobStatus",
+    "Limits",
+    "LogLine",
+    "ModelList",
+    "OutputFile",
+    "QueueBody",
+    "QueueInput",
+    "QueueModel",
+    "QueuedResponse",
+    "RequestList",
+    "RequestStatus",
+    "ResultResponse",
+    "Retention",
+    "SeparateInput",
+    "SeparateOutput",
+    "SeparateRequest",
+    "Span",
+    "StemsInput",
+    "StemsRequest",
+    "Usage",
+    "WebhookIn",
+    "WebhookInfo",
+]
+
+JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
+FileStatus = Literal["pending", "uploaded", "failed"]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """What went wrong, in words and as a stable code."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. `UNKNOWN_STEM`.")
+    message: str = Field(description="What is wrong and, where possible, what to do.")
+    param: str | None = Field(None, description="The request field at fault, e.g. `input.stems`.")
+    request_id: str | None = Field(None, description="Also in the `x-request-id` header.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error response has this shape."""
+
+    error: ErrorBody
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+class Retention(BaseModel):
+    """When demixer deletes the object."""
+
+    delete_after: datetime
+
+
+class FileCreate(BaseModel):
+    """Announce an upload; the bytes follow with a PUT to the returned ``upload_url``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_name: str = Field(min_length=1, max_length=300, examples=["song.mp3"])
+    content_type: str = Field(min_length=1, max_length=100, examples=["audio/mpeg"])
+    file_size: int = Field(gt=0, description="Exact size in bytes of the upload to come.")
+    purpose: Literal["audio.separate.input"] = "audio.separate.input"
+
+
+class FileUpload(BaseModel):
+    """Where and how to PUT the bytes."""
+
+    file_id: str
+    upload_url: str = Field(description="Signed URL; no API key needed.")
+    upload_method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(description="Send exactly these headers with the PUT.")
+    expires_at: datetime = Field(description="When `upload_url` stops working.")
+    retention: Retention
+
+
+class FileError(BaseModel):
+    """Why an upload was not accepted as audio."""
+
+    code: str
+    message: str
+
+
+class FileObject(BaseModel):
+    """An uploaded (or announced) input file."""
+
+    file_id: str
+    file_name: str
+    content_type: str
+    file_size: int | None = Field(description="Bytes: declared, then as stored.")
+    purpose: str
+    status: FileStatus = Field(
+        description="`pending` (no bytes yet), `uploaded` (probed as audio) or `failed`."
+    )
+    created_at: datetime
+    uploaded_at: datetime | None
+    expires_at: datetime | None = Field(description="When the file is deleted.")
+    duration: float | None = Field(description="Seconds, as the file declares.")
+    sample_rate: int | None = Field(description="Hz.")
+    channels: int | None
+    error: FileError | None = None
+
+
+# --- queue requests ---------------------------------------------------------------------------
+
+
+class Span(BaseModel):
+    """A time range of the input, in seconds; ``include: false`` leaves it out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: float = Field(ge=0, allow_inf_nan=False)
+    end: float = Field(gt=0, allow_inf_nan=False)
+    include: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Span:
+        if self.end <= self.start:
+            raise ValueError("a span's end must be after its start")
+        return self
+
+
+class QueueInput(BaseModel):
+    """What every queue model's ``input`` has: the audio, the output format, spans."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str | None = Field(None, max_length=100, description="From `POST /v1/files`.")
+    audio_url: str | None = Field(None, max_length=4096, description="An http(s) URL.")
+    output_format: str = Field("wav", max_length=10, description="`wav`, `flac` or `mp3`.")
+    bit_depth: str | int | None = Field(
+        None, description="wav: `16`, `24`, `32f`; flac: `16`, `24`; none for mp3."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> QueueInput:
+        if (self.file_id is None) == (self.audio_url is None):
+            raise ValueError("give exactly one of file_id and audio_url")
+        return self
+
+
+class SeparateInput(QueueInput):
+    """Input of ``audio/separate``: one sound, named in words."""
+
+    prompt: str = Field(
+        min_length=1,
+        max_length=1000,
+        examples=["vocals", "everything but the vocals", "the drums"],
+        description="The sound to separate; see `GET /v1/models` for what can be separated.",
+    )
+    spans: list[Span] | None = Field(
+        None,
+        max_length=100,
+        description="Keep the target only inside `include` spans / outside `include: false` "
+        "ones (seconds); what is taken out goes to the residual.",
+    )
+
+
+class StemsInput(QueueInput):
+    """Input of ``audio/stems``: stems by name from one engine model."""
+
+    stems: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Model stems (empty: all). `residual` is always added.",
+    )
+    model: str | None = Field(
+        None,
+        max_length=50,
+        description="Engine model id; default: the best installed model having every stem.",
+    )
+
+
+class WebhookIn(BaseModel):
+    """Where to POST when the request finishes (Standard Webhooks signed)."""
+
+    url: str = Field(max_length=4096)
+    secret: str | None = Field(None, max_length=200, description="`whsec_…`; default: new.")
+
+
+class QueueBody(BaseModel):
+    """What every queue request has besides ``input``: webhook and priority."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    webhook: WebhookIn | None = None
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    webhook_url: str | None = Field(None, alias="webhookUrl", max_length=4096)
+    webhook_secret: str | None = Field(None, alias="webhookSecret", max_length=200)
+
+
+class SeparateRequest(QueueBody):
+    """``POST /v1/queue/audio/separate``."""
+
+    input: SeparateInput
+
+
+class StemsRequest(QueueBody):
+    """``POST /v1/queue/audio/stems``."""
+
+    input: StemsInput
+
+
+class WebhookInfo(BaseModel):
+    """The webhook this request will call, and the secret its signatures use."""
+
+    url: str
+    signing_secret: str
+
+
+class QueuedResponse(BaseModel):
+    """A request was queued."""
+
+    request_id: str
+    status: Literal["IN_QUEUE"] = "IN_QUEUE"
+    model: str
+    engine_model: str
+    created_at: datetime
+    queue_position: int
+    status_url: str
+    stream_url: str
+    result_url: str
+    cancel_url: str
+    webhook: WebhookInfo | None = None
+
+
+class LogLine(BaseModel):
+    """One line of a request's log."""
+
+    timestamp: datetime
+    message: str
+
+
+class JobError(BaseModel):
+    """Why a request failed."""
+
+    code: str
+    message: str
+
+
+class RequestStatus(BaseModel):
+    """Where a request stands."""
+
+    request_id: str
+    model: str
+    engine_model: str
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    queue_position: int | None = Field(description="Jobs ahead (0: next); only while IN_QUEUE.")
+    progress: float | None = Field(description="0–1, while IN_PROGRESS (1 once COMPLETED).")
+    cancel_requested: bool
+    status_url: str
+    result_url: str
+    error: JobError | None = Field(description="When FAILED.")
+    logs: list[LogLine] | None = Field(description="With `?logs=true`.")
+
+
+class RequestList(BaseModel):
+    """The caller's requests, newest first."""
+
+    object: Literal["list"] = "list"
+    data: list[RequestStatus]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class CancelResponse(BaseModel):
+    """What a cancel did: at once (queued) or requested (running)."""
+
+    request_id: str
+    status: Literal["CANCELLED", "CANCELLATION_REQUESTED"]
+
+
+class OutputFile(BaseModel):
+    """One output audio file."""
+
+    url: str = Field(description="Signed, expiring GET URL; no API key needed.")
+    content_type: str
+    file_name: str
+    duration: float | None = Field(description="Seconds.")
+    sample_rate: int | None = Field(description="Hz.")
+    channels: int | None
+    size: int | None = Field(description="Bytes.")
+
+
+class SeparateOutput(BaseModel):
+    """``data`` of an ``audio/separate`` result."""
+
+    target: OutputFile = Field(description="The sound the prompt named.")
+    residual: OutputFile = Field(description="Everything else: target + residual = input.")
+    duration: float
+    sample_rate: int
+
+
+class Usage(BaseModel):
+    """What the request used (demixer does not bill)."""
+
+    feature: Literal["audio_seconds"] = "audio_seconds"
+    quantity: float
+    billing_status: Literal["not_billed"] = "not_billed"
+
+
+class ResultResponse(BaseModel):
+    """A completed request's outputs."""
+
+    request_id: str
+    model: str
+    status: Literal["COMPLETED"] = "COMPLETED"
+    data: dict[str, OutputFile | int | float] = Field(
+        description="Output name -> file (`target`/`residual`, or one per stem + `residual`), "
+        "plus `duration` (seconds) and `sample_rate` (Hz) of the input."
+    )
+    usage: Usage
+    retention: Retention
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+class Limits(BaseModel):
+    """What the server accepts (the same for every model)."""
+
+    max_file_size: int = Field(description="Bytes.")
+    max_duration: float = Field(description="Seconds.")
+    input_formats: list[str]
+    output_formats: list[str]
+    bit_depths: dict[str, list[str]]
+
+
+class EngineModel(BaseModel):
+    """An installed separation model (the ``model`` of ``audio/stems``)."""
+
+    id: str
+    object: Literal["engine_model"] = "engine_model"
+    description: str
+    stems: list[str]
+    sample_rate: int = Field(description="Hz the model runs at (outputs keep the input's rate).")
+    license: str
+    quality: str
+    limits: Limits
+
+
+class QueueModel(BaseModel):
+    """A model id for ``POST /v1/queue/{id}``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    description: str
+    input: dict[str, Any] = Field(description="JSON Schema of the request body.")
+    output: dict[str, Any] = Field(description="JSON Schema of the result's `data`.")
+    engine_models: list[str] = Field(description="Installed engine models it can run on.")
+    separable: list[str] = Field(description="What can be asked for with what is installed.")
+
+
+class ModelList(BaseModel):
+    """Queue models in ``data``; installed engine models in ``engine_models``."""
+
+    object: Literal["list"] = "list"
+    data: list[QueueModel]
+    engine_models: list[EngineModel]

@@ -1,0 +1,267 @@
+"""Queue submissions: validate a request completely, then queue it.
+
+Everything a request can get wrong is checked here before a row is queued, so a worker only
+ever sees jobs that can run. The job's ``params`` are the contract with the worker; their shape
+is documented once, in :mod:`demixer.api`.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from demixer.api.jobs import urls
+from demixer.api.schemas import (
+    QueueBody,
+    QueuedResponse,
+    QueueInput,
+    SeparateRequest,
+    StemsRequest,
+    WebhookInfo,
+)
+from demixer.api.uploads import owned_file
+from demixer.audio import OutputFormat
+from demixer.engine.stems import RESIDUAL, RESIDUAL_ALIASES, plan_stems
+from demixer.errors import (
+    DemixerError,
+    DurationLimit,
+    FileNotReady,
+    FileTooLarge,
+    InvalidAudio,
+    InvalidAudioUrl,
+    InvalidRequest,
+    ModelUnavailable,
+    UnknownStem,
+)
+from demixer.models.loading import is_installed
+from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.service.context import Services
+from demixer.service.keys import new_id
+from demixer.service.prompts import best_model, map_prompt
+
+__all__ = [
+    "QUEUE_MODELS",
+    "SEPARATE",
+    "STEMS",
+    "Submission",
+    "installed_models",
+    "plan_separate",
+    "plan_stems_request",
+    "submit",
+]
+
+SEPARATE = "audio/separate"
+STEMS = "audio/stems"
+QUEUE_MODELS = (SEPARATE, STEMS)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated request, ready to queue."""
+
+    queue_model: str
+    engine_model: str
+    params: dict[str, Any]
+    priority: int
+    note: str | None = None  # one extra log line (e.g. how the prompt was read)
+
+
+def installed_models(services: Services) -> list[ModelSpec]:
+    """Registered models whose weights are present, in registry order."""
+    model_dir = services.settings.model_dir
+    return [spec for spec in list_specs() if is_installed(spec, model_dir)]
+
+
+def _reject_param(error: DemixerError, param: str) -> DemixerError:
+    if error.param is None:
+        error.param = param
+    return error
+
+
+def _http_url(url: str, param: str, error: type[InvalidRequest]) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise error(f"{url[:200]!r} is not an http(s) URL", param=param)
+    return url.strip()
+
+
+def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, Any]:
+    """The ``params["input"]`` of a request: a checked uploaded file, or an http(s) URL."""
+    if inp.audio_url is not None:
+        # TODO(ssrf): refuse loopback/private/link-local hosts (next issue).
+        return {"audio_url": _http_url(inp.audio_url, "input.audio_url", InvalidAudioUrl)}
+    assert inp.file_id is not None
+    param = "input.file_id"
+    settings = services.settings
+    with services.db.read() as s:
+        row = owned_file(services, s, account_id, inp.file_id, param)
+    if row.status == "failed":
+        raise InvalidAudio(
+            f"file {row.id!r} is not usable audio: {row.error_message or row.error_code}",
+            param=param,
+        )
+    if row.status != "uploaded":
+        raise FileNotReady(
+            f"file {row.id!r} is {row.status}: PUT its bytes to the upload_url first",
+            param=param,
+        )
+    size = row.bytes_stored or row.file_size or 0
+    if size > settings.max_upload_bytes:
+        raise FileTooLarge(
+            f"file {row.id!r} has {size} bytes; the limit is {settings.max_upload_bytes}",
+            param=param,
+        )
+    if row.duration is not None and row.duration > settings.max_duration_seconds:
+        raise DurationLimit(
+            f"file {row.id!r} is {row.duration:.1f} s long; this server separates at most "
+            f"{settings.max_duration_seconds:.0f} s",
+            param=param,
+        )
+    return {"file_id": row.id, "storage_key": row.storage_key, "file_name": row.file_name}
+
+
+def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput) -> dict[str, Any]:
+    """Params every queue model shares: input, format, spans, webhook."""
+    source = _input(services, account_id, inp)
+    depth = None if inp.bit_depth is None else str(inp.bit_depth)
+    try:
+        fmt = OutputFormat.parse(inp.output_format, depth)
+    except DemixerError as exc:
+        raise _reject_param(exc, "input.output_format") from None
+    webhook = None
+    url = req.webhook.url if req.webhook is not None else req.webhook_url
+    if url is not None:
+        secret = (req.webhook.secret if req.webhook is not None else None) or req.webhook_secret
+        webhook = {
+            "url": _http_url(url, "webhook.url", InvalidRequest),
+            "secret": secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+        }
+    return {
+        "input": source,
+        "output_format": fmt.format,
+        "bit_depth": fmt.bit_depth,
+        "webhook": webhook,
+    }
+
+
+def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> Submission:
+    """``audio/separate``: the prompt's stem -> ``target``, everything else -> ``residual``."""
+    common = _common(services, account_id, req, req.input)
+    match = map_prompt(req.input.prompt, installed_models(services))
+    spec = get_spec(match.model)
+    plan = plan_stems(spec.id, spec.stems, [match.stem, RESIDUAL])
+    if match.invert:
+        names = {match.stem: "residual", RESIDUAL: "target"}
+    else:
+        names = {match.stem: "target", RESIDUAL: "residual"}
+    how = "everything but " if match.invert else ""
+    return Submission(
+        queue_model=SEPARATE,
+        engine_model=spec.id,
+        params={
+            **common,
+            "stems": list(plan.outputs),
+            "names": names,
+            "spans": [span.model_dump() for span in req.input.spans] if req.input.spans else None,
+        },
+        priority=req.priority,
+        note=f"prompt {req.input.prompt[:200]!r} -> target = {how}{match.stem} ({spec.id})",
+    )
+
+
+def plan_stems_request(services: Services, account_id: str, req: StemsRequest) -> Submission:
+    """``audio/stems``: one output per requested stem, plus the residual."""
+    common = _common(services, account_id, req, req.input)
+    installed = installed_models(services)
+    requested = [s.strip().lower() for s in req.input.stems if s.strip()]
+    if req.input.model is not None:
+        try:
+            spec = get_spec(req.input.model)
+        except DemixerError as exc:
+            raise _reject_param(exc, "input.model") from None
+    else:
+        spec = _default_model(services, installed, requested)
+    wanted = requested or list(spec.stems)
+    try:
+        plan = plan_stems(spec.id, spec.stems, [*wanted, RESIDUAL])
+    except UnknownStem as exc:
+        raise _reject_param(exc, "input.stems") from None
+    if spec not in installed:
+        raise ModelUnavailable(
+            f"model {spec.id!r} is not installed on this server; {spec.install_hint}",
+            param="input.model",
+        )
+    return Submission(
+        queue_model=STEMS,
+        engine_model=spec.id,
+        params={
+            **common,
+            "stems": list(plan.outputs),
+            "names": {n: n for n in plan.outputs},
+            "spans": None,  # spans shape a target; stems have none
+        },
+        priority=req.priority,
+    )
+
+
+def _default_model(
+    services: Services, installed: list[ModelSpec], requested: list[str]
+) -> ModelSpec:
+    """The best installed model producing every requested stem (else the default model)."""
+    # Residual names ("instrumental", …) say nothing about which model to pick.
+    stems = [s for s in requested if s != RESIDUAL and s not in RESIDUAL_ALIASES]
+    if not stems:
+        return get_spec(services.settings.default_model)
+    candidates = [best_model(s, installed) for s in stems]
+    ranked = [c for c in candidates if c is not None]
+    for spec in ranked:
+        if all(s in spec.stems for s in stems):
+            return spec
+    for spec in sorted(installed, key=lambda m: -len(m.stems)):
+        if all(s in spec.stems for s in stems):
+            return spec
+    can = sorted({s for m in installed for s in m.stems})
+    raise UnknownStem(
+        f"no installed model produces all of {', '.join(stems)}; installed models produce: "
+        f"{', '.join(can) or 'nothing'} (name a `model` to see its stems)",
+        param="input.stems",
+    )
+
+
+def submit(services: Services, account_id: str, sub: Submission) -> QueuedResponse:
+    """Queue ``sub``; the row is committed before the answer says it exists."""
+    job_id = new_id("req")
+    with services.db.write() as s:
+        job = services.queue.submit(
+            s,
+            job_id=job_id,
+            account_id=account_id,
+            queue_model=sub.queue_model,
+            engine_model=sub.engine_model,
+            params=sub.params,
+            priority=sub.priority,
+            max_attempts=services.settings.max_attempts,
+        )
+        if sub.note:
+            services.queue.log(s, job_id, sub.note)
+        position = services.queue.position(s, job)
+        created = job.created_at
+    links = urls(services, job_id)
+    webhook = sub.params.get("webhook")
+    return QueuedResponse(
+        request_id=job_id,
+        model=sub.queue_model,
+        engine_model=sub.engine_model,
+        created_at=created,
+        queue_position=position,
+        status_url=links["status"],
+        stream_url=links["stream"],
+        result_url=links["result"],
+        cancel_url=links["cancel"],
+        webhook=WebhookInfo(url=webhook["url"], signing_secret=webhook["secret"])
+        if webhook
+        else None,
+    )

@@ -1,0 +1,328 @@
+"""Input files: announce, receive the bytes (signed PUT or multipart), probe, read, delete.
+
+A file row goes ``pending`` -> ``uploaded`` (its bytes probed as audio) or ``failed`` (not
+audio; a new PUT may replace them), and ``deleted`` at the end. Bytes are streamed into storage
+in chunks and never held whole in memory; the size is capped while they arrive.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO, cast
+
+import anyio.from_thread
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session
+
+from demixer.api.schemas import (
+    FileCreate,
+    FileError,
+    FileObject,
+    FileStatus,
+    FileUpload,
+    Retention,
+)
+from demixer.audio import probe
+from demixer.errors import (
+    AlreadyUploaded,
+    ContentTypeMismatch,
+    FileExpired,
+    FileTooLarge,
+    InvalidAudio,
+    NotFound,
+    SizeMismatch,
+    UnsupportedMediaType,
+)
+from demixer.service.context import Services
+from demixer.service.keys import new_id
+from demixer.service.schema import File
+
+__all__ = [
+    "FILE_RETENTION",
+    "INPUT_FORMATS",
+    "AsyncBodyReader",
+    "create_file",
+    "delete_file",
+    "file_object",
+    "media_type",
+    "owned_file",
+    "receive_put",
+    "store_direct",
+]
+
+# How long an uploaded input is kept (Gaudio keeps uploads 72 h); the sweeper deletes after.
+FILE_RETENTION = timedelta(hours=72)
+# What demixer's decoder (PyAV/FFmpeg) takes; video containers give their audio track.
+INPUT_FORMATS = ["wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "mp4", "mov", "mkv", "webm"]
+_OTHER_TYPES = frozenset({"application/ogg", "application/mp4", "application/octet-stream"})
+_USABLE = ("pending", "failed")  # states in which bytes may (still) arrive
+
+
+def media_type(value: str | None) -> str:
+    """``"Audio/WAV; rate=1"`` -> ``"audio/wav"``."""
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _accepted(content_type: str, param: str) -> str:
+    mt = media_type(content_type)
+    if mt.startswith(("audio/", "video/")) or mt in _OTHER_TYPES:
+        return mt
+    raise UnsupportedMediaType(
+        f"content type {content_type!r} is not audio or video; send audio/*, video/* or "
+        f"application/octet-stream ({', '.join(INPUT_FORMATS)} files)",
+        param=param,
+    )
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def file_object(row: File) -> FileObject:
+    """The wire form of a file row."""
+    error = None
+    if row.status == "failed" and row.error_code:
+        error = FileError(code=row.error_code, message=row.error_message or "")
+    return FileObject(
+        file_id=row.id,
+        file_name=row.file_name,
+        content_type=row.content_type,
+        file_size=row.bytes_stored if row.bytes_stored is not None else row.file_size,
+        purpose=row.purpose,
+        status=cast(FileStatus, row.status),
+        created_at=row.created_at,
+        uploaded_at=row.uploaded_at,
+        expires_at=row.expires_at,
+        duration=row.duration,
+        sample_rate=row.sample_rate,
+        channels=row.channels,
+        error=error,
+    )
+
+
+def owned_file(
+    services: Services, session: Session, account_id: str, file_id: str, param: str | None = None
+) -> File:
+    """The caller's live file; another account's, a deleted or unknown id is NOT_FOUND."""
+    row = session.get(File, file_id)
+    if row is None or row.account_id != account_id or row.status == "deleted":
+        raise NotFound(f"no file {file_id!r}", param=param)
+    if row.expires_at is not None and services.db.clock() > row.expires_at:
+        raise FileExpired(f"file {file_id!r} expired at {row.expires_at.isoformat()}", param=param)
+    return row
+
+
+def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpload:
+    """Record an announced file and hand out a signed PUT URL for its bytes."""
+    limit = services.settings.max_upload_bytes
+    if req.file_size > limit:
+        raise FileTooLarge(
+            f"file_size {req.file_size} is over this server's limit of {limit} bytes",
+            param="file_size",
+        )
+    content_type = _accepted(req.content_type, "content_type")
+    file_id = new_id("file")
+    key = f"inputs/{file_id}"
+    now = services.db.clock()
+    row = File(
+        id=file_id,
+        account_id=account_id,
+        file_name=req.file_name,
+        content_type=content_type,
+        file_size=req.file_size,
+        purpose=req.purpose,
+        status="pending",
+        storage_key=key,
+        created_at=now,
+        expires_at=now + FILE_RETENTION,
+    )
+    with services.db.write() as s:
+        s.add(row)
+    ttl = services.settings.upload_url_ttl_seconds
+    signed_at = time.time()
+    return FileUpload(
+        file_id=file_id,
+        upload_url=services.signer.url("PUT", key, ttl, now=signed_at),
+        headers={"Content-Type": content_type},
+        expires_at=_ts(services.signer.expiry(ttl, now=signed_at)),
+        retention=Retention(delete_after=now + FILE_RETENTION),
+    )
+
+
+def _probe_and_record(services: Services, row: File, size: int, sha256: str) -> File:
+    """Probe the stored bytes as audio and record the outcome on the row (pending/failed)."""
+    key = row.storage_key
+    now = services.db.clock()
+    try:
+        with services.storage.local_path(key) as path:
+            shown = {str(path): row.file_name, f"'{path.name}'": f"'{row.file_name}'"}
+            info = probe(path)
+    except InvalidAudio as exc:
+        message = exc.message
+        for old, new in shown.items():
+            message = message.replace(old, new)
+        services.storage.delete_prefix(key)
+        with services.db.write() as s:
+            s.execute(
+                update(File)
+                .where(File.id == row.id, File.status.in_(_USABLE))
+                .values(
+                    status="failed",
+                    error_code=exc.code,
+                    error_message=message,
+                    bytes_stored=size,
+                    sha256=sha256,
+                    duration=None,
+                    sample_rate=None,
+                    channels=None,
+                )
+            )
+        raise InvalidAudio(message, param="file") from None
+    with services.db.write() as s:
+        done = s.execute(
+            update(File)
+            .where(File.id == row.id, File.status.in_(_USABLE))
+            .values(
+                status="uploaded",
+                uploaded_at=now,
+                bytes_stored=size,
+                sha256=sha256,
+                duration=info.duration,
+                sample_rate=info.sample_rate,
+                channels=info.channels,
+                error_code=None,
+                error_message=None,
+            )
+        )
+        if (
+            cast(CursorResult[Any], done).rowcount != 1
+        ):  # deleted (or uploaded by a racing PUT) meanwhile
+            raise AlreadyUploaded(f"file {row.id!r} changed while its bytes arrived")
+        return s.execute(select(File).where(File.id == row.id)).scalar_one()
+
+
+def receive_put(
+    services: Services,
+    key: str,
+    source: BinaryIO,
+    *,
+    content_type: str | None,
+    content_length: int | None,
+) -> File:
+    """Take the bytes of a signed PUT (signature already checked) for the file at ``key``."""
+    with services.db.read() as s:
+        row = s.execute(select(File).where(File.storage_key == key)).scalar_one_or_none()
+    if row is None or row.status == "deleted":
+        raise NotFound(f"no file is waiting for bytes at {key!r}")
+    if row.status == "uploaded":
+        raise AlreadyUploaded(f"file {row.id!r} is already uploaded; create a new file")
+    if media_type(content_type) != row.content_type:
+        raise ContentTypeMismatch(
+            f"send the Content-Type declared for this file, {row.content_type!r} "
+            f"(got {content_type!r})",
+            param="Content-Type",
+        )
+    declared = row.file_size or 0
+    limit = services.settings.max_upload_bytes
+    if declared > limit or (content_length is not None and content_length > limit):
+        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
+    if content_length is not None and content_length != declared:
+        raise SizeMismatch(
+            f"Content-Length {content_length} differs from the declared file_size {declared}",
+            param="file_size",
+        )
+    try:
+        size, sha256 = services.storage.put(key, source, max_bytes=declared)
+    except ValueError:
+        raise SizeMismatch(
+            f"more bytes arrived than the declared file_size {declared}", param="file_size"
+        ) from None
+    if size != declared:
+        services.storage.delete_prefix(key)
+        raise SizeMismatch(
+            f"{size} bytes arrived but file_size declared {declared}", param="file_size"
+        )
+    return _probe_and_record(services, row, size, sha256)
+
+
+def store_direct(
+    services: Services,
+    account_id: str,
+    source: BinaryIO,
+    *,
+    file_name: str,
+    content_type: str | None,
+) -> File:
+    """A multipart upload: stream ``source`` into storage, record the file, probe it."""
+    mt = media_type(content_type)
+    if mt in ("", "application/octet-stream"):
+        mt = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+    mt = _accepted(mt, "file")
+    file_id = new_id("file")
+    key = f"inputs/{file_id}"
+    limit = services.settings.max_upload_bytes
+    try:
+        size, sha256 = services.storage.put(key, source, max_bytes=limit)
+    except ValueError:
+        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes") from None
+    now = services.db.clock()
+    row = File(
+        id=file_id,
+        account_id=account_id,
+        file_name=file_name[:300],
+        content_type=mt,
+        file_size=size,
+        purpose="audio.separate.input",
+        status="pending",
+        storage_key=key,
+        created_at=now,
+        expires_at=now + FILE_RETENTION,
+    )
+    with services.db.write() as s:
+        s.add(row)
+    return _probe_and_record(services, row, size, sha256)
+
+
+def delete_file(services: Services, account_id: str, file_id: str) -> None:
+    """Delete the bytes and mark the row deleted (it then answers 404)."""
+    with services.db.read() as s:
+        row = owned_file(services, s, account_id, file_id)
+    services.storage.delete_prefix(row.storage_key)
+    with services.db.write() as s:
+        s.execute(update(File).where(File.id == file_id).values(status="deleted"))
+
+
+class AsyncBodyReader:
+    """A blocking ``read()`` over an async byte stream, for code running in a worker thread.
+
+    ``storage.put`` reads a file object in chunks; a request body is an async iterator. This
+    bridges the two without buffering the body: each ``read`` fetches the next chunk from the
+    event loop (``anyio.from_thread``), so it must be used from ``anyio.to_thread.run_sync``.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._done = False
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left when negative); ``b""`` only at the end."""
+        while not self._done and (not self._buffer or size < 0):
+            chunk = anyio.from_thread.run(self._next)
+            if chunk is None:
+                self._done = True
+            else:
+                self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out

@@ -1,0 +1,501 @@
+"""Workers: claim jobs from the queue and run each in a slot's separation child process.
+
+A :class:`Worker` runs ``slots`` threads. Each slot has its own worker id (its fencing token in
+the queue) and owns one long-lived child process (:mod:`demixer.service.runner`) that keeps the
+models it loaded. For each job the slot thread, in this (parent) process:
+
+1. resolves the input: a stored upload (``storage.local_path``) or an ``audio_url`` it
+   downloads itself (:mod:`demixer.service.fetch`);
+2. sends the job to the child and, while the child works, heartbeats the lease every
+   ``heartbeat_seconds`` with the child's progress;
+3. kills the child (SIGKILL) when a cancel is requested, the lease is lost, the job's time
+   limit passes or the worker is stopped; notices when the child dies by itself (OOM killer,
+   segfault) through its pipe closing; a killed or dead child is restarted for the next job;
+4. stores the files the child wrote under ``outputs/{job_id}/attempt-{n}/`` and completes the
+   job with their keys in one fenced transaction; if that finds the lease lost, the attempt's
+   blobs are deleted again.
+
+The job's ``params`` (written by the API) have this shape::
+
+    {"input": {"file_id", "storage_key", "file_name"} | {"audio_url"},
+     "stems": [engine stem names] | None,       # None: every stem of the model
+     "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
+     "names": {engine output name: API output name},   # unnamed outputs keep their own
+     "spans": [{"start", "end", "include"}] | None}    # seconds; see service/spans.py
+
+Other keys (``webhook``…) are not the worker's business. Output files are stored as
+``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
+``{input file stem}_{api name}.{ext}``.
+
+Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
+in another process, so it can never starve the heartbeat, and killing it gives its memory back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Collection, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from demixer.audio import OutputFormat
+from demixer.errors import DemixerError
+from demixer.service.context import Services
+from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
+from demixer.service.queue import Claim, LeaseLost
+from demixer.service.runner import Child, ChildDied, ChildJob, ChildOptions, ChildResult
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("demixer.worker")
+
+_API_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the stop flag again
+
+
+class _Abort(Exception):
+    """Ends an attempt. ``kind``: cancelled, timeout, lease_lost, stopped, crashed, failed."""
+
+    def __init__(self, kind: str, code: str = "", message: str = "", retryable: bool = False):
+        super().__init__(kind, code, message)
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class _Params:
+    """A job's ``params``, checked (the shape is in the module docstring)."""
+
+    storage_key: str | None
+    audio_url: str | None
+    input_name: str  # the input's file name, as the user knows it (messages, output names)
+    stems: list[str] | None
+    output_format: str
+    bit_depth: str | None
+    names: dict[str, str]
+    spans: list[dict[str, Any]] | None
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> _Params:
+        source = params.get("input")
+        if not isinstance(source, dict):
+            raise _invalid("params.input must be an object")
+        key, url = source.get("storage_key"), source.get("audio_url")
+        if (key is None) == (url is None):
+            raise _invalid("params.input needs exactly one of storage_key and audio_url")
+        file_name = source.get("file_name") or (url.split("?")[0].rsplit("/", 1)[-1] if url else "")
+        stems = params.get("stems")
+        names = params.get("names") or {}
+        if stems is not None and not (
+            isinstance(stems, list) and all(isinstance(s, str) for s in stems)
+        ):
+            raise _invalid("params.stems must be a list of stem names or null")
+        if not isinstance(names, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _API_NAME.match(v)
+            for k, v in names.items()
+        ):
+            raise _invalid("params.names must map output names to simple names ([A-Za-z0-9_.-])")
+        if len(set(names.values())) != len(names):
+            raise _invalid("params.names gives two outputs the same name")
+        return cls(
+            storage_key=str(key) if key is not None else None,
+            audio_url=str(url) if url is not None else None,
+            input_name=_safe_name(str(file_name)),
+            stems=stems,
+            output_format=str(params.get("output_format") or "wav"),
+            bit_depth=str(depth) if (depth := params.get("bit_depth")) is not None else None,
+            names=dict(names),
+            spans=params.get("spans"),
+        )
+
+
+def _safe_name(raw: str) -> str:
+    """A plain file name from a user's (no directories, no control characters)."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip()
+    if not name.strip(".") or name.startswith("."):
+        name = "audio" + Path(name).suffix
+    return name[-120:]
+
+
+def _invalid(message: str) -> _Abort:
+    return _Abort("failed", "INVALID_PARAMS", message, retryable=False)
+
+
+class _Lease:
+    """Heartbeats one job's lease and watches its deadline, cancel flag and the stop flag."""
+
+    def __init__(self, slot: _Slot, claim: Claim, stop: threading.Event) -> None:
+        settings = slot.services.settings
+        self.slot, self.claim, self.stop = slot, claim, stop
+        self.interval = settings.heartbeat_seconds
+        self.limit = settings.job_timeout_seconds
+        self.deadline = time.monotonic() + self.limit
+        self.next_beat = time.monotonic() + self.interval
+        self.progress = 0.0
+
+    def wait_time(self) -> float:
+        """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
+        due = min(self.next_beat, self.deadline) - time.monotonic()
+        return max(0.0, min(due, _WAIT_SLICE))
+
+    def tick(self, *, stoppable: bool = True) -> None:
+        """Heartbeat when due; raise :class:`_Abort` when the attempt must end."""
+        if stoppable and self.stop.is_set():
+            raise _Abort("stopped", "WORKER_STOPPED", "the worker stopped during the attempt", True)
+        now = time.monotonic()
+        if now >= self.deadline:
+            message = f"the job ran longer than its limit of {self.limit:g} s"
+            raise _Abort("timeout", "JOB_TIMEOUT", message)
+        if now < self.next_beat:
+            return
+        self.next_beat = now + self.interval
+        queue = self.slot.services.queue
+        try:
+            cancel = queue.heartbeat(self.claim.id, self.slot.worker_id, self.progress)
+        except LeaseLost:
+            raise _Abort("lease_lost") from None
+        except Exception:  # a database hiccup: keep working; the lease has slack
+            log.warning("heartbeat for %s failed; retrying", self.claim.id, exc_info=True)
+            return
+        if cancel:
+            raise _Abort("cancelled")
+
+
+class _Slot:
+    """One worker slot: a thread's claim loop, its worker id and its separation child."""
+
+    def __init__(
+        self, services: Services, worker_id: str, models: list[str] | None, threads: int | None
+    ):
+        self.services = services
+        self.worker_id = worker_id
+        self.models = models
+        settings = services.settings
+        self.options = ChildOptions(
+            model_dir=str(settings.model_dir) if settings.model_dir else None,
+            device=settings.device,
+            threads=threads,
+            parent_pid=os.getpid(),
+        )
+        self.child: Child | None = None
+
+    def loop(self, stop: threading.Event) -> None:
+        """Claim and run jobs until ``stop`` is set."""
+        poll = self.services.settings.poll_seconds
+        try:
+            while not stop.is_set():
+                try:
+                    claim = self.services.queue.claim(self.worker_id, self.models)
+                except Exception:
+                    log.exception("%s: claiming a job failed", self.worker_id)
+                    stop.wait(max(poll, 1.0))
+                    continue
+                if claim is None:
+                    stop.wait(poll)
+                else:
+                    self.run_job(claim, stop)
+        finally:
+            if self.child is not None:
+                self.child.close()
+                self.child = None
+
+    def run_job(self, claim: Claim, stop: threading.Event) -> None:
+        """Run one attempt to its end; never raises."""
+        log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
+        lease = _Lease(self, claim, stop)
+        work = self.services.settings.data_dir / "work"
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=work, prefix=f"{claim.id}-") as tmp:
+                params = _Params.parse(claim.params)
+                with self._input(params, Path(tmp), lease) as input_path:
+                    result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
+                    self._store(claim, params, result, lease)
+            clipped = {name: n for name, n in result.clipped.items() if n}
+            log.info(
+                "%s: job %s completed (%.1f s of audio in %.1f s%s)",
+                self.worker_id,
+                claim.id,
+                result.duration,
+                result.seconds,
+                f"; samples clipped: {clipped}" if clipped else "",
+            )
+        except _Abort as abort:
+            self._end(claim, abort)
+        except Exception as exc:  # a bug in this process: give the attempt back
+            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
+            self._kill_child()
+            message = f"the worker failed: {type(exc).__name__}: {exc}"
+            self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
+
+    @contextmanager
+    def _input(self, params: _Params, tmp: Path, lease: _Lease) -> Iterator[Path]:
+        settings = self.services.settings
+        if params.storage_key is not None:
+            with ExitStack() as stack:
+                try:
+                    path = stack.enter_context(self.services.storage.local_path(params.storage_key))
+                except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
+                    message = f"the input file is gone: {exc.message}"
+                    raise _Abort("failed", exc.code, message) from exc
+                # Under the user's own file name, so that error messages speak of it.
+                named = tmp / "input" / params.input_name
+                named.parent.mkdir()
+                try:
+                    named.symlink_to(path)
+                except OSError:
+                    named = path
+                yield named
+            return
+        assert params.audio_url is not None
+        dest = tmp / "input" / params.input_name
+        dest.parent.mkdir()
+        try:
+            fetch_audio_url(
+                params.audio_url,
+                dest,
+                settings.max_upload_bytes,
+                min(60.0, max(1.0, settings.lease_seconds / 2)),  # reads never outlast a lease
+                on_chunk=lambda _: lease.tick(),
+            )
+        except AudioUrlFailed as exc:
+            raise _Abort("failed", exc.code, exc.message, exc.retryable) from exc
+        yield dest
+
+    def _separate(
+        self, claim: Claim, params: _Params, input_path: Path, out_dir: Path, lease: _Lease
+    ) -> ChildResult:
+        out_dir.mkdir()
+        job = ChildJob(
+            job_id=claim.id,
+            attempt=claim.attempt,
+            engine_model=claim.engine_model,
+            input_path=str(input_path),
+            out_dir=str(out_dir),
+            stems=params.stems,
+            output_format=params.output_format,
+            bit_depth=params.bit_depth,
+            names=params.names,
+            spans=params.spans,
+        )
+        if self.child is None or not self.child.alive():
+            if self.child is not None:
+                self.child.close()
+            self.child = Child.start(self.options, name=f"demixer-child-{self.worker_id}")
+        child = self.child
+        try:
+            child.send(job)
+            while True:
+                message = child.receive(lease.wait_time())
+                if message is not None:
+                    if message[0] == "progress":
+                        lease.progress = float(message[1])
+                    elif message[0] == "done":
+                        result: ChildResult = message[1]
+                        return result
+                    else:
+                        _, code, text, retryable = message
+                        if retryable:  # the child may be in a bad state (e.g. after an OOM)
+                            self._kill_child()
+                        raise _Abort("failed", code, text, retryable)
+                lease.tick()
+        except ChildDied as died:
+            self.child = None
+            raise _Abort("crashed", "MODEL_FAILED", str(died), retryable=True) from None
+        except _Abort as abort:
+            if abort.kind != "failed":
+                self._kill_child()
+            raise
+
+    def _store(self, claim: Claim, params: _Params, result: ChildResult, lease: _Lease) -> None:
+        storage, queue = self.services.storage, self.services.queue
+        fmt = OutputFormat.parse(params.output_format, params.bit_depth)
+        prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
+        outputs: dict[str, Any] = {}
+        try:
+            for engine_name, out in result.outputs.items():
+                api_name = params.names.get(engine_name, engine_name)
+                key = f"{prefix}{api_name}.{fmt.extension}"
+                size = storage.put_file(key, Path(out.path))
+                outputs[api_name] = {
+                    "key": key,
+                    "content_type": fmt.content_type,
+                    "file_name": f"{Path(params.input_name).stem}_{api_name}.{fmt.extension}",
+                    "size": size,
+                    "duration": result.duration,
+                    "sample_rate": out.sample_rate,
+                    "channels": out.channels,
+                }
+                lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
+            queue.complete(
+                claim.id,
+                self.worker_id,
+                outputs=outputs,
+                duration=result.duration,
+                sample_rate=result.sample_rate,
+            )
+        except LeaseLost:
+            storage.delete_prefix(prefix)
+            raise _Abort("lease_lost") from None
+        except _Abort:
+            storage.delete_prefix(prefix)
+            raise
+        except Exception as exc:
+            storage.delete_prefix(prefix)
+            message = f"storing the outputs failed: {type(exc).__name__}: {exc}"
+            raise _Abort("failed", "STORAGE_FAILED", message, retryable=True) from exc
+
+    def _end(self, claim: Claim, abort: _Abort) -> None:
+        """Record how the attempt ended (nothing when the lease is no longer ours)."""
+        queue = self.services.queue
+        log.info(
+            "%s: job %s attempt %d ended: %s %s",
+            self.worker_id,
+            claim.id,
+            claim.attempt,
+            abort.kind,
+            abort.message,
+        )
+        try:
+            if abort.kind == "cancelled":
+                queue.mark_cancelled(claim.id, self.worker_id)
+            elif abort.kind != "lease_lost":
+                queue.fail(
+                    claim.id,
+                    self.worker_id,
+                    code=abort.code,
+                    message=abort.message,
+                    retryable=abort.retryable,
+                )
+        except LeaseLost:
+            log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)
+        except Exception:
+            log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
+
+    def _kill_child(self) -> None:
+        if self.child is not None:
+            self.child.kill()
+            self.child = None
+
+
+def _default_base_id() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}"
+
+
+class Worker:
+    """Runs jobs from the queue in ``slots`` parallel slots until stopped.
+
+    Args:
+        services: the shared service parts (settings, database, queue, storage).
+        slots: jobs run at once; each slot has its own child process and loaded model.
+        worker_id: base of the slots' ids (default ``{hostname}:{pid}``); each slot appends
+            ``:{slot}:{random}``.
+        models: engine model ids this worker runs (None: any); other jobs stay queued for
+            workers that can run them.
+
+    Children are started with ``spawn``, which imports the parent's ``__main__`` module again
+    in each child: a script that runs a Worker must do so under ``if __name__ == "__main__":``
+    (``demixer worker``, ``python -m …`` and ``python -c …`` need nothing).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        slots: int = 1,
+        worker_id: str | None = None,
+        models: Collection[str] | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("a worker needs at least one slot")
+        self.services = services
+        base = worker_id or _default_base_id()
+        cpus = os.cpu_count() or 1
+        threads = max(1, cpus // slots) if slots > 1 else None
+        chosen = sorted(models) if models is not None else None
+        self.slots = [
+            _Slot(services, f"{base}:{i}:{uuid.uuid4().hex[:8]}", chosen, threads)
+            for i in range(slots)
+        ]
+        self._stop = threading.Event()
+
+    @property
+    def worker_ids(self) -> list[str]:
+        """The slots' worker ids (their lease owner names)."""
+        return [slot.worker_id for slot in self.slots]
+
+    def child_pids(self) -> list[int | None]:
+        """Each slot's separation child's pid (None while it has none)."""
+        return [slot.child.pid if slot.child is not None else None for slot in self.slots]
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return: running attempts are abandoned and requeued at once."""
+        self._stop.set()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Work until ``stop`` is set (or :meth:`stop` is called).
+
+        Called without ``stop`` in the main thread, SIGTERM and SIGINT stop it too. A running
+        attempt is then abandoned, not awaited: its child is killed and the job goes back to
+        the queue at once (``queue.fail(..., retryable=True)``; like a lost lease, the attempt
+        counts towards ``max_attempts``).
+        """
+        own_signals = stop is None and threading.current_thread() is threading.main_thread()
+        if stop is not None:
+            self._stop = stop
+        stop = self._stop
+        self._sweep_work_dir()
+        previous: dict[int, Any] = {}
+        if own_signals:  # a caller that passes ``stop`` handles signals itself
+
+            def on_signal(signum: int, _frame: FrameType | None) -> None:
+                log.info("signal %d: stopping the worker", signum)
+                stop.set()
+
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, on_signal)
+        threads = [
+            threading.Thread(target=slot.loop, args=(stop,), name=f"demixer-slot-{i}", daemon=True)
+            for i, slot in enumerate(self.slots)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(0.5)  # short joins: the main thread must run signal handlers
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _sweep_work_dir(self) -> None:
+        """Remove scratch directories left by killed workers (older than any job can be)."""
+        settings = self.services.settings
+        work = settings.data_dir / "work"
+        if not work.is_dir():
+            return
+        cutoff = time.time() - settings.job_timeout_seconds - 2 * settings.lease_seconds - 60
+        for entry in work.iterdir():
+            try:
+                if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                continue

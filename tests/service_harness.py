@@ -1,0 +1,151 @@
+"""Real `demixer serve` / `demixer worker` processes for end-to-end tests.
+
+Each server runs as its own process tree (uvicorn + embedded worker slots + their separation
+children) on a free loopback port and a temporary data directory, exactly as `make run` does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+DEMIXER = str(Path(sys.executable).parent / "demixer")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fast_env(**extra: str) -> dict[str, str]:
+    """Environment for service processes: short leases and heartbeats so tests run quickly."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DEMIXER_HEARTBEAT_SECONDS": "0.5",
+            "DEMIXER_POLL_SECONDS": "0.2",
+            "DEMIXER_LEASE_SECONDS": "3",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    """A running `demixer serve`."""
+
+    process: subprocess.Popen[str]
+    base_url: str
+    data_dir: Path
+    key: str
+    log: Path
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        c = httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+        self.clients.append(c)
+        return c
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process tree (serve, its worker children)."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            return
+        self.process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Server:
+    """Start `demixer serve` and wait until it answers; returns it with its first key."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f"serve-{port}.log"
+    fh = log.open("w")
+    process = subprocess.Popen(
+        [
+            DEMIXER,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            str(workers),
+        ],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env or fast_env(),
+        start_new_session=True,  # its own process group: kill() reaches the whole tree
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"demixer serve exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/v1/openapi.json", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError(f"demixer serve did not start:\n{log.read_text()}")
+    key = ""
+    for line in log.read_text().splitlines():
+        if line.startswith("dmx_"):
+            key = line.strip()
+    if not key:  # a restart on an existing data dir prints no key: make one
+        key = create_key(data_dir)
+    return Server(process, base_url, data_dir, key, log)
+
+
+def create_key(data_dir: Path, account: str | None = None) -> str:
+    """`demixer keys create` (optionally on an existing account); returns the key."""
+    cmd = [DEMIXER, "keys", "create", "--data-dir", str(data_dir)]
+    if account:
+        cmd += ["--account", account]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def running_server(data_dir: Path, **kwargs: object) -> Iterator[Server]:
+    server = start_server(data_dir, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        for c in server.clients:
+            c.close()
+        server.kill(signal.SIGTERM)
+
+
+def wait_status(client: httpx.Client, request_id: str, statuses: set[str], timeout: float) -> dict:  # type: ignore[type-arg]
+    """Poll a job's status until it is one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}  # type: ignore[type-arg]
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/queue/requests/{request_id}/status", params={"logs": "true"}).json()
+        if body.get("status") in statuses:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job {request_id} never reached {statuses}: {body}")

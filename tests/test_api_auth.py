@@ -1,0 +1,199 @@
+"""Keys and scopes, the one error shape, request ids, the OpenAPI document, GET /v1/models."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from api_support import Api, api, make_api
+from demixer.api.errors import STATUS, status_for
+from demixer.errors import (
+    DemixerError,
+    DurationLimit,
+    FileExpired,
+    InvalidSignature,
+    JobFailed,
+    SizeMismatch,
+    UnsupportedPrompt,
+)
+from demixer.models.registry import get_spec
+from demixer.service.keys import list_keys, revoke_key
+from demixer.service.queue import JobConflict
+
+__all__ = ["api", "make_api"]  # fixtures
+
+
+def _code(r: object) -> tuple[int, str]:
+    return r.status_code, r.json()["error"]["code"]  # type: ignore[attr-defined]
+
+
+def test_missing_bad_and_revoked_keys_are_401(api: Api) -> None:
+    r = api.client.get("/v1/models")
+    assert _code(r) == (401, "UNAUTHENTICATED")
+    assert r.headers["x-request-id"] == r.json()["error"]["request_id"]
+    assert _code(api.client.get("/v1/models", headers={"Authorization": "Bearer dmx_nope"})) == (
+        401,
+        "UNAUTHENTICATED",
+    )
+    assert _code(api.client.get("/v1/models", headers={"Authorization": api.key})) == (
+        401,
+        "UNAUTHENTICATED",
+    )  # not "Bearer"
+    key = api.key_with("models:read")
+    assert api.get("/v1/models", key=key).status_code == 200
+    newest = max(list_keys(api.services.db), key=lambda k: k.created_at)
+    revoke_key(api.services.db, newest.id)
+    assert _code(api.get("/v1/models", key=key)) == (401, "UNAUTHENTICATED")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scope"),
+    [
+        ("GET", "/v1/models", "models:read"),
+        ("POST", "/v1/files", "files:write"),
+        ("GET", "/v1/files/file_x", "files:read"),
+        ("DELETE", "/v1/files/file_x", "files:write"),
+        ("POST", "/v1/queue/audio/separate", "audio:separate"),
+        ("PUT", "/v1/queue/requests/req_x/cancel", "audio:separate"),
+        ("DELETE", "/v1/queue/requests/req_x", "audio:separate"),
+        ("GET", "/v1/queue/requests/req_x/result", "files:read"),
+        ("GET", "/v1/queue/requests/req_x/status", "audio:separate"),
+    ],
+)
+def test_missing_scope_is_403(api: Api, method: str, path: str, scope: str) -> None:
+    others = [
+        s for s in ("audio:separate", "files:write", "files:read", "models:read") if s != scope
+    ]
+    if path.endswith("/status"):
+        others.remove("files:read")  # status is readable with either scope
+    r = api.client.request(method, path, headers=api.headers(api.key_with(*others)))
+    assert _code(r) == (403, "FORBIDDEN")
+    assert scope in r.json()["error"]["message"]
+    # With the scope the request gets past auth (to a 4xx about the request itself).
+    r = api.client.request(method, path, headers=api.headers(api.key_with(scope)), json={})
+    assert r.status_code not in (401, 403)
+
+
+def test_validation_errors_have_the_shape(api: Api) -> None:
+    r = api.post("/v1/queue/audio/separate", json={"input": {"file_id": "f", "prompt": 5}})
+    assert _code(r) == (400, "INVALID_REQUEST")
+    assert r.json()["error"]["param"] == "input.prompt"
+    r = api.get("/v1/queue/requests?limit=0")
+    assert _code(r) == (400, "INVALID_REQUEST") and r.json()["error"]["param"] == "limit"
+    r = api.post("/v1/queue/audio/stems", json={"input": {"file_id": "f", "stem": ["x"]}})
+    assert _code(r) == (400, "INVALID_REQUEST") and r.json()["error"]["param"] == "input.stem"
+
+
+def test_unknown_route_and_method(api: Api) -> None:
+    r = api.get("/v1/nothing-here")
+    assert _code(r) == (404, "NOT_FOUND") and "x-request-id" in r.headers
+    r = api.client.patch("/v1/models", headers=api.headers())
+    assert _code(r) == (405, "METHOD_NOT_ALLOWED")
+
+
+def test_internal_errors_hide_the_traceback(
+    api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_args: object) -> None:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr("demixer.api.routes.models.model_list", boom)
+    with caplog.at_level(logging.ERROR, logger="demixer.api"):
+        r = api.get("/v1/models")
+    assert _code(r) == (500, "INTERNAL")
+    assert "secret" not in r.text and "Traceback" not in r.text
+    rid = r.headers["x-request-id"]
+    assert r.json()["error"]["request_id"] == rid
+    assert any(rid in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+def test_request_ids_are_unique(api: Api) -> None:
+    ids = {api.get("/v1/models").headers["x-request-id"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_status_table() -> None:
+    assert status_for(SizeMismatch("x")) == 400
+    assert status_for(InvalidSignature("x")) == 403
+    assert status_for(JobConflict("x")) == 409
+    assert status_for(FileExpired("x")) == 410
+    assert status_for(DurationLimit("x")) == 422
+    assert status_for(UnsupportedPrompt("x")) == 422
+    assert status_for(JobFailed("x", code="MODEL_FAILED")) == 422
+    assert JobFailed("x", code="MODEL_FAILED").code == "MODEL_FAILED"
+    assert status_for(DemixerError("x")) == 500
+    assert all(400 <= s <= 500 for s in STATUS.values())
+    assert DemixerError("x", param="input.stems").param == "input.stems"
+
+
+def test_openapi_is_3_1_without_auth(api: Api, tmp_path: Path) -> None:
+    r = api.client.get("/v1/openapi.json")
+    assert r.status_code == 200
+    spec = json.loads(r.text)
+    assert spec["openapi"].startswith("3.1.")
+    paths = spec["paths"]
+    for path in (
+        "/v1/queue/audio/separate",
+        "/v1/queue/audio/stems",
+        "/v1/queue/requests/{request_id}/status",
+        "/v1/queue/requests/{request_id}/status/stream",
+        "/v1/queue/requests/{request_id}/result",
+        "/v1/queue/requests/{request_id}/cancel",
+        "/v1/files",
+        "/v1/files/{file_id}",
+        "/v1/models",
+        "/v1/blobs/{key}",
+    ):
+        assert path in paths, path
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ErrorResponse" in schemas
+    assert "FileCreate" in schemas
+    body = paths["/v1/files"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+    separate = paths["/v1/queue/audio/separate"]["post"]["responses"]
+    assert {"202", "400", "401", "404", "422"} <= set(separate)
+    assert "bearer" in json.dumps(spec["components"]["securitySchemes"]).lower()
+    assert api.client.get("/v1/docs").status_code == 200
+
+
+def test_models_lists_queue_and_installed_engine_models(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_upload_bytes=123_456, max_duration_seconds=90)
+    r = api.get("/v1/models")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert ids == ["audio/separate", "audio/stems"]
+    separate, stems = body["data"]
+    assert separate["object"] == "model"
+    assert "prompt" in json.dumps(separate["input"])
+    assert {"target", "residual"} <= set(separate["output"]["properties"])
+    assert "stems" in json.dumps(stems["input"]) and "additionalProperties" in stems["output"]
+    assert "accompaniment (everything but the vocals)" in separate["separable"]
+    # Only what is installed here: the packaged Spleeter and the cascade built on it.
+    engines = {m["id"]: m for m in body["engine_models"]}
+    assert set(engines) == {"spleeter-2stems", "cascade-4stems"}
+    spleeter = engines["spleeter-2stems"]
+    assert spleeter["stems"] == list(get_spec("spleeter-2stems").stems)
+    assert spleeter["sample_rate"] == 44100
+    assert spleeter["limits"]["max_file_size"] == 123_456
+    assert spleeter["limits"]["max_duration"] == 90
+    assert "mp3" in spleeter["limits"]["input_formats"]
+    assert spleeter["limits"]["output_formats"] == ["wav", "flac", "mp3"]
+    assert separate["engine_models"] == ["spleeter-2stems", "cascade-4stems"]
+
+
+def test_installed_demucs_weights_are_listed(make_api: Callable[..., Api], tmp_path: Path) -> None:
+    spec = get_spec("htdemucs_6s")
+    for weight in spec.weights:  # presence is what "installed" means for listing
+        path = tmp_path / "models" / spec.id / weight.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    api = make_api()
+    body = api.get("/v1/models").json()
+    assert "htdemucs_6s" in {m["id"] for m in body["engine_models"]}
+    assert "guitar" in body["data"][0]["separable"]

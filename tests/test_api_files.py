@@ -1,0 +1,207 @@
+"""Uploads: JSON announcement + signed PUT + probe, multipart, signatures, limits, deletion."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+from api_support import Api, api, make_api
+
+__all__ = ["api", "make_api"]  # fixtures
+
+
+def _error(r: object, status: int, code: str) -> dict[str, object]:
+    assert r.status_code == status, r.text  # type: ignore[attr-defined]
+    body = r.json()["error"]  # type: ignore[attr-defined]
+    assert body["code"] == code, body
+    assert body["request_id"] == r.headers["x-request-id"]  # type: ignore[attr-defined]
+    return dict(body)
+
+
+def test_announce_put_probe_and_get(api: Api) -> None:
+    up = api.announce("stereo.flac", "audio/flac")
+    assert up["upload_method"] == "PUT"
+    assert up["headers"] == {"Content-Type": "audio/flac"}
+    assert up["upload_url"].startswith("http://testserver/v1/blobs/inputs/")
+    assert up["retention"]["delete_after"] > up["expires_at"]
+
+    r = api.get(f"/v1/files/{up['file_id']}")
+    assert r.status_code == 200
+    assert r.json()["status"] == "pending" and r.json()["uploaded_at"] is None
+
+    # The signed URL needs no key.
+    r = api.client.put(up["upload_url"], content=up["data"], headers=up["headers"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "uploaded"
+    assert (body["sample_rate"], body["channels"]) == (44100, 2)
+    assert abs(body["duration"] - 1.5) < 0.05
+
+    got = api.get(f"/v1/files/{up['file_id']}").json()
+    for field in ("file_id", "file_name", "content_type", "file_size", "purpose", "status"):
+        assert got[field] == body[field]
+    assert got["file_name"] == "stereo.flac" and got["purpose"] == "audio.separate.input"
+    assert got["file_size"] == len(up["data"]) and got["uploaded_at"] is not None
+    assert api.services.storage.size(f"inputs/{up['file_id']}") == len(up["data"])
+
+    # The same bytes again: the file already has them.
+    r = api.client.put(up["upload_url"], content=up["data"], headers=up["headers"])
+    _error(r, 409, "FILE_ALREADY_UPLOADED")
+
+
+def test_upload_streams_a_chunked_body(api: Api) -> None:
+    up = api.announce("long.wav")
+    data: bytes = up["data"]
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(data), 7000):
+            yield data[i : i + 7000]
+
+    r = api.client.put(up["upload_url"], content=chunks(), headers=up["headers"])
+    assert r.status_code == 200, r.text
+    assert abs(r.json()["duration"] - 3.0) < 0.05
+
+
+def test_multipart_upload(api: Api) -> None:
+    mp3 = api.files.get("stereo.mp3").path.read_bytes()
+    r = api.post("/v1/files", files={"file": ("song.mp3", mp3, "audio/mpeg")})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "uploaded" and body["file_name"] == "song.mp3"
+    assert body["content_type"] == "audio/mpeg" and body["file_size"] == len(mp3)
+    assert body["sample_rate"] == 44100 and body["channels"] == 2
+    assert api.get(f"/v1/files/{body['file_id']}").json()["status"] == "uploaded"
+
+    # No content type on the part: guessed from the name.
+    r = api.post(
+        "/v1/files", files={"file": ("clip.flac", api.files.get("mono.flac").path.read_bytes())}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["content_type"] == "audio/flac" and r.json()["channels"] == 1
+
+    r = api.post("/v1/files", files={"other": ("a.wav", b"x")})
+    assert _error(r, 400, "INVALID_REQUEST")["param"] == "file"
+
+
+def test_multipart_non_audio_is_422(api: Api) -> None:
+    r = api.post(
+        "/v1/files", files={"file": ("notes.wav", b"this is text, not audio" * 50, "audio/wav")}
+    )
+    body = _error(r, 422, "INVALID_AUDIO")
+    assert "notes.wav" in str(body["message"])
+
+
+def test_non_audio_put_fails_the_file(api: Api) -> None:
+    junk = b"definitely not audio\n" * 100
+    r = api.post(
+        "/v1/files",
+        json={"file_name": "x.mp3", "content_type": "audio/mpeg", "file_size": len(junk)},
+    )
+    up = r.json()
+    r = api.client.put(up["upload_url"], content=junk, headers=up["headers"])
+    body = _error(r, 422, "INVALID_AUDIO")
+    assert "x.mp3" in str(body["message"])
+    got = api.get(f"/v1/files/{up['file_id']}").json()
+    assert got["status"] == "failed"
+    assert got["error"]["code"] == "INVALID_AUDIO"
+    assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+
+
+def test_bad_signature_is_403_and_expired_is_410(api: Api) -> None:
+    up = api.announce()
+    parts = urlsplit(up["upload_url"])
+    query = parse_qs(parts.query)
+    sig = query["sig"][0]
+    tampered = sig[:-1] + ("A" if sig[-1] != "A" else "B")
+    url = f"{parts.path}?expires={query['expires'][0]}&sig={tampered}"
+    _error(api.client.put(url, content=up["data"], headers=up["headers"]), 403, "INVALID_SIGNATURE")
+    # A later expiry with the old signature is tampering too.
+    url = f"{parts.path}?expires={int(query['expires'][0]) + 1}&sig={sig}"
+    _error(api.client.put(url, content=up["data"], headers=up["headers"]), 403, "INVALID_SIGNATURE")
+    # A PUT signature does not allow a GET.
+    _error(api.client.get(up["upload_url"]), 403, "INVALID_SIGNATURE")
+
+    key = f"inputs/{up['file_id']}"
+    old = api.services.signer.url("PUT", key, 60, now=time.time() - 3600)
+    _error(api.client.put(old, content=up["data"], headers=up["headers"]), 410, "URL_EXPIRED")
+
+    r = api.client.put(parts.path, content=up["data"], headers=up["headers"])
+    _error(r, 400, "INVALID_REQUEST")  # no expires/sig at all
+
+
+def test_wrong_content_type_and_size(api: Api) -> None:
+    up = api.announce()
+    data = up["data"]
+    r = api.client.put(up["upload_url"], content=data, headers={"Content-Type": "audio/mpeg"})
+    _error(r, 415, "CONTENT_TYPE_MISMATCH")
+    r = api.client.put(up["upload_url"], content=data[:-10], headers=up["headers"])
+    _error(r, 400, "SIZE_MISMATCH")
+
+    def more() -> Iterator[bytes]:
+        yield data
+        yield b"\0" * 100
+
+    # Chunked (no Content-Length): the excess is caught while streaming.
+    r = api.client.put(up["upload_url"], content=more(), headers=up["headers"])
+    _error(r, 400, "SIZE_MISMATCH")
+    assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+
+    def fewer() -> Iterator[bytes]:
+        yield data[:1000]
+
+    r = api.client.put(up["upload_url"], content=fewer(), headers=up["headers"])
+    _error(r, 400, "SIZE_MISMATCH")
+    # Still pending: the right bytes are accepted afterwards.
+    r = api.client.put(up["upload_url"], content=data, headers=up["headers"])
+    assert r.status_code == 200 and r.json()["status"] == "uploaded"
+
+
+def test_announce_validation(api: Api) -> None:
+    ok = {"file_name": "a.wav", "content_type": "audio/wav", "file_size": 10}
+    r = api.post("/v1/files", json={**ok, "content_type": "text/plain"})
+    assert _error(r, 415, "UNSUPPORTED_MEDIA_TYPE")["param"] == "content_type"
+    r = api.post("/v1/files", json={**ok, "file_size": 0})
+    assert _error(r, 400, "INVALID_REQUEST")["param"] == "file_size"
+    r = api.post("/v1/files", json={**ok, "purpose": "fine-tune"})
+    assert _error(r, 400, "INVALID_REQUEST")["param"] == "purpose"
+    r = api.post(
+        "/v1/files",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    _error(r, 400, "INVALID_REQUEST")
+    r = api.post("/v1/files", content=b"abc", headers={"Content-Type": "text/plain"})
+    _error(r, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_too_large(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_upload_bytes=50_000)
+    r = api.post(
+        "/v1/files", json={"file_name": "a.wav", "content_type": "audio/wav", "file_size": 50_001}
+    )
+    assert _error(r, 413, "FILE_TOO_LARGE")["param"] == "file_size"
+    big = api.files.get("long.wav").path.read_bytes()
+    assert len(big) > 50_000
+    r = api.post("/v1/files", files={"file": ("long.wav", big, "audio/wav")})
+    _error(r, 413, "FILE_TOO_LARGE")
+    # A PUT announcing more than the server takes (its Content-Length) is refused up front.
+    up = api.post(
+        "/v1/files", json={"file_name": "a.wav", "content_type": "audio/wav", "file_size": 40_000}
+    ).json()
+    r = api.client.put(up["upload_url"], content=big, headers=up["headers"])
+    _error(r, 413, "FILE_TOO_LARGE")
+
+
+def test_delete_and_other_accounts(api: Api) -> None:
+    file_id = api.upload()
+    # Another account's id is indistinguishable from an unknown one.
+    _error(api.get(f"/v1/files/{file_id}", key=api.other_key), 404, "NOT_FOUND")
+    _error(api.delete(f"/v1/files/{file_id}", key=api.other_key), 404, "NOT_FOUND")
+    _error(api.get("/v1/files/file_nope"), 404, "NOT_FOUND")
+
+    r = api.delete(f"/v1/files/{file_id}")
+    assert r.status_code == 204
+    assert not api.services.storage.exists(f"inputs/{file_id}")
+    _error(api.get(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
+    _error(api.delete(f"/v1/files/{file_id}"), 404, "NOT_FOUND")

@@ -1,0 +1,157 @@
+"""Prompt mapping: words onto the stems installed models produce, best model first."""
+
+from __future__ import annotations
+
+import pytest
+
+from demixer.errors import UnknownStem, UnsupportedPrompt
+from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.service.prompts import MODEL_PREFERENCE, PromptMatch, map_prompt, separable
+
+
+def _specs(*ids: str) -> list[ModelSpec]:
+    return [get_spec(i) for i in ids]
+
+
+SPLEETER = _specs("spleeter-2stems")
+DEFAULT = _specs("spleeter-2stems", "cascade-4stems")  # what ships installed
+ALL = list(list_specs())
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "vocals",
+        "Vocals",
+        "vocal",
+        "voice",
+        "singing",
+        "the singer",
+        "Separate the singer, please!",
+        "extract the lead vocals from this song",
+        "a cappella",
+        "just the voice",
+    ],
+)
+def test_vocal_words(prompt: str) -> None:
+    assert map_prompt(prompt, DEFAULT) == PromptMatch("spleeter-2stems", "vocals", False)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "everything but the vocals",
+        "Everything except the vocals",
+        "instrumental",
+        "the instrumental version",
+        "accompaniment",
+        "karaoke",
+        "karaoke version without vocals",
+        "backing track",
+        "no vocals",
+        "without the singing",
+        "remove the vocals",
+        "everything other than the voice",
+        "minus one",
+    ],
+)
+def test_accompaniment_words_invert_the_vocals(prompt: str) -> None:
+    assert map_prompt(prompt, DEFAULT) == PromptMatch("spleeter-2stems", "vocals", True)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "stem"),
+    [
+        ("drums", "drums"),
+        ("percussion", "drums"),
+        ("the beat", "drums"),
+        ("kick drum", "drums"),
+        ("bass drum", "drums"),  # not the bass
+        ("bass", "bass"),
+        ("the bassline", "bass"),
+        ("bass guitar", "bass"),  # not the guitar
+        ("other instruments", "other"),
+    ],
+)
+def test_cascade_stems_with_default_install(prompt: str, stem: str) -> None:
+    assert map_prompt(prompt, DEFAULT) == PromptMatch("cascade-4stems", stem, False)
+
+
+def test_negated_non_vocal_stems() -> None:
+    assert map_prompt("everything but the drums", DEFAULT) == PromptMatch(
+        "cascade-4stems", "drums", True
+    )
+    assert map_prompt("remove the bass", DEFAULT).invert is True
+    # "instrumental" negated is the vocals again.
+    assert map_prompt("no instrumental", DEFAULT) == PromptMatch("spleeter-2stems", "vocals", False)
+    # A negation far before the sound does not reach it.
+    assert map_prompt("no doubt a fine song, give me its vocals", DEFAULT).invert is False
+
+
+def test_first_named_sound_is_the_target() -> None:
+    assert map_prompt("separate the piano from the background music", ALL).stem == "piano"
+    assert map_prompt("vocals without the drums", DEFAULT) == PromptMatch(
+        "spleeter-2stems", "vocals", False
+    )
+    assert map_prompt("separate the vocals from the music", DEFAULT).stem == "vocals"
+
+
+def test_best_installed_model_wins() -> None:
+    assert map_prompt("vocals", ALL).model == "htdemucs_ft"
+    assert map_prompt("drums", ALL).model == "htdemucs_ft"
+    assert map_prompt("drums", _specs("cascade-4stems", "htdemucs")).model == "htdemucs"
+    assert map_prompt("vocals", _specs("hdemucs_mmi", "spleeter-2stems")).model == "hdemucs_mmi"
+    assert map_prompt("vocals", _specs("htdemucs_6s", "htdemucs")).model == "htdemucs"
+    # Guitar and piano: only the 6-stem model has them.
+    for prompt, stem in (("guitar", "guitar"), ("piano", "piano"), ("the keys", "piano")):
+        assert map_prompt(prompt, ALL) == PromptMatch("htdemucs_6s", stem, False)
+    # Installed order does not matter.
+    assert map_prompt("vocals", list(reversed(ALL))).model == "htdemucs_ft"
+    assert set(MODEL_PREFERENCE) == {s.id for s in ALL}
+
+
+def test_vocals_prefer_spleeter_over_the_cascade() -> None:
+    # The cascade's vocals are Spleeter's: the 2-stem model gives the same for less work.
+    assert map_prompt("vocals", _specs("cascade-4stems", "spleeter-2stems")).model == (
+        "spleeter-2stems"
+    )
+    assert map_prompt("vocals", _specs("cascade-4stems")).model == "cascade-4stems"
+
+
+def test_unknown_sound_names_what_can_be_separated() -> None:
+    with pytest.raises(UnsupportedPrompt) as info:
+        map_prompt("the flute", DEFAULT)
+    error = info.value
+    assert error.code == "UNSUPPORTED_PROMPT" and error.param == "input.prompt"
+    assert isinstance(error, UnknownStem)
+    for stem in ("vocals", "accompaniment", "drums", "bass", "other"):
+        assert stem in error.message
+    with pytest.raises(UnsupportedPrompt):
+        map_prompt("", DEFAULT)
+    with pytest.raises(UnsupportedPrompt):
+        map_prompt("!!!", DEFAULT)
+
+
+def test_known_sound_no_installed_model_has() -> None:
+    with pytest.raises(UnsupportedPrompt) as info:
+        map_prompt("guitar", DEFAULT)
+    assert "htdemucs_6s" in info.value.message and "demixer models pull" in info.value.message
+    with pytest.raises(UnsupportedPrompt) as info:
+        map_prompt("drums", SPLEETER)
+    assert "vocals" in info.value.message
+    with pytest.raises(UnsupportedPrompt) as info:
+        map_prompt("vocals", [])
+    assert "no model is installed" in info.value.message
+
+
+def test_separable() -> None:
+    assert separable(SPLEETER) == ["vocals", "accompaniment (everything but the vocals)"]
+    assert separable(DEFAULT) == [
+        "vocals",
+        "accompaniment (everything but the vocals)",
+        "drums",
+        "bass",
+        "other",
+    ]
+    assert {"guitar", "piano"} <= set(separable(ALL))
+    assert separable([]) == []

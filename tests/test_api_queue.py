@@ -1,0 +1,421 @@
+"""Queue requests: validation before queueing, the params contract, status, cancel, result,
+SSE, listing and deletion. The worker's part is played through the real queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import update
+
+from api_support import Api, api, make_api
+from demixer.service.schema import File, Job
+
+__all__ = ["api", "make_api"]  # fixtures
+
+
+def _error(r: Any, status: int, code: str, param: str | None = None) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert body["code"] == code, body
+    if param is not None:
+        assert body["param"] == param, body
+    return str(body["message"])
+
+
+def _params(api: Api, job_id: str) -> dict[str, Any]:
+    with api.services.db.read() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return dict(job.params)
+
+
+def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
+    file_id = api.upload()
+    r = api.queue_separate(file_id, "the singer", input={"output_format": "FLAC", "bit_depth": 24})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    job_id = body["request_id"]
+    assert body["status"] == "IN_QUEUE" and body["model"] == "audio/separate"
+    assert body["engine_model"] == "spleeter-2stems" and body["queue_position"] == 0
+    base = f"http://testserver/v1/queue/requests/{job_id}"
+    assert body["status_url"] == f"{base}/status"
+    assert body["stream_url"] == f"{base}/status/stream"
+    assert body["result_url"] == f"{base}/result"
+    assert body["cancel_url"] == f"{base}/cancel"
+    assert _params(api, job_id) == {
+        "input": {
+            "file_id": file_id,
+            "storage_key": f"inputs/{file_id}",
+            "file_name": "stereo.wav",
+        },
+        "stems": ["vocals", "residual"],
+        "output_format": "flac",
+        "bit_depth": "24",
+        "names": {"vocals": "target", "residual": "residual"},
+        "spans": None,
+        "webhook": None,
+    }
+
+    status = api.get(body["status_url"] + "?logs=true").json()
+    assert status["status"] == "IN_QUEUE" and status["queue_position"] == 0
+    assert status["progress"] is None and status["error"] is None
+    assert any("the singer" in line["message"] for line in status["logs"])
+    assert api.get(body["status_url"]).json()["logs"] is None
+
+    second = api.queue_separate(file_id, "vocals").json()
+    assert second["queue_position"] == 1
+    assert api.get(second["status_url"]).json()["queue_position"] == 1
+
+
+def test_everything_but_the_vocals_swaps_target_and_residual(api: Api) -> None:
+    file_id = api.upload()
+    r = api.queue_separate(
+        file_id,
+        "everything but the vocals",
+        input={"spans": [{"start": 0.2, "end": 0.8, "include": True}]},
+        webhookUrl="https://example.org/hook",
+        webhookSecret="whsec_abc",
+        priority=5,
+    )
+    assert r.status_code == 202, r.text
+    params = _params(api, r.json()["request_id"])
+    assert params["names"] == {"vocals": "residual", "residual": "target"}
+    assert params["spans"] == [{"start": 0.2, "end": 0.8, "include": True}]
+    assert params["webhook"] == {"url": "https://example.org/hook", "secret": "whsec_abc"}
+    assert r.json()["webhook"] == {"url": "https://example.org/hook", "signing_secret": "whsec_abc"}
+    with api.services.db.read() as s:
+        assert s.get(Job, r.json()["request_id"]).priority == 5  # type: ignore[union-attr]
+
+    r = api.queue_separate(file_id, "karaoke", webhook={"url": "http://example.org/h"})
+    secret = r.json()["webhook"]["signing_secret"]
+    assert secret.startswith("whsec_") and len(secret) > 20
+
+
+def test_submit_stems_and_audio_url(api: Api) -> None:
+    file_id = api.upload()
+    r = api.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "stems": ["drums", "Bass"], "output_format": "mp3"}},
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["engine_model"] == "cascade-4stems"  # the only installed one with drums
+    params = _params(api, r.json()["request_id"])
+    assert params["stems"] == ["drums", "bass", "residual"]
+    assert params["names"] == {"drums": "drums", "bass": "bass", "residual": "residual"}
+    assert (params["output_format"], params["bit_depth"]) == ("mp3", None)
+
+    r = api.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"audio_url": "https://example.org/song.mp3", "model": "spleeter-2stems"}},
+    )
+    assert r.status_code == 202, r.text
+    params = _params(api, r.json()["request_id"])
+    assert params["input"] == {"audio_url": "https://example.org/song.mp3"}
+    assert params["stems"] == ["vocals", "accompaniment", "residual"]
+
+    r = api.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "stems": ["vocals", "instrumental"]}},
+    )
+    assert r.status_code == 202, r.text
+    assert _params(api, r.json()["request_id"])["stems"] == ["vocals", "instrumental"]
+
+
+def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    file_id = api.upload()
+    stems = "/v1/queue/audio/stems"
+
+    def sep(**inp: Any) -> Any:
+        return api.post("/v1/queue/audio/separate", json={"input": {"prompt": "vocals", **inp}})
+
+    _error(api.post("/v1/queue/audio/nope", json={}), 404, "UNKNOWN_MODEL")
+    _error(api.post("/v1/queue/requests", json={}), 404, "UNKNOWN_MODEL")
+    _error(sep(file_id="file_nope"), 404, "NOT_FOUND", "input.file_id")
+    _error(sep(), 400, "INVALID_REQUEST", "input")
+    _error(sep(file_id=file_id, audio_url="https://x.org/a.mp3"), 400, "INVALID_REQUEST", "input")
+    _error(sep(audio_url="file:///etc/passwd"), 400, "INVALID_AUDIO_URL", "input.audio_url")
+    _error(sep(audio_url="ftp://example.org/a.mp3"), 400, "INVALID_AUDIO_URL")
+    _error(sep(audio_url="https://"), 400, "INVALID_AUDIO_URL")
+    msg = _error(sep(file_id=file_id, output_format="ogg"), 400, "INVALID_OUTPUT")
+    assert "wav" in msg and "flac" in msg
+    _error(sep(file_id=file_id, output_format="mp3", bit_depth="24"), 400, "INVALID_OUTPUT")
+    _error(sep(file_id=file_id, output_format="flac", bit_depth="32f"), 400, "INVALID_OUTPUT")
+    _error(
+        sep(file_id=file_id, spans=[{"start": 2, "end": 1}]),
+        400,
+        "INVALID_REQUEST",
+        "input.spans.0",
+    )
+    r = api.post(
+        "/v1/queue/audio/separate",
+        json={"input": {"file_id": file_id, "prompt": "vocals"}, "webhook": {"url": "mailto:x"}},
+    )
+    _error(r, 400, "INVALID_REQUEST", "webhook.url")
+
+    msg = _error(sep(file_id=file_id, prompt="the flute solo"), 422, "UNSUPPORTED_PROMPT")
+    assert "vocals" in msg and "drums" in msg
+    msg = _error(sep(file_id=file_id, prompt="guitar"), 422, "UNSUPPORTED_PROMPT", "input.prompt")
+    assert "htdemucs_6s" in msg
+
+    r = api.post(stems, json={"input": {"file_id": file_id, "stems": ["kazoo"]}})
+    msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")
+    r = api.post(
+        stems, json={"input": {"file_id": file_id, "model": "cascade-4stems", "stems": ["guitar"]}}
+    )
+    msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")
+    assert "drums" in msg and "residual" in msg
+    r = api.post(
+        stems, json={"input": {"file_id": file_id, "model": "htdemucs", "stems": ["drums"]}}
+    )
+    msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
+    assert "demixer models pull htdemucs" in msg
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "nope"}})
+    _error(r, 404, "UNKNOWN_MODEL", "input.model")
+    r = api.post(
+        stems,
+        json={
+            "input": {"file_id": file_id, "stems": ["vocals"], "spans": [{"start": 0, "end": 1}]}
+        },
+    )
+    _error(r, 400, "INVALID_REQUEST", "input.spans")
+
+    # Not uploaded yet, failed, expired, someone else's.
+    pending = api.announce()["file_id"]
+    _error(sep(file_id=pending), 409, "FILE_NOT_READY", "input.file_id")
+    junk = b"not audio at all " * 20
+    up = api.post(
+        "/v1/files",
+        json={"file_name": "j.wav", "content_type": "audio/wav", "file_size": len(junk)},
+    ).json()
+    api.client.put(up["upload_url"], content=junk, headers=up["headers"])
+    _error(sep(file_id=up["file_id"]), 422, "INVALID_AUDIO", "input.file_id")
+    theirs = api.post(
+        "/v1/files",
+        key=api.other_key,
+        files={"file": ("a.wav", api.files.get("mono.wav").path.read_bytes())},
+    )
+    _error(sep(file_id=theirs.json()["file_id"]), 404, "NOT_FOUND", "input.file_id")
+    with api.services.db.write() as s:
+        s.execute(
+            update(File)
+            .where(File.id == file_id)
+            .values(expires_at=api.services.db.clock() - timedelta(seconds=1))
+        )
+    _error(sep(file_id=file_id), 410, "FILE_EXPIRED", "input.file_id")
+    with api.services.db.read() as s:
+        assert s.query(Job).count() == 0  # nothing above was queued
+
+
+def test_limits_checked_before_queueing(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_duration_seconds=1.0)
+    file_id = api.upload("stereo.wav")  # 1.5 s
+    msg = _error(api.queue_separate(file_id), 422, "DURATION_LIMIT", "input.file_id")
+    assert "1.5" in msg
+    api.services.settings.max_duration_seconds = 10.0
+    api.services.settings.max_upload_bytes = 1000  # lowered after the upload
+    _error(api.queue_separate(file_id), 413, "FILE_TOO_LARGE", "input.file_id")
+
+
+def test_cancel(api: Api) -> None:
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    _error(api.put(f"/v1/queue/requests/{job_id}/cancel", key=api.other_key), 404, "NOT_FOUND")
+    r = api.put(f"/v1/queue/requests/{job_id}/cancel")
+    assert r.status_code == 200 and r.json() == {"request_id": job_id, "status": "CANCELLED"}
+    assert api.get(f"/v1/queue/requests/{job_id}/status").json()["status"] == "CANCELLED"
+    _error(api.put(f"/v1/queue/requests/{job_id}/cancel"), 409, "JOB_CONFLICT")
+    _error(api.get(f"/v1/queue/requests/{job_id}/result"), 409, "JOB_CONFLICT")
+
+    running = api.queue_separate(file_id).json()["request_id"]
+    claim = api.services.queue.claim("w1")
+    assert claim is not None and claim.id == running
+    r = api.put(f"/v1/queue/requests/{running}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "CANCELLATION_REQUESTED"
+    status = api.get(f"/v1/queue/requests/{running}/status").json()
+    assert status["status"] == "IN_PROGRESS" and status["cancel_requested"] is True
+    assert api.services.queue.heartbeat(running, "w1") is True  # the worker sees the flag
+
+
+def test_result_after_the_worker_completes(api: Api) -> None:
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    result = f"/v1/queue/requests/{job_id}/result"
+    assert "IN_QUEUE" in _error(api.get(result), 409, "NOT_READY")
+    _error(api.get(result, key=api.other_key), 404, "NOT_FOUND")
+
+    claim = api.services.queue.claim("w1")
+    assert claim is not None
+    api.services.queue.heartbeat(job_id, "w1", progress=0.25)
+    status = api.get(f"/v1/queue/requests/{job_id}/status").json()
+    assert status["status"] == "IN_PROGRESS" and status["progress"] == 0.25
+    assert status["queue_position"] is None
+    assert "IN_PROGRESS" in _error(api.get(result), 409, "NOT_READY")
+    api.services.queue.fail(job_id, "w1", code="X", message="x", retryable=True)  # requeued
+    api.worker_done(job_id)
+
+    r = api.get(result)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "COMPLETED" and body["request_id"] == job_id
+    assert body["model"] == "audio/separate"
+    data = body["data"]
+    assert set(data) == {"target", "residual", "duration", "sample_rate"}
+    assert data["sample_rate"] == 44100 and abs(data["duration"] - 1.5) < 1e-6
+    assert body["usage"] == {
+        "feature": "audio_seconds",
+        "quantity": data["duration"],
+        "billing_status": "not_billed",
+    }
+    assert "delete_after" in body["retention"]
+    target = data["target"]
+    assert target["file_name"] == "song_target.wav" and target["content_type"] == "audio/wav"
+    assert target["channels"] == 1 and target["size"] > 0
+    # The signed URL needs no key, streams the real blob, names the file.
+    dl = api.client.get(target["url"])
+    assert dl.status_code == 200
+    assert dl.content == api.files.get("mono.wav").path.read_bytes()
+    assert dl.headers["content-type"] == "audio/wav"
+    assert 'filename="song_target.wav"' in dl.headers["content-disposition"]
+    assert int(dl.headers["content-length"]) == target["size"]
+    # A stored expiry shown with a tampered signature, or one in the past.
+    parts = urlsplit(target["url"])
+    query = parse_qs(parts.query)
+    bad = f"{parts.path}?expires={query['expires'][0]}&sig=x{query['sig'][0][1:]}"
+    _error(api.client.get(bad), 403, "INVALID_SIGNATURE")
+    key = target["url"].split("/v1/blobs/")[1].split("?")[0]
+    old = api.services.signer.url("GET", key, 60, now=time.time() - 3600)
+    _error(api.client.get(old), 410, "URL_EXPIRED")
+
+    status = api.get(f"/v1/queue/requests/{job_id}/status?logs=true").json()
+    assert status["status"] == "COMPLETED" and status["progress"] == 1.0
+    assert [line["message"] for line in status["logs"]][-1].startswith("completed")
+
+
+def test_failed_result_carries_the_failure_code(api: Api) -> None:
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.services.queue.claim("w1")
+    api.services.queue.fail(
+        job_id, "w1", code="INVALID_AUDIO", message="decoding failed", retryable=False
+    )
+    msg = _error(api.get(f"/v1/queue/requests/{job_id}/result"), 422, "INVALID_AUDIO")
+    assert "decoding failed" in msg
+    status = api.get(f"/v1/queue/requests/{job_id}/status").json()
+    assert status["status"] == "FAILED"
+    assert status["error"] == {"code": "INVALID_AUDIO", "message": "decoding failed"}
+
+
+def _frames(text: str) -> list[tuple[str, dict[str, Any]]]:
+    frames = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        frames.append((lines["event"], json.loads(lines["data"])))
+    return frames
+
+
+def test_sse_streams_until_completed(api: Api) -> None:
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.services.queue.claim("test-worker")
+    api.services.queue.heartbeat(job_id, "test-worker", progress=0.5)
+    # The "worker" finishes while the stream waits its (clamped, 1 s) interval.
+    done = threading.Timer(
+        0.3,
+        api.services.queue.complete,
+        (job_id, "test-worker"),
+        {"outputs": {}, "duration": 1.5, "sample_rate": 44100},
+    )
+    done.start()
+    started = time.monotonic()
+    r = api.get(f"/v1/queue/requests/{job_id}/status/stream?interval=0.01&logs=true")
+    elapsed = time.monotonic() - started
+    done.join()
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    frames = _frames(r.text)
+    assert [event for event, _ in frames] == ["status", "status"]
+    assert frames[0][1]["status"] == "IN_PROGRESS" and frames[0][1]["progress"] == 0.5
+    assert frames[1][1]["status"] == "COMPLETED" and frames[1][1]["logs"]
+    assert 0.9 < elapsed < 3.0  # interval clamped up to 1 s, closed after the final state
+
+    # A finished request: one frame, closed at once.
+    r = api.get(f"/v1/queue/requests/{job_id}/status/stream")
+    assert [f[1]["status"] for f in _frames(r.text)] == ["COMPLETED"]
+    _error(
+        api.get(f"/v1/queue/requests/{job_id}/status/stream", key=api.other_key), 404, "NOT_FOUND"
+    )
+
+
+def test_list_pagination_and_other_accounts(api: Api) -> None:
+    file_id = api.upload()
+    ids = [api.queue_separate(file_id).json()["request_id"] for _ in range(5)]
+    theirs = api.post(
+        "/v1/queue/audio/separate",
+        key=api.other_key,
+        json={"input": {"audio_url": "https://example.org/a.mp3", "prompt": "drums"}},
+    )
+    assert theirs.status_code == 202, theirs.text
+
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        url = "/v1/queue/requests?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = api.get(url).json()
+        assert page["object"] == "list" and len(page["data"]) <= 2
+        seen += [item["request_id"] for item in page["data"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids)) and pages == 3
+    assert all(
+        item["status"] == "IN_QUEUE" for item in api.get("/v1/queue/requests").json()["data"]
+    )
+    _error(api.get("/v1/queue/requests?cursor=%%%"), 400, "INVALID_REQUEST", "cursor")
+
+    other_id = theirs.json()["request_id"]
+    for method, path in (
+        ("GET", "status"),
+        ("GET", "result"),
+        ("GET", "status/stream"),
+        ("PUT", "cancel"),
+        ("DELETE", ""),
+    ):
+        url = f"/v1/queue/requests/{other_id}/{path}".rstrip("/")
+        _error(api.client.request(method, url, headers=api.headers()), 404, "NOT_FOUND")
+    assert [
+        j["request_id"] for j in api.get("/v1/queue/requests", key=api.other_key).json()["data"]
+    ] == [other_id]
+
+
+def test_delete_request_removes_outputs(api: Api) -> None:
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    api.worker_done(job_id)
+    keys = [
+        out["url"]
+        for out in api.get(f"/v1/queue/requests/{job_id}/result").json()["data"].values()
+        if isinstance(out, dict)
+    ]
+    assert keys and api.services.storage.exists(f"outputs/{job_id}/attempt-1/target.wav")
+    assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
+    assert not api.services.storage.exists(f"outputs/{job_id}/attempt-1/target.wav")
+    _error(api.get(f"/v1/queue/requests/{job_id}/status"), 404, "NOT_FOUND")
+    _error(api.client.get(keys[0]), 404, "NOT_FOUND")  # the signed URL outlives nothing
+
+    # A running request is cancelled, then deleted; its worker loses the lease.
+    running = api.queue_separate(file_id).json()["request_id"]
+    api.services.queue.claim("w1")
+    assert api.delete(f"/v1/queue/requests/{running}").status_code == 204
+    _error(api.get(f"/v1/queue/requests/{running}/status"), 404, "NOT_FOUND")
+    from demixer.service.queue import LeaseLost
+
+    with pytest.raises(LeaseLost):
+        api.services.queue.heartbeat(running, "w1")

@@ -1,0 +1,141 @@
+"""Fetching ``audio_url`` inputs from a real local HTTP server (``http.server`` in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from demixer.service.fetch import AudioUrlFailed, check_url, fetch_audio_url
+
+BODY = bytes(range(256)) * 400  # 100 KiB
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/audio":
+            self._send(200, BODY)
+        elif self.path == "/chunked":  # no Content-Length: the limit is enforced while reading
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(BODY), 8192):
+                part = BODY[i : i + 8192]
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        elif self.path.startswith("/redirect/"):
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/to-ftp":
+            self.send_response(301)
+            self.send_header("Location", "ftp://example.com/a.mp3")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/busy":
+            self._send(503, b"try later")
+        else:
+            self._send(404, b"no such file")
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients that stop reading on purpose (size limit) reset the connection
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_downloads_the_body(server: str, tmp_path: Path) -> None:
+    dest = tmp_path / "in"
+    seen: list[int] = []
+    assert fetch_audio_url(f"{server}/audio", dest, 1 << 20, 5, on_chunk=seen.append) == len(BODY)
+    assert dest.read_bytes() == BODY
+    assert seen[-1] == len(BODY)
+
+
+def test_follows_redirects(server: str, tmp_path: Path) -> None:
+    dest = tmp_path / "in"
+    assert fetch_audio_url(f"{server}/redirect/redirect/audio", dest, 1 << 20, 5) == len(BODY)
+    assert dest.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("path", ["/audio", "/chunked"])
+def test_too_large_is_final_and_leaves_nothing(server: str, tmp_path: Path, path: str) -> None:
+    dest = tmp_path / "in"
+    with pytest.raises(AudioUrlFailed, match="limit") as info:
+        fetch_audio_url(f"{server}{path}", dest, 50_000, 5)
+    assert info.value.retryable is False and info.value.code == "INVALID_AUDIO_URL"
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "retryable", "match"),
+    [
+        ("/missing", False, "HTTP 404"),
+        ("/busy", True, "HTTP 503"),
+        ("/to-ftp", False, "http or https"),
+        ("/loop", False, "redirected more than"),
+    ],
+)
+def test_http_failures(server: str, tmp_path: Path, path: str, retryable: bool, match: str) -> None:
+    with pytest.raises(AudioUrlFailed, match=match) as info:
+        fetch_audio_url(f"{server}{path}", tmp_path / "in", 1 << 20, 5)
+    assert info.value.retryable is retryable
+
+
+def test_connection_refused_is_retryable(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(AudioUrlFailed, match="could not fetch") as info:
+        fetch_audio_url(f"http://127.0.0.1:{port}/a.wav", tmp_path / "in", 1 << 20, 2)
+    assert info.value.retryable is True
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/a.mp3", "http://", "nonsense"])
+def test_only_http_urls_with_a_host(url: str) -> None:
+    with pytest.raises(AudioUrlFailed) as info:
+        check_url(url)
+    assert info.value.retryable is False
+
+
+def test_on_chunk_may_abort_and_the_file_is_removed(server: str, tmp_path: Path) -> None:
+    dest = tmp_path / "in"
+
+    def abort(_: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch_audio_url(f"{server}/audio", dest, 1 << 20, 5, on_chunk=abort)
+    assert not dest.exists()

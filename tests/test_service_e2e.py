@@ -1,0 +1,283 @@
+"""End to end over HTTP against real `demixer serve` processes (uvicorn, SQLite, local storage,
+worker children running the real spleeter-2stems model on real music)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofiles import decode_stream, stempeg_example
+from service_harness import Server, create_key, fast_env, running_server, start_server, wait_status
+
+RATE = 44100
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """The MUSDB excerpt's mix as a float wav (~6 s), and its samples ``(2, n)``."""
+    mix = decode_stream(stempeg_example(), 0)
+    path = tmp_path_factory.mktemp("music") / "falcon.wav"
+    sf.write(path, mix.T, RATE, subtype="FLOAT")
+    return path, mix
+
+
+@pytest.fixture(scope="module")
+def long_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~100 s of real music (the excerpt looped): long enough to cancel or kill mid-job."""
+    mix = decode_stream(stempeg_example(), 0)
+    looped = np.tile(mix, (1, 17))
+    path = tmp_path_factory.mktemp("music") / "long.flac"
+    sf.write(path, looped.T, RATE, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("serve")) as s:
+        yield s
+
+
+def upload_signed(client: httpx.Client, path: Path, content_type: str = "audio/wav") -> str:
+    """The JSON flow: create the file, PUT the bytes to the signed URL with its headers."""
+    data = path.read_bytes()
+    created = client.post(
+        "/v1/files",
+        json={
+            "file_name": path.name,
+            "content_type": content_type,
+            "file_size": len(data),
+            "purpose": "audio.separate.input",
+        },
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["upload_method"] == "PUT"
+    put = httpx.put(body["upload_url"], content=data, headers=body["headers"], timeout=60)
+    assert put.status_code == 200, put.text
+    return str(body["file_id"])
+
+
+def upload_form(
+    client: httpx.Client, path: Path, content_type: str = "audio/wav"
+) -> httpx.Response:
+    with path.open("rb") as fh:
+        return client.post("/v1/files", files={"file": (path.name, fh, content_type)})
+
+
+def sse_statuses(client: httpx.Client, request_id: str) -> list[dict]:  # type: ignore[type-arg]
+    """Every `event: status` frame until the server closes the stream."""
+    frames = []
+    url = f"/v1/queue/requests/{request_id}/status/stream"
+    with client.stream("GET", url, params={"interval": 1}, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "status":
+                frames.append(json.loads(line.split(":", 1)[1]))
+    return frames
+
+
+def read_audio(url: str) -> tuple[np.ndarray, int]:
+    response = httpx.get(url, timeout=60)
+    assert response.status_code == 200, response.text
+    data, rate = sf.read(io.BytesIO(response.content), dtype="float32", always_2d=True)
+    return data.T, rate
+
+
+def test_upload_submit_stream_download_and_the_stems_sum_to_the_input(
+    server: Server, music: tuple[Path, np.ndarray]
+) -> None:
+    path, mix = music
+    client = server.client()
+    file_id = upload_signed(client, path)
+    info = client.get(f"/v1/files/{file_id}").json()
+    assert info["status"] == "uploaded"
+    assert info["sample_rate"] == RATE and info["channels"] == 2
+    assert info["duration"] == pytest.approx(mix.shape[1] / RATE, abs=0.05)
+
+    submitted = client.post(
+        "/v1/queue/audio/stems",
+        json={
+            "input": {
+                "file_id": file_id,
+                "model": "spleeter-2stems",
+                "stems": ["vocals"],
+                "output_format": "wav",
+                "bit_depth": "32f",
+            }
+        },
+    )
+    assert submitted.status_code == 202, submitted.text
+    job = submitted.json()
+    assert job["status"] == "IN_QUEUE"
+    for url in ("status_url", "stream_url", "result_url", "cancel_url"):
+        assert job[url].startswith(server.base_url)
+
+    frames = sse_statuses(client, job["request_id"])
+    assert frames[-1]["status"] == "COMPLETED", frames[-1]
+    result = client.get(f"/v1/queue/requests/{job['request_id']}/result")
+    assert result.status_code == 200, result.text
+    data = result.json()["data"]
+    assert set(data) >= {"vocals", "residual"}
+    vocals, rate_v = read_audio(data["vocals"]["url"])
+    residual, rate_r = read_audio(data["residual"]["url"])
+    assert rate_v == rate_r == RATE
+    assert vocals.shape == residual.shape == mix.shape
+    assert np.abs(vocals + residual - mix).max() < 1e-4
+    # Real separation, not a copy: the vocals carry a clear part of the mix, not all of it.
+    share = float((vocals**2).sum() / (mix**2).sum())
+    assert 0.02 < share < 0.8
+    assert result.json()["usage"]["quantity"] == pytest.approx(mix.shape[1] / RATE, abs=0.05)
+
+
+def test_multipart_upload_and_a_prompt_give_target_and_residual(
+    server: Server, music: tuple[Path, np.ndarray]
+) -> None:
+    path, mix = music
+    client = server.client()
+    uploaded = upload_form(client, path)
+    assert uploaded.status_code == 201, uploaded.text
+    file_id = uploaded.json()["file_id"]
+    job = client.post(
+        "/v1/queue/audio/separate",
+        json={"input": {"file_id": file_id, "prompt": "the singer", "output_format": "flac"}},
+    ).json()
+    done = wait_status(client, job["request_id"], {"COMPLETED", "FAILED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    data = client.get(f"/v1/queue/requests/{job['request_id']}/result").json()["data"]
+    target, _ = read_audio(data["target"]["url"])
+    residual, _ = read_audio(data["residual"]["url"])
+    assert target.shape == mix.shape
+    assert np.abs(target + residual - mix).max() < 2e-4  # 16-bit flac quantisation
+
+
+def test_a_signed_download_url_that_was_tampered_with_is_refused(
+    server: Server, music: tuple[Path, np.ndarray]
+) -> None:
+    client = server.client()
+    file_id = upload_form(client, music[0]).json()["file_id"]
+    job = client.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "model": "spleeter-2stems", "stems": ["vocals"]}},
+    ).json()
+    wait_status(client, job["request_id"], {"COMPLETED"}, timeout=120)
+    url = client.get(f"/v1/queue/requests/{job['request_id']}/result").json()["data"]["vocals"][
+        "url"
+    ]
+    tampered = url.replace("vocals", "residual")
+    assert httpx.get(tampered).status_code == 403
+
+
+def test_two_accounts_cannot_see_each_others_files_or_jobs(
+    server: Server, music: tuple[Path, np.ndarray]
+) -> None:
+    alice = server.client()
+    bob = server.client(create_key(server.data_dir))
+    file_id = upload_form(alice, music[0]).json()["file_id"]
+    job = alice.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
+    ).json()
+    for path in (
+        f"/v1/files/{file_id}",
+        f"/v1/queue/requests/{job['request_id']}/status",
+        f"/v1/queue/requests/{job['request_id']}/result",
+    ):
+        response = bob.get(path)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["error"]["code"] == "NOT_FOUND"
+    assert bob.put(f"/v1/queue/requests/{job['request_id']}/cancel").status_code == 404
+    assert bob.delete(f"/v1/files/{file_id}").status_code == 404
+    submitted = bob.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
+    )
+    assert submitted.status_code == 404
+    ids = [j["request_id"] for j in bob.get("/v1/queue/requests").json()["data"]]
+    assert job["request_id"] not in ids
+
+
+def test_keys_and_bad_input_answer_their_documented_codes(server: Server, tmp_path: Path) -> None:
+    anonymous = httpx.Client(base_url=server.base_url)
+    assert anonymous.get("/v1/models").status_code == 401
+    assert server.client("dmx_not-a-key").get("/v1/models").status_code == 401
+    client = server.client()
+
+    text = tmp_path / "notes.mp3"
+    text.write_text("this is not audio at all\n" * 50)
+    bad = upload_form(client, text, "audio/mpeg")
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"]["code"] == "INVALID_AUDIO"
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert upload_form(client, empty).json()["error"]["code"] in {"INVALID_AUDIO", "EMPTY_FILE"}
+
+    unknown = client.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": "file_doesnotexist", "model": "spleeter-2stems"}},
+    )
+    assert unknown.status_code == 404
+
+    prompt = client.post(
+        "/v1/queue/audio/separate",
+        json={"input": {"audio_url": "http://example.invalid/a.mp3", "prompt": "the kazoo"}},
+    )
+    assert prompt.status_code == 422
+    assert "vocals" in prompt.json()["error"]["message"]
+
+
+def test_cancel_a_queued_and_a_running_job(tmp_path: Path, long_music: Path) -> None:
+    with running_server(tmp_path / "one-slot", workers=1) as server:
+        client = server.client()
+        file_id = upload_form(client, long_music, "audio/flac").json()["file_id"]
+        body = {"input": {"file_id": file_id, "model": "spleeter-2stems"}}
+        running = client.post("/v1/queue/audio/stems", json=body).json()["request_id"]
+        queued = client.post("/v1/queue/audio/stems", json=body).json()["request_id"]
+        wait_status(client, running, {"IN_PROGRESS"}, timeout=60)
+        status = client.get(f"/v1/queue/requests/{queued}/status").json()
+        assert status["status"] == "IN_QUEUE" and status["queue_position"] == 0
+
+        assert client.put(f"/v1/queue/requests/{queued}/cancel").json()["status"] == "CANCELLED"
+        assert client.get(f"/v1/queue/requests/{queued}/status").json()["status"] == "CANCELLED"
+
+        started = time.monotonic()
+        client.put(f"/v1/queue/requests/{running}/cancel")
+        wait_status(client, running, {"CANCELLED"}, timeout=15)
+        assert time.monotonic() - started < 10
+        assert client.get(f"/v1/queue/requests/{running}/result").status_code == 409
+
+
+def test_a_killed_server_loses_no_job(tmp_path: Path, long_music: Path) -> None:
+    data_dir = tmp_path / "killed"
+    server = start_server(data_dir, workers=1)
+    try:
+        client = server.client()
+        file_id = upload_form(client, long_music, "audio/flac").json()["file_id"]
+        job = client.post(
+            "/v1/queue/audio/stems",
+            json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
+        ).json()["request_id"]
+        wait_status(client, job, {"IN_PROGRESS"}, timeout=60)
+        client.close()
+    finally:
+        server.kill()  # SIGKILL to serve and every child: no clean shutdown at all
+    with running_server(data_dir, workers=1, env=fast_env()) as again:
+        client = again.client(server.key)
+        done = wait_status(client, job, {"COMPLETED", "FAILED"}, timeout=240)
+        assert done["status"] == "COMPLETED", done
+        messages = " ".join(line["message"] for line in done["logs"])
+        assert "attempt 2" in messages
+        result = client.get(f"/v1/queue/requests/{job}/result").json()
+        assert result["data"]["vocals"]["duration"] > 90

@@ -1,0 +1,560 @@
+"""Workers on the real thing: SQLite, local storage, the real Spleeter model, real processes.
+
+Jobs are submitted straight into the queue (as the API does) and run by :class:`Worker` in a
+thread of this process, or in a separate ``python -c`` process where the test kills the worker
+itself. Leases and heartbeats are shortened (2 s / 0.3 s) so that every recovery path runs in
+seconds. Inputs are the MUSDB18 excerpt that stempeg ships (real music), cut or tiled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from sqlalchemy import select
+
+from audiofiles import stempeg_example
+from demixer.audio import load
+from demixer.service.context import Services
+from demixer.service.db import Database, utcnow
+from demixer.service.keys import create_key, new_id
+from demixer.service.queue import FINAL
+from demixer.service.schema import Job, JobLog
+from demixer.service.worker import Worker
+from demixer.settings import Settings
+
+MODEL = "spleeter-2stems"
+FAST = {"heartbeat_seconds": 0.3, "poll_seconds": 0.1, "lease_seconds": 2.0}
+NAMES = {"vocals": "vocals", "residual": "instrumental"}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class Env:
+    """A data directory with its database, storage and one account."""
+
+    def __init__(self, root: Path, db: Database | None = None, **settings: Any) -> None:
+        self.settings = Settings(data_dir=root, **{**FAST, **settings})
+        self.services = Services.from_settings(self.settings, db=db)
+        self.services.db.create_all()
+        self.account, _ = create_key(self.services.db)
+
+    def store(self, path: Path) -> str:
+        key = f"inputs/{new_id('file')}"
+        with path.open("rb") as fh:
+            self.services.storage.put(key, fh)
+        return key
+
+    def submit(
+        self, path: Path | None = None, *, params: dict[str, Any] | None = None, **kw: Any
+    ) -> str:
+        if params is None:
+            assert path is not None
+            key = self.store(path)
+            params = {
+                "input": {"file_id": key.split("/")[1], "storage_key": key, "file_name": path.name},
+                "stems": ["vocals"],
+                "output_format": "wav",
+                "bit_depth": "32f",
+                "names": NAMES,
+                "spans": None,
+            }
+        params.update(kw)
+        job_id = new_id("job")
+        with self.services.db.write() as s:
+            self.services.queue.submit(
+                s,
+                job_id=job_id,
+                account_id=self.account,
+                queue_model="audio/stems",
+                engine_model=params.pop("engine_model", MODEL),
+                params=params,
+            )
+        return job_id
+
+    def job(self, job_id: str) -> Job:
+        with self.services.db.read() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            return job
+
+    def logs(self, job_id: str) -> list[str]:
+        with self.services.db.read() as s:
+            rows = s.execute(
+                select(JobLog.message).where(JobLog.job_id == job_id).order_by(JobLog.id)
+            )
+            return list(rows.scalars())
+
+    def wait(self, job_id: str, until: Callable[[Job], bool], timeout: float = 30.0) -> Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"job {job_id} still {job.status} ({job.error_code}) after {timeout} s; "
+                    f"logs: {self.logs(job_id)}"
+                )
+            time.sleep(0.05)
+
+    def wait_final(self, job_id: str, timeout: float = 30.0) -> Job:
+        return self.wait(job_id, lambda j: j.status in FINAL, timeout)
+
+    def read_output(self, job: Job, name: str) -> tuple[np.ndarray, int]:
+        assert job.outputs is not None
+        with self.services.storage.local_path(job.outputs[name]["key"]) as path:
+            if path.suffix == ".mp3":
+                audio, rate = load(path)
+                return audio, rate
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+            return data.T, rate
+
+    def blobs(self, prefix: str) -> list[str]:
+        root = self.settings.data_dir / "storage" / prefix
+        if not root.exists():
+            return []
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "the worker did not stop"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+WORKER_SCRIPT = (
+    "from demixer.service.context import Services\n"
+    "from demixer.service.worker import Worker\n"
+    "from demixer.settings import Settings\n"
+    "Worker(Services.from_settings(Settings())).run()\n"
+)
+
+
+def worker_process(env: Env) -> subprocess.Popen[bytes]:
+    variables = {
+        "DEMIXER_DATA_DIR": str(env.settings.data_dir),
+        **{f"DEMIXER_{k.upper()}": str(v) for k, v in FAST.items()},
+    }
+    return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT], env={**os.environ, **variables})
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 4 s of the MUSDB18 excerpt's mix, as 16-bit WAV."""
+    audio, rate = load(stempeg_example())
+    path = tmp_path_factory.mktemp("inputs") / "falcon.wav"
+    sf.write(str(path), audio[:, : 4 * rate].T, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The excerpt tiled to 90 s: a job that runs long enough to be interrupted."""
+    audio, rate = load(stempeg_example())
+    path = tmp_path_factory.mktemp("inputs") / "long.wav"
+    sf.write(str(path), np.tile(audio, 15).T, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Worker]]:
+    """One environment and one running one-slot worker for the tests that need nothing else."""
+    env = Env(tmp_path_factory.mktemp("shared"))
+    with running(Worker(env.services)) as worker:
+        yield env, worker
+
+
+# --- a job's happy path ----------------------------------------------------------------------
+
+
+def test_a_job_completes_with_outputs_that_add_up_to_the_input(
+    shared: tuple[Env, Worker], music: Path
+) -> None:
+    env, worker = shared
+    job = env.wait_final(env.submit(music))
+    assert job.status == "COMPLETED", (job.error_code, job.error_message)
+    assert job.outputs is not None and set(job.outputs) == {"vocals", "instrumental"}
+    for name, out in job.outputs.items():
+        assert out["key"] == f"outputs/{job.id}/attempt-1/{name}.wav"
+        assert out["file_name"] == f"falcon_{name}.wav"
+        assert out["content_type"] == "audio/wav"
+        assert out["size"] == env.services.storage.size(out["key"])
+        assert (out["sample_rate"], out["channels"]) == (44100, 2)
+        assert out["duration"] == pytest.approx(4.0)
+    assert (job.duration, job.sample_rate, job.progress) == (pytest.approx(4.0), 44100, 1.0)
+    mix, _ = load(music)
+    vocals, _ = env.read_output(job, "vocals")
+    rest, _ = env.read_output(job, "instrumental")
+    assert vocals.shape == rest.shape == mix.shape
+    assert np.abs(vocals).max() > 0.01  # real separation, not silence
+    np.testing.assert_allclose(vocals + rest, mix, atol=1e-5)
+    assert env.logs(job.id)[-1] == "completed: vocals, instrumental"
+
+    # The child keeps the model loaded: the next job runs in the same process.
+    pid = worker.child_pids()[0]
+    second = env.wait_final(env.submit(music, output_format="flac", bit_depth="24"))
+    assert second.status == "COMPLETED" and worker.child_pids()[0] == pid
+    assert second.outputs is not None
+    assert second.outputs["vocals"]["content_type"] == "audio/flac"
+    assert (
+        sf.info(str(env.settings.data_dir / "storage" / second.outputs["vocals"]["key"])).subtype
+        == "PCM_24"
+    )
+
+
+def test_worker_ids_name_host_process_slot_and_a_random_part(shared: tuple[Env, Worker]) -> None:
+    _, worker = shared
+    host, pid, slot, tail = worker.worker_ids[0].rsplit(":", 3)
+    assert host and pid == str(os.getpid()) and slot == "0" and len(tail) == 8
+
+
+def test_spans_keep_the_target_only_where_asked(shared: tuple[Env, Worker], music: Path) -> None:
+    env, _ = shared
+    job_id = env.submit(
+        music,
+        names={"vocals": "target", "residual": "residual"},
+        spans=[
+            {"start": 1.0, "end": 3.0, "include": True},
+            {"start": 2.0, "end": 2.5, "include": False},
+        ],
+    )
+    job = env.wait_final(job_id)
+    assert job.status == "COMPLETED", (job.error_code, job.error_message)
+    target, rate = env.read_output(job, "target")
+    residual, _ = env.read_output(job, "residual")
+    mix, _ = load(music)
+    np.testing.assert_allclose(target + residual, mix, atol=1e-5)
+    fade = round(0.010 * rate)
+    assert not target[:, : rate - fade].any() and not target[:, 3 * rate + fade + 1 :].any()
+    assert not target[:, 2 * rate : round(2.5 * rate) + 1].any()
+    assert np.abs(target[:, rate : 2 * rate]).max() > 0.01
+
+
+def test_mp3_output_with_spans_goes_through_float_files(
+    shared: tuple[Env, Worker], music: Path
+) -> None:
+    env, _ = shared
+    job = env.wait_final(
+        env.submit(
+            music,
+            output_format="mp3",
+            bit_depth=None,
+            names={"vocals": "target", "residual": "residual"},
+            spans=[{"start": 0.0, "end": 2.0, "include": False}],
+        )
+    )
+    assert job.status == "COMPLETED", (job.error_code, job.error_message)
+    assert job.outputs is not None and job.outputs["target"]["content_type"] == "audio/mpeg"
+    target, rate = env.read_output(job, "target")
+    assert rate == 44100
+    silenced = np.abs(target[:, : int(1.9 * rate)]).max()
+    kept = np.abs(target[:, int(2.1 * rate) :]).max()
+    assert silenced < 1e-3 and kept > 20 * silenced  # codec noise only, then the vocals
+
+
+def test_audio_url_inputs_are_fetched_by_the_worker(
+    shared: tuple[Env, Worker], music: Path
+) -> None:
+    body = music.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            found = self.path == "/songs/falcon.wav"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(body) if found else 0))
+            self.end_headers()
+            if found:
+                self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    env, _ = shared
+    try:
+        common = {"stems": ["vocals"], "output_format": "wav", "bit_depth": "16", "names": NAMES}
+        ok = env.submit(params={"input": {"audio_url": f"{base}/songs/falcon.wav"}, **common})
+        missing = env.submit(params={"input": {"audio_url": f"{base}/nothing.wav"}, **common})
+        job = env.wait_final(ok)
+        assert job.status == "COMPLETED", (job.error_code, job.error_message)
+        assert job.outputs is not None
+        assert job.outputs["vocals"]["file_name"] == "falcon_vocals.wav"
+        failed = env.wait_final(missing)
+        assert (failed.status, failed.error_code, failed.attempts) == (
+            "FAILED",
+            "INVALID_AUDIO_URL",
+            1,
+        )
+        assert "HTTP 404" in (failed.error_message or "")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- failures the user caused: final at once -------------------------------------------------
+
+
+def test_user_errors_fail_at_once_and_keep_the_child(
+    shared: tuple[Env, Worker], tmp_path: Path, music: Path
+) -> None:
+    env, worker = shared
+    junk = tmp_path / "notes.mp3"
+    junk.write_bytes(b"this is not audio at all\n" * 100)
+    bad_audio = env.submit(junk)
+    bad_stem = env.submit(music, stems=["kazoo"])
+    bad_format = env.submit(music, output_format="ogg")
+    bad_params = env.submit(params={"input": {}, "stems": None})
+    expected = {
+        bad_audio: "INVALID_AUDIO",
+        bad_stem: "UNKNOWN_STEM",
+        bad_format: "INVALID_OUTPUT",
+        bad_params: "INVALID_PARAMS",
+    }
+    for job_id, code in expected.items():
+        job = env.wait_final(job_id)
+        assert (job.status, job.error_code, job.attempts) == ("FAILED", code, 1), job.error_message
+        assert job.outputs is None and env.blobs(f"outputs/{job_id}") == []
+    assert "notes.mp3" in (env.job(bad_audio).error_message or "")
+    assert "kazoo" in (env.job(bad_stem).error_message or "")
+    pid = worker.child_pids()[0]
+    assert pid is not None and not gone(pid)
+
+
+# --- stopping a running job ------------------------------------------------------------------
+
+
+def test_cancel_kills_the_child_within_seconds_and_the_next_job_gets_a_new_one(
+    shared: tuple[Env, Worker], music: Path, long_music: Path
+) -> None:
+    env, worker = shared
+    job_id = env.submit(long_music)
+    env.wait(job_id, lambda j: j.status == "IN_PROGRESS")
+    time.sleep(0.5)  # let the child start on it
+    pid = worker.child_pids()[0]
+    assert pid is not None
+    assert env.services.queue.cancel(job_id) == "IN_PROGRESS"
+    asked = time.monotonic()
+    job = env.wait_final(job_id, timeout=5)
+    assert job.status == "CANCELLED" and time.monotonic() - asked < 3
+    assert job.outputs is None and env.blobs(f"outputs/{job_id}") == []
+    wait_until(lambda: gone(pid), 5, "the cancelled child to die")
+    after = env.wait_final(env.submit(music))
+    assert after.status == "COMPLETED"
+    assert worker.child_pids()[0] not in (None, pid)
+
+
+def test_a_child_killed_mid_job_is_restarted_and_the_job_retried(
+    shared: tuple[Env, Worker], music: Path
+) -> None:
+    env, worker = shared
+    job_id = env.submit(music)
+    env.wait(job_id, lambda j: j.status == "IN_PROGRESS")
+    pid = worker.child_pids()[0]
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    job = env.wait_final(job_id)
+    assert (job.status, job.attempts) == ("COMPLETED", 2)
+    logs = env.logs(job_id)
+    assert "attempt 2 started" in logs
+    assert any("MODEL_FAILED: the separation process died (exit code -9" in m for m in logs)
+    assert job.outputs is not None
+    assert all("/attempt-2/" in out["key"] for out in job.outputs.values())
+    assert worker.child_pids()[0] not in (None, pid)
+
+
+def test_a_job_past_its_time_limit_fails(tmp_path: Path, long_music: Path) -> None:
+    env = Env(tmp_path, job_timeout_seconds=1.0)
+    with running(Worker(env.services)) as worker:
+        job = env.wait_final(env.submit(long_music), timeout=10)
+        assert (job.status, job.error_code, job.attempts) == ("FAILED", "JOB_TIMEOUT", 1)
+        assert "1 s" in (job.error_message or "")
+        assert worker.child_pids() == [None]  # killed; restarted only for a next job
+
+
+# --- which worker runs what ------------------------------------------------------------------
+
+
+def test_a_worker_leaves_jobs_for_models_it_does_not_run(tmp_path: Path, music: Path) -> None:
+    env = Env(tmp_path)
+    job_id = env.submit(music)
+    with running(Worker(env.services, models=["cascade-4stems"])) as worker:
+        time.sleep(1.0)
+        job = env.job(job_id)
+        assert (job.status, job.attempts) == ("IN_QUEUE", 0)
+        assert worker.child_pids() == [None]
+
+
+def test_two_slots_run_two_jobs_at_once(tmp_path: Path, music: Path) -> None:
+    env = Env(tmp_path)
+    jobs = [env.submit(music), env.submit(music)]
+    with running(Worker(env.services, slots=2)) as worker:
+        owners: set[str] = set()
+
+        def both_running() -> bool:
+            rows = [env.job(j) for j in jobs]
+            if all(r.status == "IN_PROGRESS" for r in rows):
+                owners.update(r.lease_owner or "" for r in rows)
+                return True
+            return False
+
+        wait_until(both_running, 20, "both jobs to run at once")
+        assert owners == set(worker.worker_ids)
+        pids = worker.child_pids()
+        assert None not in pids and len(set(pids)) == 2
+        for job_id in jobs:
+            assert env.wait_final(job_id).status == "COMPLETED"
+
+
+# --- workers that die or lose their lease -----------------------------------------------------
+
+
+def test_a_stopped_worker_process_requeues_its_job_at_once(
+    tmp_path: Path, long_music: Path
+) -> None:
+    env = Env(tmp_path)
+    job_id = env.submit(long_music)
+    proc = worker_process(env)
+    try:
+        env.wait(job_id, lambda j: j.status == "IN_PROGRESS", timeout=20)
+        wait_until(lambda: bool(children_of(proc.pid)), 10, "the worker's child")
+        child = children_of(proc.pid)[0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+    job = env.job(job_id)
+    assert (job.status, job.attempts, job.lease_owner) == ("IN_QUEUE", 1, None)
+    assert any("WORKER_STOPPED" in m for m in env.logs(job_id))
+    wait_until(lambda: gone(child), 5, "the child to exit with its worker")
+
+
+def test_a_killed_worker_process_is_recovered_after_its_lease(tmp_path: Path, music: Path) -> None:
+    env = Env(tmp_path)
+    job_id = env.submit(music)
+    proc = worker_process(env)
+    try:
+        env.wait(job_id, lambda j: j.status == "IN_PROGRESS", timeout=20)
+        wait_until(lambda: bool(children_of(proc.pid)), 10, "the worker's child")
+        child = children_of(proc.pid)[0]
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    finally:
+        proc.kill()
+    # The child must not outlive its worker (it would keep the CPU or GPU busy).
+    wait_until(lambda: gone(child), 5, "the orphaned child to die")
+    assert env.job(job_id).status == "IN_PROGRESS"  # until the lease expires
+    with running(Worker(env.services)):
+        job = env.wait_final(job_id)
+    assert (job.status, job.attempts) == ("COMPLETED", 2)
+    assert "attempt 2 started" in env.logs(job_id)
+    assert job.outputs is not None
+    assert env.blobs(f"outputs/{job_id}") == sorted(
+        f"attempt-2/{name}.wav" for name in ("vocals", "instrumental")
+    )
+
+
+class MovableClock:
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> Any:
+        return utcnow() + self.offset
+
+
+def test_a_worker_whose_lease_moved_on_writes_nothing(
+    tmp_path: Path, music: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No heartbeat during the job: the loss is found by complete(), after the upload.
+    clock = MovableClock()
+    db = Database(Settings(data_dir=tmp_path).database, clock=clock)
+    env = Env(tmp_path, db=db, heartbeat_seconds=600, lease_seconds=60)
+    caplog.set_level("INFO", logger="demixer.worker")
+    job_id = env.submit(music)
+    with running(Worker(env.services)):
+        env.wait(job_id, lambda j: j.status == "IN_PROGRESS")
+        clock.offset = timedelta(seconds=120)  # the lease has expired: another worker takes it
+        thief = env.services.queue.claim("thief")
+        assert thief is not None and thief.attempt == 2
+        wait_until(lambda: "lease_lost" in caplog.text, 30, "the first worker to give up")
+    job = env.job(job_id)
+    assert (job.status, job.lease_owner, job.outputs) == ("IN_PROGRESS", "thief", None)
+    assert env.blobs(f"outputs/{job_id}") == []  # the uploaded attempt-1 files were deleted
+
+
+def test_a_lost_lease_found_by_the_heartbeat_kills_the_child(
+    tmp_path: Path, long_music: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = MovableClock()
+    env = Env(tmp_path, db=Database(Settings(data_dir=tmp_path).database, clock=clock))
+    caplog.set_level("INFO", logger="demixer.worker")
+    job_id = env.submit(long_music)
+    with running(Worker(env.services)) as worker:
+        env.wait(job_id, lambda j: j.status == "IN_PROGRESS")
+        wait_until(lambda: worker.child_pids()[0] is not None, 5, "the child")
+        pid = worker.child_pids()[0]
+        assert pid is not None
+        clock.offset = timedelta(seconds=60)
+        assert env.services.queue.claim("thief") is not None
+        wait_until(lambda: "lease_lost" in caplog.text, 5, "the worker to find the loss")
+        assert gone(pid)
+    job = env.job(job_id)
+    assert (job.status, job.lease_owner, job.attempts) == ("IN_PROGRESS", "thief", 2)
+    assert env.blobs(f"outputs/{job_id}") == []
