@@ -10,7 +10,7 @@ A transition that matches no row raises instead of passing silently.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -77,17 +77,33 @@ class Claim:
     account_id: str
 
 
+FinalHook = Callable[[Session, Job], None]
+
+
 class Queue:
     """Job transitions on one database.
 
     Args:
         db: the database.
         lease_seconds: how long a claim or heartbeat holds a job.
+
+    Attributes:
+        final_hooks: called as ``hook(session, job)`` inside the transaction that moves a job to
+            COMPLETED, FAILED or CANCELLED, so what they write (usage, webhook deliveries)
+            commits or rolls back with the transition itself: a transactional outbox.
     """
 
     def __init__(self, db: Database, *, lease_seconds: float = 30.0) -> None:
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
+        self.final_hooks: list[FinalHook] = []
+
+    def _finalised(self, s: Session, job_id: str) -> None:
+        if not self.final_hooks:
+            return
+        job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+        for hook in self.final_hooks:
+            hook(s, job)
 
     # --- the API side ---------------------------------------------------------------------
 
@@ -157,6 +173,7 @@ class Queue:
             )
             if _rows(done) == 1:
                 self.log(s, job_id, "cancelled while queued")
+                self._finalised(s, job_id)
                 return CANCELLED
             flagged = s.execute(
                 update(Job)
@@ -214,23 +231,39 @@ class Queue:
     def _settle_expired(self, s: Session, now: Any) -> None:
         """Expired leases with a cancel pending, or no attempts left, end here."""
         expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
-        s.execute(
-            update(Job)
-            .where(expired, Job.cancel_requested.is_(True))
-            .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
+        cancelled = (
+            s.execute(select(Job.id).where(expired, Job.cancel_requested.is_(True))).scalars().all()
         )
-        s.execute(
-            update(Job)
-            .where(expired, Job.attempts >= Job.max_attempts)
-            .values(
-                status=FAILED,
-                lease_owner=None,
-                error_code="WORKER_LOST",
-                error_message="the worker running this job stopped responding on every attempt",
-                finished_at=now,
-                updated_at=now,
+        for job_id in cancelled:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, expired)
+                .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
             )
+            self.log(s, job_id, "cancelled (its worker stopped responding)")
+            self._finalised(s, job_id)
+        exhausted = (
+            s.execute(select(Job.id).where(expired, Job.attempts >= Job.max_attempts))
+            .scalars()
+            .all()
         )
+        for job_id in exhausted:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, expired)
+                .values(
+                    status=FAILED,
+                    lease_owner=None,
+                    error_code="WORKER_LOST",
+                    error_message=(
+                        "the worker running this job stopped responding on every attempt"
+                    ),
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            self.log(s, job_id, "failed: WORKER_LOST")
+            self._finalised(s, job_id)
 
     def _fenced(self, s: Session, job_id: str, worker_id: str, **values: Any) -> None:
         result = s.execute(
@@ -277,6 +310,7 @@ class Queue:
                 finished_at=now,
             )
             self.log(s, job_id, f"completed: {', '.join(outputs)}")
+            self._finalised(s, job_id)
 
     def fail(self, job_id: str, worker_id: str, *, code: str, message: str, retryable: bool) -> str:
         """End an attempt that failed; retryable failures requeue while attempts remain.
@@ -303,6 +337,7 @@ class Queue:
                 finished_at=now,
             )
             self.log(s, job_id, f"failed: {code}: {message}")
+            self._finalised(s, job_id)
             return FAILED
 
     def mark_cancelled(self, job_id: str, worker_id: str) -> None:
@@ -311,6 +346,7 @@ class Queue:
         with self.db.write() as s:
             self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
             self.log(s, job_id, "cancelled while running")
+            self._finalised(s, job_id)
 
     def log(self, session: Session, job_id: str, message: str) -> None:
         """Append a log line to a job (inside the caller's transaction)."""

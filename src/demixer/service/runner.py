@@ -1,425 +1,369 @@
-"""The separation child process: what runs on the far side of a worker slot's pipe.
+"""One attempt at a job, run in the worker (parent) process by a slot's :class:`Runner`.
 
-Each worker slot (see :mod:`demixer.service.worker`) owns one long-lived child started with
-the ``spawn`` method. The child keeps loaded :class:`~demixer.engine.Separator` objects between
-jobs, so a model is loaded once, not per job. It never touches the database or storage: the
-parent downloads the input, sends a :class:`ChildJob`, and stores the files the child wrote.
+Each worker slot (see :mod:`demixer.service.worker`) has one :class:`Runner`, which owns the
+slot's long-lived separation child (:mod:`demixer.service.child`). For each claimed job it:
 
-Messages, child -> parent:
+1. resolves the input: a stored upload (``storage.local_path``) or an ``audio_url`` it
+   downloads itself (:mod:`demixer.service.fetch`);
+2. sends the job to the child and, while the child works, heartbeats the lease every
+   ``heartbeat_seconds`` with the child's progress;
+3. kills the child (SIGKILL) when a cancel is requested, the lease is lost, the job's time
+   limit passes or the worker is stopped; notices when the child dies by itself (OOM killer,
+   segfault) through its pipe closing; a killed or dead child is restarted for the next job;
+4. stores the files the child wrote under ``outputs/{job_id}/attempt-{n}/`` and completes the
+   job with their keys in one fenced transaction; if that finds the lease lost, the attempt's
+   blobs are deleted again.
 
-* ``("progress", fraction)``: at most every :data:`PROGRESS_INTERVAL` seconds;
-* ``("done", ChildResult)``;
-* ``("error", code, message, retryable)``.
+The job's ``params`` (written by the API) have this shape::
 
-The parent kills the child (SIGKILL) on cancel, timeout or lost lease, and restarts it lazily;
-an OOM kill or a crash shows up as the pipe closing. This module imports only the engine and
-audio layers (torch is imported by the model loader, on the first job), so a child starts fast.
+    {"input": {"file_id", "storage_key", "file_name"} | {"audio_url"},
+     "stems": [engine stem names] | None,       # None: every stem of the model
+     "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
+     "names": {engine output name: API output name},   # unnamed outputs keep their own
+     "spans": [{"start", "end", "include"}] | None}    # seconds; see service/spans.py
+
+Other keys (``webhook``…) are not the worker's business. Output files are stored as
+``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
+``{input file stem}_{api name}.{ext}``.
+
+Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
+in another process, so it can never starve the heartbeat, and killing it gives its memory back.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import multiprocessing
-import os
-import shutil
-import signal
-import sys
+import logging
+import re
+import tempfile
+import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
+from demixer.audio import OutputFormat
+from demixer.errors import DemixerError
+from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
+from demixer.service.context import Services
+from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
+from demixer.service.queue import Claim, LeaseLost
 
-from demixer.audio import OutputFormat, StemSetWriter, WriteReport
-from demixer.audio.encode import mp3_rate
-from demixer.engine import Separator
-from demixer.errors import DemixerError, InvalidOutput, ModelFailed, ModelUnavailable
-from demixer.service.spans import Span, apply_spans, parse_spans
+__all__ = ["Runner"]
 
-__all__ = [
-    "PROGRESS_INTERVAL",
-    "Child",
-    "ChildDied",
-    "ChildJob",
-    "ChildOptions",
-    "ChildOutput",
-    "ChildResult",
-    "child_main",
-    "classify_error",
-    "run_job",
-]
+log = logging.getLogger("demixer.worker")
 
-PROGRESS_INTERVAL = 0.5  # seconds between progress messages
-CACHED_MODELS = 2  # separators kept loaded per child (least recently used dropped first)
-_BLOCK = 1 << 16  # frames per block when applying spans
-_FLOAT_WAV = OutputFormat("wav", "32f")
-_PR_SET_PDEATHSIG = 1
+_API_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the stop flag again
+
+
+class _Abort(Exception):
+    """Ends an attempt. ``kind``: cancelled, timeout, lease_lost, stopped, crashed, failed."""
+
+    def __init__(self, kind: str, code: str = "", message: str = "", retryable: bool = False):
+        super().__init__(kind, code, message)
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
-class ChildOptions:
-    """How a child loads models.
+class _Params:
+    """A job's ``params``, checked (the shape is in the module docstring)."""
 
-    Attributes:
-        model_dir: weights cache directory (None: ``$DEMIXER_MODEL_DIR`` or the default).
-        device: torch device (``cpu``, ``cuda``…).
-        threads: CPU threads for the model (None: the library default), so that several
-            slots on one machine share its cores instead of oversubscribing them.
-        parent_pid: the worker's pid; the child exits when that process is gone.
-    """
-
-    model_dir: str | None
-    device: str
-    threads: int | None
-    parent_pid: int
-
-
-@dataclass(frozen=True)
-class ChildJob:
-    """One separation, as the parent sends it.
-
-    Attributes:
-        job_id: the job (for logs).
-        attempt: the attempt number (for logs).
-        engine_model: registered model id.
-        input_path: local file to separate.
-        out_dir: empty directory to write the outputs into.
-        stems: engine stem names to produce (None: all of the model's).
-        output_format: ``wav``, ``flac`` or ``mp3``.
-        bit_depth: ``16``, ``24``, ``32f`` or None (the format's default).
-        names: engine output name -> API output name (``target``/``residual`` for spans).
-        spans: the raw ``spans`` of the request (None: no spans).
-    """
-
-    job_id: str
-    attempt: int
-    engine_model: str
-    input_path: str
-    out_dir: str
+    storage_key: str | None
+    audio_url: str | None
+    input_name: str  # the input's file name, as the user knows it (messages, output names)
     stems: list[str] | None
     output_format: str
     bit_depth: str | None
     names: dict[str, str]
-    spans: list[dict[str, Any]] | None = None
-
-
-@dataclass(frozen=True)
-class ChildOutput:
-    """One file the child wrote: its path, rate (Hz) and channel count."""
-
-    path: str
-    sample_rate: int
-    channels: int
-
-
-@dataclass(frozen=True)
-class ChildResult:
-    """What a finished separation produced.
-
-    Attributes:
-        outputs: engine output name -> the file written.
-        duration: seconds of input audio.
-        sample_rate: Hz of the input.
-        channels: channels of the outputs (1 for mono input, else 2).
-        clipped: engine output name -> samples clipped at ±1 (0 for float WAV).
-        seconds: wall-clock seconds spent in the child.
-    """
-
-    outputs: dict[str, ChildOutput]
-    duration: float
-    sample_rate: int
-    channels: int
-    clipped: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def classify_error(exc: BaseException) -> tuple[str, str, bool]:
-    """``(code, message, retryable)`` for an error raised while running a job.
-
-    The user's faults (bad audio, unknown stem, bad output options) and a model that cannot
-    be loaded are final; a model that crashed, or any unexpected error, may pass on another
-    attempt (a transient out-of-memory, a GPU hiccup).
-    """
-    if isinstance(exc, ModelUnavailable):
-        # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
-        return ModelUnavailable.code, exc.message, False
-    if isinstance(exc, ModelFailed):
-        return exc.code, exc.message, True
-    if isinstance(exc, DemixerError):
-        return exc.code, exc.message, False
-    if isinstance(exc, MemoryError):
-        return ModelFailed.code, "the separation ran out of memory", True
-    return ModelFailed.code, f"the separation failed: {type(exc).__name__}: {exc}", True
-
-
-class _ParentGone(BaseException):
-    """The pipe to the parent broke: stop at once (BaseException, so nothing swallows it)."""
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (a SIGKILLed worker's child
-    must not keep the GPU busy); elsewhere the closed pipe ends the child instead."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(0)
-
-
-def child_main(conn: Connection, options: ChildOptions) -> None:
-    """The child's loop: receive a job, separate, answer; exit on ``None`` or a closed pipe."""
-    _die_with_parent(options.parent_pid)
-    # Ctrl-C in a terminal reaches the whole process group: the parent decides what to do.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if options.threads is not None:
-        # Read by torch and BLAS when they are first imported (on the first job).
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, str(options.threads))
-    separators: OrderedDict[str, Separator] = OrderedDict()
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        if job is None:
-            return
-        try:
-            result = run_job(job, options, separators, _progress_sender(conn))
-            conn.send(("done", result))
-        except _ParentGone:
-            return
-        except BaseException as exc:
-            code, message, retryable = classify_error(exc)
-            try:
-                conn.send(("error", code, message, retryable))
-            except (OSError, EOFError):
-                return
-
-
-def _progress_sender(conn: Connection) -> Callable[[float], None]:
-    last = [0.0]
-
-    def send(fraction: float) -> None:
-        now = time.monotonic()
-        if now - last[0] < PROGRESS_INTERVAL and fraction < 1.0:
-            return
-        last[0] = now
-        try:
-            conn.send(("progress", float(fraction)))
-        except (OSError, EOFError):
-            raise _ParentGone() from None
-
-    return send
-
-
-def _separator(
-    model: str, options: ChildOptions, separators: OrderedDict[str, Separator]
-) -> Separator:
-    if model in separators:
-        separators.move_to_end(model)
-        return separators[model]
-    while len(separators) >= CACHED_MODELS:
-        separators.popitem(last=False)
-    model_dir = Path(options.model_dir) if options.model_dir else None
-    separator = Separator(model, model_dir=model_dir, device=options.device)
-    separators[model] = separator
-    return separator
-
-
-def run_job(
-    job: ChildJob,
-    options: ChildOptions,
-    separators: OrderedDict[str, Separator],
-    progress: Callable[[float], None],
-) -> ChildResult:
-    """Separate ``job.input_path`` into ``job.out_dir`` (one ``{engine name}.{ext}`` each).
-
-    Multichannel input is downmixed to stereo: a service cannot ask the user what to do.
-    Without spans, the engine writes the final format directly. With spans, it writes float
-    WAV into a scratch directory first (nothing is clipped or lost there), then
-    :func:`_apply_spans_to_files` streams those files block by block through
-    :func:`~demixer.service.spans.apply_spans` into the final format. Both paths keep memory
-    bounded whatever the input's length.
-    """
-    started = time.perf_counter()
-    fmt = OutputFormat.parse(job.output_format, job.bit_depth)
-    spans = parse_spans(job.spans)
-    separator = _separator(job.engine_model, options, separators)
-    out_dir = Path(job.out_dir)
-    if not spans:
-        result = separator.separate_file(
-            job.input_path,
-            out_dir,
-            job.stems,
-            fmt=fmt,
-            template="{stem}.{ext}",
-            downmix=True,
-            on_progress=progress,
-        )
-        paths, report = result.paths, result.report
-    else:
-        scratch = out_dir / ".float"
-        result = separator.separate_file(
-            job.input_path,
-            scratch,
-            job.stems,
-            fmt=_FLOAT_WAV,
-            template="{stem}.{ext}",
-            downmix=True,
-            on_progress=lambda f: progress(0.9 * f),
-        )
-        paths = {name: out_dir / f"{name}.{fmt.extension}" for name in result.paths}
-        try:
-            report = _apply_spans_to_files(
-                result.paths, paths, job.names, spans, result.sample_rate, result.channels, fmt
-            )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        progress(1.0)
-    rate = mp3_rate(result.sample_rate) if fmt.format == "mp3" else result.sample_rate
-    return ChildResult(
-        outputs={name: ChildOutput(str(p), rate, result.channels) for name, p in paths.items()},
-        duration=result.duration,
-        sample_rate=result.sample_rate,
-        channels=result.channels,
-        clipped=dict(report.clipped),
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _engine_name(names: dict[str, str], outputs: dict[str, Path], api_name: str) -> str:
-    for engine_name in outputs:
-        if names.get(engine_name, engine_name) == api_name:
-            return engine_name
-    raise InvalidOutput(
-        f"spans apply to the outputs named 'target' and 'residual', but this job's outputs are "
-        f"{', '.join(names.get(n, n) for n in outputs)}"
-    )
-
-
-def _apply_spans_to_files(
-    floats: dict[str, Path],
-    finals: dict[str, Path],
-    names: dict[str, str],
-    spans: list[Span],
-    sample_rate: int,
-    channels: int,
-    fmt: OutputFormat,
-) -> WriteReport:
-    """Stream the float WAVs ``floats`` through the spans into ``finals`` (format ``fmt``)."""
-    target = _engine_name(names, floats, "target")
-    residual = _engine_name(names, floats, "residual")
-    with contextlib.ExitStack() as stack:
-        readers = {name: stack.enter_context(sf.SoundFile(str(p))) for name, p in floats.items()}
-        writer = stack.enter_context(StemSetWriter(finals, sample_rate, channels, fmt))
-        start = 0
-        while True:
-            blocks = {
-                name: reader.read(_BLOCK, dtype="float32", always_2d=True).T
-                for name, reader in readers.items()
-            }
-            n = blocks[target].shape[1]
-            if n == 0:
-                break
-            blocks[target], blocks[residual] = apply_spans(
-                blocks[target], blocks[residual], start, sample_rate, spans
-            )
-            writer.write(blocks)
-            start += n
-        return writer.close()
-
-
-# --- the parent's end ------------------------------------------------------------------------
-
-
-class ChildDied(Exception):
-    """The child process exited or its pipe broke while it had a job (OOM killer, segfault)."""
-
-
-class Child:
-    """The parent's handle on one separation child (``spawn`` start method, daemon)."""
-
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
-        self.process = process
-        self.conn = conn
+    spans: list[dict[str, Any]] | None
 
     @classmethod
-    def start(cls, options: ChildOptions, *, name: str = "demixer-child") -> Child:
-        """Start a child; it loads nothing until its first job."""
-        context = multiprocessing.get_context("spawn")
-        parent_end, child_end = context.Pipe()
-        process = context.Process(
-            target=child_main, args=(child_end, options), name=name, daemon=True
+    def parse(cls, params: dict[str, Any]) -> _Params:
+        source = params.get("input")
+        if not isinstance(source, dict):
+            raise _invalid("params.input must be an object")
+        key, url = source.get("storage_key"), source.get("audio_url")
+        if (key is None) == (url is None):
+            raise _invalid("params.input needs exactly one of storage_key and audio_url")
+        file_name = source.get("file_name") or (url.split("?")[0].rsplit("/", 1)[-1] if url else "")
+        stems = params.get("stems")
+        names = params.get("names") or {}
+        if stems is not None and not (
+            isinstance(stems, list) and all(isinstance(s, str) for s in stems)
+        ):
+            raise _invalid("params.stems must be a list of stem names or null")
+        if not isinstance(names, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _API_NAME.match(v)
+            for k, v in names.items()
+        ):
+            raise _invalid("params.names must map output names to simple names ([A-Za-z0-9_.-])")
+        if len(set(names.values())) != len(names):
+            raise _invalid("params.names gives two outputs the same name")
+        return cls(
+            storage_key=str(key) if key is not None else None,
+            audio_url=str(url) if url is not None else None,
+            input_name=_safe_name(str(file_name)),
+            stems=stems,
+            output_format=str(params.get("output_format") or "wav"),
+            bit_depth=str(depth) if (depth := params.get("bit_depth")) is not None else None,
+            names=dict(names),
+            spans=params.get("spans"),
         )
-        process.start()
-        # Only the child may hold its end: when the child dies, the parent's end reads EOF.
-        child_end.close()
-        return cls(process, parent_end)
 
-    @property
-    def pid(self) -> int | None:
-        """The child's process id."""
-        return self.process.pid
 
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.is_alive()
+def _safe_name(raw: str) -> str:
+    """A plain file name from a user's (no directories, no control characters)."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip()
+    if not name.strip(".") or name.startswith("."):
+        name = "audio" + Path(name).suffix
+    return name[-120:]
 
-    def send(self, job: ChildJob) -> None:
-        """Hand the child a job; raises :class:`ChildDied` when it is gone."""
+
+def _invalid(message: str) -> _Abort:
+    return _Abort("failed", "INVALID_PARAMS", message, retryable=False)
+
+
+class _Lease:
+    """Heartbeats one job's lease and watches its deadline, cancel flag and the stop flag."""
+
+    def __init__(self, runner: Runner, claim: Claim, stop: threading.Event) -> None:
+        settings = runner.services.settings
+        self.runner, self.claim, self.stop = runner, claim, stop
+        self.interval = settings.heartbeat_seconds
+        self.limit = settings.job_timeout_seconds
+        self.deadline = time.monotonic() + self.limit
+        self.next_beat = time.monotonic() + self.interval
+        self.progress = 0.0
+
+    def wait_time(self) -> float:
+        """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
+        due = min(self.next_beat, self.deadline) - time.monotonic()
+        return max(0.0, min(due, _WAIT_SLICE))
+
+    def tick(self, *, stoppable: bool = True) -> None:
+        """Heartbeat when due; raise :class:`_Abort` when the attempt must end."""
+        if stoppable and self.stop.is_set():
+            raise _Abort("stopped", "WORKER_STOPPED", "the worker stopped during the attempt", True)
+        now = time.monotonic()
+        if now >= self.deadline:
+            message = f"the job ran longer than its limit of {self.limit:g} s"
+            raise _Abort("timeout", "JOB_TIMEOUT", message)
+        if now < self.next_beat:
+            return
+        self.next_beat = now + self.interval
+        queue = self.runner.services.queue
         try:
-            self.conn.send(job)
-        except (OSError, EOFError):
-            raise ChildDied(self._obituary()) from None
+            cancel = queue.heartbeat(self.claim.id, self.runner.worker_id, self.progress)
+        except LeaseLost:
+            raise _Abort("lease_lost") from None
+        except Exception:  # a database hiccup: keep working; the lease has slack
+            log.warning("heartbeat for %s failed; retrying", self.claim.id, exc_info=True)
+            return
+        if cancel:
+            raise _Abort("cancelled")
 
-    def receive(self, timeout: float) -> tuple[Any, ...] | None:
-        """The child's next message, or None when none came within ``timeout`` seconds.
 
-        Raises:
-            ChildDied: the process ended or its pipe closed before it answered.
-        """
-        ready = wait([self.conn, self.process.sentinel], timeout)
-        if not ready:
-            return None
-        if self.conn in ready or self.conn.poll():
-            try:
-                message: tuple[Any, ...] = self.conn.recv()
-            except (EOFError, OSError):
-                raise ChildDied(self._obituary()) from None
-            return message
-        raise ChildDied(self._obituary())
+class Runner:
+    """Runs one worker slot's attempts, one at a time, in its separation child.
 
-    def _obituary(self) -> str:
-        self.process.join(2.0)
-        code = self.process.exitcode
-        if code is None:  # the pipe broke but the process lingers: make sure it is gone
-            self.kill()
-            return "the separation process stopped answering"
-        self.conn.close()
-        if code < 0:
-            try:
-                how = f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-            return f"the separation process died (exit code {code}: {how})"
-        return f"the separation process died (exit code {code})"
+    Args:
+        services: the shared service parts (settings, database, queue, storage).
+        worker_id: the slot's worker id (its fencing token in the queue).
+        options: how the slot's child loads models.
+    """
 
-    def kill(self) -> None:
-        """SIGKILL the child and wait for it; its memory (and GPU memory) is freed."""
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5.0)
-        self.conn.close()
+    def __init__(self, services: Services, worker_id: str, options: ChildOptions) -> None:
+        self.services = services
+        self.worker_id = worker_id
+        self.options = options
+        self.child: Child | None = None
 
     def close(self) -> None:
-        """Ask an idle child to exit; kill it if it does not within two seconds."""
-        with contextlib.suppress(OSError, EOFError):
-            self.conn.send(None)
-        self.process.join(2.0)
-        self.kill()
+        """Stop the child (an idle one exits, a busy one is killed)."""
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
+    def run_job(self, claim: Claim, stop: threading.Event) -> None:
+        """Run one attempt to its end; never raises."""
+        log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
+        lease = _Lease(self, claim, stop)
+        work = self.services.settings.data_dir / "work"
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=work, prefix=f"{claim.id}-") as tmp:
+                params = _Params.parse(claim.params)
+                with self._input(params, Path(tmp), lease) as input_path:
+                    result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
+                    self._store(claim, params, result, lease)
+            clipped = {name: n for name, n in result.clipped.items() if n}
+            log.info(
+                "%s: job %s completed (%.1f s of audio in %.1f s%s)",
+                self.worker_id,
+                claim.id,
+                result.duration,
+                result.seconds,
+                f"; samples clipped: {clipped}" if clipped else "",
+            )
+        except _Abort as abort:
+            self._end(claim, abort)
+        except Exception as exc:  # a bug in this process: give the attempt back
+            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
+            self._kill_child()
+            message = f"the worker failed: {type(exc).__name__}: {exc}"
+            self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
+
+    @contextmanager
+    def _input(self, params: _Params, tmp: Path, lease: _Lease) -> Iterator[Path]:
+        settings = self.services.settings
+        if params.storage_key is not None:
+            with ExitStack() as stack:
+                try:
+                    path = stack.enter_context(self.services.storage.local_path(params.storage_key))
+                except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
+                    message = f"the input file is gone: {exc.message}"
+                    raise _Abort("failed", exc.code, message) from exc
+                # Under the user's own file name, so that error messages speak of it.
+                named = tmp / "input" / params.input_name
+                named.parent.mkdir()
+                try:
+                    named.symlink_to(path)
+                except OSError:
+                    named = path
+                yield named
+            return
+        assert params.audio_url is not None
+        dest = tmp / "input" / params.input_name
+        dest.parent.mkdir()
+        try:
+            fetch_audio_url(
+                params.audio_url,
+                dest,
+                settings.max_upload_bytes,
+                min(60.0, max(1.0, settings.lease_seconds / 2)),  # reads never outlast a lease
+                on_chunk=lambda _: lease.tick(),
+            )
+        except AudioUrlFailed as exc:
+            raise _Abort("failed", exc.code, exc.message, exc.retryable) from exc
+        yield dest
+
+    def _separate(
+        self, claim: Claim, params: _Params, input_path: Path, out_dir: Path, lease: _Lease
+    ) -> ChildResult:
+        out_dir.mkdir()
+        job = ChildJob(
+            job_id=claim.id,
+            attempt=claim.attempt,
+            engine_model=claim.engine_model,
+            input_path=str(input_path),
+            out_dir=str(out_dir),
+            stems=params.stems,
+            output_format=params.output_format,
+            bit_depth=params.bit_depth,
+            names=params.names,
+            spans=params.spans,
+        )
+        if self.child is None or not self.child.alive():
+            if self.child is not None:
+                self.child.close()
+            self.child = Child.start(self.options, name=f"demixer-child-{self.worker_id}")
+        child = self.child
+        try:
+            child.send(job)
+            while True:
+                message = child.receive(lease.wait_time())
+                if message is not None:
+                    if message[0] == "progress":
+                        lease.progress = float(message[1])
+                    elif message[0] == "done":
+                        result: ChildResult = message[1]
+                        return result
+                    else:
+                        _, code, text, retryable = message
+                        if retryable:  # the child may be in a bad state (e.g. after an OOM)
+                            self._kill_child()
+                        raise _Abort("failed", code, text, retryable)
+                lease.tick()
+        except ChildDied as died:
+            self.child = None
+            raise _Abort("crashed", "MODEL_FAILED", str(died), retryable=True) from None
+        except _Abort as abort:
+            if abort.kind != "failed":
+                self._kill_child()
+            raise
+
+    def _store(self, claim: Claim, params: _Params, result: ChildResult, lease: _Lease) -> None:
+        storage, queue = self.services.storage, self.services.queue
+        fmt = OutputFormat.parse(params.output_format, params.bit_depth)
+        prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
+        outputs: dict[str, Any] = {}
+        try:
+            for engine_name, out in result.outputs.items():
+                api_name = params.names.get(engine_name, engine_name)
+                key = f"{prefix}{api_name}.{fmt.extension}"
+                size = storage.put_file(key, Path(out.path))
+                outputs[api_name] = {
+                    "key": key,
+                    "content_type": fmt.content_type,
+                    "file_name": f"{Path(params.input_name).stem}_{api_name}.{fmt.extension}",
+                    "size": size,
+                    "duration": result.duration,
+                    "sample_rate": out.sample_rate,
+                    "channels": out.channels,
+                }
+                lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
+            queue.complete(
+                claim.id,
+                self.worker_id,
+                outputs=outputs,
+                duration=result.duration,
+                sample_rate=result.sample_rate,
+            )
+        except LeaseLost:
+            storage.delete_prefix(prefix)
+            raise _Abort("lease_lost") from None
+        except _Abort:
+            storage.delete_prefix(prefix)
+            raise
+        except Exception as exc:
+            storage.delete_prefix(prefix)
+            message = f"storing the outputs failed: {type(exc).__name__}: {exc}"
+            raise _Abort("failed", "STORAGE_FAILED", message, retryable=True) from exc
+
+    def _end(self, claim: Claim, abort: _Abort) -> None:
+        """Record how the attempt ended (nothing when the lease is no longer ours)."""
+        queue = self.services.queue
+        log.info(
+            "%s: job %s attempt %d ended: %s %s",
+            self.worker_id,
+            claim.id,
+            claim.attempt,
+            abort.kind,
+            abort.message,
+        )
+        try:
+            if abort.kind == "cancelled":
+                queue.mark_cancelled(claim.id, self.worker_id)
+            elif abort.kind != "lease_lost":
+                queue.fail(
+                    claim.id,
+                    self.worker_id,
+                    code=abort.code,
+                    message=abort.message,
+                    retryable=abort.retryable,
+                )
+        except LeaseLost:
+            log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)
+        except Exception:
+            log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
+
+    def _kill_child(self) -> None:
+        if self.child is not None:
+            self.child.kill()
+            self.child = None

@@ -14,7 +14,19 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Account", "ApiKey", "Base", "File", "Job", "JobLog", "UTCDateTime"]
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "Delivery",
+    "File",
+    "IdempotencyRecord",
+    "Job",
+    "JobLog",
+    "RateCounter",
+    "UTCDateTime",
+    "UsageRecord",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -127,6 +139,15 @@ class Job(Base):
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Who submitted it (usage and rate limits are per key).
+    key_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # Result cache: what makes two requests give the same outputs (input content hash, model,
+    # stems, options); a completed job with the same fingerprint and account is reused.
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    reused_from: Mapped[str | None] = mapped_column(String(40))
+    # Retention: outputs are deleted by the sweeper after this (set at completion).
+    expires_at: Mapped[datetime | None]
+    expired: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class JobLog(Base):
@@ -138,3 +159,72 @@ class JobLog(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     timestamp: Mapped[datetime]
     message: Mapped[str] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """One webhook event to deliver; retried with backoff, claimed with a lease like a job.
+
+    ``status``: pending -> delivered | failed (gave up, or the receiver answered 410).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also the webhook-id
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(200))  # whsec_...
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=8)
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class UsageRecord(Base):
+    """Audio seconds processed, recorded in the transaction that completes a job."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    job_id: Mapped[str] = mapped_column(String(40), unique=True)
+    model: Mapped[str] = mapped_column(String(50))
+    feature: Mapped[str] = mapped_column(String(50), default="audio_seconds")
+    quantity: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class IdempotencyRecord(Base):
+    """The first response to a POST with an ``Idempotency-Key``, replayed for repeats."""
+
+    __tablename__ = "idempotency_records"
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None while in flight
+    response: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RateCounter(Base):
+    """Requests per key per fixed one-minute window (shared by every API process)."""
+
+    __tablename__ = "rate_counters"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -15,16 +15,29 @@ block with the same result as all at once (see :func:`span_gain`'s ``start``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
+from demixer.audio import OutputFormat, StemSetWriter, WriteReport
 from demixer.errors import InvalidOutput
 
-__all__ = ["FADE_SECONDS", "Span", "apply_spans", "parse_spans", "span_gain"]
+__all__ = [
+    "FADE_SECONDS",
+    "Span",
+    "apply_spans",
+    "apply_spans_to_files",
+    "parse_spans",
+    "span_gain",
+]
+
+_BLOCK = 1 << 16  # frames per block when applying spans to files
 
 FADE_SECONDS = 0.010
 
@@ -137,3 +150,45 @@ def apply_spans(
     kept = (target * gain).astype(np.float32)
     moved = target - kept
     return kept, (residual + moved).astype(np.float32)
+
+
+def _engine_name(names: dict[str, str], outputs: dict[str, Path], api_name: str) -> str:
+    for engine_name in outputs:
+        if names.get(engine_name, engine_name) == api_name:
+            return engine_name
+    raise InvalidOutput(
+        f"spans apply to the outputs named 'target' and 'residual', but this job's outputs are "
+        f"{', '.join(names.get(n, n) for n in outputs)}"
+    )
+
+
+def apply_spans_to_files(
+    floats: dict[str, Path],
+    finals: dict[str, Path],
+    names: dict[str, str],
+    spans: list[Span],
+    sample_rate: int,
+    channels: int,
+    fmt: OutputFormat,
+) -> WriteReport:
+    """Stream the float WAVs ``floats`` through the spans into ``finals`` (format ``fmt``)."""
+    target = _engine_name(names, floats, "target")
+    residual = _engine_name(names, floats, "residual")
+    with contextlib.ExitStack() as stack:
+        readers = {name: stack.enter_context(sf.SoundFile(str(p))) for name, p in floats.items()}
+        writer = stack.enter_context(StemSetWriter(finals, sample_rate, channels, fmt))
+        start = 0
+        while True:
+            blocks = {
+                name: reader.read(_BLOCK, dtype="float32", always_2d=True).T
+                for name, reader in readers.items()
+            }
+            n = blocks[target].shape[1]
+            if n == 0:
+                break
+            blocks[target], blocks[residual] = apply_spans(
+                blocks[target], blocks[residual], start, sample_rate, spans
+            )
+            writer.write(blocks)
+            start += n
+        return writer.close()

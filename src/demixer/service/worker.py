@@ -1,31 +1,10 @@
 """Workers: claim jobs from the queue and run each in a slot's separation child process.
 
 A :class:`Worker` runs ``slots`` threads. Each slot has its own worker id (its fencing token in
-the queue) and owns one long-lived child process (:mod:`demixer.service.runner`) that keeps the
-models it loaded. For each job the slot thread, in this (parent) process:
-
-1. resolves the input: a stored upload (``storage.local_path``) or an ``audio_url`` it
-   downloads itself (:mod:`demixer.service.fetch`);
-2. sends the job to the child and, while the child works, heartbeats the lease every
-   ``heartbeat_seconds`` with the child's progress;
-3. kills the child (SIGKILL) when a cancel is requested, the lease is lost, the job's time
-   limit passes or the worker is stopped; notices when the child dies by itself (OOM killer,
-   segfault) through its pipe closing; a killed or dead child is restarted for the next job;
-4. stores the files the child wrote under ``outputs/{job_id}/attempt-{n}/`` and completes the
-   job with their keys in one fenced transaction; if that finds the lease lost, the attempt's
-   blobs are deleted again.
-
-The job's ``params`` (written by the API) have this shape::
-
-    {"input": {"file_id", "storage_key", "file_name"} | {"audio_url"},
-     "stems": [engine stem names] | None,       # None: every stem of the model
-     "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
-     "names": {engine output name: API output name},   # unnamed outputs keep their own
-     "spans": [{"start", "end", "include"}] | None}    # seconds; see service/spans.py
-
-Other keys (``webhook``…) are not the worker's business. Output files are stored as
-``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
-``{input file stem}_{api name}.{ext}``.
+the queue) and a :class:`~demixer.service.runner.Runner` that owns one long-lived child process
+(:mod:`demixer.service.child`) that keeps the models it loaded. A slot's thread claims a job,
+has its runner run the attempt to its end (input, separation, heartbeats, outputs; see
+:mod:`demixer.service.runner`) and claims the next, until the worker is stopped.
 
 Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
 in another process, so it can never starve the heartbeat, and killing it gives its memory back.
@@ -35,149 +14,27 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Collection
 from types import FrameType
 from typing import Any
 
-from demixer.audio import OutputFormat
-from demixer.errors import DemixerError
+from demixer.service.child import ChildOptions
 from demixer.service.context import Services
-from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
-from demixer.service.queue import Claim, LeaseLost
-from demixer.service.runner import Child, ChildDied, ChildJob, ChildOptions, ChildResult
+from demixer.service.runner import Runner
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("demixer.worker")
 
-_API_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the stop flag again
-
-
-class _Abort(Exception):
-    """Ends an attempt. ``kind``: cancelled, timeout, lease_lost, stopped, crashed, failed."""
-
-    def __init__(self, kind: str, code: str = "", message: str = "", retryable: bool = False):
-        super().__init__(kind, code, message)
-        self.kind = kind
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-
-
-@dataclass(frozen=True)
-class _Params:
-    """A job's ``params``, checked (the shape is in the module docstring)."""
-
-    storage_key: str | None
-    audio_url: str | None
-    input_name: str  # the input's file name, as the user knows it (messages, output names)
-    stems: list[str] | None
-    output_format: str
-    bit_depth: str | None
-    names: dict[str, str]
-    spans: list[dict[str, Any]] | None
-
-    @classmethod
-    def parse(cls, params: dict[str, Any]) -> _Params:
-        source = params.get("input")
-        if not isinstance(source, dict):
-            raise _invalid("params.input must be an object")
-        key, url = source.get("storage_key"), source.get("audio_url")
-        if (key is None) == (url is None):
-            raise _invalid("params.input needs exactly one of storage_key and audio_url")
-        file_name = source.get("file_name") or (url.split("?")[0].rsplit("/", 1)[-1] if url else "")
-        stems = params.get("stems")
-        names = params.get("names") or {}
-        if stems is not None and not (
-            isinstance(stems, list) and all(isinstance(s, str) for s in stems)
-        ):
-            raise _invalid("params.stems must be a list of stem names or null")
-        if not isinstance(names, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and _API_NAME.match(v)
-            for k, v in names.items()
-        ):
-            raise _invalid("params.names must map output names to simple names ([A-Za-z0-9_.-])")
-        if len(set(names.values())) != len(names):
-            raise _invalid("params.names gives two outputs the same name")
-        return cls(
-            storage_key=str(key) if key is not None else None,
-            audio_url=str(url) if url is not None else None,
-            input_name=_safe_name(str(file_name)),
-            stems=stems,
-            output_format=str(params.get("output_format") or "wav"),
-            bit_depth=str(depth) if (depth := params.get("bit_depth")) is not None else None,
-            names=dict(names),
-            spans=params.get("spans"),
-        )
-
-
-def _safe_name(raw: str) -> str:
-    """A plain file name from a user's (no directories, no control characters)."""
-    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip()
-    if not name.strip(".") or name.startswith("."):
-        name = "audio" + Path(name).suffix
-    return name[-120:]
-
-
-def _invalid(message: str) -> _Abort:
-    return _Abort("failed", "INVALID_PARAMS", message, retryable=False)
-
-
-class _Lease:
-    """Heartbeats one job's lease and watches its deadline, cancel flag and the stop flag."""
-
-    def __init__(self, slot: _Slot, claim: Claim, stop: threading.Event) -> None:
-        settings = slot.services.settings
-        self.slot, self.claim, self.stop = slot, claim, stop
-        self.interval = settings.heartbeat_seconds
-        self.limit = settings.job_timeout_seconds
-        self.deadline = time.monotonic() + self.limit
-        self.next_beat = time.monotonic() + self.interval
-        self.progress = 0.0
-
-    def wait_time(self) -> float:
-        """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
-        due = min(self.next_beat, self.deadline) - time.monotonic()
-        return max(0.0, min(due, _WAIT_SLICE))
-
-    def tick(self, *, stoppable: bool = True) -> None:
-        """Heartbeat when due; raise :class:`_Abort` when the attempt must end."""
-        if stoppable and self.stop.is_set():
-            raise _Abort("stopped", "WORKER_STOPPED", "the worker stopped during the attempt", True)
-        now = time.monotonic()
-        if now >= self.deadline:
-            message = f"the job ran longer than its limit of {self.limit:g} s"
-            raise _Abort("timeout", "JOB_TIMEOUT", message)
-        if now < self.next_beat:
-            return
-        self.next_beat = now + self.interval
-        queue = self.slot.services.queue
-        try:
-            cancel = queue.heartbeat(self.claim.id, self.slot.worker_id, self.progress)
-        except LeaseLost:
-            raise _Abort("lease_lost") from None
-        except Exception:  # a database hiccup: keep working; the lease has slack
-            log.warning("heartbeat for %s failed; retrying", self.claim.id, exc_info=True)
-            return
-        if cancel:
-            raise _Abort("cancelled")
-
 
 class _Slot:
-    """One worker slot: a thread's claim loop, its worker id and its separation child."""
+    """One worker slot: a thread's claim loop, its worker id and its runner (and child)."""
 
     def __init__(
         self, services: Services, worker_id: str, models: list[str] | None, threads: int | None
@@ -186,13 +43,19 @@ class _Slot:
         self.worker_id = worker_id
         self.models = models
         settings = services.settings
-        self.options = ChildOptions(
+        options = ChildOptions(
             model_dir=str(settings.model_dir) if settings.model_dir else None,
             device=settings.device,
             threads=threads,
             parent_pid=os.getpid(),
         )
-        self.child: Child | None = None
+        self.runner = Runner(services, worker_id, options)
+
+    @property
+    def child_pid(self) -> int | None:
+        """The separation child's pid (None while the slot has none)."""
+        child = self.runner.child
+        return child.pid if child is not None else None
 
     def loop(self, stop: threading.Event) -> None:
         """Claim and run jobs until ``stop`` is set."""
@@ -208,189 +71,9 @@ class _Slot:
                 if claim is None:
                     stop.wait(poll)
                 else:
-                    self.run_job(claim, stop)
+                    self.runner.run_job(claim, stop)
         finally:
-            if self.child is not None:
-                self.child.close()
-                self.child = None
-
-    def run_job(self, claim: Claim, stop: threading.Event) -> None:
-        """Run one attempt to its end; never raises."""
-        log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
-        lease = _Lease(self, claim, stop)
-        work = self.services.settings.data_dir / "work"
-        try:
-            work.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=work, prefix=f"{claim.id}-") as tmp:
-                params = _Params.parse(claim.params)
-                with self._input(params, Path(tmp), lease) as input_path:
-                    result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
-                    self._store(claim, params, result, lease)
-            clipped = {name: n for name, n in result.clipped.items() if n}
-            log.info(
-                "%s: job %s completed (%.1f s of audio in %.1f s%s)",
-                self.worker_id,
-                claim.id,
-                result.duration,
-                result.seconds,
-                f"; samples clipped: {clipped}" if clipped else "",
-            )
-        except _Abort as abort:
-            self._end(claim, abort)
-        except Exception as exc:  # a bug in this process: give the attempt back
-            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
-            self._kill_child()
-            message = f"the worker failed: {type(exc).__name__}: {exc}"
-            self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
-
-    @contextmanager
-    def _input(self, params: _Params, tmp: Path, lease: _Lease) -> Iterator[Path]:
-        settings = self.services.settings
-        if params.storage_key is not None:
-            with ExitStack() as stack:
-                try:
-                    path = stack.enter_context(self.services.storage.local_path(params.storage_key))
-                except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
-                    message = f"the input file is gone: {exc.message}"
-                    raise _Abort("failed", exc.code, message) from exc
-                # Under the user's own file name, so that error messages speak of it.
-                named = tmp / "input" / params.input_name
-                named.parent.mkdir()
-                try:
-                    named.symlink_to(path)
-                except OSError:
-                    named = path
-                yield named
-            return
-        assert params.audio_url is not None
-        dest = tmp / "input" / params.input_name
-        dest.parent.mkdir()
-        try:
-            fetch_audio_url(
-                params.audio_url,
-                dest,
-                settings.max_upload_bytes,
-                min(60.0, max(1.0, settings.lease_seconds / 2)),  # reads never outlast a lease
-                on_chunk=lambda _: lease.tick(),
-            )
-        except AudioUrlFailed as exc:
-            raise _Abort("failed", exc.code, exc.message, exc.retryable) from exc
-        yield dest
-
-    def _separate(
-        self, claim: Claim, params: _Params, input_path: Path, out_dir: Path, lease: _Lease
-    ) -> ChildResult:
-        out_dir.mkdir()
-        job = ChildJob(
-            job_id=claim.id,
-            attempt=claim.attempt,
-            engine_model=claim.engine_model,
-            input_path=str(input_path),
-            out_dir=str(out_dir),
-            stems=params.stems,
-            output_format=params.output_format,
-            bit_depth=params.bit_depth,
-            names=params.names,
-            spans=params.spans,
-        )
-        if self.child is None or not self.child.alive():
-            if self.child is not None:
-                self.child.close()
-            self.child = Child.start(self.options, name=f"demixer-child-{self.worker_id}")
-        child = self.child
-        try:
-            child.send(job)
-            while True:
-                message = child.receive(lease.wait_time())
-                if message is not None:
-                    if message[0] == "progress":
-                        lease.progress = float(message[1])
-                    elif message[0] == "done":
-                        result: ChildResult = message[1]
-                        return result
-                    else:
-                        _, code, text, retryable = message
-                        if retryable:  # the child may be in a bad state (e.g. after an OOM)
-                            self._kill_child()
-                        raise _Abort("failed", code, text, retryable)
-                lease.tick()
-        except ChildDied as died:
-            self.child = None
-            raise _Abort("crashed", "MODEL_FAILED", str(died), retryable=True) from None
-        except _Abort as abort:
-            if abort.kind != "failed":
-                self._kill_child()
-            raise
-
-    def _store(self, claim: Claim, params: _Params, result: ChildResult, lease: _Lease) -> None:
-        storage, queue = self.services.storage, self.services.queue
-        fmt = OutputFormat.parse(params.output_format, params.bit_depth)
-        prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
-        outputs: dict[str, Any] = {}
-        try:
-            for engine_name, out in result.outputs.items():
-                api_name = params.names.get(engine_name, engine_name)
-                key = f"{prefix}{api_name}.{fmt.extension}"
-                size = storage.put_file(key, Path(out.path))
-                outputs[api_name] = {
-                    "key": key,
-                    "content_type": fmt.content_type,
-                    "file_name": f"{Path(params.input_name).stem}_{api_name}.{fmt.extension}",
-                    "size": size,
-                    "duration": result.duration,
-                    "sample_rate": out.sample_rate,
-                    "channels": out.channels,
-                }
-                lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
-            queue.complete(
-                claim.id,
-                self.worker_id,
-                outputs=outputs,
-                duration=result.duration,
-                sample_rate=result.sample_rate,
-            )
-        except LeaseLost:
-            storage.delete_prefix(prefix)
-            raise _Abort("lease_lost") from None
-        except _Abort:
-            storage.delete_prefix(prefix)
-            raise
-        except Exception as exc:
-            storage.delete_prefix(prefix)
-            message = f"storing the outputs failed: {type(exc).__name__}: {exc}"
-            raise _Abort("failed", "STORAGE_FAILED", message, retryable=True) from exc
-
-    def _end(self, claim: Claim, abort: _Abort) -> None:
-        """Record how the attempt ended (nothing when the lease is no longer ours)."""
-        queue = self.services.queue
-        log.info(
-            "%s: job %s attempt %d ended: %s %s",
-            self.worker_id,
-            claim.id,
-            claim.attempt,
-            abort.kind,
-            abort.message,
-        )
-        try:
-            if abort.kind == "cancelled":
-                queue.mark_cancelled(claim.id, self.worker_id)
-            elif abort.kind != "lease_lost":
-                queue.fail(
-                    claim.id,
-                    self.worker_id,
-                    code=abort.code,
-                    message=abort.message,
-                    retryable=abort.retryable,
-                )
-        except LeaseLost:
-            log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)
-        except Exception:
-            log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
-
-    def _kill_child(self) -> None:
-        if self.child is not None:
-            self.child.kill()
-            self.child = None
+            self.runner.close()
 
 
 def _default_base_id() -> str:
@@ -441,7 +124,7 @@ class Worker:
 
     def child_pids(self) -> list[int | None]:
         """Each slot's separation child's pid (None while it has none)."""
-        return [slot.child.pid if slot.child is not None else None for slot in self.slots]
+        return [slot.child_pid for slot in self.slots]
 
     def stop(self) -> None:
         """Ask :meth:`run` to return: running attempts are abandoned and requeued at once."""
