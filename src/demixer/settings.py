@@ -50,6 +50,23 @@ class Settings(BaseSettings):
     upload_url_ttl_seconds: int = 3600
     download_url_ttl_seconds: int = 48 * 3600
 
+    # Retention (like the vendors: uploads 72 h, results 48 h); the sweeper deletes after.
+    upload_retention_seconds: int = 72 * 3600
+    result_retention_seconds: int = 48 * 3600
+    sweep_interval_seconds: float = 300.0
+
+    # audio_url and webhook URLs: hosts or addresses allowed despite the private-address guard.
+    url_allowlist: str = ""  # comma-separated
+    url_fetch_timeout_seconds: float = 60.0
+
+    # Webhooks.
+    webhook_timeout_seconds: float = 15.0
+    webhook_max_attempts: int = 8
+
+    # Per-key limits (0: unlimited).
+    rate_limit_per_minute: int = 600
+    max_concurrent_jobs: int = 8
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
