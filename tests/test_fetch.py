@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from demixer.service.fetch import AudioUrlFailed, check_url, fetch_audio_url
+from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
+from demixer.service.urlguard import UrlRefused, check_url
 
 BODY = bytes(range(256)) * 400  # 100 KiB
+LOCAL = ("127.0.0.1",)  # the test server's address, allowed past the SSRF guard
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -79,14 +81,18 @@ def server() -> Iterator[str]:
 def test_downloads_the_body(server: str, tmp_path: Path) -> None:
     dest = tmp_path / "in"
     seen: list[int] = []
-    assert fetch_audio_url(f"{server}/audio", dest, 1 << 20, 5, on_chunk=seen.append) == len(BODY)
+    assert fetch_audio_url(
+        f"{server}/audio", dest, 1 << 20, 5, allowlist=LOCAL, on_chunk=seen.append
+    ) == len(BODY)
     assert dest.read_bytes() == BODY
     assert seen[-1] == len(BODY)
 
 
 def test_follows_redirects(server: str, tmp_path: Path) -> None:
     dest = tmp_path / "in"
-    assert fetch_audio_url(f"{server}/redirect/redirect/audio", dest, 1 << 20, 5) == len(BODY)
+    assert fetch_audio_url(
+        f"{server}/redirect/redirect/audio", dest, 1 << 20, 5, allowlist=LOCAL
+    ) == len(BODY)
     assert dest.read_bytes() == BODY
 
 
@@ -94,7 +100,7 @@ def test_follows_redirects(server: str, tmp_path: Path) -> None:
 def test_too_large_is_final_and_leaves_nothing(server: str, tmp_path: Path, path: str) -> None:
     dest = tmp_path / "in"
     with pytest.raises(AudioUrlFailed, match="limit") as info:
-        fetch_audio_url(f"{server}{path}", dest, 50_000, 5)
+        fetch_audio_url(f"{server}{path}", dest, 50_000, 5, allowlist=LOCAL)
     assert info.value.retryable is False and info.value.code == "INVALID_AUDIO_URL"
     assert not dest.exists()
 
@@ -110,7 +116,7 @@ def test_too_large_is_final_and_leaves_nothing(server: str, tmp_path: Path, path
 )
 def test_http_failures(server: str, tmp_path: Path, path: str, retryable: bool, match: str) -> None:
     with pytest.raises(AudioUrlFailed, match=match) as info:
-        fetch_audio_url(f"{server}{path}", tmp_path / "in", 1 << 20, 5)
+        fetch_audio_url(f"{server}{path}", tmp_path / "in", 1 << 20, 5, allowlist=LOCAL)
     assert info.value.retryable is retryable
 
 
@@ -119,15 +125,17 @@ def test_connection_refused_is_retryable(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(AudioUrlFailed, match="could not fetch") as info:
-        fetch_audio_url(f"http://127.0.0.1:{port}/a.wav", tmp_path / "in", 1 << 20, 2)
+        fetch_audio_url(
+            f"http://127.0.0.1:{port}/a.wav", tmp_path / "in", 1 << 20, 2, allowlist=LOCAL
+        )
     assert info.value.retryable is True
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/a.mp3", "http://", "nonsense"])
 def test_only_http_urls_with_a_host(url: str) -> None:
-    with pytest.raises(AudioUrlFailed) as info:
-        check_url(url)
-    assert info.value.retryable is False
+    with pytest.raises(UrlRefused) as info:
+        check_url(url, LOCAL)
+    assert info.value.code == "INVALID_AUDIO_URL"
 
 
 def test_on_chunk_may_abort_and_the_file_is_removed(server: str, tmp_path: Path) -> None:
@@ -137,5 +145,5 @@ def test_on_chunk_may_abort_and_the_file_is_removed(server: str, tmp_path: Path)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fetch_audio_url(f"{server}/audio", dest, 1 << 20, 5, on_chunk=abort)
+        fetch_audio_url(f"{server}/audio", dest, 1 << 20, 5, allowlist=LOCAL, on_chunk=abort)
     assert not dest.exists()

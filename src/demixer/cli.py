@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from demixer import __version__, cli_service
+from demixer import __version__, cli_remote, cli_service
 from demixer.errors import DemixerError, InvalidAudio, exit_code_for
 
 __all__ = ["app", "main"]
@@ -236,6 +236,7 @@ def models_pull(
 
 
 cli_service.register(app)
+cli_remote.register(app)
 
 
 def main() -> None:

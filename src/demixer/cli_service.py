@@ -58,6 +58,31 @@ def _fail(error: DemixerError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _start_dispatcher(services: Any, stop: threading.Event) -> threading.Thread:
+    """The webhook dispatcher, in its own thread: a slow receiver never holds up a worker."""
+    from demixer.service.delivery import Dispatcher
+
+    thread = threading.Thread(
+        target=Dispatcher(services).run,
+        kwargs={"stop": stop},
+        name="demixer-webhooks",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def _start_sweeper(services: Any, stop: threading.Event) -> threading.Thread:
+    """The retention sweeper (expired uploads and results), in its own daemon thread."""
+    from demixer.service.sweeper import Sweeper
+
+    thread = threading.Thread(
+        target=Sweeper(services).run, kwargs={"stop": stop}, name="demixer-sweeper", daemon=True
+    )
+    thread.start()
+    return thread
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -65,6 +90,9 @@ def serve(
     workers: Annotated[
         int, typer.Option("--workers", help="Embedded worker slots (0: API only).")
     ] = 1,
+    dispatch: Annotated[
+        bool, typer.Option("--dispatch/--no-dispatch", help="Send webhook deliveries here.")
+    ] = True,
 ) -> None:
     """Run the API (and web page) with N embedded worker slots, on SQLite and local storage."""
     import uvicorn
@@ -87,6 +115,8 @@ def serve(
             target=worker.run, kwargs={"stop": stop}, name="demixer-worker", daemon=True
         )
         worker_thread.start()
+    dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
+    _start_sweeper(services, stop)
     out.print(f"demixer on {settings.base_url} (data: {settings.data_dir})", highlight=False)
     try:
         uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="info")
@@ -94,6 +124,8 @@ def serve(
         stop.set()
         if worker_thread is not None:
             worker_thread.join(timeout=30)
+        if dispatcher_thread is not None:
+            dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
 
 
 def worker(
@@ -103,6 +135,9 @@ def worker(
         str | None,
         typer.Option("--models", help="Comma-separated model ids this worker runs (default all)."),
     ] = None,
+    dispatch: Annotated[
+        bool, typer.Option("--dispatch/--no-dispatch", help="Also send webhook deliveries.")
+    ] = True,
 ) -> None:
     """Run worker slots only (no API): they claim jobs from the shared database."""
     from demixer.service.worker import Worker
@@ -111,7 +146,14 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Worker(services, slots=slots, models=models.split(",") if models else None).run(stop=stop)
+    dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
+    _start_sweeper(services, stop)
+    try:
+        Worker(services, slots=slots, models=models.split(",") if models else None).run(stop=stop)
+    finally:
+        stop.set()
+        if dispatcher_thread is not None:
+            dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
 
 
 def migrate(data_dir: DataDir = None) -> None:

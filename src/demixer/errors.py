@@ -21,6 +21,8 @@ __all__ = [
     "FileTooLarge",
     "Forbidden",
     "Gone",
+    "IdempotencyInProgress",
+    "IdempotencyKeyReused",
     "InvalidAudio",
     "InvalidAudioUrl",
     "InvalidOutput",
@@ -32,7 +34,9 @@ __all__ = [
     "NotFound",
     "NotReady",
     "RateLimited",
+    "ResultExpired",
     "SizeMismatch",
+    "TooManyConcurrentJobs",
     "UnknownModel",
     "UnknownStem",
     "UnsupportedMediaType",
@@ -192,6 +196,12 @@ class FileExpired(Gone):
     code = "FILE_EXPIRED"
 
 
+class ResultExpired(Gone):
+    """A completed request's outputs past their retention time (deleted, or about to be)."""
+
+    code = "RESULT_EXPIRED"
+
+
 class FileTooLarge(DemixerError):
     """An upload over the size limit (declared or actual)."""
 
@@ -234,9 +244,31 @@ class JobFailed(DemixerError):
 
 
 class RateLimited(DemixerError):
-    """Too many requests from one caller."""
+    """Too many requests from one caller; ``retry_after``: seconds until trying again helps."""
 
     code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int = 1, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = max(1, retry_after)
+
+
+class TooManyConcurrentJobs(RateLimited):
+    """The key already has as many queued and running requests as it may."""
+
+    code = "TOO_MANY_CONCURRENT_JOBS"
+
+
+class IdempotencyKeyReused(Conflict):
+    """An ``Idempotency-Key`` sent again with another request (method, path or body)."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotencyInProgress(Conflict):
+    """An ``Idempotency-Key`` whose first request is still being answered."""
+
+    code = "IDEMPOTENCY_IN_PROGRESS"
 
 
 # CLI exit codes: 0 ok, 2 usage, 3 bad input, 4 model unavailable, 1 anything else.

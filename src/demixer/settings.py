@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     # Webhooks.
     webhook_timeout_seconds: float = 15.0
     webhook_max_attempts: int = 8
+    # First retry step; steps grow 4x to 12 h (see demixer.service.delivery.backoff): ~a day.
+    webhook_backoff_seconds: float = 60.0
 
     # Per-key limits (0: unlimited).
     rate_limit_per_minute: int = 600

@@ -8,8 +8,9 @@ from fastapi import FastAPI
 
 from demixer import __version__
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
+from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
-from demixer.api.routes import blobs, files, models, queue
+from demixer.api.routes import blobs, files, models, queue, usage
 from demixer.api.schemas import FileCreate
 from demixer.service.context import Services
 
@@ -40,8 +41,9 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (models, files, queue, blobs):
+    for module in (models, files, queue, blobs, usage):
         app.include_router(module.router)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RateLimitHeadersMiddleware)  # outermost: even a 500 has them
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
     return app

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from demixer.api.limits import count_request
 from demixer.errors import Forbidden
 from demixer.service.context import Services
 from demixer.service.keys import Identity, authenticate
@@ -43,11 +44,15 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require(*scopes: str) -> Callable[[Services, HTTPAuthorizationCredentials | None], Identity]:
-    """A dependency: the caller's identity, which must hold one of ``scopes``."""
+def require(*scopes: str) -> Callable[..., Identity]:
+    """A dependency: the caller's identity, which must hold one of ``scopes``.
 
-    def dependency(services: ServicesDep, credentials: _Credentials) -> Identity:
+    Every authenticated request is counted against its key's rate limit here (429 when over).
+    """
+
+    def dependency(request: Request, services: ServicesDep, credentials: _Credentials) -> Identity:
         identity = authenticate(services.db, credentials.credentials if credentials else None)
+        count_request(request, services, identity)
         if not identity.scopes.intersection(scopes):
             raise Forbidden(
                 f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)}; "

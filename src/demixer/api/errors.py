@@ -119,8 +119,12 @@ async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
+    # A 429 says when to come back (RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS).
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     return JSONResponse(
-        error_body(exc.code, exc.message, exc.param, request_id(request)), status_code=status
+        error_body(exc.code, exc.message, exc.param, request_id(request)),
+        status_code=status,
+        headers=headers,
     )
 
 

@@ -11,7 +11,7 @@ import binascii
 import contextlib
 import json
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
@@ -26,11 +26,14 @@ from demixer.api.schemas import (
     ResultResponse,
     Retention,
     Usage,
+    WebhookStatus,
 )
-from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady
+from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
 from demixer.service.context import Services
 from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
-from demixer.service.schema import Job, JobLog
+from demixer.service.retention import result_expired, result_expires_at
+from demixer.service.schema import Delivery, Job, JobLog
+from demixer.service.usage import usage_quantity
 
 __all__ = [
     "delete_job",
@@ -38,6 +41,7 @@ __all__ = [
     "job_status",
     "list_jobs",
     "owned_job",
+    "result_response",
     "urls",
 ]
 
@@ -59,6 +63,36 @@ def owned_job(session: Session, account_id: str, job_id: str) -> Job:
     if job is None or job.account_id != account_id:
         raise NotFound(f"no request {job_id!r}")
     return job
+
+
+def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
+    """The job's webhook and its latest delivery (``none`` before the job's final state)."""
+    hook = (job.params or {}).get("webhook")
+    if not hook:
+        return None
+    row = s.execute(
+        select(Delivery)
+        .where(Delivery.job_id == job.id)
+        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if row is None:
+        return WebhookStatus(
+            url=hook["url"],
+            delivery_status="none",
+            attempts=0,
+            delivered_at=None,
+            last_error=None,
+            next_attempt_at=None,
+        )
+    return WebhookStatus(
+        url=row.url,
+        delivery_status=cast(Any, row.status),
+        attempts=row.attempts,
+        delivered_at=row.delivered_at,
+        last_error=row.last_error,
+        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+    )
 
 
 def _status(services: Services, s: Session, job: Job, logs: bool) -> RequestStatus:
@@ -87,6 +121,7 @@ def _status(services: Services, s: Session, job: Job, logs: bool) -> RequestStat
         result_url=links["result"],
         error=error,
         logs=lines,
+        webhook=_webhook_status(s, job),
     )
 
 
@@ -109,6 +144,22 @@ def job_result(services: Services, account_id: str, job_id: str) -> ResultRespon
         raise JobConflict(f"request {job_id} was cancelled; it has no result")
     if job.status != COMPLETED:
         raise NotReady(f"request {job_id} is {job.status}; the result is ready once COMPLETED")
+    keep = services.settings.result_retention_seconds
+    if result_expired(job, keep, services.db.clock()):  # also before the sweeper has run
+        raise ResultExpired(
+            f"request {job_id}'s outputs expired at {_iso(result_expires_at(job, keep))} "
+            "and were deleted; submit it again"
+        )
+    return result_response(services, job)
+
+
+def _iso(when: datetime | None) -> str:
+    return when.isoformat() if when is not None else "an unknown time"
+
+
+def result_response(services: Services, job: Job) -> ResultResponse:
+    """A COMPLETED job's result with freshly signed URLs (no request needed: the webhook
+    dispatcher builds its ``audio.separate.completed`` event's ``data`` with this too)."""
     ttl = services.settings.download_url_ttl_seconds
     data: dict[str, OutputFile | int | float] = {}
     for name, out in (job.outputs or {}).items():
@@ -128,8 +179,11 @@ def job_result(services: Services, account_id: str, job_id: str) -> ResultRespon
         request_id=job.id,
         model=job.queue_model,
         data=data,
-        usage=Usage(quantity=job.duration or 0.0),
-        retention=Retention(delete_after=finished + timedelta(seconds=ttl)),
+        usage=Usage(quantity=usage_quantity(job)),
+        retention=Retention(
+            delete_after=result_expires_at(job, services.settings.result_retention_seconds)
+            or finished + timedelta(seconds=ttl)
+        ),
     )
 
 

@@ -22,13 +22,14 @@ _DESCRIPTIONS = {
     401: "Missing or invalid API key (`UNAUTHENTICATED`)",
     403: "The key lacks the scope (`FORBIDDEN`), or a bad signature (`INVALID_SIGNATURE`)",
     404: "No such object for this caller (`NOT_FOUND`, `UNKNOWN_MODEL`)",
-    409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, …)",
+    409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, "
+    "`IDEMPOTENCY_KEY_REUSED`, …)",
     410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`)",
     413: "Too large (`FILE_TOO_LARGE`)",
     415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",
     422: "Unprocessable (`INVALID_AUDIO`, `DURATION_LIMIT`, `UNKNOWN_STEM`, "
     "`UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a failed request's code)",
-    429: "Rate limited (`RATE_LIMITED`)",
+    429: "Rate limited (`RATE_LIMITED`, `TOO_MANY_CONCURRENT_JOBS`); see `Retry-After`",
     500: "Internal error (`INTERNAL`); details are in the server log",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}

@@ -43,8 +43,11 @@ __all__ = [
     "StemsInput",
     "StemsRequest",
     "Usage",
+    "UsageLine",
+    "UsageList",
     "WebhookIn",
     "WebhookInfo",
+    "WebhookStatus",
 ]
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
@@ -238,7 +241,9 @@ class QueuedResponse(BaseModel):
     """A request was queued."""
 
     request_id: str
-    status: Literal["IN_QUEUE"] = "IN_QUEUE"
+    status: Literal["IN_QUEUE", "COMPLETED"] = Field(
+        "IN_QUEUE", description="`COMPLETED` at once when the result cache answered it."
+    )
     model: str
     engine_model: str
     created_at: datetime
@@ -264,6 +269,19 @@ class JobError(BaseModel):
     message: str
 
 
+class WebhookStatus(BaseModel):
+    """The request's webhook event and how its delivery stands (the latest event)."""
+
+    url: str
+    delivery_status: Literal["pending", "delivered", "failed", "none"] = Field(
+        description="`none`: no event yet (the request has not finished, or was cancelled)."
+    )
+    attempts: int
+    delivered_at: datetime | None
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(None, description="While `pending`.")
+
+
 class RequestStatus(BaseModel):
     """Where a request stands."""
 
@@ -280,6 +298,7 @@ class RequestStatus(BaseModel):
     result_url: str
     error: JobError | None = Field(description="When FAILED.")
     logs: list[LogLine] | None = Field(description="With `?logs=true`.")
+    webhook: WebhookStatus | None = Field(None, description="When the request has a webhook.")
 
 
 class RequestList(BaseModel):
@@ -384,3 +403,25 @@ class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[QueueModel]
     engine_models: list[EngineModel]
+
+
+class UsageLine(BaseModel):
+    """One key's use of one engine model over the period."""
+
+    key_id: str | None
+    model: str = Field(description="The engine model.")
+    feature: Literal["audio_seconds"] = "audio_seconds"
+    quantity: float = Field(description="Seconds of input audio processed.")
+    jobs: int = Field(description="Completed requests (result-cache hits count, with 0 s).")
+
+
+class UsageList(BaseModel):
+    """``GET /v1/usage``: the account's usage in ``[from, to]``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    object: Literal["list"] = "list"
+    data: list[UsageLine]
+    from_: datetime = Field(alias="from")
+    to: datetime
+    total: float = Field(description="Seconds of audio processed in all of `data`.")

@@ -38,9 +38,13 @@ from demixer.errors import (
 )
 from demixer.models.loading import is_installed
 from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.service import cache
 from demixer.service.context import Services
 from demixer.service.keys import new_id
+from demixer.service.limits import check_concurrency
 from demixer.service.prompts import best_model, map_prompt
+from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, parse_allowlist
+from demixer.webhooks import secret_key
 
 __all__ = [
     "QUEUE_MODELS",
@@ -91,8 +95,14 @@ def _http_url(url: str, param: str, error: type[InvalidRequest]) -> str:
 def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, Any]:
     """The ``params["input"]`` of a request: a checked uploaded file, or an http(s) URL."""
     if inp.audio_url is not None:
-        # TODO(ssrf): refuse loopback/private/link-local hosts (next issue).
-        return {"audio_url": _http_url(inp.audio_url, "input.audio_url", InvalidAudioUrl)}
+        url = _http_url(inp.audio_url, "input.audio_url", InvalidAudioUrl)
+        try:  # refused now for a quick answer; the worker checks again when it connects
+            check_url(url, parse_allowlist(services.settings.url_allowlist))
+        except UnresolvableHost:
+            pass  # maybe a DNS hiccup: the worker's fetch fails (and retries) if it lasts
+        except UrlRefused as exc:
+            raise _reject_param(exc, "input.audio_url") from None
+        return {"audio_url": url}
     assert inp.file_id is not None
     param = "input.file_id"
     settings = services.settings
@@ -139,6 +149,16 @@ def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput
             "url": _http_url(url, "webhook.url", InvalidRequest),
             "secret": secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
         }
+        try:  # the dispatcher checks again before each send (and its transport on connect)
+            check_url(webhook["url"], parse_allowlist(services.settings.url_allowlist))
+        except UnresolvableHost:
+            pass  # maybe a DNS hiccup: sends are retried
+        except UrlRefused as exc:
+            raise _reject_param(exc, "webhook.url") from None
+        try:
+            secret_key(webhook["secret"])
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="webhook.secret") from None
     return {
         "input": source,
         "output_format": fmt.format,
@@ -231,28 +251,50 @@ def _default_model(
     )
 
 
-def submit(services: Services, account_id: str, sub: Submission) -> QueuedResponse:
-    """Queue ``sub``; the row is committed before the answer says it exists."""
+def submit(
+    services: Services, account_id: str, sub: Submission, *, key_id: str | None = None
+) -> QueuedResponse:
+    """Queue ``sub``; the row is committed before the answer says it exists.
+
+    A request identical to a completed one of the same account (``service/cache.py``) is
+    answered COMPLETED at once with copies of its outputs; only requests that will really
+    run count against the key's concurrent-jobs limit.
+    """
     job_id = new_id("req")
-    with services.db.write() as s:
-        job = services.queue.submit(
-            s,
-            job_id=job_id,
-            account_id=account_id,
-            queue_model=sub.queue_model,
-            engine_model=sub.engine_model,
-            params=sub.params,
-            priority=sub.priority,
-            max_attempts=services.settings.max_attempts,
-        )
-        if sub.note:
-            services.queue.log(s, job_id, sub.note)
-        position = services.queue.position(s, job)
-        created = job.created_at
+    try:
+        with services.db.write() as s:
+            fp = cache.fingerprint(cache.input_sha256(s, sub.params), sub.engine_model, sub.params)
+            now = services.db.clock()
+            source = cache.find_reusable(s, services.storage, account_id, fp, now) if fp else None
+            if source is None:
+                check_concurrency(s, key_id, services.settings.max_concurrent_jobs)
+            job = services.queue.submit(
+                s,
+                job_id=job_id,
+                account_id=account_id,
+                queue_model=sub.queue_model,
+                engine_model=sub.engine_model,
+                params=sub.params,
+                priority=sub.priority,
+                max_attempts=services.settings.max_attempts,
+                key_id=key_id,
+                fingerprint=fp,
+            )
+            if sub.note:
+                services.queue.log(s, job_id, sub.note)
+            if source is not None:
+                outputs = cache.copy_outputs(services.storage, source, job_id)
+                services.queue.complete_from_cache(s, job_id, source, outputs)
+            position = services.queue.position(s, job) if source is None else 0
+            created = job.created_at
+    except BaseException:
+        services.storage.delete_prefix(f"outputs/{job_id}/")  # copies of a rolled-back reuse
+        raise
     links = urls(services, job_id)
     webhook = sub.params.get("webhook")
     return QueuedResponse(
         request_id=job_id,
+        status="COMPLETED" if source is not None else "IN_QUEUE",
         model=sub.queue_model,
         engine_model=sub.engine_model,
         created_at=created,

@@ -41,7 +41,6 @@ from demixer.service.keys import new_id
 from demixer.service.schema import File
 
 __all__ = [
-    "FILE_RETENTION",
     "INPUT_FORMATS",
     "AsyncBodyReader",
     "create_file",
@@ -53,8 +52,6 @@ __all__ = [
     "store_direct",
 ]
 
-# How long an uploaded input is kept (Gaudio keeps uploads 72 h); the sweeper deletes after.
-FILE_RETENTION = timedelta(hours=72)
 # What demixer's decoder (PyAV/FFmpeg) takes; video containers give their audio track.
 INPUT_FORMATS = ["wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "mp4", "mov", "mkv", "webm"]
 _OTHER_TYPES = frozenset({"application/ogg", "application/mp4", "application/octet-stream"})
@@ -75,6 +72,11 @@ def _accepted(content_type: str, param: str) -> str:
         f"application/octet-stream ({', '.join(INPUT_FORMATS)} files)",
         param=param,
     )
+
+
+def _retention(services: Services) -> timedelta:
+    # How long an uploaded input is kept (settings: 72 h, like Gaudio); the sweeper deletes after.
+    return timedelta(seconds=services.settings.upload_retention_seconds)
 
 
 def _ts(seconds: float) -> datetime:
@@ -137,7 +139,7 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
         status="pending",
         storage_key=key,
         created_at=now,
-        expires_at=now + FILE_RETENTION,
+        expires_at=now + _retention(services),
     )
     with services.db.write() as s:
         s.add(row)
@@ -148,7 +150,7 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
         upload_url=services.signer.url("PUT", key, ttl, now=signed_at),
         headers={"Content-Type": content_type},
         expires_at=_ts(services.signer.expiry(ttl, now=signed_at)),
-        retention=Retention(delete_after=now + FILE_RETENTION),
+        retention=Retention(delete_after=now + _retention(services)),
     )
 
 
@@ -217,6 +219,8 @@ def receive_put(
         row = s.execute(select(File).where(File.storage_key == key)).scalar_one_or_none()
     if row is None or row.status == "deleted":
         raise NotFound(f"no file is waiting for bytes at {key!r}")
+    if row.expires_at is not None and services.db.clock() > row.expires_at:
+        raise FileExpired(f"file {row.id!r} expired at {row.expires_at.isoformat()}")
     if row.status == "uploaded":
         raise AlreadyUploaded(f"file {row.id!r} is already uploaded; create a new file")
     if media_type(content_type) != row.content_type:
@@ -279,7 +283,7 @@ def store_direct(
         status="pending",
         storage_key=key,
         created_at=now,
-        expires_at=now + FILE_RETENTION,
+        expires_at=now + _retention(services),
     )
     with services.db.write() as s:
         s.add(row)

@@ -1,25 +1,28 @@
 """Fetching a job's ``audio_url`` input into a local file, in the worker's parent process.
 
-One function, :func:`fetch_audio_url`, so that the guard on where it may connect (an SSRF
-guard: no loopback, private or link-local addresses) can be added in one place,
-:func:`check_url`, which every hop of a redirect chain passes through. The body is streamed to
-disk and the size limit is enforced while streaming, so a lying or absent ``Content-Length``
-cannot fill the disk.
+One function, :func:`fetch_audio_url`. Redirects are followed by hand so that every hop passes
+the SSRF guard (:func:`demixer.service.urlguard.check_url`: no loopback, private, link-local or
+metadata addresses unless allowlisted) before anything connects to it, and the connection
+itself goes through :class:`~demixer.service.urlguard.GuardedTransport`, which dials only
+addresses it has just checked (so DNS rebinding cannot swap one in after the check). The body
+is streamed to disk and the size limit is enforced while streaming, so a lying or absent
+``Content-Length`` cannot fill the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
 from demixer.errors import DemixerError
+from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, guarded_client
 
-__all__ = ["AudioUrlFailed", "check_url", "fetch_audio_url"]
+__all__ = ["AudioUrlFailed", "fetch_audio_url"]
 
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
@@ -41,21 +44,12 @@ class AudioUrlFailed(DemixerError):
         self.retryable = retryable
 
 
-def check_url(url: str) -> None:
-    """Raise :class:`AudioUrlFailed` unless ``url`` may be fetched (http or https, a host)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise AudioUrlFailed(
-            f"audio_url {url!r} is not a valid URL: {exc}", retryable=False
-        ) from None
-    if parts.scheme not in ("http", "https"):
-        raise AudioUrlFailed(
-            f"audio_url must be an http or https URL, not {parts.scheme or 'schemeless'!r}",
-            retryable=False,
-        )
-    if not parts.hostname:
-        raise AudioUrlFailed(f"audio_url {url!r} has no host", retryable=False)
+def _refused(url: str, exc: UrlRefused) -> AudioUrlFailed:
+    # A name that does not resolve may resolve later (DNS trouble); a forbidden address won't.
+    return AudioUrlFailed(
+        f"audio_url {url[:200]!r} refused: {exc.message}",
+        retryable=isinstance(exc, UnresolvableHost),
+    )
 
 
 def fetch_audio_url(
@@ -64,6 +58,7 @@ def fetch_audio_url(
     max_bytes: int,
     timeout: float,
     *,
+    allowlist: Collection[str] = (),
     on_chunk: Callable[[int], None] | None = None,
     client: httpx.Client | None = None,
 ) -> int:
@@ -71,7 +66,7 @@ def fetch_audio_url(
 
     Args:
         url: an http(s) URL; redirects are followed (at most :data:`MAX_REDIRECTS`), each hop
-            checked by :func:`check_url`.
+            checked by :func:`~demixer.service.urlguard.check_url` before it is requested.
         dest: the file to write; removed again when the download fails.
         max_bytes: the most bytes accepted (checked against ``Content-Length`` and while
             streaming).
@@ -79,15 +74,19 @@ def fetch_audio_url(
             the job's own time limit bounds that).
         on_chunk: called with the bytes received so far after each chunk; it may raise to
             abort the download (the worker heartbeats from here).
-        client: an httpx client to use (tests, a future guarded transport); default: a new one.
+        allowlist: host names, addresses and networks the guard allows anyway
+            (``settings.url_allowlist``, parsed by ``urlguard.parse_allowlist``).
+        client: an httpx client to use; default: :func:`~demixer.service.urlguard.guarded_client`.
+            A client given here should use ``GuardedTransport`` too: without it only the
+            per-hop URL check stands between the fetch and DNS rebinding.
 
     Raises:
         AudioUrlFailed: bad URL, HTTP error, too large, or a network failure.
     """
     own = client is None
-    http = client or httpx.Client(timeout=timeout, follow_redirects=False)
+    http = client or guarded_client(allowlist, timeout)
     try:
-        return _fetch(http, url, dest, max_bytes, on_chunk)
+        return _fetch(http, url, dest, max_bytes, allowlist, on_chunk)
     except BaseException:
         with contextlib.suppress(OSError):
             dest.unlink(missing_ok=True)
@@ -102,10 +101,14 @@ def _fetch(
     url: str,
     dest: Path,
     max_bytes: int,
+    allowlist: Collection[str],
     on_chunk: Callable[[int], None] | None,
 ) -> int:
     for _ in range(MAX_REDIRECTS + 1):
-        check_url(url)
+        try:
+            check_url(url, allowlist)  # every hop, before anything connects to it
+        except UrlRefused as exc:
+            raise _refused(url, exc) from None
         try:
             with http.stream("GET", url, follow_redirects=False) as response:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
@@ -113,6 +116,8 @@ def _fetch(
                     continue
                 _check_status(url, response)
                 return _save(url, response, dest, max_bytes, on_chunk)
+        except UrlRefused as exc:  # the transport's own check, at connect time
+            raise _refused(url, exc) from None
         except httpx.InvalidURL as exc:
             raise AudioUrlFailed(
                 f"audio_url {url!r} is not a valid URL: {exc}", retryable=False

@@ -101,7 +101,11 @@ class Queue:
     def _finalised(self, s: Session, job_id: str) -> None:
         if not self.final_hooks:
             return
-        job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+        # populate_existing: the session may hold this Job from before the UPDATE (submit's
+        # result-cache path does); hooks must see the final status and outputs.
+        job = s.execute(
+            select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+        ).scalar_one()
         for hook in self.final_hooks:
             hook(s, job)
 
@@ -118,8 +122,14 @@ class Queue:
         params: dict[str, Any],
         priority: int = 0,
         max_attempts: int = 3,
+        key_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> Job:
-        """Add a queued job inside the caller's write transaction."""
+        """Add a queued job inside the caller's write transaction.
+
+        ``key_id`` is the submitting API key (usage and limits are per key); ``fingerprint``
+        the result-cache key (``service/cache.py``), None when the request is not cacheable.
+        """
         now = self.db.clock()
         job = Job(
             id=job_id,
@@ -135,11 +145,51 @@ class Queue:
             cancel_requested=False,
             created_at=now,
             updated_at=now,
+            key_id=key_id,
+            fingerprint=fingerprint,
         )
         session.add(job)
         session.flush()
         self.log(session, job_id, f"queued for {engine_model}")
         return job
+
+    def complete_from_cache(
+        self, session: Session, job_id: str, source: Job, outputs: dict[str, Any]
+    ) -> None:
+        """Complete a just-queued job with the outputs of ``source``, an identical completed
+        job (the result cache), inside the caller's transaction: no worker ever runs it.
+
+        Args:
+            session: the write transaction that queued ``job_id``.
+            job_id: the new job (IN_QUEUE).
+            source: the completed job whose outputs are reused.
+            outputs: ``source.outputs`` with the keys of the new job's own copies.
+        """
+        now = self.db.clock()
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == IN_QUEUE)
+            .values(
+                status=COMPLETED,
+                outputs=outputs,
+                duration=source.duration,
+                sample_rate=source.sample_rate,
+                reused_from=source.id,
+                progress=1.0,
+                started_at=now,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        if _rows(done) != 1:
+            raise JobConflict(f"job {job_id} is no longer queued; it cannot reuse {source.id}")
+        self.log(
+            session,
+            job_id,
+            f"reused the outputs of {source.id} (same input content, model, stems and "
+            "options): no recomputation",
+        )
+        self._finalised(session, job_id)
 
     def position(self, session: Session, job: Job) -> int:
         """How many queued jobs run before ``job`` (0: next)."""

@@ -49,6 +49,7 @@ from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, Chil
 from demixer.service.context import Services
 from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.service.queue import Claim, LeaseLost
+from demixer.service.urlguard import parse_allowlist
 
 __all__ = ["Runner"]
 
@@ -246,7 +247,9 @@ class Runner:
                 params.audio_url,
                 dest,
                 settings.max_upload_bytes,
-                min(60.0, max(1.0, settings.lease_seconds / 2)),  # reads never outlast a lease
+                # Reads never outlast a lease.
+                min(settings.url_fetch_timeout_seconds, max(1.0, settings.lease_seconds / 2)),
+                allowlist=parse_allowlist(settings.url_allowlist),
                 on_chunk=lambda _: lease.tick(),
             )
         except AudioUrlFailed as exc:

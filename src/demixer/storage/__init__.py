@@ -73,6 +73,10 @@ class Storage(Protocol):
         """A local file with the blob's bytes for the duration of the context."""
         ...
 
+    def copy(self, src_key: str, dst_key: str) -> int:
+        """Copy a blob to another key (raises BlobNotFound); returns its size."""
+        ...
+
 
 def _safe_key(key: str) -> str:
     parts = key.split("/")
@@ -142,6 +146,26 @@ class LocalStorage:
             shutil.rmtree(target, ignore_errors=True)
             return count
         return 0
+
+    def copy(self, src_key: str, dst_key: str) -> int:
+        # A hard link costs nothing and is safe: blobs are only ever replaced by rename and
+        # removed by unlink, never changed in place. Other filesystems get a real copy.
+        src, dst = self._path(src_key), self._path(dst_key)
+        if not src.is_file():
+            raise BlobNotFound(f"no blob {src_key}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return dst.stat().st_size
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:

@@ -20,8 +20,9 @@ from demixer.api import uploads
 from demixer.api.auth import ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileObject
-from demixer.errors import InvalidSignature, NotFound, UrlExpired
+from demixer.errors import FileExpired, InvalidSignature, NotFound, ResultExpired, UrlExpired
 from demixer.service.context import Services
+from demixer.service.retention import result_expired
 from demixer.service.schema import File, Job
 
 __all__ = ["router"]
@@ -57,6 +58,9 @@ def _describe(services: Services, key: str) -> tuple[str, str]:
     with services.db.read() as s:
         if key.startswith("outputs/"):
             job = s.get(Job, key.split("/")[1])
+            keep = services.settings.result_retention_seconds
+            if job is not None and result_expired(job, keep, services.db.clock()):
+                raise ResultExpired("this request's outputs have expired and were deleted")
             for out in (job.outputs or {}).values() if job is not None else ():
                 if out.get("key") == key:
                     return out.get("content_type", "application/octet-stream"), out.get(
@@ -68,6 +72,10 @@ def _describe(services: Services, key: str) -> tuple[str, str]:
             row = s.get(File, name)
             if row is None or row.status == "deleted":
                 raise NotFound("this blob no longer exists")
+            if row.status == "expired" or (
+                row.expires_at is not None and services.db.clock() > row.expires_at
+            ):
+                raise FileExpired("this file has expired and was deleted")
             return row.content_type, row.file_name
     return mimetypes.guess_type(name)[0] or "application/octet-stream", name
 

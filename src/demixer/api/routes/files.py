@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from demixer.api import uploads
 from demixer.api.auth import FilesRead, FilesWrite, ServicesDep
+from demixer.api.idempotency import Idempotency, IdempotencyDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileCreate, FileObject, FileUpload
 from demixer.errors import FileTooLarge, InvalidRequest, UnsupportedMediaType
@@ -52,7 +53,13 @@ def _content_length(request: Request) -> int | None:
         return None
 
 
-async def _announce(request: Request, services: Services, account_id: str) -> FileUpload:
+async def _announce(
+    request: Request,
+    services: Services,
+    account_id: str,
+    idempotency: Idempotency,
+    response: Response,
+) -> FileUpload:
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -63,7 +70,9 @@ async def _announce(request: Request, services: Services, account_id: str) -> Fi
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
-    return await anyio.to_thread.run_sync(uploads.create_file, services, account_id, req)
+    create = partial(uploads.create_file, services, account_id, req)
+    run = partial(idempotency.run, services, account_id, response, FileUpload, 201, create)
+    return await anyio.to_thread.run_sync(run)
 
 
 async def _direct(request: Request, services: Services, account_id: str) -> FileObject:
@@ -101,7 +110,11 @@ async def _direct(request: Request, services: Services, account_id: str) -> File
     openapi_extra=_CREATE_BODY,
 )
 async def create_file(
-    request: Request, services: ServicesDep, identity: FilesWrite
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    identity: FilesWrite,
+    idempotency: IdempotencyDep,
 ) -> FileUpload | FileObject:
     """Announce a file (JSON: answers a signed `upload_url` to PUT the bytes to) or upload it
     directly (`multipart/form-data`, field `file`: answers the file, probed as audio)."""
@@ -113,7 +126,7 @@ async def create_file(
             f"POST /v1/files takes application/json (announce, then PUT the bytes) or "
             f"multipart/form-data (field `file`), not {kind!r}"
         )
-    return await _announce(request, services, identity.account_id)
+    return await _announce(request, services, identity.account_id, idempotency, response)
 
 
 @router.get("/files/{file_id}", responses=error_responses(401, 403, 404, 410))

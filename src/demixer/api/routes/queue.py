@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from demixer.api import jobs, submit
 from demixer.api.auth import FilesRead, QueueRead, QueueWrite, ServicesDep
 from demixer.api.errors import error_body
+from demixer.api.idempotency import IdempotencyDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import (
     CancelResponse,
@@ -34,25 +35,43 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
-_SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422)
+_SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429)
 _READ_ERRORS = error_responses(401, 403, 404)
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
 
 
 @router.post("/audio/separate", status_code=202, responses=_SUBMIT_ERRORS)
 def queue_separate(
-    body: SeparateRequest, services: ServicesDep, identity: QueueWrite
+    body: SeparateRequest,
+    services: ServicesDep,
+    identity: QueueWrite,
+    idempotency: IdempotencyDep,
+    response: Response,
 ) -> QueuedResponse:
     """Separate the sound `input.prompt` names: the result has `target` and `residual`."""
-    submission = submit.plan_separate(services, identity.account_id, body)
-    return submit.submit(services, identity.account_id, submission)
+
+    def action() -> QueuedResponse:
+        submission = submit.plan_separate(services, identity.account_id, body)
+        return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
+
+    return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
 
 
 @router.post("/audio/stems", status_code=202, responses=_SUBMIT_ERRORS)
-def queue_stems(body: StemsRequest, services: ServicesDep, identity: QueueWrite) -> QueuedResponse:
+def queue_stems(
+    body: StemsRequest,
+    services: ServicesDep,
+    identity: QueueWrite,
+    idempotency: IdempotencyDep,
+    response: Response,
+) -> QueuedResponse:
     """Separate `input.stems` with `input.model`: one file per stem plus `residual`."""
-    submission = submit.plan_stems_request(services, identity.account_id, body)
-    return submit.submit(services, identity.account_id, submission)
+
+    def action() -> QueuedResponse:
+        submission = submit.plan_stems_request(services, identity.account_id, body)
+        return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
+
+    return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
 
 
 @router.get("/requests", responses=_READ_ERRORS)

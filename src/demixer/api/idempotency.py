@@ -1,0 +1,209 @@
+"""``Idempotency-Key`` on POSTs: a retried request gets the first answer instead of a duplicate.
+
+A POST route takes the :data:`IdempotencyDep` dependency and runs its action through
+:meth:`Idempotency.run`. With the header, the first request stores ``(account, key) -> hash of
+method, path and body`` as *in flight*, runs, and stores its status and JSON; a repeat with the
+same hash gets that answer again (same status, same JSON, ``Idempotent-Replayed: true``), a
+repeat with another hash is a 409 ``IDEMPOTENCY_KEY_REUSED``, and a repeat while the first is
+still running is a 409 ``IDEMPOTENCY_IN_PROGRESS``. Keys are per account and kept 24 hours.
+
+Only successful answers are stored: a request that fails (bad body, limits, 429) releases its
+key, so the client may fix or simply retry it under the same key. Multipart uploads
+(``POST /v1/files`` with ``multipart/form-data``) ignore the header: hashing them would mean
+buffering the whole upload before storing it; their retry is harmless anyway (an unused file
+simply expires).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+
+from demixer.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidRequest
+from demixer.service.context import Services
+from demixer.service.schema import IdempotencyRecord
+
+__all__ = [
+    "HEADER",
+    "IN_FLIGHT_TIMEOUT",
+    "REPLAYED_HEADER",
+    "TTL",
+    "Idempotency",
+    "IdempotencyDep",
+    "idempotency",
+]
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+TTL = timedelta(hours=24)
+# A first request still "in flight" after this crashed with its process: its key is free again.
+IN_FLIGHT_TIMEOUT = timedelta(minutes=5)
+_MAX_KEY = 255
+_MAX_BODY = 1 << 20  # JSON bodies are hashed whole; they are small
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _canonical(body: bytes) -> bytes:
+    """JSON bodies compare by content (key order and spacing do not matter)."""
+    try:
+        return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        return body
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """One request's ``Idempotency-Key`` (``key`` None: no header, or not supported here).
+
+    Attributes:
+        key: the header's value.
+        request_hash: SHA-256 hex of method, path and (canonical) body.
+        method: the request's method (shown in a conflict's message).
+        path: the request's path.
+    """
+
+    key: str | None
+    request_hash: str = ""
+    method: str = "POST"
+    path: str = ""
+
+    def run(
+        self,
+        services: Services,
+        account_id: str,
+        response: Response,
+        model: type[M],
+        status_code: int,
+        action: Callable[[], M],
+    ) -> M:
+        """``action()``, or the stored answer of the first request with this key.
+
+        Args:
+            services: the database and clock.
+            account_id: keys are per account.
+            response: the route's response, to carry a replay's status and header.
+            model: the route's answer type (a replay is validated back into it).
+            status_code: the route's success status, stored with the answer.
+            action: does the work; runs at most once per key and body.
+        """
+        if self.key is None:
+            return action()
+        replay = self._begin(services, account_id)
+        if replay is not None:
+            status, body = replay
+            response.status_code = status
+            response.headers[REPLAYED_HEADER] = "true"
+            return model.model_validate(body)
+        try:
+            result = action()
+        except BaseException:
+            with services.db.write() as s:  # failed: free the key for a retry
+                s.execute(
+                    delete(IdempotencyRecord).where(
+                        IdempotencyRecord.account_id == account_id,
+                        IdempotencyRecord.key == self.key,
+                        IdempotencyRecord.status_code.is_(None),
+                    )
+                )
+            raise
+        with services.db.write() as s:
+            s.execute(
+                update(IdempotencyRecord)
+                .where(
+                    IdempotencyRecord.account_id == account_id, IdempotencyRecord.key == self.key
+                )
+                .values(
+                    status_code=status_code,
+                    response=result.model_dump(mode="json", by_alias=True),
+                )
+            )
+        return result
+
+    def _begin(self, services: Services, account_id: str) -> tuple[int, dict[str, object]] | None:
+        """Claim the key (None), or return the first answer to replay; raises on conflicts."""
+        assert self.key is not None
+        now = services.db.clock()
+        try:
+            with services.db.write() as s:
+                s.execute(
+                    delete(IdempotencyRecord).where(
+                        IdempotencyRecord.account_id == account_id,
+                        IdempotencyRecord.expires_at <= now,
+                    )
+                )
+                row = s.get(IdempotencyRecord, (account_id, self.key))
+                stale = row is not None and row.created_at + IN_FLIGHT_TIMEOUT < now
+                if row is not None and row.status_code is None and stale:  # its process died
+                    s.delete(row)
+                    s.flush()
+                    row = None
+                if row is not None:
+                    if row.request_hash != self.request_hash:
+                        raise IdempotencyKeyReused(
+                            f"the Idempotency-Key {self.key!r} was used with another request "
+                            f"({row.method} {row.path} with another body); use a new key",
+                            param=HEADER,
+                        )
+                    if row.status_code is None or row.response is None:
+                        raise IdempotencyInProgress(
+                            f"the first request with Idempotency-Key {self.key!r} is still "
+                            "running; retry shortly",
+                            param=HEADER,
+                        )
+                    return row.status_code, row.response
+                s.add(
+                    IdempotencyRecord(
+                        account_id=account_id,
+                        key=self.key,
+                        method=self.method,
+                        path=self.path,
+                        request_hash=self.request_hash,
+                        status_code=None,
+                        response=None,
+                        created_at=now,
+                        expires_at=now + TTL,
+                    )
+                )
+        except IntegrityError:  # PostgreSQL: a concurrent first request inserted it meanwhile
+            raise IdempotencyInProgress(
+                f"the first request with Idempotency-Key {self.key!r} is still running",
+                param=HEADER,
+            ) from None
+        return None
+
+
+async def idempotency(request: Request) -> Idempotency:
+    """The dependency: reads the header and hashes the request (the body is read once and
+    cached by Starlette, so the route still gets it)."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return Idempotency(None)
+    key = key.strip()
+    if not key or len(key) > _MAX_KEY:
+        raise InvalidRequest(f"{HEADER} must be 1 to {_MAX_KEY} characters", param=HEADER)
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in ("application/json", ""):
+        return Idempotency(None)  # multipart uploads (see the module docstring); 415s
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > _MAX_BODY:
+        raise InvalidRequest(f"a JSON request body is under {_MAX_BODY} bytes")
+    body = await request.body()
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.url.path.encode(), _canonical(body)):
+        digest.update(part)
+        digest.update(b"\n")
+    return Idempotency(key, digest.hexdigest(), request.method, request.url.path)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
+"""The ``Idempotency-Key`` of a POST route."""

@@ -1,0 +1,55 @@
+"""``/v1/usage``: audio seconds processed per key and model over a period."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, Query
+
+from demixer.api.auth import QueueRead, ServicesDep
+from demixer.api.openapi import error_responses
+from demixer.api.schemas import UsageLine, UsageList
+from demixer.errors import InvalidRequest
+from demixer.service.usage import summarise
+
+__all__ = ["DEFAULT_PERIOD", "router"]
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+DEFAULT_PERIOD = timedelta(days=30)
+
+
+def _when(value: str | None, param: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"{param}={value[:100]!r} is not an ISO 8601 date or time", param=param
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+@router.get("/usage", responses=error_responses(400, 401, 403, 429))
+def get_usage(
+    services: ServicesDep,
+    identity: QueueRead,
+    start: str | None = Query(
+        None, alias="from", description="ISO 8601, inclusive (default: `to` minus 30 days)."
+    ),
+    end: str | None = Query(None, alias="to", description="ISO 8601, inclusive (default: now)."),
+) -> UsageList:
+    """The caller's account's usage, per key and engine model, recorded in `[from, to]`."""
+    to = _when(end, "to") or services.db.clock()
+    since = _when(start, "from") or to - DEFAULT_PERIOD
+    if since > to:
+        raise InvalidRequest("`from` is after `to`", param="from")
+    with services.db.read() as s:
+        lines = summarise(s, identity.account_id, since, to)
+    data = [
+        UsageLine(key_id=line.key_id, model=line.model, quantity=line.quantity, jobs=line.jobs)
+        for line in lines
+    ]
+    total = round(sum(line.quantity for line in lines), 3)
+    return UsageList.model_validate({"data": data, "from": since, "to": to, "total": total})

@@ -1,0 +1,117 @@
+"""``demixer remote``: the same separation, run by a demixer server over HTTP.
+
+Exit codes as the local CLI (:mod:`demixer.cli`): 0 ok, 2 usage (unknown model or stem, bad
+option), 3 bad input audio, 4 model unavailable, 1 anything else; the server's error code is
+mapped through the same table. Errors print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from demixer.errors import DemixerError, exit_code_for
+
+__all__ = ["register", "remote_app"]
+
+remote_app = typer.Typer(
+    help="Separate on a demixer server (`demixer serve`) instead of this machine.",
+    no_args_is_help=True,
+)
+out = Console(soft_wrap=True)  # never wrapped: scripts read the paths printed here
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _exit_code(error: DemixerError) -> int:
+    from demixer.client import ApiError, JobFailed
+    from demixer.client.errors import local_class
+
+    if isinstance(error, ApiError | JobFailed):  # the server's code names the local error
+        return exit_code_for(local_class(error.code)(error.message))
+    return exit_code_for(error)
+
+
+def _print_error(code: str, message: str) -> None:
+    err.print(f"[bold red]error[/] \\[{code}] {escape(message)}", highlight=False)
+
+
+@remote_app.command("separate")
+def remote_separate(
+    files: Annotated[list[Path], typer.Argument(help="Audio or video files to separate.")],
+    server: Annotated[
+        str, typer.Option("--server", envvar="DEMIXER_SERVER", help="The server's base URL.")
+    ] = "http://127.0.0.1:8000",
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", envvar="DEMIXER_API_KEY", help="API key (dmx_...).", show_default=False
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("-m", "--model", help="Model id (see the server's GET /v1/models).")
+    ] = "spleeter-2stems",
+    stems: Annotated[
+        str | None,
+        typer.Option("--stems", help="Comma-separated stems (default: all); residual is added."),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", help='What to separate, in words ("the singer"), not --stems.'),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")] = Path(
+        "separated"
+    ),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="wav, flac or mp3.")] = "wav",
+    bit_depth: Annotated[
+        str | None,
+        typer.Option("--bit-depth", help="wav: 16, 24 or 32f (float); flac: 16 or 24."),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds to wait for each job.")
+    ] = None,
+) -> None:
+    """Upload FILES to a demixer server, separate them there, and download the outputs into
+    the output directory (`{track}_{stem}.{ext}`)."""
+    from demixer.client import Client
+
+    if prompt is not None and stems:
+        raise typer.BadParameter("give --stems or --prompt, not both")
+    last = 0
+    with Client(server, key) as client:
+        for path in files:
+            try:
+                paths = client.separate(
+                    path,
+                    stems=stems.split(",") if stems else None,
+                    model=model,
+                    prompt=prompt,
+                    output_format=fmt,
+                    bit_depth=bit_depth,
+                    directory=out_dir,
+                    progress=err.is_terminal,
+                    timeout=timeout,
+                )
+            except OSError as e:
+                _print_error("INVALID_INPUT", f"{path}: {e.strerror or e}")
+                last = 3
+                continue
+            except DemixerError as e:
+                _print_error(e.code, f"{path.name}: {e.message}")
+                last = _exit_code(e)
+                if last == 3:  # this input is bad: go on with the others, as the local CLI
+                    continue
+                raise typer.Exit(last) from None
+            out.print(f"{escape(path.name)}:", highlight=False)
+            for name, written in paths.items():
+                out.print(f"  {name}: {escape(str(written))}", highlight=False)
+    if last:
+        raise typer.Exit(last)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demixer remote`` to the main CLI."""
+    app.add_typer(remote_app, name="remote")

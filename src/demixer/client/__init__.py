@@ -1,0 +1,47 @@
+"""A Python client for a demixer server (``demixer serve``), blocking and async.
+
+::
+
+    from demixer import Client
+
+    with Client("http://127.0.0.1:8000", api_key="dmx_...") as client:
+        paths = client.separate("song.mp3", stems=["vocals"], directory="out")
+    # {"vocals": Path("out/song_vocals.wav"), "residual": Path("out/song_residual.wav")}
+
+Step by step: :meth:`Client.upload` -> :meth:`Client.submit` -> :meth:`Client.wait` ->
+:meth:`Client.result` -> :meth:`Client.download`. :class:`AsyncClient` has the same methods as
+coroutines. Webhook receivers verify deliveries with :func:`demixer.webhooks.verify`.
+"""
+
+from __future__ import annotations
+
+from demixer.client.aio import AsyncClient
+from demixer.client.errors import (
+    ApiError,
+    BadResponse,
+    ClientError,
+    ConnectionFailed,
+    JobCancelled,
+    JobFailed,
+    WaitTimeout,
+)
+from demixer.client.sync import Client
+from demixer.client.types import ErrorInfo, FileInfo, Job, OutputFile, Result, Status
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "BadResponse",
+    "Client",
+    "ClientError",
+    "ConnectionFailed",
+    "ErrorInfo",
+    "FileInfo",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "OutputFile",
+    "Result",
+    "Status",
+    "WaitTimeout",
+]

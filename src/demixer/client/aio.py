@@ -1,0 +1,283 @@
+"""The asyncio/trio client: :class:`AsyncClient`, the twin of :class:`~demixer.client.Client`
+with the same methods as coroutines. Requests are built and answers parsed in
+:mod:`demixer.client.core`; only the I/O differs here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+
+from demixer.client import core
+from demixer.client.core import CHUNK, DEFAULT_MODEL, DEFAULT_URL, Call, StreamUnusable
+from demixer.client.errors import ClientError, translate_transport_errors
+from demixer.client.progress import SeparateProgress
+from demixer.client.sync import OnBytes, OnStatus
+from demixer.client.types import FileInfo, Job, Result, Status
+from demixer.errors import InvalidAudio
+
+__all__ = ["AsyncClient"]
+
+
+async def _chunks(path: Path, on_bytes: OnBytes | None) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as fh:
+        while chunk := await fh.read(CHUNK):
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+            yield chunk
+
+
+class AsyncClient(core.ClientBase):
+    """A demixer server, over HTTP, from async code; arguments as :class:`Client`.
+
+    Use it as ``async with AsyncClient(...) as c:`` or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_tries: int = 3,
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout, max_tries, poll_interval)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        call: Call,
+        *,
+        content: Callable[[], AsyncIterator[bytes]] | None = None,
+        files: Callable[[], dict[str, Any]] | None = None,
+        stream: bool = False,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        for attempt in range(1, self.max_tries + 1):
+            request = self._http.build_request(
+                call.method,
+                call.url,
+                params=call.params,
+                json=call.json,
+                headers=self._headers(call),
+                content=content() if content is not None else None,
+                files=files() if files is not None else None,
+                timeout=timeout or self.timeout,
+            )
+            with translate_transport_errors(call.url):
+                response = await self._http.send(request, stream=stream)
+            delay = core.retry_delay(response, attempt, self.max_tries)
+            if delay is None:
+                return response
+            await response.aclose()
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # the last attempt always returns
+
+    async def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
+        return core.json_body(await self._send(call, **kwargs))
+
+    # --- operations (documented on Client) -----------------------------------------------
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        multipart: bool = False,
+        on_bytes: OnBytes | None = None,
+    ) -> FileInfo:
+        """See :meth:`Client.upload`."""
+        path = Path(path)
+        size = (await anyio.Path(path).stat()).st_size
+        if size == 0:
+            raise InvalidAudio(f"{path.name} is empty (0 bytes)")
+        ctype = content_type or core.content_type_for(path)
+        if multipart:
+            # httpx's multipart encoder reads the file in 64 KiB blocking reads.
+            with path.open("rb") as fh:
+
+                def files() -> dict[str, Any]:
+                    fh.seek(0)
+                    return {"file": (path.name, core.CountingReader(fh, on_bytes), ctype)}
+
+                return FileInfo.from_json(await self._json(self._multipart_call(), files=files))
+        announced = await self._json(self._announce_call(path, size, ctype))
+        put = self._put_call(announced, size)
+        return FileInfo.from_json(await self._json(put, content=lambda: _chunks(path, on_bytes)))
+
+    async def submit(
+        self,
+        file_id: str | None = None,
+        audio_url: str | None = None,
+        *,
+        stems: list[str] | None = None,
+        model: str | None = DEFAULT_MODEL,
+        prompt: str | None = None,
+        output_format: str = "wav",
+        bit_depth: str | int | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """See :meth:`Client.submit`."""
+        call = self._submit_call(
+            file_id,
+            audio_url,
+            stems=stems,
+            model=model,
+            prompt=prompt,
+            output_format=output_format,
+            bit_depth=bit_depth,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            idempotency_key=idempotency_key,
+        )
+        return Job.from_json(await self._json(call))
+
+    async def status(self, request_id: str) -> Status:
+        """See :meth:`Client.status`."""
+        return Status.from_json(await self._json(self._status_call(request_id)))
+
+    async def wait(
+        self,
+        request_id: str,
+        *,
+        on_progress: OnStatus | None = None,
+        timeout: float | None = None,
+    ) -> Status:
+        """See :meth:`Client.wait`."""
+        deadline = core.Deadline(timeout, request_id)
+        final = await self._follow_stream(request_id, on_progress, deadline)
+        while final is None:
+            status = await self.status(request_id)
+            if on_progress is not None:
+                on_progress(status)
+            if status.done:
+                final = status
+                break
+            deadline.check()
+            await anyio.sleep(deadline.nap(self.poll_interval))
+        return core.settle(final)
+
+    async def _follow_stream(
+        self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
+    ) -> Status | None:
+        call = self._stream_call(request_id)
+        try:
+            response = await self._send(
+                call, stream=True, timeout=self._stream_timeout(self.timeout)
+            )
+        except ClientError:
+            return None
+        try:
+            core.StatusStream.accept(response)
+            frames = core.StatusStream()
+            async for line in response.aiter_lines():
+                status = frames.feed(line)
+                if status is None:
+                    continue
+                if on_progress is not None:
+                    on_progress(status)
+                if status.done:
+                    return status
+                deadline.check()
+        except (httpx.HTTPError, StreamUnusable):
+            return None
+        finally:
+            await response.aclose()
+        return None
+
+    async def result(self, request_id: str) -> Result:
+        """See :meth:`Client.result`."""
+        return Result.from_json(await self._json(self._result_call(request_id)))
+
+    async def download(
+        self,
+        result: Result,
+        directory: str | os.PathLike[str] = ".",
+        *,
+        on_bytes: OnBytes | None = None,
+    ) -> dict[str, Path]:
+        """See :meth:`Client.download`."""
+        folder = Path(directory)
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for name, output in result.outputs.items():
+            target = core.download_target(folder, output)
+            response = await self._send(self._blob_call(output.url), stream=True)
+            try:
+                with translate_transport_errors(output.url):
+                    if response.status_code >= 400:
+                        await response.aread()
+                        core.check(response)
+                    written = 0
+                    with core.atomic_file(target) as raw:
+                        fh = anyio.wrap_file(raw)
+                        async for chunk in response.aiter_bytes(CHUNK):
+                            await fh.write(chunk)
+                            written += len(chunk)
+                            if on_bytes is not None:
+                                on_bytes(len(chunk))
+                        core.check_size(output, written)
+            finally:
+                await response.aclose()
+            paths[name] = target
+        return paths
+
+    async def cancel(self, request_id: str) -> str:
+        """See :meth:`Client.cancel`."""
+        return str((await self._json(self._cancel_call(request_id))).get("status"))
+
+    async def separate(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        stems: list[str] | None = None,
+        model: str | None = DEFAULT_MODEL,
+        prompt: str | None = None,
+        output_format: str = "wav",
+        bit_depth: str | int | None = None,
+        directory: str | os.PathLike[str] = ".",
+        progress: bool = True,
+        timeout: float | None = None,
+    ) -> dict[str, Path]:
+        """See :meth:`Client.separate`."""
+        path = Path(path)
+        size = (await anyio.Path(path).stat()).st_size
+        with SeparateProgress(path, size, progress) as bar:
+            info = await self.upload(path, on_bytes=bar.uploaded)
+            job = await self.submit(
+                info.file_id,
+                stems=stems,
+                model=model,
+                prompt=prompt,
+                output_format=output_format,
+                bit_depth=bit_depth,
+            )
+            await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
+            result = await self.result(job.request_id)
+            bar.downloading(result)
+            return await self.download(result, directory, on_bytes=bar.downloaded)

@@ -1,0 +1,360 @@
+"""What the sync and async clients share: building requests, reading answers, deciding retries.
+
+No I/O happens here. :class:`~demixer.client.Client` and :class:`~demixer.client.AsyncClient`
+only send the :class:`Call` objects built here (with httpx, blocking or not), and hand the
+answers back to the parsers here, so every operation's wire format is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+from urllib.parse import quote
+
+import httpx
+
+from demixer import __version__
+from demixer.client.errors import ApiError, BadResponse, JobCancelled, JobFailed, WaitTimeout
+from demixer.client.types import OutputFile, Status
+
+__all__ = [
+    "CHUNK",
+    "DEFAULT_MODEL",
+    "DEFAULT_URL",
+    "Call",
+    "ClientBase",
+    "CountingReader",
+    "Deadline",
+    "StatusStream",
+    "atomic_file",
+    "check",
+    "content_type_for",
+    "download_target",
+    "retry_delay",
+    "settle",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_MODEL = "spleeter-2stems"
+CHUNK = 1 << 20  # bytes read or written at a time: uploads and downloads never sit in memory
+MAX_RETRY_WAIT = 60.0  # seconds: a 429 asking for longer is raised, not slept through
+STREAM_READ_TIMEOUT = 30.0  # seconds: the server sends a frame at least every 10
+_MEDIA_OK = ("audio/", "video/")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, before any I/O. ``signed`` URLs carry their own authorisation and
+    are sent without the API key (they may point at object storage, not at demixer)."""
+
+    method: str
+    url: str
+    params: Mapping[str, str] | None = None
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    signed: bool = False
+
+
+def check(response: httpx.Response) -> None:
+    """Raise :class:`ApiError` for an error answer (the body must have been read)."""
+    if response.status_code < 400:
+        return
+    body: Any = None
+    with suppress(ValueError, UnicodeDecodeError):
+        body = response.json()
+    error = body.get("error") if isinstance(body, dict) else None
+    rid = response.headers.get("x-request-id")
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        raise ApiError(
+            response.status_code,
+            error["code"],
+            str(error.get("message") or error["code"]),
+            error.get("param") if isinstance(error.get("param"), str) else None,
+            error.get("request_id") if isinstance(error.get("request_id"), str) else rid,
+        )
+    # Not demixer's shape: a proxy, a load balancer or object storage answered.
+    text = " ".join(response.text.split())[:200] or response.reason_phrase
+    raise ApiError(response.status_code, f"HTTP_{response.status_code}", text, None, rid)
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a successful answer (after :func:`check`)."""
+    check(response)
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise BadResponse(
+            f"{response.request.url}: expected a JSON object, got {response.text[:200]!r}"
+        )
+    return body
+
+
+def retry_delay(response: httpx.Response, attempt: int, tries: int) -> float | None:
+    """Seconds to wait before sending again, or None to answer with ``response``.
+
+    Only 429 is retried: the server did not act on the request, so even a POST may be sent
+    again. ``Retry-After`` (seconds or an HTTP date) is honoured up to :data:`MAX_RETRY_WAIT`;
+    without one the wait doubles from 1 s. ``attempt`` counts from 1 up to ``tries``.
+    """
+    if response.status_code != 429 or attempt >= tries:
+        return None
+    value = response.headers.get("retry-after", "").strip()
+    delay: float = 2.0 ** (attempt - 1)
+    if value:
+        try:
+            delay = float(value)
+        except ValueError:
+            with suppress(TypeError, ValueError):
+                delay = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    delay = max(delay, 0.0)
+    return delay if delay <= MAX_RETRY_WAIT else None
+
+
+class Deadline:
+    """An overall time limit for ``wait``; ``None`` seconds means none."""
+
+    def __init__(self, seconds: float | None, request_id: str) -> None:
+        self.request_id = request_id
+        self.seconds = seconds
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    def check(self) -> None:
+        if self.at is not None and time.monotonic() >= self.at:
+            raise WaitTimeout(f"request {self.request_id} did not finish in {self.seconds} s")
+
+    def nap(self, interval: float) -> float:
+        """``interval``, shortened so a sleep does not overshoot the deadline."""
+        if self.at is None:
+            return interval
+        return max(0.0, min(interval, self.at - time.monotonic()))
+
+
+class StreamUnusable(Exception):
+    """The SSE stream cannot be followed (wrong answer, an error frame, bad data): poll."""
+
+
+class StatusStream:
+    """Reads ``text/event-stream`` lines and returns each ``event: status`` frame's Status."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+
+    @staticmethod
+    def accept(response: httpx.Response) -> None:
+        content_type = response.headers.get("content-type", "")
+        if response.status_code != 200 or not content_type.startswith("text/event-stream"):
+            raise StreamUnusable(f"{response.status_code} {content_type}")
+
+    def feed(self, line: str) -> Status | None:
+        """One line (without its newline); a Status when it completed a status frame."""
+        if line.startswith(":"):
+            return None  # a comment (keep-alive)
+        if line:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                self._event = value
+            elif name == "data":
+                self._data.append(value)
+            return None
+        event, data = self._event, "\n".join(self._data)
+        self._event, self._data = "message", []
+        if not data or event != "status":
+            if event == "error":  # e.g. the request was deleted meanwhile: polling will say
+                raise StreamUnusable(data)
+            return None
+        try:
+            return Status.from_json(json.loads(data))
+        except (ValueError, BadResponse) as exc:
+            raise StreamUnusable(str(exc)) from exc
+
+
+def settle(status: Status) -> Status:
+    """A final status: returned if COMPLETED, raised as JobFailed/JobCancelled otherwise."""
+    if status.status == "FAILED":
+        error = status.error
+        raise JobFailed(
+            status.request_id,
+            error.code if error else "FAILED",
+            error.message if error else "the job failed",
+        )
+    if status.status == "CANCELLED":
+        raise JobCancelled(status.request_id)
+    return status
+
+
+def content_type_for(path: Path) -> str:
+    """The upload's Content-Type from its name; the server probes the bytes either way."""
+    guessed = mimetypes.guess_type(path.name)[0] or ""
+    return guessed if guessed.startswith(_MEDIA_OK) else "application/octet-stream"
+
+
+def download_target(directory: Path, output: OutputFile) -> Path:
+    """Where ``output`` goes: ``directory/{file_name}``, its name kept inside ``directory``."""
+    name = Path(output.file_name.replace("\\", "/")).name
+    if name in ("", ".", ".."):
+        ext = mimetypes.guess_extension(output.content_type) or ""
+        name = f"{output.name}{ext}"
+    return directory / name
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``target`` that replaces it only if the block succeeds."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_size(output: OutputFile, written: int) -> None:
+    if output.size is not None and written != output.size:
+        raise BadResponse(
+            f"{output.file_name}: got {written} bytes, the server announced {output.size}"
+        )
+
+
+class CountingReader:
+    """A file httpx's multipart encoder reads in chunks, reporting each chunk's size."""
+
+    def __init__(self, fh: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
+        self._fh, self._on_bytes = fh, on_bytes
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._fh.read(n)
+        if self._on_bytes is not None and chunk:
+            self._on_bytes(len(chunk))
+        return chunk
+
+    def fileno(self) -> int:  # httpx sizes the part (Content-Length) with fstat
+        return self._fh.fileno()
+
+
+class ClientBase:
+    """Settings and request building shared by :class:`Client` and :class:`AsyncClient`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        timeout: float,
+        max_tries: int,
+        poll_interval: float,
+    ) -> None:
+        if max_tries < 1:
+            raise ValueError("max_tries must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("DEMIXER_API_KEY")
+        self.timeout = timeout
+        self.max_tries = max_tries
+        self.poll_interval = poll_interval
+
+    def _headers(self, call: Call) -> dict[str, str]:
+        headers = {"User-Agent": f"demixer-client/{__version__}", **call.headers}
+        if self.api_key and not call.signed:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _request_url(self, request_id: str, tail: str) -> str:
+        return self._url(f"/v1/queue/requests/{quote(request_id, safe='')}{tail}")
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def _announce_call(self, path: Path, size: int, content_type: str) -> Call:
+        body = {
+            "file_name": path.name,
+            "content_type": content_type,
+            "file_size": size,
+            "purpose": "audio.separate.input",
+        }
+        return Call("POST", self._url("/v1/files"), json=body)
+
+    @staticmethod
+    def _put_call(announced: Mapping[str, Any], size: int) -> Call:
+        url = announced.get("upload_url")
+        headers = announced.get("headers") or {}
+        if not isinstance(url, str) or not isinstance(headers, dict):
+            raise BadResponse(f"no upload_url in the answer to POST /v1/files: {announced}")
+        method = str(announced.get("upload_method") or "PUT")
+        headers = {str(k): str(v) for k, v in headers.items()} | {"Content-Length": str(size)}
+        return Call(method, url, headers=headers, signed=True)
+
+    def _multipart_call(self) -> Call:
+        return Call("POST", self._url("/v1/files"))
+
+    def _submit_call(
+        self,
+        file_id: str | None,
+        audio_url: str | None,
+        *,
+        stems: list[str] | None,
+        model: str | None,
+        prompt: str | None,
+        output_format: str,
+        bit_depth: str | int | None,
+        webhook_url: str | None,
+        webhook_secret: str | None,
+        idempotency_key: str | None,
+    ) -> Call:
+        if (file_id is None) == (audio_url is None):
+            raise ValueError("give exactly one of file_id and audio_url")
+        source = {"file_id": file_id} if file_id is not None else {"audio_url": audio_url}
+        inp: dict[str, Any] = {**source, "output_format": output_format}
+        if bit_depth is not None:
+            inp["bit_depth"] = str(bit_depth)
+        if prompt is not None:
+            if stems:
+                raise ValueError("give stems or a prompt, not both")
+            inp["prompt"] = prompt
+            path = "/v1/queue/audio/separate"
+        else:
+            inp["stems"] = list(stems or [])
+            if model is not None:
+                inp["model"] = model
+            path = "/v1/queue/audio/stems"
+        body: dict[str, Any] = {"input": inp}
+        if webhook_url is not None:
+            body["webhook"] = {"url": webhook_url, "secret": webhook_secret}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Call("POST", self._url(path), json=body, headers=headers)
+
+    def _status_call(self, request_id: str) -> Call:
+        return Call("GET", self._request_url(request_id, "/status"))
+
+    def _stream_call(self, request_id: str) -> Call:
+        interval = str(max(1.0, self.poll_interval))
+        return Call("GET", self._request_url(request_id, "/status/stream"), {"interval": interval})
+
+    def _result_call(self, request_id: str) -> Call:
+        return Call("GET", self._request_url(request_id, "/result"))
+
+    def _cancel_call(self, request_id: str) -> Call:
+        return Call("PUT", self._request_url(request_id, "/cancel"))
+
+    @staticmethod
+    def _blob_call(url: str) -> Call:
+        return Call("GET", url, signed=True)
+
+    @staticmethod
+    def _stream_timeout(timeout: float) -> httpx.Timeout:
+        return httpx.Timeout(timeout, read=max(timeout, STREAM_READ_TIMEOUT))

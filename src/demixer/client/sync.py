@@ -1,0 +1,318 @@
+"""The blocking client: :class:`Client`. Its twin is :class:`~demixer.client.aio.AsyncClient`;
+both only send what :mod:`demixer.client.core` builds and parse with it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from demixer.client import core
+from demixer.client.core import CHUNK, DEFAULT_MODEL, DEFAULT_URL, Call, StreamUnusable
+from demixer.client.errors import ClientError, translate_transport_errors
+from demixer.client.progress import SeparateProgress
+from demixer.client.types import FileInfo, Job, Result, Status
+from demixer.errors import InvalidAudio
+
+__all__ = ["Client"]
+
+OnBytes = Callable[[int], None]
+OnStatus = Callable[[Status], None]
+
+
+def _chunks(path: Path, on_bytes: OnBytes | None) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+            yield chunk
+
+
+class Client(core.ClientBase):
+    """A demixer server, over HTTP (blocking).
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000``.
+        api_key: ``dmx_...``; default ``$DEMIXER_API_KEY``.
+        timeout: seconds for connecting and for each read.
+        transport: an httpx transport (a proxy, a mounted app, a test double).
+        max_tries: sends of one request when answered 429 (honouring ``Retry-After``).
+        poll_interval: seconds between status reads when polling (and between SSE frames).
+
+    Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        max_tries: int = 3,
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout, max_tries, poll_interval)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _send(
+        self,
+        call: Call,
+        *,
+        content: Callable[[], Iterator[bytes]] | None = None,
+        files: Callable[[], dict[str, Any]] | None = None,
+        stream: bool = False,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """Send ``call`` (again on 429, with a fresh body from ``content``/``files``)."""
+        for attempt in range(1, self.max_tries + 1):
+            request = self._http.build_request(
+                call.method,
+                call.url,
+                params=call.params,
+                json=call.json,
+                headers=self._headers(call),
+                content=content() if content is not None else None,
+                files=files() if files is not None else None,
+                timeout=timeout or self.timeout,
+            )
+            with translate_transport_errors(call.url):
+                response = self._http.send(request, stream=stream)
+            delay = core.retry_delay(response, attempt, self.max_tries)
+            if delay is None:
+                return response
+            response.close()
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # the last attempt always returns
+
+    def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
+        return core.json_body(self._send(call, **kwargs))
+
+    # --- operations ----------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        multipart: bool = False,
+        on_bytes: OnBytes | None = None,
+    ) -> FileInfo:
+        """Upload an audio or video file, streamed in 1 MiB chunks; answers it probed.
+
+        By default the file is announced (``POST /v1/files``) and PUT to the signed URL the
+        server answers; ``multipart=True`` sends one ``multipart/form-data`` POST instead.
+        ``on_bytes(n)`` is called as each chunk is sent. Not audio: :class:`ApiError`
+        ``INVALID_AUDIO`` (422).
+        """
+        path = Path(path)
+        size = path.stat().st_size
+        if size == 0:
+            raise InvalidAudio(f"{path.name} is empty (0 bytes)")
+        ctype = content_type or core.content_type_for(path)
+        if multipart:
+            with path.open("rb") as fh:
+
+                def files() -> dict[str, Any]:
+                    fh.seek(0)
+                    return {"file": (path.name, core.CountingReader(fh, on_bytes), ctype)}
+
+                return FileInfo.from_json(self._json(self._multipart_call(), files=files))
+        announced = self._json(self._announce_call(path, size, ctype))
+        put = self._put_call(announced, size)
+        return FileInfo.from_json(self._json(put, content=lambda: _chunks(path, on_bytes)))
+
+    def submit(
+        self,
+        file_id: str | None = None,
+        audio_url: str | None = None,
+        *,
+        stems: list[str] | None = None,
+        model: str | None = DEFAULT_MODEL,
+        prompt: str | None = None,
+        output_format: str = "wav",
+        bit_depth: str | int | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Queue a separation of an uploaded file or an http(s) URL.
+
+        With ``prompt`` ("the singer", "drums") it is ``audio/separate`` (outputs ``target``
+        and ``residual``); otherwise ``audio/stems`` with ``stems`` of ``model`` (empty: all)
+        plus ``residual``. ``bit_depth``: wav ``16``/``24``/``32f``, flac ``16``/``24``.
+        """
+        call = self._submit_call(
+            file_id,
+            audio_url,
+            stems=stems,
+            model=model,
+            prompt=prompt,
+            output_format=output_format,
+            bit_depth=bit_depth,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            idempotency_key=idempotency_key,
+        )
+        return Job.from_json(self._json(call))
+
+    def status(self, request_id: str) -> Status:
+        """Where a request stands now."""
+        return Status.from_json(self._json(self._status_call(request_id)))
+
+    def wait(
+        self,
+        request_id: str,
+        *,
+        on_progress: OnStatus | None = None,
+        timeout: float | None = None,
+    ) -> Status:
+        """Follow a request until it finishes; answers its COMPLETED status.
+
+        Follows the server-sent event stream, and polls ``status`` instead when the stream
+        fails or is not offered (e.g. a proxy that buffers or refuses it). ``on_progress`` gets
+        every status seen. Raises :class:`JobFailed` (with the failure's code and message),
+        :class:`JobCancelled`, or :class:`WaitTimeout` after ``timeout`` seconds.
+        """
+        deadline = core.Deadline(timeout, request_id)
+        final = self._follow_stream(request_id, on_progress, deadline)
+        while final is None:
+            status = self.status(request_id)
+            if on_progress is not None:
+                on_progress(status)
+            if status.done:
+                final = status
+                break
+            deadline.check()
+            time.sleep(deadline.nap(self.poll_interval))
+        return core.settle(final)
+
+    def _follow_stream(
+        self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
+    ) -> Status | None:
+        """The final status from the SSE stream, or None if the stream could not be used."""
+        call = self._stream_call(request_id)
+        try:
+            response = self._send(call, stream=True, timeout=self._stream_timeout(self.timeout))
+        except ClientError:
+            return None
+        try:
+            core.StatusStream.accept(response)
+            frames = core.StatusStream()
+            for line in response.iter_lines():
+                status = frames.feed(line)
+                if status is None:
+                    continue
+                if on_progress is not None:
+                    on_progress(status)
+                if status.done:
+                    return status
+                deadline.check()
+        except (httpx.HTTPError, StreamUnusable):
+            return None
+        finally:
+            response.close()
+        return None  # closed before a final status
+
+    def result(self, request_id: str) -> Result:
+        """A completed request's outputs (signed URLs). Not yet: ApiError ``NOT_READY``."""
+        return Result.from_json(self._json(self._result_call(request_id)))
+
+    def download(
+        self,
+        result: Result,
+        directory: str | os.PathLike[str] = ".",
+        *,
+        on_bytes: OnBytes | None = None,
+    ) -> dict[str, Path]:
+        """Stream every output to ``directory/{file_name}`` (each written atomically)."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for name, output in result.outputs.items():
+            target = core.download_target(folder, output)
+            response = self._send(self._blob_call(output.url), stream=True)
+            try:
+                with translate_transport_errors(output.url):
+                    if response.status_code >= 400:
+                        response.read()
+                        core.check(response)
+                    written = 0
+                    with core.atomic_file(target) as fh:
+                        for chunk in response.iter_bytes(CHUNK):
+                            fh.write(chunk)
+                            written += len(chunk)
+                            if on_bytes is not None:
+                                on_bytes(len(chunk))
+                        core.check_size(output, written)
+            finally:
+                response.close()
+            paths[name] = target
+        return paths
+
+    def cancel(self, request_id: str) -> str:
+        """Cancel a request: ``CANCELLED`` (it was queued) or ``CANCELLATION_REQUESTED``
+        (running; it stops within seconds). A finished one: ApiError ``JOB_CONFLICT``."""
+        return str(self._json(self._cancel_call(request_id)).get("status"))
+
+    def separate(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        stems: list[str] | None = None,
+        model: str | None = DEFAULT_MODEL,
+        prompt: str | None = None,
+        output_format: str = "wav",
+        bit_depth: str | int | None = None,
+        directory: str | os.PathLike[str] = ".",
+        progress: bool = True,
+        timeout: float | None = None,
+    ) -> dict[str, Path]:
+        """Upload ``path``, separate it, wait, and download the outputs into ``directory``.
+
+        Answers output name -> file written (e.g. ``vocals``, ``residual``). ``progress``
+        shows bars on stderr when it is a terminal. Interrupted (Ctrl-C) while waiting, the
+        job is cancelled on the server.
+        """
+        path = Path(path)
+        with SeparateProgress(path, path.stat().st_size, progress) as bar:
+            info = self.upload(path, on_bytes=bar.uploaded)
+            job = self.submit(
+                info.file_id,
+                stems=stems,
+                model=model,
+                prompt=prompt,
+                output_format=output_format,
+                bit_depth=bit_depth,
+            )
+            try:
+                self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
+            except KeyboardInterrupt:
+                with contextlib.suppress(ClientError):
+                    self.cancel(job.request_id)
+                raise
+            result = self.result(job.request_id)
+            bar.downloading(result)
+            return self.download(result, directory, on_bytes=bar.downloaded)

@@ -1,0 +1,224 @@
+"""The API's answers as typed, frozen dataclasses (parsed from the JSON in one place).
+
+Each keeps the whole JSON object in ``raw`` so fields added by a newer server are not lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypeVar, cast
+
+from demixer.client.errors import BadResponse
+
+__all__ = [
+    "FINAL_STATUSES",
+    "ErrorInfo",
+    "FileInfo",
+    "Job",
+    "JobStatus",
+    "OutputFile",
+    "Result",
+    "Status",
+]
+
+JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
+FINAL_STATUSES: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+T = TypeVar("T")
+
+
+def _get(d: Mapping[str, Any], key: str, kind: type[T], optional: bool = False) -> T:
+    value = d.get(key)
+    if value is None and optional:
+        return cast(T, None)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise BadResponse(f"the server's answer has no valid {key!r}: {str(d)[:300]}")
+    return value
+
+
+def _time(d: Mapping[str, Any], key: str) -> datetime | None:
+    value = _get(d, key, str, optional=True)
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        raise BadResponse(f"{key!r} is not an ISO 8601 time: {value!r}") from None
+
+
+def _error(d: Mapping[str, Any]) -> ErrorInfo | None:
+    error = d.get("error")
+    if not isinstance(error, Mapping):
+        return None
+    return ErrorInfo(code=_get(error, "code", str), message=_get(error, "message", str))
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why a file or a job failed: a stable code and a message."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """An uploaded input file (``GET /v1/files/{id}``)."""
+
+    file_id: str
+    file_name: str
+    content_type: str
+    file_size: int | None  # bytes
+    status: str  # pending | uploaded | failed
+    duration: float | None  # seconds
+    sample_rate: int | None  # Hz
+    channels: int | None
+    expires_at: datetime | None
+    error: ErrorInfo | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FileInfo:
+        return cls(
+            file_id=_get(d, "file_id", str),
+            file_name=_get(d, "file_name", str),
+            content_type=_get(d, "content_type", str),
+            file_size=_get(d, "file_size", int, optional=True),
+            status=_get(d, "status", str),
+            duration=_get(d, "duration", float, optional=True),
+            sample_rate=_get(d, "sample_rate", int, optional=True),
+            channels=_get(d, "channels", int, optional=True),
+            expires_at=_time(d, "expires_at"),
+            error=_error(d),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued request, as ``POST /v1/queue/...`` answers it."""
+
+    request_id: str
+    status: str
+    model: str  # queue model: audio/stems or audio/separate
+    engine_model: str  # the separation model that runs it
+    queue_position: int | None
+    status_url: str
+    stream_url: str
+    result_url: str
+    cancel_url: str
+    webhook_secret: str | None  # `whsec_...` to verify its webhook with, when one was given
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Job:
+        webhook = d.get("webhook")
+        secret = _get(webhook, "signing_secret", str) if isinstance(webhook, Mapping) else None
+        return cls(
+            request_id=_get(d, "request_id", str),
+            status=_get(d, "status", str),
+            model=_get(d, "model", str),
+            engine_model=_get(d, "engine_model", str),
+            queue_position=_get(d, "queue_position", int, optional=True),
+            status_url=_get(d, "status_url", str),
+            stream_url=_get(d, "stream_url", str),
+            result_url=_get(d, "result_url", str),
+            cancel_url=_get(d, "cancel_url", str),
+            webhook_secret=secret,
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where a request stands (``GET .../status`` or one SSE frame)."""
+
+    request_id: str
+    status: str  # one of JobStatus
+    model: str
+    engine_model: str
+    queue_position: int | None  # jobs ahead, while IN_QUEUE
+    progress: float | None  # 0-1, while IN_PROGRESS (1 once COMPLETED)
+    cancel_requested: bool
+    error: ErrorInfo | None  # when FAILED
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """COMPLETED, FAILED or CANCELLED: it will not change again."""
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Status:
+        return cls(
+            request_id=_get(d, "request_id", str),
+            status=_get(d, "status", str),
+            model=_get(d, "model", str),
+            engine_model=_get(d, "engine_model", str),
+            queue_position=_get(d, "queue_position", int, optional=True),
+            progress=_get(d, "progress", float, optional=True),
+            cancel_requested=bool(d.get("cancel_requested")),
+            error=_error(d),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One output of a completed request, behind a signed, expiring URL."""
+
+    name: str  # the stem, `target` or `residual`
+    url: str
+    file_name: str
+    content_type: str
+    size: int | None  # bytes
+    duration: float | None  # seconds
+    sample_rate: int | None  # Hz
+    channels: int | None
+
+    @classmethod
+    def from_json(cls, name: str, d: Mapping[str, Any]) -> OutputFile:
+        return cls(
+            name=name,
+            url=_get(d, "url", str),
+            file_name=_get(d, "file_name", str),
+            content_type=_get(d, "content_type", str),
+            size=_get(d, "size", int, optional=True),
+            duration=_get(d, "duration", float, optional=True),
+            sample_rate=_get(d, "sample_rate", int, optional=True),
+            channels=_get(d, "channels", int, optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    """A completed request's outputs (``GET .../result``)."""
+
+    request_id: str
+    model: str
+    outputs: Mapping[str, OutputFile]  # name -> file; stems (or `target`) and `residual`
+    duration: float  # seconds of input
+    sample_rate: int  # Hz of the input
+    usage_seconds: float  # audio seconds used
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Result:
+        data = _get(d, "data", dict)
+        usage = d.get("usage")
+        outputs = {
+            name: OutputFile.from_json(name, value)
+            for name, value in data.items()
+            if isinstance(value, Mapping)
+        }
+        return cls(
+            request_id=_get(d, "request_id", str),
+            model=_get(d, "model", str),
+            outputs=outputs,
+            duration=_get(data, "duration", float, optional=True) or 0.0,
+            sample_rate=_get(data, "sample_rate", int, optional=True) or 0,
+            usage_seconds=_get(usage, "quantity", float) if isinstance(usage, Mapping) else 0.0,
+            raw=d,
+        )

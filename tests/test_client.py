@@ -1,0 +1,376 @@
+"""``demixer.Client`` / ``AsyncClient`` and ``demixer remote`` against a real ``demixer serve``
+(uvicorn, SQLite, a worker child running spleeter-2stems on the MUSDB excerpt).
+
+The server is never faked. Where a test needs a failure, it is put where demixer does not own
+the wire: an httpx transport standing for a reverse proxy in front of the server (one that
+refuses or cuts the event stream, or rate-limits with its own 429), and a plain HTTP server
+serving a non-audio ``audio_url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofiles import decode_stream, stempeg_example
+from demixer import AsyncClient, Client
+from demixer.client import ApiError, JobCancelled, JobFailed, Status
+from demixer.client.core import StatusStream, retry_delay
+from service_harness import DEMIXER, Server, fast_env, running_server
+
+RATE = 44100
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """The MUSDB excerpt's mix as a float wav (~6 s), and its samples ``(2, n)``."""
+    mix = decode_stream(stempeg_example(), 0)
+    path = tmp_path_factory.mktemp("music") / "falcon.wav"
+    sf.write(path, mix.T, RATE, subtype="FLOAT")
+    return path, mix
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # 127.0.0.1 allowed as an audio_url host: the non-audio URL below is served on loopback.
+    env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
+    with running_server(tmp_path_factory.mktemp("serve"), env=env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def not_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("junk") / "notes.mp3"
+    path.write_text("this is not audio at all\n" * 50)
+    return path
+
+
+def client(server: Server, **kwargs: object) -> Client:
+    return Client(server.base_url, server.key, poll_interval=0.5, **kwargs)  # type: ignore[arg-type]
+
+
+def read(path: Path) -> np.ndarray:
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    assert rate == RATE
+    return np.asarray(data.T)
+
+
+# --- edges we do not own: a proxy in front of the server ---------------------------------------
+
+
+class Proxy(httpx.BaseTransport):
+    """A reverse proxy in front of the real server that refuses event streams (as a buffering
+    proxy does with a 502 page) and/or rate-limits the first ``limit_first`` requests to
+    ``limit_path`` with its own 429."""
+
+    def __init__(
+        self, *, refuse_stream: bool = False, limit_path: str = "", limit_first: int = 0
+    ) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.refuse_stream = refuse_stream
+        self.limit_path, self.limit_first = limit_path, limit_first
+        self.seen: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(f"{request.method} {request.url.path}")
+        if self.refuse_stream and request.url.path.endswith("/status/stream"):
+            return httpx.Response(502, html="<html><body>502 Bad Gateway</body></html>")
+        if self.limit_path and request.url.path == self.limit_path and self.limit_first > 0:
+            self.limit_first -= 1
+            return httpx.Response(429, headers={"Retry-After": "1"}, text="slow down")
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _CutStream(httpx.AsyncByteStream):
+    """Passes the first chunk of the event stream, then the connection drops."""
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self.inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner:
+            yield chunk
+            raise httpx.RemoteProtocolError("peer closed connection mid-stream")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class CuttingProxy(httpx.AsyncBaseTransport):
+    """A proxy that drops event-stream connections after their first frame."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.seen: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(f"{request.method} {request.url.path}")
+        response = await self.inner.handle_async_request(request)
+        if request.url.path.endswith("/status/stream"):
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            return httpx.Response(
+                response.status_code, headers=response.headers, stream=_CutStream(response.stream)
+            )
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+# --- the sync client ---------------------------------------------------------------------------
+
+
+def test_separate_writes_stems_that_sum_to_the_input(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, mix = music
+    out = tmp_path / "out"
+    with client(server) as c:
+        paths = c.separate(path, stems=["vocals"], bit_depth="32f", directory=out)
+    assert set(paths) == {"vocals", "residual"}
+    assert paths["vocals"] == out / "falcon_vocals.wav"
+    assert sorted(p.name for p in out.iterdir()) == ["falcon_residual.wav", "falcon_vocals.wav"]
+    vocals, residual = read(paths["vocals"]), read(paths["residual"])
+    assert vocals.shape == residual.shape == mix.shape
+    assert np.abs(vocals + residual - mix).max() < 1e-4
+    share = float((vocals**2).sum() / (mix**2).sum())
+    assert 0.02 < share < 0.8  # separated, not copied
+
+
+def test_wait_polls_when_a_proxy_refuses_the_event_stream(
+    server: Server, music: tuple[Path, np.ndarray]
+) -> None:
+    proxy = Proxy(refuse_stream=True)
+    seen: list[Status] = []
+    with client(server, transport=proxy) as c:
+        info = c.upload(music[0], multipart=True)
+        assert info.status == "uploaded" and info.channels == 2
+        job = c.submit(info.file_id, stems=["vocals"])
+        done = c.wait(job.request_id, on_progress=seen.append, timeout=120)
+        assert done.status == "COMPLETED" and done.progress == 1.0
+        assert set(c.result(job.request_id).outputs) == {"vocals", "residual"}
+    stream = f"GET /v1/queue/requests/{job.request_id}/status/stream"
+    status = f"GET /v1/queue/requests/{job.request_id}/status"
+    assert proxy.seen.count(stream) == 1
+    assert proxy.seen.count(status) == len(seen) >= 1
+    assert seen[-1] == done
+
+
+def test_a_proxy_429_is_retried_after_retry_after_then_raised(
+    server: Server, music: tuple[Path, np.ndarray]
+) -> None:
+    once = Proxy(limit_path="/v1/files", limit_first=1)
+    with client(server, transport=once) as c:
+        started = time.monotonic()
+        info = c.upload(music[0])
+        assert time.monotonic() - started >= 0.9  # Retry-After: 1 was honoured
+    assert info.status == "uploaded"
+    assert once.seen.count("POST /v1/files") == 2
+
+    path = "/v1/queue/requests/req_x/status"
+    always = Proxy(limit_path=path, limit_first=100)
+    with client(server, transport=always, max_tries=2) as c, pytest.raises(ApiError) as caught:
+        c.status("req_x")
+    assert caught.value.status == 429 and caught.value.code == "HTTP_429"
+    assert always.seen.count(f"GET {path}") == 2
+
+
+def test_not_audio_is_an_invalid_audio_api_error_at_upload(server: Server, not_audio: Path) -> None:
+    with client(server) as c:
+        for multipart in (False, True):
+            with pytest.raises(ApiError) as caught:
+                c.upload(not_audio, multipart=multipart)
+            error = caught.value
+            assert (error.status, error.code) == (422, "INVALID_AUDIO")
+            assert "notes.mp3" in error.message and error.request_id
+
+
+def test_a_job_whose_input_is_not_audio_raises_job_failed(server: Server, not_audio: Path) -> None:
+    handler = partial(SimpleHTTPRequestHandler, directory=str(not_audio.parent))
+    files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{files.server_address[1]}/{not_audio.name}"
+        with client(server) as c:
+            job = c.submit(audio_url=url, stems=["vocals"])
+            with pytest.raises(JobFailed) as caught:
+                c.wait(job.request_id, timeout=60)
+            with pytest.raises(ApiError) as result:
+                c.result(job.request_id)
+    finally:
+        files.shutdown()
+        files.server_close()
+    assert caught.value.code == "INVALID_AUDIO" and caught.value.request_id == job.request_id
+    assert caught.value.message
+    assert result.value.code == "INVALID_AUDIO"
+
+
+def test_cancel_ends_the_wait_with_job_cancelled(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    longer = tmp_path / "longer.flac"
+    sf.write(longer, np.tile(music[1], (1, 6)).T, RATE, subtype="PCM_16")
+    with client(server) as c:
+        job = c.submit(c.upload(longer).file_id)
+        assert c.cancel(job.request_id) in {"CANCELLED", "CANCELLATION_REQUESTED"}
+        with pytest.raises(JobCancelled) as caught:
+            c.wait(job.request_id, timeout=30)
+        assert caught.value.request_id == job.request_id
+        with pytest.raises(ApiError) as again:
+            c.cancel(job.request_id)
+        assert again.value.status == 409
+
+
+def test_api_errors_carry_the_servers_code(server: Server) -> None:
+    with Client(server.base_url, "dmx_not-a-key") as c, pytest.raises(ApiError) as bad_key:
+        c.status("req_x")
+    assert bad_key.value.status == 401
+    with client(server) as c:
+        with pytest.raises(ApiError) as unknown:
+            c.status("req_doesnotexist")
+        assert (unknown.value.status, unknown.value.code) == (404, "NOT_FOUND")
+        with pytest.raises(ApiError) as stem:
+            c.submit(audio_url="http://127.0.0.1:9/a.wav", stems=["kazoo"])
+        assert stem.value.code == "UNKNOWN_STEM" and stem.value.param
+
+
+# --- the async client --------------------------------------------------------------------------
+
+
+def test_async_client_step_by_step_with_a_prompt_and_a_cut_stream(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, mix = music
+    proxy = CuttingProxy()
+    sent: list[int] = []
+    seen: list[Status] = []
+
+    async def run() -> dict[str, Path]:
+        async with AsyncClient(
+            server.base_url, server.key, transport=proxy, poll_interval=0.5
+        ) as c:
+            info = await c.upload(path, on_bytes=sent.append)
+            assert info.status == "uploaded"
+            assert info.duration == pytest.approx(mix.shape[1] / RATE, abs=0.05)
+            job = await c.submit(info.file_id, prompt="the singer", output_format="flac")
+            assert job.status == "IN_QUEUE" and job.stream_url.endswith("/status/stream")
+            done = await c.wait(job.request_id, on_progress=seen.append, timeout=120)
+            assert done.status == "COMPLETED"
+            result = await c.result(job.request_id)
+            assert result.duration == pytest.approx(mix.shape[1] / RATE, abs=0.05)
+            return await c.download(result, tmp_path / "out")
+
+    paths = asyncio.run(run())
+    assert sum(sent) == path.stat().st_size
+    assert seen and seen[-1].status == "COMPLETED"
+    # The stream gave its first frame, was cut, and the wait went on by polling.
+    assert sum(s.endswith("/status/stream") for s in proxy.seen) == 1
+    assert any(s.endswith("/status") for s in proxy.seen)
+    assert set(paths) == {"target", "residual"}
+    target, residual = read(paths["target"]), read(paths["residual"])
+    assert target.shape == mix.shape
+    assert np.abs(target + residual - mix).max() < 2e-4  # 16-bit flac quantisation
+
+
+# --- `demixer remote separate` -----------------------------------------------------------------
+
+
+def remote(server: Server, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DEMIXER_API_KEY=key or server.key)
+    cmd = [DEMIXER, "remote", "separate", *args, "--server", server.base_url]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+
+
+def test_remote_separate_writes_the_stems(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    done = remote(server, str(music[0]), "--stems", "vocals", "-o", str(tmp_path), "-f", "flac")
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["falcon_residual.flac", "falcon_vocals.flac"]
+    assert f"vocals: {tmp_path / 'falcon_vocals.flac'}" in done.stdout
+    assert read(tmp_path / "falcon_vocals.flac").shape == music[1].shape
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "exit_code"),
+    [
+        ("not audio", "INVALID_AUDIO", 3),
+        ("missing file", "INVALID_INPUT", 3),
+        ("unknown stem", "UNKNOWN_STEM", 2),
+        ("bad key", "UNAUTHENTICATED", 1),
+    ],
+)
+def test_remote_separate_errors_are_one_line_and_an_exit_code(
+    server: Server,
+    music: tuple[Path, np.ndarray],
+    not_audio: Path,
+    tmp_path: Path,
+    case: str,
+    code: str,
+    exit_code: int,
+) -> None:
+    args, key = [str(music[0]), "-o", str(tmp_path)], None
+    if case == "not audio":
+        args[0] = str(not_audio)
+    elif case == "missing file":
+        args[0] = str(tmp_path / "nothing.wav")
+    elif case == "unknown stem":
+        args += ["--stems", "kazoo"]
+    else:
+        key = "dmx_not-a-key"
+    done = remote(server, *args, key=key)
+    assert done.returncode == exit_code, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"[{code}]" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the parts that need no server -------------------------------------------------------------
+
+
+def test_the_event_stream_reader_and_retry_policy() -> None:
+    frames = StatusStream()
+    status = (
+        '{"request_id": "req_1", "status": "IN_PROGRESS", "model": "audio/stems", '
+        '"engine_model": "spleeter-2stems", "progress": 0.5, "queue_position": null, '
+        '"cancel_requested": false}'
+    )
+    got = [frames.feed(line) for line in [": ping", "event: status", f"data: {status}", ""]]
+    assert got[:3] == [None, None, None]
+    assert got[3] is not None and got[3].progress == 0.5 and not got[3].done
+
+    def answer(status_code: int, retry_after: str | None = None) -> httpx.Response:
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        return httpx.Response(status_code, headers=headers)
+
+    assert retry_delay(answer(200), 1, 3) is None
+    assert retry_delay(answer(429, "2"), 1, 3) == 2.0
+    assert retry_delay(answer(429, "2"), 3, 3) is None  # out of tries
+    assert retry_delay(answer(429), 2, 3) == 2.0  # no header: doubling from 1 s
+    assert retry_delay(answer(429, "3600"), 1, 3) is None  # longer than we sleep: raised
+    assert retry_delay(answer(429, "Wed, 21 Oct 2015 07:28:00 GMT"), 1, 3) == 0.0
+
+
+def test_import_demixer_stays_light() -> None:
+    code = "import sys, demixer; assert 'httpx' not in sys.modules; print(demixer.Client)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "demixer.client.sync.Client" in done.stdout

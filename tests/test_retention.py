@@ -1,0 +1,225 @@
+"""Retention: uploads expire after 72 h, results 48 h after they finish; the sweeper deletes.
+
+The database clock is moved by hand (``Database(url, clock=...)``); everything else is real:
+SQLite, local storage, real audio, the API through Starlette's TestClient. Signed URLs keep
+the wall clock (their own short expiry is tested elsewhere).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api_support import Api
+from audiofiles import AudioFiles
+from demixer.api import create_app
+from demixer.service.context import Services
+from demixer.service.db import Database
+from demixer.service.keys import ALL_SCOPES, create_key
+from demixer.service.schema import File, Job
+from demixer.service.sweeper import SweepCounts, Sweeper
+from demixer.settings import Settings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+START = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+SECOND = timedelta(seconds=1)
+
+
+class Clocked(Api):
+    """An :class:`Api` whose database clock the test moves."""
+
+    now: list[datetime]
+
+    def at(self, when: datetime) -> None:
+        self.now[0] = when
+
+    def sweep(self) -> SweepCounts:
+        return Sweeper(self.services).sweep_once()
+
+    def path(self, url: str) -> str:
+        return url.removeprefix("http://testserver")
+
+
+@pytest.fixture
+def clocked(tmp_path: Path) -> Iterator[Clocked]:
+    now = [START]
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        model_dir=tmp_path / "models",
+        public_url="http://testserver",
+    )
+    db = Database(settings.database, clock=lambda: now[0])
+    services = Services.from_settings(settings, db=db)
+    db.create_all()
+    account, key = create_key(db, scopes=ALL_SCOPES)
+    _, other = create_key(db)
+    (tmp_path / "audio").mkdir()
+    client = TestClient(create_app(services), raise_server_exceptions=False)
+    api = Clocked(client, services, account, key, other, AudioFiles(tmp_path / "audio"), tmp_path)
+    api.now = now
+    try:
+        yield api
+    finally:
+        client.close()
+
+
+def _error(r: Any, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code, r.text
+
+
+def _file(api: Api, file_id: str) -> File:
+    with api.services.db.read() as s:
+        row = s.get(File, file_id)
+        assert row is not None
+        return row
+
+
+def _job(api: Api, job_id: str) -> Job:
+    with api.services.db.read() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_an_upload_expires_after_72_hours_and_the_sweeper_deletes_it(clocked: Clocked) -> None:
+    api = clocked
+    file_id = api.upload()
+    pending = api.announce()["file_id"]  # never uploaded: expires all the same
+    key = _file(api, file_id).storage_key
+    r = api.get(f"/v1/files/{file_id}")
+    assert r.status_code == 200
+    assert datetime.fromisoformat(r.json()["expires_at"]) == START + 72 * HOUR
+
+    api.at(START + 72 * HOUR - SECOND)  # just before: everything still works
+    assert api.get(f"/v1/files/{file_id}").status_code == 200
+    assert api.queue_separate(file_id).status_code == 202
+    assert api.sweep() == SweepCounts()
+    assert api.services.storage.exists(key)
+
+    api.at(START + 72 * HOUR + SECOND)  # past: 410 at once, before any sweep
+    _error(api.get(f"/v1/files/{file_id}"), 410, "FILE_EXPIRED")
+    _error(api.queue_separate(file_id), 410, "FILE_EXPIRED")
+    assert api.services.storage.exists(key)  # the bytes wait for the sweeper
+
+    counts = api.sweep()
+    assert (counts.files, counts.results, counts.blobs) == (2, 0, 1)
+    assert not api.services.storage.exists(key)
+    assert _file(api, file_id).status == "expired" and _file(api, pending).status == "expired"
+    _error(api.get(f"/v1/files/{file_id}"), 410, "FILE_EXPIRED")
+    _error(api.queue_separate(file_id), 410, "FILE_EXPIRED")
+    _error(api.delete(f"/v1/files/{file_id}"), 410, "FILE_EXPIRED")
+    assert api.sweep() == SweepCounts()  # nothing twice
+
+
+def test_a_result_expires_48_hours_after_it_finished(clocked: Clocked) -> None:
+    api = clocked
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    finished = START + 2 * HOUR
+    api.at(finished)
+    api.worker_done(job_id)
+    assert _job(api, job_id).expires_at == finished + 48 * HOUR  # set by the final hook
+
+    api.at(finished + 48 * HOUR - SECOND)  # just before: result and downloads work
+    r = api.get(f"/v1/queue/requests/{job_id}/result")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert datetime.fromisoformat(body["retention"]["delete_after"]) == finished + 48 * HOUR
+    target = api.path(body["data"]["target"]["url"])
+    assert api.client.get(target).status_code == 200
+    assert api.sweep() == SweepCounts()
+
+    api.at(finished + 48 * HOUR + SECOND)  # past: 410, before the sweeper has run
+    _error(api.get(f"/v1/queue/requests/{job_id}/result"), 410, "RESULT_EXPIRED")
+    _error(api.client.get(target), 410, "RESULT_EXPIRED")
+    outputs = [o["key"] for o in (_job(api, job_id).outputs or {}).values()]
+    assert all(api.services.storage.exists(k) for k in outputs)
+
+    counts = api.sweep()
+    assert (counts.files, counts.results, counts.blobs) == (0, 1, 2)  # the input lives 72 h
+    assert not any(api.services.storage.exists(k) for k in outputs)
+    assert _job(api, job_id).expired is True
+    _error(api.get(f"/v1/queue/requests/{job_id}/result"), 410, "RESULT_EXPIRED")
+    _error(api.client.get(target), 410, "RESULT_EXPIRED")  # never a 500
+    status = api.get(f"/v1/queue/requests/{job_id}/status")
+    assert status.status_code == 200 and status.json()["status"] == "COMPLETED"
+    assert api.sweep() == SweepCounts()
+
+
+def test_a_deleted_blob_answers_404_not_500(clocked: Clocked) -> None:
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    target = api.path(
+        api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
+    )
+    api.services.storage.delete_prefix(f"outputs/{job_id}/")  # lost behind the API's back
+    _error(api.client.get(target), 404, "NOT_FOUND")
+
+
+def test_delete_endpoints_delete_at_once(clocked: Clocked) -> None:
+    api = clocked
+    file_id = api.upload()
+    key = _file(api, file_id).storage_key
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    api.worker_done(job_id)
+    outputs = [o["key"] for o in (_job(api, job_id).outputs or {}).values()]
+    assert api.services.storage.exists(key) and all(map(api.services.storage.exists, outputs))
+
+    assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
+    assert not any(api.services.storage.exists(k) for k in outputs)
+    assert api.delete(f"/v1/files/{file_id}").status_code == 204
+    assert not api.services.storage.exists(key)
+    _error(api.get(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
+    assert api.sweep() == SweepCounts()
+
+
+def test_the_sweeper_runs_on_its_interval(tmp_path: Path) -> None:
+    now = [START]
+    settings = Settings(data_dir=tmp_path, sweep_interval_seconds=0.05)
+    db = Database(settings.database, clock=lambda: now[0])
+    services = Services.from_settings(settings, db=db)
+    db.create_all()
+    account, _ = create_key(db)
+    with db.write() as s:
+        s.add(
+            File(
+                id="file_old",
+                account_id=account,
+                file_name="a.wav",
+                content_type="audio/wav",
+                status="uploaded",
+                storage_key="inputs/file_old",
+                created_at=START,
+                expires_at=START + HOUR,
+            )
+        )
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    services.storage.put_file("inputs/file_old", tmp_path / "a.wav")
+    stop = threading.Event()
+    thread = threading.Thread(target=Sweeper(services).run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        assert services.storage.exists("inputs/file_old")
+        now[0] = START + 2 * HOUR
+        deadline = time.monotonic() + 10
+        while services.storage.exists("inputs/file_old") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not services.storage.exists("inputs/file_old")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert not thread.is_alive()

@@ -1,0 +1,96 @@
+"""Usage: audio seconds per key and model, recorded as each job completes, shown in results
+and listed by ``GET /v1/usage?from=&to=``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from api_support import Api, api, make_api
+from demixer.service.schema import Job, UsageRecord
+
+__all__ = ["api", "make_api"]  # fixtures
+
+T0 = datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _run(api: Api, file_id: str, key: str | None = None, fmt: str = "wav") -> str:
+    r = api.post(
+        "/v1/queue/audio/separate",
+        key=key,
+        json={"input": {"file_id": file_id, "prompt": "vocals", "output_format": fmt}},
+    )
+    assert r.status_code == 202, r.text
+    job_id = str(r.json()["request_id"])
+    api.worker_done(job_id)
+    return job_id
+
+
+def test_usage_recorded_and_in_the_result(api: Api) -> None:
+    seconds = api.files.get("mono.wav").seconds  # what the stand-in worker reports
+    job_id = _run(api, api.upload())
+    with api.services.db.read() as s:
+        record = s.query(UsageRecord).filter_by(job_id=job_id).one()
+        job = s.get(Job, job_id)
+        assert job is not None
+    assert (record.account_id, record.key_id, record.model) == (
+        api.account,
+        job.key_id,
+        job.engine_model,
+    )
+    assert record.feature == "audio_seconds" and record.quantity == seconds
+    usage = api.get(f"/v1/queue/requests/{job_id}/result").json()["usage"]
+    assert usage == {
+        "feature": "audio_seconds",
+        "quantity": seconds,
+        "billing_status": "not_billed",
+    }
+
+
+def test_failed_and_cancelled_jobs_record_nothing(api: Api) -> None:
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    api.put(f"/v1/queue/requests/{job_id}/cancel")
+    with api.services.db.read() as s:
+        assert s.query(UsageRecord).count() == 0
+
+
+def test_usage_listed_per_key_and_model_by_date(api: Api) -> None:
+    db = api.services.db
+    seconds = api.files.get("mono.wav").seconds
+    second_key = api.key_with("audio:separate", "files:read", "files:write")
+    db.clock = lambda: T0
+    first = _run(api, api.upload())
+    db.clock = lambda: T0 + timedelta(days=10)
+    file_id = api.upload()
+    _run(api, file_id, fmt="flac")
+    second = _run(api, file_id, key=second_key, fmt="mp3")
+    with db.read() as s:
+        job_1, job_2 = s.get(Job, first), s.get(Job, second)
+        assert job_1 is not None and job_2 is not None
+        key_1, key_2, model = job_1.key_id, job_2.key_id, job_1.engine_model
+    # Default period: the last 30 days up to now.
+    body = api.get("/v1/usage").json()
+    assert body["object"] == "list"
+    got = {
+        (line["key_id"], line["model"]): (line["jobs"], line["quantity"]) for line in body["data"]
+    }
+    assert got == {
+        (key_1, model): (2, round(2 * seconds, 3)),
+        (key_2, model): (1, round(seconds, 3)),
+    }
+    assert all(line["feature"] == "audio_seconds" for line in body["data"])
+    assert body["total"] == round(3 * seconds, 3)
+    assert datetime.fromisoformat(body["to"]) == T0 + timedelta(days=10)
+    assert datetime.fromisoformat(body["from"]) == T0 - timedelta(days=20)
+    # A range holding only the first job.
+    r = api.get("/v1/usage", params={"from": "2030-03-01T00:00:00Z", "to": "2030-03-02"})
+    assert r.status_code == 200, r.text
+    only = r.json()["data"]
+    assert [(line["key_id"], line["jobs"], line["quantity"]) for line in only] == [
+        (key_1, 1, round(seconds, 3))
+    ]
+    # Another account sees none of it; a bad date is a 400; models:read alone is a 403.
+    assert api.get("/v1/usage", key=api.other_key).json()["data"] == []
+    r = api.get("/v1/usage", params={"from": "yesterday"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "from"
+    assert api.get("/v1/usage", key=api.key_with("models:read")).status_code == 403

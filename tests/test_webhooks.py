@@ -1,0 +1,511 @@
+"""Webhooks: Standard Webhooks signatures, and deliveries sent to a real local HTTP receiver.
+
+Jobs are submitted through the API (the secret comes from the submit answer) and finished
+through the real queue (claim + complete / fail), whose final transition writes the delivery
+row. :class:`Dispatcher` threads then send it to a ``ThreadingHTTPServer`` on 127.0.0.1
+(allowlisted), whose answers each test scripts. Backoff steps are shortened to tenths of a
+second and the send timeout to half a second so every path runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+from sqlalchemy import select
+
+from api_support import Api, make_api
+from audiofiles import decode_stream, stempeg_example
+from demixer.service.context import Services
+from demixer.service.delivery import CAP_STEPS, Dispatcher, backoff
+from demixer.service.schema import Delivery, Job
+from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
+
+__all__ = ["make_api"]  # fixtures
+
+FAST = {
+    "url_allowlist": "127.0.0.1",
+    "webhook_timeout_seconds": 0.5,
+    "webhook_backoff_seconds": 0.1,
+    "poll_seconds": 0.05,
+}
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+def test_sign_and_verify_round_trip() -> None:
+    secret = new_secret()
+    body = json.dumps({"type": "audio.separate.completed", "request_id": "req_1"}).encode()
+    now = int(time.time())
+    headers = {
+        "Webhook-Id": "msg_1",
+        "WEBHOOK-TIMESTAMP": str(now),
+        "webhook-signature": sign(secret, "msg_1", now, body),
+    }
+    assert headers["webhook-signature"].startswith("v1,")
+    assert verify(headers, body, secret) == {
+        "type": "audio.separate.completed",
+        "request_id": "req_1",
+    }
+    assert verify(headers, body.decode(), secret)["request_id"] == "req_1"  # str bodies too
+    # Key rotation: several signatures, one of them right.
+    rotated = {**headers, "webhook-signature": f"v1,AAAA v2,xyz {headers['webhook-signature']}"}
+    assert verify(rotated, body, secret)["request_id"] == "req_1"
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["body", "id", "timestamp", "secret", "old", "future", "missing", "garbage"],
+)
+def test_verify_refuses_tampering_and_replays(change: str) -> None:
+    secret, now = new_secret(), 1_700_000_000
+    body = b'{"request_id":"req_1"}'
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(secret, "msg_1", now, body),
+    }
+    at = float(now)
+    if change == "body":
+        body = b'{"request_id":"req_2"}'
+    elif change == "id":
+        headers["webhook-id"] = "msg_2"
+    elif change == "timestamp":
+        headers["webhook-timestamp"] = str(now + 1)
+    elif change == "secret":
+        secret = new_secret()
+    elif change == "old":
+        at = now + 301.0
+    elif change == "future":
+        at = now - 301.0
+    elif change == "missing":
+        del headers["webhook-signature"]
+    elif change == "garbage":
+        headers["webhook-timestamp"] = "yesterday"
+    with pytest.raises(WebhookVerificationError):
+        verify(headers, body, secret, now=at)
+    if change in ("old", "future"):  # inside the tolerance it passes
+        assert verify(headers, body, secret, now=at, tolerance=302)
+
+
+def test_interoperates_with_the_standardwebhooks_package() -> None:
+    sw = pytest.importorskip("standardwebhooks")
+    from datetime import UTC, datetime
+
+    secret, now = new_secret(), int(time.time())
+    body = b'{"request_id":"req_1","status":"COMPLETED"}'
+    ours = {
+        "webhook-id": "msg_x",
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(secret, "msg_x", now, body),
+    }
+    assert sw.Webhook(secret).verify(body, ours) == {"request_id": "req_1", "status": "COMPLETED"}
+    theirs = {
+        **ours,
+        "webhook-signature": sw.Webhook(secret).sign(
+            "msg_x", datetime.fromtimestamp(now, UTC), body.decode()
+        ),
+    }
+    assert theirs["webhook-signature"] == ours["webhook-signature"]
+    assert verify(theirs, body, secret)["status"] == "COMPLETED"
+
+
+def test_backoff_spans_about_a_day() -> None:
+    base = 60.0
+    lows = [min(base * 4**k, base * CAP_STEPS) / 2 for k in range(7)]
+    waits = [backoff(k + 1, base) for k in range(7)]  # the waits between 8 attempts
+    for wait, low in zip(waits, lows, strict=True):
+        assert low <= wait <= 2 * low
+    assert sum(lows) > 14 * 3600 and sum(lows) * 2 < 31 * 3600
+    assert waits[-1] <= 12 * 3600
+
+
+# --- a real receiver -------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on 127.0.0.1; ``plans[path]`` lists the statuses to answer, in order
+    (the last one repeats); ``delays[path]`` makes it wait before answering."""
+
+    port: int = 0
+    calls: list[Call] = field(default_factory=list)
+    plans: dict[str, list[int]] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)
+    per_id: bool = False  # plans index by the number of calls for this webhook-id, not path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def answer(self, call: Call) -> int:
+        with self.lock:
+            self.calls.append(call)
+            key = call.headers["webhook-id"] if self.per_id else call.path
+            seen = sum(
+                1 for c in self.calls if (c.headers["webhook-id"] if self.per_id else c.path) == key
+            )
+        plan = self.plans.get(call.path, [200])
+        return plan[min(seen, len(plan)) - 1]
+
+    def to(self, path: str) -> list[Call]:
+        with self.lock:
+            return [c for c in self.calls if c.path == path]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            call = Call(
+                self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
+            )
+            status = rec.answer(call)
+            time.sleep(rec.delays.get(self.path, 0.0))
+            try:
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"no" if status >= 300 else b"ok")
+            except OSError:
+                pass  # the sender gave up (timeout)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    rec.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    server.shutdown()
+    server.server_close()
+
+
+@contextmanager
+def dispatching(services: Services, **kw: Any) -> Iterator[Dispatcher]:
+    dispatcher = Dispatcher(services, **kw)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {check}")
+        time.sleep(0.02)
+
+
+def submit(api: Api, file_id: str, url: str, **extra: Any) -> tuple[str, str]:
+    """Queue a request with a webhook; returns (request id, signing secret from the answer)."""
+    r = api.queue_separate(file_id, webhook={"url": url, **extra})
+    assert r.status_code == 202, r.text
+    return r.json()["request_id"], r.json()["webhook"]["signing_secret"]
+
+
+def finish(api: Api, job_id: str) -> None:
+    """Complete ``job_id`` as a worker would, unless the result cache already did."""
+    with api.services.db.read() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        if job.status == "COMPLETED":
+            return
+    api.worker_done(job_id)
+
+
+def fail_job(api: Api, job_id: str) -> None:
+    claim = api.services.queue.claim("test-worker")
+    assert claim is not None and claim.id == job_id
+    api.services.queue.fail(
+        job_id, "test-worker", code="MODEL_FAILED", message="the model broke", retryable=False
+    )
+
+
+def hook_status(api: Api, job_id: str) -> dict[str, Any]:
+    r = api.get(f"/v1/queue/requests/{job_id}/status")
+    assert r.status_code == 200, r.text
+    return dict(r.json()["webhook"])
+
+
+# --- deliveries ------------------------------------------------------------------------------
+
+
+def test_flaky_receiver_gets_a_signed_completed_event_on_the_third_attempt(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**FAST)
+    receiver.plans["/hook"] = [500, 500, 204]
+    job_id, secret = submit(api, api.upload(), receiver.url("/hook"))
+    assert hook_status(api, job_id)["delivery_status"] == "none"  # not finished yet
+    api.worker_done(job_id)
+    with dispatching(api.services):
+        status = wait_for(
+            lambda: (s := hook_status(api, job_id))["delivery_status"] == "delivered" and s
+        )
+    assert status["attempts"] == 3 and status["delivered_at"] and status["last_error"] is None
+    calls = receiver.to("/hook")
+    assert len(calls) == 3
+    assert len({c.headers["webhook-id"] for c in calls}) == 1  # one message, three attempts
+    for call in calls:
+        event = verify(call.headers, call.body, secret)
+    assert event["type"] == "audio.separate.completed"
+    assert event["request_id"] == job_id and event["status"] == "COMPLETED"
+    assert event["model"] == "audio/separate" and event["timestamp"]
+    assert set(event["data"]) >= {"target", "residual", "duration", "sample_rate"}
+    download = api.client.get(event["data"]["target"]["url"])  # the signed URL works
+    assert download.status_code == 200 and download.content[:4] == b"RIFF"
+    # Backoff: each retry waited at least half its step (0.1 s, then 0.4 s).
+    assert calls[1].at - calls[0].at >= 0.05 and calls[2].at - calls[1].at >= 0.2
+
+
+def test_failed_job_sends_a_failed_event_with_the_callers_secret(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**FAST)
+    mine = new_secret()
+    job_id, secret = submit(api, api.upload(), receiver.url("/f"), secret=mine)
+    assert secret == mine
+    fail_job(api, job_id)
+    with dispatching(api.services):
+        wait_for(lambda: hook_status(api, job_id)["delivery_status"] == "delivered")
+    (call,) = receiver.to("/f")
+    event = verify(call.headers, call.body, mine)
+    assert event["type"] == "audio.separate.failed" and event["status"] == "FAILED"
+    assert event["error"] == {"code": "MODEL_FAILED", "message": "the model broke"}
+    assert "data" not in event
+
+
+def test_410_stops_retries_after_one_attempt(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**FAST)
+    receiver.plans["/gone"] = [410]
+    job_id, _ = submit(api, api.upload(), receiver.url("/gone"))
+    api.worker_done(job_id)
+    with dispatching(api.services):
+        status = wait_for(
+            lambda: (s := hook_status(api, job_id))["delivery_status"] == "failed" and s
+        )
+        time.sleep(0.5)  # more than the first backoff steps: nothing else is sent
+    assert status["attempts"] == 1 and "410" in status["last_error"]
+    assert len(receiver.to("/gone")) == 1
+
+
+def test_gives_up_after_max_attempts(make_api: Callable[..., Api], receiver: Receiver) -> None:
+    api = make_api(**{**FAST, "webhook_max_attempts": 3, "webhook_backoff_seconds": 0.02})
+    receiver.plans["/down"] = [503]
+    job_id, _ = submit(api, api.upload(), receiver.url("/down"))
+    api.worker_done(job_id)
+    with dispatching(api.services):
+        status = wait_for(
+            lambda: (s := hook_status(api, job_id))["delivery_status"] == "failed" and s
+        )
+    assert status["attempts"] == 3 and status["last_error"].startswith("HTTP 503")
+    assert len(receiver.to("/down")) == 3
+
+
+def test_slow_receiver_times_out_without_delaying_another(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 60.0})
+    receiver.delays["/slow"] = 2.0  # four times the 0.5 s timeout
+    file_id = api.upload()
+    slow_id, _ = submit(api, file_id, receiver.url("/slow"))
+    api.worker_done(slow_id)
+    fast_id, _ = submit(api, file_id, receiver.url("/fast"))
+    finish(api, fast_id)
+    with dispatching(api.services, concurrency=4):
+        started = time.monotonic()
+        wait_for(lambda: hook_status(api, fast_id)["delivery_status"] == "delivered")
+        fast_took = time.monotonic() - started
+        slow = wait_for(lambda: (s := hook_status(api, slow_id))["last_error"] and s)
+    assert fast_took < 2.0, fast_took  # before the slow receiver even answers
+    # The slow one was due (and claimed) first; the fast one arrived while it still hung.
+    assert receiver.to("/fast")[0].at < receiver.to("/slow")[0].at + 0.5
+    assert slow["delivery_status"] == "pending" and slow["attempts"] == 1
+    assert slow["last_error"].startswith("timeout")
+
+
+def test_delivery_survives_a_dispatcher_restart(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 1.0})
+    receiver.plans["/r"] = [500, 200]
+    job_id, secret = submit(api, api.upload(), receiver.url("/r"))
+    api.worker_done(job_id)
+    with dispatching(api.services):
+        wait_for(lambda: hook_status(api, job_id)["attempts"] == 1)
+    # A new process: new services (engine, pool) on the same database and data directory.
+    restarted = Services.from_settings(api.services.settings)
+    assert hook_status(api, job_id)["delivery_status"] == "pending"
+    with dispatching(restarted):
+        status = wait_for(
+            lambda: (s := hook_status(api, job_id))["delivery_status"] == "delivered" and s
+        )
+    first, second = receiver.to("/r")
+    assert status["attempts"] == 2
+    assert second.at - first.at >= 0.5  # it waited for the retry to fall due
+    assert verify(second.headers, second.body, secret)["request_id"] == job_id
+    restarted.db.dispose()
+
+
+def test_two_dispatchers_never_send_one_attempt_twice(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 0.05})
+    receiver.plans["/many"] = [500, 200]  # per webhook-id: fail once, then take it
+    receiver.per_id = True
+    receiver.delays["/many"] = 0.05
+    file_id = api.upload()
+    jobs = []
+    for _ in range(8):
+        job_id, _secret = submit(api, file_id, receiver.url("/many"))
+        finish(api, job_id)
+        jobs.append(job_id)
+    other = Services.from_settings(api.services.settings)  # a second process's engine
+    with dispatching(api.services, concurrency=3), dispatching(other, concurrency=3):
+        for job_id in jobs:
+            wait_for(lambda j=job_id: hook_status(api, j)["delivery_status"] == "delivered")
+    counts: dict[str, int] = {}
+    for call in receiver.to("/many"):
+        counts[call.headers["webhook-id"]] = counts.get(call.headers["webhook-id"], 0) + 1
+    assert len(counts) == 8 and set(counts.values()) == {2}, counts
+    with api.services.db.read() as s:
+        assert {d.attempts for d in s.execute(select(Delivery)).scalars()} == {2}
+    other.db.dispose()
+
+
+def test_status_without_a_webhook_and_after_cancel(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**FAST)
+    file_id = api.upload()
+    plain = api.queue_separate(file_id).json()["request_id"]
+    assert api.get(f"/v1/queue/requests/{plain}/status").json()["webhook"] is None
+    job_id, _ = submit(api, file_id, receiver.url("/c"))
+    assert api.client.put(
+        f"/v1/queue/requests/{job_id}/cancel", headers=api.headers()
+    ).status_code in (200, 202)
+    with dispatching(api.services):
+        time.sleep(0.3)
+    status = hook_status(api, job_id)
+    assert status == {
+        "url": receiver.url("/c"),
+        "delivery_status": "none",
+        "attempts": 0,
+        "delivered_at": None,
+        "last_error": None,
+        "next_attempt_at": None,
+    }
+    assert receiver.calls == []
+
+
+def test_private_webhook_urls_are_refused(make_api: Callable[..., Api]) -> None:
+    api = make_api()  # no allowlist
+    file_id = api.upload()
+    for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/hook"):
+        r = api.queue_separate(file_id, webhook={"url": url})
+        assert r.status_code in (400, 422), r.text
+        assert r.json()["error"]["code"] == "INVALID_AUDIO_URL", r.text
+        assert r.json()["error"]["param"] == "webhook.url"
+
+
+def test_the_guard_runs_again_before_each_send(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 60.0})
+    job_id, _ = submit(api, api.upload(), receiver.url("/g"))
+    api.worker_done(job_id)
+    # The operator has since removed 127.0.0.1 from the allowlist.
+    settings = api.services.settings.model_copy(update={"url_allowlist": ""})
+    strict = Services.from_settings(settings, db=api.services.db)
+    with dispatching(strict):
+        status = wait_for(lambda: (s := hook_status(api, job_id))["last_error"] and s)
+    assert status["last_error"].startswith("refused") and status["delivery_status"] == "pending"
+    assert receiver.calls == []
+
+
+def test_a_request_answered_from_the_result_cache_sends_its_event(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    api = make_api(**FAST)
+    file_id = api.upload()
+    first, _ = submit(api, file_id, receiver.url("/first"))
+    api.worker_done(first)
+    again = api.queue_separate(file_id, webhook={"url": receiver.url("/again")})
+    assert again.json()["status"] == "COMPLETED", again.text  # reused, no worker
+    job_id, secret = again.json()["request_id"], again.json()["webhook"]["signing_secret"]
+    with dispatching(api.services):
+        wait_for(lambda: hook_status(api, job_id)["delivery_status"] == "delivered")
+    (call,) = receiver.to("/again")
+    event = verify(call.headers, call.body, secret)
+    assert event["request_id"] == job_id and event["type"] == "audio.separate.completed"
+    assert f"/{job_id}/" in event["data"]["target"]["url"]  # its own copies, freshly signed
+
+
+def test_demixer_serve_delivers_a_real_jobs_event(tmp_path: Path, receiver: Receiver) -> None:
+    """The real thing: `demixer serve` (worker + dispatcher threads), the real model, HTTP."""
+    from service_harness import fast_env, running_server
+
+    receiver.plans["/serve"] = [500, 200]
+    mix = decode_stream(stempeg_example(), 0)[:, : 2 * 44100]  # 2 s of real music
+    song = tmp_path / "song.wav"
+    sf.write(song, mix.T, 44100, subtype="FLOAT")
+    env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1", DEMIXER_WEBHOOK_BACKOFF_SECONDS="0.2")
+    with running_server(tmp_path / "serve", env=env) as server:
+        client = server.client()
+        files = {"file": ("song.wav", song.read_bytes(), "audio/wav")}
+        up = client.post("/v1/files", files=files)
+        assert up.status_code in (200, 201), up.text
+        r = client.post(
+            "/v1/queue/audio/separate",
+            json={
+                "input": {"file_id": up.json()["file_id"], "prompt": "vocals"},
+                "webhookUrl": receiver.url("/serve"),
+            },
+        )
+        assert r.status_code == 202, r.text
+        job_id, secret = r.json()["request_id"], r.json()["webhook"]["signing_secret"]
+
+        def delivered() -> dict[str, Any] | None:
+            hook = client.get(f"/v1/queue/requests/{job_id}/status").json()["webhook"]
+            return hook if hook["delivery_status"] == "delivered" else None
+
+        status = wait_for(delivered, timeout=60)
+    assert status["attempts"] == 2
+    event = verify(receiver.to("/serve")[-1].headers, receiver.to("/serve")[-1].body, secret)
+    assert event["type"] == "audio.separate.completed" and event["request_id"] == job_id
+    assert event["data"]["target"]["url"].startswith(server.base_url)
