@@ -509,3 +509,50 @@ def test_demixer_serve_delivers_a_real_jobs_event(tmp_path: Path, receiver: Rece
     event = verify(receiver.to("/serve")[-1].headers, receiver.to("/serve")[-1].body, secret)
     assert event["type"] == "audio.separate.completed" and event["request_id"] == job_id
     assert event["data"]["target"]["url"].startswith(server.base_url)
+
+
+def test_a_delivery_lands_after_the_server_is_killed_between_retries(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The receiver fails twice; `demixer serve` is SIGKILLed after the first failure and
+    started again on the same data directory; the third attempt still lands, signed."""
+    from service_harness import fast_env, running_server, start_server
+
+    receiver.plans["/restart"] = [500, 500, 204]
+    mix = decode_stream(stempeg_example(), 0)[:, : 2 * 44100]
+    song = tmp_path / "song.wav"
+    sf.write(song, mix.T, 44100, subtype="FLOAT")
+    env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1", DEMIXER_WEBHOOK_BACKOFF_SECONDS="2")
+    data_dir = tmp_path / "serve"
+    first = start_server(data_dir, env=env)
+    try:
+        client = first.client()
+        up = client.post("/v1/files", files={"file": ("song.wav", song.read_bytes(), "audio/wav")})
+        r = client.post(
+            "/v1/queue/audio/stems",
+            json={
+                "input": {"file_id": up.json()["file_id"], "model": "spleeter-2stems"},
+                "webhook": {"url": receiver.url("/restart")},
+            },
+        )
+        assert r.status_code == 202, r.text
+        job_id, secret = r.json()["request_id"], r.json()["webhook"]["signing_secret"]
+        wait_for(lambda: receiver.to("/restart") or None, timeout=60)
+        client.close()
+    finally:
+        first.kill()  # SIGKILL: the dispatcher dies with its retry pending
+    assert len(receiver.to("/restart")) == 1
+    with running_server(data_dir, env=env) as second:
+        client = second.client(first.key)
+
+        def delivered() -> dict[str, Any] | None:
+            hook = client.get(f"/v1/queue/requests/{job_id}/status").json()["webhook"]
+            return hook if hook["delivery_status"] == "delivered" else None
+
+        status = wait_for(delivered, timeout=90)
+    assert status["attempts"] == 3
+    calls = receiver.to("/restart")
+    assert len(calls) == 3
+    assert len({c.headers["webhook-id"] for c in calls}) == 1  # one event, retried
+    event = verify(calls[-1].headers, calls[-1].body, secret)
+    assert event["type"] == "audio.separate.completed" and event["request_id"] == job_id
