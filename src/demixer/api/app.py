@@ -13,6 +13,7 @@ from demixer.api.openapi import document
 from demixer.api.routes import blobs, files, models, queue, usage
 from demixer.api.schemas import FileCreate
 from demixer.service.context import Services
+from demixer.vendors import routers as vendor_routers
 
 __all__ = ["create_app"]
 
@@ -43,6 +44,8 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     for module in (models, files, queue, blobs, usage):
         app.include_router(module.router)
+    for router in vendor_routers():
+        app.include_router(router)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(RateLimitHeadersMiddleware)  # outermost: even a 500 has them
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
