@@ -10,12 +10,13 @@ A transition that matches no row raises instead of passing silently.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from demixer.errors import DemixerError
@@ -97,6 +98,28 @@ class Queue:
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
         self.final_hooks: list[FinalHook] = []
+        # Wakes idle worker slots in this process when a job is queued here (the embedded
+        # `serve`), instead of leaving it until their next poll; other processes still poll.
+        self._work = threading.Condition()
+        self._generation = 0
+
+    def work_generation(self) -> int:
+        """A token to take BEFORE a claim that found nothing; see :meth:`wait_for_work`."""
+        with self._work:
+            return self._generation
+
+    def wait_for_work(self, generation: int, timeout: float) -> None:
+        """Sleep up to ``timeout`` s, or until a job is queued after ``generation`` was taken."""
+        with self._work:
+            self._work.wait_for(lambda: self._generation != generation, timeout)
+
+    def _wake_after_commit(self, session: Session) -> None:
+        def wake(_session: Session) -> None:
+            with self._work:
+                self._generation += 1
+                self._work.notify_all()
+
+        event.listen(session, "after_commit", wake, once=True)
 
     def _finalised(self, s: Session, job_id: str) -> None:
         if not self.final_hooks:
@@ -150,6 +173,7 @@ class Queue:
         )
         session.add(job)
         session.flush()
+        self._wake_after_commit(session)
         self.log(session, job_id, f"queued for {engine_model}")
         return job
 
@@ -375,6 +399,7 @@ class Queue:
             if retryable and attempts < max_attempts:
                 self._fenced(s, job_id, worker_id, status=IN_QUEUE, lease_owner=None, progress=0.0)
                 self.log(s, job_id, f"attempt {attempts} failed ({code}: {message}); retrying")
+                self._wake_after_commit(s)
                 return IN_QUEUE
             self._fenced(
                 s,

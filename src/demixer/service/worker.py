@@ -61,15 +61,17 @@ class _Slot:
         """Claim and run jobs until ``stop`` is set."""
         poll = self.services.settings.poll_seconds
         try:
+            queue = self.services.queue
             while not stop.is_set():
+                generation = queue.work_generation()
                 try:
-                    claim = self.services.queue.claim(self.worker_id, self.models)
+                    claim = queue.claim(self.worker_id, self.models)
                 except Exception:
                     log.exception("%s: claiming a job failed", self.worker_id)
                     stop.wait(max(poll, 1.0))
                     continue
                 if claim is None:
-                    stop.wait(poll)
+                    queue.wait_for_work(generation, poll)
                 else:
                     self.runner.run_job(claim, stop)
         finally:

@@ -14,6 +14,7 @@ import hmac
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,9 +118,27 @@ class LocalStorage:
         return total, digest.hexdigest()
 
     def put_file(self, key: str, path: Path) -> int:
-        with path.open("rb") as fh:
-            size, _ = self.put(key, fh)
-        return size
+        # The workers' outputs sit on the same filesystem: a hard link stores them at once.
+        # The caller never changes the file afterwards (it only deletes it).
+        if not path.is_file():
+            raise BlobNotFound(f"no file {path}")
+        return self._link_or_copy(path, self._path(key))
+
+    @staticmethod
+    def _link_or_copy(src: Path, dst: Path) -> int:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.link")
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return dst.stat().st_size
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -150,22 +169,10 @@ class LocalStorage:
     def copy(self, src_key: str, dst_key: str) -> int:
         # A hard link costs nothing and is safe: blobs are only ever replaced by rename and
         # removed by unlink, never changed in place. Other filesystems get a real copy.
-        src, dst = self._path(src_key), self._path(dst_key)
+        src = self._path(src_key)
         if not src.is_file():
             raise BlobNotFound(f"no blob {src_key}")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
-        try:
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return dst.stat().st_size
+        return self._link_or_copy(src, self._path(dst_key))
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
