@@ -48,6 +48,8 @@ class Settings(BaseSettings):
 
     # Signed URLs.
     upload_url_ttl_seconds: int = 3600
+    # Part size of the Gaudio-compatible multipart upload (its `chunkSize`).
+    gaudio_chunk_bytes: int = Field(5 << 20, ge=1)
     download_url_ttl_seconds: int = 48 * 3600
 
     # Retention (like the vendors: uploads 72 h, results 48 h); the sweeper deletes after.

@@ -13,6 +13,8 @@ with the worker (``demixer.service.worker`` reads exactly this)::
       "names": {"vocals": "target", "residual": "residual"},  # engine output -> API name
       "spans": [{"start", "end", "include"}] | None,      # seconds; audio/separate only
       "webhook": {"url", "secret"} | None,                # delivery comes with webhooks
+      "preprocess": ["denoise"],          # optional; applied to the input before separation,
+                                          # so stems + residual add up to the denoised input
     }
 
 The worker stores output ``n`` as ``outputs/{job_id}/attempt-{a}/{names[n]}.{ext}`` and

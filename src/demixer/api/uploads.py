@@ -49,6 +49,7 @@ __all__ = [
     "media_type",
     "owned_file",
     "receive_put",
+    "record_upload",
     "store_direct",
 ]
 
@@ -204,6 +205,12 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str) -> 
         ):  # deleted (or uploaded by a racing PUT) meanwhile
             raise AlreadyUploaded(f"file {row.id!r} changed while its bytes arrived")
         return s.execute(select(File).where(File.id == row.id)).scalar_one()
+
+
+def record_upload(services: Services, row: File, size: int, sha256: str) -> File:
+    """Probe bytes already assembled at ``row.storage_key`` (e.g. from a vendor's multipart
+    parts) and record the outcome, exactly as a PUT does (raises InvalidAudio when failed)."""
+    return _probe_and_record(services, row, size, sha256)
 
 
 def receive_put(

@@ -35,6 +35,8 @@ _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 _READ_BLOCK = 1 << 16  # frames per decoded block
 
 ProgressFn = Callable[[float], None]
+PreprocessFn = Callable[[Iterable[np.ndarray], int], Iterable[np.ndarray]]
+"""``(blocks, sample_rate) -> blocks`` of the same total length, applied before separation."""
 CancelFn = Callable[[], bool]
 
 
@@ -227,11 +229,15 @@ class Separator:
         rescale: bool = False,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
+        preprocess: PreprocessFn | None = None,
     ) -> FileResult:
         """Decode ``path`` (any audio or video file), separate, and write one file per output.
 
         Decoding, separation and encoding all stream, so memory does not depend on duration.
-        Files appear under their final names only when complete.
+        Files appear under their final names only when complete. ``preprocess`` (e.g.
+        :func:`demixer.audio.denoise.denoise_blocks`) transforms the decoded block stream
+        before separation, keeping its length; the residual is then computed against the
+        preprocessed input, so stems + residual add up to it, not to the file.
         """
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
@@ -247,8 +253,11 @@ class Separator:
             writer = StemSetWriter(paths, reader.sample_rate, reader.channels, fmt, rescale=rescale)
             samples = 0
             try:
+                blocks: Iterable[np.ndarray] = reader.blocks(_READ_BLOCK)
+                if preprocess is not None:
+                    blocks = preprocess(blocks, reader.sample_rate)
                 for out in self.stream(
-                    reader.blocks(_READ_BLOCK),
+                    blocks,
                     reader.sample_rate,
                     plan,
                     total,

@@ -50,6 +50,10 @@ def fingerprint(
         "bit_depth": params.get("bit_depth"),
         "spans": params.get("spans"),
     }
+    if params.get("extra_formats"):  # only when present: older fingerprints stay valid
+        key["extra_formats"] = params["extra_formats"]
+    if params.get("preprocess"):  # only when set, so older fingerprints stay valid
+        key["preprocess"] = params["preprocess"]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

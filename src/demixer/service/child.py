@@ -34,10 +34,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from demixer.audio import OutputFormat
+from demixer.audio import AudioReader, OutputFormat, StemSetWriter
+from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
-from demixer.errors import DemixerError, ModelFailed, ModelUnavailable
+from demixer.engine.separator import PreprocessFn
+from demixer.errors import DemixerError, InvalidRequest, ModelFailed, ModelUnavailable
 from demixer.service.spans import apply_spans_to_files, parse_spans
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
 PROGRESS_INTERVAL = 0.5  # seconds between progress messages
 CACHED_MODELS = 2  # separators kept loaded per child (least recently used dropped first)
 _FLOAT_WAV = OutputFormat("wav", "32f")
+_TRANSCODE_BLOCK = 1 << 16  # frames per block when writing the extra formats
 _PR_SET_PDEATHSIG = 1
 
 
@@ -92,6 +95,10 @@ class ChildJob:
         bit_depth: ``16``, ``24``, ``32f`` or None (the format's default).
         names: engine output name -> API output name (``target``/``residual`` for spans).
         spans: the raw ``spans`` of the request (None: no spans).
+        extra_formats: more formats (``mp3``, ``wav``, ``flac``; default bit depth) to write
+            every output in too, transcoded from the primary file.
+        preprocess: steps applied to the input before separation (``"denoise"``: see
+            :mod:`demixer.audio.denoise`); stems + residual then add up to the processed input.
     """
 
     job_id: str
@@ -104,6 +111,16 @@ class ChildJob:
     bit_depth: str | None
     names: dict[str, str]
     spans: list[dict[str, Any]] | None = None
+    extra_formats: tuple[str, ...] = ()
+    preprocess: tuple[str, ...] = ()
+
+
+def _preprocessor(steps: tuple[str, ...]) -> PreprocessFn | None:
+    """The block-stream transform for a job's ``preprocess`` steps (None: none)."""
+    for step in steps:
+        if step != "denoise":
+            raise InvalidRequest(f"unknown preprocessing step {step!r}; known: denoise")
+    return denoise_blocks if steps else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,7 @@ class ChildResult:
         channels: channels of the outputs (1 for mono input, else 2).
         clipped: engine output name -> samples clipped at ±1 (0 for float WAV).
         seconds: wall-clock seconds spent in the child.
+        extras: engine output name -> extension -> the same output in an extra format.
     """
 
     outputs: dict[str, ChildOutput]
@@ -134,6 +152,7 @@ class ChildResult:
     channels: int
     clipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    extras: dict[str, dict[str, ChildOutput]] = field(default_factory=dict)
 
 
 def classify_error(exc: BaseException) -> tuple[str, str, bool]:
@@ -249,6 +268,7 @@ def run_job(
     fmt = OutputFormat.parse(job.output_format, job.bit_depth)
     spans = parse_spans(job.spans)
     separator = _separator(job.engine_model, options, separators)
+    preprocess = _preprocessor(tuple(job.preprocess))
     out_dir = Path(job.out_dir)
     if not spans:
         result = separator.separate_file(
@@ -259,6 +279,7 @@ def run_job(
             template="{stem}.{ext}",
             downmix=True,
             on_progress=progress,
+            preprocess=preprocess,
         )
         paths, report = result.paths, result.report
     else:
@@ -271,6 +292,7 @@ def run_job(
             template="{stem}.{ext}",
             downmix=True,
             on_progress=lambda f: progress(0.9 * f),
+            preprocess=preprocess,
         )
         paths = {name: out_dir / f"{name}.{fmt.extension}" for name in result.paths}
         try:
@@ -281,6 +303,11 @@ def run_job(
             shutil.rmtree(scratch, ignore_errors=True)
         progress(1.0)
     rate = mp3_rate(result.sample_rate) if fmt.format == "mp3" else result.sample_rate
+    extras = {
+        name: _transcode(Path(p), fmt, job.extra_formats)
+        for name, p in paths.items()
+        if job.extra_formats
+    }
     return ChildResult(
         outputs={name: ChildOutput(str(p), rate, result.channels) for name, p in paths.items()},
         duration=result.duration,
@@ -288,7 +315,28 @@ def run_job(
         channels=result.channels,
         clipped=dict(report.clipped),
         seconds=time.perf_counter() - started,
+        extras=extras,
     )
+
+
+def _transcode(
+    path: Path, primary: OutputFormat, formats: tuple[str, ...]
+) -> dict[str, ChildOutput]:
+    """``path`` written again in each of ``formats`` (beside it), streamed block by block."""
+    written: dict[str, ChildOutput] = {}
+    for name in formats:
+        fmt = OutputFormat.parse(name, None)
+        if fmt.format == primary.format or fmt.extension in written:
+            continue
+        target = path.with_suffix(fmt.suffix)
+        with AudioReader(path) as reader:
+            rate, channels = reader.sample_rate, reader.channels
+            with StemSetWriter({"out": target}, rate, channels, fmt) as writer:
+                for block in reader.blocks(_TRANSCODE_BLOCK):
+                    writer.write({"out": block})
+        out_rate = mp3_rate(rate) if fmt.format == "mp3" else rate
+        written[fmt.extension] = ChildOutput(str(target), out_rate, channels)
+    return written
 
 
 # --- the parent's end ------------------------------------------------------------------------

@@ -140,7 +140,13 @@ def enqueue_webhook(services: Services, session: Session, job: Job) -> None:
     hook = (job.params or {}).get("webhook")
     if not hook or not hook.get("url"):
         return
-    builder = _BUILDERS.get(hook.get("style") or "native", native_event)
+    style = hook.get("style") or "native"
+    if style not in _BUILDERS:
+        # A standalone `demixer worker` never imported the vendor routers, which register
+        # their builders when imported (lazily, as above: the service must not import the
+        # API; the API package first, as it mounts the vendors: no circular import).
+        import demixer.api  # noqa: F401
+    builder = _BUILDERS.get(style, native_event)
     event = builder(services, job)
     if event is None:
         return

@@ -20,11 +20,18 @@ The job's ``params`` (written by the API) have this shape::
      "stems": [engine stem names] | None,       # None: every stem of the model
      "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
      "names": {engine output name: API output name},   # unnamed outputs keep their own
-     "spans": [{"start", "end", "include"}] | None}    # seconds; see service/spans.py
+     "spans": [{"start", "end", "include"}] | None,    # seconds; see service/spans.py
+     "extra_formats": ["mp3" | "wav" | "flac"]}        # optional, see below
 
 Other keys (``webhook``…) are not the worker's business. Output files are stored as
 ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
 ``{input file stem}_{api name}.{ext}``.
+
+``extra_formats`` (optional; e.g. the Gaudio router asks for ``["mp3"]`` besides WAV) writes
+every output once more per format (its default bit depth), transcoded from the primary file.
+Each copy is stored as ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and recorded as its
+own flat entry of the job's ``outputs`` under the key ``"{api name}.{ext}"`` (same fields as
+the primary entry), so ``/result`` lists it like any output and signed blob URLs resolve it.
 
 Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
 in another process, so it can never starve the heartbeat, and killing it gives its memory back.
@@ -82,6 +89,7 @@ class _Params:
     bit_depth: str | None
     names: dict[str, str]
     spans: list[dict[str, Any]] | None
+    extra_formats: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> _Params:
@@ -105,6 +113,13 @@ class _Params:
             raise _invalid("params.names must map output names to simple names ([A-Za-z0-9_.-])")
         if len(set(names.values())) != len(names):
             raise _invalid("params.names gives two outputs the same name")
+        extra = params.get("extra_formats") or []
+        if not (isinstance(extra, list) and all(isinstance(f, str) for f in extra)):
+            raise _invalid("params.extra_formats must be a list of format names")
+        try:
+            extra_formats = tuple(OutputFormat.parse(f, None).format for f in extra)
+        except DemixerError as exc:
+            raise _invalid(f"params.extra_formats: {exc.message}") from None
         return cls(
             storage_key=str(key) if key is not None else None,
             audio_url=str(url) if url is not None else None,
@@ -114,6 +129,7 @@ class _Params:
             bit_depth=str(depth) if (depth := params.get("bit_depth")) is not None else None,
             names=dict(names),
             spans=params.get("spans"),
+            extra_formats=extra_formats,
         )
 
 
@@ -271,6 +287,8 @@ class Runner:
             bit_depth=params.bit_depth,
             names=params.names,
             spans=params.spans,
+            preprocess=tuple(claim.params.get("preprocess") or ()),
+            extra_formats=params.extra_formats,
         )
         if self.child is None or not self.child.alive():
             if self.child is not None:
@@ -321,6 +339,19 @@ class Runner:
                     "channels": out.channels,
                 }
                 lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
+                for ext, extra in result.extras.get(engine_name, {}).items():
+                    extra_fmt = OutputFormat.parse(ext, None)
+                    key = f"{prefix}{api_name}.{ext}"
+                    outputs[f"{api_name}.{ext}"] = {
+                        "key": key,
+                        "content_type": extra_fmt.content_type,
+                        "file_name": f"{Path(params.input_name).stem}_{api_name}.{ext}",
+                        "size": storage.put_file(key, Path(extra.path)),
+                        "duration": result.duration,
+                        "sample_rate": extra.sample_rate,
+                        "channels": extra.channels,
+                    }
+                    lease.tick(stoppable=False)
             queue.complete(
                 claim.id,
                 self.worker_id,

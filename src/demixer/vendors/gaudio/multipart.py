@@ -1,0 +1,287 @@
+"""Gaudio's chunked upload (S3-style multipart) on demixer's storage and file rows.
+
+``create`` records an ordinary ``files`` row (``pending``; its id is the ``uploadId``) and hands
+out one signed part URL per chunk. Each part PUT is stored as its own blob
+``uploads/{uploadId}/part-{n}`` and answered with an ``ETag`` (the part's MD5, quoted, as S3
+does). ``complete`` checks the listed parts against what was stored, concatenates them in part
+order, streaming, into ``inputs/{file_id}`` and probes the result exactly as a native upload
+(:func:`demixer.api.uploads.record_upload`), so the file is reusable by any later job.
+
+Like Gaudio, oversized or non-audio files "upload fine" and are refused at job creation: an
+oversized announcement becomes a ``failed`` row at once (its parts are read and dropped), a
+file that does not probe as audio is ``failed`` after ``complete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mimetypes
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import BinaryIO, cast
+from urllib.parse import parse_qs, urlsplit
+
+from demixer.api import uploads
+from demixer.errors import (
+    AlreadyUploaded,
+    FileExpired,
+    FileTooLarge,
+    InvalidAudio,
+    InvalidRequest,
+    InvalidSignature,
+    NotFound,
+    SizeMismatch,
+    UrlExpired,
+)
+from demixer.service.context import Services
+from demixer.service.keys import new_id
+from demixer.service.schema import File
+from demixer.storage import BlobNotFound
+from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength
+
+__all__ = ["MAX_PARTS", "Part", "Upload", "chunk_size", "complete", "create", "receive_part"]
+
+MAX_PARTS = 10_000  # as S3: past this many chunks, the chunks grow instead
+_READ = 1 << 20
+_BAD_NAME_CHARS = frozenset("/\\\0")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """``create``'s answer: the upload id, the chunk size (bytes) and the part URLs in order."""
+
+    upload_id: str
+    chunk_size: int
+    part_urls: list[str]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One entry of ``complete``'s ``parts``: its number (from 1) and the ETag it was given."""
+
+    number: int
+    etag: str
+
+
+def chunk_size(services: Services, file_size: int) -> int:
+    """Bytes per part for a file of ``file_size`` bytes (the setting, grown past MAX_PARTS)."""
+    return max(services.settings.gaudio_chunk_bytes, math.ceil(file_size / MAX_PARTS))
+
+
+def part_key(upload_id: str, number: int) -> str:
+    """The storage key of part ``number`` of an upload."""
+    return f"uploads/{upload_id}/part-{number}"
+
+
+def _part_count(services: Services, file_size: int) -> int:
+    return math.ceil(file_size / chunk_size(services, file_size))
+
+
+def _check_name(file_name: object) -> str:
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise BadFileName("fileName is required, e.g. 'song.mp3'")
+    name = file_name.strip()
+    stem, dot, ext = name.rpartition(".")
+    if len(name) > 300 or not dot or not stem or not ext or set(name) & _BAD_NAME_CHARS:
+        raise BadFileName(
+            f"fileName {name[:100]!r} must be a plain file name with an extension, e.g. 'song.mp3'"
+        )
+    return name
+
+
+def _content_type(name: str) -> str:
+    guessed = mimetypes.guess_type(name)[0] or ""
+    return guessed if guessed.startswith(("audio/", "video/")) else "application/octet-stream"
+
+
+def create(
+    services: Services, account_id: str, file_name: object, file_size: object, base_path: str
+) -> Upload:
+    """Record the announced file and sign one part URL per chunk (under ``base_path``)."""
+    name = _check_name(file_name)
+    if isinstance(file_size, bool) or not isinstance(file_size, int) or file_size < 0:
+        raise InvalidRequest("fileSize must be the file's size in bytes (an integer)")
+    if file_size == 0:
+        raise ZeroLength(f"{name!r} is empty (fileSize 0)")
+    settings = services.settings
+    too_big = file_size > settings.max_upload_bytes
+    file_id = new_id("file")
+    now = services.db.clock()
+    row = File(
+        id=file_id,
+        account_id=account_id,
+        file_name=name,
+        content_type=_content_type(name),
+        file_size=file_size,
+        purpose="audio.separate.input",
+        status="failed" if too_big else "pending",
+        error_code=FileTooLarge.code if too_big else None,
+        error_message=(
+            f"{name!r} has {file_size} bytes; the limit is {settings.max_upload_bytes}"
+            if too_big
+            else None
+        ),
+        storage_key=f"inputs/{file_id}",
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.upload_retention_seconds),
+    )
+    with services.db.write() as s:
+        s.add(row)
+    chunk = chunk_size(services, file_size)
+    signed_at = time.time()
+    urls = []
+    for number in range(1, _part_count(services, file_size) + 1):
+        blob_url = services.signer.url(
+            "PUT", part_key(file_id, number), settings.upload_url_ttl_seconds, now=signed_at
+        )
+        query = urlsplit(blob_url).query
+        urls.append(f"{settings.base_url}{base_path}/{file_id}/{number}?{query}")
+    return Upload(file_id, chunk, urls)
+
+
+def check_part_signature(
+    services: Services, upload_id: str, number: int, query: dict[str, list[str]] | str
+) -> None:
+    """Raise unless ``query`` (``expires``, ``sig``) signs a PUT of this part."""
+    values = parse_qs(query) if isinstance(query, str) else query
+    try:
+        expires = int(values["expires"][0])
+        sig = values["sig"][0]
+    except (KeyError, IndexError, ValueError):
+        raise InvalidSignature("this part URL is not signed; ask for a new upload") from None
+    verdict = services.signer.check("PUT", part_key(upload_id, number), expires, sig)
+    if verdict == "invalid":
+        raise InvalidSignature("the signature does not match this part URL")
+    if verdict == "expired":
+        raise UrlExpired("this part URL has expired; create the upload again")
+
+
+class _Md5Reader:
+    """A file object passing ``source`` through while hashing it (MD5, for the ETag)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.md5.update(data)
+        return data
+
+
+def _live_row(services: Services, upload_id: str, account_id: str | None = None) -> File:
+    with services.db.read() as s:
+        row = s.get(File, upload_id)
+    if (
+        row is None
+        or row.status == "deleted"
+        or (account_id is not None and row.account_id != account_id)
+    ):
+        raise UploadNotFound(f"no upload {upload_id!r}")
+    if row.expires_at is not None and services.db.clock() > row.expires_at:
+        raise FileExpired(f"upload {upload_id!r} expired at {row.expires_at.isoformat()}")
+    return row
+
+
+def receive_part(services: Services, upload_id: str, number: int, source: BinaryIO) -> str:
+    """Store one part (signature already checked); returns its MD5 hex (the ETag)."""
+    row = _live_row(services, upload_id)
+    if row.status == "uploaded":
+        raise AlreadyUploaded(f"upload {upload_id!r} is already complete")
+    size = row.file_size or 0
+    if not 1 <= number <= _part_count(services, size):
+        raise InvalidRequest(f"upload {upload_id!r} has no part {number}")
+    reader = _Md5Reader(source)
+    if row.error_code == FileTooLarge.code:  # refused at job creation: keep nothing
+        while reader.read(_READ):
+            pass
+        return reader.md5.hexdigest()
+    limit = chunk_size(services, size)
+    try:
+        services.storage.put(part_key(upload_id, number), cast(BinaryIO, reader), max_bytes=limit)
+    except ValueError:
+        raise SizeMismatch(f"part {number} is over the chunk size of {limit} bytes") from None
+    return reader.md5.hexdigest()
+
+
+class _PartsReader:
+    """The stored parts, in order, as one file object; each part's MD5 is kept to check."""
+
+    def __init__(self, services: Services, upload_id: str, numbers: list[int]) -> None:
+        self.services, self.upload_id = services, upload_id
+        self.pending = list(numbers)
+        self.current: BinaryIO | None = None
+        self.number = 0
+        self.md5s: dict[int, str] = {}
+        self._md5 = hashlib.md5(usedforsecurity=False)
+
+    def _next_part(self) -> bool:
+        if self.current is not None:
+            self.current.close()
+            self.md5s[self.number] = self._md5.hexdigest()
+            self.current = None
+        if not self.pending:
+            return False
+        self.number = self.pending.pop(0)
+        try:
+            self.current = self.services.storage.open(part_key(self.upload_id, self.number))
+        except BlobNotFound:
+            raise InvalidRequest(f"part {self.number} was never uploaded") from None
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            if self.current is None and not self._next_part():
+                return b""
+            assert self.current is not None
+            data = self.current.read(size if size > 0 else _READ)
+            if data:
+                self._md5.update(data)
+                return data
+            self._next_part()
+            if self.current is None:
+                return b""
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+
+
+def complete(services: Services, account_id: str, upload_id: str, parts: list[Part]) -> None:
+    """Assemble the parts into the file and probe it (a non-audio file ends ``failed``)."""
+    row = _live_row(services, upload_id, account_id)
+    if row.status == "uploaded" or row.error_code == FileTooLarge.code:
+        return  # completed already, or refused at job creation
+    size = row.file_size or 0
+    expected = list(range(1, _part_count(services, size) + 1))
+    numbers = sorted(p.number for p in parts)
+    if numbers != expected:
+        raise InvalidRequest(
+            f"list every part exactly once: partNumber 1 to {len(expected)} (got {numbers})"
+        )
+    etags = {p.number: p.etag.strip().strip('"').lower() for p in parts}
+    reader = _PartsReader(services, upload_id, numbers)
+    try:
+        stored, sha256 = services.storage.put(
+            row.storage_key, cast(BinaryIO, reader), max_bytes=size
+        )
+    except ValueError:
+        raise SizeMismatch(f"the parts hold more than fileSize {size} bytes") from None
+    finally:
+        reader.close()
+    wrong = [n for n in numbers if reader.md5s.get(n) != etags[n]]
+    if wrong or stored != size:
+        services.storage.delete_prefix(row.storage_key)
+        if wrong:
+            raise InvalidRequest(f"the awsETag of part(s) {wrong} does not match the bytes sent")
+        raise SizeMismatch(f"the parts hold {stored} bytes but fileSize declared {size}")
+    services.storage.delete_prefix(f"uploads/{upload_id}/")
+    try:
+        uploads.record_upload(services, row, stored, sha256)
+    except InvalidAudio:
+        pass  # recorded on the row as failed: job creation answers 1107/1108
+    except NotFound:
+        raise UploadNotFound(f"upload {upload_id!r} was deleted meanwhile") from None

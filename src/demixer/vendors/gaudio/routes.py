@@ -1,0 +1,293 @@
+"""Gaudio's endpoints, translated onto the native path (uploads, ``api.submit``, the queue).
+
+Jobs are ordinary ``audio/stems`` jobs planned by :func:`demixer.api.submit.plan_stems_request`
+(so model choice, limits, cache and usage all apply) with Gaudio's output names and
+``params["extra_formats"] = ["mp3"]``: every stem is stored as WAV (at the input's rate) and
+MP3 (320 kbps), see :mod:`demixer.service.runner`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import timedelta
+from functools import partial
+from typing import Annotated, Any, BinaryIO, cast
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+
+from demixer.api import submit, uploads
+from demixer.api.auth import ServicesDep
+from demixer.api.limits import count_request
+from demixer.api.schemas import StemsRequest
+from demixer.engine.stems import RESIDUAL
+from demixer.errors import (
+    DurationLimit,
+    FileNotReady,
+    FileTooLarge,
+    Forbidden,
+    InvalidAudio,
+    InvalidRequest,
+    NotFound,
+    ResultExpired,
+)
+from demixer.service.context import Services
+from demixer.service.keys import Identity, authenticate
+from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
+from demixer.service.retention import result_expired, result_expires_at
+from demixer.service.schema import File, Job
+from demixer.vendors.gaudio import multipart
+from demixer.vendors.gaudio.envelope import (
+    GaudioRoute,
+    JobNotFound,
+    KeyMissing,
+    TypeMissing,
+    UnsupportedChannels,
+    UnsupportedRate,
+    UploadNotFound,
+    ZeroLength,
+    ok,
+)
+
+__all__ = ["STEM_TYPES", "router"]
+
+PREFIX = "/developers/api"
+router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=GaudioRoute)
+
+# Gaudio's `type` vocabulary -> engine stems; the residual is Gaudio's `others`.
+STEM_TYPES = {
+    "vocal": "vocals",
+    "drum": "drums",
+    "bass": "bass",
+    "electric_guitar": "guitar",
+    "acoustic_piano": "piano",
+}
+_OUTPUT_NAMES = {**{v: k for k, v in STEM_TYPES.items()}, RESIDUAL: "others"}
+_VENDOR = "gaudio"
+_PART_PATH = "/v1/files/upload-multipart/part"
+_MIN_RATE, _MAX_RATE = 16_000, 192_000
+_JSON_LIMIT = 64 * 1024
+_STATUS = {IN_PROGRESS: "running", COMPLETED: "success", FAILED: "failed", CANCELLED: "failed"}
+
+
+def _identity(
+    request: Request,
+    services: ServicesDep,
+    x_ga_apikey: Annotated[str | None, Header()] = None,
+) -> Identity:
+    if not x_ga_apikey:
+        raise KeyMissing("missing API key: send it in the `x-ga-apikey` header")
+    identity = authenticate(services.db, x_ga_apikey)
+    count_request(request, services, identity)  # 429 when over the key's rate
+    return identity
+
+
+Caller = Annotated[Identity, Depends(_identity)]
+
+
+def _need(identity: Identity, scope: str) -> None:
+    if scope not in identity.scopes:
+        raise Forbidden(f"this API key lacks the scope {scope!r}")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > _JSON_LIMIT:
+            raise InvalidRequest(f"the request body is JSON under {_JSON_LIMIT} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise InvalidRequest("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+@router.post("/v1/files/upload-multipart/create")
+async def create_upload(request: Request, services: ServicesDep, caller: Caller) -> JSONResponse:
+    """``{fileName, fileSize}`` -> ``{uploadId, chunkSize, preSignedUrl: [...]}``."""
+    _need(caller, "files:write")
+    body = await _body(request)
+    create = partial(
+        multipart.create,
+        services,
+        caller.account_id,
+        body.get("fileName"),
+        body.get("fileSize"),
+        PREFIX + _PART_PATH,
+    )
+    upload = await anyio.to_thread.run_sync(create)
+    return ok(
+        {
+            "uploadId": upload.upload_id,
+            "chunkSize": upload.chunk_size,
+            "preSignedUrl": upload.part_urls,
+        }
+    )
+
+
+@router.put(_PART_PATH + "/{upload_id}/{number}")
+async def put_part(
+    upload_id: str, number: int, request: Request, services: ServicesDep
+) -> JSONResponse:
+    """One chunk's bytes through its signed URL (no key); answers the ``ETag`` header."""
+    multipart.check_part_signature(services, upload_id, number, str(request.url.query))
+    reader = uploads.AsyncBodyReader(request.stream())
+    receive = partial(multipart.receive_part, services, upload_id, number, cast(BinaryIO, reader))
+    md5 = await anyio.to_thread.run_sync(receive)
+    response = ok(None)
+    response.headers["ETag"] = f'"{md5}"'
+    return response
+
+
+def _parts(raw: object) -> list[multipart.Part]:
+    if not isinstance(raw, list):
+        raise InvalidRequest("parts must be a list of {awsETag, partNumber}")
+    parts = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise InvalidRequest("each part is an object {awsETag, partNumber}")
+        number, etag = item.get("partNumber"), item.get("awsETag")
+        if isinstance(number, bool) or not isinstance(number, int) or not isinstance(etag, str):
+            raise InvalidRequest("each part needs an integer partNumber and a string awsETag")
+        parts.append(multipart.Part(number, etag))
+    return parts
+
+
+@router.post("/v1/files/upload-multipart/complete")
+async def complete_upload(request: Request, services: ServicesDep, caller: Caller) -> JSONResponse:
+    """``{uploadId, parts: [{awsETag, partNumber}]}``: assemble and probe the file."""
+    _need(caller, "files:write")
+    body = await _body(request)
+    upload_id = body.get("uploadId")
+    if not isinstance(upload_id, str) or not upload_id:
+        raise UploadNotFound("uploadId is required")
+    parts = _parts(body.get("parts"))
+    done = partial(multipart.complete, services, caller.account_id, upload_id, parts)
+    await anyio.to_thread.run_sync(done)
+    return ok(None)
+
+
+def _usable(services: Services, account_id: str, upload_id: object) -> File:
+    """The upload as a file a job can use; Gaudio's codes for the ones it cannot."""
+    if not isinstance(upload_id, str) or not upload_id:
+        raise UploadNotFound("audioUploadId is required")
+    try:
+        with services.db.read() as s:
+            row = uploads.owned_file(services, s, account_id, upload_id, "audioUploadId")
+    except NotFound:
+        raise UploadNotFound(f"no upload {upload_id!r}") from None
+    message = row.error_message or row.error_code or "not usable audio"
+    if row.status == "failed":
+        if row.error_code == FileTooLarge.code:
+            raise FileTooLarge(message)
+        if row.error_code == DurationLimit.code:
+            raise DurationLimit(message)
+        if not row.bytes_stored or "zero length" in message or "no audio" in message:
+            raise ZeroLength(message)
+        raise InvalidAudio(f"unsupported format: {message}")
+    if row.status != "uploaded":
+        raise FileNotReady(f"upload {upload_id!r} is not complete: call upload-multipart/complete")
+    if row.sample_rate is not None and not _MIN_RATE <= row.sample_rate <= _MAX_RATE:
+        raise UnsupportedRate(f"{row.sample_rate} Hz is outside 16–192 kHz")
+    if row.channels is not None and row.channels > 2:
+        raise UnsupportedChannels(f"{row.channels} channels; send mono or stereo")
+    if not row.duration:
+        raise ZeroLength(f"{row.file_name!r} holds no audio")
+    return row
+
+
+def _stems(raw: object) -> list[str]:
+    if not isinstance(raw, str) or not raw.strip():
+        raise TypeMissing(f"type is required: comma-separated, any of {', '.join(STEM_TYPES)}")
+    stems: list[str] = []
+    for word in (w.strip().lower() for w in raw.split(",")):
+        if not word:
+            continue
+        if word not in STEM_TYPES:
+            raise InvalidRequest(f"unknown type {word!r}; use any of {', '.join(STEM_TYPES)}")
+        if STEM_TYPES[word] not in stems:
+            stems.append(STEM_TYPES[word])
+    if not stems:
+        raise TypeMissing(f"type is required: comma-separated, any of {', '.join(STEM_TYPES)}")
+    return stems
+
+
+def _create_job(services: Services, caller: Identity, model: str, body: dict[str, Any]) -> str:
+    if not model.startswith("gsep_"):
+        raise InvalidRequest(
+            f"unknown model {model!r}; use a GSEP music model, e.g. gsep_music_hq_v1"
+        )
+    stems = _stems(body.get("type"))
+    row = _usable(services, caller.account_id, body.get("audioUploadId"))
+    request = StemsRequest.model_validate(
+        {"input": {"file_id": row.id, "stems": stems, "output_format": "wav"}}
+    )
+    # The best installed model with every stem; UnknownStem names what can be produced.
+    sub = submit.plan_stems_request(services, caller.account_id, request)
+    names = {name: _OUTPUT_NAMES.get(name, name) for name in sub.params["stems"]}
+    params = {**sub.params, "names": names, "extra_formats": ["mp3"], "vendor": _VENDOR}
+    sub = dataclasses.replace(sub, params=params, note=f"gaudio {model}: type {body.get('type')!r}")
+    queued = submit.submit(services, caller.account_id, sub, key_id=caller.key_id)
+    return queued.request_id
+
+
+@router.post("/v1/{model}/jobs")
+async def create_job(
+    model: str, request: Request, services: ServicesDep, caller: Caller
+) -> JSONResponse:
+    """``{audioUploadId, type: "vocal, drum"}`` -> ``{jobId}``."""
+    _need(caller, "audio:separate")
+    body = await _body(request)
+    job_id = await anyio.to_thread.run_sync(partial(_create_job, services, caller, model, body))
+    return ok({"jobId": job_id})
+
+
+def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
+    ttl = services.settings.download_url_ttl_seconds
+    urls: dict[str, dict[str, str]] = {}
+    for name, out in (job.outputs or {}).items():
+        key = str(out["key"])
+        stem = name.rsplit(".", 1)[0] if "." in name else name
+        ext = key.rsplit(".", 1)[-1]
+        urls.setdefault(stem, {})[ext] = services.signer.url("GET", key, ttl)
+    return urls
+
+
+def _job_view(services: Services, account_id: str, job_id: str) -> dict[str, Any]:
+    with services.db.read() as s:
+        job = s.get(Job, job_id)
+    if job is None or job.account_id != account_id or (job.params or {}).get("vendor") != _VENDOR:
+        raise JobNotFound(f"no job {job_id!r}")
+    keep = services.settings.result_retention_seconds
+    now = services.db.clock()
+    data: dict[str, Any] = {
+        "jobId": job.id,
+        "status": _STATUS.get(job.status, "waiting"),
+        "expireAt": None,
+        "downloadUrl": None,
+    }
+    if job.status == COMPLETED:
+        if result_expired(job, keep, now):
+            raise ResultExpired(f"job {job_id!r}'s outputs expired and were deleted")
+        expires = result_expires_at(job, keep)
+        urls_until = now + timedelta(seconds=services.settings.download_url_ttl_seconds)
+        until = min(expires, urls_until) if expires is not None else urls_until
+        data["expireAt"] = until.isoformat()
+        data["downloadUrl"] = _download_urls(services, job)
+    elif job.status in (FAILED, CANCELLED):
+        reason = "cancelled" if job.status == CANCELLED else job.error_code or "failed"
+        data["errorMessage"] = job.error_message or reason
+    return data
+
+
+@router.get("/v1/{model}/jobs/{job_id}")
+async def get_job(model: str, job_id: str, services: ServicesDep, caller: Caller) -> JSONResponse:
+    """``{jobId, status, expireAt, downloadUrl: {<stem>: {mp3, wav}}}`` (+ errorMessage)."""
+    _need(caller, "files:read")
+    view = partial(_job_view, services, caller.account_id, job_id)
+    return ok(await anyio.to_thread.run_sync(view))

@@ -1,0 +1,254 @@
+"""The Gaudio Developers (GSEP) router against a real `demixer serve`.
+
+The client below follows Gaudio's quick-start flow with plain httpx (no demixer imports): create
+a multipart upload, PUT each chunk to its presigned URL (keeping the ETag without its quotes),
+complete, create a job, poll until ``success``, download. Only the base URL and key differ.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from api_support import Api, make_api
+from service_harness import Server, create_key, fast_env, running_server
+
+__all__ = ["make_api"]  # the in-process fixture, for the rate-limit check
+
+BASE = "/developers/api"
+MODEL = "gsep_music_hq_v1"
+CHUNK = 64 * 1024
+RATE = 44100
+SECONDS = 3.0
+
+
+# --- a quick-start style client: plain httpx ---------------------------------------------------
+
+
+class Gaudio:
+    def __init__(self, base_url: str, key: str | None) -> None:
+        headers = {"x-ga-apikey": key} if key is not None else {}
+        self.http = httpx.Client(base_url=base_url + BASE, headers=headers, timeout=60)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post(path, json=body)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def upload(self, name: str, data: bytes, order: list[int] | None = None) -> str:
+        created = self.post(
+            "/v1/files/upload-multipart/create", {"fileName": name, "fileSize": len(data)}
+        )
+        assert created["resultCode"] == 1000, created
+        info = created["resultData"]
+        chunk, urls = info["chunkSize"], info["preSignedUrl"]
+        assert len(urls) == math.ceil(len(data) / chunk)
+        parts = []
+        for i in order or range(len(urls)):
+            put = httpx.put(urls[i], content=data[i * chunk : (i + 1) * chunk], timeout=60)
+            assert put.status_code == 200, put.text
+            parts.append({"awsETag": put.headers["ETag"].strip('"'), "partNumber": i + 1})
+        done = self.post(
+            "/v1/files/upload-multipart/complete",
+            {"uploadId": info["uploadId"], "parts": parts},
+        )
+        assert done["resultCode"] == 1000, done
+        return str(info["uploadId"])
+
+    def create_job(self, upload_id: str, stems: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"audioUploadId": upload_id}
+        if stems is not None:
+            body["type"] = stems
+        return self.post(f"/v1/{MODEL}/jobs", body)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/v1/{MODEL}/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = self.job(job_id)
+            assert body["resultCode"] == 1000, body
+            if body["resultData"]["status"] in ("success", "failed"):
+                return dict(body["resultData"])
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} did not finish")
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+def wav_bytes(seconds: float, channels: int = 2, rate: int = RATE) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.random.default_rng(0).standard_normal(
+        len(t)
+    )
+    data = np.stack([tone] * channels, axis=1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, data, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = fast_env(DEMIXER_GAUDIO_CHUNK_BYTES=str(CHUNK))
+    with running_server(tmp_path_factory.mktemp("gaudio"), env=env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def gaudio(server: Server) -> Gaudio:
+    return Gaudio(server.base_url, server.key)
+
+
+@pytest.fixture(scope="module")
+def uploaded(gaudio: Gaudio) -> str:
+    return gaudio.upload("song.wav", wav_bytes(SECONDS))
+
+
+def fetch_audio(url: str) -> tuple[np.ndarray, int]:
+    r = httpx.get(url, timeout=60)
+    assert r.status_code == 200, r.text
+    data, rate = sf.read(io.BytesIO(r.content), dtype="float32", always_2d=True)
+    return data, rate
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_quick_start_flow_gives_mp3_and_wav_per_stem(gaudio: Gaudio, uploaded: str) -> None:
+    created = gaudio.create_job(uploaded, "vocal")
+    assert created["resultCode"] == 1000, created
+    job = gaudio.wait(created["resultData"]["jobId"])
+    assert job["status"] == "success", job
+    assert job["expireAt"] and "T" in job["expireAt"]
+    urls = job["downloadUrl"]
+    assert set(urls) == {"vocal", "others"}
+    for stem in ("vocal", "others"):
+        assert set(urls[stem]) == {"mp3", "wav"}
+        wav, wav_rate = fetch_audio(urls[stem]["wav"])
+        assert wav_rate == RATE and wav.shape[1] == 2
+        assert wav.shape[0] / wav_rate == pytest.approx(SECONDS, abs=0.01)
+        mp3, mp3_rate = fetch_audio(urls[stem]["mp3"])
+        assert mp3.shape[1] == 2
+        assert mp3.shape[0] / mp3_rate == pytest.approx(SECONDS, abs=0.1)
+
+
+def test_an_upload_is_reused_by_a_second_job(gaudio: Gaudio, uploaded: str) -> None:
+    created = gaudio.create_job(uploaded, "vocal")
+    assert created["resultCode"] == 1000, created
+    job = gaudio.wait(created["resultData"]["jobId"])
+    assert job["status"] == "success"
+    assert set(job["downloadUrl"]) == {"vocal", "others"}
+
+
+def test_parts_put_and_listed_out_of_order_assemble_byte_identical(
+    server: Server, gaudio: Gaudio
+) -> None:
+    data = wav_bytes(1.5, channels=1)
+    assert 2 * CHUNK < len(data) <= 3 * CHUNK
+    created = gaudio.post(
+        "/v1/files/upload-multipart/create", {"fileName": "three.wav", "fileSize": len(data)}
+    )["resultData"]
+    urls = created["preSignedUrl"]
+    assert len(urls) == 3
+    parts = []
+    for i in (2, 0, 1):
+        put = httpx.put(urls[i], content=data[i * CHUNK : (i + 1) * CHUNK])
+        assert put.status_code == 200, put.text
+        parts.append({"awsETag": put.headers["ETag"].strip('"'), "partNumber": i + 1})
+    parts.reverse()  # listed out of order too: 2, 1, 3
+    done = gaudio.post(
+        "/v1/files/upload-multipart/complete", {"uploadId": created["uploadId"], "parts": parts}
+    )
+    assert done["resultCode"] == 1000, done
+    # The assembled file is an ordinary demixer file: read it back through the native API.
+    info = server.client().get(f"/v1/files/{created['uploadId']}").json()
+    assert info["status"] == "uploaded" and info["file_size"] == len(data)
+    stored = server.data_dir / "storage" / "inputs" / created["uploadId"]
+    assert stored.read_bytes() == data
+
+
+def test_a_wrong_etag_fails_completion(gaudio: Gaudio) -> None:
+    data = wav_bytes(0.5)
+    created = gaudio.post(
+        "/v1/files/upload-multipart/create", {"fileName": "a.wav", "fileSize": len(data)}
+    )["resultData"]
+    parts = []
+    for i, url in enumerate(created["preSignedUrl"]):
+        assert httpx.put(url, content=data[i * CHUNK : (i + 1) * CHUNK]).status_code == 200
+        parts.append({"awsETag": "0" * 32, "partNumber": i + 1})
+    done = gaudio.post(
+        "/v1/files/upload-multipart/complete", {"uploadId": created["uploadId"], "parts": parts}
+    )
+    assert done["resultCode"] == 1100 and "awsETag" in done["resultMessage"]
+
+
+def test_key_missing_is_400_and_bad_key_401(server: Server) -> None:
+    body = {"fileName": "a.wav", "fileSize": 10}
+    r = Gaudio(server.base_url, None).http.post("/v1/files/upload-multipart/create", json=body)
+    assert r.status_code == 400
+    r = Gaudio(server.base_url, "dmx_nope").http.post(
+        "/v1/files/upload-multipart/create", json=body
+    )
+    assert r.status_code == 401
+
+
+def test_unknown_job_and_other_accounts_job_are_1104(server: Server, gaudio: Gaudio) -> None:
+    assert gaudio.job("req_nope")["resultCode"] == 1104
+    other = Gaudio(server.base_url, create_key(server.data_dir))
+    upload = other.upload("o.wav", wav_bytes(0.5))
+    job_id = other.create_job(upload, "vocal")["resultData"]["jobId"]
+    assert gaudio.job(job_id)["resultCode"] == 1104
+    assert other.job(job_id)["resultCode"] == 1000
+
+
+def test_unknown_upload_id_is_1105(gaudio: Gaudio) -> None:
+    assert gaudio.create_job("file_nope", "vocal")["resultCode"] == 1105
+
+
+def test_type_missing_is_1122(gaudio: Gaudio, uploaded: str) -> None:
+    assert gaudio.create_job(uploaded, None)["resultCode"] == 1122
+    assert gaudio.create_job(uploaded, " , ")["resultCode"] == 1122
+
+
+def test_a_stem_no_installed_model_produces_is_refused_by_name(
+    gaudio: Gaudio, uploaded: str
+) -> None:
+    answer = gaudio.create_job(uploaded, "vocal, electric_guitar")
+    assert answer["resultCode"] == 1100
+    assert "guitar" in answer["resultMessage"] and "vocals" in answer["resultMessage"]
+    unknown = gaudio.create_job(uploaded, "kazoo")
+    assert unknown["resultCode"] == 1100 and "vocal" in unknown["resultMessage"]
+
+
+def test_non_audio_uploads_fine_and_is_refused_at_job_creation(gaudio: Gaudio) -> None:
+    upload = gaudio.upload("notes.mp3", b"this is not audio at all " * 100)
+    assert gaudio.create_job(upload, "vocal")["resultCode"] in (1107, 1108)
+
+
+def test_bad_file_name_is_1113(gaudio: Gaudio) -> None:
+    answer = gaudio.post("/v1/files/upload-multipart/create", {"fileName": "noext", "fileSize": 9})
+    assert answer["resultCode"] == 1113
+
+
+def test_rate_limited_is_429_with_gaudio_body(make_api: Any) -> None:
+    api: Api = make_api(rate_limit_per_minute=1)
+    url = f"{BASE}/v1/{MODEL}/jobs/req_nope"
+    assert api.client.get(url, headers={"x-ga-apikey": api.key}).json()["resultCode"] == 1104
+    r = api.client.get(url, headers={"x-ga-apikey": api.key})
+    assert r.status_code == 429
+    assert r.json()["error"] == "too_many_requests" and r.json()["message"]
+    assert "Retry-After" in r.headers

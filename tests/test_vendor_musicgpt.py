@@ -1,0 +1,266 @@
+"""MusicGPT-style extraction (``/api/public``) against a real `demixer serve`, and the denoiser.
+
+The client part follows MusicGPT's quick-start with plain httpx (no demixer imports): POST the
+form to ``/v1/Extraction``, poll ``/v1/byId`` until COMPLETED, download each stem; the
+completion webhook lands on a local receiver (127.0.0.1 is allowlisted for the server).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofiles import decode_stream, stempeg_example
+from demixer.audio.denoise import denoise, denoise_blocks
+from service_harness import Server, create_key, fast_env, running_server
+
+RATE = 44100
+SECONDS = 2.0
+
+
+def snr_db(reference: np.ndarray, x: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((x - reference) ** 2)))
+
+
+# --- the denoiser itself -----------------------------------------------------------------------
+
+
+def _chord(seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    """A stereo chord with a slow swell, ``(2, n)`` float32."""
+    t = np.arange(round(seconds * RATE)) / RATE
+    swell = 0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t)
+    mono = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    return (amplitude * swell * mono)[None].repeat(2, 0).astype(np.float32)
+
+
+def test_denoise_improves_snr_on_white_noise_over_a_tone() -> None:
+    clean = _chord(4.0)
+    noise = (0.1 * np.random.default_rng(1).standard_normal(clean.shape)).astype(np.float32)
+    noisy = clean + noise
+    out = denoise(noisy, RATE)
+    assert out.shape == noisy.shape and out.dtype == np.float32
+    before, after = snr_db(clean, noisy), snr_db(clean, out)
+    assert after >= before + 6, (before, after)
+
+
+def test_denoise_keeps_silence_silent_and_a_clean_signal_intact() -> None:
+    silence = np.zeros((2, RATE), dtype=np.float32)
+    assert np.max(np.abs(denoise(silence, RATE))) == 0.0
+    clean = _chord(3.0)
+    assert snr_db(clean, denoise(clean, RATE)) > 40  # barely changed
+
+
+def test_denoise_streams_block_by_block_and_keeps_the_length() -> None:
+    rng = np.random.default_rng(2)
+    x = (_chord(3.0) + 0.05 * rng.standard_normal((2, 3 * RATE))).astype(np.float32)[:, :-123]
+    blocks = [x[:, i : i + 7000] for i in range(0, x.shape[1], 7000)]
+    streamed = np.concatenate(list(denoise_blocks(iter(blocks), RATE)), axis=1)
+    assert streamed.shape == x.shape
+    np.testing.assert_allclose(streamed, denoise(x, RATE), atol=1e-5)
+    # A profile window shorter than the stream (the rest is gated with it) still denoises.
+    short = np.concatenate(list(denoise_blocks(iter(blocks), RATE, profile_seconds=0.5)), 1)
+    assert short.shape == x.shape
+    for tiny in (1, 100, 2047):  # shorter than a frame: passed through with its length
+        assert denoise(x[:, :tiny], RATE).shape == (2, tiny)
+
+
+# --- a local webhook receiver ----------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    port: int = 0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait(self, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for body in list(self.bodies):
+                if body.get("task_id") == task_id:
+                    return body
+            time.sleep(0.1)
+        raise AssertionError(f"no webhook for {task_id}; got {self.bodies}")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            rec.bodies.append(json.loads(body))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    rec.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield rec
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
+    with running_server(tmp_path_factory.mktemp("serve"), env=env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    mix = decode_stream(stempeg_example(), 0)[:, : round(SECONDS * RATE)]
+    path = tmp_path_factory.mktemp("audio") / "song.wav"
+    sf.write(path, mix.T, RATE, subtype="FLOAT")
+    return path
+
+
+# --- the client, as MusicGPT's quick-start writes it (plain httpx) ----------------------------
+
+
+def musicgpt(server: Server, key: str | None = None) -> httpx.Client:
+    headers = {"Authorization": key if key is not None else server.key}
+    return httpx.Client(base_url=f"{server.base_url}/api/public", headers=headers, timeout=60)
+
+
+def extract(client: httpx.Client, audio: Path | None = None, **form: Any) -> httpx.Response:
+    data = {k: json.dumps(v) if isinstance(v, list) else v for k, v in form.items()}
+    if audio is None:
+        return client.post("/v1/Extraction", data=data)
+    files = {"audio_file": (audio.name, audio.read_bytes(), "audio/wav")}
+    return client.post("/v1/Extraction", data=data, files=files)
+
+
+def poll(client: httpx.Client, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get("/v1/byId", params={"conversionType": "EXTRACTION", "task_id": task_id})
+        assert r.status_code == 200, r.text
+        conversion: dict[str, Any] = r.json()["conversion"]
+        assert conversion["status"] in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED"), conversion
+        if conversion["status"] == "COMPLETED":
+            return conversion
+        time.sleep(0.2)
+    raise AssertionError(f"{task_id} did not complete")
+
+
+def download(url: str) -> tuple[np.ndarray, int]:
+    r = httpx.get(url, timeout=60)
+    assert r.status_code == 200, r.text
+    audio, rate = sf.read(io.BytesIO(r.content), dtype="float32", always_2d=True)
+    return audio.T, rate
+
+
+def test_quick_start_upload_poll_download_and_webhook(
+    server: Server, song: Path, receiver: Receiver
+) -> None:
+    with musicgpt(server) as client:
+        r = extract(
+            client,
+            song,
+            stems=["vocals", "instrumental"],
+            webhook_url=receiver.url("/hook"),
+        )
+        assert r.status_code == 200, r.text
+        queued = r.json()
+        assert queued["success"] is True
+        assert queued["task_id"] == queued["conversion_id"]
+        assert isinstance(queued["eta"], int) and queued["eta"] >= 1
+        assert queued["credit_estimate"] == pytest.approx(SECONDS / 60, abs=0.01)
+        conversion = poll(client, queued["task_id"])
+        # conversion_id looks it up too
+        by_conv = client.get("/v1/byId", params={"conversion_id": queued["conversion_id"]})
+        assert by_conv.json()["conversion"]["status"] == "COMPLETED"
+    assert conversion["conversion_duration"] == pytest.approx(SECONDS, abs=0.05)
+    original, _ = download(conversion["audio_url"])
+    stems = {}
+    for name in ("vocals", "instrumental"):
+        stems[name], rate = download(conversion[name])
+        assert rate == RATE
+        assert stems[name].shape[1] / rate == pytest.approx(SECONDS, abs=0.05)
+    np.testing.assert_allclose(stems["vocals"] + stems["instrumental"], original, atol=2e-3)
+    hook = receiver.wait(queued["task_id"])
+    assert hook["success"] is True and hook["conversion_id"] == queued["task_id"]
+    assert hook["audio_path"].startswith(server.base_url)
+    assert set(hook) >= {"vocal", "instrumental", "conversion_cost", "conversion_duration"}
+    assert download(hook["vocal"])[0].shape == stems["vocals"].shape
+    assert hook["conversion_duration"] == pytest.approx(SECONDS, abs=0.05)
+
+
+def test_denoise_job_separates_the_denoised_input(server: Server, tmp_path: Path) -> None:
+    clean = _chord(SECONDS, amplitude=0.4)
+    rng = np.random.default_rng(3)
+    noisy = (clean + 0.05 * rng.standard_normal(clean.shape)).astype(np.float32)
+    path = tmp_path / "noisy.wav"
+    sf.write(path, noisy.T, RATE, subtype="FLOAT")
+    with musicgpt(server, f"Bearer {server.key}") as client:  # "Bearer" is accepted too
+        r = extract(
+            client, path, stems=["vocals", "instrumental"], preprocessing_options=["Denoise"]
+        )
+        assert r.status_code == 200, r.text
+        conversion = poll(client, r.json()["task_id"])
+    assert conversion["preprocessing_options"] == ["Denoise"]
+    total = download(conversion["vocals"])[0] + download(conversion["instrumental"])[0]
+    assert total.shape == noisy.shape
+    # stems + residual = the denoised input: much closer to the clean chord than the upload.
+    assert snr_db(clean, total) >= snr_db(clean, noisy) + 6
+
+
+def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
+    base = f"{server.base_url}/api/public"
+    missing = httpx.get(f"{base}/v1/byId", params={"task_id": "req_x"})
+    assert missing.status_code == 401 and missing.json()["success"] is False
+    with musicgpt(server, "dmx_not_a_key") as bad:
+        r = bad.get("/v1/byId", params={"task_id": "req_x"})
+        assert r.status_code == 401 and r.json()["success"] is False
+        assert extract(bad, song, stems=["vocals"]).status_code == 401
+    with musicgpt(server) as client:
+        r = client.get("/v1/byId", params={"conversionType": "EXTRACTION", "task_id": "req_nope"})
+        assert r.status_code == 404 and r.json() == {
+            "success": False,
+            "error": "NOT_FOUND",
+            "message": r.json()["message"],
+        }
+        r = extract(client, song, stems=["vocals", "kick_drum"])
+        assert r.status_code == 422, r.text
+        assert "kick_drum" in r.json()["message"] and "vocals" in r.json()["message"]
+        assert "drums" in r.json()["message"]  # what can be produced is named
+        r = extract(client, song, stems=["male_vocal"])
+        assert r.status_code == 422 and "male_vocal" in r.json()["message"]
+        junk = tmp_path / "junk.mp3"
+        junk.write_bytes(b"this is not audio at all" * 100)
+        files = {"audio_file": ("junk.mp3", junk.read_bytes(), "audio/mpeg")}
+        r = client.post("/v1/Extraction", data={"stems": '["vocals"]'}, files=files)
+        assert r.status_code == 422 and r.json()["error"] == "INVALID_AUDIO", r.text
+        r = extract(client, None, stems=["vocals"])
+        assert r.status_code == 422 and r.json()["success"] is False
+        r = extract(client, song, stems=["vocals"], preprocessing_options=["Deecho"])
+        assert r.status_code == 422 and "not available yet" in r.json()["message"]
+        r = extract(client, song, stems="vocals")  # not JSON
+        assert r.status_code == 400
+        task = extract(client, song, stems=["vocals"]).json()["task_id"]
+    # Another account's task is unknown to this one.
+    with musicgpt(server, create_key(server.data_dir)) as other:
+        assert other.get("/v1/byId", params={"task_id": task}).status_code == 404

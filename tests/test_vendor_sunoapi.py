@@ -1,0 +1,235 @@
+"""The sunoapi-style vocal-removal API, used as its own clients use it, against a real server.
+
+``SunoClient`` is written from the vendor's documentation only (plain httpx, no demixer
+imports): ``POST /generate`` → poll ``GET /record-info`` → download the URLs, with a callback
+received on a local HTTP host that also serves the input audio.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiofiles import decode_stream, stempeg_example
+from local_origin import Origin, local_origin
+from service_harness import Server, fast_env, free_port, running_server
+
+RATE = 44100
+SECONDS = 3.0
+BASE = "/api/v1/vocal-removal"
+STEM_FIELDS = (
+    "vocalUrl",
+    "backingVocalsUrl",
+    "drumsUrl",
+    "bassUrl",
+    "guitarUrl",
+    "keyboardUrl",
+    "percussionUrl",
+    "stringsUrl",
+    "synthUrl",
+    "fxUrl",
+    "brassUrl",
+    "woodwindsUrl",
+)
+NEVER = ("backingVocalsUrl", "percussionUrl", "stringsUrl", "synthUrl", "fxUrl", "brassUrl")
+
+
+# --- the client: vendor documentation only ---------------------------------------------------
+
+
+class SunoClient:
+    def __init__(self, base_url: str, key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        self.http = httpx.Client(base_url=base_url + BASE, headers=headers, timeout=60)
+
+    def call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        r = self.http.request(method, path, **kw)
+        assert r.status_code == 200, r.text  # the envelope carries the outcome
+        body: dict[str, Any] = r.json()
+        assert set(body) == {"code", "msg", "data"}, body
+        return body
+
+    def generate(self, **body: Any) -> dict[str, Any]:
+        return self.call("POST", "/generate", json=body)
+
+    def record(self, task_id: str) -> dict[str, Any]:
+        return self.call("GET", "/record-info", params={"taskId": task_id})
+
+    def wait(self, task_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = self.record(task_id)
+            assert body["code"] == 200, body
+            if body["data"]["successFlag"] != "PENDING":
+                return dict(body["data"])
+            time.sleep(0.3)
+        raise AssertionError(f"task {task_id} still PENDING after {timeout} s")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def seconds_of(url: str) -> float:
+    r = httpx.get(url, timeout=60)
+    assert r.status_code == 200, r.text
+    data, rate = sf.read(io.BytesIO(r.content))
+    return float(len(data) / rate)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+    mix = decode_stream(stempeg_example(), 0)[:, : int(SECONDS * RATE)]
+    buf = io.BytesIO()
+    sf.write(buf, np.ascontiguousarray(mix.T), RATE, format="WAV", subtype="PCM_16")
+    with local_origin() as host:
+        host.files["song.wav"] = (buf.getvalue(), "audio/wav")
+        host.files["notes.wav"] = (b"these are not audio samples" * 40, "audio/wav")
+        yield host
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Server]:
+    # One delivery attempt: a callback that cannot be delivered fails at once.
+    env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1", DEMIXER_WEBHOOK_MAX_ATTEMPTS="1")
+    with running_server(tmp_path_factory.mktemp("suno"), env=env) as s:
+        yield s
+
+
+@pytest.fixture
+def suno(server: Server) -> Iterator[SunoClient]:
+    client = SunoClient(server.base_url, server.key)
+    yield client
+    client.close()
+
+
+# --- the flows --------------------------------------------------------------------------------
+
+
+def test_separate_vocal_polls_to_success_and_calls_back(suno: SunoClient, origin: Origin) -> None:
+    song = origin.url("song.wav")
+    made = suno.generate(audioUrl=song, callBackUrl=origin.url("/cb/vocal"))
+    assert made["code"] == 200, made
+    task_id = made["data"]["taskId"]
+
+    data = suno.wait(task_id)
+    assert data["successFlag"] == "SUCCESS", data
+    assert data["taskId"] == task_id
+    assert data["callbackUrl"] == origin.url("/cb/vocal")
+    assert data["errorCode"] is None and data["errorMessage"] is None
+    assert isinstance(data["createTime"], int) and data["completeTime"] >= data["createTime"]
+    response = data["response"]
+    assert response["originUrl"] == song
+    assert seconds_of(response["vocalUrl"]) == pytest.approx(SECONDS, abs=0.05)
+    assert seconds_of(response["instrumentalUrl"]) == pytest.approx(SECONDS, abs=0.05)
+    for name in STEM_FIELDS[1:]:
+        assert response[name] is None, name
+
+    callback = origin.posted("/cb/vocal").json()
+    assert callback["code"] == 200
+    assert callback["data"]["task_id"] == task_id
+    info = callback["data"]["vocal_removal_info"]
+    assert info["origin_url"] == song
+    assert seconds_of(info["vocal_url"]) == pytest.approx(SECONDS, abs=0.05)
+    assert info["instrumental_url"] and info["drums_url"] is None
+
+    # A task of ours as input again: split_stem_advanced on the same audio.
+    again = suno.generate(type="split_stem_advanced", stemName="vocal", taskId=task_id)
+    assert again["code"] == 200, again
+    redo = suno.wait(again["data"]["taskId"])
+    assert redo["successFlag"] == "SUCCESS"
+    assert redo["response"]["vocalUrl"] and redo["response"]["instrumentalUrl"]
+
+    # A callback nobody receives: SUCCESS becomes CALLBACK_EXCEPTION once delivery gave up.
+    dead = f"http://127.0.0.1:{free_port()}/cb"
+    lost = suno.generate(audioUrl=song, callBackUrl=dead)["data"]["taskId"]
+    deadline = time.monotonic() + 30
+    while (flag := suno.wait(lost)["successFlag"]) == "SUCCESS":
+        assert time.monotonic() < deadline, "the callback never failed"
+        time.sleep(0.2)
+    assert flag == "CALLBACK_EXCEPTION"
+
+
+def test_split_stem_from_an_uploaded_file(suno: SunoClient, server: Server, origin: Origin) -> None:
+    # The file comes from demixer's own upload API (``POST /v1/files`` + signed PUT).
+    audio = origin.files["song.wav"][0]
+    native = server.client()
+    up = native.post(
+        "/v1/files",
+        json={"file_name": "song.wav", "content_type": "audio/wav", "file_size": len(audio)},
+    ).json()
+    assert httpx.put(up["upload_url"], content=audio, headers=up["headers"]).status_code == 200
+
+    made = suno.generate(type="split_stem", fileId=up["file_id"])
+    assert made["code"] == 200, made
+    data = suno.wait(made["data"]["taskId"])
+    assert data["successFlag"] == "SUCCESS", data
+    response = data["response"]
+    assert response["instrumentalUrl"] is None
+    assert response["originUrl"].startswith("http")
+    filled = [name for name in STEM_FIELDS if response[name]]
+    assert "vocalUrl" in filled and len(filled) >= 1
+    for name in filled:
+        assert seconds_of(response[name]) == pytest.approx(SECONDS, abs=0.05), name
+    for name in NEVER:
+        assert response[name] is None, name
+
+
+def test_bad_audio_fails_and_calls_back(suno: SunoClient, origin: Origin) -> None:
+    made = suno.generate(audioUrl=origin.url("notes.wav"), callBackUrl=origin.url("/cb/bad"))
+    assert made["code"] == 200, made
+    data = suno.wait(made["data"]["taskId"])
+    assert data["successFlag"] == "GENERATE_AUDIO_FAILED", data
+    assert data["errorCode"] == 400 and data["errorMessage"]
+    assert all(data["response"][name] is None for name in STEM_FIELDS)
+
+    callback = origin.posted("/cb/bad").json()
+    assert callback["code"] != 200 and callback["msg"]
+    assert callback["data"]["task_id"] == made["data"]["taskId"]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_keys(server: Server) -> None:
+    for key in (None, "dmx_not_a_key"):
+        client = SunoClient(server.base_url, key)
+        try:
+            assert client.generate(audioUrl="http://127.0.0.1/x.wav")["code"] == 401
+            assert client.record("req_x")["code"] == 401
+        finally:
+            client.close()
+
+
+def test_bad_requests(suno: SunoClient, origin: Origin) -> None:
+    song = origin.url("song.wav")
+    assert suno.record("req_unknown")["code"] == 404
+    assert suno.call("GET", "/record-info")["code"] == 400
+    assert suno.call("GET", "/no-such-endpoint")["code"] == 404
+
+    missing = suno.generate(type="separate_vocal")
+    assert missing["code"] == 400 and "audioUrl" in missing["msg"]
+    for field in ("taskId", "audioId"):
+        unknown = suno.generate(**{field: "5c79aab2-unknown"})
+        assert unknown["code"] == 400, unknown
+        assert "audioUrl" in unknown["msg"] and "fileId" in unknown["msg"]
+    assert suno.generate(fileId="file_unknown")["code"] == 400
+    assert suno.generate(type="remix", audioUrl=song)["code"] == 400
+
+    for stem in ("brass", "kazoo"):
+        refused = suno.generate(type="split_stem_advanced", stemName=stem, audioUrl=song)
+        assert refused["code"] == 400, refused
+        assert "vocal" in refused["msg"]  # names what can be produced
+    assert suno.generate(type="split_stem_advanced", audioUrl=song)["code"] == 400
+
+    refused_url = suno.generate(audioUrl="file:///etc/passwd")
+    assert refused_url["code"] == 400
