@@ -7,7 +7,7 @@ STAMP := $(VENV)/.demixer-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench clean chromium
 
 $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -37,7 +37,12 @@ typecheck: install
 unit: install
 	$(BIN)/pytest
 
-test: lint typecheck unit
+# The web page's browser tests drive Debian's Chromium (never a downloaded browser).
+chromium:
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test: chromium lint typecheck unit
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

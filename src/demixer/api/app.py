@@ -10,7 +10,7 @@ from demixer import __version__
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
-from demixer.api.routes import blobs, files, models, queue, usage
+from demixer.api.routes import blobs, files, models, queue, usage, web
 from demixer.api.schemas import FileCreate
 from demixer.service.context import Services
 from demixer.vendors import routers as vendor_routers
@@ -42,7 +42,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (models, files, queue, blobs, usage):
+    for module in (models, files, queue, blobs, usage, web):
         app.include_router(module.router)
     for router in vendor_routers():
         app.include_router(router)

@@ -1,0 +1,140 @@
+"""The web page (``/`` and ``/web/*``) and its local session (``GET /v1/session``).
+
+The page uses only the public v1 API. On a server listening on loopback, a browser on the same
+machine gets the key of a local web account from ``GET /v1/session`` (made on first use; its
+secret kept, mode 0600, in the data directory beside the URL-signing key). Anywhere else the
+endpoint answers 403 and the page asks for an API key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel
+
+from demixer.api.auth import ServicesDep
+from demixer.api.openapi import error_responses
+from demixer.errors import DemixerError, Forbidden, NotFound
+from demixer.service.context import Services
+from demixer.service.keys import authenticate, create_key
+
+__all__ = ["WEB_DIR", "router"]
+
+WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+SESSION_FILE = "web-session.json"
+_ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+_lock = threading.Lock()
+
+router = APIRouter(tags=["web"])
+
+
+class LocalSession(BaseModel):
+    """A key for the local web account."""
+
+    api_key: str
+    account_id: str
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(netloc: str) -> str:
+    return urlsplit(f"//{netloc}").hostname or ""
+
+
+def is_local(request: Request, services: Services) -> bool:
+    """Loopback server, loopback client, and a loopback ``Host`` (no DNS rebinding) and
+    ``Origin`` (no other site's page)."""
+    settings = services.settings
+    if not _is_loopback(settings.host):
+        return False
+    if settings.public_url and not _is_loopback(urlsplit(settings.public_url).hostname):
+        return False
+    if not _is_loopback(request.client.host if request.client else None):
+        return False
+    if not _is_loopback(_host_name(request.headers.get("host", ""))):
+        return False
+    origin = request.headers.get("origin")
+    return origin is None or _is_loopback(urlsplit(origin).hostname)
+
+
+def local_session(services: Services) -> LocalSession:
+    """The local web account's key: the stored one while valid, else a new one."""
+    path = services.settings.data_dir / SESSION_FILE
+    with _lock:
+        account_id: str | None = None
+        try:
+            stored = json.loads(path.read_text())
+            account_id = str(stored["account_id"])
+            authenticate(services.db, str(stored["secret"]))
+            return LocalSession(api_key=str(stored["secret"]), account_id=account_id)
+        except (OSError, ValueError, KeyError, TypeError):
+            account_id = None
+        except DemixerError:  # revoked: a new key on the same account
+            pass
+        try:
+            account_id, secret = create_key(services.db, account_id=account_id, name="local web")
+        except DemixerError:  # the account is gone
+            account_id, secret = create_key(services.db, name="local web")
+        key_id = authenticate(services.db, secret).key_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"account_id": account_id, "key_id": key_id, "secret": secret}, fh)
+        return LocalSession(api_key=secret, account_id=account_id)
+
+
+@router.get("/v1/session", responses=error_responses(403))
+def get_session(request: Request, services: ServicesDep) -> LocalSession:
+    """The local web account's API key, only for a browser on the loopback address of a server
+    listening on loopback (embedded mode); elsewhere a 403 and the page asks for a key."""
+    if not is_local(request, services):
+        raise Forbidden("a local session is only given on loopback; enter an API key")
+    return local_session(services)
+
+
+def _page_headers(services: Services) -> dict[str, str]:
+    base = urlsplit(services.settings.base_url)
+    downloads = f"{base.scheme}://{base.netloc}"  # signed URLs may name another origin
+    return {
+        "Content-Security-Policy": (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            f"media-src 'self' blob:; connect-src 'self' {downloads}; object-src 'none'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+
+@router.get("/", include_in_schema=False)
+def index(services: ServicesDep) -> Response:
+    """The web page."""
+    return FileResponse(
+        WEB_DIR / "index.html", media_type="text/html", headers=_page_headers(services)
+    )
+
+
+@router.get("/web/{name}", include_in_schema=False)
+def asset(name: str, services: ServicesDep) -> Response:
+    """The page's script and style sheet."""
+    if name not in _ASSETS:
+        raise NotFound(f"no web asset {name!r}")
+    return FileResponse(WEB_DIR / name, media_type=_ASSETS[name], headers=_page_headers(services))
