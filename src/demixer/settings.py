@@ -7,6 +7,7 @@ server.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -100,12 +101,21 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def signing_key(self) -> bytes:
-        """The HMAC key for signed URLs, created once in the data directory (mode 0600)."""
+        """The HMAC key for signed URLs, created once in the data directory (mode 0600).
+
+        Processes starting together on a new data directory (serve and workers) agree on one
+        key: each writes its own temporary file and links it into place only if none exists.
+        """
         path = self.data_dir / "signing.key"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f".signing.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             tmp.write_bytes(secrets.token_bytes(32))
             tmp.chmod(0o600)
-            tmp.replace(path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won the race: use its key
+            finally:
+                tmp.unlink(missing_ok=True)
         return path.read_bytes()
