@@ -77,15 +77,12 @@ class AsyncClient(core.ClientBase):
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         for attempt in range(1, self.max_tries + 1):
-            request = self._http.build_request(
-                call.method,
-                call.url,
-                params=call.params,
-                json=call.json,
-                headers=self._headers(call),
-                content=content() if content is not None else None,
-                files=files() if files is not None else None,
-                timeout=timeout or self.timeout,
+            request = self._build(
+                self._http,
+                call,
+                content() if content is not None else None,
+                files() if files is not None else None,
+                timeout,
             )
             with translate_transport_errors(call.url):
                 response = await self._http.send(request, stream=stream)

@@ -272,6 +272,26 @@ class ClientBase:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
+    def _build(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        call: Call,
+        content: Any,
+        files: dict[str, Any] | None,
+        timeout: httpx.Timeout | None,
+    ) -> httpx.Request:
+        """The request for ``call`` with this client's headers (same for sync and async)."""
+        return http.build_request(
+            call.method,
+            call.url,
+            params=call.params,
+            json=call.json,
+            headers=self._headers(call),
+            content=content,
+            files=files,
+            timeout=timeout or self.timeout,
+        )
+
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 

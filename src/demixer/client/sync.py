@@ -88,15 +88,12 @@ class Client(core.ClientBase):
     ) -> httpx.Response:
         """Send ``call`` (again on 429, with a fresh body from ``content``/``files``)."""
         for attempt in range(1, self.max_tries + 1):
-            request = self._http.build_request(
-                call.method,
-                call.url,
-                params=call.params,
-                json=call.json,
-                headers=self._headers(call),
-                content=content() if content is not None else None,
-                files=files() if files is not None else None,
-                timeout=timeout or self.timeout,
+            request = self._build(
+                self._http,
+                call,
+                content() if content is not None else None,
+                files() if files is not None else None,
+                timeout,
             )
             with translate_transport_errors(call.url):
                 response = self._http.send(request, stream=stream)
