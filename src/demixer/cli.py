@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from demixer import __version__, cli_remote, cli_service
+from demixer.cli_output import print_error
 from demixer.errors import DemixerError, InvalidAudio, exit_code_for
 
 __all__ = ["app", "main"]
@@ -45,18 +46,8 @@ err = Console(stderr=True)
 out = Console(soft_wrap=True)
 
 
-def _print_error(error: DemixerError) -> None:
-    # Messages hold file names and user input: escaped, or "[live]" in a name would vanish as
-    # markup and "[/x]" would crash rich; soft-wrapped, so a long one stays one line in logs.
-    err.print(
-        f"[bold red]error[/] \\[{error.code}] {escape(error.message)}",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
 def _fail(error: DemixerError) -> typer.Exit:
-    _print_error(error)
+    print_error(error.code, error.message)
     return typer.Exit(exit_code_for(error))
 
 
@@ -161,7 +152,7 @@ def separate(
             except InvalidAudio as e:
                 failures += 1
                 progress.update(task, description=f"{escape(path.name)} [red]failed")
-                _print_error(e)
+                print_error(e.code, e.message)
                 last_error: DemixerError = e
                 continue
             except DemixerError as e:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from demixer.cli_output import print_error
 from demixer.errors import DemixerError, exit_code_for
 
 __all__ = ["register", "remote_app"]
@@ -33,10 +34,6 @@ def _exit_code(error: DemixerError) -> int:
     if isinstance(error, ApiError | JobFailed):  # the server's code names the local error
         return exit_code_for(local_class(error.code)(error.message))
     return exit_code_for(error)
-
-
-def _print_error(code: str, message: str) -> None:
-    err.print(f"[bold red]error[/] \\[{code}] {escape(message)}", highlight=False)
 
 
 @remote_app.command("separate")
@@ -96,11 +93,11 @@ def remote_separate(
                     timeout=timeout,
                 )
             except OSError as e:
-                _print_error("INVALID_INPUT", f"{path}: {e.strerror or e}")
+                print_error("INVALID_INPUT", f"{path}: {e.strerror or e}")
                 last = 3
                 continue
             except DemixerError as e:
-                _print_error(e.code, f"{path.name}: {e.message}")
+                print_error(e.code, f"{path.name}: {e.message}")
                 last = _exit_code(e)
                 if last == 3:  # this input is bad: go on with the others, as the local CLI
                     continue

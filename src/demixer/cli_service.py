@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from demixer.cli_output import print_error
 from demixer.errors import DemixerError
 
 __all__ = ["keys_app", "register"]
@@ -30,7 +31,6 @@ DataDir = Annotated[
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Any:
@@ -52,9 +52,7 @@ def _services(settings: Any) -> Any:
 
 
 def _fail(error: DemixerError) -> typer.Exit:
-    from rich.markup import escape
-
-    err.print(f"[bold red]error[/] \\[{error.code}] {escape(error.message)}", highlight=False)
+    print_error(error.code, error.message)
     return typer.Exit(1)
 
 
