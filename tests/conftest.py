@@ -8,13 +8,20 @@ addresses, and every other name fails to resolve (``UnresolvableHost``).
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from demixer.service import urlguard
+from servers import Servers
+from servers import start as start_servers
 
 #: name -> addresses the fake resolver answers (tests may add entries with monkeypatch).
 FAKE_DNS: dict[str, list[str]] = {}
@@ -52,3 +59,72 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
     yield FAKE_DNS
     FAKE_DNS.clear()
     FAKE_DNS.update(saved)
+
+
+# --- the storage/database backends --------------------------------------------------------
+#
+# A test module that declares ``pytestmark = pytest.mark.usefixtures("backend")`` runs every
+# test twice: on the embedded default (SQLite + a local storage directory) and on the scale-out
+# stack (PostgreSQL + S3, real servers started once per session by tests/servers.py). The
+# fixture sets DEMIXER_DATABASE_URL / DEMIXER_STORAGE_URL (a fresh database and bucket per
+# test) in the environment, which both in-process Settings and spawned `demixer` processes
+# read. DEMIXER_TEST_BACKENDS=sqlite (or pg-s3) limits a local run to one of them.
+
+BACKENDS = ("sqlite", "pg-s3")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        wanted = os.environ.get("DEMIXER_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
+        chosen = [b for b in BACKENDS if b in wanted]
+        metafunc.parametrize("backend", chosen, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def scale_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """PostgreSQL + `rclone serve s3` on loopback, for the whole session; stopped at the end."""
+    parent = Path(tempfile.mkdtemp(prefix="dx-servers-"))
+    parent.chmod(0o755)  # PostgreSQL runs as the postgres user, who must reach its directory
+    root = parent / "run"
+    servers = start_servers(root)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+
+@dataclass
+class Backend:
+    """The backend a test runs on; ``servers`` is None on the embedded default."""
+
+    name: str
+    servers: Servers | None
+    database_url: str | None = None
+    storage_url: str | None = None
+
+    @property
+    def scaled(self) -> bool:
+        return self.servers is not None
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """Point DEMIXER_DATABASE_URL/STORAGE_URL at this test's backend (see above)."""
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        monkeypatch.delenv("DEMIXER_DATABASE_URL", raising=False)
+        monkeypatch.delenv("DEMIXER_STORAGE_URL", raising=False)
+        yield Backend(name, None)
+        return
+    servers: Servers = request.getfixturevalue("scale_servers")
+    database_url = servers.create_database()
+    storage_url = servers.create_bucket()
+    monkeypatch.setenv("DEMIXER_DATABASE_URL", database_url)
+    monkeypatch.setenv("DEMIXER_STORAGE_URL", storage_url)
+    for var, value in servers.s3_env().items():
+        monkeypatch.setenv(var, value)
+    try:
+        yield Backend(name, servers, database_url, storage_url)
+    finally:
+        servers.drop_database(database_url)
