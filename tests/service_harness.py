@@ -71,9 +71,17 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Server:
-    """Start `demixer serve` and wait until it answers; returns it with its first key."""
-    port = free_port()
+def start_server(
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Server:
+    """Start `demixer serve` and wait until it answers; returns it with its first key.
+
+    ``port`` reuses a port (a restarted API at the same address); a free one by default."""
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"serve-{port}.log"
     fh = log.open("w")
@@ -115,17 +123,56 @@ def start_server(data_dir: Path, *, workers: int = 1, env: dict[str, str] | None
         if line.startswith("dmx_"):
             key = line.strip()
     if not key:  # a restart on an existing data dir prints no key: make one
-        key = create_key(data_dir)
+        key = create_key(data_dir, env=env)
     return Server(process, base_url, data_dir, key, log)
 
 
-def create_key(data_dir: Path, account: str | None = None) -> str:
+def create_key(
+    data_dir: Path, account: str | None = None, env: dict[str, str] | None = None
+) -> str:
     """`demixer keys create` (optionally on an existing account); returns the key."""
     cmd = [DEMIXER, "keys", "create", "--data-dir", str(data_dir)]
     if account:
         cmd += ["--account", account]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return done.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class WorkerProcess:
+    """A running `demixer worker` (its own process group: it and its separation children)."""
+
+    process: subprocess.Popen[str]
+    log: Path
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            return
+        self.process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_worker(
+    data_dir: Path, *, env: dict[str, str], slots: int = 1, name: str = "worker"
+) -> WorkerProcess:
+    """Start `demixer worker` on ``data_dir`` (its scratch space; the database and storage come
+    from ``env``); returns at once (it claims jobs when it is ready)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f"{name}.log"
+    process = subprocess.Popen(
+        [DEMIXER, "worker", "--data-dir", str(data_dir), "--slots", str(slots)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    return WorkerProcess(process, log)
 
 
 @contextmanager

@@ -36,6 +36,7 @@ __all__ = [
     "RateLimited",
     "ResultExpired",
     "SizeMismatch",
+    "StorageUnavailable",
     "TooManyConcurrentJobs",
     "UnknownModel",
     "UnknownStem",
@@ -269,6 +270,24 @@ class IdempotencyInProgress(Conflict):
     """An ``Idempotency-Key`` whose first request is still being answered."""
 
     code = "IDEMPOTENCY_IN_PROGRESS"
+
+
+class StorageUnavailable(DemixerError):
+    """Object storage cannot be reached (connection refused, timeout, a 5xx): retry shortly.
+
+    ``retry_after``: seconds after which trying again may help.
+    """
+
+    code = "STORAGE_UNAVAILABLE"
+    retry_after = 5
+
+    def __init__(
+        self,
+        message: str = "object storage is unavailable; retry shortly",
+        *,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
 
 
 # CLI exit codes: 0 ok, 2 usage, 3 bad input, 4 model unavailable, 1 anything else.

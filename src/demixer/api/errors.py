@@ -33,6 +33,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
+    StorageUnavailable,
     UnknownModel,
     UnknownStem,
     UnsupportedMediaType,
@@ -71,6 +72,7 @@ STATUS: dict[type[DemixerError], int] = {
     ModelUnavailable: 422,  # MODEL_UNAVAILABLE (and its checksum/download variants)
     JobFailed: 422,  # the failed job's own code
     RateLimited: 429,
+    StorageUnavailable: 503,  # STORAGE_UNAVAILABLE: object storage unreachable, retry
     DemixerError: 500,  # MODEL_FAILED and anything not listed above
 }
 
@@ -119,8 +121,11 @@ async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
-    # A 429 says when to come back (RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS).
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    # A 429 or 503 says when to come back (RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS,
+    # STORAGE_UNAVAILABLE).
+    headers = None
+    if isinstance(exc, RateLimited | StorageUnavailable):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(
         error_body(exc.code, exc.message, exc.param, request_id(request)),
         status_code=status,

@@ -299,7 +299,7 @@ class Queue:
             if _rows(taken) != 1:
                 return None
             job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
-            self.log(s, job_id, f"attempt {job.attempts} started")
+            self.log(s, job_id, f"attempt {job.attempts} started on {worker_id}")
             return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
 
     def _settle_expired(self, s: Session, now: Any) -> None:

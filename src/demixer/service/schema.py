@@ -1,7 +1,8 @@
 """The database tables. They are storage, not wire schemas: the API has its own models.
 
 One table, ``jobs``, is both the jobs' state machine and the queue (see ``service/queue.py``, the
-only module that changes a job's status).
+only module that changes a job's status). ``workers`` says which worker processes are alive and
+what they can run (owned by ``service/workers.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "RateCounter",
     "UTCDateTime",
     "UsageRecord",
+    "WorkerRecord",
 ]
 
 
@@ -228,3 +230,24 @@ class RateCounter(Base):
     key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WorkerRecord(Base):
+    """A worker process and what it can run, kept fresh by its heartbeat (``service/workers.py``).
+
+    Live while ``stopped_at`` is unset and ``last_seen_at`` is recent; rows of workers gone for
+    long are deleted.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # hostname:pid:random
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(200))  # "cpu", "cuda:0 (NVIDIA H100 …)"
+    models: Mapped[list[str]] = mapped_column(JSON)  # engine model ids it claims jobs for
+    slots: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(50))
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(index=True)
+    stopped_at: Mapped[datetime | None]

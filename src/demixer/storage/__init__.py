@@ -1,8 +1,13 @@
 """Blob storage behind one small interface, and signed, expiring URLs.
 
 Keys look like ``inputs/{file_id}`` and ``outputs/{job_id}/attempt-{n}/{stem}.{ext}``. The local
-directory implementation is the embedded default; an S3-compatible one slots in behind the same
-interface (chosen by ``DEMIXER_STORAGE_URL``).
+directory implementation is the embedded default; an S3-compatible one
+(:mod:`demixer.storage.s3`) slots in behind the same interface, chosen by
+``DEMIXER_STORAGE_URL`` (``file:///abs/dir`` or ``s3://BUCKET[/PREFIX]?endpoint=...``).
+
+A storage that clients can reach directly (S3) presigns its own URLs (``presign_get``,
+``presign_put``), so upload and download bytes never pass through the API; the local one
+answers ``None`` and the API's HMAC-signed ``/v1/blobs`` URLs (:class:`UrlSigner`) stand in.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 
 from demixer.errors import DemixerError
@@ -26,8 +31,10 @@ from demixer.errors import DemixerError
 __all__ = [
     "BlobNotFound",
     "LocalStorage",
+    "MultipartStorage",
     "Storage",
     "UrlSigner",
+    "content_disposition",
     "open_storage",
 ]
 
@@ -77,6 +84,54 @@ class Storage(Protocol):
     def copy(self, src_key: str, dst_key: str) -> int:
         """Copy a blob to another key (raises BlobNotFound); returns its size."""
         ...
+
+    def presign_get(
+        self, key: str, ttl_seconds: int, *, content_type: str, file_name: str
+    ) -> str | None:
+        """A URL that GETs the blob straight from the store for ``ttl_seconds``, answering
+        ``content_type`` and an attachment named ``file_name``; None: the store has none."""
+        ...
+
+    def presign_put(self, key: str, ttl_seconds: int, *, content_type: str) -> str | None:
+        """A URL that PUTs a blob (sent with ``Content-Type: content_type``) straight into the
+        store for ``ttl_seconds``; None: the store has none (the API receives the bytes)."""
+        ...
+
+
+@runtime_checkable
+class MultipartStorage(Protocol):
+    """A store that assembles a blob from parts the clients PUT to it directly (S3)."""
+
+    #: the smallest part but the last one, in bytes
+    min_part_bytes: int
+
+    def create_multipart(self, key: str, content_type: str) -> str:
+        """Begin a multipart upload to ``key``; returns its upload id."""
+        ...
+
+    def presign_part(self, key: str, upload_id: str, number: int, ttl_seconds: int) -> str:
+        """A URL to PUT part ``number`` (from 1); the store answers the part's ``ETag``."""
+        ...
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
+        """Assemble ``(number, etag)`` parts (in number order) into ``key``; returns its size.
+
+        Raises ``ValueError`` when an ETag does not match its part or a part is missing or too
+        small, BlobNotFound when no such upload is open.
+        """
+        ...
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished multipart upload and its parts."""
+        ...
+
+
+def content_disposition(file_name: str) -> str:
+    """``attachment`` with ``file_name`` (an ASCII fallback and the RFC 5987 UTF-8 form)."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in file_name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
 def _safe_key(key: str) -> str:
@@ -181,13 +236,26 @@ class LocalStorage:
             raise BlobNotFound(f"no blob {key}")
         yield path
 
+    def presign_get(
+        self, key: str, ttl_seconds: int, *, content_type: str, file_name: str
+    ) -> str | None:
+        return None  # the API serves local blobs itself (/v1/blobs)
+
+    def presign_put(self, key: str, ttl_seconds: int, *, content_type: str) -> str | None:
+        return None
+
 
 def open_storage(url: str) -> Storage:
-    """The storage for ``url``: ``file:///abs/dir`` (S3 arrives with the scale-out work)."""
+    """The storage for ``url``: ``file:///abs/dir`` or ``s3://BUCKET[/PREFIX]?endpoint=...``
+    (see :class:`demixer.storage.s3.S3Storage`)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalStorage(Path(parsed.path))
-    raise ValueError(f"unsupported storage URL {url!r} (supported: file://)")
+    if parsed.scheme == "s3":
+        from demixer.storage.s3 import S3Storage  # boto3 loads only when S3 is used
+
+        return S3Storage.from_url(url)
+    raise ValueError(f"unsupported storage URL {url!r} (supported: file://, s3://)")
 
 
 class UrlSigner:

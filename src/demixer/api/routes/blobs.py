@@ -10,7 +10,6 @@ import mimetypes
 from collections.abc import Iterator
 from functools import partial
 from typing import Any, BinaryIO, cast
-from urllib.parse import quote
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
@@ -24,6 +23,7 @@ from demixer.errors import FileExpired, InvalidSignature, NotFound, ResultExpire
 from demixer.service.context import Services
 from demixer.service.retention import result_expired
 from demixer.service.schema import File, Job
+from demixer.storage import content_disposition
 
 __all__ = ["router"]
 
@@ -80,13 +80,6 @@ def _describe(services: Services, key: str) -> tuple[str, str]:
     return mimetypes.guess_type(name)[0] or "application/octet-stream", name
 
 
-def _disposition(file_name: str) -> str:
-    fallback = "".join(
-        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in file_name
-    )
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
-
-
 @router.get(
     "/blobs/{key:path}",
     response_class=StreamingResponse,
@@ -112,7 +105,7 @@ def download(
     return StreamingResponse(
         chunks(),
         media_type=content_type,
-        headers={"Content-Length": str(size), "Content-Disposition": _disposition(file_name)},
+        headers={"Content-Length": str(size), "Content-Disposition": content_disposition(file_name)},
     )
 
 

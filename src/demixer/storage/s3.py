@@ -1,0 +1,373 @@
+"""Blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ``rclone serve s3``…).
+
+The storage URL is ``s3://BUCKET[/PREFIX]?endpoint=URL&region=R&public_endpoint=URL``:
+
+- ``PREFIX``: every key is stored under it (``PREFIX/inputs/...``), so one bucket can hold
+  several deployments;
+- ``endpoint``: where the servers reach the bucket (none: real AWS, by region);
+- ``region``: the signing region (default ``$AWS_DEFAULT_REGION`` or ``us-east-1``);
+- ``public_endpoint``: the host presigned URLs are made for, when clients reach the bucket by
+  another address than the servers do (default: ``endpoint``).
+
+Credentials come from the standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+profiles, instance roles). Timeouts are short and retries few, so an outage is reported within
+seconds as :class:`~demixer.errors.StorageUnavailable` (HTTP 503 ``STORAGE_UNAVAILABLE``; a
+retryable failure in the worker), never as a hang or a foreign traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, TypeVar, cast
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from demixer.errors import StorageUnavailable
+from demixer.storage import BlobNotFound, _safe_key, content_disposition
+
+__all__ = ["S3Storage"]
+
+_PART = 8 << 20  # bytes per part when ``put`` streams a large source
+_MIN_PART = 5 << 20  # S3's smallest part but the last
+_DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+_T = TypeVar("_T")
+
+
+def _unavailable(exc: Exception) -> StorageUnavailable:
+    error = StorageUnavailable()
+    error.__cause__ = exc
+    return error
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+@contextlib.contextmanager
+def _translated(key: str = "") -> Iterator[None]:
+    """boto3's errors as demixer's: unreachable or 5xx -> StorageUnavailable; 404 ->
+    BlobNotFound. Others (403: bad credentials; 400) pass through: they are configuration."""
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) in _NOT_FOUND or _status(exc) == 404:
+            raise BlobNotFound(f"no blob {key}") from None
+        if _status(exc) >= 500:
+            raise _unavailable(exc) from exc
+        raise
+    except (BotoConnectionError, HTTPClientError) as exc:  # refused, timed out, cut
+        raise _unavailable(exc) from exc
+
+
+class _Body:
+    """A streaming GET body as a file object; transport errors become StorageUnavailable."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def read(self, size: int = -1) -> bytes:
+        with _translated():
+            data = self._body.read(size if size >= 0 else None)
+        return cast(bytes, data)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _read_full(source: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at the end (``source.read`` may answer short)."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = source.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class S3Storage:
+    """Blobs as objects in one bucket, under an optional key prefix (see module docs).
+
+    Args:
+        bucket: the bucket's name.
+        prefix: stored keys are ``{prefix}/{key}`` ("" for none).
+        endpoint: the S3 endpoint URL the servers use (None: AWS).
+        region: the signing region.
+        public_endpoint: the endpoint presigned URLs name (None: ``endpoint``).
+        connect_timeout: seconds to wait for a connection.
+        read_timeout: seconds to wait for a response's next bytes.
+        max_attempts: tries of each call (1 + retries) before it fails.
+    """
+
+    min_part_bytes = _MIN_PART
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        public_endpoint: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 2,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        config = Config(
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+        )
+        session = boto3.session.Session()
+        self._client = session.client(
+            "s3", endpoint_url=endpoint, region_name=region, config=config
+        )
+        # Presigning is local (no request); only the host in the URL differs.
+        self._signing = (
+            session.client("s3", endpoint_url=public_endpoint, region_name=region, config=config)
+            if public_endpoint and public_endpoint != endpoint
+            else self._client
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=4
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Storage:
+        """``s3://BUCKET[/PREFIX]?endpoint=URL&region=R&public_endpoint=URL``."""
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"bad S3 storage URL {url!r}: use s3://BUCKET[/PREFIX]?endpoint=URL")
+        query = {name: values[-1] for name, values in parse_qs(parsed.query).items()}
+        unknown = set(query) - {"endpoint", "region", "public_endpoint"}
+        if unknown:
+            raise ValueError(
+                f"bad S3 storage URL {url!r}: unknown option(s) {sorted(unknown)} "
+                "(known: endpoint, region, public_endpoint)"
+            )
+        return cls(
+            parsed.netloc,
+            parsed.path,
+            endpoint=query.get("endpoint"),
+            region=query.get("region"),
+            public_endpoint=query.get("public_endpoint"),
+        )
+
+    def _key(self, key: str) -> str:
+        key = _safe_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, key: str, fn: Callable[..., _T], **kwargs: Any) -> _T:
+        with _translated(key):
+            return fn(Bucket=self.bucket, **kwargs)
+
+    # --- the Storage interface -------------------------------------------------------------
+
+    def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
+        full = self._key(key)
+        digest = hashlib.sha256()
+        first = _read_full(source, _PART)
+        if len(first) < _PART:  # all of it: one PUT, atomic by itself
+            if max_bytes is not None and len(first) > max_bytes:
+                raise ValueError(f"more than {max_bytes} bytes")
+            digest.update(first)
+            self._call(key, self._client.put_object, Key=full, Body=first)
+            return len(first), digest.hexdigest()
+        # Larger: a multipart upload, invisible until completed and aborted on any failure.
+        upload = self._call(key, self._client.create_multipart_upload, Key=full)["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            total, data = 0, first
+            while data:
+                total += len(data)
+                if max_bytes is not None and total > max_bytes:
+                    raise ValueError(f"more than {max_bytes} bytes")
+                digest.update(data)
+                number = len(parts) + 1
+                answer = self._call(
+                    key,
+                    self._client.upload_part,
+                    Key=full,
+                    UploadId=upload,
+                    PartNumber=number,
+                    Body=data,
+                )
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                data = _read_full(source, _PART)
+            self._call(
+                key,
+                self._client.complete_multipart_upload,
+                Key=full,
+                UploadId=upload,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            self.abort_multipart(key, upload)
+            raise
+        return total, digest.hexdigest()
+
+    def put_file(self, key: str, path: Path) -> int:
+        if not path.is_file():
+            raise BlobNotFound(f"no file {path}")
+        with _translated(key):
+            self._client.upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)
+        return path.stat().st_size
+
+    def open(self, key: str) -> BinaryIO:
+        answer = self._call(key, self._client.get_object, Key=self._key(key))
+        return cast(BinaryIO, _Body(answer["Body"]))
+
+    def size(self, key: str) -> int:
+        return int(self._call(key, self._client.head_object, Key=self._key(key))["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except BlobNotFound:
+            return False
+        return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        # As on a filesystem: the blob named ``prefix`` and everything "inside" it, never a
+        # sibling that merely starts with the same letters (inputs/file_1 vs inputs/file_10).
+        base = self._key(prefix.rstrip("/"))
+        keys: list[str] = []
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=base
+        )
+        with _translated(prefix):
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    name = str(item["Key"])
+                    if name == base or name.startswith(base + "/"):
+                        keys.append(name)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[start : start + _DELETE_BATCH]]
+            self._call(
+                prefix, self._client.delete_objects, Delete={"Objects": batch, "Quiet": True}
+            )
+        return len(keys)
+
+    @contextlib.contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="demixer-s3-") as tmp:
+            path = Path(tmp) / key.rsplit("/", 1)[-1]
+            with _translated(key):
+                self._client.download_file(
+                    self.bucket, self._key(key), str(path), Config=self._transfer
+                )
+            yield path
+
+    def copy(self, src_key: str, dst_key: str) -> int:
+        size = self.size(src_key)  # BlobNotFound before anything is written
+        with _translated(src_key):
+            self._client.copy(
+                {"Bucket": self.bucket, "Key": self._key(src_key)},
+                self.bucket,
+                self._key(dst_key),
+                Config=self._transfer,
+            )
+        return size
+
+    def presign_get(
+        self, key: str, ttl_seconds: int, *, content_type: str, file_name: str
+    ) -> str | None:
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "ResponseContentType": content_type,
+            "ResponseContentDisposition": content_disposition(file_name),
+        }
+        return str(
+            self._signing.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds)
+        )
+
+    def presign_put(self, key: str, ttl_seconds: int, *, content_type: str) -> str | None:
+        params = {"Bucket": self.bucket, "Key": self._key(key), "ContentType": content_type}
+        return str(
+            self._signing.generate_presigned_url("put_object", Params=params, ExpiresIn=ttl_seconds)
+        )
+
+    # --- multipart uploads straight from clients ---------------------------------------------
+
+    def create_multipart(self, key: str, content_type: str) -> str:
+        answer = self._call(
+            key, self._client.create_multipart_upload, Key=self._key(key), ContentType=content_type
+        )
+        return str(answer["UploadId"])
+
+    def presign_part(self, key: str, upload_id: str, number: int, ttl_seconds: int) -> str:
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "UploadId": upload_id,
+            "PartNumber": number,
+        }
+        return str(
+            self._signing.generate_presigned_url(
+                "upload_part", Params=params, ExpiresIn=ttl_seconds
+            )
+        )
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
+        listed = [
+            {"PartNumber": number, "ETag": f'"{etag.strip().strip(chr(34))}"'}
+            for number, etag in sorted(parts)
+        ]
+        try:
+            with _translated(key):
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": listed},
+                )
+        except ClientError as exc:
+            if _code(exc) == "NoSuchUpload":
+                raise BlobNotFound(f"no multipart upload {upload_id!r} for {key}") from None
+            message = exc.response.get("Error", {}).get("Message") or _code(exc)
+            raise ValueError(f"{_code(exc)}: {message}") from None
+        return self.size(key)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        # Best effort: a leftover upload is cleaned by the bucket's lifecycle rule.
+        with contextlib.suppress(BotoCoreError, ClientError, StorageUnavailable, BlobNotFound):
+            self._call(
+                key, self._client.abort_multipart_upload, Key=self._key(key), UploadId=upload_id
+            )

@@ -1,0 +1,310 @@
+"""Scaled out on real servers: PostgreSQL and S3 (`rclone serve s3`) on loopback, an API-only
+`demixer serve --workers 0` and separate `demixer worker` processes, each with its own scratch
+directory as if on its own machine, configured by environment only. Then their faults: a worker
+SIGKILLed mid-job, PostgreSQL stopped and started under load, S3 gone for a while, the API
+killed during an upload.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from sqlalchemy import create_engine, func, select
+
+from audiofiles import stempeg_example
+from demixer.audio import load
+from demixer.service.schema import Job, JobLog, UsageRecord
+from servers import Servers
+from service_harness import (
+    Server,
+    WorkerProcess,
+    create_key,
+    fast_env,
+    start_server,
+    start_worker,
+    wait_status,
+)
+
+FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+@dataclass
+class Stack:
+    """One scaled-out deployment on the session's PostgreSQL and S3 servers."""
+
+    servers: Servers
+    root: Path
+    env: dict[str, str]
+    database_url: str
+    api: Server
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def add_worker(self, slots: int = 1) -> WorkerProcess:
+        n = len(self.workers)
+        worker = start_worker(self.root / f"machine-{n}", env=self.env, slots=slots, name="w")
+        self.workers.append(worker)
+        return worker
+
+    def restart_api(self) -> None:
+        port = int(self.api.base_url.rsplit(":", 1)[1])
+        self.api.kill()
+        key = self.api.key
+        self.api = start_server(self.root / "api", workers=0, env=self.env, port=port)
+        self.api.key = key
+
+    def client(self) -> httpx.Client:
+        return self.api.client()
+
+    def jobs(self) -> dict[str, Job]:
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                return {j.id: j for j in conn.execute(select(Job)).all()}  # type: ignore[misc]
+        finally:
+            engine.dispose()
+
+    def count(self, query: Any) -> Any:
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(query).all()
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def stack(scale_servers: Servers, tmp_path: Path) -> Iterator[Stack]:
+    database_url = scale_servers.create_database()
+    env = fast_env(
+        DEMIXER_DATABASE_URL=database_url,
+        DEMIXER_STORAGE_URL=scale_servers.create_bucket(),
+        DEMIXER_RATE_LIMIT_PER_MINUTE="100000",
+        DEMIXER_MAX_CONCURRENT_JOBS="0",
+        **scale_servers.s3_env(),
+    )
+    api = start_server(tmp_path / "api", workers=0, env=env)
+    st = Stack(scale_servers, tmp_path, env, database_url, api)
+    try:
+        yield st
+    finally:
+        for worker in st.workers:
+            worker.kill()
+        st.api.kill()
+        for c in st.api.clients:
+            c.close()
+        scale_servers.drop_database(database_url)
+
+
+@pytest.fixture(scope="module")
+def excerpt() -> tuple[np.ndarray, int]:
+    audio, rate = load(stempeg_example())
+    return audio, rate
+
+
+def unique_song(tmp: Path, excerpt: tuple[np.ndarray, int], n: int, seconds: float) -> Path:
+    """The excerpt's mix tiled to ``seconds``, made unique by ``n`` (so the result cache of the
+    server never answers one job with another's outputs)."""
+    audio, rate = excerpt
+    count = int(seconds * rate)
+    tiled = np.tile(audio, (1, -(-count // audio.shape[1])))[:, :count].copy()
+    tiled[:, 0] = (n % 1000) / 100000.0
+    path = tmp / f"song-{n}.wav"
+    sf.write(str(path), tiled.T, rate, subtype="PCM_16")
+    return path
+
+
+def upload(client: httpx.Client, path: Path) -> str:
+    with path.open("rb") as fh:
+        r = client.post("/v1/files", files={"file": (path.name, fh, "audio/wav")})
+    assert r.status_code == 201, r.text
+    return str(r.json()["file_id"])
+
+
+def submit(client: httpx.Client, file_id: str) -> str:
+    r = client.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "model": "spleeter-2stems", "stems": ["vocals"]}},
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["request_id"])
+
+
+def wait_all(client: httpx.Client, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    done: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline and len(done) < len(ids):
+        for request_id in ids:
+            if request_id in done:
+                continue
+            r = client.get(f"/v1/queue/requests/{request_id}/status")
+            if r.status_code == 200 and r.json()["status"] in FINAL:
+                done[request_id] = r.json()
+        time.sleep(0.3)
+    missing = [i for i in ids if i not in done]
+    assert not missing, f"{len(missing)} jobs never finished: {missing[:5]}"
+    return done
+
+
+def starts(stack: Stack, job_id: str) -> list[str]:
+    rows = stack.count(
+        select(JobLog.message).where(
+            JobLog.job_id == job_id, JobLog.message.like("attempt % started on %")
+        )
+    )
+    return [r[0] for r in rows]
+
+
+def test_three_workers_run_thirty_jobs_each_exactly_once(
+    stack: Stack, excerpt: tuple[np.ndarray, int], tmp_path: Path
+) -> None:
+    for _ in range(3):
+        stack.add_worker()
+    client = stack.client()
+    ids = [submit(client, upload(client, unique_song(tmp_path, excerpt, n, 2.0))) for n in range(30)]
+    done = wait_all(client, ids, timeout=300)
+    assert {d["status"] for d in done.values()} == {"COMPLETED"}
+
+    jobs = stack.jobs()
+    # Exactly once: one attempt each, one usage record each, one set of outputs in storage.
+    assert {jobs[i].attempts for i in ids} == {1}
+    usage = dict(
+        stack.count(select(UsageRecord.job_id, func.count()).group_by(UsageRecord.job_id))
+    )
+    assert usage == dict.fromkeys(ids, 1)
+    owners = set()
+    for request_id in ids:
+        lines = starts(stack, request_id)
+        assert len(lines) == 1, lines
+        owners.add(lines[0].rsplit(" on ", 1)[1].rsplit(":", 2)[0])  # host:pid of the worker
+        outputs = jobs[request_id].outputs
+        assert set(outputs) == {"vocals", "residual"}
+        assert all(o["key"].startswith(f"outputs/{request_id}/attempt-1/") for o in outputs.values())
+    # Every worker took part (30 jobs, 3 idle workers woken together).
+    assert len(owners) == 3, owners
+    # The stems are real audio in the bucket, fetched with the URLs the result gives.
+    result = client.get(f"/v1/queue/requests/{ids[-1]}/result").json()
+    url = result["data"]["vocals"]["url"]
+    assert url.startswith(stack.servers.s3_endpoint), url  # straight from the bucket
+    stem = httpx.get(url, timeout=30)
+    assert stem.status_code == 200 and stem.content[:4] == b"RIFF"
+
+
+def test_a_worker_killed_mid_job_leaves_it_to_another(
+    stack: Stack, excerpt: tuple[np.ndarray, int], tmp_path: Path
+) -> None:
+    first = stack.add_worker()
+    client = stack.client()
+    request_id = submit(client, upload(client, unique_song(tmp_path, excerpt, 1, 240.0)))
+    wait_status(client, request_id, {"IN_PROGRESS"}, timeout=120)
+    second = stack.add_worker()
+    time.sleep(0.5)  # well inside the separation of four minutes of audio
+    assert client.get(f"/v1/queue/requests/{request_id}/status").json()["status"] == "IN_PROGRESS"
+    first.kill()
+    done = wait_status(client, request_id, FINAL, timeout=180)
+    assert done["status"] == "COMPLETED", done
+    lines = starts(stack, request_id)
+    assert len(lines) == 2
+    assert lines[0].rsplit(":", 2)[0] != lines[1].rsplit(":", 2)[0]  # another process
+    job = stack.jobs()[request_id]
+    assert job.attempts == 2
+    assert all("/attempt-2/" in o["key"] for o in job.outputs.values())
+    assert second.process.poll() is None
+
+
+def test_postgres_restarting_under_load_loses_no_job(
+    stack: Stack, excerpt: tuple[np.ndarray, int], tmp_path: Path
+) -> None:
+    for _ in range(2):
+        stack.add_worker()
+    client = stack.client()
+    ids = [submit(client, upload(client, unique_song(tmp_path, excerpt, n, 20.0))) for n in range(8)]
+    wait_status(client, ids[0], {"IN_PROGRESS", "COMPLETED"}, timeout=120)
+    stack.servers.stop_postgres()
+    try:
+        down = client.get(f"/v1/queue/requests/{ids[0]}/status")
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+        assert "retry-after" in down.headers
+        time.sleep(5)
+    finally:
+        stack.servers.start_postgres()
+    # Nobody was restarted: the same API and worker processes carry on.
+    done = wait_all(client, ids, timeout=240)
+    assert {d["status"] for d in done.values()} == {"COMPLETED"}
+    usage = dict(
+        stack.count(select(UsageRecord.job_id, func.count()).group_by(UsageRecord.job_id))
+    )
+    assert usage == dict.fromkeys(ids, 1)
+    assert all(w.process.poll() is None for w in stack.workers)
+    assert stack.api.process.poll() is None
+
+
+def test_s3_gone_for_a_while_uploads_answer_503_and_jobs_still_complete(
+    stack: Stack, excerpt: tuple[np.ndarray, int], tmp_path: Path
+) -> None:
+    client = stack.client()
+    ids = [submit(client, upload(client, unique_song(tmp_path, excerpt, n, 10.0))) for n in range(3)]
+    stack.servers.stop_s3()
+    try:
+        stack.add_worker()  # it claims the jobs while their inputs cannot be fetched
+        late = unique_song(tmp_path, excerpt, 99, 2.0)
+        with late.open("rb") as fh:
+            r = client.post("/v1/files", files={"file": (late.name, fh, "audio/wav")})
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+        assert "retry-after" in r.headers
+        announced = client.post(
+            "/v1/files",
+            json={"file_name": "x.wav", "content_type": "audio/wav", "file_size": 1000},
+        )
+        assert announced.status_code in (201, 503), announced.text  # no bytes moved yet
+        wait_status(client, ids[0], {"IN_PROGRESS"}, timeout=120)
+        time.sleep(4)
+    finally:
+        stack.servers.start_s3()
+    done = wait_all(client, ids, timeout=240)
+    assert {d["status"] for d in done.values()} == {"COMPLETED"}, done
+    # and uploads work again
+    assert submit(client, upload(client, unique_song(tmp_path, excerpt, 100, 2.0)))
+
+
+def test_the_api_killed_during_an_upload_the_client_retries_and_completes(
+    stack: Stack, excerpt: tuple[np.ndarray, int], tmp_path: Path
+) -> None:
+    from demixer.client import Client
+
+    stack.add_worker()
+    path = unique_song(tmp_path, excerpt, 7, 30.0)
+    killer = threading.Timer(0.05, stack.restart_api)
+    with Client(stack.api.base_url, api_key=stack.api.key) as demixer:
+        killer.start()
+        try:
+            file = demixer.upload(path)
+        finally:
+            killer.join()
+        assert file.status == "uploaded"
+        job = demixer.submit_stems(file.file_id, model="spleeter-2stems", stems=["vocals"])
+        final = demixer.wait(job.request_id, timeout=120)
+    assert final.status == "COMPLETED"
+
+
+def test_keys_created_on_one_api_work_on_another(stack: Stack) -> None:
+    """Stateless API processes: a second one on the same database knows every key."""
+    second = start_server(stack.root / "api-2", workers=0, env=stack.env)
+    try:
+        key = create_key(stack.root / "elsewhere", env=stack.env)
+        r = httpx.get(
+            f"{second.base_url}/v1/queue/requests", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        second.kill()
