@@ -118,12 +118,13 @@ def environment(extra: dict[str, str]) -> Iterator[None]:
 # --- processes ------------------------------------------------------------------------------
 
 
-def start_workers(n: int, data_dir: Path) -> list[subprocess.Popen[bytes]]:
-    """``n`` × ``demixer worker --slots 1`` on ``data_dir`` (stock poll and heartbeat)."""
+def start_workers(n: int, data_dir: Path, slots: int = 1) -> list[subprocess.Popen[bytes]]:
+    """``n`` × ``demixer worker --slots SLOTS`` on ``data_dir`` (stock poll and heartbeat)."""
     procs = []
     for i in range(n):
         log = (data_dir / f"worker-{i}.log").open("wb")
-        cmd = [str(common.demixer_cli()), "worker", "--slots", "1", "--data-dir", str(data_dir)]
+        cmd = [str(common.demixer_cli()), "worker", "--slots", str(slots)]
+        cmd += ["--data-dir", str(data_dir)]
         procs.append(
             subprocess.Popen(
                 cmd,
@@ -239,18 +240,32 @@ def job_times(api: httpx.Client, job: str) -> tuple[float, float]:
 
 
 def throughput(
-    h: ModuleType, stack: Stack, n: int, seconds: float, jobs: int, args: Any, work: Path
+    h: ModuleType,
+    stack: Stack,
+    config: tuple[int, int],
+    seconds: float,
+    jobs: int,
+    args: Any,
+    work: Path,
 ) -> dict[str, Any]:
-    """One batch of ``jobs`` on ``n`` warm workers; see the module docs."""
-    data_dir = work / f"{stack.name}-w{n}-{round(seconds)}s"
+    """One batch of ``jobs`` on warm workers: ``config`` = (worker processes, slots each)."""
+    n, slots = config
+    data_dir = work / f"{stack.name}-w{n}x{slots}-{round(seconds)}s"
     src = service.song(seconds)
-    res: dict[str, Any] = {"stack": stack.name, "workers": n, "seconds": seconds, "jobs": jobs}
-    with environment(stack.env()), h.running_server(data_dir, workers=0, env=service.server_env()) as api_srv:
-        workers = start_workers(n, data_dir)
+    print(f"scale: {stack.name}, {label(config)}, {jobs} × {seconds:g} s", flush=True)
+    res: dict[str, Any] = {"stack": stack.name, "workers": n, "slots": slots}
+    res.update({"seconds": seconds, "jobs": jobs})
+    with (
+        environment(stack.env()),
+        h.running_server(data_dir, workers=0, env=service.server_env()) as api_srv,
+    ):
+        workers = start_workers(n, data_dir, slots)
         try:
             api = api_srv.client()
-            warm = [submit(api, upload(api, src, work)) for _ in range(n)]
+            t_warm = time.perf_counter()
+            warm = [submit(api, upload(api, src, work)) for _ in range(n * slots)]
             wait_all(api, warm, 300)
+            res["warmup_s"] = time.perf_counter() - t_warm  # workers start + first jobs
             with_child = sum(bool(psutil.Process(w.pid).children(recursive=True)) for w in workers)
             if with_child != n:
                 print(f"    note: {with_child}/{n} workers have a warm child", flush=True)
@@ -289,9 +304,7 @@ def throughput(
 # --- part 2: load ---------------------------------------------------------------------------
 
 
-def load_runs(
-    h: ModuleType, stack: Stack, args: Any, work: Path
-) -> list[dict[str, Any]]:
+def load_runs(h: ModuleType, stack: Stack, args: Any, work: Path) -> list[dict[str, Any]]:
     """Status and submit load on one and on two API processes sharing the data dir."""
     data_dir = work / f"{stack.name}-load"
     src = service.song(args.seconds)
@@ -301,16 +314,18 @@ def load_runs(
             h.running_server(data_dir, workers=0, env=service.server_env())
         )
         api = first.client()
-        file_id = upload(api, src, work)
         workers = start_workers(1, data_dir)
         try:
-            done = submit(api, file_id)
+            done = submit(api, upload(api, src, work))
             wait_all(api, [done], 300)
         finally:
             stop(workers)
         second = stack_cm.enter_context(
             h.running_server(data_dir, workers=0, env=service.server_env())
         )
+        # An upload no job has run on: every submit queues (one that a completed job ran on
+        # would be answered from the result cache, copying its outputs).
+        file_id = upload(api, src, work)
         body = {"input": {"file_id": file_id, "model": common.MODEL, "stems": service.STEMS}}
         body["input"].update(BODY_EXTRA)
         targets = {
@@ -348,10 +363,11 @@ def generate(
         with GroupWatch(groups) as watch, ThreadPoolExecutor(len(apis)) as pool:
             runs = list(
                 pool.map(
+                    # the first server's key on both: the job and upload belong to its account
                     lambda ad: service.wrk(
-                        ad[0].base_url + path, ad[0].key, conns, args.load_seconds, body, ad[1]
+                        ad[0].base_url + path, apis[0].key, conns, args.load_seconds, body, ad[1]
                     ),
-                    zip(apis, dirs),
+                    zip(apis, dirs, strict=True),
                 )
             )
         errors = [r["error"] for r in runs if "error" in r]
@@ -379,22 +395,41 @@ def generate(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stack", nargs="*", choices=STACKS, default=["pg", "sqlite", "pg-s3"])
+    ap.add_argument("--stack", nargs="*", choices=STACKS, default=["pg-s3", "pg", "sqlite"])
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
-    ap.add_argument("--jobs", type=int, default=24)
+    ap.add_argument(
+        "--slots",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="also one `demixer worker --slots S` process (first --stack only)",
+    )
+    ap.add_argument("--jobs", type=int, default=24, help="batch of short files")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the short files")
     ap.add_argument("--long-seconds", type=float, default=60.0)
+    ap.add_argument("--long-jobs", type=int, default=8, help="batch of long files")
+    ap.add_argument(
+        "--load-stack",
+        nargs="*",
+        choices=STACKS,
+        default=["pg", "sqlite"],
+        help="stacks of the load part (its endpoints do not touch storage)",
+    )
     ap.add_argument("--connections", type=int, nargs="*", default=[8, 32])
     ap.add_argument("--load-seconds", type=float, default=10.0)
     ap.add_argument("--retries", type=int, default=1, help="re-runs of a contended load run")
-    ap.add_argument("--quiet-wait", type=float, default=60.0)
+    ap.add_argument("--quiet-wait", type=float, default=30.0)
     ap.add_argument("--no-load", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     h = service.harness()
-    stacks = list(args.stack)
+    if args.no_throughput:
+        args.stack = []
+    if args.no_load:
+        args.load_stack = []
+    stacks = list(dict.fromkeys([*args.stack, *args.load_stack]))
     skipped: dict[str, str] = {}
     if "pg-s3" in stacks and not s3_ready():
         stacks.remove("pg-s3")
@@ -408,19 +443,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         srv = None
         if any(s != "sqlite" for s in stacks):
             work.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
-            srv = servers_module().start(work / "servers")
+            try:
+                srv = servers_module().start(work / "servers")
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                for name in [s for s in stacks if s != "sqlite"]:
+                    stacks.remove(name)
+                    skipped[name] = f"the test servers did not start ({exc}; `make test-servers`)"
+                print(f"scale: PostgreSQL/S3 not available: {exc}", file=sys.stderr)
         try:
             for name in stacks:
                 stack = Stack(name, srv)
-                if not args.no_throughput:
-                    for n in args.workers:
-                        print(f"scale: {name}, {n} worker(s), {args.jobs} × {args.seconds:g} s")
-                        tput.append(throughput(h, stack, n, args.seconds, args.jobs, args, work))
+                if name in args.stack:
+                    main_stack = name == args.stack[0]
+                    configs = [(n, 1) for n in args.workers]
+                    if main_stack:  # one process with several slots (threads split among them)
+                        configs += [(1, s) for s in args.slots]
+                    for config in configs:
+                        tput.append(
+                            throughput(h, stack, config, args.seconds, args.jobs, args, work)
+                        )
                     short = [r for r in tput if r["stack"] == name]
-                    best = max(short, key=lambda r: r["jobs_per_min"])["workers"]
-                    print(f"scale: {name}, {best} worker(s), {args.jobs} × {args.long_seconds:g} s")
-                    tput.append(throughput(h, stack, best, args.long_seconds, args.jobs, args, work))
-                if not args.no_load:
+                    best = max(short, key=lambda r: r["jobs_per_min"])
+                    longs = [(best["workers"], best["slots"])]
+                    if main_stack and longs[0] != (1, 1):
+                        longs.insert(0, (1, 1))
+                    for config in longs:
+                        tput.append(
+                            throughput(
+                                h, stack, config, args.long_seconds, args.long_jobs, args, work
+                            )
+                        )
+                if name in args.load_stack:
                     load += load_runs(h, stack, args, work)
         finally:
             if srv is not None:
@@ -440,8 +493,273 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 # --- RESULTS.md -----------------------------------------------------------------------------
 
 
+def label(config: tuple[int, int]) -> str:
+    """``(processes, slots)`` as the command line it stands for."""
+    return f"{config[0]} × `worker --slots {config[1]}`"
+
+
+def _config(r: dict[str, Any]) -> tuple[int, int]:
+    return r["workers"], r.get("slots", 1)
+
+
+STACK_LABEL = {
+    "sqlite": "SQLite + local",
+    "pg": "PostgreSQL + local",
+    "pg-s3": "PostgreSQL + S3",
+}
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    return common.fmt(x, digits)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def render_throughput(runs: list[dict[str, Any]], args: Any) -> list[str]:
+    short = [r for r in runs if r["seconds"] == args.seconds]
+    base = {r["stack"]: r["jobs_per_min"] for r in short if _config(r) == (1, 1)}
+    rows = []
+    for r in short:
+        cpu = r["cpu_per_job_s"]
+        one = base.get(r["stack"])
+        rows.append(
+            [
+                STACK_LABEL[r["stack"]],
+                label(_config(r)),
+                _f(r["wall_s"], 1),
+                f"**{r['jobs_per_min']:.0f}**",
+                f"{r['jobs_per_min'] / one:.2f}×" if one else "–",
+                _f(r["job_s_mean"]),
+                _f(cpu.get("workers")),
+                _f(cpu.get("api"), 3),
+                _f(cpu.get("postgres"), 3) if "postgres" in cpu else "–",
+                _f(cpu.get("s3"), 3) if "s3" in cpu else "–",
+                _f(r["cores_used"]),
+                _pct(r["foreign_load"]),
+            ]
+        )
+    head = [
+        "stack",
+        "workers",
+        "wall s",
+        "jobs/min",
+        "÷ 1 worker",
+        "job s (claim → COMPLETED, mean)",
+        "CPU s/job: workers",
+        "API",
+        "PostgreSQL",
+        "S3 server",
+        "cores used",
+        "other load",
+    ]
+    out = [
+        f"### Throughput: {args.jobs} jobs of {args.seconds:g} s\n",
+        common.table(head, rows),
+    ]
+    rows = []
+    for r in runs:
+        cpu = r["cpu_per_job_s"].get("workers", 0.0)
+        rows.append(
+            [
+                STACK_LABEL[r["stack"]],
+                label(_config(r)),
+                f"{r['jobs']} × {r['seconds']:g} s",
+                _f(r["wall_s"], 1),
+                f"{r['jobs_per_min']:.0f}",
+                f"**{r['audio_s_per_s']:.1f}**",
+                _f(r["job_s_mean"]),
+                _f(cpu),
+                _f(60 * cpu / r["seconds"]),
+                _pct(r["foreign_load"]),
+            ]
+        )
+    rows.sort(key=lambda row: (row[0], row[1], float(row[2].split(" × ")[1][:-2])))
+    head = [
+        "stack",
+        "workers",
+        "batch",
+        "wall s",
+        "jobs/min",
+        "audio s per wall s",
+        "job s (mean)",
+        "worker CPU s/job",
+        "worker CPU s per audio minute",
+        "other load",
+    ]
+    out += ["### Cost against file length\n", common.table(head, rows)]
+    return out
+
+
+def render_load(load: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    what = {
+        "status": "`GET /v1/queue/requests/{id}/status`, COMPLETED job",
+        "submit": "`POST /v1/queue/audio/stems` (jobs only queue)",
+    }
+    for r in load:
+        if "error" in r:
+            rows.append([STACK_LABEL[r["stack"]], what[r["endpoint"]], str(r["apis"])])
+            rows[-1] += [str(r["conns"]), f"failed: {r['error'][:80]}"] + ["–"] * 6
+            continue
+        cores = r["cores"]
+        rows.append(
+            [
+                STACK_LABEL[r["stack"]],
+                what[r["endpoint"]],
+                str(r["apis"]),
+                str(r["conns"]),
+                f"**{r['rps']:.0f}**",
+                _f(r["p50_ms"], 1),
+                _f(r["p99_ms"], 1),
+                f"{r['requests']} ({r['non_2xx']})",
+                _f(cores.get("api")),
+                _f(cores.get("postgres")) if "postgres" in cores else "–",
+                _pct(r["foreign_load"]),
+            ]
+        )
+    head = [
+        "stack",
+        "endpoint",
+        "API processes",
+        "connections per process",
+        "requests/s (sum)",
+        "p50 ms",
+        "p99 ms",
+        "requests (non-2xx)",
+        "API cores",
+        "PostgreSQL cores",
+        "other load",
+    ]
+    return ["### Request rates under load\n", common.table(head, rows)]
+
+
+def interpret(payload: dict[str, Any], args: Any) -> list[str]:
+    """What limits the figures, from the figures."""
+    lines = []
+    short = [r for r in payload["throughput"] if r["seconds"] == args.seconds]
+    for stack in dict.fromkeys(r["stack"] for r in short):
+        rs = {_config(r): r for r in short if r["stack"] == stack}
+        if (1, 1) not in rs:
+            continue
+        one = rs[(1, 1)]
+        best = max(rs.values(), key=lambda r: r["jobs_per_min"])
+        ups = ", ".join(
+            f"{label(c)} {rs[c]['jobs_per_min'] / one['jobs_per_min']:.2f}×"
+            for c in sorted(rs)
+            if c != (1, 1)
+        )
+        lines.append(
+            f"- {STACK_LABEL[stack]}: {one['jobs_per_min']:.0f} jobs/min on one worker "
+            f"({one['cores_used']:.2f} cores busy); against it {ups}. The best is "
+            f"{label(_config(best))} at {best['jobs_per_min']:.0f} jobs/min, "
+            f"{best['cores_used']:.2f} of the {os.cpu_count()} cores busy."
+        )
+        cpu = sum(best["cpu_per_job_s"].values())
+        bound = 60 * (os.cpu_count() or 1) / cpu
+        lines.append(
+            f"  There a job costs {cpu:.2f} CPU s in all "
+            f"({best['cpu_per_job_s']['workers']:.2f} s of it in the worker trees): with every "
+            f"core on it this machine could do at most {bound:.0f} jobs/min, so the batch ran "
+            f"at {100 * best['jobs_per_min'] / bound:.0f} % of its CPU bound."
+        )
+    long = [r for r in payload["throughput"] if r["seconds"] != args.seconds]
+    for r in long:
+        same = [s for s in short if s["stack"] == r["stack"] and _config(s) == _config(r)]
+        if not same:
+            continue
+        s = same[0]
+        c_s, c_l = s["cpu_per_job_s"]["workers"], r["cpu_per_job_s"]["workers"]
+        slope = (c_l - c_s) / (r["seconds"] - s["seconds"])
+        fixed = c_s - slope * s["seconds"]
+        lines.append(
+            f"- Length ({STACK_LABEL[r['stack']]}, {label(_config(r))}): a "
+            f"{r['seconds']:g} s job costs the workers {c_l:.2f} CPU s against {c_s:.2f} s for "
+            f"{s['seconds']:g} s, i.e. about {fixed:.2f} s per job plus {60 * slope:.2f} s per "
+            f"audio minute; audio processed per wall second goes from "
+            f"{s['audio_s_per_s']:.1f} to {r['audio_s_per_s']:.1f}."
+        )
+    ok = [r for r in payload["load"] if "error" not in r]
+    for stack in dict.fromkeys(r["stack"] for r in ok):
+        for endpoint in ("status", "submit"):
+            rs = [r for r in ok if r["stack"] == stack and r["endpoint"] == endpoint]
+            if not rs:
+                continue
+            one = max((r for r in rs if r["apis"] == 1), key=lambda r: r["rps"], default=None)
+            two = max((r for r in rs if r["apis"] == 2), key=lambda r: r["rps"], default=None)
+            if one is None or two is None:
+                continue
+            db = two["cores"].get("postgres")
+            lines.append(
+                f"- {STACK_LABEL[stack]}, {endpoint}: at best {one['rps']:.0f} requests/s on one "
+                f"API process ({one['cores']['api']:.2f} cores), {two['rps']:.0f} on two "
+                f"({two['rps'] / one['rps']:.2f}×, {two['cores']['api']:.2f} cores"
+                + (f", PostgreSQL {db:.2f}" if db is not None else "")
+                + ")."
+            )
+    return lines
+
+
 def render(payload: dict[str, Any], args: Any) -> str:
     out = ["## Scale-out", "", common.header("scale.py")]
+    if service.DIRTY:
+        out.append(
+            "*The working tree had uncommitted changes under `src/` when this ran (the scale-out "
+            "pieces were under development): the figures describe that tree.*\n"
+        )
+    env = ", ".join(f"`{k}={v}`" for k, v in service.SERVER_ENV.items())
+    out.append(
+        "All processes on this one machine, over loopback: one `demixer serve --workers 0` "
+        "(API only) and N `demixer worker --slots 1` processes (stock settings: poll 0.5 s, "
+        "heartbeat 2 s; each separation child uses torch's default thread count, i.e. all "
+        f"{os.cpu_count()} cores) sharing one data dir (signing key, and storage when it is "
+        "local) and one database; per-key limits lifted on every process "
+        f"({env}). PostgreSQL is Debian's, started by `tests/servers.py` with `fsync=off`, "
+        "`synchronous_commit=off` (a throwaway test cluster: commits cost less than on a "
+        "durable server); the S3 server is `rclone serve s3` from the same file. Each "
+        "measurement gets a fresh database (and bucket). `spleeter-2stems`, "
+        "`stems: [vocals]` (vocals + residual), two 16-bit wav outputs; inputs are 16-bit "
+        "stereo 44.1 kHz wavs of the MUSDB18 excerpt's mix looped, each upload made unique "
+        "(the low byte of its last sample) so the result cache never answers.\n"
+    )
+    out.append(
+        "*Throughput*: the workers are warmed by one job each (their children have torch "
+        "imported and the model loaded), the batch is uploaded (untimed), then submitted back "
+        "to back; *wall s* runs from the first submit to the last job's `completed` log line. "
+        "*CPU s/job*: CPU seconds of each process tree (psutil) over the batch, per job; "
+        "*cores used*: all of them per wall second (with this client); *other load*: CPU "
+        "used meanwhile by processes not part of the run, as a share of the machine. The file "
+        f"length rows repeat the batch with {args.long_seconds:g} s files at the number of "
+        "workers with the most jobs per minute.\n"
+    )
+    if payload["throughput"]:
+        out += render_throughput(payload["throughput"], args)
+    if payload["load"]:
+        out.append(
+            f"*Load*: `wrk -t1 -c<connections> -d{args.load_seconds:g}s --latency` per API "
+            "process (with two API processes, two `wrk` at once, one per port, and their "
+            "rates summed; p50/p99 are the worse of the two). The generators run on the same 2 "
+            "cores as the servers and the database, so these are floors. *API cores*, "
+            "*PostgreSQL cores*: CPU seconds of those process trees per wall second. The "
+            "submits go to an API-only deployment with no worker, so every 202 adds a queued "
+            "job. The load runs on the stacks in `--load-stack` only: neither endpoint touches "
+            "storage (the S3 server used no CPU during a submit run), so PostgreSQL + S3 "
+            "answers them like PostgreSQL + local.\n"
+        )
+        out += render_load(payload["load"])
+    for name, why in payload.get("skipped", {}).items():
+        out.append(f"*{STACK_LABEL[name]} not measured: {why}.*\n")
+    lines = interpret(payload, args)
+    if lines:
+        out += ["### Reading the figures\n", "\n".join(lines) + "\n"]
+    out.append(
+        "Reproduce: `.venv/bin/python benchmarks/scale.py` (options: `--stack pg-s3 pg sqlite`, "
+        "`--load-stack pg sqlite`, "
+        f"`--workers 1 2 4`, `--jobs {args.jobs}`, `--seconds {args.seconds:g}`, "
+        f"`--long-seconds {args.long_seconds:g}`, `--long-jobs {args.long_jobs}`). All figures: "
+        "`benchmarks/.cache/scale.json`.\n"
+    )
     return "\n".join(out)
 
 

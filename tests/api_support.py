@@ -1,19 +1,28 @@
-"""The API in-process for tests: real SQLite, real local storage, real audio, one fixture.
+"""The API in-process for tests: a real database, real storage, real audio, one fixture.
 
 ``make_api(**settings)`` builds ``Services`` on a temporary data directory, creates the tables
-and a key, and wraps the app in Starlette's ``TestClient`` (no server, no sockets). A second
-account (``other``) is there for the "someone else's id answers 404" checks. ``worker_done``
-plays the worker's part through the real queue (claim, store a real output blob, complete).
+and a key, and wraps the app in Starlette's ``TestClient`` (no server, no sockets). The
+database and storage are SQLite and a local directory, or PostgreSQL and S3 when the
+environment names them (the ``backend`` fixture in conftest.py). A second account (``other``)
+is there for the "someone else's id answers 404" checks. ``worker_done`` plays the worker's
+part through the real queue (claim, store a real output blob, complete).
+
+Blob URLs point at the API itself (``http://testserver/v1/blobs/...``, served by the
+``TestClient``) on local storage, at the bucket on S3: :meth:`Api.send` and :meth:`Api.fetch`
+reach either; :meth:`Api.upload` finishes an S3 upload with ``POST /v1/files/{id}/complete``.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import httpx
 import pytest
 
 from audiofiles import AudioFiles
@@ -27,7 +36,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-__all__ = ["Api", "api", "make_api"]
+__all__ = ["TESTSERVER", "Api", "api", "bucket_refusal", "make_api"]
+
+#: the base URL of the app behind the TestClient (the settings' ``public_url``)
+TESTSERVER = "http://testserver"
 
 
 @dataclass
@@ -74,10 +86,55 @@ class Api:
         assert r.status_code == 201, r.text
         return {**r.json(), "data": data}
 
+    @property
+    def direct(self) -> bool:
+        """Whether blob URLs point straight at the store (S3), not at the API."""
+        return (
+            self.services.storage.presign_put("inputs/x", 60, content_type="audio/wav") is not None
+        )
+
+    def send(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """``method`` on a blob URL without an API key: through the TestClient when it is
+        the API's own (``/v1/blobs``), else over the network (a presigned S3 URL)."""
+        if url.startswith(TESTSERVER + "/"):
+            return self.client.request(method, url, **kw)  # type: ignore[no-any-return]
+        return httpx.request(method, url, timeout=60, **kw)
+
+    def fetch(self, url: str, **kw: Any) -> httpx.Response:
+        """GET a blob URL (see :meth:`send`)."""
+        return self.send("GET", url, **kw)
+
+    def tampered(self, url: str) -> str:
+        """``url`` with one character of its signature changed (``sig`` on ``/v1/blobs``,
+        ``X-Amz-Signature`` on S3)."""
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        name = "sig" if "sig" in query else "X-Amz-Signature"
+        sig = query[name][0]
+        query[name] = [("A" if sig[0] != "A" else "B") + sig[1:]]
+        return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+    def put_bytes(self, up: dict[str, Any], content: Any = None, **kw: Any) -> httpx.Response:
+        """PUT ``content`` (default: the announced file's bytes) to an announced upload URL
+        (or ``url=``) with its headers; on S3 the bucket answers (an empty 200), not the API."""
+        headers = {**up["headers"], **kw.pop("headers", {})}
+        data = up["data"] if content is None else content
+        url = kw.pop("url", up["upload_url"])
+        return self.send("PUT", url, content=data, headers=headers, **kw)
+
+    def finish(self, up: dict[str, Any], content: Any = None, **kw: Any) -> httpx.Response:
+        """Send an announced file's bytes as a client does: PUT them, then (on S3, where the
+        API is not told) ``POST /v1/files/{id}/complete``. Returns the API's answer: the PUT's
+        through ``/v1/blobs``, the completion's on S3 (the PUT's when the bucket refused it)."""
+        put = self.put_bytes(up, content, **kw)
+        if not self.direct or put.status_code != 200:
+            return put
+        return self.post(f"/v1/files/{up['file_id']}/complete")  # type: ignore[no-any-return]
+
     def upload(self, name: str = "stereo.wav", content_type: str = "audio/wav") -> str:
-        """Announce and PUT a real audio file; returns its file id (status uploaded)."""
+        """Announce and upload a real audio file; returns its file id (status uploaded)."""
         up = self.announce(name, content_type)
-        r = self.client.put(up["upload_url"], content=up["data"], headers=up["headers"])
+        r = self.finish(up)
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "uploaded"
         return str(up["file_id"])
@@ -110,6 +167,18 @@ class Api:
         )
 
 
+def bucket_refusal(r: httpx.Response) -> str:
+    """The S3 error code of a request the bucket refused as unauthorized; fails otherwise.
+
+    AWS answers 403 to a bad or expired signature; ``rclone serve s3`` answers some of these
+    (expired, unsigned headers, no signature) with 400 and the same ``AccessDenied`` code.
+    """
+    assert r.status_code in (400, 403), r.text
+    match = re.search(r"<Code>([^<]+)</Code>", r.text)
+    assert match is not None, r.text
+    return match.group(1)
+
+
 @pytest.fixture
 def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
     """Build an :class:`Api`; keyword arguments override settings."""
@@ -120,7 +189,7 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
         cfg = Settings(
             data_dir=data_dir,
             model_dir=tmp_path / "models",  # no Demucs weights: only the packaged Spleeter
-            public_url="http://testserver",
+            public_url=TESTSERVER,
             **settings,
         )
         services = Services.from_settings(cfg)

@@ -63,12 +63,13 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
 
 # --- the storage/database backends --------------------------------------------------------
 #
-# A test module that declares ``pytestmark = pytest.mark.usefixtures("backend")`` runs every
-# test twice: on the embedded default (SQLite + a local storage directory) and on the scale-out
-# stack (PostgreSQL + S3, real servers started once per session by tests/servers.py). The
-# fixture sets DEMIXER_DATABASE_URL / DEMIXER_STORAGE_URL (a fresh database and bucket per
-# test) in the environment, which both in-process Settings and spawned `demixer` processes
-# read. DEMIXER_TEST_BACKENDS=sqlite (or pg-s3) limits a local run to one of them.
+# A test module that declares ``pytestmark = pytest.mark.usefixtures("backend")`` runs twice:
+# on the embedded default (SQLite + a local storage directory) and on the scale-out stack
+# (PostgreSQL + S3, real servers started once per session by tests/servers.py). On the latter,
+# DEMIXER_DATABASE_URL / DEMIXER_STORAGE_URL (and the AWS credentials) are set in the
+# environment, which both in-process ``Settings`` and spawned ``demixer`` processes read: a
+# database and bucket for the module (its module-scoped fixtures, e.g. a shared server), and a
+# fresh pair for each test. DEMIXER_TEST_BACKENDS=sqlite (or pg-s3) limits a run to one.
 
 BACKENDS = ("sqlite", "pg-s3")
 
@@ -77,54 +78,73 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         wanted = os.environ.get("DEMIXER_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
         chosen = [b for b in BACKENDS if b in wanted]
-        metafunc.parametrize("backend", chosen, indirect=True)
+        metafunc.parametrize("backend", chosen, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="session")
-def scale_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def scale_servers() -> Iterator[Servers]:
     """PostgreSQL + `rclone serve s3` on loopback, for the whole session; stopped at the end."""
     parent = Path(tempfile.mkdtemp(prefix="dx-servers-"))
     parent.chmod(0o755)  # PostgreSQL runs as the postgres user, who must reach its directory
-    root = parent / "run"
-    servers = start_servers(root)
+    servers = start_servers(parent / "run")
     try:
         yield servers
     finally:
         servers.stop()
-        shutil.rmtree(root.parent, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @dataclass
 class Backend:
-    """The backend a test runs on; ``servers`` is None on the embedded default."""
+    """The backend a module runs on; ``servers`` is None on the embedded default."""
 
     name: str
     servers: Servers | None
-    database_url: str | None = None
-    storage_url: str | None = None
 
     @property
     def scaled(self) -> bool:
         return self.servers is not None
 
+    def point_env(self, mp: pytest.MonkeyPatch) -> str | None:
+        """Set the environment to a new database and bucket; returns the database URL."""
+        if self.servers is None:
+            mp.delenv("DEMIXER_DATABASE_URL", raising=False)
+            mp.delenv("DEMIXER_STORAGE_URL", raising=False)
+            return None
+        url = self.servers.create_database()
+        mp.setenv("DEMIXER_DATABASE_URL", url)
+        mp.setenv("DEMIXER_STORAGE_URL", self.servers.create_bucket())
+        for var, value in self.servers.s3_env().items():
+            mp.setenv(var, value)
+        return url
 
-@pytest.fixture
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    """Point DEMIXER_DATABASE_URL/STORAGE_URL at this test's backend (see above)."""
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The module's backend (see above), its environment set for the module's fixtures."""
     name = getattr(request, "param", "sqlite")
-    if name == "sqlite":
-        monkeypatch.delenv("DEMIXER_DATABASE_URL", raising=False)
-        monkeypatch.delenv("DEMIXER_STORAGE_URL", raising=False)
-        yield Backend(name, None)
+    servers = request.getfixturevalue("scale_servers") if name == "pg-s3" else None
+    chosen = Backend(name, servers)
+    with pytest.MonkeyPatch.context() as mp:
+        url = chosen.point_env(mp)
+        try:
+            yield chosen
+        finally:
+            if servers is not None and url is not None:
+                servers.drop_database(url)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_backend(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On a scaled backend, each test gets its own database and bucket."""
+    if "backend" not in request.fixturenames:
+        yield
         return
-    servers: Servers = request.getfixturevalue("scale_servers")
-    database_url = servers.create_database()
-    storage_url = servers.create_bucket()
-    monkeypatch.setenv("DEMIXER_DATABASE_URL", database_url)
-    monkeypatch.setenv("DEMIXER_STORAGE_URL", storage_url)
-    for var, value in servers.s3_env().items():
-        monkeypatch.setenv(var, value)
-    try:
-        yield Backend(name, servers, database_url, storage_url)
-    finally:
-        servers.drop_database(database_url)
+    chosen: Backend = request.getfixturevalue("backend")
+    with pytest.MonkeyPatch.context() as mp:
+        url = chosen.point_env(mp)
+        try:
+            yield
+        finally:
+            if chosen.servers is not None and url is not None:
+                chosen.servers.drop_database(url)

@@ -143,8 +143,21 @@ class Servers:
 
     def create_bucket(self, name: str | None = None) -> str:
         """A new empty bucket; returns its demixer storage URL."""
+        import boto3
+        from botocore.config import Config
+
         name = name or f"t-{uuid.uuid4().hex[:12]}"
-        (Path(self.root) / "s3" / name).mkdir(parents=True)  # rclone: a bucket is a directory
+        # Through the S3 API, not as a new directory: rclone caches its directory listings, so
+        # a directory made behind its back stays invisible (NoSuchBucket) for minutes.
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+        )
+        client.create_bucket(Bucket=name)
         return f"s3://{name}?endpoint={self.s3_endpoint}"
 
     def stop_s3(self) -> None:

@@ -19,7 +19,12 @@ from pathlib import Path
 
 import httpx
 
+from demixer.storage import Storage, open_storage
+
 DEMIXER = str(Path(sys.executable).parent / "demixer")
+# The environment each data directory's server was started with (its database and storage URLs
+# on a scaled backend), so later commands on that data directory reach the same database.
+_ENVS: dict[Path, dict[str, str]] = {}
 
 
 def free_port() -> int:
@@ -70,6 +75,13 @@ class Server:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def storage(self) -> Storage:
+        """The server's blob storage (its local directory, or the bucket its env names)."""
+        env = _ENVS.get(self.data_dir, {})
+        return open_storage(
+            env.get("DEMIXER_STORAGE_URL") or f"file://{self.data_dir.resolve() / 'storage'}"
+        )
+
 
 def start_server(
     data_dir: Path,
@@ -83,6 +95,8 @@ def start_server(
     ``port`` reuses a port (a restarted API at the same address); a free one by default."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    env = env or fast_env()
+    _ENVS[data_dir] = env
     log = data_dir / f"serve-{port}.log"
     fh = log.open("w")
     process = subprocess.Popen(
@@ -102,7 +116,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
-        env=env or fast_env(),
+        env=env,
         start_new_session=True,  # its own process group: kill() reaches the whole tree
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -134,6 +148,7 @@ def create_key(
     cmd = [DEMIXER, "keys", "create", "--data-dir", str(data_dir)]
     if account:
         cmd += ["--account", account]
+    env = env or _ENVS.get(data_dir)
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return done.stdout.strip().splitlines()[-1]
 

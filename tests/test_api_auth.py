@@ -12,17 +12,22 @@ import pytest
 from api_support import Api, api, make_api
 from demixer.api.errors import STATUS, status_for
 from demixer.errors import (
+    DatabaseUnavailable,
     DemixerError,
     DurationLimit,
     FileExpired,
     InvalidSignature,
     JobFailed,
     SizeMismatch,
+    StorageUnavailable,
     UnsupportedPrompt,
 )
 from demixer.models.registry import get_spec
 from demixer.service.keys import list_keys, revoke_key
 from demixer.service.queue import JobConflict
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 __all__ = ["api", "make_api"]  # fixtures
 
@@ -126,7 +131,13 @@ def test_status_table() -> None:
     assert status_for(JobFailed("x", code="MODEL_FAILED")) == 422
     assert JobFailed("x", code="MODEL_FAILED").code == "MODEL_FAILED"
     assert status_for(DemixerError("x")) == 500
-    assert all(400 <= s <= 500 for s in STATUS.values())
+    assert status_for(DatabaseUnavailable()) == 503
+    assert status_for(StorageUnavailable()) == 503
+    # The client's mistakes are 4xx; only a bug (500) and a backend the client may retry on
+    # shortly (503, with Retry-After) are the server's.
+    server_side = {cls: s for cls, s in STATUS.items() if s >= 500}
+    assert server_side == {DemixerError: 500, StorageUnavailable: 503, DatabaseUnavailable: 503}
+    assert all(400 <= s < 500 for cls, s in STATUS.items() if cls not in server_side)
     assert DemixerError("x", param="input.stems").param == "input.stems"
 
 

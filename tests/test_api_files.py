@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
-from api_support import Api, api, make_api
+import pytest
+
+from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
+from conftest import Backend
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 __all__ = ["api", "make_api"]  # fixtures
 
@@ -19,19 +25,27 @@ def _error(r: object, status: int, code: str) -> dict[str, object]:
     return dict(body)
 
 
-def test_announce_put_probe_and_get(api: Api) -> None:
+def upload_base(api: Api, backend: Backend) -> str:
+    """Where the upload URLs of ``api`` point: its own ``/v1/blobs``, or the test bucket."""
+    if backend.servers is None:
+        return f"{TESTSERVER}/v1/blobs/"
+    bucket = urlsplit(api.services.settings.storage_url or "").netloc
+    return f"{backend.servers.s3_endpoint}/{bucket}/"
+
+
+def test_announce_put_probe_and_get(api: Api, backend: Backend) -> None:
     up = api.announce("stereo.flac", "audio/flac")
     assert up["upload_method"] == "PUT"
     assert up["headers"] == {"Content-Type": "audio/flac"}
-    assert up["upload_url"].startswith("http://testserver/v1/blobs/inputs/")
+    assert up["upload_url"].startswith(f"{upload_base(api, backend)}inputs/{up['file_id']}?")
     assert up["retention"]["delete_after"] > up["expires_at"]
 
     r = api.get(f"/v1/files/{up['file_id']}")
     assert r.status_code == 200
     assert r.json()["status"] == "pending" and r.json()["uploaded_at"] is None
 
-    # The signed URL needs no key.
-    r = api.client.put(up["upload_url"], content=up["data"], headers=up["headers"])
+    # The signed URL needs no key (on S3 the bucket takes the PUT, then the API is told).
+    r = api.finish(up)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "uploaded"
@@ -45,12 +59,22 @@ def test_announce_put_probe_and_get(api: Api) -> None:
     assert got["file_size"] == len(up["data"]) and got["uploaded_at"] is not None
     assert api.services.storage.size(f"inputs/{up['file_id']}") == len(up["data"])
 
-    # The same bytes again: the file already has them.
-    r = api.client.put(up["upload_url"], content=up["data"], headers=up["headers"])
-    _error(r, 409, "FILE_ALREADY_UPLOADED")
+    # The same bytes again: the file already has them. (The bucket cannot refuse a second
+    # PUT to a presigned URL; completing again answers the file as it was probed.)
+    if not api.direct:
+        _error(api.put_bytes(up), 409, "FILE_ALREADY_UPLOADED")
+    else:
+        assert api.put_bytes(up).status_code == 200
+        again = api.post(f"/v1/files/{up['file_id']}/complete")
+        assert again.status_code == 200 and again.json() == got
 
 
 def test_upload_streams_a_chunked_body(api: Api) -> None:
+    if api.direct:
+        pytest.skip(
+            "on S3 the bytes go to the bucket, never through the API, and S3 refuses a PUT "
+            "without Content-Length (411 MissingContentLength): nothing to stream"
+        )
     up = api.announce("long.wav")
     data: bytes = up["data"]
 
@@ -58,7 +82,7 @@ def test_upload_streams_a_chunked_body(api: Api) -> None:
         for i in range(0, len(data), 7000):
             yield data[i : i + 7000]
 
-    r = api.client.put(up["upload_url"], content=chunks(), headers=up["headers"])
+    r = api.finish(up, chunks())
     assert r.status_code == 200, r.text
     assert abs(r.json()["duration"] - 3.0) < 0.05
 
@@ -99,7 +123,7 @@ def test_non_audio_put_fails_the_file(api: Api) -> None:
         json={"file_name": "x.mp3", "content_type": "audio/mpeg", "file_size": len(junk)},
     )
     up = r.json()
-    r = api.client.put(up["upload_url"], content=junk, headers=up["headers"])
+    r = api.finish(up, junk)
     body = _error(r, 422, "INVALID_AUDIO")
     assert "x.mp3" in str(body["message"])
     got = api.get(f"/v1/files/{up['file_id']}").json()
@@ -109,6 +133,11 @@ def test_non_audio_put_fails_the_file(api: Api) -> None:
 
 
 def test_bad_signature_is_403_and_expired_is_410(api: Api) -> None:
+    if api.direct:
+        pytest.skip(
+            "the API's own HMAC-signed /v1/blobs URLs; on S3 the bucket checks its presigned "
+            "URLs (test_tampered_or_expired_presigned_url_is_refused_by_the_bucket)"
+        )
     up = api.announce()
     parts = urlsplit(up["upload_url"])
     query = parse_qs(parts.query)
@@ -130,30 +159,60 @@ def test_bad_signature_is_403_and_expired_is_410(api: Api) -> None:
     _error(r, 400, "INVALID_REQUEST")  # no expires/sig at all
 
 
+def test_tampered_or_expired_presigned_url_is_refused_by_the_bucket(api: Api) -> None:
+    if not api.direct:
+        pytest.skip("local storage has no presigned URLs (see test_bad_signature_is_403...)")
+    up = api.announce()
+    key = f"inputs/{up['file_id']}"
+    parts = urlsplit(up["upload_url"])
+    query = parse_qs(parts.query)
+    sig = query["X-Amz-Signature"][0]
+
+    def with_query(**changed: str) -> str:
+        fields = {name: values[0] for name, values in query.items()} | changed
+        return parts._replace(query=urlencode(fields)).geturl()
+
+    tampered = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    denied = {"SignatureDoesNotMatch", "AccessDenied"}
+    r = api.put_bytes(up, url=with_query(**{"X-Amz-Signature": tampered}))
+    assert bucket_refusal(r) in denied
+    # A longer validity with the old signature is tampering too.
+    longer = str(int(query["X-Amz-Expires"][0]) + 60)
+    assert bucket_refusal(api.put_bytes(up, url=with_query(**{"X-Amz-Expires": longer}))) in denied
+    # A PUT signature does not allow a GET; no signature at all is anonymous and refused.
+    assert bucket_refusal(api.fetch(up["upload_url"])) in denied
+    bucket_refusal(api.put_bytes(up, url=parts._replace(query="").geturl()))
+    assert not api.services.storage.exists(key)
+
+    short = api.services.upload_url(key, 1, content_type="audio/wav")
+    time.sleep(2.1)
+    assert bucket_refusal(api.put_bytes(up, url=short)) == "AccessDenied"
+    assert not api.services.storage.exists(key)
+    # The genuine URL still works.
+    assert api.finish(up).json()["status"] == "uploaded"
+
+
 def test_wrong_content_type_and_size(api: Api) -> None:
     up = api.announce()
     data = up["data"]
-    r = api.client.put(up["upload_url"], content=data, headers={"Content-Type": "audio/mpeg"})
-    _error(r, 415, "CONTENT_TYPE_MISMATCH")
-    r = api.client.put(up["upload_url"], content=data[:-10], headers=up["headers"])
-    _error(r, 400, "SIZE_MISMATCH")
-
-    def more() -> Iterator[bytes]:
-        yield data
-        yield b"\0" * 100
-
-    # Chunked (no Content-Length): the excess is caught while streaming.
-    r = api.client.put(up["upload_url"], content=more(), headers=up["headers"])
-    _error(r, 400, "SIZE_MISMATCH")
+    r = api.put_bytes(up, headers={"Content-Type": "audio/mpeg"})
+    if api.direct:  # the Content-Type is part of the presigned PUT's signature
+        assert bucket_refusal(r) == "SignatureDoesNotMatch"
+    else:
+        _error(r, 415, "CONTENT_TYPE_MISMATCH")
     assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+    _error(api.finish(up, data[:-10]), 400, "SIZE_MISMATCH")
 
-    def fewer() -> Iterator[bytes]:
-        yield data[:1000]
+    def body(content: bytes) -> bytes | Iterator[bytes]:
+        # Chunked (no Content-Length) through the API: the excess is caught while streaming.
+        # S3 takes no chunked PUT (411), so there the bytes go whole; completing checks them.
+        return content if api.direct else iter([content])
 
-    r = api.client.put(up["upload_url"], content=fewer(), headers=up["headers"])
-    _error(r, 400, "SIZE_MISMATCH")
+    _error(api.finish(up, body(data + b"\0" * 100)), 400, "SIZE_MISMATCH")
+    assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+    _error(api.finish(up, body(data[:1000])), 400, "SIZE_MISMATCH")
     # Still pending: the right bytes are accepted afterwards.
-    r = api.client.put(up["upload_url"], content=data, headers=up["headers"])
+    r = api.finish(up)
     assert r.status_code == 200 and r.json()["status"] == "uploaded"
 
 
@@ -189,8 +248,13 @@ def test_too_large(make_api: Callable[..., Api]) -> None:
     up = api.post(
         "/v1/files", json={"file_name": "a.wav", "content_type": "audio/wav", "file_size": 40_000}
     ).json()
-    r = api.client.put(up["upload_url"], content=big, headers=up["headers"])
-    _error(r, 413, "FILE_TOO_LARGE")
+    up["data"] = big
+    if api.direct:
+        # The bucket takes any size; completing finds more bytes than announced and drops them.
+        _error(api.finish(up), 400, "SIZE_MISMATCH")
+        assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+    else:
+        _error(api.put_bytes(up), 413, "FILE_TOO_LARGE")
 
 
 def test_delete_and_other_accounts(api: Api) -> None:

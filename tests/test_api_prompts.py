@@ -8,6 +8,9 @@ from demixer.errors import UnknownStem, UnsupportedPrompt
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.service.prompts import MODEL_PREFERENCE, PromptMatch, map_prompt, separable
 
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 def _specs(*ids: str) -> list[ModelSpec]:
     return [get_spec(i) for i in ids]

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest.mock import patch
 
 import httpx
 import numpy as np
@@ -27,9 +28,12 @@ import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
 from demixer import AsyncClient, Client
-from demixer.client import ApiError, JobCancelled, JobFailed, Status
+from demixer.client import ApiError, ConnectionFailed, JobCancelled, JobFailed, Status
 from demixer.client.core import StatusStream, retry_delay
 from service_harness import DEMIXER, Server, fast_env, running_server
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 RATE = 44100
 
@@ -374,3 +378,67 @@ def test_import_demixer_stays_light() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "demixer.client.sync.Client" in done.stdout
+
+
+def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
+    tmp_path: Path,
+) -> None:
+    """A connection cut mid-request (the API restarted) is retried for calls that are safe to
+    repeat: GETs, the signed PUT, and POSTs with an Idempotency-Key (the client adds one to its
+    announce and submit); a 503 is retried like a 429."""
+    seen: list[tuple[str, str, str | None]] = []
+    broken = {"/v1/files": 1, "/up": 1, "/v1/files/file_1/complete": 1, "/v1/queue/audio/stems": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        seen.append((request.method, path, request.headers.get("idempotency-key")))
+        if broken.get(path, 0) > 0:
+            broken[path] -= 1
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        if path == "/v1/files":
+            return httpx.Response(
+                201, json={"file_id": "file_1", "upload_url": "http://s3.test/up", "headers": {}}
+            )
+        if path == "/up":
+            return httpx.Response(200)
+        if path.endswith("/complete"):
+            file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
+            return httpx.Response(200, json={**file, "status": "uploaded"})
+        if path == "/v1/queue/audio/stems" and sum(p == path for _, p, _ in seen) == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": {}})
+        job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
+        urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+        return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    waits: list[float] = []
+    with (
+        patch("demixer.client.sync.time.sleep", waits.append),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        info = c.upload(song)
+        job = c.submit(info.file_id, stems=["vocals"])
+    assert (info.status, job.request_id) == ("uploaded", "req_1")
+    announces = [key for method, path, key in seen if path == "/v1/files"]
+    assert len(announces) == 2 and announces[0] == announces[1] is not None  # one key: one file
+    assert [p for _, p, _ in seen].count("/up") == 2
+    assert [p for _, p, _ in seen].count("/v1/queue/audio/stems") == 2  # the 503, then 202
+    assert waits == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_post_that_is_not_safe_to_repeat_is_not_sent_twice(tmp_path: Path) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with (
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(ConnectionFailed),
+    ):
+        c.upload(song, multipart=True)  # a new file each time: never repeated blindly
+    assert calls == ["/v1/files"]

@@ -6,8 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from api_support import Api, api, make_api
 from demixer.service.schema import File, IdempotencyRecord, Job
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 __all__ = ["api", "make_api"]  # fixtures
 
@@ -82,7 +87,7 @@ def test_a_failed_first_request_frees_the_key(api: Api) -> None:
     body = {"input": {"file_id": pending["file_id"], "prompt": "vocals"}}
     r = _submit(api, "retry-me", body)
     assert r.status_code == 409 and r.json()["error"]["code"] == "FILE_NOT_READY"
-    api.client.put(pending["upload_url"], content=pending["data"], headers=pending["headers"])
+    assert api.finish(pending).status_code == 200
     assert _submit(api, "retry-me", body).status_code == 202
     assert _jobs(api) == 1
 

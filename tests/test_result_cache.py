@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from api_support import Api, api, make_api
 from demixer.service.cache import fingerprint
 from demixer.service.schema import Job, UsageRecord
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 __all__ = ["api", "make_api"]  # fixtures
 
@@ -28,7 +32,7 @@ def _downloads(api: Api, job_id: str) -> dict[str, bytes]:
     assert r.status_code == 200, r.text
     out = {}
     for name in ("target", "residual"):
-        dl = api.client.get(r.json()["data"][name]["url"])
+        dl = api.fetch(r.json()["data"][name]["url"])
         assert dl.status_code == 200, dl.text
         out[name] = dl.content
     return out

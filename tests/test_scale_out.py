@@ -169,16 +169,16 @@ def test_three_workers_run_thirty_jobs_each_exactly_once(
     for _ in range(3):
         stack.add_worker()
     client = stack.client()
-    ids = [submit(client, upload(client, unique_song(tmp_path, excerpt, n, 2.0))) for n in range(30)]
+    ids = [
+        submit(client, upload(client, unique_song(tmp_path, excerpt, n, 2.0))) for n in range(30)
+    ]
     done = wait_all(client, ids, timeout=300)
     assert {d["status"] for d in done.values()} == {"COMPLETED"}
 
     jobs = stack.jobs()
     # Exactly once: one attempt each, one usage record each, one set of outputs in storage.
     assert {jobs[i].attempts for i in ids} == {1}
-    usage = dict(
-        stack.count(select(UsageRecord.job_id, func.count()).group_by(UsageRecord.job_id))
-    )
+    usage = dict(stack.count(select(UsageRecord.job_id, func.count()).group_by(UsageRecord.job_id)))
     assert usage == dict.fromkeys(ids, 1)
     owners = set()
     for request_id in ids:
@@ -187,7 +187,9 @@ def test_three_workers_run_thirty_jobs_each_exactly_once(
         owners.add(lines[0].rsplit(" on ", 1)[1].rsplit(":", 2)[0])  # host:pid of the worker
         outputs = jobs[request_id].outputs
         assert set(outputs) == {"vocals", "residual"}
-        assert all(o["key"].startswith(f"outputs/{request_id}/attempt-1/") for o in outputs.values())
+        assert all(
+            o["key"].startswith(f"outputs/{request_id}/attempt-1/") for o in outputs.values()
+        )
     # Every worker took part (30 jobs, 3 idle workers woken together).
     assert len(owners) == 3, owners
     # The stems are real audio in the bucket, fetched with the URLs the result gives.
@@ -226,7 +228,9 @@ def test_postgres_restarting_under_load_loses_no_job(
     for _ in range(2):
         stack.add_worker()
     client = stack.client()
-    ids = [submit(client, upload(client, unique_song(tmp_path, excerpt, n, 20.0))) for n in range(8)]
+    ids = [
+        submit(client, upload(client, unique_song(tmp_path, excerpt, n, 20.0))) for n in range(8)
+    ]
     wait_status(client, ids[0], {"IN_PROGRESS", "COMPLETED"}, timeout=120)
     stack.servers.stop_postgres()
     try:
@@ -240,9 +244,7 @@ def test_postgres_restarting_under_load_loses_no_job(
     # Nobody was restarted: the same API and worker processes carry on.
     done = wait_all(client, ids, timeout=240)
     assert {d["status"] for d in done.values()} == {"COMPLETED"}
-    usage = dict(
-        stack.count(select(UsageRecord.job_id, func.count()).group_by(UsageRecord.job_id))
-    )
+    usage = dict(stack.count(select(UsageRecord.job_id, func.count()).group_by(UsageRecord.job_id)))
     assert usage == dict.fromkeys(ids, 1)
     assert all(w.process.poll() is None for w in stack.workers)
     assert stack.api.process.poll() is None
@@ -252,7 +254,9 @@ def test_s3_gone_for_a_while_uploads_answer_503_and_jobs_still_complete(
     stack: Stack, excerpt: tuple[np.ndarray, int], tmp_path: Path
 ) -> None:
     client = stack.client()
-    ids = [submit(client, upload(client, unique_song(tmp_path, excerpt, n, 10.0))) for n in range(3)]
+    ids = [
+        submit(client, upload(client, unique_song(tmp_path, excerpt, n, 10.0))) for n in range(3)
+    ]
     stack.servers.stop_s3()
     try:
         stack.add_worker()  # it claims the jobs while their inputs cannot be fetched

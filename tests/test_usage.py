@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from api_support import Api, api, make_api
 from demixer.service.schema import Job, UsageRecord
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 __all__ = ["api", "make_api"]  # fixtures
 

@@ -25,6 +25,9 @@ from audiofiles import decode_stream, stempeg_example
 from local_origin import Origin, Posted, local_origin
 from service_harness import Server, fast_env, running_server
 
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 RATE = 44100
 SECONDS = 2.0
 STATUSES = {"IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"}

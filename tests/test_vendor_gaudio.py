@@ -19,7 +19,12 @@ import pytest
 import soundfile as sf
 
 from api_support import Api, make_api
+from conftest import Backend
+from demixer.storage.s3 import S3Storage
 from service_harness import Server, create_key, fast_env, running_server
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 __all__ = ["make_api"]  # the in-process fixture, for the rate-limit check
 
@@ -155,18 +160,21 @@ def test_an_upload_is_reused_by_a_second_job(gaudio: Gaudio, uploaded: str) -> N
 
 
 def test_parts_put_and_listed_out_of_order_assemble_byte_identical(
-    server: Server, gaudio: Gaudio
+    server: Server, gaudio: Gaudio, backend: Backend
 ) -> None:
-    data = wav_bytes(1.5, channels=1)
-    assert 2 * CHUNK < len(data) <= 3 * CHUNK
+    # On S3 the parts are a real multipart upload: every part but the last is 5 MiB at least.
+    chunk = S3Storage.min_part_bytes if backend.scaled else CHUNK
+    data = wav_bytes(2.5 * chunk / (2 * RATE), channels=1)  # 16-bit mono: 2 bytes a frame
+    assert 2 * chunk < len(data) <= 3 * chunk
     created = gaudio.post(
         "/v1/files/upload-multipart/create", {"fileName": "three.wav", "fileSize": len(data)}
     )["resultData"]
+    assert created["chunkSize"] == chunk
     urls = created["preSignedUrl"]
     assert len(urls) == 3
     parts = []
     for i in (2, 0, 1):
-        put = httpx.put(urls[i], content=data[i * CHUNK : (i + 1) * CHUNK])
+        put = httpx.put(urls[i], content=data[i * chunk : (i + 1) * chunk])
         assert put.status_code == 200, put.text
         parts.append({"awsETag": put.headers["ETag"].strip('"'), "partNumber": i + 1})
     parts.reverse()  # listed out of order too: 2, 1, 3
@@ -177,8 +185,8 @@ def test_parts_put_and_listed_out_of_order_assemble_byte_identical(
     # The assembled file is an ordinary demixer file: read it back through the native API.
     info = server.client().get(f"/v1/files/{created['uploadId']}").json()
     assert info["status"] == "uploaded" and info["file_size"] == len(data)
-    stored = server.data_dir / "storage" / "inputs" / created["uploadId"]
-    assert stored.read_bytes() == data
+    with server.storage().open(f"inputs/{created['uploadId']}") as stored:
+        assert stored.read() == data
 
 
 def test_a_wrong_etag_fails_completion(gaudio: Gaudio) -> None:
@@ -187,8 +195,9 @@ def test_a_wrong_etag_fails_completion(gaudio: Gaudio) -> None:
         "/v1/files/upload-multipart/create", {"fileName": "a.wav", "fileSize": len(data)}
     )["resultData"]
     parts = []
+    chunk = created["chunkSize"]
     for i, url in enumerate(created["preSignedUrl"]):
-        assert httpx.put(url, content=data[i * CHUNK : (i + 1) * CHUNK]).status_code == 200
+        assert httpx.put(url, content=data[i * chunk : (i + 1) * chunk]).status_code == 200
         parts.append({"awsETag": "0" * 32, "partNumber": i + 1})
     done = gaudio.post(
         "/v1/files/upload-multipart/complete", {"uploadId": created["uploadId"], "parts": parts}

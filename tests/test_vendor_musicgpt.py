@@ -23,8 +23,12 @@ import pytest
 import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
+from conftest import Backend
 from demixer.audio.denoise import denoise, denoise_blocks
 from service_harness import Server, create_key, fast_env, running_server
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 RATE = 44100
 SECONDS = 2.0
@@ -174,7 +178,7 @@ def download(url: str) -> tuple[np.ndarray, int]:
 
 
 def test_quick_start_upload_poll_download_and_webhook(
-    server: Server, song: Path, receiver: Receiver
+    server: Server, song: Path, receiver: Receiver, backend: Backend
 ) -> None:
     with musicgpt(server) as client:
         r = extract(
@@ -203,7 +207,10 @@ def test_quick_start_upload_poll_download_and_webhook(
     np.testing.assert_allclose(stems["vocals"] + stems["instrumental"], original, atol=2e-3)
     hook = receiver.wait(queued["task_id"])
     assert hook["success"] is True and hook["conversion_id"] == queued["task_id"]
-    assert hook["audio_path"].startswith(server.base_url)
+    # A signed blob URL: the API's own, or the bucket's on S3.
+    blobs = backend.servers.s3_endpoint if backend.servers is not None else server.base_url
+    assert hook["audio_path"].startswith(blobs + "/")
+    assert download(hook["audio_path"])[0].shape == original.shape
     assert set(hook) >= {"vocal", "instrumental", "conversion_cost", "conversion_duration"}
     assert download(hook["vocal"])[0].shape == stems["vocals"].shape
     assert hook["conversion_duration"] == pytest.approx(SECONDS, abs=0.05)

@@ -21,6 +21,9 @@ from audiofiles import decode_stream, stempeg_example
 from local_origin import Origin, local_origin
 from service_harness import Server, fast_env, free_port, running_server
 
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 RATE = 44100
 SECONDS = 3.0
 BASE = "/api/v1/vocal-removal"

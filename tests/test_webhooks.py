@@ -25,12 +25,20 @@ from sqlalchemy import select
 
 from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
+from conftest import Backend
 from demixer.service.context import Services
 from demixer.service.delivery import CAP_STEPS, Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
 
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 __all__ = ["make_api"]  # fixtures
+
+# How often tests poll a real `demixer serve`: well under its default 600 requests a minute
+# per key (a tighter loop is answered 429 once a delivery takes more than a few seconds).
+SERVER_POLL = 0.25
 
 FAST = {
     "url_allowlist": "127.0.0.1",
@@ -218,7 +226,8 @@ def dispatching(services: Services, **kw: Any) -> Iterator[Dispatcher]:
         assert not thread.is_alive()
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, every: float = 0.02) -> Any:
+    """Call ``check`` every ``every`` seconds until it answers something truthy."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -226,7 +235,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {check}")
-        time.sleep(0.02)
+        time.sleep(every)
 
 
 def submit(api: Api, file_id: str, url: str, **extra: Any) -> tuple[str, str]:
@@ -285,7 +294,7 @@ def test_flaky_receiver_gets_a_signed_completed_event_on_the_third_attempt(
     assert event["request_id"] == job_id and event["status"] == "COMPLETED"
     assert event["model"] == "audio/separate" and event["timestamp"]
     assert set(event["data"]) >= {"target", "residual", "duration", "sample_rate"}
-    download = api.client.get(event["data"]["target"]["url"])  # the signed URL works
+    download = api.fetch(event["data"]["target"]["url"])  # the signed URL works
     assert download.status_code == 200 and download.content[:4] == b"RIFF"
     # Backoff: each retry waited at least half its step (0.1 s, then 0.4 s).
     assert calls[1].at - calls[0].at >= 0.05 and calls[2].at - calls[1].at >= 0.2
@@ -476,7 +485,9 @@ def test_a_request_answered_from_the_result_cache_sends_its_event(
     assert f"/{job_id}/" in event["data"]["target"]["url"]  # its own copies, freshly signed
 
 
-def test_demixer_serve_delivers_a_real_jobs_event(tmp_path: Path, receiver: Receiver) -> None:
+def test_demixer_serve_delivers_a_real_jobs_event(
+    tmp_path: Path, receiver: Receiver, backend: Backend
+) -> None:
     """The real thing: `demixer serve` (worker + dispatcher threads), the real model, HTTP."""
     from service_harness import fast_env, running_server
 
@@ -501,14 +512,18 @@ def test_demixer_serve_delivers_a_real_jobs_event(tmp_path: Path, receiver: Rece
         job_id, secret = r.json()["request_id"], r.json()["webhook"]["signing_secret"]
 
         def delivered() -> dict[str, Any] | None:
-            hook = client.get(f"/v1/queue/requests/{job_id}/status").json()["webhook"]
+            r = client.get(f"/v1/queue/requests/{job_id}/status")
+            assert r.status_code == 200, r.text
+            hook = r.json()["webhook"]
             return hook if hook["delivery_status"] == "delivered" else None
 
-        status = wait_for(delivered, timeout=60)
+        status = wait_for(delivered, timeout=60, every=SERVER_POLL)
     assert status["attempts"] == 2
     event = verify(receiver.to("/serve")[-1].headers, receiver.to("/serve")[-1].body, secret)
     assert event["type"] == "audio.separate.completed" and event["request_id"] == job_id
-    assert event["data"]["target"]["url"].startswith(server.base_url)
+    # A signed blob URL: the API's own, or the bucket's on S3.
+    blobs = backend.servers.s3_endpoint if backend.servers is not None else server.base_url
+    assert event["data"]["target"]["url"].startswith(blobs + "/")
 
 
 def test_a_delivery_lands_after_the_server_is_killed_between_retries(
@@ -546,10 +561,12 @@ def test_a_delivery_lands_after_the_server_is_killed_between_retries(
         client = second.client(first.key)
 
         def delivered() -> dict[str, Any] | None:
-            hook = client.get(f"/v1/queue/requests/{job_id}/status").json()["webhook"]
+            r = client.get(f"/v1/queue/requests/{job_id}/status")
+            assert r.status_code == 200, r.text
+            hook = r.json()["webhook"]
             return hook if hook["delivery_status"] == "delivered" else None
 
-        status = wait_for(delivered, timeout=90)
+        status = wait_for(delivered, timeout=90, every=SERVER_POLL)
     assert status["attempts"] == 3
     calls = receiver.to("/restart")
     assert len(calls) == 3

@@ -35,6 +35,11 @@ from demixer.service.queue import FINAL
 from demixer.service.schema import Job, JobLog
 from demixer.service.worker import Worker
 from demixer.settings import Settings
+from demixer.storage import LocalStorage
+from demixer.storage.s3 import S3Storage
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 MODEL = "spleeter-2stems"
 # url_allowlist: audio_url tests fetch from a local server, which the SSRF guard refuses.
@@ -131,7 +136,17 @@ class Env:
             return data.T, rate
 
     def blobs(self, prefix: str) -> list[str]:
-        root = self.settings.data_dir / "storage" / prefix
+        """The keys under ``prefix/``, relative to it (the Storage interface has no listing)."""
+        storage = self.services.storage
+        if isinstance(storage, S3Storage):
+            base = storage._key(prefix) + "/"
+            pages = storage._client.get_paginator("list_objects_v2").paginate(
+                Bucket=storage.bucket, Prefix=base
+            )
+            names = [str(o["Key"]) for page in pages for o in page.get("Contents", ())]
+            return sorted(name.removeprefix(base) for name in names)
+        assert isinstance(storage, LocalStorage)
+        root = storage.root / prefix
         if not root.exists():
             return []
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
@@ -257,10 +272,8 @@ def test_a_job_completes_with_outputs_that_add_up_to_the_input(
     assert second.status == "COMPLETED" and worker.child_pids()[0] == pid
     assert second.outputs is not None
     assert second.outputs["vocals"]["content_type"] == "audio/flac"
-    assert (
-        sf.info(str(env.settings.data_dir / "storage" / second.outputs["vocals"]["key"])).subtype
-        == "PCM_24"
-    )
+    with env.services.storage.local_path(second.outputs["vocals"]["key"]) as path:
+        assert sf.info(str(path)).subtype == "PCM_24"
 
 
 def test_worker_ids_name_host_process_slot_and_a_random_part(shared: tuple[Env, Worker]) -> None:

@@ -1,4 +1,4 @@
-"""The service commands: ``serve``, ``worker``, ``keys``, ``migrate``.
+"""The service commands: ``serve``, ``worker``, ``workers``, ``keys``, ``migrate``.
 
 Each builds one :class:`~demixer.settings.Settings` from its options and the ``DEMIXER_*``
 environment, and passes it down; nothing is created at import time.
@@ -101,14 +101,20 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port, workers=workers)
     services = _services(settings)
+    worker = None
+    if settings.workers > 0:  # before a key is shown: a worker that cannot run ends serve
+        try:
+            worker = Worker(services, slots=settings.workers)
+        except DemixerError as e:
+            print_error(e.code, f"{e.message} (or run the API only with --workers 0)")
+            raise typer.Exit(1) from None
     if not list_keys(services.db):
         _, secret = create_key(services.db, name="created by serve")
         out.print("No API key existed, so one was created. It is shown only this once:")
         out.print(secret, highlight=False)
     stop = threading.Event()
     worker_thread = None
-    if settings.workers > 0:
-        worker = Worker(services, slots=settings.workers)
+    if worker is not None:
         worker_thread = threading.Thread(
             target=worker.run, kwargs={"stop": stop}, name="demixer-worker", daemon=True
         )
@@ -131,27 +137,77 @@ def worker(
     slots: Annotated[int, typer.Option("--slots", help="Jobs run at once.")] = 1,
     models: Annotated[
         str | None,
-        typer.Option("--models", help="Comma-separated model ids this worker runs (default all)."),
+        typer.Option(
+            "--models",
+            help="Comma-separated model ids this worker runs (default: every model installed "
+            "here; ones not installed are left out).",
+        ),
     ] = None,
     dispatch: Annotated[
         bool, typer.Option("--dispatch/--no-dispatch", help="Also send webhook deliveries.")
     ] = True,
 ) -> None:
-    """Run worker slots only (no API): they claim jobs from the shared database."""
+    """Run worker slots only (no API): they claim jobs from the shared database.
+
+    The worker advertises its device (DEMIXER_DEVICE: cpu, cuda, cuda:N or auto) and models
+    in the database, and claims only jobs for those models (see `demixer workers`).
+    """
     from demixer.service.worker import Worker
 
     services = _services(_settings(data_dir))
+    try:
+        runner = Worker(services, slots=slots, models=models.split(",") if models else None)
+    except DemixerError as e:
+        raise _fail(e) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
     try:
-        Worker(services, slots=slots, models=models.split(",") if models else None).run(stop=stop)
+        runner.run(stop=stop)
     finally:
         stop.set()
         if dispatcher_thread is not None:
             dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def workers_list(data_dir: DataDir = None) -> None:
+    """List worker processes: live ones, then those stopped or lost in the last day."""
+    from demixer.service.workers import list_workers
+
+    settings = _settings(data_dir)
+    services = _services(settings)
+    found = list_workers(services.db, settings)
+    if not found:
+        out.print("no worker has registered in the last day", highlight=False)
+        return
+    now = services.db.clock()
+    table = Table()
+    for column in ("id", "state", "device", "models", "slots", "version", "last seen"):
+        table.add_column(column)
+    for w in found:
+        table.add_row(
+            w.id,
+            w.state,
+            w.device,
+            ", ".join(w.models),
+            str(w.slots),
+            w.version,
+            _ago((now - w.last_seen_at).total_seconds()),
+        )
+    Console(width=200).print(table)
+    live = [w for w in found if w.state == "live"]
+    runs = sorted({m for w in live for m in w.models})
+    out.print(f"{len(live)} live worker(s) run: {', '.join(runs) or 'nothing'}", highlight=False)
 
 
 def migrate(data_dir: DataDir = None) -> None:
@@ -226,5 +282,6 @@ def register(app: typer.Typer) -> None:
     """Add the service commands to the main CLI."""
     app.command()(serve)
     app.command()(worker)
+    app.command("workers")(workers_list)
     app.command()(migrate)
     app.add_typer(keys_app, name="keys")

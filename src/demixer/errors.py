@@ -13,6 +13,7 @@ __all__ = [
     "Cancelled",
     "Conflict",
     "ContentTypeMismatch",
+    "DatabaseUnavailable",
     "DemixerError",
     "DownloadFailed",
     "DurationLimit",
@@ -284,6 +285,24 @@ class StorageUnavailable(DemixerError):
     def __init__(
         self,
         message: str = "object storage is unavailable; retry shortly",
+        *,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+
+
+class DatabaseUnavailable(DemixerError):
+    """The job database cannot be reached (PostgreSQL down or restarting): retry shortly.
+
+    ``retry_after``: seconds after which trying again may help.
+    """
+
+    code = "DATABASE_UNAVAILABLE"
+    retry_after = 5
+
+    def __init__(
+        self,
+        message: str = "the database is unavailable; retry shortly",
         *,
         param: str | None = None,
     ) -> None:

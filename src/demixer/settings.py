@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     public_url: str | None = None  # base of signed URLs; default http://<host>:<port>
     workers: int = 1
     model_dir: Path | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else cpu)
     default_model: str = "spleeter-2stems"
 
     # Jobs and workers.

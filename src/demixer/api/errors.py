@@ -16,12 +16,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.errors import (
     Conflict,
+    DatabaseUnavailable,
     DemixerError,
     FileTooLarge,
     Forbidden,
@@ -38,6 +40,7 @@ from demixer.errors import (
     UnknownStem,
     UnsupportedMediaType,
 )
+from demixer.service.db import is_unavailable
 from demixer.service.keys import Unauthorized, new_id
 from demixer.service.queue import JobConflict
 from demixer.storage import BlobNotFound
@@ -73,6 +76,7 @@ STATUS: dict[type[DemixerError], int] = {
     JobFailed: 422,  # the failed job's own code
     RateLimited: 429,
     StorageUnavailable: 503,  # STORAGE_UNAVAILABLE: object storage unreachable, retry
+    DatabaseUnavailable: 503,  # DATABASE_UNAVAILABLE: PostgreSQL down or restarting, retry
     DemixerError: 500,  # MODEL_FAILED and anything not listed above
 }
 
@@ -122,15 +126,23 @@ async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
     # A 429 or 503 says when to come back (RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS,
-    # STORAGE_UNAVAILABLE).
+    # STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE).
     headers = None
-    if isinstance(exc, RateLimited | StorageUnavailable):
+    if isinstance(exc, RateLimited | StorageUnavailable | DatabaseUnavailable):
         headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(
         error_body(exc.code, exc.message, exc.param, request_id(request)),
         status_code=status,
         headers=headers,
     )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """SQLAlchemy's errors, translated at this boundary: an unreachable database is a 503
+    ``DATABASE_UNAVAILABLE`` (the pool reconnects once it is back); anything else is a bug."""
+    if not is_unavailable(exc):
+        raise exc
+    return await _demixer_error(request, DatabaseUnavailable())
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -167,6 +179,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that answer every error in the one shape."""
     app.add_exception_handler(DemixerError, _demixer_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import contextlib
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_
 from demixer.service.retention import result_expired, result_expires_at
 from demixer.service.schema import Delivery, Job, JobLog
 from demixer.service.usage import usage_quantity
+from demixer.service.workers import live_models, waiting_reason
 
 __all__ = [
     "delete_job",
@@ -95,7 +97,14 @@ def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
     )
 
 
-def _status(services: Services, s: Session, job: Job, logs: bool) -> RequestStatus:
+def _status(
+    services: Services,
+    s: Session,
+    job: Job,
+    logs: bool,
+    live: Sequence[Sequence[str]] | None = None,
+) -> RequestStatus:
+    """``live``: :func:`~demixer.service.workers.live_models`, when the caller has it."""
     links = urls(services, job.id)
     lines = None
     if logs:
@@ -107,6 +116,11 @@ def _status(services: Services, s: Session, job: Job, logs: bool) -> RequestStat
     if job.status == FAILED:
         error = JobError(code=job.error_code or "FAILED", message=job.error_message or "")
     progress = job.progress if job.status in (IN_PROGRESS, COMPLETED) else None
+    waiting = None
+    if job.status == IN_QUEUE:  # one small indexed query, only while queued
+        if live is None:
+            live = live_models(s, services.settings, services.db.clock())
+        waiting = waiting_reason(job.engine_model, live)
     return RequestStatus(
         request_id=job.id,
         model=job.queue_model,
@@ -115,6 +129,7 @@ def _status(services: Services, s: Session, job: Job, logs: bool) -> RequestStat
         created_at=job.created_at,
         updated_at=job.updated_at,
         queue_position=services.queue.position(s, job) if job.status == IN_QUEUE else None,
+        waiting_reason=waiting,
         progress=progress,
         cancel_requested=job.cancel_requested,
         status_url=links["status"],
@@ -164,7 +179,12 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     data: dict[str, OutputFile | int | float] = {}
     for name, out in (job.outputs or {}).items():
         data[name] = OutputFile(
-            url=services.signer.url("GET", out["key"], ttl),
+            url=services.download_url(
+                out["key"],
+                ttl,
+                content_type=out.get("content_type", "application/octet-stream"),
+                file_name=out.get("file_name", out["key"].rsplit("/", 1)[-1]),
+            ),
             content_type=out.get("content_type", "application/octet-stream"),
             file_name=out.get("file_name", out["key"].rsplit("/", 1)[-1]),
             duration=out.get("duration"),
@@ -212,7 +232,9 @@ def list_jobs(services: Services, account_id: str, limit: int, cursor: str | Non
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     with services.db.read() as s:
         jobs = list(s.execute(query).scalars())
-        page = [_status(services, s, job, False) for job in jobs[:limit]]
+        queued = any(job.status == IN_QUEUE for job in jobs[:limit])
+        live = live_models(s, services.settings, services.db.clock()) if queued else None
+        page = [_status(services, s, job, False, live) for job in jobs[:limit]]
     return RequestList(
         data=page, next_cursor=_cursor(jobs[limit - 1]) if len(jobs) > limit else None
     )

@@ -31,6 +31,7 @@ _DESCRIPTIONS = {
     "`UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a failed request's code)",
     429: "Rate limited (`RATE_LIMITED`, `TOO_MANY_CONCURRENT_JOBS`); see `Retry-After`",
     500: "Internal error (`INTERNAL`); details are in the server log",
+    503: "Object storage unavailable (`STORAGE_UNAVAILABLE`); retry after `Retry-After`",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 

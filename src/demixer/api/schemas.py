@@ -96,7 +96,10 @@ class FileUpload(BaseModel):
     """Where and how to PUT the bytes."""
 
     file_id: str
-    upload_url: str = Field(description="Signed URL; no API key needed.")
+    upload_url: str = Field(
+        description="Signed URL; no API key needed. It may point at object storage (S3), "
+        "which answers the PUT with no body: then `POST /v1/files/{file_id}/complete`."
+    )
     upload_method: Literal["PUT"] = "PUT"
     headers: dict[str, str] = Field(description="Send exactly these headers with the PUT.")
     expires_at: datetime = Field(description="When `upload_url` stops working.")
@@ -292,6 +295,18 @@ class RequestStatus(BaseModel):
     created_at: datetime
     updated_at: datetime
     queue_position: int | None = Field(description="Jobs ahead (0: next); only while IN_QUEUE.")
+    waiting_reason: str | None = Field(
+        None,
+        description="While IN_QUEUE: why no worker picks the request up, e.g. `no running "
+        "worker can run model 'htdemucs'; live workers run: spleeter-2stems` or `no worker is "
+        "running`. The request still waits (it is not failed) until such a worker starts. "
+        "`null` when a live worker runs its model (it is only waiting for its turn).",
+        examples=[
+            None,
+            "no running worker can run model 'htdemucs'; live workers run: "
+            "spleeter-2stems. The request waits for a worker that has it",
+        ],
+    )
     progress: float | None = Field(description="0–1, while IN_PROGRESS (1 once COMPLETED).")
     cancel_requested: bool
     status_url: str
@@ -373,7 +388,8 @@ class Limits(BaseModel):
 
 
 class EngineModel(BaseModel):
-    """An installed separation model (the ``model`` of ``audio/stems``)."""
+    """A separation model this server runs (the ``model`` of ``audio/stems``): its weights are
+    installed here or on a registered worker."""
 
     id: str
     object: Literal["engine_model"] = "engine_model"
@@ -393,7 +409,9 @@ class QueueModel(BaseModel):
     description: str
     input: dict[str, Any] = Field(description="JSON Schema of the request body.")
     output: dict[str, Any] = Field(description="JSON Schema of the result's `data`.")
-    engine_models: list[str] = Field(description="Installed engine models it can run on.")
+    engine_models: list[str] = Field(
+        description="Engine models it can run on (installed here or on a registered worker)."
+    )
     separable: list[str] = Field(description="What can be asked for with what is installed.")
 
 

@@ -22,7 +22,7 @@ from demixer.api.schemas import (
     StemsRequest,
     WebhookInfo,
 )
-from demixer.api.uploads import owned_file
+from demixer.api.uploads import owned_file, settle_pending
 from demixer.audio import OutputFormat
 from demixer.engine.stems import RESIDUAL, RESIDUAL_ALIASES, plan_stems
 from demixer.errors import (
@@ -44,6 +44,7 @@ from demixer.service.keys import new_id
 from demixer.service.limits import check_concurrency
 from demixer.service.prompts import best_model, map_prompt
 from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, parse_allowlist
+from demixer.service.workers import advertised_models
 from demixer.webhooks import secret_key
 
 __all__ = [
@@ -74,9 +75,13 @@ class Submission:
 
 
 def installed_models(services: Services) -> list[ModelSpec]:
-    """Registered models whose weights are present, in registry order."""
+    """The models this server can run, in registry order: weights present here, or advertised
+    by a worker seen lately (an API process on a machine without weights accepts jobs for the
+    models its workers have; they wait for such a worker while none is live)."""
     model_dir = services.settings.model_dir
-    return [spec for spec in list_specs() if is_installed(spec, model_dir)]
+    with services.db.read() as s:
+        advertised = advertised_models(s, services.db.clock())
+    return [spec for spec in list_specs() if spec.id in advertised or is_installed(spec, model_dir)]
 
 
 def _reject_param(error: DemixerError, param: str) -> DemixerError:
@@ -108,6 +113,7 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, An
     settings = services.settings
     with services.db.read() as s:
         row = owned_file(services, s, account_id, inp.file_id, param)
+    row = settle_pending(services, row)  # bytes PUT straight to object storage
     if row.status == "failed":
         raise InvalidAudio(
             f"file {row.id!r} is not usable audio: {row.error_message or row.error_code}",
@@ -115,7 +121,8 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, An
         )
     if row.status != "uploaded":
         raise FileNotReady(
-            f"file {row.id!r} is {row.status}: PUT its bytes to the upload_url first",
+            f"file {row.id!r} is {row.status}: PUT its bytes to the upload_url first "
+            "(and POST /v1/files/{file_id}/complete)",
             param=param,
         )
     size = row.bytes_stored or row.file_size or 0
@@ -211,7 +218,8 @@ def plan_stems_request(services: Services, account_id: str, req: StemsRequest) -
         raise _reject_param(exc, "input.stems") from None
     if spec not in installed:
         raise ModelUnavailable(
-            f"model {spec.id!r} is not installed on this server; {spec.install_hint}",
+            f"model {spec.id!r} is not installed on this server nor on any of its workers; "
+            f"{spec.install_hint}",
             param="input.model",
         )
     return Submission(

@@ -3,14 +3,22 @@
 A file row goes ``pending`` -> ``uploaded`` (its bytes probed as audio) or ``failed`` (not
 audio; a new PUT may replace them), and ``deleted`` at the end. Bytes are streamed into storage
 in chunks and never held whole in memory; the size is capped while they arrive.
+
+With local storage the signed PUT goes to the API (``/v1/blobs``), which probes the bytes at
+once. With S3 the PUT URL is presigned for the bucket: the API is not told when the bytes
+arrive, so ``POST /v1/files/{id}/complete`` (:func:`complete_file`) checks and probes them;
+reading the file or using it in a job does the same for a pending file whose bytes are there
+(:func:`settle_pending`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import anyio.from_thread
@@ -30,6 +38,7 @@ from demixer.errors import (
     AlreadyUploaded,
     ContentTypeMismatch,
     FileExpired,
+    FileNotReady,
     FileTooLarge,
     InvalidAudio,
     NotFound,
@@ -39,10 +48,12 @@ from demixer.errors import (
 from demixer.service.context import Services
 from demixer.service.keys import new_id
 from demixer.service.schema import File
+from demixer.storage import BlobNotFound
 
 __all__ = [
     "INPUT_FORMATS",
     "AsyncBodyReader",
+    "complete_file",
     "create_file",
     "delete_file",
     "file_object",
@@ -50,6 +61,7 @@ __all__ = [
     "owned_file",
     "receive_put",
     "record_upload",
+    "settle_pending",
     "store_direct",
 ]
 
@@ -148,20 +160,33 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
     signed_at = time.time()
     return FileUpload(
         file_id=file_id,
-        upload_url=services.signer.url("PUT", key, ttl, now=signed_at),
+        upload_url=services.upload_url(key, ttl, content_type=content_type, now=signed_at),
         headers={"Content-Type": content_type},
         expires_at=_ts(services.signer.expiry(ttl, now=signed_at)),
         retention=Retention(delete_after=now + _retention(services)),
     )
 
 
-def _probe_and_record(services: Services, row: File, size: int, sha256: str) -> File:
-    """Probe the stored bytes as audio and record the outcome on the row (pending/failed)."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _probe_and_record(services: Services, row: File, size: int, sha256: str | None) -> File:
+    """Probe the stored bytes as audio and record the outcome on the row (pending/failed).
+
+    ``sha256`` None: the bytes went straight to the store; it is computed from the local copy.
+    """
     key = row.storage_key
     now = services.db.clock()
     try:
         with services.storage.local_path(key) as path:
             shown = {str(path): row.file_name, f"'{path.name}'": f"'{row.file_name}'"}
+            if sha256 is None:
+                sha256 = _sha256(path)
             info = probe(path)
     except InvalidAudio as exc:
         message = exc.message
@@ -207,7 +232,7 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str) -> 
         return s.execute(select(File).where(File.id == row.id)).scalar_one()
 
 
-def record_upload(services: Services, row: File, size: int, sha256: str) -> File:
+def record_upload(services: Services, row: File, size: int, sha256: str | None) -> File:
     """Probe bytes already assembled at ``row.storage_key`` (e.g. from a vendor's multipart
     parts) and record the outcome, exactly as a PUT does (raises InvalidAudio when failed)."""
     return _probe_and_record(services, row, size, sha256)
@@ -257,6 +282,57 @@ def receive_put(
             f"{size} bytes arrived but file_size declared {declared}", param="file_size"
         )
     return _probe_and_record(services, row, size, sha256)
+
+
+def complete_file(services: Services, account_id: str, file_id: str) -> File:
+    """Finish a file whose bytes were PUT straight to the store: check their size against the
+    announced ``file_size`` and probe them, as a PUT through the API does.
+
+    Idempotent: an uploaded file answers itself (so does one that failed with no new bytes).
+    Raises FileNotReady when no bytes are there yet, SizeMismatch (the bytes are dropped) when
+    they are not ``file_size`` many, InvalidAudio (the file ends ``failed``) when not audio.
+    """
+    with services.db.read() as s:
+        row = owned_file(services, s, account_id, file_id)
+    if row.status == "uploaded":
+        return row
+    try:
+        size = services.storage.size(row.storage_key)
+    except BlobNotFound:
+        if row.status == "failed":
+            return row
+        raise FileNotReady(
+            f"no bytes uploaded yet for file {file_id!r}: PUT them to its upload_url, "
+            "then complete it"
+        ) from None
+    declared = row.file_size or 0
+    if size != declared:
+        services.storage.delete_prefix(row.storage_key)
+        raise SizeMismatch(
+            f"{size} bytes arrived but file_size declared {declared}; PUT the file again",
+            param="file_size",
+        )
+    try:
+        return _probe_and_record(services, row, size, None)
+    except AlreadyUploaded:  # a concurrent complete (or a read) finished it first
+        with services.db.read() as s:
+            done = owned_file(services, s, account_id, file_id)
+        if done.status != "uploaded":
+            raise
+        return done
+
+
+def settle_pending(services: Services, row: File) -> File:
+    """``row``, finished first (:func:`complete_file`) if it is pending and its bytes have
+    arrived in the store; a size or audio problem is recorded or left for the caller's own
+    status check, never raised."""
+    if row.status != "pending" or not services.storage.exists(row.storage_key):
+        return row
+    try:
+        return complete_file(services, row.account_id, row.id)
+    except (SizeMismatch, InvalidAudio, AlreadyUploaded, FileNotReady):
+        with services.db.read() as s:
+            return owned_file(services, s, row.account_id, row.id)
 
 
 def store_direct(

@@ -45,7 +45,7 @@ class AsyncClient(core.ClientBase):
         *,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_tries: int = 3,
+        max_tries: int = 5,
         poll_interval: float = 1.0,
     ) -> None:
         super().__init__(base_url, api_key, timeout, max_tries, poll_interval)
@@ -85,7 +85,12 @@ class AsyncClient(core.ClientBase):
                 timeout,
             )
             with translate_transport_errors(call.url):
-                response = await self._http.send(request, stream=stream)
+                try:
+                    response = await self._http.send(request, stream=stream)
+                except httpx.HTTPError as exc:  # raised again when not safe to repeat
+                    wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    await anyio.sleep(wait)
+                    continue
             delay = core.retry_delay(response, attempt, self.max_tries)
             if delay is None:
                 return response
@@ -123,7 +128,8 @@ class AsyncClient(core.ClientBase):
                 return FileInfo.from_json(await self._json(self._multipart_call(), files=files))
         announced = await self._json(self._announce_call(path, size, ctype))
         put = self._put_call(announced, size)
-        return FileInfo.from_json(await self._json(put, content=lambda: _chunks(path, on_bytes)))
+        core.check_put(await self._send(put, content=lambda: _chunks(path, on_bytes)))
+        return FileInfo.from_json(await self._json(self._complete_call(announced)))
 
     async def submit(
         self,

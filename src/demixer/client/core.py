@@ -12,6 +12,7 @@ import mimetypes
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -38,10 +39,12 @@ __all__ = [
     "StatusStream",
     "atomic_file",
     "check",
+    "check_put",
     "content_type_for",
     "download_target",
     "retry_delay",
     "settle",
+    "transport_retry_delay",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -63,6 +66,26 @@ class Call:
     json: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     signed: bool = False
+    repeatable: bool = False
+
+    @property
+    def safe_to_repeat(self) -> bool:
+        """Whether sending it twice does what sending it once does: GET, PUT and DELETE, a
+        POST with an ``Idempotency-Key`` (the server answers a repeat with the first
+        answer), and POSTs idempotent by design (``repeatable``, e.g. completing an upload)."""
+        if self.method in ("GET", "HEAD", "PUT", "DELETE") or self.repeatable:
+            return True
+        return any(k.lower() == "idempotency-key" for k in self.headers)
+
+
+def check_put(response: httpx.Response) -> None:
+    """Check the answer to an upload's PUT; a repeated PUT whose first send landed (its
+    answer was lost with the connection) is answered FILE_ALREADY_UPLOADED: that is success."""
+    try:
+        check(response)
+    except ApiError as exc:
+        if exc.code != "FILE_ALREADY_UPLOADED":
+            raise
 
 
 def check(response: httpx.Response) -> None:
@@ -104,11 +127,13 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
 def retry_delay(response: httpx.Response, attempt: int, tries: int) -> float | None:
     """Seconds to wait before sending again, or None to answer with ``response``.
 
-    Only 429 is retried: the server did not act on the request, so even a POST may be sent
-    again. ``Retry-After`` (seconds or an HTTP date) is honoured up to :data:`MAX_RETRY_WAIT`;
-    without one the wait doubles from 1 s. ``attempt`` counts from 1 up to ``tries``.
+    429 (rate limited) and 503 (the server's database or object storage is briefly
+    unavailable) are retried: the server did not act on the request, so even a POST may be
+    sent again. ``Retry-After`` (seconds or an HTTP date) is honoured up to
+    :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from 1
+    up to ``tries``.
     """
-    if response.status_code != 429 or attempt >= tries:
+    if response.status_code not in (429, 503) or attempt >= tries:
         return None
     value = response.headers.get("retry-after", "").strip()
     delay: float = 2.0 ** (attempt - 1)
@@ -120,6 +145,25 @@ def retry_delay(response: httpx.Response, attempt: int, tries: int) -> float | N
                 delay = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
     delay = max(delay, 0.0)
     return delay if delay <= MAX_RETRY_WAIT else None
+
+
+def transport_retry_delay(call: Call, exc: httpx.HTTPError, attempt: int, tries: int) -> float:
+    """Seconds to wait before sending ``call`` again after a broken connection, or raise.
+
+    A call that is safe to repeat (:attr:`Call.safe_to_repeat`) is sent again when the
+    connection failed or broke (the server restarted, a load balancer moved it); any call is
+    sent again when it never reached the server (connection refused). Waits 1, 2, 4, 8 s.
+    """
+    transport = isinstance(exc, httpx.TransportError)
+    never_sent = isinstance(exc, httpx.ConnectError)
+    if attempt >= tries or not transport or not (call.safe_to_repeat or never_sent):
+        raise exc
+    return float(2 ** (attempt - 1))
+
+
+def _idempotent(key: str | None = None) -> dict[str, str]:
+    """An ``Idempotency-Key`` header: the caller's key, or a new one for this call."""
+    return {"Idempotency-Key": key or f"dmxc-{uuid.uuid4().hex}"}
 
 
 class Deadline:
@@ -307,7 +351,8 @@ class ClientBase:
             "file_size": size,
             "purpose": "audio.separate.input",
         }
-        return Call("POST", self._url("/v1/files"), json=body)
+        # The key makes a repeat after a broken connection safe (one file, not two).
+        return Call("POST", self._url("/v1/files"), json=body, headers=_idempotent())
 
     @staticmethod
     def _put_call(announced: Mapping[str, Any], size: int) -> Call:
@@ -318,6 +363,13 @@ class ClientBase:
         method = str(announced.get("upload_method") or "PUT")
         headers = {str(k): str(v) for k, v in headers.items()} | {"Content-Length": str(size)}
         return Call(method, url, headers=headers, signed=True)
+
+    def _complete_call(self, announced: Mapping[str, Any]) -> Call:
+        file_id = announced.get("file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise BadResponse(f"no file_id in the answer to POST /v1/files: {announced}")
+        url = self._url(f"/v1/files/{quote(file_id, safe='')}/complete")
+        return Call("POST", url, repeatable=True)
 
     def _multipart_call(self) -> Call:
         return Call("POST", self._url("/v1/files"))
@@ -355,8 +407,7 @@ class ClientBase:
         body: dict[str, Any] = {"input": inp}
         if webhook_url is not None:
             body["webhook"] = {"url": webhook_url, "secret": webhook_secret}
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return Call("POST", self._url(path), json=body, headers=headers)
+        return Call("POST", self._url(path), json=body, headers=_idempotent(idempotency_key))
 
     def _status_call(self, request_id: str) -> Call:
         return Call("GET", self._request_url(request_id, "/status"))

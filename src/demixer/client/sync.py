@@ -42,7 +42,8 @@ class Client(core.ClientBase):
         api_key: ``dmx_...``; default ``$DEMIXER_API_KEY``.
         timeout: seconds for connecting and for each read.
         transport: an httpx transport (a proxy, a mounted app, a test double).
-        max_tries: sends of one request when answered 429 (honouring ``Retry-After``).
+        max_tries: sends of one request: answered 429 or 503 (honouring ``Retry-After``), or
+            cut off by a broken connection when it is safe to repeat (see ``Call``).
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
@@ -55,7 +56,7 @@ class Client(core.ClientBase):
         *,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
-        max_tries: int = 3,
+        max_tries: int = 5,
         poll_interval: float = 1.0,
     ) -> None:
         super().__init__(base_url, api_key, timeout, max_tries, poll_interval)
@@ -96,7 +97,12 @@ class Client(core.ClientBase):
                 timeout,
             )
             with translate_transport_errors(call.url):
-                response = self._http.send(request, stream=stream)
+                try:
+                    response = self._http.send(request, stream=stream)
+                except httpx.HTTPError as exc:  # raised again when not safe to repeat
+                    wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    time.sleep(wait)
+                    continue
             delay = core.retry_delay(response, attempt, self.max_tries)
             if delay is None:
                 return response
@@ -119,10 +125,11 @@ class Client(core.ClientBase):
     ) -> FileInfo:
         """Upload an audio or video file, streamed in 1 MiB chunks; answers it probed.
 
-        By default the file is announced (``POST /v1/files``) and PUT to the signed URL the
-        server answers; ``multipart=True`` sends one ``multipart/form-data`` POST instead.
-        ``on_bytes(n)`` is called as each chunk is sent. Not audio: :class:`ApiError`
-        ``INVALID_AUDIO`` (422).
+        By default the file is announced (``POST /v1/files``), PUT to the signed URL the
+        server answers (the API's own, or a presigned object-storage URL) and completed
+        (``POST /v1/files/{id}/complete``); ``multipart=True`` sends one
+        ``multipart/form-data`` POST instead. ``on_bytes(n)`` is called as each chunk is sent.
+        Not audio: :class:`ApiError` ``INVALID_AUDIO`` (422).
         """
         path = Path(path)
         size = path.stat().st_size
@@ -139,7 +146,9 @@ class Client(core.ClientBase):
                 return FileInfo.from_json(self._json(self._multipart_call(), files=files))
         announced = self._json(self._announce_call(path, size, ctype))
         put = self._put_call(announced, size)
-        return FileInfo.from_json(self._json(put, content=lambda: _chunks(path, on_bytes)))
+        core.check_put(self._send(put, content=lambda: _chunks(path, on_bytes)))
+        # Object storage answers the PUT with no body and does not tell the server: complete.
+        return FileInfo.from_json(self._json(self._complete_call(announced)))
 
     def submit(
         self,

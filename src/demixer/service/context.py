@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from dataclasses import dataclass
 from functools import partial
 
@@ -9,6 +10,7 @@ from demixer.service.db import Database
 from demixer.service.delivery import enqueue_webhook
 from demixer.service.queue import Queue
 from demixer.service.retention import set_result_expiry
+from demixer.service.schema import File
 from demixer.service.usage import record_usage
 from demixer.settings import Settings
 from demixer.storage import Storage, UrlSigner, open_storage
@@ -45,3 +47,48 @@ class Services:
         # Usage is recorded in the transaction that completes the job.
         services.queue.final_hooks.append(record_usage)
         return services
+
+    # --- the one place that makes blob URLs ---------------------------------------------------
+
+    def download_url(
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_type: str | None = None,
+        file_name: str | None = None,
+    ) -> str:
+        """A URL that GETs blob ``key`` for ``ttl_seconds`` without an API key.
+
+        Presigned by the storage when it can (S3: the bytes never pass through the API), else
+        an HMAC-signed ``/v1/blobs`` URL. ``content_type`` and ``file_name`` are what the
+        download answers (``Content-Type``, ``Content-Disposition``); left out, they come from
+        the input file's row (``inputs/...``) or the key, as ``/v1/blobs`` answers them.
+        """
+        if content_type is None or file_name is None:
+            known_type, known_name = self._describe(key)
+            content_type = content_type or known_type
+            file_name = file_name or known_name
+        url = self.storage.presign_get(
+            key, ttl_seconds, content_type=content_type, file_name=file_name
+        )
+        return url if url is not None else self.signer.url("GET", key, ttl_seconds)
+
+    def upload_url(
+        self, key: str, ttl_seconds: int, *, content_type: str, now: float | None = None
+    ) -> str:
+        """A URL that PUTs blob ``key`` (with ``Content-Type: content_type``) for
+        ``ttl_seconds``: presigned by the storage when it can, else ``/v1/blobs``."""
+        url = self.storage.presign_put(key, ttl_seconds, content_type=content_type)
+        if url is not None:
+            return url
+        return self.signer.url("PUT", key, ttl_seconds, now=now)
+
+    def _describe(self, key: str) -> tuple[str, str]:
+        name = key.rsplit("/", 1)[-1]
+        if key.startswith("inputs/"):
+            with self.db.read() as s:
+                row = s.get(File, name)
+            if row is not None:
+                return row.content_type, row.file_name
+        return mimetypes.guess_type(name)[0] or "application/octet-stream", name

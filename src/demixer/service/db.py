@@ -3,28 +3,144 @@
 SQLite runs in WAL mode so readers never block the writer; write transactions start with
 ``BEGIN IMMEDIATE`` so two workers claiming at once serialise on the database lock instead of
 failing on a lock upgrade halfway through.
+
+On PostgreSQL many processes on several machines share the leases, so "now" must be one clock
+for all of them: :class:`DatabaseClock` follows the server's ``clock_timestamp()`` (the local
+clock plus an offset measured over a round trip and refreshed now and then), so a worker whose
+machine clock is off by minutes still agrees with the others on when a lease expires.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from demixer.service.schema import Base
 
-__all__ = ["Database", "utcnow"]
+__all__ = ["Database", "DatabaseClock", "is_unavailable", "retry_unavailable", "utcnow"]
+
+log = logging.getLogger("demixer.db")
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
     """Now, UTC, to the microsecond."""
     return datetime.now(UTC)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (down, restarting, connection
+    cut, SQLite locked), as opposed to a bug or a constraint: trying again later may work."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+
+
+def retry_unavailable(
+    call: Callable[[], T],
+    *,
+    within: float,
+    what: str,
+    stop: threading.Event | None = None,
+    first_wait: float = 0.2,
+    max_wait: float = 5.0,
+) -> T:
+    """``call()``, tried again with backoff while the database is unavailable.
+
+    Args:
+        call: one complete transaction (it must be safe to run again after a failure).
+        within: seconds after which the last error is raised.
+        what: what is being done, for the log.
+        stop: when set, no more retries (the last error is raised).
+        first_wait: seconds before the first retry; doubled up to ``max_wait``.
+    """
+    deadline = time.monotonic() + within
+    wait = first_wait
+    while True:
+        try:
+            return call()
+        except DBAPIError as exc:
+            left = deadline - time.monotonic()
+            if not is_unavailable(exc) or left <= 0 or (stop is not None and stop.is_set()):
+                raise
+            log.warning("%s: the database is unavailable (%s); retrying", what, exc.orig)
+            pause = min(wait, left)
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
+            wait = min(wait * 2, max_wait)
+
+
+class DatabaseClock:
+    """ "Now" by the database server's clock: ``local() + offset``, for leases shared by
+    machines whose own clocks disagree.
+
+    The offset is measured with ``SELECT clock_timestamp()`` against the local clock at the
+    round trip's midpoint (the best of a few tries), on first use and again every
+    ``refresh_seconds`` (by the caller that finds it due; the others keep the old offset). While
+    the database is unreachable the last offset stays in use (0 before the first measurement).
+
+    Args:
+        engine: the PostgreSQL engine.
+        local: the local clock (tests pass a skewed one).
+        refresh_seconds: how often the offset is measured again.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        local: Callable[[], datetime] = utcnow,
+        *,
+        refresh_seconds: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.local = local
+        self.refresh_seconds = refresh_seconds
+        self.offset = timedelta(0)
+        self.measured = False
+        self._due = 0.0  # time.monotonic() of the next measurement
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        if time.monotonic() >= self._due and self._lock.acquire(blocking=not self.measured):
+            try:
+                if time.monotonic() >= self._due:
+                    self.refresh()
+            finally:
+                self._lock.release()
+        return self.local() + self.offset
+
+    def refresh(self) -> None:
+        """Measure the offset now (errors are logged; the old offset stays)."""
+        try:
+            samples = []
+            with self.engine.connect() as conn:
+                for _ in range(3):
+                    before = self.local()
+                    server = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+                    after = self.local()
+                    samples.append((after - before, server - (before + (after - before) / 2)))
+        except DBAPIError as exc:
+            # Unmeasured: try again soon; measured: the offset drifts slowly, keep it a while.
+            self._due = time.monotonic() + (5.0 if self.measured else 1.0)
+            log.warning("measuring the database clock failed (%s); keeping the last offset", exc)
+            return
+        _rtt, self.offset = min(samples)
+        self.measured = True
+        self._due = time.monotonic() + self.refresh_seconds
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -48,12 +164,20 @@ class Database:
 
     Args:
         url: SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://…``).
-        clock: returns "now" (UTC); tests pass a clock they can move.
+        clock: returns "now" (UTC); tests pass a clock they can move. Default: ``local_time``
+            on SQLite (one machine), the server's clock on other dialects
+            (:class:`DatabaseClock`).
+        local_time: this machine's clock (tests pass a skewed one).
     """
 
-    def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        url: str,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        local_time: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.url = url
-        self.clock = clock
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
@@ -63,8 +187,16 @@ class Database:
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            # connect_timeout: an unreachable server (not a refused port) fails a request in
+            # seconds instead of hanging it; keepalives notice a silently dead peer.
+            args: dict[str, Any] = {}
+            if self.dialect == "postgresql":
+                args = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30}
+            engine = create_engine(url, pool_pre_ping=True, connect_args=args)
         self.engine: Engine = engine
+        if clock is None:
+            clock = local_time if self.dialect == "sqlite" else DatabaseClock(engine, local_time)
+        self.clock = clock
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
 

@@ -46,6 +46,7 @@ import httpx
 from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from demixer.service.db import is_unavailable, retry_unavailable
 from demixer.service.keys import new_id
 from demixer.service.queue import COMPLETED, FAILED
 from demixer.service.schema import Delivery, Job
@@ -366,7 +367,12 @@ class Dispatcher:
         except Exception as exc:  # a bug must not keep the lease until it expires
             log.exception("%s: sending delivery %s failed", self.id, claim.id)
             outcome = _Outcome(None, f"internal error: {type(exc).__name__}")
-        status = self.record(claim, outcome)
+        # Through a database outage: the receiver has it; sending it again would be a duplicate.
+        status = retry_unavailable(
+            lambda: self.record(claim, outcome),
+            within=self.lease.total_seconds() / 2,
+            what=f"{self.id}: recording delivery {claim.id}",
+        )
         log.info(
             "webhook %s attempt %d -> %s (%s)",
             claim.id,
@@ -397,8 +403,11 @@ class Dispatcher:
                     continue  # every slot is sending: look again soon
                 try:
                     claim = self.claim()
-                except Exception:
-                    log.exception("%s: claiming a delivery failed", self.id)
+                except Exception as exc:
+                    if is_unavailable(exc):  # an outage: try again at the next poll
+                        log.warning("%s: the database is unavailable; retrying", self.id)
+                    else:
+                        log.exception("%s: claiming a delivery failed", self.id)
                     claim = None
                 if claim is None:
                     slots.release()

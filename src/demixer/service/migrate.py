@@ -6,10 +6,11 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 
 from demixer.service.db import Database
 
-__all__ = ["alembic_config", "migrate"]
+__all__ = ["MIGRATION_LOCK", "alembic_config", "migrate"]
 
 
 def alembic_config() -> Config:
@@ -21,9 +22,22 @@ def alembic_config() -> Config:
     return config
 
 
+#: PostgreSQL advisory lock key held while migrating ("demixer" in ASCII, as an integer).
+MIGRATION_LOCK = 0x64656D69786572
+
+
 def migrate(db: Database, revision: str = "head") -> None:
-    """Bring the database's schema to ``revision`` (idempotent)."""
+    """Bring the database's schema to ``revision`` (idempotent).
+
+    Every ``serve`` and ``worker`` process migrates at start; on PostgreSQL they take turns
+    (an advisory lock held to the end of the migration's transaction), so processes starting
+    together on a new database do not all create the same tables; the later ones find the
+    schema at ``revision`` and do nothing. On SQLite the write lock, taken up front
+    (``BEGIN IMMEDIATE``), does the same.
+    """
     config = alembic_config()
-    with db.engine.begin() as connection:
+    with db.engine.execution_options(immediate=True).begin() as connection:
+        if db.dialect == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, event, func, or_, select, update
@@ -30,6 +30,7 @@ __all__ = [
     "FINAL",
     "IN_PROGRESS",
     "IN_QUEUE",
+    "NOTIFY_CHANNEL",
     "Claim",
     "JobConflict",
     "LeaseLost",
@@ -42,6 +43,9 @@ COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 FINAL = (COMPLETED, FAILED, CANCELLED)
+#: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
+#: processes listen on it (``service/wakeup.py``).
+NOTIFY_CHANNEL = "demixer_jobs"
 
 
 def _rows(result: Any) -> int:
@@ -113,13 +117,19 @@ class Queue:
         with self._work:
             self._work.wait_for(lambda: self._generation != generation, timeout)
 
-    def _wake_after_commit(self, session: Session) -> None:
-        def wake(_session: Session) -> None:
-            with self._work:
-                self._generation += 1
-                self._work.notify_all()
+    def wake(self) -> None:
+        """Wake this process's idle worker slots now (a job was queued, maybe elsewhere)."""
+        with self._work:
+            self._generation += 1
+            self._work.notify_all()
 
-        event.listen(session, "after_commit", wake, once=True)
+    def _wake_after_commit(self, session: Session, engine_model: str) -> None:
+        """Tell idle workers about a queued job once ``session`` commits: this process's
+        slots directly; on PostgreSQL every worker process too, through ``NOTIFY`` (which
+        PostgreSQL itself delivers at commit, and drops on rollback)."""
+        event.listen(session, "after_commit", lambda _s: self.wake(), once=True)
+        if self.db.dialect == "postgresql":
+            session.execute(select(func.pg_notify(NOTIFY_CHANNEL, engine_model)))
 
     def _finalised(self, s: Session, job_id: str) -> None:
         if not self.final_hooks:
@@ -173,7 +183,7 @@ class Queue:
         )
         session.add(job)
         session.flush()
-        self._wake_after_commit(session)
+        self._wake_after_commit(session, engine_model)
         self.log(session, job_id, f"queued for {engine_model}")
         return job
 
@@ -306,23 +316,34 @@ class Queue:
         """Expired leases with a cancel pending, or no attempts left, end here."""
         expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
         cancelled = (
-            s.execute(select(Job.id).where(expired, Job.cancel_requested.is_(True))).scalars().all()
-        )
-        for job_id in cancelled:
             s.execute(
+                select(Job.id).where(expired, Job.cancel_requested.is_(True)).order_by(Job.id)
+            )
+            .scalars()
+            .all()
+        )
+        # Each UPDATE is checked: on PostgreSQL another claimer may have settled the row since
+        # the SELECT (SQLite's write lock rules that out); only the one that changed it logs
+        # and runs the final hooks (a webhook, once). Rows go in id order: no lock cycles.
+        for job_id in cancelled:
+            settled = s.execute(
                 update(Job)
                 .where(Job.id == job_id, expired)
                 .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
             )
+            if _rows(settled) != 1:
+                continue
             self.log(s, job_id, "cancelled (its worker stopped responding)")
             self._finalised(s, job_id)
         exhausted = (
-            s.execute(select(Job.id).where(expired, Job.attempts >= Job.max_attempts))
+            s.execute(
+                select(Job.id).where(expired, Job.attempts >= Job.max_attempts).order_by(Job.id)
+            )
             .scalars()
             .all()
         )
         for job_id in exhausted:
-            s.execute(
+            settled = s.execute(
                 update(Job)
                 .where(Job.id == job_id, expired)
                 .values(
@@ -336,6 +357,8 @@ class Queue:
                     updated_at=now,
                 )
             )
+            if _rows(settled) != 1:
+                continue
             self.log(s, job_id, "failed: WORKER_LOST")
             self._finalised(s, job_id)
 
@@ -368,8 +391,31 @@ class Queue:
         duration: float,
         sample_rate: int,
     ) -> None:
-        """Mark the job done with its outputs, in one transaction (fenced)."""
+        """Mark the job done with its outputs, in one transaction (fenced).
+
+        Safe to call again after a failure: when an earlier call did commit (the connection
+        was cut before its answer came back), the job is already COMPLETED with these same
+        outputs and this returns instead of raising :class:`LeaseLost`.
+        """
         now = self.db.clock()
+        try:
+            self._complete(job_id, worker_id, now, outputs, duration, sample_rate)
+        except LeaseLost:
+            # A retry after a connection cut at COMMIT: the first try may have committed.
+            with self.db.read() as s:
+                done = s.execute(select(Job.status, Job.outputs).where(Job.id == job_id)).first()
+            if done is None or tuple(done) != (COMPLETED, outputs):
+                raise
+
+    def _complete(
+        self,
+        job_id: str,
+        worker_id: str,
+        now: datetime,
+        outputs: dict[str, Any],
+        duration: float,
+        sample_rate: int,
+    ) -> None:
         with self.db.write() as s:
             self._fenced(
                 s,
@@ -399,7 +445,8 @@ class Queue:
             if retryable and attempts < max_attempts:
                 self._fenced(s, job_id, worker_id, status=IN_QUEUE, lease_owner=None, progress=0.0)
                 self.log(s, job_id, f"attempt {attempts} failed ({code}: {message}); retrying")
-                self._wake_after_commit(s)
+                engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
+                self._wake_after_commit(s, engine_model.scalar_one())
                 return IN_QUEUE
             self._fenced(
                 s,

@@ -44,19 +44,24 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from demixer.audio import OutputFormat
-from demixer.errors import DemixerError
+from demixer.errors import DemixerError, StorageUnavailable
 from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
 from demixer.service.context import Services
+from demixer.service.db import is_unavailable, retry_unavailable
 from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.service.queue import Claim, LeaseLost
 from demixer.service.urlguard import parse_allowlist
+from demixer.storage import Storage
 
 __all__ = ["Runner"]
 
@@ -179,11 +184,21 @@ class _Lease:
             cancel = queue.heartbeat(self.claim.id, self.runner.worker_id, self.progress)
         except LeaseLost:
             raise _Abort("lease_lost") from None
-        except Exception:  # a database hiccup: keep working; the lease has slack
-            log.warning("heartbeat for %s failed; retrying", self.claim.id, exc_info=True)
+        except Exception as exc:  # a database hiccup or outage: keep working, beat again later
+            quiet = is_unavailable(exc)  # an outage is expected now and then: no traceback
+            log.warning("heartbeat for %s failed; retrying", self.claim.id, exc_info=not quiet)
             return
         if cancel:
             raise _Abort("cancelled")
+
+
+def _drop(storage: Storage, prefix: str) -> None:
+    """Delete an attempt's partial outputs; while the store is down, the sweeper does it later
+    (a retried attempt writes under its own prefix)."""
+    try:
+        storage.delete_prefix(prefix)
+    except StorageUnavailable:
+        log.warning("could not delete %s: object storage is unavailable", prefix)
 
 
 class Runner:
@@ -243,6 +258,9 @@ class Runner:
             with ExitStack() as stack:
                 try:
                     path = stack.enter_context(self.services.storage.local_path(params.storage_key))
+                except StorageUnavailable as exc:  # an outage: the job waits for the store
+                    message = f"fetching the input failed: {exc.message}"
+                    raise _Abort("failed", exc.code, message, retryable=True) from exc
                 except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
                     message = f"the input file is gone: {exc.message}"
                     raise _Abort("failed", exc.code, message) from exc
@@ -352,21 +370,36 @@ class Runner:
                         "channels": extra.channels,
                     }
                     lease.tick(stoppable=False)
-            queue.complete(
-                claim.id,
-                self.worker_id,
-                outputs=outputs,
-                duration=result.duration,
-                sample_rate=result.sample_rate,
+            # The database may be restarting: try for about a lease (later another worker may
+            # hold the job; the fenced write then raises LeaseLost). complete() may run twice.
+            retry_unavailable(
+                lambda: queue.complete(
+                    claim.id,
+                    self.worker_id,
+                    outputs=outputs,
+                    duration=result.duration,
+                    sample_rate=result.sample_rate,
+                ),
+                within=self.services.settings.lease_seconds,
+                what=f"{self.worker_id}: completing job {claim.id}",
             )
         except LeaseLost:
-            storage.delete_prefix(prefix)
+            _drop(storage, prefix)
             raise _Abort("lease_lost") from None
         except _Abort:
-            storage.delete_prefix(prefix)
+            _drop(storage, prefix)
             raise
+        except StorageUnavailable as exc:  # an outage: the job is retried once it is back
+            _drop(storage, prefix)
+            message = f"storing the outputs failed: {exc.message}"
+            raise _Abort("failed", exc.code, message, retryable=True) from exc
+        except DBAPIError as exc:
+            # The files stay: the last try's COMMIT may have landed before the connection went
+            # (the job is then COMPLETED with them); at worst an abandoned attempt's files stay.
+            message = f"recording the outputs failed: the database is unavailable ({exc.orig})"
+            raise _Abort("failed", "DATABASE_UNAVAILABLE", message, retryable=True) from exc
         except Exception as exc:
-            storage.delete_prefix(prefix)
+            _drop(storage, prefix)
             message = f"storing the outputs failed: {type(exc).__name__}: {exc}"
             raise _Abort("failed", "STORAGE_FAILED", message, retryable=True) from exc
 
@@ -381,16 +414,24 @@ class Runner:
             abort.kind,
             abort.message,
         )
+        record: Callable[[], object] | None = None
+        if abort.kind == "cancelled":
+            record = partial(queue.mark_cancelled, claim.id, self.worker_id)
+        elif abort.kind != "lease_lost":
+            record = partial(
+                queue.fail,
+                claim.id,
+                self.worker_id,
+                code=abort.code,
+                message=abort.message,
+                retryable=abort.retryable,
+            )
         try:
-            if abort.kind == "cancelled":
-                queue.mark_cancelled(claim.id, self.worker_id)
-            elif abort.kind != "lease_lost":
-                queue.fail(
-                    claim.id,
-                    self.worker_id,
-                    code=abort.code,
-                    message=abort.message,
-                    retryable=abort.retryable,
+            if record is not None:  # through an outage, for about a lease (as complete)
+                retry_unavailable(
+                    record,
+                    within=self.services.settings.lease_seconds,
+                    what=f"{self.worker_id}: recording the end of job {claim.id}",
                 )
         except LeaseLost:
             log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)

@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 
 from demixer.service.context import Services
+from demixer.service.db import is_unavailable
 from demixer.service.queue import COMPLETED
 from demixer.service.schema import File, Job
 
@@ -123,6 +124,9 @@ class Sweeper:
         while not stop.is_set():
             try:
                 self.sweep_once()
-            except Exception:  # a storage or database hiccup: log it and try next time
-                log.exception("sweep failed; trying again in %.0f s", interval)
+            except Exception as exc:  # a storage or database hiccup: log it and try next time
+                if is_unavailable(exc):  # an outage (PostgreSQL restarting): no traceback
+                    log.warning("sweep failed: the database is unavailable; retrying")
+                else:
+                    log.exception("sweep failed; trying again in %.0f s", interval)
             stop.wait(interval)

@@ -26,7 +26,10 @@ from typing import Any
 
 from demixer.service.child import ChildOptions
 from demixer.service.context import Services
+from demixer.service.db import is_unavailable
 from demixer.service.runner import Runner
+from demixer.service.wakeup import JobListener
+from demixer.service.workers import Presence, resolve_device, runnable_models
 
 __all__ = ["Worker"]
 
@@ -37,7 +40,12 @@ class _Slot:
     """One worker slot: a thread's claim loop, its worker id and its runner (and child)."""
 
     def __init__(
-        self, services: Services, worker_id: str, models: list[str] | None, threads: int | None
+        self,
+        services: Services,
+        worker_id: str,
+        models: list[str],
+        threads: int | None,
+        device: str,
     ):
         self.services = services
         self.worker_id = worker_id
@@ -45,7 +53,7 @@ class _Slot:
         settings = services.settings
         options = ChildOptions(
             model_dir=str(settings.model_dir) if settings.model_dir else None,
-            device=settings.device,
+            device=device,
             threads=threads,
             parent_pid=os.getpid(),
         )
@@ -66,9 +74,12 @@ class _Slot:
                 generation = queue.work_generation()
                 try:
                     claim = queue.claim(self.worker_id, self.models)
-                except Exception:
-                    log.exception("%s: claiming a job failed", self.worker_id)
-                    stop.wait(max(poll, 1.0))
+                except Exception as exc:
+                    if is_unavailable(exc):  # an outage (PostgreSQL restarting): not a bug
+                        log.warning("%s: the database is unavailable; retrying", self.worker_id)
+                    else:
+                        log.exception("%s: claiming a job failed", self.worker_id)
+                    stop.wait(min(max(poll, 1.0), 5.0))  # back soon after an outage ends
                     continue
                 if claim is None:
                     queue.wait_for_work(generation, poll)
@@ -88,10 +99,16 @@ class Worker:
     Args:
         services: the shared service parts (settings, database, queue, storage).
         slots: jobs run at once; each slot has its own child process and loaded model.
-        worker_id: base of the slots' ids (default ``{hostname}:{pid}``); each slot appends
-            ``:{slot}:{random}``.
-        models: engine model ids this worker runs (None: any); other jobs stay queued for
-            workers that can run them.
+        worker_id: base of the ids (default ``{hostname}:{pid}``): the worker's own id (its row
+            in ``workers``) is ``{base}:{random}``, each slot's ``{base}:{slot}:{random}``.
+        models: engine model ids this worker may run (None: all); it claims only jobs for
+            those whose weights are installed here, and refuses to start with none
+            (:class:`~demixer.errors.ModelUnavailable`). Other jobs stay queued for workers
+            that can run them.
+
+    The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
+    While it runs, the worker advertises its device and models in the ``workers`` table
+    (:mod:`demixer.service.workers`).
 
     Children are started with ``spawn``, which imports the parent's ``__main__`` module again
     in each child: a script that runs a Worker must do so under ``if __name__ == "__main__":``
@@ -110,13 +127,25 @@ class Worker:
             raise ValueError("a worker needs at least one slot")
         self.services = services
         base = worker_id or _default_base_id()
+        settings = services.settings
+        self.models = runnable_models(settings, models)
+        device, self.device = resolve_device(settings.device)
         cpus = os.cpu_count() or 1
         threads = max(1, cpus // slots) if slots > 1 else None
-        chosen = sorted(models) if models is not None else None
+        tail = uuid.uuid4().hex[:8]
+        self.id = f"{base}:{tail}"
         self.slots = [
-            _Slot(services, f"{base}:{i}:{uuid.uuid4().hex[:8]}", chosen, threads)
+            _Slot(services, f"{base}:{i}:{tail}", self.models, threads, device)
             for i in range(slots)
         ]
+        self.presence = Presence(
+            services.db,
+            settings,
+            worker_id=self.id,
+            device=self.device,
+            models=self.models,
+            slots=slots,
+        )
         self._stop = threading.Event()
 
     @property
@@ -158,16 +187,31 @@ class Worker:
             threading.Thread(target=slot.loop, args=(stop,), name=f"demixer-slot-{i}", daemon=True)
             for i, slot in enumerate(self.slots)
         ]
+        presence = threading.Thread(
+            target=self.presence.run, args=(stop,), name="demixer-presence", daemon=True
+        )
+        presence.start()
+        # PostgreSQL: jobs queued by other processes wake the idle slots at once (NOTIFY).
+        listener = (
+            JobListener(self.services.queue) if self.services.db.dialect == "postgresql" else None
+        )
+        if listener is not None:
+            listener.start()
         for thread in threads:
             thread.start()
         try:
             while any(t.is_alive() for t in threads):
+                if stop.is_set():  # idle slots wait on the queue's wakeups, not on ``stop``
+                    self.services.queue.wake()
                 for thread in threads:
                     thread.join(0.5)  # short joins: the main thread must run signal handlers
         finally:
             stop.set()
             for thread in threads:
                 thread.join()
+            presence.join(10)  # marks the row stopped; a hung database must not hold the exit
+            if listener is not None:
+                listener.stop()
             for number, handler in previous.items():
                 signal.signal(number, handler)
 

@@ -125,7 +125,7 @@ def resolve_device(setting: str) -> tuple[str, str]:
         raise ModelUnavailable(
             f"device {setting!r} was asked for but torch sees {torch.cuda.device_count()} GPU(s)"
         )
-    # Device properties do not create a CUDA context: the parent keeps no GPU memory.
+    # This initialises CUDA in the worker's own process: safe, its children are spawned.
     return f"cuda:{index}", f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 

@@ -15,7 +15,8 @@ Wire decisions:
   Statuses: bad parameters, unsupported media type, too large 400; missing/unknown key 401;
   key without the scope 403; unknown task (or another account's) 404; conflicts 409; request
   rate or concurrent-jobs limit 429 (with ``Retry-After``); missing input, unusable audio,
-  stems no installed model produces, unavailable preprocessing 422; anything else 500.
+  stems no installed model produces, unavailable preprocessing 422; object storage
+  unavailable 503 (with ``Retry-After``); anything else 500.
   402 (credits) is never sent: demixer has none.
 - Stems: MusicGPT names map onto engine stems (``guitar``/``electric_guitar``/
   ``acoustic_guitar`` -> ``guitar``, ``piano``/``keys`` -> ``piano``); ``instrumental`` is the
@@ -64,6 +65,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
+    StorageUnavailable,
     UnknownStem,
     UnsupportedMediaType,
 )
@@ -135,6 +137,7 @@ def vendor_status(error: DemixerError) -> int:
         (Unauthorized, 401),
         (Forbidden, 403),
         (RateLimited, 429),
+        (StorageUnavailable, 503),
         (NotFound, 404),
         (Gone, 404),
         (Conflict, 409),
@@ -155,7 +158,9 @@ def vendor_status(error: DemixerError) -> int:
 
 
 def _error(error: DemixerError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    headers = None
+    if isinstance(error, RateLimited | StorageUnavailable):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse(
         {"success": False, "error": error.code, "message": error.message},
         status_code=vendor_status(error),
@@ -364,7 +369,7 @@ def _urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | Non
     original = source.get("audio_url")
     ttl = services.settings.download_url_ttl_seconds
     if source.get("storage_key"):
-        original = services.signer.url("GET", source["storage_key"], ttl)
+        original = services.download_url(source["storage_key"], ttl)
     fields: dict[str, str] = (params.get("musicgpt") or {}).get("stems") or {}
     stems: dict[str, str | None] = dict.fromkeys(fields)
     if job.status == COMPLETED:

@@ -13,8 +13,9 @@ Wire decisions:
 - Error codes: unknown key 401 (a key lacking the scope too: the vendor has no 403); unknown
   ``taskId`` on ``record-info`` 404; bad parameters, unusable input, unknown stems 400; too
   large 413; ``RATE_LIMITED`` (requests per window) 430 "call frequency too high";
-  ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit"; anything else 500. 429 (credits) and 455
-  (maintenance) are never sent: demixer has neither.
+  ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit"; ``STORAGE_UNAVAILABLE`` (object storage
+  down: retry) and anything else 500. 429 (credits) and 455 (maintenance) are never sent:
+  demixer has neither.
 - Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
   caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
@@ -56,6 +57,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
+    StorageUnavailable,
     TooManyConcurrentJobs,
     UnknownStem,
 )
@@ -136,6 +138,8 @@ def vendor_code(error: DemixerError) -> int:
     if isinstance(error, FileTooLarge):
         return 413
     if type(error) is DemixerError or error.code in ("INTERNAL", "MODEL_FAILED"):
+        return 500
+    if isinstance(error, StorageUnavailable):  # a server-side outage, not the caller's input
         return 500
     return 400
 
@@ -282,7 +286,7 @@ def _urls(services: Services, job: Job) -> dict[str, str | None]:
     if source.get("audio_url"):
         urls["origin"] = str(source["audio_url"])
     elif source.get("storage_key"):
-        urls["origin"] = services.signer.url("GET", source["storage_key"], ttl)
+        urls["origin"] = services.download_url(source["storage_key"], ttl)
     if job.status != COMPLETED or result_expired(
         job, services.settings.result_retention_seconds, services.db.clock()
     ):

@@ -105,7 +105,10 @@ def download(
     return StreamingResponse(
         chunks(),
         media_type=content_type,
-        headers={"Content-Length": str(size), "Content-Disposition": content_disposition(file_name)},
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": content_disposition(file_name),
+        },
     )
 
 

@@ -106,7 +106,7 @@ async def _direct(request: Request, services: Services, account_id: str) -> File
     "/files",
     status_code=201,
     response_model=FileUpload | FileObject,
-    responses=error_responses(400, 401, 403, 413, 415, 422),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
     openapi_extra=_CREATE_BODY,
 )
 async def create_file(
@@ -116,8 +116,9 @@ async def create_file(
     identity: FilesWrite,
     idempotency: IdempotencyDep,
 ) -> FileUpload | FileObject:
-    """Announce a file (JSON: answers a signed `upload_url` to PUT the bytes to) or upload it
-    directly (`multipart/form-data`, field `file`: answers the file, probed as audio)."""
+    """Announce a file (JSON: answers a signed `upload_url` to PUT the bytes to, with the
+    `headers` given; then `POST /v1/files/{file_id}/complete`) or upload it directly
+    (`multipart/form-data`, field `file`: answers the file, probed as audio)."""
     kind = uploads.media_type(request.headers.get("content-type"))
     if kind == "multipart/form-data":
         return await _direct(request, services, identity.account_id)
@@ -129,12 +130,30 @@ async def create_file(
     return await _announce(request, services, identity.account_id, idempotency, response)
 
 
-@router.get("/files/{file_id}", responses=error_responses(401, 403, 404, 410))
+@router.get("/files/{file_id}", responses=error_responses(401, 403, 404, 410, 503))
 def get_file(file_id: str, services: ServicesDep, identity: FilesRead) -> FileObject:
-    """A file and its probe results (`duration`, `sample_rate`, `channels`) once uploaded."""
+    """A file and its probe results (`duration`, `sample_rate`, `channels`) once uploaded.
+
+    A `pending` file whose bytes have reached the store is completed first (see
+    `POST /v1/files/{file_id}/complete`)."""
     with services.db.read() as s:
         row = uploads.owned_file(services, s, identity.account_id, file_id)
-    return uploads.file_object(row)
+    return uploads.file_object(uploads.settle_pending(services, row))
+
+
+@router.post(
+    "/files/{file_id}/complete",
+    responses=error_responses(400, 401, 403, 404, 409, 410, 422, 503),
+)
+def complete_file(file_id: str, services: ServicesDep, identity: FilesWrite) -> FileObject:
+    """Tell the API that the bytes were PUT to the `upload_url`: checks that exactly
+    `file_size` bytes arrived (400 `SIZE_MISMATCH` otherwise; they are dropped, PUT again) and
+    probes them as audio (422 `INVALID_AUDIO` and status `failed` if they are not). Before any
+    bytes arrived: 409 `FILE_NOT_READY`. Idempotent: an uploaded file answers itself.
+
+    Needed when the `upload_url` points at object storage (S3), which does not tell the API;
+    harmless otherwise (the PUT through the API has probed the file already)."""
+    return uploads.file_object(uploads.complete_file(services, identity.account_id, file_id))
 
 
 @router.delete(

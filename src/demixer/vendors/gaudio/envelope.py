@@ -1,8 +1,9 @@
 """Gaudio's envelope ``{resultCode, resultData, resultMessage}`` and the one error table.
 
 Business errors answer HTTP 200 with a ``resultCode`` other than 1000; only key and rate-limit
-problems are HTTP errors (400, 401, 403, 429). :class:`GaudioRoute` turns every
-:class:`~demixer.errors.DemixerError` raised by a route (or its dependencies) into that shape.
+problems (400, 401, 403, 429) and an object storage outage (503, with ``Retry-After``) are HTTP
+errors. :class:`GaudioRoute` turns every :class:`~demixer.errors.DemixerError` raised by a
+route (or its dependencies) into that shape.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from demixer.errors import (
     NotFound,
     RateLimited,
     ResultExpired,
+    StorageUnavailable,
     UnsupportedMediaType,
     UrlExpired,
 )
@@ -94,6 +96,7 @@ CODES: dict[type[DemixerError], int] = {
     Unauthorized: 401,
     Forbidden: 403,  # a key without the scope; a tampered signed part URL
     RateLimited: 429,
+    StorageUnavailable: 503,  # object storage unreachable: retry (with Retry-After)
     UnsupportedRate: 1014,
     UnsupportedChannels: 1015,
     JobNotFound: 1104,
@@ -115,7 +118,13 @@ CODES: dict[type[DemixerError], int] = {
     DemixerError: 1100,  # unknown stems, unavailable models, anything else
 }
 
-_HTTP_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 429: "too_many_requests"}
+_HTTP_NAMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    429: "too_many_requests",
+    503: "service_unavailable",
+}
 
 
 def code_for(error: DemixerError) -> int:
@@ -135,8 +144,9 @@ def error_response(error: DemixerError) -> JSONResponse:
     """``error`` as Gaudio answers it."""
     code = code_for(error)
     if code < 1000:
-        limited = error if isinstance(error, RateLimited) else None
-        headers = {"Retry-After": str(limited.retry_after)} if limited else None
+        headers = None
+        if isinstance(error, RateLimited | StorageUnavailable):
+            headers = {"Retry-After": str(error.retry_after)}
         body = {"error": _HTTP_NAMES.get(code, "error"), "message": error.message}
         return JSONResponse(body, status_code=code, headers=headers)
     if code == 1100 and not isinstance(error, (InvalidRequest, Conflict)):

@@ -7,6 +7,13 @@ does). ``complete`` checks the listed parts against what was stored, concatenate
 order, streaming, into ``inputs/{file_id}`` and probes the result exactly as a native upload
 (:func:`demixer.api.uploads.record_upload`), so the file is reusable by any later job.
 
+On a store that takes multipart uploads itself (S3, :class:`~demixer.storage.MultipartStorage`)
+the parts never pass through the API: ``create`` opens the store's own multipart upload (its
+id is kept in the small blob ``uploads/{uploadId}/upload-id``) and hands out presigned
+``upload_part`` URLs, whose ETags the store gives; ``complete`` has the store assemble the
+listed parts (it checks the ETags) and probes the result the same way. Parts but the last must
+then be at least the store's minimum (5 MiB): the chunk size never goes below it.
+
 Like Gaudio, oversized or non-audio files "upload fine" and are refused at job creation: an
 oversized announcement becomes a ``failed`` row at once (its parts are read and dropped), a
 file that does not probe as audio is ``failed`` after ``complete``.
@@ -15,6 +22,7 @@ file that does not probe as audio is ``failed`` after ``complete``.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import mimetypes
 import time
@@ -38,7 +46,7 @@ from demixer.errors import (
 from demixer.service.context import Services
 from demixer.service.keys import new_id
 from demixer.service.schema import File
-from demixer.storage import BlobNotFound
+from demixer.storage import BlobNotFound, MultipartStorage
 from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength
 
 __all__ = ["MAX_PARTS", "Part", "Upload", "chunk_size", "complete", "create", "receive_part"]
@@ -66,8 +74,21 @@ class Part:
 
 
 def chunk_size(services: Services, file_size: int) -> int:
-    """Bytes per part for a file of ``file_size`` bytes (the setting, grown past MAX_PARTS)."""
-    return max(services.settings.gaudio_chunk_bytes, math.ceil(file_size / MAX_PARTS))
+    """Bytes per part for a file of ``file_size`` bytes: the setting, raised to the store's
+    smallest part (S3: 5 MiB) and grown past MAX_PARTS."""
+    smallest = 1
+    if isinstance(services.storage, MultipartStorage):
+        smallest = services.storage.min_part_bytes
+    return max(services.settings.gaudio_chunk_bytes, smallest, math.ceil(file_size / MAX_PARTS))
+
+
+def _store_id_key(upload_id: str) -> str:
+    return f"uploads/{upload_id}/upload-id"
+
+
+def _multipart_store(services: Services) -> MultipartStorage | None:
+    storage = services.storage
+    return storage if isinstance(storage, MultipartStorage) else None
 
 
 def part_key(upload_id: str, number: int) -> str:
@@ -130,9 +151,20 @@ def create(
     with services.db.write() as s:
         s.add(row)
     chunk = chunk_size(services, file_size)
+    count = _part_count(services, file_size)
+    store = _multipart_store(services)
+    if store is not None and not too_big:
+        # The parts go straight to the store; its upload id is kept beside them.
+        store_id = store.create_multipart(row.storage_key, row.content_type)
+        services.storage.put(_store_id_key(file_id), io.BytesIO(store_id.encode()))
+        ttl = settings.upload_url_ttl_seconds
+        part_urls = [
+            store.presign_part(row.storage_key, store_id, n, ttl) for n in range(1, count + 1)
+        ]
+        return Upload(file_id, chunk, part_urls)
     signed_at = time.time()
     urls = []
-    for number in range(1, _part_count(services, file_size) + 1):
+    for number in range(1, count + 1):
         blob_url = services.signer.url(
             "PUT", part_key(file_id, number), settings.upload_url_ttl_seconds, now=signed_at
         )
@@ -263,6 +295,10 @@ def complete(services: Services, account_id: str, upload_id: str, parts: list[Pa
             f"list every part exactly once: partNumber 1 to {len(expected)} (got {numbers})"
         )
     etags = {p.number: p.etag.strip().strip('"').lower() for p in parts}
+    store = _multipart_store(services)
+    if store is not None:
+        _complete_in_store(services, store, row, etags)
+        return
     reader = _PartsReader(services, upload_id, numbers)
     try:
         stored, sha256 = services.storage.put(
@@ -285,3 +321,39 @@ def complete(services: Services, account_id: str, upload_id: str, parts: list[Pa
         pass  # recorded on the row as failed: job creation answers 1107/1108
     except NotFound:
         raise UploadNotFound(f"upload {upload_id!r} was deleted meanwhile") from None
+
+
+def _complete_in_store(
+    services: Services, store: MultipartStorage, row: File, etags: dict[int, str]
+) -> None:
+    """Have the store assemble the parts clients PUT to it, then probe the file."""
+    size = row.file_size or 0
+    try:
+        with services.storage.open(_store_id_key(row.id)) as fh:
+            store_id = fh.read().decode()
+    except BlobNotFound:
+        raise InvalidRequest(f"upload {row.id!r} has no open multipart upload") from None
+    try:
+        stored = store.complete_multipart(row.storage_key, store_id, sorted(etags.items()))
+    except BlobNotFound:  # completed by a racing call, or dropped by the store
+        if not services.storage.exists(row.storage_key):
+            raise InvalidRequest(
+                f"upload {row.id!r} is no longer open in storage; create the upload again"
+            ) from None
+        stored = services.storage.size(row.storage_key)
+    except ValueError as exc:  # a wrong ETag, a missing or too small part: may be retried
+        raise InvalidRequest(
+            f"the parts do not match what was uploaded (check each awsETag and that every "
+            f"part but the last has the full chunk size): {exc}"
+        ) from None
+    if stored != size:
+        services.storage.delete_prefix(row.storage_key)
+        services.storage.delete_prefix(f"uploads/{row.id}/")
+        raise SizeMismatch(f"the parts hold {stored} bytes but fileSize declared {size}")
+    services.storage.delete_prefix(f"uploads/{row.id}/")
+    try:
+        uploads.record_upload(services, row, stored, None)
+    except InvalidAudio:
+        pass  # recorded on the row as failed: job creation answers 1107/1108
+    except NotFound:
+        raise UploadNotFound(f"upload {row.id!r} was deleted meanwhile") from None

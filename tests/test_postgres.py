@@ -1,0 +1,371 @@
+"""PostgreSQL as the shared job database: migrations, the shared clock, wakeups, outages.
+
+Everything runs on a real PostgreSQL server (``scale_servers``, a fresh database per test) with
+local storage, real :class:`Worker` threads and the real Spleeter model. Processes are played
+by separate :class:`Database`/:class:`Services` instances: each has its own connection pool,
+clock and wakeup state, exactly what a process on another machine would have.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import soundfile as sf
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import func, select, text
+
+from api_support import TestClient
+from audiofiles import stempeg_example
+from demixer.api import create_app
+from demixer.audio import load
+from demixer.service.db import Database, retry_unavailable
+from demixer.service.keys import ALL_SCOPES, create_key
+from demixer.service.migrate import alembic_config, migrate
+from demixer.service.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
+from demixer.service.schema import Base, Job, JobLog, UsageRecord
+from demixer.service.wakeup import APP_NAME, JobListener, libpq_conninfo
+from demixer.service.worker import Worker
+from servers import Servers
+from test_worker import Env, running, wait_until
+
+SKEW = timedelta(minutes=10)
+
+
+@pytest.fixture
+def pg_url(scale_servers: Servers) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test."""
+    url = scale_servers.create_database()
+    try:
+        yield url
+    finally:
+        scale_servers.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Real music (the MUSDB18 excerpt), cut to 1, 2 and 3 s."""
+    audio, rate = load(stempeg_example())
+    root = tmp_path_factory.mktemp("clips")
+    paths = []
+    for seconds in (1, 2, 3):
+        path = root / f"clip{seconds}.wav"
+        sf.write(str(path), audio[:, : seconds * rate].T, rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def _listeners(url: str) -> list[int]:
+    """Server pids of the sessions listening for jobs."""
+    with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APP_NAME,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_migrations_build_the_models_schema_and_are_idempotent(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'demixer.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    migrate(db)
+    migrate(db)  # a second run (every `serve`/`worker` start) changes nothing
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    db.dispose()
+
+
+# --- one clock for every machine ----------------------------------------------------------------
+
+
+def test_leases_follow_the_database_clock_not_a_skewed_local_one(pg_url: str) -> None:
+    """A worker whose machine clock is 10 minutes behind still writes leases by the server's
+    clock, so another worker (clock 10 minutes ahead) neither steals its live lease nor waits
+    10 minutes for an expired one."""
+    behind = Database(pg_url, local_time=lambda: datetime.now(UTC) - SKEW)
+    ahead = Database(pg_url, local_time=lambda: datetime.now(UTC) + SKEW)
+    behind.create_all()
+    with behind.engine.connect() as conn:
+        server_now = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+    for db in (behind, ahead):
+        assert abs(db.clock() - server_now) < timedelta(seconds=2)
+    slow, fast = Queue(behind, lease_seconds=2.0), Queue(ahead, lease_seconds=2.0)
+    account, _ = create_key(behind)
+    with behind.write() as s:
+        slow.submit(
+            s, job_id="job_clock", account_id=account, queue_model="q", engine_model="m", params={}
+        )
+    claim = slow.claim("worker-behind")
+    assert claim is not None
+    with behind.read() as s:
+        lease = s.execute(select(Job.lease_expires_at).where(Job.id == "job_clock")).scalar_one()
+        db_now = s.execute(select(func.clock_timestamp())).scalar_one()
+    assert lease is not None
+    assert timedelta(seconds=1) < lease - db_now <= timedelta(seconds=2)
+    assert fast.claim("worker-ahead") is None  # the lease is live by the shared clock
+    time.sleep(2.2)
+    stolen = fast.claim("worker-ahead")  # and expired 2 s later, not 20 minutes later
+    assert stolen is not None and stolen.attempt == 2
+    behind.dispose()
+    ahead.dispose()
+
+
+def test_an_injected_clock_still_wins(pg_url: str) -> None:
+    fixed = datetime(2030, 1, 1, tzinfo=UTC)
+    db = Database(pg_url, clock=lambda: fixed)
+    assert db.clock() == fixed
+    db.dispose()
+
+
+# --- LISTEN/NOTIFY wakeups ----------------------------------------------------------------------
+
+
+def test_a_job_queued_by_another_process_wakes_an_idle_worker_at_once(
+    pg_url: str, tmp_path: Path, clips: list[Path]
+) -> None:
+    """poll_seconds=30: without NOTIFY a job would wait up to 30 s; it is claimed in well under
+    a second, also after the listener's connection was killed (it reconnects)."""
+    worker_env = Env(tmp_path / "worker", database_url=pg_url, poll_seconds=30.0)
+    # The API process: its own pool, clock and wakeup state; same database and storage.
+    api_env = Env(tmp_path / "worker", database_url=pg_url, poll_seconds=30.0)
+    api_env.account = worker_env.account
+    latencies = []
+    with running(Worker(worker_env.services)):
+        wait_until(lambda: len(_listeners(pg_url)) == 1, 10, "the listener")
+        time.sleep(0.5)  # the slot has polled once and is idle for 30 s
+        for round_ in range(2):
+            job_id = api_env.submit(clips[0])
+            started = worker_env.wait(job_id, lambda j: j.started_at is not None, 10)
+            assert started.started_at is not None
+            latencies.append((started.started_at - started.created_at).total_seconds())
+            assert worker_env.wait_final(job_id, 60).status == COMPLETED
+            if round_ == 0:
+                (pid,) = _listeners(pg_url)
+                with psycopg.connect(libpq_conninfo(pg_url), autocommit=True) as conn:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                wait_until(lambda p=pid: _listeners(pg_url) not in ([], [p]), 15, "a reconnect")
+                time.sleep(0.5)
+    print(f"claim latency after submit: {[f'{x * 1000:.0f} ms' for x in latencies]}")
+    assert all(latency < 1.0 for latency in latencies), latencies
+
+
+def test_notifications_are_sent_at_commit_only(pg_url: str) -> None:
+    db = Database(pg_url)
+    db.create_all()
+    account, _ = create_key(db)
+    queue = Queue(db)
+    listener = JobListener(queue, check_seconds=1.0)
+    listener.start()
+    try:
+        assert listener.listening.wait(10)
+        with pytest.raises(RuntimeError), db.write() as s:
+            queue.submit(
+                s, job_id="job_rb", account_id=account, queue_model="q", engine_model="m", params={}
+            )
+            raise RuntimeError("rolled back")
+        time.sleep(0.5)
+        assert listener.notifications == 0
+        with db.write() as s:
+            queue.submit(
+                s, job_id="job_ok", account_id=account, queue_model="q", engine_model="m", params={}
+            )
+        wait_until(lambda: listener.notifications == 1, 5, "the notification")
+    finally:
+        listener.stop()
+        db.dispose()
+
+
+# --- a PostgreSQL restart -----------------------------------------------------------------------
+
+
+def test_workers_and_the_api_ride_out_a_postgres_restart(
+    scale_servers: Servers, pg_url: str, tmp_path: Path, clips: list[Path]
+) -> None:
+    """PostgreSQL stops for ~5 s while jobs run: the API answers 503 DATABASE_UNAVAILABLE
+    meanwhile and 200 after; the worker (same process objects throughout) completes every
+    job exactly once."""
+    env = Env(tmp_path / "data", database_url=pg_url, public_url="http://testserver")
+    _, key = create_key(env.services.db, account_id=env.account, scopes=ALL_SCOPES)
+    headers = {"Authorization": f"Bearer {key}"}
+    client = TestClient(create_app(env.services), raise_server_exceptions=False)
+    jobs = [env.submit(path) for path in (*clips, *clips)]
+    outage: list[int] = []
+    with running(Worker(env.services, slots=2)):
+        env.wait(jobs[0], lambda j: j.status == IN_PROGRESS, 60)
+        scale_servers.stop_postgres()
+        try:
+            down = client.get(f"/v1/queue/requests/{jobs[0]}/status", headers=headers)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+            assert int(down.headers["Retry-After"]) > 0
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                r = client.get(f"/v1/queue/requests/{jobs[0]}/status", headers=headers)
+                outage.append(r.status_code)
+                time.sleep(0.5)
+        finally:
+            scale_servers.start_postgres()
+        up = client.get(f"/v1/queue/requests/{jobs[0]}/status", headers=headers)
+        assert up.status_code == 200, up.text
+        for job_id in jobs:
+            assert env.wait_final(job_id, 120).status == COMPLETED, env.logs(job_id)
+    assert set(outage) == {503}
+    with env.services.db.read() as s:
+        for job_id in jobs:
+            logs = s.execute(select(JobLog.message).where(JobLog.job_id == job_id)).scalars()
+            assert sum(m.startswith("completed") for m in logs) == 1, env.logs(job_id)
+            usage = s.execute(select(func.count()).where(UsageRecord.job_id == job_id))
+            assert usage.scalar_one() == 1
+    client.close()
+
+
+# A helper thread must not outlive its test.
+def test_the_listener_stops_quickly(pg_url: str) -> None:
+    listener = JobListener(Queue(Database(pg_url)))
+    listener.start()
+    assert listener.listening.wait(10)
+    began = time.monotonic()
+    listener.stop()
+    assert time.monotonic() - began < 3
+    assert not any(t.name == "demixer-listen" and t.is_alive() for t in threading.enumerate())
+
+
+def test_complete_is_retried_through_an_outage_and_is_idempotent(
+    scale_servers: Servers, pg_url: str
+) -> None:
+    """A complete() that meets a stopped server succeeds once it is back (retry_unavailable);
+    a repeat of a complete that did commit is harmless; another attempt's is LeaseLost."""
+    db = Database(pg_url)
+    db.create_all()
+    account, _ = create_key(db)
+    queue = Queue(db, lease_seconds=60)
+    with db.write() as s:
+        queue.submit(
+            s, job_id="job_c", account_id=account, queue_model="q", engine_model="m", params={}
+        )
+    assert queue.claim("w1") is not None
+    outputs = {"vocals": {"key": "outputs/job_c/attempt-1/vocals.wav"}}
+    done = threading.Event()
+
+    def complete() -> None:
+        retry_unavailable(
+            lambda: queue.complete("job_c", "w1", outputs=outputs, duration=1.0, sample_rate=44100),
+            within=60,
+            what="test",
+        )
+        done.set()
+
+    scale_servers.stop_postgres()
+    try:
+        thread = threading.Thread(target=complete, daemon=True)
+        thread.start()
+        time.sleep(2)
+        assert not done.is_set()
+    finally:
+        scale_servers.start_postgres()
+    thread.join(30)
+    assert done.is_set()
+    with db.read() as s:
+        assert s.execute(select(Job.status).where(Job.id == "job_c")).scalar_one() == COMPLETED
+    queue.complete("job_c", "w1", outputs=outputs, duration=1.0, sample_rate=44100)  # a repeat
+    with pytest.raises(LeaseLost):
+        queue.complete("job_c", "w1", outputs={}, duration=1.0, sample_rate=44100)
+    db.dispose()
+
+
+def test_concurrent_claimers_settle_a_dead_workers_job_once(pg_url: str) -> None:
+    """Expired jobs with no attempts left are failed by whichever claimer gets there first;
+    on PostgreSQL (no database-wide write lock) the others must not log or finalise again."""
+    db = Database(pg_url)
+    db.create_all()
+    account, _ = create_key(db)
+    queue = Queue(db, lease_seconds=0.05)
+    ids = [f"job_dead{i:03d}" for i in range(100)]
+    with db.write() as s:
+        for job_id in ids:
+            queue.submit(
+                s,
+                job_id=job_id,
+                account_id=account,
+                queue_model="q",
+                engine_model="m",
+                params={},
+                max_attempts=1,
+            )
+    while queue.claim("dead-worker") is not None:
+        pass
+    time.sleep(0.2)
+    claimers = [Queue(Database(pg_url)) for _ in range(8)]
+    for q in claimers:  # connected and clock measured: they start together
+        with q.db.read() as s:
+            s.execute(select(func.count()).select_from(Job)).scalar_one()
+        q.db.clock()
+    gate = threading.Barrier(len(claimers))
+
+    def claim(q: Queue) -> None:
+        gate.wait()
+        q.claim("live-worker")
+
+    threads = [threading.Thread(target=claim, args=(q,)) for q in claimers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    with db.read() as s:
+        lines = s.execute(select(JobLog.message).where(JobLog.message == "failed: WORKER_LOST"))
+        assert len(lines.scalars().all()) == len(ids)
+    for q in claimers:
+        q.db.dispose()
+    db.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_processes_starting_together_migrate_once(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Every serve/worker process migrates at start: six at once on a new database all
+    succeed (they take turns) and leave one schema."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'demixer.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    databases = [Database(url) for _ in range(6)]
+    gate = threading.Barrier(len(databases))
+    errors: list[BaseException] = []
+
+    def start(db: Database) -> None:
+        gate.wait()
+        try:
+            migrate(db)
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(db,)) for db in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with databases[0].engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    for db in databases:
+        db.dispose()

@@ -1,0 +1,295 @@
+"""S3 storage against a real S3-compatible server (`rclone serve s3`), no mocks.
+
+The Storage contract on S3, presigned downloads and uploads that never pass through the API,
+``POST /v1/files/{id}/complete``, Gaudio's chunked upload as a real S3 multipart upload, and an
+outage answered 503 ``STORAGE_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from api_support import Api, make_api
+from demixer.storage import BlobNotFound
+from demixer.storage.s3 import S3Storage
+from servers import Servers
+
+__all__ = ["make_api"]
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def bucket(scale_servers: Servers, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket's storage URL, with the server's credentials in the environment."""
+    for name, value in scale_servers.s3_env().items():
+        monkeypatch.setenv(name, value)
+    return scale_servers.create_bucket()
+
+
+@pytest.fixture
+def store(bucket: str) -> S3Storage:
+    return S3Storage.from_url(bucket)
+
+
+@pytest.fixture
+def s3_api(make_api: Callable[..., Api], bucket: str) -> Api:
+    # A chunk setting under S3's 5 MiB minimum part: the Gaudio router must raise it.
+    return make_api(storage_url=bucket, gaudio_chunk_bytes=64 * 1024)
+
+
+def _noise_wav(mib: float) -> bytes:
+    """A 16-bit stereo 44.1 kHz WAV of noise and a 440 Hz tone, about ``mib`` MiB."""
+    rate = 44100
+    frames = int(mib * MiB / 4)
+    t = np.arange(frames) / rate
+    rng = np.random.default_rng(7)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    audio = np.stack([tone, tone], axis=1) + 0.05 * rng.standard_normal((frames, 2))
+    out = io.BytesIO()
+    sf.write(out, audio.astype(np.float32), rate, subtype="PCM_16", format="WAV")
+    return out.getvalue()
+
+
+# --- the Storage contract -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1000, 9 * MiB + 123])  # one PUT, and a multipart upload
+def test_put_stores_bytes_with_their_sha256(store: S3Storage, size: int) -> None:
+    data = os.urandom(size)
+    stored, sha = store.put("inputs/a", io.BytesIO(data))
+    assert (stored, sha) == (size, hashlib.sha256(data).hexdigest())
+    assert store.exists("inputs/a") and store.size("inputs/a") == size
+    with store.open("inputs/a") as fh:
+        assert fh.read() == data
+
+
+@pytest.mark.parametrize("size", [1000, 9 * MiB])
+def test_put_over_the_cap_stores_nothing(store: S3Storage, size: int) -> None:
+    with pytest.raises(ValueError):
+        store.put("inputs/big", io.BytesIO(os.urandom(size)), max_bytes=size - 1)
+    assert not store.exists("inputs/big")
+
+
+def test_a_failing_source_leaves_nothing(store: S3Storage) -> None:
+    class Broken(io.RawIOBase):
+        sent = 0
+
+        def read(self, size: int = -1) -> bytes:
+            self.sent += 1
+            if self.sent > 3:
+                raise OSError("client went away")
+            return os.urandom(4 * MiB)
+
+    with pytest.raises(OSError):
+        store.put("inputs/broken", Broken())  # type: ignore[arg-type]
+    assert not store.exists("inputs/broken")
+
+
+def test_missing_blobs_are_blob_not_found(store: S3Storage) -> None:
+    assert not store.exists("inputs/none")
+    with pytest.raises(BlobNotFound):
+        store.size("inputs/none")
+    with pytest.raises(BlobNotFound):
+        store.open("inputs/none")
+    with pytest.raises(BlobNotFound), store.local_path("inputs/none"):
+        pass
+    with pytest.raises(BlobNotFound):
+        store.copy("inputs/none", "inputs/other")
+
+
+def test_delete_prefix_copy_and_local_path(store: S3Storage, tmp_path: Any) -> None:
+    for key in ("inputs/file_1", "inputs/file_10", "outputs/j/a/x.wav", "outputs/j/b/y.wav"):
+        store.put(key, io.BytesIO(key.encode()))
+    assert store.delete_prefix("inputs/file_1") == 1  # not its sibling file_10
+    assert store.exists("inputs/file_10")
+    assert store.copy("inputs/file_10", "outputs/k/copy") == len(b"inputs/file_10")
+    assert store.delete_prefix("outputs/j/") == 2
+    assert not store.exists("outputs/j/a/x.wav") and store.exists("outputs/k/copy")
+    with store.local_path("outputs/k/copy") as path:
+        assert path.read_bytes() == b"inputs/file_10"
+        kept = path
+    assert not kept.exists()  # the temporary copy is gone
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 12345)
+    assert store.put_file("outputs/k/f.bin", src) == 12345
+    assert store.size("outputs/k/f.bin") == 12345
+
+
+def test_a_prefix_keeps_deployments_apart(bucket: str) -> None:
+    a = S3Storage.from_url(bucket.replace("?", "/one?"))
+    b = S3Storage.from_url(bucket.replace("?", "/two?"))
+    a.put("inputs/x", io.BytesIO(b"a"))
+    assert not b.exists("inputs/x")
+    assert b.delete_prefix("inputs/") == 0 and a.exists("inputs/x")
+
+
+# --- presigned URLs through the API ---------------------------------------------------------
+
+
+def _announce(api: Api, data: bytes, name: str = "song.wav") -> dict[str, Any]:
+    r = api.post(
+        "/v1/files",
+        json={"file_name": name, "content_type": "audio/wav", "file_size": len(data)},
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_announce_put_to_the_bucket_complete(s3_api: Api, scale_servers: Servers) -> None:
+    data = s3_api.files.get("stereo.wav").path.read_bytes()
+    up = _announce(s3_api, data)
+    assert up["upload_url"].startswith(scale_servers.s3_endpoint)  # straight to the bucket
+    early = s3_api.post(f"/v1/files/{up['file_id']}/complete")
+    assert early.status_code == 409, early.text
+    assert early.json()["error"]["code"] == "FILE_NOT_READY"
+    assert "no bytes uploaded yet" in early.json()["error"]["message"]
+    put = httpx.put(up["upload_url"], content=data, headers=up["headers"])
+    assert put.status_code == 200, put.text
+    done = s3_api.post(f"/v1/files/{up['file_id']}/complete")
+    assert done.status_code == 200, done.text
+    info = done.json()
+    assert info["status"] == "uploaded" and info["file_size"] == len(data)
+    assert info["duration"] and info["channels"] == 2
+    again = s3_api.post(f"/v1/files/{up['file_id']}/complete")  # idempotent
+    assert again.status_code == 200 and again.json() == info
+    r = s3_api.queue_separate(up["file_id"])
+    assert r.status_code in (200, 201, 202), r.text
+
+
+def test_a_pending_file_is_finished_when_read_or_used(s3_api: Api) -> None:
+    data = s3_api.files.get("stereo.wav").path.read_bytes()
+    read, used = _announce(s3_api, data), _announce(s3_api, data)
+    for up in (read, used):
+        assert httpx.put(up["upload_url"], content=data, headers=up["headers"]).status_code == 200
+    assert s3_api.get(f"/v1/files/{read['file_id']}").json()["status"] == "uploaded"
+    r = s3_api.queue_separate(used["file_id"])
+    assert r.status_code in (200, 201, 202), r.text
+
+
+def test_a_short_upload_is_a_size_mismatch(s3_api: Api) -> None:
+    data = s3_api.files.get("stereo.wav").path.read_bytes()
+    up = _announce(s3_api, data)
+    assert httpx.put(up["upload_url"], content=data[:-10], headers=up["headers"]).is_success
+    r = s3_api.post(f"/v1/files/{up['file_id']}/complete")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "SIZE_MISMATCH", r.text
+    assert not s3_api.services.storage.exists(f"inputs/{up['file_id']}")  # dropped
+
+
+def test_presigned_download_of_a_stem(s3_api: Api, scale_servers: Servers) -> None:
+    file_id = _uploaded(s3_api)
+    r = s3_api.queue_separate(file_id)
+    assert r.status_code in (200, 201, 202), r.text
+    job_id = r.json()["request_id"]
+    s3_api.worker_done(job_id)
+    result = s3_api.get(f"/v1/queue/requests/{job_id}/result")
+    assert result.status_code == 200, result.text
+    target = result.json()["data"]["target"]
+    assert target["url"].startswith(scale_servers.s3_endpoint)
+    got = httpx.get(target["url"])
+    assert got.status_code == 200, got.text
+    assert got.headers["content-type"] == "audio/wav"
+    assert 'filename="song_target.wav"' in got.headers["content-disposition"]
+    assert got.content == s3_api.files.get("mono.wav").path.read_bytes()
+
+
+def _uploaded(api: Api) -> str:
+    data = api.files.get("stereo.wav").path.read_bytes()
+    up = _announce(api, data)
+    assert httpx.put(up["upload_url"], content=data, headers=up["headers"]).status_code == 200
+    done = api.post(f"/v1/files/{up['file_id']}/complete")
+    assert done.status_code == 200, done.text
+    return str(up["file_id"])
+
+
+# --- Gaudio's chunked upload as an S3 multipart upload ----------------------------------------
+
+
+def _gaudio(api: Api, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = api.client.post(f"/developers/api{path}", json=body, headers={"x-ga-apikey": api.key})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_gaudio_multipart_through_s3_out_of_order(s3_api: Api, scale_servers: Servers) -> None:
+    data = _noise_wav(11)
+    created = _gaudio(
+        s3_api, "/v1/files/upload-multipart/create", {"fileName": "big.wav", "fileSize": len(data)}
+    )
+    assert created["resultCode"] == 1000, created
+    info = created["resultData"]
+    chunk, urls = info["chunkSize"], info["preSignedUrl"]
+    assert chunk >= 5 * MiB  # raised from the 64 KiB setting
+    assert len(urls) == math.ceil(len(data) / chunk) == 3
+    assert all(u.startswith(scale_servers.s3_endpoint) for u in urls)
+    etags: dict[int, str] = {}
+    for i in (2, 0, 1):
+        put = httpx.put(urls[i], content=data[i * chunk : (i + 1) * chunk], timeout=60)
+        assert put.status_code == 200, put.text
+        etags[i + 1] = put.headers["ETag"].strip('"')
+    upload_id = info["uploadId"]
+    parts = [{"partNumber": n, "awsETag": etags[n]} for n in (3, 1, 2)]  # listed out of order
+    done = _gaudio(
+        s3_api, "/v1/files/upload-multipart/complete", {"uploadId": upload_id, "parts": parts}
+    )
+    assert done["resultCode"] == 1000, done
+    row = s3_api.get(f"/v1/files/{upload_id}").json()
+    assert row["status"] == "uploaded" and row["file_size"] == len(data)
+    with s3_api.services.storage.open(f"inputs/{upload_id}") as fh:
+        assert hashlib.sha256(fh.read()).digest() == hashlib.sha256(data).digest()
+    assert not s3_api.services.storage.exists(f"uploads/{upload_id}/upload-id")
+
+
+def test_gaudio_wrong_etag_on_s3(s3_api: Api) -> None:
+    data = _noise_wav(0.5)
+    created = _gaudio(
+        s3_api, "/v1/files/upload-multipart/create", {"fileName": "a.wav", "fileSize": len(data)}
+    )["resultData"]
+    assert httpx.put(created["preSignedUrl"][0], content=data).status_code == 200
+    wrong = [{"partNumber": 1, "awsETag": "0" * 32}]
+    bad = _gaudio(
+        s3_api,
+        "/v1/files/upload-multipart/complete",
+        {"uploadId": created["uploadId"], "parts": wrong},
+    )
+    assert bad["resultCode"] == 1100 and "awsETag" in bad["resultMessage"], bad
+
+
+# --- an outage ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outage(scale_servers: Servers) -> Iterator[None]:
+    scale_servers.stop_s3()
+    try:
+        yield
+    finally:
+        scale_servers.start_s3()
+
+
+def test_uploads_answer_503_while_s3_is_down(s3_api: Api, outage: None) -> None:
+    data = s3_api.files.get("stereo.wav").path.read_bytes()
+    r = s3_api.post("/v1/files", files={"file": ("song.wav", data, "audio/wav")})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+    assert r.json()["error"]["message"] == "object storage is unavailable; retry shortly"
+    assert int(r.headers["retry-after"]) > 0
+    up = _announce(s3_api, data)  # presigning needs no connection
+    r = s3_api.post(f"/v1/files/{up['file_id']}/complete")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+    r = s3_api.client.post(
+        "/developers/api/v1/files/upload-multipart/create",
+        json={"fileName": "a.wav", "fileSize": 10 * MiB},
+        headers={"x-ga-apikey": s3_api.key},
+    )
+    assert r.status_code == 503 and "retry-after" in r.headers, r.text

@@ -1,0 +1,385 @@
+"""The worker registry: workers advertise their device and models, claim only what they can
+run, and a job for a model no live worker runs waits and says so.
+
+Real workers (threads of this process, with their real separation children) on the real API
+(``TestClient``), on SQLite + local storage and on PostgreSQL + S3 (conftest.py). The packaged
+``spleeter-2stems`` and the DSP ``cascade-4stems`` built on it are the models installed here; a
+worker restricted with ``models=[...]`` stands in for another machine. A :class:`Presence`
+alone (a row, no slots) stands in for a worker that advertises a model this machine lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select, text
+from typer.testing import CliRunner
+
+from api_support import Api, make_api
+from demixer import __version__
+from demixer.cli import app
+from demixer.errors import ModelUnavailable, UnknownModel
+from demixer.service.db import Database, utcnow
+from demixer.service.migrate import migrate
+from demixer.service.schema import Base, WorkerRecord
+from demixer.service.worker import Worker
+from demixer.service.workers import (
+    FORGET_AFTER,
+    Presence,
+    list_workers,
+    live_models,
+    resolve_device,
+    stale_after,
+)
+from demixer.settings import Settings
+
+# The module runs on SQLite and on PostgreSQL, with local storage on both (what is tested here is
+# the database; the S3 paths are tested elsewhere). DEMIXER_TEST_BACKENDS limits it as for
+# ``backend`` (``pg-s3`` selects PostgreSQL).
+pytestmark = pytest.mark.usefixtures("database")
+
+
+_WANTED = os.environ.get("DEMIXER_TEST_BACKENDS", "sqlite,pg-s3").split(",")
+
+
+@pytest.fixture(params=[b for b in ("sqlite", "pg-s3") if b in _WANTED])
+def database(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str | None]:
+    """Point DEMIXER_DATABASE_URL at a fresh PostgreSQL database, or at nothing (SQLite)."""
+    monkeypatch.delenv("DEMIXER_STORAGE_URL", raising=False)
+    if request.param == "sqlite":
+        monkeypatch.delenv("DEMIXER_DATABASE_URL", raising=False)
+        yield None
+        return
+    servers = request.getfixturevalue("scale_servers")
+    url = servers.create_database()
+    monkeypatch.setenv("DEMIXER_DATABASE_URL", url)
+    try:
+        yield url
+    finally:
+        servers.drop_database(url)
+
+
+__all__ = ["make_api"]  # fixtures
+
+FAST = {"heartbeat_seconds": 0.3, "poll_seconds": 0.1, "lease_seconds": 2.0}
+INSTALLED = ["spleeter-2stems", "cascade-4stems"]  # registry order
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "the worker did not stop"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.05)
+    return value
+
+
+def states(api: Api) -> dict[str, str]:
+    return {w.id: w.state for w in list_workers(api.services.db, api.services.settings)}
+
+
+def advertise(api: Api, models: list[str], worker_id: str = "gpu-box:1:abcdef12") -> Presence:
+    """Register a worker row for ``models`` (another machine's worker, without its slots)."""
+    presence = Presence(
+        api.services.db,
+        api.services.settings,
+        worker_id=worker_id,
+        device="cuda:0 (NVIDIA H100 80GB HBM3)",
+        models=models,
+        slots=1,
+    )
+    presence.beat()
+    return presence
+
+
+def queue_stems(api: Api, model: str | None = None) -> Any:
+    inp: dict[str, Any] = {"file_id": api.upload(), "stems": ["vocals"]}
+    if model is not None:
+        inp["model"] = model
+    return api.post("/v1/queue/audio/stems", json={"input": inp})
+
+
+def status(api: Api, job_id: str) -> dict[str, Any]:
+    r = api.get(f"/v1/queue/requests/{job_id}/status")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def test_a_worker_advertises_its_device_and_models_and_leaves_the_live_list_when_stopped(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(**FAST)
+    worker = Worker(api.services, slots=2)
+    assert worker.models == INSTALLED and worker.device == "cpu"
+    host, pid, tail = worker.id.rsplit(":", 2)
+    assert host == socket.gethostname()[:60] and pid == str(os.getpid()) and len(tail) == 8
+    # A job's lease owner names its worker: the slot ids share the worker's random part.
+    assert worker.worker_ids == [f"{host}:{pid}:{i}:{tail}" for i in range(2)]
+    with running(worker):
+        wait_until(lambda: states(api).get(worker.id) == "live", 10, "the worker's row")
+        (info,) = list_workers(api.services.db, api.services.settings)
+        assert (info.hostname, info.pid, info.device) == (socket.gethostname(), os.getpid(), "cpu")
+        assert (info.models, info.slots, info.version) == (tuple(INSTALLED), 2, __version__)
+        assert info.stopped_at is None
+        first_seen = info.last_seen_at
+        wait_until(
+            lambda: (
+                list_workers(api.services.db, api.services.settings)[0].last_seen_at > first_seen
+            ),
+            5,
+            "a heartbeat",
+        )
+    assert states(api) == {worker.id: "stopped"}
+    with api.services.db.read() as s:
+        assert live_models(s, api.services.settings, api.services.db.clock()) == []
+
+
+def test_a_worker_that_stops_beating_is_lost_then_forgotten(tmp_path: Path) -> None:
+    offset = [timedelta()]
+    db = Database(Settings(data_dir=tmp_path).database, clock=lambda: utcnow() + offset[0])
+    db.create_all()
+    settings = Settings(data_dir=tmp_path, **FAST)
+    assert stale_after(settings) == timedelta(seconds=15)  # at least 15 s, whatever the beat
+    Presence(db, settings, worker_id="a:1:00000001", device="cpu", models=["x"], slots=1).beat()
+    assert [w.state for w in list_workers(db, settings)] == ["live"]
+    offset[0] = stale_after(settings) + timedelta(seconds=1)  # killed: no beat, no stop
+    assert [w.state for w in list_workers(db, settings)] == ["lost"]
+    with db.read() as s:
+        assert live_models(s, settings, db.clock()) == []
+    offset[0] = FORGET_AFTER + timedelta(minutes=1)
+    assert list_workers(db, settings) == []
+    # The next worker to register deletes long-dead rows.
+    Presence(db, settings, worker_id="b:2:00000002", device="cpu", models=["x"], slots=1).beat()
+    with db.read() as s:
+        assert list(s.execute(select(WorkerRecord.id)).scalars()) == ["b:2:00000002"]
+
+
+def test_the_heartbeat_survives_database_errors_and_registers_again(
+    make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = make_api(**FAST)
+    caplog.set_level(logging.INFO, logger="demixer.worker")
+    db = api.services.db
+    Base.metadata.tables["workers"].drop(db.engine)
+    presence = Presence(
+        db, api.services.settings, worker_id="w:1:0000abcd", device="cpu", models=["m"], slots=1
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=presence.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "refreshing its registry row failed" in caplog.text, 10, "the error")
+        assert thread.is_alive()
+        Base.metadata.tables["workers"].create(db.engine)
+        wait_until(lambda: states(api) == {"w:1:0000abcd": "live"}, 10, "the row, again")
+        with db.write() as s:  # pruned or lost meanwhile: the next beat registers it again
+            s.execute(text("DELETE FROM workers"))
+        wait_until(lambda: states(api) == {"w:1:0000abcd": "live"}, 10, "the re-registration")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert states(api) == {"w:1:0000abcd": "stopped"}
+
+
+# --- what a worker runs ----------------------------------------------------------------------
+
+
+def test_a_worker_runs_the_installed_models_it_was_given_and_refuses_to_run_none(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(**FAST)
+    assert Worker(api.services, models=["htdemucs", "cascade-4stems"]).models == ["cascade-4stems"]
+    with pytest.raises(ModelUnavailable, match=r"can run no model.*htdemucs"):
+        Worker(api.services, models=["htdemucs"])
+    with pytest.raises(UnknownModel):
+        Worker(api.services, models=["no-such-model"])
+
+
+def test_the_device_comes_from_the_setting_and_what_torch_sees() -> None:
+    import torch
+
+    assert resolve_device("cpu") == ("cpu", "cpu")
+    if torch.cuda.is_available():
+        device, described = resolve_device("auto")
+        assert device == "cuda:0" and described.startswith("cuda:0 (")
+    else:
+        assert resolve_device("auto") == ("cpu", "cpu")
+        with pytest.raises(ModelUnavailable, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+# --- queued jobs wait for a worker that runs their model ----------------------------------------
+
+
+def test_a_job_for_a_model_no_worker_runs_waits_says_so_and_runs_once_one_starts(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(**FAST)
+    r = queue_stems(api, "spleeter-2stems")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    body = status(api, job_id)
+    assert body["status"] == "IN_QUEUE"
+    assert body["waiting_reason"].startswith("no worker is running")
+    assert "'spleeter-2stems'" in body["waiting_reason"]
+
+    # "Another machine": a worker that runs only the cascade leaves the job alone.
+    with running(Worker(api.services, models=["cascade-4stems"])) as other:
+        wait_until(lambda: states(api).get(other.id) == "live", 10, "the cascade worker")
+        time.sleep(1.0)  # ten polls
+        body = status(api, job_id)
+        assert body["status"] == "IN_QUEUE" and body["queue_position"] == 0
+        assert body["waiting_reason"] == (
+            "no running worker can run model 'spleeter-2stems'; live workers run: "
+            "cascade-4stems. The request waits for a worker that has it"
+        )
+        assert other.child_pids() == [None]
+
+        with running(Worker(api.services, models=["spleeter-2stems"])):
+            done = wait_until(
+                lambda: (b := status(api, job_id))["status"] in ("COMPLETED", "FAILED") and b,
+                60,
+                "the job to run",
+            )
+    assert done["status"] == "COMPLETED", done
+    assert done["waiting_reason"] is None
+
+
+def test_waiting_reason_is_null_while_a_live_worker_runs_the_model(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(**FAST)
+    presence = advertise(api, ["spleeter-2stems"])
+    job_id = queue_stems(api).json()["request_id"]
+    body = status(api, job_id)
+    assert (body["status"], body["waiting_reason"]) == ("IN_QUEUE", None)
+    listed = api.get("/v1/queue/requests").json()["data"]
+    assert [(j["request_id"], j["waiting_reason"]) for j in listed] == [(job_id, None)]
+    presence.mark_stopped()
+    assert status(api, job_id)["waiting_reason"].startswith("no worker is running")
+
+
+def test_the_api_accepts_a_model_only_a_worker_has(make_api: Callable[..., Api]) -> None:
+    api = make_api(**FAST)
+    r = queue_stems(api, "htdemucs")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "MODEL_UNAVAILABLE", r.text
+    assert "htdemucs" not in api.get("/v1/models").json()["data"][1]["engine_models"]
+
+    presence = advertise(api, ["htdemucs"])
+    models = api.get("/v1/models").json()
+    assert "htdemucs" in models["data"][1]["engine_models"]
+    assert "htdemucs" in [m["id"] for m in models["engine_models"]]
+    r = queue_stems(api, "htdemucs")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    assert status(api, job_id)["waiting_reason"] is None
+    # A local worker never takes it: htdemucs is not installed here.
+    with running(Worker(api.services)) as local:
+        wait_until(lambda: states(api).get(local.id) == "live", 10, "the local worker")
+        time.sleep(1.0)
+        assert status(api, job_id)["status"] == "IN_QUEUE"
+    # Stopped for a while (not forgotten): still accepted, and the status says why it waits.
+    presence.mark_stopped()
+    assert queue_stems(api, "htdemucs").status_code == 202
+    reason = status(api, job_id)["waiting_reason"]
+    assert reason.startswith("no worker is running") and "'htdemucs'" in reason
+
+
+def test_the_status_field_is_in_the_openapi_schema(make_api: Callable[..., Api]) -> None:
+    schema = make_api().client.get("/v1/openapi.json").json()
+    prop = schema["components"]["schemas"]["RequestStatus"]["properties"]["waiting_reason"]
+    assert "no running worker can run model" in prop["description"]
+
+
+# --- the command and the migration -----------------------------------------------------------
+
+
+def test_the_workers_command_lists_live_and_stopped_workers(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    db = Database(settings.database)
+    migrate(db)
+    runner = CliRunner()
+    result = runner.invoke(app, ["workers", "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "no worker has registered" in result.output
+    gpu = Presence(
+        db,
+        settings,
+        worker_id="gpu:7:0000beef",
+        device="cuda:0 (H100)",
+        models=["htdemucs"],
+        slots=2,
+    )
+    gpu.beat()
+    cpu = Presence(
+        db, settings, worker_id="cpu:8:0000cafe", device="cpu", models=INSTALLED, slots=1
+    )
+    cpu.beat()
+    cpu.mark_stopped()
+    result = runner.invoke(app, ["workers", "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    gpu_line = next(line for line in lines if "gpu:7:0000beef" in line)
+    assert "live" in gpu_line and "cuda:0 (H100)" in gpu_line and "htdemucs" in gpu_line
+    cpu_line = next(line for line in lines if "cpu:8:0000cafe" in line)
+    assert "stopped" in cpu_line and "spleeter-2stems, cascade-4stems" in cpu_line
+    assert "1 live worker(s) run: htdemucs" in result.output
+    assert "workers" in runner.invoke(app, ["--help"]).output
+
+
+def test_the_migration_creates_the_table_the_models_describe(tmp_path: Path) -> None:
+    db = Database(Settings(data_dir=tmp_path).database)  # the backend's database
+    migrate(db)
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    migrate(db)  # idempotent
+    when: datetime = db.clock()
+    with db.write() as s:
+        s.add(
+            WorkerRecord(
+                id="x:1:1",
+                hostname="x",
+                pid=1,
+                device="cpu",
+                models=["a", "b"],
+                slots=1,
+                version="0",
+                started_at=when,
+                last_seen_at=when,
+            )
+        )
+    with db.read() as s:
+        row = s.get(WorkerRecord, "x:1:1")
+        assert row is not None and row.models == ["a", "b"] and row.last_seen_at == when
