@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--connections", type=int, nargs="*", default=[8, 32])
     ap.add_argument("--load-seconds", type=float, default=10.0)
-    ap.add_argument("--retries", type=int, default=1, help="re-runs of a contended load run")
+    ap.add_argument("--retries", type=int, default=0, help="re-runs of a contended load run")
     ap.add_argument("--quiet-wait", type=float, default=30.0)
     ap.add_argument("--no-load", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")

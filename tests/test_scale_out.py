@@ -277,28 +277,82 @@ def test_s3_gone_for_a_while_uploads_answer_503_and_jobs_still_complete(
         stack.servers.start_s3()
     done = wait_all(client, ids, timeout=240)
     assert {d["status"] for d in done.values()} == {"COMPLETED"}, done
+    # The worker kept its job through the outage (retrying the fetch): no attempt was spent.
+    assert {stack.jobs()[i].attempts for i in ids} == {1}
+    assert "object storage is unavailable" in stack.workers[0].logs()
     # and uploads work again
     assert submit(client, upload(client, unique_song(tmp_path, excerpt, 100, 2.0)))
+
+
+def upload_through_a_restart(base_url: str, key: str, path: Path, restart: Any) -> str:
+    """Upload ``path`` with the Python client while ``restart`` kills and restarts the API (it
+    starts once the first MiB is on its way); returns the uploaded file's id."""
+    from demixer.client import Client
+
+    stamps: dict[str, float] = {}
+
+    def timed_restart() -> None:
+        stamps["restart"] = time.monotonic()
+        restart()
+
+    restarter = threading.Thread(target=timed_restart)
+
+    def on_bytes(_n: int) -> None:
+        if not restarter.is_alive() and restarter.ident is None:
+            restarter.start()
+        time.sleep(0.2)  # a slow uplink: the restart lands in the middle of the upload
+
+    with Client(base_url, api_key=key) as demixer:
+        try:
+            file = demixer.upload(path, on_bytes=on_bytes)
+            stamps["uploaded"] = time.monotonic()
+        finally:
+            restarter.join()
+    # The API went down before the client was done (and came back only later).
+    assert stamps["restart"] < stamps["uploaded"]
+    assert file.status == "uploaded", file
+    assert file.duration is not None and abs(file.duration - 30.0) < 0.01
+    return file.file_id
 
 
 def test_the_api_killed_during_an_upload_the_client_retries_and_completes(
     stack: Stack, excerpt: tuple[np.ndarray, int], tmp_path: Path
 ) -> None:
-    from demixer.client import Client
-
+    """On S3 the bytes go to the bucket, not through the API: the upload goes on while the API
+    restarts, and the client's completion call is retried until the new process answers."""
     stack.add_worker()
     path = unique_song(tmp_path, excerpt, 7, 30.0)
-    killer = threading.Timer(0.05, stack.restart_api)
-    with Client(stack.api.base_url, api_key=stack.api.key) as demixer:
-        killer.start()
-        try:
-            file = demixer.upload(path)
-        finally:
-            killer.join()
-        assert file.status == "uploaded"
-        job = demixer.submit_stems(file.file_id, model="spleeter-2stems", stems=["vocals"])
-        final = demixer.wait(job.request_id, timeout=120)
-    assert final.status == "COMPLETED"
+    file_id = upload_through_a_restart(stack.api.base_url, stack.api.key, path, stack.restart_api)
+    client = stack.client()
+    done = wait_status(client, submit(client, file_id), FINAL, timeout=120)
+    assert done["status"] == "COMPLETED", done
+
+
+def test_the_api_killed_during_an_upload_to_local_storage_the_client_sends_it_again(
+    excerpt: tuple[np.ndarray, int], tmp_path: Path
+) -> None:
+    """Embedded (SQLite + local storage): the PUT goes to the API itself and breaks when it
+    dies; the client sends it again to the restarted API, which keeps no partial file."""
+    env = fast_env()
+    server = start_server(tmp_path / "data", workers=1, env=env)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    servers = [server]
+
+    def restart() -> None:
+        servers[-1].kill()
+        servers.append(start_server(tmp_path / "data", workers=1, env=env, port=port))
+
+    try:
+        path = unique_song(tmp_path, excerpt, 8, 30.0)
+        file_id = upload_through_a_restart(server.base_url, server.key, path, restart)
+        client = servers[-1].client(server.key)
+        done = wait_status(client, submit(client, file_id), FINAL, timeout=120)
+        assert done["status"] == "COMPLETED", done
+        leftovers = [p.name for p in (tmp_path / "data" / "storage" / "inputs").iterdir()]
+        assert leftovers == [file_id]  # the broken PUT's temporary file is gone
+    finally:
+        for s in servers:
+            s.kill()
 
 
 def test_keys_created_on_one_api_work_on_another(stack: Stack) -> None:

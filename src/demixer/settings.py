@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Jobs and workers.
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 2.0
+    # A worker that cannot reach object storage keeps its job (and lease) and retries reading
+    # the input or writing the stems this long before giving the attempt back.
+    storage_outage_seconds: float = 300.0
     poll_seconds: float = 0.5
     job_timeout_seconds: float = 3600.0
     max_attempts: int = 3

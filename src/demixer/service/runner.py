@@ -49,7 +49,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
@@ -68,6 +68,7 @@ __all__ = ["Runner"]
 log = logging.getLogger("demixer.worker")
 
 _API_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+T = TypeVar("T")
 _WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the stop flag again
 
 
@@ -191,6 +192,27 @@ class _Lease:
         if cancel:
             raise _Abort("cancelled")
 
+    def through_outage(self, call: Callable[[], T], what: str) -> T:
+        """``call()``, tried again while object storage is unavailable, for up to
+        ``storage_outage_seconds``: the attempt keeps its lease (heartbeats go on; a cancel,
+        stop or the job's time limit still end it) instead of spending one of its attempts on
+        an outage."""
+        settings = self.runner.services.settings
+        deadline = time.monotonic() + settings.storage_outage_seconds
+        wait = 0.5
+        while True:
+            try:
+                return call()
+            except StorageUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("%s: %s; retrying in %.1f s", what, exc.message, wait)
+                until = time.monotonic() + wait
+                while time.monotonic() < until:
+                    self.tick(stoppable=True)
+                    time.sleep(min(_WAIT_SLICE, max(0.0, until - time.monotonic())))
+                wait = min(wait * 2, 5.0)
+
 
 def _drop(storage: Storage, prefix: str) -> None:
     """Delete an attempt's partial outputs; while the store is down, the sweeper does it later
@@ -255,9 +277,13 @@ class Runner:
     def _input(self, params: _Params, tmp: Path, lease: _Lease) -> Iterator[Path]:
         settings = self.services.settings
         if params.storage_key is not None:
+            key = params.storage_key
             with ExitStack() as stack:
                 try:
-                    path = stack.enter_context(self.services.storage.local_path(params.storage_key))
+                    path = lease.through_outage(
+                        lambda: stack.enter_context(self.services.storage.local_path(key)),
+                        f"{self.worker_id}: fetching the input of {key}",
+                    )
                 except StorageUnavailable as exc:  # an outage: the job waits for the store
                     message = f"fetching the input failed: {exc.message}"
                     raise _Abort("failed", exc.code, message, retryable=True) from exc
@@ -346,7 +372,9 @@ class Runner:
             for engine_name, out in result.outputs.items():
                 api_name = params.names.get(engine_name, engine_name)
                 key = f"{prefix}{api_name}.{fmt.extension}"
-                size = storage.put_file(key, Path(out.path))
+                size = lease.through_outage(
+                    partial(storage.put_file, key, Path(out.path)), f"{claim.id}: storing {key}"
+                )
                 outputs[api_name] = {
                     "key": key,
                     "content_type": fmt.content_type,
@@ -364,7 +392,10 @@ class Runner:
                         "key": key,
                         "content_type": extra_fmt.content_type,
                         "file_name": f"{Path(params.input_name).stem}_{api_name}.{ext}",
-                        "size": storage.put_file(key, Path(extra.path)),
+                        "size": lease.through_outage(
+                            partial(storage.put_file, key, Path(extra.path)),
+                            f"{claim.id}: storing {key}",
+                        ),
                         "duration": result.duration,
                         "sample_rate": extra.sample_rate,
                         "channels": extra.channels,
