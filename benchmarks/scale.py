@@ -18,14 +18,17 @@ servers of ``tests/servers.py``, started once per run on loopback.
    each upload unique, so the result cache never answers) back to back and time from the first
    submit until the last job's COMPLETED (its ``completed`` log line). CPU seconds per job of
    the worker trees (worker + separation child), the API, PostgreSQL and the S3 server, by
-   psutil. Then, at the N with the most jobs per minute, the same with ``--long-seconds``
-   files: how cost grows with file length.
-2. **Load.** ``wrk`` (one thread per generator) against ``GET /v1/queue/requests/{id}/status``
-   of a COMPLETED job and ``POST /v1/queue/audio/stems`` (no workers: jobs only queue), at each
-   of ``--connections``, with one API process and with two on different ports sharing the data
-   dir and database (one generator per API process, run at once; rates summed).
+   psutil. On the first stack, also one ``demixer worker --slots S`` process for S in
+   ``--slots`` (its slots split the cores' torch threads). Then, with the configuration that
+   had the most jobs per minute (and on the first stack with one worker too), the same with
+   ``--long-jobs`` files of ``--long-seconds``: how cost grows with file length.
+2. **Load**, on the stacks of ``--load-stack``. ``wrk`` (one thread per generator) against
+   ``GET /v1/queue/requests/{id}/status`` of a COMPLETED job and ``POST /v1/queue/audio/stems``
+   (no workers: jobs only queue), at each of ``--connections``, with one API process and with
+   two on different ports sharing the data dir and database (one generator per API process,
+   run at once; rates summed).
 
-    .venv/bin/python benchmarks/scale.py [--stack pg sqlite pg-s3] [--workers 1 2 4]
+    .venv/bin/python benchmarks/scale.py [--stack pg-s3 pg sqlite] [--workers 1 2 4]
 """
 
 from __future__ import annotations
@@ -542,10 +545,10 @@ def render_throughput(runs: list[dict[str, Any]], args: Any) -> list[str]:
         )
     head = [
         "stack",
-        "workers",
+        "workers (processes × slots)",
         "wall s",
         "jobs/min",
-        "÷ 1 worker",
+        "÷ 1 × `--slots 1`",
         "job s (claim → COMPLETED, mean)",
         "CPU s/job: workers",
         "API",
@@ -578,7 +581,7 @@ def render_throughput(runs: list[dict[str, Any]], args: Any) -> list[str]:
     rows.sort(key=lambda row: (row[0], row[1], float(row[2].split(" × ")[1][:-2])))
     head = [
         "stack",
-        "workers",
+        "workers (processes × slots)",
         "batch",
         "wall s",
         "jobs/min",
@@ -652,7 +655,9 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
         )
         lines.append(
             f"- {STACK_LABEL[stack]}: {one['jobs_per_min']:.0f} jobs/min on one worker "
-            f"({one['cores_used']:.2f} cores busy); against it {ups}. The best is "
+            f"({one['cores_used']:.2f} cores busy)"
+            + (f"; against it {ups}" if ups else "")
+            + ". The best is "
             f"{label(_config(best))} at {best['jobs_per_min']:.0f} jobs/min, "
             f"{best['cores_used']:.2f} of the {os.cpu_count()} cores busy."
         )
@@ -730,8 +735,12 @@ def render(payload: dict[str, Any], args: Any) -> str:
         "*CPU s/job*: CPU seconds of each process tree (psutil) over the batch, per job; "
         "*cores used*: all of them per wall second (with this client); *other load*: CPU "
         "used meanwhile by processes not part of the run, as a share of the machine. The file "
-        f"length rows repeat the batch with {args.long_seconds:g} s files at the number of "
-        "workers with the most jobs per minute.\n"
+        f"length rows repeat the batch with {args.long_seconds:g} s files with the "
+        "configuration that had the most jobs per minute (and, on the first stack, with one "
+        "worker too). On the first stack the batch also runs on one `demixer worker --slots "
+        f"{' / '.join(map(str, args.slots)) or '–'}` process: with several slots the worker "
+        "gives each slot's child cores ÷ slots torch threads, where N one-slot processes each "
+        "use all the cores.\n"
     )
     if payload["throughput"]:
         out += render_throughput(payload["throughput"], args)
@@ -755,7 +764,7 @@ def render(payload: dict[str, Any], args: Any) -> str:
         out += ["### Reading the figures\n", "\n".join(lines) + "\n"]
     out.append(
         "Reproduce: `.venv/bin/python benchmarks/scale.py` (options: `--stack pg-s3 pg sqlite`, "
-        "`--load-stack pg sqlite`, "
+        "`--load-stack pg sqlite`, `--slots 2`, "
         f"`--workers 1 2 4`, `--jobs {args.jobs}`, `--seconds {args.seconds:g}`, "
         f"`--long-seconds {args.long_seconds:g}`, `--long-jobs {args.long_jobs}`). All figures: "
         "`benchmarks/.cache/scale.json`.\n"

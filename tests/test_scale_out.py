@@ -238,6 +238,18 @@ def test_postgres_restarting_under_load_loses_no_job(
         assert down.status_code == 503, down.text
         assert down.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
         assert "retry-after" in down.headers
+        # The vendor protocols answer in their own envelopes.
+        vendor = httpx.get(
+            f"{stack.api.base_url}/api/public/v1/byId",
+            params={"task_id": ids[0]},
+            headers={"Authorization": stack.api.key},
+        )
+        assert vendor.status_code == 503, vendor.text
+        assert vendor.json() == {
+            "success": False,
+            "error": "DATABASE_UNAVAILABLE",
+            "message": "the database is unavailable; retry shortly",
+        }
         time.sleep(5)
     finally:
         stack.servers.start_postgres()

@@ -42,12 +42,19 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
     return Settings(**values)
 
 
+STARTUP_WAIT_SECONDS = 60.0  # how long a command waits for an unreachable database
+
+
 def _services(settings: Any) -> Any:
     from demixer.service.context import Services
+    from demixer.service.db import retry_unavailable
     from demixer.service.migrate import migrate
 
     services = Services.from_settings(settings)
-    migrate(services.db)
+    # Started together with its database (a compose file, a reboot): wait for it a while.
+    retry_unavailable(
+        lambda: migrate(services.db), within=STARTUP_WAIT_SECONDS, what="migrating", max_wait=2.0
+    )
     return services
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "NotReady",
     "RateLimited",
     "ResultExpired",
+    "ServiceUnavailable",
     "SizeMismatch",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
@@ -273,40 +274,33 @@ class IdempotencyInProgress(Conflict):
     code = "IDEMPOTENCY_IN_PROGRESS"
 
 
-class StorageUnavailable(DemixerError):
-    """Object storage cannot be reached (connection refused, timeout, a 5xx): retry shortly.
+class ServiceUnavailable(DemixerError):
+    """A part the server depends on is briefly unreachable (answered 503 with ``Retry-After``):
+    nothing was done, the same request may be sent again.
 
     ``retry_after``: seconds after which trying again may help.
     """
+
+    code = "SERVICE_UNAVAILABLE"
+    retry_after = 5
+    default_message = "the service is briefly unavailable; retry shortly"
+
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
+        super().__init__(message or self.default_message, param=param)
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """Object storage cannot be reached (connection refused, timeout, a 5xx)."""
 
     code = "STORAGE_UNAVAILABLE"
-    retry_after = 5
-
-    def __init__(
-        self,
-        message: str = "object storage is unavailable; retry shortly",
-        *,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message, param=param)
+    default_message = "object storage is unavailable; retry shortly"
 
 
-class DatabaseUnavailable(DemixerError):
-    """The job database cannot be reached (PostgreSQL down or restarting): retry shortly.
-
-    ``retry_after``: seconds after which trying again may help.
-    """
+class DatabaseUnavailable(ServiceUnavailable):
+    """The job database cannot be reached (PostgreSQL down or restarting)."""
 
     code = "DATABASE_UNAVAILABLE"
-    retry_after = 5
-
-    def __init__(
-        self,
-        message: str = "the database is unavailable; retry shortly",
-        *,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message, param=param)
+    default_message = "the database is unavailable; retry shortly"
 
 
 # CLI exit codes: 0 ok, 2 usage, 3 bad input, 4 model unavailable, 1 anything else.

@@ -35,6 +35,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
+    ServiceUnavailable,
     StorageUnavailable,
     UnknownModel,
     UnknownStem,
@@ -48,6 +49,7 @@ from demixer.storage import BlobNotFound
 __all__ = [
     "STATUS",
     "RequestIdMiddleware",
+    "as_demixer_error",
     "error_body",
     "install_error_handlers",
     "request_id",
@@ -128,13 +130,23 @@ async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
     # A 429 or 503 says when to come back (RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS,
     # STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE).
     headers = None
-    if isinstance(exc, RateLimited | StorageUnavailable | DatabaseUnavailable):
+    if isinstance(exc, RateLimited | ServiceUnavailable):
         headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(
         error_body(exc.code, exc.message, exc.param, request_id(request)),
         status_code=status,
         headers=headers,
     )
+
+
+def as_demixer_error(exc: Exception) -> DemixerError:
+    """``exc`` for a vendor's error envelope: demixer's own errors as they are, an unreachable
+    database as :class:`DatabaseUnavailable`; anything else is raised again (a bug: a 500)."""
+    if isinstance(exc, DemixerError):
+        return exc
+    if is_unavailable(exc):
+        return DatabaseUnavailable()
+    raise exc
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -29,7 +29,7 @@ from demixer import __version__
 from demixer.errors import ModelUnavailable
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs
-from demixer.service.db import Database
+from demixer.service.db import Database, is_unavailable
 from demixer.service.schema import WorkerRecord
 from demixer.settings import Settings
 
@@ -319,9 +319,13 @@ class Presence:
                 if failing:
                     log.info("worker %s: its registry row is refreshed again", self.worker_id)
                 failing = False
-            except Exception:
-                if not failing:
-                    log.exception("worker %s: refreshing its registry row failed", self.worker_id)
+            except Exception as exc:
+                if not failing:  # an outage is expected now and then: no traceback for it
+                    log.warning(
+                        "worker %s: refreshing its registry row failed",
+                        self.worker_id,
+                        exc_info=not is_unavailable(exc),
+                    )
                 failing = True
             stop.wait(self.interval)
         if self._registered:

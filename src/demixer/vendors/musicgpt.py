@@ -47,10 +47,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from demixer.api import submit, uploads
+from demixer.api.errors import as_demixer_error
 from demixer.api.jobs import owned_job, result_response
 from demixer.api.limits import count_request
 from demixer.api.schemas import StemsRequest
@@ -65,7 +67,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
-    StorageUnavailable,
+    ServiceUnavailable,
     UnknownStem,
     UnsupportedMediaType,
 )
@@ -137,7 +139,7 @@ def vendor_status(error: DemixerError) -> int:
         (Unauthorized, 401),
         (Forbidden, 403),
         (RateLimited, 429),
-        (StorageUnavailable, 503),
+        (ServiceUnavailable, 503),
         (NotFound, 404),
         (Gone, 404),
         (Conflict, 409),
@@ -159,7 +161,7 @@ def vendor_status(error: DemixerError) -> int:
 
 def _error(error: DemixerError) -> JSONResponse:
     headers = None
-    if isinstance(error, RateLimited | StorageUnavailable):
+    if isinstance(error, RateLimited | ServiceUnavailable):
         headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse(
         {"success": False, "error": error.code, "message": error.message},
@@ -452,8 +454,8 @@ async def extraction(request: Request) -> JSONResponse:
                 body = await anyio.to_thread.run_sync(run)
         except StarletteHTTPException as exc:  # not a multipart form, or a broken one
             raise InvalidRequest(f"send a multipart form: {exc.detail}") from None
-    except DemixerError as exc:
-        return _error(exc)
+    except (DemixerError, DBAPIError) as exc:
+        return _error(as_demixer_error(exc))
     return JSONResponse(body)
 
 
@@ -475,6 +477,6 @@ async def by_id(request: Request) -> JSONResponse:
             raise InvalidRequest("give task_id or conversion_id", param="task_id")
         run = partial(_lookup, services, identity.account_id, task_id)
         body = await anyio.to_thread.run_sync(run)
-    except DemixerError as exc:
-        return _error(exc)
+    except (DemixerError, DBAPIError) as exc:
+        return _error(as_demixer_error(exc))
     return JSONResponse(body)

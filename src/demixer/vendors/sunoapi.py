@@ -42,10 +42,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from demixer.api import submit
 from demixer.api.auth import ServicesDep, require
+from demixer.api.errors import as_demixer_error
 from demixer.api.jobs import owned_job, result_response
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
@@ -57,7 +59,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
-    StorageUnavailable,
+    ServiceUnavailable,
     TooManyConcurrentJobs,
     UnknownStem,
 )
@@ -139,7 +141,7 @@ def vendor_code(error: DemixerError) -> int:
         return 413
     if type(error) is DemixerError or error.code in ("INTERNAL", "MODEL_FAILED"):
         return 500
-    if isinstance(error, StorageUnavailable):  # a server-side outage, not the caller's input
+    if isinstance(error, ServiceUnavailable):  # a server-side outage, not the caller's input
         return 500
     return 400
 
@@ -148,8 +150,9 @@ def _answer(run: Callable[[], JSONResponse]) -> JSONResponse:
     """``run()``, with demixer's errors answered in the envelope (HTTP 200)."""
     try:
         return run()
-    except DemixerError as exc:
-        return _envelope(vendor_code(exc), exc.message)
+    except (DemixerError, DBAPIError) as exc:
+        error = as_demixer_error(exc)
+        return _envelope(vendor_code(error), error.message)
 
 
 def _url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None]:

@@ -16,7 +16,9 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
 
+from demixer.api.errors import as_demixer_error
 from demixer.errors import (
     Conflict,
     DemixerError,
@@ -30,7 +32,7 @@ from demixer.errors import (
     NotFound,
     RateLimited,
     ResultExpired,
-    StorageUnavailable,
+    ServiceUnavailable,
     UnsupportedMediaType,
     UrlExpired,
 )
@@ -96,7 +98,7 @@ CODES: dict[type[DemixerError], int] = {
     Unauthorized: 401,
     Forbidden: 403,  # a key without the scope; a tampered signed part URL
     RateLimited: 429,
-    StorageUnavailable: 503,  # object storage unreachable: retry (with Retry-After)
+    ServiceUnavailable: 503,  # database or object storage unreachable: retry (Retry-After)
     UnsupportedRate: 1014,
     UnsupportedChannels: 1015,
     JobNotFound: 1104,
@@ -145,7 +147,7 @@ def error_response(error: DemixerError) -> JSONResponse:
     code = code_for(error)
     if code < 1000:
         headers = None
-        if isinstance(error, RateLimited | StorageUnavailable):
+        if isinstance(error, RateLimited | ServiceUnavailable):
             headers = {"Retry-After": str(error.retry_after)}
         body = {"error": _HTTP_NAMES.get(code, "error"), "message": error.message}
         return JSONResponse(body, status_code=code, headers=headers)
@@ -163,8 +165,8 @@ class GaudioRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except DemixerError as exc:
-                return error_response(exc)
+            except (DemixerError, DBAPIError) as exc:
+                return error_response(as_demixer_error(exc))
             except RequestValidationError as exc:
                 first: dict[str, Any] = next(iter(exc.errors()), {})
                 where = ".".join(str(p) for p in first.get("loc", ()))
