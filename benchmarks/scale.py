@@ -424,8 +424,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quiet-wait", type=float, default=30.0)
     ap.add_argument("--no-load", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument(
+        "--render", type=Path, help="measure nothing: rewrite the section from this scale.json"
+    )
+    ap.add_argument(
+        "--keep-quieter",
+        type=Path,
+        help="an earlier run's scale.json: of each measurement in both, keep the one that ran "
+        "with less other load on the machine",
+    )
     args = ap.parse_args(argv)
 
+    if args.render:
+        saved: dict[str, Any] = json.loads(args.render.read_text())
+        common.write_section("scale", render(saved, args))
+        return saved
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     h = service.harness()
     if args.no_throughput:
@@ -487,10 +500,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "skipped": skipped,
         "run_s": time.perf_counter() - t_start,
     }
+    if args.keep_quieter:
+        payload = quieter(json.loads(args.keep_quieter.read_text()), payload)
     common.CACHE.mkdir(exist_ok=True)
     (common.CACHE / "scale.json").write_text(json.dumps(payload, indent=1))
     common.write_section("scale", render(payload, args))
     return payload
+
+
+def quieter(earlier: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """``now`` with each measurement replaced by ``earlier``'s of the same set-up when that one
+    ran with less other load (a shared machine: the less disturbed figure is the truer one),
+    plus ``earlier``'s measurements of set-ups ``now`` lacks."""
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        fields = ("stack", "workers", "slots", "seconds", "jobs", "endpoint", "apis", "conns")
+        return tuple(r.get(f) for f in fields)
+
+    out = dict(now)
+    replaced = 0
+    for part in ("throughput", "load"):
+        old = {key(r): r for r in earlier.get(part, []) if "error" not in r}
+        rows = []
+        for r in now[part]:
+            o = old.get(key(r))
+            if o is not None and (o.get("foreign_load") or 0.0) < (r.get("foreign_load") or 1.0):
+                o = {**o, "earlier_run": True}
+                replaced += 1
+                rows.append(o)
+            else:
+                rows.append(r)
+        seen = {key(r) for r in now[part]}
+        rows += [{**r, "earlier_run": True} for k, r in old.items() if k not in seen]
+        replaced += sum(k not in seen for k in old)
+        out[part] = rows
+    out["from_earlier_run"] = replaced
+    return out
 
 
 # --- RESULTS.md -----------------------------------------------------------------------------
@@ -661,6 +706,15 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
             f"{label(_config(best))} at {best['jobs_per_min']:.0f} jobs/min, "
             f"{best['cores_used']:.2f} of the {os.cpu_count()} cores busy."
         )
+        two = rs.get((2, 1))
+        c1, c2 = one["cpu_per_job_s"]["workers"], two and two["cpu_per_job_s"]["workers"]
+        if two is not None and c2 is not None and c2 > 1.3 * c1:
+            lines.append(
+                f"  Two one-slot workers cost {c2:.2f} worker CPU s per job against {c1:.2f} s "
+                "for one: each one-slot worker's child runs torch on all the cores, so N of "
+                "them put N × cores threads on the cores; the extra CPU time is most likely "
+                "those threads spin-waiting for each other (OpenMP), not more work."
+            )
         cpu = sum(best["cpu_per_job_s"].values())
         bound = 60 * (os.cpu_count() or 1) / cpu
         lines.append(
@@ -759,6 +813,13 @@ def render(payload: dict[str, Any], args: Any) -> str:
         out += render_load(payload["load"])
     for name, why in payload.get("skipped", {}).items():
         out.append(f"*{STACK_LABEL[name]} not measured: {why}.*\n")
+    if payload.get("from_earlier_run"):
+        out.append(
+            f"*{payload['from_earlier_run']} of the measurements above come from an earlier run "
+            "of this script on the same tree (`--keep-quieter`): of each measurement made in both "
+            "runs, the one with less other load on the machine is shown; those made in only "
+            "one run are shown as they are.*\n"
+        )
     lines = interpret(payload, args)
     if lines:
         out += ["### Reading the figures\n", "\n".join(lines) + "\n"]

@@ -27,6 +27,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
+from conftest import Backend
 from demixer import AsyncClient, Client
 from demixer.client import ApiError, ConnectionFailed, JobCancelled, JobFailed, Status
 from demixer.client.core import StatusStream, retry_delay
@@ -48,7 +49,8 @@ def music(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
+    # ``backend``: one per backend, started in its environment (its database and bucket).
     # 127.0.0.1 allowed as an audio_url host: the non-audio URL below is served on loopback.
     env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
     with running_server(tmp_path_factory.mktemp("serve"), env=env) as s:

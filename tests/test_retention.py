@@ -50,9 +50,6 @@ class Clocked(Api):
     def sweep(self) -> SweepCounts:
         return Sweeper(self.services).sweep_once()
 
-    def path(self, url: str) -> str:
-        return url.removeprefix(TESTSERVER)
-
 
 @pytest.fixture
 def clocked(tmp_path: Path) -> Iterator[Clocked]:
@@ -140,7 +137,7 @@ def test_a_result_expires_48_hours_after_it_finished(clocked: Clocked) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert datetime.fromisoformat(body["retention"]["delete_after"]) == finished + 48 * HOUR
-    target = api.path(body["data"]["target"]["url"])
+    target = body["data"]["target"]["url"]
     assert api.fetch(target).status_code == 200
     assert api.sweep() == SweepCounts()
 
@@ -169,9 +166,7 @@ def test_a_deleted_blob_answers_404_not_500(clocked: Clocked) -> None:
     api = clocked
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     api.worker_done(job_id)
-    target = api.path(
-        api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
-    )
+    target = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
     api.services.storage.delete_prefix(f"outputs/{job_id}/")  # lost behind the API's back
     if api.direct:  # the bucket answers for a presigned URL
         assert api.fetch(target).status_code == 404

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
+from conftest import Backend
 from service_harness import Server, create_key, fast_env, running_server, start_server, wait_status
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -43,7 +44,8 @@ def long_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
+    # ``backend``: one per backend, started in its environment (its database and bucket).
     with running_server(tmp_path_factory.mktemp("serve")) as s:
         yield s
 

@@ -22,6 +22,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
+from conftest import Backend
 from local_origin import Origin, Posted, local_origin
 from service_harness import Server, fast_env, running_server
 
@@ -100,7 +101,8 @@ def assert_error(r: httpx.Response, status: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
+def origin(backend: Backend) -> Iterator[Origin]:
+    # One per backend: the callbacks it records are each backend's own.
     mix = decode_stream(stempeg_example(), 0)[:, : int(SECONDS * RATE)]
     buf = io.BytesIO()
     sf.write(buf, np.ascontiguousarray(mix.T), RATE, format="WAV", subtype="PCM_16")
@@ -110,7 +112,10 @@ def origin() -> Iterator[Origin]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend, origin: Origin
+) -> Iterator[Server]:
+    # ``backend``: one per backend, started in its environment (its database and bucket).
     env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
     with running_server(tmp_path_factory.mktemp("lasso"), env=env) as s:
         yield s

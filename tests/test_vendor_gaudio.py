@@ -107,7 +107,8 @@ def wav_bytes(seconds: float, channels: int = 2, rate: int = RATE) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
+    # ``backend``: one per backend, started in its environment (its database and bucket).
     env = fast_env(DEMIXER_GAUDIO_CHUNK_BYTES=str(CHUNK))
     with running_server(tmp_path_factory.mktemp("gaudio"), env=env) as s:
         yield s

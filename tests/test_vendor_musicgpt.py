@@ -127,7 +127,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
+    # ``backend``: one per backend, started in its environment (its database and bucket).
     env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
     with running_server(tmp_path_factory.mktemp("serve"), env=env) as s:
         yield s

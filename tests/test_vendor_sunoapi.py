@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
+from conftest import Backend
 from local_origin import Origin, local_origin
 from service_harness import Server, fast_env, free_port, running_server
 
@@ -90,7 +91,8 @@ def seconds_of(url: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+def origin(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+    # One per backend: the callbacks it records are each backend's own.
     mix = decode_stream(stempeg_example(), 0)[:, : int(SECONDS * RATE)]
     buf = io.BytesIO()
     sf.write(buf, np.ascontiguousarray(mix.T), RATE, format="WAV", subtype="PCM_16")
@@ -101,7 +103,10 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend, origin: Origin
+) -> Iterator[Server]:
+    # ``backend``: one per backend, started in its environment (its database and bucket).
     # One delivery attempt: a callback that cannot be delivered fails at once.
     env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1", DEMIXER_WEBHOOK_MAX_ATTEMPTS="1")
     with running_server(tmp_path_factory.mktemp("suno"), env=env) as s:

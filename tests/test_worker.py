@@ -27,6 +27,7 @@ import soundfile as sf
 from sqlalchemy import select
 
 from audiofiles import stempeg_example
+from conftest import Backend
 from demixer.audio import load
 from demixer.service.context import Services
 from demixer.service.db import Database, utcnow
@@ -233,8 +234,12 @@ def long_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Worker]]:
-    """One environment and one running one-slot worker for the tests that need nothing else."""
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[tuple[Env, Worker]]:
+    """One environment and one running one-slot worker for the tests that need nothing else.
+
+    ``backend``: one per backend, made in its environment (its database and bucket)."""
     env = Env(tmp_path_factory.mktemp("shared"))
     with running(Worker(env.services)) as worker:
         yield env, worker
