@@ -47,8 +47,26 @@ def fast_env(**extra: str) -> dict[str, str]:
     return env
 
 
+class _ProcessTree:
+    """A `demixer` command started in its own process group (it and its worker children)."""
+
+    process: subprocess.Popen[str]
+    log: Path
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process tree and wait for the command to exit."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            return
+        self.process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
 @dataclass
-class Server:
+class Server(_ProcessTree):
     """A running `demixer serve`."""
 
     process: subprocess.Popen[str]
@@ -63,17 +81,6 @@ class Server:
         c = httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
         self.clients.append(c)
         return c
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process tree (serve, its worker children)."""
-        try:
-            os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            return
-        self.process.wait(timeout=30)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
 
     def storage(self) -> Storage:
         """The server's blob storage (its local directory, or the bucket its env names)."""
@@ -154,21 +161,11 @@ def create_key(
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(_ProcessTree):
     """A running `demixer worker` (its own process group: it and its separation children)."""
 
     process: subprocess.Popen[str]
     log: Path
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        try:
-            os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            return
-        self.process.wait(timeout=30)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 def start_worker(

@@ -37,7 +37,9 @@ def test_announce_put_probe_and_get(api: Api, backend: Backend) -> None:
     up = api.announce("stereo.flac", "audio/flac")
     assert up["upload_method"] == "PUT"
     assert up["headers"] == {"Content-Type": "audio/flac"}
-    assert up["upload_url"].startswith(f"{upload_base(api, backend)}inputs/{up['file_id']}?")
+    # On S3 the PUT lands on a staging key; completing moves it out of the URL's reach.
+    landing = "staging" if api.direct else "inputs"
+    assert up["upload_url"].startswith(f"{upload_base(api, backend)}{landing}/{up['file_id']}?")
     assert up["retention"]["delete_after"] > up["expires_at"]
 
     r = api.get(f"/v1/files/{up['file_id']}")
@@ -201,16 +203,18 @@ def test_wrong_content_type_and_size(api: Api) -> None:
     else:
         _error(r, 415, "CONTENT_TYPE_MISMATCH")
     assert not api.services.storage.exists(f"inputs/{up['file_id']}")
-    _error(api.finish(up, data[:-10]), 400, "SIZE_MISMATCH")
-
-    def body(content: bytes) -> bytes | Iterator[bytes]:
+    if api.direct:
+        # The announced size is part of the presigned PUT's signature: the bucket refuses
+        # any other, so no wrong-sized bytes are ever stored.
+        for wrong in (data[:-10], data + b"\0" * 100, data[:1000]):
+            assert bucket_refusal(api.put_bytes(up, wrong)) == "SignatureDoesNotMatch"
+            assert not api.services.storage.exists(f"staging/{up['file_id']}")
+    else:
+        _error(api.finish(up, data[:-10]), 400, "SIZE_MISMATCH")
         # Chunked (no Content-Length) through the API: the excess is caught while streaming.
-        # S3 takes no chunked PUT (411), so there the bytes go whole; completing checks them.
-        return content if api.direct else iter([content])
-
-    _error(api.finish(up, body(data + b"\0" * 100)), 400, "SIZE_MISMATCH")
-    assert not api.services.storage.exists(f"inputs/{up['file_id']}")
-    _error(api.finish(up, body(data[:1000])), 400, "SIZE_MISMATCH")
+        _error(api.finish(up, iter([data + b"\0" * 100])), 400, "SIZE_MISMATCH")
+        assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+        _error(api.finish(up, iter([data[:1000]])), 400, "SIZE_MISMATCH")
     # Still pending: the right bytes are accepted afterwards.
     r = api.finish(up)
     assert r.status_code == 200 and r.json()["status"] == "uploaded"
@@ -249,10 +253,9 @@ def test_too_large(make_api: Callable[..., Api]) -> None:
         "/v1/files", json={"file_name": "a.wav", "content_type": "audio/wav", "file_size": 40_000}
     ).json()
     up["data"] = big
-    if api.direct:
-        # The bucket takes any size; completing finds more bytes than announced and drops them.
-        _error(api.finish(up), 400, "SIZE_MISMATCH")
-        assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+    if api.direct:  # the bucket takes exactly the announced size (signed), no more
+        assert bucket_refusal(api.put_bytes(up)) == "SignatureDoesNotMatch"
+        assert not api.services.storage.exists(f"staging/{up['file_id']}")
     else:
         _error(api.put_bytes(up), 413, "FILE_TOO_LARGE")
 

@@ -12,7 +12,9 @@ import io
 import math
 import os
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import numpy as np
@@ -20,6 +22,7 @@ import pytest
 import soundfile as sf
 
 from api_support import Api, make_api
+from demixer.service.schema import Job
 from demixer.storage import BlobNotFound
 from demixer.storage.s3 import S3Storage
 from servers import Servers
@@ -177,13 +180,45 @@ def test_a_pending_file_is_finished_when_read_or_used(s3_api: Api) -> None:
     assert r.status_code in (200, 201, 202), r.text
 
 
-def test_a_short_upload_is_a_size_mismatch(s3_api: Api) -> None:
+def test_a_wrong_sized_upload_is_refused_by_the_bucket(s3_api: Api) -> None:
     data = s3_api.files.get("stereo.wav").path.read_bytes()
     up = _announce(s3_api, data)
-    assert httpx.put(up["upload_url"], content=data[:-10], headers=up["headers"]).is_success
+    short = httpx.put(up["upload_url"], content=data[:-10], headers=up["headers"])
+    assert short.status_code == 403 and b"SignatureDoesNotMatch" in short.content
     r = s3_api.post(f"/v1/files/{up['file_id']}/complete")
-    assert r.status_code == 400 and r.json()["error"]["code"] == "SIZE_MISMATCH", r.text
-    assert not s3_api.services.storage.exists(f"inputs/{up['file_id']}")  # dropped
+    assert r.status_code == 409 and r.json()["error"]["code"] == "FILE_NOT_READY", r.text
+
+
+def test_bytes_put_again_after_completion_never_reach_the_file(s3_api: Api) -> None:
+    """The PUT URL stays valid for its TTL; completing moved the bytes out of its reach, so
+    what was checked and probed is what every job reads."""
+    data = s3_api.files.get("stereo.wav").path.read_bytes()
+    up = _announce(s3_api, data)
+    assert httpx.put(up["upload_url"], content=data, headers=up["headers"]).status_code == 200
+    done = s3_api.post(f"/v1/files/{up['file_id']}/complete").json()
+    assert done["status"] == "uploaded"
+    noise = bytes(len(data))  # same size, not audio
+    assert httpx.put(up["upload_url"], content=noise, headers=up["headers"]).status_code == 200
+    with s3_api.services.storage.open(f"inputs/{up['file_id']}") as fh:
+        assert fh.read() == data
+    again = s3_api.post(f"/v1/files/{up['file_id']}/complete").json()
+    assert again == done
+    # Deleting the file removes the stray bytes too.
+    assert s3_api.delete(f"/v1/files/{up['file_id']}").status_code == 204
+    assert not s3_api.services.storage.exists(f"staging/{up['file_id']}")
+
+
+def test_a_presigned_result_url_never_outlives_the_result(s3_api: Api) -> None:
+    file_id = _uploaded(s3_api)
+    job_id = s3_api.queue_separate(file_id).json()["request_id"]
+    s3_api.worker_done(job_id)
+    with s3_api.services.db.write() as s:  # the result expires in 30 s (retention, moved)
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.expires_at = s3_api.services.db.clock() + timedelta(seconds=30)
+    url = s3_api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
+    expires = int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
+    assert 25 <= expires <= 30
 
 
 def test_presigned_download_of_a_stem(s3_api: Api, scale_servers: Servers) -> None:

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +37,7 @@ from demixer.service.worker import Worker
 from demixer.settings import Settings
 from demixer.storage import LocalStorage
 from demixer.storage.s3 import S3Storage
+from worker_support import running, wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -151,27 +151,6 @@ class Env:
         if not root.exists():
             return []
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "the worker did not stop"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 def children_of(pid: int) -> list[int]:

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from demixer.service.workers import (
     stale_after,
 )
 from demixer.settings import Settings
+from worker_support import running, wait_until
 
 # The module runs on SQLite and on PostgreSQL, with local storage on both (what is tested here is
 # the database; the S3 paths are tested elsewhere). DEMIXER_TEST_BACKENDS limits it as for
@@ -77,28 +77,6 @@ __all__ = ["make_api"]  # fixtures
 
 FAST = {"heartbeat_seconds": 0.3, "poll_seconds": 0.1, "lease_seconds": 2.0}
 INSTALLED = ["spleeter-2stems", "cascade-4stems"]  # registry order
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "the worker did not stop"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
-    return value
 
 
 def states(api: Api) -> dict[str, str]:

@@ -184,6 +184,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
                 ttl,
                 content_type=out.get("content_type", "application/octet-stream"),
                 file_name=out.get("file_name", out["key"].rsplit("/", 1)[-1]),
+                until=job.expires_at,
             ),
             content_type=out.get("content_type", "application/octet-stream"),
             file_name=out.get("file_name", out["key"].rsplit("/", 1)[-1]),

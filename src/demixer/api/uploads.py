@@ -37,6 +37,7 @@ from demixer.audio import probe
 from demixer.errors import (
     AlreadyUploaded,
     ContentTypeMismatch,
+    DemixerError,
     FileExpired,
     FileNotReady,
     FileTooLarge,
@@ -48,7 +49,7 @@ from demixer.errors import (
 from demixer.service.context import Services
 from demixer.service.keys import new_id
 from demixer.service.schema import File
-from demixer.storage import BlobNotFound
+from demixer.storage import BlobNotFound, staging_key
 
 __all__ = [
     "INPUT_FORMATS",
@@ -160,11 +161,23 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
     signed_at = time.time()
     return FileUpload(
         file_id=file_id,
-        upload_url=services.upload_url(key, ttl, content_type=content_type, now=signed_at),
+        upload_url=services.upload_url(
+            _landing(services, row),
+            ttl,
+            content_type=content_type,
+            content_length=req.file_size,
+            now=signed_at,
+        ),
         headers={"Content-Type": content_type},
         expires_at=_ts(services.signer.expiry(ttl, now=signed_at)),
         retention=Retention(delete_after=now + _retention(services)),
     )
+
+
+def _landing(services: Services, row: File) -> str:
+    """Where the PUT of ``row``'s bytes lands: its own key when the API receives them, a
+    staging key when they go straight into the store (see ``staging_key``)."""
+    return staging_key(row.id) if services.storage.direct else row.storage_key
 
 
 def _sha256(path: Path) -> str:
@@ -296,37 +309,52 @@ def complete_file(services: Services, account_id: str, file_id: str) -> File:
         row = owned_file(services, s, account_id, file_id)
     if row.status == "uploaded":
         return row
+    landed = _landing(services, row)
+    not_ready = FileNotReady(
+        f"no bytes uploaded yet for file {file_id!r}: PUT them to its upload_url, then complete it"
+    )
     try:
-        size = services.storage.size(row.storage_key)
+        size = services.storage.size(landed)
     except BlobNotFound:
         if row.status == "failed":
             return row
-        raise FileNotReady(
-            f"no bytes uploaded yet for file {file_id!r}: PUT them to its upload_url, "
-            "then complete it"
-        ) from None
+        raise not_ready from None
     declared = row.file_size or 0
     if size != declared:
-        services.storage.delete_prefix(row.storage_key)
+        services.storage.delete_prefix(landed)
         raise SizeMismatch(
             f"{size} bytes arrived but file_size declared {declared}; PUT the file again",
             param="file_size",
         )
+    if landed != row.storage_key:
+        # Out of reach of the PUT URL (valid for a while yet): what is probed is what jobs read.
+        try:
+            services.storage.copy(landed, row.storage_key)
+        except BlobNotFound:  # a concurrent complete moved it first
+            return _completed_elsewhere(services, account_id, file_id, not_ready)
+        services.storage.delete_prefix(landed)
     try:
         return _probe_and_record(services, row, size, None)
-    except AlreadyUploaded:  # a concurrent complete (or a read) finished it first
-        with services.db.read() as s:
-            done = owned_file(services, s, account_id, file_id)
-        if done.status != "uploaded":
-            raise
-        return done
+    except AlreadyUploaded as exc:  # a concurrent complete (or a read) finished it first
+        return _completed_elsewhere(services, account_id, file_id, exc)
+
+
+def _completed_elsewhere(
+    services: Services, account_id: str, file_id: str, otherwise: DemixerError
+) -> File:
+    """The file as a concurrent completion left it; ``otherwise`` when that did not finish."""
+    with services.db.read() as s:
+        done = owned_file(services, s, account_id, file_id)
+    if done.status != "uploaded":
+        raise otherwise
+    return done
 
 
 def settle_pending(services: Services, row: File) -> File:
     """``row``, finished first (:func:`complete_file`) if it is pending and its bytes have
     arrived in the store; a size or audio problem is recorded or left for the caller's own
     status check, never raised."""
-    if row.status != "pending" or not services.storage.exists(row.storage_key):
+    if row.status != "pending" or not services.storage.exists(_landing(services, row)):
         return row
     try:
         return complete_file(services, row.account_id, row.id)
@@ -378,6 +406,7 @@ def delete_file(services: Services, account_id: str, file_id: str) -> None:
     with services.db.read() as s:
         row = owned_file(services, s, account_id, file_id)
     services.storage.delete_prefix(row.storage_key)
+    services.storage.delete_prefix(staging_key(file_id))  # a PUT after completion, if any
     with services.db.write() as s:
         s.execute(update(File).where(File.id == file_id).values(status="deleted"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 from demixer.service.db import Database
@@ -57,6 +58,7 @@ class Services:
         *,
         content_type: str | None = None,
         file_name: str | None = None,
+        until: datetime | None = None,
     ) -> str:
         """A URL that GETs blob ``key`` for ``ttl_seconds`` without an API key.
 
@@ -64,31 +66,45 @@ class Services:
         an HMAC-signed ``/v1/blobs`` URL. ``content_type`` and ``file_name`` are what the
         download answers (``Content-Type``, ``Content-Disposition``); left out, they come from
         the input file's row (``inputs/...``) or the key, as ``/v1/blobs`` answers them.
+        A presigned URL cannot ask the API whether its blob has expired, so it never outlives
+        ``until`` (a result's ``expires_at``; an input file's own expiry is looked up).
         """
-        if content_type is None or file_name is None:
-            known_type, known_name = self._describe(key)
-            content_type = content_type or known_type
-            file_name = file_name or known_name
+        known_type, known_name, expires = self._describe(key)
+        content_type = content_type or known_type
+        file_name = file_name or known_name
+        ends = [t for t in (until, expires) if t is not None]
+        if ends:
+            left = (min(ends) - self.db.clock()).total_seconds()
+            ttl_seconds = max(1, min(ttl_seconds, int(left)))
         url = self.storage.presign_get(
             key, ttl_seconds, content_type=content_type, file_name=file_name
         )
         return url if url is not None else self.signer.url("GET", key, ttl_seconds)
 
     def upload_url(
-        self, key: str, ttl_seconds: int, *, content_type: str, now: float | None = None
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_type: str,
+        content_length: int | None = None,
+        now: float | None = None,
     ) -> str:
-        """A URL that PUTs blob ``key`` (with ``Content-Type: content_type``) for
-        ``ttl_seconds``: presigned by the storage when it can, else ``/v1/blobs``."""
-        url = self.storage.presign_put(key, ttl_seconds, content_type=content_type)
+        """A URL that PUTs blob ``key`` (with ``Content-Type: content_type`` and, when given,
+        exactly ``content_length`` bytes) for ``ttl_seconds``: presigned by the storage when it
+        can, else ``/v1/blobs`` (which checks the length itself)."""
+        url = self.storage.presign_put(
+            key, ttl_seconds, content_type=content_type, content_length=content_length
+        )
         if url is not None:
             return url
         return self.signer.url("PUT", key, ttl_seconds, now=now)
 
-    def _describe(self, key: str) -> tuple[str, str]:
+    def _describe(self, key: str) -> tuple[str, str, datetime | None]:
         name = key.rsplit("/", 1)[-1]
         if key.startswith("inputs/"):
             with self.db.read() as s:
                 row = s.get(File, name)
             if row is not None:
-                return row.content_type, row.file_name
-        return mimetypes.guess_type(name)[0] or "application/octet-stream", name
+                return row.content_type, row.file_name, row.expires_at
+        return mimetypes.guess_type(name)[0] or "application/octet-stream", name, None

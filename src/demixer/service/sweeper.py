@@ -21,6 +21,7 @@ from demixer.service.context import Services
 from demixer.service.db import is_unavailable
 from demixer.service.queue import COMPLETED
 from demixer.service.schema import File, Job
+from demixer.storage import staging_key
 
 __all__ = ["SweepCounts", "Sweeper"]
 
@@ -80,6 +81,7 @@ class Sweeper:
             for file_id, key in rows:
                 seen.add(file_id)
                 deleted = storage.delete_prefix(key)
+                storage.delete_prefix(staging_key(file_id))  # bytes PUT but never completed
                 with db.write() as s:
                     marked = s.execute(
                         update(File).where(File.id == file_id, *due).values(status="expired")

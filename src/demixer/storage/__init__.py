@@ -36,6 +36,7 @@ __all__ = [
     "UrlSigner",
     "content_disposition",
     "open_storage",
+    "staging_key",
 ]
 
 _CHUNK = 1 << 20
@@ -47,8 +48,20 @@ class BlobNotFound(DemixerError):
     code = "NOT_FOUND"
 
 
+def staging_key(file_id: str) -> str:
+    """Where a file's bytes land when a client PUTs them straight into the store (S3); they are
+    moved to the file's own key when it is completed, out of reach of the still-valid PUT URL,
+    so the bytes that were checked and probed are the bytes every job reads."""
+    return f"staging/{file_id}"
+
+
 class Storage(Protocol):
-    """What the service needs from a blob store."""
+    """What the service needs from a blob store.
+
+    ``direct``: clients reach the store themselves (``presign_get``/``presign_put`` give URLs).
+    """
+
+    direct: bool
 
     def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
         """Stream ``source`` into ``key``; returns (bytes, sha256 hex). Atomic: all or nothing.
@@ -92,8 +105,11 @@ class Storage(Protocol):
         ``content_type`` and an attachment named ``file_name``; None: the store has none."""
         ...
 
-    def presign_put(self, key: str, ttl_seconds: int, *, content_type: str) -> str | None:
-        """A URL that PUTs a blob (sent with ``Content-Type: content_type``) straight into the
+    def presign_put(
+        self, key: str, ttl_seconds: int, *, content_type: str, content_length: int | None = None
+    ) -> str | None:
+        """A URL that PUTs a blob (sent with ``Content-Type: content_type`` and, when given,
+        exactly ``content_length`` bytes: the store refuses any other size) straight into the
         store for ``ttl_seconds``; None: the store has none (the API receives the bytes)."""
         ...
 
@@ -143,6 +159,8 @@ def _safe_key(key: str) -> str:
 
 class LocalStorage:
     """Blobs as files under one directory; writes go to a temp file renamed into place."""
+
+    direct = False  # the API receives and serves the bytes (/v1/blobs)
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -241,7 +259,9 @@ class LocalStorage:
     ) -> str | None:
         return None  # the API serves local blobs itself (/v1/blobs)
 
-    def presign_put(self, key: str, ttl_seconds: int, *, content_type: str) -> str | None:
+    def presign_put(
+        self, key: str, ttl_seconds: int, *, content_type: str, content_length: int | None = None
+    ) -> str | None:
         return None
 
 

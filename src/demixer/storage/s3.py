@@ -128,6 +128,8 @@ class S3Storage:
         max_attempts: tries of each call (1 + retries) before it fails.
     """
 
+    direct = True  # clients PUT and GET through presigned URLs
+
     min_part_bytes = _MIN_PART
 
     def __init__(
@@ -318,8 +320,16 @@ class S3Storage:
             self._signing.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds)
         )
 
-    def presign_put(self, key: str, ttl_seconds: int, *, content_type: str) -> str | None:
-        params = {"Bucket": self.bucket, "Key": self._key(key), "ContentType": content_type}
+    def presign_put(
+        self, key: str, ttl_seconds: int, *, content_type: str, content_length: int | None = None
+    ) -> str | None:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "ContentType": content_type,
+        }
+        if content_length is not None:  # signed: the bucket refuses any other size
+            params["ContentLength"] = content_length
         return str(
             self._signing.generate_presigned_url("put_object", Params=params, ExpiresIn=ttl_seconds)
         )

@@ -259,6 +259,7 @@ def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
             ttl,
             content_type=out.get("content_type", "application/octet-stream"),
             file_name=out.get("file_name", key.rsplit("/", 1)[-1]),
+            until=job.expires_at,
         )
     return urls
 
