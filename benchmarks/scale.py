@@ -729,6 +729,8 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
         if not same:
             continue
         s = same[0]
+        if max(s["foreign_load"] or 0.0, r["foreign_load"] or 0.0) > service.CONTENDED:
+            continue  # slowed by other work: no cost model from it
         c_s, c_l = s["cpu_per_job_s"]["workers"], r["cpu_per_job_s"]["workers"]
         slope = (c_l - c_s) / (r["seconds"] - s["seconds"])
         fixed = c_s - slope * s["seconds"]
@@ -738,6 +740,13 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
             f"{s['seconds']:g} s, i.e. about {fixed:.2f} s per job plus {60 * slope:.2f} s per "
             f"audio minute; audio processed per wall second goes from "
             f"{s['audio_s_per_s']:.1f} to {r['audio_s_per_s']:.1f}."
+        )
+    busy = [r for r in [*payload["throughput"], *payload["load"]] if "error" not in r]
+    if any((r["foreign_load"] or 0.0) > service.CONTENDED for r in busy):
+        lines.append(
+            f"- Rows with *other load* above {100 * service.CONTENDED:.0f} % ran while other "
+            "work used that share of the machine: they are slowed by it (lower bounds), and the "
+            "length lines above leave them out."
         )
     ok = [r for r in payload["load"] if "error" not in r]
     for stack in dict.fromkeys(r["stack"] for r in ok):
