@@ -150,6 +150,15 @@ def worker(
             "here; ones not installed are left out).",
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads per slot's separation (default: cores ÷ slots). Set it when "
+            "several worker processes share one machine.",
+        ),
+    ] = None,
     dispatch: Annotated[
         bool, typer.Option("--dispatch/--no-dispatch", help="Also send webhook deliveries.")
     ] = True,
@@ -161,7 +170,7 @@ def worker(
     """
     from demixer.service.worker import Worker
 
-    services = _services(_settings(data_dir))
+    services = _services(_settings(data_dir, threads=threads))
     try:
         runner = Worker(services, slots=slots, models=models.split(",") if models else None)
     except DemixerError as e:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     workers: int = 1
     model_dir: Path | None = None
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto (a CUDA GPU when torch sees one, else cpu)
+    # Threads each separation child gives torch on the CPU (default: cores ÷ slots, all the
+    # cores with one slot). Set it when several worker processes share one machine.
+    threads: int | None = None
     default_model: str = "spleeter-2stems"
 
     # Jobs and workers.

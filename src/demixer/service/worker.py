@@ -130,8 +130,10 @@ class Worker:
         settings = services.settings
         self.models = runnable_models(settings, models)
         device, self.device = resolve_device(settings.device)
+        # Slots share the cores: N children each on every core would only wait on each other
+        # (measured: benchmarks/RESULTS.md, "Scale-out"). DEMIXER_THREADS overrides.
         cpus = os.cpu_count() or 1
-        threads = max(1, cpus // slots) if slots > 1 else None
+        threads = settings.threads or (max(1, cpus // slots) if slots > 1 else None)
         tail = uuid.uuid4().hex[:8]
         self.id = f"{base}:{tail}"
         self.slots = [
