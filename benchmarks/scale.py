@@ -19,9 +19,14 @@ servers of ``tests/servers.py``, started once per run on loopback.
    submit until the last job's COMPLETED (its ``completed`` log line). CPU seconds per job of
    the worker trees (worker + separation child), the API, PostgreSQL and the S3 server, by
    psutil. On the first stack, also one ``demixer worker --slots S`` process for S in
-   ``--slots`` (its slots split the cores' torch threads). Then, with the configuration that
-   had the most jobs per minute (and on the first stack with one worker too), the same with
-   ``--long-jobs`` files of ``--long-seconds``: how cost grows with file length.
+   ``--slots`` (its slots split the cores' torch threads), and with ``--split-threads`` (on by
+   default) N × ``demixer worker --slots 1 --threads T`` for each N > 1 in ``--workers``, T =
+   max(1, cores ÷ N): the same processes with the cores' threads split among them instead of
+   each child using all the cores. Then, with the configuration that had the most jobs per
+   minute (and on the first stack with one worker too), the same with ``--long-jobs`` files of
+   ``--long-seconds``: how cost grows with file length. ``--only-split`` runs the split-thread
+   batches alone (no other throughput rows, no long files); merge them into a full run's
+   figures with ``--keep-quieter``.
 2. **Load**, on the stacks of ``--load-stack``. ``wrk`` (one thread per generator) against
    ``GET /v1/queue/requests/{id}/status`` of a COMPLETED job and ``POST /v1/queue/audio/stems``
    (no workers: jobs only queue), at each of ``--connections``, with one API process and with
@@ -29,6 +34,8 @@ servers of ``tests/servers.py``, started once per run on loopback.
    run at once; rates summed).
 
     .venv/bin/python benchmarks/scale.py [--stack pg-s3 pg sqlite] [--workers 1 2 4]
+    .venv/bin/python benchmarks/scale.py --stack pg-s3 --workers 2 4 --no-load --only-split \
+        --keep-quieter benchmarks/.cache/scale.json
 """
 
 from __future__ import annotations
@@ -56,7 +63,15 @@ import common
 import service
 
 STACKS = ("sqlite", "pg", "pg-s3")
+# (worker processes, slots each, --threads or None for the worker's default of cores ÷ slots)
+Config = tuple[int, int, int | None]
 BODY_EXTRA = {"output_format": "wav", "bit_depth": "16"}
+# What makes two measurements the same set-up (quieter()). Rows measured before --threads
+# existed have no "threads": None, so they stay apart from the --threads rows.
+SETUP_FIELDS = (
+    *("stack", "workers", "slots", "threads", "seconds", "jobs"),  # throughput
+    *("endpoint", "apis", "conns"),  # load
+)
 
 
 def servers_module() -> ModuleType:
@@ -121,12 +136,17 @@ def environment(extra: dict[str, str]) -> Iterator[None]:
 # --- processes ------------------------------------------------------------------------------
 
 
-def start_workers(n: int, data_dir: Path, slots: int = 1) -> list[subprocess.Popen[bytes]]:
-    """``n`` × ``demixer worker --slots SLOTS`` on ``data_dir`` (stock poll and heartbeat)."""
+def start_workers(
+    n: int, data_dir: Path, slots: int = 1, threads: int | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """``n`` × ``demixer worker --slots SLOTS [--threads THREADS]`` on ``data_dir`` (stock poll
+    and heartbeat)."""
     procs = []
     for i in range(n):
         log = (data_dir / f"worker-{i}.log").open("wb")
         cmd = [str(common.demixer_cli()), "worker", "--slots", str(slots)]
+        if threads is not None:
+            cmd += ["--threads", str(threads)]
         cmd += ["--data-dir", str(data_dir)]
         procs.append(
             subprocess.Popen(
@@ -245,24 +265,28 @@ def job_times(api: httpx.Client, job: str) -> tuple[float, float]:
 def throughput(
     h: ModuleType,
     stack: Stack,
-    config: tuple[int, int],
+    config: Config,
     seconds: float,
     jobs: int,
     args: Any,
     work: Path,
 ) -> dict[str, Any]:
-    """One batch of ``jobs`` on warm workers: ``config`` = (worker processes, slots each)."""
-    n, slots = config
-    data_dir = work / f"{stack.name}-w{n}x{slots}-{round(seconds)}s"
+    """One batch of ``jobs`` on warm workers: ``config`` = (worker processes, slots each,
+    ``--threads`` or None)."""
+    n, slots, threads = config
+    tag = "" if threads is None else f"t{threads}"
+    data_dir = work / f"{stack.name}-w{n}x{slots}{tag}-{round(seconds)}s"
     src = service.song(seconds)
     print(f"scale: {stack.name}, {label(config)}, {jobs} × {seconds:g} s", flush=True)
     res: dict[str, Any] = {"stack": stack.name, "workers": n, "slots": slots}
+    if threads is not None:  # rows without the key: the worker's default (cores ÷ slots)
+        res["threads"] = threads
     res.update({"seconds": seconds, "jobs": jobs})
     with (
         environment(stack.env()),
         h.running_server(data_dir, workers=0, env=service.server_env()) as api_srv,
     ):
-        workers = start_workers(n, data_dir, slots)
+        workers = start_workers(n, data_dir, slots, threads)
         try:
             api = api_srv.client()
             t_warm = time.perf_counter()
@@ -297,6 +321,7 @@ def throughput(
             "cores_used": sum(watch.cpu.values()) / watch.wall,
             "foreign_load": watch.foreign,
             "warm_children": with_child,
+            "commit": common.git_rev(),
         }
     )
     shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}
@@ -407,6 +432,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=[2],
         help="also one `demixer worker --slots S` process (first --stack only)",
     )
+    ap.add_argument(
+        "--split-threads",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also N × `demixer worker --slots 1 --threads max(1, cores ÷ N)` for each N > 1 "
+        "in --workers (first --stack only)",
+    )
+    ap.add_argument(
+        "--only-split",
+        action="store_true",
+        help="throughput: only the --split-threads batches (no other rows, no long files)",
+    )
     ap.add_argument("--jobs", type=int, default=24, help="batch of short files")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the short files")
     ap.add_argument("--long-seconds", type=float, default=60.0)
@@ -471,18 +508,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 stack = Stack(name, srv)
                 if name in args.stack:
                     main_stack = name == args.stack[0]
-                    configs = [(n, 1) for n in args.workers]
-                    if main_stack:  # one process with several slots (threads split among them)
-                        configs += [(1, s) for s in args.slots]
+                    configs: list[Config] = []
+                    if not args.only_split:
+                        configs += [(n, 1, None) for n in args.workers]
+                    if main_stack and not args.only_split:
+                        # one process with several slots (threads split among them)
+                        configs += [(1, s, None) for s in args.slots]
+                    if main_stack and (args.split_threads or args.only_split):
+                        # N processes with the threads split among them by --threads
+                        cores = os.cpu_count() or 1
+                        configs += [(n, 1, max(1, cores // n)) for n in args.workers if n > 1]
                     for config in configs:
                         tput.append(
                             throughput(h, stack, config, args.seconds, args.jobs, args, work)
                         )
                     short = [r for r in tput if r["stack"] == name]
-                    best = max(short, key=lambda r: r["jobs_per_min"])
-                    longs = [(best["workers"], best["slots"])]
-                    if main_stack and longs[0] != (1, 1):
-                        longs.insert(0, (1, 1))
+                    longs: list[Config] = []
+                    if short and not args.only_split:
+                        best = max(short, key=lambda r: r["jobs_per_min"])
+                        longs = [_config(best)]
+                        if main_stack and longs[0] != (1, 1, None):
+                            longs.insert(0, (1, 1, None))
                     for config in longs:
                         tput.append(
                             throughput(
@@ -514,8 +560,7 @@ def quieter(earlier: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     plus ``earlier``'s measurements of set-ups ``now`` lacks."""
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        fields = ("stack", "workers", "slots", "seconds", "jobs", "endpoint", "apis", "conns")
-        return tuple(r.get(f) for f in fields)
+        return tuple(r.get(f) for f in SETUP_FIELDS)
 
     out = dict(now)
     replaced = 0
@@ -541,13 +586,20 @@ def quieter(earlier: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
 # --- RESULTS.md -----------------------------------------------------------------------------
 
 
-def label(config: tuple[int, int]) -> str:
-    """``(processes, slots)`` as the command line it stands for."""
-    return f"{config[0]} × `worker --slots {config[1]}`"
+def label(config: Config) -> str:
+    """``(processes, slots, threads)`` as the command line it stands for."""
+    n, slots, threads = config
+    opt = "" if threads is None else f" --threads {threads}"
+    return f"{n} × `worker --slots {slots}{opt}`"
 
 
-def _config(r: dict[str, Any]) -> tuple[int, int]:
-    return r["workers"], r.get("slots", 1)
+def _config(r: dict[str, Any]) -> Config:
+    return r["workers"], r.get("slots", 1), r.get("threads")
+
+
+def _order(config: Config) -> tuple[int, int, int]:
+    """Sort key: the default thread count (None) before any ``--threads``."""
+    return config[0], config[1], config[2] or 0
 
 
 STACK_LABEL = {
@@ -566,8 +618,16 @@ def _pct(x: float | None) -> str:
 
 
 def render_throughput(runs: list[dict[str, Any]], args: Any) -> list[str]:
+    stacks = list(dict.fromkeys(r["stack"] for r in runs))
+
+    def order(r: dict[str, Any]) -> tuple[Any, ...]:
+        """By stack as measured, then the one-slot rows by process count, each plain row
+        followed by its ``--threads`` one, then the several-slot rows; then file length."""
+        return stacks.index(r["stack"]), r.get("slots", 1), _order(_config(r)), r["seconds"]
+
+    runs = sorted(runs, key=order)
     short = [r for r in runs if r["seconds"] == args.seconds]
-    base = {r["stack"]: r["jobs_per_min"] for r in short if _config(r) == (1, 1)}
+    base = {r["stack"]: r["jobs_per_min"] for r in short if _config(r) == (1, 1, None)}
     rows = []
     for r in short:
         cpu = r["cpu_per_job_s"]
@@ -623,7 +683,6 @@ def render_throughput(runs: list[dict[str, Any]], args: Any) -> list[str]:
                 _pct(r["foreign_load"]),
             ]
         )
-    rows.sort(key=lambda row: (row[0], row[1], float(row[2].split(" × ")[1][:-2])))
     head = [
         "stack",
         "workers (processes × slots)",
@@ -689,14 +748,14 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
     short = [r for r in payload["throughput"] if r["seconds"] == args.seconds]
     for stack in dict.fromkeys(r["stack"] for r in short):
         rs = {_config(r): r for r in short if r["stack"] == stack}
-        if (1, 1) not in rs:
+        if (1, 1, None) not in rs:
             continue
-        one = rs[(1, 1)]
+        one = rs[(1, 1, None)]
         best = max(rs.values(), key=lambda r: r["jobs_per_min"])
         ups = ", ".join(
             f"{label(c)} {rs[c]['jobs_per_min'] / one['jobs_per_min']:.2f}×"
-            for c in sorted(rs)
-            if c != (1, 1)
+            for c in sorted(rs, key=_order)
+            if c != (1, 1, None)
         )
         lines.append(
             f"- {STACK_LABEL[stack]}: {one['jobs_per_min']:.0f} jobs/min on one worker "
@@ -706,7 +765,7 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
             f"{label(_config(best))} at {best['jobs_per_min']:.0f} jobs/min, "
             f"{best['cores_used']:.2f} of the {os.cpu_count()} cores busy."
         )
-        two = rs.get((2, 1))
+        two = rs.get((2, 1, None))
         c1, c2 = one["cpu_per_job_s"]["workers"], two and two["cpu_per_job_s"]["workers"]
         if two is not None and c2 is not None and c2 > 1.3 * c1:
             lines.append(
@@ -715,6 +774,7 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
                 "them put N × cores threads on the cores; the extra CPU time is most likely "
                 "those threads spin-waiting for each other (OpenMP), not more work."
             )
+        lines += split_lines(rs, one)
         cpu = sum(best["cpu_per_job_s"].values())
         bound = 60 * (os.cpu_count() or 1) / cpu
         lines.append(
@@ -751,11 +811,11 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
     ok = [r for r in payload["load"] if "error" not in r]
     for stack in dict.fromkeys(r["stack"] for r in ok):
         for endpoint in ("status", "submit"):
-            rs = [r for r in ok if r["stack"] == stack and r["endpoint"] == endpoint]
-            if not rs:
+            runs = [r for r in ok if r["stack"] == stack and r["endpoint"] == endpoint]
+            if not runs:
                 continue
-            one = max((r for r in rs if r["apis"] == 1), key=lambda r: r["rps"], default=None)
-            two = max((r for r in rs if r["apis"] == 2), key=lambda r: r["rps"], default=None)
+            one = max((r for r in runs if r["apis"] == 1), key=lambda r: r["rps"], default=None)
+            two = max((r for r in runs if r["apis"] == 2), key=lambda r: r["rps"], default=None)
             if one is None or two is None:
                 continue
             db = two["cores"].get("postgres")
@@ -766,6 +826,42 @@ def interpret(payload: dict[str, Any], args: Any) -> list[str]:
                 + (f", PostgreSQL {db:.2f}" if db is not None else "")
                 + ")."
             )
+    return lines
+
+
+def split_lines(rs: dict[Config, dict[str, Any]], one: dict[str, Any]) -> list[str]:
+    """Whether ``--threads`` (cores ÷ processes) recovers what N one-slot workers lost: each
+    split row against the same processes with the default threads and against one worker."""
+    lines = []
+    for (n, slots, threads), split in sorted(rs.items(), key=lambda kv: _order(kv[0])):
+        plain = rs.get((n, slots, None))
+        if threads is None or plain is None or slots != 1:
+            continue
+        r_one = split["jobs_per_min"] / one["jobs_per_min"]
+        r_plain = split["jobs_per_min"] / plain["jobs_per_min"]
+        if r_one >= 0.95:
+            verdict = "splitting the threads recovers the throughput of one worker"
+        elif r_plain >= 1.1:
+            verdict = (
+                f"splitting the threads recovers part of the loss ({100 * r_one:.0f} % of one "
+                "worker's throughput)"
+            )
+        else:
+            verdict = "splitting the threads does not recover the loss"
+        busy = max(split["foreign_load"] or 0.0, plain["foreign_load"] or 0.0)
+        caveat = (
+            f" (other load up to {100 * busy:.0f} % on these rows: a lower bound)"
+            if busy > service.CONTENDED
+            else ""
+        )
+        lines.append(
+            f"  {label((n, slots, threads))}: {split['jobs_per_min']:.0f} jobs/min, "
+            f"{r_plain:.2f}× the {plain['jobs_per_min']:.0f} of {label((n, slots, None))} "
+            f"and {r_one:.2f}× the {one['jobs_per_min']:.0f} of one worker "
+            f"({split['cpu_per_job_s']['workers']:.2f} worker CPU s per job against "
+            f"{plain['cpu_per_job_s']['workers']:.2f} and "
+            f"{one['cpu_per_job_s']['workers']:.2f}): {verdict}{caveat}."
+        )
     return lines
 
 
@@ -780,9 +876,9 @@ def render(payload: dict[str, Any], args: Any) -> str:
     out.append(
         "All processes on this one machine, over loopback: one `demixer serve --workers 0` "
         "(API only) and N `demixer worker --slots 1` processes (stock settings: poll 0.5 s, "
-        "heartbeat 2 s; each separation child uses torch's default thread count, i.e. all "
-        f"{os.cpu_count()} cores) sharing one data dir (signing key, and storage when it is "
-        "local) and one database; per-key limits lifted on every process "
+        "heartbeat 2 s; without `--threads` each one-slot worker's separation child uses all "
+        f"{os.cpu_count()} cores' torch threads) sharing one data dir (signing key, and "
+        "storage when it is local) and one database; per-key limits lifted on every process "
         f"({env}). PostgreSQL is Debian's, started by `tests/servers.py` with `fsync=off`, "
         "`synchronous_commit=off` (a throwaway test cluster: commits cost less than on a "
         "durable server); the S3 server is `rclone serve s3` from the same file. Each "
@@ -803,7 +899,14 @@ def render(payload: dict[str, Any], args: Any) -> str:
         "worker too). On the first stack the batch also runs on one `demixer worker --slots "
         f"{' / '.join(map(str, args.slots)) or '–'}` process: with several slots the worker "
         "gives each slot's child cores ÷ slots torch threads, where N one-slot processes each "
-        "use all the cores.\n"
+        "use all the cores."
+        + (
+            " The `--threads` rows split the cores among the N one-slot processes instead "
+            f"(`--threads` = max(1, {os.cpu_count()} ÷ N); `DEMIXER_THREADS` does the same)."
+            if any(r.get("threads") for r in payload["throughput"])
+            else ""
+        )
+        + "\n"
     )
     if payload["throughput"]:
         out += render_throughput(payload["throughput"], args)
@@ -825,16 +928,16 @@ def render(payload: dict[str, Any], args: Any) -> str:
     if payload.get("from_earlier_run"):
         out.append(
             f"*{payload['from_earlier_run']} of the measurements above come from an earlier run "
-            "of this script on the same tree (`--keep-quieter`): of each measurement made in both "
-            "runs, the one with less other load on the machine is shown; those made in only "
-            "one run are shown as they are.*\n"
+            "of this script (`--keep-quieter`), possibly of an earlier commit than the one named "
+            "above: of each measurement made in both runs, the one with less other load on the "
+            "machine is shown; those made in only one run are shown as they are.*\n"
         )
     lines = interpret(payload, args)
     if lines:
         out += ["### Reading the figures\n", "\n".join(lines) + "\n"]
     out.append(
         "Reproduce: `.venv/bin/python benchmarks/scale.py` (options: `--stack pg-s3 pg sqlite`, "
-        "`--load-stack pg sqlite`, `--slots 2`, "
+        "`--load-stack pg sqlite`, `--slots 2`, `--no-split-threads`, `--only-split`, "
         f"`--workers 1 2 4`, `--jobs {args.jobs}`, `--seconds {args.seconds:g}`, "
         f"`--long-seconds {args.long_seconds:g}`, `--long-jobs {args.long_jobs}`). All figures: "
         "`benchmarks/.cache/scale.json`.\n"

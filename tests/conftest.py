@@ -75,7 +75,8 @@ BACKENDS = ("sqlite", "pg-s3")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
+    marks = metafunc.definition.iter_markers("usefixtures")
+    if any("backend" in mark.args for mark in marks):
         wanted = os.environ.get("DEMIXER_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
         chosen = [b for b in BACKENDS if b in wanted]
         metafunc.parametrize("backend", chosen, indirect=True, scope="module")
@@ -140,7 +141,10 @@ def _fresh_backend(request: pytest.FixtureRequest) -> Iterator[None]:
     if "backend" not in request.fixturenames:
         yield
         return
-    chosen: Backend = request.getfixturevalue("backend")
+    chosen = request.getfixturevalue("backend")
+    if not isinstance(chosen, Backend):  # a module's own fixture of that name
+        yield
+        return
     with pytest.MonkeyPatch.context() as mp:
         url = chosen.point_env(mp)
         try:

@@ -39,7 +39,7 @@ def shipped(spec: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> list[P
 
 
 @pytest.fixture(scope="module")
-def backend(shipped: list[Path]) -> SpleeterBackend:
+def spleeter_backend(shipped: list[Path]) -> SpleeterBackend:
     loaded = load_backend(MODEL)
     assert isinstance(loaded, SpleeterBackend)
     return loaded
@@ -166,9 +166,9 @@ def excerpt() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def separated(
-    backend: SpleeterBackend, excerpt: tuple[np.ndarray, np.ndarray]
+    spleeter_backend: SpleeterBackend, excerpt: tuple[np.ndarray, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    return backend.separate(excerpt[0])
+    return spleeter_backend.separate(excerpt[0])
 
 
 def _hf_spectrum(x: np.ndarray, above: float = 11_500.0) -> np.ndarray:
@@ -233,13 +233,13 @@ def test_vocals_follow_the_true_vocals(
     assert _correlation(accompaniment, true_accompaniment) > 0.9
 
 
-def test_short_and_silent_input(backend: SpleeterBackend) -> None:
+def test_short_and_silent_input(spleeter_backend: SpleeterBackend) -> None:
     # Shorter than one STFT frame, and digital silence: same shape, finite, silence stays silent.
     short = np.random.default_rng(0).standard_normal((2, FRAME // 3)).astype(np.float32) * 0.1
-    out = backend.separate(short)
+    out = spleeter_backend.separate(short)
     assert all(y.shape == short.shape for y in out.values())
     assert np.abs(out["vocals"] + out["accompaniment"] - short).max() < 1e-5
-    silent = backend.separate(np.zeros((2, SR // 2), np.float32))
+    silent = spleeter_backend.separate(np.zeros((2, SR // 2), np.float32))
     for y in silent.values():
         assert np.isfinite(y).all()
         assert np.abs(y).max() == 0.0

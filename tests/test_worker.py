@@ -561,3 +561,14 @@ def test_a_lost_lease_found_by_the_heartbeat_kills_the_child(
     job = env.job(job_id)
     assert (job.status, job.lease_owner, job.attempts) == ("IN_PROGRESS", "thief", 2)
     assert env.blobs(f"outputs/{job_id}") == []
+
+
+def test_slots_share_the_cores_and_threads_overrides(tmp_path: Path) -> None:
+    """Each slot's separation gets cores ÷ slots threads (N children on every core only wait
+    on each other); DEMIXER_THREADS sets it, e.g. for several worker processes on a machine."""
+    cpus = os.cpu_count() or 1
+    two = Worker(Env(tmp_path / "a").services, slots=2)
+    assert [s.runner.options.threads for s in two.slots] == [max(1, cpus // 2)] * 2
+    assert Worker(Env(tmp_path / "b").services).slots[0].runner.options.threads is None
+    pinned = Worker(Env(tmp_path / "c", threads=1).services)
+    assert pinned.slots[0].runner.options.threads == 1
