@@ -839,7 +839,14 @@ def split_lines(rs: dict[Config, dict[str, Any]], one: dict[str, Any]) -> list[s
             continue
         r_one = split["jobs_per_min"] / one["jobs_per_min"]
         r_plain = split["jobs_per_min"] / plain["jobs_per_min"]
-        if r_one >= 0.95:
+        cheaper = split["cpu_per_job_s"]["workers"] < one["cpu_per_job_s"]["workers"]
+        if r_one >= 1.05:
+            verdict = (
+                "splitting the threads more than recovers the loss, it beats one worker ("
+                + ("less worker CPU per job, " if cheaper else "")
+                + f"{split['cores_used']:.2f} cores busy against {one['cores_used']:.2f})"
+            )
+        elif r_one >= 0.95:
             verdict = "splitting the threads recovers the throughput of one worker"
         elif r_plain >= 1.1:
             verdict = (
@@ -850,10 +857,12 @@ def split_lines(rs: dict[Config, dict[str, Any]], one: dict[str, Any]) -> list[s
             verdict = "splitting the threads does not recover the loss"
         busy = max(split["foreign_load"] or 0.0, plain["foreign_load"] or 0.0)
         caveat = (
-            f" (other load up to {100 * busy:.0f} % on these rows: a lower bound)"
+            f" (other load up to {100 * busy:.0f} % on these rows: their figures are lower bounds)"
             if busy > service.CONTENDED
             else ""
         )
+        if any(bool(split.get("earlier_run")) != bool(r.get("earlier_run")) for r in (one, plain)):
+            caveat += "; the rows it is compared with come from a different run of this script"
         lines.append(
             f"  {label((n, slots, threads))}: {split['jobs_per_min']:.0f} jobs/min, "
             f"{r_plain:.2f}× the {plain['jobs_per_min']:.0f} of {label((n, slots, None))} "
