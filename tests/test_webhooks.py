@@ -553,6 +553,12 @@ def test_a_delivery_lands_after_the_server_is_killed_between_retries(
         assert r.status_code == 202, r.text
         job_id, secret = r.json()["request_id"], r.json()["webhook"]["signing_secret"]
         wait_for(lambda: receiver.to("/restart") or None, timeout=60)
+
+        def recorded() -> bool:  # the failed attempt is written down: "between retries"
+            r = client.get(f"/v1/queue/requests/{job_id}/status")
+            return r.status_code == 200 and r.json()["webhook"]["attempts"] == 1
+
+        wait_for(recorded, timeout=30, every=SERVER_POLL)
         client.close()
     finally:
         first.kill()  # SIGKILL: the dispatcher dies with its retry pending
