@@ -314,13 +314,7 @@ def complete(services: Services, account_id: str, upload_id: str, parts: list[Pa
         if wrong:
             raise InvalidRequest(f"the awsETag of part(s) {wrong} does not match the bytes sent")
         raise SizeMismatch(f"the parts hold {stored} bytes but fileSize declared {size}")
-    services.storage.delete_prefix(f"uploads/{upload_id}/")
-    try:
-        uploads.record_upload(services, row, stored, sha256)
-    except InvalidAudio:
-        pass  # recorded on the row as failed: job creation answers 1107/1108
-    except NotFound:
-        raise UploadNotFound(f"upload {upload_id!r} was deleted meanwhile") from None
+    _record(services, row, stored, sha256)
 
 
 def _complete_in_store(
@@ -350,10 +344,16 @@ def _complete_in_store(
         services.storage.delete_prefix(row.storage_key)
         services.storage.delete_prefix(f"uploads/{row.id}/")
         raise SizeMismatch(f"the parts hold {stored} bytes but fileSize declared {size}")
+    _record(services, row, stored, None)
+
+
+def _record(services: Services, row: File, stored: int, sha256: str | None) -> None:
+    """The assembled file's bytes are in place: drop the upload's own blobs and probe it
+    (a file that is not audio is recorded as failed: job creation answers 1107/1108)."""
     services.storage.delete_prefix(f"uploads/{row.id}/")
     try:
-        uploads.record_upload(services, row, stored, None)
+        uploads.record_upload(services, row, stored, sha256)
     except InvalidAudio:
-        pass  # recorded on the row as failed: job creation answers 1107/1108
+        pass
     except NotFound:
         raise UploadNotFound(f"upload {row.id!r} was deleted meanwhile") from None
