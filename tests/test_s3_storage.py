@@ -328,3 +328,16 @@ def test_uploads_answer_503_while_s3_is_down(s3_api: Api, outage: None) -> None:
         headers={"x-ga-apikey": s3_api.key},
     )
     assert r.status_code == 503 and "retry-after" in r.headers, r.text
+
+
+def test_the_web_page_may_fetch_stems_from_the_bucket(s3_api: Api, scale_servers: Servers) -> None:
+    """The page decodes stems fetched from their (presigned) URLs: its Content-Security-Policy
+    must allow the bucket's origin, and nothing else new."""
+    policy = s3_api.client.get("/").headers["content-security-policy"]
+    connect = next(p for p in policy.split(";") if p.strip().startswith("connect-src"))
+    assert connect.split() == [
+        "connect-src",
+        "'self'",
+        "http://testserver",
+        scale_servers.s3_endpoint,
+    ]

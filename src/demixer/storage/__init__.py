@@ -58,10 +58,12 @@ def staging_key(file_id: str) -> str:
 class Storage(Protocol):
     """What the service needs from a blob store.
 
-    ``direct``: clients reach the store themselves (``presign_get``/``presign_put`` give URLs).
+    ``direct``: clients reach the store themselves (``presign_get``/``presign_put`` give URLs),
+    at ``public_origin`` (``scheme://host[:port]``; None when not direct).
     """
 
     direct: bool
+    public_origin: str | None
 
     def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
         """Stream ``source`` into ``key``; returns (bytes, sha256 hex). Atomic: all or nothing.
@@ -161,6 +163,7 @@ class LocalStorage:
     """Blobs as files under one directory; writes go to a temp file renamed into place."""
 
     direct = False  # the API receives and serves the bytes (/v1/blobs)
+    public_origin: str | None = None
 
     def __init__(self, root: Path) -> None:
         self.root = root

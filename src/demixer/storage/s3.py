@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar, cast
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlparse, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -166,6 +166,9 @@ class S3Storage:
             if public_endpoint and public_endpoint != endpoint
             else self._client
         )
+        # Where browsers fetch presigned URLs from (the web page's Content-Security-Policy).
+        signing_url = urlsplit(str(self._signing.meta.endpoint_url))
+        self.public_origin: str | None = f"{signing_url.scheme}://{signing_url.netloc}"
         self._transfer = TransferConfig(
             multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=4
         )

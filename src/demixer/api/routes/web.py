@@ -112,6 +112,8 @@ def get_session(request: Request, services: ServicesDep) -> LocalSession:
 def _page_headers(services: Services) -> dict[str, str]:
     base = urlsplit(services.settings.base_url)
     downloads = f"{base.scheme}://{base.netloc}"  # signed URLs may name another origin
+    if services.storage.public_origin:  # presigned URLs name the bucket's
+        downloads += f" {services.storage.public_origin}"
     return {
         "Content-Security-Policy": (
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
