@@ -23,7 +23,7 @@ from demixer.errors import (
     UnsupportedPrompt,
 )
 from demixer.models.registry import get_spec
-from demixer.service.keys import list_keys, revoke_key
+from demixer.service.keys import create_key, list_keys, revoke_key
 from demixer.service.queue import JobConflict
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -208,3 +208,15 @@ def test_installed_demucs_weights_are_listed(make_api: Callable[..., Api], tmp_p
     body = api.get("/v1/models").json()
     assert "htdemucs_6s" in {m["id"] for m in body["engine_models"]}
     assert "guitar" in body["data"][0]["separable"]
+
+
+def test_keys_refuse_what_the_database_cannot_hold(api: Api) -> None:
+    """A name longer than its column is refused up front (SQLite would keep it, PostgreSQL
+    would fail the transaction); nothing is created."""
+    before = len(list_keys(api.services.db))
+    with pytest.raises(DemixerError, match="at most 200 characters"):
+        create_key(api.services.db, name="k" * 201)
+    with pytest.raises(DemixerError, match="unknown scope"):
+        create_key(api.services.db, scopes=("everything",))
+    assert len(list_keys(api.services.db)) == before
+    assert create_key(api.services.db, name="k" * 200)[1].startswith("dmx_")

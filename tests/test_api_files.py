@@ -236,6 +236,11 @@ def test_announce_validation(api: Api) -> None:
     _error(r, 400, "INVALID_REQUEST")
     r = api.post("/v1/files", content=b"abc", headers={"Content-Type": "text/plain"})
     _error(r, 415, "UNSUPPORTED_MEDIA_TYPE")
+    # A part's content type longer than any real one is refused, not stored (nor a 500 on
+    # PostgreSQL, whose column holds 100 characters).
+    wav = api.files.get("stereo.wav").path.read_bytes()
+    r = api.post("/v1/files", files={"file": ("a.wav", wav, "audio/" + "x" * 200)})
+    _error(r, 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
 def test_too_large(make_api: Callable[..., Api]) -> None:

@@ -79,7 +79,7 @@ def media_type(value: str | None) -> str:
 
 def _accepted(content_type: str, param: str) -> str:
     mt = media_type(content_type)
-    if mt.startswith(("audio/", "video/")) or mt in _OTHER_TYPES:
+    if len(mt) <= 100 and (mt.startswith(("audio/", "video/")) or mt in _OTHER_TYPES):
         return mt
     raise UnsupportedMediaType(
         f"content type {content_type!r} is not audio or video; send audio/*, video/* or "

@@ -87,6 +87,8 @@ def create_key(
     unknown = set(scopes) - set(ALL_SCOPES)
     if unknown:
         raise DemixerError(f"unknown scope(s) {', '.join(sorted(unknown))}; known: {ALL_SCOPES}")
+    if len(name) > 200:
+        raise DemixerError(f"a key's name is at most 200 characters (got {len(name)})")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     now = db.clock()
     with db.write() as s:
