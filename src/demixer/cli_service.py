@@ -99,7 +99,10 @@ def serve(
         bool, typer.Option("--dispatch/--no-dispatch", help="Send webhook deliveries here.")
     ] = True,
 ) -> None:
-    """Run the API (and web page) with N embedded worker slots, on SQLite and local storage."""
+    """Run the API (and web page) with N embedded worker slots.
+
+    SQLite and storage in the data directory unless DEMIXER_DATABASE_URL / _STORAGE_URL say.
+    """
     import uvicorn
 
     from demixer.api import create_app
