@@ -554,6 +554,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return payload
 
 
+def _load_of(row: dict[str, Any], unknown: float) -> float:
+    """A measurement's other load (0.0 is a real figure, not a missing one)."""
+    value = row.get("foreign_load")
+    return unknown if value is None else float(value)
+
+
 def quieter(earlier: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     """``now`` with each measurement replaced by ``earlier``'s of the same set-up when that one
     ran with less other load (a shared machine: the less disturbed figure is the truer one),
@@ -569,7 +575,7 @@ def quieter(earlier: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
         rows = []
         for r in now[part]:
             o = old.get(key(r))
-            if o is not None and (o.get("foreign_load") or 0.0) < (r.get("foreign_load") or 1.0):
+            if o is not None and _load_of(o, 0.0) < _load_of(r, 1.0):
                 o = {**o, "earlier_run": True}
                 replaced += 1
                 rows.append(o)

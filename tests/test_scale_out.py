@@ -7,6 +7,7 @@ killed during an upload.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -229,9 +230,20 @@ def test_postgres_restarting_under_load_loses_no_job(
         stack.add_worker()
     client = stack.client()
     ids = [
-        submit(client, upload(client, unique_song(tmp_path, excerpt, n, 20.0))) for n in range(8)
+        submit(client, upload(client, unique_song(tmp_path, excerpt, n, 45.0))) for n in range(8)
     ]
     wait_status(client, ids[0], {"IN_PROGRESS", "COMPLETED"}, timeout=120)
+    # A client watching the last job's event stream across the outage.
+    watched: list[str] = []
+
+    def watch() -> None:
+        url = f"/v1/queue/requests/{ids[-1]}/status/stream"
+        with stack.client().stream("GET", url, params={"interval": 1}, timeout=300) as r:
+            watched.extend(r.iter_lines())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(1.5)
     stack.servers.stop_postgres()
     try:
         down = client.get(f"/v1/queue/requests/{ids[0]}/status")
@@ -260,6 +272,11 @@ def test_postgres_restarting_under_load_loses_no_job(
     assert usage == dict.fromkeys(ids, 1)
     assert all(w.process.poll() is None for w in stack.workers)
     assert stack.api.process.poll() is None
+    # The stream stayed open through the outage (saying so) and ended with the final status.
+    watcher.join(60)
+    assert ": the database is unavailable; retrying" in watched
+    frames = [json.loads(line[5:]) for line in watched if line.startswith("data:")]
+    assert frames[-1]["status"] == "COMPLETED", watched[-5:]
 
 
 def test_s3_gone_for_a_while_uploads_answer_503_and_jobs_still_complete(

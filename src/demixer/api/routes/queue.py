@@ -13,6 +13,7 @@ from functools import partial
 import anyio.to_thread
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import DBAPIError
 
 from demixer.api import jobs, submit
 from demixer.api.auth import FilesRead, QueueRead, QueueWrite, ServicesDep
@@ -29,6 +30,7 @@ from demixer.api.schemas import (
     StemsRequest,
 )
 from demixer.errors import DemixerError, UnknownModel
+from demixer.service.db import is_unavailable
 from demixer.service.queue import CANCELLED, FINAL
 
 __all__ = ["router"]
@@ -120,10 +122,8 @@ async def request_status_stream(
 
     async def frames() -> AsyncIterator[str]:
         status = first
-        while True:
-            yield _frame("status", status.model_dump_json())
-            if status.status in FINAL:
-                return
+        yield _frame("status", status.model_dump_json())
+        while status.status not in FINAL:
             await anyio.sleep(delay)
             # A fresh short read per frame: no connection is held while waiting.
             try:
@@ -131,6 +131,13 @@ async def request_status_stream(
             except DemixerError as exc:  # deleted meanwhile
                 yield _frame("error", json.dumps(error_body(exc.code, exc.message)))
                 return
+            except DBAPIError as exc:
+                if not is_unavailable(exc):
+                    raise
+                # The stream outlives a database restart: a comment line, then the next read.
+                yield ": the database is unavailable; retrying\n\n"
+                continue
+            yield _frame("status", status.model_dump_json())
 
     return StreamingResponse(
         frames(),
