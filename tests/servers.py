@@ -219,6 +219,8 @@ def _start_rclone(root: Path, port: int) -> int:
             f"{S3_ACCESS_KEY},{S3_SECRET_KEY}",
             "--etag-hash",
             "MD5",
+            "--allow-origin",  # the web page (on any test port) fetches stems from the bucket
+            "*",
             "--config",
             "/dev/null",
             str(root / "s3"),

@@ -21,7 +21,12 @@ import soundfile as sf
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from audiofiles import decode_stream, stempeg_example
+from conftest import Backend
 from service_harness import Server, running_server
+
+# On SQLite + local storage and on PostgreSQL + S3 (conftest.py): on S3 the page fetches the
+# stems from the bucket (presigned URLs; the bucket's CORS and the page's CSP allow it).
+pytestmark = pytest.mark.usefixtures("backend")
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -49,7 +54,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("web")) as s:
         yield s
 
@@ -97,7 +102,7 @@ def local_key(server: Server) -> str:
 
 
 def test_separate_listen_mix_and_download(
-    page: Page, server: Server, audio: tuple[Path, Path]
+    page: Page, server: Server, audio: tuple[Path, Path], backend: Backend
 ) -> None:
     open_page(page, server)
     expect(page.locator("#session-info")).to_have_text("local session")
@@ -118,6 +123,8 @@ def test_separate_listen_mix_and_download(
         result = api.get(f"/v1/queue/requests/{request_id}/result").json()["data"]
     outputs = {name for name, value in result.items() if isinstance(value, dict)}
     assert {"vocals", "accompaniment"} <= outputs
+    if backend.servers is not None:  # the page loads and mixes stems straight from the bucket
+        assert result["vocals"]["url"].startswith(backend.servers.s3_endpoint)
     rows = page.get_by_test_id("stem-row")
     expect(rows).to_have_count(len(outputs), timeout=60_000)
     assert {rows.nth(i).get_attribute("data-stem") for i in range(len(outputs))} == outputs
