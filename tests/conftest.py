@@ -87,7 +87,11 @@ def scale_servers() -> Iterator[Servers]:
     """PostgreSQL + `rclone serve s3` on loopback, for the whole session; stopped at the end."""
     parent = Path(tempfile.mkdtemp(prefix="dx-servers-"))
     parent.chmod(0o755)  # PostgreSQL runs as the postgres user, who must reach its directory
-    servers = start_servers(parent / "run")
+    try:
+        servers = start_servers(parent / "run")
+    except BaseException:
+        shutil.rmtree(parent, ignore_errors=True)
+        raise
     try:
         yield servers
     finally:
