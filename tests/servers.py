@@ -162,6 +162,8 @@ class Servers:
 
     def stop_s3(self) -> None:
         """Stop the S3 server (a fault for tests; :meth:`start_s3` brings it back)."""
+        if self.rclone_pid <= 0:  # never started (os.kill(0, ...) would hit our own group)
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.rclone_pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -258,7 +260,11 @@ def start(root: Path) -> Servers:
         os.chown(log, pw.pw_uid, pw.pw_gid)
     servers = Servers(str(root), free_port(), free_port(), 0)
     servers.start_postgres()
-    servers.start_s3()
+    try:
+        servers.start_s3()
+    except BaseException:
+        servers.stop()  # never leave PostgreSQL running behind a failed start
+        raise
     return servers
 
 
