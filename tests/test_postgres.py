@@ -21,11 +21,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from api_support import TestClient
 from audiofiles import stempeg_example
 from demixer.api import create_app
 from demixer.audio import load
+from demixer.service import migrate as migrate_module
 from demixer.service.db import Database, retry_unavailable
 from demixer.service.keys import ALL_SCOPES, create_key
 from demixer.service.migrate import alembic_config, migrate
@@ -34,7 +36,8 @@ from demixer.service.schema import Base, Job, JobLog, UsageRecord
 from demixer.service.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.worker import Worker
 from servers import Servers
-from test_worker import Env, running, wait_until
+from test_worker import Env
+from worker_support import running, wait_until
 
 SKEW = timedelta(minutes=10)
 
@@ -369,3 +372,27 @@ def test_processes_starting_together_migrate_once(
         assert compare_metadata(context, Base.metadata) == []
     for db in databases:
         db.dispose()
+
+
+def test_migrate_waits_out_a_locked_or_unreachable_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new SQLite file being switched to WAL by another process answers "database is locked"
+    (seen once in CI with six processes starting together); PostgreSQL may not be up yet. The
+    migration is one transaction: it is tried again, not given up."""
+    db = Database(f"sqlite:///{tmp_path / 'demixer.db'}")
+    real, calls = migrate_module._upgrade, []
+
+    def flaky(database: Database, revision: str) -> None:
+        calls.append(revision)
+        if len(calls) < 3:
+            raise OperationalError("PRAGMA journal_mode=WAL", {}, Exception("database is locked"))
+        real(database, revision)
+
+    monkeypatch.setattr(migrate_module, "_upgrade", flaky)
+    migrate(db)
+    assert len(calls) == 3
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    db.dispose()

@@ -42,19 +42,12 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
     return Settings(**values)
 
 
-STARTUP_WAIT_SECONDS = 60.0  # how long a command waits for an unreachable database
-
-
 def _services(settings: Any) -> Any:
     from demixer.service.context import Services
-    from demixer.service.db import retry_unavailable
     from demixer.service.migrate import migrate
 
     services = Services.from_settings(settings)
-    # Started together with its database (a compose file, a reboot): wait for it a while.
-    retry_unavailable(
-        lambda: migrate(services.db), within=STARTUP_WAIT_SECONDS, what="migrating", max_wait=2.0
-    )
+    migrate(services.db)  # waits a while for a database started together with it
     return services
 
 

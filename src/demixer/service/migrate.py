@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from demixer.service.db import Database
+from demixer.service.db import Database, retry_unavailable
 
 __all__ = ["MIGRATION_LOCK", "alembic_config", "migrate"]
 
@@ -26,6 +26,11 @@ def alembic_config() -> Config:
 MIGRATION_LOCK = 0x64656D69786572
 
 
+#: How long :func:`migrate` keeps trying while the database is unreachable or locked (a
+#: process started together with its database, or with others on a new SQLite file).
+WAIT_SECONDS = 60.0
+
+
 def migrate(db: Database, revision: str = "head") -> None:
     """Bring the database's schema to ``revision`` (idempotent).
 
@@ -33,8 +38,16 @@ def migrate(db: Database, revision: str = "head") -> None:
     (an advisory lock held to the end of the migration's transaction), so processes starting
     together on a new database do not all create the same tables; the later ones find the
     schema at ``revision`` and do nothing. On SQLite the write lock, taken up front
-    (``BEGIN IMMEDIATE``), does the same.
+    (``BEGIN IMMEDIATE``), does the same. A database that is not up yet, or a new SQLite file
+    still being switched to WAL by another process ("database is locked"), is waited for up to
+    :data:`WAIT_SECONDS`: the migration is one transaction, so trying again is safe.
     """
+    retry_unavailable(
+        lambda: _upgrade(db, revision), within=WAIT_SECONDS, what="migrating", max_wait=2.0
+    )
+
+
+def _upgrade(db: Database, revision: str) -> None:
     config = alembic_config()
     with db.engine.execution_options(immediate=True).begin() as connection:
         if db.dialect == "postgresql":
