@@ -152,9 +152,7 @@ def as_demixer_error(exc: Exception) -> DemixerError:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """SQLAlchemy's errors, translated at this boundary: an unreachable database is a 503
     ``DATABASE_UNAVAILABLE`` (the pool reconnects once it is back); anything else is a bug."""
-    if not is_unavailable(exc):
-        raise exc
-    return await _demixer_error(request, DatabaseUnavailable())
+    return await _demixer_error(request, as_demixer_error(exc))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
