@@ -13,12 +13,10 @@ reading the file or using it in a job does the same for a pending file whose byt
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import anyio.from_thread
@@ -46,6 +44,7 @@ from demixer.errors import (
     SizeMismatch,
     UnsupportedMediaType,
 )
+from demixer.models.loading import file_sha256
 from demixer.service.context import Services
 from demixer.service.keys import new_id
 from demixer.service.schema import File
@@ -180,14 +179,6 @@ def _landing(services: Services, row: File) -> str:
     return staging_key(row.id) if services.storage.direct else row.storage_key
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _probe_and_record(services: Services, row: File, size: int, sha256: str | None) -> File:
     """Probe the stored bytes as audio and record the outcome on the row (pending/failed).
 
@@ -199,7 +190,7 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
         with services.storage.local_path(key) as path:
             shown = {str(path): row.file_name, f"'{path.name}'": f"'{row.file_name}'"}
             if sha256 is None:
-                sha256 = _sha256(path)
+                sha256 = file_sha256(path)
             info = probe(path)
     except InvalidAudio as exc:
         message = exc.message
