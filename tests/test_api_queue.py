@@ -329,9 +329,10 @@ def test_sse_streams_until_completed(api: Api) -> None:
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     api.services.queue.claim("test-worker")
     api.services.queue.heartbeat(job_id, "test-worker", progress=0.5)
-    # The "worker" finishes while the stream waits its (clamped, 1 s) interval.
+    # The "worker" finishes while the stream waits its (clamped, 1 s) interval: late in it, so
+    # that a slow first read (a loaded machine) still sees IN_PROGRESS.
     done = threading.Timer(
-        0.3,
+        0.8,
         api.services.queue.complete,
         (job_id, "test-worker"),
         {"outputs": {}, "duration": 1.5, "sample_rate": 44100},
