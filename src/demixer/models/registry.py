@@ -8,10 +8,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any, Literal
 
 from demixer.errors import UnknownModel
 
-__all__ = ["ModelSpec", "WeightFile", "get_spec", "list_specs", "model_card"]
+__all__ = [
+    "LICENSE_CLASSES",
+    "LicenseClass",
+    "ModelSpec",
+    "Score",
+    "WeightFile",
+    "get_spec",
+    "list_specs",
+    "model_card",
+]
+
+LicenseClass = Literal["permissive", "non-commercial", "research only", "not stated"]
+"""How a model's weights may be used, as far as their authors say (``not stated``: they don't)."""
+LICENSE_CLASSES: tuple[LicenseClass, ...] = (
+    "permissive",
+    "non-commercial",
+    "research only",
+    "not stated",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +53,27 @@ class WeightFile:
 
 
 @dataclass(frozen=True)
+class Score:
+    """One published (or measured) quality figure.
+
+    Attributes:
+        stem: the stem it is for (``vocals``), or ``"mean"`` over the model's stems.
+        value: the figure in dB.
+        metric: ``cSDR`` (museval median over frames, then tracks: SiSEC), ``uSDR`` (one SDR
+            per track, averaged), ``SDR`` (plain, one number per file), ``Multisong SDR``
+            (MVSep's own set) ...
+        test_set: e.g. ``MUSDB18-HQ test`` or ``MVSep Multisong``.
+        source: who published it (a URL or "measured by demixer, benchmarks/RESULTS.md").
+    """
+
+    stem: str
+    value: float
+    metric: str
+    test_set: str
+    source: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A registered model.
 
@@ -49,6 +89,18 @@ class ModelSpec:
         quality: short measured-quality summary (details in the model card).
         install_hint: what to run when the weights are missing.
         requires: other model ids whose weights this one needs (a cascade).
+        arch: the network family for config-driven models: an MSST ``model_type``
+            (``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``) or ``mdx_net``
+            (UVR's ONNX models); None for models with a loader of their own (Spleeter, Demucs).
+        config_name: for MSST models, the name of the entry in ``weights`` that is the YAML
+            config; every other entry is the checkpoint.
+        arch_params: architecture parameters that live outside any file (MDX-Net's ``dim_f``,
+            ``dim_t``, ``n_fft``, ``compensate``, primary stem, as UVR publishes them).
+        license_class: one of :data:`LICENSE_CLASSES`.
+        source_url: the page the weights are published on.
+        scores: published or measured quality figures, each with its metric and test set.
+        pin_sources: where the pinned SHA-256 digests and sizes were corroborated; a model with
+            a single source says so in its card.
     """
 
     id: str
@@ -62,6 +114,13 @@ class ModelSpec:
     install_hint: str
     weights: tuple[WeightFile, ...] = field(default_factory=tuple)
     requires: tuple[str, ...] = field(default_factory=tuple)
+    arch: str | None = None
+    config_name: str | None = None
+    arch_params: dict[str, Any] = field(default_factory=dict, hash=False)
+    license_class: LicenseClass = "not stated"
+    source_url: str = ""
+    scores: tuple[Score, ...] = field(default_factory=tuple)
+    pin_sources: tuple[str, ...] = field(default_factory=tuple)
 
 
 _SPLEETER_HINT = (
