@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -314,8 +315,13 @@ class SCNet(nn.Module):
             # (B*C, F, T) complex -> (B, C*2, F, T): channel-major, then real/imaginary.
             x = torch.view_as_real(spec).permute(0, 3, 1, 2).reshape(batch, -1, bins, frames)
         skips, lengths, sizes = [], [], []
-        for block in self.encoder:
-            x, skip, length, size = block(x)
+        for i, block in enumerate(self.encoder):
+            # The first block sees the raw spectrogram, whose dynamic range bf16 does not keep:
+            # under bf16 autocast, running it in float32 took the output from 33 to 49 dB SNR
+            # against float32 (random full-size weights) for a small share of the work.
+            exact = torch.autocast(wave.device.type, enabled=False) if i == 0 else nullcontext()
+            with exact:
+                x, skip, length, size = block(x)
             skips.append(skip)
             lengths.append(length)
             sizes.append(size)
