@@ -271,6 +271,8 @@ class SCNet(nn.Module):
     samples)`` float32.
     """
 
+    window: torch.Tensor
+
     def __init__(self, opts: ScnetOptions) -> None:
         super().__init__()
         self.opts = opts
@@ -287,14 +289,17 @@ class SCNet(nn.Module):
             for i in reversed(range(len(dims) - 1))
         )
         self.separation_net = _SeparationNet(dims[-1], opts.expand, opts.num_dplayer)
+        # The reference passes no window, i.e. torch's rectangular default; naming it spares
+        # torch's warning about it on every call. Not in the checkpoint, as in the reference.
+        self.register_buffer("window", torch.ones(opts.win_size), persistent=False)
 
     def _stft_args(self) -> dict[str, Any]:
         o = self.opts
-        # No window: the reference's STFT is rectangular (torch's default).
         return {
             "n_fft": o.nfft,
             "hop_length": o.hop_size,
             "win_length": o.win_size,
+            "window": self.window,
             "center": True,
             "normalized": o.normalized,
         }
