@@ -139,6 +139,17 @@ SCNET_CONFIGS: dict[str, dict[str, Any]] = {
     "msst-musdb18-large": _scnet_model(dims=[4, 64, 128, 256], band_SR=[0.225, 0.372, 0.403]),
     # config_vocals_scnet.yaml
     "msst-vocals": _scnet_model(sources=["vocals", "other"]),
+    # SCNet XL IHF (config_musdb18_scnet_xl_more_wide_v5.yaml, model_scnet_ep_36_sdr_10.0891),
+    # as other projects that load it spell its model section out (the release asset itself is
+    # not reachable here): a stride of 4 for the high band too, deeper conv modules, 8 layers.
+    "msst-musdb18-xl-ihf": _scnet_model(
+        dims=[4, 64, 128, 256],
+        band_SR=[0.23, 0.37, 0.4],
+        band_stride=[1, 4, 4],
+        band_kernel=[3, 4, 4],
+        conv_depths=[3, 3, 3],
+        num_dplayer=8,
+    ),
 }
 
 # --- helpers ---------------------------------------------------------------------------------
