@@ -268,6 +268,16 @@ class S3Storage:
             return False
         return True
 
+    def ping(self) -> None:
+        try:
+            self._call("", self._client.head_bucket)
+        except BlobNotFound:
+            raise StorageUnavailable("the bucket does not exist") from None
+        except ClientError as exc:  # 403: the credentials are wrong or lack access
+            raise StorageUnavailable(
+                f"the bucket refused access ({_code(exc) or _status(exc)})"
+            ) from exc
+
     def delete_prefix(self, prefix: str) -> int:
         # As on a filesystem: the blob named ``prefix`` and everything "inside" it, never a
         # sibling that merely starts with the same letters (inputs/file_1 vs inputs/file_10).
