@@ -40,6 +40,9 @@ __all__ = ["S3Storage"]
 
 _PART = 8 << 20  # bytes per part when ``put`` streams a large source
 _MIN_PART = 5 << 20  # S3's smallest part but the last
+# CopyObject copies up to 5 GiB in one request; only larger blobs need a multipart copy (which
+# `rclone serve s3` answers without the part ETags boto3 needs: a 500 on any upload > 8 MiB).
+_COPY_IN_ONE = 5 << 30
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _T = TypeVar("_T")
@@ -171,6 +174,9 @@ class S3Storage:
         self.public_origin: str | None = f"{signing_url.scheme}://{signing_url.netloc}"
         self._transfer = TransferConfig(
             multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=4
+        )
+        self._copy_transfer = TransferConfig(
+            multipart_threshold=_COPY_IN_ONE, multipart_chunksize=_PART, max_concurrency=4
         )
 
     @classmethod
@@ -316,7 +322,7 @@ class S3Storage:
                 {"Bucket": self.bucket, "Key": self._key(src_key)},
                 self.bucket,
                 self._key(dst_key),
-                Config=self._transfer,
+                Config=self._copy_transfer,
             )
         return size
 
