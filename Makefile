@@ -7,7 +7,7 @@ STAMP := $(VENV)/.demixer-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck unit bench clean chromium test-servers
+.PHONY: install run test lint typecheck unit bench clean chromium test-servers image-tools test-image
 
 $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -56,6 +56,20 @@ test-servers: install
 	chmod +x $(RCLONE)
 
 test: chromium test-servers lint typecheck unit
+
+# The container image and compose files, built and run for real with podman (minutes: not part
+# of `test`; .ci/run runs it when CI_IMAGE=1). podman (runc, no default ulimits: the test sets
+# its own containers.conf), debootstrap for the base image, the CNI DNS plugin for compose's
+# service names, and podman-compose from PyPI.
+image-tools: install
+	command -v podman >/dev/null && command -v debootstrap >/dev/null && \
+		test -e /usr/lib/cni/dnsname || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends podman runc debootstrap golang-github-containernetworking-plugin-dnsname; }
+	test -x $(BIN)/podman-compose || $(BIN)/pip install --disable-pip-version-check -q podman-compose==1.0.6
+
+test-image: image-tools test-servers
+	$(BIN)/pytest -m image tests/image --timeout 3600 -p no:cacheprovider --durations=10
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
