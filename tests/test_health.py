@@ -1,7 +1,8 @@
 """``GET /healthz`` and ``GET /readyz``: no key, the real app (``TestClient``) on SQLite + local
-storage and on PostgreSQL + S3 (conftest.py). A worker is a real registry row
-(:class:`Presence`, as a worker process writes it); an unreachable database or store is a real
-one: a port nothing listens on, a storage directory removed, a bucket that does not exist.
+storage and on PostgreSQL + S3 (conftest.py; the OpenAPI document on SQLite only). A worker is
+a real registry row (:class:`Presence`, as a worker process writes it); an unreachable database
+or store is a real one: a port nothing listens on, a storage directory removed, a bucket that
+does not exist.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from servers import free_port
 
 __all__ = ["make_api"]
 
-pytestmark = pytest.mark.usefixtures("backend")
+#: each test that reads the database or storage runs on both backends (conftest.py)
+on_both = pytest.mark.usefixtures("backend")
 
 
 def live_worker(api: Api, worker_id: str = "box:1:0000abcd") -> Presence:
@@ -41,6 +43,7 @@ def refusing_database() -> Database:
     return Database(f"postgresql+psycopg://demixer@127.0.0.1:{free_port()}/demixer")
 
 
+@on_both
 def test_healthz_answers_without_a_key_even_when_the_database_is_down(
     make_api: Callable[..., Api],
 ) -> None:
@@ -52,6 +55,7 @@ def test_healthz_answers_without_a_key_even_when_the_database_is_down(
     assert api.client.get("/healthz").json() == {"status": "ok", "version": __version__}
 
 
+@on_both
 def test_readyz_needs_a_live_worker(make_api: Callable[..., Api]) -> None:
     api = make_api()
     r = api.client.get("/readyz")
@@ -83,6 +87,7 @@ def test_readyz_needs_a_live_worker(make_api: Callable[..., Api]) -> None:
     }
 
 
+@on_both
 def test_readyz_names_an_unreachable_database(make_api: Callable[..., Api]) -> None:
     api = make_api()
     live_worker(api)
@@ -96,6 +101,7 @@ def test_readyz_names_an_unreachable_database(make_api: Callable[..., Api]) -> N
     }
 
 
+@on_both
 def test_readyz_names_unusable_storage(make_api: Callable[..., Api]) -> None:
     api = make_api()
     live_worker(api)
@@ -129,6 +135,7 @@ def test_readyz_names_unusable_storage(make_api: Callable[..., Api]) -> None:
 
 
 def test_both_are_in_the_openapi_document(make_api: Callable[..., Api]) -> None:
+    # The document does not depend on the backend: SQLite only.
     paths = make_api().client.get("/v1/openapi.json").json()["paths"]
     assert set(paths["/healthz"]["get"]["responses"]) == {"200", "500"}
     readyz = paths["/readyz"]["get"]["responses"]
