@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from api_support import Api, make_api
 from demixer import __version__
 from demixer.cli import app
-from demixer.errors import ModelUnavailable, UnknownModel
+from demixer.errors import DeviceUnavailable, ModelUnavailable, UnknownModel
 from demixer.service.db import Database, utcnow
 from demixer.service.migrate import migrate
 from demixer.service.schema import Base, WorkerRecord
@@ -213,7 +213,7 @@ def test_the_device_comes_from_the_setting_and_what_torch_sees() -> None:
         assert device == "cuda:0" and described.startswith("cuda:0 (")
     else:
         assert resolve_device("auto") == ("cpu", "cpu")
-        with pytest.raises(ModelUnavailable, match="no CUDA GPU"):
+        with pytest.raises(DeviceUnavailable, match="no CUDA GPU"):
             resolve_device("cuda")
 
 

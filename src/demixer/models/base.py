@@ -35,6 +35,11 @@ class Backend(Protocol):
     def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
         """Split one window.
 
+        A backend whose window takes long may also accept a keyword ``on_progress``
+        (``Callable[[float], None]``, the fraction of this window done, non-decreasing): the
+        engine then passes one and reports progress within the window, not only between
+        windows (Spleeter and Demucs do; see :mod:`demixer.engine.separator`).
+
         Args:
             mix: ``(channels, samples)`` float32 at ``sample_rate``.
 
