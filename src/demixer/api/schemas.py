@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "AvailableModel",
     "CancelResponse",
     "EngineModel",
     "ErrorBody",
@@ -191,10 +192,13 @@ class SeparateInput(QueueInput):
 class StemsInput(QueueInput):
     """Input of ``audio/stems``: stems by name from one engine model."""
 
-    stems: list[str] = Field(
-        default_factory=list,
+    stems: list[str] | None = Field(
+        None,
         max_length=20,
-        description="Model stems (empty: all). `residual` is always added.",
+        description="Model stems (left out or `null`: all of the model's; `[]` is refused with "
+        "`NO_STEMS_REQUESTED`). `residual`, everything the stems leave out, is added when they "
+        "do not cover the model and it is audible (above -60 dB of the input's energy); name "
+        "it to always get it.",
     )
     model: str | None = Field(
         None,
@@ -308,6 +312,17 @@ class RequestStatus(BaseModel):
         ],
     )
     progress: float | None = Field(description="0–1, while IN_PROGRESS (1 once COMPLETED).")
+    stage: Literal["loading_model", "decoding", "separating", "encoding", "storing"] | None = Field(
+        None,
+        description="While IN_PROGRESS: what the attempt is doing now (`null` until the "
+        "worker says; `progress` counts the `separating` stage).",
+    )
+    file_name: str | None = Field(None, description="The input's file name (the song).")
+    duration: float | None = Field(None, description="Seconds of input audio, when known.")
+    stems: list[str] | None = Field(
+        None, description="`audio/stems`: the stems asked for, by output name."
+    )
+    prompt: str | None = Field(None, description="`audio/separate`: the prompt.")
     cancel_requested: bool
     status_url: str
     result_url: str
@@ -367,7 +382,8 @@ class ResultResponse(BaseModel):
     model: str
     status: Literal["COMPLETED"] = "COMPLETED"
     data: dict[str, OutputFile | int | float] = Field(
-        description="Output name -> file (`target`/`residual`, or one per stem + `residual`), "
+        description="Output name -> file (`target`/`residual`, or one per stem, + `residual` "
+        "when the stems leave something audible out), "
         "plus `duration` (seconds) and `sample_rate` (Hz) of the input."
     )
     usage: Usage
@@ -401,6 +417,22 @@ class EngineModel(BaseModel):
     limits: Limits
 
 
+class AvailableModel(BaseModel):
+    """A model demixer knows whose weights this server does not have yet: what it would give,
+    and the command that fetches them (run where the server or its workers run)."""
+
+    id: str
+    object: Literal["available_model"] = "available_model"
+    description: str
+    stems: list[str]
+    license: str
+    quality: str
+    install: str = Field(
+        description="How to get it, e.g. `demixer models pull htdemucs`.",
+        examples=["demixer models pull htdemucs"],
+    )
+
+
 class QueueModel(BaseModel):
     """A model id for ``POST /v1/queue/{id}``."""
 
@@ -416,11 +448,13 @@ class QueueModel(BaseModel):
 
 
 class ModelList(BaseModel):
-    """Queue models in ``data``; installed engine models in ``engine_models``."""
+    """Queue models in ``data``; installed engine models in ``engine_models``; the catalogue's
+    others, which an operator can install, in ``available_models``."""
 
     object: Literal["list"] = "list"
     data: list[QueueModel]
     engine_models: list[EngineModel]
+    available_models: list[AvailableModel] = Field(default_factory=list)
 
 
 class UsageLine(BaseModel):

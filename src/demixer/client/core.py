@@ -402,7 +402,8 @@ class ClientBase:
             inp["prompt"] = prompt
             path = "/v1/queue/audio/separate"
         else:
-            inp["stems"] = list(stems or [])
+            if stems is not None:  # left out: every stem of the model ([] is refused)
+                inp["stems"] = list(stems)
             if model is not None:
                 inp["model"] = model
             path = "/v1/queue/audio/stems"

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from demixer.api.auth import ModelsRead, ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import (
+    AvailableModel,
     EngineModel,
     Limits,
     ModelList,
@@ -21,6 +22,7 @@ from demixer.api.schemas import (
 from demixer.api.submit import SEPARATE, STEMS, installed_models
 from demixer.api.uploads import INPUT_FORMATS
 from demixer.audio.encode import BIT_DEPTHS, FORMATS
+from demixer.models.registry import ModelSpec, list_specs
 from demixer.service.context import Services
 from demixer.service.prompts import separable
 
@@ -33,14 +35,16 @@ def _stems_output_schema() -> dict[str, Any]:
     file_schema = OutputFile.model_json_schema()
     return {
         "title": "StemsOutput",
-        "description": "One file per requested stem (named after it) plus `residual`.",
+        "description": "One file per requested stem (named after it), plus `residual` "
+        "(everything the stems leave out) when the stems do not cover the model and it is "
+        "audible, or when it was asked for.",
         "type": "object",
         "properties": {
             "residual": file_schema,
             "duration": {"type": "number", "description": "Seconds."},
             "sample_rate": {"type": "integer", "description": "Hz."},
         },
-        "required": ["residual", "duration", "sample_rate"],
+        "required": ["duration", "sample_rate"],
         "additionalProperties": file_schema,
     }
 
@@ -68,6 +72,18 @@ def model_list(services: Services) -> ModelList:
         )
         for spec in installed
     ]
+    available = [
+        AvailableModel(
+            id=spec.id,
+            description=spec.description,
+            stems=list(spec.stems),
+            license=spec.license,
+            quality=spec.quality,
+            install=_install_command(spec),
+        )
+        for spec in list_specs()
+        if spec not in installed
+    ]
     stems = sorted({stem for spec in installed for stem in spec.stems})
     queue_models = [
         QueueModel(
@@ -82,14 +98,21 @@ def model_list(services: Services) -> ModelList:
         QueueModel(
             id=STEMS,
             description="Separate named stems with one engine model: one file per stem, "
-            "plus `residual` (the input minus the stems).",
+            "plus `residual` (the input minus the stems) when that is not silent.",
             input=StemsRequest.model_json_schema(),
             output=_stems_output_schema(),
             engine_models=[spec.id for spec in installed],
             separable=stems,
         ),
     ]
-    return ModelList(data=queue_models, engine_models=engines)
+    return ModelList(data=queue_models, engine_models=engines, available_models=available)
+
+
+def _install_command(spec: ModelSpec) -> str:
+    """``demixer models pull ID`` for weights with a download URL, else the model's hint."""
+    if spec.weights and all(w.url for w in spec.weights):
+        return f"demixer models pull {spec.id}"
+    return spec.install_hint
 
 
 @router.get("/models", responses=error_responses(401, 403))
