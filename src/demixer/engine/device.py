@@ -26,8 +26,15 @@ def resolve_device(setting: str) -> tuple[str, str]:
         if not torch.cuda.is_available():
             return "cpu", "cpu"
         wanted = "cuda"
-    if not wanted.startswith("cuda"):
-        return wanted, wanted  # mps, xpu…: passed to torch as given
+    if not wanted.startswith("cuda"):  # mps, xpu…: usable when torch can put a tensor there
+        try:
+            torch.empty(0, device=wanted)
+        except (RuntimeError, ValueError):  # torch's own words run to a page: not shown
+            raise DeviceUnavailable(
+                f"device {setting!r} is not one torch {torch.__version__} can use here; "
+                "use cpu, cuda, cuda:N or auto"
+            ) from None
+        return wanted, wanted
     if not torch.cuda.is_available():
         raise DeviceUnavailable(
             f"device {setting!r} was asked for but torch sees no CUDA GPU here "

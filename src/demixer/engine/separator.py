@@ -34,13 +34,11 @@ from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput,
 from demixer.models.base import Backend
 from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec, get_spec
+from demixer.naming import DEFAULT_TEMPLATE
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
 
 DEFAULT_MODEL = "spleeter-2stems"
-# One naming scheme everywhere (CLI, server downloads, client, web page): every file carries
-# the song's name, so stems dragged out of their folder into a DAW still say whose they are.
-DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
 # What separate_file reports through on_stage, in order (the service adds loading_model before
 # and storing after): opening the input, running the model, finishing the files.
 STAGES = ("decoding", "separating", "encoding")

@@ -25,7 +25,7 @@ The job's ``params`` (written by the API) have this shape::
 
 Other keys (``webhook``…) are not the worker's business. Output files are stored as
 ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
-``{input file stem}_{api name}.{ext}``.
+``{input file stem}_{api name}.{ext}`` (:mod:`demixer.naming`, as the CLI writes them).
 
 ``extra_formats`` (optional; e.g. the Gaudio router asks for ``["mp3"]`` besides WAV) writes
 every output once more per format (its default bit depth), transcoded from the primary file.
@@ -55,6 +55,7 @@ from sqlalchemy.exc import DBAPIError
 
 from demixer.audio import OutputFormat
 from demixer.errors import DemixerError, StorageUnavailable
+from demixer.naming import output_name
 from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
@@ -163,6 +164,7 @@ class _Lease:
         self.deadline = time.monotonic() + self.limit
         self.next_beat = time.monotonic() + self.interval
         self.progress = 0.0
+        self.stage: str | None = None  # written with the next heartbeat
 
     def wait_time(self) -> float:
         """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
@@ -182,7 +184,9 @@ class _Lease:
         self.next_beat = now + self.interval
         queue = self.runner.services.queue
         try:
-            cancel = queue.heartbeat(self.claim.id, self.runner.worker_id, self.progress)
+            cancel = queue.heartbeat(
+                self.claim.id, self.runner.worker_id, self.progress, self.stage
+            )
         except LeaseLost:
             raise _Abort("lease_lost") from None
         except Exception as exc:  # a database hiccup or outage: keep working, beat again later
@@ -346,6 +350,8 @@ class Runner:
                 if message is not None:
                     if message[0] == "progress":
                         lease.progress = float(message[1])
+                    elif message[0] == "stage":
+                        lease.stage = str(message[1])
                     elif message[0] == "done":
                         result: ChildResult = message[1]
                         return result
@@ -365,6 +371,7 @@ class Runner:
 
     def _store(self, claim: Claim, params: _Params, result: ChildResult, lease: _Lease) -> None:
         storage, queue = self.services.storage, self.services.queue
+        lease.stage = "storing"
         fmt = OutputFormat.parse(params.output_format, params.bit_depth)
         prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
         outputs: dict[str, Any] = {}
@@ -378,7 +385,7 @@ class Runner:
                 outputs[api_name] = {
                     "key": key,
                     "content_type": fmt.content_type,
-                    "file_name": f"{Path(params.input_name).stem}_{api_name}.{fmt.extension}",
+                    "file_name": output_name(Path(params.input_name).stem, api_name, fmt.extension),
                     "size": size,
                     "duration": result.duration,
                     "sample_rate": out.sample_rate,
@@ -391,7 +398,7 @@ class Runner:
                     outputs[f"{api_name}.{ext}"] = {
                         "key": key,
                         "content_type": extra_fmt.content_type,
-                        "file_name": f"{Path(params.input_name).stem}_{api_name}.{ext}",
+                        "file_name": output_name(Path(params.input_name).stem, api_name, ext),
                         "size": lease.through_outage(
                             partial(storage.put_file, key, Path(extra.path)),
                             f"{claim.id}: storing {key}",
