@@ -19,6 +19,7 @@ with the worker (``demixer.service.worker`` reads exactly this)::
       "preprocess": ["denoise"],          # optional; applied to the input before separation,
                                           # so stems + residual add up to the denoised input
       "prompt": "the singer",             # audio/separate: the prompt (for listings)
+      "labels": {"target": "vocals", "residual": "without-vocals"},  # download file names
     }
 
 The worker stores output ``n`` as ``outputs/{job_id}/attempt-{a}/{names[n]}.{ext}`` and

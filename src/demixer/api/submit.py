@@ -190,6 +190,9 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
         names = {match.stem: "residual", RESIDUAL: "target"}
     else:
         names = {match.stem: "target", RESIDUAL: "residual"}
+    # Download names say what a file holds (song_vocals.wav, song_without-vocals.wav), not
+    # which side of the prompt it was.
+    labels = {names[match.stem]: match.stem, names[RESIDUAL]: f"without-{match.stem}"}
     how = "everything but " if match.invert else ""
     return Submission(
         queue_model=SEPARATE,
@@ -200,6 +203,7 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
             "names": names,
             "spans": [span.model_dump() for span in req.input.spans] if req.input.spans else None,
             "prompt": req.input.prompt[:200],  # for listings (the log says how it was read)
+            "labels": labels,
         },
         priority=req.priority,
         note=f"prompt {req.input.prompt[:200]!r} -> target = {how}{match.stem} ({spec.id})",

@@ -21,7 +21,8 @@ The job's ``params`` (written by the API) have this shape::
      "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
      "names": {engine output name: API output name},   # unnamed outputs keep their own
      "spans": [{"start", "end", "include"}] | None,    # seconds; see service/spans.py
-     "extra_formats": ["mp3" | "wav" | "flac"]}        # optional, see below
+     "extra_formats": ["mp3" | "wav" | "flac"],        # optional, see below
+     "labels": {API name: file label}}                 # optional: download names
 
 Other keys (``webhook``…) are not the worker's business. Output files are stored as
 ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
@@ -46,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,6 +98,7 @@ class _Params:
     names: dict[str, str]
     spans: list[dict[str, Any]] | None
     extra_formats: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)  # API name -> download file label
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> _Params:
@@ -127,6 +129,11 @@ class _Params:
             extra_formats = tuple(OutputFormat.parse(f, None).format for f in extra)
         except DemixerError as exc:
             raise _invalid(f"params.extra_formats: {exc.message}") from None
+        labels = params.get("labels") or {}
+        if not isinstance(labels, dict) or not all(
+            isinstance(v, str) and _API_NAME.match(v) for v in labels.values()
+        ):
+            raise _invalid("params.labels must map output names to simple names")
         return cls(
             storage_key=str(key) if key is not None else None,
             audio_url=str(url) if url is not None else None,
@@ -137,6 +144,7 @@ class _Params:
             names=dict(names),
             spans=params.get("spans"),
             extra_formats=extra_formats,
+            labels=dict(labels),
         )
 
 
@@ -375,9 +383,11 @@ class Runner:
         fmt = OutputFormat.parse(params.output_format, params.bit_depth)
         prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
         outputs: dict[str, Any] = {}
+        track = Path(params.input_name).stem
         try:
             for engine_name, out in result.outputs.items():
                 api_name = params.names.get(engine_name, engine_name)
+                label = params.labels.get(api_name, api_name)  # what the file is called
                 key = f"{prefix}{api_name}.{fmt.extension}"
                 size = lease.through_outage(
                     partial(storage.put_file, key, Path(out.path)), f"{claim.id}: storing {key}"
@@ -385,7 +395,7 @@ class Runner:
                 outputs[api_name] = {
                     "key": key,
                     "content_type": fmt.content_type,
-                    "file_name": output_name(Path(params.input_name).stem, api_name, fmt.extension),
+                    "file_name": output_name(track, label, fmt.extension),
                     "size": size,
                     "duration": result.duration,
                     "sample_rate": out.sample_rate,
@@ -398,7 +408,7 @@ class Runner:
                     outputs[f"{api_name}.{ext}"] = {
                         "key": key,
                         "content_type": extra_fmt.content_type,
-                        "file_name": output_name(Path(params.input_name).stem, api_name, ext),
+                        "file_name": output_name(track, label, ext),
                         "size": lease.through_outage(
                             partial(storage.put_file, key, Path(extra.path)),
                             f"{claim.id}: storing {key}",
