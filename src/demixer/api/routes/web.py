@@ -33,6 +33,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
 SESSION_FILE = "web-session.json"
 _ASSETS = {
     "app.js": "text/javascript",
+    "mixer.js": "text/javascript",
+    "words.js": "text/javascript",
+    "files.js": "text/javascript",
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
