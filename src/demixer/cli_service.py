@@ -250,7 +250,7 @@ def workers_list(data_dir: DataDir = None) -> None:
     table = _table(
         ("id", "state", "device", "models", "slots", "version", "last seen"),
         rows,
-        wrap={"id": 12, "device": 6, "models": 15},
+        wrap={"device": 6, "models": 15},
     )
     out.print(table)
     live = [w for w in found if w.state == "live"]
