@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
-from service_harness import DEMIXER, Server, running_server
+from service_harness import Server, running_server
 
 # On SQLite + local storage and on PostgreSQL + S3 (conftest.py): on S3 the page fetches the
 # stems from the bucket (presigned URLs; the bucket's CORS and the page's CSP allow it).
@@ -446,16 +445,21 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     session_file = server.data_dir / "web-session.json"
     assert os.stat(session_file).st_mode & 0o077 == 0
     assert key not in server.logs()
-    # One account: the page's session and the key `serve` printed see the same requests.
-    listed = subprocess.run(
-        [DEMIXER, "keys", "list", "--data-dir", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "COLUMNS": "200"},
-    ).stdout
-    accounts = re.findall(r"^account (acct_\S+)", listed, flags=re.M)
-    assert accounts == [first.json()["account_id"]], listed
+    # One account: what the key `serve` printed uploads, the page's session sees.
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros((4410, 2), np.float32), RATE, format="WAV")
+    made = httpx.post(
+        server.base_url + "/v1/files",
+        headers={"Authorization": f"Bearer {server.key}"},
+        files={"file": ("quiet.wav", wav.getvalue(), "audio/wav")},
+        data={"purpose": "audio.separate.input"},
+    )
+    assert made.status_code == 201, made.text
+    seen = httpx.get(
+        f"{server.base_url}/v1/files/{made.json()['file_id']}",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert seen.status_code == 200, seen.text
     # DNS rebinding (a foreign Host) and other sites' pages (a foreign Origin) get nothing.
     assert httpx.get(url, headers={"Host": "evil.example"}).status_code == 403
     refused = httpx.get(url, headers={"Origin": "http://evil.example"})

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from demixer import __version__, cli_remote, cli_service
-from demixer.cli_inputs import expand_inputs
+from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import FileProgress, print_error, readable_help
 from demixer.errors import DemixerError, InputNotFound, InvalidAudio, exit_code_for
 from demixer.naming import DEFAULT_TEMPLATE
@@ -64,15 +64,7 @@ def _root(
 
 @app.command()
 def separate(
-    files: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="FILES",
-            help="Audio or video files, or folders (every audio and video file in them, "
-            "recursively).",
-            show_default=False,
-        ),
-    ],
+    files: FilesArgument,
     model: Annotated[
         str,
         typer.Option("-m", "--model", metavar="ID", help="Model id (see `demixer models list`)."),

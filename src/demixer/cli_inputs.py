@@ -11,8 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-__all__ = ["MEDIA_EXTENSIONS", "Input", "expand_inputs"]
+import typer
+
+__all__ = ["MEDIA_EXTENSIONS", "FilesArgument", "Input", "expand_inputs"]
+
+FilesArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="FILES",
+        help="Audio or video files, or folders (every audio and video file in them, recursively).",
+        show_default=False,
+    ),
+]
+"""The ``FILES...`` argument of ``separate`` and ``remote separate``."""
 
 MEDIA_EXTENSIONS = frozenset(
     {

@@ -18,17 +18,10 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TaskID
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from demixer.client.progress import STAGE_WORDS
+from demixer.client.progress import STAGE_WORDS, progress_line, short_name
 
 __all__ = ["FileProgress", "print_error", "readable_help"]
 
@@ -119,11 +112,6 @@ def readable_help(app: typer.Typer) -> None:
 # --- progress --------------------------------------------------------------------------------
 
 
-def _short(name: str, width: int = 28) -> str:
-    """A file name that fits its column: long names keep their start and their extension."""
-    return name if len(name) <= width else name[: width - 8] + "…" + name[-7:]
-
-
 class FileProgress:
     """The live line of a command that works through files, one after the other.
 
@@ -142,18 +130,7 @@ class FileProgress:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if err.is_terminal:
-            self._progress = Progress(
-                TextColumn("{task.fields[name]}"),
-                TextColumn("[cyan]{task.fields[stage]}", justify="right"),
-                BarColumn(bar_width=None),
-                TaskProgressColumn(),
-                TimeRemainingColumn(compact=True),
-                console=err,
-                transient=True,
-                expand=True,
-                redirect_stdout=False,
-                redirect_stderr=False,
-            )
+            self._progress = progress_line(err)
 
     def __enter__(self) -> FileProgress:
         if self._progress is not None:
@@ -175,9 +152,7 @@ class FileProgress:
             return
         if self._task is not None:
             self._progress.remove_task(self._task)
-        self._task = self._progress.add_task(
-            "", total=1.0, name=escape(_short(name)), stage="starting"
-        )
+        self._task = self._progress.add_task("starting", total=1.0, name=escape(short_name(name)))
 
     def advance(self, fraction: float) -> None:
         """The current file is ``fraction`` done (0-1)."""
@@ -187,7 +162,7 @@ class FileProgress:
     def stage(self, stage: str) -> None:
         """The current file's stage (engine and service names, see :data:`STAGE_WORDS`)."""
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, stage=STAGE_WORDS.get(stage, stage))
+            self._progress.update(self._task, description=STAGE_WORDS.get(stage, stage))
 
     def print(self, text: str, **options: Any) -> None:
         """A line for the person watching (stderr), above the live bar."""

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from demixer.cli_inputs import expand_inputs
+from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import print_error
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
 
@@ -39,15 +39,7 @@ def _exit_code(error: DemixerError) -> int:
 
 @remote_app.command("separate")
 def remote_separate(
-    files: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="FILES",
-            help="Audio or video files, or folders (every audio and video file in them, "
-            "recursively).",
-            show_default=False,
-        ),
-    ],
+    files: FilesArgument,
     server: Annotated[
         str, typer.Option("--server", envvar="DEMIXER_SERVER", help="The server's base URL.")
     ] = "http://127.0.0.1:8000",

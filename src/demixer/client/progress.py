@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 from demixer.client.types import Result, Status
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, TaskID
 
-__all__ = ["STAGE_WORDS", "SeparateProgress"]
+__all__ = ["STAGE_WORDS", "SeparateProgress", "progress_line"]
 
 # What a running request's ``stage`` is called on screen.
 STAGE_WORDS = {
@@ -21,6 +22,36 @@ STAGE_WORDS = {
     "encoding": "writing",
     "storing": "storing",
 }
+
+
+def progress_line(console: Console) -> Progress:
+    """One live line for one file: its name (task field ``name``), what is being done (the
+    task's description), a bar, the percentage and the time left; gone once stopped."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.fields[name]}"),
+        TextColumn("[cyan]{task.description}", justify="right"),
+        BarColumn(bar_width=None),
+        TaskProgressColumn(),
+        TimeRemainingColumn(compact=True),
+        console=console,
+        transient=True,
+        expand=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+
+
+def short_name(name: str, width: int = 28) -> str:
+    """A file name that fits its column: long names keep their start and their extension."""
+    return name if len(name) <= width else name[: width - 8] + "…" + name[-7:]
 
 
 class SeparateProgress:
@@ -41,32 +72,15 @@ class SeparateProgress:
 
             console = Console(stderr=True)
             if console.is_terminal:
-                from rich.progress import (
-                    BarColumn,
-                    Progress,
-                    TaskProgressColumn,
-                    TextColumn,
-                    TimeRemainingColumn,
-                )
-
-                self._progress = Progress(
-                    TextColumn("{task.fields[name]}"),
-                    TextColumn("[cyan]{task.description}", justify="right"),
-                    BarColumn(bar_width=None),
-                    TaskProgressColumn(),
-                    TimeRemainingColumn(compact=True),
-                    console=console,
-                    transient=True,
-                    expand=True,
-                )
+                self._progress = progress_line(console)
 
     def __enter__(self) -> SeparateProgress:
         if self._progress is not None:
             from rich.markup import escape
 
             self._progress.start()
-            name = self._name if len(self._name) <= 28 else self._name[:20] + "…" + self._name[-7:]
-            self._task = self._progress.add_task("upload", total=self._size, name=escape(name))
+            name = escape(short_name(self._name))
+            self._task = self._progress.add_task("upload", total=self._size, name=name)
         return self
 
     def __exit__(

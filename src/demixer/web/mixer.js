@@ -344,12 +344,18 @@ $("#ab").addEventListener("click", () => {
   applyGains();
 });
 
-// Space plays and pauses anywhere but in a text field; arrows move; L loops.
-document.addEventListener("keydown", (ev) => {
-  if (!mixer.stems.length || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+// Space plays and pauses anywhere but in a text field (on a focused button too: its own
+// space-to-click, which fires on key up, is held back); arrows move; L loops.
+const typing = (ev) => {
   const tag = ev.target.tagName;
-  const typing = tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && ev.target.type !== "range");
-  if (typing) return;
+  return tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && ev.target.type !== "range");
+};
+document.addEventListener("keyup", (ev) => {
+  if (ev.key === " " && mixer.stems.length && !typing(ev)) ev.preventDefault();
+});
+document.addEventListener("keydown", (ev) => {
+  if (!mixer.stems.length || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
+  const tag = ev.target.tagName;
   if (ev.key === " ") { ev.preventDefault(); toggle(); }
   else if (ev.key === "ArrowRight" && tag !== "INPUT") { ev.preventDefault(); seek(position() + 5); }
   else if (ev.key === "ArrowLeft" && tag !== "INPUT") { ev.preventDefault(); seek(position() - 5); }
