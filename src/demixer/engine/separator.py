@@ -15,7 +15,6 @@ too, so a song shorter than one long window does not sit at 0 % until it is done
 
 from __future__ import annotations
 
-import inspect
 import os
 import string
 import time
@@ -31,7 +30,7 @@ from demixer.engine.device import resolve_device
 from demixer.engine.stems import StemPlan, is_silent, plan_stems
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput, ModelFailed
-from demixer.models.base import Backend
+from demixer.models.base import Backend, reports_progress
 from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec, get_spec
 from demixer.naming import DEFAULT_TEMPLATE
@@ -126,12 +125,7 @@ class Separator:
         self.backend: Backend = load_backend(
             model, model_dir=model_dir, model_path=model_path, device=self.device
         )
-        try:
-            self._window_progress = (
-                "on_progress" in inspect.signature(self.backend.separate).parameters
-            )
-        except (TypeError, ValueError):  # a builtin or C callable: no keywords to look at
-            self._window_progress = False
+        self._window_progress = reports_progress(self.backend)
 
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""

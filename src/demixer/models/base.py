@@ -7,11 +7,12 @@ to the engine, so a backend is just "array in, stems out".
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "reports_progress"]
 
 
 class Backend(Protocol):
@@ -47,3 +48,12 @@ class Backend(Protocol):
             stem name -> ``(channels, samples)`` float32, same length as ``mix``.
         """
         ...
+
+
+def reports_progress(backend: Backend) -> bool:
+    """Whether ``backend.separate`` takes an ``on_progress`` keyword (progress within a
+    window; see :meth:`Backend.separate`)."""
+    try:
+        return "on_progress" in inspect.signature(backend.separate).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no keywords to look at
+        return False
