@@ -120,7 +120,8 @@ def separate(
 ) -> None:
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model)."""
     from demixer.audio import OutputFormat
-    from demixer.engine import Separator
+    from demixer.engine import Separator, plan_stems
+    from demixer.models.registry import get_spec
 
     inputs, skipped = expand_inputs(files)
     try:
@@ -132,9 +133,11 @@ def separate(
                 else f"no audio or video file in {', '.join(map(str, files))}"
             )
         output = OutputFormat.parse(fmt, bit_depth)
+        requested = stems.split(",") if stems is not None else None
+        if requested is not None and not any(s.strip() for s in requested):
+            plan_stems(model, get_spec(model).stems, requested)  # names nothing: say so now
         with _loading(model):
             separator = Separator(model, model_path=model_path, device=device)
-        requested = stems.split(",") if stems is not None else None
         separator.plan(requested)  # reject unknown stems before any decoding
     except DemixerError as e:
         raise _fail(e) from None
