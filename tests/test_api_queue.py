@@ -65,6 +65,8 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         "spans": None,
         "webhook": None,
         "prompt": "the singer",
+        # Download names: the prompt's stem by what it is, the residual as "without" it.
+        "labels": {"target": "vocals", "residual": "without-vocals"},
     }
 
     status = api.get(body["status_url"] + "?logs=true").json()
