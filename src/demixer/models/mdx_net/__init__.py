@@ -1,0 +1,193 @@
+"""UVR's MDX-Net models (KUIELab's TFC-TDF U-Net, exported to ONNX), run with onnxruntime.
+
+Kim_Vocal_2, UVR-MDX-NET-Inst_HQ_3/4/5, UVR_MDXNET_KARA_2, Reverb_HQ_By_FoxJoy and the rest are
+single ``.onnx`` files whose STFT settings live outside the file, in UVR's model data; a
+registry entry carries them in ``arch_params`` (see :mod:`demixer.models.mdx_net.params`).
+
+The inference is UVR's own (:mod:`demixer.models.mdx_net.chunks`), with UVR's defaults: 256-frame
+chunks stepped by ``chunk - n_fft``, Hann-weighted overlap-add, no "denoise" pass, and the
+output multiplied by the model's ``compensate`` gain. The backend returns that one stem, the
+model's primary (UVR's "primary stem"); the engine's residual, input minus it, is exactly UVR's
+secondary stem (UVR also computes it as ``mix - compensate * output``).
+
+Where demixer differs from UVR: nothing inside one engine window (about a minute; see
+:data:`WINDOW_STEPS`), whose chunks sit on the same grid as UVR's whole-track chunks. Across the
+seams between windows, UVR's chunks see the audio on the other side and demixer's see zeros,
+and the engine cross-fades the two windows (benchmarks/RESULTS.md measures the difference).
+:meth:`MdxNetBackend.separate_stream` runs UVR's loop over a whole stream with no seams at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from demixer.errors import ModelUnavailable
+from demixer.models.loading import verified_weights
+from demixer.models.mdx_net.chunks import ChunkStream, Spectrogram
+from demixer.models.mdx_net.params import ARCH_PARAMS, MdxParams
+from demixer.models.mdx_net.session import OnnxNetwork
+from demixer.models.registry import ModelSpec
+
+__all__ = ["ARCH_PARAMS", "WINDOW_STEPS", "MdxNetBackend", "MdxParams", "OnnxNetwork", "load"]
+
+#: chunk steps per engine window (about 57 s for Kim_Vocal_2's 5.75 s step); larger windows
+#: mean fewer seams, smaller ones less memory (about 8 MB per second of window).
+WINDOW_STEPS = 10
+#: the chunks a CPU runs in one onnxruntime call when ``batch_size`` is 0. One is as fast per
+#: chunk as more on CPU (benchmarks/RESULTS.md) and keeps memory lowest.
+_CPU_BATCH = 1
+_GPU_BATCH = 4
+
+
+class MdxNetBackend:
+    """A loaded MDX-Net model.
+
+    Attributes:
+        sample_rate: 44100 Hz for every published MDX-Net model.
+        channels: 2 (the engine duplicates mono, as UVR does).
+        stems: the one stem the network outputs (the registry's, e.g. ``("vocals",)``).
+        window: samples per engine window: ``WINDOW_STEPS`` chunk steps plus ``overlap``, so
+            that every window's chunks fall on the grid of UVR's whole-track chunks.
+        overlap: samples cross-faded between windows: one chunk.
+        params: the model's parameters.
+    """
+
+    channels = 2
+
+    def __init__(
+        self,
+        network: OnnxNetwork,
+        params: MdxParams,
+        *,
+        stem: str,
+        sample_rate: int = 44100,
+        batch: int = _CPU_BATCH,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.stems = (stem,)
+        self.params = params
+        self.overlap = params.chunk
+        self.window = WINDOW_STEPS * params.step + self.overlap
+        self._network = network
+        self._spectrogram = Spectrogram(params)
+        self._batch = max(1, min(params.batch_size or batch, network.max_batch))
+
+    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
+        """Split one window as UVR splits a whole track.
+
+        Args:
+            mix: ``(2, samples)`` float32 at 44.1 kHz.
+
+        Returns:
+            ``{stem: (2, samples) float32}``: the network's output times ``compensate``.
+        """
+        if mix.ndim != 2 or mix.shape[0] != self.channels:
+            raise ValueError(f"expected ({self.channels}, samples) audio, got shape {mix.shape}")
+        stream = self._stream()
+        head = stream.feed(np.asarray(mix, dtype=np.float32))
+        out = np.concatenate([head, stream.finish()], axis=1)
+        return {self.stems[0]: self._compensated(out)}
+
+    def separate_stream(self, blocks: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Split a whole track that arrives in blocks, exactly as UVR splits it at once.
+
+        Args:
+            blocks: ``(2, n)`` float32 at 44.1 kHz, in order.
+
+        Yields:
+            ``{stem: (2, m) float32}`` blocks that, concatenated, are the track's stem; they lag
+            the input by up to two chunks (about 12 s) and memory stays at about that.
+        """
+        stream = self._stream()
+        for block in blocks:
+            out = stream.feed(np.asarray(block, dtype=np.float32))
+            if out.shape[1]:
+                yield {self.stems[0]: self._compensated(out)}
+        yield {self.stems[0]: self._compensated(stream.finish())}
+
+    def _stream(self) -> ChunkStream:
+        return ChunkStream(self.params, self._separate_chunks, batch=self._batch)
+
+    def _compensated(self, out: np.ndarray) -> np.ndarray:
+        return out if self.params.compensate == 1.0 else out * np.float32(self.params.compensate)
+
+    @torch.inference_mode()
+    def _separate_chunks(self, chunks: np.ndarray) -> np.ndarray:
+        """``(batch, 2, chunk)`` mixture chunks -> ``(batch, 2, chunk)`` network output waves."""
+        spec = self._spectrogram.forward(torch.from_numpy(chunks))
+        x = spec.numpy()
+        if self.params.denoise:
+            # UVR's "Denoise Output: Standard": average f(x) and -f(-x), which cancels the
+            # part of the output that does not flip sign with the input.
+            both = self._run(np.concatenate([-x, x]))
+            y = both[len(x) :] * 0.5 - both[: len(x)] * 0.5
+        else:
+            y = self._run(x)
+        return self._spectrogram.inverse(torch.from_numpy(y)).numpy()
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if len(x) <= self._network.max_batch:
+            return self._network(x)
+        step = self._network.max_batch
+        return np.concatenate([self._network(x[i : i + step]) for i in range(0, len(x), step)])
+
+
+def _onnx_path(spec: ModelSpec, model_dir: Path | None, model_path: Path | None) -> Path:
+    if model_path is not None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelUnavailable(f"--model-path {path} is not a file")
+        return path
+    paths = verified_weights(spec, model_dir)
+    if len(paths) != 1:
+        raise ModelUnavailable(
+            f"model {spec.id!r} lists {len(paths)} weights files; an MDX-Net model is one .onnx"
+        )
+    return paths[0]
+
+
+def load(
+    spec: ModelSpec,
+    *,
+    model_dir: Path | None = None,
+    model_path: Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> MdxNetBackend:
+    """Load a registered MDX-Net model.
+
+    Args:
+        spec: its registry entry (``arch="mdx_net"``; ``arch_params`` as in
+            :mod:`demixer.models.mdx_net.params`; one stem, the model's primary).
+        model_dir: weights cache directory (default ``$DEMIXER_MODEL_DIR``).
+        model_path: a local ``.onnx`` to use instead of the registered (SHA-256 pinned) file.
+        device: ``cpu``, or ``cuda[:N]`` with the onnxruntime-gpu build (else the CPU runs it).
+        threads: onnxruntime's intra-op threads (None: torch's thread setting).
+
+    Raises:
+        ModelUnavailable: bad ``arch_params``, a missing or corrupt file, or a file whose
+            input shape contradicts ``arch_params``.
+        WeightsChecksumMismatch: the registered file does not match its pin.
+    """
+    params = MdxParams.from_arch_params(spec.arch_params, model_id=spec.id)
+    if len(spec.stems) != 1:
+        raise ModelUnavailable(
+            f"model {spec.id!r} declares stems {list(spec.stems)}; an MDX-Net network outputs "
+            "one (its primary stem; the residual is the other)"
+        )
+    if params.primary_stem is not None and params.primary_stem != spec.stems[0]:
+        raise ModelUnavailable(
+            f"model {spec.id!r}: arch_params primary_stem {params.primary_stem!r} is not its "
+            f"stem {spec.stems[0]!r}"
+        )
+    network = OnnxNetwork(
+        _onnx_path(spec, model_dir, model_path), params, device=device, threads=threads
+    )
+    batch = _GPU_BATCH if device.startswith("cuda") else _CPU_BATCH
+    return MdxNetBackend(
+        network, params, stem=spec.stems[0], sample_rate=spec.sample_rate, batch=batch
+    )
