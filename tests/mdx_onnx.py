@@ -13,12 +13,15 @@ the signature UVR and audio-separator feed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["tfc_tdf_onnx"]
+from demixer.models.registry import ModelSpec, WeightFile
+
+__all__ = ["mdx_spec", "tfc_tdf_onnx"]
 
 
 class _Graph:
@@ -133,3 +136,23 @@ def tfc_tdf_onnx(
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def mdx_spec(
+    model_id: str, arch_params: dict[str, Any], weights: tuple[WeightFile, ...] = ()
+) -> ModelSpec:
+    """A registry entry (not registered) for a one-stem ("vocals") random MDX-Net."""
+    return ModelSpec(
+        id=model_id,
+        stems=("vocals",),
+        sample_rate=44100,
+        description="random-weight MDX-Net (tests/mdx_onnx.py)",
+        license="none",
+        weights_source="tests/mdx_onnx.py",
+        loader="demixer.models.mdx_net:load",
+        quality="none",
+        install_hint="built by the test or benchmark",
+        weights=weights,
+        arch="mdx_net",
+        arch_params=arch_params,
+    )

@@ -31,7 +31,7 @@ from demixer.models.mdx_net import (
     load,
 )
 from demixer.models.registry import ModelSpec, WeightFile
-from mdx_onnx import tfc_tdf_onnx
+from mdx_onnx import mdx_spec, tfc_tdf_onnx
 from uvr_reference import UvrMdx, uvr_default_overlap
 
 RATE = 44100
@@ -100,9 +100,13 @@ def test_stream_over_many_chunks_matches_uvr_whatever_the_blocks(small_onnx: Pat
         size = sizes[len(blocks) % len(sizes)]
         blocks.append(mix[:, start : start + size])
         start += size
-    out = backend(small_onnx).separate_stream(iter(blocks))
+    positions: list[int] = []
+    out = backend(small_onnx).stream(iter(blocks), before_run=positions.append)
     ours = np.concatenate([part["vocals"] for part in out], axis=1)
     assert peak_error(ours, reference(small_onnx, mix)) < TOLERANCE
+    # One network call per chunk, each announced with where its chunk starts in the input
+    # (UVR's first chunk starts in the n_fft // 2 zeros before it).
+    assert positions == [0] + [k * STEP - 1024 for k in range(1, 6)]
 
 
 def test_audio_separator_settings_overlap_and_denoise(tmp_path: Path) -> None:
@@ -129,20 +133,8 @@ def registered(
     small_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ModelSpec]:
     """A test-only registry entry for the small network, its file in a model dir."""
-    spec = ModelSpec(
-        id="test-mdx",
-        stems=("vocals",),
-        sample_rate=RATE,
-        description="random-weight MDX-Net for tests",
-        license="none",
-        weights_source="tests/mdx_onnx.py",
-        loader="demixer.models.mdx_net:load",
-        quality="none",
-        install_hint="built by the test",
-        weights=(WeightFile(name="small.onnx", sha256=file_sha256(small_onnx)),),
-        arch="mdx_net",
-        arch_params={**SMALL, "primary_stem": "Vocals"},
-    )
+    weights = (WeightFile(name="small.onnx", sha256=file_sha256(small_onnx)),)
+    spec = mdx_spec("test-mdx", {**SMALL, "primary_stem": "Vocals"}, weights)
     (tmp_path / "models" / spec.id).mkdir(parents=True)
     (tmp_path / "models" / spec.id / "small.onnx").write_bytes(small_onnx.read_bytes())
     monkeypatch.setitem(registry._BY_ID, spec.id, spec)
@@ -202,9 +194,13 @@ def test_file_contradicting_arch_params_is_refused(registered: ModelSpec, tmp_pa
         load(wide, model_dir=tmp_path / "models")
     assert info.value.message == (
         "small.onnx: its input is tensor(float) ['batch', 4, 256, 32], but the model's "
-        "arch_params (dim_f=512) need float32 ['batch', 4, 512, 32]; the file and the "
-        "parameters do not belong together"
+        "arch_params (dim_f=512, dim_t=32) need float32 ['batch', 4, 512, 32]; the file and "
+        "the parameters do not belong together"
     )
+    # UVR's model data stores log2(dim_t): copying its 5 for 32 frames is caught too.
+    log2 = dataclasses.replace(registered, arch_params={**SMALL, "dim_t": 5})
+    with pytest.raises(ModelUnavailable, match=r"dim_t=5\) need float32 \['batch', 4, 256, 5\]"):
+        load(log2, model_dir=tmp_path / "models")
 
 
 def test_bad_arch_params_are_refused(registered: ModelSpec, tmp_path: Path) -> None:

@@ -10,16 +10,18 @@ output multiplied by the model's ``compensate`` gain. The backend returns that o
 model's primary (UVR's "primary stem"); the engine's residual, input minus it, is exactly UVR's
 secondary stem (UVR also computes it as ``mix - compensate * output``).
 
-Where demixer differs from UVR: nothing inside one engine window (about a minute; see
-:data:`WINDOW_STEPS`), whose chunks sit on the same grid as UVR's whole-track chunks. Across the
+Where demixer differs from UVR: for 44.1 kHz input, nothing inside one engine window (about a
+minute; see :data:`WINDOW_STEPS`), whose chunks sit on the same grid as UVR's whole-track
+chunks (other rates are resampled window by window, which moves the grid). Across the
 seams between windows, UVR's chunks see the audio on the other side and demixer's see zeros,
 and the engine cross-fades the two windows (benchmarks/RESULTS.md measures the difference).
-:meth:`MdxNetBackend.separate_stream` runs UVR's loop over a whole stream with no seams at all.
+:meth:`MdxNetBackend.stream` runs UVR's loop over a whole stream with no seams at all: an
+engine that hands streaming backends the whole input (``StreamingBackend``) gets exactly UVR.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +36,12 @@ from demixer.models.registry import ModelSpec
 
 __all__ = ["ARCH_PARAMS", "WINDOW_STEPS", "MdxNetBackend", "MdxParams", "OnnxNetwork", "load"]
 
-#: chunk steps per engine window (about 57 s for Kim_Vocal_2's 5.75 s step); larger windows
-#: mean fewer seams, smaller ones less memory (about 8 MB per second of window).
+#: chunk steps per engine window (57.5 s for Kim_Vocal_2's 5.75 s step, plus the one-chunk
+#: cross-fade): few seams, while the engine's per-window arrays stay a few tens of MB.
 WINDOW_STEPS = 10
-#: the chunks a CPU runs in one onnxruntime call when ``batch_size`` is 0. One is as fast per
-#: chunk as more on CPU (benchmarks/RESULTS.md) and keeps memory lowest.
+#: the chunks one onnxruntime call runs when ``batch_size`` is 0: on a CPU, one (the network's
+#: activations are ~150 MB per tensor at batch 1 and a batch gains nothing per chunk); on a GPU,
+#: a few, to keep it busy.
 _CPU_BATCH = 1
 _GPU_BATCH = 4
 
@@ -53,10 +56,12 @@ class MdxNetBackend:
         window: samples per engine window: ``WINDOW_STEPS`` chunk steps plus ``overlap``, so
             that every window's chunks fall on the grid of UVR's whole-track chunks.
         overlap: samples cross-faded between windows: one chunk.
+        needs_stats: false: UVR does not normalise the input.
         params: the model's parameters.
     """
 
     channels = 2
+    needs_stats = False
 
     def __init__(
         self,
@@ -92,25 +97,46 @@ class MdxNetBackend:
         out = np.concatenate([head, stream.finish()], axis=1)
         return {self.stems[0]: self._compensated(out)}
 
-    def separate_stream(self, blocks: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    def stream(
+        self,
+        blocks: Iterable[np.ndarray],
+        *,
+        before_run: Callable[[int], None] | None = None,
+        stats: object = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Split a whole track that arrives in blocks, exactly as UVR splits it at once.
 
+        This is the streaming-backend form (the engine hands over the whole input instead of
+        windows, so there are no seams); ``stats`` is unused (:attr:`needs_stats` is false).
+
         Args:
-            blocks: ``(2, n)`` float32 at 44.1 kHz, in order.
+            blocks: ``(channels, n)`` float32 at 44.1 kHz, 1 or 2 channels, in order; mono is
+                run as two identical channels, as UVR does, and averaged back.
+            before_run: called before each network call with the input position (samples)
+                of its first chunk; raise from it to stop.
 
         Yields:
-            ``{stem: (2, m) float32}`` blocks that, concatenated, are the track's stem; they lag
-            the input by up to two chunks (about 12 s) and memory stays at about that.
+            ``{stem: (channels, m) float32}`` blocks that, concatenated, are the track's stem;
+            they lag the input by up to two chunks (about 12 s) and memory stays at about that.
         """
-        stream = self._stream()
+        stream = self._stream(before_run)
+        mono = False
         for block in blocks:
-            out = stream.feed(np.asarray(block, dtype=np.float32))
+            mono = block.shape[0] == 1
+            wave = np.repeat(block, 2, axis=0) if mono else block
+            out = stream.feed(np.asarray(wave, dtype=np.float32))
             if out.shape[1]:
-                yield {self.stems[0]: self._compensated(out)}
-        yield {self.stems[0]: self._compensated(stream.finish())}
+                yield {self.stems[0]: self._output(out, mono)}
+        yield {self.stems[0]: self._output(stream.finish(), mono)}
 
-    def _stream(self) -> ChunkStream:
-        return ChunkStream(self.params, self._separate_chunks, batch=self._batch)
+    def _output(self, out: np.ndarray, mono: bool) -> np.ndarray:
+        out = self._compensated(out)
+        return out.mean(axis=0, keepdims=True) if mono else out
+
+    def _stream(self, before_run: Callable[[int], None] | None = None) -> ChunkStream:
+        return ChunkStream(
+            self.params, self._separate_chunks, batch=self._batch, before_run=before_run
+        )
 
     def _compensated(self, out: np.ndarray) -> np.ndarray:
         return out if self.params.compensate == 1.0 else out * np.float32(self.params.compensate)

@@ -92,6 +92,8 @@ class ChunkStream:
         params: the model's parameters (chunk length, step, trim, window).
         separate: chunks ``(batch, 2, chunk)`` float32 -> the network's output waves, same shape.
         batch: most chunks per ``separate`` call.
+        before_run: called before each ``separate`` call with the input position (samples) of
+            its first chunk's start (0 for the first, whose start is in UVR's leading zeros).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class ChunkStream:
         separate: Callable[[np.ndarray], np.ndarray],
         *,
         batch: int = 1,
+        before_run: Callable[[int], None] | None = None,
     ) -> None:
         self._chunk = params.chunk
         self._step = params.step
@@ -108,6 +111,7 @@ class ChunkStream:
         self._windowed = params.windowed
         self._full_window = np.hanning(self._chunk) if self._windowed else None
         self._separate = separate
+        self._before_run = before_run
         self._batch = max(1, batch)
         self._base = 0  # mixture position of _buf[:, 0], _acc[:, 0] and _div[0]
         self._buf = np.zeros((2, self._trim), np.float32)  # mixture samples from _base on
@@ -149,6 +153,8 @@ class ChunkStream:
         past the input are zeros) and add their weighted outputs to the accumulators."""
         for first in range(0, len(starts), self._batch):
             group = starts[first : first + self._batch]
+            if self._before_run is not None:
+                self._before_run(max(0, group[0] - self._trim))
             chunks = np.zeros((len(group), 2, self._chunk), np.float32)
             for row, start in zip(chunks, group, strict=True):
                 data = self._buf[:, start - self._base : start - self._base + self._chunk]

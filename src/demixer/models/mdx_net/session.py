@@ -137,18 +137,18 @@ class OnnxNetwork:
                 "MDX-Net model has one of each"
             )
         p = self._params
-        expected = ["batch", 4, p.dim_f, p.segment_size]
+        expected = ["batch", 4, p.dim_f, p.dim_t]
         for role, value in (("input", inputs[0]), ("output", outputs[0])):
             shape = list(value.shape)
             fits = len(shape) == 4 and all(
                 not isinstance(got, int) or got == want
-                for got, want in zip(shape[1:3], expected[1:3], strict=True)
+                for got, want in zip(shape[1:], expected[1:], strict=True)
             )
             if value.type != "tensor(float)" or not fits:
                 raise ModelUnavailable(
                     f"{self.path.name}: its {role} is {value.type} {shape}, but the model's "
-                    f"arch_params (dim_f={p.dim_f}) need float32 {expected}; the file and the "
-                    "parameters do not belong together"
+                    f"arch_params (dim_f={p.dim_f}, dim_t={p.dim_t}) need float32 {expected}; "
+                    "the file and the parameters do not belong together"
                 )
         batch = inputs[0].shape[0]
         self.max_batch = batch if isinstance(batch, int) and batch > 0 else 1 << 16
