@@ -143,9 +143,35 @@ def seams(model: Path, seconds: float) -> dict[str, float]:
     }
 
 
-def batching(model: Path, repeats: int = 2) -> dict[str, float]:
-    """CPU seconds per chunk of the stand-in in onnxruntime at batch 1 and 2 (alternated), as
-    demixer's backend opens it."""
+def flops_per_chunk(model: Path) -> float:
+    """FLOPs (2 per multiply-add) of one network call at batch 1, counted from the graph:
+    every Conv, ConvTranspose and MatMul (the rest is a few % and not counted)."""
+    import onnx
+    from onnx import shape_inference
+
+    graph = shape_inference.infer_shapes(onnx.load(str(model))).graph
+    shapes = {
+        v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+        for v in (*graph.value_info, *graph.input, *graph.output)
+    }
+    weights = {init.name: list(init.dims) for init in graph.initializer}
+    macs = 0
+    for node in graph.node:
+        if node.op_type == "Conv":  # output elements x (in channels x kernel)
+            w = weights[node.input[1]]
+            macs += int(np.prod(shapes[node.output[0]])) * w[1] * w[2] * w[3]
+        elif node.op_type == "ConvTranspose":  # input elements x (out channels x kernel)
+            w = weights[node.input[1]]
+            macs += int(np.prod(shapes[node.input[0]])) * w[1] * w[2] * w[3]
+        elif node.op_type == "MatMul":
+            macs += int(np.prod(shapes[node.input[0]])) * weights[node.input[1]][1]
+    return 2.0 * macs
+
+
+def compute(model: Path, repeats: int = 2) -> dict[str, Any]:
+    """The stand-in's FLOPs, this machine's kernel rates (speed.py's probe), and onnxruntime's
+    CPU seconds per chunk at batch 1 and 2 (alternated), as demixer's backend opens it."""
+    import speed
     from demixer.models.mdx_net import MdxParams, OnnxNetwork
 
     net = OnnxNetwork(model, MdxParams.from_arch_params(KIM, model_id="bench-mdx"))
@@ -157,7 +183,11 @@ def batching(model: Path, repeats: int = 2) -> dict[str, float]:
             before = cpu_seconds()
             net(x[:batch])
             per_chunk[batch].append((cpu_seconds() - before) / batch)
-    return {f"batch{b}": statistics.median(v) for b, v in per_chunk.items()}
+    return {
+        "gflop_chunk": flops_per_chunk(model) / 1e9,
+        "kernels": speed.machine_gflops(quiet_wait=30),
+        **{f"batch{b}_cpu_s": statistics.median(v) for b, v in per_chunk.items()},
+    }
 
 
 def run(system: str, model: Path, wav: Path, out: Path) -> dict[str, Any]:
@@ -212,9 +242,9 @@ def main() -> None:
                 }
                 print(length, raw["memory"][str(length)], flush=True)
                 long_wav.unlink()
-    if args.only in (None, "batch"):
-        raw["batch"] = batching(standin)
-        print(raw["batch"], flush=True)
+    if args.only in (None, "compute"):
+        raw["compute"] = compute(standin)
+        print(raw["compute"], flush=True)
     if args.only in (None, "seams"):
         raw["seams"] = {"seconds": args.seam_seconds, **seams(standin, args.seam_seconds)}
         print(raw["seams"], flush=True)
@@ -223,7 +253,12 @@ def main() -> None:
 
 
 def write(raw: dict[str, Any]) -> None:
-    speed, memory, seam, batch = raw["speed"], raw["memory"], raw["seams"], raw["batch"]
+    speed, memory, seam, comp = raw["speed"], raw["memory"], raw["seams"], raw["compute"]
+    gflop_audio_s = comp["gflop_chunk"] * common.RATE / (CHUNK - KIM["n_fft"])  # per step
+    fp32_peak = max(v for k, v in comp["kernels"].items() if k.startswith("fp32"))
+    bf16_peak = max(v for k, v in comp["kernels"].items() if k.startswith("bf16"))
+    # Both cores busy for cpu_s / 2 seconds per chunk: the rate the network ran at.
+    achieved = comp["gflop_chunk"] / (comp["batch1_cpu_s"] / 2)
     runs: dict[str, list[dict[str, Any]]] = speed["runs"]
     wall = {s: statistics.median(r["seconds"] for r in runs[s]) for s in SYSTEMS}
     cpu = {s: statistics.median(r.get("cpu_s", float("nan")) for r in runs[s]) for s in SYSTEMS}
@@ -264,8 +299,22 @@ processes used during the runs (0 = quiet): this machine is shared by several en
 the wall-clock seconds are noisy; the CPU seconds (the process's own, all threads) much less
 so. The two outputs differ by at most {speed["agreement"]:.1e} (peak).
 
-Batching chunks does not pay on this CPU: {batch["batch1"]:.1f} CPU s per chunk one at a time,
-{batch["batch2"]:.1f} two at a time (and twice the activation memory), so demixer runs one.
+### Where the time goes
+
+The stand-in does {comp["gflop_chunk"]:.0f} GFLOP per 5.92 s chunk (convolutions and TDF matrix
+products; chunks start every 5.75 s), i.e. **{gflop_audio_s:.0f} GFLOP per second of audio**.
+onnxruntime spends {comp["batch1_cpu_s"]:.1f} CPU s on a chunk (2 threads), i.e. it runs at
+about {achieved:.0f} GFLOP/s, {100 * achieved / fp32_peak:.0f} % of the best fp32 kernel rate
+measured here ({fp32_peak:.0f} GFLOP/s; bf16: {bf16_peak:.0f}; `speed.py`'s probe). Both systems
+call the same onnxruntime kernels, so no fp32 implementation can be much faster than either:
+demixer's lead comes from around the network (one pass, nothing recomputed, no chunk run
+inside the padding), and a 2x speed-up needs bf16. Running the graph op by op with torch in
+bf16 (AMX here; a throwaway interpreter, not kept) took 7.2 CPU s per chunk against
+onnxruntime's 7.7 on the same day: layout copies and unfused ReLUs ate what the bf16
+convolutions saved, so the network stays on onnxruntime in fp32.
+
+Batching chunks does not pay either: {comp["batch1_cpu_s"]:.1f} CPU s per chunk one at a time,
+{comp["batch2_cpu_s"]:.1f} two at a time (with twice the activation memory), so demixer runs one.
 
 ### Peak memory (RSS, MB) against length, light network of the same I/O
 

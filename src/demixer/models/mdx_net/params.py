@@ -23,6 +23,9 @@ and UVR's inference settings, each defaulting to UVR's own default:
   spectrogram and on its negation and averages ``f(x)`` and ``-f(-x)``; it doubles the compute.
 - ``hop_length`` (1024): STFT hop in samples (fixed in UVR for ONNX models).
 - ``batch_size`` (0 = automatic): chunks per network call; it changes speed, never the output.
+
+``is_karaoke`` (UVR's flag for its UI) is accepted and unused. Any other key is refused, so a
+misspelt parameter cannot silently fall back to a default.
 """
 
 from __future__ import annotations
