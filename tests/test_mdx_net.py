@@ -58,7 +58,7 @@ def noise(seconds: float, seed: int = 1) -> np.ndarray:
 
 def backend(path: Path, **overrides: Any) -> MdxNetBackend:
     params = MdxParams.from_arch_params({**SMALL, **overrides}, model_id="test-mdx")
-    return MdxNetBackend(OnnxNetwork(path, params), params, stem="vocals")
+    return MdxNetBackend(OnnxNetwork(path, params), params, stems=("vocals",))
 
 
 def reference(path: Path, mix: np.ndarray, **overrides: Any) -> np.ndarray:
@@ -135,6 +135,7 @@ def registered(
     """A test-only registry entry for the small network, its file in a model dir."""
     weights = (WeightFile(name="small.onnx", sha256=file_sha256(small_onnx)),)
     spec = mdx_spec("test-mdx", {**SMALL, "primary_stem": "Vocals"}, weights)
+    spec = dataclasses.replace(spec, stems=("vocals", "instrumental"))
     (tmp_path / "models" / spec.id).mkdir(parents=True)
     (tmp_path / "models" / spec.id / "small.onnx").write_bytes(small_onnx.read_bytes())
     monkeypatch.setitem(registry._BY_ID, spec.id, spec)
@@ -159,7 +160,7 @@ def test_engine_equals_uvr_except_in_window_cross_fades(
     for start in range(window - overlap, mix.shape[1], window - overlap):
         exact[start : start + overlap] = False  # where two windows are cross-faded
     assert peak_error(out["vocals"][:, exact], uvr_primary[:, exact]) < TOLERANCE
-    # The residual is UVR's secondary stem: mix - compensate * output, at every sample.
+    # The secondary stem is UVR's: mix - compensate * output, at every sample.
     np.testing.assert_allclose(out["instrumental"], mix - out["vocals"], atol=1e-6)
 
 
@@ -171,6 +172,22 @@ def test_mono_input_runs_as_uvr_runs_it(registered: ModelSpec, tmp_path: Path) -
     expected = reference(tmp_path / "models/test-mdx/small.onnx", np.repeat(mono, 2, axis=0))
     assert out["vocals"].shape == mono.shape
     assert peak_error(out["vocals"], expected.mean(axis=0, keepdims=True)) < TOLERANCE
+
+
+def test_primary_stem_names_the_network_output(registered: ModelSpec, tmp_path: Path) -> None:
+    # An instrumental model as the catalogue lists one: UVR's names, primary second here.
+    spec = dataclasses.replace(
+        registered,
+        stems=("Vocals", "Instrumental"),
+        arch_params={**SMALL, "primary_stem": "Instrumental"},
+    )
+    model = load(spec, model_dir=tmp_path / "models")
+    mix = noise(0.5, seed=7)
+    out = model.separate(mix)
+    assert list(out) == ["Vocals", "Instrumental"]
+    expected = reference(tmp_path / "models/test-mdx/small.onnx", mix)
+    assert peak_error(out["Instrumental"], expected) < TOLERANCE
+    assert peak_error(out["Vocals"], mix - expected) < TOLERANCE
 
 
 def test_registered_file_is_verified_before_loading(registered: ModelSpec, tmp_path: Path) -> None:
@@ -209,9 +226,9 @@ def test_bad_arch_params_are_refused(registered: ModelSpec, tmp_path: Path) -> N
         "unknown key(s) dimf": {**SMALL, "dimf": 256},
         "dim_f=2000 exceeds the 1025 bins": {**SMALL, "dim_f": 2000},
         "overlap=1.5: expected a fraction": {**SMALL, "overlap": 1.5},
-        "primary_stem 'instrumental' is not its stem 'vocals'": {
+        "primary_stem 'other' is not one of its stems ['vocals', 'instrumental']": {
             **SMALL,
-            "primary_stem": "Instrumental",
+            "primary_stem": "Other",
         },
     }
     for message, params in cases.items():

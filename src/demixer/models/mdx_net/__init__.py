@@ -6,9 +6,9 @@ registry entry carries them in ``arch_params`` (see :mod:`demixer.models.mdx_net
 
 The inference is UVR's own (:mod:`demixer.models.mdx_net.chunks`), with UVR's defaults: 256-frame
 chunks stepped by ``chunk - n_fft``, Hann-weighted overlap-add, no "denoise" pass, and the
-output multiplied by the model's ``compensate`` gain. The backend returns that one stem, the
-model's primary (UVR's "primary stem"); the engine's residual, input minus it, is exactly UVR's
-secondary stem (UVR also computes it as ``mix - compensate * output``).
+output multiplied by the model's ``compensate`` gain: UVR's "primary stem". A registry entry
+may also list the secondary stem (``stems=("Vocals", "Instrumental")``), which is the input
+minus the primary, exactly as UVR computes it.
 
 Where demixer differs from UVR: for 44.1 kHz input, nothing inside one engine window (about a
 minute; see :data:`WINDOW_STEPS`), whose chunks sit on the same grid as UVR's whole-track
@@ -52,7 +52,9 @@ class MdxNetBackend:
     Attributes:
         sample_rate: 44100 Hz for every published MDX-Net model.
         channels: 2 (the engine duplicates mono, as UVR does).
-        stems: the one stem the network outputs (the registry's, e.g. ``("vocals",)``).
+        stems: the registry's stems: the primary (the network's output) and, if listed, the
+            secondary (input minus primary), in the registry's order.
+        primary: the stem the network outputs.
         window: samples per engine window: ``WINDOW_STEPS`` chunk steps plus ``overlap``, so
             that every window's chunks fall on the grid of UVR's whole-track chunks.
         overlap: samples cross-faded between windows: one chunk.
@@ -68,12 +70,15 @@ class MdxNetBackend:
         network: OnnxNetwork,
         params: MdxParams,
         *,
-        stem: str,
+        stems: tuple[str, ...],
+        primary: str | None = None,
         sample_rate: int = 44100,
         batch: int = _CPU_BATCH,
     ) -> None:
         self.sample_rate = sample_rate
-        self.stems = (stem,)
+        self.stems = stems
+        self.primary = primary or stems[0]
+        self._secondary = next((s for s in stems if s != self.primary), None)
         self.params = params
         self.overlap = params.chunk
         self.window = WINDOW_STEPS * params.step + self.overlap
@@ -88,14 +93,19 @@ class MdxNetBackend:
             mix: ``(2, samples)`` float32 at 44.1 kHz.
 
         Returns:
-            ``{stem: (2, samples) float32}``: the network's output times ``compensate``.
+            stem -> ``(2, samples)`` float32: the primary is the network's output times
+            ``compensate``; the secondary (when listed) is ``mix`` minus it.
         """
         if mix.ndim != 2 or mix.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, samples) audio, got shape {mix.shape}")
         stream = self._stream()
         head = stream.feed(np.asarray(mix, dtype=np.float32))
-        out = np.concatenate([head, stream.finish()], axis=1)
-        return {self.stems[0]: self._compensated(out)}
+        tail = stream.finish()
+        return self._stems(
+            np.concatenate([head[0], tail[0]], axis=1),
+            np.concatenate([head[1], tail[1]], axis=1),
+            mono=False,
+        )
 
     def stream(
         self,
@@ -116,7 +126,7 @@ class MdxNetBackend:
                 of its first chunk; raise from it to stop.
 
         Yields:
-            ``{stem: (channels, m) float32}`` blocks that, concatenated, are the track's stem;
+            stem -> ``(channels, m)`` float32 blocks that, concatenated, are the track's stems;
             they lag the input by up to two chunks (about 12 s) and memory stays at about that.
         """
         stream = self._stream(before_run)
@@ -124,22 +134,26 @@ class MdxNetBackend:
         for block in blocks:
             mono = block.shape[0] == 1
             wave = np.repeat(block, 2, axis=0) if mono else block
-            out = stream.feed(np.asarray(wave, dtype=np.float32))
+            mix, out = stream.feed(np.asarray(wave, dtype=np.float32))
             if out.shape[1]:
-                yield {self.stems[0]: self._output(out, mono)}
-        yield {self.stems[0]: self._output(stream.finish(), mono)}
+                yield self._stems(mix, out, mono=mono)
+        yield self._stems(*stream.finish(), mono=mono)
 
-    def _output(self, out: np.ndarray, mono: bool) -> np.ndarray:
-        out = self._compensated(out)
-        return out.mean(axis=0, keepdims=True) if mono else out
+    def _stems(self, mix: np.ndarray, out: np.ndarray, *, mono: bool) -> dict[str, np.ndarray]:
+        """The stems for network output ``out`` over input ``mix`` (both ``(2, m)``)."""
+        if self.params.compensate != 1.0:
+            out = out * np.float32(self.params.compensate)
+        stems = {self.primary: out}
+        if self._secondary is not None:
+            stems[self._secondary] = mix - out
+        if mono:
+            stems = {name: y.mean(axis=0, keepdims=True) for name, y in stems.items()}
+        return {name: stems[name] for name in self.stems}
 
     def _stream(self, before_run: Callable[[int], None] | None = None) -> ChunkStream:
         return ChunkStream(
             self.params, self._separate_chunks, batch=self._batch, before_run=before_run
         )
-
-    def _compensated(self, out: np.ndarray) -> np.ndarray:
-        return out if self.params.compensate == 1.0 else out * np.float32(self.params.compensate)
 
     @torch.inference_mode()
     def _separate_chunks(self, chunks: np.ndarray) -> np.ndarray:
@@ -160,6 +174,24 @@ class MdxNetBackend:
             return self._network(x)
         step = self._network.max_batch
         return np.concatenate([self._network(x[i : i + step]) for i in range(0, len(x), step)])
+
+
+def _primary_stem(spec: ModelSpec, params: MdxParams) -> str:
+    """The registry stem the network outputs: ``primary_stem`` (any case), else the first."""
+    if not 1 <= len(spec.stems) <= 2:
+        raise ModelUnavailable(
+            f"model {spec.id!r} declares stems {list(spec.stems)}; an MDX-Net model has its "
+            "primary stem and, optionally, the secondary (the input minus the primary)"
+        )
+    if params.primary_stem is None:
+        return spec.stems[0]
+    for stem in spec.stems:
+        if stem.lower() == params.primary_stem:
+            return stem
+    raise ModelUnavailable(
+        f"model {spec.id!r}: arch_params primary_stem {params.primary_stem!r} is not one of "
+        f"its stems {list(spec.stems)}"
+    )
 
 
 def _onnx_path(spec: ModelSpec, model_dir: Path | None, model_path: Path | None) -> Path:
@@ -188,7 +220,7 @@ def load(
 
     Args:
         spec: its registry entry (``arch="mdx_net"``; ``arch_params`` as in
-            :mod:`demixer.models.mdx_net.params`; one stem, the model's primary).
+            :mod:`demixer.models.mdx_net.params`; stems: the primary, optionally the secondary).
         model_dir: weights cache directory (default ``$DEMIXER_MODEL_DIR``).
         model_path: a local ``.onnx`` to use instead of the registered (SHA-256 pinned) file.
         device: ``cpu``, or ``cuda[:N]`` with the onnxruntime-gpu build (else the CPU runs it).
@@ -200,20 +232,16 @@ def load(
         WeightsChecksumMismatch: the registered file does not match its pin.
     """
     params = MdxParams.from_arch_params(spec.arch_params, model_id=spec.id)
-    if len(spec.stems) != 1:
-        raise ModelUnavailable(
-            f"model {spec.id!r} declares stems {list(spec.stems)}; an MDX-Net network outputs "
-            "one (its primary stem; the residual is the other)"
-        )
-    if params.primary_stem is not None and params.primary_stem != spec.stems[0]:
-        raise ModelUnavailable(
-            f"model {spec.id!r}: arch_params primary_stem {params.primary_stem!r} is not its "
-            f"stem {spec.stems[0]!r}"
-        )
+    primary = _primary_stem(spec, params)
     network = OnnxNetwork(
         _onnx_path(spec, model_dir, model_path), params, device=device, threads=threads
     )
     batch = _GPU_BATCH if device.startswith("cuda") else _CPU_BATCH
     return MdxNetBackend(
-        network, params, stem=spec.stems[0], sample_rate=spec.sample_rate, batch=batch
+        network,
+        params,
+        stems=spec.stems,
+        primary=primary,
+        sample_rate=spec.sample_rate,
+        batch=batch,
     )

@@ -121,9 +121,14 @@ class ChunkStream:
         self._emitted = self._trim  # mixture position of the next sample to return
         self._received = 0  # input samples fed so far
 
-    def feed(self, block: np.ndarray) -> np.ndarray:
-        """Take the next ``(2, n)`` input samples; return the ``(2, m)`` output samples that are
-        now final (``m`` may be 0; outputs lag inputs by up to about two chunks)."""
+    def feed(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Take the next ``(2, n)`` input samples.
+
+        Returns:
+            ``(input, output)``, each ``(2, m)``: the output samples that are now final and the
+            input samples at the same positions (``m`` may be 0; outputs lag inputs by up to
+            about two chunks).
+        """
         if block.shape[1]:
             self._buf = np.concatenate([self._buf, block.astype(np.float32, copy=False)], 1)
             self._received += block.shape[1]
@@ -134,11 +139,12 @@ class ChunkStream:
         self._run(starts, self._trim + self._received)
         return self._emit(self._next)
 
-    def finish(self) -> np.ndarray:
-        """Run the chunks that reach the end of the input; return the remaining output."""
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """Run the chunks that reach the end of the input; return the remaining ``(input,
+        output)`` as :meth:`feed` does."""
         end = self._trim + self._received
         if not self._received:
-            return np.zeros((2, 0), np.float32)
+            return np.zeros((2, 0), np.float32), np.zeros((2, 0), np.float32)
         # UVR's padded length: trim zeros, the input, then pad = gen + trim - n % gen zeros.
         length = end + self._gen + self._trim - self._received % self._gen
         starts = []
@@ -183,11 +189,13 @@ class ChunkStream:
         self._acc[:, lo:hi] += (out * weights).astype(np.float32)
         self._div[lo:hi] += weights.astype(np.float32)
 
-    def _emit(self, until: int) -> np.ndarray:
-        """Return the outputs in [_emitted, until) and forget everything before ``until``."""
+    def _emit(self, until: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the inputs and outputs in [_emitted, until) and forget everything before
+        ``until``."""
         if until <= self._emitted:
-            return np.zeros((2, 0), np.float32)
+            return np.zeros((2, 0), np.float32), np.zeros((2, 0), np.float32)
         lo, hi = self._emitted - self._base, until - self._base
+        mix = self._buf[:, lo:hi]
         out = self._acc[:, lo:hi] / self._div[lo:hi]
         self._emitted = until
         cut = min(until, self._next) - self._base
@@ -195,4 +203,4 @@ class ChunkStream:
         self._acc = self._acc[:, cut:]
         self._div = self._div[cut:]
         self._base += cut
-        return np.ascontiguousarray(out, dtype=np.float32)
+        return np.ascontiguousarray(mix), np.ascontiguousarray(out, dtype=np.float32)
