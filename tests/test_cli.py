@@ -7,6 +7,7 @@ a script sees: the exit code, the files written, and a one-line error on stderr.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import soundfile as sf
 from audiofiles import encode, tone
 from demixer.audio import load
 from demixer.models.loading import is_installed
-from demixer.models.registry import get_spec, list_specs
+from demixer.models.registry import get_spec, list_specs, model_card
 
 
 def _executable() -> Path:
@@ -50,9 +51,12 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def demixer(
-    *args: str | Path, model_dir: Path, cwd: Path | None = None
+    *args: str | Path,
+    model_dir: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEMIXER_MODEL_DIR": str(model_dir)}
+    env = {**os.environ, **(env or {}), "DEMIXER_MODEL_DIR": str(model_dir)}
     return subprocess.run(
         [str(_executable()), *map(str, args)],
         capture_output=True,
@@ -175,19 +179,51 @@ def test_missing_weights_exit_4_and_say_how_to_pull(
     assert "demixer models pull htdemucs" in line
 
 
-def test_models_list_shows_what_is_installed(model_dir: Path) -> None:
-    result = demixer("models", "list", model_dir=model_dir)
+def test_models_list_json_says_what_is_installed(model_dir: Path) -> None:
+    result = demixer("models", "list", "--json", model_dir=model_dir)
     assert result.returncode == 0, result.stderr
-    installed = {}
-    for line in result.stdout.splitlines():
-        cells = [cell.strip() for cell in line.split("│")]
-        if len(cells) > 5 and cells[1]:
-            installed[cells[1]] = cells[4]
-    assert str(model_dir) in result.stdout
-    assert set(installed) == {spec.id for spec in list_specs()}
-    assert installed["spleeter-2stems"] == "yes"
-    assert installed["htdemucs"] == "no"
+    records = {record["id"]: record for record in json.loads(result.stdout)}
+    assert list(records) == [spec.id for spec in list_specs()]
+    assert records["spleeter-2stems"]["installed"] is True
+    assert records["htdemucs"]["installed"] is False
     # It agrees with the library's own answer for every model.
-    for model_id, shown in installed.items():
-        if model_id != "id":
-            assert shown == ("yes" if is_installed(get_spec(model_id), model_dir) else "no")
+    for model_id, record in records.items():
+        assert record["installed"] is is_installed(get_spec(model_id), model_dir)
+    kim = records["mel-roformer-vocals-kim"]
+    assert kim["arch"] == "mel_band_roformer" and kim["license_class"] == "permissive"
+    assert kim["scores"][0] == {
+        "stem": "vocals",
+        "value": 10.98,
+        "metric": "Multisong SDR",
+        "test_set": "MVSep Multisong",
+        "source": get_spec("mel-roformer-vocals-kim").scores[0].source,
+    }
+    assert [f["name"] for f in kim["files"]] == [w.name for w in get_spec(kim["id"]).weights]
+
+
+def test_models_list_fits_an_80_column_terminal(model_dir: Path) -> None:
+    env_columns = {"COLUMNS": "80"}
+    result = demixer("models", "list", model_dir=model_dir, env=env_columns)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    rows = {line.split()[0]: line.split() for line in lines if line and line[0].isalnum()}
+    for spec in list_specs():
+        # Each id whole on one line (never wrapped mid-word), with its arch, here, licence.
+        row = rows[spec.id]
+        assert row[2] == ("yes" if is_installed(spec, model_dir) else "no")
+        assert " ".join(row[3:]).startswith(spec.license_class)
+    assert rows["spleeter-2stems"][2] == "yes" and rows["htdemucs"][3:5] == ["research", "only"]
+    assert str(model_dir) in result.stdout
+
+
+def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:
+    result = demixer("models", "info", "bs-roformer-vocals-1297", model_dir=model_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        model_card("bs-roformer-vocals-1297")
+        + f"\nInstalled here: no ({model_dir / 'bs-roformer-vocals-1297'}).\n"
+    )
+    unknown = demixer("models", "info", "nope", model_dir=model_dir)
+    assert unknown.returncode == 2
+    assert "UNKNOWN_MODEL" in _one_error_line(unknown)

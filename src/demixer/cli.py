@@ -23,9 +23,8 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
-from demixer import __version__, cli_remote, cli_service
+from demixer import __version__, cli_models, cli_remote, cli_service
 from demixer.cli_output import print_error
 from demixer.errors import DemixerError, InvalidAudio, exit_code_for
 
@@ -38,8 +37,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and fetch separation models.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 
 err = Console(stderr=True)
 # Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
@@ -179,53 +176,7 @@ def separate(
         raise typer.Exit(exit_code_for(last_error))
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """Every model: id, stems, sample rate, whether its weights are here, measured quality."""
-    from demixer.models.loading import default_model_dir, is_installed
-    from demixer.models.registry import list_specs
-
-    table = Table(title=f"models (weights cache: {default_model_dir()})")
-    for column in ("id", "stems", "rate", "installed", "quality", "licence"):
-        table.add_column(column)
-    for spec in list_specs():
-        table.add_row(
-            spec.id,
-            ",".join(spec.stems),
-            f"{spec.sample_rate} Hz",
-            "yes" if is_installed(spec) else "no",
-            spec.quality,
-            spec.license,
-        )
-    Console(width=200).print(table)
-
-
-@models_app.command("pull")
-def models_pull(
-    name: Annotated[str, typer.Argument(help="Model id, e.g. htdemucs.")],
-    base_url: Annotated[
-        str | None,
-        typer.Option("--base-url", help="Mirror to fetch from (also $DEMIXER_MODEL_BASE_URL)."),
-    ] = None,
-) -> None:
-    """Download a model's weights into the cache and verify their SHA-256."""
-    from demixer.models.download import pull
-
-    def progress(file: str, done: int, total: int | None) -> None:
-        if total:
-            err.print(f"\r{file}: {done / total:6.1%}", end="", highlight=False)
-
-    try:
-        paths = pull(name, base_url=base_url, on_progress=progress if err.is_terminal else None)
-    except DemixerError as e:
-        raise _fail(e) from None
-    if err.is_terminal:
-        err.print()
-    for path in paths:
-        out.print(f"{path}", highlight=False)
-    out.print(f"{name}: installed and verified")
-
-
+cli_models.register(app)
 cli_service.register(app)
 cli_remote.register(app)
 

@@ -387,17 +387,41 @@ class Limits(BaseModel):
     bit_depths: dict[str, list[str]]
 
 
+class PublishedScore(BaseModel):
+    """One quality figure, as its publisher gives it (not measured by this server)."""
+
+    stem: str = Field(description="The stem it is for, or `mean` over the model's stems.")
+    value: float = Field(description="dB.")
+    metric: str = Field(description="`cSDR`, `SDR`, `Multisong SDR`, `median SDR`, ...")
+    test_set: str
+    source: str = Field(description="Who published it (a URL).")
+
+
 class EngineModel(BaseModel):
-    """A separation model this server runs (the ``model`` of ``audio/stems``): its weights are
-    installed here or on a registered worker."""
+    """A separation model (the ``model`` of ``audio/stems``). In ``engine_models`` its weights
+    are installed here or on a registered worker; ``catalogue`` lists every registered one."""
 
     id: str
     object: Literal["engine_model"] = "engine_model"
     description: str
     stems: list[str]
     sample_rate: int = Field(description="Hz the model runs at (outputs keep the input's rate).")
-    license: str
+    license: str = Field(description="The weights' licence, as their authors state it.")
+    license_class: Literal["permissive", "non-commercial", "research only", "not stated"] = Field(
+        description="How the weights may be used, as far as their authors say."
+    )
+    arch: str = Field(
+        description="Network family: `bs_roformer`, `mel_band_roformer`, `mdx23c`, `scnet`, "
+        "`mdx_net`, `demucs`, `spleeter`, `cascade`."
+    )
+    source_url: str = Field(description="The page the weights are published on.")
     quality: str
+    scores: list[PublishedScore] = Field(
+        description="Published quality figures, headline first (not measured by this server)."
+    )
+    installed: bool = Field(
+        description="Whether its weights are here or on a registered worker (so it can run)."
+    )
     limits: Limits
 
 
@@ -416,11 +440,16 @@ class QueueModel(BaseModel):
 
 
 class ModelList(BaseModel):
-    """Queue models in ``data``; installed engine models in ``engine_models``."""
+    """Queue models in ``data``; installed engine models in ``engine_models``; every registered
+    engine model, installed or not, in ``catalogue``."""
 
     object: Literal["list"] = "list"
     data: list[QueueModel]
     engine_models: list[EngineModel]
+    catalogue: list[EngineModel] = Field(
+        description="Every model this demixer knows; `installed` says which can run here "
+        "(`demixer models pull ID` fetches the others' weights)."
+    )
 
 
 class UsageLine(BaseModel):
