@@ -256,3 +256,22 @@ def test_threads_follow_torch_setting(small_onnx: Path) -> None:
     assert options.intra_op_num_threads == torch.get_num_threads()
     one = OnnxNetwork(small_onnx, params, threads=1)
     assert one._session.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in registry.list_specs() if s.arch == "mdx_net"], ids=lambda s: s.id
+)
+def test_catalogue_entries_run_on_this_backend(spec: ModelSpec, tmp_path: Path) -> None:
+    """Each catalogue entry's parameters and stems, on a random file of its shapes."""
+    params = MdxParams.from_arch_params(spec.arch_params, model_id=spec.id)
+    path = tfc_tdf_onnx(
+        tmp_path / "m.onnx", dim_f=params.dim_f, dim_t=params.dim_t, g=2, bn=64, gain=0.9
+    )
+    model = load(spec, model_path=path)
+    assert model.stems == spec.stems
+    assert model.primary.lower() == params.primary_stem
+    mix = noise(0.3, seed=8)
+    out = model.separate(mix)
+    secondary = next(s for s in spec.stems if s != model.primary)
+    np.testing.assert_allclose(out[secondary], mix - out[model.primary], atol=1e-6)
+    assert 0.01 < np.abs(out[model.primary]).max() < 20
