@@ -1,7 +1,7 @@
 """MDX-Net (UVR's ONNX models): demixer against audio-separator 0.47.1's inference, side by side.
 
 No MDX-Net weights can be fetched here, so the network is a stand-in: a random-weight ONNX file
-with Kim_Vocal_2's I/O and STFT settings (dim_f 3072, 256 frames, n_fft 7680, compensate 1.043)
+with Kim_Vocal_2's I/O and STFT settings (dim_f 3072, 256 frames of 1024, n_fft 7680)
 and KUIELab's ConvTDFNet layout at the size of the published files (5 levels, 3 convs per block,
 48 channels per level, TDF bottleneck 8: ~16.7 M weights, a 66.7 MB file like Kim_Vocal_2.onnx),
 built by ``tests/mdx_onnx.py``. Both systems run it with onnxruntime on the same threads.
@@ -14,7 +14,7 @@ built by ``tests/mdx_onnx.py``. Both systems run it with onnxruntime on the same
   files, which is left out in its favour).
 
 Speed runs alternate the two systems, each in a fresh process; the table gives medians.
-Memory (peak RSS of the process) is measured on 1-, 5- and 10-minute files with a light network
+Memory (peak RSS of the process) is measured on 1- and 10-minute files with a light network
 of the same I/O, since what grows with length is the audio arrays, not the network; the
 stand-in's own working memory is the "speed" table's peak RSS.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -169,9 +170,8 @@ def flops_per_chunk(model: Path) -> float:
 
 
 def compute(model: Path, repeats: int = 2) -> dict[str, Any]:
-    """The stand-in's FLOPs, this machine's kernel rates (speed.py's probe), and onnxruntime's
-    CPU seconds per chunk at batch 1 and 2 (alternated), as demixer's backend opens it."""
-    import speed
+    """The stand-in's FLOPs and onnxruntime's CPU seconds per chunk at batch 1 and 2
+    (alternated), as demixer's backend opens it."""
     from demixer.models.mdx_net import MdxParams, OnnxNetwork
 
     net = OnnxNetwork(model, MdxParams.from_arch_params(KIM, model_id="bench-mdx"))
@@ -185,7 +185,6 @@ def compute(model: Path, repeats: int = 2) -> dict[str, Any]:
             per_chunk[batch].append((cpu_seconds() - before) / batch)
     return {
         "gflop_chunk": flops_per_chunk(model) / 1e9,
-        "kernels": speed.machine_gflops(quiet_wait=30),
         **{f"batch{b}_cpu_s": statistics.median(v) for b, v in per_chunk.items()},
     }
 
@@ -206,14 +205,16 @@ RAW = common.CACHE / "mdx-net-results.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     # 12 s: both systems run the same three chunks (for some lengths UVR runs one more, wholly
     # in its padding, which demixer skips: a gain this comparison leaves out).
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--lengths", default="60,600", help="memory runs, seconds")
     parser.add_argument("--seam-seconds", type=float, default=20.0)
     parser.add_argument(
-        "--only", choices=("speed", "memory", "seams"), help="rerun one part, keep the others"
+        "--only",
+        choices=("speed", "memory", "compute", "seams", "report"),
+        help="rerun one part and keep the others' last figures (report: rerun none)",
     )
     args = parser.parse_args()
     raw: dict[str, Any] = json.loads(RAW.read_text()) if args.only and RAW.is_file() else {}
@@ -252,11 +253,21 @@ def main() -> None:
     write(raw)
 
 
+def kernel_rates() -> dict[str, float]:
+    """Best fp32 and bf16 kernel GFLOP/s on 2 threads, from the Speed section of RESULTS.md
+    (``speed.py`` measures them on a quiet machine; this script's runs rarely get one)."""
+    text = common.RESULTS.read_text("utf-8") if common.RESULTS.is_file() else ""
+    rates: dict[str, float] = {}
+    for precision, value in re.findall(r"^\| (fp32|bf16) [^|]+\| ([0-9.]+) \|$", text, re.M):
+        rates[precision] = max(rates.get(precision, 0.0), float(value))
+    return rates
+
+
 def write(raw: dict[str, Any]) -> None:
     speed, memory, seam, comp = raw["speed"], raw["memory"], raw["seams"], raw["compute"]
     gflop_audio_s = comp["gflop_chunk"] * common.RATE / (CHUNK - KIM["n_fft"])  # per step
-    fp32_peak = max(v for k, v in comp["kernels"].items() if k.startswith("fp32"))
-    bf16_peak = max(v for k, v in comp["kernels"].items() if k.startswith("bf16"))
+    rates = kernel_rates()
+    fp32_peak, bf16_peak = rates.get("fp32", float("nan")), rates.get("bf16", float("nan"))
     # Both cores busy for cpu_s / 2 seconds per chunk: the rate the network ran at.
     achieved = comp["gflop_chunk"] / (comp["batch1_cpu_s"] / 2)
     runs: dict[str, list[dict[str, Any]]] = speed["runs"]
@@ -269,7 +280,7 @@ def write(raw: dict[str, Any]) -> None:
             [
                 system,
                 ", ".join(common.fmt(r["seconds"], 0) for r in runs[system]),
-                common.fmt(wall[system] / speed["seconds"], 2),
+                common.fmt(speed["seconds"] / wall[system], 2),
                 common.fmt(wall["audio-separator"] / wall[system], 2) + "x",
                 common.fmt(cpu[system], 1),
                 common.fmt(cpu["audio-separator"] / cpu[system], 2) + "x",
@@ -277,7 +288,7 @@ def write(raw: dict[str, Any]) -> None:
                 common.fmt(statistics.median(foreign), 2) if foreign else "–",
             ]
         )
-    head = ["system", "wall s per run", "RTF", "wall speed-up", "CPU s", "CPU speed-up"]
+    head = ["system", "wall s per run", "x real time", "wall speed-up", "CPU s", "CPU speed-up"]
     mem_rows = [
         [f"{int(length) // 60} min"] + [common.fmt(memory[length][s], 0) for s in SYSTEMS]
         for length in sorted(memory, key=int)
@@ -294,8 +305,9 @@ def write(raw: dict[str, Any]) -> None:
 ### Speed: {speed["seconds"]:.0f} s of music (the MUSDB excerpt looped), Kim_Vocal_2-sized stand-in
 
 {common.table([*head, "peak RSS MB", "foreign load"], rows)}
-RTF and speed-ups are medians. *foreign load* is the share of the machine's CPU that other
-processes used during the runs (0 = quiet): this machine is shared by several engineers, so
+*x real time* (seconds of audio per second) and the speed-ups are medians. *foreign load*
+is the share of the machine's CPU that other processes used during the runs (0 = quiet): this
+machine is shared by several engineers, so
 the wall-clock seconds are noisy; the CPU seconds (the process's own, all threads) much less
 so. The two outputs differ by at most {speed["agreement"]:.1e} (peak).
 
@@ -303,9 +315,10 @@ so. The two outputs differ by at most {speed["agreement"]:.1e} (peak).
 
 The stand-in does {comp["gflop_chunk"]:.0f} GFLOP per 5.92 s chunk (convolutions and TDF matrix
 products; chunks start every 5.75 s), i.e. **{gflop_audio_s:.0f} GFLOP per second of audio**.
-onnxruntime spends {comp["batch1_cpu_s"]:.1f} CPU s on a chunk (2 threads), i.e. it runs at
-about {achieved:.0f} GFLOP/s, {100 * achieved / fp32_peak:.0f} % of the best fp32 kernel rate
-measured here ({fp32_peak:.0f} GFLOP/s; bf16: {bf16_peak:.0f}; `speed.py`'s probe). Both systems
+onnxruntime spends {comp["batch1_cpu_s"]:.1f} CPU s on a chunk (2 threads), i.e. with both
+cores to itself it would run at about {achieved:.0f} GFLOP/s: {100 * achieved / fp32_peak:.0f} %
+of the best fp32 kernel rate the Speed section measured on this machine ({fp32_peak:.0f} GFLOP/s
+on 2 threads; bf16: {bf16_peak:.0f}), so in fp32 the network is at the machine's limit. Both systems
 call the same onnxruntime kernels, so no fp32 implementation can be much faster than either:
 demixer's lead comes from around the network (one pass, nothing recomputed, no chunk run
 inside the padding), and a 2x speed-up needs bf16. Running the graph op by op with torch in
@@ -324,10 +337,11 @@ Batching chunks does not pay either: {comp["batch1_cpu_s"]:.1f} CPU s per chunk 
 demixer's engine separates 63.4 s windows (ten chunk steps plus one chunk) whose chunks lie on
 UVR's whole-track grid, and cross-fades consecutive windows over {seam["fade_s"]:.1f} s (one
 chunk). Measured here with {seam["window_s"]:.1f} s windows, to get seams in a short input.
-Outside the cross-fades its output is UVR's to {seam["outside_peak"]:.1e} peak; inside them
+Outside the cross-fades its output differs from UVR's by {seam["outside_peak"]:.1e} (peak);
+inside them
 the chunks next to a seam saw zeros where UVR's saw the neighbouring audio. On
-{seam["seconds"]:.0f} s of music through the stand-in ({seam["seams"]:.1f} seams' worth of
-cross-fade): signal to difference {seam["whole_db"]:.1f} dB over the whole track,
+{seam["seconds"]:.0f} s of music through the stand-in ({seam["seams"]:.0f} seam): signal to
+difference {seam["whole_db"]:.1f} dB over the whole track,
 {seam["seam_db"]:.1f} dB inside the cross-fades. A random network's receptive field is the
 trained one's, but its output is not music, so read the dB as the size of the seams' effect,
 not as a quality figure.
