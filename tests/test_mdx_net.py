@@ -120,8 +120,8 @@ def test_audio_separator_settings_overlap_and_denoise(tmp_path: Path) -> None:
 
 
 def test_kim_vocal_2_shapes(tmp_path: Path) -> None:
-    """Kim_Vocal_2's parameters as UVR's model data gives them (hash 73492b58...)."""
-    kim = {"dim_f": 3072, "dim_t": 256, "n_fft": 7680, "segment_size": 256, "compensate": 1.043}
+    """Kim_Vocal_2's parameters as UVR's model data gives them (key 970b3f94...)."""
+    kim = {"dim_f": 3072, "dim_t": 256, "n_fft": 7680, "segment_size": 256, "compensate": 1.009}
     path = tfc_tdf_onnx(tmp_path / "kim.onnx", dim_f=3072, dim_t=256, g=2, bn=64, gain=0.9)
     mix = noise(6.2, seed=4)  # two 5.9 s chunks, the second cut at the end
     ours = backend(path, **kim).separate(mix)["vocals"]
