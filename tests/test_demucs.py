@@ -223,6 +223,20 @@ def test_load_from_model_path(tmp_path: Path, checkpoint: Checkpoint) -> None:
     check_stems(backend.separate(mix), mix)
 
 
+def test_progress_within_a_window_counts_demucs_segments(
+    tmp_path: Path, checkpoint: Checkpoint
+) -> None:
+    local = tmp_path / "mine.th"
+    local.write_bytes(checkpoint.data)
+    backend = load_backend("htdemucs", model_path=local)
+    progress: list[float] = []
+    mix = music(5.0)
+    # 2 s segments at demucs' 25 % overlap start every 1.5 s: 0, 1.5, 3 and 4.5 s.
+    stems = backend.separate(mix, on_progress=progress.append)  # type: ignore[call-arg]
+    assert progress == [0.25, 0.5, 0.75, 1.0]
+    check_stems(stems, mix)
+
+
 def test_model_path_with_other_stems_is_refused(tmp_path: Path, checkpoint: Checkpoint) -> None:
     local = tmp_path / "mine.th"
     local.write_bytes(checkpoint.data)

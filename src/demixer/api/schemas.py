@@ -191,10 +191,13 @@ class SeparateInput(QueueInput):
 class StemsInput(QueueInput):
     """Input of ``audio/stems``: stems by name from one engine model."""
 
-    stems: list[str] = Field(
-        default_factory=list,
+    stems: list[str] | None = Field(
+        None,
         max_length=20,
-        description="Model stems (empty: all). `residual` is always added.",
+        description="Model stems (left out or `null`: all of the model's; `[]` is refused with "
+        "`NO_STEMS_REQUESTED`). `residual`, everything the stems leave out, is added when they "
+        "do not cover the model and it is audible (above -60 dB of the input's energy); name "
+        "it to always get it.",
     )
     model: str | None = Field(
         None,
@@ -308,6 +311,17 @@ class RequestStatus(BaseModel):
         ],
     )
     progress: float | None = Field(description="0–1, while IN_PROGRESS (1 once COMPLETED).")
+    stage: Literal["loading_model", "decoding", "separating", "encoding", "storing"] | None = Field(
+        None,
+        description="While IN_PROGRESS: what the attempt is doing now (`null` until the "
+        "worker says; `progress` counts the `separating` stage).",
+    )
+    file_name: str | None = Field(None, description="The input's file name (the song).")
+    duration: float | None = Field(None, description="Seconds of input audio, when known.")
+    stems: list[str] | None = Field(
+        None, description="`audio/stems`: the stems asked for, by output name."
+    )
+    prompt: str | None = Field(None, description="`audio/separate`: the prompt.")
     cancel_requested: bool
     status_url: str
     result_url: str
@@ -367,7 +381,8 @@ class ResultResponse(BaseModel):
     model: str
     status: Literal["COMPLETED"] = "COMPLETED"
     data: dict[str, OutputFile | int | float] = Field(
-        description="Output name -> file (`target`/`residual`, or one per stem + `residual`), "
+        description="Output name -> file (`target`/`residual`, or one per stem, + `residual` "
+        "when the stems leave something audible out), "
         "plus `duration` (seconds) and `sample_rate` (Hz) of the input."
     )
     usage: Usage
@@ -421,6 +436,12 @@ class EngineModel(BaseModel):
     )
     installed: bool = Field(
         description="Whether its weights are here or on a registered worker (so it can run)."
+    )
+    install: str | None = Field(
+        default=None,
+        description="When not installed: how to get it, run where the server or its workers "
+        "run (e.g. `demixer models pull htdemucs`).",
+        examples=["demixer models pull htdemucs"],
     )
     limits: Limits
 

@@ -35,14 +35,16 @@ def _stems_output_schema() -> dict[str, Any]:
     file_schema = OutputFile.model_json_schema()
     return {
         "title": "StemsOutput",
-        "description": "One file per requested stem (named after it) plus `residual`.",
+        "description": "One file per requested stem (named after it), plus `residual` "
+        "(everything the stems leave out) when the stems do not cover the model and it is "
+        "audible, or when it was asked for.",
         "type": "object",
         "properties": {
             "residual": file_schema,
             "duration": {"type": "number", "description": "Seconds."},
             "sample_rate": {"type": "integer", "description": "Hz."},
         },
-        "required": ["residual", "duration", "sample_rate"],
+        "required": ["duration", "sample_rate"],
         "additionalProperties": file_schema,
     }
 
@@ -75,7 +77,7 @@ def model_list(services: Services) -> ModelList:
         QueueModel(
             id=STEMS,
             description="Separate named stems with one engine model: one file per stem, "
-            "plus `residual` (the input minus the stems).",
+            "plus `residual` (the input minus the stems) when that is not silent.",
             input=StemsRequest.model_json_schema(),
             output=_stems_output_schema(),
             engine_models=[spec.id for spec in installed],
@@ -88,7 +90,15 @@ def model_list(services: Services) -> ModelList:
 def _engine_model(spec: ModelSpec, installed: bool, limits: Limits) -> EngineModel:
     record = spec.summary()
     fields = {name: record[name] for name in EngineModel.model_fields if name in record}
-    return EngineModel(**fields, installed=installed, limits=limits)
+    install = None if installed else _install_command(spec)
+    return EngineModel(**fields, installed=installed, install=install, limits=limits)
+
+
+def _install_command(spec: ModelSpec) -> str:
+    """``demixer models pull ID`` for weights with a download URL, else the model's hint."""
+    if spec.weights and all(w.url for w in spec.weights):
+        return f"demixer models pull {spec.id}"
+    return spec.install_hint
 
 
 @router.get("/models", responses=error_responses(401, 403))
