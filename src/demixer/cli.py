@@ -41,6 +41,10 @@ app = typer.Typer(
 models_app = typer.Typer(help="List and fetch separation models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
+# Seconds of audio `separate` decodes at most per input (a DJ set fits; a crafted file whose
+# header hides its length cannot decode for days).
+DEFAULT_MAX_DURATION = 4 * 3600.0
+
 err = Console(stderr=True)
 # Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
 out = Console(soft_wrap=True)
@@ -113,6 +117,15 @@ def separate(
         Path | None, typer.Option("--model-path", help="Load this local checkpoint instead.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
+    max_duration: Annotated[
+        float,
+        typer.Option(
+            "--max-duration",
+            min=0,
+            help="Refuse an input once it decodes to more than this many seconds, whatever "
+            "its header says (0: no limit).",
+        ),
+    ] = DEFAULT_MAX_DURATION,
 ) -> None:
     """Separate FILES into stems, one folder per track (several files share one loaded model)."""
     from demixer.audio import OutputFormat
@@ -148,6 +161,7 @@ def separate(
                     downmix=downmix,
                     rescale=rescale,
                     on_progress=partial(_advance, progress, task),
+                    max_seconds=max_duration or None,
                 )
             except InvalidAudio as e:
                 failures += 1

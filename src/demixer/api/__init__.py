@@ -15,6 +15,8 @@ with the worker (``demixer.service.worker`` reads exactly this)::
       "webhook": {"url", "secret"} | None,                # delivery comes with webhooks
       "preprocess": ["denoise"],          # optional; applied to the input before separation,
                                           # so stems + residual add up to the denoised input
+      "downmix": bool,                    # input.downmix: fold >2 channels to stereo (else
+                                          # the worker refuses such an input, INVALID_AUDIO)
     }
 
 The worker stores output ``n`` as ``outputs/{job_id}/attempt-{a}/{names[n]}.{ext}`` and

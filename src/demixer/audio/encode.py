@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from demixer.audio._mp3 import Mp3File, mp3_rate
-from demixer.errors import InvalidOutput
+from demixer.errors import InvalidOutput, StorageFull
 
 __all__ = [
     "BIT_DEPTHS",
@@ -260,8 +260,12 @@ class StemSetWriter:
             action()
         except BaseException as e:
             self.abort()
-            # OSError: disk full, permissions; RuntimeError: libsndfile and lameenc failures.
+            # OSError: disk full, permissions; RuntimeError: libsndfile and lameenc failures
+            # (libsndfile says only "System error" when the disk is full: the disk says it).
             if isinstance(e, (OSError, RuntimeError)):
+                where = next(iter(self._finals.values())).parent
+                if StorageFull.caused(e, where if where.is_dir() else None):
+                    raise StorageFull("cannot write the stems: the disk is full") from e
                 raise InvalidOutput(f"cannot write the stems: {e}") from e
             raise
 

@@ -31,6 +31,9 @@ __all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "FileResult", "Separator"]
 
 DEFAULT_MODEL = "spleeter-2stems"
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
+# Progress of a file never reads 100 % before its last stem is written: a declared length can
+# be wrong or missing (see separate_file).
+_BEFORE_END = 0.99
 _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 _READ_BLOCK = 1 << 16  # frames per decoded block
 
@@ -230,6 +233,7 @@ class Separator:
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
         preprocess: PreprocessFn | None = None,
+        max_seconds: float | None = None,
     ) -> FileResult:
         """Decode ``path`` (any audio or video file), separate, and write one file per output.
 
@@ -238,12 +242,17 @@ class Separator:
         :func:`demixer.audio.denoise.denoise_blocks`) transforms the decoded block stream
         before separation, keeping its length; the residual is then computed against the
         preprocessed input, so stems + residual add up to it, not to the file.
+
+        ``max_seconds`` bounds the audio decoded (``DurationLimit`` past it, whatever the file
+        declares). ``on_progress`` gets the separated samples over the declared length while
+        that holds, else the share of the file's bytes read, and 1.0 only once every stem is
+        written.
         """
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
         source = Path(path)
-        with AudioReader(source, downmix=downmix) as reader:
+        with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
             paths = output_paths(
                 template, Path(out_dir), source.stem, plan.outputs, fmt, self.spec.id
             )
@@ -257,19 +266,20 @@ class Separator:
                 if preprocess is not None:
                     blocks = preprocess(blocks, reader.sample_rate)
                 for out in self.stream(
-                    blocks,
-                    reader.sample_rate,
-                    plan,
-                    total,
-                    on_progress=on_progress,
-                    should_cancel=should_cancel,
+                    blocks, reader.sample_rate, plan, should_cancel=should_cancel
                 ):
                     writer.write(out)
                     samples += next(iter(out.values())).shape[1]
+                    if on_progress is not None:
+                        # The declared length may be missing or a lie: past it, the bytes.
+                        fraction = samples / total if total and samples < total else 0.0
+                        on_progress(min(max(fraction, reader.fraction_read), _BEFORE_END))
                 report = writer.close()
             except BaseException:
                 writer.abort()
                 raise
+            if on_progress is not None:
+                on_progress(1.0)
         return FileResult(
             paths=paths,
             duration=samples / reader.sample_rate,

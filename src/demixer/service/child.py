@@ -39,7 +39,7 @@ from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
 from demixer.engine.separator import PreprocessFn
-from demixer.errors import DemixerError, InvalidRequest, ModelFailed, ModelUnavailable
+from demixer.errors import DemixerError, InvalidRequest, ModelFailed, ModelUnavailable, StorageFull
 from demixer.service.spans import apply_spans_to_files, parse_spans
 
 __all__ = [
@@ -99,6 +99,10 @@ class ChildJob:
             every output in too, transcoded from the primary file.
         preprocess: steps applied to the input before separation (``"denoise"``: see
             :mod:`demixer.audio.denoise`); stems + residual then add up to the processed input.
+        downmix: fold an input with more than two channels to stereo (asked for by the
+            request's ``input.downmix``); without it such an input fails ``INVALID_AUDIO``.
+        max_seconds: the most audio decoded (the server's duration limit, held on the samples
+            themselves: ``DURATION_LIMIT`` past it whatever the file declares).
     """
 
     job_id: str
@@ -113,6 +117,8 @@ class ChildJob:
     spans: list[dict[str, Any]] | None = None
     extra_formats: tuple[str, ...] = ()
     preprocess: tuple[str, ...] = ()
+    downmix: bool = False
+    max_seconds: float | None = None
 
 
 def _preprocessor(steps: tuple[str, ...]) -> PreprocessFn | None:
@@ -165,12 +171,14 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
     if isinstance(exc, ModelUnavailable):
         # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
         return ModelUnavailable.code, exc.message, False
-    if isinstance(exc, ModelFailed):
+    if isinstance(exc, ModelFailed | StorageFull):  # StorageFull: retried once there is room
         return exc.code, exc.message, True
     if isinstance(exc, DemixerError):
         return exc.code, exc.message, False
     if isinstance(exc, MemoryError):
         return ModelFailed.code, "the separation ran out of memory", True
+    if StorageFull.caused(exc):
+        return StorageFull.code, StorageFull.default_message, True
     return ModelFailed.code, f"the separation failed: {type(exc).__name__}: {exc}", True
 
 
@@ -257,9 +265,10 @@ def run_job(
 ) -> ChildResult:
     """Separate ``job.input_path`` into ``job.out_dir`` (one ``{engine name}.{ext}`` each).
 
-    Multichannel input is downmixed to stereo: a service cannot ask the user what to do.
-    Without spans, the engine writes the final format directly. With spans, it writes float
-    WAV into a scratch directory first (nothing is clipped or lost there), then
+    Multichannel input is downmixed to stereo only when the request asked for it
+    (``job.downmix``), as the CLI does with ``--downmix``. At most ``job.max_seconds`` of
+    audio is decoded. Without spans, the engine writes the final format directly. With spans,
+    it writes float WAV into a scratch directory first (nothing is clipped or lost there), then
     :func:`~demixer.service.spans.apply_spans_to_files` streams those files block by block through
     :func:`~demixer.service.spans.apply_spans` into the final format. Both paths keep memory
     bounded whatever the input's length.
@@ -277,9 +286,10 @@ def run_job(
             job.stems,
             fmt=fmt,
             template="{stem}.{ext}",
-            downmix=True,
+            downmix=job.downmix,
             on_progress=progress,
             preprocess=preprocess,
+            max_seconds=job.max_seconds,
         )
         paths, report = result.paths, result.report
     else:
@@ -290,9 +300,10 @@ def run_job(
             job.stems,
             fmt=_FLOAT_WAV,
             template="{stem}.{ext}",
-            downmix=True,
+            downmix=job.downmix,
             on_progress=lambda f: progress(0.9 * f),
             preprocess=preprocess,
+            max_seconds=job.max_seconds,
         )
         paths = {name: out_dir / f"{name}.{fmt.extension}" for name in result.paths}
         try:
