@@ -168,6 +168,10 @@ async def _urlencoded(request: Request, max_fields: int, charset: str) -> dict[s
         raise InvalidRequest(f"a form here has at most {max_fields} fields") from None
     fields: dict[str, str] = {}
     for name, value in pairs:
+        if len(value) > MAX_FIELD_BYTES:
+            raise RequestTooLarge(
+                f"form field {name!r} is over {MAX_FIELD_BYTES} bytes", param=name
+            )
         fields.setdefault(name, value)
     return fields
 
