@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import AudioFiles, encode, stempeg_example, tone
+from crafted import lying_xing_mp3
 from demixer.audio import OutputFormat, load
 from demixer.engine import RESIDUAL, Separator, StemPlan, plan_stems
 from demixer.engine.windows import overlap_add
@@ -545,3 +546,18 @@ def test_loud_input_with_rescale_gets_one_common_gain(
     assert max(np.abs(y).max() for y in stems.values()) > 0.99  # the loudest reaches full scale
     # One gain for all: the rescaled stems still add up to the equally rescaled input.
     assert np.abs(stems["vocals"] + stems["accompaniment"] - report.gain * source).max() < 1e-4
+
+
+def test_progress_never_reads_done_before_the_end_of_a_lying_file(
+    separator: Separator, tmp_path: Path
+) -> None:
+    # An MP3 whose seek header says 0.95 s while 4 s follow (tests/crafted.py): progress by
+    # the declared length alone would read 100 % after the first second.
+    lying = lying_xing_mp3(tmp_path / "lying.mp3", seconds=4.0)
+    progress: list[float] = []
+    result = separator.separate_file(lying, tmp_path / "out", on_progress=progress.append)
+    assert result.duration == pytest.approx(4.0, abs=0.1)
+    assert progress[-1] == 1.0
+    before_end = progress[:-1]
+    assert len(before_end) >= 2 and max(before_end) < 1.0
+    assert before_end == sorted(before_end)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,17 @@ import pytest
 
 from api_support import Api, make_api
 from crafted import concat_script, hls_playlist, lying_xing_mp3, wav_promising
+from demixer.api import create_app
+from demixer.service.context import Services
+from demixer.service.runner import scratch_prefix
+from demixer.service.scratch import scratch_file, sweep_scratch
+from demixer.service.worker import Worker
+from demixer.settings import Settings
 from demixer.vendors import gaudio, musicgpt, sunoapi
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Starlette suggests another client package
+    from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -81,7 +94,7 @@ def test_a_non_ascii_signature_is_an_invalid_signature(api: Api) -> None:
     key = "outputs/req_x/attempt-1/target.wav"
     native(api.client.get(f"/v1/blobs/{key}?expires=9999999999&sig=%C3%A9"), 403,
            "INVALID_SIGNATURE")  # fmt: skip
-    r = api.client.put(f"/v1/blobs/inputs/file_x?expires=9999999999&sig=%C3%A9", content=b"x")
+    r = api.client.put("/v1/blobs/inputs/file_x?expires=9999999999&sig=%C3%A9", content=b"x")
     native(r, 403, "INVALID_SIGNATURE")
     # Gaudio's part URL: its own 403 shape.
     r = api.client.put(f"{GAUDIO}/v1/files/upload-multipart/part/file_x/1?expires=1&sig=%C3%A9")
@@ -135,8 +148,7 @@ def test_vendor_crashes_answer_in_the_vendor_envelope(
     r = api.client.get(f"{GAUDIO}/v1/gsep_music_hq_v1/jobs/req_x",
                        headers={"x-ga-apikey": api.key})  # fmt: skip
     assert "internal" in gaudio_result(r, 1100)
-    for r in (r,):
-        assert "a bug" not in r.text  # the traceback goes to the log only
+    assert "a bug" not in r.text  # the traceback goes to the log only
 
 
 # --- request bodies: a limit on every route, in each envelope --------------------------------
@@ -260,3 +272,67 @@ def test_openapi_says_what_the_server_enforces(api: Api) -> None:
                 assert {"400", "413"} <= documented, (method, path)
             if operation.get("security"):
                 assert {"401", "403", "429"} <= documented, (method, path)
+
+
+# --- nothing left behind -------------------------------------------------------------------
+
+
+def test_a_killed_attempts_scratch_goes_as_soon_as_the_attempt_is_over(api: Api) -> None:
+    file_id = api.upload()
+    done = api.queue_separate(file_id).json()["request_id"]
+    api.worker_done(done)  # completed elsewhere
+    running = api.queue_separate(file_id, prompt="drums").json()["request_id"]
+    claim = api.services.queue.claim("another-worker")
+    assert claim is not None and claim.id == running
+    work = api.services.settings.data_dir / "work"
+    made = {
+        "completed": work / f"{scratch_prefix(done, 1)}abc",
+        "live": work / f"{scratch_prefix(running, claim.attempt)}def",
+        "earlier attempt": work / f"{scratch_prefix(running, claim.attempt + 1)}ghi",
+        "unknown job": work / f"{scratch_prefix('req_gone', 1)}jkl",
+        "not ours": work / "someone-elses",
+    }
+    for path in made.values():
+        (path / "out").mkdir(parents=True)
+        (path / "out" / "vocals.wav.part").write_bytes(b"x" * 1000)
+    removed = Worker(api.services).sweep_work_dir()  # what a (re)starting worker does first
+    left = {name for name, path in made.items() if path.exists()}
+    assert left == {"live", "not ours"} and removed == 3
+
+
+def test_spools_of_killed_processes_are_swept(api: Api) -> None:
+    data_dir = api.services.settings.data_dir
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = data_dir / "tmp" / f"upload-{dead.stdout.strip()}-abc"
+    stale.write_bytes(b"x" * 1000)
+    fd, ours = scratch_file(data_dir, "upload")
+    os.close(fd)
+    assert sweep_scratch(data_dir) == 1
+    assert not stale.exists() and ours.exists()
+
+
+def test_inputs_fetched_from_the_store_stay_in_the_data_directory(api: Api) -> None:
+    file_id = api.upload()
+    key = f"inputs/{file_id}"
+    scratch = api.services.settings.data_dir / "tmp"
+    with api.services.storage.local_path(key) as path:
+        assert path.read_bytes() == api.files.get("stereo.wav").path.read_bytes()
+        if api.direct:  # S3: a local copy, in the data directory (never $TMPDIR)
+            assert path.is_relative_to(scratch)
+    assert spool_files(api) == []
+
+
+def test_the_local_session_is_an_explicit_opt_in(tmp_path: Path) -> None:
+    answers = {}
+    for opt_in in (False, True):
+        settings = Settings(data_dir=tmp_path / f"d{opt_in}", local_session=opt_in)
+        services = Services.from_settings(settings)
+        services.db.create_all()
+        # What a same-host reverse proxy presents: a loopback client with a loopback Host.
+        with TestClient(create_app(services), base_url="http://127.0.0.1:8000",
+                        client=("127.0.0.1", 40000)) as client:  # fmt: skip
+            answers[opt_in] = client.get("/v1/session")
+    native(answers[False], 403, "FORBIDDEN")
+    assert "--local-session" in answers[False].json()["error"]["message"]
+    assert answers[True].status_code == 200 and answers[True].json()["api_key"]

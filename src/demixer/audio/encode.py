@@ -259,13 +259,17 @@ class StemSetWriter:
         try:
             action()
         except BaseException as e:
-            self.abort()
             # OSError: disk full, permissions; RuntimeError: libsndfile and lameenc failures
-            # (libsndfile says only "System error" when the disk is full: the disk says it).
+            # (libsndfile says only "System error" when the disk is full: the disk says it,
+            # before the aborted temporaries free their space).
+            where = next(iter(self._finals.values())).parent
+            full = isinstance(e, OSError | RuntimeError) and StorageFull.caused(
+                e, where if where.is_dir() else None
+            )
+            self.abort()
+            if full:
+                raise StorageFull("cannot write the stems: the disk is full") from e
             if isinstance(e, (OSError, RuntimeError)):
-                where = next(iter(self._finals.values())).parent
-                if StorageFull.caused(e, where if where.is_dir() else None):
-                    raise StorageFull("cannot write the stems: the disk is full") from e
                 raise InvalidOutput(f"cannot write the stems: {e}") from e
             raise
 
