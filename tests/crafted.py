@@ -106,10 +106,10 @@ def _plain(path: Path, seconds: float, channels: int = 2, rate: int = 44100) -> 
 #: file name -> maker(path, a real audio file elsewhere on the disk)
 CRAFTED: dict[str, Callable[[Path, Path], Path]] = {
     "lying-xing.mp3": lambda p, _: lying_xing_mp3(p),
-    "silent-hour.flac": lambda p, _: silent_flac_without_length(p),
+    "silent-hour.flac": lambda p, _: silent_flac_without_length(p, seconds=3600.0, rate=8000),
     "promises-10h.wav": lambda p, _: wav_promising(p),
     "surround-6ch.wav": lambda p, _: _plain(p, 1.0, channels=6),
-    "multitrack-24ch.wav": lambda p, _: many_channels_wav(p),
+    "multitrack-24ch.wav": lambda p, _: many_channels_wav(p, seconds=0.5),
     "concat.mp3": concat_script,
     "playlist.m3u8": hls_playlist,
     "empty.wav": lambda p, _: (p.write_bytes(b""), p)[1],

@@ -56,7 +56,7 @@ from demixer.api.errors import as_demixer_error
 from demixer.api.forms import Form, read_form
 from demixer.api.jobs import owned_job, result_response
 from demixer.api.limits import count_request
-from demixer.api.schemas import StemsRequest
+from demixer.api.schemas import QueuedResponse, StemsRequest
 from demixer.errors import (
     Conflict,
     DemixerError,
@@ -298,6 +298,34 @@ def _credits(seconds: float) -> float:
     return round(seconds / 60.0, 2)
 
 
+def _queue(
+    services: Services,
+    identity: Identity,
+    source: dict[str, Any],
+    targets: list[str],
+    webhook: str | None,
+    steps: list[str],
+    fields: dict[str, str],
+    options: list[str],
+) -> QueuedResponse:
+    """Plan and queue the ``audio/stems`` job of an extraction."""
+    try:
+        req = StemsRequest.model_validate(
+            {"input": {**source, "stems": targets}, "webhookUrl": webhook}
+        )
+    except ValidationError as exc:  # e.g. an over-long URL
+        raise InvalidRequest(f"invalid request: {exc.errors()[0]['msg']}") from None
+    sub = submit.plan_stems_request(services, identity.account_id, req)
+    params = dict(sub.params)
+    if params.get("webhook"):
+        params["webhook"] = {**params["webhook"], "style": STYLE}
+    if steps:
+        params["preprocess"] = steps
+    params["musicgpt"] = {"stems": fields, "preprocessing_options": options}
+    sub = dataclasses.replace(sub, params=params)
+    return submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
+
+
 def _extract(services: Services, identity: Identity, form: Form) -> dict[str, Any]:
     """The whole of ``POST /v1/Extraction`` after the form is parsed (runs in a thread)."""
     fields_in = form.fields
@@ -330,20 +358,11 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
     else:
         source = {"audio_url": url}
     try:
-        req = StemsRequest.model_validate(
-            {"input": {**source, "stems": targets}, "webhookUrl": webhook}
-        )
-    except ValidationError as exc:  # e.g. an over-long URL
-        raise InvalidRequest(f"invalid request: {exc.errors()[0]['msg']}") from None
-    sub = submit.plan_stems_request(services, identity.account_id, req)
-    params = dict(sub.params)
-    if params.get("webhook"):
-        params["webhook"] = {**params["webhook"], "style": STYLE}
-    if steps:
-        params["preprocess"] = steps
-    params["musicgpt"] = {"stems": fields, "preprocessing_options": options}
-    sub = dataclasses.replace(sub, params=params)
-    queued = submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
+        queued = _queue(services, identity, source, targets, webhook, steps, fields, options)
+    except BaseException:
+        if upload is not None:  # refused: the client has no id to reuse or delete it with
+            uploads.delete_file(services, identity.account_id, source["file_id"])
+        raise
     seconds = duration or _UNKNOWN_DURATION
     eta = (
         0
