@@ -34,12 +34,20 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from demixer.audio import AudioReader, OutputFormat, StemSetWriter
+from demixer.audio import AudioReader, OutputFormat, StemSetWriter, probe
 from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
 from demixer.engine.separator import PreprocessFn
-from demixer.errors import DemixerError, InvalidRequest, ModelFailed, ModelUnavailable, StorageFull
+from demixer.errors import (
+    DemixerError,
+    DurationLimit,
+    InvalidAudio,
+    InvalidRequest,
+    ModelFailed,
+    ModelUnavailable,
+    StorageFull,
+)
 from demixer.service.spans import apply_spans_to_files, parse_spans
 
 __all__ = [
@@ -50,6 +58,7 @@ __all__ = [
     "ChildOptions",
     "ChildOutput",
     "ChildResult",
+    "check_input",
     "child_main",
     "classify_error",
     "run_job",
@@ -243,6 +252,25 @@ def _progress_sender(conn: Connection) -> Callable[[float], None]:
     return send
 
 
+def check_input(job: ChildJob) -> None:
+    """The checks an upload gets (:func:`demixer.audio.probe`: headers, truncation, packets
+    counted up to the limit), made before a model is loaded: an ``audio_url`` input gets the
+    answer the same file gets at upload, and a refused one costs no model load. Decoding
+    still stops at ``job.max_seconds`` whatever the packets said."""
+    info = probe(job.input_path, max_seconds=job.max_seconds)
+    name = f"'{Path(job.input_path).name}'"
+    if job.max_seconds is not None and (info.duration or 0.0) > job.max_seconds:
+        raise DurationLimit(
+            f"{name} is longer than this server's limit of {job.max_seconds:g} s "
+            f"({info.duration:.1f} s or more); send a shorter file"
+        )
+    if info.channels > 2 and not job.downmix:
+        raise InvalidAudio(
+            f"{name} has {info.channels} channels; demixer separates mono or stereo: set "
+            "input.downmix to true to fold it to stereo first"
+        )
+
+
 def _separator(
     model: str, options: ChildOptions, separators: OrderedDict[str, Separator]
 ) -> Separator:
@@ -276,6 +304,7 @@ def run_job(
     started = time.perf_counter()
     fmt = OutputFormat.parse(job.output_format, job.bit_depth)
     spans = parse_spans(job.spans)
+    check_input(job)
     separator = _separator(job.engine_model, options, separators)
     preprocess = _preprocessor(tuple(job.preprocess))
     out_dir = Path(job.out_dir)
