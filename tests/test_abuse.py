@@ -46,7 +46,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 MAX_UPLOAD = 2 << 20  # bytes: small, so the cases over it stay quick
 MAX_SECONDS = 8  # the server's duration limit
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-FUZZ_EXAMPLES = 6  # per operation and phase: the suite's time budget (see docs/hardening.md)
+FUZZ_EXAMPLES = 3  # per operation and phase: the suite's time budget (see docs/hardening.md)
 
 
 # --- measuring ---------------------------------------------------------------------------------

@@ -551,12 +551,12 @@ def test_loud_input_with_rescale_gets_one_common_gain(
 def test_progress_never_reads_done_before_the_end_of_a_lying_file(
     separator: Separator, tmp_path: Path
 ) -> None:
-    # An MP3 whose seek header says 0.95 s while 4 s follow (tests/crafted.py): progress by
+    # An MP3 whose seek header says 0.95 s while 3 s follow (tests/crafted.py): progress by
     # the declared length alone would read 100 % after the first second.
-    lying = lying_xing_mp3(tmp_path / "lying.mp3", seconds=4.0)
+    lying = lying_xing_mp3(tmp_path / "lying.mp3", seconds=3.0)
     progress: list[float] = []
     result = separator.separate_file(lying, tmp_path / "out", on_progress=progress.append)
-    assert result.duration == pytest.approx(4.0, abs=0.1)
+    assert result.duration == pytest.approx(3.0, abs=0.1)
     assert progress[-1] == 1.0
     before_end = progress[:-1]
     assert len(before_end) >= 2 and max(before_end) < 1.0

@@ -67,7 +67,7 @@ def _put(server: Server, path: Path) -> tuple[int, dict[str, object], dict[str, 
 
 def test_a_full_disk_answers_507_and_recovers_by_itself(disk: Path, tmp_path: Path) -> None:
     song = tmp_path / "song.wav"
-    sf.write(song, tone(3.0, RATE, (440.0, 660.0)).T, RATE, subtype="PCM_16")  # 530 kB
+    sf.write(song, tone(2.0, RATE, (440.0, 660.0)).T, RATE, subtype="PCM_16")  # 353 kB
     env = fast_env(
         DEMIXER_MAX_ATTEMPTS="1",
         DEMIXER_RATE_LIMIT_PER_MINUTE="0",
@@ -92,7 +92,7 @@ def test_a_full_disk_answers_507_and_recovers_by_itself(disk: Path, tmp_path: Pa
             assert int(headers["retry-after"]) > 0
         with server.client() as client:
             assert client.get("/v1/models").status_code == 200  # the server still answers
-            # A job that cannot write its stems (32-bit float: 1 MiB each) fails clearly.
+            # A job that cannot write its stems (32-bit float: 700 kB each) fails clearly.
             body = {"input": {"file_id": stored["file_id"], "bit_depth": "32f"}}
             r = client.post("/v1/queue/audio/stems", json=body)
             assert r.status_code == 202, r.text

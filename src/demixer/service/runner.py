@@ -378,7 +378,9 @@ class Runner:
                         return result
                     else:
                         _, code, text, retryable = message
-                        if retryable:  # the child may be in a bad state (e.g. after an OOM)
+                        # The child may be in a bad state (e.g. after an OOM); a full disk
+                        # leaves it sound, with its models loaded for the next job.
+                        if retryable and code != StorageFull.code:
                             self._kill_child()
                         raise _Abort("failed", code, text, retryable)
                 lease.tick()
