@@ -79,16 +79,22 @@ def _rss(pid: int) -> int:
 
 
 def _bytes_under(root: Path, skip: Callable[[Path], bool] = lambda _: False) -> int:
+    """Bytes of the files under ``root``, each hard-linked file once (an upload's spool is
+    linked into storage)."""
     total = 0
+    seen: set[tuple[int, int]] = set()
     for dirpath, _, names in os.walk(root):
         for name in names:
             path = Path(dirpath) / name
             if skip(path):
                 continue
             try:
-                total += path.lstat().st_size
+                stat = path.lstat()
             except OSError:
                 continue
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
+                total += stat.st_size
     return total
 
 

@@ -63,6 +63,7 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         "names": {"vocals": "target", "residual": "residual"},
         "spans": None,
         "webhook": None,
+        "downmix": False,
     }
 
     status = api.get(body["status_url"] + "?logs=true").json()
