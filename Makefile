@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml Makefile requirements/no-deps.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# --local-session: the web page on this machine gets its key without asking (loopback only).
 run: install
-	$(BIN)/demixer serve --host $(HOST) --port $(PORT)
+	$(BIN)/demixer serve --host $(HOST) --port $(PORT) --local-session
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

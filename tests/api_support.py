@@ -185,7 +185,7 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
     made: list[TestClient] = []
 
     def make(**settings: Any) -> Api:
-        data_dir = tmp_path / f"data{len(made)}"
+        data_dir = settings.pop("data_dir", tmp_path / f"data{len(made)}")
         cfg = Settings(
             data_dir=data_dir,
             model_dir=tmp_path / "models",  # no Demucs weights: only the packaged Spleeter

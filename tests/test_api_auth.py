@@ -19,6 +19,7 @@ from demixer.errors import (
     InvalidSignature,
     JobFailed,
     SizeMismatch,
+    StorageFull,
     StorageUnavailable,
     UnsupportedPrompt,
 )
@@ -136,7 +137,12 @@ def test_status_table() -> None:
     # The client's mistakes are 4xx; only a bug (500) and a backend the client may retry on
     # shortly (503, with Retry-After) are the server's.
     server_side = {cls: s for cls, s in STATUS.items() if s >= 500}
-    assert server_side == {DemixerError: 500, StorageUnavailable: 503, DatabaseUnavailable: 503}
+    assert server_side == {
+        DemixerError: 500,
+        StorageUnavailable: 503,
+        DatabaseUnavailable: 503,
+        StorageFull: 507,
+    }
     assert all(400 <= s < 500 for cls, s in STATUS.items() if cls not in server_side)
     assert DemixerError("x", param="input.stems").param == "input.stems"
 

@@ -67,6 +67,7 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         "prompt": "the singer",
         # Download names: the prompt's stem by what it is, the residual as "without" it.
         "labels": {"target": "vocals", "residual": "without-vocals"},
+        "downmix": False,
     }
 
     status = api.get(body["status_url"] + "?logs=true").json()

@@ -34,6 +34,10 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help that reads in any terminal (see cli_output)
 )
 
+# Seconds of audio `separate` decodes at most per input (a DJ set fits; a crafted file whose
+# header hides its length cannot decode for days).
+DEFAULT_MAX_DURATION = 4 * 3600.0
+
 err = Console(stderr=True)
 # Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
 out = Console(soft_wrap=True)
@@ -114,6 +118,15 @@ def separate(
     device: Annotated[
         str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")
     ] = "cpu",
+    max_duration: Annotated[
+        float,
+        typer.Option(
+            "--max-duration",
+            min=0,
+            help="Refuse an input once it decodes to more than this many seconds, whatever "
+            "its header says (0: no limit).",
+        ),
+    ] = DEFAULT_MAX_DURATION,
 ) -> None:
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model)."""
     from demixer.audio import OutputFormat
@@ -157,6 +170,7 @@ def separate(
                     rescale=rescale,
                     on_progress=progress.advance,
                     on_stage=progress.stage,
+                    max_seconds=max_duration or None,
                 )
             except InvalidAudio as e:  # this file is bad: say so, go on with the others
                 progress.error(e.code, e.message)

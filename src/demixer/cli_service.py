@@ -48,9 +48,11 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
 def _services(settings: Any) -> Any:
     from demixer.service.context import Services
     from demixer.service.migrate import migrate
+    from demixer.service.scratch import sweep_scratch
 
     services = Services.from_settings(settings)
     migrate(services.db)  # waits a while for a database started together with it
+    sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
     return services
 
 
@@ -94,6 +96,14 @@ def serve(
     dispatch: Annotated[
         bool, typer.Option("--dispatch/--no-dispatch", help="Send webhook deliveries here.")
     ] = True,
+    local_session: Annotated[
+        bool | None,
+        typer.Option(
+            "--local-session/--no-local-session",
+            help="Give a browser on this machine the web page's key without asking (loopback "
+            "only; default: $DEMIXER_LOCAL_SESSION, else off). Leave it off behind a proxy.",
+        ),
+    ] = None,
 ) -> None:
     """Run the API (and web page) with N embedded worker slots.
 
@@ -106,7 +116,9 @@ def serve(
     from demixer.service.keys import create_key, list_keys
     from demixer.service.worker import Worker
 
-    settings = _settings(data_dir, host=host, port=port, workers=workers)
+    settings = _settings(
+        data_dir, host=host, port=port, workers=workers, local_session=local_session
+    )
     services = _services(settings)
     worker = None
     if settings.workers > 0:  # before a key is shown: a worker that cannot run ends serve

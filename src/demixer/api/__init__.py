@@ -20,6 +20,8 @@ with the worker (``demixer.service.worker`` reads exactly this)::
                                           # so stems + residual add up to the denoised input
       "prompt": "the singer",             # audio/separate: the prompt (for listings)
       "labels": {"target": "vocals", "residual": "without-vocals"},  # download file names
+      "downmix": bool,                    # input.downmix: fold >2 channels to stereo (else
+                                          # the worker refuses such an input, INVALID_AUDIO)
     }
 
 The worker stores output ``n`` as ``outputs/{job_id}/attempt-{a}/{names[n]}.{ext}`` and

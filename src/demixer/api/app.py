@@ -7,12 +7,14 @@ from functools import partial
 from fastapi import FastAPI
 
 from demixer import __version__
+from demixer.api.bodies import FORM_OVERHEAD, BodyLimitMiddleware
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
 from demixer.api.routes import blobs, docs, files, health, models, queue, usage, web
 from demixer.api.schemas import FileCreate
 from demixer.service.context import Services
+from demixer.vendors import envelopes as vendor_envelopes
 from demixer.vendors import routers as vendor_routers
 
 __all__ = ["create_app"]
@@ -47,7 +49,15 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(module.router)
     for router in vendor_routers():
         app.include_router(router)
-    app.add_middleware(RequestIdMiddleware)
+    envelopes = vendor_envelopes()
+    settings = services.settings
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=settings.max_json_body_bytes,
+        upload_limit=settings.max_upload_bytes + FORM_OVERHEAD,
+        envelopes=envelopes,
+    )
+    app.add_middleware(RequestIdMiddleware, envelopes=envelopes)
     app.add_middleware(RateLimitHeadersMiddleware)  # outermost: even a 500 has them
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
     return app

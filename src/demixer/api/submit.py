@@ -138,6 +138,12 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, An
             f"{settings.max_duration_seconds:.0f} s",
             param=param,
         )
+    if (row.channels or 0) > 2 and not inp.downmix:
+        raise InvalidAudio(
+            f"file {row.id!r} has {row.channels} channels; demixer separates mono or stereo: "
+            "set input.downmix to true to fold it to stereo first",
+            param="input.downmix",
+        )
     return {
         "file_id": row.id,
         "storage_key": row.storage_key,
@@ -177,6 +183,7 @@ def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput
         "output_format": fmt.format,
         "bit_depth": fmt.bit_depth,
         "webhook": webhook,
+        "downmix": inp.downmix,
     }
 
 

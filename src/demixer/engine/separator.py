@@ -41,6 +41,9 @@ DEFAULT_MODEL = "spleeter-2stems"
 # What separate_file reports through on_stage, in order (the service adds loading_model before
 # and storing after): opening the input, running the model, finishing the files.
 STAGES = ("decoding", "separating", "encoding")
+# Progress of a file never reads 100 % before its last stem is written: a declared length can
+# be wrong or missing (see separate_file).
+_BEFORE_END = 0.99
 _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 _READ_BLOCK = 1 << 16  # frames per decoded block
 
@@ -292,6 +295,7 @@ class Separator:
         on_stage: StageFn | None = None,
         should_cancel: CancelFn | None = None,
         preprocess: PreprocessFn | None = None,
+        max_seconds: float | None = None,
     ) -> FileResult:
         """Decode ``path`` (any audio or video file), separate, and write one file per output.
 
@@ -302,6 +306,11 @@ class Separator:
         the decoded block stream before separation, keeping its length; the residual is then
         computed against the preprocessed input, so stems + residual add up to it, not to the
         file.
+
+        ``max_seconds`` bounds the audio decoded (``DurationLimit`` past it, whatever the file
+        declares). ``on_progress`` gets non-decreasing fractions: of the declared length while
+        the separation is within it (from inside windows where the backend tells), else the
+        share of the file's bytes read, and 1.0 only once every stem is written.
         """
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
@@ -309,7 +318,7 @@ class Separator:
         source = Path(path)
         stage = on_stage or (lambda _: None)
         stage("decoding")
-        with AudioReader(source, downmix=downmix) as reader:
+        with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
             paths = output_paths(
                 template, Path(out_dir), source.stem, plan.outputs, fmt, self.spec.id
             )
@@ -319,13 +328,20 @@ class Separator:
             writer = StemSetWriter(paths, reader.sample_rate, reader.channels, fmt, rescale=rescale)
             samples = 0
             separating = False
+            shown = 0.0
 
             def progress(fraction: float) -> None:
-                nonlocal separating
+                """``fraction`` of the declared length; 1.0 (the stream's end, or a length
+                missing or passed) hands over to the share of the file's bytes read."""
+                nonlocal separating, shown
                 if not separating:  # the first window is decoded: the model starts on it
                     separating = True
                     stage("separating")
-                if on_progress is not None:
+                if fraction >= 1.0 or not total:
+                    fraction = reader.fraction_read
+                fraction = min(fraction, _BEFORE_END)
+                if on_progress is not None and fraction > shown:
+                    shown = fraction
                     on_progress(fraction)
 
             residual = _ResidualCheck(plan)
@@ -344,12 +360,16 @@ class Separator:
                     residual.add(out)
                     writer.write(out)
                     samples += next(iter(out.values())).shape[1]
+                    if not total or samples >= total:
+                        progress(1.0)  # past the declared length (or none): the bytes tell
                 stage("encoding")
                 dropped = residual.dropped()
                 report = writer.close(drop=dropped)
             except BaseException:
                 writer.abort()
                 raise
+            if on_progress is not None:
+                on_progress(1.0)
         return FileResult(
             paths={name: p for name, p in paths.items() if name not in dropped},
             duration=samples / reader.sample_rate,

@@ -35,13 +35,21 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from demixer.audio import AudioReader, OutputFormat, StemSetWriter
+from demixer.audio import AudioReader, OutputFormat, StemSetWriter, probe
 from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
 from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
-from demixer.errors import DemixerError, InvalidRequest, ModelFailed, ModelUnavailable
+from demixer.errors import (
+    DemixerError,
+    DurationLimit,
+    InvalidAudio,
+    InvalidRequest,
+    ModelFailed,
+    ModelUnavailable,
+    StorageFull,
+)
 from demixer.service.spans import apply_spans_to_files, parse_spans
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "ChildOptions",
     "ChildOutput",
     "ChildResult",
+    "check_input",
     "child_main",
     "classify_error",
     "run_job",
@@ -105,6 +114,10 @@ class ChildJob:
             every output in too, transcoded from the primary file.
         preprocess: steps applied to the input before separation (``"denoise"``: see
             :mod:`demixer.audio.denoise`); stems + residual then add up to the processed input.
+        downmix: fold an input with more than two channels to stereo (asked for by the
+            request's ``input.downmix``); without it such an input fails ``INVALID_AUDIO``.
+        max_seconds: the most audio decoded (the server's duration limit, held on the samples
+            themselves: ``DURATION_LIMIT`` past it whatever the file declares).
     """
 
     job_id: str
@@ -119,6 +132,8 @@ class ChildJob:
     spans: list[dict[str, Any]] | None = None
     extra_formats: tuple[str, ...] = ()
     preprocess: tuple[str, ...] = ()
+    downmix: bool = False
+    max_seconds: float | None = None
 
 
 def _preprocessor(steps: tuple[str, ...]) -> PreprocessFn | None:
@@ -171,12 +186,14 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
     if isinstance(exc, ModelUnavailable):
         # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
         return ModelUnavailable.code, exc.message, False
-    if isinstance(exc, ModelFailed):
+    if isinstance(exc, ModelFailed | StorageFull):  # StorageFull: retried once there is room
         return exc.code, exc.message, True
     if isinstance(exc, DemixerError):
         return exc.code, exc.message, False
     if isinstance(exc, MemoryError):
         return ModelFailed.code, "the separation ran out of memory", True
+    if StorageFull.caused(exc):
+        return StorageFull.code, StorageFull.default_message, True
     return ModelFailed.code, f"the separation failed: {type(exc).__name__}: {exc}", True
 
 
@@ -251,6 +268,25 @@ def _stage_sender(conn: Connection) -> Callable[[str], None]:
     return send
 
 
+def check_input(job: ChildJob) -> None:
+    """The checks an upload gets (:func:`demixer.audio.probe`: headers, truncation, packets
+    counted up to the limit), made before a model is loaded: an ``audio_url`` input gets the
+    answer the same file gets at upload, and a refused one costs no model load. Decoding
+    still stops at ``job.max_seconds`` whatever the packets said."""
+    info = probe(job.input_path, max_seconds=job.max_seconds)
+    name = f"'{Path(job.input_path).name}'"
+    if job.max_seconds is not None and (info.duration or 0.0) > job.max_seconds:
+        raise DurationLimit(
+            f"{name} is longer than this server's limit of {job.max_seconds:g} s "
+            f"({info.duration:.1f} s or more); send a shorter file"
+        )
+    if info.channels > 2 and not job.downmix:
+        raise InvalidAudio(
+            f"{name} has {info.channels} channels; demixer separates mono or stereo: set "
+            "input.downmix to true to fold it to stereo first"
+        )
+
+
 def _separator(
     model: str,
     options: ChildOptions,
@@ -278,9 +314,10 @@ def run_job(
 ) -> ChildResult:
     """Separate ``job.input_path`` into ``job.out_dir`` (one ``{engine name}.{ext}`` each).
 
-    Multichannel input is downmixed to stereo: a service cannot ask the user what to do.
-    Without spans, the engine writes the final format directly. With spans, it writes float
-    WAV into a scratch directory first (nothing is clipped or lost there), then
+    Multichannel input is downmixed to stereo only when the request asked for it
+    (``job.downmix``), as the CLI does with ``--downmix``. At most ``job.max_seconds`` of
+    audio is decoded. Without spans, the engine writes the final format directly. With spans,
+    it writes float WAV into a scratch directory first (nothing is clipped or lost there), then
     :func:`~demixer.service.spans.apply_spans_to_files` streams those files block by block through
     :func:`~demixer.service.spans.apply_spans` into the final format. Both paths keep memory
     bounded whatever the input's length.
@@ -289,6 +326,7 @@ def run_job(
     fmt = OutputFormat.parse(job.output_format, job.bit_depth)
     spans = parse_spans(job.spans)
     stage = stage or (lambda _: None)
+    check_input(job)
     separator = _separator(job.engine_model, options, separators, stage)
     preprocess = _preprocessor(tuple(job.preprocess))
     out_dir = Path(job.out_dir)
@@ -299,10 +337,11 @@ def run_job(
             job.stems,
             fmt=fmt,
             template="{stem}.{ext}",
-            downmix=True,
+            downmix=job.downmix,
             on_progress=progress,
             on_stage=stage,
             preprocess=preprocess,
+            max_seconds=job.max_seconds,
         )
         paths, report = result.paths, result.report
     else:
@@ -313,10 +352,11 @@ def run_job(
             job.stems,
             fmt=_FLOAT_WAV,
             template="{stem}.{ext}",
-            downmix=True,
+            downmix=job.downmix,
             on_progress=lambda f: progress(0.9 * f),
             on_stage=stage,
             preprocess=preprocess,
+            max_seconds=job.max_seconds,
         )
         paths = {name: out_dir / f"{name}.{fmt.extension}" for name in result.paths}
         try:

@@ -12,6 +12,7 @@ from demixer.service.delivery import enqueue_webhook
 from demixer.service.queue import Queue
 from demixer.service.retention import set_result_expiry
 from demixer.service.schema import File
+from demixer.service.scratch import scratch_dir
 from demixer.service.usage import record_usage
 from demixer.settings import Settings
 from demixer.storage import Storage, UrlSigner, open_storage
@@ -37,7 +38,7 @@ class Services:
             settings=settings,
             db=db,
             queue=Queue(db, lease_seconds=settings.lease_seconds),
-            storage=open_storage(settings.storage),
+            storage=open_storage(settings.storage, scratch=scratch_dir(settings.data_dir)),
             signer=UrlSigner(settings.signing_key(), settings.base_url),
         )
         # A completed job's outputs expire result_retention_seconds after it finished (first,

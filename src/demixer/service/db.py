@@ -28,7 +28,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from demixer.service.schema import Base
 
-__all__ = ["Database", "DatabaseClock", "is_unavailable", "retry_unavailable", "utcnow"]
+__all__ = [
+    "Database",
+    "DatabaseClock",
+    "is_disk_full",
+    "is_unavailable",
+    "retry_unavailable",
+    "utcnow",
+]
 
 log = logging.getLogger("demixer.db")
 
@@ -38,6 +45,21 @@ T = TypeVar("T")
 def utcnow() -> datetime:
     """Now, UTC, to the microsecond."""
     return datetime.now(UTC)
+
+
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a write because its disk is full (SQLite's
+    ``SQLITE_FULL``, PostgreSQL's ``disk_full``): nothing was written, retry once there is room."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL or "disk is full" in str(orig)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 
 from demixer.audio import OutputFormat
-from demixer.errors import DemixerError, StorageUnavailable
+from demixer.errors import DemixerError, StorageFull, StorageUnavailable
 from demixer.naming import output_name
 from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
 from demixer.service.context import Services
@@ -65,7 +65,7 @@ from demixer.service.queue import Claim, LeaseLost
 from demixer.service.urlguard import parse_allowlist
 from demixer.storage import Storage
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "scratch_attempt", "scratch_prefix"]
 
 log = logging.getLogger("demixer.worker")
 
@@ -146,6 +146,20 @@ class _Params:
             extra_formats=extra_formats,
             labels=dict(labels),
         )
+
+
+def scratch_prefix(job_id: str, attempt: int) -> str:
+    """The name prefix of an attempt's scratch directory under ``{data_dir}/work``."""
+    return f"{job_id}.{attempt}-"
+
+
+def scratch_attempt(name: str) -> tuple[str, int] | None:
+    """``(job id, attempt)`` of a scratch directory's name (None: not one of ours)."""
+    head = name.split("-", 1)[0]
+    job_id, dot, attempt = head.rpartition(".")
+    if not dot or not job_id or not attempt.isdigit():
+        return None
+    return job_id, int(attempt)
 
 
 def _safe_name(raw: str) -> str:
@@ -263,7 +277,10 @@ class Runner:
         work = self.services.settings.data_dir / "work"
         try:
             work.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=work, prefix=f"{claim.id}-") as tmp:
+            # Named for the attempt: a killed worker's is swept once the attempt is over
+            # (see Worker.sweep_work_dir).
+            prefix = scratch_prefix(claim.id, claim.attempt)
+            with tempfile.TemporaryDirectory(dir=work, prefix=prefix) as tmp:
                 params = _Params.parse(claim.params)
                 with self._input(params, Path(tmp), lease) as input_path:
                     result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
@@ -279,9 +296,14 @@ class Runner:
             )
         except _Abort as abort:
             self._end(claim, abort)
-        except Exception as exc:  # a bug in this process: give the attempt back
-            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
+        except Exception as exc:  # a bug in this process, or a full disk: give the attempt back
             self._kill_child()
+            if StorageFull.caused(exc):
+                log.warning("%s: job %s: the disk is full", self.worker_id, claim.id)
+                full = _Abort("failed", StorageFull.code, StorageFull.default_message, True)
+                self._end(claim, full)
+                return
+            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
             message = f"the worker failed: {type(exc).__name__}: {exc}"
             self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
 
@@ -297,6 +319,9 @@ class Runner:
                         f"{self.worker_id}: fetching the input of {key}",
                     )
                 except StorageUnavailable as exc:  # an outage: the job waits for the store
+                    message = f"fetching the input failed: {exc.message}"
+                    raise _Abort("failed", exc.code, message, retryable=True) from exc
+                except StorageFull as exc:  # no room for the input's local copy: retried
                     message = f"fetching the input failed: {exc.message}"
                     raise _Abort("failed", exc.code, message, retryable=True) from exc
                 except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
@@ -345,6 +370,8 @@ class Runner:
             spans=params.spans,
             preprocess=tuple(claim.params.get("preprocess") or ()),
             extra_formats=params.extra_formats,
+            downmix=claim.params.get("downmix") is True,
+            max_seconds=self.services.settings.max_duration_seconds,
         )
         if self.child is None or not self.child.alive():
             if self.child is not None:
@@ -365,7 +392,9 @@ class Runner:
                         return result
                     else:
                         _, code, text, retryable = message
-                        if retryable:  # the child may be in a bad state (e.g. after an OOM)
+                        # The child may be in a bad state (e.g. after an OOM); a full disk
+                        # leaves it sound, with its models loaded for the next job.
+                        if retryable and code != StorageFull.code:
                             self._kill_child()
                         raise _Abort("failed", code, text, retryable)
                 lease.tick()
@@ -437,7 +466,7 @@ class Runner:
         except _Abort:
             _drop(storage, prefix)
             raise
-        except StorageUnavailable as exc:  # an outage: the job is retried once it is back
+        except (StorageUnavailable, StorageFull) as exc:  # retried once the store is back
             _drop(storage, prefix)
             message = f"storing the outputs failed: {exc.message}"
             raise _Abort("failed", exc.code, message, retryable=True) from exc

@@ -21,13 +21,18 @@ import threading
 import time
 import uuid
 from collections.abc import Collection
+from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from sqlalchemy import select
 
 from demixer.service.child import ChildOptions
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
-from demixer.service.runner import Runner
+from demixer.service.queue import IN_PROGRESS
+from demixer.service.runner import Runner, scratch_attempt
+from demixer.service.schema import Job
 from demixer.service.wakeup import JobListener
 from demixer.service.workers import Presence, resolve_device, runnable_models
 
@@ -175,7 +180,7 @@ class Worker:
         if stop is not None:
             self._stop = stop
         stop = self._stop
-        self._sweep_work_dir()
+        self.sweep_work_dir()
         previous: dict[int, Any] = {}
         if own_signals:  # a caller that passes ``stop`` handles signals itself
 
@@ -201,12 +206,17 @@ class Worker:
             listener.start()
         for thread in threads:
             thread.start()
+        sweep_every = max(1.0, self.services.settings.lease_seconds)
+        next_sweep = time.monotonic() + sweep_every
         try:
             while any(t.is_alive() for t in threads):
                 if stop.is_set():  # idle slots wait on the queue's wakeups, not on ``stop``
                     self.services.queue.wake()
                 for thread in threads:
                     thread.join(0.5)  # short joins: the main thread must run signal handlers
+                if time.monotonic() >= next_sweep and not stop.is_set():
+                    next_sweep = time.monotonic() + sweep_every
+                    self.sweep_work_dir()
         finally:
             stop.set()
             for thread in threads:
@@ -217,16 +227,47 @@ class Worker:
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
-    def _sweep_work_dir(self) -> None:
-        """Remove scratch directories left by killed workers (older than any job can be)."""
+    def sweep_work_dir(self) -> int:
+        """Remove the scratch directories of attempts that are over: those of a killed worker
+        (``.part`` stems, a fetched input) whose job completed, failed or moved on to another
+        attempt elsewhere. Runs when the worker starts and every lease while it works; returns
+        how many it removed. An attempt still running (here, or in another worker sharing the
+        data directory) keeps its directory: its job is IN_PROGRESS at that attempt."""
         settings = self.services.settings
         work = settings.data_dir / "work"
         if not work.is_dir():
-            return
-        cutoff = time.time() - settings.job_timeout_seconds - 2 * settings.lease_seconds - 60
+            return 0
+        found: dict[str, list[tuple[int, Path]]] = {}
+        legacy_cutoff = time.time() - settings.job_timeout_seconds - 2 * settings.lease_seconds
+        removed = 0
         for entry in work.iterdir():
-            try:
-                if entry.is_dir() and entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry, ignore_errors=True)
-            except OSError:
+            named = scratch_attempt(entry.name)
+            if named is None:  # not named by attempt: remove once older than any job
+                try:
+                    if entry.is_dir() and entry.stat().st_mtime < legacy_cutoff:
+                        shutil.rmtree(entry, ignore_errors=True)
+                        removed += 1
+                except OSError:
+                    continue
                 continue
+            found.setdefault(named[0], []).append((named[1], entry))
+        if not found:
+            return removed
+        try:
+            with self.services.db.read() as s:
+                rows = s.execute(
+                    select(Job.id, Job.status, Job.attempts).where(Job.id.in_(list(found)))
+                ).all()
+        except Exception as exc:  # an outage: sweep next time
+            log.warning("sweeping %s failed: %s", work, type(exc).__name__)
+            return removed
+        live = {(r.id, r.attempts) for r in rows if r.status == IN_PROGRESS}
+        for job_id, entries in found.items():
+            for attempt, entry in entries:
+                if (job_id, attempt) in live:
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        if removed:
+            log.info("removed %d scratch directories of finished attempts", removed)
+        return removed

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 
-from demixer.errors import DemixerError, StorageUnavailable
+from demixer.errors import DemixerError, StorageFull, StorageUnavailable
 
 __all__ = [
     "BlobNotFound",
@@ -160,6 +160,17 @@ def content_disposition(file_name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
+@contextlib.contextmanager
+def _disk_full_translated(where: Path) -> Iterator[None]:
+    """A write that fails for want of space is :class:`StorageFull` (nothing was stored)."""
+    try:
+        yield
+    except OSError as exc:
+        if StorageFull.caused(exc):
+            raise StorageFull() from exc
+        raise
+
+
 def _safe_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -182,6 +193,10 @@ class LocalStorage:
 
     def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
         target = self._path(key)
+        with _disk_full_translated(self.root):
+            return self._put(target, source, max_bytes)
+
+    def _put(self, target: Path, source: BinaryIO, max_bytes: int | None) -> tuple[int, str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         total = 0
@@ -206,7 +221,8 @@ class LocalStorage:
         # The caller never changes the file afterwards (it only deletes it).
         if not path.is_file():
             raise BlobNotFound(f"no file {path}")
-        return self._link_or_copy(path, self._path(key))
+        with _disk_full_translated(self.root):
+            return self._link_or_copy(path, self._path(key))
 
     @staticmethod
     def _link_or_copy(src: Path, dst: Path) -> int:
@@ -263,7 +279,8 @@ class LocalStorage:
         src = self._path(src_key)
         if not src.is_file():
             raise BlobNotFound(f"no blob {src_key}")
-        return self._link_or_copy(src, self._path(dst_key))
+        with _disk_full_translated(self.root):
+            return self._link_or_copy(src, self._path(dst_key))
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
@@ -283,16 +300,17 @@ class LocalStorage:
         return None
 
 
-def open_storage(url: str) -> Storage:
+def open_storage(url: str, *, scratch: Path | None = None) -> Storage:
     """The storage for ``url``: ``file:///abs/dir`` or ``s3://BUCKET[/PREFIX]?endpoint=...``
-    (see :class:`demixer.storage.s3.S3Storage`)."""
+    (see :class:`demixer.storage.s3.S3Storage`). ``scratch``: where a remote store's
+    ``local_path`` copies go (the data directory's scratch space; default ``$TMPDIR``)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalStorage(Path(parsed.path))
     if parsed.scheme == "s3":
         from demixer.storage.s3 import S3Storage  # boto3 loads only when S3 is used
 
-        return S3Storage.from_url(url)
+        return S3Storage.from_url(url, scratch=scratch)
     raise ValueError(f"unsupported storage URL {url!r} (supported: file://, s3://)")
 
 
@@ -324,7 +342,9 @@ class UrlSigner:
 
     def check(self, method: str, key: str, expires: int, sig: str, now: float | None = None) -> str:
         """``"ok"``, ``"invalid"`` (tampered: 403) or ``"expired"`` (410)."""
-        if not hmac.compare_digest(self._sig(method, key, expires), sig):
+        # compare_digest takes only ASCII strings; a signature is URL-safe base64, so anything
+        # else (``sig=%C3%A9``) is simply wrong.
+        if not sig.isascii() or not hmac.compare_digest(self._sig(method, key, expires), sig):
             return "invalid"
         if (now if now is not None else time.time()) > expires:
             return "expired"

@@ -12,11 +12,13 @@ Wire decisions:
 - Key: ``Authorization: <key>`` (raw, as MusicGPT documents); ``Bearer <key>`` works too.
 - Errors: the HTTP status says what happened, the body is always
   ``{"success": false, "error": CODE, "message": text}`` (``CODE`` is demixer's error code).
-  Statuses: bad parameters, unsupported media type, too large 400; missing/unknown key 401;
-  key without the scope 403; unknown task (or another account's) 404; conflicts 409; request
-  rate or concurrent-jobs limit 429 (with ``Retry-After``); missing input, unusable audio,
-  stems no installed model produces, unavailable preprocessing 422; object storage
-  unavailable 503 (with ``Retry-After``); anything else 500.
+  Statuses: bad parameters, unsupported media type 400; missing/unknown key 401;
+  key without the scope 403; unknown task (or another account's) 404; conflicts 409; an
+  ``audio_file`` over the upload limit or a form over its size 413 (counted while it arrives:
+  nothing past the limit is stored); request rate or concurrent-jobs limit 429 (with
+  ``Retry-After``); missing input, unusable audio, stems no installed model produces,
+  unavailable preprocessing 422; object storage or the database unavailable 503, a full disk
+  507 (both with ``Retry-After``); anything else 500.
   402 (credits) is never sent: demixer has none.
 - Stems: MusicGPT names map onto engine stems (``guitar``/``electric_guitar``/
   ``acoustic_guitar`` -> ``guitar``, ``piano``/``keys`` -> ``piano``); ``instrumental`` is the
@@ -37,7 +39,6 @@ Wire decisions:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from functools import partial
 from typing import Any
@@ -48,14 +49,14 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from demixer.api import submit, uploads
+from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
+from demixer.api.forms import Form, read_form
 from demixer.api.jobs import owned_job, result_response
 from demixer.api.limits import count_request
-from demixer.api.schemas import StemsRequest
+from demixer.api.schemas import QueuedResponse, StemsRequest
 from demixer.errors import (
     Conflict,
     DemixerError,
@@ -68,6 +69,7 @@ from demixer.errors import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    StorageFull,
     UnknownStem,
     UnsupportedMediaType,
 )
@@ -77,9 +79,18 @@ from demixer.service.keys import Identity, Unauthorized, authenticate
 from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
 from demixer.service.schema import Job
 
-__all__ = ["DEFAULT_STEMS", "STEM_VOCABULARY", "STYLE", "musicgpt_event", "router"]
+__all__ = [
+    "DEFAULT_STEMS",
+    "PREFIX",
+    "STEM_VOCABULARY",
+    "STYLE",
+    "error_response",
+    "musicgpt_event",
+    "router",
+]
 
-router = APIRouter(prefix="/api/public", include_in_schema=False)
+PREFIX = "/api/public"
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 STYLE = "musicgpt"
 INSTRUMENTAL = "instrumental"
@@ -139,6 +150,7 @@ def vendor_status(error: DemixerError) -> int:
         (Unauthorized, 401),
         (Forbidden, 403),
         (RateLimited, 429),
+        (StorageFull, 507),
         (ServiceUnavailable, 503),
         (NotFound, 404),
         (Gone, 404),
@@ -149,7 +161,7 @@ def vendor_status(error: DemixerError) -> int:
         (InvalidAudio, 422),
         (UnknownStem, 422),
         (ModelUnavailable, 422),
-        (FileTooLarge, 400),
+        (FileTooLarge, 413),
         (UnsupportedMediaType, 400),
         (InvalidRequest, 400),
     )
@@ -159,7 +171,8 @@ def vendor_status(error: DemixerError) -> int:
     return 500
 
 
-def _error(error: DemixerError) -> JSONResponse:
+def error_response(error: DemixerError) -> JSONResponse:
+    """``error`` as MusicGPT answers it (``Retry-After`` where waiting helps)."""
     headers = None
     if isinstance(error, RateLimited | ServiceUnavailable):
         headers = {"Retry-After": str(error.retry_after)}
@@ -193,8 +206,8 @@ def _json_list(value: Any, field: str) -> list[str]:
     if not isinstance(value, str):
         raise InvalidRequest(f"{field} must be a JSON-encoded list of strings", param=field)
     try:
-        items = json.loads(value)
-    except ValueError:
+        items = parse_json(value.encode())
+    except InvalidRequest:  # not JSON, or nested too deeply to parse
         items = None
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise InvalidRequest(
@@ -285,37 +298,17 @@ def _credits(seconds: float) -> float:
     return round(seconds / 60.0, 2)
 
 
-def _extract(
+def _queue(
     services: Services,
     identity: Identity,
-    form: dict[str, Any],
-) -> dict[str, Any]:
-    """The whole of ``POST /v1/Extraction`` after the form is parsed (runs in a thread)."""
-    targets, fields = plan_stems(services, _json_list(form.get("stems"), "stems"))
-    steps = _preprocess(_json_list(form.get("preprocessing_options"), "preprocessing_options"))
-    upload, url = form.get("audio_file"), form.get("audio_url")
-    url = url.strip() if isinstance(url, str) and url.strip() else None
-    if not isinstance(upload, UploadFile):
-        upload = None
-    if upload is None and url is None:
-        raise MissingInput("send the audio as `audio_file` (a file) or `audio_url`")
-    if upload is not None and url is not None:
-        raise InvalidRequest("send one of `audio_file` and `audio_url`, not both")
-    webhook = form.get("webhook_url")
-    webhook = webhook.strip() if isinstance(webhook, str) and webhook.strip() else None
-    duration: float | None = None
-    if upload is not None:
-        row = uploads.store_direct(
-            services,
-            identity.account_id,
-            upload.file,
-            file_name=upload.filename or "audio",
-            content_type=upload.content_type,
-        )
-        duration = row.duration
-        source: dict[str, Any] = {"file_id": row.id}
-    else:
-        source = {"audio_url": url}
+    source: dict[str, Any],
+    targets: list[str],
+    webhook: str | None,
+    steps: list[str],
+    fields: dict[str, str],
+    options: list[str],
+) -> QueuedResponse:
+    """Plan and queue the ``audio/stems`` job of an extraction."""
     try:
         req = StemsRequest.model_validate(
             {"input": {**source, "stems": targets}, "webhookUrl": webhook}
@@ -328,12 +321,48 @@ def _extract(
         params["webhook"] = {**params["webhook"], "style": STYLE}
     if steps:
         params["preprocess"] = steps
-    params["musicgpt"] = {
-        "stems": fields,
-        "preprocessing_options": _json_list(form.get("preprocessing_options"), "x"),
-    }
+    params["musicgpt"] = {"stems": fields, "preprocessing_options": options}
     sub = dataclasses.replace(sub, params=params)
-    queued = submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
+    return submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
+
+
+def _extract(services: Services, identity: Identity, form: Form) -> dict[str, Any]:
+    """The whole of ``POST /v1/Extraction`` after the form is parsed (runs in a thread)."""
+    fields_in = form.fields
+    targets, fields = plan_stems(services, _json_list(fields_in.get("stems"), "stems"))
+    options = _json_list(fields_in.get("preprocessing_options"), "preprocessing_options")
+    steps = _preprocess(options)
+    upload, url = form.file, fields_in.get("audio_url")
+    url = url.strip() if isinstance(url, str) and url.strip() else None
+    if upload is not None and upload.field != "audio_file":
+        raise InvalidRequest(
+            f"the file goes in the field `audio_file`, not {upload.field!r}", param="audio_file"
+        )
+    if upload is None and url is None:
+        raise MissingInput("send the audio as `audio_file` (a file) or `audio_url`")
+    if upload is not None and url is not None:
+        raise InvalidRequest("send one of `audio_file` and `audio_url`, not both")
+    webhook = fields_in.get("webhook_url")
+    webhook = webhook.strip() if isinstance(webhook, str) and webhook.strip() else None
+    duration: float | None = None
+    if upload is not None:
+        row = uploads.store_direct(
+            services,
+            identity.account_id,
+            upload.path,
+            file_name=upload.filename or "audio",
+            content_type=upload.content_type,
+        )
+        duration = row.duration
+        source: dict[str, Any] = {"file_id": row.id}
+    else:
+        source = {"audio_url": url}
+    try:
+        queued = _queue(services, identity, source, targets, webhook, steps, fields, options)
+    except BaseException:
+        if upload is not None:  # refused: the client has no id to reuse or delete it with
+            uploads.delete_file(services, identity.account_id, source["file_id"])
+        raise
     seconds = duration or _UNKNOWN_DURATION
     eta = (
         0
@@ -445,17 +474,15 @@ register_event_builder(STYLE, musicgpt_event)
 async def extraction(request: Request) -> JSONResponse:
     """Queue a stem extraction (multipart form; see the module docstring)."""
     services: Services = request.app.state.services
+    settings = services.settings
     try:
         identity = _identity(request, services, "audio:separate")
-        try:
-            async with request.form(max_files=1, max_fields=20) as form:
-                fields = {k: form.get(k) for k in form}
-                run = partial(_extract, services, identity, fields)
-                body = await anyio.to_thread.run_sync(run)
-        except StarletteHTTPException as exc:  # not a multipart form, or a broken one
-            raise InvalidRequest(f"send a multipart form: {exc.detail}") from None
+        # audio_file is counted while it arrives and spooled in the data directory (413 past
+        # the upload limit, nothing past it written: api/forms.py).
+        async with read_form(request, settings.data_dir, settings.max_upload_bytes) as form:
+            body = await anyio.to_thread.run_sync(partial(_extract, services, identity, form))
     except (DemixerError, DBAPIError) as exc:
-        return _error(as_demixer_error(exc))
+        return error_response(as_demixer_error(exc))
     return JSONResponse(body)
 
 
@@ -478,5 +505,5 @@ async def by_id(request: Request) -> JSONResponse:
         run = partial(_lookup, services, identity.account_id, task_id)
         body = await anyio.to_thread.run_sync(run)
     except (DemixerError, DBAPIError) as exc:
-        return _error(as_demixer_error(exc))
+        return error_response(as_demixer_error(exc))
     return JSONResponse(body)

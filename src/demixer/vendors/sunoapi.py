@@ -12,10 +12,11 @@ Wire decisions:
   hosted service does); only the envelope's ``code`` says what happened.
 - Error codes: unknown key 401 (a key lacking the scope too: the vendor has no 403); unknown
   ``taskId`` on ``record-info`` 404; bad parameters, unusable input, unknown stems 400; too
-  large 413; ``RATE_LIMITED`` (requests per window) 430 "call frequency too high";
-  ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit"; ``STORAGE_UNAVAILABLE`` (object storage
-  down: retry) and anything else 500. 429 (credits) and 455 (maintenance) are never sent:
-  demixer has neither.
+  large (a file, or a request body over its limit) 413; ``RATE_LIMITED`` (requests per
+  window) 430 "call frequency too high"; ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit";
+  ``STORAGE_UNAVAILABLE``, ``DATABASE_UNAVAILABLE``, ``STORAGE_FULL`` (retry: the answer has
+  ``Retry-After``) and anything else 500. 429 (credits) and 455 (maintenance) are never
+  sent: demixer has neither.
 - Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
   caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
@@ -31,7 +32,6 @@ Wire decisions:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from demixer.api import submit
 from demixer.api.auth import ServicesDep, require
+from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
 from demixer.api.jobs import owned_job, result_response
 from demixer.api.schemas import StemsRequest
@@ -72,9 +73,18 @@ from demixer.service.queue import CANCELLED, COMPLETED, FAILED
 from demixer.service.retention import result_expired
 from demixer.service.schema import Delivery, Job
 
-__all__ = ["STEM_FIELDS", "STYLE", "router", "sunoapi_event", "vendor_code"]
+__all__ = [
+    "PREFIX",
+    "STEM_FIELDS",
+    "STYLE",
+    "error_response",
+    "router",
+    "sunoapi_event",
+    "vendor_code",
+]
 
-router = APIRouter(prefix="/api/v1/vocal-removal", include_in_schema=False)
+PREFIX = "/api/v1/vocal-removal"
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 STYLE = "sunoapi"
 
@@ -123,8 +133,10 @@ class GenerateBody(BaseModel):
 # --- the envelope and the error table ---------------------------------------------------------
 
 
-def _envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
-    return JSONResponse({"code": code, "msg": msg, "data": data})
+def _envelope(
+    code: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "msg": msg, "data": data}, headers=headers)
 
 
 def vendor_code(error: DemixerError) -> int:
@@ -146,13 +158,20 @@ def vendor_code(error: DemixerError) -> int:
     return 400
 
 
+def error_response(error: DemixerError) -> JSONResponse:
+    """``error`` in the envelope (HTTP 200), with ``Retry-After`` where waiting helps."""
+    headers = None
+    if isinstance(error, RateLimited | ServiceUnavailable):
+        headers = {"Retry-After": str(error.retry_after)}
+    return _envelope(vendor_code(error), error.message, headers=headers)
+
+
 def _answer(run: Callable[[], JSONResponse]) -> JSONResponse:
     """``run()``, with demixer's errors answered in the envelope (HTTP 200)."""
     try:
         return run()
     except (DemixerError, DBAPIError) as exc:
-        error = as_demixer_error(exc)
-        return _envelope(vendor_code(error), error.message)
+        return error_response(as_demixer_error(exc))
 
 
 def _url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None]:
@@ -237,8 +256,8 @@ def _plan(body: GenerateBody, installed: list[ModelSpec]) -> tuple[list[str], st
 def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> JSONResponse:
     identity = _WRITE(request, services, creds)
     try:
-        body = GenerateBody.model_validate(json.loads(raw or b"{}"))
-    except (ValueError, ValidationError) as exc:
+        body = GenerateBody.model_validate(parse_json(raw or b"{}"))
+    except (InvalidRequest, ValidationError) as exc:
         return _envelope(400, f"bad parameters: {str(exc)[:500]}")
     source = _source(services, identity.account_id, body)
     installed = submit.installed_models(services)

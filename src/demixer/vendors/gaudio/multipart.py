@@ -52,6 +52,7 @@ from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLen
 __all__ = ["MAX_PARTS", "Part", "Upload", "chunk_size", "complete", "create", "receive_part"]
 
 MAX_PARTS = 10_000  # as S3: past this many chunks, the chunks grow instead
+_LARGEST_SIZE = (1 << 63) - 1  # a signed 64-bit size column's largest value
 _READ = 1 << 20
 _BAD_NAME_CHARS = frozenset("/\\\0")
 
@@ -127,6 +128,10 @@ def create(
     if file_size == 0:
         raise ZeroLength(f"{name!r} is empty (fileSize 0)")
     settings = services.settings
+    if file_size > _LARGEST_SIZE:  # past what a size column (or any disk) holds: 1110 now
+        raise FileTooLarge(
+            f"{name!r} declares {file_size} bytes; the limit is {settings.max_upload_bytes}"
+        )
     too_big = file_size > settings.max_upload_bytes
     file_id = new_id("file")
     now = services.db.clock()

@@ -9,7 +9,6 @@ MP3 (320 kbps), see :mod:`demixer.service.runner`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, BinaryIO, cast
@@ -20,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from demixer.api import submit, uploads
 from demixer.api.auth import ServicesDep
+from demixer.api.bodies import parse_json
 from demixer.api.limits import count_request
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
@@ -68,7 +68,6 @@ _OUTPUT_NAMES = {**{v: k for k, v in STEM_TYPES.items()}, RESIDUAL: "others"}
 _VENDOR = "gaudio"
 _PART_PATH = "/v1/files/upload-multipart/part"
 _MIN_RATE, _MAX_RATE = 16_000, 192_000
-_JSON_LIMIT = 64 * 1024
 _STATUS = {IN_PROGRESS: "running", COMPLETED: "success", FAILED: "failed", CANCELLED: "failed"}
 
 
@@ -93,15 +92,8 @@ def _need(identity: Identity, scope: str) -> None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _JSON_LIMIT:
-            raise InvalidRequest(f"the request body is JSON under {_JSON_LIMIT} bytes")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise InvalidRequest("the request body is not JSON") from None
+    # At most max_json_body_bytes arrive (api/bodies.py); never a crash on what they hold.
+    body = parse_json(await request.body() or b"{}")
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body
