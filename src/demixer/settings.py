@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # Per-key limits (0: unlimited).
     rate_limit_per_minute: int = 600
     max_concurrent_jobs: int = 8
+    # Each API process counts requests in memory and adds them to the shared table this often;
+    # other processes see them within twice this (demixer.service.ratecache states the bound).
+    rate_flush_seconds: float = Field(0.5, gt=0)
+    # A key is trusted this long after its row was read: a key revoked by another process is
+    # refused here at most this much later (0: read it on every request).
+    key_cache_seconds: float = Field(2.0, ge=0)
 
     @field_validator("data_dir")
     @classmethod

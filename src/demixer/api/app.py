@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from demixer import __version__
 from demixer.api.bodies import FORM_OVERHEAD, BodyLimitMiddleware
+from demixer.api.callers import Callers
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
@@ -15,6 +16,7 @@ from demixer.api.routes import blobs, docs, files, health, models, queue, usage,
 from demixer.api.schemas import FileCreate
 from demixer.service.context import Services
 from demixer.vendors import envelopes as vendor_envelopes
+from demixer.vendors import lanes as vendor_lanes
 from demixer.vendors import routers as vendor_routers
 
 __all__ = ["create_app"]
@@ -34,6 +36,7 @@ a live worker) take no key.
 
 def create_app(services: Services) -> FastAPI:
     """The API application serving ``services`` (database, queue, storage, signer)."""
+    callers = Callers(services)  # keys seen and requests counted by this process
     app = FastAPI(
         title="demixer",
         version=__version__,
@@ -42,13 +45,18 @@ def create_app(services: Services) -> FastAPI:
         docs_url=None,  # routes/docs.py serves it with local assets (no CDN)
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        lifespan=callers.lifespan,
     )
     app.state.services = services
+    app.state.callers = callers
     install_error_handlers(app)
     for module in (models, files, queue, blobs, usage, web, health, docs):
         app.include_router(module.router)
     for router in vendor_routers():
         app.include_router(router)
+    # The plain form of the hottest requests, ahead of FastAPI's routing (api/lanes.py).
+    app.router.routes[:0] = [*queue.LANES, *models.LANES, *vendor_lanes()]
+    app.state.model_lists = models.ModelLists(services)
     envelopes = vendor_envelopes()
     settings = services.settings
     app.add_middleware(

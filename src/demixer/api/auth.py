@@ -6,24 +6,30 @@ without the route's scope a 403. Signed blob URLs take no key (the signature is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from demixer.api.callers import callers
 from demixer.api.limits import count_request
 from demixer.errors import Forbidden
 from demixer.service.context import Services
-from demixer.service.keys import Identity, authenticate
+from demixer.service.keys import Identity
 
 __all__ = [
+    "MODELS_READ",
+    "QUEUE_READ",
     "FilesRead",
     "FilesWrite",
     "ModelsRead",
     "QueueRead",
     "QueueWrite",
     "ServicesDep",
+    "authorize",
+    "bearer_secret",
+    "identify",
     "require",
 ]
 
@@ -34,8 +40,8 @@ _bearer = HTTPBearer(
 )
 
 
-def get_services(request: Request) -> Services:
-    """The services ``create_app`` was given."""
+async def get_services(request: Request) -> Services:
+    """The services ``create_app`` was given (async: no worker thread for an attribute)."""
     services: Services = request.app.state.services
     return services
 
@@ -44,32 +50,54 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require(*scopes: str) -> Callable[..., Identity]:
+async def identify(request: Request, secret: str | None) -> Identity:
+    """The identity behind ``secret`` (raises ``Unauthorized``), counted against its key's
+    rate limit (raises ``RateLimited`` when over): what every key-checking route does first.
+    A key seen lately and far from its limit costs no I/O (:mod:`demixer.api.callers`)."""
+    identity = await callers(request).identify(secret)
+    await count_request(request, identity)
+    return identity
+
+
+async def authorize(request: Request, secret: str | None, scopes: Iterable[str]) -> Identity:
+    """:func:`identify`, and the identity must hold one of ``scopes`` (else ``Forbidden``)."""
+    identity = await identify(request, secret)
+    if not identity.scopes.intersection(scopes):
+        raise Forbidden(
+            f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)}; "
+            f"it has: {', '.join(sorted(identity.scopes)) or 'none'}"
+        )
+    return identity
+
+
+async def bearer_secret(request: Request) -> str | None:
+    """The key of ``Authorization: Bearer <key>``, read as the routes' dependency reads it."""
+    credentials = await _bearer(request)
+    return credentials.credentials if credentials else None
+
+
+def require(*scopes: str) -> Callable[..., Awaitable[Identity]]:
     """A dependency: the caller's identity, which must hold one of ``scopes``.
 
     Every authenticated request is counted against its key's rate limit here (429 when over).
     """
 
-    def dependency(request: Request, services: ServicesDep, credentials: _Credentials) -> Identity:
-        identity = authenticate(services.db, credentials.credentials if credentials else None)
-        count_request(request, services, identity)
-        if not identity.scopes.intersection(scopes):
-            raise Forbidden(
-                f"this API key lacks the scope {' or '.join(repr(s) for s in scopes)}; "
-                f"it has: {', '.join(sorted(identity.scopes)) or 'none'}"
-            )
-        return identity
+    async def dependency(request: Request, credentials: _Credentials) -> Identity:
+        return await authorize(request, credentials.credentials if credentials else None, scopes)
 
     return dependency
 
 
 QueueWrite = Annotated[Identity, Depends(require("audio:separate"))]
 """Submit, cancel and delete requests."""
-QueueRead = Annotated[Identity, Depends(require("audio:separate", "files:read"))]
+QUEUE_READ = ("audio:separate", "files:read")
+"""The scopes that may read a request's status (the fast lanes check them too)."""
+QueueRead = Annotated[Identity, Depends(require(*QUEUE_READ))]
 """Read a request's status (and list requests): either scope."""
 FilesWrite = Annotated[Identity, Depends(require("files:write"))]
 """Upload and delete files."""
 FilesRead = Annotated[Identity, Depends(require("files:read"))]
 """Read files and results."""
-ModelsRead = Annotated[Identity, Depends(require("models:read"))]
+MODELS_READ = ("models:read",)
+ModelsRead = Annotated[Identity, Depends(require(*MODELS_READ))]
 """List models."""

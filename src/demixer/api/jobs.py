@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import ARRAY, String, and_, any_, bindparam, delete, or_, select
 from sqlalchemy.orm import Session
 
 from demixer.api.schemas import (
@@ -30,8 +30,10 @@ from demixer.api.schemas import (
     WebhookStatus,
 )
 from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
+from demixer.service.batchread import keyed_reads
 from demixer.service.child import STAGES
 from demixer.service.context import Services
+from demixer.service.prepared import prepared
 from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
 from demixer.service.retention import result_expired, result_expires_at
 from demixer.service.schema import Delivery, Job, JobLog
@@ -40,11 +42,15 @@ from demixer.service.workers import live_models, waiting_reason
 
 __all__ = [
     "delete_job",
+    "fetch_job",
     "job_result",
     "job_status",
     "list_jobs",
+    "more_reads",
     "owned_job",
+    "read_job",
     "result_response",
+    "status_of",
     "urls",
 ]
 
@@ -68,11 +74,12 @@ def owned_job(session: Session, account_id: str, job_id: str) -> Job:
     return job
 
 
-def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
+def _webhook_status(s: Session | None, job: Job) -> WebhookStatus | None:
     """The job's webhook and its latest delivery (``none`` before the job's final state)."""
     hook = (job.params or {}).get("webhook")
     if not hook:
         return None
+    assert s is not None
     row = s.execute(
         select(Delivery)
         .where(Delivery.job_id == job.id)
@@ -100,15 +107,17 @@ def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
 
 def _status(
     services: Services,
-    s: Session,
+    s: Session | None,
     job: Job,
     logs: bool,
     live: Sequence[Sequence[str]] | None = None,
 ) -> RequestStatus:
-    """``live``: :func:`~demixer.service.workers.live_models`, when the caller has it."""
+    """``live``: :func:`~demixer.service.workers.live_models`, when the caller has it. ``s``
+    may be None when nothing more is read: not ``logs``, not queued, no webhook."""
     links = urls(services, job.id)
     lines = None
     if logs:
+        assert s is not None
         rows = s.execute(
             select(JobLog).where(JobLog.job_id == job.id).order_by(JobLog.id)
         ).scalars()
@@ -118,11 +127,13 @@ def _status(
         error = JobError(code=job.error_code or "FAILED", message=job.error_message or "")
     progress = job.progress if job.status in (IN_PROGRESS, COMPLETED) else None
     stage = job.stage if job.status == IN_PROGRESS and job.stage in STAGES else None
-    waiting = None
-    if job.status == IN_QUEUE:  # one small indexed query, only while queued
+    waiting = position = None
+    if job.status == IN_QUEUE:  # small indexed queries, only while queued
+        assert s is not None
         if live is None:
             live = live_models(s, services.settings, services.db.clock())
         waiting = waiting_reason(job.engine_model, live)
+        position = services.queue.position(s, job)
     return RequestStatus(
         request_id=job.id,
         model=job.queue_model,
@@ -130,7 +141,7 @@ def _status(
         status=cast(JobStatus, job.status),
         created_at=job.created_at,
         updated_at=job.updated_at,
-        queue_position=services.queue.position(s, job) if job.status == IN_QUEUE else None,
+        queue_position=position,
         waiting_reason=waiting,
         progress=progress,
         stage=cast(Any, stage),
@@ -160,10 +171,59 @@ def _described(job: Job) -> dict[str, Any]:
     }
 
 
-def job_status(services: Services, account_id: str, job_id: str, logs: bool) -> RequestStatus:
-    """A request's status (one short read transaction)."""
+# A job's row by its id: one prebuilt Core SELECT, no ORM object (a status poll, the API's most
+# frequent request, is this one read).
+_JOB = Job.__table__
+_JOB_ROW = select(_JOB).where(_JOB.c.id == bindparam("job_id"))
+# The same for many ids at once, on PostgreSQL (service/batchread.py).
+_JOB_ROWS = select(_JOB).where(_JOB.c.id == any_(bindparam("keys", type_=ARRAY(String))))
+
+
+def _owned(row: Any, account_id: str, job_id: str) -> Job:
+    if row is None or row.account_id != account_id:
+        raise NotFound(f"no request {job_id!r}")
+    return cast(Job, row)
+
+
+def read_job(services: Services, account_id: str, job_id: str) -> Job:
+    """The caller's job as a read-only row: one SELECT outside any transaction, on a pooled
+    driver connection (:mod:`demixer.service.prepared`).
+
+    The row has every column of :class:`Job` as an attribute and is typed as one for its
+    readers, but it is not attached to a session: read it, never change it. Another account's
+    or an unknown id is NOT_FOUND, as :func:`owned_job` answers.
+    """
+    return _owned(prepared(services.db, _JOB_ROW).one_or_none(job_id=job_id), account_id, job_id)
+
+
+async def fetch_job(services: Services, account_id: str, job_id: str) -> Job:
+    """:func:`read_job` for the event loop: on SQLite read right there (a local file, tens of
+    microseconds), elsewhere together with the reads other requests ask for meanwhile (one
+    round trip for all of them, in a worker thread: :mod:`demixer.service.batchread`)."""
+    db = services.db
+    if db.dialect == "sqlite":
+        return read_job(services, account_id, job_id)
+    return _owned(await keyed_reads(db, _JOB_ROWS, "id").get(job_id), account_id, job_id)
+
+
+def more_reads(job: Job, logs: bool) -> bool:
+    """Whether :func:`status_of` reads the database (else it only formats the row): while the
+    job is queued (its position), when it has a webhook, or for ``logs``."""
+    return logs or job.status == IN_QUEUE or bool((job.params or {}).get("webhook"))
+
+
+def status_of(services: Services, job: Job, logs: bool) -> RequestStatus:
+    """The status of ``job`` (a row read by :func:`read_job` or :func:`fetch_job`), with a read
+    transaction more only when :func:`more_reads` says so."""
+    if not more_reads(job, logs):
+        return _status(services, None, job, logs)
     with services.db.read() as s:
-        return _status(services, s, owned_job(s, account_id, job_id), logs)
+        return _status(services, s, job, logs)
+
+
+def job_status(services: Services, account_id: str, job_id: str, logs: bool) -> RequestStatus:
+    """A request's status (blocking): :func:`read_job`, then :func:`status_of`."""
+    return status_of(services, read_job(services, account_id, job_id), logs)
 
 
 def job_result(services: Services, account_id: str, job_id: str) -> ResultResponse:

@@ -12,26 +12,30 @@ from fastapi import Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from demixer.service.context import Services
+from demixer.api.callers import callers
 from demixer.service.keys import Identity
-from demixer.service.limits import RateLimitExceeded, RateState, check_rate
+from demixer.service.limits import RateLimitExceeded, RateState
 
 __all__ = ["RateLimitHeadersMiddleware", "count_request"]
 
 _STATE = "rate_limit"
 
 
-def count_request(request: Request, services: Services, identity: Identity) -> None:
-    """Count this request against its key (raises ``RateLimited`` when over)."""
-    limit = services.settings.rate_limit_per_minute
-    if limit <= 0 or getattr(request.state, _STATE, None) is not None:
-        return  # unlimited, or already counted by another auth dependency of this route
+async def count_request(request: Request, identity: Identity) -> None:
+    """Count this request against its key (raises ``RateLimited`` when over).
+
+    Counted by this process's :class:`~demixer.api.callers.Callers` (in memory while the key is
+    far from its limit, in the shared table near it; see :mod:`demixer.service.ratecache`).
+    """
+    if getattr(request.state, _STATE, None) is not None:
+        return  # already counted by another auth dependency of this route
     try:
-        state = check_rate(services.db, identity.key_id, limit)
+        state = await callers(request).count(identity)
     except RateLimitExceeded as exc:
         request.state.rate_limit = exc.state
         raise
-    request.state.rate_limit = state
+    if state.limit > 0:  # unlimited: no headers
+        request.state.rate_limit = state
 
 
 class RateLimitHeadersMiddleware:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -177,8 +177,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    immediate = conn.get_execution_options().get("immediate", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = conn.get_execution_options()
+    if options.get("snapshot", False):
+        return  # Database.snapshot(): each statement on its own, no transaction
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("immediate", False) else "BEGIN")
 
 
 class Database:
@@ -221,6 +223,17 @@ class Database:
         self.clock = clock
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
+        # SQLite: no BEGIN (pysqlite's own autocommit mode, see _sqlite_pragmas); elsewhere the
+        # driver's autocommit (no BEGIN and ROLLBACK round trips).
+        # service.prepared.prepared(): statements compiled for this database, by statement.
+        self.prepared_reads: dict[object, Any] = {}
+        self._snapshot = engine.execution_options(
+            **(
+                {"snapshot": True}
+                if self.dialect == "sqlite"
+                else {"isolation_level": "AUTOCOMMIT"}
+            )
+        )
 
     def create_all(self) -> None:
         """Create missing tables (what ``demixer migrate`` does for a new database)."""
@@ -231,6 +244,14 @@ class Database:
         """A session for reading (rolled back at the end)."""
         with self._read() as session:
             yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection for reads outside any transaction: each statement sees what was
+        committed when it ran, and nothing is begun or rolled back around it. For hot,
+        read-only paths (a status poll is one SELECT); use :meth:`read` for a consistent view."""
+        with self._snapshot.connect() as conn:
+            yield conn
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -2,15 +2,19 @@
 
 Requests are counted in fixed one-minute windows, one ``rate_counters`` row per key and window,
 so every API process sharing the database shares the count. The counter is bumped with an
-atomic upsert (``INSERT … ON CONFLICT DO UPDATE SET count = count + 1``): two processes never
-lose an increment, and no process keeps state of its own.
+atomic upsert (``INSERT … ON CONFLICT DO UPDATE SET count = count + n``): two processes never
+lose an increment. :func:`check_rate` counts one request in the table; an API process counts
+most requests in memory first and adds them here at most a second later
+(:mod:`demixer.service.ratecache`, which states the error that allows).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,14 +30,17 @@ __all__ = [
     "WINDOW",
     "RateLimitExceeded",
     "RateState",
+    "add_requests",
     "check_concurrency",
     "check_rate",
+    "rate_state",
     "window_start",
 ]
 
 WINDOW = timedelta(minutes=1)
 # A queued request takes seconds to minutes; a client told to wait retries after this.
 CONCURRENCY_RETRY_SECONDS = 5
+_CHUNK = 500  # keys per statement (SQLite caps the bound parameters of one statement)
 
 
 @dataclass(frozen=True)
@@ -64,22 +71,65 @@ def window_start(now: datetime) -> datetime:
     return now.replace(second=0, microsecond=0)
 
 
-def _upsert(db: Database, key_id: str, start: datetime) -> object:
+def _upsert(db: Database) -> Any:
     insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    stmt = insert(RateCounter).values(key_id=key_id, window_start=start, count=1)
+    stmt = insert(RateCounter)
     return stmt.on_conflict_do_update(
         index_elements=[RateCounter.key_id, RateCounter.window_start],
-        set_={"count": RateCounter.count + 1},
+        set_={"count": RateCounter.count + stmt.excluded.count},
     )
 
 
-def check_rate(db: Database, key_id: str, limit: int) -> RateState:
-    """Count one request of ``key_id`` and say where it stands.
+def add_requests(db: Database, start: datetime, counts: Mapping[str, int]) -> dict[str, int]:
+    """Add ``counts[key_id]`` requests of each key to the window beginning at ``start`` (one
+    write transaction for all of them) and return each key's count in that window, everyone's
+    requests included."""
+    if not counts:
+        return {}
+    keys = list(counts)
+    totals: dict[str, int] = {}
+    with db.write() as s:
+        rows = [{"key_id": k, "window_start": start, "count": n} for k, n in counts.items()]
+        s.execute(_upsert(db), rows)
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            found = s.execute(
+                select(RateCounter.key_id, RateCounter.count).where(
+                    RateCounter.key_id.in_(chunk), RateCounter.window_start == start
+                )
+            )
+            totals.update({key_id: int(count) for key_id, count in found})
+            # Old windows are never read again: the key's own requests clear them.
+            s.execute(
+                delete(RateCounter).where(
+                    RateCounter.key_id.in_(chunk), RateCounter.window_start < start
+                )
+            )
+    return totals
+
+
+def rate_state(limit: int, count: int, now: datetime) -> RateState:
+    """Where a key stands with ``count`` requests in the window holding ``now``.
+
+    Raises:
+        RateLimitExceeded: ``count`` is over ``limit``; ``retry_after`` is the window's rest.
+    """
+    reset = max(1, math.ceil((window_start(now) + WINDOW - now).total_seconds()))
+    state = RateState(limit=limit, remaining=max(0, limit - count), reset_seconds=reset)
+    if count > limit:
+        raise RateLimitExceeded(state)
+    return state
+
+
+def check_rate(db: Database, key_id: str, limit: int, *, earlier: int = 0) -> RateState:
+    """Count one request of ``key_id`` in the shared table and say where it stands.
 
     Args:
         db: the shared database (its clock decides the window).
         key_id: the API key's id.
         limit: requests per minute; 0 or less means unlimited (nothing is counted).
+        earlier: requests of this window counted elsewhere and not yet in the table (an API
+            process's in-memory count), added with this one.
 
     Raises:
         RateLimited: over ``limit`` in this window; ``retry_after`` is the window's rest.
@@ -88,24 +138,7 @@ def check_rate(db: Database, key_id: str, limit: int) -> RateState:
         return RateState(limit=0, remaining=0, reset_seconds=0)
     now = db.clock()
     start = window_start(now)
-    with db.write() as s:
-        s.execute(_upsert(db, key_id, start))  # type: ignore[call-overload]
-        count = s.execute(
-            select(RateCounter.count).where(
-                RateCounter.key_id == key_id, RateCounter.window_start == start
-            )
-        ).scalar_one()
-        # Old windows are never read again: the key's own request clears them.
-        s.execute(
-            delete(RateCounter).where(
-                RateCounter.key_id == key_id, RateCounter.window_start < start
-            )
-        )
-    reset = max(1, math.ceil((start + WINDOW - now).total_seconds()))
-    state = RateState(limit=limit, remaining=max(0, limit - count), reset_seconds=reset)
-    if count > limit:
-        raise RateLimitExceeded(state)
-    return state
+    return rate_state(limit, add_requests(db, start, {key_id: earlier + 1})[key_id], now)
 
 
 class RateLimitExceeded(RateLimited):

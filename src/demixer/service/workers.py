@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from demixer import __version__
@@ -183,12 +183,16 @@ def waiting_reason(model: str, live: Sequence[Sequence[str]]) -> str | None:
     )
 
 
-def advertised_models(session: Session, now: datetime) -> set[str]:
+# Built once: GET /v1/models reads it on every call.
+_ADVERTISED = select(WorkerRecord.models).where(
+    WorkerRecord.last_seen_at >= bindparam("seen_since", type_=WorkerRecord.last_seen_at.type)
+)
+
+
+def advertised_models(session: Session | Connection, now: datetime) -> set[str]:
     """Models some worker seen within :data:`FORGET_AFTER` runs (stopped or not): the API
     accepts jobs for them even without weights of its own, and they wait for that worker."""
-    rows = session.execute(
-        select(WorkerRecord.models).where(WorkerRecord.last_seen_at >= now - FORGET_AFTER)
-    ).scalars()
+    rows = session.execute(_ADVERTISED, {"seen_since": now - FORGET_AFTER}).scalars()
     return {model for models in rows for model in models}
 
 

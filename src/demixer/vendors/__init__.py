@@ -12,17 +12,23 @@ from collections.abc import Callable
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from demixer.api.lanes import Lane
 from demixer.errors import DemixerError
 from demixer.vendors import gaudio, musicgpt, sunoapi
 from demixer.vendors.gaudio import envelope as gaudio_envelope
 from demixer.vendors.gaudio import routes as gaudio_routes
 
-__all__ = ["envelopes", "routers"]
+__all__ = ["envelopes", "lanes", "routers"]
 
 
 def routers() -> tuple[APIRouter, ...]:
     """Every vendor router, each mounted at its vendor's own path prefix."""
     return (gaudio.router, musicgpt.router, sunoapi.router)
+
+
+def lanes() -> tuple[Lane, ...]:
+    """Every vendor's fast lanes (its status read), put ahead of the routers' routes."""
+    return (*gaudio_routes.LANES, *musicgpt.LANES, *sunoapi.LANES)
 
 
 def envelopes() -> dict[str, Callable[[DemixerError], Response]]:

@@ -50,12 +50,13 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from demixer.api import submit, uploads
+from demixer.api import lanes, submit, uploads
+from demixer.api.auth import identify
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
 from demixer.api.forms import Form, read_form
-from demixer.api.jobs import owned_job, result_response
-from demixer.api.limits import count_request
+from demixer.api.jobs import read_job, result_response
+from demixer.api.lanes import Lane
 from demixer.api.schemas import QueuedResponse, StemsRequest
 from demixer.errors import (
     Conflict,
@@ -75,12 +76,13 @@ from demixer.errors import (
 )
 from demixer.service.context import Services
 from demixer.service.delivery import register_event_builder
-from demixer.service.keys import Identity, Unauthorized, authenticate
+from demixer.service.keys import Identity, Unauthorized
 from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
 from demixer.service.schema import Job
 
 __all__ = [
     "DEFAULT_STEMS",
+    "LANES",
     "PREFIX",
     "STEM_VOCABULARY",
     "STYLE",
@@ -183,15 +185,14 @@ def error_response(error: DemixerError) -> JSONResponse:
     )
 
 
-def _identity(request: Request, services: Services, *scopes: str) -> Identity:
+async def _identity(request: Request, *scopes: str) -> Identity:
     """The caller, from ``Authorization: <key>`` or ``Authorization: Bearer <key>``."""
     raw = request.headers.get("authorization", "").strip()
     if raw[:7].lower() == "bearer ":
         raw = raw[7:].strip()
     if not raw:
         raise Unauthorized("missing API key: send `Authorization: <key>`")
-    identity = authenticate(services.db, raw)
-    count_request(request, services, identity)
+    identity = await identify(request, raw)
     if not identity.scopes.intersection(scopes):
         raise Forbidden(f"this API key lacks the scope {' or '.join(map(repr, scopes))}")
     return identity
@@ -435,10 +436,9 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
 
 
 def _lookup(services: Services, account_id: str, task_id: str) -> dict[str, Any]:
-    with services.db.read() as s:
-        job = owned_job(s, account_id, task_id)
-        if "musicgpt" not in (job.params or {}):
-            raise NotFound(f"no EXTRACTION conversion {task_id!r}")
+    job = read_job(services, account_id, task_id)  # one SELECT, no ORM object
+    if "musicgpt" not in (job.params or {}):
+        raise NotFound(f"no EXTRACTION conversion {task_id!r}")
     return {"success": True, "conversion": conversion(services, job)}
 
 
@@ -476,7 +476,7 @@ async def extraction(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     settings = services.settings
     try:
-        identity = _identity(request, services, "audio:separate")
+        identity = await _identity(request, "audio:separate")
         # audio_file is counted while it arrives and spooled in the data directory (413 past
         # the upload limit, nothing past it written: api/forms.py).
         async with read_form(request, settings.data_dir, settings.max_upload_bytes) as form:
@@ -492,7 +492,7 @@ async def by_id(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     query = request.query_params
     try:
-        identity = _identity(request, services, "audio:separate", "files:read")
+        identity = await _identity(request, "audio:separate", "files:read")
         kind = query.get("conversionType", "EXTRACTION")
         if kind.upper() != "EXTRACTION":
             raise InvalidRequest(
@@ -502,8 +502,13 @@ async def by_id(request: Request) -> JSONResponse:
         task_id = query.get("task_id") or query.get("conversion_id")
         if not task_id:
             raise InvalidRequest("give task_id or conversion_id", param="task_id")
-        run = partial(_lookup, services, identity.account_id, task_id)
-        body = await anyio.to_thread.run_sync(run)
+        body = await lanes.read(services, partial(_lookup, services, identity.account_id, task_id))
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))
     return JSONResponse(body)
+
+
+# The route takes nothing but the request: its lane is the route's own function, without
+# FastAPI's routing (see demixer.api.lanes), whatever the query.
+LANES = (Lane("GET", PREFIX + "/v1/byId", by_id, query=lambda _query: True),)
+"""This module's fast lanes (``create_app`` puts them first)."""

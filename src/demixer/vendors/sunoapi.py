@@ -43,13 +43,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from demixer.api import submit
+from demixer.api import lanes, submit
 from demixer.api.auth import ServicesDep, require
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import owned_job, result_response
+from demixer.api.jobs import read_job, result_response
+from demixer.api.lanes import Lane, only_query
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
 from demixer.errors import (
@@ -67,13 +67,14 @@ from demixer.errors import (
 from demixer.models.registry import ModelSpec
 from demixer.service.context import Services
 from demixer.service.delivery import GAVE_UP, register_event_builder
-from demixer.service.keys import Unauthorized
+from demixer.service.keys import Identity, Unauthorized
 from demixer.service.prompts import MODEL_PREFERENCE, best_model
 from demixer.service.queue import CANCELLED, COMPLETED, FAILED
 from demixer.service.retention import result_expired
 from demixer.service.schema import Delivery, Job
 
 __all__ = [
+    "LANES",
     "PREFIX",
     "STEM_FIELDS",
     "STYLE",
@@ -253,8 +254,7 @@ def _plan(body: GenerateBody, installed: list[ModelSpec]) -> tuple[list[str], st
     return [stem], best.id
 
 
-def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> JSONResponse:
-    identity = _WRITE(request, services, creds)
+def _generate(services: Services, identity: Identity, raw: bytes) -> JSONResponse:
     try:
         body = GenerateBody.model_validate(parse_json(raw or b"{}"))
     except (InvalidRequest, ValidationError) as exc:
@@ -288,8 +288,12 @@ def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> J
 async def generate(request: Request, services: ServicesDep, creds: _Credentials) -> JSONResponse:
     """Queue a vocal removal / stem split; ``data: {taskId}``."""
     raw = await request.body()
+    try:
+        identity = await _WRITE(request, creds)
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
     return await anyio.to_thread.run_sync(
-        partial(_answer, partial(_generate, request, services, creds, raw))
+        partial(_answer, partial(_generate, services, identity, raw))
     )
 
 
@@ -341,33 +345,32 @@ def _error_message(job: Job) -> str | None:
     return f"{job.error_code or 'FAILED'}: {job.error_message or ''}".strip()
 
 
-def _callback_failed(s: Session, job: Job) -> bool:
-    row = s.execute(
-        select(Delivery.status)
-        .where(Delivery.job_id == job.id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+def _callback_failed(services: Services, job: Job) -> bool:
+    if not ((job.params or {}).get("webhook") or {}).get("url"):
+        return False  # no callback, no deliveries (service.delivery.enqueue_webhook)
+    with services.db.read() as s:
+        row = s.execute(
+            select(Delivery.status)
+            .where(Delivery.job_id == job.id)
+            .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
     return row == GAVE_UP
 
 
-def _flag(s: Session, job: Job) -> str:
+def _flag(services: Services, job: Job) -> str:
     if job.status == COMPLETED:
-        return "CALLBACK_EXCEPTION" if _callback_failed(s, job) else "SUCCESS"
+        return "CALLBACK_EXCEPTION" if _callback_failed(services, job) else "SUCCESS"
     if job.status in (FAILED, CANCELLED):
         return "GENERATE_AUDIO_FAILED"
     return "PENDING"
 
 
-def _record_info(
-    request: Request, services: Services, creds: Any, task_id: str | None
-) -> JSONResponse:
-    identity = _READ(request, services, creds)
+def _record_info(services: Services, identity: Identity, task_id: str | None) -> JSONResponse:
     if not task_id:
         return _envelope(400, "bad parameters: taskId is required")
-    with services.db.read() as s:
-        job = owned_job(s, identity.account_id, task_id)
-        flag = _flag(s, job)
+    job = read_job(services, identity.account_id, task_id)  # one SELECT, no ORM object
+    flag = _flag(services, job)
     urls = _urls(services, job)
     hook = (job.params or {}).get("webhook") or {}
     data = {
@@ -388,8 +391,24 @@ async def record_info(
     request: Request, services: ServicesDep, creds: _Credentials, taskId: str | None = None
 ) -> JSONResponse:
     """A task's state and, once SUCCESS, its signed download URLs."""
-    run = partial(_record_info, request, services, creds, taskId)
-    return await anyio.to_thread.run_sync(partial(_answer, run))
+    try:
+        identity = await _READ(request, creds)
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+    run = partial(_record_info, services, identity, taskId)
+    return await lanes.read(services, partial(_answer, run))
+
+
+async def _record_info_lane(request: Request) -> JSONResponse:
+    """``GET /record-info`` with at most ``taskId`` in its query: the route above without
+    FastAPI's routing and dependency injection (see :mod:`demixer.api.lanes`)."""
+    services: Services = request.app.state.services
+    creds = await _bearer(request)
+    return await record_info(request, services, creds, request.query_params.get("taskId"))
+
+
+LANES = (Lane("GET", PREFIX + "/record-info", _record_info_lane, query=only_query("taskId")),)
+"""This module's fast lanes (``create_app`` puts them first)."""
 
 
 @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -3,11 +3,16 @@ whole model catalogue."""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from demixer.api.auth import ModelsRead, ServicesDep
+from demixer.api import lanes
+from demixer.api.auth import MODELS_READ, ModelsRead, authorize, bearer_secret
+from demixer.api.lanes import Lane
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import (
     EngineModel,
@@ -22,11 +27,13 @@ from demixer.api.schemas import (
 from demixer.api.submit import SEPARATE, STEMS, installed_models
 from demixer.api.uploads import INPUT_FORMATS
 from demixer.audio.encode import BIT_DEPTHS, FORMATS
+from demixer.models.loading import is_installed
 from demixer.models.registry import ModelSpec, list_specs
 from demixer.service.context import Services
 from demixer.service.prompts import separable
+from demixer.service.workers import advertised_models
 
-__all__ = ["router"]
+__all__ = ["DISK_SECONDS", "LANES", "ModelLists", "model_list", "router"]
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -49,10 +56,12 @@ def _stems_output_schema() -> dict[str, Any]:
     }
 
 
-def model_list(services: Services) -> ModelList:
-    """What ``GET /v1/models`` answers."""
+def model_list(services: Services, installed: list[ModelSpec] | None = None) -> ModelList:
+    """What ``GET /v1/models`` answers (``installed``: :func:`installed_models`, when the caller
+    has it)."""
     settings = services.settings
-    installed = installed_models(services)
+    if installed is None:
+        installed = installed_models(services)
     limits = Limits(
         max_file_size=settings.max_upload_bytes,
         max_duration=settings.max_duration_seconds,
@@ -101,8 +110,74 @@ def _install_command(spec: ModelSpec) -> str:
     return spec.install_hint
 
 
-@router.get("/models", responses=error_responses(401, 403))
-def get_models(services: ServicesDep, _identity: ModelsRead) -> ModelList:
+@router.get("/models", response_model=ModelList, responses=error_responses(401, 403))
+async def get_models(request: Request, _identity: ModelsRead) -> Response:
     """The queue models (`data`), the engine models installed here (`engine_models`) and every
     registered engine model with its licence class and published figures (`catalogue`)."""
-    return model_list(services)
+    return await _answer(request)
+
+
+async def _answer(request: Request) -> Response:
+    lists: ModelLists = request.app.state.model_lists
+    body = await lanes.read(lists.services, lists.body)
+    return Response(body, media_type="application/json")
+
+
+async def _lane(request: Request) -> Response:
+    """``GET /v1/models`` without a query: the route above without FastAPI's routing and
+    dependency injection (see :mod:`demixer.api.lanes`)."""
+    await authorize(request, await bearer_secret(request), MODELS_READ)
+    return await _answer(request)
+
+
+LANES = (Lane("GET", router.prefix + "/models", _lane),)
+"""This module's fast lanes (``create_app`` puts them first)."""
+
+#: Seconds the weights found on this machine are trusted before they are looked for again: a
+#: ``demixer models pull`` here shows in the list at most this much later.
+DISK_SECONDS = 1.0
+
+
+class ModelLists:
+    """``GET /v1/models``'s JSON, built again only when the models it lists change.
+
+    The list depends on the settings (fixed), the registry (fixed), the models whose weights are
+    on this machine (looked for at most every ``disk_seconds``: that is a file check per weight
+    of every model) and the models live workers advertise (read on every call: one indexed
+    query, so a worker's models are listed as soon as it has registered).
+
+    Args:
+        services: the process's services.
+        disk_seconds: see :data:`DISK_SECONDS`.
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        disk_seconds: float = DISK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.services = services
+        self.disk_seconds = disk_seconds
+        self.clock = clock
+        self._on_disk: frozenset[str] = frozenset()
+        self._disk_due = -math.inf
+        self._built: tuple[frozenset[str], bytes] | None = None
+
+    def body(self) -> bytes:
+        """The JSON body (blocking: a database read, and a file check now and then)."""
+        services = self.services
+        model_dir = services.settings.model_dir
+        if self.clock() >= self._disk_due:
+            self._on_disk = frozenset(s.id for s in list_specs() if is_installed(s, model_dir))
+            self._disk_due = self.clock() + self.disk_seconds
+        with services.db.snapshot() as conn:
+            advertised = advertised_models(conn, services.db.clock())
+        ids = self._on_disk | advertised
+        built = self._built
+        if built is None or built[0] != ids:
+            installed = [spec for spec in list_specs() if spec.id in ids]  # registry order
+            built = self._built = (ids, model_list(services, installed).model_dump_json().encode())
+        return built[1]

@@ -11,14 +11,23 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 import anyio.to_thread
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import DBAPIError
 
-from demixer.api import jobs, submit
-from demixer.api.auth import FilesRead, QueueRead, QueueWrite, ServicesDep
+from demixer.api import jobs, lanes, submit
+from demixer.api.auth import (
+    QUEUE_READ,
+    FilesRead,
+    QueueRead,
+    QueueWrite,
+    ServicesDep,
+    authorize,
+    bearer_secret,
+)
 from demixer.api.errors import error_body
 from demixer.api.idempotency import IdempotencyDep
+from demixer.api.lanes import Lane
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import (
     CancelResponse,
@@ -30,10 +39,12 @@ from demixer.api.schemas import (
     StemsRequest,
 )
 from demixer.errors import DemixerError, UnknownModel
+from demixer.service.context import Services
 from demixer.service.db import is_unavailable
+from demixer.service.keys import Identity
 from demixer.service.queue import CANCELLED, FINAL
 
-__all__ = ["router"]
+__all__ = ["LANES", "router"]
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
@@ -87,12 +98,34 @@ def list_requests(
     return jobs.list_jobs(services, identity.account_id, limit, cursor)
 
 
-@router.get("/requests/{request_id}/status", responses=_READ_ERRORS)
-def request_status(
+@router.get("/requests/{request_id}/status", response_model=RequestStatus, responses=_READ_ERRORS)
+async def request_status(
     request_id: str, services: ServicesDep, identity: QueueRead, logs: bool = False
-) -> RequestStatus:
+) -> Response:
     """Where a request stands (`queue_position` while queued, `progress` while running)."""
-    return jobs.job_status(services, identity.account_id, request_id, logs)
+    return await _status_response(services, identity, request_id, logs)
+
+
+async def _status_response(
+    services: Services, identity: Identity, request_id: str, logs: bool
+) -> Response:
+    job = await jobs.fetch_job(services, identity.account_id, request_id)
+    read = partial(jobs.status_of, services, job, logs)
+    status = await lanes.read(services, read) if jobs.more_reads(job, logs) else read()
+    # Built and checked by its model already: answered as its JSON, not validated again.
+    return Response(status.model_dump_json(), media_type="application/json")
+
+
+async def _status_lane(request: Request) -> Response:
+    """``GET …/status`` without a query: the route above, without FastAPI's routing and
+    dependency injection (see :mod:`demixer.api.lanes`)."""
+    identity = await authorize(request, await bearer_secret(request), QUEUE_READ)
+    services: Services = request.app.state.services
+    return await _status_response(services, identity, request.path_params["request_id"], False)
+
+
+LANES = (Lane("GET", router.prefix + "/requests/{request_id}/status", _status_lane),)
+"""This module's fast lanes (``create_app`` puts them first)."""
 
 
 def _frame(event: str, data: str) -> str:

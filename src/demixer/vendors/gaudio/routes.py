@@ -15,15 +15,19 @@ from typing import Annotated, Any, BinaryIO, cast
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 
-from demixer.api import submit, uploads
-from demixer.api.auth import ServicesDep
+from demixer.api import lanes, submit, uploads
+from demixer.api.auth import ServicesDep, identify
 from demixer.api.bodies import parse_json
-from demixer.api.limits import count_request
+from demixer.api.errors import as_demixer_error
+from demixer.api.jobs import read_job
+from demixer.api.lanes import Lane
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
 from demixer.errors import (
+    DemixerError,
     DurationLimit,
     FileNotReady,
     FileTooLarge,
@@ -34,7 +38,7 @@ from demixer.errors import (
     ResultExpired,
 )
 from demixer.service.context import Services
-from demixer.service.keys import Identity, authenticate
+from demixer.service.keys import Identity
 from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
 from demixer.service.retention import result_expired, result_expires_at
 from demixer.service.schema import File, Job
@@ -48,10 +52,11 @@ from demixer.vendors.gaudio.envelope import (
     UnsupportedRate,
     UploadNotFound,
     ZeroLength,
+    error_response,
     ok,
 )
 
-__all__ = ["STEM_TYPES", "router"]
+__all__ = ["LANES", "PREFIX", "STEM_TYPES", "router"]
 
 PREFIX = "/developers/api"
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=GaudioRoute)
@@ -71,16 +76,12 @@ _MIN_RATE, _MAX_RATE = 16_000, 192_000
 _STATUS = {IN_PROGRESS: "running", COMPLETED: "success", FAILED: "failed", CANCELLED: "failed"}
 
 
-def _identity(
-    request: Request,
-    services: ServicesDep,
-    x_ga_apikey: Annotated[str | None, Header()] = None,
+async def _identity(
+    request: Request, x_ga_apikey: Annotated[str | None, Header()] = None
 ) -> Identity:
     if not x_ga_apikey:
         raise KeyMissing("missing API key: send it in the `x-ga-apikey` header")
-    identity = authenticate(services.db, x_ga_apikey)
-    count_request(request, services, identity)  # 429 when over the key's rate
-    return identity
+    return await identify(request, x_ga_apikey)  # 429 when over the key's rate
 
 
 Caller = Annotated[Identity, Depends(_identity)]
@@ -257,9 +258,11 @@ def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
 
 
 def _job_view(services: Services, account_id: str, job_id: str) -> dict[str, Any]:
-    with services.db.read() as s:
-        job = s.get(Job, job_id)
-    if job is None or job.account_id != account_id or (job.params or {}).get("vendor") != _VENDOR:
+    try:
+        job = read_job(services, account_id, job_id)  # one SELECT, no ORM object
+    except NotFound:
+        raise JobNotFound(f"no job {job_id!r}") from None
+    if (job.params or {}).get("vendor") != _VENDOR:
         raise JobNotFound(f"no job {job_id!r}")
     keep = services.settings.result_retention_seconds
     now = services.db.clock()
@@ -286,6 +289,25 @@ def _job_view(services: Services, account_id: str, job_id: str) -> dict[str, Any
 @router.get("/v1/{model}/jobs/{job_id}")
 async def get_job(model: str, job_id: str, services: ServicesDep, caller: Caller) -> JSONResponse:
     """``{jobId, status, expireAt, downloadUrl: {<stem>: {mp3, wav}}}`` (+ errorMessage)."""
+    return await _job_answer(services, caller, job_id)
+
+
+async def _job_answer(services: Services, caller: Identity, job_id: str) -> JSONResponse:
     _need(caller, "files:read")
-    view = partial(_job_view, services, caller.account_id, job_id)
-    return ok(await anyio.to_thread.run_sync(view))
+    return ok(await lanes.read(services, partial(_job_view, services, caller.account_id, job_id)))
+
+
+async def _job_lane(request: Request) -> Response:
+    """``GET …/jobs/{job_id}`` without a query: the route above without FastAPI's routing and
+    dependency injection (see :mod:`demixer.api.lanes`), answering in the envelope as
+    :class:`GaudioRoute` does."""
+    try:
+        caller = await _identity(request, request.headers.get("x-ga-apikey"))
+        services: Services = request.app.state.services
+        return await _job_answer(services, caller, request.path_params["job_id"])
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+
+
+LANES = (Lane("GET", PREFIX + "/v1/{model}/jobs/{job_id}", _job_lane),)
+"""This module's fast lanes (``create_app`` puts them first)."""
