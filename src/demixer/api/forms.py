@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import hashlib
 import os
+import queue
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +30,13 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge, StorageFull
 from demixer.service.scratch import scratch_file
 
-__all__ = ["MAX_FIELD_BYTES", "Form", "SpooledFile", "read_form"]
+__all__ = ["IN_FLIGHT", "MAX_FIELD_BYTES", "WRITE_BYTES", "Form", "SpooledFile", "read_form"]
 
 MAX_FIELD_BYTES = 64 * 1024  # a form field (stems, a URL…) is short
+# File bytes gathered into one block before they are handed to the writer thread.
+WRITE_BYTES = 1 << 20
+# Blocks waiting to be written at most (the receiving waits beyond): memory stays flat.
+IN_FLIGHT = 8
 
 
 @dataclass
@@ -41,6 +48,7 @@ class SpooledFile:
     content_type: str | None
     path: Path
     size: int = 0
+    sha256: str | None = None  # hex, computed while the bytes were written (once complete)
 
 
 @dataclass
@@ -62,6 +70,8 @@ class _Parser:
         self.charset = charset
         self.fd: int | None = None
         self.pending: list[bytes] = []  # file bytes to write (off the event loop)
+        self.pending_bytes = 0
+        self.digest = hashlib.sha256()  # of the file, as it is written
         self._headers: dict[bytes, bytes] = {}
         self._name = b""
         self._value = b""
@@ -121,6 +131,7 @@ class _Parser:
                     param=self.form.file.field,
                 )
             self.pending.append(chunk)
+            self.pending_bytes += len(chunk)
             return
         self._data += chunk
         if len(self._data) > MAX_FIELD_BYTES:
@@ -133,11 +144,15 @@ class _Parser:
             self.form.fields.setdefault(self._field, self._text(bytes(self._data)))
         self._in_file = False
 
-    def write_pending(self) -> None:
-        """Write the file bytes received so far (run in a worker thread)."""
-        if self.fd is None or not self.pending:
-            return
-        data, self.pending = b"".join(self.pending), []
+    def take(self) -> bytes:
+        """The file bytes received since the last call, to be written (by :class:`_Writer`)."""
+        data, self.pending, self.pending_bytes = b"".join(self.pending), [], 0
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Hash and write ``data`` to the spool (blocking: runs in :class:`_Writer`'s thread)."""
+        assert self.fd is not None
+        self.digest.update(data)
         try:
             view = memoryview(data)
             while view:
@@ -152,6 +167,54 @@ class _Parser:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = None
+
+
+class _Writer:
+    """Hashes and writes the file's blocks in a thread of its own while the event loop receives
+    the next ones (hashing and writing release the GIL): receiving never waits for the disk,
+    and at most :data:`IN_FLIGHT` blocks wait to be written, so memory stays flat. A write
+    error (a full disk) ends the upload when the next block is handed over, or at the end."""
+
+    def __init__(self, parser: _Parser) -> None:
+        self.parser = parser
+        self.blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=IN_FLIGHT)
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while (block := self.blocks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.parser.write(block)
+                except BaseException as exc:  # raised in the event loop (put, finish)
+                    self.error = exc
+
+    def raise_error(self) -> None:
+        """Raise the error a write met, if one did."""
+        if self.error is not None:
+            raise self.error
+
+    async def _put(self, item: bytes | None) -> None:
+        try:
+            self.blocks.put_nowait(item)
+        except queue.Full:  # the disk is behind: wait for room, off the event loop
+            await anyio.to_thread.run_sync(self.blocks.put, item)
+
+    async def put(self, block: bytes) -> None:
+        """Hand ``block`` over to be written."""
+        self.raise_error()
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="demixer-upload", daemon=True)
+            self.thread.start()
+        await self._put(block)
+
+    async def stop(self) -> None:
+        """Wait until every block handed over is written (or failed) and the thread ended."""
+        with anyio.CancelScope(shield=True):  # the thread is stopped, whatever happens
+            if self.thread is not None:
+                await self._put(None)
+                await anyio.to_thread.run_sync(self.thread.join)
+                self.thread = None
 
 
 async def _urlencoded(request: Request, max_fields: int, charset: str) -> dict[str, str]:
@@ -215,17 +278,28 @@ async def read_form(
             "on_headers_finished",
         )
     }
+    writer = _Writer(parser)
     try:
         try:
             multipart = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
             async for chunk in request.stream():
                 multipart.write(chunk)
-                await anyio.to_thread.run_sync(parser.write_pending)
+                if parser.pending_bytes >= WRITE_BYTES:
+                    await writer.put(parser.take())
             multipart.finalize()
         except FormParserError as exc:
+            await writer.stop()
             raise InvalidRequest(f"the multipart form is malformed: {exc}") from None
-        await anyio.to_thread.run_sync(parser.write_pending)
+        except BaseException:
+            await writer.stop()  # the spool is removed below: its error does not matter
+            raise
+        if parser.pending_bytes:
+            await writer.put(parser.take())
+        await writer.stop()
+        writer.raise_error()
         parser.close()
+        if parser.form.file is not None:
+            parser.form.file.sha256 = parser.digest.hexdigest()
         yield parser.form
     finally:
         parser.close()

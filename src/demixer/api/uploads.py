@@ -364,10 +364,12 @@ def store_direct(
     *,
     file_name: str,
     content_type: str | None,
+    sha256: str | None = None,
 ) -> File:
     """A multipart upload, spooled at ``spooled`` (counted against the limit while it arrived,
     see :mod:`demixer.api.forms`): store it, record the file, probe it. The caller removes the
-    spool file."""
+    spool file. ``sha256``: the spool's, when it was hashed as it was written (else it is read
+    again here)."""
     mt = media_type(content_type)
     if mt in ("", "application/octet-stream"):
         mt = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
@@ -377,7 +379,8 @@ def store_direct(
     limit = services.settings.max_upload_bytes
     if spooled.stat().st_size > limit:
         raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
-    sha256 = file_sha256(spooled)
+    if sha256 is None:
+        sha256 = file_sha256(spooled)
     # Local storage links the spool into place (same disk): the bytes are written once.
     size = services.storage.put_file(key, spooled)
     now = services.db.clock()

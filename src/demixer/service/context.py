@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
@@ -19,6 +19,8 @@ from demixer.storage import Storage, UrlSigner, open_storage
 
 __all__ = ["Services"]
 
+_MAX_DESCRIBED = 10_000  # inputs remembered by _describe at most
+
 
 @dataclass
 class Services:
@@ -29,6 +31,11 @@ class Services:
     queue: Queue
     storage: Storage
     signer: UrlSigner
+    # An input's (content type, file name, expiry), by key: fixed when the file is announced,
+    # so a status read that signs its URL reads the row once per process, not every time.
+    _inputs: dict[str, tuple[str, str, datetime | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database | None = None) -> Services:
@@ -104,8 +111,14 @@ class Services:
     def _describe(self, key: str) -> tuple[str, str, datetime | None]:
         name = key.rsplit("/", 1)[-1]
         if key.startswith("inputs/"):
+            known = self._inputs.get(key)
+            if known is not None:
+                return known
             with self.db.read() as s:
                 row = s.get(File, name)
             if row is not None:
-                return row.content_type, row.file_name, row.expires_at
+                if len(self._inputs) >= _MAX_DESCRIBED:
+                    self._inputs.clear()
+                known = self._inputs[key] = (row.content_type, row.file_name, row.expires_at)
+                return known
         return mimetypes.guess_type(name)[0] or "application/octet-stream", name, None

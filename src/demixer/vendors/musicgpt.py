@@ -50,12 +50,12 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from demixer.api import lanes, submit, uploads
+from demixer.api import submit, uploads
 from demixer.api.auth import identify
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
 from demixer.api.forms import Form, read_form
-from demixer.api.jobs import read_job, result_response
+from demixer.api.jobs import fetch_job, result_response
 from demixer.api.lanes import Lane
 from demixer.api.schemas import QueuedResponse, StemsRequest
 from demixer.errors import (
@@ -353,6 +353,7 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
             upload.path,
             file_name=upload.filename or "audio",
             content_type=upload.content_type,
+            sha256=upload.sha256,
         )
         duration = row.duration
         source: dict[str, Any] = {"file_id": row.id}
@@ -435,10 +436,11 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
     }
 
 
-def _lookup(services: Services, account_id: str, task_id: str) -> dict[str, Any]:
-    job = read_job(services, account_id, task_id)  # one SELECT, no ORM object
+async def _lookup(services: Services, account_id: str, task_id: str) -> dict[str, Any]:
+    job = await fetch_job(services, account_id, task_id)  # one SELECT, no ORM object
     if "musicgpt" not in (job.params or {}):
         raise NotFound(f"no EXTRACTION conversion {task_id!r}")
+    # No I/O but the input's description, read once per process (Services.download_url).
     return {"success": True, "conversion": conversion(services, job)}
 
 
@@ -502,7 +504,7 @@ async def by_id(request: Request) -> JSONResponse:
         task_id = query.get("task_id") or query.get("conversion_id")
         if not task_id:
             raise InvalidRequest("give task_id or conversion_id", param="task_id")
-        body = await lanes.read(services, partial(_lookup, services, identity.account_id, task_id))
+        body = await _lookup(services, identity.account_id, task_id)
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))
     return JSONResponse(body)

@@ -48,7 +48,7 @@ from demixer.api import lanes, submit
 from demixer.api.auth import ServicesDep, require
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import read_job, result_response
+from demixer.api.jobs import fetch_job, result_response
 from demixer.api.lanes import Lane, only_query
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
@@ -345,8 +345,12 @@ def _error_message(job: Job) -> str | None:
     return f"{job.error_code or 'FAILED'}: {job.error_message or ''}".strip()
 
 
+def _has_callback(job: Job) -> bool:
+    return bool(((job.params or {}).get("webhook") or {}).get("url"))
+
+
 def _callback_failed(services: Services, job: Job) -> bool:
-    if not ((job.params or {}).get("webhook") or {}).get("url"):
+    if not _has_callback(job):
         return False  # no callback, no deliveries (service.delivery.enqueue_webhook)
     with services.db.read() as s:
         row = s.execute(
@@ -366,11 +370,15 @@ def _flag(services: Services, job: Job) -> str:
     return "PENDING"
 
 
-def _record_info(services: Services, identity: Identity, task_id: str | None) -> JSONResponse:
+async def _record_info(services: Services, identity: Identity, task_id: str | None) -> JSONResponse:
+    """One read of the task's row, then no I/O but its callback's deliveries when it has a
+    callback (in a worker thread off SQLite), and the input's description once per process
+    (``Services.download_url``)."""
     if not task_id:
         return _envelope(400, "bad parameters: taskId is required")
-    job = read_job(services, identity.account_id, task_id)  # one SELECT, no ORM object
-    flag = _flag(services, job)
+    job = await fetch_job(services, identity.account_id, task_id)  # one SELECT, no ORM object
+    flag_of = partial(_flag, services, job)
+    flag = await lanes.read(services, flag_of) if _has_callback(job) else flag_of()
     urls = _urls(services, job)
     hook = (job.params or {}).get("webhook") or {}
     data = {
@@ -393,10 +401,9 @@ async def record_info(
     """A task's state and, once SUCCESS, its signed download URLs."""
     try:
         identity = await _READ(request, creds)
+        return await _record_info(services, identity, taskId)
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))
-    run = partial(_record_info, services, identity, taskId)
-    return await lanes.read(services, partial(_answer, run))
 
 
 async def _record_info_lane(request: Request) -> JSONResponse:

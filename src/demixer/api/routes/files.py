@@ -81,6 +81,7 @@ async def _direct(request: Request, services: Services, account_id: str) -> File
             upload.path,
             file_name=upload.filename or "upload",
             content_type=upload.content_type,
+            sha256=upload.sha256,
         )
         row = await anyio.to_thread.run_sync(store)
     return uploads.file_object(row)

@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 
-from demixer.api import lanes, submit, uploads
+from demixer.api import submit, uploads
 from demixer.api.auth import ServicesDep, identify
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import read_job
+from demixer.api.jobs import fetch_job
 from demixer.api.lanes import Lane
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
@@ -257,9 +257,10 @@ def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
     return urls
 
 
-def _job_view(services: Services, account_id: str, job_id: str) -> dict[str, Any]:
+async def _job_view(services: Services, account_id: str, job_id: str) -> dict[str, Any]:
+    """The answer for the job: one read of its row, then no I/O (the URLs are signed here)."""
     try:
-        job = read_job(services, account_id, job_id)  # one SELECT, no ORM object
+        job = await fetch_job(services, account_id, job_id)  # one SELECT, no ORM object
     except NotFound:
         raise JobNotFound(f"no job {job_id!r}") from None
     if (job.params or {}).get("vendor") != _VENDOR:
@@ -294,7 +295,7 @@ async def get_job(model: str, job_id: str, services: ServicesDep, caller: Caller
 
 async def _job_answer(services: Services, caller: Identity, job_id: str) -> JSONResponse:
     _need(caller, "files:read")
-    return ok(await lanes.read(services, partial(_job_view, services, caller.account_id, job_id)))
+    return ok(await _job_view(services, caller.account_id, job_id))
 
 
 async def _job_lane(request: Request) -> Response:
