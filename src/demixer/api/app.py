@@ -14,6 +14,7 @@ from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
 from demixer.api.routes import blobs, docs, files, health, models, queue, usage, web
 from demixer.api.schemas import FileCreate
+from demixer.api.statuswatch import StatusWatcher
 from demixer.service.context import Services
 from demixer.vendors import envelopes as vendor_envelopes
 from demixer.vendors import lanes as vendor_lanes
@@ -57,6 +58,7 @@ def create_app(services: Services) -> FastAPI:
     # The plain form of the hottest requests, ahead of FastAPI's routing (api/lanes.py).
     app.router.routes[:0] = [*queue.LANES, *models.LANES, *vendor_lanes()]
     app.state.model_lists = models.ModelLists(services)
+    app.state.status_watcher = StatusWatcher(services)  # one reader for every SSE stream
     envelopes = vendor_envelopes()
     settings = services.settings
     app.add_middleware(

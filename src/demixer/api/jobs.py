@@ -11,6 +11,7 @@ import binascii
 import contextlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -41,7 +42,10 @@ from demixer.service.usage import usage_quantity
 from demixer.service.workers import live_models, waiting_reason
 
 __all__ = [
+    "Extras",
+    "build_status",
     "delete_job",
+    "extras",
     "fetch_job",
     "job_result",
     "job_status",
@@ -74,18 +78,58 @@ def owned_job(session: Session, account_id: str, job_id: str) -> Job:
     return job
 
 
-def _webhook_status(s: Session | None, job: Job) -> WebhookStatus | None:
+@dataclass
+class Extras:
+    """What a status shows beyond its job's row, read beforehand (for one job, or in bulk for
+    many: see :mod:`demixer.api.statuswatch`).
+
+    Attributes:
+        position: queued jobs ahead (while queued).
+        live: :func:`~demixer.service.workers.live_models` (while queued).
+        delivery: the latest delivery of the job's webhook, if it has one and one exists.
+        lines: the job's log, when asked for.
+    """
+
+    position: int | None = None
+    live: Sequence[Sequence[str]] | None = None
+    delivery: Delivery | None = None
+    lines: Sequence[JobLog] | None = None
+
+
+def extras(
+    services: Services,
+    s: Session,
+    job: Job,
+    logs: bool,
+    live: Sequence[Sequence[str]] | None = None,
+) -> Extras:
+    """The :class:`Extras` of one job, read in ``s`` (only what its status shows: see
+    :func:`more_reads`). ``live``: when the caller has it."""
+    found = Extras()
+    if logs:
+        found.lines = list(
+            s.execute(select(JobLog).where(JobLog.job_id == job.id).order_by(JobLog.id)).scalars()
+        )
+    if job.status == IN_QUEUE:  # small indexed queries, only while queued
+        if live is None:
+            live = live_models(s, services.settings, services.db.clock())
+        found.live = live
+        found.position = services.queue.position(s, job)
+    if (job.params or {}).get("webhook"):
+        found.delivery = s.execute(
+            select(Delivery)
+            .where(Delivery.job_id == job.id)
+            .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    return found
+
+
+def _webhook_status(job: Job, row: Delivery | None) -> WebhookStatus | None:
     """The job's webhook and its latest delivery (``none`` before the job's final state)."""
     hook = (job.params or {}).get("webhook")
     if not hook:
         return None
-    assert s is not None
-    row = s.execute(
-        select(Delivery)
-        .where(Delivery.job_id == job.id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
     if row is None:
         return WebhookStatus(
             url=hook["url"],
@@ -105,35 +149,21 @@ def _webhook_status(s: Session | None, job: Job) -> WebhookStatus | None:
     )
 
 
-def _status(
-    services: Services,
-    s: Session | None,
-    job: Job,
-    logs: bool,
-    live: Sequence[Sequence[str]] | None = None,
-) -> RequestStatus:
-    """``live``: :func:`~demixer.service.workers.live_models`, when the caller has it. ``s``
-    may be None when nothing more is read: not ``logs``, not queued, no webhook."""
+def build_status(services: Services, job: Job, logs: bool, found: Extras) -> RequestStatus:
+    """The status of ``job`` (a row) with its :class:`Extras` (no I/O)."""
     links = urls(services, job.id)
     lines = None
     if logs:
-        assert s is not None
-        rows = s.execute(
-            select(JobLog).where(JobLog.job_id == job.id).order_by(JobLog.id)
-        ).scalars()
-        lines = [LogLine(timestamp=r.timestamp, message=r.message) for r in rows]
+        lines = [LogLine(timestamp=r.timestamp, message=r.message) for r in found.lines or ()]
     error = None
     if job.status == FAILED:
         error = JobError(code=job.error_code or "FAILED", message=job.error_message or "")
     progress = job.progress if job.status in (IN_PROGRESS, COMPLETED) else None
     stage = job.stage if job.status == IN_PROGRESS and job.stage in STAGES else None
     waiting = position = None
-    if job.status == IN_QUEUE:  # small indexed queries, only while queued
-        assert s is not None
-        if live is None:
-            live = live_models(s, services.settings, services.db.clock())
-        waiting = waiting_reason(job.engine_model, live)
-        position = services.queue.position(s, job)
+    if job.status == IN_QUEUE:
+        waiting = waiting_reason(job.engine_model, found.live or [])
+        position = found.position
     return RequestStatus(
         request_id=job.id,
         model=job.queue_model,
@@ -151,7 +181,7 @@ def _status(
         result_url=links["result"],
         error=error,
         logs=lines,
-        webhook=_webhook_status(s, job),
+        webhook=_webhook_status(job, found.delivery),
     )
 
 
@@ -216,9 +246,9 @@ def status_of(services: Services, job: Job, logs: bool) -> RequestStatus:
     """The status of ``job`` (a row read by :func:`read_job` or :func:`fetch_job`), with a read
     transaction more only when :func:`more_reads` says so."""
     if not more_reads(job, logs):
-        return _status(services, None, job, logs)
+        return build_status(services, job, logs, Extras())
     with services.db.read() as s:
-        return _status(services, s, job, logs)
+        return build_status(services, job, logs, extras(services, s, job, logs))
 
 
 def job_status(services: Services, account_id: str, job_id: str, logs: bool) -> RequestStatus:
@@ -315,7 +345,10 @@ def list_jobs(services: Services, account_id: str, limit: int, cursor: str | Non
         jobs = list(s.execute(query).scalars())
         queued = any(job.status == IN_QUEUE for job in jobs[:limit])
         live = live_models(s, services.settings, services.db.clock()) if queued else None
-        page = [_status(services, s, job, False, live) for job in jobs[:limit]]
+        page = [
+            build_status(services, job, False, extras(services, s, job, False, live))
+            for job in jobs[:limit]
+        ]
     return RequestList(
         data=page, next_cursor=_cursor(jobs[limit - 1]) if len(jobs) > limit else None
     )

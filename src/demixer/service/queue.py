@@ -242,6 +242,18 @@ class Queue:
         )
         return int(session.execute(ahead).scalar_one())
 
+    def positions(self, session: Session, job_ids: Collection[str]) -> dict[str, int]:
+        """:meth:`position` of each queued job in ``job_ids``, in one query (the queue ranked
+        in the order :meth:`position` counts: priority, then age, then id)."""
+        if not job_ids:
+            return {}
+        rank = func.row_number().over(order_by=(Job.priority.desc(), Job.created_at, Job.id)) - 1
+        ranked = select(Job.id, rank.label("ahead")).where(Job.status == IN_QUEUE).subquery()
+        rows = session.execute(
+            select(ranked.c.id, ranked.c.ahead).where(ranked.c.id.in_(list(job_ids)))
+        )
+        return {job_id: int(ahead) for job_id, ahead in rows}
+
     def cancel(self, job_id: str) -> str:
         """Cancel: a queued job at once; a running one is flagged and its worker stops it.
 

@@ -10,10 +10,8 @@ import math
 from collections.abc import AsyncIterator
 from functools import partial
 
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.exc import DBAPIError
 
 from demixer.api import jobs, lanes, submit
 from demixer.api.auth import (
@@ -38,9 +36,9 @@ from demixer.api.schemas import (
     SeparateRequest,
     StemsRequest,
 )
-from demixer.errors import DemixerError, UnknownModel
+from demixer.api.statuswatch import GONE, StatusWatcher
+from demixer.errors import NotFound, UnknownModel
 from demixer.service.context import Services
-from demixer.service.db import is_unavailable
 from demixer.service.keys import Identity
 from demixer.service.queue import CANCELLED, FINAL
 
@@ -145,6 +143,7 @@ def _frame(event: str, data: str) -> str:
     },
 )
 async def request_status_stream(
+    request: Request,
     request_id: str,
     services: ServicesDep,
     identity: QueueRead,
@@ -153,28 +152,30 @@ async def request_status_stream(
 ) -> StreamingResponse:
     """Server-sent events: `event: status` frames (the status JSON) every `interval` seconds,
     closed after COMPLETED, FAILED or CANCELLED."""
-    read = partial(jobs.job_status, services, identity.account_id, request_id, logs)
-    first = await anyio.to_thread.run_sync(read)  # an unknown id is a plain 404, not a stream
+    # The first read is the stream's own (an unknown id is a plain 404, not a stream); then the
+    # process's one watcher reads every streamed job at once (api/statuswatch.py), and a change
+    # of state is sent at once, between the periodic frames.
+    job = await jobs.fetch_job(services, identity.account_id, request_id)
+    read = partial(jobs.status_of, services, job, logs)
+    first = await lanes.read(services, read) if jobs.more_reads(job, logs) else read()
     delay = min(max(interval, MIN_INTERVAL), MAX_INTERVAL) if math.isfinite(interval) else 2.0
+    watcher: StatusWatcher = request.app.state.status_watcher
 
     async def frames() -> AsyncIterator[str]:
-        status = first
-        yield _frame("status", status.model_dump_json())
-        while status.status not in FINAL:
-            await anyio.sleep(delay)
-            # A fresh short read per frame: no connection is held while waiting.
-            try:
-                status = await anyio.to_thread.run_sync(read)
-            except DemixerError as exc:  # deleted meanwhile
-                yield _frame("error", json.dumps(error_body(exc.code, exc.message)))
-                return
-            except DBAPIError as exc:
-                if not is_unavailable(exc):
-                    raise
-                # The stream outlives a database restart: a comment line, then the next read.
-                yield ": the database is unavailable; retrying\n\n"
-                continue
+        async with watcher.watch(first, logs) as watch:
+            status: RequestStatus = first
             yield _frame("status", status.model_dump_json())
+            while status.status not in FINAL:
+                update = await watch.next(delay)
+                if update == GONE:  # deleted meanwhile
+                    gone = NotFound(f"no request {request_id!r}")
+                    yield _frame("error", json.dumps(error_body(gone.code, gone.message)))
+                    return
+                if isinstance(update, str):  # UNAVAILABLE: the stream outlives a restart
+                    yield ": the database is unavailable; retrying\n\n"
+                    continue
+                status = update
+                yield _frame("status", status.model_dump_json())
 
     return StreamingResponse(
         frames(),

@@ -1,0 +1,208 @@
+"""One reader of job statuses for every server-sent-event stream of a process.
+
+Each ``GET …/status/stream`` used to read its job every ``interval`` seconds: a thousand open
+streams, a thousand reads per interval. :class:`StatusWatcher` reads every watched job at once,
+every :data:`POLL_SECONDS`, in a fixed number of queries whatever the number of streams or jobs
+(the rows; while some are queued, their positions and the live workers; their webhooks' latest
+deliveries; the logs asked for), on SQLite and on PostgreSQL alike, and hands each stream its
+job's status. A stream still answers a frame every ``interval`` (the latest status read), and
+at once whenever the job's state changes: no stream misses a state the watcher saw, whatever its
+interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+import anyio
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from demixer.api import jobs, lanes
+from demixer.api.schemas import RequestStatus
+from demixer.service.context import Services
+from demixer.service.db import is_unavailable
+from demixer.service.queue import IN_QUEUE
+from demixer.service.schema import Delivery, Job, JobLog
+from demixer.service.workers import live_models
+
+__all__ = ["GONE", "POLL_SECONDS", "UNAVAILABLE", "StatusWatcher", "Watch"]
+
+log = logging.getLogger("demixer.api")
+
+#: Seconds between two reads of the watched jobs (the shortest stream interval).
+POLL_SECONDS = 1.0
+GONE = "gone"
+"""What a watch hands over when its job was deleted."""
+UNAVAILABLE = "unavailable"
+"""What a watch hands over when the database could not be read (the next read may work)."""
+
+Update = RequestStatus | str
+
+
+@dataclass(eq=False)
+class Watch:
+    """One stream's view of its job: every state change, and the latest status read."""
+
+    job_id: str
+    logs: bool
+    latest: Update
+    rounds: int = 0  # updates pushed so far
+    shown: int = 0  # the round of the latest update handed out
+    changes: asyncio.Queue[tuple[int, Update]] = field(default_factory=asyncio.Queue)
+    pushed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, update: Update) -> None:
+        """The watcher's latest read of the job (a status, :data:`GONE` or
+        :data:`UNAVAILABLE`)."""
+        before, self.latest = self.latest, update
+        self.rounds += 1
+        state = update.status if isinstance(update, RequestStatus) else update
+        if state != (before.status if isinstance(before, RequestStatus) else before):
+            self.changes.put_nowait((self.rounds, update))
+        self.pushed.set()
+
+    async def next(self, interval: float) -> Update:
+        """The next change of state, at once; else, once ``interval`` seconds have passed, the
+        latest status (read after the last one handed out: waiting for the next read if none
+        was)."""
+        with anyio.move_on_after(interval):
+            return self._shown(*await self.changes.get())
+        while self.rounds == self.shown and self.changes.empty():
+            self.pushed.clear()
+            await self.pushed.wait()
+        if not self.changes.empty():
+            return self._shown(*self.changes.get_nowait())
+        return self._shown(self.rounds, self.latest)
+
+    def _shown(self, round_: int, update: Update) -> Update:
+        self.shown = round_
+        return update
+
+
+@dataclass(eq=False)
+class _Loop:
+    watches: set[Watch] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+
+class StatusWatcher:
+    """Reads every watched job's status every ``poll_seconds`` (module docstring).
+
+    Args:
+        services: the process's services.
+        poll_seconds: see :data:`POLL_SECONDS`.
+
+    Attributes:
+        reads: rounds of reads so far (each a fixed number of queries).
+    """
+
+    def __init__(self, services: Services, *, poll_seconds: float = POLL_SECONDS) -> None:
+        self.services = services
+        self.poll_seconds = poll_seconds
+        self.reads = 0
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @asynccontextmanager
+    async def watch(self, first: RequestStatus, logs: bool) -> AsyncIterator[Watch]:
+        """Watch the job whose status (just read) is ``first``, while the context lasts."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _Loop()
+        watch = Watch(first.request_id, logs, first)
+        state.watches.add(watch)
+        if state.task is None:
+            state.task = loop.create_task(self._run(state))
+        try:
+            yield watch
+        finally:
+            state.watches.discard(watch)
+
+    async def _run(self, state: _Loop) -> None:
+        try:
+            while state.watches:
+                await anyio.sleep(self.poll_seconds)
+                watches = list(state.watches)
+                if not watches:
+                    break
+                wanted = {(w.job_id, w.logs) for w in watches}
+                try:
+                    self.reads += 1
+                    found = await lanes.read(self.services, partial(self.read, wanted))
+                except DBAPIError as exc:
+                    if is_unavailable(exc):  # each stream says so, and the next round reads
+                        for watch in watches:
+                            watch.push(UNAVAILABLE)
+                        continue
+                    log.exception("reading the watched jobs failed")
+                    continue  # a bug: the streams repeat their latest status meanwhile
+                except Exception:
+                    log.exception("reading the watched jobs failed")
+                    continue
+                for watch in watches:
+                    watch.push(found.get((watch.job_id, watch.logs), GONE))
+        finally:
+            state.task = None
+
+    def read(self, wanted: Collection[tuple[str, bool]]) -> dict[tuple[str, bool], RequestStatus]:
+        """The statuses of ``wanted`` (job id, with logs), in one read transaction of at most
+        five queries (blocking); deleted jobs are left out."""
+        services = self.services
+        ids = sorted({job_id for job_id, _ in wanted})
+        with services.db.read() as s:
+            rows: dict[str, Job] = {}
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                for row in s.execute(select(Job.__table__).where(Job.id.in_(chunk))):
+                    rows[row.id] = row  # type: ignore[assignment]  # a read-only row
+            queued = [j for j in rows.values() if j.status == IN_QUEUE]
+            positions = services.queue.positions(s, [j.id for j in queued])
+            live = live_models(s, services.settings, services.db.clock()) if queued else None
+            hooked = [j.id for j in rows.values() if (j.params or {}).get("webhook")]
+            deliveries = _latest_deliveries(s, hooked)
+            logged = sorted({job_id for job_id, logs in wanted if logs and job_id in rows})
+            lines: dict[str, list[JobLog]] = {job_id: [] for job_id in logged}
+            if logged:
+                query = select(JobLog).where(JobLog.job_id.in_(logged)).order_by(JobLog.id)
+                for line in s.execute(query).scalars():
+                    lines[line.job_id].append(line)
+        out: dict[tuple[str, bool], RequestStatus] = {}
+        for job_id, logs in wanted:
+            job = rows.get(job_id)
+            if job is None:
+                continue
+            found = jobs.Extras(
+                position=positions.get(job_id),
+                live=live,
+                delivery=deliveries.get(job_id),
+                lines=lines.get(job_id) if logs else None,
+            )
+            out[(job_id, logs)] = jobs.build_status(services, job, logs, found)
+        return out
+
+
+_CHUNK = 500  # ids per statement (SQLite caps the bound parameters of one statement)
+
+
+def _latest_deliveries(s: Session, job_ids: list[str]) -> dict[str, Delivery]:
+    """Each job's latest webhook delivery (as :func:`~demixer.api.jobs.extras` picks it)."""
+    latest: dict[str, Delivery] = {}
+    for i in range(0, len(job_ids), _CHUNK):
+        query = (
+            select(Delivery)
+            .where(Delivery.job_id.in_(job_ids[i : i + _CHUNK]))
+            .order_by(Delivery.job_id, Delivery.created_at.desc(), Delivery.id.desc())
+        )
+        for row in s.execute(query).scalars():
+            latest.setdefault(row.job_id, row)
+    return latest
