@@ -77,9 +77,12 @@ class Services:
         A presigned URL cannot ask the API whether its blob has expired, so it never outlives
         ``until`` (a result's ``expires_at``; an input file's own expiry is looked up).
         """
-        known_type, known_name, expires = self._describe(key)
-        content_type = content_type or known_type
-        file_name = file_name or known_name
+        if content_type and file_name and not key.startswith("inputs/"):
+            expires = None  # nothing to look up: only an input's row has an expiry of its own
+        else:
+            known_type, known_name, expires = self._describe(key)
+            content_type = content_type or known_type
+            file_name = file_name or known_name
         ends = [t for t in (until, expires) if t is not None]
         if ends:
             left = (min(ends) - self.db.clock()).total_seconds()

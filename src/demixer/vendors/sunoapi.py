@@ -32,6 +32,7 @@ Wire decisions:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -175,15 +176,18 @@ def _answer(run: Callable[[], JSONResponse]) -> JSONResponse:
         return error_response(as_demixer_error(exc))
 
 
-def _url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None]:
-    def key(name: str) -> str:
-        if snake:
-            return f"{name}_url"
-        head, *rest = name.split("_")
-        return head + "".join(p.title() for p in rest) + "Url"
+@functools.cache
+def _field(name: str, snake: bool) -> str:
+    """The response field of stem ``name``: ``vocal_url`` (callback) or ``vocalUrl``."""
+    if snake:
+        return f"{name}_url"
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest) + "Url"
 
-    out = {key(name): urls.get(name) for name in _FIELDS}
-    out.update({key(n): u for n, u in urls.items() if n not in _FIELDS})  # e.g. "other"
+
+def _url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None]:
+    out = {_field(name, snake): urls.get(name) for name in _FIELDS}
+    out.update({_field(n, snake): u for n, u in urls.items() if n not in _FIELDS})  # "other"
     return out
 
 
