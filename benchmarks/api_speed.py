@@ -393,11 +393,10 @@ def profile(
 ) -> dict[str, Any]:
     """Samples of ``proc`` during a status run, by part (py-spy; shares of the busy samples)."""
     raw = work / "profile.txt"
-    spy = subprocess.Popen(
-        ["py-spy", "record", "-p", str(proc.process.pid), "-r", "400", "-d", str(int(seconds)),
-         "-f", "raw", "-o", str(raw)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    exe = Path(sys.executable).parent / "py-spy"  # installed in the venv (requirements.txt)
+    cmd = [str(exe) if exe.is_file() else "py-spy", "record", "-p", str(proc.process.pid)]
+    cmd += ["-r", "400", "-d", str(int(seconds)), "-f", "raw", "-o", str(raw)]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     load(proc, path, headers, 8, seconds - 2)
     spy.wait(timeout=seconds + 60)

@@ -2,10 +2,10 @@
 round trip for all the keys asked for meanwhile.
 
 On a database server each read is a round trip, and a worker thread to wait for it without
-holding up the event loop; under load both cost more than the read. :class:`KeyedReads` lets
-each request ask for its row (``await reads.get(key)``) and runs one read at a time per event
-loop, in a worker thread: the keys asked for while it runs wait for it to end and are read
-together by the next one. A lone request waits for one read, as before; under load each read
+holding up the event loop; under load both cost more than the read. :class:`Batched` lets each
+request ask for its row (``await reads.get(key)``) and runs one read at a time per event loop,
+in a worker thread: the keys asked for while it runs wait for it to end and are read together
+by the next one. A lone request waits for one read, as before; under load each read
 serves several requests. Every key is read by a query that starts after it was asked for, so no
 answer is older than the request.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy import Select
 from demixer.service.db import Database
 from demixer.service.prepared import PreparedRead, prepared
 
-__all__ = ["MAX_KEYS", "KeyedReads", "keyed_reads"]
+__all__ = ["MAX_KEYS", "Batched", "keyed_reads"]
 
 #: Keys read by one query at most (the rest wait for the next).
 MAX_KEYS = 256
@@ -36,25 +37,23 @@ class _Loop:
     reading: asyncio.Task[None] | None = None  # the task running the reads, while one does
 
 
-class KeyedReads:
-    """Reads of ``read`` (a SELECT of rows whose ``key`` attribute is in the list bound to its
-    ``keys`` parameter) for concurrent callers, combined (module docstring).
+class Batched:
+    """A blocking read of many keys at once, ``read(keys) -> {key: value}``, shared by
+    concurrent callers (module docstring): ``await batched.get(key)``.
 
     Args:
-        read: the prepared statement, with one list parameter named ``keys``.
-        key: the attribute of a row holding its key.
+        read: the read (run in a worker thread); keys it leaves out answer None.
     """
 
-    def __init__(self, read: PreparedRead, key: str) -> None:
+    def __init__(self, read: Callable[[list[Any]], dict[Any, Any]]) -> None:
         self.read = read
-        self.key = key
-        self.queries = 0  # queries run so far (benchmarks report keys per query)
+        self.queries = 0  # reads run so far (benchmarks report keys per read)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
         )
 
     async def get(self, key: Any) -> Any:
-        """The row with ``key``, or None (raises what the read raised)."""
+        """The value for ``key``, or None (raises what the read raised)."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
@@ -72,7 +71,7 @@ class KeyedReads:
                 batch = {k: state.waiting.pop(k) for k in keys}
                 try:
                     self.queries += 1
-                    rows = await anyio.to_thread.run_sync(partial(self.read.all, keys=keys))
+                    found = await anyio.to_thread.run_sync(partial(self.read, keys))
                 except BaseException as exc:
                     for futures in batch.values():
                         for future in futures:
@@ -81,7 +80,6 @@ class KeyedReads:
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                found = {getattr(row, self.key): row for row in rows}
                 for key, futures in batch.items():
                     for future in futures:
                         if not future.done():
@@ -90,12 +88,17 @@ class KeyedReads:
             state.reading = None
 
 
-def keyed_reads(db: Database, stmt: Select[Any], key: str) -> KeyedReads:
-    """:class:`KeyedReads` of ``stmt`` on ``db``, made once per database (kept in
+def _rows_by(read: PreparedRead, key: str, keys: list[Any]) -> dict[Any, Any]:
+    return {getattr(row, key): row for row in read.all(keys=keys)}
+
+
+def keyed_reads(db: Database, stmt: Select[Any], key: str) -> Batched:
+    """Rows of ``stmt`` (a SELECT whose ``keys`` parameter is a list of their ``key``
+    attribute) by key, batched (:class:`Batched`), made once per database (kept in
     ``db.prepared_reads``)."""
     tag = ("keyed", stmt)
     found = db.prepared_reads.get(tag)
     if found is None:
-        found = db.prepared_reads[tag] = KeyedReads(prepared(db, stmt), key)
-    assert isinstance(found, KeyedReads)
+        found = db.prepared_reads[tag] = Batched(partial(_rows_by, prepared(db, stmt), key))
+    assert isinstance(found, Batched)
     return found

@@ -324,6 +324,9 @@ class UrlSigner:
     def __init__(self, secret: bytes, base_url: str) -> None:
         self.secret = secret
         self.base_url = base_url.rstrip("/")
+        # The URLs made this second, by (method, key, expires): a URL depends on nothing else,
+        # and status polls sign the same few outputs thousands of times a second.
+        self._made: dict[tuple[str, str, int], str] = {}
 
     def _sig(self, method: str, key: str, expires: int) -> str:
         msg = f"{method}\n{key}\n{expires}".encode()
@@ -333,8 +336,15 @@ class UrlSigner:
     def url(self, method: str, key: str, ttl_seconds: int, now: float | None = None) -> str:
         """A signed URL for ``method`` (GET or PUT) on ``key``, valid ``ttl_seconds``."""
         expires = int((now if now is not None else time.time()) + ttl_seconds)
-        sig = self._sig(method, key, expires)
-        return f"{self.base_url}/v1/blobs/{quote(key)}?expires={expires}&sig={sig}"
+        made = self._made.get((method, key, expires))
+        if made is None:
+            if len(self._made) >= 4096:
+                self._made.clear()
+            sig = self._sig(method, key, expires)
+            made = self._made[method, key, expires] = (
+                f"{self.base_url}/v1/blobs/{quote(key)}?expires={expires}&sig={sig}"
+            )
+        return made
 
     def expiry(self, ttl_seconds: int, now: float | None = None) -> int:
         """The ``expires`` value a URL made now would carry."""

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from demixer.api import lanes
 from demixer.api.auth import MODELS_READ, ModelsRead, authorize, bearer_secret
 from demixer.api.lanes import Lane
 from demixer.api.openapi import error_responses
@@ -29,6 +28,7 @@ from demixer.api.uploads import INPUT_FORMATS
 from demixer.audio.encode import BIT_DEPTHS, FORMATS
 from demixer.models.loading import is_installed
 from demixer.models.registry import ModelSpec, list_specs
+from demixer.service.batchread import Batched
 from demixer.service.context import Services
 from demixer.service.prompts import separable
 from demixer.service.workers import advertised_models
@@ -119,7 +119,10 @@ async def get_models(request: Request, _identity: ModelsRead) -> Response:
 
 async def _answer(request: Request) -> Response:
     lists: ModelLists = request.app.state.model_lists
-    body = await lanes.read(lists.services, lists.body)
+    if lists.services.db.dialect == "sqlite":
+        body = lists.body()  # a local read: in the event loop
+    else:  # concurrent requests share one read, in a worker thread
+        body = await lists.shared.get(None)
     return Response(body, media_type="application/json")
 
 
@@ -165,6 +168,7 @@ class ModelLists:
         self._on_disk: frozenset[str] = frozenset()
         self._disk_due = -math.inf
         self._built: tuple[frozenset[str], bytes] | None = None
+        self.shared = Batched(lambda _keys: {None: self.body()})  # one read for many requests
 
     def body(self) -> bytes:
         """The JSON body (blocking: a database read, and a file check now and then)."""
