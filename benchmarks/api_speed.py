@@ -458,13 +458,22 @@ def sse_run(base: str, key: str, jobs: list[str], n: int, seconds: float,
 
 
 def queue_jobs(base: str, key: str, n: int) -> list[str]:
-    """``n`` jobs queued on a server without workers (they stay IN_QUEUE)."""
-    wav = clip(common.CACHE / "api-clip-3s.wav")
+    """``n`` jobs queued on a server without workers (they stay IN_QUEUE): each of its own
+    upload (the low byte of the last sample differs), so the result cache never answers."""
+    data = bytearray(clip(common.CACHE / "api-clip-3s.wav").read_bytes())
     h = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=base, headers=h, timeout=120) as c, wav.open("rb") as fh:
-        file_id = c.post("/v1/files", files={"file": (wav.name, fh, "audio/wav")}).json()["file_id"]
-        body = {"input": {"file_id": file_id, "model": common.MODEL, "stems": ["vocals"]}}
-        return [c.post("/v1/queue/audio/stems", json=body).json()["request_id"] for _ in range(n)]
+    jobs, low = [], data[-2]
+    with httpx.Client(base_url=base, headers=h, timeout=120) as c:
+        for i in range(n):
+            data[-2] = low ^ (i % 255 + 1)  # never the clip itself (its job is COMPLETED)
+            r = c.post("/v1/files", files={"file": ("clip.wav", bytes(data), "audio/wav")})
+            body = {"input": {"file_id": r.json()["file_id"], "model": common.MODEL}}
+            body["input"]["stems"] = ["vocals"]
+            job = c.post("/v1/queue/audio/stems", json=body).json()
+            if job["status"] != "IN_QUEUE":
+                raise RuntimeError(f"a benchmark job did not stay queued: {job}")
+            jobs.append(job["request_id"])
+    return jobs
 
 
 @contextmanager

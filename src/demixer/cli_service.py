@@ -393,7 +393,7 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
     data_dir: DataDir = None,
 ) -> None:
-    """Revoke a key: its requests answer 401 from now on."""
+    """Revoke a key: every API process refuses it (401) within DEMIXER_KEY_CACHE_SECONDS, 2 s."""
     from demixer.service.keys import revoke_key
 
     try:

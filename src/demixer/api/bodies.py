@@ -68,6 +68,14 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _may_have_body(scope: Scope) -> bool:
+    """Whether the request can have a body: in HTTP/1.1 only with a ``Content-Length`` or a
+    ``Transfer-Encoding`` (the server reads none otherwise)."""
+    return any(
+        name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ())
+    )
+
+
 def parse_json(raw: bytes) -> Any:
     """``raw`` parsed as JSON; anything that is not (bad syntax, bad UTF-8, nesting too deep
     for the parser) is an ``InvalidRequest``, never a crash."""
@@ -106,8 +114,8 @@ class BodyLimitMiddleware:
         self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or not _may_have_body(scope):
+            await self.app(scope, receive, send)  # nothing to count (a GET, most often)
             return
         if any(route.matches(scope) for route in self.uploads):
             limit = self.upload_limit

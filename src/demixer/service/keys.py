@@ -141,7 +141,8 @@ def list_keys(db: Database) -> list[KeyInfo]:
 
 
 def revoke_key(db: Database, key_id: str) -> None:
-    """Revoke a key by id (its requests answer 401 from now on)."""
+    """Revoke a key by id: its requests answer 401 at once in this process, and within
+    ``key_cache_seconds`` in every other API process (see :mod:`demixer.service.keycache`)."""
     with db.write() as s:
         key = s.get(ApiKey, key_id)
         if key is None:
