@@ -39,6 +39,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,7 @@ import psutil
 import soundfile as sf
 
 import common
+import service
 
 BASELINE = "970db2a"  # the main branch this work started from
 KEY_LIMIT = {"DEMIXER_RATE_LIMIT_PER_MINUTE": "1000000000", "DEMIXER_MAX_CONCURRENT_JOBS": "0"}
@@ -300,15 +302,6 @@ LABELS = {
 
 # --- 2. rates --------------------------------------------------------------------------------
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if not m:
-        raise ValueError(text)
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
 
 def load(
     proc: Proc, path: str, headers: dict[str, str], conns: int, seconds: float
@@ -332,8 +325,8 @@ def load(
     requests = int(total.group(1))
     res = {
         "rps": float(rps.group(1)),
-        "p50_ms": _ms(dist["50"]),
-        "p99_ms": _ms(dist["99"]),
+        "p50_ms": service._ms(dist["50"]),
+        "p99_ms": service._ms(dist["99"]),
         "requests": requests,
         "non_2xx": int(bad.group(1)) if bad else 0,
         "server_us": 1e6 * (cpu1 - cpu0) / max(requests, 1),
@@ -637,27 +630,18 @@ def run_stack(name: str, stack: dict[str, str], args: Any, floors: dict[str, Pro
             plan += [("before", e) for e in eps] if not args.no_before else []
             plan += [("after-h11", "status"), ("floor", "floor-fastapi"), ("floor", "floor-bare")]
             runs: dict[str, list[dict[str, Any]]] = {}
+
+            def target(variant: str, endpoint: str) -> tuple[Proc, str, dict[str, str]]:
+                if variant == "floor":
+                    floor = endpoint.removeprefix("floor-")
+                    return floors[floor], "/floor" if floor == "fastapi" else "/", {}
+                return procs[variant], *eps[endpoint]
+
             for variant, endpoint in plan:  # warm every route once
-                target = (
-                    floors[endpoint.removeprefix("floor-")]
-                    if variant == "floor"
-                    else procs[variant]
-                )
-                path, headers = eps.get(
-                    endpoint, ("/floor" if endpoint == "floor-fastapi" else "/", {})
-                )
-                load(target, path, headers, 8, 1)
+                load(*target(variant, endpoint), 8, 1)
             for r in range(args.rounds):
                 for variant, endpoint in plan:
-                    target = (
-                        floors[endpoint.removeprefix("floor-")]
-                        if variant == "floor"
-                        else procs[variant]
-                    )
-                    path, headers = eps.get(
-                        endpoint, ("/floor" if endpoint == "floor-fastapi" else "/", {})
-                    )
-                    run = load(target, path, headers, 8, args.seconds)
+                    run = load(*target(variant, endpoint), 8, args.seconds)
                     runs.setdefault(f"{variant}/{endpoint}", []).append(run)
                     print(f"[{name}] round {r + 1} {variant} {endpoint}: "
                           f"{run.get('rps', 0):.0f} req/s p99 {run.get('p99_ms', 0):.1f} ms "
@@ -718,6 +702,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--no-upload", action="store_true")
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     args = ap.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("api_speed.py needs wrk (Debian: apt-get install wrk)")
     common.CACHE.mkdir(parents=True, exist_ok=True)
     started = time.time()
     results: dict[str, Any] = {"pinned": PINNED, "args": vars(args), "stacks": {}}

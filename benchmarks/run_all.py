@@ -2,9 +2,9 @@
 
 1. installs benchmarks/requirements.txt into this venv if something is missing;
 2. runs benchmarks/setup_peers.sh (the two peer venvs; a no-op once they exist);
-3. runs quality.py, cascade_quality.py, speed.py, memory.py, service.py and scale.py, each in
-   its own process; each rewrites only its own section of RESULTS.md, so one failing leaves the
-   others' figures.
+3. runs quality.py, cascade_quality.py, speed.py, memory.py, service.py, scale.py and
+   api_speed.py, each in its own process; each rewrites only its own section of RESULTS.md, so
+   one failing leaves the others' figures.
 
     .venv/bin/python benchmarks/run_all.py [--only quality speed memory] [--quick]
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-PARTS = ("quality", "cascade_quality", "speed", "memory", "service", "scale")
+PARTS = ("quality", "cascade_quality", "speed", "memory", "service", "scale", "api_speed")
 QUICK = {
     "quality": [],
     "cascade_quality": [],
@@ -30,6 +30,7 @@ QUICK = {
     "memory": ["--minutes", "1", "2", "--peer-minutes", "1"],
     "service": ["--rounds", "1", "--seconds", "30", "--load-seconds", "3", "--submit-seconds", "3"],
     "scale": ["--workers", "1", "2", "--jobs", "4", "--long-jobs", "2", "--load-seconds", "3"],
+    "api_speed": ["--rounds", "1", "--seconds", "2", "--streams", "100", "--upload-rounds", "1"],
 }
 
 

@@ -1,7 +1,10 @@
 """Queued requests read back: status, result, list; cancel and delete.
 
-Reads are short transactions (the SSE stream calls :func:`job_status` once per frame, so it
-holds no connection while it waits). Status changes go through ``services.queue`` only.
+Reads are short: a status is one SELECT of the job's row outside any transaction
+(:func:`read_job`, :func:`fetch_job`), plus a read transaction only for what the row does not
+say (a queued job's position, a webhook's deliveries, the log: :func:`extras`). The SSE streams'
+shared reader (:mod:`demixer.api.statuswatch`) reads the same for many jobs at once and builds
+each status with :func:`build_status`. Status changes go through ``services.queue`` only.
 """
 
 from __future__ import annotations

@@ -223,10 +223,10 @@ class Database:
         self.clock = clock
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
-        # SQLite: no BEGIN (pysqlite's own autocommit mode, see _sqlite_pragmas); elsewhere the
-        # driver's autocommit (no BEGIN and ROLLBACK round trips).
         # service.prepared.prepared(): statements compiled for this database, by statement.
         self.prepared_reads: dict[object, Any] = {}
+        # SQLite: no BEGIN (pysqlite's own autocommit mode, see _sqlite_pragmas); elsewhere the
+        # driver's autocommit (no BEGIN and ROLLBACK round trips).
         self._snapshot = engine.execution_options(
             **(
                 {"snapshot": True}

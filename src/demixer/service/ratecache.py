@@ -95,6 +95,7 @@ class RateCache:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing = False  # the last flush failed
 
     def count(self, key_id: str) -> RateState | None:
         """Count one request of ``key_id`` in memory, when that is allowed (no I/O).
@@ -156,10 +157,15 @@ class RateCache:
         try:
             totals = add_requests(self.db, start, taken)
         except DBAPIError as exc:
-            log.warning("adding request counts to the shared table failed (%s); kept", exc.orig)
+            # Once per outage, not twice a second: the counts wait for the next flush.
+            (log.debug if self._failing else log.warning)(
+                "adding request counts to the shared table failed (%s); kept", exc.orig
+            )
+            self._failing = True
             for key_id, n in taken.items():
                 self._added(key_id, start, n, None)
             return
+        self._failing = False
         for key_id, n in taken.items():
             self._added(key_id, start, n, totals.get(key_id))
 
