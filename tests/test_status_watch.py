@@ -28,15 +28,16 @@ pytestmark = pytest.mark.usefixtures("backend")
 __all__ = ["make_api"]  # fixtures
 
 STREAMS, JOBS = 200, 20
-POLL = 0.1  # the watcher's period here (1 s in service: a test need not wait that long)
+POLL = 0.1  # the watcher's period here (a test need not wait as long as a service reads)
 
 
 @contextmanager
 def serving(api: Api) -> Iterator[tuple[str, StatusWatcher]]:
     """The app on a real uvicorn server in a thread (one event loop, as in service), with a
-    watcher reading every ``POLL`` seconds."""
+    watcher reading every ``POLL`` seconds (in service: half the shortest stream interval)."""
     app = create_app(api.services)
-    watcher = app.state.status_watcher = StatusWatcher(api.services, poll_seconds=POLL)
+    watcher = StatusWatcher(api.services, poll_seconds=POLL, max_poll_seconds=POLL)
+    app.state.status_watcher = watcher
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

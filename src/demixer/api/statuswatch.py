@@ -2,18 +2,20 @@
 
 Each ``GET …/status/stream`` used to read its job every ``interval`` seconds: a thousand open
 streams, a thousand reads per interval. :class:`StatusWatcher` reads every watched job at once,
-every :data:`POLL_SECONDS`, in a fixed number of queries whatever the number of streams or jobs
-(the rows; while some are queued, their positions and the live workers; their webhooks' latest
-deliveries; the logs asked for), on SQLite and on PostgreSQL alike, and hands each stream its
-job's status. A stream still answers a frame every ``interval`` (the latest status read), and
-at once whenever the job's state changes: no stream misses a state the watcher saw, whatever its
-interval.
+in a fixed number of queries whatever the number of streams or jobs (the rows; while some are
+queued, their positions and the live workers; their webhooks' latest deliveries; the logs
+asked for), on SQLite and on PostgreSQL alike, and hands each stream its job's status. It reads
+twice per shortest interval of the open streams (every 0.5 s for ``interval=1``, the shortest;
+every 1 s for the default 2 s; at most every 5 s). A stream still answers a frame every
+``interval`` (with a status read since its last frame) and at once whenever the job's state
+changes: no stream misses a state the watcher saw, whatever its interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import weakref
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -33,12 +35,13 @@ from demixer.service.queue import IN_QUEUE
 from demixer.service.schema import Delivery, Job, JobLog
 from demixer.service.workers import live_models
 
-__all__ = ["GONE", "POLL_SECONDS", "UNAVAILABLE", "StatusWatcher", "Watch"]
+__all__ = ["GONE", "MAX_POLL_SECONDS", "POLL_SECONDS", "UNAVAILABLE", "StatusWatcher", "Watch"]
 
 log = logging.getLogger("demixer.api")
 
-#: Seconds between two reads of the watched jobs (the shortest stream interval).
-POLL_SECONDS = 1.0
+#: Seconds between two reads of the watched jobs at the least (half the shortest interval),
+#: and at the most.
+POLL_SECONDS, MAX_POLL_SECONDS = 0.5, 5.0
 GONE = "gone"
 """What a watch hands over when its job was deleted."""
 UNAVAILABLE = "unavailable"
@@ -53,38 +56,31 @@ class Watch:
 
     job_id: str
     logs: bool
+    interval: float  # seconds between the stream's periodic frames
     latest: Update
-    rounds: int = 0  # updates pushed so far
-    shown: int = 0  # the round of the latest update handed out
-    changes: asyncio.Queue[tuple[int, Update]] = field(default_factory=asyncio.Queue)
+    read_at: float = -math.inf  # when the read of ``latest`` began (the event loop's clock)
+    changes: asyncio.Queue[Update] = field(default_factory=asyncio.Queue)
     pushed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def push(self, update: Update) -> None:
-        """The watcher's latest read of the job (a status, :data:`GONE` or
+    def push(self, update: Update, read_at: float) -> None:
+        """The watcher's read of the job begun at ``read_at`` (a status, :data:`GONE` or
         :data:`UNAVAILABLE`)."""
-        before, self.latest = self.latest, update
-        self.rounds += 1
+        before, self.latest, self.read_at = self.latest, update, read_at
         state = update.status if isinstance(update, RequestStatus) else update
         if state != (before.status if isinstance(before, RequestStatus) else before):
-            self.changes.put_nowait((self.rounds, update))
+            self.changes.put_nowait(update)
         self.pushed.set()
 
-    async def next(self, interval: float) -> Update:
+    async def next(self) -> Update:
         """The next change of state, at once; else, once ``interval`` seconds have passed, the
-        latest status (read after the last one handed out: waiting for the next read if none
-        was)."""
-        with anyio.move_on_after(interval):
-            return self._shown(*await self.changes.get())
-        while self.rounds == self.shown and self.changes.empty():
+        status read next (begun after that: as fresh as a read made then)."""
+        due = anyio.current_time() + self.interval
+        with anyio.move_on_after(self.interval):
+            return await self.changes.get()
+        while self.read_at < due and self.changes.empty():
             self.pushed.clear()
             await self.pushed.wait()
-        if not self.changes.empty():
-            return self._shown(*self.changes.get_nowait())
-        return self._shown(self.rounds, self.latest)
-
-    def _shown(self, round_: int, update: Update) -> Update:
-        self.shown = round_
-        return update
+        return self.changes.get_nowait() if not self.changes.empty() else self.latest
 
 
 @dataclass(eq=False)
@@ -94,32 +90,44 @@ class _Loop:
 
 
 class StatusWatcher:
-    """Reads every watched job's status every ``poll_seconds`` (module docstring).
+    """Reads every watched job's status twice per shortest interval, at least every
+    ``poll_seconds`` apart (module docstring).
 
     Args:
         services: the process's services.
-        poll_seconds: see :data:`POLL_SECONDS`.
+        poll_seconds: the shortest time between two reads (:data:`POLL_SECONDS`).
+        max_poll_seconds: the longest (:data:`MAX_POLL_SECONDS`).
 
     Attributes:
         reads: rounds of reads so far (each a fixed number of queries).
     """
 
-    def __init__(self, services: Services, *, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        max_poll_seconds: float = MAX_POLL_SECONDS,
+    ) -> None:
         self.services = services
         self.poll_seconds = poll_seconds
+        self.max_poll_seconds = max_poll_seconds
         self.reads = 0
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
         )
 
     @asynccontextmanager
-    async def watch(self, first: RequestStatus, logs: bool) -> AsyncIterator[Watch]:
-        """Watch the job whose status (just read) is ``first``, while the context lasts."""
+    async def watch(
+        self, first: RequestStatus, logs: bool, interval: float
+    ) -> AsyncIterator[Watch]:
+        """Watch the job whose status (just read) is ``first`` for a stream with frames every
+        ``interval`` seconds, while the context lasts."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _Loop()
-        watch = Watch(first.request_id, logs, first)
+        watch = Watch(first.request_id, logs, interval, first)
         state.watches.add(watch)
         if state.task is None:
             state.task = loop.create_task(self._run(state))
@@ -131,10 +139,12 @@ class StatusWatcher:
     async def _run(self, state: _Loop) -> None:
         try:
             while state.watches:
-                await anyio.sleep(self.poll_seconds)
+                shortest = min((w.interval for w in state.watches), default=0.0)
+                await anyio.sleep(min(max(shortest / 2, self.poll_seconds), self.max_poll_seconds))
                 watches = list(state.watches)
                 if not watches:
                     break
+                read_at = anyio.current_time()
                 wanted = {(w.job_id, w.logs) for w in watches}
                 try:
                     self.reads += 1
@@ -142,7 +152,7 @@ class StatusWatcher:
                 except DBAPIError as exc:
                     if is_unavailable(exc):  # each stream says so, and the next round reads
                         for watch in watches:
-                            watch.push(UNAVAILABLE)
+                            watch.push(UNAVAILABLE, read_at)
                         continue
                     log.exception("reading the watched jobs failed")
                     continue  # a bug: the streams repeat their latest status meanwhile
@@ -150,7 +160,7 @@ class StatusWatcher:
                     log.exception("reading the watched jobs failed")
                     continue
                 for watch in watches:
-                    watch.push(found.get((watch.job_id, watch.logs), GONE))
+                    watch.push(found.get((watch.job_id, watch.logs), GONE), read_at)
         finally:
             state.task = None
 

@@ -74,7 +74,17 @@ class PreparedRead:
             values[name] = processor(values[name])
         bound: Any = values if self._order is None else tuple(values[n] for n in self._order)
         dialect = self._dialect
-        raw = self.db.engine.raw_connection()  # the pool's checkout: ping, events
+        try:
+            raw = self.db.engine.raw_connection()  # the pool's checkout: ping, events
+        except dialect.loaded_dbapi.Error as exc:  # e.g. the server is down: as Engine.connect
+            raise DBAPIError.instance(
+                None,
+                None,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=dialect.is_disconnect(exc, None, None),
+                dialect=dialect,
+            ) from exc
         cursor = None
         try:
             dbapi_connection = raw.dbapi_connection

@@ -162,11 +162,11 @@ async def request_status_stream(
     watcher: StatusWatcher = request.app.state.status_watcher
 
     async def frames() -> AsyncIterator[str]:
-        async with watcher.watch(first, logs) as watch:
+        async with watcher.watch(first, logs, delay) as watch:
             status: RequestStatus = first
             yield _frame("status", status.model_dump_json())
             while status.status not in FINAL:
-                update = await watch.next(delay)
+                update = await watch.next()
                 if update == GONE:  # deleted meanwhile
                     gone = NotFound(f"no request {request_id!r}")
                     yield _frame("error", json.dumps(error_body(gone.code, gone.message)))
