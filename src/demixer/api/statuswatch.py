@@ -35,7 +35,15 @@ from demixer.service.queue import IN_QUEUE
 from demixer.service.schema import Delivery, Job, JobLog
 from demixer.service.workers import live_models
 
-__all__ = ["GONE", "MAX_POLL_SECONDS", "POLL_SECONDS", "UNAVAILABLE", "StatusWatcher", "Watch"]
+__all__ = [
+    "FAILED",
+    "GONE",
+    "MAX_POLL_SECONDS",
+    "POLL_SECONDS",
+    "UNAVAILABLE",
+    "StatusWatcher",
+    "Watch",
+]
 
 log = logging.getLogger("demixer.api")
 
@@ -46,6 +54,8 @@ GONE = "gone"
 """What a watch hands over when its job was deleted."""
 UNAVAILABLE = "unavailable"
 """What a watch hands over when the database could not be read (the next read may work)."""
+FAILED = "failed"
+"""What a watch hands over when the read failed otherwise (a bug: the log has it)."""
 
 Update = RequestStatus | str
 
@@ -155,9 +165,13 @@ class StatusWatcher:
                             watch.push(UNAVAILABLE, read_at)
                         continue
                     log.exception("reading the watched jobs failed")
-                    continue  # a bug: the streams repeat their latest status meanwhile
+                    for watch in watches:  # a bug: the streams end (as a failed read ended one)
+                        watch.push(FAILED, read_at)
+                    continue
                 except Exception:
                     log.exception("reading the watched jobs failed")
+                    for watch in watches:
+                        watch.push(FAILED, read_at)
                     continue
                 for watch in watches:
                     watch.push(found.get((watch.job_id, watch.logs), GONE), read_at)

@@ -36,7 +36,7 @@ from demixer.api.schemas import (
     SeparateRequest,
     StemsRequest,
 )
-from demixer.api.statuswatch import GONE, StatusWatcher
+from demixer.api.statuswatch import FAILED, GONE, StatusWatcher
 from demixer.errors import NotFound, UnknownModel
 from demixer.service.context import Services
 from demixer.service.keys import Identity
@@ -171,6 +171,8 @@ async def request_status_stream(
                     gone = NotFound(f"no request {request_id!r}")
                     yield _frame("error", json.dumps(error_body(gone.code, gone.message)))
                     return
+                if update == FAILED:  # a bug (logged): the stream ends, as a failed read ended it
+                    raise RuntimeError(f"reading request {request_id}'s status failed")
                 if isinstance(update, str):  # UNAVAILABLE: the stream outlives a restart
                     yield ": the database is unavailable; retrying\n\n"
                     continue
