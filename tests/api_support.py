@@ -26,9 +26,9 @@ import httpx
 import pytest
 
 from audiofiles import AudioFiles
-from demixer.api import create_app
+from demixer.server.app import create_app
+from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.context import Services
-from demixer.service.keys import ALL_SCOPES, create_key
 from demixer.settings import Settings
 
 with warnings.catch_warnings():

@@ -24,8 +24,8 @@ from demixer.errors import (
     UnsupportedPrompt,
 )
 from demixer.models.registry import get_spec, list_specs
-from demixer.service.keys import create_key, list_keys, revoke_key
-from demixer.service.queue import JobConflict
+from demixer.service.accounts.keys import create_key, list_keys, revoke_key
+from demixer.service.jobs.queue import JobConflict
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")

@@ -441,7 +441,7 @@ def test_delete_request_removes_outputs(api: Api) -> None:
     api.services.queue.claim("w1")
     assert api.delete(f"/v1/queue/requests/{running}").status_code == 204
     _error(api.get(f"/v1/queue/requests/{running}/status"), 404, "NOT_FOUND")
-    from demixer.service.queue import LeaseLost
+    from demixer.service.jobs.queue import LeaseLost
 
     with pytest.raises(LeaseLost):
         api.services.queue.heartbeat(running, "w1")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.service.urlguard import UrlRefused, check_url
+from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 
 BODY = bytes(range(256)) * 400  # 100 KiB
 LOCAL = ("127.0.0.1",)  # the test server's address, allowed past the SSRF guard

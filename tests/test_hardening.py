@@ -21,13 +21,15 @@ import pytest
 
 from api_support import Api, make_api
 from crafted import concat_script, hls_playlist, lying_xing_mp3, wav_promising
-from demixer.api import create_app
+from demixer.server.app import create_app
 from demixer.service.context import Services
-from demixer.service.runner import scratch_prefix
 from demixer.service.scratch import scratch_file, sweep_scratch
 from demixer.service.worker import Worker
+from demixer.service.worker.runner import scratch_prefix
 from demixer.settings import Settings
-from demixer.vendors import gaudio, musicgpt, sunoapi
+from demixer.vendors.gaudio import routes as gaudio_routes
+from demixer.vendors.musicgpt import routes as musicgpt
+from demixer.vendors.sunoapi import routes as sunoapi
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette suggests another client package
@@ -144,7 +146,7 @@ def test_vendor_crashes_answer_in_the_vendor_envelope(
     musicgpt_error(r, 500, "INTERNAL")
     monkeypatch.setattr(sunoapi, "_record_info", boom)
     assert "internal" in suno_error(api.get(f"{SUNO}/record-info?taskId=req_x"), 500)
-    monkeypatch.setattr(gaudio.routes, "_job_view", boom)
+    monkeypatch.setattr(gaudio_routes, "_job_view", boom)
     r = api.client.get(f"{GAUDIO}/v1/gsep_music_hq_v1/jobs/req_x",
                        headers={"x-ga-apikey": api.key})  # fmt: skip
     assert "internal" in gaudio_result(r, 1100)

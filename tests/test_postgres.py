@@ -25,15 +25,15 @@ from sqlalchemy.exc import OperationalError
 
 from api_support import TestClient
 from audiofiles import stempeg_example
-from demixer.api import create_app
 from demixer.audio import load
+from demixer.server.app import create_app
 from demixer.service import migrate as migrate_module
+from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.db import Database, retry_unavailable
-from demixer.service.keys import ALL_SCOPES, create_key
+from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
+from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.migrate import alembic_config, migrate
-from demixer.service.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.schema import Base, Job, JobLog, UsageRecord
-from demixer.service.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.worker import Worker
 from servers import Servers
 from test_worker import Env

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from api_support import Api, api, make_api
-from demixer.service.cache import fingerprint
+from demixer.service.jobs.cache import fingerprint
 from demixer.service.schema import Job, UsageRecord
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).

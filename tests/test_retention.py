@@ -20,12 +20,12 @@ import pytest
 
 from api_support import TESTSERVER, Api
 from audiofiles import AudioFiles
-from demixer.api import create_app
+from demixer.server.app import create_app
+from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.context import Services
 from demixer.service.db import Database
-from demixer.service.keys import ALL_SCOPES, create_key
+from demixer.service.retention.sweeper import SweepCounts, Sweeper
 from demixer.service.schema import File, Job
-from demixer.service.sweeper import SweepCounts, Sweeper
 from demixer.settings import Settings
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).

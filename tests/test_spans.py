@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from demixer.engine.spans import FADE_SECONDS, Span, apply_spans, parse_spans, span_gain
 from demixer.errors import InvalidOutput
-from demixer.service.spans import FADE_SECONDS, Span, apply_spans, parse_spans, span_gain
 
 RATE = 1000  # Hz: one sample per millisecond keeps the arithmetic readable
 FADE = round(FADE_SECONDS * RATE)  # 10 samples

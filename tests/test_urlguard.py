@@ -22,7 +22,6 @@ import pytest
 from api_support import Api, make_api
 from audiofiles import AudioFiles
 from demixer.service import urlguard
-from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.service.urlguard import (
     UnresolvableHost,
     UrlRefused,
@@ -31,6 +30,7 @@ from demixer.service.urlguard import (
     guarded_client,
     parse_allowlist,
 )
+from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 
 __all__ = ["make_api"]  # fixtures
 

@@ -28,10 +28,10 @@ from sqlalchemy import select
 from audiofiles import stempeg_example
 from conftest import Backend
 from demixer.audio import load
+from demixer.service.accounts.keys import create_key, new_id
 from demixer.service.context import Services
 from demixer.service.db import Database, utcnow
-from demixer.service.keys import create_key, new_id
-from demixer.service.queue import FINAL
+from demixer.service.jobs.queue import FINAL
 from demixer.service.schema import Job, JobLog
 from demixer.service.worker import Worker
 from demixer.settings import Settings

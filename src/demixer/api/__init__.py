@@ -1,4 +1,5 @@
-"""The HTTP API (the native demixer shape, modelled on AudioLasso): ``create_app(services)``.
+"""The HTTP API (the native demixer shape, modelled on AudioLasso), composed by
+:func:`demixer.server.app.create_app`.
 
 The API validates a request completely, then queues a job whose ``params`` are the contract
 with the worker (``demixer.service.worker`` reads exactly this)::
@@ -33,7 +34,3 @@ completes the job with ``outputs = {names[n]: {"key", "content_type", "file_name
 ``audio/stems`` keeps the engine names (each stem, plus ``residual`` or the alias the caller
 typed, e.g. ``instrumental``); ``names`` lists the residual even when it may be dropped.
 """
-
-from demixer.api.app import create_app
-
-__all__ = ["create_app"]

@@ -46,9 +46,9 @@ from demixer.errors import (
     UnknownStem,
     UnsupportedMediaType,
 )
+from demixer.service.accounts.keys import Unauthorized, new_id
 from demixer.service.db import is_disk_full, is_unavailable
-from demixer.service.keys import Unauthorized, new_id
-from demixer.service.queue import JobConflict
+from demixer.service.jobs.queue import JobConflict
 from demixer.storage import BlobNotFound
 
 __all__ = [

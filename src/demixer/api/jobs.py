@@ -30,13 +30,20 @@ from demixer.api.schemas import (
     WebhookStatus,
 )
 from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
-from demixer.service.child import STAGES
+from demixer.service.accounts.usage import usage_quantity
 from demixer.service.context import Services
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
-from demixer.service.retention import result_expired, result_expires_at
+from demixer.service.jobs.queue import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    JobConflict,
+)
+from demixer.service.retention.expiry import result_expired, result_expires_at
 from demixer.service.schema import Delivery, Job, JobLog
-from demixer.service.usage import usage_quantity
-from demixer.service.workers import live_models, waiting_reason
+from demixer.service.worker.child import STAGES
+from demixer.service.worker.registry import live_models, waiting_reason
 
 __all__ = [
     "delete_job",
@@ -105,7 +112,7 @@ def _status(
     logs: bool,
     live: Sequence[Sequence[str]] | None = None,
 ) -> RequestStatus:
-    """``live``: :func:`~demixer.service.workers.live_models`, when the caller has it."""
+    """``live``: :func:`~demixer.service.worker.registry.live_models`, when the caller has it."""
     links = urls(services, job.id)
     lines = None
     if logs:

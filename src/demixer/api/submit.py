@@ -39,13 +39,13 @@ from demixer.errors import (
 )
 from demixer.models.loading import is_installed
 from demixer.models.registry import ModelSpec, get_spec, list_specs
-from demixer.service import cache
+from demixer.service.accounts.keys import new_id
+from demixer.service.accounts.limits import check_concurrency
 from demixer.service.context import Services
-from demixer.service.keys import new_id
-from demixer.service.limits import check_concurrency
-from demixer.service.prompts import best_model, map_prompt
+from demixer.service.jobs import cache
+from demixer.service.jobs.prompts import best_model, map_prompt
 from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, parse_allowlist
-from demixer.service.workers import advertised_models
+from demixer.service.worker.registry import advertised_models
 from demixer.webhooks import secret_key
 
 __all__ = [
@@ -298,7 +298,7 @@ def submit(
 ) -> QueuedResponse:
     """Queue ``sub``; the row is committed before the answer says it exists.
 
-    A request identical to a completed one of the same account (``service/cache.py``) is
+    A request identical to a completed one of the same account (``service/jobs/cache.py``) is
     answered COMPLETED at once with copies of its outputs; only requests that will really
     run count against the key's concurrent-jobs limit.
     """

@@ -46,8 +46,8 @@ from demixer.errors import (
     UnsupportedMediaType,
 )
 from demixer.models.loading import file_sha256
+from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
-from demixer.service.keys import new_id
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, staging_key
 

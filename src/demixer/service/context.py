@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+from demixer.service.accounts.usage import record_usage
 from demixer.service.db import Database
 from demixer.service.delivery import enqueue_webhook
-from demixer.service.queue import Queue
-from demixer.service.retention import set_result_expiry
+from demixer.service.jobs.queue import Queue
+from demixer.service.retention.expiry import set_result_expiry
 from demixer.service.schema import File
 from demixer.service.scratch import scratch_dir
-from demixer.service.usage import record_usage
 from demixer.settings import Settings
 from demixer.storage import Storage, UrlSigner, open_storage
 

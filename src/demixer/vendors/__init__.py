@@ -1,8 +1,8 @@
 """Wire-compatible routers for the hosted APIs demixer replaces.
 
 Each vendor is one thin router translating its protocol onto the native job path
-(``demixer.api.submit`` / ``demixer.api.jobs`` / ``demixer.service.queue``): no job logic of its
-own. The native API already is the AudioLasso shape.
+(``demixer.api.submit`` / ``demixer.api.jobs`` / ``demixer.service.jobs.queue``): no job logic
+of its own. The native API already is the AudioLasso shape.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from demixer.errors import DemixerError
-from demixer.vendors import gaudio, musicgpt, sunoapi
+from demixer.vendors import gaudio
 from demixer.vendors.gaudio import envelope as gaudio_envelope
 from demixer.vendors.gaudio import routes as gaudio_routes
+from demixer.vendors.musicgpt import routes as musicgpt
+from demixer.vendors.sunoapi import routes as sunoapi
 
 __all__ = ["envelopes", "routers"]
 

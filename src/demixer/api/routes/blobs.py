@@ -21,7 +21,7 @@ from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileObject
 from demixer.errors import FileExpired, InvalidSignature, NotFound, ResultExpired, UrlExpired
 from demixer.service.context import Services
-from demixer.service.retention import result_expired
+from demixer.service.retention.expiry import result_expired
 from demixer.service.schema import File, Job
 from demixer.storage import content_disposition
 

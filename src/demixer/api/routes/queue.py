@@ -31,7 +31,7 @@ from demixer.api.schemas import (
 )
 from demixer.errors import DemixerError, UnknownModel
 from demixer.service.db import is_unavailable
-from demixer.service.queue import CANCELLED, FINAL
+from demixer.service.jobs.queue import CANCELLED, FINAL
 
 __all__ = ["router"]
 

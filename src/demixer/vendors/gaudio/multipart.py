@@ -43,8 +43,8 @@ from demixer.errors import (
     SizeMismatch,
     UrlExpired,
 )
+from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
-from demixer.service.keys import new_id
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, MultipartStorage
 from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength

@@ -3,7 +3,7 @@
 Jobs are ordinary ``audio/stems`` jobs planned by :func:`demixer.api.submit.plan_stems_request`
 (so model choice, limits, cache and usage all apply) with Gaudio's output names and
 ``params["extra_formats"] = ["mp3"]``: every stem is stored as WAV (at the input's rate) and
-MP3 (320 kbps), see :mod:`demixer.service.runner`.
+MP3 (320 kbps), see :mod:`demixer.service.worker.runner`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from demixer.errors import (
     NotFound,
     ResultExpired,
 )
+from demixer.service.accounts.keys import Identity, authenticate
 from demixer.service.context import Services
-from demixer.service.keys import Identity, authenticate
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
-from demixer.service.retention import result_expired, result_expires_at
+from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
+from demixer.service.retention.expiry import result_expired, result_expires_at
 from demixer.service.schema import File, Job
 from demixer.vendors.gaudio import multipart
 from demixer.vendors.gaudio.envelope import (

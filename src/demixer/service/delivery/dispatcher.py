@@ -46,9 +46,9 @@ import httpx
 from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from demixer.service.accounts.keys import new_id
 from demixer.service.db import is_unavailable, retry_unavailable
-from demixer.service.keys import new_id
-from demixer.service.queue import COMPLETED, FAILED
+from demixer.service.jobs.queue import COMPLETED, FAILED
 from demixer.service.schema import Delivery, Job
 from demixer.service.urlguard import GuardedTransport, UrlRefused, check_url, parse_allowlist
 from demixer.webhooks import sign

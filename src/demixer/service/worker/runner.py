@@ -1,10 +1,10 @@
 """One attempt at a job, run in the worker (parent) process by a slot's :class:`Runner`.
 
 Each worker slot (see :mod:`demixer.service.worker`) has one :class:`Runner`, which owns the
-slot's long-lived separation child (:mod:`demixer.service.child`). For each claimed job it:
+slot's long-lived separation child (:mod:`demixer.service.worker.child`). For each claimed job it:
 
 1. resolves the input: a stored upload (``storage.local_path``) or an ``audio_url`` it
-   downloads itself (:mod:`demixer.service.fetch`);
+   downloads itself (:mod:`demixer.service.worker.fetch`);
 2. sends the job to the child and, while the child works, heartbeats the lease every
    ``heartbeat_seconds`` with the child's progress;
 3. kills the child (SIGKILL) when a cancel is requested, the lease is lost, the job's time
@@ -20,7 +20,7 @@ The job's ``params`` (written by the API) have this shape::
      "stems": [engine stem names] | None,       # None: every stem of the model
      "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
      "names": {engine output name: API output name},   # unnamed outputs keep their own
-     "spans": [{"start", "end", "include"}] | None,    # seconds; see service/spans.py
+     "spans": [{"start", "end", "include"}] | None,    # seconds; see engine/spans.py
      "extra_formats": ["mp3" | "wav" | "flac"],        # optional, see below
      "labels": {API name: file label}}                 # optional: download names
 
@@ -34,7 +34,7 @@ Each copy is stored as ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and rec
 own flat entry of the job's ``outputs`` under the key ``"{api name}.{ext}"`` (same fields as
 the primary entry), so ``/result`` lists it like any output and signed blob URLs resolve it.
 
-Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
+Every status change goes through :class:`~demixer.service.jobs.queue.Queue`. A long model call runs
 in another process, so it can never starve the heartbeat, and killing it gives its memory back.
 """
 
@@ -57,12 +57,12 @@ from sqlalchemy.exc import DBAPIError
 from demixer.audio import OutputFormat
 from demixer.errors import DemixerError, StorageFull, StorageUnavailable
 from demixer.naming import output_name
-from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
-from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
-from demixer.service.queue import Claim, LeaseLost
+from demixer.service.jobs.queue import Claim, LeaseLost
 from demixer.service.urlguard import parse_allowlist
+from demixer.service.worker.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
+from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.storage import Storage
 
 __all__ = ["Runner", "scratch_attempt", "scratch_prefix"]

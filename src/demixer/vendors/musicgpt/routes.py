@@ -73,10 +73,17 @@ from demixer.errors import (
     UnknownStem,
     UnsupportedMediaType,
 )
+from demixer.service.accounts.keys import Identity, Unauthorized, authenticate
 from demixer.service.context import Services
 from demixer.service.delivery import register_event_builder
-from demixer.service.keys import Identity, Unauthorized, authenticate
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
+from demixer.service.jobs.queue import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    JobConflict,
+)
 from demixer.service.schema import Job
 
 __all__ = [

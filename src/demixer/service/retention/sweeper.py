@@ -1,7 +1,7 @@
 """The sweeper: deletes the bytes of expired uploads and of expired results.
 
 Expiry itself is decided by the clock (the API answers 410 from ``expires_at`` alone, see
-:mod:`demixer.service.retention`); the sweeper only frees the storage afterwards. It deletes
+:mod:`demixer.service.retention.expiry`); the sweeper only frees the storage afterwards. It deletes
 the blobs first and marks the row after, with a conditional UPDATE: a sweep that dies halfway
 leaves the row unmarked and the next sweep deletes again (deleting is idempotent), and two
 sweepers (``serve`` and ``worker`` processes on one database) never count a row twice.
@@ -19,7 +19,7 @@ from sqlalchemy import CursorResult, select, update
 
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
-from demixer.service.queue import COMPLETED
+from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import File, Job
 from demixer.storage import staging_key
 

@@ -1,12 +1,13 @@
 """Workers: claim jobs from the queue and run each in a slot's separation child process.
 
 A :class:`Worker` runs ``slots`` threads. Each slot has its own worker id (its fencing token in
-the queue) and a :class:`~demixer.service.runner.Runner` that owns one long-lived child process
-(:mod:`demixer.service.child`) that keeps the models it loaded. A slot's thread claims a job,
-has its runner run the attempt to its end (input, separation, heartbeats, outputs; see
-:mod:`demixer.service.runner`) and claims the next, until the worker is stopped.
+the queue) and a :class:`~demixer.service.worker.runner.Runner` that owns one long-lived child
+process (:mod:`demixer.service.worker.child`) that keeps the models it loaded. A slot's thread
+claims a job, has its runner run the attempt to its end (input, separation, heartbeats,
+outputs; see :mod:`demixer.service.worker.runner`) and claims the next, until the worker is
+stopped.
 
-Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
+Every status change goes through :class:`~demixer.service.jobs.queue.Queue`. A long model call runs
 in another process, so it can never starve the heartbeat, and killing it gives its memory back.
 """
 
@@ -27,14 +28,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from demixer.service.child import ChildOptions
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
-from demixer.service.queue import IN_PROGRESS
-from demixer.service.runner import Runner, scratch_attempt
+from demixer.service.jobs.queue import IN_PROGRESS
+from demixer.service.jobs.wakeup import JobListener
 from demixer.service.schema import Job
-from demixer.service.wakeup import JobListener
-from demixer.service.workers import Presence, resolve_device, runnable_models
+from demixer.service.worker.child import ChildOptions
+from demixer.service.worker.registry import Presence, resolve_device, runnable_models
+from demixer.service.worker.runner import Runner, scratch_attempt
 
 __all__ = ["Worker"]
 
@@ -113,7 +114,7 @@ class Worker:
 
     The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
     While it runs, the worker advertises its device and models in the ``workers`` table
-    (:mod:`demixer.service.workers`).
+    (:mod:`demixer.service.worker.registry`).
 
     Children are started with ``spawn``, which imports the parent's ``__main__`` module again
     in each child: a script that runs a Worker must do so under ``if __name__ == "__main__":``

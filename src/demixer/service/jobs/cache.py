@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from demixer.service.queue import COMPLETED
+from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import File, Job
 from demixer.storage import Storage
 

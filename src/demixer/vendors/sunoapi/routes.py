@@ -65,12 +65,12 @@ from demixer.errors import (
     UnknownStem,
 )
 from demixer.models.registry import ModelSpec
+from demixer.service.accounts.keys import Unauthorized
 from demixer.service.context import Services
 from demixer.service.delivery import GAVE_UP, register_event_builder
-from demixer.service.keys import Unauthorized
-from demixer.service.prompts import MODEL_PREFERENCE, best_model
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED
-from demixer.service.retention import result_expired
+from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
+from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED
+from demixer.service.retention.expiry import result_expired
 from demixer.service.schema import Delivery, Job
 
 __all__ = [

@@ -3,7 +3,7 @@
 Each worker slot (see :mod:`demixer.service.worker`) owns one long-lived child started with
 the ``spawn`` method. The child keeps loaded :class:`~demixer.engine.Separator` objects between
 jobs, so a model is loaded once, not per job. It never touches the database or storage: the
-parent (:mod:`demixer.service.runner`) downloads the input, sends a :class:`ChildJob` through
+parent (:mod:`demixer.service.worker.runner`) downloads the input, sends a :class:`ChildJob` through
 its :class:`Child` handle, and stores the files the child wrote.
 
 Messages, child -> parent:
@@ -41,6 +41,7 @@ from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
 from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
+from demixer.engine.spans import apply_spans_to_files, parse_spans
 from demixer.errors import (
     DemixerError,
     DurationLimit,
@@ -50,7 +51,6 @@ from demixer.errors import (
     ModelUnavailable,
     StorageFull,
 )
-from demixer.service.spans import apply_spans_to_files, parse_spans
 
 __all__ = [
     "PROGRESS_INTERVAL",
@@ -318,8 +318,8 @@ def run_job(
     (``job.downmix``), as the CLI does with ``--downmix``. At most ``job.max_seconds`` of
     audio is decoded. Without spans, the engine writes the final format directly. With spans,
     it writes float WAV into a scratch directory first (nothing is clipped or lost there), then
-    :func:`~demixer.service.spans.apply_spans_to_files` streams those files block by block through
-    :func:`~demixer.service.spans.apply_spans` into the final format. Both paths keep memory
+    :func:`~demixer.engine.spans.apply_spans_to_files` streams those files block by block through
+    :func:`~demixer.engine.spans.apply_spans` into the final format. Both paths keep memory
     bounded whatever the input's length.
     """
     started = time.perf_counter()

@@ -44,7 +44,7 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 FINAL = (COMPLETED, FAILED, CANCELLED)
 #: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
-#: processes listen on it (``service/wakeup.py``).
+#: processes listen on it (``service/jobs/wakeup.py``).
 NOTIFY_CHANNEL = "demixer_jobs"
 
 
@@ -161,7 +161,7 @@ class Queue:
         """Add a queued job inside the caller's write transaction.
 
         ``key_id`` is the submitting API key (usage and limits are per key); ``fingerprint``
-        the result-cache key (``service/cache.py``), None when the request is not cacheable.
+        the result-cache key (``service/jobs/cache.py``), None when the request is not cacheable.
         """
         now = self.db.clock()
         job = Job(
