@@ -27,6 +27,7 @@ import pytest
 
 from audiofiles import AudioFiles
 from demixer.server.app import create_app
+from demixer.server.compose import build_services
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.context import Services
 from demixer.settings import Settings
@@ -192,7 +193,7 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
             public_url=TESTSERVER,
             **settings,
         )
-        services = Services.from_settings(cfg)
+        services = build_services(cfg)
         services.db.create_all()
         account, key = create_key(services.db, scopes=ALL_SCOPES)
         _, other_key = create_key(services.db)

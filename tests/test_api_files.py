@@ -186,7 +186,7 @@ def test_tampered_or_expired_presigned_url_is_refused_by_the_bucket(api: Api) ->
     bucket_refusal(api.put_bytes(up, url=parts._replace(query="").geturl()))
     assert not api.services.storage.exists(key)
 
-    short = api.services.upload_url(key, 1, content_type="audio/wav")
+    short = api.services.links.upload_url(key, 1, content_type="audio/wav")
     time.sleep(2.1)
     assert bucket_refusal(api.put_bytes(up, url=short)) == "AccessDenied"
     assert not api.services.storage.exists(key)

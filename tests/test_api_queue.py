@@ -311,7 +311,7 @@ def test_result_after_the_worker_completes(api: Api) -> None:
     key = f"outputs/{job_id}/attempt-1/target.wav"
     if api.direct:
         assert bucket_refusal(api.fetch(api.tampered(target["url"]))) == "SignatureDoesNotMatch"
-        short = api.services.download_url(key, 1)
+        short = api.services.links.download_url(key, 1)
         time.sleep(2.1)
         assert bucket_refusal(api.fetch(short)) == "AccessDenied"
     else:

@@ -22,7 +22,7 @@ import pytest
 from api_support import Api, make_api
 from crafted import concat_script, hls_playlist, lying_xing_mp3, wav_promising
 from demixer.server.app import create_app
-from demixer.service.context import Services
+from demixer.server.compose import build_services
 from demixer.service.scratch import scratch_file, sweep_scratch
 from demixer.service.worker import Worker
 from demixer.service.worker.runner import scratch_prefix
@@ -329,7 +329,7 @@ def test_the_local_session_is_an_explicit_opt_in(tmp_path: Path) -> None:
     answers = {}
     for opt_in in (False, True):
         settings = Settings(data_dir=tmp_path / f"d{opt_in}", local_session=opt_in)
-        services = Services.from_settings(settings)
+        services = build_services(settings)
         services.db.create_all()
         # What a same-host reverse proxy presents: a loopback client with a loopback Host.
         with TestClient(create_app(services), base_url="http://127.0.0.1:8000",

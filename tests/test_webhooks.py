@@ -26,8 +26,9 @@ from sqlalchemy import select
 from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
+from demixer.server.compose import build_services
 from demixer.service.context import Services
-from demixer.service.delivery import CAP_STEPS, Dispatcher, backoff
+from demixer.service.delivery.dispatcher import CAP_STEPS, Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
 
@@ -378,7 +379,7 @@ def test_delivery_survives_a_dispatcher_restart(
     with dispatching(api.services):
         wait_for(lambda: hook_status(api, job_id)["attempts"] == 1)
     # A new process: new services (engine, pool) on the same database and data directory.
-    restarted = Services.from_settings(api.services.settings)
+    restarted = build_services(api.services.settings)
     assert hook_status(api, job_id)["delivery_status"] == "pending"
     with dispatching(restarted):
         status = wait_for(
@@ -404,7 +405,7 @@ def test_two_dispatchers_never_send_one_attempt_twice(
         job_id, _secret = submit(api, file_id, receiver.url("/many"))
         finish(api, job_id)
         jobs.append(job_id)
-    other = Services.from_settings(api.services.settings)  # a second process's engine
+    other = build_services(api.services.settings)  # a second process's engine
     with dispatching(api.services, concurrency=3), dispatching(other, concurrency=3):
         for job_id in jobs:
             wait_for(lambda j=job_id: hook_status(api, j)["delivery_status"] == "delivered")
@@ -460,7 +461,7 @@ def test_the_guard_runs_again_before_each_send(
     api.worker_done(job_id)
     # The operator has since removed 127.0.0.1 from the allowlist.
     settings = api.services.settings.model_copy(update={"url_allowlist": ""})
-    strict = Services.from_settings(settings, db=api.services.db)
+    strict = build_services(settings, db=api.services.db)
     with dispatching(strict):
         status = wait_for(lambda: (s := hook_status(api, job_id))["last_error"] and s)
     assert status["last_error"].startswith("refused") and status["delivery_status"] == "pending"

@@ -28,8 +28,8 @@ from sqlalchemy import select
 from audiofiles import stempeg_example
 from conftest import Backend
 from demixer.audio import load
+from demixer.server.compose import build_services
 from demixer.service.accounts.keys import create_key, new_id
-from demixer.service.context import Services
 from demixer.service.db import Database, utcnow
 from demixer.service.jobs.queue import FINAL
 from demixer.service.schema import Job, JobLog
@@ -61,7 +61,7 @@ class Env:
 
     def __init__(self, root: Path, db: Database | None = None, **settings: Any) -> None:
         self.settings = Settings(data_dir=root, **{**FAST, **settings})
-        self.services = Services.from_settings(self.settings, db=db)
+        self.services = build_services(self.settings, db=db)
         self.services.db.create_all()
         self.account, _ = create_key(self.services.db)
 
@@ -176,10 +176,10 @@ def gone(pid: int) -> bool:
 
 
 WORKER_SCRIPT = (
-    "from demixer.service.context import Services\n"
+    "from demixer.server.compose import build_services\n"
     "from demixer.service.worker import Worker\n"
     "from demixer.settings import Settings\n"
-    "Worker(Services.from_settings(Settings())).run()\n"
+    "Worker(build_services(Settings())).run()\n"
 )
 
 

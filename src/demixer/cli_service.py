@@ -46,11 +46,11 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
 
 
 def _services(settings: Any) -> Any:
-    from demixer.service.context import Services
+    from demixer.server.compose import build_services
     from demixer.service.migrate import migrate
     from demixer.service.scratch import sweep_scratch
 
-    services = Services.from_settings(settings)
+    services = build_services(settings)
     migrate(services.db)  # waits a while for a database started together with it
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
     return services
@@ -63,7 +63,7 @@ def _fail(error: DemixerError) -> typer.Exit:
 
 def _start_dispatcher(services: Any, stop: threading.Event) -> threading.Thread:
     """The webhook dispatcher, in its own thread: a slow receiver never holds up a worker."""
-    from demixer.service.delivery import Dispatcher
+    from demixer.service.delivery.dispatcher import Dispatcher
 
     thread = threading.Thread(
         target=Dispatcher(services).run,

@@ -32,6 +32,7 @@ from demixer.api.schemas import (
 from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
 from demixer.service.accounts.usage import usage_quantity
 from demixer.service.context import Services
+from demixer.service.delivery.outbox import DeliveryState, latest_delivery
 from demixer.service.jobs.queue import (
     CANCELLED,
     COMPLETED,
@@ -41,7 +42,7 @@ from demixer.service.jobs.queue import (
     JobConflict,
 )
 from demixer.service.retention.expiry import result_expired, result_expires_at
-from demixer.service.schema import Delivery, Job, JobLog
+from demixer.service.schema import Job, JobLog
 from demixer.service.worker.child import STAGES
 from demixer.service.worker.registry import live_models, waiting_reason
 
@@ -80,12 +81,7 @@ def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
     hook = (job.params or {}).get("webhook")
     if not hook:
         return None
-    row = s.execute(
-        select(Delivery)
-        .where(Delivery.job_id == job.id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    row = latest_delivery(s, job.id)
     if row is None:
         return WebhookStatus(
             url=hook["url"],
@@ -101,7 +97,7 @@ def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
         attempts=row.attempts,
         delivered_at=row.delivered_at,
         last_error=row.last_error,
-        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        next_attempt_at=row.next_attempt_at if row.status == DeliveryState.PENDING else None,
     )
 
 
@@ -206,7 +202,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     data: dict[str, OutputFile | int | float] = {}
     for name, out in (job.outputs or {}).items():
         data[name] = OutputFile(
-            url=services.download_url(
+            url=services.links.download_url(
                 out["key"],
                 ttl,
                 content_type=out.get("content_type", "application/octet-stream"),

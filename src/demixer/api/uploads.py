@@ -18,10 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 import anyio.from_thread
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from demixer.api.schemas import (
@@ -48,6 +48,7 @@ from demixer.errors import (
 from demixer.models.loading import file_sha256
 from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
+from demixer.service.db import rows_changed
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, staging_key
 
@@ -161,7 +162,7 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
     signed_at = time.time()
     return FileUpload(
         file_id=file_id,
-        upload_url=services.upload_url(
+        upload_url=services.links.upload_url(
             _landing(services, row),
             ttl,
             content_type=content_type,
@@ -232,9 +233,7 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
                 error_message=None,
             )
         )
-        if (
-            cast(CursorResult[Any], done).rowcount != 1
-        ):  # deleted (or uploaded by a racing PUT) meanwhile
+        if rows_changed(done) != 1:  # deleted (or uploaded by a racing PUT) meanwhile
             raise AlreadyUploaded(f"file {row.id!r} changed while its bytes arrived")
         return s.execute(select(File).where(File.id == row.id)).scalar_one()
 

@@ -14,13 +14,13 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, event, func, or_, select, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from demixer.errors import DemixerError
-from demixer.service.db import Database
+from demixer.service.db import Database, rows_changed
 from demixer.service.schema import Job, JobLog
 
 __all__ = [
@@ -46,11 +46,6 @@ FINAL = (COMPLETED, FAILED, CANCELLED)
 #: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
 #: processes listen on it (``service/jobs/wakeup.py``).
 NOTIFY_CHANNEL = "demixer_jobs"
-
-
-def _rows(result: Any) -> int:
-    """Rows an UPDATE matched (``Session.execute`` is typed as returning a plain Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class LeaseLost(Exception):
@@ -215,7 +210,7 @@ class Queue:
                 updated_at=now,
             )
         )
-        if _rows(done) != 1:
+        if rows_changed(done) != 1:
             raise JobConflict(f"job {job_id} is no longer queued; it cannot reuse {source.id}")
         self.log(
             session,
@@ -255,7 +250,7 @@ class Queue:
                 .where(Job.id == job_id, Job.status == IN_QUEUE)
                 .values(status=CANCELLED, finished_at=now, updated_at=now)
             )
-            if _rows(done) == 1:
+            if rows_changed(done) == 1:
                 self.log(s, job_id, "cancelled while queued")
                 self._finalised(s, job_id)
                 return CANCELLED
@@ -264,7 +259,7 @@ class Queue:
                 .where(Job.id == job_id, Job.status == IN_PROGRESS)
                 .values(cancel_requested=True, updated_at=now)
             )
-            if _rows(flagged) == 1:
+            if rows_changed(flagged) == 1:
                 self.log(s, job_id, "cancel requested; stopping the running attempt")
                 return IN_PROGRESS
             status = s.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
@@ -307,7 +302,7 @@ class Queue:
                     updated_at=now,
                 )
             )
-            if _rows(taken) != 1:
+            if rows_changed(taken) != 1:
                 return None
             job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
             self.log(s, job_id, f"attempt {job.attempts} started on {worker_id}")
@@ -332,7 +327,7 @@ class Queue:
                 .where(Job.id == job_id, expired)
                 .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
             )
-            if _rows(settled) != 1:
+            if rows_changed(settled) != 1:
                 continue
             self.log(s, job_id, "cancelled (its worker stopped responding)")
             self._finalised(s, job_id)
@@ -358,7 +353,7 @@ class Queue:
                     updated_at=now,
                 )
             )
-            if _rows(settled) != 1:
+            if rows_changed(settled) != 1:
                 continue
             self.log(s, job_id, "failed: WORKER_LOST")
             self._finalised(s, job_id)
@@ -369,7 +364,7 @@ class Queue:
             .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == IN_PROGRESS)
             .values(updated_at=self.db.clock(), **values)
         )
-        if _rows(result) != 1:
+        if rows_changed(result) != 1:
             raise LeaseLost(f"worker {worker_id} no longer holds job {job_id}")
 
     def heartbeat(

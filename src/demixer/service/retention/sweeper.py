@@ -13,12 +13,11 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 
 from demixer.service.context import Services
-from demixer.service.db import is_unavailable
+from demixer.service.db import is_unavailable, rows_changed
 from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import File, Job
 from demixer.storage import staging_key
@@ -37,10 +36,6 @@ class SweepCounts:
     files: int = 0
     results: int = 0
     blobs: int = 0
-
-
-def _rows(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class Sweeper:
@@ -86,7 +81,7 @@ class Sweeper:
                     marked = s.execute(
                         update(File).where(File.id == file_id, *due).values(status="expired")
                     )
-                if _rows(marked) == 1:
+                if rows_changed(marked) == 1:
                     done += 1
                     blobs += deleted
 
@@ -116,7 +111,7 @@ class Sweeper:
                     marked = s.execute(
                         update(Job).where(Job.id == job_id, *due).values(expired=True)
                     )
-                if _rows(marked) == 1:
+                if rows_changed(marked) == 1:
                     done += 1
                     blobs += deleted
 

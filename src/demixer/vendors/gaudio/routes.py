@@ -246,7 +246,7 @@ def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
         key = str(out["key"])
         stem = name.rsplit(".", 1)[0] if "." in name else name
         ext = key.rsplit(".", 1)[-1]
-        urls.setdefault(stem, {})[ext] = services.download_url(
+        urls.setdefault(stem, {})[ext] = services.links.download_url(
             key,
             ttl,
             content_type=out.get("content_type", "application/octet-stream"),

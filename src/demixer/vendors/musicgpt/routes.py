@@ -54,7 +54,7 @@ from demixer.api import submit, uploads
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
 from demixer.api.forms import Form, read_form
-from demixer.api.jobs import owned_job, result_response
+from demixer.api.jobs import owned_job
 from demixer.api.limits import count_request
 from demixer.api.schemas import QueuedResponse, StemsRequest
 from demixer.errors import (
@@ -75,77 +75,25 @@ from demixer.errors import (
 )
 from demixer.service.accounts.keys import Identity, Unauthorized, authenticate
 from demixer.service.context import Services
-from demixer.service.delivery import register_event_builder
-from demixer.service.jobs.queue import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    IN_PROGRESS,
-    IN_QUEUE,
-    JobConflict,
-)
+from demixer.service.jobs.queue import COMPLETED, JobConflict
 from demixer.service.schema import Job
+from demixer.vendors.musicgpt.wire import (
+    STYLE,
+    MissingInput,
+    UnsupportedOption,
+    conversion,
+    credits,
+    plan_stems,
+    preprocess_steps,
+)
 
-__all__ = [
-    "DEFAULT_STEMS",
-    "PREFIX",
-    "STEM_VOCABULARY",
-    "STYLE",
-    "error_response",
-    "musicgpt_event",
-    "router",
-]
+__all__ = ["PREFIX", "error_response", "router", "vendor_status"]
 
 PREFIX = "/api/public"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-STYLE = "musicgpt"
-INSTRUMENTAL = "instrumental"
-
-#: MusicGPT stem name -> the engine stem that is exactly it (None: none is).
-STEM_VOCABULARY: dict[str, str | None] = {
-    "vocals": "vocals",
-    "male_vocal": None,
-    "female_vocal": None,
-    "lead_vocal": None,
-    "back_vocal": None,
-    "guitar": "guitar",
-    "acoustic_guitar": "guitar",
-    "electric_guitar": "guitar",
-    "rhythm_guitar": None,
-    "solo_guitar": None,
-    "drums": "drums",
-    "kick_drum": None,
-    "snare_drum": None,
-    "toms": None,
-    "hi_hat": None,
-    "ride": None,
-    "crash": None,
-    "piano": "piano",
-    "keys": "piano",
-    "strings": None,
-    "winds": None,
-    "bass": "bass",
-    INSTRUMENTAL: None,  # the residual of vocals, handled apart
-}
-DEFAULT_STEMS = ("drums", "bass", "piano", "guitar")
-_WEBHOOK_NAMES = {"vocals": "vocal"}  # the webhook's field names differ for these
-_PREPROCESSING = {"Denoise": "denoise"}
-_NOT_YET = ("Deecho", "Dereverb")
 _DEFAULT_SPEED = 0.5  # seconds per audio second, before this server has measured any job
 _UNKNOWN_DURATION = 180.0  # seconds assumed for an audio_url not yet fetched
-
-
-class UnsupportedOption(InvalidRequest):
-    """A MusicGPT option demixer does not implement (yet): answered 422."""
-
-    code = "UNSUPPORTED_OPTION"
-
-
-class MissingInput(InvalidRequest):
-    """Neither ``audio_file`` nor ``audio_url``: answered 422, as MusicGPT documents."""
-
-    code = "MISSING_INPUT"
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -204,10 +152,8 @@ def _identity(request: Request, services: Services, *scopes: str) -> Identity:
     return identity
 
 
-# --- planning ----------------------------------------------------------------------------------
-
-
 def _json_list(value: Any, field: str) -> list[str]:
+    """A form field holding a JSON-encoded list of strings (``'["vocals"]'``), deduplicated."""
     if value is None or value == "":
         return []
     if not isinstance(value, str):
@@ -223,65 +169,7 @@ def _json_list(value: Any, field: str) -> list[str]:
     return list(dict.fromkeys(i.strip() for i in items if i.strip()))
 
 
-def _producible(services: Services) -> tuple[set[str], list[str]]:
-    """Engine stems the installed models produce, and the MusicGPT names that map onto them."""
-    engine = {s for spec in submit.installed_models(services) for s in spec.stems}
-    names = [n for n, stem in STEM_VOCABULARY.items() if stem is not None and stem in engine]
-    if "vocals" in engine:
-        names.append(INSTRUMENTAL)
-    return engine, names
-
-
-def plan_stems(services: Services, requested: list[str]) -> tuple[list[str], dict[str, str]]:
-    """MusicGPT stems -> (engine request for ``audio/stems``, MusicGPT name -> output name)."""
-    wanted = [s.lower() for s in requested] or list(DEFAULT_STEMS)
-    engine, names = _producible(services)
-    can = ", ".join(names) or "nothing"
-    for name in wanted:
-        if name not in STEM_VOCABULARY:
-            raise UnknownStem(
-                f"{name!r} is not a MusicGPT stem; this server can produce: {can}", param="stems"
-            )
-        stem = STEM_VOCABULARY[name]
-        if name == INSTRUMENTAL:
-            stem = "vocals"
-        if stem is None or stem not in engine:
-            raise UnknownStem(
-                f"no installed model produces {name!r}; this server can produce: {can}",
-                param="stems",
-            )
-    targets = list(dict.fromkeys(STEM_VOCABULARY[n] or "" for n in wanted if n != INSTRUMENTAL))
-    fields = {n: STEM_VOCABULARY[n] or "" for n in wanted if n != INSTRUMENTAL}
-    if INSTRUMENTAL in wanted:
-        if any(t != "vocals" for t in targets):
-            raise UnknownStem(
-                "'instrumental' is everything but the vocals: request it alone or with "
-                "'vocals' only, or request the instruments by name",
-                param="stems",
-            )
-        targets = ["vocals", INSTRUMENTAL]
-        fields[INSTRUMENTAL] = INSTRUMENTAL
-    return targets, fields
-
-
-def _preprocess(options: list[str]) -> list[str]:
-    steps = []
-    for option in options:
-        if option in _PREPROCESSING:
-            steps.append(_PREPROCESSING[option])
-        elif option in _NOT_YET:
-            raise UnsupportedOption(
-                f"preprocessing option {option!r} is not available yet on this server; "
-                f"available: {', '.join(_PREPROCESSING)}",
-                param="preprocessing_options",
-            )
-        else:
-            raise UnsupportedOption(
-                f"unknown preprocessing option {option!r}; MusicGPT's are Denoise, Deecho, "
-                f"Dereverb, and this server implements: {', '.join(_PREPROCESSING)}",
-                param="preprocessing_options",
-            )
-    return list(dict.fromkeys(steps))
+# --- planning ----------------------------------------------------------------------------------
 
 
 def _speed(services: Services) -> float:
@@ -299,10 +187,6 @@ def _speed(services: Services) -> float:
             work += (finished - started).total_seconds()
             audio += float(seconds)
     return work / audio if audio > 0 else _DEFAULT_SPEED
-
-
-def _credits(seconds: float) -> float:
-    return round(seconds / 60.0, 2)
 
 
 def _queue(
@@ -338,7 +222,7 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
     fields_in = form.fields
     targets, fields = plan_stems(services, _json_list(fields_in.get("stems"), "stems"))
     options = _json_list(fields_in.get("preprocessing_options"), "preprocessing_options")
-    steps = _preprocess(options)
+    steps = preprocess_steps(options)
     upload, url = form.file, fields_in.get("audio_url")
     url = url.strip() if isinstance(url, str) and url.strip() else None
     if upload is not None and upload.field != "audio_file":
@@ -381,64 +265,11 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
         "task_id": queued.request_id,
         "conversion_id": queued.request_id,
         "eta": max(0, math.ceil(eta)),
-        "credit_estimate": _credits(seconds),
+        "credit_estimate": credits(seconds),
     }
 
 
 # --- reading a job back ------------------------------------------------------------------------
-
-
-def _status(job: Job) -> tuple[str, str]:
-    if job.status == CANCELLED:
-        return FAILED, "cancelled"
-    if job.status == FAILED:
-        return FAILED, f"{job.error_code or 'FAILED'}: {job.error_message or ''}".strip()
-    if job.status == IN_PROGRESS:
-        return IN_PROGRESS, f"separating ({round(100 * (job.progress or 0.0))}%)"
-    if job.status == COMPLETED:
-        return COMPLETED, "completed"
-    return IN_QUEUE, "in queue"
-
-
-def _urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | None]]:
-    """The original's URL and MusicGPT stem name -> URL (None until COMPLETED)."""
-    params = job.params or {}
-    source = params.get("input") or {}
-    original = source.get("audio_url")
-    ttl = services.settings.download_url_ttl_seconds
-    if source.get("storage_key"):
-        original = services.download_url(source["storage_key"], ttl)
-    fields: dict[str, str] = (params.get("musicgpt") or {}).get("stems") or {}
-    stems: dict[str, str | None] = dict.fromkeys(fields)
-    if job.status == COMPLETED:
-        data = result_response(services, job).data
-        for name, output in fields.items():
-            out = data.get(output)
-            stems[name] = getattr(out, "url", None)
-    return original, stems
-
-
-def conversion(services: Services, job: Job) -> dict[str, Any]:
-    """The ``conversion`` object of ``GET /v1/byId``."""
-    status, message = _status(job)
-    original, stems = _urls(services, job)
-    extra = (job.params or {}).get("musicgpt") or {}
-    seconds = float(job.duration or 0.0)
-    return {
-        "task_id": job.id,
-        "conversion_id": job.id,
-        "conversionType": "EXTRACTION",
-        "status": status,
-        "status_msg": message,
-        "audio_url": original,
-        **stems,
-        "stems": list(stems),
-        "preprocessing_options": extra.get("preprocessing_options", []),
-        "conversion_duration": seconds if job.status == COMPLETED else None,
-        "conversion_cost": _credits(seconds) if job.status == COMPLETED else None,
-        "createdAt": job.created_at.isoformat(),
-        "updatedAt": job.updated_at.isoformat(),
-    }
 
 
 def _lookup(services: Services, account_id: str, task_id: str) -> dict[str, Any]:
@@ -447,31 +278,6 @@ def _lookup(services: Services, account_id: str, task_id: str) -> dict[str, Any]
         if "musicgpt" not in (job.params or {}):
             raise NotFound(f"no EXTRACTION conversion {task_id!r}")
     return {"success": True, "conversion": conversion(services, job)}
-
-
-def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
-    """The completion webhook's body (registered for ``style == "musicgpt"``)."""
-    if job.status not in (COMPLETED, FAILED):
-        return None
-    original, stems = _urls(services, job)
-    body: dict[str, Any] = {
-        "success": job.status == COMPLETED,
-        "task_id": job.id,
-        "conversion_id": job.id,
-        "conversion_type": "EXTRACTION",
-        "audio_path": original,
-    }
-    if job.status == COMPLETED:
-        body.update({_WEBHOOK_NAMES.get(n, n): url for n, url in stems.items()})
-        body["conversion_cost"] = _credits(float(job.duration or 0.0))
-        body["conversion_duration"] = float(job.duration or 0.0)
-        return "musicgpt.extraction.completed", body
-    body["error"] = job.error_code or "FAILED"
-    body["message"] = job.error_message or ""
-    return "musicgpt.extraction.failed", body
-
-
-register_event_builder(STYLE, musicgpt_event)
 
 
 # --- routes ------------------------------------------------------------------------------------

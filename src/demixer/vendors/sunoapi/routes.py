@@ -41,15 +41,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from demixer.api import submit
 from demixer.api.auth import ServicesDep, require
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import owned_job, result_response
+from demixer.api.jobs import owned_job
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
 from demixer.errors import (
@@ -67,46 +65,24 @@ from demixer.errors import (
 from demixer.models.registry import ModelSpec
 from demixer.service.accounts.keys import Unauthorized
 from demixer.service.context import Services
-from demixer.service.delivery import GAVE_UP, register_event_builder
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
-from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED
-from demixer.service.retention.expiry import result_expired
-from demixer.service.schema import Delivery, Job
+from demixer.service.jobs.queue import COMPLETED, FAILED
+from demixer.service.schema import Job
+from demixer.vendors.sunoapi.wire import (
+    STEM_FIELDS,
+    STYLE,
+    error_code,
+    error_message,
+    success_flag,
+    url_fields,
+    vendor_urls,
+)
 
-__all__ = [
-    "PREFIX",
-    "STEM_FIELDS",
-    "STYLE",
-    "error_response",
-    "router",
-    "sunoapi_event",
-    "vendor_code",
-]
+__all__ = ["PREFIX", "error_response", "router", "vendor_code"]
 
 PREFIX = "/api/v1/vocal-removal"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-STYLE = "sunoapi"
-
-#: vendor stem name -> demixer engine stem (None: no demixer model produces it).
-STEM_FIELDS: dict[str, str | None] = {
-    "vocal": "vocals",
-    "backing_vocals": None,
-    "drums": "drums",
-    "bass": "bass",
-    "guitar": "guitar",
-    "keyboard": "piano",
-    "percussion": None,
-    "strings": None,
-    "synth": None,
-    "fx": None,
-    "brass": None,
-    "woodwinds": None,
-}
-_VENDOR_NAME = {stem: name for name, stem in STEM_FIELDS.items() if stem is not None}
-# Every field of the response, in the vendor's order (camelCase = name + "Url").
-_FIELDS = ("origin", "instrumental", *STEM_FIELDS)
-_INSTRUMENTAL = "instrumental"
 
 TaskType = Literal["separate_vocal", "split_stem", "split_stem_advanced"]
 
@@ -172,18 +148,6 @@ def _answer(run: Callable[[], JSONResponse]) -> JSONResponse:
         return run()
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))
-
-
-def _url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None]:
-    def key(name: str) -> str:
-        if snake:
-            return f"{name}_url"
-        head, *rest = name.split("_")
-        return head + "".join(p.title() for p in rest) + "Url"
-
-    out = {key(name): urls.get(name) for name in _FIELDS}
-    out.update({key(n): u for n, u in urls.items() if n not in _FIELDS})  # e.g. "other"
-    return out
 
 
 # --- POST /generate ---------------------------------------------------------------------------
@@ -300,65 +264,6 @@ def _millis(job_time: Any) -> int | None:
     return int(job_time.timestamp() * 1000) if job_time is not None else None
 
 
-def _urls(services: Services, job: Job) -> dict[str, str | None]:
-    """Vendor stem name -> signed URL of a finished job (``origin`` included)."""
-    urls: dict[str, str | None] = {}
-    source = (job.params or {}).get("input") or {}
-    ttl = services.settings.download_url_ttl_seconds
-    if source.get("audio_url"):
-        urls["origin"] = str(source["audio_url"])
-    elif source.get("storage_key"):
-        urls["origin"] = services.download_url(source["storage_key"], ttl)
-    if job.status != COMPLETED or result_expired(
-        job, services.settings.result_retention_seconds, services.db.clock()
-    ):
-        return urls
-    vendor_type = ((job.params or {}).get("vendor") or {}).get("type")
-    for name, out in result_response(services, job).data.items():
-        if isinstance(out, int | float):
-            continue
-        if name == RESIDUAL:
-            if vendor_type != "split_stem":
-                urls[_INSTRUMENTAL] = out.url
-        else:
-            urls[_VENDOR_NAME.get(name, name)] = out.url
-    return urls
-
-
-def _error_code(job: Job) -> int | None:
-    if job.status == CANCELLED:
-        return 400
-    if job.status != FAILED:
-        return None
-    return 500 if (job.error_code or "") in ("", "INTERNAL", "MODEL_FAILED") else 400
-
-
-def _error_message(job: Job) -> str | None:
-    if job.status == CANCELLED:
-        return "CANCELLED: the task was cancelled"
-    if job.status != FAILED:
-        return None
-    return f"{job.error_code or 'FAILED'}: {job.error_message or ''}".strip()
-
-
-def _callback_failed(s: Session, job: Job) -> bool:
-    row = s.execute(
-        select(Delivery.status)
-        .where(Delivery.job_id == job.id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    return row == GAVE_UP
-
-
-def _flag(s: Session, job: Job) -> str:
-    if job.status == COMPLETED:
-        return "CALLBACK_EXCEPTION" if _callback_failed(s, job) else "SUCCESS"
-    if job.status in (FAILED, CANCELLED):
-        return "GENERATE_AUDIO_FAILED"
-    return "PENDING"
-
-
 def _record_info(
     request: Request, services: Services, creds: Any, task_id: str | None
 ) -> JSONResponse:
@@ -367,8 +272,8 @@ def _record_info(
         return _envelope(400, "bad parameters: taskId is required")
     with services.db.read() as s:
         job = owned_job(s, identity.account_id, task_id)
-        flag = _flag(s, job)
-    urls = _urls(services, job)
+        flag = success_flag(s, job)
+    urls = vendor_urls(services, job)
     hook = (job.params or {}).get("webhook") or {}
     data = {
         "taskId": job.id,
@@ -376,9 +281,9 @@ def _record_info(
         "createTime": _millis(job.created_at),
         "completeTime": _millis(job.finished_at) if job.status in (COMPLETED, FAILED) else None,
         "successFlag": flag,
-        "errorCode": _error_code(job),
-        "errorMessage": _error_message(job),
-        "response": _url_fields(urls, snake=False),
+        "errorCode": error_code(job),
+        "errorMessage": error_message(job),
+        "response": url_fields(urls, snake=False),
     }
     return _envelope(200, "success", data)
 
@@ -399,26 +304,3 @@ async def unknown_path(path: str) -> JSONResponse:
 
 
 # --- the callback -----------------------------------------------------------------------------
-
-
-def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
-    """The vendor's callback body for a finished job, sent on success and on failure."""
-    if job.status == COMPLETED:
-        info = _url_fields(_urls(services, job), snake=True)
-        body = {
-            "code": 200,
-            "msg": "vocal removal completed",
-            "data": {"task_id": job.id, "vocal_removal_info": info},
-        }
-        return "vocal_removal.completed", body
-    if job.status == FAILED:
-        body = {
-            "code": _error_code(job) or 500,
-            "msg": _error_message(job) or "failed",
-            "data": {"task_id": job.id, "vocal_removal_info": None},
-        }
-        return "vocal_removal.failed", body
-    return None  # CANCELLED: no callback, as for native webhooks
-
-
-register_event_builder(STYLE, sunoapi_event)
