@@ -51,7 +51,8 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
     assert body["stream_url"] == f"{base}/status/stream"
     assert body["result_url"] == f"{base}/result"
     assert body["cancel_url"] == f"{base}/cancel"
-    assert _params(api, job_id) == {
+    assert _params(api, job_id) == {  # the job contract's row, version 2
+        "version": 2,
         "input": {
             "file_id": file_id,
             "storage_key": f"inputs/{file_id}",
@@ -68,6 +69,9 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         # Download names: the prompt's stem by what it is, the residual as "without" it.
         "labels": {"target": "vocals", "residual": "without-vocals"},
         "downmix": False,
+        "extra_formats": [],
+        "preprocess": [],
+        "vendor": None,
     }
 
     status = api.get(body["status_url"] + "?logs=true").json()
@@ -98,7 +102,11 @@ def test_everything_but_the_vocals_swaps_target_and_residual(api: Api) -> None:
     params = _params(api, r.json()["request_id"])
     assert params["names"] == {"vocals": "residual", "residual": "target"}
     assert params["spans"] == [{"start": 0.2, "end": 0.8, "include": True}]
-    assert params["webhook"] == {"url": "https://example.org/hook", "secret": "whsec_abc"}
+    assert params["webhook"] == {
+        "url": "https://example.org/hook",
+        "secret": "whsec_abc",
+        "style": "native",
+    }
     assert r.json()["webhook"] == {"url": "https://example.org/hook", "signing_secret": "whsec_abc"}
     with api.services.db.read() as s:
         assert s.get(Job, r.json()["request_id"]).priority == 5  # type: ignore[union-attr]

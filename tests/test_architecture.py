@@ -143,3 +143,31 @@ def test_a_worker_process_loads_no_web_framework() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "web:"
+
+
+def test_the_api_schema_and_the_state_owners_agree() -> None:
+    """Each state the API shows is one its owner knows, and the owner has no state the API
+    could be asked to show but does not document: a deleted file answers 404 and an expired
+    one 410, so those two are the owner's only states the schema leaves out."""
+    from typing import get_args
+
+    from demixer.api.schemas import FileStatus, JobStatus, RequestStatus, WebhookStatus
+    from demixer.service.delivery.outbox import DeliveryState
+    from demixer.service.files.lifecycle import GONE, VISIBLE, FileState
+    from demixer.service.jobs.queue import JobState
+    from demixer.service.worker.child import STAGES
+
+    assert set(get_args(JobStatus)) == {
+        "IN_QUEUE",
+        "IN_PROGRESS",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+    }
+    assert set(get_args(JobStatus)) == set(JobState)
+    assert set(get_args(FileStatus)) == set(VISIBLE)
+    assert set(FileState) - set(VISIBLE) == set(GONE) == {"deleted", "expired"}
+    shown = get_args(WebhookStatus.model_fields["delivery_status"].annotation)
+    assert set(shown) == {*DeliveryState, "none"}
+    stage = RequestStatus.model_fields["stage"].annotation
+    assert set(get_args(get_args(stage)[0])) == set(STAGES)

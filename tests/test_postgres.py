@@ -30,6 +30,7 @@ from demixer.server.app import create_app
 from demixer.service import migrate as migrate_module
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.db import Database, retry_unavailable
+from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.migrate import alembic_config, migrate
@@ -40,6 +41,9 @@ from test_worker import Env
 from worker_support import running, wait_until
 
 SKEW = timedelta(minutes=10)
+
+# A job the queue tests move around (its contents are never run).
+PARAMS = JobParams(input=UrlInput(audio_url="https://example.org/a.wav"))
 
 
 @pytest.fixture
@@ -114,7 +118,12 @@ def test_leases_follow_the_database_clock_not_a_skewed_local_one(pg_url: str) ->
     account, _ = create_key(behind)
     with behind.write() as s:
         slow.submit(
-            s, job_id="job_clock", account_id=account, queue_model="q", engine_model="m", params={}
+            s,
+            job_id="job_clock",
+            account_id=account,
+            queue_model="q",
+            engine_model="m",
+            params=PARAMS,
         )
     claim = slow.claim("worker-behind")
     assert claim is not None
@@ -181,14 +190,24 @@ def test_notifications_are_sent_at_commit_only(pg_url: str) -> None:
         assert listener.listening.wait(10)
         with pytest.raises(RuntimeError), db.write() as s:
             queue.submit(
-                s, job_id="job_rb", account_id=account, queue_model="q", engine_model="m", params={}
+                s,
+                job_id="job_rb",
+                account_id=account,
+                queue_model="q",
+                engine_model="m",
+                params=PARAMS,
             )
             raise RuntimeError("rolled back")
         time.sleep(0.5)
         assert listener.notifications == 0
         with db.write() as s:
             queue.submit(
-                s, job_id="job_ok", account_id=account, queue_model="q", engine_model="m", params={}
+                s,
+                job_id="job_ok",
+                account_id=account,
+                queue_model="q",
+                engine_model="m",
+                params=PARAMS,
             )
         wait_until(lambda: listener.notifications == 1, 5, "the notification")
     finally:
@@ -262,7 +281,12 @@ def test_complete_is_retried_through_an_outage_and_is_idempotent(
     queue = Queue(db, lease_seconds=60)
     with db.write() as s:
         queue.submit(
-            s, job_id="job_c", account_id=account, queue_model="q", engine_model="m", params={}
+            s,
+            job_id="job_c",
+            account_id=account,
+            queue_model="q",
+            engine_model="m",
+            params=PARAMS,
         )
     assert queue.claim("w1") is not None
     outputs = {"vocals": {"key": "outputs/job_c/attempt-1/vocals.wav"}}
@@ -310,7 +334,7 @@ def test_concurrent_claimers_settle_a_dead_workers_job_once(pg_url: str) -> None
                 account_id=account,
                 queue_model="q",
                 engine_model="m",
-                params={},
+                params=PARAMS,
                 max_attempts=1,
             )
     while queue.claim("dead-worker") is not None:

@@ -426,9 +426,8 @@ def test_status_without_a_webhook_and_after_cancel(
     plain = api.queue_separate(file_id).json()["request_id"]
     assert api.get(f"/v1/queue/requests/{plain}/status").json()["webhook"] is None
     job_id, _ = submit(api, file_id, receiver.url("/c"))
-    assert api.client.put(
-        f"/v1/queue/requests/{job_id}/cancel", headers=api.headers()
-    ).status_code in (200, 202)
+    cancelled = api.client.put(f"/v1/queue/requests/{job_id}/cancel", headers=api.headers())
+    assert cancelled.status_code == 200  # queued: CANCELLED at once
     with dispatching(api.services):
         time.sleep(0.3)
     status = hook_status(api, job_id)
@@ -448,8 +447,8 @@ def test_private_webhook_urls_are_refused(make_api: Callable[..., Api]) -> None:
     file_id = api.upload()
     for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/hook"):
         r = api.queue_separate(file_id, webhook={"url": url})
-        assert r.status_code in (400, 422), r.text
-        assert r.json()["error"]["code"] == "INVALID_AUDIO_URL", r.text
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "URL_REFUSED", r.text
         assert r.json()["error"]["param"] == "webhook.url"
 
 
@@ -501,7 +500,7 @@ def test_demixer_serve_delivers_a_real_jobs_event(
         client = server.client()
         files = {"file": ("song.wav", song.read_bytes(), "audio/wav")}
         up = client.post("/v1/files", files=files)
-        assert up.status_code in (200, 201), up.text
+        assert up.status_code == 201, up.text
         r = client.post(
             "/v1/queue/audio/separate",
             json={

@@ -33,6 +33,7 @@ from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, Result
 from demixer.service.accounts.usage import usage_quantity
 from demixer.service.context import Services
 from demixer.service.delivery.outbox import DeliveryState, latest_delivery
+from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import (
     CANCELLED,
     COMPLETED,
@@ -78,13 +79,13 @@ def owned_job(session: Session, account_id: str, job_id: str) -> Job:
 
 def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
     """The job's webhook and its latest delivery (``none`` before the job's final state)."""
-    hook = (job.params or {}).get("webhook")
-    if not hook:
+    hook = JobParams.from_row(job.params).webhook
+    if hook is None:
         return None
     row = latest_delivery(s, job.id)
     if row is None:
         return WebhookStatus(
-            url=hook["url"],
+            url=hook.url,
             delivery_status="none",
             attempts=0,
             delivered_at=None,
@@ -149,17 +150,18 @@ def _status(
 
 def _described(job: Job) -> dict[str, Any]:
     """What a person recognises a request by: the song, its length, the stems or prompt."""
-    params = job.params or {}
-    source = params.get("input") or {}
-    name = source.get("file_name") or str(source.get("audio_url") or "").split("?")[0]
-    duration = job.duration or source.get("duration")
-    names = params.get("names") or {}
-    stems = params.get("stems") if job.queue_model != "audio/separate" else None
+    params = JobParams.from_row(job.params)
+    source = params.input
+    if isinstance(source, UploadInput):
+        name, duration = source.file_name, job.duration or source.duration
+    else:
+        name, duration = source.audio_url.split("?")[0], job.duration
+    stems = params.stems if job.queue_model != "audio/separate" else None
     return {
         "file_name": name.rsplit("/", 1)[-1] or None,
         "duration": float(duration) if duration else None,
-        "stems": [names.get(s, s) for s in stems] if isinstance(stems, list) else None,
-        "prompt": params.get("prompt"),
+        "stems": [params.api_name(s) for s in stems] if stems is not None else None,
+        "prompt": params.prompt,
     }
 
 

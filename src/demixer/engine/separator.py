@@ -19,7 +19,7 @@ import os
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from demixer.audio import AudioReader, OutputFormat, StemSetWriter, WriteReport, resample
 from demixer.engine.device import resolve_device
+from demixer.engine.spans import Span, apply_spans
 from demixer.engine.stems import StemPlan, is_silent, plan_stems
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput, ModelFailed
@@ -65,6 +66,7 @@ class FileResult:
         channels: channels of every output file (1 for mono input).
         report: peaks, clipped-sample counts and applied gain (see ``WriteReport``).
         seconds: wall-clock seconds spent.
+        extras: output name -> extension -> the same output in each of ``extra_formats``.
     """
 
     paths: dict[str, Path]
@@ -73,6 +75,7 @@ class FileResult:
     channels: int
     report: WriteReport
     seconds: float
+    extras: dict[str, dict[str, Path]] = field(default_factory=dict)
 
 
 def output_paths(
@@ -296,6 +299,9 @@ class Separator:
         should_cancel: CancelFn | None = None,
         preprocess: PreprocessFn | None = None,
         max_seconds: float | None = None,
+        spans: Sequence[Span] = (),
+        span_output: str | None = None,
+        extra_formats: Sequence[OutputFormat] = (),
     ) -> FileResult:
         """Decode ``path`` (any audio or video file), separate, and write one file per output.
 
@@ -307,6 +313,13 @@ class Separator:
         computed against the preprocessed input, so stems + residual add up to it, not to the
         file.
 
+        ``spans`` keep the one requested stem only within them (:mod:`demixer.engine.spans`):
+        what is taken out of it goes to the residual, block by block as they stream, so the
+        request must name one stem and leave a residual. ``span_output`` names the output the
+        spans shape instead (the residual, for "everything but" requests); the other one of
+        the pair takes what they leave out. ``extra_formats`` writes every output
+        once more in each of them (same name, their extension), from the same blocks.
+
         ``max_seconds`` bounds the audio decoded (``DurationLimit`` past it, whatever the file
         declares). ``on_progress`` gets non-decreasing fractions: of the declared length while
         the separation is within it (from inside windows where the backend tells), else the
@@ -315,17 +328,20 @@ class Separator:
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
+        shaped = _span_pair(plan, span_output) if spans else None
+        formats = [fmt, *(f for f in extra_formats if f.extension != fmt.extension)]
         source = Path(path)
         stage = on_stage or (lambda _: None)
         stage("decoding")
         with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
-            paths = output_paths(
-                template, Path(out_dir), source.stem, plan.outputs, fmt, self.spec.id
-            )
+            files = [
+                output_paths(template, Path(out_dir), source.stem, plan.outputs, f, self.spec.id)
+                for f in formats
+            ]
             total = (
                 round(reader.info.duration * reader.sample_rate) if reader.info.duration else None
             )
-            writer = StemSetWriter(paths, reader.sample_rate, reader.channels, fmt, rescale=rescale)
+            writer = _Writers(files, formats, reader.sample_rate, reader.channels, rescale)
             samples = 0
             separating = False
             shown = 0.0
@@ -357,6 +373,11 @@ class Separator:
                     on_progress=progress,
                     should_cancel=should_cancel,
                 ):
+                    if shaped is not None:
+                        shape, rest = shaped
+                        out[shape], out[rest] = apply_spans(
+                            out[shape], out[rest], samples, reader.sample_rate, spans
+                        )
                     residual.add(out)
                     writer.write(out)
                     samples += next(iter(out.values())).shape[1]
@@ -370,14 +391,78 @@ class Separator:
                 raise
             if on_progress is not None:
                 on_progress(1.0)
+        kept = [name for name in plan.outputs if name not in dropped]
+        also = list(zip(formats[1:], files[1:], strict=True))
         return FileResult(
-            paths={name: p for name, p in paths.items() if name not in dropped},
+            paths={name: files[0][name] for name in kept},
             duration=samples / reader.sample_rate,
             sample_rate=reader.sample_rate,
             channels=reader.channels,
             report=report,
             seconds=time.perf_counter() - started,
+            extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
         )
+
+
+def _span_pair(plan: StemPlan, shaped: str | None) -> tuple[str, str]:
+    """``(output the spans shape, output that takes the rest)``: a stem and its residual."""
+    if len(plan.targets) != 1 or plan.residual_name is None:
+        raise InvalidOutput(
+            "spans keep one stem in time: request exactly one stem (its residual takes what "
+            f"the spans leave out), not {', '.join(plan.outputs)}"
+        )
+    stem, residual = plan.targets[0], plan.residual_name
+    if shaped in (None, stem):
+        return stem, residual
+    if shaped == residual:
+        return residual, stem
+    raise InvalidOutput(f"spans shape {stem!r} or {residual!r}, not {shaped!r}")
+
+
+class _Writers:
+    """The same stem blocks to one :class:`~demixer.audio.StemSetWriter` per format: the
+    primary one (whose report counts) and each extra format, all from one pass."""
+
+    def __init__(
+        self,
+        files: list[dict[str, Path]],
+        formats: list[OutputFormat],
+        sample_rate: int,
+        channels: int,
+        rescale: bool,
+    ) -> None:
+        self.files = files
+        self.writers: list[StemSetWriter] = []
+        try:
+            for paths, fmt in zip(files, formats, strict=True):
+                self.writers.append(
+                    StemSetWriter(paths, sample_rate, channels, fmt, rescale=rescale)
+                )
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, blocks: dict[str, np.ndarray]) -> None:
+        for writer in self.writers:
+            writer.write(blocks)
+
+    def close(self, drop: Sequence[str] = ()) -> WriteReport:
+        """Finish every format (``drop``: outputs not to keep); all formats appear, or none."""
+        reports: list[WriteReport] = []
+        try:
+            for writer in self.writers:
+                reports.append(writer.close(drop=drop))
+        except BaseException:
+            for paths in self.files[: len(reports)]:
+                for path in paths.values():
+                    path.unlink(missing_ok=True)
+            self.abort()
+            raise
+        return reports[0]
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.abort()
 
 
 class _ResidualCheck:

@@ -1,9 +1,11 @@
-"""Time spans that limit where a separated ``target`` is kept (``audio/separate`` jobs).
+"""Time spans that limit where a separated target stem is kept: a streaming step of the engine.
 
-A request may carry spans ``{start, end, include}`` in seconds of the input. With any
-``include: true`` span, the target is kept only inside the included spans; inside every
-``include: false`` span it is silenced (exclusion wins where they overlap). Whatever is taken
-out of the target is added to the residual, so target + residual still equals the input.
+Spans ``{start, end, include}`` are in seconds of the input. With any ``include: true`` span,
+the target is kept only inside the included spans; inside every ``include: false`` span it is
+silenced (exclusion wins where they overlap). Whatever is taken out of the target is added to
+the residual, so target + residual still equals the input. :meth:`demixer.engine.Separator.
+separate_file` applies them to its output blocks as they stream (``spans=``), for
+``demixer separate --span`` and the service's ``audio/separate`` alike.
 
 Each edge is a linear fade of :data:`FADE_SECONDS` placed *outside* the span, so a span's own
 samples are honoured exactly (an included span keeps all of its target, an excluded one keeps
@@ -15,69 +17,53 @@ block with the same result as all at once (see :func:`span_gain`'s ``start``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import soundfile as sf
 
-from demixer.audio import OutputFormat, StemSetWriter, WriteReport
 from demixer.errors import InvalidOutput
 
-__all__ = [
-    "FADE_SECONDS",
-    "Span",
-    "apply_spans",
-    "apply_spans_to_files",
-    "parse_spans",
-    "span_gain",
-]
-
-_BLOCK = 1 << 16  # frames per block when applying spans to files
+__all__ = ["FADE_SECONDS", "Span", "apply_spans", "span_gain"]
 
 FADE_SECONDS = 0.010
 
 
 @dataclass(frozen=True)
 class Span:
-    """A stretch of the input, in seconds from its start: ``start <= t <= end``."""
+    """A stretch of the input, in seconds from its start: ``start <= t <= end``.
+
+    Raises:
+        InvalidOutput: non-finite or negative times, or ``end <= start``.
+    """
 
     start: float
     end: float
-    include: bool
+    include: bool = True
 
-
-def parse_spans(raw: Any) -> list[Span]:
-    """Validate a request's ``spans`` (None or a list of ``{start, end, include}``).
-
-    Raises:
-        InvalidOutput: not a list of objects, non-finite or negative times, ``end <= start``.
-    """
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidOutput(f"spans must be a list of {{start, end, include}}, got {raw!r}")
-    spans = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise InvalidOutput(f"spans[{i}] must be an object {{start, end, include}}")
-        try:
-            start, end = float(item["start"]), float(item["end"])
-        except (KeyError, TypeError, ValueError):
-            raise InvalidOutput(f"spans[{i}] needs numeric start and end (seconds)") from None
-        include = item.get("include", True)
-        if not isinstance(include, bool):
-            raise InvalidOutput(f"spans[{i}].include must be true or false")
+    def __post_init__(self) -> None:
+        start, end = self.start, self.end
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+            raise InvalidOutput(f"a span needs 0 <= start < end (seconds), got {start}..{end}")
+
+    @classmethod
+    def parse(cls, text: str, *, include: bool = True) -> Span:
+        """``"START:END"`` in seconds (``"12.5:30"``), as ``demixer separate --span`` takes it.
+
+        Raises:
+            InvalidOutput: not two numbers separated by a colon, or not a valid span.
+        """
+        head, colon, tail = text.partition(":")
+        try:
+            if not colon:
+                raise ValueError(text)
+            start, end = float(head), float(tail)
+        except ValueError:
             raise InvalidOutput(
-                f"spans[{i}] must have 0 <= start < end (seconds), got {start}..{end}"
-            )
-        spans.append(Span(start, end, include))
-    return spans
+                f"span {text!r} is not START:END in seconds (e.g. 12.5:30)"
+            ) from None
+        return cls(start, end, include)
 
 
 def _coverage(t: np.ndarray, span: Span, fade: float) -> np.ndarray:
@@ -150,45 +136,3 @@ def apply_spans(
     kept = (target * gain).astype(np.float32)
     moved = target - kept
     return kept, (residual + moved).astype(np.float32)
-
-
-def _engine_name(names: dict[str, str], outputs: dict[str, Path], api_name: str) -> str:
-    for engine_name in outputs:
-        if names.get(engine_name, engine_name) == api_name:
-            return engine_name
-    raise InvalidOutput(
-        f"spans apply to the outputs named 'target' and 'residual', but this job's outputs are "
-        f"{', '.join(names.get(n, n) for n in outputs)}"
-    )
-
-
-def apply_spans_to_files(
-    floats: dict[str, Path],
-    finals: dict[str, Path],
-    names: dict[str, str],
-    spans: list[Span],
-    sample_rate: int,
-    channels: int,
-    fmt: OutputFormat,
-) -> WriteReport:
-    """Stream the float WAVs ``floats`` through the spans into ``finals`` (format ``fmt``)."""
-    target = _engine_name(names, floats, "target")
-    residual = _engine_name(names, floats, "residual")
-    with contextlib.ExitStack() as stack:
-        readers = {name: stack.enter_context(sf.SoundFile(str(p))) for name, p in floats.items()}
-        writer = stack.enter_context(StemSetWriter(finals, sample_rate, channels, fmt))
-        start = 0
-        while True:
-            blocks = {
-                name: reader.read(_BLOCK, dtype="float32", always_2d=True).T
-                for name, reader in readers.items()
-            }
-            n = blocks[target].shape[1]
-            if n == 0:
-                break
-            blocks[target], blocks[residual] = apply_spans(
-                blocks[target], blocks[residual], start, sample_rate, spans
-            )
-            writer.write(blocks)
-            start += n
-        return writer.close()

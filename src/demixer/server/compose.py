@@ -16,7 +16,8 @@ from demixer.api.events import native_event
 from demixer.service.accounts.usage import record_usage
 from demixer.service.context import Services
 from demixer.service.db import Database
-from demixer.service.delivery.outbox import NATIVE, EventBuilder, Outbox
+from demixer.service.delivery.outbox import EventBuilder, Outbox
+from demixer.service.jobs.contract import NATIVE_STYLE
 from demixer.service.retention.expiry import set_result_expiry
 from demixer.settings import Settings
 from demixer.vendors.musicgpt import wire as musicgpt
@@ -28,7 +29,7 @@ __all__ = ["build_services", "event_builders"]
 def event_builders() -> Mapping[str, EventBuilder]:
     """Webhook style (``params.webhook.style``) -> the protocol's event builder."""
     return {
-        NATIVE: native_event,
+        NATIVE_STYLE: native_event,
         musicgpt.STYLE: musicgpt.musicgpt_event,
         sunoapi.STYLE: sunoapi.sunoapi_event,
     }

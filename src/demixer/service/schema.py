@@ -85,7 +85,9 @@ class ApiKey(Base):
 
 
 class File(Base):
-    """An uploaded input. ``status``: pending -> uploaded (probed as audio) | failed; deleted."""
+    """An uploaded input. ``status``: pending -> uploaded (probed as audio) | failed, and
+    deleted or expired at the end (``service/files/lifecycle.py``, the only module that
+    changes it, has the whole state machine)."""
 
     __tablename__ = "files"
 

@@ -26,15 +26,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from demixer.errors import InvalidParams
 from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
+from demixer.service.jobs.contract import NATIVE_STYLE, JobParams
 from demixer.service.schema import Delivery, Job
 
-__all__ = ["NATIVE", "DeliveryState", "EventBuilder", "Outbox", "latest_delivery"]
+__all__ = ["DeliveryState", "EventBuilder", "Outbox", "latest_delivery"]
 
 log = logging.getLogger("demixer.webhooks")
-
-NATIVE = "native"
 
 EventBuilder = Callable[[Services, Job], "tuple[str, dict[str, Any]] | None"]
 """``(services, finished job) -> (event_type, body)``, or None: no event for this job."""
@@ -63,25 +63,29 @@ class Outbox:
 
     Args:
         services: the shared services (the builders sign download URLs with them).
-        builders: webhook style -> its event builder; must include :data:`NATIVE`.
+        builders: webhook style -> its event builder; must include the native one
+            (:data:`~demixer.service.jobs.contract.NATIVE_STYLE`).
     """
 
     def __init__(self, services: Services, builders: Mapping[str, EventBuilder]) -> None:
-        if NATIVE not in builders:
+        if NATIVE_STYLE not in builders:
             raise ValueError("the outbox needs the native event builder")
         self.services = services
         self.builders = dict(builders)
 
     def __call__(self, session: Session, job: Job) -> None:
         """Add the job's delivery row inside its final transaction (none without a webhook)."""
-        hook = (job.params or {}).get("webhook")
-        if not hook or not hook.get("url"):
+        try:
+            hook = JobParams.from_row(job.params).webhook
+        except InvalidParams:  # a row no release writes: it ends FAILED, nobody to tell
+            log.warning("job %s: its params break the job contract; no webhook", job.id)
             return
-        style = hook.get("style") or NATIVE
-        builder = self.builders.get(style)
+        if hook is None:
+            return
+        builder = self.builders.get(hook.style)
         if builder is None:  # a row from another release: its event in the native shape
-            log.warning("job %s: no event builder for webhook style %r", job.id, style)
-            builder = self.builders[NATIVE]
+            log.warning("job %s: no event builder for webhook style %r", job.id, hook.style)
+            builder = self.builders[NATIVE_STYLE]
         event = builder(self.services, job)
         if event is None:
             return
@@ -91,8 +95,8 @@ class Outbox:
             Delivery(
                 id=new_id("msg"),
                 job_id=job.id,
-                url=hook["url"],
-                secret=hook["secret"],
+                url=hook.url,
+                secret=hook.secret,
                 event_type=event_type,
                 payload=body,
                 status=DeliveryState.PENDING,

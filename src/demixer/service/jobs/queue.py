@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, event, func, or_, select, update
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from demixer.errors import DemixerError
 from demixer.service.db import Database, rows_changed
+from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job, JobLog
 
 __all__ = [
@@ -33,15 +35,32 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "Claim",
     "JobConflict",
+    "JobState",
     "LeaseLost",
     "Queue",
 ]
 
-IN_QUEUE = "IN_QUEUE"
-IN_PROGRESS = "IN_PROGRESS"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
+
+class JobState(StrEnum):
+    """Where a job stands (the ``jobs.status`` column), as the API shows it.
+
+    IN_QUEUE -> IN_PROGRESS -> COMPLETED | FAILED | CANCELLED, and IN_PROGRESS -> IN_QUEUE
+    again when an attempt fails retryably or its lease expires; IN_QUEUE -> COMPLETED for a
+    request answered from the result cache, IN_QUEUE -> CANCELLED for a cancel while queued.
+    """
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+IN_QUEUE = JobState.IN_QUEUE
+IN_PROGRESS = JobState.IN_PROGRESS
+COMPLETED = JobState.COMPLETED
+FAILED = JobState.FAILED
+CANCELLED = JobState.CANCELLED
 FINAL = (COMPLETED, FAILED, CANCELLED)
 #: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
 #: processes listen on it (``service/jobs/wakeup.py``).
@@ -66,7 +85,9 @@ class Claim:
         id: the job id.
         attempt: 1 for the first attempt, 2 after one retry or lost lease, ...
         engine_model: the registered model to run.
-        params: the job's parameters (input, stems, format, names).
+        params: the job's ``params`` row, as stored: read it with
+            :meth:`~demixer.service.jobs.contract.JobParams.from_row` (a row that breaks the
+            contract must fail the attempt, not the claim).
         account_id: the owner (for output keys and usage).
     """
 
@@ -147,7 +168,7 @@ class Queue:
         account_id: str,
         queue_model: str,
         engine_model: str,
-        params: dict[str, Any],
+        params: JobParams,
         priority: int = 0,
         max_attempts: int = 3,
         key_id: str | None = None,
@@ -164,7 +185,7 @@ class Queue:
             account_id=account_id,
             queue_model=queue_model,
             engine_model=engine_model,
-            params=params,
+            params=params.to_row(),
             status=IN_QUEUE,
             priority=priority,
             max_attempts=max_attempts,

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, rows_changed
+from demixer.service.files.lifecycle import GONE, mark_expired
 from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import File, Job
 from demixer.storage import staging_key
@@ -25,8 +26,6 @@ from demixer.storage import staging_key
 __all__ = ["SweepCounts", "Sweeper"]
 
 log = logging.getLogger("demixer.sweeper")
-
-_GONE = ("deleted", "expired")  # file states with no bytes left
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ class Sweeper:
 
     def _files(self, now: datetime) -> tuple[int, int]:
         db, storage = self.services.db, self.services.storage
-        due = (File.expires_at.is_not(None), File.expires_at < now, File.status.not_in(_GONE))
+        due = (File.expires_at.is_not(None), File.expires_at < now, File.status.not_in(GONE))
         done = blobs = 0
         seen: set[str] = set()
         while True:
@@ -78,10 +77,8 @@ class Sweeper:
                 deleted = storage.delete_prefix(key)
                 storage.delete_prefix(staging_key(file_id))  # bytes PUT but never completed
                 with db.write() as s:
-                    marked = s.execute(
-                        update(File).where(File.id == file_id, *due).values(status="expired")
-                    )
-                if rows_changed(marked) == 1:
+                    marked = mark_expired(s, file_id, now)
+                if marked:
                     done += 1
                     blobs += deleted
 

@@ -38,7 +38,6 @@ Wire decisions:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from functools import partial
 from typing import Any
@@ -75,6 +74,7 @@ from demixer.errors import (
 )
 from demixer.service.accounts.keys import Identity, Unauthorized, authenticate
 from demixer.service.context import Services
+from demixer.service.jobs.contract import JobParams, MusicGptFields
 from demixer.service.jobs.queue import COMPLETED, JobConflict
 from demixer.service.schema import Job
 from demixer.vendors.musicgpt.wire import (
@@ -206,14 +206,13 @@ def _queue(
         )
     except ValidationError as exc:  # e.g. an over-long URL
         raise InvalidRequest(f"invalid request: {exc.errors()[0]['msg']}") from None
-    sub = submit.plan_stems_request(services, identity.account_id, req, always_residual=True)
-    params = dict(sub.params)
-    if params.get("webhook"):
-        params["webhook"] = {**params["webhook"], "style": STYLE}
-    if steps:
-        params["preprocess"] = steps
-    params["musicgpt"] = {"stems": fields, "preprocessing_options": options}
-    sub = dataclasses.replace(sub, params=params)
+    how = submit.PlanOptions(
+        residual="always",
+        preprocess=tuple(steps),
+        webhook_style=STYLE,
+        vendor=MusicGptFields(stems=fields, preprocessing_options=tuple(options)),
+    )
+    sub = submit.plan_stems_request(services, identity.account_id, req, how)
     return submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
 
 
@@ -275,7 +274,7 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
 def _lookup(services: Services, account_id: str, task_id: str) -> dict[str, Any]:
     with services.db.read() as s:
         job = owned_job(s, account_id, task_id)
-        if "musicgpt" not in (job.params or {}):
+        if not isinstance(JobParams.from_row(job.params).vendor, MusicGptFields):
             raise NotFound(f"no EXTRACTION conversion {task_id!r}")
     return {"success": True, "conversion": conversion(services, job)}
 

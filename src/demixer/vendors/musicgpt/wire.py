@@ -14,6 +14,7 @@ from demixer.api import submit
 from demixer.api.jobs import result_response
 from demixer.errors import InvalidRequest, UnknownStem
 from demixer.service.context import Services
+from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from demixer.service.schema import Job
 
@@ -146,6 +147,12 @@ def credits(seconds: float) -> float:
     return round(seconds / 60.0, 2)
 
 
+def fields_of(params: JobParams) -> MusicGptFields:
+    """The MusicGPT fields of a job (none for another protocol's: no MusicGPT stems)."""
+    vendor = params.vendor
+    return vendor if isinstance(vendor, MusicGptFields) else MusicGptFields(stems={})
+
+
 def conversion_status(job: Job) -> tuple[str, str]:
     """``(status, status_msg)`` as MusicGPT words them (CANCELLED reads FAILED)."""
     if job.status == CANCELLED:
@@ -161,13 +168,14 @@ def conversion_status(job: Job) -> tuple[str, str]:
 
 def job_urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | None]]:
     """The original's URL and MusicGPT stem name -> URL (None until COMPLETED)."""
-    params = job.params or {}
-    source = params.get("input") or {}
-    original = source.get("audio_url")
+    params = JobParams.from_row(job.params)
+    source = params.input
     ttl = services.settings.download_url_ttl_seconds
-    if source.get("storage_key"):
-        original = services.links.download_url(source["storage_key"], ttl)
-    fields: dict[str, str] = (params.get("musicgpt") or {}).get("stems") or {}
+    if isinstance(source, UploadInput):
+        original = services.links.download_url(source.storage_key, ttl)
+    else:
+        original = source.audio_url
+    fields = fields_of(params).stems
     stems: dict[str, str | None] = dict.fromkeys(fields)
     if job.status == COMPLETED:
         data = result_response(services, job).data
@@ -181,7 +189,7 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
     """The ``conversion`` object of ``GET /v1/byId``."""
     status, message = conversion_status(job)
     original, stems = job_urls(services, job)
-    extra = (job.params or {}).get("musicgpt") or {}
+    sent = fields_of(JobParams.from_row(job.params)).preprocessing_options
     seconds = float(job.duration or 0.0)
     return {
         "task_id": job.id,
@@ -192,7 +200,7 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
         "audio_url": original,
         **stems,
         "stems": list(stems),
-        "preprocessing_options": extra.get("preprocessing_options", []),
+        "preprocessing_options": list(sent),
         "conversion_duration": seconds if job.status == COMPLETED else None,
         "conversion_cost": credits(seconds) if job.status == COMPLETED else None,
         "createdAt": job.created_at.isoformat(),

@@ -49,7 +49,6 @@ from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
 from demixer.api.jobs import owned_job
 from demixer.api.schemas import StemsRequest
-from demixer.engine.stems import RESIDUAL
 from demixer.errors import (
     DemixerError,
     FileTooLarge,
@@ -65,6 +64,7 @@ from demixer.errors import (
 from demixer.models.registry import ModelSpec
 from demixer.service.accounts.keys import Unauthorized
 from demixer.service.context import Services
+from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
 from demixer.service.jobs.queue import COMPLETED, FAILED
 from demixer.service.schema import Job
@@ -164,12 +164,11 @@ def _source(services: Services, account_id: str, body: GenerateBody) -> dict[str
     if body.taskId:
         with services.db.read() as s:
             job = s.get(Job, body.taskId)
-            source = (job.params or {}).get("input") if job is not None else None
-        if job is not None and job.account_id == account_id and source:
-            if source.get("audio_url"):
-                return {"audio_url": str(source["audio_url"])}
-            if source.get("file_id"):
-                return {"file_id": str(source["file_id"])}
+        if job is not None and job.account_id == account_id:
+            source = JobParams.from_row(job.params).input
+            if isinstance(source, UploadInput):
+                return {"file_id": source.file_id}
+            return {"audio_url": source.audio_url}
     if body.taskId or body.audioId:
         given = body.taskId or body.audioId
         raise InvalidRequest(
@@ -232,18 +231,16 @@ def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> J
         )
     except ValidationError as exc:
         return _envelope(400, f"bad parameters: {str(exc)[:500]}")
+    how = submit.PlanOptions(
+        # split_stem: every stem, no instrumental (nothing is left to a residual).
+        residual="never" if body.type == "split_stem" else "always",
+        webhook_style=STYLE,
+        vendor=SunoapiFields(type=body.type, callBackUrl=body.callBackUrl),
+    )
     try:
-        sub = submit.plan_stems_request(services, identity.account_id, req, always_residual=True)
+        sub = submit.plan_stems_request(services, identity.account_id, req, how)
     except NotFound as exc:  # an unknown fileId is a bad parameter here, not a bad path
         raise InvalidRequest(exc.message) from None
-    params = dict(sub.params)
-    if params.get("webhook"):
-        params["webhook"] = {**params["webhook"], "style": STYLE}
-    params["vendor"] = {"name": STYLE, "type": body.type, "callBackUrl": body.callBackUrl}
-    if body.type == "split_stem":  # every stem, no instrumental: nothing is left to residual
-        params["stems"] = [s for s in params["stems"] if s != RESIDUAL]
-        params["names"] = {k: v for k, v in params["names"].items() if k != RESIDUAL}
-    sub = submit.Submission(sub.queue_model, sub.engine_model, params, sub.priority, sub.note)
     queued = submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
     return _envelope(200, "success", {"taskId": queued.request_id})
 
@@ -274,10 +271,10 @@ def _record_info(
         job = owned_job(s, identity.account_id, task_id)
         flag = success_flag(s, job)
     urls = vendor_urls(services, job)
-    hook = (job.params or {}).get("webhook") or {}
+    hook = JobParams.from_row(job.params).webhook
     data = {
         "taskId": job.id,
-        "callbackUrl": hook.get("url"),
+        "callbackUrl": hook.url if hook is not None else None,
         "createTime": _millis(job.created_at),
         "completeTime": _millis(job.finished_at) if job.status in (COMPLETED, FAILED) else None,
         "successFlag": flag,

@@ -16,6 +16,7 @@ from demixer.api.jobs import result_response
 from demixer.engine.stems import RESIDUAL
 from demixer.service.context import Services
 from demixer.service.delivery.outbox import DeliveryState, latest_delivery
+from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED
 from demixer.service.retention.expiry import result_expired
 from demixer.service.schema import Job
@@ -73,17 +74,17 @@ def url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None
 def vendor_urls(services: Services, job: Job) -> dict[str, str | None]:
     """Vendor stem name -> signed URL of a finished job (``origin`` included)."""
     urls: dict[str, str | None] = {}
-    source = (job.params or {}).get("input") or {}
+    params = JobParams.from_row(job.params)
     ttl = services.settings.download_url_ttl_seconds
-    if source.get("audio_url"):
-        urls["origin"] = str(source["audio_url"])
-    elif source.get("storage_key"):
-        urls["origin"] = services.links.download_url(source["storage_key"], ttl)
+    if isinstance(params.input, UploadInput):
+        urls["origin"] = services.links.download_url(params.input.storage_key, ttl)
+    else:
+        urls["origin"] = params.input.audio_url
     if job.status != COMPLETED or result_expired(
         job, services.settings.result_retention_seconds, services.db.clock()
     ):
         return urls
-    vendor_type = ((job.params or {}).get("vendor") or {}).get("type")
+    vendor_type = params.vendor.type if isinstance(params.vendor, SunoapiFields) else None
     for name, out in result_response(services, job).data.items():
         if isinstance(out, int | float):
             continue
