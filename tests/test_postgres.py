@@ -46,6 +46,12 @@ SKEW = timedelta(minutes=10)
 PARAMS = JobParams(input=UrlInput(audio_url="https://example.org/a.wav"))
 
 
+@pytest.fixture(scope="module")
+def scale_servers(own_scale_servers: Servers) -> Servers:
+    """This module stops and restarts its servers: never the ones other test processes use."""
+    return own_scale_servers
+
+
 @pytest.fixture
 def pg_url(scale_servers: Servers) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test."""

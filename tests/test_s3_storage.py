@@ -32,6 +32,12 @@ __all__ = ["make_api"]
 MiB = 1 << 20
 
 
+@pytest.fixture(scope="module")
+def scale_servers(own_scale_servers: Servers) -> Servers:
+    """This module stops and restarts its servers: never the ones other test processes use."""
+    return own_scale_servers
+
+
 @pytest.fixture
 def bucket(scale_servers: Servers, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket's storage URL, with the server's credentials in the environment."""

@@ -82,6 +82,12 @@ class Stack:
             engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def scale_servers(own_scale_servers: Servers) -> Servers:
+    """This module stops and restarts its servers: never the ones other test processes use."""
+    return own_scale_servers
+
+
 @pytest.fixture
 def stack(scale_servers: Servers, tmp_path: Path) -> Iterator[Stack]:
     database_url = scale_servers.create_database()

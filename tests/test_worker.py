@@ -423,7 +423,13 @@ def test_a_child_killed_mid_job_is_restarted_and_the_job_retried(
 ) -> None:
     env, worker = shared
     job_id = env.submit(music)
-    env.wait(job_id, lambda j: j.status == "IN_PROGRESS")
+    # The job is IN_PROGRESS a moment before its slot (re)starts a child: wait for the child
+    # the attempt runs in (killing it before or while it has the job fails the attempt alike).
+    env.wait(
+        job_id,
+        lambda j: j.status == "IN_PROGRESS" and worker.child_pids()[0] is not None,
+        timeout=60,
+    )
     pid = worker.child_pids()[0]
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -466,13 +472,15 @@ def test_two_slots_run_two_jobs_at_once(tmp_path: Path, music: Path) -> None:
         owners: set[str] = set()
 
         def both_running() -> bool:
+            # A claimed job is IN_PROGRESS a moment before its slot's child exists: wait for
+            # both children too (the real condition), not only for the rows.
             rows = [env.job(j) for j in jobs]
-            if all(r.status == "IN_PROGRESS" for r in rows):
+            if all(r.status == "IN_PROGRESS" for r in rows) and None not in worker.child_pids():
                 owners.update(r.lease_owner or "" for r in rows)
                 return True
             return False
 
-        wait_until(both_running, 20, "both jobs to run at once")
+        wait_until(both_running, 60, "both jobs to run at once, each in its slot's child")
         assert owners == set(worker.worker_ids)
         pids = worker.child_pids()
         assert None not in pids and len(set(pids)) == 2
