@@ -15,6 +15,8 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from demixer.defaults import DEFAULT_MODEL
+
 __all__ = ["Settings"]
 
 GIB = 1 << 30
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     # Threads each separation child gives torch on the CPU (default: cores ÷ slots, all the
     # cores with one slot). Set it when several worker processes share one machine.
     threads: int | None = None
-    default_model: str = "spleeter-2stems"
+    default_model: str = DEFAULT_MODEL
     # The web page's local session (GET /v1/session hands a browser on this machine a key
     # without asking): only when turned on (`make run` and `serve --local-session` do), and
     # then only on loopback. Off, the page asks for an API key: a reverse proxy on the same

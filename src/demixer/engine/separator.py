@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from demixer.audio import AudioReader, OutputFormat, StemSetWriter, WriteReport, resample
+from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
 from demixer.engine.spans import Span, apply_spans
 from demixer.engine.stems import StemPlan, is_silent, plan_stems
@@ -36,9 +37,15 @@ from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec, get_spec
 from demixer.naming import DEFAULT_TEMPLATE
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_TEMPLATE",
+    "STAGES",
+    "FileResult",
+    "Separator",
+    "span_outputs",
+]
 
-DEFAULT_MODEL = "spleeter-2stems"
 # What separate_file reports through on_stage, in order (the service adds loading_model before
 # and storing after): opening the input, running the model, finishing the files.
 STAGES = ("decoding", "separating", "encoding")
@@ -328,7 +335,7 @@ class Separator:
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
-        shaped = _span_pair(plan, span_output) if spans else None
+        shaped = span_outputs(plan, span_output) if spans else None
         formats = [fmt, *(f for f in extra_formats if f.extension != fmt.extension)]
         source = Path(path)
         stage = on_stage or (lambda _: None)
@@ -404,8 +411,12 @@ class Separator:
         )
 
 
-def _span_pair(plan: StemPlan, shaped: str | None) -> tuple[str, str]:
-    """``(output the spans shape, output that takes the rest)``: a stem and its residual."""
+def span_outputs(plan: StemPlan, shaped: str | None = None) -> tuple[str, str]:
+    """``(output the spans shape, output that takes the rest)``: a stem and its residual.
+
+    Raises:
+        InvalidOutput: the plan is not one stem and a residual, or ``shaped`` is neither.
+    """
     if len(plan.targets) != 1 or plan.residual_name is None:
         raise InvalidOutput(
             "spans keep one stem in time: request exactly one stem (its residual takes what "

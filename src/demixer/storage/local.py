@@ -1,163 +1,27 @@
-"""Blob storage behind one small interface, and signed, expiring URLs.
+"""Blobs as files under one directory, the embedded default; writes are renamed into place.
 
-Keys look like ``inputs/{file_id}`` and ``outputs/{job_id}/attempt-{n}/{stem}.{ext}``. The local
-directory implementation is the embedded default; an S3-compatible one
-(:mod:`demixer.storage.s3`) slots in behind the same interface, chosen by
-``DEMIXER_STORAGE_URL`` (``file:///abs/dir`` or ``s3://BUCKET[/PREFIX]?endpoint=...``).
-
-A storage that clients can reach directly (S3) presigns its own URLs (``presign_get``,
-``presign_put``), so upload and download bytes never pass through the API; the local one
-answers ``None`` and the API's HMAC-signed ``/v1/blobs`` URLs (:class:`UrlSigner`) stand in.
+The API receives and serves these bytes itself (``/v1/blobs``, signed by
+:class:`~demixer.storage.signer.UrlSigner`): this store presigns nothing.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
-import hmac
 import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
-from urllib.parse import quote, urlparse
+from typing import BinaryIO
 
-from demixer.errors import DemixerError, StorageFull, StorageUnavailable
+from demixer.errors import StorageFull, StorageUnavailable
+from demixer.storage.base import BlobNotFound, safe_key
 
-__all__ = [
-    "BlobNotFound",
-    "LocalStorage",
-    "MultipartStorage",
-    "Storage",
-    "UrlSigner",
-    "content_disposition",
-    "open_storage",
-    "staging_key",
-]
+__all__ = ["LocalStorage"]
 
 _CHUNK = 1 << 20
-
-
-class BlobNotFound(DemixerError):
-    """No blob under that key (deleted, expired or never written)."""
-
-    code = "NOT_FOUND"
-
-
-def staging_key(file_id: str) -> str:
-    """Where a file's bytes land when a client PUTs them straight into the store (S3); they are
-    moved to the file's own key when it is completed, out of reach of the still-valid PUT URL,
-    so the bytes that were checked and probed are the bytes every job reads."""
-    return f"staging/{file_id}"
-
-
-class Storage(Protocol):
-    """What the service needs from a blob store.
-
-    ``direct``: clients reach the store themselves (``presign_get``/``presign_put`` give URLs),
-    at ``public_origin`` (``scheme://host[:port]``; None when not direct).
-    """
-
-    direct: bool
-    public_origin: str | None
-
-    def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
-        """Stream ``source`` into ``key``; returns (bytes, sha256 hex). Atomic: all or nothing.
-
-        Raises ``ValueError`` when more than ``max_bytes`` arrive (nothing is stored).
-        """
-        ...
-
-    def put_file(self, key: str, path: Path) -> int:
-        """Store a local file under ``key``; returns its size."""
-        ...
-
-    def open(self, key: str) -> BinaryIO:
-        """Read a blob (raises BlobNotFound)."""
-        ...
-
-    def size(self, key: str) -> int:
-        """Size in bytes (raises BlobNotFound)."""
-        ...
-
-    def exists(self, key: str) -> bool:
-        """Whether ``key`` holds a blob."""
-        ...
-
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every blob whose key starts with ``prefix``; returns how many."""
-        ...
-
-    def ping(self) -> None:
-        """Check that the store can be used now (a readiness probe: cheap, no blob written).
-
-        Raises :class:`~demixer.errors.StorageUnavailable` saying what is wrong, without
-        naming paths or buckets (the message is shown to unauthenticated callers).
-        """
-        ...
-
-    def local_path(self, key: str) -> contextlib.AbstractContextManager[Path]:
-        """A local file with the blob's bytes for the duration of the context."""
-        ...
-
-    def copy(self, src_key: str, dst_key: str) -> int:
-        """Copy a blob to another key (raises BlobNotFound); returns its size."""
-        ...
-
-    def presign_get(
-        self, key: str, ttl_seconds: int, *, content_type: str, file_name: str
-    ) -> str | None:
-        """A URL that GETs the blob straight from the store for ``ttl_seconds``, answering
-        ``content_type`` and an attachment named ``file_name``; None: the store has none."""
-        ...
-
-    def presign_put(
-        self, key: str, ttl_seconds: int, *, content_type: str, content_length: int | None = None
-    ) -> str | None:
-        """A URL that PUTs a blob (sent with ``Content-Type: content_type`` and, when given,
-        exactly ``content_length`` bytes: the store refuses any other size) straight into the
-        store for ``ttl_seconds``; None: the store has none (the API receives the bytes)."""
-        ...
-
-
-@runtime_checkable
-class MultipartStorage(Protocol):
-    """A store that assembles a blob from parts the clients PUT to it directly (S3)."""
-
-    #: the smallest part but the last one, in bytes
-    min_part_bytes: int
-
-    def create_multipart(self, key: str, content_type: str) -> str:
-        """Begin a multipart upload to ``key``; returns its upload id."""
-        ...
-
-    def presign_part(self, key: str, upload_id: str, number: int, ttl_seconds: int) -> str:
-        """A URL to PUT part ``number`` (from 1); the store answers the part's ``ETag``."""
-        ...
-
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
-        """Assemble ``(number, etag)`` parts (in number order) into ``key``; returns its size.
-
-        Raises ``ValueError`` when an ETag does not match its part or a part is missing or too
-        small, BlobNotFound when no such upload is open.
-        """
-        ...
-
-    def abort_multipart(self, key: str, upload_id: str) -> None:
-        """Drop an unfinished multipart upload and its parts."""
-        ...
-
-
-def content_disposition(file_name: str) -> str:
-    """``attachment`` with ``file_name`` (an ASCII fallback and the RFC 5987 UTF-8 form)."""
-    fallback = "".join(
-        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in file_name
-    )
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
 @contextlib.contextmanager
@@ -171,13 +35,6 @@ def _disk_full_translated(where: Path) -> Iterator[None]:
         raise
 
 
-def _safe_key(key: str) -> str:
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"bad storage key {key!r}")
-    return key
-
-
 class LocalStorage:
     """Blobs as files under one directory; writes go to a temp file renamed into place."""
 
@@ -189,7 +46,7 @@ class LocalStorage:
         root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        return self.root / _safe_key(key)
+        return self.root / safe_key(key)
 
     def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
         target = self._path(key)
@@ -298,54 +155,3 @@ class LocalStorage:
         self, key: str, ttl_seconds: int, *, content_type: str, content_length: int | None = None
     ) -> str | None:
         return None
-
-
-def open_storage(url: str, *, scratch: Path | None = None) -> Storage:
-    """The storage for ``url``: ``file:///abs/dir`` or ``s3://BUCKET[/PREFIX]?endpoint=...``
-    (see :class:`demixer.storage.s3.S3Storage`). ``scratch``: where a remote store's
-    ``local_path`` copies go (the data directory's scratch space; default ``$TMPDIR``)."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return LocalStorage(Path(parsed.path))
-    if parsed.scheme == "s3":
-        from demixer.storage.s3 import S3Storage  # boto3 loads only when S3 is used
-
-        return S3Storage.from_url(url, scratch=scratch)
-    raise ValueError(f"unsupported storage URL {url!r} (supported: file://, s3://)")
-
-
-class UrlSigner:
-    """HMAC-SHA256 signatures over (method, key, expiry) for download and upload URLs.
-
-    A URL is ``{base}/v1/blobs/{key}?expires={unix}&sig={b64url}``; the API checks the
-    signature (403 when wrong) and the expiry (410 when past).
-    """
-
-    def __init__(self, secret: bytes, base_url: str) -> None:
-        self.secret = secret
-        self.base_url = base_url.rstrip("/")
-
-    def _sig(self, method: str, key: str, expires: int) -> str:
-        msg = f"{method}\n{key}\n{expires}".encode()
-        mac = hmac.new(self.secret, msg, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
-
-    def url(self, method: str, key: str, ttl_seconds: int, now: float | None = None) -> str:
-        """A signed URL for ``method`` (GET or PUT) on ``key``, valid ``ttl_seconds``."""
-        expires = int((now if now is not None else time.time()) + ttl_seconds)
-        sig = self._sig(method, key, expires)
-        return f"{self.base_url}/v1/blobs/{quote(key)}?expires={expires}&sig={sig}"
-
-    def expiry(self, ttl_seconds: int, now: float | None = None) -> int:
-        """The ``expires`` value a URL made now would carry."""
-        return int((now if now is not None else time.time()) + ttl_seconds)
-
-    def check(self, method: str, key: str, expires: int, sig: str, now: float | None = None) -> str:
-        """``"ok"``, ``"invalid"`` (tampered: 403) or ``"expired"`` (410)."""
-        # compare_digest takes only ASCII strings; a signature is URL-safe base64, so anything
-        # else (``sig=%C3%A9``) is simply wrong.
-        if not sig.isascii() or not hmac.compare_digest(self._sig(method, key, expires), sig):
-            return "invalid"
-        if (now if now is not None else time.time()) > expires:
-            return "expired"
-        return "ok"
