@@ -10,6 +10,7 @@ second and the send timeout to half a second so every path runs in a few seconds
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer.server.compose import build_services
 from demixer.service.context import Services
-from demixer.service.delivery.dispatcher import CAP_STEPS, Dispatcher, backoff
+from demixer.service.delivery.dispatcher import Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
 
@@ -130,13 +131,16 @@ def test_interoperates_with_the_standardwebhooks_package() -> None:
 
 
 def test_backoff_spans_about_a_day() -> None:
-    base = 60.0
-    lows = [min(base * 4**k, base * CAP_STEPS) / 2 for k in range(7)]
-    waits = [backoff(k + 1, base) for k in range(7)]  # the waits between 8 attempts
-    for wait, low in zip(waits, lows, strict=True):
-        assert low <= wait <= 2 * low
-    assert sum(lows) > 14 * 3600 and sum(lows) * 2 < 31 * 3600
-    assert waits[-1] <= 12 * 3600
+    # The documented schedule at a 60 s base: steps of 1 m, 4 m, 16 m, 64 m, 4 h 16 m, then
+    # 12 h (the cap); each wait is drawn from the upper half of its step.
+    steps = [60, 240, 960, 3840, 15360, 43200, 43200]
+    for seed in range(20):
+        rng = random.Random(seed)
+        waits = [backoff(k + 1, 60.0, rng) for k in range(7)]  # the waits between 8 attempts
+        for wait, step in zip(waits, steps, strict=True):
+            assert step / 2 <= wait <= step
+        assert 14 * 3600 < sum(waits) < 31 * 3600  # about a day
+    assert backoff(30, 60.0) <= 12 * 3600
 
 
 # --- a real receiver -------------------------------------------------------------------------

@@ -168,11 +168,11 @@ def separate(
         requested = stems.split(",") if stems is not None else None
         if requested is not None and not any(s.strip() for s in requested):
             plan_stems(model, get_spec(model).stems, requested)  # names nothing: say so now
+        if spans:  # one stem and its residual, else refused before the model loads
+            span_outputs(plan_stems(model, get_spec(model).stems, requested))
         with _loading(model):
             separator = Separator(model, model_path=model_path, device=device)
-        plan = separator.plan(requested)  # reject unknown stems before any decoding
-        if spans:
-            span_outputs(plan)  # one stem and its residual, else refused now
+        separator.plan(requested)  # reject unknown stems before any decoding
     except DemixerError as e:
         raise _fail(e) from None
     if skipped:
