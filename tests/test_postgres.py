@@ -159,8 +159,9 @@ def test_an_injected_clock_still_wins(pg_url: str) -> None:
 def test_a_job_queued_by_another_process_wakes_an_idle_worker_at_once(
     pg_url: str, tmp_path: Path, clips: list[Path]
 ) -> None:
-    """poll_seconds=30: without NOTIFY a job would wait up to 30 s; it is claimed in well under
-    a second, also after the listener's connection was killed (it reconnects)."""
+    """poll_seconds=30: without NOTIFY a job would wait up to 30 s; it is claimed at once (well
+    under a second on a quiet machine), also after the listener's connection was killed (it
+    reconnects)."""
     worker_env = Env(tmp_path / "worker", database_url=pg_url, poll_seconds=30.0)
     # The API process: its own pool, clock and wakeup state; same database and storage.
     api_env = Env(tmp_path / "worker", database_url=pg_url, poll_seconds=30.0)
@@ -182,7 +183,9 @@ def test_a_job_queued_by_another_process_wakes_an_idle_worker_at_once(
                 wait_until(lambda p=pid: _listeners(pg_url) not in ([], [p]), 15, "a reconnect")
                 time.sleep(0.5)
     print(f"claim latency after submit: {[f'{x * 1000:.0f} ms' for x in latencies]}")
-    assert all(latency < 1.0 for latency in latencies), latencies
+    # Woken, not polled: far inside the 30 s poll (a third of it, so a loaded machine that
+    # delays the claim by seconds cannot pass for one that waits for the poll).
+    assert all(latency < 10.0 for latency in latencies), latencies
 
 
 def test_notifications_are_sent_at_commit_only(pg_url: str) -> None:
