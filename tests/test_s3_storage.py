@@ -14,14 +14,14 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
-from api_support import Api, make_api
+from api_support import Api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.service.schema import Job
 from demixer.storage import BlobNotFound
 from demixer.storage.s3 import S3Storage
@@ -163,6 +163,40 @@ def _announce(api: Api, data: bytes, name: str = "song.wav") -> dict[str, Any]:
     )
     assert r.status_code == 201, r.text
     return dict(r.json())
+
+
+def test_tampered_or_expired_presigned_url_is_refused_by_the_bucket(s3_api: Api) -> None:
+    api = s3_api  # local storage has no presigned URLs: see test_api_files' signature tests
+    up = api.announce()
+    key = f"inputs/{up['file_id']}"
+    parts = urlsplit(up["upload_url"])
+    query = parse_qs(parts.query)
+    sig = query["X-Amz-Signature"][0]
+
+    def with_query(**changed: str) -> str:
+        fields = {name: values[0] for name, values in query.items()} | changed
+        return parts._replace(query=urlencode(fields)).geturl()
+
+    tampered = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    r = api.put_bytes(up, url=with_query(**{"X-Amz-Signature": tampered}))
+    assert bucket_refusal(r) == "SignatureDoesNotMatch"
+    # A longer validity with the old signature is tampering too.
+    longer = str(int(query["X-Amz-Expires"][0]) + 60)
+    r = api.put_bytes(up, url=with_query(**{"X-Amz-Expires": longer}))
+    assert bucket_refusal(r) == "SignatureDoesNotMatch"
+    # A PUT signature does not allow a GET; no signature at all is anonymous and refused.
+    assert bucket_refusal(api.fetch(up["upload_url"])) == "AccessDenied"
+    assert bucket_refusal(api.put_bytes(up, url=parts._replace(query="").geturl())) == (
+        "UnsupportedAlgorithm"
+    )
+    assert not api.services.storage.exists(key)
+
+    with signed_an_hour_ago():
+        short = api.services.links.upload_url(key, 60, content_type="audio/wav")
+    assert bucket_refusal(api.put_bytes(up, url=short)) == "AccessDenied"
+    assert not api.services.storage.exists(key)
+    # The genuine URL still works.
+    assert api.finish(up).json()["status"] == "uploaded"
 
 
 def test_announce_put_to_the_bucket_complete(s3_api: Api, scale_servers: Servers) -> None:
