@@ -53,6 +53,7 @@ def _services(settings: Any) -> Any:
     services = build_services(settings)
     migrate(services.db)  # waits a while for a database started together with it
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
+    services.storage.sweep_partials()  # and the unfinished writes of their uploads
     return services
 
 

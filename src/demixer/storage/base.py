@@ -75,6 +75,11 @@ class Storage(Protocol):
         """Delete every blob whose key starts with ``prefix``; returns how many."""
         ...
 
+    def sweep_partials(self) -> int:
+        """Delete what writes left behind when their process was killed midway (a process
+        starting on the store calls it); returns how many."""
+        ...
+
     def ping(self) -> None:
         """Check that the store can be used now (a readiness probe: cheap, no blob written).
 

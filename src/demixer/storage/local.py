@@ -19,7 +19,7 @@ from typing import BinaryIO
 from demixer.errors import StorageFull, StorageUnavailable
 from demixer.storage.base import BlobNotFound, safe_key
 
-__all__ = ["LocalStorage"]
+__all__ = ["LocalStorage", "process_alive"]
 
 _CHUNK = 1 << 20
 
@@ -57,7 +57,11 @@ class LocalStorage:
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         total = 0
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        # Named after this process: a temporary left by one that was killed mid-write is known
+        # by its dead pid and removed by the next process to start (sweep_partials).
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".part"
+        )
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := source.read(_CHUNK):
@@ -72,6 +76,20 @@ class LocalStorage:
                 os.unlink(tmp)
             raise
         return total, digest.hexdigest()
+
+    def sweep_partials(self) -> int:
+        """Delete the temporaries of writes whose process died midway (an API killed during an
+        upload); those of live processes (sharing this directory) are left alone."""
+        removed = 0
+        for top in ("inputs", "uploads", "staging"):
+            for path in (self.root / top).rglob(".*.part"):
+                pid = path.name.removesuffix(".part").rsplit(".", 2)[1]  # .{name}.{pid}.{rand}
+                if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+                    continue
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def put_file(self, key: str, path: Path) -> int:
         # The workers' outputs sit on the same filesystem: a hard link stores them at once.
@@ -155,3 +173,19 @@ class LocalStorage:
         self, key: str, ttl_seconds: int, *, content_type: str, content_length: int | None = None
     ) -> str | None:
         return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie, killed and not yet reaped, does
+    not: it writes nothing more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to ask: the signal said it exists
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -289,6 +289,9 @@ class S3Storage:
                 f"the bucket refused access ({_code(exc) or _status(exc)})"
             ) from exc
 
+    def sweep_partials(self) -> int:
+        return 0  # a PUT is atomic in the bucket; unfinished multipart uploads: its lifecycle
+
     def delete_prefix(self, prefix: str) -> int:
         # As on a filesystem: the blob named ``prefix`` and everything "inside" it, never a
         # sibling that merely starts with the same letters (inputs/file_1 vs inputs/file_10).
