@@ -80,7 +80,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marks = metafunc.definition.iter_markers("usefixtures")
     if any("backend" in mark.args for mark in marks):
         wanted = os.environ.get("DEMIXER_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
-        chosen = [b for b in BACKENDS if b in wanted]
+        only = metafunc.definition.get_closest_marker("backends")  # a test of one backend
+        chosen = [b for b in BACKENDS if b in wanted and (only is None or b in only.args)]
         metafunc.parametrize("backend", chosen, indirect=True, scope="module")
 
 
