@@ -149,7 +149,7 @@ def separate(
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model)."""
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
-    from demixer.engine.separator import span_outputs
+    from demixer.engine.outputs import span_outputs
     from demixer.engine.spans import Span
     from demixer.models.registry import get_spec
 

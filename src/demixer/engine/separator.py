@@ -16,7 +16,6 @@ too, so a song shorter than one long window does not sit at 0 % until it is done
 from __future__ import annotations
 
 import os
-import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,26 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from demixer.audio import AudioReader, OutputFormat, StemSetWriter, WriteReport, resample
+from demixer.audio import AudioReader, OutputFormat, WriteReport, resample
 from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
+from demixer.engine.outputs import ResidualCheck, Writers, output_paths, span_outputs
 from demixer.engine.spans import Span, apply_spans
-from demixer.engine.stems import StemPlan, is_silent, plan_stems
+from demixer.engine.stems import StemPlan, plan_stems
 from demixer.engine.windows import overlap_add
-from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput, ModelFailed
+from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
 from demixer.models.base import Backend, reports_progress
 from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec, get_spec
 from demixer.naming import DEFAULT_TEMPLATE
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_TEMPLATE",
-    "STAGES",
-    "FileResult",
-    "Separator",
-    "span_outputs",
-]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
 
 # What separate_file reports through on_stage, in order (the service adds loading_model before
 # and storing after): opening the input, running the model, finishing the files.
@@ -52,7 +45,6 @@ STAGES = ("decoding", "separating", "encoding")
 # Progress of a file never reads 100 % before its last stem is written: a declared length can
 # be wrong or missing (see separate_file).
 _BEFORE_END = 0.99
-_TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 _READ_BLOCK = 1 << 16  # frames per decoded block
 
 ProgressFn = Callable[[float], None]
@@ -83,32 +75,6 @@ class FileResult:
     report: WriteReport
     seconds: float
     extras: dict[str, dict[str, Path]] = field(default_factory=dict)
-
-
-def output_paths(
-    template: str, out_dir: Path, track: str, stems: Sequence[str], fmt: OutputFormat, model: str
-) -> dict[str, Path]:
-    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``)."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise InvalidOutput(f"bad output template {template!r}: {exc}") from None
-    unknown = fields - _TEMPLATE_FIELDS
-    if unknown:
-        raise InvalidOutput(
-            f"output template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
-            f"available: {', '.join(sorted(_TEMPLATE_FIELDS))}"
-        )
-    if "stem" not in fields:
-        raise InvalidOutput(f"output template {template!r} must contain {{stem}}")
-    paths = {}
-    root = out_dir.resolve()
-    for stem in stems:
-        path = out_dir / template.format(track=track, stem=stem, ext=fmt.extension, model=model)
-        if not path.resolve().is_relative_to(root):
-            raise InvalidOutput(f"output template {template!r} escapes the output directory")
-        paths[stem] = path
-    return paths
 
 
 class Separator:
@@ -171,7 +137,7 @@ class Separator:
             )
         plan = self.plan(stems)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in plan.outputs}
-        residual = _ResidualCheck(plan)
+        residual = ResidualCheck(plan)
         blocks = (audio[:, i : i + _READ_BLOCK] for i in range(0, audio.shape[1], _READ_BLOCK))
         for out in self.stream(
             blocks,
@@ -348,7 +314,7 @@ class Separator:
             total = (
                 round(reader.info.duration * reader.sample_rate) if reader.info.duration else None
             )
-            writer = _Writers(files, formats, reader.sample_rate, reader.channels, rescale)
+            writer = Writers(files, formats, reader.sample_rate, reader.channels, rescale)
             samples = 0
             separating = False
             shown = 0.0
@@ -367,7 +333,7 @@ class Separator:
                     shown = fraction
                     on_progress(fraction)
 
-            residual = _ResidualCheck(plan)
+            residual = ResidualCheck(plan)
             try:
                 blocks: Iterable[np.ndarray] = reader.blocks(_READ_BLOCK)
                 if preprocess is not None:
@@ -409,99 +375,3 @@ class Separator:
             seconds=time.perf_counter() - started,
             extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
         )
-
-
-def span_outputs(plan: StemPlan, shaped: str | None = None) -> tuple[str, str]:
-    """``(output the spans shape, output that takes the rest)``: a stem and its residual.
-
-    Raises:
-        InvalidOutput: the plan is not one stem and a residual, or ``shaped`` is neither.
-    """
-    if len(plan.targets) != 1 or plan.residual_name is None:
-        raise InvalidOutput(
-            "spans keep one stem in time: request exactly one stem (its residual takes what "
-            f"the spans leave out), not {', '.join(plan.outputs)}"
-        )
-    stem, residual = plan.targets[0], plan.residual_name
-    if shaped in (None, stem):
-        return stem, residual
-    if shaped == residual:
-        return residual, stem
-    raise InvalidOutput(f"spans shape {stem!r} or {residual!r}, not {shaped!r}")
-
-
-class _Writers:
-    """The same stem blocks to one :class:`~demixer.audio.StemSetWriter` per format: the
-    primary one (whose report counts) and each extra format, all from one pass."""
-
-    def __init__(
-        self,
-        files: list[dict[str, Path]],
-        formats: list[OutputFormat],
-        sample_rate: int,
-        channels: int,
-        rescale: bool,
-    ) -> None:
-        self.files = files
-        self.writers: list[StemSetWriter] = []
-        try:
-            for paths, fmt in zip(files, formats, strict=True):
-                self.writers.append(
-                    StemSetWriter(paths, sample_rate, channels, fmt, rescale=rescale)
-                )
-        except BaseException:
-            self.abort()
-            raise
-
-    def write(self, blocks: dict[str, np.ndarray]) -> None:
-        for writer in self.writers:
-            writer.write(blocks)
-
-    def close(self, drop: Sequence[str] = ()) -> WriteReport:
-        """Finish every format (``drop``: outputs not to keep); all formats appear, or none."""
-        reports: list[WriteReport] = []
-        try:
-            for writer in self.writers:
-                reports.append(writer.close(drop=drop))
-        except BaseException:
-            for paths in self.files[: len(reports)]:
-                for path in paths.values():
-                    path.unlink(missing_ok=True)
-            self.abort()
-            raise
-        return reports[0]
-
-    def abort(self) -> None:
-        for writer in self.writers:
-            writer.abort()
-
-
-class _ResidualCheck:
-    """Sums the energy of the input and of a plan's optional residual, block by block, to
-    tell at the end whether that residual was silent (:func:`~demixer.engine.stems.is_silent`).
-    """
-
-    def __init__(self, plan: StemPlan) -> None:
-        self.name = plan.residual_name if plan.residual_optional else None
-        self.input = 0.0
-        self.residual = 0.0
-
-    def add(self, out: dict[str, np.ndarray]) -> None:
-        """One output block of every stem and the residual (they sum to the input block)."""
-        if self.name is None:
-            return
-        mix = np.sum(list(out.values()), axis=0)
-        self.input += _energy(mix)
-        self.residual += _energy(out[self.name])
-
-    def dropped(self) -> tuple[str, ...]:
-        """The residual's name when it was optional and silent, else nothing."""
-        if self.name is not None and is_silent(self.residual, self.input):
-            return (self.name,)
-        return ()
-
-
-def _energy(x: np.ndarray) -> float:
-    """Sum of squared samples, accumulated in float64 (a long song's sum overflows no float32
-    but loses the quiet parts' precision)."""
-    return float(np.einsum("ij,ij->", x, x, dtype=np.float64))
