@@ -475,14 +475,14 @@ def in_process(stack: dict[str, str], data: Path) -> Iterator[tuple[str, Any]]:
     URL and the engine (a hook counts its statements)."""
     import uvicorn
 
-    from demixer.api import create_app
-    from demixer.service.context import Services
+    from demixer.server.app import create_app
+    from demixer.server.compose import build_services
     from demixer.settings import Settings
 
     old = {k: os.environ.get(k) for k in stack}
     os.environ.update(stack)
     try:
-        services = Services.from_settings(
+        services = build_services(
             Settings(data_dir=data, rate_limit_per_minute=0, max_concurrent_jobs=0)
         )
     finally:

@@ -23,7 +23,7 @@ import soundfile as sf
 from crafted import concat_script, lying_xing_mp3, silent_flac_without_length, wav_promising
 from demixer.audio import AudioReader, OutputFormat, StemSetWriter, probe
 from demixer.errors import DurationLimit, InvalidAudio, StorageFull
-from demixer.service.child import classify_error
+from demixer.service.worker.child import classify_error
 
 RATE = 44100
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "hardening.md"

@@ -17,8 +17,8 @@ import uvicorn
 from sqlalchemy import event
 
 from api_support import Api, make_api
-from demixer.api import create_app
 from demixer.api.statuswatch import StatusWatcher
+from demixer.server.app import create_app
 from service_harness import free_port
 from worker_support import wait_until
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Backend
-from demixer.api import create_app
-from demixer.service.context import Services
-from demixer.service.keys import list_keys
+from demixer.server.app import create_app
+from demixer.server.compose import build_services
+from demixer.service.accounts.keys import list_keys
 from demixer.settings import Settings
 from servers import Servers
 from service_harness import DEMIXER, fast_env, running_server
@@ -47,7 +47,7 @@ def test_two_api_processes_share_counts_and_a_revocation(tmp_path: Path) -> None
     data = tmp_path / "data"
     env = fast_env(DEMIXER_RATE_LIMIT_PER_MINUTE="1000")
     with running_server(data, workers=0, env=env) as server:  # it migrates and makes a key
-        services = Services.from_settings(Settings(data_dir=data, rate_limit_per_minute=1000))
+        services = build_services(Settings(data_dir=data, rate_limit_per_minute=1000))
         here = TestClient(create_app(services), raise_server_exceptions=False)
         headers = {"Authorization": f"Bearer {server.key}"}
         there = server.client()

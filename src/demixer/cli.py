@@ -20,6 +20,7 @@ from rich.markup import escape
 from demixer import __version__, cli_models, cli_remote, cli_service
 from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import FileProgress, print_error, readable_help
+from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InputNotFound, InvalidAudio, exit_code_for
 from demixer.naming import DEFAULT_TEMPLATE
 
@@ -69,7 +70,7 @@ def separate(
     model: Annotated[
         str,
         typer.Option("-m", "--model", metavar="ID", help="Model id (see `demixer models list`)."),
-    ] = "spleeter-2stems",
+    ] = DEFAULT_MODEL,
     stems: Annotated[
         str | None,
         typer.Option(
@@ -118,6 +119,23 @@ def separate(
     device: Annotated[
         str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")
     ] = "cpu",
+    span: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--span",
+            metavar="START:END",
+            help="Keep the stem only from START to END seconds (repeatable); the rest of it "
+            "goes to the residual. Needs one stem, e.g. --stems vocals.",
+        ),
+    ] = None,
+    exclude_span: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-span",
+            metavar="START:END",
+            help="Move the stem from START to END seconds into the residual (repeatable).",
+        ),
+    ] = None,
     max_duration: Annotated[
         float,
         typer.Option(
@@ -131,6 +149,8 @@ def separate(
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model)."""
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
+    from demixer.engine.outputs import span_outputs
+    from demixer.engine.spans import Span
     from demixer.models.registry import get_spec
 
     inputs, skipped = expand_inputs(files)
@@ -143,9 +163,13 @@ def separate(
                 else f"no audio or video file in {', '.join(map(str, files))}"
             )
         output = OutputFormat.parse(fmt, bit_depth)
+        spans = [Span.parse(s) for s in span or ()]
+        spans += [Span.parse(s, include=False) for s in exclude_span or ()]
         requested = stems.split(",") if stems is not None else None
         if requested is not None and not any(s.strip() for s in requested):
             plan_stems(model, get_spec(model).stems, requested)  # names nothing: say so now
+        if spans:  # one stem and its residual, else refused before the model loads
+            span_outputs(plan_stems(model, get_spec(model).stems, requested))
         with _loading(model):
             separator = Separator(model, model_path=model_path, device=device)
         separator.plan(requested)  # reject unknown stems before any decoding
@@ -171,6 +195,7 @@ def separate(
                     on_progress=progress.advance,
                     on_stage=progress.stage,
                     max_seconds=max_duration or None,
+                    spans=spans,
                 )
             except InvalidAudio as e:  # this file is bad: say so, go on with the others
                 progress.error(e.code, e.message)

@@ -32,6 +32,7 @@ __all__ = [
     "InvalidAudio",
     "InvalidAudioUrl",
     "InvalidOutput",
+    "InvalidParams",
     "InvalidRequest",
     "InvalidSignature",
     "JobFailed",
@@ -155,6 +156,12 @@ class InvalidRequest(DemixerError):
     """The request itself is malformed: a missing, contradictory or out-of-range field."""
 
     code = "INVALID_REQUEST"
+
+
+class InvalidParams(InvalidRequest):
+    """A queued job's parameters break the job contract (a row no release would write)."""
+
+    code = "INVALID_PARAMS"
 
 
 class SizeMismatch(InvalidRequest):

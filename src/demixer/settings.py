@@ -15,6 +15,8 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from demixer.defaults import DEFAULT_MODEL
+
 __all__ = ["Settings"]
 
 GIB = 1 << 30
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     # Threads each separation child gives torch on the CPU (default: cores ÷ slots, all the
     # cores with one slot). Set it when several worker processes share one machine.
     threads: int | None = None
-    default_model: str = "spleeter-2stems"
+    default_model: str = DEFAULT_MODEL
     # The web page's local session (GET /v1/session hands a browser on this machine a key
     # without asking): only when turned on (`make run` and `serve --local-session` do), and
     # then only on loopback. Off, the page asks for an API key: a reverse proxy on the same
@@ -85,7 +87,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600
     max_concurrent_jobs: int = 8
     # Each API process counts requests in memory and adds them to the shared table this often;
-    # other processes see them within twice this (demixer.service.ratecache states the bound).
+    # other processes see them within twice this (service/accounts/ratecache.py states the
+    # bound).
     rate_flush_seconds: float = Field(0.5, gt=0)
     # A key is trusted this long after its row was read: a key revoked by another process is
     # refused here at most this much later (0: read it on every request).

@@ -15,8 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from demixer.api.callers import callers
 from demixer.api.limits import count_request
 from demixer.errors import Forbidden
+from demixer.service.accounts.keys import Identity
 from demixer.service.context import Services
-from demixer.service.keys import Identity
 
 __all__ = [
     "MODELS_READ",

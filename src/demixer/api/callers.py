@@ -1,12 +1,12 @@
 """Who is calling and how often, as one API process remembers it between requests.
 
-One :class:`Callers` per application (``create_app`` makes it; ``app.state.callers``): the
-keys seen lately (:class:`~demixer.service.keycache.KeyCache`) and the requests counted per key
-(:class:`~demixer.service.ratecache.RateCache`). A request whose key is known and whose count is
-far from its limit is admitted without any I/O; the rest is looked up or counted in AnyIO's
-worker threads, never on the event loop. The bounds this allows (how long a revoked key still
-works elsewhere, how far a key's count may pass its limit with several processes) are stated in
-those modules and in ``docs/deploy.md``.
+One :class:`Callers` per application (``create_app`` makes it; ``app.state.callers``): the keys
+seen lately (:class:`~demixer.service.accounts.keycache.KeyCache`) and the requests counted per
+key (:class:`~demixer.service.accounts.ratecache.RateCache`). A request whose key is known and
+whose count is far from its limit is admitted without any I/O; the rest is looked up or counted
+in AnyIO's worker threads, never on the event loop. The bounds this allows (how long a revoked
+key still works elsewhere, how far a key's count may pass its limit with several processes) are
+stated in those modules and in ``docs/deploy.md``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 import anyio.to_thread
 from starlette.requests import HTTPConnection
 
+from demixer.service.accounts.keycache import KeyCache
+from demixer.service.accounts.keys import Identity
+from demixer.service.accounts.limits import RateState
+from demixer.service.accounts.ratecache import RateCache
 from demixer.service.context import Services
-from demixer.service.keycache import KeyCache
-from demixer.service.keys import Identity
-from demixer.service.limits import RateState
-from demixer.service.ratecache import RateCache
 
 __all__ = ["Callers", "callers"]
 

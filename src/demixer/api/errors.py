@@ -46,9 +46,9 @@ from demixer.errors import (
     UnknownStem,
     UnsupportedMediaType,
 )
+from demixer.service.accounts.keys import Unauthorized, new_id
 from demixer.service.db import is_disk_full, is_unavailable
-from demixer.service.keys import Unauthorized, new_id
-from demixer.service.queue import JobConflict
+from demixer.service.jobs.queue import JobConflict
 from demixer.storage import BlobNotFound
 
 __all__ = [
@@ -71,7 +71,7 @@ log = logging.getLogger("demixer.api")
 
 # The one table. The most specific class in an error's MRO wins.
 STATUS: dict[type[DemixerError], int] = {
-    InvalidRequest: 400,  # SIZE_MISMATCH, INVALID_AUDIO_URL, INVALID_REQUEST
+    InvalidRequest: 400,  # SIZE_MISMATCH, INVALID_AUDIO_URL, URL_REFUSED, INVALID_REQUEST
     InvalidOutput: 400,  # output format / bit depth
     Unauthorized: 401,  # UNAUTHENTICATED
     Forbidden: 403,  # FORBIDDEN (scope), INVALID_SIGNATURE

@@ -34,15 +34,24 @@ from demixer.api.schemas import (
     WebhookStatus,
 )
 from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
+from demixer.service.accounts.usage import usage_quantity
 from demixer.service.batchread import keyed_reads
-from demixer.service.child import STAGES
 from demixer.service.context import Services
+from demixer.service.delivery.outbox import DeliveryState, latest_delivery
+from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.jobs.queue import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    JobConflict,
+)
 from demixer.service.prepared import prepared
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
-from demixer.service.retention import result_expired, result_expires_at
+from demixer.service.retention.expiry import result_expired, result_expires_at
 from demixer.service.schema import Delivery, Job, JobLog
-from demixer.service.usage import usage_quantity
-from demixer.service.workers import live_models, waiting_reason
+from demixer.service.worker.child import STAGES
+from demixer.service.worker.registry import live_models, waiting_reason
 
 __all__ = [
     "Extras",
@@ -88,7 +97,7 @@ class Extras:
 
     Attributes:
         position: queued jobs ahead (while queued).
-        live: :func:`~demixer.service.workers.live_models` (while queued).
+        live: :func:`~demixer.service.worker.registry.live_models` (while queued).
         delivery: the latest delivery of the job's webhook, if it has one and one exists.
         lines: the job's log, when asked for.
     """
@@ -119,23 +128,18 @@ def extras(
         found.live = live
         found.position = services.queue.position(s, job)
     if (job.params or {}).get("webhook"):
-        found.delivery = s.execute(
-            select(Delivery)
-            .where(Delivery.job_id == job.id)
-            .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        found.delivery = latest_delivery(s, job.id)
     return found
 
 
 def _webhook_status(job: Job, row: Delivery | None) -> WebhookStatus | None:
     """The job's webhook and its latest delivery (``none`` before the job's final state)."""
-    hook = (job.params or {}).get("webhook")
-    if not hook:
+    hook = JobParams.of_job(job.id, job.params).webhook
+    if hook is None:
         return None
     if row is None:
         return WebhookStatus(
-            url=hook["url"],
+            url=hook.url,
             delivery_status="none",
             attempts=0,
             delivered_at=None,
@@ -148,7 +152,7 @@ def _webhook_status(job: Job, row: Delivery | None) -> WebhookStatus | None:
         attempts=row.attempts,
         delivered_at=row.delivered_at,
         last_error=row.last_error,
-        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        next_attempt_at=row.next_attempt_at if row.status == DeliveryState.PENDING else None,
     )
 
 
@@ -190,17 +194,18 @@ def build_status(services: Services, job: Job, logs: bool, found: Extras) -> Req
 
 def _described(job: Job) -> dict[str, Any]:
     """What a person recognises a request by: the song, its length, the stems or prompt."""
-    params = job.params or {}
-    source = params.get("input") or {}
-    name = source.get("file_name") or str(source.get("audio_url") or "").split("?")[0]
-    duration = job.duration or source.get("duration")
-    names = params.get("names") or {}
-    stems = params.get("stems") if job.queue_model != "audio/separate" else None
+    params = JobParams.of_job(job.id, job.params)
+    source = params.input
+    if isinstance(source, UploadInput):
+        name, duration = source.file_name, job.duration or source.duration
+    else:
+        name, duration = source.audio_url.split("?")[0], job.duration
+    stems = params.stems if job.queue_model != "audio/separate" else None
     return {
         "file_name": name.rsplit("/", 1)[-1] or None,
         "duration": float(duration) if duration else None,
-        "stems": [names.get(s, s) for s in stems] if isinstance(stems, list) else None,
-        "prompt": params.get("prompt"),
+        "stems": [params.api_name(s) for s in stems] if stems is not None else None,
+        "prompt": params.prompt,
     }
 
 
@@ -292,7 +297,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     data: dict[str, OutputFile | int | float] = {}
     for name, out in (job.outputs or {}).items():
         data[name] = OutputFile(
-            url=services.download_url(
+            url=services.links.download_url(
                 out["key"],
                 ttl,
                 content_type=out.get("content_type", "application/octet-stream"),

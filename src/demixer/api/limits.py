@@ -13,8 +13,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.callers import callers
-from demixer.service.keys import Identity
-from demixer.service.limits import RateLimitExceeded, RateState
+from demixer.service.accounts.keys import Identity
+from demixer.service.accounts.limits import RateLimitExceeded, RateState
 
 __all__ = ["RateLimitHeadersMiddleware", "count_request"]
 
@@ -25,7 +25,7 @@ async def count_request(request: Request, identity: Identity) -> None:
     """Count this request against its key (raises ``RateLimited`` when over).
 
     Counted by this process's :class:`~demixer.api.callers.Callers` (in memory while the key is
-    far from its limit, in the shared table near it; see :mod:`demixer.service.ratecache`).
+    far from its limit, in the shared table near it; see :mod:`demixer.service.accounts.ratecache`).
     """
     if getattr(request.state, _STATE, None) is not None:
         return  # already counted by another auth dependency of this route

@@ -81,7 +81,10 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             validation = responses.get("422")
             if validation is not None and "HTTPValidationError" in str(validation):
                 del responses["422"]
-            common = [503, 507, 500]
+            # The health checks touch neither the database nor storage for a caller (readyz
+            # declares its own 503): they answer no outage or full-disk status.
+            health = "health" in operation.get("tags", ())
+            common = [500] if health else [503, 507, 500]
             if operation.get("parameters") or operation.get("requestBody"):
                 common.append(400)
             if operation.get("requestBody"):

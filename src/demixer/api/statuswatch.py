@@ -25,15 +25,15 @@ from functools import partial
 import anyio
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from demixer.api import jobs, lanes
 from demixer.api.schemas import RequestStatus
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
-from demixer.service.queue import IN_QUEUE
-from demixer.service.schema import Delivery, Job, JobLog
-from demixer.service.workers import live_models
+from demixer.service.delivery.outbox import latest_deliveries
+from demixer.service.jobs.queue import IN_QUEUE
+from demixer.service.schema import Job, JobLog
+from demixer.service.worker.registry import live_models
 
 __all__ = [
     "FAILED",
@@ -193,7 +193,7 @@ class StatusWatcher:
             positions = services.queue.positions(s, [j.id for j in queued])
             live = live_models(s, services.settings, services.db.clock()) if queued else None
             hooked = [j.id for j in rows.values() if (j.params or {}).get("webhook")]
-            deliveries = _latest_deliveries(s, hooked)
+            deliveries = latest_deliveries(s, hooked, chunk=_CHUNK)
             logged = sorted({job_id for job_id, logs in wanted if logs and job_id in rows})
             lines: dict[str, list[JobLog]] = {job_id: [] for job_id in logged}
             if logged:
@@ -216,17 +216,3 @@ class StatusWatcher:
 
 
 _CHUNK = 500  # ids per statement (SQLite caps the bound parameters of one statement)
-
-
-def _latest_deliveries(s: Session, job_ids: list[str]) -> dict[str, Delivery]:
-    """Each job's latest webhook delivery (as :func:`~demixer.api.jobs.extras` picks it)."""
-    latest: dict[str, Delivery] = {}
-    for i in range(0, len(job_ids), _CHUNK):
-        query = (
-            select(Delivery)
-            .where(Delivery.job_id.in_(job_ids[i : i + _CHUNK]))
-            .order_by(Delivery.job_id, Delivery.created_at.desc(), Delivery.id.desc())
-        )
-        for row in s.execute(query).scalars():
-            latest.setdefault(row.job_id, row)
-    return latest

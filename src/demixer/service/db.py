@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,12 +34,19 @@ __all__ = [
     "is_disk_full",
     "is_unavailable",
     "retry_unavailable",
+    "rows_changed",
     "utcnow",
 ]
 
 log = logging.getLogger("demixer.db")
 
 T = TypeVar("T")
+
+
+def rows_changed(result: Any) -> int:
+    """Rows a conditional UPDATE (or DELETE) matched: how every owner of a state tells that a
+    transition happened (``Session.execute`` is typed as returning a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def utcnow() -> datetime:

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from demixer.storage.local import process_alive
+
 __all__ = ["scratch_dir", "scratch_file", "sweep_scratch"]
 
 
@@ -33,16 +35,6 @@ def scratch_file(data_dir: Path, kind: str) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
 def sweep_scratch(data_dir: Path) -> int:
     """Remove the scratch entries of processes that no longer run; returns how many."""
     root = data_dir / "tmp"
@@ -54,7 +46,7 @@ def sweep_scratch(data_dir: Path) -> int:
         if len(parts) < 3 or not parts[1].isdigit():
             continue
         pid = int(parts[1])
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():

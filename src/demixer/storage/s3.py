@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from demixer.errors import StorageFull, StorageUnavailable
-from demixer.storage import BlobNotFound, _safe_key, content_disposition
+from demixer.storage.base import BlobNotFound, content_disposition, safe_key
 
 __all__ = ["S3Storage"]
 
@@ -206,7 +206,7 @@ class S3Storage:
         )
 
     def _key(self, key: str) -> str:
-        key = _safe_key(key)
+        key = safe_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, key: str, fn: Callable[..., _T], **kwargs: Any) -> _T:
@@ -288,6 +288,9 @@ class S3Storage:
             raise StorageUnavailable(
                 f"the bucket refused access ({_code(exc) or _status(exc)})"
             ) from exc
+
+    def sweep_partials(self) -> int:
+        return 0  # a PUT is atomic in the bucket; unfinished multipart uploads: its lifecycle
 
     def delete_prefix(self, prefix: str) -> int:
         # As on a filesystem: the blob named ``prefix`` and everything "inside" it, never a

@@ -1,41 +1,10 @@
 """Wire-compatible routers for the hosted APIs demixer replaces.
 
-Each vendor is one thin router translating its protocol onto the native job path
-(``demixer.api.submit`` / ``demixer.api.jobs`` / ``demixer.service.queue``): no job logic of its
-own. The native API already is the AudioLasso shape.
+Each vendor is one thin translation of its protocol onto the native job path
+(``demixer.api.submit`` / ``demixer.api.jobs`` / ``demixer.service.jobs.queue``): no job logic
+of its own. The native API already is the AudioLasso shape. A vendor package has ``routes``
+(its FastAPI router and error envelope) and, when it sends webhooks, ``wire`` (its payloads,
+free of any web framework, so a worker can build them). The application
+(:mod:`demixer.server.app`) mounts the routers; the composition root
+(:mod:`demixer.server.compose`) hands the webhook builders to the outbox.
 """
-
-from __future__ import annotations
-
-from collections.abc import Callable
-
-from fastapi import APIRouter
-from fastapi.responses import Response
-
-from demixer.api.lanes import Lane
-from demixer.errors import DemixerError
-from demixer.vendors import gaudio, musicgpt, sunoapi
-from demixer.vendors.gaudio import envelope as gaudio_envelope
-from demixer.vendors.gaudio import routes as gaudio_routes
-
-__all__ = ["envelopes", "lanes", "routers"]
-
-
-def routers() -> tuple[APIRouter, ...]:
-    """Every vendor router, each mounted at its vendor's own path prefix."""
-    return (gaudio.router, musicgpt.router, sunoapi.router)
-
-
-def lanes() -> tuple[Lane, ...]:
-    """Every vendor's fast lanes (its status read), put ahead of the routers' routes."""
-    return (*gaudio_routes.LANES, *musicgpt.LANES, *sunoapi.LANES)
-
-
-def envelopes() -> dict[str, Callable[[DemixerError], Response]]:
-    """Each vendor's path prefix -> how it answers an error, for the errors raised outside its
-    handlers (a crash, a request body over its limit: see ``demixer.api.errors``)."""
-    return {
-        gaudio_routes.PREFIX: gaudio_envelope.error_response,
-        musicgpt.PREFIX: musicgpt.error_response,
-        sunoapi.PREFIX: sunoapi.error_response,
-    }

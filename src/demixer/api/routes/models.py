@@ -30,8 +30,8 @@ from demixer.models.loading import is_installed
 from demixer.models.registry import ModelSpec, list_specs
 from demixer.service.batchread import Batched
 from demixer.service.context import Services
-from demixer.service.prompts import separable
-from demixer.service.workers import advertised_models
+from demixer.service.jobs.prompts import separable
+from demixer.service.worker.registry import advertised_models
 
 __all__ = ["DISK_SECONDS", "LANES", "ModelLists", "model_list", "router"]
 

@@ -38,9 +38,9 @@ from demixer.api.schemas import (
 )
 from demixer.api.statuswatch import FAILED, GONE, StatusWatcher
 from demixer.errors import NotFound, UnknownModel
+from demixer.service.accounts.keys import Identity
 from demixer.service.context import Services
-from demixer.service.keys import Identity
-from demixer.service.queue import CANCELLED, FINAL
+from demixer.service.jobs.queue import CANCELLED, FINAL
 
 __all__ = ["LANES", "router"]
 

@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from demixer.api.auth import ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.errors import DemixerError, Forbidden, NotFound
+from demixer.service.accounts.keys import authenticate, create_key, list_keys
 from demixer.service.context import Services
-from demixer.service.keys import authenticate, create_key, list_keys
 
 __all__ = ["WEB_DIR", "router"]
 

@@ -39,7 +39,7 @@ from demixer.errors import (
     UnsupportedMediaType,
     UrlExpired,
 )
-from demixer.service.keys import Unauthorized
+from demixer.service.accounts.keys import Unauthorized
 
 __all__ = [
     "CODES",

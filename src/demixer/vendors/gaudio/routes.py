@@ -2,13 +2,12 @@
 
 Jobs are ordinary ``audio/stems`` jobs planned by :func:`demixer.api.submit.plan_stems_request`
 (so model choice, limits, cache and usage all apply) with Gaudio's output names and
-``params["extra_formats"] = ["mp3"]``: every stem is stored as WAV (at the input's rate) and
-MP3 (320 kbps), see :mod:`demixer.service.runner`.
+``extra_formats=("mp3",)`` (:class:`~demixer.api.submit.PlanOptions`): every stem is stored as
+WAV (at the input's rate) and MP3 (320 kbps), see :mod:`demixer.service.worker.runner`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, BinaryIO, cast
@@ -37,10 +36,12 @@ from demixer.errors import (
     NotFound,
     ResultExpired,
 )
+from demixer.service.accounts.keys import Identity
 from demixer.service.context import Services
-from demixer.service.keys import Identity
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
-from demixer.service.retention import result_expired, result_expires_at
+from demixer.service.files.lifecycle import FileState
+from demixer.service.jobs.contract import GaudioFields, JobParams
+from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
+from demixer.service.retention.expiry import result_expired, result_expires_at
 from demixer.service.schema import File, Job
 from demixer.vendors.gaudio import multipart
 from demixer.vendors.gaudio.envelope import (
@@ -70,10 +71,14 @@ STEM_TYPES = {
     "acoustic_piano": "piano",
 }
 _OUTPUT_NAMES = {**{v: k for k, v in STEM_TYPES.items()}, RESIDUAL: "others"}
-_VENDOR = "gaudio"
 _PART_PATH = "/v1/files/upload-multipart/part"
 _MIN_RATE, _MAX_RATE = 16_000, 192_000
-_STATUS = {IN_PROGRESS: "running", COMPLETED: "success", FAILED: "failed", CANCELLED: "failed"}
+_STATUS: dict[str, str] = {
+    IN_PROGRESS: "running",
+    COMPLETED: "success",
+    FAILED: "failed",
+    CANCELLED: "failed",
+}
 
 
 async def _identity(
@@ -175,7 +180,7 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
     except NotFound:
         raise UploadNotFound(f"no upload {upload_id!r}") from None
     message = row.error_message or row.error_code or "not usable audio"
-    if row.status == "failed":
+    if row.status == FileState.FAILED:
         if row.error_code == FileTooLarge.code:
             raise FileTooLarge(message)
         if row.error_code == DurationLimit.code:
@@ -183,7 +188,7 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
         if not row.bytes_stored or "zero length" in message or "no audio" in message:
             raise ZeroLength(message)
         raise InvalidAudio(f"unsupported format: {message}")
-    if row.status != "uploaded":
+    if row.status != FileState.UPLOADED:
         raise FileNotReady(f"upload {upload_id!r} is not complete: call upload-multipart/complete")
     if row.sample_rate is not None and not _MIN_RATE <= row.sample_rate <= _MAX_RATE:
         raise UnsupportedRate(f"{row.sample_rate} Hz is outside 16–192 kHz")
@@ -220,11 +225,15 @@ def _create_job(services: Services, caller: Identity, model: str, body: dict[str
     request = StemsRequest.model_validate(
         {"input": {"file_id": row.id, "stems": stems, "output_format": "wav"}}
     )
+    how = submit.PlanOptions(
+        residual="always",  # Gaudio's `others`
+        output_names=_OUTPUT_NAMES,
+        extra_formats=("mp3",),
+        vendor=GaudioFields(),
+        note=f"gaudio {model}: type {body.get('type')!r}",
+    )
     # The best installed model with every stem; UnknownStem names what can be produced.
-    sub = submit.plan_stems_request(services, caller.account_id, request, always_residual=True)
-    names = {name: _OUTPUT_NAMES.get(name, name) for name in sub.params["stems"]}
-    params = {**sub.params, "names": names, "extra_formats": ["mp3"], "vendor": _VENDOR}
-    sub = dataclasses.replace(sub, params=params, note=f"gaudio {model}: type {body.get('type')!r}")
+    sub = submit.plan_stems_request(services, caller.account_id, request, how)
     queued = submit.submit(services, caller.account_id, sub, key_id=caller.key_id)
     return queued.request_id
 
@@ -247,7 +256,7 @@ def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
         key = str(out["key"])
         stem = name.rsplit(".", 1)[0] if "." in name else name
         ext = key.rsplit(".", 1)[-1]
-        urls.setdefault(stem, {})[ext] = services.download_url(
+        urls.setdefault(stem, {})[ext] = services.links.download_url(
             key,
             ttl,
             content_type=out.get("content_type", "application/octet-stream"),
@@ -263,7 +272,7 @@ async def _job_view(services: Services, account_id: str, job_id: str) -> dict[st
         job = await fetch_job(services, account_id, job_id)  # one SELECT, no ORM object
     except NotFound:
         raise JobNotFound(f"no job {job_id!r}") from None
-    if (job.params or {}).get("vendor") != _VENDOR:
+    if not isinstance(JobParams.of_job(job.id, job.params).vendor, GaudioFields):
         raise JobNotFound(f"no job {job_id!r}")
     keep = services.settings.result_retention_seconds
     now = services.db.clock()

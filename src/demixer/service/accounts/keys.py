@@ -1,0 +1,152 @@
+"""Accounts and API keys. A key's secret is shown once; only its SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from demixer.errors import DemixerError
+from demixer.service.db import Database
+from demixer.service.schema import Account, ApiKey
+
+__all__ = [
+    "ALL_SCOPES",
+    "Identity",
+    "KeyInfo",
+    "KeyNotFound",
+    "Unauthorized",
+    "authenticate",
+    "create_key",
+    "list_keys",
+    "new_id",
+    "revoke_key",
+]
+
+ALL_SCOPES = ("audio:separate", "files:write", "files:read", "models:read")
+KEY_PREFIX = "dmx_"
+
+
+class KeyNotFound(DemixerError):
+    """No key or account with that id."""
+
+    code = "NOT_FOUND"
+
+
+class Unauthorized(DemixerError):
+    """No key, or a key that is unknown or revoked (HTTP 401)."""
+
+    code = "UNAUTHENTICATED"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the key's account and scopes."""
+
+    account_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key as listed (never the secret)."""
+
+    id: str
+    account_id: str
+    prefix: str
+    scopes: tuple[str, ...]
+    name: str
+    created_at: str
+    revoked: bool
+
+
+def new_id(prefix: str) -> str:
+    """A random, URL-safe id like ``req_3fQ…`` (128 bits)."""
+    return f"{prefix}_{secrets.token_urlsafe(16).replace('-', 'x').replace('_', 'y')}"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(
+    db: Database,
+    *,
+    account_id: str | None = None,
+    scopes: tuple[str, ...] = ALL_SCOPES,
+    name: str = "",
+) -> tuple[str, str]:
+    """Make a key (and a new account unless ``account_id`` is given).
+
+    Returns:
+        ``(account_id, secret)``; the secret is not stored and cannot be shown again.
+    """
+    unknown = set(scopes) - set(ALL_SCOPES)
+    if unknown:
+        raise DemixerError(f"unknown scope(s) {', '.join(sorted(unknown))}; known: {ALL_SCOPES}")
+    if len(name) > 200:
+        raise DemixerError(f"a key's name is at most 200 characters (got {len(name)})")
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    now = db.clock()
+    with db.write() as s:
+        if account_id is None:
+            account_id = new_id("acct")
+            s.add(Account(id=account_id, name=name, created_at=now))
+        elif s.get(Account, account_id) is None:
+            raise KeyNotFound(f"no account {account_id}")
+        s.add(
+            ApiKey(
+                id=new_id("key"),
+                account_id=account_id,
+                key_hash=_hash(secret),
+                prefix=secret[:10],
+                scopes=" ".join(scopes),
+                name=name,
+                created_at=now,
+            )
+        )
+    return account_id, secret
+
+
+def authenticate(db: Database, secret: str | None) -> Identity:
+    """The identity behind ``secret``; raises :class:`Unauthorized`."""
+    if not secret:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    with db.read() as s:
+        key = s.execute(select(ApiKey).where(ApiKey.key_hash == _hash(secret))).scalar_one_or_none()
+    if key is None or key.revoked_at is not None:
+        raise Unauthorized("invalid or revoked API key")
+    return Identity(key.account_id, key.id, frozenset(key.scopes.split()))
+
+
+def list_keys(db: Database) -> list[KeyInfo]:
+    """Every key, oldest first."""
+    with db.read() as s:
+        rows = s.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars().all()
+    return [
+        KeyInfo(
+            k.id,
+            k.account_id,
+            k.prefix,
+            tuple(k.scopes.split()),
+            k.name,
+            k.created_at.isoformat(),
+            k.revoked_at is not None,
+        )
+        for k in rows
+    ]
+
+
+def revoke_key(db: Database, key_id: str) -> None:
+    """Revoke a key by id: its requests answer 401 at once in this process, and within
+    ``key_cache_seconds`` in every other API process (see
+    :mod:`demixer.service.accounts.keycache`)."""
+    with db.write() as s:
+        key = s.get(ApiKey, key_id)
+        if key is None:
+            raise KeyNotFound(f"no key {key_id}")
+        if key.revoked_at is None:
+            key.revoked_at = db.clock()
