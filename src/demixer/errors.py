@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AlreadyUploaded",
     "Cancelled",
+    "CheckpointMismatch",
     "Conflict",
     "ContentTypeMismatch",
     "DatabaseUnavailable",
@@ -26,6 +27,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidAudio",
     "InvalidAudioUrl",
+    "InvalidModelConfig",
     "InvalidOutput",
     "InvalidRequest",
     "InvalidSignature",
@@ -40,6 +42,7 @@ __all__ = [
     "SizeMismatch",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
+    "UnknownArchitecture",
     "UnknownModel",
     "UnknownStem",
     "UnsupportedMediaType",
@@ -82,6 +85,12 @@ class UnknownModel(DemixerError):
     code = "UNKNOWN_MODEL"
 
 
+class UnknownArchitecture(UnknownModel):
+    """A network family (``--arch``, an MSST ``model_type``) demixer has no implementation of."""
+
+    code = "UNKNOWN_ARCHITECTURE"
+
+
 class UnknownStem(DemixerError):
     """A requested stem is not one the model produces."""
 
@@ -104,6 +113,19 @@ class DownloadFailed(ModelUnavailable):
     """Fetching weights failed (network, HTTP status, size or checksum)."""
 
     code = "DOWNLOAD_FAILED"
+
+
+class InvalidModelConfig(ModelUnavailable):
+    """A model's config file cannot be used: not YAML, unsafe YAML, or a missing, ill-typed or
+    unknown option."""
+
+    code = "INVALID_MODEL_CONFIG"
+
+
+class CheckpointMismatch(ModelUnavailable):
+    """A checkpoint that does not fit the network its config describes (keys or shapes)."""
+
+    code = "CHECKPOINT_MISMATCH"
 
 
 class ModelFailed(DemixerError):

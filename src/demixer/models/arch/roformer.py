@@ -1,0 +1,447 @@
+"""The pieces BS-RoFormer and Mel-Band RoFormer share: options, norms, attention and the axial
+transformer stack (the band split, mask estimation and STFT are in :mod:`.bands`).
+
+Every module here has exactly the parameter names and shapes of the reference implementation
+(ZFTurbo's Music-Source-Separation-Training, after lucidrains' BS-RoFormer), so the community's
+checkpoints load into it unchanged; the arithmetic is the reference's, computed with fused torch
+kernels (``scaled_dot_product_attention``, rotary tables computed once per sequence length, one
+gather and one scatter for the bands). Inference only: dropout is left out.
+
+Shapes use ``b`` batch, ``t`` STFT frames, ``k`` bands, ``d`` model width, ``h`` heads,
+``e`` head width, ``n`` stems, ``s`` audio channels, ``F`` STFT bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from demixer.errors import InvalidModelConfig
+
+__all__ = [
+    "RMSNorm",
+    "RoformerOptions",
+    "active_heads",
+    "axial_layers",
+    "check_channels",
+    "run_axial",
+    "unit_rows",
+]
+
+# Options that change only training (losses, checkpointing, dropout) or that a fork added as a
+# speed-up computing the same attention (SageAttention): accepted and ignored at inference.
+_IGNORED = frozenset(
+    {
+        "attn_dropout",
+        "ff_dropout",
+        "dim_freqs_in",
+        "multi_stft_resolution_loss_weight",
+        "multi_stft_resolutions_window_sizes",
+        "multi_stft_hop_size",
+        "multi_stft_normalized",
+        "use_torch_checkpoint",
+        "sage_attention",
+        "match_input_audio_length",
+        "norm",
+    }
+)
+_COMMON = frozenset(
+    {
+        "dim",
+        "depth",
+        "stereo",
+        "num_stems",
+        "time_transformer_depth",
+        "freq_transformer_depth",
+        "linear_transformer_depth",
+        "dim_head",
+        "heads",
+        "flash_attn",
+        "stft_n_fft",
+        "stft_hop_length",
+        "stft_win_length",
+        "stft_normalized",
+        "zero_dc",
+        "mask_estimator_depth",
+        "mlp_expansion_factor",
+        "skip_connection",
+        "use_pope",
+    }
+)
+
+
+def _int(model: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:
+    value = model.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidModelConfig(f"model.{key} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _bool(model: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = model.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidModelConfig(f"model.{key} must be true or false, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RoformerOptions:
+    """The ``model:`` options both RoFormers read, checked, with the reference's defaults.
+
+    ``mask_estimator_depth`` defaults differ per architecture and are passed in.
+    """
+
+    dim: int
+    depth: int
+    stereo: bool
+    num_stems: int
+    time_depth: int
+    freq_depth: int
+    linear_depth: int
+    dim_head: int
+    heads: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    normalized: bool
+    zero_dc: bool
+    mask_depth: int
+    mlp_expansion: int
+    skip_connection: bool
+
+    @classmethod
+    def read(
+        cls,
+        model: Mapping[str, Any],
+        *,
+        arch: str,
+        own: frozenset[str],
+        mask_depth: int,
+        hop_length: int = 512,
+    ) -> RoformerOptions:
+        """Check ``model`` (the YAML ``model:`` section) and read it.
+
+        Raises:
+            InvalidModelConfig: a missing or ill-typed option, an option this architecture does
+                not have, or one demixer cannot compute (PoPE position embeddings).
+        """
+        unknown = sorted(set(model) - _COMMON - _IGNORED - own)
+        if unknown:
+            raise InvalidModelConfig(
+                f"{arch}: unknown model option(s) {', '.join(unknown)}; demixer computes "
+                f"exactly what the reference computes and will not guess what they mean"
+            )
+        if model.get("use_pope", False):
+            raise InvalidModelConfig(f"{arch}: use_pope (PoPE positions) is not supported")
+        if "dim" not in model or "depth" not in model:
+            raise InvalidModelConfig(f"{arch}: model.dim and model.depth are required")
+        n_fft = _int(model, "stft_n_fft", 2048, 2)
+        return cls(
+            dim=_int(model, "dim", 0),
+            depth=_int(model, "depth", 0),
+            stereo=_bool(model, "stereo", False),
+            num_stems=_int(model, "num_stems", 1),
+            time_depth=_int(model, "time_transformer_depth", 2),
+            freq_depth=_int(model, "freq_transformer_depth", 2),
+            linear_depth=_int(model, "linear_transformer_depth", 0, 0),
+            dim_head=_int(model, "dim_head", 64, 2),
+            heads=_int(model, "heads", 8),
+            n_fft=n_fft,
+            hop_length=_int(model, "stft_hop_length", hop_length),
+            win_length=_int(model, "stft_win_length", n_fft),
+            normalized=_bool(model, "stft_normalized", False),
+            zero_dc=_bool(model, "zero_dc", True),
+            mask_depth=_int(model, "mask_estimator_depth", mask_depth),
+            mlp_expansion=_int(model, "mlp_expansion_factor", 4),
+            skip_connection=_bool(model, "skip_connection", False),
+        )
+
+    @property
+    def channels(self) -> int:
+        """Audio channels the model takes: 2 when ``stereo``, else 1."""
+        return 2 if self.stereo else 1
+
+
+class RMSNorm(nn.Module):
+    """``x / ||x|| * sqrt(d) * gamma`` over the last axis (the reference's RMSNorm).
+
+    The norm is clamped at 1e-12 as the reference's ``F.normalize`` does; written as a vector
+    norm and one scaling (torch's ``rms_norm`` is several times slower on CPU here). Where a
+    linear layer follows, :meth:`fold` moves ``sqrt(d) * gamma`` into its weight, so the norm
+    itself is one division written straight in the compute dtype (:func:`unit_rows`).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self._fold_key: tuple[Any, ...] | None = None
+        self._folded: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
+        out: torch.Tensor = x / norm * (self.gamma * self.scale).to(x.dtype)
+        return out
+
+    def fold(self, *linears: nn.Linear) -> list[torch.Tensor]:
+        """The weights of ``linears`` (which this norm feeds) times ``sqrt(d) * gamma``, so that
+        ``linear(norm(x)) == F.linear(unit_rows(x), folded, linear.bias)``; cached until the
+        parameters change."""
+        params = (self.gamma, *(lin.weight for lin in linears))
+        key = tuple((p.data_ptr(), p.dtype, p._version) for p in params)
+        if key != self._fold_key:
+            with torch.no_grad(), torch.inference_mode(False):
+                g = self.gamma.float() * self.scale
+                self._folded = [(lin.weight.float() * g).to(lin.weight.dtype) for lin in linears]
+            self._fold_key = key
+        return self._folded
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x / max(||x||, 1e-12)`` over the last axis, written in the compute dtype (bf16 under
+    bf16 autocast: the cast the next matmul would make, done in the same pass)."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    if dtype == x.dtype:
+        unit: torch.Tensor = x / norm
+        return unit
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    torch.div(x, norm, out=out)
+    return out
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding on interleaved pairs, as ``rotary_embedding_torch`` computes it.
+
+    ``freqs`` ``(e // 2,)`` is a parameter of the reference, so checkpoints carry it (one copy
+    per attention layer sharing it) and it is loaded, not recomputed. Position ``p`` turns the
+    pair ``(x0, x1)`` by ``p * freq``: a complex multiplication by ``exp(i p freq)``, whose table
+    ``(positions, e // 2)`` is computed once per sequence length and device, in float32.
+    """
+
+    def __init__(self, dim_head: int) -> None:
+        super().__init__()
+        exponent = torch.arange(0, dim_head, 2)[: dim_head // 2].float() / dim_head
+        self.freqs = nn.Parameter(1.0 / (10000**exponent), requires_grad=False)
+        self._tables: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self.register_load_state_dict_post_hook(_clear_tables)  # type: ignore[no-untyped-call]
+
+    def table(self, length: int, device: torch.device) -> torch.Tensor:
+        """``exp(i p freq)`` for positions ``p < length``: ``(length, e // 2)`` complex64."""
+        key = (length, device)
+        cached = self._tables.get(key)
+        if cached is None:
+            positions = torch.arange(length, device=device, dtype=torch.float32)
+            angles = positions[:, None] * self.freqs.detach().float()[None, :]
+            cached = torch.complex(angles.cos(), angles.sin())
+            self._tables[key] = cached
+        return cached
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``(..., positions, e)``; same shape and dtype out."""
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # type: ignore[no-untyped-call]
+        turned = pairs * self.table(x.shape[-2], x.device)
+        return torch.view_as_real(turned).flatten(-2).to(x.dtype)
+
+
+def _clear_tables(module: nn.Module, _keys: object) -> None:
+    # New freqs were loaded: the tables made from the old ones are stale.
+    if isinstance(module, RotaryEmbedding):
+        module._tables.clear()
+
+
+class Attention(nn.Module):
+    """Gated multi-head self-attention with rotary positions (pre-norm).
+
+    Parameters as the reference: ``norm``, ``to_qkv`` (no bias), ``to_gates``, ``to_out.0``
+    (no bias), ``rotary_embed.freqs``. Attention is ``scaled_dot_product_attention`` (the
+    reference's flash path; its non-flash path is the same softmax attention written out).
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head
+        inner = heads * dim_head
+        self.norm = RMSNorm(dim)
+        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.to_gates = nn.Linear(dim, heads)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim, bias=False))
+        self.rotary_embed = rotary
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, n, d)`` -> ``(b, n, d)`` (without the residual)."""
+        b, n, _ = x.shape
+        h, e = self.heads, self.dim_head
+        x = unit_rows(x)
+        w_qkv, w_gates = self.norm.fold(self.to_qkv, self.to_gates)
+        qkv = F.linear(x, w_qkv).view(b, n, 3, h, e).permute(2, 0, 3, 1, 4)  # (3, b, h, n, e)
+        qk = self.rotary_embed.rotate(qkv[:2])
+        out = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2])  # (b, h, n, e)
+        gates = F.linear(x, w_gates, self.to_gates.bias).transpose(1, 2).sigmoid()  # (b, h, n)
+        out = (out * gates[..., None]).transpose(1, 2).reshape(b, n, h * e)
+        result: torch.Tensor = self.to_out(out)
+        return result
+
+
+class LinearAttention(nn.Module):
+    """Cross-covariance ("linear") attention of El-Nouby et al., the reference's flavour.
+
+    Attends over the ``e`` features of each head with the ``n`` tokens as the vector axis:
+    queries and keys are L2-normalised over tokens, queries scaled by ``exp(temperature)``, and
+    the similarities by 8. Parameters: ``norm``, ``to_qkv.0``, ``temperature``, ``to_out.1``.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head
+        inner = heads * dim_head
+        self.norm = RMSNorm(dim)
+        self.to_qkv = nn.Sequential(nn.Linear(dim, inner * 3, bias=False))
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.to_out = nn.Sequential(nn.Identity(), nn.Linear(inner, dim, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, n, d)`` -> ``(b, n, d)`` (without the residual)."""
+        b, n, _ = x.shape
+        h, e = self.heads, self.dim_head
+        (w_qkv,) = self.norm.fold(self.to_qkv[0])  # type: ignore[arg-type]
+        qkv = F.linear(unit_rows(x), w_qkv).view(b, n, 3, h, e).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (b, h, e, n)
+        q = F.normalize(q, dim=-1) * self.temperature.exp()
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-1, -2) * 8.0).softmax(dim=-1)  # (b, h, e, e)
+        out = (attn @ v).permute(0, 3, 1, 2).reshape(b, n, h * e)
+        result: torch.Tensor = self.to_out(out)
+        return result
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP ``d -> mult d -> d`` with GELU; parameters ``net.0``, ``net.1``, ``net.4``."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.Sequential(
+            RMSNorm(dim),
+            nn.Linear(dim, inner),
+            nn.GELU(),
+            nn.Identity(),  # the reference's dropout
+            nn.Linear(inner, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm: RMSNorm = self.net[0]  # type: ignore[assignment]
+        first: nn.Linear = self.net[1]  # type: ignore[assignment]
+        (weight,) = norm.fold(first)
+        out: torch.Tensor = self.net[4](F.gelu(F.linear(unit_rows(x), weight, first.bias)))
+        return out
+
+
+class Transformer(nn.Module):
+    """``depth`` x (attention + feed-forward, residual each), then an optional RMSNorm."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int,
+        *,
+        rotary: RotaryEmbedding | None,
+        norm_output: bool,
+    ) -> None:
+        super().__init__()
+        layers = []
+        for _ in range(depth):
+            attn: nn.Module = (
+                LinearAttention(dim, heads, dim_head)
+                if rotary is None
+                else Attention(dim, heads, dim_head, rotary)
+            )
+            layers.append(nn.ModuleList([attn, FeedForward(dim)]))
+        self.layers = nn.ModuleList(layers)
+        self.norm: nn.Module = RMSNorm(dim) if norm_output else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, n, d)`` -> ``(b, n, d)``."""
+        for layer in self.layers:
+            attn: nn.Module
+            ff: nn.Module
+            attn, ff = layer  # type: ignore[misc]
+            x = attn(x) + x
+            x = ff(x) + x
+        out: torch.Tensor = self.norm(x)
+        return out
+
+
+def axial_layers(opts: RoformerOptions, *, norm_output: bool) -> nn.ModuleList:
+    """``depth`` axial blocks, each [linear transformer over all tokens], time, frequency.
+
+    Returned as the reference's ``layers`` (block ``i`` holds its transformers in that order);
+    all time transformers share one rotary embedding, all frequency transformers another.
+    """
+    time_rotary = RotaryEmbedding(opts.dim_head)
+    freq_rotary = RotaryEmbedding(opts.dim_head)
+    kw: dict[str, Any] = {
+        "dim": opts.dim,
+        "heads": opts.heads,
+        "dim_head": opts.dim_head,
+        "norm_output": norm_output,
+    }
+    blocks = []
+    for _ in range(opts.depth):
+        block = []
+        if opts.linear_depth > 0:
+            block.append(Transformer(depth=opts.linear_depth, rotary=None, **kw))
+        block.append(Transformer(depth=opts.time_depth, rotary=time_rotary, **kw))
+        block.append(Transformer(depth=opts.freq_depth, rotary=freq_rotary, **kw))
+        blocks.append(nn.ModuleList(block))
+    return nn.ModuleList(blocks)
+
+
+def run_axial(layers: nn.ModuleList, x: torch.Tensor, *, skip_connection: bool) -> torch.Tensor:
+    """Run :func:`axial_layers` on ``(b, t, k, d)`` band features; same shape out.
+
+    With ``skip_connection`` every block's input adds the outputs of all earlier blocks.
+    """
+    b, t, k, d = x.shape
+    store: list[torch.Tensor] = []
+    for block in layers:
+        transformers: list[nn.Module] = list(block)  # type: ignore[call-overload]
+        *linear, time, freq = transformers
+        if linear:
+            x = linear[0](x.reshape(b, t * k, d)).reshape(b, t, k, d)
+        if skip_connection:
+            for earlier in store:
+                x = x + earlier
+        x = time(x.transpose(1, 2).reshape(b * k, t, d)).reshape(b, k, t, d)
+        x = freq(x.transpose(1, 2).reshape(b * t, k, d)).reshape(b, t, k, d)
+        if skip_connection:
+            store.append(x)
+    return x
+
+
+def check_channels(audio: torch.Tensor, channels: int, arch: str) -> None:
+    """Refuse ``(b, s, T)`` audio whose ``s`` is not the model's channel count."""
+    if audio.ndim != 3 or audio.shape[1] != channels:
+        raise ValueError(
+            f"{arch} takes (batch, {channels}, samples) audio, got shape {tuple(audio.shape)}"
+        )
+
+
+def active_heads(
+    num_stems: int, instruments: Sequence[str], target_instrument: str | None
+) -> list[int]:
+    """Which mask estimators to run: MSST runs only the target's when a model has one estimator
+    per instrument and the config names a ``target_instrument``; otherwise all of them."""
+    if target_instrument and num_stems == len(instruments) and target_instrument in instruments:
+        return [list(instruments).index(target_instrument)]
+    return list(range(num_stems))
