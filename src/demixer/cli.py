@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from demixer import __version__, cli_remote, cli_service
+from demixer import __version__, cli_remote, cli_service, cli_user_models
 from demixer.cli_output import print_error
 from demixer.errors import DemixerError, InvalidAudio, exit_code_for
 
@@ -38,7 +38,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and fetch separation models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List, fetch, add (your own) and remove separation models.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 err = Console(stderr=True)
@@ -74,8 +76,11 @@ def _advance(progress: Progress, task: TaskID, fraction: float) -> None:
 def separate(
     files: Annotated[list[Path], typer.Argument(help="Audio or video files to separate.")],
     model: Annotated[
-        str, typer.Option("-m", "--model", help="Model id (see `demixer models list`).")
-    ] = "spleeter-2stems",
+        str | None,
+        typer.Option(
+            "-m", "--model", help="Model id (see `demixer models list`) [default: spleeter-2stems]."
+        ),
+    ] = None,
     stems: Annotated[
         str | None,
         typer.Option(
@@ -112,15 +117,43 @@ def separate(
     model_path: Annotated[
         Path | None, typer.Option("--model-path", help="Load this local checkpoint instead.")
     ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            help="Run your own MSST model: its architecture (bs_roformer, mel_band_roformer, "
+            "...), with --model-config and --model-path; stems are named from the config.",
+        ),
+    ] = None,
+    model_config: Annotated[
+        Path | None, typer.Option("--model-config", help="Your MSST model's YAML config.")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
 ) -> None:
-    """Separate FILES into stems, one folder per track (several files share one loaded model)."""
-    from demixer.audio import OutputFormat
-    from demixer.engine import Separator
+    """Separate FILES into stems, one folder per track (several files share one loaded model).
 
+    Precision: bf16 where the CPU/GPU has native bf16, else fp32; DEMIXER_PRECISION=fp32
+    forces full precision (an MSST model then gives exactly what MSST's inference gives).
+    """
+    from demixer.audio import OutputFormat
+    from demixer.engine import DEFAULT_MODEL, Separator
+
+    if (arch is None) != (model_config is None) or (arch and (model is not None or not model_path)):
+        print_error(
+            "USAGE",
+            "your own MSST model needs --arch, --model-config and --model-path together "
+            "(and no -m)",
+        )
+        raise typer.Exit(2)
     try:
         output = OutputFormat.parse(fmt, bit_depth)
-        separator = Separator(model, model_path=model_path, device=device)
+        if arch is not None and model_config is not None and model_path is not None:
+            from demixer.models.msst.user import open_files
+
+            spec, backend = open_files(arch, model_config, model_path, device=device)
+            separator = Separator.from_backend(spec, backend)
+        else:
+            separator = Separator(model or DEFAULT_MODEL, model_path=model_path, device=device)
         requested = stems.split(",") if stems else None
         separator.plan(requested)  # reject unknown stems before any decoding
     except DemixerError as e:
@@ -228,6 +261,7 @@ def models_pull(
 
 cli_service.register(app)
 cli_remote.register(app)
+cli_user_models.register(models_app)
 
 
 def main() -> None:

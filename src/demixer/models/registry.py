@@ -2,12 +2,16 @@
 
 A :class:`ModelSpec` is pure data. Loading goes through :func:`demixer.models.loading.load_backend`,
 which verifies every weights file's SHA-256 before anything is deserialised.
+
+Besides the catalogue below, :func:`get_spec` and :func:`list_specs` see the user's own models
+in the model directory (:mod:`demixer.models.user_models`, ``demixer models add``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from demixer.errors import UnknownModel
@@ -18,6 +22,7 @@ __all__ = [
     "ModelSpec",
     "Score",
     "WeightFile",
+    "catalogue_ids",
     "get_spec",
     "list_specs",
     "model_card",
@@ -284,18 +289,32 @@ _SPECS: tuple[ModelSpec, ...] = (
 _BY_ID = {spec.id: spec for spec in _SPECS}
 
 
-def list_specs() -> tuple[ModelSpec, ...]:
-    """Every registered model, in display order."""
-    return _SPECS
+def catalogue_ids() -> frozenset[str]:
+    """The ids of the catalogue's models (never a user model's name)."""
+    return frozenset(_BY_ID)
 
 
-def get_spec(model_id: str) -> ModelSpec:
-    """The spec for ``model_id``; raises :class:`UnknownModel` naming the known ids."""
-    try:
-        return _BY_ID[model_id]
-    except KeyError:
-        known = ", ".join(_BY_ID)
-        raise UnknownModel(f"unknown model {model_id!r}; known models: {known}") from None
+def list_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
+    """Every registered model, in display order: the catalogue, then the user's own models in
+    ``model_dir`` (default ``$DEMIXER_MODEL_DIR``)."""
+    from demixer.models.user_models import user_specs  # it imports this module
+
+    return _SPECS + user_specs(model_dir)
+
+
+def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
+    """The spec for ``model_id`` (a catalogue id, or a user model in ``model_dir``); raises
+    :class:`UnknownModel` naming the known ids."""
+    spec = _BY_ID.get(model_id)
+    if spec is not None:
+        return spec
+    from demixer.models.user_models import user_spec
+
+    user = user_spec(model_id, model_dir)
+    if user is not None:
+        return user
+    known = ", ".join(s.id for s in list_specs(model_dir))
+    raise UnknownModel(f"unknown model {model_id!r}; known models: {known}")
 
 
 def model_card(model_id: str) -> str:
