@@ -28,10 +28,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml  # type: ignore[import-untyped]
 from msst.models.bs_roformer import BSRoformer, MelBandRoformer
 from msst.utils.model_utils import demix
 from msst.utils.settings import get_model_from_config
 
+from demixer.audio import OutputFormat
 from demixer.engine import Separator
 from demixer.models.arch import build_model
 from demixer.models.arch.mel_band_roformer import mel_filterbank
@@ -314,3 +316,34 @@ def _config_dict(chunk: int, num_overlap: int, batch: int) -> Any:
             "training": {"instruments": ["a", "b"], "target_instrument": None},
         }
     )
+
+
+def test_a_normalising_config_equals_msst_from_an_array_and_a_file(
+    pipelines: dict[str, Pipeline], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inference.normalize``: MSST scales the whole song by its mono mix's mean and std; the
+    engine reads a file twice for them (the stream itself never holds the song).
+
+    MSST's ``normalize_audio`` lives in a module that imports matplotlib, so its two lines are
+    written out here: ``(audio - mean) / std`` of ``audio.mean(0)``, and back.
+    """
+    p = pipelines["bs-4stem-sage"]
+    config = yaml.load(p.config.read_text(), Loader=yaml.FullLoader)
+    config["inference"]["normalize"] = True
+    normalising = write_config(config, tmp_path / "normalise.yaml")
+    mix = music(3 * p.chunk + 11, seed=5) * 3 + 0.05  # loud, and off centre
+    mono = mix.mean(0)
+    mean, std = mono.mean(), mono.std()
+    expected = {k: v * std + mean for k, v in msst_stems(p, (mix - mean) / std).items()}
+
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, normalising, p.checkpoint))
+    got = separator.separate_array(mix, 44100)
+    sf.write(tmp_path / "song.wav", mix.T, 44100, subtype="FLOAT")
+    written = separator.separate_file(
+        tmp_path / "song.wav", tmp_path / "out", fmt=OutputFormat.parse("wav", "32f")
+    )
+    for stem in p.stems:
+        from_file, _ = sf.read(written.paths[stem], dtype="float32")
+        assert float(np.abs(got[stem] - expected[stem]).max()) <= 1e-4 * 3
+        assert float(np.abs(from_file.T - expected[stem]).max()) <= 1e-4 * 3
