@@ -221,33 +221,39 @@ class RotaryEmbedding(nn.Module):
 
     ``freqs`` ``(e // 2,)`` is a parameter of the reference, so checkpoints carry it (one copy
     per attention layer sharing it) and it is loaded, not recomputed. Position ``p`` turns the
-    pair ``(x0, x1)`` by ``p * freq``: a complex multiplication by ``exp(i p freq)``, whose table
-    ``(positions, e // 2)`` is computed once per sequence length and device, in float32.
+    pair ``(x0, x1)`` by the angle ``p * freq``: ``(x0 cos - x1 sin, x1 cos + x0 sin)``. The
+    tables ``(positions, e)`` (cos, and sin with its sign for each half of the pair) are
+    computed once per sequence length, device and dtype, in float32 and then rounded.
     """
 
     def __init__(self, dim_head: int) -> None:
         super().__init__()
         exponent = torch.arange(0, dim_head, 2)[: dim_head // 2].float() / dim_head
         self.freqs = nn.Parameter(1.0 / (10000**exponent), requires_grad=False)
-        self._tables: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._tables: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
         self.register_load_state_dict_post_hook(_clear_tables)  # type: ignore[no-untyped-call]
 
-    def table(self, length: int, device: torch.device) -> torch.Tensor:
-        """``exp(i p freq)`` for positions ``p < length``: ``(length, e // 2)`` complex64."""
-        key = (length, device)
+    def tables(
+        self, length: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos`` and signed ``sin`` ``(length, e)`` for positions ``0 .. length - 1``."""
+        key = (length, device, dtype)
         cached = self._tables.get(key)
         if cached is None:
             positions = torch.arange(length, device=device, dtype=torch.float32)
             angles = positions[:, None] * self.freqs.detach().float()[None, :]
-            cached = torch.complex(angles.cos(), angles.sin())
+            angles = angles.repeat_interleave(2, dim=-1)
+            sin = angles.sin()
+            sin[:, 0::2].neg_()  # x0' = x0 cos + x1 (-sin); x1' = x1 cos + x0 sin
+            cached = (angles.cos().to(dtype), sin.to(dtype))
             self._tables[key] = cached
-        return cached
+        return cached[0], cached[1]
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` ``(..., positions, e)``; same shape and dtype out."""
-        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # type: ignore[no-untyped-call]
-        turned = pairs * self.table(x.shape[-2], x.device)
-        return torch.view_as_real(turned).flatten(-2).to(x.dtype)
+        cos, sin = self.tables(x.shape[-2], x.device, x.dtype)
+        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # type: ignore[no-untyped-call]
+        return torch.addcmul(x * cos, swapped, sin)
 
 
 def _clear_tables(module: nn.Module, _keys: object) -> None:
