@@ -182,7 +182,7 @@ class MaskEstimator(nn.Module):
         self._pack()
         h = x.permute(2, 0, 1, 3).reshape(k, b * t, d)
         for weight, bias in self._hidden:
-            h = torch.baddbmm(bias, h, weight.transpose(1, 2)).tanh()
+            h = torch.baddbmm(bias, h, weight.transpose(1, 2)).tanh_()
         outs = []
         for (start, stop), (weight, bias, index) in zip(self._groups, self._last, strict=True):
             y = torch.baddbmm(bias, h[start:stop], weight).float()  # (n, b*t, 2 * width)

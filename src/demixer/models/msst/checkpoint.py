@@ -122,4 +122,4 @@ def load_weights(
             f"checkpoint {checkpoint} does not fit the network config {config} describes: "
             f"{problem}. Are they from the same model?"
         )
-    network.load_state_dict(state, strict=True)
+    network.load_state_dict(state, strict=True)  # copies (and casts a float16 checkpoint)
