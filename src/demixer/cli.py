@@ -78,7 +78,7 @@ def separate(
     model: Annotated[
         str | None,
         typer.Option(
-            "-m", "--model", help="Model id (see `demixer models list`) [default: spleeter-2stems]."
+            "-m", "--model", help="Model id (see `demixer models list`; default spleeter-2stems)."
         ),
     ] = None,
     stems: Annotated[
@@ -122,7 +122,8 @@ def separate(
         typer.Option(
             "--arch",
             help="Run your own MSST model: its architecture (bs_roformer, mel_band_roformer, "
-            "...), with --model-config and --model-path; stems are named from the config.",
+            "...), with --model-config and --model-path; stems are named from the config. With "
+            "DEMIXER_PRECISION=fp32 it gives what MSST's own inference gives.",
         ),
     ] = None,
     model_config: Annotated[
@@ -132,8 +133,7 @@ def separate(
 ) -> None:
     """Separate FILES into stems, one folder per track (several files share one loaded model).
 
-    Precision: bf16 where the CPU/GPU has native bf16, else fp32; DEMIXER_PRECISION=fp32
-    forces full precision (an MSST model then gives exactly what MSST's inference gives).
+    Models run in bf16 where the hardware has it natively, else fp32 (DEMIXER_PRECISION=fp32).
     """
     from demixer.audio import OutputFormat
     from demixer.engine import DEFAULT_MODEL, Separator

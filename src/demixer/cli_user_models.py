@@ -35,9 +35,9 @@ def models_add(
 ) -> None:
     """Add your own MSST-format model (config + checkpoint) to the model directory.
 
-    Both files are copied to $DEMIXER_MODEL_DIR/NAME/ with their SHA-256 (checked at every
-    load) after checking that the checkpoint fits the network the config describes; then
-    `demixer separate`, `serve` and `worker` run it like any catalogue model.
+    Checks that the checkpoint fits the network the config describes, then copies
+    both to $DEMIXER_MODEL_DIR/NAME/ with their SHA-256, checked at every load.
+    `separate -m NAME`, `serve` and `worker` then run it like a catalogue model.
     """
     from demixer.models.msst.user import add
 
