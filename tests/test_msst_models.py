@@ -304,48 +304,18 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
     config, checkpoint = model_files(tmp_path)
     _, other = model_files(tmp_path, seed=1, dim=24)
     models = tmp_path / "models"
-    bad = _cli(
-        "models",
-        "add",
-        "mine",
-        "--arch",
-        "mel_band_roformer",
-        "--config",
-        config,
-        "--checkpoint",
-        other,
-        models=models,
-    )
+    adding = ("models", "add", "mine", "--arch", "mel_band_roformer", "--config", config)
+    bad = _cli(*adding, "--checkpoint", other, models=models)
     assert bad.returncode == 4
     assert bad.stderr.startswith("error [CHECKPOINT_MISMATCH] checkpoint ")
     assert len(bad.stderr.strip().splitlines()) == 1 and not (models / "mine").exists()
-    good = _cli(
-        "models",
-        "add",
-        "mine",
-        "--arch",
-        "mel_band_roformer",
-        "--config",
-        config,
-        "--checkpoint",
-        checkpoint,
-        models=models,
-    )
+    good = _cli(*adding, "--checkpoint", checkpoint, models=models)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith("mine: mel_band_roformer, stems vocals, 44100 Hz")
     listed = _cli("models", "list", models=models)
     assert "mine" in listed.stdout
-    unknown = _cli(
-        "separate",
-        config,
-        "--arch",
-        "mdx_next",
-        "--model-config",
-        config,
-        "--model-path",
-        checkpoint,
-        models=models,
-    )
+    files = ("--model-config", config, "--model-path", checkpoint)
+    unknown = _cli("separate", config, "--arch", "mdx_next", *files, models=models)
     assert unknown.returncode == 2 and "[UNKNOWN_ARCHITECTURE]" in unknown.stderr
     half = _cli("separate", config, "--arch", "bs_roformer", models=models)
     assert half.returncode == 2 and "--arch, --model-config and --model-path" in half.stderr

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demixer.models.arch.roformer import RMSNorm, RoformerOptions
+from demixer.models.arch.options import RoformerOptions
+from demixer.models.arch.roformer import RMSNorm
 
 __all__ = ["BandSplit", "MaskEstimator", "Stft", "band_groups", "complex_masks"]
 

@@ -18,9 +18,9 @@ from torch import nn
 
 from demixer.errors import InvalidModelConfig
 from demixer.models.arch.bands import BandSplit, MaskEstimator, Stft, complex_masks
+from demixer.models.arch.options import RoformerOptions
 from demixer.models.arch.roformer import (
     RMSNorm,
-    RoformerOptions,
     active_heads,
     axial_layers,
     check_channels,
