@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -107,6 +108,7 @@ def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, o
     torch.set_num_threads(2)
     mix = np.ascontiguousarray(sf.read(str(wav), dtype="float32", always_2d=True)[0].T)
     t0 = time.perf_counter()
+    cpu = 0.0
     if system == "msst":
         from msst.utils.model_utils import demix
         from msst.utils.settings import get_model_from_config
@@ -114,7 +116,7 @@ def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, o
         model, cfg = get_model_from_config(arch, str(config))
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         model.eval()
-        loaded = time.perf_counter()
+        loaded, cpu = time.perf_counter(), _cpu_s()
         with torch.inference_mode():
             stems = demix(cfg, model, mix, "cpu", arch)
         precision = "fp32"
@@ -124,20 +126,28 @@ def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, o
 
         spec, backend = open_files(arch, config, checkpoint)
         separator = Separator.from_backend(spec, backend)
-        loaded = time.perf_counter()
+        loaded, cpu = time.perf_counter(), _cpu_s()
         stems = separator.separate_array(mix, 44100)
         precision = backend.precision
-    done = time.perf_counter()
+    done, cpu = time.perf_counter(), _cpu_s() - cpu
     if out.name != "none":
         np.savez(out, **stems)
     result = {
         "load_s": loaded - t0,
         "separate_s": done - loaded,
+        "separate_cpu_s": cpu,
         "startup_s": t0 - started,
         "precision": precision,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print("RESULT " + json.dumps(result))
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used: less sensitive than wall time to
+    other work on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def launch(
@@ -216,6 +226,17 @@ def roformer_flops(config_path: Path) -> dict[str, float]:
     }
 
 
+def chunk_count(config_path: Path, seconds: float) -> int:
+    """Chunks MSST's inference runs for ``seconds`` of audio (edge padding included)."""
+    from demixer.models.msst.config import read_config
+
+    cfg = read_config(config_path, arch="bs_roformer")
+    n = round(seconds * cfg.sample_rate)
+    border = cfg.chunk_size - cfg.step
+    padded = n + 2 * border if n > 2 * border and border > 0 else n
+    return -(-padded // cfg.step)
+
+
 # --- the comparison --------------------------------------------------------------------------
 
 
@@ -271,6 +292,121 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# --- RESULTS.md ------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def render(speed_json: dict[str, Any] | None, memory_json: dict[str, Any] | None) -> str:
+    out = ["## MSST models: BS-RoFormer and Mel-Band RoFormer", "", common.header("msst_speed.py")]
+    out.append(
+        "demixer's MSST backend next to MSST's own inference (PyPI `msst` 0.1.0: "
+        "`get_model_from_config`, `load_state_dict`, `demix`, fp32) on the same config and "
+        "checkpoint: the published configs of Kimberley Jensen's Mel-Band RoFormer vocals "
+        "model and viperx's BS-RoFormer 1297 vocals model at full size, with random weights "
+        "(seeded; speed does not depend on the values). Each run is a fresh subprocess on 2 "
+        "threads; the systems alternate within a round. *separation*: the separation call "
+        "alone, model loaded; *speed-up*: MSST's time over demixer's, per round, median. "
+        "*agreement*: SNR of demixer's stem against MSST's (dB). The machine is shared with "
+        "other work (*other load*: the share of both cores other processes used during the "
+        "run), so absolute times are pessimistic; the peers ran side by side under the same "
+        "conditions.\n"
+    )
+    if speed_json:
+        args = speed_json["args"]
+        out.append(
+            f"Input: {args['seconds']:.0f} s of the MUSDB18 excerpt's mix (stereo 44.1 kHz), "
+            f"{args['rounds']} rounds. Reproduce: `.venv/bin/python benchmarks/msst_speed.py "
+            f"--rounds {args['rounds']} --seconds {args['seconds']:.0f}`.\n"
+        )
+        head = ["model", "system", "separation s (each round)", "s per audio s", "speed-up",
+                "agreement dB", "prec.", "other load"]  # fmt: skip
+        rows = []
+        for model, systems in speed_json["runs"].items():
+            ref = systems.get("msst", [])
+            for system, runs in systems.items():
+                ok = [r for r in runs if "error" not in r]
+                if not ok:
+                    rows.append([MODELS[model][2], SYSTEMS[system][0], "failed", *["–"] * 5])
+                    continue
+                times = [r["separate_s"] for r in ok]
+                ratios = [
+                    m["separate_s"] / r["separate_s"]
+                    for m, r in zip(ref, runs, strict=False)
+                    if "error" not in m and "error" not in r
+                ]
+                snrs = [r["snr_db"] for r in ok if "snr_db" in r]
+                loads = [r["foreign_load"] for r in ok if r.get("foreign_load") is not None]
+                rows.append([
+                    MODELS[model][2], SYSTEMS[system][0],
+                    ", ".join(f"{t:.0f}" for t in times),
+                    common.fmt(_median(times) / args["seconds"]),
+                    "–" if system == "msst" else f"{_median(ratios):.2f}x",
+                    "–" if not snrs else common.fmt(_median(snrs), 1),
+                    ok[0]["precision"],
+                    "–" if not loads else f"{100 * max(loads):.0f} %",
+                ])  # fmt: skip
+        out += ["### Speed", "", common.table(head, rows)]
+        gflops = speed_json["machine_gflops"]
+        peak = {p: max(v for k, v in gflops.items() if k.startswith(p)) for p in ("fp32", "bf16")}
+        out += ["### FLOPs", ""]
+        out.append(
+            "Counted per layer from the config, 2 FLOPs per multiply-add: the transformers' "
+            "projections and feed-forward layers, attention (QK and AV), band split and mask "
+            "estimators; norms, activations, STFTs and the masking are elementwise and left "
+            "out. Per audio second: each sample is in `num_overlap` chunks. The machine's peak is "
+            f"its measured matmul throughput on 2 threads: fp32 {peak['fp32']:.0f}, bf16 "
+            f"{peak['bf16']:.0f} GFLOP/s. *achieved*: FLOPs of the chunks run over the "
+            "median separation time (the short input's edge chunks included).\n"
+        )
+        head = ["model", "GFLOP per chunk (parts)", "GFLOP per audio s", "system",
+                "achieved GFLOP/s", "share of peak"]  # fmt: skip
+        rows = []
+        for model, flops in speed_json["flops"].items():
+            parts = ", ".join(
+                f"{k.removeprefix('gflop_chunk ')} {v:.0f}"
+                for k, v in flops.items()
+                if k.startswith("gflop_chunk ")
+            )
+            chunks = chunk_count(model_files(model)[0], args["seconds"])
+            for system, runs in speed_json["runs"][model].items():
+                ok = [r for r in runs if "error" not in r]
+                if not ok:
+                    continue
+                achieved = flops["gflop_chunk"] * chunks / _median([r["separate_s"] for r in ok])
+                rows.append([
+                    MODELS[model][2], f"{flops['gflop_chunk']:.0f} ({parts})",
+                    f"{flops['gflop_per_audio_s']:.0f}", SYSTEMS[system][0],
+                    f"{achieved:.0f}", f"{100 * achieved / peak[ok[0]['precision']]:.0f} %",
+                ])  # fmt: skip
+        out.append(common.table(head, rows))
+    if memory_json:
+        args = memory_json["args"]
+        out += ["### Memory", ""]
+        out.append(
+            f"Peak RSS of the whole subprocess (model load included) separating the excerpt's "
+            f"mix looped to each length, {MODELS[args['models'][0]][2]} config at full width "
+            "with one block (`depth: 1`: the part that grows with the song is the same at any "
+            "depth, and MSST's 10 minutes finish in under an hour). Reproduce: "
+            "`.venv/bin/python benchmarks/msst_speed.py --memory --minutes "
+            f"{' '.join(f'{m:g}' for m in args['minutes'])}`.\n"
+        )
+        rows = [
+            [key.split(" ", 1)[1], SYSTEMS[key.split(" ", 1)[0]][0],
+             "failed" if "error" in r else f"{r['peak_rss_mb']:.0f} MB",
+             "–" if "error" in r else f"{r['separate_s']:.0f} s"]
+            for key, r in memory_json["memory"].items()
+        ]  # fmt: skip
+        out.append(common.table(["input", "system", "peak RSS", "separation"], rows))
+    return "\n".join(out)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--run"]:
@@ -284,7 +420,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory", action="store_true", help="measure peak memory instead")
     ap.add_argument("--minutes", nargs="*", type=float, default=[1.0, 10.0])
     ap.add_argument("--quiet-wait", type=float, default=30.0)
+    ap.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from .cache")
     args = ap.parse_args(argv)
+    if args.render:
+        common.write_section(
+            "msst",
+            render(
+                _load(common.CACHE / "msst_speed.json"), _load(common.CACHE / "msst_memory.json")
+            ),
+        )
+        return
     results_file = common.CACHE / ("msst_memory.json" if args.memory else "msst_speed.json")
     common.CACHE.mkdir(exist_ok=True)
     if args.memory:
