@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from api_support import Api, api, bucket_refusal, make_api
+from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.service.schema import File, Job
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -51,11 +51,13 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
     assert body["stream_url"] == f"{base}/status/stream"
     assert body["result_url"] == f"{base}/result"
     assert body["cancel_url"] == f"{base}/cancel"
-    assert _params(api, job_id) == {
+    assert _params(api, job_id) == {  # the job contract's row, version 2
+        "version": 2,
         "input": {
             "file_id": file_id,
             "storage_key": f"inputs/{file_id}",
             "file_name": "stereo.wav",
+            "duration": 1.5,
         },
         "stems": ["vocals", "residual"],
         "output_format": "flac",
@@ -63,11 +65,21 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         "names": {"vocals": "target", "residual": "residual"},
         "spans": None,
         "webhook": None,
+        "prompt": "the singer",
+        # Download names: the prompt's stem by what it is, the residual as "without" it.
+        "labels": {"target": "vocals", "residual": "without-vocals"},
+        "downmix": False,
+        "extra_formats": [],
+        "preprocess": [],
+        "vendor": None,
     }
 
     status = api.get(body["status_url"] + "?logs=true").json()
     assert status["status"] == "IN_QUEUE" and status["queue_position"] == 0
-    assert status["progress"] is None and status["error"] is None
+    assert status["progress"] is None and status["error"] is None and status["stage"] is None
+    # What a person knows the request by (history lists): the song, its length, the prompt.
+    assert (status["file_name"], status["duration"]) == ("stereo.wav", 1.5)
+    assert (status["prompt"], status["stems"]) == ("the singer", None)
     assert any("the singer" in line["message"] for line in status["logs"])
     assert api.get(body["status_url"]).json()["logs"] is None
 
@@ -90,7 +102,11 @@ def test_everything_but_the_vocals_swaps_target_and_residual(api: Api) -> None:
     params = _params(api, r.json()["request_id"])
     assert params["names"] == {"vocals": "residual", "residual": "target"}
     assert params["spans"] == [{"start": 0.2, "end": 0.8, "include": True}]
-    assert params["webhook"] == {"url": "https://example.org/hook", "secret": "whsec_abc"}
+    assert params["webhook"] == {
+        "url": "https://example.org/hook",
+        "secret": "whsec_abc",
+        "style": "native",
+    }
     assert r.json()["webhook"] == {"url": "https://example.org/hook", "signing_secret": "whsec_abc"}
     with api.services.db.read() as s:
         assert s.get(Job, r.json()["request_id"]).priority == 5  # type: ignore[union-attr]
@@ -109,7 +125,14 @@ def test_submit_stems_and_audio_url(api: Api) -> None:
     assert r.status_code == 202, r.text
     assert r.json()["engine_model"] == "cascade-4stems"  # the only installed one with drums
     params = _params(api, r.json()["request_id"])
-    assert params["stems"] == ["drums", "bass", "residual"]
+    # The residual is not named: the worker adds it, and drops it if silent.
+    assert params["stems"] == ["drums", "bass"]
+    listed = api.get("/v1/queue/requests").json()["data"][0]
+    assert (listed["stems"], listed["prompt"], listed["file_name"]) == (
+        ["drums", "bass"],
+        None,
+        "stereo.wav",
+    )
     assert params["names"] == {"drums": "drums", "bass": "bass", "residual": "residual"}
     assert (params["output_format"], params["bit_depth"]) == ("mp3", None)
 
@@ -120,7 +143,8 @@ def test_submit_stems_and_audio_url(api: Api) -> None:
     assert r.status_code == 202, r.text
     params = _params(api, r.json()["request_id"])
     assert params["input"] == {"audio_url": "https://example.org/song.mp3"}
-    assert params["stems"] == ["vocals", "accompaniment", "residual"]
+    assert params["stems"] == ["vocals", "accompaniment"]  # every stem: nothing left out
+    assert params["names"] == {"vocals": "vocals", "accompaniment": "accompaniment"}
 
     r = api.post(
         "/v1/queue/audio/stems",
@@ -169,6 +193,10 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
 
     r = api.post(stems, json={"input": {"file_id": file_id, "stems": ["kazoo"]}})
     msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")
+    for nothing in ([], ["", " "]):  # nothing at all asked for: not "everything"
+        r = api.post(stems, json={"input": {"file_id": file_id, "stems": nothing}})
+        msg = _error(r, 422, "NO_STEMS_REQUESTED", "input.stems")
+        assert "leave it out" in msg
     r = api.post(
         stems, json={"input": {"file_id": file_id, "model": "cascade-4stems", "stems": ["guitar"]}}
     )
@@ -291,8 +319,8 @@ def test_result_after_the_worker_completes(api: Api) -> None:
     key = f"outputs/{job_id}/attempt-1/target.wav"
     if api.direct:
         assert bucket_refusal(api.fetch(api.tampered(target["url"]))) == "SignatureDoesNotMatch"
-        short = api.services.download_url(key, 1)
-        time.sleep(2.1)
+        with signed_an_hour_ago():
+            short = api.services.links.download_url(key, 60)
         assert bucket_refusal(api.fetch(short)) == "AccessDenied"
     else:
         _error(api.fetch(api.tampered(target["url"])), 403, "INVALID_SIGNATURE")
@@ -421,7 +449,7 @@ def test_delete_request_removes_outputs(api: Api) -> None:
     api.services.queue.claim("w1")
     assert api.delete(f"/v1/queue/requests/{running}").status_code == 204
     _error(api.get(f"/v1/queue/requests/{running}/status"), 404, "NOT_FOUND")
-    from demixer.service.queue import LeaseLost
+    from demixer.service.jobs.queue import LeaseLost
 
     with pytest.raises(LeaseLost):
         api.services.queue.heartbeat(running, "w1")

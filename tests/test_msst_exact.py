@@ -258,8 +258,8 @@ def test_cli_own_model_and_added_model_equal_msst(
     assert by_name.returncode == 0, by_name.stderr
 
     for out in ("own", "added"):
-        vocals, rate = sf.read(tmp_path / out / "song" / "vocals.wav", dtype="float32")
-        instrumental, _ = sf.read(tmp_path / out / "song" / "instrumental.wav", dtype="float32")
+        vocals, rate = sf.read(tmp_path / out / "song_vocals.wav", dtype="float32")
+        instrumental, _ = sf.read(tmp_path / out / "song_instrumental.wav", dtype="float32")
         assert rate == 44100
         assert float(np.abs(vocals.T - expected).max()) <= 1e-4
         np.testing.assert_allclose(vocals.T + instrumental.T, mix, atol=1e-6)

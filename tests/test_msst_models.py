@@ -41,7 +41,7 @@ from demixer.models.msst.backend import MsstBackend
 from demixer.models.msst.checkpoint import read_state_dict
 from demixer.models.msst.config import parse_config, read_config
 from demixer.models.msst.user import add, check_files, open_files
-from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.models.registry import ModelSpec, catalogue_ids, get_spec, list_specs
 from demixer.models.user_models import remove_user_model
 from msst_support import DATA, music, shrunk, write_config
 
@@ -291,7 +291,7 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     (models / "htdemucs").mkdir()  # catalogue weights live beside user models
     with pytest.raises(NotFound):
         remove_user_model("htdemucs", models)
-    assert [s.id for s in list_specs(models) if s.arch] == ["ok"]
+    assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
 
 
 def _cli(*args: str | Path, models: Path) -> subprocess.CompletedProcess[str]:
@@ -326,12 +326,13 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
 def test_the_service_lists_and_runs_a_user_model(tmp_path: Path) -> None:
     """`GET /v1/models` advertises it; a worker runs a job for it like a catalogue model."""
     from demixer.api.routes.models import model_list
+    from demixer.service.accounts.keys import create_key, new_id
     from demixer.service.context import Services
-    from demixer.service.keys import create_key, new_id
-    from demixer.service.queue import FINAL
+    from demixer.service.jobs.contract import JobParams, UploadInput
+    from demixer.service.jobs.queue import FINAL
     from demixer.service.schema import Job
     from demixer.service.worker import Worker
-    from demixer.service.workers import runnable_models
+    from demixer.service.worker.registry import runnable_models
     from demixer.settings import Settings
     from worker_support import running
 
@@ -355,11 +356,11 @@ def test_the_service_lists_and_runs_a_user_model(tmp_path: Path) -> None:
     with song.open("rb") as fh:
         services.storage.put(key, fh)
     job_id = new_id("job")
-    params = {
-        "input": {"file_id": key.split("/")[1], "storage_key": key, "file_name": song.name},
-        "stems": ["vocals", "residual"], "output_format": "wav", "bit_depth": "32f",
-        "names": {"vocals": "vocals", "residual": "instrumental"}, "spans": None,
-    }  # fmt: skip
+    params = JobParams(
+        input=UploadInput(file_id=key.split("/")[1], storage_key=key, file_name=song.name),
+        stems=("vocals", "residual"), output_format="wav", bit_depth="32f",
+        names={"vocals": "vocals", "residual": "instrumental"},
+    )  # fmt: skip
     with services.db.write() as s:
         services.queue.submit(
             s, job_id=job_id, account_id=account, queue_model="audio/stems",

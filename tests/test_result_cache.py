@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import update
 
 from api_support import Api, api, make_api
-from demixer.service.cache import fingerprint
+from demixer.service.jobs.cache import fingerprint
+from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.schema import Job, UsageRecord
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -128,7 +129,9 @@ def test_cache_hits_ignore_the_concurrency_limit(make_api: Callable[..., Api]) -
 
 
 def test_url_inputs_are_never_cached() -> None:
-    params = {"stems": ["vocals", "residual"], "output_format": "wav"}
+    params = JobParams(
+        input=UrlInput(audio_url="https://example.org/a.wav"), stems=("vocals", "residual")
+    )
     assert fingerprint(None, "spleeter-2stems", params) is None
     a = fingerprint("ab" * 32, "spleeter-2stems", params)
     assert a is not None and a != fingerprint("ab" * 32, "spleeter-4stems", params)

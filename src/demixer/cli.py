@@ -8,26 +8,21 @@ never a traceback.
 from __future__ import annotations
 
 import sys
-from functools import partial
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
-from demixer import __version__, cli_remote, cli_service, cli_user_models
-from demixer.cli_output import print_error
-from demixer.errors import DemixerError, InvalidAudio, exit_code_for
+from demixer import __version__, cli_models, cli_remote, cli_service, cli_user_models
+from demixer.cli_inputs import FilesArgument, expand_inputs
+from demixer.cli_output import FileProgress, print_error, readable_help
+from demixer.defaults import DEFAULT_MODEL
+from demixer.errors import DemixerError, InputNotFound, InvalidAudio, exit_code_for
+from demixer.naming import DEFAULT_TEMPLATE
 
 __all__ = ["app", "main"]
 
@@ -37,11 +32,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help that reads in any terminal (see cli_output)
 )
-models_app = typer.Typer(
-    help="List, fetch, add (your own) and remove separation models.", no_args_is_help=True
-)
-app.add_typer(models_app, name="models")
+
+# Seconds of audio `separate` decodes at most per input (a DJ set fits; a crafted file whose
+# header hides its length cannot decode for days).
+DEFAULT_MAX_DURATION = 4 * 3600.0
 
 err = Console(stderr=True)
 # Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
@@ -68,17 +64,16 @@ def _root(
     """Split songs and videos into stems (vocals, drums, bass, ...) on this machine."""
 
 
-def _advance(progress: Progress, task: TaskID, fraction: float) -> None:
-    progress.update(task, completed=fraction)
-
-
 @app.command()
 def separate(
-    files: Annotated[list[Path], typer.Argument(help="Audio or video files to separate.")],
+    files: FilesArgument,
     model: Annotated[
         str | None,
         typer.Option(
-            "-m", "--model", help="Model id (see `demixer models list`; default spleeter-2stems)."
+            "-m",
+            "--model",
+            metavar="ID",
+            help=f"Model id (see `demixer models list`; default {DEFAULT_MODEL}).",
         ),
     ] = None,
     stems: Annotated[
@@ -87,23 +82,31 @@ def separate(
             "--stems",
             help="Comma-separated stems, e.g. vocals,drums (default: all of the model's). "
             "'residual' (or, beside one stem, 'instrumental'/'accompaniment'/'others') is "
-            "everything else; it is added whenever the stems do not cover the model.",
+            "everything else; it is also added when the stems leave part of the model out "
+            "and that part is not silent.",
         ),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")] = Path(
-        "separated"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out", metavar="DIR", help="Output directory.")
+    ] = Path("separated"),
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="wav, flac or mp3 (320 kbps).")
     ] = "wav",
     bit_depth: Annotated[
         str | None,
-        typer.Option("--bit-depth", help="wav: 16, 24 or 32f (float); flac: 16 or 24. Default 16."),
+        typer.Option(
+            "--bit-depth",
+            metavar="DEPTH",
+            help="wav: 16, 24 or 32f (float); flac: 16 or 24. Default 16.",
+        ),
     ] = None,
     template: Annotated[
         str,
-        typer.Option("--template", help="Output path template: {track}, {stem}, {ext}, {model}."),
-    ] = "{track}/{stem}.{ext}",
+        typer.Option(
+            "--template",
+            help="Output file name: {track}, {stem}, {ext}, {model}; may hold folders.",
+        ),
+    ] = DEFAULT_TEMPLATE,
     downmix: Annotated[
         bool, typer.Option("--downmix", help="Fold inputs with more than 2 channels to stereo.")
     ] = False,
@@ -115,7 +118,8 @@ def separate(
         ),
     ] = False,
     model_path: Annotated[
-        Path | None, typer.Option("--model-path", help="Load this local checkpoint instead.")
+        Path | None,
+        typer.Option("--model-path", metavar="FILE", help="Load this local checkpoint instead."),
     ] = None,
     arch: Annotated[
         str | None,
@@ -129,139 +133,159 @@ def separate(
     model_config: Annotated[
         Path | None, typer.Option("--model-config", help="Your MSST model's YAML config.")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")
+    ] = "cpu",
+    span: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--span",
+            metavar="START:END",
+            help="Keep the stem only from START to END seconds (repeatable); the rest of it "
+            "goes to the residual. Needs one stem, e.g. --stems vocals.",
+        ),
+    ] = None,
+    exclude_span: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-span",
+            metavar="START:END",
+            help="Move the stem from START to END seconds into the residual (repeatable).",
+        ),
+    ] = None,
+    max_duration: Annotated[
+        float,
+        typer.Option(
+            "--max-duration",
+            min=0,
+            help="Refuse an input once it decodes to more than this many seconds, whatever "
+            "its header says (0: no limit).",
+        ),
+    ] = DEFAULT_MAX_DURATION,
 ) -> None:
-    """Separate FILES into stems, one folder per track (several files share one loaded model).
+    """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model).
 
-    Models run in bf16 where the hardware has it natively, else fp32 (DEMIXER_PRECISION=fp32).
+    Models run in bf16 where the CPU or GPU has it natively, else fp32
+    (DEMIXER_PRECISION=fp32 forces fp32).
     """
     from demixer.audio import OutputFormat
-    from demixer.engine import DEFAULT_MODEL, Separator
+    from demixer.engine import Separator, plan_stems
+    from demixer.engine.outputs import span_outputs
+    from demixer.engine.spans import Span
+    from demixer.models.registry import get_spec
 
-    if (arch is None) != (model_config is None) or (arch and (model is not None or not model_path)):
+    own = arch is not None or model_config is not None
+    if own and (arch is None or model_config is None or model_path is None or model is not None):
         print_error(
             "USAGE",
             "your own MSST model needs --arch, --model-config and --model-path together "
             "(and no -m)",
         )
         raise typer.Exit(2)
+    model_id = model or DEFAULT_MODEL
+
+    def known_stems() -> tuple[str, ...]:
+        if arch is not None and model_config is not None:
+            from demixer.models.msst.config import read_config
+
+            return read_config(model_config, arch=arch).stems
+        return get_spec(model_id).stems
+
+    inputs, skipped = expand_inputs(files)
     try:
+        if not any(item.path.exists() for item in inputs):  # nothing to do: say so at once
+            missing = ", ".join(str(item.path) for item in inputs)
+            raise InputNotFound(
+                f"file not found: {missing}"
+                if inputs
+                else f"no audio or video file in {', '.join(map(str, files))}"
+            )
         output = OutputFormat.parse(fmt, bit_depth)
+        spans = [Span.parse(s) for s in span or ()]
+        spans += [Span.parse(s, include=False) for s in exclude_span or ()]
+        requested = stems.split(",") if stems is not None else None
+        if requested is not None and not any(s.strip() for s in requested):
+            plan_stems(model_id, known_stems(), requested)  # names nothing: say so now
+        if spans:  # one stem and its residual, else refused before the model loads
+            span_outputs(plan_stems(model_id, known_stems(), requested))
         if arch is not None and model_config is not None and model_path is not None:
             from demixer.models.msst.user import open_files
 
-            spec, backend = open_files(arch, model_config, model_path, device=device)
+            with _loading(model_path.name):
+                spec, backend = open_files(arch, model_config, model_path, device=device)
             separator = Separator.from_backend(spec, backend)
         else:
-            separator = Separator(model or DEFAULT_MODEL, model_path=model_path, device=device)
-        requested = stems.split(",") if stems else None
+            with _loading(model_id):
+                separator = Separator(model_id, model_path=model_path, device=device)
         separator.plan(requested)  # reject unknown stems before any decoding
     except DemixerError as e:
         raise _fail(e) from None
+    if skipped:
+        err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
 
-    failures = 0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-        disable=not err.is_terminal,
-    ) as progress:
-        for path in files:
-            task = progress.add_task(escape(path.name), total=1.0)
+    last_error: DemixerError | None = None
+    with FileProgress(out, err) as progress:
+        for item in inputs:
+            path = item.path
+            progress.start(path.name)
             try:
                 result = separator.separate_file(
                     path,
-                    out_dir,
+                    out_dir / item.subdir,
                     requested,
                     fmt=output,
                     template=template,
                     downmix=downmix,
                     rescale=rescale,
-                    on_progress=partial(_advance, progress, task),
+                    on_progress=progress.advance,
+                    on_stage=progress.stage,
+                    max_seconds=max_duration or None,
+                    spans=spans,
                 )
-            except InvalidAudio as e:
-                failures += 1
-                progress.update(task, description=f"{escape(path.name)} [red]failed")
-                print_error(e.code, e.message)
-                last_error: DemixerError = e
+            except InvalidAudio as e:  # this file is bad: say so, go on with the others
+                progress.error(e.code, e.message)
+                last_error = e
                 continue
             except DemixerError as e:
-                raise _fail(e) from None
-            progress.update(task, completed=1.0)
+                progress.error(e.code, e.message)
+                raise typer.Exit(exit_code_for(e)) from None
             speed = result.duration / result.seconds if result.seconds else 0.0
-            out.print(
+            progress.print_out(
                 f"{escape(path.name)}: {result.duration:.1f} s in {result.seconds:.1f} s "
-                f"({speed:.1f}x real time)",
-                highlight=False,
+                f"({speed:.1f}x real time)"
             )
             for name, written in result.paths.items():
                 clipped = result.report.clipped.get(name, 0)
                 note = f"  [yellow]{clipped} samples clipped[/]" if clipped else ""
-                out.print(f"  {name}: {escape(str(written))}{note}", highlight=False)
+                progress.print_out(f"  {name}: {escape(str(written))}{note}")
             if any(result.report.clipped.values()):
-                out.print(
+                progress.print(
                     "  [yellow]some stems clipped in integer output: use --bit-depth 32f "
                     "(never clipped) or --rescale[/]"
                 )
             if result.report.gain != 1.0:
-                out.print(f"  rescaled all stems by {result.report.gain:.3f} to avoid clipping")
-    if failures:
+                progress.print(
+                    f"  rescaled all stems by {result.report.gain:.3f} to avoid clipping"
+                )
+    if last_error is not None:
         raise typer.Exit(exit_code_for(last_error))
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """Every model: id, stems, sample rate, whether its weights are here, measured quality."""
-    from demixer.models.loading import default_model_dir, is_installed
-    from demixer.models.registry import list_specs
-
-    table = Table(title=f"models (weights cache: {default_model_dir()})")
-    for column in ("id", "stems", "rate", "installed", "quality", "licence"):
-        table.add_column(column)
-    for spec in list_specs():
-        table.add_row(
-            spec.id,
-            ",".join(spec.stems),
-            f"{spec.sample_rate} Hz",
-            "yes" if is_installed(spec) else "no",
-            spec.quality,
-            spec.license,
-        )
-    Console(width=200).print(table)
+@contextmanager
+def _loading(model: str) -> Iterator[None]:
+    """A spinner while the model loads (a terminal only: logs get nothing)."""
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(f"loading {escape(model)}…"):
+        yield
 
 
-@models_app.command("pull")
-def models_pull(
-    name: Annotated[str, typer.Argument(help="Model id, e.g. htdemucs.")],
-    base_url: Annotated[
-        str | None,
-        typer.Option("--base-url", help="Mirror to fetch from (also $DEMIXER_MODEL_BASE_URL)."),
-    ] = None,
-) -> None:
-    """Download a model's weights into the cache and verify their SHA-256."""
-    from demixer.models.download import pull
-
-    def progress(file: str, done: int, total: int | None) -> None:
-        if total:
-            err.print(f"\r{file}: {done / total:6.1%}", end="", highlight=False)
-
-    try:
-        paths = pull(name, base_url=base_url, on_progress=progress if err.is_terminal else None)
-    except DemixerError as e:
-        raise _fail(e) from None
-    if err.is_terminal:
-        err.print()
-    for path in paths:
-        out.print(f"{path}", highlight=False)
-    out.print(f"{name}: installed and verified")
-
-
+cli_models.register(app)
 cli_service.register(app)
 cli_remote.register(app)
-cli_user_models.register(models_app)
+cli_user_models.register(cli_models.models_app)
+readable_help(app)  # last: every command is registered
 
 
 def main() -> None:

@@ -8,6 +8,9 @@ so nothing above the engine ever sees a foreign traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+
 __all__ = [
     "AlreadyUploaded",
     "Cancelled",
@@ -16,6 +19,7 @@ __all__ = [
     "ContentTypeMismatch",
     "DatabaseUnavailable",
     "DemixerError",
+    "DeviceUnavailable",
     "DownloadFailed",
     "DurationLimit",
     "FileExpired",
@@ -25,21 +29,26 @@ __all__ = [
     "Gone",
     "IdempotencyInProgress",
     "IdempotencyKeyReused",
+    "InputNotFound",
     "InvalidAudio",
     "InvalidAudioUrl",
     "InvalidModelConfig",
     "InvalidOutput",
+    "InvalidParams",
     "InvalidRequest",
     "InvalidSignature",
     "JobFailed",
     "ModelFailed",
     "ModelUnavailable",
+    "NoStemsRequested",
     "NotFound",
     "NotReady",
     "RateLimited",
+    "RequestTooLarge",
     "ResultExpired",
     "ServiceUnavailable",
     "SizeMismatch",
+    "StorageFull",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
     "UnknownArchitecture",
@@ -51,6 +60,9 @@ __all__ = [
     "WeightsChecksumMismatch",
     "exit_code_for",
 ]
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_BELOW_BYTES = 1 << 20  # a filesystem with less than this free counts as full
 
 
 class DemixerError(Exception):
@@ -71,6 +83,12 @@ class InvalidAudio(DemixerError):
     """The input cannot be used as audio: empty, corrupt, no audio stream, bad channel count…"""
 
     code = "INVALID_AUDIO"
+
+
+class InputNotFound(InvalidAudio):
+    """The input file does not exist (a typo in a path, a file moved away)."""
+
+    code = "FILE_NOT_FOUND"
 
 
 class InvalidOutput(DemixerError):
@@ -95,6 +113,12 @@ class UnknownStem(DemixerError):
     """A requested stem is not one the model produces."""
 
     code = "UNKNOWN_STEM"
+
+
+class NoStemsRequested(UnknownStem):
+    """A request that names no stem at all: there is nothing to separate."""
+
+    code = "NO_STEMS_REQUESTED"
 
 
 class ModelUnavailable(DemixerError):
@@ -128,6 +152,13 @@ class CheckpointMismatch(ModelUnavailable):
     code = "CHECKPOINT_MISMATCH"
 
 
+class DeviceUnavailable(DemixerError):
+    """The torch device asked for is not there (``cuda`` with a CPU-only torch, a GPU index
+    past the last one)."""
+
+    code = "DEVICE_UNAVAILABLE"
+
+
 class ModelFailed(DemixerError):
     """The model raised while separating: not the user's fault."""
 
@@ -147,6 +178,12 @@ class InvalidRequest(DemixerError):
     """The request itself is malformed: a missing, contradictory or out-of-range field."""
 
     code = "INVALID_REQUEST"
+
+
+class InvalidParams(InvalidRequest):
+    """A queued job's parameters break the job contract (a row no release would write)."""
+
+    code = "INVALID_PARAMS"
 
 
 class SizeMismatch(InvalidRequest):
@@ -231,6 +268,12 @@ class FileTooLarge(DemixerError):
     """An upload over the size limit (declared or actual)."""
 
     code = "FILE_TOO_LARGE"
+
+
+class RequestTooLarge(FileTooLarge):
+    """A request body (JSON, a form's fields) over its size limit: it was not read further."""
+
+    code = "REQUEST_TOO_LARGE"
 
 
 class UnsupportedMediaType(DemixerError):
@@ -318,6 +361,33 @@ class StorageUnavailable(ServiceUnavailable):
     default_message = "object storage is unavailable; retry shortly"
 
 
+class StorageFull(ServiceUnavailable):
+    """The disk (or volume) under the data directory or the job database is full: nothing was
+    stored, and the same request may be sent again once space is freed (HTTP 507)."""
+
+    code = "STORAGE_FULL"
+    retry_after = 60
+    default_message = "the server's storage is full; nothing was stored, retry once space is freed"
+
+    @staticmethod
+    def caused(error: BaseException, where: str | os.PathLike[str] | None = None) -> bool:
+        """Whether ``error`` means the disk is full: an ``OSError`` with ``ENOSPC`` / ``EDQUOT``
+        anywhere in its chain, or (for libraries that lose the errno, such as libsndfile's
+        "System error") any failure while the filesystem holding ``where`` has no room left."""
+        seen: BaseException | None = error
+        while seen is not None:
+            if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+                return True
+            seen = seen.__cause__ or seen.__context__
+        if where is None:
+            return False
+        try:
+            stat = os.statvfs(where)
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize < _FULL_BELOW_BYTES
+
+
 class DatabaseUnavailable(ServiceUnavailable):
     """The job database cannot be reached (PostgreSQL down or restarting)."""
 
@@ -330,6 +400,7 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     UnknownStem: 2,
     UnknownModel: 2,
     InvalidOutput: 2,
+    DeviceUnavailable: 2,
     InvalidAudio: 3,
     ModelUnavailable: 4,
     Cancelled: 130,

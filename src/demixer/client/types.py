@@ -144,6 +144,9 @@ class Status:
     cancel_requested: bool
     error: ErrorInfo | None  # when FAILED
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # While IN_PROGRESS: loading_model, decoding, separating, encoding or storing (servers
+    # that do not say: None).
+    stage: str | None = None
 
     @property
     def done(self) -> bool:
@@ -162,6 +165,7 @@ class Status:
             cancel_requested=bool(d.get("cancel_requested")),
             error=_error(d),
             raw=d,
+            stage=_get(d, "stage", str, optional=True),
         )
 
 

@@ -9,36 +9,50 @@ back to the input's rate, and the residual is the input minus their sum at the i
 A backend that windows the input itself (MSST's chunking: :mod:`demixer.engine.streaming`) gets
 the whole input as a resampled block stream instead; resampling back, the residual, progress,
 cancellation and encoding stay here.
+
+Progress: ``on_progress(fraction)`` is called before each window and, for backends whose
+``separate`` takes an ``on_progress`` keyword (see :mod:`demixer.models.base`), within a window
+too, so a song shorter than one long window does not sit at 0 % until it is done.
+``on_stage(name)`` names what :meth:`Separator.separate_file` is doing: :data:`STAGES`.
 """
 
 from __future__ import annotations
 
 import os
-import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from demixer.audio import AudioReader, OutputFormat, StemSetWriter, WriteReport, resample
+from demixer.audio import AudioReader, OutputFormat, WriteReport, resample
+from demixer.defaults import DEFAULT_MODEL
+from demixer.engine.device import resolve_device
+from demixer.engine.outputs import ResidualCheck, Writers, output_paths, span_outputs
+from demixer.engine.spans import Span, apply_spans
 from demixer.engine.stems import StemPlan, plan_stems
 from demixer.engine.streaming import input_stats, stream_backend
 from demixer.engine.windows import overlap_add
-from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput, ModelFailed
-from demixer.models.base import Backend, InputStats, streaming
+from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
+from demixer.models.base import Backend, InputStats, reports_progress, streaming
 from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec, get_spec
+from demixer.naming import DEFAULT_TEMPLATE
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "FileResult", "Separator"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
 
-DEFAULT_MODEL = "spleeter-2stems"
-DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
-_TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
+# What separate_file reports through on_stage, in order (the service adds loading_model before
+# and storing after): opening the input, running the model, finishing the files.
+STAGES = ("decoding", "separating", "encoding")
+# Progress of a file never reads 100 % before its last stem is written: a declared length can
+# be wrong or missing (see separate_file).
+_BEFORE_END = 0.99
 _READ_BLOCK = 1 << 16  # frames per decoded block
 
 ProgressFn = Callable[[float], None]
+StageFn = Callable[[str], None]
 PreprocessFn = Callable[[Iterable[np.ndarray], int], Iterable[np.ndarray]]
 """``(blocks, sample_rate) -> blocks`` of the same total length, applied before separation."""
 CancelFn = Callable[[], bool]
@@ -55,6 +69,7 @@ class FileResult:
         channels: channels of every output file (1 for mono input).
         report: peaks, clipped-sample counts and applied gain (see ``WriteReport``).
         seconds: wall-clock seconds spent.
+        extras: output name -> extension -> the same output in each of ``extra_formats``.
     """
 
     paths: dict[str, Path]
@@ -63,32 +78,7 @@ class FileResult:
     channels: int
     report: WriteReport
     seconds: float
-
-
-def output_paths(
-    template: str, out_dir: Path, track: str, stems: Sequence[str], fmt: OutputFormat, model: str
-) -> dict[str, Path]:
-    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``)."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise InvalidOutput(f"bad output template {template!r}: {exc}") from None
-    unknown = fields - _TEMPLATE_FIELDS
-    if unknown:
-        raise InvalidOutput(
-            f"output template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
-            f"available: {', '.join(sorted(_TEMPLATE_FIELDS))}"
-        )
-    if "stem" not in fields:
-        raise InvalidOutput(f"output template {template!r} must contain {{stem}}")
-    paths = {}
-    root = out_dir.resolve()
-    for stem in stems:
-        path = out_dir / template.format(track=track, stem=stem, ext=fmt.extension, model=model)
-        if not path.resolve().is_relative_to(root):
-            raise InvalidOutput(f"output template {template!r} escapes the output directory")
-        paths[stem] = path
-    return paths
+    extras: dict[str, dict[str, Path]] = field(default_factory=dict)
 
 
 class Separator:
@@ -98,7 +88,11 @@ class Separator:
         model: registered model id (``demixer models list``).
         model_dir: weights cache directory (default ``$DEMIXER_MODEL_DIR``).
         model_path: a local checkpoint to use instead of the registered weights.
-        device: torch device, e.g. ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a CUDA GPU when torch sees one).
+
+    Raises:
+        UnknownModel, ModelUnavailable: no such model, or its weights cannot be loaded.
+        DeviceUnavailable: the device is not there (``cuda`` on a CPU-only torch).
     """
 
     def __init__(
@@ -110,9 +104,11 @@ class Separator:
         device: str = "cpu",
     ) -> None:
         self.spec: ModelSpec = get_spec(model, model_dir=model_dir)
+        self.device = resolve_device(device)[0]
         self.backend: Backend = load_backend(
-            model, model_dir=model_dir, model_path=model_path, device=device
+            model, model_dir=model_dir, model_path=model_path, device=self.device
         )
+        self._window_progress = reports_progress(self.backend)
 
     @classmethod
     def from_backend(cls, spec: ModelSpec, backend: Backend) -> Separator:
@@ -120,7 +116,9 @@ class Separator:
         files: :func:`demixer.models.msst.user.open_files`)."""
         separator = cls.__new__(cls)
         separator.spec = spec
+        separator.device = str(getattr(backend, "device", "cpu"))
         separator.backend = backend
+        separator._window_progress = reports_progress(backend)
         return separator
 
     @property
@@ -150,7 +148,8 @@ class Separator:
             stems: stem names to produce (None: all of the model's).
 
         Returns:
-            output name -> ``(channels, samples)`` float32 at ``sample_rate``.
+            output name -> ``(channels, samples)`` float32 at ``sample_rate``; an optional
+            residual only when it is audible (:func:`demixer.engine.stems.is_silent`).
         """
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 2 or audio.shape[0] not in (1, 2) or audio.shape[1] == 0:
@@ -159,6 +158,7 @@ class Separator:
             )
         plan = self.plan(stems)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in plan.outputs}
+        residual = ResidualCheck(plan)
 
         def blocks() -> Iterator[np.ndarray]:
             return (audio[:, i : i + _READ_BLOCK] for i in range(0, audio.shape[1], _READ_BLOCK))
@@ -172,9 +172,15 @@ class Separator:
             should_cancel=should_cancel,
             stats=input_stats(blocks()) if self.needs_stats else None,
         ):
+            residual.add(out)
             for name, block in out.items():
                 parts[name].append(block)
-        return {name: np.concatenate(blocks_, axis=1) for name, blocks_ in parts.items()}
+        dropped = residual.dropped()
+        return {
+            name: np.concatenate(blocks_, axis=1)
+            for name, blocks_ in parts.items()
+            if name not in dropped
+        }
 
     def stream(
         self,
@@ -189,17 +195,45 @@ class Separator:
     ) -> Iterator[dict[str, np.ndarray]]:
         """Separate a stream of ``(channels, n)`` blocks, yielding consecutive output blocks.
 
-        Memory is bounded by the model's window, whatever the stream's length. ``stats``: the
-        whole input's statistics, required when :attr:`needs_stats` (the model normalises its
-        input, so the caller reads the input once more to get them).
+        Memory is bounded by the model's window, whatever the stream's length. Every block
+        holds every output of ``plan`` (an optional residual too: only the caller, at the end,
+        knows whether it was silent throughout). ``on_progress`` gets non-decreasing fractions
+        of ``total_samples`` (none without it), from within windows where the backend tells.
+        ``stats``: the whole input's statistics, required when :attr:`needs_stats` (the model
+        normalises its input, so the caller reads the input once more to get them).
         """
         backend = self.backend
+        ratio = sample_rate / backend.sample_rate
+        window = max(2, round(backend.window * ratio))
+        overlap = min(window - 1, round(backend.overlap * ratio))
+        window_start = 0
+        reported = -1.0
 
-        def before_window(position: int) -> None:
+        def report(position: float) -> None:
+            nonlocal reported
+            if on_progress is None or not total_samples:
+                return
+            fraction = min(position / total_samples, 1.0)
+            if fraction >= reported:  # windows overlap: never step back
+                reported = fraction
+                on_progress(fraction)
+
+        def check_cancel() -> None:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("separation cancelled")
-            if on_progress is not None and total_samples:
-                on_progress(min(position / total_samples, 1.0))
+
+        def before_window(position: int) -> None:
+            nonlocal window_start
+            check_cancel()
+            window_start = position
+            report(position)
+
+        def within_window(fraction: float) -> None:
+            check_cancel()
+            span = min(window, (total_samples or 0) - window_start)
+            report(window_start + max(0.0, min(fraction, 1.0)) * span)
+
+        inner = within_window if self._window_progress else None
 
         regions: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]]
         whole = streaming(backend)
@@ -216,12 +250,9 @@ class Separator:
                 stats=stats,
             )
         else:
-            ratio = sample_rate / backend.sample_rate
-            window = max(2, round(backend.window * ratio))
-            overlap = min(window - 1, round(backend.overlap * ratio))
 
             def separate(x: np.ndarray) -> dict[str, np.ndarray]:
-                return self._separate_window(x, sample_rate, plan)
+                return self._separate_window(x, sample_rate, plan, inner)
 
             regions = overlap_add(
                 blocks, separate, window=window, overlap=overlap, before_window=before_window
@@ -235,15 +266,26 @@ class Separator:
             on_progress(1.0)
 
     def _separate_window(
-        self, x: np.ndarray, sample_rate: int, plan: StemPlan
+        self,
+        x: np.ndarray,
+        sample_rate: int,
+        plan: StemPlan,
+        on_progress: ProgressFn | None = None,
     ) -> dict[str, np.ndarray]:
-        """One window ``(channels, n)`` at the input rate -> target stems, same shape."""
+        """One window ``(channels, n)`` at the input rate -> target stems, same shape.
+
+        ``on_progress``: fractions of this window, passed to a backend that reports them.
+        """
         backend = self.backend
         channels, n = x.shape
         model_in = np.repeat(x, backend.channels, axis=0) if channels < backend.channels else x
         model_in = resample(model_in, sample_rate, backend.sample_rate)
         try:
-            separated = backend.separate(model_in)
+            if on_progress is not None:
+                reporting: Any = backend
+                separated = reporting.separate(model_in, on_progress=on_progress)
+            else:
+                separated = backend.separate(model_in)
         except DemixerError:
             raise
         except Exception as exc:  # a model crash is ours, not the user's: say so
@@ -276,55 +318,112 @@ class Separator:
         downmix: bool = False,
         rescale: bool = False,
         on_progress: ProgressFn | None = None,
+        on_stage: StageFn | None = None,
         should_cancel: CancelFn | None = None,
         preprocess: PreprocessFn | None = None,
+        max_seconds: float | None = None,
+        spans: Sequence[Span] = (),
+        span_output: str | None = None,
+        extra_formats: Sequence[OutputFormat] = (),
     ) -> FileResult:
         """Decode ``path`` (any audio or video file), separate, and write one file per output.
 
         Decoding, separation and encoding all stream, so memory does not depend on duration.
-        Files appear under their final names only when complete. ``preprocess`` (e.g.
-        :func:`demixer.audio.denoise.denoise_blocks`) transforms the decoded block stream
-        before separation, keeping its length; the residual is then computed against the
-        preprocessed input, so stems + residual add up to it, not to the file.
+        Files appear under their final names only when complete; an optional residual that
+        stayed silent throughout never appears. ``on_stage`` gets each of :data:`STAGES` as it
+        begins. ``preprocess`` (e.g. :func:`demixer.audio.denoise.denoise_blocks`) transforms
+        the decoded block stream before separation, keeping its length; the residual is then
+        computed against the preprocessed input, so stems + residual add up to it, not to the
+        file.
+
+        ``spans`` keep the one requested stem only within them (:mod:`demixer.engine.spans`):
+        what is taken out of it goes to the residual, block by block as they stream, so the
+        request must name one stem and leave a residual. ``span_output`` names the output the
+        spans shape instead (the residual, for "everything but" requests); the other one of
+        the pair takes what they leave out. ``extra_formats`` writes every output
+        once more in each of them (same name, their extension), from the same blocks.
+
+        ``max_seconds`` bounds the audio decoded (``DurationLimit`` past it, whatever the file
+        declares). ``on_progress`` gets non-decreasing fractions: of the declared length while
+        the separation is within it (from inside windows where the backend tells), else the
+        share of the file's bytes read, and 1.0 only once every stem is written.
         """
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
+        shaped = span_outputs(plan, span_output) if spans else None
+        formats = [fmt, *(f for f in extra_formats if f.extension != fmt.extension)]
         source = Path(path)
-        with AudioReader(source, downmix=downmix) as reader:
-            paths = output_paths(
-                template, Path(out_dir), source.stem, plan.outputs, fmt, self.spec.id
-            )
+        stage = on_stage or (lambda _: None)
+        stage("decoding")
+        with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
+            files = [
+                output_paths(template, Path(out_dir), source.stem, plan.outputs, f, self.spec.id)
+                for f in formats
+            ]
             total = (
                 round(reader.info.duration * reader.sample_rate) if reader.info.duration else None
             )
-            writer = StemSetWriter(paths, reader.sample_rate, reader.channels, fmt, rescale=rescale)
+            writer = Writers(files, formats, reader.sample_rate, reader.channels, rescale)
             samples = 0
+            separating = False
+            shown = 0.0
+
+            def progress(fraction: float) -> None:
+                """``fraction`` of the declared length; 1.0 (the stream's end, or a length
+                missing or passed) hands over to the share of the file's bytes read."""
+                nonlocal separating, shown
+                if not separating:  # the first window is decoded: the model starts on it
+                    separating = True
+                    stage("separating")
+                if fraction >= 1.0 or not total:
+                    fraction = reader.fraction_read
+                fraction = min(fraction, _BEFORE_END)
+                if on_progress is not None and fraction > shown:
+                    shown = fraction
+                    on_progress(fraction)
+
+            residual = ResidualCheck(plan)
             try:
                 stats = None
                 if self.needs_stats:  # a first pass over the whole input
-                    with AudioReader(source, downmix=downmix) as first:
+                    with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as first:
                         stats = input_stats(self._decoded(first, preprocess))
                 for out in self.stream(
                     self._decoded(reader, preprocess),
                     reader.sample_rate,
                     plan,
                     total,
-                    on_progress=on_progress,
+                    on_progress=progress,
                     should_cancel=should_cancel,
                     stats=stats,
                 ):
+                    if shaped is not None:
+                        shape, rest = shaped
+                        out[shape], out[rest] = apply_spans(
+                            out[shape], out[rest], samples, reader.sample_rate, spans
+                        )
+                    residual.add(out)
                     writer.write(out)
                     samples += next(iter(out.values())).shape[1]
-                report = writer.close()
+                    if not total or samples >= total:
+                        progress(1.0)  # past the declared length (or none): the bytes tell
+                stage("encoding")
+                dropped = residual.dropped()
+                report = writer.close(drop=dropped)
             except BaseException:
                 writer.abort()
                 raise
+            if on_progress is not None:
+                on_progress(1.0)
+        kept = [name for name in plan.outputs if name not in dropped]
+        also = list(zip(formats[1:], files[1:], strict=True))
         return FileResult(
-            paths=paths,
+            paths={name: files[0][name] for name in kept},
             duration=samples / reader.sample_rate,
             sample_rate=reader.sample_rate,
             channels=reader.channels,
             report=report,
             seconds=time.perf_counter() - started,
+            extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
         )

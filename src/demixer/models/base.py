@@ -11,13 +11,14 @@ stream of blocks at the model's rate and it does its own windowing, in bounded m
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "InputStats", "StreamingBackend", "streaming"]
+__all__ = ["Backend", "InputStats", "StreamingBackend", "reports_progress", "streaming"]
 
 
 class Backend(Protocol):
@@ -40,6 +41,11 @@ class Backend(Protocol):
 
     def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
         """Split one window.
+
+        A backend whose window takes long may also accept a keyword ``on_progress``
+        (``Callable[[float], None]``, the fraction of this window done, non-decreasing): the
+        engine then passes one and reports progress within the window, not only between
+        windows (Spleeter and Demucs do; see :mod:`demixer.engine.separator`).
 
         Args:
             mix: ``(channels, samples)`` float32 at ``sample_rate``.
@@ -98,3 +104,12 @@ class StreamingBackend(Backend, Protocol):
 def streaming(backend: Backend) -> StreamingBackend | None:
     """``backend`` as a :class:`StreamingBackend`, or None when it takes windows."""
     return backend if callable(getattr(backend, "stream", None)) else None  # type: ignore[return-value]
+
+
+def reports_progress(backend: Backend) -> bool:
+    """Whether ``backend.separate`` takes an ``on_progress`` keyword (progress within a
+    window; see :meth:`Backend.separate`)."""
+    try:
+        return "on_progress" in inspect.signature(backend.separate).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no keywords to look at
+        return False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,12 +223,17 @@ class SpleeterBackend:
         self._window_fn = torch.hann_window(FRAME, periodic=True, device=self.device)
 
     @torch.inference_mode()
-    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
-        """Split ``mix`` ``(2, samples)`` float32 at 44.1 kHz into vocals and accompaniment."""
+    def separate(
+        self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Split ``mix`` ``(2, samples)`` float32 at 44.1 kHz into vocals and accompaniment.
+
+        ``on_progress`` gets the fraction of the window done after each forward pass.
+        """
         samples = mix.shape[1]
         wave = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32)).to(self.device)
         spec = self._stft(wave)  # (2, frames, 2049) complex
-        mask, top = self._vocals_mask(spec[:, :, :BINS].abs())
+        mask, top = self._vocals_mask(spec[:, :, :BINS].abs(), on_progress)
         masked = torch.empty_like(spec)
         torch.mul(spec[:, :, :BINS], mask, out=masked[:, :, :BINS])
         torch.mul(spec[:, :, BINS:], top, out=masked[:, :, BINS:])
@@ -264,7 +270,9 @@ class SpleeterBackend:
         wave: torch.Tensor = out.reshape(channels, -1)[:, FRAME : FRAME + samples] * (2.0 / 3.0)
         return wave
 
-    def _vocals_mask(self, magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _vocals_mask(
+        self, magnitude: torch.Tensor, on_progress: Callable[[float], None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The vocals' ratio mask from ``(2, frames, BINS)`` magnitudes.
 
         Returns:
@@ -272,7 +280,7 @@ class SpleeterBackend:
             (the mask's mean over the top ``EXTENSION_BAND`` bins). The accompaniment's mask is
             one minus these.
         """
-        vocals, accompaniment = (y.square_() for y in self._net_outputs(magnitude))
+        vocals, accompaniment = (y.square_() for y in self._net_outputs(magnitude, on_progress))
         mask = (vocals + EPS / 2) / (vocals + accompaniment + EPS)
         top = mask[:, :, BINS - EXTENSION_BAND :].mean(dim=2, keepdim=True)
         return mask, top
@@ -282,7 +290,9 @@ class SpleeterBackend:
         # float32 around bf16 convolutions: the same speed here, and closer to fp32's SDR.
         return autocast(self.device, self.precision)
 
-    def _net_outputs(self, magnitude: torch.Tensor) -> list[torch.Tensor]:
+    def _net_outputs(
+        self, magnitude: torch.Tensor, on_progress: Callable[[float], None] | None = None
+    ) -> list[torch.Tensor]:
         """Each net's output ``(2, frames, BINS)`` float32 for ``(2, frames, BINS)`` magnitudes.
 
         Frames are cut into 512-frame segments, the last one zero-padded, exactly as Deezer's
@@ -300,10 +310,13 @@ class SpleeterBackend:
             batch = x[start : start + 2]
             first = start * SEGMENT
             keep = min(frames - first, batch.shape[0] * SEGMENT)
-            for net, out in zip(self.nets, outputs, strict=True):
+            for i, (net, out) in enumerate(zip(self.nets, outputs, strict=True)):
                 with self._autocast():
                     y = net(batch).transpose(0, 1).reshape(channels, -1, BINS)
                 out[:, first : first + keep] = y[:, :keep]
+                if on_progress is not None:
+                    done = start * len(self.nets) + (i + 1) * batch.shape[0]
+                    on_progress(done / (segments * len(self.nets)))
         return outputs
 
 

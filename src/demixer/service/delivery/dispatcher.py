@@ -1,0 +1,303 @@
+"""The dispatcher: sends the outbox's webhook deliveries after their job's transaction, retried.
+
+The rows are written by :mod:`demixer.service.delivery.outbox` with the job's final transition.
+A :class:`Dispatcher` (its own thread, never a worker) claims due rows the way workers claim
+jobs (a conditional UPDATE under a lease; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so a
+delivery is never sent by two dispatchers at once, and a row claimed by a dispatcher that died
+is claimed again when its lease expires. Sends run on a small thread pool: a receiver that
+takes the whole timeout delays nothing else. Outcomes:
+
+- any 2xx: ``delivered``;
+- 410 Gone: ``failed`` at once (the receiver says it wants no more);
+- anything else (other statuses, redirects, which are never followed, timeouts, refused or
+  unreachable addresses): retried after :func:`backoff`, ``failed`` after ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, or_, select, update
+
+from demixer.service.context import Services
+from demixer.service.db import is_unavailable, retry_unavailable, rows_changed
+from demixer.service.delivery.outbox import DeliveryState
+from demixer.service.schema import Delivery
+from demixer.service.urlguard import GuardedTransport, UrlRefused, check_url, parse_allowlist
+from demixer.webhooks import sign
+
+__all__ = ["CAP_STEPS", "FACTOR", "DeliveryClaim", "Dispatcher", "backoff"]
+
+log = logging.getLogger("demixer.webhooks")
+
+#: Retry schedule: the wait after attempt k (1-based) is drawn uniformly from the upper half of
+#: ``min(base * FACTOR**(k-1), base * CAP_STEPS)`` ("equal jitter"). With the default base of
+#: 60 s the steps are 1 m, 4 m, 16 m, 64 m, 4 h 16 m, 12 h, 12 h: the 8 attempts span 15 to
+#: 30 h, about a day. Full jitter (uniform from 0) could collapse the whole schedule into a
+#: few minutes of one outage; the upper half still spreads a herd of retries apart.
+FACTOR = 4.0
+CAP_STEPS = 720.0  # the longest wait, in units of base: 12 h at base 60 s
+
+
+def backoff(attempt: int, base: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""
+    step = min(base * FACTOR ** max(0, attempt - 1), base * CAP_STEPS)
+    return step / 2 + (rng or random).uniform(0.0, step / 2)
+
+
+# --- the dispatcher -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """A delivery a dispatcher now holds. ``attempt`` is 1 for the first send."""
+
+    id: str
+    job_id: str
+    url: str
+    secret: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status_code: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Dispatcher:
+    """Sends due webhook deliveries until stopped; many may share one database.
+
+    Args:
+        services: the shared services (database, settings).
+        concurrency: sends in flight at once (threads).
+        backoff_base: seconds of the first retry step (default ``webhook_backoff_seconds``).
+        poll_seconds: how long to sleep when nothing is due.
+        dispatcher_id: the lease owner's name (default: unique per instance).
+        transport: an httpx transport (default: :class:`~demixer.service.urlguard.
+            GuardedTransport`, which connects only to addresses that pass the URL guard).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        concurrency: int = 8,
+        backoff_base: float | None = None,
+        poll_seconds: float | None = None,
+        dispatcher_id: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        settings = services.settings
+        self.services = services
+        self.concurrency = max(1, concurrency)
+        self.timeout = settings.webhook_timeout_seconds
+        self.backoff_base = (
+            settings.webhook_backoff_seconds if backoff_base is None else backoff_base
+        )
+        self.poll = settings.poll_seconds if poll_seconds is None else poll_seconds
+        self.id = dispatcher_id or f"dispatch-{uuid.uuid4().hex[:12]}"
+        # Longer than any one send can take (connect + write + read each bounded by the
+        # timeout), so a live dispatcher never loses a lease to another mid-send.
+        self.lease = timedelta(seconds=4 * self.timeout + 30)
+        self.allowlist = parse_allowlist(settings.url_allowlist)
+        self._transport = transport
+
+    # --- claim and record (each one short write transaction) -------------------------------
+
+    def claim(self) -> DeliveryClaim | None:
+        """Take the next due delivery (its attempt counted now), or None."""
+        db = self.services.db
+        now = db.clock()
+        free = or_(Delivery.lease_owner.is_(None), Delivery.lease_expires_at < now)
+        due = and_(Delivery.status == DeliveryState.PENDING, Delivery.next_attempt_at <= now, free)
+        with db.write() as s:
+            # A dispatcher died during a last attempt: that attempt counts; nothing is left.
+            s.execute(
+                update(Delivery)
+                .where(due, Delivery.attempts >= Delivery.max_attempts)
+                .values(
+                    status=DeliveryState.FAILED,
+                    lease_owner=None,
+                    last_error="the dispatcher sending the last attempt stopped responding",
+                    updated_at=now,
+                )
+            )
+            query = (
+                select(Delivery.id)
+                .where(due)
+                .order_by(Delivery.next_attempt_at, Delivery.id)
+                .limit(1)
+            )
+            if db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            delivery_id = s.execute(query).scalar_one_or_none()
+            if delivery_id is None:
+                return None
+            taken = s.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, due)
+                .values(
+                    lease_owner=self.id,
+                    lease_expires_at=now + self.lease,
+                    attempts=Delivery.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            if rows_changed(taken) != 1:
+                return None
+            row = s.execute(select(Delivery).where(Delivery.id == delivery_id)).scalar_one()
+            return DeliveryClaim(
+                row.id,
+                row.job_id,
+                row.url,
+                row.secret,
+                dict(row.payload),
+                row.attempts,
+                row.max_attempts,
+            )
+
+    def record(self, claim: DeliveryClaim, outcome: _Outcome) -> str:
+        """Write an attempt's outcome (fenced on the lease); returns the delivery's status."""
+        db = self.services.db
+        now = db.clock()
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+            "updated_at": now,
+        }
+        if outcome.ok:
+            values.update(status=DeliveryState.DELIVERED, delivered_at=now)
+        elif outcome.status_code == 410:  # the receiver asks for no more
+            values.update(
+                status=DeliveryState.FAILED, last_error=f"{outcome.error} (no more retries)"
+            )
+        elif claim.attempt >= claim.max_attempts:
+            values.update(status=DeliveryState.FAILED)
+        else:
+            wait = backoff(claim.attempt, self.backoff_base)
+            values.update(next_attempt_at=now + timedelta(seconds=wait))
+        with db.write() as s:
+            done = s.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == claim.id,
+                    Delivery.lease_owner == self.id,
+                    Delivery.status == DeliveryState.PENDING,
+                )
+                .values(**values)
+            )
+        if rows_changed(done) != 1:
+            log.warning("%s: lost the lease on delivery %s; outcome dropped", self.id, claim.id)
+        return str(values.get("status", DeliveryState.PENDING))
+
+    # --- the send ---------------------------------------------------------------------------
+
+    def send(self, client: httpx.Client, claim: DeliveryClaim) -> _Outcome:
+        """POST one signed attempt; every failure becomes an outcome, never an exception."""
+        try:
+            check_url(claim.url, self.allowlist)  # again: the name may resolve elsewhere now
+        except UrlRefused as exc:
+            return _Outcome(None, f"refused: {exc}")
+        body = json.dumps(claim.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        stamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "demixer-webhooks",
+            "webhook-id": claim.id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(claim.secret, claim.id, stamp, body),
+        }
+        try:
+            with client.stream("POST", claim.url, content=body, headers=headers) as response:
+                head = b""
+                for chunk in response.iter_bytes(512):
+                    head = chunk[:300]
+                    break
+        except UrlRefused as exc:  # the connection's own check (DNS may have changed)
+            return _Outcome(None, f"refused: {exc}")
+        except httpx.TimeoutException as exc:
+            return _Outcome(None, f"timeout after {self.timeout:g} s ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            return _Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+        code = response.status_code
+        if 200 <= code < 300:
+            return _Outcome(code, None)
+        text = head.decode("utf-8", "replace").strip()
+        if response.is_redirect:
+            text = "redirects are not followed"
+        return _Outcome(code, f"HTTP {code}" + (f": {text}" if text else ""))
+
+    def deliver(self, client: httpx.Client, claim: DeliveryClaim) -> str:
+        """Send ``claim`` and record the outcome; returns the delivery's new status."""
+        try:
+            outcome = self.send(client, claim)
+        except Exception as exc:  # a bug must not keep the lease until it expires
+            log.exception("%s: sending delivery %s failed", self.id, claim.id)
+            outcome = _Outcome(None, f"internal error: {type(exc).__name__}")
+        # Through a database outage: the receiver has it; sending it again would be a duplicate.
+        status = retry_unavailable(
+            lambda: self.record(claim, outcome),
+            within=self.lease.total_seconds() / 2,
+            what=f"{self.id}: recording delivery {claim.id}",
+        )
+        log.info(
+            "webhook %s attempt %d -> %s (%s)",
+            claim.id,
+            claim.attempt,
+            status,
+            outcome.error or outcome.status_code,
+        )
+        return status
+
+    def client(self) -> httpx.Client:
+        """The HTTP client sends use: guarded connections, no redirects, the webhook timeout."""
+        return httpx.Client(
+            timeout=self.timeout,
+            follow_redirects=False,
+            trust_env=False,  # a proxy would connect to addresses the guard never saw
+            transport=self._transport or GuardedTransport(self.allowlist),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Claim and send due deliveries until ``stop`` is set; waits for sends in flight."""
+        slots = threading.BoundedSemaphore(self.concurrency)
+        with (
+            self.client() as client,
+            ThreadPoolExecutor(self.concurrency, thread_name_prefix="demixer-webhook") as pool,
+        ):
+            while not stop.is_set():
+                if not slots.acquire(timeout=self.poll):
+                    continue  # every slot is sending: look again soon
+                try:
+                    claim = self.claim()
+                except Exception as exc:
+                    if is_unavailable(exc):  # an outage: try again at the next poll
+                        log.warning("%s: the database is unavailable; retrying", self.id)
+                    else:
+                        log.exception("%s: claiming a delivery failed", self.id)
+                    claim = None
+                if claim is None:
+                    slots.release()
+                    stop.wait(self.poll)
+                    continue
+                future = pool.submit(self.deliver, client, claim)
+                future.add_done_callback(lambda _f: slots.release())

@@ -1,0 +1,95 @@
+"""The result cache: a request identical to one already completed reuses its outputs.
+
+Two requests give the same outputs when their input bytes, engine model, stems, output names,
+format, bit depth and spans agree; :func:`fingerprint` hashes exactly those. Only uploaded files
+take part: an ``audio_url``'s content is unknown until a worker fetches it, so URL requests are
+never answered from the cache. Reuse stays within one account.
+
+The reused outputs are *copied* (hard-linked where the storage can) under the new request's own
+prefix, ``outputs/{job_id}/cached/…``: each request owns its blobs, so deleting or expiring one
+never breaks the other, and no reference counts are needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.jobs.queue import COMPLETED
+from demixer.service.schema import File, Job
+from demixer.storage import Storage
+
+__all__ = ["copy_outputs", "find_reusable", "fingerprint", "input_sha256"]
+
+
+def input_sha256(session: Session, params: JobParams) -> str | None:
+    """The SHA-256 of a request's uploaded input (None for URL inputs or unknown hashes)."""
+    if not isinstance(params.input, UploadInput):
+        return None
+    file_id = params.input.file_id
+    return session.execute(select(File.sha256).where(File.id == file_id)).scalar_one_or_none()
+
+
+def fingerprint(content_sha256: str | None, engine_model: str, params: JobParams) -> str | None:
+    """What makes two requests' outputs identical, hashed (None: not cacheable).
+
+    The hashed object keeps the shape of the first release's (fields added since enter only
+    when set), so jobs completed before an upgrade are still found.
+    """
+    if not content_sha256:
+        return None
+    row = params.to_row()
+    key = {
+        "input_sha256": content_sha256,
+        "engine_model": engine_model,
+        **{name: row[name] for name in ("stems", "names", "output_format", "bit_depth", "spans")},
+    }
+    for added in ("extra_formats", "preprocess"):  # only when set: older fingerprints hold
+        if row[added]:
+            key[added] = row[added]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def find_reusable(
+    session: Session, storage: Storage, account_id: str, fp: str, now: datetime
+) -> Job | None:
+    """The newest completed, unexpired job of ``account_id`` with fingerprint ``fp`` whose
+    output blobs are all still stored, or None."""
+    candidates = session.execute(
+        select(Job)
+        .where(
+            Job.account_id == account_id,
+            Job.fingerprint == fp,
+            Job.status == COMPLETED,
+            Job.expired.is_(False),
+            or_(Job.expires_at.is_(None), Job.expires_at > now),
+        )
+        .order_by(Job.finished_at.desc())
+        .limit(5)
+    ).scalars()
+    for job in candidates:
+        outputs = job.outputs or {}
+        if outputs and all(storage.exists(out["key"]) for out in outputs.values()):
+            return job
+    return None
+
+
+def copy_outputs(storage: Storage, source: Job, job_id: str) -> dict[str, Any]:
+    """Copy ``source``'s output blobs to ``outputs/{job_id}/cached/``; returns the new
+    ``outputs`` (same entries, new keys). On failure nothing copied is left behind."""
+    outputs: dict[str, Any] = {}
+    try:
+        for name, out in (source.outputs or {}).items():
+            key = f"outputs/{job_id}/cached/{out['key'].rsplit('/', 1)[-1]}"
+            storage.copy(out["key"], key)
+            outputs[name] = {**out, "key": key}
+    except BaseException:
+        storage.delete_prefix(f"outputs/{job_id}/")
+        raise
+    return outputs

@@ -1,0 +1,509 @@
+"""The one owner of a job's status: every transition is a conditional UPDATE checked here.
+
+The ``jobs`` table is the queue. A worker claims the best queued row (priority, then FIFO) or a
+running row whose lease expired (its worker died), atomically: ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, the database write lock (``BEGIN IMMEDIATE``) on SQLite. While it works it renews
+its lease; every write it makes is fenced with ``WHERE lease_owner = me``, so a worker that lost
+its lease (paused, partitioned, presumed dead) can never overwrite the attempt that replaced it.
+A transition that matches no row raises instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from demixer.errors import DemixerError
+from demixer.service.db import Database, rows_changed
+from demixer.service.jobs.contract import JobParams
+from demixer.service.schema import Job, JobLog
+
+__all__ = [
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "FINAL",
+    "IN_PROGRESS",
+    "IN_QUEUE",
+    "NOTIFY_CHANNEL",
+    "Claim",
+    "JobConflict",
+    "JobState",
+    "LeaseLost",
+    "Queue",
+]
+
+
+class JobState(StrEnum):
+    """Where a job stands (the ``jobs.status`` column), as the API shows it.
+
+    IN_QUEUE -> IN_PROGRESS -> COMPLETED | FAILED | CANCELLED, and IN_PROGRESS -> IN_QUEUE
+    again when an attempt fails retryably or its lease expires; IN_QUEUE -> COMPLETED for a
+    request answered from the result cache, IN_QUEUE -> CANCELLED for a cancel while queued.
+    """
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+IN_QUEUE = JobState.IN_QUEUE
+IN_PROGRESS = JobState.IN_PROGRESS
+COMPLETED = JobState.COMPLETED
+FAILED = JobState.FAILED
+CANCELLED = JobState.CANCELLED
+FINAL = (COMPLETED, FAILED, CANCELLED)
+#: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
+#: processes listen on it (``service/jobs/wakeup.py``).
+NOTIFY_CHANNEL = "demixer_jobs"
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job's lease: it must stop and write nothing more."""
+
+
+class JobConflict(DemixerError):
+    """The job is not in a state that allows the operation (e.g. cancelling a finished job)."""
+
+    code = "JOB_CONFLICT"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker now holds.
+
+    Attributes:
+        id: the job id.
+        attempt: 1 for the first attempt, 2 after one retry or lost lease, ...
+        engine_model: the registered model to run.
+        params: the job's ``params`` row, as stored: read it with
+            :meth:`~demixer.service.jobs.contract.JobParams.from_row` (a row that breaks the
+            contract must fail the attempt, not the claim).
+        account_id: the owner (for output keys and usage).
+    """
+
+    id: str
+    attempt: int
+    engine_model: str
+    params: dict[str, Any]
+    account_id: str
+
+
+FinalHook = Callable[[Session, Job], None]
+
+
+class Queue:
+    """Job transitions on one database.
+
+    Args:
+        db: the database.
+        lease_seconds: how long a claim or heartbeat holds a job.
+
+    Attributes:
+        final_hooks: called as ``hook(session, job)`` inside the transaction that moves a job to
+            COMPLETED, FAILED or CANCELLED, so what they write (usage, webhook deliveries)
+            commits or rolls back with the transition itself: a transactional outbox.
+    """
+
+    def __init__(self, db: Database, *, lease_seconds: float = 30.0) -> None:
+        self.db = db
+        self.lease = timedelta(seconds=lease_seconds)
+        self.final_hooks: list[FinalHook] = []
+        # Wakes idle worker slots in this process when a job is queued here (the embedded
+        # `serve`), instead of leaving it until their next poll; other processes still poll.
+        self._work = threading.Condition()
+        self._generation = 0
+
+    def work_generation(self) -> int:
+        """A token to take BEFORE a claim that found nothing; see :meth:`wait_for_work`."""
+        with self._work:
+            return self._generation
+
+    def wait_for_work(self, generation: int, timeout: float) -> None:
+        """Sleep up to ``timeout`` s, or until a job is queued after ``generation`` was taken."""
+        with self._work:
+            self._work.wait_for(lambda: self._generation != generation, timeout)
+
+    def wake(self) -> None:
+        """Wake this process's idle worker slots now (a job was queued, maybe elsewhere)."""
+        with self._work:
+            self._generation += 1
+            self._work.notify_all()
+
+    def _wake_after_commit(self, session: Session, engine_model: str) -> None:
+        """Tell idle workers about a queued job once ``session`` commits: this process's
+        slots directly; on PostgreSQL every worker process too, through ``NOTIFY`` (which
+        PostgreSQL itself delivers at commit, and drops on rollback)."""
+        event.listen(session, "after_commit", lambda _s: self.wake(), once=True)
+        if self.db.dialect == "postgresql":
+            session.execute(select(func.pg_notify(NOTIFY_CHANNEL, engine_model)))
+
+    def _finalised(self, s: Session, job_id: str) -> None:
+        if not self.final_hooks:
+            return
+        # populate_existing: the session may hold this Job from before the UPDATE (submit's
+        # result-cache path does); hooks must see the final status and outputs.
+        job = s.execute(
+            select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+        ).scalar_one()
+        for hook in self.final_hooks:
+            hook(s, job)
+
+    # --- the API side ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        session: Session,
+        *,
+        job_id: str,
+        account_id: str,
+        queue_model: str,
+        engine_model: str,
+        params: JobParams,
+        priority: int = 0,
+        max_attempts: int = 3,
+        key_id: str | None = None,
+        fingerprint: str | None = None,
+    ) -> Job:
+        """Add a queued job inside the caller's write transaction.
+
+        ``key_id`` is the submitting API key (usage and limits are per key); ``fingerprint``
+        the result-cache key (``service/jobs/cache.py``), None when the request is not cacheable.
+        """
+        now = self.db.clock()
+        job = Job(
+            id=job_id,
+            account_id=account_id,
+            queue_model=queue_model,
+            engine_model=engine_model,
+            params=params.to_row(),
+            status=IN_QUEUE,
+            priority=priority,
+            max_attempts=max_attempts,
+            progress=0.0,
+            attempts=0,
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+            key_id=key_id,
+            fingerprint=fingerprint,
+        )
+        session.add(job)
+        session.flush()
+        self._wake_after_commit(session, engine_model)
+        self.log(session, job_id, f"queued for {engine_model}")
+        return job
+
+    def complete_from_cache(
+        self, session: Session, job_id: str, source: Job, outputs: dict[str, Any]
+    ) -> None:
+        """Complete a just-queued job with the outputs of ``source``, an identical completed
+        job (the result cache), inside the caller's transaction: no worker ever runs it.
+
+        Args:
+            session: the write transaction that queued ``job_id``.
+            job_id: the new job (IN_QUEUE).
+            source: the completed job whose outputs are reused.
+            outputs: ``source.outputs`` with the keys of the new job's own copies.
+        """
+        now = self.db.clock()
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == IN_QUEUE)
+            .values(
+                status=COMPLETED,
+                outputs=outputs,
+                duration=source.duration,
+                sample_rate=source.sample_rate,
+                reused_from=source.id,
+                progress=1.0,
+                started_at=now,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        if rows_changed(done) != 1:
+            raise JobConflict(f"job {job_id} is no longer queued; it cannot reuse {source.id}")
+        self.log(
+            session,
+            job_id,
+            f"reused the outputs of {source.id} (same input content, model, stems and "
+            "options): no recomputation",
+        )
+        self._finalised(session, job_id)
+
+    def position(self, session: Session, job: Job) -> int:
+        """How many queued jobs run before ``job`` (0: next)."""
+        ahead = select(func.count()).where(
+            Job.status == IN_QUEUE,
+            Job.id != job.id,
+            or_(
+                Job.priority > job.priority,
+                and_(Job.priority == job.priority, Job.created_at < job.created_at),
+                and_(
+                    Job.priority == job.priority,
+                    Job.created_at == job.created_at,
+                    Job.id < job.id,
+                ),
+            ),
+        )
+        return int(session.execute(ahead).scalar_one())
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel: a queued job at once; a running one is flagged and its worker stops it.
+
+        Returns the status after the call (``CANCELLED`` or ``IN_PROGRESS``); raises
+        :class:`JobConflict` for a job already finished.
+        """
+        now = self.db.clock()
+        with self.db.write() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == IN_QUEUE)
+                .values(status=CANCELLED, finished_at=now, updated_at=now)
+            )
+            if rows_changed(done) == 1:
+                self.log(s, job_id, "cancelled while queued")
+                self._finalised(s, job_id)
+                return CANCELLED
+            flagged = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == IN_PROGRESS)
+                .values(cancel_requested=True, updated_at=now)
+            )
+            if rows_changed(flagged) == 1:
+                self.log(s, job_id, "cancel requested; stopping the running attempt")
+                return IN_PROGRESS
+            status = s.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
+        raise JobConflict(f"job {job_id} is already {status}; only queued or running jobs cancel")
+
+    # --- the worker side ------------------------------------------------------------------
+
+    def claim(self, worker_id: str, models: Collection[str] | None = None) -> Claim | None:
+        """Take the next job this worker can run, or None.
+
+        Args:
+            worker_id: unique per worker slot (the fencing token).
+            models: engine model ids this worker can run (None: any).
+        """
+        now = self.db.clock()
+        expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
+        with self.db.write() as s:
+            self._settle_expired(s, now)
+            runnable = or_(Job.status == IN_QUEUE, expired)
+            query = select(Job.id).where(runnable)
+            if models is not None:
+                query = query.where(Job.engine_model.in_(list(models)))
+            query = query.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            job_id = s.execute(query).scalar_one_or_none()
+            if job_id is None:
+                return None
+            taken = s.execute(
+                update(Job)
+                .where(Job.id == job_id, runnable)
+                .values(
+                    status=IN_PROGRESS,
+                    lease_owner=worker_id,
+                    lease_expires_at=now + self.lease,
+                    attempts=Job.attempts + 1,
+                    progress=0.0,
+                    stage=None,
+                    started_at=func.coalesce(Job.started_at, now),
+                    updated_at=now,
+                )
+            )
+            if rows_changed(taken) != 1:
+                return None
+            job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+            self.log(s, job_id, f"attempt {job.attempts} started on {worker_id}")
+            return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
+
+    def _settle_expired(self, s: Session, now: Any) -> None:
+        """Expired leases with a cancel pending, or no attempts left, end here."""
+        expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
+        cancelled = (
+            s.execute(
+                select(Job.id).where(expired, Job.cancel_requested.is_(True)).order_by(Job.id)
+            )
+            .scalars()
+            .all()
+        )
+        # Each UPDATE is checked: on PostgreSQL another claimer may have settled the row since
+        # the SELECT (SQLite's write lock rules that out); only the one that changed it logs
+        # and runs the final hooks (a webhook, once). Rows go in id order: no lock cycles.
+        for job_id in cancelled:
+            settled = s.execute(
+                update(Job)
+                .where(Job.id == job_id, expired)
+                .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
+            )
+            if rows_changed(settled) != 1:
+                continue
+            self.log(s, job_id, "cancelled (its worker stopped responding)")
+            self._finalised(s, job_id)
+        exhausted = (
+            s.execute(
+                select(Job.id).where(expired, Job.attempts >= Job.max_attempts).order_by(Job.id)
+            )
+            .scalars()
+            .all()
+        )
+        for job_id in exhausted:
+            settled = s.execute(
+                update(Job)
+                .where(Job.id == job_id, expired)
+                .values(
+                    status=FAILED,
+                    lease_owner=None,
+                    error_code="WORKER_LOST",
+                    error_message=(
+                        "the worker running this job stopped responding on every attempt"
+                    ),
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            if rows_changed(settled) != 1:
+                continue
+            self.log(s, job_id, "failed: WORKER_LOST")
+            self._finalised(s, job_id)
+
+    def _fenced(self, s: Session, job_id: str, worker_id: str, **values: Any) -> None:
+        result = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == IN_PROGRESS)
+            .values(updated_at=self.db.clock(), **values)
+        )
+        if rows_changed(result) != 1:
+            raise LeaseLost(f"worker {worker_id} no longer holds job {job_id}")
+
+    def heartbeat(
+        self,
+        job_id: str,
+        worker_id: str,
+        progress: float | None = None,
+        stage: str | None = None,
+    ) -> bool:
+        """Renew the lease (and record progress and the attempt's stage); returns True when a
+        cancel was requested."""
+        values: dict[str, Any] = {"lease_expires_at": self.db.clock() + self.lease}
+        if progress is not None:
+            values["progress"] = max(0.0, min(1.0, progress))
+        if stage is not None:
+            values["stage"] = stage[:20]
+        with self.db.write() as s:
+            self._fenced(s, job_id, worker_id, **values)
+            return bool(
+                s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
+            )
+
+    def complete(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        outputs: dict[str, Any],
+        duration: float,
+        sample_rate: int,
+    ) -> None:
+        """Mark the job done with its outputs, in one transaction (fenced).
+
+        Safe to call again after a failure: when an earlier call did commit (the connection
+        was cut before its answer came back), the job is already COMPLETED with these same
+        outputs and this returns instead of raising :class:`LeaseLost`.
+        """
+        now = self.db.clock()
+        try:
+            self._complete(job_id, worker_id, now, outputs, duration, sample_rate)
+        except LeaseLost:
+            # A retry after a connection cut at COMMIT: the first try may have committed.
+            with self.db.read() as s:
+                done = s.execute(select(Job.status, Job.outputs).where(Job.id == job_id)).first()
+            if done is None or tuple(done) != (COMPLETED, outputs):
+                raise
+
+    def _complete(
+        self,
+        job_id: str,
+        worker_id: str,
+        now: datetime,
+        outputs: dict[str, Any],
+        duration: float,
+        sample_rate: int,
+    ) -> None:
+        with self.db.write() as s:
+            self._fenced(
+                s,
+                job_id,
+                worker_id,
+                status=COMPLETED,
+                outputs=outputs,
+                duration=duration,
+                sample_rate=sample_rate,
+                progress=1.0,
+                lease_owner=None,
+                finished_at=now,
+            )
+            self.log(s, job_id, f"completed: {', '.join(outputs)}")
+            self._finalised(s, job_id)
+
+    def fail(self, job_id: str, worker_id: str, *, code: str, message: str, retryable: bool) -> str:
+        """End an attempt that failed; retryable failures requeue while attempts remain.
+
+        Returns the job's new status (``IN_QUEUE`` or ``FAILED``).
+        """
+        now = self.db.clock()
+        with self.db.write() as s:
+            attempts, max_attempts = s.execute(
+                select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
+            ).one()
+            if retryable and attempts < max_attempts:
+                self._fenced(
+                    s,
+                    job_id,
+                    worker_id,
+                    status=IN_QUEUE,
+                    lease_owner=None,
+                    progress=0.0,
+                    stage=None,
+                )
+                self.log(s, job_id, f"attempt {attempts} failed ({code}: {message}); retrying")
+                engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
+                self._wake_after_commit(s, engine_model.scalar_one())
+                return IN_QUEUE
+            self._fenced(
+                s,
+                job_id,
+                worker_id,
+                status=FAILED,
+                error_code=code,
+                error_message=message,
+                lease_owner=None,
+                finished_at=now,
+            )
+            self.log(s, job_id, f"failed: {code}: {message}")
+            self._finalised(s, job_id)
+            return FAILED
+
+    def mark_cancelled(self, job_id: str, worker_id: str) -> None:
+        """The worker stopped a running job whose cancel was requested."""
+        now = self.db.clock()
+        with self.db.write() as s:
+            self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
+            self.log(s, job_id, "cancelled while running")
+            self._finalised(s, job_id)
+
+    def log(self, session: Session, job_id: str, message: str) -> None:
+        """Append a log line to a job (inside the caller's transaction)."""
+        session.add(JobLog(job_id=job_id, timestamp=self.db.clock(), message=message))

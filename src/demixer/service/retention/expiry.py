@@ -1,0 +1,50 @@
+"""How long inputs and results are kept: the expiry times, and the hook that sets a result's.
+
+Uploads expire ``upload_retention_seconds`` after they are announced; a completed request's
+outputs ``result_retention_seconds`` after it finished. Expired objects answer 410 at once
+(compared with the database clock), whether or not the sweeper
+(:mod:`demixer.service.retention.sweeper`) has deleted their bytes yet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from demixer.service.jobs.queue import COMPLETED, FinalHook
+from demixer.service.schema import Job
+
+__all__ = ["result_expired", "result_expires_at", "set_result_expiry"]
+
+
+def result_expires_at(job: Job, retention_seconds: float) -> datetime | None:
+    """When ``job``'s outputs expire: its ``expires_at``, else finished + retention."""
+    if job.expires_at is not None:
+        return job.expires_at
+    finished = job.finished_at
+    if job.status != COMPLETED or finished is None:
+        return None
+    return finished + timedelta(seconds=retention_seconds)
+
+
+def result_expired(job: Job, retention_seconds: float, now: datetime) -> bool:
+    """Whether ``job``'s outputs are gone or past their retention at ``now``."""
+    if job.expired:
+        return True
+    expires = result_expires_at(job, retention_seconds)
+    return expires is not None and now >= expires
+
+
+def set_result_expiry(retention_seconds: float) -> FinalHook:
+    """A ``Queue.final_hooks`` hook: a job that COMPLETED gets ``expires_at``.
+
+    It runs inside the transaction that completes the job, so the expiry commits with it.
+    """
+    keep = timedelta(seconds=retention_seconds)
+
+    def hook(session: Session, job: Job) -> None:
+        if job.status == COMPLETED and job.expires_at is None:
+            job.expires_at = (job.finished_at or job.updated_at) + keep
+
+    return hook

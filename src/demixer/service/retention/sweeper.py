@@ -1,0 +1,126 @@
+"""The sweeper: deletes the bytes of expired uploads and of expired results.
+
+Expiry itself is decided by the clock (the API answers 410 from ``expires_at`` alone, see
+:mod:`demixer.service.retention.expiry`); the sweeper only frees the storage afterwards. It deletes
+the blobs first and marks the row after, with a conditional UPDATE: a sweep that dies halfway
+leaves the row unmarked and the next sweep deletes again (deleting is idempotent), and two
+sweepers (``serve`` and ``worker`` processes on one database) never count a row twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from demixer.service.context import Services
+from demixer.service.db import is_unavailable, rows_changed
+from demixer.service.files.lifecycle import GONE, mark_expired
+from demixer.service.jobs.queue import COMPLETED
+from demixer.service.schema import File, Job
+from demixer.storage import staging_key
+
+__all__ = ["SweepCounts", "Sweeper"]
+
+log = logging.getLogger("demixer.sweeper")
+
+
+@dataclass(frozen=True)
+class SweepCounts:
+    """What one sweep did: files and results expired, and blobs deleted for them."""
+
+    files: int = 0
+    results: int = 0
+    blobs: int = 0
+
+
+class Sweeper:
+    """Deletes expired inputs (file status -> ``expired``) and outputs (``jobs.expired``).
+
+    Args:
+        services: the shared services (``db.clock`` is "now").
+        batch: rows read per query (a backlog is worked through in several).
+    """
+
+    def __init__(self, services: Services, *, batch: int = 200) -> None:
+        self.services = services
+        self.batch = batch
+
+    def sweep_once(self) -> SweepCounts:
+        """One pass over everything expired now; returns what it did."""
+        now = self.services.db.clock()
+        files, file_blobs = self._files(now)
+        results, result_blobs = self._results(now)
+        counts = SweepCounts(files=files, results=results, blobs=file_blobs + result_blobs)
+        if files or results:
+            log.info("swept %d expired files and %d expired results", files, results)
+        return counts
+
+    def _files(self, now: datetime) -> tuple[int, int]:
+        db, storage = self.services.db, self.services.storage
+        due = (File.expires_at.is_not(None), File.expires_at < now, File.status.not_in(GONE))
+        done = blobs = 0
+        seen: set[str] = set()
+        while True:
+            with db.read() as s:
+                rows = s.execute(
+                    select(File.id, File.storage_key).where(*due).limit(self.batch)
+                ).all()
+            rows = [r for r in rows if r.id not in seen]
+            if not rows:
+                return done, blobs
+            for file_id, key in rows:
+                seen.add(file_id)
+                deleted = storage.delete_prefix(key)
+                storage.delete_prefix(staging_key(file_id))  # bytes PUT but never completed
+                with db.write() as s:
+                    marked = mark_expired(s, file_id, now)
+                if marked:
+                    done += 1
+                    blobs += deleted
+
+    def _results(self, now: datetime) -> tuple[int, int]:
+        db, storage = self.services.db, self.services.storage
+        due = (
+            Job.status == COMPLETED,
+            Job.expires_at.is_not(None),
+            Job.expires_at < now,
+            Job.expired.is_(False),
+        )
+        done = blobs = 0
+        seen: set[str] = set()
+        while True:
+            with db.read() as s:
+                ids = [
+                    i
+                    for i in s.execute(select(Job.id).where(*due).limit(self.batch)).scalars()
+                    if i not in seen
+                ]
+            if not ids:
+                return done, blobs
+            for job_id in ids:
+                seen.add(job_id)
+                deleted = storage.delete_prefix(f"outputs/{job_id}/")
+                with db.write() as s:
+                    marked = s.execute(
+                        update(Job).where(Job.id == job_id, *due).values(expired=True)
+                    )
+                if rows_changed(marked) == 1:
+                    done += 1
+                    blobs += deleted
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep every ``settings.sweep_interval_seconds`` until ``stop`` is set."""
+        interval = max(0.01, self.services.settings.sweep_interval_seconds)
+        while not stop.is_set():
+            try:
+                self.sweep_once()
+            except Exception as exc:  # a storage or database hiccup: log it and try next time
+                if is_unavailable(exc):  # an outage (PostgreSQL restarting): no traceback
+                    log.warning("sweep failed: the database is unavailable; retrying")
+                else:
+                    log.exception("sweep failed; trying again in %.0f s", interval)
+            stop.wait(interval)

@@ -1,0 +1,439 @@
+"""The separation child process: what runs on the far side of a worker slot's pipe.
+
+Each worker slot (see :mod:`demixer.service.worker`) owns one long-lived child started with
+the ``spawn`` method. The child keeps loaded :class:`~demixer.engine.Separator` objects between
+jobs, so a model is loaded once, not per job. It never touches the database or storage: the
+parent (:mod:`demixer.service.worker.runner`) downloads the input, sends a :class:`ChildJob` through
+its :class:`Child` handle, and stores the files the child wrote.
+
+Messages, child -> parent:
+
+* ``("progress", fraction)``: at most every :data:`PROGRESS_INTERVAL` seconds;
+* ``("stage", name)``: one of :data:`STAGES`, as each begins;
+* ``("done", ChildResult)``;
+* ``("error", code, message, retryable)``.
+
+The parent kills the child (SIGKILL) on cancel, timeout or lost lease, and restarts it lazily;
+an OOM kill or a crash shows up as the pipe closing. This module imports only the engine and
+audio layers (torch is imported by the model loader, on the first job), so a child starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demixer.audio import OutputFormat, probe
+from demixer.audio.denoise import denoise_blocks
+from demixer.audio.encode import mp3_rate
+from demixer.engine import Separator
+from demixer.engine.separator import STAGES as SEPARATOR_STAGES
+from demixer.engine.separator import PreprocessFn
+from demixer.errors import (
+    DemixerError,
+    DurationLimit,
+    InvalidAudio,
+    ModelFailed,
+    ModelUnavailable,
+    StorageFull,
+)
+from demixer.service.jobs.contract import JobParams
+
+__all__ = [
+    "PROGRESS_INTERVAL",
+    "STAGES",
+    "Child",
+    "ChildDied",
+    "ChildJob",
+    "ChildOptions",
+    "ChildOutput",
+    "ChildResult",
+    "check_input",
+    "child_main",
+    "classify_error",
+    "run_job",
+]
+
+PROGRESS_INTERVAL = 0.5  # seconds between progress messages
+# What an attempt does, in order: the child loads the model (when it is not loaded yet), the
+# engine's stages (separator.STAGES), then the parent stores the outputs.
+STAGES = ("loading_model", *SEPARATOR_STAGES, "storing")
+CACHED_MODELS = 2  # separators kept loaded per child (least recently used dropped first)
+_PR_SET_PDEATHSIG = 1
+# The job contract's preprocessing steps (service/jobs/contract.PREPROCESS_STEPS), as block
+# stream transforms.
+_PREPROCESSORS: dict[str, PreprocessFn] = {"denoise": denoise_blocks}
+
+
+@dataclass(frozen=True)
+class ChildOptions:
+    """How a child loads models.
+
+    Attributes:
+        model_dir: weights cache directory (None: ``$DEMIXER_MODEL_DIR`` or the default).
+        device: torch device (``cpu``, ``cuda``…).
+        threads: CPU threads for the model (None: the library default), so that several
+            slots on one machine share its cores instead of oversubscribing them.
+        parent_pid: the worker's pid; the child exits when that process is gone.
+    """
+
+    model_dir: str | None
+    device: str
+    threads: int | None
+    parent_pid: int
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """One separation, as the parent sends it.
+
+    Attributes:
+        job_id: the job (for logs).
+        attempt: the attempt number (for logs).
+        engine_model: registered model id.
+        input_path: local file to separate.
+        out_dir: empty directory to write the outputs into.
+        params: the job contract (stems, formats, names, spans, preprocessing, downmix).
+        max_seconds: the most audio decoded (the server's duration limit, held on the samples
+            themselves: ``DURATION_LIMIT`` past it whatever the file declares).
+    """
+
+    job_id: str
+    attempt: int
+    engine_model: str
+    input_path: str
+    out_dir: str
+    params: JobParams
+    max_seconds: float | None = None
+
+
+def _preprocessor(steps: tuple[str, ...]) -> PreprocessFn | None:
+    """The block-stream transform for a job's ``preprocess`` steps (None: none)."""
+    if not steps:
+        return None
+    chosen = [_PREPROCESSORS[step] for step in steps]
+
+    def run(blocks: Iterable[np.ndarray], rate: int) -> Iterable[np.ndarray]:
+        for step in chosen:
+            blocks = step(blocks, rate)
+        return blocks
+
+    return run
+
+
+@dataclass(frozen=True)
+class ChildOutput:
+    """One file the child wrote: its path, rate (Hz) and channel count."""
+
+    path: str
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """What a finished separation produced.
+
+    Attributes:
+        outputs: engine output name -> the file written.
+        duration: seconds of input audio.
+        sample_rate: Hz of the input.
+        channels: channels of the outputs (1 for mono input, else 2).
+        clipped: engine output name -> samples clipped at ±1 (0 for float WAV).
+        seconds: wall-clock seconds spent in the child.
+        extras: engine output name -> extension -> the same output in an extra format.
+    """
+
+    outputs: dict[str, ChildOutput]
+    duration: float
+    sample_rate: int
+    channels: int
+    clipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    extras: dict[str, dict[str, ChildOutput]] = field(default_factory=dict)
+
+
+def classify_error(exc: BaseException) -> tuple[str, str, bool]:
+    """``(code, message, retryable)`` for an error raised while running a job.
+
+    The user's faults (bad audio, unknown stem, bad output options) and a model that cannot
+    be loaded are final; a model that crashed, or any unexpected error, may pass on another
+    attempt (a transient out-of-memory, a GPU hiccup).
+    """
+    if isinstance(exc, ModelUnavailable):
+        # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
+        return ModelUnavailable.code, exc.message, False
+    if isinstance(exc, ModelFailed | StorageFull):  # StorageFull: retried once there is room
+        return exc.code, exc.message, True
+    if isinstance(exc, DemixerError):
+        return exc.code, exc.message, False
+    if isinstance(exc, MemoryError):
+        return ModelFailed.code, "the separation ran out of memory", True
+    if StorageFull.caused(exc):
+        return StorageFull.code, StorageFull.default_message, True
+    return ModelFailed.code, f"the separation failed: {type(exc).__name__}: {exc}", True
+
+
+class _ParentGone(BaseException):
+    """The pipe to the parent broke: stop at once (BaseException, so nothing swallows it)."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a SIGKILLed worker's child
+    must not keep the GPU busy); elsewhere the closed pipe ends the child instead."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def child_main(conn: Connection, options: ChildOptions) -> None:
+    """The child's loop: receive a job, separate, answer; exit on ``None`` or a closed pipe."""
+    _die_with_parent(options.parent_pid)
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if options.threads is not None:
+        # Read by torch and BLAS when they are first imported (on the first job).
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(options.threads))
+    separators: OrderedDict[str, Separator] = OrderedDict()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            result = run_job(job, options, separators, _progress_sender(conn), _stage_sender(conn))
+            conn.send(("done", result))
+        except _ParentGone:
+            return
+        except BaseException as exc:
+            code, message, retryable = classify_error(exc)
+            try:
+                conn.send(("error", code, message, retryable))
+            except (OSError, EOFError):
+                return
+
+
+def _progress_sender(conn: Connection) -> Callable[[float], None]:
+    last = [0.0]
+
+    def send(fraction: float) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_INTERVAL and fraction < 1.0:
+            return
+        last[0] = now
+        try:
+            conn.send(("progress", float(fraction)))
+        except (OSError, EOFError):
+            raise _ParentGone() from None
+
+    return send
+
+
+def _stage_sender(conn: Connection) -> Callable[[str], None]:
+    def send(stage: str) -> None:
+        try:
+            conn.send(("stage", stage))
+        except (OSError, EOFError):
+            raise _ParentGone() from None
+
+    return send
+
+
+def check_input(job: ChildJob) -> None:
+    """The checks an upload gets (:func:`demixer.audio.probe`: headers, truncation, packets
+    counted up to the limit), made before a model is loaded: an ``audio_url`` input gets the
+    answer the same file gets at upload, and a refused one costs no model load. Decoding
+    still stops at ``job.max_seconds`` whatever the packets said."""
+    info = probe(job.input_path, max_seconds=job.max_seconds)
+    name = f"'{Path(job.input_path).name}'"
+    if job.max_seconds is not None and (info.duration or 0.0) > job.max_seconds:
+        raise DurationLimit(
+            f"{name} is longer than this server's limit of {job.max_seconds:g} s "
+            f"({info.duration:.1f} s or more); send a shorter file"
+        )
+    if info.channels > 2 and not job.params.downmix:
+        raise InvalidAudio(
+            f"{name} has {info.channels} channels; demixer separates mono or stereo: set "
+            "input.downmix to true to fold it to stereo first"
+        )
+
+
+def _separator(
+    model: str,
+    options: ChildOptions,
+    separators: OrderedDict[str, Separator],
+    stage: Callable[[str], None],
+) -> Separator:
+    if model in separators:
+        separators.move_to_end(model)
+        return separators[model]
+    while len(separators) >= CACHED_MODELS:
+        separators.popitem(last=False)
+    model_dir = Path(options.model_dir) if options.model_dir else None
+    stage("loading_model")
+    separator = Separator(model, model_dir=model_dir, device=options.device)
+    separators[model] = separator
+    return separator
+
+
+def run_job(
+    job: ChildJob,
+    options: ChildOptions,
+    separators: OrderedDict[str, Separator],
+    progress: Callable[[float], None],
+    stage: Callable[[str], None] | None = None,
+) -> ChildResult:
+    """Separate ``job.input_path`` into ``job.out_dir`` (one ``{engine name}.{ext}`` each).
+
+    One streaming pass of the engine: decode, preprocess, separate, apply the spans, and write
+    the primary format and every extra format at once (memory bounded whatever the input's
+    length; no intermediate files). Multichannel input is downmixed to stereo only when the
+    request asked for it (``params.downmix``), as the CLI does with ``--downmix``. At most
+    ``job.max_seconds`` of audio is decoded.
+    """
+    started = time.perf_counter()
+    params = job.params
+    stage = stage or (lambda _: None)
+    check_input(job)
+    separator = _separator(job.engine_model, options, separators, stage)
+    result = separator.separate_file(
+        job.input_path,
+        Path(job.out_dir),
+        params.stems,
+        fmt=params.format,
+        template="{stem}.{ext}",
+        downmix=params.downmix,
+        on_progress=progress,
+        on_stage=stage,
+        preprocess=_preprocessor(params.preprocess),
+        max_seconds=job.max_seconds,
+        spans=params.spans or (),
+        span_output=params.engine_name("target") if params.spans else None,
+        extra_formats=[OutputFormat.parse(f, None) for f in params.extra_formats],
+    )
+
+    def output(path: Path) -> ChildOutput:
+        rate = mp3_rate(result.sample_rate) if path.suffix == ".mp3" else result.sample_rate
+        return ChildOutput(str(path), rate, result.channels)
+
+    return ChildResult(
+        outputs={name: output(p) for name, p in result.paths.items()},
+        duration=result.duration,
+        sample_rate=result.sample_rate,
+        channels=result.channels,
+        clipped=dict(result.report.clipped),
+        seconds=time.perf_counter() - started,
+        extras={
+            name: {ext: output(p) for ext, p in by_ext.items()}
+            for name, by_ext in result.extras.items()
+        },
+    )
+
+
+# --- the parent's end ------------------------------------------------------------------------
+
+
+class ChildDied(Exception):
+    """The child process exited or its pipe broke while it had a job (OOM killer, segfault)."""
+
+
+class Child:
+    """The parent's handle on one separation child (``spawn`` start method, daemon)."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    @classmethod
+    def start(cls, options: ChildOptions, *, name: str = "demixer-child") -> Child:
+        """Start a child; it loads nothing until its first job."""
+        context = multiprocessing.get_context("spawn")
+        parent_end, child_end = context.Pipe()
+        process = context.Process(
+            target=child_main, args=(child_end, options), name=name, daemon=True
+        )
+        process.start()
+        # Only the child may hold its end: when the child dies, the parent's end reads EOF.
+        child_end.close()
+        return cls(process, parent_end)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.is_alive()
+
+    def send(self, job: ChildJob) -> None:
+        """Hand the child a job; raises :class:`ChildDied` when it is gone."""
+        try:
+            self.conn.send(job)
+        except (OSError, EOFError):
+            raise ChildDied(self._obituary()) from None
+
+    def receive(self, timeout: float) -> tuple[Any, ...] | None:
+        """The child's next message, or None when none came within ``timeout`` seconds.
+
+        Raises:
+            ChildDied: the process ended or its pipe closed before it answered.
+        """
+        ready = wait([self.conn, self.process.sentinel], timeout)
+        if not ready:
+            return None
+        if self.conn in ready or self.conn.poll():
+            try:
+                message: tuple[Any, ...] = self.conn.recv()
+            except (EOFError, OSError):
+                raise ChildDied(self._obituary()) from None
+            return message
+        raise ChildDied(self._obituary())
+
+    def _obituary(self) -> str:
+        self.process.join(2.0)
+        code = self.process.exitcode
+        if code is None:  # the pipe broke but the process lingers: make sure it is gone
+            self.kill()
+            return "the separation process stopped answering"
+        self.conn.close()
+        if code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+            return f"the separation process died (exit code {code}: {how})"
+        return f"the separation process died (exit code {code})"
+
+    def kill(self) -> None:
+        """SIGKILL the child and wait for it; its memory (and GPU memory) is freed."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5.0)
+        self.conn.close()
+
+    def close(self) -> None:
+        """Ask an idle child to exit; kill it if it does not within two seconds."""
+        with contextlib.suppress(OSError, EOFError):
+            self.conn.send(None)
+        self.process.join(2.0)
+        self.kill()

@@ -1,0 +1,425 @@
+"""One attempt at a job, run in the worker (parent) process by a slot's :class:`Runner`.
+
+Each worker slot (see :mod:`demixer.service.worker`) has one :class:`Runner`, which owns the
+slot's long-lived separation child (:mod:`demixer.service.worker.child`). For each claimed job it:
+
+1. resolves the input: a stored upload (``storage.local_path``) or an ``audio_url`` it
+   downloads itself (:mod:`demixer.service.worker.fetch`);
+2. sends the job to the child and, while the child works, heartbeats the lease every
+   ``heartbeat_seconds`` with the child's progress;
+3. kills the child (SIGKILL) when a cancel is requested, the lease is lost, the job's time
+   limit passes or the worker is stopped; notices when the child dies by itself (OOM killer,
+   segfault) through its pipe closing; a killed or dead child is restarted for the next job;
+4. stores the files the child wrote under ``outputs/{job_id}/attempt-{n}/`` and completes the
+   job with their keys in one fenced transaction; if that finds the lease lost, the attempt's
+   blobs are deleted again.
+
+The job's parameters are read with :meth:`~demixer.service.jobs.contract.JobParams.from_row`
+(the job contract; a row that breaks it fails the job ``INVALID_PARAMS``). Output files are
+stored as ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
+``{input file stem}_{label}.{ext}`` (:mod:`demixer.naming`, as the CLI writes them). Each extra
+format's copy (``extra_formats``, e.g. Gaudio's ``mp3``) is its own flat entry of the job's
+``outputs`` under the key ``"{api name}.{ext}"`` (same fields as the primary entry), so
+``/result`` lists it like any output and signed blob URLs resolve it.
+
+Every status change goes through :class:`~demixer.service.jobs.queue.Queue`. A long model call runs
+in another process, so it can never starve the heartbeat, and killing it gives its memory back.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from demixer.audio import OutputFormat
+from demixer.errors import DemixerError, InvalidParams, StorageFull, StorageUnavailable
+from demixer.naming import output_name
+from demixer.service.context import Services
+from demixer.service.db import is_unavailable, retry_unavailable
+from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.jobs.queue import Claim, LeaseLost
+from demixer.service.urlguard import parse_allowlist
+from demixer.service.worker.child import (
+    Child,
+    ChildDied,
+    ChildJob,
+    ChildOptions,
+    ChildOutput,
+    ChildResult,
+)
+from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
+from demixer.storage import Storage
+
+__all__ = ["Runner", "scratch_attempt", "scratch_prefix"]
+
+log = logging.getLogger("demixer.worker")
+
+T = TypeVar("T")
+_WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the stop flag again
+
+
+class _Abort(Exception):
+    """Ends an attempt. ``kind``: cancelled, timeout, lease_lost, stopped, crashed, failed."""
+
+    def __init__(self, kind: str, code: str = "", message: str = "", retryable: bool = False):
+        super().__init__(kind, code, message)
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+def scratch_prefix(job_id: str, attempt: int) -> str:
+    """The name prefix of an attempt's scratch directory under ``{data_dir}/work``."""
+    return f"{job_id}.{attempt}-"
+
+
+def scratch_attempt(name: str) -> tuple[str, int] | None:
+    """``(job id, attempt)`` of a scratch directory's name (None: not one of ours)."""
+    head = name.split("-", 1)[0]
+    job_id, dot, attempt = head.rpartition(".")
+    if not dot or not job_id or not attempt.isdigit():
+        return None
+    return job_id, int(attempt)
+
+
+class _Lease:
+    """Heartbeats one job's lease and watches its deadline, cancel flag and the stop flag."""
+
+    def __init__(self, runner: Runner, claim: Claim, stop: threading.Event) -> None:
+        settings = runner.services.settings
+        self.runner, self.claim, self.stop = runner, claim, stop
+        self.interval = settings.heartbeat_seconds
+        self.limit = settings.job_timeout_seconds
+        self.deadline = time.monotonic() + self.limit
+        self.next_beat = time.monotonic() + self.interval
+        self.progress = 0.0
+        self.stage: str | None = None  # written with the next heartbeat
+
+    def wait_time(self) -> float:
+        """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
+        due = min(self.next_beat, self.deadline) - time.monotonic()
+        return max(0.0, min(due, _WAIT_SLICE))
+
+    def tick(self, *, stoppable: bool = True) -> None:
+        """Heartbeat when due; raise :class:`_Abort` when the attempt must end."""
+        if stoppable and self.stop.is_set():
+            raise _Abort("stopped", "WORKER_STOPPED", "the worker stopped during the attempt", True)
+        now = time.monotonic()
+        if now >= self.deadline:
+            message = f"the job ran longer than its limit of {self.limit:g} s"
+            raise _Abort("timeout", "JOB_TIMEOUT", message)
+        if now < self.next_beat:
+            return
+        self.next_beat = now + self.interval
+        queue = self.runner.services.queue
+        try:
+            cancel = queue.heartbeat(
+                self.claim.id, self.runner.worker_id, self.progress, self.stage
+            )
+        except LeaseLost:
+            raise _Abort("lease_lost") from None
+        except Exception as exc:  # a database hiccup or outage: keep working, beat again later
+            quiet = is_unavailable(exc)  # an outage is expected now and then: no traceback
+            log.warning("heartbeat for %s failed; retrying", self.claim.id, exc_info=not quiet)
+            return
+        if cancel:
+            raise _Abort("cancelled")
+
+    def through_outage(self, call: Callable[[], T], what: str) -> T:
+        """``call()``, tried again while object storage is unavailable, for up to
+        ``storage_outage_seconds``: the attempt keeps its lease (heartbeats go on; a cancel,
+        stop or the job's time limit still end it) instead of spending one of its attempts on
+        an outage."""
+        settings = self.runner.services.settings
+        deadline = time.monotonic() + settings.storage_outage_seconds
+        wait = 0.5
+        while True:
+            try:
+                return call()
+            except StorageUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("%s: %s; retrying in %.1f s", what, exc.message, wait)
+                until = time.monotonic() + wait
+                while time.monotonic() < until:
+                    self.tick(stoppable=True)
+                    time.sleep(min(_WAIT_SLICE, max(0.0, until - time.monotonic())))
+                wait = min(wait * 2, 5.0)
+
+
+def _drop(storage: Storage, prefix: str) -> None:
+    """Delete an attempt's partial outputs; while the store is down, the sweeper does it later
+    (a retried attempt writes under its own prefix)."""
+    try:
+        storage.delete_prefix(prefix)
+    except StorageUnavailable:
+        log.warning("could not delete %s: object storage is unavailable", prefix)
+
+
+class Runner:
+    """Runs one worker slot's attempts, one at a time, in its separation child.
+
+    Args:
+        services: the shared service parts (settings, database, queue, storage).
+        worker_id: the slot's worker id (its fencing token in the queue).
+        options: how the slot's child loads models.
+    """
+
+    def __init__(self, services: Services, worker_id: str, options: ChildOptions) -> None:
+        self.services = services
+        self.worker_id = worker_id
+        self.options = options
+        self.child: Child | None = None
+
+    def close(self) -> None:
+        """Stop the child (an idle one exits, a busy one is killed)."""
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
+    def run_job(self, claim: Claim, stop: threading.Event) -> None:
+        """Run one attempt to its end; never raises."""
+        log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
+        lease = _Lease(self, claim, stop)
+        work = self.services.settings.data_dir / "work"
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            # Named for the attempt: a killed worker's is swept once the attempt is over
+            # (see Worker.sweep_work_dir).
+            prefix = scratch_prefix(claim.id, claim.attempt)
+            with tempfile.TemporaryDirectory(dir=work, prefix=prefix) as tmp:
+                try:
+                    params = JobParams.from_row(claim.params)
+                except InvalidParams as exc:
+                    raise _Abort("failed", exc.code, exc.message) from None
+                with self._input(params, Path(tmp), lease) as input_path:
+                    result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
+                    self._store(claim, params, result, lease)
+            clipped = {name: n for name, n in result.clipped.items() if n}
+            log.info(
+                "%s: job %s completed (%.1f s of audio in %.1f s%s)",
+                self.worker_id,
+                claim.id,
+                result.duration,
+                result.seconds,
+                f"; samples clipped: {clipped}" if clipped else "",
+            )
+        except _Abort as abort:
+            self._end(claim, abort)
+        except Exception as exc:  # a bug in this process, or a full disk: give the attempt back
+            self._kill_child()
+            if StorageFull.caused(exc):
+                log.warning("%s: job %s: the disk is full", self.worker_id, claim.id)
+                full = _Abort("failed", StorageFull.code, StorageFull.default_message, True)
+                self._end(claim, full)
+                return
+            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
+            message = f"the worker failed: {type(exc).__name__}: {exc}"
+            self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
+
+    @contextmanager
+    def _input(self, params: JobParams, tmp: Path, lease: _Lease) -> Iterator[Path]:
+        settings = self.services.settings
+        source = params.input
+        if isinstance(source, UploadInput):
+            key = source.storage_key
+            with ExitStack() as stack:
+                try:
+                    path = lease.through_outage(
+                        lambda: stack.enter_context(self.services.storage.local_path(key)),
+                        f"{self.worker_id}: fetching the input of {key}",
+                    )
+                except StorageUnavailable as exc:  # an outage: the job waits for the store
+                    message = f"fetching the input failed: {exc.message}"
+                    raise _Abort("failed", exc.code, message, retryable=True) from exc
+                except StorageFull as exc:  # no room for the input's local copy: retried
+                    message = f"fetching the input failed: {exc.message}"
+                    raise _Abort("failed", exc.code, message, retryable=True) from exc
+                except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
+                    message = f"the input file is gone: {exc.message}"
+                    raise _Abort("failed", exc.code, message) from exc
+                # Under the user's own file name, so that error messages speak of it.
+                named = tmp / "input" / params.input_name
+                named.parent.mkdir()
+                try:
+                    named.symlink_to(path)
+                except OSError:
+                    named = path
+                yield named
+            return
+        dest = tmp / "input" / params.input_name
+        dest.parent.mkdir()
+        try:
+            fetch_audio_url(
+                source.audio_url,
+                dest,
+                settings.max_upload_bytes,
+                # Reads never outlast a lease.
+                min(settings.url_fetch_timeout_seconds, max(1.0, settings.lease_seconds / 2)),
+                allowlist=parse_allowlist(settings.url_allowlist),
+                on_chunk=lambda _: lease.tick(),
+            )
+        except AudioUrlFailed as exc:
+            raise _Abort("failed", exc.code, exc.message, exc.retryable) from exc
+        yield dest
+
+    def _separate(
+        self, claim: Claim, params: JobParams, input_path: Path, out_dir: Path, lease: _Lease
+    ) -> ChildResult:
+        out_dir.mkdir()
+        job = ChildJob(
+            job_id=claim.id,
+            attempt=claim.attempt,
+            engine_model=claim.engine_model,
+            input_path=str(input_path),
+            out_dir=str(out_dir),
+            params=params,
+            max_seconds=self.services.settings.max_duration_seconds,
+        )
+        if self.child is None or not self.child.alive():
+            if self.child is not None:
+                self.child.close()
+            self.child = Child.start(self.options, name=f"demixer-child-{self.worker_id}")
+        child = self.child
+        try:
+            child.send(job)
+            while True:
+                message = child.receive(lease.wait_time())
+                if message is not None:
+                    if message[0] == "progress":
+                        lease.progress = float(message[1])
+                    elif message[0] == "stage":
+                        lease.stage = str(message[1])
+                    elif message[0] == "done":
+                        result: ChildResult = message[1]
+                        return result
+                    else:
+                        _, code, text, retryable = message
+                        # The child may be in a bad state (e.g. after an OOM); a full disk
+                        # leaves it sound, with its models loaded for the next job.
+                        if retryable and code != StorageFull.code:
+                            self._kill_child()
+                        raise _Abort("failed", code, text, retryable)
+                lease.tick()
+        except ChildDied as died:
+            self.child = None
+            raise _Abort("crashed", "MODEL_FAILED", str(died), retryable=True) from None
+        except _Abort as abort:
+            if abort.kind != "failed":
+                self._kill_child()
+            raise
+
+    def _store(self, claim: Claim, params: JobParams, result: ChildResult, lease: _Lease) -> None:
+        storage, queue = self.services.storage, self.services.queue
+        lease.stage = "storing"
+        prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
+        outputs: dict[str, Any] = {}
+        track = Path(params.input_name).stem
+
+        def store(entry: str, api_name: str, out: ChildOutput) -> None:
+            """Store a file the child wrote, as the job's output record ``entry``."""
+            fmt = OutputFormat.parse(Path(out.path).suffix[1:], None)
+            label = params.labels.get(api_name, api_name)  # what the file is called
+            key = f"{prefix}{api_name}.{fmt.extension}"
+            size = lease.through_outage(
+                partial(storage.put_file, key, Path(out.path)), f"{claim.id}: storing {key}"
+            )
+            outputs[entry] = {
+                "key": key,
+                "content_type": fmt.content_type,
+                "file_name": output_name(track, label, fmt.extension),
+                "size": size,
+                "duration": result.duration,
+                "sample_rate": out.sample_rate,
+                "channels": out.channels,
+            }
+            lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
+
+        try:
+            for engine_name, out in result.outputs.items():
+                api_name = params.api_name(engine_name)
+                store(api_name, api_name, out)
+                for ext, extra in result.extras.get(engine_name, {}).items():
+                    store(f"{api_name}.{ext}", api_name, extra)
+            # The database may be restarting: try for about a lease (later another worker may
+            # hold the job; the fenced write then raises LeaseLost). complete() may run twice.
+            retry_unavailable(
+                lambda: queue.complete(
+                    claim.id,
+                    self.worker_id,
+                    outputs=outputs,
+                    duration=result.duration,
+                    sample_rate=result.sample_rate,
+                ),
+                within=self.services.settings.lease_seconds,
+                what=f"{self.worker_id}: completing job {claim.id}",
+            )
+        except LeaseLost:
+            _drop(storage, prefix)
+            raise _Abort("lease_lost") from None
+        except _Abort:
+            _drop(storage, prefix)
+            raise
+        except (StorageUnavailable, StorageFull) as exc:  # retried once the store is back
+            _drop(storage, prefix)
+            message = f"storing the outputs failed: {exc.message}"
+            raise _Abort("failed", exc.code, message, retryable=True) from exc
+        except DBAPIError as exc:
+            # The files stay: the last try's COMMIT may have landed before the connection went
+            # (the job is then COMPLETED with them); at worst an abandoned attempt's files stay.
+            message = f"recording the outputs failed: the database is unavailable ({exc.orig})"
+            raise _Abort("failed", "DATABASE_UNAVAILABLE", message, retryable=True) from exc
+        except Exception as exc:
+            _drop(storage, prefix)
+            message = f"storing the outputs failed: {type(exc).__name__}: {exc}"
+            raise _Abort("failed", "STORAGE_FAILED", message, retryable=True) from exc
+
+    def _end(self, claim: Claim, abort: _Abort) -> None:
+        """Record how the attempt ended (nothing when the lease is no longer ours)."""
+        queue = self.services.queue
+        log.info(
+            "%s: job %s attempt %d ended: %s %s",
+            self.worker_id,
+            claim.id,
+            claim.attempt,
+            abort.kind,
+            abort.message,
+        )
+        record: Callable[[], object] | None = None
+        if abort.kind == "cancelled":
+            record = partial(queue.mark_cancelled, claim.id, self.worker_id)
+        elif abort.kind != "lease_lost":
+            record = partial(
+                queue.fail,
+                claim.id,
+                self.worker_id,
+                code=abort.code,
+                message=abort.message,
+                retryable=abort.retryable,
+            )
+        try:
+            if record is not None:  # through an outage, for about a lease (as complete)
+                retry_unavailable(
+                    record,
+                    within=self.services.settings.lease_seconds,
+                    what=f"{self.worker_id}: recording the end of job {claim.id}",
+                )
+        except LeaseLost:
+            log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)
+        except Exception:
+            log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
+
+    def _kill_child(self) -> None:
+        if self.child is not None:
+            self.child.kill()
+            self.child = None

@@ -1,0 +1,274 @@
+"""Workers: claim jobs from the queue and run each in a slot's separation child process.
+
+A :class:`Worker` runs ``slots`` threads. Each slot has its own worker id (its fencing token in
+the queue) and a :class:`~demixer.service.worker.runner.Runner` that owns one long-lived child
+process (:mod:`demixer.service.worker.child`) that keeps the models it loaded. A slot's thread
+claims a job, has its runner run the attempt to its end (input, separation, heartbeats,
+outputs; see :mod:`demixer.service.worker.runner`) and claims the next, until the worker is
+stopped.
+
+Every status change goes through :class:`~demixer.service.jobs.queue.Queue`. A long model call runs
+in another process, so it can never starve the heartbeat, and killing it gives its memory back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Collection
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import select
+
+from demixer.service.context import Services
+from demixer.service.db import is_unavailable
+from demixer.service.jobs.queue import IN_PROGRESS
+from demixer.service.jobs.wakeup import JobListener
+from demixer.service.schema import Job
+from demixer.service.worker.child import ChildOptions
+from demixer.service.worker.registry import Presence, resolve_device, runnable_models
+from demixer.service.worker.runner import Runner, scratch_attempt
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("demixer.worker")
+
+
+class _Slot:
+    """One worker slot: a thread's claim loop, its worker id and its runner (and child)."""
+
+    def __init__(
+        self,
+        services: Services,
+        worker_id: str,
+        models: list[str],
+        threads: int | None,
+        device: str,
+    ):
+        self.services = services
+        self.worker_id = worker_id
+        self.models = models
+        settings = services.settings
+        options = ChildOptions(
+            model_dir=str(settings.model_dir) if settings.model_dir else None,
+            device=device,
+            threads=threads,
+            parent_pid=os.getpid(),
+        )
+        self.runner = Runner(services, worker_id, options)
+
+    @property
+    def child_pid(self) -> int | None:
+        """The separation child's pid (None while the slot has none)."""
+        child = self.runner.child
+        return child.pid if child is not None else None
+
+    def loop(self, stop: threading.Event) -> None:
+        """Claim and run jobs until ``stop`` is set."""
+        poll = self.services.settings.poll_seconds
+        try:
+            queue = self.services.queue
+            while not stop.is_set():
+                generation = queue.work_generation()
+                try:
+                    claim = queue.claim(self.worker_id, self.models)
+                except Exception as exc:
+                    if is_unavailable(exc):  # an outage (PostgreSQL restarting): not a bug
+                        log.warning("%s: the database is unavailable; retrying", self.worker_id)
+                    else:
+                        log.exception("%s: claiming a job failed", self.worker_id)
+                    stop.wait(min(max(poll, 1.0), 5.0))  # back soon after an outage ends
+                    continue
+                if claim is None:
+                    queue.wait_for_work(generation, poll)
+                else:
+                    self.runner.run_job(claim, stop)
+        finally:
+            self.runner.close()
+
+
+def _default_base_id() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}"
+
+
+class Worker:
+    """Runs jobs from the queue in ``slots`` parallel slots until stopped.
+
+    Args:
+        services: the shared service parts (settings, database, queue, storage).
+        slots: jobs run at once; each slot has its own child process and loaded model.
+        worker_id: base of the ids (default ``{hostname}:{pid}``): the worker's own id (its row
+            in ``workers``) is ``{base}:{random}``, each slot's ``{base}:{slot}:{random}``.
+        models: engine model ids this worker may run (None: all); it claims only jobs for
+            those whose weights are installed here, and refuses to start with none
+            (:class:`~demixer.errors.ModelUnavailable`). Other jobs stay queued for workers
+            that can run them.
+
+    The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
+    While it runs, the worker advertises its device and models in the ``workers`` table
+    (:mod:`demixer.service.worker.registry`).
+
+    Children are started with ``spawn``, which imports the parent's ``__main__`` module again
+    in each child: a script that runs a Worker must do so under ``if __name__ == "__main__":``
+    (``demixer worker``, ``python -m …`` and ``python -c …`` need nothing).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        slots: int = 1,
+        worker_id: str | None = None,
+        models: Collection[str] | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("a worker needs at least one slot")
+        self.services = services
+        base = worker_id or _default_base_id()
+        settings = services.settings
+        self.models = runnable_models(settings, models)
+        device, self.device = resolve_device(settings.device)
+        # Slots share the cores: N children each on every core would only wait on each other
+        # (measured: benchmarks/RESULTS.md, "Scale-out"). DEMIXER_THREADS overrides.
+        cpus = os.cpu_count() or 1
+        threads = settings.threads or (max(1, cpus // slots) if slots > 1 else None)
+        tail = uuid.uuid4().hex[:8]
+        self.id = f"{base}:{tail}"
+        self.slots = [
+            _Slot(services, f"{base}:{i}:{tail}", self.models, threads, device)
+            for i in range(slots)
+        ]
+        self.presence = Presence(
+            services.db,
+            settings,
+            worker_id=self.id,
+            device=self.device,
+            models=self.models,
+            slots=slots,
+        )
+        self._stop = threading.Event()
+
+    @property
+    def worker_ids(self) -> list[str]:
+        """The slots' worker ids (their lease owner names)."""
+        return [slot.worker_id for slot in self.slots]
+
+    def child_pids(self) -> list[int | None]:
+        """Each slot's separation child's pid (None while it has none)."""
+        return [slot.child_pid for slot in self.slots]
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return: running attempts are abandoned and requeued at once."""
+        self._stop.set()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Work until ``stop`` is set (or :meth:`stop` is called).
+
+        Called without ``stop`` in the main thread, SIGTERM and SIGINT stop it too. A running
+        attempt is then abandoned, not awaited: its child is killed and the job goes back to
+        the queue at once (``queue.fail(..., retryable=True)``; like a lost lease, the attempt
+        counts towards ``max_attempts``).
+        """
+        own_signals = stop is None and threading.current_thread() is threading.main_thread()
+        if stop is not None:
+            self._stop = stop
+        stop = self._stop
+        self.sweep_work_dir()
+        previous: dict[int, Any] = {}
+        if own_signals:  # a caller that passes ``stop`` handles signals itself
+
+            def on_signal(signum: int, _frame: FrameType | None) -> None:
+                log.info("signal %d: stopping the worker", signum)
+                stop.set()
+
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, on_signal)
+        threads = [
+            threading.Thread(target=slot.loop, args=(stop,), name=f"demixer-slot-{i}", daemon=True)
+            for i, slot in enumerate(self.slots)
+        ]
+        presence = threading.Thread(
+            target=self.presence.run, args=(stop,), name="demixer-presence", daemon=True
+        )
+        presence.start()
+        # PostgreSQL: jobs queued by other processes wake the idle slots at once (NOTIFY).
+        listener = (
+            JobListener(self.services.queue) if self.services.db.dialect == "postgresql" else None
+        )
+        if listener is not None:
+            listener.start()
+        for thread in threads:
+            thread.start()
+        sweep_every = max(1.0, self.services.settings.lease_seconds)
+        next_sweep = time.monotonic() + sweep_every
+        try:
+            while any(t.is_alive() for t in threads):
+                if stop.is_set():  # idle slots wait on the queue's wakeups, not on ``stop``
+                    self.services.queue.wake()
+                for thread in threads:
+                    thread.join(0.5)  # short joins: the main thread must run signal handlers
+                if time.monotonic() >= next_sweep and not stop.is_set():
+                    next_sweep = time.monotonic() + sweep_every
+                    self.sweep_work_dir()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            presence.join(10)  # marks the row stopped; a hung database must not hold the exit
+            if listener is not None:
+                listener.stop()
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def sweep_work_dir(self) -> int:
+        """Remove the scratch directories of attempts that are over: those of a killed worker
+        (``.part`` stems, a fetched input) whose job completed, failed or moved on to another
+        attempt elsewhere. Runs when the worker starts and every lease while it works; returns
+        how many it removed. An attempt still running (here, or in another worker sharing the
+        data directory) keeps its directory: its job is IN_PROGRESS at that attempt."""
+        settings = self.services.settings
+        work = settings.data_dir / "work"
+        if not work.is_dir():
+            return 0
+        found: dict[str, list[tuple[int, Path]]] = {}
+        legacy_cutoff = time.time() - settings.job_timeout_seconds - 2 * settings.lease_seconds
+        removed = 0
+        for entry in work.iterdir():
+            named = scratch_attempt(entry.name)
+            if named is None:  # not named by attempt: remove once older than any job
+                try:
+                    if entry.is_dir() and entry.stat().st_mtime < legacy_cutoff:
+                        shutil.rmtree(entry, ignore_errors=True)
+                        removed += 1
+                except OSError:
+                    continue
+                continue
+            found.setdefault(named[0], []).append((named[1], entry))
+        if not found:
+            return removed
+        try:
+            with self.services.db.read() as s:
+                rows = s.execute(
+                    select(Job.id, Job.status, Job.attempts).where(Job.id.in_(list(found)))
+                ).all()
+        except Exception as exc:  # an outage: sweep next time
+            log.warning("sweeping %s failed: %s", work, type(exc).__name__)
+            return removed
+        live = {(r.id, r.attempts) for r in rows if r.status == IN_PROGRESS}
+        for job_id, entries in found.items():
+            for attempt, entry in entries:
+                if (job_id, attempt) in live:
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        if removed:
+            log.info("removed %d scratch directories of finished attempts", removed)
+        return removed

@@ -1,0 +1,303 @@
+"""sunoapi-style vocal removal at ``/api/v1/vocal-removal`` (see shared/docs/vendor-apis.md §3).
+
+A thin translation onto the native path: ``POST /generate`` plans an ``audio/stems`` request
+with :func:`demixer.api.submit.plan_stems_request` and queues it with
+:func:`demixer.api.submit.submit` (limits, URL guard, result cache and usage all apply);
+``GET /record-info`` reads the job back; the callback is a delivery of the native outbox whose
+body :func:`sunoapi_event` builds (``params["webhook"]["style"] == "sunoapi"``).
+
+Wire decisions:
+
+- Every answer is HTTP 200 with the envelope ``{code, msg, data}``, errors included (as the
+  hosted service does); only the envelope's ``code`` says what happened.
+- Error codes: unknown key 401 (a key lacking the scope too: the vendor has no 403); unknown
+  ``taskId`` on ``record-info`` 404; bad parameters, unusable input, unknown stems 400; too
+  large (a file, or a request body over its limit) 413; ``RATE_LIMITED`` (requests per
+  window) 430 "call frequency too high"; ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit";
+  ``STORAGE_UNAVAILABLE``, ``DATABASE_UNAVAILABLE``, ``STORAGE_FULL`` (retry: the answer has
+  ``Retry-After``) and anything else 500. 429 (credits) and 455 (maintenance) are never
+  sent: demixer has neither.
+- Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
+  caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
+- ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
+  the installed model with the most stems, ``instrumentalUrl`` null. ``split_stem_advanced``:
+  ``stemName``'s stem + the residual (everything else) as ``instrumentalUrl``. A model stem
+  with no vendor field (``other``) is added as ``otherUrl`` / ``other_url``.
+- ``successFlag``: queued/running PENDING; COMPLETED SUCCESS, or CALLBACK_EXCEPTION once the
+  callback's delivery finally failed; FAILED and CANCELLED GENERATE_AUDIO_FAILED (a task that
+  cannot be created is refused by ``/generate`` itself, so CREATE_TASK_FAILED is not used).
+  ``errorCode`` is 400 for input errors and 500 otherwise; ``errorMessage`` starts with
+  demixer's own error code. Times are Unix milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import DBAPIError
+
+from demixer.api import submit
+from demixer.api.auth import ServicesDep, require
+from demixer.api.bodies import parse_json
+from demixer.api.errors import as_demixer_error
+from demixer.api.jobs import owned_job
+from demixer.api.schemas import StemsRequest
+from demixer.errors import (
+    DemixerError,
+    FileTooLarge,
+    Forbidden,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    TooManyConcurrentJobs,
+    UnknownStem,
+)
+from demixer.models.registry import ModelSpec
+from demixer.service.accounts.keys import Unauthorized
+from demixer.service.context import Services
+from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
+from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
+from demixer.service.jobs.queue import COMPLETED, FAILED
+from demixer.service.schema import Job
+from demixer.vendors.sunoapi.wire import (
+    STEM_FIELDS,
+    STYLE,
+    error_code,
+    error_message,
+    success_flag,
+    url_fields,
+    vendor_urls,
+)
+
+__all__ = ["PREFIX", "error_response", "router", "vendor_code"]
+
+PREFIX = "/api/v1/vocal-removal"
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+TaskType = Literal["separate_vocal", "split_stem", "split_stem_advanced"]
+
+_bearer = HTTPBearer(auto_error=False)
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+_WRITE = require("audio:separate")
+_READ = require("audio:separate", "files:read")
+
+
+class GenerateBody(BaseModel):
+    """``POST /generate``; unknown fields are ignored, as the vendor's are optional extras."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: TaskType = "separate_vocal"
+    callBackUrl: str | None = Field(None, max_length=4096)
+    audioUrl: str | None = Field(None, max_length=4096)
+    fileId: str | None = Field(None, max_length=100)
+    taskId: str | None = Field(None, max_length=100)
+    audioId: str | None = Field(None, max_length=100)
+    stemName: str | None = Field(None, max_length=50)
+
+
+# --- the envelope and the error table ---------------------------------------------------------
+
+
+def _envelope(
+    code: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "msg": msg, "data": data}, headers=headers)
+
+
+def vendor_code(error: DemixerError) -> int:
+    """The sunoapi ``code`` for ``error`` (see the module docstring)."""
+    if isinstance(error, Unauthorized | Forbidden):
+        return 401
+    if isinstance(error, TooManyConcurrentJobs):
+        return 405
+    if isinstance(error, RateLimited):
+        return 430
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, FileTooLarge):
+        return 413
+    if type(error) is DemixerError or error.code in ("INTERNAL", "MODEL_FAILED"):
+        return 500
+    if isinstance(error, ServiceUnavailable):  # a server-side outage, not the caller's input
+        return 500
+    return 400
+
+
+def error_response(error: DemixerError) -> JSONResponse:
+    """``error`` in the envelope (HTTP 200), with ``Retry-After`` where waiting helps."""
+    headers = None
+    if isinstance(error, RateLimited | ServiceUnavailable):
+        headers = {"Retry-After": str(error.retry_after)}
+    return _envelope(vendor_code(error), error.message, headers=headers)
+
+
+def _answer(run: Callable[[], JSONResponse]) -> JSONResponse:
+    """``run()``, with demixer's errors answered in the envelope (HTTP 200)."""
+    try:
+        return run()
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+
+
+# --- POST /generate ---------------------------------------------------------------------------
+
+
+def _source(services: Services, account_id: str, body: GenerateBody) -> dict[str, str]:
+    """The ``input`` source fields: the URL or file id, or those of a known task."""
+    if body.audioUrl and body.fileId:
+        raise InvalidRequest("give one of audioUrl and fileId, not both")
+    if body.audioUrl:
+        return {"audio_url": body.audioUrl}
+    if body.fileId:
+        return {"file_id": body.fileId}
+    if body.taskId:
+        with services.db.read() as s:
+            job = s.get(Job, body.taskId)
+        if job is not None and job.account_id == account_id:
+            source = JobParams.from_row(job.params).input
+            if isinstance(source, UploadInput):
+                return {"file_id": source.file_id}
+            return {"audio_url": source.audio_url}
+    if body.taskId or body.audioId:
+        given = body.taskId or body.audioId
+        raise InvalidRequest(
+            f"demixer does not know the track {given!r} (taskId/audioId name tracks the hosted "
+            "service generated); give an audioUrl, or a fileId from POST /v1/files"
+        )
+    raise InvalidRequest("no audio: give an audioUrl, or a fileId from POST /v1/files")
+
+
+def _producible(installed: list[ModelSpec]) -> list[str]:
+    return [n for n, stem in STEM_FIELDS.items() if stem and best_model(stem, installed)]
+
+
+def _widest(installed: list[ModelSpec]) -> ModelSpec:
+    """The installed model with the most stems (the preferred one on a tie)."""
+    if not installed:
+        raise ModelUnavailable("no separation model is installed on this server")
+
+    def rank(spec: ModelSpec) -> tuple[int, int]:
+        pref = MODEL_PREFERENCE.index(spec.id) if spec.id in MODEL_PREFERENCE else 99
+        return (-len(spec.stems), pref)
+
+    return min(installed, key=rank)
+
+
+def _plan(body: GenerateBody, installed: list[ModelSpec]) -> tuple[list[str], str | None]:
+    """Engine stems to request and the model (None: the native default choice)."""
+    if body.type == "separate_vocal":
+        return ["vocals"], None
+    if body.type == "split_stem":
+        spec = _widest(installed)
+        return list(spec.stems), spec.id
+    name = (body.stemName or "").strip().lower()
+    can = ", ".join(_producible(installed)) or "none (no model is installed)"
+    if not name:
+        raise InvalidRequest(
+            f"split_stem_advanced needs a stemName; this server can produce: {can}"
+        )
+    if name not in STEM_FIELDS:
+        raise UnknownStem(f"unknown stemName {name!r}; this server can produce: {can}")
+    stem = STEM_FIELDS[name]
+    best = best_model(stem, installed) if stem else None
+    if stem is None or best is None:
+        raise UnknownStem(f"no installed model produces {name!r}; this server can produce: {can}")
+    return [stem], best.id
+
+
+def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> JSONResponse:
+    identity = _WRITE(request, services, creds)
+    try:
+        body = GenerateBody.model_validate(parse_json(raw or b"{}"))
+    except (InvalidRequest, ValidationError) as exc:
+        return _envelope(400, f"bad parameters: {str(exc)[:500]}")
+    source = _source(services, identity.account_id, body)
+    installed = submit.installed_models(services)
+    stems, model = _plan(body, installed)
+    try:
+        req = StemsRequest.model_validate(
+            {"input": {**source, "stems": stems, "model": model}, "webhookUrl": body.callBackUrl}
+        )
+    except ValidationError as exc:
+        return _envelope(400, f"bad parameters: {str(exc)[:500]}")
+    how = submit.PlanOptions(
+        # split_stem: every stem, no instrumental (nothing is left to a residual).
+        residual="never" if body.type == "split_stem" else "always",
+        webhook_style=STYLE,
+        vendor=SunoapiFields(type=body.type, callBackUrl=body.callBackUrl),
+    )
+    try:
+        sub = submit.plan_stems_request(services, identity.account_id, req, how)
+    except NotFound as exc:  # an unknown fileId is a bad parameter here, not a bad path
+        raise InvalidRequest(exc.message) from None
+    queued = submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
+    return _envelope(200, "success", {"taskId": queued.request_id})
+
+
+@router.post("/generate")
+async def generate(request: Request, services: ServicesDep, creds: _Credentials) -> JSONResponse:
+    """Queue a vocal removal / stem split; ``data: {taskId}``."""
+    raw = await request.body()
+    return await anyio.to_thread.run_sync(
+        partial(_answer, partial(_generate, request, services, creds, raw))
+    )
+
+
+# --- GET /record-info -------------------------------------------------------------------------
+
+
+def _millis(job_time: Any) -> int | None:
+    return int(job_time.timestamp() * 1000) if job_time is not None else None
+
+
+def _record_info(
+    request: Request, services: Services, creds: Any, task_id: str | None
+) -> JSONResponse:
+    identity = _READ(request, services, creds)
+    if not task_id:
+        return _envelope(400, "bad parameters: taskId is required")
+    with services.db.read() as s:
+        job = owned_job(s, identity.account_id, task_id)
+        flag = success_flag(s, job)
+    urls = vendor_urls(services, job)
+    hook = JobParams.from_row(job.params).webhook
+    data = {
+        "taskId": job.id,
+        "callbackUrl": hook.url if hook is not None else None,
+        "createTime": _millis(job.created_at),
+        "completeTime": _millis(job.finished_at) if job.status in (COMPLETED, FAILED) else None,
+        "successFlag": flag,
+        "errorCode": error_code(job),
+        "errorMessage": error_message(job),
+        "response": url_fields(urls, snake=False),
+    }
+    return _envelope(200, "success", data)
+
+
+@router.get("/record-info")
+async def record_info(
+    request: Request, services: ServicesDep, creds: _Credentials, taskId: str | None = None
+) -> JSONResponse:
+    """A task's state and, once SUCCESS, its signed download URLs."""
+    run = partial(_record_info, request, services, creds, taskId)
+    return await anyio.to_thread.run_sync(partial(_answer, run))
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def unknown_path(path: str) -> JSONResponse:
+    """Any other path under the prefix: the vendor's 404."""
+    return _envelope(404, f"no such endpoint: {path[:200]!r}")
+
+
+# --- the callback -----------------------------------------------------------------------------
