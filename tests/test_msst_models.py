@@ -90,7 +90,8 @@ def test_published_configs_read_with_their_tuples() -> None:
     bands = config.model["freqs_per_bands"]
     assert isinstance(bands, tuple) and len(bands) == 62 and sum(bands) == 1025
     assert (config.chunk_size, config.num_overlap, config.batch_size) == (352800, 2, 4)
-    assert (config.sample_rate, config.channels, config.stems) == (44100, 2, ("vocals",))
+    assert (config.sample_rate, config.channels) == (44100, 2)
+    assert config.stems == ("vocals", "other")  # the target, then the mix minus it
     assert config.instruments == ("vocals", "other") and config.target_instrument == "vocals"
 
 
@@ -114,7 +115,10 @@ def test_a_config_that_would_run_code_is_refused_and_runs_nothing(
 
 def test_mssts_precedence_and_defaults() -> None:
     config = parse_config(MINIMAL, arch="bs_roformer")
-    assert config.stems == ("vocals",)  # demixer's stem names are lowercase
+    assert config.stems == ("vocals", "other")  # demixer's stem names are lowercase
+    assert config.complement == "other"  # the mix minus the target, as MSST extracts it
+    three = parse_config(MINIMAL.replace("[Vocals, other]", "[Vocals, drums, other]"), arch="x")
+    assert (three.stems, three.complement) == (("vocals",), None)  # the residual is the rest
     assert (config.chunk_size, config.step, config.channels, config.normalize) == (
         1000,
         500,
@@ -179,7 +183,8 @@ def test_checkpoint_wrappers_and_data_parallel_prefix_load(tmp_path: Path) -> No
         path = tmp_path / "wrapped.ckpt"
         torch.save(wrapped, path)
         assert set(read_state_dict(path)) == set(state)
-    assert check_files(config, tmp_path / "wrapped.ckpt", "mel_band_roformer")[1] == ("vocals",)
+    stems = check_files(config, tmp_path / "wrapped.ckpt", "mel_band_roformer")[1]
+    assert stems == ("vocals", "other")
 
 
 class _Exploit:
@@ -241,7 +246,7 @@ def test_add_list_run_tamper_remove(tmp_path: Path) -> None:
     assert (spec.id, spec.arch, spec.stems, spec.sample_rate) == (
         "my-kim",
         "mel_band_roformer",
-        ("vocals",),
+        ("vocals", "other"),
         44100,
     )
     assert sorted(p.name for p in (models / "my-kim").iterdir()) == [
@@ -311,7 +316,7 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1 and not (models / "mine").exists()
     good = _cli(*adding, "--checkpoint", checkpoint, models=models)
     assert good.returncode == 0, good.stderr
-    assert good.stdout.startswith("mine: mel_band_roformer, stems vocals, 44100 Hz")
+    assert good.stdout.startswith("mine: mel_band_roformer, stems vocals, other, 44100 Hz")
     listed = _cli("models", "list", models=models)
     assert "mine" in listed.stdout
     files = ("--model-config", config, "--model-path", checkpoint)
@@ -345,7 +350,7 @@ def test_the_service_lists_and_runs_a_user_model(tmp_path: Path) -> None:
     services = Services.from_settings(settings)
     services.db.create_all()
     engines = {m.id: m for m in model_list(services).engine_models}
-    assert engines["mine"].stems == ["vocals"] and engines["mine"].sample_rate == 44100
+    assert engines["mine"].stems == ["vocals", "other"] and engines["mine"].sample_rate == 44100
     assert "mine" in runnable_models(settings)
 
     account, _ = create_key(services.db)

@@ -14,6 +14,7 @@ autocast where the CPU or GPU has native bf16.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +51,9 @@ class MsstBackend:
         channels: ``audio.num_channels``; mono input to a stereo model is duplicated and the
             first channel of each output kept (as MSST does); stereo input to a mono model is
             separated channel by channel.
-        stems: the config's target instrument, or its instruments (lowercased).
+        stems: the config's stems (lowercased): its instruments, or its target instrument and,
+            for two instruments, the other one as the input minus the target (as MSST's
+            ``--extract_instrumental``; :attr:`MsstConfig.complement`).
         window: samples per chunk; overlap: ``chunk - step`` (informative: the backend does its
             own windowing in :meth:`stream`).
         needs_stats: whether the config normalises the input (``inference.normalize``).
@@ -83,6 +86,8 @@ class MsstBackend:
         self._compute_batch = compute_batch or (1 if device.type == "cpu" else config.batch_size)
         target = config.target_instrument
         self._target = config.instruments.index(target) if target else None
+        self._complement = config.complement
+        self._computed = self.stems[:1] if self._complement else self.stems
 
     def _run(self, chunks: np.ndarray) -> np.ndarray:
         """``(k, c, chunk)`` -> ``(k, stems, c, chunk)`` float32 (``c`` the input's channels)."""
@@ -100,10 +105,10 @@ class MsstBackend:
         instruments = len(self.config.instruments)
         if self._target is not None and y.shape[1] == instruments > 1:
             y = y[:, self._target : self._target + 1]  # MSST keeps only the target
-        if y.shape[1] != len(self.stems):
+        if y.shape[1] != len(self._computed):
             raise ModelFailed(
-                f"the network gave {y.shape[1]} stem(s) but its config names {len(self.stems)} "
-                f"({', '.join(self.stems)})"
+                f"the network gave {y.shape[1]} stem(s) but its config names "
+                f"{len(self._computed)} ({', '.join(self._computed)})"
             )
         if channels < self._model_channels:
             y = y[:, :, :channels]
@@ -132,9 +137,17 @@ class MsstBackend:
             # MSST: a silent (or constant) input is left at its level.
             if not math.isfinite(std) or std <= float(np.finfo(np.float32).eps):
                 std = 1.0
-            blocks = ((np.asarray(b, np.float32) - mean) / std for b in blocks)
+        mix = _Pending()  # the input not yet matched by output, for the complement
+
+        def model_input() -> Iterator[np.ndarray]:
+            for block in blocks:
+                block = np.asarray(block, np.float32)
+                if self._complement:
+                    mix.add(block)
+                yield (block - mean) / std if self.needs_stats else block
+
         for out in demix_stream(
-            blocks,
+            model_input(),
             self._chunking,
             self._run,
             compute_batch=self._compute_batch,
@@ -142,13 +155,43 @@ class MsstBackend:
         ):
             if self.needs_stats:
                 out = out * std + mean
-            yield {stem: out[i] for i, stem in enumerate(self.stems)}
+            stems = {stem: out[i] for i, stem in enumerate(self._computed)}
+            if self._complement:
+                target = out[0]
+                stems[self._complement] = mix.take(target.shape[1]) - target
+            yield stems
 
     def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
         """MSST's inference of one whole ``(channels, samples)`` float32 signal."""
         stats = mono_mix_stats(mix) if self.needs_stats else None
         parts = list(self.stream([mix], stats=stats))
         return {s: np.concatenate([p[s] for p in parts], axis=1) for s in self.stems}
+
+
+class _Pending:
+    """Input blocks queued until the output that covers them arrives (at most about a chunk:
+    the inference emits each range once its last chunk has run)."""
+
+    def __init__(self) -> None:
+        self._blocks: deque[np.ndarray] = deque()
+
+    def add(self, block: np.ndarray) -> None:
+        if block.shape[1]:
+            self._blocks.append(block)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` samples ``(channels, n)``, removed from the queue."""
+        parts = []
+        while n > 0:
+            head = self._blocks[0]
+            if head.shape[1] <= n:
+                parts.append(self._blocks.popleft())
+                n -= head.shape[1]
+            else:
+                parts.append(head[:, :n])
+                self._blocks[0] = head[:, n:]
+                n = 0
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def mono_mix_stats(audio: np.ndarray) -> InputStats:

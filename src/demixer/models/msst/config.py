@@ -90,10 +90,21 @@ class MsstConfig:
 
     @property
     def stems(self) -> tuple[str, ...]:
-        """The stems the model outputs, as demixer names them (lowercase, ``_`` for spaces):
-        the target instrument alone, or every instrument."""
-        names = (self.target_instrument,) if self.target_instrument else self.instruments
-        return tuple(stem_name(n) for n in names)
+        """The stems the model gives, as demixer names them (lowercase, ``_`` for spaces): every
+        instrument, or the target instrument followed by :attr:`complement` when there is one."""
+        if not self.target_instrument:
+            return tuple(stem_name(n) for n in self.instruments)
+        rest = (self.complement,) if self.complement else ()
+        return (stem_name(self.target_instrument), *rest)
+
+    @property
+    def complement(self) -> str | None:
+        """For a target-instrument model of two instruments, the other one's stem name: the
+        mixture minus the target, as MSST computes it (``--extract_instrumental``). None for
+        other models (with more instruments, the engine's residual is the rest)."""
+        if not self.target_instrument or len(self.instruments) != 2:
+            return None
+        return next(stem_name(i) for i in self.instruments if i != self.target_instrument)
 
     @property
     def step(self) -> int:
