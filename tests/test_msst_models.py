@@ -164,7 +164,7 @@ def test_options_demixer_cannot_compute_exactly_are_refused(tmp_path: Path) -> N
     config, arch = shrunk("viperx-bs-1297", freqs_per_bands=(2, 4, 1000))
     with pytest.raises(InvalidModelConfig, match="sum to 1006"):
         build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
-    with pytest.raises(UnknownArchitecture, match="bs_roformer, mel_band_roformer"):
+    with pytest.raises(UnknownArchitecture, match="bs_roformer, mdx23c, mel_band_roformer, scnet"):
         build_model("bs_roformer_experimental", config["model"], {}, ["vocals"], None)
 
 

@@ -126,12 +126,13 @@ def separate(
         typer.Option(
             "--arch",
             help="Run your own MSST model: its architecture (bs_roformer, mel_band_roformer, "
-            "...), with --model-config and --model-path; stems are named from the config. With "
-            "DEMIXER_PRECISION=fp32 it gives what MSST's own inference gives.",
+            "mdx23c, scnet), with --model-config and --model-path; stems are named from the "
+            "config. With DEMIXER_PRECISION=fp32 it gives what MSST's own inference gives.",
         ),
     ] = None,
     model_config: Annotated[
-        Path | None, typer.Option("--model-config", help="Your MSST model's YAML config.")
+        Path | None,
+        typer.Option("--model-config", metavar="FILE", help="Your MSST model's YAML config."),
     ] = None,
     device: Annotated[
         str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")

@@ -26,7 +26,9 @@ def models_add(
     name: Annotated[str, typer.Argument(help="The id to run it by (`demixer separate -m NAME`).")],
     arch: Annotated[
         str,
-        typer.Option("--arch", help="Its architecture: bs_roformer, mel_band_roformer, ..."),
+        typer.Option(
+            "--arch", help="Its architecture: bs_roformer, mel_band_roformer, mdx23c or scnet."
+        ),
     ],
     config: Annotated[Path, typer.Option("--config", help="Its MSST YAML config.")],
     checkpoint: Annotated[

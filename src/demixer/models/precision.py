@@ -2,7 +2,9 @@
 
 ``auto`` is bf16 where the hardware runs it natively (CUDA with bf16, else fp16 on CUDA; CPUs
 with AVX512-BF16/AMX, which oneDNN reports), fp32 elsewhere: on CPUs without native bf16 it is
-emulated and slower than fp32. ``DEMIXER_PRECISION`` (auto, fp32, bf16, fp16) overrides it.
+emulated and slower than fp32. A model whose low-precision output is too far from its fp32
+output asks ``auto`` for fp32 everywhere (``low_ok=False``: MDX23C).
+``DEMIXER_PRECISION`` (auto, fp32, bf16, fp16) overrides it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ def requested_precision(precision: str | None = None) -> str:
     return precision or os.environ.get(PRECISION_ENV, "auto")
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The compute precision for ``device``: ``auto`` is bf16 where the hardware runs it natively.
+def resolve_precision(precision: str, device: torch.device, *, low_ok: bool = True) -> str:
+    """The compute precision for ``device``: ``auto`` is bf16 where the hardware runs it natively
+    and ``low_ok`` (the model computes well enough in it), else fp32.
 
     On the MUSDB excerpt bf16 moved Spleeter's SDR by at most 0.02 dB either way against fp32
     and runs its U-Net about twice as fast on AVX512-BF16 CPUs.
@@ -32,6 +35,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision
+    if not low_ok:
+        return "fp32"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu" and torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]

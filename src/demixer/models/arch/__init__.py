@@ -11,9 +11,12 @@ checkpoints load as they are), is inference-only, and maps ``(batch, channels, s
 to ``(batch, stems, channels, samples)`` (or ``(batch, channels, samples)`` where the reference
 returns that for one stem). It may run under ``torch.autocast`` (bf16/fp16): what must stay
 float32 (STFTs, complex masks) it keeps in float32 itself. A config it cannot compute exactly as
-the reference does raises :class:`~demixer.errors.InvalidModelConfig`.
+the reference does raises :class:`~demixer.errors.InvalidModelConfig` (a ``ValueError`` from
+``build`` is turned into one here).
 
 :data:`ARCHITECTURES` maps each MSST ``model_type`` to its builder, imported only when used.
+:data:`FP32_BY_DEFAULT` names the architectures whose bf16 output is too far from fp32 for
+``auto`` precision to choose it (:func:`demixer.models.precision.resolve_precision`).
 """
 
 from __future__ import annotations
@@ -24,16 +27,23 @@ from typing import Any
 
 from torch import nn
 
-from demixer.errors import UnknownArchitecture
+from demixer.errors import InvalidModelConfig, UnknownArchitecture
 
-__all__ = ["ARCHITECTURES", "Builder", "build_model", "builder"]
+__all__ = ["ARCHITECTURES", "FP32_BY_DEFAULT", "Builder", "build_model", "builder"]
 
 Builder = Callable[[Mapping[str, Any], Mapping[str, Any], Sequence[str], str | None], nn.Module]
 
 ARCHITECTURES: Mapping[str, str] = {
     "bs_roformer": "demixer.models.arch.bs_roformer:build",
     "mel_band_roformer": "demixer.models.arch.mel_band_roformer:build",
+    "mdx23c": "demixer.models.arch.mdx23c:build",
+    "scnet": "demixer.models.arch.scnet:build",
 }
+
+# MDX23C under bf16 autocast agrees with its fp32 output to only ~17 dB SNR on random
+# full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
+# runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16.
+FP32_BY_DEFAULT: frozenset[str] = frozenset({"mdx23c"})
 
 
 def builder(arch: str) -> Builder:
@@ -55,4 +65,9 @@ def build_model(
     target_instrument: str | None,
 ) -> nn.Module:
     """Build ``arch`` from config sections, in eval mode (see the module docstring)."""
-    return builder(arch)(model, audio, instruments, target_instrument).eval()
+    build = builder(arch)
+    try:
+        network = build(model, audio, instruments, target_instrument)
+    except ValueError as exc:  # a builder's own check of an option
+        raise InvalidModelConfig(str(exc)) from None
+    return network.eval()

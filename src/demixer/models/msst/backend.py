@@ -8,7 +8,8 @@ stream, so its stems are the ones MSST computes, in memory that does not grow wi
 
 Precision follows ``DEMIXER_PRECISION`` (:mod:`demixer.models.precision`): with ``fp32`` the
 stems equal MSST's own inference to float rounding; by default the networks run under bf16
-autocast where the CPU or GPU has native bf16.
+autocast where the CPU or GPU has native bf16, except those in
+:data:`~demixer.models.arch.FP32_BY_DEFAULT` (MDX23C), which stay fp32 unless asked.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from demixer.errors import ModelFailed, ModelUnavailable
-from demixer.models.arch import build_model
+from demixer.models.arch import FP32_BY_DEFAULT, build_model
 from demixer.models.base import InputStats
 from demixer.models.loading import resolve_weight, verified_weights
 from demixer.models.msst.checkpoint import load_weights, read_state_dict
@@ -279,7 +280,9 @@ def backend_for(
         network.to(target)
     except (RuntimeError, AssertionError) as exc:
         raise ModelUnavailable(f"cannot run the model on {device!r}: {exc}") from exc
-    resolved = resolve_precision(requested_precision(precision), target)
+    resolved = resolve_precision(
+        requested_precision(precision), target, low_ok=config.arch not in FP32_BY_DEFAULT
+    )
     low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolved)
     if low is not None:
         store_weights_in(network, low)
@@ -303,8 +306,12 @@ def store_weights_in(network: nn.Module, dtype: torch.dtype) -> None:
     Under autocast those layers compute in ``dtype`` anyway, but autocast casts fp32 weights
     anew at every call in inference mode (its cache serves autograd only): for a RoFormer that
     re-copied every weight per chunk. Cast once here, the arithmetic is the same (the same
-    round-to-nearest) and those weights take half the memory.
+    round-to-nearest) and those weights take half the memory. A module marked
+    ``keep_float32 = True`` (one an architecture runs with autocast off, as SCNet's first
+    encoder block) keeps its weights, and those of everything inside it, in float32.
     """
+    exact = [m for m in network.modules() if getattr(m, "keep_float32", False)]
+    kept = {id(inner) for m in exact for inner in m.modules()}
     for module in network.modules():
-        if isinstance(module, _MATMUL_LAYERS):
+        if isinstance(module, _MATMUL_LAYERS) and id(module) not in kept:
             module.to(dtype)
