@@ -319,6 +319,9 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
     assert good.stdout.startswith("mine: mel_band_roformer, stems vocals, other, 44100 Hz")
     listed = _cli("models", "list", models=models)
     assert "mine" in listed.stdout
+    card = _cli("models", "info", "mine", models=models)  # a generated card: none ships
+    assert card.returncode == 0, card.stderr
+    assert card.stdout.startswith("# mine\n") and "- Stems: vocals, other\n" in card.stdout
     files = ("--model-config", config, "--model-path", checkpoint)
     unknown = _cli("separate", config, "--arch", "mdx_next", *files, models=models)
     assert unknown.returncode == 2 and "[UNKNOWN_ARCHITECTURE]" in unknown.stderr
