@@ -13,40 +13,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from demixer.audio import StreamResampler, resampled_length
+from demixer.audio import SampleQueue, StreamResampler, resampled_length
 from demixer.errors import DemixerError, ModelFailed
 from demixer.models.base import InputStats, StreamingBackend
 
 __all__ = ["input_stats", "stream_backend"]
-
-
-class _Fifo:
-    """``(channels, n)`` blocks queued; pop exactly ``n`` samples from the front."""
-
-    def __init__(self) -> None:
-        self._blocks: list[np.ndarray] = []
-        self.size = 0
-
-    def push(self, block: np.ndarray) -> None:
-        if block.shape[1]:
-            self._blocks.append(block)
-            self.size += block.shape[1]
-
-    def pop(self, n: int) -> np.ndarray:
-        joined = np.concatenate(self._blocks, axis=1) if len(self._blocks) > 1 else self._blocks[0]
-        out, rest = joined[:, :n], joined[:, n:]
-        self._blocks = [rest] if rest.shape[1] else []
-        self.size -= n
-        return np.ascontiguousarray(out)
-
-    def pop_fitted(self, n: int, channels: int) -> np.ndarray:
-        """``n`` samples, zero-padded if fewer are queued (a resampler's last sample or so)."""
-        have = min(n, self.size)
-        out = self.pop(have) if have else np.zeros((channels, 0), np.float32)
-        if have < n:
-            out = np.pad(out, ((0, 0), (0, n - have)))
-        self._blocks, self.size = [], 0
-        return out
 
 
 def input_stats(blocks: Iterable[np.ndarray]) -> InputStats:
@@ -89,8 +60,8 @@ def stream_backend(
         each ``(channels, n)`` at ``sample_rate``; the regions tile the input.
     """
     rate = backend.sample_rate
-    pending = _Fifo()
-    outputs = {name: _Fifo() for name in targets}
+    pending = SampleQueue()
+    outputs = {name: SampleQueue() for name in targets}
     back: dict[str, StreamResampler] = {}
     channels = 0
 

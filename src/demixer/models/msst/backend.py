@@ -15,7 +15,6 @@ autocast where the CPU or GPU has native bf16, except those in
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from demixer.audio import SampleQueue
 from demixer.errors import ModelFailed, ModelUnavailable
 from demixer.models.arch import FP32_BY_DEFAULT, build_model
 from demixer.models.base import InputStats
@@ -138,13 +138,13 @@ class MsstBackend:
             # MSST: a silent (or constant) input is left at its level.
             if not math.isfinite(std) or std <= float(np.finfo(np.float32).eps):
                 std = 1.0
-        mix = _Pending()  # the input not yet matched by output, for the complement
+        mix = SampleQueue()  # the input not yet matched by output, for the complement
 
         def model_input() -> Iterator[np.ndarray]:
             for block in blocks:
                 block = np.asarray(block, np.float32)
                 if self._complement:
-                    mix.add(block)
+                    mix.push(block)
                 yield (block - mean) / std if self.needs_stats else block
 
         for out in demix_stream(
@@ -159,7 +159,7 @@ class MsstBackend:
             stems = {stem: out[i] for i, stem in enumerate(self._computed)}
             if self._complement:
                 target = out[0]
-                stems[self._complement] = mix.take(target.shape[1]) - target
+                stems[self._complement] = mix.pop(target.shape[1]) - target
             yield stems
 
     def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
@@ -167,32 +167,6 @@ class MsstBackend:
         stats = mono_mix_stats(mix) if self.needs_stats else None
         parts = list(self.stream([mix], stats=stats))
         return {s: np.concatenate([p[s] for p in parts], axis=1) for s in self.stems}
-
-
-class _Pending:
-    """Input blocks queued until the output that covers them arrives (at most about a chunk:
-    the inference emits each range once its last chunk has run)."""
-
-    def __init__(self) -> None:
-        self._blocks: deque[np.ndarray] = deque()
-
-    def add(self, block: np.ndarray) -> None:
-        if block.shape[1]:
-            self._blocks.append(block)
-
-    def take(self, n: int) -> np.ndarray:
-        """The next ``n`` samples ``(channels, n)``, removed from the queue."""
-        parts = []
-        while n > 0:
-            head = self._blocks[0]
-            if head.shape[1] <= n:
-                parts.append(self._blocks.popleft())
-                n -= head.shape[1]
-            else:
-                parts.append(head[:, :n])
-                self._blocks[0] = head[:, n:]
-                n = 0
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def mono_mix_stats(audio: np.ndarray) -> InputStats:
