@@ -210,10 +210,12 @@ def separate(
         if spans:  # one stem and its residual, else refused before the model loads
             span_outputs(plan_stems(model_id, known_stems(), requested))
         if arch is not None and model_config is not None and model_path is not None:
+            from demixer.engine.device import resolve_device
             from demixer.models.msst.user import open_files
 
+            torch_device = resolve_device(device)[0]  # `auto` and a missing GPU, as for -m
             with _loading(model_path.name):
-                spec, backend = open_files(arch, model_config, model_path, device=device)
+                spec, backend = open_files(arch, model_config, model_path, device=torch_device)
             separator = Separator.from_backend(spec, backend)
         else:
             with _loading(model_id):
