@@ -299,7 +299,8 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def render(speed_json: dict[str, Any] | None, memory_json: dict[str, Any] | None) -> str:
+def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None) -> str:
+    """The RESULTS.md section: each speed run (longest input first), then memory."""
     out = ["## MSST models: BS-RoFormer and Mel-Band RoFormer", "", common.header("msst_speed.py")]
     out.append(
         "demixer's MSST backend next to MSST's own inference (PyPI `msst` 0.1.0: "
@@ -308,34 +309,52 @@ def render(speed_json: dict[str, Any] | None, memory_json: dict[str, Any] | None
         "model and viperx's BS-RoFormer 1297 vocals model at full size, with random weights "
         "(seeded; speed does not depend on the values). Each run is a fresh subprocess on 2 "
         "threads; the systems alternate within a round. *separation*: the separation call "
-        "alone, model loaded; *speed-up*: MSST's time over demixer's, per round, median. "
+        "alone, model loaded; *speed-up*: MSST's time over demixer's, per round, median; "
+        "*CPU s*: the CPU seconds (user + system) the separation used, and its speed-up, which "
+        "depend less on other work than wall time does (where a run recorded them). "
         "*agreement*: SNR of demixer's stem against MSST's (dB). The machine is shared with "
         "other work (*other load*: the share of both cores other processes used during the "
         "run), so absolute times are pessimistic; the peers ran side by side under the same "
         "conditions.\n"
     )
-    if speed_json:
+    for speed_json in sorted(speed_runs, key=lambda run: -run["args"]["seconds"]):
         args = speed_json["args"]
+        seconds = f"{args['seconds']:g} s"
         out.append(
-            f"Input: {args['seconds']:.0f} s of the MUSDB18 excerpt's mix (stereo 44.1 kHz), "
-            f"{args['rounds']} rounds. Reproduce: `.venv/bin/python benchmarks/msst_speed.py "
-            f"--rounds {args['rounds']} --seconds {args['seconds']:.0f}`.\n"
+            f"**{seconds} input** ({speed_json.get('measured', 'date not recorded')}): {seconds} "
+            f"of the MUSDB18 excerpt's mix (stereo 44.1 kHz), "
+            f"{args['rounds']} round(s). Reproduce: `.venv/bin/python benchmarks/msst_speed.py "
+            f"--rounds {args['rounds']} --seconds {args['seconds']:g}`."
+            + (
+                " Shorter than one chunk: every system runs one whole chunk (as for a song's "
+                "edge), so *s per audio s* is one chunk's, not a long song's; the speed-ups "
+                "compare the same chunk."
+                if all(chunk_count(model_files(m)[0], args["seconds"]) == 1 for m in args["models"])
+                else ""
+            )
+            + "\n"
         )
         head = ["model", "system", "separation s (each round)", "s per audio s", "speed-up",
-                "agreement dB", "prec.", "other load"]  # fmt: skip
+                "CPU s", "speed-up (CPU)", "agreement dB", "prec.", "other load"]  # fmt: skip
         rows = []
         for model, systems in speed_json["runs"].items():
             ref = systems.get("msst", [])
             for system, runs in systems.items():
                 ok = [r for r in runs if "error" not in r]
                 if not ok:
-                    rows.append([MODELS[model][2], SYSTEMS[system][0], "failed", *["–"] * 5])
+                    rows.append([MODELS[model][2], SYSTEMS[system][0], "failed", *["–"] * 7])
                     continue
                 times = [r["separate_s"] for r in ok]
                 ratios = [
                     m["separate_s"] / r["separate_s"]
                     for m, r in zip(ref, runs, strict=False)
                     if "error" not in m and "error" not in r
+                ]
+                cpu = [r.get("separate_cpu_s") for r in ok]
+                cpu_ratios = [
+                    m["separate_cpu_s"] / r["separate_cpu_s"]
+                    for m, r in zip(ref, runs, strict=False)
+                    if "separate_cpu_s" in m and "separate_cpu_s" in r
                 ]
                 snrs = [r["snr_db"] for r in ok if "snr_db" in r]
                 loads = [r["foreign_load"] for r in ok if r.get("foreign_load") is not None]
@@ -344,14 +363,16 @@ def render(speed_json: dict[str, Any] | None, memory_json: dict[str, Any] | None
                     ", ".join(f"{t:.0f}" for t in times),
                     common.fmt(_median(times) / args["seconds"]),
                     "–" if system == "msst" else f"{_median(ratios):.2f}x",
+                    "–" if None in cpu else ", ".join(f"{t:.0f}" for t in cpu if t is not None),
+                    "–" if system == "msst" or not cpu_ratios else f"{_median(cpu_ratios):.2f}x",
                     "–" if not snrs else common.fmt(_median(snrs), 1),
                     ok[0]["precision"],
                     "–" if not loads else f"{100 * max(loads):.0f} %",
                 ])  # fmt: skip
-        out += ["### Speed", "", common.table(head, rows)]
+        out += [f"### Speed, {seconds} input", "", common.table(head, rows)]
         gflops = speed_json["machine_gflops"]
         peak = {p: max(v for k, v in gflops.items() if k.startswith(p)) for p in ("fp32", "bf16")}
-        out += ["### FLOPs", ""]
+        out += [f"### FLOPs, {seconds} input", ""]
         out.append(
             "Counted per layer from the config, 2 FLOPs per multiply-add: the transformers' "
             "projections and feed-forward layers, attention (QK and AV), band split and mask "
@@ -382,6 +403,23 @@ def render(speed_json: dict[str, Any] | None, memory_json: dict[str, Any] | None
                     f"{achieved:.0f}", f"{100 * achieved / peak[ok[0]['precision']]:.0f} %",
                 ])  # fmt: skip
         out.append(common.table(head, rows))
+    cpu_ratios: dict[str, list[float]] = {}
+    for speed_json in speed_runs:
+        for systems in speed_json["runs"].values():
+            for system, runs in systems.items():
+                cpu_ratios.setdefault(system, []).extend(
+                    m["separate_cpu_s"] / r["separate_cpu_s"]
+                    for m, r in zip(systems.get("msst", []), runs, strict=False)
+                    if system != "msst" and "separate_cpu_s" in m and "separate_cpu_s" in r
+                )
+    spans = [
+        f"{SYSTEMS[system][0]} {min(v):.2f}-{max(v):.2f}x" for system, v in cpu_ratios.items() if v
+    ]
+    if spans:
+        out.append(
+            "In CPU time (the measure least moved by other work), over every run and model "
+            f"that recorded it, MSST's time over demixer's: {'; '.join(spans)}.\n"
+        )
     if memory_json:
         args = memory_json["args"]
         out += ["### Memory", ""]
@@ -426,11 +464,13 @@ def main(argv: list[str] | None = None) -> None:
         common.write_section(
             "msst",
             render(
-                _load(common.CACHE / "msst_speed.json"), _load(common.CACHE / "msst_memory.json")
+                [json.loads(p.read_text()) for p in common.CACHE.glob("msst_speed-*.json")],
+                _load(common.CACHE / "msst_memory.json"),
             ),
         )
         return
-    results_file = common.CACHE / ("msst_memory.json" if args.memory else "msst_speed.json")
+    speed_file = f"msst_speed-{args.seconds:g}s.json"  # one per input length, all rendered
+    results_file = common.CACHE / ("msst_memory.json" if args.memory else speed_file)
     common.CACHE.mkdir(exist_ok=True)
     if args.memory:
         payload: dict[str, Any] = {"memory": memory(args), "args": vars(args)}
@@ -440,6 +480,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = speed(args)
         flops = {m: roformer_flops(model_files(m)[0]) for m in args.models}
         payload = {
+            "measured": f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit "
+            f"{common.git_rev()}",
             "runs": runs,
             "flops": flops,
             "machine_gflops": machine_gflops(args.quiet_wait),
