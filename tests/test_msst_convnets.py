@@ -31,8 +31,9 @@ from demixer.models.catalogue import CATALOGUE
 from demixer.models.catalogue.sources import msst
 from demixer.models.loading import file_sha256
 from demixer.models.msst.backend import MsstBackend
+from demixer.models.msst.config import read_config
 from demixer.models.registry import ModelSpec, WeightFile
-from msst_support import music, randomise, write_config
+from msst_support import DATA, music, randomise, write_config
 from test_arch_mdx23c_scnet import MDX23C_CONFIGS, SCNET_CONFIGS
 
 # Published configs, shrunk in width, chunk length and overlap (the published 8 and 4 overlaps
@@ -98,11 +99,21 @@ def registered(
     return spec, reference, reference_config
 
 
-def test_the_catalogue_runs_its_convnets_through_the_msst_loader() -> None:
+def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
+    """Every MSST entry names an architecture demixer has; where the pinned config is in
+    tests/data (same SHA-256), its stems are the ones the entry declares, which the loader
+    checks before anything runs."""
+    pinned = {file_sha256(path): path for path in DATA.glob("*.yaml")}
+    checked = []
     for spec in CATALOGUE:
         if spec.arch in ("mdx23c", "scnet", "bs_roformer", "mel_band_roformer"):
             assert spec.arch in ARCHITECTURES and spec.loader == "demixer.models.msst:load"
             assert spec.config_name is not None and len(spec.weights) == 2
+            config = next(w for w in spec.weights if w.name == spec.config_name)
+            if config.sha256 in pinned:
+                assert read_config(pinned[config.sha256], arch=spec.arch).stems == spec.stems
+                checked.append(spec.id)
+    assert checked == ["mel-roformer-vocals-kim", "bs-roformer-vocals-1297"]
 
 
 @pytest.mark.parametrize("registered", ["mdx23c", "scnet"], indirect=True)
