@@ -155,12 +155,22 @@ def test_cli_runs_an_mdx23c_by_arch_and_takes_lowercase_stems(tmp_path: Path) ->
     assert written == ["song_residual.wav", "song_vocals.wav"]
 
 
-def test_mdx23c_runs_in_fp32_unless_bf16_is_forced(tmp_path: Path) -> None:
-    from demixer.models.msst.user import open_files
+def test_mdx23c_runs_in_fp32_unless_bf16_is_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also as a model added with `models add`, which a worker runs by name; SCNet on the same
+    machine takes bf16 where it is native."""
+    from demixer.models.msst.user import add, open_files
 
+    monkeypatch.delenv("DEMIXER_PRECISION", raising=False)
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    scnet_files = model_files(tmp_path, "scnet")[:2]
+    assert open_files("scnet", *scnet_files)[1].precision == ("bf16" if native else "fp32")
     config, checkpoint, _, _ = model_files(tmp_path, "mdx23c")
     assert "mdx23c" in FP32_BY_DEFAULT
-    _, default = open_files("mdx23c", config, checkpoint)
+    spec = add("my-mdx", arch="mdx23c", config=config, checkpoint=checkpoint, model_dir=tmp_path)
+    assert (spec.arch, spec.stems) == ("mdx23c", ("vocals", "instrumental"))
+    default = Separator("my-mdx", model_dir=tmp_path).backend
     assert isinstance(default, MsstBackend) and default.precision == "fp32"
     forced = _backend(config, checkpoint, "mdx23c", "bf16")
     assert forced.precision == "bf16"
