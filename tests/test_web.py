@@ -58,19 +58,22 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
     # As `make run` starts it: with the local session the page uses on this machine.
-    env = fast_env(DEMIXER_LOCAL_SESSION="1")
+    # One thread per separation: the cancel test needs a job that is still running when it
+    # clicks, and the page's other tests separate only 3 s.
+    env = fast_env(DEMIXER_LOCAL_SESSION="1", DEMIXER_THREADS="1")
     with running_server(tmp_path_factory.mktemp("web"), env=env) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """3 s of the MUSDB excerpt (wav) and ~60 s of it looped (flac)."""
+    """3 s of the MUSDB excerpt (wav) and ~4 min of it looped (flac): long enough that a job
+    on it is still running when the cancel test clicks Cancel, on a fast machine too."""
     mix = decode_stream(stempeg_example(), 0)
     folder = tmp_path_factory.mktemp("audio")
     short, long = folder / "Falcon 69.wav", folder / "long.flac"
     sf.write(short, mix[:, : 3 * RATE].T, RATE, subtype="PCM_16")
-    sf.write(long, np.tile(mix, (1, 10)).T, RATE, subtype="PCM_16")
+    sf.write(long, np.tile(mix, (1, 40)).T, RATE, subtype="PCM_16")
     return short, long
 
 
@@ -307,7 +310,6 @@ def test_cancel_a_running_job_shows_its_stage_first(
         timeout=60,
     )
     expect(page.get_by_test_id("job-detail")).to_contain_text("%")
-    shot(page, "running")
     page.get_by_test_id("cancel").click()
     expect(status).to_have_text("Cancelled", timeout=60_000)
     expect(page.get_by_test_id("cancel")).to_be_disabled()
