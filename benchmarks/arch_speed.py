@@ -35,7 +35,7 @@ import torch
 
 import common
 from demixer.models.arch import mdx23c, scnet
-from demixer.models.spleeter import resolve_precision
+from demixer.models.precision import resolve_precision
 from speed import machine_gflops
 
 RATE = 44100

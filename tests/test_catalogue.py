@@ -120,3 +120,20 @@ def test_the_readme_lists_every_model_with_its_licence_class() -> None:
         assert spec.license_class in row, spec.id
     assert DEMUCS_327 in " ".join(readme.split())
     assert "checkpoints (Meta, MIT)" not in readme
+
+
+def test_stem_names_are_lowercase_so_one_request_reaches_every_model() -> None:
+    """UVR and some configs write `Vocals`; a user types `--stems vocals` for every model."""
+    from demixer.engine import plan_stems
+
+    vocal_models = [spec for spec in list_specs() if "vocals" in spec.stems]
+    assert {"mdx23c-instvoc-hq", "mdx-net-inst-hq-3", "mel-roformer-inst-becruily"} <= {
+        spec.id for spec in vocal_models
+    }
+    for spec in vocal_models:
+        assert plan_stems(spec.id, spec.stems, ["vocals"]).targets == ("vocals",)
+    with pytest.raises(ValueError, match="stem names are lowercase"):
+        ModelSpec(
+            id="x", stems=("Vocals", "other"), sample_rate=44100, description="", license="",
+            weights_source="", loader="", quality="", install_hint="",
+        )  # fmt: skip

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from demixer import __version__, cli_models, cli_remote, cli_service
+from demixer import __version__, cli_models, cli_remote, cli_service, cli_user_models
 from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import FileProgress, print_error, readable_help
 from demixer.defaults import DEFAULT_MODEL
@@ -68,9 +68,14 @@ def _root(
 def separate(
     files: FilesArgument,
     model: Annotated[
-        str,
-        typer.Option("-m", "--model", metavar="ID", help="Model id (see `demixer models list`)."),
-    ] = DEFAULT_MODEL,
+        str | None,
+        typer.Option(
+            "-m",
+            "--model",
+            metavar="ID",
+            help=f"Model id (see `demixer models list`; default {DEFAULT_MODEL}).",
+        ),
+    ] = None,
     stems: Annotated[
         str | None,
         typer.Option(
@@ -116,6 +121,19 @@ def separate(
         Path | None,
         typer.Option("--model-path", metavar="FILE", help="Load this local checkpoint instead."),
     ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            help="Run your own MSST model: its architecture (bs_roformer, mel_band_roformer, "
+            "mdx23c, scnet), with --model-config and --model-path; stems are named from the "
+            "config. With DEMIXER_PRECISION=fp32 it gives what MSST's own inference gives.",
+        ),
+    ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option("--model-config", metavar="FILE", help="Your MSST model's YAML config."),
+    ] = None,
     device: Annotated[
         str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")
     ] = "cpu",
@@ -146,12 +164,33 @@ def separate(
         ),
     ] = DEFAULT_MAX_DURATION,
 ) -> None:
-    """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model)."""
+    """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model).
+
+    Models run in bf16 where the CPU or GPU has it natively, else fp32
+    (DEMIXER_PRECISION=fp32 forces fp32).
+    """
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
     from demixer.engine.outputs import span_outputs
     from demixer.engine.spans import Span
     from demixer.models.registry import get_spec
+
+    own = arch is not None or model_config is not None
+    if own and (arch is None or model_config is None or model_path is None or model is not None):
+        print_error(
+            "USAGE",
+            "your own MSST model needs --arch, --model-config and --model-path together "
+            "(and no -m)",
+        )
+        raise typer.Exit(2)
+    model_id = model or DEFAULT_MODEL
+
+    def known_stems() -> tuple[str, ...]:
+        if arch is not None and model_config is not None:
+            from demixer.models.msst.config import read_config
+
+            return read_config(model_config, arch=arch).stems
+        return get_spec(model_id).stems
 
     inputs, skipped = expand_inputs(files)
     try:
@@ -167,11 +206,20 @@ def separate(
         spans += [Span.parse(s, include=False) for s in exclude_span or ()]
         requested = stems.split(",") if stems is not None else None
         if requested is not None and not any(s.strip() for s in requested):
-            plan_stems(model, get_spec(model).stems, requested)  # names nothing: say so now
+            plan_stems(model_id, known_stems(), requested)  # names nothing: say so now
         if spans:  # one stem and its residual, else refused before the model loads
-            span_outputs(plan_stems(model, get_spec(model).stems, requested))
-        with _loading(model):
-            separator = Separator(model, model_path=model_path, device=device)
+            span_outputs(plan_stems(model_id, known_stems(), requested))
+        if arch is not None and model_config is not None and model_path is not None:
+            from demixer.engine.device import resolve_device
+            from demixer.models.msst.user import open_files
+
+            torch_device = resolve_device(device)[0]  # `auto` and a missing GPU, as for -m
+            with _loading(model_path.name):
+                spec, backend = open_files(arch, model_config, model_path, device=torch_device)
+            separator = Separator.from_backend(spec, backend)
+        else:
+            with _loading(model_id):
+                separator = Separator(model_id, model_path=model_path, device=device)
         separator.plan(requested)  # reject unknown stems before any decoding
     except DemixerError as e:
         raise _fail(e) from None
@@ -239,6 +287,7 @@ def _loading(model: str) -> Iterator[None]:
 cli_models.register(app)
 cli_service.register(app)
 cli_remote.register(app)
+cli_user_models.register(cli_models.models_app)
 readable_help(app)  # last: every command is registered
 
 

@@ -33,7 +33,8 @@ from demixer.errors import DemixerError, exit_code_for
 __all__ = ["models_app", "register"]
 
 models_app = typer.Typer(
-    help="List the model catalogue, read a model's card, and fetch its weights.",
+    help="List the model catalogue, read a model's card, fetch its weights; add and remove "
+    "your own models.",
     no_args_is_help=True,
 )
 out = Console(soft_wrap=True)

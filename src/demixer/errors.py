@@ -14,6 +14,7 @@ import os
 __all__ = [
     "AlreadyUploaded",
     "Cancelled",
+    "CheckpointMismatch",
     "Conflict",
     "ContentTypeMismatch",
     "DatabaseUnavailable",
@@ -31,6 +32,7 @@ __all__ = [
     "InputNotFound",
     "InvalidAudio",
     "InvalidAudioUrl",
+    "InvalidModelConfig",
     "InvalidOutput",
     "InvalidParams",
     "InvalidRequest",
@@ -49,6 +51,7 @@ __all__ = [
     "StorageFull",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
+    "UnknownArchitecture",
     "UnknownModel",
     "UnknownStem",
     "UnsupportedMediaType",
@@ -100,6 +103,12 @@ class UnknownModel(DemixerError):
     code = "UNKNOWN_MODEL"
 
 
+class UnknownArchitecture(UnknownModel):
+    """A network family (``--arch``, an MSST ``model_type``) demixer has no implementation of."""
+
+    code = "UNKNOWN_ARCHITECTURE"
+
+
 class UnknownStem(DemixerError):
     """A requested stem is not one the model produces."""
 
@@ -128,6 +137,19 @@ class DownloadFailed(ModelUnavailable):
     """Fetching weights failed (network, HTTP status, size or checksum)."""
 
     code = "DOWNLOAD_FAILED"
+
+
+class InvalidModelConfig(ModelUnavailable):
+    """A model's config file cannot be used: not YAML, unsafe YAML, or a missing, ill-typed or
+    unknown option."""
+
+    code = "INVALID_MODEL_CONFIG"
+
+
+class CheckpointMismatch(ModelUnavailable):
+    """A checkpoint that does not fit the network its config describes (keys or shapes)."""
+
+    code = "CHECKPOINT_MISMATCH"
 
 
 class DeviceUnavailable(DemixerError):

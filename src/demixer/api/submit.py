@@ -121,7 +121,8 @@ def installed_models(services: Services) -> list[ModelSpec]:
     model_dir = services.settings.model_dir
     with services.db.read() as s:
         advertised = advertised_models(s, services.db.clock())
-    return [spec for spec in list_specs() if spec.id in advertised or is_installed(spec, model_dir)]
+    specs = list_specs(model_dir)
+    return [spec for spec in specs if spec.id in advertised or is_installed(spec, model_dir)]
 
 
 def _reject_param(error: DemixerError, param: str) -> DemixerError:
@@ -233,7 +234,7 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
     """``audio/separate``: the prompt's stem -> ``target``, everything else -> ``residual``."""
     common = _common(services, account_id, req, req.input, NATIVE_STYLE)
     match = map_prompt(req.input.prompt, installed_models(services))
-    spec = get_spec(match.model)
+    spec = get_spec(match.model, services.settings.model_dir)
     plan = plan_stems(spec.id, spec.stems, [match.stem, RESIDUAL])
     if match.invert:
         names = {match.stem: "residual", RESIDUAL: "target"}
@@ -281,7 +282,7 @@ def plan_stems_request(
     requested = [s.strip().lower() for s in req.input.stems or () if s.strip()]
     if req.input.model is not None:
         try:
-            spec = get_spec(req.input.model)
+            spec = get_spec(req.input.model, services.settings.model_dir)
         except DemixerError as exc:
             raise _reject_param(exc, "input.model") from None
     else:
@@ -340,7 +341,7 @@ def _default_model(
     # Residual names ("instrumental", …) say nothing about which model to pick.
     stems = [s for s in requested if s != RESIDUAL and s not in RESIDUAL_ALIASES]
     if not stems:
-        return get_spec(services.settings.default_model)
+        return get_spec(services.settings.default_model, services.settings.model_dir)
     candidates = [best_model(s, installed) for s in stems]
     ranked = [c for c in candidates if c is not None]
     for spec in ranked:

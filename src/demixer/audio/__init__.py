@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from demixer.audio.decode import AudioInfo, AudioReader, load, probe
 from demixer.audio.encode import FORMATS, OutputFormat, StemSetWriter, WriteReport
+from demixer.audio.queue import SampleQueue
 from demixer.audio.resample import StreamResampler, resample, resampled_length
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "AudioInfo",
     "AudioReader",
     "OutputFormat",
+    "SampleQueue",
     "StemSetWriter",
     "StreamResampler",
     "WriteReport",

@@ -6,6 +6,9 @@ touches the database, the API or storage: callers pass ``on_progress`` and ``sho
 Per window (see :mod:`demixer.engine.windows`): the input is resampled to the model's rate,
 mono is duplicated for stereo models, the model separates, the requested stems are resampled
 back to the input's rate, and the residual is the input minus their sum at the input's rate.
+A backend that windows the input itself (MSST's chunking: :mod:`demixer.engine.streaming`) gets
+the whole input as a resampled block stream instead; resampling back, the residual, progress,
+cancellation and encoding stay here.
 
 Progress: ``on_progress(fraction)`` is called before each window and, for backends whose
 ``separate`` takes an ``on_progress`` keyword (see :mod:`demixer.models.base`), within a window
@@ -30,9 +33,10 @@ from demixer.engine.device import resolve_device
 from demixer.engine.outputs import ResidualCheck, Writers, output_paths, span_outputs
 from demixer.engine.spans import Span, apply_spans
 from demixer.engine.stems import StemPlan, plan_stems
+from demixer.engine.streaming import input_stats, stream_backend
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
-from demixer.models.base import Backend, reports_progress
+from demixer.models.base import Backend, InputStats, reports_progress, streaming
 from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec, get_spec
 from demixer.naming import DEFAULT_TEMPLATE
@@ -99,12 +103,29 @@ class Separator:
         model_path: Path | None = None,
         device: str = "cpu",
     ) -> None:
-        self.spec: ModelSpec = get_spec(model)
+        self.spec: ModelSpec = get_spec(model, model_dir=model_dir)
         self.device = resolve_device(device)[0]
         self.backend: Backend = load_backend(
             model, model_dir=model_dir, model_path=model_path, device=self.device
         )
         self._window_progress = reports_progress(self.backend)
+
+    @classmethod
+    def from_backend(cls, spec: ModelSpec, backend: Backend) -> Separator:
+        """A separator around an already loaded backend (e.g. a user's own MSST model given as
+        files: :func:`demixer.models.msst.user.open_files`)."""
+        separator = cls.__new__(cls)
+        separator.spec = spec
+        separator.device = str(getattr(backend, "device", "cpu"))
+        separator.backend = backend
+        separator._window_progress = reports_progress(backend)
+        return separator
+
+    @property
+    def needs_stats(self) -> bool:
+        """Whether the model normalises by the whole input's statistics (see :meth:`stream`)."""
+        whole = streaming(self.backend)
+        return whole is not None and whole.needs_stats
 
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""
@@ -138,14 +159,18 @@ class Separator:
         plan = self.plan(stems)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in plan.outputs}
         residual = ResidualCheck(plan)
-        blocks = (audio[:, i : i + _READ_BLOCK] for i in range(0, audio.shape[1], _READ_BLOCK))
+
+        def blocks() -> Iterator[np.ndarray]:
+            return (audio[:, i : i + _READ_BLOCK] for i in range(0, audio.shape[1], _READ_BLOCK))
+
         for out in self.stream(
-            blocks,
+            blocks(),
             sample_rate,
             plan,
             audio.shape[1],
             on_progress=on_progress,
             should_cancel=should_cancel,
+            stats=input_stats(blocks()) if self.needs_stats else None,
         ):
             residual.add(out)
             for name, block in out.items():
@@ -166,6 +191,7 @@ class Separator:
         *,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
+        stats: InputStats | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Separate a stream of ``(channels, n)`` blocks, yielding consecutive output blocks.
 
@@ -173,6 +199,8 @@ class Separator:
         holds every output of ``plan`` (an optional residual too: only the caller, at the end,
         knows whether it was silent throughout). ``on_progress`` gets non-decreasing fractions
         of ``total_samples`` (none without it), from within windows where the backend tells.
+        ``stats``: the whole input's statistics, required when :attr:`needs_stats` (the model
+        normalises its input, so the caller reads the input once more to get them).
         """
         backend = self.backend
         ratio = sample_rate / backend.sample_rate
@@ -207,12 +235,29 @@ class Separator:
 
         inner = within_window if self._window_progress else None
 
-        def separate(x: np.ndarray) -> dict[str, np.ndarray]:
-            return self._separate_window(x, sample_rate, plan, inner)
+        regions: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]]
+        whole = streaming(backend)
+        if whole is not None:
+            if whole.needs_stats and stats is None:
+                raise ValueError(f"model {self.spec.id!r} normalises its input: pass stats")
+            regions = stream_backend(
+                whole,
+                blocks,
+                sample_rate,
+                plan.targets,
+                model_id=self.spec.id,
+                before_run=before_window,
+                stats=stats,
+            )
+        else:
 
-        for region, stems in overlap_add(
-            blocks, separate, window=window, overlap=overlap, before_window=before_window
-        ):
+            def separate(x: np.ndarray) -> dict[str, np.ndarray]:
+                return self._separate_window(x, sample_rate, plan, inner)
+
+            regions = overlap_add(
+                blocks, separate, window=window, overlap=overlap, before_window=before_window
+            )
+        for region, stems in regions:
             out = {name: stems[name] for name in plan.targets}
             if plan.residual_name is not None:
                 out[plan.residual_name] = region - sum(out.values())
@@ -256,6 +301,11 @@ class Separator:
                 y = y.mean(axis=0, keepdims=True)
             out[name] = np.ascontiguousarray(y, dtype=np.float32)
         return out
+
+    @staticmethod
+    def _decoded(reader: AudioReader, preprocess: PreprocessFn | None) -> Iterable[np.ndarray]:
+        blocks: Iterable[np.ndarray] = reader.blocks(_READ_BLOCK)
+        return blocks if preprocess is None else preprocess(blocks, reader.sample_rate)
 
     def separate_file(
         self,
@@ -335,16 +385,18 @@ class Separator:
 
             residual = ResidualCheck(plan)
             try:
-                blocks: Iterable[np.ndarray] = reader.blocks(_READ_BLOCK)
-                if preprocess is not None:
-                    blocks = preprocess(blocks, reader.sample_rate)
+                stats = None
+                if self.needs_stats:  # a first pass over the whole input
+                    with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as first:
+                        stats = input_stats(self._decoded(first, preprocess))
                 for out in self.stream(
-                    blocks,
+                    self._decoded(reader, preprocess),
                     reader.sample_rate,
                     plan,
                     total,
                     on_progress=progress,
                     should_cancel=should_cancel,
+                    stats=stats,
                 ):
                     if shaped is not None:
                         shape, rest = shaped

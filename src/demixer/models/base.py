@@ -3,16 +3,22 @@
 A backend is the loaded, ready-to-run form of a registered model. It sees audio only at its own
 sample rate and channel count; decoding, resampling, windowing, residuals and encoding all belong
 to the engine, so a backend is just "array in, stems out".
+
+A model whose published quality depends on its own chunking (MSST's chunk size, overlap, fade
+window and edge padding) is a :class:`StreamingBackend`: the engine hands it the whole input as a
+stream of blocks at the model's rate and it does its own windowing, in bounded memory.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "reports_progress"]
+__all__ = ["Backend", "InputStats", "StreamingBackend", "reports_progress", "streaming"]
 
 
 class Backend(Protocol):
@@ -48,6 +54,56 @@ class Backend(Protocol):
             stem name -> ``(channels, samples)`` float32, same length as ``mix``.
         """
         ...
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """Level statistics of a whole input, for models that normalise by them.
+
+    Attributes:
+        mean: mean of the mono mix (the channels' average), over all samples.
+        std: its standard deviation (population, as numpy's ``std``).
+    """
+
+    mean: float
+    std: float
+
+
+class StreamingBackend(Backend, Protocol):
+    """A backend that windows a whole input itself.
+
+    Attributes:
+        needs_stats: whether :meth:`stream` needs the whole input's :class:`InputStats` (the
+            engine then reads the input twice).
+    """
+
+    needs_stats: bool
+
+    def stream(
+        self,
+        blocks: Iterable[np.ndarray],
+        *,
+        before_run: Callable[[int], None] | None = None,
+        stats: InputStats | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Separate a whole input given as blocks.
+
+        Args:
+            blocks: ``(channels, n)`` float32 at ``sample_rate``, 1 or 2 channels, in order.
+            before_run: called before each model call with the input position (samples at
+                ``sample_rate``) it starts at; raise from it to stop.
+            stats: the input's statistics, when ``needs_stats``.
+
+        Yields:
+            stem name -> ``(channels, m)`` float32 (the input's channel count): consecutive
+            ranges that together cover the input exactly.
+        """
+        ...
+
+
+def streaming(backend: Backend) -> StreamingBackend | None:
+    """``backend`` as a :class:`StreamingBackend`, or None when it takes windows."""
+    return backend if callable(getattr(backend, "stream", None)) else None  # type: ignore[return-value]
 
 
 def reports_progress(backend: Backend) -> bool:

@@ -97,7 +97,7 @@ def is_installed(spec: ModelSpec, model_dir: Path | None = None) -> bool:
             resolve_weight(spec, weight, model_dir)
     except ModelUnavailable:
         return False
-    return all(is_installed(get_spec(dep), model_dir) for dep in spec.requires)
+    return all(is_installed(get_spec(dep, model_dir), model_dir) for dep in spec.requires)
 
 
 def verified_weights(spec: ModelSpec, model_dir: Path | None = None) -> list[Path]:
@@ -125,7 +125,7 @@ def load_backend(
         model_path: a local checkpoint to load instead of the registered weights.
         device: torch device string.
     """
-    spec = get_spec(model_id)
+    spec = get_spec(model_id, model_dir)
     if model_path is None:
         # Missing weights are the user's to fix (`models pull`): say so before anything else,
         # whatever the architecture.

@@ -2,13 +2,17 @@
 
 A :class:`ModelSpec` is pure data (``spec.py``). The built-in models (Spleeter, the DSP cascade,
 Meta's Demucs) are declared here; the community checkpoints (RoFormer, SCNet, MDX23C, MDX-Net)
-in ``catalogue.py``. Loading goes through :func:`demixer.models.loading.load_backend`, which
+in ``catalogue/``. Loading goes through :func:`demixer.models.loading.load_backend`, which
 verifies every weights file's SHA-256 before anything is deserialised.
+
+Besides these, :func:`get_spec` and :func:`list_specs` see the user's own models in the model
+directory (:mod:`demixer.models.user_models`, ``demixer models add``).
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 from demixer.errors import UnknownModel
 from demixer.models.catalogue import CATALOGUE
@@ -28,6 +32,7 @@ __all__ = [
     "ModelSpec",
     "Score",
     "WeightFile",
+    "catalogue_ids",
     "get_spec",
     "list_specs",
     "model_card",
@@ -280,21 +285,41 @@ _SPECS = (*_BUILTIN, *CATALOGUE)
 _BY_ID = {spec.id: spec for spec in _SPECS}
 
 
-def list_specs() -> tuple[ModelSpec, ...]:
-    """Every registered model, in display order."""
-    return _SPECS
+def catalogue_ids() -> frozenset[str]:
+    """The ids of the catalogue's models (never a user model's name)."""
+    return frozenset(_BY_ID)
 
 
-def get_spec(model_id: str) -> ModelSpec:
-    """The spec for ``model_id``; raises :class:`UnknownModel` naming the known ids."""
-    try:
-        return _BY_ID[model_id]
-    except KeyError:
-        known = ", ".join(_BY_ID)
-        raise UnknownModel(f"unknown model {model_id!r}; known models: {known}") from None
+def list_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
+    """Every registered model, in display order: the catalogue, then the user's own models in
+    ``model_dir`` (default ``$DEMIXER_MODEL_DIR``)."""
+    from demixer.models.user_models import user_specs  # it imports this module
+
+    return _SPECS + user_specs(model_dir)
+
+
+def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
+    """The spec for ``model_id`` (a catalogue id, or a user model in ``model_dir``); raises
+    :class:`UnknownModel` naming the known ids."""
+    spec = _BY_ID.get(model_id)
+    if spec is not None:
+        return spec
+    from demixer.models.user_models import user_spec
+
+    user = user_spec(model_id, model_dir)
+    if user is not None:
+        return user
+    known = ", ".join(s.id for s in list_specs(model_dir))
+    raise UnknownModel(f"unknown model {model_id!r}; known models: {known}")
 
 
 def model_card(model_id: str) -> str:
     """The model card (markdown) shipped with demixer for ``model_id``."""
     spec = get_spec(model_id)
+    if spec.id not in _BY_ID:  # a user's own model: no card ships for it
+        return (
+            f"# {spec.id}\n\n{spec.description}.\n\n- Stems: {', '.join(spec.stems)}\n"
+            f"- Sample rate: {spec.sample_rate} Hz\n- Weights: {spec.weights_source}\n"
+            f"- Licence: {spec.license}\n"
+        )
     return resources.files("demixer.models").joinpath("cards", f"{spec.id}.md").read_text("utf-8")

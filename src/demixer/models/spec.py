@@ -136,6 +136,12 @@ class ModelSpec:
     scores: tuple[Score, ...] = field(default_factory=tuple)
     pin_sources: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        # One spelling of a stem everywhere (requests, file names, the API): lowercase, so
+        # `--stems vocals` reaches a model whose authors wrote `Vocals`.
+        if any(stem != stem.lower() for stem in self.stems):
+            raise ValueError(f"model {self.id!r}: stem names are lowercase, not {self.stems}")
+
     @property
     def family(self) -> str:
         """The architecture, or for models with a loader of their own its module's name."""

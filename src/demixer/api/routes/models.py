@@ -70,7 +70,9 @@ def model_list(services: Services, installed: list[ModelSpec] | None = None) -> 
         bit_depths={fmt: list(depths) for fmt, depths in BIT_DEPTHS.items()},
     )
     here = {spec.id for spec in installed}
-    catalogue = [_engine_model(spec, spec.id in here, limits) for spec in list_specs()]
+    catalogue = [
+        _engine_model(spec, spec.id in here, limits) for spec in list_specs(settings.model_dir)
+    ]
     engines = [model for model in catalogue if model.installed]
     stems = sorted({stem for spec in installed for stem in spec.stems})
     queue_models = [

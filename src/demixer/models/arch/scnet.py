@@ -157,6 +157,8 @@ class _SDLayer(nn.Module):
 class _SDBlock(nn.Module):
     """Sparse down-sampling: band convolutions, convolution modules, a 3x3 global conv."""
 
+    keep_float32 = False  # see SCNet.__init__
+
     def __init__(self, opts: ScnetOptions, cin: int, cout: int) -> None:
         super().__init__()
         self.SDlayer = _SDLayer(opts, cin, cout)
@@ -280,6 +282,9 @@ class SCNet(nn.Module):
         self.encoder = nn.ModuleList(
             _SDBlock(opts, dims[i], dims[i + 1]) for i in range(len(dims) - 1)
         )
+        # It runs with autocast off (see forward): its weights stay float32 when a backend stores
+        # the others in bf16 (demixer.models.msst.backend.store_weights_in).
+        cast(_SDBlock, self.encoder[0]).keep_float32 = True
         # Deepest level first, as the reference stores them.
         self.decoder = nn.ModuleList(
             nn.Sequential(

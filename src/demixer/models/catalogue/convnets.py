@@ -69,7 +69,7 @@ OTHERS: tuple[ModelSpec, ...] = (
     msst(
         "mdx23c-instvoc-hq",
         arch="mdx23c",
-        stems=("Vocals", "Instrumental"),
+        stems=("vocals", "instrumental"),
         description="MDX23C-InstVoc HQ (TFC-TDF v3, 8k FFT) from UVR: vocals / instrumental.",
         config=file(
             "model_2_stem_full_band_8k.yaml",
@@ -93,8 +93,8 @@ OTHERS: tuple[ModelSpec, ...] = (
         source_url=UVR_RELEASES_PAGE,
         quality="vocals 10.56 dB median SDR, 40 MUSDB18 tracks (audio-separator's run)",
         scores=(
-            separator_median("Vocals", 10.56, 40),
-            separator_median("Instrumental", 15.83, 40),
+            separator_median("vocals", 10.56, 40),
+            separator_median("instrumental", 15.83, 40),
         ),
         pin_sources=(
             CLEANSPLIT,
@@ -105,7 +105,7 @@ OTHERS: tuple[ModelSpec, ...] = (
     ),
     mdx_net(
         "mdx-net-vocals-kim-2",
-        stems=("Vocals", "Instrumental"),
+        stems=("vocals", "instrumental"),
         description="Kim Vocal 2, the classic UVR MDX-Net (ONNX) vocal model.",
         onnx=file(
             "Kim_Vocal_2.onnx",
@@ -118,7 +118,7 @@ OTHERS: tuple[ModelSpec, ...] = (
             "dim_f": 3072,
             "dim_t": 256,
             "compensate": 1.009,
-            "primary_stem": "Vocals",
+            "primary_stem": "vocals",
         },
         license=(
             "Not stated by its author (Kimberley Jensen); distributed in UVR's model releases, "
@@ -130,14 +130,14 @@ OTHERS: tuple[ModelSpec, ...] = (
         weights_source="Kimberley Jensen (KimberleyJSN), UVR's model releases",
         quality="vocals 10.18 dB median SDR, 40 MUSDB18 tracks (audio-separator's run)",
         scores=(
-            separator_median("Vocals", 10.18, 40),
-            separator_median("Instrumental", 15.36, 40),
+            separator_median("vocals", 10.18, 40),
+            separator_median("instrumental", 15.36, 40),
         ),
         pin_sources=(MDX_NET_RECORDS, f"UVR model_data.json key {KIM_VOCAL_2_MD5} (identity)"),
     ),
     mdx_net(
         "mdx-net-inst-hq-3",
-        stems=("Instrumental", "Vocals"),
+        stems=("instrumental", "vocals"),
         description="UVR-MDX-NET Inst HQ 3, UVR's classic MDX-Net (ONNX) instrumental model.",
         onnx=file(
             "UVR-MDX-NET-Inst_HQ_3.onnx",
@@ -150,15 +150,15 @@ OTHERS: tuple[ModelSpec, ...] = (
             "dim_f": 3072,
             "dim_t": 256,
             "compensate": 1.022,
-            "primary_stem": "Instrumental",
+            "primary_stem": "instrumental",
         },
         license=UVR_LICENSE,
         license_class="permissive",
         weights_source="UVR's developers (Anjok07, aufr33), UVR's model releases",
         quality="instrumental 15.42 dB median SDR, 40 MUSDB18 tracks (audio-separator's run)",
         scores=(
-            separator_median("Instrumental", 15.42, 40),
-            separator_median("Vocals", 8.81, 40),
+            separator_median("instrumental", 15.42, 40),
+            separator_median("vocals", 8.81, 40),
         ),
         pin_sources=(MDX_NET_RECORDS, f"UVR model_data.json key {INST_HQ_3_MD5} (identity)"),
     ),

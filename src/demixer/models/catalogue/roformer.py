@@ -117,7 +117,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
     msst(
         "mel-roformer-inst-becruily",
         arch="mel_band_roformer",
-        stems=("Instrumental", "Vocals"),
+        stems=("instrumental", "vocals"),
         description="becruily's Mel-Band RoFormer trained for the instrumental (and vocals).",
         config=file(
             "config_melband_roformer_instrumental_becruily.yaml",
@@ -142,8 +142,8 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         source_url=f"https://huggingface.co/{_INST_REPO}",
         quality="instrumental 15.36 dB median SDR, 10 MUSDB18 tracks (audio-separator's run)",
         scores=(
-            separator_median("Instrumental", 15.36, 10),
-            separator_median("Vocals", 10.75, 10),
+            separator_median("instrumental", 15.36, 10),
+            separator_median("vocals", 10.75, 10),
         ),
         pin_sources=(
             MELBAND_INFER,
@@ -156,7 +156,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
     msst(
         "mel-roformer-karaoke-becruily",
         arch="mel_band_roformer",
-        stems=("Vocals", "Instrumental"),
+        stems=("vocals", "instrumental"),
         description="becruily's karaoke model: lead vocals vs. everything else (backing too).",
         config=hf_file(
             _KARA_REPO,

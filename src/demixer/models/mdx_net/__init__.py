@@ -7,7 +7,7 @@ registry entry carries them in ``arch_params`` (see :mod:`demixer.models.mdx_net
 The inference is UVR's own (:mod:`demixer.models.mdx_net.chunks`), with UVR's defaults: 256-frame
 chunks stepped by ``chunk - n_fft``, Hann-weighted overlap-add, no "denoise" pass, and the
 output multiplied by the model's ``compensate`` gain: UVR's "primary stem". A registry entry
-may also list the secondary stem (``stems=("Vocals", "Instrumental")``), which is the input
+may also list the secondary stem (``stems=("vocals", "instrumental")``), which is the input
 minus the primary, exactly as UVR computes it.
 
 Where demixer differs from UVR: for 44.1 kHz input, nothing inside one engine window (about a

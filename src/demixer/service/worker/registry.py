@@ -78,11 +78,14 @@ def runnable_models(settings: Settings, requested: Collection[str] | None = None
     :class:`~demixer.errors.ModelUnavailable` when no model is left: such a worker could never
     claim a job.
     """
-    installed = [spec.id for spec in list_specs() if is_installed(spec, settings.model_dir)]
+    specs = list_specs(settings.model_dir)
+    installed = [spec.id for spec in specs if is_installed(spec, settings.model_dir)]
     if requested is None:
         chosen = installed
     else:
-        wanted = {get_spec(model.strip()).id for model in requested if model.strip()}
+        wanted = {
+            get_spec(model.strip(), settings.model_dir).id for model in requested if model.strip()
+        }
         chosen = [model for model in installed if model in wanted]
         missing = sorted(wanted - set(installed))
         if missing and chosen:

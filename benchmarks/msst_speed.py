@@ -1,0 +1,495 @@
+"""Speed, agreement, FLOPs and memory of demixer's MSST models next to MSST's own inference.
+
+Models: the published configs of Kimberley Jensen's Mel-Band RoFormer vocals model and viperx's
+BS-RoFormer vocals model ("1297"), full size, with random weights (the real checkpoints cannot
+be fetched here; speed does not depend on the values): MSST's own classes build each network
+(seeded, every weight perturbed) and save its state_dict once to ``.cache/msst``.
+
+Systems, each run in a fresh subprocess of the project venv on 2 threads, alternating per round:
+
+- **MSST** (PyPI ``msst`` 0.1.0, ZFTurbo's Music-Source-Separation-Training): its
+  ``get_model_from_config``, ``load_state_dict`` and ``demix`` (what its ``inference.py`` runs with
+  default options: no TTA, one "bigshift"), in fp32, ``torch.inference_mode``;
+- **demixer**: ``Separator`` of ``demixer.models.msst.user.open_files`` on the same files,
+  default precision (bf16 where the CPU has it natively, as here), and ``DEMIXER_PRECISION=fp32``.
+
+Reported: the separation call alone (model already loaded), as seconds per audio second and real
+time factor; demixer's agreement with MSST (SNR of the stems, dB, over the whole output); FLOPs
+per audio second (matmuls and attention counted per layer, 2 FLOPs per multiply-add) and the
+share of this machine's measured matmul peak reached. Memory (``--memory``): peak RSS of each
+whole subprocess on long inputs; there the networks keep their full width but get one block
+(``depth: 1``), so that MSST's 10 minutes finish within the hour: the length-dependent part, which
+is what differs (MSST holds whole-song arrays), is the same at any depth.
+
+    .venv/bin/python benchmarks/msst_speed.py [--rounds 2] [--seconds 10]
+        [--models kim-mel viperx-bs] [--memory --minutes 1 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml  # type: ignore[import-untyped]
+
+import common
+
+CONFIGS = common.ROOT / "tests" / "data" / "msst"
+MODELS = {
+    "kim-mel": (
+        "config_vocals_mel_band_roformer_kj.yaml",
+        "mel_band_roformer",
+        "Kim Mel-Band RoFormer vocals",
+    ),
+    "viperx-bs": (
+        "model_bs_roformer_ep_317_sdr_12.9755.yaml",
+        "bs_roformer",
+        "viperx BS-RoFormer 1297 vocals",
+    ),
+}
+SYSTEMS = {
+    "msst": ("MSST 0.1.0 `demix` (fp32)", {}),
+    "demixer": ("demixer (default: bf16 here)", {}),
+    "demixer-fp32": ("demixer, `DEMIXER_PRECISION=fp32`", {"DEMIXER_PRECISION": "fp32"}),
+}
+MSST_DIR = common.CACHE / "msst"
+
+
+# --- model files -----------------------------------------------------------------------------
+
+
+def model_files(name: str, depth: int | None = None) -> tuple[Path, Path, str]:
+    """(config, checkpoint, arch) for ``name``, made once with MSST's classes (seeded)."""
+    file, arch, _ = MODELS[name]
+    tag = name if depth is None else f"{name}-depth{depth}"
+    config_path = MSST_DIR / f"{tag}.yaml"
+    checkpoint = MSST_DIR / f"{tag}.ckpt"
+    if checkpoint.is_file() and config_path.is_file():
+        return config_path, checkpoint, arch
+    MSST_DIR.mkdir(parents=True, exist_ok=True)
+    config = yaml.load((CONFIGS / file).read_text(), Loader=yaml.FullLoader)
+    if depth is not None:
+        config["model"]["depth"] = depth
+    config_path.write_text(yaml.dump(config))
+    code = (
+        "import sys, torch\n"
+        "from msst.utils.settings import get_model_from_config\n"
+        "model, _ = get_model_from_config(sys.argv[1], sys.argv[2])\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "with torch.no_grad():\n"
+        "    for n, p in model.named_parameters():\n"
+        "        if not n.endswith('freqs'): p.add_(torch.randn(p.shape, generator=g) * 0.02)\n"
+        "torch.save(model.state_dict(), sys.argv[3] + '.part')\n"
+    )
+    subprocess.run(
+        [str(common.MAIN_PY), "-c", code, arch, str(config_path), str(checkpoint)], check=True
+    )
+    Path(str(checkpoint) + ".part").rename(checkpoint)
+    return config_path, checkpoint, arch
+
+
+# --- one run (in its own process) ------------------------------------------------------------
+
+
+def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, out: Path) -> None:
+    """The subprocess side: load, separate once (timed), write stems and a result JSON."""
+    started = time.perf_counter()
+    import soundfile as sf
+    import torch
+
+    torch.set_num_threads(2)
+    mix = np.ascontiguousarray(sf.read(str(wav), dtype="float32", always_2d=True)[0].T)
+    t0 = time.perf_counter()
+    cpu = 0.0
+    if system == "msst":
+        from msst.utils.model_utils import demix
+        from msst.utils.settings import get_model_from_config
+
+        model, cfg = get_model_from_config(arch, str(config))
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        model.eval()
+        loaded, cpu = time.perf_counter(), _cpu_s()
+        with torch.inference_mode():
+            stems = demix(cfg, model, mix, "cpu", arch)
+        precision = "fp32"
+    else:
+        from demixer.engine import Separator
+        from demixer.models.msst.user import open_files
+
+        spec, backend = open_files(arch, config, checkpoint)
+        separator = Separator.from_backend(spec, backend)
+        loaded, cpu = time.perf_counter(), _cpu_s()
+        stems = separator.separate_array(mix, 44100)
+        precision = backend.precision
+    done, cpu = time.perf_counter(), _cpu_s() - cpu
+    if out.name != "none":
+        np.savez(out, **stems)
+    result = {
+        "load_s": loaded - t0,
+        "separate_s": done - loaded,
+        "separate_cpu_s": cpu,
+        "startup_s": t0 - started,
+        "precision": precision,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print("RESULT " + json.dumps(result))
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used: less sensitive than wall time to
+    other work on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def launch(
+    system: str, arch: str, config: Path, checkpoint: Path, wav: Path, out: Path
+) -> dict[str, Any]:
+    env = {**common._env(), **SYSTEMS[system][1]}
+    cmd = [str(common.MAIN_PY), __file__, "--run", system, arch, str(config), str(checkpoint)]
+    cmd += [str(wav), str(out)]
+    with common.CpuWatch() as watch:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(common.ROOT))
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
+        return {"error": f"exit {proc.returncode}: {tail}", "wall_s": watch.wall}
+    res: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    res["wall_s"], res["foreign_load"] = watch.wall, watch.foreign
+    return res
+
+
+# --- FLOPs ----------------------------------------------------------------------------------
+
+
+def roformer_flops(config_path: Path) -> dict[str, float]:
+    """FLOPs of one chunk through the network, counted per layer from the config (matmuls and
+    attention; norms, activations, STFT and masks are elementwise or O(n log n): left out)."""
+    from demixer.models.arch.mel_band_roformer import band_membership
+    from demixer.models.msst.config import read_config
+
+    arch = "mel_band_roformer" if "mel" in config_path.name else "bs_roformer"
+    cfg = read_config(config_path, arch=arch)
+    m = dict(cfg.model)
+    d, depth = m["dim"], m["depth"]
+    heads, dim_head = m.get("heads", 8), m.get("dim_head", 64)
+    inner = heads * dim_head
+    hop = m.get("stft_hop_length", 512)
+    frames = cfg.chunk_size // hop + 1
+    channels = 2 if m.get("stereo") else 1
+    if arch == "mel_band_roformer":
+        member = band_membership(
+            m.get("sample_rate", 44100), m.get("stft_n_fft", 2048), m.get("num_bands", 60)
+        )
+        bins_per_band = [int(x) for x in member.sum(axis=1)]
+        mask_layers = m.get("mask_estimator_depth", 1) + 1
+    else:
+        bins_per_band = list(m["freqs_per_bands"])
+        mask_layers = m.get("mask_estimator_depth", 2)
+    bands = len(bins_per_band)
+    dims_in = [2 * channels * f for f in bins_per_band]
+    tokens = frames * bands
+    per_token = 3 * inner * d + heads * d + inner * d + 2 * d * 4 * d  # qkv, gates, out, FF
+    layers = depth * (m.get("time_transformer_depth", 2) + m.get("freq_transformer_depth", 2))
+    macs = {
+        "transformer projections + feed-forward": tokens * per_token * layers,
+        "attention (QK and AV)": depth
+        * (
+            m.get("time_transformer_depth", 2) * bands * 2 * frames * frames * inner
+            + m.get("freq_transformer_depth", 2) * frames * 2 * bands * bands * inner
+        ),
+        "band split": frames * sum(dims_in) * d,
+        "mask estimators": frames
+        * m.get("num_stems", 1)
+        * sum(
+            d * d * m.get("mlp_expansion_factor", 4)
+            + (mask_layers - 2) * (d * m.get("mlp_expansion_factor", 4)) ** 2
+            + d * m.get("mlp_expansion_factor", 4) * 2 * n
+            for n in dims_in
+        ),
+    }
+    chunk_s = cfg.chunk_size / cfg.sample_rate
+    chunks_per_s = cfg.num_overlap / chunk_s  # each sample is in num_overlap chunks
+    total = 2 * sum(macs.values())
+    return {
+        **{f"gflop_chunk {k}": 2 * v / 1e9 for k, v in macs.items()},
+        "gflop_chunk": total / 1e9,
+        "gflop_per_audio_s": total * chunks_per_s / 1e9,
+    }
+
+
+def chunk_count(config_path: Path, seconds: float) -> int:
+    """Chunks MSST's inference runs for ``seconds`` of audio (edge padding included)."""
+    from demixer.models.msst.config import read_config
+
+    cfg = read_config(config_path, arch="bs_roformer")
+    n = round(seconds * cfg.sample_rate)
+    border = cfg.chunk_size - cfg.step
+    padded = n + 2 * border if n > 2 * border and border > 0 else n
+    return -(-padded // cfg.step)
+
+
+# --- the comparison --------------------------------------------------------------------------
+
+
+def snr(ref: np.ndarray, est: np.ndarray) -> float:
+    ref64 = ref.astype(np.float64)
+    err = np.sum((ref64 - est.astype(np.float64)) ** 2)
+    return float(10 * np.log10(np.sum(ref64**2) / max(err, 1e-30)))
+
+
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    wav = common.long_mix(args.seconds, "wav")
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        m: {s: [] for s in SYSTEMS} for m in args.models
+    }
+    with common.tempdir("msst") as tmp:
+        for r in range(args.rounds):
+            for name in args.models:
+                config, checkpoint, arch = model_files(name)
+                outs = {}
+                for system in SYSTEMS:
+                    common.wait_quiet(args.quiet_wait)
+                    print(f"msst speed: round {r + 1}/{args.rounds} {name} {system}", flush=True)
+                    out = Path(tmp) / f"{name}-{system}.npz"
+                    res = launch(system, arch, config, checkpoint, wav, out)
+                    res["round"] = r + 1
+                    if "error" not in res:
+                        outs[system] = dict(np.load(out))
+                    print("   ", json.dumps(res), flush=True)
+                    runs[name][system].append(res)
+                for system in ("demixer", "demixer-fp32"):
+                    if "msst" in outs and system in outs:
+                        ref = outs["msst"]
+                        runs[name][system][-1]["snr_db"] = min(
+                            snr(ref[k], outs[system][k]) for k in ref
+                        )
+    return runs
+
+
+def memory(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    name = args.models[0]
+    config, checkpoint, arch = model_files(name, depth=1)
+    for minutes in args.minutes:
+        wav = common.long_mix(minutes * 60, "wav")
+        for system in ("demixer", "msst"):
+            if system == "msst" and minutes != max(args.minutes):
+                continue
+            common.wait_quiet(args.quiet_wait)
+            print(f"msst memory: {minutes} min {system}", flush=True)
+            res = launch(system, arch, config, checkpoint, wav, Path("none"))
+            print("   ", json.dumps(res), flush=True)
+            out[f"{system} {minutes} min"] = res
+    return out
+
+
+# --- RESULTS.md ------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None) -> str:
+    """The RESULTS.md section: each speed run (longest input first), then memory."""
+    out = ["## MSST models: BS-RoFormer and Mel-Band RoFormer", "", common.header("msst_speed.py")]
+    out.append(
+        "demixer's MSST backend next to MSST's own inference (PyPI `msst` 0.1.0: "
+        "`get_model_from_config`, `load_state_dict`, `demix`, fp32) on the same config and "
+        "checkpoint: the published configs of Kimberley Jensen's Mel-Band RoFormer vocals "
+        "model and viperx's BS-RoFormer 1297 vocals model at full size, with random weights "
+        "(seeded; speed does not depend on the values). Each run is a fresh subprocess on 2 "
+        "threads; the systems alternate within a round. *separation*: the separation call "
+        "alone, model loaded; *speed-up*: MSST's time over demixer's, per round, median; "
+        "*CPU s*: the CPU seconds (user + system) the separation used, and its speed-up, which "
+        "depend less on other work than wall time does (where a run recorded them). "
+        "*agreement*: SNR of demixer's stem against MSST's (dB). The machine is shared with "
+        "other work (*other load*: the share of both cores other processes used during the "
+        "run), so absolute times are pessimistic; the peers ran side by side under the same "
+        "conditions.\n"
+    )
+    for speed_json in sorted(speed_runs, key=lambda run: -run["args"]["seconds"]):
+        args = speed_json["args"]
+        seconds = f"{args['seconds']:g} s"
+        out.append(
+            f"**{seconds} input** ({speed_json.get('measured', 'date not recorded')}): {seconds} "
+            f"of the MUSDB18 excerpt's mix (stereo 44.1 kHz), "
+            f"{args['rounds']} round(s). Reproduce: `.venv/bin/python benchmarks/msst_speed.py "
+            f"--rounds {args['rounds']} --seconds {args['seconds']:g}`."
+            + (
+                " Shorter than one chunk: every system runs one whole chunk (as for a song's "
+                "edge), so *s per audio s* is one chunk's, not a long song's; the speed-ups "
+                "compare the same chunk."
+                if all(chunk_count(model_files(m)[0], args["seconds"]) == 1 for m in args["models"])
+                else ""
+            )
+            + "\n"
+        )
+        head = ["model", "system", "separation s (each round)", "s per audio s", "speed-up",
+                "CPU s", "speed-up (CPU)", "agreement dB", "prec.", "other load"]  # fmt: skip
+        rows = []
+        for model, systems in speed_json["runs"].items():
+            ref = systems.get("msst", [])
+            for system, runs in systems.items():
+                ok = [r for r in runs if "error" not in r]
+                if not ok:
+                    rows.append([MODELS[model][2], SYSTEMS[system][0], "failed", *["–"] * 7])
+                    continue
+                times = [r["separate_s"] for r in ok]
+                ratios = [
+                    m["separate_s"] / r["separate_s"]
+                    for m, r in zip(ref, runs, strict=False)
+                    if "error" not in m and "error" not in r
+                ]
+                cpu = [r.get("separate_cpu_s") for r in ok]
+                cpu_ratios = [
+                    m["separate_cpu_s"] / r["separate_cpu_s"]
+                    for m, r in zip(ref, runs, strict=False)
+                    if "separate_cpu_s" in m and "separate_cpu_s" in r
+                ]
+                snrs = [r["snr_db"] for r in ok if "snr_db" in r]
+                loads = [r["foreign_load"] for r in ok if r.get("foreign_load") is not None]
+                rows.append([
+                    MODELS[model][2], SYSTEMS[system][0],
+                    ", ".join(f"{t:.0f}" for t in times),
+                    common.fmt(_median(times) / args["seconds"]),
+                    "–" if system == "msst" else f"{_median(ratios):.2f}x",
+                    "–" if None in cpu else ", ".join(f"{t:.0f}" for t in cpu if t is not None),
+                    "–" if system == "msst" or not cpu_ratios else f"{_median(cpu_ratios):.2f}x",
+                    "–" if not snrs else common.fmt(_median(snrs), 1),
+                    ok[0]["precision"],
+                    "–" if not loads else f"{100 * max(loads):.0f} %",
+                ])  # fmt: skip
+        out += [f"### Speed, {seconds} input", "", common.table(head, rows)]
+        gflops = speed_json["machine_gflops"]
+        peak = {p: max(v for k, v in gflops.items() if k.startswith(p)) for p in ("fp32", "bf16")}
+        out += [f"### FLOPs, {seconds} input", ""]
+        out.append(
+            "Counted per layer from the config, 2 FLOPs per multiply-add: the transformers' "
+            "projections and feed-forward layers, attention (QK and AV), band split and mask "
+            "estimators; norms, activations, STFTs and the masking are elementwise and left "
+            "out. Per audio second: each sample is in `num_overlap` chunks. The machine's peak is "
+            f"its measured matmul throughput on 2 threads: fp32 {peak['fp32']:.0f}, bf16 "
+            f"{peak['bf16']:.0f} GFLOP/s. *achieved*: FLOPs of the chunks run over the "
+            "median separation time (the short input's edge chunks included).\n"
+        )
+        head = ["model", "GFLOP per chunk (parts)", "GFLOP per audio s", "system",
+                "achieved GFLOP/s", "share of peak"]  # fmt: skip
+        rows = []
+        for model, flops in speed_json["flops"].items():
+            parts = ", ".join(
+                f"{k.removeprefix('gflop_chunk ')} {v:.0f}"
+                for k, v in flops.items()
+                if k.startswith("gflop_chunk ")
+            )
+            chunks = chunk_count(model_files(model)[0], args["seconds"])
+            for system, runs in speed_json["runs"][model].items():
+                ok = [r for r in runs if "error" not in r]
+                if not ok:
+                    continue
+                achieved = flops["gflop_chunk"] * chunks / _median([r["separate_s"] for r in ok])
+                rows.append([
+                    MODELS[model][2], f"{flops['gflop_chunk']:.0f} ({parts})",
+                    f"{flops['gflop_per_audio_s']:.0f}", SYSTEMS[system][0],
+                    f"{achieved:.0f}", f"{100 * achieved / peak[ok[0]['precision']]:.0f} %",
+                ])  # fmt: skip
+        out.append(common.table(head, rows))
+    cpu_ratios: dict[str, list[float]] = {}
+    for speed_json in speed_runs:
+        for systems in speed_json["runs"].values():
+            for system, runs in systems.items():
+                cpu_ratios.setdefault(system, []).extend(
+                    m["separate_cpu_s"] / r["separate_cpu_s"]
+                    for m, r in zip(systems.get("msst", []), runs, strict=False)
+                    if system != "msst" and "separate_cpu_s" in m and "separate_cpu_s" in r
+                )
+    spans = [
+        f"{SYSTEMS[system][0]} {min(v):.2f}-{max(v):.2f}x" for system, v in cpu_ratios.items() if v
+    ]
+    if spans:
+        out.append(
+            "In CPU time (the measure least moved by other work), over every run and model "
+            f"that recorded it, MSST's time over demixer's: {'; '.join(spans)}.\n"
+        )
+    if memory_json:
+        args = memory_json["args"]
+        out += ["### Memory", ""]
+        out.append(
+            f"Peak RSS of the whole subprocess (model load included) separating the excerpt's "
+            f"mix looped to each length, {MODELS[args['models'][0]][2]} config at full width "
+            "with one block (`depth: 1`: the part that grows with the song is the same at any "
+            "depth, and MSST's 10 minutes finish in under an hour). Reproduce: "
+            "`.venv/bin/python benchmarks/msst_speed.py --memory --minutes "
+            f"{' '.join(f'{m:g}' for m in args['minutes'])}`.\n"
+        )
+        rows = [
+            [key.split(" ", 1)[1], SYSTEMS[key.split(" ", 1)[0]][0],
+             "failed" if "error" in r else f"{r['peak_rss_mb']:.0f} MB",
+             "–" if "error" in r else f"{r['separate_s']:.0f} s"]
+            for key, r in memory_json["memory"].items()
+        ]  # fmt: skip
+        out.append(common.table(["input", "system", "peak RSS", "separation"], rows))
+    return "\n".join(out)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--run"]:
+        system, arch, config, checkpoint, wav, out = argv[1:7]
+        run_one(system, arch, Path(config), Path(checkpoint), Path(wav), Path(out))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--memory", action="store_true", help="measure peak memory instead")
+    ap.add_argument("--minutes", nargs="*", type=float, default=[1.0, 10.0])
+    ap.add_argument("--quiet-wait", type=float, default=30.0)
+    ap.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from .cache")
+    args = ap.parse_args(argv)
+    if args.render:
+        common.write_section(
+            "msst",
+            render(
+                [json.loads(p.read_text()) for p in common.CACHE.glob("msst_speed-*.json")],
+                _load(common.CACHE / "msst_memory.json"),
+            ),
+        )
+        return
+    speed_file = f"msst_speed-{args.seconds:g}s.json"  # one per input length, all rendered
+    results_file = common.CACHE / ("msst_memory.json" if args.memory else speed_file)
+    common.CACHE.mkdir(exist_ok=True)
+    if args.memory:
+        payload: dict[str, Any] = {"memory": memory(args), "args": vars(args)}
+    else:
+        from speed import machine_gflops
+
+        runs = speed(args)
+        flops = {m: roformer_flops(model_files(m)[0]) for m in args.models}
+        payload = {
+            "measured": f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit "
+            f"{common.git_rev()}",
+            "runs": runs,
+            "flops": flops,
+            "machine_gflops": machine_gflops(args.quiet_wait),
+            "args": vars(args),
+        }
+    results_file.write_text(json.dumps(payload, indent=1))
+    print(f"written to {results_file}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The engine's side of a :class:`~demixer.models.base.StreamingBackend`.
+
+Such a backend windows the whole input itself (MSST's chunking), so the engine does not cut
+windows: it resamples the input stream to the model's rate, passes it through the backend, and
+resamples each requested stem back, all with streaming resamplers; the input is held back only
+until the stems for the same samples come out, so the residual (input minus stems) is exact and
+memory stays bounded by the backend's own latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from demixer.audio import SampleQueue, StreamResampler, resampled_length
+from demixer.errors import DemixerError, ModelFailed
+from demixer.models.base import InputStats, StreamingBackend
+
+__all__ = ["input_stats", "stream_backend"]
+
+
+def input_stats(blocks: Iterable[np.ndarray]) -> InputStats:
+    """Mean and standard deviation of the mono mix of a block stream (float64, one pass)."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for block in blocks:
+        mono = np.asarray(block, np.float64).mean(axis=0)
+        n = mono.shape[0]
+        if not n:
+            continue
+        block_mean = float(mono.mean())
+        block_m2 = float(np.square(mono - block_mean).sum())
+        delta = block_mean - mean
+        total = count + n
+        mean += delta * n / total
+        m2 += block_m2 + delta * delta * count * n / total
+        count = total
+    return InputStats(mean=mean, std=(m2 / count) ** 0.5 if count else 0.0)
+
+
+def stream_backend(
+    backend: StreamingBackend,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    targets: Sequence[str],
+    *,
+    model_id: str,
+    before_run: Callable[[int], None] | None = None,
+    stats: InputStats | None = None,
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Separate a block stream with a backend that windows it itself.
+
+    Args:
+        blocks: ``(channels, n)`` float32 at ``sample_rate``, 1 or 2 channels.
+        targets: the stems to return (a subset of ``backend.stems``).
+        before_run: the backend's hook, with positions converted to ``sample_rate``.
+
+    Yields:
+        ``(input, stems)``: consecutive regions of the input and the target stems for them,
+        each ``(channels, n)`` at ``sample_rate``; the regions tile the input.
+    """
+    rate = backend.sample_rate
+    pending = SampleQueue()
+    outputs = {name: SampleQueue() for name in targets}
+    back: dict[str, StreamResampler] = {}
+    channels = 0
+
+    def model_blocks() -> Iterator[np.ndarray]:
+        nonlocal channels
+        to_model: StreamResampler | None = None
+        for block in blocks:
+            if not block.shape[1]:
+                continue
+            if to_model is None:
+                channels = block.shape[0]
+                to_model = StreamResampler(sample_rate, rate, channels)
+            pending.push(block)
+            yield to_model.process(block)
+        if to_model is not None:
+            yield to_model.process(np.zeros((channels, 0), np.float32), last=True)
+
+    def hook(position: int) -> None:
+        if before_run is not None:
+            before_run(resampled_length(position, rate, sample_rate))
+
+    def ready() -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        n = min([pending.size, *(f.size for f in outputs.values())])
+        if n:
+            yield pending.pop(n), {name: f.pop(n) for name, f in outputs.items()}
+
+    try:
+        for stems in backend.stream(model_blocks(), before_run=hook, stats=stats):
+            for name in targets:
+                if name not in back:
+                    back[name] = StreamResampler(rate, sample_rate, stems[name].shape[0])
+                outputs[name].push(back[name].process(stems[name]))
+            yield from ready()
+    except DemixerError:
+        raise
+    except Exception as exc:  # a model crash is ours, not the user's: say so
+        raise ModelFailed(f"model {model_id!r} failed: {type(exc).__name__}: {exc}") from exc
+    for name in targets:
+        if name in back:
+            outputs[name].push(back[name].process(np.zeros((channels, 0), np.float32), last=True))
+    yield from ready()
+    if pending.size:  # rates differ: the round trip may end a sample short or long
+        n = pending.size
+        yield pending.pop(n), {name: f.pop_fitted(n, channels) for name, f in outputs.items()}

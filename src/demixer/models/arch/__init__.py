@@ -1,0 +1,73 @@
+"""Network architectures of config-driven models, one module per family.
+
+Every module ``demixer.models.arch.<name>`` exposes::
+
+    build(model: Mapping[str, Any], audio: Mapping[str, Any],
+          instruments: Sequence[str], target_instrument: str | None) -> torch.nn.Module
+
+where ``model`` and ``audio`` are the MSST config's sections as plain dicts. The module it
+returns has the reference implementation's ``state_dict`` keys and shapes (so published
+checkpoints load as they are), is inference-only, and maps ``(batch, channels, samples)`` float32
+to ``(batch, stems, channels, samples)`` (or ``(batch, channels, samples)`` where the reference
+returns that for one stem). It may run under ``torch.autocast`` (bf16/fp16): what must stay
+float32 (STFTs, complex masks) it keeps in float32 itself. A config it cannot compute exactly as
+the reference does raises :class:`~demixer.errors.InvalidModelConfig` (a ``ValueError`` from
+``build`` is turned into one here).
+
+:data:`ARCHITECTURES` maps each MSST ``model_type`` to its builder, imported only when used.
+:data:`FP32_BY_DEFAULT` names the architectures whose bf16 output is too far from fp32 for
+``auto`` precision to choose it (:func:`demixer.models.precision.resolve_precision`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from demixer.errors import InvalidModelConfig, UnknownArchitecture
+
+__all__ = ["ARCHITECTURES", "FP32_BY_DEFAULT", "Builder", "build_model", "builder"]
+
+Builder = Callable[[Mapping[str, Any], Mapping[str, Any], Sequence[str], str | None], nn.Module]
+
+ARCHITECTURES: Mapping[str, str] = {
+    "bs_roformer": "demixer.models.arch.bs_roformer:build",
+    "mel_band_roformer": "demixer.models.arch.mel_band_roformer:build",
+    "mdx23c": "demixer.models.arch.mdx23c:build",
+    "scnet": "demixer.models.arch.scnet:build",
+}
+
+# MDX23C under bf16 autocast agrees with its fp32 output to only ~17 dB SNR on random
+# full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
+# runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16.
+FP32_BY_DEFAULT: frozenset[str] = frozenset({"mdx23c"})
+
+
+def builder(arch: str) -> Builder:
+    """The ``build`` function of ``arch``; :class:`UnknownArchitecture` names the known ones."""
+    target = ARCHITECTURES.get(arch)
+    if target is None:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise UnknownArchitecture(f"unknown architecture {arch!r}; demixer runs: {known}")
+    module_name, _, name = target.partition(":")
+    build: Builder = getattr(importlib.import_module(module_name), name)
+    return build
+
+
+def build_model(
+    arch: str,
+    model: Mapping[str, Any],
+    audio: Mapping[str, Any],
+    instruments: Sequence[str],
+    target_instrument: str | None,
+) -> nn.Module:
+    """Build ``arch`` from config sections, in eval mode (see the module docstring)."""
+    build = builder(arch)
+    try:
+        network = build(model, audio, instruments, target_instrument)
+    except ValueError as exc:  # a builder's own check of an option
+        raise InvalidModelConfig(str(exc)) from None
+    return network.eval()

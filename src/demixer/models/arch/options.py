@@ -1,0 +1,144 @@
+"""The ``model:`` options of MSST's BS-RoFormer and Mel-Band RoFormer, checked once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from demixer.errors import InvalidModelConfig
+
+__all__ = ["RoformerOptions"]
+
+# Options that change only training (losses, checkpointing, dropout) or that a fork added as a
+# speed-up computing the same attention (SageAttention): accepted and ignored at inference.
+_IGNORED = frozenset(
+    {
+        "attn_dropout",
+        "ff_dropout",
+        "dim_freqs_in",
+        "multi_stft_resolution_loss_weight",
+        "multi_stft_resolutions_window_sizes",
+        "multi_stft_hop_size",
+        "multi_stft_normalized",
+        "use_torch_checkpoint",
+        "sage_attention",
+        "match_input_audio_length",
+        "norm",
+    }
+)
+_COMMON = frozenset(
+    {
+        "dim",
+        "depth",
+        "stereo",
+        "num_stems",
+        "time_transformer_depth",
+        "freq_transformer_depth",
+        "linear_transformer_depth",
+        "dim_head",
+        "heads",
+        "flash_attn",
+        "stft_n_fft",
+        "stft_hop_length",
+        "stft_win_length",
+        "stft_normalized",
+        "zero_dc",
+        "mask_estimator_depth",
+        "mlp_expansion_factor",
+        "skip_connection",
+        "use_pope",
+    }
+)
+
+
+def _int(model: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:
+    value = model.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidModelConfig(f"model.{key} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _bool(model: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = model.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidModelConfig(f"model.{key} must be true or false, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RoformerOptions:
+    """The ``model:`` options both RoFormers read, checked, with the reference's defaults.
+
+    ``mask_estimator_depth`` defaults differ per architecture and are passed in.
+    """
+
+    dim: int
+    depth: int
+    stereo: bool
+    num_stems: int
+    time_depth: int
+    freq_depth: int
+    linear_depth: int
+    dim_head: int
+    heads: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    normalized: bool
+    zero_dc: bool
+    mask_depth: int
+    mlp_expansion: int
+    skip_connection: bool
+
+    @classmethod
+    def read(
+        cls,
+        model: Mapping[str, Any],
+        *,
+        arch: str,
+        own: frozenset[str],
+        mask_depth: int,
+        hop_length: int = 512,
+    ) -> RoformerOptions:
+        """Check ``model`` (the YAML ``model:`` section) and read it.
+
+        Raises:
+            InvalidModelConfig: a missing or ill-typed option, an option this architecture does
+                not have, or one demixer cannot compute (PoPE position embeddings).
+        """
+        unknown = sorted(set(model) - _COMMON - _IGNORED - own)
+        if unknown:
+            raise InvalidModelConfig(
+                f"{arch}: unknown model option(s) {', '.join(unknown)}; demixer computes "
+                f"exactly what the reference computes and will not guess what they mean"
+            )
+        if model.get("use_pope", False):
+            raise InvalidModelConfig(f"{arch}: use_pope (PoPE positions) is not supported")
+        if "dim" not in model or "depth" not in model:
+            raise InvalidModelConfig(f"{arch}: model.dim and model.depth are required")
+        n_fft = _int(model, "stft_n_fft", 2048, 2)
+        return cls(
+            dim=_int(model, "dim", 0),
+            depth=_int(model, "depth", 0),
+            stereo=_bool(model, "stereo", False),
+            num_stems=_int(model, "num_stems", 1),
+            time_depth=_int(model, "time_transformer_depth", 2),
+            freq_depth=_int(model, "freq_transformer_depth", 2),
+            linear_depth=_int(model, "linear_transformer_depth", 0, 0),
+            dim_head=_int(model, "dim_head", 64, 2),
+            heads=_int(model, "heads", 8),
+            n_fft=n_fft,
+            hop_length=_int(model, "stft_hop_length", hop_length),
+            win_length=_int(model, "stft_win_length", n_fft),
+            normalized=_bool(model, "stft_normalized", False),
+            zero_dc=_bool(model, "zero_dc", True),
+            mask_depth=_int(model, "mask_estimator_depth", mask_depth),
+            mlp_expansion=_int(model, "mlp_expansion_factor", 4),
+            skip_connection=_bool(model, "skip_connection", False),
+        )
+
+    @property
+    def channels(self) -> int:
+        """Audio channels the model takes: 2 when ``stereo``, else 1."""
+        return 2 if self.stereo else 1

@@ -1,0 +1,125 @@
+"""MSST checkpoints: tensors only, and a clear answer when they do not fit their config.
+
+A checkpoint is read with ``torch.load(weights_only=True)``: plain containers and tensors, never
+an arbitrary pickled object, so a file cannot run code even before (or without) a checksum.
+Accepted layouts are the ones MSST's inference accepts: a bare ``state_dict``, or one under
+``state``, ``state_dict`` or ``model_state_dict`` (unwrapped in that order, as MSST does), and
+also keys prefixed ``module.`` (saved from ``DataParallel``), which MSST itself does not strip.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from demixer.errors import CheckpointMismatch, ModelUnavailable
+
+__all__ = ["describe_mismatch", "load_weights", "read_state_dict"]
+
+_WRAPPERS = ("state", "state_dict", "model_state_dict")
+_SHOWN = 4  # names listed per kind of mismatch
+
+
+def _load(path: Path) -> Any:
+    try:
+        # mmap: the tensors are copied once, into the network, not read into memory first.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc) and "zip" not in str(exc):
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)  # a pre-1.6 file
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The parameter tensors stored in the checkpoint at ``path``.
+
+    Raises:
+        ModelUnavailable: the file is unreadable, not a torch checkpoint, holds objects other
+            than tensors and plain containers, or holds no mapping of names to tensors.
+    """
+    try:
+        obj = _load(Path(path))
+    except pickle.UnpicklingError as exc:
+        detail = _unpickling_detail(str(exc))
+        if "GLOBAL" not in detail:
+            raise ModelUnavailable(f"cannot read checkpoint {path}: {detail}") from None
+        raise ModelUnavailable(
+            f"{path} holds more than tensors ({detail}); demixer loads checkpoints with "
+            "weights_only=True and will not unpickle arbitrary objects"
+        ) from None
+    except FileNotFoundError:
+        raise ModelUnavailable(f"checkpoint {path} does not exist") from None
+    except Exception as exc:  # a corrupt zip or pickle: translate at this boundary
+        reason = f"{type(exc).__name__}: {exc}"
+        raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
+    for key in _WRAPPERS:
+        if isinstance(obj, Mapping) and key in obj:
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not obj:
+        raise ModelUnavailable(f"{path} holds no state_dict (a mapping of names to tensors)")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise ModelUnavailable(
+            f"{path} is not a state_dict: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} "
+            f"that are not tensors ({', '.join(bad[:_SHOWN])})"
+        )
+    state: dict[str, torch.Tensor] = dict(obj)
+    if all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _unpickling_detail(message: str) -> str:
+    """The line of torch's weights-only error that says what was found (not its boilerplate)."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(boilerplate)]
+    return (useful[-1] if useful else message.splitlines()[0])[:200]
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f", ... ({len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
+
+
+def describe_mismatch(network: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """None when ``state`` has exactly ``network``'s keys and shapes, else what differs."""
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es), checkpoint vs config: {_listing(shapes)}")
+    return "; ".join(parts) or None
+
+
+def load_weights(
+    network: nn.Module, state: Mapping[str, torch.Tensor], *, checkpoint: str, config: str
+) -> None:
+    """Copy ``state`` into ``network`` (strictly).
+
+    Raises:
+        CheckpointMismatch: the keys or shapes differ; the message names the first few of each
+            kind with their counts, and both files.
+    """
+    problem = describe_mismatch(network, state)
+    if problem is not None:
+        raise CheckpointMismatch(
+            f"checkpoint {checkpoint} does not fit the network config {config} describes: "
+            f"{problem}. Are they from the same model?"
+        )
+    network.load_state_dict(state, strict=True)  # copies (and casts a float16 checkpoint)

@@ -1,0 +1,237 @@
+"""MSST model configs (YAML), read safely into a typed, frozen view.
+
+Music-Source-Separation-Training describes a model by a YAML file with the sections ``audio``,
+``model``, ``training`` and ``inference``. MSST reads it with ``yaml.FullLoader``, which builds
+Python objects the file names; demixer reads it with a ``SafeLoader`` that additionally
+understands ``!!python/tuple`` (the community configs write band layouts that way) and nothing
+else: any other ``!!python/...`` tag is refused, so a config can never run code.
+
+What MSST's inference reads, with its precedence and defaults:
+
+- ``inference.chunk_size``, else ``audio.chunk_size``: samples per chunk;
+- ``inference.num_overlap``: chunks covering each sample (step = chunk_size // num_overlap);
+- ``inference.batch_size``: chunks per batch (it decides which windows fade, see inference.py);
+- ``inference.normalize`` (default false): normalise the whole input by its mean and std;
+- ``audio.sample_rate`` (default 44100) and ``audio.num_channels`` (default 2);
+- ``training.instruments`` and ``training.target_instrument`` (the one stem such a model
+  outputs); ``training.model_type``, when present, overrides the architecture asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml  # type: ignore[import-untyped]
+
+from demixer.errors import InvalidModelConfig
+
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "ConfigLoader",
+    "MsstConfig",
+    "parse_config",
+    "read_config",
+    "stem_name",
+]
+
+MAX_CONFIG_BYTES = 1 << 20  # real configs are a few kB
+
+
+class ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """``yaml.SafeLoader`` plus ``!!python/tuple`` (built as a tuple); nothing else executes."""
+
+
+def _construct_tuple(loader: ConfigLoader, node: yaml.Node) -> tuple[Any, ...]:
+    return tuple(loader.construct_sequence(node, deep=True))
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)
+
+_STEM = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
+
+
+@dataclass(frozen=True)
+class MsstConfig:
+    """What demixer uses of an MSST config.
+
+    Attributes:
+        arch: the architecture (MSST ``model_type``), e.g. ``bs_roformer``.
+        model: the ``model:`` section (read-only; nested values as YAML gave them).
+        audio: the ``audio:`` section (read-only).
+        instruments: ``training.instruments`` as written.
+        target_instrument: ``training.target_instrument``, or None.
+        sample_rate: Hz the model runs at.
+        channels: ``audio.num_channels`` (1 or 2).
+        chunk_size: samples per chunk at ``sample_rate``.
+        num_overlap: chunks covering each sample.
+        batch_size: chunks per batch in MSST's inference.
+        normalize: whether the input is normalised by its mean and standard deviation.
+        source: where the config came from (for messages).
+    """
+
+    arch: str
+    model: Mapping[str, Any]
+    audio: Mapping[str, Any]
+    instruments: tuple[str, ...]
+    target_instrument: str | None
+    sample_rate: int
+    channels: int
+    chunk_size: int
+    num_overlap: int
+    batch_size: int
+    normalize: bool
+    source: str
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """The stems the model gives, as demixer names them (lowercase, ``_`` for spaces): every
+        instrument, or the target instrument followed by :attr:`complement` when there is one."""
+        if not self.target_instrument:
+            return tuple(stem_name(n) for n in self.instruments)
+        rest = (self.complement,) if self.complement else ()
+        return (stem_name(self.target_instrument), *rest)
+
+    @property
+    def complement(self) -> str | None:
+        """For a target-instrument model of two instruments, the other one's stem name: the
+        mixture minus the target, as MSST computes it (``--extract_instrumental``). None for
+        other models (with more instruments, the engine's residual is the rest)."""
+        if not self.target_instrument or len(self.instruments) != 2:
+            return None
+        return next(stem_name(i) for i in self.instruments if i != self.target_instrument)
+
+    @property
+    def step(self) -> int:
+        """Samples between chunk starts: ``chunk_size // num_overlap``."""
+        return self.chunk_size // self.num_overlap
+
+    def model_dict(self) -> dict[str, Any]:
+        """A fresh, mutable deep copy of ``model`` (what an architecture's ``build`` takes)."""
+        return copy.deepcopy(dict(self.model))
+
+    def audio_dict(self) -> dict[str, Any]:
+        """A fresh, mutable deep copy of ``audio``."""
+        return copy.deepcopy(dict(self.audio))
+
+
+def stem_name(instrument: str) -> str:
+    """demixer's name for an MSST instrument: lowercase, spaces as ``_``."""
+    return instrument.strip().lower().replace(" ", "_")
+
+
+def _section(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidModelConfig(f"{source}: `{name}:` must be a mapping")
+    return value
+
+
+def _positive(value: Any, what: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidModelConfig(f"{source}: {what} must be a positive integer, not {value!r}")
+    return value
+
+
+def _instruments(training: Mapping[str, Any], source: str) -> tuple[str, ...]:
+    raw = training.get("instruments")
+    if not isinstance(raw, (list, tuple)) or not raw or not all(isinstance(i, str) for i in raw):
+        raise InvalidModelConfig(f"{source}: training.instruments must be a list of stem names")
+    names = [stem_name(i) for i in raw]
+    for original, name in zip(raw, names, strict=True):
+        if not _STEM.fullmatch(name) or name == "residual":
+            raise InvalidModelConfig(
+                f"{source}: instrument {original!r} cannot be a stem name (letters, digits, "
+                "'_', '.', '+', '-'; not 'residual')"
+            )
+    if len(set(names)) != len(names):
+        raise InvalidModelConfig(f"{source}: training.instruments repeats a name: {list(raw)}")
+    return tuple(raw)
+
+
+def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> MsstConfig:
+    """Read an MSST config from YAML text.
+
+    Args:
+        text: the YAML.
+        arch: the architecture asked for (``--arch``); ``training.model_type`` in the config
+            overrides it, as in MSST. None: the config must name it.
+        source: a name for messages (the file's path).
+
+    Raises:
+        InvalidModelConfig: not YAML, a refused tag, or a missing or ill-typed field.
+    """
+    try:
+        data = yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: nothing is executed
+    except yaml.YAMLError as exc:
+        raise InvalidModelConfig(
+            f"{source} is not a usable model config: {str(exc).splitlines()[0]} (only plain "
+            "YAML and !!python/tuple are read; nothing in a config is executed)"
+        ) from None
+    if not isinstance(data, Mapping):
+        raise InvalidModelConfig(f"{source}: a model config is a YAML mapping")
+    audio = _section(data, "audio", source)
+    model = _section(data, "model", source)
+    training = _section(data, "training", source)
+    inference = _section(data, "inference", source)
+    chosen = training.get("model_type") or arch
+    if not isinstance(chosen, str) or not chosen:
+        raise InvalidModelConfig(f"{source}: say which architecture it is (--arch)")
+    if not model:
+        raise InvalidModelConfig(f"{source}: the `model:` section is missing")
+    instruments = _instruments(training, source)
+    target = training.get("target_instrument") or None
+    if target is not None and target not in instruments:
+        raise InvalidModelConfig(
+            f"{source}: training.target_instrument {target!r} is not in training.instruments"
+        )
+    chunk = inference["chunk_size"] if "chunk_size" in inference else audio.get("chunk_size")
+    chunk_size = _positive(chunk, "inference.chunk_size (or audio.chunk_size)", source)
+    num_overlap = _positive(inference.get("num_overlap"), "inference.num_overlap", source)
+    if num_overlap > chunk_size:
+        raise InvalidModelConfig(
+            f"{source}: inference.num_overlap {num_overlap} exceeds the chunk size {chunk_size}"
+        )
+    channels = audio.get("num_channels", 2)
+    if channels not in (1, 2) or isinstance(channels, bool):
+        raise InvalidModelConfig(f"{source}: audio.num_channels must be 1 or 2, not {channels!r}")
+    normalize = inference.get("normalize", False)
+    if not isinstance(normalize, bool):
+        raise InvalidModelConfig(f"{source}: inference.normalize must be true or false")
+    return MsstConfig(
+        arch=chosen,
+        model=MappingProxyType(copy.deepcopy(dict(model))),
+        audio=MappingProxyType(copy.deepcopy(dict(audio))),
+        instruments=instruments,
+        target_instrument=target,
+        sample_rate=_positive(audio.get("sample_rate", 44100), "audio.sample_rate", source),
+        channels=channels,
+        chunk_size=chunk_size,
+        num_overlap=num_overlap,
+        batch_size=_positive(inference.get("batch_size"), "inference.batch_size", source),
+        normalize=normalize,
+        source=source,
+    )
+
+
+def read_config(path: Path, *, arch: str | None = None) -> MsstConfig:
+    """:func:`parse_config` of the file at ``path`` (at most :data:`MAX_CONFIG_BYTES`)."""
+    try:
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise InvalidModelConfig(f"cannot read model config {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InvalidModelConfig(f"{path} is over {MAX_CONFIG_BYTES} bytes: not a model config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidModelConfig(f"{path} is not UTF-8 text: not a model config") from None
+    return parse_config(text, arch=arch, source=str(path))

@@ -1,0 +1,200 @@
+"""A user's own models, kept in the model directory beside the catalogue's weights.
+
+``demixer models add NAME --arch ARCH --config C.yaml --checkpoint M.ckpt`` copies both files to
+``$DEMIXER_MODEL_DIR/NAME/`` and writes ``demixer-model.json`` there::
+
+    {"format": 1, "id": "NAME", "arch": "bs_roformer", "stems": ["vocals"],
+     "sample_rate": 44100, "config_name": "config.yaml",
+     "files": [{"name": "config.yaml", "sha256": "...", "size": 1234},
+               {"name": "model.ckpt", "sha256": "...", "size": 5678}],
+     "added_from": {"config": "/path/C.yaml", "checkpoint": "/path/M.ckpt"}}
+
+:func:`user_specs` turns every such directory into a :class:`~demixer.models.registry.ModelSpec`,
+so the registry (``get_spec``, ``list_specs``), the CLI, ``demixer serve`` and ``worker`` see and
+run it like a catalogue model, and its files are verified against the recorded SHA-256 before
+every load. This module never imports torch: the API process lists models without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from demixer.errors import Conflict, InvalidRequest, NotFound
+from demixer.models.registry import ModelSpec, WeightFile, catalogue_ids
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "MANIFEST",
+    "NAME_PATTERN",
+    "check_name",
+    "install_user_model",
+    "remove_user_model",
+    "user_spec",
+    "user_specs",
+]
+
+MANIFEST = "demixer-model.json"
+CONFIG_NAME = "config.yaml"
+CHECKPOINT_NAME = "model.ckpt"
+NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+_NAME = re.compile(NAME_PATTERN)
+_FORMAT = 1
+_CHUNK = 1 << 20
+
+Check = Callable[[Path, Path], tuple[str, tuple[str, ...], int]]
+"""``(config, checkpoint) -> (arch, stems, sample_rate)``; raises when they do not fit."""
+
+
+def _model_dir(model_dir: Path | None) -> Path:
+    from demixer.models.loading import default_model_dir  # loading imports the registry
+
+    return Path(model_dir) if model_dir is not None else default_model_dir()
+
+
+def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
+    """The spec a manifest describes; ValueError/KeyError/TypeError when it is malformed."""
+    if data.get("format") != _FORMAT or data.get("id") != directory.name:
+        raise ValueError("not a demixer user-model manifest for this directory")
+    files = tuple(
+        WeightFile(name=str(f["name"]), sha256=str(f["sha256"]), size=int(f["size"]))
+        for f in data["files"]
+    )
+    arch = str(data["arch"])
+    origin = data.get("added_from", {})
+    return ModelSpec(
+        id=directory.name,
+        stems=tuple(str(s) for s in data["stems"]),
+        sample_rate=int(data["sample_rate"]),
+        description=f"your own {arch} model (demixer models add)",
+        license="not stated: your own model",
+        weights_source=f"added from {origin.get('checkpoint', 'a local checkpoint')}",
+        loader="demixer.models.msst:load",
+        quality="not measured",
+        install_hint=(
+            f"its files in {directory} are missing: add it again with `demixer models add "
+            f"{directory.name} --arch {arch} --config CONFIG.yaml --checkpoint MODEL.ckpt`"
+        ),
+        weights=files,
+        arch=arch,
+        config_name=str(data["config_name"]),
+        license_class="not stated",
+    )
+
+
+def user_spec(name: str, model_dir: Path | None = None) -> ModelSpec | None:
+    """The user model ``name`` in the model directory, or None (also for a bad manifest)."""
+    if not _NAME.fullmatch(name) or name in catalogue_ids():
+        return None
+    directory = _model_dir(model_dir) / name
+    try:
+        data = json.loads((directory / MANIFEST).read_text("utf-8"))
+        return _spec(data, directory)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def user_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
+    """Every user model in the model directory, by name."""
+    root = _model_dir(model_dir)
+    try:
+        names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    except OSError:
+        return ()
+    found = (user_spec(name, root) for name in names)
+    return tuple(spec for spec in found if spec is not None)
+
+
+def check_name(name: str, model_dir: Path | None = None) -> None:
+    """Raise unless ``name`` can become a new user model's id."""
+    if not _NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"model name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if name in catalogue_ids():
+        raise Conflict(f"{name!r} is a catalogue model; choose another name")
+    if (_model_dir(model_dir) / name).exists():
+        raise Conflict(
+            f"{_model_dir(model_dir) / name} already exists; remove it first "
+            f"(`demixer models remove {name}`) or choose another name"
+        )
+
+
+def _copy_hashed(source: Path, dest: Path) -> WeightFile:
+    digest = hashlib.sha256()
+    size = 0
+    with Path(source).open("rb") as src, dest.open("wb") as out:
+        while chunk := src.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return WeightFile(name=dest.name, sha256=digest.hexdigest(), size=size)
+
+
+def install_user_model(
+    name: str, *, config: Path, checkpoint: Path, check: Check, model_dir: Path | None = None
+) -> ModelSpec:
+    """Copy ``config`` and ``checkpoint`` into ``<model dir>/<name>/`` and register them.
+
+    The copies are made in a staging directory, hashed while copied, and ``check``-ed there
+    (the files checked are the files kept); only then is the manifest written and the
+    directory renamed into place, so a failed ``add`` leaves nothing behind.
+
+    Raises:
+        InvalidRequest, Conflict: a bad or taken name.
+        NotFound: a source file is missing.
+        whatever ``check`` raises (the files do not fit).
+    """
+    check_name(name, model_dir)
+    for path in (config, checkpoint):
+        if not Path(path).is_file():
+            raise NotFound(f"{path} is not a file")
+    root = _model_dir(model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        files = [
+            _copy_hashed(config, staging / CONFIG_NAME),
+            _copy_hashed(checkpoint, staging / CHECKPOINT_NAME),
+        ]
+        arch, stems, rate = check(staging / CONFIG_NAME, staging / CHECKPOINT_NAME)
+        manifest = {
+            "format": _FORMAT,
+            "id": name,
+            "arch": arch,
+            "stems": list(stems),
+            "sample_rate": rate,
+            "config_name": CONFIG_NAME,
+            "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
+            "added_from": {"config": str(config), "checkpoint": str(checkpoint)},
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        os.rename(staging, root / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    spec = user_spec(name, root)
+    assert spec is not None  # just written
+    return spec
+
+
+def remove_user_model(name: str, model_dir: Path | None = None) -> Path:
+    """Delete the user model ``name`` (its directory); catalogue weights are never touched.
+
+    Raises:
+        NotFound: no user model of that name.
+    """
+    if user_spec(name, model_dir) is None:
+        raise NotFound(f"no user model {name!r} in {_model_dir(model_dir)}")
+    directory = _model_dir(model_dir) / name
+    shutil.rmtree(directory)
+    return directory

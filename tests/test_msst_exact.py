@@ -1,0 +1,350 @@
+"""demixer's MSST models compute what MSST computes: the oracle is MSST itself.
+
+PyPI ``msst`` 0.1.0 is ZFTurbo's Music-Source-Separation-Training (MIT), installed ``--no-deps``
+as a test dependency. Every test builds a model with MSST's own classes from a real published
+config (shrunk in width, depth and chunk length, keeping its option combination), perturbs its
+weights at random, and compares:
+
+- the networks alone: demixer's ``demixer.models.arch`` module, loaded with MSST's state_dict,
+  against MSST's module on the same batch (fp32, 1e-5 peak);
+- whole separations: MSST's own ``demix`` (its chunking, fade windows, edge padding, batches)
+  against demixer's streaming engine and its CLI, ``DEMIXER_PRECISION=fp32`` (1e-4 peak), on an
+  input shorter than one chunk and on one of many chunks that is no multiple of the step;
+- the windowing alone, with a cheap position-dependent model, over many lengths, overlaps,
+  batch sizes and input block sizes: bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml  # type: ignore[import-untyped]
+from msst.models.bs_roformer import BSRoformer, MelBandRoformer
+from msst.utils.model_utils import demix
+from msst.utils.settings import get_model_from_config
+
+from demixer.audio import OutputFormat
+from demixer.engine import Separator
+from demixer.models.arch import build_model
+from demixer.models.arch.mel_band_roformer import mel_filterbank
+from demixer.models.msst.checkpoint import load_weights
+from demixer.models.msst.inference import Chunking, demix_stream
+from demixer.models.msst.user import open_files
+from msst_support import music, randomise, shrunk, write_config
+
+REFERENCE = {"bs_roformer": BSRoformer, "mel_band_roformer": MelBandRoformer}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    # Tiny networks: extra intra-op threads only contend on a small shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- the networks ---------------------------------------------------------------------------
+
+# (published config, model options over the shrunk one): every option the community's
+# checkpoints set, in the combinations the published configs use, plus the rarer ones.
+NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bs viperx 1297": ("viperx-bs-1297", {}),
+    "bs 4 stems, mlp x2, sage": ("bs-4stem-sage", {}),
+    "bs linear+skip, no flash, no zero_dc": (
+        "bs-musdb-target",
+        {
+            "depth": 2,
+            "linear_transformer_depth": 1,
+            "skip_connection": True,
+            "flash_attn": False,
+            "zero_dc": False,
+        },
+    ),
+    "bs target head of 2, short window, normalized stft": (
+        "viperx-bs-other",
+        {"num_stems": 2, "stft_win_length": 1536, "stft_normalized": True},
+    ),
+    "mel kim vocals": ("kim-mel-vocals", {}),
+    "mel 4 stems": ("mel-4stem", {}),
+    "mel mono, linear+skip, depth 1 masks, no flash": (
+        "mel-vocals-512",
+        {
+            "depth": 2,
+            "stereo": False,
+            "linear_transformer_depth": 1,
+            "skip_connection": True,
+            "mask_estimator_depth": 1,
+            "flash_attn": False,
+            "num_bands": 48,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NETWORKS))
+def test_network_equals_msst(case: str) -> None:
+    name, options = NETWORKS[case]
+    config, arch = shrunk(name, **options)
+    model = dict(config["model"])
+    # MSST 0.1.0 has no sage_attention argument (an approximate kernel for the same attention):
+    # demixer accepts it and computes the exact attention, which is what MSST computes without.
+    reference = randomise(
+        REFERENCE[arch](**{k: v for k, v in model.items() if k != "sage_attention"})
+    )
+    training = config["training"]
+    ours = build_model(
+        arch, model, config["audio"], training["instruments"], training["target_instrument"]
+    )
+    load_weights(ours, reference.state_dict(), checkpoint="msst", config=case)
+
+    channels = 2 if model.get("stereo") else 1
+    hop = model.get("stft_hop_length", 512)
+    samples = hop * 24 + (123 if arch == "bs_roformer" else 0)  # MSST's mel crops to hops
+    x = torch.from_numpy(np.stack([music(samples, channels, seed) for seed in (1, 2)]))
+    with torch.inference_mode():
+        expected = reference(x)
+        got = ours(x)
+    if model.get("num_stems", 1) > 1 and training.get("target_instrument"):
+        target = training["instruments"].index(training["target_instrument"])
+        expected = expected[:, target : target + 1]  # MSST's demix runs that head alone too
+    assert got.shape == expected.shape
+    assert float(expected.abs().max()) > 1e-2  # a real signal, not a silent one
+    assert float((got - expected).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("rate", "n_fft", "bands"),
+    [(44100, 2048, 60), (48000, 4096, 64), (44100, 2048, 48), (22050, 1024, 40)],
+)
+def test_mel_filterbank_is_librosas(rate: int, n_fft: int, bands: int) -> None:
+    from librosa.filters import mel
+
+    expected = mel(sr=rate, n_fft=n_fft, n_mels=bands)
+    got = mel_filterbank(rate, n_fft, bands)
+    assert got.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(got > 0, expected > 0)  # the band layout, exactly
+    np.testing.assert_array_equal(got, expected)
+
+
+# --- whole separations ----------------------------------------------------------------------
+
+CHUNK_FRAMES = 40  # 0.4 s chunks at hop 441: several chunks in 2 s of audio
+
+
+@dataclass
+class Pipeline:
+    arch: str
+    config: Path  # demixer's (as published, shrunk)
+    checkpoint: Path
+    reference: torch.nn.Module
+    reference_config: Any  # MSST's ConfigDict
+    stems: tuple[str, ...]
+    chunk: int
+    step: int
+
+
+PIPELINES = ("viperx-bs-1297", "kim-mel-vocals", "bs-4stem-sage", "bs-musdb-target")
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pipeline]:
+    root = tmp_path_factory.mktemp("msst")
+    out = {}
+    for seed, name in enumerate(PIPELINES):
+        config, arch = shrunk(name, chunk_frames=CHUNK_FRAMES)
+        ours = write_config(config, root / f"{name}.yaml")
+        config["model"].pop("sage_attention", None)  # see test_network_equals_msst
+        theirs = write_config(config, root / f"{name}.msst.yaml")
+        model, reference_config = get_model_from_config(arch, str(theirs))
+        randomise(model, seed)
+        checkpoint = root / f"{name}.ckpt"
+        torch.save(model.state_dict(), checkpoint)
+        training = config["training"]
+        target, instruments = training.get("target_instrument"), tuple(training["instruments"])
+        stems = (target,) if target else instruments
+        if target and len(instruments) == 2:  # and the rest of the mix, named after the other
+            stems += tuple(i for i in instruments if i != target)
+        chunk = config["audio"]["chunk_size"]
+        step = chunk // config["inference"]["num_overlap"]
+        out[name] = Pipeline(arch, ours, checkpoint, model, reference_config, stems, chunk, step)
+    return out
+
+
+def msst_stems(p: Pipeline, mix: np.ndarray) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        result: dict[str, np.ndarray] = demix(p.reference_config, p.reference, mix, "cpu", p.arch)
+    return result
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+@pytest.mark.parametrize("length", ["under one chunk", "many chunks"])
+def test_separation_equals_msst(
+    pipelines: dict[str, Pipeline], name: str, length: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = pipelines[name]
+    samples = int(p.chunk * 0.7) if length == "under one chunk" else 5 * p.chunk + p.step // 3
+    mix = music(samples, seed=len(name))
+    expected = msst_stems(p, mix)
+    if len(p.stems) > len(expected):  # MSST's --extract_instrumental: the mix minus the target
+        expected[p.stems[1]] = mix - expected[p.stems[0]]
+
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, p.config, p.checkpoint))
+    got = separator.separate_array(mix, 44100)
+
+    assert tuple(got) == p.stems == tuple(expected)
+    for stem in p.stems:
+        assert got[stem].shape == mix.shape
+        assert float(np.abs(expected[stem]).max()) > 1e-3
+        assert float(np.abs(got[stem] - expected[stem]).max()) <= 1e-4, stem
+
+
+def test_mono_input_is_msst_first_channel(
+    pipelines: dict[str, Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = pipelines["kim-mel-vocals"]
+    mix = music(3 * p.chunk + 5, channels=1, seed=7)
+    expected = msst_stems(p, mix)["vocals"]  # MSST duplicates mono and keeps channel 0
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, p.config, p.checkpoint))
+    got = separator.separate_array(mix, 44100, ["vocals", "instrumental"])
+    assert got["vocals"].shape == (1, mix.shape[1])
+    assert float(np.abs(got["vocals"] - expected).max()) <= 1e-4
+    np.testing.assert_allclose(got["vocals"] + got["instrumental"], mix, atol=1e-6)
+
+
+def _demixer(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cli = Path(sys.executable).parent / "demixer"
+    return subprocess.run(
+        [str(cli), *map(str, args)], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+def test_cli_own_model_and_added_model_equal_msst(
+    pipelines: dict[str, Pipeline], tmp_path: Path
+) -> None:
+    """`separate --arch --model-config --model-path`, then `models add` + `separate -m`."""
+    p = pipelines["kim-mel-vocals"]
+    mix = music(4 * p.chunk + 321, seed=3)
+    sf.write(tmp_path / "song.wav", mix.T, 44100, subtype="FLOAT")
+    expected = msst_stems(p, mix)["vocals"]
+    env = {"DEMIXER_PRECISION": "fp32", "DEMIXER_MODEL_DIR": str(tmp_path / "models")}
+    env["OMP_NUM_THREADS"] = "1"  # a tiny network: threads would only contend
+    fmt = ("--format", "wav", "--bit-depth", "32f", "--stems", "vocals,instrumental")
+
+    own = _demixer(
+        "separate", tmp_path / "song.wav", "--arch", p.arch, "--model-config", p.config,
+        "--model-path", p.checkpoint, "-o", tmp_path / "own", *fmt, env=env,
+    )  # fmt: skip
+    assert own.returncode == 0, own.stderr
+    added = _demixer(
+        "models", "add", "my-kim", "--arch", p.arch, "--config", p.config,
+        "--checkpoint", p.checkpoint, env=env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    by_name = _demixer(
+        "separate", tmp_path / "song.wav", "-m", "my-kim", "-o", tmp_path / "added", *fmt, env=env
+    )
+    assert by_name.returncode == 0, by_name.stderr
+
+    for out in ("own", "added"):
+        vocals, rate = sf.read(tmp_path / out / "song_vocals.wav", dtype="float32")
+        instrumental, _ = sf.read(tmp_path / out / "song_instrumental.wav", dtype="float32")
+        assert rate == 44100
+        assert float(np.abs(vocals.T - expected).max()) <= 1e-4
+        np.testing.assert_allclose(vocals.T + instrumental.T, mix, atol=1e-6)
+
+
+# --- the windowing alone --------------------------------------------------------------------
+
+
+class PositionModel(torch.nn.Module):
+    """Two stems that depend on the position inside the chunk: any misplaced sample shows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0.5, 1.5, x.shape[-1])
+        return torch.stack([torch.tanh(3 * x) * ramp, x * ramp.flip(0) + 0.1], dim=1)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "num_overlap", "batch"),
+    [(1000, 2, 4), (1000, 4, 1), (1000, 1, 3), (999, 3, 2), (50, 2, 2), (7, 2, 1)],
+)
+def test_streamed_windows_equal_msst_demix_bit_for_bit(
+    chunk: int, num_overlap: int, batch: int
+) -> None:
+    model = PositionModel()
+    cfg = _config_dict(chunk, num_overlap, batch)
+    rng = np.random.default_rng(chunk + num_overlap + batch)
+    for length in (1, 5, chunk // 2, chunk - 1, chunk, chunk + 1, 2 * chunk + 1, 7 * chunk + 13):
+        x = rng.standard_normal((2, length)).astype(np.float32)
+        expected = demix(cfg, model, x, "cpu", "bs_roformer")
+        cuts = (
+            np.sort(rng.choice(np.arange(1, length), size=min(length - 1, 4), replace=False))
+            if length > 1
+            else []
+        )
+        blocks = np.split(x, cuts, axis=1)
+        for compute_batch in (1, 2):
+            out = demix_stream(
+                blocks,
+                Chunking(chunk, num_overlap, batch),
+                lambda c: model(torch.from_numpy(c)).numpy(),
+                compute_batch=compute_batch,
+            )
+            got = np.concatenate(list(out), axis=2)
+            np.testing.assert_array_equal(got, np.stack([expected["a"], expected["b"]]))
+
+
+def _config_dict(chunk: int, num_overlap: int, batch: int) -> Any:
+    from ml_collections import ConfigDict
+
+    return ConfigDict(
+        {
+            "audio": {"chunk_size": chunk},
+            "inference": {"num_overlap": num_overlap, "batch_size": batch},
+            "training": {"instruments": ["a", "b"], "target_instrument": None},
+        }
+    )
+
+
+def test_a_normalising_config_equals_msst_from_an_array_and_a_file(
+    pipelines: dict[str, Pipeline], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inference.normalize``: MSST scales the whole song by its mono mix's mean and std; the
+    engine reads a file twice for them (the stream itself never holds the song).
+
+    MSST's ``normalize_audio`` lives in a module that imports matplotlib, so its two lines are
+    written out here: ``(audio - mean) / std`` of ``audio.mean(0)``, and back.
+    """
+    p = pipelines["bs-4stem-sage"]
+    config = yaml.load(p.config.read_text(), Loader=yaml.FullLoader)
+    config["inference"]["normalize"] = True
+    normalising = write_config(config, tmp_path / "normalise.yaml")
+    mix = music(3 * p.chunk + 11, seed=5) * 3 + 0.05  # loud, and off centre
+    mono = mix.mean(0)
+    mean, std = mono.mean(), mono.std()
+    expected = {k: v * std + mean for k, v in msst_stems(p, (mix - mean) / std).items()}
+
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, normalising, p.checkpoint))
+    got = separator.separate_array(mix, 44100)
+    sf.write(tmp_path / "song.wav", mix.T, 44100, subtype="FLOAT")
+    written = separator.separate_file(
+        tmp_path / "song.wav", tmp_path / "out", fmt=OutputFormat.parse("wav", "32f")
+    )
+    for stem in p.stems:
+        from_file, _ = sf.read(written.paths[stem], dtype="float32")
+        assert float(np.abs(got[stem] - expected[stem]).max()) <= 1e-4 * 3
+        assert float(np.abs(from_file.T - expected[stem]).max()) <= 1e-4 * 3

@@ -1,0 +1,477 @@
+"""The MSST format as a user meets it: configs read safely, checkpoints checked, own models added.
+
+Checkpoints here are made with demixer's own networks from the published configs (shrunk):
+these tests are about reading, checking, registering and running files, not about the numbers
+(``test_msst_exact.py`` compares those with MSST itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from demixer.audio import resample
+from demixer.engine import Separator
+from demixer.errors import (
+    Cancelled,
+    CheckpointMismatch,
+    Conflict,
+    InvalidModelConfig,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+    UnknownArchitecture,
+    UnknownModel,
+    WeightsChecksumMismatch,
+)
+from demixer.models.arch import build_model
+from demixer.models.loading import is_installed, load_backend
+from demixer.models.msst.backend import MsstBackend
+from demixer.models.msst.checkpoint import read_state_dict
+from demixer.models.msst.config import parse_config, read_config
+from demixer.models.msst.user import add, check_files, open_files
+from demixer.models.registry import ModelSpec, catalogue_ids, get_spec, list_specs
+from demixer.models.user_models import remove_user_model
+from msst_support import DATA, music, shrunk, write_config
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def model_files(
+    root: Path, name: str = "kim-mel-vocals", seed: int = 0, **options: Any
+) -> tuple[Path, Path]:
+    """A shrunk published config and a random checkpoint of the network it describes."""
+    config, arch = shrunk(name, chunk_frames=20, **options)
+    path = write_config(config, root / f"{name}-{seed}.yaml")
+    torch.manual_seed(seed)
+    training = config["training"]
+    network = build_model(
+        arch,
+        config["model"],
+        config["audio"],
+        training["instruments"],
+        training["target_instrument"],
+    )
+    checkpoint = root / f"{name}-{seed}.ckpt"
+    torch.save(network.state_dict(), checkpoint)
+    return path, checkpoint
+
+
+# --- the YAML --------------------------------------------------------------------------------
+
+MINIMAL = """
+audio: {chunk_size: 1000, sample_rate: 44100}
+model: {dim: 8, depth: 1}
+training: {instruments: [Vocals, other], target_instrument: Vocals}
+inference: {num_overlap: 2, batch_size: 3}
+"""
+
+
+def test_published_configs_read_with_their_tuples() -> None:
+    config = read_config(DATA / "model_bs_roformer_ep_317_sdr_12.9755.yaml", arch="bs_roformer")
+    assert config.arch == "bs_roformer"
+    bands = config.model["freqs_per_bands"]
+    assert isinstance(bands, tuple) and len(bands) == 62 and sum(bands) == 1025
+    assert (config.chunk_size, config.num_overlap, config.batch_size) == (352800, 2, 4)
+    assert (config.sample_rate, config.channels) == (44100, 2)
+    assert config.stems == ("vocals", "other")  # the target, then the mix minus it
+    assert config.instruments == ("vocals", "other") and config.target_instrument == "vocals"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/object/new:subprocess.Popen [['touch', '{marker}']]",
+        "!!python/name:os.system",
+    ],
+)
+def test_a_config_that_would_run_code_is_refused_and_runs_nothing(
+    tmp_path: Path, payload: str
+) -> None:
+    marker = tmp_path / "ran"
+    text = MINIMAL + f"extra: {payload.format(marker=marker)}\n"
+    with pytest.raises(InvalidModelConfig, match="nothing in a config is executed"):
+        parse_config(text, arch="bs_roformer")
+    assert not marker.exists()
+
+
+def test_mssts_precedence_and_defaults() -> None:
+    config = parse_config(MINIMAL, arch="bs_roformer")
+    assert config.stems == ("vocals", "other")  # demixer's stem names are lowercase
+    assert config.complement == "other"  # the mix minus the target, as MSST extracts it
+    three = parse_config(MINIMAL.replace("[Vocals, other]", "[Vocals, drums, other]"), arch="x")
+    assert (three.stems, three.complement) == (("vocals",), None)  # the residual is the rest
+    assert (config.chunk_size, config.step, config.channels, config.normalize) == (
+        1000,
+        500,
+        2,
+        False,
+    )
+    inference_chunk = MINIMAL.replace("num_overlap: 2,", "num_overlap: 2, chunk_size: 800,")
+    assert parse_config(inference_chunk, arch="bs_roformer").chunk_size == 800
+    typed = MINIMAL.replace(
+        "target_instrument: Vocals}", "target_instrument: Vocals, model_type: mel_band_roformer}"
+    )
+    assert parse_config(typed, arch="bs_roformer").arch == "mel_band_roformer"
+    everything = parse_config(MINIMAL.replace(", target_instrument: Vocals", ""), arch="x")
+    assert everything.stems == ("vocals", "other")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("num_overlap: 2, ", "", "inference.num_overlap must be a positive integer"),
+        ("num_overlap: 2", "num_overlap: 2000", "exceeds the chunk size"),
+        ("chunk_size: 1000, ", "", "chunk_size"),
+        ("target_instrument: Vocals", "target_instrument: drums", "not in training.instruments"),
+        ("[Vocals, other]", "[vocals, Vocals]", "repeats a name"),
+        ("[Vocals, other]", "[../up, other]", "cannot be a stem name"),
+        ("batch_size: 3", "batch_size: 0", "inference.batch_size"),
+        ("model: {dim: 8, depth: 1}", "model: [1, 2]", "must be a mapping"),
+    ],
+)
+def test_bad_configs_say_what_is_wrong(old: str, new: str, message: str) -> None:
+    assert old in MINIMAL
+    with pytest.raises(InvalidModelConfig, match=message):
+        parse_config(MINIMAL.replace(old, new), arch="bs_roformer")
+
+
+def test_options_demixer_cannot_compute_exactly_are_refused(tmp_path: Path) -> None:
+    config, arch = shrunk("viperx-bs-1297", use_shared_bias=True)
+    with pytest.raises(InvalidModelConfig, match=r"unknown model option.*use_shared_bias"):
+        build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
+    config, arch = shrunk("kim-mel-vocals", use_pope=True)
+    with pytest.raises(InvalidModelConfig, match="use_pope"):
+        build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
+    config, arch = shrunk("viperx-bs-1297", freqs_per_bands=(2, 4, 1000))
+    with pytest.raises(InvalidModelConfig, match="sum to 1006"):
+        build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
+    with pytest.raises(UnknownArchitecture, match="bs_roformer, mdx23c, mel_band_roformer, scnet"):
+        build_model("bs_roformer_experimental", config["model"], {}, ["vocals"], None)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def test_checkpoint_wrappers_and_data_parallel_prefix_load(tmp_path: Path) -> None:
+    config, checkpoint = model_files(tmp_path)
+    state = torch.load(checkpoint, weights_only=True)
+    for wrapped in (
+        {"state_dict": state, "epoch": 3},
+        {"model_state_dict": state},
+        {"state": state},
+        {f"module.{k}": v for k, v in state.items()},
+    ):
+        path = tmp_path / "wrapped.ckpt"
+        torch.save(wrapped, path)
+        assert set(read_state_dict(path)) == set(state)
+    stems = check_files(config, tmp_path / "wrapped.ckpt", "mel_band_roformer")[1]
+    assert stems == ("vocals", "other")
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_holding_code_is_refused_unrun(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _Exploit(marker)}, path)
+    with pytest.raises(ModelUnavailable, match=r"unsupported GLOBAL posix\.system.*weights_only"):
+        read_state_dict(path)
+    assert not marker.exists()
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ModelUnavailable, match=r"cannot read checkpoint .*Unsupported operand"):
+        read_state_dict(tmp_path / "text.ckpt")
+
+
+def test_a_checkpoint_that_does_not_fit_gives_one_error_naming_keys_and_shapes(
+    tmp_path: Path,
+) -> None:
+    config, _ = model_files(tmp_path)
+    _, wider = model_files(tmp_path, seed=1, dim=24)
+    _, deeper = model_files(tmp_path, seed=2, depth=2)
+    with pytest.raises(CheckpointMismatch) as wide:
+        check_files(config, wider, "mel_band_roformer")
+    message = wide.value.message
+    assert message.startswith(f"checkpoint {wider} does not fit the network config {config} ")
+    assert (
+        "440 shape mismatch(es), checkpoint vs config: layers.0.0.layers.0.0.norm.gamma " in message
+    )
+    assert "layers.0.0.layers.0.0.to_qkv.weight (96, 24) vs (96, 16)" in message
+    assert message.endswith("... (436 more). Are they from the same model?")
+    with pytest.raises(CheckpointMismatch) as deep:
+        check_files(config, deeper, "mel_band_roformer")
+    assert "24 unexpected key(s): layers.1.0.layers.0.0.norm.gamma, " in deep.value.message
+    assert "missing" not in deep.value.message
+    with pytest.raises(CheckpointMismatch, match=r"^checkpoint .* missing key\(s\): layers\.1"):
+        check_files(
+            write_config(shrunk("kim-mel-vocals", depth=2)[0], tmp_path / "d2.yaml"),
+            model_files(tmp_path, seed=3)[1],
+            "mel_band_roformer",
+        )
+
+
+# --- the user's own models -------------------------------------------------------------------
+
+
+def test_add_list_run_tamper_remove(tmp_path: Path) -> None:
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    spec = add(
+        "my-kim", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models
+    )
+    assert (spec.id, spec.arch, spec.stems, spec.sample_rate) == (
+        "my-kim",
+        "mel_band_roformer",
+        ("vocals", "other"),
+        44100,
+    )
+    assert sorted(p.name for p in (models / "my-kim").iterdir()) == [
+        "config.yaml",
+        "demixer-model.json",
+        "model.ckpt",
+    ]
+    manifest = json.loads((models / "my-kim" / "demixer-model.json").read_text())
+    assert manifest["files"][1]["size"] == checkpoint.stat().st_size
+    assert [s.id for s in list_specs(models)][-1] == "my-kim"
+    assert get_spec("my-kim", models) == spec and is_installed(spec, models)
+
+    backend = load_backend("my-kim", model_dir=models)
+    mix = music(30000)
+    stems = backend.separate(mix)
+    assert stems["vocals"].shape == mix.shape and np.abs(stems["vocals"]).max() > 0
+
+    with (models / "my-kim" / "model.ckpt").open("r+b") as fh:
+        fh.seek(-3, 2)
+        fh.write(b"\x00\x01\x02")
+    with pytest.raises(WeightsChecksumMismatch):
+        load_backend("my-kim", model_dir=models)
+
+    assert remove_user_model("my-kim", models) == models / "my-kim"
+    assert not (models / "my-kim").exists()
+    with pytest.raises(UnknownModel, match="known models: spleeter-2stems"):
+        get_spec("my-kim", models)
+
+
+def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path: Path) -> None:
+    config, checkpoint = model_files(tmp_path)
+    _, other = model_files(tmp_path, seed=1, dim=24)
+    models = tmp_path / "models"
+    kw: dict[str, Any] = {"arch": "mel_band_roformer", "config": config, "model_dir": models}
+    with pytest.raises(InvalidRequest, match="lowercase letters"):
+        add("My Model", checkpoint=checkpoint, **kw)
+    with pytest.raises(Conflict, match="catalogue model"):
+        add("htdemucs", checkpoint=checkpoint, **kw)
+    with pytest.raises(CheckpointMismatch):
+        add("misfit", checkpoint=other, **kw)
+    with pytest.raises(NotFound):
+        add("missing", checkpoint=tmp_path / "nope.ckpt", **kw)
+    assert list(models.iterdir()) == []  # no staging directory left behind
+    add("ok", checkpoint=checkpoint, **kw)
+    with pytest.raises(Conflict, match="already exists"):
+        add("ok", checkpoint=checkpoint, **kw)
+    (models / "htdemucs").mkdir()  # catalogue weights live beside user models
+    with pytest.raises(NotFound):
+        remove_user_model("htdemucs", models)
+    assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
+
+
+def _cli(*args: str | Path, models: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEMIXER_MODEL_DIR": str(models), "OMP_NUM_THREADS": "1"}
+    cli = Path(sys.executable).parent / "demixer"
+    return subprocess.run([str(cli), *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
+    config, checkpoint = model_files(tmp_path)
+    _, other = model_files(tmp_path, seed=1, dim=24)
+    models = tmp_path / "models"
+    adding = ("models", "add", "mine", "--arch", "mel_band_roformer", "--config", config)
+    bad = _cli(*adding, "--checkpoint", other, models=models)
+    assert bad.returncode == 4
+    assert bad.stderr.startswith("error [CHECKPOINT_MISMATCH] checkpoint ")
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (models / "mine").exists()
+    good = _cli(*adding, "--checkpoint", checkpoint, models=models)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("mine: mel_band_roformer, stems vocals, other, 44100 Hz")
+    listed = _cli("models", "list", models=models)
+    assert "mine" in listed.stdout
+    card = _cli("models", "info", "mine", models=models)  # a generated card: none ships
+    assert card.returncode == 0, card.stderr
+    assert card.stdout.startswith("# mine\n") and "- Stems: vocals, other\n" in card.stdout
+    files = ("--model-config", config, "--model-path", checkpoint)
+    unknown = _cli("separate", config, "--arch", "mdx_next", *files, models=models)
+    assert unknown.returncode == 2 and "[UNKNOWN_ARCHITECTURE]" in unknown.stderr
+    half = _cli("separate", config, "--arch", "bs_roformer", models=models)
+    assert half.returncode == 2 and "--arch, --model-config and --model-path" in half.stderr
+    gone = _cli("models", "remove", "mine", models=models)
+    assert gone.returncode == 0 and not (models / "mine").exists()
+
+
+def test_the_service_lists_and_runs_a_user_model(tmp_path: Path) -> None:
+    """`GET /v1/models` advertises it; a worker runs a job for it like a catalogue model."""
+    from demixer.api.routes.models import model_list
+    from demixer.service.accounts.keys import create_key, new_id
+    from demixer.service.context import Services
+    from demixer.service.jobs.contract import JobParams, UploadInput
+    from demixer.service.jobs.queue import FINAL
+    from demixer.service.schema import Job
+    from demixer.service.worker import Worker
+    from demixer.service.worker.registry import runnable_models
+    from demixer.settings import Settings
+    from worker_support import running
+
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models)
+    settings = Settings(
+        data_dir=tmp_path / "data", model_dir=models, heartbeat_seconds=0.3, poll_seconds=0.1
+    )
+    services = Services.from_settings(settings)
+    services.db.create_all()
+    engines = {m.id: m for m in model_list(services).engine_models}
+    assert engines["mine"].stems == ["vocals", "other"] and engines["mine"].sample_rate == 44100
+    assert "mine" in runnable_models(settings)
+
+    account, _ = create_key(services.db)
+    song = tmp_path / "song.wav"
+    mix = music(40000)
+    sf.write(song, mix.T, 44100, subtype="FLOAT")
+    key = f"inputs/{new_id('file')}"
+    with song.open("rb") as fh:
+        services.storage.put(key, fh)
+    job_id = new_id("job")
+    params = JobParams(
+        input=UploadInput(file_id=key.split("/")[1], storage_key=key, file_name=song.name),
+        stems=("vocals", "residual"), output_format="wav", bit_depth="32f",
+        names={"vocals": "vocals", "residual": "instrumental"},
+    )  # fmt: skip
+    with services.db.write() as s:
+        services.queue.submit(
+            s, job_id=job_id, account_id=account, queue_model="audio/stems",
+            engine_model="mine", params=params,
+        )  # fmt: skip
+    with running(Worker(services, models=["mine"])):
+        deadline = time.monotonic() + 120
+        while True:
+            with services.db.read() as s:
+                job = s.get(Job, job_id)
+                assert job is not None
+                if job.status in FINAL:
+                    break
+            assert time.monotonic() < deadline, "the job did not finish"
+            time.sleep(0.1)
+    assert job.status == "COMPLETED", (job.error_code, job.error_message)
+    assert job.outputs is not None and set(job.outputs) == {"vocals", "instrumental"}
+
+
+# --- the engine around an MSST model ------------------------------------------------------------
+
+
+def _separator(tmp_path: Path) -> Separator:
+    config, checkpoint = model_files(tmp_path)  # 0.2 s chunks, 2 overlaps, batches of 4
+    return Separator.from_backend(*open_files("mel_band_roformer", config, checkpoint))
+
+
+def test_progress_comes_per_chunk_and_cancel_stops_writing_nothing(tmp_path: Path) -> None:
+    separator = _separator(tmp_path)
+    mix = music(2 * 44100)
+    seen: list[float] = []
+    separator.separate_array(mix, 44100, on_progress=seen.append)
+    assert len(seen) >= 20  # one per chunk (0.1 s steps), and the final 1.0
+    assert seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[2] < 0.2
+
+    song = tmp_path / "song.wav"
+    sf.write(song, mix.T, 44100, subtype="FLOAT")
+    asked = 0
+
+    def cancel() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 3
+
+    with pytest.raises(Cancelled):
+        separator.separate_file(song, tmp_path / "out", should_cancel=cancel)
+    assert asked == 4
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_other_rates_and_mono_come_back_at_their_rate_and_length(tmp_path: Path) -> None:
+    separator = _separator(tmp_path)
+    at_44 = music(44100)
+    reference = separator.separate_array(at_44, 44100, ["vocals"])["vocals"]
+    at_48 = resample(at_44, 44100, 48000)
+    out = separator.separate_array(at_48, 48000, ["vocals", "residual"])
+    assert out["vocals"].shape == at_48.shape
+    np.testing.assert_allclose(out["vocals"] + out["residual"], at_48, atol=1e-5)
+    back = resample(out["vocals"], 48000, 44100)
+    # The same separation, up to the two resamplings (the chunks fall on other samples).
+    error = np.sum((back - reference) ** 2) / np.sum(reference**2)
+    assert error < 0.05
+    mono = separator.separate_array(at_48[:1], 48000, ["vocals", "residual"])
+    assert mono["vocals"].shape == (1, at_48.shape[1])
+
+
+class _HalfOfIt(torch.nn.Module):
+    """A one-stem network that returns half its input: cheap, so a long input is quick."""
+
+    audio_channels = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, None] * 0.5
+
+
+def test_memory_does_not_grow_with_the_length_of_the_input(tmp_path: Path) -> None:
+    """A published chunking (8 s chunks, 2 overlaps, batches of 4) over 1 and over 10 minutes:
+    the same peak of memory, well under the 10 minutes' 212 MB (stereo float32)."""
+    config = read_config(DATA / "config_vocals_mel_band_roformer_kj.yaml", arch="mel_band_roformer")
+    backend = MsstBackend(_HalfOfIt(), config, device=torch.device("cpu"), precision="fp32")
+    spec = ModelSpec(
+        id="half", stems=("vocals",), sample_rate=44100, description="", license="",
+        weights_source="", loader="", quality="", install_hint="",
+    )  # fmt: skip
+    separator = Separator.from_backend(spec, backend)
+    plan = separator.plan(["vocals", "residual"])
+
+    def peak(seconds: int) -> int:
+        rng = np.random.default_rng(0)
+        blocks = (
+            rng.standard_normal((2, 65536), dtype=np.float32) * 0.1
+            for _ in range(seconds * 44100 // 65536)
+        )
+        tracemalloc.start()
+        total = 0
+        for out in separator.stream(blocks, 44100, plan):
+            total += out["vocals"].shape[1]
+            np.testing.assert_allclose(out["vocals"], out["residual"], atol=1e-6)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert total == seconds * 44100 // 65536 * 65536
+        return top
+
+    short, long = peak(60), peak(600)
+    assert long < 1.15 * short
+    assert long < 100e6
