@@ -20,7 +20,8 @@ from demixer.errors import ModelUnavailable, WeightsChecksumMismatch, exit_code_
 from demixer.models import spleeter
 from demixer.models.loading import is_installed, load_backend, resolve_weight
 from demixer.models.registry import ModelSpec, get_spec
-from demixer.models.spleeter import FRAME, SpleeterBackend, _Up
+from demixer.models.spleeter import FRAME, SpleeterBackend
+from demixer.models.spleeter_unet import _Up
 
 MODEL = "spleeter-2stems"
 SR = 44100

@@ -41,6 +41,7 @@ __all__ = [
     "StorageUnavailable",
     "TooManyConcurrentJobs",
     "UnknownModel",
+    "UnknownQuality",
     "UnknownStem",
     "UnsupportedMediaType",
     "UnsupportedPrompt",
@@ -86,6 +87,12 @@ class UnknownStem(DemixerError):
     """A requested stem is not one the model produces."""
 
     code = "UNKNOWN_STEM"
+
+
+class UnknownQuality(DemixerError):
+    """A quality level that is not one of ``fast``, ``balanced``, ``best``."""
+
+    code = "UNKNOWN_QUALITY"
 
 
 class ModelUnavailable(DemixerError):
@@ -307,6 +314,7 @@ class DatabaseUnavailable(ServiceUnavailable):
 _EXIT_CODES: dict[type[DemixerError], int] = {
     UnknownStem: 2,
     UnknownModel: 2,
+    UnknownQuality: 2,
     InvalidOutput: 2,
     InvalidAudio: 3,
     ModelUnavailable: 4,

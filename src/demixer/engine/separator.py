@@ -6,6 +6,10 @@ touches the database, the API or storage: callers pass ``on_progress`` and ``sho
 Per window (see :mod:`demixer.engine.windows`): the input is resampled to the model's rate,
 mono is duplicated for stereo models, the model separates, the requested stems are resampled
 back to the input's rate, and the residual is the input minus their sum at the input's rate.
+
+Every separation runs at a quality level (:mod:`demixer.models.quality`; default
+:data:`~demixer.models.quality.DEFAULT_QUALITY`): the loaded model, at that level, separates the
+windows. Models with nothing to offer at a level run as they are.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput, ModelFailed
 from demixer.models.base import Backend
 from demixer.models.loading import load_backend
+from demixer.models.quality import DEFAULT_QUALITY, parse_quality, tuned
 from demixer.models.registry import ModelSpec, get_spec
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "FileResult", "Separator"]
@@ -120,6 +125,7 @@ class Separator:
         sample_rate: int,
         stems: Sequence[str] | None = None,
         *,
+        quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
     ) -> dict[str, np.ndarray]:
@@ -129,6 +135,7 @@ class Separator:
             audio: ``(channels, samples)`` float32, 1 or 2 channels.
             sample_rate: Hz of ``audio``.
             stems: stem names to produce (None: all of the model's).
+            quality: ``fast``, ``balanced`` or ``best`` (see :mod:`demixer.models.quality`).
 
         Returns:
             output name -> ``(channels, samples)`` float32 at ``sample_rate``.
@@ -146,6 +153,7 @@ class Separator:
             sample_rate,
             plan,
             audio.shape[1],
+            quality=quality,
             on_progress=on_progress,
             should_cancel=should_cancel,
         ):
@@ -160,14 +168,17 @@ class Separator:
         plan: StemPlan,
         total_samples: int | None = None,
         *,
+        quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Separate a stream of ``(channels, n)`` blocks, yielding consecutive output blocks.
 
-        Memory is bounded by the model's window, whatever the stream's length.
+        Memory is bounded by the model's window, whatever the stream's length. ``quality``:
+        ``fast``, ``balanced`` or ``best``; anything else raises
+        :class:`~demixer.errors.UnknownQuality` before any block is read.
         """
-        backend = self.backend
+        backend = tuned(self.backend, parse_quality(quality))
         ratio = sample_rate / backend.sample_rate
         window = max(2, round(backend.window * ratio))
         overlap = min(window - 1, round(backend.overlap * ratio))
@@ -179,7 +190,7 @@ class Separator:
                 on_progress(min(position / total_samples, 1.0))
 
         def separate(x: np.ndarray) -> dict[str, np.ndarray]:
-            return self._separate_window(x, sample_rate, plan)
+            return self._separate_window(backend, x, sample_rate, plan)
 
         for region, stems in overlap_add(
             blocks, separate, window=window, overlap=overlap, before_window=before_window
@@ -192,10 +203,9 @@ class Separator:
             on_progress(1.0)
 
     def _separate_window(
-        self, x: np.ndarray, sample_rate: int, plan: StemPlan
+        self, backend: Backend, x: np.ndarray, sample_rate: int, plan: StemPlan
     ) -> dict[str, np.ndarray]:
         """One window ``(channels, n)`` at the input rate -> target stems, same shape."""
-        backend = self.backend
         channels, n = x.shape
         model_in = np.repeat(x, backend.channels, axis=0) if channels < backend.channels else x
         model_in = resample(model_in, sample_rate, backend.sample_rate)
@@ -227,6 +237,7 @@ class Separator:
         template: str = DEFAULT_TEMPLATE,
         downmix: bool = False,
         rescale: bool = False,
+        quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
         preprocess: PreprocessFn | None = None,
@@ -242,6 +253,7 @@ class Separator:
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
+        parse_quality(quality)  # before the file is opened
         source = Path(path)
         with AudioReader(source, downmix=downmix) as reader:
             paths = output_paths(
@@ -261,6 +273,7 @@ class Separator:
                     reader.sample_rate,
                     plan,
                     total,
+                    quality=quality,
                     on_progress=on_progress,
                     should_cancel=should_cancel,
                 ):
