@@ -70,6 +70,15 @@ def remote_separate(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds to wait for each job.")
     ] = None,
+    quality: Annotated[
+        str | None,
+        typer.Option(
+            "--quality",
+            "-q",
+            help="fast, balanced or best (default: the server's DEMIXER_QUALITY).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Upload FILES to a demixer server, separate them there, and download the outputs into
     the output directory (`{track}_{stem}.{ext}`)."""
@@ -77,6 +86,14 @@ def remote_separate(
 
     if prompt is not None and stems:
         raise typer.BadParameter("give --stems or --prompt, not both")
+    if quality is not None:
+        from demixer.models.quality import parse_quality
+
+        try:  # here, before any upload; the server checks it again
+            quality = parse_quality(quality)
+        except DemixerError as e:
+            print_error(e.code, e.message)
+            raise typer.Exit(exit_code_for(e)) from None
     last = 0
     with Client(server, key) as client:
         for path in files:
@@ -88,6 +105,7 @@ def remote_separate(
                     prompt=prompt,
                     output_format=fmt,
                     bit_depth=bit_depth,
+                    quality=quality,
                     directory=out_dir,
                     progress=err.is_terminal,
                     timeout=timeout,

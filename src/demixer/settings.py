@@ -15,6 +15,9 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from demixer.errors import UnknownQuality
+from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
+
 __all__ = ["Settings"]
 
 GIB = 1 << 30
@@ -38,6 +41,9 @@ class Settings(BaseSettings):
     # cores with one slot). Set it when several worker processes share one machine.
     threads: int | None = None
     default_model: str = "spleeter-2stems"
+    # Quality level of requests that name none: the vendor protocols' requests, and native ones
+    # without `input.quality` (fast, balanced or best; see demixer.models.quality).
+    quality: Quality = DEFAULT_QUALITY
 
     # Jobs and workers.
     lease_seconds: float = 30.0
@@ -83,6 +89,14 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         # Absolute, so the SQLite and storage URLs built from it do not depend on the cwd.
         return value.expanduser().resolve()
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _quality(cls, value: object) -> Quality:
+        try:
+            return parse_quality(str(value))
+        except UnknownQuality as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("workers")
     @classmethod

@@ -10,6 +10,8 @@ with the worker (``demixer.service.worker`` reads exactly this)::
                                           # pass to Separator.separate_file(path, out, stems)
       "output_format": "wav" | "flac" | "mp3",
       "bit_depth": "16" | "24" | "32f" | None,            # OutputFormat.parse(format, depth)
+      "quality": "fast" | "balanced" | "best",   # the request's, else settings.quality; jobs
+                                                 # queued before levels existed lack it: fast
       "names": {"vocals": "target", "residual": "residual"},  # engine output -> API name
       "spans": [{"start", "end", "include"}] | None,      # seconds; audio/separate only
       "webhook": {"url", "secret"} | None,                # delivery comes with webhooks

@@ -125,6 +125,7 @@ def _status(
         request_id=job.id,
         model=job.queue_model,
         engine_model=job.engine_model,
+        quality=(job.params or {}).get("quality"),
         status=cast(JobStatus, job.status),
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -199,6 +200,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     return ResultResponse(
         request_id=job.id,
         model=job.queue_model,
+        quality=(job.params or {}).get("quality"),
         data=data,
         usage=Usage(quantity=usage_quantity(job)),
         retention=Retention(

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from demixer.models.quality import QUALITIES
+
 __all__ = [
     "CancelResponse",
     "EngineModel",
@@ -163,6 +165,19 @@ class QueueInput(BaseModel):
     bit_depth: str | int | None = Field(
         None, description="wav: `16`, `24`, `32f`; flac: `16`, `24`; none for mp3."
     )
+    # Checked by the submit code, not here, so an unknown level is a 422 UNKNOWN_QUALITY (like
+    # an unknown stem) rather than a 400 for a malformed body; the schema still lists the levels.
+    quality: str | None = Field(
+        None,
+        max_length=20,
+        description="`fast`, `balanced` or `best`: how much work the model spends for better "
+        "stems (default: the server's `DEMIXER_QUALITY`). For `spleeter-2stems` and "
+        "`cascade-4stems`, `fast` is Deezer's own pipeline, `balanced` combines the two U-Nets' "
+        "masks better at the same speed, `best` adds test-time augmentation (about 4x the "
+        "time); other models accept it and run as they are.",
+        json_schema_extra={"enum": [*QUALITIES, None]},
+        examples=["balanced"],
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> QueueInput:
@@ -291,6 +306,9 @@ class RequestStatus(BaseModel):
     request_id: str
     model: str
     engine_model: str
+    quality: str | None = Field(
+        None, description="The quality level it runs at (`null`: submitted before levels existed)."
+    )
     status: JobStatus
     created_at: datetime
     updated_at: datetime
@@ -365,6 +383,7 @@ class ResultResponse(BaseModel):
 
     request_id: str
     model: str
+    quality: str | None = Field(None, description="The quality level it ran at.")
     status: Literal["COMPLETED"] = "COMPLETED"
     data: dict[str, OutputFile | int | float] = Field(
         description="Output name -> file (`target`/`residual`, or one per stem + `residual`), "

@@ -37,6 +37,7 @@ from demixer.errors import (
     UnknownStem,
 )
 from demixer.models.loading import is_installed
+from demixer.models.quality import parse_quality
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.service import cache
 from demixer.service.context import Services
@@ -141,7 +142,11 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, An
 
 
 def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput) -> dict[str, Any]:
-    """Params every queue model shares: input, format, spans, webhook."""
+    """Params every queue model shares: input, format, quality, webhook."""
+    try:  # before the input: a bad option needs no look at the file
+        quality = parse_quality(inp.quality or services.settings.quality)
+    except DemixerError as exc:
+        raise _reject_param(exc, "input.quality") from None
     source = _input(services, account_id, inp)
     depth = None if inp.bit_depth is None else str(inp.bit_depth)
     try:
@@ -170,6 +175,7 @@ def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput
         "input": source,
         "output_format": fmt.format,
         "bit_depth": fmt.bit_depth,
+        "quality": quality,
         "webhook": webhook,
     }
 

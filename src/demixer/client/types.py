@@ -144,6 +144,7 @@ class Status:
     cancel_requested: bool
     error: ErrorInfo | None  # when FAILED
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    quality: str | None = None  # the level it runs at: fast, balanced or best
 
     @property
     def done(self) -> bool:
@@ -161,6 +162,7 @@ class Status:
             progress=_get(d, "progress", float, optional=True),
             cancel_requested=bool(d.get("cancel_requested")),
             error=_error(d),
+            quality=_get(d, "quality", str, optional=True),
             raw=d,
         )
 

@@ -99,6 +99,7 @@ class ChildJob:
             every output in too, transcoded from the primary file.
         preprocess: steps applied to the input before separation (``"denoise"``: see
             :mod:`demixer.audio.denoise`); stems + residual then add up to the processed input.
+        quality: the quality level (``fast``, ``balanced``, ``best``) the model runs at.
     """
 
     job_id: str
@@ -113,6 +114,7 @@ class ChildJob:
     spans: list[dict[str, Any]] | None = None
     extra_formats: tuple[str, ...] = ()
     preprocess: tuple[str, ...] = ()
+    quality: str = "fast"
 
 
 def _preprocessor(steps: tuple[str, ...]) -> PreprocessFn | None:
@@ -278,6 +280,7 @@ def run_job(
             fmt=fmt,
             template="{stem}.{ext}",
             downmix=True,
+            quality=job.quality,
             on_progress=progress,
             preprocess=preprocess,
         )
@@ -291,6 +294,7 @@ def run_job(
             fmt=_FLOAT_WAV,
             template="{stem}.{ext}",
             downmix=True,
+            quality=job.quality,
             on_progress=lambda f: progress(0.9 * f),
             preprocess=preprocess,
         )

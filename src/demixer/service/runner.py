@@ -21,6 +21,7 @@ The job's ``params`` (written by the API) have this shape::
      "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
      "names": {engine output name: API output name},   # unnamed outputs keep their own
      "spans": [{"start", "end", "include"}] | None,    # seconds; see service/spans.py
+     "quality": "fast" | "balanced" | "best",          # optional (older jobs): fast
      "extra_formats": ["mp3" | "wav" | "flac"]}        # optional, see below
 
 Other keys (``webhook``…) are not the worker's business. Output files are stored as
@@ -55,6 +56,7 @@ from sqlalchemy.exc import DBAPIError
 
 from demixer.audio import OutputFormat
 from demixer.errors import DemixerError, StorageUnavailable
+from demixer.models.quality import Quality, parse_quality
 from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
@@ -96,6 +98,7 @@ class _Params:
     names: dict[str, str]
     spans: list[dict[str, Any]] | None
     extra_formats: tuple[str, ...] = ()
+    quality: Quality = "fast"
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> _Params:
@@ -126,6 +129,10 @@ class _Params:
             extra_formats = tuple(OutputFormat.parse(f, None).format for f in extra)
         except DemixerError as exc:
             raise _invalid(f"params.extra_formats: {exc.message}") from None
+        try:  # jobs queued before quality levels existed ran at `fast`
+            quality = parse_quality(str(params.get("quality") or "fast"))
+        except DemixerError as exc:
+            raise _invalid(f"params.quality: {exc.message}") from None
         return cls(
             storage_key=str(key) if key is not None else None,
             audio_url=str(url) if url is not None else None,
@@ -136,6 +143,7 @@ class _Params:
             names=dict(names),
             spans=params.get("spans"),
             extra_formats=extra_formats,
+            quality=quality,
         )
 
 
@@ -333,6 +341,7 @@ class Runner:
             spans=params.spans,
             preprocess=tuple(claim.params.get("preprocess") or ()),
             extra_formats=params.extra_formats,
+            quality=params.quality,
         )
         if self.child is None or not self.child.alive():
             if self.child is not None:

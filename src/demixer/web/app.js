@@ -173,6 +173,8 @@ $("#job-form").addEventListener("submit", async (ev) => {
     path = "/v1/queue/audio/stems";
     input = { file_id: state.fileId, model: $("#model-select").value, stems, output_format: format };
   }
+  const quality = $("#quality-select").value;  // "": the server's default
+  if (quality) input.quality = quality;
   $("#submit").disabled = true;
   try {
     const job = await api("POST", path, { input });
