@@ -148,3 +148,13 @@ def test_cascade_separates_real_music(cascade: CascadeBackend) -> None:
         assert np.sqrt(np.mean(audio**2)) > 1e-3  # every stem of this excerpt is audible
     # Spleeter's masks sum to one and the DSP split is exact, so the four stems remix the input.
     assert np.abs(sum(stems.values()) - mix).max() < 1e-4
+
+
+def test_the_cascade_passes_its_quality_level_to_spleeter(cascade: CascadeBackend) -> None:
+    clip = _excerpt_mix()[:, :SR]
+    tuned = cascade.with_quality("balanced")
+    vocals = tuned.separate(clip)["vocals"]
+    assert np.array_equal(
+        vocals, cascade.two_stem.with_quality("balanced").separate(clip)["vocals"]
+    )
+    assert np.abs(vocals - cascade.separate(clip)["vocals"]).max() > 1e-3

@@ -81,6 +81,7 @@ def test_other_options_stems_and_accounts_miss(api: Api) -> None:
         "IN_QUEUE"
     )
     assert api.queue_separate(file_id, "drums").json()["status"] == "IN_QUEUE"
+    assert api.queue_separate(file_id, input={"quality": "best"}).json()["status"] == "IN_QUEUE"
     assert api.queue_separate(api.upload("mono.wav")).json()["status"] == "IN_QUEUE"
     theirs = api.post(
         "/v1/files",
@@ -132,3 +133,16 @@ def test_url_inputs_are_never_cached() -> None:
     assert fingerprint(None, "spleeter-2stems", params) is None
     a = fingerprint("ab" * 32, "spleeter-2stems", params)
     assert a is not None and a != fingerprint("ab" * 32, "spleeter-4stems", params)
+
+
+def test_fast_keeps_the_fingerprint_of_jobs_from_before_quality_levels() -> None:
+    # Those jobs ran Deezer's pipeline, which is `fast`: a `fast` request may reuse them, a
+    # request at another level may not.
+    before = {"stems": ["vocals", "residual"], "output_format": "wav"}
+    legacy = fingerprint("ab" * 32, "spleeter-2stems", before)
+    assert fingerprint("ab" * 32, "spleeter-2stems", {**before, "quality": "fast"}) == legacy
+    others = {
+        fingerprint("ab" * 32, "spleeter-2stems", {**before, "quality": q})
+        for q in ("balanced", "best")
+    }
+    assert len(others) == 2 and legacy not in others

@@ -110,6 +110,7 @@ def test_separate_listen_mix_and_download(
     upload(page, audio[0])
     page.locator("#model-select").select_option("spleeter-2stems")
     page.locator("#format-select").select_option("wav")
+    page.get_by_test_id("quality-select").select_option("fast")  # not the server's default
     shot(page, "uploaded")
     page.get_by_test_id("submit").click()
     expect(page.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=180_000)
@@ -120,7 +121,9 @@ def test_separate_listen_mix_and_download(
     with httpx.Client(
         base_url=server.base_url, headers={"Authorization": f"Bearer {local_key(server)}"}
     ) as api:
-        result = api.get(f"/v1/queue/requests/{request_id}/result").json()["data"]
+        result = api.get(f"/v1/queue/requests/{request_id}/result").json()
+        assert result["quality"] == "fast"
+        result = result["data"]
     outputs = {name for name, value in result.items() if isinstance(value, dict)}
     assert {"vocals", "accompaniment"} <= outputs
     if backend.servers is not None:  # the page loads and mixes stems straight from the bucket
