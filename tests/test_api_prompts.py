@@ -100,8 +100,14 @@ def test_first_named_sound_is_the_target() -> None:
 
 
 def test_best_installed_model_wins() -> None:
-    assert map_prompt("vocals", ALL).model == "htdemucs_ft"
-    assert map_prompt("drums", ALL).model == "htdemucs_ft"
+    assert map_prompt("vocals", ALL).model == "scnet-xl-ihf"
+    assert map_prompt("drums", ALL).model == "scnet-xl-ihf"
+    assert map_prompt("drums", _specs("htdemucs", "htdemucs_ft")).model == "htdemucs_ft"
+    assert map_prompt("vocals", _specs("spleeter-2stems", "mel-roformer-vocals-kim")).model == (
+        "mel-roformer-vocals-kim"
+    )
+    # A vocal model's "other" is everything but the vocals, not the prompt's other instruments.
+    assert map_prompt("other", _specs("mel-roformer-vocals-kim", "htdemucs")).model == "htdemucs"
     assert map_prompt("drums", _specs("cascade-4stems", "htdemucs")).model == "htdemucs"
     assert map_prompt("vocals", _specs("hdemucs_mmi", "spleeter-2stems")).model == "hdemucs_mmi"
     assert map_prompt("vocals", _specs("htdemucs_6s", "htdemucs")).model == "htdemucs"
@@ -109,7 +115,7 @@ def test_best_installed_model_wins() -> None:
     for prompt, stem in (("guitar", "guitar"), ("piano", "piano"), ("the keys", "piano")):
         assert map_prompt(prompt, ALL) == PromptMatch("htdemucs_6s", stem, False)
     # Installed order does not matter.
-    assert map_prompt("vocals", list(reversed(ALL))).model == "htdemucs_ft"
+    assert map_prompt("vocals", list(reversed(ALL))).model == "scnet-xl-ihf"
     assert set(MODEL_PREFERENCE) == {s.id for s in ALL}
 
 

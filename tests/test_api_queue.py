@@ -56,6 +56,7 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
             "file_id": file_id,
             "storage_key": f"inputs/{file_id}",
             "file_name": "stereo.wav",
+            "duration": 1.5,
         },
         "stems": ["vocals", "residual"],
         "output_format": "flac",
@@ -64,11 +65,17 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         "spans": None,
         "quality": "balanced",  # the server's default (DEMIXER_QUALITY)
         "webhook": None,
+        "prompt": "the singer",
+        # Download names: the prompt's stem by what it is, the residual as "without" it.
+        "labels": {"target": "vocals", "residual": "without-vocals"},
     }
 
     status = api.get(body["status_url"] + "?logs=true").json()
     assert status["status"] == "IN_QUEUE" and status["queue_position"] == 0
-    assert status["progress"] is None and status["error"] is None
+    assert status["progress"] is None and status["error"] is None and status["stage"] is None
+    # What a person knows the request by (history lists): the song, its length, the prompt.
+    assert (status["file_name"], status["duration"]) == ("stereo.wav", 1.5)
+    assert (status["prompt"], status["stems"]) == ("the singer", None)
     assert any("the singer" in line["message"] for line in status["logs"])
     assert api.get(body["status_url"]).json()["logs"] is None
 
@@ -110,7 +117,14 @@ def test_submit_stems_and_audio_url(api: Api) -> None:
     assert r.status_code == 202, r.text
     assert r.json()["engine_model"] == "cascade-4stems"  # the only installed one with drums
     params = _params(api, r.json()["request_id"])
-    assert params["stems"] == ["drums", "bass", "residual"]
+    # The residual is not named: the worker adds it, and drops it if silent.
+    assert params["stems"] == ["drums", "bass"]
+    listed = api.get("/v1/queue/requests").json()["data"][0]
+    assert (listed["stems"], listed["prompt"], listed["file_name"]) == (
+        ["drums", "bass"],
+        None,
+        "stereo.wav",
+    )
     assert params["names"] == {"drums": "drums", "bass": "bass", "residual": "residual"}
     assert (params["output_format"], params["bit_depth"]) == ("mp3", None)
 
@@ -121,7 +135,8 @@ def test_submit_stems_and_audio_url(api: Api) -> None:
     assert r.status_code == 202, r.text
     params = _params(api, r.json()["request_id"])
     assert params["input"] == {"audio_url": "https://example.org/song.mp3"}
-    assert params["stems"] == ["vocals", "accompaniment", "residual"]
+    assert params["stems"] == ["vocals", "accompaniment"]  # every stem: nothing left out
+    assert params["names"] == {"vocals": "vocals", "accompaniment": "accompaniment"}
 
     r = api.post(
         "/v1/queue/audio/stems",
@@ -170,6 +185,10 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
 
     r = api.post(stems, json={"input": {"file_id": file_id, "stems": ["kazoo"]}})
     msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")
+    for nothing in ([], ["", " "]):  # nothing at all asked for: not "everything"
+        r = api.post(stems, json={"input": {"file_id": file_id, "stems": nothing}})
+        msg = _error(r, 422, "NO_STEMS_REQUESTED", "input.stems")
+        assert "leave it out" in msg
     r = api.post(
         stems, json={"input": {"file_id": file_id, "model": "cascade-4stems", "stems": ["guitar"]}}
     )

@@ -139,7 +139,11 @@ def test_cascade_backend_declares_what_the_engine_needs(cascade: CascadeBackend)
 
 def test_cascade_separates_real_music(cascade: CascadeBackend) -> None:
     mix = _excerpt_mix()
-    stems = cascade.separate(mix)
+    progress: list[float] = []
+    stems = cascade.separate(mix, on_progress=progress.append)
+    # Spleeter's passes, then the DSP split: progress from inside the window, ending at 1.
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    assert any(0 < p < 1 for p in progress), progress
     assert tuple(stems) == cascade.stems
     for audio in stems.values():
         assert audio.shape == mix.shape

@@ -7,7 +7,9 @@ a script sees: the exit code, the files written, and a one-line error on stderr.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import soundfile as sf
 from audiofiles import encode, tone
 from demixer.audio import load
 from demixer.models.loading import is_installed
-from demixer.models.registry import get_spec, list_specs
+from demixer.models.registry import get_spec, list_specs, model_card
 
 
 def _executable() -> Path:
@@ -50,9 +52,12 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def demixer(
-    *args: str | Path, model_dir: Path, cwd: Path | None = None
+    *args: str | Path,
+    model_dir: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEMIXER_MODEL_DIR": str(model_dir)}
+    env = {**os.environ, **(env or {}), "DEMIXER_MODEL_DIR": str(model_dir)}
     return subprocess.run(
         [str(_executable()), *map(str, args)],
         capture_output=True,
@@ -101,12 +106,12 @@ def test_separate_two_files_to_flac_24(
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == ["A/residual.flac", "A/vocals.flac", "B/residual.flac", "B/vocals.flac"]
+    assert written == ["A_residual.flac", "A_vocals.flac", "B_residual.flac", "B_vocals.flac"]
     for track in ("A", "B"):
         source, rate = load(inputs[track])
         total = np.zeros_like(source)
         for stem in ("vocals", "residual"):
-            path = out / track / f"{stem}.flac"
+            path = out / f"{track}_{stem}.flac"
             info = sf.info(str(path))
             assert (info.subtype, info.samplerate) == ("PCM_24", rate)
             assert (info.channels, info.frames) == source.shape
@@ -186,7 +191,7 @@ def test_good_files_are_written_when_another_is_bad(
     assert result.returncode == 3
     assert "take [live].mp3" in _one_error_line(result)
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == ["A/accompaniment.wav", "A/vocals.wav", "B/accompaniment.wav", "B/vocals.wav"]
+    assert written == ["A_accompaniment.wav", "A_vocals.wav", "B_accompaniment.wav", "B_vocals.wav"]
 
 
 def test_missing_weights_exit_4_and_say_how_to_pull(
@@ -200,19 +205,223 @@ def test_missing_weights_exit_4_and_say_how_to_pull(
     assert "demixer models pull htdemucs" in line
 
 
-def test_models_list_shows_what_is_installed(model_dir: Path) -> None:
-    result = demixer("models", "list", model_dir=model_dir)
+def test_models_list_json_says_what_is_installed(model_dir: Path) -> None:
+    result = demixer("models", "list", "--json", model_dir=model_dir)
     assert result.returncode == 0, result.stderr
-    installed = {}
-    for line in result.stdout.splitlines():
-        cells = [cell.strip() for cell in line.split("│")]
-        if len(cells) > 5 and cells[1]:
-            installed[cells[1]] = cells[4]
-    assert str(model_dir) in result.stdout
-    assert set(installed) == {spec.id for spec in list_specs()}
-    assert installed["spleeter-2stems"] == "yes"
-    assert installed["htdemucs"] == "no"
+    records = {record["id"]: record for record in json.loads(result.stdout)}
+    assert list(records) == [spec.id for spec in list_specs()]
+    assert records["spleeter-2stems"]["installed"] is True
+    assert records["htdemucs"]["installed"] is False
     # It agrees with the library's own answer for every model.
-    for model_id, shown in installed.items():
-        if model_id != "id":
-            assert shown == ("yes" if is_installed(get_spec(model_id), model_dir) else "no")
+    for model_id, record in records.items():
+        assert record["installed"] is is_installed(get_spec(model_id), model_dir)
+    kim = records["mel-roformer-vocals-kim"]
+    assert kim["arch"] == "mel_band_roformer" and kim["license_class"] == "permissive"
+    assert kim["scores"][0] == {
+        "stem": "vocals",
+        "value": 10.98,
+        "metric": "Multisong SDR",
+        "test_set": "MVSep Multisong",
+        "source": get_spec("mel-roformer-vocals-kim").scores[0].source,
+    }
+    assert [f["name"] for f in kim["files"]] == [w.name for w in get_spec(kim["id"]).weights]
+
+
+def test_models_list_fits_an_80_column_terminal(model_dir: Path) -> None:
+    env_columns = {"COLUMNS": "80"}
+    result = demixer("models", "list", model_dir=model_dir, env=env_columns)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    rows = {line.split()[0]: line.split() for line in lines if line and line[0].isalnum()}
+    for spec in list_specs():
+        # Each id whole on one line (never wrapped mid-word), with its arch, here, licence.
+        row = rows[spec.id]
+        assert row[2] == ("yes" if is_installed(spec, model_dir) else "no")
+        assert " ".join(row[3:]).startswith(spec.license_class)
+    assert rows["spleeter-2stems"][2] == "yes" and rows["htdemucs"][3:5] == ["research", "only"]
+    assert str(model_dir) in result.stdout
+
+
+def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:
+    result = demixer("models", "info", "bs-roformer-vocals-1297", model_dir=model_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        model_card("bs-roformer-vocals-1297")
+        + f"\nInstalled here: no ({model_dir / 'bs-roformer-vocals-1297'}).\n"
+    )
+    unknown = demixer("models", "info", "nope", model_dir=model_dir)
+    assert unknown.returncode == 2
+    assert "UNKNOWN_MODEL" in _one_error_line(unknown)
+
+
+# --- what a user sees in an 80-column terminal ---------------------------------------------------
+
+COLUMNS = 80
+
+
+def in_terminal(
+    *args: str | Path, model_dir: Path, cwd: Path, umask: int = 0o022
+) -> tuple[int, list[str], list[str]]:
+    """Run demixer in a real pseudo-terminal of 80x24, as a person would, and replay what it
+    wrote through a VT100 emulator (pyte). Returns the exit code, the final screen's lines
+    (and scrollback), and the lines of every screen a live progress bar was drawn on."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    import pyte
+
+    screen = pyte.HistoryScreen(COLUMNS, 24, history=500)
+    stream = pyte.ByteStream(screen)
+    env = {**os.environ, "DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
+    env["TERM"] = "xterm-256color"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal is its stdin, stdout and stderr
+        try:
+            os.chdir(cwd)
+            os.umask(umask)
+            os.execve(str(_executable()), ["demixer", *map(str, args)], env)
+        finally:
+            os._exit(127)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, COLUMNS, 0, 0))
+    live: list[str] = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        stream.feed(data)
+        shown = [line.rstrip() for line in screen.display]
+        live += [line for line in shown if "━" in line]
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    scrolled = ["".join(c.data for c in row.values()).rstrip() for row in screen.history.top]
+    lines = [line for line in scrolled + [line.rstrip() for line in screen.display] if line]
+    return os.waitstatus_to_exitcode(status), lines, live
+
+
+def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    songs = tmp_path / "songs"
+    (songs / "live").mkdir(parents=True)
+    shutil.copy(inputs["A"], songs / "A.wav")
+    shutil.copy(inputs["B"], songs / "live" / "B.flac")
+    shutil.copy(inputs["bad"], songs / "take [live].mp3")
+    (songs / "cover.jpg").write_bytes(b"\xff\xd8 not a song")
+    (songs / "notes.txt").write_text("lyrics")
+    (songs / ".hidden.wav").write_bytes(b"")
+
+    code, lines, live = in_terminal(
+        "separate", songs, "-o", "out", model_dir=model_dir, cwd=tmp_path, umask=0o027
+    )
+
+    assert code == 3  # one file was not audio; the others were separated
+    out = tmp_path / "out"
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == [
+        "A_accompaniment.wav",
+        "A_vocals.wav",
+        "live/B_accompaniment.wav",
+        "live/B_vocals.wav",
+    ]
+    for path in out.rglob("*.wav"):  # the user's umask, not mkstemp's private 0600
+        assert path.stat().st_mode & 0o777 == 0o640, path
+    # The bar was live (with what it was doing), and when all is done the screen holds every
+    # line printed, whole, in order, and no bar.
+    assert any("separating" in line for line in live), live
+    assert lines[0] == "2 file(s) in the folders are not audio or video: skipped"
+    assert re.fullmatch(r"A\.wav: 1\.5 s in [\d.]+ s \([\d.]+x real time\)", lines[1]), lines
+    assert lines[2:4] == ["  vocals: out/A_vocals.wav", "  accompaniment: out/A_accompaniment.wav"]
+    assert lines[4].startswith("B.flac: 1.0 s in ")
+    assert lines[5:7] == [
+        "  vocals: out/live/B_vocals.wav",
+        "  accompaniment: out/live/B_accompaniment.wav",
+    ]
+    # The error, wrapped between words to the terminal's width: the whole message is there.
+    error = " ".join(lines[7:])
+    assert error.startswith("error [INVALID_AUDIO] 'take [live].mp3' cannot be read: it is not")
+    assert error.endswith("(FFmpeg: Invalid data found when processing input)")
+    assert not any("━" in line for line in lines)
+    assert all(len(line) <= COLUMNS for line in lines)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["separate"], ["remote", "separate"], ["serve"], ["worker"], ["keys", "create"]],
+    ids=" ".join,
+)
+def test_help_reads_plainly_in_80_columns(model_dir: Path, command: list[str]) -> None:
+    result = subprocess.run(
+        [str(_executable()), *command, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": str(COLUMNS)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for tag in ("<bool>", "<str>", "<path>", "<int>", "<list[Path]>", "{files}", "{FILES}"):
+        assert tag not in text
+    assert all(len(line) <= COLUMNS for line in text.splitlines())
+    if command[-1] == "separate":
+        assert "[OPTIONS] FILES..." in text
+        assert "-o, --out DIR" in text and "-m, --model " in text
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["missing.wav"], 3, "FILE_NOT_FOUND"),
+        (["{A}", "--stems", " , "], 2, "NO_STEMS_REQUESTED"),
+        (["{A}", "--device", "cuda:99"], 2, "DEVICE_UNAVAILABLE"),
+        (["{A}", "--device", "no-such-device"], 2, "DEVICE_UNAVAILABLE"),
+    ],
+    ids=["missing file", "no stems", "no such gpu", "no such device"],
+)
+def test_input_and_device_errors_are_one_line(
+    inputs: dict[str, Path],
+    model_dir: Path,
+    tmp_path: Path,
+    args: list[str],
+    code: int,
+    error: str,
+) -> None:
+    argv = [str(inputs["A"]) if a == "{A}" else a for a in args]
+    result = demixer("separate", *argv, "-o", tmp_path / "out", model_dir=model_dir, cwd=tmp_path)
+    assert result.returncode == code
+    assert f"[{error}]" in _one_error_line(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:
+    data = tmp_path / "data"
+    made = []
+    for name, scopes in (
+        ("laptop", None),
+        ("a long name that has to wrap somewhere", "models:read"),
+    ):
+        extra = ["--scopes", scopes] if scopes else []
+        done = demixer(
+            "keys", "create", "--data-dir", data, "--name", name, *extra, model_dir=model_dir
+        )
+        assert done.returncode == 0, done.stderr
+        made.append(done.stdout.splitlines()[0].split()[1].rstrip(","))  # "account acct_…,"
+    env = {**os.environ, "COLUMNS": str(COLUMNS)}
+    listed = subprocess.run(
+        [str(_executable()), "keys", "list", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    lines = listed.splitlines()
+    assert all(len(line) <= COLUMNS for line in lines), listed
+    assert [line for line in lines if line.startswith("account ")] == [f"account {a}" for a in made]
+    keys = re.findall(r"\bkey_[A-Za-z0-9]{22}\b", listed)  # every id whole, never wrapped
+    assert len(keys) == 2
+    assert re.search(r"\ball\s+laptop\s+\d{4}-\d\d-\d\d\b", listed)

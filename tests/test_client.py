@@ -323,7 +323,7 @@ def test_remote_separate_writes_the_stems(
     ("case", "code", "exit_code"),
     [
         ("not audio", "INVALID_AUDIO", 3),
-        ("missing file", "INVALID_INPUT", 3),
+        ("missing file", "FILE_NOT_FOUND", 3),
         ("unknown stem", "UNKNOWN_STEM", 2),
         ("unknown quality", "UNKNOWN_QUALITY", 2),
         ("bad key", "UNAUTHENTICATED", 1),

@@ -16,10 +16,8 @@ import io
 import os
 import socket
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,8 @@ from demixer.models import demucs_backend, registry
 from demixer.models.download import digest_matches, download, mirror_url, pull, verify_pin
 from demixer.models.loading import file_sha256, load_backend
 from demixer.models.registry import ModelSpec, WeightFile, get_spec
+from weights_origin import Origin as Server
+from weights_origin import serve
 
 SOURCES = ("drums", "bass", "other", "vocals")
 DEMUCS_IDS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi")
@@ -88,45 +88,12 @@ def checkpoint() -> Checkpoint:
     return Checkpoint(name=f"0123abcd-{sha256[:8]}.th", data=data, sha256=sha256)
 
 
-@dataclass
-class Server:
-    """A real HTTP server on 127.0.0.1 serving ``files`` (path -> bytes); 404 otherwise."""
-
-    url: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
-
-
 @pytest.fixture
 def server() -> Iterator[Server]:
-    state = Server(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.requests.append(self.path)
-            body = state.files.get(self.path)
-            if body is None:
-                self.send_error(404, "Not Found")
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    """A real HTTP server on 127.0.0.1 serving ``files`` (path -> bytes); 404 otherwise."""
+    with serve() as state:
+        state.files.clear()
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def tiny_spec(
@@ -256,6 +223,20 @@ def test_load_from_model_path(tmp_path: Path, checkpoint: Checkpoint) -> None:
     check_stems(backend.separate(mix), mix)
 
 
+def test_progress_within_a_window_counts_demucs_segments(
+    tmp_path: Path, checkpoint: Checkpoint
+) -> None:
+    local = tmp_path / "mine.th"
+    local.write_bytes(checkpoint.data)
+    backend = load_backend("htdemucs", model_path=local)
+    progress: list[float] = []
+    mix = music(5.0)
+    # 2 s segments at demucs' 25 % overlap start every 1.5 s: 0, 1.5, 3 and 4.5 s.
+    stems = backend.separate(mix, on_progress=progress.append)  # type: ignore[call-arg]
+    assert progress == [0.25, 0.5, 0.75, 1.0]
+    check_stems(stems, mix)
+
+
 def test_model_path_with_other_stems_is_refused(tmp_path: Path, checkpoint: Checkpoint) -> None:
     local = tmp_path / "mine.th"
     local.write_bytes(checkpoint.data)
@@ -383,7 +364,7 @@ def test_registry_matches_the_installed_demucs_package() -> None:
             assert len(weight.sha256) == 64
             assert weight.sha256.startswith(weight.name.removesuffix(".th").split("-")[1])
             assert weight.size
-        assert spec.sample_rate == 44100 and "MIT" in spec.license
+        assert spec.sample_rate == 44100 and spec.license_class == "research only"
         assert f"demixer models pull {model_id}" in spec.install_hint
 
 

@@ -23,10 +23,12 @@ from demixer.errors import (
     Cancelled,
     InvalidAudio,
     InvalidOutput,
+    NoStemsRequested,
     UnknownQuality,
     UnknownStem,
     exit_code_for,
 )
+from demixer.models.registry import get_spec
 
 MODEL = "spleeter-2stems"
 TWO = ("vocals", "accompaniment")
@@ -37,8 +39,14 @@ FOUR = ("vocals", "drums", "bass", "other")
 
 def test_default_is_every_model_stem_without_residual() -> None:
     assert plan_stems(MODEL, TWO, None) == StemPlan(TWO, None)
-    assert plan_stems(MODEL, TWO, []) == StemPlan(TWO, None)
-    assert plan_stems("m", FOUR, [" ", ""]).outputs == FOUR
+
+
+@pytest.mark.parametrize("requested", [[], [" ", ""]])
+def test_a_request_naming_no_stem_is_refused(requested: list[str]) -> None:
+    with pytest.raises(NoStemsRequested) as info:
+        plan_stems(MODEL, TWO, requested)
+    assert info.value.code == "NO_STEMS_REQUESTED"
+    assert "vocals, accompaniment" in info.value.message
 
 
 def test_every_stem_requested_in_any_order_gives_the_models_order_and_no_residual() -> None:
@@ -60,6 +68,8 @@ def test_a_subset_adds_the_residual(
     plan = plan_stems(MODEL, TWO, requested)
     assert plan.targets == targets
     assert plan.outputs == outputs
+    # Added, it is dropped when silent; named, it is what the user asked for.
+    assert plan.residual_optional == ("residual" not in requested)
 
 
 def test_a_subset_of_four_adds_the_residual_last_in_model_order() -> None:
@@ -331,7 +341,7 @@ def test_separate_file_float_output_sums_to_the_input_with_progress(
     )
 
     assert set(result.paths) == {"vocals", RESIDUAL}
-    assert result.paths["vocals"] == tmp_path / "falcon" / "vocals.wav"
+    assert result.paths["vocals"] == tmp_path / "falcon_vocals.wav"
     assert _files_under(tmp_path) == sorted(result.paths.values())
     assert (result.sample_rate, result.channels) == (rate, 2)
     assert result.duration == pytest.approx(audio.shape[1] / rate)
@@ -393,7 +403,7 @@ def test_every_input_container_gives_stems_of_its_length(
     made = files.get(name)
     decoded, rate = load(made.path)
     result = separator.separate_file(made.path, tmp_path, ["vocals"])
-    assert result.paths["vocals"] == tmp_path / Path(name).stem / "vocals.wav"
+    assert result.paths["vocals"] == tmp_path / f"{Path(name).stem}_vocals.wav"
     for path in result.paths.values():
         info = sf.info(str(path))
         assert (info.samplerate, info.channels, info.frames) == (rate, 2, decoded.shape[1])
@@ -431,7 +441,7 @@ def test_cancel_stops_and_leaves_no_files(
     def should_cancel() -> bool:
         nonlocal asked
         asked += 1
-        return asked >= 3  # after two windows have been separated and written
+        return asked >= 3  # asked before each window and after each pass of the model
 
     with pytest.raises(Cancelled):
         separator.separate_file(excerpt_wav, tmp_path, should_cancel=should_cancel)
@@ -558,3 +568,78 @@ def test_loud_input_with_rescale_gets_one_common_gain(
     assert max(np.abs(y).max() for y in stems.values()) > 0.99  # the loudest reaches full scale
     # One gain for all: the rescaled stems still add up to the equally rescaled input.
     assert np.abs(stems["vocals"] + stems["accompaniment"] - report.gain * source).max() < 1e-4
+
+
+def test_progress_is_reported_within_one_long_window(
+    separator: Separator, excerpt_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real window (47 s) holds the whole 6 s excerpt: without progress from inside the
+    # window, a short song would sit at 0 % until it is done.
+    whole = separator
+    for name in ("window", "overlap"):  # the module's separator has a shrunk window
+        monkeypatch.setattr(whole.backend, name, getattr(type(whole.backend), name))
+    assert whole.backend.window > 6 * whole.backend.sample_rate
+    progress: list[float] = []
+    stages: list[str] = []
+    whole.separate_file(
+        excerpt_wav, tmp_path, fmt=FLOAT, on_progress=progress.append, on_stage=stages.append
+    )
+    inside = [p for p in progress if 0.0 < p < 1.0]
+    assert inside, progress
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    assert stages == ["decoding", "separating", "encoding"]
+
+
+class _FakeBackend:
+    """Three stems with known content: ``c`` is ``c_gain`` times the input, ``a`` and ``b``
+    share the rest equally, so the residual of ``a`` + ``b`` is exactly ``c``."""
+
+    sample_rate = 44100
+    channels = 2
+    stems = ("a", "b", "c")
+    window = 44100
+    overlap = 4410
+
+    def __init__(self, c_gain: float) -> None:
+        self.c_gain = np.float32(c_gain)
+
+    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
+        rest = mix * (1 - self.c_gain) / 2
+        return {"a": rest, "b": rest.copy(), "c": mix * self.c_gain}
+
+
+def _fake_separator(c_gain: float) -> Separator:
+    """A Separator around :class:`_FakeBackend` (no weights loaded)."""
+    sep = Separator.__new__(Separator)
+    sep.spec, sep.device = get_spec(MODEL), "cpu"
+    sep.backend = _FakeBackend(c_gain)
+    return sep
+
+
+@pytest.mark.parametrize(
+    ("c_gain", "kept"),
+    [(0.0, False), (1e-4, False), (1e-2, True)],  # silence, -80 dB, -40 dB of the input
+)
+def test_an_added_residual_is_returned_only_when_audible(
+    excerpt_wav: Path, tmp_path: Path, c_gain: float, kept: bool
+) -> None:
+    sep = _fake_separator(c_gain)
+    audio, rate = load(excerpt_wav)
+    stems = sep.separate_array(audio, rate, ["a", "b"])
+    assert (RESIDUAL in stems) == kept
+    result = sep.separate_file(excerpt_wav, tmp_path, ["a", "b"], fmt=FLOAT)
+    assert (RESIDUAL in result.paths) == kept
+    written = sorted(p.name for p in tmp_path.iterdir())
+    expected = ["falcon_a.wav", "falcon_b.wav"] + (["falcon_residual.wav"] if kept else [])
+    assert written == expected  # a dropped residual leaves no file, not even a temporary
+    if kept:
+        residual, _ = _read(result.paths[RESIDUAL])
+        assert np.abs(residual - c_gain * audio).max() <= 1e-5
+
+
+def test_a_residual_the_user_named_is_returned_even_when_silent(excerpt_wav: Path) -> None:
+    sep = _fake_separator(0.0)
+    audio, rate = load(excerpt_wav)
+    stems = sep.separate_array(audio, rate, ["a", "b", "residual"])
+    assert tuple(stems) == ("a", "b", RESIDUAL)
+    assert np.abs(stems[RESIDUAL]).max() < 1e-6  # silent (float rounding at the seams aside)

@@ -164,6 +164,10 @@ def test_multipart_upload_and_a_prompt_give_target_and_residual(
     done = wait_status(client, job["request_id"], {"COMPLETED", "FAILED"}, timeout=120)
     assert done["status"] == "COMPLETED", done
     data = client.get(f"/v1/queue/requests/{job['request_id']}/result").json()["data"]
+    # Downloads say what they hold, not which side of the prompt they were.
+    stem = Path(path).stem
+    assert data["target"]["file_name"] == f"{stem}_vocals.flac"
+    assert data["residual"]["file_name"] == f"{stem}_without-vocals.flac"
     target, _ = read_audio(data["target"]["url"])
     residual, _ = read_audio(data["residual"]["url"])
     assert target.shape == mix.shape

@@ -6,6 +6,8 @@ worked out by hand; the real Spleeter model's invariants are in test_spleeter.py
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,23 @@ def test_shifts_are_cropped_back_to_the_samples_they_delayed() -> None:
     index = np.arange(500, dtype=np.float64)
     expected = x * (index + np.mean(shifts))
     np.testing.assert_allclose(out["a"], expected, rtol=1e-5)
+
+
+def test_progress_runs_over_every_copy() -> None:
+    class _Reporting(_Linear):
+        def separate(  # type: ignore[override]
+            self, mix: np.ndarray, *, on_progress: Any = None
+        ) -> dict[str, np.ndarray]:
+            on_progress(0.5)
+            return super().separate(mix)
+
+    seen: list[float] = []
+    augmentation = Augmentation(shifts=(0, 5), channel_swap=True)
+    Augmented(_Reporting(np.eye(2)), augmentation).separate(_signal(), on_progress=seen.append)
+    assert seen == [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]  # 4 copies, halves
+    seen.clear()
+    Augmented(_Linear(np.eye(2)), augmentation).separate(_signal(), on_progress=seen.append)
+    assert seen == [0.25, 0.5, 0.75, 1.0]  # an inner model that does not tell: after each copy
 
 
 def test_the_window_leaves_room_for_the_longest_shift() -> None:

@@ -399,8 +399,13 @@ def test_cancel_kills_the_child_within_seconds_and_the_next_job_gets_a_new_one(
 ) -> None:
     env, worker = shared
     job_id = env.submit(long_music)
-    env.wait(job_id, lambda j: j.status == "IN_PROGRESS")
-    time.sleep(0.5)  # let the child start on it
+    # The job row says what the attempt does, and progress arrives from inside the first
+    # window (47 s of this 90 s song), not only once it is done.
+    first_window = 47.0 / 90.0
+    busy = env.wait(
+        job_id, lambda j: j.stage == "separating" and 0 < j.progress < first_window, timeout=60
+    )
+    assert busy.status == "IN_PROGRESS"
     pid = worker.child_pids()[0]
     assert pid is not None
     assert env.services.queue.cancel(job_id) == "IN_PROGRESS"

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from api_support import Api, make_api
 from demixer import __version__
 from demixer.cli import app
-from demixer.errors import ModelUnavailable, UnknownModel
+from demixer.errors import DeviceUnavailable, ModelUnavailable, UnknownModel
 from demixer.service.db import Database, utcnow
 from demixer.service.migrate import migrate
 from demixer.service.schema import Base, WorkerRecord
@@ -213,7 +213,7 @@ def test_the_device_comes_from_the_setting_and_what_torch_sees() -> None:
         assert device == "cuda:0" and described.startswith("cuda:0 (")
     else:
         assert resolve_device("auto") == ("cpu", "cpu")
-        with pytest.raises(ModelUnavailable, match="no CUDA GPU"):
+        with pytest.raises(DeviceUnavailable, match="no CUDA GPU"):
             resolve_device("cuda")
 
 
@@ -328,10 +328,14 @@ def test_the_workers_command_lists_live_and_stopped_workers(tmp_path: Path) -> N
     result = runner.invoke(app, ["workers", "--data-dir", str(settings.data_dir)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    gpu_line = next(line for line in lines if "gpu:7:0000beef" in line)
-    assert "live" in gpu_line and "cuda:0 (H100)" in gpu_line and "htdemucs" in gpu_line
+    assert all(len(line) <= 80 for line in lines), result.output  # fits the terminal
+    gpu_line = next(line for line in lines if "gpu:7:0000beef" in line)  # ids never wrap
+    assert "live" in gpu_line and "cuda:0" in gpu_line and "htdemucs" in gpu_line
     cpu_line = next(line for line in lines if "cpu:8:0000cafe" in line)
-    assert "stopped" in cpu_line and "spleeter-2stems, cascade-4stems" in cpu_line
+    assert "stopped" in cpu_line
+    # Long cells wrap within their column, between words.
+    assert "(H100)" in result.output
+    assert "spleeter-2stems," in result.output and "cascade-4stems" in result.output
     assert "1 live worker(s) run: htdemucs" in result.output
     assert "workers" in runner.invoke(app, ["--help"]).output
 

@@ -8,27 +8,21 @@ never a traceback.
 from __future__ import annotations
 
 import sys
-from functools import partial
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
-from demixer import __version__, cli_remote, cli_service
-from demixer.cli_output import print_error
-from demixer.errors import DemixerError, InvalidAudio, exit_code_for
+from demixer import __version__, cli_models, cli_remote, cli_service
+from demixer.cli_inputs import FilesArgument, expand_inputs
+from demixer.cli_output import FileProgress, print_error, readable_help
+from demixer.errors import DemixerError, InputNotFound, InvalidAudio, exit_code_for
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality
+from demixer.naming import DEFAULT_TEMPLATE
 
 __all__ = ["app", "main"]
 
@@ -38,9 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help that reads in any terminal (see cli_output)
 )
-models_app = typer.Typer(help="List and fetch separation models.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 
 err = Console(stderr=True)
 # Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
@@ -67,15 +60,12 @@ def _root(
     """Split songs and videos into stems (vocals, drums, bass, ...) on this machine."""
 
 
-def _advance(progress: Progress, task: TaskID, fraction: float) -> None:
-    progress.update(task, completed=fraction)
-
-
 @app.command()
 def separate(
-    files: Annotated[list[Path], typer.Argument(help="Audio or video files to separate.")],
+    files: FilesArgument,
     model: Annotated[
-        str, typer.Option("-m", "--model", help="Model id (see `demixer models list`).")
+        str,
+        typer.Option("-m", "--model", metavar="ID", help="Model id (see `demixer models list`)."),
     ] = "spleeter-2stems",
     stems: Annotated[
         str | None,
@@ -83,23 +73,31 @@ def separate(
             "--stems",
             help="Comma-separated stems, e.g. vocals,drums (default: all of the model's). "
             "'residual' (or, beside one stem, 'instrumental'/'accompaniment'/'others') is "
-            "everything else; it is added whenever the stems do not cover the model.",
+            "everything else; it is also added when the stems leave part of the model out "
+            "and that part is not silent.",
         ),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")] = Path(
-        "separated"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out", metavar="DIR", help="Output directory.")
+    ] = Path("separated"),
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="wav, flac or mp3 (320 kbps).")
     ] = "wav",
     bit_depth: Annotated[
         str | None,
-        typer.Option("--bit-depth", help="wav: 16, 24 or 32f (float); flac: 16 or 24. Default 16."),
+        typer.Option(
+            "--bit-depth",
+            metavar="DEPTH",
+            help="wav: 16, 24 or 32f (float); flac: 16 or 24. Default 16.",
+        ),
     ] = None,
     template: Annotated[
         str,
-        typer.Option("--template", help="Output path template: {track}, {stem}, {ext}, {model}."),
-    ] = "{track}/{stem}.{ext}",
+        typer.Option(
+            "--template",
+            help="Output file name: {track}, {stem}, {ext}, {model}; may hold folders.",
+        ),
+    ] = DEFAULT_TEMPLATE,
     downmix: Annotated[
         bool, typer.Option("--downmix", help="Fold inputs with more than 2 channels to stereo.")
     ] = False,
@@ -111,137 +109,113 @@ def separate(
         ),
     ] = False,
     model_path: Annotated[
-        Path | None, typer.Option("--model-path", help="Load this local checkpoint instead.")
+        Path | None,
+        typer.Option("--model-path", metavar="FILE", help="Load this local checkpoint instead."),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
     quality: Annotated[
         str,
         typer.Option(
             "--quality",
             "-q",
+            metavar="LEVEL",
             envvar="DEMIXER_QUALITY",
             help="fast, balanced or best. For spleeter-2stems and cascade-4stems: fast is "
             "Deezer's own pipeline, balanced better stems at the same speed, best about 4x "
             "slower for a little more; other models ignore it.",
         ),
     ] = DEFAULT_QUALITY,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")
+    ] = "cpu",
 ) -> None:
-    """Separate FILES into stems, one folder per track (several files share one loaded model)."""
+    """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model)."""
     from demixer.audio import OutputFormat
-    from demixer.engine import Separator
+    from demixer.engine import Separator, plan_stems
+    from demixer.models.registry import get_spec
 
+    inputs, skipped = expand_inputs(files)
     try:
         level = parse_quality(quality)
+        if not any(item.path.exists() for item in inputs):  # nothing to do: say so at once
+            missing = ", ".join(str(item.path) for item in inputs)
+            raise InputNotFound(
+                f"file not found: {missing}"
+                if inputs
+                else f"no audio or video file in {', '.join(map(str, files))}"
+            )
         output = OutputFormat.parse(fmt, bit_depth)
-        separator = Separator(model, model_path=model_path, device=device)
-        requested = stems.split(",") if stems else None
+        requested = stems.split(",") if stems is not None else None
+        if requested is not None and not any(s.strip() for s in requested):
+            plan_stems(model, get_spec(model).stems, requested)  # names nothing: say so now
+        with _loading(model):
+            separator = Separator(model, model_path=model_path, device=device)
         separator.plan(requested)  # reject unknown stems before any decoding
     except DemixerError as e:
         raise _fail(e) from None
+    if skipped:
+        err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
 
-    failures = 0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-        disable=not err.is_terminal,
-    ) as progress:
-        for path in files:
-            task = progress.add_task(escape(path.name), total=1.0)
+    last_error: DemixerError | None = None
+    with FileProgress(out, err) as progress:
+        for item in inputs:
+            path = item.path
+            progress.start(path.name)
             try:
                 result = separator.separate_file(
                     path,
-                    out_dir,
+                    out_dir / item.subdir,
                     requested,
                     fmt=output,
                     template=template,
                     downmix=downmix,
                     rescale=rescale,
                     quality=level,
-                    on_progress=partial(_advance, progress, task),
+                    on_progress=progress.advance,
+                    on_stage=progress.stage,
                 )
-            except InvalidAudio as e:
-                failures += 1
-                progress.update(task, description=f"{escape(path.name)} [red]failed")
-                print_error(e.code, e.message)
-                last_error: DemixerError = e
+            except InvalidAudio as e:  # this file is bad: say so, go on with the others
+                progress.error(e.code, e.message)
+                last_error = e
                 continue
             except DemixerError as e:
-                raise _fail(e) from None
-            progress.update(task, completed=1.0)
+                progress.error(e.code, e.message)
+                raise typer.Exit(exit_code_for(e)) from None
             speed = result.duration / result.seconds if result.seconds else 0.0
-            out.print(
+            progress.print_out(
                 f"{escape(path.name)}: {result.duration:.1f} s in {result.seconds:.1f} s "
-                f"({speed:.1f}x real time)",
-                highlight=False,
+                f"({speed:.1f}x real time)"
             )
             for name, written in result.paths.items():
                 clipped = result.report.clipped.get(name, 0)
                 note = f"  [yellow]{clipped} samples clipped[/]" if clipped else ""
-                out.print(f"  {name}: {escape(str(written))}{note}", highlight=False)
+                progress.print_out(f"  {name}: {escape(str(written))}{note}")
             if any(result.report.clipped.values()):
-                out.print(
+                progress.print(
                     "  [yellow]some stems clipped in integer output: use --bit-depth 32f "
                     "(never clipped) or --rescale[/]"
                 )
             if result.report.gain != 1.0:
-                out.print(f"  rescaled all stems by {result.report.gain:.3f} to avoid clipping")
-    if failures:
+                progress.print(
+                    f"  rescaled all stems by {result.report.gain:.3f} to avoid clipping"
+                )
+    if last_error is not None:
         raise typer.Exit(exit_code_for(last_error))
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """Every model: id, stems, sample rate, whether its weights are here, measured quality."""
-    from demixer.models.loading import default_model_dir, is_installed
-    from demixer.models.registry import list_specs
-
-    table = Table(title=f"models (weights cache: {default_model_dir()})")
-    for column in ("id", "stems", "rate", "installed", "quality", "licence"):
-        table.add_column(column)
-    for spec in list_specs():
-        table.add_row(
-            spec.id,
-            ",".join(spec.stems),
-            f"{spec.sample_rate} Hz",
-            "yes" if is_installed(spec) else "no",
-            spec.quality,
-            spec.license,
-        )
-    Console(width=200).print(table)
+@contextmanager
+def _loading(model: str) -> Iterator[None]:
+    """A spinner while the model loads (a terminal only: logs get nothing)."""
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(f"loading {escape(model)}…"):
+        yield
 
 
-@models_app.command("pull")
-def models_pull(
-    name: Annotated[str, typer.Argument(help="Model id, e.g. htdemucs.")],
-    base_url: Annotated[
-        str | None,
-        typer.Option("--base-url", help="Mirror to fetch from (also $DEMIXER_MODEL_BASE_URL)."),
-    ] = None,
-) -> None:
-    """Download a model's weights into the cache and verify their SHA-256."""
-    from demixer.models.download import pull
-
-    def progress(file: str, done: int, total: int | None) -> None:
-        if total:
-            err.print(f"\r{file}: {done / total:6.1%}", end="", highlight=False)
-
-    try:
-        paths = pull(name, base_url=base_url, on_progress=progress if err.is_terminal else None)
-    except DemixerError as e:
-        raise _fail(e) from None
-    if err.is_terminal:
-        err.print()
-    for path in paths:
-        out.print(f"{path}", highlight=False)
-    out.print(f"{name}: installed and verified")
-
-
+cli_models.register(app)
 cli_service.register(app)
 cli_remote.register(app)
+readable_help(app)  # last: every command is registered
 
 
 def main() -> None:

@@ -1,19 +1,179 @@
-"""How every ``demixer`` command prints an error: one line on stderr, never a traceback."""
+"""How every ``demixer`` command talks to a terminal: errors, help, live progress.
+
+- An error is one line on stderr, never a traceback (:func:`print_error`).
+- ``--help`` is click's plain layout with readable placeholders (``--model MODEL``,
+  ``FILES...``), not typer's type tags (``<str>``, ``<list[Path]>``, ``{files}...``):
+  :func:`readable_help`.
+- Progress (:class:`FileProgress`) is one live line at the bottom of the terminal; everything
+  printed while it runs goes through its console, so rich prints it above the bar and the bar
+  never overwrites or joins a line (rich's Live display used as designed).
+"""
 
 from __future__ import annotations
 
+import re
+from types import TracebackType
+from typing import Any
+
+import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, TaskID
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
-__all__ = ["print_error"]
+from demixer.client.progress import STAGE_WORDS, progress_line, short_name
+
+__all__ = ["FileProgress", "print_error", "readable_help"]
 
 _err = Console(stderr=True)
 
 
-def print_error(code: str, message: str) -> None:
-    """``error [CODE] message`` on stderr.
+def print_error(code: str, message: str, console: Console | None = None) -> None:
+    """``error [CODE] message`` on stderr (or through ``console``, a live display's).
 
     Messages hold file names and user input: escaped, or "[live]" in a name would vanish as
-    markup and "[/x]" would crash rich; soft-wrapped, so a long one stays one line in logs.
+    markup and "[/x]" would crash rich. In a log or a pipe the line is never wrapped (one line
+    per error); on a terminal it wraps between words.
     """
-    _err.print(f"[bold red]error[/] \\[{code}] {escape(message)}", highlight=False, soft_wrap=True)
+    target = console or _err
+    target.print(
+        f"[bold red]error[/] \\[{code}] {escape(message)}",
+        highlight=False,
+        soft_wrap=not target.is_terminal,
+    )
+
+
+# --- help ------------------------------------------------------------------------------------
+
+_TYPE_TAG = re.compile(r" <[^<>]*>(\.\.\.)?$")
+
+
+def _metavar(param: TyperArgument | TyperOption) -> str:
+    """An option's placeholder: its own, else its long name in capitals (``--bit-depth
+    BIT-DEPTH``); an argument's: its name in capitals with ``...`` when it takes several."""
+    if isinstance(param, TyperArgument):
+        name = (param.metavar or param.name or "ARG").upper()
+        return name if param.nargs == 1 or name.endswith("...") else name + "..."
+    if param.metavar:
+        return param.metavar
+    longest = max(param.opts, key=len)
+    return longest.lstrip("-").upper()
+
+
+class _Command(TyperCommand):
+    """A typer command whose help and usage line read like a classic CLI's.
+
+    (typer ships its own copy of click: contexts and formatters are typed ``Any`` here.)
+    """
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = _metavar(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments: list[tuple[str, str]] = []
+        options: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            label, text = record
+            if isinstance(param, TyperArgument):
+                arguments.append((_metavar(param), text))
+                continue
+            plain = _TYPE_TAG.sub("", label)  # typer's "<str>", "<path>"...: a placeholder
+            if plain != label and isinstance(param, TyperOption):
+                label = f"{plain} {_metavar(param)}"
+            options.append((label, text))
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        if options:
+            with formatter.section("Options"):
+                formatter.write_dl(options)
+
+
+def readable_help(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its sub-apps) the plain help layout; call once
+    after every command is registered."""
+    app.rich_markup_mode = None
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):  # typer's default; a command's own class stays
+            command.cls = _Command
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            readable_help(group.typer_instance)
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+class FileProgress:
+    """The live line of a command that works through files, one after the other.
+
+    On a terminal it shows the current file, what is being done, a bar and the time left;
+    :meth:`print`, :meth:`print_out` and :meth:`error` put lines above it. Without a
+    terminal it shows nothing and the lines go straight to their streams.
+
+    Args:
+        out: where results go (stdout: scripts read the paths printed there).
+        err: where the bar and errors go (stderr).
+    """
+
+    def __init__(self, out: Console, err: Console) -> None:
+        self.out = out
+        self.err = err
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if err.is_terminal:
+            self._progress = progress_line(err)
+
+    def __enter__(self) -> FileProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def start(self, name: str) -> None:
+        """A new file: the bar starts again at 0 %."""
+        if self._progress is None:
+            return
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task("starting", total=1.0, name=escape(short_name(name)))
+
+    def advance(self, fraction: float) -> None:
+        """The current file is ``fraction`` done (0-1)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=fraction)
+
+    def stage(self, stage: str) -> None:
+        """The current file's stage (engine and service names, see :data:`STAGE_WORDS`)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=STAGE_WORDS.get(stage, stage))
+
+    def print(self, text: str, **options: Any) -> None:
+        """A line for the person watching (stderr), above the live bar."""
+        self.err.print(text, **options)
+
+    def print_out(self, text: str) -> None:
+        """A result line (stdout). On the terminal that shows the bar it goes through the
+        bar's console, so rich keeps the two apart; into a pipe or file it goes as is."""
+        console = self.err if self._progress is not None and self.out.is_terminal else self.out
+        console.print(text, highlight=False, soft_wrap=True)
+
+    def error(self, code: str, message: str) -> None:
+        """An error line, above the live bar."""
+        print_error(code, message, self.err if self._progress is not None else None)

@@ -14,8 +14,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import print_error
-from demixer.errors import DemixerError, exit_code_for
+from demixer.errors import DemixerError, InputNotFound, exit_code_for
 
 __all__ = ["register", "remote_app"]
 
@@ -38,7 +39,7 @@ def _exit_code(error: DemixerError) -> int:
 
 @remote_app.command("separate")
 def remote_separate(
-    files: Annotated[list[Path], typer.Argument(help="Audio or video files to separate.")],
+    files: FilesArgument,
     server: Annotated[
         str, typer.Option("--server", envvar="DEMIXER_SERVER", help="The server's base URL.")
     ] = "http://127.0.0.1:8000",
@@ -53,19 +54,25 @@ def remote_separate(
     ] = "spleeter-2stems",
     stems: Annotated[
         str | None,
-        typer.Option("--stems", help="Comma-separated stems (default: all); residual is added."),
+        typer.Option(
+            "--stems",
+            help="Comma-separated stems (default: all); 'residual' (everything else) is "
+            "added when the stems leave part of the model out and it is not silent.",
+        ),
     ] = None,
     prompt: Annotated[
         str | None,
         typer.Option("--prompt", help='What to separate, in words ("the singer"), not --stems.'),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")] = Path(
-        "separated"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out", metavar="DIR", help="Output directory.")
+    ] = Path("separated"),
     fmt: Annotated[str, typer.Option("--format", "-f", help="wav, flac or mp3.")] = "wav",
     bit_depth: Annotated[
         str | None,
-        typer.Option("--bit-depth", help="wav: 16, 24 or 32f (float); flac: 16 or 24."),
+        typer.Option(
+            "--bit-depth", metavar="DEPTH", help="wav: 16, 24 or 32f (float); flac: 16 or 24."
+        ),
     ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds to wait for each job.")
@@ -75,13 +82,13 @@ def remote_separate(
         typer.Option(
             "--quality",
             "-q",
+            metavar="LEVEL",
             help="fast, balanced or best (default: the server's DEMIXER_QUALITY).",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Upload FILES to a demixer server, separate them there, and download the outputs into
-    the output directory (`{track}_{stem}.{ext}`)."""
+    """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
     from demixer.client import Client
 
     if prompt is not None and stems:
@@ -94,22 +101,30 @@ def remote_separate(
         except DemixerError as e:
             print_error(e.code, e.message)
             raise typer.Exit(exit_code_for(e)) from None
+    inputs, skipped = expand_inputs(files)
+    if skipped:
+        err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
     last = 0
     with Client(server, key) as client:
-        for path in files:
+        for item in inputs:
+            path = item.path
             try:
                 paths = client.separate(
                     path,
-                    stems=stems.split(",") if stems else None,
+                    stems=stems.split(",") if stems is not None else None,
                     model=model,
                     prompt=prompt,
                     output_format=fmt,
                     bit_depth=bit_depth,
                     quality=quality,
-                    directory=out_dir,
+                    directory=out_dir / item.subdir,
                     progress=err.is_terminal,
                     timeout=timeout,
                 )
+            except FileNotFoundError:
+                print_error(InputNotFound.code, f"file not found: {path}")
+                last = 3
+                continue
             except OSError as e:
                 print_error("INVALID_INPUT", f"{path}: {e.strerror or e}")
                 last = 3

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 
 from demixer.cli_output import print_error
@@ -99,6 +102,7 @@ def serve(
     import uvicorn
 
     from demixer.api import create_app
+    from demixer.api.access_log import log_config
     from demixer.service.keys import create_key, list_keys
     from demixer.service.worker import Worker
 
@@ -115,6 +119,7 @@ def serve(
         _, secret = create_key(services.db, name="created by serve")
         out.print("No API key existed, so one was created. It is shown only this once:")
         out.print(secret, highlight=False)
+        out.print("(the web page on this machine uses the same account)")
     stop = threading.Event()
     worker_thread = None
     if worker is not None:
@@ -124,15 +129,42 @@ def serve(
         worker_thread.start()
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
-    out.print(f"demixer on {settings.base_url} (data: {settings.data_dir})", highlight=False)
+    _banner(settings, worker)
     try:
-        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(
+            create_app(services),
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            log_config=log_config(),  # signed URLs' signatures never reach the log
+        )
     finally:
         stop.set()
         if worker_thread is not None:
             worker_thread.join(timeout=30)
         if dispatcher_thread is not None:
             dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
+
+
+def _banner(settings: Any, worker: Any) -> None:
+    """Where to go next: the page, the docs, the data, and what the workers run on."""
+    from demixer import __version__
+
+    base = settings.base_url
+    if worker is None:
+        runs = "none here (API only: `demixer worker` runs them elsewhere)"
+    else:
+        slots = f"{settings.workers} slot{'s' if settings.workers != 1 else ''}"
+        runs = f"{slots} on {worker.device}; models: {', '.join(worker.models)}"
+    out.print(f"demixer {__version__} is running", highlight=False)
+    for label, value in (
+        ("web page", f"{base}/"),
+        ("API docs", f"{base}/v1/docs"),
+        ("data", str(settings.data_dir)),
+        ("workers", runs),
+    ):
+        out.print(f"  {label:<9} {value}", highlight=False)
+    out.print("Press Ctrl-C to stop.", highlight=False)
 
 
 def worker(
@@ -203,11 +235,8 @@ def workers_list(data_dir: DataDir = None) -> None:
         out.print("no worker has registered in the last day", highlight=False)
         return
     now = services.db.clock()
-    table = Table()
-    for column in ("id", "state", "device", "models", "slots", "version", "last seen"):
-        table.add_column(column)
-    for w in found:
-        table.add_row(
+    rows = [
+        (
             w.id,
             w.state,
             w.device,
@@ -216,7 +245,14 @@ def workers_list(data_dir: DataDir = None) -> None:
             w.version,
             _ago((now - w.last_seen_at).total_seconds()),
         )
-    Console(width=200).print(table)
+        for w in found
+    ]
+    table = _table(
+        ("id", "state", "device", "models", "slots", "version", "last seen"),
+        rows,
+        wrap={"device": 6, "models": 15},
+    )
+    out.print(table)
     live = [w for w in found if w.state == "live"]
     runs = sorted({m for w in live for m in w.models})
     out.print(f"{len(live)} live worker(s) run: {', '.join(runs) or 'nothing'}", highlight=False)
@@ -256,23 +292,88 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None) -> None:
-    """List keys (never their secrets)."""
-    from demixer.service.keys import list_keys
+    """List keys by account (never their secrets)."""
+    from demixer.service.keys import ALL_SCOPES, list_keys
 
-    table = Table()
-    for column in ("id", "account", "prefix", "scopes", "name", "created", "revoked"):
-        table.add_column(column)
-    for k in list_keys(_services(_settings(data_dir)).db):
-        table.add_row(
-            k.id,
-            k.account_id,
-            k.prefix + "…",
-            " ".join(k.scopes),
-            k.name,
-            k.created_at,
-            "yes" if k.revoked else "",
+    keys = list_keys(_services(_settings(data_dir)).db)
+    if not keys:
+        out.print("no keys yet: `demixer keys create` makes one", highlight=False)
+        return
+    accounts: dict[str, list[Any]] = {}
+    for k in keys:
+        accounts.setdefault(k.account_id, []).append(k)
+    for account, owned in accounts.items():
+        out.print(f"account {account}", highlight=False, style="bold")
+        rows = [
+            (
+                k.id,
+                k.prefix + "…",
+                _scopes(k, ALL_SCOPES),
+                k.name,
+                k.created_at[:10],  # the day (UTC)
+            )
+            for k in owned
+        ]
+        table = _table(
+            ("key id", "prefix", "scopes", "name", "created"),
+            rows,
+            wrap={"scopes": 14, "name": 6},
+            styles=["dim" if k.revoked else None for k in owned],
+            width=out.width - 2,  # indented under its account
         )
-    Console(width=200).print(table)
+        out.print(Padding(table, (0, 0, 1, 2)), width=out.width)
+
+
+def _scopes(key: Any, every: tuple[str, ...]) -> str:
+    """A key's scopes in a word or a few: ``revoked`` (it can do nothing), ``all``, or each."""
+    if key.revoked:
+        return "revoked"
+    return "all" if set(key.scopes) == set(every) else " ".join(key.scopes)
+
+
+def _table(
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[str, ...]],
+    wrap: dict[str, int] | None = None,
+    styles: list[str | None] | None = None,
+    width: int | None = None,
+) -> Table:
+    """A borderless table that fits ``width`` (default: the terminal): ids and times never
+    break and keep their full width; the ``wrap`` columns (name -> narrowest useful width)
+    share what is left and wrap between words."""
+    wrap = wrap or {}
+    widest = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(columns)]
+    fixed = sum(w for name, w in zip(columns, widest, strict=True) if name not in wrap)
+    room = (width or out.width) - fixed - 2 * (len(columns) - 1)
+    wanted = {name: w for name, w in zip(columns, widest, strict=True) if name in wrap}
+    share = _share(room, wanted, wrap)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
+    )
+    for name, w in zip(columns, widest, strict=True):
+        if name in wrap:
+            table.add_column(name, overflow="fold", width=share[name])
+        else:
+            table.add_column(name, no_wrap=True, min_width=w)
+    for row, style in zip(rows, styles or [None] * len(rows), strict=True):
+        table.add_row(*row, style=style)
+    return table
+
+
+def _share(room: int, wanted: dict[str, int], least: dict[str, int]) -> dict[str, int]:
+    """``room`` characters split among wrapping columns: each gets what it needs when all fit,
+    else its ``least`` and a share of the rest in proportion to what it lacks."""
+    if sum(wanted.values()) <= room:
+        return wanted
+    share = {name: min(least[name], need) for name, need in wanted.items()}
+    spare = max(0, room - sum(share.values()))
+    extra = {name: need - share[name] for name, need in wanted.items()}
+    total = sum(extra.values()) or 1
+    return {name: share[name] + spare * extra[name] // total for name in wanted}
 
 
 @keys_app.command("revoke")

@@ -15,6 +15,7 @@ __all__ = [
     "ContentTypeMismatch",
     "DatabaseUnavailable",
     "DemixerError",
+    "DeviceUnavailable",
     "DownloadFailed",
     "DurationLimit",
     "FileExpired",
@@ -24,6 +25,7 @@ __all__ = [
     "Gone",
     "IdempotencyInProgress",
     "IdempotencyKeyReused",
+    "InputNotFound",
     "InvalidAudio",
     "InvalidAudioUrl",
     "InvalidOutput",
@@ -32,6 +34,7 @@ __all__ = [
     "JobFailed",
     "ModelFailed",
     "ModelUnavailable",
+    "NoStemsRequested",
     "NotFound",
     "NotReady",
     "RateLimited",
@@ -71,6 +74,12 @@ class InvalidAudio(DemixerError):
     code = "INVALID_AUDIO"
 
 
+class InputNotFound(InvalidAudio):
+    """The input file does not exist (a typo in a path, a file moved away)."""
+
+    code = "FILE_NOT_FOUND"
+
+
 class InvalidOutput(DemixerError):
     """The requested output cannot be written (format, bit depth, name template)."""
 
@@ -95,6 +104,12 @@ class UnknownQuality(DemixerError):
     code = "UNKNOWN_QUALITY"
 
 
+class NoStemsRequested(UnknownStem):
+    """A request that names no stem at all: there is nothing to separate."""
+
+    code = "NO_STEMS_REQUESTED"
+
+
 class ModelUnavailable(DemixerError):
     """The model is registered but its weights are missing or cannot be loaded."""
 
@@ -111,6 +126,13 @@ class DownloadFailed(ModelUnavailable):
     """Fetching weights failed (network, HTTP status, size or checksum)."""
 
     code = "DOWNLOAD_FAILED"
+
+
+class DeviceUnavailable(DemixerError):
+    """The torch device asked for is not there (``cuda`` with a CPU-only torch, a GPU index
+    past the last one)."""
+
+    code = "DEVICE_UNAVAILABLE"
 
 
 class ModelFailed(DemixerError):
@@ -316,6 +338,7 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     UnknownModel: 2,
     UnknownQuality: 2,
     InvalidOutput: 2,
+    DeviceUnavailable: 2,
     InvalidAudio: 3,
     ModelUnavailable: 4,
     Cancelled: 130,

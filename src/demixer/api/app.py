@@ -10,7 +10,7 @@ from demixer import __version__
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
-from demixer.api.routes import blobs, files, models, queue, usage, web
+from demixer.api.routes import blobs, docs, files, health, models, queue, usage, web
 from demixer.api.schemas import FileCreate
 from demixer.service.context import Services
 from demixer.vendors import routers as vendor_routers
@@ -25,7 +25,8 @@ stems (`…/result`: signed, expiring download URLs).
 
 Authenticate with `Authorization: Bearer <key>`. Every error is
 `{"error": {"code", "message", "param", "request_id"}}`; every response carries
-`x-request-id`.
+`x-request-id`. `GET /healthz` (the process is up) and `GET /readyz` (database, storage and
+a live worker) take no key.
 """
 
 
@@ -36,13 +37,13 @@ def create_app(services: Services) -> FastAPI:
         version=__version__,
         description=_DESCRIPTION,
         openapi_url="/v1/openapi.json",
-        docs_url="/v1/docs",
+        docs_url=None,  # routes/docs.py serves it with local assets (no CDN)
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (models, files, queue, blobs, usage, web):
+    for module in (models, files, queue, blobs, usage, web, health, docs):
         app.include_router(module.router)
     for router in vendor_routers():
         app.include_router(router)

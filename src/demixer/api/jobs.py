@@ -30,6 +30,7 @@ from demixer.api.schemas import (
     WebhookStatus,
 )
 from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
+from demixer.service.child import STAGES
 from demixer.service.context import Services
 from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
 from demixer.service.retention import result_expired, result_expires_at
@@ -116,6 +117,7 @@ def _status(
     if job.status == FAILED:
         error = JobError(code=job.error_code or "FAILED", message=job.error_message or "")
     progress = job.progress if job.status in (IN_PROGRESS, COMPLETED) else None
+    stage = job.stage if job.status == IN_PROGRESS and job.stage in STAGES else None
     waiting = None
     if job.status == IN_QUEUE:  # one small indexed query, only while queued
         if live is None:
@@ -132,6 +134,8 @@ def _status(
         queue_position=services.queue.position(s, job) if job.status == IN_QUEUE else None,
         waiting_reason=waiting,
         progress=progress,
+        stage=cast(Any, stage),
+        **_described(job),
         cancel_requested=job.cancel_requested,
         status_url=links["status"],
         result_url=links["result"],
@@ -139,6 +143,22 @@ def _status(
         logs=lines,
         webhook=_webhook_status(s, job),
     )
+
+
+def _described(job: Job) -> dict[str, Any]:
+    """What a person recognises a request by: the song, its length, the stems or prompt."""
+    params = job.params or {}
+    source = params.get("input") or {}
+    name = source.get("file_name") or str(source.get("audio_url") or "").split("?")[0]
+    duration = job.duration or source.get("duration")
+    names = params.get("names") or {}
+    stems = params.get("stems") if job.queue_model != "audio/separate" else None
+    return {
+        "file_name": name.rsplit("/", 1)[-1] or None,
+        "duration": float(duration) if duration else None,
+        "stems": [names.get(s, s) for s in stems] if isinstance(stems, list) else None,
+        "prompt": params.get("prompt"),
+    }
 
 
 def job_status(services: Services, account_id: str, job_id: str, logs: bool) -> RequestStatus:

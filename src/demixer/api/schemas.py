@@ -206,10 +206,13 @@ class SeparateInput(QueueInput):
 class StemsInput(QueueInput):
     """Input of ``audio/stems``: stems by name from one engine model."""
 
-    stems: list[str] = Field(
-        default_factory=list,
+    stems: list[str] | None = Field(
+        None,
         max_length=20,
-        description="Model stems (empty: all). `residual` is always added.",
+        description="Model stems (left out or `null`: all of the model's; `[]` is refused with "
+        "`NO_STEMS_REQUESTED`). `residual`, everything the stems leave out, is added when they "
+        "do not cover the model and it is audible (above -60 dB of the input's energy); name "
+        "it to always get it.",
     )
     model: str | None = Field(
         None,
@@ -326,6 +329,17 @@ class RequestStatus(BaseModel):
         ],
     )
     progress: float | None = Field(description="0–1, while IN_PROGRESS (1 once COMPLETED).")
+    stage: Literal["loading_model", "decoding", "separating", "encoding", "storing"] | None = Field(
+        None,
+        description="While IN_PROGRESS: what the attempt is doing now (`null` until the "
+        "worker says; `progress` counts the `separating` stage).",
+    )
+    file_name: str | None = Field(None, description="The input's file name (the song).")
+    duration: float | None = Field(None, description="Seconds of input audio, when known.")
+    stems: list[str] | None = Field(
+        None, description="`audio/stems`: the stems asked for, by output name."
+    )
+    prompt: str | None = Field(None, description="`audio/separate`: the prompt.")
     cancel_requested: bool
     status_url: str
     result_url: str
@@ -386,7 +400,8 @@ class ResultResponse(BaseModel):
     quality: str | None = Field(None, description="The quality level it ran at.")
     status: Literal["COMPLETED"] = "COMPLETED"
     data: dict[str, OutputFile | int | float] = Field(
-        description="Output name -> file (`target`/`residual`, or one per stem + `residual`), "
+        description="Output name -> file (`target`/`residual`, or one per stem, + `residual` "
+        "when the stems leave something audible out), "
         "plus `duration` (seconds) and `sample_rate` (Hz) of the input."
     )
     usage: Usage
@@ -406,17 +421,47 @@ class Limits(BaseModel):
     bit_depths: dict[str, list[str]]
 
 
+class PublishedScore(BaseModel):
+    """One quality figure, as its publisher gives it (not measured by this server)."""
+
+    stem: str = Field(description="The stem it is for, or `mean` over the model's stems.")
+    value: float = Field(description="dB.")
+    metric: str = Field(description="`cSDR`, `SDR`, `Multisong SDR`, `median SDR`, ...")
+    test_set: str
+    source: str = Field(description="Who published it (a URL).")
+
+
 class EngineModel(BaseModel):
-    """A separation model this server runs (the ``model`` of ``audio/stems``): its weights are
-    installed here or on a registered worker."""
+    """A separation model (the ``model`` of ``audio/stems``). In ``engine_models`` its weights
+    are installed here or on a registered worker; ``catalogue`` lists every registered one."""
 
     id: str
     object: Literal["engine_model"] = "engine_model"
     description: str
     stems: list[str]
     sample_rate: int = Field(description="Hz the model runs at (outputs keep the input's rate).")
-    license: str
+    license: str = Field(description="The weights' licence, as their authors state it.")
+    license_class: Literal["permissive", "non-commercial", "research only", "not stated"] = Field(
+        description="How the weights may be used, as far as their authors say."
+    )
+    arch: str = Field(
+        description="Network family: `bs_roformer`, `mel_band_roformer`, `mdx23c`, `scnet`, "
+        "`mdx_net`, `demucs`, `spleeter`, `cascade`."
+    )
+    source_url: str = Field(description="The page the weights are published on.")
     quality: str
+    scores: list[PublishedScore] = Field(
+        description="Published quality figures, headline first (not measured by this server)."
+    )
+    installed: bool = Field(
+        description="Whether its weights are here or on a registered worker (so it can run)."
+    )
+    install: str | None = Field(
+        default=None,
+        description="When not installed: how to get it, run where the server or its workers "
+        "run (e.g. `demixer models pull htdemucs`).",
+        examples=["demixer models pull htdemucs"],
+    )
     limits: Limits
 
 
@@ -435,11 +480,16 @@ class QueueModel(BaseModel):
 
 
 class ModelList(BaseModel):
-    """Queue models in ``data``; installed engine models in ``engine_models``."""
+    """Queue models in ``data``; installed engine models in ``engine_models``; every registered
+    engine model, installed or not, in ``catalogue``."""
 
     object: Literal["list"] = "list"
     data: list[QueueModel]
     engine_models: list[EngineModel]
+    catalogue: list[EngineModel] = Field(
+        description="Every model this demixer knows; `installed` says which can run here "
+        "(`demixer models pull ID` fetches the others' weights)."
+    )
 
 
 class UsageLine(BaseModel):

@@ -34,6 +34,7 @@ from demixer.errors import (
     InvalidAudioUrl,
     InvalidRequest,
     ModelUnavailable,
+    NoStemsRequested,
     UnknownStem,
 )
 from demixer.models.loading import is_installed
@@ -138,7 +139,12 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, An
             f"{settings.max_duration_seconds:.0f} s",
             param=param,
         )
-    return {"file_id": row.id, "storage_key": row.storage_key, "file_name": row.file_name}
+    return {
+        "file_id": row.id,
+        "storage_key": row.storage_key,
+        "file_name": row.file_name,
+        "duration": row.duration,  # for listings; the worker reads the file itself
+    }
 
 
 def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput) -> dict[str, Any]:
@@ -190,6 +196,9 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
         names = {match.stem: "residual", RESIDUAL: "target"}
     else:
         names = {match.stem: "target", RESIDUAL: "residual"}
+    # Download names say what a file holds (song_vocals.wav, song_without-vocals.wav), not
+    # which side of the prompt it was.
+    labels = {names[match.stem]: match.stem, names[RESIDUAL]: f"without-{match.stem}"}
     how = "everything but " if match.invert else ""
     return Submission(
         queue_model=SEPARATE,
@@ -199,17 +208,31 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
             "stems": list(plan.outputs),
             "names": names,
             "spans": [span.model_dump() for span in req.input.spans] if req.input.spans else None,
+            "prompt": req.input.prompt[:200],  # for listings (the log says how it was read)
+            "labels": labels,
         },
         priority=req.priority,
         note=f"prompt {req.input.prompt[:200]!r} -> target = {how}{match.stem} ({spec.id})",
     )
 
 
-def plan_stems_request(services: Services, account_id: str, req: StemsRequest) -> Submission:
-    """``audio/stems``: one output per requested stem, plus the residual."""
+def plan_stems_request(
+    services: Services, account_id: str, req: StemsRequest, *, always_residual: bool = False
+) -> Submission:
+    """``audio/stems``: one output per requested stem, plus the residual: everything the stems
+    leave out, when they do not cover the model and it is audible (see
+    :mod:`demixer.engine.stems`). ``always_residual``: for protocols that always answer an
+    "everything else" file (the vendor routers), it is computed and returned in every case.
+    """
+    if req.input.stems is not None and not any(s.strip() for s in req.input.stems):
+        raise NoStemsRequested(
+            '`stems` names no stem; name at least one (e.g. ["vocals"]), or leave it out '
+            "for every stem of the model",
+            param="input.stems",
+        )
     common = _common(services, account_id, req, req.input)
     installed = installed_models(services)
-    requested = [s.strip().lower() for s in req.input.stems if s.strip()]
+    requested = [s.strip().lower() for s in req.input.stems or () if s.strip()]
     if req.input.model is not None:
         try:
             spec = get_spec(req.input.model)
@@ -219,9 +242,13 @@ def plan_stems_request(services: Services, account_id: str, req: StemsRequest) -
         spec = _default_model(services, installed, requested)
     wanted = requested or list(spec.stems)
     try:
-        plan = plan_stems(spec.id, spec.stems, [*wanted, RESIDUAL])
+        plan = plan_stems(spec.id, spec.stems, [*wanted, RESIDUAL] if always_residual else wanted)
     except UnknownStem as exc:
         raise _reject_param(exc, "input.stems") from None
+    # The worker plans again from these names: an added residual stays an added one.
+    stems = [*plan.targets]
+    if plan.residual_name is not None and not plan.residual_optional:
+        stems.append(plan.residual_name)
     if spec not in installed:
         raise ModelUnavailable(
             f"model {spec.id!r} is not installed on this server nor on any of its workers; "
@@ -233,7 +260,7 @@ def plan_stems_request(services: Services, account_id: str, req: StemsRequest) -
         engine_model=spec.id,
         params={
             **common,
-            "stems": list(plan.outputs),
+            "stems": stems,
             "names": {n: n for n in plan.outputs},
             "spans": None,  # spans shape a target; stems have none
         },

@@ -36,7 +36,7 @@ import numpy as np
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from demixer.errors import InvalidAudio
+from demixer.errors import InputNotFound, InvalidAudio
 
 __all__ = [
     "MAX_SAMPLE_RATE",
@@ -86,7 +86,7 @@ def _open(path: Path) -> InputContainer:
     """Open ``path`` with PyAV, turning every way that can fail into one InvalidAudio."""
     # Checked before FFmpeg sees the file: its messages for these cases are generic.
     if not path.exists():
-        raise InvalidAudio(f"file not found: {path}")
+        raise InputNotFound(f"file not found: {path}")
     if path.is_dir():
         raise InvalidAudio(f"{path} is a directory, not an audio file")
     try:

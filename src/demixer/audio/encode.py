@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ import soundfile as sf
 
 from demixer.audio._mp3 import Mp3File, mp3_rate
 from demixer.errors import InvalidOutput
+from demixer.filemode import umask_mode
 
 __all__ = [
     "BIT_DEPTHS",
@@ -182,9 +183,15 @@ def _open_sink(path: Path, rate: int, channels: int, fmt: OutputFormat) -> _Sink
 
 
 def _temp_path(final: Path, suffix: str) -> Path:
-    """A fresh hidden file next to ``final``, so the last rename never crosses file systems."""
+    """A fresh hidden file next to ``final``, so the last rename never crosses file systems.
+
+    mkstemp makes it private (0600); the stems are the user's files, made with their umask.
+    """
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, umask_mode())
+    finally:
+        os.close(fd)
     return Path(name)
 
 
@@ -293,8 +300,12 @@ class StemSetWriter:
                     block = np.clip(block, -1.0, 1.0)
             self._sinks[stem].write(block)
 
-    def close(self) -> WriteReport:
+    def close(self, drop: Collection[str] = ()) -> WriteReport:
         """Finish every file and move it to its final name; returns the :class:`WriteReport`.
+
+        Args:
+            drop: stems not to keep after all (e.g. a residual that turned out silent): their
+                files are deleted instead of appearing under their final names.
 
         Raises:
             InvalidOutput: a file could not be finished (disk full…); nothing is left behind.
@@ -303,13 +314,18 @@ class StemSetWriter:
             return self.report
         if self._state != "open":
             raise RuntimeError(f"StemSetWriter is {self._state}")
-        self._guard(self._finish)
+        self._guard(lambda: self._finish(set(drop)))
         assert self.report is not None
         return self.report
 
-    def _finish(self) -> None:
+    def _finish(self, drop: set[str]) -> None:
         for sink in self._sinks.values():
             sink.close()
+        for stem in drop & self._finals.keys():
+            for temporaries in (self._raws, self._parts):
+                if stem in temporaries:
+                    temporaries.pop(stem).unlink(missing_ok=True)
+            del self._finals[stem], self._peaks[stem], self._clipped[stem]
         gain = 1.0
         if self.rescale:
             peak = max(self._peaks.values())

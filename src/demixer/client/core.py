@@ -27,6 +27,7 @@ import httpx
 from demixer import __version__
 from demixer.client.errors import ApiError, BadResponse, JobCancelled, JobFailed, WaitTimeout
 from demixer.client.types import OutputFile, Status
+from demixer.filemode import umask_mode
 
 __all__ = [
     "CHUNK",
@@ -260,6 +261,7 @@ def atomic_file(target: Path) -> Iterator[IO[bytes]]:
     """A temporary file beside ``target`` that replaces it only if the block succeeds."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
+        os.fchmod(fd, umask_mode())  # mkstemp's 0600 is for secrets; a download is the user's
         with os.fdopen(fd, "wb") as fh:
             yield fh
         os.replace(tmp, target)
@@ -403,7 +405,8 @@ class ClientBase:
             inp["prompt"] = prompt
             path = "/v1/queue/audio/separate"
         else:
-            inp["stems"] = list(stems or [])
+            if stems is not None:  # left out: every stem of the model ([] is refused)
+                inp["stems"] = list(stems)
             if model is not None:
                 inp["model"] = model
             path = "/v1/queue/audio/stems"

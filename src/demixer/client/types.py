@@ -144,6 +144,9 @@ class Status:
     cancel_requested: bool
     error: ErrorInfo | None  # when FAILED
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # While IN_PROGRESS: loading_model, decoding, separating, encoding or storing (servers
+    # that do not say: None).
+    stage: str | None = None
     quality: str | None = None  # the level it runs at: fast, balanced or best
 
     @property
@@ -164,6 +167,7 @@ class Status:
             error=_error(d),
             quality=_get(d, "quality", str, optional=True),
             raw=d,
+            stage=_get(d, "stage", str, optional=True),
         )
 
 

@@ -10,6 +10,11 @@ back to the input's rate, and the residual is the input minus their sum at the i
 Every separation runs at a quality level (:mod:`demixer.models.quality`; default
 :data:`~demixer.models.quality.DEFAULT_QUALITY`): the loaded model, at that level, separates the
 windows. Models with nothing to offer at a level run as they are.
+
+Progress: ``on_progress(fraction)`` is called before each window and, for backends whose
+``separate`` takes an ``on_progress`` keyword (see :mod:`demixer.models.base`), within a window
+too, so a song shorter than one long window does not sit at 0 % until it is done.
+``on_stage(name)`` names what :meth:`Separator.separate_file` is doing: :data:`STAGES`.
 """
 
 from __future__ import annotations
@@ -20,26 +25,32 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from demixer.audio import AudioReader, OutputFormat, StemSetWriter, WriteReport, resample
-from demixer.engine.stems import StemPlan, plan_stems
+from demixer.engine.device import resolve_device
+from demixer.engine.stems import StemPlan, is_silent, plan_stems
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput, ModelFailed
-from demixer.models.base import Backend
+from demixer.models.base import Backend, reports_progress
 from demixer.models.loading import load_backend
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality, tuned
 from demixer.models.registry import ModelSpec, get_spec
+from demixer.naming import DEFAULT_TEMPLATE
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "FileResult", "Separator"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
 
 DEFAULT_MODEL = "spleeter-2stems"
-DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
+# What separate_file reports through on_stage, in order (the service adds loading_model before
+# and storing after): opening the input, running the model, finishing the files.
+STAGES = ("decoding", "separating", "encoding")
 _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 _READ_BLOCK = 1 << 16  # frames per decoded block
 
 ProgressFn = Callable[[float], None]
+StageFn = Callable[[str], None]
 PreprocessFn = Callable[[Iterable[np.ndarray], int], Iterable[np.ndarray]]
 """``(blocks, sample_rate) -> blocks`` of the same total length, applied before separation."""
 CancelFn = Callable[[], bool]
@@ -99,7 +110,11 @@ class Separator:
         model: registered model id (``demixer models list``).
         model_dir: weights cache directory (default ``$DEMIXER_MODEL_DIR``).
         model_path: a local checkpoint to use instead of the registered weights.
-        device: torch device, e.g. ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a CUDA GPU when torch sees one).
+
+    Raises:
+        UnknownModel, ModelUnavailable: no such model, or its weights cannot be loaded.
+        DeviceUnavailable: the device is not there (``cuda`` on a CPU-only torch).
     """
 
     def __init__(
@@ -111,8 +126,9 @@ class Separator:
         device: str = "cpu",
     ) -> None:
         self.spec: ModelSpec = get_spec(model)
+        self.device = resolve_device(device)[0]
         self.backend: Backend = load_backend(
-            model, model_dir=model_dir, model_path=model_path, device=device
+            model, model_dir=model_dir, model_path=model_path, device=self.device
         )
 
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
@@ -138,7 +154,8 @@ class Separator:
             quality: ``fast``, ``balanced`` or ``best`` (see :mod:`demixer.models.quality`).
 
         Returns:
-            output name -> ``(channels, samples)`` float32 at ``sample_rate``.
+            output name -> ``(channels, samples)`` float32 at ``sample_rate``; an optional
+            residual only when it is audible (:func:`demixer.engine.stems.is_silent`).
         """
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 2 or audio.shape[0] not in (1, 2) or audio.shape[1] == 0:
@@ -147,6 +164,7 @@ class Separator:
             )
         plan = self.plan(stems)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in plan.outputs}
+        residual = _ResidualCheck(plan)
         blocks = (audio[:, i : i + _READ_BLOCK] for i in range(0, audio.shape[1], _READ_BLOCK))
         for out in self.stream(
             blocks,
@@ -157,9 +175,15 @@ class Separator:
             on_progress=on_progress,
             should_cancel=should_cancel,
         ):
+            residual.add(out)
             for name, block in out.items():
                 parts[name].append(block)
-        return {name: np.concatenate(blocks_, axis=1) for name, blocks_ in parts.items()}
+        dropped = residual.dropped()
+        return {
+            name: np.concatenate(blocks_, axis=1)
+            for name, blocks_ in parts.items()
+            if name not in dropped
+        }
 
     def stream(
         self,
@@ -174,23 +198,48 @@ class Separator:
     ) -> Iterator[dict[str, np.ndarray]]:
         """Separate a stream of ``(channels, n)`` blocks, yielding consecutive output blocks.
 
-        Memory is bounded by the model's window, whatever the stream's length. ``quality``:
-        ``fast``, ``balanced`` or ``best``; anything else raises
+        Memory is bounded by the model's window, whatever the stream's length. Every block
+        holds every output of ``plan`` (an optional residual too: only the caller, at the end,
+        knows whether it was silent throughout). ``on_progress`` gets non-decreasing fractions
+        of ``total_samples`` (none without it), from within windows where the backend tells.
+        ``quality``: ``fast``, ``balanced`` or ``best``; anything else raises
         :class:`~demixer.errors.UnknownQuality` before any block is read.
         """
         backend = tuned(self.backend, parse_quality(quality))
         ratio = sample_rate / backend.sample_rate
         window = max(2, round(backend.window * ratio))
         overlap = min(window - 1, round(backend.overlap * ratio))
+        window_start = 0
+        reported = -1.0
 
-        def before_window(position: int) -> None:
+        def report(position: float) -> None:
+            nonlocal reported
+            if on_progress is None or not total_samples:
+                return
+            fraction = min(position / total_samples, 1.0)
+            if fraction >= reported:  # windows overlap: never step back
+                reported = fraction
+                on_progress(fraction)
+
+        def check_cancel() -> None:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("separation cancelled")
-            if on_progress is not None and total_samples:
-                on_progress(min(position / total_samples, 1.0))
+
+        def before_window(position: int) -> None:
+            nonlocal window_start
+            check_cancel()
+            window_start = position
+            report(position)
+
+        def within_window(fraction: float) -> None:
+            check_cancel()
+            span = min(window, (total_samples or 0) - window_start)
+            report(window_start + max(0.0, min(fraction, 1.0)) * span)
+
+        inner = within_window if reports_progress(backend) else None
 
         def separate(x: np.ndarray) -> dict[str, np.ndarray]:
-            return self._separate_window(backend, x, sample_rate, plan)
+            return self._separate_window(backend, x, sample_rate, plan, inner)
 
         for region, stems in overlap_add(
             blocks, separate, window=window, overlap=overlap, before_window=before_window
@@ -203,14 +252,27 @@ class Separator:
             on_progress(1.0)
 
     def _separate_window(
-        self, backend: Backend, x: np.ndarray, sample_rate: int, plan: StemPlan
+        self,
+        backend: Backend,
+        x: np.ndarray,
+        sample_rate: int,
+        plan: StemPlan,
+        on_progress: ProgressFn | None = None,
     ) -> dict[str, np.ndarray]:
-        """One window ``(channels, n)`` at the input rate -> target stems, same shape."""
+        """One window ``(channels, n)`` at the input rate -> target stems, same shape, by
+        ``backend`` (the loaded model at the request's quality level).
+
+        ``on_progress``: fractions of this window, passed to a backend that reports them.
+        """
         channels, n = x.shape
         model_in = np.repeat(x, backend.channels, axis=0) if channels < backend.channels else x
         model_in = resample(model_in, sample_rate, backend.sample_rate)
         try:
-            separated = backend.separate(model_in)
+            if on_progress is not None:
+                reporting: Any = backend
+                separated = reporting.separate(model_in, on_progress=on_progress)
+            else:
+                separated = backend.separate(model_in)
         except DemixerError:
             raise
         except Exception as exc:  # a model crash is ours, not the user's: say so
@@ -239,22 +301,27 @@ class Separator:
         rescale: bool = False,
         quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
+        on_stage: StageFn | None = None,
         should_cancel: CancelFn | None = None,
         preprocess: PreprocessFn | None = None,
     ) -> FileResult:
         """Decode ``path`` (any audio or video file), separate, and write one file per output.
 
         Decoding, separation and encoding all stream, so memory does not depend on duration.
-        Files appear under their final names only when complete. ``preprocess`` (e.g.
-        :func:`demixer.audio.denoise.denoise_blocks`) transforms the decoded block stream
-        before separation, keeping its length; the residual is then computed against the
-        preprocessed input, so stems + residual add up to it, not to the file.
+        Files appear under their final names only when complete; an optional residual that
+        stayed silent throughout never appears. ``on_stage`` gets each of :data:`STAGES` as it
+        begins. ``preprocess`` (e.g. :func:`demixer.audio.denoise.denoise_blocks`) transforms
+        the decoded block stream before separation, keeping its length; the residual is then
+        computed against the preprocessed input, so stems + residual add up to it, not to the
+        file.
         """
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
         parse_quality(quality)  # before the file is opened
         source = Path(path)
+        stage = on_stage or (lambda _: None)
+        stage("decoding")
         with AudioReader(source, downmix=downmix) as reader:
             paths = output_paths(
                 template, Path(out_dir), source.stem, plan.outputs, fmt, self.spec.id
@@ -264,6 +331,17 @@ class Separator:
             )
             writer = StemSetWriter(paths, reader.sample_rate, reader.channels, fmt, rescale=rescale)
             samples = 0
+            separating = False
+
+            def progress(fraction: float) -> None:
+                nonlocal separating
+                if not separating:  # the first window is decoded: the model starts on it
+                    separating = True
+                    stage("separating")
+                if on_progress is not None:
+                    on_progress(fraction)
+
+            residual = _ResidualCheck(plan)
             try:
                 blocks: Iterable[np.ndarray] = reader.blocks(_READ_BLOCK)
                 if preprocess is not None:
@@ -274,20 +352,54 @@ class Separator:
                     plan,
                     total,
                     quality=quality,
-                    on_progress=on_progress,
+                    on_progress=progress,
                     should_cancel=should_cancel,
                 ):
+                    residual.add(out)
                     writer.write(out)
                     samples += next(iter(out.values())).shape[1]
-                report = writer.close()
+                stage("encoding")
+                dropped = residual.dropped()
+                report = writer.close(drop=dropped)
             except BaseException:
                 writer.abort()
                 raise
         return FileResult(
-            paths=paths,
+            paths={name: p for name, p in paths.items() if name not in dropped},
             duration=samples / reader.sample_rate,
             sample_rate=reader.sample_rate,
             channels=reader.channels,
             report=report,
             seconds=time.perf_counter() - started,
         )
+
+
+class _ResidualCheck:
+    """Sums the energy of the input and of a plan's optional residual, block by block, to
+    tell at the end whether that residual was silent (:func:`~demixer.engine.stems.is_silent`).
+    """
+
+    def __init__(self, plan: StemPlan) -> None:
+        self.name = plan.residual_name if plan.residual_optional else None
+        self.input = 0.0
+        self.residual = 0.0
+
+    def add(self, out: dict[str, np.ndarray]) -> None:
+        """One output block of every stem and the residual (they sum to the input block)."""
+        if self.name is None:
+            return
+        mix = np.sum(list(out.values()), axis=0)
+        self.input += _energy(mix)
+        self.residual += _energy(out[self.name])
+
+    def dropped(self) -> tuple[str, ...]:
+        """The residual's name when it was optional and silent, else nothing."""
+        if self.name is not None and is_silent(self.residual, self.input):
+            return (self.name,)
+        return ()
+
+
+def _energy(x: np.ndarray) -> float:
+    """Sum of squared samples, accumulated in float64 (a long song's sum overflows no float32
+    but loses the quiet parts' precision)."""
+    return float(np.einsum("ij,ij->", x, x, dtype=np.float64))

@@ -2,6 +2,11 @@
 
 The residual is everything the requested stems leave out (input minus their sum), computed at
 the input's own rate, so requested stems + residual always add back to the input exactly.
+
+A residual the user did not name (added because the stems do not cover the model) is
+*optional*: the engine returns it only when it is audible, i.e. its energy is above
+:data:`SILENT_DB` relative to the input's (a model stem that is silent in this song leaves a
+silent residual, and a file of zeros helps nobody).
 """
 
 from __future__ import annotations
@@ -9,13 +14,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from demixer.errors import UnknownStem
+from demixer.errors import NoStemsRequested, UnknownStem
 
-__all__ = ["RESIDUAL", "RESIDUAL_ALIASES", "StemPlan", "plan_stems"]
+__all__ = ["RESIDUAL", "RESIDUAL_ALIASES", "SILENT_DB", "StemPlan", "is_silent", "plan_stems"]
 
 RESIDUAL = "residual"
 # Names users reach for when they mean "everything else" in a two-way split.
 RESIDUAL_ALIASES = ("instrumental", "accompaniment", "others", "other", "rest", "background")
+# An optional residual this far (dB) below the input's energy is silence: it is not returned.
+SILENT_DB = -60.0
+
+
+def is_silent(energy: float, input_energy: float) -> bool:
+    """Whether a signal of ``energy`` (sum of squared samples) is silent next to an input of
+    ``input_energy`` (the same sum over the input): at or below :data:`SILENT_DB`."""
+    return bool(energy <= input_energy * 10.0 ** (SILENT_DB / 10.0))
 
 
 @dataclass(frozen=True)
@@ -26,10 +39,13 @@ class StemPlan:
         targets: model stems to output, in the model's order.
         residual_name: the file name of the residual (``residual`` or the alias the user typed),
             or None when the request covers every model stem and asked for no residual.
+        residual_optional: True when the user did not name the residual (it was added because
+            the stems do not cover the model): it is dropped when silent (:func:`is_silent`).
     """
 
     targets: tuple[str, ...]
     residual_name: str | None
+    residual_optional: bool = False
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -42,13 +58,18 @@ def plan_stems(
 ) -> StemPlan:
     """Resolve a request against a model's stems.
 
-    ``None`` or empty means every model stem. A model stem is taken as itself; ``residual``, or
-    for a request of a single stem one of :data:`RESIDUAL_ALIASES` that is not a model stem,
-    names the residual. Anything else raises :class:`UnknownStem` naming the valid choices.
+    ``None`` means every model stem; a list that names nothing (``[]``, ``[""]``) raises
+    :class:`NoStemsRequested`. A model stem is taken as itself; ``residual``, or for a request
+    of a single stem one of :data:`RESIDUAL_ALIASES` that is not a model stem, names the
+    residual. Anything else raises :class:`UnknownStem` naming the valid choices.
     """
-    names = [s.strip().lower() for s in requested or () if s.strip()]
-    if not names:
+    if requested is None:
         return StemPlan(tuple(model_stems), None)
+    names = [s.strip().lower() for s in requested if s.strip()]
+    if not names:
+        raise NoStemsRequested(
+            f"no stem was requested; model {model_id!r} produces: {', '.join(model_stems)}"
+        )
     targets: list[str] = []
     residual_name: str | None = None
     for name in names:
@@ -73,5 +94,5 @@ def plan_stems(
         )
     ordered = tuple(s for s in model_stems if s in targets)
     if residual_name is None and len(ordered) < len(model_stems):
-        residual_name = RESIDUAL
+        return StemPlan(ordered, RESIDUAL, residual_optional=True)
     return StemPlan(ordered, residual_name)

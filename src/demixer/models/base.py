@@ -7,11 +7,12 @@ to the engine, so a backend is just "array in, stems out".
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "reports_progress"]
 
 
 class Backend(Protocol):
@@ -35,6 +36,11 @@ class Backend(Protocol):
     def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
         """Split one window.
 
+        A backend whose window takes long may also accept a keyword ``on_progress``
+        (``Callable[[float], None]``, the fraction of this window done, non-decreasing): the
+        engine then passes one and reports progress within the window, not only between
+        windows (Spleeter and Demucs do; see :mod:`demixer.engine.separator`).
+
         Args:
             mix: ``(channels, samples)`` float32 at ``sample_rate``.
 
@@ -42,3 +48,12 @@ class Backend(Protocol):
             stem name -> ``(channels, samples)`` float32, same length as ``mix``.
         """
         ...
+
+
+def reports_progress(backend: Backend) -> bool:
+    """Whether ``backend.separate`` takes an ``on_progress`` keyword (progress within a
+    window; see :meth:`Backend.separate`)."""
+    try:
+        return "on_progress" in inspect.signature(backend.separate).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no keywords to look at
+        return False

@@ -9,11 +9,13 @@ machine without Demucs weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from demixer.models.base import Backend
+from demixer.models.base import Backend, reports_progress
 from demixer.models.dsp import DEFAULT_PARAMS, SplitParams, split_accompaniment
 from demixer.models.loading import load_backend
 from demixer.models.quality import Quality, tuned
@@ -55,8 +57,11 @@ class CascadeBackend:
         """The cascade on the 2-stem backend at ``quality`` (the DSP split has no levels)."""
         return CascadeBackend(tuned(self.two_stem, quality), self.params)
 
-    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
-        """Split one window.
+    def separate(
+        self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Split one window; ``on_progress`` gets the fraction done (Spleeter's passes count
+        for the first 80 %, the DSP split for the rest).
 
         Args:
             mix: ``(channels, samples)`` float32 at :attr:`sample_rate`.
@@ -66,8 +71,14 @@ class CascadeBackend:
             last three sum to spleeter's accompaniment, so all four sum to what spleeter's two
             stems sum to.
         """
-        halves = self.two_stem.separate(mix)
+        if on_progress is not None and reports_progress(self.two_stem):
+            reporting: Any = self.two_stem
+            halves = reporting.separate(mix, on_progress=lambda f: on_progress(0.8 * f))
+        else:
+            halves = self.two_stem.separate(mix)
         parts = split_accompaniment(halves["accompaniment"], self.sample_rate, self.params)
+        if on_progress is not None:
+            on_progress(1.0)
         return {
             "vocals": np.asarray(halves["vocals"], dtype=np.float32),
             "drums": parts["drums"],

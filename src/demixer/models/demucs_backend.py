@@ -22,7 +22,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,8 +163,10 @@ class DemucsBackend:
         self._apply_model = api.apply_model
         self._device = device
 
-    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
-        """Split one window.
+    def separate(
+        self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Split one window; ``on_progress`` gets the fraction done after each demucs segment.
 
         The window is normalised as demucs' CLI does a whole track (subtract the mean of the
         mono mix, divide by its standard deviation, undo both on every stem); demixer does it per
@@ -205,12 +207,54 @@ class DemucsBackend:
                     overlap=_SEGMENT_OVERLAP,
                     progress=False,
                     device=self._device,
+                    pool=_CountingPool(len(getattr(self._model, "models", [None])), on_progress),
                 )[0]
                 out = out * scale + center
                 stems = out.to("cpu", torch.float32).numpy()
         except Exception as exc:
             raise ModelFailed(f"Demucs model {self.model_id!r} failed: {exc!r}") from exc
         return {stem: np.ascontiguousarray(stems[i]) for i, stem in enumerate(self.stems)}
+
+
+class _CountingPool:
+    """demucs' own lazy pool (a segment runs when its result is asked for), counting segments
+    for progress. demucs submits every segment of one model before it asks for any result, and
+    a bag's models run one after the other: each such round is ``1 / rounds`` of the window.
+    """
+
+    def __init__(self, rounds: int, on_progress: Callable[[float], None] | None) -> None:
+        self.rounds = max(1, rounds)
+        self.on_progress = on_progress
+        self.round = -1
+        self.submitted = 0
+        self.done = 0
+
+    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> _Lazy:
+        if self.done == self.submitted:  # the previous model's segments are all done
+            self.round += 1
+            self.submitted = self.done = 0
+        self.submitted += 1
+        return _Lazy(self, func, args, kwargs)
+
+    def finished(self) -> None:
+        self.done += 1
+        if self.on_progress is not None:
+            fraction = (self.round + self.done / self.submitted) / self.rounds
+            self.on_progress(min(1.0, fraction))
+
+
+class _Lazy:
+    """One segment's work, run by :meth:`result` (demucs' ``DummyPoolExecutor`` does this)."""
+
+    def __init__(
+        self, pool: _CountingPool, func: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
+        self.pool, self.func, self.args, self.kwargs = pool, func, args, kwargs
+
+    def result(self) -> Any:
+        out = self.func(*self.args, **self.kwargs)
+        self.pool.finished()
+        return out
 
 
 def _read_checkpoint(path: Path, api: DemucsApi) -> Any:

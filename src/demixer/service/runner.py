@@ -22,11 +22,12 @@ The job's ``params`` (written by the API) have this shape::
      "names": {engine output name: API output name},   # unnamed outputs keep their own
      "spans": [{"start", "end", "include"}] | None,    # seconds; see service/spans.py
      "quality": "fast" | "balanced" | "best",          # optional (older jobs): fast
-     "extra_formats": ["mp3" | "wav" | "flac"]}        # optional, see below
+     "extra_formats": ["mp3" | "wav" | "flac"],        # optional, see below
+     "labels": {API name: file label}}                 # optional: download names
 
 Other keys (``webhook``…) are not the worker's business. Output files are stored as
 ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
-``{input file stem}_{api name}.{ext}``.
+``{input file stem}_{api name}.{ext}`` (:mod:`demixer.naming`, as the CLI writes them).
 
 ``extra_formats`` (optional; e.g. the Gaudio router asks for ``["mp3"]`` besides WAV) writes
 every output once more per format (its default bit depth), transcoded from the primary file.
@@ -47,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +58,7 @@ from sqlalchemy.exc import DBAPIError
 from demixer.audio import OutputFormat
 from demixer.errors import DemixerError, StorageUnavailable
 from demixer.models.quality import Quality, parse_quality
+from demixer.naming import output_name
 from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
@@ -99,6 +101,7 @@ class _Params:
     spans: list[dict[str, Any]] | None
     extra_formats: tuple[str, ...] = ()
     quality: Quality = "fast"
+    labels: dict[str, str] = field(default_factory=dict)  # API name -> download file label
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> _Params:
@@ -133,6 +136,11 @@ class _Params:
             quality = parse_quality(str(params.get("quality") or "fast"))
         except DemixerError as exc:
             raise _invalid(f"params.quality: {exc.message}") from None
+        labels = params.get("labels") or {}
+        if not isinstance(labels, dict) or not all(
+            isinstance(v, str) and _API_NAME.match(v) for v in labels.values()
+        ):
+            raise _invalid("params.labels must map output names to simple names")
         return cls(
             storage_key=str(key) if key is not None else None,
             audio_url=str(url) if url is not None else None,
@@ -144,6 +152,7 @@ class _Params:
             spans=params.get("spans"),
             extra_formats=extra_formats,
             quality=quality,
+            labels=dict(labels),
         )
 
 
@@ -171,6 +180,7 @@ class _Lease:
         self.deadline = time.monotonic() + self.limit
         self.next_beat = time.monotonic() + self.interval
         self.progress = 0.0
+        self.stage: str | None = None  # written with the next heartbeat
 
     def wait_time(self) -> float:
         """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
@@ -190,7 +200,9 @@ class _Lease:
         self.next_beat = now + self.interval
         queue = self.runner.services.queue
         try:
-            cancel = queue.heartbeat(self.claim.id, self.runner.worker_id, self.progress)
+            cancel = queue.heartbeat(
+                self.claim.id, self.runner.worker_id, self.progress, self.stage
+            )
         except LeaseLost:
             raise _Abort("lease_lost") from None
         except Exception as exc:  # a database hiccup or outage: keep working, beat again later
@@ -355,6 +367,8 @@ class Runner:
                 if message is not None:
                     if message[0] == "progress":
                         lease.progress = float(message[1])
+                    elif message[0] == "stage":
+                        lease.stage = str(message[1])
                     elif message[0] == "done":
                         result: ChildResult = message[1]
                         return result
@@ -374,12 +388,15 @@ class Runner:
 
     def _store(self, claim: Claim, params: _Params, result: ChildResult, lease: _Lease) -> None:
         storage, queue = self.services.storage, self.services.queue
+        lease.stage = "storing"
         fmt = OutputFormat.parse(params.output_format, params.bit_depth)
         prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
         outputs: dict[str, Any] = {}
+        track = Path(params.input_name).stem
         try:
             for engine_name, out in result.outputs.items():
                 api_name = params.names.get(engine_name, engine_name)
+                label = params.labels.get(api_name, api_name)  # what the file is called
                 key = f"{prefix}{api_name}.{fmt.extension}"
                 size = lease.through_outage(
                     partial(storage.put_file, key, Path(out.path)), f"{claim.id}: storing {key}"
@@ -387,7 +404,7 @@ class Runner:
                 outputs[api_name] = {
                     "key": key,
                     "content_type": fmt.content_type,
-                    "file_name": f"{Path(params.input_name).stem}_{api_name}.{fmt.extension}",
+                    "file_name": output_name(track, label, fmt.extension),
                     "size": size,
                     "duration": result.duration,
                     "sample_rate": out.sample_rate,
@@ -400,7 +417,7 @@ class Runner:
                     outputs[f"{api_name}.{ext}"] = {
                         "key": key,
                         "content_type": extra_fmt.content_type,
-                        "file_name": f"{Path(params.input_name).stem}_{api_name}.{ext}",
+                        "file_name": output_name(track, label, ext),
                         "size": lease.through_outage(
                             partial(storage.put_file, key, Path(extra.path)),
                             f"{claim.id}: storing {key}",

@@ -131,6 +131,9 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None]
     progress: Mapped[float] = mapped_column(Float, default=0.0)
+    # What the running attempt is doing (loading_model, decoding, separating, encoding,
+    # storing; see demixer.service.child.STAGES); None outside an attempt.
+    stage: Mapped[str | None] = mapped_column(String(20))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)

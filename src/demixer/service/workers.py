@@ -26,6 +26,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from demixer import __version__
+from demixer.engine.device import resolve_device
 from demixer.errors import ModelUnavailable
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs
@@ -95,38 +96,6 @@ def runnable_models(settings: Settings, requested: Collection[str] | None = None
             "fetch weights with `demixer models pull <id>` or start with other --models"
         )
     return chosen
-
-
-def resolve_device(setting: str) -> tuple[str, str]:
-    """The torch device for ``settings.device``, and how a worker advertises it.
-
-    ``cpu`` (the default) never imports torch here. ``auto`` is the first CUDA GPU when torch
-    sees one, else the CPU; ``cuda``/``cuda:N`` must exist. Returns e.g. ``("cuda:0",
-    "cuda:0 (NVIDIA H100 80GB HBM3)")`` or ``("cpu", "cpu")``.
-    """
-    wanted = setting.strip().lower()
-    if wanted == "cpu":
-        return "cpu", "cpu"
-    import torch
-
-    if wanted == "auto":
-        if not torch.cuda.is_available():
-            return "cpu", "cpu"
-        wanted = "cuda"
-    if not wanted.startswith("cuda"):
-        return wanted, wanted  # mps, xpu…: passed to torch as given
-    if not torch.cuda.is_available():
-        raise ModelUnavailable(
-            f"device {setting!r} was asked for but torch sees no CUDA GPU here "
-            f"(torch {torch.__version__}); set DEMIXER_DEVICE=cpu or auto"
-        )
-    index = torch.device(wanted).index or 0
-    if index >= torch.cuda.device_count():
-        raise ModelUnavailable(
-            f"device {setting!r} was asked for but torch sees {torch.cuda.device_count()} GPU(s)"
-        )
-    # This initialises CUDA in the worker's own process: safe, its children are spawned.
-    return f"cuda:{index}", f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 # --- the registry -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 
-from demixer.errors import DemixerError
+from demixer.errors import DemixerError, StorageUnavailable
 
 __all__ = [
     "BlobNotFound",
@@ -90,6 +90,14 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob whose key starts with ``prefix``; returns how many."""
+        ...
+
+    def ping(self) -> None:
+        """Check that the store can be used now (a readiness probe: cheap, no blob written).
+
+        Raises :class:`~demixer.errors.StorageUnavailable` saying what is wrong, without
+        naming paths or buckets (the message is shown to unauthenticated callers).
+        """
         ...
 
     def local_path(self, key: str) -> contextlib.AbstractContextManager[Path]:
@@ -230,6 +238,13 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def ping(self) -> None:
+        # The directory is made at start; a volume unmounted or removed since shows here.
+        if not self.root.is_dir():
+            raise StorageUnavailable("the storage directory is missing")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable("the storage directory is not writable")
 
     def delete_prefix(self, prefix: str) -> int:
         target = self.root / prefix.rstrip("/")

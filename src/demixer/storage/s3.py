@@ -40,6 +40,9 @@ __all__ = ["S3Storage"]
 
 _PART = 8 << 20  # bytes per part when ``put`` streams a large source
 _MIN_PART = 5 << 20  # S3's smallest part but the last
+# CopyObject copies up to 5 GiB in one request; only larger blobs need a multipart copy (which
+# `rclone serve s3` answers without the part ETags boto3 needs: a 500 on any upload > 8 MiB).
+_COPY_IN_ONE = 5 << 30
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _T = TypeVar("_T")
@@ -172,6 +175,9 @@ class S3Storage:
         self._transfer = TransferConfig(
             multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=4
         )
+        self._copy_transfer = TransferConfig(
+            multipart_threshold=_COPY_IN_ONE, multipart_chunksize=_PART, max_concurrency=4
+        )
 
     @classmethod
     def from_url(cls, url: str) -> S3Storage:
@@ -268,6 +274,16 @@ class S3Storage:
             return False
         return True
 
+    def ping(self) -> None:
+        try:
+            self._call("", self._client.head_bucket)
+        except BlobNotFound:
+            raise StorageUnavailable("the bucket does not exist") from None
+        except ClientError as exc:  # 403: the credentials are wrong or lack access
+            raise StorageUnavailable(
+                f"the bucket refused access ({_code(exc) or _status(exc)})"
+            ) from exc
+
     def delete_prefix(self, prefix: str) -> int:
         # As on a filesystem: the blob named ``prefix`` and everything "inside" it, never a
         # sibling that merely starts with the same letters (inputs/file_1 vs inputs/file_10).
@@ -306,7 +322,7 @@ class S3Storage:
                 {"Bucket": self.bucket, "Key": self._key(src_key)},
                 self.bucket,
                 self._key(dst_key),
-                Config=self._transfer,
+                Config=self._copy_transfer,
             )
         return size
 

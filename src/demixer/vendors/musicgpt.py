@@ -322,7 +322,7 @@ def _extract(
         )
     except ValidationError as exc:  # e.g. an over-long URL
         raise InvalidRequest(f"invalid request: {exc.errors()[0]['msg']}") from None
-    sub = submit.plan_stems_request(services, identity.account_id, req)
+    sub = submit.plan_stems_request(services, identity.account_id, req, always_residual=True)
     params = dict(sub.params)
     if params.get("webhook"):
         params["webhook"] = {**params["webhook"], "style": STYLE}

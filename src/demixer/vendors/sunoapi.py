@@ -250,7 +250,7 @@ def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> J
     except ValidationError as exc:
         return _envelope(400, f"bad parameters: {str(exc)[:500]}")
     try:
-        sub = submit.plan_stems_request(services, identity.account_id, req)
+        sub = submit.plan_stems_request(services, identity.account_id, req, always_residual=True)
     except NotFound as exc:  # an unknown fileId is a bad parameter here, not a bad path
         raise InvalidRequest(exc.message) from None
     params = dict(sub.params)

@@ -1,9 +1,11 @@
 """The web page (``/`` and ``/web/*``) and its local session (``GET /v1/session``).
 
 The page uses only the public v1 API. On a server listening on loopback, a browser on the same
-machine gets the key of a local web account from ``GET /v1/session`` (made on first use; its
-secret kept, mode 0600, in the data directory beside the URL-signing key). Anywhere else the
-endpoint answers 403 and the page asks for an API key.
+machine gets a key from ``GET /v1/session`` (made on first use; its secret kept, mode 0600, in
+the data directory beside the URL-signing key). That key belongs to the account of the first
+key on the server (the one ``demixer serve`` printed), so jobs made with either show in one
+history; only on a server without keys does the page get an account of its own. Anywhere else
+the endpoint answers 403 and the page asks for an API key.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ from demixer.api.auth import ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.errors import DemixerError, Forbidden, NotFound
 from demixer.service.context import Services
-from demixer.service.keys import authenticate, create_key
+from demixer.service.keys import authenticate, create_key, list_keys
 
 __all__ = ["WEB_DIR", "router"]
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
 SESSION_FILE = "web-session.json"
-_ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+_ASSETS = {
+    "app.js": "text/javascript",
+    "mixer.js": "text/javascript",
+    "words.js": "text/javascript",
+    "files.js": "text/javascript",
+    "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 _lock = threading.Lock()
 
 router = APIRouter(tags=["web"])
@@ -84,8 +93,8 @@ def local_session(services: Services) -> LocalSession:
             account_id = str(stored["account_id"])
             authenticate(services.db, str(stored["secret"]))
             return LocalSession(api_key=str(stored["secret"]), account_id=account_id)
-        except (OSError, ValueError, KeyError, TypeError):
-            account_id = None
+        except (OSError, ValueError, KeyError, TypeError):  # first visit
+            account_id = _first_account(services)
         except DemixerError:  # revoked: a new key on the same account
             pass
         try:
@@ -98,6 +107,11 @@ def local_session(services: Services) -> LocalSession:
         with os.fdopen(fd, "w") as fh:
             json.dump({"account_id": account_id, "key_id": key_id, "secret": secret}, fh)
         return LocalSession(api_key=secret, account_id=account_id)
+
+
+def _first_account(services: Services) -> str | None:
+    """The account of the oldest key still valid (the one ``serve`` printed), if any."""
+    return next((k.account_id for k in list_keys(services.db) if not k.revoked), None)
 
 
 @router.get("/v1/session", responses=error_responses(403))
@@ -134,9 +148,19 @@ def index(services: ServicesDep) -> Response:
     )
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """The icon browsers ask for on every page (an SVG; every current browser takes one)."""
+    return FileResponse(
+        WEB_DIR / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
 @router.get("/web/{name}", include_in_schema=False)
 def asset(name: str, services: ServicesDep) -> Response:
-    """The page's script and style sheet."""
+    """The page's scripts, style sheet and icon."""
     if name not in _ASSETS:
         raise NotFound(f"no web asset {name!r}")
     return FileResponse(WEB_DIR / name, media_type=_ASSETS[name], headers=_page_headers(services))

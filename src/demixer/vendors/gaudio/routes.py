@@ -228,7 +228,7 @@ def _create_job(services: Services, caller: Identity, model: str, body: dict[str
         {"input": {"file_id": row.id, "stems": stems, "output_format": "wav"}}
     )
     # The best installed model with every stem; UnknownStem names what can be produced.
-    sub = submit.plan_stems_request(services, caller.account_id, request)
+    sub = submit.plan_stems_request(services, caller.account_id, request, always_residual=True)
     names = {name: _OUTPUT_NAMES.get(name, name) for name in sub.params["stems"]}
     params = {**sub.params, "names": names, "extra_formats": ["mp3"], "vendor": _VENDOR}
     sub = dataclasses.replace(sub, params=params, note=f"gaudio {model}: type {body.get('type')!r}")

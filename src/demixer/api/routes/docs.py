@@ -1,0 +1,54 @@
+"""``/v1/docs``: Swagger UI from files installed with demixer, so it renders offline.
+
+FastAPI's own docs page loads Swagger UI from a CDN and stays blank without the internet. The
+assets here come from the ``fastapi-offline`` package (its ``static/`` folder, Swagger UI 5 with
+OpenAPI 3.1 support), served by demixer at ``/v1/docs/{asset}``; nothing is copied by hand.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+
+from demixer.errors import NotFound
+
+__all__ = ["DOCS_URL", "router"]
+
+DOCS_URL = "/v1/docs"
+_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get(DOCS_URL)
+def docs(request: Request) -> HTMLResponse:
+    """The interactive API documentation."""
+    root = request.scope.get("root_path", "")
+    app = request.app
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{app.openapi_url}",
+        title=f"{app.title} API",
+        swagger_js_url=f"{root}{DOCS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{DOCS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}/favicon.ico",
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    )
+
+
+@router.get(DOCS_URL + "/{name}")
+def docs_asset(name: str) -> Response:
+    """Swagger UI's script and style sheet, as the installed package ships them."""
+    if name not in _ASSETS:
+        raise NotFound(f"no docs asset {name!r}")
+    data = resources.files("fastapi_offline").joinpath("static", name).read_bytes()
+    return Response(
+        data,
+        media_type=_ASSETS[name],
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )

@@ -1,0 +1,109 @@
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (it can serve: database, storage
+and at least one live worker), for container health checks and load balancers. No key.
+
+``/healthz`` touches nothing but the process: a database outage must not make an orchestrator
+restart every API process. ``/readyz`` checks each part once, in order, and names each in its
+answer; 503 when any is not ready. Its details say what failed, never where (no host names,
+paths or bucket names on an unauthenticated endpoint); the server log has the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from demixer import __version__
+from demixer.api.auth import ServicesDep
+from demixer.errors import DemixerError
+from demixer.service.context import Services
+from demixer.service.db import is_unavailable
+from demixer.service.workers import live_models
+
+__all__ = ["Check", "Health", "Readiness", "readiness", "router"]
+
+log = logging.getLogger("demixer.api")
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"] = "ok"
+    version: str = Field(description="demixer's version.")
+
+
+class Check(BaseModel):
+    """One part the server needs."""
+
+    ok: bool
+    detail: str = Field(description="What was found, e.g. `2 live workers` or `unreachable`.")
+
+
+class Readiness(BaseModel):
+    """Whether this server can take requests and have them run: each check by name."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Check] = Field(
+        description="`database`, `storage` and `workers` (at least one live worker process)."
+    )
+
+
+def _database_failure(exc: Exception) -> str:
+    log.warning("readiness: the database check failed", exc_info=exc)
+    if isinstance(exc, DBAPIError) and is_unavailable(exc):
+        return "unreachable"
+    return f"error ({type(exc).__name__})"
+
+
+def readiness(services: Services) -> Readiness:
+    """Check the database (a query), storage (:meth:`Storage.ping`) and the worker registry
+    (:func:`~demixer.service.workers.live_models`); never raises."""
+    checks: dict[str, Check] = {}
+    live: int | None = None
+    try:
+        with services.db.read() as session:
+            session.execute(text("SELECT 1"))
+            checks["database"] = Check(ok=True, detail="ok")
+            live = len(live_models(session, services.settings, services.db.clock()))
+    except Exception as exc:  # a probe answers, whatever the failure
+        checks["database"] = Check(ok=False, detail=_database_failure(exc))
+    try:
+        services.storage.ping()
+        checks["storage"] = Check(ok=True, detail="ok")
+    except Exception as exc:
+        log.warning("readiness: the storage check failed", exc_info=exc)
+        reason = exc.message if isinstance(exc, DemixerError) else type(exc).__name__
+        checks["storage"] = Check(ok=False, detail=reason)
+    if live is None:
+        checks["workers"] = Check(ok=False, detail="unknown: the database is not ready")
+    elif live == 0:
+        checks["workers"] = Check(ok=False, detail="no live worker")
+    else:
+        checks["workers"] = Check(ok=True, detail=f"{live} live worker{'s' * (live != 1)}")
+    ready = all(check.ok for check in checks.values())
+    return Readiness(status="ready" if ready else "not_ready", checks=checks)
+
+
+@router.get("/healthz")
+def healthz() -> Health:
+    """The process is up and answering (checks nothing else: see `/readyz`). No key."""
+    return Health(version=__version__)
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Some part is not ready (named)."}},
+)
+def readyz(services: ServicesDep) -> JSONResponse:
+    """200 when the database and storage answer and at least one worker is live; else 503.
+    Each check is named in `checks`. No key."""
+    result = readiness(services)
+    return JSONResponse(result.model_dump(), status_code=200 if result.status == "ready" else 503)

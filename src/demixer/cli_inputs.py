@@ -1,0 +1,82 @@
+"""What ``demixer separate`` and ``demixer remote separate`` take as input: files and folders.
+
+A folder stands for every audio and video file under it, recursively, by extension (FFmpeg
+reads the containers listed in :data:`MEDIA_EXTENSIONS`; anything else in a music folder is
+cover art, playlists, notes). A file named on the command line is always taken as given: the
+decoder then says whether it is audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["MEDIA_EXTENSIONS", "FilesArgument", "Input", "expand_inputs"]
+
+FilesArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="FILES",
+        help="Audio or video files, or folders (every audio and video file in them, recursively).",
+        show_default=False,
+    ),
+]
+"""The ``FILES...`` argument of ``separate`` and ``remote separate``."""
+
+MEDIA_EXTENSIONS = frozenset(
+    {
+        # audio
+        "wav", "wave", "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus", "wma", "aif",
+        "aiff", "aifc", "alac", "caf", "wv", "ape", "mka", "ac3", "eac3", "dts", "mp2",
+        "mpc", "tta", "amr", "au", "snd", "w64", "rf64",
+        # video
+        "mp4", "m4v", "mov", "mkv", "webm", "avi", "flv", "wmv", "mpg", "mpeg", "ts",
+        "mts", "m2ts", "3gp", "vob", "ogv",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Input:
+    """One file to separate.
+
+    Attributes:
+        path: the file.
+        subdir: where its outputs go below the output directory: its folder relative to the
+            folder argument it was found in (``.`` for a file named on the command line), so
+            two songs with one name in two folders never overwrite each other's stems.
+    """
+
+    path: Path
+    subdir: Path
+
+
+def expand_inputs(arguments: Iterable[Path]) -> tuple[list[Input], int]:
+    """The files the arguments stand for, in order (a folder's sorted by path), each once;
+    and how many files under the folders were skipped as not audio or video."""
+    found: list[Input] = []
+    seen: set[Path] = set()
+    skipped = 0
+    for argument in arguments:
+        if not argument.is_dir():
+            candidates = [(argument, Path("."))]
+        else:
+            candidates = []
+            for path in sorted(argument.rglob("*")):
+                relative = path.relative_to(argument)
+                if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+                    continue  # hidden files and folders (.DS_Store, .git) are nobody's songs
+                if path.suffix.lower().lstrip(".") not in MEDIA_EXTENSIONS:
+                    skipped += 1
+                    continue
+                candidates.append((path, relative.parent))
+        for path, subdir in candidates:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(Input(path, subdir))
+    return found, skipped

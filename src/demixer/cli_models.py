@@ -1,0 +1,274 @@
+"""The ``demixer models`` commands: ``list``, ``info`` and ``pull``.
+
+Output rules: what a script reads (paths, JSON, a card piped to a file) goes to stdout and is
+never wrapped or decorated; progress, licence notices and warnings go to stderr. ``list`` fits
+the terminal (80 columns included) by wrapping stems and figures, never ids.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from demixer.cli_output import print_error
+from demixer.errors import DemixerError, exit_code_for
+
+__all__ = ["models_app", "register"]
+
+models_app = typer.Typer(
+    help="List the model catalogue, read a model's card, and fetch its weights.",
+    no_args_is_help=True,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+#: Short architecture labels for the narrow table (``--wide`` and ``--json`` give the full name).
+_ARCH_LABELS = {
+    "spleeter": "spleeter",
+    "demucs": "demucs",
+    "cascade": "cascade",
+    "bs_roformer": "bs-rofo",
+    "mel_band_roformer": "mel-rofo",
+    "mdx23c": "mdx23c",
+    "scnet": "scnet",
+    "mdx_net": "mdx-net",
+}
+
+#: What a user must know before relying on weights of each restrictive class.
+_WARNINGS = {
+    "non-commercial": "these weights are for non-commercial use only.",
+    "research only": "these weights are offered for research use only, not for commercial use.",
+    "not stated": "the authors state no licence for these weights: commercial use or "
+    "redistribution is at your own risk.",
+}
+
+
+def _fail(error: DemixerError) -> typer.Exit:
+    print_error(error.code, error.message)
+    return typer.Exit(exit_code_for(error))
+
+
+@models_app.command("list")
+def models_list(
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="Every column in full (licence text, all figures, source)."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every field of every model as JSON on stdout.")
+    ] = False,
+) -> None:
+    """The model catalogue: what each model separates, whether it is here, its licence class.
+
+    Columns: id and stems, architecture, installed here, licence class, and the headline
+    figure its publisher gives (`demixer models info ID` names the metric and test set).
+    """
+    from demixer.models.loading import default_model_dir, is_installed
+    from demixer.models.registry import LICENSE_CLASSES, list_specs
+
+    specs = list_specs()
+    installed = {spec.id: is_installed(spec) for spec in specs}
+    if as_json:
+        records = [spec.summary() | {"installed": installed[spec.id]} for spec in specs]
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    if wide:
+        table = Table(box=box.SIMPLE_HEAD)
+        for column in ("id", "arch", "stems", "rate", "installed", "published figures"):
+            table.add_column(column, no_wrap=column != "published figures")
+        for column in ("licence class", "licence", "source"):
+            table.add_column(column)
+        for spec in specs:
+            table.add_row(
+                spec.id,
+                spec.family,
+                ", ".join(spec.stems),
+                f"{spec.sample_rate} Hz",
+                "yes" if installed[spec.id] else "no",
+                "; ".join(f"{s.short()} ({s.test_set})" for s in spec.scores) or "none",
+                spec.license_class,
+                escape(spec.license),
+                spec.source_url,
+            )
+        Console(width=max(out.width, 240)).print(table)
+        return
+    # 80 columns: id 29 (the longest id, never wrapped), arch 8, here 4, licence 14 and the
+    # figure take 72 with the gaps; the stems go on a second line under the id.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("id / stems", width=max(len(spec.id) for spec in specs))
+    table.add_column("arch", width=max(len(label) for label in _ARCH_LABELS.values()))
+    table.add_column("here", width=4)
+    table.add_column("licence", width=max(len(c) for c in LICENSE_CLASSES))
+    table.add_column("published")
+    for spec in specs:
+        headline = spec.headline
+        table.add_row(
+            f"[bold]{escape(spec.id)}[/]\n  [dim]{escape(', '.join(spec.stems))}[/]",
+            _ARCH_LABELS.get(spec.family, spec.family),
+            "yes" if installed[spec.id] else "no",
+            spec.license_class,
+            headline.short() if headline is not None else "-",
+        )
+    out.print(table, soft_wrap=False)
+    for line in (
+        "published: the headline figure in dB. MS = MVSep Multisong SDR, med = median SDR",
+        "over tracks; `demixer models info ID` names the test set and the licence text.",
+        f"weights cache: {default_model_dir()}",
+    ):
+        out.print(escape(line), soft_wrap=False, highlight=False)
+
+
+@models_app.command("info")
+def models_info(
+    name: Annotated[str, typer.Argument(help="Model id (see `demixer models list`).")],
+) -> None:
+    """Print a model's card: files and pins, licence, published quality, notes.
+
+    Rendered on a terminal; the markdown as it is when piped or redirected.
+    """
+    from demixer.models.loading import default_model_dir, is_installed
+    from demixer.models.registry import get_spec, model_card
+
+    try:
+        spec = get_spec(name)
+    except DemixerError as e:
+        raise _fail(e) from None
+    card = model_card(spec.id)
+    here = default_model_dir() / spec.id
+    status = (
+        f"Installed here: {'yes' if is_installed(spec) else 'no'} ({here})."
+        if spec.weights
+        else "Installed here: nothing to fetch for this model itself."
+    )
+    print_card(card + "\n" + status + "\n", out)
+
+
+def print_card(text: str, console: Console) -> None:
+    """``text`` (markdown) rendered for a terminal, or verbatim when piped or redirected."""
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:
+        console.file.write(text)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Model id, e.g. mel-roformer-vocals-kim.")],
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Mirror to fetch from (also $DEMIXER_MODEL_BASE_URL)."),
+    ] = None,
+) -> None:
+    """Download a model's weights into the cache, verified, and tell their licence.
+
+    Fetches every file the model needs (an MSST model's YAML config too), checks each one's
+    size and full SHA-256 before it is moved into place, and prints the licence the weights'
+    authors state, with a warning when it is non-commercial, research only or not stated.
+    Progress goes to stderr, the installed paths to stdout. Run it again after an
+    interruption: the download resumes where it stopped.
+    """
+    from demixer.models.download import pull
+    from demixer.models.registry import get_spec
+
+    try:
+        spec = get_spec(name)
+    except DemixerError as e:
+        raise _fail(e) from None
+    licence_notice(spec.id, err)
+    with _FileProgress(err) as progress:
+        try:
+            paths = pull(spec.id, base_url=base_url, on_progress=progress.update)
+        except DemixerError as e:
+            progress.stop()
+            raise _fail(e) from None
+    for path in paths:
+        out.print(f"{path}", highlight=False)
+    out.print(f"{spec.id}: installed and verified (SHA-256 and size)", highlight=False)
+
+
+def licence_notice(model_id: str, console: Console) -> None:
+    """The licence of ``model_id``'s weights (and those it requires), with a warning for the
+    restrictive classes, on ``console`` (stderr)."""
+    from demixer.models.registry import get_spec
+
+    spec = get_spec(model_id)
+    for dependency in spec.requires:
+        licence_notice(dependency, console)
+    if not spec.weights:
+        return
+    console.print(
+        f"[bold]{escape(spec.id)}[/] licence ({spec.license_class}): {escape(spec.license)}",
+        highlight=False,
+    )
+    if spec.source_url:
+        console.print(f"  source: {escape(spec.source_url)}", highlight=False)
+    warning = _WARNINGS.get(spec.license_class)
+    if warning is not None:
+        console.print(f"  [bold yellow]warning:[/] {warning}", highlight=False)
+
+
+class _FileProgress:
+    """Per-file download progress on ``console``: a rich bar (percent, bytes, speed, ETA) on a
+    terminal, one line per file otherwise (so logs stay readable and stdout stays clean)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.percentage:>3.0f}%"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal,
+            expand=True,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _FileProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+    def update(self, name: str, done: int, total: int | None) -> None:
+        task = self.tasks.get(name)
+        if task is None:
+            # A resumed file starts part-way: the bar starts there, so the speed and ETA are
+            # those of this transfer.
+            task = self.bar.add_task(escape(name), total=total, completed=done)
+            self.tasks[name] = task
+            if not self.console.is_terminal:
+                resumed = f", resuming at {done} bytes" if done else ""
+                size = f"{total} bytes" if total is not None else "size unknown"
+                self.console.print(f"fetching {name} ({size}{resumed})", highlight=False)
+            return
+        self.bar.update(task, completed=done, total=total)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demixer models`` to the main CLI."""
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,278 @@
+"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb and denoise models."""
+
+from __future__ import annotations
+
+from demixer.models.catalogue.sources import (
+    CLEANSPLIT,
+    MELBAND_INFER,
+    MSST,
+    MSST_COMMIT,
+    MSST_TABLE,
+    POLITREES_COMMIT,
+    UVR_RELEASE,
+    UVR_RELEASES_PAGE,
+    file,
+    hf_file,
+    msst,
+    multisong,
+    raw,
+    separator_median,
+)
+from demixer.models.spec import ModelSpec, Score
+
+__all__ = ["ROFORMERS"]
+
+_KIM_REPO, _KIM_REV = "KimberleyJSN/melbandroformer", "ac9b0614ab3cd7f77219e18ba494dfd93956c348"
+_INST_REPO, _INST_REV = (
+    "becruily/mel-band-roformer-instrumental",
+    "1bbef428121cc700899a57c8a50d6dce13aa7e98",
+)
+_KARA_REPO = "becruily/mel-band-roformer-karaoke"
+_KARA_REV = "0c149975cfaa261c7d87baf54330a9da85bcf888"
+_VERB_REPO = "anvuew/dereverb_mel_band_roformer"
+_VERB_REV = "cef05ad2b5b3145ea5c149d3ad5d1f8439b34d06"
+_NOISE_REPO = "poiqazwsx/melband-roformer-denoise"
+_NOISE_REV = "4e39bc34a36dda8e73254cd8f5d44f15de2bd7b9"
+_POLITREES_MELBAND = "UVR_resources/configs/Roformer/MelBand/"
+
+
+ROFORMERS: tuple[ModelSpec, ...] = (
+    msst(
+        "mel-roformer-vocals-kim",
+        arch="mel_band_roformer",
+        stems=("vocals", "other"),
+        description="Kimberley Jensen's Mel-Band RoFormer: vocals and the rest (other).",
+        config=file(
+            "config_vocals_mel_band_roformer_kj.yaml",
+            raw(
+                "ZFTurbo/Music-Source-Separation-Training",
+                MSST_COMMIT,
+                "configs/KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml",
+            ),
+            "f63f38eb1e6e40a7db0dade714a5ae257555dd8748f4e774eae8679275a81926",
+            1721,
+        ),
+        checkpoint=hf_file(
+            _KIM_REPO,
+            _KIM_REV,
+            "MelBandRoformer.ckpt",
+            "87201f4d31afb5bc79993230fc49446918425574db48c01c405e44f365c7559e",
+            913106900,
+        ),
+        license=(
+            'MIT: the "license: mit" tag on huggingface.co/KimberleyJSN/melbandroformer (the '
+            "model card has no other text)"
+        ),
+        license_class="permissive",
+        weights_source="Kimberley Jensen (KimberleyJSN), Hugging Face; config from ZFTurbo's MSST",
+        source_url=f"https://huggingface.co/{_KIM_REPO}",
+        quality="vocals 10.98 dB SDR on MVSep Multisong (MSST's table); not measured by demixer",
+        scores=(multisong("vocals", 10.98), separator_median("vocals", 12.60, 11)),
+        pin_sources=(
+            MELBAND_INFER,
+            "https://github.com/shimabox/Bunri/blob/778353b0d3e5a924560d92bff221ebb4a8b128d4/"
+            "MODEL_LICENSES.md (the Hugging Face file, hashed; same digest)",
+            f"config: git blob f7f511025573acaa7a53f75c957b878c0aaa8205 at {MSST} commit "
+            f"{MSST_COMMIT}; SHA-256 computed from that blob",
+        ),
+    ),
+    msst(
+        "bs-roformer-vocals-1297",
+        arch="bs_roformer",
+        stems=("vocals", "other"),
+        description="viperx's BS-RoFormer (the '1297' model): vocals and the rest (other).",
+        config=file(
+            "model_bs_roformer_ep_317_sdr_12.9755.yaml",
+            raw(
+                "ZFTurbo/Music-Source-Separation-Training",
+                MSST_COMMIT,
+                "configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml",
+            ),
+            "42e5635ceab7287b83d9591c9880966f0b61cff26a0a40a29d236bacb32e5f2c",
+            1881,
+        ),
+        checkpoint=file(
+            "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            UVR_RELEASE + "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            "5b84f37e8d444c8cb30c79d77f613a41c05868ff9c9ac6c7049c00aefae115aa",
+            639331213,
+        ),
+        license=(
+            "Not stated: published in UVR's model releases (TRvlvr/model_repo), which carry no "
+            "licence and empty release notes; trained by viperx"
+        ),
+        license_class="not stated",
+        weights_source="viperx, published in UVR's model releases; config from ZFTurbo's MSST",
+        source_url=UVR_RELEASES_PAGE,
+        quality="vocals 10.87 dB SDR on MVSep Multisong (MSST's table); not measured by demixer",
+        scores=(multisong("vocals", 10.87), separator_median("vocals", 11.77, 40)),
+        pin_sources=(
+            CLEANSPLIT,
+            "https://github.com/jhurliman/jams/blob/2dfeabbc5a7af443ba70cbfade9bab0e81967f38/"
+            "paper/PROVENANCE.md (size 639,331,213 of the GitHub asset, via the GitHub API)",
+            f"config: git blob 135a051897dee27285ac46ee350afe1e1ec02011 at {MSST} commit "
+            f"{MSST_COMMIT}; SHA-256 computed from that blob",
+        ),
+    ),
+    msst(
+        "mel-roformer-inst-becruily",
+        arch="mel_band_roformer",
+        stems=("Instrumental", "Vocals"),
+        description="becruily's Mel-Band RoFormer trained for the instrumental (and vocals).",
+        config=file(
+            "config_melband_roformer_instrumental_becruily.yaml",
+            raw(
+                "Politrees/UVR_resources",
+                POLITREES_COMMIT,
+                _POLITREES_MELBAND + "config_melband_roformer_instrumental_becruily.yaml",
+            ),
+            "a222235643d329817a1123d82d8eb38392d919e90ed597e053de49c092d3b442",
+            1736,
+        ),
+        checkpoint=hf_file(
+            _INST_REPO,
+            _INST_REV,
+            "mel_band_roformer_instrumental_becruily.ckpt",
+            "a8da6632a1c25efb1c9be783ce9ea367d226d4b918cd6c3717c8b1d7a396041d",
+            913106900,
+        ),
+        license="Not stated (no licence on huggingface.co/becruily/mel-band-roformer-instrumental)",
+        license_class="not stated",
+        weights_source="becruily, Hugging Face; config as mirrored by Politrees/UVR_resources",
+        source_url=f"https://huggingface.co/{_INST_REPO}",
+        quality="instrumental 15.36 dB median SDR, 10 MUSDB18 tracks (audio-separator's run)",
+        scores=(
+            separator_median("Instrumental", 15.36, 10),
+            separator_median("Vocals", 10.75, 10),
+        ),
+        pin_sources=(
+            MELBAND_INFER,
+            "config: git blob 862010f34a3765fa1ac9f22c04ba74042b2fd086 at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob; the same bytes are in SUC-DriverOld/MSST-WebUI's history "
+            "(configs_backup/vocal_models/config_instrumental_becruily.yaml)",
+        ),
+    ),
+    msst(
+        "mel-roformer-karaoke-becruily",
+        arch="mel_band_roformer",
+        stems=("Vocals", "Instrumental"),
+        description="becruily's karaoke model: lead vocals vs. everything else (backing too).",
+        config=hf_file(
+            _KARA_REPO,
+            _KARA_REV,
+            "config_karaoke_becruily.yaml",
+            "cd37b0dcc285fc22d88090415722ac7127ee1d9ea2f3346c3b8d8fcc61e0c74b",
+            1724,
+        ),
+        checkpoint=hf_file(
+            _KARA_REPO,
+            _KARA_REV,
+            "mel_band_roformer_karaoke_becruily.ckpt",
+            "d3aa262ac01df870b9fc033e9c7b6cad33fe04fc9c148b6c40841326a515a0e0",
+            1719139254,
+        ),
+        license=(
+            'Not stated in the repository; in its discussion #1 ("Under what license is this '
+            'model released?") the author answered: "You can use the model freely as long as '
+            "it's not commercial use.\""
+        ),
+        license_class="non-commercial",
+        weights_source="becruily, Hugging Face",
+        source_url=f"https://huggingface.co/{_KARA_REPO}",
+        quality="no published figure for this file; not measured by demixer",
+        scores=(),
+        pin_sources=(
+            MELBAND_INFER,
+            "config: git blob 58cd1747a53d1695128e732aa7aa6802cb77db70 at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT} holds the "
+            "same bytes; SHA-256 computed from that blob",
+        ),
+    ),
+    msst(
+        "mel-roformer-dereverb-anvuew",
+        arch="mel_band_roformer",
+        stems=("noreverb", "reverb"),
+        description="anvuew's Mel-Band RoFormer de-reverb: the dry sound and its reverb.",
+        config=hf_file(
+            _VERB_REPO,
+            _VERB_REV,
+            "dereverb_mel_band_roformer_anvuew.yaml",
+            "66963a9d60756076506a230b4e503c553a3beb7b4e9a10e6bcc73dee9dbd4866",
+            1846,
+        ),
+        checkpoint=hf_file(
+            _VERB_REPO,
+            _VERB_REV,
+            "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt",
+            "9262877b87e9ebb0fb808a456b0a411fa677f5df31c8383c1254af531c078970",
+            913107578,
+        ),
+        license="GPL-3.0 (the licence tag on huggingface.co/anvuew/dereverb_mel_band_roformer)",
+        license_class="permissive",
+        weights_source="anvuew, Hugging Face",
+        source_url=f"https://huggingface.co/{_VERB_REPO}",
+        quality="19.17 dB SDR on the author's own validation set (in the file name)",
+        scores=(
+            Score(
+                "noreverb",
+                19.17,
+                "SDR",
+                "the author's validation set (figure in the file name)",
+                f"https://huggingface.co/{_VERB_REPO}",
+            ),
+        ),
+        pin_sources=(
+            MELBAND_INFER,
+            "config: the same bytes are in SUC-DriverOld/MSST-WebUI's history "
+            "(configs_backup/dereverb_mel_band_roformer_anvuew.yaml, git blob "
+            "5a96f4388b696daebc2e35dd185af1daadc14753); SHA-256 computed from that blob",
+        ),
+    ),
+    msst(
+        "mel-roformer-denoise-aufr33",
+        arch="mel_band_roformer",
+        stems=("dry", "other"),
+        description="aufr33's Mel-Band RoFormer denoiser: the clean signal (dry) and the noise.",
+        config=file(
+            "config_melband_roformer_denoise_aufr33_sdr_27.9959.yaml",
+            raw(
+                "Politrees/UVR_resources",
+                POLITREES_COMMIT,
+                _POLITREES_MELBAND + "config_melband_roformer_denoise_aufr33_sdr_27.9959.yaml",
+            ),
+            "5d7d83b2e9d232da60941b717b0abdc345155d45cff3f79715cdb2790ba18c36",
+            1621,
+        ),
+        checkpoint=hf_file(
+            _NOISE_REPO,
+            _NOISE_REV,
+            "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",
+            "7c1c39191edc34e942ca7f2346ce6b6c0e1208a5f76349ffce6f696bd12910de",
+            913097300,
+        ),
+        license=(
+            "Not stated (aufr33; published on ZFTurbo's MSST release v.1.0.7, rehosted on "
+            "Hugging Face by poiqazwsx, neither with a licence)"
+        ),
+        license_class="not stated",
+        weights_source="aufr33; the copy on Hugging Face by poiqazwsx",
+        source_url=f"{MSST}/releases/tag/v.1.0.7",
+        quality="28.00 dB SDR on the author's own validation set (in the file name)",
+        scores=(
+            Score(
+                "dry",
+                27.9959,
+                "SDR",
+                "the author's validation set (figure in the file name)",
+                MSST_TABLE,
+            ),
+        ),
+        pin_sources=(
+            MELBAND_INFER,
+            "config: git blob 265e19c806778d7b2d5ffdaef9e3d503a6dba3f1 at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob",
+        ),
+    ),
+)

@@ -1,0 +1,395 @@
+// The stem mixer: Web Audio playback of every stem from one clock, waveforms with a playhead,
+// seeking by click or drag, a loop region, mute / solo / volume in dB, A/B with the original.
+"use strict";
+
+import { encodeWav, save, zipStore } from "./files.js";
+import { clock, colour } from "./words.js";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+export const MIN_DB = -40; // the volume slider's bottom: silence
+const PEAKS = 1200; // waveform columns computed per stem (drawn scaled to the canvas)
+const THUMB = 40; // columns kept per stem for the history's thumbnails
+
+export const mixer = {
+  ctx: null, stems: [], original: null, playing: false, startedAt: 0, offset: 0,
+  sources: [], ab: false, duration: 0, song: "song", loop: { on: false, start: 0, end: 0 },
+};
+window.demixerMixer = mixer; // the tests read the mix from here
+
+const dbToGain = (db) => (db <= MIN_DB ? 0 : 10 ** (db / 20));
+
+function effectiveGain(stem) {
+  if (mixer.ab) return 0;
+  const solo = mixer.stems.some((s) => s.solo);
+  if (stem.muted || (solo && !stem.solo)) return 0;
+  return dbToGain(stem.db);
+}
+mixer.gains = () => Object.fromEntries(mixer.stems.map((s) => [s.name, effectiveGain(s)]));
+
+function applyGains() {
+  for (const s of mixer.stems) {
+    const gain = effectiveGain(s);
+    if (s.gainNode) s.gainNode.gain.value = gain;
+    s.row.classList.toggle("silenced", gain === 0 && !mixer.ab);
+  }
+  if (mixer.originalGain) mixer.originalGain.gain.value = mixer.ab ? 1 : 0;
+  $("#stems").classList.toggle("ab-original", mixer.ab);
+}
+
+// ---------- opening a result ----------
+// outputs: [{name, label, url, fileName, type}]; original: a File to compare with, or null.
+export async function openResult({ title, song, outputs, original, originalNote, thumbsKey }) {
+  stop();
+  mixer.offset = 0;
+  mixer.duration = 0;
+  mixer.loop = { on: false, start: 0, end: 0 };
+  mixer.ab = false;
+  mixer.song = song;
+  mixer.stems = [];
+  mixer.original = null;
+  $("#stems").replaceChildren();
+  $("#mixer-title").textContent = title;
+  setPressed($("#loop"), false);
+  setPressed($("#ab"), false);
+  $("#loop-region").hidden = true;
+  $("#ab").disabled = true;
+  $("#ab-note").textContent = "";
+  $("#mixer").hidden = false;
+  $("#mixer").scrollIntoView({ behavior: "smooth", block: "start" });
+  tick();
+  $("#time").textContent = "Loading the stems…";
+  mixer.ctx = mixer.ctx || new AudioContext();
+  const stems = await Promise.all(outputs.map(async (out, i) => {
+    const response = await fetch(out.url);
+    if (!response.ok) throw new Error(`download failed (HTTP ${response.status})`);
+    const bytes = await response.arrayBuffer();
+    const buffer = await mixer.ctx.decodeAudioData(bytes.slice(0));
+    return { ...out, bytes, buffer, colour: colour(out.name, i), muted: false, solo: false, db: 0, peaks: peaks(buffer) };
+  }));
+  mixer.stems = stems;
+  mixer.duration = Math.max(...stems.map((s) => s.buffer.duration));
+  stems.forEach(renderRow);
+  applyGains();
+  tick();
+  if (thumbsKey) keepThumbnails(thumbsKey, stems);
+  const note = $("#ab-note");
+  note.textContent = originalNote || "";
+  if (original) {
+    try {
+      mixer.original = await mixer.ctx.decodeAudioData(await original.arrayBuffer());
+    } catch (e) {
+      note.textContent = "This browser can't play the original file, so there is nothing to compare with.";
+    }
+  }
+  $("#ab").disabled = !mixer.original;
+  if (mixer.original) note.textContent = "Original: hear the song as it was, at the same spot.";
+}
+
+function setPressed(button, on) { button.setAttribute("aria-pressed", String(on)); }
+
+function renderRow(stem) {
+  const row = document.createElement("div");
+  row.className = "stem";
+  row.dataset.testid = "stem-row";
+  row.dataset.stem = stem.name;
+  row.style.setProperty("--c", stem.colour);
+  row.innerHTML = `<span class="name"></span>
+    <div class="wave"><canvas></canvas><div class="loop-shade" hidden></div><div class="playhead"></div></div>
+    <label class="volume"><span class="sr"></span>
+      <input type="range" min="${MIN_DB}" max="6" step="0.5" value="0" data-testid="stem-volume">
+      <output data-testid="stem-db">0.0 dB</output></label>
+    <div class="controls">
+      <button type="button" class="toggle mute" aria-pressed="false" data-testid="stem-mute">M</button>
+      <button type="button" class="toggle solo" aria-pressed="false" data-testid="stem-solo">S</button>
+      <a class="download" data-testid="stem-download">⤓</a>
+    </div>`;
+  $(".name", row).textContent = stem.label;
+  $(".name", row).title = stem.label;
+  $(".sr", row).textContent = `${stem.label} volume`;
+  const mute = $(".mute", row), solo = $(".solo", row);
+  mute.setAttribute("aria-label", `Mute ${stem.label}`);
+  solo.setAttribute("aria-label", `Solo ${stem.label}`);
+  mute.addEventListener("click", () => { stem.muted = !stem.muted; setPressed(mute, stem.muted); applyGains(); });
+  solo.addEventListener("click", () => { stem.solo = !stem.solo; setPressed(solo, stem.solo); applyGains(); });
+  const volume = $("input", row), readout = $("output", row);
+  volume.addEventListener("input", () => {
+    stem.db = Number(volume.value);
+    readout.textContent = stem.db <= MIN_DB ? "−∞ dB" : `${stem.db > 0 ? "+" : ""}${stem.db.toFixed(1)} dB`;
+    applyGains();
+  });
+  const link = $(".download", row);
+  link.href = URL.createObjectURL(new Blob([stem.bytes], { type: stem.type }));
+  link.download = stem.fileName;
+  link.setAttribute("aria-label", `Download ${stem.label} (${stem.fileName})`);
+  link.title = stem.fileName;
+  stem.row = row;
+  $("#stems").append(row);
+  scrubber($(".wave", row));
+  drawWave($("canvas", row), stem);
+}
+
+// Min/max per column, computed once; drawn at whatever width the canvas has.
+function peaks(buffer) {
+  const data = buffer.getChannelData(0);
+  const other = buffer.numberOfChannels > 1 ? buffer.getChannelData(1) : data;
+  const out = new Float32Array(PEAKS * 2);
+  const step = data.length / PEAKS;
+  for (let x = 0; x < PEAKS; x++) {
+    let lo = 0, hi = 0;
+    for (let i = Math.floor(x * step); i < Math.min(data.length, Math.floor((x + 1) * step)); i++) {
+      const v = (data[i] + other[i]) / 2;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    out[2 * x] = lo; out[2 * x + 1] = hi;
+  }
+  return out;
+}
+
+function drawWave(canvas, stem) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+  const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+  canvas.width = width; canvas.height = height;
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, width, height);
+  g.fillStyle = stem.colour;
+  const cols = stem.peaks.length / 2;
+  for (let x = 0; x < width; x++) {
+    const a = Math.floor((x / width) * cols), b = Math.max(a + 1, Math.floor(((x + 1) / width) * cols));
+    let lo = 0, hi = 0;
+    for (let c = a; c < b; c++) { lo = Math.min(lo, stem.peaks[2 * c]); hi = Math.max(hi, stem.peaks[2 * c + 1]); }
+    const top = ((1 - Math.min(1, hi)) * height) / 2, bottom = ((1 - Math.max(-1, lo)) * height) / 2;
+    g.fillRect(x, top, 1, Math.max(1, bottom - top));
+  }
+}
+window.addEventListener("resize", () => { for (const s of mixer.stems) drawWave($("canvas", s.row), s); });
+
+// ---------- history thumbnails (kept in this browser) ----------
+function keepThumbnails(key, stems) {
+  const all = JSON.parse(localStorage.getItem("demixer.thumbs") || "{}");
+  all[key] = stems.map((s) => {
+    const cols = [];
+    for (let x = 0; x < THUMB; x++) {
+      let hi = 0;
+      for (let c = Math.floor((x * PEAKS) / THUMB); c < Math.floor(((x + 1) * PEAKS) / THUMB); c++) {
+        hi = Math.max(hi, s.peaks[2 * c + 1], -s.peaks[2 * c]);
+      }
+      cols.push(Math.round(Math.min(1, hi) * 100));
+    }
+    return [s.label, s.colour, cols];
+  });
+  const keys = Object.keys(all);
+  for (const old of keys.slice(0, Math.max(0, keys.length - 100))) delete all[old];
+  localStorage.setItem("demixer.thumbs", JSON.stringify(all));
+}
+export function thumbnails(key) {
+  return JSON.parse(localStorage.getItem("demixer.thumbs") || "{}")[key] || null;
+}
+
+// ---------- the clock ----------
+export function position() {
+  if (!mixer.playing) return mixer.offset;
+  let t = mixer.offset + Math.max(0, mixer.ctx.currentTime - mixer.startedAt);
+  const { on, start, end } = mixer.loop;
+  if (on && end > start && t >= end) t = start + ((t - start) % (end - start));
+  return Math.min(t, mixer.duration);
+}
+
+export function play() {
+  const ctx = mixer.ctx;
+  if (!ctx || !mixer.stems.length) return;
+  ctx.resume();
+  const { on, start, end } = mixer.loop;
+  if (on && (mixer.offset < start || mixer.offset >= end)) mixer.offset = start;
+  if (!on && mixer.offset >= mixer.duration - 0.05) mixer.offset = 0;
+  const when = ctx.currentTime + 0.05; // one start time for every stem: sample-accurate sync
+  mixer.sources = [];
+  const track = (buffer, gainNode) => {
+    const src = new AudioBufferSourceNode(ctx, { buffer });
+    if (on) Object.assign(src, { loop: true, loopStart: start, loopEnd: end });
+    src.connect(gainNode);
+    src.start(when, mixer.offset);
+    mixer.sources.push(src);
+  };
+  for (const stem of mixer.stems) {
+    stem.gainNode = ctx.createGain();
+    stem.gainNode.connect(ctx.destination);
+    track(stem.buffer, stem.gainNode);
+  }
+  if (mixer.original) {
+    mixer.originalGain = ctx.createGain();
+    mixer.originalGain.connect(ctx.destination);
+    track(mixer.original, mixer.originalGain);
+  }
+  applyGains();
+  mixer.sources[0].onended = () => {
+    if (mixer.playing && !mixer.loop.on) { stop(); mixer.offset = 0; tick(); }
+  };
+  mixer.startedAt = when;
+  mixer.playing = true;
+  $("#play").textContent = "❚❚";
+  $("#play").setAttribute("aria-label", "Pause");
+  tick();
+}
+
+export function stop() {
+  if (mixer.playing) mixer.offset = position();
+  for (const s of mixer.sources) { s.onended = null; try { s.stop(); } catch (e) { /* not started */ } }
+  mixer.sources = [];
+  mixer.playing = false;
+  $("#play").textContent = "▶";
+  $("#play").setAttribute("aria-label", "Play");
+}
+
+export function seek(t) {
+  const wasPlaying = mixer.playing;
+  stop();
+  mixer.offset = Math.min(Math.max(0, t), mixer.duration);
+  if (wasPlaying) play();
+  tick();
+}
+
+export function toggle() { if (mixer.playing) stop(); else play(); }
+
+function tick() {
+  const t = position();
+  $("#time").textContent = `${clock(t)} / ${clock(mixer.duration)}`;
+  const pct = mixer.duration ? (100 * t) / mixer.duration : 0;
+  for (const head of document.querySelectorAll("#mixer .playhead")) head.style.left = `${pct}%`;
+  if (mixer.playing) requestAnimationFrame(tick);
+}
+mixer.position = position;
+
+// ---------- seeking and the loop region ----------
+function timeAt(el, ev) {
+  const rect = el.getBoundingClientRect();
+  return (Math.min(Math.max(0, ev.clientX - rect.left), rect.width) / rect.width) * mixer.duration;
+}
+
+// Click or drag on a waveform: the playhead follows; the sound picks up where it is let go.
+function scrubber(el) {
+  let resume = false;
+  el.addEventListener("pointerdown", (ev) => {
+    if (!mixer.duration) return;
+    el.setPointerCapture(ev.pointerId);
+    resume = mixer.playing;
+    stop();
+    mixer.offset = timeAt(el, ev);
+    tick();
+  });
+  el.addEventListener("pointermove", (ev) => {
+    if (!el.hasPointerCapture(ev.pointerId)) return;
+    mixer.offset = timeAt(el, ev);
+    tick();
+  });
+  el.addEventListener("pointerup", () => { if (resume) play(); resume = false; });
+}
+
+// Drag along the ruler: that stretch loops. A click there just moves the playhead.
+function ruler() {
+  const el = $("#ruler");
+  let from = null;
+  el.addEventListener("pointerdown", (ev) => {
+    if (!mixer.duration) return;
+    el.setPointerCapture(ev.pointerId);
+    from = timeAt(el, ev);
+  });
+  el.addEventListener("pointermove", (ev) => {
+    if (from === null) return;
+    const to = timeAt(el, ev);
+    showRegion(Math.min(from, to), Math.max(from, to));
+  });
+  el.addEventListener("pointerup", (ev) => {
+    if (from === null) return;
+    const to = timeAt(el, ev);
+    const [a, b] = [Math.min(from, to), Math.max(from, to)];
+    from = null;
+    if (b - a < Math.max(0.25, mixer.duration / 200)) { showRegion(mixer.loop.start, mixer.loop.end); seek(a); return; }
+    setLoop(a, b, true);
+  });
+}
+ruler();
+
+export function setLoop(start, end, on) {
+  mixer.loop = { on, start, end };
+  setPressed($("#loop"), on);
+  showRegion(start, end);
+  const wasPlaying = mixer.playing;
+  if (wasPlaying) { stop(); play(); }
+}
+mixer.setLoop = setLoop;
+
+function showRegion(start, end) {
+  const shown = mixer.loop.on || end > start;
+  const left = mixer.duration ? (100 * start) / mixer.duration : 0;
+  const width = mixer.duration ? (100 * (end - start)) / mixer.duration : 0;
+  for (const shade of [$("#loop-region"), ...document.querySelectorAll("#stems .loop-shade")]) {
+    shade.hidden = !shown || end <= start;
+    shade.style.left = `${left}%`;
+    shade.style.width = `${width}%`;
+  }
+}
+
+$("#loop").addEventListener("click", () => {
+  const { on, start, end } = mixer.loop;
+  if (on) setLoop(start, end, false);
+  else if (end > start) setLoop(start, end, true);
+  else setLoop(0, mixer.duration, true); // no region yet: the whole song
+});
+$("#play").addEventListener("click", toggle);
+$("#ab").addEventListener("click", () => {
+  mixer.ab = !mixer.ab;
+  setPressed($("#ab"), mixer.ab);
+  applyGains();
+});
+
+// Space plays and pauses anywhere but in a text field (on a focused button too: its own
+// space-to-click, which fires on key up, is held back); arrows move; L loops.
+const typing = (ev) => {
+  const tag = ev.target.tagName;
+  return tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && ev.target.type !== "range");
+};
+document.addEventListener("keyup", (ev) => {
+  if (ev.key === " " && mixer.stems.length && !typing(ev)) ev.preventDefault();
+});
+document.addEventListener("keydown", (ev) => {
+  if (!mixer.stems.length || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
+  const tag = ev.target.tagName;
+  if (ev.key === " ") { ev.preventDefault(); toggle(); }
+  else if (ev.key === "ArrowRight" && tag !== "INPUT") { ev.preventDefault(); seek(position() + 5); }
+  else if (ev.key === "ArrowLeft" && tag !== "INPUT") { ev.preventDefault(); seek(position() - 5); }
+  else if (ev.key === "l" || ev.key === "L") $("#loop").click();
+});
+
+// ---------- the mix, rendered offline with the same gains ----------
+mixer.render = async () => {
+  const rate = mixer.stems[0].buffer.sampleRate;
+  const length = Math.ceil(mixer.duration * rate);
+  const off = new OfflineAudioContext(2, length, rate);
+  const sources = mixer.ab && mixer.original ? [[mixer.original, 1]] : mixer.stems.map((s) => [s.buffer, effectiveGain(s)]);
+  for (const [buffer, gain] of sources) {
+    const g = off.createGain();
+    g.gain.value = gain;
+    g.connect(off.destination);
+    const src = new AudioBufferSourceNode(off, { buffer });
+    src.connect(g);
+    src.start(0);
+  }
+  return off.startRendering();
+};
+mixer.energy = async () => {
+  const out = await mixer.render();
+  let sum = 0;
+  for (let c = 0; c < out.numberOfChannels; c++) for (const v of out.getChannelData(c)) sum += v * v;
+  return sum;
+};
+mixer.encodeWav = encodeWav;
+mixer.zip = zipStore;
+
+export function downloadAll() {
+  save(zipStore(mixer.stems.map((s) => ({ name: s.fileName, bytes: s.bytes }))), `${mixer.song}_stems.zip`);
+}
+export async function downloadMix() {
+  save(new Blob([encodeWav(await mixer.render())], { type: "audio/wav" }), `${mixer.song}_mix.wav`);
+}

@@ -1,0 +1,100 @@
+// What the page says: plain words for states, stages and errors; times; stem colours.
+"use strict";
+
+export const FINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+
+const STAGES = {
+  loading_model: "Loading the model",
+  decoding: "Reading the audio",
+  separating: "Separating",
+  encoding: "Writing the stems",
+  storing: "Saving the stems",
+};
+
+// A request's state as a person says it.
+export function stateWords(s) {
+  if (s.status === "IN_QUEUE") return "Waiting to start";
+  if (s.status === "IN_PROGRESS") {
+    if (s.cancel_requested) return "Stopping";
+    return STAGES[s.stage] || "Starting";
+  }
+  return { COMPLETED: "Ready", FAILED: "Failed", CANCELLED: "Cancelled" }[s.status] || "Working";
+}
+
+const ERRORS = {
+  INVALID_AUDIO: "This file can't be read as audio. Try an MP3, WAV, FLAC or M4A file, or a video.",
+  FILE_NOT_FOUND: "The file is gone. Upload it again.",
+  UNSUPPORTED_MEDIA_TYPE: "That kind of file can't be separated. Try an audio or video file.",
+  CONTENT_TYPE_MISMATCH: "That kind of file can't be separated. Try an audio or video file.",
+  FILE_TOO_LARGE: "This file is bigger than this server takes.",
+  DURATION_LIMIT: "This song is longer than this server separates.",
+  FILE_EXPIRED: "The upload has expired. Upload the file again.",
+  RESULT_EXPIRED: "These stems have been deleted after a while. Separate the song again.",
+  NO_STEMS_REQUESTED: "Pick at least one stem.",
+  UNKNOWN_STEM: "That stem isn't one this model makes.",
+  UNSUPPORTED_PROMPT: "That sound can't be separated yet.",
+  MODEL_UNAVAILABLE: "This model isn't installed on the server yet.",
+  UNKNOWN_MODEL: "This model doesn't exist on the server.",
+  TOO_MANY_CONCURRENT_JOBS: "You have as many songs separating as you may. Wait for one to finish.",
+  RATE_LIMITED: "Too many requests at once. Wait a moment and try again.",
+  UNAUTHENTICATED: "This key isn't valid (or was revoked).",
+  FORBIDDEN: "This key may not do that.",
+  MODEL_FAILED: "Something went wrong while separating. Try again.",
+  WORKER_LOST: "The computer separating this song stopped. Try again.",
+  JOB_TIMEOUT: "This song took too long to separate.",
+  STORAGE_UNAVAILABLE: "The server can't store files right now. Try again in a minute.",
+  DATABASE_UNAVAILABLE: "The server is busy restarting. Try again in a minute.",
+  SERVICE_UNAVAILABLE: "The server is busy. Try again in a minute.",
+  NETWORK: "Can't reach the server. Check the connection and try again.",
+};
+
+// An error for a person: what happened, in words; the code stays for whoever reads the source.
+export class PlainError extends Error {
+  constructor(code, fallback) {
+    super(ERRORS[code] || fallback || `Something went wrong. Try again. (${code})`);
+    this.code = code;
+  }
+}
+
+export function fromBody(body, status) {
+  const code = body?.error?.code || (status ? `HTTP_${status}` : "NETWORK");
+  let fallback;
+  if (code === "UNSUPPORTED_PROMPT" || code === "UNKNOWN_STEM") fallback = body.error.message;
+  return new PlainError(code, fallback);
+}
+
+export function clock(t) {
+  if (!Number.isFinite(t) || t < 0) t = 0;
+  const s = Math.floor(t);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
+}
+
+export function timeLeft(seconds) {
+  if (!Number.isFinite(seconds)) return "";
+  if (seconds < 10) return "a few seconds left";
+  if (seconds < 90) return `about ${Math.round(seconds / 5) * 5} s left`;
+  return `about ${Math.round(seconds / 60)} min left`;
+}
+
+export function day(iso) {
+  const d = new Date(iso);
+  const today = new Date();
+  const same = d.toDateString() === today.toDateString();
+  return same ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+const COLOURS = {
+  vocals: "#ff5c8a", target: "#ff5c8a", drums: "#ffb020", bass: "#9d7bff",
+  other: "#2ec4b6", accompaniment: "#4cc9f0", instrumental: "#4cc9f0", residual: "#8a94a6",
+  guitar: "#ff8c42", piano: "#7bd88f",
+};
+const SPARE = ["#f72585", "#b5e48c", "#ffd166", "#06d6a0", "#118ab2"];
+export function colour(stem, i = 0) { return COLOURS[stem] || SPARE[i % SPARE.length]; }
+
+// A song's name from a file name: what downloads are named after.
+export function songName(fileName) {
+  const base = String(fileName || "song").replace(/\.[^./]+$/, "");
+  return base.replace(/[\\/:*?"<>|\u0000-\u001f]+/g, "_").slice(0, 100) || "song";
+}

@@ -1,0 +1,122 @@
+"""The catalogue's promises, checked offline: every entry is complete, pinned, attributed and
+documented, and the licence statements are the ones their authors made.
+
+Nothing here downloads; URLs and digests are checked for form and consistency, and the cards
+and README for the facts the registry holds.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from demixer.models.registry import (
+    LICENSE_CLASSES,
+    RESTRICTIVE_CLASSES,
+    ModelSpec,
+    get_spec,
+    list_specs,
+    model_card,
+)
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+MSST_ARCHS = {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet"}
+CATALOGUE = [spec for spec in list_specs() if spec.arch is not None]
+SHA256 = re.compile(r"[0-9a-f]{64}")
+DEMUCS_327 = (
+    '"The model weights are not covered by the MIT license, and are provided only for '
+    'scientific purposes."'
+)
+
+
+def test_the_issue_asks_for_these_kinds_of_model() -> None:
+    by_arch = {spec.arch for spec in CATALOGUE}
+    assert {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "mdx_net"} <= by_arch
+    ids = {spec.id for spec in CATALOGUE}
+    assert {
+        "mel-roformer-vocals-kim",
+        "bs-roformer-vocals-1297",
+        "mel-roformer-inst-becruily",
+        "scnet-xl-ihf",
+        "mel-roformer-karaoke-becruily",
+        "mel-roformer-dereverb-anvuew",
+        "mel-roformer-denoise-aufr33",
+        "mdx23c-instvoc-hq",
+        "mdx-net-vocals-kim-2",
+        "mdx-net-inst-hq-3",
+    } <= ids
+    assert get_spec("scnet-xl-ihf").stems == ("drums", "bass", "other", "vocals")
+
+
+@pytest.mark.parametrize("spec", CATALOGUE, ids=lambda spec: spec.id)
+def test_every_catalogue_entry_is_complete_and_pinned(spec: ModelSpec) -> None:
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", spec.id)  # kebab-case, typed by users
+    assert spec.sample_rate == 44100 and spec.stems and len(set(spec.stems)) == len(spec.stems)
+    assert spec.license and spec.license_class in LICENSE_CLASSES
+    assert spec.source_url.startswith("https://")
+    assert spec.pin_sources
+    assert f"demixer models pull {spec.id}" in spec.install_hint
+    for weight in spec.weights:
+        assert SHA256.fullmatch(weight.sha256), weight.name
+        assert weight.size is not None and weight.size > 0
+        assert weight.url is not None and weight.url.startswith("https://")
+        assert weight.url.rsplit("/", 1)[1].split("?")[0].endswith((".ckpt", ".yaml", ".onnx"))
+    for score in spec.scores:
+        assert score.metric and score.test_set and score.source.startswith("https://")
+    if spec.arch in MSST_ARCHS:
+        assert spec.loader == "demixer.models.msst:load"
+        names = [w.name for w in spec.weights]
+        assert len(names) == 2 and spec.config_name in names
+        assert spec.config_name is not None and spec.config_name.endswith(".yaml")
+    else:
+        assert spec.arch == "mdx_net" and spec.loader == "demixer.models.mdx_net:load"
+        assert set(spec.arch_params) == {"n_fft", "dim_f", "dim_t", "compensate", "primary_stem"}
+        assert spec.arch_params["primary_stem"] == spec.stems[0]
+        assert spec.arch_params["dim_f"] <= spec.arch_params["n_fft"] // 2
+
+
+def test_no_file_is_pinned_twice_under_different_digests() -> None:
+    seen: dict[str, str] = {}
+    for spec in list_specs():
+        for weight in spec.weights:
+            if weight.url is not None:
+                assert seen.setdefault(weight.url, weight.sha256) == weight.sha256
+
+
+@pytest.mark.parametrize("spec", list_specs(), ids=lambda spec: spec.id)
+def test_every_model_has_a_card_that_states_its_facts(spec: ModelSpec) -> None:
+    card = model_card(spec.id)
+    assert card.startswith(f"# {spec.id}\n")
+    flat = " ".join(card.split())
+    if spec.arch is not None:
+        assert spec.license in flat
+        assert f"**{spec.license_class}**" in card
+        for weight in spec.weights:
+            assert weight.sha256 in card and f"{weight.size:,}" in card and weight.url in card
+        for score in spec.scores:
+            assert f"{score.value:.2f}" in card and score.test_set in card
+        assert "not measured by demixer" in card
+    if spec.license_class in RESTRICTIVE_CLASSES:
+        assert spec.license_class in card
+
+
+def test_demucs_weights_are_research_only_as_meta_said() -> None:
+    for spec in list_specs():
+        if spec.loader == "demixer.models.demucs_backend:load":
+            assert spec.license_class == "research only"
+            assert DEMUCS_327 in spec.license and "#327" in spec.license
+            card = " ".join(model_card(spec.id).split())
+            assert DEMUCS_327 in card and "facebookresearch/demucs/issues/327" in card
+            assert "MIT licence)" not in card
+
+
+def test_the_readme_lists_every_model_with_its_licence_class() -> None:
+    readme = README.read_text("utf-8")
+    table = readme[readme.index("| id | stems |") :].split("\n\n", 1)[0]
+    for spec in list_specs():
+        row = next(line for line in table.splitlines() if f"`{spec.id}`" in line)
+        assert spec.license_class in row, spec.id
+    assert DEMUCS_327 in " ".join(readme.split())
+    assert "checkpoints (Meta, MIT)" not in readme

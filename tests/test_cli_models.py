@@ -1,0 +1,168 @@
+"""``demixer models pull`` and the card view, in-process against a real local HTTP server.
+
+A test model (config + checkpoint, like an MSST entry) is registered for the test and its
+files served from 127.0.0.1; the command is run through the real typer app, so what is checked
+is what a user sees: exit code, stdout (paths, nothing else) and stderr (licence, progress,
+errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from demixer.cli import app
+from demixer.cli_models import _FileProgress, licence_notice, print_card
+from demixer.models import registry
+from demixer.models.registry import ModelSpec, WeightFile, get_spec, model_card
+from weights_origin import BODY, SHA, Origin, serve
+
+CONFIG = b"audio:\n  sample_rate: 44100\ntraining:\n  instruments: [vocals, other]\n"
+HOST = "https://weights.demixer-test.invalid"
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    with serve() as state:
+        state.files = {"/m/tiny.yaml": CONFIG, "/m/tiny.ckpt": BODY}
+        yield state
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    spec = ModelSpec(
+        id="tiny-roformer",
+        stems=("vocals", "other"),
+        sample_rate=44100,
+        description="test entry",
+        license="Not stated (a test)",
+        weights_source="the test",
+        loader="demixer.models.msst:load",
+        quality="none",
+        install_hint="run `demixer models pull tiny-roformer`",
+        weights=(
+            WeightFile(
+                "tiny.yaml",
+                hashlib.sha256(CONFIG).hexdigest(),
+                url=f"{HOST}/m/tiny.yaml",
+                size=len(CONFIG),
+            ),
+            WeightFile("tiny.ckpt", SHA, url=f"{HOST}/m/tiny.ckpt", size=len(BODY)),
+        ),
+        arch="mel_band_roformer",
+        config_name="tiny.yaml",
+        license_class="not stated",
+        source_url="https://example.invalid/tiny",
+    )
+    monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(tmp_path))
+    return tmp_path
+
+
+def pull(origin: Origin) -> tuple[int, list[str], str]:
+    result = CliRunner().invoke(app, ["models", "pull", "tiny-roformer", "--base-url", origin.url])
+    return result.exit_code, result.stdout.splitlines(), result.stderr
+
+
+def test_pull_fetches_config_and_checkpoint_and_tells_the_licence(
+    origin: Origin, model_dir: Path
+) -> None:
+    code, stdout, stderr = pull(origin)
+    assert code == 0, stderr
+    here = model_dir / "tiny-roformer"
+    # stdout is for scripts: the paths, then one summary line; nothing else.
+    assert stdout == [
+        str(here / "tiny.yaml"),
+        str(here / "tiny.ckpt"),
+        "tiny-roformer: installed and verified (SHA-256 and size)",
+    ]
+    assert (here / "tiny.yaml").read_bytes() == CONFIG and (here / "tiny.ckpt").read_bytes() == BODY
+    assert "licence (not stated): Not stated (a test)" in stderr
+    assert "warning: the authors state no licence for these weights" in stderr
+    assert f"fetching tiny.ckpt ({len(BODY)} bytes)" in stderr
+    assert origin.requests == ["/m/tiny.yaml", "/m/tiny.ckpt"]
+
+    code, stdout, _ = pull(origin)  # already there and verified: nothing fetched
+    assert code == 0 and len(origin.requests) == 2
+
+
+def test_an_interrupted_pull_resumes_on_the_next_run(origin: Origin, model_dir: Path) -> None:
+    origin.files = {"/m/tiny.yaml": CONFIG, "/m/tiny.ckpt": BODY}
+    origin.cut_after = None
+    first = CliRunner().invoke(app, ["models", "pull", "tiny-roformer", "--base-url", origin.url])
+    assert first.exit_code == 0  # the config; now break the checkpoint's transfer
+    (model_dir / "tiny-roformer" / "tiny.ckpt").unlink()
+    origin.cut_after = 60_000
+    code, stdout, stderr = pull(origin)
+    assert code == 4
+    assert stdout == []
+    errors = [line for line in stderr.splitlines() if line.startswith("error ")]
+    assert len(errors) == 1 and "[DOWNLOAD_FAILED]" in errors[0] and "resumes" in errors[0]
+
+    code, stdout, stderr = pull(origin)
+    assert code == 0, stderr
+    assert "resuming at 60000 bytes" in stderr
+    assert origin.ranges[-1] == "bytes=60000-"
+    assert (model_dir / "tiny-roformer" / "tiny.ckpt").read_bytes() == BODY
+
+
+def test_a_corrupt_download_is_refused_with_exit_4(origin: Origin, model_dir: Path) -> None:
+    origin.files["/m/tiny.ckpt"] = BODY[:-1] + b"!"
+    code, stdout, stderr = pull(origin)
+    assert code == 4 and stdout == []
+    assert f"expected SHA-256 {SHA}" in stderr
+    assert sorted(p.name for p in (model_dir / "tiny-roformer").iterdir()) == ["tiny.yaml"]
+
+
+def test_an_unknown_model_is_a_usage_error(model_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["models", "pull", "no-such-model"])
+    assert result.exit_code == 2
+    assert "[UNKNOWN_MODEL]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("model_id", "warning"),
+    [
+        ("htdemucs", "research use only, not for commercial use"),
+        ("mel-roformer-karaoke-becruily", "non-commercial use only"),
+        ("bs-roformer-vocals-1297", "state no licence"),
+        ("mel-roformer-vocals-kim", None),
+    ],
+)
+def test_the_licence_notice_warns_for_restrictive_classes(
+    model_id: str, warning: str | None
+) -> None:
+    console = Console(file=io.StringIO(), width=200)
+    licence_notice(model_id, console)
+    text = " ".join(console.file.getvalue().split())  # type: ignore[attr-defined]
+    spec = get_spec(model_id)
+    assert f"{model_id} licence ({spec.license_class}): {spec.license}" in text
+    assert ("warning:" in text) is (warning is not None)
+    if warning is not None:
+        assert warning in text
+
+
+def test_the_card_is_rendered_on_a_terminal() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=80)
+    print_card(model_card("mdx-net-inst-hq-3"), console)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "UVR-MDX-NET Inst HQ 3" in shown and "317554b0" in shown
+    assert "# mdx-net-inst-hq-3" not in shown and "|---|" not in shown  # markdown rendered
+    assert max(len(line) for line in shown.splitlines()) <= 80
+
+
+def test_progress_on_a_terminal_shows_percent_bytes_speed_and_eta() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=80)
+    with _FileProgress(console) as progress:
+        progress.update("tiny.ckpt", 0, 2_000_000)
+        progress.update("tiny.ckpt", 1_000_000, 2_000_000)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "tiny.ckpt" in shown and "50%" in shown and "1.0/2.0 MB" in shown
+    columns = [type(column).__name__ for column in progress.bar.columns]
+    assert {"TransferSpeedColumn", "TimeRemainingColumn"} <= set(columns)

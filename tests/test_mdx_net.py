@@ -1,0 +1,277 @@
+"""UVR MDX-Net models through onnxruntime, checked against audio-separator 0.47.1's inference.
+
+Every network here is a random-weight ConvTDFNet-shaped ONNX file built at test time
+(``mdx_onnx.py``) with the real I/O signature ``(batch, 4, dim_f, frames)``; the oracle is
+audio-separator's own demix loop (``uvr_reference.py``). Small STFT settings keep most tests
+fast; one runs Kim_Vocal_2's real ones (dim_f 3072, n_fft 7680, 256 frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from demixer.engine import Separator
+from demixer.errors import ModelUnavailable, WeightsChecksumMismatch
+from demixer.models import registry
+from demixer.models.loading import file_sha256
+from demixer.models.mdx_net import (
+    ARCH_PARAMS,
+    WINDOW_STEPS,
+    MdxNetBackend,
+    MdxParams,
+    OnnxNetwork,
+    load,
+)
+from demixer.models.registry import ModelSpec, WeightFile
+from mdx_onnx import mdx_spec, tfc_tdf_onnx
+from uvr_reference import UvrMdx, uvr_default_overlap
+
+RATE = 44100
+# Small but real-shaped settings: 32 frames of 1024 -> chunks of 31744 samples (0.72 s).
+SMALL = {"dim_f": 256, "dim_t": 32, "n_fft": 2048, "segment_size": 32, "compensate": 1.035}
+CHUNK = 1024 * 31
+STEP = CHUNK - 2048  # UVR's default step: chunk - n_fft
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mdx") / "small.onnx"
+    return tfc_tdf_onnx(path, dim_f=256, dim_t=32, g=4, levels=2, bn=2, gain=0.8)
+
+
+def noise(seconds: float, seed: int = 1) -> np.ndarray:
+    """Stereo test signal: noise plus a tone, so both channels differ and have structure."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * RATE)
+    tone = 0.05 * np.sin(2 * np.pi * 220 * np.arange(n) / RATE)
+    return (rng.standard_normal((2, n)) * 0.1 + tone).astype(np.float32)
+
+
+def backend(path: Path, **overrides: Any) -> MdxNetBackend:
+    params = MdxParams.from_arch_params({**SMALL, **overrides}, model_id="test-mdx")
+    return MdxNetBackend(OnnxNetwork(path, params), params, stems=("vocals",))
+
+
+def reference(path: Path, mix: np.ndarray, **overrides: Any) -> np.ndarray:
+    """UVR's primary stem: audio-separator's demix output times ``compensate``."""
+    p = {**SMALL, **overrides}
+    overlap = p.get("overlap", uvr_default_overlap(p["n_fft"], 1024 * (p["segment_size"] - 1)))
+    uvr = UvrMdx(
+        path,
+        dim_f=p["dim_f"],
+        n_fft=p["n_fft"],
+        segment_size=p["segment_size"],
+        overlap=overlap,
+        denoise=p.get("denoise", False),
+    )
+    out = uvr.demix(mix.copy()) * p["compensate"]
+    # The comparison means something only if the network's output is not near silence.
+    assert 0.05 < np.abs(out).max() < 20
+    return np.asarray(out, dtype=np.float32)
+
+
+def peak_error(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.abs(a - b).max())
+
+
+def test_input_shorter_than_one_chunk_matches_uvr(small_onnx: Path) -> None:
+    mix = noise(0.45)
+    assert mix.shape[1] < CHUNK
+    ours = backend(small_onnx).separate(mix)
+    assert list(ours) == ["vocals"]
+    assert peak_error(ours["vocals"], reference(small_onnx, mix)) < TOLERANCE
+
+
+def test_stream_over_many_chunks_matches_uvr_whatever_the_blocks(small_onnx: Path) -> None:
+    mix = noise(4.0)
+    sizes = [1, 5000, 31744, 70000, 3]
+    blocks, start = [], 0
+    while start < mix.shape[1]:
+        size = sizes[len(blocks) % len(sizes)]
+        blocks.append(mix[:, start : start + size])
+        start += size
+    positions: list[int] = []
+    out = backend(small_onnx).stream(iter(blocks), before_run=positions.append)
+    ours = np.concatenate([part["vocals"] for part in out], axis=1)
+    assert peak_error(ours, reference(small_onnx, mix)) < TOLERANCE
+    # One network call per chunk, each announced with where its chunk starts in the input
+    # (UVR's first chunk starts in the n_fft // 2 zeros before it).
+    assert positions == [0] + [k * STEP - 1024 for k in range(1, 6)]
+
+
+def test_audio_separator_settings_overlap_and_denoise(tmp_path: Path) -> None:
+    # A file whose batch axis is fixed at 1, as some exports have it: the denoise pass (x and
+    # -x) and batch_size 3 must still go through it one chunk at a time.
+    path = tfc_tdf_onnx(tmp_path / "b1.onnx", dim_f=256, dim_t=32, batch=1, gain=0.8, seed=3)
+    settings = {"overlap": 0.25, "denoise": True}
+    mix = noise(2.5, seed=2)
+    ours = backend(path, batch_size=3, **settings).separate(mix)["vocals"]
+    assert peak_error(ours, reference(path, mix, **settings)) < TOLERANCE
+
+
+def test_kim_vocal_2_shapes(tmp_path: Path) -> None:
+    """Kim_Vocal_2's parameters as UVR's model data gives them (key 970b3f94...)."""
+    kim = {"dim_f": 3072, "dim_t": 256, "n_fft": 7680, "segment_size": 256, "compensate": 1.009}
+    path = tfc_tdf_onnx(tmp_path / "kim.onnx", dim_f=3072, dim_t=256, g=2, bn=64, gain=0.9)
+    mix = noise(6.2, seed=4)  # two 5.9 s chunks, the second cut at the end
+    ours = backend(path, **kim).separate(mix)["vocals"]
+    assert peak_error(ours, reference(path, mix, **kim)) < TOLERANCE
+
+
+@pytest.fixture
+def registered(
+    small_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModelSpec]:
+    """A test-only registry entry for the small network, its file in a model dir."""
+    weights = (WeightFile(name="small.onnx", sha256=file_sha256(small_onnx)),)
+    spec = mdx_spec("test-mdx", {**SMALL, "primary_stem": "Vocals"}, weights)
+    spec = dataclasses.replace(spec, stems=("vocals", "instrumental"))
+    (tmp_path / "models" / spec.id).mkdir(parents=True)
+    (tmp_path / "models" / spec.id / "small.onnx").write_bytes(small_onnx.read_bytes())
+    monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    yield spec
+
+
+def test_engine_equals_uvr_except_in_window_cross_fades(
+    registered: ModelSpec, tmp_path: Path
+) -> None:
+    separator = Separator(registered.id, model_dir=tmp_path / "models")
+    backend = separator.backend
+    assert isinstance(backend, MdxNetBackend)
+    assert backend.overlap == CHUNK
+    assert backend.window == WINDOW_STEPS * STEP + CHUNK  # on UVR's grid: a whole number of steps
+    # Three windows of two steps each (the default is ten) keep the test short.
+    window = backend.window = 2 * STEP + CHUNK
+    overlap = backend.overlap
+    mix = noise(2.5 * window / RATE, seed=5)
+    out = separator.separate_array(mix, RATE, ["vocals", "instrumental"])
+    uvr_primary = reference(tmp_path / "models/test-mdx/small.onnx", mix)
+    exact = np.ones(mix.shape[1], bool)
+    for start in range(window - overlap, mix.shape[1], window - overlap):
+        exact[start : start + overlap] = False  # where two windows are cross-faded
+    assert peak_error(out["vocals"][:, exact], uvr_primary[:, exact]) < TOLERANCE
+    # The secondary stem is UVR's: mix - compensate * output, at every sample.
+    np.testing.assert_allclose(out["instrumental"], mix - out["vocals"], atol=1e-6)
+
+
+def test_mono_input_runs_as_uvr_runs_it(registered: ModelSpec, tmp_path: Path) -> None:
+    separator = Separator(registered.id, model_dir=tmp_path / "models")
+    mono = noise(1.0, seed=6)[:1]
+    out = separator.separate_array(mono, RATE, ["vocals"])
+    # UVR stacks a mono file into two identical channels; demixer averages the two back.
+    expected = reference(tmp_path / "models/test-mdx/small.onnx", np.repeat(mono, 2, axis=0))
+    assert out["vocals"].shape == mono.shape
+    assert peak_error(out["vocals"], expected.mean(axis=0, keepdims=True)) < TOLERANCE
+
+
+def test_primary_stem_names_the_network_output(registered: ModelSpec, tmp_path: Path) -> None:
+    # An instrumental model as the catalogue lists one: UVR's names, primary second here.
+    spec = dataclasses.replace(
+        registered,
+        stems=("Vocals", "Instrumental"),
+        arch_params={**SMALL, "primary_stem": "Instrumental"},
+    )
+    model = load(spec, model_dir=tmp_path / "models")
+    mix = noise(0.5, seed=7)
+    out = model.separate(mix)
+    assert list(out) == ["Vocals", "Instrumental"]
+    expected = reference(tmp_path / "models/test-mdx/small.onnx", mix)
+    assert peak_error(out["Instrumental"], expected) < TOLERANCE
+    assert peak_error(out["Vocals"], mix - expected) < TOLERANCE
+
+
+def test_registered_file_is_verified_before_loading(registered: ModelSpec, tmp_path: Path) -> None:
+    (tmp_path / "models/test-mdx/small.onnx").write_bytes(b"not the pinned network")
+    with pytest.raises(WeightsChecksumMismatch):
+        load(registered, model_dir=tmp_path / "models")
+
+
+def test_corrupt_onnx_file_is_one_clear_error(registered: ModelSpec, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
+    with pytest.raises(ModelUnavailable, match=r"bad\.onnx is not an ONNX model onnxruntime"):
+        load(registered, model_path=bad)
+    with pytest.raises(ModelUnavailable, match=r"--model-path .*missing\.onnx is not a file"):
+        load(registered, model_path=tmp_path / "missing.onnx")
+
+
+def test_file_contradicting_arch_params_is_refused(registered: ModelSpec, tmp_path: Path) -> None:
+    wide = dataclasses.replace(registered, arch_params={**SMALL, "dim_f": 512})
+    with pytest.raises(ModelUnavailable) as info:
+        load(wide, model_dir=tmp_path / "models")
+    assert info.value.message == (
+        "small.onnx: its input is tensor(float) ['batch', 4, 256, 32], but the model's "
+        "arch_params (dim_f=512, dim_t=32) need float32 ['batch', 4, 512, 32]; the file and "
+        "the parameters do not belong together"
+    )
+    # UVR's model data stores log2(dim_t): copying its 5 for 32 frames is caught too.
+    log2 = dataclasses.replace(registered, arch_params={**SMALL, "dim_t": 5})
+    with pytest.raises(ModelUnavailable, match=r"dim_t=5\) need float32 \['batch', 4, 256, 5\]"):
+        load(log2, model_dir=tmp_path / "models")
+
+
+def test_bad_arch_params_are_refused(registered: ModelSpec, tmp_path: Path) -> None:
+    cases = {
+        "lacks dim_f": {"dim_t": 32, "n_fft": 2048},
+        "unknown key(s) dimf": {**SMALL, "dimf": 256},
+        "dim_f=2000 exceeds the 1025 bins": {**SMALL, "dim_f": 2000},
+        "overlap=1.5: expected a fraction": {**SMALL, "overlap": 1.5},
+        "primary_stem 'other' is not one of its stems ['vocals', 'instrumental']": {
+            **SMALL,
+            "primary_stem": "Other",
+        },
+    }
+    for message, params in cases.items():
+        spec = dataclasses.replace(registered, arch_params=params)
+        with pytest.raises(ModelUnavailable, match=f"model 'test-mdx'.*{re.escape(message)}"):
+            load(spec, model_dir=tmp_path / "models")
+    assert set(SMALL) | {"primary_stem", "overlap"} <= set(ARCH_PARAMS)
+
+
+def test_segment_size_other_than_the_files(tmp_path: Path) -> None:
+    # UVR runs 512-frame models (Reverb HQ) at its default 256 frames; a graph that allows it
+    # runs, one that bakes its length in is refused at load time, saying what to set.
+    free = tfc_tdf_onnx(tmp_path / "f.onnx", dim_f=256, dim_t=64, gain=0.8)
+    out = backend(free, dim_t=64, segment_size=32).separate(noise(1.0))["vocals"]
+    assert out.shape == (2, RATE) and np.isfinite(out).all()
+    baked = tfc_tdf_onnx(tmp_path / "b.onnx", dim_f=256, dim_t=64, gain=0.8, bake_frames=True)
+    with pytest.raises(ModelUnavailable, match=r"built for 64 frames .* segment_size to 64"):
+        backend(baked, dim_t=64, segment_size=32)
+
+
+def test_threads_follow_torch_setting(small_onnx: Path) -> None:
+    params = MdxParams.from_arch_params(SMALL, model_id="test-mdx")
+    default = OnnxNetwork(small_onnx, params)
+    options = default._session.get_session_options()
+    assert options.intra_op_num_threads == torch.get_num_threads()
+    one = OnnxNetwork(small_onnx, params, threads=1)
+    assert one._session.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in registry.list_specs() if s.arch == "mdx_net"], ids=lambda s: s.id
+)
+def test_catalogue_entries_run_on_this_backend(spec: ModelSpec, tmp_path: Path) -> None:
+    """Each catalogue entry's parameters and stems, on a random file of its shapes."""
+    params = MdxParams.from_arch_params(spec.arch_params, model_id=spec.id)
+    path = tfc_tdf_onnx(
+        tmp_path / "m.onnx", dim_f=params.dim_f, dim_t=params.dim_t, g=2, bn=64, gain=0.9
+    )
+    model = load(spec, model_path=path)
+    assert model.stems == spec.stems
+    assert model.primary.lower() == params.primary_stem
+    mix = noise(0.3, seed=8)
+    out = model.separate(mix)
+    secondary = next(s for s in spec.stems if s != model.primary)
+    np.testing.assert_allclose(out[secondary], mix - out[model.primary], atol=1e-6)
+    assert 0.01 < np.abs(out[model.primary]).max() < 20
