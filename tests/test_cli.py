@@ -134,7 +134,7 @@ def test_quality_best_runs_the_best_level(
     source, rate = load(inputs["A"])
     expected = Separator("spleeter-2stems").separate_array(source, rate, quality="best")
     for stem in ("vocals", "accompaniment"):
-        data, _ = sf.read(str(out / "A" / f"{stem}.wav"), dtype="float32", always_2d=True)
+        data, _ = sf.read(str(out / f"A_{stem}.wav"), dtype="float32", always_2d=True)
         np.testing.assert_allclose(data.T, expected[stem], atol=1e-6)
 
 
