@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml Makefile requirements/no-deps.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# --local-session: the web page on this machine gets its key without asking (loopback only).
 run: install
-	$(BIN)/demixer serve --host $(HOST) --port $(PORT)
+	$(BIN)/demixer serve --host $(HOST) --port $(PORT) --local-session
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -41,8 +42,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The suite mostly waits (servers starting, workers and browsers at work), so test modules run
+# in PYTEST_WORKERS processes at once (pytest-xdist; one module stays in one process). The
+# PostgreSQL and S3 servers are started once for them all (tests/servers.py; the modules that
+# stop servers in outage tests start their own) when Debian's PostgreSQL is installed.
+PYTEST_WORKERS ?= 4
 unit: install
-	$(BIN)/pytest
+	@run=$$(mktemp -d -t dx-servers-XXXXXX); chmod 755 $$run; \
+	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+		$(BIN)/python tests/servers.py start $$run/servers >/dev/null; then \
+		export DEMIXER_TEST_SERVERS=$$run/servers.json; fi; \
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25; status=$$?; \
+	if [ -f $$run/servers.json ]; then $(BIN)/python tests/servers.py stop $$run/servers; fi; \
+	rm -rf $$run; exit $$status
 
 # The web page's browser tests drive Debian's Chromium (never a downloaded browser).
 chromium:

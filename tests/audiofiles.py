@@ -97,13 +97,16 @@ def encode(
     options: dict[str, str] | None = None,
     video: str | None = None,
     video_seconds: float = 1.0,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write ``signal`` ((channels, samples) float32 at ``rate`` Hz) with FFmpeg encoder ``codec``.
 
     ``video`` adds a small video stream first (codec name, e.g. ``"mpeg4"``), so the audio is
     the second stream as in a phone recording; ``signal=None`` writes a video with no audio.
     """
-    with av.open(str(path), "w", format=container_format) as out:
+    with av.open(
+        str(path), "w", format=container_format, container_options=container_options or {}
+    ) as out:
         vstream: av.VideoStream | None = None
         if video is not None:
             vstream = cast(av.VideoStream, out.add_stream(video, rate=10))

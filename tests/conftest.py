@@ -8,11 +8,13 @@ addresses, and every other name fails to resolve (``UnresolvableHost``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,13 +80,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marks = metafunc.definition.iter_markers("usefixtures")
     if any("backend" in mark.args for mark in marks):
         wanted = os.environ.get("DEMIXER_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
-        chosen = [b for b in BACKENDS if b in wanted]
+        only = metafunc.definition.get_closest_marker("backends")  # a test of one backend
+        chosen = [b for b in BACKENDS if b in wanted and (only is None or b in only.args)]
         metafunc.parametrize("backend", chosen, indirect=True, scope="module")
 
 
-@pytest.fixture(scope="session")
-def scale_servers() -> Iterator[Servers]:
-    """PostgreSQL + `rclone serve s3` on loopback, for the whole session; stopped at the end."""
+#: A state file of servers started once for the whole run (``make unit`` starts them with
+#: ``tests/servers.py start`` and shares them between its pytest-xdist processes); unset, each
+#: session starts its own.
+SHARED_SERVERS = os.environ.get("DEMIXER_TEST_SERVERS")
+
+
+@contextmanager
+def _own_servers() -> Iterator[Servers]:
+    """PostgreSQL + `rclone serve s3` on loopback, started here and stopped at the end."""
     parent = Path(tempfile.mkdtemp(prefix="dx-servers-"))
     parent.chmod(0o755)  # PostgreSQL runs as the postgres user, who must reach its directory
     try:
@@ -97,6 +106,33 @@ def scale_servers() -> Iterator[Servers]:
     finally:
         servers.stop()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _session_servers() -> Iterator[Servers]:
+    if SHARED_SERVERS:  # started by the Makefile, shared with the other test processes
+        yield Servers(**json.loads(Path(SHARED_SERVERS).read_text()))
+        return
+    with _own_servers() as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def scale_servers(_session_servers: Servers) -> Servers:
+    """PostgreSQL + `rclone serve s3` on loopback, for the whole session (or the whole run)."""
+    return _session_servers
+
+
+@pytest.fixture(scope="module")
+def own_scale_servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
+    """Servers a module may stop and restart (outage tests): its own while other test
+    processes share the run's servers, else the session's. A module overrides
+    ``scale_servers`` with it."""
+    if not SHARED_SERVERS:
+        yield request.getfixturevalue("_session_servers")
+        return
+    with _own_servers() as servers:
+        yield servers
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 
 from demixer.errors import UnknownStem, UnsupportedPrompt
 from demixer.models.registry import ModelSpec, get_spec, list_specs
-from demixer.service.prompts import MODEL_PREFERENCE, PromptMatch, map_prompt, separable
+from demixer.service.jobs.prompts import MODEL_PREFERENCE, PromptMatch, map_prompt, separable
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")

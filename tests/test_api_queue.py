@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from api_support import Api, api, bucket_refusal, make_api
+from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.service.schema import File, Job
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -51,7 +51,8 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
     assert body["stream_url"] == f"{base}/status/stream"
     assert body["result_url"] == f"{base}/result"
     assert body["cancel_url"] == f"{base}/cancel"
-    assert _params(api, job_id) == {
+    assert _params(api, job_id) == {  # the job contract's row, version 2
+        "version": 2,
         "input": {
             "file_id": file_id,
             "storage_key": f"inputs/{file_id}",
@@ -68,6 +69,10 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         "prompt": "the singer",
         # Download names: the prompt's stem by what it is, the residual as "without" it.
         "labels": {"target": "vocals", "residual": "without-vocals"},
+        "downmix": False,
+        "extra_formats": [],
+        "preprocess": [],
+        "vendor": None,
     }
 
     status = api.get(body["status_url"] + "?logs=true").json()
@@ -98,7 +103,11 @@ def test_everything_but_the_vocals_swaps_target_and_residual(api: Api) -> None:
     params = _params(api, r.json()["request_id"])
     assert params["names"] == {"vocals": "residual", "residual": "target"}
     assert params["spans"] == [{"start": 0.2, "end": 0.8, "include": True}]
-    assert params["webhook"] == {"url": "https://example.org/hook", "secret": "whsec_abc"}
+    assert params["webhook"] == {
+        "url": "https://example.org/hook",
+        "secret": "whsec_abc",
+        "style": "native",
+    }
     assert r.json()["webhook"] == {"url": "https://example.org/hook", "signing_secret": "whsec_abc"}
     with api.services.db.read() as s:
         assert s.get(Job, r.json()["request_id"]).priority == 5  # type: ignore[union-attr]
@@ -237,7 +246,9 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
 
 
 def test_quality_is_checked_defaulted_and_echoed(make_api: Callable[..., Api]) -> None:
-    api = make_api(quality="fast")  # as DEMIXER_QUALITY=fast would
+    # As DEMIXER_QUALITY=best would: neither the built-in default (balanced) nor the level rows
+    # without one read as (fast).
+    api = make_api(quality="best")
     file_id = api.upload()
     stems = "/v1/queue/audio/stems"
     r = api.post(stems, json={"input": {"file_id": file_id, "quality": "ultra"}})
@@ -253,8 +264,8 @@ def test_quality_is_checked_defaulted_and_echoed(make_api: Callable[..., Api]) -
         status = api.get(r.json()["status_url"]).json()
         return _params(api, job_id)["quality"], status["quality"]
 
-    assert submitted({"input": {"file_id": file_id}}) == ("fast", "fast")
-    assert submitted({"input": {"file_id": file_id, "quality": "BEST"}}) == ("best", "best")
+    assert submitted({"input": {"file_id": file_id}}) == ("best", "best")
+    assert submitted({"input": {"file_id": file_id, "quality": "FAST"}}) == ("fast", "fast")
     separate = {"path": "/v1/queue/audio/separate", "input": {"file_id": file_id, "prompt": "x"}}
     separate["input"] |= {"prompt": "vocals", "quality": "balanced"}
     assert submitted(separate) == ("balanced", "balanced")
@@ -264,7 +275,7 @@ def test_quality_is_checked_defaulted_and_echoed(make_api: Callable[..., Api]) -
         data={"audio_url": "https://example.org/song.mp3", "stems": '["vocals"]'},
     )
     assert r.status_code == 200, r.text
-    assert _params(api, r.json()["task_id"])["quality"] == "fast"
+    assert _params(api, r.json()["task_id"])["quality"] == "best"
     # The level is published with the request schema.
     models = api.get("/v1/models").json()["data"]
     field = models[1]["input"]["$defs"]["StemsInput"]["properties"]["quality"]
@@ -346,8 +357,8 @@ def test_result_after_the_worker_completes(api: Api) -> None:
     key = f"outputs/{job_id}/attempt-1/target.wav"
     if api.direct:
         assert bucket_refusal(api.fetch(api.tampered(target["url"]))) == "SignatureDoesNotMatch"
-        short = api.services.download_url(key, 1)
-        time.sleep(2.1)
+        with signed_an_hour_ago():
+            short = api.services.links.download_url(key, 60)
         assert bucket_refusal(api.fetch(short)) == "AccessDenied"
     else:
         _error(api.fetch(api.tampered(target["url"])), 403, "INVALID_SIGNATURE")
@@ -476,7 +487,7 @@ def test_delete_request_removes_outputs(api: Api) -> None:
     api.services.queue.claim("w1")
     assert api.delete(f"/v1/queue/requests/{running}").status_code == 204
     _error(api.get(f"/v1/queue/requests/{running}/status"), 404, "NOT_FOUND")
-    from demixer.service.queue import LeaseLost
+    from demixer.service.jobs.queue import LeaseLost
 
     with pytest.raises(LeaseLost):
         api.services.queue.heartbeat(running, "w1")

@@ -138,6 +138,30 @@ def test_quality_best_runs_the_best_level(
         np.testing.assert_allclose(data.T, expected[stem], atol=1e-6)
 
 
+def test_spans_keep_the_stem_only_where_asked(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = demixer(
+        "separate", inputs["A"], "-o", out, "--stems", "vocals", "--bit-depth", "32f",
+        "--span", "0.5:1.2", "--exclude-span", "0.8:0.9", model_dir=model_dir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    vocals, rate = sf.read(str(out / "A_vocals.wav"), dtype="float32", always_2d=True)
+    residual, _ = sf.read(str(out / "A_residual.wav"), dtype="float32", always_2d=True)
+    source, _ = load(inputs["A"])
+    assert np.abs(vocals.T + residual.T - source).max() < 1e-5  # nothing lost, only moved
+    fade = round(0.010 * rate)  # each cut fades over 10 ms outside its span
+    assert not vocals[: round(0.5 * rate) - fade].any()
+    assert not vocals[round(1.2 * rate) + fade + 1 :].any()
+    assert not vocals[round(0.8 * rate) : round(0.9 * rate) + 1].any()
+    assert np.abs(vocals[round(0.55 * rate) : round(0.75 * rate)]).max() > 0  # kept there
+    assert (
+        np.abs(residual[: round(0.5 * rate) - fade] - source.T[: round(0.5 * rate) - fade]).max()
+        < 1e-6
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [
@@ -148,6 +172,8 @@ def test_quality_best_runs_the_best_level(
         (["--format", "flac", "--bit-depth", "32f"], "bit depth '32f' is not available"),
         (["--format", "mp3", "--bit-depth", "16"], "mp3 takes no bit depth"),
         (["--quality", "ultra"], "[UNKNOWN_QUALITY] unknown quality 'ultra'; choose one of"),
+        (["--stems", "vocals", "--span", "2:1"], "a span needs 0 <= start < end"),
+        (["--span", "0:1"], "spans keep one stem in time"),  # every stem: no residual
     ],
     ids=[
         "unknown stem",
@@ -157,6 +183,8 @@ def test_quality_best_runs_the_best_level(
         "bit depth",
         "mp3 depth",
         "quality",
+        "bad span",
+        "span of every stem",
     ],
 )
 def test_usage_errors_exit_2_before_writing_anything(

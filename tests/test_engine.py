@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import AudioFiles, encode, stempeg_example, tone
+from crafted import lying_xing_mp3
 from demixer.audio import OutputFormat, load
 from demixer.engine import RESIDUAL, Separator, StemPlan, plan_stems
 from demixer.engine.windows import overlap_add
@@ -643,3 +644,18 @@ def test_a_residual_the_user_named_is_returned_even_when_silent(excerpt_wav: Pat
     stems = sep.separate_array(audio, rate, ["a", "b", "residual"])
     assert tuple(stems) == ("a", "b", RESIDUAL)
     assert np.abs(stems[RESIDUAL]).max() < 1e-6  # silent (float rounding at the seams aside)
+
+
+def test_progress_never_reads_done_before_the_end_of_a_lying_file(
+    separator: Separator, tmp_path: Path
+) -> None:
+    # An MP3 whose seek header says 0.95 s while 3 s follow (tests/crafted.py): progress by
+    # the declared length alone would read 100 % after the first second.
+    lying = lying_xing_mp3(tmp_path / "lying.mp3", seconds=3.0)
+    progress: list[float] = []
+    result = separator.separate_file(lying, tmp_path / "out", on_progress=progress.append)
+    assert result.duration == pytest.approx(3.0, abs=0.1)
+    assert progress[-1] == 1.0
+    before_end = progress[:-1]
+    assert len(before_end) >= 2 and max(before_end) < 1.0
+    assert before_end == sorted(before_end)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.service.urlguard import UrlRefused, check_url
+from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 
 BODY = bytes(range(256)) * 400  # 100 KiB
 LOCAL = ("127.0.0.1",)  # the test server's address, allowed past the SSRF guard
@@ -135,7 +135,7 @@ def test_connection_refused_is_retryable(tmp_path: Path) -> None:
 def test_only_http_urls_with_a_host(url: str) -> None:
     with pytest.raises(UrlRefused) as info:
         check_url(url, LOCAL)
-    assert info.value.code == "INVALID_AUDIO_URL"
+    assert info.value.code == "URL_REFUSED"
 
 
 def test_on_chunk_may_abort_and_the_file_is_removed(server: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from api_support import Api, make_api
 from demixer import __version__
 from demixer.service.db import Database
-from demixer.service.workers import Presence
+from demixer.service.worker.registry import Presence
 from demixer.storage import LocalStorage, open_storage
 from servers import free_port
 

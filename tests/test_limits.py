@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from api_support import Api, api, make_api
-from demixer.api import create_app
+from demixer.server.app import create_app
 from demixer.service.schema import Job, RateCounter
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).

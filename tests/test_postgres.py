@@ -25,21 +25,31 @@ from sqlalchemy.exc import OperationalError
 
 from api_support import TestClient
 from audiofiles import stempeg_example
-from demixer.api import create_app
 from demixer.audio import load
+from demixer.server.app import create_app
 from demixer.service import migrate as migrate_module
+from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.db import Database, retry_unavailable
-from demixer.service.keys import ALL_SCOPES, create_key
+from demixer.service.jobs.contract import JobParams, UrlInput
+from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
+from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.migrate import alembic_config, migrate
-from demixer.service.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.schema import Base, Job, JobLog, UsageRecord
-from demixer.service.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.worker import Worker
 from servers import Servers
 from test_worker import Env
 from worker_support import running, wait_until
 
 SKEW = timedelta(minutes=10)
+
+# A job the queue tests move around (its contents are never run).
+PARAMS = JobParams(input=UrlInput(audio_url="https://example.org/a.wav"))
+
+
+@pytest.fixture(scope="module")
+def scale_servers(own_scale_servers: Servers) -> Servers:
+    """This module stops and restarts its servers: never the ones other test processes use."""
+    return own_scale_servers
 
 
 @pytest.fixture
@@ -114,7 +124,12 @@ def test_leases_follow_the_database_clock_not_a_skewed_local_one(pg_url: str) ->
     account, _ = create_key(behind)
     with behind.write() as s:
         slow.submit(
-            s, job_id="job_clock", account_id=account, queue_model="q", engine_model="m", params={}
+            s,
+            job_id="job_clock",
+            account_id=account,
+            queue_model="q",
+            engine_model="m",
+            params=PARAMS,
         )
     claim = slow.claim("worker-behind")
     assert claim is not None
@@ -144,8 +159,9 @@ def test_an_injected_clock_still_wins(pg_url: str) -> None:
 def test_a_job_queued_by_another_process_wakes_an_idle_worker_at_once(
     pg_url: str, tmp_path: Path, clips: list[Path]
 ) -> None:
-    """poll_seconds=30: without NOTIFY a job would wait up to 30 s; it is claimed in well under
-    a second, also after the listener's connection was killed (it reconnects)."""
+    """poll_seconds=30: without NOTIFY a job would wait up to 30 s; it is claimed at once (well
+    under a second on a quiet machine), also after the listener's connection was killed (it
+    reconnects)."""
     worker_env = Env(tmp_path / "worker", database_url=pg_url, poll_seconds=30.0)
     # The API process: its own pool, clock and wakeup state; same database and storage.
     api_env = Env(tmp_path / "worker", database_url=pg_url, poll_seconds=30.0)
@@ -167,7 +183,9 @@ def test_a_job_queued_by_another_process_wakes_an_idle_worker_at_once(
                 wait_until(lambda p=pid: _listeners(pg_url) not in ([], [p]), 15, "a reconnect")
                 time.sleep(0.5)
     print(f"claim latency after submit: {[f'{x * 1000:.0f} ms' for x in latencies]}")
-    assert all(latency < 1.0 for latency in latencies), latencies
+    # Woken, not polled: far inside the 30 s poll (a third of it, so a loaded machine that
+    # delays the claim by seconds cannot pass for one that waits for the poll).
+    assert all(latency < 10.0 for latency in latencies), latencies
 
 
 def test_notifications_are_sent_at_commit_only(pg_url: str) -> None:
@@ -181,14 +199,24 @@ def test_notifications_are_sent_at_commit_only(pg_url: str) -> None:
         assert listener.listening.wait(10)
         with pytest.raises(RuntimeError), db.write() as s:
             queue.submit(
-                s, job_id="job_rb", account_id=account, queue_model="q", engine_model="m", params={}
+                s,
+                job_id="job_rb",
+                account_id=account,
+                queue_model="q",
+                engine_model="m",
+                params=PARAMS,
             )
             raise RuntimeError("rolled back")
         time.sleep(0.5)
         assert listener.notifications == 0
         with db.write() as s:
             queue.submit(
-                s, job_id="job_ok", account_id=account, queue_model="q", engine_model="m", params={}
+                s,
+                job_id="job_ok",
+                account_id=account,
+                queue_model="q",
+                engine_model="m",
+                params=PARAMS,
             )
         wait_until(lambda: listener.notifications == 1, 5, "the notification")
     finally:
@@ -262,7 +290,12 @@ def test_complete_is_retried_through_an_outage_and_is_idempotent(
     queue = Queue(db, lease_seconds=60)
     with db.write() as s:
         queue.submit(
-            s, job_id="job_c", account_id=account, queue_model="q", engine_model="m", params={}
+            s,
+            job_id="job_c",
+            account_id=account,
+            queue_model="q",
+            engine_model="m",
+            params=PARAMS,
         )
     assert queue.claim("w1") is not None
     outputs = {"vocals": {"key": "outputs/job_c/attempt-1/vocals.wav"}}
@@ -310,7 +343,7 @@ def test_concurrent_claimers_settle_a_dead_workers_job_once(pg_url: str) -> None
                 account_id=account,
                 queue_model="q",
                 engine_model="m",
-                params={},
+                params=PARAMS,
                 max_attempts=1,
             )
     while queue.claim("dead-worker") is not None:

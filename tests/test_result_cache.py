@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import update
 
 from api_support import Api, api, make_api
-from demixer.service.cache import fingerprint
+from demixer.service.jobs.cache import fingerprint
+from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.schema import Job, UsageRecord
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -129,20 +130,9 @@ def test_cache_hits_ignore_the_concurrency_limit(make_api: Callable[..., Api]) -
 
 
 def test_url_inputs_are_never_cached() -> None:
-    params = {"stems": ["vocals", "residual"], "output_format": "wav"}
+    params = JobParams(
+        input=UrlInput(audio_url="https://example.org/a.wav"), stems=("vocals", "residual")
+    )
     assert fingerprint(None, "spleeter-2stems", params) is None
     a = fingerprint("ab" * 32, "spleeter-2stems", params)
     assert a is not None and a != fingerprint("ab" * 32, "spleeter-4stems", params)
-
-
-def test_fast_keeps_the_fingerprint_of_jobs_from_before_quality_levels() -> None:
-    # Those jobs ran Deezer's pipeline, which is `fast`: a `fast` request may reuse them, a
-    # request at another level may not.
-    before = {"stems": ["vocals", "residual"], "output_format": "wav"}
-    legacy = fingerprint("ab" * 32, "spleeter-2stems", before)
-    assert fingerprint("ab" * 32, "spleeter-2stems", {**before, "quality": "fast"}) == legacy
-    others = {
-        fingerprint("ab" * 32, "spleeter-2stems", {**before, "quality": q})
-        for q in ("balanced", "best")
-    }
-    assert len(others) == 2 and legacy not in others

@@ -20,12 +20,12 @@ import pytest
 
 from api_support import TESTSERVER, Api
 from audiofiles import AudioFiles
-from demixer.api import create_app
-from demixer.service.context import Services
+from demixer.server.app import create_app
+from demixer.server.compose import build_services
+from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.db import Database
-from demixer.service.keys import ALL_SCOPES, create_key
+from demixer.service.retention.sweeper import SweepCounts, Sweeper
 from demixer.service.schema import File, Job
-from demixer.service.sweeper import SweepCounts, Sweeper
 from demixer.settings import Settings
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -61,7 +61,7 @@ def clocked(tmp_path: Path) -> Iterator[Clocked]:
         public_url=TESTSERVER,
     )
     db = Database(settings.database, clock=lambda: now[0])
-    services = Services.from_settings(settings, db=db)
+    services = build_services(settings, db=db)
     db.create_all()
     account, key = create_key(db, scopes=ALL_SCOPES)
     _, other = create_key(db)
@@ -198,7 +198,7 @@ def test_the_sweeper_runs_on_its_interval(tmp_path: Path) -> None:
     now = [START]
     settings = Settings(data_dir=tmp_path, sweep_interval_seconds=0.05)
     db = Database(settings.database, clock=lambda: now[0])
-    services = Services.from_settings(settings, db=db)
+    services = build_services(settings, db=db)
     db.create_all()
     account, _ = create_key(db)
     with db.write() as s:

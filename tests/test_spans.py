@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from demixer.engine.spans import FADE_SECONDS, Span, apply_spans, span_gain
 from demixer.errors import InvalidOutput
-from demixer.service.spans import FADE_SECONDS, Span, apply_spans, parse_spans, span_gain
 
 RATE = 1000  # Hz: one sample per millisecond keeps the arithmetic readable
 FADE = round(FADE_SECONDS * RATE)  # 10 samples
@@ -84,32 +84,15 @@ def test_a_span_shorter_than_its_fades_still_peaks_at_one() -> None:
     assert np.count_nonzero(gain) <= 2 * FADE + 2
 
 
-def test_parse_spans_accepts_the_wire_shape() -> None:
-    assert parse_spans(None) == []
-    assert parse_spans([]) == []
-    assert parse_spans([{"start": 1, "end": 2.5, "include": False}, {"start": 0, "end": 1}]) == [
-        Span(1.0, 2.5, False),
-        Span(0.0, 1.0, True),
-    ]
+def test_a_span_reads_start_colon_end_in_seconds() -> None:
+    assert Span.parse("1:2.5") == Span(1.0, 2.5, True)
+    assert Span.parse("0:1", include=False) == Span(0.0, 1.0, False)
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "0-1",
-        [1, 2],
-        [{"start": 1}],
-        [{"start": "a", "end": 2}],
-        [{"start": 2, "end": 1}],
-        [{"start": 1, "end": 1}],
-        [{"start": -1, "end": 1}],
-        [{"start": 0, "end": float("inf")}],
-        [{"start": 0, "end": 1, "include": "yes"}],
-    ],
-)
-def test_parse_spans_rejects_bad_spans(raw: object) -> None:
-    with pytest.raises(InvalidOutput, match="spans"):
-        parse_spans(raw)
+@pytest.mark.parametrize("text", ["0-1", "1", "a:2", "2:1", "1:1", "-1:1", "0:inf", ":"])
+def test_a_bad_span_is_refused(text: str) -> None:
+    with pytest.raises(InvalidOutput, match="span"):
+        Span.parse(text)
 
 
 def test_mismatched_shapes_are_refused() -> None:

@@ -22,7 +22,6 @@ import pytest
 from api_support import Api, make_api
 from audiofiles import AudioFiles
 from demixer.service import urlguard
-from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.service.urlguard import (
     UnresolvableHost,
     UrlRefused,
@@ -31,6 +30,7 @@ from demixer.service.urlguard import (
     guarded_client,
     parse_allowlist,
 )
+from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 
 __all__ = ["make_api"]  # fixtures
 
@@ -70,7 +70,7 @@ ALLOWED = ["8.8.8.8", "2001:4860:4860::8888", "::ffff:8.8.8.8", "1.1.1.1"]
 def test_forbidden_addresses_are_refused(address: str) -> None:
     with pytest.raises(UrlRefused) as info:
         check_address(address, ())
-    assert info.value.code == "INVALID_AUDIO_URL"
+    assert info.value.code == "URL_REFUSED"
     with pytest.raises(UrlRefused):  # as ipaddress objects too
         check_address(ipaddress.ip_address(address), ())
 

@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
-from service_harness import Server, running_server
+from service_harness import Server, fast_env, running_server
 
 # On SQLite + local storage and on PostgreSQL + S3 (conftest.py): on S3 the page fetches the
 # stems from the bucket (presigned URLs; the bucket's CORS and the page's CSP allow it).
@@ -57,7 +57,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("web")) as s:
+    # As `make run` starts it: with the local session the page uses on this machine.
+    env = fast_env(DEMIXER_LOCAL_SESSION="1")
+    with running_server(tmp_path_factory.mktemp("web"), env=env) as s:
         yield s
 
 

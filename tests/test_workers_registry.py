@@ -34,7 +34,7 @@ from demixer.service.db import Database, utcnow
 from demixer.service.migrate import migrate
 from demixer.service.schema import Base, WorkerRecord
 from demixer.service.worker import Worker
-from demixer.service.workers import (
+from demixer.service.worker.registry import (
     FORGET_AFTER,
     Presence,
     list_workers,

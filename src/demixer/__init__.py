@@ -1,4 +1,7 @@
-"""demixer: self-hostable music source separation."""
+"""demixer: self-hostable music source separation.
+
+How the package is laid out, following one job from upload to webhook: docs/architecture.md.
+"""
 
 from __future__ import annotations
 

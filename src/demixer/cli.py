@@ -20,6 +20,7 @@ from rich.markup import escape
 from demixer import __version__, cli_models, cli_remote, cli_service
 from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import FileProgress, print_error, readable_help
+from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InputNotFound, InvalidAudio, exit_code_for
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality
 from demixer.naming import DEFAULT_TEMPLATE
@@ -34,6 +35,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help that reads in any terminal (see cli_output)
 )
+
+# Seconds of audio `separate` decodes at most per input (a DJ set fits; a crafted file whose
+# header hides its length cannot decode for days).
+DEFAULT_MAX_DURATION = 4 * 3600.0
 
 err = Console(stderr=True)
 # Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
@@ -66,7 +71,7 @@ def separate(
     model: Annotated[
         str,
         typer.Option("-m", "--model", metavar="ID", help="Model id (see `demixer models list`)."),
-    ] = "spleeter-2stems",
+    ] = DEFAULT_MODEL,
     stems: Annotated[
         str | None,
         typer.Option(
@@ -127,10 +132,38 @@ def separate(
     device: Annotated[
         str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")
     ] = "cpu",
+    span: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--span",
+            metavar="START:END",
+            help="Keep the stem only from START to END seconds (repeatable); the rest of it "
+            "goes to the residual. Needs one stem, e.g. --stems vocals.",
+        ),
+    ] = None,
+    exclude_span: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-span",
+            metavar="START:END",
+            help="Move the stem from START to END seconds into the residual (repeatable).",
+        ),
+    ] = None,
+    max_duration: Annotated[
+        float,
+        typer.Option(
+            "--max-duration",
+            min=0,
+            help="Refuse an input once it decodes to more than this many seconds, whatever "
+            "its header says (0: no limit).",
+        ),
+    ] = DEFAULT_MAX_DURATION,
 ) -> None:
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model)."""
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
+    from demixer.engine.outputs import span_outputs
+    from demixer.engine.spans import Span
     from demixer.models.registry import get_spec
 
     inputs, skipped = expand_inputs(files)
@@ -144,9 +177,13 @@ def separate(
                 else f"no audio or video file in {', '.join(map(str, files))}"
             )
         output = OutputFormat.parse(fmt, bit_depth)
+        spans = [Span.parse(s) for s in span or ()]
+        spans += [Span.parse(s, include=False) for s in exclude_span or ()]
         requested = stems.split(",") if stems is not None else None
         if requested is not None and not any(s.strip() for s in requested):
             plan_stems(model, get_spec(model).stems, requested)  # names nothing: say so now
+        if spans:  # one stem and its residual, else refused before the model loads
+            span_outputs(plan_stems(model, get_spec(model).stems, requested))
         with _loading(model):
             separator = Separator(model, model_path=model_path, device=device)
         separator.plan(requested)  # reject unknown stems before any decoding
@@ -172,6 +209,8 @@ def separate(
                     quality=level,
                     on_progress=progress.advance,
                     on_stage=progress.stage,
+                    max_seconds=max_duration or None,
+                    spans=spans,
                 )
             except InvalidAudio as e:  # this file is bad: say so, go on with the others
                 progress.error(e.code, e.message)

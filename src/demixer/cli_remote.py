@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import print_error
+from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
 
 __all__ = ["register", "remote_app"]
@@ -51,7 +52,7 @@ def remote_separate(
     ] = None,
     model: Annotated[
         str, typer.Option("-m", "--model", help="Model id (see the server's GET /v1/models).")
-    ] = "spleeter-2stems",
+    ] = DEFAULT_MODEL,
     stems: Annotated[
         str | None,
         typer.Option(

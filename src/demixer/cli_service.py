@@ -46,11 +46,14 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
 
 
 def _services(settings: Any) -> Any:
-    from demixer.service.context import Services
+    from demixer.server.compose import build_services
     from demixer.service.migrate import migrate
+    from demixer.service.scratch import sweep_scratch
 
-    services = Services.from_settings(settings)
+    services = build_services(settings)
     migrate(services.db)  # waits a while for a database started together with it
+    sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
+    services.storage.sweep_partials()  # and the unfinished writes of their uploads
     return services
 
 
@@ -61,7 +64,7 @@ def _fail(error: DemixerError) -> typer.Exit:
 
 def _start_dispatcher(services: Any, stop: threading.Event) -> threading.Thread:
     """The webhook dispatcher, in its own thread: a slow receiver never holds up a worker."""
-    from demixer.service.delivery import Dispatcher
+    from demixer.service.delivery.dispatcher import Dispatcher
 
     thread = threading.Thread(
         target=Dispatcher(services).run,
@@ -75,7 +78,7 @@ def _start_dispatcher(services: Any, stop: threading.Event) -> threading.Thread:
 
 def _start_sweeper(services: Any, stop: threading.Event) -> threading.Thread:
     """The retention sweeper (expired uploads and results), in its own daemon thread."""
-    from demixer.service.sweeper import Sweeper
+    from demixer.service.retention.sweeper import Sweeper
 
     thread = threading.Thread(
         target=Sweeper(services).run, kwargs={"stop": stop}, name="demixer-sweeper", daemon=True
@@ -94,6 +97,14 @@ def serve(
     dispatch: Annotated[
         bool, typer.Option("--dispatch/--no-dispatch", help="Send webhook deliveries here.")
     ] = True,
+    local_session: Annotated[
+        bool | None,
+        typer.Option(
+            "--local-session/--no-local-session",
+            help="Give a browser on this machine the web page's key without asking (loopback "
+            "only; default: $DEMIXER_LOCAL_SESSION, else off). Leave it off behind a proxy.",
+        ),
+    ] = None,
 ) -> None:
     """Run the API (and web page) with N embedded worker slots.
 
@@ -101,12 +112,14 @@ def serve(
     """
     import uvicorn
 
-    from demixer.api import create_app
     from demixer.api.access_log import log_config
-    from demixer.service.keys import create_key, list_keys
+    from demixer.server.app import create_app
+    from demixer.service.accounts.keys import create_key, list_keys
     from demixer.service.worker import Worker
 
-    settings = _settings(data_dir, host=host, port=port, workers=workers)
+    settings = _settings(
+        data_dir, host=host, port=port, workers=workers, local_session=local_session
+    )
     services = _services(settings)
     worker = None
     if settings.workers > 0:  # before a key is shown: a worker that cannot run ends serve
@@ -226,7 +239,7 @@ def _ago(seconds: float) -> str:
 
 def workers_list(data_dir: DataDir = None) -> None:
     """List worker processes: live ones, then those stopped or lost in the last day."""
-    from demixer.service.workers import list_workers
+    from demixer.service.worker.registry import list_workers
 
     settings = _settings(data_dir)
     services = _services(settings)
@@ -278,7 +291,7 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create a key (and a new account unless --account); the key is the last line printed."""
-    from demixer.service.keys import ALL_SCOPES, create_key
+    from demixer.service.accounts.keys import ALL_SCOPES, create_key
 
     services = _services(_settings(data_dir))
     chosen = tuple(s.strip() for s in scopes.split(",")) if scopes else ALL_SCOPES
@@ -293,7 +306,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None) -> None:
     """List keys by account (never their secrets)."""
-    from demixer.service.keys import ALL_SCOPES, list_keys
+    from demixer.service.accounts.keys import ALL_SCOPES, list_keys
 
     keys = list_keys(_services(_settings(data_dir)).db)
     if not keys:
@@ -382,7 +395,7 @@ def keys_revoke(
     data_dir: DataDir = None,
 ) -> None:
     """Revoke a key: its requests answer 401 from now on."""
-    from demixer.service.keys import revoke_key
+    from demixer.service.accounts.keys import revoke_key
 
     try:
         revoke_key(_services(_settings(data_dir)).db, key_id)

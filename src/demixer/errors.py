@@ -8,6 +8,9 @@ so nothing above the engine ever sees a foreign traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+
 __all__ = [
     "AlreadyUploaded",
     "Cancelled",
@@ -29,6 +32,7 @@ __all__ = [
     "InvalidAudio",
     "InvalidAudioUrl",
     "InvalidOutput",
+    "InvalidParams",
     "InvalidRequest",
     "InvalidSignature",
     "JobFailed",
@@ -38,9 +42,11 @@ __all__ = [
     "NotFound",
     "NotReady",
     "RateLimited",
+    "RequestTooLarge",
     "ResultExpired",
     "ServiceUnavailable",
     "SizeMismatch",
+    "StorageFull",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
     "UnknownModel",
@@ -52,6 +58,9 @@ __all__ = [
     "WeightsChecksumMismatch",
     "exit_code_for",
 ]
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_BELOW_BYTES = 1 << 20  # a filesystem with less than this free counts as full
 
 
 class DemixerError(Exception):
@@ -156,6 +165,12 @@ class InvalidRequest(DemixerError):
     code = "INVALID_REQUEST"
 
 
+class InvalidParams(InvalidRequest):
+    """A queued job's parameters break the job contract (a row no release would write)."""
+
+    code = "INVALID_PARAMS"
+
+
 class SizeMismatch(InvalidRequest):
     """The uploaded bytes are not as many as the file's declared ``file_size``."""
 
@@ -238,6 +253,12 @@ class FileTooLarge(DemixerError):
     """An upload over the size limit (declared or actual)."""
 
     code = "FILE_TOO_LARGE"
+
+
+class RequestTooLarge(FileTooLarge):
+    """A request body (JSON, a form's fields) over its size limit: it was not read further."""
+
+    code = "REQUEST_TOO_LARGE"
 
 
 class UnsupportedMediaType(DemixerError):
@@ -323,6 +344,33 @@ class StorageUnavailable(ServiceUnavailable):
 
     code = "STORAGE_UNAVAILABLE"
     default_message = "object storage is unavailable; retry shortly"
+
+
+class StorageFull(ServiceUnavailable):
+    """The disk (or volume) under the data directory or the job database is full: nothing was
+    stored, and the same request may be sent again once space is freed (HTTP 507)."""
+
+    code = "STORAGE_FULL"
+    retry_after = 60
+    default_message = "the server's storage is full; nothing was stored, retry once space is freed"
+
+    @staticmethod
+    def caused(error: BaseException, where: str | os.PathLike[str] | None = None) -> bool:
+        """Whether ``error`` means the disk is full: an ``OSError`` with ``ENOSPC`` / ``EDQUOT``
+        anywhere in its chain, or (for libraries that lose the errno, such as libsndfile's
+        "System error") any failure while the filesystem holding ``where`` has no room left."""
+        seen: BaseException | None = error
+        while seen is not None:
+            if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+                return True
+            seen = seen.__cause__ or seen.__context__
+        if where is None:
+            return False
+        try:
+            stat = os.statvfs(where)
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize < _FULL_BELOW_BYTES
 
 
 class DatabaseUnavailable(ServiceUnavailable):

@@ -15,6 +15,7 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import UnknownQuality
 from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
@@ -40,10 +41,15 @@ class Settings(BaseSettings):
     # Threads each separation child gives torch on the CPU (default: cores ÷ slots, all the
     # cores with one slot). Set it when several worker processes share one machine.
     threads: int | None = None
-    default_model: str = "spleeter-2stems"
+    default_model: str = DEFAULT_MODEL
     # Quality level of requests that name none: the vendor protocols' requests, and native ones
     # without `input.quality` (fast, balanced or best; see demixer.models.quality).
     quality: Quality = DEFAULT_QUALITY
+    # The web page's local session (GET /v1/session hands a browser on this machine a key
+    # without asking): only when turned on (`make run` and `serve --local-session` do), and
+    # then only on loopback. Off, the page asks for an API key: a reverse proxy on the same
+    # host could otherwise make every visitor look local.
+    local_session: bool = False
 
     # Jobs and workers.
     lease_seconds: float = 30.0
@@ -55,9 +61,11 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = 3600.0
     max_attempts: int = 3
 
-    # Limits checked before a job is queued.
+    # Limits checked before a job is queued, and again on the bytes and samples themselves.
     max_upload_bytes: int = GIB
     max_duration_seconds: float = 20 * 60.0
+    # Any request body but an upload (a JSON request is a few hundred bytes): 413 past it.
+    max_json_body_bytes: int = Field(256 * 1024, ge=1024)
 
     # Signed URLs.
     upload_url_ttl_seconds: int = 3600

@@ -14,8 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from demixer.api.limits import count_request
 from demixer.errors import Forbidden
+from demixer.service.accounts.keys import Identity, authenticate
 from demixer.service.context import Services
-from demixer.service.keys import Identity, authenticate
 
 __all__ = [
     "FilesRead",

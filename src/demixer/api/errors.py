@@ -5,17 +5,21 @@ response carries ``x-request-id``. Domain code raises :class:`~demixer.errors.De
 subclasses and never an ``HTTPException``; this module alone decides the status. FastAPI's own
 validation errors become 400 ``INVALID_REQUEST`` with ``param`` = the field's path. Anything
 else is a 500 ``INTERNAL`` whose traceback goes to the log, never into the body.
+
+The vendor routers answer in their own envelopes; the errors raised outside their handlers
+(a crash, a body over its limit) reach this module's middlewares, which render them with the
+vendor's :data:`Envelope` for its path prefix (``envelopes`` given to the app), else natively.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,32 +40,39 @@ from demixer.errors import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    StorageFull,
     StorageUnavailable,
     UnknownModel,
     UnknownQuality,
     UnknownStem,
     UnsupportedMediaType,
 )
-from demixer.service.db import is_unavailable
-from demixer.service.keys import Unauthorized, new_id
-from demixer.service.queue import JobConflict
+from demixer.service.accounts.keys import Unauthorized, new_id
+from demixer.service.db import is_disk_full, is_unavailable
+from demixer.service.jobs.queue import JobConflict
 from demixer.storage import BlobNotFound
 
 __all__ = [
     "STATUS",
+    "Envelope",
     "RequestIdMiddleware",
     "as_demixer_error",
     "error_body",
+    "error_response",
     "install_error_handlers",
+    "render_error",
     "request_id",
     "status_for",
 ]
+
+Envelope = Callable[[DemixerError], Response]
+"""A protocol's rendering of an error (a vendor router's envelope)."""
 
 log = logging.getLogger("demixer.api")
 
 # The one table. The most specific class in an error's MRO wins.
 STATUS: dict[type[DemixerError], int] = {
-    InvalidRequest: 400,  # SIZE_MISMATCH, INVALID_AUDIO_URL, INVALID_REQUEST
+    InvalidRequest: 400,  # SIZE_MISMATCH, INVALID_AUDIO_URL, URL_REFUSED, INVALID_REQUEST
     InvalidOutput: 400,  # output format / bit depth
     Unauthorized: 401,  # UNAUTHENTICATED
     Forbidden: 403,  # FORBIDDEN (scope), INVALID_SIGNATURE
@@ -80,6 +91,7 @@ STATUS: dict[type[DemixerError], int] = {
     JobFailed: 422,  # the failed job's own code
     RateLimited: 429,
     StorageUnavailable: 503,  # STORAGE_UNAVAILABLE: object storage unreachable, retry
+    StorageFull: 507,  # STORAGE_FULL: the disk is full, nothing was stored; retry later
     DatabaseUnavailable: 503,  # DATABASE_UNAVAILABLE: PostgreSQL down or restarting, retry
     DemixerError: 500,  # MODEL_FAILED and anything not listed above
 }
@@ -124,28 +136,45 @@ def _param(loc: Sequence[Any]) -> str | None:
     return ".".join(str(p) for p in parts) or None
 
 
-async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DemixerError)
-    status = status_for(exc)
-    if status >= 500:
-        log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
-    # A 429 or 503 says when to come back (RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS,
-    # STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE).
+def error_response(exc: DemixerError, rid: str | None) -> JSONResponse:
+    """``exc`` in the native shape, with its status (and ``Retry-After`` where waiting helps:
+    RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS, STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
+    STORAGE_FULL)."""
     headers = None
     if isinstance(exc, RateLimited | ServiceUnavailable):
         headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(
-        error_body(exc.code, exc.message, exc.param, request_id(request)),
-        status_code=status,
+        error_body(exc.code, exc.message, exc.param, rid),
+        status_code=status_for(exc),
         headers=headers,
     )
 
 
+def render_error(envelopes: Mapping[str, Envelope], scope: Scope, error: DemixerError) -> Response:
+    """``error`` as the protocol serving ``scope``'s path answers it: the vendor envelope of
+    the longest matching prefix in ``envelopes``, else the native shape."""
+    path = str(scope.get("path", ""))
+    matches = [p for p in envelopes if path == p or path.startswith(p.rstrip("/") + "/")]
+    if matches:
+        return envelopes[max(matches, key=len)](error)
+    return error_response(error, request_id(scope))
+
+
+async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DemixerError)
+    if status_for(exc) >= 500:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
+    return error_response(exc, request_id(request))
+
+
 def as_demixer_error(exc: Exception) -> DemixerError:
-    """``exc`` for a vendor's error envelope: demixer's own errors as they are, an unreachable
+    """``exc`` for a vendor's error envelope: demixer's own errors as they are, a full disk
+    (the database's, or an ``OSError`` on the way) as :class:`StorageFull`, an unreachable
     database as :class:`DatabaseUnavailable`; anything else is raised again (a bug: a 500)."""
     if isinstance(exc, DemixerError):
         return exc
+    if is_disk_full(exc) or StorageFull.caused(exc):
+        return StorageFull()
     if is_unavailable(exc):
         return DatabaseUnavailable()
     raise exc
@@ -200,11 +229,13 @@ class RequestIdMiddleware:
     """Gives each request an id (``x-request-id``) and turns unexpected exceptions into 500s.
 
     It sits outside FastAPI's exception handlers, so even a crash answers the error shape with
-    the header; the traceback is logged with the request id, never sent.
+    the header (the vendor's own envelope under a vendor prefix, see :func:`render_error`); the
+    traceback is logged with the request id, never sent.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, envelopes: Mapping[str, Envelope] | None = None) -> None:
         self.app = app
+        self.envelopes = dict(envelopes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -223,14 +254,14 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception(
-                "unhandled error in %s %s (request %s)", scope.get("method"), scope["path"], rid
-            )
+        except Exception as exc:
+            try:
+                error = as_demixer_error(exc)  # a full disk or a database outage
+            except Exception:
+                log.exception(
+                    "unhandled error in %s %s (request %s)", scope.get("method"), scope["path"], rid
+                )
+                error = DemixerError("internal server error; the log has details")
             if started:  # mid-body: nothing to do but drop the connection
                 raise
-            response = JSONResponse(
-                error_body("INTERNAL", "internal server error; the log has details", None, rid),
-                status_code=500,
-            )
-            await response(scope, receive, send_with_id)
+            await render_error(self.envelopes, scope, error)(scope, receive, send_with_id)

@@ -57,7 +57,7 @@ def _canonical(body: bytes) -> bytes:
     """JSON bodies compare by content (key order and spacing do not matter)."""
     try:
         return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to re-encode
         return body
 
 

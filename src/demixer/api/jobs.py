@@ -30,13 +30,22 @@ from demixer.api.schemas import (
     WebhookStatus,
 )
 from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
-from demixer.service.child import STAGES
+from demixer.service.accounts.usage import usage_quantity
 from demixer.service.context import Services
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobConflict
-from demixer.service.retention import result_expired, result_expires_at
-from demixer.service.schema import Delivery, Job, JobLog
-from demixer.service.usage import usage_quantity
-from demixer.service.workers import live_models, waiting_reason
+from demixer.service.delivery.outbox import DeliveryState, latest_delivery
+from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.jobs.queue import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    JobConflict,
+)
+from demixer.service.retention.expiry import result_expired, result_expires_at
+from demixer.service.schema import Job, JobLog
+from demixer.service.worker.child import STAGES
+from demixer.service.worker.registry import live_models, waiting_reason
 
 __all__ = [
     "delete_job",
@@ -70,18 +79,13 @@ def owned_job(session: Session, account_id: str, job_id: str) -> Job:
 
 def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
     """The job's webhook and its latest delivery (``none`` before the job's final state)."""
-    hook = (job.params or {}).get("webhook")
-    if not hook:
+    hook = JobParams.from_row(job.params).webhook
+    if hook is None:
         return None
-    row = s.execute(
-        select(Delivery)
-        .where(Delivery.job_id == job.id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    row = latest_delivery(s, job.id)
     if row is None:
         return WebhookStatus(
-            url=hook["url"],
+            url=hook.url,
             delivery_status="none",
             attempts=0,
             delivered_at=None,
@@ -94,7 +98,7 @@ def _webhook_status(s: Session, job: Job) -> WebhookStatus | None:
         attempts=row.attempts,
         delivered_at=row.delivered_at,
         last_error=row.last_error,
-        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        next_attempt_at=row.next_attempt_at if row.status == DeliveryState.PENDING else None,
     )
 
 
@@ -105,7 +109,7 @@ def _status(
     logs: bool,
     live: Sequence[Sequence[str]] | None = None,
 ) -> RequestStatus:
-    """``live``: :func:`~demixer.service.workers.live_models`, when the caller has it."""
+    """``live``: :func:`~demixer.service.worker.registry.live_models`, when the caller has it."""
     links = urls(services, job.id)
     lines = None
     if logs:
@@ -127,7 +131,7 @@ def _status(
         request_id=job.id,
         model=job.queue_model,
         engine_model=job.engine_model,
-        quality=(job.params or {}).get("quality"),
+        quality=JobParams.from_row(job.params).quality,
         status=cast(JobStatus, job.status),
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -147,17 +151,18 @@ def _status(
 
 def _described(job: Job) -> dict[str, Any]:
     """What a person recognises a request by: the song, its length, the stems or prompt."""
-    params = job.params or {}
-    source = params.get("input") or {}
-    name = source.get("file_name") or str(source.get("audio_url") or "").split("?")[0]
-    duration = job.duration or source.get("duration")
-    names = params.get("names") or {}
-    stems = params.get("stems") if job.queue_model != "audio/separate" else None
+    params = JobParams.from_row(job.params)
+    source = params.input
+    if isinstance(source, UploadInput):
+        name, duration = source.file_name, job.duration or source.duration
+    else:
+        name, duration = source.audio_url.split("?")[0], job.duration
+    stems = params.stems if job.queue_model != "audio/separate" else None
     return {
         "file_name": name.rsplit("/", 1)[-1] or None,
         "duration": float(duration) if duration else None,
-        "stems": [names.get(s, s) for s in stems] if isinstance(stems, list) else None,
-        "prompt": params.get("prompt"),
+        "stems": [params.api_name(s) for s in stems] if stems is not None else None,
+        "prompt": params.prompt,
     }
 
 
@@ -200,7 +205,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     data: dict[str, OutputFile | int | float] = {}
     for name, out in (job.outputs or {}).items():
         data[name] = OutputFile(
-            url=services.download_url(
+            url=services.links.download_url(
                 out["key"],
                 ttl,
                 content_type=out.get("content_type", "application/octet-stream"),
@@ -220,7 +225,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     return ResultResponse(
         request_id=job.id,
         model=job.queue_model,
-        quality=(job.params or {}).get("quality"),
+        quality=JobParams.from_row(job.params).quality,
         data=data,
         usage=Usage(quantity=usage_quantity(job)),
         retention=Retention(

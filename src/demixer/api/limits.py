@@ -12,9 +12,9 @@ from fastapi import Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from demixer.service.accounts.keys import Identity
+from demixer.service.accounts.limits import RateLimitExceeded, RateState, check_rate
 from demixer.service.context import Services
-from demixer.service.keys import Identity
-from demixer.service.limits import RateLimitExceeded, RateState, check_rate
 
 __all__ = ["RateLimitHeadersMiddleware", "count_request"]
 

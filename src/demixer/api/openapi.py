@@ -2,7 +2,10 @@
 
 FastAPI documents its validation errors as a 422 ``HTTPValidationError``; demixer answers them
 as 400 ``ErrorResponse`` (see ``api/errors.py``), so the generated document is corrected here
-to say what the server really does.
+to say what the server really does. The errors any operation of a kind can answer are added
+here too, beside each route's own: a key's 401/403/429, a body's 400/413, and everywhere the
+503 of a database or store outage and the 507 of a full disk (even a read counts the key's
+requests in the database).
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ _DESCRIPTIONS = {
     409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, "
     "`IDEMPOTENCY_KEY_REUSED`, …)",
     410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`)",
-    413: "Too large (`FILE_TOO_LARGE`)",
+    413: "Too large: an upload (`FILE_TOO_LARGE`) or a request body (`REQUEST_TOO_LARGE`) over "
+    "its limit; nothing past the limit was read",
     415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",
     422: "Unprocessable (`INVALID_AUDIO`, `DURATION_LIMIT`, `UNKNOWN_STEM`, "
     "`UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a failed request's code)",
     429: "Rate limited (`RATE_LIMITED`, `TOO_MANY_CONCURRENT_JOBS`); see `Retry-After`",
     500: "Internal error (`INTERNAL`); details are in the server log",
-    503: "Object storage unavailable (`STORAGE_UNAVAILABLE`); retry after `Retry-After`",
+    503: "Object storage or the database unavailable (`STORAGE_UNAVAILABLE`, "
+    "`DATABASE_UNAVAILABLE`); nothing was done, retry after `Retry-After`",
+    507: "The server's disk is full (`STORAGE_FULL`); nothing was stored, retry after "
+    "`Retry-After`",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
@@ -74,9 +81,18 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             validation = responses.get("422")
             if validation is not None and "HTTPValidationError" in str(validation):
                 del responses["422"]
+            # The health checks touch neither the database nor storage for a caller (readyz
+            # declares its own 503): they answer no outage or full-disk status.
+            health = "health" in operation.get("tags", ())
+            common = [500] if health else [503, 507, 500]
             if operation.get("parameters") or operation.get("requestBody"):
-                responses.setdefault("400", {**error, "description": _DESCRIPTIONS[400]})
-            responses.setdefault("500", {**error, "description": _DESCRIPTIONS[500]})
+                common.append(400)
+            if operation.get("requestBody"):
+                common.append(413)
+            if operation.get("security"):
+                common += [401, 403, 429]
+            for status in common:
+                responses.setdefault(str(status), {**error, "description": _DESCRIPTIONS[status]})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     app.openapi_schema = schema

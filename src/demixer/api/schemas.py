@@ -154,10 +154,24 @@ class Span(BaseModel):
         return self
 
 
+def _one_source_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema says what the validator enforces: exactly one of ``file_id`` and
+    ``audio_url``, each a string when given (client generators and fuzzers read it)."""
+    properties = schema.get("properties", {})
+    for name in ("file_id", "audio_url"):
+        prop = properties.get(name)
+        if prop is None or "anyOf" not in prop:
+            continue
+        strings = [p for p in prop.pop("anyOf") if p.get("type") != "null"]
+        prop.update(strings[0] if strings else {"type": "string"})
+        prop.pop("default", None)
+    schema["oneOf"] = [{"required": ["file_id"]}, {"required": ["audio_url"]}]
+
+
 class QueueInput(BaseModel):
     """What every queue model's ``input`` has: the audio, the output format, spans."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_source_schema)
 
     file_id: str | None = Field(None, max_length=100, description="From `POST /v1/files`.")
     audio_url: str | None = Field(None, max_length=4096, description="An http(s) URL.")
@@ -177,6 +191,13 @@ class QueueInput(BaseModel):
         "time); other models accept it and run as they are.",
         json_schema_extra={"enum": [*QUALITIES, None]},
         examples=["balanced"],
+    )
+    downmix: bool = Field(
+        False,
+        description="Fold an input with more than 2 channels (5.1, 7.1) to stereo first "
+        "(FFmpeg's default matrix: centre and surrounds at -3 dB into their side, LFE "
+        "dropped). Without it such an input is refused (422 `INVALID_AUDIO`), as the CLI "
+        "refuses it without `--downmix`.",
     )
 
     @model_validator(mode="after")
@@ -310,7 +331,9 @@ class RequestStatus(BaseModel):
     model: str
     engine_model: str
     quality: str | None = Field(
-        None, description="The quality level it runs at (`null`: submitted before levels existed)."
+        None,
+        description="The quality level it runs at (`fast` for a request submitted before levels "
+        "existed: it runs Deezer's pipeline, which `fast` is).",
     )
     status: JobStatus
     created_at: datetime

@@ -1,17 +1,20 @@
 """Queue submissions: validate a request completely, then queue it.
 
 Everything a request can get wrong is checked here before a row is queued, so a worker only
-ever sees jobs that can run. The job's ``params`` are the contract with the worker; their shape
-is documented once, in :mod:`demixer.api`.
+ever sees jobs that can run. A plan is a complete, validated
+:class:`~demixer.service.jobs.contract.JobParams` (the contract with the worker); a vendor
+router passes what its protocol adds (:class:`PlanOptions`) into the plan instead of editing
+the result, so every option goes through the same checks before the row is written.
 """
 
 from __future__ import annotations
 
-import base64
-import secrets
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from demixer.api.jobs import urls
 from demixer.api.schemas import (
@@ -24,6 +27,7 @@ from demixer.api.schemas import (
 )
 from demixer.api.uploads import owned_file, settle_pending
 from demixer.audio import OutputFormat
+from demixer.engine.spans import Span
 from demixer.engine.stems import RESIDUAL, RESIDUAL_ALIASES, plan_stems
 from demixer.errors import (
     DemixerError,
@@ -40,19 +44,29 @@ from demixer.errors import (
 from demixer.models.loading import is_installed
 from demixer.models.quality import parse_quality
 from demixer.models.registry import ModelSpec, get_spec, list_specs
-from demixer.service import cache
+from demixer.service.accounts.keys import new_id
+from demixer.service.accounts.limits import check_concurrency
 from demixer.service.context import Services
-from demixer.service.keys import new_id
-from demixer.service.limits import check_concurrency
-from demixer.service.prompts import best_model, map_prompt
+from demixer.service.files.lifecycle import FileState
+from demixer.service.jobs import cache
+from demixer.service.jobs.contract import (
+    NATIVE_STYLE,
+    JobParams,
+    UploadInput,
+    UrlInput,
+    VendorFields,
+    Webhook,
+)
+from demixer.service.jobs.prompts import best_model, map_prompt
 from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, parse_allowlist
-from demixer.service.workers import advertised_models
-from demixer.webhooks import secret_key
+from demixer.service.worker.registry import advertised_models
+from demixer.webhooks import new_secret, secret_key
 
 __all__ = [
     "QUEUE_MODELS",
     "SEPARATE",
     "STEMS",
+    "PlanOptions",
     "Submission",
     "installed_models",
     "plan_separate",
@@ -71,9 +85,34 @@ class Submission:
 
     queue_model: str
     engine_model: str
-    params: dict[str, Any]
+    params: JobParams
     priority: int
     note: str | None = None  # one extra log line (e.g. how the prompt was read)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What a protocol adds to a native ``audio/stems`` plan.
+
+    Attributes:
+        residual: ``auto`` (the native rule: only when the stems leave part of the model out
+            and it is audible), ``always`` (an "everything else" output in every case) or
+            ``never`` (the stems only).
+        output_names: engine output name -> the protocol's output name.
+        extra_formats: formats every output is written in too.
+        preprocess: steps applied to the input first (``PREPROCESS_STEPS``).
+        webhook_style: whose event body the webhook sends.
+        vendor: the protocol's own fields, stored with the job for its views.
+        note: one extra log line.
+    """
+
+    residual: Literal["auto", "always", "never"] = "auto"
+    output_names: Mapping[str, str] = field(default_factory=dict)
+    extra_formats: tuple[str, ...] = ()
+    preprocess: tuple[str, ...] = ()
+    webhook_style: str = NATIVE_STYLE
+    vendor: VendorFields | None = None
+    note: str | None = None
 
 
 def installed_models(services: Services) -> list[ModelSpec]:
@@ -99,29 +138,29 @@ def _http_url(url: str, param: str, error: type[InvalidRequest]) -> str:
     return url.strip()
 
 
-def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, Any]:
-    """The ``params["input"]`` of a request: a checked uploaded file, or an http(s) URL."""
+def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput | UrlInput:
+    """The input of a request: a checked uploaded file, or an http(s) URL."""
     if inp.audio_url is not None:
         url = _http_url(inp.audio_url, "input.audio_url", InvalidAudioUrl)
         try:  # refused now for a quick answer; the worker checks again when it connects
             check_url(url, parse_allowlist(services.settings.url_allowlist))
         except UnresolvableHost:
             pass  # maybe a DNS hiccup: the worker's fetch fails (and retries) if it lasts
-        except UrlRefused as exc:
-            raise _reject_param(exc, "input.audio_url") from None
-        return {"audio_url": url}
+        except UrlRefused as exc:  # the guard's refusal, in the code this protocol documents
+            raise InvalidAudioUrl(exc.message, param="input.audio_url") from None
+        return UrlInput(audio_url=url)
     assert inp.file_id is not None
     param = "input.file_id"
     settings = services.settings
     with services.db.read() as s:
         row = owned_file(services, s, account_id, inp.file_id, param)
     row = settle_pending(services, row)  # bytes PUT straight to object storage
-    if row.status == "failed":
+    if row.status == FileState.FAILED:
         raise InvalidAudio(
             f"file {row.id!r} is not usable audio: {row.error_message or row.error_code}",
             param=param,
         )
-    if row.status != "uploaded":
+    if row.status != FileState.UPLOADED:
         raise FileNotReady(
             f"file {row.id!r} is {row.status}: PUT its bytes to the upload_url first "
             "(and POST /v1/files/{file_id}/complete)",
@@ -139,16 +178,24 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> dict[str, An
             f"{settings.max_duration_seconds:.0f} s",
             param=param,
         )
-    return {
-        "file_id": row.id,
-        "storage_key": row.storage_key,
-        "file_name": row.file_name,
-        "duration": row.duration,  # for listings; the worker reads the file itself
-    }
+    if (row.channels or 0) > 2 and not inp.downmix:
+        raise InvalidAudio(
+            f"file {row.id!r} has {row.channels} channels; demixer separates mono or stereo: "
+            "set input.downmix to true to fold it to stereo first",
+            param="input.downmix",
+        )
+    return UploadInput(
+        file_id=row.id,
+        storage_key=row.storage_key,
+        file_name=row.file_name,
+        duration=row.duration,  # for listings; the worker reads the file itself
+    )
 
 
-def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput) -> dict[str, Any]:
-    """Params every queue model shares: input, format, quality, webhook."""
+def _common(
+    services: Services, account_id: str, req: QueueBody, inp: QueueInput, style: str
+) -> dict[str, Any]:
+    """Params every queue model shares: input, format, quality, webhook, downmix."""
     try:  # before the input: a bad option needs no look at the file
         quality = parse_quality(inp.quality or services.settings.quality)
     except DemixerError as exc:
@@ -163,18 +210,19 @@ def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput
     url = req.webhook.url if req.webhook is not None else req.webhook_url
     if url is not None:
         secret = (req.webhook.secret if req.webhook is not None else None) or req.webhook_secret
-        webhook = {
-            "url": _http_url(url, "webhook.url", InvalidRequest),
-            "secret": secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
-        }
+        webhook = Webhook(
+            url=_http_url(url, "webhook.url", InvalidRequest),
+            secret=secret or new_secret(),
+            style=style,
+        )
         try:  # the dispatcher checks again before each send (and its transport on connect)
-            check_url(webhook["url"], parse_allowlist(services.settings.url_allowlist))
+            check_url(webhook.url, parse_allowlist(services.settings.url_allowlist))
         except UnresolvableHost:
             pass  # maybe a DNS hiccup: sends are retried
-        except UrlRefused as exc:
+        except UrlRefused as exc:  # URL_REFUSED: the guard's own code
             raise _reject_param(exc, "webhook.url") from None
         try:
-            secret_key(webhook["secret"])
+            secret_key(webhook.secret)
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="webhook.secret") from None
     return {
@@ -183,12 +231,13 @@ def _common(services: Services, account_id: str, req: QueueBody, inp: QueueInput
         "bit_depth": fmt.bit_depth,
         "quality": quality,
         "webhook": webhook,
+        "downmix": inp.downmix,
     }
 
 
 def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> Submission:
     """``audio/separate``: the prompt's stem -> ``target``, everything else -> ``residual``."""
-    common = _common(services, account_id, req, req.input)
+    common = _common(services, account_id, req, req.input, NATIVE_STYLE)
     match = map_prompt(req.input.prompt, installed_models(services))
     spec = get_spec(match.model)
     plan = plan_stems(spec.id, spec.stems, [match.stem, RESIDUAL])
@@ -203,34 +252,37 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
     return Submission(
         queue_model=SEPARATE,
         engine_model=spec.id,
-        params={
+        params=_contract(
             **common,
-            "stems": list(plan.outputs),
-            "names": names,
-            "spans": [span.model_dump() for span in req.input.spans] if req.input.spans else None,
-            "prompt": req.input.prompt[:200],  # for listings (the log says how it was read)
-            "labels": labels,
-        },
+            stems=plan.outputs,
+            names=names,
+            spans=[Span(s.start, s.end, s.include) for s in req.input.spans]
+            if req.input.spans
+            else None,
+            prompt=req.input.prompt[:200],  # for listings (the log says how it was read)
+            labels=labels,
+        ),
         priority=req.priority,
         note=f"prompt {req.input.prompt[:200]!r} -> target = {how}{match.stem} ({spec.id})",
     )
 
 
 def plan_stems_request(
-    services: Services, account_id: str, req: StemsRequest, *, always_residual: bool = False
+    services: Services, account_id: str, req: StemsRequest, options: PlanOptions | None = None
 ) -> Submission:
     """``audio/stems``: one output per requested stem, plus the residual: everything the stems
     leave out, when they do not cover the model and it is audible (see
-    :mod:`demixer.engine.stems`). ``always_residual``: for protocols that always answer an
-    "everything else" file (the vendor routers), it is computed and returned in every case.
+    :mod:`demixer.engine.stems`). ``options``: what a vendor protocol adds (:class:`PlanOptions`:
+    e.g. an "everything else" output in every case, its own output names).
     """
+    options = options or PlanOptions()
     if req.input.stems is not None and not any(s.strip() for s in req.input.stems):
         raise NoStemsRequested(
             '`stems` names no stem; name at least one (e.g. ["vocals"]), or leave it out '
             "for every stem of the model",
             param="input.stems",
         )
-    common = _common(services, account_id, req, req.input)
+    common = _common(services, account_id, req, req.input, options.webhook_style)
     installed = installed_models(services)
     requested = [s.strip().lower() for s in req.input.stems or () if s.strip()]
     if req.input.model is not None:
@@ -241,14 +293,19 @@ def plan_stems_request(
     else:
         spec = _default_model(services, installed, requested)
     wanted = requested or list(spec.stems)
+    always = options.residual == "always"
     try:
-        plan = plan_stems(spec.id, spec.stems, [*wanted, RESIDUAL] if always_residual else wanted)
+        plan = plan_stems(spec.id, spec.stems, [*wanted, RESIDUAL] if always else wanted)
     except UnknownStem as exc:
         raise _reject_param(exc, "input.stems") from None
     # The worker plans again from these names: an added residual stays an added one.
     stems = [*plan.targets]
     if plan.residual_name is not None and not plan.residual_optional:
         stems.append(plan.residual_name)
+    outputs = list(plan.outputs)
+    if options.residual == "never":  # every stem, nothing left to a residual
+        stems = [s for s in stems if s != RESIDUAL]
+        outputs = [s for s in outputs if s != RESIDUAL]
     if spec not in installed:
         raise ModelUnavailable(
             f"model {spec.id!r} is not installed on this server nor on any of its workers; "
@@ -258,14 +315,28 @@ def plan_stems_request(
     return Submission(
         queue_model=STEMS,
         engine_model=spec.id,
-        params={
+        params=_contract(
             **common,
-            "stems": stems,
-            "names": {n: n for n in plan.outputs},
-            "spans": None,  # spans shape a target; stems have none
-        },
+            stems=stems,
+            names={n: options.output_names.get(n, n) for n in outputs},
+            extra_formats=options.extra_formats,
+            preprocess=options.preprocess,
+            vendor=options.vendor,
+        ),
         priority=req.priority,
+        note=options.note,
     )
+
+
+def _contract(**fields: Any) -> JobParams:
+    """The job contract of a plan; a field the contract refuses is a 400 naming it (the checks
+    above catch what users can get wrong with their own words, this the rest)."""
+    try:
+        return JobParams(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{where}: {first['msg']}", param=where or None) from None
 
 
 def _default_model(
@@ -297,7 +368,7 @@ def submit(
 ) -> QueuedResponse:
     """Queue ``sub``; the row is committed before the answer says it exists.
 
-    A request identical to a completed one of the same account (``service/cache.py``) is
+    A request identical to a completed one of the same account (``service/jobs/cache.py``) is
     answered COMPLETED at once with copies of its outputs; only requests that will really
     run count against the key's concurrent-jobs limit.
     """
@@ -332,7 +403,7 @@ def submit(
         services.storage.delete_prefix(f"outputs/{job_id}/")  # copies of a rolled-back reuse
         raise
     links = urls(services, job_id)
-    webhook = sub.params.get("webhook")
+    webhook = sub.params.webhook
     return QueuedResponse(
         request_id=job_id,
         status="COMPLETED" if source is not None else "IN_QUEUE",
@@ -344,7 +415,5 @@ def submit(
         stream_url=links["stream"],
         result_url=links["result"],
         cancel_url=links["cancel"],
-        webhook=WebhookInfo(url=webhook["url"], signing_secret=webhook["secret"])
-        if webhook
-        else None,
+        webhook=WebhookInfo(url=webhook.url, signing_secret=webhook.secret) if webhook else None,
     )

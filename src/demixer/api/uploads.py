@@ -1,7 +1,8 @@
 """Input files: announce, receive the bytes (signed PUT or multipart), probe, read, delete.
 
 A file row goes ``pending`` -> ``uploaded`` (its bytes probed as audio) or ``failed`` (not
-audio; a new PUT may replace them), and ``deleted`` at the end. Bytes are streamed into storage
+audio; a new PUT may replace them), and ``deleted`` at the end; every transition is made by
+the files' state owner, :mod:`demixer.service.files.lifecycle`. Bytes are streamed into storage
 in chunks and never held whole in memory; the size is capped while they arrive.
 
 With local storage the signed PUT goes to the API (``/v1/blobs``), which probes the bytes at
@@ -17,10 +18,11 @@ import mimetypes
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO, cast
+from pathlib import Path
+from typing import BinaryIO, cast
 
 import anyio.from_thread
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from demixer.api.schemas import (
@@ -45,8 +47,16 @@ from demixer.errors import (
     UnsupportedMediaType,
 )
 from demixer.models.loading import file_sha256
+from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
-from demixer.service.keys import new_id
+from demixer.service.files.lifecycle import (
+    FileState,
+    input_key,
+    mark_deleted,
+    mark_failed,
+    mark_uploaded,
+    new_file,
+)
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, staging_key
 
@@ -68,7 +78,6 @@ __all__ = [
 # What demixer's decoder (PyAV/FFmpeg) takes; video containers give their audio track.
 INPUT_FORMATS = ["wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "mp4", "mov", "mkv", "webm"]
 _OTHER_TYPES = frozenset({"application/ogg", "application/mp4", "application/octet-stream"})
-_USABLE = ("pending", "failed")  # states in which bytes may (still) arrive
 
 
 def media_type(value: str | None) -> str:
@@ -99,7 +108,7 @@ def _ts(seconds: float) -> datetime:
 def file_object(row: File) -> FileObject:
     """The wire form of a file row."""
     error = None
-    if row.status == "failed" and row.error_code:
+    if row.status == FileState.FAILED and row.error_code:
         error = FileError(code=row.error_code, message=row.error_message or "")
     return FileObject(
         file_id=row.id,
@@ -123,7 +132,7 @@ def owned_file(
 ) -> File:
     """The caller's live file; another account's, a deleted or unknown id is NOT_FOUND."""
     row = session.get(File, file_id)
-    if row is None or row.account_id != account_id or row.status == "deleted":
+    if row is None or row.account_id != account_id or row.status == FileState.DELETED:
         raise NotFound(f"no file {file_id!r}", param=param)
     if row.expires_at is not None and services.db.clock() > row.expires_at:
         raise FileExpired(f"file {file_id!r} expired at {row.expires_at.isoformat()}", param=param)
@@ -139,28 +148,23 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
             param="file_size",
         )
     content_type = _accepted(req.content_type, "content_type")
-    file_id = new_id("file")
-    key = f"inputs/{file_id}"
     now = services.db.clock()
-    row = File(
-        id=file_id,
-        account_id=account_id,
-        file_name=req.file_name,
-        content_type=content_type,
-        file_size=req.file_size,
-        purpose=req.purpose,
-        status="pending",
-        storage_key=key,
-        created_at=now,
-        expires_at=now + _retention(services),
-    )
     with services.db.write() as s:
-        s.add(row)
+        row = new_file(
+            s,
+            account_id=account_id,
+            file_name=req.file_name,
+            content_type=content_type,
+            file_size=req.file_size,
+            now=now,
+            retention=_retention(services),
+        )
+    file_id = row.id
     ttl = services.settings.upload_url_ttl_seconds
     signed_at = time.time()
     return FileUpload(
         file_id=file_id,
-        upload_url=services.upload_url(
+        upload_url=services.links.upload_url(
             _landing(services, row),
             ttl,
             content_type=content_type,
@@ -191,49 +195,19 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
             shown = {str(path): row.file_name, f"'{path.name}'": f"'{row.file_name}'"}
             if sha256 is None:
                 sha256 = file_sha256(path)
-            info = probe(path)
+            # Packets counted up to the duration limit: a hidden length shows here, as in
+            # the job (see audio.decode.probe).
+            info = probe(path, max_seconds=services.settings.max_duration_seconds)
     except InvalidAudio as exc:
         message = exc.message
         for old, new in shown.items():
             message = message.replace(old, new)
         services.storage.delete_prefix(key)
         with services.db.write() as s:
-            s.execute(
-                update(File)
-                .where(File.id == row.id, File.status.in_(_USABLE))
-                .values(
-                    status="failed",
-                    error_code=exc.code,
-                    error_message=message,
-                    bytes_stored=size,
-                    sha256=sha256,
-                    duration=None,
-                    sample_rate=None,
-                    channels=None,
-                )
-            )
+            mark_failed(s, row.id, code=exc.code, message=message, size=size, sha256=sha256)
         raise InvalidAudio(message, param="file") from None
-    with services.db.write() as s:
-        done = s.execute(
-            update(File)
-            .where(File.id == row.id, File.status.in_(_USABLE))
-            .values(
-                status="uploaded",
-                uploaded_at=now,
-                bytes_stored=size,
-                sha256=sha256,
-                duration=info.duration,
-                sample_rate=info.sample_rate,
-                channels=info.channels,
-                error_code=None,
-                error_message=None,
-            )
-        )
-        if (
-            cast(CursorResult[Any], done).rowcount != 1
-        ):  # deleted (or uploaded by a racing PUT) meanwhile
-            raise AlreadyUploaded(f"file {row.id!r} changed while its bytes arrived")
-        return s.execute(select(File).where(File.id == row.id)).scalar_one()
+    with services.db.write() as s:  # FileConflict: deleted (or uploaded by a racing PUT)
+        return mark_uploaded(s, row.id, size=size, sha256=sha256, info=info, now=now)
 
 
 def record_upload(services: Services, row: File, size: int, sha256: str | None) -> File:
@@ -253,11 +227,11 @@ def receive_put(
     """Take the bytes of a signed PUT (signature already checked) for the file at ``key``."""
     with services.db.read() as s:
         row = s.execute(select(File).where(File.storage_key == key)).scalar_one_or_none()
-    if row is None or row.status == "deleted":
+    if row is None or row.status == FileState.DELETED:
         raise NotFound(f"no file is waiting for bytes at {key!r}")
     if row.expires_at is not None and services.db.clock() > row.expires_at:
         raise FileExpired(f"file {row.id!r} expired at {row.expires_at.isoformat()}")
-    if row.status == "uploaded":
+    if row.status == FileState.UPLOADED:
         raise AlreadyUploaded(f"file {row.id!r} is already uploaded; create a new file")
     if media_type(content_type) != row.content_type:
         raise ContentTypeMismatch(
@@ -298,7 +272,7 @@ def complete_file(services: Services, account_id: str, file_id: str) -> File:
     """
     with services.db.read() as s:
         row = owned_file(services, s, account_id, file_id)
-    if row.status == "uploaded":
+    if row.status == FileState.UPLOADED:
         return row
     landed = _landing(services, row)
     not_ready = FileNotReady(
@@ -307,7 +281,7 @@ def complete_file(services: Services, account_id: str, file_id: str) -> File:
     try:
         size = services.storage.size(landed)
     except BlobNotFound:
-        if row.status == "failed":
+        if row.status == FileState.FAILED:
             return row
         raise not_ready from None
     declared = row.file_size or 0
@@ -336,7 +310,7 @@ def _completed_elsewhere(
     """The file as a concurrent completion left it; ``otherwise`` when that did not finish."""
     with services.db.read() as s:
         done = owned_file(services, s, account_id, file_id)
-    if done.status != "uploaded":
+    if done.status != FileState.UPLOADED:
         raise otherwise
     return done
 
@@ -345,7 +319,7 @@ def settle_pending(services: Services, row: File) -> File:
     """``row``, finished first (:func:`complete_file`) if it is pending and its bytes have
     arrived in the store; a size or audio problem is recorded or left for the caller's own
     status check, never raised."""
-    if row.status != "pending" or not services.storage.exists(_landing(services, row)):
+    if row.status != FileState.PENDING or not services.storage.exists(_landing(services, row)):
         return row
     try:
         return complete_file(services, row.account_id, row.id)
@@ -357,38 +331,41 @@ def settle_pending(services: Services, row: File) -> File:
 def store_direct(
     services: Services,
     account_id: str,
-    source: BinaryIO,
+    spooled: Path,
     *,
     file_name: str,
     content_type: str | None,
 ) -> File:
-    """A multipart upload: stream ``source`` into storage, record the file, probe it."""
+    """A multipart upload, spooled at ``spooled`` (counted against the limit while it arrived,
+    see :mod:`demixer.api.forms`): store it, record the file, probe it. The caller removes the
+    spool file."""
     mt = media_type(content_type)
     if mt in ("", "application/octet-stream"):
         mt = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
     mt = _accepted(mt, "file")
-    file_id = new_id("file")
-    key = f"inputs/{file_id}"
     limit = services.settings.max_upload_bytes
+    if spooled.stat().st_size > limit:
+        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
+    sha256 = file_sha256(spooled)
+    file_id = new_id("file")
+    key = input_key(file_id)
+    # Local storage links the spool into place (same disk): the bytes are written once.
+    size = services.storage.put_file(key, spooled)
     try:
-        size, sha256 = services.storage.put(key, source, max_bytes=limit)
-    except ValueError:
-        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes") from None
-    now = services.db.clock()
-    row = File(
-        id=file_id,
-        account_id=account_id,
-        file_name=file_name[:300],
-        content_type=mt,
-        file_size=size,
-        purpose="audio.separate.input",
-        status="pending",
-        storage_key=key,
-        created_at=now,
-        expires_at=now + _retention(services),
-    )
-    with services.db.write() as s:
-        s.add(row)
+        with services.db.write() as s:
+            row = new_file(
+                s,
+                file_id=file_id,
+                account_id=account_id,
+                file_name=file_name[:300],
+                content_type=mt,
+                file_size=size,
+                now=services.db.clock(),
+                retention=_retention(services),
+            )
+    except BaseException:
+        services.storage.delete_prefix(key)  # no row: nothing would ever delete the bytes
+        raise
     return _probe_and_record(services, row, size, sha256)
 
 
@@ -399,7 +376,7 @@ def delete_file(services: Services, account_id: str, file_id: str) -> None:
     services.storage.delete_prefix(row.storage_key)
     services.storage.delete_prefix(staging_key(file_id))  # a PUT after completion, if any
     with services.db.write() as s:
-        s.execute(update(File).where(File.id == file_id).values(status="deleted"))
+        mark_deleted(s, file_id)
 
 
 class AsyncBodyReader:

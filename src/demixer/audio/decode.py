@@ -19,10 +19,19 @@ Truncation is caught three ways, because no single signal covers every container
   padding and bitrate-estimated durations of header-less MP3s; a cut inside that slack, or in
   a format that states no length (a CBR MP3 without an Info frame, the last Ogg page), cannot
   be told from a shorter file and is accepted.
+
+What a file declares is never trusted as a bound. FFmpeg opens inputs only with the demuxers in
+:data:`DEMUXERS` (audio and video containers; no playlists, concat scripts, image sequences or
+network protocols, so a crafted file cannot make it read another path or a URL). A duration
+limit (``max_seconds``) holds on the samples actually decoded, and :func:`probe` counts the
+stream's packets (bounded by the same limit) so a hidden or understated length shows at upload,
+where the job would find it. Progress (:attr:`AudioReader.fraction_read`) follows the bytes
+read, not the declared length.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Iterator
@@ -36,9 +45,10 @@ import numpy as np
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from demixer.errors import InputNotFound, InvalidAudio
+from demixer.errors import DurationLimit, InputNotFound, InvalidAudio
 
 __all__ = [
+    "DEMUXERS",
     "MAX_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
     "TRUNCATION_MIN_SECONDS",
@@ -53,6 +63,16 @@ MIN_SAMPLE_RATE = 8_000  # Hz; below this there is nothing left of music to sepa
 MAX_SAMPLE_RATE = 192_000  # Hz; the highest rate studio formats use
 TRUNCATION_TOLERANCE = 0.02  # fraction of the declared length that may fail to decode
 TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
+
+# FFmpeg's demuxers for the audio and video files users send. Anything else (concat scripts, HLS
+# and DASH playlists, image sequences, raw streams, lavfi, network protocols...) is refused
+# before it can open another file or a URL.
+DEMUXERS = (
+    "wav", "w64", "flac", "mp3", "aac", "ac3", "eac3", "dts", "truehd", "ogg", "aiff", "caf",
+    "au", "wv", "ape", "tta", "mpc", "mpc8", "amr", "asf", "xwma", "dsf", "mov", "matroska",
+    "avi", "flv", "mpegts", "mpeg",
+)  # fmt: skip
+_OPEN_OPTIONS = {"format_whitelist": ",".join(DEMUXERS), "protocol_whitelist": "file"}
 
 # Exceptions PyAV and the OS raise while opening or decoding; all become InvalidAudio here.
 # av.error.FFmpegError subclasses OSError/ValueError/EOFError, listed for clarity.
@@ -96,7 +116,7 @@ def _open(path: Path) -> InputContainer:
     if size == 0:
         raise InvalidAudio(f"{_name(path)} is empty (0 bytes)")
     try:
-        return av.open(str(path), mode="r")
+        return av.open(str(path), mode="r", container_options=_OPEN_OPTIONS)
     except PermissionError as e:
         raise InvalidAudio(f"cannot read {_name(path)}: permission denied") from e
     except EOFError as e:
@@ -105,8 +125,8 @@ def _open(path: Path) -> InputContainer:
         ) from e
     except _FOREIGN as e:
         raise InvalidAudio(
-            f"{_name(path)} cannot be read: it is not an audio or video file, or it is "
-            f"corrupt or truncated (FFmpeg: {_reason(e)})"
+            f"{_name(path)} cannot be read: it is not an audio or video file demixer takes, "
+            f"or it is corrupt or truncated (FFmpeg: {_reason(e)})"
         ) from e
 
 
@@ -159,8 +179,9 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
     return info, stream
 
 
-def _wav_declared_seconds(path: Path) -> float | None:
-    """Seconds of audio a RIFF WAV's header promises: ``data`` chunk size / byte rate.
+def _wav_declared_seconds(path: Path) -> tuple[float, float] | None:
+    """Seconds of audio a RIFF WAV's header promises (``data`` chunk size / byte rate), and
+    seconds present in the file after the header (at the same byte rate).
 
     Returns ``None`` for RF64/W64, for streamed headers (size 0 or 0xFFFFFFFF with data
     following) and for anything that does not parse: the caller then has no WAV-specific
@@ -186,7 +207,7 @@ def _wav_declared_seconds(path: Path) -> float | None:
                     present = path.stat().st_size - f.tell()
                     if byte_rate <= 0 or length == 0xFFFFFFFF or (length == 0 and present > 0):
                         return None
-                    return length / byte_rate
+                    return length / byte_rate, present / byte_rate
                 f.seek(length + (length & 1), os.SEEK_CUR)  # chunks are word-aligned
     except (OSError, struct.error):
         return None
@@ -220,6 +241,47 @@ def _ogg_ends_mid_page(path: Path) -> bool:
     return len(page) < 27 + page[26] + body
 
 
+def _truncated(path: Path, have: float, declared: float, how: str) -> InvalidAudio:
+    return InvalidAudio(
+        f"{_name(path)} is truncated or damaged: only {have:.2f} s of audio {how} but the "
+        f"file declares {declared:.2f} s (an incomplete download or copy?)"
+    )
+
+
+def _slack(declared: float) -> float:
+    return max(TRUNCATION_MIN_SECONDS, TRUNCATION_TOLERANCE * declared)
+
+
+def _checked_declared(path: Path, info: AudioInfo) -> float | None:
+    """The length ``path`` declares, after the checks that need no decoding (the probe and the
+    reader make the same ones, so an upload and its job give one answer): an Ogg file whose
+    last page is cut, or a WAV with fewer bytes than its header promises, is truncated."""
+    declared = info.duration
+    if info.container == "ogg" and _ogg_ends_mid_page(path):
+        raise InvalidAudio(
+            f"{_name(path)} is truncated: its last Ogg page is cut short "
+            "(an incomplete download or copy?)"
+        )
+    if info.container == "wav":
+        # FFmpeg clamps a WAV's duration to the bytes present; the header still says how long
+        # the file was meant to be, which is what exposes a cut.
+        header = _wav_declared_seconds(path)
+        if header is not None:
+            declared, present = header
+            if present < declared - _slack(declared):
+                raise _truncated(path, present, declared, "is present")
+        if declared == 0:
+            raise InvalidAudio(f"{_name(path)} contains no audio samples (zero length)")
+    return declared
+
+
+def _over_limit(path: Path, seconds: float, limit: float, how: str) -> DurationLimit:
+    return DurationLimit(
+        f"{_name(path)} is longer than this server's limit of {limit:g} s ({how} "
+        f"{seconds:.1f} s); send a shorter file"
+    )
+
+
 class AudioReader:
     """Streams the first audio stream of any container PyAV opens, as float32 blocks.
 
@@ -231,6 +293,13 @@ class AudioReader:
 
     Use as a context manager; :meth:`blocks` may be iterated once.
 
+    Args:
+        path: the file.
+        downmix: fold more than two channels to stereo (else such a file is refused).
+        max_seconds: the most audio to decode (None: no limit). A file declaring more is
+            refused at once, one declaring less (or nothing) as soon as the decoded samples
+            pass the limit: :class:`~demixer.errors.DurationLimit`.
+
     Attributes:
         info: what the file declares (channels as stored, before any downmix).
         channels: channels of the blocks :meth:`blocks` yields: 1 or 2.
@@ -238,7 +307,13 @@ class AudioReader:
         path: the file being read.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, downmix: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        downmix: bool = False,
+        max_seconds: float | None = None,
+    ) -> None:
         self.path = Path(path)
         self._container = _open(self.path)
         try:
@@ -246,31 +321,28 @@ class AudioReader:
             if self.info.channels > 2 and not downmix:
                 raise InvalidAudio(
                     f"{_name(self.path)} has {self.info.channels} channels; demixer separates "
-                    "mono or stereo. Use --downmix (downmix=True) to fold it to stereo first."
+                    "mono or stereo. Ask for a downmix to fold it to stereo first (CLI "
+                    "--downmix, API input.downmix: true)."
                 )
-            self._declared: float | None = self.info.duration
-            if self.info.container == "ogg" and _ogg_ends_mid_page(self.path):
-                raise InvalidAudio(
-                    f"{_name(self.path)} is truncated: its last Ogg page is cut short "
-                    "(an incomplete download or copy?)"
-                )
-            if self.info.container == "wav":
-                # FFmpeg clamps a WAV's duration to the bytes present; the header still says
-                # how long the file was meant to be, which is what exposes a cut.
-                from_header = _wav_declared_seconds(self.path)
-                if from_header is not None:
-                    self._declared = from_header
-                if self._declared == 0:
-                    raise InvalidAudio(
-                        f"{_name(self.path)} contains no audio samples (zero length)"
-                    )
+            self._declared: float | None = _checked_declared(self.path, self.info)
+            if max_seconds is not None and (self._declared or 0.0) > max_seconds:
+                raise _over_limit(self.path, self._declared or 0.0, max_seconds, "it declares")
+            self._size = self.path.stat().st_size
         except BaseException:
             self._container.close()
             raise
+        self.max_seconds = max_seconds
         self.channels = 1 if self.info.channels == 1 else 2
         self.sample_rate = self.info.sample_rate
         self._layout = "mono" if self.channels == 1 else "stereo"
         self._iterated = False
+        self._read_to = 0  # bytes of the file demuxed so far
+
+    @property
+    def fraction_read(self) -> float:
+        """How much of the file has been demuxed (0–1, by bytes): a progress measure that no
+        declared length can make wrong."""
+        return min(1.0, self._read_to / self._size) if self._size else 0.0
 
     def __enter__(self) -> AudioReader:
         return self
@@ -305,9 +377,17 @@ class AudioReader:
         block = np.empty((self.channels, frames), dtype=np.float32)
         fill = 0
         total = 0
+        limit = None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
         for array in self._decoded():
             pos, n = 0, array.shape[1]
             total += n
+            if limit is not None and total > limit:
+                raise _over_limit(
+                    self.path,
+                    total / self.sample_rate,
+                    self.max_seconds or 0.0,
+                    "decoding stopped after",
+                )
             while pos < n:
                 take = min(frames - fill, n - pos)
                 block[:, fill : fill + take] = array[:, pos : pos + take]
@@ -329,6 +409,8 @@ class AudioReader:
         signature: tuple[str, str, int] | None = None
         try:
             for packet in self._container.demux(self._stream):
+                if packet.pos is not None and packet.pos >= 0:
+                    self._read_to = max(self._read_to, packet.pos + packet.size)
                 for frame in packet.decode():
                     key = (frame.format.name, frame.layout.name, frame.sample_rate)
                     if signature is not None and key != signature:
@@ -350,16 +432,13 @@ class AudioReader:
             ) from e
 
     def _check_complete(self, decoded: int) -> None:
+        self._read_to = self._size
         declared = self._declared
         if declared is None:
             return
         got = decoded / self.sample_rate
-        slack = max(TRUNCATION_MIN_SECONDS, TRUNCATION_TOLERANCE * declared)
-        if got < declared - slack:
-            raise InvalidAudio(
-                f"{_name(self.path)} is truncated or damaged: only {got:.2f} s of audio "
-                f"decoded but the file declares {declared:.2f} s (an incomplete download or copy?)"
-            )
+        if got < declared - _slack(declared):
+            raise _truncated(self.path, got, declared, "decoded")
 
 
 def _arrays(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
@@ -368,28 +447,62 @@ def _arrays(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
             yield frame.to_ndarray()
 
 
-def probe(path: str | os.PathLike[str]) -> AudioInfo:
-    """What ``path`` declares, without decoding any audio (cheap: headers only).
+def _packet_seconds(
+    container: InputContainer, stream: AudioStream, limit: float | None
+) -> float | None:
+    """Seconds of audio the stream's packets hold (their durations added up), read without
+    decoding; counting stops past ``limit``. None when the packets state no durations."""
+    if stream.time_base is None:
+        return None
+    base = float(stream.time_base)
+    total = 0
+    for packet in container.demux(stream):
+        total += packet.duration or 0
+        if limit is not None and total * base > limit:
+            break
+    return total * base if total else None
+
+
+def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
+    """What ``path`` holds, without decoding any audio.
+
+    Headers, plus the checks that need no decoding (a WAV shorter than its header, an Ogg file
+    cut mid-page), plus a count of the audio packets' durations (demuxing only; it stops past
+    ``max_seconds``): when the packets hold more than the header declares (a hidden or
+    understated length), ``duration`` is what the packets hold, so the limit that the job
+    would hit is seen at upload.
 
     Raises:
         InvalidAudio: the file is missing, empty, not media, has no audio stream, declares a
-            sample rate outside 8–192 kHz or a zero duration. Channel counts above 2 are
-            reported, not rejected (``downmix`` may still make them usable); truncation and
-            corruption are only found by decoding.
+            sample rate outside 8–192 kHz or a zero duration, or is truncated as above.
+            Channel counts above 2 are reported, not rejected (a downmix may still make them
+            usable); corruption inside the stream is only found by decoding.
     """
     p = Path(path)
     container = _open(p)
     try:
-        return _info(p, container)[0]
+        info, stream = _info(p, container)
+        declared = _checked_declared(p, info)
+        try:
+            counted = _packet_seconds(container, stream, max_seconds)
+        except _FOREIGN as e:
+            raise InvalidAudio(
+                f"{_name(p)} is corrupt or truncated: reading it failed (FFmpeg: {_reason(e)})"
+            ) from e
+        if counted is not None and (declared is None or counted > declared + _slack(declared)):
+            declared = counted
+        return dataclasses.replace(info, duration=declared)
     finally:
         container.close()
 
 
-def load(path: str | os.PathLike[str], *, downmix: bool = False) -> tuple[np.ndarray, int]:
+def load(
+    path: str | os.PathLike[str], *, downmix: bool = False, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
     """Decode a whole file: ``((channels, samples) float32, sample_rate in Hz)``.
 
     Memory is the decoded length; use :class:`AudioReader` to stream long inputs.
     """
-    with AudioReader(path, downmix=downmix) as reader:
+    with AudioReader(path, downmix=downmix, max_seconds=max_seconds) as reader:
         chunks = list(reader.blocks(1 << 16))
         return np.concatenate(chunks, axis=1), reader.sample_rate

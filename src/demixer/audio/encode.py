@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from demixer.audio._mp3 import Mp3File, mp3_rate
-from demixer.errors import InvalidOutput
+from demixer.errors import InvalidOutput, StorageFull
 from demixer.filemode import umask_mode
 
 __all__ = [
@@ -266,8 +266,16 @@ class StemSetWriter:
         try:
             action()
         except BaseException as e:
+            # OSError: disk full, permissions; RuntimeError: libsndfile and lameenc failures
+            # (libsndfile says only "System error" when the disk is full: the disk says it,
+            # before the aborted temporaries free their space).
+            where = next(iter(self._finals.values())).parent
+            full = isinstance(e, OSError | RuntimeError) and StorageFull.caused(
+                e, where if where.is_dir() else None
+            )
             self.abort()
-            # OSError: disk full, permissions; RuntimeError: libsndfile and lameenc failures.
+            if full:
+                raise StorageFull("cannot write the stems: the disk is full") from e
             if isinstance(e, (OSError, RuntimeError)):
                 raise InvalidOutput(f"cannot write the stems: {e}") from e
             raise

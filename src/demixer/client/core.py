@@ -27,6 +27,7 @@ import httpx
 from demixer import __version__
 from demixer.client.errors import ApiError, BadResponse, JobCancelled, JobFailed, WaitTimeout
 from demixer.client.types import OutputFile, Status
+from demixer.defaults import DEFAULT_MODEL
 from demixer.filemode import umask_mode
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_MODEL = "spleeter-2stems"
 CHUNK = 1 << 20  # bytes read or written at a time: uploads and downloads never sit in memory
 MAX_RETRY_WAIT = 60.0  # seconds: a 429 asking for longer is raised, not slept through
 STREAM_READ_TIMEOUT = 30.0  # seconds: the server sends a frame at least every 10

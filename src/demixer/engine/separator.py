@@ -20,20 +20,22 @@ too, so a song shorter than one long window does not sit at 0 % until it is done
 from __future__ import annotations
 
 import os
-import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from demixer.audio import AudioReader, OutputFormat, StemSetWriter, WriteReport, resample
+from demixer.audio import AudioReader, OutputFormat, WriteReport, resample
+from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
-from demixer.engine.stems import StemPlan, is_silent, plan_stems
+from demixer.engine.outputs import ResidualCheck, Writers, output_paths, span_outputs
+from demixer.engine.spans import Span, apply_spans
+from demixer.engine.stems import StemPlan, plan_stems
 from demixer.engine.windows import overlap_add
-from demixer.errors import Cancelled, DemixerError, InvalidAudio, InvalidOutput, ModelFailed
+from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
 from demixer.models.base import Backend, reports_progress
 from demixer.models.loading import load_backend
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality, tuned
@@ -42,11 +44,12 @@ from demixer.naming import DEFAULT_TEMPLATE
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
 
-DEFAULT_MODEL = "spleeter-2stems"
 # What separate_file reports through on_stage, in order (the service adds loading_model before
 # and storing after): opening the input, running the model, finishing the files.
 STAGES = ("decoding", "separating", "encoding")
-_TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
+# Progress of a file never reads 100 % before its last stem is written: a declared length can
+# be wrong or missing (see separate_file).
+_BEFORE_END = 0.99
 _READ_BLOCK = 1 << 16  # frames per decoded block
 
 ProgressFn = Callable[[float], None]
@@ -67,6 +70,7 @@ class FileResult:
         channels: channels of every output file (1 for mono input).
         report: peaks, clipped-sample counts and applied gain (see ``WriteReport``).
         seconds: wall-clock seconds spent.
+        extras: output name -> extension -> the same output in each of ``extra_formats``.
     """
 
     paths: dict[str, Path]
@@ -75,32 +79,7 @@ class FileResult:
     channels: int
     report: WriteReport
     seconds: float
-
-
-def output_paths(
-    template: str, out_dir: Path, track: str, stems: Sequence[str], fmt: OutputFormat, model: str
-) -> dict[str, Path]:
-    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``)."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise InvalidOutput(f"bad output template {template!r}: {exc}") from None
-    unknown = fields - _TEMPLATE_FIELDS
-    if unknown:
-        raise InvalidOutput(
-            f"output template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
-            f"available: {', '.join(sorted(_TEMPLATE_FIELDS))}"
-        )
-    if "stem" not in fields:
-        raise InvalidOutput(f"output template {template!r} must contain {{stem}}")
-    paths = {}
-    root = out_dir.resolve()
-    for stem in stems:
-        path = out_dir / template.format(track=track, stem=stem, ext=fmt.extension, model=model)
-        if not path.resolve().is_relative_to(root):
-            raise InvalidOutput(f"output template {template!r} escapes the output directory")
-        paths[stem] = path
-    return paths
+    extras: dict[str, dict[str, Path]] = field(default_factory=dict)
 
 
 class Separator:
@@ -164,7 +143,7 @@ class Separator:
             )
         plan = self.plan(stems)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in plan.outputs}
-        residual = _ResidualCheck(plan)
+        residual = ResidualCheck(plan)
         blocks = (audio[:, i : i + _READ_BLOCK] for i in range(0, audio.shape[1], _READ_BLOCK))
         for out in self.stream(
             blocks,
@@ -304,6 +283,10 @@ class Separator:
         on_stage: StageFn | None = None,
         should_cancel: CancelFn | None = None,
         preprocess: PreprocessFn | None = None,
+        max_seconds: float | None = None,
+        spans: Sequence[Span] = (),
+        span_output: str | None = None,
+        extra_formats: Sequence[OutputFormat] = (),
     ) -> FileResult:
         """Decode ``path`` (any audio or video file), separate, and write one file per output.
 
@@ -314,34 +297,56 @@ class Separator:
         the decoded block stream before separation, keeping its length; the residual is then
         computed against the preprocessed input, so stems + residual add up to it, not to the
         file.
+
+        ``spans`` keep the one requested stem only within them (:mod:`demixer.engine.spans`):
+        what is taken out of it goes to the residual, block by block as they stream, so the
+        request must name one stem and leave a residual. ``span_output`` names the output the
+        spans shape instead (the residual, for "everything but" requests); the other one of
+        the pair takes what they leave out. ``extra_formats`` writes every output
+        once more in each of them (same name, their extension), from the same blocks.
+
+        ``max_seconds`` bounds the audio decoded (``DurationLimit`` past it, whatever the file
+        declares). ``on_progress`` gets non-decreasing fractions: of the declared length while
+        the separation is within it (from inside windows where the backend tells), else the
+        share of the file's bytes read, and 1.0 only once every stem is written.
         """
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
         parse_quality(quality)  # before the file is opened
+        shaped = span_outputs(plan, span_output) if spans else None
+        formats = [fmt, *(f for f in extra_formats if f.extension != fmt.extension)]
         source = Path(path)
         stage = on_stage or (lambda _: None)
         stage("decoding")
-        with AudioReader(source, downmix=downmix) as reader:
-            paths = output_paths(
-                template, Path(out_dir), source.stem, plan.outputs, fmt, self.spec.id
-            )
+        with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
+            files = [
+                output_paths(template, Path(out_dir), source.stem, plan.outputs, f, self.spec.id)
+                for f in formats
+            ]
             total = (
                 round(reader.info.duration * reader.sample_rate) if reader.info.duration else None
             )
-            writer = StemSetWriter(paths, reader.sample_rate, reader.channels, fmt, rescale=rescale)
+            writer = Writers(files, formats, reader.sample_rate, reader.channels, rescale)
             samples = 0
             separating = False
+            shown = 0.0
 
             def progress(fraction: float) -> None:
-                nonlocal separating
+                """``fraction`` of the declared length; 1.0 (the stream's end, or a length
+                missing or passed) hands over to the share of the file's bytes read."""
+                nonlocal separating, shown
                 if not separating:  # the first window is decoded: the model starts on it
                     separating = True
                     stage("separating")
-                if on_progress is not None:
+                if fraction >= 1.0 or not total:
+                    fraction = reader.fraction_read
+                fraction = min(fraction, _BEFORE_END)
+                if on_progress is not None and fraction > shown:
+                    shown = fraction
                     on_progress(fraction)
 
-            residual = _ResidualCheck(plan)
+            residual = ResidualCheck(plan)
             try:
                 blocks: Iterable[np.ndarray] = reader.blocks(_READ_BLOCK)
                 if preprocess is not None:
@@ -355,51 +360,32 @@ class Separator:
                     on_progress=progress,
                     should_cancel=should_cancel,
                 ):
+                    if shaped is not None:
+                        shape, rest = shaped
+                        out[shape], out[rest] = apply_spans(
+                            out[shape], out[rest], samples, reader.sample_rate, spans
+                        )
                     residual.add(out)
                     writer.write(out)
                     samples += next(iter(out.values())).shape[1]
+                    if not total or samples >= total:
+                        progress(1.0)  # past the declared length (or none): the bytes tell
                 stage("encoding")
                 dropped = residual.dropped()
                 report = writer.close(drop=dropped)
             except BaseException:
                 writer.abort()
                 raise
+            if on_progress is not None:
+                on_progress(1.0)
+        kept = [name for name in plan.outputs if name not in dropped]
+        also = list(zip(formats[1:], files[1:], strict=True))
         return FileResult(
-            paths={name: p for name, p in paths.items() if name not in dropped},
+            paths={name: files[0][name] for name in kept},
             duration=samples / reader.sample_rate,
             sample_rate=reader.sample_rate,
             channels=reader.channels,
             report=report,
             seconds=time.perf_counter() - started,
+            extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
         )
-
-
-class _ResidualCheck:
-    """Sums the energy of the input and of a plan's optional residual, block by block, to
-    tell at the end whether that residual was silent (:func:`~demixer.engine.stems.is_silent`).
-    """
-
-    def __init__(self, plan: StemPlan) -> None:
-        self.name = plan.residual_name if plan.residual_optional else None
-        self.input = 0.0
-        self.residual = 0.0
-
-    def add(self, out: dict[str, np.ndarray]) -> None:
-        """One output block of every stem and the residual (they sum to the input block)."""
-        if self.name is None:
-            return
-        mix = np.sum(list(out.values()), axis=0)
-        self.input += _energy(mix)
-        self.residual += _energy(out[self.name])
-
-    def dropped(self) -> tuple[str, ...]:
-        """The residual's name when it was optional and silent, else nothing."""
-        if self.name is not None and is_silent(self.residual, self.input):
-            return (self.name,)
-        return ()
-
-
-def _energy(x: np.ndarray) -> float:
-    """Sum of squared samples, accumulated in float64 (a long song's sum overflows no float32
-    but loses the quiet parts' precision)."""
-    return float(np.einsum("ij,ij->", x, x, dtype=np.float64))

@@ -19,25 +19,54 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from demixer.service.schema import Base
 
-__all__ = ["Database", "DatabaseClock", "is_unavailable", "retry_unavailable", "utcnow"]
+__all__ = [
+    "Database",
+    "DatabaseClock",
+    "is_disk_full",
+    "is_unavailable",
+    "retry_unavailable",
+    "rows_changed",
+    "utcnow",
+]
 
 log = logging.getLogger("demixer.db")
 
 T = TypeVar("T")
 
 
+def rows_changed(result: Any) -> int:
+    """Rows a conditional UPDATE (or DELETE) matched: how every owner of a state tells that a
+    transition happened (``Session.execute`` is typed as returning a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
 def utcnow() -> datetime:
     """Now, UTC, to the microsecond."""
     return datetime.now(UTC)
+
+
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a write because its disk is full (SQLite's
+    ``SQLITE_FULL``, PostgreSQL's ``disk_full``): nothing was written, retry once there is room."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL or "disk is full" in str(orig)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -1,8 +1,9 @@
 """The database tables. They are storage, not wire schemas: the API has its own models.
 
-One table, ``jobs``, is both the jobs' state machine and the queue (see ``service/queue.py``, the
-only module that changes a job's status). ``workers`` says which worker processes are alive and
-what they can run (owned by ``service/workers.py``).
+One table, ``jobs``, is both the jobs' state machine and the queue (see
+``service/jobs/queue.py``, the only module that changes a job's status). ``workers`` says
+which worker processes are alive and what they can run (owned by
+``service/worker/registry.py``).
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class ApiKey(Base):
 
 
 class File(Base):
-    """An uploaded input. ``status``: pending -> uploaded (probed as audio) | failed; deleted."""
+    """An uploaded input. ``status``: pending -> uploaded (probed as audio) | failed, and
+    deleted or expired at the end (``service/files/lifecycle.py``, the only module that
+    changes it, has the whole state machine)."""
 
     __tablename__ = "files"
 
@@ -132,7 +135,7 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None]
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     # What the running attempt is doing (loading_model, decoding, separating, encoding,
-    # storing; see demixer.service.child.STAGES); None outside an attempt.
+    # storing; see demixer.service.worker.child.STAGES); None outside an attempt.
     stage: Mapped[str | None] = mapped_column(String(20))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error_code: Mapped[str | None] = mapped_column(String(50))
@@ -236,7 +239,8 @@ class RateCounter(Base):
 
 
 class WorkerRecord(Base):
-    """A worker process and what it can run, kept fresh by its heartbeat (``service/workers.py``).
+    """A worker process and what it can run, kept fresh by its heartbeat
+    (``service/worker/registry.py``).
 
     Live while ``stopped_at`` is unset and ``last_seen_at`` is recent; rows of workers gone for
     long are deleted.

@@ -26,7 +26,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from demixer.errors import InvalidAudioUrl
+from demixer.errors import InvalidRequest
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -60,14 +60,15 @@ _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known NAT64 prefix embeds an IPv4 address
 
 
-class UrlRefused(InvalidAudioUrl):
+class UrlRefused(InvalidRequest):
     """A URL demixer will not connect to: not http(s), no host, or a forbidden address.
 
-    ``code`` is ``INVALID_AUDIO_URL`` (HTTP 400); callers guarding other URLs (webhooks) may
-    re-raise it under their own code.
+    The guard's own code, ``URL_REFUSED`` (HTTP 400). Each caller answers in the code its
+    protocol documents: an ``audio_url`` is ``INVALID_AUDIO_URL`` (submit, and the worker's
+    fetch), a webhook URL keeps ``URL_REFUSED``.
     """
 
-    code = "INVALID_AUDIO_URL"
+    code = "URL_REFUSED"
 
 
 class UnresolvableHost(UrlRefused):

@@ -33,8 +33,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from demixer.errors import StorageUnavailable
-from demixer.storage import BlobNotFound, _safe_key, content_disposition
+from demixer.errors import StorageFull, StorageUnavailable
+from demixer.storage.base import BlobNotFound, content_disposition, safe_key
 
 __all__ = ["S3Storage"]
 
@@ -129,6 +129,8 @@ class S3Storage:
         connect_timeout: seconds to wait for a connection.
         read_timeout: seconds to wait for a response's next bytes.
         max_attempts: tries of each call (1 + retries) before it fails.
+        scratch: the directory ``local_path`` downloads into (None: ``$TMPDIR``); a full one
+            is :class:`~demixer.errors.StorageFull`.
     """
 
     direct = True  # clients PUT and GET through presigned URLs
@@ -146,8 +148,10 @@ class S3Storage:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_attempts: int = 2,
+        scratch: Path | None = None,
     ) -> None:
         self.bucket = bucket
+        self.scratch = scratch
         self.prefix = prefix.strip("/")
         region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         config = Config(
@@ -180,7 +184,7 @@ class S3Storage:
         )
 
     @classmethod
-    def from_url(cls, url: str) -> S3Storage:
+    def from_url(cls, url: str, *, scratch: Path | None = None) -> S3Storage:
         """``s3://BUCKET[/PREFIX]?endpoint=URL&region=R&public_endpoint=URL``."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
@@ -198,10 +202,11 @@ class S3Storage:
             endpoint=query.get("endpoint"),
             region=query.get("region"),
             public_endpoint=query.get("public_endpoint"),
+            scratch=scratch,
         )
 
     def _key(self, key: str) -> str:
-        key = _safe_key(key)
+        key = safe_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, key: str, fn: Callable[..., _T], **kwargs: Any) -> _T:
@@ -284,6 +289,9 @@ class S3Storage:
                 f"the bucket refused access ({_code(exc) or _status(exc)})"
             ) from exc
 
+    def sweep_partials(self) -> int:
+        return 0  # a PUT is atomic in the bucket; unfinished multipart uploads: its lifecycle
+
     def delete_prefix(self, prefix: str) -> int:
         # As on a filesystem: the blob named ``prefix`` and everything "inside" it, never a
         # sibling that merely starts with the same letters (inputs/file_1 vs inputs/file_10).
@@ -307,12 +315,20 @@ class S3Storage:
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="demixer-s3-") as tmp:
+        if self.scratch is not None:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+        # Named like every scratch entry (service/scratch.py): a killed process's is swept.
+        with tempfile.TemporaryDirectory(prefix=f"s3-{os.getpid()}-", dir=self.scratch) as tmp:
             path = Path(tmp) / key.rsplit("/", 1)[-1]
-            with _translated(key):
-                self._client.download_file(
-                    self.bucket, self._key(key), str(path), Config=self._transfer
-                )
+            try:
+                with _translated(key):
+                    self._client.download_file(
+                        self.bucket, self._key(key), str(path), Config=self._transfer
+                    )
+            except OSError as exc:
+                if StorageFull.caused(exc, tmp):
+                    raise StorageFull() from exc
+                raise
             yield path
 
     def copy(self, src_key: str, dst_key: str) -> int:

@@ -1,19 +1,10 @@
 """Wire-compatible routers for the hosted APIs demixer replaces.
 
-Each vendor is one thin router translating its protocol onto the native job path
-(``demixer.api.submit`` / ``demixer.api.jobs`` / ``demixer.service.queue``): no job logic of its
-own. The native API already is the AudioLasso shape.
+Each vendor is one thin translation of its protocol onto the native job path
+(``demixer.api.submit`` / ``demixer.api.jobs`` / ``demixer.service.jobs.queue``): no job logic
+of its own. The native API already is the AudioLasso shape. A vendor package has ``routes``
+(its FastAPI router and error envelope) and, when it sends webhooks, ``wire`` (its payloads,
+free of any web framework, so a worker can build them). The application
+(:mod:`demixer.server.app`) mounts the routers; the composition root
+(:mod:`demixer.server.compose`) hands the webhook builders to the outbox.
 """
-
-from __future__ import annotations
-
-from fastapi import APIRouter
-
-from demixer.vendors import gaudio, musicgpt, sunoapi
-
-__all__ = ["routers"]
-
-
-def routers() -> tuple[APIRouter, ...]:
-    """Every vendor router, each mounted at its vendor's own path prefix."""
-    return (gaudio.router, musicgpt.router, sunoapi.router)

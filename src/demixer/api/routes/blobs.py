@@ -21,7 +21,8 @@ from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileObject
 from demixer.errors import FileExpired, InvalidSignature, NotFound, ResultExpired, UrlExpired
 from demixer.service.context import Services
-from demixer.service.retention import result_expired
+from demixer.service.files.lifecycle import FileState
+from demixer.service.retention.expiry import result_expired
 from demixer.service.schema import File, Job
 from demixer.storage import content_disposition
 
@@ -70,9 +71,9 @@ def _describe(services: Services, key: str) -> tuple[str, str]:
                 raise NotFound("this blob no longer exists")
         elif key.startswith("inputs/"):
             row = s.get(File, name)
-            if row is None or row.status == "deleted":
+            if row is None or row.status == FileState.DELETED:
                 raise NotFound("this blob no longer exists")
-            if row.status == "expired" or (
+            if row.status == FileState.EXPIRED or (
                 row.expires_at is not None and services.db.clock() > row.expires_at
             ):
                 raise FileExpired("this file has expired and was deleted")

@@ -9,22 +9,20 @@ import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from demixer.api import uploads
 from demixer.api.auth import FilesRead, FilesWrite, ServicesDep
+from demixer.api.forms import read_form
 from demixer.api.idempotency import Idempotency, IdempotencyDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileCreate, FileObject, FileUpload
-from demixer.errors import FileTooLarge, InvalidRequest, UnsupportedMediaType
+from demixer.errors import InvalidRequest, UnsupportedMediaType
 from demixer.service.context import Services
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
-_JSON_LIMIT = 64 * 1024  # an announcement is a few hundred bytes
-_FORM_OVERHEAD = 1 << 20  # multipart headers and boundaries on top of the file itself
 
 _CREATE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -46,13 +44,6 @@ _CREATE_BODY: dict[str, Any] = {
 }
 
 
-def _content_length(request: Request) -> int | None:
-    try:
-        return int(request.headers["content-length"])
-    except (KeyError, ValueError):
-        return None
-
-
 async def _announce(
     request: Request,
     services: Services,
@@ -60,11 +51,7 @@ async def _announce(
     idempotency: Idempotency,
     response: Response,
 ) -> FileUpload:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _JSON_LIMIT:
-            raise InvalidRequest(f"a file announcement is JSON under {_JSON_LIMIT} bytes")
+    body = await request.body()  # at most max_json_body_bytes (api/bodies.py)
     try:
         req = FileCreate.model_validate_json(body or b"{}")
     except ValidationError as exc:
@@ -76,25 +63,22 @@ async def _announce(
 
 
 async def _direct(request: Request, services: Services, account_id: str) -> FileObject:
-    limit = services.settings.max_upload_bytes
-    length = _content_length(request)
-    if length is not None and length > limit + _FORM_OVERHEAD:
-        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes", param="file")
-    # Starlette spools each file part to a temporary file past 1 MiB: never whole in memory.
-    async with request.form(max_files=1, max_fields=10) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
+    settings = services.settings
+    # The file is counted while it arrives and spooled in the data directory (api/forms.py).
+    async with read_form(request, settings.data_dir, settings.max_upload_bytes) as form:
+        upload = form.file
+        if upload is None or upload.field != "file":
             raise InvalidRequest(
                 "send the audio as a multipart file field named `file`", param="file"
             )
-        purpose = form.get("purpose")
+        purpose = form.fields.get("purpose")
         if purpose not in (None, "audio.separate.input"):
             raise InvalidRequest("purpose must be 'audio.separate.input'", param="purpose")
         store = partial(
             uploads.store_direct,
             services,
             account_id,
-            upload.file,
+            upload.path,
             file_name=upload.filename or "upload",
             content_type=upload.content_type,
         )
@@ -106,7 +90,7 @@ async def _direct(request: Request, services: Services, account_id: str) -> File
     "/files",
     status_code=201,
     response_model=FileUpload | FileObject,
-    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503, 507),
     openapi_extra=_CREATE_BODY,
 )
 async def create_file(

@@ -23,7 +23,7 @@ from demixer.api.auth import ServicesDep
 from demixer.errors import DemixerError
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
-from demixer.service.workers import live_models
+from demixer.service.worker.registry import live_models
 
 __all__ = ["Check", "Health", "Readiness", "readiness", "router"]
 
@@ -64,7 +64,7 @@ def _database_failure(exc: Exception) -> str:
 
 def readiness(services: Services) -> Readiness:
     """Check the database (a query), storage (:meth:`Storage.ping`) and the worker registry
-    (:func:`~demixer.service.workers.live_models`); never raises."""
+    (:func:`~demixer.service.worker.registry.live_models`); never raises."""
     checks: dict[str, Check] = {}
     live: int | None = None
     try:

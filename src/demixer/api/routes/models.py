@@ -24,7 +24,7 @@ from demixer.api.uploads import INPUT_FORMATS
 from demixer.audio.encode import BIT_DEPTHS, FORMATS
 from demixer.models.registry import ModelSpec, list_specs
 from demixer.service.context import Services
-from demixer.service.prompts import separable
+from demixer.service.jobs.prompts import separable
 
 __all__ = ["router"]
 

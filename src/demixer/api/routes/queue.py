@@ -31,7 +31,7 @@ from demixer.api.schemas import (
 )
 from demixer.errors import DemixerError, UnknownModel
 from demixer.service.db import is_unavailable
-from demixer.service.queue import CANCELLED, FINAL
+from demixer.service.jobs.queue import CANCELLED, FINAL
 
 __all__ = ["router"]
 
@@ -103,7 +103,11 @@ def _frame(event: str, data: str) -> str:
     "/requests/{request_id}/status/stream",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {
+            "description": "Server-sent events: `event: status` frames whose `data:` line is "
+            "the RequestStatus JSON (an `event: error` frame if the request is deleted meanwhile)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
         **_READ_ERRORS,
     },
 )

@@ -10,7 +10,7 @@ from demixer.api.auth import QueueRead, ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import UsageLine, UsageList
 from demixer.errors import InvalidRequest
-from demixer.service.usage import summarise
+from demixer.service.accounts.usage import summarise
 
 __all__ = ["DEFAULT_PERIOD", "router"]
 

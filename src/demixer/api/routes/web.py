@@ -1,11 +1,14 @@
 """The web page (``/`` and ``/web/*``) and its local session (``GET /v1/session``).
 
-The page uses only the public v1 API. On a server listening on loopback, a browser on the same
-machine gets a key from ``GET /v1/session`` (made on first use; its secret kept, mode 0600, in
-the data directory beside the URL-signing key). That key belongs to the account of the first
-key on the server (the one ``demixer serve`` printed), so jobs made with either show in one
-history; only on a server without keys does the page get an account of its own. Anywhere else
-the endpoint answers 403 and the page asks for an API key.
+The page uses only the public v1 API. When the server runs with the local session turned on
+(``DEMIXER_LOCAL_SESSION=1`` / ``serve --local-session``, as ``make run`` does) and listens on
+loopback, a browser on the same machine gets a key from ``GET /v1/session`` (made on first use;
+its secret kept, mode 0600, in the data directory beside the URL-signing key). That key belongs
+to the account of the first key on the server (the one ``demixer serve`` printed), so jobs made
+with either show in one history; only on a server without keys does the page get an account of
+its own. Otherwise the endpoint answers 403 and the page asks for an API key: the opt-in is
+what a reverse proxy on the same host cannot forge (it would present every visitor as a
+loopback client with a loopback ``Host``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from pydantic import BaseModel
 from demixer.api.auth import ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.errors import DemixerError, Forbidden, NotFound
+from demixer.service.accounts.keys import authenticate, create_key, list_keys
 from demixer.service.context import Services
-from demixer.service.keys import authenticate, create_key, list_keys
 
 __all__ = ["WEB_DIR", "router"]
 
@@ -68,10 +71,10 @@ def _host_name(netloc: str) -> str:
 
 
 def is_local(request: Request, services: Services) -> bool:
-    """Loopback server, loopback client, and a loopback ``Host`` (no DNS rebinding) and
-    ``Origin`` (no other site's page)."""
+    """The local session turned on, a loopback server, loopback client, and a loopback
+    ``Host`` (no DNS rebinding) and ``Origin`` (no other site's page)."""
     settings = services.settings
-    if not _is_loopback(settings.host):
+    if not settings.local_session or not _is_loopback(settings.host):
         return False
     if settings.public_url and not _is_loopback(urlsplit(settings.public_url).hostname):
         return False
@@ -116,10 +119,14 @@ def _first_account(services: Services) -> str | None:
 
 @router.get("/v1/session", responses=error_responses(403))
 def get_session(request: Request, services: ServicesDep) -> LocalSession:
-    """The local web account's API key, only for a browser on the loopback address of a server
-    listening on loopback (embedded mode); elsewhere a 403 and the page asks for a key."""
+    """The local web account's API key, only when the server runs with `--local-session` and
+    for a browser on the loopback address of a server listening on loopback (embedded mode);
+    elsewhere a 403 and the page asks for a key."""
     if not is_local(request, services):
-        raise Forbidden("a local session is only given on loopback; enter an API key")
+        raise Forbidden(
+            "no local session here (the server gives one only with --local-session, and only "
+            "on loopback); enter an API key"
+        )
     return local_session(services)
 
 

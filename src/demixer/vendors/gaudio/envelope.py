@@ -1,9 +1,10 @@
 """Gaudio's envelope ``{resultCode, resultData, resultMessage}`` and the one error table.
 
 Business errors answer HTTP 200 with a ``resultCode`` other than 1000; only key and rate-limit
-problems (400, 401, 403, 429) and an object storage outage (503, with ``Retry-After``) are HTTP
-errors. :class:`GaudioRoute` turns every :class:`~demixer.errors.DemixerError` raised by a
-route (or its dependencies) into that shape.
+problems (400, 401, 403, 429), a request body over its limit (413), an object storage outage
+(503, with ``Retry-After``) and a full disk (507, with ``Retry-After``) are HTTP errors.
+:class:`GaudioRoute` turns every :class:`~demixer.errors.DemixerError` raised by a route (or
+its dependencies) into that shape.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from demixer.errors import (
     InvalidRequest,
     NotFound,
     RateLimited,
+    RequestTooLarge,
     ResultExpired,
     ServiceUnavailable,
+    StorageFull,
     UnsupportedMediaType,
     UrlExpired,
 )
-from demixer.service.keys import Unauthorized
+from demixer.service.accounts.keys import Unauthorized
 
 __all__ = [
     "CODES",
@@ -98,7 +101,9 @@ CODES: dict[type[DemixerError], int] = {
     Unauthorized: 401,
     Forbidden: 403,  # a key without the scope; a tampered signed part URL
     RateLimited: 429,
+    RequestTooLarge: 413,  # a JSON body over its limit (read no further)
     ServiceUnavailable: 503,  # database or object storage unreachable: retry (Retry-After)
+    StorageFull: 507,  # the disk is full: nothing was stored, retry (Retry-After)
     UnsupportedRate: 1014,
     UnsupportedChannels: 1015,
     JobNotFound: 1104,
@@ -124,8 +129,10 @@ _HTTP_NAMES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
+    413: "request_entity_too_large",
     429: "too_many_requests",
     503: "service_unavailable",
+    507: "insufficient_storage",
 }
 
 

@@ -44,7 +44,7 @@ from demixer.errors import (
     UrlExpired,
 )
 from demixer.service.context import Services
-from demixer.service.keys import new_id
+from demixer.service.files.lifecycle import FileState, new_file
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, MultipartStorage
 from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength
@@ -52,6 +52,7 @@ from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLen
 __all__ = ["MAX_PARTS", "Part", "Upload", "chunk_size", "complete", "create", "receive_part"]
 
 MAX_PARTS = 10_000  # as S3: past this many chunks, the chunks grow instead
+_LARGEST_SIZE = (1 << 63) - 1  # a signed 64-bit size column's largest value
 _READ = 1 << 20
 _BAD_NAME_CHARS = frozenset("/\\\0")
 
@@ -127,29 +128,31 @@ def create(
     if file_size == 0:
         raise ZeroLength(f"{name!r} is empty (fileSize 0)")
     settings = services.settings
+    if file_size > _LARGEST_SIZE:  # past what a size column (or any disk) holds: 1110 now
+        raise FileTooLarge(
+            f"{name!r} declares {file_size} bytes; the limit is {settings.max_upload_bytes}"
+        )
     too_big = file_size > settings.max_upload_bytes
-    file_id = new_id("file")
-    now = services.db.clock()
-    row = File(
-        id=file_id,
-        account_id=account_id,
-        file_name=name,
-        content_type=_content_type(name),
-        file_size=file_size,
-        purpose="audio.separate.input",
-        status="failed" if too_big else "pending",
-        error_code=FileTooLarge.code if too_big else None,
-        error_message=(
-            f"{name!r} has {file_size} bytes; the limit is {settings.max_upload_bytes}"
-            if too_big
-            else None
-        ),
-        storage_key=f"inputs/{file_id}",
-        created_at=now,
-        expires_at=now + timedelta(seconds=settings.upload_retention_seconds),
+    refused = (
+        (
+            FileTooLarge.code,
+            f"{name!r} has {file_size} bytes; the limit is {settings.max_upload_bytes}",
+        )
+        if too_big
+        else None
     )
     with services.db.write() as s:
-        s.add(row)
+        row = new_file(
+            s,
+            account_id=account_id,
+            file_name=name,
+            content_type=_content_type(name),
+            file_size=file_size,
+            now=services.db.clock(),
+            retention=timedelta(seconds=settings.upload_retention_seconds),
+            refused=refused,  # answered at job creation, as Gaudio does
+        )
+    file_id = row.id
     chunk = chunk_size(services, file_size)
     count = _part_count(services, file_size)
     store = _multipart_store(services)
@@ -208,7 +211,7 @@ def _live_row(services: Services, upload_id: str, account_id: str | None = None)
         row = s.get(File, upload_id)
     if (
         row is None
-        or row.status == "deleted"
+        or row.status == FileState.DELETED
         or (account_id is not None and row.account_id != account_id)
     ):
         raise UploadNotFound(f"no upload {upload_id!r}")
@@ -220,7 +223,7 @@ def _live_row(services: Services, upload_id: str, account_id: str | None = None)
 def receive_part(services: Services, upload_id: str, number: int, source: BinaryIO) -> str:
     """Store one part (signature already checked); returns its MD5 hex (the ETag)."""
     row = _live_row(services, upload_id)
-    if row.status == "uploaded":
+    if row.status == FileState.UPLOADED:
         raise AlreadyUploaded(f"upload {upload_id!r} is already complete")
     size = row.file_size or 0
     if not 1 <= number <= _part_count(services, size):
@@ -285,7 +288,7 @@ class _PartsReader:
 def complete(services: Services, account_id: str, upload_id: str, parts: list[Part]) -> None:
     """Assemble the parts into the file and probe it (a non-audio file ends ``failed``)."""
     row = _live_row(services, upload_id, account_id)
-    if row.status == "uploaded" or row.error_code == FileTooLarge.code:
+    if row.status == FileState.UPLOADED or row.error_code == FileTooLarge.code:
         return  # completed already, or refused at job creation
     size = row.file_size or 0
     expected = list(range(1, _part_count(services, size) + 1))

@@ -2,14 +2,12 @@
 
 Jobs are ordinary ``audio/stems`` jobs planned by :func:`demixer.api.submit.plan_stems_request`
 (so model choice, limits, cache and usage all apply) with Gaudio's output names and
-``params["extra_formats"] = ["mp3"]``: every stem is stored as WAV (at the input's rate) and
-MP3 (320 kbps), see :mod:`demixer.service.runner`.
+``extra_formats=("mp3",)`` (:class:`~demixer.api.submit.PlanOptions`): every stem is stored as
+WAV (at the input's rate) and MP3 (320 kbps), see :mod:`demixer.service.worker.runner`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, BinaryIO, cast
@@ -20,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from demixer.api import submit, uploads
 from demixer.api.auth import ServicesDep
+from demixer.api.bodies import parse_json
 from demixer.api.limits import count_request
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
@@ -33,10 +32,12 @@ from demixer.errors import (
     NotFound,
     ResultExpired,
 )
+from demixer.service.accounts.keys import Identity, authenticate
 from demixer.service.context import Services
-from demixer.service.keys import Identity, authenticate
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
-from demixer.service.retention import result_expired, result_expires_at
+from demixer.service.files.lifecycle import FileState
+from demixer.service.jobs.contract import GaudioFields, JobParams
+from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
+from demixer.service.retention.expiry import result_expired, result_expires_at
 from demixer.service.schema import File, Job
 from demixer.vendors.gaudio import multipart
 from demixer.vendors.gaudio.envelope import (
@@ -65,11 +66,14 @@ STEM_TYPES = {
     "acoustic_piano": "piano",
 }
 _OUTPUT_NAMES = {**{v: k for k, v in STEM_TYPES.items()}, RESIDUAL: "others"}
-_VENDOR = "gaudio"
 _PART_PATH = "/v1/files/upload-multipart/part"
 _MIN_RATE, _MAX_RATE = 16_000, 192_000
-_JSON_LIMIT = 64 * 1024
-_STATUS = {IN_PROGRESS: "running", COMPLETED: "success", FAILED: "failed", CANCELLED: "failed"}
+_STATUS: dict[str, str] = {
+    IN_PROGRESS: "running",
+    COMPLETED: "success",
+    FAILED: "failed",
+    CANCELLED: "failed",
+}
 
 
 def _identity(
@@ -93,15 +97,8 @@ def _need(identity: Identity, scope: str) -> None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _JSON_LIMIT:
-            raise InvalidRequest(f"the request body is JSON under {_JSON_LIMIT} bytes")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise InvalidRequest("the request body is not JSON") from None
+    # At most max_json_body_bytes arrive (api/bodies.py); never a crash on what they hold.
+    body = parse_json(await request.body() or b"{}")
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body
@@ -182,7 +179,7 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
     except NotFound:
         raise UploadNotFound(f"no upload {upload_id!r}") from None
     message = row.error_message or row.error_code or "not usable audio"
-    if row.status == "failed":
+    if row.status == FileState.FAILED:
         if row.error_code == FileTooLarge.code:
             raise FileTooLarge(message)
         if row.error_code == DurationLimit.code:
@@ -190,7 +187,7 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
         if not row.bytes_stored or "zero length" in message or "no audio" in message:
             raise ZeroLength(message)
         raise InvalidAudio(f"unsupported format: {message}")
-    if row.status != "uploaded":
+    if row.status != FileState.UPLOADED:
         raise FileNotReady(f"upload {upload_id!r} is not complete: call upload-multipart/complete")
     if row.sample_rate is not None and not _MIN_RATE <= row.sample_rate <= _MAX_RATE:
         raise UnsupportedRate(f"{row.sample_rate} Hz is outside 16–192 kHz")
@@ -227,11 +224,15 @@ def _create_job(services: Services, caller: Identity, model: str, body: dict[str
     request = StemsRequest.model_validate(
         {"input": {"file_id": row.id, "stems": stems, "output_format": "wav"}}
     )
+    how = submit.PlanOptions(
+        residual="always",  # Gaudio's `others`
+        output_names=_OUTPUT_NAMES,
+        extra_formats=("mp3",),
+        vendor=GaudioFields(),
+        note=f"gaudio {model}: type {body.get('type')!r}",
+    )
     # The best installed model with every stem; UnknownStem names what can be produced.
-    sub = submit.plan_stems_request(services, caller.account_id, request, always_residual=True)
-    names = {name: _OUTPUT_NAMES.get(name, name) for name in sub.params["stems"]}
-    params = {**sub.params, "names": names, "extra_formats": ["mp3"], "vendor": _VENDOR}
-    sub = dataclasses.replace(sub, params=params, note=f"gaudio {model}: type {body.get('type')!r}")
+    sub = submit.plan_stems_request(services, caller.account_id, request, how)
     queued = submit.submit(services, caller.account_id, sub, key_id=caller.key_id)
     return queued.request_id
 
@@ -254,7 +255,7 @@ def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
         key = str(out["key"])
         stem = name.rsplit(".", 1)[0] if "." in name else name
         ext = key.rsplit(".", 1)[-1]
-        urls.setdefault(stem, {})[ext] = services.download_url(
+        urls.setdefault(stem, {})[ext] = services.links.download_url(
             key,
             ttl,
             content_type=out.get("content_type", "application/octet-stream"),
@@ -267,7 +268,8 @@ def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
 def _job_view(services: Services, account_id: str, job_id: str) -> dict[str, Any]:
     with services.db.read() as s:
         job = s.get(Job, job_id)
-    if job is None or job.account_id != account_id or (job.params or {}).get("vendor") != _VENDOR:
+    gaudio = job is not None and isinstance(JobParams.from_row(job.params).vendor, GaudioFields)
+    if job is None or job.account_id != account_id or not gaudio:
         raise JobNotFound(f"no job {job_id!r}")
     keep = services.settings.result_retention_seconds
     now = services.db.clock()

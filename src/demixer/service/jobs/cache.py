@@ -20,44 +20,43 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from demixer.service.queue import COMPLETED
+from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import File, Job
 from demixer.storage import Storage
 
 __all__ = ["copy_outputs", "find_reusable", "fingerprint", "input_sha256"]
 
 
-def input_sha256(session: Session, params: dict[str, Any]) -> str | None:
+def input_sha256(session: Session, params: JobParams) -> str | None:
     """The SHA-256 of a request's uploaded input (None for URL inputs or unknown hashes)."""
-    file_id = (params.get("input") or {}).get("file_id")
-    if not file_id:
+    if not isinstance(params.input, UploadInput):
         return None
+    file_id = params.input.file_id
     return session.execute(select(File.sha256).where(File.id == file_id)).scalar_one_or_none()
 
 
-def fingerprint(
-    content_sha256: str | None, engine_model: str, params: dict[str, Any]
-) -> str | None:
-    """What makes two requests' outputs identical, hashed (None: not cacheable)."""
+def fingerprint(content_sha256: str | None, engine_model: str, params: JobParams) -> str | None:
+    """What makes two requests' outputs identical, hashed (None: not cacheable).
+
+    The hashed object keeps the shape of the first release's (fields added since enter only
+    when set), so jobs completed before an upgrade are still found.
+    """
     if not content_sha256:
         return None
+    row = params.to_row()
     key = {
         "input_sha256": content_sha256,
         "engine_model": engine_model,
-        "stems": params.get("stems"),
-        "names": params.get("names"),
-        "output_format": params.get("output_format"),
-        "bit_depth": params.get("bit_depth"),
-        "spans": params.get("spans"),
+        **{name: row[name] for name in ("stems", "names", "output_format", "bit_depth", "spans")},
     }
-    if params.get("extra_formats"):  # only when present: older fingerprints stay valid
-        key["extra_formats"] = params["extra_formats"]
-    if params.get("preprocess"):  # only when set, so older fingerprints stay valid
-        key["preprocess"] = params["preprocess"]
-    # Jobs from before quality levels ran at `fast` and have no key: a `fast` request keeps
+    for added in ("extra_formats", "preprocess"):  # only when set: older fingerprints hold
+        if row[added]:
+            key[added] = row[added]
+    # Jobs from before quality levels ran at `fast` and read as `fast`: a `fast` request keeps
     # their fingerprint (and reuses them); any other level is another result.
-    if (params.get("quality") or "fast") != "fast":
-        key["quality"] = params["quality"]
+    if params.quality != "fast":
+        key["quality"] = params.quality
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,10 +1,6 @@
-"""Webhook deliveries: written with the job's final transition, sent afterwards, retried.
+"""The dispatcher: sends the outbox's webhook deliveries after their job's transaction, retried.
 
-The outbox: :func:`enqueue_webhook` is a ``Queue.final_hooks`` hook, so the ``deliveries`` row
-is written in the very transaction that moves the job to COMPLETED or FAILED: no event for a
-transition that rolled back, and no transition without its event. The event's body is built
-then (with freshly signed download URLs) and stored in the row; ``webhook-id`` is the row's id.
-
+The rows are written by :mod:`demixer.service.delivery.outbox` with the job's final transition.
 A :class:`Dispatcher` (its own thread, never a worker) claims due rows the way workers claim
 jobs (a conditional UPDATE under a lease; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so a
 delivery is never sent by two dispatchers at once, and a row claimed by a dispatcher that died
@@ -15,17 +11,6 @@ takes the whole timeout delays nothing else. Outcomes:
 - 410 Gone: ``failed`` at once (the receiver says it wants no more);
 - anything else (other statuses, redirects, which are never followed, timeouts, refused or
   unreachable addresses): retried after :func:`backoff`, ``failed`` after ``max_attempts``.
-
-Events (``type`` / body; vendor routers may register their own body with
-:func:`register_event_builder`, keyed by ``params["webhook"]["style"]``)::
-
-    audio.separate.completed  {type, timestamp, request_id, model, status: "COMPLETED",
-                               data: <the result endpoint's data: signed URLs, duration, rate>}
-    audio.separate.failed     {type, timestamp, request_id, model, status: "FAILED",
-                               error: {code, message}}
-
-A CANCELLED job sends nothing: whoever cancelled it made the call and has the answer, and the
-documented event types are the two above (its status shows ``delivery_status: "none"``).
 """
 
 from __future__ import annotations
@@ -36,48 +21,24 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import httpx
-from sqlalchemy import CursorResult, and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, or_, select, update
 
-from demixer.service.db import is_unavailable, retry_unavailable
-from demixer.service.keys import new_id
-from demixer.service.queue import COMPLETED, FAILED
-from demixer.service.schema import Delivery, Job
+from demixer.service.context import Services
+from demixer.service.db import is_unavailable, retry_unavailable, rows_changed
+from demixer.service.delivery.outbox import DeliveryState
+from demixer.service.schema import Delivery
 from demixer.service.urlguard import GuardedTransport, UrlRefused, check_url, parse_allowlist
 from demixer.webhooks import sign
 
-if TYPE_CHECKING:
-    from demixer.service.context import Services
-
-__all__ = [
-    "COMPLETED_EVENT",
-    "DELIVERED",
-    "FAILED_EVENT",
-    "GAVE_UP",
-    "PENDING",
-    "DeliveryClaim",
-    "Dispatcher",
-    "backoff",
-    "enqueue_webhook",
-    "native_event",
-    "register_event_builder",
-]
+__all__ = ["CAP_STEPS", "FACTOR", "DeliveryClaim", "Dispatcher", "backoff"]
 
 log = logging.getLogger("demixer.webhooks")
-
-PENDING = "pending"
-DELIVERED = "delivered"
-GAVE_UP = "failed"
-
-COMPLETED_EVENT = "audio.separate.completed"
-FAILED_EVENT = "audio.separate.failed"
 
 #: Retry schedule: the wait after attempt k (1-based) is drawn uniformly from the upper half of
 #: ``min(base * FACTOR**(k-1), base * CAP_STEPS)`` ("equal jitter"). With the default base of
@@ -87,88 +48,11 @@ FAILED_EVENT = "audio.separate.failed"
 FACTOR = 4.0
 CAP_STEPS = 720.0  # the longest wait, in units of base: 12 h at base 60 s
 
-EventBuilder = Callable[["Services", Job], "tuple[str, dict[str, Any]] | None"]
-
-
-def _rows(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
 
 def backoff(attempt: int, base: float, rng: random.Random | None = None) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""
     step = min(base * FACTOR ** max(0, attempt - 1), base * CAP_STEPS)
     return step / 2 + (rng or random).uniform(0.0, step / 2)
-
-
-# --- the outbox: events written with the job's final transition -----------------------------
-
-
-def native_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
-    """The native (AudioLasso-shaped) event for a finished job: ``(type, body)`` or None."""
-    finished = (job.finished_at or job.updated_at or services.db.clock()).isoformat()
-    head = {"timestamp": finished, "request_id": job.id, "model": job.queue_model}
-    if job.status == COMPLETED:
-        # Imported here: the service layer must not import the API at module level (the API
-        # imports the service), and a worker-only process pays for it on its first event.
-        from demixer.api.jobs import result_response
-
-        result = result_response(services, job).model_dump(mode="json")
-        body = {"type": COMPLETED_EVENT, **head, "status": COMPLETED, "data": result["data"]}
-        return COMPLETED_EVENT, body
-    if job.status == FAILED:
-        error = {"code": job.error_code or "FAILED", "message": job.error_message or ""}
-        return FAILED_EVENT, {"type": FAILED_EVENT, **head, "status": FAILED, "error": error}
-    return None  # CANCELLED: no event (see the module docstring)
-
-
-_BUILDERS: dict[str, EventBuilder] = {"native": native_event}
-
-
-def register_event_builder(style: str, builder: EventBuilder) -> None:
-    """Send ``builder``'s body for jobs whose ``params["webhook"]["style"]`` is ``style``.
-
-    A builder returns ``(event_type, body)``, or None for no event; vendor routers use this to
-    send their vendor's callback body instead of the native one.
-    """
-    _BUILDERS[style] = builder
-
-
-def enqueue_webhook(services: Services, session: Session, job: Job) -> None:
-    """``Queue.final_hooks`` hook: add the job's delivery row inside its final transaction.
-
-    Registered (bound to ``services``) by ``Services.from_settings``.
-    """
-    hook = (job.params or {}).get("webhook")
-    if not hook or not hook.get("url"):
-        return
-    style = hook.get("style") or "native"
-    if style not in _BUILDERS:
-        # A standalone `demixer worker` never imported the vendor routers, which register
-        # their builders when imported (lazily, as above: the service must not import the
-        # API; the API package first, as it mounts the vendors: no circular import).
-        import demixer.api  # noqa: F401
-    builder = _BUILDERS.get(style, native_event)
-    event = builder(services, job)
-    if event is None:
-        return
-    event_type, body = event
-    now = services.db.clock()
-    session.add(
-        Delivery(
-            id=new_id("msg"),
-            job_id=job.id,
-            url=hook["url"],
-            secret=hook["secret"],
-            event_type=event_type,
-            payload=body,
-            status=PENDING,
-            attempts=0,
-            max_attempts=services.settings.webhook_max_attempts,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-    )
 
 
 # --- the dispatcher -----------------------------------------------------------------------------
@@ -242,14 +126,14 @@ class Dispatcher:
         db = self.services.db
         now = db.clock()
         free = or_(Delivery.lease_owner.is_(None), Delivery.lease_expires_at < now)
-        due = and_(Delivery.status == PENDING, Delivery.next_attempt_at <= now, free)
+        due = and_(Delivery.status == DeliveryState.PENDING, Delivery.next_attempt_at <= now, free)
         with db.write() as s:
             # A dispatcher died during a last attempt: that attempt counts; nothing is left.
             s.execute(
                 update(Delivery)
                 .where(due, Delivery.attempts >= Delivery.max_attempts)
                 .values(
-                    status=GAVE_UP,
+                    status=DeliveryState.FAILED,
                     lease_owner=None,
                     last_error="the dispatcher sending the last attempt stopped responding",
                     updated_at=now,
@@ -276,7 +160,7 @@ class Dispatcher:
                     updated_at=now,
                 )
             )
-            if _rows(taken) != 1:
+            if rows_changed(taken) != 1:
                 return None
             row = s.execute(select(Delivery).where(Delivery.id == delivery_id)).scalar_one()
             return DeliveryClaim(
@@ -301,11 +185,13 @@ class Dispatcher:
             "updated_at": now,
         }
         if outcome.ok:
-            values.update(status=DELIVERED, delivered_at=now)
+            values.update(status=DeliveryState.DELIVERED, delivered_at=now)
         elif outcome.status_code == 410:  # the receiver asks for no more
-            values.update(status=GAVE_UP, last_error=f"{outcome.error} (no more retries)")
+            values.update(
+                status=DeliveryState.FAILED, last_error=f"{outcome.error} (no more retries)"
+            )
         elif claim.attempt >= claim.max_attempts:
-            values.update(status=GAVE_UP)
+            values.update(status=DeliveryState.FAILED)
         else:
             wait = backoff(claim.attempt, self.backoff_base)
             values.update(next_attempt_at=now + timedelta(seconds=wait))
@@ -315,13 +201,13 @@ class Dispatcher:
                 .where(
                     Delivery.id == claim.id,
                     Delivery.lease_owner == self.id,
-                    Delivery.status == PENDING,
+                    Delivery.status == DeliveryState.PENDING,
                 )
                 .values(**values)
             )
-        if _rows(done) != 1:
+        if rows_changed(done) != 1:
             log.warning("%s: lost the lease on delivery %s; outcome dropped", self.id, claim.id)
-        return str(values.get("status", PENDING))
+        return str(values.get("status", DeliveryState.PENDING))
 
     # --- the send ---------------------------------------------------------------------------
 

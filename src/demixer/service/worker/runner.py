@@ -1,10 +1,10 @@
 """One attempt at a job, run in the worker (parent) process by a slot's :class:`Runner`.
 
 Each worker slot (see :mod:`demixer.service.worker`) has one :class:`Runner`, which owns the
-slot's long-lived separation child (:mod:`demixer.service.child`). For each claimed job it:
+slot's long-lived separation child (:mod:`demixer.service.worker.child`). For each claimed job it:
 
 1. resolves the input: a stored upload (``storage.local_path``) or an ``audio_url`` it
-   downloads itself (:mod:`demixer.service.fetch`);
+   downloads itself (:mod:`demixer.service.worker.fetch`);
 2. sends the job to the child and, while the child works, heartbeats the lease every
    ``heartbeat_seconds`` with the child's progress;
 3. kills the child (SIGKILL) when a cancel is requested, the lease is lost, the job's time
@@ -14,41 +14,26 @@ slot's long-lived separation child (:mod:`demixer.service.child`). For each clai
    job with their keys in one fenced transaction; if that finds the lease lost, the attempt's
    blobs are deleted again.
 
-The job's ``params`` (written by the API) have this shape::
+The job's parameters are read with :meth:`~demixer.service.jobs.contract.JobParams.from_row`
+(the job contract; a row that breaks it fails the job ``INVALID_PARAMS``). Output files are
+stored as ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
+``{input file stem}_{label}.{ext}`` (:mod:`demixer.naming`, as the CLI writes them). Each extra
+format's copy (``extra_formats``, e.g. Gaudio's ``mp3``) is its own flat entry of the job's
+``outputs`` under the key ``"{api name}.{ext}"`` (same fields as the primary entry), so
+``/result`` lists it like any output and signed blob URLs resolve it.
 
-    {"input": {"file_id", "storage_key", "file_name"} | {"audio_url"},
-     "stems": [engine stem names] | None,       # None: every stem of the model
-     "output_format": "wav" | "flac" | "mp3", "bit_depth": "16" | "24" | "32f" | None,
-     "names": {engine output name: API output name},   # unnamed outputs keep their own
-     "spans": [{"start", "end", "include"}] | None,    # seconds; see service/spans.py
-     "quality": "fast" | "balanced" | "best",          # optional (older jobs): fast
-     "extra_formats": ["mp3" | "wav" | "flac"],        # optional, see below
-     "labels": {API name: file label}}                 # optional: download names
-
-Other keys (``webhook``…) are not the worker's business. Output files are stored as
-``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and downloaded as
-``{input file stem}_{api name}.{ext}`` (:mod:`demixer.naming`, as the CLI writes them).
-
-``extra_formats`` (optional; e.g. the Gaudio router asks for ``["mp3"]`` besides WAV) writes
-every output once more per format (its default bit depth), transcoded from the primary file.
-Each copy is stored as ``outputs/{job_id}/attempt-{n}/{api name}.{ext}`` and recorded as its
-own flat entry of the job's ``outputs`` under the key ``"{api name}.{ext}"`` (same fields as
-the primary entry), so ``/result`` lists it like any output and signed blob URLs resolve it.
-
-Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
+Every status change goes through :class:`~demixer.service.jobs.queue.Queue`. A long model call runs
 in another process, so it can never starve the heartbeat, and killing it gives its memory back.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,22 +41,28 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 
 from demixer.audio import OutputFormat
-from demixer.errors import DemixerError, StorageUnavailable
-from demixer.models.quality import Quality, parse_quality
+from demixer.errors import DemixerError, InvalidParams, StorageFull, StorageUnavailable
 from demixer.naming import output_name
-from demixer.service.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
-from demixer.service.fetch import AudioUrlFailed, fetch_audio_url
-from demixer.service.queue import Claim, LeaseLost
+from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.jobs.queue import Claim, LeaseLost
 from demixer.service.urlguard import parse_allowlist
+from demixer.service.worker.child import (
+    Child,
+    ChildDied,
+    ChildJob,
+    ChildOptions,
+    ChildOutput,
+    ChildResult,
+)
+from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.storage import Storage
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "scratch_attempt", "scratch_prefix"]
 
 log = logging.getLogger("demixer.worker")
 
-_API_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 T = TypeVar("T")
 _WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the stop flag again
 
@@ -87,86 +78,18 @@ class _Abort(Exception):
         self.retryable = retryable
 
 
-@dataclass(frozen=True)
-class _Params:
-    """A job's ``params``, checked (the shape is in the module docstring)."""
-
-    storage_key: str | None
-    audio_url: str | None
-    input_name: str  # the input's file name, as the user knows it (messages, output names)
-    stems: list[str] | None
-    output_format: str
-    bit_depth: str | None
-    names: dict[str, str]
-    spans: list[dict[str, Any]] | None
-    extra_formats: tuple[str, ...] = ()
-    quality: Quality = "fast"
-    labels: dict[str, str] = field(default_factory=dict)  # API name -> download file label
-
-    @classmethod
-    def parse(cls, params: dict[str, Any]) -> _Params:
-        source = params.get("input")
-        if not isinstance(source, dict):
-            raise _invalid("params.input must be an object")
-        key, url = source.get("storage_key"), source.get("audio_url")
-        if (key is None) == (url is None):
-            raise _invalid("params.input needs exactly one of storage_key and audio_url")
-        file_name = source.get("file_name") or (url.split("?")[0].rsplit("/", 1)[-1] if url else "")
-        stems = params.get("stems")
-        names = params.get("names") or {}
-        if stems is not None and not (
-            isinstance(stems, list) and all(isinstance(s, str) for s in stems)
-        ):
-            raise _invalid("params.stems must be a list of stem names or null")
-        if not isinstance(names, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and _API_NAME.match(v)
-            for k, v in names.items()
-        ):
-            raise _invalid("params.names must map output names to simple names ([A-Za-z0-9_.-])")
-        if len(set(names.values())) != len(names):
-            raise _invalid("params.names gives two outputs the same name")
-        extra = params.get("extra_formats") or []
-        if not (isinstance(extra, list) and all(isinstance(f, str) for f in extra)):
-            raise _invalid("params.extra_formats must be a list of format names")
-        try:
-            extra_formats = tuple(OutputFormat.parse(f, None).format for f in extra)
-        except DemixerError as exc:
-            raise _invalid(f"params.extra_formats: {exc.message}") from None
-        try:  # jobs queued before quality levels existed ran at `fast`
-            quality = parse_quality(str(params.get("quality") or "fast"))
-        except DemixerError as exc:
-            raise _invalid(f"params.quality: {exc.message}") from None
-        labels = params.get("labels") or {}
-        if not isinstance(labels, dict) or not all(
-            isinstance(v, str) and _API_NAME.match(v) for v in labels.values()
-        ):
-            raise _invalid("params.labels must map output names to simple names")
-        return cls(
-            storage_key=str(key) if key is not None else None,
-            audio_url=str(url) if url is not None else None,
-            input_name=_safe_name(str(file_name)),
-            stems=stems,
-            output_format=str(params.get("output_format") or "wav"),
-            bit_depth=str(depth) if (depth := params.get("bit_depth")) is not None else None,
-            names=dict(names),
-            spans=params.get("spans"),
-            extra_formats=extra_formats,
-            quality=quality,
-            labels=dict(labels),
-        )
+def scratch_prefix(job_id: str, attempt: int) -> str:
+    """The name prefix of an attempt's scratch directory under ``{data_dir}/work``."""
+    return f"{job_id}.{attempt}-"
 
 
-def _safe_name(raw: str) -> str:
-    """A plain file name from a user's (no directories, no control characters)."""
-    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip()
-    if not name.strip(".") or name.startswith("."):
-        name = "audio" + Path(name).suffix
-    return name[-120:]
-
-
-def _invalid(message: str) -> _Abort:
-    return _Abort("failed", "INVALID_PARAMS", message, retryable=False)
+def scratch_attempt(name: str) -> tuple[str, int] | None:
+    """``(job id, attempt)`` of a scratch directory's name (None: not one of ours)."""
+    head = name.split("-", 1)[0]
+    job_id, dot, attempt = head.rpartition(".")
+    if not dot or not job_id or not attempt.isdigit():
+        return None
+    return job_id, int(attempt)
 
 
 class _Lease:
@@ -271,8 +194,14 @@ class Runner:
         work = self.services.settings.data_dir / "work"
         try:
             work.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=work, prefix=f"{claim.id}-") as tmp:
-                params = _Params.parse(claim.params)
+            # Named for the attempt: a killed worker's is swept once the attempt is over
+            # (see Worker.sweep_work_dir).
+            prefix = scratch_prefix(claim.id, claim.attempt)
+            with tempfile.TemporaryDirectory(dir=work, prefix=prefix) as tmp:
+                try:
+                    params = JobParams.from_row(claim.params)
+                except InvalidParams as exc:
+                    raise _Abort("failed", exc.code, exc.message) from None
                 with self._input(params, Path(tmp), lease) as input_path:
                     result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
                     self._store(claim, params, result, lease)
@@ -287,17 +216,23 @@ class Runner:
             )
         except _Abort as abort:
             self._end(claim, abort)
-        except Exception as exc:  # a bug in this process: give the attempt back
-            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
+        except Exception as exc:  # a bug in this process, or a full disk: give the attempt back
             self._kill_child()
+            if StorageFull.caused(exc):
+                log.warning("%s: job %s: the disk is full", self.worker_id, claim.id)
+                full = _Abort("failed", StorageFull.code, StorageFull.default_message, True)
+                self._end(claim, full)
+                return
+            log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
             message = f"the worker failed: {type(exc).__name__}: {exc}"
             self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
 
     @contextmanager
-    def _input(self, params: _Params, tmp: Path, lease: _Lease) -> Iterator[Path]:
+    def _input(self, params: JobParams, tmp: Path, lease: _Lease) -> Iterator[Path]:
         settings = self.services.settings
-        if params.storage_key is not None:
-            key = params.storage_key
+        source = params.input
+        if isinstance(source, UploadInput):
+            key = source.storage_key
             with ExitStack() as stack:
                 try:
                     path = lease.through_outage(
@@ -305,6 +240,9 @@ class Runner:
                         f"{self.worker_id}: fetching the input of {key}",
                     )
                 except StorageUnavailable as exc:  # an outage: the job waits for the store
+                    message = f"fetching the input failed: {exc.message}"
+                    raise _Abort("failed", exc.code, message, retryable=True) from exc
+                except StorageFull as exc:  # no room for the input's local copy: retried
                     message = f"fetching the input failed: {exc.message}"
                     raise _Abort("failed", exc.code, message, retryable=True) from exc
                 except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
@@ -319,12 +257,11 @@ class Runner:
                     named = path
                 yield named
             return
-        assert params.audio_url is not None
         dest = tmp / "input" / params.input_name
         dest.parent.mkdir()
         try:
             fetch_audio_url(
-                params.audio_url,
+                source.audio_url,
                 dest,
                 settings.max_upload_bytes,
                 # Reads never outlast a lease.
@@ -337,7 +274,7 @@ class Runner:
         yield dest
 
     def _separate(
-        self, claim: Claim, params: _Params, input_path: Path, out_dir: Path, lease: _Lease
+        self, claim: Claim, params: JobParams, input_path: Path, out_dir: Path, lease: _Lease
     ) -> ChildResult:
         out_dir.mkdir()
         job = ChildJob(
@@ -346,14 +283,8 @@ class Runner:
             engine_model=claim.engine_model,
             input_path=str(input_path),
             out_dir=str(out_dir),
-            stems=params.stems,
-            output_format=params.output_format,
-            bit_depth=params.bit_depth,
-            names=params.names,
-            spans=params.spans,
-            preprocess=tuple(claim.params.get("preprocess") or ()),
-            extra_formats=params.extra_formats,
-            quality=params.quality,
+            params=params,
+            max_seconds=self.services.settings.max_duration_seconds,
         )
         if self.child is None or not self.child.alive():
             if self.child is not None:
@@ -374,7 +305,9 @@ class Runner:
                         return result
                     else:
                         _, code, text, retryable = message
-                        if retryable:  # the child may be in a bad state (e.g. after an OOM)
+                        # The child may be in a bad state (e.g. after an OOM); a full disk
+                        # leaves it sound, with its models loaded for the next job.
+                        if retryable and code != StorageFull.code:
                             self._kill_child()
                         raise _Abort("failed", code, text, retryable)
                 lease.tick()
@@ -386,47 +319,38 @@ class Runner:
                 self._kill_child()
             raise
 
-    def _store(self, claim: Claim, params: _Params, result: ChildResult, lease: _Lease) -> None:
+    def _store(self, claim: Claim, params: JobParams, result: ChildResult, lease: _Lease) -> None:
         storage, queue = self.services.storage, self.services.queue
         lease.stage = "storing"
-        fmt = OutputFormat.parse(params.output_format, params.bit_depth)
         prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
         outputs: dict[str, Any] = {}
         track = Path(params.input_name).stem
+
+        def store(entry: str, api_name: str, out: ChildOutput) -> None:
+            """Store a file the child wrote, as the job's output record ``entry``."""
+            fmt = OutputFormat.parse(Path(out.path).suffix[1:], None)
+            label = params.labels.get(api_name, api_name)  # what the file is called
+            key = f"{prefix}{api_name}.{fmt.extension}"
+            size = lease.through_outage(
+                partial(storage.put_file, key, Path(out.path)), f"{claim.id}: storing {key}"
+            )
+            outputs[entry] = {
+                "key": key,
+                "content_type": fmt.content_type,
+                "file_name": output_name(track, label, fmt.extension),
+                "size": size,
+                "duration": result.duration,
+                "sample_rate": out.sample_rate,
+                "channels": out.channels,
+            }
+            lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
+
         try:
             for engine_name, out in result.outputs.items():
-                api_name = params.names.get(engine_name, engine_name)
-                label = params.labels.get(api_name, api_name)  # what the file is called
-                key = f"{prefix}{api_name}.{fmt.extension}"
-                size = lease.through_outage(
-                    partial(storage.put_file, key, Path(out.path)), f"{claim.id}: storing {key}"
-                )
-                outputs[api_name] = {
-                    "key": key,
-                    "content_type": fmt.content_type,
-                    "file_name": output_name(track, label, fmt.extension),
-                    "size": size,
-                    "duration": result.duration,
-                    "sample_rate": out.sample_rate,
-                    "channels": out.channels,
-                }
-                lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
+                api_name = params.api_name(engine_name)
+                store(api_name, api_name, out)
                 for ext, extra in result.extras.get(engine_name, {}).items():
-                    extra_fmt = OutputFormat.parse(ext, None)
-                    key = f"{prefix}{api_name}.{ext}"
-                    outputs[f"{api_name}.{ext}"] = {
-                        "key": key,
-                        "content_type": extra_fmt.content_type,
-                        "file_name": output_name(track, label, ext),
-                        "size": lease.through_outage(
-                            partial(storage.put_file, key, Path(extra.path)),
-                            f"{claim.id}: storing {key}",
-                        ),
-                        "duration": result.duration,
-                        "sample_rate": extra.sample_rate,
-                        "channels": extra.channels,
-                    }
-                    lease.tick(stoppable=False)
+                    store(f"{api_name}.{ext}", api_name, extra)
             # The database may be restarting: try for about a lease (later another worker may
             # hold the job; the fenced write then raises LeaseLost). complete() may run twice.
             retry_unavailable(
@@ -446,7 +370,7 @@ class Runner:
         except _Abort:
             _drop(storage, prefix)
             raise
-        except StorageUnavailable as exc:  # an outage: the job is retried once it is back
+        except (StorageUnavailable, StorageFull) as exc:  # retried once the store is back
             _drop(storage, prefix)
             message = f"storing the outputs failed: {exc.message}"
             raise _Abort("failed", exc.code, message, retryable=True) from exc

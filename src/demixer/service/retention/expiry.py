@@ -2,8 +2,8 @@
 
 Uploads expire ``upload_retention_seconds`` after they are announced; a completed request's
 outputs ``result_retention_seconds`` after it finished. Expired objects answer 410 at once
-(compared with the database clock), whether or not the sweeper (:mod:`demixer.service.sweeper`)
-has deleted their bytes yet.
+(compared with the database clock), whether or not the sweeper
+(:mod:`demixer.service.retention.sweeper`) has deleted their bytes yet.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from demixer.service.queue import COMPLETED, FinalHook
+from demixer.service.jobs.queue import COMPLETED, FinalHook
 from demixer.service.schema import Job
 
 __all__ = ["result_expired", "result_expires_at", "set_result_expiry"]

@@ -12,10 +12,11 @@ Wire decisions:
   hosted service does); only the envelope's ``code`` says what happened.
 - Error codes: unknown key 401 (a key lacking the scope too: the vendor has no 403); unknown
   ``taskId`` on ``record-info`` 404; bad parameters, unusable input, unknown stems 400; too
-  large 413; ``RATE_LIMITED`` (requests per window) 430 "call frequency too high";
-  ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit"; ``STORAGE_UNAVAILABLE`` (object storage
-  down: retry) and anything else 500. 429 (credits) and 455 (maintenance) are never sent:
-  demixer has neither.
+  large (a file, or a request body over its limit) 413; ``RATE_LIMITED`` (requests per
+  window) 430 "call frequency too high"; ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit";
+  ``STORAGE_UNAVAILABLE``, ``DATABASE_UNAVAILABLE``, ``STORAGE_FULL`` (retry: the answer has
+  ``Retry-After``) and anything else 500. 429 (credits) and 455 (maintenance) are never
+  sent: demixer has neither.
 - Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
   caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
@@ -31,7 +32,6 @@ Wire decisions:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -41,16 +41,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from demixer.api import submit
 from demixer.api.auth import ServicesDep, require
+from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import owned_job, result_response
+from demixer.api.jobs import owned_job
 from demixer.api.schemas import StemsRequest
-from demixer.engine.stems import RESIDUAL
 from demixer.errors import (
     DemixerError,
     FileTooLarge,
@@ -64,39 +62,27 @@ from demixer.errors import (
     UnknownStem,
 )
 from demixer.models.registry import ModelSpec
+from demixer.service.accounts.keys import Unauthorized
 from demixer.service.context import Services
-from demixer.service.delivery import GAVE_UP, register_event_builder
-from demixer.service.keys import Unauthorized
-from demixer.service.prompts import MODEL_PREFERENCE, best_model
-from demixer.service.queue import CANCELLED, COMPLETED, FAILED
-from demixer.service.retention import result_expired
-from demixer.service.schema import Delivery, Job
+from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
+from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
+from demixer.service.jobs.queue import COMPLETED, FAILED
+from demixer.service.schema import Job
+from demixer.vendors.sunoapi.wire import (
+    STEM_FIELDS,
+    STYLE,
+    error_code,
+    error_message,
+    success_flag,
+    url_fields,
+    vendor_urls,
+)
 
-__all__ = ["STEM_FIELDS", "STYLE", "router", "sunoapi_event", "vendor_code"]
+__all__ = ["PREFIX", "error_response", "router", "vendor_code"]
 
-router = APIRouter(prefix="/api/v1/vocal-removal", include_in_schema=False)
+PREFIX = "/api/v1/vocal-removal"
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-STYLE = "sunoapi"
-
-#: vendor stem name -> demixer engine stem (None: no demixer model produces it).
-STEM_FIELDS: dict[str, str | None] = {
-    "vocal": "vocals",
-    "backing_vocals": None,
-    "drums": "drums",
-    "bass": "bass",
-    "guitar": "guitar",
-    "keyboard": "piano",
-    "percussion": None,
-    "strings": None,
-    "synth": None,
-    "fx": None,
-    "brass": None,
-    "woodwinds": None,
-}
-_VENDOR_NAME = {stem: name for name, stem in STEM_FIELDS.items() if stem is not None}
-# Every field of the response, in the vendor's order (camelCase = name + "Url").
-_FIELDS = ("origin", "instrumental", *STEM_FIELDS)
-_INSTRUMENTAL = "instrumental"
 
 TaskType = Literal["separate_vocal", "split_stem", "split_stem_advanced"]
 
@@ -123,8 +109,10 @@ class GenerateBody(BaseModel):
 # --- the envelope and the error table ---------------------------------------------------------
 
 
-def _envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
-    return JSONResponse({"code": code, "msg": msg, "data": data})
+def _envelope(
+    code: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "msg": msg, "data": data}, headers=headers)
 
 
 def vendor_code(error: DemixerError) -> int:
@@ -146,25 +134,20 @@ def vendor_code(error: DemixerError) -> int:
     return 400
 
 
+def error_response(error: DemixerError) -> JSONResponse:
+    """``error`` in the envelope (HTTP 200), with ``Retry-After`` where waiting helps."""
+    headers = None
+    if isinstance(error, RateLimited | ServiceUnavailable):
+        headers = {"Retry-After": str(error.retry_after)}
+    return _envelope(vendor_code(error), error.message, headers=headers)
+
+
 def _answer(run: Callable[[], JSONResponse]) -> JSONResponse:
     """``run()``, with demixer's errors answered in the envelope (HTTP 200)."""
     try:
         return run()
     except (DemixerError, DBAPIError) as exc:
-        error = as_demixer_error(exc)
-        return _envelope(vendor_code(error), error.message)
-
-
-def _url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None]:
-    def key(name: str) -> str:
-        if snake:
-            return f"{name}_url"
-        head, *rest = name.split("_")
-        return head + "".join(p.title() for p in rest) + "Url"
-
-    out = {key(name): urls.get(name) for name in _FIELDS}
-    out.update({key(n): u for n, u in urls.items() if n not in _FIELDS})  # e.g. "other"
-    return out
+        return error_response(as_demixer_error(exc))
 
 
 # --- POST /generate ---------------------------------------------------------------------------
@@ -181,12 +164,11 @@ def _source(services: Services, account_id: str, body: GenerateBody) -> dict[str
     if body.taskId:
         with services.db.read() as s:
             job = s.get(Job, body.taskId)
-            source = (job.params or {}).get("input") if job is not None else None
-        if job is not None and job.account_id == account_id and source:
-            if source.get("audio_url"):
-                return {"audio_url": str(source["audio_url"])}
-            if source.get("file_id"):
-                return {"file_id": str(source["file_id"])}
+        if job is not None and job.account_id == account_id:
+            source = JobParams.from_row(job.params).input
+            if isinstance(source, UploadInput):
+                return {"file_id": source.file_id}
+            return {"audio_url": source.audio_url}
     if body.taskId or body.audioId:
         given = body.taskId or body.audioId
         raise InvalidRequest(
@@ -237,8 +219,8 @@ def _plan(body: GenerateBody, installed: list[ModelSpec]) -> tuple[list[str], st
 def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> JSONResponse:
     identity = _WRITE(request, services, creds)
     try:
-        body = GenerateBody.model_validate(json.loads(raw or b"{}"))
-    except (ValueError, ValidationError) as exc:
+        body = GenerateBody.model_validate(parse_json(raw or b"{}"))
+    except (InvalidRequest, ValidationError) as exc:
         return _envelope(400, f"bad parameters: {str(exc)[:500]}")
     source = _source(services, identity.account_id, body)
     installed = submit.installed_models(services)
@@ -249,18 +231,16 @@ def _generate(request: Request, services: Services, creds: Any, raw: bytes) -> J
         )
     except ValidationError as exc:
         return _envelope(400, f"bad parameters: {str(exc)[:500]}")
+    how = submit.PlanOptions(
+        # split_stem: every stem, no instrumental (nothing is left to a residual).
+        residual="never" if body.type == "split_stem" else "always",
+        webhook_style=STYLE,
+        vendor=SunoapiFields(type=body.type, callBackUrl=body.callBackUrl),
+    )
     try:
-        sub = submit.plan_stems_request(services, identity.account_id, req, always_residual=True)
+        sub = submit.plan_stems_request(services, identity.account_id, req, how)
     except NotFound as exc:  # an unknown fileId is a bad parameter here, not a bad path
         raise InvalidRequest(exc.message) from None
-    params = dict(sub.params)
-    if params.get("webhook"):
-        params["webhook"] = {**params["webhook"], "style": STYLE}
-    params["vendor"] = {"name": STYLE, "type": body.type, "callBackUrl": body.callBackUrl}
-    if body.type == "split_stem":  # every stem, no instrumental: nothing is left to residual
-        params["stems"] = [s for s in params["stems"] if s != RESIDUAL]
-        params["names"] = {k: v for k, v in params["names"].items() if k != RESIDUAL}
-    sub = submit.Submission(sub.queue_model, sub.engine_model, params, sub.priority, sub.note)
     queued = submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
     return _envelope(200, "success", {"taskId": queued.request_id})
 
@@ -281,65 +261,6 @@ def _millis(job_time: Any) -> int | None:
     return int(job_time.timestamp() * 1000) if job_time is not None else None
 
 
-def _urls(services: Services, job: Job) -> dict[str, str | None]:
-    """Vendor stem name -> signed URL of a finished job (``origin`` included)."""
-    urls: dict[str, str | None] = {}
-    source = (job.params or {}).get("input") or {}
-    ttl = services.settings.download_url_ttl_seconds
-    if source.get("audio_url"):
-        urls["origin"] = str(source["audio_url"])
-    elif source.get("storage_key"):
-        urls["origin"] = services.download_url(source["storage_key"], ttl)
-    if job.status != COMPLETED or result_expired(
-        job, services.settings.result_retention_seconds, services.db.clock()
-    ):
-        return urls
-    vendor_type = ((job.params or {}).get("vendor") or {}).get("type")
-    for name, out in result_response(services, job).data.items():
-        if isinstance(out, int | float):
-            continue
-        if name == RESIDUAL:
-            if vendor_type != "split_stem":
-                urls[_INSTRUMENTAL] = out.url
-        else:
-            urls[_VENDOR_NAME.get(name, name)] = out.url
-    return urls
-
-
-def _error_code(job: Job) -> int | None:
-    if job.status == CANCELLED:
-        return 400
-    if job.status != FAILED:
-        return None
-    return 500 if (job.error_code or "") in ("", "INTERNAL", "MODEL_FAILED") else 400
-
-
-def _error_message(job: Job) -> str | None:
-    if job.status == CANCELLED:
-        return "CANCELLED: the task was cancelled"
-    if job.status != FAILED:
-        return None
-    return f"{job.error_code or 'FAILED'}: {job.error_message or ''}".strip()
-
-
-def _callback_failed(s: Session, job: Job) -> bool:
-    row = s.execute(
-        select(Delivery.status)
-        .where(Delivery.job_id == job.id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    return row == GAVE_UP
-
-
-def _flag(s: Session, job: Job) -> str:
-    if job.status == COMPLETED:
-        return "CALLBACK_EXCEPTION" if _callback_failed(s, job) else "SUCCESS"
-    if job.status in (FAILED, CANCELLED):
-        return "GENERATE_AUDIO_FAILED"
-    return "PENDING"
-
-
 def _record_info(
     request: Request, services: Services, creds: Any, task_id: str | None
 ) -> JSONResponse:
@@ -348,18 +269,18 @@ def _record_info(
         return _envelope(400, "bad parameters: taskId is required")
     with services.db.read() as s:
         job = owned_job(s, identity.account_id, task_id)
-        flag = _flag(s, job)
-    urls = _urls(services, job)
-    hook = (job.params or {}).get("webhook") or {}
+        flag = success_flag(s, job)
+    urls = vendor_urls(services, job)
+    hook = JobParams.from_row(job.params).webhook
     data = {
         "taskId": job.id,
-        "callbackUrl": hook.get("url"),
+        "callbackUrl": hook.url if hook is not None else None,
         "createTime": _millis(job.created_at),
         "completeTime": _millis(job.finished_at) if job.status in (COMPLETED, FAILED) else None,
         "successFlag": flag,
-        "errorCode": _error_code(job),
-        "errorMessage": _error_message(job),
-        "response": _url_fields(urls, snake=False),
+        "errorCode": error_code(job),
+        "errorMessage": error_message(job),
+        "response": url_fields(urls, snake=False),
     }
     return _envelope(200, "success", data)
 
@@ -380,26 +301,3 @@ async def unknown_path(path: str) -> JSONResponse:
 
 
 # --- the callback -----------------------------------------------------------------------------
-
-
-def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
-    """The vendor's callback body for a finished job, sent on success and on failure."""
-    if job.status == COMPLETED:
-        info = _url_fields(_urls(services, job), snake=True)
-        body = {
-            "code": 200,
-            "msg": "vocal removal completed",
-            "data": {"task_id": job.id, "vocal_removal_info": info},
-        }
-        return "vocal_removal.completed", body
-    if job.status == FAILED:
-        body = {
-            "code": _error_code(job) or 500,
-            "msg": _error_message(job) or "failed",
-            "data": {"task_id": job.id, "vocal_removal_info": None},
-        }
-        return "vocal_removal.failed", body
-    return None  # CANCELLED: no callback, as for native webhooks
-
-
-register_event_builder(STYLE, sunoapi_event)

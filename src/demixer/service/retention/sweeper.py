@@ -1,7 +1,7 @@
 """The sweeper: deletes the bytes of expired uploads and of expired results.
 
 Expiry itself is decided by the clock (the API answers 410 from ``expires_at`` alone, see
-:mod:`demixer.service.retention`); the sweeper only frees the storage afterwards. It deletes
+:mod:`demixer.service.retention.expiry`); the sweeper only frees the storage afterwards. It deletes
 the blobs first and marks the row after, with a conditional UPDATE: a sweep that dies halfway
 leaves the row unmarked and the next sweep deletes again (deleting is idempotent), and two
 sweepers (``serve`` and ``worker`` processes on one database) never count a row twice.
@@ -13,21 +13,19 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 
 from demixer.service.context import Services
-from demixer.service.db import is_unavailable
-from demixer.service.queue import COMPLETED
+from demixer.service.db import is_unavailable, rows_changed
+from demixer.service.files.lifecycle import GONE, mark_expired
+from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import File, Job
 from demixer.storage import staging_key
 
 __all__ = ["SweepCounts", "Sweeper"]
 
 log = logging.getLogger("demixer.sweeper")
-
-_GONE = ("deleted", "expired")  # file states with no bytes left
 
 
 @dataclass(frozen=True)
@@ -37,10 +35,6 @@ class SweepCounts:
     files: int = 0
     results: int = 0
     blobs: int = 0
-
-
-def _rows(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class Sweeper:
@@ -67,7 +61,7 @@ class Sweeper:
 
     def _files(self, now: datetime) -> tuple[int, int]:
         db, storage = self.services.db, self.services.storage
-        due = (File.expires_at.is_not(None), File.expires_at < now, File.status.not_in(_GONE))
+        due = (File.expires_at.is_not(None), File.expires_at < now, File.status.not_in(GONE))
         done = blobs = 0
         seen: set[str] = set()
         while True:
@@ -83,10 +77,8 @@ class Sweeper:
                 deleted = storage.delete_prefix(key)
                 storage.delete_prefix(staging_key(file_id))  # bytes PUT but never completed
                 with db.write() as s:
-                    marked = s.execute(
-                        update(File).where(File.id == file_id, *due).values(status="expired")
-                    )
-                if _rows(marked) == 1:
+                    marked = mark_expired(s, file_id, now)
+                if marked:
                     done += 1
                     blobs += deleted
 
@@ -116,7 +108,7 @@ class Sweeper:
                     marked = s.execute(
                         update(Job).where(Job.id == job_id, *due).values(expired=True)
                     )
-                if _rows(marked) == 1:
+                if rows_changed(marked) == 1:
                     done += 1
                     blobs += deleted
 

@@ -1,21 +1,33 @@
-"""The FastAPI application, built from the services by :func:`create_app` (nothing global)."""
+"""The FastAPI application, built from the services by :func:`create_app` (nothing global).
+
+The one place that puts the protocols together: the native API's routers (:mod:`demixer.api`),
+each vendor's router with its error envelope (:mod:`demixer.vendors`), and the middlewares that
+answer in the envelope of the path's protocol. Nothing registers itself at import time.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import Response
 
 from demixer import __version__
+from demixer.api.bodies import FORM_OVERHEAD, BodyLimitMiddleware
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
 from demixer.api.routes import blobs, docs, files, health, models, queue, usage, web
 from demixer.api.schemas import FileCreate
+from demixer.errors import DemixerError
 from demixer.service.context import Services
-from demixer.vendors import routers as vendor_routers
+from demixer.vendors.gaudio import envelope as gaudio_envelope
+from demixer.vendors.gaudio import routes as gaudio
+from demixer.vendors.musicgpt import routes as musicgpt
+from demixer.vendors.sunoapi import routes as sunoapi
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "vendor_envelopes", "vendor_routers"]
 
 _DESCRIPTION = """\
 Self-hostable music source separation. Upload a file (`POST /v1/files`), queue a request
@@ -28,6 +40,21 @@ Authenticate with `Authorization: Bearer <key>`. Every error is
 `x-request-id`. `GET /healthz` (the process is up) and `GET /readyz` (database, storage and
 a live worker) take no key.
 """
+
+
+def vendor_routers() -> tuple[APIRouter, ...]:
+    """Every vendor router, each mounted at its vendor's own path prefix."""
+    return (gaudio.router, musicgpt.router, sunoapi.router)
+
+
+def vendor_envelopes() -> dict[str, Callable[[DemixerError], Response]]:
+    """Each vendor's path prefix -> how it answers an error, for the errors raised outside its
+    handlers (a crash, a request body over its limit: see ``demixer.api.errors``)."""
+    return {
+        gaudio.PREFIX: gaudio_envelope.error_response,
+        musicgpt.PREFIX: musicgpt.error_response,
+        sunoapi.PREFIX: sunoapi.error_response,
+    }
 
 
 def create_app(services: Services) -> FastAPI:
@@ -47,7 +74,15 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(module.router)
     for router in vendor_routers():
         app.include_router(router)
-    app.add_middleware(RequestIdMiddleware)
+    envelopes = vendor_envelopes()
+    settings = services.settings
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=settings.max_json_body_bytes,
+        upload_limit=settings.max_upload_bytes + FORM_OVERHEAD,
+        envelopes=envelopes,
+    )
+    app.add_middleware(RequestIdMiddleware, envelopes=envelopes)
     app.add_middleware(RateLimitHeadersMiddleware)  # outermost: even a 500 has them
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
     return app

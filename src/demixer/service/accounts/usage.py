@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from demixer.service.queue import COMPLETED
+from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import Job, UsageRecord
 
 __all__ = [

@@ -1,12 +1,13 @@
 """Workers: claim jobs from the queue and run each in a slot's separation child process.
 
 A :class:`Worker` runs ``slots`` threads. Each slot has its own worker id (its fencing token in
-the queue) and a :class:`~demixer.service.runner.Runner` that owns one long-lived child process
-(:mod:`demixer.service.child`) that keeps the models it loaded. A slot's thread claims a job,
-has its runner run the attempt to its end (input, separation, heartbeats, outputs; see
-:mod:`demixer.service.runner`) and claims the next, until the worker is stopped.
+the queue) and a :class:`~demixer.service.worker.runner.Runner` that owns one long-lived child
+process (:mod:`demixer.service.worker.child`) that keeps the models it loaded. A slot's thread
+claims a job, has its runner run the attempt to its end (input, separation, heartbeats,
+outputs; see :mod:`demixer.service.worker.runner`) and claims the next, until the worker is
+stopped.
 
-Every status change goes through :class:`~demixer.service.queue.Queue`. A long model call runs
+Every status change goes through :class:`~demixer.service.jobs.queue.Queue`. A long model call runs
 in another process, so it can never starve the heartbeat, and killing it gives its memory back.
 """
 
@@ -21,15 +22,20 @@ import threading
 import time
 import uuid
 from collections.abc import Collection
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from demixer.service.child import ChildOptions
+from sqlalchemy import select
+
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
-from demixer.service.runner import Runner
-from demixer.service.wakeup import JobListener
-from demixer.service.workers import Presence, resolve_device, runnable_models
+from demixer.service.jobs.queue import IN_PROGRESS
+from demixer.service.jobs.wakeup import JobListener
+from demixer.service.schema import Job
+from demixer.service.worker.child import ChildOptions
+from demixer.service.worker.registry import Presence, resolve_device, runnable_models
+from demixer.service.worker.runner import Runner, scratch_attempt
 
 __all__ = ["Worker"]
 
@@ -108,7 +114,7 @@ class Worker:
 
     The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
     While it runs, the worker advertises its device and models in the ``workers`` table
-    (:mod:`demixer.service.workers`).
+    (:mod:`demixer.service.worker.registry`).
 
     Children are started with ``spawn``, which imports the parent's ``__main__`` module again
     in each child: a script that runs a Worker must do so under ``if __name__ == "__main__":``
@@ -175,7 +181,7 @@ class Worker:
         if stop is not None:
             self._stop = stop
         stop = self._stop
-        self._sweep_work_dir()
+        self.sweep_work_dir()
         previous: dict[int, Any] = {}
         if own_signals:  # a caller that passes ``stop`` handles signals itself
 
@@ -201,12 +207,17 @@ class Worker:
             listener.start()
         for thread in threads:
             thread.start()
+        sweep_every = max(1.0, self.services.settings.lease_seconds)
+        next_sweep = time.monotonic() + sweep_every
         try:
             while any(t.is_alive() for t in threads):
                 if stop.is_set():  # idle slots wait on the queue's wakeups, not on ``stop``
                     self.services.queue.wake()
                 for thread in threads:
                     thread.join(0.5)  # short joins: the main thread must run signal handlers
+                if time.monotonic() >= next_sweep and not stop.is_set():
+                    next_sweep = time.monotonic() + sweep_every
+                    self.sweep_work_dir()
         finally:
             stop.set()
             for thread in threads:
@@ -217,16 +228,47 @@ class Worker:
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
-    def _sweep_work_dir(self) -> None:
-        """Remove scratch directories left by killed workers (older than any job can be)."""
+    def sweep_work_dir(self) -> int:
+        """Remove the scratch directories of attempts that are over: those of a killed worker
+        (``.part`` stems, a fetched input) whose job completed, failed or moved on to another
+        attempt elsewhere. Runs when the worker starts and every lease while it works; returns
+        how many it removed. An attempt still running (here, or in another worker sharing the
+        data directory) keeps its directory: its job is IN_PROGRESS at that attempt."""
         settings = self.services.settings
         work = settings.data_dir / "work"
         if not work.is_dir():
-            return
-        cutoff = time.time() - settings.job_timeout_seconds - 2 * settings.lease_seconds - 60
+            return 0
+        found: dict[str, list[tuple[int, Path]]] = {}
+        legacy_cutoff = time.time() - settings.job_timeout_seconds - 2 * settings.lease_seconds
+        removed = 0
         for entry in work.iterdir():
-            try:
-                if entry.is_dir() and entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry, ignore_errors=True)
-            except OSError:
+            named = scratch_attempt(entry.name)
+            if named is None:  # not named by attempt: remove once older than any job
+                try:
+                    if entry.is_dir() and entry.stat().st_mtime < legacy_cutoff:
+                        shutil.rmtree(entry, ignore_errors=True)
+                        removed += 1
+                except OSError:
+                    continue
                 continue
+            found.setdefault(named[0], []).append((named[1], entry))
+        if not found:
+            return removed
+        try:
+            with self.services.db.read() as s:
+                rows = s.execute(
+                    select(Job.id, Job.status, Job.attempts).where(Job.id.in_(list(found)))
+                ).all()
+        except Exception as exc:  # an outage: sweep next time
+            log.warning("sweeping %s failed: %s", work, type(exc).__name__)
+            return removed
+        live = {(r.id, r.attempts) for r in rows if r.status == IN_PROGRESS}
+        for job_id, entries in found.items():
+            for attempt, entry in entries:
+                if (job_id, attempt) in live:
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        if removed:
+            log.info("removed %d scratch directories of finished attempts", removed)
+        return removed

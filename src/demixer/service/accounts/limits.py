@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from demixer.errors import RateLimited, TooManyConcurrentJobs
 from demixer.service.db import Database
-from demixer.service.queue import IN_PROGRESS, IN_QUEUE
+from demixer.service.jobs.queue import IN_PROGRESS, IN_QUEUE
 from demixer.service.schema import Job, RateCounter
 
 __all__ = [

@@ -14,13 +14,15 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, event, func, or_, select, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from demixer.errors import DemixerError
-from demixer.service.db import Database
+from demixer.service.db import Database, rows_changed
+from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job, JobLog
 
 __all__ = [
@@ -33,24 +35,36 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "Claim",
     "JobConflict",
+    "JobState",
     "LeaseLost",
     "Queue",
 ]
 
-IN_QUEUE = "IN_QUEUE"
-IN_PROGRESS = "IN_PROGRESS"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
+
+class JobState(StrEnum):
+    """Where a job stands (the ``jobs.status`` column), as the API shows it.
+
+    IN_QUEUE -> IN_PROGRESS -> COMPLETED | FAILED | CANCELLED, and IN_PROGRESS -> IN_QUEUE
+    again when an attempt fails retryably or its lease expires; IN_QUEUE -> COMPLETED for a
+    request answered from the result cache, IN_QUEUE -> CANCELLED for a cancel while queued.
+    """
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+IN_QUEUE = JobState.IN_QUEUE
+IN_PROGRESS = JobState.IN_PROGRESS
+COMPLETED = JobState.COMPLETED
+FAILED = JobState.FAILED
+CANCELLED = JobState.CANCELLED
 FINAL = (COMPLETED, FAILED, CANCELLED)
 #: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
-#: processes listen on it (``service/wakeup.py``).
+#: processes listen on it (``service/jobs/wakeup.py``).
 NOTIFY_CHANNEL = "demixer_jobs"
-
-
-def _rows(result: Any) -> int:
-    """Rows an UPDATE matched (``Session.execute`` is typed as returning a plain Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class LeaseLost(Exception):
@@ -71,7 +85,9 @@ class Claim:
         id: the job id.
         attempt: 1 for the first attempt, 2 after one retry or lost lease, ...
         engine_model: the registered model to run.
-        params: the job's parameters (input, stems, format, names).
+        params: the job's ``params`` row, as stored: read it with
+            :meth:`~demixer.service.jobs.contract.JobParams.from_row` (a row that breaks the
+            contract must fail the attempt, not the claim).
         account_id: the owner (for output keys and usage).
     """
 
@@ -152,7 +168,7 @@ class Queue:
         account_id: str,
         queue_model: str,
         engine_model: str,
-        params: dict[str, Any],
+        params: JobParams,
         priority: int = 0,
         max_attempts: int = 3,
         key_id: str | None = None,
@@ -161,7 +177,7 @@ class Queue:
         """Add a queued job inside the caller's write transaction.
 
         ``key_id`` is the submitting API key (usage and limits are per key); ``fingerprint``
-        the result-cache key (``service/cache.py``), None when the request is not cacheable.
+        the result-cache key (``service/jobs/cache.py``), None when the request is not cacheable.
         """
         now = self.db.clock()
         job = Job(
@@ -169,7 +185,7 @@ class Queue:
             account_id=account_id,
             queue_model=queue_model,
             engine_model=engine_model,
-            params=params,
+            params=params.to_row(),
             status=IN_QUEUE,
             priority=priority,
             max_attempts=max_attempts,
@@ -215,7 +231,7 @@ class Queue:
                 updated_at=now,
             )
         )
-        if _rows(done) != 1:
+        if rows_changed(done) != 1:
             raise JobConflict(f"job {job_id} is no longer queued; it cannot reuse {source.id}")
         self.log(
             session,
@@ -255,7 +271,7 @@ class Queue:
                 .where(Job.id == job_id, Job.status == IN_QUEUE)
                 .values(status=CANCELLED, finished_at=now, updated_at=now)
             )
-            if _rows(done) == 1:
+            if rows_changed(done) == 1:
                 self.log(s, job_id, "cancelled while queued")
                 self._finalised(s, job_id)
                 return CANCELLED
@@ -264,7 +280,7 @@ class Queue:
                 .where(Job.id == job_id, Job.status == IN_PROGRESS)
                 .values(cancel_requested=True, updated_at=now)
             )
-            if _rows(flagged) == 1:
+            if rows_changed(flagged) == 1:
                 self.log(s, job_id, "cancel requested; stopping the running attempt")
                 return IN_PROGRESS
             status = s.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
@@ -307,7 +323,7 @@ class Queue:
                     updated_at=now,
                 )
             )
-            if _rows(taken) != 1:
+            if rows_changed(taken) != 1:
                 return None
             job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
             self.log(s, job_id, f"attempt {job.attempts} started on {worker_id}")
@@ -332,7 +348,7 @@ class Queue:
                 .where(Job.id == job_id, expired)
                 .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
             )
-            if _rows(settled) != 1:
+            if rows_changed(settled) != 1:
                 continue
             self.log(s, job_id, "cancelled (its worker stopped responding)")
             self._finalised(s, job_id)
@@ -358,7 +374,7 @@ class Queue:
                     updated_at=now,
                 )
             )
-            if _rows(settled) != 1:
+            if rows_changed(settled) != 1:
                 continue
             self.log(s, job_id, "failed: WORKER_LOST")
             self._finalised(s, job_id)
@@ -369,7 +385,7 @@ class Queue:
             .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == IN_PROGRESS)
             .values(updated_at=self.db.clock(), **values)
         )
-        if _rows(result) != 1:
+        if rows_changed(result) != 1:
             raise LeaseLost(f"worker {worker_id} no longer holds job {job_id}")
 
     def heartbeat(

@@ -3,7 +3,7 @@
 Each worker slot (see :mod:`demixer.service.worker`) owns one long-lived child started with
 the ``spawn`` method. The child keeps loaded :class:`~demixer.engine.Separator` objects between
 jobs, so a model is loaded once, not per job. It never touches the database or storage: the
-parent (:mod:`demixer.service.runner`) downloads the input, sends a :class:`ChildJob` through
+parent (:mod:`demixer.service.worker.runner`) downloads the input, sends a :class:`ChildJob` through
 its :class:`Child` handle, and stores the files the child wrote.
 
 Messages, child -> parent:
@@ -24,25 +24,33 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from demixer.audio import AudioReader, OutputFormat, StemSetWriter
+import numpy as np
+
+from demixer.audio import OutputFormat, probe
 from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
 from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
-from demixer.errors import DemixerError, InvalidRequest, ModelFailed, ModelUnavailable
-from demixer.service.spans import apply_spans_to_files, parse_spans
+from demixer.errors import (
+    DemixerError,
+    DurationLimit,
+    InvalidAudio,
+    ModelFailed,
+    ModelUnavailable,
+    StorageFull,
+)
+from demixer.service.jobs.contract import JobParams
 
 __all__ = [
     "PROGRESS_INTERVAL",
@@ -53,6 +61,7 @@ __all__ = [
     "ChildOptions",
     "ChildOutput",
     "ChildResult",
+    "check_input",
     "child_main",
     "classify_error",
     "run_job",
@@ -63,9 +72,10 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress messages
 # engine's stages (separator.STAGES), then the parent stores the outputs.
 STAGES = ("loading_model", *SEPARATOR_STAGES, "storing")
 CACHED_MODELS = 2  # separators kept loaded per child (least recently used dropped first)
-_FLOAT_WAV = OutputFormat("wav", "32f")
-_TRANSCODE_BLOCK = 1 << 16  # frames per block when writing the extra formats
 _PR_SET_PDEATHSIG = 1
+# The job contract's preprocessing steps (service/jobs/contract.PREPROCESS_STEPS), as block
+# stream transforms.
+_PREPROCESSORS: dict[str, PreprocessFn] = {"denoise": denoise_blocks}
 
 
 @dataclass(frozen=True)
@@ -96,16 +106,10 @@ class ChildJob:
         engine_model: registered model id.
         input_path: local file to separate.
         out_dir: empty directory to write the outputs into.
-        stems: engine stem names to produce (None: all of the model's).
-        output_format: ``wav``, ``flac`` or ``mp3``.
-        bit_depth: ``16``, ``24``, ``32f`` or None (the format's default).
-        names: engine output name -> API output name (``target``/``residual`` for spans).
-        spans: the raw ``spans`` of the request (None: no spans).
-        extra_formats: more formats (``mp3``, ``wav``, ``flac``; default bit depth) to write
-            every output in too, transcoded from the primary file.
-        preprocess: steps applied to the input before separation (``"denoise"``: see
-            :mod:`demixer.audio.denoise`); stems + residual then add up to the processed input.
-        quality: the quality level (``fast``, ``balanced``, ``best``) the model runs at.
+        params: the job contract (stems, formats, names, spans, preprocessing, downmix,
+            quality level).
+        max_seconds: the most audio decoded (the server's duration limit, held on the samples
+            themselves: ``DURATION_LIMIT`` past it whatever the file declares).
     """
 
     job_id: str
@@ -113,22 +117,22 @@ class ChildJob:
     engine_model: str
     input_path: str
     out_dir: str
-    stems: list[str] | None
-    output_format: str
-    bit_depth: str | None
-    names: dict[str, str]
-    spans: list[dict[str, Any]] | None = None
-    extra_formats: tuple[str, ...] = ()
-    preprocess: tuple[str, ...] = ()
-    quality: str = "fast"
+    params: JobParams
+    max_seconds: float | None = None
 
 
 def _preprocessor(steps: tuple[str, ...]) -> PreprocessFn | None:
     """The block-stream transform for a job's ``preprocess`` steps (None: none)."""
-    for step in steps:
-        if step != "denoise":
-            raise InvalidRequest(f"unknown preprocessing step {step!r}; known: denoise")
-    return denoise_blocks if steps else None
+    if not steps:
+        return None
+    chosen = [_PREPROCESSORS[step] for step in steps]
+
+    def run(blocks: Iterable[np.ndarray], rate: int) -> Iterable[np.ndarray]:
+        for step in chosen:
+            blocks = step(blocks, rate)
+        return blocks
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -173,12 +177,14 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
     if isinstance(exc, ModelUnavailable):
         # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
         return ModelUnavailable.code, exc.message, False
-    if isinstance(exc, ModelFailed):
+    if isinstance(exc, ModelFailed | StorageFull):  # StorageFull: retried once there is room
         return exc.code, exc.message, True
     if isinstance(exc, DemixerError):
         return exc.code, exc.message, False
     if isinstance(exc, MemoryError):
         return ModelFailed.code, "the separation ran out of memory", True
+    if StorageFull.caused(exc):
+        return StorageFull.code, StorageFull.default_message, True
     return ModelFailed.code, f"the separation failed: {type(exc).__name__}: {exc}", True
 
 
@@ -253,6 +259,25 @@ def _stage_sender(conn: Connection) -> Callable[[str], None]:
     return send
 
 
+def check_input(job: ChildJob) -> None:
+    """The checks an upload gets (:func:`demixer.audio.probe`: headers, truncation, packets
+    counted up to the limit), made before a model is loaded: an ``audio_url`` input gets the
+    answer the same file gets at upload, and a refused one costs no model load. Decoding
+    still stops at ``job.max_seconds`` whatever the packets said."""
+    info = probe(job.input_path, max_seconds=job.max_seconds)
+    name = f"'{Path(job.input_path).name}'"
+    if job.max_seconds is not None and (info.duration or 0.0) > job.max_seconds:
+        raise DurationLimit(
+            f"{name} is longer than this server's limit of {job.max_seconds:g} s "
+            f"({info.duration:.1f} s or more); send a shorter file"
+        )
+    if info.channels > 2 and not job.params.downmix:
+        raise InvalidAudio(
+            f"{name} has {info.channels} channels; demixer separates mono or stereo: set "
+            "input.downmix to true to fold it to stereo first"
+        )
+
+
 def _separator(
     model: str,
     options: ChildOptions,
@@ -280,91 +305,50 @@ def run_job(
 ) -> ChildResult:
     """Separate ``job.input_path`` into ``job.out_dir`` (one ``{engine name}.{ext}`` each).
 
-    Multichannel input is downmixed to stereo: a service cannot ask the user what to do.
-    Without spans, the engine writes the final format directly. With spans, it writes float
-    WAV into a scratch directory first (nothing is clipped or lost there), then
-    :func:`~demixer.service.spans.apply_spans_to_files` streams those files block by block through
-    :func:`~demixer.service.spans.apply_spans` into the final format. Both paths keep memory
-    bounded whatever the input's length.
+    One streaming pass of the engine: decode, preprocess, separate, apply the spans, and write
+    the primary format and every extra format at once (memory bounded whatever the input's
+    length; no intermediate files). Multichannel input is downmixed to stereo only when the
+    request asked for it (``params.downmix``), as the CLI does with ``--downmix``. At most
+    ``job.max_seconds`` of audio is decoded.
     """
     started = time.perf_counter()
-    fmt = OutputFormat.parse(job.output_format, job.bit_depth)
-    spans = parse_spans(job.spans)
+    params = job.params
     stage = stage or (lambda _: None)
+    check_input(job)
     separator = _separator(job.engine_model, options, separators, stage)
-    preprocess = _preprocessor(tuple(job.preprocess))
-    out_dir = Path(job.out_dir)
-    if not spans:
-        result = separator.separate_file(
-            job.input_path,
-            out_dir,
-            job.stems,
-            fmt=fmt,
-            template="{stem}.{ext}",
-            downmix=True,
-            quality=job.quality,
-            on_progress=progress,
-            on_stage=stage,
-            preprocess=preprocess,
-        )
-        paths, report = result.paths, result.report
-    else:
-        scratch = out_dir / ".float"
-        result = separator.separate_file(
-            job.input_path,
-            scratch,
-            job.stems,
-            fmt=_FLOAT_WAV,
-            template="{stem}.{ext}",
-            downmix=True,
-            quality=job.quality,
-            on_progress=lambda f: progress(0.9 * f),
-            on_stage=stage,
-            preprocess=preprocess,
-        )
-        paths = {name: out_dir / f"{name}.{fmt.extension}" for name in result.paths}
-        try:
-            report = apply_spans_to_files(
-                result.paths, paths, job.names, spans, result.sample_rate, result.channels, fmt
-            )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        progress(1.0)
-    rate = mp3_rate(result.sample_rate) if fmt.format == "mp3" else result.sample_rate
-    extras = {
-        name: _transcode(Path(p), fmt, job.extra_formats)
-        for name, p in paths.items()
-        if job.extra_formats
-    }
+    result = separator.separate_file(
+        job.input_path,
+        Path(job.out_dir),
+        params.stems,
+        fmt=params.format,
+        template="{stem}.{ext}",
+        downmix=params.downmix,
+        quality=params.quality,
+        on_progress=progress,
+        on_stage=stage,
+        preprocess=_preprocessor(params.preprocess),
+        max_seconds=job.max_seconds,
+        spans=params.spans or (),
+        span_output=params.engine_name("target") if params.spans else None,
+        extra_formats=[OutputFormat.parse(f, None) for f in params.extra_formats],
+    )
+
+    def output(path: Path) -> ChildOutput:
+        rate = mp3_rate(result.sample_rate) if path.suffix == ".mp3" else result.sample_rate
+        return ChildOutput(str(path), rate, result.channels)
+
     return ChildResult(
-        outputs={name: ChildOutput(str(p), rate, result.channels) for name, p in paths.items()},
+        outputs={name: output(p) for name, p in result.paths.items()},
         duration=result.duration,
         sample_rate=result.sample_rate,
         channels=result.channels,
-        clipped=dict(report.clipped),
+        clipped=dict(result.report.clipped),
         seconds=time.perf_counter() - started,
-        extras=extras,
+        extras={
+            name: {ext: output(p) for ext, p in by_ext.items()}
+            for name, by_ext in result.extras.items()
+        },
     )
-
-
-def _transcode(
-    path: Path, primary: OutputFormat, formats: tuple[str, ...]
-) -> dict[str, ChildOutput]:
-    """``path`` written again in each of ``formats`` (beside it), streamed block by block."""
-    written: dict[str, ChildOutput] = {}
-    for name in formats:
-        fmt = OutputFormat.parse(name, None)
-        if fmt.format == primary.format or fmt.extension in written:
-            continue
-        target = path.with_suffix(fmt.suffix)
-        with AudioReader(path) as reader:
-            rate, channels = reader.sample_rate, reader.channels
-            with StemSetWriter({"out": target}, rate, channels, fmt) as writer:
-                for block in reader.blocks(_TRANSCODE_BLOCK):
-                    writer.write({"out": block})
-        out_rate = mp3_rate(rate) if fmt.format == "mp3" else rate
-        written[fmt.extension] = ChildOutput(str(target), out_rate, channels)
-    return written
 
 
 # --- the parent's end ------------------------------------------------------------------------

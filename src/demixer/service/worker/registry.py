@@ -20,9 +20,8 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from demixer import __version__
@@ -30,7 +29,7 @@ from demixer.engine.device import resolve_device
 from demixer.errors import ModelUnavailable
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs
-from demixer.service.db import Database, is_unavailable
+from demixer.service.db import Database, is_unavailable, rows_changed
 from demixer.service.schema import WorkerRecord
 from demixer.settings import Settings
 
@@ -192,10 +191,6 @@ def advertised_models(session: Session, now: datetime) -> set[str]:
     return {model for models in rows for model in models}
 
 
-def _rows(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
 class Presence:
     """One worker process's row: registered, refreshed from one thread, marked stopped.
 
@@ -238,7 +233,7 @@ class Presence:
                     .where(WorkerRecord.id == self.worker_id)
                     .values(last_seen_at=now, stopped_at=None)
                 )
-                if _rows(refreshed) == 1:
+                if rows_changed(refreshed) == 1:
                     return
             s.execute(delete(WorkerRecord).where(WorkerRecord.last_seen_at < now - FORGET_AFTER))
             s.merge(

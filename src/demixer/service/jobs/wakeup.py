@@ -1,10 +1,10 @@
 """Cross-process wakeups on PostgreSQL: ``LISTEN`` for queued jobs, wake the idle slots.
 
-:meth:`~demixer.service.queue.Queue.submit` (and a retry's requeue) sends ``NOTIFY
+:meth:`~demixer.service.jobs.queue.Queue.submit` (and a retry's requeue) sends ``NOTIFY
 demixer_jobs`` in the transaction that queues the job; PostgreSQL delivers it at commit, to
 every listening session. Each worker process runs one :class:`JobListener`: a daemon thread
 with its own autocommit connection (outside the pool: it is held open and idle for hours) that
-listens and bumps the queue's wakeup generation (:meth:`~demixer.service.queue.Queue.wake`), so
+listens and bumps the queue's wakeup generation (:meth:`~demixer.service.jobs.queue.Queue.wake`), so
 an idle slot claims a job within milliseconds instead of at its next poll.
 
 Polling every ``poll_seconds`` stays: a notification is a hint, never the only way a job is
@@ -23,7 +23,7 @@ import time
 import psycopg
 from sqlalchemy.engine import make_url
 
-from demixer.service.queue import NOTIFY_CHANNEL, Queue
+from demixer.service.jobs.queue import NOTIFY_CHANNEL, Queue
 
 __all__ = ["APP_NAME", "JobListener", "libpq_conninfo"]
 
@@ -39,7 +39,7 @@ def libpq_conninfo(url: str) -> str:
 
 
 class JobListener:
-    """Listens on :data:`~demixer.service.queue.NOTIFY_CHANNEL` and wakes ``queue``'s slots.
+    """Listens on :data:`~demixer.service.jobs.queue.NOTIFY_CHANNEL` and wakes ``queue``'s slots.
 
     Args:
         queue: the queue whose idle slots to wake (its database must be PostgreSQL).

@@ -1,0 +1,151 @@
+"""Request bodies: a size limit on every route, counted while the bytes arrive, and JSON parsing
+that never crashes.
+
+:class:`BodyLimitMiddleware` counts each request's body as it is received. The upload routes
+(:data:`UPLOAD_ROUTES`: signed PUTs, multipart forms) may send ``max_upload_bytes`` plus a
+form's overhead, and count the file itself exactly where they store it; every other route may
+send ``max_json_body_bytes`` (a JSON request is a few hundred bytes). A body over its limit is
+refused at once when its ``Content-Length`` says so, else as soon as the counted bytes pass the
+limit: the request is answered 413 in its protocol's envelope (``REQUEST_TOO_LARGE``, or
+``FILE_TOO_LARGE`` on upload routes) and nothing more is read or parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from demixer.api.errors import Envelope, render_error
+from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge
+
+__all__ = ["FORM_OVERHEAD", "UPLOAD_ROUTES", "BodyLimitMiddleware", "UploadRoute", "parse_json"]
+
+FORM_OVERHEAD = 1 << 20  # bytes of multipart headers, boundaries and small fields beside a file
+
+
+@dataclass(frozen=True)
+class UploadRoute:
+    """A route whose body is an upload: ``method`` on a path matching ``path`` (a regular
+    expression), with a body of ``content_type`` (None: any)."""
+
+    method: str
+    path: str
+    content_type: str | None = None
+
+    def matches(self, scope: Scope) -> bool:
+        if scope.get("method") != self.method or not re.fullmatch(self.path, scope["path"]):
+            return False
+        if self.content_type is None:
+            return True
+        return _content_type(scope) == self.content_type
+
+
+UPLOAD_ROUTES = (
+    UploadRoute("PUT", r"/v1/blobs/.+"),
+    UploadRoute("POST", r"/v1/files/?", "multipart/form-data"),
+    UploadRoute("PUT", r"/developers/api/v1/files/upload-multipart/part/.+"),
+    UploadRoute("POST", r"/api/public/v1/Extraction/?"),
+)
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return str(value.decode("latin-1")).split(";", 1)[0].strip().lower()
+    return ""
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isdigit() else None
+    return None
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON; anything that is not (bad syntax, bad UTF-8, nesting too deep
+    for the parser) is an ``InvalidRequest``, never a crash."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidRequest(
+            "the request body is not valid JSON (or is nested too deeply)"
+        ) from None
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over their route's limit (see the module docstring).
+
+    Args:
+        app: the application.
+        json_limit: bytes any non-upload route may receive.
+        upload_limit: bytes an upload route may receive (its file limit plus form overhead).
+        envelopes: vendor path prefix -> its error envelope (the 413 is answered in it).
+        uploads: the upload routes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        json_limit: int,
+        upload_limit: int,
+        envelopes: Mapping[str, Envelope] | None = None,
+        uploads: tuple[UploadRoute, ...] = UPLOAD_ROUTES,
+    ) -> None:
+        self.app = app
+        self.json_limit = json_limit
+        self.upload_limit = upload_limit
+        self.envelopes = dict(envelopes or {})
+        self.uploads = uploads
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if any(route.matches(scope) for route in self.uploads):
+            limit = self.upload_limit
+            error: FileTooLarge = FileTooLarge(
+                f"the upload is over this server's limit of {limit} bytes"
+            )
+        else:
+            limit = self.json_limit
+            error = RequestTooLarge(f"a request body here is at most {limit} bytes")
+        length = _content_length(scope)
+        if length is not None and length > limit:
+            await render_error(self.envelopes, scope, error)(scope, receive, send)
+            return
+        received = 0
+        exceeded = started = False
+
+        async def counted() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise error
+            return message
+
+        async def unless_exceeded(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # the app's answer to the cut body: the 413 below replaces it
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, unless_exceeded)
+        except Exception:
+            if not exceeded or started:
+                raise
+        if exceeded and not started:
+            await render_error(self.envelopes, scope, error)(scope, receive, send)

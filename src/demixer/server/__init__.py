@@ -1,0 +1,1 @@
+"""The composition root: the API, the vendor routers and the delivery builders put together."""

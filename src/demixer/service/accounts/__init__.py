@@ -1,0 +1,1 @@
+"""Who may do what, and how much: API keys, per-key limits and usage."""

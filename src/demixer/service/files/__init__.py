@@ -1,0 +1,1 @@
+"""Uploaded inputs: the owner of a file's states (``lifecycle``)."""

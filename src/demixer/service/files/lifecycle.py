@@ -1,0 +1,201 @@
+"""The one owner of an uploaded file's status: every row is created and changed here.
+
+A file (an upload, the input of jobs) goes::
+
+    pending --bytes probed as audio--> uploaded
+    pending --bytes not audio, or too large--> failed --new bytes--> uploaded | failed
+    pending | uploaded | failed --the owner deletes it--> deleted        (answers 404)
+    pending | uploaded | failed --past expires_at, swept--> expired     (answers 410)
+
+``deleted`` and ``expired`` hold no bytes any more. A file is *expired* for every reader as
+soon as ``expires_at`` passes (compared with the database clock), whether or not the sweeper
+(:mod:`demixer.service.retention.sweeper`) has marked the row yet. The API shows the states a
+caller can see (:data:`VISIBLE`); ``FileStatus`` in ``demixer.api.schemas`` is that list.
+
+Each transition is a conditional UPDATE that names the states it leaves; one that matches no
+row raises :class:`FileConflict` (or returns False where a race is expected, for the sweeper),
+as :mod:`demixer.service.jobs.queue` does for jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from demixer.audio import AudioInfo
+from demixer.errors import AlreadyUploaded
+from demixer.service.accounts.keys import new_id
+from demixer.service.db import rows_changed
+from demixer.service.schema import File
+
+__all__ = [
+    "GONE",
+    "RECEIVING",
+    "VISIBLE",
+    "FileConflict",
+    "FileState",
+    "input_key",
+    "mark_deleted",
+    "mark_expired",
+    "mark_failed",
+    "mark_uploaded",
+    "new_file",
+]
+
+PURPOSE = "audio.separate.input"
+
+
+class FileState(StrEnum):
+    """Where a file stands (the ``files.status`` column)."""
+
+    PENDING = "pending"
+    UPLOADED = "uploaded"
+    FAILED = "failed"
+    DELETED = "deleted"
+    EXPIRED = "expired"
+
+
+#: States in which bytes may (still) arrive.
+RECEIVING = (FileState.PENDING, FileState.FAILED)
+#: States with no bytes left.
+GONE = (FileState.DELETED, FileState.EXPIRED)
+#: What the API shows (a deleted file answers 404, an expired one 410).
+VISIBLE = (FileState.PENDING, FileState.UPLOADED, FileState.FAILED)
+
+
+class FileConflict(AlreadyUploaded):
+    """The file is not in a state that allows the transition (it changed meanwhile)."""
+
+
+def input_key(file_id: str) -> str:
+    """The storage key of a file's bytes."""
+    return f"inputs/{file_id}"
+
+
+def new_file(
+    session: Session,
+    *,
+    account_id: str,
+    file_name: str,
+    content_type: str,
+    file_size: int | None,
+    now: datetime,
+    retention: timedelta,
+    refused: tuple[str, str] | None = None,
+    file_id: str | None = None,
+) -> File:
+    """Add a file row (``pending``; ``failed`` with ``refused = (code, message)``) inside the
+    caller's write transaction; it expires ``retention`` after ``now``. ``file_id``: one the
+    caller made already (to store the bytes before the row exists)."""
+    file_id = file_id or new_id("file")
+    row = File(
+        id=file_id,
+        account_id=account_id,
+        file_name=file_name,
+        content_type=content_type,
+        file_size=file_size,
+        purpose=PURPOSE,
+        status=FileState.FAILED if refused else FileState.PENDING,
+        error_code=refused[0] if refused else None,
+        error_message=refused[1] if refused else None,
+        storage_key=input_key(file_id),
+        created_at=now,
+        expires_at=now + retention,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def mark_uploaded(
+    session: Session,
+    file_id: str,
+    *,
+    size: int,
+    sha256: str | None,
+    info: AudioInfo,
+    now: datetime,
+) -> File:
+    """``pending``/``failed`` -> ``uploaded``: its bytes were probed as audio.
+
+    Raises:
+        FileConflict: the file was deleted, or uploaded by a racing request, meanwhile.
+    """
+    done = session.execute(
+        update(File)
+        .where(File.id == file_id, File.status.in_(RECEIVING))
+        .values(
+            status=FileState.UPLOADED,
+            uploaded_at=now,
+            bytes_stored=size,
+            sha256=sha256,
+            duration=info.duration,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            error_code=None,
+            error_message=None,
+        )
+    )
+    if rows_changed(done) != 1:
+        raise FileConflict(f"file {file_id!r} changed while its bytes arrived")
+    return session.execute(select(File).where(File.id == file_id)).scalar_one()
+
+
+def mark_failed(
+    session: Session, file_id: str, *, code: str, message: str, size: int, sha256: str | None
+) -> bool:
+    """``pending``/``failed`` -> ``failed``: its bytes are not usable audio (they are deleted).
+
+    Returns False when the file left those states meanwhile (the caller's error stands).
+    """
+    done = session.execute(
+        update(File)
+        .where(File.id == file_id, File.status.in_(RECEIVING))
+        .values(
+            status=FileState.FAILED,
+            error_code=code,
+            error_message=message,
+            bytes_stored=size,
+            sha256=sha256,
+            duration=None,
+            sample_rate=None,
+            channels=None,
+        )
+    )
+    return rows_changed(done) == 1
+
+
+def mark_deleted(session: Session, file_id: str) -> None:
+    """Any live state -> ``deleted`` (its bytes are being deleted).
+
+    Raises:
+        FileConflict: the file is already deleted or expired.
+    """
+    done = session.execute(
+        update(File)
+        .where(File.id == file_id, File.status.not_in(GONE))
+        .values(status=FileState.DELETED)
+    )
+    if rows_changed(done) != 1:
+        raise FileConflict(f"file {file_id!r} is already gone")
+
+
+def mark_expired(session: Session, file_id: str, now: datetime) -> bool:
+    """A live file past ``expires_at`` -> ``expired`` (the sweeper deleted its bytes).
+
+    Returns False when it no longer qualifies (another sweeper, or the owner, was first).
+    """
+    done = session.execute(
+        update(File)
+        .where(
+            File.id == file_id,
+            File.expires_at.is_not(None),
+            File.expires_at < now,
+            File.status.not_in(GONE),
+        )
+        .values(status=FileState.EXPIRED)
+    )
+    return rows_changed(done) == 1

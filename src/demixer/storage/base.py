@@ -1,0 +1,157 @@
+"""What the service needs from a blob store: the interface, its one error, and key helpers.
+
+Keys look like ``inputs/{file_id}`` and ``outputs/{job_id}/attempt-{n}/{stem}.{ext}``. The
+implementations are the local directory (:mod:`demixer.storage.local`, the embedded default)
+and S3-compatible stores (:mod:`demixer.storage.s3`), chosen by ``DEMIXER_STORAGE_URL``
+(:func:`demixer.storage.open_storage`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+from urllib.parse import quote
+
+from demixer.errors import DemixerError
+
+__all__ = [
+    "BlobNotFound",
+    "MultipartStorage",
+    "Storage",
+    "content_disposition",
+    "safe_key",
+    "staging_key",
+]
+
+
+class BlobNotFound(DemixerError):
+    """No blob under that key (deleted, expired or never written)."""
+
+    code = "NOT_FOUND"
+
+
+def staging_key(file_id: str) -> str:
+    """Where a file's bytes land when a client PUTs them straight into the store (S3); they are
+    moved to the file's own key when it is completed, out of reach of the still-valid PUT URL,
+    so the bytes that were checked and probed are the bytes every job reads."""
+    return f"staging/{file_id}"
+
+
+class Storage(Protocol):
+    """What the service needs from a blob store.
+
+    ``direct``: clients reach the store themselves (``presign_get``/``presign_put`` give URLs),
+    at ``public_origin`` (``scheme://host[:port]``; None when not direct).
+    """
+
+    direct: bool
+    public_origin: str | None
+
+    def put(self, key: str, source: BinaryIO, *, max_bytes: int | None = None) -> tuple[int, str]:
+        """Stream ``source`` into ``key``; returns (bytes, sha256 hex). Atomic: all or nothing.
+
+        Raises ``ValueError`` when more than ``max_bytes`` arrive (nothing is stored).
+        """
+        ...
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Store a local file under ``key``; returns its size."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Read a blob (raises BlobNotFound)."""
+        ...
+
+    def size(self, key: str) -> int:
+        """Size in bytes (raises BlobNotFound)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a blob."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob whose key starts with ``prefix``; returns how many."""
+        ...
+
+    def sweep_partials(self) -> int:
+        """Delete what writes left behind when their process was killed midway (a process
+        starting on the store calls it); returns how many."""
+        ...
+
+    def ping(self) -> None:
+        """Check that the store can be used now (a readiness probe: cheap, no blob written).
+
+        Raises :class:`~demixer.errors.StorageUnavailable` saying what is wrong, without
+        naming paths or buckets (the message is shown to unauthenticated callers).
+        """
+        ...
+
+    def local_path(self, key: str) -> contextlib.AbstractContextManager[Path]:
+        """A local file with the blob's bytes for the duration of the context."""
+        ...
+
+    def copy(self, src_key: str, dst_key: str) -> int:
+        """Copy a blob to another key (raises BlobNotFound); returns its size."""
+        ...
+
+    def presign_get(
+        self, key: str, ttl_seconds: int, *, content_type: str, file_name: str
+    ) -> str | None:
+        """A URL that GETs the blob straight from the store for ``ttl_seconds``, answering
+        ``content_type`` and an attachment named ``file_name``; None: the store has none."""
+        ...
+
+    def presign_put(
+        self, key: str, ttl_seconds: int, *, content_type: str, content_length: int | None = None
+    ) -> str | None:
+        """A URL that PUTs a blob (sent with ``Content-Type: content_type`` and, when given,
+        exactly ``content_length`` bytes: the store refuses any other size) straight into the
+        store for ``ttl_seconds``; None: the store has none (the API receives the bytes)."""
+        ...
+
+
+@runtime_checkable
+class MultipartStorage(Protocol):
+    """A store that assembles a blob from parts the clients PUT to it directly (S3)."""
+
+    #: the smallest part but the last one, in bytes
+    min_part_bytes: int
+
+    def create_multipart(self, key: str, content_type: str) -> str:
+        """Begin a multipart upload to ``key``; returns its upload id."""
+        ...
+
+    def presign_part(self, key: str, upload_id: str, number: int, ttl_seconds: int) -> str:
+        """A URL to PUT part ``number`` (from 1); the store answers the part's ``ETag``."""
+        ...
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:
+        """Assemble ``(number, etag)`` parts (in number order) into ``key``; returns its size.
+
+        Raises ``ValueError`` when an ETag does not match its part or a part is missing or too
+        small, BlobNotFound when no such upload is open.
+        """
+        ...
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished multipart upload and its parts."""
+        ...
+
+
+def content_disposition(file_name: str) -> str:
+    """``attachment`` with ``file_name`` (an ASCII fallback and the RFC 5987 UTF-8 form)."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in file_name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+def safe_key(key: str) -> str:
+    """``key`` when it is a relative path without empty, ``.`` or ``..`` parts; a store
+    refuses any other (``ValueError``)."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"bad storage key {key!r}")
+    return key

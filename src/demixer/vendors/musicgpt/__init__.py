@@ -1,0 +1,1 @@
+"""MusicGPT-style stem extraction (see ``routes``)."""

@@ -1,0 +1,321 @@
+"""MusicGPT-style stem extraction at ``/api/public`` (see shared/docs/vendor-apis.md §2).
+
+A thin translation onto the native path: ``POST /v1/Extraction`` stores an uploaded
+``audio_file`` with :func:`demixer.api.uploads.store_direct` (streamed, probed), plans an
+``audio/stems`` request with :func:`demixer.api.submit.plan_stems_request` and queues it with
+:func:`demixer.api.submit.submit` (limits, URL guard, result cache and usage all apply);
+``GET /v1/byId`` reads the job back; the completion webhook is a delivery of the native outbox
+whose body :func:`musicgpt_event` builds (``params["webhook"]["style"] == "musicgpt"``).
+
+Wire decisions:
+
+- Key: ``Authorization: <key>`` (raw, as MusicGPT documents); ``Bearer <key>`` works too.
+- Errors: the HTTP status says what happened, the body is always
+  ``{"success": false, "error": CODE, "message": text}`` (``CODE`` is demixer's error code).
+  Statuses: bad parameters, unsupported media type 400; missing/unknown key 401;
+  key without the scope 403; unknown task (or another account's) 404; conflicts 409; an
+  ``audio_file`` over the upload limit or a form over its size 413 (counted while it arrives:
+  nothing past the limit is stored); request rate or concurrent-jobs limit 429 (with
+  ``Retry-After``); missing input, unusable audio, stems no installed model produces,
+  unavailable preprocessing 422; object storage or the database unavailable 503, a full disk
+  507 (both with ``Retry-After``); anything else 500.
+  402 (credits) is never sent: demixer has none.
+- Stems: MusicGPT names map onto engine stems (``guitar``/``electric_guitar``/
+  ``acoustic_guitar`` -> ``guitar``, ``piano``/``keys`` -> ``piano``); ``instrumental`` is the
+  residual of ``vocals`` (input minus vocals) and can only be combined with ``vocals``. A name
+  no installed model produces (``kick_drum``, ``male_vocal``…) is a 422 listing what can be
+  produced, never a substitute.
+- ``preprocessing_options``: ``Denoise`` runs :mod:`demixer.audio.denoise` on the input before
+  separation (job param ``preprocess: ["denoise"]``); stems + residual then add up to the
+  *denoised* input. ``Deecho`` and ``Dereverb`` are 422 (not available yet).
+- ``task_id`` and ``conversion_id`` are both the demixer request id. ``eta`` is seconds:
+  audio duration x measured seconds-per-audio-second of this server's recent jobs (x the
+  queue ahead). ``credit_estimate`` / ``conversion_cost``: minutes of audio (2 decimals), the
+  unit demixer's usage counts in seconds. ``conversion_duration``: seconds of audio.
+- Statuses: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED (CANCELLED reads FAILED, with a
+  ``status_msg`` saying so).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from demixer.api import submit, uploads
+from demixer.api.bodies import parse_json
+from demixer.api.errors import as_demixer_error
+from demixer.api.forms import Form, read_form
+from demixer.api.jobs import owned_job
+from demixer.api.limits import count_request
+from demixer.api.schemas import QueuedResponse, StemsRequest
+from demixer.errors import (
+    Conflict,
+    DemixerError,
+    FileTooLarge,
+    Forbidden,
+    Gone,
+    InvalidAudio,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    StorageFull,
+    UnknownStem,
+    UnsupportedMediaType,
+)
+from demixer.service.accounts.keys import Identity, Unauthorized, authenticate
+from demixer.service.context import Services
+from demixer.service.jobs.contract import JobParams, MusicGptFields
+from demixer.service.jobs.queue import COMPLETED, JobConflict
+from demixer.service.schema import Job
+from demixer.vendors.musicgpt.wire import (
+    STYLE,
+    MissingInput,
+    UnsupportedOption,
+    conversion,
+    credits,
+    plan_stems,
+    preprocess_steps,
+)
+
+__all__ = ["PREFIX", "error_response", "router", "vendor_status"]
+
+PREFIX = "/api/public"
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+_DEFAULT_SPEED = 0.5  # seconds per audio second, before this server has measured any job
+_UNKNOWN_DURATION = 180.0  # seconds assumed for an audio_url not yet fetched
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def vendor_status(error: DemixerError) -> int:
+    """The HTTP status for ``error`` (see the module docstring)."""
+    table: tuple[tuple[type[DemixerError], int], ...] = (
+        (Unauthorized, 401),
+        (Forbidden, 403),
+        (RateLimited, 429),
+        (StorageFull, 507),
+        (ServiceUnavailable, 503),
+        (NotFound, 404),
+        (Gone, 404),
+        (Conflict, 409),
+        (JobConflict, 409),
+        (UnsupportedOption, 422),
+        (MissingInput, 422),
+        (InvalidAudio, 422),
+        (UnknownStem, 422),
+        (ModelUnavailable, 422),
+        (FileTooLarge, 413),
+        (UnsupportedMediaType, 400),
+        (InvalidRequest, 400),
+    )
+    for cls, status in table:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def error_response(error: DemixerError) -> JSONResponse:
+    """``error`` as MusicGPT answers it (``Retry-After`` where waiting helps)."""
+    headers = None
+    if isinstance(error, RateLimited | ServiceUnavailable):
+        headers = {"Retry-After": str(error.retry_after)}
+    return JSONResponse(
+        {"success": False, "error": error.code, "message": error.message},
+        status_code=vendor_status(error),
+        headers=headers,
+    )
+
+
+def _identity(request: Request, services: Services, *scopes: str) -> Identity:
+    """The caller, from ``Authorization: <key>`` or ``Authorization: Bearer <key>``."""
+    raw = request.headers.get("authorization", "").strip()
+    if raw[:7].lower() == "bearer ":
+        raw = raw[7:].strip()
+    if not raw:
+        raise Unauthorized("missing API key: send `Authorization: <key>`")
+    identity = authenticate(services.db, raw)
+    count_request(request, services, identity)
+    if not identity.scopes.intersection(scopes):
+        raise Forbidden(f"this API key lacks the scope {' or '.join(map(repr, scopes))}")
+    return identity
+
+
+def _json_list(value: Any, field: str) -> list[str]:
+    """A form field holding a JSON-encoded list of strings (``'["vocals"]'``), deduplicated."""
+    if value is None or value == "":
+        return []
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field} must be a JSON-encoded list of strings", param=field)
+    try:
+        items = parse_json(value.encode())
+    except InvalidRequest:  # not JSON, or nested too deeply to parse
+        items = None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise InvalidRequest(
+            f'{field} must be a JSON-encoded list of strings, e.g. ["vocals"]', param=field
+        )
+    return list(dict.fromkeys(i.strip() for i in items if i.strip()))
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+
+def _speed(services: Services) -> float:
+    """Measured seconds of work per second of audio over this server's recent jobs."""
+    with services.db.read() as s:
+        rows = s.execute(
+            select(Job.started_at, Job.finished_at, Job.duration)
+            .where(Job.status == COMPLETED, Job.reused_from.is_(None), Job.duration > 0)
+            .order_by(Job.finished_at.desc())
+            .limit(20)
+        ).all()
+    work = audio = 0.0
+    for started, finished, seconds in rows:
+        if started is not None and finished is not None and seconds:
+            work += (finished - started).total_seconds()
+            audio += float(seconds)
+    return work / audio if audio > 0 else _DEFAULT_SPEED
+
+
+def _queue(
+    services: Services,
+    identity: Identity,
+    source: dict[str, Any],
+    targets: list[str],
+    webhook: str | None,
+    steps: list[str],
+    fields: dict[str, str],
+    options: list[str],
+) -> QueuedResponse:
+    """Plan and queue the ``audio/stems`` job of an extraction."""
+    try:
+        req = StemsRequest.model_validate(
+            {"input": {**source, "stems": targets}, "webhookUrl": webhook}
+        )
+    except ValidationError as exc:  # e.g. an over-long URL
+        raise InvalidRequest(f"invalid request: {exc.errors()[0]['msg']}") from None
+    how = submit.PlanOptions(
+        residual="always",
+        preprocess=tuple(steps),
+        webhook_style=STYLE,
+        vendor=MusicGptFields(stems=fields, preprocessing_options=tuple(options)),
+    )
+    sub = submit.plan_stems_request(services, identity.account_id, req, how)
+    return submit.submit(services, identity.account_id, sub, key_id=identity.key_id)
+
+
+def _extract(services: Services, identity: Identity, form: Form) -> dict[str, Any]:
+    """The whole of ``POST /v1/Extraction`` after the form is parsed (runs in a thread)."""
+    fields_in = form.fields
+    targets, fields = plan_stems(services, _json_list(fields_in.get("stems"), "stems"))
+    options = _json_list(fields_in.get("preprocessing_options"), "preprocessing_options")
+    steps = preprocess_steps(options)
+    upload, url = form.file, fields_in.get("audio_url")
+    url = url.strip() if isinstance(url, str) and url.strip() else None
+    if upload is not None and upload.field != "audio_file":
+        raise InvalidRequest(
+            f"the file goes in the field `audio_file`, not {upload.field!r}", param="audio_file"
+        )
+    if upload is None and url is None:
+        raise MissingInput("send the audio as `audio_file` (a file) or `audio_url`")
+    if upload is not None and url is not None:
+        raise InvalidRequest("send one of `audio_file` and `audio_url`, not both")
+    webhook = fields_in.get("webhook_url")
+    webhook = webhook.strip() if isinstance(webhook, str) and webhook.strip() else None
+    duration: float | None = None
+    if upload is not None:
+        row = uploads.store_direct(
+            services,
+            identity.account_id,
+            upload.path,
+            file_name=upload.filename or "audio",
+            content_type=upload.content_type,
+        )
+        duration = row.duration
+        source: dict[str, Any] = {"file_id": row.id}
+    else:
+        source = {"audio_url": url}
+    try:
+        queued = _queue(services, identity, source, targets, webhook, steps, fields, options)
+    except BaseException:
+        if upload is not None:  # refused: the client has no id to reuse or delete it with
+            uploads.delete_file(services, identity.account_id, source["file_id"])
+        raise
+    seconds = duration or _UNKNOWN_DURATION
+    eta = (
+        0
+        if queued.status == COMPLETED
+        else seconds * _speed(services) * (1 + queued.queue_position)
+    )
+    return {
+        "success": True,
+        "task_id": queued.request_id,
+        "conversion_id": queued.request_id,
+        "eta": max(0, math.ceil(eta)),
+        "credit_estimate": credits(seconds),
+    }
+
+
+# --- reading a job back ------------------------------------------------------------------------
+
+
+def _lookup(services: Services, account_id: str, task_id: str) -> dict[str, Any]:
+    with services.db.read() as s:
+        job = owned_job(s, account_id, task_id)
+        if not isinstance(JobParams.from_row(job.params).vendor, MusicGptFields):
+            raise NotFound(f"no EXTRACTION conversion {task_id!r}")
+    return {"success": True, "conversion": conversion(services, job)}
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+@router.post("/v1/Extraction")
+async def extraction(request: Request) -> JSONResponse:
+    """Queue a stem extraction (multipart form; see the module docstring)."""
+    services: Services = request.app.state.services
+    settings = services.settings
+    try:
+        identity = _identity(request, services, "audio:separate")
+        # audio_file is counted while it arrives and spooled in the data directory (413 past
+        # the upload limit, nothing past it written: api/forms.py).
+        async with read_form(request, settings.data_dir, settings.max_upload_bytes) as form:
+            body = await anyio.to_thread.run_sync(partial(_extract, services, identity, form))
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+    return JSONResponse(body)
+
+
+@router.get("/v1/byId")
+async def by_id(request: Request) -> JSONResponse:
+    """A conversion by ``task_id`` or ``conversion_id`` (``conversionType=EXTRACTION``)."""
+    services: Services = request.app.state.services
+    query = request.query_params
+    try:
+        identity = _identity(request, services, "audio:separate", "files:read")
+        kind = query.get("conversionType", "EXTRACTION")
+        if kind.upper() != "EXTRACTION":
+            raise InvalidRequest(
+                f"conversionType {kind!r} is not served here; only EXTRACTION",
+                param="conversionType",
+            )
+        task_id = query.get("task_id") or query.get("conversion_id")
+        if not task_id:
+            raise InvalidRequest("give task_id or conversion_id", param="task_id")
+        run = partial(_lookup, services, identity.account_id, task_id)
+        body = await anyio.to_thread.run_sync(run)
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+    return JSONResponse(body)

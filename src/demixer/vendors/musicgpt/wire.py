@@ -1,0 +1,230 @@
+"""MusicGPT's vocabulary and payloads, free of any web framework: stem names, preprocessing
+options, the ``conversion`` object of ``GET /v1/byId`` and the completion webhook's body.
+
+:func:`musicgpt_event` is handed to the outbox by the composition root (a worker process builds
+it without importing the routes). The routes and the wire decisions are in
+:mod:`demixer.vendors.musicgpt.routes`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from demixer.api import submit
+from demixer.api.jobs import result_response
+from demixer.errors import InvalidRequest, UnknownStem
+from demixer.service.context import Services
+from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput
+from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
+from demixer.service.schema import Job
+
+__all__ = [
+    "DEFAULT_STEMS",
+    "INSTRUMENTAL",
+    "STEM_VOCABULARY",
+    "STYLE",
+    "MissingInput",
+    "UnsupportedOption",
+    "conversion",
+    "credits",
+    "musicgpt_event",
+    "plan_stems",
+    "preprocess_steps",
+]
+
+
+STYLE = "musicgpt"  # the webhook style of its jobs
+INSTRUMENTAL = "instrumental"
+
+#: MusicGPT stem name -> the engine stem that is exactly it (None: none is).
+STEM_VOCABULARY: dict[str, str | None] = {
+    "vocals": "vocals",
+    "male_vocal": None,
+    "female_vocal": None,
+    "lead_vocal": None,
+    "back_vocal": None,
+    "guitar": "guitar",
+    "acoustic_guitar": "guitar",
+    "electric_guitar": "guitar",
+    "rhythm_guitar": None,
+    "solo_guitar": None,
+    "drums": "drums",
+    "kick_drum": None,
+    "snare_drum": None,
+    "toms": None,
+    "hi_hat": None,
+    "ride": None,
+    "crash": None,
+    "piano": "piano",
+    "keys": "piano",
+    "strings": None,
+    "winds": None,
+    "bass": "bass",
+    INSTRUMENTAL: None,  # the residual of vocals, handled apart
+}
+DEFAULT_STEMS = ("drums", "bass", "piano", "guitar")
+_WEBHOOK_NAMES = {"vocals": "vocal"}  # the webhook's field names differ for these
+_PREPROCESSING = {"Denoise": "denoise"}
+_NOT_YET = ("Deecho", "Dereverb")
+
+
+class UnsupportedOption(InvalidRequest):
+    """A MusicGPT option demixer does not implement (yet): answered 422."""
+
+    code = "UNSUPPORTED_OPTION"
+
+
+class MissingInput(InvalidRequest):
+    """Neither ``audio_file`` nor ``audio_url``: answered 422, as MusicGPT documents."""
+
+    code = "MISSING_INPUT"
+
+
+def producible(services: Services) -> tuple[set[str], list[str]]:
+    """Engine stems the installed models produce, and the MusicGPT names that map onto them."""
+    engine = {s for spec in submit.installed_models(services) for s in spec.stems}
+    names = [n for n, stem in STEM_VOCABULARY.items() if stem is not None and stem in engine]
+    if "vocals" in engine:
+        names.append(INSTRUMENTAL)
+    return engine, names
+
+
+def plan_stems(services: Services, requested: list[str]) -> tuple[list[str], dict[str, str]]:
+    """MusicGPT stems -> (engine request for ``audio/stems``, MusicGPT name -> output name)."""
+    wanted = [s.lower() for s in requested] or list(DEFAULT_STEMS)
+    engine, names = producible(services)
+    can = ", ".join(names) or "nothing"
+    for name in wanted:
+        if name not in STEM_VOCABULARY:
+            raise UnknownStem(
+                f"{name!r} is not a MusicGPT stem; this server can produce: {can}", param="stems"
+            )
+        stem = STEM_VOCABULARY[name]
+        if name == INSTRUMENTAL:
+            stem = "vocals"
+        if stem is None or stem not in engine:
+            raise UnknownStem(
+                f"no installed model produces {name!r}; this server can produce: {can}",
+                param="stems",
+            )
+    targets = list(dict.fromkeys(STEM_VOCABULARY[n] or "" for n in wanted if n != INSTRUMENTAL))
+    fields = {n: STEM_VOCABULARY[n] or "" for n in wanted if n != INSTRUMENTAL}
+    if INSTRUMENTAL in wanted:
+        if any(t != "vocals" for t in targets):
+            raise UnknownStem(
+                "'instrumental' is everything but the vocals: request it alone or with "
+                "'vocals' only, or request the instruments by name",
+                param="stems",
+            )
+        targets = ["vocals", INSTRUMENTAL]
+        fields[INSTRUMENTAL] = INSTRUMENTAL
+    return targets, fields
+
+
+def preprocess_steps(options: list[str]) -> list[str]:
+    """MusicGPT ``preprocessing_options`` -> the job's ``preprocess`` steps (422 for others)."""
+    steps = []
+    for option in options:
+        if option in _PREPROCESSING:
+            steps.append(_PREPROCESSING[option])
+        elif option in _NOT_YET:
+            raise UnsupportedOption(
+                f"preprocessing option {option!r} is not available yet on this server; "
+                f"available: {', '.join(_PREPROCESSING)}",
+                param="preprocessing_options",
+            )
+        else:
+            raise UnsupportedOption(
+                f"unknown preprocessing option {option!r}; MusicGPT's are Denoise, Deecho, "
+                f"Dereverb, and this server implements: {', '.join(_PREPROCESSING)}",
+                param="preprocessing_options",
+            )
+    return list(dict.fromkeys(steps))
+
+
+def credits(seconds: float) -> float:
+    """MusicGPT's cost unit for ``seconds`` of audio: minutes, to 2 decimals."""
+    return round(seconds / 60.0, 2)
+
+
+def fields_of(params: JobParams) -> MusicGptFields:
+    """The MusicGPT fields of a job (none for another protocol's: no MusicGPT stems)."""
+    vendor = params.vendor
+    return vendor if isinstance(vendor, MusicGptFields) else MusicGptFields(stems={})
+
+
+def conversion_status(job: Job) -> tuple[str, str]:
+    """``(status, status_msg)`` as MusicGPT words them (CANCELLED reads FAILED)."""
+    if job.status == CANCELLED:
+        return FAILED, "cancelled"
+    if job.status == FAILED:
+        return FAILED, f"{job.error_code or 'FAILED'}: {job.error_message or ''}".strip()
+    if job.status == IN_PROGRESS:
+        return IN_PROGRESS, f"separating ({round(100 * (job.progress or 0.0))}%)"
+    if job.status == COMPLETED:
+        return COMPLETED, "completed"
+    return IN_QUEUE, "in queue"
+
+
+def job_urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | None]]:
+    """The original's URL and MusicGPT stem name -> URL (None until COMPLETED)."""
+    params = JobParams.from_row(job.params)
+    source = params.input
+    ttl = services.settings.download_url_ttl_seconds
+    if isinstance(source, UploadInput):
+        original = services.links.download_url(source.storage_key, ttl)
+    else:
+        original = source.audio_url
+    fields = fields_of(params).stems
+    stems: dict[str, str | None] = dict.fromkeys(fields)
+    if job.status == COMPLETED:
+        data = result_response(services, job).data
+        for name, output in fields.items():
+            out = data.get(output)
+            stems[name] = getattr(out, "url", None)
+    return original, stems
+
+
+def conversion(services: Services, job: Job) -> dict[str, Any]:
+    """The ``conversion`` object of ``GET /v1/byId``."""
+    status, message = conversion_status(job)
+    original, stems = job_urls(services, job)
+    sent = fields_of(JobParams.from_row(job.params)).preprocessing_options
+    seconds = float(job.duration or 0.0)
+    return {
+        "task_id": job.id,
+        "conversion_id": job.id,
+        "conversionType": "EXTRACTION",
+        "status": status,
+        "status_msg": message,
+        "audio_url": original,
+        **stems,
+        "stems": list(stems),
+        "preprocessing_options": list(sent),
+        "conversion_duration": seconds if job.status == COMPLETED else None,
+        "conversion_cost": credits(seconds) if job.status == COMPLETED else None,
+        "createdAt": job.created_at.isoformat(),
+        "updatedAt": job.updated_at.isoformat(),
+    }
+
+
+def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
+    """The completion webhook's body, for jobs whose webhook style is :data:`STYLE`."""
+    if job.status not in (COMPLETED, FAILED):
+        return None
+    original, stems = job_urls(services, job)
+    body: dict[str, Any] = {
+        "success": job.status == COMPLETED,
+        "task_id": job.id,
+        "conversion_id": job.id,
+        "conversion_type": "EXTRACTION",
+        "audio_path": original,
+    }
+    if job.status == COMPLETED:
+        body.update({_WEBHOOK_NAMES.get(n, n): url for n, url in stems.items()})
+        body["conversion_cost"] = credits(float(job.duration or 0.0))
+        body["conversion_duration"] = float(job.duration or 0.0)
+        return "musicgpt.extraction.completed", body
+    body["error"] = job.error_code or "FAILED"
+    body["message"] = job.error_message or ""
+    return "musicgpt.extraction.failed", body

@@ -1,0 +1,1 @@
+"""sunoapi-style vocal removal (see ``routes``)."""

@@ -1,0 +1,148 @@
+"""sunoapi's vocabulary and payloads, free of any web framework: stem fields, the record's
+URL fields and error codes, and the callback's body.
+
+:func:`sunoapi_event` is handed to the outbox by the composition root (a worker process builds
+it without importing the routes). The routes and the wire decisions are in
+:mod:`demixer.vendors.sunoapi.routes`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from demixer.api.jobs import result_response
+from demixer.engine.stems import RESIDUAL
+from demixer.service.context import Services
+from demixer.service.delivery.outbox import DeliveryState, latest_delivery
+from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
+from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED
+from demixer.service.retention.expiry import result_expired
+from demixer.service.schema import Job
+
+__all__ = [
+    "STEM_FIELDS",
+    "STYLE",
+    "error_code",
+    "error_message",
+    "success_flag",
+    "sunoapi_event",
+    "url_fields",
+    "vendor_urls",
+]
+
+
+STYLE = "sunoapi"  # the webhook style of its jobs
+
+#: vendor stem name -> demixer engine stem (None: no demixer model produces it).
+STEM_FIELDS: dict[str, str | None] = {
+    "vocal": "vocals",
+    "backing_vocals": None,
+    "drums": "drums",
+    "bass": "bass",
+    "guitar": "guitar",
+    "keyboard": "piano",
+    "percussion": None,
+    "strings": None,
+    "synth": None,
+    "fx": None,
+    "brass": None,
+    "woodwinds": None,
+}
+_VENDOR_NAME = {stem: name for name, stem in STEM_FIELDS.items() if stem is not None}
+# Every field of the response, in the vendor's order (camelCase = name + "Url").
+_FIELDS = ("origin", "instrumental", *STEM_FIELDS)
+_INSTRUMENTAL = "instrumental"
+
+
+def url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None]:
+    """Stem name -> URL as the vendor's fields: ``vocalUrl`` (record) or ``vocal_url``
+    (callback, ``snake``), every field present (null when absent)."""
+
+    def key(name: str) -> str:
+        if snake:
+            return f"{name}_url"
+        head, *rest = name.split("_")
+        return head + "".join(p.title() for p in rest) + "Url"
+
+    out = {key(name): urls.get(name) for name in _FIELDS}
+    out.update({key(n): u for n, u in urls.items() if n not in _FIELDS})  # e.g. "other"
+    return out
+
+
+def vendor_urls(services: Services, job: Job) -> dict[str, str | None]:
+    """Vendor stem name -> signed URL of a finished job (``origin`` included)."""
+    urls: dict[str, str | None] = {}
+    params = JobParams.from_row(job.params)
+    ttl = services.settings.download_url_ttl_seconds
+    if isinstance(params.input, UploadInput):
+        urls["origin"] = services.links.download_url(params.input.storage_key, ttl)
+    else:
+        urls["origin"] = params.input.audio_url
+    if job.status != COMPLETED or result_expired(
+        job, services.settings.result_retention_seconds, services.db.clock()
+    ):
+        return urls
+    vendor_type = params.vendor.type if isinstance(params.vendor, SunoapiFields) else None
+    for name, out in result_response(services, job).data.items():
+        if isinstance(out, int | float):
+            continue
+        if name == RESIDUAL:
+            if vendor_type != "split_stem":
+                urls[_INSTRUMENTAL] = out.url
+        else:
+            urls[_VENDOR_NAME.get(name, name)] = out.url
+    return urls
+
+
+def error_code(job: Job) -> int | None:
+    """The record's ``errorCode``: 400 for input errors, 500 otherwise (None: no error)."""
+    if job.status == CANCELLED:
+        return 400
+    if job.status != FAILED:
+        return None
+    return 500 if (job.error_code or "") in ("", "INTERNAL", "MODEL_FAILED") else 400
+
+
+def error_message(job: Job) -> str | None:
+    """The record's ``errorMessage``, starting with demixer's own error code."""
+    if job.status == CANCELLED:
+        return "CANCELLED: the task was cancelled"
+    if job.status != FAILED:
+        return None
+    return f"{job.error_code or 'FAILED'}: {job.error_message or ''}".strip()
+
+
+def _callback_failed(s: Session, job: Job) -> bool:
+    latest = latest_delivery(s, job.id)
+    return latest is not None and latest.status == DeliveryState.FAILED
+
+
+def success_flag(s: Session, job: Job) -> str:
+    """The record's ``successFlag`` (CALLBACK_EXCEPTION once the callback finally failed)."""
+    if job.status == COMPLETED:
+        return "CALLBACK_EXCEPTION" if _callback_failed(s, job) else "SUCCESS"
+    if job.status in (FAILED, CANCELLED):
+        return "GENERATE_AUDIO_FAILED"
+    return "PENDING"
+
+
+def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
+    """The vendor's callback body for a finished job, sent on success and on failure."""
+    if job.status == COMPLETED:
+        info = url_fields(vendor_urls(services, job), snake=True)
+        body = {
+            "code": 200,
+            "msg": "vocal removal completed",
+            "data": {"task_id": job.id, "vocal_removal_info": info},
+        }
+        return "vocal_removal.completed", body
+    if job.status == FAILED:
+        body = {
+            "code": error_code(job) or 500,
+            "msg": error_message(job) or "failed",
+            "data": {"task_id": job.id, "vocal_removal_info": None},
+        }
+        return "vocal_removal.failed", body
+    return None  # CANCELLED: no callback, as for native webhooks

@@ -1,0 +1,535 @@
+"""The abuse suite: a live `demixer serve` fuzzed and fed hostile files, and a full disk.
+
+On SQLite + local storage and on PostgreSQL + S3 (conftest.py), against real servers:
+
+- schema fuzzing: schemathesis against the live ``/v1/openapi.json`` (a fixed budget of examples
+  per operation, deterministic), checking that no answer is a 5xx and that every answer is one
+  the document declares, in its content type;
+- the crafted-file catalogue (tests/crafted.py) and hostile requests to each vendor protocol:
+  every case answered with one specific status and code in the protocol's own envelope; after
+  each, the server answers, no request is left unfinished and the disk is back where it was;
+  peak memory (the server's process tree) and disk use are sampled during each case;
+- a full disk: the data directory on a small tmpfs, filled up: uploads answer 507
+  ``STORAGE_FULL`` with ``Retry-After``, a job that cannot write its stems fails
+  ``STORAGE_FULL``, and once space is freed the same requests succeed by themselves.
+
+Each test writes its figures to ``test-artifacts/abuse-*.json`` (docs/hardening.md quotes them).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from conftest import Backend
+from crafted import CRAFTED
+from service_harness import Server, fast_env, running_server, wait_status
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+MAX_UPLOAD = 2 << 20  # bytes: small, so the cases over it stay quick
+MAX_SECONDS = 8  # the server's duration limit
+FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+FUZZ_EXAMPLES = 3  # per operation and phase: the suite's time budget (see docs/hardening.md)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (children of any of its threads)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def _rss(pid: int) -> int:
+    total = 0
+    for member in _tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def _bytes_under(root: Path, skip: Callable[[Path], bool] = lambda _: False) -> int:
+    """Bytes of the files under ``root``, each hard-linked file once (an upload's spool is
+    linked into storage)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            if skip(path):
+                continue
+            try:
+                stat = path.lstat()
+            except OSError:
+                continue
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
+                total += stat.st_size
+    return total
+
+
+@dataclass
+class Stack:
+    """A live server and where its bytes live (its data directory, and its bucket on S3)."""
+
+    server: Server
+    bucket_dir: Path | None
+    origin: str  # a local HTTP server's base URL, serving files for audio_url
+
+    def client(self) -> httpx.Client:
+        return self.server.client()
+
+    def disk(self) -> int:
+        """Bytes of stored data: inputs, outputs, scratch (not the database or the logs)."""
+
+        def ignored(p: Path) -> bool:
+            return (
+                p.name.startswith("demixer.db")
+                or p.suffix == ".log"
+                or p.name.endswith((".key", ".json"))
+            )
+
+        total = _bytes_under(self.server.data_dir, ignored)
+        if self.bucket_dir is not None:
+            total += _bytes_under(self.bucket_dir)
+        return total
+
+    def scratch_left(self) -> list[str]:
+        left = []
+        for sub in ("tmp", "work"):
+            root = self.server.data_dir / sub
+            if root.is_dir():
+                left += [str(p.relative_to(root)) for p in root.iterdir()]
+        return left
+
+
+@dataclass
+class Sampler:
+    """Peak RSS of the server's process tree and peak stored bytes, sampled every 20 ms."""
+
+    stack: Stack
+    peak_rss: int = 0
+    peak_disk: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Sampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss = max(self.peak_rss, _rss(self.stack.server.process.pid))
+            self.peak_disk = max(self.peak_disk, self.stack.disk())
+            self._stop.wait(0.02)
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The crafted catalogue, plus a file on the server machine's disk for them to point at."""
+    root = tmp_path_factory.mktemp("crafted")
+    target = CRAFTED["fine.wav"](root / "secret.wav", root)
+    return {name: make(root / name, target) for name, make in CRAFTED.items()}
+
+
+@pytest.fixture(scope="module")
+def origin(files: dict[str, Path]) -> Iterator[str]:
+    """An HTTP server on loopback serving the catalogue (for audio_url)."""
+    root = next(iter(files.values())).parent
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return fast_env(
+        DEMIXER_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+        DEMIXER_MAX_DURATION_SECONDS=str(MAX_SECONDS),
+        DEMIXER_RATE_LIMIT_PER_MINUTE="0",
+        DEMIXER_MAX_CONCURRENT_JOBS="0",
+        DEMIXER_URL_ALLOWLIST="127.0.0.1",
+        **extra,
+    )
+
+
+def _bucket_dir(backend: Backend, env: dict[str, str]) -> Path | None:
+    if backend.servers is None:
+        return None
+    bucket = urlsplit(env["DEMIXER_STORAGE_URL"]).netloc
+    return Path(backend.servers.root) / "s3" / bucket
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend, origin: str
+) -> Iterator[Stack]:
+    env = _env()
+    with running_server(tmp_path_factory.mktemp("abuse"), env=env) as server:
+        yield Stack(server, _bucket_dir(backend, env), origin)
+
+
+def _write(name: str, figures: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / name).write_text(json.dumps(figures, indent=1) + "\n")
+
+
+def _unfinished(client: httpx.Client) -> list[dict[str, Any]]:
+    out, cursor = [], None
+    while True:
+        page = client.get("/v1/queue/requests", params={"limit": 100, "cursor": cursor}).json()
+        out += [r for r in page["data"] if r["status"] not in FINAL]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return out
+
+
+# --- schema fuzzing ----------------------------------------------------------------------------
+
+
+def test_schema_fuzzing_finds_no_server_error(
+    stack: Stack, backend: Backend, tmp_path: Path
+) -> None:
+    server = stack.server
+    report = tmp_path / "report"
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"), "run",
+            f"{server.base_url}/v1/openapi.json",
+            "-H", f"Authorization: Bearer {server.key}",
+            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+            "response_schema_conformance,negative_data_rejection,ignored_auth",
+            "--phases", "examples,coverage,fuzzing",
+            "--max-examples", str(FUZZ_EXAMPLES), "--generation-deterministic",
+            "--request-timeout", "30", "--continue-on-failure", "--no-color",
+            "--report", "ndjson", "--report-dir", str(report),
+        ],
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    codes: Counter[int] = Counter()
+    for path in report.glob("*.ndjson"):
+        for line in path.read_text().splitlines():
+            _collect_statuses(json.loads(line), codes)
+    statuses = dict(sorted(codes.items()))
+    _write(
+        f"abuse-fuzz-{backend.name}.json", {"requests": sum(codes.values()), "statuses": statuses}
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert sum(codes.values()) > 300 and not [c for c in codes if c >= 500], codes
+    client = stack.client()
+    deadline = time.monotonic() + 120
+    while (left := _unfinished(client)) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the fuzzer's audio_url requests fail at their fetch
+    assert left == []
+    assert client.get("/v1/models").status_code == 200
+
+
+def _collect_statuses(event: Any, codes: Counter[int]) -> None:
+    """Every HTTP status in a schemathesis NDJSON event (responses are nested in it)."""
+    if isinstance(event, dict):
+        response = event.get("response")
+        if isinstance(response, dict) and isinstance(response.get("status_code"), int):
+            codes[response["status_code"]] += 1
+        for value in event.values():
+            if isinstance(value, dict | list):
+                _collect_statuses(value, codes)
+    elif isinstance(event, list):
+        for value in event:
+            _collect_statuses(value, codes)
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+DEEP = "[" * 30_000 + "]" * 30_000
+GAUDIO = "/developers/api"
+
+
+def _error(r: httpx.Response) -> str:
+    """``status CODE`` of an answer, in whichever envelope it came."""
+    try:
+        body = r.json()
+    except ValueError:
+        return f"{r.status_code} (not JSON)"
+    if "error" in body and isinstance(body["error"], dict):  # native
+        return f"{r.status_code} {body['error']['code']}"
+    if "success" in body:  # MusicGPT
+        return f"{r.status_code} {body.get('error') or 'ok'}"
+    if "resultCode" in body:  # Gaudio business answer
+        return f"{r.status_code} {body['resultCode']}"
+    if "code" in body and "msg" in body:  # sunoapi
+        return f"{r.status_code} {body['code']}"
+    return f"{r.status_code} {body.get('error')}"  # Gaudio HTTP error
+
+
+def _keyed(headers: dict[str, str], key: str) -> dict[str, str]:
+    """``headers`` with the placeholder ``KEY`` replaced by the server's key."""
+    return {name: value.replace("KEY", key) for name, value in headers.items()}
+
+
+def _retry_after(r: httpx.Response) -> str:
+    return " Retry-After" if "retry-after" in r.headers else ""
+
+
+@dataclass
+class Run:
+    """What one case did: its answers, and what to delete after it."""
+
+    answers: list[str] = field(default_factory=list)
+    file_ids: list[str] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
+    spool_peak: int = 0
+
+
+def _upload(stack: Stack, run: Run, path: Path) -> str | None:
+    files = {"file": (path.name, path.read_bytes(), "audio/mpeg")}  # a client that lies too
+    r = stack.client().post("/v1/files", files=files)
+    if r.status_code == 201:
+        run.file_ids.append(r.json()["file_id"])
+        run.answers.append(f"201 {r.json()['status']}")
+        return str(r.json()["file_id"])
+    run.answers.append(_error(r))
+    return None
+
+
+def _submit(stack: Stack, run: Run, source: dict[str, Any]) -> None:
+    client = stack.client()
+    r = client.post("/v1/queue/audio/stems", json={"input": source})
+    if r.status_code != 202:
+        run.answers.append(_error(r))
+        return
+    request_id = r.json()["request_id"]
+    run.request_ids.append(request_id)
+    done = wait_status(client, request_id, FINAL, timeout=180)
+    error = (done.get("error") or {}).get("code")
+    run.answers.append(f"202 {done['status']}" + (f" {error}" if error else ""))
+
+
+def _file_case(name: str) -> Callable[[Stack, Run, dict[str, Path]], None]:
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        file_id = _upload(stack, run, files[name])
+        if file_id is not None:
+            _submit(stack, run, {"file_id": file_id})
+
+    return case
+
+
+def _upload_only(name: str) -> Callable[[Stack, Run, dict[str, Path]], None]:
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        _upload(stack, run, files[name])
+
+    return case
+
+
+def _url_case(name: str) -> Callable[[Stack, Run, dict[str, Path]], None]:
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        _submit(stack, run, {"audio_url": f"{stack.origin}/{name}"})
+
+    return case
+
+
+def _chunked_over_limit(field_name: str, path: str, headers: dict[str, str]) -> Callable[..., None]:
+    """A multipart upload sent chunked (no Content-Length), past the limit; the spool in the
+    data directory is watched while the bytes arrive."""
+
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        spool = stack.server.data_dir / "tmp"
+
+        def body() -> Iterator[bytes]:
+            yield (f'--b0\r\nContent-Disposition: form-data; name="{field_name}"; '
+                   'filename="big.wav"\r\nContent-Type: audio/wav\r\n\r\n').encode()  # fmt: skip
+            for _ in range((MAX_UPLOAD + (1 << 20)) // 65536):
+                run.spool_peak = max(run.spool_peak, _bytes_under(spool))
+                time.sleep(0.01)  # a slow client: the server writes while it sends
+                yield b"\0" * 65536
+            yield b"\r\n--b0--\r\n"
+
+        all_headers = {"Content-Type": "multipart/form-data; boundary=b0", **headers}
+        try:
+            with httpx.Client(base_url=stack.server.base_url, timeout=60) as client:
+                r = client.post(path, content=body(), headers=_keyed(all_headers, stack.server.key))
+        except httpx.TransportError:  # the server answered and closed before the end: ask again
+            run.answers.append("closed early")
+            return
+        run.answers.append(_error(r))
+
+    return case
+
+
+def _request(method: str, path: str, **kw: Any) -> Callable[[Stack, Run, dict[str, Path]], None]:
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        args = {name: value for name, value in kw.items() if name != "headers"}
+        if callable(args.get("content")):  # a generator: made anew for each run
+            args["content"] = args["content"]()
+        headers = _keyed(kw.get("headers", {}), stack.server.key)
+        with httpx.Client(base_url=stack.server.base_url, timeout=60) as client:
+            r = client.request(method, path, headers=headers, **args)
+        run.answers.append(_error(r) + _retry_after(r))
+
+    return case
+
+
+def _musicgpt_file(name: str) -> Callable[[Stack, Run, dict[str, Path]], None]:
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        path = files[name]
+        with httpx.Client(base_url=stack.server.base_url, timeout=60) as client:
+            r = client.post(
+                "/api/public/v1/Extraction", data={"stems": '["vocals"]'},
+                files={"audio_file": (path.name, path.read_bytes(), "audio/mpeg")},
+                headers={"Authorization": stack.server.key},
+            )  # fmt: skip
+        run.answers.append(_error(r))
+
+    return case
+
+
+_BIG = json.dumps({"input": {"audio_url": "http://127.0.0.1/a.mp3"}, "x": "x" * 800_000})
+_JSON = {"Content-Type": "application/json"}
+_BEARER = {"Authorization": "Bearer KEY"}
+
+#: case -> (how to run it, the answers expected, in order)
+CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]] = {
+    "lying-xing.mp3 (declares 0.95 s, holds 40 s)": (
+        _file_case("lying-xing.mp3"), ["201 uploaded", "422 DURATION_LIMIT"]),
+    "silent-hour.flac (no length, 1 h in 90 kB)": (
+        _file_case("silent-hour.flac"), ["201 uploaded", "422 DURATION_LIMIT"]),
+    "promises-10h.wav (header 6.8 h, holds 1 s)": (
+        _file_case("promises-10h.wav"), ["422 INVALID_AUDIO"]),
+    "surround-6ch.wav": (_file_case("surround-6ch.wav"), ["201 uploaded", "422 INVALID_AUDIO"]),
+    "multitrack-24ch.wav": (
+        _file_case("multitrack-24ch.wav"), ["201 uploaded", "422 INVALID_AUDIO"]),
+    "concat.mp3 (ffconcat naming a file on disk)": (
+        _file_case("concat.mp3"), ["422 INVALID_AUDIO"]),
+    "playlist.m3u8 (HLS: a file on disk and a URL)": (
+        _file_case("playlist.m3u8"), ["422 INVALID_AUDIO"]),
+    "empty.wav": (_file_case("empty.wav"), ["422 INVALID_AUDIO"]),
+    "text.mp3": (_file_case("text.mp3"), ["422 INVALID_AUDIO"]),
+    "rate4k.wav": (_file_case("rate4k.wav"), ["422 INVALID_AUDIO"]),
+    "fine.wav (control; separated in test_full_disk.py)": (
+        _upload_only("fine.wav"), ["201 uploaded"]),
+    "audio_url lying-xing.mp3": (
+        _url_case("lying-xing.mp3"), ["202 FAILED DURATION_LIMIT"]),
+    "audio_url silent-hour.flac": (
+        _url_case("silent-hour.flac"), ["202 FAILED DURATION_LIMIT"]),
+    "audio_url surround-6ch.wav": (
+        _url_case("surround-6ch.wav"), ["202 FAILED INVALID_AUDIO"]),
+    "audio_url concat.mp3": (_url_case("concat.mp3"), ["202 FAILED INVALID_AUDIO"]),
+    "native: 800 kB JSON submit": (
+        _request("POST", "/v1/queue/audio/stems", content=_BIG, headers={**_JSON, **_BEARER}),
+        ["413 REQUEST_TOO_LARGE"]),
+    "native: 800 kB JSON submit, chunked": (
+        _request("POST", "/v1/queue/audio/stems", content=lambda: iter([_BIG.encode()]),
+                 headers={**_JSON, **_BEARER}),
+        ["413 REQUEST_TOO_LARGE"]),
+    "native: JSON nested 30 000 deep": (
+        _request("POST", "/v1/queue/audio/stems", content=DEEP,
+                 headers={**_JSON, **_BEARER, "Idempotency-Key": "deep"}),
+        ["400 INVALID_REQUEST"]),
+    "native: signed URL with a non-ASCII signature": (
+        _request("GET", "/v1/blobs/inputs/file_x?expires=9999999999&sig=%C3%A9"),
+        ["403 INVALID_SIGNATURE"]),
+    "native: chunked multipart past the limit": (
+        _chunked_over_limit("file", "/v1/files", _BEARER), ["413 FILE_TOO_LARGE"]),
+    "gaudio: fileSize 2^70": (
+        _request("POST", f"{GAUDIO}/v1/files/upload-multipart/create",
+                 json={"fileName": "a.mp3", "fileSize": 1 << 70}, headers={"x-ga-apikey": "KEY"}),
+        ["200 1110"]),
+    "gaudio: JSON nested 30 000 deep": (
+        _request("POST", f"{GAUDIO}/v1/files/upload-multipart/create", content=DEEP,
+                 headers={"x-ga-apikey": "KEY"}),
+        ["200 1100"]),
+    "gaudio: 800 kB JSON": (
+        _request("POST", f"{GAUDIO}/v1/files/upload-multipart/create", content=_BIG,
+                 headers={"x-ga-apikey": "KEY"}),
+        ["413 request_entity_too_large"]),
+    "gaudio: part URL with a non-ASCII signature": (
+        _request("PUT", f"{GAUDIO}/v1/files/upload-multipart/part/file_x/1?expires=1&sig=%C3%A9",
+                 content=b"x"),
+        ["403 forbidden"]),
+    "musicgpt: stems nested 30 000 deep": (
+        _request("POST", "/api/public/v1/Extraction", headers={"Authorization": "KEY"},
+                 data={"stems": DEEP, "audio_url": "http://127.0.0.1/a.mp3"}),
+        ["400 INVALID_REQUEST"]),
+    "musicgpt: chunked audio_file past the limit": (
+        _chunked_over_limit("audio_file", "/api/public/v1/Extraction", {"Authorization": "KEY"}),
+        ["413 FILE_TOO_LARGE"]),
+    "musicgpt: lying-xing.mp3": (_musicgpt_file("lying-xing.mp3"), ["422 DURATION_LIMIT"]),
+    "musicgpt: surround-6ch.wav": (_musicgpt_file("surround-6ch.wav"), ["422 INVALID_AUDIO"]),
+    "sunoapi: JSON nested 30 000 deep": (
+        _request("POST", "/api/v1/vocal-removal/generate", content=DEEP,
+                 headers={**_JSON, **_BEARER}),
+        ["200 400"]),
+    "sunoapi: 800 kB JSON": (
+        _request("POST", "/api/v1/vocal-removal/generate", content=_BIG,
+                 headers={**_JSON, **_BEARER}),
+        ["200 413"]),
+}  # fmt: skip
+
+
+def test_the_catalogue_gets_one_specific_answer_each_and_leaves_nothing(
+    stack: Stack, files: dict[str, Path], backend: Backend
+) -> None:
+    client = stack.client()
+    baseline = stack.disk()
+    figures = []
+    for name, (case, expected) in CASES.items():
+        run = Run()
+        started = time.monotonic()
+        with Sampler(stack) as sampler:
+            case(stack, run, files)
+        figures.append({
+            "case": name, "answers": run.answers, "seconds": round(time.monotonic() - started, 2),
+            "peak_rss_mib": round(sampler.peak_rss / 2**20), "spool_peak": run.spool_peak,
+            "peak_disk_above_baseline": sampler.peak_disk - baseline,
+        })  # fmt: skip
+        for request_id in run.request_ids:
+            client.delete(f"/v1/queue/requests/{request_id}")
+        for file_id in run.file_ids:
+            client.delete(f"/v1/files/{file_id}")
+        assert run.answers == expected, name
+        assert run.spool_peak <= MAX_UPLOAD, name  # bytes past the limit never written
+        assert client.get("/v1/models").status_code == 200, name  # healthy
+        assert _unfinished(client) == [], name
+        assert stack.scratch_left() == [], name
+        assert stack.disk() == baseline, name  # back where it was
+    _write(f"abuse-catalogue-{backend.name}.json", figures)
+    chunked = [f for f in figures if "past the limit" in f["case"]]
+    assert all(0 < f["spool_peak"] <= MAX_UPLOAD for f in chunked), chunked

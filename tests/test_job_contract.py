@@ -1,0 +1,247 @@
+"""The job contract: one typed, versioned shape, and rows of the previous release still read.
+
+``tests/data/jobs_v1.json`` holds the ``params`` each protocol's submit path wrote in release
+0.1.0 (alembic revision 0004), captured by running that code, with the result-cache fingerprint
+it computed. Here they are put into a database migrated to revision 0004, then read by today's
+code: the contract, the API and each vendor's views, the result cache, and a real worker that
+runs two of them to completion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from api_support import Api, api, make_api
+from demixer.errors import InvalidParams, InvalidRequest
+from demixer.service.db import Database
+from demixer.service.jobs import cache
+from demixer.service.jobs.contract import (
+    GaudioFields,
+    JobParams,
+    MusicGptFields,
+    SunoapiFields,
+    UploadInput,
+    UrlInput,
+)
+from demixer.service.jobs.queue import COMPLETED
+from demixer.service.migrate import migrate
+from demixer.service.schema import Job
+from demixer.service.worker import Worker
+from worker_support import running, wait_until
+
+__all__ = ["api", "make_api"]  # fixtures
+
+V1 = json.loads((Path(__file__).parent / "data" / "jobs_v1.json").read_text())
+ROWS: dict[str, dict[str, Any]] = V1["rows"]
+OLD_FILE = ROWS["native_separate"]["params"]["input"]["file_id"]
+
+
+def test_every_v1_row_reads_as_the_typed_contract() -> None:
+    separate = JobParams.from_row(ROWS["native_separate"]["params"])
+    assert isinstance(separate.input, UploadInput) and separate.input.file_name == "stereo.wav"
+    assert (separate.output_format, separate.bit_depth) == ("flac", "24")
+    assert [(s.start, s.end, s.include) for s in separate.spans or ()] == [(0.5, 1.5, True)]
+    assert separate.engine_name("target") == "vocals" and separate.prompt == "the vocals"
+    assert separate.webhook is not None and separate.webhook.style == "native"
+    assert separate.vendor is None
+
+    url = JobParams.from_row(ROWS["native_stems_url"]["params"])
+    assert url.input == UrlInput(audio_url="https://media.example.com/song.mp3?sig=1")
+    assert url.input_name == "song.mp3" and url.format.extension == "mp3"
+
+    gaudio = JobParams.from_row(ROWS["gaudio"]["params"])  # "vendor": "gaudio"
+    assert gaudio.vendor == GaudioFields()
+    assert gaudio.extra_formats == ("mp3",) and gaudio.names == {
+        "vocals": "vocal",
+        "residual": "others",
+    }
+
+    musicgpt = JobParams.from_row(ROWS["musicgpt"]["params"])  # a top-level "musicgpt"
+    assert musicgpt.vendor == MusicGptFields(
+        stems={"vocals": "vocals", "instrumental": "instrumental"},
+        preprocessing_options=("Denoise",),
+    )
+    assert musicgpt.preprocess == ("denoise",)
+    assert musicgpt.webhook is not None and musicgpt.webhook.style == "musicgpt"
+
+    suno = JobParams.from_row(ROWS["sunoapi"]["params"])  # "vendor": {name, type, callBackUrl}
+    assert suno.vendor == SunoapiFields(
+        type="separate_vocal", callBackUrl="https://hooks.example.com/s"
+    )
+    # Before quality levels every job ran Deezer's pipeline, which is `fast`.
+    assert {JobParams.from_row(row["params"]).quality for row in ROWS.values()} == {"fast"}
+
+
+def test_the_row_written_today_reads_back_equal() -> None:
+    for row in ROWS.values():
+        params = JobParams.from_row(row["params"])
+        assert params.to_row()["version"] == 2
+        assert JobParams.from_row(params.to_row()) == params
+
+
+def test_old_fingerprints_still_find_their_results() -> None:
+    """The result cache's key of an old row, computed today, is the one the old code stored
+    (the expected values were computed by release 0.1.0, not by this code)."""
+    for name in ("native_separate", "gaudio"):
+        row = ROWS[name]
+        params = JobParams.from_row(row["params"])
+        found = cache.fingerprint(V1["input_sha256"], row["engine_model"], params)
+        assert found == row["fingerprint"], name
+        # A request today at `fast` is the same request (and reuses it); any other level is not.
+        for level, same in (("fast", True), ("balanced", False), ("best", False)):
+            today = params.model_copy(update={"quality": level})
+            again = cache.fingerprint(V1["input_sha256"], row["engine_model"], today)
+            assert (again == row["fingerprint"]) is same, (name, level)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": 3}, "version 3: this release reads up to 2"),
+        ({"preprocess": ["dereverb"]}, "preprocess.0"),
+        ({"names": {"vocals": "../x"}}, "plain names"),
+        ({"names": {"vocals": "a", "residual": "a"}}, "same name"),
+        ({"spans": [{"start": 2, "end": 1, "include": True}]}, "0 <= start < end"),
+        ({"output_format": "mp3", "bit_depth": "24"}, "mp3"),
+        ({"extra_formats": ["ogg"]}, "extra_formats.0"),
+        ({"quality": "ultra"}, "quality"),
+        ({"input": {"audio_url": "file:///etc/passwd"}}, "not an http(s) URL"),
+        ({"vendor": {"name": "acme"}}, "vendor"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_a_row_that_breaks_the_contract_is_invalid_params(
+    change: dict[str, Any], message: str
+) -> None:
+    row = {**ROWS["native_separate"]["params"], **change}
+    with pytest.raises(InvalidParams, match="job params") as info:
+        JobParams.from_row(row)
+    assert info.value.code == "INVALID_PARAMS"
+    assert message in info.value.message
+
+
+# --- a database of the previous release, read by today's API and worker ----------------------
+
+
+def _old_database(data_dir: Path) -> None:
+    """The previous release's schema: migrated to its last revision, 0004."""
+    data_dir.mkdir(parents=True)
+    db = Database(f"sqlite:///{data_dir / 'demixer.db'}")
+    migrate(db, "0004")
+    with db.read() as s:
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+    db.dispose()
+
+
+def _insert_v1_jobs(api: Api, file_id: str) -> dict[str, str]:
+    """The fixture's rows, as the old code inserted them, for ``api``'s account."""
+    ids = {}
+    now = api.services.db.clock()
+    with api.services.db.write() as s:
+        for name, row in ROWS.items():
+            raw = json.dumps(row["params"]).replace(OLD_FILE, file_id)
+            job_id = f"req_v1{name.replace('_', '')}"
+            s.execute(
+                text(
+                    "INSERT INTO jobs (id, account_id, queue_model, engine_model, params, status,"
+                    " priority, attempts, max_attempts, progress, cancel_requested, created_at,"
+                    " updated_at, fingerprint, expired) VALUES (:id, :account, :queue, :engine,"
+                    " :params, 'IN_QUEUE', 0, 0, 3, 0.0, 0, :now, :now, :fp, 0)"
+                ),
+                {
+                    "id": job_id,
+                    "account": api.account,
+                    "queue": row["queue_model"],
+                    "engine": row["engine_model"],
+                    "params": raw,
+                    "now": now.replace(tzinfo=None),
+                    "fp": row["fingerprint"],
+                },
+            )
+            ids[name] = job_id
+    return ids
+
+
+def test_a_previous_release_database_is_read_and_its_jobs_run(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "old"
+    _old_database(data_dir)
+    api = make_api(data_dir=data_dir)
+    file_id = api.upload()
+    ids = _insert_v1_jobs(api, file_id)
+
+    status = api.get(f"/v1/queue/requests/{ids['native_separate']}/status")
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert (body["file_name"], body["prompt"]) == ("stereo.wav", "the vocals")
+    assert body["webhook"]["url"] == "https://hooks.example.com/h"
+    listed = api.get("/v1/queue/requests?limit=10")
+    assert listed.status_code == 200 and len(listed.json()["data"]) == 5
+    url_job = api.get(f"/v1/queue/requests/{ids['native_stems_url']}/status").json()
+    assert (url_job["file_name"], url_job["stems"]) == ("song.mp3", ["vocals"])
+
+    r = api.client.get(
+        "/api/public/v1/byId",
+        params={"task_id": ids["musicgpt"]},
+        headers={"Authorization": api.key},
+    )
+    assert r.status_code == 200, r.text
+    conversion = r.json()["conversion"]
+    assert conversion["preprocessing_options"] == ["Denoise"]
+    assert conversion["stems"] == ["vocals", "instrumental"]
+    r = api.get(f"/api/v1/vocal-removal/record-info?taskId={ids['sunoapi']}")
+    assert r.json()["code"] == 200, r.text
+    assert r.json()["data"]["callbackUrl"] == "https://hooks.example.com/s"
+    r = api.client.get(
+        f"/developers/api/v1/gsep_music_hq_v1/jobs/{ids['gaudio']}",
+        headers={"x-ga-apikey": api.key},
+    )
+    assert r.json()["resultData"]["status"] == "waiting", r.text
+
+    # A worker of today runs the old uploaded-file jobs (the URL ones have no server here).
+    with api.services.db.write() as s:
+        for name in ("native_stems_url", "musicgpt", "sunoapi"):
+            s.execute(
+                text("UPDATE jobs SET status = 'CANCELLED' WHERE id = :id"), {"id": ids[name]}
+            )
+    with running(Worker(api.services, models=["spleeter-2stems"])):
+        for name in ("native_separate", "gaudio"):
+            wait_until(lambda n=name: _final(api, ids[n]), 120, f"{name} to finish")
+    with api.services.db.read() as s:
+        separate = s.get(Job, ids["native_separate"])
+        gaudio = s.get(Job, ids["gaudio"])
+    assert separate is not None and gaudio is not None
+    assert (separate.status, gaudio.status) == (COMPLETED, COMPLETED), (
+        separate.error_message,
+        gaudio.error_message,
+    )
+    assert sorted(separate.outputs or {}) == ["residual", "target"]
+    assert separate.outputs["target"]["file_name"] == "stereo_vocals.flac"
+    assert sorted(gaudio.outputs or {}) == ["others", "others.mp3", "vocal", "vocal.mp3"]
+
+
+def _final(api: Api, job_id: str) -> bool:
+    with api.services.db.read() as s:
+        job = s.get(Job, job_id)
+    return job is not None and job.status in ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def test_a_vendor_plan_is_validated_before_the_row_is_written(api: Api) -> None:
+    """Everything a vendor adds goes through the plan, so the contract checks it before any
+    row exists: a step the contract does not know is refused, and nothing is queued."""
+    from demixer.api import submit
+    from demixer.api.schemas import StemsRequest
+
+    file_id = api.upload()
+    req = StemsRequest.model_validate({"input": {"file_id": file_id, "stems": ["vocals"]}})
+    how = submit.PlanOptions(preprocess=("dereverb",))
+    with pytest.raises(InvalidRequest, match="preprocess"):
+        submit.plan_stems_request(api.services, api.account, req, how)
+    assert api.get("/v1/queue/requests").json()["data"] == []
