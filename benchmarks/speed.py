@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with_cli = "demixer" in keys and not args.no_cli
     if with_cli:
         keys.append("demixer-cli")
-        labels["demixer-cli"] = "demixer CLI (`demixer separate … --format wav --bit-depth 32f`)"
+        labels["demixer-cli"] = (
+            "demixer CLI, default level (`demixer separate … --format wav --bit-depth 32f`)"
+        )
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
     tasks: list[tuple[str, Any]] = [(s.key, s) for s in chosen]
     if with_cli:
@@ -277,6 +279,32 @@ def summarize(
     return out
 
 
+LEVELS = (("demixer-fast", "fast"), ("demixer", "balanced"), ("demixer-best", "best"))
+FLOOR_RTF = 40.0  # the default level must stay at least this fast on 2 cores
+
+
+def levels_note(summary: dict[str, Any]) -> str:
+    """One line per quality level: its separation speed against the floor for the default."""
+    parts = []
+    for key, level in LEVELS:
+        s = summary.get(key, {})
+        if "rtf_median" in s:
+            ok = "above" if s["rtf_median"] >= FLOOR_RTF else "**below**"
+            parts.append(
+                f"`{level}` {s['rtf_median']:.1f}x real time ({ok} {FLOOR_RTF:.0f}x), peak RSS "
+                f"{s['peak_rss_mb'] * 1024 * 1024 / 1e9:.2f} GB"
+            )
+    if not parts:
+        return ""
+    return (
+        "**Quality levels** (separation alone, median; *peak RSS*: the runner process's "
+        "`ru_maxrss`, model and 180 s of input and output included): "
+        + "; ".join(parts)
+        + ". The default level is the one whose separation stays at or above "
+        f"{FLOOR_RTF:.0f}x on these 2 cores.\n"
+    )
+
+
 def _of_bound(s: dict[str, Any], bound: dict[str, dict[str, float]]) -> str:
     b = bound.get(s["precision"])
     return "–" if b is None else f"{100 * s['rtf_best'] / b['rtf_bound']:.0f} %"
@@ -315,6 +343,7 @@ def render(
         "model load s",
         "end to end s median (best)",
         "end-to-end RTF",
+        "peak RSS GB",
         "GFLOP/s achieved (best)",
         "prec.",
         "of bound",
@@ -324,7 +353,7 @@ def render(
     for key in keys:
         s = summary.get(key, {})
         if "error" in s:
-            rows.append([labels[key], f"failed: {s['error'][:120]}", *["–"] * 8])
+            rows.append([labels[key], f"failed: {s['error'][:120]}", *["–"] * 9])
             continue
         if "rtf_median" in s:
             rows.append(
@@ -335,6 +364,7 @@ def render(
                     f"{s['load_median_s']:.2f}",
                     f"{s['e2e_median_s']:.1f} ({s['e2e_best_s']:.1f})",
                     f"{s['e2e_rtf_median']:.1f}",
+                    f"{s['peak_rss_mb'] * 1024 * 1024 / 1e9:.2f}",
                     f"{s['achieved_gflops']:.0f}",
                     s["precision"],
                     _of_bound(s, bound),
@@ -357,6 +387,7 @@ def render(
                 ]
             )
     out.append(common.table(head, rows))
+    out.append(levels_note(summary))
     out.append(
         "*runs kept*: before each run the harness waits (up to `--quiet-wait` s) for the "
         "machine to idle, and measures the CPU time used meanwhile by processes other than the "

@@ -64,6 +64,7 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         "bit_depth": "24",
         "names": {"vocals": "target", "residual": "residual"},
         "spans": None,
+        "quality": "balanced",  # the server's default (DEMIXER_QUALITY)
         "webhook": None,
         "prompt": "the singer",
         # Download names: the prompt's stem by what it is, the residual as "without" it.
@@ -242,6 +243,43 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     _error(sep(file_id=file_id), 410, "FILE_EXPIRED", "input.file_id")
     with api.services.db.read() as s:
         assert s.query(Job).count() == 0  # nothing above was queued
+
+
+def test_quality_is_checked_defaulted_and_echoed(make_api: Callable[..., Api]) -> None:
+    # As DEMIXER_QUALITY=best would: neither the built-in default (balanced) nor the level rows
+    # without one read as (fast).
+    api = make_api(quality="best")
+    file_id = api.upload()
+    stems = "/v1/queue/audio/stems"
+    r = api.post(stems, json={"input": {"file_id": file_id, "quality": "ultra"}})
+    msg = _error(r, 422, "UNKNOWN_QUALITY", "input.quality")
+    assert "'ultra'" in msg and "fast, balanced, best" in msg
+    with api.services.db.read() as s:
+        assert s.query(Job).count() == 0
+
+    def submitted(body: dict[str, Any]) -> tuple[str, str | None]:
+        r = api.post(body.pop("path", stems), json=body)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["request_id"]
+        status = api.get(r.json()["status_url"]).json()
+        return _params(api, job_id)["quality"], status["quality"]
+
+    assert submitted({"input": {"file_id": file_id}}) == ("best", "best")
+    assert submitted({"input": {"file_id": file_id, "quality": "FAST"}}) == ("fast", "fast")
+    separate = {"path": "/v1/queue/audio/separate", "input": {"file_id": file_id, "prompt": "x"}}
+    separate["input"] |= {"prompt": "vocals", "quality": "balanced"}
+    assert submitted(separate) == ("balanced", "balanced")
+    # A vendor protocol has no quality field: its jobs run at the server's default.
+    r = api.post(
+        "/api/public/v1/Extraction",
+        data={"audio_url": "https://example.org/song.mp3", "stems": '["vocals"]'},
+    )
+    assert r.status_code == 200, r.text
+    assert _params(api, r.json()["task_id"])["quality"] == "best"
+    # The level is published with the request schema.
+    models = api.get("/v1/models").json()["data"]
+    field = models[1]["input"]["$defs"]["StemsInput"]["properties"]["quality"]
+    assert field["enum"] == ["fast", "balanced", "best", None]
 
 
 def test_limits_checked_before_queueing(make_api: Callable[..., Api]) -> None:

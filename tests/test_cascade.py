@@ -152,14 +152,33 @@ def test_cascade_separates_real_music(cascade: CascadeBackend) -> None:
         assert np.sqrt(np.mean(audio**2)) > 1e-3  # every stem of this excerpt is audible
     # Spleeter's masks sum to one and the DSP split is exact, so the four stems remix the input.
     assert np.abs(sum(stems.values()) - mix).max() < 1e-4
-    # The registry's quality claim (drums 5.0 / bass 2.8 / other 1.9 dB SDR on this excerpt),
-    # held against the excerpt's true stems with floors half a dB under the measured figures.
-    floors = {"drums": 4.5, "bass": 2.3, "other": 1.4}
+    # The card's `fast` figures (drums 5.0 / bass 2.8 / other 1.9 dB SDR: the backend as loaded
+    # runs Deezer's pipeline), held with floors half a dB under them.
+    _assert_above(stems, mix, {"drums": 4.5, "bass": 2.3, "other": 1.4})
+
+
+def test_the_cascade_runs_spleeter_at_its_level_and_holds_the_registry_claim(
+    cascade: CascadeBackend,
+) -> None:
+    mix = _excerpt_mix()
+    stems = cascade.with_quality("balanced").separate(mix)
+    # Spleeter inside runs at the level asked for: its vocals are spleeter-2stems' own there,
+    # which are not the `fast` ones.
+    vocals = cascade.two_stem.with_quality("balanced").separate(mix)["vocals"]
+    assert np.array_equal(stems["vocals"], vocals)
+    assert np.abs(vocals - cascade.two_stem.separate(mix)["vocals"]).max() > 1e-3
+    # The registry's claim is the default level's (balanced: drums 5.1 / bass 2.8 / other
+    # 1.9 dB SDR on this excerpt), held with floors half a dB under the measured figures.
+    _assert_above(stems, mix, {"drums": 4.6, "bass": 2.3, "other": 1.4})
+    assert "drums 5.1 / bass 2.8 / other 1.9 dB" in get_spec("cascade-4stems").quality
+
+
+def _assert_above(stems: dict[str, np.ndarray], mix: np.ndarray, floors: dict[str, float]) -> None:
+    """Each stem's plain SDR against the excerpt's true stem is above its floor (dB)."""
     for index, stem in enumerate(("drums", "bass", "other"), start=1):
         truth = decode_stream(stempeg_example(), index)
         n = min(truth.shape[1], mix.shape[1])
         assert _sdr(truth[:, :n], stems[stem][:, :n]) > floors[stem], stem
-    assert "drums 5.0 / bass 2.8 / other 1.9 dB" in get_spec("cascade-4stems").quality
 
 
 def _sdr(reference: np.ndarray, estimate: np.ndarray) -> float:

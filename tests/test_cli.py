@@ -122,6 +122,22 @@ def test_separate_two_files_to_flac_24(
         assert np.abs(total - source).max() < 1e-4
 
 
+def test_quality_best_runs_the_best_level(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    from demixer.engine import Separator
+
+    out = tmp_path / "out"
+    args = ("separate", inputs["A"], "-o", out, "--quality", "best", "--bit-depth", "32f")
+    result = demixer(*args, model_dir=model_dir)
+    assert result.returncode == 0, result.stderr
+    source, rate = load(inputs["A"])
+    expected = Separator("spleeter-2stems").separate_array(source, rate, quality="best")
+    for stem in ("vocals", "accompaniment"):
+        data, _ = sf.read(str(out / f"A_{stem}.wav"), dtype="float32", always_2d=True)
+        np.testing.assert_allclose(data.T, expected[stem], atol=1e-6)
+
+
 def test_spans_keep_the_stem_only_where_asked(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:
@@ -155,6 +171,7 @@ def test_spans_keep_the_stem_only_where_asked(
         (["--format", "ogg"], "unknown output format 'ogg'"),
         (["--format", "flac", "--bit-depth", "32f"], "bit depth '32f' is not available"),
         (["--format", "mp3", "--bit-depth", "16"], "mp3 takes no bit depth"),
+        (["--quality", "ultra"], "[UNKNOWN_QUALITY] unknown quality 'ultra'; choose one of"),
         (["--stems", "vocals", "--span", "2:1"], "a span needs 0 <= start < end"),
         (["--span", "0:1"], "spans keep one stem in time"),  # every stem: no residual
     ],
@@ -165,6 +182,7 @@ def test_spans_keep_the_stem_only_where_asked(
         "format",
         "bit depth",
         "mp3 depth",
+        "quality",
         "bad span",
         "span of every stem",
     ],

@@ -167,9 +167,10 @@ def test_wait_polls_when_a_proxy_refuses_the_event_stream(
     with client(server, transport=proxy) as c:
         info = c.upload(music[0], multipart=True)
         assert info.status == "uploaded" and info.channels == 2
-        job = c.submit(info.file_id, stems=["vocals"])
+        job = c.submit(info.file_id, stems=["vocals"], quality="fast")
         done = c.wait(job.request_id, on_progress=seen.append, timeout=120)
         assert done.status == "COMPLETED" and done.progress == 1.0
+        assert done.quality == "fast"
         assert set(c.result(job.request_id).outputs) == {"vocals", "residual"}
     stream = f"GET /v1/queue/requests/{job.request_id}/status/stream"
     status = f"GET /v1/queue/requests/{job.request_id}/status"
@@ -254,6 +255,10 @@ def test_api_errors_carry_the_servers_code(server: Server) -> None:
         with pytest.raises(ApiError) as stem:
             c.submit(audio_url="http://127.0.0.1:9/a.wav", stems=["kazoo"])
         assert stem.value.code == "UNKNOWN_STEM" and stem.value.param
+        with pytest.raises(ApiError) as level:
+            c.submit(audio_url="http://127.0.0.1:9/a.wav", quality="ultra")
+        assert (level.value.status, level.value.code) == (422, "UNKNOWN_QUALITY")
+        assert level.value.param == "input.quality"
 
 
 # --- the async client --------------------------------------------------------------------------
@@ -320,6 +325,7 @@ def test_remote_separate_writes_the_stems(
         ("not audio", "INVALID_AUDIO", 3),
         ("missing file", "FILE_NOT_FOUND", 3),
         ("unknown stem", "UNKNOWN_STEM", 2),
+        ("unknown quality", "UNKNOWN_QUALITY", 2),
         ("bad key", "UNAUTHENTICATED", 1),
     ],
 )
@@ -339,6 +345,8 @@ def test_remote_separate_errors_are_one_line_and_an_exit_code(
         args[0] = str(tmp_path / "nothing.wav")
     elif case == "unknown stem":
         args += ["--stems", "kazoo"]
+    elif case == "unknown quality":
+        args += ["--quality", "ultra"]
     else:
         key = "dmx_not-a-key"
     done = remote(server, *args, key=key)

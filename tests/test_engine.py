@@ -25,7 +25,9 @@ from demixer.errors import (
     InvalidAudio,
     InvalidOutput,
     NoStemsRequested,
+    UnknownQuality,
     UnknownStem,
+    exit_code_for,
 )
 from demixer.models.registry import get_spec
 
@@ -311,6 +313,17 @@ def test_separate_array_with_an_alias_and_mono(separator: Separator) -> None:
     for y in stems.values():
         assert y.shape == mono.shape
     assert np.abs(stems["vocals"] + stems["instrumental"] - mono).max() <= 1e-4
+
+
+def test_an_unknown_quality_is_refused_before_anything_is_read(
+    separator: Separator, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(UnknownQuality, match="choose one of fast, balanced, best") as info:
+        separator.separate_file(tmp_path / "not-even-there.wav", out, quality="loud")
+    assert exit_code_for(info.value) == 2 and not out.exists()
+    with pytest.raises(UnknownQuality):
+        separator.separate_array(np.zeros((2, 100), np.float32), 44100, quality="")
 
 
 @pytest.mark.parametrize("shape", [(3, 100), (2, 0), (100,), (1, 2, 100)])
@@ -601,7 +614,6 @@ def _fake_separator(c_gain: float) -> Separator:
     sep = Separator.__new__(Separator)
     sep.spec, sep.device = get_spec(MODEL), "cpu"
     sep.backend = _FakeBackend(c_gain)
-    sep._window_progress = False
     return sep
 
 

@@ -74,6 +74,8 @@ def test_every_v1_row_reads_as_the_typed_contract() -> None:
     assert suno.vendor == SunoapiFields(
         type="separate_vocal", callBackUrl="https://hooks.example.com/s"
     )
+    # Before quality levels every job ran Deezer's pipeline, which is `fast`.
+    assert {JobParams.from_row(row["params"]).quality for row in ROWS.values()} == {"fast"}
 
 
 def test_the_row_written_today_reads_back_equal() -> None:
@@ -91,6 +93,11 @@ def test_old_fingerprints_still_find_their_results() -> None:
         params = JobParams.from_row(row["params"])
         found = cache.fingerprint(V1["input_sha256"], row["engine_model"], params)
         assert found == row["fingerprint"], name
+        # A request today at `fast` is the same request (and reuses it); any other level is not.
+        for level, same in (("fast", True), ("balanced", False), ("best", False)):
+            today = params.model_copy(update={"quality": level})
+            again = cache.fingerprint(V1["input_sha256"], row["engine_model"], today)
+            assert (again == row["fingerprint"]) is same, (name, level)
 
 
 @pytest.mark.parametrize(
@@ -103,6 +110,7 @@ def test_old_fingerprints_still_find_their_results() -> None:
         ({"spans": [{"start": 2, "end": 1, "include": True}]}, "0 <= start < end"),
         ({"output_format": "mp3", "bit_depth": "24"}, "mp3"),
         ({"extra_formats": ["ogg"]}, "extra_formats.0"),
+        ({"quality": "ultra"}, "quality"),
         ({"input": {"audio_url": "file:///etc/passwd"}}, "not an http(s) URL"),
         ({"vendor": {"name": "acme"}}, "vendor"),
         ({"surprise": 1}, "surprise"),

@@ -82,6 +82,7 @@ def test_other_options_stems_and_accounts_miss(api: Api) -> None:
         "IN_QUEUE"
     )
     assert api.queue_separate(file_id, "drums").json()["status"] == "IN_QUEUE"
+    assert api.queue_separate(file_id, input={"quality": "best"}).json()["status"] == "IN_QUEUE"
     assert api.queue_separate(api.upload("mono.wav")).json()["status"] == "IN_QUEUE"
     theirs = api.post(
         "/v1/files",

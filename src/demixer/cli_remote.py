@@ -78,12 +78,30 @@ def remote_separate(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds to wait for each job.")
     ] = None,
+    quality: Annotated[
+        str | None,
+        typer.Option(
+            "--quality",
+            "-q",
+            metavar="LEVEL",
+            help="fast, balanced or best (default: the server's DEMIXER_QUALITY).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
     from demixer.client import Client
 
     if prompt is not None and stems:
         raise typer.BadParameter("give --stems or --prompt, not both")
+    if quality is not None:
+        from demixer.models.quality import parse_quality
+
+        try:  # here, before any upload; the server checks it again
+            quality = parse_quality(quality)
+        except DemixerError as e:
+            print_error(e.code, e.message)
+            raise typer.Exit(exit_code_for(e)) from None
     inputs, skipped = expand_inputs(files)
     if skipped:
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
@@ -99,6 +117,7 @@ def remote_separate(
                     prompt=prompt,
                     output_format=fmt,
                     bit_depth=bit_depth,
+                    quality=quality,
                     directory=out_dir / item.subdir,
                     progress=err.is_terminal,
                     timeout=timeout,

@@ -53,6 +53,7 @@ __all__ = [
     "TooManyConcurrentJobs",
     "UnknownArchitecture",
     "UnknownModel",
+    "UnknownQuality",
     "UnknownStem",
     "UnsupportedMediaType",
     "UnsupportedPrompt",
@@ -113,6 +114,12 @@ class UnknownStem(DemixerError):
     """A requested stem is not one the model produces."""
 
     code = "UNKNOWN_STEM"
+
+
+class UnknownQuality(DemixerError):
+    """A quality level that is not one of ``fast``, ``balanced``, ``best``."""
+
+    code = "UNKNOWN_QUALITY"
 
 
 class NoStemsRequested(UnknownStem):
@@ -399,6 +406,7 @@ class DatabaseUnavailable(ServiceUnavailable):
 _EXIT_CODES: dict[type[DemixerError], int] = {
     UnknownStem: 2,
     UnknownModel: 2,
+    UnknownQuality: 2,
     InvalidOutput: 2,
     DeviceUnavailable: 2,
     InvalidAudio: 3,

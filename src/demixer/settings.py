@@ -16,6 +16,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from demixer.defaults import DEFAULT_MODEL
+from demixer.errors import UnknownQuality
+from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
 __all__ = ["Settings"]
 
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
     # cores with one slot). Set it when several worker processes share one machine.
     threads: int | None = None
     default_model: str = DEFAULT_MODEL
+    # Quality level of requests that name none: the vendor protocols' requests, and native ones
+    # without `input.quality` (fast, balanced or best; see demixer.models.quality).
+    quality: Quality = DEFAULT_QUALITY
     # The web page's local session (GET /v1/session hands a browser on this machine a key
     # without asking): only when turned on (`make run` and `serve --local-session` do), and
     # then only on loopback. Off, the page asks for an API key: a reverse proxy on the same
@@ -99,6 +104,14 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         # Absolute, so the SQLite and storage URLs built from it do not depend on the cwd.
         return value.expanduser().resolve()
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _quality(cls, value: object) -> Quality:
+        try:
+            return parse_quality(str(value))
+        except UnknownQuality as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("workers")
     @classmethod

@@ -43,6 +43,7 @@ from demixer.errors import (
     StorageFull,
     StorageUnavailable,
     UnknownModel,
+    UnknownQuality,
     UnknownStem,
     UnsupportedMediaType,
 )
@@ -85,6 +86,7 @@ STATUS: dict[type[DemixerError], int] = {
     UnsupportedMediaType: 415,  # UNSUPPORTED_MEDIA_TYPE, CONTENT_TYPE_MISMATCH
     InvalidAudio: 422,  # INVALID_AUDIO, DURATION_LIMIT
     UnknownStem: 422,  # UNKNOWN_STEM, UNSUPPORTED_PROMPT
+    UnknownQuality: 422,  # UNKNOWN_QUALITY (`input.quality`)
     ModelUnavailable: 422,  # MODEL_UNAVAILABLE (and its checksum/download variants)
     JobFailed: 422,  # the failed job's own code
     RateLimited: 429,

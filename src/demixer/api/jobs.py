@@ -175,6 +175,7 @@ def build_status(services: Services, job: Job, logs: bool, found: Extras) -> Req
         request_id=job.id,
         model=job.queue_model,
         engine_model=job.engine_model,
+        quality=JobParams.from_row(job.params).quality,
         status=cast(JobStatus, job.status),
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -317,6 +318,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     return ResultResponse(
         request_id=job.id,
         model=job.queue_model,
+        quality=JobParams.from_row(job.params).quality,
         data=data,
         usage=Usage(quantity=usage_quantity(job)),
         retention=Retention(

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from demixer.models.quality import QUALITIES
+
 __all__ = [
     "CancelResponse",
     "EngineModel",
@@ -177,6 +179,19 @@ class QueueInput(BaseModel):
     bit_depth: str | int | None = Field(
         None, description="wav: `16`, `24`, `32f`; flac: `16`, `24`; none for mp3."
     )
+    # Checked by the submit code, not here, so an unknown level is a 422 UNKNOWN_QUALITY (like
+    # an unknown stem) rather than a 400 for a malformed body; the schema still lists the levels.
+    quality: str | None = Field(
+        None,
+        max_length=20,
+        description="`fast`, `balanced` or `best`: how much work the model spends for better "
+        "stems (default: the server's `DEMIXER_QUALITY`). For `spleeter-2stems` and "
+        "`cascade-4stems`, `fast` is Deezer's own pipeline, `balanced` combines the two U-Nets' "
+        "masks better at the same speed, `best` adds test-time augmentation (about 4x the "
+        "time); other models accept it and run as they are.",
+        json_schema_extra={"enum": [*QUALITIES, None]},
+        examples=["balanced"],
+    )
     downmix: bool = Field(
         False,
         description="Fold an input with more than 2 channels (5.1, 7.1) to stereo first "
@@ -315,6 +330,11 @@ class RequestStatus(BaseModel):
     request_id: str
     model: str
     engine_model: str
+    quality: str | None = Field(
+        None,
+        description="The quality level it runs at (`fast` for a request submitted before levels "
+        "existed: it runs Deezer's pipeline, which `fast` is).",
+    )
     status: JobStatus
     created_at: datetime
     updated_at: datetime
@@ -400,6 +420,7 @@ class ResultResponse(BaseModel):
 
     request_id: str
     model: str
+    quality: str | None = Field(None, description="The quality level it ran at.")
     status: Literal["COMPLETED"] = "COMPLETED"
     data: dict[str, OutputFile | int | float] = Field(
         description="Output name -> file (`target`/`residual`, or one per stem, + `residual` "

@@ -42,6 +42,7 @@ from demixer.errors import (
     UnknownStem,
 )
 from demixer.models.loading import is_installed
+from demixer.models.quality import parse_quality
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.service.accounts.keys import new_id
 from demixer.service.accounts.limits import check_concurrency
@@ -195,7 +196,11 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput 
 def _common(
     services: Services, account_id: str, req: QueueBody, inp: QueueInput, style: str
 ) -> dict[str, Any]:
-    """Params every queue model shares: input, format, webhook, downmix."""
+    """Params every queue model shares: input, format, quality, webhook, downmix."""
+    try:  # before the input: a bad option needs no look at the file
+        quality = parse_quality(inp.quality or services.settings.quality)
+    except DemixerError as exc:
+        raise _reject_param(exc, "input.quality") from None
     source = _input(services, account_id, inp)
     depth = None if inp.bit_depth is None else str(inp.bit_depth)
     try:
@@ -225,6 +230,7 @@ def _common(
         "input": source,
         "output_format": fmt.format,
         "bit_depth": fmt.bit_depth,
+        "quality": quality,
         "webhook": webhook,
         "downmix": inp.downmix,
     }

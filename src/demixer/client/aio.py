@@ -144,6 +144,7 @@ class AsyncClient(core.ClientBase):
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         idempotency_key: str | None = None,
+        quality: str | None = None,
     ) -> Job:
         """See :meth:`Client.submit`."""
         call = self._submit_call(
@@ -157,6 +158,7 @@ class AsyncClient(core.ClientBase):
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             idempotency_key=idempotency_key,
+            quality=quality,
         )
         return Job.from_json(await self._json(call))
 
@@ -263,6 +265,7 @@ class AsyncClient(core.ClientBase):
         prompt: str | None = None,
         output_format: str = "wav",
         bit_depth: str | int | None = None,
+        quality: str | None = None,
         directory: str | os.PathLike[str] = ".",
         progress: bool = True,
         timeout: float | None = None,
@@ -279,6 +282,7 @@ class AsyncClient(core.ClientBase):
                 prompt=prompt,
                 output_format=output_format,
                 bit_depth=bit_depth,
+                quality=quality,
             )
             await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
             result = await self.result(job.request_id)

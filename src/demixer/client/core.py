@@ -389,6 +389,7 @@ class ClientBase:
         webhook_url: str | None,
         webhook_secret: str | None,
         idempotency_key: str | None,
+        quality: str | None = None,
     ) -> Call:
         if (file_id is None) == (audio_url is None):
             raise ValueError("give exactly one of file_id and audio_url")
@@ -396,6 +397,8 @@ class ClientBase:
         inp: dict[str, Any] = {**source, "output_format": output_format}
         if bit_depth is not None:
             inp["bit_depth"] = str(bit_depth)
+        if quality is not None:
+            inp["quality"] = quality
         if prompt is not None:
             if stems:
                 raise ValueError("give stems or a prompt, not both")

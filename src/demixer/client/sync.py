@@ -163,12 +163,14 @@ class Client(core.ClientBase):
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         idempotency_key: str | None = None,
+        quality: str | None = None,
     ) -> Job:
         """Queue a separation of an uploaded file or an http(s) URL.
 
         With ``prompt`` ("the singer", "drums") it is ``audio/separate`` (outputs ``target``
         and ``residual``); otherwise ``audio/stems`` with ``stems`` of ``model`` (empty: all)
         plus ``residual``. ``bit_depth``: wav ``16``/``24``/``32f``, flac ``16``/``24``.
+        ``quality``: ``fast``, ``balanced`` or ``best`` (None: the server's default).
         """
         call = self._submit_call(
             file_id,
@@ -181,6 +183,7 @@ class Client(core.ClientBase):
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             idempotency_key=idempotency_key,
+            quality=quality,
         )
         return Job.from_json(self._json(call))
 
@@ -292,13 +295,15 @@ class Client(core.ClientBase):
         prompt: str | None = None,
         output_format: str = "wav",
         bit_depth: str | int | None = None,
+        quality: str | None = None,
         directory: str | os.PathLike[str] = ".",
         progress: bool = True,
         timeout: float | None = None,
     ) -> dict[str, Path]:
         """Upload ``path``, separate it, wait, and download the outputs into ``directory``.
 
-        Answers output name -> file written (e.g. ``vocals``, ``residual``). ``progress``
+        Answers output name -> file written (e.g. ``vocals``, ``residual``). ``quality``:
+        ``fast``, ``balanced`` or ``best`` (None: the server's default). ``progress``
         shows bars on stderr when it is a terminal. Interrupted (Ctrl-C) while waiting, the
         job is cancelled on the server.
         """
@@ -312,6 +317,7 @@ class Client(core.ClientBase):
                 prompt=prompt,
                 output_format=output_format,
                 bit_depth=bit_depth,
+                quality=quality,
             )
             try:
                 self.wait(job.request_id, on_progress=bar.status, timeout=timeout)

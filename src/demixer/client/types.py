@@ -147,6 +147,7 @@ class Status:
     # While IN_PROGRESS: loading_model, decoding, separating, encoding or storing (servers
     # that do not say: None).
     stage: str | None = None
+    quality: str | None = None  # the level it runs at: fast, balanced or best
 
     @property
     def done(self) -> bool:
@@ -164,6 +165,7 @@ class Status:
             progress=_get(d, "progress", float, optional=True),
             cancel_requested=bool(d.get("cancel_requested")),
             error=_error(d),
+            quality=_get(d, "quality", str, optional=True),
             raw=d,
             stage=_get(d, "stage", str, optional=True),
         )

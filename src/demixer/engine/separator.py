@@ -10,6 +10,10 @@ A backend that windows the input itself (MSST's chunking: :mod:`demixer.engine.s
 the whole input as a resampled block stream instead; resampling back, the residual, progress,
 cancellation and encoding stay here.
 
+Every separation runs at a quality level (:mod:`demixer.models.quality`; default
+:data:`~demixer.models.quality.DEFAULT_QUALITY`): the loaded model, at that level, separates the
+windows. Models with nothing to offer at a level run as they are.
+
 Progress: ``on_progress(fraction)`` is called before each window and, for backends whose
 ``separate`` takes an ``on_progress`` keyword (see :mod:`demixer.models.base`), within a window
 too, so a song shorter than one long window does not sit at 0 % until it is done.
@@ -38,6 +42,7 @@ from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
 from demixer.models.base import Backend, InputStats, reports_progress, streaming
 from demixer.models.loading import load_backend
+from demixer.models.quality import DEFAULT_QUALITY, parse_quality, tuned
 from demixer.models.registry import ModelSpec, get_spec
 from demixer.naming import DEFAULT_TEMPLATE
 
@@ -108,7 +113,6 @@ class Separator:
         self.backend: Backend = load_backend(
             model, model_dir=model_dir, model_path=model_path, device=self.device
         )
-        self._window_progress = reports_progress(self.backend)
 
     @classmethod
     def from_backend(cls, spec: ModelSpec, backend: Backend) -> Separator:
@@ -118,7 +122,6 @@ class Separator:
         separator.spec = spec
         separator.device = str(getattr(backend, "device", "cpu"))
         separator.backend = backend
-        separator._window_progress = reports_progress(backend)
         return separator
 
     @property
@@ -137,6 +140,7 @@ class Separator:
         sample_rate: int,
         stems: Sequence[str] | None = None,
         *,
+        quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
     ) -> dict[str, np.ndarray]:
@@ -146,6 +150,7 @@ class Separator:
             audio: ``(channels, samples)`` float32, 1 or 2 channels.
             sample_rate: Hz of ``audio``.
             stems: stem names to produce (None: all of the model's).
+            quality: ``fast``, ``balanced`` or ``best`` (see :mod:`demixer.models.quality`).
 
         Returns:
             output name -> ``(channels, samples)`` float32 at ``sample_rate``; an optional
@@ -168,6 +173,7 @@ class Separator:
             sample_rate,
             plan,
             audio.shape[1],
+            quality=quality,
             on_progress=on_progress,
             should_cancel=should_cancel,
             stats=input_stats(blocks()) if self.needs_stats else None,
@@ -189,6 +195,7 @@ class Separator:
         plan: StemPlan,
         total_samples: int | None = None,
         *,
+        quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
         stats: InputStats | None = None,
@@ -201,8 +208,10 @@ class Separator:
         of ``total_samples`` (none without it), from within windows where the backend tells.
         ``stats``: the whole input's statistics, required when :attr:`needs_stats` (the model
         normalises its input, so the caller reads the input once more to get them).
+        ``quality``: ``fast``, ``balanced`` or ``best``; anything else raises
+        :class:`~demixer.errors.UnknownQuality` before any block is read.
         """
-        backend = self.backend
+        backend = tuned(self.backend, parse_quality(quality))
         ratio = sample_rate / backend.sample_rate
         window = max(2, round(backend.window * ratio))
         overlap = min(window - 1, round(backend.overlap * ratio))
@@ -233,7 +242,7 @@ class Separator:
             span = min(window, (total_samples or 0) - window_start)
             report(window_start + max(0.0, min(fraction, 1.0)) * span)
 
-        inner = within_window if self._window_progress else None
+        inner = within_window if reports_progress(backend) else None
 
         regions: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]]
         whole = streaming(backend)
@@ -252,7 +261,7 @@ class Separator:
         else:
 
             def separate(x: np.ndarray) -> dict[str, np.ndarray]:
-                return self._separate_window(x, sample_rate, plan, inner)
+                return self._separate_window(backend, x, sample_rate, plan, inner)
 
             regions = overlap_add(
                 blocks, separate, window=window, overlap=overlap, before_window=before_window
@@ -267,16 +276,17 @@ class Separator:
 
     def _separate_window(
         self,
+        backend: Backend,
         x: np.ndarray,
         sample_rate: int,
         plan: StemPlan,
         on_progress: ProgressFn | None = None,
     ) -> dict[str, np.ndarray]:
-        """One window ``(channels, n)`` at the input rate -> target stems, same shape.
+        """One window ``(channels, n)`` at the input rate -> target stems, same shape, by
+        ``backend`` (the loaded model at the request's quality level).
 
         ``on_progress``: fractions of this window, passed to a backend that reports them.
         """
-        backend = self.backend
         channels, n = x.shape
         model_in = np.repeat(x, backend.channels, axis=0) if channels < backend.channels else x
         model_in = resample(model_in, sample_rate, backend.sample_rate)
@@ -317,6 +327,7 @@ class Separator:
         template: str = DEFAULT_TEMPLATE,
         downmix: bool = False,
         rescale: bool = False,
+        quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         on_stage: StageFn | None = None,
         should_cancel: CancelFn | None = None,
@@ -351,6 +362,7 @@ class Separator:
         started = time.perf_counter()
         fmt = fmt or OutputFormat.parse("wav", None)
         plan = self.plan(stems)
+        parse_quality(quality)  # before the file is opened
         shaped = span_outputs(plan, span_output) if spans else None
         formats = [fmt, *(f for f in extra_formats if f.extension != fmt.extension)]
         source = Path(path)
@@ -394,6 +406,7 @@ class Separator:
                     reader.sample_rate,
                     plan,
                     total,
+                    quality=quality,
                     on_progress=progress,
                     should_cancel=should_cancel,
                     stats=stats,

@@ -18,6 +18,7 @@ import numpy as np
 from demixer.models.base import Backend, reports_progress
 from demixer.models.dsp import DEFAULT_PARAMS, SplitParams, split_accompaniment
 from demixer.models.loading import load_backend
+from demixer.models.quality import Quality, tuned
 from demixer.models.registry import ModelSpec
 
 __all__ = ["CascadeBackend", "load"]
@@ -39,7 +40,7 @@ class CascadeBackend:
         overlap: the 2-stem backend's overlap, or at least 1 s, whichever is longer (samples).
     """
 
-    stems = ("vocals", "drums", "bass", "other")
+    stems: tuple[str, ...] = ("vocals", "drums", "bass", "other")
 
     def __init__(self, two_stem: Backend, params: SplitParams = DEFAULT_PARAMS) -> None:
         if set(two_stem.stems) != {"vocals", "accompaniment"}:
@@ -51,6 +52,10 @@ class CascadeBackend:
         self.window = two_stem.window
         min_overlap = int(_MIN_OVERLAP_S * two_stem.sample_rate)
         self.overlap = min(max(two_stem.overlap, min_overlap), self.window // 2)
+
+    def with_quality(self, quality: Quality) -> Backend:
+        """The cascade on the 2-stem backend at ``quality`` (the DSP split has no levels)."""
+        return CascadeBackend(tuned(self.two_stem, quality), self.params)
 
     def separate(
         self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None

@@ -249,6 +249,8 @@ $("#job-form").addEventListener("submit", async (ev) => {
     path = "/v1/queue/audio/stems";
     input = { file_id: state.fileId, model: $("#model-select").value, stems, output_format: format };
   }
+  const quality = $("#quality-select").value;  // "": the server's default
+  if (quality) input.quality = quality;
   state.busy = true;
   updateSubmit();
   try {

@@ -1,9 +1,9 @@
 """The result cache: a request identical to one already completed reuses its outputs.
 
 Two requests give the same outputs when their input bytes, engine model, stems, output names,
-format, bit depth and spans agree; :func:`fingerprint` hashes exactly those. Only uploaded files
-take part: an ``audio_url``'s content is unknown until a worker fetches it, so URL requests are
-never answered from the cache. Reuse stays within one account.
+format, bit depth, spans and quality level agree; :func:`fingerprint` hashes exactly those. Only
+uploaded files take part: an ``audio_url``'s content is unknown until a worker fetches it, so URL
+requests are never answered from the cache. Reuse stays within one account.
 
 The reused outputs are *copied* (hard-linked where the storage can) under the new request's own
 prefix, ``outputs/{job_id}/cached/…``: each request owns its blobs, so deleting or expiring one
@@ -53,6 +53,10 @@ def fingerprint(content_sha256: str | None, engine_model: str, params: JobParams
     for added in ("extra_formats", "preprocess"):  # only when set: older fingerprints hold
         if row[added]:
             key[added] = row[added]
+    # Jobs from before quality levels ran at `fast` and read as `fast`: a `fast` request keeps
+    # their fingerprint (and reuses them); any other level is another result.
+    if params.quality != "fast":
+        key["quality"] = params.quality
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -41,6 +41,7 @@ from pydantic import (
 from demixer.audio import OutputFormat
 from demixer.engine.spans import Span
 from demixer.errors import DemixerError, InvalidParams
+from demixer.models.quality import Quality
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -157,6 +158,9 @@ class JobParams(_Part):
         preprocess: steps applied to the input before separation (:data:`PREPROCESS_STEPS`);
             stems + residual then add up to the processed input.
         downmix: fold an input with more than two channels to stereo (else refused).
+        quality: the level the model runs at (:mod:`demixer.models.quality`): the request's,
+            else the server's ``DEMIXER_QUALITY``. Rows written before levels existed lack it
+            and ran Deezer's pipeline, which is ``fast``: they read as ``fast``.
         webhook: where the final event goes (None: no webhook).
         prompt: ``audio/separate``'s prompt (for listings).
         vendor: the protocol-specific fields of a vendor router's job (None: native).
@@ -173,6 +177,7 @@ class JobParams(_Part):
     extra_formats: tuple[_FORMAT, ...] = ()
     preprocess: tuple[Literal["denoise"], ...] = ()
     downmix: bool = False
+    quality: Quality = "fast"
     webhook: Webhook | None = None
     prompt: str | None = None
     vendor: VendorFields | None = None

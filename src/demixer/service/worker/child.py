@@ -106,7 +106,8 @@ class ChildJob:
         engine_model: registered model id.
         input_path: local file to separate.
         out_dir: empty directory to write the outputs into.
-        params: the job contract (stems, formats, names, spans, preprocessing, downmix).
+        params: the job contract (stems, formats, names, spans, preprocessing, downmix,
+            quality level).
         max_seconds: the most audio decoded (the server's duration limit, held on the samples
             themselves: ``DURATION_LIMIT`` past it whatever the file declares).
     """
@@ -322,6 +323,7 @@ def run_job(
         fmt=params.format,
         template="{stem}.{ext}",
         downmix=params.downmix,
+        quality=params.quality,
         on_progress=progress,
         on_stage=stage,
         preprocess=_preprocessor(params.preprocess),
