@@ -21,7 +21,7 @@ from demixer import __version__, cli_models, cli_remote, cli_service
 from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import FileProgress, print_error, readable_help
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import DemixerError, InputNotFound, InvalidAudio, exit_code_for
+from demixer.errors import DemixerError, InputNotFound, InvalidAudio, UnknownModel, exit_code_for
 from demixer.naming import DEFAULT_TEMPLATE
 
 __all__ = ["app", "main"]
@@ -68,9 +68,39 @@ def _root(
 def separate(
     files: FilesArgument,
     model: Annotated[
+        str | None,
+        typer.Option(
+            "-m",
+            "--model",
+            metavar="ID",
+            help="Model id (see `demixer models list`). Default: the best installed model or "
+            f"recipe for --stems by published figures, else {DEFAULT_MODEL}.",
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            metavar="ID",
+            help="Run a recipe, a chain of models (e.g. karaoke: vocals, then lead/backing).",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        str | None,
+        typer.Option(
+            "--ensemble",
+            metavar="A,B",
+            help="Combine these models' estimates of the stems they share (each runs once).",
+        ),
+    ] = None,
+    ensemble_mode: Annotated[
         str,
-        typer.Option("-m", "--model", metavar="ID", help="Model id (see `demixer models list`)."),
-    ] = DEFAULT_MODEL,
+        typer.Option(
+            "--ensemble-mode",
+            metavar="MODE",
+            help="avg (mean waveform), max or min (UVR's max/min spec).",
+        ),
+    ] = "avg",
     stems: Annotated[
         str | None,
         typer.Option(
@@ -166,6 +196,7 @@ def separate(
         spans = [Span.parse(s) for s in span or ()]
         spans += [Span.parse(s, include=False) for s in exclude_span or ()]
         requested = stems.split(",") if stems is not None else None
+        model = _model_for(model, recipe, ensemble, ensemble_mode, requested)
         if requested is not None and not any(s.strip() for s in requested):
             plan_stems(model, get_spec(model).stems, requested)  # names nothing: say so now
         if spans:  # one stem and its residual, else refused before the model loads
@@ -213,6 +244,9 @@ def separate(
                 clipped = result.report.clipped.get(name, 0)
                 note = f"  [yellow]{clipped} samples clipped[/]" if clipped else ""
                 progress.print_out(f"  {name}: {escape(str(written))}{note}")
+            if hasattr(separator.backend, "made_by"):  # a chain or an ensemble: who made what
+                for name, made in result.made_by.items():
+                    progress.print(f"  {escape(name)} by {escape(made)}")
             if any(result.report.clipped.values()):
                 progress.print(
                     "  [yellow]some stems clipped in integer output: use --bit-depth 32f "
@@ -224,6 +258,41 @@ def separate(
                 )
     if last_error is not None:
         raise typer.Exit(exit_code_for(last_error))
+
+
+def _model_for(
+    model: str | None,
+    recipe: str | None,
+    ensemble: str | None,
+    mode: str,
+    requested: list[str] | None,
+) -> str:
+    """The model id to run: the one named by --model, --recipe or --ensemble (at most one),
+    else the best installed one for the requested stems, else the default model."""
+    from demixer.engine.stems import choose_model
+    from demixer.models.ensemble import MODES, ensemble_id
+    from demixer.models.loading import is_installed
+    from demixer.models.registry import get_spec, list_specs
+
+    if sum(x is not None for x in (model, recipe, ensemble)) > 1:
+        raise typer.BadParameter("give one of --model, --recipe, --ensemble", param_hint="--model")
+    if mode not in MODES:
+        raise typer.BadParameter(f"one of {', '.join(MODES)}", param_hint="--ensemble-mode")
+    if recipe is not None:
+        if get_spec(recipe).loader != "demixer.models.recipe:load":
+            recipes = [s.id for s in list_specs() if s.loader == "demixer.models.recipe:load"]
+            raise UnknownModel(f"{recipe!r} is not a recipe; recipes: {', '.join(recipes)}")
+        return recipe
+    if ensemble is not None:
+        members = [m.strip() for m in ensemble.split(",") if m.strip()]
+        if len(members) < 2:
+            raise typer.BadParameter("name two models or more: A,B", param_hint="--ensemble")
+        return get_spec(ensemble_id(members, mode)).id
+    if model is not None:
+        return model
+    installed = [s for s in list_specs() if is_installed(s)]
+    chosen = choose_model(requested or [], installed)
+    return chosen.id if chosen is not None else DEFAULT_MODEL
 
 
 @contextmanager

@@ -66,6 +66,7 @@ class FileResult:
         report: peaks, clipped-sample counts and applied gain (see ``WriteReport``).
         seconds: wall-clock seconds spent.
         extras: output name -> extension -> the same output in each of ``extra_formats``.
+        made_by: output name -> what made it (:meth:`Separator.made_by`).
     """
 
     paths: dict[str, Path]
@@ -75,6 +76,7 @@ class FileResult:
     report: WriteReport
     seconds: float
     extras: dict[str, dict[str, Path]] = field(default_factory=dict)
+    made_by: dict[str, str] = field(default_factory=dict)
 
 
 class Separator:
@@ -109,6 +111,21 @@ class Separator:
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""
         return plan_stems(self.spec.id, self.backend.stems, stems)
+
+    def made_by(self, plan: StemPlan) -> dict[str, str]:
+        """Each output of ``plan`` -> what made it: the model id, for a recipe or ensemble
+        ``id (the chain or combination that made the stem)``, for the residual the input
+        minus the stems."""
+        chains: dict[str, str] = getattr(self.backend, "made_by", {})
+        out = {}
+        for stem in plan.targets:
+            chain = chains.get(stem)
+            out[stem] = (
+                f"{self.spec.id} ({chain})" if chain and chain != self.spec.id else self.spec.id
+            )
+        if plan.residual_name is not None:
+            out[plan.residual_name] = f"the input minus {', '.join(plan.targets)}"
+        return out
 
     def separate_array(
         self,
@@ -374,4 +391,5 @@ class Separator:
             report=report,
             seconds=time.perf_counter() - started,
             extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
+            made_by={name: made for name, made in self.made_by(plan).items() if name in kept},
         )

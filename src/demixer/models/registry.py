@@ -12,6 +12,7 @@ from importlib import resources
 
 from demixer.errors import UnknownModel
 from demixer.models.catalogue import CATALOGUE
+from demixer.models.catalogue.recipes import recipes
 from demixer.models.spec import (
     LICENSE_CLASSES,
     RESTRICTIVE_CLASSES,
@@ -276,7 +277,8 @@ _BUILTIN: tuple[ModelSpec, ...] = (
     ),
 )
 
-_SPECS = (*_BUILTIN, *CATALOGUE)
+_MODELS = (*_BUILTIN, *CATALOGUE)
+_SPECS = (*_MODELS, *recipes({spec.id: spec for spec in _MODELS}))
 _BY_ID = {spec.id: spec for spec in _SPECS}
 
 
@@ -287,11 +289,16 @@ def list_specs() -> tuple[ModelSpec, ...]:
 
 def get_spec(model_id: str) -> ModelSpec:
     """The spec for ``model_id``; raises :class:`UnknownModel` naming the known ids."""
-    try:
-        return _BY_ID[model_id]
-    except KeyError:
-        known = ", ".join(_BY_ID)
-        raise UnknownModel(f"unknown model {model_id!r}; known models: {known}") from None
+    spec = _BY_ID.get(model_id)
+    if spec is not None:
+        return spec
+    from demixer.models.ensemble import ensemble_spec  # it imports this module
+
+    combined = ensemble_spec(model_id, get_spec)  # "a+b", "max:a+b": an ensemble of models
+    if combined is not None:
+        return combined
+    known = ", ".join(_BY_ID)
+    raise UnknownModel(f"unknown model {model_id!r}; known models: {known}")
 
 
 def model_card(model_id: str) -> str:
