@@ -41,6 +41,9 @@ def stems_of(kind: str, x: np.ndarray) -> dict[str, np.ndarray]:
             "Vocals": (0.6 * x).astype(np.float32),
             "Instrumental": (0.3 * x).astype(np.float32),
         }
+    if kind == "dereverb":  # "dry" = the low band
+        low = lowpass(x, 4)
+        return {"noreverb": low, "reverb": (x - low).astype(np.float32)}
     if kind == "four":
         return {
             "drums": (0.1 * x).astype(np.float32),
@@ -56,6 +59,7 @@ _STEMS = {
     "vocals2": ("vocals", "other"),
     "karaoke": ("Vocals", "Instrumental"),
     "four": ("drums", "bass", "other", "vocals"),
+    "dereverb": ("noreverb", "reverb"),
 }
 
 

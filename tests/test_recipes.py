@@ -20,13 +20,14 @@ import fake_models
 from audiofiles import decode_stream, stempeg_example, tone
 from demixer.audio import OutputFormat
 from demixer.engine import Separator, plan_stems
+from demixer.engine.cleanup import keep_stem
 from demixer.engine.stems import choose_model
 from demixer.errors import ModelUnavailable, UnknownModel, UnknownStem
 from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
 from demixer.models.ensemble import combine
-from demixer.models.planner import choose
+from demixer.models.planner import choose, cleanup_model
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 
 SR = 44100
@@ -222,7 +223,7 @@ def test_an_ensemble_averages_the_stems_its_members_share(fakes: dict[str, Model
     assert dict(fake_models.CALLS) == {"fake-vocals": 1, "fake-vocals2": 1}
     assert separator.backend.window == 3 * SR  # the shorter member's
     assert separator.made_by(separator.plan(None))["vocals"] == (
-        "fake-vocals+fake-vocals2 (avg(fake-vocals, fake-vocals2))"
+        "fake-vocals+fake-vocals2 (avg of fake-vocals, fake-vocals2)"
     )
 
 
@@ -288,3 +289,22 @@ def test_vendor_and_user_words_reach_the_models_stems() -> None:
     kim = ("vocals", "other")
     assert plan_stems("kim", kim, ["vocals", "instrumental"]).outputs == ("vocals", "instrumental")
     assert plan_stems("kim", ("Vocals", "Instrumental"), ["vocals"]).targets == ("Vocals",)
+
+
+# --- clean-up by a model (MusicGPT's Dereverb) -------------------------------------------------
+
+
+def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cleanup_model("dereverb", list_specs()) == (
+        get_spec("mel-roformer-dereverb-anvuew"),
+        "noreverb",
+    )
+    assert cleanup_model("deecho", list_specs()) is None  # no de-echo model in the catalogue
+    assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
+    _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))
+    x = _noise(2.0)
+    blocks = [x[:, i : i + 10000] for i in range(0, x.shape[1], 10000)]
+    dry = keep_stem(Separator("fake-dereverb"), "noreverb")(iter(blocks), SR)
+    np.testing.assert_allclose(
+        np.concatenate(list(dry), axis=1), fake_models.lowpass(x, 4), atol=1e-6
+    )

@@ -244,8 +244,8 @@ def separate(
                 clipped = result.report.clipped.get(name, 0)
                 note = f"  [yellow]{clipped} samples clipped[/]" if clipped else ""
                 progress.print_out(f"  {name}: {escape(str(written))}{note}")
-            if hasattr(separator.backend, "made_by"):  # a chain or an ensemble: who made what
-                for name, made in result.made_by.items():
+            if separator.spec.arch_params.get("steps") or separator.spec.arch_params.get("mode"):
+                for name, made in result.made_by.items():  # a recipe or ensemble: who made what
                     progress.print(f"  {escape(name)} by {escape(made)}")
             if any(result.report.clipped.values()):
                 progress.print(

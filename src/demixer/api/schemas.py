@@ -406,6 +406,12 @@ class ResultResponse(BaseModel):
         "when the stems leave something audible out), "
         "plus `duration` (seconds) and `sample_rate` (Hz) of the input."
     )
+    made_by: dict[str, str] = Field(
+        default_factory=dict,
+        description="Output name -> what made it: the model id; for a recipe `id (a -> b)`, "
+        "the chain of models; for an ensemble `id (avg of a, b)`; for the residual, the input "
+        "minus the other outputs.",
+    )
     usage: Usage
     retention: Retention
 

@@ -32,6 +32,7 @@ from demixer.engine.spans import Span, apply_spans
 from demixer.engine.stems import StemPlan, plan_stems
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
+from demixer.models import planner
 from demixer.models.base import Backend, reports_progress
 from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec, get_spec
@@ -113,16 +114,11 @@ class Separator:
         return plan_stems(self.spec.id, self.backend.stems, stems)
 
     def made_by(self, plan: StemPlan) -> dict[str, str]:
-        """Each output of ``plan`` -> what made it: the model id, for a recipe or ensemble
-        ``id (the chain or combination that made the stem)``, for the residual the input
-        minus the stems."""
-        chains: dict[str, str] = getattr(self.backend, "made_by", {})
-        out = {}
-        for stem in plan.targets:
-            chain = chains.get(stem)
-            out[stem] = (
-                f"{self.spec.id} ({chain})" if chain and chain != self.spec.id else self.spec.id
-            )
+        """Each output of ``plan`` -> what made it (:func:`demixer.models.planner.makers`: the
+        model, or a recipe's chain, or an ensemble's members); the residual: the input minus
+        the stems."""
+        makers = planner.makers(self.spec)
+        out = {stem: makers.get(stem, self.spec.id) for stem in plan.targets}
         if plan.residual_name is not None:
             out[plan.residual_name] = f"the input minus {', '.join(plan.targets)}"
         return out

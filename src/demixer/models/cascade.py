@@ -20,7 +20,7 @@ Demucs weights. Recipes from the catalogue go through :mod:`demixer.models.recip
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ class Step:
             here are left to the remainder.
         remainder: graph stem taking the source minus the stems kept, or None when every
             backend stem is kept as it is.
-        label: what made this step's stems, for :attr:`GraphBackend.made_by` (a model id).
+        label: the step's model id, for messages.
         weight: the step's share of a window's progress (relative to the other steps').
     """
 
@@ -88,18 +88,11 @@ class DspSplit:
         return split_accompaniment(mix, self.sample_rate, self.params)
 
 
-@dataclass
-class _Plan:
-    stems: tuple[str, ...]
-    made_by: dict[str, str] = field(default_factory=dict)
-
-
-def _check(steps: Sequence[Step], stems: Sequence[str]) -> _Plan:
+def _check(steps: Sequence[Step], stems: Sequence[str]) -> None:
     """Every source produced before it is used and used once; the returned stems are exactly
     the ones produced and not consumed. Raises ``ValueError`` naming the fault."""
     produced: dict[str, str] = {}
     consumed: set[str] = set()
-    chain: dict[str, str] = {MIX: ""}
     for i, step in enumerate(steps):
         if step.source != MIX and step.source not in produced:
             raise ValueError(f"step {i + 1} reads {step.source!r}, which no earlier step makes")
@@ -116,16 +109,13 @@ def _check(steps: Sequence[Step], stems: Sequence[str]) -> _Plan:
             )
         if step.remainder is None and len(step.outputs) < len(backend_stems):
             raise ValueError(f"step {i + 1} drops stems without a remainder to take them")
-        upstream = chain[step.source]
         for name in names:
             if name in produced or name == MIX or names.count(name) > 1:
                 raise ValueError(f"stem {name!r} is made twice")
             produced[name] = step.label
-            chain[name] = f"{upstream} -> {step.label}" if upstream else step.label
     leaves = [s for s in produced if s not in consumed]
     if sorted(leaves) != sorted(stems):
         raise ValueError(f"the graph returns {', '.join(leaves)}, not {', '.join(stems)}")
-    return _Plan(tuple(stems), {s: chain[s] for s in stems})
 
 
 class GraphBackend:
@@ -138,16 +128,14 @@ class GraphBackend:
         stems: the graph's returned stems, in the declared order.
         window: the shortest of the steps' windows, in samples at :attr:`sample_rate`.
         overlap: the longest of the steps' overlaps, at most half the window (samples).
-        made_by: returned stem -> the chain of step labels that made it (``a -> b``).
     """
 
     def __init__(self, steps: Sequence[Step], stems: Sequence[str]) -> None:
         if not steps:
             raise ValueError("a graph needs at least one step")
-        plan = _check(steps, stems)
+        _check(steps, stems)
         self.steps = tuple(steps)
-        self.stems = plan.stems
-        self.made_by = plan.made_by
+        self.stems = tuple(stems)
         first = steps[0].backend
         self.sample_rate = first.sample_rate
         self.channels = max(s.backend.channels for s in steps)

@@ -137,7 +137,6 @@ class EnsembleBackend:
         stems: the stems every member makes (demixer's names).
         window: the shortest member window, in samples at :attr:`sample_rate`.
         overlap: the longest member overlap, at most half the window (samples).
-        made_by: stem -> ``mode(a, b)``.
     """
 
     def __init__(
@@ -160,8 +159,6 @@ class EnsembleBackend:
         self.window = min(round(b.window * rate / b.sample_rate) for _, b in members)
         overlap = max(round(b.overlap * rate / b.sample_rate) for _, b in members)
         self.overlap = min(overlap, self.window // 2)
-        labels = ", ".join(label for label, _ in members)
-        self.made_by = {s: f"{mode}({labels})" for s in self.stems}
 
     def separate(
         self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None

@@ -17,12 +17,15 @@ from demixer.errors import UnknownStem
 from demixer.models.spec import ModelSpec
 
 __all__ = [
+    "CLEANUP_STEMS",
     "COMPARABLE_METRIC",
     "PREFERENCE",
     "canonical_stem",
     "canonical_stems",
     "choose",
+    "cleanup_model",
     "figure",
+    "makers",
     "native_stem",
     "producers",
     "produces",
@@ -58,6 +61,9 @@ PREFERENCE = (
     "mel-roformer-dereverb-anvuew",
     "mel-roformer-denoise-aufr33",
 )
+
+#: A clean-up step -> the model stem it keeps (the model's other stem is what it removes).
+CLEANUP_STEMS = {"dereverb": "noreverb", "deecho": "noecho"}
 
 #: What "everything but the vocals" is called by 2-stem vocal models.
 _REST_OF_VOCALS = frozenset({"other", "instrumental", "accompaniment", "no_vocals"})
@@ -161,3 +167,32 @@ def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
         else f"no installed model or recipe makes {', '.join(stems)} together"
     )
     raise UnknownStem(f"{what}; the installed ones make: {', '.join(can) or 'nothing'}")
+
+
+def makers(spec: ModelSpec) -> dict[str, str]:
+    """Each stem of ``spec`` -> what makes it: the model id; for a recipe ``id (a -> b)``, the
+    chain of models that made the stem; for an ensemble ``id (avg of a, b)``."""
+    steps = spec.arch_params.get("steps") if spec.requires else None
+    if steps:
+        chain: dict[str, str] = {"mix": ""}
+        for step in steps:
+            upstream = chain.get(step["input"], "")
+            here = f"{upstream} -> {step['model']}" if upstream else step["model"]
+            for name in [*step["keep"].values(), *([step["rest"]] if step["rest"] else [])]:
+                chain[name] = here
+        return {s: f"{spec.id} ({chain[s]})" if s in chain else spec.id for s in spec.stems}
+    mode = spec.arch_params.get("mode") if spec.requires else None
+    if mode:
+        return dict.fromkeys(spec.stems, f"{spec.id} ({mode} of {', '.join(spec.requires)})")
+    return dict.fromkeys(spec.stems, spec.id)
+
+
+def cleanup_model(step: str, installed: Sequence[ModelSpec]) -> tuple[ModelSpec, str] | None:
+    """The best of ``installed`` for clean-up ``step`` (:data:`CLEANUP_STEMS`) and its stem
+    to keep (the model's own name), or None when none is installed."""
+    able = producers(CLEANUP_STEMS[step], installed)
+    if not able:
+        return None
+    native = native_stem(able[0], CLEANUP_STEMS[step])
+    assert native is not None
+    return able[0], native

@@ -24,19 +24,7 @@ from demixer.models.cascade import GraphBackend, Step
 from demixer.models.loading import load_backend
 from demixer.models.spec import ModelSpec
 
-__all__ = ["load", "made_by"]
-
-
-def made_by(spec: ModelSpec) -> dict[str, str]:
-    """Each stem of a recipe -> the chain of models that made it (``a -> b``)."""
-    chain: dict[str, str] = {"mix": ""}
-    out: dict[str, str] = {}
-    for step in spec.arch_params.get("steps", ()):
-        upstream = chain.get(step["input"], "")
-        here = f"{upstream} -> {step['model']}" if upstream else step["model"]
-        for name in [*step["keep"].values(), *([step["rest"]] if step["rest"] else [])]:
-            chain[name] = out[name] = here
-    return {stem: out.get(stem, spec.id) for stem in spec.stems}
+__all__ = ["load"]
 
 
 def load(
