@@ -275,9 +275,9 @@ def _model_for(
     from demixer.models.registry import get_spec, list_specs
 
     if sum(x is not None for x in (model, recipe, ensemble)) > 1:
-        raise typer.BadParameter("give one of --model, --recipe, --ensemble", param_hint="--model")
+        raise UnknownModel("give one of --model, --recipe and --ensemble, not several")
     if mode not in MODES:
-        raise typer.BadParameter(f"one of {', '.join(MODES)}", param_hint="--ensemble-mode")
+        raise UnknownModel(f"--ensemble-mode {mode!r} is not one of {', '.join(MODES)}")
     if recipe is not None:
         if get_spec(recipe).loader != "demixer.models.recipe:load":
             recipes = [s.id for s in list_specs() if s.loader == "demixer.models.recipe:load"]
@@ -286,7 +286,7 @@ def _model_for(
     if ensemble is not None:
         members = [m.strip() for m in ensemble.split(",") if m.strip()]
         if len(members) < 2:
-            raise typer.BadParameter("name two models or more: A,B", param_hint="--ensemble")
+            raise UnknownModel(f"--ensemble {ensemble!r}: name two models or more, A,B")
         return get_spec(ensemble_id(members, mode)).id
     if model is not None:
         return model

@@ -32,7 +32,16 @@ from demixer.models.dsp import DEFAULT_PARAMS, SplitParams, split_accompaniment
 from demixer.models.loading import load_backend
 from demixer.models.registry import ModelSpec
 
-__all__ = ["MIX", "CascadeBackend", "DspSplit", "GraphBackend", "Step", "load", "run_step"]
+__all__ = [
+    "MIX",
+    "CascadeBackend",
+    "DspSplit",
+    "GraphBackend",
+    "Step",
+    "load",
+    "run_step",
+    "shared_timing",
+]
 
 #: The name a step uses for the window's own mix as its input.
 MIX = "mix"
@@ -136,13 +145,8 @@ class GraphBackend:
         _check(steps, stems)
         self.steps = tuple(steps)
         self.stems = tuple(stems)
-        first = steps[0].backend
-        self.sample_rate = first.sample_rate
-        self.channels = max(s.backend.channels for s in steps)
-        rate = self.sample_rate
-        self.window = min(round(s.backend.window * rate / s.backend.sample_rate) for s in steps)
-        overlap = max(round(s.backend.overlap * rate / s.backend.sample_rate) for s in steps)
-        self.overlap = min(overlap, self.window // 2)
+        timing = shared_timing([s.backend for s in steps])
+        self.sample_rate, self.channels, self.window, self.overlap = timing
         total = sum(s.weight for s in steps)
         self._shares = [s.weight / total for s in steps]
 
@@ -169,6 +173,16 @@ class GraphBackend:
             if on_progress is not None:
                 on_progress(min(done, 1.0))
         return {name: values[name] for name in self.stems}
+
+
+def shared_timing(backends: Sequence[Backend]) -> tuple[int, int, int, int]:
+    """``(sample_rate, channels, window, overlap)`` for running ``backends`` on the same
+    windows: the first one's rate (Hz), stereo when any is, the shortest window and the longest
+    overlap (at most half that window), both in samples at that rate."""
+    rate = backends[0].sample_rate
+    window = min(round(b.window * rate / b.sample_rate) for b in backends)
+    overlap = max(round(b.overlap * rate / b.sample_rate) for b in backends)
+    return rate, max(b.channels for b in backends), window, min(overlap, window // 2)
 
 
 def _within(

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from demixer.errors import ModelUnavailable, UnknownStem
+from demixer.errors import UnknownModel, UnknownStem
 from demixer.models.base import Backend
-from demixer.models.cascade import MIX, Step, run_step
+from demixer.models.cascade import MIX, Step, run_step, shared_timing
 from demixer.models.catalogue.recipes import strictest
-from demixer.models.loading import load_backend
 from demixer.models.planner import canonical_stems, produces
+from demixer.models.recipe import load_members
 from demixer.models.spec import ModelSpec
 
 __all__ = ["LOADER", "MODES", "EnsembleBackend", "combine", "ensemble_id", "ensemble_spec", "load"]
@@ -62,15 +62,16 @@ def ensemble_spec(model_id: str, lookup: Callable[[str], ModelSpec]) -> ModelSpe
         lookup: model id -> spec (raises for an unknown member: the error names it).
 
     Raises:
-        UnknownStem: the members share no stem.
+        UnknownModel: a member is named twice. UnknownStem: the members share no stem.
     """
     parsed = _parse(model_id)
     if parsed is None:
         return None
     mode, ids = parsed
     members = [lookup(m) for m in ids]
-    if len(set(ids)) != len(ids):
-        return None
+    twice = [m for i, m in enumerate(ids) if m in ids[:i]]
+    if twice:
+        raise UnknownModel(f"ensemble {model_id!r} names {twice[0]!r} twice")
     first = produces(members[0])
     stems = tuple(s for s in first if all(s in produces(m) for m in members[1:]))
     if not stems or stems == (_remainder(stems),):
@@ -152,13 +153,8 @@ class EnsembleBackend:
             names = canonical_stems(backend.stems)
             keep = {k: v for k, v in names.items() if v in self.stems and v != self._remainder}
             self._steps.append(Step(backend, MIX, keep, "_rest", label=label))
-        first = members[0][1]
-        self.sample_rate = first.sample_rate
-        self.channels = max(b.channels for _, b in members)
-        rate = self.sample_rate
-        self.window = min(round(b.window * rate / b.sample_rate) for _, b in members)
-        overlap = max(round(b.overlap * rate / b.sample_rate) for _, b in members)
-        self.overlap = min(overlap, self.window // 2)
+        timing = shared_timing([b for _, b in members])
+        self.sample_rate, self.channels, self.window, self.overlap = timing
 
     def separate(
         self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
@@ -189,8 +185,7 @@ def load(
     model_path: Path | None = None,
     device: str = "cpu",
 ) -> EnsembleBackend:
-    """Load every member of the ensemble ``spec`` (``model_path`` does not apply)."""
-    if model_path is not None:
-        raise ModelUnavailable(f"{spec.id!r} is an ensemble: --model-path applies to one model")
-    members = [(m, load_backend(m, model_dir=model_dir, device=device)) for m in spec.requires]
+    """Load every member of ensemble ``spec`` (:func:`~demixer.models.recipe.load_members`)."""
+    backends = load_members(spec, model_dir, model_path, device)
+    members = [(m, backends[m]) for m in spec.requires]
     return EnsembleBackend(members, spec.stems, str(spec.arch_params.get("mode", "avg")))

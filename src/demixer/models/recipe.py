@@ -20,11 +20,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from demixer.errors import ModelUnavailable
+from demixer.models.base import Backend
 from demixer.models.cascade import GraphBackend, Step
-from demixer.models.loading import load_backend
+from demixer.models.loading import is_installed, load_backend
+from demixer.models.registry import get_spec
 from demixer.models.spec import ModelSpec
 
-__all__ = ["load"]
+__all__ = ["load", "load_members"]
+
+
+def load_members(
+    spec: ModelSpec, model_dir: Path | None, model_path: Path | None, device: str
+) -> dict[str, Backend]:
+    """Every model a recipe or ensemble needs, loaded once each.
+
+    Raises:
+        ModelUnavailable: ``model_path`` was given (it names one model's weights) or a model is
+            not installed (the message says how to pull them all).
+    """
+    if model_path is not None:
+        raise ModelUnavailable(f"{spec.id!r} runs several models: --model-path is for one model")
+    missing = [m for m in spec.requires if not is_installed(get_spec(m), model_dir)]
+    if missing:
+        raise ModelUnavailable(
+            f"{spec.id!r} needs {', '.join(missing)}, not installed: {spec.install_hint}"
+        )
+    return {m: load_backend(m, model_dir=model_dir, device=device) for m in spec.requires}
 
 
 def load(
@@ -37,14 +58,9 @@ def load(
     """Load every model a recipe chains (each once, however many steps use it).
 
     Raises:
-        ModelUnavailable: ``model_path`` was given (a recipe has several models), a model is
-            missing, or the recipe's graph is inconsistent.
+        ModelUnavailable: see :func:`load_members`; or the recipe's graph is inconsistent.
     """
-    if model_path is not None:
-        raise ModelUnavailable(
-            f"{spec.id!r} is a recipe of several models: --model-path applies to one model"
-        )
-    backends = {m: load_backend(m, model_dir=model_dir, device=device) for m in spec.requires}
+    backends = load_members(spec, model_dir, model_path, device)
     steps = [
         Step(backends[s["model"]], s["input"], s["keep"], s["rest"], label=s["model"])
         for s in spec.arch_params["steps"]
