@@ -219,7 +219,7 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "karaoke"}})
     msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
     assert "demixer models pull karaoke" in msg
-    # An ensemble by its id; one longer than the jobs table keeps is refused by name.
+    # An ensemble by its id; one longer than the jobs table keeps (50) is refused by name.
     long = "max:mel-roformer-vocals-kim+bs-roformer-vocals-1297"
     r = api.post(stems, json={"input": {"file_id": file_id, "model": long}})
     _error(r, 400, "INVALID_REQUEST", "input.model")

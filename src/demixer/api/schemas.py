@@ -223,7 +223,9 @@ class StemsInput(QueueInput):
     model: str | None = Field(
         None,
         max_length=50,
-        description="Engine model id; default: the best installed model having every stem.",
+        description="Engine model id, a recipe id (e.g. `karaoke`) or an ensemble (`a+b`, "
+        "`max:a+b`, `min:a+b`); default: the best installed model or recipe making every "
+        "stem, by published figures.",
     )
 
 

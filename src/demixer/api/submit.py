@@ -74,7 +74,6 @@ __all__ = [
 ]
 
 SEPARATE = "audio/separate"
-_MAX_MODEL_ID = 50  # jobs.engine_model
 STEMS = "audio/stems"
 QUEUE_MODELS = (SEPARATE, STEMS)
 
@@ -286,11 +285,6 @@ def plan_stems_request(
             spec = get_spec(req.input.model)
         except DemixerError as exc:
             raise _reject_param(exc, "input.model") from None
-        if len(spec.id) > _MAX_MODEL_ID:  # an ensemble's id: the jobs table keeps 50 characters
-            raise InvalidRequest(
-                f"model id {spec.id[:80]!r} is longer than {_MAX_MODEL_ID} characters",
-                param="input.model",
-            )
     else:
         spec = _default_model(services, installed, requested)
     wanted = requested or list(spec.stems)
