@@ -100,7 +100,15 @@ def main() -> None:
                 else:
                     cells.append(f"{max(v['peak_mib'] for v in values):.0f}")
         spec = get_spec(model)
-        what = " + ".join(spec.requires) if spec.requires else "the model"
+        if spec.arch_params.get("mode"):  # an ensemble
+            what = " + ".join(spec.requires)
+        elif spec.requires:  # a chain: a recipe's steps, or the cascade's spleeter then DSP
+            steps = spec.arch_params.get("steps") or [{"model": m} for m in spec.requires]
+            what = " -> ".join(
+                [s["model"] for s in steps] + ([] if "steps" in spec.arch_params else ["DSP split"])
+            )
+        else:
+            what = "the model"
         lines.append(f"| `{model}` | {what} | " + " | ".join(cells) + " |")
     lines += [
         "",
