@@ -242,7 +242,7 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
         names = {stem: "target", RESIDUAL: "residual"}
     # Download names say what a file holds (song_vocals.wav, song_without-vocals.wav), not
     # which side of the prompt it was.
-    labels = {names[match.stem]: match.stem, names[RESIDUAL]: f"without-{match.stem}"}
+    labels = {names[stem]: match.stem, names[RESIDUAL]: f"without-{match.stem}"}
     how = "everything but " if match.invert else ""
     return Submission(
         queue_model=SEPARATE,
