@@ -8,6 +8,7 @@ the real catalogue's entries and published figures.
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
 from demixer.models.ensemble import combine
 from demixer.models.planner import choose, cleanup_model
-from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
 
 SR = 44100
 KARAOKE_STEPS = (
@@ -308,3 +309,27 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
     np.testing.assert_allclose(
         np.concatenate(list(dry), axis=1), fake_models.lowpass(x, 4), atol=1e-6
     )
+
+
+# --- a user's own recipe ----------------------------------------------------------------------
+
+
+def test_a_users_recipe_in_the_model_dir_is_a_model_like_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fakes: dict[str, ModelSpec]
+) -> None:
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(tmp_path))
+    (tmp_path / "recipes").mkdir()
+    mine = {"id": "my-kara", "stems": ["lead_vocals", "backing_vocals", "instrumental"]}
+    mine["steps"] = list(KARAOKE_STEPS)
+    (tmp_path / "recipes" / "my-kara.json").write_text(json.dumps(mine))
+    spec = get_spec("my-kara")
+    assert spec in list_specs() and spec.requires == ("fake-vocals", "fake-karaoke")
+    assert choose(["backing_vocals"], [spec]).id == "my-kara"
+    out = Separator("my-kara").separate_array(_noise(2.0), SR)
+    assert list(out) == ["lead_vocals", "backing_vocals", "instrumental"]
+    assert model_card("my-kara").startswith("# my-kara\n")
+    # A faulty file is one clear error naming it, wherever models are listed.
+    (tmp_path / "recipes" / "bad.json").write_text('{"id": "spleeter-2stems", "stems": []}')
+    with pytest.raises(UnknownModel) as caught:
+        list_specs()
+    assert caught.value.message.endswith("bad.json: the id 'spleeter-2stems' is already taken")

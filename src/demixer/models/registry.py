@@ -12,7 +12,7 @@ from importlib import resources
 
 from demixer.errors import UnknownModel
 from demixer.models.catalogue import CATALOGUE
-from demixer.models.catalogue.recipes import recipes
+from demixer.models.catalogue.recipes import recipes, user_recipes
 from demixer.models.spec import (
     LICENSE_CLASSES,
     RESTRICTIVE_CLASSES,
@@ -283,15 +283,30 @@ _BY_ID = {spec.id: spec for spec in _SPECS}
 
 
 def list_specs() -> tuple[ModelSpec, ...]:
-    """Every registered model, in display order."""
-    return _SPECS
+    """Every registered model, in display order, then the user's own recipes."""
+    return _SPECS + _user_recipes()
+
+
+def _user_recipes() -> tuple[ModelSpec, ...]:
+    """The recipes in ``$DEMIXER_MODEL_DIR/recipes/*.json`` (a faulty file: UnknownModel
+    naming it, on every call, so it cannot go unnoticed)."""
+    from demixer.models.loading import default_model_dir  # it imports this module
+
+    try:
+        return user_recipes(default_model_dir() / "recipes", _BY_ID)
+    except ValueError as exc:
+        raise UnknownModel(str(exc)) from None
 
 
 def get_spec(model_id: str) -> ModelSpec:
-    """The spec for ``model_id``; raises :class:`UnknownModel` naming the known ids."""
+    """The spec for ``model_id`` (a registered model, a user's recipe, an ensemble's id);
+    raises :class:`UnknownModel` naming the known ids."""
     spec = _BY_ID.get(model_id)
     if spec is not None:
         return spec
+    for recipe in _user_recipes():
+        if recipe.id == model_id:
+            return recipe
     from demixer.models.ensemble import ensemble_spec  # it imports this module
 
     combined = ensemble_spec(model_id, get_spec)  # "a+b", "max:a+b": an ensemble of models
@@ -302,6 +317,15 @@ def get_spec(model_id: str) -> ModelSpec:
 
 
 def model_card(model_id: str) -> str:
-    """The model card (markdown) shipped with demixer for ``model_id``."""
+    """The model card (markdown) shipped with demixer for ``model_id``; for a user's recipe or
+    an ensemble, one written from its spec."""
     spec = get_spec(model_id)
-    return resources.files("demixer.models").joinpath("cards", f"{spec.id}.md").read_text("utf-8")
+    card = resources.files("demixer.models").joinpath("cards", f"{spec.id}.md")
+    if card.is_file():
+        return card.read_text("utf-8")
+    return (
+        f"# {spec.id}\n\n{spec.description}\n\n| | |\n|---|---|\n"
+        f"| stems | {', '.join(spec.stems)} |\n| models | {', '.join(spec.requires)} |\n"
+        f"| licence | {spec.license}; class **{spec.license_class}** |\n\n"
+        "Not shipped with demixer: not reviewed, not measured by demixer.\n"
+    )

@@ -8,12 +8,14 @@ so a recipe's stems always add up to the input. A recipe publishes no figure of 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from demixer.models.spec import LicenseClass, ModelSpec, Score
 
-__all__ = ["LOADER", "RECIPE_STEPS", "recipe_spec", "recipes", "strictest"]
+__all__ = ["LOADER", "RECIPE_STEPS", "recipe_spec", "recipes", "strictest", "user_recipes"]
 
 LOADER = "demixer.models.recipe:load"
 # Most restrictive last: a recipe's weights are as free as its least free model's.
@@ -163,3 +165,35 @@ def recipes(known: Mapping[str, ModelSpec]) -> tuple[ModelSpec, ...]:
         recipe_spec(rid, description=d, stems=stems, steps=steps, known=known)
         for rid, (d, stems, steps) in RECIPE_STEPS.items()
     )
+
+
+def user_recipes(directory: Path, known: Mapping[str, ModelSpec]) -> tuple[ModelSpec, ...]:
+    """The user's own recipes: one JSON file each in ``directory`` (``$DEMIXER_MODEL_DIR/
+    recipes/``), ``{"id", "description", "stems", "steps"}`` with steps as in the catalogue's.
+
+    Raises:
+        ValueError: a file that is not such a recipe, or whose id is already taken; the
+            message names the file and the fault.
+    """
+    if not directory.is_dir():
+        return ()
+    out: list[ModelSpec] = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            raw = json.loads(path.read_text("utf-8"))
+            if not isinstance(raw, dict) or set(raw) - {"id", "description", "stems", "steps"}:
+                raise ValueError("expected an object with id, description, stems and steps")
+            recipe_id = str(raw["id"])
+            if recipe_id in known or any(r.id == recipe_id for r in out):
+                raise ValueError(f"the id {recipe_id!r} is already taken")
+            spec = recipe_spec(
+                recipe_id,
+                description=str(raw.get("description") or f"{recipe_id} (your recipe)"),
+                stems=tuple(str(s) for s in raw["stems"]),
+                steps=raw["steps"],
+                known=known,
+            )
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"recipe file {path}: {exc}") from None
+        out.append(spec)
+    return tuple(out)
