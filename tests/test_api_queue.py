@@ -210,6 +210,22 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     assert "demixer models pull htdemucs" in msg
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "nope"}})
     _error(r, 404, "UNKNOWN_MODEL", "input.model")
+    # Lead and backing vocals need the karaoke recipe's models; the error names what can be made.
+    r = api.post(stems, json={"input": {"file_id": file_id, "stems": ["lead_vocals", "drums"]}})
+    msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")
+    assert msg == (
+        "no installed model or recipe makes lead_vocals; the installed ones make: bass, drums, "
+        "instrumental, other, vocals"
+    )
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "karaoke"}})
+    msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
+    assert "demixer models pull karaoke" in msg
+    # An ensemble by its id; one longer than the jobs table keeps (50) is refused by name.
+    long = "max:mel-roformer-vocals-kim+bs-roformer-vocals-1297"
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": long}})
+    _error(r, 400, "INVALID_REQUEST", "input.model")
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "htdemucs+htdemucs"}})
+    assert "twice" in _error(r, 404, "UNKNOWN_MODEL", "input.model")
     r = api.post(
         stems,
         json={
@@ -337,6 +353,7 @@ def test_result_after_the_worker_completes(api: Api) -> None:
     data = body["data"]
     assert set(data) == {"target", "residual", "duration", "sample_rate"}
     assert data["sample_rate"] == 44100 and abs(data["duration"] - 1.5) < 1e-6
+    assert body["made_by"] == {"target": "spleeter-2stems", "residual": "the input minus target"}
     assert body["usage"] == {
         "feature": "audio_seconds",
         "quantity": data["duration"],

@@ -165,7 +165,11 @@ def test_spans_keep_the_stem_only_where_asked(
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--stems", "vocals,guitar"], "cannot produce stem 'guitar'"),
+        (["--stems", "vocals,guitar"], "no installed model or recipe makes guitar"),
+        (["--stems", "lead_vocals,backing_vocals"], "makes lead_vocals, backing_vocals;"),
+        (["--recipe", "spleeter-2stems"], "'spleeter-2stems' is not a recipe; recipes: karaoke"),
+        (["-m", "spleeter-2stems", "--recipe", "karaoke"], "give one of --model, --recipe"),
+        (["--ensemble", "a,b", "--ensemble-mode", "median"], "'median' is not one of avg"),
         (["-m", "nope"], "unknown model 'nope'"),
         (["-m", "[/nope]"], "unknown model '[/nope]'"),
         (["--format", "ogg"], "unknown output format 'ogg'"),
@@ -177,6 +181,10 @@ def test_spans_keep_the_stem_only_where_asked(
     ],
     ids=[
         "unknown stem",
+        "lead and backing vocals",
+        "not a recipe",
+        "model and recipe",
+        "ensemble mode",
         "unknown model",
         "markup-like model",
         "format",
@@ -231,6 +239,20 @@ def test_missing_weights_exit_4_and_say_how_to_pull(
     line = _one_error_line(result)
     assert "MODEL_UNAVAILABLE" in line
     assert "demixer models pull htdemucs" in line
+
+
+def test_a_recipe_without_its_models_says_how_to_pull_them(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    result = demixer(
+        "separate", inputs["A"], "--recipe", "karaoke", "-o", tmp_path, model_dir=model_dir
+    )
+    assert result.returncode == 4
+    assert _one_error_line(result).endswith(
+        "'karaoke' needs mel-roformer-vocals-kim, mel-roformer-karaoke-becruily, not installed: "
+        "fetch the models it chains with `demixer models pull karaoke` (mel-roformer-vocals-kim, "
+        "mel-roformer-karaoke-becruily)"
+    )
 
 
 def test_models_list_json_says_what_is_installed(model_dir: Path) -> None:

@@ -104,7 +104,7 @@ def test_old_fingerprints_still_find_their_results() -> None:
     ("change", "message"),
     [
         ({"version": 3}, "version 3: this release reads up to 2"),
-        ({"preprocess": ["dereverb"]}, "preprocess.0"),
+        ({"preprocess": ["timestretch"]}, "preprocess.0"),
         ({"names": {"vocals": "../x"}}, "plain names"),
         ({"names": {"vocals": "a", "residual": "a"}}, "same name"),
         ({"spans": [{"start": 2, "end": 1, "include": True}]}, "0 <= start < end"),
@@ -255,7 +255,7 @@ def test_a_vendor_plan_is_validated_before_the_row_is_written(api: Api) -> None:
 
     file_id = api.upload()
     req = StemsRequest.model_validate({"input": {"file_id": file_id, "stems": ["vocals"]}})
-    how = submit.PlanOptions(preprocess=("dereverb",))
+    how = submit.PlanOptions(preprocess=("timestretch",))
     with pytest.raises(InvalidRequest, match="preprocess"):
         submit.plan_stems_request(api.services, api.account, req, how)
     assert api.get("/v1/queue/requests").json()["data"] == []

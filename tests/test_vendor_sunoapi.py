@@ -238,6 +238,11 @@ def test_bad_requests(suno: SunoClient, origin: Origin) -> None:
         assert refused["code"] == 400, refused
         assert "vocal" in refused["msg"]  # names what can be produced
     assert suno.generate(type="split_stem_advanced", audioUrl=song)["code"] == 400
+    # Backing vocals need the karaoke recipe's models, not installed here: named, not faked.
+    refused = suno.generate(type="split_stem_advanced", stemName="backing_vocals", audioUrl=song)
+    assert refused["code"] == 400 and refused["msg"] == (
+        "no installed model produces 'backing_vocals'; this server can produce: vocal, drums, bass"
+    )
 
     refused_url = suno.generate(audioUrl="file:///etc/passwd")
     assert refused_url["code"] == 400

@@ -21,7 +21,7 @@ from demixer import __version__, cli_models, cli_remote, cli_service, cli_user_m
 from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import FileProgress, print_error, readable_help
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import DemixerError, InputNotFound, InvalidAudio, exit_code_for
+from demixer.errors import DemixerError, InputNotFound, InvalidAudio, UnknownModel, exit_code_for
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality
 from demixer.naming import DEFAULT_TEMPLATE
 
@@ -74,9 +74,34 @@ def separate(
             "-m",
             "--model",
             metavar="ID",
-            help=f"Model id (see `demixer models list`; default {DEFAULT_MODEL}).",
+            help="Model id (see `demixer models list`). Default: the best installed model or "
+            f"recipe for --stems by published figures, else {DEFAULT_MODEL}.",
         ),
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            metavar="ID",
+            help="Run a recipe, a chain of models (e.g. karaoke: vocals, then lead/backing).",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        str | None,
+        typer.Option(
+            "--ensemble",
+            metavar="A,B",
+            help="Combine these models' estimates of the stems they share (each runs once).",
+        ),
+    ] = None,
+    ensemble_mode: Annotated[
+        str,
+        typer.Option(
+            "--ensemble-mode",
+            metavar="MODE",
+            help="avg (mean waveform), max or min (UVR's max/min spec).",
+        ),
+    ] = "avg",
     stems: Annotated[
         str | None,
         typer.Option(
@@ -189,14 +214,15 @@ def separate(
     from demixer.models.registry import get_spec
 
     own = arch is not None or model_config is not None
-    if own and (arch is None or model_config is None or model_path is None or model is not None):
+    named = model is not None or recipe is not None or ensemble is not None
+    if own and (arch is None or model_config is None or model_path is None or named):
         print_error(
             "USAGE",
             "your own MSST model needs --arch, --model-config and --model-path together "
-            "(and no -m)",
+            "(and no -m, --recipe or --ensemble)",
         )
         raise typer.Exit(2)
-    model_id = model or DEFAULT_MODEL
+    model_id = DEFAULT_MODEL
 
     def known_stems() -> tuple[str, ...]:
         if arch is not None and model_config is not None:
@@ -219,6 +245,8 @@ def separate(
         spans = [Span.parse(s) for s in span or ()]
         spans += [Span.parse(s, include=False) for s in exclude_span or ()]
         requested = stems.split(",") if stems is not None else None
+        if not own:
+            model_id = _model_for(model, recipe, ensemble, ensemble_mode, requested)
         if requested is not None and not any(s.strip() for s in requested):
             plan_stems(model_id, known_stems(), requested)  # names nothing: say so now
         if spans:  # one stem and its residual, else refused before the model loads
@@ -276,6 +304,9 @@ def separate(
                 clipped = result.report.clipped.get(name, 0)
                 note = f"  [yellow]{clipped} samples clipped[/]" if clipped else ""
                 progress.print_out(f"  {name}: {escape(str(written))}{note}")
+            if separator.spec.arch_params.get("steps") or separator.spec.arch_params.get("mode"):
+                for name, made in result.made_by.items():  # a recipe or ensemble: who made what
+                    progress.print(f"  {escape(name)} by {escape(made)}")
             if any(result.report.clipped.values()):
                 progress.print(
                     "  [yellow]some stems clipped in integer output: use --bit-depth 32f "
@@ -287,6 +318,41 @@ def separate(
                 )
     if last_error is not None:
         raise typer.Exit(exit_code_for(last_error))
+
+
+def _model_for(
+    model: str | None,
+    recipe: str | None,
+    ensemble: str | None,
+    mode: str,
+    requested: list[str] | None,
+) -> str:
+    """The model id to run: the one named by --model, --recipe or --ensemble (at most one),
+    else the best installed one for the requested stems, else the default model."""
+    from demixer.engine.stems import choose_model
+    from demixer.models.ensemble import MODES, ensemble_id
+    from demixer.models.loading import is_installed
+    from demixer.models.registry import get_spec, list_specs
+
+    if sum(x is not None for x in (model, recipe, ensemble)) > 1:
+        raise UnknownModel("give one of --model, --recipe and --ensemble, not several")
+    if mode not in MODES:
+        raise UnknownModel(f"--ensemble-mode {mode!r} is not one of {', '.join(MODES)}")
+    if recipe is not None:
+        if get_spec(recipe).loader != "demixer.models.recipe:load":
+            recipes = [s.id for s in list_specs() if s.loader == "demixer.models.recipe:load"]
+            raise UnknownModel(f"{recipe!r} is not a recipe; recipes: {', '.join(recipes)}")
+        return recipe
+    if ensemble is not None:
+        members = [m.strip() for m in ensemble.split(",") if m.strip()]
+        if len(members) < 2:
+            raise UnknownModel(f"--ensemble {ensemble!r}: name two models or more, A,B")
+        return get_spec(ensemble_id(members, mode)).id
+    if model is not None:
+        return model
+    installed = [s for s in list_specs() if is_installed(s)]
+    chosen = choose_model(requested or [], installed)
+    return chosen.id if chosen is not None else DEFAULT_MODEL
 
 
 @contextmanager

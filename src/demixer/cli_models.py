@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -29,6 +29,9 @@ from rich.table import Table
 
 from demixer.cli_output import print_error
 from demixer.errors import DemixerError, exit_code_for
+
+if TYPE_CHECKING:
+    from demixer.models.spec import ModelSpec
 
 __all__ = ["models_app", "register"]
 
@@ -50,6 +53,7 @@ _ARCH_LABELS = {
     "mdx23c": "mdx23c",
     "scnet": "scnet",
     "mdx_net": "mdx-net",
+    "recipe": "recipe",
 }
 
 #: What a user must know before relying on weights of each restrictive class.
@@ -128,12 +132,24 @@ def models_list(
             headline.short() if headline is not None else "-",
         )
     out.print(table, soft_wrap=False)
+    _print_producible([spec for spec in specs if installed[spec.id]])
     for line in (
         "published: the headline figure in dB. MS = MVSep Multisong SDR, med = median SDR",
         "over tracks; `demixer models info ID` names the test set and the licence text.",
         f"weights cache: {default_model_dir()}",
     ):
         out.print(escape(line), soft_wrap=False, highlight=False)
+
+
+def _print_producible(installed: list[ModelSpec]) -> None:
+    """Each stem the installed models and recipes make, with what (best first)."""
+    from demixer.models.planner import producers, produces
+
+    stems = list(dict.fromkeys(s for spec in installed for s in produces(spec)))
+    out.print("installed, stem by stem (best first):", highlight=False)
+    for stem in stems:
+        makers = ", ".join(spec.id for spec in producers(stem, installed))
+        out.print(escape(f"  {stem}: {makers}"), highlight=False)
 
 
 @models_app.command("info")

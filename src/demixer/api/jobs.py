@@ -33,7 +33,16 @@ from demixer.api.schemas import (
     Usage,
     WebhookStatus,
 )
-from demixer.errors import InvalidRequest, JobFailed, NotFound, NotReady, ResultExpired
+from demixer.errors import (
+    InvalidRequest,
+    JobFailed,
+    NotFound,
+    NotReady,
+    ResultExpired,
+    UnknownModel,
+)
+from demixer.models import planner
+from demixer.models.registry import get_spec
 from demixer.service.accounts.usage import usage_quantity
 from demixer.service.batchread import keyed_reads
 from demixer.service.context import Services
@@ -291,6 +300,27 @@ def _iso(when: datetime | None) -> str:
     return when.isoformat() if when is not None else "an unknown time"
 
 
+def _made_by(job: Job) -> dict[str, str]:
+    """Each output of a COMPLETED job (its API name) -> the model, recipe chain or ensemble
+    that made it; an output no stem of the model is (the residual): the input minus the rest."""
+    try:
+        makers = planner.makers(get_spec(job.engine_model))
+    except UnknownModel:  # a model this server no longer knows: its id is all there is
+        makers = {}
+    engine_names = {api: engine for engine, api in JobParams.from_row(job.params).names.items()}
+    outputs = list(job.outputs or {})
+    out = {}
+    for name in outputs:
+        engine = engine_names.get(name, name)
+        made = makers.get(engine)
+        if made is None and not makers:
+            made = job.engine_model
+        out[name] = made or "the input minus " + ", ".join(
+            o for o in outputs if makers.get(engine_names.get(o, o))
+        )
+    return out
+
+
 def result_response(services: Services, job: Job) -> ResultResponse:
     """A COMPLETED job's result with freshly signed URLs (no request needed: the webhook
     dispatcher builds its ``audio.separate.completed`` event's ``data`` with this too)."""
@@ -320,6 +350,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
         model=job.queue_model,
         quality=JobParams.from_row(job.params).quality,
         data=data,
+        made_by=_made_by(job),
         usage=Usage(quantity=usage_quantity(job)),
         retention=Retention(
             delete_after=result_expires_at(job, services.settings.result_retention_seconds)

@@ -238,7 +238,9 @@ class StemsInput(QueueInput):
     model: str | None = Field(
         None,
         max_length=50,
-        description="Engine model id; default: the best installed model having every stem.",
+        description="Engine model id, a recipe id (e.g. `karaoke`) or an ensemble (`a+b`, "
+        "`max:a+b`, `min:a+b`); default: the best installed model or recipe making every "
+        "stem, by published figures.",
     )
 
 
@@ -426,6 +428,12 @@ class ResultResponse(BaseModel):
         description="Output name -> file (`target`/`residual`, or one per stem, + `residual` "
         "when the stems leave something audible out), "
         "plus `duration` (seconds) and `sample_rate` (Hz) of the input."
+    )
+    made_by: dict[str, str] = Field(
+        default_factory=dict,
+        description="Output name -> what made it: the model id; for a recipe `id (a -> b)`, "
+        "the chain of models; for an ensemble `id (avg of a, b)`; for the residual, the input "
+        "minus the other outputs.",
     )
     usage: Usage
     retention: Retention

@@ -28,7 +28,7 @@ from demixer.api.schemas import (
 from demixer.api.uploads import owned_file, settle_pending
 from demixer.audio import OutputFormat
 from demixer.engine.spans import Span
-from demixer.engine.stems import RESIDUAL, RESIDUAL_ALIASES, plan_stems
+from demixer.engine.stems import RESIDUAL, choose_model, plan_stems
 from demixer.errors import (
     DemixerError,
     DurationLimit,
@@ -57,7 +57,7 @@ from demixer.service.jobs.contract import (
     VendorFields,
     Webhook,
 )
-from demixer.service.jobs.prompts import best_model, map_prompt
+from demixer.service.jobs.prompts import map_prompt
 from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, parse_allowlist
 from demixer.service.worker.registry import advertised_models
 from demixer.webhooks import new_secret, secret_key
@@ -242,13 +242,14 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
     match = map_prompt(req.input.prompt, installed_models(services))
     spec = get_spec(match.model, services.settings.model_dir)
     plan = plan_stems(spec.id, spec.stems, [match.stem, RESIDUAL])
+    stem = plan.targets[0]  # the model's own name for the prompt's stem
     if match.invert:
-        names = {match.stem: "residual", RESIDUAL: "target"}
+        names = {stem: "residual", RESIDUAL: "target"}
     else:
-        names = {match.stem: "target", RESIDUAL: "residual"}
+        names = {stem: "target", RESIDUAL: "residual"}
     # Download names say what a file holds (song_vocals.wav, song_without-vocals.wav), not
     # which side of the prompt it was.
-    labels = {names[match.stem]: match.stem, names[RESIDUAL]: f"without-{match.stem}"}
+    labels = {names[stem]: match.stem, names[RESIDUAL]: f"without-{match.stem}"}
     how = "everything but " if match.invert else ""
     return Submission(
         queue_model=SEPARATE,
@@ -307,7 +308,8 @@ def plan_stems_request(
     if options.residual == "never":  # every stem, nothing left to a residual
         stems = [s for s in stems if s != RESIDUAL]
         outputs = [s for s in outputs if s != RESIDUAL]
-    if spec not in installed:
+    ids = {m.id for m in installed}
+    if spec not in installed and not (spec.requires and set(spec.requires) <= ids):
         raise ModelUnavailable(
             f"model {spec.id!r} is not installed on this server nor on any of its workers; "
             f"{spec.install_hint}",
@@ -344,24 +346,11 @@ def _default_model(
     services: Services, installed: list[ModelSpec], requested: list[str]
 ) -> ModelSpec:
     """The best installed model producing every requested stem (else the default model)."""
-    # Residual names ("instrumental", …) say nothing about which model to pick.
-    stems = [s for s in requested if s != RESIDUAL and s not in RESIDUAL_ALIASES]
-    if not stems:
-        return get_spec(services.settings.default_model, services.settings.model_dir)
-    candidates = [best_model(s, installed) for s in stems]
-    ranked = [c for c in candidates if c is not None]
-    for spec in ranked:
-        if all(s in spec.stems for s in stems):
-            return spec
-    for spec in sorted(installed, key=lambda m: -len(m.stems)):
-        if all(s in spec.stems for s in stems):
-            return spec
-    can = sorted({s for m in installed for s in m.stems})
-    raise UnknownStem(
-        f"no installed model produces all of {', '.join(stems)}; installed models produce: "
-        f"{', '.join(can) or 'nothing'} (name a `model` to see its stems)",
-        param="input.stems",
-    )
+    try:  # residual names ("instrumental", …) say nothing about which model: skipped
+        chosen = choose_model(requested, installed)
+    except UnknownStem as exc:
+        raise _reject_param(exc, "input.stems") from None
+    return chosen or get_spec(services.settings.default_model, services.settings.model_dir)
 
 
 def submit(

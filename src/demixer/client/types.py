@@ -209,6 +209,8 @@ class Result:
     sample_rate: int  # Hz of the input
     usage_seconds: float  # audio seconds used
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # output name -> the model, recipe chain or ensemble that made it (empty from older servers)
+    made_by: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Result:
@@ -227,4 +229,7 @@ class Result:
             sample_rate=_get(data, "sample_rate", int, optional=True) or 0,
             usage_seconds=_get(usage, "quantity", float) if isinstance(usage, Mapping) else 0.0,
             raw=d,
+            made_by={str(k): v for k, v in made.items() if isinstance(v, str)}
+            if isinstance(made := d.get("made_by"), Mapping)
+            else {},
         )

@@ -40,6 +40,7 @@ from demixer.engine.stems import StemPlan, plan_stems
 from demixer.engine.streaming import input_stats, stream_backend
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
+from demixer.models import planner
 from demixer.models.base import Backend, InputStats, reports_progress, streaming
 from demixer.models.loading import load_backend
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality, tuned
@@ -75,6 +76,7 @@ class FileResult:
         report: peaks, clipped-sample counts and applied gain (see ``WriteReport``).
         seconds: wall-clock seconds spent.
         extras: output name -> extension -> the same output in each of ``extra_formats``.
+        made_by: output name -> what made it (:meth:`Separator.made_by`).
     """
 
     paths: dict[str, Path]
@@ -84,6 +86,7 @@ class FileResult:
     report: WriteReport
     seconds: float
     extras: dict[str, dict[str, Path]] = field(default_factory=dict)
+    made_by: dict[str, str] = field(default_factory=dict)
 
 
 class Separator:
@@ -133,6 +136,16 @@ class Separator:
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""
         return plan_stems(self.spec.id, self.backend.stems, stems)
+
+    def made_by(self, plan: StemPlan) -> dict[str, str]:
+        """Each output of ``plan`` -> what made it (:func:`demixer.models.planner.makers`: the
+        model, or a recipe's chain, or an ensemble's members); the residual: the input minus
+        the stems."""
+        makers = planner.makers(self.spec)
+        out = {stem: makers.get(stem, self.spec.id) for stem in plan.targets}
+        if plan.residual_name is not None:
+            out[plan.residual_name] = f"the input minus {', '.join(plan.targets)}"
+        return out
 
     def separate_array(
         self,
@@ -439,4 +452,5 @@ class Separator:
             report=report,
             seconds=time.perf_counter() - started,
             extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
+            made_by={name: made for name, made in self.made_by(plan).items() if name in kept},
         )

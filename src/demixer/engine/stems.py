@@ -15,8 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from demixer.errors import NoStemsRequested, UnknownStem
+from demixer.models.planner import canonical_stem, canonical_stems, choose
+from demixer.models.spec import ModelSpec
 
-__all__ = ["RESIDUAL", "RESIDUAL_ALIASES", "SILENT_DB", "StemPlan", "is_silent", "plan_stems"]
+__all__ = [
+    "RESIDUAL",
+    "RESIDUAL_ALIASES",
+    "SILENT_DB",
+    "StemPlan",
+    "choose_model",
+    "is_silent",
+    "plan_stems",
+]
 
 RESIDUAL = "residual"
 # Names users reach for when they mean "everything else" in a two-way split.
@@ -61,7 +71,9 @@ def plan_stems(
     ``None`` means every model stem; a list that names nothing (``[]``, ``[""]``) raises
     :class:`NoStemsRequested`. A model stem is taken as itself; ``residual``, or for a request
     of a single stem one of :data:`RESIDUAL_ALIASES` that is not a model stem, names the
-    residual. Anything else raises :class:`UnknownStem` naming the valid choices.
+    residual; another word for a model stem (``lead_vocal``, ``Vocals``, a 2-stem vocal model's
+    ``other`` as ``instrumental``: :mod:`demixer.models.planner`) is that stem. Anything else
+    raises :class:`UnknownStem` naming the valid choices.
     """
     if requested is None:
         return StemPlan(tuple(model_stems), None)
@@ -72,10 +84,12 @@ def plan_stems(
         )
     targets: list[str] = []
     residual_name: str | None = None
+    native = {canonical: stem for stem, canonical in canonical_stems(model_stems).items()}
     for name in names:
-        if name in model_stems:
-            if name not in targets:
-                targets.append(name)
+        stem = name if name in model_stems else native.get(canonical_stem(name))
+        if stem is not None and (name in model_stems or name not in RESIDUAL_ALIASES):
+            if stem not in targets:
+                targets.append(stem)
         elif name == RESIDUAL or name in RESIDUAL_ALIASES:
             residual_name = residual_name or name
         else:
@@ -96,3 +110,16 @@ def plan_stems(
     if residual_name is None and len(ordered) < len(model_stems):
         return StemPlan(ordered, RESIDUAL, residual_optional=True)
     return StemPlan(ordered, residual_name)
+
+
+def choose_model(requested: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec | None:
+    """The best of ``installed`` (model, recipe or ensemble) making every requested stem, by
+    published figures (:func:`demixer.models.planner.choose`); None when the request names no
+    stem of its own (only ``residual`` or its aliases, or nothing: the caller's default).
+
+    Raises:
+        UnknownStem: nothing installed makes them all; the message names what can be made.
+    """
+    names = [canonical_stem(s) for s in requested if s.strip()]
+    stems = [s for s in names if s != RESIDUAL and s not in RESIDUAL_ALIASES]
+    return choose(list(dict.fromkeys(stems)), installed) if stems else None

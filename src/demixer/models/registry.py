@@ -16,6 +16,7 @@ from pathlib import Path
 
 from demixer.errors import UnknownModel
 from demixer.models.catalogue import CATALOGUE
+from demixer.models.catalogue.recipes import recipes, user_recipes
 from demixer.models.spec import (
     LICENSE_CLASSES,
     RESTRICTIVE_CLASSES,
@@ -290,7 +291,8 @@ _BUILTIN: tuple[ModelSpec, ...] = (
     ),
 )
 
-_SPECS = (*_BUILTIN, *CATALOGUE)
+_MODELS = (*_BUILTIN, *CATALOGUE)
+_SPECS = (*_MODELS, *recipes({spec.id: spec for spec in _MODELS}))
 _BY_ID = {spec.id: spec for spec in _SPECS}
 
 
@@ -300,16 +302,28 @@ def catalogue_ids() -> frozenset[str]:
 
 
 def list_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
-    """Every registered model, in display order: the catalogue, then the user's own models in
-    ``model_dir`` (default ``$DEMIXER_MODEL_DIR``)."""
+    """Every registered model, in display order: the catalogue, then the user's own models and
+    recipes in ``model_dir`` (default ``$DEMIXER_MODEL_DIR``)."""
     from demixer.models.user_models import user_specs  # it imports this module
 
-    return _SPECS + user_specs(model_dir)
+    return _SPECS + user_specs(model_dir) + _user_recipes(model_dir)
+
+
+def _user_recipes(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
+    """The recipes in ``<model_dir>/recipes/*.json`` (a faulty file: UnknownModel naming it, on
+    every call, so it cannot go unnoticed)."""
+    from demixer.models.loading import default_model_dir  # it imports this module
+
+    folder = (Path(model_dir) if model_dir is not None else default_model_dir()) / "recipes"
+    try:
+        return user_recipes(folder, _BY_ID)
+    except ValueError as exc:
+        raise UnknownModel(str(exc)) from None
 
 
 def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
-    """The spec for ``model_id`` (a catalogue id, or a user model in ``model_dir``); raises
-    :class:`UnknownModel` naming the known ids."""
+    """The spec for ``model_id``: a catalogue id, a user model or recipe in ``model_dir``, or an
+    ensemble's id (``a+b``, ``max:a+b``); raises :class:`UnknownModel` naming the known ids."""
     spec = _BY_ID.get(model_id)
     if spec is not None:
         return spec
@@ -318,17 +332,34 @@ def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
     user = user_spec(model_id, model_dir)
     if user is not None:
         return user
+    for recipe in _user_recipes(model_dir):
+        if recipe.id == model_id:
+            return recipe
+    from demixer.models.ensemble import ensemble_spec  # it imports this module
+
+    combined = ensemble_spec(model_id, lambda part: get_spec(part, model_dir))
+    if combined is not None:
+        return combined
     known = ", ".join(s.id for s in list_specs(model_dir))
     raise UnknownModel(f"unknown model {model_id!r}; known models: {known}")
 
 
 def model_card(model_id: str) -> str:
-    """The model card (markdown) shipped with demixer for ``model_id``."""
+    """The model card (markdown) shipped with demixer for ``model_id``; for a user's recipe or
+    an ensemble, one written from its spec."""
     spec = get_spec(model_id)
-    if spec.id not in _BY_ID:  # a user's own model: no card ships for it
+    card = resources.files("demixer.models").joinpath("cards", f"{spec.id}.md")
+    if card.is_file():
+        return card.read_text("utf-8")
+    if not spec.requires:  # a user's own model: no card ships for it
         return (
             f"# {spec.id}\n\n{spec.description}.\n\n- Stems: {', '.join(spec.stems)}\n"
             f"- Sample rate: {spec.sample_rate} Hz\n- Weights: {spec.weights_source}\n"
             f"- Licence: {spec.license}\n"
         )
-    return resources.files("demixer.models").joinpath("cards", f"{spec.id}.md").read_text("utf-8")
+    return (
+        f"# {spec.id}\n\n{spec.description}\n\n| | |\n|---|---|\n"
+        f"| stems | {', '.join(spec.stems)} |\n| models | {', '.join(spec.requires)} |\n"
+        f"| licence | {spec.license}; class **{spec.license_class}** |\n\n"
+        "Not shipped with demixer: not reviewed, not measured by demixer.\n"
+    )

@@ -385,7 +385,10 @@ async function showResult(requestId, info) {
     const labelOf = (name) => (prompt ? { target: `“${prompt}”`, residual: "everything else" }[name] || name : name);
     const outputs = Object.entries(result.data)
       .filter(([, v]) => v && typeof v === "object" && v.url)
-      .map(([name, v]) => ({ name, label: labelOf(name), url: v.url, fileName: v.file_name, type: v.content_type }));
+      .map(([name, v]) => ({
+        name, label: labelOf(name), url: v.url, fileName: v.file_name, type: v.content_type,
+        madeBy: result.made_by?.[name] || "",
+      }));
     const original = state.job.file;
     $("#job").hidden = true; // the mixer says the rest
     await openResult({

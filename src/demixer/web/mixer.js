@@ -37,7 +37,7 @@ function applyGains() {
 }
 
 // ---------- opening a result ----------
-// outputs: [{name, label, url, fileName, type}]; original: a File to compare with, or null.
+// outputs: [{name, label, url, fileName, type, madeBy?}] (madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
 export async function openResult({ title, song, outputs, original, originalNote, thumbsKey }) {
   stop();
   mixer.offset = 0;
@@ -104,7 +104,7 @@ function renderRow(stem) {
       <a class="download" data-testid="stem-download">⤓</a>
     </div>`;
   $(".name", row).textContent = stem.label;
-  $(".name", row).title = stem.label;
+  $(".name", row).title = stem.madeBy ? `${stem.label}: made by ${stem.madeBy}` : stem.label;
   $(".sr", row).textContent = `${stem.label} volume`;
   const mute = $(".mute", row), solo = $(".solo", row);
   mute.setAttribute("aria-label", `Mute ${stem.label}`);

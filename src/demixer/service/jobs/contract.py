@@ -60,7 +60,9 @@ __all__ = [
 
 CONTRACT_VERSION: Literal[2] = 2
 #: Steps applied to the input before separation (see :mod:`demixer.audio.denoise`).
-PREPROCESS_STEPS = ("denoise",)
+#: ``denoise`` is DSP (:mod:`demixer.audio.denoise`); ``dereverb`` and ``deecho`` run the best
+#: installed model making :data:`demixer.models.planner.CLEANUP_STEMS`'s stem.
+PREPROCESS_STEPS = ("denoise", "dereverb", "deecho")
 NATIVE_STYLE = "native"  # the webhook style of the native API's jobs
 
 # An output's API name and download label: a plain file-name part.
@@ -175,7 +177,7 @@ class JobParams(_Part):
     labels: dict[str, str] = Field(default_factory=dict)
     spans: tuple[Span, ...] | None = None
     extra_formats: tuple[_FORMAT, ...] = ()
-    preprocess: tuple[Literal["denoise"], ...] = ()
+    preprocess: tuple[Literal["denoise", "dereverb", "deecho"], ...] = ()
     downmix: bool = False
     quality: Quality = "fast"
     webhook: Webhook | None = None

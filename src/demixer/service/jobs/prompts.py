@@ -21,36 +21,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from demixer.errors import UnsupportedPrompt
+from demixer.models.planner import PREFERENCE, producers, produces
 from demixer.models.registry import ModelSpec, list_specs
 
 __all__ = ["MODEL_PREFERENCE", "PromptMatch", "best_model", "map_prompt", "separable"]
 
-# Best first, by the figures their publishers give (see the model cards). The 4-stem models
-# come before every 2-stem one because a prompt's "other" means the instruments besides vocals,
-# drums and bass, while a vocal model's "other" is everything but the vocals. Spleeter ranks
-# above the cascade: the cascade's vocals *are* Spleeter's, so for vocals the plain 2-stem model
-# gives the same stem without the DSP work; the cascade is still chosen for drums/bass/other,
-# which Spleeter lacks. htdemucs_6s is the only one with guitar and piano. The special-purpose
-# models (karaoke, de-reverb, denoise: their "other" is not an instrument) come last. Models
-# registered later and not listed here come after all of these, in registry order.
-MODEL_PREFERENCE = (
-    "scnet-xl-ihf",
-    "htdemucs_ft",
-    "htdemucs",
-    "htdemucs_6s",
-    "hdemucs_mmi",
-    "mel-roformer-vocals-kim",
-    "bs-roformer-vocals-1297",
-    "mdx23c-instvoc-hq",
-    "mdx-net-vocals-kim-2",
-    "spleeter-2stems",
-    "cascade-4stems",
-    "mel-roformer-inst-becruily",
-    "mdx-net-inst-hq-3",
-    "mel-roformer-karaoke-becruily",
-    "mel-roformer-dereverb-anvuew",
-    "mel-roformer-denoise-aufr33",
-)
+#: Best first where no published figure decides: :data:`demixer.models.planner.PREFERENCE`.
+MODEL_PREFERENCE = PREFERENCE
 
 _VOCALS = "vocals"
 
@@ -79,8 +56,6 @@ _words(
     "acappella",
     "a cappella",
     "a capella",
-    "lead vocals",
-    "backing vocals",
     "speech",
     "dialogue",
     "dialog",
@@ -126,6 +101,11 @@ _words(
     "lead guitar",
 )
 _words("other", False, "other", "other instruments")
+_words("lead_vocals", False, "lead vocals", "lead vocal", "lead singer", "main vocals")
+_words("backing_vocals", False, "backing vocals", "backing vocal", "back vocals", "harmonies")
+_words("dry_vocals", False, "dry vocals", "dry vocal")
+# Where nothing installed splits the vocals, a song's lead vocal is its vocals stem.
+_FALLBACK = {"lead_vocals": "vocals"}
 _words(
     _VOCALS,
     True,
@@ -203,9 +183,10 @@ def _rank(spec: ModelSpec) -> tuple[int, int]:
 
 
 def best_model(stem: str, installed: Sequence[ModelSpec]) -> ModelSpec | None:
-    """The best of ``installed`` that produces ``stem``, or None."""
-    able = [spec for spec in installed if stem in spec.stems]
-    return min(able, key=_rank) if able else None
+    """The best of ``installed`` that produces ``stem`` (demixer's name for it, see
+    :mod:`demixer.models.planner`: published figure first), or None."""
+    able = producers(stem, installed)
+    return able[0] if able else None
 
 
 def separable(installed: Sequence[ModelSpec]) -> list[str]:
@@ -215,8 +196,8 @@ def separable(installed: Sequence[ModelSpec]) -> list[str]:
     """
     stems: list[str] = []
     for spec in sorted(installed, key=_rank):
-        for stem in spec.stems:
-            if stem not in stems and stem != "accompaniment":
+        for stem in produces(spec):
+            if stem not in stems and stem != "instrumental":
                 stems.append(stem)
     out: list[str] = []
     for stem in stems:
@@ -273,8 +254,11 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
         )
     stem, invert = found
     spec = best_model(stem, installed)
+    if spec is None and stem in _FALLBACK:
+        stem = _FALLBACK[stem]
+        spec = best_model(stem, installed)
     if spec is None:
-        could = [s.id for s in sorted(list_specs(), key=_rank) if stem in s.stems]
+        could = [s.id for s in producers(stem, list_specs())]
         hint = f" ({' or '.join(could)} can: `demixer models pull {could[0]}`)" if could else ""
         raise UnsupportedPrompt(
             f"no installed model separates {stem}{hint}; with the installed models demixer "

@@ -40,6 +40,7 @@ from demixer.audio import OutputFormat, probe
 from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
+from demixer.engine.cleanup import keep_stem
 from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
 from demixer.errors import (
@@ -50,6 +51,9 @@ from demixer.errors import (
     ModelUnavailable,
     StorageFull,
 )
+from demixer.models import planner
+from demixer.models.loading import is_installed
+from demixer.models.registry import list_specs
 from demixer.service.jobs.contract import JobParams
 
 __all__ = [
@@ -121,11 +125,24 @@ class ChildJob:
     max_seconds: float | None = None
 
 
-def _preprocessor(steps: tuple[str, ...]) -> PreprocessFn | None:
-    """The block-stream transform for a job's ``preprocess`` steps (None: none)."""
+def _preprocessor(
+    steps: tuple[str, ...], load: Callable[[str], Separator], model_dir: Path | None
+) -> PreprocessFn | None:
+    """The block-stream transform for a job's ``preprocess`` steps (None: none); a model's
+    clean-up (``dereverb``, ``deecho``) loads that model with ``load``."""
     if not steps:
         return None
-    chosen = [_PREPROCESSORS[step] for step in steps]
+    chosen = []
+    for step in steps:
+        if step in _PREPROCESSORS:
+            chosen.append(_PREPROCESSORS[step])
+            continue
+        installed = [spec for spec in list_specs() if is_installed(spec, model_dir)]
+        found = planner.cleanup_model(step, installed)
+        if found is None:  # the API checked; this worker lacks the model
+            raise ModelUnavailable(f"no model for the {step} step is installed on this worker")
+        spec, stem = found
+        chosen.append(keep_stem(load(spec.id), stem))
 
     def run(blocks: Iterable[np.ndarray], rate: int) -> Iterable[np.ndarray]:
         for step in chosen:
@@ -315,6 +332,10 @@ def run_job(
     params = job.params
     stage = stage or (lambda _: None)
     check_input(job)
+    model_dir = Path(options.model_dir) if options.model_dir else None
+    preprocess = _preprocessor(
+        params.preprocess, lambda m: _separator(m, options, separators, stage), model_dir
+    )
     separator = _separator(job.engine_model, options, separators, stage)
     result = separator.separate_file(
         job.input_path,
@@ -326,7 +347,7 @@ def run_job(
         quality=params.quality,
         on_progress=progress,
         on_stage=stage,
-        preprocess=_preprocessor(params.preprocess),
+        preprocess=preprocess,
         max_seconds=job.max_seconds,
         spans=params.spans or (),
         span_output=params.engine_name("target") if params.spans else None,

@@ -35,7 +35,9 @@ from demixer.errors import (
     InvalidRequest,
     NotFound,
     ResultExpired,
+    UnknownStem,
 )
+from demixer.models.planner import produces
 from demixer.service.accounts.keys import Identity
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileState
@@ -215,6 +217,15 @@ def _stems(raw: object) -> list[str]:
     return stems
 
 
+def _unproducible(services: Services, stems: list[str]) -> UnknownStem:
+    made = {s for spec in submit.installed_models(services) for s in produces(spec)}
+    types = {stem: word for word, stem in STEM_TYPES.items()}
+    missing = [types[s] for s in stems if s not in made]
+    what = ", ".join(missing) if missing else f"{', '.join(types[s] for s in stems)} together"
+    can = ", ".join(w for w, stem in STEM_TYPES.items() if stem in made) or "none"
+    return UnknownStem(f"no installed model produces type {what}; this server can produce: {can}")
+
+
 def _create_job(services: Services, caller: Identity, model: str, body: dict[str, Any]) -> str:
     if not model.startswith("gsep_"):
         raise InvalidRequest(
@@ -232,8 +243,10 @@ def _create_job(services: Services, caller: Identity, model: str, body: dict[str
         vendor=GaudioFields(),
         note=f"gaudio {model}: type {body.get('type')!r}",
     )
-    # The best installed model with every stem; UnknownStem names what can be produced.
-    sub = submit.plan_stems_request(services, caller.account_id, request, how)
+    try:  # the best installed model or recipe with every stem
+        sub = submit.plan_stems_request(services, caller.account_id, request, how)
+    except UnknownStem:  # said again in Gaudio's words: the types this server can produce
+        raise _unproducible(services, stems) from None
     queued = submit.submit(services, caller.account_id, sub, key_id=caller.key_id)
     return queued.request_id
 

@@ -27,7 +27,8 @@ Wire decisions:
   produced, never a substitute.
 - ``preprocessing_options``: ``Denoise`` runs :mod:`demixer.audio.denoise` on the input before
   separation (job param ``preprocess: ["denoise"]``); stems + residual then add up to the
-  *denoised* input. ``Deecho`` and ``Dereverb`` are 422 (not available yet).
+  *denoised* input. ``Dereverb`` and ``Deecho`` run a de-reverb / de-echo
+  model first when one is installed (else 422 naming it).
 - ``task_id`` and ``conversion_id`` are both the demixer request id. ``eta`` is seconds:
   audio duration x measured seconds-per-audio-second of this server's recent jobs (x the
   queue ahead). ``credit_estimate`` / ``conversion_cost``: minutes of audio (2 decimals), the
@@ -221,7 +222,7 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
     fields_in = form.fields
     targets, fields = plan_stems(services, _json_list(fields_in.get("stems"), "stems"))
     options = _json_list(fields_in.get("preprocessing_options"), "preprocessing_options")
-    steps = preprocess_steps(options)
+    steps = preprocess_steps(services, options)
     upload, url = form.file, fields_in.get("audio_url")
     url = url.strip() if isinstance(url, str) and url.strip() else None
     if upload is not None and upload.field != "audio_file":

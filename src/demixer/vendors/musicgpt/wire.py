@@ -12,7 +12,10 @@ from typing import Any
 
 from demixer.api import submit
 from demixer.api.jobs import result_response
+from demixer.engine.stems import RESIDUAL
 from demixer.errors import InvalidRequest, UnknownStem
+from demixer.models.planner import CLEANUP_STEMS, cleanup_model, produces
+from demixer.models.registry import list_specs
 from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
@@ -41,8 +44,8 @@ STEM_VOCABULARY: dict[str, str | None] = {
     "vocals": "vocals",
     "male_vocal": None,
     "female_vocal": None,
-    "lead_vocal": None,
-    "back_vocal": None,
+    "lead_vocal": "lead_vocals",
+    "back_vocal": "backing_vocals",
     "guitar": "guitar",
     "acoustic_guitar": "guitar",
     "electric_guitar": "guitar",
@@ -64,8 +67,7 @@ STEM_VOCABULARY: dict[str, str | None] = {
 }
 DEFAULT_STEMS = ("drums", "bass", "piano", "guitar")
 _WEBHOOK_NAMES = {"vocals": "vocal"}  # the webhook's field names differ for these
-_PREPROCESSING = {"Denoise": "denoise"}
-_NOT_YET = ("Deecho", "Dereverb")
+_PREPROCESSING = {"Denoise": "denoise", "Dereverb": "dereverb", "Deecho": "deecho"}
 
 
 class UnsupportedOption(InvalidRequest):
@@ -82,7 +84,7 @@ class MissingInput(InvalidRequest):
 
 def producible(services: Services) -> tuple[set[str], list[str]]:
     """Engine stems the installed models produce, and the MusicGPT names that map onto them."""
-    engine = {s for spec in submit.installed_models(services) for s in spec.stems}
+    engine = {s for spec in submit.installed_models(services) for s in produces(spec)}
     names = [n for n, stem in STEM_VOCABULARY.items() if stem is not None and stem in engine]
     if "vocals" in engine:
         names.append(INSTRUMENTAL)
@@ -90,7 +92,12 @@ def producible(services: Services) -> tuple[set[str], list[str]]:
 
 
 def plan_stems(services: Services, requested: list[str]) -> tuple[list[str], dict[str, str]]:
-    """MusicGPT stems -> (engine request for ``audio/stems``, MusicGPT name -> output name)."""
+    """MusicGPT stems -> (engine request for ``audio/stems``, MusicGPT name -> output name).
+
+    A request for ``vocals`` alone gets ``instrumental`` too (the residual, which every
+    extraction produces: ``PlanOptions(residual="always")``), as MusicGPT's documented webhook
+    shows both; other residuals have no MusicGPT name.
+    """
     wanted = [s.lower() for s in requested] or list(DEFAULT_STEMS)
     engine, names = producible(services)
     can = ", ".join(names) or "nothing"
@@ -118,27 +125,40 @@ def plan_stems(services: Services, requested: list[str]) -> tuple[list[str], dic
             )
         targets = ["vocals", INSTRUMENTAL]
         fields[INSTRUMENTAL] = INSTRUMENTAL
+    elif targets == ["vocals"]:  # MusicGPT's webhook example carries both: the rest is it
+        fields[INSTRUMENTAL] = RESIDUAL
     return targets, fields
 
 
-def preprocess_steps(options: list[str]) -> list[str]:
-    """MusicGPT ``preprocessing_options`` -> the job's ``preprocess`` steps (422 for others)."""
+def preprocess_steps(services: Services, options: list[str]) -> list[str]:
+    """MusicGPT ``preprocessing_options`` -> the job's ``preprocess`` steps (422 for others).
+
+    ``Dereverb`` and ``Deecho`` run the best installed de-reverb / de-echo model
+    (:func:`demixer.models.planner.cleanup_model`); without one they are a 422 naming the
+    model to pull.
+    """
     steps = []
     for option in options:
-        if option in _PREPROCESSING:
-            steps.append(_PREPROCESSING[option])
-        elif option in _NOT_YET:
-            raise UnsupportedOption(
-                f"preprocessing option {option!r} is not available yet on this server; "
-                f"available: {', '.join(_PREPROCESSING)}",
-                param="preprocessing_options",
-            )
-        else:
+        if option not in _PREPROCESSING:
             raise UnsupportedOption(
                 f"unknown preprocessing option {option!r}; MusicGPT's are Denoise, Deecho, "
                 f"Dereverb, and this server implements: {', '.join(_PREPROCESSING)}",
                 param="preprocessing_options",
             )
+        step = _PREPROCESSING[option]
+        if step in CLEANUP_STEMS and cleanup_model(step, submit.installed_models(services)) is None:
+            known = cleanup_model(step, list_specs())
+            how = (
+                f"`demixer models pull {known[0].id}` on the server"
+                if known
+                else "demixer's catalogue has no such model yet"
+            )
+            raise UnsupportedOption(
+                f"preprocessing option {option!r} needs a model that is not installed on this "
+                f"server ({how})",
+                param="preprocessing_options",
+            )
+        steps.append(step)
     return list(dict.fromkeys(steps))
 
 

@@ -62,6 +62,7 @@ from demixer.errors import (
     TooManyConcurrentJobs,
     UnknownStem,
 )
+from demixer.models.planner import produces
 from demixer.models.registry import ModelSpec
 from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
@@ -185,13 +186,15 @@ def _producible(installed: list[ModelSpec]) -> list[str]:
 
 
 def _widest(installed: list[ModelSpec]) -> ModelSpec:
-    """The installed model with the most stems (the preferred one on a tie)."""
+    """The installed model or recipe filling the most of sunoapi's stem fields (the preferred
+    one on a tie)."""
     if not installed:
         raise ModelUnavailable("no separation model is installed on this server")
+    fields = {stem for stem in STEM_FIELDS.values() if stem}
 
-    def rank(spec: ModelSpec) -> tuple[int, int]:
+    def rank(spec: ModelSpec) -> tuple[int, int, int]:
         pref = MODEL_PREFERENCE.index(spec.id) if spec.id in MODEL_PREFERENCE else 99
-        return (-len(spec.stems), pref)
+        return (-len(fields & set(produces(spec))), pref, -len(spec.stems))
 
     return min(installed, key=rank)
 

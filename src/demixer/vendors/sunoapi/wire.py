@@ -38,7 +38,7 @@ STYLE = "sunoapi"  # the webhook style of its jobs
 #: vendor stem name -> demixer engine stem (None: no demixer model produces it).
 STEM_FIELDS: dict[str, str | None] = {
     "vocal": "vocals",
-    "backing_vocals": None,
+    "backing_vocals": "backing_vocals",
     "drums": "drums",
     "bass": "bass",
     "guitar": "guitar",

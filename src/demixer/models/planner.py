@@ -1,0 +1,198 @@
+"""Which installed model, recipe or ensemble makes a requested stem, by published figures.
+
+Stem names differ between models (``Vocals``, ``other`` meaning "everything but the vocals" in
+a 2-stem vocal model, ``noreverb``) and between the vocabularies users and vendors speak
+(``lead_vocal``, ``backing vocals``, ``keys``). This module is the one place that maps both onto
+demixer's stem names (:func:`canonical_stem`, :func:`produces`) and ranks what can make a stem
+(:func:`rank`): the model's published figure for that stem (MVSep's Multisong SDR, the one
+metric the catalogue publishes for most models), then the hand-kept order of
+:data:`PREFERENCE` for models without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from demixer.errors import UnknownStem
+from demixer.models.spec import ModelSpec
+
+__all__ = [
+    "CLEANUP_STEMS",
+    "COMPARABLE_METRIC",
+    "PREFERENCE",
+    "canonical_stem",
+    "canonical_stems",
+    "choose",
+    "cleanup_model",
+    "figure",
+    "makers",
+    "native_stem",
+    "producers",
+    "produces",
+    "rank",
+]
+
+#: The metric figures are compared in (others measure other sets and do not compare).
+COMPARABLE_METRIC = "Multisong SDR"
+
+# Best first where no figure decides (see the model cards). The 4-stem models come before every
+# 2-stem one because "other" means the instruments besides vocals, drums and bass; spleeter ranks
+# above the cascade (the cascade's vocals *are* spleeter's); htdemucs_6s is the only model with
+# guitar and piano; the special-purpose models (karaoke, de-reverb, denoise) come last.
+# Models and recipes not listed come after all of these, in registry order.
+PREFERENCE = (
+    "scnet-xl-ihf",
+    "htdemucs_ft",
+    "htdemucs",
+    "htdemucs_6s",
+    "6stems",
+    "hdemucs_mmi",
+    "mel-roformer-vocals-kim",
+    "bs-roformer-vocals-1297",
+    "mdx23c-instvoc-hq",
+    "mdx-net-vocals-kim-2",
+    "spleeter-2stems",
+    "cascade-4stems",
+    "mel-roformer-inst-becruily",
+    "mdx-net-inst-hq-3",
+    "karaoke",
+    "dry-vocals",
+    "mel-roformer-karaoke-becruily",
+    "mel-roformer-dereverb-anvuew",
+    "mel-roformer-denoise-aufr33",
+)
+
+#: A clean-up step -> the model stem it keeps (the model's other stem is what it removes).
+CLEANUP_STEMS = {"dereverb": "noreverb", "deecho": "noecho"}
+
+#: What "everything but the vocals" is called by 2-stem vocal models.
+_REST_OF_VOCALS = frozenset({"other", "instrumental", "accompaniment", "no_vocals"})
+
+# Words users and vendors use -> demixer's stem name (after lowercasing, "-"/" " -> "_").
+_SYNONYMS = {
+    "vocal": "vocals",
+    "voice": "vocals",
+    "lead_vocal": "lead_vocals",
+    "lead": "lead_vocals",
+    "back_vocal": "backing_vocals",
+    "back_vocals": "backing_vocals",
+    "backing_vocal": "backing_vocals",
+    "backing": "backing_vocals",
+    "drum": "drums",
+    "keys": "piano",
+    "keyboard": "piano",
+    "acoustic_piano": "piano",
+    "guitars": "guitar",
+    "electric_guitar": "guitar",
+    "acoustic_guitar": "guitar",
+    "dry_vocal": "dry_vocals",
+}
+
+
+def canonical_stem(name: str) -> str:
+    """A requested stem name in demixer's words: ``"Lead Vocal"`` -> ``lead_vocals``."""
+    key = "_".join(name.strip().lower().replace("-", " ").split())
+    return _SYNONYMS.get(key, key)
+
+
+def canonical_stems(stems: Sequence[str]) -> dict[str, str]:
+    """A model's stems -> demixer's names for them, in the model's order. A 2-stem vocal
+    model's other stem is ``instrumental`` whatever the model calls it."""
+    names = [s.lower() for s in stems]
+    out = {stem: _SYNONYMS.get(name, name) for stem, name in zip(stems, names, strict=True)}
+    if len(stems) == 2 and "vocals" in out.values():
+        for stem, name in out.items():
+            if name in _REST_OF_VOCALS:
+                out[stem] = "instrumental"
+    return out
+
+
+def produces(spec: ModelSpec) -> tuple[str, ...]:
+    """The stems ``spec`` makes, in demixer's names."""
+    return tuple(canonical_stems(spec.stems).values())
+
+
+def native_stem(spec: ModelSpec, stem: str) -> str | None:
+    """The name ``spec`` gives demixer's ``stem`` (None: it does not make it)."""
+    for native, canonical in canonical_stems(spec.stems).items():
+        if canonical == stem:
+            return native
+    return None
+
+
+def figure(spec: ModelSpec, stem: str) -> float | None:
+    """``spec``'s published :data:`COMPARABLE_METRIC` figure for ``stem`` (dB), if any."""
+    names = canonical_stems(spec.stems)
+    for score in spec.scores:
+        if score.metric == COMPARABLE_METRIC and names.get(score.stem, score.stem) == stem:
+            return score.value
+    return None
+
+
+def rank(
+    spec: ModelSpec, stems: Sequence[str], order: Sequence[str] = ()
+) -> tuple[float, int, int]:
+    """Sort key, best first, for making ``stems`` with ``spec``: the lowest of its figures for
+    them (no figure ranks after every figure), then :data:`PREFERENCE`, then ``order``."""
+    figures = [figure(spec, s) for s in stems]
+    worst = min((f for f in figures if f is not None), default=None)
+    known = -worst if worst is not None and None not in figures else float("inf")
+    preference = PREFERENCE.index(spec.id) if spec.id in PREFERENCE else len(PREFERENCE)
+    position = order.index(spec.id) if spec.id in order else len(order)
+    return (known, preference, position)
+
+
+def producers(stem: str, installed: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Every spec of ``installed`` that makes ``stem``, best first."""
+    order = [s.id for s in installed]
+    able = [spec for spec in installed if stem in produces(spec)]
+    return sorted(able, key=lambda spec: rank(spec, [stem], order))
+
+
+def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
+    """The best of ``installed`` making every one of ``stems`` (demixer's names).
+
+    Raises:
+        UnknownStem: none makes them all; the message names what the installed set can make.
+    """
+    order = [s.id for s in installed]
+    able = [spec for spec in installed if set(stems) <= set(produces(spec))]
+    if able:
+        return min(able, key=lambda spec: rank(spec, stems, order))
+    can = sorted({s for spec in installed for s in produces(spec)})
+    missing = [s for s in stems if not any(s in produces(spec) for spec in installed)]
+    what = (
+        f"no installed model or recipe makes {', '.join(missing)}"
+        if missing
+        else f"no installed model or recipe makes {', '.join(stems)} together"
+    )
+    raise UnknownStem(f"{what}; the installed ones make: {', '.join(can) or 'nothing'}")
+
+
+def makers(spec: ModelSpec) -> dict[str, str]:
+    """Each stem of ``spec`` -> what makes it: the model id; for a recipe ``id (a -> b)``, the
+    chain of models that made the stem; for an ensemble ``id (avg of a, b)``."""
+    steps = spec.arch_params.get("steps") if spec.requires else None
+    if steps:
+        chain: dict[str, str] = {"mix": ""}
+        for step in steps:
+            upstream = chain.get(step["input"], "")
+            here = f"{upstream} -> {step['model']}" if upstream else step["model"]
+            for name in [*step["keep"].values(), *([step["rest"]] if step["rest"] else [])]:
+                chain[name] = here
+        return {s: f"{spec.id} ({chain[s]})" if s in chain else spec.id for s in spec.stems}
+    mode = spec.arch_params.get("mode") if spec.requires else None
+    if mode:
+        return dict.fromkeys(spec.stems, f"{spec.id} ({mode} of {', '.join(spec.requires)})")
+    return dict.fromkeys(spec.stems, spec.id)
+
+
+def cleanup_model(step: str, installed: Sequence[ModelSpec]) -> tuple[ModelSpec, str] | None:
+    """The best of ``installed`` for clean-up ``step`` (:data:`CLEANUP_STEMS`) and its stem
+    to keep (the model's own name), or None when none is installed."""
+    able = producers(CLEANUP_STEMS[step], installed)
+    if not able:
+        return None
+    native = native_stem(able[0], CLEANUP_STEMS[step])
+    assert native is not None
+    return able[0], native

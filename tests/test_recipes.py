@@ -1,0 +1,335 @@
+"""Recipes, ensembles and the planner on the engine's real code paths.
+
+Most tests chain small deterministic fakes (``fake_models``: stems that are known functions of
+their input, which do not add up to it), so what a chain or an ensemble must return can be
+computed by hand; one chains the real Spleeter weights on real music. The planner is tested on
+the real catalogue's entries and published figures.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import fake_models
+from audiofiles import decode_stream, stempeg_example, tone
+from demixer.audio import OutputFormat
+from demixer.engine import Separator, plan_stems
+from demixer.engine.cleanup import keep_stem
+from demixer.engine.stems import choose_model
+from demixer.errors import ModelUnavailable, UnknownModel, UnknownStem
+from demixer.models import registry
+from demixer.models.cascade import MIX, GraphBackend, Step
+from demixer.models.catalogue.recipes import recipe_spec
+from demixer.models.ensemble import combine
+from demixer.models.planner import choose, cleanup_model
+from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
+
+SR = 44100
+KARAOKE_STEPS = (
+    {"model": "fake-vocals", "input": "mix", "keep": {"Vocals": "vocals"}, "rest": "instrumental"},
+    {
+        "model": "fake-karaoke",
+        "input": "vocals",
+        "keep": {"vocals": "lead_vocals"},
+        "rest": "backing_vocals",
+    },
+)
+
+
+def _register(monkeypatch: pytest.MonkeyPatch, *specs: ModelSpec) -> None:
+    for spec in specs:
+        monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+
+
+@pytest.fixture()
+def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModelSpec]:
+    """Fake models (4 s windows) and a karaoke recipe over them, registered."""
+    specs = {
+        "fake-vocals": fake_models.fake_spec("fake-vocals", "vocals"),
+        "fake-vocals2": fake_models.fake_spec("fake-vocals2", "vocals2", window=3 * SR),
+        "fake-karaoke": fake_models.fake_spec("fake-karaoke", "karaoke"),
+        "fake-four": fake_models.fake_spec("fake-four", "four"),
+    }
+    specs["fake-kara"] = recipe_spec(
+        "fake-kara",
+        description="test karaoke",
+        stems=("lead_vocals", "backing_vocals", "instrumental"),
+        steps=KARAOKE_STEPS,
+        known=specs,
+    )
+    _register(monkeypatch, *specs.values())
+    fake_models.CALLS.clear()
+    return specs
+
+
+def _noise(seconds: float, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.3 * rng.standard_normal((2, int(seconds * SR)))).astype(np.float32)
+
+
+# --- recipes -----------------------------------------------------------------------------------
+
+
+def test_a_recipe_chains_its_models_as_declared(fakes: dict[str, ModelSpec]) -> None:
+    x = _noise(2.0)  # one window
+    out = Separator("fake-kara").separate_array(x, SR)
+    vocals = fake_models.lowpass(x, 8)  # fake-vocals' "Vocals"
+    assert list(out) == ["lead_vocals", "backing_vocals", "instrumental"]
+    np.testing.assert_allclose(out["lead_vocals"], 0.6 * vocals, atol=1e-6)
+    np.testing.assert_allclose(out["backing_vocals"], 0.4 * vocals, atol=1e-6)
+    # The vocal model's own "Instrumental" is 0.9 of the rest: the recipe's remainder is not.
+    np.testing.assert_allclose(out["instrumental"], x - vocals, atol=1e-6)
+
+
+def test_stems_add_up_to_the_input_across_windows_and_each_model_runs_once_per_window(
+    fakes: dict[str, ModelSpec],
+) -> None:
+    x = _noise(11.0)
+    alone = Separator("fake-vocals")
+    alone.separate_array(x, SR)
+    windows = fake_models.CALLS["fake-vocals"]
+    assert windows >= 3
+    fake_models.CALLS.clear()
+    out = Separator("fake-kara").separate_array(x, SR)
+    assert dict(fake_models.CALLS) == {"fake-vocals": windows, "fake-karaoke": windows}
+    np.testing.assert_allclose(sum(out.values()), x, atol=2e-6)
+    # Two of the three stems asked for: the residual is exactly the third.
+    some = Separator("fake-kara").separate_array(x, SR, ["lead_vocal", "back_vocal"])
+    assert list(some) == ["lead_vocals", "backing_vocals", "residual"]
+    np.testing.assert_allclose(some["residual"], out["instrumental"], atol=2e-6)
+
+
+def test_a_recipe_at_another_rate_and_mono_input_still_adds_up(
+    fakes: dict[str, ModelSpec],
+) -> None:
+    # Mono at 32 kHz, resampled into the 44.1 kHz steps and back (tones: well inside the band
+    # the resampler keeps); the residual is computed at the input's rate: exact.
+    x = tone(3.0, 32000, [220.0, 1250.0, 5100.0]).sum(axis=0, keepdims=True)
+    out = Separator("fake-kara").separate_array(x, 32000, ["lead_vocals", "backing_vocals"])
+    assert all(a.shape == x.shape for a in out.values())
+    np.testing.assert_allclose(sum(out.values()), x, atol=1e-6)
+    assert np.sqrt(np.mean(out["residual"] ** 2)) > 0.05  # the instrumental: not empty
+
+
+def test_memory_is_flat_in_length(fakes: dict[str, ModelSpec]) -> None:
+    separator = Separator("fake-kara")
+    plan = separator.plan(None)
+
+    def peak(seconds: int) -> int:
+        block = _noise(1.0)
+
+        def blocks() -> Iterator[np.ndarray]:
+            for _ in range(seconds):
+                yield block
+
+        tracemalloc.start()
+        for _ in separator.stream(blocks(), SR, plan):
+            pass
+        size = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return size
+
+    short, long = peak(20), peak(160)
+    assert long < 1.25 * short, (short, long)
+
+
+@pytest.mark.parametrize(
+    ("steps", "stems", "fault"),
+    [
+        ([(MIX, {"vocals": "v"}, "r"), ("nothing", {"vocals": "a"}, "b")], "v r", "no earlier"),
+        ([(MIX, {"vocals": "v"}, "v")], "v", "made twice"),
+        ([(MIX, {"vocals": "v"}, None)], "v", "without a remainder"),
+        ([(MIX, {"drums": "v"}, "r")], "v r", "not a stem"),
+        ([(MIX, {"vocals": "v"}, "r"), ("v", {"vocals": "a"}, "b")], "v a b r", "not v"),
+    ],
+)
+def test_an_inconsistent_graph_is_refused(
+    fakes: dict[str, ModelSpec],
+    steps: list[tuple[str, dict[str, str], str | None]],
+    stems: str,
+    fault: str,
+) -> None:
+    backend = fake_models.FakeBackend(fakes["fake-vocals"])
+    with pytest.raises(ValueError, match=fault):
+        GraphBackend([Step(backend, *s) for s in steps], stems.split())
+
+
+def test_a_recipe_loads_only_when_every_model_is_there() -> None:
+    spec = get_spec("karaoke")
+    assert spec.requires == ("mel-roformer-vocals-kim", "mel-roformer-karaoke-becruily")
+    assert spec.license_class == "non-commercial"  # the strictest of its models'
+    with pytest.raises(ModelUnavailable, match="mel-roformer-vocals-kim"):
+        Separator("karaoke")
+
+
+def test_real_spleeter_then_a_second_model_on_its_vocals(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out_dir = tmp_path
+    karaoke = fake_models.fake_spec("fake-karaoke", "karaoke", window=60 * SR)
+    steps = (
+        {"model": "spleeter-2stems", "keep": {"vocals": "vocals"}, "rest": "instrumental"},
+        KARAOKE_STEPS[1],
+    )
+    known = {"spleeter-2stems": get_spec("spleeter-2stems"), "fake-karaoke": karaoke}
+    spec = recipe_spec(
+        "spleeter-kara",
+        description="test",
+        stems=("lead_vocals", "backing_vocals", "instrumental"),
+        steps=steps,
+        known=known,
+    )
+    _register(monkeypatch, karaoke, spec)
+    song = stempeg_example()
+    mix = decode_stream(song, 0)
+    spleeter = Separator("spleeter-2stems").separate_array(mix, SR, ["vocals"])
+    result = Separator("spleeter-kara").separate_file(
+        song,
+        out_dir,
+        fmt=OutputFormat.parse("wav", "32f"),
+    )
+    assert result.made_by == {
+        "lead_vocals": "spleeter-kara (spleeter-2stems -> fake-karaoke)",
+        "backing_vocals": "spleeter-kara (spleeter-2stems -> fake-karaoke)",
+        "instrumental": "spleeter-kara (spleeter-2stems)",
+    }
+    files = {name: sf.read(path, dtype="float32")[0].T for name, path in result.paths.items()}
+    np.testing.assert_allclose(files["lead_vocals"], 0.6 * spleeter["vocals"], atol=1e-4)
+    np.testing.assert_allclose(files["instrumental"], mix - spleeter["vocals"], atol=1e-4)
+    np.testing.assert_allclose(sum(files.values()), mix, atol=1e-4)
+
+
+# --- ensembles ---------------------------------------------------------------------------------
+
+
+def test_an_ensemble_averages_the_stems_its_members_share(fakes: dict[str, ModelSpec]) -> None:
+    spec = get_spec("fake-vocals+fake-vocals2")
+    assert spec.stems == ("vocals", "instrumental") and spec.requires == (
+        "fake-vocals",
+        "fake-vocals2",
+    )
+    x = _noise(2.0)
+    separator = Separator(spec.id)
+    out = separator.separate_array(x, SR)
+    vocals = (fake_models.lowpass(x, 8) + fake_models.lowpass(x, 32)) / 2
+    np.testing.assert_allclose(out["vocals"], vocals, atol=1e-6)
+    np.testing.assert_allclose(out["instrumental"], x - vocals, atol=1e-6)
+    assert dict(fake_models.CALLS) == {"fake-vocals": 1, "fake-vocals2": 1}
+    assert separator.backend.window == 3 * SR  # the shorter member's
+    assert separator.made_by(separator.plan(None))["vocals"] == (
+        "fake-vocals+fake-vocals2 (avg of fake-vocals, fake-vocals2)"
+    )
+
+
+def test_an_ensemble_of_a_vocal_and_a_four_stem_model_shares_the_vocals_only(
+    fakes: dict[str, ModelSpec],
+) -> None:
+    assert get_spec("max:fake-four+fake-vocals").stems == ("vocals",)
+    with pytest.raises(UnknownModel):
+        get_spec("fake-four+nope")
+
+
+def test_spectrogram_max_and_min_pick_per_bin() -> None:
+    t = np.arange(SR) / SR
+    a = np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
+    b = np.stack([0.5 * np.sin(2 * np.pi * 3000 * t)] * 2).astype(np.float32)
+
+    def db(error: np.ndarray, reference: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(error**2) / np.sum(reference**2)))
+
+    # Disjoint spectra: the max keeps both tones, the min neither.
+    assert db(combine([a, b], "max") - (a + b), a + b) < -30
+    assert db(combine([a, b], "min"), a + b) < -20
+    for mode in ("avg", "max", "min"):  # one estimate twice is that estimate
+        np.testing.assert_allclose(combine([a, a], mode), a, atol=1e-4)
+
+
+# --- the planner -------------------------------------------------------------------------------
+
+
+def _specs(*ids: str) -> list[ModelSpec]:
+    return [get_spec(i) for i in ids]
+
+
+def test_the_planner_picks_by_published_figure() -> None:
+    # Kim's vocals: 10.98 dB on MVSep Multisong; htdemucs 8.24: the figure decides.
+    installed = _specs("htdemucs", "spleeter-2stems", "mel-roformer-vocals-kim")
+    assert choose(["vocals"], installed).id == "mel-roformer-vocals-kim"
+    # Drums: only htdemucs_ft publishes a drums figure (11.13).
+    assert choose(["drums"], _specs("htdemucs", "htdemucs_ft")).id == "htdemucs_ft"
+    assert choose(["vocals", "drums"], installed).id == "htdemucs"
+    everything = list(list_specs())
+    assert choose(["lead_vocals", "backing_vocals"], everything).id == "karaoke"
+    assert choose(["dry_vocals"], everything).id == "dry-vocals"
+    assert choose(["guitar", "piano", "vocals"], everything).id == "htdemucs_6s"
+
+
+def test_what_nothing_installed_makes_is_an_error_naming_what_can_be_made() -> None:
+    with pytest.raises(UnknownStem) as caught:
+        choose_model(["lead_vocals", "instrumental"], _specs("spleeter-2stems", "cascade-4stems"))
+    assert caught.value.message == (
+        "no installed model or recipe makes lead_vocals; the installed ones make: bass, drums, "
+        "instrumental, other, vocals"
+    )
+    assert choose_model(["instrumental"], _specs("spleeter-2stems")) is None
+
+
+def test_vendor_and_user_words_reach_the_models_stems() -> None:
+    karaoke = get_spec("karaoke")
+    plan = plan_stems(karaoke.id, karaoke.stems, ["Lead Vocal", "back_vocal"])
+    assert plan.targets == ("lead_vocals", "backing_vocals")
+    assert plan.residual_name == "residual" and plan.residual_optional
+    # A 2-stem vocal model's "other" is what a user calls the instrumental.
+    kim = ("vocals", "other")
+    assert plan_stems("kim", kim, ["vocals", "instrumental"]).outputs == ("vocals", "instrumental")
+    assert plan_stems("kim", ("Vocals", "Instrumental"), ["vocals"]).targets == ("Vocals",)
+
+
+# --- clean-up by a model (MusicGPT's Dereverb) -------------------------------------------------
+
+
+def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cleanup_model("dereverb", list_specs()) == (
+        get_spec("mel-roformer-dereverb-anvuew"),
+        "noreverb",
+    )
+    assert cleanup_model("deecho", list_specs()) is None  # no de-echo model in the catalogue
+    assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
+    _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))
+    x = _noise(2.0)
+    blocks = [x[:, i : i + 10000] for i in range(0, x.shape[1], 10000)]
+    dry = keep_stem(Separator("fake-dereverb"), "noreverb")(iter(blocks), SR)
+    np.testing.assert_allclose(
+        np.concatenate(list(dry), axis=1), fake_models.lowpass(x, 4), atol=1e-6
+    )
+
+
+# --- a user's own recipe ----------------------------------------------------------------------
+
+
+def test_a_users_recipe_in_the_model_dir_is_a_model_like_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fakes: dict[str, ModelSpec]
+) -> None:
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(tmp_path))
+    (tmp_path / "recipes").mkdir()
+    mine = {"id": "my-kara", "stems": ["lead_vocals", "backing_vocals", "instrumental"]}
+    mine["steps"] = list(KARAOKE_STEPS)
+    (tmp_path / "recipes" / "my-kara.json").write_text(json.dumps(mine))
+    spec = get_spec("my-kara")
+    assert spec in list_specs() and spec.requires == ("fake-vocals", "fake-karaoke")
+    assert choose(["backing_vocals"], [spec]).id == "my-kara"
+    out = Separator("my-kara").separate_array(_noise(2.0), SR)
+    assert list(out) == ["lead_vocals", "backing_vocals", "instrumental"]
+    assert model_card("my-kara").startswith("# my-kara\n")
+    # A faulty file is one clear error naming it, wherever models are listed.
+    (tmp_path / "recipes" / "bad.json").write_text('{"id": "spleeter-2stems", "stems": []}')
+    with pytest.raises(UnknownModel) as caught:
+        list_specs()
+    assert caught.value.message.endswith("bad.json: the id 'spleeter-2stems' is already taken")
