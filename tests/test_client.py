@@ -231,8 +231,10 @@ def test_a_job_whose_input_is_not_audio_raises_job_failed(server: Server, not_au
 def test_cancel_ends_the_wait_with_job_cancelled(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
+    # About 4 minutes of music: seconds of work even at spleeter's ~80x real time, so the
+    # cancel (a few ms after the submit) surely reaches the job before it could finish.
     longer = tmp_path / "longer.flac"
-    sf.write(longer, np.tile(music[1], (1, 6)).T, RATE, subtype="PCM_16")
+    sf.write(longer, np.tile(music[1], (1, 40)).T, RATE, subtype="PCM_16")
     with client(server) as c:
         job = c.submit(c.upload(longer).file_id)
         assert c.cancel(job.request_id) in {"CANCELLED", "CANCELLATION_REQUESTED"}
