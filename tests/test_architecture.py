@@ -22,8 +22,9 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(tree: ast.Module) -> list[str]:
-    """Modules imported when the module is imported (not inside functions, not for typing)."""
+def _runtime_imports(tree: ast.Module, *, deferred: bool = False) -> list[str]:
+    """Modules imported when the module is imported (not for typing); with ``deferred`` also
+    those imported inside functions and classes, when they run."""
     found: list[str] = []
 
     def visit(nodes: list[ast.stmt]) -> None:
@@ -38,6 +39,10 @@ def _runtime_imports(tree: ast.Module) -> list[str]:
                 # the package (import_graph keeps only the names that are modules).
                 found.append(node.module + "#")
                 found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            elif deferred and isinstance(
+                node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.For | ast.While
+            ):
+                visit([*node.body, *getattr(node, "orelse", [])])
             elif isinstance(node, ast.If | ast.Try | ast.With):
                 for field in ("body", "orelse", "finalbody", "handlers"):
                     for child in getattr(node, field, []):
@@ -47,12 +52,13 @@ def _runtime_imports(tree: ast.Module) -> list[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """demixer module -> the demixer modules it imports at import time."""
+def import_graph(*, deferred: bool = False) -> dict[str, set[str]]:
+    """demixer module -> the demixer modules it imports at import time (with ``deferred``, at
+    any time)."""
     paths = {_module_name(p): p for p in SRC.rglob("*.py") if "migrations" not in p.parts}
     graph: dict[str, set[str]] = {}
     for name, path in paths.items():
-        targets = _runtime_imports(ast.parse(path.read_text(), str(path)))
+        targets = _runtime_imports(ast.parse(path.read_text(), str(path)), deferred=deferred)
         submodules = {t for t in targets if t in paths}
         packages = {
             t[:-1]
@@ -103,6 +109,16 @@ def test_the_package_has_no_import_circle() -> None:
     graph = import_graph()
     assert "demixer.service.worker.runner" in graph  # the graph sees the tree
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles(graph) == []
+
+
+def test_no_import_inside_a_function_closes_a_circle() -> None:
+    """Importing inside a function keeps a heavy module (torch, FastAPI) out of a process
+    until it is needed; it must not be a way around a circle."""
+    graph = import_graph(deferred=True)
+    # The CLI loads the ensembles' module (and torch with it) only when a command needs it.
+    assert "demixer.models.ensemble" not in import_graph()["demixer.cli"]
+    assert "demixer.models.ensemble" in graph["demixer.cli"]
     assert _cycles(graph) == []
 
 

@@ -180,6 +180,21 @@ def test_the_image_separates_a_song_uploaded_to_it(
         podman("rm", "--force", "--volumes", name, check=False)
 
 
+def test_a_worker_container_alone_is_healthy_while_it_runs(podman: Podman, image: str) -> None:
+    """A worker has no HTTP port: the image's HEALTHCHECK must not probe one for it (it did,
+    so `docker run IMAGE worker` was reported unhealthy while working)."""
+    name = f"{PROJECT}-worker-alone"
+    podman("rm", "--force", "--volumes", name, check=False)
+    podman("run", "--detach", "--name", name, image, "worker")
+    try:
+        state = podman("inspect", name, "--format", "{{.State.Running}}").stdout.strip()
+        assert state == "true", podman("logs", name).stderr[-3000:]
+        check = podman("healthcheck", "run", name, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        podman("rm", "--force", "--volumes", name, check=False)
+
+
 def test_models_pull_writes_to_the_model_volume(podman: Podman, image: str) -> None:
     """No weights can be fetched here: the mirror serves the wrong bytes, so the pull in the
     container must reach it, refuse them (exit 4) and leave no file in the model volume."""

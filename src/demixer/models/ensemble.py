@@ -21,81 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from demixer.errors import UnknownModel, UnknownStem
 from demixer.models.base import Backend
 from demixer.models.cascade import MIX, Step, run_step, shared_timing
-from demixer.models.catalogue.recipes import strictest
-from demixer.models.planner import canonical_stems, produces
+from demixer.models.catalogue.ensembles import LOADER, MODES, ensemble_id, ensemble_spec, remainder
+from demixer.models.planner import canonical_stems
 from demixer.models.recipe import load_members
 from demixer.models.spec import ModelSpec
 
 __all__ = ["LOADER", "MODES", "EnsembleBackend", "combine", "ensemble_id", "ensemble_spec", "load"]
 
-LOADER = "demixer.models.ensemble:load"
-MODES = ("avg", "max", "min")
 _N_FFT, _HOP = 2048, 512  # UVR's spectrogram ensembles use the same 2048-point frames
-
-
-def ensemble_id(members: Sequence[str], mode: str = "avg") -> str:
-    """The id of the ensemble of ``members`` combined by ``mode`` (``a+b``, ``max:a+b``)."""
-    joined = "+".join(members)
-    return joined if mode == "avg" else f"{mode}:{joined}"
-
-
-def _parse(model_id: str) -> tuple[str, list[str]] | None:
-    mode, sep, rest = model_id.partition(":")
-    if not sep:
-        mode, rest = "avg", model_id
-    members = rest.split("+")
-    if mode not in MODES or len(members) < 2 or not all(members):
-        return None
-    return mode, members
-
-
-def _remainder(stems: Sequence[str]) -> str | None:
-    return next((s for s in ("instrumental", "other") if s in stems), None)
-
-
-def ensemble_spec(model_id: str, lookup: Callable[[str], ModelSpec]) -> ModelSpec | None:
-    """The spec of ensemble ``model_id``, or None when it is not an ensemble's id.
-
-    Args:
-        lookup: model id -> spec (raises for an unknown member: the error names it).
-
-    Raises:
-        UnknownModel: a member is named twice. UnknownStem: the members share no stem.
-    """
-    parsed = _parse(model_id)
-    if parsed is None:
-        return None
-    mode, ids = parsed
-    members = [lookup(m) for m in ids]
-    twice = [m for i, m in enumerate(ids) if m in ids[:i]]
-    if twice:
-        raise UnknownModel(f"ensemble {model_id!r} names {twice[0]!r} twice")
-    first = produces(members[0])
-    stems = tuple(s for s in first if all(s in produces(m) for m in members[1:]))
-    if not stems or stems == (_remainder(stems),):
-        raise UnknownStem(
-            f"{', '.join(ids)} share no stem to combine: "
-            + "; ".join(f"{m.id} makes {', '.join(produces(m))}" for m in members)
-        )
-    how = {"avg": "average of the waveforms", "max": "max spec", "min": "min spec"}[mode]
-    return ModelSpec(
-        id=model_id,
-        stems=stems,
-        sample_rate=members[0].sample_rate,
-        description=f"Ensemble of {', '.join(ids)} ({how}).",
-        license="each model's own: " + ", ".join(f"{m.id} ({m.license_class})" for m in members),
-        weights_source=f"the weights of {', '.join(ids)} (see their cards)",
-        loader=LOADER,
-        quality="not measured by demixer; see the members' cards",
-        install_hint=f"fetch its models with `demixer models pull` ({', '.join(ids)})",
-        requires=tuple(ids),
-        arch_params={"mode": mode},
-        license_class=strictest([m.license_class for m in members]),
-        source_url=members[0].source_url,
-    )
 
 
 def combine(estimates: Sequence[np.ndarray], mode: str) -> np.ndarray:
@@ -157,7 +92,7 @@ class EnsembleBackend:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
         self.stems = tuple(stems)
-        self._remainder = _remainder(self.stems)
+        self._remainder = remainder(self.stems)
         self._steps = []
         for label, backend in members:
             names = canonical_stems(backend.stems)

@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_cache_dir
-
 from demixer.errors import ModelUnavailable, WeightsChecksumMismatch
 from demixer.models.base import Backend
+from demixer.models.model_dir import default_model_dir
 from demixer.models.registry import ModelSpec, WeightFile, get_spec
 
 __all__ = [
@@ -32,12 +30,6 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
-
-
-def default_model_dir() -> Path:
-    """``$DEMIXER_MODEL_DIR`` or ``<user cache dir>/demixer/models``."""
-    env = os.environ.get("DEMIXER_MODEL_DIR")
-    return Path(env) if env else Path(user_cache_dir("demixer")) / "models"
 
 
 def file_sha256(path: Path) -> str:

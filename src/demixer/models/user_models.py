@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from demixer.errors import Conflict, InvalidRequest, NotFound
-from demixer.models.registry import ModelSpec, WeightFile, catalogue_ids
+from demixer.models.catalogue import SHIPPED_IDS
+from demixer.models.model_dir import default_model_dir
+from demixer.models.spec import ModelSpec, WeightFile
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -55,8 +57,6 @@ Check = Callable[[Path, Path], tuple[str, tuple[str, ...], int]]
 
 
 def _model_dir(model_dir: Path | None) -> Path:
-    from demixer.models.loading import default_model_dir  # loading imports the registry
-
     return Path(model_dir) if model_dir is not None else default_model_dir()
 
 
@@ -92,7 +92,7 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
 
 def user_spec(name: str, model_dir: Path | None = None) -> ModelSpec | None:
     """The user model ``name`` in the model directory, or None (also for a bad manifest)."""
-    if not _NAME.fullmatch(name) or name in catalogue_ids():
+    if not _NAME.fullmatch(name) or name in SHIPPED_IDS:
         return None
     directory = _model_dir(model_dir) / name
     try:
@@ -120,7 +120,7 @@ def check_name(name: str, model_dir: Path | None = None) -> None:
             f"model name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
-    if name in catalogue_ids():
+    if name in SHIPPED_IDS:
         raise Conflict(f"{name!r} is a catalogue model; choose another name")
     if (_model_dir(model_dir) / name).exists():
         raise Conflict(

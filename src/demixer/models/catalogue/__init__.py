@@ -18,10 +18,17 @@ Conventions (shared with the architecture loaders):
 
 from __future__ import annotations
 
+from demixer.models.catalogue.builtin import BUILTIN
 from demixer.models.catalogue.convnets import OTHERS
+from demixer.models.catalogue.recipes import recipes
 from demixer.models.catalogue.roformer import ROFORMERS
 from demixer.models.spec import ModelSpec
 
-__all__ = ["CATALOGUE"]
+__all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_IDS"]
 
 CATALOGUE: tuple[ModelSpec, ...] = (*ROFORMERS, *OTHERS)
+_MODELS = (*BUILTIN, *CATALOGUE)
+#: Every entry demixer ships, in display order: its own models, the community catalogue, then
+#: the recipes chaining them.
+SHIPPED: tuple[ModelSpec, ...] = (*_MODELS, *recipes({spec.id: spec for spec in _MODELS}))
+SHIPPED_IDS: frozenset[str] = frozenset(spec.id for spec in SHIPPED)
