@@ -34,6 +34,7 @@ from service_harness import (
     start_worker,
     wait_status,
 )
+from worker_support import wait_until
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
@@ -145,6 +146,16 @@ def submit(client: httpx.Client, file_id: str) -> str:
     return str(r.json()["request_id"])
 
 
+def wait_ready_workers(client: httpx.Client, count: int) -> None:
+    """Until GET /readyz counts ``count`` live workers."""
+    detail = f"{count} live worker{'s' if count != 1 else ''}"
+    wait_until(
+        lambda: client.get("/readyz").json()["checks"]["workers"]["detail"] == detail,
+        timeout=60,
+        what=detail,
+    )
+
+
 def wait_all(client: httpx.Client, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     done: dict[str, dict[str, Any]] = {}
@@ -215,7 +226,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_another(
     request_id = submit(client, upload(client, unique_song(tmp_path, excerpt, 1, 240.0)))
     wait_status(client, request_id, {"IN_PROGRESS"}, timeout=120)
     second = stack.add_worker()
-    time.sleep(0.5)  # well inside the separation of four minutes of audio
+    wait_ready_workers(client, 2)  # the second one polls the queue, finding nothing to claim
     assert client.get(f"/v1/queue/requests/{request_id}/status").json()["status"] == "IN_PROGRESS"
     first.kill()
     done = wait_status(client, request_id, FINAL, timeout=180)
@@ -245,11 +256,12 @@ def test_postgres_restarting_under_load_loses_no_job(
     def watch() -> None:
         url = f"/v1/queue/requests/{ids[-1]}/status/stream"
         with stack.client().stream("GET", url, params={"interval": 1}, timeout=300) as r:
-            watched.extend(r.iter_lines())
+            for line in r.iter_lines():
+                watched.append(line)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    time.sleep(1.5)
+    wait_until(lambda: watched, timeout=60, what="the event stream's first line")
     stack.servers.stop_postgres()
     try:
         down = client.get(f"/v1/queue/requests/{ids[0]}/status")
