@@ -22,8 +22,10 @@ import pytest
 import soundfile as sf
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+import demixer
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
+from demixer.models.registry import get_spec
 from service_harness import Server, fast_env, running_server
 
 # On SQLite + local storage and on PostgreSQL + S3 (conftest.py): on S3 the page fetches the
@@ -60,7 +62,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterat
     # As `make run` starts it: with the local session the page uses on this machine.
     # One thread per separation: the cancel test needs a job that is still running when it
     # clicks, and the page's other tests separate only 3 s.
-    env = fast_env(DEMIXER_LOCAL_SESSION="1", DEMIXER_THREADS="1")
+    # An empty model directory: the models installed are Spleeter's (from its package) and
+    # those built on it, whatever this machine has pulled, so the picker's lists are known.
+    models = tmp_path_factory.mktemp("models")
+    env = fast_env(DEMIXER_LOCAL_SESSION="1", DEMIXER_THREADS="1", DEMIXER_MODEL_DIR=str(models))
     with running_server(tmp_path_factory.mktemp("web"), env=env) as s:
         yield s
 
@@ -423,6 +428,74 @@ def test_history_delete(page: Page, server: Server) -> None:
     before = items.count()
     items.first.get_by_role("button", name=re.compile("^Delete")).click()
     expect(items).to_have_count(before - 1)
+
+
+def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
+    listed = httpx.get(
+        server.base_url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"}
+    )
+    assert listed.status_code == 200
+    catalogue = listed.json()["catalogue"]
+    by_id = {m["id"]: m for m in catalogue}
+    # A catalogue model this server lacks says exactly how to get it (a model, and a recipe
+    # whose pull fetches the models it chains); an installed one has nothing to run.
+    assert (by_id["htdemucs"]["installed"], by_id["htdemucs"]["install"]) == (
+        False,
+        "demixer models pull htdemucs",
+    )
+    assert (by_id["karaoke"]["installed"], by_id["karaoke"]["install"]) == (
+        False,
+        "demixer models pull karaoke",
+    )
+    assert (by_id["spleeter-2stems"]["installed"], by_id["spleeter-2stems"]["install"]) == (
+        True,
+        None,
+    )
+
+    open_page(page, server)
+    select = page.get_by_test_id("model-select")
+    options = select.evaluate("el => [...el.options].map(o => [o.value, o.textContent])")
+    # The installed models (Spleeter's and the cascade on it), the weak one marked and last.
+    assert options == [
+        ["spleeter-2stems", "spleeter-2stems — vocals, accompaniment"],
+        ["cascade-4stems", "cascade-4stems — vocals, drums, bass, other (weak)"],
+    ]
+    info = page.get_by_test_id("model-info").locator("p")
+    for model_id, weak in (("spleeter-2stems", ""), ("cascade-4stems", "weak ")):
+        select.select_option(model_id)
+        spec = get_spec(model_id)  # the catalogue's own words
+        expect(info.nth(0)).to_have_text(weak + spec.description)
+        expect(info.nth(1)).to_have_text(f"Quality: {spec.quality}")
+        expect(info.locator(".badge.weak")).to_have_count(1 if weak else 0)
+    shot(page, "model-picker", full_page=False)
+
+    # Every catalogue model not installed here is offered with the command that pulls it.
+    more = page.locator("#more-models")
+    more.locator("summary").click()
+    items = page.get_by_test_id("available-models").locator("li")
+    expect(items.first).to_be_visible()
+    missing = [m["id"] for m in catalogue if not m["installed"]]
+    assert items.locator("strong").all_text_contents() == missing
+    for i, model_id in enumerate(missing):
+        item = items.nth(i)
+        spec = get_spec(model_id)
+        expect(item).to_contain_text(f" — {spec.description} ({spec.quality})")
+        expect(item).to_contain_text("To add it, whoever runs the server runs: ")
+        expect(item.locator("code")).to_have_text(f"demixer models pull {model_id}")
+
+
+def test_serve_says_where_to_go(server: Server) -> None:
+    """The banner `demixer serve` prints: the page, the docs, the data and the workers."""
+    lines = server.logs().splitlines()
+    start = lines.index(f"demixer {demixer.__version__} is running")
+    assert lines[start : start + 6] == [
+        f"demixer {demixer.__version__} is running",
+        f"  web page  {server.base_url}/",
+        f"  API docs  {server.base_url}/v1/docs",
+        f"  data      {server.data_dir}",
+        "  workers   1 slot on cpu; models: spleeter-2stems, cascade-4stems",
+        "Press Ctrl-C to stop.",
+    ]
 
 
 def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Server) -> None:
