@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import numpy as np
@@ -211,14 +212,29 @@ def test_separate_listen_mix_and_download(
     expect(vocals.get_by_test_id("stem-db")).to_have_text("-6.0 dB")
     assert page.evaluate("demixerMixer.gains()")["vocals"] == pytest.approx(0.501, abs=1e-3)
 
-    # Click on a waveform: the playhead goes there.
+    # Drag on a waveform (press at 10 %, move to 80 %, let go): the playhead follows the
+    # pointer and stays where it is let go, within two pixels of the waveform.
     wave = other.locator(".wave")
     box = wave.bounding_box()
     assert box is not None
+    head = other.locator(".playhead")
+    pixel = 3.0 / box["width"]  # one pixel of the waveform, in seconds of the 3 s song
+    middle = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 0.1 * box["width"], middle)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.8 * box["width"], middle, steps=8)
+    assert page.evaluate("demixerMixer.position()") == pytest.approx(2.4, abs=2 * pixel)
+    page.mouse.up()
+    assert page.evaluate("demixerMixer.position()") == pytest.approx(2.4, abs=2 * pixel)
+    expect(page.get_by_test_id("time")).to_have_text("0:02 / 0:03")
+    left = head.evaluate("el => parseFloat(el.style.left)")
+    assert left == pytest.approx(80, abs=2 * 100 / box["width"])
+    assert page.evaluate("demixerMixer.playing") is False  # a drag while paused stays paused
+
+    # Click on a waveform: the playhead goes there.
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     assert page.evaluate("demixerMixer.position()") == pytest.approx(1.5, abs=0.1)
     expect(page.get_by_test_id("time")).to_have_text("0:01 / 0:03")
-    head = other.locator(".playhead")
     assert head.evaluate("el => parseFloat(el.style.left)") == pytest.approx(50, abs=3)
 
     # Play: the shared clock and the playheads move; space pauses.
@@ -257,6 +273,32 @@ def test_separate_listen_mix_and_download(
     seen = page.evaluate("seen")
     assert min(seen) >= loop["start"] - 0.05 and max(seen) <= loop["end"] + 0.05
     shot(page, "loop", full_page=False)
+
+    # A/B with the original (uploaded in this tab): while it plays, the button switches what
+    # is heard from the stems to the song as it was, and back to the mix as it was set.
+    ab = page.get_by_test_id("ab")
+    expect(ab).to_be_enabled()
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: hear the song as it was, at the same spot."
+    )
+    heard = (
+        "() => ({stems: demixerMixer.gains(), playing: demixerMixer.playing,"
+        " original: demixerMixer.originalGain.gain.value})"
+    )
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_test_id("stems")).to_have_class(re.compile(r"\bab-original\b"))
+    assert page.evaluate(heard) == {
+        "stems": {"vocals": 0, "accompaniment": 0},
+        "original": 1,
+        "playing": True,
+    }
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "false")
+    expect(page.get_by_test_id("stems")).not_to_have_class(re.compile(r"\bab-original\b"))
+    back = page.evaluate(heard)
+    assert back["original"] == 0 and back["playing"] is True
+    assert back["stems"] == pytest.approx({"vocals": 0.501, "accompaniment": 1}, abs=1e-3)
     page.keyboard.press("Space")
 
     # Downloads are named after the song.
@@ -277,6 +319,17 @@ def test_separate_listen_mix_and_download(
     assert info.value.suggested_filename == f"{SONG}_mix.wav"
     mix, rate = sf.read(info.value.path(), always_2d=True)
     assert rate == RATE and mix.shape == (3 * RATE, 2) and np.abs(mix).max() > 0.01
+    # With the original on, the mix heard and downloaded is the uploaded song, sample for
+    # sample (16-bit: the page's WAV writer rounds positive samples down by at most 1).
+    ab.click()
+    with page.expect_download() as info:
+        page.get_by_test_id("render-mix").click()
+    as_heard, rate = sf.read(info.value.path(), always_2d=True, dtype="int16")
+    uploaded, _ = sf.read(audio[0], always_2d=True, dtype="int16")
+    assert rate == RATE and as_heard.shape == uploaded.shape
+    assert np.abs(as_heard.astype(np.int32) - uploaded).max() <= 1
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "false")
 
     # History: the song, its length, its stems, its state in words, thumbnails of its stems.
     item = page.get_by_test_id("history-item").first
@@ -293,15 +346,40 @@ def test_separate_listen_mix_and_download(
     expect(rows).to_have_count(2, timeout=60_000)
     in_view(page, "mixer")
     assert page.evaluate("demixerMixer.loop.on") is False  # a fresh player
-    # A signed URL is a credential: the server's log has none.
+    # Opened from the history, the song was not uploaded in this tab: no original to compare
+    # with, and the page says so beside the A/B button.
+    expect(ab).to_be_disabled()
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: not here, because this song was not uploaded in this tab."
+    )
+    expect(page.get_by_test_id("ab-note")).to_be_visible()
+    # A signed URL is a credential: the server's log has none. Each stem's is fetched here
+    # once more; through this server (local storage) the request is logged with its signature
+    # cut out, and from the bucket (S3) the server sees nothing of it.
+    for name in sorted(outputs):
+        url = result[name]["url"]
+        assert httpx.get(url).status_code == 200
+        query = parse_qs(urlsplit(url).query)
+        secret = (query.get("sig") or query["X-Amz-Signature"])[0]
+        if backend.servers is None:
+            redacted = f'expires={query["expires"][0]}&sig=… HTTP/1.1" 200'
+            deadline = time.monotonic() + 10
+            while redacted not in server.logs():  # the access log is written just after
+                assert time.monotonic() < deadline, f"no request logged with {redacted}"
+                time.sleep(0.05)
+        assert secret not in server.logs()
     assert not re.search(r"sig=[A-Za-z0-9_-]{6}", server.logs())
 
 
-def test_cancel_a_running_job_shows_its_stage_first(
+def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     page: Page, server: Server, audio: tuple[Path, Path]
 ) -> None:
     open_page(page, server)
     upload(page, audio[1])
+    # At the best quality (several passes) the 4-minute song separates for some 13 s here on
+    # one thread: time for the page to see the pace (two progress updates, 2 s apart) and say
+    # the time left, with room for a machine several times faster.
+    page.get_by_test_id("quality-select").select_option("best")
     page.get_by_test_id("submit").click()
     status = page.get_by_test_id("job-status")
     in_view(page, "job")
@@ -317,6 +395,20 @@ def test_cancel_a_running_job_shows_its_stage_first(
         timeout=60,
     )
     expect(page.get_by_test_id("job-detail")).to_contain_text("%")
+    # Then the time left, from the pace so far, shown with the stage before it is done (one
+    # look at the three, so they are from the same moment).
+    seen = until(
+        page,
+        "() => { const detail = document.querySelector('#job-detail').textContent;"
+        " return / left$/.test(detail) && {detail,"
+        " status: document.querySelector('#job-status').textContent,"
+        " progress: document.querySelector('#job-progress').value}; }",
+        timeout=60,
+    )
+    assert seen["status"] == "Separating"
+    assert 0 < seen["progress"] < 100
+    left = r"(a few seconds|about \d+ s|about \d+ min) left"
+    assert re.fullmatch(rf"{seen['progress']} % · {left}", seen["detail"]), seen
     page.get_by_test_id("cancel").click()
     expect(status).to_have_text("Cancelled", timeout=60_000)
     expect(page.get_by_test_id("cancel")).to_be_disabled()
