@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import numpy as np
@@ -22,8 +23,10 @@ import pytest
 import soundfile as sf
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+import demixer
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
+from demixer.models.registry import get_spec
 from service_harness import Server, fast_env, running_server
 
 # On SQLite + local storage and on PostgreSQL + S3 (conftest.py): on S3 the page fetches the
@@ -60,7 +63,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterat
     # As `make run` starts it: with the local session the page uses on this machine.
     # One thread per separation: the cancel test needs a job that is still running when it
     # clicks, and the page's other tests separate only 3 s.
-    env = fast_env(DEMIXER_LOCAL_SESSION="1", DEMIXER_THREADS="1")
+    # An empty model directory: the models installed are Spleeter's (from its package) and
+    # those built on it, whatever this machine has pulled, so the picker's lists are known.
+    models = tmp_path_factory.mktemp("models")
+    env = fast_env(DEMIXER_LOCAL_SESSION="1", DEMIXER_THREADS="1", DEMIXER_MODEL_DIR=str(models))
     with running_server(tmp_path_factory.mktemp("web"), env=env) as s:
         yield s
 
@@ -206,14 +212,29 @@ def test_separate_listen_mix_and_download(
     expect(vocals.get_by_test_id("stem-db")).to_have_text("-6.0 dB")
     assert page.evaluate("demixerMixer.gains()")["vocals"] == pytest.approx(0.501, abs=1e-3)
 
-    # Click on a waveform: the playhead goes there.
+    # Drag on a waveform (press at 10 %, move to 80 %, let go): the playhead follows the
+    # pointer and stays where it is let go, within two pixels of the waveform.
     wave = other.locator(".wave")
     box = wave.bounding_box()
     assert box is not None
+    head = other.locator(".playhead")
+    pixel = 3.0 / box["width"]  # one pixel of the waveform, in seconds of the 3 s song
+    middle = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 0.1 * box["width"], middle)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.8 * box["width"], middle, steps=8)
+    assert page.evaluate("demixerMixer.position()") == pytest.approx(2.4, abs=2 * pixel)
+    page.mouse.up()
+    assert page.evaluate("demixerMixer.position()") == pytest.approx(2.4, abs=2 * pixel)
+    expect(page.get_by_test_id("time")).to_have_text("0:02 / 0:03")
+    left = head.evaluate("el => parseFloat(el.style.left)")
+    assert left == pytest.approx(80, abs=2 * 100 / box["width"])
+    assert page.evaluate("demixerMixer.playing") is False  # a drag while paused stays paused
+
+    # Click on a waveform: the playhead goes there.
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     assert page.evaluate("demixerMixer.position()") == pytest.approx(1.5, abs=0.1)
     expect(page.get_by_test_id("time")).to_have_text("0:01 / 0:03")
-    head = other.locator(".playhead")
     assert head.evaluate("el => parseFloat(el.style.left)") == pytest.approx(50, abs=3)
 
     # Play: the shared clock and the playheads move; space pauses.
@@ -252,6 +273,32 @@ def test_separate_listen_mix_and_download(
     seen = page.evaluate("seen")
     assert min(seen) >= loop["start"] - 0.05 and max(seen) <= loop["end"] + 0.05
     shot(page, "loop", full_page=False)
+
+    # A/B with the original (uploaded in this tab): while it plays, the button switches what
+    # is heard from the stems to the song as it was, and back to the mix as it was set.
+    ab = page.get_by_test_id("ab")
+    expect(ab).to_be_enabled()
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: hear the song as it was, at the same spot."
+    )
+    heard = (
+        "() => ({stems: demixerMixer.gains(), playing: demixerMixer.playing,"
+        " original: demixerMixer.originalGain.gain.value})"
+    )
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_test_id("stems")).to_have_class(re.compile(r"\bab-original\b"))
+    assert page.evaluate(heard) == {
+        "stems": {"vocals": 0, "accompaniment": 0},
+        "original": 1,
+        "playing": True,
+    }
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "false")
+    expect(page.get_by_test_id("stems")).not_to_have_class(re.compile(r"\bab-original\b"))
+    back = page.evaluate(heard)
+    assert back["original"] == 0 and back["playing"] is True
+    assert back["stems"] == pytest.approx({"vocals": 0.501, "accompaniment": 1}, abs=1e-3)
     page.keyboard.press("Space")
 
     # Downloads are named after the song.
@@ -272,6 +319,17 @@ def test_separate_listen_mix_and_download(
     assert info.value.suggested_filename == f"{SONG}_mix.wav"
     mix, rate = sf.read(info.value.path(), always_2d=True)
     assert rate == RATE and mix.shape == (3 * RATE, 2) and np.abs(mix).max() > 0.01
+    # With the original on, the mix heard and downloaded is the uploaded song, sample for
+    # sample (16-bit: the page's WAV writer rounds positive samples down by at most 1).
+    ab.click()
+    with page.expect_download() as info:
+        page.get_by_test_id("render-mix").click()
+    as_heard, rate = sf.read(info.value.path(), always_2d=True, dtype="int16")
+    uploaded, _ = sf.read(audio[0], always_2d=True, dtype="int16")
+    assert rate == RATE and as_heard.shape == uploaded.shape
+    assert np.abs(as_heard.astype(np.int32) - uploaded).max() <= 1
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "false")
 
     # History: the song, its length, its stems, its state in words, thumbnails of its stems.
     item = page.get_by_test_id("history-item").first
@@ -288,15 +346,40 @@ def test_separate_listen_mix_and_download(
     expect(rows).to_have_count(2, timeout=60_000)
     in_view(page, "mixer")
     assert page.evaluate("demixerMixer.loop.on") is False  # a fresh player
-    # A signed URL is a credential: the server's log has none.
+    # Opened from the history, the song was not uploaded in this tab: no original to compare
+    # with, and the page says so beside the A/B button.
+    expect(ab).to_be_disabled()
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: not here, because this song was not uploaded in this tab."
+    )
+    expect(page.get_by_test_id("ab-note")).to_be_visible()
+    # A signed URL is a credential: the server's log has none. Each stem's is fetched here
+    # once more; through this server (local storage) the request is logged with its signature
+    # cut out, and from the bucket (S3) the server sees nothing of it.
+    for name in sorted(outputs):
+        url = result[name]["url"]
+        assert httpx.get(url).status_code == 200
+        query = parse_qs(urlsplit(url).query)
+        secret = (query.get("sig") or query["X-Amz-Signature"])[0]
+        if backend.servers is None:
+            redacted = f'expires={query["expires"][0]}&sig=… HTTP/1.1" 200'
+            deadline = time.monotonic() + 10
+            while redacted not in server.logs():  # the access log is written just after
+                assert time.monotonic() < deadline, f"no request logged with {redacted}"
+                time.sleep(0.05)
+        assert secret not in server.logs()
     assert not re.search(r"sig=[A-Za-z0-9_-]{6}", server.logs())
 
 
-def test_cancel_a_running_job_shows_its_stage_first(
+def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     page: Page, server: Server, audio: tuple[Path, Path]
 ) -> None:
     open_page(page, server)
     upload(page, audio[1])
+    # At the best quality (several passes) the 4-minute song separates for some 13 s here on
+    # one thread: time for the page to see the pace (two progress updates, 2 s apart) and say
+    # the time left, with room for a machine several times faster.
+    page.get_by_test_id("quality-select").select_option("best")
     page.get_by_test_id("submit").click()
     status = page.get_by_test_id("job-status")
     in_view(page, "job")
@@ -312,6 +395,20 @@ def test_cancel_a_running_job_shows_its_stage_first(
         timeout=60,
     )
     expect(page.get_by_test_id("job-detail")).to_contain_text("%")
+    # Then the time left, from the pace so far, shown with the stage before it is done (one
+    # look at the three, so they are from the same moment).
+    seen = until(
+        page,
+        "() => { const detail = document.querySelector('#job-detail').textContent;"
+        " return / left$/.test(detail) && {detail,"
+        " status: document.querySelector('#job-status').textContent,"
+        " progress: document.querySelector('#job-progress').value}; }",
+        timeout=60,
+    )
+    assert seen["status"] == "Separating"
+    assert 0 < seen["progress"] < 100
+    left = r"(a few seconds|about \d+ s|about \d+ min) left"
+    assert re.fullmatch(rf"{seen['progress']} % · {left}", seen["detail"]), seen
     page.get_by_test_id("cancel").click()
     expect(status).to_have_text("Cancelled", timeout=60_000)
     expect(page.get_by_test_id("cancel")).to_be_disabled()
@@ -423,6 +520,74 @@ def test_history_delete(page: Page, server: Server) -> None:
     before = items.count()
     items.first.get_by_role("button", name=re.compile("^Delete")).click()
     expect(items).to_have_count(before - 1)
+
+
+def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
+    listed = httpx.get(
+        server.base_url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"}
+    )
+    assert listed.status_code == 200
+    catalogue = listed.json()["catalogue"]
+    by_id = {m["id"]: m for m in catalogue}
+    # A catalogue model this server lacks says exactly how to get it (a model, and a recipe
+    # whose pull fetches the models it chains); an installed one has nothing to run.
+    assert (by_id["htdemucs"]["installed"], by_id["htdemucs"]["install"]) == (
+        False,
+        "demixer models pull htdemucs",
+    )
+    assert (by_id["karaoke"]["installed"], by_id["karaoke"]["install"]) == (
+        False,
+        "demixer models pull karaoke",
+    )
+    assert (by_id["spleeter-2stems"]["installed"], by_id["spleeter-2stems"]["install"]) == (
+        True,
+        None,
+    )
+
+    open_page(page, server)
+    select = page.get_by_test_id("model-select")
+    options = select.evaluate("el => [...el.options].map(o => [o.value, o.textContent])")
+    # The installed models (Spleeter's and the cascade on it), the weak one marked and last.
+    assert options == [
+        ["spleeter-2stems", "spleeter-2stems — vocals, accompaniment"],
+        ["cascade-4stems", "cascade-4stems — vocals, drums, bass, other (weak)"],
+    ]
+    info = page.get_by_test_id("model-info").locator("p")
+    for model_id, weak in (("spleeter-2stems", ""), ("cascade-4stems", "weak ")):
+        select.select_option(model_id)
+        spec = get_spec(model_id)  # the catalogue's own words
+        expect(info.nth(0)).to_have_text(weak + spec.description)
+        expect(info.nth(1)).to_have_text(f"Quality: {spec.quality}")
+        expect(info.locator(".badge.weak")).to_have_count(1 if weak else 0)
+    shot(page, "model-picker", full_page=False)
+
+    # Every catalogue model not installed here is offered with the command that pulls it.
+    more = page.locator("#more-models")
+    more.locator("summary").click()
+    items = page.get_by_test_id("available-models").locator("li")
+    expect(items.first).to_be_visible()
+    missing = [m["id"] for m in catalogue if not m["installed"]]
+    assert items.locator("strong").all_text_contents() == missing
+    for i, model_id in enumerate(missing):
+        item = items.nth(i)
+        spec = get_spec(model_id)
+        expect(item).to_contain_text(f" — {spec.description} ({spec.quality})")
+        expect(item).to_contain_text("To add it, whoever runs the server runs: ")
+        expect(item.locator("code")).to_have_text(f"demixer models pull {model_id}")
+
+
+def test_serve_says_where_to_go(server: Server) -> None:
+    """The banner `demixer serve` prints: the page, the docs, the data and the workers."""
+    lines = server.logs().splitlines()
+    start = lines.index(f"demixer {demixer.__version__} is running")
+    assert lines[start : start + 6] == [
+        f"demixer {demixer.__version__} is running",
+        f"  web page  {server.base_url}/",
+        f"  API docs  {server.base_url}/v1/docs",
+        f"  data      {server.data_dir}",
+        "  workers   1 slot on cpu; models: spleeter-2stems, cascade-4stems",
+        "Press Ctrl-C to stop.",
+    ]
 
 
 def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Server) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -26,8 +27,9 @@ from demixer.api.schemas import (
 from demixer.api.submit import SEPARATE, STEMS, installed_models
 from demixer.api.uploads import INPUT_FORMATS
 from demixer.audio.encode import BIT_DEPTHS, FORMATS
+from demixer.errors import UnknownModel
 from demixer.models.loading import is_installed
-from demixer.models.registry import ModelSpec, list_specs
+from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.service.batchread import Batched
 from demixer.service.context import Services
 from demixer.service.jobs.prompts import separable
@@ -71,7 +73,8 @@ def model_list(services: Services, installed: list[ModelSpec] | None = None) -> 
     )
     here = {spec.id for spec in installed}
     catalogue = [
-        _engine_model(spec, spec.id in here, limits) for spec in list_specs(settings.model_dir)
+        _engine_model(spec, spec.id in here, limits, settings.model_dir)
+        for spec in list_specs(settings.model_dir)
     ]
     engines = [model for model in catalogue if model.installed]
     stems = sorted({stem for spec in installed for stem in spec.stems})
@@ -98,18 +101,30 @@ def model_list(services: Services, installed: list[ModelSpec] | None = None) -> 
     return ModelList(data=queue_models, engine_models=engines, catalogue=catalogue)
 
 
-def _engine_model(spec: ModelSpec, installed: bool, limits: Limits) -> EngineModel:
+def _engine_model(
+    spec: ModelSpec, installed: bool, limits: Limits, model_dir: Path | None
+) -> EngineModel:
     record = spec.summary()
     fields = {name: record[name] for name in EngineModel.model_fields if name in record}
-    install = None if installed else _install_command(spec)
+    install = None if installed else _install_command(spec, model_dir)
     return EngineModel(**fields, installed=installed, install=install, limits=limits)
 
 
-def _install_command(spec: ModelSpec) -> str:
-    """``demixer models pull ID`` for weights with a download URL, else the model's hint."""
-    if spec.weights and all(w.url for w in spec.weights):
+def _install_command(spec: ModelSpec, model_dir: Path | None) -> str:
+    """``demixer models pull ID`` when that downloads everything the model needs (a recipe:
+    the models it chains), else the model's hint."""
+    if (spec.weights or spec.requires) and _pullable(spec, model_dir):
         return f"demixer models pull {spec.id}"
     return spec.install_hint
+
+
+def _pullable(spec: ModelSpec, model_dir: Path | None) -> bool:
+    """Whether every weights file of ``spec`` and of the models it requires has a URL."""
+    try:
+        required = [get_spec(dependency, model_dir) for dependency in spec.requires]
+    except UnknownModel:
+        return False
+    return all(w.url for w in spec.weights) and all(_pullable(r, model_dir) for r in required)
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401, 403))
