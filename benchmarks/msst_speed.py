@@ -23,8 +23,9 @@ and for MDX23C and SCNet (MSST's configs/config_vocals_mdx23c.yaml and config_mu
 built from ``arch_speed.py``'s dicts). MSST reads the file whole and runs ``demix``; demixer runs
 ``Separator.separate_file`` (file to stem files, what ``demixer separate`` and the workers run).
 The networks are shrunk there (:data:`SHRINK`: fewer blocks, narrower), so that MSST's 10 minutes
-finish in minutes on 2 shared cores: what grows with the song is the audio arrays MSST holds
-whole, not the network, whose share is the same at any length.
+finish on 2 shared cores (minutes each; MDX23C's about a quarter of an hour): what grows with
+the song is the audio arrays MSST holds whole, not the network, whose share is the same at any
+length.
 
     .venv/bin/python benchmarks/msst_speed.py [--rounds 2] [--seconds 10]
         [--models kim-mel viperx-bs] [--memory --minutes 1 10]
@@ -59,7 +60,7 @@ MODELS = {  # name -> (config file in CONFIGS, or "" for one built here; arch; l
         "bs_roformer",
         "viperx BS-RoFormer 1297 vocals",
     ),
-    "mdx23c": ("", "mdx23c", "MDX23C vocals (MSST config_vocals_mdx23c)"),
+    "mdx23c": ("", "mdx23c", "MDX23C vocals + instrumental (MSST config_vocals_mdx23c)"),
     "scnet": ("", "scnet", "SCNet 4 stems (MSST config_musdb18_scnet)"),
 }
 ROFORMERS = ["kim-mel", "viperx-bs"]  # the speed comparison's models
@@ -490,13 +491,15 @@ def render_memory(memory_json: dict[str, Any], models: list[str]) -> str:
         "subprocess, model load included, separating the excerpt's mix looped to each length "
         "(stereo 44.1 kHz float32 wav). MSST: the file read whole, then `demix` (as its "
         "`inference.py`); demixer: `Separator.separate_file`, file to stem files (what "
-        "`demixer separate` and the workers run). Each network is **shrunk** (its published "
-        f"config with these `model` settings changed: {shrunk}), so that MSST's 10 minutes "
-        "finish in minutes on these 2 shared cores: what grows with the song is the audio "
-        "arrays MSST holds whole (the padded mix, one sum and one count per stem, the stems), "
+        "`demixer separate` and the workers run), at its default precision. Each network is "
+        "**shrunk** (its published config with these `model` settings changed: "
+        f"{shrunk}), so that MSST's 10 minutes finish in under half an hour on these 2 shared "
+        "cores: what grows with the song is the audio arrays MSST holds whole (the padded "
+        "mix, one sum and one count per stem, the stems), "
         "not the network, whose own share (weights, one batch of chunks) is the same at any "
         "length and larger at full size for both systems alike. *growth*: the peak minus the "
-        "shortest input's. Only memory is reported: the separation times ran on a "
+        "shortest input's; demixer's moves by a few tens of MB either way from run to run, "
+        "not with the length. Only memory is reported: the separation times ran on a "
         "shared machine with shrunk networks and say nothing about speed. Reproduce: "
         f"`.venv/bin/python benchmarks/msst_speed.py --memory --models {' '.join(models)} "
         "--minutes 1 10`.\n"
