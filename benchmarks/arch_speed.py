@@ -304,6 +304,18 @@ What the figures say, and what they do not:
 """
 
 
+def memory_section() -> str:
+    """MDX23C's and SCNet's peak memory next to MSST's (``msst_speed.py --memory``), from its
+    cached figures where they exist."""
+    from msst_speed import render_memory
+
+    path = common.CACHE / "msst_memory.json"
+    if not path.is_file():
+        return ""
+    text = render_memory(json.loads(path.read_text()), ["mdx23c", "scnet"])
+    return f"\n### Memory, whole separation (`msst_speed.py --memory`)\n\n{text}" if text else ""
+
+
 def _keyed(per_variant: dict[tuple[str, str], list[float]]) -> dict[str, list[float]]:
     return {f"{system} {prec}": v for (system, prec), v in per_variant.items()}
 
@@ -330,7 +342,7 @@ def main() -> None:
                 {arch: {**res, "times": _keyed(res["times"]), "loads": _keyed(res["loads"])}}
             )
         )
-    body = render(results, peaks, args.rounds, args.fraction)
+    body = render(results, peaks, args.rounds, args.fraction) + memory_section()
     print(body)
     if not args.no_write:
         common.write_section("arch-mdx23c-scnet", body)

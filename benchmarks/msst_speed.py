@@ -16,10 +16,16 @@ Systems, each run in a fresh subprocess of the project venv on 2 threads, altern
 Reported: the separation call alone (model already loaded), as seconds per audio second and real
 time factor; demixer's agreement with MSST (SNR of the stems, dB, over the whole output); FLOPs
 per audio second (matmuls and attention counted per layer, 2 FLOPs per multiply-add) and the
-share of this machine's measured matmul peak reached. Memory (``--memory``): peak RSS of each
-whole subprocess on long inputs; there the networks keep their full width but get one block
-(``depth: 1``), so that MSST's 10 minutes finish within the hour: the length-dependent part, which
-is what differs (MSST holds whole-song arrays), is the same at any depth.
+share of this machine's measured matmul peak reached.
+
+Memory (``--memory``): peak RSS of each whole subprocess on long inputs, for the two RoFormers
+and for MDX23C and SCNet (MSST's configs/config_vocals_mdx23c.yaml and config_musdb18_scnet.yaml,
+built from ``arch_speed.py``'s dicts). MSST reads the file whole and runs ``demix``; demixer runs
+``Separator.separate_file`` (file to stem files, what ``demixer separate`` and the workers run).
+The networks are shrunk there (:data:`SHRINK`: fewer blocks, narrower), so that MSST's 10 minutes
+finish on 2 shared cores (minutes each; MDX23C's about a quarter of an hour): what grows with
+the song is the audio arrays MSST holds whole, not the network, whose share is the same at any
+length.
 
     .venv/bin/python benchmarks/msst_speed.py [--rounds 2] [--seconds 10]
         [--models kim-mel viperx-bs] [--memory --minutes 1 10]
@@ -43,7 +49,7 @@ import yaml  # type: ignore[import-untyped]
 import common
 
 CONFIGS = common.ROOT / "tests" / "data" / "msst"
-MODELS = {
+MODELS = {  # name -> (config file in CONFIGS, or "" for one built here; arch; label)
     "kim-mel": (
         "config_vocals_mel_band_roformer_kj.yaml",
         "mel_band_roformer",
@@ -54,6 +60,16 @@ MODELS = {
         "bs_roformer",
         "viperx BS-RoFormer 1297 vocals",
     ),
+    "mdx23c": ("", "mdx23c", "MDX23C vocals + instrumental (MSST config_vocals_mdx23c)"),
+    "scnet": ("", "scnet", "SCNet 4 stems (MSST config_musdb18_scnet)"),
+}
+ROFORMERS = ["kim-mel", "viperx-bs"]  # the speed comparison's models
+# --memory: each network shrunk (model section overrides) so that MSST's 10 minutes finish.
+SHRINK: dict[str, dict[str, Any]] = {
+    "kim-mel": {"depth": 1, "dim": 64, "heads": 2, "dim_head": 32},
+    "viperx-bs": {"depth": 1, "dim": 64, "heads": 2, "dim_head": 32},
+    "mdx23c": {"num_channels": 16, "growth": 16},
+    "scnet": {"dims": [4, 8, 16, 32], "num_dplayer": 2},
 }
 SYSTEMS = {
     "msst": ("MSST 0.1.0 `demix` (fp32)", {}),
@@ -66,18 +82,44 @@ MSST_DIR = common.CACHE / "msst"
 # --- model files -----------------------------------------------------------------------------
 
 
-def model_files(name: str, depth: int | None = None) -> tuple[Path, Path, str]:
-    """(config, checkpoint, arch) for ``name``, made once with MSST's classes (seeded)."""
+def _built_config(name: str) -> dict[str, Any]:
+    """MSST's YAML config for MDX23C or SCNet, from ``arch_speed.py``'s published dicts and the
+    inference sections of MSST's config_vocals_mdx23c.yaml / config_musdb18_scnet.yaml."""
+    from arch_speed import _SCNET, MDX23C, SCNET_CHUNK
+
+    if name == "mdx23c":
+        return {
+            "audio": {**MDX23C["audio"], "min_mean_abs": 0.0},
+            "model": dict(MDX23C["model"]),
+            "training": {"instruments": list(MDX23C["instruments"]), "target_instrument": None},
+            "inference": {"batch_size": 1, "dim_t": 256, "num_overlap": 4},
+        }
+    sources = list(_SCNET["sources"])
+    audio = {"chunk_size": SCNET_CHUNK, "num_channels": 2, "sample_rate": 44100}
+    return {
+        "audio": {**audio, "min_mean_abs": 0.0},
+        "model": dict(_SCNET),
+        "training": {"instruments": sources, "target_instrument": None},
+        "inference": {"batch_size": 8, "dim_t": 256, "num_overlap": 4},
+    }
+
+
+def model_files(name: str, shrink: bool = False) -> tuple[Path, Path, str]:
+    """(config, checkpoint, arch) for ``name`` (shrunk by :data:`SHRINK`), made once with MSST's
+    classes (seeded)."""
     file, arch, _ = MODELS[name]
-    tag = name if depth is None else f"{name}-depth{depth}"
+    tag = f"{name}-shrunk" if shrink else name
     config_path = MSST_DIR / f"{tag}.yaml"
     checkpoint = MSST_DIR / f"{tag}.ckpt"
     if checkpoint.is_file() and config_path.is_file():
         return config_path, checkpoint, arch
     MSST_DIR.mkdir(parents=True, exist_ok=True)
-    config = yaml.load((CONFIGS / file).read_text(), Loader=yaml.FullLoader)
-    if depth is not None:
-        config["model"]["depth"] = depth
+    if file:
+        config = yaml.load((CONFIGS / file).read_text(), Loader=yaml.FullLoader)
+    else:
+        config = _built_config(name)
+    if shrink:
+        config["model"].update(SHRINK[name])
     config_path.write_text(yaml.dump(config))
     code = (
         "import sys, torch\n"
@@ -106,9 +148,12 @@ def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, o
     import torch
 
     torch.set_num_threads(2)
-    mix = np.ascontiguousarray(sf.read(str(wav), dtype="float32", always_2d=True)[0].T)
+    streaming = out.name == "none" and system != "msst"  # --memory: what `demixer separate` runs
+    if not streaming:
+        mix = np.ascontiguousarray(sf.read(str(wav), dtype="float32", always_2d=True)[0].T)
     t0 = time.perf_counter()
     cpu = 0.0
+    stems: dict[str, np.ndarray] = {}
     if system == "msst":
         from msst.utils.model_utils import demix
         from msst.utils.settings import get_model_from_config
@@ -127,7 +172,13 @@ def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, o
         spec, backend = open_files(arch, config, checkpoint)
         separator = Separator.from_backend(spec, backend)
         loaded, cpu = time.perf_counter(), _cpu_s()
-        stems = separator.separate_array(mix, 44100)
+        if streaming:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="msst-memory-") as tmp:
+                separator.separate_file(wav, tmp)
+        else:
+            stems = separator.separate_array(mix, 44100)
         precision = backend.precision
     done, cpu = time.perf_counter(), _cpu_s() - cpu
     if out.name != "none":
@@ -276,19 +327,19 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def memory(args: argparse.Namespace) -> dict[str, Any]:
+    """model -> "system minutes min" -> the run's result (peak RSS among it)."""
     out: dict[str, Any] = {}
-    name = args.models[0]
-    config, checkpoint, arch = model_files(name, depth=1)
-    for minutes in args.minutes:
-        wav = common.long_mix(minutes * 60, "wav")
-        for system in ("demixer", "msst"):
-            if system == "msst" and minutes != max(args.minutes):
-                continue
-            common.wait_quiet(args.quiet_wait)
-            print(f"msst memory: {minutes} min {system}", flush=True)
-            res = launch(system, arch, config, checkpoint, wav, Path("none"))
-            print("   ", json.dumps(res), flush=True)
-            out[f"{system} {minutes} min"] = res
+    for name in args.models:
+        config, checkpoint, arch = model_files(name, shrink=True)
+        out[name] = {}
+        for minutes in args.minutes:
+            wav = common.long_mix(minutes * 60, "wav")
+            for system in ("demixer", "msst"):
+                common.wait_quiet(args.quiet_wait)
+                print(f"msst memory: {name} {minutes:g} min {system}", flush=True)
+                res = launch(system, arch, config, checkpoint, wav, Path("none"))
+                print("   ", json.dumps(res), flush=True)
+                out[name][f"{system} {minutes:g} min"] = res
     return out
 
 
@@ -420,25 +471,60 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
             "In CPU time (the measure least moved by other work), over every run and model "
             f"that recorded it, MSST's time over demixer's: {'; '.join(spans)}.\n"
         )
-    if memory_json:
-        args = memory_json["args"]
-        out += ["### Memory", ""]
-        out.append(
-            f"Peak RSS of the whole subprocess (model load included) separating the excerpt's "
-            f"mix looped to each length, {MODELS[args['models'][0]][2]} config at full width "
-            "with one block (`depth: 1`: the part that grows with the song is the same at any "
-            "depth, and MSST's 10 minutes finish in under an hour). Reproduce: "
-            "`.venv/bin/python benchmarks/msst_speed.py --memory --minutes "
-            f"{' '.join(f'{m:g}' for m in args['minutes'])}`.\n"
-        )
-        rows = [
-            [key.split(" ", 1)[1], SYSTEMS[key.split(" ", 1)[0]][0],
-             "failed" if "error" in r else f"{r['peak_rss_mb']:.0f} MB",
-             "–" if "error" in r else f"{r['separate_s']:.0f} s"]
-            for key, r in memory_json["memory"].items()
-        ]  # fmt: skip
-        out.append(common.table(["input", "system", "peak RSS", "separation"], rows))
+    memory_text = render_memory(memory_json, ROFORMERS) if memory_json else ""
+    if memory_text:
+        out += ["### Memory", "", memory_text]
     return "\n".join(out)
+
+
+def render_memory(memory_json: dict[str, Any], models: list[str]) -> str:
+    """The memory table of ``models`` (those measured): per input length and system, the peak
+    RSS. ``arch_speed.py`` renders MDX23C's and SCNet's in its section."""
+    models = [m for m in models if m in memory_json["memory"]]
+    if not models:
+        return ""
+    shrunk = "; ".join(
+        f"{MODELS[m][2]}: " + ", ".join(f"`{k}: {v}`" for k, v in SHRINK[m].items()) for m in models
+    )
+    text = (
+        f"Measured {'; '.join(memory_json['measured'])}. Peak RSS (`ru_maxrss`) of the whole "
+        "subprocess, model load included, separating the excerpt's mix looped to each length "
+        "(stereo 44.1 kHz float32 wav). MSST: the file read whole, then `demix` (as its "
+        "`inference.py`); demixer: `Separator.separate_file`, file to stem files (what "
+        "`demixer separate` and the workers run), at its default precision. Each network is "
+        "**shrunk** (its published config with these `model` settings changed: "
+        f"{shrunk}), so that MSST's 10 minutes finish in under half an hour on these 2 shared "
+        "cores: what grows with the song is the audio arrays MSST holds whole (the padded "
+        "mix, one sum and one count per stem, the stems), "
+        "not the network, whose own share (weights, one batch of chunks) is the same at any "
+        "length and larger at full size for both systems alike. *growth*: the peak minus the "
+        "shortest input's; demixer's moves by a few tens of MB either way from run to run, "
+        "not with the length. Only memory is reported: the separation times ran on a "
+        "shared machine with shrunk networks and say nothing about speed. Reproduce: "
+        f"`.venv/bin/python benchmarks/msst_speed.py --memory --models {' '.join(models)} "
+        "--minutes 1 10`.\n"
+    )
+    rows = []
+    for model in models:
+        runs = memory_json["memory"][model]
+        for system in ("msst", "demixer"):
+            peaks = {
+                key.split(" ", 1)[1]: r.get("peak_rss_mb")
+                for key, r in runs.items()
+                if key.split(" ", 1)[0] == system
+            }
+            lengths = sorted(peaks, key=lambda length: float(length.split(" ")[0]))
+            for length in lengths:
+                peak, first = peaks[length], peaks[lengths[0]]
+                growth = "–"
+                if length != lengths[0] and peak is not None and first is not None:
+                    growth = f"{peak - first:+.0f} MB"
+                rows.append([
+                    MODELS[model][2], SYSTEMS[system][0].split(" (")[0], length,
+                    "failed" if peak is None else f"{peak:.0f} MB", growth,
+                ])  # fmt: skip
+    head = ["model", "system", "input", "peak RSS", "growth"]
+    return text + "\n" + common.table(head, rows)
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -454,12 +540,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument(
+        "--models", nargs="*", choices=list(MODELS), help="default: the RoFormers; --memory: all"
+    )
     ap.add_argument("--memory", action="store_true", help="measure peak memory instead")
     ap.add_argument("--minutes", nargs="*", type=float, default=[1.0, 10.0])
     ap.add_argument("--quiet-wait", type=float, default=30.0)
     ap.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from .cache")
     args = ap.parse_args(argv)
+    if args.models is None:
+        args.models = list(MODELS) if args.memory else ROFORMERS
     if args.render:
         common.write_section(
             "msst",
@@ -472,8 +562,16 @@ def main(argv: list[str] | None = None) -> None:
     speed_file = f"msst_speed-{args.seconds:g}s.json"  # one per input length, all rendered
     results_file = common.CACHE / ("msst_memory.json" if args.memory else speed_file)
     common.CACHE.mkdir(exist_ok=True)
-    if args.memory:
-        payload: dict[str, Any] = {"memory": memory(args), "args": vars(args)}
+    if args.memory:  # merged into earlier runs' figures (runs per model or length add up)
+        payload: dict[str, Any] = _load(results_file) or {"memory": {}}
+        for name, runs in memory(args).items():
+            payload["memory"].setdefault(name, {}).update(runs)
+        run = f"{' '.join(args.models)}, {' '.join(f'{m:g}' for m in args.minutes)} min"
+        payload["measured"] = [
+            *payload.get("measured", []),
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {common.git_rev()}: "
+            + run,
+        ]
     else:
         from speed import machine_gflops
 
