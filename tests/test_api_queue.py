@@ -220,10 +220,16 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "karaoke"}})
     msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
     assert "demixer models pull karaoke" in msg
-    # An ensemble by its id; one longer than the jobs table keeps (50) is refused by name.
-    long = "max:mel-roformer-vocals-kim+bs-roformer-vocals-1297"
-    r = api.post(stems, json={"input": {"file_id": file_id, "model": long}})
-    _error(r, 400, "INVALID_REQUEST", "input.model")
+    # An ensemble by its id, however many models it names up to 200 characters.
+    pair = "max:mel-roformer-vocals-kim+bs-roformer-vocals-1297"
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": pair}})
+    msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
+    assert msg.endswith(
+        f"fetch its models with `demixer models pull {pair}` "
+        "(mel-roformer-vocals-kim, bs-roformer-vocals-1297)"
+    )
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "+".join(["htdemucs"] * 23)}})
+    _error(r, 400, "INVALID_REQUEST", "input.model")  # 206 characters
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "htdemucs+htdemucs"}})
     assert "twice" in _error(r, 404, "UNKNOWN_MODEL", "input.model")
     r = api.post(

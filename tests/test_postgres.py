@@ -17,11 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 import soundfile as sf
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from api_support import TestClient
 from audiofiles import stempeg_example
@@ -103,6 +104,67 @@ def test_migrations_build_the_models_schema_and_are_idempotent(
         assert compare_metadata(context, Base.metadata) == []
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    db.dispose()
+
+
+def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> None:
+    """0005: an ensemble's id (every model it names) fits in a job and its usage record, on a
+    database of the previous release whose jobs survive the upgrade; going back refuses to cut
+    an id longer than the old 50 characters."""
+    db = Database(pg_url)
+    migrate(db, "0004")
+    account, _ = create_key(db)
+    queue = Queue(db)
+    with db.write() as s:
+        queue.submit(
+            s,
+            job_id="job_old",
+            account_id=account,
+            queue_model="q",
+            engine_model="m",
+            params=PARAMS,
+        )
+    long = "max:" + "+".join(f"model-number-{i:02d}" for i in range(12))  # 195 characters
+    too_long = "value too long for type character varying\\(50\\)"
+    with pytest.raises(DataError, match=too_long), db.write() as s:
+        queue.submit(
+            s,
+            job_id="job_long",
+            account_id=account,
+            queue_model="q",
+            engine_model=long,
+            params=PARAMS,
+        )
+    migrate(db)
+    with db.write() as s:
+        queue.submit(
+            s,
+            job_id="job_long",
+            account_id=account,
+            queue_model="q",
+            engine_model=long,
+            params=PARAMS,
+        )
+        s.add(
+            UsageRecord(
+                account_id=account,
+                job_id="job_long",
+                model=long,
+                quantity=1.0,
+                recorded_at=db.clock(),
+            )
+        )
+    with db.read() as s:
+        rows = dict(s.execute(select(Job.id, Job.engine_model)).all())
+        usage = s.execute(select(UsageRecord.model)).scalar_one()
+    assert rows == {"job_old": "m", "job_long": long} and usage == long
+    config = alembic_config()
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        with pytest.raises(RuntimeError, match="holds a 195-character model id"):
+            command.downgrade(config, "0004")
+    with db.read() as s:
+        assert s.execute(select(Job.engine_model).where(Job.id == "job_long")).scalar_one() == long
     db.dispose()
 
 

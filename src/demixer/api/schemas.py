@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from demixer.models.quality import QUALITIES
+from demixer.models.spec import MODEL_ID_LENGTH
 
 __all__ = [
     "CancelResponse",
@@ -237,7 +238,7 @@ class StemsInput(QueueInput):
     )
     model: str | None = Field(
         None,
-        max_length=50,
+        max_length=MODEL_ID_LENGTH,
         description="Engine model id, a recipe id (e.g. `karaoke`) or an ensemble (`a+b`, "
         "`max:a+b`, `min:a+b`); default: the best installed model or recipe making every "
         "stem, by published figures.",

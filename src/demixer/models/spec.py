@@ -11,12 +11,17 @@ from typing import Any, Literal
 
 __all__ = [
     "LICENSE_CLASSES",
+    "MODEL_ID_LENGTH",
     "RESTRICTIVE_CLASSES",
     "LicenseClass",
     "ModelSpec",
     "Score",
     "WeightFile",
 ]
+
+#: The longest model id the service stores (a job's ``engine_model``): an ensemble's id names
+#: every model in it.
+MODEL_ID_LENGTH = 200
 
 LicenseClass = Literal["permissive", "non-commercial", "research only", "not stated"]
 """How a model's weights may be used, as far as their authors say (``not stated``: they don't)."""

@@ -16,6 +16,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from demixer.models.spec import MODEL_ID_LENGTH
+
 __all__ = [
     "Account",
     "ApiKey",
@@ -125,7 +127,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     queue_model: Mapped[str] = mapped_column(String(50))  # "audio/separate" | "audio/stems"
-    engine_model: Mapped[str] = mapped_column(String(50))  # registered model id
+    engine_model: Mapped[str] = mapped_column(String(MODEL_ID_LENGTH))  # registered model id
     params: Mapped[dict[str, Any]]  # what the worker needs: file, stems, format, names…
     status: Mapped[str] = mapped_column(String(20), default="IN_QUEUE")
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher runs first
@@ -206,7 +208,7 @@ class UsageRecord(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     key_id: Mapped[str | None] = mapped_column(String(40), index=True)
     job_id: Mapped[str] = mapped_column(String(40), unique=True)
-    model: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str] = mapped_column(String(MODEL_ID_LENGTH))
     feature: Mapped[str] = mapped_column(String(50), default="audio_seconds")
     quantity: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[datetime] = mapped_column(index=True)

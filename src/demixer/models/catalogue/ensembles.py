@@ -75,7 +75,7 @@ def ensemble_spec(model_id: str, lookup: Callable[[str], ModelSpec]) -> ModelSpe
         weights_source=f"the weights of {', '.join(ids)} (see their cards)",
         loader=LOADER,
         quality="not measured by demixer; see the members' cards",
-        install_hint=f"fetch its models with `demixer models pull` ({', '.join(ids)})",
+        install_hint=f"fetch its models with `demixer models pull {model_id}` ({', '.join(ids)})",
         requires=tuple(ids),
         arch_params={"mode": mode},
         license_class=strictest([m.license_class for m in members]),
