@@ -21,10 +21,15 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer.audio.denoise import denoise, denoise_blocks
+from demixer.engine import Separator
+from demixer.models.arch import build_model
+from demixer.models.msst.user import add, open_files
+from msst_support import shrunk, write_config
 from service_harness import Server, create_key, fast_env, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -277,7 +282,8 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         r = extract(client, song, stems=["vocals"], preprocessing_options=["Deecho"])
         assert r.status_code == 422 and r.json()["message"] == (
             "preprocessing option 'Deecho' needs a model that is not installed on this "
-            "server (demixer's catalogue has no such model yet)"
+            "server (demixer's catalogue has none yet; add your own with `demixer models add` "
+            "on the server, its config naming a noecho instrument)"
         )
         r = extract(client, song, stems="vocals")  # not JSON
         assert r.status_code == 400
@@ -285,3 +291,48 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
     # Another account's task is unknown to this one.
     with musicgpt(server, create_key(server.data_dir)) as other:
         assert other.get("/v1/byId", params={"task_id": task}).status_code == 404
+
+
+def _cleanup_model(root: Path, keep: str, removed: str) -> tuple[Path, Path]:
+    """A user's own clean-up model: a shrunk Mel-RoFormer config whose instruments are
+    ``keep`` (the target) and ``removed``, and a random checkpoint of it."""
+    config, arch = shrunk("kim-mel-vocals", chunk_frames=20)
+    config["training"].update(instruments=[keep, removed], target_instrument=keep)
+    path = write_config(config, root / f"{keep}.yaml")
+    torch.manual_seed(0)
+    training = config["training"]
+    network = build_model(arch, config["model"], config["audio"], training["instruments"], keep)
+    checkpoint = root / f"{keep}.ckpt"
+    torch.save(network.state_dict(), checkpoint)
+    return path, checkpoint
+
+
+def test_deecho_runs_a_users_own_de_echo_model(
+    tmp_path_factory: pytest.TempPathFactory, song: Path
+) -> None:
+    """No catalogue model removes echo; one a user adds with `demixer models add` (its kept
+    stem "no_echo", UVR's "No Echo") is what MusicGPT's ``Deecho`` runs before the separation:
+    the stems then add up to the input with the echo stem taken out."""
+    root = tmp_path_factory.mktemp("deecho")
+    config, checkpoint = _cleanup_model(root, "no_echo", "echo")
+    models = root / "models"
+    add("my-deecho", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+        model_dir=models)  # fmt: skip
+    env = fast_env(DEMIXER_MODEL_DIR=str(models))
+    with running_server(root / "serve", env=env) as server, musicgpt(server) as client:
+        r = extract(client, song, stems=["vocals"], preprocessing_options=["Deecho"])
+        assert r.status_code == 200, r.text
+        conversion = poll(client, r.json()["task_id"])
+        r = extract(client, song, stems=["vocals"], preprocessing_options=["Dereverb"])
+        assert r.status_code == 422 and r.json()["message"] == (
+            "preprocessing option 'Dereverb' needs a model that is not installed on this "
+            "server (`demixer models pull mel-roformer-dereverb-anvuew` on the server)"
+        )
+        total = download(conversion["vocals"])[0] + download(conversion["instrumental"])[0]
+    assert conversion["preprocessing_options"] == ["Deecho"]
+    mix = sf.read(song, dtype="float32", always_2d=True)[0].T
+    spec, network = open_files("mel_band_roformer", config, checkpoint)
+    dry = Separator.from_backend(spec, network).separate_array(mix, RATE, stems=["no_echo"])
+    assert total.shape == mix.shape
+    np.testing.assert_allclose(total, dry["no_echo"], atol=2e-3)
+    assert np.abs(total - mix).max() > 0.05  # the echo stem really was taken out

@@ -86,6 +86,8 @@ _SYNONYMS = {
     "electric_guitar": "guitar",
     "acoustic_guitar": "guitar",
     "dry_vocal": "dry_vocals",
+    "no_reverb": "noreverb",
+    "no_echo": "noecho",
 }
 
 

@@ -151,7 +151,8 @@ def preprocess_steps(services: Services, options: list[str]) -> list[str]:
             how = (
                 f"`demixer models pull {known[0].id}` on the server"
                 if known
-                else "demixer's catalogue has no such model yet"
+                else "demixer's catalogue has none yet; add your own with `demixer models add` "
+                f"on the server, its config naming a {CLEANUP_STEMS[step]} instrument"
             )
             raise UnsupportedOption(
                 f"preprocessing option {option!r} needs a model that is not installed on this "
