@@ -245,34 +245,54 @@ ABLATIONS: dict[str, System] = {
     key: _demixer(key, label, "a SpleeterPlan run as `best`", BENCH_SPLEETER_PLAN=json.dumps(plan))
     for key, label, plan in (
         (
+            "abl-average",
+            "ablation: the averaged masks alone (1 pass)",
+            {"average": 1.0},
+        ),
+        (
+            "abl-average-50",
+            "ablation: half averaged masks, half Deezer's ratio masks (1 pass)",
+            {"average": 0.5},
+        ),
+        (
+            "abl-average-25",
+            "ablation: 25 % averaged masks, 75 % Deezer's ratio masks (1 pass)",
+            {"average": 0.25},
+        ),
+        (
             "abl-ratio-wiener",
             "ablation: Deezer's ratio masks + Wiener filter (1 EM iteration)",
-            {"masks": "ratio", "wiener_iterations": 1},
+            {"average": 0.0, "wiener_iterations": 1},
         ),
         (
             "abl-average-wiener",
-            "ablation: `balanced` + Wiener filter (1 EM iteration)",
-            {"masks": "average", "wiener_iterations": 1},
+            "ablation: the averaged masks + Wiener filter (1 EM iteration)",
+            {"average": 1.0, "wiener_iterations": 1},
         ),
         (
             "abl-average-wiener2",
-            "ablation: `balanced` + Wiener filter (2 EM iterations)",
-            {"masks": "average", "wiener_iterations": 2},
+            "ablation: the averaged masks + Wiener filter (2 EM iterations)",
+            {"average": 1.0, "wiener_iterations": 2},
         ),
         (
             "abl-ratio-shifts",
             "ablation: Deezer's ratio masks + 4 shifts (0, 256, 512, 768 samples)",
-            {"masks": "ratio", "shifts": [0, 256, 512, 768]},
+            {"average": 0.0, "shifts": [0, 256, 512, 768]},
+        ),
+        (
+            "abl-balanced-shifts",
+            "ablation: `balanced` + 4 shifts (0, 256, 512, 768 samples)",
+            {"average": 0.4, "shifts": [0, 256, 512, 768]},
         ),
         (
             "abl-best-swap",
             "ablation: `best` + channel swap (8 passes)",
-            {"masks": "average", "shifts": [0, 256, 512, 768], "channel_swap": True},
+            {"average": 1.0, "shifts": [0, 256, 512, 768], "channel_swap": True},
         ),
         (
             "abl-best-wiener",
             "ablation: `best` + Wiener filter (1 EM iteration)",
-            {"masks": "average", "shifts": [0, 256, 512, 768], "wiener_iterations": 1},
+            {"average": 1.0, "shifts": [0, 256, 512, 768], "wiener_iterations": 1},
         ),
     )
 }

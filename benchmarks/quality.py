@@ -171,7 +171,8 @@ CLI_ACCOMPANIMENT_NAMES = ("accompaniment", "residual", "no_vocals", "instrument
 
 
 def run_cli(conds: list[Condition], work: Path) -> dict[str, Any]:
-    """demixer's CLI on each condition's wav: float32 wav stems in OUTDIR/{track}/{stem}.wav."""
+    """demixer's CLI on each condition's wav: float32 wav stems, OUTDIR/{track}_{stem}.wav
+    (its default naming; a layout with a folder per track is read too)."""
     per: dict[str, Any] = {}
     cli = common.demixer_cli()
     for cond in conds:
@@ -187,7 +188,7 @@ def run_cli(conds: list[Condition], work: Path) -> dict[str, Any]:
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
             per[cond.key] = {"error": f"exit {proc.returncode}: {tail}"}
             continue
-        found = {p.stem: p for p in outdir.rglob("*.wav")}
+        found = {p.stem.removeprefix(f"{cond.key}_"): p for p in outdir.rglob("*.wav")}
         acc = next((found[n] for n in CLI_ACCOMPANIMENT_NAMES if n in found), None)
         if "vocals" not in found or acc is None:
             per[cond.key] = {"error": f"unexpected CLI outputs: {sorted(found)}"}
@@ -287,9 +288,10 @@ def render(
         "sum of the (gained or panned) true stems, the references are those stems. The loop: "
         "mix and references repeated 5 times (no BSS: museval on 30 s takes minutes per "
         "system here). demixer's levels (`demixer.models.spleeter.QUALITY_PLANS`): `fast` is "
-        "Deezer's pipeline; `balanced` averages the two U-Nets' own masks instead of taking "
-        "the ratio of their squared outputs; `best` adds 4 time shifts of 0, 256, 512 and 768 "
-        "samples. The *ablation* rows run one plan each in place of `best`.\n"
+        "Deezer's pipeline; `balanced` takes 40 % of the two U-Nets' own masks averaged and "
+        "60 % of Deezer's ratio of their squared outputs; `best` takes the averaged masks "
+        "alone, over 4 time shifts of 0, 256, 512 and 768 samples. The *ablation* rows run "
+        "one plan each in place of `best`.\n"
     )
     out.append(summary(scores, labels, keys, conds))
     head = [
@@ -333,15 +335,17 @@ def summary(
     keys: list[str],
     conds: list[Condition],
 ) -> str:
-    """Plain SDR of every system on every condition, vocals and accompaniment."""
+    """Plain SDR and BSS Eval SDR of every system on every condition, both stems."""
     out = []
-    for stem, title in (("vocals", "vocals"), ("accompaniment", "accompaniment")):
-        rows = []
-        for key in keys:
-            cells = [common.fmt(scores[key].get(c.key, {}).get(f"{stem}_sdr")) for c in conds]
-            rows.append([labels[key], *cells])
-        out.append(f"### Summary: {title}, plain SDR (dB)\n")
-        out.append(common.table(["system", *[c.key for c in conds]], rows))
+    for metric, name in (("sdr", "plain SDR"), ("bss", "BSS Eval SDR")):
+        shown = [c for c in conds if metric == "sdr" or c.bss]
+        for stem in STEMS:
+            rows = []
+            for key in keys:
+                got = [scores[key].get(c.key, {}).get(f"{stem}_{metric}") for c in shown]
+                rows.append([labels[key], *[common.fmt(v) for v in got]])
+            out.append(f"### Summary: {stem}, {name} (dB)\n")
+            out.append(common.table(["system", *[c.key for c in shown]], rows))
     out.append(
         "Columns: "
         + "; ".join(f"`{c.key}` {c.label}" for c in conds)

@@ -50,7 +50,7 @@ def load(threads: int) -> Separator:
 
         spec = json.loads(raw)
         plan = SpleeterPlan(
-            masks=spec.get("masks", "ratio"),
+            average=float(spec.get("average", 0.0)),
             wiener_iterations=int(spec.get("wiener_iterations", 0)),
             augmentation=Augmentation(
                 shifts=tuple(spec.get("shifts", (0,))),

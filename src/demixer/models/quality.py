@@ -21,9 +21,10 @@ __all__ = ["DEFAULT_QUALITY", "QUALITIES", "Quality", "Tunable", "parse_quality"
 
 Quality = Literal["fast", "balanced", "best"]
 QUALITIES: tuple[Quality, ...] = get_args(Quality)
-# Chosen from benchmarks/RESULTS.md: `balanced` is better than `fast` on every condition measured
-# and costs about the same (it changes how the two U-Nets' masks are combined, not how often
-# they run), so it is well above 40x real time on 2 cores.
+# Chosen from benchmarks/RESULTS.md: `balanced` is better than `fast` and than Deezer's own
+# pipeline on every condition measured (plain SDR and BSS Eval, both stems) and costs about the
+# same (it changes how the two U-Nets' masks are combined, not how often they run), so it is
+# well above 40x real time on 2 cores.
 DEFAULT_QUALITY: Quality = "balanced"
 
 

@@ -72,7 +72,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         ),
         loader="demixer.models.spleeter:load",
         quality=(
-            "SDR vocals / acc. on a MUSDB18 excerpt: balanced (default) 5.40 / 12.46 dB, "
+            "SDR vocals / acc. on a MUSDB18 excerpt: balanced (default) 5.38 / 12.43 dB, "
             "fast 5.31 / 12.37 (Deezer's pipeline; Deezer TF 5.30 / 12.31), best 5.43 / 12.48"
         ),
         install_hint=_SPLEETER_HINT,
@@ -88,7 +88,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
                 "measured by demixer, benchmarks/RESULTS.md",
             )
             for value, level in (
-                (5.40, "balanced (the default)"),
+                (5.38, "balanced (the default)"),
                 (5.31, "fast (Deezer's pipeline; Deezer's TF: 5.30)"),
                 (5.43, "best"),
             )
@@ -128,7 +128,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         scores=(
             Score(
                 "drums",
-                5.11,
+                5.06,
                 "SDR",
                 "6 s MUSDB18 excerpt (stempeg), quality balanced (the default)",
                 "measured by demixer, benchmarks/RESULTS.md",
