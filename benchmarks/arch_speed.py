@@ -222,6 +222,19 @@ def run_arch(arch: str, rounds: int, fraction: float) -> dict[str, Any]:
     }
 
 
+def _load_note(results: dict[str, dict[str, Any]]) -> str:
+    """What the other processes' share of the CPU says about the timings."""
+    loads = [x for res in results.values() for v in res["loads"].values() for x in v]
+    worst = max(loads, default=0.0)
+    if worst <= 0.1:
+        return f"the machine was quiet (at most {worst:.2f} of it used by others in any round)"
+    return (
+        f"**the machine was shared with other work while this ran (up to {worst:.2f} of it), "
+        "so absolute times are inflated**; the variants alternated, so the ratios hold better "
+        "than the times"
+    )
+
+
 def render(
     results: dict[str, dict[str, Any]], peaks: dict[str, float], rounds: int, fraction: float
 ) -> str:
@@ -236,10 +249,9 @@ def render(
         "MSST = `msst` 0.1.0's module (what MSST's `demix` runs; on CPU it never autocasts); "
         f"demixer = `demixer.models.arch`. {rounds} alternating rounds; *s per audio s* is "
         "median (best); *other load* is the median share of both cores used by other "
-        "processes meanwhile: **the machine was shared with other work while this ran, so "
-        "absolute times are inflated**; the variants alternated, so the ratios hold better "
-        f"than the times. demixer's default precision here: `{resolve_precision('auto', torch.device('cpu'))}` "  # noqa: E501
-        "(bf16 only where oneDNN reports native bf16).\n",
+        f"processes meanwhile: {_load_note(results)}. demixer's default precision here: "
+        f"`{resolve_precision('auto', torch.device('cpu'))}` (bf16 only where oneDNN reports "
+        "native bf16).\n",
     ]
     for arch, res in results.items():
         base = statistics.median(res["times"][("MSST", "fp32")])
@@ -278,20 +290,19 @@ What the figures say, and what they do not:
 
 - **Exactness**: in float32 demixer's modules compute MSST's numbers (the tests hold them to
   1e-5 at every sample on every published config, shrunk in width; here at full size).
-- **Speed: no clear gain, the 2x goal is not met.** MDX23C is convolutions (about 60 % of
-  MSST's float32 forward), instance norms and GELUs; SCNet is its LSTMs (about 70 %). In float32
-  demixer does the same arithmetic with less around it (activations in place, the STFT window
-  made once, SCNet's fusion convolutions at half the work), which does not show above the noise.
-  bf16 autocast (which MSST never uses on a CPU: its `demix` autocasts on CUDA only) helps
-  MDX23C by about a quarter here: oneDNN wants channels-last bf16 tensors and converts every
-  NCHW convolution input and output, and the instance norms and GELUs, memory-bound, stay as
-  they are. Under this machine's load the SCNet timings are mostly noise (one variant ranged
-  from 7 to 28 s over the rounds): its LSTMs synchronise both threads at every step, and each
-  wait is long when the machine is oversubscribed. A hand-written SCNet LSTM (both directions
-  and all sequences batched per step, input projection hoisted) gave the same numbers but was
-  slower than torch's oneDNN LSTM here, and was dropped. Left to try: a channels-last bf16
-  MDX23C (norms computed per sample as batch norms, which keep that layout), and a quiet
-  machine to measure on.
+- **Speed: the 2x goal is not met.** In float32 both modules run at about half of this
+  machine's fp32 peak (MDX23C is convolutions, about 60 % of MSST's forward, plus instance norms
+  and GELUs; SCNet is its LSTMs, about 70 %): demixer does the same arithmetic with less around
+  it (activations in place, the STFT window made once, SCNet's fusion convolutions at half the
+  work) and gains 1.1x; no 2x is left at that share of the peak without changing the
+  arithmetic. bf16 autocast (which MSST never uses on a CPU: its `demix` autocasts on CUDA only)
+  takes MDX23C to about 2x, but not within 40 dB of the float32 output (below), so MDX23C's
+  default stays float32; SCNet's LSTMs gain little from bf16 in oneDNN (1.3x). A hand-written
+  SCNet LSTM (both directions and all sequences batched per step, input projection hoisted)
+  gave the same numbers, was slower than torch's oneDNN LSTM, and was dropped. An earlier run
+  on a machine three quarters busy with other work measured 0.9-1.3x: the LSTMs synchronise
+  both threads at every step, and each wait is long when the machine is oversubscribed, so the
+  figures above (a quiet machine) are the ones to read.
 - **bf16 accuracy** (against MSST's float32 output; random weights): SCNet's first encoder
   block sees the raw spectrogram, whose dynamic range bf16 loses; demixer runs that block in
   float32 under autocast (a small share of the work), which took SCNet from 33 dB (MSST's
