@@ -107,6 +107,14 @@ def test_migrations_build_the_models_schema_and_are_idempotent(
     db.dispose()
 
 
+def _submit(queue: Queue, db: Database, account: str, job_id: str, engine_model: str) -> None:
+    with db.write() as s:
+        queue.submit(
+            s, job_id=job_id, account_id=account, queue_model="q", engine_model=engine_model,
+            params=PARAMS,
+        )  # fmt: skip
+
+
 def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> None:
     """0005: an ensemble's id (every model it names) fits in a job and its usage record, on a
     database of the previous release whose jobs survive the upgrade; going back refuses to cut
@@ -115,45 +123,15 @@ def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> Non
     migrate(db, "0004")
     account, _ = create_key(db)
     queue = Queue(db)
-    with db.write() as s:
-        queue.submit(
-            s,
-            job_id="job_old",
-            account_id=account,
-            queue_model="q",
-            engine_model="m",
-            params=PARAMS,
-        )
+    _submit(queue, db, account, "job_old", "m")
     long = "max:" + "+".join(f"model-number-{i:02d}" for i in range(12))  # 195 characters
-    too_long = "value too long for type character varying\\(50\\)"
-    with pytest.raises(DataError, match=too_long), db.write() as s:
-        queue.submit(
-            s,
-            job_id="job_long",
-            account_id=account,
-            queue_model="q",
-            engine_model=long,
-            params=PARAMS,
-        )
+    with pytest.raises(DataError, match="value too long for type character varying\\(50\\)"):
+        _submit(queue, db, account, "job_long", long)
     migrate(db)
+    _submit(queue, db, account, "job_long", long)
     with db.write() as s:
-        queue.submit(
-            s,
-            job_id="job_long",
-            account_id=account,
-            queue_model="q",
-            engine_model=long,
-            params=PARAMS,
-        )
-        s.add(
-            UsageRecord(
-                account_id=account,
-                job_id="job_long",
-                model=long,
-                quantity=1.0,
-                recorded_at=db.clock(),
-            )
-        )
+        s.add(UsageRecord(account_id=account, job_id="job_long", model=long, quantity=1.0,
+                          recorded_at=db.clock()))  # fmt: skip
     with db.read() as s:
         rows = dict(s.execute(select(Job.id, Job.engine_model)).all())
         usage = s.execute(select(UsageRecord.model)).scalar_one()

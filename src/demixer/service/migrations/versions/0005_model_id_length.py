@@ -18,15 +18,19 @@ depends_on = None
 _COLUMNS = (("jobs", "engine_model"), ("usage_records", "model"))
 
 
-def upgrade() -> None:
+def _resize(old: int, new: int) -> None:
     for table, column in _COLUMNS:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.alter_column(
                 column,
-                existing_type=sa.String(length=50),
-                type_=sa.String(length=200),
+                existing_type=sa.String(length=old),
+                type_=sa.String(length=new),
                 existing_nullable=False,
             )
+
+
+def upgrade() -> None:
+    _resize(50, 200)
 
 
 def downgrade() -> None:
@@ -39,10 +43,4 @@ def downgrade() -> None:
                 f"{table}.{column} holds a {longest}-character model id; downgrading to 50 "
                 "characters would cut it"
             )
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.alter_column(
-                column,
-                existing_type=sa.String(length=200),
-                type_=sa.String(length=50),
-                existing_nullable=False,
-            )
+    _resize(200, 50)
