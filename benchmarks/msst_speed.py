@@ -363,10 +363,10 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
         "alone, model loaded; *speed-up*: MSST's time over demixer's, per round, median; "
         "*CPU s*: the CPU seconds (user + system) the separation used, and its speed-up, which "
         "depend less on other work than wall time does (where a run recorded them). "
-        "*agreement*: SNR of demixer's stem against MSST's (dB). The machine is shared with "
-        "other work (*other load*: the share of both cores other processes used during the "
-        "run), so absolute times are pessimistic; the peers ran side by side under the same "
-        "conditions.\n"
+        "*agreement*: SNR of demixer's stem against MSST's (dB). *other load*: the share of "
+        "both cores other processes used during the run (the largest over the rounds); where "
+        "it is high, absolute times are pessimistic, and the peers ran side by side under the "
+        "same conditions.\n"
     )
     for speed_json in sorted(speed_runs, key=lambda run: -run["args"]["seconds"]):
         args = speed_json["args"]

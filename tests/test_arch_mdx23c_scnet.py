@@ -26,6 +26,7 @@ from msst.models.mdx23c_tfc_tdf_v3 import TFC_TDF_net
 from msst.models.scnet import SCNet as ReferenceSCNet
 
 from demixer.models.arch import mdx23c, scnet
+from demixer.models.msst.backend import store_weights_in
 
 TOLERANCE = 1e-5
 
@@ -315,4 +316,14 @@ def test_scnet_bf16_autocast_agrees_with_fp32() -> None:
             fast = ours(wave)
     assert fast.dtype == torch.float32
     snr = 10 * math.log10(exact.pow(2).sum().item() / (fast - exact).pow(2).sum().item())
+    assert snr > 40.0
+    # As the backend runs it: linear, convolution and LSTM weights stored in bf16 once, the
+    # first encoder block (run with autocast off) kept in float32.
+    store_weights_in(ours, torch.bfloat16)
+    lstm = ours.separation_net.dp_modules[0].lstm_layers[0]
+    assert {p.dtype for p in lstm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in ours.encoder[0].parameters()} == {torch.float32}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        stored = ours(wave)
+    snr = 10 * math.log10(exact.pow(2).sum().item() / (stored - exact).pow(2).sum().item())
     assert snr > 40.0
