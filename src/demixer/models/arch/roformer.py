@@ -96,6 +96,7 @@ class RotaryEmbedding(nn.Module):
         exponent = torch.arange(0, dim_head, 2)[: dim_head // 2].float() / dim_head
         self.freqs = nn.Parameter(1.0 / (10000**exponent), requires_grad=False)
         self._tables: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+        self._turns: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self.register_load_state_dict_post_hook(_clear_tables)  # type: ignore[no-untyped-call]
 
     def tables(
@@ -116,15 +117,32 @@ class RotaryEmbedding(nn.Module):
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` ``(..., positions, e)``; same shape and dtype out."""
-        cos, sin = self.tables(x.shape[-2], x.device, x.dtype)
+        if x.dtype in (torch.float32, torch.float64):
+            # Each pair as one complex number times e^(i p freq): one kernel, no copy of x
+            # (a pair's two values are adjacent), where swapping the pairs took a strided copy.
+            turns = self.turns(x.shape[-2], x.device, x.dtype)
+            pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # type: ignore[no-untyped-call]
+            return torch.view_as_real(pairs * turns).flatten(-2)
+        cos, sin = self.tables(x.shape[-2], x.device, x.dtype)  # no complex bf16 / fp16 here
         swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # type: ignore[no-untyped-call]
         return torch.addcmul(x * cos, swapped, sin)
+
+    def turns(self, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``e^(i p freq)`` ``(length, e // 2)`` complex, from the same cos and sin tables."""
+        key = (length, device, torch.complex64 if dtype == torch.float32 else torch.complex128)
+        cached = self._turns.get(key)
+        if cached is None:
+            cos, sin = self.tables(length, device, dtype)
+            cached = torch.complex(cos[:, 0::2], sin[:, 1::2])
+            self._turns[key] = cached
+        return cached
 
 
 def _clear_tables(module: nn.Module, _keys: object) -> None:
     # New freqs were loaded: the tables made from the old ones are stale.
     if isinstance(module, RotaryEmbedding):
         module._tables.clear()
+        module._turns.clear()
 
 
 class Attention(nn.Module):
