@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import yaml  # type: ignore[import-untyped]
 
+from demixer.models.arch import build_model
+
 DATA = Path(__file__).resolve().parent / "data" / "msst"
 
 # name -> (file, arch)
@@ -61,6 +63,29 @@ def shrunk(
 def write_config(config: dict[str, Any], path: Path) -> Path:
     path.write_text(yaml.dump(config))
     return path
+
+
+def model_files(
+    root: Path,
+    name: str = "kim-mel-vocals",
+    seed: int = 0,
+    training: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[Path, Path]:
+    """A shrunk published config (``training``: over its training section, e.g. other
+    instruments) and a random checkpoint of the network it describes."""
+    config, arch = shrunk(name, chunk_frames=20, **options)
+    config["training"].update(training or {})
+    path = write_config(config, root / f"{name}-{seed}.yaml")
+    torch.manual_seed(seed)
+    section = config["training"]
+    network = build_model(
+        arch, config["model"], config["audio"], section["instruments"],
+        section["target_instrument"],
+    )  # fmt: skip
+    checkpoint = root / f"{name}-{seed}.ckpt"
+    torch.save(network.state_dict(), checkpoint)
+    return path, checkpoint
 
 
 def randomise(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:

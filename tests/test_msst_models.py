@@ -43,7 +43,7 @@ from demixer.models.msst.config import parse_config, read_config
 from demixer.models.msst.user import add, check_files, open_files
 from demixer.models.registry import ModelSpec, catalogue_ids, get_spec, list_specs
 from demixer.models.user_models import remove_user_model
-from msst_support import DATA, music, shrunk, write_config
+from msst_support import DATA, model_files, music, shrunk, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -52,26 +52,6 @@ def one_torch_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def model_files(
-    root: Path, name: str = "kim-mel-vocals", seed: int = 0, **options: Any
-) -> tuple[Path, Path]:
-    """A shrunk published config and a random checkpoint of the network it describes."""
-    config, arch = shrunk(name, chunk_frames=20, **options)
-    path = write_config(config, root / f"{name}-{seed}.yaml")
-    torch.manual_seed(seed)
-    training = config["training"]
-    network = build_model(
-        arch,
-        config["model"],
-        config["audio"],
-        training["instruments"],
-        training["target_instrument"],
-    )
-    checkpoint = root / f"{name}-{seed}.ckpt"
-    torch.save(network.state_dict(), checkpoint)
-    return path, checkpoint
 
 
 # --- the YAML --------------------------------------------------------------------------------

@@ -21,15 +21,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer.audio.denoise import denoise, denoise_blocks
 from demixer.engine import Separator
-from demixer.models.arch import build_model
 from demixer.models.msst.user import add, open_files
-from msst_support import shrunk, write_config
+from msst_support import model_files
 from service_harness import Server, create_key, fast_env, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -293,20 +291,6 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         assert other.get("/v1/byId", params={"task_id": task}).status_code == 404
 
 
-def _cleanup_model(root: Path, keep: str, removed: str) -> tuple[Path, Path]:
-    """A user's own clean-up model: a shrunk Mel-RoFormer config whose instruments are
-    ``keep`` (the target) and ``removed``, and a random checkpoint of it."""
-    config, arch = shrunk("kim-mel-vocals", chunk_frames=20)
-    config["training"].update(instruments=[keep, removed], target_instrument=keep)
-    path = write_config(config, root / f"{keep}.yaml")
-    torch.manual_seed(0)
-    training = config["training"]
-    network = build_model(arch, config["model"], config["audio"], training["instruments"], keep)
-    checkpoint = root / f"{keep}.ckpt"
-    torch.save(network.state_dict(), checkpoint)
-    return path, checkpoint
-
-
 def test_deecho_runs_a_users_own_de_echo_model(
     tmp_path_factory: pytest.TempPathFactory, song: Path
 ) -> None:
@@ -314,7 +298,9 @@ def test_deecho_runs_a_users_own_de_echo_model(
     stem "no_echo", UVR's "No Echo") is what MusicGPT's ``Deecho`` runs before the separation:
     the stems then add up to the input with the echo stem taken out."""
     root = tmp_path_factory.mktemp("deecho")
-    config, checkpoint = _cleanup_model(root, "no_echo", "echo")
+    # A shrunk Mel-RoFormer whose instruments are the kept "no_echo" (the target) and "echo".
+    stems = {"instruments": ["no_echo", "echo"], "target_instrument": "no_echo"}
+    config, checkpoint = model_files(root, training=stems)
     models = root / "models"
     add("my-deecho", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
         model_dir=models)  # fmt: skip
