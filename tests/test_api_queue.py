@@ -514,3 +514,26 @@ def test_delete_request_removes_outputs(api: Api) -> None:
 
     with pytest.raises(LeaseLost):
         api.services.queue.heartbeat(running, "w1")
+
+
+def test_a_queued_request_is_cancelled_and_deleted_in_one_step(api: Api) -> None:
+    """Another reader (a status stream) sees the request queued until it is gone: never the
+    CANCELLED that a delete passes through."""
+    from sqlalchemy import event, select
+
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    engine = api.services.db.engine
+    seen: list[str | None] = []
+
+    def read_from_elsewhere(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM JOBS "):
+            with engine.connect() as other:  # its own connection: what is committed
+                seen.append(other.execute(select(Job.status).where(Job.id == job_id)).scalar())
+
+    event.listen(engine, "before_cursor_execute", read_from_elsewhere)
+    try:
+        assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
+    finally:
+        event.remove(engine, "before_cursor_execute", read_from_elsewhere)
+    assert seen == ["IN_QUEUE"]
+    _error(api.get(f"/v1/queue/requests/{job_id}/status"), 404, "NOT_FOUND")

@@ -397,12 +397,13 @@ def list_jobs(services: Services, account_id: str, limit: int, cursor: str | Non
 
 def delete_job(services: Services, account_id: str, job_id: str) -> None:
     """Delete a request, its log and its outputs (a running one is cancelled first)."""
-    with services.db.read() as s:
-        job = owned_job(s, account_id, job_id)
-    if job.status in (IN_QUEUE, IN_PROGRESS):
-        with contextlib.suppress(JobConflict):  # it finished meanwhile: nothing to stop
-            services.queue.cancel(job_id)
+    # One transaction: a status stream reads the job as it was, or sees it gone (never
+    # CANCELLED on its way out); the cancel's webhook delivery goes with the row.
     with services.db.write() as s:
+        job = owned_job(s, account_id, job_id)
+        if job.status in (IN_QUEUE, IN_PROGRESS):
+            with contextlib.suppress(JobConflict):  # it finished meanwhile: nothing to stop
+                services.queue.cancel_in(s, job_id)
         s.execute(delete(JobLog).where(JobLog.job_id == job_id))
         s.execute(delete(Job).where(Job.id == job_id, Job.account_id == account_id))
     # After the row: a worker still finishing this job fails its fenced write (the row is

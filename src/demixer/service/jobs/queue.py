@@ -276,26 +276,31 @@ class Queue:
         Returns the status after the call (``CANCELLED`` or ``IN_PROGRESS``); raises
         :class:`JobConflict` for a job already finished.
         """
-        now = self.db.clock()
         with self.db.write() as s:
-            done = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == IN_QUEUE)
-                .values(status=CANCELLED, finished_at=now, updated_at=now)
-            )
-            if rows_changed(done) == 1:
-                self.log(s, job_id, "cancelled while queued")
-                self._finalised(s, job_id)
-                return CANCELLED
-            flagged = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == IN_PROGRESS)
-                .values(cancel_requested=True, updated_at=now)
-            )
-            if rows_changed(flagged) == 1:
-                self.log(s, job_id, "cancel requested; stopping the running attempt")
-                return IN_PROGRESS
-            status = s.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
+            return self.cancel_in(s, job_id)
+
+    def cancel_in(self, s: Session, job_id: str) -> str:
+        """:meth:`cancel` inside the caller's write transaction (a delete cancels and removes
+        the row in one, so no reader sees the job CANCELLED on its way out)."""
+        now = self.db.clock()
+        done = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == IN_QUEUE)
+            .values(status=CANCELLED, finished_at=now, updated_at=now)
+        )
+        if rows_changed(done) == 1:
+            self.log(s, job_id, "cancelled while queued")
+            self._finalised(s, job_id)
+            return CANCELLED
+        flagged = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == IN_PROGRESS)
+            .values(cancel_requested=True, updated_at=now)
+        )
+        if rows_changed(flagged) == 1:
+            self.log(s, job_id, "cancel requested; stopping the running attempt")
+            return IN_PROGRESS
+        status = s.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
         raise JobConflict(f"job {job_id} is already {status}; only queued or running jobs cancel")
 
     # --- the worker side ------------------------------------------------------------------
