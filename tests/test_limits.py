@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api_support import Api, api, make_api
+from api_support import Api, api, close_app, make_api
 from demixer.server.app import create_app
 from demixer.service.schema import Job, RateCounter
 
@@ -77,7 +77,7 @@ def test_count_is_shared_through_the_database(make_api: Callable[..., Api]) -> N
     assert second.get("/v1/models", headers=api.headers()).status_code == 200
     assert api.get("/v1/models").status_code == 429
     assert second.get("/v1/models", headers=api.headers()).status_code == 429
-    second.close()
+    close_app(second)
 
 
 def test_unauthenticated_and_unlimited_have_no_headers(make_api: Callable[..., Api]) -> None:

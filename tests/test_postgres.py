@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DataError, OperationalError
 
-from api_support import TestClient
+from api_support import TestClient, close_app
 from audiofiles import stempeg_example
 from demixer.audio import load
 from demixer.server.app import create_app
@@ -308,7 +308,7 @@ def test_workers_and_the_api_ride_out_a_postgres_restart(
             assert sum(m.startswith("completed") for m in logs) == 1, env.logs(job_id)
             usage = s.execute(select(func.count()).where(UsageRecord.job_id == job_id))
             assert usage.scalar_one() == 1
-    client.close()
+    close_app(client)
 
 
 # A helper thread must not outlive its test.

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from api_support import TESTSERVER, Api
+from api_support import TESTSERVER, Api, close_app
 from audiofiles import AudioFiles
 from demixer.server.app import create_app
 from demixer.server.compose import build_services
@@ -72,7 +72,7 @@ def clocked(tmp_path: Path) -> Iterator[Clocked]:
     try:
         yield api
     finally:
-        client.close()
+        close_app(client)
 
 
 def _error(r: Any, status: int, code: str) -> None:

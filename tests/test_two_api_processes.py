@@ -6,12 +6,12 @@ in test_hot_path.py; this runs the processes for real, once, on PostgreSQL + S3.
 from __future__ import annotations
 
 import subprocess
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from api_support import TestClient, close_app
 from conftest import Backend
 from demixer.server.app import create_app
 from demixer.server.compose import build_services
@@ -20,10 +20,6 @@ from demixer.settings import Settings
 from servers import Servers
 from service_harness import DEMIXER, fast_env, running_server
 from worker_support import wait_until
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # (as api_support.py: the httpx-based TestClient works)
-    from fastapi.testclient import TestClient
 
 
 @pytest.fixture
@@ -65,5 +61,5 @@ def test_two_api_processes_share_counts_and_a_revocation(tmp_path: Path) -> None
         )  # fmt: skip
         wait_until(lambda: there.get("/v1/models").status_code == 401, 20, "a 401 there")
         wait_until(lambda: here.get("/v1/models", headers=headers).status_code == 401, 20, "here")
-        here.close()
+        close_app(here)
         services.db.dispose()
