@@ -281,10 +281,11 @@ def store_weights_in(network: nn.Module, dtype: torch.dtype) -> None:
     Under autocast those layers compute in ``dtype`` anyway, but autocast casts fp32 weights
     anew at every call in inference mode (its cache serves autograd only): for a RoFormer that
     re-copied every weight per chunk, for SCNet every LSTM's weights per call (SCNet 1.28x ->
-    1.51x of MSST's float32 module, benchmarks/arch_speed.py). Cast once here, the arithmetic is
-    the same (the same round-to-nearest) and those weights take half the memory. A module marked
-    ``keep_float32 = True`` (one an architecture runs with autocast off, as SCNet's first
-    encoder block) keeps its weights, and those of everything inside it, in float32.
+    1.51x of MSST's float32 module on a quarter chunk, before its LSTM padding). Cast once
+    here, the arithmetic is the same (the same round-to-nearest) and those weights take half
+    the memory. A module marked ``keep_float32 = True`` (one an architecture runs with autocast
+    off, as SCNet's first encoder block) keeps its weights, and those of everything inside it,
+    in float32.
     """
     exact = [m for m in network.modules() if getattr(m, "keep_float32", False)]
     kept = {id(inner) for m in exact for inner in m.modules()}
