@@ -268,7 +268,7 @@ def render(
 ) -> str:
     lines = [
         "## MDX23C and SCNet networks (`benchmarks/arch_speed.py`)\n",
-        common.header("arch_speed.py"),
+        common.header("arch_speed.py", "msst"),
         "\nThe network's forward pass alone (STFT to inverse STFT), batch 1, 2 threads, on "
         + (
             "one whole `chunk_size` chunk (what inference feeds the network)"

@@ -496,10 +496,15 @@ def pip_version(python: Path, dist: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "?"
 
 
-def versions() -> str:
+def versions(reference: str | None = None) -> str:
+    """Python, demixer and torch; then ``reference`` (the package in the project venv a section
+    compares with), or else the Spleeter peers' venvs."""
     parts = [f"Python {platform.python_version()}"]
     parts.append(f"demixer {pip_version(MAIN_PY, 'demixer')}")
     parts.append(f"torch {pip_version(MAIN_PY, 'torch')} (demixer)")
+    if reference is not None:
+        parts.append(f"{reference} {pip_version(MAIN_PY, reference)} (the reference, same venv)")
+        return ", ".join(parts)
     tf_py = SYSTEMS["deezer"].python
     if tf_py.exists():
         parts.append(f"tensorflow-cpu {pip_version(tf_py, 'tensorflow-cpu')}")
@@ -518,11 +523,12 @@ def git_rev() -> str:
     return proc.stdout.strip() or "?"
 
 
-def header(script: str) -> str:
-    """The date / machine / versions / how-to-reproduce lines every section starts with."""
+def header(script: str, reference: str | None = None) -> str:
+    """The date / machine / versions / how-to-reproduce lines every section starts with
+    (``reference``: see :func:`versions`)."""
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (
-        f"*{now}; commit {git_rev()}; {machine()}.*  \n*Versions: {versions()}.*  \n"
+        f"*{now}; commit {git_rev()}; {machine()}.*  \n*Versions: {versions(reference)}.*  \n"
         f"*Reproduce: `make bench` (everything) or `.venv/bin/python benchmarks/{script}` "
         "(this section only).*\n"
     )

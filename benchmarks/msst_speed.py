@@ -2,8 +2,9 @@
 
 Models: the published configs of Kimberley Jensen's Mel-Band RoFormer vocals model and viperx's
 BS-RoFormer vocals model ("1297"), full size, with random weights (the real checkpoints cannot
-be fetched here; speed does not depend on the values): MSST's own classes build each network
-(seeded, every weight perturbed) and save its state_dict once to ``.cache/msst``.
+be fetched here; speed does not depend on the values); with ``--models scnet``, MSST's
+config_musdb18_scnet too (FLOPs are counted for the RoFormers only). MSST's own classes build each
+network (seeded, every weight perturbed) and save its state_dict once to ``.cache/msst``.
 
 Systems, each run in a fresh subprocess of the project venv on 2 threads, alternating per round:
 
@@ -28,7 +29,7 @@ the song is the audio arrays MSST holds whole, not the network, whose share is t
 length.
 
     .venv/bin/python benchmarks/msst_speed.py [--rounds 2] [--seconds 10]
-        [--models kim-mel viperx-bs] [--memory --minutes 1 10]
+        [--models kim-mel viperx-bs scnet] [--memory --minutes 1 10]
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ MODELS = {  # name -> (config file in CONFIGS, or "" for one built here; arch; l
     "mdx23c": ("", "mdx23c", "MDX23C vocals + instrumental (MSST config_vocals_mdx23c)"),
     "scnet": ("", "scnet", "SCNet 4 stems (MSST config_musdb18_scnet)"),
 }
-ROFORMERS = ["kim-mel", "viperx-bs"]  # the speed comparison's models
+ROFORMERS = ["kim-mel", "viperx-bs"]  # the default speed comparison (--models adds SCNet)
 # --memory: each network shrunk (model section overrides) so that MSST's 10 minutes finish.
 SHRINK: dict[str, dict[str, Any]] = {
     "kim-mel": {"depth": 1, "dim": 64, "heads": 2, "dim_head": 32},
@@ -352,12 +353,14 @@ def _median(values: list[float]) -> float:
 
 def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None) -> str:
     """The RESULTS.md section: each speed run (longest input first), then memory."""
-    out = ["## MSST models: BS-RoFormer and Mel-Band RoFormer", "", common.header("msst_speed.py")]
+    out = ["## MSST models: the RoFormers and SCNet", "", common.header("msst_speed.py", "msst")]
     out.append(
         "demixer's MSST backend next to MSST's own inference (PyPI `msst` 0.1.0: "
         "`get_model_from_config`, `load_state_dict`, `demix`, fp32) on the same config and "
         "checkpoint: the published configs of Kimberley Jensen's Mel-Band RoFormer vocals "
-        "model and viperx's BS-RoFormer 1297 vocals model at full size, with random weights "
+        "model and viperx's BS-RoFormer 1297 vocals model, and MSST's config_musdb18_scnet "
+        "(SCNet 4 stems: `chunk_size` 11 s, `num_overlap` 4, `batch_size` 8), at full size, "
+        "with random weights "
         "(seeded; speed does not depend on the values). Each run is a fresh subprocess on 2 "
         "threads; the systems alternate within a round. *separation*: the separation call "
         "alone, model loaded; *speed-up*: MSST's time over demixer's, per round, median; "
@@ -375,7 +378,9 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
             f"**{seconds} input** ({speed_json.get('measured', 'date not recorded')}): {seconds} "
             f"of the MUSDB18 excerpt's mix (stereo 44.1 kHz), "
             f"{args['rounds']} round(s). Reproduce: `.venv/bin/python benchmarks/msst_speed.py "
-            f"--rounds {args['rounds']} --seconds {args['seconds']:g}`."
+            f"--rounds {args['rounds']} --seconds {args['seconds']:g}"
+            + ("" if args["models"] == ROFORMERS else f" --models {' '.join(args['models'])}")
+            + "`."
             + (
                 " Shorter than one chunk: every system runs one whole chunk (as for a song's "
                 "edge), so *s per audio s* is one chunk's, not a long song's; the speed-ups "
@@ -421,6 +426,8 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
                     "–" if not loads else f"{100 * max(loads):.0f} %",
                 ])  # fmt: skip
         out += [f"### Speed, {seconds} input", "", common.table(head, rows)]
+        if not speed_json["flops"]:  # counted for the RoFormers only
+            continue
         gflops = speed_json["machine_gflops"]
         peak = {p: max(v for k, v in gflops.items() if k.startswith(p)) for p in ("fp32", "bf16")}
         out += [f"### FLOPs, {seconds} input", ""]
@@ -576,7 +583,7 @@ def main(argv: list[str] | None = None) -> None:
         from speed import machine_gflops
 
         runs = speed(args)
-        flops = {m: roformer_flops(model_files(m)[0]) for m in args.models}
+        flops = {m: roformer_flops(model_files(m)[0]) for m in args.models if m in ROFORMERS}
         payload = {
             "measured": f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit "
             f"{common.git_rev()}",
