@@ -98,14 +98,15 @@ def _mdx_pair() -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
     return ref, ours, cfg["audio"]["chunk_size"], "MDX23C-8KFFT-InstVoc_HQ config"
 
 
-# The catalogue's scnet-xl-ihf (config_musdb18_scnet_xl_more_wide_v5.yaml), as other projects
-# that load it spell its model section out (tests/test_arch_mdx23c_scnet.py).
+# name -> (config it is, its changes to _SCNET)
 SCNET_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "scnet": ("config_musdb18_scnet", {}),
     "scnet-large": (
         "config_musdb18_scnet_large",
         {"dims": [4, 64, 128, 256], "band_SR": [0.225, 0.372, 0.403]},
     ),
+    # The catalogue's scnet-xl-ihf (config_musdb18_scnet_xl_more_wide_v5.yaml), as other
+    # projects that load it spell its model section out (tests/test_arch_mdx23c_scnet.py).
     "scnet-xl-ihf": (
         "config_musdb18_scnet_xl_more_wide_v5, the catalogue's `scnet-xl-ihf`",
         {

@@ -258,11 +258,11 @@ def _lstm_linear(lstm: nn.Module, linear: nn.Module, h: torch.Tensor) -> torch.T
     (oneDNN's own layout, so the LSTM copies nothing), and the linear map is computed as
     ``weight @ out.T``, so its result has the frames (or bins) innermost, as the residual they
     are added to: that add was a transposing gather across all channels, 10x slower than the
-    contiguous one (14 ms a layer on the 11 s chunk). With bf16 weights on a CPU the sequences
-    go in zero-padded to a multiple of :data:`LSTM_ROWS`: oneDNN's bf16 LSTM takes up to 4x
-    longer per sequence at many other counts (239 sequences: 3.7 us per step and sequence, 240:
-    0.9, deterministic per count); the sequences are independent, so the padding changes
-    nothing else.
+    contiguous one (13.7 ms an add on the 11 s chunk, against 1.3). With bf16 weights on a CPU
+    the sequences go in zero-padded to a multiple of :data:`LSTM_ROWS`: oneDNN's bf16 LSTM
+    takes up to 4x longer per sequence at many other counts (239 sequences: 3.7 us per step and
+    sequence, 240: 0.9, deterministic per count); the sequences are independent, so the
+    padding changes nothing else.
     """
     steps, b, n, channels = h.shape
     rows = b * n
