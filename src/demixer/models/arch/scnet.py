@@ -266,11 +266,16 @@ def _lstm_linear(lstm: nn.Module, linear: nn.Module, h: torch.Tensor) -> torch.T
     """
     steps, b, n, channels = h.shape
     rows = b * n
-    weight = lstm.get_parameter("weight_ih_l0")
+    # The sequences go in the dtype the LSTM computes in: its weights' (stored in bf16 by the
+    # backend), or autocast's. Under autocast an fp32 input is refused by oneDNN's LSTM on CPUs
+    # without native bf16 ("could not create a primitive descriptor"), a bf16 one is not.
+    dtype = lstm.get_parameter("weight_ih_l0").dtype
+    if torch.is_autocast_enabled(h.device.type):
+        dtype = torch.get_autocast_dtype(h.device.type)
     padded = rows
-    if weight.dtype == torch.bfloat16 and weight.device.type == "cpu":
+    if dtype == torch.bfloat16 and h.device.type == "cpu":
         padded = -(-rows // LSTM_ROWS) * LSTM_ROWS
-    x = torch.empty(steps, padded, channels, dtype=weight.dtype, device=h.device)
+    x = torch.empty(steps, padded, channels, dtype=dtype, device=h.device)
     x[:, :rows].view(steps, b, n, channels).copy_(h)
     x[:, rows:].zero_()
     # batch_first: the module takes (sequences, steps, ...) and hands the same back; both are
