@@ -490,6 +490,23 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.machine()}"
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN reports it): where
+    it does not (AVX2), bf16 is emulated at about 1 % of fp32's rate and demixer runs fp32."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+NO_BF16 = "no-bf16"
+
+
+def kind_section(name: str) -> str:
+    """``name`` on a CPU with native bf16, ``name-no-bf16`` on one without: the two kinds of CPU
+    keep sections of their own in RESULTS.md, so that a run on one leaves the other's figures."""
+    return name if native_bf16() else f"{name}-{NO_BF16}"
+
+
 def pip_version(python: Path, dist: str) -> str:
     code = f"import importlib.metadata as m; print(m.version({dist!r}))"
     proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
@@ -580,6 +597,10 @@ def _with_section(text: str, name: str, body: str) -> str:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
         return pattern.sub(lambda _m: block, text)
+    sibling = f"<!-- {name.removesuffix('-' + NO_BF16)}:end -->"
+    if name.endswith(NO_BF16) and sibling in text:  # right after its native-bf16 sibling
+        pos = text.index(sibling) + len(sibling)
+        return text[:pos] + "\n\n" + block + text[pos:]
     # keep our sections in SECTIONS order: insert before the first later one present
     later = SECTIONS[SECTIONS.index(name) + 1 :] if name in SECTIONS else []
     positions = [p for p in (text.find(f"<!-- {n}:start -->") for n in later) if p >= 0]

@@ -72,11 +72,16 @@ SHRINK: dict[str, dict[str, Any]] = {
     "mdx23c": {"num_channels": 16, "growth": 16},
     "scnet": {"dims": [4, 8, 16, 32], "num_dplayer": 2},
 }
+# Where the CPU has no native bf16, demixer's default is fp32 and the fp32 run would repeat it.
 SYSTEMS = {
     "msst": ("MSST 0.1.0 `demix` (fp32)", {}),
-    "demixer": ("demixer (default: bf16 here)", {}),
+    "demixer": (f"demixer (default: {'bf16' if common.native_bf16() else 'fp32'} here)", {}),
     "demixer-fp32": ("demixer, `DEMIXER_PRECISION=fp32`", {"DEMIXER_PRECISION": "fp32"}),
 }
+if not common.native_bf16():
+    del SYSTEMS["demixer-fp32"]
+# the cached speed runs, one file per input length; each kind of CPU keeps its own
+SPEED_CACHE = "msst_speed" if common.native_bf16() else "msst_speed_no_bf16"
 MSST_DIR = common.CACHE / "msst"
 
 
@@ -353,7 +358,15 @@ def _median(values: list[float]) -> float:
 
 def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None) -> str:
     """The RESULTS.md section: each speed run (longest input first), then memory."""
-    out = ["## MSST models: the RoFormers and SCNet", "", common.header("msst_speed.py", "msst")]
+    native = common.native_bf16()
+    title = "## MSST models: the RoFormers and SCNet" + ("" if native else ", CPU without bf16")
+    out = [title, "", common.header("msst_speed.py", "msst")]
+    if not native:
+        out.append(
+            "This CPU has no native bf16 (AVX2 only: emulated bf16 runs at about 1 % of fp32's "
+            "rate, see *FLOPs*), so demixer's default precision here is fp32 and this section "
+            "has no bf16 rows; the section above was measured on a CPU with native bf16.\n"
+        )
     out.append(
         "demixer's MSST backend next to MSST's own inference (PyPI `msst` 0.1.0: "
         "`get_model_from_config`, `load_state_dict`, `demix`, fp32) on the same config and "
@@ -437,7 +450,9 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
             "estimators; norms, activations, STFTs and the masking are elementwise and left "
             "out. Per audio second: each sample is in `num_overlap` chunks. The machine's peak is "
             f"its measured matmul throughput on 2 threads: fp32 {peak['fp32']:.0f}, bf16 "
-            f"{peak['bf16']:.0f} GFLOP/s. *achieved*: FLOPs of the chunks run over the "
+            f"{peak['bf16']:.0f} GFLOP/s"
+            + (" (emulated)" if any("emulated" in k for k in gflops) else "")
+            + ". *achieved*: FLOPs of the chunks run over the "
             "median separation time (the short input's edge chunks included).\n"
         )
         head = ["model", "GFLOP per chunk (parts)", "GFLOP per audio s", "system",
@@ -559,14 +574,14 @@ def main(argv: list[str] | None = None) -> None:
         args.models = list(MODELS) if args.memory else ROFORMERS
     if args.render:
         common.write_section(
-            "msst",
+            common.kind_section("msst"),
             render(
-                [json.loads(p.read_text()) for p in common.CACHE.glob("msst_speed-*.json")],
-                _load(common.CACHE / "msst_memory.json"),
+                [json.loads(p.read_text()) for p in common.CACHE.glob(f"{SPEED_CACHE}-*.json")],
+                _load(common.CACHE / "msst_memory.json") if common.native_bf16() else None,
             ),
         )
         return
-    speed_file = f"msst_speed-{args.seconds:g}s.json"  # one per input length, all rendered
+    speed_file = f"{SPEED_CACHE}-{args.seconds:g}s.json"  # one per input length, all rendered
     results_file = common.CACHE / ("msst_memory.json" if args.memory else speed_file)
     common.CACHE.mkdir(exist_ok=True)
     if args.memory:  # merged into earlier runs' figures (runs per model or length add up)
