@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import groupby
 from typing import Any
 
 import httpx
@@ -144,6 +145,7 @@ def test_many_streams_cost_what_one_costs_and_each_sees_every_state(
                 job_id, "test-worker", outputs={}, duration=1.5, sample_rate=44100
             )
         wait_until(lambda: all(many.closed) and all(one.closed), 30, "every stream closed")
-    # Each state once, in order (interval=10: no periodic frame came between the changes).
-    assert one.states == [["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]]
-    assert all(s == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"] for s in many.states), many.states
+    # Every state, in order. A periodic frame (every 10 s, the longest interval) repeats the
+    # state it is in; on a slow machine the steps above can outlast one, so repeats are merged.
+    changes = [[state for state, _ in groupby(states)] for states in one.states + many.states]
+    assert changes == [["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]] * (1 + STREAMS), changes
