@@ -492,10 +492,13 @@ def machine() -> str:
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN reports it): where
-    it does not (AVX2), bf16 is emulated at about 1 % of fp32's rate and demixer runs fp32."""
+    it does not (AVX2), bf16 is emulated at about 1 % of fp32's rate and demixer runs fp32.
+    demixer's own decision, so that the benchmarks split their sections where it switches."""
     import torch
 
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    from demixer.models.precision import resolve_precision
+
+    return resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
 NO_BF16 = "no-bf16"
