@@ -81,7 +81,7 @@ class Gaudio:
         out: dict[str, Any] = r.json()
         return out
 
-    def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             body = self.job(job_id)

@@ -161,7 +161,7 @@ def extract(client: httpx.Client, audio: Path | None = None, **form: Any) -> htt
     return client.post("/v1/Extraction", data=data, files=files)
 
 
-def poll(client: httpx.Client, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
+def poll(client: httpx.Client, task_id: str, timeout: float = 180.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = client.get("/v1/byId", params={"conversionType": "EXTRACTION", "task_id": task_id})
