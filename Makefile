@@ -43,16 +43,19 @@ typecheck: install
 	$(BIN)/mypy
 
 # The suite mostly waits (servers starting, workers and browsers at work), so test modules run
-# in PYTEST_WORKERS processes at once (pytest-xdist; one module stays in one process). The
-# PostgreSQL and S3 servers are started once for them all (tests/servers.py; the modules that
-# stop servers in outage tests start their own) when Debian's PostgreSQL is installed.
+# in PYTEST_WORKERS processes at once (pytest-xdist; one module stays in one process), the
+# slowest modules first (tests/conftest.py, SLOWEST_MODULES). The PostgreSQL and S3 servers
+# are started once for them all (tests/servers.py; the modules that stop servers in outage
+# tests start their own) when Debian's PostgreSQL is installed. OMP_NUM_THREADS=1: with four
+# test processes and their servers on two cores, a second math thread in each only waits for
+# (and spins against) the others; the benchmarks keep torch's default threads.
 PYTEST_WORKERS ?= 4
 unit: install
-	@run=$$(mktemp -d -t dx-servers-XXXXXX); chmod 755 $$run; \
+	@export OMP_NUM_THREADS=1; run=$$(mktemp -d -t dx-servers-XXXXXX); chmod 755 $$run; \
 	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
 		$(BIN)/python tests/servers.py start $$run/servers >/dev/null; then \
 		export DEMIXER_TEST_SERVERS=$$run/servers.json; fi; \
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25; status=$$?; \
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25; status=$$?; \
 	if [ -f $$run/servers.json ]; then $(BIN)/python tests/servers.py stop $$run/servers; fi; \
 	rm -rf $$run; exit $$status
 
