@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from scipy.signal import lfilter
 
 __all__ = [
     "HIGH_DB",
@@ -131,6 +130,9 @@ class SpectralGate:
             if not self._zi_set:  # start the smoother at the first frame, not at zero
                 self._zi = (self.alpha * gain[:1]).copy()
                 self._zi_set = True
+            # Imported here: scipy.signal costs every worker child ~1 s at start-up otherwise.
+            from scipy.signal import lfilter
+
             gain, zf = lfilter([1 - self.alpha], [1, -self.alpha], gain, axis=0, zi=self._zi)
             self._zi = zf
         out: np.ndarray = gain

@@ -21,11 +21,12 @@ stems from left to right).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.ndimage import median_filter
-from scipy.signal import ShortTimeFFT
-from scipy.signal.windows import hann
+
+if TYPE_CHECKING:  # scipy is imported where it is used: it costs every process ~1 s to load
+    from scipy.signal import ShortTimeFFT
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -89,6 +90,9 @@ def stft_transform(sample_rate: int, params: SplitParams = DEFAULT_PARAMS) -> Sh
     # A power-of-two frame keeps the FFT fast; 0.093 s is 4096 samples at 44.1 kHz.
     n_fft = 1 << max(6, round(np.log2(params.frame_s * sample_rate)))
     hop = max(1, int(n_fft * params.hop_fraction))
+    from scipy.signal import ShortTimeFFT
+    from scipy.signal.windows import hann
+
     window = hann(n_fft, sym=False)
     return ShortTimeFFT(window, hop, sample_rate, mfft=n_fft)
 
@@ -136,6 +140,8 @@ def hpss_masks(
         ``(harmonic, percussive)`` masks, each ``(bins, frames)`` float32 in [0, 1]; their sum
         is at most 1 and exactly 1 when both margins are 1.
     """
+    from scipy.ndimage import median_filter
+
     harmonic = median_filter(magnitude, size=(1, time_kernel), mode="reflect")
     percussive = median_filter(magnitude, size=(freq_kernel, 1), mode="reflect")
     mask_h = _softmask(harmonic, harmonic_margin * percussive, power)
