@@ -179,6 +179,19 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def parent_of(pid: int) -> int:
+    """The parent process of ``pid`` (Linux /proc)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def separation_child(worker_pid: int) -> int:
+    """A worker process's one separation child: forked by the worker's fork server, so a
+    grandchild of the worker (its other child, the resource tracker, has none)."""
+    found = [pid for server in children_of(worker_pid) for pid in children_of(server)]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def gone(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -422,6 +435,8 @@ def test_cancel_kills_the_child_within_seconds_and_the_next_job_gets_a_new_one(
     assert busy.status == "IN_PROGRESS"
     pid = worker.child_pids()[0]
     assert pid is not None
+    server = parent_of(pid)  # the fork server, not this process
+    assert server != os.getpid()
     assert env.services.queue.cancel(job_id) == "IN_PROGRESS"
     asked = time.monotonic()
     job = env.wait_final(job_id, timeout=5)
@@ -430,7 +445,10 @@ def test_cancel_kills_the_child_within_seconds_and_the_next_job_gets_a_new_one(
     wait_until(lambda: gone(pid), 15, "the cancelled child to die")
     after = env.wait_final(env.submit(music))
     assert after.status == "COMPLETED"
-    assert worker.child_pids()[0] not in (None, pid)
+    restarted = worker.child_pids()[0]
+    assert restarted not in (None, pid)
+    # Forked by the same server: the new child did not import torch again.
+    assert parent_of(restarted) == server
 
 
 def test_a_child_killed_mid_job_is_restarted_and_the_job_retried(
@@ -514,7 +532,7 @@ def test_a_stopped_worker_process_requeues_its_job_at_once(
     proc = worker_process(env)
     try:
         env.wait(job_id, lambda j: j.status == "IN_PROGRESS" and j.stage is not None)
-        child = children_of(proc.pid)[0]
+        child = separation_child(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
@@ -533,7 +551,7 @@ def test_a_killed_worker_process_is_recovered_after_its_lease(tmp_path: Path, mu
         # The child is at work on the job (a stage came from it), so it has asked to die with
         # its parent: the real condition, where a fixed pause only made it likely.
         env.wait(job_id, lambda j: j.status == "IN_PROGRESS" and j.stage is not None)
-        child = children_of(proc.pid)[0]
+        child = separation_child(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
     finally:

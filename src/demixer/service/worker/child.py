@@ -1,7 +1,8 @@
 """The separation child process: what runs on the far side of a worker slot's pipe.
 
-Each worker slot (see :mod:`demixer.service.worker`) owns one long-lived child started with
-the ``spawn`` method. The child keeps loaded :class:`~demixer.engine.Separator` objects between
+Each worker slot (see :mod:`demixer.service.worker`) owns one long-lived child, forked by
+multiprocessing's fork server on Linux (``spawn`` elsewhere; see :meth:`Child.start`). The child
+keeps loaded :class:`~demixer.engine.Separator` objects between
 jobs, so a model is loaded once, not per job. It never touches the database or storage: the
 parent (:mod:`demixer.service.worker.runner`) downloads the input, sends a :class:`ChildJob` through
 its :class:`Child` handle, and stores the files the child wrote.
@@ -15,7 +16,7 @@ Messages, child -> parent:
 
 The parent kills the child (SIGKILL) on cancel, timeout or lost lease, and restarts it lazily;
 an OOM kill or a crash shows up as the pipe closing. This module imports only the engine and
-audio layers (torch is imported by the model loader, on the first job), so a child starts fast.
+audio layers (torch is imported by the fork server, or by the model loader under ``spawn``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress messages
 STAGES = ("loading_model", *SEPARATOR_STAGES, "storing")
 CACHED_MODELS = 2  # separators kept loaded per child (least recently used dropped first)
 _PR_SET_PDEATHSIG = 1
+_START_WAIT = 60.0  # seconds a kill waits for a child being started (the fork server's imports)
 # The job contract's preprocessing steps (service/jobs/contract.PREPROCESS_STEPS), as block
 # stream transforms.
 _PREPROCESSORS: dict[str, PreprocessFn] = {"denoise": denoise_blocks}
@@ -92,12 +95,15 @@ class ChildOptions:
         threads: CPU threads for the model (None: the library default), so that several
             slots on one machine share its cores instead of oversubscribing them.
         parent_pid: the worker's pid; the child exits when that process is gone.
+        environ: the parent's environment when it started the child (set by
+            :meth:`Child.start`): a forked child takes it on, as a spawned one inherits it.
     """
 
     model_dir: str | None
     device: str
     threads: int | None
     parent_pid: int
+    environ: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -211,13 +217,40 @@ class _ParentGone(BaseException):
 
 def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this process when its parent dies (a SIGKILLed worker's child
-    must not keep the GPU busy); elsewhere the closed pipe ends the child instead."""
+    must not keep the GPU busy); elsewhere the closed pipe ends the child instead.
+
+    The parent is the worker (``spawn``) or the fork server, which exits as soon as the worker
+    is gone (it watches a pipe only the worker holds open), taking its children with it.
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    try:  # the worker died before prctl took effect
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
         os._exit(0)
+    except OSError:
+        pass
+
+
+def _take_environment(options: ChildOptions) -> None:
+    """The parent's environment, and the thread count, as a spawned child would have had them.
+
+    A forked child starts with the fork server's environment, and with torch already imported
+    (it read ``OMP_NUM_THREADS`` then): the count is set by call as well.
+    """
+    if options.environ is not None:
+        os.environ.clear()
+        os.environ.update(options.environ)
+    if options.threads is not None:
+        # Read by torch and BLAS when they are first imported (under spawn, on the first job).
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(options.threads))
+    torch = sys.modules.get("torch")
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if torch is not None and wanted.isdigit() and int(wanted) > 0:
+        torch.set_num_threads(int(wanted))
 
 
 def child_main(conn: Connection, options: ChildOptions) -> None:
@@ -225,10 +258,7 @@ def child_main(conn: Connection, options: ChildOptions) -> None:
     _die_with_parent(options.parent_pid)
     # Ctrl-C in a terminal reaches the whole process group: the parent decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if options.threads is not None:
-        # Read by torch and BLAS when they are first imported (on the first job).
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, str(options.threads))
+    _take_environment(options)
     separators: OrderedDict[str, Separator] = OrderedDict()
     while True:
         try:
@@ -380,33 +410,84 @@ class ChildDied(Exception):
 
 
 class Child:
-    """The parent's handle on one separation child (``spawn`` start method, daemon)."""
+    """The parent's handle on one separation child (a daemon process; see :meth:`start`)."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        self._launch: threading.Thread | None = None
+        self._launch_error: BaseException | None = None
 
     @classmethod
     def start(cls, options: ChildOptions, *, name: str = "demixer-child") -> Child:
-        """Start a child; it loads nothing until its first job."""
-        context = multiprocessing.get_context("spawn")
+        """Start a child; it loads nothing until its first job.
+
+        On Linux the child is a fork of multiprocessing's fork server, which imports torch and
+        this module once per worker process: a child restarted after a cancel, a timeout or a
+        crash, and each further slot, is ready in milliseconds instead of the seconds that
+        importing torch takes (about 3 s of CPU). The server itself never loads a model
+        or touches CUDA. Elsewhere children are spawned. Either way the child
+        re-imports the parent's ``__main__`` module (see :class:`Worker`).
+
+        The first start waits for the server's imports, so the process is started on a thread:
+        the caller goes on (heartbeats, cancels) meanwhile, a job sent before the process
+        exists waits in the pipe, and :meth:`receive` waits for the start within its timeout.
+        """
+        context: multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
+        if sys.platform.startswith("linux"):
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__, "torch"])
+        else:
+            context = multiprocessing.get_context("spawn")
         parent_end, child_end = context.Pipe()
+        options = replace(options, environ=dict(os.environ))
         process = context.Process(
             target=child_main, args=(child_end, options), name=name, daemon=True
         )
-        process.start()
-        # Only the child may hold its end: when the child dies, the parent's end reads EOF.
-        child_end.close()
-        return cls(process, parent_end)
+        child = cls(process, parent_end)
+
+        def launch() -> None:
+            try:
+                process.start()
+            except BaseException as exc:  # reported by receive() as the child's death
+                child._launch_error = exc
+            finally:
+                # Only the child may hold its end: when the child dies, the parent's end
+                # reads EOF.
+                child_end.close()
+
+        child._launch = threading.Thread(target=launch, name=f"{name}-start", daemon=True)
+        child._launch.start()
+        return child
+
+    def _started(self, timeout: float | None) -> bool:
+        """Whether the process has been started, waiting up to ``timeout`` seconds for it.
+
+        Raises:
+            ChildDied: the process could not be started.
+        """
+        launch = self._launch
+        if launch is not None:
+            launch.join(timeout)
+            if launch.is_alive():
+                return False
+            self._launch = None
+        if self._launch_error is not None:
+            error = self._launch_error
+            raise ChildDied(f"the separation process could not start: {error}")
+        return True
 
     @property
     def pid(self) -> int | None:
-        """The child's process id."""
+        """The child's process id (None while it is being started)."""
         return self.process.pid
 
     def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.is_alive()
+        """Whether the process is running, or being started."""
+        launch = self._launch
+        if launch is not None and launch.is_alive():
+            return True
+        return self._launch_error is None and self.process.is_alive()
 
     def send(self, job: ChildJob) -> None:
         """Hand the child a job; raises :class:`ChildDied` when it is gone."""
@@ -421,7 +502,10 @@ class Child:
         Raises:
             ChildDied: the process ended or its pipe closed before it answered.
         """
-        ready = wait([self.conn, self.process.sentinel], timeout)
+        deadline = time.monotonic() + timeout
+        if not self._started(timeout):
+            return None
+        ready = wait([self.conn, self.process.sentinel], max(0.0, deadline - time.monotonic()))
         if not ready:
             return None
         if self.conn in ready or self.conn.poll():
@@ -433,6 +517,9 @@ class Child:
         raise ChildDied(self._obituary())
 
     def _obituary(self) -> str:
+        if not self._started(_START_WAIT):
+            self.kill()
+            return "the separation process did not start"
         self.process.join(2.0)
         code = self.process.exitcode
         if code is None:  # the pipe broke but the process lingers: make sure it is gone
@@ -448,15 +535,26 @@ class Child:
         return f"the separation process died (exit code {code})"
 
     def kill(self) -> None:
-        """SIGKILL the child and wait for it; its memory (and GPU memory) is freed."""
-        if self.process.is_alive():
+        """SIGKILL the child and wait for it; its memory (and GPU memory) is freed.
+
+        A child still being started is waited for first (up to a minute); one that starts
+        later still finds its pipe closed, and exits.
+        """
+        launch = self._launch
+        if launch is not None:
+            launch.join(_START_WAIT)
+        if self.process.pid is not None and self.process.is_alive():
             self.process.kill()
-        self.process.join(5.0)
+            self.process.join(5.0)
         self.conn.close()
 
     def close(self) -> None:
         """Ask an idle child to exit; kill it if it does not within two seconds."""
         with contextlib.suppress(OSError, EOFError):
             self.conn.send(None)
-        self.process.join(2.0)
+        launch = self._launch
+        if launch is not None:
+            launch.join(_START_WAIT)
+        if self.process.pid is not None:
+            self.process.join(2.0)
         self.kill()

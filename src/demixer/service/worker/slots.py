@@ -116,9 +116,11 @@ class Worker:
     While it runs, the worker advertises its device and models in the ``workers`` table
     (:mod:`demixer.service.worker.registry`).
 
-    Children are started with ``spawn``, which imports the parent's ``__main__`` module again
-    in each child: a script that runs a Worker must do so under ``if __name__ == "__main__":``
-    (``demixer worker``, ``python -m …`` and ``python -c …`` need nothing).
+    Children are forked by multiprocessing's fork server on Linux (spawned elsewhere; see
+    :meth:`~demixer.service.worker.child.Child.start`); either way each child imports the
+    parent's ``__main__`` module again: a script that runs a Worker must do so under
+    ``if __name__ == "__main__":`` (``demixer worker``, ``python -m …`` and ``python -c …``
+    need nothing).
     """
 
     def __init__(
