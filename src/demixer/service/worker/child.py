@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import threading
@@ -216,22 +217,49 @@ class _ParentGone(BaseException):
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (a SIGKILLed worker's child
-    must not keep the GPU busy); elsewhere the closed pipe ends the child instead.
+    """SIGKILL this process as soon as the worker is gone (a SIGKILLed worker's child must
+    not keep the CPU or GPU busy); elsewhere than Linux the closed pipe ends the child.
 
-    The parent is the worker (``spawn``) or the fork server, which exits as soon as the worker
-    is gone (it watches a pipe only the worker holds open), taking its children with it.
+    A thread waits on a pidfd of the worker, which becomes readable when it exits. Linux also
+    SIGKILLs this process when its parent dies (``PR_SET_PDEATHSIG``): the worker under
+    ``spawn``, or the fork server, which exits once the worker is gone (see
+    :func:`_leave_fork_server`) but only after a second or more of interpreter shutdown.
     """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    try:  # the worker died before prctl took effect
-        os.kill(parent_pid, 0)
-    except ProcessLookupError:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    try:
+        watched = os.pidfd_open(parent_pid)
+    except ProcessLookupError:  # the worker died before this child could watch it
         os._exit(0)
-    except OSError:
-        pass
+    except OSError:  # a kernel without pidfds (before 5.3): the parent-death signal only
+        return
+
+    def watch() -> None:
+        select.select([watched], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="demixer-watch-worker", daemon=True).start()
+
+
+def _leave_fork_server() -> None:
+    """Close this child's copy of the fork server's "alive" pipe.
+
+    multiprocessing hands every forked child the write end of the pipe the server watches, so
+    the server runs while any child does; this child's own death is tied to the server's
+    (``PR_SET_PDEATHSIG``), so holding it would keep both alive after a worker is SIGKILLed.
+    Without it the server exits when the worker does, and this child with it.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(fd, int):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
 def _take_environment(options: ChildOptions) -> None:
@@ -255,6 +283,7 @@ def _take_environment(options: ChildOptions) -> None:
 
 def child_main(conn: Connection, options: ChildOptions) -> None:
     """The child's loop: receive a job, separate, answer; exit on ``None`` or a closed pipe."""
+    _leave_fork_server()  # a spawned child holds none
     _die_with_parent(options.parent_pid)
     # Ctrl-C in a terminal reaches the whole process group: the parent decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
