@@ -506,6 +506,12 @@ class Child:
             raise ChildDied(f"the separation process could not start: {error}")
         return True
 
+    def _join_launch(self) -> None:
+        """Wait for a start under way (up to :data:`_START_WAIT`), whatever its outcome."""
+        launch = self._launch
+        if launch is not None:
+            launch.join(_START_WAIT)
+
     @property
     def pid(self) -> int | None:
         """The child's process id (None while it is being started)."""
@@ -569,9 +575,7 @@ class Child:
         A child still being started is waited for first (up to a minute); one that starts
         later still finds its pipe closed, and exits.
         """
-        launch = self._launch
-        if launch is not None:
-            launch.join(_START_WAIT)
+        self._join_launch()
         if self.process.pid is not None and self.process.is_alive():
             self.process.kill()
             self.process.join(5.0)
@@ -581,9 +585,7 @@ class Child:
         """Ask an idle child to exit; kill it if it does not within two seconds."""
         with contextlib.suppress(OSError, EOFError):
             self.conn.send(None)
-        launch = self._launch
-        if launch is not None:
-            launch.join(_START_WAIT)
+        self._join_launch()
         if self.process.pid is not None:
             self.process.join(2.0)
         self.kill()
