@@ -163,6 +163,7 @@ class Receiver:
     calls: list[Call] = field(default_factory=list)
     plans: dict[str, list[int]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
+    hooks: dict[str, Callable[[], object]] = field(default_factory=dict)
     per_id: bool = False  # plans index by the number of calls for this webhook-id, not path
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -195,6 +196,8 @@ def receiver() -> Iterator[Receiver]:
                 self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
             )
             status = rec.answer(call)
+            if hook := rec.hooks.get(self.path):
+                hook()
             time.sleep(rec.delays.get(self.path, 0.0))
             try:
                 self.send_response(status)
@@ -354,21 +357,35 @@ def test_gives_up_after_max_attempts(make_api: Callable[..., Api], receiver: Rec
 def test_slow_receiver_times_out_without_delaying_another(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:
-    api = make_api(**{**FAST, "webhook_backoff_seconds": 60.0})
-    receiver.delays["/slow"] = 2.0  # four times the 0.5 s timeout
+    # The slow receiver never answers; its send times out after 3 s. A dispatcher that sent one
+    # delivery at a time would record that timeout before it sent the fast one; this one sends
+    # the fast one while the slow send is still in flight. What the fast receiver sees is read
+    # from the database at the moment it is called, so no clock decides the result.
+    api = make_api(**{**FAST, "webhook_timeout_seconds": 3.0, "webhook_backoff_seconds": 60.0})
+    hang = threading.Event()
+    receiver.hooks["/slow"] = lambda: hang.wait(30)
     file_id = api.upload()
     slow_id, _ = submit(api, file_id, receiver.url("/slow"))
     api.worker_done(slow_id)
     fast_id, _ = submit(api, file_id, receiver.url("/fast"))
     finish(api, fast_id)
-    with dispatching(api.services, concurrency=4):
-        started = time.monotonic()
-        wait_for(lambda: hook_status(api, fast_id)["delivery_status"] == "delivered")
-        fast_took = time.monotonic() - started
-        slow = wait_for(lambda: (s := hook_status(api, slow_id))["last_error"] and s)
-    assert fast_took < 2.0, fast_took  # before the slow receiver even answers
-    # The slow one was due (and claimed) first; the fast one arrived while it still hung.
-    assert receiver.to("/fast")[0].at < receiver.to("/slow")[0].at + 0.5
+    slow_when_fast_came: list[tuple[int, bool, str | None]] = []
+
+    def look_at_the_slow_one() -> None:
+        with api.services.db.read() as s:
+            row = s.execute(select(Delivery).where(Delivery.job_id == slow_id)).scalar_one()
+            slow_when_fast_came.append((row.attempts, row.lease_owner is not None, row.last_error))
+
+    receiver.hooks["/fast"] = look_at_the_slow_one
+    try:
+        with dispatching(api.services, concurrency=4):
+            wait_for(lambda: hook_status(api, fast_id)["delivery_status"] == "delivered")
+            slow = wait_for(lambda: (s := hook_status(api, slow_id))["last_error"] and s)
+    finally:
+        hang.set()
+    # The slow one was due (and claimed) first, and was still being sent when the fast one came.
+    assert receiver.to("/slow")[0].at < receiver.to("/fast")[0].at
+    assert slow_when_fast_came == [(1, True, None)]
     assert slow["delivery_status"] == "pending" and slow["attempts"] == 1
     assert slow["last_error"].startswith("timeout")
 
