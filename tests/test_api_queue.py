@@ -418,14 +418,21 @@ def test_sse_streams_until_completed(api: Api) -> None:
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     api.services.queue.claim("test-worker")
     api.services.queue.heartbeat(job_id, "test-worker", progress=0.5)
-    # The "worker" finishes while the stream waits its (clamped, 1 s) interval: late in it, so
-    # that a slow first read (a loaded machine) still sees IN_PROGRESS.
-    done = threading.Timer(
-        0.8,
-        api.services.queue.complete,
-        (job_id, "test-worker"),
-        {"outputs": {}, "duration": 1.5, "sample_rate": 44100},
-    )
+    # The "worker" finishes once the process's status watcher has read the stream's job six
+    # times (every 0.5 s: half the clamped interval), so after the stream's own first read
+    # (IN_PROGRESS) whatever the load, and late enough for an unclamped interval to show.
+    watcher = api.client.app.state.status_watcher
+    reads_before = watcher.reads
+
+    def finish_once_watched() -> None:
+        deadline = time.monotonic() + 30
+        while watcher.reads < reads_before + 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        api.services.queue.complete(
+            job_id, "test-worker", outputs={}, duration=1.5, sample_rate=44100
+        )
+
+    done = threading.Thread(target=finish_once_watched)
     done.start()
     started = time.monotonic()
     r = api.get(f"/v1/queue/requests/{job_id}/status/stream?interval=0.01&logs=true")
@@ -434,10 +441,13 @@ def test_sse_streams_until_completed(api: Api) -> None:
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
     frames = _frames(r.text)
-    assert [event for event, _ in frames] == ["status", "status"]
+    assert {event for event, _ in frames} == {"status"}
     assert frames[0][1]["status"] == "IN_PROGRESS" and frames[0][1]["progress"] == 0.5
-    assert frames[1][1]["status"] == "COMPLETED" and frames[1][1]["logs"]
-    assert 0.9 < elapsed < 3.0  # interval clamped up to 1 s, closed after the final state
+    assert [f[1]["status"] for f in frames[1:-1]] == ["IN_PROGRESS"] * (len(frames) - 2)
+    assert frames[-1][1]["status"] == "COMPLETED" and frames[-1][1]["logs"]
+    # interval=0.01 is clamped up to 1 s: at most one periodic frame a second (a frame per
+    # watcher read, 2 a second, if it were not); a load can only make them fewer.
+    assert 1 <= len(frames) - 2 <= elapsed, (len(frames), elapsed)
 
     # A finished request: one frame, closed at once.
     r = api.get(f"/v1/queue/requests/{job_id}/status/stream")
