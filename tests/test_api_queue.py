@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.service.schema import File, Job
+from worker_support import wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -425,12 +426,12 @@ def test_sse_streams_until_completed(api: Api) -> None:
     reads_before = watcher.reads
 
     def finish_once_watched() -> None:
-        deadline = time.monotonic() + 30
-        while watcher.reads < reads_before + 6 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        api.services.queue.complete(
-            job_id, "test-worker", outputs={}, duration=1.5, sample_rate=44100
-        )
+        try:
+            wait_until(lambda: watcher.reads >= reads_before + 6, 30, "six watcher reads")
+        finally:  # the stream ends either way
+            api.services.queue.complete(
+                job_id, "test-worker", outputs={}, duration=1.5, sample_rate=44100
+            )
 
     done = threading.Thread(target=finish_once_watched)
     done.start()
