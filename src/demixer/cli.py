@@ -205,7 +205,7 @@ def separate(
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model).
 
     Models run in bf16 where the CPU or GPU has it natively, else fp32
-    (DEMIXER_PRECISION=fp32 forces fp32).
+    (DEMIXER_PRECISION=fp32 forces fp32). MDX23C and MDX-Net: fp32 by default.
     """
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
@@ -309,8 +309,8 @@ def separate(
                     progress.print(f"  {escape(name)} by {escape(made)}")
             if any(result.report.clipped.values()):
                 progress.print(
-                    "  [yellow]some stems clipped in integer output: use --bit-depth 32f "
-                    "(never clipped) or --rescale[/]"
+                    "  [yellow]some stems clipped in integer output: use --bit-depth 32f or "
+                    "--rescale[/]"
                 )
             if result.report.gain != 1.0:
                 progress.print(
