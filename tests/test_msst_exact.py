@@ -287,9 +287,27 @@ def test_streamed_windows_equal_msst_demix_bit_for_bit(
     model = PositionModel()
     cfg = _config_dict(chunk, num_overlap, batch)
     rng = np.random.default_rng(chunk + num_overlap + batch)
+    step = chunk // num_overlap
+    border = chunk - step
+    ran: list[int] = []  # chunks per model call
+
+    def run(c: np.ndarray) -> np.ndarray:
+        ran.append(c.shape[0])
+        out: np.ndarray = model(torch.from_numpy(c)).numpy()
+        return out
+
     for length in (1, 5, chunk // 2, chunk - 1, chunk, chunk + 1, 2 * chunk + 1, 7 * chunk + 13):
         x = rng.standard_normal((2, length)).astype(np.float32)
+        model.register_forward_hook(lambda _m, args, _o: ran.append(args[0].shape[0]))
         expected = demix(cfg, model, x, "cpu", "bs_roformer")
+        model._forward_hooks.clear()
+        # MSST pads a song longer than 2 * border by border at both ends, and runs a chunk at
+        # every step that starts inside; the chunks that start in the right padding only reach
+        # samples it cuts off, and demixer does not run those.
+        padded = border > 0 and length > 2 * border
+        assert sum(ran) == -(-(length + 2 * border * padded) // step)
+        wanted = -(-(length + border * padded) // step)
+        ran.clear()
         cuts = (
             np.sort(rng.choice(np.arange(1, length), size=min(length - 1, 4), replace=False))
             if length > 1
@@ -298,13 +316,12 @@ def test_streamed_windows_equal_msst_demix_bit_for_bit(
         blocks = np.split(x, cuts, axis=1)
         for compute_batch in (1, 2):
             out = demix_stream(
-                blocks,
-                Chunking(chunk, num_overlap, batch),
-                lambda c: model(torch.from_numpy(c)).numpy(),
-                compute_batch=compute_batch,
+                blocks, Chunking(chunk, num_overlap, batch), run, compute_batch=compute_batch
             )
             got = np.concatenate(list(out), axis=2)
             np.testing.assert_array_equal(got, np.stack([expected["a"], expected["b"]]))
+            assert sum(ran) == wanted and max(ran) <= compute_batch
+            ran.clear()
 
 
 def _config_dict(chunk: int, num_overlap: int, batch: int) -> Any:

@@ -16,6 +16,10 @@ MSST separates a song like this, and demixer computes exactly the same, sample f
 6. Weighted outputs and the weights are summed per sample; the estimate is their quotient
    (0 where no weight fell: MSST's ``nan_to_num``), and the padding is cut off again.
 
+So the chunks that start in the right padding (about ``num_overlap - 1`` on a padded song)
+only add to samples step 6 cuts off; demixer does not run them, and their batch's window is
+still the one MSST gives it.
+
 MSST keeps the song, the sums and the weights as whole-song arrays. Here the input is a stream
 of blocks and the output is yielded as soon as no later chunk can touch it: memory holds about
 ``(batch_size + 2)`` chunks, whatever the song's length. The model can be run on fewer chunks at a
@@ -201,6 +205,11 @@ def demix_stream(
             weights[:fade] = 1
         elif total is not None and next_start >= total:
             weights[-fade:] = 1
+        # A chunk starting in the right padding (about num_overlap - 1 at the end of a padded
+        # song) only adds to samples that are cut off again: MSST runs it, demixer does not.
+        # Its batch's window is decided above as MSST decides it, so the output is the same.
+        if padded and length is not None:
+            batch = [c for c in batch if c[0] < offset + length]
         for first in range(0, len(batch), compute_batch):
             part = batch[first : first + compute_batch]
             if before_run is not None:
