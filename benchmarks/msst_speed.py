@@ -164,12 +164,16 @@ def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, o
         from msst.utils.model_utils import demix
         from msst.utils.settings import get_model_from_config
 
+        from demixer.models.msst.config import stem_name
+
         model, cfg = get_model_from_config(arch, str(config))
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         model.eval()
         loaded, cpu = time.perf_counter(), _cpu_s()
         with torch.inference_mode():
-            stems = demix(cfg, model, mix, "cpu", arch)
+            estimates = demix(cfg, model, mix, "cpu", arch)
+        # Named as demixer names them ("Vocals" -> "vocals"), so that the stems pair up.
+        stems = {stem_name(instrument): audio for instrument, audio in estimates.items()}
         precision = "fp32"
     else:
         from demixer.engine import Separator
@@ -356,10 +360,37 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+# Each family the speed section can hold: its models, its name in the title, what it says of it.
+_FAMILIES = (
+    (
+        frozenset(ROFORMERS),
+        "the RoFormers",
+        "the published configs of Kimberley Jensen's Mel-Band RoFormer vocals model and viperx's "
+        "BS-RoFormer 1297 vocals model",
+    ),
+    (
+        frozenset({"scnet"}),
+        "SCNet",
+        "MSST's config_musdb18_scnet (SCNet 4 stems: `chunk_size` 11 s, `num_overlap` 4, "
+        "`batch_size` 8)",
+    ),
+    (
+        frozenset({"mdx23c"}),
+        "MDX23C",
+        "MSST's config_vocals_mdx23c (MDX23C vocals + instrumental, the network of UVR's "
+        "MDX23C-8KFFT-InstVoc_HQ: `chunk_size` 5.92 s, `num_overlap` 4, `batch_size` 1)",
+    ),
+)
+
+
 def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None) -> str:
     """The RESULTS.md section: each speed run (longest input first), then memory."""
     native = common.native_bf16()
-    title = "## MSST models: the RoFormers and SCNet" + ("" if native else ", CPU without bf16")
+    measured = {m for run in speed_runs for m in run["runs"]}
+    present = [(label, text) for names, label, text in _FAMILIES if names & measured]
+    labels = [label for label, _ in present]
+    title = "## MSST models: " + " and ".join(filter(None, [", ".join(labels[:-1]), labels[-1]]))
+    title += "" if native else ", CPU without bf16"
     out = [title, "", common.header("msst_speed.py", "msst")]
     if not native:
         out.append(
@@ -370,10 +401,9 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
     out.append(
         "demixer's MSST backend next to MSST's own inference (PyPI `msst` 0.1.0: "
         "`get_model_from_config`, `load_state_dict`, `demix`, fp32) on the same config and "
-        "checkpoint: the published configs of Kimberley Jensen's Mel-Band RoFormer vocals "
-        "model and viperx's BS-RoFormer 1297 vocals model, and MSST's config_musdb18_scnet "
-        "(SCNet 4 stems: `chunk_size` 11 s, `num_overlap` 4, `batch_size` 8), at full size, "
-        "with random weights "
+        "checkpoint: "
+        + "; ".join(text for _, text in present)
+        + "; at full size, with random weights "
         "(seeded; speed does not depend on the values). Each run is a fresh subprocess on 2 "
         "threads; the systems alternate within a round. *separation*: the separation call "
         "alone, model loaded; *speed-up*: MSST's time over demixer's, per round, median; "
