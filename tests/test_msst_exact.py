@@ -298,9 +298,9 @@ def test_streamed_windows_equal_msst_demix_bit_for_bit(
 
     for length in (1, 5, chunk // 2, chunk - 1, chunk, chunk + 1, 2 * chunk + 1, 7 * chunk + 13):
         x = rng.standard_normal((2, length)).astype(np.float32)
-        model.register_forward_hook(lambda _m, args, _o: ran.append(args[0].shape[0]))
+        hook = model.register_forward_hook(lambda _m, args, _o: ran.append(args[0].shape[0]))
         expected = demix(cfg, model, x, "cpu", "bs_roformer")
-        model._forward_hooks.clear()
+        hook.remove()
         # MSST pads a song longer than 2 * border by border at both ends, and runs a chunk at
         # every step that starts inside; the chunks that start in the right padding only reach
         # samples it cuts off, and demixer does not run those.
