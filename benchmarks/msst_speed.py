@@ -287,15 +287,29 @@ def roformer_flops(config_path: Path) -> dict[str, float]:
     }
 
 
-def chunk_count(config_path: Path, seconds: float) -> int:
-    """Chunks MSST's inference runs for ``seconds`` of audio (edge padding included)."""
+def chunk_count(config_path: Path, seconds: float, *, skip_right_padding: bool = False) -> int:
+    """Chunks MSST's inference runs for ``seconds`` of audio (edge padding included), or with
+    ``skip_right_padding`` demixer's, which leaves out those starting in the right padding."""
     from demixer.models.msst.config import read_config
 
     cfg = read_config(config_path, arch="bs_roformer")
     n = round(seconds * cfg.sample_rate)
     border = cfg.chunk_size - cfg.step
-    padded = n + 2 * border if n > 2 * border and border > 0 else n
-    return -(-padded // cfg.step)
+    padded = n > 2 * border and border > 0
+    end = n + border * padded * (1 if skip_right_padding else 2)
+    return -(-end // cfg.step)
+
+
+# The commit from which demixer does not run the chunks that start in the right padding.
+SKIPS_PADDING_SINCE = "01ba1ee"
+
+
+def skips_padding(speed_json: dict[str, Any]) -> bool:
+    """Whether demixer skipped those chunks in this run: it was measured at a commit that
+    holds :data:`SKIPS_PADDING_SINCE` (older runs, or an unknown commit: it did not)."""
+    commit = str(speed_json.get("measured", "")).rpartition("commit ")[2]
+    ancestor = ["git", "merge-base", "--is-ancestor", SKIPS_PADDING_SINCE, commit or "?"]
+    return subprocess.run(ancestor, cwd=common.ROOT, capture_output=True).returncode == 0
 
 
 # --- the comparison --------------------------------------------------------------------------
@@ -415,11 +429,11 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
         "same conditions. Where a song is padded (longer than twice `chunk - step`), demixer "
         "does not run the chunks that start in the right padding, which MSST runs although "
         "they only reach samples it cuts off (stems the same bit for bit): about `num_overlap "
-        "- 1` per song, which weighs most on short inputs: MDX23C 3 of 15 chunks at 12 s, "
-        "SCNet 3 of 17 at 30 s, but 3 of about 128 and 72 on a 3-minute song.\n"
+        "- 1` per song, which weighs most on short inputs (*chunks* under each input).\n"
     )
     for speed_json in sorted(speed_runs, key=lambda run: -run["args"]["seconds"]):
         args = speed_json["args"]
+        skips = skips_padding(speed_json)
         seconds = f"{args['seconds']:g} s"
         out.append(
             f"**{seconds} input** ({speed_json.get('measured', 'date not recorded')}): {seconds} "
@@ -435,7 +449,15 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
                 if all(chunk_count(model_files(m)[0], args["seconds"]) == 1 for m in args["models"])
                 else ""
             )
-            + "\n"
+            + " *chunks* run, MSST and demixer: "
+            + "; ".join(
+                f"{MODELS[m][2]} {chunk_count(model_files(m)[0], args['seconds'])} and "
+                f"{chunk_count(model_files(m)[0], args['seconds'], skip_right_padding=skips)} "
+                f"(on a 3-minute song {chunk_count(model_files(m)[0], 180)} and "
+                f"{chunk_count(model_files(m)[0], 180, skip_right_padding=True)})"
+                for m in args["models"]
+            )
+            + ".\n"
         )
         head = ["model", "system", "separation s (each round)", "s per audio s", "speed-up",
                 "CPU s", "speed-up (CPU)", "agreement dB", "prec.", "other load"]  # fmt: skip
@@ -498,11 +520,14 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
                 for k, v in flops.items()
                 if k.startswith("gflop_chunk ")
             )
-            chunks = chunk_count(model_files(model)[0], args["seconds"])
             for system, runs in speed_json["runs"][model].items():
                 ok = [r for r in runs if "error" not in r]
                 if not ok:
                     continue
+                skipped = skips and system != "msst"
+                chunks = chunk_count(
+                    model_files(model)[0], args["seconds"], skip_right_padding=skipped
+                )
                 achieved = flops["gflop_chunk"] * chunks / _median([r["separate_s"] for r in ok])
                 rows.append([
                     MODELS[model][2], f"{flops['gflop_chunk']:.0f} ({parts})",
