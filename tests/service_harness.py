@@ -200,13 +200,22 @@ def running_server(data_dir: Path, **kwargs: object) -> Iterator[Server]:
         server.kill(signal.SIGTERM)
 
 
-def wait_status(client: httpx.Client, request_id: str, statuses: set[str], timeout: float) -> dict:  # type: ignore[type-arg]
-    """Poll a job's status until it is one of ``statuses``."""
+def wait_status(
+    client: httpx.Client,
+    request_id: str,
+    statuses: set[str],
+    timeout: float,
+    seen: list[dict] | None = None,  # type: ignore[type-arg]
+) -> dict:  # type: ignore[type-arg]
+    """Poll a job's status until it is one of ``statuses`` (each body polled before that is
+    appended to ``seen``)."""
     deadline = time.monotonic() + timeout
     body: dict = {}  # type: ignore[type-arg]
     while time.monotonic() < deadline:
         body = client.get(f"/v1/queue/requests/{request_id}/status", params={"logs": "true"}).json()
         if body.get("status") in statuses:
             return body
+        if seen is not None:
+            seen.append(body)
         time.sleep(0.2)
     raise AssertionError(f"job {request_id} never reached {statuses}: {body}")
