@@ -480,7 +480,7 @@ def test_a_child_killed_mid_job_is_restarted_and_the_job_retried(
 def test_a_job_past_its_time_limit_fails(tmp_path: Path, long_music: Path) -> None:
     env = Env(tmp_path, job_timeout_seconds=1.0)
     with running(Worker(env.services)) as worker:
-        job = env.wait_final(env.submit(long_music), timeout=10)
+        job = env.wait_final(env.submit(long_music))
         assert (job.status, job.error_code, job.attempts) == ("FAILED", "JOB_TIMEOUT", 1)
         assert "1 s" in (job.error_message or "")
         assert worker.child_pids() == [None]  # killed; restarted only for a next job
