@@ -48,7 +48,7 @@ import yaml  # type: ignore[import-untyped]
 import common
 from demixer.models.msst.backend import MsstBackend, backend_for
 from demixer.models.msst.config import read_config
-from msst_speed import MODELS, model_files, snr
+from msst_speed import MODELS, Msst, agreement, model_files
 
 SHORT_SECONDS = 3.0  # under every family's chunk: the one-chunk path
 
@@ -95,29 +95,6 @@ def _config_with_batch(config: Path, batch: int, tmp: Path) -> Path:
     return path
 
 
-class Msst:
-    """MSST's network and ``demix`` on ``device`` (fp16 autocast on CUDA unless ``amp`` off)."""
-
-    def __init__(self, arch: str, config: Path, checkpoint: Path, device: torch.device) -> None:
-        from msst.utils.settings import get_model_from_config
-
-        from demixer.models.msst.config import stem_name
-
-        self.arch, self.device, self._name = arch, device, stem_name
-        self.model, self.cfg = get_model_from_config(arch, str(config))
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state)
-        self.model.to(device).eval()
-
-    def separate(self, mix: np.ndarray, *, amp: bool) -> dict[str, np.ndarray]:
-        from msst.utils.model_utils import demix
-
-        self.cfg.training.use_amp = amp
-        with torch.inference_mode():
-            stems = demix(self.cfg, self.model, mix, self.device, self.arch)
-        return {self._name(name): np.asarray(audio) for name, audio in stems.items()}
-
-
 def _demixer(
     arch: str, config: Path, checkpoint: Path, device: torch.device, precision: str
 ) -> MsstBackend:
@@ -127,10 +104,6 @@ def _demixer(
 
 def _peak_diff(ref: dict[str, np.ndarray], est: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(ref[s] - est[s]).max()) for s in ref)
-
-
-def _agreement(ref: dict[str, np.ndarray], est: dict[str, np.ndarray]) -> float:
-    return min(snr(ref[s], est[s]) for s in ref)
 
 
 def _input(args: argparse.Namespace) -> np.ndarray:
@@ -172,7 +145,7 @@ def _speed_runs(
                 "precision": precision,
                 "seconds": seconds,
                 "peak_gpu_mb": peak,
-                "snr_vs_msst_fp32_db": _agreement(reference, stems),
+                "snr_vs_msst_fp32_db": agreement(reference, stems),
             }
         )
     return entries

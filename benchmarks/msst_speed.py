@@ -147,6 +147,34 @@ def model_files(name: str, shrink: bool = False) -> tuple[Path, Path, str]:
 # --- one run (in its own process) ------------------------------------------------------------
 
 
+class Msst:
+    """MSST's network (``get_model_from_config``, the checkpoint loaded) and its ``demix`` on
+    ``device``; stems named as demixer names them ("Vocals" -> "vocals"), so that they pair up."""
+
+    def __init__(self, arch: str, config: Path, checkpoint: Path, device: Any) -> None:
+        import torch
+        from msst.utils.settings import get_model_from_config
+
+        self.arch, self.device = arch, device
+        self.model, self.cfg = get_model_from_config(arch, str(config))
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.to(device).eval()
+
+    def separate(self, mix: np.ndarray, *, amp: bool) -> dict[str, np.ndarray]:
+        """``demix`` of a whole ``(channels, samples)`` mix; ``amp``: MSST's autocast (fp16,
+        CUDA only; its ``training.use_amp``, on by default)."""
+        import torch
+        from msst.utils.model_utils import demix
+
+        from demixer.models.msst.config import stem_name
+
+        self.cfg.training.use_amp = amp
+        with torch.inference_mode():
+            stems = demix(self.cfg, self.model, mix, self.device, self.arch)
+        return {stem_name(name): np.asarray(audio) for name, audio in stems.items()}
+
+
 def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, out: Path) -> None:
     """The subprocess side: load, separate once (timed), write stems and a result JSON."""
     started = time.perf_counter()
@@ -161,19 +189,9 @@ def run_one(system: str, arch: str, config: Path, checkpoint: Path, wav: Path, o
     cpu = 0.0
     stems: dict[str, np.ndarray] = {}
     if system == "msst":
-        from msst.utils.model_utils import demix
-        from msst.utils.settings import get_model_from_config
-
-        from demixer.models.msst.config import stem_name
-
-        model, cfg = get_model_from_config(arch, str(config))
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        model.eval()
+        msst = Msst(arch, config, checkpoint, torch.device("cpu"))
         loaded, cpu = time.perf_counter(), _cpu_s()
-        with torch.inference_mode():
-            estimates = demix(cfg, model, mix, "cpu", arch)
-        # Named as demixer names them ("Vocals" -> "vocals"), so that the stems pair up.
-        stems = {stem_name(instrument): audio for instrument, audio in estimates.items()}
+        stems = msst.separate(mix, amp=False)
         precision = "fp32"
     else:
         from demixer.engine import Separator
@@ -321,6 +339,11 @@ def snr(ref: np.ndarray, est: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref64**2) / max(err, 1e-30)))
 
 
+def agreement(ref: dict[str, np.ndarray], est: dict[str, np.ndarray]) -> float:
+    """The lowest SNR (dB) of ``est``'s stems against ``ref``'s."""
+    return min(snr(ref[stem], est[stem]) for stem in ref)
+
+
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     wav = common.long_mix(args.seconds, "wav")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -344,9 +367,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
                 for system in ("demixer", "demixer-fp32"):
                     if "msst" in outs and system in outs:
                         ref = outs["msst"]
-                        runs[name][system][-1]["snr_db"] = min(
-                            snr(ref[k], outs[system][k]) for k in ref
-                        )
+                        runs[name][system][-1]["snr_db"] = agreement(ref, outs[system])
     return runs
 
 
