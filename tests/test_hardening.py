@@ -134,6 +134,58 @@ def test_deeply_nested_json_is_a_bad_request_in_each_envelope(api: Api) -> None:
     native(r, 400, "INVALID_REQUEST")
 
 
+def test_nul_and_lone_surrogates_are_bad_requests_in_each_envelope(api: Api) -> None:
+    # Text no field takes. A NUL ("\u0000" in JSON, %00 in a URL): PostgreSQL cannot hold it,
+    # so a write or even a lookup with one was a 500 there (SQLite stored it). A lone UTF-16
+    # surrogate ("\ud800" in JSON): no UTF-8 can carry it, so the database write (Gaudio: 1100
+    # "internal server error") and the error quoting it (native stems: 500) failed.
+    json_type = {"Content-Type": "application/json"}
+    gaudio = {"x-ga-apikey": api.key, **json_type}
+    url = "https://example.com/a.mp3"
+    for bad, what in (("a\x00b", "a NUL character"), ("\ud800", "a lone UTF-16 surrogate")):
+        holds = f"the request body holds {what}"
+        for path, body in (
+            ("/v1/files/upload-multipart/create", {"fileName": f"{bad}.mp3", "fileSize": 1000}),
+            ("/v1/files/upload-multipart/complete", {"uploadId": bad, "parts": []}),
+            ("/v1/gsep_music_hq_v1/jobs", {"audioUploadId": bad, "type": "vocal"}),
+        ):
+            r = api.client.post(f"{GAUDIO}{path}", content=json.dumps(body), headers=gaudio)
+            assert gaudio_result(r, 1100).startswith(holds)
+        for body in ({"audioUrl": f"{url}?{bad}"}, {"taskId": bad, "audioId": bad}):
+            r = api.post(f"{SUNO}/generate", content=json.dumps(body), headers=json_type)
+            assert suno_error(r, 400).startswith(f"bad parameters: {holds}")
+        for route, field in (("stems", {"stems": [bad]}), ("separate", {"prompt": bad})):
+            body = {"input": {"audio_url": url, **field}}
+            r = api.post(f"/v1/queue/audio/{route}", content=json.dumps(body), headers=json_type)
+            error = native(r, 400, "INVALID_REQUEST")
+            assert error["message"].startswith(holds) and error["param"] is None
+        form = {"stems": json.dumps([bad]), "audio_url": url}
+        r = api.client.post(f"{MUSICGPT}/Extraction", data=form, headers={"Authorization": api.key})
+        musicgpt_error(r, 400, "INVALID_REQUEST")
+    body = {"file_name": "a\x00b.wav", "content_type": "audio/wav", "file_size": 100,
+            "purpose": "audio.separate.input"}  # fmt: skip
+    r = api.post("/v1/files", content=json.dumps(body), headers=json_type)
+    assert native(r, 400, "INVALID_REQUEST")["message"].startswith("the request body holds a NUL")
+    body = {"input": {"audio_url": url, "prompt": "vocals"}}
+    r = api.post("/v1/queue/audio/separate", json=body, headers={"Idempotency-Key": "k\x00"})
+    assert native(r, 400, "INVALID_REQUEST")["param"] == "Idempotency-Key"
+    # A NUL in the URL, before any lookup.
+    in_url = "the URL holds a NUL character"
+    for path in ("/v1/queue/requests/a%00b/status", "/v1/files/a%00b", "/v1/usage?from=%00"):
+        assert native(api.get(path), 400, "INVALID_REQUEST")["message"].startswith(in_url)
+    r = api.get(f"{MUSICGPT}/byId?conversionType=EXTRACTION&task_id=a%00b",
+                headers={"Authorization": api.key})  # fmt: skip
+    musicgpt_error(r, 400, "INVALID_REQUEST")
+    assert suno_error(api.get(f"{SUNO}/record-info?taskId=a%00b"), 400).startswith(in_url)
+    r = api.client.get(f"{GAUDIO}/v1/gsep_music_hq_v1/jobs/a%00b", headers=gaudio)
+    assert gaudio_result(r, 1100).startswith(in_url)
+    # Nothing was queued, and a whole pair (an emoji) is a character like any other.
+    assert api.get("/v1/queue/requests").json()["data"] == []
+    body = {"input": {"audio_url": url, "stems": ["\U0001f3b8"]}}
+    r = api.post("/v1/queue/audio/stems", content=json.dumps(body), headers=json_type)
+    assert "makes \U0001f3b8;" in native(r, 422, "UNKNOWN_STEM")["message"]
+
+
 def test_vendor_crashes_answer_in_the_vendor_envelope(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -74,10 +74,17 @@ class DemixerError(Exception):
     param: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
+        message = _utf8(message)
         super().__init__(message)
         self.message = message
         if param is not None:
-            self.param = param
+            self.param = _utf8(param)
+
+
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (a JSON ``\\ud800`` escape quoted back
+    in a message) written as that escape, so that the error can always be sent and logged."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class InvalidAudio(DemixerError):

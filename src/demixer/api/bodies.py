@@ -14,16 +14,26 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.errors import Envelope, render_error
+from demixer.api.text import refused_text
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge
 
-__all__ = ["FORM_OVERHEAD", "UPLOAD_ROUTES", "BodyLimitMiddleware", "UploadRoute", "parse_json"]
+__all__ = [
+    "FORM_OVERHEAD",
+    "UPLOAD_ROUTES",
+    "BodyLimitMiddleware",
+    "JsonRoute",
+    "UploadRoute",
+    "parse_json",
+]
 
 FORM_OVERHEAD = 1 << 20  # bytes of multipart headers, boundaries and small fields beside a file
 
@@ -78,13 +88,47 @@ def _may_have_body(scope: Scope) -> bool:
 
 def parse_json(raw: bytes) -> Any:
     """``raw`` parsed as JSON; anything that is not (bad syntax, bad UTF-8, nesting too deep
-    for the parser) is an ``InvalidRequest``, never a crash."""
+    for the parser, a string holding text no field takes: see ``demixer.api.text``) is an
+    ``InvalidRequest``, never a crash."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, RecursionError):
         raise InvalidRequest(
             "the request body is not valid JSON (or is nested too deeply)"
         ) from None
+    reason = refused_text(raw)
+    if reason:
+        raise InvalidRequest(f"the request body holds {reason}")
+    return value
+
+
+class JsonRequest(Request):
+    """A request whose JSON body, as FastAPI reads it for a body model, refuses what
+    :func:`parse_json` refuses (as a JSON decode error, which answers 400 ``INVALID_REQUEST``)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            raw = await self.body()
+            value = json.loads(raw)
+            reason = refused_text(raw)
+            if reason:
+                doc = raw.decode("utf-8", "replace")
+                raise json.JSONDecodeError(f"the request body holds {reason}", doc, 0)
+            self._json = value
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    """A route that reads its JSON body as :class:`JsonRequest` (FastAPI's documented way to
+    change how a route reads its request)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(JsonRequest(request.scope, request.receive))
+
+        return route
 
 
 class BodyLimitMiddleware:

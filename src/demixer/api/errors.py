@@ -25,6 +25,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from demixer.api.text import NUL, check_url
 from demixer.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -48,7 +49,7 @@ from demixer.errors import (
     UnsupportedMediaType,
 )
 from demixer.service.accounts.keys import Unauthorized, new_id
-from demixer.service.db import is_disk_full, is_unavailable
+from demixer.service.db import is_disk_full, is_nul_text, is_unavailable
 from demixer.service.jobs.queue import JobConflict
 from demixer.storage import BlobNotFound
 
@@ -60,6 +61,7 @@ __all__ = [
     "error_body",
     "error_response",
     "install_error_handlers",
+    "invalid_request",
     "render_error",
     "request_id",
     "status_for",
@@ -170,13 +172,17 @@ async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
 def as_demixer_error(exc: Exception) -> DemixerError:
     """``exc`` for a vendor's error envelope: demixer's own errors as they are, a full disk
     (the database's, or an ``OSError`` on the way) as :class:`StorageFull`, an unreachable
-    database as :class:`DatabaseUnavailable`; anything else is raised again (a bug: a 500)."""
+    database as :class:`DatabaseUnavailable`, a NUL PostgreSQL cannot store (from where no
+    check of ``api/text.py`` looks: a header) as :class:`InvalidRequest`; anything else is
+    raised again (a bug: a 500)."""
     if isinstance(exc, DemixerError):
         return exc
     if is_disk_full(exc) or StorageFull.caused(exc):
         return StorageFull()
     if is_unavailable(exc):
         return DatabaseUnavailable()
+    if is_nul_text(exc):
+        return InvalidRequest(f"the request holds {NUL}")
     raise exc
 
 
@@ -186,11 +192,16 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _demixer_error(request, as_demixer_error(exc))
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = list(exc.errors())
+def invalid_request(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
+    """pydantic's (or FastAPI's) validation ``errors`` as one :class:`InvalidRequest`: the first
+    five as ``where: what``, ``param`` the first one's path; a body that is not JSON says so
+    (with the parser's reason, and no ``param``)."""
     first = errors[0] if errors else {}
-    param = _param(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        reason = str((first.get("ctx") or {}).get("error") or "it cannot be parsed")
+        if reason.startswith("the request body"):  # bodies.JsonRequest's own refusal
+            return InvalidRequest(reason)
+        return InvalidRequest(f"the request body is not valid JSON: {reason}")
     parts = []
     for error in errors[:5]:
         where = _param(error.get("loc", ()))
@@ -199,9 +210,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
     message = "; ".join(parts) or "invalid request"
-    return JSONResponse(
-        error_body("INVALID_REQUEST", message, param, request_id(request)), status_code=400
-    )
+    return InvalidRequest(message, param=_param(first.get("loc", ())))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(invalid_request(list(exc.errors())), request_id(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -226,7 +240,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class RequestIdMiddleware:
-    """Gives each request an id (``x-request-id``) and turns unexpected exceptions into 500s.
+    """Gives each request an id (``x-request-id``), refuses a NUL in its URL (400
+    ``INVALID_REQUEST``), and turns unexpected exceptions into 500s.
 
     It sits outside FastAPI's exception handlers, so even a crash answers the error shape with
     the header (the vendor's own envelope under a vendor prefix, see :func:`render_error`); the
@@ -253,6 +268,7 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
+            check_url(scope)  # a %00 would reach a database lookup: see api/text.py
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             try:

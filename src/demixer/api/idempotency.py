@@ -189,8 +189,8 @@ async def idempotency(request: Request) -> Idempotency:
     if key is None:
         return Idempotency(None)
     key = key.strip()
-    if not key or len(key) > _MAX_KEY:
-        raise InvalidRequest(f"{HEADER} must be 1 to {_MAX_KEY} characters", param=HEADER)
+    if not key or len(key) > _MAX_KEY or not key.isprintable():
+        raise InvalidRequest(f"{HEADER} must be 1 to {_MAX_KEY} printable characters", param=HEADER)
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type not in ("application/json", ""):
         return Idempotency(None)  # multipart uploads (see the module docstring); 415s

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from demixer.api.errors import invalid_request
 from demixer.api.jobs import urls
 from demixer.api.schemas import (
     QueueBody,
@@ -337,9 +338,7 @@ def _contract(**fields: Any) -> JobParams:
     try:
         return JobParams(**fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{where}: {first['msg']}", param=where or None) from None
+        raise invalid_request(exc.errors()[:1]) from None
 
 
 def _default_model(

@@ -69,6 +69,12 @@ def is_disk_full(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == _PG_DISK_FULL or "disk is full" in str(orig)
 
 
+def is_nul_text(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a text value holding a NUL character (SQLite
+    stores it): the request's fault, refused before anything was written."""
+    return isinstance(exc, DBAPIError) and "cannot contain NUL" in str(exc.orig)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database cannot be reached now (down, restarting, connection
     cut, SQLite locked), as opposed to a bug or a constraint: trying again later may work."""

@@ -23,6 +23,7 @@ from demixer.api.auth import (
     authorize,
     bearer_secret,
 )
+from demixer.api.bodies import JsonRoute
 from demixer.api.errors import error_body
 from demixer.api.idempotency import IdempotencyDep
 from demixer.api.lanes import Lane
@@ -44,7 +45,7 @@ from demixer.service.jobs.queue import CANCELLED, FINAL
 
 __all__ = ["LANES", "router"]
 
-router = APIRouter(prefix="/v1/queue", tags=["queue"])
+router = APIRouter(prefix="/v1/queue", tags=["queue"], route_class=JsonRoute)
 
 _SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429)
 _READ_ERRORS = error_responses(401, 403, 404)

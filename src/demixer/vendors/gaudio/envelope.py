@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 
-from demixer.api.errors import as_demixer_error
+from demixer.api.errors import as_demixer_error, invalid_request
 from demixer.errors import (
     Conflict,
     DemixerError,
@@ -175,9 +175,6 @@ class GaudioRoute(APIRoute):
             except (DemixerError, DBAPIError) as exc:
                 return error_response(as_demixer_error(exc))
             except RequestValidationError as exc:
-                first: dict[str, Any] = next(iter(exc.errors()), {})
-                where = ".".join(str(p) for p in first.get("loc", ()))
-                message = f"{where}: {first.get('msg', 'invalid value')}"
-                return error_response(InvalidRequest(message))
+                return error_response(invalid_request(list(exc.errors())))
 
         return route

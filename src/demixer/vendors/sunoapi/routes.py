@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from demixer.api import lanes, submit
 from demixer.api.auth import ServicesDep, require
 from demixer.api.bodies import parse_json
-from demixer.api.errors import as_demixer_error
+from demixer.api.errors import as_demixer_error, invalid_request
 from demixer.api.jobs import fetch_job
 from demixer.api.lanes import Lane, only_query
 from demixer.api.schemas import StemsRequest
@@ -224,8 +224,10 @@ def _plan(body: GenerateBody, installed: list[ModelSpec]) -> tuple[list[str], st
 def _generate(services: Services, identity: Identity, raw: bytes) -> JSONResponse:
     try:
         body = GenerateBody.model_validate(parse_json(raw or b"{}"))
-    except (InvalidRequest, ValidationError) as exc:
-        return _envelope(400, f"bad parameters: {str(exc)[:500]}")
+    except InvalidRequest as exc:
+        return _envelope(400, f"bad parameters: {exc.message}")
+    except ValidationError as exc:
+        return _envelope(400, f"bad parameters: {invalid_request(exc.errors()).message}")
     source = _source(services, identity.account_id, body)
     installed = submit.installed_models(services)
     stems, model = _plan(body, installed)
@@ -233,8 +235,8 @@ def _generate(services: Services, identity: Identity, raw: bytes) -> JSONRespons
         req = StemsRequest.model_validate(
             {"input": {**source, "stems": stems, "model": model}, "webhookUrl": body.callBackUrl}
         )
-    except ValidationError as exc:
-        return _envelope(400, f"bad parameters: {str(exc)[:500]}")
+    except ValidationError as exc:  # e.g. an over-long URL, named as the request names it
+        return _envelope(400, f"bad parameters: {exc.errors()[0]['msg']}")
     how = submit.PlanOptions(
         # split_stem: every stem, no instrumental (nothing is left to a residual).
         residual="never" if body.type == "split_stem" else "always",
