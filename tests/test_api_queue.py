@@ -394,6 +394,44 @@ def test_result_after_the_worker_completes(api: Api) -> None:
     assert [line["message"] for line in status["logs"]][-1].startswith("completed")
 
 
+@pytest.mark.backends("sqlite")  # on S3 the URLs are the bucket's own (presigned)
+def test_a_stem_download_serves_one_byte_range_and_head(api: Api) -> None:
+    # A browser seeking in a stem, a download manager resuming one: one range answers 206.
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    url = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
+    whole = api.files.get("mono.wav").path.read_bytes()
+    size = len(whole)
+    for asked, first, last in (
+        ("bytes=0-9", 0, 9),
+        ("bytes=100-", 100, size - 1),
+        ("bytes=-10", size - 10, size - 1),
+        (f"bytes=5-{size + 100}", 5, size - 1),
+    ):
+        r = api.fetch(url, headers={"Range": asked})
+        assert r.status_code == 206, (asked, r.text)
+        assert r.headers["content-range"] == f"bytes {first}-{last}/{size}"
+        assert r.content == whole[first : last + 1]
+    r = api.fetch(url, headers={"Range": f"bytes={size}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
+    assert "outside this" in _error(r, 416, "RANGE_NOT_SATISFIABLE", param="Range")
+    # Several ranges, a range that does not parse, or If-Range: the whole file (RFC 9110).
+    for headers in (
+        {"Range": "bytes=0-1,5-6"},
+        {"Range": "bytes=9-2"},
+        {"Range": "bytes=0-9", "If-Range": '"v1"'},
+    ):
+        r = api.fetch(url, headers=headers)
+        assert r.status_code == 200 and r.content == whole, headers
+        assert r.headers["accept-ranges"] == "bytes"
+    head = api.send("HEAD", url)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == size
+    assert head.headers["content-type"] == "audio/wav"
+    assert 'filename="song_target.wav"' in head.headers["content-disposition"]
+    assert api.send("HEAD", api.tampered(url)).status_code == 403
+
+
 def test_failed_result_carries_the_failure_code(api: Api) -> None:
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     api.services.queue.claim("w1")

@@ -133,6 +133,8 @@ def test_delete_prefix_copy_and_local_path(store: S3Storage, tmp_path: Any) -> N
     src.write_bytes(b"x" * 12345)
     assert store.put_file("outputs/k/f.bin", src) == 12345
     assert store.size("outputs/k/f.bin") == 12345
+    with store.open("outputs/k/copy", 7) as tail:  # a download's byte range
+        assert tail.read() == b"file_10"
 
 
 def test_copy_of_a_blob_larger_than_a_part(store: S3Storage) -> None:

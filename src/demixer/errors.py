@@ -43,6 +43,7 @@ __all__ = [
     "NoStemsRequested",
     "NotFound",
     "NotReady",
+    "RangeNotSatisfiable",
     "RateLimited",
     "RequestTooLarge",
     "ResultExpired",
@@ -264,6 +265,16 @@ class UrlExpired(Gone):
     """A signed URL past its ``expires`` time."""
 
     code = "URL_EXPIRED"
+
+
+class RangeNotSatisfiable(DemixerError):
+    """A download's ``Range`` starts past the blob's end (answered with its size)."""
+
+    code = "RANGE_NOT_SATISFIABLE"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the requested range lies outside this {size}-byte file", param="Range")
+        self.size = size
 
 
 class FileExpired(Gone):

@@ -39,6 +39,7 @@ from demixer.errors import (
     JobFailed,
     ModelUnavailable,
     NotFound,
+    RangeNotSatisfiable,
     RateLimited,
     ServiceUnavailable,
     StorageFull,
@@ -86,6 +87,7 @@ STATUS: dict[type[DemixerError], int] = {
     Gone: 410,  # URL_EXPIRED, FILE_EXPIRED
     FileTooLarge: 413,
     UnsupportedMediaType: 415,  # UNSUPPORTED_MEDIA_TYPE, CONTENT_TYPE_MISMATCH
+    RangeNotSatisfiable: 416,  # a download's Range past the end
     InvalidAudio: 422,  # INVALID_AUDIO, DURATION_LIMIT
     UnknownStem: 422,  # UNKNOWN_STEM, UNSUPPORTED_PROMPT
     UnknownQuality: 422,  # UNKNOWN_QUALITY (`input.quality`)
@@ -141,10 +143,12 @@ def _param(loc: Sequence[Any]) -> str | None:
 def error_response(exc: DemixerError, rid: str | None) -> JSONResponse:
     """``exc`` in the native shape, with its status (and ``Retry-After`` where waiting helps:
     RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS, STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
-    STORAGE_FULL)."""
+    STORAGE_FULL; ``Content-Range`` with the size on RANGE_NOT_SATISFIABLE)."""
     headers = None
     if isinstance(exc, RateLimited | ServiceUnavailable):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, RangeNotSatisfiable):
+        headers = {"Content-Range": f"bytes */{exc.size}"}
     return JSONResponse(
         error_body(exc.code, exc.message, exc.param, rid),
         status_code=status_for(exc),

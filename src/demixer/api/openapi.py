@@ -31,6 +31,8 @@ _DESCRIPTIONS = {
     413: "Too large: an upload (`FILE_TOO_LARGE`) or a request body (`REQUEST_TOO_LARGE`) over "
     "its limit; nothing past the limit was read",
     415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",
+    416: "The `Range` starts past the end of the file (`RANGE_NOT_SATISFIABLE`); "
+    "`Content-Range: bytes */SIZE` gives its size",
     422: "Unprocessable (`INVALID_AUDIO`, `DURATION_LIMIT`, `UNKNOWN_STEM`, "
     "`UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a failed request's code)",
     429: "Rate limited (`RATE_LIMITED`, `TOO_MANY_CONCURRENT_JOBS`); see `Retry-After`",

@@ -59,8 +59,8 @@ class Storage(Protocol):
         """Store a local file under ``key``; returns its size."""
         ...
 
-    def open(self, key: str) -> BinaryIO:
-        """Read a blob (raises BlobNotFound)."""
+    def open(self, key: str, start: int = 0) -> BinaryIO:
+        """Read a blob from byte ``start`` on (raises BlobNotFound)."""
         ...
 
     def size(self, key: str) -> int:

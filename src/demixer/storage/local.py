@@ -115,11 +115,13 @@ class LocalStorage:
             raise
         return dst.stat().st_size
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, start: int = 0) -> BinaryIO:
         try:
-            return self._path(key).open("rb")
+            handle = self._path(key).open("rb")
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {key}") from None
+        handle.seek(start)
+        return handle
 
     def size(self, key: str) -> int:
         try:

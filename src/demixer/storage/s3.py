@@ -265,8 +265,9 @@ class S3Storage:
             self._client.upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)
         return path.stat().st_size
 
-    def open(self, key: str) -> BinaryIO:
-        answer = self._call(key, self._client.get_object, Key=self._key(key))
+    def open(self, key: str, start: int = 0) -> BinaryIO:
+        ranged = {"Range": f"bytes={start}-"} if start else {}
+        answer = self._call(key, self._client.get_object, Key=self._key(key), **ranged)
         return cast(BinaryIO, _Body(answer["Body"]))
 
     def size(self, key: str) -> int:

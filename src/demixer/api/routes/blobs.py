@@ -7,19 +7,27 @@ The signature (HMAC over method, key and expiry) is the authorisation: a wrong o
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Iterator
 from functools import partial
 from typing import Any, BinaryIO, cast
 
 import anyio.to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from demixer.api import uploads
 from demixer.api.auth import ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileObject
-from demixer.errors import FileExpired, InvalidSignature, NotFound, ResultExpired, UrlExpired
+from demixer.errors import (
+    FileExpired,
+    InvalidSignature,
+    NotFound,
+    RangeNotSatisfiable,
+    ResultExpired,
+    UrlExpired,
+)
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileState
 from demixer.service.retention.expiry import result_expired
@@ -31,6 +39,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["blobs"])
 
 _CHUNK = 1 << 20
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")  # one range (several: a comma, no match)
 _Expires = Query(description="Unix seconds after which the URL answers 410.")
 _Sig = Query(description="The URL's signature.")
 _PUT_BODY: dict[str, Any] = {
@@ -81,36 +90,89 @@ def _describe(services: Services, key: str) -> tuple[str, str]:
     return mimetypes.guess_type(name)[0] or "application/octet-stream", name
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range a ``Range`` header asks of ``size`` bytes, as (first, last), last
+    clipped to the end; None for the whole blob: no header, several ranges, another unit or a
+    range that does not parse, which RFC 9110 lets a server ignore.
+
+    Raises:
+        RangeNotSatisfiable: the range starts past the end (or asks for the last 0 bytes).
+    """
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None  # not a valid range: ignored
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    return start, min(int(last), size - 1) if last else size - 1
+
+
+def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str]]:
+    content_type, file_name = _describe(services, key)
+    headers = {"Accept-Ranges": "bytes", "Content-Disposition": content_disposition(file_name)}
+    return content_type, services.storage.size(key), headers
+
+
 @router.get(
     "/blobs/{key:path}",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
-        **error_responses(403, 404, 410),
+        206: {"description": "The byte range `Range` asked for (`Content-Range` says which)."},
+        **error_responses(403, 404, 410, 416),
     },
 )
 def download(
-    key: str, services: ServicesDep, expires: int = _Expires, sig: str = _Sig
+    key: str,
+    request: Request,
+    services: ServicesDep,
+    expires: int = _Expires,
+    sig: str = _Sig,
 ) -> StreamingResponse:
-    """Stream a blob (an output stem) through a signed URL; no API key."""
+    """Stream a blob (an output stem) through a signed URL; no API key. One byte range
+    (`Range: bytes=first-last`, `first-`, `-count`) answers 206, so a player can seek and a
+    download can resume; several ranges, or a request with `If-Range`, get the whole blob."""
     _check(services, "GET", key, expires, sig)
-    content_type, file_name = _describe(services, key)
-    size = services.storage.size(key)
-    handle = services.storage.open(key)
+    content_type, size, headers = _blob_headers(services, key)
+    wanted = None if "if-range" in request.headers else request.headers.get("range")
+    span = byte_range(wanted, size)
+    first, last = span or (0, size - 1)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    headers["Content-Length"] = str(last - first + 1)
+    handle = services.storage.open(key, first)
 
     def chunks() -> Iterator[bytes]:
+        left = last - first + 1
         with handle:
-            while chunk := handle.read(_CHUNK):
+            while left > 0 and (chunk := handle.read(min(_CHUNK, left))):
+                left -= len(chunk)
                 yield chunk
 
-    return StreamingResponse(
-        chunks(),
-        media_type=content_type,
-        headers={
-            "Content-Length": str(size),
-            "Content-Disposition": content_disposition(file_name),
-        },
-    )
+    status = 200 if span is None else 206
+    return StreamingResponse(chunks(), status, headers, media_type=content_type)
+
+
+@router.head("/blobs/{key:path}", responses=error_responses(403, 404, 410))
+def download_headers(
+    key: str, services: ServicesDep, expires: int = _Expires, sig: str = _Sig
+) -> Response:
+    """What a GET of the same signed URL would answer, without the body: its size
+    (`Content-Length`), type and file name."""
+    _check(services, "GET", key, expires, sig)  # a GET URL answers HEAD too
+    content_type, size, headers = _blob_headers(services, key)
+    headers["Content-Length"] = str(size)
+    return Response(None, 200, headers, media_type=content_type)
 
 
 @router.put(
