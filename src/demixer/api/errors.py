@@ -14,7 +14,7 @@ vendor's :data:`Envelope` for its path prefix (``envelopes`` given to the app), 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.text import NUL, check_url
+from demixer.api.validation import invalid_request
 from demixer.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -62,7 +63,6 @@ __all__ = [
     "error_body",
     "error_response",
     "install_error_handlers",
-    "invalid_request",
     "render_error",
     "request_id",
     "status_for",
@@ -133,13 +133,6 @@ def error_body(
     return {"error": {"code": code, "message": message, "param": param, "request_id": rid}}
 
 
-def _param(loc: Sequence[Any]) -> str | None:
-    parts = list(loc)
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
-        parts = parts[1:]
-    return ".".join(str(p) for p in parts) or None
-
-
 def error_response(exc: DemixerError, rid: str | None) -> JSONResponse:
     """``exc`` in the native shape, with its status (and ``Retry-After`` where waiting helps:
     RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS, STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
@@ -194,27 +187,6 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """SQLAlchemy's errors, translated at this boundary: an unreachable database is a 503
     ``DATABASE_UNAVAILABLE`` (the pool reconnects once it is back); anything else is a bug."""
     return await _demixer_error(request, as_demixer_error(exc))
-
-
-def invalid_request(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
-    """pydantic's (or FastAPI's) validation ``errors`` as one :class:`InvalidRequest`: the first
-    five as ``where: what``, ``param`` the first one's path; a body that is not JSON says so
-    (with the parser's reason, and no ``param``)."""
-    first = errors[0] if errors else {}
-    if first.get("type") == "json_invalid":
-        reason = str((first.get("ctx") or {}).get("error") or "it cannot be parsed")
-        if reason.startswith("the request body"):  # bodies.JsonRequest's own refusal
-            return InvalidRequest(reason)
-        return InvalidRequest(f"the request body is not valid JSON: {reason}")
-    parts = []
-    for error in errors[:5]:
-        where = _param(error.get("loc", ()))
-        msg = str(error.get("msg", "invalid value"))
-        parts.append(f"{where}: {msg}" if where else msg)
-    if len(errors) > 5:
-        parts.append(f"and {len(errors) - 5} more")
-    message = "; ".join(parts) or "invalid request"
-    return InvalidRequest(message, param=_param(first.get("loc", ())))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

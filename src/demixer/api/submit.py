@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from demixer.api.errors import invalid_request
 from demixer.api.jobs import urls
 from demixer.api.schemas import (
     QueueBody,
@@ -27,6 +26,7 @@ from demixer.api.schemas import (
     WebhookInfo,
 )
 from demixer.api.uploads import owned_file, settle_pending
+from demixer.api.validation import invalid_request
 from demixer.audio import OutputFormat
 from demixer.engine.spans import Span
 from demixer.engine.stems import RESIDUAL, choose_model, plan_stems

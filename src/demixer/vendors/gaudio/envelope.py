@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 
-from demixer.api.errors import as_demixer_error, invalid_request
+from demixer.api.errors import as_demixer_error
+from demixer.api.validation import invalid_request
 from demixer.errors import (
     Conflict,
     DemixerError,

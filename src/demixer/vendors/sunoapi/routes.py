@@ -46,10 +46,11 @@ from sqlalchemy.exc import DBAPIError
 from demixer.api import lanes, submit
 from demixer.api.auth import ServicesDep, require
 from demixer.api.bodies import parse_json
-from demixer.api.errors import as_demixer_error, invalid_request
+from demixer.api.errors import as_demixer_error
 from demixer.api.jobs import fetch_job
 from demixer.api.lanes import Lane, only_query
 from demixer.api.schemas import StemsRequest
+from demixer.api.validation import invalid_request
 from demixer.errors import (
     DemixerError,
     FileTooLarge,
