@@ -21,6 +21,7 @@ import soundfile as sf
 from api_support import Api, make_api
 from conftest import Backend
 from demixer.storage.s3 import S3Storage
+from demixer.vendors.gaudio import multipart
 from service_harness import Server, create_key, fast_env, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -265,3 +266,83 @@ def test_rate_limited_is_429_with_gaudio_body(make_api: Any) -> None:
     assert r.status_code == 429
     assert r.json()["error"] == "too_many_requests" and r.json()["message"]
     assert "Retry-After" in r.headers
+
+
+# --- completions that race (in process, so the race can be set up exactly) -----------------
+
+
+def _upload_parts(api: Api, data: bytes) -> tuple[str, list[dict[str, Any]]]:
+    headers = {"x-ga-apikey": api.key}
+    created = api.client.post(
+        f"{BASE}/v1/files/upload-multipart/create",
+        json={"fileName": "race.wav", "fileSize": len(data)},
+        headers=headers,
+    ).json()["resultData"]
+    chunk, parts = created["chunkSize"], []
+    for i, url in enumerate(created["preSignedUrl"]):
+        put = api.send("PUT", url, content=data[i * chunk : (i + 1) * chunk])
+        assert put.status_code == 200, put.text
+        parts.append({"awsETag": put.headers["ETag"].strip('"'), "partNumber": i + 1})
+    return created["uploadId"], parts
+
+
+def _complete(api: Api, upload_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    r = api.client.post(
+        f"{BASE}/v1/files/upload-multipart/complete",
+        json={"uploadId": upload_id, "parts": parts},
+        headers={"x-ga-apikey": api.key},
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _completed_while_another_read_it(
+    api: Api, monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> tuple[str, list[dict[str, Any]]]:
+    """Upload ``data`` and complete it; the next completion then reads the upload as it was
+    before (pending): it started while the first one was still running."""
+    upload_id, parts = _upload_parts(api, data)
+    stale = multipart._live_row(api.services, upload_id)
+    assert _complete(api, upload_id, parts)["resultCode"] == 1000
+    real, calls = multipart._live_row, []
+
+    def live_row(services: Any, upload_id: str, account_id: str | None = None) -> Any:
+        calls.append(upload_id)
+        return stale if len(calls) == 1 else real(services, upload_id, account_id)
+
+    monkeypatch.setattr(multipart, "_live_row", live_row)
+    return upload_id, parts
+
+
+def test_a_completion_racing_another_answers_as_that_one_does(
+    make_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client retrying a slow completion: the retry read the upload while it was pending and
+    # finds its parts gone (the first call recorded the file, then removed them). It answered
+    # 1100 "part 1 was never uploaded" (on S3: "no open multipart upload").
+    api: Api = make_api()
+    data = wav_bytes(0.5)
+    upload_id, parts = _completed_while_another_read_it(api, monkeypatch, data)
+    assert _complete(api, upload_id, parts) == {"resultCode": 1000, "resultData": None}
+    info = api.get(f"/v1/files/{upload_id}").json()
+    assert info["status"] == "uploaded" and info["file_size"] == len(data)
+    with api.services.storage.open(f"inputs/{upload_id}") as stored:
+        assert stored.read() == data
+
+
+@pytest.mark.backends("sqlite")  # the API assembles the parts itself only on local storage
+def test_a_wrong_completion_racing_a_right_one_leaves_its_file(
+    make_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wrong one (bad ETags) read the upload pending and still finds the parts: it wrote
+    # them over the file the right one had stored, found the ETags wrong and deleted the file.
+    api: Api = make_api()
+    data = wav_bytes(0.5)
+    upload_id, parts = _completed_while_another_read_it(api, monkeypatch, data)
+    assert len(parts) == 1  # the part still there, as while the right one ran:
+    api.services.storage.put(multipart.part_key(upload_id, 1), io.BytesIO(data))
+    wrong = [{**p, "awsETag": "0" * 32} for p in parts]
+    assert _complete(api, upload_id, wrong)["resultCode"] == 1000  # the file is complete
+    with api.services.storage.open(f"inputs/{upload_id}") as stored:
+        assert stored.read() == data
+    assert api.get(f"/v1/files/{upload_id}").json()["status"] == "uploaded"

@@ -44,7 +44,7 @@ from demixer.errors import (
     UrlExpired,
 )
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileState, new_file
+from demixer.service.files.lifecycle import FileConflict, FileState, new_file
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, MultipartStorage
 from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength
@@ -242,22 +242,34 @@ def receive_part(services: Services, upload_id: str, number: int, source: Binary
 
 
 class _PartsReader:
-    """The stored parts, in order, as one file object; each part's MD5 is kept to check."""
+    """The stored parts, in order, as one file object, checked while they are read: a part
+    whose MD5 is not its ETag, or a total that is not ``size``, raises before the last read
+    returns, so ``Storage.put`` (all or nothing) stores nothing at the file's key."""
 
-    def __init__(self, services: Services, upload_id: str, numbers: list[int]) -> None:
+    def __init__(
+        self, services: Services, upload_id: str, etags: dict[int, str], size: int
+    ) -> None:
         self.services, self.upload_id = services, upload_id
-        self.pending = list(numbers)
+        self.etags, self.size = etags, size
+        self.pending = sorted(etags)
         self.current: BinaryIO | None = None
         self.number = 0
-        self.md5s: dict[int, str] = {}
+        self.total = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
 
     def _next_part(self) -> bool:
         if self.current is not None:
             self.current.close()
-            self.md5s[self.number] = self._md5.hexdigest()
             self.current = None
+            if self._md5.hexdigest() != self.etags[self.number]:
+                raise InvalidRequest(
+                    f"the awsETag of part {self.number} does not match the bytes sent"
+                )
         if not self.pending:
+            if self.total != self.size:
+                raise SizeMismatch(
+                    f"the parts hold {self.total} bytes but fileSize declared {self.size}"
+                )
             return False
         self.number = self.pending.pop(0)
         try:
@@ -275,6 +287,7 @@ class _PartsReader:
             data = self.current.read(size if size > 0 else _READ)
             if data:
                 self._md5.update(data)
+                self.total += len(data)
                 return data
             self._next_part()
             if self.current is None:
@@ -286,7 +299,12 @@ class _PartsReader:
 
 
 def complete(services: Services, account_id: str, upload_id: str, parts: list[Part]) -> None:
-    """Assemble the parts into the file and probe it (a non-audio file ends ``failed``)."""
+    """Assemble the parts into the file and probe it (a non-audio file ends ``failed``).
+
+    Idempotent, also when calls race (a client retrying a slow completion): a call that finds
+    the parts gone, or the file recorded, because another call completed it meanwhile answers
+    as if it had done so itself.
+    """
     row = _live_row(services, upload_id, account_id)
     if row.status == FileState.UPLOADED or row.error_code == FileTooLarge.code:
         return  # completed already, or refused at job creation
@@ -298,11 +316,24 @@ def complete(services: Services, account_id: str, upload_id: str, parts: list[Pa
             f"list every part exactly once: partNumber 1 to {len(expected)} (got {numbers})"
         )
     etags = {p.number: p.etag.strip().strip('"').lower() for p in parts}
+    try:
+        _assemble(services, row, etags)
+    except (InvalidRequest, FileConflict):
+        if _live_row(services, upload_id, account_id).status == row.status:
+            raise
+        # Another call recorded the file (and then removed the parts) while this one ran.
+
+
+def _assemble(services: Services, row: File, etags: dict[int, str]) -> None:
+    """Put the parts together at the file's key and record it."""
+    size = row.file_size or 0
     store = _multipart_store(services)
     if store is not None:
         _complete_in_store(services, store, row, etags)
         return
-    reader = _PartsReader(services, upload_id, numbers)
+    # Checked while read (_PartsReader): nothing reaches the file's key unless every part is
+    # right, so a wrong completion racing a right one never removes what that one stored.
+    reader = _PartsReader(services, row.id, etags, size)
     try:
         stored, sha256 = services.storage.put(
             row.storage_key, cast(BinaryIO, reader), max_bytes=size
@@ -311,12 +342,6 @@ def complete(services: Services, account_id: str, upload_id: str, parts: list[Pa
         raise SizeMismatch(f"the parts hold more than fileSize {size} bytes") from None
     finally:
         reader.close()
-    wrong = [n for n in numbers if reader.md5s.get(n) != etags[n]]
-    if wrong or stored != size:
-        services.storage.delete_prefix(row.storage_key)
-        if wrong:
-            raise InvalidRequest(f"the awsETag of part(s) {wrong} does not match the bytes sent")
-        raise SizeMismatch(f"the parts hold {stored} bytes but fileSize declared {size}")
     _record(services, row, stored, sha256)
 
 
@@ -351,12 +376,14 @@ def _complete_in_store(
 
 
 def _record(services: Services, row: File, stored: int, sha256: str | None) -> None:
-    """The assembled file's bytes are in place: drop the upload's own blobs and probe it
-    (a file that is not audio is recorded as failed: job creation answers 1107/1108)."""
-    services.storage.delete_prefix(f"uploads/{row.id}/")
+    """The assembled file's bytes are in place: probe it (a file that is not audio is recorded
+    as failed: job creation answers 1107/1108), then drop the upload's own blobs. In that
+    order, a racing completion that finds the parts gone finds the file recorded too."""
     try:
         uploads.record_upload(services, row, stored, sha256)
     except InvalidAudio:
         pass
     except NotFound:
+        services.storage.delete_prefix(f"uploads/{row.id}/")
         raise UploadNotFound(f"upload {row.id!r} was deleted meanwhile") from None
+    services.storage.delete_prefix(f"uploads/{row.id}/")
