@@ -10,6 +10,7 @@ import pytest
 
 from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
 from conftest import Backend
+from demixer.api import uploads
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -69,6 +70,23 @@ def test_announce_put_probe_and_get(api: Api, backend: Backend) -> None:
         assert api.put_bytes(up).status_code == 200
         again = api.post(f"/v1/files/{up['file_id']}/complete")
         assert again.status_code == 200 and again.json() == got
+
+
+@pytest.mark.backends("pg-s3")  # only there do the bytes land on a staging key first
+def test_a_complete_racing_another_answers_the_file(api: Api) -> None:
+    # A complete that starts while another has moved the bytes out of staging and is still
+    # probing them (or was killed doing so) found no bytes: 409 FILE_NOT_READY, for 6 of 8
+    # concurrent completes of one file.
+    up = api.announce("stereo.flac")
+    assert api.put_bytes(up).status_code == 200
+    staging, final = f"staging/{up['file_id']}", f"inputs/{up['file_id']}"
+    api.services.storage.copy(staging, final)  # what the other complete has done so far
+    api.services.storage.delete_prefix(staging)
+    r = api.post(f"/v1/files/{up['file_id']}/complete")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "uploaded" and r.json()["file_size"] == len(up["data"])
+    with api.services.storage.open(final) as stored:
+        assert stored.read() == up["data"]
 
 
 # On S3 the bytes go to the bucket, never through the API, and S3 refuses a PUT without
@@ -240,3 +258,21 @@ def test_delete_and_other_accounts(api: Api) -> None:
     assert not api.services.storage.exists(f"inputs/{file_id}")
     _error(api.get(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
     _error(api.delete(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
+
+
+def test_a_delete_racing_another_answers_as_a_later_one(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two DELETEs at once: the one that lost answered 409 FILE_ALREADY_UPLOADED "already gone".
+    file_id = api.upload()
+    storage = api.services.storage
+    real = storage.delete_prefix
+
+    def other_delete_first(prefix: str) -> int:
+        monkeypatch.setattr(storage, "delete_prefix", real)
+        uploads.delete_file(api.services, api.account, file_id)  # the other one ends first
+        return real(prefix)
+
+    monkeypatch.setattr(storage, "delete_prefix", other_delete_first)
+    _error(api.delete(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
+    assert not storage.exists(f"inputs/{file_id}")

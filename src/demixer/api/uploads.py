@@ -50,6 +50,7 @@ from demixer.models.loading import file_sha256
 from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import (
+    FileConflict,
     FileState,
     input_key,
     mark_deleted,
@@ -266,7 +267,8 @@ def complete_file(services: Services, account_id: str, file_id: str) -> File:
     """Finish a file whose bytes were PUT straight to the store: check their size against the
     announced ``file_size`` and probe them, as a PUT through the API does.
 
-    Idempotent: an uploaded file answers itself (so does one that failed with no new bytes).
+    Idempotent: an uploaded file answers itself (so does one that failed with no new bytes),
+    also to a complete racing the one that records it.
     Raises FileNotReady when no bytes are there yet, SizeMismatch (the bytes are dropped) when
     they are not ``file_size`` many, InvalidAudio (the file ends ``failed``) when not audio.
     """
@@ -283,7 +285,12 @@ def complete_file(services: Services, account_id: str, file_id: str) -> File:
     except BlobNotFound:
         if row.status == FileState.FAILED:
             return row
-        raise not_ready from None
+        if landed == row.storage_key or not services.storage.exists(row.storage_key):
+            raise not_ready from None
+        # A concurrent complete moved the bytes out of staging and is probing them (or was
+        # killed doing so): probe them here too; the first to record the file wins.
+        landed = row.storage_key
+        size = services.storage.size(landed)
     declared = row.file_size or 0
     if size != declared:
         services.storage.delete_prefix(landed)
@@ -295,9 +302,11 @@ def complete_file(services: Services, account_id: str, file_id: str) -> File:
         # Out of reach of the PUT URL (valid for a while yet): what is probed is what jobs read.
         try:
             services.storage.copy(landed, row.storage_key)
-        except BlobNotFound:  # a concurrent complete moved it first
-            return _completed_elsewhere(services, account_id, file_id, not_ready)
-        services.storage.delete_prefix(landed)
+        except BlobNotFound:  # a concurrent complete moved it first (or dropped it)
+            if not services.storage.exists(row.storage_key):
+                return _completed_elsewhere(services, account_id, file_id, not_ready)
+        else:
+            services.storage.delete_prefix(landed)
     try:
         return _probe_and_record(services, row, size, None)
     except AlreadyUploaded as exc:  # a concurrent complete (or a read) finished it first
@@ -378,8 +387,11 @@ def delete_file(services: Services, account_id: str, file_id: str) -> None:
         row = owned_file(services, s, account_id, file_id)
     services.storage.delete_prefix(row.storage_key)
     services.storage.delete_prefix(staging_key(file_id))  # a PUT after completion, if any
-    with services.db.write() as s:
-        mark_deleted(s, file_id)
+    try:
+        with services.db.write() as s:
+            mark_deleted(s, file_id)
+    except FileConflict:  # a concurrent delete was first: answer as a later one does
+        raise NotFound(f"no file {file_id!r}") from None
 
 
 class AsyncBodyReader:
