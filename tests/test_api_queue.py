@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
+from demixer.api import jobs
 from demixer.service.schema import File, Job
 from worker_support import wait_until
 
@@ -333,6 +334,22 @@ def test_cancel(api: Api) -> None:
     status = api.get(f"/v1/queue/requests/{running}/status").json()
     assert status["status"] == "IN_PROGRESS" and status["cancel_requested"] is True
     assert api.services.queue.heartbeat(running, "w1") is True  # the worker sees the flag
+
+
+def test_a_cancel_racing_a_delete_is_404(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cancel found the request, then a DELETE removed it before the cancel's update: it
+    # answered 409 JOB_CONFLICT "job req_... is already None".
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    queue = api.services.queue
+    real = queue.cancel
+
+    def deleted_first(request_id: str) -> str:
+        jobs.delete_job(api.services, api.account, request_id)  # the DELETE, finishing first
+        return real(request_id)
+
+    monkeypatch.setattr(queue, "cancel", deleted_first)
+    message = _error(api.put(f"/v1/queue/requests/{job_id}/cancel"), 404, "NOT_FOUND")
+    assert message == f"no request {job_id!r}"
 
 
 def test_result_after_the_worker_completes(api: Api) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from demixer.errors import DemixerError
+from demixer.errors import DemixerError, NotFound
 from demixer.service.db import Database, rows_changed
 from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job, JobLog
@@ -274,7 +274,8 @@ class Queue:
         """Cancel: a queued job at once; a running one is flagged and its worker stops it.
 
         Returns the status after the call (``CANCELLED`` or ``IN_PROGRESS``); raises
-        :class:`JobConflict` for a job already finished.
+        :class:`JobConflict` for a job already finished, :class:`NotFound` for one deleted
+        meanwhile.
         """
         with self.db.write() as s:
             return self.cancel_in(s, job_id)
@@ -301,6 +302,8 @@ class Queue:
             self.log(s, job_id, "cancel requested; stopping the running attempt")
             return IN_PROGRESS
         status = s.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
+        if status is None:  # deleted by a request racing this one
+            raise NotFound(f"no request {job_id!r}")
         raise JobConflict(f"job {job_id} is already {status}; only queued or running jobs cancel")
 
     # --- the worker side ------------------------------------------------------------------
