@@ -205,6 +205,10 @@ def test_announce_validation(api: Api) -> None:
     ok = {"file_name": "a.wav", "content_type": "audio/wav", "file_size": 10}
     r = api.post("/v1/files", json={**ok, "content_type": "text/plain"})
     assert _error(r, 415, "UNSUPPORTED_MEDIA_TYPE")["param"] == "content_type"
+    # Not a media type at all: it was stored, and handed back as the PUT's header to send.
+    for odd in ("audio/wav\r\nX-Injected: 1", "audio/", "video/mp4 x"):
+        r = api.post("/v1/files", json={**ok, "content_type": odd})
+        assert _error(r, 415, "UNSUPPORTED_MEDIA_TYPE")["param"] == "content_type"
     r = api.post("/v1/files", json={**ok, "file_size": 0})
     assert _error(r, 400, "INVALID_REQUEST")["param"] == "file_size"
     r = api.post("/v1/files", json={**ok, "purpose": "fine-tune"})

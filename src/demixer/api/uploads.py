@@ -15,6 +15,7 @@ reading the file or using it in a job does the same for a pending file whose byt
 from __future__ import annotations
 
 import mimetypes
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -86,9 +87,15 @@ def media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token (lowercased)
+
+
 def _accepted(content_type: str, param: str) -> str:
     mt = media_type(content_type)
-    if len(mt) <= 100 and (mt.startswith(("audio/", "video/")) or mt in _OTHER_TYPES):
+    kind, _, subtype = mt.partition("/")
+    # A real media type: its subtype one HTTP token, nothing a header could not carry.
+    audio = kind in ("audio", "video") and _TOKEN.fullmatch(subtype) is not None
+    if len(mt) <= 100 and (audio or mt in _OTHER_TYPES):
         return mt
     raise UnsupportedMediaType(
         f"content type {content_type!r} is not audio or video; send audio/*, video/* or "
