@@ -99,7 +99,16 @@ def test_allowlist_by_address_network_and_name() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd", "ftp://example.org/a.mp3", "gopher://x/", "http://", "nonsense", ""],
+    [
+        "file:///etc/passwd",
+        "ftp://example.org/a.mp3",
+        "gopher://x/",
+        "http://",
+        "nonsense",
+        "",
+        "https://8.8.8.8:99999/a.mp3",  # a port no connection can use: refused, not retried
+        "https://8.8.8.8:0/a.mp3",  # was taken as 443
+    ],
 )
 def test_only_http_urls_with_a_host(url: str) -> None:
     with pytest.raises(UrlRefused):

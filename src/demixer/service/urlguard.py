@@ -223,7 +223,9 @@ def check_url(url: str, allowlist: Collection[str] | str = ()) -> list[IPAddress
     host = parsed.raw_host.decode("ascii")  # IDNA-encoded, brackets stripped
     if not host:
         raise UrlRefused(f"{shown!r} has no host")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    port = parsed.port if parsed.port is not None else (443 if parsed.scheme == "https" else 80)
+    if not 0 < port < 65536:
+        raise UrlRefused(f"{shown!r} has port {port}, outside 1-65535")
     return _checked(host, port, allowlist)
 
 
