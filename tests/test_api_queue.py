@@ -3,6 +3,7 @@ SSE, listing and deletion. The worker's part is played through the real queue.""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -540,6 +541,9 @@ def test_list_pagination_and_other_accounts(api: Api) -> None:
         item["status"] == "IN_QUEUE" for item in api.get("/v1/queue/requests").json()["data"]
     )
     _error(api.get("/v1/queue/requests?cursor=%%%"), 400, "INVALID_REQUEST", "cursor")
+    # A made-up cursor with a time without its offset was a 500 (compared with UTC times).
+    forged = base64.urlsafe_b64encode(json.dumps(["2026-01-01", "req_x"]).encode()).decode()
+    _error(api.get(f"/v1/queue/requests?cursor={forged}"), 400, "INVALID_REQUEST", "cursor")
 
     other_id = theirs.json()["request_id"]
     for method, path in (

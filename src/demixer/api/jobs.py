@@ -368,7 +368,10 @@ def _uncursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:  # made up: a cursor this API hands out carries its offset
+            raise ValueError("no UTC offset")
+        return when, str(job_id)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise InvalidRequest(f"bad cursor {cursor[:100]!r}", param="cursor") from exc
 
