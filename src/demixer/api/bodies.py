@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.errors import Envelope, render_error
-from demixer.api.text import refused_text
+from demixer.api.text import body_refusal
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge
 
 __all__ = [
@@ -96,9 +96,9 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidRequest(
             "the request body is not valid JSON (or is nested too deeply)"
         ) from None
-    reason = refused_text(raw)
-    if reason:
-        raise InvalidRequest(f"the request body holds {reason}")
+    refusal = body_refusal(raw)
+    if refusal:
+        raise InvalidRequest(refusal)
     return value
 
 
@@ -110,10 +110,9 @@ class JsonRequest(Request):
         if not hasattr(self, "_json"):
             raw = await self.body()
             value = json.loads(raw)
-            reason = refused_text(raw)
-            if reason:
-                doc = raw.decode("utf-8", "replace")
-                raise json.JSONDecodeError(f"the request body holds {reason}", doc, 0)
+            refusal = body_refusal(raw)
+            if refusal:
+                raise json.JSONDecodeError(refusal, raw.decode("utf-8", "replace"), 0)
             self._json = value
         return self._json
 

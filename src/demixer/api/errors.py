@@ -25,7 +25,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from demixer.api.text import NUL, check_url
+from demixer.api.text import NUL, refuse_nul_in_url
 from demixer.api.validation import invalid_request
 from demixer.errors import (
     Conflict,
@@ -244,7 +244,7 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            check_url(scope)  # a %00 would reach a database lookup: see api/text.py
+            refuse_nul_in_url(scope)  # a %00 would reach a database lookup: api/text.py
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             try:

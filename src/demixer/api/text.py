@@ -5,8 +5,8 @@ PostgreSQL's text cannot hold a NUL (the write or even a lookup fails, while SQL
 and a lone surrogate (a JSON ``\\ud800`` escape without its pair) is a Python string no UTF-8
 can carry, so it fails in the database or in the answer quoting it. Both are refused where the
 request is read, with the same 400 on every backend: in the URL (a ``%00`` in the path or the
-query) by :func:`check_url`, in a JSON body by :func:`refused_text`, which every JSON body
-reader applies (:mod:`demixer.api.bodies`, ``POST /v1/files``).
+query) by :func:`refuse_nul_in_url`, in a JSON body by :func:`body_refusal`, which every
+JSON body reader applies (:mod:`demixer.api.bodies`, ``POST /v1/files``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.types import Scope
 
 from demixer.errors import InvalidRequest
 
-__all__ = ["check_url", "refused_text"]
+__all__ = ["body_refusal", "refuse_nul_in_url"]
 
 NUL = "a NUL character (\\u0000), which no field takes"
 LONE_SURROGATE = (
@@ -31,7 +31,7 @@ _ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
 _QUERY_NUL = re.compile(rb"%00|\x00")
 
 
-def check_url(scope: Scope) -> None:
+def refuse_nul_in_url(scope: Scope) -> None:
     """Refuse a request whose path or query holds a NUL (``%00``).
 
     Raises:
@@ -41,9 +41,9 @@ def check_url(scope: Scope) -> None:
         raise InvalidRequest(f"the URL holds {NUL}")
 
 
-def refused_text(raw: bytes) -> str | None:
-    """Why the JSON body ``raw`` holds text no field takes, or None (also when it is not JSON:
-    its parser says so)."""
+def body_refusal(raw: bytes) -> str | None:
+    """Why the JSON body ``raw`` is refused for holding text no field takes (the message, "the
+    request body holds …"), or None (also when it is not JSON: its parser says so)."""
     if not _ESCAPE.search(raw):
         return None  # the common case, found without parsing
     try:
@@ -59,9 +59,9 @@ def refused_text(raw: bytes) -> str | None:
             todo += item
         elif isinstance(item, str):
             if "\x00" in item:
-                return NUL
+                return f"the request body holds {NUL}"
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                return LONE_SURROGATE
+                return f"the request body holds {LONE_SURROGATE}"
     return None

@@ -29,7 +29,7 @@ def invalid_request(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         reason = str((first.get("ctx") or {}).get("error") or "it cannot be parsed")
-        if reason.startswith("the request body"):  # bodies.JsonRequest's own refusal
+        if reason.startswith("the request body"):  # text.body_refusal, via bodies.JsonRequest
             return InvalidRequest(reason)
         return InvalidRequest(f"the request body is not valid JSON: {reason}")
     parts = []

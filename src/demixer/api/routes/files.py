@@ -16,7 +16,7 @@ from demixer.api.forms import read_form
 from demixer.api.idempotency import Idempotency, IdempotencyDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileCreate, FileObject, FileUpload
-from demixer.api.text import refused_text
+from demixer.api.text import body_refusal
 from demixer.errors import InvalidRequest, UnsupportedMediaType
 from demixer.service.context import Services
 
@@ -58,9 +58,9 @@ async def _announce(
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
-    reason = refused_text(body)
-    if reason:
-        raise InvalidRequest(f"the request body holds {reason}")
+    refusal = body_refusal(body)
+    if refusal:
+        raise InvalidRequest(refusal)
     create = partial(uploads.create_file, services, account_id, req)
     run = partial(idempotency.run, services, account_id, response, FileUpload, 201, create)
     return await anyio.to_thread.run_sync(run)

@@ -236,7 +236,7 @@ def _generate(services: Services, identity: Identity, raw: bytes) -> JSONRespons
         req = StemsRequest.model_validate(
             {"input": {**source, "stems": stems, "model": model}, "webhookUrl": body.callBackUrl}
         )
-    except ValidationError as exc:  # e.g. an over-long URL, named as the request names it
+    except ValidationError as exc:  # e.g. an over-long URL: the reason, not our field names
         return _envelope(400, f"bad parameters: {exc.errors()[0]['msg']}")
     how = submit.PlanOptions(
         # split_stem: every stem, no instrumental (nothing is left to a residual).
