@@ -84,7 +84,10 @@ def test_the_cli_has_a_duration_bound(crafted: dict[str, Path], tmp_path: Path) 
         env={**os.environ, "DEMIXER_MODEL_DIR": str(tmp_path / "models")},
     )  # fmt: skip
     assert run.returncode == 3, run.stderr
-    assert "DURATION_LIMIT" in run.stderr and "limit of 2 s" in run.stderr
+    assert run.stderr.startswith(f"error [DURATION_LIMIT] '{crafted['silent'].name}' is longer ")
+    # This is the user's own limit, not a server's, and the message says how to lift it.
+    assert "than the limit of 2 s (" in run.stderr
+    assert run.stderr.rstrip().endswith("send a shorter file or raise --max-duration (0: no limit)")
     assert not any(p.is_file() for p in out.rglob("*")) if out.exists() else True
 
 

@@ -183,8 +183,12 @@ def test_a_checkpoint_holding_code_is_refused_unrun(tmp_path: Path) -> None:
         read_state_dict(path)
     assert not marker.exists()
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ModelUnavailable, match=r"cannot read checkpoint .*Unsupported operand"):
+    with pytest.raises(ModelUnavailable) as text:
         read_state_dict(tmp_path / "text.ckpt")
+    assert text.value.message == (
+        f"cannot read checkpoint {tmp_path / 'text.ckpt'}: it is not a PyTorch checkpoint "
+        "(neither the zip archive nor the pickle torch.save writes); is it the right file?"
+    )
 
 
 def test_a_checkpoint_that_does_not_fit_gives_one_error_naming_keys_and_shapes(
@@ -212,6 +216,33 @@ def test_a_checkpoint_that_does_not_fit_gives_one_error_naming_keys_and_shapes(
             model_files(tmp_path, seed=3)[1],
             "mel_band_roformer",
         )
+
+
+def test_a_catalogue_model_with_model_path_takes_its_published_config(tmp_path: Path) -> None:
+    """`separate -m mel-roformer-vocals-kim --model-path MY.ckpt`: the registered config, pinned,
+    with the user's checkpoint; without that config the error says how to get it or do without."""
+    models = tmp_path / "models"
+    _, checkpoint = model_files(tmp_path)  # a shrunk network's: it cannot fit the full config
+    with pytest.raises(ModelUnavailable) as missing:
+        load_backend("mel-roformer-vocals-kim", model_dir=models, model_path=checkpoint)
+    assert missing.value.message == (
+        "--model-path runs 'mel-roformer-vocals-kim' with its published config, "
+        "config_vocals_mel_band_roformer_kj.yaml, which is not here; `demixer models pull "
+        "mel-roformer-vocals-kim` fetches it (with the catalogue's checkpoint), or run your "
+        "files as they are: --arch mel_band_roformer --model-config CONFIG.yaml --model-path "
+        "CHECKPOINT"
+    )
+    (models / "mel-roformer-vocals-kim").mkdir(parents=True)
+    config = models / "mel-roformer-vocals-kim" / "config_vocals_mel_band_roformer_kj.yaml"
+    config.write_bytes((DATA / "config_vocals_mel_band_roformer_kj.yaml").read_bytes())
+    with pytest.raises(CheckpointMismatch) as misfit:
+        load_backend("mel-roformer-vocals-kim", model_dir=models, model_path=checkpoint)
+    assert misfit.value.message.startswith(
+        f"checkpoint {checkpoint} does not fit the network config {config} describes: "
+    )
+    config.write_bytes(config.read_bytes() + b"# edited\n")  # the pin still holds the config
+    with pytest.raises(WeightsChecksumMismatch):
+        load_backend("mel-roformer-vocals-kim", model_dir=models, model_path=checkpoint)
 
 
 # --- the user's own models -------------------------------------------------------------------
@@ -265,8 +296,12 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
         add("My Model", checkpoint=checkpoint, **kw)
     with pytest.raises(Conflict, match="catalogue model"):
         add("htdemucs", checkpoint=checkpoint, **kw)
-    with pytest.raises(CheckpointMismatch):
+    with pytest.raises(CheckpointMismatch) as misfit:
         add("misfit", checkpoint=other, **kw)
+    # The checked copies are gone: the message names the user's files, the ones to fix.
+    assert misfit.value.message.startswith(
+        f"checkpoint {other} does not fit the network config {config} describes: "
+    )
     with pytest.raises(NotFound):
         add("missing", checkpoint=tmp_path / "nope.ckpt", **kw)
     assert list(models.iterdir()) == []  # no staging directory left behind
@@ -292,7 +327,9 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
     adding = ("models", "add", "mine", "--arch", "mel_band_roformer", "--config", config)
     bad = _cli(*adding, "--checkpoint", other, models=models)
     assert bad.returncode == 4
-    assert bad.stderr.startswith("error [CHECKPOINT_MISMATCH] checkpoint ")
+    assert bad.stderr.startswith(
+        f"error [CHECKPOINT_MISMATCH] checkpoint {other} does not fit the network config {config} "
+    )
     assert len(bad.stderr.strip().splitlines()) == 1 and not (models / "mine").exists()
     good = _cli(*adding, "--checkpoint", checkpoint, models=models)
     assert good.returncode == 0, good.stderr

