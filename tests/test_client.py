@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -356,6 +357,47 @@ def test_remote_separate_errors_are_one_line_and_an_exit_code(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"[{code}]" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(
+    music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """An API with no worker slots never runs the job, so `--timeout 1` always runs out: the
+    error is WAIT_TIMEOUT (not a bad input), names the job, and the job is still queued."""
+    with running_server(tmp_path / "api-only", workers=0) as api:
+        done = remote(api, str(music[0]), "-o", str(tmp_path / "out"), "--timeout", "1")
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        match = re.fullmatch(
+            r"error \[WAIT_TIMEOUT\] falcon\.wav: request (req_\w+) did not finish in 1 s; the "
+            r"job keeps running on the server, and GET /v1/queue/requests/(req_\w+)/result gives "
+            r"its stems once it is done \(or give a longer --timeout\)",
+            lines[0],
+        )
+        assert match is not None and match[1] == match[2], lines[0]
+        status = api.client().get(f"/v1/queue/requests/{match[1]}/status").json()
+        assert status["status"] == "IN_QUEUE"
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--server", "127.0.0.1:8000", "'127.0.0.1:8000' is not an http(s) URL"),
+        ("--server", "ftp://example.com", "'ftp://example.com' is not an http(s) URL"),
+        ("--timeout", "0", "0 is not a number of seconds above 0"),
+        ("--timeout", "-5", "-5 is not a number of seconds above 0"),
+    ],
+)
+def test_remote_separate_refuses_a_bad_server_or_timeout_up_front(
+    music: tuple[Path, np.ndarray], tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    cmd = [DEMIXER, "remote", "separate", str(music[0]), "-o", str(tmp_path), option, value]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert f"Invalid value for '{option}': {message}" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -36,6 +37,14 @@ def _exit_code(error: DemixerError) -> int:
     if isinstance(error, ApiError | JobFailed):  # the server's code names the local error
         return exit_code_for(local_class(error.code)(error.message))
     return exit_code_for(error)
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or bracketed host
+        return False
 
 
 @remote_app.command("separate")
@@ -91,9 +100,19 @@ def remote_separate(
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
     from demixer.client import Client
+    from demixer.client.errors import WaitTimeout
 
     if prompt is not None and stems:
         raise typer.BadParameter("give --stems or --prompt, not both")
+    if not _is_http_url(server):
+        raise typer.BadParameter(
+            f"{server!r} is not an http(s) URL, e.g. http://127.0.0.1:8000",
+            param_hint="'--server'",
+        )
+    if timeout is not None and not timeout > 0:  # also NaN
+        raise typer.BadParameter(
+            f"{timeout:g} is not a number of seconds above 0", param_hint="'--timeout'"
+        )
     if quality is not None:
         from demixer.models.quality import parse_quality
 
@@ -126,16 +145,25 @@ def remote_separate(
                 print_error(InputNotFound.code, f"file not found: {path}")
                 last = 3
                 continue
-            except OSError as e:
-                print_error("INVALID_INPUT", f"{path}: {e.strerror or e}")
-                last = 3
-                continue
+            except WaitTimeout as e:  # before OSError: it is a TimeoutError too
+                print_error(
+                    e.code,
+                    f"{path.name}: {e.message}; the job keeps running on the server, and GET "
+                    f"/v1/queue/requests/{e.request_id}/result gives its stems once it is "
+                    "done (or give a longer --timeout)",
+                )
+                last = _exit_code(e)
+                continue  # this job is slow, the next ones may not be
             except DemixerError as e:
                 print_error(e.code, f"{path.name}: {e.message}")
                 last = _exit_code(e)
                 if last == 3:  # this input is bad: go on with the others, as the local CLI
                     continue
                 raise typer.Exit(last) from None
+            except OSError as e:  # the local file: unreadable, a folder, ...
+                print_error("INVALID_INPUT", f"{path}: {e.strerror or e}")
+                last = 3
+                continue
             out.print(f"{escape(path.name)}:", highlight=False)
             for name, written in paths.items():
                 out.print(f"  {name}: {escape(str(written))}", highlight=False)

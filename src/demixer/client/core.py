@@ -177,7 +177,10 @@ class Deadline:
 
     def check(self) -> None:
         if self.at is not None and time.monotonic() >= self.at:
-            raise WaitTimeout(f"request {self.request_id} did not finish in {self.seconds} s")
+            raise WaitTimeout(
+                f"request {self.request_id} did not finish in {self.seconds:g} s",
+                request_id=self.request_id,
+            )
 
     def nap(self, interval: float) -> float:
         """``interval``, shortened so a sleep does not overshoot the deadline."""

@@ -47,9 +47,17 @@ class BadResponse(ClientError):
 
 
 class WaitTimeout(ClientError, TimeoutError):
-    """``wait(timeout=...)`` ran out before the job finished; the job goes on."""
+    """``wait(timeout=...)`` ran out before the job finished; the job goes on.
+
+    Attributes:
+        request_id: the job's id, to wait for it again or fetch its result later.
+    """
 
     code = "WAIT_TIMEOUT"
+
+    def __init__(self, message: str, *, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class ApiError(ClientError):
