@@ -248,9 +248,63 @@ def test_a_stem_no_installed_model_produces_is_refused_by_name(
     assert unknown["resultCode"] == 1100 and "vocal" in unknown["resultMessage"]
 
 
-def test_non_audio_uploads_fine_and_is_refused_at_job_creation(gaudio: Gaudio) -> None:
-    upload = gaudio.upload("notes.mp3", b"this is not audio at all " * 100)
-    assert gaudio.create_job(upload, "vocal")["resultCode"] in (1107, 1108)
+def _header_only_wav() -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((0, 2), np.float32), RATE, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "code", "message"),
+    [
+        (
+            "notes.mp3",
+            lambda: b"this is not audio at all " * 100,
+            1107,
+            "unsupported format: 'notes.mp3' cannot be read: it is not an audio or video file",
+        ),
+        (
+            "empty.wav",
+            _header_only_wav,
+            1108,
+            "'empty.wav' contains no audio samples (zero length)",
+        ),
+        # Gaudio takes 16-192 kHz. 8 kHz is audio demixer can read, 4 and 384 kHz are refused
+        # when probed; all three are Gaudio's "unsupported sample rate", not a bad format.
+        ("low.wav", lambda: wav_bytes(0.5, rate=8000), 1014, "8000 Hz is outside 16–192 kHz"),
+        ("lower.wav", lambda: wav_bytes(0.5, rate=4000), 1014, "4000 Hz is outside 16–192 kHz"),
+        (
+            "high.wav",
+            lambda: wav_bytes(0.05, rate=384000),
+            1014,
+            "384000 Hz is outside 16–192 kHz",
+        ),
+        (
+            "surround.wav",
+            lambda: wav_bytes(0.5, channels=6),
+            1015,
+            "6 channels; send mono or stereo",
+        ),
+    ],
+)
+def test_unusable_audio_uploads_fine_and_is_refused_at_job_creation_with_its_code(
+    gaudio: Gaudio, name: str, make: Any, code: int, message: str
+) -> None:
+    upload = gaudio.upload(name, make())
+    answer = gaudio.create_job(upload, "vocal")
+    assert answer["resultCode"] == code, answer
+    assert answer["resultMessage"].startswith(message), answer
+
+
+def test_a_file_over_20_minutes_uploads_fine_and_is_1109_at_job_creation(gaudio: Gaudio) -> None:
+    buf = io.BytesIO()  # 21 minutes of silence: 170 kB of FLAC
+    sf.write(buf, np.zeros((RATE * 60 * 21, 1), np.float32), RATE, format="FLAC")
+    upload = gaudio.upload("long.flac", buf.getvalue())
+    answer = gaudio.create_job(upload, "vocal")
+    assert answer["resultCode"] == 1109, answer
+    assert answer["resultMessage"] == (
+        f"file {upload!r} is 1260.0 s long; this server separates at most 1200 s"
+    )
 
 
 def test_bad_file_name_is_1113(gaudio: Gaudio) -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "UnknownStem",
     "UnsupportedMediaType",
     "UnsupportedPrompt",
+    "UnsupportedSampleRate",
     "UrlExpired",
     "WeightsChecksumMismatch",
     "exit_code_for",
@@ -92,6 +93,19 @@ class InvalidAudio(DemixerError):
     """The input cannot be used as audio: empty, corrupt, no audio stream, bad channel count…"""
 
     code = "INVALID_AUDIO"
+
+
+class UnsupportedSampleRate(InvalidAudio):
+    """The audio's sample rate is outside the range demixer separates.
+
+    Attributes:
+        sample_rate: the rate the file declares, in Hz (kept with a refused upload, so a
+            protocol with its own code for a bad rate, Gaudio's 1014, can answer it).
+    """
+
+    def __init__(self, message: str, *, sample_rate: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.sample_rate = sample_rate
 
 
 class InputNotFound(InvalidAudio):

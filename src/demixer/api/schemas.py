@@ -131,7 +131,7 @@ class FileObject(BaseModel):
     uploaded_at: datetime | None
     expires_at: datetime | None = Field(description="When the file is deleted.")
     duration: float | None = Field(description="Seconds, as the file declares.")
-    sample_rate: int | None = Field(description="Hz.")
+    sample_rate: int | None = Field(description="Hz (also kept for a file refused for its rate).")
     channels: int | None
     error: FileError | None = None
 

@@ -46,6 +46,7 @@ from demixer.errors import (
     NotFound,
     SizeMismatch,
     UnsupportedMediaType,
+    UnsupportedSampleRate,
 )
 from demixer.models.loading import file_sha256
 from demixer.service.accounts.keys import new_id
@@ -212,7 +213,15 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
             message = message.replace(old, new)
         services.storage.delete_prefix(key)
         with services.db.write() as s:
-            mark_failed(s, row.id, code=exc.code, message=message, size=size, sha256=sha256)
+            mark_failed(
+                s,
+                row.id,
+                code=exc.code,
+                message=message,
+                size=size,
+                sha256=sha256,
+                sample_rate=exc.sample_rate if isinstance(exc, UnsupportedSampleRate) else None,
+            )
         raise InvalidAudio(message, param="file") from None
     with services.db.write() as s:  # FileConflict: deleted (or uploaded by a racing PUT)
         return mark_uploaded(s, row.id, size=size, sha256=sha256, info=info, now=now)

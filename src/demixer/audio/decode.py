@@ -45,7 +45,7 @@ import numpy as np
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from demixer.errors import DurationLimit, InputNotFound, InvalidAudio
+from demixer.errors import DurationLimit, InputNotFound, InvalidAudio, UnsupportedSampleRate
 
 __all__ = [
     "DEMUXERS",
@@ -162,9 +162,10 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
             "the file is corrupt"
         )
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise InvalidAudio(
+        raise UnsupportedSampleRate(
             f"{_name(path)} has a sample rate of {rate} Hz; demixer accepts "
-            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
+            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz",
+            sample_rate=rate,
         )
     duration = _declared_seconds(container, stream)
     if duration is not None and duration <= 0:

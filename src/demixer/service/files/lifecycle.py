@@ -145,9 +145,17 @@ def mark_uploaded(
 
 
 def mark_failed(
-    session: Session, file_id: str, *, code: str, message: str, size: int, sha256: str | None
+    session: Session,
+    file_id: str,
+    *,
+    code: str,
+    message: str,
+    size: int,
+    sha256: str | None,
+    sample_rate: int | None = None,
 ) -> bool:
     """``pending``/``failed`` -> ``failed``: its bytes are not usable audio (they are deleted).
+    ``sample_rate``: the one it was refused for, if that was the reason.
 
     Returns False when the file left those states meanwhile (the caller's error stands).
     """
@@ -161,7 +169,7 @@ def mark_failed(
             bytes_stored=size,
             sha256=sha256,
             duration=None,
-            sample_rate=None,
+            sample_rate=sample_rate,
             channels=None,
         )
     )

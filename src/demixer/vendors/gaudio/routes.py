@@ -182,6 +182,9 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
     except NotFound:
         raise UploadNotFound(f"no upload {upload_id!r}") from None
     message = row.error_message or row.error_code or "not usable audio"
+    # A rate is known for a file refused for its rate, too (Gaudio has a code for it).
+    if row.sample_rate is not None and not _MIN_RATE <= row.sample_rate <= _MAX_RATE:
+        raise UnsupportedRate(f"{row.sample_rate} Hz is outside 16–192 kHz")
     if row.status == FileState.FAILED:
         if row.error_code == FileTooLarge.code:
             raise FileTooLarge(message)
@@ -192,8 +195,6 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
         raise InvalidAudio(f"unsupported format: {message}")
     if row.status != FileState.UPLOADED:
         raise FileNotReady(f"upload {upload_id!r} is not complete: call upload-multipart/complete")
-    if row.sample_rate is not None and not _MIN_RATE <= row.sample_rate <= _MAX_RATE:
-        raise UnsupportedRate(f"{row.sample_rate} Hz is outside 16–192 kHz")
     if row.channels is not None and row.channels > 2:
         raise UnsupportedChannels(f"{row.channels} channels; send mono or stereo")
     if not row.duration:
