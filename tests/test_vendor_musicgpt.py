@@ -198,6 +198,17 @@ def test_quick_start_upload_poll_download_and_webhook(
         # conversion_id looks it up too
         by_conv = client.get("/v1/byId", params={"conversion_id": queued["conversion_id"]})
         assert by_conv.json()["conversion"]["status"] == "COMPLETED"
+        both = {"task_id": queued["task_id"], "conversion_id": queued["conversion_id"]}
+        assert client.get("/v1/byId", params=both).json()["conversion"]["status"] == "COMPLETED"
+        # Two different ids: which one was meant is not guessed.
+        mixed = client.get("/v1/byId", params={**both, "conversion_id": "req_other"})
+        assert mixed.status_code == 400
+        assert mixed.json() == {
+            "success": False,
+            "error": "INVALID_REQUEST",
+            "message": f"task_id {queued['task_id']!r} and conversion_id 'req_other' name "
+            "different conversions; give one of them",
+        }
     assert conversion["conversion_duration"] == pytest.approx(SECONDS, abs=0.05)
     original, _ = download(conversion["audio_url"])
     stems = {}
@@ -256,6 +267,15 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         assert r.status_code == 422, r.text
         assert "kick_drum" in r.json()["message"] and "vocals" in r.json()["message"]
         assert "drums" in r.json()["message"]  # what can be produced is named
+        # No stems: MusicGPT's default, whose piano no model here produces, and the
+        # message says where the piano came from.
+        r = extract(client, song)
+        assert r.status_code == 422, r.text
+        assert r.json()["message"] == (
+            "no installed model produces 'piano' (no stems were given, so MusicGPT's default: "
+            "drums, bass, piano, guitar); this server can produce: vocals, drums, bass, "
+            "instrumental"
+        )
         r = extract(client, song, stems=["male_vocal"])
         assert r.status_code == 422 and "male_vocal" in r.json()["message"]
         # Lead and backing vocals need the karaoke recipe's models: not installed here.

@@ -316,6 +316,13 @@ async def by_id(request: Request) -> JSONResponse:
         task_id = query.get("task_id") or query.get("conversion_id")
         if not task_id:
             raise InvalidRequest("give task_id or conversion_id", param="task_id")
+        other = query.get("conversion_id")
+        if other and other != task_id:  # both are the request id here: two requests named
+            raise InvalidRequest(
+                f"task_id {task_id!r} and conversion_id {other!r} name different "
+                "conversions; give one of them",
+                param="conversion_id",
+            )
         body = await _lookup(services, identity.account_id, task_id)
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))

@@ -110,8 +110,13 @@ def plan_stems(services: Services, requested: list[str]) -> tuple[list[str], dic
         if name == INSTRUMENTAL:
             stem = "vocals"
         if stem is None or stem not in engine:
+            defaulted = (
+                ""
+                if requested
+                else f" (no stems were given, so MusicGPT's default: {', '.join(DEFAULT_STEMS)})"
+            )
             raise UnknownStem(
-                f"no installed model produces {name!r}; this server can produce: {can}",
+                f"no installed model produces {name!r}{defaulted}; this server can produce: {can}",
                 param="stems",
             )
     targets = list(dict.fromkeys(STEM_VOCABULARY[n] or "" for n in wanted if n != INSTRUMENTAL))
