@@ -45,10 +45,14 @@ def test_missing_bad_and_revoked_keys_are_401(api: Api) -> None:
         401,
         "UNAUTHENTICATED",
     )
-    assert _code(api.client.get("/v1/models", headers={"Authorization": api.key})) == (
-        401,
-        "UNAUTHENTICATED",
-    )  # not "Bearer"
+    assert r.json()["error"]["message"] == "missing API key: send `Authorization: Bearer <key>`"
+    # A key sent bare (as MusicGPT takes it) or under another scheme: the message says so.
+    for header in (api.key, f"Token {api.key}", "Basic dXNlcjpwdw==", "Bearer"):
+        bare = api.client.get("/v1/models", headers={"Authorization": header})
+        assert _code(bare) == (401, "UNAUTHENTICATED"), header
+        assert bare.json()["error"]["message"] == (
+            "the Authorization header must read `Bearer <key>`; it holds no Bearer key"
+        ), header
     key = api.key_with("models:read")
     assert api.get("/v1/models", key=key).status_code == 200
     newest = max(list_keys(api.services.db), key=lambda k: k.created_at)

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from demixer.api.callers import callers
 from demixer.api.limits import count_request
 from demixer.errors import Forbidden
-from demixer.service.accounts.keys import Identity
+from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
 
 __all__ = [
@@ -60,7 +60,13 @@ async def identify(request: Request, secret: str | None) -> Identity:
 
 
 async def authorize(request: Request, secret: str | None, scopes: Iterable[str]) -> Identity:
-    """:func:`identify`, and the identity must hold one of ``scopes`` (else ``Forbidden``)."""
+    """:func:`identify` of a Bearer ``secret``, and the identity must hold one of ``scopes``
+    (else ``Forbidden``)."""
+    if secret is None and request.headers.get("authorization", "").strip():
+        # A key sent bare, or with another scheme ("Token", "Basic"): say what is wrong.
+        raise Unauthorized(
+            "the Authorization header must read `Bearer <key>`; it holds no Bearer key"
+        )
     identity = await identify(request, secret)
     if not identity.scopes.intersection(scopes):
         raise Forbidden(
