@@ -291,6 +291,20 @@ def test_models_list_fits_an_80_column_terminal(model_dir: Path) -> None:
         assert " ".join(row[3:]).startswith(spec.license_class)
     assert rows["spleeter-2stems"][2] == "yes" and rows["htdemucs"][3:5] == ["research", "only"]
     assert str(model_dir) in result.stdout
+    # Under each id, its stems, every line of them indented (a wrapped one too), so that the
+    # first column shows ids alone.
+    body = lines[2 : next(i for i, line in enumerate(lines) if line.startswith("installed,"))]
+    width = max(len(spec.id) for spec in list_specs())
+    stems: dict[str, list[str]] = {}
+    for line in body:
+        if line[0].isalnum():
+            stems[line.split()[0]] = []
+        else:
+            assert line.startswith("  "), line
+            stems[list(stems)[-1]].append(line[:width].strip())
+    assert list(stems) == [spec.id for spec in list_specs()]
+    for spec in list_specs():
+        assert " ".join(stems[spec.id]) == ", ".join(spec.stems), spec.id
 
 
 def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:

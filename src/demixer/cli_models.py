@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -117,7 +118,8 @@ def models_list(
     # 80 columns: id 29 (the longest id, never wrapped), arch 8, here 4, licence 14 and the
     # figure take 72 with the gaps; the stems go on a second line under the id.
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("id / stems", width=max(len(spec.id) for spec in specs))
+    id_width = max(len(spec.id) for spec in specs)
+    table.add_column("id / stems", width=id_width)
     table.add_column("arch", width=max(len(label) for label in _ARCH_LABELS.values()))
     table.add_column("here", width=4)
     table.add_column("licence", width=max(len(c) for c in LICENSE_CLASSES))
@@ -125,7 +127,7 @@ def models_list(
     for spec in specs:
         headline = spec.headline
         table.add_row(
-            f"[bold]{escape(spec.id)}[/]\n  [dim]{escape(', '.join(spec.stems))}[/]",
+            f"[bold]{escape(spec.id)}[/]\n[dim]{escape(_indented(spec.stems, id_width))}[/]",
             _ARCH_LABELS.get(spec.family, spec.family),
             "yes" if installed[spec.id] else "no",
             spec.license_class,
@@ -139,6 +141,17 @@ def models_list(
         f"weights cache: {default_model_dir()}",
     ):
         out.print(escape(line), soft_wrap=False, highlight=False)
+
+
+def _indented(stems: tuple[str, ...], width: int) -> str:
+    """``stems`` listed under a model's id: indented, continued lines indented further."""
+    return textwrap.fill(
+        ", ".join(stems),
+        width,
+        initial_indent="  ",
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+    )
 
 
 def _print_producible(installed: list[ModelSpec]) -> None:
