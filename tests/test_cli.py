@@ -307,6 +307,57 @@ def test_models_list_fits_an_80_column_terminal(model_dir: Path) -> None:
         assert " ".join(stems[spec.id]) == ", ".join(spec.stems), spec.id
 
 
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        (
+            "--data-dir",
+            "{file}/sub",
+            "error [INVALID_DATA_DIR] cannot use {file}/sub as the data directory: Not a "
+            "directory (--data-dir or DEMIXER_DATA_DIR chooses another)",
+        ),
+        (
+            "DEMIXER_DATABASE_URL",
+            "sqlite:///{file}/sub/demixer.db",
+            "error [INVALID_PATH] cannot create {file}/sub: Not a directory "
+            "(DEMIXER_DATABASE_URL and DEMIXER_STORAGE_URL say where the database and the "
+            "files go)",
+        ),
+        (
+            "DEMIXER_DATABASE_URL",
+            "mysql://user:hunter2@db.example/demixer",
+            "error [INVALID_DATABASE_URL] DEMIXER_DATABASE_URL "
+            "'mysql://user:***@db.example/demixer' cannot be used (No module named 'MySQLdb'); "
+            "demixer runs on SQLite (sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST/DB)",
+        ),
+        (
+            "DEMIXER_STORAGE_URL",
+            "ftp://files.example/demixer",
+            "error [INVALID_STORAGE_URL] DEMIXER_STORAGE_URL: unsupported storage URL "
+            "'ftp://files.example/demixer' (supported: file://, s3://)",
+        ),
+    ],
+)
+def test_service_commands_name_an_unusable_place_or_url(
+    model_dir: Path, tmp_path: Path, where: str, value: str, message: str
+) -> None:
+    """`keys`, `migrate`, `serve`, `worker` and `workers` open the same services: a data
+    directory or URL they cannot use is one line and exit 2, never a traceback (nor the
+    database password)."""
+    file = tmp_path / "a-file"
+    file.write_text("in the way")
+    value = value.format(file=file)
+    args: list[str | Path] = ["keys", "list", "--data-dir", tmp_path / "data"]
+    env = {}
+    if where == "--data-dir":
+        args[-1] = value
+    else:
+        env[where] = value
+    result = demixer(*args, model_dir=model_dir, env=env)
+    assert result.returncode == 2, result.stderr
+    assert _one_error_line(result) == message.format(file=file)
+
+
 def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:
     result = demixer("models", "info", "bs-roformer-vocals-1297", model_dir=model_dir)
     assert result.returncode == 0, result.stderr

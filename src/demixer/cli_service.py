@@ -46,15 +46,56 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
 
 
 def _services(settings: Any) -> Any:
+    from sqlalchemy.exc import ArgumentError
+
     from demixer.server.compose import build_services
     from demixer.service.migrate import migrate
     from demixer.service.scratch import sweep_scratch
+    from demixer.storage import InvalidStorageUrl
 
-    services = build_services(settings)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print_error(
+            "INVALID_DATA_DIR",
+            f"cannot use {settings.data_dir} as the data directory: {exc.strerror or exc} "
+            "(--data-dir or DEMIXER_DATA_DIR chooses another)",
+        )
+        raise typer.Exit(2) from None
+    try:
+        services = build_services(settings)
+    except (ImportError, ArgumentError) as exc:  # an unknown dialect or driver, or no URL
+        print_error(
+            "INVALID_DATABASE_URL",
+            f"DEMIXER_DATABASE_URL {_shown_url(settings.database)} cannot be used ({exc}); "
+            "demixer runs on SQLite (sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST/DB)",
+        )
+        raise typer.Exit(2) from None
+    except InvalidStorageUrl as exc:
+        print_error("INVALID_STORAGE_URL", f"DEMIXER_STORAGE_URL: {exc}")
+        raise typer.Exit(2) from None
+    except OSError as exc:  # a database file's or storage directory's folder
+        print_error(
+            "INVALID_PATH",
+            f"cannot create {exc.filename}: {exc.strerror or exc} (DEMIXER_DATABASE_URL and "
+            "DEMIXER_STORAGE_URL say where the database and the files go)",
+        )
+        raise typer.Exit(2) from None
     migrate(services.db)  # waits a while for a database started together with it
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
     services.storage.sweep_partials()  # and the unfinished writes of their uploads
     return services
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except ArgumentError:
+        return "(not a URL)"
 
 
 def _fail(error: DemixerError) -> typer.Exit:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from demixer.storage.base import (
     BlobNotFound,
+    InvalidStorageUrl,
     MultipartStorage,
     Storage,
     content_disposition,
@@ -27,6 +28,7 @@ from demixer.storage.signer import UrlSigner
 
 __all__ = [
     "BlobNotFound",
+    "InvalidStorageUrl",
     "LocalStorage",
     "MultipartStorage",
     "Storage",
@@ -48,4 +50,4 @@ def open_storage(url: str, *, scratch: Path | None = None) -> Storage:
         from demixer.storage.s3 import S3Storage  # boto3 loads only when S3 is used
 
         return S3Storage.from_url(url, scratch=scratch)
-    raise ValueError(f"unsupported storage URL {url!r} (supported: file://, s3://)")
+    raise InvalidStorageUrl(f"unsupported storage URL {url!r} (supported: file://, s3://)")

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+class InvalidStorageUrl(ValueError):
+    """``DEMIXER_STORAGE_URL`` names no store demixer has (a configuration error)."""
+
+
 class BlobNotFound(DemixerError):
     """No blob under that key (deleted, expired or never written)."""
 

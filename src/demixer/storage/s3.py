@@ -34,7 +34,12 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from demixer.errors import StorageFull, StorageUnavailable
-from demixer.storage.base import BlobNotFound, content_disposition, safe_key
+from demixer.storage.base import (
+    BlobNotFound,
+    InvalidStorageUrl,
+    content_disposition,
+    safe_key,
+)
 
 __all__ = ["S3Storage"]
 
@@ -188,11 +193,13 @@ class S3Storage:
         """``s3://BUCKET[/PREFIX]?endpoint=URL&region=R&public_endpoint=URL``."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
-            raise ValueError(f"bad S3 storage URL {url!r}: use s3://BUCKET[/PREFIX]?endpoint=URL")
+            raise InvalidStorageUrl(
+                f"bad S3 storage URL {url!r}: use s3://BUCKET[/PREFIX]?endpoint=URL"
+            )
         query = {name: values[-1] for name, values in parse_qs(parsed.query).items()}
         unknown = set(query) - {"endpoint", "region", "public_endpoint"}
         if unknown:
-            raise ValueError(
+            raise InvalidStorageUrl(
                 f"bad S3 storage URL {url!r}: unknown option(s) {sorted(unknown)} "
                 "(known: endpoint, region, public_endpoint)"
             )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from demixer.errors import DemixerError
+from demixer.errors import DemixerError, InvalidRequest
 from demixer.service.db import Database
 from demixer.service.schema import Account, ApiKey
 
@@ -86,9 +86,11 @@ def create_key(
     """
     unknown = set(scopes) - set(ALL_SCOPES)
     if unknown:
-        raise DemixerError(f"unknown scope(s) {', '.join(sorted(unknown))}; known: {ALL_SCOPES}")
+        raise InvalidRequest(
+            f"unknown scope(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_SCOPES)}"
+        )
     if len(name) > 200:
-        raise DemixerError(f"a key's name is at most 200 characters (got {len(name)})")
+        raise InvalidRequest(f"a key's name is at most 200 characters (got {len(name)})")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     now = db.clock()
     with db.write() as s:
