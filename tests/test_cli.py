@@ -23,6 +23,7 @@ from audiofiles import encode, tone
 from demixer.audio import load
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
+from service_harness import free_port
 
 
 def _executable() -> Path:
@@ -356,6 +357,24 @@ def test_service_commands_name_an_unusable_place_or_url(
     result = demixer(*args, model_dir=model_dir, env=env)
     assert result.returncode == 2, result.stderr
     assert _one_error_line(result) == message.format(file=file)
+
+
+def test_a_database_that_never_answers_is_one_line_after_the_wait(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens there: every connection is refused
+    env = {
+        "DEMIXER_DATABASE_URL": f"postgresql://demixer:hunter2@127.0.0.1:{port}/demixer",
+        "DEMIXER_DATABASE_WAIT_SECONDS": "0",
+    }
+    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    assert result.returncode == 1, result.stderr
+    line = _one_error_line(result)
+    assert line.startswith(
+        f"error [DATABASE_UNAVAILABLE] the database 'postgresql://demixer:***@127.0.0.1:{port}/"
+        "demixer' did not answer within 0 s (DEMIXER_DATABASE_WAIT_SECONDS): connection failed:"
+    ), line
+    assert "hunter2" not in result.stderr
 
 
 def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:

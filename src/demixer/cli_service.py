@@ -46,9 +46,10 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
 
 
 def _services(settings: Any) -> Any:
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from demixer.server.compose import build_services
+    from demixer.service.db import is_unavailable
     from demixer.service.migrate import migrate
     from demixer.service.scratch import sweep_scratch
     from demixer.storage import InvalidStorageUrl
@@ -81,7 +82,18 @@ def _services(settings: Any) -> Any:
             "DEMIXER_STORAGE_URL say where the database and the files go)",
         )
         raise typer.Exit(2) from None
-    migrate(services.db)  # waits a while for a database started together with it
+    try:  # waits a while for a database started together with it
+        migrate(services.db, within=settings.database_wait_seconds)
+    except DBAPIError as exc:
+        if not is_unavailable(exc):
+            raise
+        print_error(
+            "DATABASE_UNAVAILABLE",
+            f"the database {_shown_url(settings.database)} did not answer within "
+            f"{settings.database_wait_seconds:g} s (DEMIXER_DATABASE_WAIT_SECONDS): "
+            f"{' '.join(str(exc.orig).split())}",
+        )
+        raise typer.Exit(1) from None
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
     services.storage.sweep_partials()  # and the unfinished writes of their uploads
     return services

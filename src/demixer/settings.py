@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path(user_data_dir("demixer")))
     database_url: str | None = None  # default: sqlite:///<data_dir>/demixer.db
     storage_url: str | None = None  # default: file://<data_dir>/storage
+    # How long a starting process waits for its database (started together with it).
+    database_wait_seconds: float = Field(60.0, ge=0)
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None  # base of signed URLs; default http://<host>:<port>

@@ -110,7 +110,8 @@ def retry_unavailable(
             left = deadline - time.monotonic()
             if not is_unavailable(exc) or left <= 0 or (stop is not None and stop.is_set()):
                 raise
-            log.warning("%s: the database is unavailable (%s); retrying", what, exc.orig)
+            reason = " ".join(str(exc.orig).split())  # psycopg's hint is a second line
+            log.warning("%s: the database is unavailable (%s); retrying", what, reason)
             pause = min(wait, left)
             if stop is not None:
                 stop.wait(pause)

@@ -31,7 +31,7 @@ MIGRATION_LOCK = 0x64656D69786572
 WAIT_SECONDS = 60.0
 
 
-def migrate(db: Database, revision: str = "head") -> None:
+def migrate(db: Database, revision: str = "head", *, within: float = WAIT_SECONDS) -> None:
     """Bring the database's schema to ``revision`` (idempotent).
 
     Every ``serve`` and ``worker`` process migrates at start; on PostgreSQL they take turns
@@ -40,11 +40,10 @@ def migrate(db: Database, revision: str = "head") -> None:
     schema at ``revision`` and do nothing. On SQLite the write lock, taken up front
     (``BEGIN IMMEDIATE``), does the same. A database that is not up yet, or a new SQLite file
     still being switched to WAL by another process ("database is locked"), is waited for up to
-    :data:`WAIT_SECONDS`: the migration is one transaction, so trying again is safe.
+    ``within`` seconds (:data:`WAIT_SECONDS`; ``DEMIXER_DATABASE_WAIT_SECONDS`` for the CLI):
+    the migration is one transaction, so trying again is safe.
     """
-    retry_unavailable(
-        lambda: _upgrade(db, revision), within=WAIT_SECONDS, what="migrating", max_wait=2.0
-    )
+    retry_unavailable(lambda: _upgrade(db, revision), within=within, what="migrating", max_wait=2.0)
 
 
 def _upgrade(db: Database, revision: str) -> None:
