@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -375,6 +376,37 @@ def test_a_database_that_never_answers_is_one_line_after_the_wait(
         "demixer' did not answer within 0 s (DEMIXER_DATABASE_WAIT_SECONDS): connection failed:"
     ), line
     assert "hunter2" not in result.stderr
+
+
+def test_serve_on_a_taken_port_says_so_before_starting_anything(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        data = tmp_path / "data"
+        result = demixer("serve", "--port", str(port), "--data-dir", data, model_dir=model_dir)
+    assert result.returncode == 1, result.stderr
+    assert _one_error_line(result) == (
+        f"error [CANNOT_LISTEN] cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    # Bound first: no banner claiming it runs, no key made, no worker, no data directory.
+    assert result.stdout == "" and not data.exists()
+
+
+def test_a_setting_that_does_not_parse_is_named_with_its_value(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    env = {"DEMIXER_MAX_UPLOAD_BYTES": "1GB", "DEMIXER_WORKERS": "-1"}
+    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [  # in the order the settings are declared
+        "error [INVALID_SETTING] DEMIXER_WORKERS='-1': workers must be >= 0",
+        "error [INVALID_SETTING] DEMIXER_MAX_UPLOAD_BYTES='1GB': Input should be a valid "
+        "integer, unable to parse string as an integer",
+    ]
 
 
 def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:

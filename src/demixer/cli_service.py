@@ -7,6 +7,7 @@ environment, and passes it down; nothing is created at import time.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,12 +38,21 @@ out = Console(soft_wrap=True)
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Any:
+    from pydantic import ValidationError
+
     from demixer.settings import Settings
 
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:  # a DEMIXER_* variable (or .env line) that does not parse
+        for error in exc.errors():
+            name = "DEMIXER_" + "_".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            print_error("INVALID_SETTING", f"{name}={error['input']!r}: {message}")
+        raise typer.Exit(2) from None
 
 
 def _services(settings: Any) -> Any:
@@ -142,10 +152,10 @@ def _start_sweeper(services: Any, stop: threading.Event) -> threading.Thread:
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     data_dir: DataDir = None,
     workers: Annotated[
-        int, typer.Option("--workers", help="Embedded worker slots (0: API only).")
+        int, typer.Option("--workers", min=0, help="Embedded worker slots (0: API only).")
     ] = 1,
     dispatch: Annotated[
         bool, typer.Option("--dispatch/--no-dispatch", help="Send webhook deliveries here.")
@@ -173,6 +183,7 @@ def serve(
     settings = _settings(
         data_dir, host=host, port=port, workers=workers, local_session=local_session
     )
+    listening = _listen(settings.host, settings.port)  # before anything starts or is shown
     services = _services(settings)
     worker = None
     if settings.workers > 0:  # before a key is shown: a worker that cannot run ends serve
@@ -196,20 +207,44 @@ def serve(
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
     _banner(settings, worker)
+    config = uvicorn.Config(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        log_config=log_config(),  # signed URLs' signatures never reach the log
+    )
     try:
-        uvicorn.run(
-            create_app(services),
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            log_config=log_config(),  # signed URLs' signatures never reach the log
-        )
+        uvicorn.Server(config).run(sockets=[listening])
     finally:
         stop.set()
         if worker_thread is not None:
             worker_thread.join(timeout=30)
         if dispatcher_thread is not None:
             dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, as uvicorn would make it; an address
+    that cannot be had ends ``serve`` with one line, before it starts anything or says it runs.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        print_error("CANNOT_LISTEN", f"cannot listen on {host}:{port}: {reason}")
+        raise typer.Exit(1) from None
+    return sock
 
 
 def _banner(settings: Any, worker: Any) -> None:
@@ -235,7 +270,7 @@ def _banner(settings: Any, worker: Any) -> None:
 
 def worker(
     data_dir: DataDir = None,
-    slots: Annotated[int, typer.Option("--slots", help="Jobs run at once.")] = 1,
+    slots: Annotated[int, typer.Option("--slots", min=1, help="Jobs run at once.")] = 1,
     models: Annotated[
         str | None,
         typer.Option(
