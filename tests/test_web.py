@@ -443,6 +443,34 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     expect(page.get_by_test_id("submit-hint")).to_have_text("Pick at least one stem.")
 
 
+def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
+    page: Page, server: Server, tmp_path: Path, audio: tuple[Path, Path]
+) -> None:
+    """A film's 5.1 sound: the API refuses more than 2 channels unless asked to fold them,
+    so the page asks, and says it did."""
+    mix, _ = sf.read(audio[0], dtype="float32", always_2d=True)
+    surround = tmp_path / "film.wav"
+    sf.write(surround, np.concatenate([mix, mix, mix * 0.5], axis=1), RATE, subtype="PCM_16")
+    open_page(page, server)
+    upload(page, surround)
+    expect(page.get_by_test_id("upload-status")).to_have_text(
+        "Ready: film.wav · 0:03 · 6 channels, folded to stereo"
+    )
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=180_000)
+    with httpx.Client(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {server.key}"}
+    ) as api:
+        listed = api.get("/v1/queue/requests", params={"limit": 1}).json()["data"][0]
+        result = api.get(f"/v1/queue/requests/{listed['request_id']}/result").json()["data"]
+    vocals = httpx.get(result["vocals"]["url"], timeout=60)
+    assert sf.info(io.BytesIO(vocals.content)).channels == 2
+    # The next file, in stereo, is not folded: nothing is said, and nothing is asked.
+    upload(page, audio[0])
+    expect(page.get_by_test_id("upload-status")).to_have_text("Ready: Falcon 69.wav · 0:03")
+
+
 def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> None:
     page = phone
     open_page(page, server)

@@ -5,7 +5,7 @@ import { downloadAll, downloadMix, mixer, openResult, thumbnails } from "./mixer
 import { FINAL, PlainError, clock, colour, day, fromBody, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { key: "", fileId: null, file: null, upload: null, job: null, watch: null, models: null, busy: false };
+const state = { key: "", fileId: null, downmix: false, file: null, upload: null, job: null, watch: null, models: null, busy: false };
 
 // ---------- errors next to the control that caused them ----------
 function errorFor(el) {
@@ -183,6 +183,7 @@ function upload(file) {
   if (state.upload) state.upload.abort();
   state.file = file;
   state.fileId = null;
+  state.downmix = false;
   const bar = $("#upload-progress");
   const text = $("#upload-text");
   $("#upload-row").hidden = false;
@@ -216,8 +217,11 @@ function upload(file) {
     state.upload = null;
     bar.value = 1;
     state.fileId = body.file_id;
+    // Surround sound (a film's 5.1) is folded to stereo, as the user is told here.
+    state.downmix = body.channels > 2;
     const length = body.duration ? ` · ${clock(body.duration)}` : "";
-    text.textContent = `Ready: ${body.file_name}${length}`;
+    const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
+    text.textContent = `Ready: ${body.file_name}${length}${folded}`;
     updateSubmit();
   };
   xhr.send(form);
@@ -251,6 +255,7 @@ $("#job-form").addEventListener("submit", async (ev) => {
   }
   const quality = $("#quality-select").value;  // "": the server's default
   if (quality) input.quality = quality;
+  if (state.downmix) input.downmix = true;
   state.busy = true;
   updateSubmit();
   try {
