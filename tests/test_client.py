@@ -160,6 +160,34 @@ def test_separate_writes_stems_that_sum_to_the_input(
     assert 0.02 < share < 0.8  # separated, not copied
 
 
+def test_surround_is_refused_unless_folded_and_spans_limit_a_prompt(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, mix = music
+    surround = tmp_path / "film.wav"  # 6 channels: the stereo mix three times over
+    sf.write(surround, np.concatenate([mix, mix, mix]).T, RATE, subtype="FLOAT")
+    with client(server) as c:
+        with pytest.raises(ApiError) as refused:
+            c.separate(surround, stems=["vocals"], directory=tmp_path / "no")
+        assert (refused.value.code, refused.value.param) == ("INVALID_AUDIO", "input.downmix")
+        folded = c.separate(surround, stems=["vocals"], directory=tmp_path / "5.1", downmix=True)
+        assert read(folded["vocals"]).shape == mix.shape  # stereo, the input's length
+
+        # A prompt's target kept from 0 to 1 s and taken out from 2 to 2.5 s.
+        spans = [(0.0, 1.0), {"start": 2.0, "end": 2.5, "include": False}]
+        paths = c.separate(
+            path, prompt="vocals", spans=spans, bit_depth="32f", directory=tmp_path / "spans"
+        )
+        with pytest.raises(ValueError, match="give a prompt with them"):
+            c.submit("file_x", stems=["vocals"], spans=spans)
+    target, residual = read(paths["target"]), read(paths["residual"])
+    fade = int(0.010 * RATE)  # each edge fades over 10 ms outside its span
+    assert np.abs(target[:, RATE + fade :]).max() == 0  # only the first second is kept
+    assert np.abs(target[:, : RATE // 2]).max() > 1e-3
+    np.testing.assert_allclose(residual[:, RATE + fade :], mix[:, RATE + fade :], atol=1e-6)
+    assert not (tmp_path / "no").exists()
+
+
 def test_wait_polls_when_a_proxy_refuses_the_event_stream(
     server: Server, music: tuple[Path, np.ndarray]
 ) -> None:
@@ -322,6 +350,19 @@ def test_remote_separate_writes_the_stems(
     assert read(tmp_path / "falcon_vocals.flac").shape == music[1].shape
 
 
+def test_remote_separate_folds_surround_with_downmix(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    surround = tmp_path / "film.wav"
+    sf.write(surround, np.concatenate([music[1]] * 3).T, RATE, subtype="FLOAT")
+    refused = remote(server, str(surround), "-o", str(tmp_path / "no"))
+    assert refused.returncode == 3
+    assert refused.stderr.rstrip().endswith("fold it to stereo first (--downmix here)")
+    done = remote(server, str(surround), "--downmix", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert read(tmp_path / "out" / "film_vocals.wav").shape == music[1].shape
+
+
 @pytest.mark.parametrize(
     ("case", "code", "exit_code"),
     [
@@ -389,6 +430,7 @@ def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(
         ("--server", "ftp://example.com", "'ftp://example.com' is not an http(s) URL"),
         ("--timeout", "0", "0 is not a number of seconds above 0"),
         ("--timeout", "-5", "-5 is not a number of seconds above 0"),
+        ("--span", "0:1", "a span limits the sound a --prompt names (e.g. --prompt vocals)"),
     ],
 )
 def test_remote_separate_refuses_a_bad_server_or_timeout_up_front(
@@ -397,7 +439,8 @@ def test_remote_separate_refuses_a_bad_server_or_timeout_up_front(
     cmd = [DEMIXER, "remote", "separate", str(music[0]), "-o", str(tmp_path), option, value]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, (done.stdout, done.stderr)
-    assert f"Invalid value for '{option}': {message}" in done.stderr
+    shown = "'--span' / '--exclude-span'" if option == "--span" else f"'{option}'"
+    assert f"Invalid value for {shown}: {message}" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -18,7 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from demixer import __version__, cli_models, cli_remote, cli_service, cli_user_models
-from demixer.cli_inputs import FilesArgument, expand_inputs
+from demixer.cli_inputs import (
+    DownmixOption,
+    ExcludeSpanOption,
+    FilesArgument,
+    SpanOption,
+    expand_inputs,
+    parse_spans,
+)
 from demixer.cli_output import FileProgress, print_error, readable_help
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import (
@@ -140,9 +147,7 @@ def separate(
             help="Output file name: {track}, {stem}, {ext}, {model}; may hold folders.",
         ),
     ] = DEFAULT_TEMPLATE,
-    downmix: Annotated[
-        bool, typer.Option("--downmix", help="Fold inputs with more than 2 channels to stereo.")
-    ] = False,
+    downmix: DownmixOption = False,
     rescale: Annotated[
         bool,
         typer.Option(
@@ -187,23 +192,8 @@ def separate(
     device: Annotated[
         str, typer.Option("--device", help="cpu, cuda, cuda:1, ... or auto (a GPU if any).")
     ] = "cpu",
-    span: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--span",
-            metavar="START:END",
-            help="Keep the stem only from START to END seconds (repeatable); the rest of it "
-            "goes to the residual. Needs one stem, e.g. --stems vocals.",
-        ),
-    ] = None,
-    exclude_span: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--exclude-span",
-            metavar="START:END",
-            help="Move the stem from START to END seconds into the residual (repeatable).",
-        ),
-    ] = None,
+    span: SpanOption = None,
+    exclude_span: ExcludeSpanOption = None,
     max_duration: Annotated[
         float,
         typer.Option(
@@ -222,7 +212,6 @@ def separate(
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
     from demixer.engine.outputs import span_outputs
-    from demixer.engine.spans import Span
     from demixer.models.registry import get_spec
 
     own = arch is not None or model_config is not None
@@ -254,8 +243,7 @@ def separate(
                 else f"no audio or video file in {', '.join(map(str, files))}"
             )
         output = OutputFormat.parse(fmt, bit_depth)
-        spans = [Span.parse(s) for s in span or ()]
-        spans += [Span.parse(s, include=False) for s in exclude_span or ()]
+        spans = parse_spans(span, exclude_span)
         requested = stems.split(",") if stems is not None else None
         if not own:
             model_id = _model_for(model, recipe, ensemble, ensemble_mode, requested)

@@ -11,11 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-__all__ = ["MEDIA_EXTENSIONS", "FilesArgument", "Input", "expand_inputs"]
+if TYPE_CHECKING:
+    from demixer.engine.spans import Span
+
+__all__ = [
+    "MEDIA_EXTENSIONS",
+    "DownmixOption",
+    "ExcludeSpanOption",
+    "FilesArgument",
+    "Input",
+    "SpanOption",
+    "expand_inputs",
+    "parse_spans",
+]
 
 FilesArgument = Annotated[
     list[Path],
@@ -26,6 +38,39 @@ FilesArgument = Annotated[
     ),
 ]
 """The ``FILES...`` argument of ``separate`` and ``remote separate``."""
+
+DownmixOption = Annotated[
+    bool, typer.Option("--downmix", help="Fold inputs with more than 2 channels to stereo.")
+]
+SpanOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--span",
+        metavar="START:END",
+        help="Keep the separated sound only from START to END seconds (repeatable); the rest "
+        "of it goes to the residual. Needs one sound: for `separate` one of --stems (e.g. "
+        "vocals), for `remote separate` a --prompt.",
+    ),
+]
+ExcludeSpanOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude-span",
+        metavar="START:END",
+        help="Move the separated sound from START to END seconds into the residual (repeatable).",
+    ),
+]
+"""``--downmix``, ``--span`` and ``--exclude-span``, the same for ``separate`` and ``remote
+separate``; :func:`parse_spans` reads the last two."""
+
+
+def parse_spans(span: list[str] | None, exclude_span: list[str] | None) -> list[Span]:
+    """``--span`` and ``--exclude-span`` values as spans (InvalidOutput for a bad one)."""
+    from demixer.engine.spans import Span  # with numpy and the engine: only when spans are given
+
+    spans = [Span.parse(s) for s in span or ()]
+    return spans + [Span.parse(s, include=False) for s in exclude_span or ()]
+
 
 MEDIA_EXTENSIONS = frozenset(
     {

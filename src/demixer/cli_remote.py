@@ -15,7 +15,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from demixer.cli_inputs import FilesArgument, expand_inputs
+from demixer.cli_inputs import (
+    DownmixOption,
+    ExcludeSpanOption,
+    FilesArgument,
+    SpanOption,
+    expand_inputs,
+    parse_spans,
+)
 from demixer.cli_output import print_error
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
@@ -87,6 +94,9 @@ def remote_separate(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds to wait for each job.")
     ] = None,
+    downmix: DownmixOption = False,
+    span: SpanOption = None,
+    exclude_span: ExcludeSpanOption = None,
     quality: Annotated[
         str | None,
         typer.Option(
@@ -109,6 +119,18 @@ def remote_separate(
             f"{server!r} is not an http(s) URL, e.g. http://127.0.0.1:8000",
             param_hint="'--server'",
         )
+    spans = None
+    if span or exclude_span:
+        if prompt is None:
+            raise typer.BadParameter(
+                "a span limits the sound a --prompt names (e.g. --prompt vocals)",
+                param_hint="'--span' / '--exclude-span'",
+            )
+        try:  # checked here, before any upload, as `separate` checks them
+            parsed = parse_spans(span, exclude_span)
+        except DemixerError as e:
+            raise typer.BadParameter(e.message, param_hint="'--span' / '--exclude-span'") from None
+        spans = [(p.start, p.end, p.include) for p in parsed]
     if timeout is not None and not timeout > 0:  # also NaN
         raise typer.BadParameter(
             f"{timeout:g} is not a number of seconds above 0", param_hint="'--timeout'"
@@ -140,6 +162,8 @@ def remote_separate(
                     directory=out_dir / item.subdir,
                     progress=err.is_terminal,
                     timeout=timeout,
+                    downmix=downmix,
+                    spans=spans,
                 )
             except FileNotFoundError:
                 print_error(InputNotFound.code, f"file not found: {path}")
@@ -155,7 +179,8 @@ def remote_separate(
                 last = _exit_code(e)
                 continue  # this job is slow, the next ones may not be
             except DemixerError as e:
-                print_error(e.code, f"{path.name}: {e.message}")
+                hint = " (--downmix here)" if e.param == "input.downmix" else ""
+                print_error(e.code, f"{path.name}: {e.message}{hint}")
                 last = _exit_code(e)
                 if last == 3:  # this input is bad: go on with the others, as the local CLI
                     continue

@@ -5,7 +5,7 @@ with the same methods as coroutines. Requests are built and answers parsed in
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -145,6 +145,8 @@ class AsyncClient(core.ClientBase):
         webhook_secret: str | None = None,
         idempotency_key: str | None = None,
         quality: str | None = None,
+        downmix: bool = False,
+        spans: Sequence[core.SpanLike] | None = None,
     ) -> Job:
         """See :meth:`Client.submit`."""
         call = self._submit_call(
@@ -159,6 +161,8 @@ class AsyncClient(core.ClientBase):
             webhook_secret=webhook_secret,
             idempotency_key=idempotency_key,
             quality=quality,
+            downmix=downmix,
+            spans=spans,
         )
         return Job.from_json(await self._json(call))
 
@@ -269,6 +273,8 @@ class AsyncClient(core.ClientBase):
         directory: str | os.PathLike[str] = ".",
         progress: bool = True,
         timeout: float | None = None,
+        downmix: bool = False,
+        spans: Sequence[core.SpanLike] | None = None,
     ) -> dict[str, Path]:
         """See :meth:`Client.separate`."""
         path = Path(path)
@@ -283,6 +289,8 @@ class AsyncClient(core.ClientBase):
                 output_format=output_format,
                 bit_depth=bit_depth,
                 quality=quality,
+                downmix=downmix,
+                spans=spans,
             )
             await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
             result = await self.result(job.request_id)

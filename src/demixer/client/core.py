@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ __all__ = [
     "ClientBase",
     "CountingReader",
     "Deadline",
+    "SpanLike",
     "StatusStream",
     "atomic_file",
     "check",
@@ -46,6 +47,7 @@ __all__ = [
     "download_target",
     "retry_delay",
     "settle",
+    "span_json",
     "transport_retry_delay",
 ]
 
@@ -250,6 +252,19 @@ def content_type_for(path: Path) -> str:
     return guessed if guessed.startswith(_MEDIA_OK) else "application/octet-stream"
 
 
+SpanLike = tuple[float, float] | tuple[float, float, bool] | Mapping[str, Any]
+"""A span of a prompt's target, in seconds: ``(start, end)`` (kept there), ``(start, end,
+False)`` (taken out there), or the API's own ``{"start", "end", "include"}``."""
+
+
+def span_json(span: SpanLike) -> dict[str, Any]:
+    """``span`` as the API's ``input.spans`` item."""
+    if isinstance(span, Mapping):
+        return dict(span)
+    start, end, *rest = span
+    return {"start": start, "end": end, "include": bool(rest[0]) if rest else True}
+
+
 def download_target(directory: Path, output: OutputFile) -> Path:
     """Where ``output`` goes: ``directory/{file_name}``, its name kept inside ``directory``."""
     name = Path(output.file_name.replace("\\", "/")).name
@@ -393,6 +408,8 @@ class ClientBase:
         webhook_secret: str | None,
         idempotency_key: str | None,
         quality: str | None = None,
+        downmix: bool = False,
+        spans: Sequence[SpanLike] | None = None,
     ) -> Call:
         if (file_id is None) == (audio_url is None):
             raise ValueError("give exactly one of file_id and audio_url")
@@ -402,10 +419,16 @@ class ClientBase:
             inp["bit_depth"] = str(bit_depth)
         if quality is not None:
             inp["quality"] = quality
+        if downmix:
+            inp["downmix"] = True
+        if spans is not None and prompt is None:
+            raise ValueError("spans limit a prompt's target: give a prompt with them")
         if prompt is not None:
             if stems:
                 raise ValueError("give stems or a prompt, not both")
             inp["prompt"] = prompt
+            if spans is not None:
+                inp["spans"] = [span_json(span) for span in spans]
             path = "/v1/queue/audio/separate"
         else:
             if stems is not None:  # left out: every stem of the model ([] is refused)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -164,6 +164,8 @@ class Client(core.ClientBase):
         webhook_secret: str | None = None,
         idempotency_key: str | None = None,
         quality: str | None = None,
+        downmix: bool = False,
+        spans: Sequence[core.SpanLike] | None = None,
     ) -> Job:
         """Queue a separation of an uploaded file or an http(s) URL.
 
@@ -171,6 +173,10 @@ class Client(core.ClientBase):
         and ``residual``); otherwise ``audio/stems`` with ``stems`` of ``model`` (empty: all)
         plus ``residual``. ``bit_depth``: wav ``16``/``24``/``32f``, flac ``16``/``24``.
         ``quality``: ``fast``, ``balanced`` or ``best`` (None: the server's default).
+        ``downmix``: fold more than 2 channels (a film's 5.1) to stereo instead of having
+        the input refused. ``spans`` (with a prompt): keep the target only in ``(start, end)``
+        seconds, or take it out of ``(start, end, False)``; what is taken out goes to the
+        residual.
         """
         call = self._submit_call(
             file_id,
@@ -184,6 +190,8 @@ class Client(core.ClientBase):
             webhook_secret=webhook_secret,
             idempotency_key=idempotency_key,
             quality=quality,
+            downmix=downmix,
+            spans=spans,
         )
         return Job.from_json(self._json(call))
 
@@ -299,6 +307,8 @@ class Client(core.ClientBase):
         directory: str | os.PathLike[str] = ".",
         progress: bool = True,
         timeout: float | None = None,
+        downmix: bool = False,
+        spans: Sequence[core.SpanLike] | None = None,
     ) -> dict[str, Path]:
         """Upload ``path``, separate it, wait, and download the outputs into ``directory``.
 
@@ -318,6 +328,8 @@ class Client(core.ClientBase):
                 output_format=output_format,
                 bit_depth=bit_depth,
                 quality=quality,
+                downmix=downmix,
+                spans=spans,
             )
             try:
                 self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
