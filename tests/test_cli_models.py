@@ -120,6 +120,28 @@ def test_a_corrupt_download_is_refused_with_exit_4(origin: Origin, model_dir: Pa
     assert sorted(p.name for p in (model_dir / "tiny-roformer").iterdir()) == ["tiny.yaml"]
 
 
+def test_a_model_directory_that_cannot_be_made_is_one_line(
+    origin: Origin, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (model_dir / "a-file").write_text("in the way")
+    unusable = model_dir / "a-file" / "models"
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(unusable))
+    code, stdout, stderr = pull(origin)
+    assert code == 2 and stdout == []
+    assert stderr.splitlines()[-1] == (  # after the licence notice, and nothing else
+        f"error [INVALID_MODEL_DIR] cannot use {unusable} as the model directory: Not a "
+        "directory (DEMIXER_MODEL_DIR chooses another)"
+    )
+    assert "Traceback" not in stderr
+    file = str(model_dir / "a-file")
+    added = CliRunner().invoke(
+        app, ["models", "add", "mine", "--arch", "mel_band_roformer", "--config", file,
+              "--checkpoint", file],
+    )  # fmt: skip
+    assert added.exit_code == 2
+    assert added.stderr.startswith(f"error [INVALID_MODEL_DIR] cannot use {unusable} ")
+
+
 def test_an_unknown_model_is_a_usage_error(model_dir: Path) -> None:
     result = CliRunner().invoke(app, ["models", "pull", "no-such-model"])
     assert result.exit_code == 2

@@ -33,6 +33,7 @@ __all__ = [
     "InvalidAudio",
     "InvalidAudioUrl",
     "InvalidModelConfig",
+    "InvalidModelDir",
     "InvalidOutput",
     "InvalidParams",
     "InvalidRequest",
@@ -93,6 +94,12 @@ class InvalidAudio(DemixerError):
     """The input cannot be used as audio: empty, corrupt, no audio stream, bad channel count…"""
 
     code = "INVALID_AUDIO"
+
+
+class InvalidModelDir(DemixerError):
+    """The model directory (``$DEMIXER_MODEL_DIR``) cannot be created or written."""
+
+    code = "INVALID_MODEL_DIR"
 
 
 class UnsupportedSampleRate(InvalidAudio):
@@ -440,6 +447,7 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     UnknownModel: 2,
     UnknownQuality: 2,
     InvalidOutput: 2,
+    InvalidModelDir: 2,
     DeviceUnavailable: 2,
     InvalidAudio: 3,
     ModelUnavailable: 4,

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from demixer.errors import DownloadFailed, WeightsChecksumMismatch
 from demixer.models.loading import default_model_dir, file_sha256, resolve_weight
+from demixer.models.model_dir import usable_model_dir
 from demixer.models.registry import ModelSpec, WeightFile, get_spec
 
 try:  # POSIX only; elsewhere concurrent pulls of one file are not serialised.
@@ -335,7 +336,7 @@ def pull(
         ModelUnavailable: a package-shipped file is missing (the message says what to install).
     """
     spec = get_spec(model_id)
-    root = model_dir if model_dir is not None else default_model_dir()
+    root = usable_model_dir(model_dir if model_dir is not None else default_model_dir())
     mirror = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
     paths: list[Path] = []
     for dependency in spec.requires:

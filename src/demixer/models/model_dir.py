@@ -7,10 +7,28 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-__all__ = ["default_model_dir"]
+from demixer.errors import InvalidModelDir
+
+__all__ = ["default_model_dir", "usable_model_dir"]
 
 
 def default_model_dir() -> Path:
     """``$DEMIXER_MODEL_DIR`` or ``<user cache dir>/demixer/models``."""
     env = os.environ.get("DEMIXER_MODEL_DIR")
     return Path(env) if env else Path(user_cache_dir("demixer")) / "models"
+
+
+def usable_model_dir(path: Path) -> Path:
+    """``path``, created if need be, to write weights or a model into.
+
+    Raises:
+        InvalidModelDir: it cannot be created (a file in the way, no permission, ...).
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidModelDir(
+            f"cannot use {path} as the model directory: {exc.strerror or exc} "
+            "(DEMIXER_MODEL_DIR chooses another)"
+        ) from None
+    return path

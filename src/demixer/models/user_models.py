@@ -29,7 +29,7 @@ from typing import Any
 
 from demixer.errors import Conflict, DemixerError, InvalidRequest, NotFound
 from demixer.models.catalogue import SHIPPED_IDS
-from demixer.models.model_dir import default_model_dir
+from demixer.models.model_dir import default_model_dir, usable_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
 
 __all__ = [
@@ -167,8 +167,7 @@ def install_user_model(
     for path in (config, checkpoint):
         if not Path(path).is_file():
             raise NotFound(f"{path} is not a file")
-    root = _model_dir(model_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = usable_model_dir(_model_dir(model_dir))
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         files = [
