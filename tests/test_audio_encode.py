@@ -294,6 +294,11 @@ def test_blocks_must_match_the_declared_stems_and_shapes(tmp_path: Path) -> None
 def test_unwritable_target_raises_invalid_output(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_bytes(b"")
-    with pytest.raises(InvalidOutput, match="cannot write"):
+    with pytest.raises(InvalidOutput) as caught:
         StemSetWriter({"a": blocker / "a.wav"}, 44100, 2, OutputFormat.parse("wav", None))
+    # In words, naming the path: not Python's "[Errno 17] File exists: '...'".
+    assert caught.value.message == f"cannot write the stems: {blocker} is a file, not a folder"
+    with pytest.raises(InvalidOutput) as below:
+        StemSetWriter({"a": blocker / "sub" / "a.wav"}, 44100, 2, OutputFormat.parse("wav", None))
+    assert below.value.message == f"cannot write the stems: Not a directory ({blocker / 'sub'})"
     assert [p.name for p in tmp_path.iterdir()] == ["not-a-dir"]

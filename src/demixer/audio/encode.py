@@ -276,6 +276,13 @@ class StemSetWriter:
             self.abort()
             if full:
                 raise StorageFull("cannot write the stems: the disk is full") from e
+            if isinstance(e, FileExistsError) and e.filename:  # a folder to make is a file
+                raise InvalidOutput(
+                    f"cannot write the stems: {e.filename} is a file, not a folder"
+                ) from e
+            if isinstance(e, OSError) and e.strerror:  # "[Errno 13] Permission denied: 'x'"
+                what = f" ({e.filename})" if e.filename else ""
+                raise InvalidOutput(f"cannot write the stems: {e.strerror}{what}") from e
             if isinstance(e, (OSError, RuntimeError)):
                 raise InvalidOutput(f"cannot write the stems: {e}") from e
             raise
