@@ -56,14 +56,20 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
 
 
 def _services(settings: Any) -> Any:
-    from sqlalchemy.exc import ArgumentError, DBAPIError
-
-    from demixer.server.compose import build_services
-    from demixer.service.db import is_unavailable
-    from demixer.service.migrate import migrate
+    """The services of a ``serve``/``worker``/``keys``/... process, migrated and swept; what
+    the operator must fix (a data directory, a URL, a database that does not answer) ends the
+    command with one error line."""
     from demixer.service.scratch import sweep_scratch
-    from demixer.storage import InvalidStorageUrl
 
+    _make_data_dir(settings)
+    services = _build(settings)
+    _migrate(services, settings)
+    sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
+    services.storage.sweep_partials()  # and the unfinished writes of their uploads
+    return services
+
+
+def _make_data_dir(settings: Any) -> None:
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -73,26 +79,42 @@ def _services(settings: Any) -> Any:
             "(--data-dir or DEMIXER_DATA_DIR chooses another)",
         )
         raise typer.Exit(2) from None
+
+
+def _build(settings: Any) -> Any:
+    from sqlalchemy.exc import ArgumentError
+
+    from demixer.server.compose import build_services
+    from demixer.storage import InvalidStorageUrl
+
     try:
-        services = build_services(settings)
+        return build_services(settings)
     except (ImportError, ArgumentError) as exc:  # an unknown dialect or driver, or no URL
         print_error(
             "INVALID_DATABASE_URL",
             f"DEMIXER_DATABASE_URL {_shown_url(settings.database)} cannot be used ({exc}); "
             "demixer runs on SQLite (sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST/DB)",
         )
-        raise typer.Exit(2) from None
     except InvalidStorageUrl as exc:
         print_error("INVALID_STORAGE_URL", f"DEMIXER_STORAGE_URL: {exc}")
-        raise typer.Exit(2) from None
     except OSError as exc:  # a database file's or storage directory's folder
         print_error(
             "INVALID_PATH",
             f"cannot create {exc.filename}: {exc.strerror or exc} (DEMIXER_DATABASE_URL and "
             "DEMIXER_STORAGE_URL say where the database and the files go)",
         )
-        raise typer.Exit(2) from None
-    try:  # waits a while for a database started together with it
+    raise typer.Exit(2)
+
+
+def _migrate(services: Any, settings: Any) -> None:
+    """The schema brought up to date, waiting a while for a database started together with
+    this process."""
+    from sqlalchemy.exc import DBAPIError
+
+    from demixer.service.db import is_unavailable
+    from demixer.service.migrate import migrate
+
+    try:
         migrate(services.db, within=settings.database_wait_seconds)
     except DBAPIError as exc:
         if not is_unavailable(exc):
@@ -104,9 +126,6 @@ def _services(settings: Any) -> Any:
             f"{' '.join(str(exc.orig).split())}",
         )
         raise typer.Exit(1) from None
-    sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
-    services.storage.sweep_partials()  # and the unfinished writes of their uploads
-    return services
 
 
 def _shown_url(url: str) -> str:
