@@ -54,6 +54,25 @@ def _is_http_url(text: str) -> bool:
         return False
 
 
+def _spans(
+    prompt: str | None, span: list[str] | None, exclude_span: list[str] | None
+) -> list[tuple[float, float, bool]] | None:
+    """``--span`` / ``--exclude-span`` for the client, checked before any upload, as
+    ``separate`` checks them; they limit the sound a prompt names."""
+    if not span and not exclude_span:
+        return None
+    hint = "'--span' / '--exclude-span'"
+    if prompt is None:
+        raise typer.BadParameter(
+            "a span limits the sound a --prompt names (e.g. --prompt vocals)", param_hint=hint
+        )
+    try:
+        parsed = parse_spans(span, exclude_span)
+    except DemixerError as e:
+        raise typer.BadParameter(e.message, param_hint=hint) from None
+    return [(p.start, p.end, p.include) for p in parsed]
+
+
 @remote_app.command("separate")
 def remote_separate(
     files: FilesArgument,
@@ -119,22 +138,11 @@ def remote_separate(
             f"{server!r} is not an http(s) URL, e.g. http://127.0.0.1:8000",
             param_hint="'--server'",
         )
-    spans = None
-    if span or exclude_span:
-        if prompt is None:
-            raise typer.BadParameter(
-                "a span limits the sound a --prompt names (e.g. --prompt vocals)",
-                param_hint="'--span' / '--exclude-span'",
-            )
-        try:  # checked here, before any upload, as `separate` checks them
-            parsed = parse_spans(span, exclude_span)
-        except DemixerError as e:
-            raise typer.BadParameter(e.message, param_hint="'--span' / '--exclude-span'") from None
-        spans = [(p.start, p.end, p.include) for p in parsed]
     if timeout is not None and not timeout > 0:  # also NaN
         raise typer.BadParameter(
             f"{timeout:g} is not a number of seconds above 0", param_hint="'--timeout'"
         )
+    spans = _spans(prompt, span, exclude_span)
     if quality is not None:
         from demixer.models.quality import parse_quality
 
