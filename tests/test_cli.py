@@ -516,6 +516,24 @@ def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
     assert all(len(line) <= COLUMNS for line in lines)
 
 
+def test_a_folder_run_again_does_not_separate_its_own_stems(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    shutil.copy(inputs["A"], songs / "A.wav")
+    for _ in range(2):  # `-o` inside the folder: the second run finds the first one's stems
+        run = demixer("separate", songs, "-o", songs / "separated", model_dir=model_dir)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines()[0].startswith("A.wav: ")  # A alone, each time
+    written = sorted(p.relative_to(songs).as_posix() for p in songs.rglob("*") if p.is_file())
+    assert written == ["A.wav", "separated/A_accompaniment.wav", "separated/A_vocals.wav"]
+    # The same folder as its own output: its files are still its songs.
+    again = demixer("separate", songs / "separated", "-o", songs / "separated", model_dir=model_dir)
+    assert again.returncode == 0, again.stderr
+    assert (songs / "separated" / "A_vocals_vocals.wav").is_file()
+
+
 @pytest.mark.parametrize(
     "command",
     [["separate"], ["remote", "separate"], ["serve"], ["worker"], ["keys", "create"]],

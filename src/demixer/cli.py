@@ -232,7 +232,7 @@ def separate(
             return read_config(model_config, arch=arch).stems
         return get_spec(model_id).stems
 
-    inputs, skipped = expand_inputs(files)
+    inputs, skipped = expand_inputs(files, out_dir)
     try:
         level = parse_quality(quality)
         if not any(item.path.exists() for item in inputs):  # nothing to do: say so at once

@@ -100,21 +100,32 @@ class Input:
     subdir: Path
 
 
-def expand_inputs(arguments: Iterable[Path]) -> tuple[list[Input], int]:
+def expand_inputs(
+    arguments: Iterable[Path], out_dir: Path | None = None
+) -> tuple[list[Input], int]:
     """The files the arguments stand for, in order (a folder's sorted by path), each once;
-    and how many files under the folders were skipped as not audio or video."""
+    and how many files under the folders were skipped as not audio or video.
+
+    A folder's files inside ``out_dir``, when that is a sub-folder of it, are left out: they
+    are stems of an earlier run (``separate ~/Music -o ~/Music/separated``, run twice), not
+    songs. A file named on the command line is taken wherever it is.
+    """
     found: list[Input] = []
     seen: set[Path] = set()
     skipped = 0
+    outputs = out_dir.resolve() if out_dir is not None else None
     for argument in arguments:
         if not argument.is_dir():
             candidates = [(argument, Path("."))]
         else:
             candidates = []
+            stems_here = outputs if outputs != argument.resolve() else None
             for path in sorted(argument.rglob("*")):
                 relative = path.relative_to(argument)
                 if any(part.startswith(".") for part in relative.parts) or not path.is_file():
                     continue  # hidden files and folders (.DS_Store, .git) are nobody's songs
+                if stems_here is not None and path.resolve().is_relative_to(stems_here):
+                    continue
                 if path.suffix.lower().lstrip(".") not in MEDIA_EXTENSIONS:
                     skipped += 1
                     continue

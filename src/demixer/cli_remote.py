@@ -151,7 +151,7 @@ def remote_separate(
         except DemixerError as e:
             print_error(e.code, e.message)
             raise typer.Exit(exit_code_for(e)) from None
-    inputs, skipped = expand_inputs(files)
+    inputs, skipped = expand_inputs(files, out_dir)
     if skipped:
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
     last = 0
