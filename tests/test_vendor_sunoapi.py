@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -203,6 +204,23 @@ def test_bad_audio_fails_and_calls_back(suno: SunoClient, origin: Origin) -> Non
     callback = origin.posted("/cb/bad").json()
     assert callback["code"] != 200 and callback["msg"]
     assert callback["data"]["task_id"] == made["data"]["taskId"]
+
+
+def test_a_cancelled_task_is_failed_with_its_complete_time(origin: Origin, tmp_path: Path) -> None:
+    """An API with no worker: the task stays queued until the native cancel ends it."""
+    env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
+    with running_server(tmp_path / "api-only", workers=0, env=env) as api:
+        suno = SunoClient(api.base_url, api.key)
+        task = suno.generate(audioUrl=origin.url("song.wav"))["data"]["taskId"]
+        queued = suno.record(task)["data"]
+        assert (queued["successFlag"], queued["completeTime"]) == ("PENDING", None)
+        cancel = api.client().put(f"/v1/queue/requests/{task}/cancel")
+        assert cancel.json()["status"] == "CANCELLED", cancel.text
+        data = suno.record(task)["data"]
+        suno.close()
+    assert data["successFlag"] == "GENERATE_AUDIO_FAILED"
+    assert data["errorMessage"] == "CANCELLED: the task was cancelled"
+    assert isinstance(data["completeTime"], int) and data["completeTime"] >= data["createTime"]
 
 
 # --- errors -----------------------------------------------------------------------------------

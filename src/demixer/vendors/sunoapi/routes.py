@@ -69,7 +69,7 @@ from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
-from demixer.service.jobs.queue import COMPLETED, FAILED
+from demixer.service.jobs.queue import COMPLETED, FINAL
 from demixer.service.schema import Job
 from demixer.vendors.sunoapi.wire import (
     STEM_FIELDS,
@@ -289,7 +289,7 @@ async def _record_info(services: Services, identity: Identity, task_id: str | No
         "taskId": job.id,
         "callbackUrl": hook.url if hook is not None else None,
         "createTime": _millis(job.created_at),
-        "completeTime": _millis(job.finished_at) if job.status in (COMPLETED, FAILED) else None,
+        "completeTime": _millis(job.finished_at) if job.status in FINAL else None,
         "successFlag": flag,
         "errorCode": error_code(job),
         "errorMessage": error_message(job),
