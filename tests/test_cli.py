@@ -516,6 +516,28 @@ def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
     assert all(len(line) <= COLUMNS for line in lines)
 
 
+def test_file_names_that_are_not_utf8_or_hold_a_newline_are_separated(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """Linux allows any bytes in a name: an old Latin-1 'Café.wav', a newline. The stems are
+    named so that every tool can show them (U+FFFD, '_'), and nothing crashes on the way."""
+    folder = os.fsencode(tmp_path)
+    latin1 = os.fsdecode(folder + b"/Caf\xe9.wav")  # 'é' in Latin-1: not UTF-8
+    shutil.copy(inputs["A"], latin1)
+    shutil.copy(inputs["A"], tmp_path / "two\nlines.wav")
+    run = demixer("separate", latin1, tmp_path / "two\nlines.wav", "-o", tmp_path / "out",
+                  model_dir=model_dir)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "Caf\ufffd_accompaniment.wav",
+        "Caf\ufffd_vocals.wav",
+        "two_lines_accompaniment.wav",
+        "two_lines_vocals.wav",
+    ]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("Caf\ufffd.wav: ") and lines[3].startswith("two_lines.wav: ")
+
+
 def test_a_folder_run_again_does_not_separate_its_own_stems(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ from demixer.errors import (
     exit_code_for,
 )
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality
-from demixer.naming import DEFAULT_TEMPLATE
+from demixer.naming import DEFAULT_TEMPLATE, shown_name
 
 __all__ = ["app", "main"]
 
@@ -236,11 +236,11 @@ def separate(
     try:
         level = parse_quality(quality)
         if not any(item.path.exists() for item in inputs):  # nothing to do: say so at once
-            missing = ", ".join(str(item.path) for item in inputs)
+            missing = ", ".join(shown_name(str(item.path)) for item in inputs)
             raise InputNotFound(
                 f"file not found: {missing}"
                 if inputs
-                else f"no audio or video file in {', '.join(map(str, files))}"
+                else f"no audio or video file in {', '.join(shown_name(str(f)) for f in files)}"
             )
         output = OutputFormat.parse(fmt, bit_depth)
         spans = parse_spans(span, exclude_span)
@@ -272,7 +272,7 @@ def separate(
     with FileProgress(out, err) as progress:
         for item in inputs:
             path = item.path
-            progress.start(path.name)
+            progress.start(shown_name(path.name))
             try:
                 result = separator.separate_file(
                     path,
@@ -300,8 +300,8 @@ def separate(
                 raise typer.Exit(exit_code_for(e)) from None
             speed = result.duration / result.seconds if result.seconds else 0.0
             progress.print_out(
-                f"{escape(path.name)}: {result.duration:.1f} s in {result.seconds:.1f} s "
-                f"({speed:.1f}x real time)"
+                f"{escape(shown_name(path.name))}: {result.duration:.1f} s in "
+                f"{result.seconds:.1f} s ({speed:.1f}x real time)"
             )
             for name, written in result.paths.items():
                 clipped = result.report.clipped.get(name, 0)

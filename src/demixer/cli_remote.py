@@ -26,6 +26,7 @@ from demixer.cli_inputs import (
 from demixer.cli_output import print_error
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
+from demixer.naming import shown_name
 
 __all__ = ["register", "remote_app"]
 
@@ -158,6 +159,7 @@ def remote_separate(
     with Client(server, key) as client:
         for item in inputs:
             path = item.path
+            name = shown_name(path.name)
             try:
                 paths = client.separate(
                     path,
@@ -174,13 +176,13 @@ def remote_separate(
                     spans=spans,
                 )
             except FileNotFoundError:
-                print_error(InputNotFound.code, f"file not found: {path}")
+                print_error(InputNotFound.code, f"file not found: {shown_name(str(path))}")
                 last = 3
                 continue
             except WaitTimeout as e:  # before OSError: it is a TimeoutError too
                 print_error(
                     e.code,
-                    f"{path.name}: {e.message}; the job keeps running on the server, and GET "
+                    f"{name}: {e.message}; the job keeps running on the server, and GET "
                     f"/v1/queue/requests/{e.request_id}/result gives its stems once it is "
                     "done (or give a longer --timeout)",
                 )
@@ -188,16 +190,16 @@ def remote_separate(
                 continue  # this job is slow, the next ones may not be
             except DemixerError as e:
                 hint = " (--downmix here)" if e.param == "input.downmix" else ""
-                print_error(e.code, f"{path.name}: {e.message}{hint}")
+                print_error(e.code, f"{name}: {e.message}{hint}")
                 last = _exit_code(e)
                 if last == 3:  # this input is bad: go on with the others, as the local CLI
                     continue
                 raise typer.Exit(last) from None
             except OSError as e:  # the local file: unreadable, a folder, ...
-                print_error("INVALID_INPUT", f"{path}: {e.strerror or e}")
+                print_error("INVALID_INPUT", f"{shown_name(str(path))}: {e.strerror or e}")
                 last = 3
                 continue
-            out.print(f"{escape(path.name)}:", highlight=False)
+            out.print(f"{escape(name)}:", highlight=False)
             for name, written in paths.items():
                 out.print(f"  {name}: {escape(str(written))}", highlight=False)
     if last:

@@ -8,7 +8,9 @@ stems of one song sort together.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_TEMPLATE", "output_name"]
+import unicodedata
+
+__all__ = ["DEFAULT_TEMPLATE", "output_name", "shown_name"]
 
 DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
 
@@ -16,3 +18,11 @@ DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
 def output_name(track: str, stem: str, ext: str) -> str:
     """The file name of ``stem`` of the song ``track`` (a file name without its extension)."""
     return DEFAULT_TEMPLATE.format(track=track, stem=stem, ext=ext)
+
+
+def shown_name(name: str) -> str:
+    """``name`` (a file name, as the OS gave it) as every tool can show and store it: bytes
+    that are not UTF-8 (an old Latin-1 name) as U+FFFD, control characters (a newline) as
+    ``_``. Output files are named with it, and it is what the CLI prints."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join("_" if unicodedata.category(c) == "Cc" else c for c in text)

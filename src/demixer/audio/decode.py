@@ -46,6 +46,7 @@ from av.audio.stream import AudioStream
 from av.container import InputContainer
 
 from demixer.errors import DurationLimit, InputNotFound, InvalidAudio, UnsupportedSampleRate
+from demixer.naming import shown_name
 
 __all__ = [
     "DEMUXERS",
@@ -99,14 +100,14 @@ class AudioInfo:
 
 
 def _name(path: Path) -> str:
-    return f"'{path.name}'"
+    return f"'{shown_name(path.name)}'"
 
 
 def _open(path: Path) -> InputContainer:
     """Open ``path`` with PyAV, turning every way that can fail into one InvalidAudio."""
     # Checked before FFmpeg sees the file: its messages for these cases are generic.
     if not path.exists():
-        raise InputNotFound(f"file not found: {path}")
+        raise InputNotFound(f"file not found: {shown_name(str(path))}")
     if path.is_dir():
         raise InvalidAudio(f"{path} is a directory, not an audio file")
     try:

@@ -14,6 +14,7 @@ import numpy as np
 from demixer.audio import OutputFormat, StemSetWriter, WriteReport
 from demixer.engine.stems import StemPlan, is_silent
 from demixer.errors import InvalidOutput
+from demixer.naming import shown_name
 
 __all__ = ["ResidualCheck", "Writers", "output_paths", "span_outputs"]
 
@@ -38,6 +39,7 @@ def output_paths(
         raise InvalidOutput(f"output template {template!r} must contain {{stem}}")
     paths = {}
     root = out_dir.resolve()
+    track = shown_name(track)
     for stem in stems:
         path = out_dir / template.format(track=track, stem=stem, ext=fmt.extension, model=model)
         if not path.resolve().is_relative_to(root):
