@@ -90,12 +90,19 @@ class Api:
         """Another key of the same account with only ``scopes``."""
         return create_key(self.services.db, account_id=self.account, scopes=scopes)[1]
 
-    def announce(self, name: str = "stereo.wav", content_type: str = "audio/wav") -> dict[str, Any]:
-        """``POST /v1/files`` (JSON) for test file ``name``; returns the answer + ``data``."""
+    def announce(
+        self, name: str = "stereo.wav", content_type: str = "audio/wav", *, as_name: str = ""
+    ) -> dict[str, Any]:
+        """``POST /v1/files`` (JSON) for test file ``name`` (called ``as_name`` if given);
+        returns the answer + ``data``."""
         data = self.files.get(name).path.read_bytes()
         r = self.post(
             "/v1/files",
-            json={"file_name": name, "content_type": content_type, "file_size": len(data)},
+            json={
+                "file_name": as_name or name,
+                "content_type": content_type,
+                "file_size": len(data),
+            },
         )
         assert r.status_code == 201, r.text
         return {**r.json(), "data": data}
@@ -145,9 +152,12 @@ class Api:
             return put
         return self.post(f"/v1/files/{up['file_id']}/complete")  # type: ignore[no-any-return]
 
-    def upload(self, name: str = "stereo.wav", content_type: str = "audio/wav") -> str:
-        """Announce and upload a real audio file; returns its file id (status uploaded)."""
-        up = self.announce(name, content_type)
+    def upload(
+        self, name: str = "stereo.wav", content_type: str = "audio/wav", *, as_name: str = ""
+    ) -> str:
+        """Announce and upload a real audio file (called ``as_name`` if given); returns its
+        file id (status uploaded)."""
+        up = self.announce(name, content_type, as_name=as_name)
         r = self.finish(up)
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "uploaded"
@@ -157,8 +167,11 @@ class Api:
         body = {"input": {"file_id": file_id, "prompt": prompt, **extra.pop("input", {})}}
         return self.post("/v1/queue/audio/separate", json={**body, **extra})
 
-    def worker_done(self, job_id: str, names: tuple[str, ...] = ("target", "residual")) -> None:
-        """Play the worker: claim ``job_id``, store a real WAV per output, complete it."""
+    def worker_done(
+        self, job_id: str, names: tuple[str, ...] = ("target", "residual"), track: str = "song"
+    ) -> None:
+        """Play the worker: claim ``job_id``, store a real WAV per output (named
+        ``{track}_{name}.wav``, as the worker names them after the input), complete it."""
         queue, storage = self.services.queue, self.services.storage
         claim = queue.claim("test-worker")
         assert claim is not None and claim.id == job_id
@@ -170,7 +183,7 @@ class Api:
             outputs[name] = {
                 "key": key,
                 "content_type": "audio/wav",
-                "file_name": f"song_{name}.wav",
+                "file_name": f"{track}_{name}.wav",
                 "size": size,
                 "duration": wav.seconds,
                 "sample_rate": wav.rate,

@@ -67,12 +67,21 @@ def test_identical_request_reuses_outputs(api: Api) -> None:
 
 
 def test_same_bytes_in_another_upload_hit(api: Api) -> None:
-    first = _completed(api, api.upload())
-    r = api.queue_separate(api.upload())  # the same file's bytes, uploaded again
+    r = api.queue_separate(api.upload(as_name="alpha.wav"))
+    first = r.json()["request_id"]
+    api.worker_done(first, track="alpha")
+    # The same file's bytes, uploaded again under another name.
+    r = api.queue_separate(api.upload(as_name="beta.wav"))
     assert r.json()["status"] == "COMPLETED"
     with api.services.db.read() as s:
         job = s.get(Job, r.json()["request_id"])
         assert job is not None and job.reused_from == first
+    # Its downloads are named after it, not after the upload whose outputs it reuses.
+    data = api.get(f"/v1/queue/requests/{r.json()['request_id']}/result").json()["data"]
+    assert (data["target"]["file_name"], data["residual"]["file_name"]) == (
+        "beta_target.wav",
+        "beta_residual.wav",
+    )
 
 
 def test_other_options_stems_and_accounts_miss(api: Api) -> None:

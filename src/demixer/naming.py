@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["DEFAULT_TEMPLATE", "output_name", "shown_name"]
+__all__ = ["DEFAULT_TEMPLATE", "output_name", "renamed", "shown_name"]
 
 DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
 
@@ -18,6 +18,14 @@ DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
 def output_name(track: str, stem: str, ext: str) -> str:
     """The file name of ``stem`` of the song ``track`` (a file name without its extension)."""
     return DEFAULT_TEMPLATE.format(track=track, stem=stem, ext=ext)
+
+
+def renamed(file_name: str, track: str, new_track: str) -> str:
+    """``file_name``, named after ``track`` by :data:`DEFAULT_TEMPLATE`, named after
+    ``new_track`` instead (unchanged if it is not ``track``'s)."""
+    if file_name.startswith(f"{track}_"):
+        return f"{new_track}_{file_name[len(track) + 1 :]}"
+    return file_name
 
 
 def shown_name(name: str) -> str:

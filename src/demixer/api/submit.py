@@ -384,7 +384,7 @@ def submit(
             if sub.note:
                 services.queue.log(s, job_id, sub.note)
             if source is not None:
-                outputs = cache.copy_outputs(services.storage, source, job_id)
+                outputs = cache.copy_outputs(services.storage, source, job_id, sub.params)
                 services.queue.complete_from_cache(s, job_id, source, outputs)
             position = services.queue.position(s, job) if source is None else 0
             created = job.created_at

@@ -20,6 +20,7 @@ from demixer.client.progress import SeparateProgress
 from demixer.client.sync import OnBytes, OnStatus
 from demixer.client.types import FileInfo, Job, Result, Status
 from demixer.errors import InvalidAudio
+from demixer.naming import shown_name
 
 __all__ = ["AsyncClient"]
 
@@ -115,7 +116,7 @@ class AsyncClient(core.ClientBase):
         path = Path(path)
         size = (await anyio.Path(path).stat()).st_size
         if size == 0:
-            raise InvalidAudio(f"{path.name} is empty (0 bytes)")
+            raise InvalidAudio(f"{shown_name(path.name)} is empty (0 bytes)")
         ctype = content_type or core.content_type_for(path)
         if multipart:
             # httpx's multipart encoder reads the file in 64 KiB blocking reads.
@@ -123,7 +124,8 @@ class AsyncClient(core.ClientBase):
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    return {"file": (path.name, core.CountingReader(fh, on_bytes), ctype)}
+                    reader = core.CountingReader(fh, on_bytes)
+                    return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(await self._json(self._multipart_call(), files=files))
         announced = await self._json(self._announce_call(path, size, ctype))

@@ -29,6 +29,7 @@ from demixer.client.errors import ApiError, BadResponse, JobCancelled, JobFailed
 from demixer.client.types import OutputFile, Status
 from demixer.defaults import DEFAULT_MODEL
 from demixer.filemode import umask_mode
+from demixer.naming import shown_name
 
 __all__ = [
     "CHUNK",
@@ -366,7 +367,7 @@ class ClientBase:
 
     def _announce_call(self, path: Path, size: int, content_type: str) -> Call:
         body = {
-            "file_name": path.name,
+            "file_name": shown_name(path.name),  # JSON carries no undecodable bytes
             "content_type": content_type,
             "file_size": size,
             "purpose": "audio.separate.input",

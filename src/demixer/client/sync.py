@@ -19,6 +19,7 @@ from demixer.client.errors import ClientError, translate_transport_errors
 from demixer.client.progress import SeparateProgress
 from demixer.client.types import FileInfo, Job, Result, Status
 from demixer.errors import InvalidAudio
+from demixer.naming import shown_name
 
 __all__ = ["Client"]
 
@@ -134,14 +135,15 @@ class Client(core.ClientBase):
         path = Path(path)
         size = path.stat().st_size
         if size == 0:
-            raise InvalidAudio(f"{path.name} is empty (0 bytes)")
+            raise InvalidAudio(f"{shown_name(path.name)} is empty (0 bytes)")
         ctype = content_type or core.content_type_for(path)
         if multipart:
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    return {"file": (path.name, core.CountingReader(fh, on_bytes), ctype)}
+                    reader = core.CountingReader(fh, on_bytes)
+                    return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(self._json(self._multipart_call(), files=files))
         announced = self._json(self._announce_call(path, size, ctype))

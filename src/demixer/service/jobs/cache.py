@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from demixer.naming import renamed
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import COMPLETED
 from demixer.service.schema import File, Job
@@ -84,15 +86,21 @@ def find_reusable(
     return None
 
 
-def copy_outputs(storage: Storage, source: Job, job_id: str) -> dict[str, Any]:
+def copy_outputs(storage: Storage, source: Job, job_id: str, params: JobParams) -> dict[str, Any]:
     """Copy ``source``'s output blobs to ``outputs/{job_id}/cached/``; returns the new
-    ``outputs`` (same entries, new keys). On failure nothing copied is left behind."""
+    ``outputs``: the same entries with new keys, and file names after this request's input
+    (the same bytes uploaded as ``beta.wav`` give ``beta_vocals.wav``, not the first upload's
+    ``alpha_vocals.wav``). On failure nothing copied is left behind."""
+    was = Path(JobParams.of_job(source.id, source.params).input_name).stem
+    now = Path(params.input_name).stem
     outputs: dict[str, Any] = {}
     try:
         for name, out in (source.outputs or {}).items():
             key = f"outputs/{job_id}/cached/{out['key'].rsplit('/', 1)[-1]}"
             storage.copy(out["key"], key)
             outputs[name] = {**out, "key": key}
+            if "file_name" in out:
+                outputs[name]["file_name"] = renamed(out["file_name"], was, now)
     except BaseException:
         storage.delete_prefix(f"outputs/{job_id}/")
         raise
