@@ -119,12 +119,12 @@ def expand_inputs(
             candidates = [(argument, Path("."))]
         else:
             candidates = []
-            stems_here = outputs if outputs != argument.resolve() else None
+            stems_here = _inside(outputs, argument.resolve())
             for path in sorted(argument.rglob("*")):
                 relative = path.relative_to(argument)
                 if any(part.startswith(".") for part in relative.parts) or not path.is_file():
                     continue  # hidden files and folders (.DS_Store, .git) are nobody's songs
-                if stems_here is not None and path.resolve().is_relative_to(stems_here):
+                if stems_here is not None and relative.is_relative_to(stems_here):
                     continue
                 if path.suffix.lower().lstrip(".") not in MEDIA_EXTENSIONS:
                     skipped += 1
@@ -136,3 +136,11 @@ def expand_inputs(
                 seen.add(key)
                 found.append(Input(path, subdir))
     return found, skipped
+
+
+def _inside(folder: Path | None, root: Path) -> Path | None:
+    """``folder`` relative to ``root`` when it is a sub-folder of it, else None (both
+    resolved; rglob does not enter symlinked folders, so the walk's relative paths compare)."""
+    if folder is None or folder == root or not folder.is_relative_to(root):
+        return None
+    return folder.relative_to(root)
