@@ -456,6 +456,11 @@ def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     expect(page.get_by_test_id("upload-status")).to_have_text(
         "Ready: film.wav · 0:03 · 6 channels, folded to stereo"
     )
+    shot(page, "surround", full_page=False)
+    page.set_viewport_size(PHONE)
+    no_sideways_scroll(page)  # the longer line wraps
+    shot(page, "phone-surround", full_page=False)
+    page.set_viewport_size(DESKTOP)
     page.locator("#model-select").select_option("spleeter-2stems")
     page.get_by_test_id("submit").click()
     expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=180_000)
