@@ -502,12 +502,35 @@ def native_bf16() -> bool:
 
 
 NO_BF16 = "no-bf16"
+AVX512_BF16 = "avx512-bf16"
+#: What each kind of CPU adds to a section's title (the first kind, AMX, adds nothing).
+KIND_TITLES = {
+    "amx": "",
+    AVX512_BF16: ", CPU with AVX512-BF16 but no AMX",
+    NO_BF16: ", CPU without bf16",
+}
+
+
+def cpu_kind() -> str:
+    """``amx`` (native bf16 with AMX tiles: the Xeons), ``avx512-bf16`` (native bf16 in AVX-512
+    only, as AMD's Zen 4: matmuls about 2.5x fp32's rate against AMX's 6x) or ``no-bf16``
+    (AVX2, bf16 emulated): the three run demixer's bf16 paths at rates too different to share
+    figures."""
+    if not native_bf16():
+        return NO_BF16
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return "amx" if "amx_bf16" in flags else AVX512_BF16
 
 
 def kind_section(name: str) -> str:
-    """``name`` on a CPU with native bf16, ``name-no-bf16`` on one without: the two kinds of CPU
-    keep sections of their own in RESULTS.md, so that a run on one leaves the other's figures."""
-    return name if native_bf16() else f"{name}-{NO_BF16}"
+    """``name`` on a CPU with AMX, ``name-avx512-bf16`` on one with native bf16 but no AMX,
+    ``name-no-bf16`` on one without bf16: each kind of CPU keeps sections of its own in
+    RESULTS.md, so that a run on one leaves the others' figures."""
+    kind = cpu_kind()
+    return name if kind == "amx" else f"{name}-{kind}"
 
 
 def pip_version(python: Path, dist: str) -> str:
@@ -600,10 +623,11 @@ def _with_section(text: str, name: str, body: str) -> str:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
         return pattern.sub(lambda _m: block, text)
-    sibling = f"<!-- {name.removesuffix('-' + NO_BF16)}:end -->"
-    if name.endswith(NO_BF16) and sibling in text:  # right after its native-bf16 sibling
-        pos = text.index(sibling) + len(sibling)
-        return text[:pos] + "\n\n" + block + text[pos:]
+    for kind in (AVX512_BF16, NO_BF16):  # right after its AMX sibling
+        sibling = f"<!-- {name.removesuffix('-' + kind)}:end -->"
+        if name.endswith(kind) and sibling in text:
+            pos = text.index(sibling) + len(sibling)
+            return text[:pos] + "\n\n" + block + text[pos:]
     # keep our sections in SECTIONS order: insert before the first later one present
     later = SECTIONS[SECTIONS.index(name) + 1 :] if name in SECTIONS else []
     positions = [p for p in (text.find(f"<!-- {n}:start -->") for n in later) if p >= 0]
