@@ -73,6 +73,7 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         # Download names: the prompt's stem by what it is, the residual as "without" it.
         "labels": {"target": "vocals", "residual": "without-vocals"},
         "downmix": False,
+        "rescale": False,
         "extra_formats": [],
         "preprocess": [],
         "vendor": None,

@@ -363,6 +363,36 @@ def test_remote_separate_folds_surround_with_downmix(
     assert read(tmp_path / "out" / "film_vocals.wav").shape == music[1].shape
 
 
+def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    hot = music[1] * np.float32(2.0 / np.abs(music[1]).max())  # peaks at +6 dBFS
+    path = tmp_path / "hot.wav"
+    sf.write(path, hot.T, RATE, subtype="FLOAT")
+    lsb = 1 / 32768
+    with client(server) as c:  # as it is: the loud samples are clipped at full scale
+        clipped = c.separate(path, stems=["vocals"], bit_depth="16", directory=tmp_path / "a")
+    stems = [read(clipped["vocals"]), read(clipped["residual"])]
+    assert max(float(np.abs(s).max()) for s in stems) >= 1 - lsb  # full scale, clipped
+    assert np.abs(stems[0] + stems[1] - hot).max() > 0.5  # they no longer add up to the input
+
+    # --rescale (the client's rescale=True): one gain for both, the loudest at full scale.
+    out = str(tmp_path / "b")
+    done = remote(
+        server, str(path), "--stems", "vocals", "--bit-depth", "16", "--rescale", "-o", out
+    )
+    assert done.returncode == 0, done.stderr
+    vocals, residual = (
+        read(tmp_path / "b" / "hot_vocals.wav"),
+        read(tmp_path / "b" / "hot_residual.wav"),
+    )
+    assert max(float(np.abs(vocals).max()), float(np.abs(residual).max())) >= 1 - 2 * lsb
+    total = vocals + residual
+    gain = float((total * hot).sum() / (hot * hot).sum())
+    assert 0.3 < gain < 0.9
+    assert np.abs(total - gain * hot).max() < 4 * lsb  # the input, scaled, to 16-bit rounding
+
+
 @pytest.mark.parametrize(
     ("case", "code", "exit_code"),
     [

@@ -22,6 +22,7 @@ from demixer.cli_inputs import (
     DownmixOption,
     ExcludeSpanOption,
     FilesArgument,
+    RescaleOption,
     SpanOption,
     expand_inputs,
     parse_spans,
@@ -148,13 +149,7 @@ def separate(
         ),
     ] = DEFAULT_TEMPLATE,
     downmix: DownmixOption = False,
-    rescale: Annotated[
-        bool,
-        typer.Option(
-            "--rescale",
-            help="Integer/mp3 output: scale all stems by one gain instead of clipping peaks.",
-        ),
-    ] = False,
+    rescale: RescaleOption = False,
     model_path: Annotated[
         Path | None,
         typer.Option(

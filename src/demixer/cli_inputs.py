@@ -24,6 +24,7 @@ __all__ = [
     "ExcludeSpanOption",
     "FilesArgument",
     "Input",
+    "RescaleOption",
     "SpanOption",
     "expand_inputs",
     "parse_spans",
@@ -41,6 +42,13 @@ FilesArgument = Annotated[
 
 DownmixOption = Annotated[
     bool, typer.Option("--downmix", help="Fold inputs with more than 2 channels to stereo.")
+]
+RescaleOption = Annotated[
+    bool,
+    typer.Option(
+        "--rescale",
+        help="Integer/mp3 output: scale all stems by one gain instead of clipping peaks.",
+    ),
 ]
 SpanOption = Annotated[
     list[str] | None,

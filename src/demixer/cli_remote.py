@@ -19,6 +19,7 @@ from demixer.cli_inputs import (
     DownmixOption,
     ExcludeSpanOption,
     FilesArgument,
+    RescaleOption,
     SpanOption,
     expand_inputs,
     parse_spans,
@@ -115,6 +116,7 @@ def remote_separate(
         float | None, typer.Option("--timeout", help="Seconds to wait for each job.")
     ] = None,
     downmix: DownmixOption = False,
+    rescale: RescaleOption = False,
     span: SpanOption = None,
     exclude_span: ExcludeSpanOption = None,
     quality: Annotated[
@@ -173,6 +175,7 @@ def remote_separate(
                     progress=err.is_terminal,
                     timeout=timeout,
                     downmix=downmix,
+                    rescale=rescale,
                     spans=spans,
                 )
             except FileNotFoundError:

@@ -200,6 +200,15 @@ class QueueInput(BaseModel):
         "dropped). Without it such an input is refused (422 `INVALID_AUDIO`), as the CLI "
         "refuses it without `--downmix`.",
     )
+    rescale: bool = Field(
+        False,
+        description="Scale every output by one common gain so that none peaks above full "
+        "scale, where one would, instead of clipping its samples in 16/24-bit WAV, FLAC and "
+        "mp3 (a loud master, or an mp3 decoded above 0 dBFS, can take a stem or the residual "
+        "past it). The outputs keep their balance and still add up to the input times that "
+        "gain; 32-bit float WAV, which never clips, is scaled the same way. As the CLI's "
+        "`--rescale`.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> QueueInput:

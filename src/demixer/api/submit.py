@@ -197,7 +197,7 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput 
 def _common(
     services: Services, account_id: str, req: QueueBody, inp: QueueInput, style: str
 ) -> dict[str, Any]:
-    """Params every queue model shares: input, format, quality, webhook, downmix."""
+    """Params every queue model shares: input, format, quality, webhook, downmix, rescale."""
     try:  # before the input: a bad option needs no look at the file
         quality = parse_quality(inp.quality or services.settings.quality)
     except DemixerError as exc:
@@ -234,6 +234,7 @@ def _common(
         "quality": quality,
         "webhook": webhook,
         "downmix": inp.downmix,
+        "rescale": inp.rescale,
     }
 
 

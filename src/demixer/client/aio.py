@@ -148,6 +148,7 @@ class AsyncClient(core.ClientBase):
         idempotency_key: str | None = None,
         quality: str | None = None,
         downmix: bool = False,
+        rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
     ) -> Job:
         """See :meth:`Client.submit`."""
@@ -164,6 +165,7 @@ class AsyncClient(core.ClientBase):
             idempotency_key=idempotency_key,
             quality=quality,
             downmix=downmix,
+            rescale=rescale,
             spans=spans,
         )
         return Job.from_json(await self._json(call))
@@ -276,6 +278,7 @@ class AsyncClient(core.ClientBase):
         progress: bool = True,
         timeout: float | None = None,
         downmix: bool = False,
+        rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
     ) -> dict[str, Path]:
         """See :meth:`Client.separate`."""
@@ -292,6 +295,7 @@ class AsyncClient(core.ClientBase):
                 bit_depth=bit_depth,
                 quality=quality,
                 downmix=downmix,
+                rescale=rescale,
                 spans=spans,
             )
             await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)

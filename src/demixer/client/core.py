@@ -410,6 +410,7 @@ class ClientBase:
         idempotency_key: str | None,
         quality: str | None = None,
         downmix: bool = False,
+        rescale: bool = False,
         spans: Sequence[SpanLike] | None = None,
     ) -> Call:
         if (file_id is None) == (audio_url is None):
@@ -422,6 +423,8 @@ class ClientBase:
             inp["quality"] = quality
         if downmix:
             inp["downmix"] = True
+        if rescale:
+            inp["rescale"] = True
         if spans is not None and prompt is None:
             raise ValueError("spans limit a prompt's target: give a prompt with them")
         if prompt is not None:

@@ -167,6 +167,7 @@ class Client(core.ClientBase):
         idempotency_key: str | None = None,
         quality: str | None = None,
         downmix: bool = False,
+        rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
     ) -> Job:
         """Queue a separation of an uploaded file or an http(s) URL.
@@ -176,9 +177,10 @@ class Client(core.ClientBase):
         plus ``residual``. ``bit_depth``: wav ``16``/``24``/``32f``, flac ``16``/``24``.
         ``quality``: ``fast``, ``balanced`` or ``best`` (None: the server's default).
         ``downmix``: fold more than 2 channels (a film's 5.1) to stereo instead of having
-        the input refused. ``spans`` (with a prompt): keep the target only in ``(start, end)``
-        seconds, or take it out of ``(start, end, False)``; what is taken out goes to the
-        residual.
+        the input refused. ``rescale``: scale all outputs by one gain where one would peak
+        above full scale, instead of clipping it. ``spans`` (with a prompt): keep the target
+        only in ``(start, end)`` seconds, or take it out of ``(start, end, False)``; what is
+        taken out goes to the residual.
         """
         call = self._submit_call(
             file_id,
@@ -193,6 +195,7 @@ class Client(core.ClientBase):
             idempotency_key=idempotency_key,
             quality=quality,
             downmix=downmix,
+            rescale=rescale,
             spans=spans,
         )
         return Job.from_json(self._json(call))
@@ -310,6 +313,7 @@ class Client(core.ClientBase):
         progress: bool = True,
         timeout: float | None = None,
         downmix: bool = False,
+        rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
     ) -> dict[str, Path]:
         """Upload ``path``, separate it, wait, and download the outputs into ``directory``.
@@ -331,6 +335,7 @@ class Client(core.ClientBase):
                 bit_depth=bit_depth,
                 quality=quality,
                 downmix=downmix,
+                rescale=rescale,
                 spans=spans,
             )
             try:

@@ -1,9 +1,9 @@
 """The result cache: a request identical to one already completed reuses its outputs.
 
 Two requests give the same outputs when their input bytes, engine model, stems, output names,
-format, bit depth, spans and quality level agree; :func:`fingerprint` hashes exactly those. Only
-uploaded files take part: an ``audio_url``'s content is unknown until a worker fetches it, so URL
-requests are never answered from the cache. Reuse stays within one account.
+format, bit depth, rescaling, spans and quality level agree; :func:`fingerprint` hashes exactly
+those. Only uploaded files take part: an ``audio_url``'s content is unknown until a worker
+fetches it, so URL requests are never answered from the cache. Reuse stays within one account.
 
 The reused outputs are *copied* (hard-linked where the storage can) under the new request's own
 prefix, ``outputs/{job_id}/cached/…``: each request owns its blobs, so deleting or expiring one
@@ -52,7 +52,7 @@ def fingerprint(content_sha256: str | None, engine_model: str, params: JobParams
         "engine_model": engine_model,
         **{name: row[name] for name in ("stems", "names", "output_format", "bit_depth", "spans")},
     }
-    for added in ("extra_formats", "preprocess"):  # only when set: older fingerprints hold
+    for added in ("extra_formats", "preprocess", "rescale"):  # only when set: older ones hold
         if row[added]:
             key[added] = row[added]
     # Jobs from before quality levels ran at `fast` and read as `fast`: a `fast` request keeps

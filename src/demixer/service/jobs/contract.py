@@ -160,6 +160,7 @@ class JobParams(_Part):
         preprocess: steps applied to the input before separation (:data:`PREPROCESS_STEPS`);
             stems + residual then add up to the processed input.
         downmix: fold an input with more than two channels to stereo (else refused).
+        rescale: scale all outputs by one gain instead of clipping integer and mp3 samples.
         quality: the level the model runs at (:mod:`demixer.models.quality`): the request's,
             else the server's ``DEMIXER_QUALITY``. Rows written before levels existed lack it
             and ran Deezer's pipeline, which is ``fast``: they read as ``fast``.
@@ -179,6 +180,7 @@ class JobParams(_Part):
     extra_formats: tuple[_FORMAT, ...] = ()
     preprocess: tuple[Literal["denoise", "dereverb", "deecho"], ...] = ()
     downmix: bool = False
+    rescale: bool = False
     quality: Quality = "fast"
     webhook: Webhook | None = None
     prompt: str | None = None

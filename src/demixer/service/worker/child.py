@@ -177,7 +177,9 @@ class ChildResult:
         duration: seconds of input audio.
         sample_rate: Hz of the input.
         channels: channels of the outputs (1 for mono input, else 2).
-        clipped: engine output name -> samples clipped at ±1 (0 for float WAV).
+        clipped: engine output name -> samples clipped at ±1 (0 for float WAV and rescaled
+            outputs).
+        gain: the one gain every output was scaled by (below 1 only when rescaled).
         seconds: wall-clock seconds spent in the child.
         extras: engine output name -> extension -> the same output in an extra format.
     """
@@ -187,6 +189,7 @@ class ChildResult:
     sample_rate: int
     channels: int
     clipped: dict[str, int] = field(default_factory=dict)
+    gain: float = 1.0
     seconds: float = 0.0
     extras: dict[str, dict[str, ChildOutput]] = field(default_factory=dict)
 
@@ -403,6 +406,7 @@ def run_job(
         fmt=params.format,
         template="{stem}.{ext}",
         downmix=params.downmix,
+        rescale=params.rescale,
         quality=params.quality,
         on_progress=progress,
         on_stage=stage,
@@ -423,6 +427,7 @@ def run_job(
         sample_rate=result.sample_rate,
         channels=result.channels,
         clipped=dict(result.report.clipped),
+        gain=result.report.gain,
         seconds=time.perf_counter() - started,
         extras={
             name: {ext: output(p) for ext, p in by_ext.items()}

@@ -207,12 +207,13 @@ class Runner:
                     self._store(claim, params, result, lease)
             clipped = {name: n for name, n in result.clipped.items() if n}
             log.info(
-                "%s: job %s completed (%.1f s of audio in %.1f s%s)",
+                "%s: job %s completed (%.1f s of audio in %.1f s%s%s)",
                 self.worker_id,
                 claim.id,
                 result.duration,
                 result.seconds,
                 f"; samples clipped: {clipped}" if clipped else "",
+                f"; every output scaled by {result.gain:.3f}" if result.gain != 1.0 else "",
             )
         except _Abort as abort:
             self._end(claim, abort)
