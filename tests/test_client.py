@@ -370,11 +370,30 @@ def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
     path = tmp_path / "hot.wav"
     sf.write(path, hot.T, RATE, subtype="FLOAT")
     lsb = 1 / 32768
+    auth = {"Authorization": f"Bearer {server.key}"}
+
+    def job_log(request_id: str) -> str:
+        url = f"{server.base_url}/v1/queue/requests/{request_id}/status?logs=true"
+        status = httpx.get(url, headers=auth).json()
+        return str(status["logs"][-1]["message"])
+
     with client(server) as c:  # as it is: the loud samples are clipped at full scale
-        clipped = c.separate(path, stems=["vocals"], bit_depth="16", directory=tmp_path / "a")
+        job = c.submit(c.upload(path).file_id, stems=["vocals"], bit_depth="16")
+        c.wait(job.request_id, timeout=120)
+        clipped = c.download(c.result(job.request_id), tmp_path / "a")
+        line = job_log(job.request_id)
     stems = [read(clipped["vocals"]), read(clipped["residual"])]
     assert max(float(np.abs(s).max()) for s in stems) >= 1 - lsb  # full scale, clipped
     assert np.abs(stems[0] + stems[1] - hot).max() > 0.5  # they no longer add up to the input
+    counted = re.fullmatch(
+        r"completed: vocals, residual; samples clipped at full scale: (.+) \(input\.rescale "
+        r"scales every output by one gain instead\)",
+        line,
+    )
+    assert counted is not None, line
+    for name, stem in (("vocals", stems[0]), ("residual", stems[1])):
+        over = int((np.abs(stem) >= 1 - lsb).sum())  # what a user counts in the file
+        assert (f"{name} " in counted[1]) == (over > 0), (line, name, over)
 
     # --rescale (the client's rescale=True): one gain for both, the loudest at full scale.
     out = str(tmp_path / "b")
@@ -391,6 +410,15 @@ def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
     gain = float((total * hot).sum() / (hot * hot).sum())
     assert 0.3 < gain < 0.9
     assert np.abs(total - gain * hot).max() < 4 * lsb  # the input, scaled, to 16-bit rounding
+    newest = httpx.get(f"{server.base_url}/v1/queue/requests?limit=1", headers=auth).json()
+    line = job_log(newest["data"][0]["request_id"])
+    scaled = re.fullmatch(
+        r"completed: vocals, residual; every output scaled by (0\.\d{3}) so that none clips "
+        r"\(input\.rescale\)",
+        line,
+    )
+    assert scaled is not None, line
+    assert abs(float(scaled[1]) - gain) <= 0.0005 + 1e-4  # the gain the files were scaled by
 
 
 @pytest.mark.parametrize(

@@ -436,8 +436,10 @@ class Queue:
         outputs: dict[str, Any],
         duration: float,
         sample_rate: int,
+        note: str = "",
     ) -> None:
-        """Mark the job done with its outputs, in one transaction (fenced).
+        """Mark the job done with its outputs, in one transaction (fenced); ``note`` ends its
+        log line (what happened to the samples: clipped, or rescaled).
 
         Safe to call again after a failure: when an earlier call did commit (the connection
         was cut before its answer came back), the job is already COMPLETED with these same
@@ -445,7 +447,7 @@ class Queue:
         """
         now = self.db.clock()
         try:
-            self._complete(job_id, worker_id, now, outputs, duration, sample_rate)
+            self._complete(job_id, worker_id, now, outputs, duration, sample_rate, note)
         except LeaseLost:
             # A retry after a connection cut at COMMIT: the first try may have committed.
             with self.db.read() as s:
@@ -461,6 +463,7 @@ class Queue:
         outputs: dict[str, Any],
         duration: float,
         sample_rate: int,
+        note: str,
     ) -> None:
         with self.db.write() as s:
             self._fenced(
@@ -475,7 +478,7 @@ class Queue:
                 lease_owner=None,
                 finished_at=now,
             )
-            self.log(s, job_id, f"completed: {', '.join(outputs)}")
+            self.log(s, job_id, f"completed: {', '.join(outputs)}{note}")
             self._finalised(s, job_id)
 
     def fail(self, job_id: str, worker_id: str, *, code: str, message: str, retryable: bool) -> str:

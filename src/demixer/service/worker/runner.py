@@ -157,6 +157,20 @@ class _Lease:
                 wait = min(wait * 2, 5.0)
 
 
+def _samples_note(params: JobParams, result: ChildResult) -> str:
+    """What happened to the loud samples, for the job's log line: how many each output had
+    clipped at full scale, or the one gain ``input.rescale`` scaled every output by."""
+    if result.gain != 1.0:
+        return f"; every output scaled by {result.gain:.3f} so that none clips (input.rescale)"
+    clipped = [f"{params.api_name(name)} {n}" for name, n in result.clipped.items() if n]
+    if not clipped:
+        return ""
+    return (
+        f"; samples clipped at full scale: {', '.join(clipped)} (input.rescale scales every "
+        "output by one gain instead)"
+    )
+
+
 def _drop(storage: Storage, prefix: str) -> None:
     """Delete an attempt's partial outputs; while the store is down, the sweeper does it later
     (a retried attempt writes under its own prefix)."""
@@ -205,15 +219,13 @@ class Runner:
                 with self._input(params, Path(tmp), lease) as input_path:
                     result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
                     self._store(claim, params, result, lease)
-            clipped = {name: n for name, n in result.clipped.items() if n}
             log.info(
-                "%s: job %s completed (%.1f s of audio in %.1f s%s%s)",
+                "%s: job %s completed (%.1f s of audio in %.1f s%s)",
                 self.worker_id,
                 claim.id,
                 result.duration,
                 result.seconds,
-                f"; samples clipped: {clipped}" if clipped else "",
-                f"; every output scaled by {result.gain:.3f}" if result.gain != 1.0 else "",
+                _samples_note(params, result),
             )
         except _Abort as abort:
             self._end(claim, abort)
@@ -361,6 +373,7 @@ class Runner:
                     outputs=outputs,
                     duration=result.duration,
                     sample_rate=result.sample_rate,
+                    note=_samples_note(params, result),
                 ),
                 within=self.services.settings.lease_seconds,
                 what=f"{self.worker_id}: completing job {claim.id}",
