@@ -469,8 +469,17 @@ def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     ) as api:
         listed = api.get("/v1/queue/requests", params={"limit": 1}).json()["data"][0]
         result = api.get(f"/v1/queue/requests/{listed['request_id']}/result").json()["data"]
+        status_url = f"/v1/queue/requests/{listed['request_id']}/status"
+        logged = api.get(status_url, params={"logs": "true"}).json()["logs"][-1]["message"]
     vocals = httpx.get(result["vocals"]["url"], timeout=60)
     assert sf.info(io.BytesIO(vocals.content)).channels == 2
+    # Folded, this film peaks above full scale (its centre and surrounds add to each side):
+    # the page asks for rescale, so its 16-bit stems were turned down together, not clipped.
+    assert re.fullmatch(
+        r"completed: vocals, accompaniment; every output scaled by 0\.\d{3} so that none "
+        r"clips \(input\.rescale\)",
+        logged,
+    ), logged
     # The next file, in stereo, is not folded: nothing is said, and nothing is asked.
     upload(page, audio[0])
     expect(page.get_by_test_id("upload-status")).to_have_text("Ready: Falcon 69.wav · 0:03")

@@ -256,6 +256,10 @@ $("#job-form").addEventListener("submit", async (ev) => {
   const quality = $("#quality-select").value;  // "": the server's default
   if (quality) input.quality = quality;
   if (state.downmix) input.downmix = true;
+  // Stems to listen to, mix and download: where one would peak above full scale (a loud
+  // master, an mp3 decoded past 0 dBFS, a folded 5.1), all are turned down by one gain
+  // instead of clipping, so they keep their balance and still add up to the song.
+  input.rescale = true;
   state.busy = true;
   updateSubmit();
   try {
