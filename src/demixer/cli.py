@@ -202,7 +202,8 @@ def separate(
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model).
 
     Models run in bf16 where the CPU or GPU has it natively, else fp32
-    (DEMIXER_PRECISION=fp32 forces fp32). MDX23C and MDX-Net: fp32 by default.
+    (DEMIXER_PRECISION=fp32 forces fp32). MDX23C: fp32 by default; MDX-Net and
+    Demucs: always fp32.
     """
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
