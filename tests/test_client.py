@@ -411,7 +411,13 @@ def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
     assert 0.3 < gain < 0.9
     assert np.abs(total - gain * hot).max() < 4 * lsb  # the input, scaled, to 16-bit rounding
     newest = httpx.get(f"{server.base_url}/v1/queue/requests?limit=1", headers=auth).json()
-    line = job_log(newest["data"][0]["request_id"])
+    rescaled = newest["data"][0]["request_id"]
+    with client(server) as c:
+        outputs = c.result(rescaled).outputs
+        assert c.result(job.request_id).outputs["vocals"].gain == 1.0  # the clipped one
+    assert abs(outputs["vocals"].gain - gain) < 1e-4  # what the files were scaled by
+    assert outputs["residual"].gain == outputs["vocals"].gain
+    line = job_log(rescaled)
     scaled = re.fullmatch(
         r"completed: vocals, residual; every output scaled by (0\.\d{3}) so that none clips "
         r"\(input\.rescale\)",

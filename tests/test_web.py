@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import time
@@ -480,6 +481,17 @@ def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
         r"clips \(input\.rescale\)",
         logged,
     ), logged
+    gain = result["vocals"]["gain"]  # the result says it, for the page and other clients
+    assert result["accompaniment"]["gain"] == gain and f"by {gain:.3f} so" in logged
+    # The mixer says so, and plays the original at the same gain: A/B compares the sound.
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: hear the song as it was, at the same spot. The stems were turned down "
+        f"together by {-20 * math.log10(gain):.1f} dB so that none clips; the original plays "
+        "at the same level."
+    )
+    assert page.evaluate("window.demixerMixer.originalLevel") == gain
+    page.get_by_test_id("ab-note").scroll_into_view_if_needed()
+    shot(page, "mixer-rescaled", full_page=False)
     # The next file, in stereo, is not folded: nothing is said, and nothing is asked.
     upload(page, audio[0])
     expect(page.get_by_test_id("upload-status")).to_have_text("Ready: Falcon 69.wav · 0:03")

@@ -341,6 +341,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
             sample_rate=out.get("sample_rate"),
             channels=out.get("channels"),
             size=out.get("size"),
+            gain=out.get("gain", 1.0),
         )
     data["duration"] = job.duration or 0.0
     data["sample_rate"] = job.sample_rate or 0

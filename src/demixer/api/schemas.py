@@ -408,6 +408,12 @@ class OutputFile(BaseModel):
     sample_rate: int | None = Field(description="Hz.")
     channels: int | None
     size: int | None = Field(description="Bytes.")
+    gain: float = Field(
+        1.0,
+        description="The one gain every output of the request was scaled by: below 1 only with "
+        "`input.rescale`, where an output would have peaked above full scale (compare with "
+        "the input at this gain); else 1.",
+    )
 
 
 class SeparateOutput(BaseModel):

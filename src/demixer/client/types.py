@@ -183,6 +183,7 @@ class OutputFile:
     duration: float | None  # seconds
     sample_rate: int | None  # Hz
     channels: int | None
+    gain: float = 1.0  # below 1 when `rescale` turned every output down so that none clips
 
     @classmethod
     def from_json(cls, name: str, d: Mapping[str, Any]) -> OutputFile:
@@ -195,6 +196,7 @@ class OutputFile:
             duration=_get(d, "duration", float, optional=True),
             sample_rate=_get(d, "sample_rate", int, optional=True),
             channels=_get(d, "channels", int, optional=True),
+            gain=_get(d, "gain", float, optional=True) or 1.0,
         )
 
 

@@ -407,6 +407,7 @@ async function showResult(requestId, info) {
       original,
       originalNote: original ? "" : "Original: not here, because this song was not uploaded in this tab.",
       thumbsKey: requestId,
+      gain: Object.values(result.data).find((v) => v && typeof v === "object" && v.url)?.gain ?? 1,
     });
   } catch (e) { showError(err, e); }
   loadHistory();

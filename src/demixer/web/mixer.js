@@ -11,7 +11,7 @@ const PEAKS = 1200; // waveform columns computed per stem (drawn scaled to the c
 const THUMB = 40; // columns kept per stem for the history's thumbnails
 
 export const mixer = {
-  ctx: null, stems: [], original: null, playing: false, startedAt: 0, offset: 0,
+  ctx: null, stems: [], original: null, originalLevel: 1, playing: false, startedAt: 0, offset: 0,
   sources: [], ab: false, duration: 0, song: "song", loop: { on: false, start: 0, end: 0 },
 };
 window.demixerMixer = mixer; // the tests read the mix from here
@@ -32,13 +32,15 @@ function applyGains() {
     if (s.gainNode) s.gainNode.gain.value = gain;
     s.row.classList.toggle("silenced", gain === 0 && !mixer.ab);
   }
-  if (mixer.originalGain) mixer.originalGain.gain.value = mixer.ab ? 1 : 0;
+  if (mixer.originalGain) mixer.originalGain.gain.value = mixer.ab ? mixer.originalLevel : 0;
   $("#stems").classList.toggle("ab-original", mixer.ab);
 }
 
 // ---------- opening a result ----------
 // outputs: [{name, label, url, fileName, type, madeBy?}] (madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
-export async function openResult({ title, song, outputs, original, originalNote, thumbsKey }) {
+// gain: the one gain the server scaled every stem by so that none clips (1: none); the original
+// plays at it too, so that A/B compares the sound, not the level.
+export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1 }) {
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -47,6 +49,7 @@ export async function openResult({ title, song, outputs, original, originalNote,
   mixer.song = song;
   mixer.stems = [];
   mixer.original = null;
+  mixer.originalLevel = gain;
   $("#stems").replaceChildren();
   $("#mixer-title").textContent = title;
   setPressed($("#loop"), false);
@@ -83,6 +86,11 @@ export async function openResult({ title, song, outputs, original, originalNote,
   }
   $("#ab").disabled = !mixer.original;
   if (mixer.original) note.textContent = "Original: hear the song as it was, at the same spot.";
+  if (gain < 1) {
+    const db = (-20 * Math.log10(gain)).toFixed(1);
+    note.textContent += ` The stems were turned down together by ${db} dB so that none clips`
+      + (mixer.original ? "; the original plays at the same level." : ".");
+  }
 }
 
 function setPressed(button, on) { button.setAttribute("aria-pressed", String(on)); }
@@ -367,7 +375,7 @@ mixer.render = async () => {
   const rate = mixer.stems[0].buffer.sampleRate;
   const length = Math.ceil(mixer.duration * rate);
   const off = new OfflineAudioContext(2, length, rate);
-  const sources = mixer.ab && mixer.original ? [[mixer.original, 1]] : mixer.stems.map((s) => [s.buffer, effectiveGain(s)]);
+  const sources = mixer.ab && mixer.original ? [[mixer.original, mixer.originalLevel]] : mixer.stems.map((s) => [s.buffer, effectiveGain(s)]);
   for (const [buffer, gain] of sources) {
     const g = off.createGain();
     g.gain.value = gain;

@@ -355,6 +355,7 @@ class Runner:
                 "duration": result.duration,
                 "sample_rate": out.sample_rate,
                 "channels": out.channels,
+                "gain": result.gain,
             }
             lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
 
