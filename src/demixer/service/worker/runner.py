@@ -165,9 +165,10 @@ def _samples_note(params: JobParams, result: ChildResult) -> str:
     clipped = [f"{params.api_name(name)} {n}" for name, n in result.clipped.items() if n]
     if not clipped:
         return ""
-    return (
-        f"; samples clipped at full scale: {', '.join(clipped)} (input.rescale scales every "
-        "output by one gain instead)"
+    hint = " (input.rescale scales every output by one gain instead)"
+    # A vendor's protocol has no such field: its users are not pointed at one.
+    return f"; samples clipped at full scale: {', '.join(clipped)}" + (
+        "" if params.vendor else hint
     )
 
 
