@@ -278,8 +278,8 @@ def _load_note(results: dict[str, dict[str, Any]]) -> str:
 def render(
     results: dict[str, dict[str, Any]], peaks: dict[str, float], rounds: int, fraction: float
 ) -> str:
-    native = common.native_bf16()
     kind = common.cpu_kind()
+    native = kind != common.NO_BF16
     lines = [
         "## MDX23C and SCNet networks (`benchmarks/arch_speed.py`)"
         + common.KIND_TITLES[kind]
@@ -346,8 +346,12 @@ def render(
         + ("" if native else " (emulated)")
         + ".\n"
     )
-    notes = {"amx": lambda: NOTES, common.AVX512_BF16: lambda: _notes_avx512_bf16(results, peaks)}
-    lines.append(notes.get(kind, lambda: _notes_without_bf16(results, peaks))())
+    if kind == common.AMX:
+        lines.append(NOTES)
+    elif kind == common.AVX512_BF16:
+        lines.append(_notes_avx512_bf16(results, peaks))
+    else:
+        lines.append(_notes_without_bf16(results, peaks))
     return "".join(lines)
 
 
@@ -476,7 +480,7 @@ def main() -> None:
             )
         )
     body = render(results, peaks, args.rounds, args.fraction)
-    body += memory_section() if common.cpu_kind() == "amx" else ""
+    body += memory_section() if common.cpu_kind() == common.AMX else ""
     print(body)
     if not args.no_write:
         common.write_section(common.kind_section("arch-mdx23c-scnet"), body)

@@ -501,11 +501,12 @@ def native_bf16() -> bool:
     return resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
+AMX = "amx"
 NO_BF16 = "no-bf16"
 AVX512_BF16 = "avx512-bf16"
 #: What each kind of CPU adds to a section's title (the first kind, AMX, adds nothing).
 KIND_TITLES = {
-    "amx": "",
+    AMX: "",
     AVX512_BF16: ", CPU with AVX512-BF16 but no AMX",
     NO_BF16: ", CPU without bf16",
 }
@@ -522,7 +523,7 @@ def cpu_kind() -> str:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         flags = []
-    return "amx" if "amx_bf16" in flags else AVX512_BF16
+    return AMX if "amx_bf16" in flags else AVX512_BF16
 
 
 def kind_section(name: str) -> str:
@@ -530,7 +531,7 @@ def kind_section(name: str) -> str:
     ``name-no-bf16`` on one without bf16: each kind of CPU keeps sections of its own in
     RESULTS.md, so that a run on one leaves the others' figures."""
     kind = cpu_kind()
-    return name if kind == "amx" else f"{name}-{kind}"
+    return name if kind == AMX else f"{name}-{kind}"
 
 
 def pip_version(python: Path, dist: str) -> str:

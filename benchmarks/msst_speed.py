@@ -81,9 +81,8 @@ SYSTEMS = {
 if not common.native_bf16():
     del SYSTEMS["demixer-fp32"]
 # the cached speed runs, one file per input length; each kind of CPU keeps its own
-SPEED_CACHE = {"amx": "msst_speed", common.AVX512_BF16: "msst_speed_avx512_bf16"}.get(
-    common.cpu_kind(), "msst_speed_no_bf16"
-)
+_KIND = common.cpu_kind()
+SPEED_CACHE = "msst_speed" + ("" if _KIND == common.AMX else "_" + _KIND.replace("-", "_"))
 MSST_DIR = common.CACHE / "msst"
 
 
@@ -422,12 +421,12 @@ _FAMILIES = (
 
 def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None) -> str:
     """The RESULTS.md section: each speed run (longest input first), then memory."""
-    native = common.native_bf16()
+    kind = _KIND
+    native = kind != common.NO_BF16
     measured = {m for run in speed_runs for m in run["runs"]}
     present = [(label, text) for names, label, text in _FAMILIES if names & measured]
     labels = [label for label, _ in present]
     title = "## MSST models: " + " and ".join(filter(None, [", ".join(labels[:-1]), labels[-1]]))
-    kind = common.cpu_kind()
     title += common.KIND_TITLES[kind]
     out = [title, "", common.header("msst_speed.py", "msst")]
     if kind == common.AVX512_BF16:
@@ -667,7 +666,7 @@ def main(argv: list[str] | None = None) -> None:
             common.kind_section("msst"),
             render(
                 [json.loads(p.read_text()) for p in common.CACHE.glob(f"{SPEED_CACHE}-*.json")],
-                _load(common.CACHE / "msst_memory.json") if common.cpu_kind() == "amx" else None,
+                _load(common.CACHE / "msst_memory.json") if _KIND == common.AMX else None,
             ),
         )
         return
