@@ -219,14 +219,15 @@ class Runner:
                     raise _Abort("failed", exc.code, exc.message) from None
                 with self._input(params, Path(tmp), lease) as input_path:
                     result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
-                    self._store(claim, params, result, lease)
+                    note = _samples_note(params, result)
+                    self._store(claim, params, result, note, lease)
             log.info(
                 "%s: job %s completed (%.1f s of audio in %.1f s%s)",
                 self.worker_id,
                 claim.id,
                 result.duration,
                 result.seconds,
-                _samples_note(params, result),
+                note,
             )
         except _Abort as abort:
             self._end(claim, abort)
@@ -333,7 +334,10 @@ class Runner:
                 self._kill_child()
             raise
 
-    def _store(self, claim: Claim, params: JobParams, result: ChildResult, lease: _Lease) -> None:
+    def _store(
+        self, claim: Claim, params: JobParams, result: ChildResult, note: str, lease: _Lease
+    ) -> None:
+        """Store ``result``'s outputs and complete the job (``note`` ends its log line)."""
         storage, queue = self.services.storage, self.services.queue
         lease.stage = "storing"
         prefix = f"outputs/{claim.id}/attempt-{claim.attempt}/"
@@ -375,7 +379,7 @@ class Runner:
                     outputs=outputs,
                     duration=result.duration,
                     sample_rate=result.sample_rate,
-                    note=_samples_note(params, result),
+                    note=note,
                 ),
                 within=self.services.settings.lease_seconds,
                 what=f"{self.worker_id}: completing job {claim.id}",
