@@ -492,6 +492,11 @@ def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     assert page.evaluate("window.demixerMixer.originalLevel") == gain
     page.get_by_test_id("ab-note").scroll_into_view_if_needed()
     shot(page, "mixer-rescaled", full_page=False)
+    page.set_viewport_size(PHONE)
+    no_sideways_scroll(page)  # the longer note wraps
+    page.get_by_test_id("ab-note").scroll_into_view_if_needed()
+    shot(page, "phone-mixer-rescaled", full_page=False)
+    page.set_viewport_size(DESKTOP)
     # The next file, in stereo, is not folded: nothing is said, and nothing is asked.
     upload(page, audio[0])
     expect(page.get_by_test_id("upload-status")).to_have_text("Ready: Falcon 69.wav · 0:03")
