@@ -30,7 +30,7 @@ import soundfile as sf
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer import AsyncClient, Client
-from demixer.client import ApiError, ConnectionFailed, JobCancelled, JobFailed, Status
+from demixer.client import ApiError, ConnectionFailed, JobCancelled, JobFailed, Result, Status
 from demixer.client.core import StatusStream, retry_delay
 from service_harness import DEMIXER, Server, fast_env, running_server
 
@@ -330,6 +330,32 @@ def test_async_client_step_by_step_with_a_prompt_and_a_cut_stream(
     assert np.abs(target + residual - mix).max() < 2e-4  # 16-bit flac quantisation
 
 
+def test_async_separate_hands_over_the_result_before_downloading(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, mix = music
+    results: list[Result] = []
+    out = tmp_path / "out"
+
+    def on_result(result: Result) -> None:
+        assert not out.exists()  # called before anything is downloaded
+        results.append(result)
+
+    async def run() -> dict[str, Path]:
+        async with AsyncClient(server.base_url, server.key, poll_interval=0.5) as c:
+            return await c.separate(
+                path, stems=["vocals"], bit_depth="32f", directory=out, on_result=on_result
+            )
+
+    paths = asyncio.run(run())
+    assert len(results) == 1
+    assert set(results[0].outputs) == set(paths) == {"vocals", "residual"}
+    for name, file in results[0].outputs.items():
+        assert (file.gain, file.clipped) == (1.0, 0)  # float WAV: nothing scaled or clipped
+        assert paths[name].stat().st_size == file.size
+    assert read(paths["vocals"]).shape == mix.shape
+
+
 # --- `demixer remote separate` -----------------------------------------------------------------
 
 
@@ -377,12 +403,18 @@ def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
         status = httpx.get(url, headers=auth).json()
         return str(status["logs"][-1]["message"])
 
-    with client(server) as c:  # as it is: the loud samples are clipped at full scale
-        job = c.submit(c.upload(path).file_id, stems=["vocals"], bit_depth="16")
-        c.wait(job.request_id, timeout=120)
-        clipped = c.download(c.result(job.request_id), tmp_path / "a")
-        line = job_log(job.request_id)
-    stems = [read(clipped["vocals"]), read(clipped["residual"])]
+    def newest_request() -> str:
+        newest = httpx.get(f"{server.base_url}/v1/queue/requests?limit=1", headers=auth).json()
+        return str(newest["data"][0]["request_id"])
+
+    # As it is: the loud samples are clipped at full scale, and the user is told how many.
+    done = remote(server, str(path), "--stems", "vocals", "--bit-depth", "16", "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    plain = newest_request()
+    line = job_log(plain)
+    with client(server) as c:
+        outputs = c.result(plain).outputs
+    stems = [read(tmp_path / "hot_vocals.wav"), read(tmp_path / "hot_residual.wav")]
     assert max(float(np.abs(s).max()) for s in stems) >= 1 - lsb  # full scale, clipped
     assert np.abs(stems[0] + stems[1] - hot).max() > 0.5  # they no longer add up to the input
     counted = re.fullmatch(
@@ -393,7 +425,14 @@ def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
     assert counted is not None, line
     for name, stem in (("vocals", stems[0]), ("residual", stems[1])):
         over = int((np.abs(stem) >= 1 - lsb).sum())  # what a user counts in the file
-        assert (f"{name} " in counted[1]) == (over > 0), (line, name, over)
+        clipped = outputs[name].clipped
+        assert (clipped > 0) == (over > 0) and clipped <= over, (name, clipped, over)
+        assert (f"{name} {clipped}" in counted[1]) == (clipped > 0), (line, name)
+        written = f"  {name}: {tmp_path / f'hot_{name}.wav'}"
+        assert (written + (f"  {clipped} samples clipped" if clipped else "")) in done.stdout
+        assert outputs[name].gain == 1.0
+    assert "some stems clipped in integer output: use --bit-depth 32f or --rescale" in done.stderr
+    assert "rescaled" not in done.stderr
 
     # --rescale (the client's rescale=True): one gain for both, the loudest at full scale.
     out = str(tmp_path / "b")
@@ -410,13 +449,14 @@ def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
     gain = float((total * hot).sum() / (hot * hot).sum())
     assert 0.3 < gain < 0.9
     assert np.abs(total - gain * hot).max() < 4 * lsb  # the input, scaled, to 16-bit rounding
-    newest = httpx.get(f"{server.base_url}/v1/queue/requests?limit=1", headers=auth).json()
-    rescaled = newest["data"][0]["request_id"]
+    rescaled = newest_request()
     with client(server) as c:
         outputs = c.result(rescaled).outputs
-        assert c.result(job.request_id).outputs["vocals"].gain == 1.0  # the clipped one
     assert abs(outputs["vocals"].gain - gain) < 1e-4  # what the files were scaled by
     assert outputs["residual"].gain == outputs["vocals"].gain
+    assert outputs["vocals"].clipped == outputs["residual"].clipped == 0
+    assert f"rescaled all stems by {outputs['vocals'].gain:.3f} to avoid clipping" in done.stderr
+    assert "samples clipped" not in done.stdout
     line = job_log(rescaled)
     scaled = re.fullmatch(
         r"completed: vocals, residual; every output scaled by (0\.\d{3}) so that none clips "

@@ -27,7 +27,13 @@ from demixer.cli_inputs import (
     expand_inputs,
     parse_spans,
 )
-from demixer.cli_output import FileProgress, print_error, readable_help
+from demixer.cli_output import (
+    FileProgress,
+    level_notes,
+    print_error,
+    readable_help,
+    written_lines,
+)
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import (
     DemixerError,
@@ -299,22 +305,13 @@ def separate(
                 f"{escape(shown_name(path.name))}: {result.duration:.1f} s in "
                 f"{result.seconds:.1f} s ({speed:.1f}x real time)"
             )
-            for name, written in result.paths.items():
-                clipped = result.report.clipped.get(name, 0)
-                note = f"  [yellow]{clipped} samples clipped[/]" if clipped else ""
-                progress.print_out(f"  {name}: {escape(str(written))}{note}")
+            for line in written_lines(result.paths, result.report.clipped):
+                progress.print_out(line)
             if separator.spec.arch_params.get("steps") or separator.spec.arch_params.get("mode"):
                 for name, made in result.made_by.items():  # a recipe or ensemble: who made what
                     progress.print(f"  {escape(name)} by {escape(made)}")
-            if any(result.report.clipped.values()):
-                progress.print(
-                    "  [yellow]some stems clipped in integer output: use --bit-depth 32f or "
-                    "--rescale[/]"
-                )
-            if result.report.gain != 1.0:
-                progress.print(
-                    f"  rescaled all stems by {result.report.gain:.3f} to avoid clipping"
-                )
+            for line in level_notes(result.report.clipped, result.report.gain):
+                progress.print(line)
     if last_error is not None:
         raise typer.Exit(exit_code_for(last_error))
 

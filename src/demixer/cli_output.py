@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -23,7 +25,7 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from demixer.client.progress import STAGE_WORDS, progress_line, short_name
 
-__all__ = ["FileProgress", "print_error", "readable_help"]
+__all__ = ["FileProgress", "level_notes", "print_error", "readable_help", "written_lines"]
 
 _err = Console(stderr=True)
 
@@ -41,6 +43,25 @@ def print_error(code: str, message: str, console: Console | None = None) -> None
         highlight=False,
         soft_wrap=not target.is_terminal,
     )
+
+
+# --- what a separation wrote ----------------------------------------------------------------
+
+
+def written_lines(paths: Mapping[str, Path], clipped: Mapping[str, int]) -> Iterator[str]:
+    """One line per file written (stdout, for scripts), with its clipped samples, if any."""
+    for name, written in paths.items():
+        over = clipped.get(name, 0)
+        note = f"  [yellow]{over} samples clipped[/]" if over else ""
+        yield f"  {escape(name)}: {escape(str(written))}{note}"
+
+
+def level_notes(clipped: Mapping[str, int], gain: float) -> Iterator[str]:
+    """What happened to samples beyond full scale (stderr, for the person)."""
+    if any(clipped.values()):
+        yield "  [yellow]some stems clipped in integer output: use --bit-depth 32f or --rescale[/]"
+    if gain != 1.0:
+        yield f"  rescaled all stems by {gain:.3f} to avoid clipping"
 
 
 # --- help ------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from demixer.cli_inputs import (
     expand_inputs,
     parse_spans,
 )
-from demixer.cli_output import print_error
+from demixer.cli_output import level_notes, print_error, written_lines
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
 from demixer.naming import shown_name
@@ -131,7 +131,7 @@ def remote_separate(
     ] = None,
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
-    from demixer.client import Client
+    from demixer.client import Client, Result
     from demixer.client.errors import WaitTimeout
 
     if prompt is not None and stems:
@@ -162,6 +162,7 @@ def remote_separate(
         for item in inputs:
             path = item.path
             name = shown_name(path.name)
+            results: list[Result] = []
             try:
                 paths = client.separate(
                     path,
@@ -177,6 +178,7 @@ def remote_separate(
                     downmix=downmix,
                     rescale=rescale,
                     spans=spans,
+                    on_result=results.append,
                 )
             except FileNotFoundError:
                 print_error(InputNotFound.code, f"file not found: {shown_name(str(path))}")
@@ -202,9 +204,14 @@ def remote_separate(
                 print_error("INVALID_INPUT", f"{shown_name(str(path))}: {e.strerror or e}")
                 last = 3
                 continue
+            outputs = results[0].outputs
+            clipped = {output: file.clipped for output, file in outputs.items()}
             out.print(f"{escape(name)}:", highlight=False)
-            for name, written in paths.items():
-                out.print(f"  {name}: {escape(str(written))}", highlight=False)
+            for line in written_lines(paths, clipped):
+                out.print(line, highlight=False)
+            gain = min((file.gain for file in outputs.values()), default=1.0)
+            for line in level_notes(clipped, gain):
+                err.print(line, highlight=False)
     if last:
         raise typer.Exit(last)
 

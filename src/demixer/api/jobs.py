@@ -342,6 +342,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
             channels=out.get("channels"),
             size=out.get("size"),
             gain=out.get("gain", 1.0),
+            clipped=out.get("clipped", 0),
         )
     data["duration"] = job.duration or 0.0
     data["sample_rate"] = job.sample_rate or 0

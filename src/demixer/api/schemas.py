@@ -414,6 +414,12 @@ class OutputFile(BaseModel):
         "`input.rescale`, where an output would have peaked above full scale (compare with "
         "the input at this gain); else 1.",
     )
+    clipped: int = Field(
+        0,
+        description="Samples (counting each channel) that peaked above full scale and were "
+        "clipped: 16/24-bit WAV, FLAC and MP3 clip there; 32-bit float WAV and `input.rescale` "
+        "never do (0).",
+    )
 
 
 class SeparateOutput(BaseModel):

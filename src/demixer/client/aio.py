@@ -280,6 +280,7 @@ class AsyncClient(core.ClientBase):
         downmix: bool = False,
         rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
+        on_result: Callable[[Result], None] | None = None,
     ) -> dict[str, Path]:
         """See :meth:`Client.separate`."""
         path = Path(path)
@@ -300,5 +301,7 @@ class AsyncClient(core.ClientBase):
             )
             await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
             result = await self.result(job.request_id)
+            if on_result is not None:
+                on_result(result)
             bar.downloading(result)
             return await self.download(result, directory, on_bytes=bar.downloaded)

@@ -315,13 +315,15 @@ class Client(core.ClientBase):
         downmix: bool = False,
         rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
+        on_result: Callable[[Result], None] | None = None,
     ) -> dict[str, Path]:
         """Upload ``path``, separate it, wait, and download the outputs into ``directory``.
 
         Answers output name -> file written (e.g. ``vocals``, ``residual``). ``quality``:
         ``fast``, ``balanced`` or ``best`` (None: the server's default). ``progress``
-        shows bars on stderr when it is a terminal. Interrupted (Ctrl-C) while waiting, the
-        job is cancelled on the server.
+        shows bars on stderr when it is a terminal. ``on_result`` is called with the job's
+        :class:`Result` before the download (each output's ``gain`` and ``clipped``).
+        Interrupted (Ctrl-C) while waiting, the job is cancelled on the server.
         """
         path = Path(path)
         with SeparateProgress(path, path.stat().st_size, progress) as bar:
@@ -345,5 +347,7 @@ class Client(core.ClientBase):
                     self.cancel(job.request_id)
                 raise
             result = self.result(job.request_id)
+            if on_result is not None:
+                on_result(result)
             bar.downloading(result)
             return self.download(result, directory, on_bytes=bar.downloaded)

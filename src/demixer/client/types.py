@@ -184,6 +184,7 @@ class OutputFile:
     sample_rate: int | None  # Hz
     channels: int | None
     gain: float = 1.0  # below 1 when `rescale` turned every output down so that none clips
+    clipped: int = 0  # samples (each channel counted) clipped at full scale in integer formats
 
     @classmethod
     def from_json(cls, name: str, d: Mapping[str, Any]) -> OutputFile:
@@ -197,6 +198,7 @@ class OutputFile:
             sample_rate=_get(d, "sample_rate", int, optional=True),
             channels=_get(d, "channels", int, optional=True),
             gain=_get(d, "gain", float, optional=True) or 1.0,
+            clipped=_get(d, "clipped", int, optional=True) or 0,
         )
 
 

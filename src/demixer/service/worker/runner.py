@@ -344,7 +344,7 @@ class Runner:
         outputs: dict[str, Any] = {}
         track = Path(params.input_name).stem
 
-        def store(entry: str, api_name: str, out: ChildOutput) -> None:
+        def store(entry: str, api_name: str, out: ChildOutput, clipped: int) -> None:
             """Store a file the child wrote, as the job's output record ``entry``."""
             fmt = OutputFormat.parse(Path(out.path).suffix[1:], None)
             label = params.labels.get(api_name, api_name)  # what the file is called
@@ -361,15 +361,17 @@ class Runner:
                 "sample_rate": out.sample_rate,
                 "channels": out.channels,
                 "gain": result.gain,
+                "clipped": clipped,
             }
             lease.tick(stoppable=False)  # a stop lets the upload finish: it is quick
 
         try:
             for engine_name, out in result.outputs.items():
                 api_name = params.api_name(engine_name)
-                store(api_name, api_name, out)
+                clipped = result.clipped.get(engine_name, 0)  # its extras hold the same samples
+                store(api_name, api_name, out, clipped)
                 for ext, extra in result.extras.get(engine_name, {}).items():
-                    store(f"{api_name}.{ext}", api_name, extra)
+                    store(f"{api_name}.{ext}", api_name, extra, clipped)
             # The database may be restarting: try for about a lease (later another worker may
             # hold the job; the fenced write then raises LeaseLost). complete() may run twice.
             retry_unavailable(
