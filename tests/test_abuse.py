@@ -492,7 +492,6 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
         _chunked_over_limit("audio_file", "/api/public/v1/Extraction", {"Authorization": "KEY"}),
         ["413 FILE_TOO_LARGE"]),
     "musicgpt: lying-xing.mp3": (_musicgpt_file("lying-xing.mp3"), ["422 DURATION_LIMIT"]),
-    "musicgpt: surround-6ch.wav": (_musicgpt_file("surround-6ch.wav"), ["422 INVALID_AUDIO"]),
     "sunoapi: JSON nested 30 000 deep": (
         _request("POST", "/api/v1/vocal-removal/generate", content=DEEP,
                  headers={**_JSON, **_BEARER}),

@@ -165,6 +165,65 @@ def test_a_result_expires_48_hours_after_it_finished(clocked: Clocked) -> None:
     assert api.sweep() == SweepCounts()
 
 
+def test_each_vendor_says_an_expired_result_is_gone_in_its_own_envelope(clocked: Clocked) -> None:
+    """Never a success with links to deleted files (or none at all): Gaudio's 1104, sunoapi's
+    code 404, MusicGPT's HTTP 404, as the native API's 410, with when and what to do."""
+    api = clocked
+    gaudio_key = {"x-ga-apikey": api.key}
+    body = {"audioUploadId": api.upload("stereo.wav"), "type": "vocal"}
+    made = api.client.post(
+        "/developers/api/v1/gsep_music_hq_v1/jobs", headers=gaudio_key, json=body
+    )
+    gaudio = made.json()["resultData"]["jobId"]
+    api.worker_done(gaudio, names=("vocals", "residual"))
+    made = api.post("/api/v1/vocal-removal/generate", json={"fileId": api.upload("stereo.flac")})
+    suno = made.json()["data"]["taskId"]
+    api.worker_done(suno, names=("vocals", "residual"))
+    song = api.files.get("long.wav").path
+    files = {"audio_file": ("long.wav", song.read_bytes(), "audio/wav")}
+    made = api.post("/api/public/v1/Extraction", data={"stems": '["vocals"]'}, files=files)
+    musicgpt = made.json()["task_id"]
+    api.worker_done(musicgpt, names=("vocals", "residual"))
+    expires = START + 48 * HOUR  # all three finished at START
+
+    def read() -> tuple[dict[str, Any], dict[str, Any], Any]:
+        url = f"/developers/api/v1/gsep_music_hq_v1/jobs/{gaudio}"
+        return (
+            api.client.get(url, headers=gaudio_key).json(),
+            api.get(f"/api/v1/vocal-removal/record-info?taskId={suno}").json(),
+            api.get(f"/api/public/v1/byId?conversionType=EXTRACTION&task_id={musicgpt}"),
+        )
+
+    api.at(expires - SECOND)
+    kept = read()
+    assert kept[0]["resultData"]["status"] == "success", kept[0]
+    assert kept[1]["data"]["successFlag"] == "SUCCESS", kept[1]
+    assert kept[1]["data"]["response"]["vocalUrl"] is not None
+    assert kept[2].json()["conversion"]["status"] == "COMPLETED", kept[2].text
+    # Each protocol reads its own jobs only.
+    other = api.get(f"/api/v1/vocal-removal/record-info?taskId={gaudio}").json()
+    assert (other["code"], other["msg"]) == (404, f"no task {gaudio!r}")
+
+    def said(job: str) -> str:
+        when = expires.isoformat()
+        return f"request {job}'s outputs expired at {when} and were deleted; submit it again"
+
+    api.at(expires + SECOND)  # past: before the sweeper has run, and after
+    for sweep in (False, True):
+        if sweep:
+            api.sweep()
+        gone = read()
+
+        assert gone[0] == {"resultCode": 1104, "resultData": None, "resultMessage": said(gaudio)}
+        assert gone[1] == {"code": 404, "msg": said(suno), "data": None}
+        assert gone[2].status_code == 404
+        assert gone[2].json() == {
+            "success": False,
+            "error": "RESULT_EXPIRED",
+            "message": said(musicgpt),
+        }
+
+
 def test_a_deleted_blob_answers_404_not_500(clocked: Clocked) -> None:
     api = clocked
     job_id = api.queue_separate(api.upload()).json()["request_id"]

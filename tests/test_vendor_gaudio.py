@@ -233,6 +233,31 @@ def test_unknown_upload_id_is_1105(gaudio: Gaudio) -> None:
 def test_type_missing_is_1122(gaudio: Gaudio, uploaded: str) -> None:
     assert gaudio.create_job(uploaded, None)["resultCode"] == 1122
     assert gaudio.create_job(uploaded, " , ")["resultCode"] == 1122
+    assert gaudio.post(f"/v1/{MODEL}/jobs", {"audioUploadId": uploaded, "type": []}) == {
+        "resultCode": 1122,
+        "resultData": None,
+        "resultMessage": "type is required: comma-separated, any of vocal, drum, bass, "
+        "electric_guitar, acoustic_piano",
+    }
+    # The types as a JSON list of the same words are read too.
+    listed = gaudio.post(f"/v1/{MODEL}/jobs", {"audioUploadId": uploaded, "type": ["vocal"]})
+    assert listed["resultCode"] == 1000 and listed["resultData"]["jobId"], listed
+
+
+def test_a_model_not_permitted_is_403_and_an_unknown_path_404(
+    gaudio: Gaudio, uploaded: str
+) -> None:
+    r = gaudio.http.post("/v1/spleeter/jobs", json={"audioUploadId": uploaded, "type": "vocal"})
+    assert r.status_code == 403 and r.json() == {
+        "error": "forbidden",
+        "message": "model 'spleeter' is not permitted; use a GSEP music model, e.g. "
+        "gsep_music_hq_v1",
+    }
+    r = gaudio.http.get("/v1/nothing")
+    assert r.status_code == 404 and r.json() == {
+        "error": "not_found",
+        "message": "no such endpoint: 'v1/nothing'",
+    }
 
 
 def test_a_stem_no_installed_model_produces_is_refused_by_name(

@@ -248,6 +248,24 @@ def test_denoise_job_separates_the_denoised_input(server: Server, tmp_path: Path
     assert snr_db(clean, total) >= snr_db(clean, noisy) + 6
 
 
+def test_surround_is_folded_to_stereo_the_protocol_cannot_ask_for_it(
+    server: Server, song: Path, tmp_path: Path
+) -> None:
+    stereo, rate = sf.read(song, dtype="float32", always_2d=True)
+    surround = tmp_path / "film.wav"  # 5.1: L R C LFE Ls Rs, the song in front only
+    zeros = np.zeros(len(stereo), np.float32)
+    sf.write(surround, np.stack([*stereo.T, zeros, zeros, zeros, zeros], axis=1), rate)
+    with musicgpt(server) as client:
+        r = extract(client, surround, stems=["vocals"])
+        assert r.status_code == 200, r.text
+        conversion = poll(client, r.json()["task_id"])
+    vocals, _ = download(conversion["vocals"])
+    instrumental, _ = download(conversion["instrumental"])
+    assert vocals.shape == instrumental.shape == (2, len(stereo))
+    folded = vocals + instrumental  # the front pair, as the fold keeps it
+    assert np.abs(folded).max() > 0.1 and np.corrcoef(folded[0], stereo[:, 0])[0, 1] > 0.99
+
+
 def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
     base = f"{server.base_url}/api/public"
     missing = httpx.get(f"{base}/v1/byId", params={"task_id": "req_x"})
@@ -290,8 +308,35 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         files = {"audio_file": ("junk.mp3", junk.read_bytes(), "audio/mpeg")}
         r = client.post("/v1/Extraction", data={"stems": '["vocals"]'}, files=files)
         assert r.status_code == 422 and r.json()["error"] == "INVALID_AUDIO", r.text
-        r = extract(client, None, stems=["vocals"])
-        assert r.status_code == 422 and r.json()["success"] is False
+        # No audio is the 422 MISSING_INPUT whatever else is missing and however the fields
+        # come: a multipart or URL-encoded form, a JSON object, or no body at all.
+        missing = {
+            "success": False,
+            "error": "MISSING_INPUT",
+            "message": "send the audio as `audio_file` (a file) or `audio_url`",
+        }
+        for r in (
+            extract(client, None, stems=["vocals"]),
+            extract(client, None),  # no stems either: still the input that is named
+            client.post("/v1/Extraction", files={"stems": (None, '["vocals"]')}),
+            client.post("/v1/Extraction", json={"stems": ["vocals"]}),
+            client.post("/v1/Extraction"),
+        ):
+            assert r.status_code == 422 and r.json() == missing, r.text
+        # The fields as a JSON object are read as the form's.
+        sent = {"audio_url": "http://127.0.0.1:9/gone.wav", "stems": ["vocals"]}
+        r = client.post("/v1/Extraction", json=sent)
+        assert r.status_code == 200 and r.json()["success"] is True, r.text
+        r = client.post("/v1/Extraction", json=["vocals"])
+        assert r.status_code == 400 and r.json()["message"] == (
+            "the JSON body must be an object of fields"
+        )
+        r = client.get("/v1/no-such-endpoint")
+        assert r.status_code == 404 and r.json() == {
+            "success": False,
+            "error": "NOT_FOUND",
+            "message": "no such endpoint: 'v1/no-such-endpoint'",
+        }
         r = extract(client, song, stems=["vocals"], preprocessing_options=["Dereverb"])
         assert r.status_code == 422 and r.json()["message"] == (
             "preprocessing option 'Dereverb' needs a model that is not installed on this "
@@ -309,6 +354,34 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
     # Another account's task is unknown to this one.
     with musicgpt(server, create_key(server.data_dir)) as other:
         assert other.get("/v1/byId", params={"task_id": task}).status_code == 404
+
+
+def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """An API with no worker: the conversion stays queued until the native cancel ends it.
+    MusicGPT has no cancel, so its client learns it from the webhook, as of any failure."""
+    env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
+    with running_server(tmp_path / "api-only", workers=0, env=env) as api, musicgpt(api) as client:
+        hook = receiver.url("/cancelled")
+        song = receiver.url("/song.wav")  # never fetched: no worker
+        r = extract(client, None, audio_url=song, stems=["vocals"], webhook_url=hook)
+        assert r.status_code == 200, r.text
+        task = r.json()["task_id"]
+        cancel = api.client().put(f"/v1/queue/requests/{task}/cancel")
+        assert cancel.json()["status"] == "CANCELLED", cancel.text
+        conversion = client.get("/v1/byId", params={"task_id": task}).json()["conversion"]
+        body = receiver.wait(task)
+    assert (conversion["status"], conversion["status_msg"]) == ("FAILED", "cancelled")
+    assert body == {
+        "success": False,
+        "task_id": task,
+        "conversion_id": task,
+        "conversion_type": "EXTRACTION",
+        "audio_path": receiver.url("/song.wav"),
+        "error": "CANCELLED",
+        "message": "the conversion was cancelled",
+    }
 
 
 def test_deecho_runs_a_users_own_de_echo_model(

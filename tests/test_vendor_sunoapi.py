@@ -206,21 +206,37 @@ def test_bad_audio_fails_and_calls_back(suno: SunoClient, origin: Origin) -> Non
     assert callback["data"]["task_id"] == made["data"]["taskId"]
 
 
-def test_a_cancelled_task_is_failed_with_its_complete_time(origin: Origin, tmp_path: Path) -> None:
-    """An API with no worker: the task stays queued until the native cancel ends it."""
+def test_a_cancelled_task_is_failed_with_its_complete_time_and_calls_back(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """An API with no worker: the task stays queued until the native cancel ends it. The
+    protocol has no cancel of its own, so its client learns it from the failure callback."""
     env = fast_env(DEMIXER_URL_ALLOWLIST="127.0.0.1")
+    hook = origin.url("/cb/cancelled")
     with running_server(tmp_path / "api-only", workers=0, env=env) as api:
         suno = SunoClient(api.base_url, api.key)
-        task = suno.generate(audioUrl=origin.url("song.wav"))["data"]["taskId"]
+        # callbackUrl: record-info's spelling of the request's callBackUrl, read too
+        task = suno.generate(audioUrl=origin.url("song.wav"), callbackUrl=hook)["data"]["taskId"]
         queued = suno.record(task)["data"]
         assert (queued["successFlag"], queued["completeTime"]) == ("PENDING", None)
+        assert queued["callbackUrl"] == hook
         cancel = api.client().put(f"/v1/queue/requests/{task}/cancel")
         assert cancel.json()["status"] == "CANCELLED", cancel.text
         data = suno.record(task)["data"]
+        callback = origin.posted("/cb/cancelled").json()
+        # A blank callBackUrl is no callback (as an absent one), not a bad URL.
+        blank = suno.generate(audioUrl=origin.url("song.wav"), callBackUrl=" ")
+        assert blank["code"] == 200, blank
+        assert suno.record(blank["data"]["taskId"])["data"]["callbackUrl"] is None
         suno.close()
     assert data["successFlag"] == "GENERATE_AUDIO_FAILED"
     assert data["errorMessage"] == "CANCELLED: the task was cancelled"
     assert isinstance(data["completeTime"], int) and data["completeTime"] >= data["createTime"]
+    assert callback == {
+        "code": 400,
+        "msg": "CANCELLED: the task was cancelled",
+        "data": {"task_id": task, "vocal_removal_info": None},
+    }
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ spool file in the data directory's scratch space (:mod:`demixer.service.scratch`
 raises :class:`~demixer.errors.FileTooLarge` (413) and is never written anywhere. The spool file
 is removed when the context ends, whatever happened; a full disk is
 :class:`~demixer.errors.StorageFull` (507).
+
+A form's fields may also come URL-encoded, or as one JSON object (what a client built for a
+JSON API sends: strings are kept, other values JSON-encoded, so ``"stems": ["vocals"]`` reads
+as the form's ``stems='["vocals"]'``); a request with no body at all is an empty form.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import json
 import os
 import queue
 import threading
@@ -27,6 +32,7 @@ from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from demixer.api.bodies import parse_json
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge, StorageFull
 from demixer.service.scratch import scratch_file
 
@@ -217,14 +223,40 @@ class _Writer:
                 self.thread = None
 
 
-async def _urlencoded(request: Request, max_fields: int, charset: str) -> dict[str, str]:
-    """The fields of a URL-encoded form, read up to what ``max_fields`` fields can hold."""
+async def _fields_body(request: Request, max_fields: int) -> bytes:
+    """The body of a form without a file, read up to what ``max_fields`` fields can hold."""
     limit = max_fields * MAX_FIELD_BYTES
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise RequestTooLarge(f"a form here is at most {limit} bytes")
+    return body
+
+
+async def _json_fields(request: Request, max_fields: int) -> dict[str, str]:
+    """The fields of a JSON object body (see the module docstring)."""
+    value = parse_json(await _fields_body(request, max_fields))
+    if not isinstance(value, dict):
+        raise InvalidRequest("the JSON body must be an object of fields")
+    if len(value) > max_fields:
+        raise InvalidRequest(f"a form here has at most {max_fields} fields")
+    return {
+        str(name): item if isinstance(item, str) else json.dumps(item)
+        for name, item in value.items()
+        if item is not None
+    }
+
+
+def _no_body(request: Request) -> bool:
+    """Whether the request has no body at all (no length, or 0, and no chunked one)."""
+    headers = request.headers
+    return "transfer-encoding" not in headers and headers.get("content-length", "0") == "0"
+
+
+async def _urlencoded(request: Request, max_fields: int, charset: str) -> dict[str, str]:
+    """The fields of a URL-encoded form, read up to what ``max_fields`` fields can hold."""
+    body = await _fields_body(request, max_fields)
     try:
         pairs = parse_qsl(body.decode(charset, errors="replace"), max_num_fields=max_fields)
     except ValueError:
@@ -254,7 +286,8 @@ async def read_form(
     """The multipart form of ``request``, its file spooled under ``data_dir`` (removed after).
 
     Raises:
-        InvalidRequest: not a multipart form, or a broken one (400).
+        InvalidRequest: not a form (multipart, URL-encoded, a JSON object or no body at
+            all), or a broken one (400).
         FileTooLarge: the file is over ``max_file_bytes`` (413; nothing past it was written).
         RequestTooLarge: a text field over :data:`MAX_FIELD_BYTES` (413).
         StorageFull: the spool could not be written (507).
@@ -262,6 +295,12 @@ async def read_form(
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind == b"application/x-www-form-urlencoded":  # fields only (e.g. an audio_url)
         yield Form(fields=await _urlencoded(request, max_fields, _charset(params)))
+        return
+    if kind == b"application/json":
+        yield Form(fields=await _json_fields(request, max_fields))
+        return
+    if not kind and _no_body(request):  # nothing sent: the route says what is missing
+        yield Form()
         return
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidRequest("send a multipart/form-data body (with its boundary)")

@@ -65,6 +65,7 @@ from demixer.service.worker.registry import live_models, waiting_reason
 __all__ = [
     "Extras",
     "build_status",
+    "check_not_expired",
     "delete_job",
     "extras",
     "fetch_job",
@@ -287,13 +288,20 @@ def job_result(services: Services, account_id: str, job_id: str) -> ResultRespon
         raise JobConflict(f"request {job_id} was cancelled; it has no result")
     if job.status != COMPLETED:
         raise NotReady(f"request {job_id} is {job.status}; the result is ready once COMPLETED")
+    check_not_expired(services, job)
+    return result_response(services, job)
+
+
+def check_not_expired(services: Services, job: Job) -> None:
+    """Raise :class:`ResultExpired` when the completed ``job``'s outputs are past their
+    retention time (also before the sweeper has deleted them): every protocol's reading of a
+    result asks this before it signs URLs to files that are gone."""
     keep = services.settings.result_retention_seconds
-    if result_expired(job, keep, services.db.clock()):  # also before the sweeper has run
+    if result_expired(job, keep, services.db.clock()):
         raise ResultExpired(
-            f"request {job_id}'s outputs expired at {_iso(result_expires_at(job, keep))} "
+            f"request {job.id}'s outputs expired at {_iso(result_expires_at(job, keep))} "
             "and were deleted; submit it again"
         )
-    return result_response(services, job)
 
 
 def _iso(when: datetime | None) -> str:

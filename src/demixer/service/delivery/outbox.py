@@ -9,8 +9,9 @@ signed download URLs) and stored in the row; ``webhook-id`` is the row's id. The
 The outbox knows no protocol: the composition root (:mod:`demixer.server.compose`) hands it one
 :data:`EventBuilder` per webhook style (``params.webhook.style``: the native one and each
 vendor's), so nothing here imports the API or a vendor, and a worker process never imports a
-web framework. A builder returns ``(event_type, body)``, or None for no event (a CANCELLED
-job: whoever cancelled it has the answer).
+web framework. A builder returns ``(event_type, body)``, or None for no event (the native
+style's for a CANCELLED job: whoever cancelled it has the answer; the vendors' protocols have
+no cancel, so theirs report it as a failure).
 
 This module also owns the deliveries' states (:class:`DeliveryState`) and the one query for a
 job's latest delivery (:func:`latest_delivery`), which the status endpoints read.

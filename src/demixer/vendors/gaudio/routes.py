@@ -21,7 +21,7 @@ from demixer.api import submit, uploads
 from demixer.api.auth import ServicesDep, identify
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import fetch_job
+from demixer.api.jobs import check_not_expired, fetch_job
 from demixer.api.lanes import Lane
 from demixer.api.schemas import StemsRequest
 from demixer.engine.stems import RESIDUAL
@@ -34,7 +34,6 @@ from demixer.errors import (
     InvalidAudio,
     InvalidRequest,
     NotFound,
-    ResultExpired,
     UnknownStem,
 )
 from demixer.models.planner import produces
@@ -43,7 +42,7 @@ from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileState
 from demixer.service.jobs.contract import GaudioFields, JobParams
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
-from demixer.service.retention.expiry import result_expired, result_expires_at
+from demixer.service.retention.expiry import result_expires_at
 from demixer.service.schema import File, Job
 from demixer.vendors.gaudio import multipart
 from demixer.vendors.gaudio.envelope import (
@@ -203,6 +202,9 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
 
 
 def _stems(raw: object) -> list[str]:
+    """``type``'s stems: comma-separated (``"vocal,drum"``), or a list of those words."""
+    if isinstance(raw, list) and all(isinstance(w, str) for w in raw):
+        raw = ",".join(raw)
     if not isinstance(raw, str) or not raw.strip():
         raise TypeMissing(f"type is required: comma-separated, any of {', '.join(STEM_TYPES)}")
     stems: list[str] = []
@@ -228,9 +230,9 @@ def _unproducible(services: Services, stems: list[str]) -> UnknownStem:
 
 
 def _create_job(services: Services, caller: Identity, model: str, body: dict[str, Any]) -> str:
-    if not model.startswith("gsep_"):
-        raise InvalidRequest(
-            f"unknown model {model!r}; use a GSEP music model, e.g. gsep_music_hq_v1"
+    if not model.startswith("gsep_"):  # Gaudio's 403: the model is not permitted
+        raise Forbidden(
+            f"model {model[:100]!r} is not permitted; use a GSEP music model, e.g. gsep_music_hq_v1"
         )
     stems = _stems(body.get("type"))
     row = _usable(services, caller.account_id, body.get("audioUploadId"))
@@ -297,8 +299,7 @@ async def _job_view(services: Services, account_id: str, job_id: str) -> dict[st
         "downloadUrl": None,
     }
     if job.status == COMPLETED:
-        if result_expired(job, keep, now):
-            raise ResultExpired(f"job {job_id!r}'s outputs expired and were deleted")
+        check_not_expired(services, job)
         expires = result_expires_at(job, keep)
         urls_until = now + timedelta(seconds=services.settings.download_url_ttl_seconds)
         until = min(expires, urls_until) if expires is not None else urls_until
@@ -335,3 +336,10 @@ async def _job_lane(request: Request) -> Response:
 
 LANES = (Lane("GET", PREFIX + "/v1/{model}/jobs/{job_id}", _job_lane),)
 """This module's fast lanes (``create_app`` puts them first)."""
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def unknown_path(path: str) -> JSONResponse:
+    """Any other path under the prefix: a 404 in the shape of Gaudio's HTTP errors."""
+    body = {"error": "not_found", "message": f"no such endpoint: {path[:200]!r}"}
+    return JSONResponse(body, status_code=404)

@@ -34,7 +34,13 @@ Wire decisions:
   queue ahead). ``credit_estimate`` / ``conversion_cost``: minutes of audio (2 decimals), the
   unit demixer's usage counts in seconds. ``conversion_duration``: seconds of audio.
 - Statuses: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED (CANCELLED reads FAILED, with a
-  ``status_msg`` saying so).
+  ``status_msg`` saying so, and its webhook is a failure's).
+- Body: a multipart form as MusicGPT documents it; a URL-encoded form, a JSON object of the
+  same fields or no body at all are read as forms too (``api/forms.py``), so a request without
+  ``audio_file`` and ``audio_url`` is always the 422 ``MISSING_INPUT``.
+- Surround input (more than 2 channels) is folded to stereo first (``input.downmix``): the
+  protocol has no field to ask for it.
+- Any other path under the prefix answers MusicGPT's 404.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from demixer.api.auth import identify
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
 from demixer.api.forms import Form, read_form
-from demixer.api.jobs import fetch_job
+from demixer.api.jobs import check_not_expired, fetch_job
 from demixer.api.lanes import Lane
 from demixer.api.schemas import QueuedResponse, StemsRequest
 from demixer.errors import (
@@ -203,7 +209,8 @@ def _queue(
     """Plan and queue the ``audio/stems`` job of an extraction."""
     try:
         req = StemsRequest.model_validate(
-            {"input": {**source, "stems": targets}, "webhookUrl": webhook}
+            # downmix: the protocol cannot ask for it, so surround is folded to stereo
+            {"input": {**source, "stems": targets, "downmix": True}, "webhookUrl": webhook}
         )
     except ValidationError as exc:  # e.g. an over-long URL
         raise InvalidRequest(f"invalid request: {exc.errors()[0]['msg']}") from None
@@ -220,19 +227,19 @@ def _queue(
 def _extract(services: Services, identity: Identity, form: Form) -> dict[str, Any]:
     """The whole of ``POST /v1/Extraction`` after the form is parsed (runs in a thread)."""
     fields_in = form.fields
-    targets, fields = plan_stems(services, _json_list(fields_in.get("stems"), "stems"))
-    options = _json_list(fields_in.get("preprocessing_options"), "preprocessing_options")
-    steps = preprocess_steps(services, options)
     upload, url = form.file, fields_in.get("audio_url")
     url = url.strip() if isinstance(url, str) and url.strip() else None
     if upload is not None and upload.field != "audio_file":
         raise InvalidRequest(
             f"the file goes in the field `audio_file`, not {upload.field!r}", param="audio_file"
         )
-    if upload is None and url is None:
+    if upload is None and url is None:  # first: 422 whatever else the form lacks
         raise MissingInput("send the audio as `audio_file` (a file) or `audio_url`")
     if upload is not None and url is not None:
         raise InvalidRequest("send one of `audio_file` and `audio_url`, not both")
+    targets, fields = plan_stems(services, _json_list(fields_in.get("stems"), "stems"))
+    options = _json_list(fields_in.get("preprocessing_options"), "preprocessing_options")
+    steps = preprocess_steps(services, options)
     webhook = fields_in.get("webhook_url")
     webhook = webhook.strip() if isinstance(webhook, str) and webhook.strip() else None
     duration: float | None = None
@@ -277,6 +284,8 @@ async def _lookup(services: Services, account_id: str, task_id: str) -> dict[str
     job = await fetch_job(services, account_id, task_id)  # one SELECT, no ORM object
     if not isinstance(JobParams.of_job(job.id, job.params).vendor, MusicGptFields):
         raise NotFound(f"no EXTRACTION conversion {task_id!r}")
+    if job.status == COMPLETED:
+        check_not_expired(services, job)  # 404, not links to deleted files
     # No I/O but the input's description, read once per process (BlobLinks.download_url).
     return {"success": True, "conversion": conversion(services, job)}
 
@@ -333,3 +342,9 @@ async def by_id(request: Request) -> JSONResponse:
 # FastAPI's routing (see demixer.api.lanes), whatever the query.
 LANES = (Lane("GET", PREFIX + "/v1/byId", by_id, query=lambda _query: True),)
 """This module's fast lanes (``create_app`` puts them first)."""
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def unknown_path(path: str) -> JSONResponse:
+    """Any other path under the prefix: MusicGPT's 404."""
+    return error_response(NotFound(f"no such endpoint: {path[:200]!r}"))

@@ -235,8 +235,10 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
 
 
 def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
-    """The completion webhook's body, for jobs whose webhook style is :data:`STYLE`."""
-    if job.status not in (COMPLETED, FAILED):
+    """The completion webhook's body, for jobs whose webhook style is :data:`STYLE`: sent on
+    success and on failure, a cancelled job included (``byId`` reads it FAILED, and the
+    protocol has no cancel of its own: whoever cancelled it, its client waits for this)."""
+    if job.status not in (COMPLETED, FAILED, CANCELLED):
         return None
     original, stems = job_urls(services, job)
     body: dict[str, Any] = {
@@ -251,6 +253,9 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
         body["conversion_cost"] = credits(float(job.duration or 0.0))
         body["conversion_duration"] = float(job.duration or 0.0)
         return "musicgpt.extraction.completed", body
-    body["error"] = job.error_code or "FAILED"
-    body["message"] = job.error_message or ""
+    if job.status == CANCELLED:
+        body["error"], body["message"] = "CANCELLED", "the conversion was cancelled"
+    else:
+        body["error"] = job.error_code or "FAILED"
+        body["message"] = job.error_message or ""
     return "musicgpt.extraction.failed", body

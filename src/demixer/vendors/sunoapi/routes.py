@@ -11,12 +11,13 @@ Wire decisions:
 - Every answer is HTTP 200 with the envelope ``{code, msg, data}``, errors included (as the
   hosted service does); only the envelope's ``code`` says what happened.
 - Error codes: unknown key 401 (a key lacking the scope too: the vendor has no 403); unknown
-  ``taskId`` on ``record-info`` 404; bad parameters, unusable input, unknown stems 400; too
-  large (a file, or a request body over its limit) 413; ``RATE_LIMITED`` (requests per
-  window) 430 "call frequency too high"; ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit";
-  ``STORAGE_UNAVAILABLE``, ``DATABASE_UNAVAILABLE``, ``STORAGE_FULL`` (retry: the answer has
-  ``Retry-After``) and anything else 500. 429 (credits) and 455 (maintenance) are never
-  sent: demixer has neither.
+  ``taskId`` on ``record-info`` (or one of another protocol's jobs) 404, and a task whose
+  outputs expired and were deleted too (``RESULT_EXPIRED``: no SUCCESS without links); bad
+  parameters, unusable input, unknown stems 400; too large (a file, or a request body over its
+  limit) 413; ``RATE_LIMITED`` (requests per window) 430 "call frequency too high";
+  ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit"; ``STORAGE_UNAVAILABLE``,
+  ``DATABASE_UNAVAILABLE``, ``STORAGE_FULL`` (retry: the answer has ``Retry-After``) and
+  anything else 500. 429 (credits) and 455 (maintenance) are never sent: demixer has neither.
 - Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
   caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
@@ -28,6 +29,10 @@ Wire decisions:
   cannot be created is refused by ``/generate`` itself, so CREATE_TASK_FAILED is not used).
   ``errorCode`` is 400 for input errors and 500 otherwise; ``errorMessage`` starts with
   demixer's own error code. Times are Unix milliseconds.
+- The callback goes out on success and on failure, a cancelled task's included. Its URL is read
+  as ``callBackUrl`` or ``callbackUrl``; a blank one is none.
+- Surround input (more than 2 channels) is folded to stereo first (``input.downmix``): the
+  protocol has no field to ask for it.
 """
 
 from __future__ import annotations
@@ -40,14 +45,14 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.exc import DBAPIError
 
 from demixer.api import lanes, submit
 from demixer.api.auth import ServicesDep, require
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import fetch_job
+from demixer.api.jobs import check_not_expired, fetch_job
 from demixer.api.lanes import Lane, only_query
 from demixer.api.schemas import StemsRequest
 from demixer.api.validation import invalid_request
@@ -59,6 +64,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
+    ResultExpired,
     ServiceUnavailable,
     TooManyConcurrentJobs,
     UnknownStem,
@@ -97,17 +103,28 @@ _READ = require("audio:separate", "files:read")
 
 
 class GenerateBody(BaseModel):
-    """``POST /generate``; unknown fields are ignored, as the vendor's are optional extras."""
+    """``POST /generate``; unknown fields are ignored, as the vendor's are optional extras.
+
+    The callback URL is read as ``callBackUrl`` (the request's spelling) or ``callbackUrl``
+    (``record-info``'s); a blank one is no callback, as an absent one is.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     type: TaskType = "separate_vocal"
-    callBackUrl: str | None = Field(None, max_length=4096)
+    callBackUrl: str | None = Field(
+        None, max_length=4096, validation_alias=AliasChoices("callBackUrl", "callbackUrl")
+    )
     audioUrl: str | None = Field(None, max_length=4096)
     fileId: str | None = Field(None, max_length=100)
     taskId: str | None = Field(None, max_length=100)
     audioId: str | None = Field(None, max_length=100)
     stemName: str | None = Field(None, max_length=50)
+
+    @field_validator("callBackUrl")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
 
 # --- the envelope and the error table ---------------------------------------------------------
@@ -127,7 +144,7 @@ def vendor_code(error: DemixerError) -> int:
         return 405
     if isinstance(error, RateLimited):
         return 430
-    if isinstance(error, NotFound):
+    if isinstance(error, NotFound | ResultExpired):  # a task, or its deleted outputs
         return 404
     if isinstance(error, FileTooLarge):
         return 413
@@ -234,7 +251,11 @@ def _generate(services: Services, identity: Identity, raw: bytes) -> JSONRespons
     stems, model = _plan(body, installed)
     try:
         req = StemsRequest.model_validate(
-            {"input": {**source, "stems": stems, "model": model}, "webhookUrl": body.callBackUrl}
+            {
+                # downmix: the protocol cannot ask for it, so surround is folded to stereo
+                "input": {**source, "stems": stems, "model": model, "downmix": True},
+                "webhookUrl": body.callBackUrl,
+            }
         )
     except ValidationError as exc:  # e.g. an over-long URL: the reason, not our field names
         return _envelope(400, f"bad parameters: {exc.errors()[0]['msg']}")
@@ -279,7 +300,12 @@ async def _record_info(services: Services, identity: Identity, task_id: str | No
     if not task_id:
         return _envelope(400, "bad parameters: taskId is required")
     job = await fetch_job(services, identity.account_id, task_id)  # one SELECT, no ORM object
-    hook = JobParams.of_job(job.id, job.params).webhook
+    params = JobParams.of_job(job.id, job.params)
+    if not isinstance(params.vendor, SunoapiFields):  # a job of another protocol
+        raise NotFound(f"no task {task_id!r}")
+    if job.status == COMPLETED:
+        check_not_expired(services, job)  # 404, not a SUCCESS without links
+    hook = params.webhook
     failed = False
     if job.status == COMPLETED and hook is not None:
         failed = await lanes.read(services, partial(callback_failed, services, job))

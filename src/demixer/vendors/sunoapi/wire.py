@@ -137,7 +137,8 @@ def success_flag(job: Job, *, callback_gave_up: bool) -> str:
 
 
 def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
-    """The vendor's callback body for a finished job, sent on success and on failure."""
+    """The vendor's callback body for a finished job, sent on success and on failure (a
+    cancelled task included: the protocol has no cancel, so its client waits for this)."""
     if job.status == COMPLETED:
         info = url_fields(vendor_urls(services, job), snake=True)
         body = {
@@ -146,11 +147,11 @@ def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | 
             "data": {"task_id": job.id, "vocal_removal_info": info},
         }
         return "vocal_removal.completed", body
-    if job.status == FAILED:
+    if job.status in (FAILED, CANCELLED):  # record-info reads both GENERATE_AUDIO_FAILED
         body = {
             "code": error_code(job) or 500,
             "msg": error_message(job) or "failed",
             "data": {"task_id": job.id, "vocal_removal_info": None},
         }
         return "vocal_removal.failed", body
-    return None  # CANCELLED: no callback, as for native webhooks
+    return None
