@@ -231,9 +231,19 @@ def test_an_ensemble_averages_the_stems_its_members_share(fakes: dict[str, Model
 def test_an_ensemble_of_a_vocal_and_a_four_stem_model_shares_the_vocals_only(
     fakes: dict[str, ModelSpec],
 ) -> None:
-    assert get_spec("max:fake-four+fake-vocals").stems == ("vocals",)
+    spec = get_spec("fake-four+fake-vocals")
+    assert spec.stems == ("vocals",) and spec.partial
     with pytest.raises(UnknownModel):
         get_spec("fake-four+nope")
+    # The vocals leave the rest of the song out: the residual comes with them, as the README
+    # promises ("requested stems + residual add back to the input"), asked for or not.
+    x = _noise(2.0)
+    separator = Separator(spec.id)
+    for requested in (None, ["vocals"]):
+        out = separator.separate_array(x, SR, requested)
+        assert set(out) == {"vocals", "residual"}, requested
+        np.testing.assert_allclose(out["vocals"] + out["residual"], x, atol=1e-5)
+    assert not get_spec("fake-vocals+fake-vocals2").partial  # vocals + instrumental: whole
 
 
 def test_spectrogram_max_and_min_pick_per_bin() -> None:

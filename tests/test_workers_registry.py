@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from demixer.service.worker.registry import (
     list_workers,
     live_models,
     resolve_device,
+    runs,
     stale_after,
 )
 from demixer.settings import Settings
@@ -252,6 +254,39 @@ def test_a_job_for_a_model_no_worker_runs_waits_says_so_and_runs_once_one_starts
             )
     assert done["status"] == "COMPLETED", done
     assert done["waiting_reason"] is None
+
+
+def test_an_ensemble_runs_on_a_worker_that_runs_each_of_its_models(
+    make_api: Callable[..., Api],
+) -> None:
+    """An ensemble's id is made up per request (``max:a+b``), so no worker lists it: a worker
+    that runs every model it names claims it, and one that lacks a model leaves it."""
+    api = make_api(**FAST)
+    model = "max:spleeter-2stems+cascade-4stems"
+    presence = advertise(api, ["spleeter-2stems"])  # one of the two
+    r = queue_stems(api, model)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    assert status(api, job_id)["waiting_reason"] == (
+        f"no running worker can run model {model!r}; live workers run: spleeter-2stems. "
+        "The request waits for a worker that has it"
+    )
+    only = ["spleeter-2stems"]
+    assert api.services.queue.claim("w:1", only, partial(runs, models=only)) is None
+    presence.mark_stopped()
+    presence = advertise(api, ["cascade-4stems", "spleeter-2stems"])
+    assert status(api, job_id)["waiting_reason"] is None
+    presence.mark_stopped()
+
+    with running(Worker(api.services, models=["spleeter-2stems", "cascade-4stems"])):
+        done = wait_until(
+            lambda: (b := status(api, job_id))["status"] in ("COMPLETED", "FAILED") and b,
+            120,
+            "the ensemble to run",
+        )
+    assert done["status"] == "COMPLETED", done
+    result = api.get(f"/v1/queue/requests/{job_id}/result").json()
+    assert result["model"] == "audio/stems" and set(result["data"]) >= {"vocals", "residual"}
 
 
 def test_waiting_reason_is_null_while_a_live_worker_runs_the_model(

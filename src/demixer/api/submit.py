@@ -299,7 +299,9 @@ def plan_stems_request(
     wanted = requested or list(spec.stems)
     always = options.residual == "always"
     try:
-        plan = plan_stems(spec.id, spec.stems, [*wanted, RESIDUAL] if always else wanted)
+        plan = plan_stems(
+            spec.id, spec.stems, [*wanted, RESIDUAL] if always else wanted, partial=spec.partial
+        )
     except UnknownStem as exc:
         raise _reject_param(exc, "input.stems") from None
     # The worker plans again from these names: an added residual stays an added one.

@@ -135,7 +135,7 @@ class Separator:
 
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""
-        return plan_stems(self.spec.id, self.backend.stems, stems)
+        return plan_stems(self.spec.id, self.backend.stems, stems, partial=self.spec.partial)
 
     def made_by(self, plan: StemPlan) -> dict[str, str]:
         """Each output of ``plan`` -> what made it (:func:`demixer.models.planner.makers`: the

@@ -64,7 +64,11 @@ class StemPlan:
 
 
 def plan_stems(
-    model_id: str, model_stems: Sequence[str], requested: Sequence[str] | None
+    model_id: str,
+    model_stems: Sequence[str],
+    requested: Sequence[str] | None,
+    *,
+    partial: bool = False,
 ) -> StemPlan:
     """Resolve a request against a model's stems.
 
@@ -73,9 +77,13 @@ def plan_stems(
     of a single stem one of :data:`RESIDUAL_ALIASES` that is not a model stem, names the
     residual; another word for a model stem (``lead_vocal``, ``Vocals``, a 2-stem vocal model's
     ``other`` as ``instrumental``: :mod:`demixer.models.planner`) is that stem. Anything else
-    raises :class:`UnknownStem` naming the valid choices.
+    raises :class:`UnknownStem` naming the valid choices. ``partial``: the model's stems do
+    not add up to the input (:attr:`~demixer.models.spec.ModelSpec.partial`), so the residual
+    comes with every request, as with one naming only some of them.
     """
     if requested is None:
+        if partial:
+            return StemPlan(tuple(model_stems), RESIDUAL, residual_optional=True)
         return StemPlan(tuple(model_stems), None)
     names = [s.strip().lower() for s in requested if s.strip()]
     if not names:
@@ -107,7 +115,7 @@ def plan_stems(
             f"one of {', '.join(model_stems)} with it, or ask for 'residual'"
         )
     ordered = tuple(s for s in model_stems if s in targets)
-    if residual_name is None and len(ordered) < len(model_stems):
+    if residual_name is None and (partial or len(ordered) < len(model_stems)):
         return StemPlan(ordered, RESIDUAL, residual_optional=True)
     return StemPlan(ordered, residual_name)
 

@@ -156,6 +156,13 @@ class ModelSpec:
         return module.removesuffix("_backend")
 
     @property
+    def partial(self) -> bool:
+        """Whether its stems leave part of the input out, so that a residual always comes with
+        them: an ensemble of the stems its models share, with no remainder stem among them
+        (``arch_params["partial"]``)."""
+        return bool(self.arch_params.get("partial"))
+
+    @property
     def headline(self) -> Score | None:
         """The figure to show first (the first of :attr:`scores`), if any was published."""
         return self.scores[0] if self.scores else None

@@ -14,7 +14,7 @@ from demixer.models.catalogue.recipes import strictest
 from demixer.models.planner import produces
 from demixer.models.spec import ModelSpec
 
-__all__ = ["LOADER", "MODES", "ensemble_id", "ensemble_spec", "remainder"]
+__all__ = ["LOADER", "MODES", "ensemble_id", "ensemble_members", "ensemble_spec", "remainder"]
 
 LOADER = "demixer.models.ensemble:load"
 MODES = ("avg", "max", "min")
@@ -34,6 +34,12 @@ def _parse(model_id: str) -> tuple[str, list[str]] | None:
     if mode not in MODES or len(members) < 2 or not all(members):
         return None
     return mode, members
+
+
+def ensemble_members(model_id: str) -> list[str] | None:
+    """The model ids ensemble ``model_id`` combines, or None when it is not an ensemble's id."""
+    parsed = _parse(model_id)
+    return parsed[1] if parsed is not None else None
 
 
 def remainder(stems: Sequence[str]) -> str | None:
@@ -77,7 +83,8 @@ def ensemble_spec(model_id: str, lookup: Callable[[str], ModelSpec]) -> ModelSpe
         quality="not measured by demixer; see the members' cards",
         install_hint=f"fetch its models with `demixer models pull {model_id}` ({', '.join(ids)})",
         requires=tuple(ids),
-        arch_params={"mode": mode},
+        # No remainder stem (e.g. only vocals are shared): the stems leave the rest out.
+        arch_params={"mode": mode, "partial": remainder(stems) is None},
         license_class=strictest([m.license_class for m in members]),
         source_url=members[0].source_url,
     )

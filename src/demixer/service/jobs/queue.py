@@ -308,12 +308,19 @@ class Queue:
 
     # --- the worker side ------------------------------------------------------------------
 
-    def claim(self, worker_id: str, models: Collection[str] | None = None) -> Claim | None:
+    def claim(
+        self,
+        worker_id: str,
+        models: Collection[str] | None = None,
+        runs: Callable[[str], bool] | None = None,
+    ) -> Claim | None:
         """Take the next job this worker can run, or None.
 
         Args:
             worker_id: unique per worker slot (the fencing token).
             models: engine model ids this worker can run (None: any).
+            runs: whether it also runs an id outside ``models`` (an ensemble of them: its id
+                is made up per request), asked of the ids queued now that hold a ``+``.
         """
         now = self.db.clock()
         expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
@@ -322,7 +329,13 @@ class Queue:
             runnable = or_(Job.status == IN_QUEUE, expired)
             query = select(Job.id).where(runnable)
             if models is not None:
-                query = query.where(Job.engine_model.in_(list(models)))
+                names = set(models)
+                if runs is not None:
+                    queued = select(Job.engine_model).where(
+                        runnable, Job.engine_model.contains("+"), Job.engine_model.not_in(names)
+                    )
+                    names.update(m for m in s.execute(queued.distinct()).scalars() if runs(m))
+                query = query.where(Job.engine_model.in_(sorted(names)))
             query = query.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
             if self.db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from demixer import __version__
 from demixer.engine.device import resolve_device
 from demixer.errors import ModelUnavailable
+from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs
 from demixer.service.db import Database, is_unavailable, rows_changed
@@ -43,6 +44,7 @@ __all__ = [
     "live_models",
     "resolve_device",
     "runnable_models",
+    "runs",
     "stale_after",
     "waiting_reason",
 ]
@@ -167,6 +169,15 @@ def live_models(session: Session, settings: Settings, now: datetime) -> list[lis
     return [list(models) for models in rows]
 
 
+def runs(model: str, models: Collection[str]) -> bool:
+    """Whether a worker that runs ``models`` runs ``model``: one of them, or an ensemble of
+    them (``a+b``, ``max:a+b``: ids made up per request, so never in a worker's list)."""
+    if model in models:
+        return True
+    members = ensemble_members(model)
+    return members is not None and all(member in models for member in members)
+
+
 def waiting_reason(model: str, live: Sequence[Sequence[str]]) -> str | None:
     """Why a queued job for ``model`` is not picked up, or None when a live worker runs it.
 
@@ -176,11 +187,11 @@ def waiting_reason(model: str, live: Sequence[Sequence[str]]) -> str | None:
     """
     if not live:
         return f"no worker is running; the request waits for one that runs model {model!r}"
-    if any(model in models for models in live):
+    if any(runs(model, models) for models in live):
         return None
-    runs = sorted({m for models in live for m in models})
+    running = sorted({m for models in live for m in models})
     return (
-        f"no running worker can run model {model!r}; live workers run: {', '.join(runs)}. "
+        f"no running worker can run model {model!r}; live workers run: {', '.join(running)}. "
         "The request waits for a worker that has it"
     )
 

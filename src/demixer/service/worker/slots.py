@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Collection
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,7 +35,7 @@ from demixer.service.jobs.queue import IN_PROGRESS
 from demixer.service.jobs.wakeup import JobListener
 from demixer.service.schema import Job
 from demixer.service.worker.child import ChildOptions
-from demixer.service.worker.registry import Presence, resolve_device, runnable_models
+from demixer.service.worker.registry import Presence, resolve_device, runnable_models, runs
 from demixer.service.worker.runner import Runner, scratch_attempt
 
 __all__ = ["Worker"]
@@ -56,6 +57,7 @@ class _Slot:
         self.services = services
         self.worker_id = worker_id
         self.models = models
+        self._runs = partial(runs, models=frozenset(models))  # and ensembles of them
         settings = services.settings
         options = ChildOptions(
             model_dir=str(settings.model_dir) if settings.model_dir else None,
@@ -79,7 +81,7 @@ class _Slot:
             while not stop.is_set():
                 generation = queue.work_generation()
                 try:
-                    claim = queue.claim(self.worker_id, self.models)
+                    claim = queue.claim(self.worker_id, self.models, self._runs)
                 except Exception as exc:
                     if is_unavailable(exc):  # an outage (PostgreSQL restarting): not a bug
                         log.warning("%s: the database is unavailable; retrying", self.worker_id)
