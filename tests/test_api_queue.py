@@ -93,6 +93,21 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
     assert api.get(second["status_url"]).json()["queue_position"] == 1
 
 
+def test_a_span_after_the_end_of_the_upload_is_refused_at_submission(api: Api) -> None:
+    file_id = api.upload()  # stereo.wav: 1.5 s
+    spans = [{"start": 5, "end": 9, "include": True}]
+    r = api.queue_separate(file_id, "vocals", input={"spans": spans})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("INVALID_OUTPUT", "input.spans")
+    assert error["message"] == (
+        "the span 5:9 starts after the input ends (1.50 s): it would keep nothing of the "
+        "separated sound"
+    )
+    excluded = [{"start": 5, "end": 9, "include": False}]  # takes out nothing: harmless
+    assert api.queue_separate(file_id, "vocals", input={"spans": excluded}).status_code == 202
+
+
 def test_everything_but_the_vocals_swaps_target_and_residual(api: Api) -> None:
     file_id = api.upload()
     r = api.queue_separate(

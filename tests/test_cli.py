@@ -164,6 +164,24 @@ def test_spans_keep_the_stem_only_where_asked(
     )
 
 
+def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"  # A.wav is 1.5 s long
+    args = ["separate", inputs["A"], "-o", out, "--stems", "vocals", "--span", "5:9"]
+    result = demixer(*args, model_dir=model_dir)
+    assert result.returncode == 2, result.stderr
+    assert _one_error_line(result) == (
+        "error [INVALID_OUTPUT] the span 5:9 starts after the input ends (1.50 s): it would "
+        "keep nothing of the separated sound"
+    )
+    assert not out.exists() or list(out.iterdir()) == []
+    # Excluding time past the end takes out nothing: the stems are made as without it.
+    args = ["separate", inputs["A"], "-o", out, "--stems", "vocals", "--exclude-span", "5:9"]
+    assert demixer(*args, model_dir=model_dir).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["A_residual.wav", "A_vocals.wav"]
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [
@@ -393,6 +411,29 @@ def test_serve_on_a_taken_port_says_so_before_starting_anything(
     )
     # Bound first: no banner claiming it runs, no key made, no worker, no data directory.
     assert result.stdout == "" and not data.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ("--local-session", "(the web page on this machine uses the same account)"),
+        ("--no-local-session", "(the web page asks for a key: paste this one)"),
+    ],
+)
+def test_serve_says_how_the_web_page_gets_the_key_it_shows(
+    model_dir: Path, tmp_path: Path, option: str, said: str
+) -> None:
+    env = {**os.environ, "DEMIXER_MODEL_DIR": str(model_dir)}
+    command = [str(_executable()), "serve", "--port", str(free_port()), "--workers", "0"]
+    command += ["--data-dir", str(tmp_path / "data"), option]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as serve:
+        try:
+            assert serve.stdout is not None
+            lines = [serve.stdout.readline().rstrip("\n") for _ in range(3)]
+        finally:
+            serve.terminate()
+    assert lines[0] == "No API key existed, so one was created. It is shown only this once:"
+    assert lines[1].startswith("dmx_") and lines[2] == said
 
 
 def test_a_setting_that_does_not_parse_is_named_with_its_value(

@@ -142,6 +142,20 @@ def test_a_model_directory_that_cannot_be_made_is_one_line(
     assert added.stderr.startswith(f"error [INVALID_MODEL_DIR] cannot use {unusable} ")
 
 
+@pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example/models"])
+def test_a_mirror_that_is_not_an_http_url_is_one_line_and_makes_no_folder(
+    model_dir: Path, mirror: str
+) -> None:
+    result = CliRunner().invoke(app, ["models", "pull", "tiny-roformer", "--base-url", mirror])
+    assert result.exit_code == 4 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"error [DOWNLOAD_FAILED] the mirror {mirror!r} (--base-url) is not an http(s) URL, "
+        "e.g. http://127.0.0.1:8080/models"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (model_dir / "tiny-roformer").exists()
+
+
 def test_an_unknown_model_is_a_usage_error(model_dir: Path) -> None:
     result = CliRunner().invoke(app, ["models", "pull", "no-such-model"])
     assert result.exit_code == 2
@@ -171,7 +185,10 @@ def test_the_licence_notice_warns_for_restrictive_classes(
 
 
 def test_the_card_is_rendered_on_a_terminal() -> None:
-    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=80)
+    # soft_wrap: as the CLI's own stdout console (paths and tables are never wrapped there)
+    console = Console(
+        file=io.StringIO(), force_terminal=True, color_system=None, width=80, soft_wrap=True
+    )
     print_card(model_card("mdx-net-inst-hq-3"), console)
     shown = console.file.getvalue()  # type: ignore[attr-defined]
     assert "UVR-MDX-NET Inst HQ 3" in shown and "317554b0" in shown

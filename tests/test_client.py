@@ -431,7 +431,10 @@ def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
         written = f"  {name}: {tmp_path / f'hot_{name}.wav'}"
         assert (written + (f"  {clipped} samples clipped" if clipped else "")) in done.stdout
         assert outputs[name].gain == 1.0
-    assert "some stems clipped in integer output: use --bit-depth 32f or --rescale" in done.stderr
+    assert (
+        "some stems clipped at full scale: use --rescale, or float output (--format wav "
+        "--bit-depth 32f)"
+    ) in done.stderr
     assert "rescaled" not in done.stderr
 
     # --rescale (the client's rescale=True): one gain for both, the loudest at full scale.
@@ -505,6 +508,50 @@ def test_remote_separate_errors_are_one_line_and_an_exit_code(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_remote_separate_lets_the_server_pick_the_model_for_the_stems(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """As `separate` does: drums are not spleeter-2stems' (the default model's), so the server
+    picks the cascade. The server given with /v1 and a key in the environment work too."""
+    env = dict(os.environ, DEMIXER_API_KEY=server.key)
+    out = tmp_path / "out"
+    cmd = [DEMIXER, "remote", "separate", str(music[0]), "--stems", "drums", "-o", str(out)]
+    cmd += ["--server", f"{server.base_url}/v1/"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["falcon_drums.wav", "falcon_residual.wav"]
+    with client(server) as c:  # a stem given as one string is that stem, not its letters
+        job = c.submit(c.upload(music[0]).file_id, stems="vocals")
+        assert c.wait(job.request_id, timeout=120).status == "COMPLETED"
+        assert set(c.result(job.request_id).outputs) == {"vocals", "residual"}
+    no_key = {k: v for k, v in os.environ.items() if k != "DEMIXER_API_KEY"}
+    cmd = [DEMIXER, "remote", "separate", str(music[0]), "--server", server.base_url]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=no_key, timeout=60)
+    assert done.returncode == 2
+    assert "no API key: pass --key or set DEMIXER_API_KEY" in done.stderr
+
+
+def test_remote_separate_checks_the_output_folder_before_it_uploads(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    auth = {"Authorization": f"Bearer {server.key}"}
+
+    def requests() -> list[str]:
+        listed = httpx.get(f"{server.base_url}/v1/queue/requests?limit=100", headers=auth)
+        return [r["request_id"] for r in listed.json()["data"]]
+
+    before = requests()
+    blocker = tmp_path / "afile"
+    blocker.write_text("in the way")
+    done = remote(server, str(music[0]), "-o", str(blocker / "stems"))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.strip() == (
+        f"error [INVALID_OUTPUT] cannot write the stems: {blocker} is a file, not a folder"
+    )
+    assert done.stdout == "" and requests() == before  # nothing was sent to the server
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(
     music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
@@ -549,6 +596,13 @@ def test_remote_separate_refuses_a_bad_server_or_timeout_up_front(
 
 
 # --- the parts that need no server -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://example.com", "localhost"])
+def test_a_base_url_that_is_not_http_is_refused_when_the_client_is_made(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        Client(url, "dmx_x")
+    assert str(caught.value) == f"{url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000"
 
 
 def test_the_event_stream_reader_and_retry_policy() -> None:

@@ -192,8 +192,8 @@ def models_info(
 
 def print_card(text: str, console: Console) -> None:
     """``text`` (markdown) rendered for a terminal, or verbatim when piped or redirected."""
-    if console.is_terminal:
-        console.print(Markdown(text))
+    if console.is_terminal:  # wrapped to the terminal, whatever the console's own soft_wrap
+        console.print(Markdown(text), soft_wrap=False)
     else:
         console.file.write(text)
 

@@ -59,7 +59,11 @@ def written_lines(paths: Mapping[str, Path], clipped: Mapping[str, int]) -> Iter
 def level_notes(clipped: Mapping[str, int], gain: float) -> Iterator[str]:
     """What happened to samples beyond full scale (stderr, for the person)."""
     if any(clipped.values()):
-        yield "  [yellow]some stems clipped in integer output: use --bit-depth 32f or --rescale[/]"
+        # --bit-depth 32f alone would be refused for mp3 and flac: the format goes with it
+        yield (
+            "  [yellow]some stems clipped at full scale: use --rescale, or float output "
+            "(--format wav --bit-depth 32f)[/]"
+        )
     if gain != 1.0:
         yield f"  rescaled all stems by {gain:.3f} to avoid clipping"
 

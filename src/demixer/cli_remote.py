@@ -25,7 +25,6 @@ from demixer.cli_inputs import (
     parse_spans,
 )
 from demixer.cli_output import level_notes, print_error, written_lines
-from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
 from demixer.naming import shown_name
 
@@ -88,8 +87,15 @@ def remote_separate(
         ),
     ] = None,
     model: Annotated[
-        str, typer.Option("-m", "--model", help="Model id (see the server's GET /v1/models).")
-    ] = DEFAULT_MODEL,
+        str | None,
+        typer.Option(
+            "-m",
+            "--model",
+            help="Model id (see the server's GET /v1/models; default: the server picks the "
+            "best model it has for the stems, as separate does).",
+            show_default=False,
+        ),
+    ] = None,
     stems: Annotated[
         str | None,
         typer.Option(
@@ -131,6 +137,7 @@ def remote_separate(
     ] = None,
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
+    from demixer.audio.encode import check_folder
     from demixer.client import Client, Result
     from demixer.client.errors import WaitTimeout
 
@@ -154,6 +161,12 @@ def remote_separate(
         except DemixerError as e:
             print_error(e.code, e.message)
             raise typer.Exit(exit_code_for(e)) from None
+    if not (key or "").strip():  # every API call needs one: say so before any upload
+        raise typer.BadParameter(
+            "no API key: pass --key or set DEMIXER_API_KEY (`demixer keys create` on the "
+            "server makes one)",
+            param_hint="'--key'",
+        )
     inputs, skipped = expand_inputs(files, out_dir)
     if skipped:
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
@@ -163,6 +176,12 @@ def remote_separate(
             path = item.path
             name = shown_name(path.name)
             results: list[Result] = []
+            directory = out_dir / item.subdir
+            try:  # before the upload: the server's work would be lost
+                check_folder(directory)
+            except DemixerError as e:
+                print_error(e.code, e.message)
+                raise typer.Exit(exit_code_for(e)) from None
             try:
                 paths = client.separate(
                     path,
@@ -172,7 +191,7 @@ def remote_separate(
                     output_format=fmt,
                     bit_depth=bit_depth,
                     quality=quality,
-                    directory=out_dir / item.subdir,
+                    directory=directory,
                     progress=err.is_terminal,
                     timeout=timeout,
                     downmix=downmix,

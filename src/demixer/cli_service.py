@@ -215,7 +215,10 @@ def serve(
         _, secret = create_key(services.db, name="created by serve")
         out.print("No API key existed, so one was created. It is shown only this once:")
         out.print(secret, highlight=False)
-        out.print("(the web page on this machine uses the same account)")
+        if settings.local_session:
+            out.print("(the web page on this machine uses the same account)")
+        else:
+            out.print("(the web page asks for a key: paste this one)")
     stop = threading.Event()
     worker_thread = None
     if worker is not None:

@@ -28,7 +28,7 @@ from demixer.api.schemas import (
 from demixer.api.uploads import owned_file, settle_pending
 from demixer.api.validation import invalid_request
 from demixer.audio import OutputFormat
-from demixer.engine.spans import Span
+from demixer.engine.spans import Span, check_reach
 from demixer.engine.stems import RESIDUAL, choose_model, plan_stems
 from demixer.errors import (
     DemixerError,
@@ -241,6 +241,13 @@ def _common(
 def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> Submission:
     """``audio/separate``: the prompt's stem -> ``target``, everything else -> ``residual``."""
     common = _common(services, account_id, req, req.input, NATIVE_STYLE)
+    spans = [Span(s.start, s.end, s.include) for s in req.input.spans or ()]
+    source = common["input"]
+    if spans and isinstance(source, UploadInput) and source.duration:  # measured at upload
+        try:
+            check_reach(spans, source.duration)
+        except DemixerError as exc:
+            raise _reject_param(exc, "input.spans") from None
     match = map_prompt(req.input.prompt, installed_models(services))
     spec = get_spec(match.model, services.settings.model_dir)
     plan = plan_stems(spec.id, spec.stems, [match.stem, RESIDUAL])
@@ -260,9 +267,7 @@ def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> 
             **common,
             stems=plan.outputs,
             names=names,
-            spans=[Span(s.start, s.end, s.include) for s in req.input.spans]
-            if req.input.spans
-            else None,
+            spans=spans or None,
             prompt=req.input.prompt[:200],  # for listings (the log says how it was read)
             labels=labels,
         ),

@@ -16,6 +16,7 @@ final format. Memory stays bounded by the block size throughout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Collection, Mapping
@@ -38,7 +39,9 @@ __all__ = [
     "OutputFormat",
     "StemSetWriter",
     "WriteReport",
+    "check_folder",
     "mp3_rate",
+    "unwritable",
 ]
 
 FORMATS = ("wav", "flac", "mp3")
@@ -195,6 +198,27 @@ def _temp_path(final: Path, suffix: str) -> Path:
     return Path(name)
 
 
+def check_folder(folder: Path) -> None:
+    """Raise :func:`unwritable`'s error when the stems could not be written into ``folder``
+    (its nearest existing part is a file, or not writable), without making anything."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise unwritable(FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(existing)))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise unwritable(PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing)))
+
+
+def unwritable(e: OSError) -> InvalidOutput:
+    """The stems cannot be written where asked: ``e`` (making the folder, or a file in it) in
+    words, e.g. "cannot write the stems: out is a file, not a folder"."""
+    if isinstance(e, FileExistsError) and e.filename:  # a folder to make is a file
+        return InvalidOutput(f"cannot write the stems: {e.filename} is a file, not a folder")
+    what = f" ({e.filename})" if e.filename else ""  # "[Errno 13] Permission denied: 'x'"
+    return InvalidOutput(f"cannot write the stems: {e.strerror or e}{what}")
+
+
 class StemSetWriter:
     """Streams a set of stems to their files; see the module docstring for the rules.
 
@@ -276,13 +300,8 @@ class StemSetWriter:
             self.abort()
             if full:
                 raise StorageFull("cannot write the stems: the disk is full") from e
-            if isinstance(e, FileExistsError) and e.filename:  # a folder to make is a file
-                raise InvalidOutput(
-                    f"cannot write the stems: {e.filename} is a file, not a folder"
-                ) from e
-            if isinstance(e, OSError) and e.strerror:  # "[Errno 13] Permission denied: 'x'"
-                what = f" ({e.filename})" if e.filename else ""
-                raise InvalidOutput(f"cannot write the stems: {e.strerror}{what}") from e
+            if isinstance(e, OSError) and (e.strerror or e.filename):
+                raise unwritable(e) from e
             if isinstance(e, (OSError, RuntimeError)):
                 raise InvalidOutput(f"cannot write the stems: {e}") from e
             raise

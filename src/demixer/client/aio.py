@@ -14,7 +14,7 @@ import anyio
 import httpx
 
 from demixer.client import core
-from demixer.client.core import CHUNK, DEFAULT_MODEL, DEFAULT_URL, Call, StreamUnusable
+from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
 from demixer.client.errors import ClientError, translate_transport_errors
 from demixer.client.progress import SeparateProgress
 from demixer.client.sync import OnBytes, OnStatus
@@ -138,8 +138,8 @@ class AsyncClient(core.ClientBase):
         file_id: str | None = None,
         audio_url: str | None = None,
         *,
-        stems: list[str] | None = None,
-        model: str | None = DEFAULT_MODEL,
+        stems: list[str] | str | None = None,
+        model: str | None = None,
         prompt: str | None = None,
         output_format: str = "wav",
         bit_depth: str | int | None = None,
@@ -268,8 +268,8 @@ class AsyncClient(core.ClientBase):
         self,
         path: str | os.PathLike[str],
         *,
-        stems: list[str] | None = None,
-        model: str | None = DEFAULT_MODEL,
+        stems: list[str] | str | None = None,
+        model: str | None = None,
         prompt: str | None = None,
         output_format: str = "wav",
         bit_depth: str | int | None = None,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -325,7 +325,11 @@ class ClientBase:
     ) -> None:
         if max_tries < 1:
             raise ValueError("max_tries must be at least 1")
-        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{base_url!r} is not an http(s) URL, e.g. {DEFAULT_URL}")
+        # The server's root: every path the client asks for starts with /v1 itself.
+        self.base_url = base_url.strip().rstrip("/").removesuffix("/v1")
         self.api_key = api_key if api_key is not None else os.environ.get("DEMIXER_API_KEY")
         self.timeout = timeout
         self.max_tries = max_tries
@@ -400,7 +404,7 @@ class ClientBase:
         file_id: str | None,
         audio_url: str | None,
         *,
-        stems: list[str] | None,
+        stems: Sequence[str] | str | None,
         model: str | None,
         prompt: str | None,
         output_format: str,
@@ -415,6 +419,8 @@ class ClientBase:
     ) -> Call:
         if (file_id is None) == (audio_url is None):
             raise ValueError("give exactly one of file_id and audio_url")
+        if isinstance(stems, str):  # "vocals" or "vocals,drums": not its letters
+            stems = stems.split(",")
         source = {"file_id": file_id} if file_id is not None else {"audio_url": audio_url}
         inp: dict[str, Any] = {**source, "output_format": output_format}
         if bit_depth is not None:

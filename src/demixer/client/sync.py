@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from demixer.client import core
-from demixer.client.core import CHUNK, DEFAULT_MODEL, DEFAULT_URL, Call, StreamUnusable
+from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
 from demixer.client.errors import ClientError, translate_transport_errors
 from demixer.client.progress import SeparateProgress
 from demixer.client.types import FileInfo, Job, Result, Status
@@ -157,8 +157,8 @@ class Client(core.ClientBase):
         file_id: str | None = None,
         audio_url: str | None = None,
         *,
-        stems: list[str] | None = None,
-        model: str | None = DEFAULT_MODEL,
+        stems: list[str] | str | None = None,
+        model: str | None = None,
         prompt: str | None = None,
         output_format: str = "wav",
         bit_depth: str | int | None = None,
@@ -174,7 +174,10 @@ class Client(core.ClientBase):
 
         With ``prompt`` ("the singer", "drums") it is ``audio/separate`` (outputs ``target``
         and ``residual``); otherwise ``audio/stems`` with ``stems`` of ``model`` (empty: all)
-        plus ``residual``. ``bit_depth``: wav ``16``/``24``/``32f``, flac ``16``/``24``.
+        plus ``residual``. ``stems``: a list, or one comma-separated string. ``model``: None
+        lets the server choose, as ``demixer separate`` does: the best installed model that
+        makes every stem asked for, else its default model. ``bit_depth``: wav
+        ``16``/``24``/``32f``, flac ``16``/``24``.
         ``quality``: ``fast``, ``balanced`` or ``best`` (None: the server's default).
         ``downmix``: fold more than 2 channels (a film's 5.1) to stereo instead of having
         the input refused. ``rescale``: scale all outputs by one gain where one would peak
@@ -303,8 +306,8 @@ class Client(core.ClientBase):
         self,
         path: str | os.PathLike[str],
         *,
-        stems: list[str] | None = None,
-        model: str | None = DEFAULT_MODEL,
+        stems: list[str] | str | None = None,
+        model: str | None = None,
         prompt: str | None = None,
         output_format: str = "wav",
         bit_depth: str | int | None = None,

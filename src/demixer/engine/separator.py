@@ -35,7 +35,7 @@ from demixer.audio import AudioReader, OutputFormat, WriteReport, resample
 from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
 from demixer.engine.outputs import ResidualCheck, Writers, output_paths, span_outputs
-from demixer.engine.spans import Span, apply_spans
+from demixer.engine.spans import Span, apply_spans, check_reach
 from demixer.engine.stems import StemPlan, plan_stems
 from demixer.engine.streaming import input_stats, stream_backend
 from demixer.engine.windows import overlap_add
@@ -434,6 +434,8 @@ class Separator:
                     samples += next(iter(out.values())).shape[1]
                     if not total or samples >= total:
                         progress(1.0)  # past the declared length (or none): the bytes tell
+                if shaped is not None:  # the real length: a declared one can be wrong
+                    check_reach(spans, samples / reader.sample_rate)
                 stage("encoding")
                 dropped = residual.dropped()
                 report = writer.close(drop=dropped)

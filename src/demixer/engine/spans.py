@@ -25,7 +25,7 @@ import numpy as np
 
 from demixer.errors import InvalidOutput
 
-__all__ = ["FADE_SECONDS", "Span", "apply_spans", "span_gain"]
+__all__ = ["FADE_SECONDS", "Span", "apply_spans", "check_reach", "span_gain"]
 
 FADE_SECONDS = 0.010
 
@@ -64,6 +64,19 @@ class Span:
                 f"span {text!r} is not START:END in seconds (e.g. 12.5:30)"
             ) from None
         return cls(start, end, include)
+
+
+def check_reach(spans: Sequence[Span], duration: float) -> None:
+    """Raise :class:`InvalidOutput` when the spans keep nothing of an input ``duration``
+    seconds long: every included span starts at or after its end (an excluded one there is
+    harmless: it takes out nothing)."""
+    included = [s for s in spans if s.include]
+    if included and all(s.start >= duration for s in included):
+        first = min(included, key=lambda s: s.start)
+        raise InvalidOutput(
+            f"the span {first.start:g}:{first.end:g} starts after the input ends "
+            f"({duration:.2f} s): it would keep nothing of the separated sound"
+        )
 
 
 def _coverage(t: np.ndarray, span: Span, fade: float) -> np.ndarray:

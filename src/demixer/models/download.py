@@ -336,8 +336,14 @@ def pull(
         ModelUnavailable: a package-shipped file is missing (the message says what to install).
     """
     spec = get_spec(model_id)
-    root = usable_model_dir(model_dir if model_dir is not None else default_model_dir())
     mirror = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
+    if mirror is not None and urlsplit(mirror).scheme not in ("http", "https"):
+        given = "--base-url" if base_url is not None else f"${BASE_URL_ENV}"
+        raise DownloadFailed(
+            f"the mirror {mirror[:200]!r} ({given}) is not an http(s) URL, e.g. "
+            "http://127.0.0.1:8080/models"
+        )
+    root = usable_model_dir(model_dir if model_dir is not None else default_model_dir())
     paths: list[Path] = []
     for dependency in spec.requires:
         paths.extend(pull(dependency, root, mirror, on_progress))
