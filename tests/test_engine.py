@@ -474,6 +474,15 @@ def test_output_template_with_model_track_stem_and_ext(
     assert _files_under(tmp_path) == sorted(expected.values())
 
 
+def test_a_template_without_ext_gets_the_formats_extension(
+    separator: Separator, files: AudioFiles, tmp_path: Path
+) -> None:
+    made = files.get("stereo.wav")
+    fmt = OutputFormat.parse("mp3", None)
+    result = separator.separate_file(made.path, tmp_path, ["vocals"], fmt=fmt, template="{stem}")
+    assert result.paths == {"vocals": tmp_path / "vocals.mp3", RESIDUAL: tmp_path / "residual.mp3"}
+
+
 @pytest.mark.parametrize(
     ("template", "match"),
     [

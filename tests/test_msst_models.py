@@ -331,6 +331,11 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
         f"error [CHECKPOINT_MISMATCH] checkpoint {other} does not fit the network config {config} "
     )
     assert len(bad.stderr.strip().splitlines()) == 1 and not (models / "mine").exists()
+    missing = _cli(*adding, "--checkpoint", tmp_path / "nothere.ckpt", models=models)
+    assert (missing.returncode, missing.stderr) == (  # as separate's missing input: exit 3
+        3,
+        f"error [FILE_NOT_FOUND] {tmp_path / 'nothere.ckpt'} is not a file\n",
+    )
     good = _cli(*adding, "--checkpoint", checkpoint, models=models)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith("mine: mel_band_roformer, stems vocals, other, 44100 Hz")

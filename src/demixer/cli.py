@@ -151,7 +151,8 @@ def separate(
         str,
         typer.Option(
             "--template",
-            help="Output file name: {track}, {stem}, {ext}, {model}; may hold folders.",
+            help="Output file name: {track}, {stem}, {ext} (added at the end if left out), "
+            "{model}; may hold folders.",
         ),
     ] = DEFAULT_TEMPLATE,
     downmix: DownmixOption = False,

@@ -24,7 +24,9 @@ _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 def output_paths(
     template: str, out_dir: Path, track: str, stems: Sequence[str], fmt: OutputFormat, model: str
 ) -> dict[str, Path]:
-    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``)."""
+    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``);
+    one without ``{ext}`` gets ``.{ext}`` at its end, so every file says what it holds (and
+    two formats of one stem never share a name)."""
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
@@ -37,6 +39,8 @@ def output_paths(
         )
     if "stem" not in fields:
         raise InvalidOutput(f"output template {template!r} must contain {{stem}}")
+    if "ext" not in fields:
+        template += ".{ext}"
     paths = {}
     root = out_dir.resolve()
     track = shown_name(track)

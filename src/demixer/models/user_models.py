@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from demixer.errors import Conflict, DemixerError, InvalidRequest, NotFound
+from demixer.errors import Conflict, DemixerError, InputNotFound, InvalidRequest, NotFound
 from demixer.models.catalogue import SHIPPED_IDS
 from demixer.models.model_dir import default_model_dir, usable_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
@@ -166,7 +166,7 @@ def install_user_model(
     check_name(name, model_dir)
     for path in (config, checkpoint):
         if not Path(path).is_file():
-            raise NotFound(f"{path} is not a file")
+            raise InputNotFound(f"{path} is not a file")
     root = usable_model_dir(_model_dir(model_dir))
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
