@@ -205,3 +205,11 @@ def test_progress_on_a_terminal_shows_percent_bytes_speed_and_eta() -> None:
     assert "tiny.ckpt" in shown and "50%" in shown and "1.0/2.0 MB" in shown
     columns = [type(column).__name__ for column in progress.bar.columns]
     assert {"TransferSpeedColumn", "TimeRemainingColumn"} <= set(columns)
+
+
+def test_the_wide_list_shows_every_licence_and_source_whole(model_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["models", "list", "--wide"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "arch", "stems"]  # no blank edge line above it
+    assert "…" not in result.stdout  # nothing cut short: long URLs fold over lines

@@ -96,11 +96,12 @@ def models_list(
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
         return
     if wide:
-        table = Table(box=box.SIMPLE_HEAD)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False)  # no line of blanks above
         for column in ("id", "arch", "stems", "rate", "installed", "published figures"):
             table.add_column(column, no_wrap=column != "published figures")
-        for column in ("licence class", "licence", "source"):
-            table.add_column(column)
+        table.add_column("licence class")
+        for column in ("licence", "source"):  # URLs whole, over lines, never cut short
+            table.add_column(column, overflow="fold")
         for spec in specs:
             table.add_row(
                 spec.id,
