@@ -172,6 +172,12 @@ def test_separate_listen_mix_and_download(
     expect(page.get_by_test_id("time")).to_have_text("0:00 / 0:03")
     no_sideways_scroll(page)
     shot(page, "mixer", full_page=False)
+    # One time axis: the loop ruler spans exactly the waveforms' column.
+    ruler_box = page.get_by_test_id("ruler").bounding_box()
+    wave_box = rows.first.locator(".wave").bounding_box()
+    assert ruler_box is not None and wave_box is not None
+    assert ruler_box["x"] == pytest.approx(wave_box["x"], abs=1)
+    assert ruler_box["width"] == pytest.approx(wave_box["width"], abs=1)
 
     # Both stems asked for: no residual, and no silent stem.
     with httpx.Client(
@@ -300,7 +306,15 @@ def test_separate_listen_mix_and_download(
     back = page.evaluate(heard)
     assert back["original"] == 0 and back["playing"] is True
     assert back["stems"] == pytest.approx({"vocals": 0.501, "accompaniment": 1}, abs=1e-3)
+    # Space on a focused control is that control's own (here A/B, just clicked); elsewhere
+    # it plays and pauses.
     page.keyboard.press("Space")
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("demixerMixer.playing") is True
+    ab.click()
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("Space")
+    assert page.evaluate("demixerMixer.playing") is False
 
     # Downloads are named after the song.
     with page.expect_download() as info:
@@ -370,6 +384,18 @@ def test_separate_listen_mix_and_download(
                 time.sleep(0.05)
         assert secret not in server.logs()
     assert not re.search(r"sig=[A-Za-z0-9_-]{6}", server.logs())
+
+    # A new separation takes the mixer off the screen: what it played stops with it.
+    page.get_by_test_id("play").click()
+    assert page.evaluate("demixerMixer.playing") is True
+    page.evaluate(
+        "window.playingWhenHidden = null; const box = document.querySelector('#mixer');"
+        " new MutationObserver(() => { if (box.hidden && playingWhenHidden === null)"
+        " playingWhenHidden = demixerMixer.playing; }).observe(box, {attributes: true})"
+    )
+    page.get_by_test_id("submit").click()
+    until(page, "() => playingWhenHidden !== null")
+    assert page.evaluate("playingWhenHidden") is False
 
 
 def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
@@ -533,6 +559,11 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
            .filter(r => r.height < 44 || r.width < 44).length"""
     )
     assert touch == 0
+    # A finger swiping up or down over the waveforms and the ruler scrolls the page.
+    assert page.evaluate(
+        "[...document.querySelectorAll('#ruler, #stems .wave')]"
+        ".every(el => getComputedStyle(el).touchAction === 'pan-y')"
+    )
     # Names are whole words on one line, never "accompanimen/t".
     for name in page.locator("#stems .name").all():
         assert name.evaluate(

@@ -1,7 +1,7 @@
 // demixer web page: only the public v1 API, no external requests, no build step.
 "use strict";
 
-import { downloadAll, downloadMix, mixer, openResult, thumbnails } from "./mixer.js";
+import { downloadAll, downloadMix, mixer, openResult, stop, thumbnails } from "./mixer.js";
 import { FINAL, PlainError, clock, colour, day, fromBody, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -314,6 +314,7 @@ async function watch(requestId, { file = null, name = null, job = null } = {}) {
   state.job = { id: requestId, file, name: name || job?.file_name || "song", info: job };
   const section = $("#job");
   section.hidden = false;
+  stop(); // the song leaves the screen: it stops playing, too
   $("#mixer").hidden = true;
   clearError($("#job-status"));
   $("#job-title").textContent = state.job.name;

@@ -210,7 +210,7 @@ export function play() {
   ctx.resume();
   const { on, start, end } = mixer.loop;
   if (on && (mixer.offset < start || mixer.offset >= end)) mixer.offset = start;
-  if (!on && mixer.offset >= mixer.duration - 0.05) mixer.offset = 0;
+  if (!on && mixer.offset >= mixer.duration - 0.05) mixer.offset = 0; // at the end: again
   const when = ctx.currentTime + 0.05; // one start time for every stem: sample-accurate sync
   mixer.sources = [];
   const track = (buffer, gainNode) => {
@@ -254,7 +254,8 @@ export function seek(t) {
   const wasPlaying = mixer.playing;
   stop();
   mixer.offset = Math.min(Math.max(0, t), mixer.duration);
-  if (wasPlaying) play();
+  // Playing on from the very end would start the song again: it stops there instead.
+  if (wasPlaying && mixer.offset < mixer.duration - 0.05) play();
   tick();
 }
 
@@ -278,12 +279,22 @@ function timeAt(el, ev) {
 // Click or drag on a waveform: the playhead follows; the sound picks up where it is let go.
 function scrubber(el) {
   let resume = false;
+  let before = 0;
   el.addEventListener("pointerdown", (ev) => {
     if (!mixer.duration) return;
     el.setPointerCapture(ev.pointerId);
     resume = mixer.playing;
+    before = position();
     stop();
     mixer.offset = timeAt(el, ev);
+    tick();
+  });
+  // A finger swiping up or down scrolls the page (touch-action: pan-y): the browser cancels
+  // the pointer, and the song goes on from where it was, as if it had not been touched.
+  el.addEventListener("pointercancel", () => {
+    mixer.offset = before;
+    if (resume) play();
+    resume = false;
     tick();
   });
   el.addEventListener("pointermove", (ev) => {
@@ -307,6 +318,10 @@ function ruler() {
     if (from === null) return;
     const to = timeAt(el, ev);
     showRegion(Math.min(from, to), Math.max(from, to));
+  });
+  el.addEventListener("pointercancel", () => { // a vertical swipe: the page scrolled
+    from = null;
+    showRegion(mixer.loop.start, mixer.loop.end);
   });
   el.addEventListener("pointerup", (ev) => {
     if (from === null) return;
@@ -352,17 +367,18 @@ $("#ab").addEventListener("click", () => {
   applyGains();
 });
 
-// Space plays and pauses anywhere but in a text field (on a focused button too: its own
-// space-to-click, which fires on key up, is held back); arrows move; L loops.
+// Space plays and pauses while the mixer is on screen and the focus is on no control of its
+// own (a focused button, link or summary keeps its space-to-click: Mute toggles mute, the play
+// button plays); arrows move; L loops.
 const typing = (ev) => {
   const tag = ev.target.tagName;
   return tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && ev.target.type !== "range");
 };
-document.addEventListener("keyup", (ev) => {
-  if (ev.key === " " && mixer.stems.length && !typing(ev)) ev.preventDefault();
-});
+const control = (ev) => ["BUTTON", "A", "SUMMARY"].includes(ev.target.tagName) || typing(ev);
+const listening = () => mixer.stems.length > 0 && !$("#mixer").hidden;
 document.addEventListener("keydown", (ev) => {
-  if (!mixer.stems.length || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
+  if (!listening() || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
+  if (ev.key === " " && control(ev)) return;
   const tag = ev.target.tagName;
   if (ev.key === " ") { ev.preventDefault(); toggle(); }
   else if (ev.key === "ArrowRight" && tag !== "INPUT") { ev.preventDefault(); seek(position() + 5); }
