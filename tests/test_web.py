@@ -453,6 +453,14 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     bad = tmp_path / "notes.txt"
     bad.write_text("this is not audio\n" * 50)
     open_page(page, server)
+    # Tabbing to the file picker shows where the focus is: on "Choose a file".
+    for _ in range(10):
+        if page.evaluate("document.activeElement.id") == "upload-input":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "upload-input"
+    ring = "getComputedStyle(document.querySelector('.drop-target')).outlineStyle"
+    assert page.evaluate(ring) == "solid"
     page.get_by_test_id("upload-input").set_input_files(str(bad))
     error = page.locator("#drop").get_by_test_id("error")
     expect(error).to_have_text(re.compile(r"can't be (read as audio|separated)"), timeout=30_000)
@@ -468,6 +476,13 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
         chip.uncheck()
     expect(page.get_by_test_id("submit")).to_be_disabled()
     expect(page.get_by_test_id("submit-hint")).to_have_text("Pick at least one stem.")
+    # A sound no installed model separates: the page says what can be separated instead.
+    page.get_by_label("Describe a sound").check()
+    page.get_by_test_id("prompt").fill("a kazoo solo")
+    page.get_by_test_id("submit").click()
+    said = page.locator("#job-form").get_by_test_id("error")
+    expect(said).to_contain_text("That sound can't be separated yet. Cannot tell which sound")
+    expect(said).to_contain_text("demixer can separate: vocals")
 
 
 def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
@@ -608,8 +623,14 @@ def test_history_delete(page: Page, server: Server) -> None:
     items = page.get_by_test_id("history-item")
     expect(items.first).to_be_visible()
     before = items.count()
-    items.first.get_by_role("button", name=re.compile("^Delete")).click()
+    # The song that is open: deleted, its player leaves the screen with it.
+    ready = items.filter(has=page.get_by_test_id("history-state").filter(has_text="Ready")).first
+    ready.get_by_role("button", name=re.compile("^Open")).click()
+    expect(page.get_by_test_id("mixer")).to_be_visible(timeout=60_000)
+    ready.get_by_role("button", name=re.compile("^Delete")).click()
     expect(items).to_have_count(before - 1)
+    expect(page.get_by_test_id("mixer")).to_be_hidden()
+    expect(page.get_by_test_id("job")).to_be_hidden()
 
 
 def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
@@ -664,6 +685,10 @@ def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Se
         expect(item).to_contain_text(f" — {spec.description} ({spec.quality})")
         expect(item).to_contain_text("To add it, whoever runs the server runs: ")
         expect(item.locator("code")).to_have_text(f"demixer models pull {model_id}")
+        if spec.license_class == "permissive":
+            expect(item).not_to_contain_text("Licence:")
+        else:  # research only, non-commercial, not stated: said before anyone installs it
+            expect(item).to_contain_text(f"Licence: {spec.license_class}.")
 
 
 def test_serve_says_where_to_go(server: Server) -> None:
@@ -695,6 +720,19 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     expect(page.locator("#key-section")).to_be_hidden()
     expect(page.get_by_test_id("session-info")).to_contain_text("Signed in with key dmx_")
     shot(page, "api-key")
+
+    # "Use another key", mistyped: the error says so, and the key in use goes on working.
+    page.locator("#switch-key").click()
+    key.fill("dmx_mistyped")
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
+    page.get_by_test_id("key-cancel").click()
+    expect(page.locator("#key-section")).to_be_hidden()
+    with page.expect_response(re.compile(r"/v1/queue/requests\?limit=")) as listed:
+        page.get_by_role("button", name="Refresh").click()
+    assert listed.value.status == 200  # asked with the key that works
+    expect(page.locator("#history").get_by_test_id("error")).to_have_text("")
+    assert page.evaluate("localStorage.getItem('demixer.apiKey')") == server.key
 
 
 def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(

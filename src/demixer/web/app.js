@@ -57,10 +57,11 @@ function showSession(text) {
 async function useKey(key) {
   const form = $("#key-form");
   clearError(form);
+  const previous = state.key; // a mistyped key must not end the session that works
   state.key = key.trim();
   try {
     await api("GET", "/v1/models");
-  } catch (e) { showError(form, e); return; }
+  } catch (e) { state.key = previous; showError(form, e); return; }
   localStorage.setItem("demixer.apiKey", state.key);
   showSession(`Signed in with key ${state.key.slice(0, 10)}…`);
   $("#key-section").hidden = true;
@@ -69,7 +70,12 @@ async function useKey(key) {
 $("#key-form").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("#api-key").value); });
 $("#switch-key").addEventListener("click", () => {
   $("#key-section").hidden = false;
+  $("#key-cancel").hidden = !state.key; // signed in: this key goes on until another works
   $("#api-key").focus();
+});
+$("#key-cancel").addEventListener("click", () => {
+  clearError($("#key-form"));
+  $("#key-section").hidden = true;
 });
 
 async function ready() {
@@ -143,6 +149,9 @@ function renderAvailable(models) {
     const li = document.createElement("li");
     const name = Object.assign(document.createElement("strong"), { textContent: m.id });
     const what = Object.assign(document.createElement("span"), { textContent: ` — ${m.description} ${m.quality ? `(${m.quality})` : ""}` });
+    if (m.license_class && m.license_class !== "permissive") { // say it before anyone installs it
+      what.textContent += ` Licence: ${m.license_class}.`;
+    }
     const how = document.createElement("code");
     how.textContent = m.install;
     li.append(name, what, document.createElement("br"), "To add it, whoever runs the server runs: ", how);
@@ -285,6 +294,8 @@ function showStatus(s, progress) {
     detail = `${pct} %`;
     const left = progress.estimate(s);
     if (left) detail += ` · ${left}`;
+  } else if (s.status === "COMPLETED" && s.cancel_requested) {
+    detail = "It finished before it could stop.";
   }
   $("#job-detail").textContent = detail;
   $("#cancel").disabled = FINAL.has(s.status) || s.cancel_requested;
@@ -476,7 +487,17 @@ async function loadHistory() {
     const del = Object.assign(document.createElement("button"), { type: "button", className: "quiet", textContent: "Delete" });
     del.setAttribute("aria-label", `Delete ${job.file_name || "this song"}`);
     del.addEventListener("click", async () => {
-      try { await api("DELETE", `/v1/queue/requests/${job.request_id}`); loadHistory(); } catch (e) { showError(list, e); }
+      try { await api("DELETE", `/v1/queue/requests/${job.request_id}`); } catch (e) { showError(list, e); return; }
+      if (state.job?.id === job.request_id) { // the song on screen is gone: so is its player
+        if (state.watch) state.watch.abort();
+        state.busy = false;
+        updateSubmit();
+        stop();
+        $("#mixer").hidden = true;
+        $("#job").hidden = true;
+        state.job = null;
+      }
+      loadHistory();
     });
     buttons.append(open, del);
     li.append(thumbnail(job), text, badge, buttons);

@@ -49,18 +49,20 @@ const ERRORS = {
 };
 
 // An error for a person: what happened, in words; the code stays for whoever reads the source.
+// detail: the server's own words, added where they tell the person what to do instead.
 export class PlainError extends Error {
-  constructor(code, fallback) {
-    super(ERRORS[code] || fallback || `Something went wrong. Try again. (${code})`);
+  constructor(code, detail) {
+    const plain = ERRORS[code] || `Something went wrong. Try again. (${code})`;
+    super(detail ? `${plain} ${detail.charAt(0).toUpperCase()}${detail.slice(1)}.` : plain);
     this.code = code;
   }
 }
 
 export function fromBody(body, status) {
   const code = body?.error?.code || (status ? `HTTP_${status}` : "NETWORK");
-  let fallback;
-  if (code === "UNSUPPORTED_PROMPT" || code === "UNKNOWN_STEM") fallback = body.error.message;
-  return new PlainError(code, fallback);
+  let detail;  // what can be separated here, as the server lists it
+  if (code === "UNSUPPORTED_PROMPT" || code === "UNKNOWN_STEM") detail = body.error.message;
+  return new PlainError(code, detail);
 }
 
 export function clock(t) {
