@@ -415,6 +415,11 @@ def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     expect(page.get_by_test_id("submit-hint")).to_contain_text("being separated")
     # The stage in words and the progress, from inside the first window, before it is done.
     expect(status).to_have_text("Separating", timeout=60_000)
+    # Reloaded mid-job, the page follows it again (and its history keeps itself fresh).
+    page.reload()
+    expect(page.get_by_test_id("job")).to_be_visible(timeout=30_000)
+    expect(status).to_have_text("Separating", timeout=30_000)
+    expect(page.get_by_test_id("history-state").first).to_have_text("Separating")
     until(
         page,
         "() => { const v = document.querySelector('#job-progress').value;"
@@ -440,7 +445,8 @@ def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     expect(status).to_have_text("Cancelled", timeout=60_000)
     expect(page.get_by_test_id("cancel")).to_be_disabled()
     expect(page.get_by_test_id("stem-row")).to_have_count(0)
-    expect(page.get_by_test_id("submit")).to_be_enabled()
+    # Separate no longer waits for it; the reload left no song chosen, and it says so.
+    expect(page.get_by_test_id("submit-hint")).to_have_text("First choose a song.")
     body = page.locator("body").inner_text()
     for word in ("IN_PROGRESS", "CANCELLATION_REQUESTED", "IN_QUEUE", "Request req_", "vm:"):
         assert word not in body

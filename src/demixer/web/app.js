@@ -79,7 +79,10 @@ $("#key-cancel").addEventListener("click", () => {
 });
 
 async function ready() {
-  await Promise.all([loadModels(), loadHistory()]);
+  const [, jobs] = await Promise.all([loadModels(), loadHistory()]);
+  // Opened (or reloaded) while a song is being separated: follow it again, as before.
+  const running = (jobs || []).find((j) => !FINAL.has(j.status));
+  if (running && !state.job) watch(running.request_id, { name: running.file_name, job: running });
 }
 
 // ---------- models ----------
@@ -457,15 +460,20 @@ function thumbnail(job) {
   return box;
 }
 
+// The list of the account's songs; it keeps itself fresh (every few seconds) while one of them
+// is still waiting or separating. Answers the jobs listed.
+let historyTimer = null;
 async function loadHistory() {
   const list = $("#history-list");
   clearError(list);
+  clearTimeout(historyTimer);
   let page;
-  try { page = await api("GET", "/v1/queue/requests?limit=50"); } catch (e) { showError(list, e); return; }
+  try { page = await api("GET", "/v1/queue/requests?limit=50"); } catch (e) { showError(list, e); return []; }
   list.replaceChildren();
+  if (page.data.some((j) => !FINAL.has(j.status))) historyTimer = setTimeout(loadHistory, 3000);
   if (!page.data.length) {
     list.append(Object.assign(document.createElement("li"), { className: "muted", textContent: "Nothing yet: your separated songs will be listed here." }));
-    return;
+    return [];
   }
   for (const job of page.data) {
     const li = document.createElement("li");
@@ -503,6 +511,7 @@ async function loadHistory() {
     li.append(thumbnail(job), text, badge, buttons);
     list.append(li);
   }
+  return page.data;
 }
 $("#refresh").addEventListener("click", loadHistory);
 
