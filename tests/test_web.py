@@ -410,6 +410,8 @@ def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     page.get_by_test_id("submit").click()
     status = page.get_by_test_id("job-status")
     in_view(page, "job")
+    # Separate is disabled now: the focus went on to the job, not back to the top of the page.
+    until(page, "() => document.activeElement.id === 'job-title'")
     # While it runs, Separate waits (a second click would submit it again).
     expect(page.get_by_test_id("submit")).to_be_disabled()
     expect(page.get_by_test_id("submit-hint")).to_contain_text("being separated")
@@ -556,6 +558,7 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
         page.set_viewport_size({"width": width, "height": 844})
         no_sideways_scroll(page)
     page.set_viewport_size(PHONE)
+    expect(page.locator("#drop-title")).to_have_text("Choose a song or a video")  # no drop
     shot(page, "phone-start", full_page=False)
     upload(page, audio[0])
     # Every control a thumb uses is at least 44 px each way.
@@ -629,6 +632,12 @@ def test_history_delete(page: Page, server: Server) -> None:
     items = page.get_by_test_id("history-item")
     expect(items.first).to_be_visible()
     before = items.count()
+    # A new page keeps no waveforms of these songs: each thumbnail is a flat line in its stem's
+    # colour, which no one takes for the song's shape.
+    heights = page.evaluate(
+        "[...document.querySelectorAll('#history-list .thumb i')].map(i => i.style.height)"
+    )
+    assert heights and set(heights) == {"6%"}
     # The song that is open: deleted, its player leaves the screen with it.
     ready = items.filter(has=page.get_by_test_id("history-state").filter(has_text="Ready")).first
     ready.get_by_role("button", name=re.compile("^Open")).click()

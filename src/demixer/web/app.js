@@ -5,6 +5,8 @@ import { downloadAll, downloadMix, mixer, openResult, stop, thumbnails } from ".
 import { FINAL, PlainError, clock, colour, day, fromBody, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
+// A phone has nothing to drop from: it is asked to choose.
+const DROP_TITLE = matchMedia("(pointer: coarse)").matches ? "Choose a song or a video" : "Drop a song or a video here";
 const state = { key: "", fileId: null, downmix: false, file: null, upload: null, job: null, watch: null, models: null, busy: false };
 
 // ---------- errors next to the control that caused them ----------
@@ -214,7 +216,7 @@ function upload(file) {
     bar.value = 0;
     bar.hidden = true;
     text.textContent = "";
-    $("#drop-title").textContent = "Drop a song or a video here";
+    $("#drop-title").textContent = DROP_TITLE;
     showError(drop, err);
     updateSubmit();
   };
@@ -333,6 +335,9 @@ async function watch(requestId, { file = null, name = null, job = null } = {}) {
   clearError($("#job-status"));
   $("#job-title").textContent = state.job.name;
   section.scrollIntoView({ behavior: "smooth", block: "start" });
+  // Separate is disabled while the job runs: the keyboard's focus moves on to the job, not
+  // back to the top of the page.
+  if ([$("#submit"), document.body].includes(document.activeElement)) $("#job-title").focus({ preventScroll: true });
   const progress = estimator();
   showStatus(job || { status: "IN_QUEUE", progress: 0 }, progress);
   let last = job && FINAL.has(job.status) ? job : null;
@@ -450,7 +455,10 @@ function thumbnail(job) {
     t.className = "thumb";
     t.title = name;
     t.style.setProperty("--c", c);
-    for (const h of cols || Array(12).fill(35)) {
+    // No waveform kept in this browser (opened elsewhere, or not yet): a flat line, which no
+    // one takes for the song's shape.
+    if (!cols) t.title = `${name}: its waveform shows here once it is opened in this browser`;
+    for (const h of cols || Array(12).fill(0)) {
       const bar = document.createElement("i");
       bar.style.height = `${Math.max(6, h)}%`;
       t.append(bar);
@@ -515,5 +523,6 @@ async function loadHistory() {
 }
 $("#refresh").addEventListener("click", loadHistory);
 
+$("#drop-title").textContent = DROP_TITLE;
 updateSubmit();
 startSession();
