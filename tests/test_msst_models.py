@@ -27,6 +27,7 @@ from demixer.errors import (
     Cancelled,
     CheckpointMismatch,
     Conflict,
+    InputNotFound,
     InvalidModelConfig,
     InvalidRequest,
     ModelUnavailable,
@@ -302,7 +303,7 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     assert misfit.value.message.startswith(
         f"checkpoint {other} does not fit the network config {config} describes: "
     )
-    with pytest.raises(NotFound):
+    with pytest.raises(InputNotFound):  # FILE_NOT_FOUND, as a missing input to separate
         add("missing", checkpoint=tmp_path / "nope.ckpt", **kw)
     assert list(models.iterdir()) == []  # no staging directory left behind
     add("ok", checkpoint=checkpoint, **kw)
