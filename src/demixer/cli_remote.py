@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -45,14 +44,6 @@ def _exit_code(error: DemixerError) -> int:
     if isinstance(error, ApiError | JobFailed):  # the server's code names the local error
         return exit_code_for(local_class(error.code)(error.message))
     return exit_code_for(error)
-
-
-def _is_http_url(text: str) -> bool:
-    try:
-        parts = urlsplit(text)
-        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a bad port or bracketed host
-        return False
 
 
 def _spans(
@@ -139,11 +130,12 @@ def remote_separate(
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
     from demixer.audio.encode import check_folder
     from demixer.client import Client, Result
+    from demixer.client.core import is_http_url
     from demixer.client.errors import WaitTimeout
 
     if prompt is not None and stems:
         raise typer.BadParameter("give --stems or --prompt, not both")
-    if not _is_http_url(server):
+    if not is_http_url(server):
         raise typer.BadParameter(
             f"{server!r} is not an http(s) URL, e.g. http://127.0.0.1:8000",
             param_hint="'--server'",

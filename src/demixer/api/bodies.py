@@ -33,6 +33,7 @@ __all__ = [
     "JsonRoute",
     "UploadRoute",
     "parse_json",
+    "sends_no_body",
 ]
 
 FORM_OVERHEAD = 1 << 20  # bytes of multipart headers, boundaries and small fields beside a file
@@ -84,6 +85,11 @@ def _may_have_body(scope: Scope) -> bool:
     return any(
         name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ())
     )
+
+
+def sends_no_body(scope: Scope) -> bool:
+    """Whether the request has no body at all: no length and no chunks, or a length of 0."""
+    return not _may_have_body(scope) or _content_length(scope) == 0
 
 
 def parse_json(raw: bytes) -> Any:

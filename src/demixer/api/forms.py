@@ -32,7 +32,7 @@ from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from demixer.api.bodies import parse_json
+from demixer.api.bodies import parse_json, sends_no_body
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge, StorageFull
 from demixer.service.scratch import scratch_file
 
@@ -248,12 +248,6 @@ async def _json_fields(request: Request, max_fields: int) -> dict[str, str]:
     }
 
 
-def _no_body(request: Request) -> bool:
-    """Whether the request has no body at all (no length, or 0, and no chunked one)."""
-    headers = request.headers
-    return "transfer-encoding" not in headers and headers.get("content-length", "0") == "0"
-
-
 async def _urlencoded(request: Request, max_fields: int, charset: str) -> dict[str, str]:
     """The fields of a URL-encoded form, read up to what ``max_fields`` fields can hold."""
     body = await _fields_body(request, max_fields)
@@ -299,7 +293,7 @@ async def read_form(
     if kind == b"application/json":
         yield Form(fields=await _json_fields(request, max_fields))
         return
-    if not kind and _no_body(request):  # nothing sent: the route says what is missing
+    if not kind and sends_no_body(request.scope):  # nothing sent: the route says what is missing
         yield Form()
         return
     if kind != b"multipart/form-data" or b"boundary" not in params:

@@ -46,6 +46,7 @@ __all__ = [
     "check_put",
     "content_type_for",
     "download_target",
+    "is_http_url",
     "retry_delay",
     "settle",
     "span_json",
@@ -312,6 +313,15 @@ class CountingReader:
         return self._fh.fileno()
 
 
+def is_http_url(text: str) -> bool:
+    """Whether ``text`` is an http(s) URL with a host (and a usable port, if any)."""
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or bracketed host
+        return False
+
+
 class ClientBase:
     """Settings and request building shared by :class:`Client` and :class:`AsyncClient`."""
 
@@ -325,8 +335,7 @@ class ClientBase:
     ) -> None:
         if max_tries < 1:
             raise ValueError("max_tries must be at least 1")
-        parts = urlsplit(base_url.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if not is_http_url(base_url.strip()):
             raise ValueError(f"{base_url!r} is not an http(s) URL, e.g. {DEFAULT_URL}")
         # The server's root: every path the client asks for starts with /v1 itself.
         self.base_url = base_url.strip().rstrip("/").removesuffix("/v1")
