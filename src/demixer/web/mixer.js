@@ -103,9 +103,9 @@ function renderRow(stem) {
   row.style.setProperty("--c", stem.colour);
   row.innerHTML = `<span class="name"></span>
     <div class="wave"><canvas></canvas><div class="loop-shade" hidden></div><div class="playhead"></div></div>
-    <label class="volume"><span class="sr"></span>
+    <div class="volume">
       <input type="range" min="${MIN_DB}" max="6" step="0.5" value="0" data-testid="stem-volume">
-      <output data-testid="stem-db">0.0 dB</output></label>
+      <output data-testid="stem-db" aria-hidden="true">0.0 dB</output></div>
     <div class="controls">
       <button type="button" class="toggle mute" aria-pressed="false" data-testid="stem-mute">M</button>
       <button type="button" class="toggle solo" aria-pressed="false" data-testid="stem-solo">S</button>
@@ -113,16 +113,20 @@ function renderRow(stem) {
     </div>`;
   $(".name", row).textContent = stem.label;
   $(".name", row).title = stem.madeBy ? `${stem.label}: made by ${stem.madeBy}` : stem.label;
-  $(".sr", row).textContent = `${stem.label} volume`;
   const mute = $(".mute", row), solo = $(".solo", row);
   mute.setAttribute("aria-label", `Mute ${stem.label}`);
   solo.setAttribute("aria-label", `Solo ${stem.label}`);
   mute.addEventListener("click", () => { stem.muted = !stem.muted; setPressed(mute, stem.muted); applyGains(); });
   solo.addEventListener("click", () => { stem.solo = !stem.solo; setPressed(solo, stem.solo); applyGains(); });
+  // The slider is named by its stem and read out in dB (a screen reader says "vocals volume,
+  // -6.0 dB"); the readout beside it shows the same words and is not read twice.
   const volume = $("input", row), readout = $("output", row);
+  volume.setAttribute("aria-label", `${stem.label} volume`);
+  volume.setAttribute("aria-valuetext", readout.textContent);
   volume.addEventListener("input", () => {
     stem.db = Number(volume.value);
     readout.textContent = stem.db <= MIN_DB ? "−∞ dB" : `${stem.db > 0 ? "+" : ""}${stem.db.toFixed(1)} dB`;
+    volume.setAttribute("aria-valuetext", readout.textContent);
     applyGains();
   });
   const link = $(".download", row);
@@ -369,7 +373,7 @@ $("#ab").addEventListener("click", () => {
 
 // Space plays and pauses while the mixer is on screen and the focus is on no control of its
 // own (a focused button, link or summary keeps its space-to-click: Mute toggles mute, the play
-// button plays); arrows move; L loops.
+// button plays); arrows move; L loops; [ and ] set where the loop starts and ends.
 const typing = (ev) => {
   const tag = ev.target.tagName;
   return tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && ev.target.type !== "range");
@@ -384,7 +388,20 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "ArrowRight" && tag !== "INPUT") { ev.preventDefault(); seek(position() + 5); }
   else if (ev.key === "ArrowLeft" && tag !== "INPUT") { ev.preventDefault(); seek(position() - 5); }
   else if (ev.key === "l" || ev.key === "L") $("#loop").click();
+  else if (ev.key === "[" || ev.key === "]") loopFromKey(ev.key === "[");
 });
+
+// [ starts the loop at the playhead and ] ends it there, as a DAW's in and out points: the
+// other end stays where it was while it is still on its side, else it is the song's edge.
+function loopFromKey(isStart) {
+  const at = position();
+  const { start, end } = mixer.loop;
+  const had = end > start;
+  const [a, b] = isStart
+    ? [at, had && end > at ? end : mixer.duration]
+    : [had && start < at ? start : 0, at];
+  if (b - a >= 0.05) setLoop(a, b, true);
+}
 
 // ---------- the mix, rendered offline with the same gains ----------
 mixer.render = async () => {
