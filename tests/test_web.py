@@ -217,6 +217,10 @@ def test_separate_listen_mix_and_download(
     vocals.get_by_test_id("stem-solo").click()
     vocals.get_by_test_id("stem-volume").fill("-6")
     expect(vocals.get_by_test_id("stem-db")).to_have_text("-6.0 dB")
+    # A screen reader hears the slider's stem and its level in dB, once.
+    expect(vocals.get_by_role("slider", name="vocals volume", exact=True)).to_have_attribute(
+        "aria-valuetext", "-6.0 dB"
+    )
     assert page.evaluate("demixerMixer.gains()")["vocals"] == pytest.approx(0.501, abs=1e-3)
 
     # Drag on a waveform (press at 10 %, move to 80 %, let go): the playhead follows the
@@ -280,6 +284,37 @@ def test_separate_listen_mix_and_download(
     seen = page.evaluate("seen")
     assert min(seen) >= loop["start"] - 0.05 and max(seen) <= loop["end"] + 0.05
     shot(page, "loop", full_page=False)
+
+    # The same from the keyboard: [ starts the loop at the playhead and ] ends it there.
+    page.keyboard.press("Space")  # pause, so the playhead stays where it is put
+    assert page.evaluate("demixerMixer.playing") is False
+    page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + box["height"] / 2)
+    page.keyboard.press("[")
+    assert page.evaluate("demixerMixer.loop") == {
+        "on": True,
+        "start": pytest.approx(0.75, abs=2 * pixel),
+        "end": pytest.approx(loop["end"], abs=1e-6),  # the old end is still after it
+    }
+    page.mouse.click(box["x"] + 0.9 * box["width"], box["y"] + box["height"] / 2)
+    page.keyboard.press("]")
+    keyed = page.evaluate("demixerMixer.loop")
+    assert (keyed["start"], keyed["end"]) == (
+        pytest.approx(0.75, abs=2 * pixel),
+        pytest.approx(2.7, abs=2 * pixel),
+    )
+    shade = page.locator("#loop-region")
+    expect(shade).to_be_visible()
+    assert shade.evaluate("el => parseFloat(el.style.left)") == pytest.approx(25, abs=1)
+    assert shade.evaluate("el => parseFloat(el.style.width)") == pytest.approx(65, abs=1)
+    # ] before the loop's start: the loop runs from the song's start to there.
+    page.mouse.click(box["x"] + 0.1 * box["width"], box["y"] + box["height"] / 2)
+    page.keyboard.press("]")
+    keyed = page.evaluate("demixerMixer.loop")
+    assert (keyed["start"], keyed["end"]) == (0, pytest.approx(0.3, abs=2 * pixel))
+    page.keyboard.press("L")  # off again
+    expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "false")
+    page.keyboard.press("Space")
+    assert page.evaluate("demixerMixer.playing") is True
 
     # A/B with the original (uploaded in this tab): while it plays, the button switches what
     # is heard from the stems to the song as it was, and back to the mix as it was set.
@@ -569,10 +604,16 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
            .filter(([, r]) => r.height < 44 || r.width < 44).map(([n]) => n)"""
     )
     assert small == [], small
+    # Only the vocals: the rest of the song comes too, named in words, not "residual".
+    page.locator(".chip", has_text="accompaniment").tap()
     page.get_by_test_id("submit").tap()
     rows = page.get_by_test_id("stem-row")
     expect(rows).to_have_count(2, timeout=180_000)
     in_view(page, "mixer")
+    expect(page.locator("#stems .name")).to_have_text(["vocals", "everything else"])
+    expect(rows.nth(1).get_by_test_id("stem-mute")).to_have_attribute(
+        "aria-label", "Mute everything else"
+    )
     for width in (360, 430, 390):  # the mixer fits every common phone too
         page.set_viewport_size({"width": width, "height": 844})
         no_sideways_scroll(page)

@@ -411,7 +411,8 @@ async function showResult(requestId, info) {
   try {
     const result = await api("GET", `/v1/queue/requests/${requestId}/result`);
     const prompt = info?.prompt;
-    const labelOf = (name) => (prompt ? { target: `“${prompt}”`, residual: "everything else" }[name] || name : name);
+    // The residual is the rest of the song in both modes; its file keeps the API's name.
+    const labelOf = (name) => (name === "residual" ? "everything else" : prompt && name === "target" ? `“${prompt}”` : name);
     const outputs = Object.entries(result.data)
       .filter(([, v]) => v && typeof v === "object" && v.url)
       .map(([name, v]) => ({
