@@ -36,7 +36,7 @@ from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
 from demixer.engine.outputs import ResidualCheck, Writers, output_paths, span_outputs
 from demixer.engine.spans import Span, apply_spans, check_reach
-from demixer.engine.stems import StemPlan, plan_stems
+from demixer.engine.stems import HEARD, StemPlan, plan_stems
 from demixer.engine.streaming import input_stats, stream_backend
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
@@ -270,6 +270,7 @@ class Separator:
                 model_id=self.spec.id,
                 before_run=before_window,
                 stats=stats,
+                heard=plan.rest is not None,
             )
         else:
 
@@ -283,6 +284,8 @@ class Separator:
             out = {name: stems[name] for name in plan.targets}
             if plan.residual_name is not None:
                 out[plan.residual_name] = region - sum(out.values())
+            elif HEARD in stems and plan.rest is not None:  # what the model could not hear
+                out[plan.rest] = out[plan.rest] + (region - stems[HEARD])
             yield out
         if on_progress is not None:
             on_progress(1.0)
@@ -301,8 +304,12 @@ class Separator:
         ``on_progress``: fractions of this window, passed to a backend that reports them.
         """
         channels, n = x.shape
-        model_in = np.repeat(x, backend.channels, axis=0) if channels < backend.channels else x
-        model_in = resample(model_in, sample_rate, backend.sample_rate)
+        at_rate = resample(x, sample_rate, backend.sample_rate)
+        model_in = (
+            np.repeat(at_rate, backend.channels, axis=0)
+            if channels < backend.channels
+            else at_rate
+        )
         try:
             if on_progress is not None:
                 reporting: Any = backend
@@ -317,12 +324,12 @@ class Separator:
             ) from exc
         out = {}
         for name in plan.targets:
-            y = resample(separated[name], backend.sample_rate, sample_rate)[:, :n]
-            if y.shape[1] < n:
-                y = np.pad(y, ((0, 0), (0, n - y.shape[1])))
+            y = _fitted(resample(separated[name], backend.sample_rate, sample_rate), n)
             if channels < y.shape[0]:
                 y = y.mean(axis=0, keepdims=True)
             out[name] = np.ascontiguousarray(y, dtype=np.float32)
+        if plan.rest is not None and sample_rate != backend.sample_rate:
+            out[HEARD] = _fitted(resample(at_rate, backend.sample_rate, sample_rate), n)
         return out
 
     @staticmethod
@@ -456,3 +463,9 @@ class Separator:
             extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
             made_by={name: made for name, made in self.made_by(plan).items() if name in kept},
         )
+
+
+def _fitted(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` cut or zero-padded to ``n`` samples (a resampler's round trip may miss by one)."""
+    y = y[:, :n]
+    return np.pad(y, ((0, 0), (0, n - y.shape[1]))) if y.shape[1] < n else y

@@ -19,6 +19,7 @@ from demixer.models.planner import canonical_stem, canonical_stems, choose
 from demixer.models.spec import ModelSpec
 
 __all__ = [
+    "HEARD",
     "RESIDUAL",
     "RESIDUAL_ALIASES",
     "SILENT_DB",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 RESIDUAL = "residual"
+# Not a stem: the key under which the engine's window paths return the input as the model
+# heard it, brought back to the input's rate (see :attr:`StemPlan.rest`).
+HEARD = "<heard>"
 # Names users reach for when they mean "everything else" in a two-way split.
 RESIDUAL_ALIASES = ("instrumental", "accompaniment", "others", "other", "rest", "background")
 # An optional residual this far (dB) below the input's energy is silence: it is not returned.
@@ -61,6 +65,22 @@ class StemPlan:
     def outputs(self) -> tuple[str, ...]:
         """Every output name, residual last."""
         return self.targets + ((self.residual_name,) if self.residual_name else ())
+
+    @property
+    def rest(self) -> str | None:
+        """The stem that takes what the model could not hear, when there is no residual.
+
+        A model runs at its own rate (44.1 kHz): an input at another rate loses, on the way
+        there and back, its content above the model's band (a 96 kHz file's 22-48 kHz) and a
+        little at the resampler's edges. A residual holds that loss already. Without one, the
+        last requested stem named like a residual (``accompaniment``, ``other``,
+        ``instrumental``) takes it, so the stems of a model whose stems add up to its input
+        (Spleeter's masks, MSST's instrumental) add up to the input at any rate. None when no
+        stem is named so (``noreverb`` / ``reverb``): that content is then in no stem.
+        """
+        if self.residual_name is not None:
+            return None
+        return next((s for s in reversed(self.targets) if s in RESIDUAL_ALIASES), None)
 
 
 def plan_stems(

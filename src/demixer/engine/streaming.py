@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from demixer.audio import SampleQueue, StreamResampler, resampled_length
+from demixer.engine.stems import HEARD
 from demixer.errors import DemixerError, ModelFailed
 from demixer.models.base import InputStats, StreamingBackend
 
@@ -47,6 +48,7 @@ def stream_backend(
     model_id: str,
     before_run: Callable[[int], None] | None = None,
     stats: InputStats | None = None,
+    heard: bool = False,
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Separate a block stream with a backend that windows it itself.
 
@@ -54,6 +56,8 @@ def stream_backend(
         blocks: ``(channels, n)`` float32 at ``sample_rate``, 1 or 2 channels.
         targets: the stems to return (a subset of ``backend.stems``).
         before_run: the backend's hook, with positions converted to ``sample_rate``.
+        heard: also return, under :data:`~demixer.engine.stems.HEARD`, the input as the model
+            got it, resampled back (when the rates differ): what it lacks, the model never had.
 
     Yields:
         ``(input, stems)``: consecutive regions of the input and the target stems for them,
@@ -61,7 +65,8 @@ def stream_backend(
     """
     rate = backend.sample_rate
     pending = SampleQueue()
-    outputs = {name: SampleQueue() for name in targets}
+    heard = heard and rate != sample_rate
+    outputs = {name: SampleQueue() for name in (*targets, *([HEARD] if heard else []))}
     back: dict[str, StreamResampler] = {}
     channels = 0
 
@@ -75,9 +80,16 @@ def stream_backend(
                 channels = block.shape[0]
                 to_model = StreamResampler(sample_rate, rate, channels)
             pending.push(block)
-            yield to_model.process(block)
+            yield sent(to_model.process(block))
         if to_model is not None:
-            yield to_model.process(np.zeros((channels, 0), np.float32), last=True)
+            yield sent(to_model.process(np.zeros((channels, 0), np.float32), last=True), True)
+
+    def sent(block: np.ndarray, last: bool = False) -> np.ndarray:
+        if heard:
+            if HEARD not in back:
+                back[HEARD] = StreamResampler(rate, sample_rate, channels)
+            outputs[HEARD].push(back[HEARD].process(block, last=last))
+        return block
 
     def hook(position: int) -> None:
         if before_run is not None:
@@ -99,7 +111,7 @@ def stream_backend(
         raise
     except Exception as exc:  # a model crash is ours, not the user's: say so
         raise ModelFailed(f"model {model_id!r} failed: {type(exc).__name__}: {exc}") from exc
-    for name in targets:
+    for name in targets:  # the HEARD resampler was flushed with the input's last block
         if name in back:
             outputs[name].push(back[name].process(np.zeros((channels, 0), np.float32), last=True))
     yield from ready()
