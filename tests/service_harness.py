@@ -82,9 +82,13 @@ class Server(_ProcessTree):
         self.clients.append(c)
         return c
 
+    def env(self) -> dict[str, str]:
+        """The environment the server was started with."""
+        return _ENVS.get(self.data_dir, {})
+
     def storage(self) -> Storage:
         """The server's blob storage (its local directory, or the bucket its env names)."""
-        env = _ENVS.get(self.data_dir, {})
+        env = self.env()
         return open_storage(
             env.get("DEMIXER_STORAGE_URL") or f"file://{self.data_dir.resolve() / 'storage'}"
         )

@@ -8,6 +8,9 @@ clock and wakeup state, exactly what a process on another machine would have.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -460,6 +463,38 @@ def test_processes_starting_together_migrate_once(
         assert compare_metadata(context, Base.metadata) == []
     for db in databases:
         db.dispose()
+
+
+def test_migrate_reads_dot_env_warns_of_a_mistyped_setting_and_hides_the_password(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """As the deployment guide says, `.env` in the directory a command starts in holds the
+    settings (the environment wins over it); a DEMIXER_ name no part of demixer reads is
+    named, with the setting it most likely meant; the password is never printed."""
+    with_password = pg_url.replace("postgres@", "postgres:s3cret-pw@")  # trust auth: accepted
+    (tmp_path / ".env").write_text(f"DEMIXER_DATABASE_URL={with_password}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    env["DEMIXER_STORAGE_ULR"] = "s3://typo"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("demixer")), "migrate", "--data-dir", "data"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    masked = pg_url.replace("postgres@", "postgres:***@")
+    assert done.stdout == f"database at {masked} is up to date\n"
+    assert done.stderr == (
+        "warning: DEMIXER_STORAGE_ULR is not a demixer setting and is ignored; did you mean "
+        "DEMIXER_STORAGE_URL?\n"
+    )
+    assert "s3cret-pw" not in done.stdout + done.stderr
+    assert not (tmp_path / "data" / "demixer.db").exists()  # not SQLite: the .env's database
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() is not None
 
 
 def test_migrate_waits_out_a_locked_or_unreachable_database(

@@ -748,14 +748,19 @@ def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Se
 
 
 def test_serve_says_where_to_go(server: Server) -> None:
-    """The banner `demixer serve` prints: the page, the docs, the data and the workers."""
+    """The banner `demixer serve` prints: the page, the docs, the data, the database and
+    storage in force (the test servers' PostgreSQL has no password to hide), the workers."""
+    env = server.env()
     lines = server.logs().splitlines()
     start = lines.index(f"demixer {demixer.__version__} is running")
-    assert lines[start : start + 6] == [
+    assert lines[start : start + 8] == [
         f"demixer {demixer.__version__} is running",
         f"  web page  {server.base_url}/",
         f"  API docs  {server.base_url}/v1/docs",
         f"  data      {server.data_dir}",
+        "  database  "
+        + env.get("DEMIXER_DATABASE_URL", f"sqlite:///{server.data_dir / 'demixer.db'}"),
+        "  storage   " + env.get("DEMIXER_STORAGE_URL", f"file://{server.data_dir / 'storage'}"),
         "  workers   1 slot on cpu; models: spleeter-2stems, cascade-4stems",
         "Press Ctrl-C to stop.",
     ]

@@ -84,6 +84,9 @@ def _root(
     ] = False,
 ) -> None:
     """Split songs and videos into stems (vocals, drums, bass, ...) on this machine."""
+    from demixer.settings import load_env_file
+
+    load_env_file()  # ./.env, as the deployment guide says; the environment wins over it
 
 
 @app.command()

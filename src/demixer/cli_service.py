@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
@@ -35,13 +36,20 @@ DataDir = Annotated[
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 out = Console(soft_wrap=True)
+_err = Console(stderr=True)
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Any:
     from pydantic import ValidationError
 
-    from demixer.settings import Settings
+    from demixer.settings import Settings, unknown_variables
 
+    for warning in unknown_variables():
+        _err.print(
+            f"[bold yellow]warning:[/] {escape(warning)}",
+            highlight=False,
+            soft_wrap=not _err.is_terminal,
+        )
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
@@ -129,14 +137,20 @@ def _migrate(services: Any, settings: Any) -> None:
 
 
 def _shown_url(url: str) -> str:
-    """``url`` without its password."""
+    """``url`` without its password, quoted."""
+    masked = _masked(url)
+    return repr(masked) if masked is not None else "(not a URL)"
+
+
+def _masked(url: str) -> str | None:
+    """A database URL with its password as ``***``; None when it is not a URL."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return repr(make_url(url).render_as_string(hide_password=True))
+        return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
-        return "(not a URL)"
+        return None
 
 
 def _fail(error: DemixerError) -> typer.Exit:
@@ -269,23 +283,28 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _banner(settings: Any, worker: Any) -> None:
-    """Where to go next: the page, the docs, the data, and what the workers run on."""
+def _banner(settings: Any, worker: Any, *, api: bool = True, slots: int = 0) -> None:
+    """Where to go next: the page, the docs, the data, the database and storage in force (an
+    operator sees a missing or mistyped setting here, not at the first job), and what the
+    workers run on. ``api=False``: a ``demixer worker`` process with ``slots``."""
     from demixer import __version__
 
     base = settings.base_url
     if worker is None:
         runs = "none here (API only: `demixer worker` runs them elsewhere)"
     else:
-        slots = f"{settings.workers} slot{'s' if settings.workers != 1 else ''}"
-        runs = f"{slots} on {worker.device}; models: {', '.join(worker.models)}"
-    out.print(f"demixer {__version__} is running", highlight=False)
-    for label, value in (
-        ("web page", f"{base}/"),
-        ("API docs", f"{base}/v1/docs"),
+        count = slots if not api else settings.workers
+        runs = f"{count} slot{'s' if count != 1 else ''} on {worker.device}; models: "
+        runs += ", ".join(worker.models)
+    out.print(f"demixer {__version__} {'is' if api else 'worker is'} running", highlight=False)
+    lines = [("web page", f"{base}/"), ("API docs", f"{base}/v1/docs")] if api else []
+    lines += [
         ("data", str(settings.data_dir)),
+        ("database", _masked(settings.database) or settings.database),
+        ("storage", settings.storage),
         ("workers", runs),
-    ):
+    ]
+    for label, value in lines:
         out.print(f"  {label:<9} {value}", highlight=False)
     out.print("Press Ctrl-C to stop.", highlight=False)
 
@@ -331,6 +350,7 @@ def worker(
         signal.signal(sig, lambda *_: stop.set())
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
+    _banner(services.settings, runner, api=False, slots=slots)
     try:
         runner.run(stop=stop)
     finally:
@@ -385,7 +405,7 @@ def migrate(data_dir: DataDir = None) -> None:
     """Create or upgrade the database schema."""
     settings = _settings(data_dir)
     _services(settings)
-    out.print(f"database at {settings.database} is up to date", highlight=False)
+    out.print(f"database at {_masked(settings.database)} is up to date", highlight=False)
 
 
 @keys_app.command("create")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from platformdirs import user_data_dir
@@ -19,7 +20,29 @@ from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import UnknownQuality
 from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
-__all__ = ["Settings"]
+__all__ = ["ENV_FILE", "Settings", "load_env_file", "unknown_variables"]
+
+#: Read into the environment by every ``demixer`` command (variables already set win).
+ENV_FILE = ".env"
+
+# DEMIXER_* names that are not Settings fields but are read elsewhere: the clients
+# (DEMIXER_SERVER, DEMIXER_API_KEY), `models pull`, the precision override, and the compose
+# files' own variables. DEMIXER_TEST_* belong to the test suite.
+_OTHER_VARIABLES = frozenset(
+    {
+        "API_KEY",
+        "SERVER",
+        "MODEL_BASE_URL",
+        "PRECISION",
+        "API_REPLICAS",
+        "API_PORTS",
+        "WORKER_REPLICAS",
+        "SLOTS",
+        "S3_PORT",
+        "S3_PUBLIC_URL",
+        "IMAGE",
+    }
+)
 
 GIB = 1 << 30
 
@@ -156,3 +179,36 @@ class Settings(BaseSettings):
             finally:
                 tmp.unlink(missing_ok=True)
         return path.read_bytes()
+
+
+def load_env_file(path: str | os.PathLike[str] = ENV_FILE) -> Path | None:
+    """Read ``path`` (``KEY=value`` lines, as docker compose and systemd read them) into the
+    environment, leaving variables already set alone; the file read, or None when there is
+    none. Every variable counts, not only DEMIXER_* ones: boto reads AWS_* from there too."""
+    from dotenv import load_dotenv
+
+    file = Path(path)
+    if not file.is_file():
+        return None
+    load_dotenv(file, override=False)
+    return file
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``DEMIXER_*`` variable that no part of demixer reads (a typo such as
+    DEMIXER_STORAGE_ULR would otherwise leave the default in force without a word), naming
+    the setting it most likely meant."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    known = {name.upper() for name in Settings.model_fields} | _OTHER_VARIABLES
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("DEMIXER_") or name.startswith("DEMIXER_TEST_"):
+            continue
+        if (short := name.removeprefix("DEMIXER_")) in known:
+            continue
+        close = difflib.get_close_matches(short, sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean DEMIXER_{close[0]}?" if close else ""
+        warnings.append(f"{name} is not a demixer setting and is ignored{hint}")
+    return warnings

@@ -306,9 +306,7 @@ class Separator:
         channels, n = x.shape
         at_rate = resample(x, sample_rate, backend.sample_rate)
         model_in = (
-            np.repeat(at_rate, backend.channels, axis=0)
-            if channels < backend.channels
-            else at_rate
+            np.repeat(at_rate, backend.channels, axis=0) if channels < backend.channels else at_rate
         )
         try:
             if on_progress is not None:
