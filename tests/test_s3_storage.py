@@ -382,6 +382,40 @@ def test_uploads_answer_503_while_s3_is_down(s3_api: Api, outage: None) -> None:
     assert r.status_code == 503 and "retry-after" in r.headers, r.text
 
 
+def test_a_bucket_that_refuses_the_server_answers_503_naming_why_not_500(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket that is not there, wrong credentials or none: the operator's fault, said in
+    words (it was a 500 "internal server error" with a boto traceback in the log)."""
+    data = s3_api.files.get("stereo.wav").path.read_bytes()
+    bucket = s3_api.services.settings.storage
+    cases = {
+        "the bucket does not exist (NoSuchBucket)": S3Storage.from_url(
+            bucket.replace("s3://", "s3://no-such-", 1)
+        )
+    }
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    cases[
+        "the bucket refused access (SignatureDoesNotMatch): check the credentials and their "
+        "rights on it"
+    ] = S3Storage.from_url(bucket)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to look for
+    cases[
+        "no credentials for the bucket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a "
+        "profile or a role)"
+    ] = S3Storage.from_url(bucket)
+    for message, refusing in cases.items():
+        s3_api.services.storage = refusing
+        r = s3_api.post("/v1/files", files={"file": ("song.wav", data, "audio/wav")})
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+        assert r.json()["error"]["message"] == message
+
+
 def test_the_web_page_may_fetch_stems_from_the_bucket(s3_api: Api, scale_servers: Servers) -> None:
     """The page decodes stems fetched from their (presigned) URLs: its Content-Security-Policy
     must allow the bucket's origin, and nothing else new."""

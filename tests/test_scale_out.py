@@ -8,6 +8,7 @@ killed during an upload.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from demixer.audio import load
 from demixer.service.schema import Job, JobLog, UsageRecord
 from servers import Servers
 from service_harness import (
+    DEMIXER,
     Server,
     WorkerProcess,
     create_key,
@@ -414,3 +416,59 @@ def test_keys_created_on_one_api_work_on_another(stack: Stack) -> None:
         assert r.status_code == 200, r.text
     finally:
         second.kill()
+
+
+def test_a_worker_on_the_wrong_storage_says_so_and_never_starts(
+    stack: Stack, excerpt: tuple[np.ndarray, int]
+) -> None:
+    """A worker whose storage is not the API's would fail each job it claims ("the input file
+    is gone", or a raw SignatureDoesNotMatch, three attempts in under a second). It stops at
+    start instead, with one line naming what is wrong; a right one then runs the job."""
+    client = stack.client()
+    file_id = upload(client, unique_song(stack.root, excerpt, 0, 2.0))
+    bucket = stack.env["DEMIXER_STORAGE_URL"]
+    wrong = {
+        "credentials": (
+            {**stack.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+            1,
+            f"error [STORAGE_UNAVAILABLE] the storage {bucket} refused this process: the bucket "
+            "refused access (403): check the credentials and their rights on it",
+        ),
+        "bucket": (
+            {**stack.env, "DEMIXER_STORAGE_URL": bucket.replace("s3://", "s3://no-such-", 1)},
+            1,
+            f"error [STORAGE_UNAVAILABLE] the storage {bucket.replace('s3://', 's3://no-such-', 1)}"
+            " refused this process: the bucket does not exist",
+        ),
+    }
+    for case, (env, code, line) in wrong.items():
+        done = subprocess.run(
+            [DEMIXER, "worker", "--data-dir", str(stack.root / f"bad-{case}")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (done.returncode, done.stderr.strip()) == (code, line), case
+    # No storage setting at all: the default local folder holds none of the API's inputs.
+    local = {k: v for k, v in stack.env.items() if k != "DEMIXER_STORAGE_URL"}
+    data_dir = stack.root / "bad-local"
+    done = subprocess.run(
+        [DEMIXER, "worker", "--data-dir", str(data_dir)],
+        env=local,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error [INVALID_STORAGE_URL] the storage file://{data_dir / 'storage'} holds none of "
+        f"the newest inputs the database lists (inputs/{file_id}): it is not the storage the "
+        "API uses; give this worker the API's DEMIXER_STORAGE_URL"
+    )
+    request_id = submit(client, file_id)
+    stack.add_worker()
+    done_status = wait_status(client, request_id, FINAL, timeout=180)
+    assert done_status["status"] == "COMPLETED", done_status

@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,6 +76,59 @@ def _services(settings: Any) -> Any:
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
     services.storage.sweep_partials()  # and the unfinished writes of their uploads
     return services
+
+
+def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
+    """Storage answers this process (waiting for it as for the database), and with
+    ``holds_inputs`` (a worker) holds the newest inputs the database lists: a worker left on
+    another storage than the API's (its default local folder, a mistyped URL) would fail every
+    job with "the input file is gone". A refusal (no bucket, wrong credentials) ends the
+    command at once with one error line."""
+    import time
+
+    from sqlalchemy import select
+
+    from demixer.errors import StorageRefused, StorageUnavailable
+    from demixer.service.files.lifecycle import FileState
+    from demixer.service.schema import File
+
+    settings = services.settings
+    where = f"the storage {settings.storage}"
+    deadline = time.monotonic() + settings.database_wait_seconds
+    while True:
+        try:
+            services.storage.ping()
+            break
+        except StorageRefused as exc:
+            print_error(exc.code, f"{where} refused this process: {exc.message}")
+            raise typer.Exit(1) from None
+        except StorageUnavailable as exc:
+            if time.monotonic() >= deadline:
+                print_error(
+                    exc.code,
+                    f"{where} did not answer within {settings.database_wait_seconds:g} s "
+                    f"(DEMIXER_DATABASE_WAIT_SECONDS): {exc.message}",
+                )
+                raise typer.Exit(1) from None
+            time.sleep(1.0)
+    if not holds_inputs:
+        return
+    soon = services.db.clock() + timedelta(minutes=5)  # not about to be swept
+    with services.db.read() as s:
+        keys = s.scalars(
+            select(File.storage_key)
+            .where(File.status == FileState.UPLOADED, File.expires_at > soon)
+            .order_by(File.uploaded_at.desc())
+            .limit(3)
+        ).all()
+    if keys and not any(services.storage.exists(key) for key in keys):
+        print_error(
+            "INVALID_STORAGE_URL",
+            f"{where} holds none of the newest inputs the database lists ({', '.join(keys)}): "
+            "it is not the storage the API uses; give this worker the API's "
+            "DEMIXER_STORAGE_URL",
+        )
+        raise typer.Exit(2)
 
 
 def _make_data_dir(settings: Any) -> None:
@@ -218,6 +272,7 @@ def serve(
     )
     listening = _listen(settings.host, settings.port)  # before anything starts or is shown
     services = _services(settings)
+    _check_storage(services, holds_inputs=settings.workers == 0)
     worker = None
     if settings.workers > 0:  # before a key is shown: a worker that cannot run ends serve
         try:
@@ -341,6 +396,7 @@ def worker(
     from demixer.service.worker import Worker
 
     services = _services(_settings(data_dir, threads=threads))
+    _check_storage(services, holds_inputs=True)
     try:
         runner = Worker(services, slots=slots, models=models.split(",") if models else None)
     except DemixerError as e:

@@ -51,6 +51,7 @@ __all__ = [
     "ServiceUnavailable",
     "SizeMismatch",
     "StorageFull",
+    "StorageRefused",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
     "UnknownArchitecture",
@@ -405,6 +406,14 @@ class StorageUnavailable(ServiceUnavailable):
 
     code = "STORAGE_UNAVAILABLE"
     default_message = "object storage is unavailable; retry shortly"
+
+
+class StorageRefused(StorageUnavailable):
+    """Object storage answers but refuses this server: its bucket does not exist, or its
+    credentials are wrong or lack access. The operator's to fix; to a client it is the same
+    503 as an outage (nothing it sent is wrong), and a worker holds its job as in one."""
+
+    default_message = "object storage refused this server's requests; its operator must fix it"
 
 
 class StorageFull(ServiceUnavailable):

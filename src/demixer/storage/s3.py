@@ -28,12 +28,13 @@ from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qs, urlparse, urlsplit
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from demixer.errors import StorageFull, StorageUnavailable
+from demixer.errors import StorageFull, StorageRefused, StorageUnavailable
 from demixer.storage.base import (
     BlobNotFound,
     InvalidStorageUrl,
@@ -69,18 +70,47 @@ def _status(exc: ClientError) -> int:
 
 @contextlib.contextmanager
 def _translated(key: str = "") -> Iterator[None]:
-    """boto3's errors as demixer's: unreachable or 5xx -> StorageUnavailable; 404 ->
-    BlobNotFound. Others (403: bad credentials; 400) pass through: they are configuration."""
+    """boto3's errors as demixer's: unreachable or 5xx -> StorageUnavailable; no bucket, or
+    credentials refused (401/403) -> StorageRefused (the operator's, never "the file is gone");
+    404 -> BlobNotFound. Others (400) pass through."""
     try:
         yield
     except ClientError as exc:
-        if _code(exc) in _NOT_FOUND or _status(exc) == 404:
-            raise BlobNotFound(f"no blob {key}") from None
-        if _status(exc) >= 500:
-            raise _unavailable(exc) from exc
-        raise
+        error = _classified(exc, key)
+        if error is exc:
+            raise
+        raise error from (None if isinstance(error, BlobNotFound) else exc)
+    except S3UploadFailedError as exc:  # upload_file's wrapper around the ClientError
+        cause = exc.__context__
+        error = _classified(cause, key) if isinstance(cause, ClientError) else exc
+        if error is exc:
+            raise
+        raise error from exc
+    except NoCredentialsError as exc:
+        raise StorageRefused(
+            "no credentials for the bucket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or a profile or a role)"
+        ) from exc
     except (BotoConnectionError, HTTPClientError) as exc:  # refused, timed out, cut
         raise _unavailable(exc) from exc
+
+
+def _classified(exc: ClientError, key: str) -> Exception:
+    """The demixer error for an S3 error answer (:func:`_translated`); the answer itself when
+    it is none of them (a 400: ours)."""
+    if _code(exc) == "NoSuchBucket":
+        return StorageRefused("the bucket does not exist (NoSuchBucket)")
+    if _status(exc) in (401, 403):
+        return StorageRefused(
+            f"the bucket refused access ({_code(exc) or _status(exc)}): check the credentials "
+            "and their rights on it"
+        )
+    if _code(exc) in _NOT_FOUND or _status(exc) == 404:
+        return BlobNotFound(f"no blob {key}")
+    if _status(exc) >= 500:
+        return _unavailable(exc)
+    answer: Exception = exc
+    return answer
 
 
 class _Body:
@@ -290,11 +320,11 @@ class S3Storage:
     def ping(self) -> None:
         try:
             self._call("", self._client.head_bucket)
-        except BlobNotFound:
-            raise StorageUnavailable("the bucket does not exist") from None
-        except ClientError as exc:  # 403: the credentials are wrong or lack access
-            raise StorageUnavailable(
-                f"the bucket refused access ({_code(exc) or _status(exc)})"
+        except BlobNotFound:  # a HEAD has no body to say NoSuchBucket in
+            raise StorageRefused("the bucket does not exist") from None
+        except ClientError as exc:  # a 400
+            raise StorageRefused(
+                f"the bucket refused the request ({_code(exc) or _status(exc)})"
             ) from exc
 
     def sweep_partials(self) -> int:
