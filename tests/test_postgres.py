@@ -497,6 +497,34 @@ def test_migrate_reads_dot_env_warns_of_a_mistyped_setting_and_hides_the_passwor
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() is not None
 
 
+def test_a_database_that_refuses_the_settings_stops_the_command_at_once(pg_url: str) -> None:
+    """A database that is not there, or a user it does not know, is a wrong setting: waiting
+    DEMIXER_DATABASE_WAIT_SECONDS for it (here 600 s: past the run's timeout) helps nobody,
+    and "did not answer" would be untrue (it answered)."""
+    base, name = pg_url.rsplit("/", 1)
+    wrong = {
+        f"{base}/{name}-missing": f'database "{name}-missing" does not exist',
+        pg_url.replace("postgres@", "nobody@"): 'role "nobody" does not exist',
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    for url, reason in wrong.items():
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("demixer")), "migrate"],
+            env={**env, "DEMIXER_DATABASE_URL": url, "DEMIXER_DATABASE_WAIT_SECONDS": "600"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        address, port = base.split("@", 1)[1].split(":")
+        assert done.stderr.strip() == (
+            f"error [INVALID_DATABASE_URL] the database {url!r} refused this process "
+            f'(DEMIXER_DATABASE_URL): connection failed: connection to server at "{address}", '
+            f"port {port} failed: FATAL: {reason}"
+        )
+
+
 def test_migrate_waits_out_a_locked_or_unreachable_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -173,12 +173,19 @@ def _migrate(services: Any, settings: Any) -> None:
     this process."""
     from sqlalchemy.exc import DBAPIError
 
-    from demixer.service.db import is_unavailable
+    from demixer.service.db import is_refused, is_unavailable
     from demixer.service.migrate import migrate
 
     try:
         migrate(services.db, within=settings.database_wait_seconds)
     except DBAPIError as exc:
+        if is_refused(exc):  # no use waiting: the URL's user, password or database is wrong
+            print_error(
+                "INVALID_DATABASE_URL",
+                f"the database {_shown_url(settings.database)} refused this process "
+                f"(DEMIXER_DATABASE_URL): {' '.join(str(exc.orig).split())}",
+            )
+            raise typer.Exit(2) from None
         if not is_unavailable(exc):
             raise
         print_error(

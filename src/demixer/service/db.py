@@ -13,6 +13,7 @@ machine clock is off by minutes still agrees with the others on when a lease exp
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ __all__ = [
     "Database",
     "DatabaseClock",
     "is_disk_full",
+    "is_refused",
     "is_unavailable",
     "retry_unavailable",
     "rows_changed",
@@ -83,6 +85,21 @@ def is_unavailable(exc: BaseException) -> bool:
     return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
 
 
+# The server answered and refused this connection for good: a wrong password, user or
+# database name, or no pg_hba.conf line for this host. psycopg gives these no SQLSTATE.
+_REFUSED = re.compile(
+    r"FATAL:\s+(password authentication failed|role \"[^\"]*\" does not exist|database "
+    r"\"[^\"]*\" does not exist|no pg_hba\.conf entry|\w+ authentication failed)"
+    r"|no password supplied"
+)
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing this process's connections for a reason that
+    waiting will not change (:data:`_REFUSED`): the settings are wrong, say so at once."""
+    return isinstance(exc, DBAPIError) and bool(_REFUSED.search(str(exc.orig)))
+
+
 def retry_unavailable(
     call: Callable[[], T],
     *,
@@ -108,7 +125,9 @@ def retry_unavailable(
             return call()
         except DBAPIError as exc:
             left = deadline - time.monotonic()
-            if not is_unavailable(exc) or left <= 0 or (stop is not None and stop.is_set()):
+            if not is_unavailable(exc) or is_refused(exc) or left <= 0:
+                raise
+            if stop is not None and stop.is_set():
                 raise
             reason = " ".join(str(exc.orig).split())  # psycopg's hint is a second line
             log.warning("%s: the database is unavailable (%s); retrying", what, reason)
