@@ -532,6 +532,24 @@ class Queue:
             self._finalised(s, job_id)
             return FAILED
 
+    def give_back(self, job_id: str, worker_id: str, reason: str) -> None:
+        """Requeue a running job whose worker is stopping (a deploy, a scale-down), without
+        counting the attempt: an operator's restarts must not use up a job's attempts."""
+        with self.db.write() as s:
+            self._fenced(
+                s,
+                job_id,
+                worker_id,
+                status=IN_QUEUE,
+                lease_owner=None,
+                progress=0.0,
+                stage=None,
+                attempts=Job.attempts - 1,
+            )
+            self.log(s, job_id, f"attempt given back ({reason}); it does not count")
+            engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
+            self._wake_after_commit(s, engine_model.scalar_one())
+
     def mark_cancelled(self, job_id: str, worker_id: str) -> None:
         """The worker stopped a running job whose cancel was requested."""
         now = self.db.clock()

@@ -420,6 +420,8 @@ class Runner:
         record: Callable[[], object] | None = None
         if abort.kind == "cancelled":
             record = partial(queue.mark_cancelled, claim.id, self.worker_id)
+        elif abort.kind == "stopped":
+            record = partial(queue.give_back, claim.id, self.worker_id, abort.message)
         elif abort.kind != "lease_lost":
             record = partial(
                 queue.fail,
