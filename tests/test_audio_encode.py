@@ -119,6 +119,20 @@ def test_lossless_round_trip_is_within_quantisation(
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(("fmt", "depth"), [("wav", "16"), ("flac", "16"), ("wav", "24")])
+def test_integer_output_holds_the_nearest_step(tmp_path: Path, fmt: str, depth: str) -> None:
+    """Each sample is rounded to the nearest step of full scale (2**-15 at 16 bits): WAV
+    through libsndfile alone truncated (up to a step low, half a step on average: a DC
+    offset), while FLAC rounded."""
+    step = 2.0 ** -(int(depth) - 1)
+    steps = [0.4, 0.6, -0.4, -0.6, 1000.3, -1000.7]
+    x = np.array([[v * step for v in steps] + [1.5, -1.5]], np.float32)
+    paths, _ = write_set(tmp_path, {"s": x}, 44100, OutputFormat(fmt, depth))
+    read, _ = sf.read(paths["s"], dtype="int32")
+    top = 1 << (int(depth) - 1)
+    assert (read >> (32 - int(depth))).tolist() == [0, 1, 0, -1, 1000, -1001, top - 1, -top]
+
+
 @pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 1), (32000, 2)])
 def test_mp3_round_trip_keeps_rate_channels_length_and_alignment(
     tmp_path: Path, rate: int, channels: int
