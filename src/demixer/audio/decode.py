@@ -63,6 +63,8 @@ __all__ = [
 MIN_SAMPLE_RATE = 8_000  # Hz; below this there is nothing left of music to separate
 MAX_SAMPLE_RATE = 192_000  # Hz; the highest rate studio formats use
 TRUNCATION_TOLERANCE = 0.02  # fraction of the declared length that may fail to decode
+# Samples an MP4's last AAC frames may decode past its edit list (padding: under 2 frames).
+_EDIT_PADDING = 4096
 TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
 
 # FFmpeg's demuxers for the audio and video files users send. Anything else (concat scripts, HLS
@@ -380,7 +382,7 @@ class AudioReader:
         fill = 0
         total = 0
         limit = None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
-        for array in self._decoded():
+        for array in self._within_edit_list(self._decoded()):
             pos, n = 0, array.shape[1]
             total += n
             if limit is not None and total > limit:
@@ -404,6 +406,36 @@ class AudioReader:
         self._check_complete(total)
         if fill:
             yield np.ascontiguousarray(block[:, :fill])
+
+    def _within_edit_list(self, arrays: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """``arrays`` ending where an MP4/MOV file's edit list says the audio ends.
+
+        An AAC encoder pads its last frame; the edit list (whose length is the stream's
+        duration) says where the real audio stops, and FFmpeg here skips the priming at the
+        start but decodes the padding at the end (820 samples of ringing after a 3 s song).
+        What decodes past the declared length is held back, and dropped if the stream ends
+        within :data:`_EDIT_PADDING` samples of it; a longer tail means the declared length
+        was not the audio's, and is passed on whole.
+        """
+        if self._container.format.name.split(",")[0] != "mov" or self._declared is None:
+            yield from arrays
+            return
+        keep = round(self._declared * self.sample_rate)
+        emitted, held, held_n = 0, [], 0
+        for array in arrays:
+            if held_n > _EDIT_PADDING:  # not padding: everything goes on
+                yield array
+                continue
+            take = min(array.shape[1], max(0, keep - emitted))
+            if take:
+                yield array[:, :take]
+                emitted += take
+            if take < array.shape[1]:
+                held.append(array[:, take:])
+                held_n += array.shape[1] - take
+                if held_n > _EDIT_PADDING:
+                    yield from held
+                    held = []
 
     def _decoded(self) -> Iterator[np.ndarray]:
         """Every decoded frame as float32 ``(channels, n)``, FFmpeg errors translated."""
