@@ -53,6 +53,10 @@ def test_healthz_answers_without_a_key_even_when_the_database_is_down(
     assert r.json() == {"status": "ok", "version": __version__}
     api.services.db = refusing_database()  # healthz never asks it
     assert api.client.get("/healthz").json() == {"status": "ok", "version": __version__}
+    # Load balancers' probes often send HEAD: the same status, no body.
+    head = api.client.head("/healthz")
+    assert (head.status_code, head.content) == (200, b"")
+    assert api.client.head("/readyz").status_code == 503  # the database refuses
 
 
 @on_both

@@ -31,9 +31,11 @@ from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer.server.compose import build_services
 from demixer.service.context import Services
+from demixer.service.db import Database
 from demixer.service.delivery.dispatcher import Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
+from service_harness import free_port
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -602,3 +604,37 @@ def test_a_delivery_lands_after_the_server_is_killed_between_retries(
     assert len({c.headers["webhook-id"] for c in calls}) == 1  # one event, retried
     event = verify(calls[-1].headers, calls[-1].body, secret)
     assert event["type"] == "audio.separate.completed" and event["request_id"] == job_id
+
+
+def test_a_database_outage_is_logged_once_as_it_begins_and_once_as_it_ends(
+    make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dispatcher polls every tenth of a second here (half a second by default): an
+    outage once logged a line per poll (157 in 75 s). It says when it begins and when it
+    ends."""
+    api = make_api(**FAST)
+    real = api.services.db
+    down = Database(f"postgresql+psycopg://demixer@127.0.0.1:{free_port()}/demixer")
+    polls = 0
+    with dispatching(api.services) as dispatcher:
+        claim = dispatcher.claim
+
+        def counted() -> Any:
+            nonlocal polls
+            polls += 1
+            return claim()
+
+        dispatcher.claim = counted  # type: ignore[method-assign]
+        with caplog.at_level("WARNING", logger="demixer.webhooks"):
+            api.services.db = down
+            start = polls
+            wait_for(lambda: polls >= start + 10)
+            api.services.db = real
+            start = polls
+            wait_for(lambda: polls >= start + 3)
+    down.dispose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "demixer.webhooks"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{dispatcher.id}: the database is unavailable (")
+    assert lines[0].endswith("); retrying until it is back")
+    assert lines[1] == f"{dispatcher.id}: the database is back"

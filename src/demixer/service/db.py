@@ -32,6 +32,7 @@ from demixer.service.schema import Base
 __all__ = [
     "Database",
     "DatabaseClock",
+    "OutageNotice",
     "is_disk_full",
     "is_refused",
     "is_unavailable",
@@ -83,6 +84,29 @@ def is_unavailable(exc: BaseException) -> bool:
     if not isinstance(exc, DBAPIError):
         return False
     return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+
+
+class OutageNotice:
+    """Says a database outage began, once, and that it ended, once: a loop that polls every
+    half second would otherwise log a line per poll (157 in a 75 s outage)."""
+
+    def __init__(self, logger: logging.Logger, who: str) -> None:
+        self.logger, self.who, self.down = logger, who, False
+
+    def failed(self, exc: BaseException) -> None:
+        """A call failed because the database is unavailable."""
+        if not self.down:
+            reason = " ".join(str(getattr(exc, "orig", exc)).split())
+            self.logger.warning(
+                "%s: the database is unavailable (%s); retrying until it is back", self.who, reason
+            )
+        self.down = True
+
+    def answered(self) -> None:
+        """A call reached the database."""
+        if self.down:
+            self.logger.warning("%s: the database is back", self.who)
+        self.down = False
 
 
 # The server answered and refused this connection for good: a wrong password, user or

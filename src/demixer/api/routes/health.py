@@ -56,9 +56,10 @@ class Readiness(BaseModel):
 
 
 def _database_failure(exc: Exception) -> str:
-    log.warning("readiness: the database check failed", exc_info=exc)
-    if isinstance(exc, DBAPIError) and is_unavailable(exc):
+    if isinstance(exc, DBAPIError) and is_unavailable(exc):  # an outage: no traceback per probe
+        log.warning("readiness: the database is unreachable (%s)", " ".join(str(exc.orig).split()))
         return "unreachable"
+    log.warning("readiness: the database check failed", exc_info=exc)
     return f"error ({type(exc).__name__})"
 
 
@@ -91,14 +92,15 @@ def readiness(services: Services) -> Readiness:
     return Readiness(status="ready" if ready else "not_ready", checks=checks)
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 def healthz() -> Health:
     """The process is up and answering (checks nothing else: see `/readyz`). No key."""
     return Health(version=__version__)
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],  # load balancers' probes often send HEAD
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Some part is not ready (named)."}},
 )

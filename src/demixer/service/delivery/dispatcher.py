@@ -30,7 +30,7 @@ import httpx
 from sqlalchemy import and_, or_, select, update
 
 from demixer.service.context import Services
-from demixer.service.db import is_unavailable, retry_unavailable, rows_changed
+from demixer.service.db import OutageNotice, is_unavailable, retry_unavailable, rows_changed
 from demixer.service.delivery.outbox import DeliveryState
 from demixer.service.schema import Delivery
 from demixer.service.urlguard import GuardedTransport, UrlRefused, check_url, parse_allowlist
@@ -280,6 +280,7 @@ class Dispatcher:
     def run(self, stop: threading.Event) -> None:
         """Claim and send due deliveries until ``stop`` is set; waits for sends in flight."""
         slots = threading.BoundedSemaphore(self.concurrency)
+        outage = OutageNotice(log, self.id)
         with (
             self.client() as client,
             ThreadPoolExecutor(self.concurrency, thread_name_prefix="demixer-webhook") as pool,
@@ -289,9 +290,10 @@ class Dispatcher:
                     continue  # every slot is sending: look again soon
                 try:
                     claim = self.claim()
+                    outage.answered()
                 except Exception as exc:
                     if is_unavailable(exc):  # an outage: try again at the next poll
-                        log.warning("%s: the database is unavailable; retrying", self.id)
+                        outage.failed(exc)
                     else:
                         log.exception("%s: claiming a delivery failed", self.id)
                     claim = None

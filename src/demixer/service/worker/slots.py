@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 
 from demixer.service.context import Services
-from demixer.service.db import is_unavailable
+from demixer.service.db import OutageNotice, is_unavailable
 from demixer.service.jobs.queue import IN_PROGRESS
 from demixer.service.jobs.wakeup import JobListener
 from demixer.service.schema import Job
@@ -78,13 +78,15 @@ class _Slot:
         poll = self.services.settings.poll_seconds
         try:
             queue = self.services.queue
+            outage = OutageNotice(log, self.worker_id)
             while not stop.is_set():
                 generation = queue.work_generation()
                 try:
                     claim = queue.claim(self.worker_id, self.models, self._runs)
+                    outage.answered()
                 except Exception as exc:
                     if is_unavailable(exc):  # an outage (PostgreSQL restarting): not a bug
-                        log.warning("%s: the database is unavailable; retrying", self.worker_id)
+                        outage.failed(exc)
                     else:
                         log.exception("%s: claiming a job failed", self.worker_id)
                     stop.wait(min(max(poll, 1.0), 5.0))  # back soon after an outage ends
