@@ -79,13 +79,12 @@ def _services(settings: Any) -> Any:
 
 
 def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
-    """Storage answers this process (waiting for it as for the database), and with
-    ``holds_inputs`` (a worker) holds the newest inputs the database lists: a worker left on
-    another storage than the API's (its default local folder, a mistyped URL) would fail every
-    job with "the input file is gone". A refusal (no bucket, wrong credentials) ends the
-    command at once with one error line."""
-    import time
-
+    """Storage accepts this process, and with ``holds_inputs`` (a worker) holds the newest
+    inputs the database lists: a worker left on another storage than the API's (its default
+    local folder, a mistyped URL) would fail every job with "the input file is gone". A
+    refusal (no bucket, wrong or no credentials) ends the command with one error line. Storage
+    that does not answer now is an outage, which workers ride out holding their jobs and the
+    API answers 503: a warning, and the process starts."""
     from sqlalchemy import select
 
     from demixer.errors import StorageRefused, StorageUnavailable
@@ -94,23 +93,19 @@ def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
 
     settings = services.settings
     where = f"the storage {settings.storage}"
-    deadline = time.monotonic() + settings.database_wait_seconds
-    while True:
-        try:
-            services.storage.ping()
-            break
-        except StorageRefused as exc:
-            print_error(exc.code, f"{where} refused this process: {exc.message}")
-            raise typer.Exit(1) from None
-        except StorageUnavailable as exc:
-            if time.monotonic() >= deadline:
-                print_error(
-                    exc.code,
-                    f"{where} did not answer within {settings.database_wait_seconds:g} s "
-                    f"(DEMIXER_DATABASE_WAIT_SECONDS): {exc.message}",
-                )
-                raise typer.Exit(1) from None
-            time.sleep(1.0)
+    try:
+        services.storage.ping()
+    except StorageRefused as exc:
+        print_error(exc.code, f"{where} refused this process: {exc.message}")
+        raise typer.Exit(1) from None
+    except StorageUnavailable as exc:
+        _err.print(
+            f"[bold yellow]warning:[/] {escape(where)} does not answer now "
+            f"({escape(exc.message)}); starting anyway: work waits for it",
+            highlight=False,
+            soft_wrap=not _err.is_terminal,
+        )
+        return
     if not holds_inputs:
         return
     soon = services.db.clock() + timedelta(minutes=5)  # not about to be swept
@@ -121,7 +116,11 @@ def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
             .order_by(File.uploaded_at.desc())
             .limit(3)
         ).all()
-    if keys and not any(services.storage.exists(key) for key in keys):
+    try:
+        holds = not keys or any(services.storage.exists(key) for key in keys)
+    except StorageUnavailable:  # it went away since the ping: as above, start
+        return
+    if not holds:
         print_error(
             "INVALID_STORAGE_URL",
             f"{where} holds none of the newest inputs the database lists ({', '.join(keys)}): "
