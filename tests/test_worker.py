@@ -9,6 +9,7 @@ seconds. Inputs are the MUSDB18 excerpt that stempeg ships (real music), cut or 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -567,7 +568,14 @@ def test_a_killed_worker_process_is_recovered_after_its_lease(tmp_path: Path, mu
     with running(Worker(env.services)):
         job = env.wait_final(job_id)
     assert (job.status, job.attempts) == ("COMPLETED", 2)
-    assert any(m.startswith("attempt 2 started on ") for m in env.logs(job_id))
+    logs = env.logs(job_id)
+    # The job's log says what became of attempt 1 before attempt 2 starts.
+    lost = next(i for i, m in enumerate(logs) if m.startswith("attempt 1 lost: "))
+    assert re.fullmatch(
+        r"attempt 1 lost: \S+ stopped renewing its lease \(killed, crashed or cut off\)",
+        logs[lost],
+    )
+    assert logs[lost + 1].startswith("attempt 2 started on ")
     assert job.outputs is not None
     assert env.blobs(f"outputs/{job_id}") == sorted(
         f"attempt-2/{name}.wav" for name in ("vocals", "instrumental")

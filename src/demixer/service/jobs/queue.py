@@ -327,7 +327,7 @@ class Queue:
         with self.db.write() as s:
             self._settle_expired(s, now)
             runnable = or_(Job.status == IN_QUEUE, expired)
-            query = select(Job.id).where(runnable)
+            query = select(Job.id, Job.status, Job.lease_owner).where(runnable)
             if models is not None:
                 names = set(models)
                 if runs is not None:
@@ -339,9 +339,10 @@ class Queue:
             query = query.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
             if self.db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            job_id = s.execute(query).scalar_one_or_none()
-            if job_id is None:
+            row = s.execute(query).one_or_none()
+            if row is None:
                 return None
+            job_id, was, lost_owner = row
             taken = s.execute(
                 update(Job)
                 .where(Job.id == job_id, runnable)
@@ -359,6 +360,13 @@ class Queue:
             if rows_changed(taken) != 1:
                 return None
             job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+            if was == IN_PROGRESS:  # its worker died or was cut off: say so before the retry
+                self.log(
+                    s,
+                    job_id,
+                    f"attempt {job.attempts - 1} lost: {lost_owner} stopped renewing its lease "
+                    "(killed, crashed or cut off)",
+                )
             self.log(s, job_id, f"attempt {job.attempts} started on {worker_id}")
             return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
 
