@@ -31,7 +31,10 @@ from api_support import Api, make_api
 from demixer import __version__
 from demixer.cli import app
 from demixer.errors import DeviceUnavailable, ModelUnavailable, UnknownModel
+from demixer.service.accounts.keys import create_key
 from demixer.service.db import Database, utcnow
+from demixer.service.jobs.contract import JobParams, UrlInput
+from demixer.service.jobs.queue import Queue
 from demixer.service.migrate import migrate
 from demixer.service.schema import Base, WorkerRecord
 from demixer.service.worker import Worker
@@ -372,6 +375,27 @@ def test_the_workers_command_lists_live_and_stopped_workers(tmp_path: Path) -> N
     assert "(H100)" in result.output
     assert "spleeter-2stems," in result.output and "cascade-4stems" in result.output
     assert "1 live worker(s) run: htdemucs" in result.output
+    assert "running now:" not in result.output
+    # Who is running what: a job the GPU worker's second slot holds.
+    account, _ = create_key(db)
+    queue = Queue(db)
+    with db.write() as s:
+        queue.submit(
+            s,
+            job_id="req_running1",
+            account_id=account,
+            queue_model="audio/stems",
+            engine_model="htdemucs",
+            params=JobParams(input=UrlInput(audio_url="https://example.org/a.wav")),
+        )
+    assert queue.claim("gpu:7:1:0000beef", ["htdemucs"]) is not None
+    queue.heartbeat("req_running1", "gpu:7:1:0000beef", progress=0.42)
+    result = runner.invoke(app, ["workers", "--data-dir", str(settings.data_dir)])
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines), result.output
+    at = lines.index("running now:")
+    assert lines[at + 1].split() == ["job", "model", "done", "worker", "slot"]
+    assert lines[at + 3].split() == ["req_running1", "htdemucs", "42%", "gpu:7:0000beef", "1"]
     assert "workers" in runner.invoke(app, ["--help"]).output
 
 

@@ -461,6 +461,35 @@ def workers_list(data_dir: DataDir = None) -> None:
     live = [w for w in found if w.state == "live"]
     runs = sorted({m for w in live for m in w.models})
     out.print(f"{len(live)} live worker(s) run: {', '.join(runs) or 'nothing'}", highlight=False)
+    running = _running_jobs(services, [w.id for w in live])
+    if running:
+        out.print("running now:", highlight=False)
+        out.print(_table(("job", "model", "done", "worker", "slot"), running, wrap={"model": 20}))
+
+
+def _running_jobs(services: Any, worker_ids: Sequence[str]) -> list[tuple[str, ...]]:
+    """``(job, model, progress, worker, slot)`` of each job a live worker holds now. A slot's
+    lease owner is its process's id with the slot number before the last part
+    (``host:pid:1:tail`` for ``host:pid:tail``)."""
+    from sqlalchemy import select
+
+    from demixer.service.jobs.queue import IN_PROGRESS
+    from demixer.service.schema import Job
+
+    with services.db.read() as s:
+        jobs = s.execute(
+            select(Job.id, Job.engine_model, Job.progress, Job.lease_owner)
+            .where(Job.status == IN_PROGRESS)
+            .order_by(Job.created_at)
+        ).all()
+    rows: list[tuple[str, ...]] = []
+    for job_id, model, progress, owner in jobs:
+        for worker_id in worker_ids:
+            base, _, tail = worker_id.rpartition(":")
+            slot = (owner or "").removeprefix(f"{base}:").removesuffix(f":{tail}")
+            if slot != owner and slot.isdigit():
+                rows.append((job_id, model, f"{progress or 0.0:.0%}", worker_id, slot))
+    return rows
 
 
 def migrate(data_dir: DataDir = None) -> None:
