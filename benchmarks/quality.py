@@ -4,8 +4,8 @@ Test audio: the MUSDB18 excerpt shipped in PyPI stempeg (see ``common.excerpt``)
 conditions: stereo 44.1 kHz as decoded, mono (mean of the channels; references too), stereo
 resampled with soxr to 48 kHz and to 22.05 kHz and mono at 22.05 kHz (mix and references); remixes
 of its true stems (vocals 6 dB louder, 6 dB quieter; the accompaniment's stems panned apart);
-and the mix five times in a row (30 s), where the U-Net sees whole segments of music as in a
-song.
+the mix 12 and 30 dB quieter (a quiet master); and the mix five times in a row (30 s), where
+the U-Net sees whole segments of music as in a song.
 
 Metrics per stem: plain energy-ratio SDR over the whole signal and both channels, and museval's
 BSS Eval v4 SDR (median over 1 s windows). The peers' models run at 44.1 kHz only, so the
@@ -109,6 +109,19 @@ def conditions() -> list[Condition]:
             ex.rate,
         )
     )
+    # A quiet master (an old record, a live desk recording, a stem bus with headroom): the
+    # mix and its references turned down together; a level-blind system scores as at 0 dB.
+    for db in (-12, -30):
+        gain = np.float32(10 ** (db / 20))
+        out.append(
+            Condition(
+                f"quiet{-db}",
+                f"the mix {-db} dB quieter (peak {db + 0.2:+.1f} dBFS; stereo, 44.1 kHz)",
+                ex.mix * gain,
+                {k: v * gain for k, v in ex.refs.items()},
+                ex.rate,
+            )
+        )
     loop = {k: np.tile(v, 5) for k, v in ex.refs.items()}
     out.append(
         Condition(
@@ -285,13 +298,17 @@ def render(
         "stems carry nothing in that band; a system whose stems keep it differs from Deezer "
         "there, which caps *agree* at 44.1 and 48 kHz, while at 22.05 kHz that band is gone "
         "and *agree* shows how exactly the rest is reproduced. Remixes: the mix is the exact "
-        "sum of the (gained or panned) true stems, the references are those stems. The loop: "
+        "sum of the (gained or panned) true stems, the references are those stems. Quiet: "
+        "the mix and the references turned down together by 12 or 30 dB (the excerpt peaks "
+        "at +0.2 dBFS), so a system that separates the same at any level scores as at 0 dB. "
+        "The loop: "
         "mix and references repeated 5 times (no BSS: museval on 30 s takes minutes per "
         "system here). demixer's levels (`demixer.models.spleeter.QUALITY_PLANS`): `fast` is "
         "Deezer's pipeline; `balanced` takes 40 % of the two U-Nets' own masks averaged and "
         "60 % of Deezer's ratio of their squared outputs; `best` takes the averaged masks "
-        "alone, over 4 time shifts of 0, 256, 512 and 768 samples. The *ablation* rows run "
-        "one plan each in place of `best`.\n"
+        "alone, over 4 time shifts of 0, 256, 512 and 768 samples; both bring each window to "
+        "a peak of full scale before the U-Nets (the masks then apply to the window as it "
+        "is). The *ablation* rows run one plan each in place of `best`.\n"
     )
     out.append(summary(scores, labels, keys, conds))
     head = [

@@ -7,9 +7,10 @@ itself). The quality level is ``DEMIXER_QUALITY`` (default: demixer's default le
 U-Net's precision ``DEMIXER_PRECISION`` (default ``auto``: bf16 on CPUs with native bf16, else
 fp32), both set per system by the harness.
 
-``BENCH_SPLEETER_PLAN`` (JSON: ``masks``, ``wiener_iterations``, ``shifts``, ``channel_swap``,
-``polarity``) runs that :class:`~demixer.models.spleeter.SpleeterPlan` in place of ``best``: the
-harness's ablations, each one part of a level changed.
+``BENCH_SPLEETER_PLAN`` (JSON: ``average``, ``wiener_iterations``, ``shifts``,
+``channel_swap``, ``polarity``, ``level``) runs that
+:class:`~demixer.models.spleeter.SpleeterPlan` in place of ``best``: the harness's ablations,
+each one part of a level changed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def load(threads: int) -> Separator:
         plan = SpleeterPlan(
             average=float(spec.get("average", 0.0)),
             wiener_iterations=int(spec.get("wiener_iterations", 0)),
+            level=None if spec.get("level") is None else float(spec["level"]),
             augmentation=Augmentation(
                 shifts=tuple(spec.get("shifts", (0,))),
                 channel_swap=bool(spec.get("channel_swap", False)),

@@ -430,7 +430,8 @@ def _ago(seconds: float) -> str:
 
 
 def workers_list(data_dir: DataDir = None) -> None:
-    """List worker processes: live ones, then those stopped or lost in the last day."""
+    """List worker processes (live ones, then those stopped or lost in the last day) and the
+    jobs they run now."""
     from demixer.service.worker.registry import list_workers
 
     settings = _settings(data_dir)
