@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -679,3 +680,40 @@ def test_progress_never_reads_done_before_the_end_of_a_lying_file(
     before_end = progress[:-1]
     assert len(before_end) >= 2 and max(before_end) < 1.0
     assert before_end == sorted(before_end)
+
+
+def test_the_songs_tags_go_to_its_stems_in_every_format(
+    separator: Separator, tmp_path: Path
+) -> None:
+    """A DJ's library shows stems by their tags: each stem keeps the song's artist, album,
+    date and genre, and its title says which stem it is (WAV's LIST INFO, FLAC's Vorbis
+    comments, MP3's ID3v2.4 before the LAME tag, which still trims the MP3 exactly)."""
+    song = tmp_path / "tagged.flac"
+    signal = tone(1.0, 44100, [330.0, 550.0], amplitude=0.3)
+    with sf.SoundFile(song, "w", samplerate=44100, channels=2, format="FLAC") as f:
+        f.title, f.artist, f.album = "Falcon 69 ✓", "The Easton Ellises", "MUSDB18"
+        f.date, f.genre = "2016", "Rock"
+        f.write(signal.T)
+    result = separator.separate_file(
+        song,
+        tmp_path / "out",
+        fmt=OutputFormat.parse("mp3", None),
+        extra_formats=[OutputFormat.parse("wav", None), OutputFormat.parse("flac", None)],
+    )
+    for stem in ("vocals", "accompaniment"):
+        for ext in ("mp3", "wav", "flac"):
+            path = tmp_path / "out" / f"tagged_{stem}.{ext}"
+            with av.open(str(path)) as container:
+                tags = {**container.metadata, **container.streams.audio[0].metadata}
+            assert {k: tags.get(k) for k in ("title", "artist", "album", "date", "genre")} == {
+                "title": f"Falcon 69 ✓ ({stem})",
+                "artist": "The Easton Ellises",
+                "album": "MUSDB18",
+                "date": "2016",
+                "genre": "Rock",
+            }, (path, tags)
+        assert load(result.paths[stem])[0].shape == signal.shape  # the MP3, sample for sample
+    # A song that names nothing gives stems that name nothing (no empty tags).
+    plain = encode(tmp_path / "plain.flac", signal, 44100, "flac")
+    separator.separate_file(plain, tmp_path / "plain", fmt=OutputFormat.parse("mp3", None))
+    assert (tmp_path / "plain" / "plain_vocals.mp3").read_bytes()[:3] != b"ID3"

@@ -12,6 +12,7 @@ in; ones that do not just play 26 ms of silence first.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -89,6 +90,25 @@ def _info_frame(header: bytes, length: int, frames: int, size: int, padding: int
     return bytes(frame)
 
 
+# ID3v2.4 text frames for the tags demixer carries from an input to its stems.
+_ID3_FRAMES = {"title": "TIT2", "artist": "TPE1", "album": "TALB", "date": "TDRC", "genre": "TCON"}
+
+
+def _synchsafe(n: int) -> bytes:
+    return bytes((n >> shift) & 0x7F for shift in (21, 14, 7, 0))
+
+
+def id3_tag(tags: Mapping[str, str]) -> bytes:
+    """An ID3v2.4 tag of ``tags`` (title, artist, album, date, genre; UTF-8), or nothing."""
+    frames = b""
+    for name, frame_id in _ID3_FRAMES.items():
+        text = tags.get(name)
+        if text:
+            data = b"\x03" + text.encode("utf-8")  # 3: UTF-8
+            frames += frame_id.encode() + _synchsafe(len(data)) + b"\x00\x00" + data
+    return b"ID3\x04\x00\x00" + _synchsafe(len(frames)) + frames if frames else b""
+
+
 class Mp3File:
     """Writes float32 blocks to one MP3 file: 320 kbps CBR, MPEG-1, mono or stereo.
 
@@ -97,7 +117,9 @@ class Mp3File:
     the caller's job, on the input it knows.
     """
 
-    def __init__(self, path: Path, sample_rate: int, channels: int) -> None:
+    def __init__(
+        self, path: Path, sample_rate: int, channels: int, tags: Mapping[str, str] | None = None
+    ) -> None:
         if channels not in (1, 2):
             raise ValueError(f"MP3 holds 1 or 2 channels, not {channels}")
         self.path = path
@@ -115,6 +137,8 @@ class Mp3File:
         self._placeholder = 144_000 * BIT_RATE_KBPS // self.rate
         self._samples = 0  # per channel, at self.rate
         self._file: BinaryIO = path.open("wb")
+        self._id3 = id3_tag(tags or {})
+        self._file.write(self._id3)
         self._file.write(bytes(self._placeholder))
 
     def write(self, block: np.ndarray) -> None:
@@ -146,14 +170,15 @@ class Mp3File:
         self._file.close()
 
     def _write_tag(self, size: int) -> None:
+        start = len(self._id3)  # the Info frame comes after the ID3 tag, if any
         with self.path.open("r+b") as f:
-            f.seek(self._placeholder)
+            f.seek(start + self._placeholder)
             first = f.read(4)
             if not _frame_length(first):
                 # No audio frames at all: a file of just the placeholder is no MP3.
                 f.truncate(0)
                 return
-            frames, pos = 0, self._placeholder
+            frames, pos = 0, start + self._placeholder
             while pos < size:
                 f.seek(pos)
                 length = _frame_length(f.read(4))
@@ -162,5 +187,5 @@ class Mp3File:
                 frames += 1
                 pos += length
             padding = frames * _SAMPLES_PER_FRAME - _ENCODER_DELAY - self._samples
-            f.seek(0)
-            f.write(_info_frame(first, self._placeholder, frames, size, max(0, padding)))
+            f.seek(start)
+            f.write(_info_frame(first, self._placeholder, frames, size - start, max(0, padding)))

@@ -343,6 +343,20 @@ class AudioReader:
         self._read_to = 0  # bytes of the file demuxed so far
 
     @property
+    def tags(self) -> dict[str, str]:
+        """The file's title, artist, album, date and genre, where it names them (the
+        container's metadata, else the audio stream's: an Ogg file keeps them there)."""
+        from demixer.audio.encode import TAGS
+
+        found: dict[str, str] = {}
+        for source in (self._stream.metadata, self._container.metadata):
+            for key, value in source.items():
+                name = key.lower()
+                if name in TAGS and isinstance(value, str) and value.strip():
+                    found[name] = " ".join(value.split())[:200]  # one line, bounded
+        return found
+
+    @property
     def fraction_read(self) -> float:
         """How much of the file has been demuxed (0–1, by bytes): a progress measure that no
         declared length can make wrong."""

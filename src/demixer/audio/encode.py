@@ -36,6 +36,7 @@ __all__ = [
     "BIT_DEPTHS",
     "DEFAULT_BIT_DEPTHS",
     "FORMATS",
+    "TAGS",
     "OutputFormat",
     "StemSetWriter",
     "WriteReport",
@@ -49,6 +50,8 @@ BIT_DEPTHS: dict[str, tuple[str, ...]] = {"wav": ("16", "24", "32f"), "flac": ("
 DEFAULT_BIT_DEPTHS: dict[str, str | None] = {"wav": "16", "flac": "16", "mp3": None}
 _CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 _SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+#: The tags carried from an input to its stems (every output format holds these five).
+TAGS = ("title", "artist", "album", "date", "genre")
 _RESCALE_BLOCK = 1 << 16  # frames per read when transcoding the float32 temporaries
 
 
@@ -148,7 +151,9 @@ class _SoundFileSink:
     conversion truncates for WAV (up to one step low, half a step on average: a DC offset and
     more distortion), though it rounds for FLAC."""
 
-    def __init__(self, path: Path, rate: int, channels: int, fmt: OutputFormat) -> None:
+    def __init__(
+        self, path: Path, rate: int, channels: int, fmt: OutputFormat, tags: Mapping[str, str]
+    ) -> None:
         depth = fmt.bit_depth or "16"  # OutputFormat gives wav/flac a depth
         self._file = sf.SoundFile(
             str(path),
@@ -158,6 +163,9 @@ class _SoundFileSink:
             subtype=_SUBTYPES[depth],
             format=fmt.format.upper(),
         )
+        for name in TAGS:  # WAV's LIST INFO chunk, FLAC's Vorbis comments
+            if tags.get(name):
+                setattr(self._file, name, tags[name])
         self._bits = int(depth) if depth.isdigit() else None
 
     def write(self, block: np.ndarray) -> None:
@@ -192,10 +200,12 @@ class _RawFloatSink:
     abort = close
 
 
-def _open_sink(path: Path, rate: int, channels: int, fmt: OutputFormat) -> _Sink:
+def _open_sink(
+    path: Path, rate: int, channels: int, fmt: OutputFormat, tags: Mapping[str, str]
+) -> _Sink:
     if fmt.format == "mp3":
-        return Mp3File(path, rate, channels)
-    return _SoundFileSink(path, rate, channels, fmt)
+        return Mp3File(path, rate, channels, tags)
+    return _SoundFileSink(path, rate, channels, fmt, tags)
 
 
 def _temp_path(final: Path, suffix: str) -> Path:
@@ -251,6 +261,7 @@ class StemSetWriter:
         fmt: OutputFormat,
         *,
         rescale: bool = False,
+        tags: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """Open a temporary file per stem.
 
@@ -260,6 +271,8 @@ class StemSetWriter:
             channels: channels of those blocks (1 or 2 for MP3).
             fmt: the output format.
             rescale: scale all stems by one gain so none exceeds ±1, instead of clipping.
+            tags: stem name -> its tags (:data:`TAGS`: title, artist, ...), written in the
+                format's own way (WAV LIST INFO, FLAC Vorbis comments, MP3 ID3v2.4).
 
         Raises:
             InvalidOutput: a target cannot be created (permissions, a file in the way…).
@@ -278,6 +291,7 @@ class StemSetWriter:
         self.format = fmt
         self.rescale = rescale
         self._finals = finals
+        self._tags = {stem: dict((tags or {}).get(stem, {})) for stem in finals}
         # Temporaries, deleted on abort: float32 stems (rescale only) and final-format files.
         self._raws: dict[str, Path] = {}
         self._parts: dict[str, Path] = {}
@@ -296,7 +310,9 @@ class StemSetWriter:
                 self._sinks[stem] = _RawFloatSink(raw)
             else:
                 part = self._parts[stem] = _temp_path(final, ".part")
-                self._sinks[stem] = _open_sink(part, self.sample_rate, self.channels, self.format)
+                self._sinks[stem] = _open_sink(
+                    part, self.sample_rate, self.channels, self.format, self._tags[stem]
+                )
 
     def _guard(self, action: Callable[[], None]) -> None:
         """Run ``action()``; on any failure abort, translating I/O errors to InvalidOutput."""
@@ -397,7 +413,7 @@ class StemSetWriter:
         frame_bytes = 4 * self.channels
         for stem, final in self._finals.items():
             part = self._parts[stem] = _temp_path(final, ".part")
-            sink = _open_sink(part, self.sample_rate, self.channels, self.format)
+            sink = _open_sink(part, self.sample_rate, self.channels, self.format, self._tags[stem])
             self._sinks[stem] = sink
             raw = self._raws[stem]
             with raw.open("rb") as f:

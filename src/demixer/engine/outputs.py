@@ -6,7 +6,7 @@ blocks, which pair of outputs spans reshape, and the silent optional residual's 
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from demixer.engine.stems import StemPlan, is_silent
 from demixer.errors import InvalidOutput
 from demixer.naming import shown_name
 
-__all__ = ["ResidualCheck", "Writers", "output_paths", "span_outputs"]
+__all__ = ["ResidualCheck", "Writers", "output_paths", "span_outputs", "stem_tags"]
 
 _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 
@@ -71,6 +71,18 @@ def span_outputs(plan: StemPlan, shaped: str | None = None) -> tuple[str, str]:
     raise InvalidOutput(f"spans shape {stem!r} or {residual!r}, not {shaped!r}")
 
 
+def stem_tags(song: Mapping[str, str], outputs: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each output's tags: the song's (title, artist, album, date, genre), its title followed
+    by the stem (``Falcon 69 (vocals)``), so a DJ's library tells the stems apart. None for a
+    song that names nothing."""
+    if not song:
+        return {}
+    title = song.get("title")
+    return {
+        name: {**song, "title": f"{title} ({name})"} if title else dict(song) for name in outputs
+    }
+
+
 class Writers:
     """The same stem blocks to one :class:`~demixer.audio.StemSetWriter` per format: the
     primary one (whose report counts) and each extra format, all from one pass."""
@@ -82,13 +94,15 @@ class Writers:
         sample_rate: int,
         channels: int,
         rescale: bool,
+        *,
+        tags: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.files = files
         self.writers: list[StemSetWriter] = []
         try:
             for paths, fmt in zip(files, formats, strict=True):
                 self.writers.append(
-                    StemSetWriter(paths, sample_rate, channels, fmt, rescale=rescale)
+                    StemSetWriter(paths, sample_rate, channels, fmt, rescale=rescale, tags=tags)
                 )
         except BaseException:
             self.abort()

@@ -34,7 +34,13 @@ import numpy as np
 from demixer.audio import AudioReader, OutputFormat, WriteReport, resample
 from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
-from demixer.engine.outputs import ResidualCheck, Writers, output_paths, span_outputs
+from demixer.engine.outputs import (
+    ResidualCheck,
+    Writers,
+    output_paths,
+    span_outputs,
+    stem_tags,
+)
 from demixer.engine.spans import Span, apply_spans, check_reach
 from demixer.engine.stems import HEARD, StemPlan, plan_stems
 from demixer.engine.streaming import input_stats, stream_backend
@@ -394,7 +400,14 @@ class Separator:
             total = (
                 round(reader.info.duration * reader.sample_rate) if reader.info.duration else None
             )
-            writer = Writers(files, formats, reader.sample_rate, reader.channels, rescale)
+            writer = Writers(
+                files,
+                formats,
+                reader.sample_rate,
+                reader.channels,
+                rescale,
+                tags=stem_tags(reader.tags, files[0]),
+            )
             samples = 0
             separating = False
             shown = 0.0
