@@ -513,18 +513,8 @@ class Queue:
                 select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
             ).one()
             if retryable and attempts < max_attempts:
-                self._fenced(
-                    s,
-                    job_id,
-                    worker_id,
-                    status=IN_QUEUE,
-                    lease_owner=None,
-                    progress=0.0,
-                    stage=None,
-                )
-                self.log(s, job_id, f"attempt {attempts} failed ({code}: {message}); retrying")
-                engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
-                self._wake_after_commit(s, engine_model.scalar_one())
+                why = f"attempt {attempts} failed ({code}: {message}); retrying"
+                self._requeue(s, job_id, worker_id, why)
                 return IN_QUEUE
             self._fenced(
                 s,
@@ -544,19 +534,24 @@ class Queue:
         """Requeue a running job whose worker is stopping (a deploy, a scale-down), without
         counting the attempt: an operator's restarts must not use up a job's attempts."""
         with self.db.write() as s:
-            self._fenced(
-                s,
-                job_id,
-                worker_id,
-                status=IN_QUEUE,
-                lease_owner=None,
-                progress=0.0,
-                stage=None,
-                attempts=Job.attempts - 1,
-            )
-            self.log(s, job_id, f"attempt given back ({reason}); it does not count")
-            engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
-            self._wake_after_commit(s, engine_model.scalar_one())
+            why = f"attempt given back ({reason}); it does not count"
+            self._requeue(s, job_id, worker_id, why, attempts=Job.attempts - 1)
+
+    def _requeue(self, s: Session, job_id: str, worker_id: str, why: str, **values: Any) -> None:
+        """Back in the queue (fenced on the lease), logged as ``why``; idle workers woken."""
+        self._fenced(
+            s,
+            job_id,
+            worker_id,
+            status=IN_QUEUE,
+            lease_owner=None,
+            progress=0.0,
+            stage=None,
+            **values,
+        )
+        self.log(s, job_id, why)
+        engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
+        self._wake_after_commit(s, engine_model.scalar_one())
 
     def mark_cancelled(self, job_id: str, worker_id: str) -> None:
         """The worker stopped a running job whose cancel was requested."""
