@@ -240,8 +240,8 @@ SYSTEMS: dict[str, System] = {
 }
 
 # What each part of the levels is worth: demixer with one SpleeterPlan changed (quality.py runs
-# them; see run_demixer.py for BENCH_SPLEETER_PLAN). Each keeps the levels' fixed level (1.0)
-# but the first, which shows what that level is worth.
+# them; see run_demixer.py for BENCH_SPLEETER_PLAN). Each keeps the levels' RMS band (-16 to
+# -12 dBFS) but the first, which shows what that band is worth.
 ABLATIONS: dict[str, System] = {
     key: _demixer(key, label, "a SpleeterPlan run as `best`", BENCH_SPLEETER_PLAN=json.dumps(plan))
     for key, label, plan in (
@@ -253,52 +253,62 @@ ABLATIONS: dict[str, System] = {
         (
             "abl-average",
             "ablation: the averaged masks alone (1 pass)",
-            {"average": 1.0, "level": 1.0},
+            {"average": 1.0, "level": [-16.0, -12.0]},
         ),
         (
             "abl-average-50",
             "ablation: half averaged masks, half Deezer's ratio masks (1 pass)",
-            {"average": 0.5, "level": 1.0},
+            {"average": 0.5, "level": [-16.0, -12.0]},
         ),
         (
             "abl-average-25",
             "ablation: 25 % averaged masks, 75 % Deezer's ratio masks (1 pass)",
-            {"average": 0.25, "level": 1.0},
+            {"average": 0.25, "level": [-16.0, -12.0]},
         ),
         (
             "abl-ratio-wiener",
             "ablation: Deezer's ratio masks + Wiener filter (1 EM iteration)",
-            {"average": 0.0, "wiener_iterations": 1, "level": 1.0},
+            {"average": 0.0, "wiener_iterations": 1, "level": [-16.0, -12.0]},
         ),
         (
             "abl-average-wiener",
             "ablation: the averaged masks + Wiener filter (1 EM iteration)",
-            {"average": 1.0, "wiener_iterations": 1, "level": 1.0},
+            {"average": 1.0, "wiener_iterations": 1, "level": [-16.0, -12.0]},
         ),
         (
             "abl-average-wiener2",
             "ablation: the averaged masks + Wiener filter (2 EM iterations)",
-            {"average": 1.0, "wiener_iterations": 2, "level": 1.0},
+            {"average": 1.0, "wiener_iterations": 2, "level": [-16.0, -12.0]},
         ),
         (
             "abl-ratio-shifts",
             "ablation: Deezer's ratio masks + 4 shifts (0, 256, 512, 768 samples)",
-            {"average": 0.0, "shifts": [0, 256, 512, 768], "level": 1.0},
+            {"average": 0.0, "shifts": [0, 256, 512, 768], "level": [-16.0, -12.0]},
         ),
         (
             "abl-balanced-shifts",
             "ablation: `balanced` + 4 shifts (0, 256, 512, 768 samples)",
-            {"average": 0.4, "shifts": [0, 256, 512, 768], "level": 1.0},
+            {"average": 0.4, "shifts": [0, 256, 512, 768], "level": [-16.0, -12.0]},
         ),
         (
             "abl-best-swap",
             "ablation: `best` + channel swap (8 passes)",
-            {"average": 1.0, "shifts": [0, 256, 512, 768], "channel_swap": True, "level": 1.0},
+            {
+                "average": 1.0,
+                "shifts": [0, 256, 512, 768],
+                "channel_swap": True,
+                "level": [-16.0, -12.0],
+            },
         ),
         (
             "abl-best-wiener",
             "ablation: `best` + Wiener filter (1 EM iteration)",
-            {"average": 1.0, "shifts": [0, 256, 512, 768], "wiener_iterations": 1, "level": 1.0},
+            {
+                "average": 1.0,
+                "shifts": [0, 256, 512, 768],
+                "wiener_iterations": 1,
+                "level": [-16.0, -12.0],
+            },
         ),
     )
 }

@@ -306,14 +306,15 @@ def test_a_quiet_master_separates_as_well_at_the_default_level(
 ) -> None:
     """The U-Nets' masks depend on how loud the music is: at Deezer's pipeline (``fast``, kept
     as it is) this excerpt 30 dB quieter keeps 0.15 dB of vocals SDR of 5.31. ``balanced`` and
-    ``best`` bring each window to full scale for the nets, so the level changes nothing."""
+    ``best`` bring a window quieter than -16 dBFS RMS up to it for the nets (the excerpt is at
+    -15.7), so a quiet master separates as the loud one."""
     mix, true_vocals = excerpt
     balanced = spleeter_backend.with_quality("balanced")
     loud = _sdr(true_vocals, balanced.separate(mix)["vocals"])
     for db in (-12, -30):
         gain = np.float32(10 ** (db / 20))
         quiet = balanced.separate(mix * gain)
-        assert _sdr(true_vocals * gain, quiet["vocals"]) == pytest.approx(loud, abs=0.01)
+        assert _sdr(true_vocals * gain, quiet["vocals"]) == pytest.approx(loud, abs=0.05)
         assert np.abs(quiet["vocals"] + quiet["accompaniment"] - mix * gain).max() < 1e-5
     deezer = spleeter_backend.with_quality("fast").separate(mix * np.float32(10 ** (-30 / 20)))
     assert _sdr(true_vocals * np.float32(10 ** (-30 / 20)), deezer["vocals"]) < 1.0

@@ -53,7 +53,7 @@ def load(threads: int) -> Separator:
         plan = SpleeterPlan(
             average=float(spec.get("average", 0.0)),
             wiener_iterations=int(spec.get("wiener_iterations", 0)),
-            level=None if spec.get("level") is None else float(spec["level"]),
+            level=None if spec.get("level") is None else tuple(spec["level"]),
             augmentation=Augmentation(
                 shifts=tuple(spec.get("shifts", (0,))),
                 channel_swap=bool(spec.get("channel_swap", False)),

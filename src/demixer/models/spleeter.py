@@ -17,9 +17,11 @@ the masks still sum to one at every bin, so the stems still sum to the mix, and 
 highs in proportion to its share of the 8-11 kHz band.
 
 That is the ``fast`` quality level, Deezer's pipeline frame for frame. The other levels
-(:data:`QUALITY_PLANS`) change how the two U-Nets' masks are combined, add test-time
-augmentation (:mod:`demixer.models.tta`) and can refine the estimates with a multichannel Wiener
-filter (:mod:`demixer.models.wiener`); the accompaniment is always the mix minus the vocals.
+(:data:`QUALITY_PLANS`) change how the two U-Nets' masks are combined, bring a window whose
+level is outside the nets' best band into it (``SpleeterPlan.level``: a quiet master keeps its
+vocals), add test-time augmentation (:mod:`demixer.models.tta`) and can refine the estimates
+with a multichannel Wiener filter (:mod:`demixer.models.wiener`); the accompaniment is always
+the mix minus the vocals.
 """
 
 from __future__ import annotations
@@ -62,10 +64,15 @@ SEGMENT = 512  # frames per U-Net input
 EPS = 1e-10
 # Width (bins) of the top band whose mean mask extends the mask above BINS: 8.3-11 kHz.
 EXTENSION_BAND = 256
-# The peak (full scale) the `balanced` and `best` levels bring each window to before the nets
-# (SpleeterPlan.level), by at most MAX_GAIN (60 dB: a fade to near silence stays near silence).
-LEVEL = 1.0
+# The RMS band (dBFS) the `balanced` and `best` levels bring each window into before the nets
+# (SpleeterPlan.level). The nets do best with the excerpt between its own -15.7 dBFS and 3 dB
+# louder, and so do its remixes (-13.8 to -16.1 dBFS): benchmarks/RESULTS.md ("quiet"). A
+# window is raised by at most MAX_GAIN (60 dB: a fade to near silence stays near silence), and
+# never so far that its peak passes PEAK_CEILING (a lone click in silence is not raised to
+# the level of music).
+LEVEL = (-16.0, -12.0)
 MAX_GAIN = 1000.0
+PEAK_CEILING = 4.0
 
 
 @dataclass(frozen=True)
@@ -83,17 +90,17 @@ class SpleeterPlan:
         wiener_iterations: EM iterations of the multichannel Wiener filter applied to the
             masked estimates (:func:`demixer.models.wiener.wiener`; 0: none).
         augmentation: test-time augmentation (:mod:`demixer.models.tta`).
-        level: the peak each window's magnitudes are scaled to before the U-Nets see them
-            (the masks then apply to the window as it is); None: as they come (Deezer's).
-            The nets' masks depend on the level: a song mastered at -30 dBFS lost about 20 dB
-            of its vocals to the accompaniment at Deezer's pipeline, and one at -12 dBFS
-            1.4 dB. At a fixed level the stems do not depend on how loud the file is.
+        level: ``(low, high)`` RMS in dBFS: a window quieter than ``low`` (or louder than
+            ``high``) is scaled to it before the U-Nets see it, and the masks then apply to the
+            window as it is; None: as it comes (Deezer's). The nets' masks depend on the
+            level: the excerpt 30 dB quieter kept 0.15 dB of its 5.31 dB vocals SDR at
+            Deezer's pipeline, and 12 dB quieter 3.8 dB. Within the band nothing changes.
     """
 
     average: float = 0.0
     wiener_iterations: int = 0
     augmentation: Augmentation = field(default_factory=Augmentation)
-    level: float | None = None
+    level: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.average <= 1.0:
@@ -188,11 +195,17 @@ class SpleeterBackend:
 
     def _gain(self, wave: torch.Tensor) -> float:
         """What the window's magnitudes are multiplied by for the nets (:attr:`plan`'s
-        ``level``; 1 without one, or for a silent window)."""
-        if self.plan.level is None:
+        ``level``; 1 without one, within the band, or for a silent window)."""
+        if self.plan.level is None or not wave.numel():
             return 1.0
-        peak = float(wave.abs().max()) if wave.numel() else 0.0
-        return min(self.plan.level / peak, MAX_GAIN) if peak > 0.0 else 1.0
+        rms = float(wave.double().square().mean().sqrt())
+        peak = float(wave.abs().max())
+        low, high = (float(10.0 ** (db / 20.0)) for db in self.plan.level)
+        if rms <= 0.0 or low <= rms <= high:
+            return 1.0
+        if rms > high:
+            return high / rms
+        return max(1.0, min(low / rms, MAX_GAIN, PEAK_CEILING / peak))
 
     def _stft(self, wave: torch.Tensor) -> torch.Tensor:
         """``(channels, samples)`` -> ``(channels, frames, FRAME//2+1)`` complex (Spleeter's)."""
