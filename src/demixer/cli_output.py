@@ -25,7 +25,14 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from demixer.client.progress import STAGE_WORDS, progress_line, short_name
 
-__all__ = ["FileProgress", "level_notes", "print_error", "readable_help", "written_lines"]
+__all__ = [
+    "FileProgress",
+    "level_notes",
+    "print_error",
+    "print_warning",
+    "readable_help",
+    "written_lines",
+]
 
 _err = Console(stderr=True)
 
@@ -37,12 +44,17 @@ def print_error(code: str, message: str, console: Console | None = None) -> None
     markup and "[/x]" would crash rich. In a log or a pipe the line is never wrapped (one line
     per error); on a terminal it wraps between words.
     """
+    _line(f"[bold red]error[/] \\[{code}] {escape(message)}", console)
+
+
+def print_warning(message: str, console: Console | None = None) -> None:
+    """``warning: message`` on stderr, escaped and wrapped as :func:`print_error`'s lines."""
+    _line(f"[bold yellow]warning:[/] {escape(message)}", console)
+
+
+def _line(markup: str, console: Console | None) -> None:
     target = console or _err
-    target.print(
-        f"[bold red]error[/] \\[{code}] {escape(message)}",
-        highlight=False,
-        soft_wrap=not target.is_terminal,
-    )
+    target.print(markup, highlight=False, soft_wrap=not target.is_terminal)
 
 
 # --- what a separation wrote ----------------------------------------------------------------

@@ -17,11 +17,10 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
-from demixer.cli_output import print_error
+from demixer.cli_output import print_error, print_warning
 from demixer.errors import DemixerError
 
 __all__ = ["keys_app", "register"]
@@ -37,7 +36,6 @@ DataDir = Annotated[
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 out = Console(soft_wrap=True)
-_err = Console(stderr=True)
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Any:
@@ -46,11 +44,7 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
     from demixer.settings import Settings, unknown_variables
 
     for warning in unknown_variables():
-        _err.print(
-            f"[bold yellow]warning:[/] {escape(warning)}",
-            highlight=False,
-            soft_wrap=not _err.is_terminal,
-        )
+        print_warning(warning)
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
@@ -99,11 +93,8 @@ def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
         print_error(exc.code, f"{where} refused this process: {exc.message}")
         raise typer.Exit(1) from None
     except StorageUnavailable as exc:
-        _err.print(
-            f"[bold yellow]warning:[/] {escape(where)} does not answer now "
-            f"({escape(exc.message)}); starting anyway: work waits for it",
-            highlight=False,
-            soft_wrap=not _err.is_terminal,
+        print_warning(
+            f"{where} does not answer now ({exc.message}); starting anyway: work waits for it"
         )
         return
     if not holds_inputs:
