@@ -460,13 +460,14 @@ def workers_list(data_dir: DataDir = None) -> None:
 
 
 def _running_jobs(services: Any, worker_ids: Sequence[str]) -> list[tuple[str, ...]]:
-    """``(job, model, progress, worker, slot)`` of each job a live worker holds now. A slot's
-    lease owner is its process's id with the slot number before the last part
-    (``host:pid:1:tail`` for ``host:pid:tail``)."""
+    """``(job, model, progress, worker, slot)`` of each job a live worker holds now (its
+    lease owner is one of the worker's slots: :func:`~demixer.service.worker.registry.slot_of`).
+    """
     from sqlalchemy import select
 
     from demixer.service.jobs.queue import IN_PROGRESS
     from demixer.service.schema import Job
+    from demixer.service.worker.registry import slot_of
 
     with services.db.read() as s:
         jobs = s.execute(
@@ -477,10 +478,9 @@ def _running_jobs(services: Any, worker_ids: Sequence[str]) -> list[tuple[str, .
     rows: list[tuple[str, ...]] = []
     for job_id, model, progress, owner in jobs:
         for worker_id in worker_ids:
-            base, _, tail = worker_id.rpartition(":")
-            slot = (owner or "").removeprefix(f"{base}:").removesuffix(f":{tail}")
-            if slot != owner and slot.isdigit():
-                rows.append((job_id, model, f"{progress or 0.0:.0%}", worker_id, slot))
+            slot = slot_of(worker_id, owner or "")
+            if slot is not None:
+                rows.append((job_id, model, f"{progress or 0.0:.0%}", worker_id, str(slot)))
     return rows
 
 

@@ -45,6 +45,8 @@ __all__ = [
     "resolve_device",
     "runnable_models",
     "runs",
+    "slot_id",
+    "slot_of",
     "stale_after",
     "waiting_reason",
 ]
@@ -167,6 +169,20 @@ def live_models(session: Session, settings: Settings, now: datetime) -> list[lis
         )
     ).scalars()
     return [list(models) for models in rows]
+
+
+def slot_id(process_id: str, slot: int) -> str:
+    """The worker id (lease owner) of a process's slot: the slot number before the process
+    id's last part (``host:pid:1:tail`` for ``host:pid:tail``)."""
+    base, _, tail = process_id.rpartition(":")
+    return f"{base}:{slot}:{tail}"
+
+
+def slot_of(process_id: str, owner: str) -> int | None:
+    """Which of ``process_id``'s slots lease owner ``owner`` is, or None: another process's."""
+    base, _, tail = process_id.rpartition(":")
+    slot = owner.removeprefix(f"{base}:").removesuffix(f":{tail}")
+    return int(slot) if slot != owner and slot.isdigit() else None
 
 
 def runs(model: str, models: Collection[str]) -> bool:

@@ -35,7 +35,13 @@ from demixer.service.jobs.queue import IN_PROGRESS
 from demixer.service.jobs.wakeup import JobListener
 from demixer.service.schema import Job
 from demixer.service.worker.child import ChildOptions
-from demixer.service.worker.registry import Presence, resolve_device, runnable_models, runs
+from demixer.service.worker.registry import (
+    Presence,
+    resolve_device,
+    runnable_models,
+    runs,
+    slot_id,
+)
 from demixer.service.worker.runner import Runner, scratch_attempt
 
 __all__ = ["Worker"]
@@ -146,11 +152,9 @@ class Worker:
         # (measured: benchmarks/RESULTS.md, "Scale-out"). DEMIXER_THREADS overrides.
         cpus = os.cpu_count() or 1
         threads = settings.threads or (max(1, cpus // slots) if slots > 1 else None)
-        tail = uuid.uuid4().hex[:8]
-        self.id = f"{base}:{tail}"
+        self.id = f"{base}:{uuid.uuid4().hex[:8]}"
         self.slots = [
-            _Slot(services, f"{base}:{i}:{tail}", self.models, threads, device)
-            for i in range(slots)
+            _Slot(services, slot_id(self.id, i), self.models, threads, device) for i in range(slots)
         ]
         self.presence = Presence(
             services.db,
