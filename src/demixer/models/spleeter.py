@@ -199,12 +199,12 @@ class SpleeterBackend:
         if self.plan.level is None or not wave.numel():
             return 1.0
         rms = float(wave.double().square().mean().sqrt())
-        peak = float(wave.abs().max())
         low, high = (float(10.0 ** (db / 20.0)) for db in self.plan.level)
         if rms <= 0.0 or low <= rms <= high:
             return 1.0
         if rms > high:
             return high / rms
+        peak = float(wave.abs().max())  # only a raise is bounded by it
         return max(1.0, min(low / rms, MAX_GAIN, PEAK_CEILING / peak))
 
     def _stft(self, wave: torch.Tensor) -> torch.Tensor:
