@@ -154,6 +154,15 @@ def start_server(
     return Server(process, base_url, data_dir, key, log)
 
 
+def run_demixer(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``demixer ARGS`` run to its end (at most 2 min) in exactly ``env``; output captured."""
+    return subprocess.run(
+        [DEMIXER, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 def create_key(
     data_dir: Path, account: str | None = None, env: dict[str, str] | None = None
 ) -> str:

@@ -9,8 +9,6 @@ clock and wakeup state, exactly what a process on another machine would have.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +39,7 @@ from demixer.service.migrate import alembic_config, migrate
 from demixer.service.schema import Base, Job, JobLog, UsageRecord
 from demixer.service.worker import Worker
 from servers import Servers
+from service_harness import run_demixer
 from test_worker import Env
 from worker_support import running, wait_until
 
@@ -475,15 +474,7 @@ def test_migrate_reads_dot_env_warns_of_a_mistyped_setting_and_hides_the_passwor
     (tmp_path / ".env").write_text(f"DEMIXER_DATABASE_URL={with_password}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
     env["DEMIXER_STORAGE_ULR"] = "s3://typo"
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("demixer")), "migrate", "--data-dir", "data"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_demixer("migrate", "--data-dir", "data", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     masked = pg_url.replace("postgres@", "postgres:***@")
     assert done.stdout == f"database at {masked} is up to date\n"
@@ -508,14 +499,8 @@ def test_a_database_that_refuses_the_settings_stops_the_command_at_once(pg_url: 
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
     for url, reason in wrong.items():
-        done = subprocess.run(
-            [str(Path(sys.executable).with_name("demixer")), "migrate"],
-            env={**env, "DEMIXER_DATABASE_URL": url, "DEMIXER_DATABASE_WAIT_SECONDS": "600"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        wait = {"DEMIXER_DATABASE_URL": url, "DEMIXER_DATABASE_WAIT_SECONDS": "600"}
+        done = run_demixer("migrate", env={**env, **wait})
         assert done.returncode == 2, done.stderr
         address, port = base.split("@", 1)[1].split(":")
         assert done.stderr.strip() == (

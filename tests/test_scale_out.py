@@ -8,7 +8,6 @@ killed during an upload.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from demixer.audio import load
 from demixer.service.schema import Job, JobLog, UsageRecord
 from servers import Servers
 from service_harness import (
-    DEMIXER,
     Server,
     WorkerProcess,
     create_key,
     fast_env,
+    run_demixer,
     start_server,
     start_worker,
     wait_status,
@@ -442,26 +441,12 @@ def test_a_worker_on_the_wrong_storage_says_so_and_never_starts(
         ),
     }
     for case, (env, code, line) in wrong.items():
-        done = subprocess.run(
-            [DEMIXER, "worker", "--data-dir", str(stack.root / f"bad-{case}")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_demixer("worker", "--data-dir", str(stack.root / f"bad-{case}"), env=env)
         assert (done.returncode, done.stderr.strip()) == (code, line), case
     # No storage setting at all: the default local folder holds none of the API's inputs.
     local = {k: v for k, v in stack.env.items() if k != "DEMIXER_STORAGE_URL"}
     data_dir = stack.root / "bad-local"
-    done = subprocess.run(
-        [DEMIXER, "worker", "--data-dir", str(data_dir)],
-        env=local,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_demixer("worker", "--data-dir", str(data_dir), env=local)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error [INVALID_STORAGE_URL] the storage file://{data_dir / 'storage'} holds none of "
