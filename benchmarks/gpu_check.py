@@ -170,6 +170,8 @@ def check_model(
             est = ours.separate(mix)
             result[f"fp32_peak_diff_{label}"] = _peak_diff(ref, est)
         del msst, ours
+    exact = {k: v for k, v in result.items() if k.startswith("fp32_peak_diff")}
+    print(json.dumps({"model": name, **exact}), flush=True)
 
     for batch in sorted({1, batch_cfg}):
         cfg = _config_with_batch(config, batch, tmp)
@@ -229,11 +231,12 @@ def main(argv: list[str] | None = None) -> None:
         "shrunk": args.shrink,
         "models": {},
     }
+    args.out.mkdir(parents=True, exist_ok=True)
     with common.tempdir("gpu-check") as tmp:
         for name in args.models:
             results["models"][name] = check_model(name, args, device, Path(tmp))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1))
+            # after each family, so that a run stopped at its time limit keeps what it measured
+            (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1))
     print(render(results))
 
 
