@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,19 @@ def _config_with_batch(config: Path, batch: int, tmp: Path) -> Path:
     return path
 
 
+def _without_flash(config: Path, tmp: Path) -> Path:
+    """``config`` with ``model.flash_attn: false`` where it sets it: MSST's flash path allows only
+    the fused kernels, which take no fp32 on CUDA ("No available kernel"), so its fp32 runs use
+    the plain attention, the same numbers (the tests check flash on and off agree)."""
+    data = yaml.load(config.read_text(), Loader=yaml.FullLoader)
+    if not data.get("model", {}).get("flash_attn"):
+        return config
+    data["model"]["flash_attn"] = False
+    path = tmp / f"{config.stem}-noflash.yaml"
+    path.write_text(yaml.dump(data))
+    return path
+
+
 def _demixer(
     arch: str, config: Path, checkpoint: Path, device: torch.device, precision: str
 ) -> MsstBackend:
@@ -116,10 +130,11 @@ def _input(args: argparse.Namespace) -> np.ndarray:
 
 
 def _speed_runs(
-    arch: str, config: Path, checkpoint: Path, device: torch.device, mix: np.ndarray
+    arch: str, config: Path, checkpoint: Path, device: torch.device, mix: np.ndarray, tmp: Path
 ) -> list[dict[str, Any]]:
     """Each system on ``mix`` with ``config``: seconds, peak GPU memory, agreement."""
-    msst = Msst(arch, config, checkpoint, device)
+    msst = Msst(arch, _without_flash(config, tmp), checkpoint, device)
+    msst_amp = Msst(arch, config, checkpoint, device)
     default = _demixer(arch, config, checkpoint, device, "auto")
     fp32 = _demixer(arch, config, checkpoint, device, "fp32")
     systems: list[tuple[str, str, Callable[[], dict[str, np.ndarray]]]] = [
@@ -128,7 +143,7 @@ def _speed_runs(
     ]
     if device.type == "cuda":  # MSST's autocast runs on CUDA only
         amp = ("MSST demix, fp16 autocast (its CUDA default)", "fp16",
-               lambda: msst.separate(mix, amp=True))  # fmt: skip
+               lambda: msst_amp.separate(mix, amp=True))  # fmt: skip
         systems.insert(1, amp)
     if default.precision != "fp32":
         systems.append(("demixer, default", default.precision, lambda: default.separate(mix)))
@@ -163,7 +178,7 @@ def check_model(
 
     # Exactness: true fp32 on both sides.
     with _tf32(False):
-        msst = Msst(arch, config, checkpoint, device)
+        msst = Msst(arch, _without_flash(config, tmp), checkpoint, device)
         ours = _demixer(arch, config, checkpoint, device, "fp32")
         for label, mix in (("short", short_mix), ("long", long_mix)):
             ref = msst.separate(mix, amp=False)
@@ -175,7 +190,7 @@ def check_model(
 
     for batch in sorted({1, batch_cfg}):
         cfg = _config_with_batch(config, batch, tmp)
-        for entry in _speed_runs(arch, cfg, checkpoint, device, long_mix):
+        for entry in _speed_runs(arch, cfg, checkpoint, device, long_mix, tmp):
             entry = {**entry, "batch": batch, "realtime": args.seconds / entry["seconds"]}
             result["runs"].append(entry)
             print(json.dumps({"model": name, **entry}), flush=True)
@@ -202,6 +217,8 @@ def render(results: dict[str, Any]) -> str:
             )
     lines.append("")
     lines.append("fp32 exactness (peak difference, demixer against MSST, TF32 off):")
+    for name, error in results.get("failed", {}).items():
+        lines.append(f"- {name}: failed, {error}")
     for name, model in results["models"].items():
         lines.append(
             f"- {name}: {model['fp32_peak_diff_short']:.2e} on {SHORT_SECONDS:g} s, "
@@ -234,7 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with common.tempdir("gpu-check") as tmp:
         for name in args.models:
-            results["models"][name] = check_model(name, args, device, Path(tmp))
+            try:
+                results["models"][name] = check_model(name, args, device, Path(tmp))
+            except Exception as exc:  # one family's failure is a finding; the others still run
+                traceback.print_exc()
+                results.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
             # after each family, so that a run stopped at its time limit keeps what it measured
             (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1))
     print(render(results))
