@@ -45,6 +45,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import yaml  # type: ignore[import-untyped]
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import common
 from demixer.models.msst.backend import MsstBackend, backend_for
@@ -184,8 +185,16 @@ def check_model(
             ref = msst.separate(mix, amp=False)
             est = ours.separate(mix)
             result[f"fp32_peak_diff_{label}"] = _peak_diff(ref, est)
+            result[f"fp32_peak_{label}"] = max(float(np.abs(v).max()) for v in ref.values())
+            if device.type == "cuda":
+                # MSST's attention without flash is the plain product and softmax; ours asks
+                # scaled_dot_product_attention, which takes a fused kernel for fp32 on CUDA.
+                # The same with the plain (math) kernel tells the kernels' rounding apart.
+                with sdpa_kernel(SDPBackend.MATH):
+                    est = ours.separate(mix)
+                result[f"fp32_math_sdpa_peak_diff_{label}"] = _peak_diff(ref, est)
         del msst, ours
-    exact = {k: v for k, v in result.items() if k.startswith("fp32_peak_diff")}
+    exact = {k: v for k, v in result.items() if k.startswith("fp32_")}
     print(json.dumps({"model": name, **exact}), flush=True)
 
     for batch in sorted({1, batch_cfg}):
@@ -220,10 +229,17 @@ def render(results: dict[str, Any]) -> str:
     for name, error in results.get("failed", {}).items():
         lines.append(f"- {name}: failed, {error}")
     for name, model in results["models"].items():
-        lines.append(
+        line = (
             f"- {name}: {model['fp32_peak_diff_short']:.2e} on {SHORT_SECONDS:g} s, "
-            f"{model['fp32_peak_diff_long']:.2e} on {results['seconds']:g} s"
+            f"{model['fp32_peak_diff_long']:.2e} on {results['seconds']:g} s "
+            f"(stems' peak {model['fp32_peak_long']:.2f})"
         )
+        if "fp32_math_sdpa_peak_diff_long" in model:
+            line += (
+                f"; with the math attention kernel {model['fp32_math_sdpa_peak_diff_short']:.2e}"
+                f" and {model['fp32_math_sdpa_peak_diff_long']:.2e}"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -291,9 +291,9 @@ def test_streamed_windows_equal_msst_demix_bit_for_bit(
     border = chunk - step
     ran: list[int] = []  # chunks per model call
 
-    def run(c: np.ndarray) -> np.ndarray:
+    def run(c: np.ndarray) -> torch.Tensor:
         ran.append(c.shape[0])
-        out: np.ndarray = model(torch.from_numpy(c)).numpy()
+        out: torch.Tensor = model(torch.from_numpy(c))
         return out
 
     for length in (1, 5, chunk // 2, chunk - 1, chunk, chunk + 1, 2 * chunk + 1, 7 * chunk + 13):

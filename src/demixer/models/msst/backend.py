@@ -90,8 +90,9 @@ class MsstBackend:
         self._complement = config.complement
         self._computed = self.stems[:1] if self._complement else self.stems
 
-    def _run(self, chunks: np.ndarray) -> np.ndarray:
-        """``(k, c, chunk)`` -> ``(k, stems, c, chunk)`` float32 (``c`` the input's channels)."""
+    def _run(self, chunks: np.ndarray) -> torch.Tensor:
+        """``(k, c, chunk)`` -> ``(k, stems, c, chunk)`` float32 (``c`` the input's channels), on
+        the model's device."""
         k, channels, samples = chunks.shape
         x = torch.from_numpy(chunks).to(self.device)
         if channels < self._model_channels:
@@ -99,7 +100,7 @@ class MsstBackend:
         elif channels > self._model_channels:
             x = x.reshape(k * channels, 1, samples)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            y = self._network(x)
+            y: torch.Tensor = self._network(x)
         y = y.float()
         if y.ndim == 3:
             y = y[:, None]
@@ -115,8 +116,7 @@ class MsstBackend:
             y = y[:, :, :channels]
         elif channels > self._model_channels:
             y = y.reshape(k, channels, -1, samples).transpose(1, 2)
-        out: np.ndarray = y.cpu().numpy()
-        return out
+        return y
 
     def stream(
         self,

@@ -25,6 +25,11 @@ of blocks and the output is yielded as soon as no later chunk can touch it: memo
 ``(batch_size + 2)`` chunks, whatever the song's length. The model can be run on fewer chunks at a
 time than ``batch_size`` (``compute_batch``) without changing the result, since the batches of
 step 4 only decide the windows.
+
+The weighted sums of step 6 are kept where the model ran (its output tensors' device): on a GPU
+only the finished estimate comes back to the host, about ``step`` samples per chunk rather than
+the whole chunk, and no per-chunk arithmetic runs on the host. The sums are the same IEEE
+products and additions in the same order as MSST's, so the result is too.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import torch
 
 __all__ = ["Chunking", "RunChunks", "demix_stream", "fade_window"]
 
-RunChunks = Callable[[np.ndarray], np.ndarray]
-"""``(n, channels, chunk)`` float32 -> ``(n, stems, channels, chunk)`` float32."""
+RunChunks = Callable[[np.ndarray], torch.Tensor]
+"""``(n, channels, chunk)`` float32 -> ``(n, stems, channels, chunk)`` float32, on the device
+the model ran on (the sums stay there)."""
 
 
 @dataclass(frozen=True)
@@ -106,36 +112,56 @@ class _Buffer:
 
 
 class _Accumulator:
-    """MSST's ``result`` and ``counter`` over a sliding range of P, and the finished output."""
+    """MSST's ``result`` and ``counter`` over a sliding range of P, and the finished output.
 
-    def __init__(self, stems: int, channels: int) -> None:
+    The sums live on the device of the outputs added, in a buffer that grows by doubling and
+    drops popped samples when it next grows: columns ``[head, end)`` hold P from ``start`` on, and
+    every column past ``end`` is zero.
+    """
+
+    def __init__(self, like: torch.Tensor) -> None:
+        """``like``: an output ``(stems, channels, n)``, for its shape, dtype and device."""
         self.start = 0
-        self.result = np.zeros((stems, channels, 0), np.float32)
-        self.counter = np.zeros(0, np.float32)
+        self._head = 0
+        self._end = 0
+        self.result = like.new_zeros((*like.shape[:2], 0))
+        self.counter = like.new_zeros(0)
 
-    def add(self, start: int, out: np.ndarray, weight: np.ndarray) -> None:
+    def _room(self, columns: int) -> None:
+        """Make columns ``[head, head + columns)`` exist, keeping the live ones."""
+        if self._head + columns <= self.counter.shape[0]:
+            return
+        live = self._end - self._head
+        capacity = max(2 * columns, 2 * live)
+        result = self.result.new_zeros((*self.result.shape[:2], capacity))
+        counter = self.counter.new_zeros(capacity)
+        result[:, :, :live] = self.result[:, :, self._head : self._end]
+        counter[:live] = self.counter[self._head : self._end]
+        self.result, self.counter = result, counter
+        self._head, self._end = 0, live
+
+    def add(self, start: int, out: torch.Tensor, weight: torch.Tensor) -> None:
         """Add ``out`` ``(stems, channels, n)`` weighted by ``weight`` ``(n,)`` at ``start``."""
-        end = start + out.shape[-1]
-        grow = end - (self.start + self.counter.shape[0])
-        if grow > 0:
-            self.result = np.concatenate(
-                [self.result, np.zeros((*self.result.shape[:2], grow), np.float32)], axis=2
-            )
-            self.counter = np.concatenate([self.counter, np.zeros(grow, np.float32)])
+        n = out.shape[-1]
         a = start - self.start
-        self.result[:, :, a : a + out.shape[-1]] += out * weight
-        self.counter[a : a + out.shape[-1]] += weight
+        self._room(a + n)
+        at = self._head + a
+        self.result[:, :, at : at + n] += out * weight
+        self.counter[at : at + n] += weight
+        self._end = max(self._end, at + n)
 
     def pop(self, end: int) -> np.ndarray:
-        """The finished estimate for ``[start, end)``: ``(stems, channels, n)``; drops it."""
+        """The finished estimate for ``[start, end)``: ``(stems, channels, n)`` on the host;
+        drops it."""
         n = end - self.start
-        with np.errstate(divide="ignore", invalid="ignore"):
-            estimate = self.result[:, :, :n] / self.counter[:n]
-        np.nan_to_num(estimate, copy=False, nan=0.0)
-        self.result = self.result[:, :, n:]
-        self.counter = self.counter[n:]
+        head = self._head
+        estimate = self.result[:, :, head : head + n] / self.counter[head : head + n]
+        torch.nan_to_num(estimate, nan=0.0, out=estimate)
+        self._head = min(head + n, self.counter.shape[0])
+        self._end = max(self._end, self._head)
         self.start = end
-        return estimate
+        out: np.ndarray = estimate.cpu().numpy()
+        return out
 
 
 def _pad_chunk(part: np.ndarray, chunk: int) -> np.ndarray:
@@ -216,9 +242,10 @@ def demix_stream(
                 before_run(max(part[0][0] - offset, 0))
             out = run(np.stack([data for _, _, data in part]))
             if acc is None:
-                acc = _Accumulator(out.shape[1], out.shape[2])
+                acc = _Accumulator(out[0])
+            weight = torch.from_numpy(weights).to(out.device)
             for (start, samples, _), y in zip(part, out, strict=True):
-                acc.add(start, y[..., :samples], weights[:samples])
+                acc.add(start, y[..., :samples], weight[:samples])
         batch = []
         done = next_start if total is None else min(next_start, total)
         done = min(done, offset + length) if length is not None else done
