@@ -206,6 +206,29 @@ def check_model(
     return result
 
 
+def cross_device(name: str, args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
+    """fp32 (TF32 off) on ``device`` against the CPU, for MSST and for demixer, on the short
+    input: how far the reference itself moves between devices, beside demixer's distance to it."""
+    config, checkpoint, arch = model_files(name, shrink=args.shrink)
+    mix = np.ascontiguousarray(_input(args)[:, : round(SHORT_SECONDS * common.RATE)])
+    cpu = torch.device("cpu")
+    with _tf32(False):
+        out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        for where in (device, cpu):
+            msst = Msst(arch, _without_flash(config, tmp), checkpoint, where)
+            out["msst", where.type] = msst.separate(mix, amp=False)
+            ours = _demixer(arch, config, checkpoint, where, "fp32")
+            out["ours", where.type] = ours.separate(mix)
+    row = {
+        "model": name,
+        "msst_gpu_vs_msst_cpu": _peak_diff(out["msst", "cpu"], out["msst", device.type]),
+        "ours_gpu_vs_ours_cpu": _peak_diff(out["ours", "cpu"], out["ours", device.type]),
+        "ours_cpu_vs_msst_cpu": _peak_diff(out["msst", "cpu"], out["ours", "cpu"]),
+        "ours_gpu_vs_msst_gpu": _peak_diff(out["msst", device.type], out["ours", device.type]),
+    }
+    print(json.dumps(row), flush=True)
+
+
 def render(results: dict[str, Any]) -> str:
     lines = [
         f"GPU check: {results['device']}, torch {results['torch']}, "
@@ -252,10 +275,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shrink", action="store_true", help="shrunk networks (a check of the script)")
     ap.add_argument("--out", type=Path, default=common.CACHE)
     ap.add_argument("--commit", help="the commit measured (where the tree has no .git)")
+    ap.add_argument("--cross", action="store_true", help="only fp32 on the device against the CPU")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run on a GPU machine, or pass --device cpu")
+    if args.cross:
+        with common.tempdir("gpu-check") as tmp:
+            for name in args.models:
+                cross_device(name, args, device, Path(tmp))
+        return
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,

@@ -2,7 +2,7 @@
 # The GPU check (benchmarks/gpu_check.py) in two steps, for a session lent a device machine.
 #
 #   bash benchmarks/gpu_check.sh fetch     # here: the wheels the device lacks, into .whl/
-#   bash benchmarks/gpu_check.sh run COMMIT  # there, from the repository root
+#   bash benchmarks/gpu_check.sh run COMMIT [ARGS]  # there, from the repository root
 #
 # The device's image has Python 3.12 with CUDA torch, numpy, scipy, numba, einops and PyYAML,
 # and no package index. "fetch" downloads what MSST's and demixer's imports need beyond that
@@ -42,7 +42,7 @@ common.long_mix(12, "wav")'
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     cd benchmarks
     exec python3 gpu_check.py --out "${OUT:-.cache}" --seconds 30 \
-      --wav .cache/falcon69-12s.wav --commit "${2:-?}"
+      --wav .cache/falcon69-12s.wav --commit "${2:-?}" "${@:3}"
     ;;
   *)
     echo "usage: $0 fetch | run COMMIT" >&2
