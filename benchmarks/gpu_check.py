@@ -206,7 +206,9 @@ def check_model(
     return result
 
 
-def cross_device(name: str, args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
+def cross_device(
+    name: str, args: argparse.Namespace, device: torch.device, tmp: Path
+) -> dict[str, Any]:
     """fp32 (TF32 off) on ``device`` against the CPU, for MSST and for demixer, on the short
     input: how far the reference itself moves between devices, beside demixer's distance to it."""
     config, checkpoint, arch = model_files(name, shrink=args.shrink)
@@ -219,7 +221,7 @@ def cross_device(name: str, args: argparse.Namespace, device: torch.device, tmp:
             out["msst", where.type] = msst.separate(mix, amp=False)
             ours = _demixer(arch, config, checkpoint, where, "fp32")
             out["ours", where.type] = ours.separate(mix)
-    row = {
+    row: dict[str, Any] = {
         "model": name,
         "msst_gpu_vs_msst_cpu": _peak_diff(out["msst", "cpu"], out["msst", device.type]),
         "ours_gpu_vs_ours_cpu": _peak_diff(out["ours", "cpu"], out["ours", device.type]),
@@ -227,6 +229,7 @@ def cross_device(name: str, args: argparse.Namespace, device: torch.device, tmp:
         "ours_gpu_vs_msst_gpu": _peak_diff(out["msst", device.type], out["ours", device.type]),
     }
     print(json.dumps(row), flush=True)
+    return row
 
 
 def render(results: dict[str, Any]) -> str:
@@ -266,6 +269,49 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SECTION_HEAD = """## MSST models on a GPU (`benchmarks/gpu_check.py`)
+
+*{when}; commit {commit}; {device}; torch {torch} (the device machine's), msst 0.1.0.*
+*Reproduce on a machine with a GPU: `bash benchmarks/gpu_check.sh fetch` here, then
+`bash benchmarks/gpu_check.sh run COMMIT` there; `.venv/bin/python benchmarks/gpu_check.py
+--results DIR` writes this section from the JSON it leaves.*
+
+Each family at full size (the published configs, seeded random weights, as in the sections
+above) through MSST's `demix` and demixer's MSST backend in one process on the same GPU, on
+{seconds:g} s of the excerpt looped. Each system runs once to warm up (cuDNN's algorithm search,
+kernels loaded), then once timed, synchronised; *config batch* is `inference.batch_size` (MSST
+batches by it; demixer on a GPU too), 1 and the config's. *dB vs MSST fp32*: SNR of the stems
+against MSST's fp32 stems in the same row group. *peak GPU MB*: `torch.cuda.max_memory_allocated`.
+demixer's default is bf16 except MDX23C (fp32; see docs/models.md). One run: the times of
+these short inputs (0.3-3 s) moved by up to 25 % between two runs on the same machine.
+"""
+
+
+def write_results(folder: Path) -> None:
+    """RESULTS.md's ``msst-gpu`` block from ``folder``'s JSON (see :data:`SECTION_HEAD`)."""
+    results = json.loads((folder / "gpu_check.json").read_text())
+    stamp = time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.gmtime((folder / "gpu_check.json").stat().st_mtime)
+    )
+    body = SECTION_HEAD.format(when=stamp, **results) + "\n" + render(results).split("\n", 2)[2]
+    cross_file = folder / "gpu_check_cross.json"
+    if cross_file.is_file():
+        cross = json.loads(cross_file.read_text())
+        body += (
+            "\n\nfp32 on the GPU against fp32 on the CPU (peak difference, TF32 off, "
+            f"{SHORT_SECONDS:g} s, commit {cross['commit']}):\n\n"
+            "| model | MSST GPU vs MSST CPU | demixer GPU vs demixer CPU "
+            "| demixer CPU vs MSST CPU | demixer GPU vs MSST GPU |\n|---|---:|---:|---:|---:|\n"
+        )
+        for row in cross["rows"]:
+            body += (
+                f"| {row['model']} | {row['msst_gpu_vs_msst_cpu']:.2e} "
+                f"| {row['ours_gpu_vs_ours_cpu']:.2e} | {row['ours_cpu_vs_msst_cpu']:.2e} "
+                f"| {row['ours_gpu_vs_msst_gpu']:.2e} |\n"
+            )
+    common.write_section("msst-gpu", body)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -276,14 +322,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=common.CACHE)
     ap.add_argument("--commit", help="the commit measured (where the tree has no .git)")
     ap.add_argument("--cross", action="store_true", help="only fp32 on the device against the CPU")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        metavar="DIR",
+        help="write RESULTS.md's GPU section from DIR's gpu_check.json (and gpu_check_cross.json)",
+    )
     args = ap.parse_args(argv)
+    if args.results:
+        write_results(args.results)
+        return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run on a GPU machine, or pass --device cpu")
     if args.cross:
         with common.tempdir("gpu-check") as tmp:
-            for name in args.models:
-                cross_device(name, args, device, Path(tmp))
+            rows = [cross_device(name, args, device, Path(tmp)) for name in args.models]
+        args.out.mkdir(parents=True, exist_ok=True)
+        cross = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                 "commit": args.commit or common.git_rev(), "rows": rows}  # fmt: skip
+        (args.out / "gpu_check_cross.json").write_text(json.dumps(cross, indent=1))
         return
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
