@@ -686,13 +686,13 @@ def test_the_songs_tags_go_to_its_stems_in_every_format(
     separator: Separator, tmp_path: Path
 ) -> None:
     """A DJ's library shows stems by their tags: each stem keeps the song's artist, album,
-    date and genre, and its title says which stem it is (WAV's LIST INFO, FLAC's Vorbis
-    comments, MP3's ID3v2.4 before the LAME tag, which still trims the MP3 exactly)."""
+    date, genre and track number, and its title says which stem it is (WAV's LIST INFO, FLAC's
+    Vorbis comments, MP3's ID3v2.4 before the LAME tag, which still trims the MP3 exactly)."""
     song = tmp_path / "tagged.flac"
     signal = tone(1.0, 44100, [330.0, 550.0], amplitude=0.3)
     with sf.SoundFile(song, "w", samplerate=44100, channels=2, format="FLAC") as f:
         f.title, f.artist, f.album = "Falcon 69 ✓", "The Easton Ellises", "MUSDB18"
-        f.date, f.genre = "2016", "Rock"
+        f.date, f.genre, f.tracknumber = "2016", "Rock", "3/12"
         f.write(signal.T)
     result = separator.separate_file(
         song,
@@ -705,12 +705,14 @@ def test_the_songs_tags_go_to_its_stems_in_every_format(
             path = tmp_path / "out" / f"tagged_{stem}.{ext}"
             with av.open(str(path)) as container:
                 tags = {**container.metadata, **container.streams.audio[0].metadata}
-            assert {k: tags.get(k) for k in ("title", "artist", "album", "date", "genre")} == {
+            names = ("title", "artist", "album", "date", "genre", "track")
+            assert {k: tags.get(k) for k in names} == {
                 "title": f"Falcon 69 ✓ ({stem})",
                 "artist": "The Easton Ellises",
                 "album": "MUSDB18",
                 "date": "2016",
                 "genre": "Rock",
+                "track": "3/12",
             }, (path, tags)
         assert load(result.paths[stem])[0].shape == signal.shape  # the MP3, sample for sample
     # A song that names nothing gives stems that name nothing (no empty tags).

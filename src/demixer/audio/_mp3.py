@@ -91,7 +91,14 @@ def _info_frame(header: bytes, length: int, frames: int, size: int, padding: int
 
 
 # ID3v2.4 text frames for the tags demixer carries from an input to its stems.
-_ID3_FRAMES = {"title": "TIT2", "artist": "TPE1", "album": "TALB", "date": "TDRC", "genre": "TCON"}
+_ID3_FRAMES = {
+    "title": "TIT2",
+    "artist": "TPE1",
+    "album": "TALB",
+    "date": "TDRC",
+    "genre": "TCON",
+    "tracknumber": "TRCK",
+}
 
 
 def _synchsafe(n: int) -> bytes:
@@ -99,7 +106,8 @@ def _synchsafe(n: int) -> bytes:
 
 
 def id3_tag(tags: Mapping[str, str]) -> bytes:
-    """An ID3v2.4 tag of ``tags`` (title, artist, album, date, genre; UTF-8), or nothing."""
+    """An ID3v2.4 tag of ``tags`` (title, artist, album, date, genre, track; UTF-8), or
+    nothing."""
     frames = b""
     for name, frame_id in _ID3_FRAMES.items():
         text = tags.get(name)

@@ -344,14 +344,14 @@ class AudioReader:
 
     @property
     def tags(self) -> dict[str, str]:
-        """The file's title, artist, album, date and genre, where it names them (the
-        container's metadata, else the audio stream's: an Ogg file keeps them there)."""
+        """The file's title, artist, album, date, genre and track number, where it names them
+        (the container's metadata, else the audio stream's: an Ogg file keeps them there)."""
         from demixer.audio.encode import TAGS
 
         found: dict[str, str] = {}
         for source in (self._stream.metadata, self._container.metadata):
             for key, value in source.items():
-                name = key.lower()
+                name = {"track": "tracknumber"}.get(key.lower(), key.lower())
                 if name in TAGS and isinstance(value, str) and value.strip():
                     found[name] = " ".join(value.split())[:200]  # one line, bounded
         return found

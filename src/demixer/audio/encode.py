@@ -50,8 +50,9 @@ BIT_DEPTHS: dict[str, tuple[str, ...]] = {"wav": ("16", "24", "32f"), "flac": ("
 DEFAULT_BIT_DEPTHS: dict[str, str | None] = {"wav": "16", "flac": "16", "mp3": None}
 _CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 _SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
-#: The tags carried from an input to its stems (every output format holds these five).
-TAGS = ("title", "artist", "album", "date", "genre")
+#: The tags carried from an input to its stems (every output format holds these six; the
+#: names are libsndfile's, and FFmpeg reads ``tracknumber`` as ``track``).
+TAGS = ("title", "artist", "album", "date", "genre", "tracknumber")
 _RESCALE_BLOCK = 1 << 16  # frames per read when transcoding the float32 temporaries
 
 

@@ -72,9 +72,9 @@ def span_outputs(plan: StemPlan, shaped: str | None = None) -> tuple[str, str]:
 
 
 def stem_tags(song: Mapping[str, str], outputs: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Each output's tags: the song's (title, artist, album, date, genre), its title followed
-    by the stem (``Falcon 69 (vocals)``), so a DJ's library tells the stems apart. None for a
-    song that names nothing."""
+    """Each output's tags: the song's (title, artist, album, date, genre, track), its title
+    followed by the stem (``Falcon 69 (vocals)``), so a DJ's library tells the stems apart.
+    None for a song that names nothing."""
     if not song:
         return {}
     title = song.get("title")
