@@ -328,7 +328,7 @@ def test_a_file_over_20_minutes_uploads_fine_and_is_1109_at_job_creation(gaudio:
     answer = gaudio.create_job(upload, "vocal")
     assert answer["resultCode"] == 1109, answer
     assert answer["resultMessage"] == (
-        f"file {upload!r} is 1260.0 s long; this server separates at most 1200 s"
+        f"file {upload!r} (long.flac) is 1260.0 s long; this server separates at most 1200 s"
     )
 
 

@@ -157,32 +157,34 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput 
     with services.db.read() as s:
         row = owned_file(services, s, account_id, inp.file_id, param)
     row = settle_pending(services, row)  # bytes PUT straight to object storage
+    # The id the request named, and the name the user knows the file by.
+    named = f"file {row.id!r} ({row.file_name})" if row.file_name else f"file {row.id!r}"
     if row.status == FileState.FAILED:
         raise InvalidAudio(
-            f"file {row.id!r} is not usable audio: {row.error_message or row.error_code}",
+            f"{named} is not usable audio: {row.error_message or row.error_code}",
             param=param,
         )
     if row.status != FileState.UPLOADED:
         raise FileNotReady(
-            f"file {row.id!r} is {row.status}: PUT its bytes to the upload_url first "
+            f"{named} is {row.status}: PUT its bytes to the upload_url first "
             "(and POST /v1/files/{file_id}/complete)",
             param=param,
         )
     size = row.bytes_stored or row.file_size or 0
     if size > settings.max_upload_bytes:
         raise FileTooLarge(
-            f"file {row.id!r} has {size} bytes; the limit is {settings.max_upload_bytes}",
+            f"{named} has {size} bytes; the limit is {settings.max_upload_bytes}",
             param=param,
         )
     if row.duration is not None and row.duration > settings.max_duration_seconds:
         raise DurationLimit(
-            f"file {row.id!r} is {row.duration:.1f} s long; this server separates at most "
+            f"{named} is {row.duration:.1f} s long; this server separates at most "
             f"{settings.max_duration_seconds:.0f} s",
             param=param,
         )
     if (row.channels or 0) > 2 and not inp.downmix:
         raise InvalidAudio(
-            f"file {row.id!r} has {row.channels} channels; demixer separates mono or stereo: "
+            f"{named} has {row.channels} channels; demixer separates mono or stereo: "
             "set input.downmix to true to fold it to stereo first",
             param="input.downmix",
         )
