@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,10 @@ from demixer.errors import (
 )
 from demixer.models.arch import build_model
 from demixer.models.loading import is_installed, load_backend
-from demixer.models.msst.backend import MsstBackend
 from demixer.models.msst.checkpoint import read_state_dict
 from demixer.models.msst.config import parse_config, read_config
 from demixer.models.msst.user import add, check_files, open_files
-from demixer.models.registry import ModelSpec, catalogue_ids, get_spec, list_specs
+from demixer.models.registry import catalogue_ids, get_spec, list_specs
 from demixer.models.user_models import remove_user_model
 from msst_support import DATA, model_files, music, shrunk, write_config
 
@@ -466,43 +464,72 @@ def test_other_rates_and_mono_come_back_at_their_rate_and_length(tmp_path: Path)
         np.testing.assert_allclose(every["vocals"] + every["other"], mix, atol=1e-5)
 
 
-class _HalfOfIt(torch.nn.Module):
-    """A one-stem network that returns half its input: cheap, so a long input is quick."""
+# Run in a fresh process: a network that returns half its input (cheap, so a long input is
+# quick) through the MSST backend over SECONDS of noise, and the most resident memory the
+# stream added (the peak is reset just before it: /proc/self/clear_refs). Resident memory counts
+# torch's buffers and numpy's alike, as the user's machine does.
+_STREAM_PEAK = """
+import re, sys
+from pathlib import Path
+import numpy as np, torch
+from demixer.engine import Separator
+from demixer.models.msst.backend import MsstBackend
+from demixer.models.msst.config import read_config
+from demixer.models.registry import ModelSpec
 
+class HalfOfIt(torch.nn.Module):
     audio_channels = 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x):
         return x[:, None] * 0.5
 
+def kib(key):
+    return int(re.search(key + r":\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1])
 
-def test_memory_does_not_grow_with_the_length_of_the_input(tmp_path: Path) -> None:
+config = read_config(Path(sys.argv[1]), arch="mel_band_roformer")
+backend = MsstBackend(HalfOfIt(), config, device=torch.device("cpu"), precision="fp32")
+spec = ModelSpec(id="half", stems=("vocals",), sample_rate=44100, description="", license="",
+                 weights_source="", loader="", quality="", install_hint="")
+separator = Separator.from_backend(spec, backend)
+plan = separator.plan(["vocals", "residual"])
+rng = np.random.default_rng(0)
+
+def stream(seconds):
+    blocks = (rng.standard_normal((2, 65536), dtype=np.float32) * 0.1
+              for _ in range(seconds * 44100 // 65536))
+    total = 0
+    for out in separator.stream(blocks, 44100, plan):
+        total += out["vocals"].shape[1]
+        np.testing.assert_allclose(out["vocals"], out["residual"], atol=1e-6)
+    return total
+
+stream(30)  # what a first stream loads once (lazy imports, allocator pools) is not its memory
+try:
+    Path("/proc/self/clear_refs").write_text("5")
+except OSError:  # not writable here: the peak then includes the warm-up's, as large
+    pass
+before = kib("VmRSS")
+total = stream(int(sys.argv[2]))
+print(total, (kib("VmHWM") - before) * 1024)
+"""
+
+
+def test_memory_does_not_grow_with_the_length_of_the_input() -> None:
     """A published chunking (8 s chunks, 2 overlaps, batches of 4) over 1 and over 10 minutes:
-    the same peak of memory, well under the 10 minutes' 212 MB (stereo float32)."""
-    config = read_config(DATA / "config_vocals_mel_band_roformer_kj.yaml", arch="mel_band_roformer")
-    backend = MsstBackend(_HalfOfIt(), config, device=torch.device("cpu"), precision="fp32")
-    spec = ModelSpec(
-        id="half", stems=("vocals",), sample_rate=44100, description="", license="",
-        weights_source="", loader="", quality="", install_hint="",
-    )  # fmt: skip
-    separator = Separator.from_backend(spec, backend)
-    plan = separator.plan(["vocals", "residual"])
+    about the same peak of resident memory, well under the 10 minutes' 212 MB."""
+    config = DATA / "config_vocals_mel_band_roformer_kj.yaml"
 
     def peak(seconds: int) -> int:
-        rng = np.random.default_rng(0)
-        blocks = (
-            rng.standard_normal((2, 65536), dtype=np.float32) * 0.1
-            for _ in range(seconds * 44100 // 65536)
-        )
-        tracemalloc.start()
-        total = 0
-        for out in separator.stream(blocks, 44100, plan):
-            total += out["vocals"].shape[1]
-            np.testing.assert_allclose(out["vocals"], out["residual"], atol=1e-6)
-        _, top = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        run = subprocess.run(
+            [sys.executable, "-c", _STREAM_PEAK, str(config), str(seconds)],
+            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        total, added = map(int, run.stdout.split())
         assert total == seconds * 44100 // 65536 * 65536
-        return top
+        return added
 
+    # The peak moves between runs by whole buffers (one batch of chunks is 11 MB): 58-81 MB
+    # for 1 minute and 70-92 MB for 10 and 20 minutes were seen. Output kept or summed for
+    # the whole input would add its 212 MB (10 minutes, stereo float32).
     short, long = peak(60), peak(600)
-    assert long < 1.15 * short
-    assert long < 100e6
+    assert long < short + 80e6, (short, long)
+    assert long < 150e6, (short, long)
