@@ -30,8 +30,17 @@ import soundfile as sf
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer import AsyncClient, Client
-from demixer.client import ApiError, ConnectionFailed, JobCancelled, JobFailed, Result, Status
+from demixer.client import (
+    ApiError,
+    ConnectionFailed,
+    JobCancelled,
+    JobFailed,
+    Result,
+    Status,
+    WaitTimeout,
+)
 from demixer.client.core import StatusStream, retry_delay
+from demixer.errors import InvalidAudio, InvalidOutput
 from service_harness import DEMIXER, Server, fast_env, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -697,3 +706,202 @@ def test_a_post_that_is_not_safe_to_repeat_is_not_sent_twice(tmp_path: Path) -> 
     ):
         c.upload(song, multipart=True)  # a new file each time: never repeated blindly
     assert calls == ["/v1/files"]
+
+
+# --- a server that does not answer, a download cut mid-file, the caller's folder ----------
+
+
+class _Clock:
+    """time.monotonic and time.sleep for a test: sleeping advances the clock at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.naps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        self.now += seconds
+
+
+def _status_json(status: str) -> dict[str, object]:
+    progress = 1.0 if status == "COMPLETED" else 0.5
+    return {"request_id": "req_1", "status": status, "model": "audio/stems",
+            "engine_model": "spleeter-2stems", "progress": progress}  # fmt: skip
+
+
+def _down_until(clock: _Clock, back_at: float | None) -> httpx.MockTransport:
+    """A server refusing connections until ``back_at`` (fake) seconds, then answering that
+    req_1 is COMPLETED; it never offers the event stream."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if back_at is None or clock.now < back_at:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        if request.url.path.endswith("/stream"):
+            return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "-"}})
+        return httpx.Response(200, json=_status_json("COMPLETED"))
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+@pytest.mark.parametrize("timeout", [None, 1000.0])
+def test_wait_rides_out_a_server_restart_longer_than_its_retries(timeout: float | None) -> None:
+    """The server is down for 2 minutes (a restart, a deploy): one call's retries span 15 s,
+    but wait goes on asking (at most 10 s apart) and returns the job's final status."""
+    clock = _Clock()
+    with (
+        patch("time.monotonic", clock.monotonic),
+        patch("time.sleep", clock.sleep),
+        Client("http://api.test", api_key="k", transport=_down_until(clock, 120.0)) as c,
+    ):
+        done = c.wait("req_1", timeout=timeout)
+    assert done.status == "COMPLETED"
+    assert 120.0 <= clock.now <= 130.0 and max(clock.naps) == 10.0
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_wait_with_a_timeout_ends_at_it_while_the_server_is_down() -> None:
+    clock = _Clock()
+    with (
+        patch("time.monotonic", clock.monotonic),
+        patch("time.sleep", clock.sleep),
+        Client("http://api.test", api_key="k", transport=_down_until(clock, None)) as c,
+        pytest.raises(WaitTimeout) as caught,
+    ):
+        c.wait("req_1", timeout=30)
+    assert caught.value.request_id == "req_1"
+    assert clock.now == 30.0  # not a pause past it
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_wait_without_a_timeout_gives_up_after_5_minutes_naming_the_job() -> None:
+    clock = _Clock()
+    with (
+        patch("time.monotonic", clock.monotonic),
+        patch("time.sleep", clock.sleep),
+        Client("http://api.test", api_key="k", transport=_down_until(clock, None)) as c,
+        pytest.raises(ConnectionFailed) as caught,
+    ):
+        c.wait("req_1")
+    assert caught.value.request_id == "req_1"
+    assert "request req_1 goes on on the server" in caught.value.message
+    assert 300.0 <= clock.now <= 330.0
+
+
+class _CutAfter(httpx.SyncByteStream):
+    """A body that breaks off (the connection drops) after ``keep`` bytes."""
+
+    def __init__(self, body: bytes, keep: int) -> None:
+        self.body, self.keep = body, keep
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.body[: self.keep]
+        raise httpx.ReadError("peer closed connection without sending complete message body")
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_download_cut_mid_file_resumes_where_it_broke(tmp_path: Path, ranges: bool) -> None:
+    """The blob's connection drops twice mid-file: the client asks for the rest (``Range``),
+    or, from a server that answers the whole file again (200), starts the file over."""
+    body = bytes(range(256)) * 400  # 100 kB
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("range"))
+        start = int(request.headers["range"][6:-1]) if ranges and "range" in request.headers else 0
+        rest = body[start:]
+        headers = {"Content-Length": str(len(rest))}
+        status = 206 if start else 200
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+        stream = _CutAfter(rest, 30_000) if len(asked) <= 2 else httpx.ByteStream(rest)
+        return httpx.Response(status, headers=headers, stream=stream)
+
+    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    with (
+        patch("time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        paths = c.download(result, tmp_path / "out")
+    assert paths["vocals"].read_bytes() == body
+    assert asked[0] is None and len(asked) == 3
+    if ranges:
+        assert asked[1:] == ["bytes=30000-", "bytes=60000-"]
+    else:
+        assert asked[1:] == ["bytes=30000-", "bytes=30000-"]  # asked for the rest, got it all
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song_vocals.wav"]
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_separate_checks_the_folder_and_the_input_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        return httpx.Response(500)
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(InvalidOutput, match=r"song\.wav is a file, not a folder"):
+            c.separate(song, directory=song / "out", progress=False)
+        with pytest.raises(InvalidAudio, match="is a folder, not an audio file"):
+            c.separate(tmp_path, directory=tmp_path / "out", progress=False)
+        with pytest.raises(InvalidAudio, match="is a folder, not an audio file"):
+            c.upload(tmp_path)
+    assert sent == []
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_cancelling_an_async_separate_cancels_its_job_on_the_server(tmp_path: Path) -> None:
+    seen: list[str] = []
+    polled = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        seen.append(f"{request.method} {path}")
+        file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
+        if path == "/v1/files":
+            return httpx.Response(201, json={**file, "upload_url": "http://api.test/up"})
+        if path == "/up":
+            return httpx.Response(200)
+        if path.endswith("/complete"):
+            return httpx.Response(200, json={**file, "status": "uploaded"})
+        if path == "/v1/queue/audio/stems":
+            job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
+            urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+            return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
+        if path.endswith("/stream"):
+            return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "-"}})
+        if path.endswith("/cancel"):
+            return httpx.Response(202, json={"request_id": "req_1", "status": "CANCELLED"})
+        polled.set()
+        return httpx.Response(200, json=_status_json("IN_PROGRESS"))
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+
+    async def main() -> None:
+        transport = httpx.MockTransport(handler)
+        c = AsyncClient("http://api.test", api_key="k", transport=transport)
+        task = asyncio.create_task(c.separate(song, directory=tmp_path, progress=False))
+        while not polled.is_set() and not task.done():
+            await asyncio.sleep(0.01)
+        assert not task.done(), task
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await c.close()  # Client's name for aclose
+
+    asyncio.run(main())
+    assert seen[-1] == "PUT /v1/queue/requests/req_1/cancel"

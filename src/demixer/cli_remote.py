@@ -128,10 +128,10 @@ def remote_separate(
     ] = None,
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
-    from demixer.audio.encode import check_folder
     from demixer.client import Client, Result
     from demixer.client.core import is_http_url
     from demixer.client.errors import WaitTimeout
+    from demixer.filemode import check_folder
 
     if prompt is not None and stems:
         raise typer.BadParameter("give --stems or --prompt, not both")

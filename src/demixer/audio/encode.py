@@ -16,7 +16,6 @@ final format. Memory stays bounded by the block size throughout.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import tempfile
 from collections.abc import Callable, Collection, Mapping
@@ -30,7 +29,7 @@ import soundfile as sf
 
 from demixer.audio._mp3 import Mp3File, mp3_rate
 from demixer.errors import InvalidOutput, StorageFull
-from demixer.filemode import umask_mode
+from demixer.filemode import check_folder, umask_mode, unwritable
 
 __all__ = [
     "BIT_DEPTHS",
@@ -220,27 +219,6 @@ def _temp_path(final: Path, suffix: str) -> Path:
     finally:
         os.close(fd)
     return Path(name)
-
-
-def check_folder(folder: Path) -> None:
-    """Raise :func:`unwritable`'s error when the stems could not be written into ``folder``
-    (its nearest existing part is a file, or not writable), without making anything."""
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise unwritable(FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(existing)))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise unwritable(PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing)))
-
-
-def unwritable(e: OSError) -> InvalidOutput:
-    """The stems cannot be written where asked: ``e`` (making the folder, or a file in it) in
-    words, e.g. "cannot write the stems: out is a file, not a folder"."""
-    if isinstance(e, FileExistsError) and e.filename:  # a folder to make is a file
-        return InvalidOutput(f"cannot write the stems: {e.filename} is a file, not a folder")
-    what = f" ({e.filename})" if e.filename else ""  # "[Errno 13] Permission denied: 'x'"
-    return InvalidOutput(f"cannot write the stems: {e.strerror or e}{what}")
 
 
 class StemSetWriter:

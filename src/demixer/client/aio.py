@@ -4,6 +4,7 @@ with the same methods as coroutines. Requests are built and answers parsed in
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -15,11 +16,17 @@ import httpx
 
 from demixer.client import core
 from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
-from demixer.client.errors import ClientError, translate_transport_errors
+from demixer.client.errors import (
+    ApiError,
+    ClientError,
+    ConnectionFailed,
+    WaitTimeout,
+    translate_transport_errors,
+)
 from demixer.client.progress import SeparateProgress
 from demixer.client.sync import OnBytes, OnStatus
-from demixer.client.types import FileInfo, Job, Result, Status
-from demixer.errors import InvalidAudio
+from demixer.client.types import FileInfo, Job, OutputFile, Result, Status
+from demixer.filemode import check_folder
 from demixer.naming import shown_name
 
 __all__ = ["AsyncClient"]
@@ -36,7 +43,7 @@ async def _chunks(path: Path, on_bytes: OnBytes | None) -> AsyncIterator[bytes]:
 class AsyncClient(core.ClientBase):
     """A demixer server, over HTTP, from async code; arguments as :class:`Client`.
 
-    Use it as ``async with AsyncClient(...) as c:`` or call :meth:`aclose`.
+    Use it as ``async with AsyncClient(...) as c:`` or call :meth:`aclose` (or ``close``).
     """
 
     def __init__(
@@ -66,6 +73,10 @@ class AsyncClient(core.ClientBase):
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def close(self) -> None:
+        """:meth:`aclose`, under :class:`Client`'s name."""
+        await self.aclose()
+
     # --- sending -------------------------------------------------------------------------
 
     async def _send(
@@ -76,6 +87,7 @@ class AsyncClient(core.ClientBase):
         files: Callable[[], dict[str, Any]] | None = None,
         stream: bool = False,
         timeout: httpx.Timeout | None = None,
+        deadline: core.Deadline | None = None,
     ) -> httpx.Response:
         for attempt in range(1, self.max_tries + 1):
             request = self._build(
@@ -90,13 +102,13 @@ class AsyncClient(core.ClientBase):
                     response = await self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
-                    await anyio.sleep(wait)
+                    await anyio.sleep(core.pause_within(deadline, wait))
                     continue
             delay = core.retry_delay(response, attempt, self.max_tries)
             if delay is None:
                 return response
             await response.aclose()
-            await anyio.sleep(delay)
+            await anyio.sleep(core.pause_within(deadline, delay))
         raise AssertionError("unreachable")  # the last attempt always returns
 
     async def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
@@ -114,9 +126,7 @@ class AsyncClient(core.ClientBase):
     ) -> FileInfo:
         """See :meth:`Client.upload`."""
         path = Path(path)
-        size = (await anyio.Path(path).stat()).st_size
-        if size == 0:
-            raise InvalidAudio(f"{shown_name(path.name)} is empty (0 bytes)")
+        size = core.upload_size(path)
         ctype = content_type or core.content_type_for(path)
         if multipart:
             # httpx's multipart encoder reads the file in 64 KiB blocking reads.
@@ -183,9 +193,16 @@ class AsyncClient(core.ClientBase):
     ) -> Status:
         """See :meth:`Client.wait`."""
         deadline = core.Deadline(timeout, request_id)
+        outage = core.Outage(deadline)
         final = await self._follow_stream(request_id, on_progress, deadline)
         while final is None:
-            status = await self.status(request_id)
+            try:
+                call = self._status_call(request_id)
+                status = Status.from_json(await self._json(call, deadline=deadline))
+            except (ConnectionFailed, ApiError) as exc:
+                await anyio.sleep(outage.failed(exc))
+                continue
+            outage.answered()
             if on_progress is not None:
                 on_progress(status)
             if status.done:
@@ -199,10 +216,11 @@ class AsyncClient(core.ClientBase):
         self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
     ) -> Status | None:
         call = self._stream_call(request_id)
+        timeout = self._stream_timeout(self.timeout)
         try:
-            response = await self._send(
-                call, stream=True, timeout=self._stream_timeout(self.timeout)
-            )
+            response = await self._send(call, stream=True, timeout=timeout, deadline=deadline)
+        except WaitTimeout:
+            raise
         except ClientError:
             return None
         try:
@@ -210,13 +228,11 @@ class AsyncClient(core.ClientBase):
             frames = core.StatusStream()
             async for line in response.aiter_lines():
                 status = frames.feed(line)
-                if status is None:
-                    continue
-                if on_progress is not None:
+                if status is not None and on_progress is not None:
                     on_progress(status)
-                if status.done:
+                if status is not None and status.done:
                     return status
-                deadline.check()
+                deadline.check()  # at keep-alive comments too
         except (httpx.HTTPError, StreamUnusable):
             return None
         finally:
@@ -236,29 +252,47 @@ class AsyncClient(core.ClientBase):
     ) -> dict[str, Path]:
         """See :meth:`Client.download`."""
         folder = Path(directory)
+        check_folder(folder)
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for name, output in result.outputs.items():
             target = core.download_target(folder, output)
-            response = await self._send(self._blob_call(output.url), stream=True)
+            with core.atomic_file(target) as raw:
+                written = await self._fetch(output, anyio.wrap_file(raw), on_bytes)
+                core.check_size(output, written)
+            paths[name] = target
+        return paths
+
+    async def _fetch(
+        self, output: OutputFile, fh: anyio.AsyncFile[bytes], on_bytes: OnBytes | None
+    ) -> int:
+        """See :meth:`Client._fetch`."""
+        written = 0
+        for attempt in range(1, self.max_tries + 1):
+            call = self._blob_call(output.url, written)
+            response = await self._send(call, stream=True)
             try:
                 with translate_transport_errors(output.url):
                     if response.status_code >= 400:
                         await response.aread()
                         core.check(response)
-                    written = 0
-                    with core.atomic_file(target) as raw:
-                        fh = anyio.wrap_file(raw)
-                        async for chunk in response.aiter_bytes(CHUNK):
+                    written = core.resume_from(response, written)
+                    await fh.seek(written)
+                    await fh.truncate()
+                    try:
+                        async for chunk in response.aiter_bytes():
                             await fh.write(chunk)
                             written += len(chunk)
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
-                        core.check_size(output, written)
+                    except httpx.TransportError as exc:  # cut mid-file: ask for the rest
+                        pause = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                        await anyio.sleep(pause)
+                        continue
             finally:
                 await response.aclose()
-            paths[name] = target
-        return paths
+            return written
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     async def cancel(self, request_id: str) -> str:
         """See :meth:`Client.cancel`."""
@@ -282,10 +316,11 @@ class AsyncClient(core.ClientBase):
         spans: Sequence[core.SpanLike] | None = None,
         on_result: Callable[[Result], None] | None = None,
     ) -> dict[str, Path]:
-        """See :meth:`Client.separate`."""
+        """See :meth:`Client.separate`; cancelled (the task, or Ctrl-C) while it waits, the job
+        is cancelled on the server too."""
         path = Path(path)
-        size = (await anyio.Path(path).stat()).st_size
-        with SeparateProgress(path, size, progress) as bar:
+        check_folder(Path(directory))
+        with SeparateProgress(path, core.upload_size(path), progress) as bar:
             info = await self.upload(path, on_bytes=bar.uploaded)
             job = await self.submit(
                 info.file_id,
@@ -299,9 +334,16 @@ class AsyncClient(core.ClientBase):
                 rescale=rescale,
                 spans=spans,
             )
-            await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
-            result = await self.result(job.request_id)
-            if on_result is not None:
-                on_result(result)
-            bar.downloading(result)
-            return await self.download(result, directory, on_bytes=bar.downloaded)
+            with core.naming_the_job(job.request_id):
+                try:
+                    await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
+                except (anyio.get_cancelled_exc_class(), KeyboardInterrupt):
+                    # shielded: the cancellation being delivered must not stop this request
+                    with anyio.move_on_after(10, shield=True), contextlib.suppress(ClientError):
+                        await self.cancel(job.request_id)
+                    raise
+                result = await self.result(job.request_id)
+                if on_result is not None:
+                    on_result(result)
+                bar.downloading(result)
+                return await self.download(result, directory, on_bytes=bar.downloaded)

@@ -25,9 +25,18 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from demixer import __version__
-from demixer.client.errors import ApiError, BadResponse, JobCancelled, JobFailed, WaitTimeout
+from demixer.client.errors import (
+    ApiError,
+    BadResponse,
+    ClientError,
+    ConnectionFailed,
+    JobCancelled,
+    JobFailed,
+    WaitTimeout,
+)
 from demixer.client.types import OutputFile, Status
 from demixer.defaults import DEFAULT_MODEL
+from demixer.errors import InvalidAudio
 from demixer.filemode import umask_mode
 from demixer.naming import shown_name
 
@@ -39,6 +48,7 @@ __all__ = [
     "ClientBase",
     "CountingReader",
     "Deadline",
+    "Outage",
     "SpanLike",
     "StatusStream",
     "atomic_file",
@@ -47,16 +57,22 @@ __all__ = [
     "content_type_for",
     "download_target",
     "is_http_url",
+    "naming_the_job",
+    "pause_within",
+    "resume_from",
     "retry_delay",
     "settle",
     "span_json",
     "transport_retry_delay",
+    "upload_size",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1 << 20  # bytes read or written at a time: uploads and downloads never sit in memory
 MAX_RETRY_WAIT = 60.0  # seconds: a 429 asking for longer is raised, not slept through
 STREAM_READ_TIMEOUT = 30.0  # seconds: the server sends a frame at least every 10
+OUTAGE_PATIENCE = 300.0  # seconds ``wait`` without a timeout rides out an unanswering server
+MAX_OUTAGE_PAUSE = 10.0  # seconds between status reads while the server does not answer
 _MEDIA_OK = ("audio/", "video/")
 
 
@@ -191,6 +207,92 @@ class Deadline:
         if self.at is None:
             return interval
         return max(0.0, min(interval, self.at - time.monotonic()))
+
+
+class Outage:
+    """``wait``'s patience with a server that does not answer (unreachable, restarting, or
+    answering 429/503): it asks again, 1 s then doubling up to :data:`MAX_OUTAGE_PAUSE`, until
+    the wait's deadline (then :class:`WaitTimeout`), or for :data:`OUTAGE_PATIENCE` seconds
+    without one (then :class:`ConnectionFailed` naming the job, which goes on on the server).
+    """
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self._since: float | None = None
+        self._pause = 1.0
+
+    def failed(self, exc: ClientError) -> float:
+        """Seconds to pause before asking again, or raise: ``exc`` itself when it is not an
+        outage (e.g. 404: the request is gone), or as above."""
+        outage = isinstance(exc, ConnectionFailed) or (
+            isinstance(exc, ApiError) and exc.status in (429, 503)
+        )
+        if not outage:
+            raise exc
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        self.deadline.check()
+        if self.deadline.at is None and now - self._since >= OUTAGE_PATIENCE:
+            rid = self.deadline.request_id
+            raise ConnectionFailed(
+                f"{exc}; no answer for {OUTAGE_PATIENCE:g} s: request {rid} goes on on the "
+                "server, wait for it again later",
+                request_id=rid,
+            ) from exc
+        pause = self.deadline.nap(self._pause)
+        self._pause = min(2 * self._pause, MAX_OUTAGE_PAUSE)
+        return pause
+
+    def answered(self) -> None:
+        self._since, self._pause = None, 1.0
+
+
+def pause_within(deadline: Deadline | None, seconds: float) -> float:
+    """``seconds`` to pause before sending again, shortened to a ``deadline`` (WaitTimeout
+    once it has passed)."""
+    if deadline is None:
+        return seconds
+    deadline.check()
+    return deadline.nap(seconds)
+
+
+@contextmanager
+def naming_the_job(request_id: str) -> Iterator[None]:
+    """A connection failure past the submit names the job it leaves running on the server."""
+    try:
+        yield
+    except ConnectionFailed as exc:
+        if exc.request_id is None:
+            exc.request_id = request_id
+            exc.message = f"{exc.message} (request {request_id} goes on on the server)"
+            exc.args = (exc.message,)
+        raise
+
+
+def upload_size(path: Path) -> int:
+    """The size of a file to upload; an empty file or a folder is refused before anything is
+    sent (``InvalidAudio``; a missing one raises FileNotFoundError)."""
+    if path.is_dir():
+        raise InvalidAudio(f"{shown_name(path.name) or path} is a folder, not an audio file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidAudio(f"{shown_name(path.name)} is empty (0 bytes)")
+    return size
+
+
+def resume_from(response: httpx.Response, written: int) -> int:
+    """Where a download's new answer continues the file: ``written`` (a 206 for the rest, as
+    asked with ``Range``) or 0 (a 200: the whole file again, so start over)."""
+    if response.status_code == 200:
+        return 0
+    content_range = response.headers.get("content-range", "")
+    if response.status_code == 206 and content_range.startswith(f"bytes {written}-"):
+        return written
+    raise BadResponse(
+        f"{response.request.url}: asked for bytes {written}- and got {response.status_code} "
+        f"{content_range or '(no Content-Range)'}"
+    )
 
 
 class StreamUnusable(Exception):
@@ -474,8 +576,10 @@ class ClientBase:
         return Call("PUT", self._request_url(request_id, "/cancel"))
 
     @staticmethod
-    def _blob_call(url: str) -> Call:
-        return Call("GET", url, signed=True)
+    def _blob_call(url: str, start: int = 0) -> Call:
+        """GET a signed output URL, from byte ``start`` on (``Range``) to resume a download."""
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        return Call("GET", url, headers=headers, signed=True)
 
     @staticmethod
     def _stream_timeout(timeout: float) -> httpx.Timeout:

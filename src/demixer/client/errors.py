@@ -35,9 +35,18 @@ class ClientError(errors.DemixerError):
 
 
 class ConnectionFailed(ClientError):
-    """The server could not be reached, or the connection broke (httpx transport error)."""
+    """The server could not be reached, or the connection broke (httpx transport error).
+
+    Attributes:
+        request_id: the job's id when one was queued before the connection failed (it goes on
+            on the server: wait for it again, or fetch its result, later); else None.
+    """
 
     code = "CONNECTION_FAILED"
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class BadResponse(ClientError):

@@ -9,16 +9,22 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
 from demixer.client import core
 from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
-from demixer.client.errors import ClientError, translate_transport_errors
+from demixer.client.errors import (
+    ApiError,
+    ClientError,
+    ConnectionFailed,
+    WaitTimeout,
+    translate_transport_errors,
+)
 from demixer.client.progress import SeparateProgress
-from demixer.client.types import FileInfo, Job, Result, Status
-from demixer.errors import InvalidAudio
+from demixer.client.types import FileInfo, Job, OutputFile, Result, Status
+from demixer.filemode import check_folder
 from demixer.naming import shown_name
 
 __all__ = ["Client"]
@@ -87,8 +93,10 @@ class Client(core.ClientBase):
         files: Callable[[], dict[str, Any]] | None = None,
         stream: bool = False,
         timeout: httpx.Timeout | None = None,
+        deadline: core.Deadline | None = None,
     ) -> httpx.Response:
-        """Send ``call`` (again on 429, with a fresh body from ``content``/``files``)."""
+        """Send ``call`` (again on 429, with a fresh body from ``content``/``files``); a
+        ``deadline`` (``wait``'s) shortens the pauses and ends them with WaitTimeout."""
         for attempt in range(1, self.max_tries + 1):
             request = self._build(
                 self._http,
@@ -102,13 +110,13 @@ class Client(core.ClientBase):
                     response = self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
-                    time.sleep(wait)
+                    time.sleep(core.pause_within(deadline, wait))
                     continue
             delay = core.retry_delay(response, attempt, self.max_tries)
             if delay is None:
                 return response
             response.close()
-            time.sleep(delay)
+            time.sleep(core.pause_within(deadline, delay))
         raise AssertionError("unreachable")  # the last attempt always returns
 
     def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
@@ -130,12 +138,11 @@ class Client(core.ClientBase):
         server answers (the API's own, or a presigned object-storage URL) and completed
         (``POST /v1/files/{id}/complete``); ``multipart=True`` sends one
         ``multipart/form-data`` POST instead. ``on_bytes(n)`` is called as each chunk is sent.
-        Not audio: :class:`ApiError` ``INVALID_AUDIO`` (422).
+        Not audio: :class:`ApiError` ``INVALID_AUDIO`` (422). An empty file or a folder:
+        :class:`~demixer.errors.InvalidAudio` (the same code), before anything is sent.
         """
         path = Path(path)
-        size = path.stat().st_size
-        if size == 0:
-            raise InvalidAudio(f"{shown_name(path.name)} is empty (0 bytes)")
+        size = core.upload_size(path)
         ctype = content_type or core.content_type_for(path)
         if multipart:
             with path.open("rb") as fh:
@@ -219,12 +226,21 @@ class Client(core.ClientBase):
         Follows the server-sent event stream, and polls ``status`` instead when the stream
         fails or is not offered (e.g. a proxy that buffers or refuses it). ``on_progress`` gets
         every status seen. Raises :class:`JobFailed` (with the failure's code and message),
-        :class:`JobCancelled`, or :class:`WaitTimeout` after ``timeout`` seconds.
+        :class:`JobCancelled`, or :class:`WaitTimeout` after ``timeout`` seconds. A server that
+        does not answer (restarting, unreachable, 503) is asked again until then, or for 5
+        minutes without a timeout (:class:`ConnectionFailed` with the ``request_id``).
         """
         deadline = core.Deadline(timeout, request_id)
+        outage = core.Outage(deadline)
         final = self._follow_stream(request_id, on_progress, deadline)
         while final is None:
-            status = self.status(request_id)
+            try:
+                call = self._status_call(request_id)
+                status = Status.from_json(self._json(call, deadline=deadline))
+            except (ConnectionFailed, ApiError) as exc:
+                time.sleep(outage.failed(exc))
+                continue
+            outage.answered()
             if on_progress is not None:
                 on_progress(status)
             if status.done:
@@ -239,8 +255,11 @@ class Client(core.ClientBase):
     ) -> Status | None:
         """The final status from the SSE stream, or None if the stream could not be used."""
         call = self._stream_call(request_id)
+        timeout = self._stream_timeout(self.timeout)
         try:
-            response = self._send(call, stream=True, timeout=self._stream_timeout(self.timeout))
+            response = self._send(call, stream=True, timeout=timeout, deadline=deadline)
+        except WaitTimeout:
+            raise
         except ClientError:
             return None
         try:
@@ -248,13 +267,11 @@ class Client(core.ClientBase):
             frames = core.StatusStream()
             for line in response.iter_lines():
                 status = frames.feed(line)
-                if status is None:
-                    continue
-                if on_progress is not None:
+                if status is not None and on_progress is not None:
                     on_progress(status)
-                if status.done:
+                if status is not None and status.done:
                     return status
-                deadline.check()
+                deadline.check()  # at keep-alive comments too
         except (httpx.HTTPError, StreamUnusable):
             return None
         finally:
@@ -272,30 +289,47 @@ class Client(core.ClientBase):
         *,
         on_bytes: OnBytes | None = None,
     ) -> dict[str, Path]:
-        """Stream every output to ``directory/{file_name}`` (each written atomically)."""
+        """Stream every output to ``directory/{file_name}`` (each written atomically; a
+        connection cut mid-file is resumed where it broke, with ``Range``)."""
         folder = Path(directory)
+        check_folder(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for name, output in result.outputs.items():
             target = core.download_target(folder, output)
-            response = self._send(self._blob_call(output.url), stream=True)
+            with core.atomic_file(target) as fh:
+                core.check_size(output, self._fetch(output, fh, on_bytes))
+            paths[name] = target
+        return paths
+
+    def _fetch(self, output: OutputFile, fh: IO[bytes], on_bytes: OnBytes | None) -> int:
+        """Write ``output``'s bytes to ``fh``, resuming after a broken connection (up to
+        ``max_tries`` sends); answers the bytes written."""
+        written = 0
+        for attempt in range(1, self.max_tries + 1):
+            call = self._blob_call(output.url, written)
+            response = self._send(call, stream=True)
             try:
                 with translate_transport_errors(output.url):
                     if response.status_code >= 400:
                         response.read()
                         core.check(response)
-                    written = 0
-                    with core.atomic_file(target) as fh:
-                        for chunk in response.iter_bytes(CHUNK):
+                    written = core.resume_from(response, written)
+                    fh.seek(written)
+                    fh.truncate()
+                    try:
+                        for chunk in response.iter_bytes():
                             fh.write(chunk)
                             written += len(chunk)
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
-                        core.check_size(output, written)
+                    except httpx.TransportError as exc:  # cut mid-file: ask for the rest
+                        time.sleep(core.transport_retry_delay(call, exc, attempt, self.max_tries))
+                        continue
             finally:
                 response.close()
-            paths[name] = target
-        return paths
+            return written
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def cancel(self, request_id: str) -> str:
         """Cancel a request: ``CANCELLED`` (it was queued) or ``CANCELLATION_REQUESTED``
@@ -326,10 +360,12 @@ class Client(core.ClientBase):
         ``fast``, ``balanced`` or ``best`` (None: the server's default). ``progress``
         shows bars on stderr when it is a terminal. ``on_result`` is called with the job's
         :class:`Result` before the download (each output's ``gain`` and ``clipped``).
-        Interrupted (Ctrl-C) while waiting, the job is cancelled on the server.
+        Interrupted (Ctrl-C) while waiting, the job is cancelled on the server. ``directory``
+        is checked before anything is sent (:class:`~demixer.errors.InvalidOutput`).
         """
         path = Path(path)
-        with SeparateProgress(path, path.stat().st_size, progress) as bar:
+        check_folder(Path(directory))
+        with SeparateProgress(path, core.upload_size(path), progress) as bar:
             info = self.upload(path, on_bytes=bar.uploaded)
             job = self.submit(
                 info.file_id,
@@ -343,14 +379,15 @@ class Client(core.ClientBase):
                 rescale=rescale,
                 spans=spans,
             )
-            try:
-                self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
-            except KeyboardInterrupt:
-                with contextlib.suppress(ClientError):
-                    self.cancel(job.request_id)
-                raise
-            result = self.result(job.request_id)
-            if on_result is not None:
-                on_result(result)
-            bar.downloading(result)
-            return self.download(result, directory, on_bytes=bar.downloaded)
+            with core.naming_the_job(job.request_id):
+                try:
+                    self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
+                except KeyboardInterrupt:
+                    with contextlib.suppress(ClientError):
+                        self.cancel(job.request_id)
+                    raise
+                result = self.result(job.request_id)
+                if on_result is not None:
+                    on_result(result)
+                bar.downloading(result)
+                return self.download(result, directory, on_bytes=bar.downloaded)
