@@ -10,6 +10,7 @@ serving a non-audio ``audio_url``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -746,17 +747,24 @@ def _down_until(clock: _Clock, back_at: float | None) -> httpx.MockTransport:
     return httpx.MockTransport(handler)
 
 
+@contextlib.contextmanager
+def _client_of_a_server_down_until(clock: _Clock, back_at: float | None) -> Iterator[Client]:
+    """A Client on fake time (see _Clock) of a server down until ``back_at`` (_down_until)."""
+    with (
+        patch("time.monotonic", clock.monotonic),
+        patch("time.sleep", clock.sleep),
+        Client("http://api.test", api_key="k", transport=_down_until(clock, back_at)) as c,
+    ):
+        yield c
+
+
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
 @pytest.mark.parametrize("timeout", [None, 1000.0])
 def test_wait_rides_out_a_server_restart_longer_than_its_retries(timeout: float | None) -> None:
     """The server is down for 2 minutes (a restart, a deploy): one call's retries span 15 s,
     but wait goes on asking (at most 10 s apart) and returns the job's final status."""
     clock = _Clock()
-    with (
-        patch("time.monotonic", clock.monotonic),
-        patch("time.sleep", clock.sleep),
-        Client("http://api.test", api_key="k", transport=_down_until(clock, 120.0)) as c,
-    ):
+    with _client_of_a_server_down_until(clock, 120.0) as c:
         done = c.wait("req_1", timeout=timeout)
     assert done.status == "COMPLETED"
     assert 120.0 <= clock.now <= 130.0 and max(clock.naps) == 10.0
@@ -766,9 +774,7 @@ def test_wait_rides_out_a_server_restart_longer_than_its_retries(timeout: float 
 def test_wait_with_a_timeout_ends_at_it_while_the_server_is_down() -> None:
     clock = _Clock()
     with (
-        patch("time.monotonic", clock.monotonic),
-        patch("time.sleep", clock.sleep),
-        Client("http://api.test", api_key="k", transport=_down_until(clock, None)) as c,
+        _client_of_a_server_down_until(clock, None) as c,
         pytest.raises(WaitTimeout) as caught,
     ):
         c.wait("req_1", timeout=30)
@@ -780,9 +786,7 @@ def test_wait_with_a_timeout_ends_at_it_while_the_server_is_down() -> None:
 def test_wait_without_a_timeout_gives_up_after_5_minutes_naming_the_job() -> None:
     clock = _Clock()
     with (
-        patch("time.monotonic", clock.monotonic),
-        patch("time.sleep", clock.sleep),
-        Client("http://api.test", api_key="k", transport=_down_until(clock, None)) as c,
+        _client_of_a_server_down_until(clock, None) as c,
         pytest.raises(ConnectionFailed) as caught,
     ):
         c.wait("req_1")
