@@ -409,6 +409,86 @@ def test_the_service_lists_and_runs_a_user_model(tmp_path: Path) -> None:
     assert job.outputs is not None and set(job.outputs) == {"vocals", "instrumental"}
 
 
+def test_a_running_worker_takes_up_models_added_and_replaced_under_its_feet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`models add` while `serve` or `worker` runs: a model added later is run (not queued
+    forever), and one added again under its name with other weights is loaded again (not the
+    old network kept in memory), and its results are not the old ones from the result cache."""
+    from demixer.models.user_models import weights_identity
+    from demixer.service.accounts.keys import create_key, new_id
+    from demixer.service.context import Services
+    from demixer.service.jobs.cache import fingerprint
+    from demixer.service.jobs.contract import JobParams, UploadInput
+    from demixer.service.jobs.queue import FINAL
+    from demixer.service.schema import Job
+    from demixer.service.worker import Worker
+    from demixer.settings import Settings
+    from worker_support import running, wait_until
+
+    monkeypatch.setattr("demixer.service.worker.slots.MODELS_RESCAN_SECONDS", 0.2, raising=False)
+    models = tmp_path / "models"
+    first = model_files(tmp_path, seed=0)
+    second = model_files(tmp_path, seed=1)  # the same config, other weights
+    arch = "mel_band_roformer"
+    add("mine", arch=arch, config=first[0], checkpoint=first[1], model_dir=models)
+    settings = Settings(
+        data_dir=tmp_path / "data", model_dir=models, heartbeat_seconds=0.3, poll_seconds=0.1
+    )
+    services = Services.from_settings(settings)
+    services.db.create_all()
+    account, _ = create_key(services.db)
+    song = tmp_path / "song.wav"
+    sf.write(song, music(40000).T, 44100, subtype="FLOAT")
+    key = f"inputs/{new_id('file')}"
+    with song.open("rb") as fh:
+        services.storage.put(key, fh)
+    params = JobParams(
+        input=UploadInput(file_id=key.split("/")[1], storage_key=key, file_name=song.name),
+        stems=("vocals",), output_format="wav", bit_depth="32f",
+    )  # fmt: skip
+
+    def separated(model: str) -> np.ndarray:
+        job_id = new_id("job")
+        with services.db.write() as s:
+            services.queue.submit(
+                s, job_id=job_id, account_id=account, queue_model="audio/stems",
+                engine_model=model, params=params,
+            )  # fmt: skip
+
+        def final() -> Job | None:
+            with services.db.read() as s:
+                job = s.get(Job, job_id)
+                return job if job is not None and job.status in FINAL else None
+
+        job = wait_until(final, timeout=120, what=f"the job for {model} to finish")
+        assert job.status == "COMPLETED", (job.error_code, job.error_message)
+        assert job.outputs is not None
+        with services.storage.open(job.outputs["vocals"]["key"]) as fh:
+            audio: np.ndarray = sf.read(fh, dtype="float32")[0]
+            return audio
+
+    old_identity = weights_identity("mine", models)
+    with running(Worker(services)) as worker:
+        before = separated("mine")
+        add("late", arch=arch, config=second[0], checkpoint=second[1], model_dir=models)
+        late = separated("late")  # a model no worker ran when it was queued
+        assert "late" in worker.models
+        remove_user_model("mine", models)
+        add("mine", arch=arch, config=second[0], checkpoint=second[1], model_dir=models)
+        after = separated("mine")
+    # the new weights' stems (to float rounding: each model loads and runs on its own)
+    np.testing.assert_allclose(after, late, atol=1e-5)
+    assert np.abs(after - before).max() > 1e-3
+    new_identity = weights_identity("mine", models)
+    assert None is not old_identity != new_identity is not None
+    assert weights_identity("spleeter-2stems", models) is None
+    sha = "0" * 64
+    assert fingerprint(sha, "mine", params, old_identity) != fingerprint(
+        sha, "mine", params, new_identity
+    )
+
+
 # --- the engine around an MSST model ------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ from demixer.errors import (
 from demixer.models.loading import is_installed
 from demixer.models.quality import parse_quality
 from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.models.user_models import weights_identity
 from demixer.service.accounts.keys import new_id
 from demixer.service.accounts.limits import check_concurrency
 from demixer.service.context import Services
@@ -374,7 +375,9 @@ def submit(
     job_id = new_id("req")
     try:
         with services.db.write() as s:
-            fp = cache.fingerprint(cache.input_sha256(s, sub.params), sub.engine_model, sub.params)
+            weights = weights_identity(sub.engine_model, services.settings.model_dir)
+            content = cache.input_sha256(s, sub.params)
+            fp = cache.fingerprint(content, sub.engine_model, sub.params, weights)
             now = services.db.clock()
             source = cache.find_reusable(s, services.storage, account_id, fp, now) if fp else None
             if source is None:

@@ -42,6 +42,7 @@ __all__ = [
     "remove_user_model",
     "user_spec",
     "user_specs",
+    "weights_identity",
 ]
 
 MANIFEST = "demixer-model.json"
@@ -100,6 +101,18 @@ def user_spec(name: str, model_dir: Path | None = None) -> ModelSpec | None:
         return _spec(data, directory)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def weights_identity(name: str, model_dir: Path | None = None) -> str | None:
+    """A user model's weights as one digest of its files' SHA-256s, or None for any other
+    model: it changes when the model is added again under its name with other files, so what
+    was computed or loaded with the old ones is not taken for the new (the result cache, a
+    worker's loaded models)."""
+    spec = user_spec(name, model_dir)
+    if spec is None:
+        return None
+    listed = "\n".join(f"{w.name} {w.sha256}" for w in spec.weights)
+    return hashlib.sha256(listed.encode()).hexdigest()
 
 
 def user_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:

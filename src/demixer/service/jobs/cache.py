@@ -38,11 +38,19 @@ def input_sha256(session: Session, params: JobParams) -> str | None:
     return session.execute(select(File.sha256).where(File.id == file_id)).scalar_one_or_none()
 
 
-def fingerprint(content_sha256: str | None, engine_model: str, params: JobParams) -> str | None:
+def fingerprint(
+    content_sha256: str | None,
+    engine_model: str,
+    params: JobParams,
+    weights: str | None = None,
+) -> str | None:
     """What makes two requests' outputs identical, hashed (None: not cacheable).
 
-    The hashed object keeps the shape of the first release's (fields added since enter only
-    when set), so jobs completed before an upgrade are still found.
+    ``weights``: the engine model's weights identity where the same name can stand for other
+    weights (a user model added again: :func:`~demixer.models.user_models.weights_identity`);
+    a catalogue id names one set of pinned files. The hashed object keeps the shape of the
+    first release's (fields added since enter only when set), so jobs completed before an
+    upgrade are still found.
     """
     if not content_sha256:
         return None
@@ -55,6 +63,8 @@ def fingerprint(content_sha256: str | None, engine_model: str, params: JobParams
     for added in ("extra_formats", "preprocess", "rescale"):  # only when set: older ones hold
         if row[added]:
             key[added] = row[added]
+    if weights:
+        key["weights"] = weights
     # Jobs from before quality levels ran at `fast` and read as `fast`: a `fast` request keeps
     # their fingerprint (and reuses them); any other level is another result.
     if params.quality != "fast":

@@ -57,6 +57,7 @@ from demixer.errors import (
 from demixer.models import planner
 from demixer.models.loading import is_installed
 from demixer.models.registry import list_specs
+from demixer.models.user_models import weights_identity
 from demixer.service.jobs.contract import JobParams
 
 __all__ = [
@@ -363,15 +364,18 @@ def _separator(
     separators: OrderedDict[str, Separator],
     stage: Callable[[str], None],
 ) -> Separator:
-    if model in separators:
-        separators.move_to_end(model)
-        return separators[model]
+    """``model`` loaded, from the few kept loaded (by name and, for a user model, its weights:
+    one added again under its name with other files is loaded again)."""
+    model_dir = Path(options.model_dir) if options.model_dir else None
+    key = f"{model} {weights_identity(model, model_dir) or ''}"
+    if key in separators:
+        separators.move_to_end(key)
+        return separators[key]
     while len(separators) >= CACHED_MODELS:
         separators.popitem(last=False)
-    model_dir = Path(options.model_dir) if options.model_dir else None
     stage("loading_model")
     separator = Separator(model, model_dir=model_dir, device=options.device)
-    separators[model] = separator
+    separators[key] = separator
     return separator
 
 

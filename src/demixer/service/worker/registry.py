@@ -70,7 +70,9 @@ def stale_after(settings: Settings) -> timedelta:
 # --- what a worker runs, and on what ------------------------------------------------------
 
 
-def runnable_models(settings: Settings, requested: Collection[str] | None = None) -> list[str]:
+def runnable_models(
+    settings: Settings, requested: Collection[str] | None = None, *, warn: bool = True
+) -> list[str]:
     """The engine models a worker on this machine claims jobs for, in registry order.
 
     Args:
@@ -92,7 +94,7 @@ def runnable_models(settings: Settings, requested: Collection[str] | None = None
         }
         chosen = [model for model in installed if model in wanted]
         missing = sorted(wanted - set(installed))
-        if missing and chosen:
+        if missing and chosen and warn:
             log.warning("models not installed here, so not run: %s", ", ".join(missing))
     if not chosen:
         asked = f"; asked for: {', '.join(sorted(requested))}" if requested is not None else ""
@@ -255,6 +257,11 @@ class Presence:
         self.slots = slots
         self.started_at = db.clock()
         self._registered = False
+
+    def advertise(self, models: Sequence[str]) -> None:
+        """Advertise ``models`` from the next beat on (the worker's models changed)."""
+        self.models = list(models)
+        self._registered = False  # the next beat writes the whole row
 
     def beat(self) -> None:
         """Refresh ``last_seen_at``; (re-)register when the row is missing (first beat, or

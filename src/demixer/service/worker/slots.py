@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from demixer.errors import DemixerError
 from demixer.service.context import Services
 from demixer.service.db import OutageNotice, is_unavailable
 from demixer.service.jobs.queue import IN_PROGRESS
@@ -48,6 +49,8 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("demixer.worker")
 
+MODELS_RESCAN_SECONDS = 5.0  # how soon a model pulled or added while the worker runs is used
+
 
 class _Slot:
     """One worker slot: a thread's claim loop, its worker id and its runner (and child)."""
@@ -62,8 +65,7 @@ class _Slot:
     ):
         self.services = services
         self.worker_id = worker_id
-        self.models = models
-        self._runs = partial(runs, models=frozenset(models))  # and ensembles of them
+        self.use(models)
         settings = services.settings
         options = ChildOptions(
             model_dir=str(settings.model_dir) if settings.model_dir else None,
@@ -72,6 +74,11 @@ class _Slot:
             parent_pid=os.getpid(),
         )
         self.runner = Runner(services, worker_id, options)
+
+    def use(self, models: list[str]) -> None:
+        """Claim jobs for ``models`` (and ensembles of them) from the next claim on."""
+        self.models = models
+        self._runs = partial(runs, models=frozenset(models))
 
     @property
     def child_pid(self) -> int | None:
@@ -120,7 +127,8 @@ class Worker:
         models: engine model ids this worker may run (None: all); it claims only jobs for
             those whose weights are installed here, and refuses to start with none
             (:class:`~demixer.errors.ModelUnavailable`). Other jobs stay queued for workers
-            that can run them.
+            that can run them. Models installed or removed while it runs (``models pull``,
+            ``models add``) are picked up within :data:`MODELS_RESCAN_SECONDS`.
 
     The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
     While it runs, the worker advertises its device and models in the ``workers`` table
@@ -146,6 +154,7 @@ class Worker:
         self.services = services
         base = worker_id or _default_base_id()
         settings = services.settings
+        self._requested = models
         self.models = runnable_models(settings, models)
         device, self.device = resolve_device(settings.device)
         # Slots share the cores: N children each on every core would only wait on each other
@@ -165,6 +174,21 @@ class Worker:
             slots=slots,
         )
         self._stop = threading.Event()
+
+    def rescan_models(self) -> None:
+        """Pick up models installed or removed since the start: the slots claim, and the
+        worker advertises, what is installed now (kept as it was if nothing is)."""
+        try:
+            models = runnable_models(self.services.settings, self._requested, warn=False)
+        except DemixerError:
+            return  # none left: its jobs fail with the model's own error, as they would anyway
+        if models == self.models:
+            return
+        log.info("worker %s: models now %s", self.id, ", ".join(models))
+        self.models = models
+        for slot in self.slots:
+            slot.use(models)
+        self.presence.advertise(models)
 
     @property
     def worker_ids(self) -> list[str]:
@@ -219,6 +243,7 @@ class Worker:
             thread.start()
         sweep_every = max(1.0, self.services.settings.lease_seconds)
         next_sweep = time.monotonic() + sweep_every
+        next_rescan = time.monotonic() + MODELS_RESCAN_SECONDS
         try:
             while any(t.is_alive() for t in threads):
                 if stop.is_set():  # idle slots wait on the queue's wakeups, not on ``stop``
@@ -228,6 +253,9 @@ class Worker:
                 if time.monotonic() >= next_sweep and not stop.is_set():
                     next_sweep = time.monotonic() + sweep_every
                     self.sweep_work_dir()
+                if time.monotonic() >= next_rescan and not stop.is_set():
+                    next_rescan = time.monotonic() + MODELS_RESCAN_SECONDS
+                    self.rescan_models()
         finally:
             stop.set()
             for thread in threads:
