@@ -365,3 +365,25 @@ def test_a_normalising_config_equals_msst_from_an_array_and_a_file(
         from_file, _ = sf.read(written.paths[stem], dtype="float32")
         assert float(np.abs(got[stem] - expected[stem]).max()) <= 1e-4 * 3
         assert float(np.abs(from_file.T - expected[stem]).max()) <= 1e-4 * 3
+
+
+def test_demixer_precision_is_read_in_any_case_and_a_bad_one_is_one_error_line(
+    tmp_path: Path,
+) -> None:
+    """`DEMIXER_PRECISION=FP32` is fp32; a value none of auto, fp32, bf16, fp16 ends
+    `separate` (and `worker`, at its start, not each job later) with one line and exit 2."""
+    from service_harness import run_demixer
+
+    song = tmp_path / "song.wav"
+    sf.write(song, np.zeros((4410, 2), np.float32), 44100)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ok = run_demixer("separate", str(song), "-o", str(tmp_path / "a"),
+                     env={**env, "DEMIXER_PRECISION": "FP32"})  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    message = "error [INVALID_SETTING] DEMIXER_PRECISION='float32': must be one of auto, fp32, "
+    for command in (["separate", str(song), "-o", str(tmp_path / "b")],
+                    ["worker", "--data-dir", str(tmp_path / "data")]):  # fmt: skip
+        bad = run_demixer(*command, env={**env, "DEMIXER_PRECISION": "float32"})
+        assert (bad.returncode, bad.stdout) == (2, ""), (command, bad.stderr)
+        assert bad.stderr == message + "bf16, fp16\n", command
+    assert not (tmp_path / "b").exists()

@@ -58,6 +58,19 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
         raise typer.Exit(2) from None
 
 
+def _check_precision() -> None:
+    """A ``DEMIXER_PRECISION`` the models would refuse ends ``serve``/``worker`` at start, not
+    every job later."""
+    from demixer.errors import InvalidSetting
+    from demixer.models.precision import requested_precision
+
+    try:
+        requested_precision()
+    except InvalidSetting as exc:
+        print_error(exc.code, exc.message)
+        raise typer.Exit(2) from None
+
+
 def _services(settings: Any) -> Any:
     """The services of a ``serve``/``worker``/``keys``/... process, migrated and swept; what
     the operator must fix (a data directory, a URL, a database that does not answer) ends the
@@ -267,6 +280,8 @@ def serve(
     settings = _settings(
         data_dir, host=host, port=port, workers=workers, local_session=local_session
     )
+    if settings.workers > 0:
+        _check_precision()
     listening = _listen(settings.host, settings.port)  # before anything starts or is shown
     services = _services(settings)
     _check_storage(services, holds_inputs=settings.workers == 0)
@@ -392,7 +407,9 @@ def worker(
     """
     from demixer.service.worker import Worker
 
-    services = _services(_settings(data_dir, threads=threads))
+    settings = _settings(data_dir, threads=threads)
+    _check_precision()
+    services = _services(settings)
     _check_storage(services, holds_inputs=True)
     try:
         runner = Worker(services, slots=slots, models=models.split(",") if models else None)

@@ -189,6 +189,12 @@ class CheckpointMismatch(ModelUnavailable):
     code = "CHECKPOINT_MISMATCH"
 
 
+class InvalidSetting(DemixerError):
+    """A ``DEMIXER_*`` setting has a value demixer does not know (e.g. ``DEMIXER_PRECISION``)."""
+
+    code = "INVALID_SETTING"
+
+
 class DeviceUnavailable(DemixerError):
     """The torch device asked for is not there (``cuda`` with a CPU-only torch, a GPU index
     past the last one)."""
@@ -458,6 +464,7 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     InvalidOutput: 2,
     InvalidModelDir: 2,
     DeviceUnavailable: 2,
+    InvalidSetting: 2,
     InvalidAudio: 3,
     ModelUnavailable: 4,
     Cancelled: 130,

@@ -15,6 +15,8 @@ import os
 
 import torch
 
+from demixer.errors import InvalidSetting
+
 __all__ = ["PRECISIONS", "PRECISION_ENV", "autocast", "requested_precision", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -24,8 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def requested_precision(precision: str | None = None) -> str:
-    """``precision`` if given, else ``$DEMIXER_PRECISION``, else ``auto``."""
-    return precision or os.environ.get(PRECISION_ENV, "auto")
+    """``precision`` if given, else ``$DEMIXER_PRECISION`` (any case; blank: unset), else
+    ``auto``. A value that is none of :data:`PRECISIONS` raises
+    :class:`~demixer.errors.InvalidSetting` naming them."""
+    if precision:
+        return precision
+    value = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        raise InvalidSetting(
+            f"{PRECISION_ENV}={os.environ[PRECISION_ENV]!r}: must be one of {', '.join(PRECISIONS)}"
+        )
+    return value
 
 
 def resolve_precision(precision: str, device: torch.device, *, low_ok: bool = True) -> str:
