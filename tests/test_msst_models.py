@@ -28,6 +28,7 @@ from demixer.errors import (
     Conflict,
     InputNotFound,
     InvalidModelConfig,
+    InvalidModelDir,
     InvalidRequest,
     ModelUnavailable,
     NotFound,
@@ -311,6 +312,16 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     with pytest.raises(NotFound):
         remove_user_model("htdemucs", models)
     assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
+
+
+def test_add_where_the_model_directory_refuses_is_one_error(tmp_path: Path) -> None:
+    """A model directory that refuses writes (read-only, full: here /proc, which takes no
+    new folder whoever asks) is INVALID_MODEL_DIR naming it, not a traceback."""
+    config, checkpoint = model_files(tmp_path)
+    with pytest.raises(InvalidModelDir) as caught:
+        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+            model_dir=Path("/proc"))  # fmt: skip
+    assert caught.value.message.startswith("cannot add 'mine' to the model directory /proc: ")
 
 
 def _cli(*args: str | Path, models: Path) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from demixer.errors import Conflict, DemixerError, InputNotFound, InvalidRequest, NotFound
+from demixer.errors import (
+    Conflict,
+    DemixerError,
+    InputNotFound,
+    InvalidModelDir,
+    InvalidRequest,
+    NotFound,
+)
 from demixer.models.catalogue import SHIPPED_IDS
 from demixer.models.model_dir import default_model_dir, usable_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
@@ -181,7 +188,10 @@ def install_user_model(
         if not Path(path).is_file():
             raise InputNotFound(f"{path} is not a file")
     root = usable_model_dir(_model_dir(model_dir))
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    except OSError as exc:
+        raise _unwritable(root, f"add {name!r} to", exc) from exc
     try:
         files = [
             _copy_hashed(config, staging / CONFIG_NAME),
@@ -207,6 +217,9 @@ def install_user_model(
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
         os.rename(staging, root / name)
+    except OSError as exc:  # the model directory is read-only, full, or has a file in the way
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _unwritable(root, f"add {name!r} to", exc) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -223,6 +236,17 @@ def remove_user_model(name: str, model_dir: Path | None = None) -> Path:
     """
     if user_spec(name, model_dir) is None:
         raise NotFound(f"no user model {name!r} in {_model_dir(model_dir)}")
-    directory = _model_dir(model_dir) / name
-    shutil.rmtree(directory)
+    root = _model_dir(model_dir)
+    directory = root / name
+    doomed = root / f".{name}.removed.{os.getpid()}"
+    try:  # out of the way at once (no half-removed model is ever listed), then deleted
+        os.rename(directory, doomed)
+    except OSError as exc:
+        raise _unwritable(root, f"remove {name!r} from", exc) from exc
+    shutil.rmtree(doomed, ignore_errors=True)
     return directory
+
+
+def _unwritable(root: Path, doing: str, exc: OSError) -> InvalidModelDir:
+    """The model directory refused a write: what was being done, and the system's words."""
+    return InvalidModelDir(f"cannot {doing} the model directory {root}: {exc.strerror or exc}")
