@@ -278,8 +278,13 @@ def test_add_list_run_tamper_remove(tmp_path: Path) -> None:
     with (models / "my-kim" / "model.ckpt").open("r+b") as fh:
         fh.seek(-3, 2)
         fh.write(b"\x00\x01\x02")
-    with pytest.raises(WeightsChecksumMismatch):
+    with pytest.raises(WeightsChecksumMismatch) as tampered:
         load_backend("my-kim", model_dir=models)
+    assert tampered.value.message.endswith(  # nothing to fetch: the user's own files
+        "so it was not loaded; add the model again: `demixer models remove my-kim`, then "
+        "`demixer models add my-kim --arch ... --config ... --checkpoint ...` with the original "
+        "files"
+    )
 
     assert remove_user_model("my-kim", models) == models / "my-kim"
     assert not (models / "my-kim").exists()

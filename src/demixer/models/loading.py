@@ -16,6 +16,7 @@ from typing import Any
 
 from demixer.errors import ModelUnavailable, WeightsChecksumMismatch
 from demixer.models.base import Backend
+from demixer.models.catalogue import SHIPPED_IDS
 from demixer.models.model_dir import default_model_dir
 from demixer.models.registry import ModelSpec, WeightFile, get_spec
 
@@ -41,13 +42,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_sha256(path: Path, expected: str) -> None:
+def verify_sha256(path: Path, expected: str, remedy: str = "delete it and fetch it again") -> None:
     """Raise :class:`WeightsChecksumMismatch` unless ``path`` hashes to ``expected``."""
     actual = file_sha256(path)
     if actual != expected.lower():
         raise WeightsChecksumMismatch(
             f"{path} has SHA-256 {actual}, expected {expected}: the file is corrupt or not the "
-            "pinned weights, so it was not loaded; delete it and fetch it again"
+            f"pinned weights, so it was not loaded; {remedy}"
         )
 
 
@@ -94,10 +95,17 @@ def is_installed(spec: ModelSpec, model_dir: Path | None = None) -> bool:
 
 def verified_weights(spec: ModelSpec, model_dir: Path | None = None) -> list[Path]:
     """Paths of ``spec``'s weights, each verified by full SHA-256."""
+    if spec.id in SHIPPED_IDS:
+        remedy = f"delete it and fetch it again (`demixer models pull {spec.id}`)"
+    else:  # a model the user added: nothing to fetch, only their own files to add again
+        remedy = (
+            f"add the model again: `demixer models remove {spec.id}`, then `demixer models add "
+            f"{spec.id} --arch ... --config ... --checkpoint ...` with the original files"
+        )
     paths = []
     for weight in spec.weights:
         path = resolve_weight(spec, weight, model_dir)
-        verify_sha256(path, weight.sha256)
+        verify_sha256(path, weight.sha256, remedy)
         paths.append(path)
     return paths
 
