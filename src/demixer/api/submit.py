@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ from demixer.errors import (
     InvalidRequest,
     ModelUnavailable,
     NoStemsRequested,
+    UnknownModel,
     UnknownStem,
 )
 from demixer.models.loading import is_installed
@@ -324,7 +326,8 @@ def plan_stems_request(
     if spec not in installed and not (spec.requires and set(spec.requires) <= ids):
         raise ModelUnavailable(
             f"model {spec.id!r} is not installed on this server nor on any of its workers; "
-            f"{spec.install_hint}",
+            f"its operator installs it there: {install_command(spec, services.settings.model_dir)}"
+            + (f" ({', '.join(spec.requires)})" if spec.requires else ""),
             param="input.model",
         )
     return Submission(
@@ -350,6 +353,23 @@ def _contract(**fields: Any) -> JobParams:
         return JobParams(**fields)
     except ValidationError as exc:
         raise invalid_request(exc.errors()[:1]) from None
+
+
+def install_command(spec: ModelSpec, model_dir: Path | None) -> str:
+    """``demixer models pull ID`` when that downloads everything the model needs (a recipe:
+    the models it chains), else the model's hint."""
+    if (spec.weights or spec.requires) and _pullable(spec, model_dir):
+        return f"demixer models pull {spec.id}"
+    return spec.install_hint
+
+
+def _pullable(spec: ModelSpec, model_dir: Path | None) -> bool:
+    """Whether every weights file of ``spec`` and of the models it requires has a URL."""
+    try:
+        required = [get_spec(dependency, model_dir) for dependency in spec.requires]
+    except UnknownModel:
+        return False
+    return all(w.url for w in spec.weights) and all(_pullable(r, model_dir) for r in required)
 
 
 def _default_model(

@@ -24,12 +24,11 @@ from demixer.api.schemas import (
     SeparateRequest,
     StemsRequest,
 )
-from demixer.api.submit import SEPARATE, STEMS, installed_models
+from demixer.api.submit import SEPARATE, STEMS, install_command, installed_models
 from demixer.api.uploads import INPUT_FORMATS
 from demixer.audio.encode import BIT_DEPTHS, FORMATS
-from demixer.errors import UnknownModel
 from demixer.models.loading import is_installed
-from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.models.registry import ModelSpec, list_specs
 from demixer.service.batchread import Batched
 from demixer.service.context import Services
 from demixer.service.jobs.prompts import separable
@@ -106,25 +105,8 @@ def _engine_model(
 ) -> EngineModel:
     record = spec.summary()
     fields = {name: record[name] for name in EngineModel.model_fields if name in record}
-    install = None if installed else _install_command(spec, model_dir)
+    install = None if installed else install_command(spec, model_dir)
     return EngineModel(**fields, installed=installed, install=install, limits=limits)
-
-
-def _install_command(spec: ModelSpec, model_dir: Path | None) -> str:
-    """``demixer models pull ID`` when that downloads everything the model needs (a recipe:
-    the models it chains), else the model's hint."""
-    if (spec.weights or spec.requires) and _pullable(spec, model_dir):
-        return f"demixer models pull {spec.id}"
-    return spec.install_hint
-
-
-def _pullable(spec: ModelSpec, model_dir: Path | None) -> bool:
-    """Whether every weights file of ``spec`` and of the models it requires has a URL."""
-    try:
-        required = [get_spec(dependency, model_dir) for dependency in spec.requires]
-    except UnknownModel:
-        return False
-    return all(w.url for w in spec.weights) and all(_pullable(r, model_dir) for r in required)
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401, 403))
