@@ -597,6 +597,28 @@ def test_a_folder_run_again_does_not_separate_its_own_stems(
     assert (songs / "separated" / "A_vocals_vocals.wav").is_file()
 
 
+@pytest.mark.parametrize("command", [["separate"], ["remote", "separate"]], ids=" ".join)
+def test_two_songs_of_one_name_are_refused_before_either_runs(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path, command: list[str]
+) -> None:
+    """song.wav and song.flac would both write out/song_vocals.wav: the second would silently
+    replace the first's stems. Refused before anything is separated (or uploaded)."""
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    shutil.copy(inputs["A"], songs / "A.wav")
+    sf.write(songs / "A.flac", sf.read(inputs["A"])[0], 44100)
+    out = tmp_path / "out"
+    remote = ["--server", "http://127.0.0.1:9", "--key", "k"] if command[0] == "remote" else []
+    run = demixer(*command, songs, *remote, "-o", out, model_dir=model_dir)
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        f"error [INVALID_OUTPUT] {songs / 'A.flac'} and {songs / 'A.wav'} would write the same "
+        "stems (A_STEM.EXT) into one folder: rename one, or separate them into different -o "
+        "folders"
+    )
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "command",
     [["separate"], ["remote", "separate"], ["serve"], ["worker"], ["keys", "create"]],

@@ -24,6 +24,7 @@ from demixer.cli_inputs import (
     FilesArgument,
     RescaleOption,
     SpanOption,
+    check_distinct_tracks,
     expand_inputs,
     parse_spans,
 )
@@ -240,6 +241,7 @@ def separate(
 
     inputs, skipped = expand_inputs(files, out_dir)
     try:
+        check_distinct_tracks(inputs)
         level = parse_quality(quality)
         if not any(item.path.exists() for item in inputs):  # nothing to do: say so at once
             missing = ", ".join(shown_name(str(item.path)) for item in inputs)

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from demixer.errors import InvalidOutput
+from demixer.naming import shown_name
+
 if TYPE_CHECKING:
     from demixer.engine.spans import Span
 
@@ -26,6 +29,7 @@ __all__ = [
     "Input",
     "RescaleOption",
     "SpanOption",
+    "check_distinct_tracks",
     "expand_inputs",
     "parse_spans",
 ]
@@ -144,6 +148,22 @@ def expand_inputs(
                 seen.add(key)
                 found.append(Input(path, subdir))
     return found, skipped
+
+
+def check_distinct_tracks(inputs: Iterable[Input]) -> None:
+    """Refuse inputs that would write the same stem files: two songs of one name in one output
+    folder (``song.wav`` and ``song.flac``: both ``song_vocals.wav``), before anything runs,
+    rather than the second silently replacing the first's stems."""
+    first: dict[tuple[Path, str], Path] = {}
+    for item in inputs:
+        key = (item.subdir, shown_name(item.path.stem))
+        other = first.setdefault(key, item.path)
+        if other != item.path:
+            raise InvalidOutput(
+                f"{shown_name(str(other))} and {shown_name(str(item.path))} would write the same "
+                f"stems ({key[1]}_STEM.EXT) into one folder: rename one, or separate them into "
+                "different -o folders"
+            )
 
 
 def _inside(folder: Path | None, root: Path) -> Path | None:

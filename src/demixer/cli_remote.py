@@ -20,6 +20,7 @@ from demixer.cli_inputs import (
     FilesArgument,
     RescaleOption,
     SpanOption,
+    check_distinct_tracks,
     expand_inputs,
     parse_spans,
 )
@@ -160,6 +161,11 @@ def remote_separate(
             param_hint="'--key'",
         )
     inputs, skipped = expand_inputs(files, out_dir)
+    try:
+        check_distinct_tracks(inputs)
+    except DemixerError as e:
+        print_error(e.code, e.message)
+        raise typer.Exit(exit_code_for(e)) from None
     if skipped:
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
     last = 0
