@@ -329,6 +329,22 @@ def test_add_where_the_model_directory_refuses_is_one_error(tmp_path: Path) -> N
     assert caught.value.message.startswith("cannot add 'mine' to the model directory /proc: ")
 
 
+def test_a_lone_target_comes_with_the_rest_of_the_mix(tmp_path: Path) -> None:
+    """A config with a target among four instruments gives the target alone: its stems do not
+    add up to the song, so by default the residual comes with it (as MSST's
+    --extract_instrumental), given as files (--arch) or added (models add)."""
+    config, checkpoint = model_files(tmp_path, name="bs-musdb-target")
+    mix = music(30000)
+    spec, backend = open_files("bs_roformer", config, checkpoint)
+    add("lone", arch="bs_roformer", config=config, checkpoint=checkpoint,
+        model_dir=tmp_path / "models")  # fmt: skip
+    added = Separator("lone", model_dir=tmp_path / "models")
+    for separator in (Separator.from_backend(spec, backend), added):
+        stems = separator.separate_array(mix, 44100)
+        assert list(stems) == ["vocals", "residual"]
+        np.testing.assert_allclose(stems["vocals"] + stems["residual"], mix, atol=1e-5)
+
+
 def _cli(*args: str | Path, models: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEMIXER_MODEL_DIR": str(models), "OMP_NUM_THREADS": "1"}
     cli = Path(sys.executable).parent / "demixer"

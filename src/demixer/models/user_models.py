@@ -78,9 +78,10 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
     )
     arch = str(data["arch"])
     origin = data.get("added_from", {})
+    stems = tuple(str(s) for s in data["stems"])
     return ModelSpec(
         id=directory.name,
-        stems=tuple(str(s) for s in data["stems"]),
+        stems=stems,
         sample_rate=int(data["sample_rate"]),
         description=f"your own {arch} model (demixer models add)",
         license="not stated: your own model",
@@ -95,6 +96,7 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
         arch=arch,
         config_name=str(data["config_name"]),
         license_class="not stated",
+        arch_params={"partial": len(stems) == 1},  # a lone target: the residual comes too
     )
 
 
