@@ -102,6 +102,27 @@ def test_every_model_has_a_card_that_states_its_facts(spec: ModelSpec) -> None:
         assert spec.license_class in card
 
 
+@pytest.mark.parametrize("spec", [s for s in list_specs() if s.arch], ids=lambda s: s.id)
+def test_a_card_on_an_80_column_terminal_shows_every_pin_whole(spec: ModelSpec) -> None:
+    """`models info` in a terminal folds a SHA-256 or a file name that does not fit its table
+    cell onto the next line instead of cutting it off: a pin is only useful whole."""
+    import io
+
+    from rich.console import Console
+
+    from demixer.cli_models import print_card
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=80, force_terminal=True, color_system=None)
+    print_card(model_card(spec.id), console)
+    lines = buffer.getvalue().splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.split()[-1:] == ["SHA-256"]) :]
+    # the SHA-256 column is each table line's last word: folded, its pieces follow each other
+    column = "".join(line.split()[-1] for line in table if line.strip())
+    for weight in spec.weights:
+        assert weight.sha256 in column, (weight.name, column)
+
+
 def test_demucs_weights_are_research_only_as_meta_said() -> None:
     for spec in list_specs():
         if spec.loader == "demixer.models.demucs_backend:load":

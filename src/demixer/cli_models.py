@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import typer
 from rich import box
-from rich.console import Console
-from rich.markdown import Markdown
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markdown import Markdown, MarkdownElement, TableElement
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -191,10 +191,28 @@ def models_info(
     print_card(card + "\n" + status + "\n", out)
 
 
+class _FoldingTable(TableElement):
+    """A card's table whose long words (SHA-256s, file names, URLs) fold onto the next line in
+    a narrow terminal instead of being cut off with an ellipsis: a pin must be read whole."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for table in super().__rich_console__(console, options):
+            for column in table.columns:  # type: ignore[union-attr]
+                column.overflow = "fold"
+            yield table
+
+
+class _CardMarkdown(Markdown):
+    elements: ClassVar[dict[str, type[MarkdownElement]]] = {
+        **Markdown.elements,
+        "table_open": _FoldingTable,
+    }
+
+
 def print_card(text: str, console: Console) -> None:
     """``text`` (markdown) rendered for a terminal, or verbatim when piped or redirected."""
     if console.is_terminal:  # wrapped to the terminal, whatever the console's own soft_wrap
-        console.print(Markdown(text), soft_wrap=False)
+        console.print(_CardMarkdown(text), soft_wrap=False)
     else:
         console.file.write(text)
 
