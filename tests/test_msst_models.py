@@ -93,6 +93,19 @@ def test_a_config_that_would_run_code_is_refused_and_runs_nothing(
     assert not marker.exists()
 
 
+def test_a_config_that_is_not_yaml_says_where_and_what() -> None:
+    """A YAML slip (an unclosed list) names the line and column and the parser's complaint,
+    not the refused-tags hint, which is about something else."""
+    text = MINIMAL + "inference: {num_overlap: [1, 2}\n"
+    with pytest.raises(InvalidModelConfig) as caught:
+        parse_config(text, arch="bs_roformer", source="kim.yaml")
+    line = len(MINIMAL.splitlines()) + 1
+    assert caught.value.message == (
+        f"kim.yaml is not a usable model config at line {line}, column 31: expected ',' or "
+        "']', but got '}'"
+    )
+
+
 def test_mssts_precedence_and_defaults() -> None:
     config = parse_config(MINIMAL, arch="bs_roformer")
     assert config.stems == ("vocals", "other")  # demixer's stem names are lowercase

@@ -156,6 +156,18 @@ def _instruments(training: Mapping[str, Any], source: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
+    """A config YAML could not read, in words: where (line and column, from 1) and what; for a
+    refused tag, that only plain YAML and ``!!python/tuple`` are read."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    message = f"{source} is not a usable model config{where}: {problem}"
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        message += " (only plain YAML and !!python/tuple are read; nothing in a config is executed)"
+    return message
+
+
 def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> MsstConfig:
     """Read an MSST config from YAML text.
 
@@ -171,10 +183,7 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
     try:
         data = yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: nothing is executed
     except yaml.YAMLError as exc:
-        raise InvalidModelConfig(
-            f"{source} is not a usable model config: {str(exc).splitlines()[0]} (only plain "
-            "YAML and !!python/tuple are read; nothing in a config is executed)"
-        ) from None
+        raise InvalidModelConfig(_yaml_problem(source, exc)) from None
     if not isinstance(data, Mapping):
         raise InvalidModelConfig(f"{source}: a model config is a YAML mapping")
     audio = _section(data, "audio", source)
