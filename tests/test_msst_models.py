@@ -204,6 +204,29 @@ def test_a_checkpoint_holding_code_is_refused_unrun(tmp_path: Path) -> None:
     )
 
 
+def test_a_plain_pickle_or_a_safetensors_file_is_one_plain_error(tmp_path: Path) -> None:
+    """A file pickled without torch is refused with no warning of torch's on the way (the
+    user sees one line); a .safetensors file is named as what is not read."""
+    import pickle
+    import warnings
+
+    plain = tmp_path / "plain.ckpt"
+    plain.write_bytes(pickle.dumps({"x": [1, 2]}, protocol=4))
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(ModelUnavailable) as caught:
+        warnings.simplefilter("always")
+        read_state_dict(plain)
+    assert caught.value.message.startswith(f"cannot read checkpoint {plain}: ")
+    assert [str(w.message) for w in seen] == []
+    safe = tmp_path / "model.safetensors"
+    safe.write_bytes(b"{}")
+    with pytest.raises(ModelUnavailable) as caught:
+        read_state_dict(safe)
+    assert caught.value.message == (
+        f"cannot read checkpoint {safe}: safetensors files are not read; give the model's .ckpt "
+        "or .pth (torch.save) file"
+    )
+
+
 def test_a_checkpoint_that_does_not_fit_gives_one_error_naming_keys_and_shapes(
     tmp_path: Path,
 ) -> None:

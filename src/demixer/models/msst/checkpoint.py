@@ -10,6 +10,7 @@ also keys prefixed ``module.`` (saved from ``DataParallel``), which MSST itself 
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,22 @@ _SHOWN = 4  # names listed per kind of mismatch
 
 
 def _load(path: Path) -> Any:
-    try:
-        # mmap: the tensors are copied once, into the network, not read into memory first.
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc) and "zip" not in str(exc):
-            raise
-    return torch.load(path, map_location="cpu", weights_only=True)  # a pre-1.6 file
+    if path.suffix.lower() == ".safetensors":
+        raise ModelUnavailable(
+            f"cannot read checkpoint {path}: safetensors files are not read; give the "
+            "model's .ckpt or .pth (torch.save) file"
+        )
+    # torch's own warnings (e.g. an unusual pickle protocol) say nothing a user can act on:
+    # what is wrong with a file is said in the error below.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            # mmap: the tensors are copied once, into the network, not read into memory first.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc) and "zip" not in str(exc):
+                raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # a pre-1.6 file
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -55,6 +65,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except FileNotFoundError:
         raise ModelUnavailable(f"checkpoint {path} does not exist") from None
+    except ModelUnavailable:
+        raise
     except Exception as exc:  # a corrupt zip or pickle: translate at this boundary
         reason = _not_torch(Path(path)) or f"{type(exc).__name__}: {exc}"
         raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
