@@ -42,7 +42,7 @@ from demixer.client import (
 )
 from demixer.client.core import StatusStream, retry_delay
 from demixer.errors import InvalidAudio, InvalidOutput
-from service_harness import DEMIXER, Server, fast_env, running_server
+from service_harness import DEMIXER, Server, fast_env, free_port, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -603,6 +603,24 @@ def test_remote_separate_refuses_a_bad_server_or_timeout_up_front(
     shown = "'--span' / '--exclude-span'" if option == "--span" else f"'{option}'"
     assert f"Invalid value for {shown}: {message}" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # no server at all: no backend
+def test_remote_separate_where_no_server_listens_says_so_before_any_retry(
+    music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """A wrong --server (nothing listens there) is one line naming it, asked once before any
+    upload, not the client's retries over 15 s and then an error about /v1/files."""
+    port = free_port()
+    cmd = [DEMIXER, "remote", "separate", str(music[0]), "-o", str(tmp_path / "out"),
+           "--server", f"http://127.0.0.1:{port}/v1", "--key", "k"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"error [CONNECTION_FAILED] cannot reach http://127.0.0.1:{port}: [Errno 111] Connection "
+        "refused (is the server running at that address?)\n"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 # --- the parts that need no server -------------------------------------------------------------

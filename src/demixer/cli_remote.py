@@ -38,6 +38,22 @@ out = Console(soft_wrap=True)  # never wrapped: scripts read the paths printed h
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _unreachable(server: str) -> str | None:
+    """Why nothing at ``server`` can be reached at all (nothing listens there, no such host),
+    asked once before any upload, so a wrong ``--server`` is said at once rather than after the
+    client's retries; None when it answers anything (or is merely slow: the client retries)."""
+    import httpx
+
+    root = server.strip().rstrip("/").removesuffix("/v1")
+    try:
+        httpx.head(f"{root}/healthz", timeout=10)
+    except httpx.ConnectError as exc:
+        return f"cannot reach {root}: {exc} (is the server running at that address?)"
+    except httpx.HTTPError:
+        return None
+    return None
+
+
 def _exit_code(error: DemixerError) -> int:
     from demixer.client import ApiError, JobFailed
     from demixer.client.errors import local_class
@@ -166,6 +182,10 @@ def remote_separate(
     except DemixerError as e:
         print_error(e.code, e.message)
         raise typer.Exit(exit_code_for(e)) from None
+    unreachable = _unreachable(server)
+    if unreachable is not None:
+        print_error("CONNECTION_FAILED", unreachable)
+        raise typer.Exit(1)
     if skipped:
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
     last = 0
