@@ -209,6 +209,23 @@ def test_a_worker_runs_the_installed_models_it_was_given_and_refuses_to_run_none
         Worker(api.services, models=["no-such-model"])
 
 
+def test_a_model_directory_that_cannot_be_read_never_stops_a_worker(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker rescans its models every few seconds from its main loop: a model directory
+    it cannot read then (a disk gone, permissions changed) keeps the models it had."""
+    api = make_api(**FAST)
+    worker = Worker(api.services)
+    before = list(worker.models)
+
+    def unreadable(*_args: object, **_kwargs: object) -> list[str]:
+        raise PermissionError(13, "Permission denied", str(api.services.settings.model_dir))
+
+    monkeypatch.setattr("demixer.service.worker.slots.runnable_models", unreadable)
+    worker.rescan_models()
+    assert worker.models == before and all(slot.models == before for slot in worker.slots)
+
+
 def test_the_device_comes_from_the_setting_and_what_torch_sees() -> None:
     import torch
 

@@ -182,6 +182,9 @@ class Worker:
             models = runnable_models(self.services.settings, self._requested, warn=False)
         except DemixerError:
             return  # none left: its jobs fail with the model's own error, as they would anyway
+        except Exception:  # a rescan must never stop the worker: it keeps what it had
+            log.exception("worker %s: rescanning the installed models failed", self.id)
+            return
         if models == self.models:
             return
         log.info("worker %s: models now %s", self.id, ", ".join(models))
