@@ -381,6 +381,31 @@ def test_a_lone_target_comes_with_the_rest_of_the_mix(tmp_path: Path) -> None:
         np.testing.assert_allclose(stems["vocals"] + stems["residual"], mix, atol=1e-5)
 
 
+def test_a_workers_clean_up_step_finds_a_users_model_in_its_own_model_directory(
+    tmp_path: Path,
+) -> None:
+    """A worker's `deecho` step looks for the de-echo model in the worker's model directory
+    (its settings'), not only in $DEMIXER_MODEL_DIR's."""
+    from demixer.service.worker.child import _preprocessor
+
+    stems = {"instruments": ["no_echo", "echo"], "target_instrument": "no_echo"}
+    config, checkpoint = model_files(tmp_path, training=stems)
+    models = tmp_path / "elsewhere"
+    add("my-deecho", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+        model_dir=models)  # fmt: skip
+    loaded: list[str] = []
+
+    def load(model: str) -> Separator:
+        loaded.append(model)
+        return Separator(model, model_dir=models)
+
+    step = _preprocessor(("deecho",), load, models)
+    assert step is not None and loaded == ["my-deecho"]
+    mix = music(20000)
+    dry = np.concatenate(list(step([mix], 44100)), axis=1)
+    assert dry.shape == mix.shape and np.abs(dry - mix).max() > 0
+
+
 def _cli(*args: str | Path, models: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEMIXER_MODEL_DIR": str(models), "OMP_NUM_THREADS": "1"}
     cli = Path(sys.executable).parent / "demixer"

@@ -145,7 +145,7 @@ def _preprocessor(
         if step in _PREPROCESSORS:
             chosen.append(_PREPROCESSORS[step])
             continue
-        installed = [spec for spec in list_specs() if is_installed(spec, model_dir)]
+        installed = [spec for spec in list_specs(model_dir) if is_installed(spec, model_dir)]
         found = planner.cleanup_model(step, installed)
         if found is None:  # the API checked; this worker lacks the model
             raise ModelUnavailable(f"no model for the {step} step is installed on this worker")
