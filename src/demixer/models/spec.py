@@ -158,9 +158,10 @@ class ModelSpec:
     @property
     def partial(self) -> bool:
         """Whether its stems leave part of the input out, so that a residual always comes with
-        them: an ensemble of the stems its models share, with no remainder stem among them
-        (``arch_params["partial"]``)."""
-        return bool(self.arch_params.get("partial"))
+        them: a model of one stem (e.g. an MSST target among more than two instruments, as
+        MSST's --extract_instrumental gives the rest), or an ensemble of the stems its models
+        share, with no remainder stem among them (``arch_params["partial"]``)."""
+        return len(self.stems) == 1 or bool(self.arch_params.get("partial"))
 
     @property
     def headline(self) -> Score | None:

@@ -78,10 +78,9 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
     )
     arch = str(data["arch"])
     origin = data.get("added_from", {})
-    stems = tuple(str(s) for s in data["stems"])
     return ModelSpec(
         id=directory.name,
-        stems=stems,
+        stems=tuple(str(s) for s in data["stems"]),
         sample_rate=int(data["sample_rate"]),
         description=f"your own {arch} model (demixer models add)",
         license="not stated: your own model",
@@ -96,7 +95,6 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
         arch=arch,
         config_name=str(data["config_name"]),
         license_class="not stated",
-        arch_params={"partial": len(stems) == 1},  # a lone target: the residual comes too
     )
 
 

@@ -69,8 +69,5 @@ def open_files(
         quality="not measured",
         install_hint="",
         arch=parsed.arch,
-        # one stem (a target without its complement) leaves the rest of the mix out: the
-        # residual comes with it, as MSST's --extract_instrumental would give
-        arch_params={"partial": len(parsed.stems) == 1},
     )
     return spec, backend
