@@ -30,6 +30,7 @@ from demixer.cli_inputs import (
 )
 from demixer.cli_output import (
     FileProgress,
+    fail,
     level_notes,
     print_error,
     readable_help,
@@ -65,11 +66,6 @@ DEFAULT_MAX_DURATION = 4 * 3600.0
 err = Console(stderr=True)
 # Never wrapped: scripts read the paths printed here, and a wrapped path is a wrong path.
 out = Console(soft_wrap=True)
-
-
-def _fail(error: DemixerError) -> typer.Exit:
-    print_error(error.code, error.message)
-    return typer.Exit(exit_code_for(error))
 
 
 def _version(value: bool) -> None:
@@ -272,7 +268,7 @@ def separate(
                 separator = Separator(model_id, model_path=model_path, device=device)
         separator.plan(requested)  # reject unknown stems before any decoding
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     if skipped:
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
 

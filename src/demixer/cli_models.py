@@ -28,8 +28,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from demixer.cli_output import print_error
-from demixer.errors import DemixerError, exit_code_for
+from demixer.cli_output import fail
+from demixer.errors import DemixerError
 
 if TYPE_CHECKING:
     from demixer.models.spec import ModelSpec
@@ -64,11 +64,6 @@ _WARNINGS = {
     "not stated": "the authors state no licence for these weights: commercial use or "
     "redistribution is at your own risk.",
 }
-
-
-def _fail(error: DemixerError) -> typer.Exit:
-    print_error(error.code, error.message)
-    return typer.Exit(exit_code_for(error))
 
 
 @models_app.command("list")
@@ -180,7 +175,7 @@ def models_info(
     try:
         spec = get_spec(name)
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     card = model_card(spec.id)
     here = default_model_dir() / spec.id
     status = (
@@ -239,14 +234,14 @@ def models_pull(
     try:
         spec = get_spec(name)
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     licence_notice(spec.id, err)
     with _FileProgress(err) as progress:
         try:
             paths = pull(spec.id, base_url=base_url, on_progress=progress.update)
         except DemixerError as e:
             progress.stop()
-            raise _fail(e) from None
+            raise fail(e) from None
     for path in paths:
         out.print(f"{path}", highlight=False)
     out.print(f"{spec.id}: installed and verified (SHA-256 and size)", highlight=False)

@@ -24,9 +24,11 @@ from rich.progress import Progress, TaskID
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from demixer.client.progress import STAGE_WORDS, progress_line, short_name
+from demixer.errors import DemixerError, exit_code_for
 
 __all__ = [
     "FileProgress",
+    "fail",
     "level_notes",
     "print_error",
     "print_warning",
@@ -35,6 +37,13 @@ __all__ = [
 ]
 
 _err = Console(stderr=True)
+
+
+def fail(error: DemixerError) -> typer.Exit:
+    """``error`` as the one line :func:`print_error` writes, and the exit its class maps to
+    (:func:`~demixer.errors.exit_code_for`): ``raise fail(e) from None``."""
+    print_error(error.code, error.message)
+    return typer.Exit(exit_code_for(error))
 
 
 def print_error(code: str, message: str, console: Console | None = None) -> None:

@@ -24,7 +24,7 @@ from demixer.cli_inputs import (
     expand_inputs,
     parse_spans,
 )
-from demixer.cli_output import level_notes, print_error, written_lines
+from demixer.cli_output import fail, level_notes, print_error, written_lines
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
 from demixer.naming import shown_name
 
@@ -168,8 +168,7 @@ def remote_separate(
         try:  # here, before any upload; the server checks it again
             quality = parse_quality(quality)
         except DemixerError as e:
-            print_error(e.code, e.message)
-            raise typer.Exit(exit_code_for(e)) from None
+            raise fail(e) from None
     if not (key or "").strip():  # every API call needs one: say so before any upload
         raise typer.BadParameter(
             "no API key: pass --key or set DEMIXER_API_KEY (`demixer keys create` on the "
@@ -180,8 +179,7 @@ def remote_separate(
     try:
         check_distinct_tracks(inputs)
     except DemixerError as e:
-        print_error(e.code, e.message)
-        raise typer.Exit(exit_code_for(e)) from None
+        raise fail(e) from None
     unreachable = _unreachable(server)
     if unreachable is not None:
         print_error("CONNECTION_FAILED", unreachable)
@@ -198,8 +196,7 @@ def remote_separate(
             try:  # before the upload: the server's work would be lost
                 check_folder(directory)
             except DemixerError as e:
-                print_error(e.code, e.message)
-                raise typer.Exit(exit_code_for(e)) from None
+                raise fail(e) from None
             try:
                 paths = client.separate(
                     path,

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 
-from demixer.cli_output import print_error, print_warning
+from demixer.cli_output import fail, print_error, print_warning
 from demixer.errors import DemixerError
 
 __all__ = ["keys_app", "register"]
@@ -67,8 +67,7 @@ def _check_precision() -> None:
     try:
         requested_precision()
     except InvalidSetting as exc:
-        print_error(exc.code, exc.message)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
 
 
 def _services(settings: Any) -> Any:

@@ -9,17 +9,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from demixer.cli_output import print_error
-from demixer.errors import DemixerError, exit_code_for
+from demixer.cli_output import fail
+from demixer.errors import DemixerError
 
 __all__ = ["register"]
 
 _out = Console(soft_wrap=True)
-
-
-def _fail(error: DemixerError) -> typer.Exit:
-    print_error(error.code, error.message)
-    return typer.Exit(exit_code_for(error))
 
 
 def models_add(
@@ -46,7 +41,7 @@ def models_add(
     try:
         spec = add(name, arch=arch, config=config, checkpoint=checkpoint)
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     _out.print(
         f"{spec.id}: {spec.arch}, stems {', '.join(spec.stems)}, {spec.sample_rate} Hz; "
         f"run it with `demixer separate FILE -m {spec.id}`",
@@ -63,7 +58,7 @@ def models_remove(
     try:
         directory = remove_user_model(name)
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     _out.print(f"removed {escape(str(directory))}", highlight=False)
 
 
