@@ -44,7 +44,9 @@ def _unreachable(server: str) -> str | None:
     client's retries; None when it answers anything (or is merely slow: the client retries)."""
     import httpx
 
-    root = server.strip().rstrip("/").removesuffix("/v1")
+    from demixer.client.core import server_root
+
+    root = server_root(server)
     try:
         httpx.head(f"{root}/healthz", timeout=10)
     except httpx.ConnectError as exc:

@@ -61,6 +61,7 @@ __all__ = [
     "pause_within",
     "resume_from",
     "retry_delay",
+    "server_root",
     "settle",
     "span_json",
     "transport_retry_delay",
@@ -232,7 +233,6 @@ class Outage:
         now = time.monotonic()
         if self._since is None:
             self._since = now
-        self.deadline.check()
         if self.deadline.at is None and now - self._since >= OUTAGE_PATIENCE:
             rid = self.deadline.request_id
             raise ConnectionFailed(
@@ -240,7 +240,7 @@ class Outage:
                 "server, wait for it again later",
                 request_id=rid,
             ) from exc
-        pause = self.deadline.nap(self._pause)
+        pause = pause_within(self.deadline, self._pause)
         self._pause = min(2 * self._pause, MAX_OUTAGE_PAUSE)
         return pause
 
@@ -415,6 +415,12 @@ class CountingReader:
         return self._fh.fileno()
 
 
+def server_root(base_url: str) -> str:
+    """The server's root for a base URL as given (``http://host:8000/v1/`` too): every path
+    the client asks for starts with /v1 itself."""
+    return base_url.strip().rstrip("/").removesuffix("/v1")
+
+
 def is_http_url(text: str) -> bool:
     """Whether ``text`` is an http(s) URL with a host (and a usable port, if any)."""
     try:
@@ -439,8 +445,7 @@ class ClientBase:
             raise ValueError("max_tries must be at least 1")
         if not is_http_url(base_url.strip()):
             raise ValueError(f"{base_url!r} is not an http(s) URL, e.g. {DEFAULT_URL}")
-        # The server's root: every path the client asks for starts with /v1 itself.
-        self.base_url = base_url.strip().rstrip("/").removesuffix("/v1")
+        self.base_url = server_root(base_url)
         self.api_key = api_key if api_key is not None else os.environ.get("DEMIXER_API_KEY")
         self.timeout = timeout
         self.max_tries = max_tries
