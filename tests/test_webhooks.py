@@ -387,8 +387,10 @@ def test_slow_receiver_times_out_without_delaying_another(
             slow = wait_for(lambda: (s := hook_status(api, slow_id))["last_error"] and s)
     finally:
         hang.set()
-    # The slow one was due (and claimed) first, and was still being sent when the fast one came.
-    assert receiver.to("/slow")[0].at < receiver.to("/fast")[0].at
+    # The slow one was claimed (its attempt counted, its lease held) and was still being sent,
+    # with no error yet, when the fast one came. Which of the two concurrent requests reaches
+    # the receiver first is the threads' scheduling (1 ms either way), so it is not asserted.
+    assert len(receiver.to("/slow")) == 1
     assert slow_when_fast_came == [(1, True, None)]
     assert slow["delivery_status"] == "pending" and slow["attempts"] == 1
     assert slow["last_error"].startswith("timeout")
