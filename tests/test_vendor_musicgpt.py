@@ -27,6 +27,7 @@ from conftest import Backend
 from demixer.audio.denoise import denoise, denoise_blocks
 from demixer.engine import Separator
 from demixer.models.msst.user import add, open_files
+from demixer.models.user_models import remove_user_model
 from msst_support import model_files
 from service_harness import Server, create_key, fast_env, running_server
 
@@ -389,29 +390,41 @@ def test_deecho_runs_a_users_own_de_echo_model(
 ) -> None:
     """No catalogue model removes echo; one a user adds with `demixer models add` (its kept
     stem "no_echo", UVR's "No Echo") is what MusicGPT's ``Deecho`` runs before the separation:
-    the stems then add up to the input with the echo stem taken out."""
+    the stems then add up to the input with the echo stem taken out. Added again under its
+    name with other weights, the same request runs again with them (not answered from the
+    result cache with what the old weights cleaned)."""
     root = tmp_path_factory.mktemp("deecho")
     # A shrunk Mel-RoFormer whose instruments are the kept "no_echo" (the target) and "echo".
     stems = {"instruments": ["no_echo", "echo"], "target_instrument": "no_echo"}
     config, checkpoint = model_files(root, training=stems)
+    _, retrained = model_files(root, training=stems, seed=1)
     models = root / "models"
-    add("my-deecho", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
-        model_dir=models)  # fmt: skip
+    adding: dict[str, Any] = {"arch": "mel_band_roformer", "config": config, "model_dir": models}
+    add("my-deecho", checkpoint=checkpoint, **adding)
     env = fast_env(DEMIXER_MODEL_DIR=str(models))
+    totals = []
     with running_server(root / "serve", env=env) as server, musicgpt(server) as client:
         r = extract(client, song, stems=["vocals"], preprocessing_options=["Deecho"])
         assert r.status_code == 200, r.text
         conversion = poll(client, r.json()["task_id"])
+        totals.append(download(conversion["vocals"])[0] + download(conversion["instrumental"])[0])
         r = extract(client, song, stems=["vocals"], preprocessing_options=["Dereverb"])
         assert r.status_code == 422 and r.json()["message"] == (
             "preprocessing option 'Dereverb' needs a model that is not installed on this "
             "server (`demixer models pull mel-roformer-dereverb-anvuew` on the server)"
         )
-        total = download(conversion["vocals"])[0] + download(conversion["instrumental"])[0]
+        remove_user_model("my-deecho", models)
+        add("my-deecho", checkpoint=retrained, **adding)
+        r = extract(client, song, stems=["vocals"], preprocessing_options=["Deecho"])
+        assert r.status_code == 200, r.text
+        again = poll(client, r.json()["task_id"])
+        totals.append(download(again["vocals"])[0] + download(again["instrumental"])[0])
     assert conversion["preprocessing_options"] == ["Deecho"]
     mix = sf.read(song, dtype="float32", always_2d=True)[0].T
-    spec, network = open_files("mel_band_roformer", config, checkpoint)
-    dry = Separator.from_backend(spec, network).separate_array(mix, RATE, stems=["no_echo"])
-    assert total.shape == mix.shape
-    np.testing.assert_allclose(total, dry["no_echo"], atol=2e-3)
-    assert np.abs(total - mix).max() > 0.05  # the echo stem really was taken out
+    for total, weights in zip(totals, (checkpoint, retrained), strict=True):
+        spec, network = open_files("mel_band_roformer", config, weights)
+        dry = Separator.from_backend(spec, network).separate_array(mix, RATE, stems=["no_echo"])
+        assert total.shape == mix.shape
+        np.testing.assert_allclose(total, dry["no_echo"], atol=2e-3)
+        assert np.abs(total - mix).max() > 0.05  # the echo stem really was taken out
+    assert np.abs(totals[1] - totals[0]).max() > 0.01

@@ -45,6 +45,7 @@ from demixer.errors import (
     UnknownStem,
 )
 from demixer.models.loading import is_installed
+from demixer.models.planner import CLEANUP_STEMS, cleanup_model
 from demixer.models.quality import parse_quality
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.models.user_models import weights_identity
@@ -383,6 +384,24 @@ def _default_model(
     return chosen or get_spec(services.settings.default_model, services.settings.model_dir)
 
 
+def _cleanup_models(services: Services, steps: tuple[str, ...]) -> dict[str, str]:
+    """Clean-up step -> the model that runs it here, with its weights identity when it is a
+    user model (:func:`~demixer.models.planner.cleanup_model`, as the worker picks it): which
+    model cleaned the input is part of what the outputs are."""
+    model_steps = [step for step in steps if step in CLEANUP_STEMS]
+    if not model_steps:
+        return {}
+    installed = installed_models(services)
+    chosen = {}
+    for step in model_steps:
+        found = cleanup_model(step, installed)
+        if found is not None:
+            model = found[0].id
+            weights = weights_identity(model, services.settings.model_dir)
+            chosen[step] = f"{model} {weights}" if weights else model
+    return chosen
+
+
 def submit(
     services: Services, account_id: str, sub: Submission, *, key_id: str | None = None
 ) -> QueuedResponse:
@@ -393,11 +412,12 @@ def submit(
     run count against the key's concurrent-jobs limit.
     """
     job_id = new_id("req")
+    weights = weights_identity(sub.engine_model, services.settings.model_dir)
+    cleanup = _cleanup_models(services, sub.params.preprocess)
     try:
         with services.db.write() as s:
-            weights = weights_identity(sub.engine_model, services.settings.model_dir)
             content = cache.input_sha256(s, sub.params)
-            fp = cache.fingerprint(content, sub.engine_model, sub.params, weights)
+            fp = cache.fingerprint(content, sub.engine_model, sub.params, weights, cleanup)
             now = services.db.clock()
             source = cache.find_reusable(s, services.storage, account_id, fp, now) if fp else None
             if source is None:

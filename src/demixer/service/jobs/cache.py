@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,17 @@ def fingerprint(
     engine_model: str,
     params: JobParams,
     weights: str | None = None,
+    cleanup: Mapping[str, str] | None = None,
 ) -> str | None:
     """What makes two requests' outputs identical, hashed (None: not cacheable).
 
     ``weights``: the engine model's weights identity where the same name can stand for other
     weights (a user model added again: :func:`~demixer.models.user_models.weights_identity`);
-    a catalogue id names one set of pinned files. The hashed object keeps the shape of the
-    first release's (fields added since enter only when set), so jobs completed before an
-    upgrade are still found.
+    a catalogue id names one set of pinned files. ``cleanup``: each model clean-up step
+    (``dereverb``, ``deecho``) -> the model that runs it, with a user model's weights
+    identity (another model, or other weights, cleans the input otherwise). The hashed
+    object keeps the shape of the first release's (fields added since enter only when set),
+    so jobs completed before an upgrade are still found.
     """
     if not content_sha256:
         return None
@@ -65,6 +69,8 @@ def fingerprint(
             key[added] = row[added]
     if weights:
         key["weights"] = weights
+    if cleanup:
+        key["cleanup_models"] = dict(cleanup)
     # Jobs from before quality levels ran at `fast` and read as `fast`: a `fast` request keeps
     # their fingerprint (and reuses them); any other level is another result.
     if params.quality != "fast":
