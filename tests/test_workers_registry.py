@@ -195,6 +195,25 @@ def test_the_heartbeat_survives_database_errors_and_registers_again(
     assert states(api) == {"w:1:0000abcd": "stopped"}
 
 
+def test_new_models_are_logged_as_such_not_as_a_second_registration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="demixer.worker")
+    db = Database(Settings(data_dir=tmp_path).database)
+    db.create_all()
+    settings = Settings(data_dir=tmp_path, **FAST)
+    presence = Presence(db, settings, worker_id="a:1:00000001", device="cpu", models=["x"], slots=1)
+    presence.beat()
+    presence.advertise(["x", "mine"])  # `models add` while it runs
+    presence.beat()
+    presence.beat()
+    assert [r.getMessage() for r in caplog.records] == [
+        "worker a:1:00000001 registered: cpu, models x, 1 slot(s)",
+        "worker a:1:00000001 now runs models x, mine",
+    ]
+    assert [w.models for w in list_workers(db, settings)] == [("x", "mine")]
+
+
 # --- what a worker runs ----------------------------------------------------------------------
 
 

@@ -257,6 +257,7 @@ class Presence:
         self.slots = slots
         self.started_at = db.clock()
         self._registered = False
+        self._announced = False  # the "registered" line is logged once per process
 
     def advertise(self, models: Sequence[str]) -> None:
         """Advertise ``models`` from the next beat on (the worker's models changed)."""
@@ -291,7 +292,7 @@ class Presence:
                     stopped_at=None,
                 )
             )
-        if not self._registered:
+        if not self._announced:
             log.info(
                 "worker %s registered: %s, models %s, %d slot(s)",
                 self.worker_id,
@@ -299,7 +300,9 @@ class Presence:
                 ", ".join(self.models),
                 self.slots,
             )
-        self._registered = True
+        elif not self._registered:
+            log.info("worker %s now runs models %s", self.worker_id, ", ".join(self.models))
+        self._registered = self._announced = True
 
     def mark_stopped(self) -> None:
         """Mark the row stopped: the worker leaves the live list at once."""
