@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,10 @@ def test_quick_start_upload_poll_download_and_webhook(
     np.testing.assert_allclose(stems["vocals"] + stems["instrumental"], original, atol=2e-3)
     hook = receiver.wait(queued["task_id"])
     assert hook["success"] is True and hook["conversion_id"] == queued["task_id"]
+    # As MusicGPT's sample payload: the status as byId words it, and the times.
+    assert (hook["status"], hook["status_msg"]) == ("COMPLETED", "completed")
+    assert hook["createdAt"] == conversion["createdAt"]
+    assert datetime.fromisoformat(hook["updatedAt"]) > datetime.fromisoformat(hook["createdAt"])
     # A signed blob URL: the API's own, or the bucket's on S3.
     blobs = backend.servers.s3_endpoint if backend.servers is not None else server.base_url
     assert hook["audio_path"].startswith(blobs + "/")
@@ -357,6 +362,42 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         assert other.get("/v1/byId", params={"task_id": task}).status_code == 404
 
 
+@pytest.mark.backends("sqlite")  # no service: the stem names alone
+def test_a_narrower_stem_is_refused_not_given_the_broader_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a 6-stem model, `guitar` and `piano` are its stems; `electric_guitar`,
+    `acoustic_guitar` and `keys` are not (a guitar stem holds every guitar: asking for both
+    kinds would return the same file twice), so they are refused naming the broader stem."""
+    from demixer.api import submit
+    from demixer.errors import UnknownStem
+    from demixer.models.registry import get_spec
+    from demixer.vendors.musicgpt.wire import plan_stems
+
+    monkeypatch.setattr(submit, "installed_models", lambda _: [get_spec("htdemucs_6s")])
+    services: Any = None
+    assert plan_stems(services, ["guitar", "piano"]) == (
+        ["guitar", "piano"],
+        {"guitar": "guitar", "piano": "piano"},
+    )
+    can = "vocals, guitar, drums, piano, bass, instrumental"
+    for name, broader in (
+        ("electric_guitar", "guitar"),
+        ("acoustic_guitar", "guitar"),
+        ("keys", "piano"),
+        ("kick_drum", "drums"),
+    ):
+        with pytest.raises(UnknownStem) as refused:
+            plan_stems(services, ["vocals", name])
+        assert refused.value.message == (
+            f"no installed model produces {name!r}; this server can produce: {can} "
+            f"(the {broader!r} stem has it, mixed with the rest of that stem)"
+        )
+    with pytest.raises(UnknownStem) as refused:
+        plan_stems(services, ["strings"])  # nothing holds it
+    assert refused.value.message.endswith(f"this server can produce: {can}")
+
+
 def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -368,6 +409,7 @@ def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(
         song = receiver.url("/song.wav")  # never fetched: no worker
         r = extract(client, None, audio_url=song, stems=["vocals"], webhook_url=hook)
         assert r.status_code == 200, r.text
+        assert r.json()["eta"] == -1  # not fetched yet: its length is unknown
         task = r.json()["task_id"]
         cancel = api.client().put(f"/v1/queue/requests/{task}/cancel")
         assert cancel.json()["status"] == "CANCELLED", cancel.text
@@ -379,10 +421,15 @@ def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(
         "task_id": task,
         "conversion_id": task,
         "conversion_type": "EXTRACTION",
+        "status": "FAILED",
+        "status_msg": "cancelled",
         "audio_path": receiver.url("/song.wav"),
+        "createdAt": conversion["createdAt"],
+        "updatedAt": body["updatedAt"],  # the cancel's time (checked below)
         "error": "CANCELLED",
         "message": "the conversion was cancelled",
     }
+    assert datetime.fromisoformat(body["updatedAt"]) > datetime.fromisoformat(body["createdAt"])
 
 
 def test_deecho_runs_a_users_own_de_echo_model(

@@ -20,19 +20,22 @@ Wire decisions:
   unavailable preprocessing 422; object storage or the database unavailable 503, a full disk
   507 (both with ``Retry-After``); anything else 500.
   402 (credits) is never sent: demixer has none.
-- Stems: MusicGPT names map onto engine stems (``guitar``/``electric_guitar``/
-  ``acoustic_guitar`` -> ``guitar``, ``piano``/``keys`` -> ``piano``); ``instrumental`` is the
-  residual of ``vocals`` (input minus vocals) and can only be combined with ``vocals``. A name
-  no installed model produces (``kick_drum``, ``male_vocal``…) is a 422 listing what can be
-  produced, never a substitute.
+- Stems: MusicGPT names map onto the engine stems that are exactly them (``guitar`` ->
+  ``guitar``, ``lead_vocal`` -> ``lead_vocals``…); ``instrumental`` is the residual of
+  ``vocals`` (input minus vocals) and can only be combined with ``vocals``. A name no
+  installed model produces is a 422 listing what can be produced, never a substitute: a
+  narrower name (``electric_guitar``, ``keys``, ``kick_drum``…) is not given the broader stem
+  that holds it (the message names that one).
 - ``preprocessing_options``: ``Denoise`` runs :mod:`demixer.audio.denoise` on the input before
   separation (job param ``preprocess: ["denoise"]``); stems + residual then add up to the
   *denoised* input. ``Dereverb`` and ``Deecho`` run a de-reverb / de-echo
   model first when one is installed (else 422 naming it).
 - ``task_id`` and ``conversion_id`` are both the demixer request id. ``eta`` is seconds:
   audio duration x measured seconds-per-audio-second of this server's recent jobs (x the
-  queue ahead). ``credit_estimate`` / ``conversion_cost``: minutes of audio (2 decimals), the
-  unit demixer's usage counts in seconds. ``conversion_duration``: seconds of audio.
+  queue ahead); -1 (MusicGPT's "unknown") for an ``audio_url`` not fetched yet.
+  ``credit_estimate`` / ``conversion_cost``: minutes of audio (2 decimals), the unit
+  demixer's usage counts in seconds (an ``audio_url``'s estimate assumes 3 minutes).
+  ``conversion_duration``: seconds of audio.
 - Statuses: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED (CANCELLED reads FAILED, with a
   ``status_msg`` saying so, and its webhook is a failure's).
 - Body: a multipart form as MusicGPT documents it; a URL-encoded form, a JSON object of the
@@ -263,16 +266,17 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
             uploads.delete_file(services, identity.account_id, source["file_id"])
         raise
     seconds = duration or _UNKNOWN_DURATION
-    eta = (
-        0
-        if queued.status == COMPLETED
-        else seconds * _speed(services) * (1 + queued.queue_position)
-    )
+    if queued.status == COMPLETED:
+        eta = 0
+    elif duration is None:  # an audio_url not fetched yet: MusicGPT's "-1 if unknown"
+        eta = -1
+    else:
+        eta = max(0, math.ceil(duration * _speed(services) * (1 + queued.queue_position)))
     return {
         "success": True,
         "task_id": queued.request_id,
         "conversion_id": queued.request_id,
-        "eta": max(0, math.ceil(eta)),
+        "eta": eta,
         "credit_estimate": credits(seconds),
     }
 

@@ -47,8 +47,8 @@ STEM_VOCABULARY: dict[str, str | None] = {
     "lead_vocal": "lead_vocals",
     "back_vocal": "backing_vocals",
     "guitar": "guitar",
-    "acoustic_guitar": "guitar",
-    "electric_guitar": "guitar",
+    "acoustic_guitar": None,  # a guitar stem holds every guitar: not a substitute for one
+    "electric_guitar": None,
     "rhythm_guitar": None,
     "solo_guitar": None,
     "drums": "drums",
@@ -59,13 +59,23 @@ STEM_VOCABULARY: dict[str, str | None] = {
     "ride": None,
     "crash": None,
     "piano": "piano",
-    "keys": "piano",
+    "keys": None,  # organs and synths too: a piano stem is not it
     "strings": None,
     "winds": None,
     "bass": "bass",
     INSTRUMENTAL: None,  # the residual of vocals, handled apart
 }
 DEFAULT_STEMS = ("drums", "bass", "piano", "guitar")
+#: A MusicGPT name no engine stem is exactly -> the broader MusicGPT stem that holds it (named
+#: in the refusal, never given in its place).
+_WITHIN = {
+    **dict.fromkeys(("male_vocal", "female_vocal"), "vocals"),
+    **dict.fromkeys(
+        ("acoustic_guitar", "electric_guitar", "rhythm_guitar", "solo_guitar"), "guitar"
+    ),
+    **dict.fromkeys(("kick_drum", "snare_drum", "toms", "hi_hat", "ride", "crash"), "drums"),
+    "keys": "piano",
+}
 _WEBHOOK_NAMES = {"vocals": "vocal"}  # the webhook's field names differ for these
 _PREPROCESSING = {"Denoise": "denoise", "Dereverb": "dereverb", "Deecho": "deecho"}
 
@@ -115,8 +125,15 @@ def plan_stems(services: Services, requested: list[str]) -> tuple[list[str], dic
                 if requested
                 else f" (no stems were given, so MusicGPT's default: {', '.join(DEFAULT_STEMS)})"
             )
+            broader = _WITHIN.get(name)
+            within = (
+                f" (the {broader!r} stem has it, mixed with the rest of that stem)"
+                if broader in names
+                else ""
+            )
             raise UnknownStem(
-                f"no installed model produces {name!r}{defaulted}; this server can produce: {can}",
+                f"no installed model produces {name!r}{defaulted}; this server can produce: "
+                f"{can}{within}",
                 param="stems",
             )
     targets = list(dict.fromkeys(STEM_VOCABULARY[n] or "" for n in wanted if n != INSTRUMENTAL))
@@ -241,12 +258,17 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
     if job.status not in (COMPLETED, FAILED, CANCELLED):
         return None
     original, stems = job_urls(services, job)
+    status, message = conversion_status(job)
     body: dict[str, Any] = {
         "success": job.status == COMPLETED,
         "task_id": job.id,
         "conversion_id": job.id,
         "conversion_type": "EXTRACTION",
+        "status": status,  # as MusicGPT's sample payload, and byId's
+        "status_msg": message,
         "audio_path": original,
+        "createdAt": job.created_at.isoformat(),
+        "updatedAt": job.updated_at.isoformat(),
     }
     if job.status == COMPLETED:
         body.update({_WEBHOOK_NAMES.get(n, n): url for n, url in stems.items()})
