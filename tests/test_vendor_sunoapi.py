@@ -206,6 +206,21 @@ def test_bad_audio_fails_and_calls_back(suno: SunoClient, origin: Origin) -> Non
     assert callback["data"]["task_id"] == made["data"]["taskId"]
 
 
+def test_an_audio_url_that_cannot_be_downloaded_is_451(suno: SunoClient, origin: Origin) -> None:
+    """The vendor's callback code for "Download Failed - Unable to download source audio
+    file", in record-info's errorCode too."""
+    hook = origin.url("/cb/gone")
+    made = suno.generate(audioUrl=origin.url("no-such-song.wav"), callBackUrl=hook)
+    assert made["code"] == 200, made
+    data = suno.wait(made["data"]["taskId"])
+    assert data["successFlag"] == "GENERATE_AUDIO_FAILED", data
+    assert data["errorCode"] == 451
+    assert data["errorMessage"].startswith("INVALID_AUDIO_URL: fetching audio_url "), data
+    callback = origin.posted("/cb/gone").json()
+    assert (callback["code"], callback["msg"]) == (451, data["errorMessage"])
+    assert callback["data"] == {"task_id": made["data"]["taskId"], "vocal_removal_info": None}
+
+
 def test_a_cancelled_task_is_failed_with_its_complete_time_and_calls_back(
     origin: Origin, tmp_path: Path
 ) -> None:

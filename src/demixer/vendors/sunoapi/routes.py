@@ -27,8 +27,10 @@ Wire decisions:
 - ``successFlag``: queued/running PENDING; COMPLETED SUCCESS, or CALLBACK_EXCEPTION once the
   callback's delivery finally failed; FAILED and CANCELLED GENERATE_AUDIO_FAILED (a task that
   cannot be created is refused by ``/generate`` itself, so CREATE_TASK_FAILED is not used).
-  ``errorCode`` is 400 for input errors and 500 otherwise; ``errorMessage`` starts with
-  demixer's own error code. Times are Unix milliseconds.
+  ``errorCode`` (and the failure callback's ``code``) is 451 where the ``audioUrl`` could not
+  be downloaded (the vendor's "Download Failed"), 400 for other input errors and 500
+  otherwise; ``errorMessage`` starts with demixer's own error code. Times are Unix
+  milliseconds.
 - The callback goes out on success and on failure, a cancelled task's included. Its URL is read
   as ``callBackUrl`` or ``callbackUrl``; a blank one is none.
 - Surround input (more than 2 channels) is folded to stereo first (``input.downmix``): the

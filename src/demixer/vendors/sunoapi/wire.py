@@ -13,6 +13,7 @@ from typing import Any
 
 from demixer.api.jobs import result_response
 from demixer.engine.stems import RESIDUAL
+from demixer.errors import InvalidAudioUrl
 from demixer.service.context import Services
 from demixer.service.delivery.outbox import DeliveryState, latest_delivery
 from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
@@ -99,11 +100,14 @@ def vendor_urls(services: Services, job: Job) -> dict[str, str | None]:
 
 
 def error_code(job: Job) -> int | None:
-    """The record's ``errorCode``: 400 for input errors, 500 otherwise (None: no error)."""
+    """The record's ``errorCode``: 451 where the ``audioUrl`` could not be downloaded (the
+    vendor's "Download Failed"), 400 for other input errors, 500 otherwise (None: none)."""
     if job.status == CANCELLED:
         return 400
     if job.status != FAILED:
         return None
+    if job.error_code == InvalidAudioUrl.code:  # the worker's fetch failed (fetch.py)
+        return 451
     return 500 if (job.error_code or "") in ("", "INTERNAL", "MODEL_FAILED") else 400
 
 
