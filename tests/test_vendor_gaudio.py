@@ -253,6 +253,16 @@ def test_a_model_not_permitted_is_403_and_an_unknown_path_404(
         "message": "model 'spleeter' is not permitted; use a GSEP music model, e.g. "
         "gsep_music_hq_v1",
     }
+    # Gaudio's dialogue/music/effects and speech models: other products, not music stems.
+    for model, body in (
+        ("gsep_dme_mtrack_v1", {"audioUploadId": uploaded}),
+        ("gsep_speech_hq_v1", {"audioUploadId": uploaded, "type": "vocal"}),
+    ):
+        r = gaudio.http.post(f"/v1/{model}/jobs", json=body)
+        assert r.status_code == 403, r.text
+        assert r.json()["message"].startswith(f"model {model!r} is not permitted; ")
+    shq = gaudio.post("/v1/gsep_music_shq_v1/jobs", {"audioUploadId": uploaded, "type": "vocal"})
+    assert shq["resultCode"] == 1000, shq
     r = gaudio.http.get("/v1/nothing")
     assert r.status_code == 404 and r.json() == {
         "error": "not_found",

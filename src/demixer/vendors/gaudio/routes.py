@@ -230,7 +230,9 @@ def _unproducible(services: Services, stems: list[str]) -> UnknownStem:
 
 
 def _create_job(services: Services, caller: Identity, model: str, body: dict[str, Any]) -> str:
-    if not model.startswith("gsep_"):  # Gaudio's 403: the model is not permitted
+    # Gaudio's 403: the model is not permitted. Its speech and DME (dialogue / music /
+    # effects) models separate other things than music stems, which is all demixer does.
+    if not model.startswith("gsep_music_"):
         raise Forbidden(
             f"model {model[:100]!r} is not permitted; use a GSEP music model, e.g. gsep_music_hq_v1"
         )
