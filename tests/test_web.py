@@ -584,6 +584,10 @@ def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     # The next file, in stereo, is not folded: nothing is said, and nothing is asked.
     upload(page, audio[0])
     expect(page.get_by_test_id("upload-status")).to_have_text("Ready: Falcon 69.wav · 0:03")
+    clip = tmp_path / "clip.wav"  # under a second: its length in tenths, not "0:00"
+    sf.write(clip, mix[: round(0.2 * RATE)], RATE)
+    upload(page, clip)
+    expect(page.get_by_test_id("upload-status")).to_have_text("Ready: clip.wav · 0.2 s")
 
 
 def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> None:

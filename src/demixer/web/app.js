@@ -2,7 +2,7 @@
 "use strict";
 
 import { downloadAll, downloadMix, mixer, openResult, stop, thumbnails } from "./mixer.js";
-import { FINAL, PlainError, clock, colour, day, fromBody, songName, stateWords, timeLeft } from "./words.js";
+import { FINAL, PlainError, colour, day, fromBody, length, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 // A phone has nothing to drop from: it is asked to choose.
@@ -233,9 +233,9 @@ function upload(file) {
     state.fileId = body.file_id;
     // Surround sound (a film's 5.1) is folded to stereo, as the user is told here.
     state.downmix = body.channels > 2;
-    const length = body.duration ? ` · ${clock(body.duration)}` : "";
+    const long = body.duration ? ` · ${length(body.duration)}` : "";
     const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
-    text.textContent = `Ready: ${body.file_name}${length}${folded}`;
+    text.textContent = `Ready: ${body.file_name}${long}${folded}`;
     updateSubmit();
   };
   xhr.send(form);
@@ -491,7 +491,7 @@ async function loadHistory() {
     text.className = "what";
     const name = Object.assign(document.createElement("strong"), { className: "song", textContent: job.file_name || "a song" });
     const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
-    const facts = [job.duration ? clock(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
+    const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
     const meta = Object.assign(document.createElement("span"), { className: "muted small", textContent: facts });
     const badge = Object.assign(document.createElement("span"), { className: `state ${job.status.toLowerCase()}`, textContent: stateWords(job) });
     badge.dataset.testid = "history-state";

@@ -72,6 +72,11 @@ export function clock(t) {
   return h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
 }
 
+// A song's length: a clock from one second on, tenths below it (a 0.2 s clip is not "0:00").
+export function length(t) {
+  return t > 0 && t < 1 ? `${t.toFixed(1)} s` : clock(t);
+}
+
 export function timeLeft(seconds) {
   if (!Number.isFinite(seconds)) return "";
   if (seconds < 10) return "a few seconds left";
