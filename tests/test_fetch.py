@@ -15,6 +15,9 @@ from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 
 BODY = bytes(range(256)) * 400  # 100 KiB
 LOCAL = ("127.0.0.1",)  # the test server's address, allowed past the SSRF guard
+# /drip sends its body 10 bytes at a time, each next piece once the client said it has the last
+# (a test's on_chunk releases it; after 2 s without, it goes on anyway).
+DRIP = threading.Semaphore(0)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,6 +52,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/loop")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for i in range(10):
+                self.wfile.write(bytes([i]) * 10)
+                DRIP.acquire(timeout=2)
         elif self.path == "/busy":
             self._send(503, b"try later")
         else:
@@ -147,3 +157,19 @@ def test_on_chunk_may_abort_and_the_file_is_removed(server: str, tmp_path: Path)
     with pytest.raises(KeyboardInterrupt):
         fetch_audio_url(f"{server}/audio", dest, 1 << 20, 5, allowlist=LOCAL, on_chunk=abort)
     assert not dest.exists()
+
+
+def test_bytes_are_reported_as_they_arrive_not_per_64_kib(server: str, tmp_path: Path) -> None:
+    """A slow server's every arrival reaches ``on_chunk`` (the worker's heartbeat, cancel and
+    time-limit check), not only each 64 KiB: at 100 bytes a second that was 11 minutes
+    without a heartbeat, deaf to a cancel, its lease expired under it."""
+    seen: list[int] = []
+
+    def arrived(total: int) -> None:
+        seen.append(total)
+        DRIP.release()
+
+    dest = tmp_path / "drip.bin"
+    size = fetch_audio_url(f"{server}/drip", dest, 10**6, 10, allowlist=LOCAL, on_chunk=arrived)
+    assert size == 100 and seen == list(range(10, 101, 10))
+    assert dest.read_bytes() == b"".join(bytes([i]) * 10 for i in range(10))

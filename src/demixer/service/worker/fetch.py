@@ -25,7 +25,6 @@ from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, gu
 __all__ = ["AudioUrlFailed", "fetch_audio_url"]
 
 MAX_REDIRECTS = 5
-_CHUNK = 1 << 16
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -159,7 +158,9 @@ def _save(
     total = 0
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        for chunk in response.iter_bytes(_CHUNK):
+        # Each piece as it arrives: a fixed chunk size would wait for that many bytes, and a
+        # slow server would hold off on_chunk (heartbeat, cancel, time limit) for as long.
+        for chunk in response.iter_bytes():
             total += len(chunk)
             if total > max_bytes:
                 raise AudioUrlFailed(
