@@ -356,6 +356,33 @@ def test_cancel(api: Api) -> None:
     assert api.services.queue.heartbeat(running, "w1") is True  # the worker sees the flag
 
 
+def test_an_attempt_that_ends_after_a_cancel_request_cancels_the_job(api: Api) -> None:
+    """A running job whose cancel was requested is never queued again: not when its attempt
+    fails with a retryable error (an audio_url server that went away), nor when its worker
+    gives it back on the way down. It ends CANCELLED, and no worker claims it again."""
+    queue = api.services.queue
+    file_id = api.upload()
+    for end in ("fail", "give_back"):
+        job_id = api.queue_separate(file_id, input={"output_format": "flac"}).json()["request_id"]
+        claim = queue.claim("w1")
+        assert claim is not None and claim.id == job_id
+        assert api.put(f"/v1/queue/requests/{job_id}/cancel").status_code == 202
+        if end == "fail":
+            status = queue.fail(
+                job_id, "w1", code="INVALID_AUDIO_URL", message="connection reset", retryable=True
+            )
+            assert status == "CANCELLED"
+        else:
+            queue.give_back(job_id, "w1", "the worker is stopping")
+        assert queue.claim("w2") is None
+        body = api.get(f"/v1/queue/requests/{job_id}/status?logs=true").json()
+        assert body["status"] == "CANCELLED", (end, body)
+        assert body["logs"][-1]["message"].startswith("cancelled: the running attempt ")
+        with api.services.db.read() as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.attempts == 1 and job.finished_at is not None
+
+
 def test_a_cancel_racing_a_delete_is_404(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     # The cancel found the request, then a DELETE removed it before the cancel's update: it
     # answered 409 JOB_CONFLICT "job req_... is already None".

@@ -503,15 +503,18 @@ class Queue:
             self._finalised(s, job_id)
 
     def fail(self, job_id: str, worker_id: str, *, code: str, message: str, retryable: bool) -> str:
-        """End an attempt that failed; retryable failures requeue while attempts remain.
+        """End an attempt that failed; retryable failures requeue while attempts remain. A job
+        whose cancel was requested meanwhile is cancelled instead, whatever the failure.
 
-        Returns the job's new status (``IN_QUEUE`` or ``FAILED``).
+        Returns the job's new status (``IN_QUEUE``, ``FAILED`` or ``CANCELLED``).
         """
         now = self.db.clock()
         with self.db.write() as s:
             attempts, max_attempts = s.execute(
                 select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
             ).one()
+            if self._cancelled_instead(s, job_id, worker_id, f"failed ({code}: {message})"):
+                return CANCELLED
             if retryable and attempts < max_attempts:
                 why = f"attempt {attempts} failed ({code}: {message}); retrying"
                 self._requeue(s, job_id, worker_id, why)
@@ -532,10 +535,25 @@ class Queue:
 
     def give_back(self, job_id: str, worker_id: str, reason: str) -> None:
         """Requeue a running job whose worker is stopping (a deploy, a scale-down), without
-        counting the attempt: an operator's restarts must not use up a job's attempts."""
+        counting the attempt: an operator's restarts must not use up a job's attempts (one
+        whose cancel was requested meanwhile is cancelled instead)."""
         with self.db.write() as s:
+            if self._cancelled_instead(s, job_id, worker_id, f"was given back ({reason})"):
+                return
             why = f"attempt given back ({reason}); it does not count"
             self._requeue(s, job_id, worker_id, why, attempts=Job.attempts - 1)
+
+    def _cancelled_instead(self, s: Session, job_id: str, worker_id: str, ended: str) -> bool:
+        """Cancel a running job whose attempt ``ended`` without finishing, when a cancel was
+        requested while it ran: never queued again (and never run again) after that."""
+        requested = s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
+        if not requested:
+            return False
+        now = self.db.clock()
+        self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
+        self.log(s, job_id, f"cancelled: the running attempt {ended} after the cancel request")
+        self._finalised(s, job_id)
+        return True
 
     def _requeue(self, s: Session, job_id: str, worker_id: str, why: str, **values: Any) -> None:
         """Back in the queue (fenced on the lease), logged as ``why``; idle workers woken."""
