@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from api_support import Api, make_api
+from api_support import Api, bucket_refusal, make_api
 from conftest import Backend
 from demixer.storage.s3 import S3Storage
 from demixer.vendors.gaudio import multipart
@@ -205,6 +205,31 @@ def test_a_wrong_etag_fails_completion(gaudio: Gaudio) -> None:
         "/v1/files/upload-multipart/complete", {"uploadId": created["uploadId"], "parts": parts}
     )
     assert done["resultCode"] == 1100 and "awsETag" in done["resultMessage"]
+
+
+def test_a_part_larger_than_the_declared_size_leaves_is_refused_and_not_stored(
+    server: Server, gaudio: Gaudio, backend: Backend
+) -> None:
+    """A part holds at most what fileSize leaves for it, not a whole chunk: an upload declared
+    at 100 bytes cannot store megabytes (past the server's upload limit) under its id. On S3
+    the part URL is signed for its size, and the bucket refuses another."""
+    created = gaudio.post(
+        "/v1/files/upload-multipart/create", {"fileName": "tiny.wav", "fileSize": 100}
+    )["resultData"]
+    (url,) = created["preSignedUrl"]
+    put = httpx.put(url, content=b"\x01" * 5000)
+    if backend.scaled:
+        assert bucket_refusal(put) == "SignatureDoesNotMatch"
+    else:
+        assert put.json() == {
+            "resultCode": 1100,
+            "resultData": None,
+            "resultMessage": f"part 1 is over its 100 bytes (fileSize 100 in parts of "
+            f"{created['chunkSize']})",
+        }
+        assert not server.storage().exists(f"uploads/{created['uploadId']}/part-1")
+    exact = httpx.put(url, content=b"\x01" * 100)  # the declared size is taken
+    assert exact.status_code == 200 and exact.headers["ETag"], exact.text
 
 
 def test_key_missing_is_400_and_bad_key_401(server: Server) -> None:

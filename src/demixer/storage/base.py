@@ -127,8 +127,11 @@ class MultipartStorage(Protocol):
         """Begin a multipart upload to ``key``; returns its upload id."""
         ...
 
-    def presign_part(self, key: str, upload_id: str, number: int, ttl_seconds: int) -> str:
-        """A URL to PUT part ``number`` (from 1); the store answers the part's ``ETag``."""
+    def presign_part(
+        self, key: str, upload_id: str, number: int, ttl_seconds: int, content_length: int
+    ) -> str:
+        """A URL to PUT part ``number`` (from 1) of exactly ``content_length`` bytes (another
+        size is refused); the store answers the part's ``ETag``."""
         ...
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> int:

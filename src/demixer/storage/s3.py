@@ -415,12 +415,15 @@ class S3Storage:
         )
         return str(answer["UploadId"])
 
-    def presign_part(self, key: str, upload_id: str, number: int, ttl_seconds: int) -> str:
+    def presign_part(
+        self, key: str, upload_id: str, number: int, ttl_seconds: int, content_length: int
+    ) -> str:
         params = {
             "Bucket": self.bucket,
             "Key": self._key(key),
             "UploadId": upload_id,
             "PartNumber": number,
+            "ContentLength": content_length,  # signed: the bucket refuses any other size
         }
         return str(
             self._signing.generate_presigned_url(

@@ -97,6 +97,11 @@ def part_key(upload_id: str, number: int) -> str:
     return f"uploads/{upload_id}/part-{number}"
 
 
+def _part_size(chunk: int, file_size: int, number: int) -> int:
+    """The bytes of part ``number`` of a ``file_size`` file cut in ``chunk``-byte parts."""
+    return min(chunk, file_size - chunk * (number - 1))
+
+
 def _part_count(services: Services, file_size: int) -> int:
     return math.ceil(file_size / chunk_size(services, file_size))
 
@@ -162,7 +167,8 @@ def create(
         services.storage.put(_store_id_key(file_id), io.BytesIO(store_id.encode()))
         ttl = settings.upload_url_ttl_seconds
         part_urls = [
-            store.presign_part(row.storage_key, store_id, n, ttl) for n in range(1, count + 1)
+            store.presign_part(row.storage_key, store_id, n, ttl, _part_size(chunk, file_size, n))
+            for n in range(1, count + 1)
         ]
         return Upload(file_id, chunk, part_urls)
     signed_at = time.time()
@@ -233,11 +239,17 @@ def receive_part(services: Services, upload_id: str, number: int, source: Binary
         while reader.read(_READ):
             pass
         return reader.md5.hexdigest()
-    limit = chunk_size(services, size)
+    # Part `number` holds what the declared fileSize leaves for it (the last part is shorter),
+    # so the stored parts never hold more than fileSize, itself within the upload limit (a
+    # larger one is refused above, keeping nothing). On S3 the signed URL says it.
+    chunk = chunk_size(services, size)
+    limit = _part_size(chunk, size, number)
     try:
         services.storage.put(part_key(upload_id, number), cast(BinaryIO, reader), max_bytes=limit)
     except ValueError:
-        raise SizeMismatch(f"part {number} is over the chunk size of {limit} bytes") from None
+        raise SizeMismatch(
+            f"part {number} is over its {limit} bytes (fileSize {size} in parts of {chunk})"
+        ) from None
     return reader.md5.hexdigest()
 
 
