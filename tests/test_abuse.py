@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.usefixtures("backend")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 MAX_UPLOAD = 2 << 20  # bytes: small, so the cases over it stay quick
 MAX_SECONDS = 8  # the server's duration limit
+BODY_TIMEOUT = 2  # seconds a request body may pause
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 FUZZ_EXAMPLES = 3  # per operation and phase: the suite's time budget (see docs/hardening.md)
 
@@ -188,6 +190,7 @@ def _env(**extra: str) -> dict[str, str]:
         DEMIXER_RATE_LIMIT_PER_MINUTE="0",
         DEMIXER_MAX_CONCURRENT_JOBS="0",
         DEMIXER_URL_ALLOWLIST="127.0.0.1",
+        DEMIXER_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
         **extra,
     )
 
@@ -394,6 +397,27 @@ def _chunked_over_limit(field_name: str, path: str, headers: dict[str, str]) -> 
     return case
 
 
+def _stalled(path: str, headers: dict[str, str], start: bytes) -> Callable[..., None]:
+    """A client that sends ``start`` of a body promising 100 bytes more, then nothing (on a raw
+    socket: an HTTP client library would not stop mid-body)."""
+
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        where = urlsplit(stack.server.base_url)
+        lines = [f"POST {path} HTTP/1.1", f"Host: {where.netloc}",
+                 f"Content-Length: {len(start) + 100}"]  # fmt: skip
+        lines += [f"{k}: {v}" for k, v in _keyed(headers, stack.server.key).items()]
+        with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + start)
+            received = b""
+            while chunk := sock.recv(65536):  # the server answers, then closes
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        run.answers.append(_error(httpx.Response(status, content=body)))
+
+    return case
+
+
 def _request(method: str, path: str, **kw: Any) -> Callable[[Stack, Run, dict[str, Path]], None]:
     def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
         args = {name: value for name, value in kw.items() if name != "headers"}
@@ -492,6 +516,26 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
         _chunked_over_limit("audio_file", "/api/public/v1/Extraction", {"Authorization": "KEY"}),
         ["413 FILE_TOO_LARGE"]),
     "musicgpt: lying-xing.mp3": (_musicgpt_file("lying-xing.mp3"), ["422 DURATION_LIMIT"]),
+    "native: a JSON body that stops arriving": (
+        _stalled("/v1/queue/audio/stems", {**_JSON, **_BEARER}, b'{"input": {'),
+        ["408 REQUEST_TIMEOUT"]),
+    "native: an upload that stops arriving": (
+        _stalled("/v1/files", {**_BEARER, "Content-Type": "multipart/form-data; boundary=b0"},
+                 b'--b0\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+                 b"Content-Type: audio/wav\r\n\r\nRIFF"),
+        ["408 REQUEST_TIMEOUT"]),
+    "gaudio: a JSON body that stops arriving": (
+        _stalled(f"{GAUDIO}/v1/files/upload-multipart/create", {"x-ga-apikey": "KEY"}, b"{"),
+        ["408 request_timeout"]),
+    "musicgpt: an audio_file that stops arriving": (
+        _stalled("/api/public/v1/Extraction",
+                 {"Authorization": "KEY", "Content-Type": "multipart/form-data; boundary=b0"},
+                 b'--b0\r\nContent-Disposition: form-data; name="audio_file"; '
+                 b'filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\nRIFF'),
+        ["408 REQUEST_TIMEOUT"]),
+    "sunoapi: a JSON body that stops arriving": (
+        _stalled("/api/v1/vocal-removal/generate", {**_JSON, **_BEARER}, b"{"),
+        ["200 400"]),  # the vendor's codes have no timeout: bad parameters
     "sunoapi: JSON nested 30 000 deep": (
         _request("POST", "/api/v1/vocal-removal/generate", content=DEEP,
                  headers={**_JSON, **_BEARER}),

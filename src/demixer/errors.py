@@ -329,6 +329,13 @@ class RequestTooLarge(FileTooLarge):
     code = "REQUEST_TOO_LARGE"
 
 
+class RequestTimeout(InvalidRequest):
+    """A request body that stopped arriving (nothing for ``body_timeout_seconds``): what came
+    was dropped, the connection is closed."""
+
+    code = "REQUEST_TIMEOUT"
+
+
 class UnsupportedMediaType(DemixerError):
     """A content type demixer does not take as audio input."""
 

@@ -7,7 +7,9 @@ form's overhead, and count the file itself exactly where they store it; every ot
 send ``max_json_body_bytes`` (a JSON request is a few hundred bytes). A body over its limit is
 refused at once when its ``Content-Length`` says so, else as soon as the counted bytes pass the
 limit: the request is answered 413 in its protocol's envelope (``REQUEST_TOO_LARGE``, or
-``FILE_TOO_LARGE`` on upload routes) and nothing more is read or parsed.
+``FILE_TOO_LARGE`` on upload routes) and nothing more is read or parsed. A body that stops
+arriving (no bytes for ``idle_timeout`` seconds: a slow or stalled client holding a connection)
+is answered 408 ``REQUEST_TIMEOUT`` the same way.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.errors import Envelope, render_error
 from demixer.api.text import body_refusal
-from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge
+from demixer.errors import (
+    DemixerError,
+    FileTooLarge,
+    InvalidRequest,
+    RequestTimeout,
+    RequestTooLarge,
+)
 
 __all__ = [
     "FORM_OVERHEAD",
@@ -145,6 +154,7 @@ class BodyLimitMiddleware:
         upload_limit: bytes an upload route may receive (its file limit plus form overhead).
         envelopes: vendor path prefix -> its error envelope (the 413 is answered in it).
         uploads: the upload routes.
+        idle_timeout: seconds a body may pause between two pieces (None: no limit).
     """
 
     def __init__(
@@ -155,8 +165,10 @@ class BodyLimitMiddleware:
         upload_limit: int,
         envelopes: Mapping[str, Envelope] | None = None,
         uploads: tuple[UploadRoute, ...] = UPLOAD_ROUTES,
+        idle_timeout: float | None = None,
     ) -> None:
         self.app = app
+        self.idle_timeout = idle_timeout
         self.json_limit = json_limit
         self.upload_limit = upload_limit
         self.envelopes = dict(envelopes or {})
@@ -180,12 +192,28 @@ class BodyLimitMiddleware:
             return
         received = 0
         exceeded = started = False
+        refusal: DemixerError = error
+        done = False  # the whole body came: later receives wait for a disconnect, unbounded
 
         async def counted() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
+            nonlocal received, exceeded, refusal, done
+            if done:
+                return await receive()
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    message = await receive()
+            except TimeoutError:
+                exceeded, refusal = (
+                    True,
+                    RequestTimeout(
+                        f"the request body stopped arriving: nothing for {self.idle_timeout:g} s "
+                        f"after {received} bytes"
+                    ),
+                )
+                raise refusal from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                done = not message.get("more_body", False)
                 if received > limit:
                     exceeded = True
                     raise error
@@ -205,4 +233,4 @@ class BodyLimitMiddleware:
             if not exceeded or started:
                 raise
         if exceeded and not started:
-            await render_error(self.envelopes, scope, error)(scope, receive, send)
+            await render_error(self.envelopes, scope, refusal)(scope, receive, send)

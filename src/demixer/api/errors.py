@@ -42,6 +42,7 @@ from demixer.errors import (
     NotFound,
     RangeNotSatisfiable,
     RateLimited,
+    RequestTimeout,
     ServiceUnavailable,
     StorageFull,
     StorageUnavailable,
@@ -84,6 +85,7 @@ STATUS: dict[type[DemixerError], int] = {
     UnknownModel: 404,  # UNKNOWN_MODEL (queue path or `input.model`)
     Conflict: 409,  # NOT_READY, FILE_NOT_READY, FILE_ALREADY_UPLOADED
     JobConflict: 409,  # JOB_CONFLICT
+    RequestTimeout: 408,  # REQUEST_TIMEOUT: a body that stopped arriving
     Gone: 410,  # URL_EXPIRED, FILE_EXPIRED
     FileTooLarge: 413,
     UnsupportedMediaType: 415,  # UNSUPPORTED_MEDIA_TYPE, CONTENT_TYPE_MISMATCH

@@ -27,6 +27,8 @@ _DESCRIPTIONS = {
     404: "No such object for this caller (`NOT_FOUND`, `UNKNOWN_MODEL`)",
     409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, "
     "`IDEMPOTENCY_KEY_REUSED`, …)",
+    408: "The request body stopped arriving (`REQUEST_TIMEOUT`: nothing for "
+    "`DEMIXER_BODY_TIMEOUT_SECONDS`); what came was dropped",
     410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`)",
     413: "Too large: an upload (`FILE_TOO_LARGE`) or a request body (`REQUEST_TOO_LARGE`) over "
     "its limit; nothing past the limit was read",
@@ -93,6 +95,8 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
                 common.append(413)
             if operation.get("security"):
                 common += [401, 403, 429]
+            if "413" in responses or 413 in common:  # a body is read: it may stall too
+                common.append(408)
             for status in common:
                 responses.setdefault(str(status), {**error, "description": _DESCRIPTIONS[status]})
     schemas.pop("HTTPValidationError", None)

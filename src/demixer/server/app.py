@@ -96,6 +96,7 @@ def create_app(services: Services) -> FastAPI:
         json_limit=settings.max_json_body_bytes,
         upload_limit=settings.max_upload_bytes + FORM_OVERHEAD,
         envelopes=envelopes,
+        idle_timeout=settings.body_timeout_seconds,
     )
     app.add_middleware(RequestIdMiddleware, envelopes=envelopes)
     app.add_middleware(RateLimitHeadersMiddleware)  # outermost: even a 500 has them

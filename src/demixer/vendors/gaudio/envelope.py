@@ -33,6 +33,7 @@ from demixer.errors import (
     InvalidRequest,
     NotFound,
     RateLimited,
+    RequestTimeout,
     RequestTooLarge,
     ResultExpired,
     ServiceUnavailable,
@@ -103,6 +104,7 @@ CODES: dict[type[DemixerError], int] = {
     Forbidden: 403,  # a key without the scope; a tampered signed part URL
     RateLimited: 429,
     RequestTooLarge: 413,  # a JSON body over its limit (read no further)
+    RequestTimeout: 408,  # a body that stopped arriving (dropped)
     ServiceUnavailable: 503,  # database or object storage unreachable: retry (Retry-After)
     StorageFull: 507,  # the disk is full: nothing was stored, retry (Retry-After)
     UnsupportedRate: 1014,
@@ -130,6 +132,7 @@ _HTTP_NAMES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
+    408: "request_timeout",
     413: "request_entity_too_large",
     429: "too_many_requests",
     503: "service_unavailable",

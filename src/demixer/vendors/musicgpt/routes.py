@@ -15,10 +15,10 @@ Wire decisions:
   Statuses: bad parameters, unsupported media type 400; missing/unknown key 401;
   key without the scope 403; unknown task (or another account's) 404; conflicts 409; an
   ``audio_file`` over the upload limit or a form over its size 413 (counted while it arrives:
-  nothing past the limit is stored); request rate or concurrent-jobs limit 429 (with
-  ``Retry-After``); missing input, unusable audio, stems no installed model produces,
-  unavailable preprocessing 422; object storage or the database unavailable 503, a full disk
-  507 (both with ``Retry-After``); anything else 500.
+  nothing past the limit is stored); a body that stops arriving 408; request rate or
+  concurrent-jobs limit 429 (with ``Retry-After``); missing input, unusable audio, stems no
+  installed model produces, unavailable preprocessing 422; object storage or the database
+  unavailable 503, a full disk 507 (both with ``Retry-After``); anything else 500.
   402 (credits) is never sent: demixer has none.
 - Stems: MusicGPT names map onto the engine stems that are exactly them (``guitar`` ->
   ``guitar``, ``lead_vocal`` -> ``lead_vocals``…); ``instrumental`` is the residual of
@@ -78,6 +78,7 @@ from demixer.errors import (
     ModelUnavailable,
     NotFound,
     RateLimited,
+    RequestTimeout,
     ServiceUnavailable,
     StorageFull,
     UnknownStem,
@@ -128,6 +129,7 @@ def vendor_status(error: DemixerError) -> int:
         (UnknownStem, 422),
         (ModelUnavailable, 422),
         (FileTooLarge, 413),
+        (RequestTimeout, 408),
         (UnsupportedMediaType, 400),
         (InvalidRequest, 400),
     )
