@@ -7,6 +7,7 @@ channel count, rate, length, pitch, and a clear error for a file that cannot wor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,6 +224,22 @@ def test_truncation_is_reported_after_the_audio_that_did_decode(files: AudioFile
             blocks.append(block)
 
     assert sum(b.shape[1] for b in blocks) / 44100 == pytest.approx(1.5, abs=0.1)
+
+
+def test_a_cut_flac_is_refused_by_the_probe_as_a_cut_wav_is(files: AudioFiles) -> None:
+    """An upload of a FLAC cut short is refused at once (its header still says the whole
+    length), not accepted as 3 s of audio and failed later by the job."""
+    assert probe(files.get("long.flac").path).duration == pytest.approx(3.0)
+    cut = files.truncated("long.flac", 0.25)
+    with pytest.raises(InvalidAudio) as refused:
+        probe(cut)
+    assert re.fullmatch(
+        r"\S+ is truncated or damaged: only 0\.\d\d s of audio is present but the file "
+        r"declares 3\.00 s \(an incomplete download or copy\?\)",
+        refused.value.message,
+    ), refused.value.message
+    # A duration limit below the file's length is not mistaken for a cut.
+    assert probe(files.get("long.flac").path, max_seconds=1.0).duration == pytest.approx(3.0)
 
 
 def test_zero_length_wav_is_refused_when_opened(files: AudioFiles) -> None:

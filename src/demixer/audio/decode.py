@@ -515,7 +515,8 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
     """What ``path`` holds, without decoding any audio.
 
     Headers, plus the checks that need no decoding (a WAV shorter than its header, an Ogg file
-    cut mid-page), plus a count of the audio packets' durations (demuxing only; it stops past
+    cut mid-page, a FLAC whose frames hold less than its header's length), plus a count of the
+    audio packets' durations (demuxing only; it stops past
     ``max_seconds``): when the packets hold more than the header declares (a hidden or
     understated length), ``duration`` is what the packets hold, so the limit that the job
     would hit is seen at upload.
@@ -539,6 +540,14 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
             ) from e
         if counted is not None and (declared is None or counted > declared + _slack(declared)):
             declared = counted
+        elif (
+            info.container == "flac"  # every FLAC frame states its samples: a shortfall is a cut
+            and counted is not None
+            and declared is not None
+            and (max_seconds is None or counted <= max_seconds)  # counted to the end
+            and counted < declared - _slack(declared)
+        ):
+            raise _truncated(p, counted, declared, "is present")
         return dataclasses.replace(info, duration=declared)
     finally:
         container.close()
