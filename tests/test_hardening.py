@@ -249,6 +249,13 @@ def test_a_chunked_upload_over_the_limit_is_refused_and_leaves_nothing(
     r = api.post("/v1/files", content=chunked(body), headers=headers)
     assert native(r, 413, "FILE_TOO_LARGE")["message"].endswith(f"{limit} bytes")
     assert spool_files(api) == []  # removed on failure
+    # Announced past the limit and a form's overhead: refused before a byte is read, naming
+    # the server's file limit (not the limit plus that overhead).
+    huge = body + os.urandom(2 << 20)
+    r = api.post("/v1/files", content=huge, headers=headers)
+    assert native(r, 413, "FILE_TOO_LARGE")["message"] == (
+        f"the upload is over this server's limit of {limit} bytes"
+    )
     # MusicGPT's audio_file: the same, in its envelope.
     files = {"audio_file": ("a.wav", data, "audio/wav")}
     r = api.client.post(f"{MUSICGPT}/Extraction", files=files, data={"stems": '["vocals"]'},

@@ -151,7 +151,8 @@ class BodyLimitMiddleware:
     Args:
         app: the application.
         json_limit: bytes any non-upload route may receive.
-        upload_limit: bytes an upload route may receive (its file limit plus form overhead).
+        upload_limit: bytes an upload's file may hold (its route may receive
+            :data:`FORM_OVERHEAD` more: a form's headers and fields).
         envelopes: vendor path prefix -> its error envelope (the 413 is answered in it).
         uploads: the upload routes.
         idle_timeout: seconds a body may pause between two pieces (None: no limit).
@@ -179,9 +180,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)  # nothing to count (a GET, most often)
             return
         if any(route.matches(scope) for route in self.uploads):
-            limit = self.upload_limit
+            limit = self.upload_limit + FORM_OVERHEAD  # a form's headers and fields beside it
             error: FileTooLarge = FileTooLarge(
-                f"the upload is over this server's limit of {limit} bytes"
+                f"the upload is over this server's limit of {self.upload_limit} bytes"
             )
         else:
             limit = self.json_limit

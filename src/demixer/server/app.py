@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 
 from demixer import __version__
-from demixer.api.bodies import FORM_OVERHEAD, BodyLimitMiddleware
+from demixer.api.bodies import BodyLimitMiddleware
 from demixer.api.callers import Callers
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.lanes import Lane
@@ -94,7 +94,7 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         json_limit=settings.max_json_body_bytes,
-        upload_limit=settings.max_upload_bytes + FORM_OVERHEAD,
+        upload_limit=settings.max_upload_bytes,
         envelopes=envelopes,
         idle_timeout=settings.body_timeout_seconds,
     )

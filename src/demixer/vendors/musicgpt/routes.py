@@ -175,8 +175,9 @@ def _json_list(value: Any, field: str) -> list[str]:
     except InvalidRequest:  # not JSON, or nested too deeply to parse
         items = None
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        example = '["Denoise"]' if field == "preprocessing_options" else '["vocals"]'
         raise InvalidRequest(
-            f'{field} must be a JSON-encoded list of strings, e.g. ["vocals"]', param=field
+            f"{field} must be a JSON-encoded list of strings, e.g. {example}", param=field
         )
     return list(dict.fromkeys(i.strip() for i in items if i.strip()))
 
