@@ -108,6 +108,8 @@ def test_allowlist_by_address_network_and_name() -> None:
         "",
         "https://8.8.8.8:99999/a.mp3",  # a port no connection can use: refused, not retried
         "https://8.8.8.8:0/a.mp3",  # was taken as 443
+        "http://exa mple.com/a.mp3",  # a host no name server answers: refused, not retried
+        "http://exa%41mple.com/a.mp3",
     ],
 )
 def test_only_http_urls_with_a_host(url: str) -> None:

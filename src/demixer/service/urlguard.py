@@ -18,6 +18,7 @@ transport, not :func:`check_url`, is the security boundary; the URL check gives 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Collection, Iterable
 from socket import getaddrinfo  # module attribute: tests swap in a fake resolver here
@@ -27,6 +28,9 @@ import httpcore
 import httpx
 
 from demixer.errors import InvalidRequest
+
+# A host name (letters, digits, '-', '_', dots, IDNA-encoded) or an IP address's text.
+_HOST = re.compile(r"[A-Za-z0-9._:-]+")
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -223,6 +227,8 @@ def check_url(url: str, allowlist: Collection[str] | str = ()) -> list[IPAddress
     host = parsed.raw_host.decode("ascii")  # IDNA-encoded, brackets stripped
     if not host:
         raise UrlRefused(f"{shown!r} has no host")
+    if not _HOST.fullmatch(host):  # a space, a %-escape…: no name server will ever answer it
+        raise UrlRefused(f"{shown!r} has no valid host name ({host[:100]!r})")
     port = parsed.port if parsed.port is not None else (443 if parsed.scheme == "https" else 80)
     if not 0 < port < 65536:
         raise UrlRefused(f"{shown!r} has port {port}, outside 1-65535")
