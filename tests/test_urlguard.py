@@ -108,8 +108,6 @@ def test_allowlist_by_address_network_and_name() -> None:
         "",
         "https://8.8.8.8:99999/a.mp3",  # a port no connection can use: refused, not retried
         "https://8.8.8.8:0/a.mp3",  # was taken as 443
-        "http://exa mple.com/a.mp3",  # a host no name server answers: refused, not retried
-        "http://exa%41mple.com/a.mp3",
     ],
 )
 def test_only_http_urls_with_a_host(url: str) -> None:
@@ -342,6 +340,7 @@ def _submit(api: Api, url: str) -> Any:
         "http://[fd00:ec2::254]/",
         "http://localhost:{port}/song.wav",
         "file:///etc/passwd",
+        "http://exa mple.com/a.mp3",  # no name server answers such a host: not the worker's
     ],
 )
 def test_submit_refuses_forbidden_urls_at_once(
