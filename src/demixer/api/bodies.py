@@ -204,12 +204,10 @@ class BodyLimitMiddleware:
                 with anyio.fail_after(self.idle_timeout):
                     message = await receive()
             except TimeoutError:
-                exceeded, refusal = (
-                    True,
-                    RequestTimeout(
-                        f"the request body stopped arriving: nothing for {self.idle_timeout:g} s "
-                        f"after {received} bytes"
-                    ),
+                exceeded = True  # refused as a body over its limit is
+                refusal = RequestTimeout(
+                    f"the request body stopped arriving: nothing for {self.idle_timeout:g} s "
+                    f"after {received} bytes"
                 )
                 raise refusal from None
             if message["type"] == "http.request":
