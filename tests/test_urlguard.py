@@ -341,6 +341,8 @@ def _submit(api: Api, url: str) -> Any:
         "http://localhost:{port}/song.wav",
         "file:///etc/passwd",
         "http://exa mple.com/a.mp3",  # no name server answers such a host: not the worker's
+        "http://[::1/a.mp3",  # an unclosed IPv6 address (was a 500)
+        "http://[zz]/a.mp3",
     ],
 )
 def test_submit_refuses_forbidden_urls_at_once(

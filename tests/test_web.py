@@ -830,6 +830,8 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     assert httpx.get(url, headers={"Host": "evil.example"}).status_code == 403
     refused = httpx.get(url, headers={"Origin": "http://evil.example"})
     assert refused.status_code == 403 and refused.json()["error"]["code"]
+    # An unparsable one (an unclosed IPv6 bracket) is as foreign, not a 500.
+    assert httpx.get(url, headers={"Origin": "http://[::1"}).status_code == 403
     models = httpx.get(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
     assert models.status_code == 200
     page = httpx.get(server.base_url + "/")

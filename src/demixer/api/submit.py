@@ -138,8 +138,12 @@ def _reject_param(error: DemixerError, param: str) -> DemixerError:
 
 
 def _http_url(url: str, param: str, error: type[InvalidRequest]) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed or bad [address]
+        raise error(f"{url[:200]!r} is not a valid URL: {exc}", param=param) from None
+    if parts.scheme not in ("http", "https") or not host:
         raise error(f"{url[:200]!r} is not an http(s) URL", param=param)
     return url.strip()
 

@@ -66,8 +66,12 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _host_name(netloc: str) -> str:
-    return urlsplit(f"//{netloc}").hostname or ""
+def _host_name(url: str) -> str:
+    """``url``'s host ("" for none, or for one that does not parse: an unclosed ``[``)."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def is_local(request: Request, services: Services) -> bool:
@@ -80,10 +84,10 @@ def is_local(request: Request, services: Services) -> bool:
         return False
     if not _is_loopback(request.client.host if request.client else None):
         return False
-    if not _is_loopback(_host_name(request.headers.get("host", ""))):
+    if not _is_loopback(_host_name(f"//{request.headers.get('host', '')}")):
         return False
     origin = request.headers.get("origin")
-    return origin is None or _is_loopback(urlsplit(origin).hostname)
+    return origin is None or _is_loopback(_host_name(origin))
 
 
 def local_session(services: Services) -> LocalSession:
