@@ -343,6 +343,9 @@ def _submit(api: Api, url: str) -> Any:
         "http://exa mple.com/a.mp3",  # no name server answers such a host: not the worker's
         "http://[::1/a.mp3",  # an unclosed IPv6 address (was a 500)
         "http://[zz]/a.mp3",
+        "http://a..b/x.mp3",  # an empty label, a label with a hyphen at its end, one too long
+        "http://-a-.com/x.mp3",
+        f"http://{'a' * 64}.com/x.mp3",
     ],
 )
 def test_submit_refuses_forbidden_urls_at_once(

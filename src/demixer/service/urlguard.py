@@ -29,8 +29,18 @@ import httpx
 
 from demixer.errors import InvalidRequest
 
-# A host name (letters, digits, '-', '_', dots, IDNA-encoded) or an IP address's text.
-_HOST = re.compile(r"[A-Za-z0-9._:-]+")
+# A host name's label (letters, digits, '-' inside, '_'; IDNA-encoded), an IPv6 address's text.
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+
+
+def _resolvable(host: str) -> bool:
+    """Whether ``host`` could ever resolve: an IPv6 address's text, or a name (an IPv4
+    address's text among them) of 1-63 character labels, 253 characters at most."""
+    if ":" in host:
+        return bool(_IPV6.fullmatch(host))
+    name = host.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -227,7 +237,7 @@ def check_url(url: str, allowlist: Collection[str] | str = ()) -> list[IPAddress
     host = parsed.raw_host.decode("ascii")  # IDNA-encoded, brackets stripped
     if not host:
         raise UrlRefused(f"{shown!r} has no host")
-    if not _HOST.fullmatch(host):  # a space, a %-escape…: no name server will ever answer it
+    if not _resolvable(host):  # a space, a %-escape, an empty label: no name server answers it
         raise UrlRefused(f"{shown!r} has no valid host name ({host[:100]!r})")
     port = parsed.port if parsed.port is not None else (443 if parsed.scheme == "https" else 80)
     if not 0 < port < 65536:
