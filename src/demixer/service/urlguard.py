@@ -42,6 +42,7 @@ def _resolvable(host: str) -> bool:
     name = host.removesuffix(".")
     return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
+
 __all__ = [
     "METADATA_ADDRESSES",
     "GuardedBackend",
