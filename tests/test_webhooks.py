@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from conftest import Backend
 from demixer.server.compose import build_services
 from demixer.service.context import Services
 from demixer.service.db import Database
-from demixer.service.delivery.dispatcher import Dispatcher, backoff
+from demixer.service.delivery.dispatcher import DeliveryClaim, Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
 from service_harness import free_port
@@ -394,6 +395,58 @@ def test_slow_receiver_times_out_without_delaying_another(
     assert slow_when_fast_came == [(1, True, None)]
     assert slow["delivery_status"] == "pending" and slow["attempts"] == 1
     assert slow["last_error"].startswith("timeout")
+
+
+@pytest.mark.backends("sqlite")  # the send alone: no database work
+@pytest.mark.parametrize("trickled", ["headers", "body"])
+def test_a_receiver_trickling_its_answer_is_cut_at_the_timeout(
+    make_api: Callable[..., Api], trickled: str
+) -> None:
+    """A receiver that answers a byte every 0.2 s never trips a timeout on each read: the
+    whole send is bounded by the webhook timeout (else one slot, and the delivery's lease,
+    was held for hours, and the expired lease let the same event go out again alongside)."""
+    api = make_api(**{**FAST, "webhook_timeout_seconds": 1.0})
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            start = b"HTTP/1.1 200 OK\r\n"
+            if trickled == "body":  # whole headers, then a body that never ends
+                start += b"Content-Length: 100000\r\n\r\n"
+            conn.sendall(start)
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b"x" if trickled == "body" else b"X")
+                except OSError:
+                    return  # the sender gave up
+
+    threading.Thread(target=trickle, daemon=True).start()
+    dispatcher = Dispatcher(api.services)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
+    outcomes: list[Any] = []
+    try:
+        with dispatcher.client() as client:
+            sender = threading.Thread(
+                target=lambda: outcomes.append(dispatcher.send(client, claim))
+            )
+            sender.start()
+            sender.join(60)  # only a send that never ends reaches this
+    finally:
+        stop.set()
+        listener.close()
+    assert not sender.is_alive(), "the send never ended"
+    (outcome,) = outcomes
+    if trickled == "body":  # the status came whole: the answer is read no further
+        assert (outcome.status_code, outcome.error) == (200, None)
+    else:
+        assert outcome.status_code is None
+        assert outcome.error.startswith("timeout after 1 s"), outcome.error
 
 
 def test_delivery_survives_a_dispatcher_restart(

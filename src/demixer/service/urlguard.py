@@ -20,7 +20,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Collection, Iterable
+import ssl
+import threading
+import time
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from socket import getaddrinfo  # module attribute: tests swap in a fake resolver here
 from typing import Any
 
@@ -55,6 +59,7 @@ __all__ = [
     "guarded_client",
     "parse_allowlist",
     "resolve",
+    "time_limit",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -246,6 +251,62 @@ def check_url(url: str, allowlist: Collection[str] | str = ()) -> list[IPAddress
     return _checked(host, port, allowlist)
 
 
+_limit = threading.local()  # .at: the monotonic time this thread's request must end by
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Every read, write and handshake of a guarded connection made by this thread ends within
+    ``seconds`` from now, all together (httpx's own timeouts bound each read alone: a peer
+    sending one byte a second never trips them). Past the limit a read raises
+    ``httpcore.ReadTimeout`` (httpx's ``ReadTimeout``)."""
+    _limit.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _limit.at = None
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout`` cut to what this thread's :func:`time_limit` leaves (raises ``error`` past
+    it); ``timeout`` as it is outside one."""
+    at: float | None = getattr(_limit, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the request took longer than its time limit")
+    return left if timeout is None else min(timeout, left)
+
+
+class _LimitedStream(httpcore.NetworkStream):
+    """A connection whose every operation keeps to the calling thread's :func:`time_limit`."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self.inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        limit = _left(timeout, httpcore.ConnectTimeout)
+        return _LimitedStream(self.inner.start_tls(ssl_context, server_hostname, limit))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """An httpcore network backend that connects only to addresses that passed the guard.
 
@@ -271,7 +332,9 @@ class GuardedBackend(httpcore.NetworkBackend):
         error: Exception | None = None
         for ip in _checked(host, port, self.allowlist):
             try:
-                return self.inner.connect_tcp(str(ip), port, timeout, local_address, socket_options)
+                limit = _left(timeout, httpcore.ConnectTimeout)
+                stream = self.inner.connect_tcp(str(ip), port, limit, local_address, socket_options)
+                return _LimitedStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         assert error is not None  # _checked returns at least one address

@@ -33,7 +33,13 @@ from demixer.service.context import Services
 from demixer.service.db import OutageNotice, is_unavailable, retry_unavailable, rows_changed
 from demixer.service.delivery.outbox import DeliveryState
 from demixer.service.schema import Delivery
-from demixer.service.urlguard import GuardedTransport, UrlRefused, check_url, parse_allowlist
+from demixer.service.urlguard import (
+    GuardedTransport,
+    UrlRefused,
+    check_url,
+    parse_allowlist,
+    time_limit,
+)
 from demixer.webhooks import sign
 
 __all__ = ["CAP_STEPS", "FACTOR", "DeliveryClaim", "Dispatcher", "backoff"]
@@ -113,8 +119,8 @@ class Dispatcher:
         )
         self.poll = settings.poll_seconds if poll_seconds is None else poll_seconds
         self.id = dispatcher_id or f"dispatch-{uuid.uuid4().hex[:12]}"
-        # Longer than any one send can take (connect + write + read each bounded by the
-        # timeout), so a live dispatcher never loses a lease to another mid-send.
+        # Longer than any one send can take (the whole send is bounded by the timeout), so a
+        # live dispatcher never loses a lease to another mid-send.
         self.lease = timedelta(seconds=4 * self.timeout + 30)
         self.allowlist = parse_allowlist(settings.url_allowlist)
         self._transport = transport
@@ -227,9 +233,14 @@ class Dispatcher:
             "webhook-signature": sign(claim.secret, claim.id, stamp, body),
         }
         try:
-            with client.stream("POST", claim.url, content=body, headers=headers) as response:
+            # The whole send within the timeout (not each read alone: a receiver trickling its
+            # answer a byte at a time would hold a slot, and outlast the lease, for hours).
+            with (
+                time_limit(self.timeout),
+                client.stream("POST", claim.url, content=body, headers=headers) as response,
+            ):
                 head = b""
-                for chunk in response.iter_bytes(512):
+                for chunk in response.iter_bytes():  # the first piece, as it arrives
                     head = chunk[:300]
                     break
         except UrlRefused as exc:  # the connection's own check (DNS may have changed)
