@@ -619,6 +619,40 @@ def test_two_songs_of_one_name_are_refused_before_either_runs(
     assert not out.exists()
 
 
+def test_stems_that_would_land_on_one_path_or_on_an_input_are_refused_before_any_run(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """A --template without {track} gives two songs the same stem files (the last would replace
+    the others', exit 0); {stem} into the input's own folder writes a stem over the input.
+    Both refused, every clash named, before the model runs; nothing is written or changed."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(inputs["A"], work / "A.wav")
+    shutil.copy(inputs["A"], work / "B.wav")
+    shutil.copy(inputs["A"], work / "vocals.wav")
+    before = (work / "vocals.wav").read_bytes()
+    out = tmp_path / "out"
+    run = demixer("separate", work / "A.wav", work / "B.wav", "-o", out,
+                  "--template", "{stem}.{ext}", model_dir=model_dir)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        f"error [INVALID_OUTPUT] {work / 'A.wav'} and {work / 'B.wav'} would both write "
+        f"{out / 'vocals.wav'}; {work / 'A.wav'} and {work / 'B.wav'} would both write "
+        f"{out / 'accompaniment.wav'}: use {{track}} in --template, or another -o folder"
+    )
+    assert not out.exists()
+    run = demixer("separate", work / "vocals.wav", "-o", work, "--template", "{stem}",
+                  model_dir=model_dir)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        f"error [INVALID_OUTPUT] separating {work / 'vocals.wav'} would write "
+        f"{work / 'vocals.wav'} over the input {work / 'vocals.wav'}: use {{track}} in "
+        "--template, or another -o folder"
+    )
+    assert (work / "vocals.wav").read_bytes() == before
+    assert sorted(p.name for p in work.iterdir()) == ["A.wav", "B.wav", "vocals.wav"]
+
+
 @pytest.mark.parametrize(
     "command",
     [["separate"], ["remote", "separate"], ["serve"], ["worker"], ["keys", "create"]],

@@ -25,6 +25,7 @@ from demixer.cli_inputs import (
     RescaleOption,
     SpanOption,
     check_distinct_tracks,
+    check_outputs,
     expand_inputs,
     parse_spans,
 )
@@ -214,7 +215,8 @@ def separate(
     """
     from demixer.audio import OutputFormat
     from demixer.engine import Separator, plan_stems
-    from demixer.engine.outputs import span_outputs
+    from demixer.engine.outputs import output_paths, span_outputs
+    from demixer.filemode import check_folder
     from demixer.models.registry import get_spec
 
     own = arch is not None or model_config is not None
@@ -247,6 +249,8 @@ def separate(
                 else f"no audio or video file in {', '.join(shown_name(str(f)) for f in files)}"
             )
         output = OutputFormat.parse(fmt, bit_depth)
+        output_paths(template, out_dir, "track", ["stem"], output, "model")  # a bad template,
+        check_folder(out_dir)  # or -o a file or read-only: said before the model loads
         spans = parse_spans(span, exclude_span)
         requested = stems.split(",") if stems is not None else None
         if not own:
@@ -266,7 +270,14 @@ def separate(
         else:
             with _loading(model_id):
                 separator = Separator(model_id, model_path=model_path, device=device)
-        separator.plan(requested)  # reject unknown stems before any decoding
+        plan = separator.plan(requested)  # reject unknown stems before any decoding
+        check_outputs(
+            inputs,
+            lambda item: output_paths(
+                template, out_dir / item.subdir, item.path.stem, plan.outputs, output,
+                separator.spec.id,
+            ).values(),
+        )  # fmt: skip
     except DemixerError as e:
         raise fail(e) from None
     if skipped:

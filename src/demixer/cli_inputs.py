@@ -8,7 +8,7 @@ decoder then says whether it is audio.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -30,6 +30,7 @@ __all__ = [
     "RescaleOption",
     "SpanOption",
     "check_distinct_tracks",
+    "check_outputs",
     "expand_inputs",
     "parse_spans",
 ]
@@ -153,17 +154,54 @@ def expand_inputs(
 def check_distinct_tracks(inputs: Iterable[Input]) -> None:
     """Refuse inputs that would write the same stem files: two songs of one name in one output
     folder (``song.wav`` and ``song.flac``: both ``song_vocals.wav``), before anything runs,
-    rather than the second silently replacing the first's stems."""
+    rather than the second silently replacing the first's stems. Every such pair is named."""
     first: dict[tuple[Path, str], Path] = {}
+    clashes = []
     for item in inputs:
         key = (item.subdir, shown_name(item.path.stem))
         other = first.setdefault(key, item.path)
         if other != item.path:
-            raise InvalidOutput(
+            clashes.append(
                 f"{shown_name(str(other))} and {shown_name(str(item.path))} would write the same "
-                f"stems ({key[1]}_STEM.EXT) into one folder: rename one, or separate them into "
-                "different -o folders"
+                f"stems ({key[1]}_STEM.EXT) into one folder"
             )
+    if clashes:
+        raise InvalidOutput(
+            f"{_listed(clashes)}: rename one, or separate them into different -o folders"
+        )
+
+
+def check_outputs(inputs: Iterable[Input], paths_of: Callable[[Input], Iterable[Path]]) -> None:
+    """Refuse, before anything runs, inputs whose stems would land on one path (an output
+    ``--template`` without ``{track}``: the last song's stems would silently replace the
+    others'), or on an input file itself (``vocals.wav`` into its own folder as ``{stem}``).
+    ``paths_of``: the files an input's separation writes. Every such clash is named."""
+    items = list(inputs)
+    sources = {item.path.resolve(): item.path for item in items}
+    writer: dict[Path, Path] = {}
+    clashes = []
+    for item in items:
+        for path in paths_of(item):
+            where = path.resolve()
+            if where in sources:
+                clashes.append(
+                    f"separating {shown_name(str(item.path))} would write "
+                    f"{shown_name(str(path))} over the input {shown_name(str(sources[where]))}"
+                )
+            elif writer.setdefault(where, item.path) != item.path:
+                clashes.append(
+                    f"{shown_name(str(writer[where]))} and {shown_name(str(item.path))} would "
+                    f"both write {shown_name(str(path))}"
+                )
+    if clashes:
+        raise InvalidOutput(
+            f"{_listed(clashes)}: use {{track}} in --template, or another -o folder"
+        )
+
+
+def _listed(clashes: list[str], most: int = 5) -> str:
+    shown = "; ".join(clashes[:most])
+    return shown + (f"; and {len(clashes) - most} more" if len(clashes) > most else "")
 
 
 def _inside(folder: Path | None, root: Path) -> Path | None:
