@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from demixer.audio import load
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
 from service_harness import free_port
+from worker_support import wait_until
 
 
 def _executable() -> Path:
@@ -617,6 +619,30 @@ def test_two_songs_of_one_name_are_refused_before_either_runs(
         "folders"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_terminated_run_leaves_no_partial_files(
+    model_dir: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """`timeout`, `kill` or a closed terminal mid-separation: the run ends as Ctrl-C does,
+    says so, exits 128 + the signal, and its half-written (hidden .part) stems are removed."""
+    song = tmp_path / "long.flac"
+    noise = np.random.default_rng(0).standard_normal((60 * 44100, 2)).astype(np.float32)
+    sf.write(song, 0.1 * noise, 44100)
+    out = tmp_path / "out"
+    env = {**os.environ, "DEMIXER_MODEL_DIR": str(model_dir)}
+    cmd = [str(_executable()), "separate", str(song), "-o", str(out), "-q", "best"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_until(lambda: out.is_dir() and any(out.iterdir()), 120, "the first .part file")
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated"
+    assert list(out.iterdir()) == []
 
 
 def test_stems_that_would_land_on_one_path_or_on_an_input_are_refused_before_any_run(

@@ -35,6 +35,7 @@ from demixer.cli_output import (
     level_notes,
     print_error,
     readable_help,
+    stopping_on_termination,
     written_lines,
 )
 from demixer.defaults import DEFAULT_MODEL
@@ -284,7 +285,7 @@ def separate(
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
 
     last_error: DemixerError | None = None
-    with FileProgress(out, err) as progress:
+    with stopping_on_termination(), FileProgress(out, err) as progress:
         for item in inputs:
             path = item.path
             progress.start(shown_name(path.name))

@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,15 +30,50 @@ from demixer.errors import DemixerError, exit_code_for
 
 __all__ = [
     "FileProgress",
+    "Terminated",
     "fail",
     "level_notes",
     "print_error",
     "print_warning",
     "readable_help",
+    "stopping_on_termination",
     "written_lines",
 ]
 
 _err = Console(stderr=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a run (a ``timeout``, a ``kill``, a closed terminal), raised
+    as Ctrl-C is, so that the same clean-up runs (no partial files left)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def stopping_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP end what runs inside as Ctrl-C does (:class:`Terminated`), instead
+    of killing the process where it stands with its hidden ``.part`` files left behind; each
+    says so in a line and exits as the shell reports a signal (128 + its number; Ctrl-C 130)."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    signals = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    except Terminated as stopped:
+        _err.print("terminated")
+        raise typer.Exit(128 + stopped.signum) from None
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        raise typer.Exit(130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def fail(error: DemixerError) -> typer.Exit:

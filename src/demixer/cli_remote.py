@@ -24,7 +24,13 @@ from demixer.cli_inputs import (
     expand_inputs,
     parse_spans,
 )
-from demixer.cli_output import fail, level_notes, print_error, written_lines
+from demixer.cli_output import (
+    fail,
+    level_notes,
+    print_error,
+    stopping_on_termination,
+    written_lines,
+)
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
 from demixer.naming import shown_name
 
@@ -189,7 +195,8 @@ def remote_separate(
     if skipped:
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
     last = 0
-    with Client(server, key) as client:
+    # SIGTERM and SIGHUP as Ctrl-C: the job running on the server is cancelled.
+    with stopping_on_termination(), Client(server, key) as client:
         for item in inputs:
             path = item.path
             name = shown_name(path.name)
