@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 
 from audiofiles import AudioFiles, dominant_frequency, stempeg_example, tone
 from demixer.audio import AudioReader, StreamResampler, load, probe, resample, resampled_length
@@ -240,6 +241,29 @@ def test_a_cut_flac_is_refused_by_the_probe_as_a_cut_wav_is(files: AudioFiles) -
     ), refused.value.message
     # A duration limit below the file's length is not mistaken for a cut.
     assert probe(files.get("long.flac").path, max_seconds=1.0).duration == pytest.approx(3.0)
+
+
+def test_nan_and_inf_samples_are_read_as_silence_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A float WAV holding NaN or Inf (a broken render) would make every stem NaN, or silent
+    at 16 bits, with exit 0: those samples are read as 0, the rest as they are, and a warning
+    says how many."""
+    rng = np.random.default_rng(4)
+    audio = (0.2 * rng.standard_normal((2, 44100))).astype(np.float32)
+    broken = audio.copy()
+    broken[0, ::1000] = np.nan
+    broken[1, 500::1000] = np.inf
+    path = tmp_path / "broken.wav"
+    sf.write(path, broken.T, 44100, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="demixer.audio"):
+        read, rate = load(path)
+    assert rate == 44100
+    expected = np.where(np.isfinite(broken), audio, np.float32(0.0))
+    np.testing.assert_array_equal(read, expected)
+    assert [r.getMessage() for r in caplog.records] == [
+        "'broken.wav': 89 samples were NaN or infinite: read as silence"
+    ]
 
 
 def test_zero_length_wav_is_refused_when_opened(files: AudioFiles) -> None:

@@ -32,6 +32,7 @@ read, not the declared length.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -47,6 +48,8 @@ from av.container import InputContainer
 
 from demixer.errors import DurationLimit, InputNotFound, InvalidAudio, UnsupportedSampleRate
 from demixer.naming import shown_name
+
+log = logging.getLogger("demixer.audio")
 
 __all__ = [
     "DEMUXERS",
@@ -396,7 +399,12 @@ class AudioReader:
         fill = 0
         total = 0
         limit = None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
+        nonfinite = 0
         for array in self._within_edit_list(self._decoded()):
+            bad = ~np.isfinite(array)  # a float file's NaN or Inf would spread through a model
+            if bad.any():
+                nonfinite += int(bad.sum())
+                array = np.where(bad, np.float32(0.0), array)
             pos, n = 0, array.shape[1]
             total += n
             if limit is not None and total > limit:
@@ -417,6 +425,10 @@ class AudioReader:
                     fill = 0
         if total == 0:
             raise InvalidAudio(f"{_name(self.path)} contains no audio samples (zero length)")
+        if nonfinite:
+            log.warning(
+                "%s: %d samples were NaN or infinite: read as silence", _name(self.path), nonfinite
+            )
         self._check_complete(total)
         if fill:
             yield np.ascontiguousarray(block[:, :fill])
