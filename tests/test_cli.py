@@ -174,8 +174,8 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
     result = demixer(*args, model_dir=model_dir)
     assert result.returncode == 2, result.stderr
     assert _one_error_line(result) == (
-        "error [INVALID_OUTPUT] the span 5:9 starts after the input ends (1.50 s): it would "
-        "keep nothing of the separated sound"
+        "error [INVALID_OUTPUT] A.wav: the span 5:9 starts after the input ends (1.50 s): it "
+        "would keep nothing of the separated sound"
     )
     assert not out.exists() or list(out.iterdir()) == []
     # Excluding time past the end takes out nothing: the stems are made as without it.
@@ -643,6 +643,29 @@ def test_a_terminated_run_leaves_no_partial_files(
     assert proc.returncode == 128 + sig, stderr
     assert stderr.strip().splitlines()[-1] == "terminated"
     assert list(out.iterdir()) == []
+
+
+def test_a_span_past_one_songs_end_skips_that_song_not_the_batch(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """--span 5:7 over songs of 8, 1 and 6 s: the 1 s song has nothing there and is named in
+    an error; the songs after it are still separated, and the run ends with exit 2."""
+    noise = 0.1 * np.random.default_rng(1).standard_normal((8 * 44100, 2)).astype(np.float32)
+    songs = []
+    for name, seconds in (("eight", 8), ("one", 1), ("six", 6)):
+        songs.append(tmp_path / f"{name}.wav")
+        sf.write(songs[-1], noise[: seconds * 44100], 44100)
+    out = tmp_path / "out"
+    run = demixer("separate", *songs, "--stems", "vocals", "--span", "5:7", "-o", out,
+                  model_dir=model_dir)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        "error [INVALID_OUTPUT] one.wav: the span 5:7 starts after the input ends (1.00 s): "
+        "it would keep nothing of the separated sound"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eight_residual.wav", "eight_vocals.wav", "six_residual.wav", "six_vocals.wav",
+    ]  # fmt: skip
 
 
 def test_stems_that_would_land_on_one_path_or_on_an_input_are_refused_before_any_run(

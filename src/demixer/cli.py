@@ -44,6 +44,7 @@ from demixer.errors import (
     DurationLimit,
     InputNotFound,
     InvalidAudio,
+    InvalidOutput,
     UnknownModel,
     exit_code_for,
 )
@@ -304,8 +305,10 @@ def separate(
                     max_seconds=max_duration or None,
                     spans=spans,
                 )
-            except InvalidAudio as e:  # this file is bad: say so, go on with the others
+            except (InvalidAudio, InvalidOutput) as e:  # this file's problem: say so, go on
                 message = e.message
+                if isinstance(e, InvalidOutput):  # its message speaks of spans, not the file
+                    message = f"{shown_name(path.name)}: {message}"
                 if isinstance(e, DurationLimit):
                     message += " or raise --max-duration (0: no limit)"
                 progress.error(e.code, message)
