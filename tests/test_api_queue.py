@@ -560,6 +560,36 @@ def test_sse_streams_until_completed(api: Api) -> None:
     )
 
 
+def test_a_status_stream_ends_when_its_key_is_revoked(api: Api) -> None:
+    """A stream opened with a key that is revoked meanwhile sends no more status: an error
+    frame says why and it closes (it went on until the job ended, forever for a queued one)."""
+    from sqlalchemy import select
+
+    from demixer.service.accounts.keys import create_key, revoke_key
+    from demixer.service.schema import ApiKey
+
+    _, secret = create_key(api.services.db, account_id=api.account)
+    with api.services.db.read() as s:
+        key_id = s.execute(select(ApiKey.id).where(ApiKey.prefix == secret[:10])).scalar_one()
+    job_id = api.queue_separate(api.upload()).json()["request_id"]  # queued: it never ends
+    watcher = api.client.app.state.status_watcher
+    reads_before = watcher.reads
+
+    def revoke_once_watched() -> None:
+        wait_until(lambda: watcher.reads >= reads_before + 2, 30, "two watcher reads")
+        revoke_key(api.services.db, key_id)
+
+    revoking = threading.Thread(target=revoke_once_watched)
+    revoking.start()
+    r = api.get(f"/v1/queue/requests/{job_id}/status/stream", key=secret)
+    revoking.join()
+    assert r.status_code == 200
+    frames = _frames(r.text)
+    assert {event for event, _ in frames[:-1]} == {"status"}
+    event, body = frames[-1]
+    assert (event, body["error"]["code"]) == ("error", "UNAUTHENTICATED"), frames[-1]
+
+
 def test_list_pagination_and_other_accounts(api: Api) -> None:
     file_id = api.upload()
     ids = [api.queue_separate(file_id).json()["request_id"] for _ in range(5)]

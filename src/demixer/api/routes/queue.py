@@ -24,6 +24,7 @@ from demixer.api.auth import (
     bearer_secret,
 )
 from demixer.api.bodies import JsonRoute
+from demixer.api.callers import callers
 from demixer.api.errors import error_body
 from demixer.api.idempotency import IdempotencyDep
 from demixer.api.lanes import Lane
@@ -39,7 +40,7 @@ from demixer.api.schemas import (
 )
 from demixer.api.statuswatch import FAILED, GONE, StatusWatcher
 from demixer.errors import NotFound, UnknownModel
-from demixer.service.accounts.keys import Identity
+from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
 from demixer.service.jobs.queue import CANCELLED, FINAL
 
@@ -161,6 +162,7 @@ async def request_status_stream(
     first = await lanes.read(services, read) if jobs.more_reads(job, logs) else read()
     delay = min(max(interval, MIN_INTERVAL), MAX_INTERVAL) if math.isfinite(interval) else 2.0
     watcher: StatusWatcher = request.app.state.status_watcher
+    secret = await bearer_secret(request)
 
     async def frames() -> AsyncIterator[str]:
         async with watcher.watch(first, logs, delay) as watch:
@@ -168,6 +170,11 @@ async def request_status_stream(
             yield _frame("status", status.model_dump_json())
             while status.status not in FINAL:
                 update = await watch.next()
+                try:  # a key revoked meanwhile reads no more (a cached key costs no I/O)
+                    await callers(request).identify(secret)
+                except Unauthorized as revoked:
+                    yield _frame("error", json.dumps(error_body(revoked.code, revoked.message)))
+                    return
                 if update == GONE:  # deleted meanwhile
                     gone = NotFound(f"no request {request_id!r}")
                     yield _frame("error", json.dumps(error_body(gone.code, gone.message)))
