@@ -397,9 +397,12 @@ def _chunked_over_limit(field_name: str, path: str, headers: dict[str, str]) -> 
     return case
 
 
-def _stalled(path: str, headers: dict[str, str], start: bytes) -> Callable[..., None]:
-    """A client that sends ``start`` of a body promising 100 bytes more, then nothing (on a raw
-    socket: an HTTP client library would not stop mid-body)."""
+def _stalled(
+    path: str, headers: dict[str, str], start: bytes, trickle: bool = False
+) -> Callable[..., None]:
+    """A client that sends ``start`` of a body promising 100 bytes more, then nothing, or with
+    ``trickle`` a byte every half second, inside any pause limit (on a raw socket: an HTTP
+    client library would not stop mid-body)."""
 
     def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
         where = urlsplit(stack.server.base_url)
@@ -409,6 +412,15 @@ def _stalled(path: str, headers: dict[str, str], start: bytes) -> Callable[..., 
         with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + start)
             received = b""
+            if trickle:
+                sock.settimeout(0.5)
+                for _ in range(100):  # the body's 100 promised bytes: whitespace
+                    try:
+                        received = sock.recv(65536)  # the server's answer ends the trickle
+                        break
+                    except TimeoutError:
+                        sock.sendall(b" ")
+                sock.settimeout(30)
             while chunk := sock.recv(65536):  # the server answers, then closes
                 received += chunk
         head, _, body = received.partition(b"\r\n\r\n")
@@ -518,6 +530,9 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
     "musicgpt: lying-xing.mp3": (_musicgpt_file("lying-xing.mp3"), ["422 DURATION_LIMIT"]),
     "native: a JSON body that stops arriving": (
         _stalled("/v1/queue/audio/stems", {**_JSON, **_BEARER}, b'{"input": {'),
+        ["408 REQUEST_TIMEOUT"]),
+    "native: a JSON body trickling a byte every half second": (
+        _stalled("/v1/queue/audio/stems", {**_JSON, **_BEARER}, b'{"input": {', trickle=True),
         ["408 REQUEST_TIMEOUT"]),
     "native: an upload that stops arriving": (
         _stalled("/v1/files", {**_BEARER, "Content-Type": "multipart/form-data; boundary=b0"},

@@ -8,14 +8,16 @@ send ``max_json_body_bytes`` (a JSON request is a few hundred bytes). A body ove
 refused at once when its ``Content-Length`` says so, else as soon as the counted bytes pass the
 limit: the request is answered 413 in its protocol's envelope (``REQUEST_TOO_LARGE``, or
 ``FILE_TOO_LARGE`` on upload routes) and nothing more is read or parsed. A body that stops
-arriving (no bytes for ``idle_timeout`` seconds: a slow or stalled client holding a connection)
-is answered 408 ``REQUEST_TIMEOUT`` the same way.
+arriving (no bytes for ``idle_timeout`` seconds: a slow or stalled client holding a connection),
+or that past that time averages under :data:`MIN_BODY_RATE`, is answered 408
+``REQUEST_TIMEOUT`` the same way.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ from demixer.errors import (
 
 __all__ = [
     "FORM_OVERHEAD",
+    "MIN_BODY_RATE",
     "UPLOAD_ROUTES",
     "BodyLimitMiddleware",
     "JsonRoute",
@@ -46,6 +49,9 @@ __all__ = [
 ]
 
 FORM_OVERHEAD = 1 << 20  # bytes of multipart headers, boundaries and small fields beside a file
+# Bytes a second a body must average once it has taken longer than the idle timeout: a client
+# trickling a byte just inside that timeout would hold its connection for days otherwise.
+MIN_BODY_RATE = 1024
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,8 @@ class BodyLimitMiddleware:
         refusal: DemixerError = error
         done = False  # the whole body came: later receives wait for a disconnect, unbounded
 
+        began = time.monotonic()
+
         async def counted() -> Message:
             nonlocal received, exceeded, refusal, done
             if done:
@@ -216,6 +224,15 @@ class BodyLimitMiddleware:
                 if received > limit:
                     exceeded = True
                     raise error
+                took = time.monotonic() - began
+                slow = self.idle_timeout is not None and took > self.idle_timeout
+                if slow and not done and received < MIN_BODY_RATE * took:
+                    exceeded = True
+                    refusal = RequestTimeout(
+                        f"the request body arrives too slowly: {received} bytes in {took:.0f} s "
+                        f"(at least {MIN_BODY_RATE} bytes a second)"
+                    )
+                    raise refusal
             return message
 
         async def unless_exceeded(message: Message) -> None:
