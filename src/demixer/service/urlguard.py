@@ -33,20 +33,6 @@ import httpx
 
 from demixer.errors import InvalidRequest
 
-# A host name's label (letters, digits, '-' inside, '_'; IDNA-encoded), an IPv6 address's text.
-_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
-
-
-def _resolvable(host: str) -> bool:
-    """Whether ``host`` could ever resolve: an IPv6 address's text, or a name (an IPv4
-    address's text among them) of 1-63 character labels, 253 characters at most."""
-    if ":" in host:
-        return bool(_IPV6.fullmatch(host))
-    name = host.removesuffix(".")
-    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
-
-
 __all__ = [
     "METADATA_ADDRESSES",
     "GuardedBackend",
@@ -219,6 +205,20 @@ def _checked(host: str, port: int, allowlist: Collection[str] | str) -> list[IPA
     for ip in addresses:  # every one: a name may answer a public and a private address
         check_address(ip, allowlist, host=host)
     return addresses
+
+
+# A host name's label (letters, digits, '-' inside, '_'; IDNA-encoded), an IPv6 address's text.
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+
+
+def _resolvable(host: str) -> bool:
+    """Whether ``host`` could ever resolve: an IPv6 address's text, or a name (an IPv4
+    address's text among them) of 1-63 character labels, 253 characters at most."""
+    if ":" in host:
+        return bool(_IPV6.fullmatch(host))
+    name = host.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def check_url(url: str, allowlist: Collection[str] | str = ()) -> list[IPAddress]:
