@@ -49,8 +49,6 @@ from av.container import InputContainer
 from demixer.errors import DurationLimit, InputNotFound, InvalidAudio, UnsupportedSampleRate
 from demixer.naming import shown_name
 
-log = logging.getLogger("demixer.audio")
-
 __all__ = [
     "DEMUXERS",
     "MAX_SAMPLE_RATE",
@@ -62,6 +60,8 @@ __all__ = [
     "load",
     "probe",
 ]
+
+log = logging.getLogger("demixer.audio")
 
 MIN_SAMPLE_RATE = 8_000  # Hz; below this there is nothing left of music to separate
 MAX_SAMPLE_RATE = 192_000  # Hz; the highest rate studio formats use
