@@ -1,8 +1,8 @@
 """The ``demixer`` command line.
 
 Exit codes: 0 ok, 2 usage (unknown model or stem, bad option), 3 bad input audio, 4 model
-unavailable (weights missing or failing their checksum), 130 interrupted, 1 anything else. Errors
-print one line, never a traceback.
+unavailable (weights missing or failing their checksum), 130 interrupted, 143 and 129 terminated
+(SIGTERM, SIGHUP), 1 anything else. Errors print one line, never a traceback.
 """
 
 from __future__ import annotations
