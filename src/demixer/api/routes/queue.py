@@ -39,9 +39,10 @@ from demixer.api.schemas import (
     StemsRequest,
 )
 from demixer.api.statuswatch import FAILED, GONE, StatusWatcher
-from demixer.errors import NotFound, UnknownModel
+from demixer.errors import NotFound, ServiceUnavailable, UnknownModel
 from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
+from demixer.service.db import is_unavailable
 from demixer.service.jobs.queue import CANCELLED, FINAL
 
 __all__ = ["LANES", "router"]
@@ -170,11 +171,6 @@ async def request_status_stream(
             yield _frame("status", status.model_dump_json())
             while status.status not in FINAL:
                 update = await watch.next()
-                try:  # a key revoked meanwhile reads no more (a cached key costs no I/O)
-                    await callers(request).identify(secret)
-                except Unauthorized as revoked:
-                    yield _frame("error", json.dumps(error_body(revoked.code, revoked.message)))
-                    return
                 if update == GONE:  # deleted meanwhile
                     gone = NotFound(f"no request {request_id!r}")
                     yield _frame("error", json.dumps(error_body(gone.code, gone.message)))
@@ -184,6 +180,14 @@ async def request_status_stream(
                 if isinstance(update, str):  # UNAVAILABLE: the stream outlives a restart
                     yield ": the database is unavailable; retrying\n\n"
                     continue
+                try:  # a key revoked meanwhile reads no more (a cached key costs no I/O)
+                    await callers(request).identify(secret)
+                except Unauthorized as revoked:
+                    yield _frame("error", json.dumps(error_body(revoked.code, revoked.message)))
+                    return
+                except Exception as exc:  # the keys unreadable (an outage): checked next time
+                    if not (is_unavailable(exc) or isinstance(exc, ServiceUnavailable)):
+                        raise
                 status = update
                 yield _frame("status", status.model_dump_json())
 
