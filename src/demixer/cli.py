@@ -7,6 +7,7 @@ unavailable (weights missing or failing their checksum), 130 interrupted, 143 an
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from demixer.cli_inputs import (
 )
 from demixer.cli_output import (
     FileProgress,
+    Terminated,
     fail,
     level_notes,
     print_error,
@@ -40,6 +42,7 @@ from demixer.cli_output import (
 )
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import (
+    Cancelled,
     DemixerError,
     DurationLimit,
     InputNotFound,
@@ -286,7 +289,7 @@ def separate(
         err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
 
     last_error: DemixerError | None = None
-    with stopping_on_termination(), FileProgress(out, err) as progress:
+    with stopping_on_termination() as stop, FileProgress(out, err) as progress:
         for item in inputs:
             path = item.path
             progress.start(shown_name(path.name))
@@ -304,7 +307,10 @@ def separate(
                     on_stage=progress.stage,
                     max_seconds=max_duration or None,
                     spans=spans,
+                    should_cancel=stop.requested,
                 )
+            except Cancelled:  # a SIGTERM or SIGHUP whose own exception was lost on the way
+                raise Terminated(stop.signum or signal.SIGTERM) from None
             except (InvalidAudio, InvalidOutput) as e:  # this file's problem: say so, go on
                 message = e.message
                 if isinstance(e, InvalidOutput):  # its message speaks of spans, not the file

@@ -30,6 +30,7 @@ from demixer.errors import DemixerError, exit_code_for
 
 __all__ = [
     "FileProgress",
+    "Stop",
     "Terminated",
     "fail",
     "level_notes",
@@ -52,19 +53,33 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+class Stop:
+    """The termination signal received so far (``signum`` None: none)."""
+
+    signum: int | None = None
+
+    def requested(self) -> bool:
+        """Whether to stop: a ``should_cancel`` for work that checks it as it goes (the
+        handler's own exception can be lost when it lands inside a C library's callback)."""
+        return self.signum is not None
+
+
 @contextmanager
-def stopping_on_termination() -> Iterator[None]:
+def stopping_on_termination() -> Iterator[Stop]:
     """SIGTERM and SIGHUP end what runs inside as Ctrl-C does (:class:`Terminated`), instead
     of killing the process where it stands with its hidden ``.part`` files left behind; each
-    says so in a line and exits as the shell reports a signal (128 + its number; Ctrl-C 130)."""
+    says so in a line and exits as the shell reports a signal (128 + its number; Ctrl-C 130).
+    The :class:`Stop` yielded records the signal, for work that polls it too."""
+    received = Stop()
 
     def stop(signum: int, _frame: object) -> None:
+        received.signum = signum
         raise Terminated(signum)
 
     signals = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
     previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
-        yield
+        yield received
     except Terminated as stopped:
         _err.print("terminated")
         raise typer.Exit(128 + stopped.signum) from None
