@@ -93,6 +93,8 @@ class Submission:
     params: JobParams
     priority: int
     note: str | None = None  # one extra log line (e.g. how the prompt was read)
+    # Its model clean-up steps -> the model that runs each (:func:`_cleanup_models`).
+    cleanup_models: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,7 @@ def plan_stems_request(
         ),
         priority=req.priority,
         note=options.note,
+        cleanup_models=_cleanup_models(services, options.preprocess, installed),
     )
 
 
@@ -388,17 +391,15 @@ def _default_model(
     return chosen or get_spec(services.settings.default_model, services.settings.model_dir)
 
 
-def _cleanup_models(services: Services, steps: tuple[str, ...]) -> dict[str, str]:
-    """Clean-up step -> the model that runs it here, with its weights identity when it is a
-    user model (:func:`~demixer.models.planner.cleanup_model`, as the worker picks it): which
-    model cleaned the input is part of what the outputs are."""
-    model_steps = [step for step in steps if step in CLEANUP_STEMS]
-    if not model_steps:
-        return {}
-    installed = installed_models(services)
+def _cleanup_models(
+    services: Services, steps: tuple[str, ...], installed: list[ModelSpec]
+) -> dict[str, str]:
+    """Clean-up step -> the model of ``installed`` that runs it, with its weights identity
+    when it is a user model (:func:`~demixer.models.planner.cleanup_model`, as the worker
+    picks it): which model cleaned the input is part of what the outputs are."""
     chosen = {}
-    for step in model_steps:
-        found = cleanup_model(step, installed)
+    for step in steps:
+        found = cleanup_model(step, installed) if step in CLEANUP_STEMS else None
         if found is not None:
             model = found[0].id
             weights = weights_identity(model, services.settings.model_dir)
@@ -417,11 +418,12 @@ def submit(
     """
     job_id = new_id("req")
     weights = weights_identity(sub.engine_model, services.settings.model_dir)
-    cleanup = _cleanup_models(services, sub.params.preprocess)
     try:
         with services.db.write() as s:
             content = cache.input_sha256(s, sub.params)
-            fp = cache.fingerprint(content, sub.engine_model, sub.params, weights, cleanup)
+            fp = cache.fingerprint(
+                content, sub.engine_model, sub.params, weights, sub.cleanup_models
+            )
             now = services.db.clock()
             source = cache.find_reusable(s, services.storage, account_id, fp, now) if fp else None
             if source is None:
