@@ -510,10 +510,12 @@ class Queue:
         """
         now = self.db.clock()
         with self.db.write() as s:
-            attempts, max_attempts = s.execute(
-                select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
+            attempts, max_attempts, cancel = s.execute(
+                select(Job.attempts, Job.max_attempts, Job.cancel_requested).where(Job.id == job_id)
             ).one()
-            if self._cancelled_instead(s, job_id, worker_id, f"failed ({code}: {message})"):
+            if cancel:  # never queued (nor run) again once its cancel was asked for
+                ended = f"the running attempt failed ({code}: {message}) after the cancel request"
+                self._cancel_running(s, job_id, worker_id, f"cancelled: {ended}")
                 return CANCELLED
             if retryable and attempts < max_attempts:
                 why = f"attempt {attempts} failed ({code}: {message}); retrying"
@@ -538,22 +540,13 @@ class Queue:
         counting the attempt: an operator's restarts must not use up a job's attempts (one
         whose cancel was requested meanwhile is cancelled instead)."""
         with self.db.write() as s:
-            if self._cancelled_instead(s, job_id, worker_id, f"was given back ({reason})"):
+            cancel = s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
+            if cancel:
+                ended = f"the running attempt was given back ({reason}) after the cancel request"
+                self._cancel_running(s, job_id, worker_id, f"cancelled: {ended}")
                 return
             why = f"attempt given back ({reason}); it does not count"
             self._requeue(s, job_id, worker_id, why, attempts=Job.attempts - 1)
-
-    def _cancelled_instead(self, s: Session, job_id: str, worker_id: str, ended: str) -> bool:
-        """Cancel a running job whose attempt ``ended`` without finishing, when a cancel was
-        requested while it ran: never queued again (and never run again) after that."""
-        requested = s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
-        if not requested:
-            return False
-        now = self.db.clock()
-        self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
-        self.log(s, job_id, f"cancelled: the running attempt {ended} after the cancel request")
-        self._finalised(s, job_id)
-        return True
 
     def _requeue(self, s: Session, job_id: str, worker_id: str, why: str, **values: Any) -> None:
         """Back in the queue (fenced on the lease), logged as ``why``; idle workers woken."""
@@ -573,11 +566,15 @@ class Queue:
 
     def mark_cancelled(self, job_id: str, worker_id: str) -> None:
         """The worker stopped a running job whose cancel was requested."""
-        now = self.db.clock()
         with self.db.write() as s:
-            self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
-            self.log(s, job_id, "cancelled while running")
-            self._finalised(s, job_id)
+            self._cancel_running(s, job_id, worker_id, "cancelled while running")
+
+    def _cancel_running(self, s: Session, job_id: str, worker_id: str, why: str) -> None:
+        """End a running job CANCELLED (fenced on the lease), logged as ``why``."""
+        now = self.db.clock()
+        self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
+        self.log(s, job_id, why)
+        self._finalised(s, job_id)
 
     def log(self, session: Session, job_id: str, message: str) -> None:
         """Append a log line to a job (inside the caller's transaction)."""
