@@ -63,6 +63,25 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
     FAKE_DNS.update(saved)
 
 
+def interrupt_after(
+    monkeypatch: pytest.MonkeyPatch, name: str, inside: Path, nth: int
+) -> list[str]:
+    """``os.<name>`` does its work, then raises KeyboardInterrupt on its ``nth`` call under
+    ``inside``: as a signal handler's exception can land right after any system call."""
+    real, calls = getattr(os, name), []
+
+    def wrapper(path: str | Path, *args: Any, **kwargs: Any) -> Any:
+        result = real(path, *args, **kwargs)
+        if str(path).startswith(str(inside)):
+            calls.append(str(path))
+            if len(calls) == nth:
+                raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(os, name, wrapper)
+    return calls
+
+
 # --- the storage/database backends --------------------------------------------------------
 #
 # A test module that declares ``pytestmark = pytest.mark.usefixtures("backend")`` runs twice:

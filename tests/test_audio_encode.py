@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import dominant_frequency, tone
+from conftest import interrupt_after
 from demixer.audio import FORMATS, OutputFormat, StemSetWriter, WriteReport, load, resample
 from demixer.errors import InvalidOutput
 
@@ -279,6 +280,48 @@ def test_exception_inside_the_writer_block_removes_partial_files(
         raise KeyboardInterrupt
 
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("rescale", "nth"),  # two .part files; with rescale two .f32 files, then the two .part
+    [(False, 1), (False, 2), (True, 1), (True, 2), (True, 3), (True, 4)],
+)
+def test_an_interrupt_right_after_a_temporary_is_made_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rescale: bool, nth: int
+) -> None:
+    """SIGTERM mid-run: the handler's exception can land between a temporary's creation and
+    the writer noting it. The writer knows the name first, so nothing is left (a fresh-clone
+    run had left a hidden .part stem)."""
+    paths = {"bass": tmp_path / "bass.wav", "other": tmp_path / "other.wav"}
+    block = tone(0.2, 44100, (440.0, 660.0))
+    made = interrupt_after(monkeypatch, "open", tmp_path, nth)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        StemSetWriter(paths, 44100, 2, OutputFormat.parse("wav", None), rescale=rescale) as w,
+    ):
+        w.write({"bass": block, "other": block})
+        w.close()
+    assert len(made) == nth  # the interrupt came from the nth file made
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupt_right_after_the_first_rename_leaves_no_half_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stems appear as a set or not at all, even when the interrupt lands just after one
+    stem took its final name; an older stem of the same name is kept when not yet replaced."""
+    paths = {"bass": tmp_path / "bass.wav", "other": tmp_path / "other.wav"}
+    paths["other"].write_bytes(b"previous run")
+    block = tone(0.2, 44100, (440.0, 660.0))
+    interrupt_after(monkeypatch, "replace", tmp_path, 1)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        StemSetWriter(paths, 44100, 2, OutputFormat.parse("wav", None)) as w,
+    ):
+        w.write({"bass": block, "other": block})
+        w.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.wav"]
+    assert paths["other"].read_bytes() == b"previous run"
 
 
 def test_files_appear_only_on_close_and_parent_dirs_are_created(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
-from conftest import Backend
+from conftest import Backend, interrupt_after
 from demixer import AsyncClient, Client
 from demixer.client import (
     ApiError,
@@ -40,7 +40,7 @@ from demixer.client import (
     Status,
     WaitTimeout,
 )
-from demixer.client.core import StatusStream, retry_delay
+from demixer.client.core import StatusStream, atomic_file, retry_delay
 from demixer.errors import InvalidAudio, InvalidOutput
 from service_harness import DEMIXER, Server, fast_env, free_port, running_server
 
@@ -927,3 +927,16 @@ def test_cancelling_an_async_separate_cancels_its_job_on_the_server(tmp_path: Pa
 
     asyncio.run(main())
     assert seen[-1] == "PUT /v1/queue/requests/req_1/cancel"
+
+
+@pytest.mark.backends("sqlite")
+def test_a_download_interrupted_right_after_its_temporary_is_made_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``remote separate`` stopped by SIGTERM as a download starts: the hidden .part file is
+    named before it is made, so the clean-up finds it."""
+    made = interrupt_after(monkeypatch, "open", tmp_path, 1)
+    with pytest.raises(KeyboardInterrupt), atomic_file(tmp_path / "vocals.wav") as fh:
+        fh.write(b"never")
+    assert len(made) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -1,44 +1,42 @@
-"""The user's files: the mode a new one gets (what their umask allows), and whether a folder
-can take them.
-
-Files written through :func:`tempfile.mkstemp` (then renamed into place, so a reader never sees
-half a file) start private (0600). The stems and downloads demixer writes for a user are their
-files, so they get ``0666 & ~umask`` like any file their shell would create.
+"""The user's files: new hidden temporaries beside them (renamed into place, so a reader never
+sees half a file), made with the mode the user's umask gives, and whether a folder can take them.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import threading
+import secrets
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import TypeVar
 
 from demixer.errors import InvalidOutput
 
-__all__ = ["check_folder", "umask_mode", "unwritable"]
+__all__ = ["check_folder", "new_temporary", "unwritable"]
 
-_lock = threading.Lock()
-
-
-def _umask() -> int:
-    """The process's umask. Linux shows it in /proc; elsewhere it can only be read by setting
-    it, which is briefly visible to other threads (hence the lock, and reading it once)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _lock:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
+K = TypeVar("K")
 
 
-def umask_mode() -> int:
-    """``0o666`` less the umask: the permissions a new regular file would get."""
-    return 0o666 & ~_umask()
+def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key: K) -> Path:
+    """A new empty hidden file ``.{name}.XXXXXXXXXX{suffix}`` next to ``beside`` (so its last
+    rename never crosses file systems), ``0666`` less the umask like any file the user's shell
+    makes (mkstemp's 0600 is for secrets; stems and downloads are the user's files).
+
+    Its name is put in ``into[key]`` *before* the file is made: an exception can land between
+    any two bytecodes (a SIGTERM handler's), and whoever cleans up after it then knows every
+    file made, so none is left behind. Returns the path.
+    """
+    for _ in range(100):
+        path = into[key] = beside.with_name(f".{beside.name}.{secrets.token_hex(5)}{suffix}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            del into[key]  # someone else's
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(beside.parent))
 
 
 def check_folder(folder: Path) -> None:

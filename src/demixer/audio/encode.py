@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import soundfile as sf
 
 from demixer.audio._mp3 import Mp3File, mp3_rate
 from demixer.errors import InvalidOutput, StorageFull
-from demixer.filemode import check_folder, umask_mode, unwritable
+from demixer.filemode import check_folder, new_temporary, unwritable
 
 __all__ = [
     "BIT_DEPTHS",
@@ -208,19 +207,6 @@ def _open_sink(
     return _SoundFileSink(path, rate, channels, fmt, tags)
 
 
-def _temp_path(final: Path, suffix: str) -> Path:
-    """A fresh hidden file next to ``final``, so the last rename never crosses file systems.
-
-    mkstemp makes it private (0600); the stems are the user's files, made with their umask.
-    """
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
-    try:
-        os.fchmod(fd, umask_mode())
-    finally:
-        os.close(fd)
-    return Path(name)
-
-
 class StemSetWriter:
     """Streams a set of stems to their files; see the module docstring for the rules.
 
@@ -285,10 +271,10 @@ class StemSetWriter:
         for stem, final in self._finals.items():
             final.parent.mkdir(parents=True, exist_ok=True)
             if self.rescale:
-                raw = self._raws[stem] = _temp_path(final, ".f32")
+                raw = new_temporary(final, ".f32", self._raws, stem)
                 self._sinks[stem] = _RawFloatSink(raw)
             else:
-                part = self._parts[stem] = _temp_path(final, ".part")
+                part = new_temporary(final, ".part", self._parts, stem)
                 self._sinks[stem] = _open_sink(
                     part, self.sample_rate, self.channels, self.format, self._tags[stem]
                 )
@@ -373,15 +359,17 @@ class StemSetWriter:
             peak = max(self._peaks.values())
             gain = 1.0 / peak if peak > 1.0 else 1.0
             self._transcode(peak if peak > 1.0 else 1.0)
-        renamed: list[Path] = []
+        renaming: list[str] = []
         try:
             for stem, final in self._finals.items():
+                renaming.append(stem)  # before: an exception can land right after the rename
                 os.replace(self._parts[stem], final)
-                renamed.append(final)
         except BaseException:
-            # The set must stay consistent: no half set of new stems under final names.
-            for path in renamed:
-                path.unlink(missing_ok=True)
+            # The set must stay consistent: no half set of new stems under final names. A part
+            # gone was renamed (abort deletes the others).
+            for stem in renaming:
+                if not self._parts[stem].exists():
+                    self._finals[stem].unlink(missing_ok=True)
             raise
         self._parts.clear()
         self._state = "closed"
@@ -391,7 +379,7 @@ class StemSetWriter:
         """Scale every float32 temporary by ``1 / divisor`` into the final format."""
         frame_bytes = 4 * self.channels
         for stem, final in self._finals.items():
-            part = self._parts[stem] = _temp_path(final, ".part")
+            part = new_temporary(final, ".part", self._parts, stem)
             sink = _open_sink(part, self.sample_rate, self.channels, self.format, self._tags[stem])
             self._sinks[stem] = sink
             raw = self._raws[stem]

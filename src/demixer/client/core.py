@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,7 +36,7 @@ from demixer.client.errors import (
 from demixer.client.types import OutputFile, Status
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import InvalidAudio
-from demixer.filemode import umask_mode
+from demixer.filemode import new_temporary
 from demixer.naming import shown_name
 
 __all__ = [
@@ -381,14 +380,15 @@ def download_target(directory: Path, output: OutputFile) -> Path:
 @contextmanager
 def atomic_file(target: Path) -> Iterator[IO[bytes]]:
     """A temporary file beside ``target`` that replaces it only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    made: dict[str, Path] = {}
     try:
-        os.fchmod(fd, umask_mode())  # mkstemp's 0600 is for secrets; a download is the user's
-        with os.fdopen(fd, "wb") as fh:
+        tmp = new_temporary(target, ".part", made, "part")
+        with tmp.open("wb") as fh:
             yield fh
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for path in made.values():
+            path.unlink(missing_ok=True)
         raise
 
 
