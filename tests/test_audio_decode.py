@@ -148,6 +148,15 @@ def test_downmix_keeps_mono_and_stereo_as_they_are(files: AudioFiles) -> None:
     np.testing.assert_array_equal(load(stereo.path, downmix=True)[0], load(stereo.path)[0])
 
 
+def damaged_middle(files: AudioFiles, name: str, damage: bytes, at: bytes = b"") -> Path:
+    """A copy of ``name`` with ``damage`` written over the bytes at its middle (or where
+    ``at`` first occurs after it)."""
+    data = bytearray(files.get(name).path.read_bytes())
+    middle = data.index(at, len(data) // 2)
+    data[middle : middle + len(damage)] = damage
+    return files.bytes_file(f"damaged-{name}", bytes(data))
+
+
 def _bad_inputs() -> dict[str, tuple[Callable[[AudioFiles], Path], str]]:
     """name -> (make the file, a word the error message must contain)."""
 
@@ -157,12 +166,15 @@ def _bad_inputs() -> dict[str, tuple[Callable[[AudioFiles], Path], str]]:
     def cut(name: str, fraction: float) -> Callable[[AudioFiles], Path]:
         return lambda f: f.truncated(name, fraction)
 
-    def zeroed_middle(name: str) -> Callable[[AudioFiles], Path]:
-        def make(f: AudioFiles) -> Path:
-            data = bytearray(f.get(name).path.read_bytes())
-            middle = len(data) // 2
-            data[middle : middle + 300] = bytes(300)
-            return f.bytes_file(f"damaged-{name}", bytes(data))
+    def zeroed_middle(name: str, size: int = 300) -> Callable[[AudioFiles], Path]:
+        return lambda f: damaged_middle(f, name, bytes(size))
+
+    def bad_headers(name: str) -> Callable[[AudioFiles], Path]:
+        def make(f: AudioFiles) -> Path:  # every frame header in the middle third
+            data = f.get(name).path.read_bytes()
+            third = len(data) // 3
+            middle = re.sub(rb"\xff\xfb[\x90-\x93]", b"\xff\xfb\xff", data[third : 2 * third])
+            return f.bytes_file(f"headless-{name}", data[:third] + middle + data[2 * third :])
 
         return make
 
@@ -176,7 +188,8 @@ def _bad_inputs() -> dict[str, tuple[Callable[[AudioFiles], Path], str]]:
         ),
         "mp3 cut to 40%": (cut("long.mp3", 0.4), "truncated"),
         "mp3 cut to 90%": (cut("long.mp3", 0.9), "truncated"),
-        "mp3 damaged": (zeroed_middle("long.mp3"), "corrupt"),
+        "mp3 damaged for a second": (zeroed_middle("long.mp3", 20_000), "damaged"),
+        "mp3 frames damaged for a second": (bad_headers("long.mp3"), "corrupt"),
         "wav cut to 40%": (cut("long.wav", 0.4), "truncated"),
         "wav cut to 90%": (cut("long.wav", 0.9), "truncated"),
         "flac cut to 40%": (cut("long.flac", 0.4), "truncated"),
@@ -214,6 +227,34 @@ def test_bad_input_raises_one_typed_error_saying_what_is_wrong(
     # A path that is not there is its own case (a typo is not a broken file): FILE_NOT_FOUND.
     expected = "FILE_NOT_FOUND" if case == "missing" else "INVALID_AUDIO"
     assert whole.value.code == streamed.value.code == expected
+
+
+def test_a_damaged_mp3_frame_is_read_as_silence_keeping_time_and_said(
+    files: AudioFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A glitch in a downloaded mp3 (a damaged frame header mid-file) refused the whole song,
+    where every player skips it. Now its frames are silence of their stated length: the
+    audio before is untouched, the song goes on after it (within a frame of its time: the
+    damage hid where one frame ended), and a warning says so."""
+    clean, rate = load(files.get("long.mp3").path)
+    # An MPEG-1 layer III frame header (128 kb/s) made one with bit rate and sample rate
+    # indexes that mean nothing.
+    path = damaged_middle(files, "long.mp3", b"\xff\xfb\xff\xff", at=b"\xff\xfb\x90")
+    with caplog.at_level("WARNING", logger="demixer.audio"):
+        read, read_rate = load(path)
+    assert read_rate == rate and read.shape[0] == clean.shape[0]
+    assert abs(read.shape[1] - clean.shape[1]) <= 1152
+    assert [r.getMessage() for r in caplog.records] == [
+        "'damaged-long.mp3': 4 damaged audio frames (0.10 s) read as silence"
+    ]
+    silent = np.flatnonzero(np.all(read == 0, axis=0))
+    start, end = silent[0], silent[-1] + 1
+    assert end - start == 4 * 1152  # the four frames, nothing else
+    assert 1.0 * rate < start < 2.0 * rate  # mid-file (of 3 s)
+    np.testing.assert_array_equal(read[:, :start], clean[:, :start])
+    # After it, the song again: as loud as it was, not silence or noise.
+    before, after = (np.sqrt(np.mean(x**2)) for x in (read[:, :start], read[:, end + 1152 :]))
+    assert after == pytest.approx(before, rel=0.2)
 
 
 def test_truncation_is_reported_after_the_audio_that_did_decode(files: AudioFiles) -> None:

@@ -252,6 +252,27 @@ def test_good_files_are_written_when_another_is_bad(
     assert written == ["A_accompaniment.wav", "A_vocals.wav", "B_accompaniment.wav", "B_vocals.wav"]
 
 
+def test_a_damaged_mp3_frame_is_a_warning_not_a_failed_song(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """One damaged frame in a downloaded mp3 failed the whole song (exit 3). It is separated,
+    its frames read as silence, and a `warning:` line says so."""
+    song = encode(tmp_path / "song.mp3", tone(3.0, 44100, [440.0]), 44100, "libmp3lame")
+    data = song.read_bytes()
+    header = data.index(b"\xff\xfb", len(data) // 2)  # a frame header mid-file, made invalid
+    song.write_bytes(data[:header] + b"\xff\xfb\xff\xff" + data[header + 4 :])
+    run = demixer("separate", song, "-o", tmp_path / "out", model_dir=model_dir)
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1, run.stderr
+    assert re.fullmatch(
+        r"warning: 'song\.mp3': \d damaged audio frames \(0\.\d\d s\) read as silence", warnings[0]
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "song_accompaniment.wav", "song_vocals.wav",
+    ]  # fmt: skip
+
+
 def test_missing_weights_exit_4_and_say_how_to_pull(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 from collections.abc import Iterator, Mapping
@@ -210,6 +211,20 @@ def readable_help(app: typer.Typer) -> None:
 # --- progress --------------------------------------------------------------------------------
 
 
+class _WarningLines(logging.Handler):
+    """Log records of WARNING and above as :func:`print_warning`'s lines on ``console``."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print_warning(record.getMessage(), self.console)
+        except Exception:  # a logging handler never raises into the code that logged
+            self.handleError(record)
+
+
 class FileProgress:
     """The live line of a command that works through files, one after the other.
 
@@ -229,10 +244,14 @@ class FileProgress:
         self._task: TaskID | None = None
         if err.is_terminal:
             self._progress = progress_line(err)
+        # What the engine logs while it works (a damaged frame read as silence, NaN samples)
+        # as this command's own warning lines, above the bar.
+        self._warnings = _WarningLines(err)
 
     def __enter__(self) -> FileProgress:
         if self._progress is not None:
             self._progress.start()
+        logging.getLogger("demixer").addHandler(self._warnings)
         return self
 
     def __exit__(
@@ -241,6 +260,7 @@ class FileProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        logging.getLogger("demixer").removeHandler(self._warnings)
         if self._progress is not None:
             self._progress.stop()
 

@@ -9,7 +9,9 @@ channel count or sample rate, a truncated or corrupt file, zero samples) leaves 
 Truncation is caught three ways, because no single signal covers every container:
 
 * the container cannot be opened at all (MP4 without its ``moov`` atom, Ogg without headers);
-* the decoder reports corrupt data (FLAC frames cut mid-way fail their CRC);
+* the decoder reports corrupt data at the end of the stream (FLAC frames cut mid-way fail
+  their CRC). Damage with good audio after it is a glitch, concealed as silence
+  (:meth:`AudioReader._decoded`);
 * fewer samples decode than the file declares: the stream's duration (MP3 Xing/Info frame
   count, FLAC STREAMINFO, MP4 sample tables, Matroska segment duration), or for WAV the
   ``data`` chunk size in the RIFF header (FFmpeg clamps a WAV's duration to the bytes present,
@@ -37,6 +39,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 
@@ -69,6 +72,8 @@ TRUNCATION_TOLERANCE = 0.02  # fraction of the declared length that may fail to 
 # Samples an MP4's last AAC frames may decode past its edit list (padding: under 2 frames).
 _EDIT_PADDING = 4096
 TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
+# The longest run of damaged frames read as silence (a glitch); more is a broken file.
+_MAX_DAMAGED_SECONDS = 0.5
 
 # FFmpeg's demuxers for the audio and video files users send. Anything else (concat scripts, HLS
 # and DASH playlists, image sequences, raw streams, lavfi, network protocols...) is refused
@@ -464,14 +469,44 @@ class AudioReader:
                     held = []
 
     def _decoded(self) -> Iterator[np.ndarray]:
-        """Every decoded frame as float32 ``(channels, n)``, FFmpeg errors translated."""
+        """Every decoded frame as float32 ``(channels, n)``, FFmpeg errors translated.
+
+        A damaged frame with good audio after it is concealed as players conceal it: read as
+        silence of its length (so what follows keeps its time, against a video too), and
+        said in a warning. Damage at the end (a cut file), a damaged run longer than
+        :data:`_MAX_DAMAGED_SECONDS`, or more than :data:`TRUNCATION_TOLERANCE` of the audio
+        damaged (and more than that run) is refused as corrupt.
+        """
         resampler = av.AudioResampler(format="fltp", layout=self._layout, rate=self.sample_rate)
         signature: tuple[str, str, int] | None = None
+        damaged: list[float] = []  # seconds of each damaged packet not yet concealed
+        concealed = packets = 0
+        concealed_seconds = frame_seconds = good_seconds = 0.0
         try:
             for packet in self._container.demux(self._stream):
                 if packet.pos is not None and packet.pos >= 0:
                     self._read_to = max(self._read_to, packet.pos + packet.size)
-                for frame in packet.decode():
+                if packet.size == 0:  # the demuxer's end-of-stream flush
+                    decoded = packet.decode()
+                else:
+                    packets += 1
+                    try:
+                        decoded = packet.decode()
+                    except av.error.InvalidDataError as e:
+                        damaged.append(_seconds(packet.duration, packet.time_base) or frame_seconds)
+                        if sum(damaged) > _MAX_DAMAGED_SECONDS:
+                            raise self._corrupt(e) from e
+                        error = e
+                        continue
+                if damaged and decoded:
+                    silence = round(sum(damaged) * self.sample_rate)
+                    yield np.zeros((self.channels, silence), dtype=np.float32)
+                    concealed += len(damaged)
+                    concealed_seconds += sum(damaged)
+                    damaged = []
+                for frame in decoded:
+                    frame_seconds = frame.samples / frame.sample_rate
+                    good_seconds += frame_seconds
                     key = (frame.format.name, frame.layout.name, frame.sample_rate)
                     if signature is not None and key != signature:
                         # A resampler is tied to one input format; some streams change
@@ -486,10 +521,27 @@ class AudioReader:
         except InvalidAudio:
             raise
         except _FOREIGN as e:
+            raise self._corrupt(e) from e
+        if damaged:  # nothing good after it: the file ends damaged, or cut
+            raise self._corrupt(error)
+        if concealed and concealed_seconds > max(
+            _MAX_DAMAGED_SECONDS, TRUNCATION_TOLERANCE * (good_seconds + concealed_seconds)
+        ):
             raise InvalidAudio(
-                f"{_name(self.path)} is corrupt or truncated: decoding failed "
-                f"(FFmpeg: {_reason(e)})"
-            ) from e
+                f"{_name(self.path)} is corrupt: {concealed} of its {packets} audio frames "
+                f"({concealed_seconds:.2f} s) are damaged"
+            )
+        if concealed:
+            log.warning(
+                "%s: %d damaged audio frame%s (%.2f s) read as silence",
+                _name(self.path), concealed, "" if concealed == 1 else "s", concealed_seconds,
+            )  # fmt: skip
+
+    def _corrupt(self, error: BaseException) -> InvalidAudio:
+        return InvalidAudio(
+            f"{_name(self.path)} is corrupt or truncated: decoding failed "
+            f"(FFmpeg: {_reason(error)})"
+        )
 
     def _check_complete(self, decoded: int) -> None:
         self._read_to = self._size
@@ -499,6 +551,11 @@ class AudioReader:
         got = decoded / self.sample_rate
         if got < declared - _slack(declared):
             raise _truncated(self.path, got, declared, "decoded")
+
+
+def _seconds(duration: int | None, time_base: Fraction | None) -> float:
+    """A packet's duration in seconds (0 when it states none, or a negative one)."""
+    return max(0.0, float(duration * time_base)) if duration and time_base else 0.0
 
 
 def _arrays(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
