@@ -236,6 +236,47 @@ def test_rescale_applies_one_common_gain_and_keeps_stem_ratios(
     assert leftovers(tmp_path) == []
 
 
+def _clicks(seconds: float, rate: int, peak: float) -> np.ndarray:
+    """A click track (a decaying burst of full-band noise every quarter second) peaking at
+    ``peak``: what an mp3 encoder overshoots most."""
+    rng = np.random.default_rng(3)
+    audio = np.zeros((2, int(seconds * rate)), dtype=np.float32)
+    burst = np.exp(-np.arange(2000) / 300) * np.sign(rng.standard_normal((2, 2000)))
+    for start in range(0, audio.shape[1] - 2000, rate // 4):
+        audio[:, start : start + 2000] = burst
+    return audio * np.float32(peak / np.abs(audio).max())
+
+
+def test_rescaled_mp3_stems_never_decode_past_full_scale(tmp_path: Path) -> None:
+    """rescale promises no clipping. An mp3 scaled to peak at exactly 1.0 decoded at 1.6
+    (the encoder overshoots a click by 4 dB): a player clipped thousands of samples. Now
+    the set is encoded again, quieter by one common gain, until no stem decodes past 1."""
+    clicks, tone_ = _clicks(2.0, 44100, 1.5), tone(2.0, 44100, (440.0, 440.0), amplitude=0.5)
+    paths, report = write_set(
+        tmp_path, {"drums": clicks, "vocals": tone_}, 44100, OutputFormat.parse("mp3", None),
+        rescale=True,
+    )  # fmt: skip
+    drums, vocals = (load(paths[stem])[0] for stem in ("drums", "vocals"))
+    assert np.abs(drums).max() <= 1.0 and np.abs(vocals).max() <= 1.0
+    assert np.abs(drums).max() > 0.9  # made quieter by what it overshot, not by far more
+    assert report.gain < 1 / 1.5
+    assert report.clipped == {"drums": 0, "vocals": 0}
+    # One gain for both: the tone is the input's times the reported gain.
+    assert np.abs(vocals).max() == pytest.approx(0.5 * report.gain, rel=0.02)
+    assert leftovers(tmp_path) == []
+
+
+def test_an_mp3_counts_the_samples_a_player_will_clip(tmp_path: Path) -> None:
+    """Clicks peaking at 0.99 clip nothing going into the encoder, but its mp3 decodes past
+    full scale: those samples are the count, not 0."""
+    paths, report = write_set(
+        tmp_path, {"drums": _clicks(2.0, 44100, 0.99)}, 44100, OutputFormat.parse("mp3", None)
+    )
+    decoded = load(paths["drums"])[0]
+    assert report.clipped == {"drums": int(np.count_nonzero(np.abs(decoded) > 1.0))}
+    assert report.clipped["drums"] > 100
+
+
 def test_rescale_of_quiet_stems_is_unity_gain(tmp_path: Path) -> None:
     quiet = tone(0.5, 44100, (440.0,), amplitude=0.5)
     paths, report = write_set(

@@ -411,14 +411,15 @@ class OutputFile(BaseModel):
     gain: float = Field(
         1.0,
         description="The one gain every output of the request was scaled by: below 1 only with "
-        "`input.rescale`, where an output would have peaked above full scale (compare with "
-        "the input at this gain); else 1.",
+        "`input.rescale`, where an output would have peaked above full scale (an MP3: once "
+        "decoded; compare with the input at this gain); else 1.",
     )
     clipped: int = Field(
         0,
         description="Samples (counting each channel) that peaked above full scale and were "
-        "clipped: 16/24-bit WAV, FLAC and MP3 clip there; 32-bit float WAV and `input.rescale` "
-        "never do (0).",
+        "clipped: 16/24-bit WAV, FLAC and MP3 clip there (an MP3's count is what a player "
+        "clips decoding it, when more: the encoder overshoots peaks); 32-bit float WAV and "
+        "`input.rescale` never do (0).",
     )
 
 

@@ -7,10 +7,13 @@ written to a hidden temporary name in its target directory and renamed at the en
 
 Clipping rules: float WAV (``32f``) is written as is, never clipped, so values beyond ±1
 survive. 16/24-bit WAV and FLAC and MP3 clip at ±1 and report how many samples were clipped
-per stem. With ``rescale=True`` nothing is clipped: every stem is first streamed to a float32
-temporary file, and on close all of them are scaled by one common gain, ``1 / peak`` over all
-stems, so the stems still add up to the (equally scaled) mix, while being transcoded to the
-final format. Memory stays bounded by the block size throughout.
+per stem; an MP3's count is that or, when more, its decoded samples past full scale (what a
+player clips: the encoder overshoots what it is given). With ``rescale=True`` nothing is
+clipped: every stem is first streamed to a float32 temporary file, and on close all of them
+are scaled by one common gain, ``1 / peak`` over all stems, so the stems still add up to the
+(equally scaled) mix, while being transcoded to the final format; MP3s are then decoded and,
+while one would clip, encoded again a little quieter. Memory stays bounded by the block size
+throughout.
 """
 
 from __future__ import annotations
@@ -127,10 +130,12 @@ class WriteReport:
     Attributes:
         peaks: stem -> max ``|sample|`` as given to :meth:`StemSetWriter.write`, before any
             scaling.
-        clipped: stem -> samples (counting each channel) beyond ±1 that were clipped; always
-            0 for float output and with ``rescale=True``.
+        clipped: stem -> samples (counting each channel) beyond ±1 that were clipped (an
+            MP3's: or, when more, decoded past ±1); always 0 for float output and with
+            ``rescale=True``.
         gain: the common linear gain applied to every stem: 1.0, or ``1 / max(peaks)`` when
-            ``rescale=True`` and some peak exceeded 1.
+            ``rescale=True`` and some peak exceeded 1 (lower for MP3 when its encoding
+            would have decoded past full scale).
     """
 
     peaks: dict[str, float]
@@ -205,6 +210,26 @@ def _open_sink(
     if fmt.format == "mp3":
         return Mp3File(path, rate, channels, tags)
     return _SoundFileSink(path, rate, channels, fmt, tags)
+
+
+# mp3 rescaling: how many times a set may be encoded again, each time divided by the decoded
+# peak and this margin (the encoder's overshoot does not scale exactly with its input).
+_MP3_RESCALE_TRIES = 3
+_MP3_MARGIN = 1.002
+
+
+def _decoded_peak(path: Path) -> tuple[float, int]:
+    """An mp3's largest decoded ``|sample|``, and how many samples (each channel counted)
+    a player clips: past full scale."""
+    from demixer.audio.decode import AudioReader  # decode imports nothing from here
+
+    peak, over = 0.0, 0
+    with AudioReader(path) as reader:
+        for block in reader.blocks(1 << 16):
+            magnitude = np.abs(block)
+            peak = max(peak, float(magnitude.max()))
+            over += int(np.count_nonzero(magnitude > 1.0))
+    return peak, over
 
 
 class StemSetWriter:
@@ -356,9 +381,13 @@ class StemSetWriter:
             del self._finals[stem], self._peaks[stem], self._clipped[stem]
         gain = 1.0
         if self.rescale:
-            peak = max(self._peaks.values())
-            gain = 1.0 / peak if peak > 1.0 else 1.0
-            self._transcode(peak if peak > 1.0 else 1.0)
+            gain = 1.0 / self._rescale()
+        elif self.format.format == "mp3":
+            # The encoder's output overshoots what it was given (most on transients): what a
+            # player will clip, decoding the file, counts when it is more than was clipped
+            # going in.
+            for stem, part in self._parts.items():
+                self._clipped[stem] = max(self._clipped[stem], _decoded_peak(part)[1])
         renaming: list[str] = []
         try:
             for stem, final in self._finals.items():
@@ -375,10 +404,36 @@ class StemSetWriter:
         self._state = "closed"
         self.report = WriteReport(dict(self._peaks), dict(self._clipped), gain)
 
+    def _rescale(self) -> float:
+        """Transcode the float32 temporaries to the final format, every one divided by one
+        divisor so none exceeds full scale; returns it.
+
+        An mp3 decodes past the peak it was given (0.5 dB on music, 4 dB on a click), so
+        each mp3 is decoded as a player would and, while one would clip, made again quieter.
+        """
+        peak = max(self._peaks.values())
+        divisor = max(peak, 1.0)
+        self._transcode(divisor)
+        if self.format.format == "mp3":
+            for _ in range(_MP3_RESCALE_TRIES):
+                decoded = max(_decoded_peak(part)[0] for part in self._parts.values())
+                if decoded <= 1.0:
+                    break
+                divisor *= decoded * _MP3_MARGIN
+                self._transcode(divisor)
+        for raw in self._raws.values():
+            raw.unlink()
+        self._raws.clear()
+        return divisor
+
     def _transcode(self, divisor: float) -> None:
-        """Scale every float32 temporary by ``1 / divisor`` into the final format."""
+        """Scale every float32 temporary by ``1 / divisor`` into the final format (a file
+        made before by another divisor is replaced)."""
         frame_bytes = 4 * self.channels
         for stem, final in self._finals.items():
+            if stem in self._parts:
+                self._parts[stem].unlink()
+                del self._parts[stem]
             part = new_temporary(final, ".part", self._parts, stem)
             sink = _open_sink(part, self.sample_rate, self.channels, self.format, self._tags[stem])
             self._sinks[stem] = sink
@@ -390,8 +445,6 @@ class StemSetWriter:
                     # 1.0, so nothing rounds past full scale and clips.
                     sink.write(block / np.float32(divisor))
             sink.close()
-            raw.unlink()
-            del self._raws[stem]
 
     def abort(self) -> None:
         """Stop and delete every file written so far; nothing appears under a final name."""
