@@ -397,35 +397,50 @@ def _chunked_over_limit(field_name: str, path: str, headers: dict[str, str]) -> 
     return case
 
 
+def _exchange(stack: Stack, first: bytes, then: bytes = b"") -> str:
+    """Send ``first`` on a raw socket (an HTTP client library would not stop mid-request),
+    then ``then`` every half second until the server answers; the answer's ``status CODE``."""
+    where = urlsplit(stack.server.base_url)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(first)
+        received = b""
+        if then:
+            sock.settimeout(0.5)
+            for _ in range(100):
+                try:
+                    received = sock.recv(65536)  # the server's answer ends the trickle
+                    break
+                except TimeoutError:
+                    sock.sendall(then)
+            sock.settimeout(30)
+        while chunk := sock.recv(65536):  # the server answers, then closes
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return _error(httpx.Response(int(head.split()[1]), content=body))
+
+
 def _stalled(
     path: str, headers: dict[str, str], start: bytes, trickle: bool = False
 ) -> Callable[..., None]:
     """A client that sends ``start`` of a body promising 100 bytes more, then nothing, or with
-    ``trickle`` a byte every half second, inside any pause limit (on a raw socket: an HTTP
-    client library would not stop mid-body)."""
+    ``trickle`` a byte every half second, inside any pause limit."""
 
     def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
-        where = urlsplit(stack.server.base_url)
-        lines = [f"POST {path} HTTP/1.1", f"Host: {where.netloc}",
+        lines = [f"POST {path} HTTP/1.1", f"Host: {urlsplit(stack.server.base_url).netloc}",
                  f"Content-Length: {len(start) + 100}"]  # fmt: skip
         lines += [f"{k}: {v}" for k, v in _keyed(headers, stack.server.key).items()]
-        with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
-            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + start)
-            received = b""
-            if trickle:
-                sock.settimeout(0.5)
-                for _ in range(100):  # the body's 100 promised bytes: whitespace
-                    try:
-                        received = sock.recv(65536)  # the server's answer ends the trickle
-                        break
-                    except TimeoutError:
-                        sock.sendall(b" ")
-                sock.settimeout(30)
-            while chunk := sock.recv(65536):  # the server answers, then closes
-                received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        status = int(head.split()[1])
-        run.answers.append(_error(httpx.Response(status, content=body)))
+        first = ("\r\n".join(lines) + "\r\n\r\n").encode() + start
+        run.answers.append(_exchange(stack, first, b" " if trickle else b""))
+
+    return case
+
+
+def _raw(first: bytes, then: bytes = b"") -> Callable[..., None]:
+    """A client that sends ``first``, then ``then`` every half second until the server
+    answers (a request head trickling in, or no HTTP at all)."""
+
+    def case(stack: Stack, run: Run, files: dict[str, Path]) -> None:
+        run.answers.append(_exchange(stack, first, then))
 
     return case
 
@@ -548,6 +563,12 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
                  b'--b0\r\nContent-Disposition: form-data; name="audio_file"; '
                  b'filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\nRIFF'),
         ["408 REQUEST_TIMEOUT"]),
+    "request headers trickling a line every half second": (
+        _raw(b"POST /v1/queue/audio/stems HTTP/1.1\r\nHost: x\r\n", then=b"X-Pad: 1\r\n"),
+        ["408 REQUEST_TIMEOUT"]),
+    "not HTTP at all (a TLS hello to the plain port)": (
+        _raw(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n"),
+        ["400 INVALID_REQUEST"]),
     "sunoapi: a JSON body that stops arriving": (
         _stalled("/api/v1/vocal-removal/generate", {**_JSON, **_BEARER}, b"{"),
         ["200 400"]),  # the vendor's codes have no timeout: bad parameters

@@ -273,6 +273,7 @@ def serve(
 
     from demixer.api.access_log import log_config
     from demixer.server.app import create_app
+    from demixer.server.protocol import head_timeout_protocol
     from demixer.service.accounts.keys import create_key, list_keys
     from demixer.service.worker import Worker
 
@@ -315,6 +316,7 @@ def serve(
         port=settings.port,
         log_level="info",
         log_config=log_config(),  # signed URLs' signatures never reach the log
+        http=head_timeout_protocol(settings.body_timeout_seconds),
     )
     try:
         uvicorn.Server(config).run(sockets=[listening])

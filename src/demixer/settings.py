@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     max_duration_seconds: float = 20 * 60.0
     # Any request body but an upload (a JSON request is a few hundred bytes): 413 past it.
     max_json_body_bytes: int = Field(256 * 1024, ge=1024)
-    # Seconds a request body may pause between two of its pieces before it is dropped (408).
+    # Seconds a request body may pause between two of its pieces before it is dropped (408),
+    # and the most a request's head (request line and headers) may take to arrive.
     body_timeout_seconds: float = Field(60.0, gt=0)
 
     # Signed URLs.

@@ -28,8 +28,8 @@ _DESCRIPTIONS = {
     409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, "
     "`IDEMPOTENCY_KEY_REUSED`, …)",
     408: "The request body stopped arriving (`REQUEST_TIMEOUT`: nothing for "
-    "`DEMIXER_BODY_TIMEOUT_SECONDS`, or under 1 KiB/s on average past that time); what came "
-    "was dropped",
+    "`DEMIXER_BODY_TIMEOUT_SECONDS`, or under 1 KiB/s on average past that time), or the "
+    "request's headers were not whole within that time; what came was dropped",
     410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`)",
     413: "Too large: an upload (`FILE_TOO_LARGE`) or a request body (`REQUEST_TOO_LARGE`) over "
     "its limit; nothing past the limit was read",
