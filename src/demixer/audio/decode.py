@@ -56,6 +56,7 @@ __all__ = [
     "DEMUXERS",
     "MAX_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
+    "TAGS",
     "TRUNCATION_MIN_SECONDS",
     "TRUNCATION_TOLERANCE",
     "AudioInfo",
@@ -66,6 +67,9 @@ __all__ = [
 
 log = logging.getLogger("demixer.audio")
 
+#: The tags carried from an input to its stems (every output format holds these six; the
+#: names are libsndfile's, and FFmpeg reads ``tracknumber`` as ``track``).
+TAGS = ("title", "artist", "album", "date", "genre", "tracknumber")
 MIN_SAMPLE_RATE = 8_000  # Hz; below this there is nothing left of music to separate
 MAX_SAMPLE_RATE = 192_000  # Hz; the highest rate studio formats use
 TRUNCATION_TOLERANCE = 0.02  # fraction of the declared length that may fail to decode
@@ -354,8 +358,6 @@ class AudioReader:
     def tags(self) -> dict[str, str]:
         """The file's title, artist, album, date, genre and track number, where it names them
         (the container's metadata, else the audio stream's: an Ogg file keeps them there)."""
-        from demixer.audio.encode import TAGS
-
         found: dict[str, str] = {}
         for source in (self._stream.metadata, self._container.metadata):
             for key, value in source.items():

@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from demixer.audio._mp3 import Mp3File, mp3_rate
+from demixer.audio.decode import TAGS, AudioReader
 from demixer.errors import InvalidOutput, StorageFull
 from demixer.filemode import check_folder, new_temporary, unwritable
 
@@ -37,7 +38,6 @@ __all__ = [
     "BIT_DEPTHS",
     "DEFAULT_BIT_DEPTHS",
     "FORMATS",
-    "TAGS",
     "OutputFormat",
     "StemSetWriter",
     "WriteReport",
@@ -51,9 +51,6 @@ BIT_DEPTHS: dict[str, tuple[str, ...]] = {"wav": ("16", "24", "32f"), "flac": ("
 DEFAULT_BIT_DEPTHS: dict[str, str | None] = {"wav": "16", "flac": "16", "mp3": None}
 _CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 _SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
-#: The tags carried from an input to its stems (every output format holds these six; the
-#: names are libsndfile's, and FFmpeg reads ``tracknumber`` as ``track``).
-TAGS = ("title", "artist", "album", "date", "genre", "tracknumber")
 _RESCALE_BLOCK = 1 << 16  # frames per read when transcoding the float32 temporaries
 
 
@@ -221,8 +218,6 @@ _MP3_MARGIN = 1.002
 def _decoded_peak(path: Path) -> tuple[float, int]:
     """An mp3's largest decoded ``|sample|``, and how many samples (each channel counted)
     a player clips: past full scale."""
-    from demixer.audio.decode import AudioReader  # decode imports nothing from here
-
     peak, over = 0.0, 0
     with AudioReader(path) as reader:
         for block in reader.blocks(1 << 16):
