@@ -23,6 +23,7 @@ import soundfile as sf
 
 from audiofiles import encode, tone
 from demixer.audio import load
+from demixer.cli_inputs import skipped_line
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
 from service_harness import free_port
@@ -564,8 +565,11 @@ def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
     # The bar was live (with what it was doing), and when all is done the screen holds every
     # line printed, whole, in order, and no bar.
     assert any("separating" in line for line in live), live
-    assert lines[0] == "2 file(s) in the folders are not audio or video: skipped"
-    assert re.fullmatch(r"A\.wav: 1\.5 s in [\d.]+ s \([\d.]+x real time\)", lines[1]), lines
+    # The skipped files named, relative to their folder.
+    assert lines[0] == "warning: 2 files are not audio or video, skipped: cover.jpg, notes.txt"
+    assert re.fullmatch(
+        r"A\.wav: 1\.5 s in [\d.]+ s by spleeter-2stems \([\d.]+x real time\)", lines[1]
+    ), lines
     assert lines[2:4] == ["  vocals: out/A_vocals.wav", "  accompaniment: out/A_accompaniment.wav"]
     assert lines[4].startswith("B.flac: 1.0 s in ")
     assert lines[5:7] == [
@@ -578,6 +582,16 @@ def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
     assert error.endswith("(FFmpeg: Invalid data found when processing input)")
     assert not any("━" in line for line in lines)
     assert all(len(line) <= COLUMNS for line in lines)
+
+
+def test_the_skipped_files_of_a_folder_are_named() -> None:
+    """A song in a format demixer does not take is named, so its owner knows it was left."""
+    assert skipped_line([Path("live/take.mid")]) == (
+        "1 file is not audio or video, skipped: live/take.mid"
+    )
+    assert skipped_line([Path(f"f{i}.txt") for i in range(7)]) == (
+        "7 files are not audio or video, skipped: f0.txt, f1.txt, f2.txt, f3.txt, f4.txt and 2 more"
+    )
 
 
 def test_file_names_that_are_not_utf8_or_hold_a_newline_are_separated(

@@ -383,6 +383,8 @@ def test_remote_separate_writes_the_stems(
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["falcon_residual.flac", "falcon_vocals.flac"]
     assert f"vocals: {tmp_path / 'falcon_vocals.flac'}" in done.stdout
+    # The model the server chose for the stems asked is named.
+    assert done.stdout.splitlines()[0] == "falcon.wav: 6.1 s by spleeter-2stems"
     assert read(tmp_path / "falcon_vocals.flac").shape == music[1].shape
 
 

@@ -29,6 +29,7 @@ from demixer.cli_inputs import (
     check_outputs,
     expand_inputs,
     parse_spans,
+    skipped_line,
 )
 from demixer.cli_output import (
     FileProgress,
@@ -36,6 +37,7 @@ from demixer.cli_output import (
     fail,
     level_notes,
     print_error,
+    print_warning,
     readable_help,
     stopping_on_termination,
     written_lines,
@@ -286,7 +288,7 @@ def separate(
     except DemixerError as e:
         raise fail(e) from None
     if skipped:
-        err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
+        print_warning(skipped_line(skipped))
 
     last_error: DemixerError | None = None
     with stopping_on_termination() as stop, FileProgress(out, err) as progress:
@@ -326,7 +328,7 @@ def separate(
             speed = result.duration / result.seconds if result.seconds else 0.0
             progress.print_out(
                 f"{escape(shown_name(path.name))}: {result.duration:.1f} s in "
-                f"{result.seconds:.1f} s ({speed:.1f}x real time)"
+                f"{result.seconds:.1f} s by {escape(separator.spec.id)} ({speed:.1f}x real time)"
             )
             for line in written_lines(result.paths, result.report.clipped):
                 progress.print_out(line)

@@ -33,6 +33,7 @@ __all__ = [
     "check_outputs",
     "expand_inputs",
     "parse_spans",
+    "skipped_line",
 ]
 
 FilesArgument = Annotated[
@@ -115,9 +116,10 @@ class Input:
 
 def expand_inputs(
     arguments: Iterable[Path], out_dir: Path | None = None
-) -> tuple[list[Input], int]:
+) -> tuple[list[Input], list[Path]]:
     """The files the arguments stand for, in order (a folder's sorted by path), each once;
-    and how many files under the folders were skipped as not audio or video.
+    and the files under the folders skipped as not audio or video (each relative to its
+    folder: short enough to read in a line).
 
     A folder's files inside ``out_dir``, when that is a sub-folder of it, are left out: they
     are stems of an earlier run (``separate ~/Music -o ~/Music/separated``, run twice), not
@@ -125,7 +127,7 @@ def expand_inputs(
     """
     found: list[Input] = []
     seen: set[Path] = set()
-    skipped = 0
+    skipped: list[Path] = []
     outputs = out_dir.resolve() if out_dir is not None else None
     for argument in arguments:
         if not argument.is_dir():
@@ -140,7 +142,7 @@ def expand_inputs(
                 if stems_here is not None and relative.is_relative_to(stems_here):
                     continue
                 if path.suffix.lower().lstrip(".") not in MEDIA_EXTENSIONS:
-                    skipped += 1
+                    skipped.append(relative)
                     continue
                 candidates.append((path, relative.parent))
         for path, subdir in candidates:
@@ -149,6 +151,15 @@ def expand_inputs(
                 seen.add(key)
                 found.append(Input(path, subdir))
     return found, skipped
+
+
+def skipped_line(skipped: list[Path], show: int = 5) -> str:
+    """The line saying which files of the folders were not taken (the first ``show`` named:
+    a user with a song in an unknown format learns which one)."""
+    names = ", ".join(shown_name(str(path)) for path in skipped[:show])
+    more = f" and {len(skipped) - show} more" if len(skipped) > show else ""
+    files = "file is" if len(skipped) == 1 else "files are"
+    return f"{len(skipped)} {files} not audio or video, skipped: {names}{more}"
 
 
 def check_distinct_tracks(inputs: Iterable[Input]) -> None:

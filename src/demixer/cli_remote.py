@@ -23,11 +23,13 @@ from demixer.cli_inputs import (
     check_distinct_tracks,
     expand_inputs,
     parse_spans,
+    skipped_line,
 )
 from demixer.cli_output import (
     fail,
     level_notes,
     print_error,
+    print_warning,
     stopping_on_termination,
     written_lines,
 )
@@ -193,7 +195,7 @@ def remote_separate(
         print_error("CONNECTION_FAILED", unreachable)
         raise typer.Exit(1)
     if skipped:
-        err.print(f"{skipped} file(s) in the folders are not audio or video: skipped")
+        print_warning(skipped_line(skipped))
     last = 0
     # SIGTERM and SIGHUP as Ctrl-C: the job running on the server is cancelled.
     with stopping_on_termination(), Client(server, key) as client:
@@ -249,7 +251,18 @@ def remote_separate(
                 continue
             outputs = results[0].outputs
             clipped = {output: file.clipped for output, file in outputs.items()}
-            out.print(f"{escape(name)}:", highlight=False)
+            made_by = ", ".join(  # the model(s) the server chose; not the residual's sum
+                dict.fromkeys(
+                    made
+                    for made in results[0].made_by.values()
+                    if not made.startswith("the input minus ")
+                )
+            )
+            out.print(
+                f"{escape(name)}: {results[0].duration:.1f} s"
+                + (f" by {escape(made_by)}" if made_by else ""),
+                highlight=False,
+            )
             for line in written_lines(paths, clipped):
                 out.print(line, highlight=False)
             gain = min((file.gain for file in outputs.values()), default=1.0)
