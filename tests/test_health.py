@@ -147,6 +147,9 @@ def test_both_are_in_the_openapi_document(make_api: Callable[..., Api]) -> None:
     ref = "#/components/schemas/Readiness"
     assert readyz["503"]["content"]["application/json"]["schema"] == {"$ref": ref}
     assert "security" not in paths["/readyz"]["get"]
+    # Both answer HEAD (README says so), documented with the same answers as GET.
+    for path in ("/healthz", "/readyz"):
+        assert set(paths[path]["head"]["responses"]) == set(paths[path]["get"]["responses"])
     # Every operation keeps its own id (HEAD, added for probes, once gave two of each).
     ids = [
         op["operationId"] for item in paths.values() for op in item.values() if "operationId" in op

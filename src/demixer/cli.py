@@ -400,3 +400,6 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except DemixerError as e:  # one a command did not expect (a faulty recipe file…): one line
+        print_error(e.code, e.message)
+        sys.exit(exit_code_for(e))

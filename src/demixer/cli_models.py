@@ -152,12 +152,16 @@ def _indented(stems: tuple[str, ...], width: int) -> str:
 
 def _print_producible(installed: list[ModelSpec]) -> None:
     """Each stem the installed models and recipes make, with what (best first)."""
-    from demixer.models.planner import producers, produces
+    from demixer.models.planner import native_stem, producers, produces
+
+    def maker(spec: ModelSpec, stem: str) -> str:  # the name its files get, when another
+        native = native_stem(spec, stem)
+        return spec.id if native in (None, stem) else f"{spec.id} (as {native})"
 
     stems = list(dict.fromkeys(s for spec in installed for s in produces(spec)))
     out.print("installed, stem by stem (best first):", highlight=False)
     for stem in stems:
-        makers = ", ".join(spec.id for spec in producers(stem, installed))
+        makers = ", ".join(maker(spec, stem) for spec in producers(stem, installed))
         out.print(escape(f"  {stem}: {makers}"), highlight=False)
 
 
@@ -169,7 +173,7 @@ def models_info(
 
     Rendered on a terminal; the markdown as it is when piped or redirected.
     """
-    from demixer.models.loading import default_model_dir, is_installed
+    from demixer.models.loading import default_model_dir, is_installed, resolve_weight
     from demixer.models.registry import get_spec, model_card
 
     try:
@@ -177,12 +181,12 @@ def models_info(
     except DemixerError as e:
         raise fail(e) from None
     card = model_card(spec.id)
-    here = default_model_dir() / spec.id
-    status = (
-        f"Installed here: {'yes' if is_installed(spec) else 'no'} ({here})."
-        if spec.weights
-        else "Installed here: nothing to fetch for this model itself."
-    )
+    if not spec.weights:
+        status = "Installed here: nothing to fetch for this model itself."
+    elif is_installed(spec):  # where the weights are: a package may ship them (Spleeter's)
+        status = f"Installed here: yes ({resolve_weight(spec, spec.weights[0]).parent})."
+    else:
+        status = f"Installed here: no (`models pull` puts it in {default_model_dir() / spec.id})."
     print_card(card + "\n" + status + "\n", out)
 
 

@@ -21,7 +21,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from demixer.cli_output import fail, print_error, print_warning
-from demixer.errors import DemixerError
+from demixer.errors import DemixerError, exit_code_for
 
 __all__ = ["keys_app", "register"]
 
@@ -216,11 +216,6 @@ def _masked(url: str) -> str | None:
         return None
 
 
-def _fail(error: DemixerError) -> typer.Exit:
-    print_error(error.code, error.message)
-    return typer.Exit(1)
-
-
 def _start_dispatcher(services: Any, stop: threading.Event) -> threading.Thread:
     """The webhook dispatcher, in its own thread: a slow receiver never holds up a worker."""
     from demixer.service.delivery.dispatcher import Dispatcher
@@ -247,12 +242,25 @@ def _start_sweeper(services: Any, stop: threading.Event) -> threading.Thread:
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on (default: $DEMIXER_HOST, else 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Port to listen on (default: $DEMIXER_PORT, else 8000)."
+        ),
+    ] = None,
     data_dir: DataDir = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=0, help="Embedded worker slots (0: API only).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Embedded worker slots, 0: API only (default: $DEMIXER_WORKERS, else 1).",
+        ),
+    ] = None,
     dispatch: Annotated[
         bool, typer.Option("--dispatch/--no-dispatch", help="Send webhook deliveries here.")
     ] = True,
@@ -291,7 +299,7 @@ def serve(
             worker = Worker(services, slots=settings.workers)
         except DemixerError as e:
             print_error(e.code, f"{e.message} (or run the API only with --workers 0)")
-            raise typer.Exit(1) from None
+            raise typer.Exit(exit_code_for(e)) from None
     if not list_keys(services.db):
         _, secret = create_key(services.db, name="created by serve")
         out.print("No API key existed, so one was created. It is shown only this once:")
@@ -415,7 +423,7 @@ def worker(
     try:
         runner = Worker(services, slots=slots, models=models.split(",") if models else None)
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -529,7 +537,7 @@ def keys_create(
     try:
         account_id, secret = create_key(services.db, account_id=account, scopes=chosen, name=name)
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     out.print(f"account {account_id}, scopes {' '.join(chosen)}", highlight=False)
     out.print(secret, highlight=False)
 
@@ -631,7 +639,7 @@ def keys_revoke(
     try:
         revoke_key(_services(_settings(data_dir)).db, key_id)
     except DemixerError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     out.print(f"revoked {key_id}", highlight=False)
 
 

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # How long a starting process waits for its database (started together with it).
     database_wait_seconds: float = Field(60.0, ge=0)
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     public_url: str | None = None  # base of signed URLs; default http://<host>:<port>
     workers: int = 1
     model_dir: Path | None = None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
@@ -182,10 +182,21 @@ class Idempotency:
         return None
 
 
-async def idempotency(request: Request) -> Idempotency:
+async def idempotency(
+    request: Request,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=HEADER,
+            description="Send the same request again safely: a repeat with this key (and the "
+            "same body) within 24 h answers what the first did, with `Idempotent-Replayed: "
+            "true`; another body with it is 409 `IDEMPOTENCY_KEY_REUSED`. 1 to 255 printable "
+            "characters. JSON requests only (a multipart upload ignores it).",
+        ),
+    ] = None,
+) -> Idempotency:
     """The dependency: reads the header and hashes the request (the body is read once and
     cached by Starlette, so the route still gets it)."""
-    key = request.headers.get(HEADER)
     if key is None:
         return Idempotency(None)
     key = key.strip()

@@ -30,7 +30,7 @@ _DESCRIPTIONS = {
     408: "The request body stopped arriving (`REQUEST_TIMEOUT`: nothing for "
     "`DEMIXER_BODY_TIMEOUT_SECONDS`, or under 1 KiB/s on average past that time), or the "
     "request's headers were not whole within that time; what came was dropped",
-    410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`)",
+    410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`, `RESULT_EXPIRED`)",
     413: "Too large: an upload (`FILE_TOO_LARGE`) or a request body (`REQUEST_TOO_LARGE`) over "
     "its limit; nothing past the limit was read",
     415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",

@@ -10,7 +10,7 @@ paths or bucket names on an unauthenticated endpoint); the server log has the re
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -98,11 +98,12 @@ def healthz() -> Health:
     return Health(version=__version__)
 
 
-@router.get(
-    "/readyz",
-    response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Some part is not ready (named)."}},
-)
+_READYZ: dict[int | str, dict[str, Any]] = {
+    503: {"model": Readiness, "description": "Some part is not ready (named)."}
+}
+
+
+@router.get("/readyz", response_model=Readiness, responses=_READYZ)
 def readyz(services: ServicesDep) -> JSONResponse:
     """200 when the database and storage answer and at least one worker is live; else 503.
     Each check is named in `checks`. No key."""
@@ -110,7 +111,8 @@ def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(result.model_dump(), status_code=200 if result.status == "ready" else 503)
 
 
-# Load balancers' probes often send HEAD: the same answers, without a body (and without a
-# second entry per path in the OpenAPI document, whose operation ids must be unique).
-router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
-router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+# Load balancers' probes often send HEAD: the same answers, without a body.
+router.add_api_route("/healthz", healthz, methods=["HEAD"])
+router.add_api_route(
+    "/readyz", readyz, methods=["HEAD"], response_model=Readiness, responses=_READYZ
+)

@@ -198,7 +198,9 @@ async def request_status_stream(
     )
 
 
-@router.get("/requests/{request_id}/result", responses=error_responses(401, 403, 404, 409, 422))
+@router.get(
+    "/requests/{request_id}/result", responses=error_responses(401, 403, 404, 409, 410, 422)
+)
 def request_result(request_id: str, services: ServicesDep, identity: FilesRead) -> ResultResponse:
     """The outputs with signed download URLs; 409 `NOT_READY` until COMPLETED, the failure's
     code (422) when FAILED."""
