@@ -22,12 +22,16 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from alembic.script import ScriptDirectory
 
 from audiofiles import encode, tone
 from demixer.audio import load
 from demixer.cli_inputs import skipped_line
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
+from demixer.service.db import Database
+from demixer.service.migrate import alembic_config, migrate
+from demixer.settings import Settings
 from service_harness import free_port
 from worker_support import wait_until
 
@@ -502,6 +506,28 @@ def _answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_command_that_upgrades_the_schema_says_so(model_dir: Path, tmp_path: Path) -> None:
+    """Every service command migrates its database at start. `keys list` on a database of an
+    older schema upgraded it without a word, while servers of the old version may still use
+    it. The upgrade is said (a new database, or one already current, is not)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = Database(Settings(data_dir=data).database)
+    migrate(db, revision="0003")
+    db.engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    first = demixer("keys", "list", "--data-dir", data, model_dir=model_dir)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == (
+        f"warning: the database 'sqlite:///{data}/demixer.db' was migrated from schema 0003 "
+        f"to {head}\n"
+    )
+    again = demixer("keys", "list", "--data-dir", data, model_dir=model_dir)
+    assert (again.returncode, again.stderr) == (0, "")
+    fresh = demixer("keys", "list", "--data-dir", tmp_path / "new", model_dir=model_dir)
+    assert (fresh.returncode, fresh.stderr) == (0, "")
 
 
 def test_a_setting_that_does_not_parse_is_named_with_its_value(

@@ -172,14 +172,14 @@ def _build(settings: Any) -> Any:
 
 def _migrate(services: Any, settings: Any) -> None:
     """The schema brought up to date, waiting a while for a database started together with
-    this process."""
+    this process; an existing schema upgraded is said in a warning line."""
     from sqlalchemy.exc import DBAPIError
 
     from demixer.service.db import is_refused, is_unavailable
     from demixer.service.migrate import migrate
 
     try:
-        migrate(services.db, within=settings.database_wait_seconds)
+        before, after = migrate(services.db, within=settings.database_wait_seconds)
     except DBAPIError as exc:
         if is_refused(exc):  # no use waiting: the URL's user, password or database is wrong
             print_error(
@@ -197,6 +197,12 @@ def _migrate(services: Any, settings: Any) -> None:
             f"{' '.join(str(exc.orig).split())}",
         )
         raise typer.Exit(1) from None
+    if before is not None and before != after:  # an upgrade is said (a new schema is not):
+        # other processes on the same database, still at the old version, may now fail
+        print_warning(
+            f"the database {_shown_url(settings.database)} was migrated from schema {before} "
+            f"to {after}"
+        )
 
 
 def _shown_url(url: str) -> str:

@@ -6,6 +6,7 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 from demixer.service.db import Database, retry_unavailable
@@ -31,8 +32,11 @@ MIGRATION_LOCK = 0x64656D69786572
 WAIT_SECONDS = 60.0
 
 
-def migrate(db: Database, revision: str = "head", *, within: float = WAIT_SECONDS) -> None:
-    """Bring the database's schema to ``revision`` (idempotent).
+def migrate(
+    db: Database, revision: str = "head", *, within: float = WAIT_SECONDS
+) -> tuple[str | None, str | None]:
+    """Bring the database's schema to ``revision`` (idempotent); returns the schema revision
+    found and the one left (None: no schema yet), so the caller can say what changed.
 
     Every ``serve`` and ``worker`` process migrates at start; on PostgreSQL they take turns
     (an advisory lock held to the end of the migration's transaction), so processes starting
@@ -43,13 +47,17 @@ def migrate(db: Database, revision: str = "head", *, within: float = WAIT_SECOND
     ``within`` seconds (:data:`WAIT_SECONDS`; ``DEMIXER_DATABASE_WAIT_SECONDS`` for the CLI):
     the migration is one transaction, so trying again is safe.
     """
-    retry_unavailable(lambda: _upgrade(db, revision), within=within, what="migrating", max_wait=2.0)
+    return retry_unavailable(
+        lambda: _upgrade(db, revision), within=within, what="migrating", max_wait=2.0
+    )
 
 
-def _upgrade(db: Database, revision: str) -> None:
+def _upgrade(db: Database, revision: str) -> tuple[str | None, str | None]:
     config = alembic_config()
     with db.engine.execution_options(immediate=True).begin() as connection:
         if db.dialect == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        before = MigrationContext.configure(connection).get_current_revision()
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+        return before, MigrationContext.configure(connection).get_current_revision()
