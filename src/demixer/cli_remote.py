@@ -34,7 +34,7 @@ from demixer.cli_output import (
     written_lines,
 )
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
-from demixer.naming import shown_name
+from demixer.naming import is_residual_maker, shown_name
 
 __all__ = ["register", "remote_app"]
 
@@ -253,9 +253,7 @@ def remote_separate(
             clipped = {output: file.clipped for output, file in outputs.items()}
             made_by = ", ".join(  # the model(s) the server chose; not the residual's sum
                 dict.fromkeys(
-                    made
-                    for made in results[0].made_by.values()
-                    if not made.startswith("the input minus ")
+                    made for made in results[0].made_by.values() if not is_residual_maker(made)
                 )
             )
             out.print(

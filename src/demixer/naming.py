@@ -9,10 +9,20 @@ stems of one song sort together.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 
-__all__ = ["DEFAULT_TEMPLATE", "output_name", "renamed", "shown_name"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "is_residual_maker",
+    "output_name",
+    "renamed",
+    "residual_maker",
+    "shown_name",
+]
 
 DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
+# What made the residual, in ``made_by`` (an output -> what made it): no model, a subtraction.
+_RESIDUAL_MAKER = "the input minus "
 
 
 def output_name(track: str, stem: str, ext: str) -> str:
@@ -34,3 +44,13 @@ def shown_name(name: str) -> str:
     ``_``. Output files are named with it, and it is what the CLI prints."""
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return "".join("_" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def residual_maker(stems: Iterable[str]) -> str:
+    """What made a residual, said in ``made_by``: ``the input minus vocals, drums``."""
+    return _RESIDUAL_MAKER + ", ".join(stems)
+
+
+def is_residual_maker(made_by: str) -> bool:
+    """Whether a ``made_by`` value is :func:`residual_maker`'s (a residual's, not a model's)."""
+    return made_by.startswith(_RESIDUAL_MAKER)

@@ -43,6 +43,7 @@ from demixer.errors import (
 )
 from demixer.models import planner
 from demixer.models.registry import get_spec
+from demixer.naming import residual_maker
 from demixer.service.accounts.usage import usage_quantity
 from demixer.service.batchread import keyed_reads
 from demixer.service.context import Services
@@ -323,9 +324,7 @@ def _made_by(job: Job) -> dict[str, str]:
         made = makers.get(engine)
         if made is None and not makers:
             made = job.engine_model
-        out[name] = made or "the input minus " + ", ".join(
-            o for o in outputs if makers.get(engine_names.get(o, o))
-        )
+        out[name] = made or residual_maker(o for o in outputs if makers.get(engine_names.get(o, o)))
     return out
 
 

@@ -51,7 +51,7 @@ from demixer.models.base import Backend, InputStats, reports_progress, streaming
 from demixer.models.loading import load_backend
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality, tuned
 from demixer.models.registry import ModelSpec, get_spec
-from demixer.naming import DEFAULT_TEMPLATE
+from demixer.naming import DEFAULT_TEMPLATE, residual_maker
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
 
@@ -150,7 +150,7 @@ class Separator:
         makers = planner.makers(self.spec)
         out = {stem: makers.get(stem, self.spec.id) for stem in plan.targets}
         if plan.residual_name is not None:
-            out[plan.residual_name] = f"the input minus {', '.join(plan.targets)}"
+            out[plan.residual_name] = residual_maker(plan.targets)
         return out
 
     def separate_array(
