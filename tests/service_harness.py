@@ -135,13 +135,9 @@ def start_server(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"demixer serve exited {process.returncode}:\n{log.read_text()}")
-        try:
-            # /healthz: the process answers (the OpenAPI document, asked before, cost each
-            # start half a second of CPU to build, and timed out at 1 s on a loaded machine).
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+        if answers(base_url):
+            break
+        time.sleep(0.2)
     else:
         process.kill()
         raise RuntimeError(f"demixer serve did not start:\n{log.read_text()}")
@@ -152,6 +148,16 @@ def start_server(
     if not key:  # a restart on an existing data dir prints no key: make one
         key = create_key(data_dir, env=env)
     return Server(process, base_url, data_dir, key, log)
+
+
+def answers(base_url: str) -> bool:
+    """Whether a server answers HTTP at ``base_url`` (serve binds its port before it starts:
+    a bound port alone says nothing). /healthz: the OpenAPI document, asked before, cost each
+    start half a second of CPU to build, and timed out at 1 s on a loaded machine."""
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def run_demixer(

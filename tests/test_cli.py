@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -32,7 +31,7 @@ from demixer.models.registry import get_spec, list_specs, model_card
 from demixer.service.db import Database
 from demixer.service.migrate import alembic_config, migrate
 from demixer.settings import Settings
-from service_harness import free_port
+from service_harness import answers, free_port
 from worker_support import wait_until
 
 
@@ -485,7 +484,7 @@ def test_serve_takes_its_address_port_and_slots_from_the_environment(
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env) as serve:  # fmt: skip
         try:
-            wait_until(lambda: _answers(port), 60, "serve on DEMIXER_PORT")
+            wait_until(lambda: answers(f"http://127.0.0.1:{port}"), 60, "serve on DEMIXER_PORT")
         finally:
             serve.terminate()
             output = serve.communicate(timeout=30)[0]
@@ -497,15 +496,6 @@ def test_serve_takes_its_address_port_and_slots_from_the_environment(
         "error [INVALID_SETTING] DEMIXER_PORT='http': Input should be a valid integer, unable "
         "to parse string as an integer"
     )
-
-
-def _answers(port: int) -> bool:
-    """Whether serve answers HTTP on ``port`` (it binds before it starts: a bound port alone
-    says nothing)."""
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_a_command_that_upgrades_the_schema_says_so(model_dir: Path, tmp_path: Path) -> None:
