@@ -496,6 +496,35 @@ def test_a_stem_download_serves_one_byte_range_and_head(api: Api) -> None:
     assert api.send("HEAD", api.tampered(url)).status_code == 403
 
 
+def test_every_get_answers_head_with_its_status_and_headers_and_no_body(api: Api) -> None:
+    """RFC 9110: a general-purpose server supports HEAD wherever it supports GET. FastAPI's
+    routes named GET alone, so these all answered 405."""
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]  # queued: it never ends
+    for url, key in (
+        ("/v1/models", None),
+        (f"/v1/files/{file_id}", None),
+        (f"/v1/queue/requests/{job_id}/status", None),
+        ("/v1/usage", None),
+        ("/", None),
+        ("/v1/files/file_nothere", None),  # a 404 in the envelope's headers
+        ("/v1/models", "dx_wrong"),  # a 401
+        ("/api/v1/vocal-removal/record-info?taskId=none", None),  # a vendor's GET
+    ):
+        get, head = api.get(url, key=key), api.client.head(url, headers=api.headers(key))
+        assert head.status_code == get.status_code, url
+        assert head.content == b"", url
+        assert head.headers["content-type"] == get.headers["content-type"], url
+        assert head.headers["content-length"] == str(len(get.content)), url
+    assert api.client.head("/v1/models").status_code == 401
+    # A status stream of a request that never ends: the headers, then the answer is over.
+    stream = api.client.head(f"/v1/queue/requests/{job_id}/status/stream", headers=api.headers())
+    assert (stream.status_code, stream.content) == (200, b"")
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    # A path no GET serves is still 405 for HEAD, as for GET.
+    assert api.client.head("/v1/queue/audio/separate", headers=api.headers()).status_code == 405
+
+
 def test_failed_result_carries_the_failure_code(api: Api) -> None:
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     api.services.queue.claim("w1")

@@ -17,6 +17,7 @@ from demixer import __version__
 from demixer.api.bodies import BodyLimitMiddleware
 from demixer.api.callers import Callers
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
+from demixer.api.head import HeadAsGet
 from demixer.api.lanes import Lane
 from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.openapi import document
@@ -41,7 +42,7 @@ stems (`…/result`: signed, expiring download URLs).
 Authenticate with `Authorization: Bearer <key>`. Every error is
 `{"error": {"code", "message", "param", "request_id"}}`; every response carries
 `x-request-id`. `GET /healthz` (the process is up) and `GET /readyz` (database, storage and
-a live worker) take no key.
+a live worker) take no key. Every GET also answers HEAD: the same status and headers, no body.
 """
 
 
@@ -91,6 +92,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.status_watcher = StatusWatcher(services)  # one reader for every SSE stream
     envelopes = vendor_envelopes()
     settings = services.settings
+    app.add_middleware(HeadAsGet, router=app.router)  # innermost: it asks the routes
     app.add_middleware(
         BodyLimitMiddleware,
         json_limit=settings.max_json_body_bytes,
