@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import numpy as np
@@ -380,6 +381,59 @@ def test_rate_limited_is_429_with_gaudio_body(make_api: Any) -> None:
     assert r.status_code == 429
     assert r.json()["error"] == "too_many_requests" and r.json()["message"]
     assert "Retry-After" in r.headers
+
+
+def test_by_default_a_file_is_one_part_whose_url_works_for_24_hours(make_api: Any) -> None:
+    """Gaudio documents a server-set chunk size of 1 GiB by default (a file under its 1 GB limit
+    is one part) and part URLs valid for 24 hours. demixer gave 5 MiB parts and 1-hour URLs,
+    so a client PUTting a whole 6 MiB file to its one URL, or uploading the next morning,
+    failed."""
+    api: Api = make_api()
+    data = wav_bytes(36.0)  # 6.3 MB of 16-bit stereo: two parts at 5 MiB
+    created = api.client.post(
+        f"{BASE}/v1/files/upload-multipart/create",
+        json={"fileName": "whole.wav", "fileSize": len(data)},
+        headers={"x-ga-apikey": api.key},
+    ).json()["resultData"]
+    assert created["chunkSize"] == 1 << 30
+    [url] = created["preSignedUrl"]
+    query = parse_qs(urlsplit(url).query)
+    if "X-Amz-Expires" in query:  # a presigned S3 part URL
+        assert query["X-Amz-Expires"] == ["86400"]
+    else:
+        assert int(query["expires"][0]) - time.time() == pytest.approx(86400, abs=60)
+    put = api.send("PUT", url, content=data)
+    assert put.status_code == 200, put.text
+    etag = put.headers["ETag"].strip('"')
+    assert _complete(api, created["uploadId"], [{"awsETag": etag, "partNumber": 1}]) == {
+        "resultCode": 1000,
+        "resultData": None,
+    }
+    assert api.get(f"/v1/files/{created['uploadId']}").json()["file_size"] == len(data)
+
+
+@pytest.mark.backends("sqlite")  # on S3 the bucket refuses it (test_s3_storage.py)
+def test_an_expired_part_url_is_refused_403_as_a_bucket_refuses_one(make_api: Any) -> None:
+    """A part PUT answers like the presigned URL a client expects: an expired one is HTTP 403,
+    not an HTTP 200 envelope without the ETag the client reads next."""
+    api: Api = make_api()
+    created = api.client.post(
+        f"{BASE}/v1/files/upload-multipart/create",
+        json={"fileName": "late.wav", "fileSize": 1000},
+        headers={"x-ga-apikey": api.key},
+    ).json()["resultData"]
+    upload_id, [url] = created["uploadId"], created["preSignedUrl"]
+    signed_yesterday = api.services.signer.url(
+        "PUT", multipart.part_key(upload_id, 1), 86400, now=time.time() - 86460
+    )
+    late = urlsplit(url)._replace(query=urlsplit(signed_yesterday).query).geturl()
+    r = api.send("PUT", late, content=b"x" * 1000)
+    assert r.status_code == 403
+    assert r.json() == {
+        "error": "forbidden",
+        "message": "this part URL has expired; create the upload again",
+    }
+    assert not api.services.storage.exists(multipart.part_key(upload_id, 1))
 
 
 # --- completions that race (in process, so the race can be set up exactly) -----------------

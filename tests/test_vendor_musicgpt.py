@@ -219,6 +219,7 @@ def test_quick_start_upload_poll_download_and_webhook(
         assert rate == RATE
         assert stems[name].shape[1] / rate == pytest.approx(SECONDS, abs=0.05)
     np.testing.assert_allclose(stems["vocals"] + stems["instrumental"], original, atol=2e-3)
+    assert conversion["vocal"] == conversion["vocals"]  # the webhook's spelling, here too
     hook = receiver.wait(queued["task_id"])
     assert hook["success"] is True and hook["conversion_id"] == queued["task_id"]
     # As MusicGPT's sample payload: the status as byId words it, and the times.
@@ -231,6 +232,7 @@ def test_quick_start_upload_poll_download_and_webhook(
     assert download(hook["audio_path"])[0].shape == original.shape
     assert set(hook) >= {"vocal", "instrumental", "conversion_cost", "conversion_duration"}
     assert download(hook["vocal"])[0].shape == stems["vocals"].shape
+    assert hook["vocals"] == hook["vocal"]  # byId's spelling, here too
     np.testing.assert_array_equal(download(hook["instrumental"])[0], stems["instrumental"])
     assert hook["conversion_duration"] == pytest.approx(SECONDS, abs=0.05)
 
@@ -274,12 +276,14 @@ def test_surround_is_folded_to_stereo_the_protocol_cannot_ask_for_it(
 
 def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
     base = f"{server.base_url}/api/public"
+    # MusicGPT's error table has no 401: a key problem is its 403 ("authentication issues").
     missing = httpx.get(f"{base}/v1/byId", params={"task_id": "req_x"})
-    assert missing.status_code == 401 and missing.json()["success"] is False
+    assert missing.status_code == 403 and missing.json()["success"] is False
+    assert missing.json()["error"] == "UNAUTHENTICATED"
     with musicgpt(server, "dmx_not_a_key") as bad:
         r = bad.get("/v1/byId", params={"task_id": "req_x"})
-        assert r.status_code == 401 and r.json()["success"] is False
-        assert extract(bad, song, stems=["vocals"]).status_code == 401
+        assert r.status_code == 403 and r.json()["success"] is False
+        assert extract(bad, song, stems=["vocals"]).status_code == 403
     with musicgpt(server) as client:
         r = client.get("/v1/byId", params={"conversionType": "EXTRACTION", "task_id": "req_nope"})
         assert r.status_code == 404 and r.json() == {

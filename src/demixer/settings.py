@@ -97,8 +97,11 @@ class Settings(BaseSettings):
 
     # Signed URLs.
     upload_url_ttl_seconds: int = 3600
-    # Part size of the Gaudio-compatible multipart upload (its `chunkSize`).
-    gaudio_chunk_bytes: int = Field(5 << 20, ge=1)
+    # The Gaudio-compatible multipart upload: its `chunkSize` (Gaudio's documented default,
+    # 1 GiB: a file up to Gaudio's 1 GB limit is one part) and how long its part URLs work
+    # (24 h, as Gaudio documents).
+    gaudio_chunk_bytes: int = Field(GIB, ge=1)
+    gaudio_part_url_ttl_seconds: int = Field(24 * 3600, ge=1)
     download_url_ttl_seconds: int = 48 * 3600
 
     # Retention (like the vendors: uploads 72 h, results 48 h); the sweeper deletes after.

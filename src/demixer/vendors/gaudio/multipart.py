@@ -41,7 +41,6 @@ from demixer.errors import (
     InvalidSignature,
     NotFound,
     SizeMismatch,
-    UrlExpired,
 )
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileConflict, FileState, new_file
@@ -165,7 +164,7 @@ def create(
         # The parts go straight to the store; its upload id is kept beside them.
         store_id = store.create_multipart(row.storage_key, row.content_type)
         services.storage.put(_store_id_key(file_id), io.BytesIO(store_id.encode()))
-        ttl = settings.upload_url_ttl_seconds
+        ttl = settings.gaudio_part_url_ttl_seconds
         part_urls = [
             store.presign_part(row.storage_key, store_id, n, ttl, _part_size(chunk, file_size, n))
             for n in range(1, count + 1)
@@ -175,7 +174,7 @@ def create(
     urls = []
     for number in range(1, count + 1):
         blob_url = services.signer.url(
-            "PUT", part_key(file_id, number), settings.upload_url_ttl_seconds, now=signed_at
+            "PUT", part_key(file_id, number), settings.gaudio_part_url_ttl_seconds, now=signed_at
         )
         query = urlsplit(blob_url).query
         urls.append(f"{settings.base_url}{base_path}/{file_id}/{number}?{query}")
@@ -195,8 +194,8 @@ def check_part_signature(
     verdict = services.signer.check("PUT", part_key(upload_id, number), expires, sig)
     if verdict == "invalid":
         raise InvalidSignature("the signature does not match this part URL")
-    if verdict == "expired":
-        raise UrlExpired("this part URL has expired; create the upload again")
+    if verdict == "expired":  # refused as a bucket refuses an expired presigned URL: 403
+        raise InvalidSignature("this part URL has expired; create the upload again")
 
 
 class _Md5Reader:

@@ -12,8 +12,9 @@ Wire decisions:
 - Key: ``Authorization: <key>`` (raw, as MusicGPT documents); ``Bearer <key>`` works too.
 - Errors: the HTTP status says what happened, the body is always
   ``{"success": false, "error": CODE, "message": text}`` (``CODE`` is demixer's error code).
-  Statuses: bad parameters, unsupported media type 400; missing/unknown key 401;
-  key without the scope 403; unknown task (or another account's) 404; conflicts 409; an
+  Statuses: bad parameters, unsupported media type 400; a missing or unknown key, or a key
+  without the scope, 403 (MusicGPT's error table has no 401: its 403 covers "authentication
+  issues"); unknown task (or another account's) 404; conflicts 409; an
   ``audio_file`` over the upload limit or a form over its size 413 (counted while it arrives:
   nothing past the limit is stored); a body that stops arriving 408; request rate or
   concurrent-jobs limit 429 (with ``Retry-After``); missing input, unusable audio, stems no
@@ -114,7 +115,7 @@ _UNKNOWN_DURATION = 180.0  # seconds assumed for an audio_url not yet fetched
 def vendor_status(error: DemixerError) -> int:
     """The HTTP status for ``error`` (see the module docstring)."""
     table: tuple[tuple[type[DemixerError], int], ...] = (
-        (Unauthorized, 401),
+        (Unauthorized, 403),
         (Forbidden, 403),
         (RateLimited, 429),
         (StorageFull, 507),

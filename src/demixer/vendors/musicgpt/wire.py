@@ -76,7 +76,9 @@ _WITHIN = {
     **dict.fromkeys(("kick_drum", "snare_drum", "toms", "hi_hat", "ride", "crash"), "drums"),
     "keys": "piano",
 }
-_WEBHOOK_NAMES = {"vocals": "vocal"}  # the webhook's field names differ for these
+# MusicGPT's request and byId say `vocals`, its webhook `vocal`: a client written against one
+# reads the other's too, so both carry both spellings.
+_ALSO_NAMED = {"vocals": "vocal"}
 _PREPROCESSING = {"Denoise": "denoise", "Dereverb": "dereverb", "Deecho": "deecho"}
 
 
@@ -228,6 +230,11 @@ def job_urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | 
     return original, stems
 
 
+def _stem_fields(stems: dict[str, str | None]) -> dict[str, str | None]:
+    """The URL fields of ``stems``, each under every spelling MusicGPT uses for it."""
+    return {**stems, **{_ALSO_NAMED[n]: url for n, url in stems.items() if n in _ALSO_NAMED}}
+
+
 def conversion(services: Services, job: Job) -> dict[str, Any]:
     """The ``conversion`` object of ``GET /v1/byId``."""
     status, message = conversion_status(job)
@@ -241,7 +248,7 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
         "status": status,
         "status_msg": message,
         "audio_url": original,
-        **stems,
+        **_stem_fields(stems),
         "stems": list(stems),
         "preprocessing_options": list(sent),
         "conversion_duration": seconds if job.status == COMPLETED else None,
@@ -271,7 +278,7 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
         "updatedAt": job.updated_at.isoformat(),
     }
     if job.status == COMPLETED:
-        body.update({_WEBHOOK_NAMES.get(n, n): url for n, url in stems.items()})
+        body.update(_stem_fields(stems))
         body["conversion_cost"] = credits(float(job.duration or 0.0))
         body["conversion_duration"] = float(job.duration or 0.0)
         return "musicgpt.extraction.completed", body

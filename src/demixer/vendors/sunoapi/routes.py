@@ -315,6 +315,9 @@ async def _record_info(services: Services, identity: Identity, task_id: str | No
     urls = vendor_urls(services, job)
     data = {
         "taskId": job.id,
+        # The hosted service's track (which demixer's inputs are not) and its index in its task.
+        "musicId": None,
+        "musicIndex": 0,
         "callbackUrl": hook.url if hook is not None else None,
         "createTime": _millis(job.created_at),
         "completeTime": _millis(job.finished_at) if job.status in FINAL else None,

@@ -71,6 +71,9 @@ def url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None
     (callback, ``snake``), every field present (null when absent)."""
     out = {_field(name, snake): urls.get(name) for name in _FIELDS}
     out.update({_field(n, snake): u for n, u in urls.items() if n not in _FIELDS})  # "other"
+    # The vendor's record example names the keyboard stem `pianoUrl`, its field list
+    # `keyboardUrl`: both are sent.
+    out[_field("piano", snake)] = urls.get("keyboard")
     return out
 
 
@@ -147,7 +150,7 @@ def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | 
         info = url_fields(vendor_urls(services, job), snake=True)
         body = {
             "code": 200,
-            "msg": "vocal removal completed",
+            "msg": "vocal Removal generated successfully.",  # the vendor's words
             "data": {"task_id": job.id, "vocal_removal_info": info},
         }
         return "vocal_removal.completed", body
