@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from api_support import Api, api, make_api
+from demixer.service.jobs import cache
 from demixer.service.jobs.cache import fingerprint
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.schema import Job, UsageRecord
@@ -117,6 +118,30 @@ def test_deleting_either_job_keeps_the_other(api: Api) -> None:
     assert third["status"] == "COMPLETED"
     assert api.delete(f"/v1/queue/requests/{third['request_id']}").status_code == 204
     assert _downloads(api, second) == expected
+
+
+def test_a_source_deleted_while_it_is_reused_leaves_the_request_to_run(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source's outputs vanish between being found and being copied (its DELETE, or the
+    sweeper, on another process): the request answered 404 naming the other request's blob."""
+    file_id = api.upload()
+    first = _completed(api, file_id)
+    found = cache.find_reusable
+
+    def then_deleted(*args: Any) -> Any:
+        source = found(*args)
+        api.services.storage.delete_prefix(f"outputs/{first}/")  # the race, made certain
+        return source
+
+    monkeypatch.setattr(cache, "find_reusable", then_deleted)
+    r = api.queue_separate(file_id)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "IN_QUEUE"  # the cache is a shortcut: it runs instead
+    second = r.json()["request_id"]
+    assert api.services.storage.delete_prefix(f"outputs/{second}/") == 0  # no copy left
+    claim = api.services.queue.claim("a-worker")
+    assert claim is not None and claim.id == second
 
 
 def test_expired_or_unfinished_jobs_are_not_reused(api: Api) -> None:

@@ -65,6 +65,7 @@ from demixer.service.jobs.contract import (
 from demixer.service.jobs.prompts import map_prompt
 from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, parse_allowlist
 from demixer.service.worker.registry import advertised_models
+from demixer.storage import BlobNotFound
 from demixer.webhooks import new_secret, secret_key
 
 __all__ = [
@@ -426,6 +427,12 @@ def submit(
             )
             now = services.db.clock()
             source = cache.find_reusable(s, services.storage, account_id, fp, now) if fp else None
+            outputs: dict[str, Any] = {}
+            if source is not None:
+                try:
+                    outputs = cache.copy_outputs(services.storage, source, job_id, sub.params)
+                except BlobNotFound:  # deleted since it was found (a DELETE, the sweeper)
+                    source = None  # the cache is a shortcut: the request runs instead
             if source is None:
                 check_concurrency(s, key_id, services.settings.max_concurrent_jobs)
             job = services.queue.submit(
@@ -443,7 +450,6 @@ def submit(
             if sub.note:
                 services.queue.log(s, job_id, sub.note)
             if source is not None:
-                outputs = cache.copy_outputs(services.storage, source, job_id, sub.params)
                 services.queue.complete_from_cache(s, job_id, source, outputs)
             position = services.queue.position(s, job) if source is None else 0
             created = job.created_at
