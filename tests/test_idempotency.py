@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session
 
 from api_support import Api, api, make_api
 from demixer.service.schema import File, IdempotencyRecord, Job
@@ -114,6 +115,35 @@ def test_in_flight_and_expiry(api: Api) -> None:
     assert _submit(api, "k", body).json()["request_id"] == taken["request_id"]
     db.clock = lambda: now + timedelta(hours=25)
     assert _submit(api, "k", body).json()["request_id"] != taken["request_id"]
+
+
+def test_two_first_requests_racing_with_other_bodies_is_a_reused_key(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two API processes take the same key for different bodies at once: the one whose insert
+    loses learns of the other's row only from the unique key. It answered 'still running'
+    without looking, where the key was really used for another request."""
+    file_id = api.upload()
+    drums = {"input": {"file_id": file_id, "prompt": "drums"}}
+    assert _submit(api, "k", drums).status_code == 202  # the winner's row, as if in flight
+    with api.services.db.write() as s:
+        row = s.get(IdempotencyRecord, (api.account, "k"))
+        assert row is not None
+        row.status_code, row.response = None, None
+    real_get, raced = Session.get, []
+
+    def not_yet_committed(self: Session, entity: Any, ident: Any, **kw: Any) -> Any:
+        if entity is IdempotencyRecord and not raced:  # read before the winner committed
+            raced.append(ident)
+            return None
+        return real_get(self, entity, ident, **kw)
+
+    monkeypatch.setattr(Session, "get", not_yet_committed)
+    r = _submit(api, "k", {"input": {"file_id": file_id, "prompt": "vocals"}})
+    assert raced  # the race was run: the insert met the winner's row
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert _jobs(api) == 1
 
 
 def test_bad_key_is_a_400(api: Api) -> None:

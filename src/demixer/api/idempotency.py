@@ -149,11 +149,7 @@ class Idempotency:
                     row = None
                 if row is not None:
                     if row.request_hash != self.request_hash:
-                        raise IdempotencyKeyReused(
-                            f"the Idempotency-Key {self.key!r} was used with another request "
-                            f"({row.method} {row.path} with another body); use a new key",
-                            param=HEADER,
-                        )
+                        raise self._reused(row.method, row.path)
                     if row.status_code is None or row.response is None:
                         raise IdempotencyInProgress(
                             f"the first request with Idempotency-Key {self.key!r} is still "
@@ -174,12 +170,24 @@ class Idempotency:
                         expires_at=now + TTL,
                     )
                 )
-        except IntegrityError:  # PostgreSQL: a concurrent first request inserted it meanwhile
+        except IntegrityError:  # a concurrent first request inserted it meanwhile
+            with services.db.read() as s:
+                row = s.get(IdempotencyRecord, (account_id, self.key))
+                first = (row.method, row.path, row.request_hash) if row is not None else None
+            if first is not None and first[2] != self.request_hash:
+                raise self._reused(first[0], first[1]) from None
             raise IdempotencyInProgress(
                 f"the first request with Idempotency-Key {self.key!r} is still running",
                 param=HEADER,
             ) from None
         return None
+
+    def _reused(self, method: str, path: str) -> IdempotencyKeyReused:
+        return IdempotencyKeyReused(
+            f"the Idempotency-Key {self.key!r} was used with another request "
+            f"({method} {path} with another body); use a new key",
+            param=HEADER,
+        )
 
 
 async def idempotency(
