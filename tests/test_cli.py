@@ -7,6 +7,7 @@ a script sees: the exit code, the files written, and a one-line error on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -17,10 +18,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
+import typer
 from alembic.script import ScriptDirectory
 
 from audiofiles import encode, tone
@@ -518,6 +521,46 @@ def test_a_command_that_upgrades_the_schema_says_so(model_dir: Path, tmp_path: P
     assert (again.returncode, again.stderr) == (0, "")
     fresh = demixer("keys", "list", "--data-dir", tmp_path / "new", model_dir=model_dir)
     assert (fresh.returncode, fresh.stderr) == (0, "")
+
+
+def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker's start-up storage check reads the newest inputs right after the database
+    wait found the database: a restart landing in between ended the worker with a traceback
+    (seen in the PostgreSQL-restart scale-out test). It waits as the start-up wait does."""
+    from sqlalchemy.exc import OperationalError
+
+    from demixer import cli_service
+    from demixer.server.compose import build_services
+
+    services = build_services(Settings(data_dir=tmp_path, database_wait_seconds=30))
+    services.db.create_all()
+    real_read, calls = services.db.read, []
+    shutting_down = OperationalError(
+        "SELECT", {}, Exception("FATAL:  the database system is shutting down")
+    )
+
+    @contextlib.contextmanager
+    def restarting(down_for: int) -> Any:
+        calls.append(1)
+        if len(calls) <= down_for:
+            raise shutting_down
+        with real_read() as s:
+            yield s
+
+    monkeypatch.setattr(services.db, "read", lambda: restarting(1))
+    cli_service._check_storage(services, holds_inputs=True)  # waited; no traceback
+    assert len(calls) == 2
+    # Down for longer than the wait: one error line, as at the start-up wait.
+    services.settings.database_wait_seconds = 0.5
+    monkeypatch.setattr(services.db, "read", lambda: restarting(10**6))
+    with pytest.raises(typer.Exit) as stopped:
+        cli_service._check_storage(services, holds_inputs=True)
+    assert stopped.value.exit_code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"error [DATABASE_UNAVAILABLE] the database 'sqlite:///{tmp_path}/")
+    assert "did not answer within 0.5 s (DEMIXER_DATABASE_WAIT_SECONDS)" in err
 
 
 def test_a_setting_that_does_not_parse_is_named_with_its_value(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,6 +95,7 @@ def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
     from sqlalchemy import select
 
     from demixer.errors import StorageRefused, StorageUnavailable
+    from demixer.service.db import retry_unavailable
     from demixer.service.files.lifecycle import FileState
     from demixer.service.schema import File
 
@@ -112,13 +114,24 @@ def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
     if not holds_inputs:
         return
     soon = services.db.clock() + timedelta(minutes=5)  # not about to be swept
-    with services.db.read() as s:
-        keys = s.scalars(
-            select(File.storage_key)
-            .where(File.status == FileState.UPLOADED, File.expires_at > soon)
-            .order_by(File.uploaded_at.desc())
-            .limit(3)
-        ).all()
+
+    def newest_inputs() -> list[str]:
+        with services.db.read() as s:
+            return list(
+                s.scalars(
+                    select(File.storage_key)
+                    .where(File.status == FileState.UPLOADED, File.expires_at > soon)
+                    .order_by(File.uploaded_at.desc())
+                    .limit(3)
+                ).all()
+            )
+
+    # The database can restart just after the start-up wait found it: wait for it as long
+    # again (it was a traceback).
+    with _waited_for_database(settings):
+        keys = retry_unavailable(
+            newest_inputs, within=settings.database_wait_seconds, what="reading the newest inputs"
+        )
     try:
         holds = not keys or any(services.storage.exists(key) for key in keys)
     except StorageUnavailable:  # it went away since the ping: as above, start
@@ -173,13 +186,28 @@ def _build(settings: Any) -> Any:
 def _migrate(services: Any, settings: Any) -> None:
     """The schema brought up to date, waiting a while for a database started together with
     this process; an existing schema upgraded is said in a warning line."""
+    from demixer.service.migrate import migrate
+
+    with _waited_for_database(settings):
+        before, after = migrate(services.db, within=settings.database_wait_seconds)
+    if before is not None and before != after:  # an upgrade is said (a new schema is not):
+        # other processes on the same database, still at the old version, may now fail
+        print_warning(
+            f"the database {_shown_url(settings.database)} was migrated from schema {before} "
+            f"to {after}"
+        )
+
+
+@contextmanager
+def _waited_for_database(settings: Any) -> Iterator[None]:
+    """A database that refuses this process, or still does not answer after the start-up wait
+    (``DEMIXER_DATABASE_WAIT_SECONDS``), ends the command with one error line."""
     from sqlalchemy.exc import DBAPIError
 
     from demixer.service.db import is_refused, is_unavailable
-    from demixer.service.migrate import migrate
 
     try:
-        before, after = migrate(services.db, within=settings.database_wait_seconds)
+        yield
     except DBAPIError as exc:
         if is_refused(exc):  # no use waiting: the URL's user, password or database is wrong
             print_error(
@@ -197,12 +225,6 @@ def _migrate(services: Any, settings: Any) -> None:
             f"{' '.join(str(exc.orig).split())}",
         )
         raise typer.Exit(1) from None
-    if before is not None and before != after:  # an upgrade is said (a new schema is not):
-        # other processes on the same database, still at the old version, may now fail
-        print_warning(
-            f"the database {_shown_url(settings.database)} was migrated from schema {before} "
-            f"to {after}"
-        )
 
 
 def _shown_url(url: str) -> str:
