@@ -356,6 +356,34 @@ def test_cancel(api: Api) -> None:
     assert api.services.queue.heartbeat(running, "w1") is True  # the worker sees the flag
 
 
+def test_an_attempt_finishing_after_its_cancel_was_accepted_ends_cancelled(api: Api) -> None:
+    """The cancel answered 202 CANCELLATION_REQUESTED while the worker was storing: the job
+    used to end COMPLETED (delivered, and billed) all the same."""
+    queue = api.services.queue
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    claim = queue.claim("w1")
+    assert claim is not None and claim.id == job_id
+    r = api.put(f"/v1/queue/requests/{job_id}/cancel")
+    assert (r.status_code, r.json()["status"]) == (202, "CANCELLATION_REQUESTED")
+    ended = queue.complete(job_id, "w1", outputs={}, duration=1.0, sample_rate=44100)
+    assert ended == "CANCELLED"
+    body = api.get(f"/v1/queue/requests/{job_id}/status?logs=true").json()
+    assert body["status"] == "CANCELLED"
+    assert body["logs"][-1]["message"] == (
+        "cancelled: the attempt finished after the cancel request; outputs unused"
+    )
+    _error(api.get(f"/v1/queue/requests/{job_id}/result"), 409, "JOB_CONFLICT")
+    with api.services.db.read() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.outputs is None
+    # Without a cancel request the same call completes it.
+    other = api.queue_separate(api.upload(), input={"output_format": "flac"}).json()
+    assert queue.claim("w2") is not None
+    done = queue.complete(other["request_id"], "w2", outputs={}, duration=1.0, sample_rate=44100)
+    assert done == "COMPLETED"
+    assert api.get(other["status_url"]).json()["status"] == "COMPLETED"
+
+
 def test_an_attempt_that_ends_after_a_cancel_request_cancels_the_job(api: Api) -> None:
     """A running job whose cancel was requested is never queued again: not when its attempt
     fails with a retryable error (an audio_url server that went away), nor when its worker

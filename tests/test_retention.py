@@ -20,6 +20,7 @@ import pytest
 
 from api_support import TESTSERVER, Api, close_app
 from audiofiles import AudioFiles
+from demixer.errors import StorageUnavailable
 from demixer.server.app import create_app
 from demixer.server.compose import build_services
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
@@ -105,7 +106,8 @@ def test_an_upload_expires_after_72_hours_and_the_sweeper_deletes_it(clocked: Cl
 
     api.at(START + 72 * HOUR - SECOND)  # just before: everything still works
     assert api.get(f"/v1/files/{file_id}").status_code == 200
-    assert api.queue_separate(file_id).status_code == 202
+    queued = api.queue_separate(file_id)
+    assert queued.status_code == 202
     assert api.sweep() == SweepCounts()
     assert api.services.storage.exists(key)
 
@@ -114,8 +116,14 @@ def test_an_upload_expires_after_72_hours_and_the_sweeper_deletes_it(clocked: Cl
     _error(api.queue_separate(file_id), 410, "FILE_EXPIRED")
     assert api.services.storage.exists(key)  # the bytes wait for the sweeper
 
+    # The job queued just before still reads the file: the sweeper keeps its bytes until the
+    # job ends (it deleted them, and the job failed with a storage key for a message).
     counts = api.sweep()
-    assert (counts.files, counts.results, counts.blobs) == (2, 0, 1)
+    assert (counts.files, counts.results, counts.blobs) == (1, 0, 0)  # the pending one only
+    assert api.services.storage.exists(key)
+    api.worker_done(queued.json()["request_id"])
+    counts = api.sweep()
+    assert (counts.files, counts.results, counts.blobs) == (1, 0, 1)
     assert not api.services.storage.exists(key)
     assert _file(api, file_id).status == "expired" and _file(api, pending).status == "expired"
     _error(api.get(f"/v1/files/{file_id}"), 410, "FILE_EXPIRED")
@@ -224,6 +232,36 @@ def test_each_vendor_says_an_expired_result_is_gone_in_its_own_envelope(clocked:
         }
 
 
+def test_what_a_failed_requests_cut_off_attempt_stored_is_swept_when_a_result_would_be(
+    clocked: Clocked,
+) -> None:
+    """An attempt whose lease was lost while it stored its stems (a long outage) leaves them;
+    when the request then fails, nothing swept them ever: the sweeper took completed ones only."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    claim = api.services.queue.claim("cut-off-worker")
+    assert claim is not None and claim.id == job_id
+    stray = f"outputs/{job_id}/attempt-1/target.wav"
+    api.services.storage.put_file(stray, api.files.get("mono.wav").path)
+    ended = START + HOUR
+    api.at(ended)
+    status = api.services.queue.fail(
+        job_id, "cut-off-worker", code="MODEL_FAILED", message="boom", retryable=False
+    )
+    assert status == "FAILED"
+
+    api.at(ended + 48 * HOUR - SECOND)
+    assert api.sweep() == SweepCounts()
+    assert api.services.storage.exists(stray)
+    api.at(ended + 48 * HOUR + SECOND)
+    counts = api.sweep()
+    assert (counts.results, counts.blobs) == (1, 1)
+    assert not api.services.storage.exists(stray)
+    # The request still says why it failed (not that a result expired).
+    _error(api.get(f"/v1/queue/requests/{job_id}/result"), 422, "MODEL_FAILED")
+    assert api.sweep() == SweepCounts()
+
+
 def test_a_deleted_blob_answers_404_not_500(clocked: Clocked) -> None:
     api = clocked
     job_id = api.queue_separate(api.upload()).json()["request_id"]
@@ -251,6 +289,31 @@ def test_delete_endpoints_delete_at_once(clocked: Clocked) -> None:
     assert not api.services.storage.exists(key)
     _error(api.get(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
     assert api.sweep() == SweepCounts()
+
+
+def test_a_delete_the_store_refuses_keeps_the_request_to_delete_again(
+    clocked: Clocked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Object storage down during a DELETE: 503, and the request is still there to delete once
+    it is back. The row went first, so the outputs stayed stored with nothing pointing at them
+    (no sweep ever found them) while a second DELETE answered 404."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    outputs = [o["key"] for o in (_job(api, job_id).outputs or {}).values()]
+    storage = api.services.storage
+
+    def unreachable(prefix: str) -> int:
+        raise StorageUnavailable("object storage is unavailable; retry shortly")
+
+    with monkeypatch.context() as m:
+        m.setattr(storage, "delete_prefix", unreachable)
+        _error(api.delete(f"/v1/queue/requests/{job_id}"), 503, "STORAGE_UNAVAILABLE")
+    assert api.get(f"/v1/queue/requests/{job_id}/status").status_code == 200
+    assert all(map(storage.exists, outputs))
+    assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
+    assert not any(map(storage.exists, outputs))
+    _error(api.get(f"/v1/queue/requests/{job_id}/status"), 404, "NOT_FOUND")
 
 
 def test_the_sweeper_runs_on_its_interval(tmp_path: Path) -> None:

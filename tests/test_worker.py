@@ -294,6 +294,29 @@ def test_a_job_completes_with_outputs_that_add_up_to_the_input(
     np.testing.assert_allclose(other + env.read_output(balanced, "instrumental")[0], mix, atol=1e-5)
 
 
+def test_a_cancel_accepted_while_the_outputs_are_stored_leaves_nothing(
+    shared: tuple[Env, Worker], music: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel request landing while the worker stores the stems (answered 202): the job
+    ends CANCELLED, and the stems it stored are deleted, not left unreferenced."""
+    env, _ = shared
+    queue = env.services.queue
+    complete = queue.complete
+
+    def cancelled_meanwhile(job_id: str, *args: Any, **kwargs: Any) -> str:
+        assert queue.cancel(job_id) == "IN_PROGRESS"  # the API's cancel: a request, 202
+        return complete(job_id, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "complete", cancelled_meanwhile)
+    job = env.wait_final(env.submit(music))
+    assert job.status == "CANCELLED" and job.outputs is None
+    assert env.logs(job.id)[-1] == (
+        "cancelled: the attempt finished after the cancel request; outputs unused"
+    )
+    # The worker deletes them once the database has said CANCELLED: just after it.
+    wait_until(lambda: env.blobs(f"outputs/{job.id}") == [], what="the stored stems deleted")
+
+
 def test_worker_ids_name_host_process_slot_and_a_random_part(shared: tuple[Env, Worker]) -> None:
     _, worker = shared
     host, pid, slot, tail = worker.worker_ids[0].rsplit(":", 3)
@@ -399,12 +422,17 @@ def test_user_errors_fail_at_once_and_keep_the_child(
     bad_format = env.submit(music, output_format="ogg")
     bad_params = env.submit(params={"input": {}, "stems": None})
     bad_quality = env.submit(music, quality="ultra")
+    never_stored = {"file_id": "file_gone", "storage_key": "inputs/file_gone", "file_name": "a.wav"}
+    gone_input = env.submit(
+        params={"input": never_stored, "stems": ["vocals"], "output_format": "wav", "names": NAMES}
+    )
     expected = {
         bad_audio: "INVALID_AUDIO",
         bad_stem: "UNKNOWN_STEM",
         bad_format: "INVALID_PARAMS",  # the job contract refuses it (the API never sends it)
         bad_params: "INVALID_PARAMS",
         bad_quality: "INVALID_PARAMS",
+        gone_input: "FILE_EXPIRED",  # deleted or swept before it ran
     }
     for job_id, code in expected.items():
         job = env.wait_final(job_id)
@@ -412,6 +440,10 @@ def test_user_errors_fail_at_once_and_keep_the_child(
         assert job.outputs is None and env.blobs(f"outputs/{job_id}") == []
     assert "notes.mp3" in (env.job(bad_audio).error_message or "")
     assert "kazoo" in (env.job(bad_stem).error_message or "")
+    # Said of the user's file, not of a storage key.
+    assert env.job(gone_input).error_message == (
+        "the input file file_gone was deleted or expired before this request ran"
+    )
     assert "quality: Input should be 'fast', 'balanced' or 'best'" in (
         env.job(bad_quality).error_message or ""
     )

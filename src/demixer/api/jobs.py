@@ -53,6 +53,7 @@ from demixer.service.jobs.queue import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    FINAL,
     IN_PROGRESS,
     IN_QUEUE,
     JobConflict,
@@ -409,6 +410,13 @@ def list_jobs(services: Services, account_id: str, limit: int, cursor: str | Non
 
 def delete_job(services: Services, account_id: str, job_id: str) -> None:
     """Delete a request, its log and its outputs (a running one is cancelled first)."""
+    with services.db.read() as s:
+        finished = owned_job(s, account_id, job_id).status in FINAL
+    if finished:
+        # A finished request's outputs go first: should the store be unreachable (503), the
+        # row stays and the DELETE can be sent again. Deleted after the row, they were left
+        # for good, with nothing left to say they exist.
+        services.storage.delete_prefix(f"outputs/{job_id}/")
     # One transaction: a status stream reads the job as it was, or sees it gone (never
     # CANCELLED on its way out); the cancel's webhook delivery goes with the row.
     with services.db.write() as s:

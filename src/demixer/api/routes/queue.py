@@ -215,7 +215,8 @@ def cancel_request(
     request_id: str, response: Response, services: ServicesDep, identity: QueueWrite
 ) -> CancelResponse:
     """Cancel: a queued request at once (200 `CANCELLED`), a running one when its worker
-    stops it (202 `CANCELLATION_REQUESTED`); a finished one is a 409 `JOB_CONFLICT`."""
+    stops it (202 `CANCELLATION_REQUESTED`: it ends `CANCELLED`, even when it finishes
+    meanwhile); a finished one is a 409 `JOB_CONFLICT`."""
     with services.db.read() as s:
         jobs.owned_job(s, identity.account_id, request_id)
     if services.queue.cancel(request_id) == CANCELLED:
@@ -231,7 +232,8 @@ def cancel_request(
     responses=error_responses(401, 403, 404),
 )
 def delete_request(request_id: str, services: ServicesDep, identity: QueueWrite) -> Response:
-    """Delete a request and its outputs (a running one is cancelled first); then 404."""
+    """Delete a request and its outputs (a running one is cancelled first); then 404. Object
+    storage unreachable: 503, and the request stays, to be deleted again."""
     jobs.delete_job(services, identity.account_id, request_id)
     return Response(status_code=204)
 

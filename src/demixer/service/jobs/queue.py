@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from demixer.errors import DemixerError, NotFound
@@ -420,10 +420,12 @@ class Queue:
             self.log(s, job_id, "failed: WORKER_LOST")
             self._finalised(s, job_id)
 
-    def _fenced(self, s: Session, job_id: str, worker_id: str, **values: Any) -> None:
+    def _fenced(
+        self, s: Session, job_id: str, worker_id: str, *also: ColumnElement[bool], **values: Any
+    ) -> None:
         result = s.execute(
             update(Job)
-            .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == IN_PROGRESS)
+            .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == IN_PROGRESS, *also)
             .values(updated_at=self.db.clock(), **values)
         )
         if rows_changed(result) != 1:
@@ -458,9 +460,13 @@ class Queue:
         duration: float,
         sample_rate: int,
         note: str = "",
-    ) -> None:
+    ) -> str:
         """Mark the job done with its outputs, in one transaction (fenced); ``note`` ends its
         log line (what happened to the samples: clipped, or rescaled).
+
+        A job whose cancel was requested while the attempt finished ends CANCELLED instead
+        (the request was answered CANCELLATION_REQUESTED: it is neither delivered nor billed)
+        and its outputs go unused: the caller deletes them. Returns the status it ended in.
 
         Safe to call again after a failure: when an earlier call did commit (the connection
         was cut before its answer came back), the job is already COMPLETED with these same
@@ -468,13 +474,14 @@ class Queue:
         """
         now = self.db.clock()
         try:
-            self._complete(job_id, worker_id, now, outputs, duration, sample_rate, note)
+            return self._complete(job_id, worker_id, now, outputs, duration, sample_rate, note)
         except LeaseLost:
             # A retry after a connection cut at COMMIT: the first try may have committed.
             with self.db.read() as s:
                 done = s.execute(select(Job.status, Job.outputs).where(Job.id == job_id)).first()
             if done is None or tuple(done) != (COMPLETED, outputs):
                 raise
+            return COMPLETED
 
     def _complete(
         self,
@@ -485,22 +492,29 @@ class Queue:
         duration: float,
         sample_rate: int,
         note: str,
-    ) -> None:
+    ) -> str:
         with self.db.write() as s:
-            self._fenced(
-                s,
-                job_id,
-                worker_id,
-                status=COMPLETED,
-                outputs=outputs,
-                duration=duration,
-                sample_rate=sample_rate,
-                progress=1.0,
-                lease_owner=None,
-                finished_at=now,
-            )
+            try:  # one UPDATE decides against a cancel racing it (the row is locked)
+                self._fenced(
+                    s,
+                    job_id,
+                    worker_id,
+                    Job.cancel_requested.is_(False),
+                    status=COMPLETED,
+                    outputs=outputs,
+                    duration=duration,
+                    sample_rate=sample_rate,
+                    progress=1.0,
+                    lease_owner=None,
+                    finished_at=now,
+                )
+            except LeaseLost:  # lost, or its cancel was requested: LeaseLost again if lost
+                why = "cancelled: the attempt finished after the cancel request; outputs unused"
+                self._cancel_running(s, job_id, worker_id, why)
+                return CANCELLED
             self.log(s, job_id, f"completed: {', '.join(outputs)}{note}")
             self._finalised(s, job_id)
+            return COMPLETED
 
     def fail(self, job_id: str, worker_id: str, *, code: str, message: str, retryable: bool) -> str:
         """End an attempt that failed; retryable failures requeue while attempts remain. A job

@@ -1,10 +1,12 @@
-"""The sweeper: deletes the bytes of expired uploads and of expired results.
+"""The sweeper: deletes the bytes of expired uploads and of expired results (and whatever a
+failed or cancelled request's cut-off attempts left stored, when its result would expire).
 
 Expiry itself is decided by the clock (the API answers 410 from ``expires_at`` alone, see
 :mod:`demixer.service.retention.expiry`); the sweeper only frees the storage afterwards. It deletes
 the blobs first and marks the row after, with a conditional UPDATE: a sweep that dies halfway
 leaves the row unmarked and the next sweep deletes again (deleting is idempotent), and two
-sweepers (``serve`` and ``worker`` processes on one database) never count a row twice.
+sweepers (``serve`` and ``worker`` processes on one database) never count a row twice. An
+expired upload that a queued or running job still reads is kept until that job ends.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
+from demixer.errors import InvalidParams
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, rows_changed
 from demixer.service.files.lifecycle import GONE, mark_expired
-from demixer.service.jobs.queue import COMPLETED
+from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from demixer.service.schema import File, Job
 from demixer.storage import staging_key
 
@@ -61,7 +65,14 @@ class Sweeper:
 
     def _files(self, now: datetime) -> tuple[int, int]:
         db, storage = self.services.db, self.services.storage
-        due = (File.expires_at.is_not(None), File.expires_at < now, File.status.not_in(GONE))
+        due: tuple[ColumnElement[bool], ...] = (
+            File.expires_at.is_not(None),
+            File.expires_at < now,
+            File.status.not_in(GONE),
+        )
+        in_use = self._inputs_in_use()  # kept until their jobs end: a later sweep takes them
+        if in_use:
+            due = (*due, File.id.not_in(sorted(in_use)))
         done = blobs = 0
         seen: set[str] = set()
         while True:
@@ -82,12 +93,34 @@ class Sweeper:
                     done += 1
                     blobs += deleted
 
+    def _inputs_in_use(self) -> set[str]:
+        """The uploads that queued or running jobs still read. A job is only queued for an
+        unexpired file, so once an upload is due no new job can take it: these are all."""
+        with self.services.db.read() as s:
+            rows = s.execute(
+                select(Job.id, Job.params).where(Job.status.in_((IN_QUEUE, IN_PROGRESS)))
+            ).all()
+        in_use = set()
+        for job_id, params in rows:
+            try:
+                source = JobParams.of_job(job_id, params).input
+            except InvalidParams:  # its worker fails it; it reads no file meanwhile
+                continue
+            if isinstance(source, UploadInput):
+                in_use.add(source.file_id)
+        return in_use
+
     def _results(self, now: datetime) -> tuple[int, int]:
         db, storage = self.services.db, self.services.storage
+        kept = timedelta(seconds=self.services.settings.result_retention_seconds)
         due = (
-            Job.status == COMPLETED,
-            Job.expires_at.is_not(None),
-            Job.expires_at < now,
+            or_(
+                and_(Job.status == COMPLETED, Job.expires_at.is_not(None), Job.expires_at < now),
+                # A failed or cancelled request has no result, but an attempt cut off while
+                # storing (its lease lost in an outage) can leave outputs: they go when a
+                # result would.
+                and_(Job.status.in_((FAILED, CANCELLED)), Job.finished_at < now - kept),
+            ),
             Job.expired.is_(False),
         )
         done = blobs = 0

@@ -41,12 +41,18 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 
 from demixer.audio import OutputFormat
-from demixer.errors import DemixerError, InvalidParams, StorageFull, StorageUnavailable
+from demixer.errors import (
+    DemixerError,
+    FileExpired,
+    InvalidParams,
+    StorageFull,
+    StorageUnavailable,
+)
 from demixer.naming import output_name
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
 from demixer.service.jobs.contract import JobParams, UploadInput
-from demixer.service.jobs.queue import Claim, LeaseLost
+from demixer.service.jobs.queue import CANCELLED, Claim, LeaseLost
 from demixer.service.urlguard import parse_allowlist
 from demixer.service.worker.child import (
     Child,
@@ -68,7 +74,8 @@ _WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the st
 
 
 class _Abort(Exception):
-    """Ends an attempt. ``kind``: cancelled, timeout, lease_lost, stopped, crashed, failed."""
+    """Ends an attempt. ``kind``: cancelled, timeout, lease_lost, stopped, crashed, failed, or
+    recorded (its end is in the database already: nothing more to write)."""
 
     def __init__(self, kind: str, code: str = "", message: str = "", retryable: bool = False):
         super().__init__(kind, code, message)
@@ -261,8 +268,11 @@ class Runner:
                     message = f"fetching the input failed: {exc.message}"
                     raise _Abort("failed", exc.code, message, retryable=True) from exc
                 except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
-                    message = f"the input file is gone: {exc.message}"
-                    raise _Abort("failed", exc.code, message) from exc
+                    message = (
+                        f"the input file {source.file_id} was deleted or expired before this "
+                        "request ran"
+                    )
+                    raise _Abort("failed", FileExpired.code, message) from exc
                 # Under the user's own file name, so that error messages speak of it.
                 named = tmp / "input" / params.input_name
                 named.parent.mkdir()
@@ -374,7 +384,7 @@ class Runner:
                     store(f"{api_name}.{ext}", api_name, extra, clipped)
             # The database may be restarting: try for about a lease (later another worker may
             # hold the job; the fenced write then raises LeaseLost). complete() may run twice.
-            retry_unavailable(
+            ended = retry_unavailable(
                 lambda: queue.complete(
                     claim.id,
                     self.worker_id,
@@ -386,6 +396,8 @@ class Runner:
                 within=self.services.settings.lease_seconds,
                 what=f"{self.worker_id}: completing job {claim.id}",
             )
+            if ended == CANCELLED:  # its cancel came while it finished: the outputs go unused
+                raise _Abort("recorded", message="cancelled as it finished")
         except LeaseLost:
             _drop(storage, prefix)
             raise _Abort("lease_lost") from None
@@ -422,7 +434,7 @@ class Runner:
             record = partial(queue.mark_cancelled, claim.id, self.worker_id)
         elif abort.kind == "stopped":
             record = partial(queue.give_back, claim.id, self.worker_id, abort.message)
-        elif abort.kind != "lease_lost":
+        elif abort.kind not in ("lease_lost", "recorded"):
             record = partial(
                 queue.fail,
                 claim.id,
