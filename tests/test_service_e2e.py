@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +13,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from sqlalchemy import select
 
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
+from demixer.service.db import Database
+from demixer.service.schema import Job, JobLog
+from demixer.settings import Settings
 from service_harness import Server, create_key, fast_env, running_server, start_server, wait_status
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -276,6 +281,38 @@ def test_cancel_a_queued_and_a_running_job(tmp_path: Path, long_music: Path) -> 
             "cancelled while running",
         ]
         assert client.get(f"/v1/queue/requests/{running}/result").status_code == 409
+
+
+@pytest.mark.backends("sqlite")  # the order of a shutdown: the same on every backend
+def test_sigterm_gives_the_running_job_back_before_serve_exits(
+    tmp_path: Path, long_music: Path
+) -> None:
+    """`docker stop` sends SIGTERM to serve alone. uvicorn raises it again as soon as it stops
+    serving, which ended the process before its worker slots stopped: the running job kept its
+    lease (and a webhook being sent was dropped, to be sent again 90 s later). The slots now
+    stop first: the job is given back, not counted, before the process ends."""
+    data_dir = tmp_path / "stopped"
+    server = start_server(data_dir, workers=1)
+    try:
+        client = server.client()
+        file_id = upload_form(client, long_music, "audio/flac").json()["file_id"]
+        job = client.post(
+            "/v1/queue/audio/stems",
+            json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
+        ).json()["request_id"]
+        wait_status(client, job, {"IN_PROGRESS"}, timeout=60)
+        client.close()
+        server.process.send_signal(signal.SIGTERM)  # the main process only
+        assert server.process.wait(timeout=60) == -signal.SIGTERM  # as uvicorn ends: re-raised
+    finally:
+        server.kill()
+    db = Database(Settings(data_dir=data_dir).database)
+    with db.read() as s:
+        row = s.get(Job, job)
+        assert row is not None and (row.status, row.attempts) == ("IN_QUEUE", 0)
+        logs = s.scalars(select(JobLog.message).where(JobLog.job_id == job)).all()
+    assert logs[-1].startswith("attempt given back (")
+    db.engine.dispose()
 
 
 def test_a_killed_server_loses_no_job(tmp_path: Path, long_music: Path) -> None:

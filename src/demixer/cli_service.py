@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -354,14 +354,43 @@ def serve(
         log_config=log_config(),  # signed URLs' signatures never reach the log
         http=head_timeout_protocol(settings.body_timeout_seconds),
     )
-    try:
-        uvicorn.Server(config).run(sockets=[listening])
-    finally:
+
+    def shut_down() -> None:
+        """Stop the worker slots (a running job is given back) and the webhook dispatcher (a
+        send in flight finishes): once, when the server has stopped answering."""
+        if stop.is_set():
+            return
         stop.set()
         if worker_thread is not None:
             worker_thread.join(timeout=30)
         if dispatcher_thread is not None:
             dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
+
+    try:
+        _clean_server(config, shut_down).run(sockets=[listening])
+    finally:
+        shut_down()
+
+
+def _clean_server(config: Any, shut_down: Callable[[], None]) -> Any:
+    """A uvicorn server for ``config`` that calls ``shut_down`` when it stops serving."""
+    import uvicorn
+
+    class CleanServer(uvicorn.Server):
+        """uvicorn's server, shutting demixer's threads down before it re-raises the signal
+        that stopped it: uvicorn raises a SIGTERM again, with the default handler, as soon as
+        it has stopped serving, which ended the process before any ``finally`` ran (a running
+        job kept its lease, a webhook being sent was dropped and sent again 90 s later)."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    shut_down()
+
+    return CleanServer(config)
 
 
 def _listen(host: str, port: int) -> socket.socket:
