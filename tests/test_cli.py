@@ -577,6 +577,29 @@ def test_a_setting_that_does_not_parse_is_named_with_its_value(
     ]
 
 
+def test_settings_that_would_quietly_turn_webhooks_off_are_refused(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """No attempt at all (0), a timeout no receiver can meet (0 s), a negative backoff: the
+    server started and every webhook failed with a misleading reason. Each is one line now,
+    as every other setting out of its range."""
+    env = {
+        "DEMIXER_WEBHOOK_TIMEOUT_SECONDS": "0",
+        "DEMIXER_WEBHOOK_MAX_ATTEMPTS": "0",
+        "DEMIXER_WEBHOOK_BACKOFF_SECONDS": "-5",
+    }
+    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error [INVALID_SETTING] DEMIXER_WEBHOOK_TIMEOUT_SECONDS='0': Input should be greater "
+        "than 0",
+        "error [INVALID_SETTING] DEMIXER_WEBHOOK_MAX_ATTEMPTS='0': Input should be greater "
+        "than or equal to 1",
+        "error [INVALID_SETTING] DEMIXER_WEBHOOK_BACKOFF_SECONDS='-5': Input should be "
+        "greater than or equal to 0",
+    ]
+
+
 @pytest.mark.parametrize("command", [["models", "list"], ["separate", "song.wav"]], ids=" ".join)
 def test_a_faulty_recipe_file_is_one_line_naming_it(tmp_path: Path, command: list[str]) -> None:
     """A recipe file that is not JSON in the model directory: `models list` printed a 44-line

@@ -77,18 +77,18 @@ class Settings(BaseSettings):
     local_session: bool = False
 
     # Jobs and workers.
-    lease_seconds: float = 30.0
-    heartbeat_seconds: float = 2.0
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(2.0, gt=0)
     # A worker that cannot reach object storage keeps its job (and lease) and retries reading
     # the input or writing the stems this long before giving the attempt back.
-    storage_outage_seconds: float = 300.0
-    poll_seconds: float = 0.5
-    job_timeout_seconds: float = 3600.0
-    max_attempts: int = 3
+    storage_outage_seconds: float = Field(300.0, ge=0)
+    poll_seconds: float = Field(0.5, gt=0)
+    job_timeout_seconds: float = Field(3600.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
 
     # Limits checked before a job is queued, and again on the bytes and samples themselves.
-    max_upload_bytes: int = GIB
-    max_duration_seconds: float = 20 * 60.0
+    max_upload_bytes: int = Field(GIB, ge=1)
+    max_duration_seconds: float = Field(20 * 60.0, gt=0)
     # Any request body but an upload (a JSON request is a few hundred bytes): 413 past it.
     max_json_body_bytes: int = Field(256 * 1024, ge=1024)
     # Seconds a request body may pause between two of its pieces before it is dropped (408),
@@ -96,32 +96,32 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(60.0, gt=0)
 
     # Signed URLs.
-    upload_url_ttl_seconds: int = 3600
+    upload_url_ttl_seconds: int = Field(3600, ge=1)
     # The Gaudio-compatible multipart upload: its `chunkSize` (Gaudio's documented default,
     # 1 GiB: a file up to Gaudio's 1 GB limit is one part) and how long its part URLs work
     # (24 h, as Gaudio documents).
     gaudio_chunk_bytes: int = Field(GIB, ge=1)
     gaudio_part_url_ttl_seconds: int = Field(24 * 3600, ge=1)
-    download_url_ttl_seconds: int = 48 * 3600
+    download_url_ttl_seconds: int = Field(48 * 3600, ge=1)
 
     # Retention (like the vendors: uploads 72 h, results 48 h); the sweeper deletes after.
-    upload_retention_seconds: int = 72 * 3600
-    result_retention_seconds: int = 48 * 3600
-    sweep_interval_seconds: float = 300.0
+    upload_retention_seconds: int = Field(72 * 3600, ge=1)
+    result_retention_seconds: int = Field(48 * 3600, ge=1)
+    sweep_interval_seconds: float = Field(300.0, gt=0)
 
     # audio_url and webhook URLs: hosts or addresses allowed despite the private-address guard.
     url_allowlist: str = ""  # comma-separated
-    url_fetch_timeout_seconds: float = 60.0
+    url_fetch_timeout_seconds: float = Field(60.0, gt=0)
 
     # Webhooks.
-    webhook_timeout_seconds: float = 15.0
-    webhook_max_attempts: int = 8
+    webhook_timeout_seconds: float = Field(15.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
     # First retry step; steps grow 4x to 12 h (see demixer.service.delivery.backoff): ~a day.
-    webhook_backoff_seconds: float = 60.0
+    webhook_backoff_seconds: float = Field(60.0, ge=0)
 
     # Per-key limits (0: unlimited).
-    rate_limit_per_minute: int = 600
-    max_concurrent_jobs: int = 8
+    rate_limit_per_minute: int = Field(600, ge=0)
+    max_concurrent_jobs: int = Field(8, ge=0)
     # Each API process counts requests in memory and adds them to the shared table this often;
     # other processes see them within twice this (service/accounts/ratecache.py states the
     # bound).
