@@ -283,6 +283,19 @@ def test_cancel_a_queued_and_a_running_job(tmp_path: Path, long_music: Path) -> 
         assert client.get(f"/v1/queue/requests/{running}/result").status_code == 409
 
 
+def _a_running_job(server: Server, music: Path) -> str:
+    """Upload ``music`` (a long song), queue its separation and wait until a worker runs it."""
+    client = server.client()
+    file_id = upload_form(client, music, "audio/flac").json()["file_id"]
+    job = client.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
+    ).json()["request_id"]
+    wait_status(client, job, {"IN_PROGRESS"}, timeout=60)
+    client.close()
+    return str(job)
+
+
 @pytest.mark.backends("sqlite")  # the order of a shutdown: the same on every backend
 def test_sigterm_gives_the_running_job_back_before_serve_exits(
     tmp_path: Path, long_music: Path
@@ -294,14 +307,7 @@ def test_sigterm_gives_the_running_job_back_before_serve_exits(
     data_dir = tmp_path / "stopped"
     server = start_server(data_dir, workers=1)
     try:
-        client = server.client()
-        file_id = upload_form(client, long_music, "audio/flac").json()["file_id"]
-        job = client.post(
-            "/v1/queue/audio/stems",
-            json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
-        ).json()["request_id"]
-        wait_status(client, job, {"IN_PROGRESS"}, timeout=60)
-        client.close()
+        job = _a_running_job(server, long_music)
         server.process.send_signal(signal.SIGTERM)  # the main process only
         assert server.process.wait(timeout=60) == -signal.SIGTERM  # as uvicorn ends: re-raised
     finally:
@@ -319,14 +325,7 @@ def test_a_killed_server_loses_no_job(tmp_path: Path, long_music: Path) -> None:
     data_dir = tmp_path / "killed"
     server = start_server(data_dir, workers=1)
     try:
-        client = server.client()
-        file_id = upload_form(client, long_music, "audio/flac").json()["file_id"]
-        job = client.post(
-            "/v1/queue/audio/stems",
-            json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
-        ).json()["request_id"]
-        wait_status(client, job, {"IN_PROGRESS"}, timeout=60)
-        client.close()
+        job = _a_running_job(server, long_music)
     finally:
         server.kill()  # SIGKILL to serve and every child: no clean shutdown at all
     with running_server(data_dir, workers=1, env=fast_env()) as again:
