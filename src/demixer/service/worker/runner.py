@@ -63,7 +63,7 @@ from demixer.service.worker.child import (
     ChildResult,
 )
 from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
-from demixer.storage import Storage
+from demixer.storage import BlobNotFound, Storage
 
 __all__ = ["Runner", "scratch_attempt", "scratch_prefix"]
 
@@ -267,12 +267,15 @@ class Runner:
                 except StorageFull as exc:  # no room for the input's local copy: retried
                     message = f"fetching the input failed: {exc.message}"
                     raise _Abort("failed", exc.code, message, retryable=True) from exc
-                except DemixerError as exc:  # BlobNotFound: the input was deleted or expired
+                except BlobNotFound as exc:  # the input was deleted or swept meanwhile
                     message = (
                         f"the input file {source.file_id} was deleted or expired before this "
                         "request ran"
                     )
                     raise _Abort("failed", FileExpired.code, message) from exc
+                except DemixerError as exc:  # anything else the store says: not retried
+                    message = f"fetching the input failed: {exc.message}"
+                    raise _Abort("failed", exc.code, message) from exc
                 # Under the user's own file name, so that error messages speak of it.
                 named = tmp / "input" / params.input_name
                 named.parent.mkdir()
