@@ -390,11 +390,7 @@ def test_by_default_a_file_is_one_part_whose_url_works_for_24_hours(make_api: An
     failed."""
     api: Api = make_api()
     data = wav_bytes(36.0)  # 6.3 MB of 16-bit stereo: two parts at 5 MiB
-    created = api.client.post(
-        f"{BASE}/v1/files/upload-multipart/create",
-        json={"fileName": "whole.wav", "fileSize": len(data)},
-        headers={"x-ga-apikey": api.key},
-    ).json()["resultData"]
+    created = _create(api, "whole.wav", len(data))
     assert created["chunkSize"] == 1 << 30
     [url] = created["preSignedUrl"]
     query = parse_qs(urlsplit(url).query)
@@ -417,11 +413,7 @@ def test_an_expired_part_url_is_refused_403_as_a_bucket_refuses_one(make_api: An
     """A part PUT answers like the presigned URL a client expects: an expired one is HTTP 403,
     not an HTTP 200 envelope without the ETag the client reads next."""
     api: Api = make_api()
-    created = api.client.post(
-        f"{BASE}/v1/files/upload-multipart/create",
-        json={"fileName": "late.wav", "fileSize": 1000},
-        headers={"x-ga-apikey": api.key},
-    ).json()["resultData"]
+    created = _create(api, "late.wav", 1000)
     upload_id, [url] = created["uploadId"], created["preSignedUrl"]
     signed_yesterday = api.services.signer.url(
         "PUT", multipart.part_key(upload_id, 1), 86400, now=time.time() - 86460
@@ -440,18 +432,24 @@ def test_an_expired_part_url_is_refused_403_as_a_bucket_refuses_one(make_api: An
 
 
 def _upload_parts(api: Api, data: bytes) -> tuple[str, list[dict[str, Any]]]:
-    headers = {"x-ga-apikey": api.key}
-    created = api.client.post(
-        f"{BASE}/v1/files/upload-multipart/create",
-        json={"fileName": "race.wav", "fileSize": len(data)},
-        headers=headers,
-    ).json()["resultData"]
+    created = _create(api, "race.wav", len(data))
     chunk, parts = created["chunkSize"], []
     for i, url in enumerate(created["preSignedUrl"]):
         put = api.send("PUT", url, content=data[i * chunk : (i + 1) * chunk])
         assert put.status_code == 200, put.text
         parts.append({"awsETag": put.headers["ETag"].strip('"'), "partNumber": i + 1})
     return created["uploadId"], parts
+
+
+def _create(api: Api, file_name: str, size: int) -> dict[str, Any]:
+    """``upload-multipart/create`` in process: its ``resultData``."""
+    r = api.client.post(
+        f"{BASE}/v1/files/upload-multipart/create",
+        json={"fileName": file_name, "fileSize": size},
+        headers={"x-ga-apikey": api.key},
+    )
+    assert r.status_code == 200 and r.json()["resultCode"] == 1000, r.text
+    return dict(r.json()["resultData"])
 
 
 def _complete(api: Api, upload_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
