@@ -221,6 +221,8 @@ def test_models_lists_queue_and_installed_engine_models(make_api: Callable[..., 
     assert kim["source_url"] == "https://huggingface.co/KimberleyJSN/melbandroformer"
     assert demucs["license_class"] == "research only"
     assert catalogue["scnet-xl-ihf"]["stems"] == ["drums", "bass", "other", "vocals"]
+    assert catalogue["mdx-net-vocals-kim-2"]["aliases"] == ["Kim_Vocal_2.onnx"]
+    assert catalogue["spleeter-2stems"]["aliases"] == []
     # The OpenAPI document describes exactly these fields.
     schemas = api.client.get("/v1/openapi.json").json()["components"]["schemas"]
     assert set(schemas["ModelList"]["properties"]) == set(body)

@@ -232,6 +232,18 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     )
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "nope"}})
     _error(r, 404, "UNKNOWN_MODEL", "input.model")
+    # python-audio-separator's name for a model reaches it, and is said as the model's id.
+    for name in ("Kim_Vocal_2.onnx", "Kim_Vocal_2"):
+        r = api.post(stems, json={"input": {"file_id": file_id, "model": name}})
+        msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
+        assert msg.startswith("model 'mdx-net-vocals-kim-2' is not installed on this server")
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "kim_vocal_2.onnx"}})
+    _error(r, 404, "UNKNOWN_MODEL", "input.model")  # the names are exact
+    r = api.post(
+        stems, json={"input": {"file_id": file_id, "model": "Kim_Vocal_2+mdx-net-vocals-kim-2"}}
+    )
+    msg = _error(r, 404, "UNKNOWN_MODEL", "input.model")
+    assert msg == "ensemble 'Kim_Vocal_2+mdx-net-vocals-kim-2' names 'mdx-net-vocals-kim-2' twice"
     # Lead and backing vocals need the karaoke recipe's models; the error names what can be made.
     r = api.post(stems, json={"input": {"file_id": file_id, "stems": ["lead_vocals", "drums"]}})
     msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")

@@ -7,11 +7,14 @@ and README for the facts the registry holds.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import audio_separator
 import pytest
 
+from demixer.errors import UnknownModel
 from demixer.models.registry import (
     LICENSE_CLASSES,
     RESTRICTIVE_CLASSES,
@@ -158,3 +161,45 @@ def test_stem_names_are_lowercase_so_one_request_reaches_every_model() -> None:
             id="x", stems=("Vocals", "other"), sample_rate=44100, description="", license="",
             weights_source="", loader="", quality="", install_hint="",
         )  # fmt: skip
+
+
+# python-audio-separator 0.47.1's model names (its `-m`), and the catalogue model each is.
+SEPARATOR_NAMES = {
+    "htdemucs.yaml": "htdemucs",
+    "htdemucs_ft.yaml": "htdemucs_ft",
+    "htdemucs_6s.yaml": "htdemucs_6s",
+    "hdemucs_mmi.yaml": "hdemucs_mmi",
+    "vocals_mel_band_roformer.ckpt": "mel-roformer-vocals-kim",
+    "model_bs_roformer_ep_317_sdr_12.9755.ckpt": "bs-roformer-vocals-1297",
+    "mel_band_roformer_instrumental_becruily.ckpt": "mel-roformer-inst-becruily",
+    "mel_band_roformer_karaoke_becruily.ckpt": "mel-roformer-karaoke-becruily",
+    "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt": "mel-roformer-dereverb-anvuew",
+    "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt": "mel-roformer-denoise-aufr33",
+    "MDX23C-8KFFT-InstVoc_HQ.ckpt": "mdx23c-instvoc-hq",
+    "Kim_Vocal_2.onnx": "mdx-net-vocals-kim-2",
+    "UVR-MDX-NET-Inst_HQ_3.onnx": "mdx-net-inst-hq-3",
+}
+
+
+def _separator_model_names() -> set[str]:
+    """Every model file name in audio-separator's own package data."""
+    package = Path(audio_separator.__file__).parent
+    names = set(json.loads((package / "models-scores.json").read_text("utf-8")))
+    for group in json.loads((package / "models.json").read_text("utf-8")).values():
+        for files in group.values():
+            names |= set(files) if isinstance(files, dict) else {files}
+    return names
+
+
+def test_models_answer_to_the_names_audio_separator_gives_them() -> None:
+    assert set(SEPARATOR_NAMES) <= _separator_model_names()  # its spelling, not a guess
+    for name, model_id in SEPARATOR_NAMES.items():
+        assert get_spec(name).id == model_id
+        assert get_spec(name.rpartition(".")[0]).id == model_id  # -m Kim_Vocal_2
+        assert name in get_spec(model_id).aliases
+    # SCNet's is MSST's release file name (audio-separator has no SCNet).
+    assert get_spec("model_scnet_ep_36_sdr_10.0891.ckpt").id == "scnet-xl-ihf"
+    aliases = [alias for spec in list_specs() for alias in spec.aliases]
+    assert sorted(aliases) == sorted([*SEPARATOR_NAMES, "model_scnet_ep_36_sdr_10.0891.ckpt"])
+    with pytest.raises(UnknownModel, match=r"unknown model 'Kim_Vocal_2\.pth'"):
+        get_spec("Kim_Vocal_2.pth")

@@ -619,7 +619,9 @@ def test_models_info_prints_the_card_as_is_when_piped(model_dir: Path) -> None:
     result = demixer("models", "info", "bs-roformer-vocals-1297", model_dir=model_dir)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        model_card("bs-roformer-vocals-1297") + f"\nInstalled here: no (`models pull` puts it in "
+        model_card("bs-roformer-vocals-1297")
+        + "\nAlso answers to: `model_bs_roformer_ep_317_sdr_12.9755.ckpt` (with or without the "
+        "extension).\n\nInstalled here: no (`models pull` puts it in "
         f"{model_dir / 'bs-roformer-vocals-1297'}).\n"
     )
     # Spleeter's weights ship in a package: the card says where they are, not the model dir.

@@ -162,6 +162,23 @@ def test_an_unknown_model_is_a_usage_error(model_dir: Path) -> None:
     assert "[UNKNOWN_MODEL]" in result.stderr
 
 
+def test_a_model_is_pulled_and_shown_by_the_file_name_other_tools_give_it(
+    origin: Origin, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry.SHIPPED_ALIASES, "tiny.ckpt", "tiny-roformer")
+    result = CliRunner().invoke(app, ["models", "pull", "tiny.ckpt", "--base-url", origin.url])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "tiny-roformer: installed and verified (SHA-256 and size)"
+    )
+    assert (model_dir / "tiny-roformer" / "tiny.ckpt").read_bytes() == BODY
+
+    info = CliRunner().invoke(app, ["models", "info", "Kim_Vocal_2"])  # piped: the markdown
+    assert info.exit_code == 0, info.stderr
+    assert info.stdout.startswith("# mdx-net-vocals-kim-2\n")
+    assert "Also answers to: `Kim_Vocal_2.onnx` (with or without the extension)." in info.stdout
+
+
 @pytest.mark.parametrize(
     ("model_id", "warning"),
     [

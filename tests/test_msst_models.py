@@ -337,6 +337,8 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
         add("My Model", checkpoint=checkpoint, **kw)
     with pytest.raises(Conflict, match="catalogue model"):
         add("htdemucs", checkpoint=checkpoint, **kw)
+    with pytest.raises(Conflict, match="names the catalogue model 'htdemucs_ft'"):
+        add("htdemucs_ft.yaml", checkpoint=checkpoint, **kw)  # audio-separator's name for it
     with pytest.raises(CheckpointMismatch) as misfit:
         add("misfit", checkpoint=other, **kw)
     # The checked copies are gone: the message names the user's files, the ones to fix.

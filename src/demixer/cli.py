@@ -103,7 +103,8 @@ def separate(
             "-m",
             "--model",
             metavar="ID",
-            help="Model id (see `demixer models list`). Default: the best installed model or "
+            help="Model id (see `demixer models list`) or its audio-separator file name "
+            "(Kim_Vocal_2.onnx). Default: the best installed model or "
             f"recipe for --stems by published figures, else {DEFAULT_MODEL}.",
         ),
     ] = None,

@@ -187,6 +187,9 @@ def models_info(
         status = f"Installed here: yes ({resolve_weight(spec, spec.weights[0]).parent})."
     else:
         status = f"Installed here: no (`models pull` puts it in {default_model_dir() / spec.id})."
+    if spec.aliases:
+        names = ", ".join(f"`{name}`" for name in spec.aliases)
+        status = f"Also answers to: {names} (with or without the extension).\n\n{status}"
     print_card(card + "\n" + status + "\n", out)
 
 

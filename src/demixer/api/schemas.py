@@ -248,7 +248,8 @@ class StemsInput(QueueInput):
     model: str | None = Field(
         None,
         max_length=MODEL_ID_LENGTH,
-        description="Engine model id, a recipe id (e.g. `karaoke`) or an ensemble (`a+b`, "
+        description="Engine model id or one of its `aliases` (e.g. `Kim_Vocal_2.onnx`), a "
+        "recipe id (e.g. `karaoke`) or an ensemble (`a+b`, "
         "`max:a+b`, `min:a+b`); default: the best installed model or recipe making every "
         "stem, by published figures.",
     )
@@ -503,6 +504,12 @@ class EngineModel(BaseModel):
         "`mdx_net`, `demucs`, `spleeter`, `cascade`."
     )
     source_url: str = Field(description="The page the weights are published on.")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other names it answers to as `model` (each also without its extension): "
+        "the file names python-audio-separator, UVR and MSST know it by.",
+        examples=[["Kim_Vocal_2.onnx"]],
+    )
     quality: str
     scores: list[PublishedScore] = Field(
         description="Published quality figures, headline first (not measured by this server)."

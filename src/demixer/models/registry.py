@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from demixer.errors import UnknownModel
-from demixer.models.catalogue import SHIPPED, SHIPPED_IDS
+from demixer.models.catalogue import SHIPPED, SHIPPED_ALIASES, SHIPPED_IDS
 from demixer.models.catalogue.ensembles import ensemble_spec
 from demixer.models.catalogue.recipes import user_recipes
 from demixer.models.model_dir import default_model_dir
@@ -71,9 +71,10 @@ def _user_recipes(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
 
 
 def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
-    """The spec for ``model_id``: a catalogue id, a user model or recipe in ``model_dir``, or an
-    ensemble's id (``a+b``, ``max:a+b``); raises :class:`UnknownModel` naming the known ids."""
-    spec = _BY_ID.get(model_id)
+    """The spec for ``model_id``: a catalogue id or alias (``Kim_Vocal_2.onnx``), a user model or
+    recipe in ``model_dir``, or an ensemble's id (``a+b``, ``max:a+b``); raises
+    :class:`UnknownModel` naming the known ids."""
+    spec = _BY_ID.get(model_id) or _BY_ID.get(SHIPPED_ALIASES.get(model_id, ""))
     if spec is not None:
         return spec
     user = user_spec(model_id, model_dir)

@@ -120,6 +120,9 @@ class ModelSpec:
             first is the headline figure ``models list`` shows.
         pin_sources: where the pinned SHA-256 digests and sizes come from (URLs); a model with
             a single source for a file says so in its card.
+        aliases: other names it answers to wherever an id goes (``-m``, ``input.model``,
+            ``models pull``): the file names python-audio-separator's ``-m``, UVR and MSST know
+            it by (``Kim_Vocal_2.onnx``), each also without its extension.
     """
 
     id: str
@@ -140,6 +143,7 @@ class ModelSpec:
     source_url: str = ""
     scores: tuple[Score, ...] = field(default_factory=tuple)
     pin_sources: tuple[str, ...] = field(default_factory=tuple)
+    aliases: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         # One spelling of a stem everywhere (requests, file names, the API): lowercase, so
@@ -191,4 +195,5 @@ class ModelSpec:
             "arch_params": dict(self.arch_params),
             "requires": list(self.requires),
             "pin_sources": list(self.pin_sources),
+            "aliases": list(self.aliases),
         }

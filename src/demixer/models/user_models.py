@@ -35,7 +35,7 @@ from demixer.errors import (
     InvalidRequest,
     NotFound,
 )
-from demixer.models.catalogue import SHIPPED_IDS
+from demixer.models.catalogue import SHIPPED_ALIASES, SHIPPED_IDS
 from demixer.models.model_dir import default_model_dir, usable_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
 
@@ -100,7 +100,7 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
 
 def user_spec(name: str, model_dir: Path | None = None) -> ModelSpec | None:
     """The user model ``name`` in the model directory, or None (also for a bad manifest)."""
-    if not _NAME.fullmatch(name) or name in SHIPPED_IDS:
+    if not _NAME.fullmatch(name) or name in SHIPPED_IDS or name in SHIPPED_ALIASES:
         return None
     directory = _model_dir(model_dir) / name
     try:
@@ -142,6 +142,10 @@ def check_name(name: str, model_dir: Path | None = None) -> None:
         )
     if name in SHIPPED_IDS:
         raise Conflict(f"{name!r} is a catalogue model; choose another name")
+    if name in SHIPPED_ALIASES:
+        raise Conflict(
+            f"{name!r} names the catalogue model {SHIPPED_ALIASES[name]!r}; choose another name"
+        )
     if (_model_dir(model_dir) / name).exists():
         raise Conflict(
             f"{_model_dir(model_dir) / name} already exists; remove it first "

@@ -18,17 +18,53 @@ Conventions (shared with the architecture loaders):
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from demixer.models.catalogue.builtin import BUILTIN
 from demixer.models.catalogue.convnets import OTHERS
 from demixer.models.catalogue.recipes import recipes
 from demixer.models.catalogue.roformer import ROFORMERS
 from demixer.models.spec import ModelSpec
 
-__all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_IDS"]
+__all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_ALIASES", "SHIPPED_IDS"]
 
-CATALOGUE: tuple[ModelSpec, ...] = (*ROFORMERS, *OTHERS)
-_MODELS = (*BUILTIN, *CATALOGUE)
+#: The file names the tools users come from know these models by: python-audio-separator
+#: 0.47.1's model names (its ``-m``; its ``models-scores.json`` and ``models.json``), which are
+#: UVR's and MSST's release file names; SCNet's is MSST's release file's (audio-separator has no
+#: SCNet). The same weights in each case: the files are named in the entries' ``weights`` or,
+#: for Kim's model, renamed by audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
+_FILE_NAMES: dict[str, tuple[str, ...]] = {
+    "htdemucs": ("htdemucs.yaml",),
+    "htdemucs_ft": ("htdemucs_ft.yaml",),
+    "htdemucs_6s": ("htdemucs_6s.yaml",),
+    "hdemucs_mmi": ("hdemucs_mmi.yaml",),
+    "mel-roformer-vocals-kim": ("vocals_mel_band_roformer.ckpt",),
+    "bs-roformer-vocals-1297": ("model_bs_roformer_ep_317_sdr_12.9755.ckpt",),
+    "mel-roformer-inst-becruily": ("mel_band_roformer_instrumental_becruily.ckpt",),
+    "mel-roformer-karaoke-becruily": ("mel_band_roformer_karaoke_becruily.ckpt",),
+    "mel-roformer-dereverb-anvuew": ("dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt",),
+    "mel-roformer-denoise-aufr33": ("denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",),
+    "scnet-xl-ihf": ("model_scnet_ep_36_sdr_10.0891.ckpt",),
+    "mdx23c-instvoc-hq": ("MDX23C-8KFFT-InstVoc_HQ.ckpt",),
+    "mdx-net-vocals-kim-2": ("Kim_Vocal_2.onnx",),
+    "mdx-net-inst-hq-3": ("UVR-MDX-NET-Inst_HQ_3.onnx",),
+}
+
+
+def _named(specs: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+    return tuple(replace(spec, aliases=_FILE_NAMES.get(spec.id, ())) for spec in specs)
+
+
+CATALOGUE: tuple[ModelSpec, ...] = _named((*ROFORMERS, *OTHERS))
+_MODELS = (*_named(BUILTIN), *CATALOGUE)
 #: Every entry demixer ships, in display order: its own models, the community catalogue, then
 #: the recipes chaining them.
 SHIPPED: tuple[ModelSpec, ...] = (*_MODELS, *recipes({spec.id: spec for spec in _MODELS}))
 SHIPPED_IDS: frozenset[str] = frozenset(spec.id for spec in SHIPPED)
+#: Each alias, and each without its extension, -> the id it names.
+SHIPPED_ALIASES: dict[str, str] = {
+    name: spec.id
+    for spec in SHIPPED
+    for alias in spec.aliases
+    for name in (alias, alias.rpartition(".")[0])
+}

@@ -59,11 +59,13 @@ def ensemble_spec(model_id: str, lookup: Callable[[str], ModelSpec]) -> ModelSpe
     parsed = _parse(model_id)
     if parsed is None:
         return None
-    mode, ids = parsed
-    members = [lookup(m) for m in ids]
+    mode, names = parsed
+    members = [lookup(m) for m in names]
+    ids = [m.id for m in members]  # an alias (Kim_Vocal_2.onnx) as the id it names
     twice = [m for i, m in enumerate(ids) if m in ids[:i]]
     if twice:
         raise UnknownModel(f"ensemble {model_id!r} names {twice[0]!r} twice")
+    model_id = ensemble_id(ids, mode)
     first = produces(members[0])
     stems = tuple(s for s in first if all(s in produces(m) for m in members[1:]))
     if not stems or stems == (remainder(stems),):
