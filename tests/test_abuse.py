@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -416,6 +417,8 @@ def _exchange(stack: Stack, first: bytes, then: bytes = b"") -> str:
         while chunk := sock.recv(65536):  # the server answers, then closes
             received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
+    # Every answer names its request, even one the HTTP layer gives (not HTTP, a late head).
+    assert re.search(rb"\r\nx-request-id: rid_\S+", head, re.IGNORECASE), head
     return _error(httpx.Response(int(head.split()[1]), content=body))
 
 
@@ -543,6 +546,10 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
         _chunked_over_limit("audio_file", "/api/public/v1/Extraction", {"Authorization": "KEY"}),
         ["413 FILE_TOO_LARGE"]),
     "musicgpt: lying-xing.mp3": (_musicgpt_file("lying-xing.mp3"), ["422 DURATION_LIMIT"]),
+    "musicgpt: 800 kB JSON (not a form: the JSON limit)": (
+        _request("POST", "/api/public/v1/Extraction", content=_BIG,
+                 headers={**_JSON, "Authorization": "KEY"}),
+        ["413 REQUEST_TOO_LARGE"]),
     "native: a JSON body that stops arriving": (
         _stalled("/v1/queue/audio/stems", {**_JSON, **_BEARER}, b'{"input": {'),
         ["408 REQUEST_TIMEOUT"]),

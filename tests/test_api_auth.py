@@ -96,6 +96,24 @@ def test_validation_errors_have_the_shape(api: Api) -> None:
     assert _code(r) == (400, "INVALID_REQUEST") and r.json()["error"]["param"] == "limit"
     r = api.post("/v1/queue/audio/stems", json={"input": {"file_id": "f", "stem": ["x"]}})
     assert _code(r) == (400, "INVALID_REQUEST") and r.json()["error"]["param"] == "input.stem"
+    # A body that is not JSON, or none, is said as such (not FastAPI's "Field required").
+    stems = "/v1/queue/audio/stems"
+    for content, message in [
+        (
+            b'{"input": {"file_id": "\xff"}}',
+            "the request body is not valid JSON (or is nested too deeply)",
+        ),
+        (b"[" * 3000 + b"]" * 3000, "the request body is not valid JSON (or is nested too deeply)"),
+        (b"", f"POST {stems} takes a JSON object; the request has no body"),
+    ]:
+        headers = {**api.headers(), "Content-Type": "application/json"}
+        r = api.client.post(stems, content=content, headers=headers)
+        assert _code(r) == (400, "INVALID_REQUEST")
+        assert r.json()["error"]["message"] == message
+    headers = {**api.headers(), "Content-Type": "text/plain"}
+    r = api.client.post(stems, content=b'{"input": {"file_id": "f"}}', headers=headers)
+    assert _code(r) == (415, "UNSUPPORTED_MEDIA_TYPE")
+    assert r.json()["error"]["message"] == f"POST {stems} takes application/json, not 'text/plain'"
 
 
 def test_unknown_route_and_method(api: Api) -> None:
@@ -103,6 +121,27 @@ def test_unknown_route_and_method(api: Api) -> None:
     assert _code(r) == (404, "NOT_FOUND") and "x-request-id" in r.headers
     r = api.client.patch("/v1/models", headers=api.headers())
     assert _code(r) == (405, "METHOD_NOT_ALLOWED")
+    # Allow names every method the path takes (Starlette's named one route's), HEAD with GET.
+    for method, path, allowed in [
+        ("PATCH", "/v1/models", "GET, HEAD"),
+        ("PATCH", "/v1/files/file_x", "GET, HEAD, DELETE"),
+        ("POST", "/v1/blobs/outputs/x", "GET, HEAD, PUT"),
+        ("PATCH", "/v1/queue/requests/req_x/cancel", "PUT"),
+        ("POST", "/v1/queue/requests", "GET, HEAD"),  # not a queue model named "requests"
+        ("POST", "/v1/queue/requests/req_x/status", "GET, HEAD"),
+    ]:
+        r = api.client.request(method, path, headers=api.headers())
+        assert _code(r) == (405, "METHOD_NOT_ALLOWED"), path
+        assert r.headers["allow"] == allowed, path
+        assert r.json()["error"]["message"] == f"{path} takes {allowed}, not {method}"
+    # Under a vendor's prefix any method meets the vendor's own 404, not the native envelope.
+    r = api.client.options("/api/public/v1/byId", headers={"Authorization": api.key})
+    assert r.status_code == 404
+    assert r.json() == {
+        "success": False,
+        "error": "NOT_FOUND",
+        "message": "no such endpoint: 'v1/byId'",
+    }
 
 
 def test_internal_errors_hide_the_traceback(

@@ -183,7 +183,7 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
         return api.post("/v1/queue/audio/separate", json={"input": {"prompt": "vocals", **inp}})
 
     _error(api.post("/v1/queue/audio/nope", json={}), 404, "UNKNOWN_MODEL")
-    _error(api.post("/v1/queue/requests", json={}), 404, "UNKNOWN_MODEL")
+    _error(api.post("/v1/queue/requests", json={}), 405, "METHOD_NOT_ALLOWED")  # its GET's path
     _error(sep(file_id="file_nope"), 404, "NOT_FOUND", "input.file_id")
     _error(sep(), 400, "INVALID_REQUEST", "input")
     _error(sep(file_id=file_id, audio_url="https://x.org/a.mp3"), 400, "INVALID_REQUEST", "input")
@@ -519,6 +519,14 @@ def test_a_stem_download_serves_one_byte_range_and_head(api: Api) -> None:
     r = api.fetch(url, headers={"Range": f"bytes={size}-"})
     assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
     assert "outside this" in _error(r, 416, "RANGE_NOT_SATISFIABLE", param="Range")
+    # Offsets past int()'s 4300 digits were a 500; they are as far past the end as any.
+    r = api.fetch(url, headers={"Range": f"bytes={'1' * 4301}-"})
+    _error(r, 416, "RANGE_NOT_SATISFIABLE", param="Range")
+    for asked in (f"bytes=-{'1' * 4301}", f"bytes=0-{'9' * 4301}", f"bytes={'0' * 4400}1-"):
+        r = api.fetch(url, headers={"Range": asked})
+        first = 1 if asked.endswith("1-") else 0
+        assert r.status_code == 206, (asked[:20], r.text)
+        assert r.headers["content-range"] == f"bytes {first}-{size - 1}/{size}"
     # Several ranges, a range that does not parse, or If-Range: the whole file (RFC 9110).
     for headers in (
         {"Range": "bytes=0-1,5-6"},
@@ -689,6 +697,9 @@ def test_list_pagination_and_other_accounts(api: Api) -> None:
     # A made-up cursor with a time without its offset was a 500 (compared with UTC times).
     forged = base64.urlsafe_b64encode(json.dumps(["2026-01-01", "req_x"]).encode()).decode()
     _error(api.get(f"/v1/queue/requests?cursor={forged}"), 400, "INVALID_REQUEST", "cursor")
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):  # no year 0 or 10000
+        forged = base64.urlsafe_b64encode(json.dumps([when, "req_x"]).encode()).decode()
+        _error(api.get(f"/v1/queue/requests?cursor={forged}"), 400, "INVALID_REQUEST", "cursor")
 
     other_id = theirs.json()["request_id"]
     for method, path in (

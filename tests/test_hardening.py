@@ -166,6 +166,28 @@ def test_nul_and_lone_surrogates_are_bad_requests_in_each_envelope(api: Api) -> 
             "purpose": "audio.separate.input"}  # fmt: skip
     r = api.post("/v1/files", content=json.dumps(body), headers=json_type)
     assert native(r, 400, "INVALID_REQUEST")["message"].startswith("the request body holds a NUL")
+    # The same in a form: a file's name (it was stored, NUL and all, on SQLite) or a field.
+    wav = api.files.get("mono.wav").path.read_bytes()
+    form = (  # by hand: httpx would send the NUL as %00
+        b'--b0\r\nContent-Disposition: form-data; name="file"; filename="a\x00b.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n" + wav + b"\r\n--b0--\r\n"
+    )
+    r = api.post(
+        "/v1/files", content=form, headers={"Content-Type": "multipart/form-data; boundary=b0"}
+    )
+    assert native(r, 400, "INVALID_REQUEST")["message"] == (
+        "the form holds a NUL character (\\u0000), which no field takes"
+    )
+    form = (
+        f'--b0\r\nContent-Disposition: form-data; name="audio_url"\r\n\r\n{url}\x00\r\n--b0--\r\n'
+    )
+    r = api.client.post(
+        f"{MUSICGPT}/Extraction",
+        content=form.encode(),
+        headers={"Authorization": api.key, "Content-Type": "multipart/form-data; boundary=b0"},
+    )
+    musicgpt_error(r, 400, "INVALID_REQUEST")
+    assert r.json()["message"] == "the form holds a NUL character (\\u0000), which no field takes"
     body = {"input": {"audio_url": url, "prompt": "vocals"}}
     r = api.post("/v1/queue/audio/separate", json=body, headers={"Idempotency-Key": "k\x00"})
     assert native(r, 400, "INVALID_REQUEST")["param"] == "Idempotency-Key"
@@ -335,6 +357,14 @@ def test_openapi_says_what_the_server_enforces(api: Api) -> None:
     for path in ("/v1/queue/audio/stems", "/v1/queue/audio/separate", "/v1/files"):
         parameters = spec["paths"][path]["post"]["parameters"]
         assert [(p["name"], p["in"]) for p in parameters] == [("Idempotency-Key", "header")]
+        assert "409" in spec["paths"][path]["post"]["responses"]  # IDEMPOTENCY_KEY_REUSED
+    # A blob is served as its own type (audio/wav...), not as the octet-stream it said.
+    blob = spec["paths"]["/v1/blobs/{key}"]
+    for status in ("200", "206"):
+        assert list(blob["get"]["responses"][status]["content"]) == ["*/*"]
+    assert list(blob["head"]["responses"]["200"]["content"]) == ["*/*"]
+    for path in ("/v1/queue/audio/stems", "/v1/queue/audio/separate"):  # text/plain: 415
+        assert "415" in spec["paths"][path]["post"]["responses"]
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             documented = set(operation["responses"])

@@ -98,4 +98,15 @@ def test_usage_listed_per_key_and_model_by_date(api: Api) -> None:
     assert api.get("/v1/usage", key=api.other_key).json()["data"] == []
     r = api.get("/v1/usage", params={"from": "yesterday"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "from"
+    # Dates whose UTC time is outside the years 1-9999 were a 500.
+    for param, value in (("from", "0001-01-01T00:00:00+14:00"), ("to", "9999-12-31T23:59-14:00")):
+        r = api.get("/v1/usage", params={param: value})
+        assert r.status_code == 400 and r.json()["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": f"{param}={value!r} is outside the years 1 to 9999 in UTC",
+            "param": param,
+            "request_id": r.headers["x-request-id"],
+        }
+    r = api.get("/v1/usage", params={"to": "0001-01-01"})  # its 30 days before: from year 1
+    assert r.status_code == 200 and r.json()["from"] == "0001-01-01T00:00:00Z"
     assert api.get("/v1/usage", key=api.key_with("models:read")).status_code == 403

@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.errors import Envelope, render_error
+from demixer.api.scope import content_length, content_type, may_have_body
 from demixer.api.text import body_refusal
 from demixer.errors import (
     DemixerError,
@@ -45,7 +46,6 @@ __all__ = [
     "JsonRoute",
     "UploadRoute",
     "parse_json",
-    "sends_no_body",
 ]
 
 FORM_OVERHEAD = 1 << 20  # bytes of multipart headers, boundaries and small fields beside a file
@@ -68,43 +68,18 @@ class UploadRoute:
             return False
         if self.content_type is None:
             return True
-        return _content_type(scope) == self.content_type
+        return content_type(scope) == self.content_type
 
 
 UPLOAD_ROUTES = (
     UploadRoute("PUT", r"/v1/blobs/.+"),
     UploadRoute("POST", r"/v1/files/?", "multipart/form-data"),
     UploadRoute("PUT", r"/developers/api/v1/files/upload-multipart/part/.+"),
-    UploadRoute("POST", r"/api/public/v1/Extraction/?"),
+    UploadRoute("POST", r"/api/public/v1/Extraction/?", "multipart/form-data"),
 )
 
 
-def _content_type(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            return str(value.decode("latin-1")).split(";", 1)[0].strip().lower()
-    return ""
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() else None
-    return None
-
-
-def _may_have_body(scope: Scope) -> bool:
-    """Whether the request can have a body: in HTTP/1.1 only with a ``Content-Length`` or a
-    ``Transfer-Encoding`` (the server reads none otherwise)."""
-    return any(
-        name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ())
-    )
-
-
-def sends_no_body(scope: Scope) -> bool:
-    """Whether the request has no body at all: no length and no chunks, or a length of 0."""
-    return not _may_have_body(scope) or _content_length(scope) == 0
+_NOT_JSON = "the request body is not valid JSON (or is nested too deeply)"
 
 
 def parse_json(raw: bytes) -> Any:
@@ -114,9 +89,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):
-        raise InvalidRequest(
-            "the request body is not valid JSON (or is nested too deeply)"
-        ) from None
+        raise InvalidRequest(_NOT_JSON) from None
     refusal = body_refusal(raw)
     if refusal:
         raise InvalidRequest(refusal)
@@ -130,7 +103,10 @@ class JsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             raw = await self.body()
-            value = json.loads(raw)
+            try:
+                value = json.loads(raw)
+            except (UnicodeDecodeError, RecursionError):  # FastAPI: "error parsing the body"
+                raise json.JSONDecodeError(_NOT_JSON, "", 0) from None
             refusal = body_refusal(raw)
             if refusal:
                 raise json.JSONDecodeError(refusal, raw.decode("utf-8", "replace"), 0)
@@ -182,7 +158,7 @@ class BodyLimitMiddleware:
         self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _may_have_body(scope):
+        if scope["type"] != "http" or not may_have_body(scope):
             await self.app(scope, receive, send)  # nothing to count (a GET, most often)
             return
         if any(route.matches(scope) for route in self.uploads):
@@ -193,7 +169,7 @@ class BodyLimitMiddleware:
         else:
             limit = self.json_limit
             error = RequestTooLarge(f"a request body here is at most {limit} bytes")
-        length = _content_length(scope)
+        length = content_length(scope)
         if length is not None and length > limit:
             await render_error(self.envelopes, scope, error)(scope, receive, send)
             return

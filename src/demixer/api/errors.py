@@ -23,8 +23,10 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from demixer.api.scope import body_refused
 from demixer.api.text import NUL, refuse_nul_in_url
 from demixer.api.validation import invalid_request
 from demixer.errors import (
@@ -193,7 +195,10 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(invalid_request(list(exc.errors())), request_id(request))
+    errors = list(exc.errors())
+    whole = bool(errors) and tuple(errors[0].get("loc", ())) == ("body",)
+    refusal = body_refused(request.scope) if whole else None
+    return error_response(refusal or invalid_request(errors), request_id(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -202,11 +207,34 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = str(exc.detail) if exc.detail else code.replace("_", " ").lower()
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed(request))
+        message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
     return JSONResponse(
         error_body(code, message, None, request_id(request)),
         status_code=exc.status_code,
-        headers=exc.headers,
+        headers=headers or None,
     )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method some route answers at this request's path (Starlette's 405 names only the
+    first such route's), HEAD wherever GET is (``api/head.py``)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.insert(1, "HEAD")
+    return allowed
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -32,7 +32,9 @@ from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from demixer.api.bodies import parse_json, sends_no_body
+from demixer.api.bodies import parse_json
+from demixer.api.scope import sends_no_body
+from demixer.api.text import NUL
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge, StorageFull
 from demixer.service.scratch import scratch_file
 
@@ -87,7 +89,12 @@ class _Parser:
         self._count = 0
 
     def _text(self, raw: bytes) -> str:
-        return raw.decode(self.charset, errors="replace")
+        """A name, file name or field value (never the file's bytes), as text a field takes
+        (``api/text.py``)."""
+        text = raw.decode(self.charset, errors="replace")
+        if "\x00" in text:
+            raise InvalidRequest(f"the form holds {NUL}")
+        return text
 
     def on_part_begin(self) -> None:
         self._headers, self._data, self._in_file, self._field = {}, bytearray(), False, None

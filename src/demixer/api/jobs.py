@@ -15,7 +15,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ARRAY, String, and_, any_, bindparam, delete, or_, select
@@ -381,8 +381,8 @@ def _uncursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:  # made up: a cursor this API hands out carries its offset
             raise ValueError("no UTC offset")
-        return when, str(job_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        return when.astimezone(UTC), str(job_id)  # here: year 0 or 10000 in UTC raises
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise InvalidRequest(f"bad cursor {cursor[:100]!r}", param="cursor") from exc
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from demixer.api.errors import error_body
+from demixer.service.accounts.keys import new_id
 
 __all__ = ["head_timeout_protocol"]
 
@@ -60,10 +61,12 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._write_error(400, b"Bad Request", "INVALID_REQUEST", "the request is not valid HTTP")
 
     def _write_error(self, status: int, reason: bytes, code: str, message: str) -> None:
-        body = json.dumps(error_body(code, message)).encode()
+        rid = new_id("rid")  # as every answer has one (api/errors.py's middleware gives the rest)
+        body = json.dumps(error_body(code, message, rid=rid)).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"content-length: %d\r\n\r\n%s" % (status, reason, len(body), body)
+            b"x-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
+            % (status, reason, rid.encode(), len(body), body)
         )
         self.transport.close()
 

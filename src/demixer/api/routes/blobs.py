@@ -40,6 +40,7 @@ router = APIRouter(prefix="/v1", tags=["blobs"])
 
 _CHUNK = 1 << 20
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")  # one range (several: a comma, no match)
+_ANY_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 _Expires = Query(description="Unix seconds after which the URL answers 410.")
 _Sig = Query(description="The URL's signature.")
 _PUT_BODY: dict[str, Any] = {
@@ -105,16 +106,23 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # the last N bytes
-        suffix = int(last)
+        suffix = _offset(last)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _offset(first)
+    if last and _offset(last) < start:
         return None  # not a valid range: ignored
     if start >= size:
         raise RangeNotSatisfiable(size)
-    return start, min(int(last), size - 1) if last else size - 1
+    return start, min(_offset(last), size - 1) if last else size - 1
+
+
+def _offset(digits: str) -> int:
+    """A byte offset's digits as a number; past any blob's size (or Python's 4300-digit limit on
+    ``int``) it is as good as 10**20."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else 10**20
 
 
 def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str]]:
@@ -127,8 +135,15 @@ def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str
     "/blobs/{key:path}",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
-        206: {"description": "The byte range `Range` asked for (`Content-Range` says which)."},
+        200: {
+            "description": "The blob, as its own type: a stem's (`audio/wav`, `audio/flac`, "
+            "`audio/mpeg`) or an upload's.",
+            "content": _ANY_BYTES,
+        },
+        206: {
+            "description": "The byte range `Range` asked for (`Content-Range` says which).",
+            "content": _ANY_BYTES,
+        },
         **error_responses(403, 404, 410, 416),
     },
 )
@@ -163,7 +178,14 @@ def download(
     return StreamingResponse(chunks(), status, headers, media_type=content_type)
 
 
-@router.head("/blobs/{key:path}", responses=error_responses(403, 404, 410))
+@router.head(
+    "/blobs/{key:path}",
+    response_class=Response,
+    responses={
+        200: {"description": "A GET's headers, no body.", "content": {"*/*": {}}},
+        **error_responses(403, 404, 410),
+    },
+)
 def download_headers(
     key: str, services: ServicesDep, expires: int = _Expires, sig: str = _Sig
 ) -> Response:

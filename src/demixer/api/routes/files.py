@@ -95,7 +95,7 @@ async def _direct(request: Request, services: Services, account_id: str) -> File
     "/files",
     status_code=201,
     response_model=FileUpload | FileObject,
-    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503, 507),
+    responses=error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503, 507),
     openapi_extra=_CREATE_BODY,
 )
 async def create_file(

@@ -12,6 +12,7 @@ from functools import partial
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from demixer.api import jobs, lanes, submit
 from demixer.api.auth import (
@@ -49,7 +50,17 @@ __all__ = ["LANES", "router"]
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"], route_class=JsonRoute)
 
-_SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429)
+
+class _QueueModelPath(PathConvertor):
+    """A queue model id for the catch-all below: any path but the requests' own (a POST to
+    ``/v1/queue/requests/...`` is a wrong method there, 405, not an unknown model)."""
+
+    regex = r"(?!requests(?:/|$)).+"
+
+
+register_url_convertor("queue_model", _QueueModelPath())
+
+_SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 415, 422, 429)
 _READ_ERRORS = error_responses(401, 403, 404)
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
 
@@ -238,7 +249,7 @@ def delete_request(request_id: str, services: ServicesDep, identity: QueueWrite)
     return Response(status_code=204)
 
 
-@router.post("/{model_id:path}", include_in_schema=False)
+@router.post("/{model_id:queue_model}", include_in_schema=False)
 def queue_unknown(model_id: str, identity: QueueWrite) -> None:
     """Any other queue model id."""
     raise UnknownModel(

@@ -17,6 +17,7 @@ __all__ = ["DEFAULT_PERIOD", "router"]
 router = APIRouter(prefix="/v1", tags=["usage"])
 
 DEFAULT_PERIOD = timedelta(days=30)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _when(value: str | None, param: str) -> datetime | None:
@@ -28,7 +29,12 @@ def _when(value: str | None, param: str) -> datetime | None:
         raise InvalidRequest(
             f"{param}={value[:100]!r} is not an ISO 8601 date or time", param=param
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is in the year 0 in UTC
+        raise InvalidRequest(
+            f"{param}={value[:100]!r} is outside the years 1 to 9999 in UTC", param=param
+        ) from None
 
 
 @router.get("/usage", responses=error_responses(400, 401, 403, 429))
@@ -42,7 +48,7 @@ def get_usage(
 ) -> UsageList:
     """The caller's account's usage, per key and engine model, recorded in `[from, to]`."""
     to = _when(end, "to") or services.db.clock()
-    since = _when(start, "from") or to - DEFAULT_PERIOD
+    since = _when(start, "from") or max(to, _EARLIEST + DEFAULT_PERIOD) - DEFAULT_PERIOD
     if since > to:
         raise InvalidRequest("`from` is after `to`", param="from")
     with services.db.read() as s:

@@ -44,6 +44,7 @@ from demixer.service.jobs.contract import GaudioFields, JobParams
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
 from demixer.service.retention.expiry import result_expires_at
 from demixer.service.schema import File, Job
+from demixer.vendors import EVERY_METHOD
 from demixer.vendors.gaudio import multipart
 from demixer.vendors.gaudio.envelope import (
     GaudioRoute,
@@ -340,7 +341,7 @@ LANES = (Lane("GET", PREFIX + "/v1/{model}/jobs/{job_id}", _job_lane),)
 """This module's fast lanes (``create_app`` puts them first)."""
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@router.api_route("/{path:path}", methods=EVERY_METHOD)
 async def unknown_path(path: str) -> JSONResponse:
     """Any other path under the prefix: a 404 in the shape of Gaudio's HTTP errors."""
     body = {"error": "not_found", "message": f"no such endpoint: {path[:200]!r}"}

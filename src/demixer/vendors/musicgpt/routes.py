@@ -90,6 +90,7 @@ from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, MusicGptFields
 from demixer.service.jobs.queue import COMPLETED, JobConflict
 from demixer.service.schema import Job
+from demixer.vendors import EVERY_METHOD
 from demixer.vendors.musicgpt.wire import (
     STYLE,
     MissingInput,
@@ -352,7 +353,7 @@ LANES = (Lane("GET", PREFIX + "/v1/byId", by_id, query=lambda _query: True),)
 """This module's fast lanes (``create_app`` puts them first)."""
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@router.api_route("/{path:path}", methods=EVERY_METHOD)
 async def unknown_path(path: str) -> JSONResponse:
     """Any other path under the prefix: MusicGPT's 404."""
     return error_response(NotFound(f"no such endpoint: {path[:200]!r}"))

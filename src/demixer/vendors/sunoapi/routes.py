@@ -79,6 +79,7 @@ from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
 from demixer.service.jobs.queue import COMPLETED, FINAL
 from demixer.service.schema import Job
+from demixer.vendors import EVERY_METHOD
 from demixer.vendors.sunoapi.wire import (
     STEM_FIELDS,
     STYLE,
@@ -353,7 +354,7 @@ LANES = (Lane("GET", PREFIX + "/record-info", _record_info_lane, query=only_quer
 """This module's fast lanes (``create_app`` puts them first)."""
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@router.api_route("/{path:path}", methods=EVERY_METHOD)
 async def unknown_path(path: str) -> JSONResponse:
     """Any other path under the prefix: the vendor's 404."""
     return _envelope(404, f"no such endpoint: {path[:200]!r}")

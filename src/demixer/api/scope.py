@@ -1,0 +1,58 @@
+"""What a request's ASGI scope says about its body, before a byte of it is read: its media
+type, its declared length, whether it has one at all, and why a JSON route refuses it whole.
+
+Free of the application's error handling, so both the body limits (``api/bodies.py``) and the
+error handlers (``api/errors.py``) use it.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Scope
+
+from demixer.errors import DemixerError, InvalidRequest, UnsupportedMediaType
+
+__all__ = ["body_refused", "content_length", "content_type", "may_have_body", "sends_no_body"]
+
+
+def content_type(scope: Scope) -> str:
+    """The media type, lowercase, without parameters; "" when none is given."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return str(value.decode("latin-1")).split(";", 1)[0].strip().lower()
+    return ""
+
+
+def content_length(scope: Scope) -> int | None:
+    """The declared ``Content-Length``, or None (none, or not a number)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            if not text.isdigit():
+                return None
+            return int(text) if len(text) <= 20 else 10**20  # past int()'s 4300 digits
+    return None
+
+
+def may_have_body(scope: Scope) -> bool:
+    """Whether the request can have a body: in HTTP/1.1 only with a ``Content-Length`` or a
+    ``Transfer-Encoding`` (the server reads none otherwise)."""
+    return any(
+        name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ())
+    )
+
+
+def sends_no_body(scope: Scope) -> bool:
+    """Whether the request has no body at all: no length and no chunks, or a length of 0."""
+    return not may_have_body(scope) or content_length(scope) == 0
+
+
+def body_refused(scope: Scope) -> DemixerError | None:
+    """Why a JSON route's body as a whole was refused (FastAPI says "Field required" or "Input
+    should be a valid dictionary" of ``body``): another media type (415), or no body at all."""
+    where = f"{scope.get('method')} {scope.get('path')}"
+    kind = content_type(scope)
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        return UnsupportedMediaType(f"{where} takes application/json, not {kind!r}")
+    if sends_no_body(scope):
+        return InvalidRequest(f"{where} takes a JSON object; the request has no body")
+    return None
