@@ -7,6 +7,7 @@ Screenshots of the main states go to `test-artifacts/`.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -143,6 +144,71 @@ def until(page: Page, script: str, timeout: float = 30.0) -> Any:
     return answer
 
 
+def focused(page: Page, element_id: str) -> None:
+    """The keyboard's focus comes to the element (it is not lost on the page's body)."""
+    until(page, f"() => document.activeElement.id === {element_id!r}", timeout=30)
+
+
+# The colours a person sees, from the browser's computed styles: each element from the root to
+# the one asked about paints its background over what is under it, and an element's opacity
+# blends all it paints (its text too) into what was there before it.
+_PAINT = """(el, [prop, pseudo]) => {
+  const chain = [];
+  for (let e = el; e; e = e.parentElement) {
+    const css = getComputedStyle(e);
+    chain.unshift([css.backgroundColor, Number(css.opacity)]);
+  }
+  return [getComputedStyle(el, pseudo)[prop], chain];
+}"""
+
+
+def _rgba(css: str) -> tuple[float, float, float, float]:
+    """A computed CSS colour (rgb(), rgba() or color(srgb …)) as 0-1 floats."""
+    srgb = re.fullmatch(r"color\(srgb ([\d.e-]+) ([\d.e-]+) ([\d.e-]+)(?: / ([\d.]+))?\)", css)
+    if srgb:
+        r, g, b, a = srgb.groups()
+        return float(r), float(g), float(b), float(a or 1)
+    rgb = re.fullmatch(r"rgba?\(([\d.]+), ([\d.]+), ([\d.]+)(?:, ([\d.]+))?\)", css)
+    assert rgb, f"a colour this test cannot read: {css}"
+    r, g, b, a = rgb.groups()
+    return int(r) / 255, int(g) / 255, int(b) / 255, float(a or 1)
+
+
+def _paint(chain: list[list[Any]], top: str | None) -> tuple[float, ...]:
+    """The pixel under an element's text (top: the text's colour) or beside it (top: None)."""
+    pixel: tuple[float, ...] = (1.0, 1.0, 1.0)  # the browser's canvas
+
+    def over(colour: str, under: tuple[float, ...]) -> tuple[float, ...]:
+        *rgb, a = _rgba(colour)
+        return tuple(a * c + (1 - a) * u for c, u in zip(rgb, under, strict=True))
+
+    def paint(k: int, under: tuple[float, ...]) -> tuple[float, ...]:
+        background, opacity = chain[k]
+        inner = over(background, under)
+        if k + 1 < len(chain):
+            inner = paint(k + 1, inner)
+        elif top is not None:
+            inner = over(top, inner)
+        return tuple(opacity * i + (1 - opacity) * u for i, u in zip(inner, under, strict=True))
+
+    return paint(0, pixel)
+
+
+def _luminance(rgb: tuple[float, ...]) -> float:
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(locator: Any, prop: str = "color", pseudo: str | None = None) -> float:
+    """WCAG's contrast ratio of an element's text (``prop``: ``color``) against what is under
+    it; of its edge (``prop``: ``border-top-color``) against what is outside it."""
+    top, chain = locator.evaluate(_PAINT, [prop, pseudo])
+    fore = _paint(chain, top)
+    back = _paint(chain if prop == "color" else chain[:-1], None)
+    light, dark = sorted((_luminance(fore), _luminance(back)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 def in_view(page: Page, testid: str) -> None:
     """Part of it is on screen, where the user is: no scrolling needed to notice it."""
     expect(page.get_by_test_id(testid)).to_be_in_viewport(timeout=10_000)
@@ -162,12 +228,24 @@ def test_separate_listen_mix_and_download(
     page.locator("#format-select").select_option("wav")
     page.get_by_test_id("quality-select").select_option("fast")  # not the server's default
     shot(page, "uploaded")
+    # Words on the accent colour read at 4.5:1 (the chosen tab, "Choose a file", Separate), and
+    # a text field's edge shows at 3:1 on its card (WCAG 1.4.3, 1.4.11).
+    for words in (".tab:has(input:checked)", ".drop .button", "#submit"):
+        assert contrast(page.locator(words)) >= 4.5, words
+    for field in ("#api-key", "#prompt"):
+        assert contrast(page.locator(field), "border-top-color") >= 3, field
     page.get_by_test_id("submit").click()
 
     # The mixer comes up where the user is, with the song's length before any play.
     rows = page.get_by_test_id("stem-row")
     expect(rows).to_have_count(2, timeout=180_000)
     in_view(page, "mixer")
+    # The job's card went, with the focus in it: the focus is on the mixer's heading now, and
+    # a screen reader is told.
+    focused(page, "mixer-title")
+    expect(page.get_by_test_id("announce")).to_have_text(
+        f"{SONG}.wav: ready. The stems are in the mixer."
+    )
     expect(page.get_by_test_id("job")).to_be_hidden()
     expect(page.get_by_test_id("time")).to_have_text("0:00 / 0:03")
     no_sideways_scroll(page)
@@ -203,6 +281,16 @@ def test_separate_listen_mix_and_download(
     vocals = page.locator("[data-testid=stem-row][data-stem=vocals]")
     vocals.get_by_test_id("stem-mute").click()
     expect(vocals).to_have_class(re.compile(r"\bsilenced\b"))
+    # Silenced, the row's waveform dims; its name, its level and the Mute that turns the sound
+    # back on stay readable.
+    for part in (".name", "[data-testid=stem-db]", "[data-testid=stem-mute]"):
+        assert contrast(vocals.locator(part)) >= 4.5, part
+    # In a contrast theme (its colours, no fills), the pressed Mute shows by a thicker edge.
+    page.emulate_media(forced_colors="active")
+    edge = "el => parseFloat(getComputedStyle(el).borderTopWidth)"
+    pressed = vocals.get_by_test_id("stem-mute").evaluate(edge)
+    assert pressed >= 3 > vocals.get_by_test_id("stem-solo").evaluate(edge)
+    page.emulate_media(forced_colors="none")
     gains = page.evaluate("demixerMixer.gains()")
     assert gains["vocals"] == 0 and gains["accompaniment"] == 1
     muted = page.evaluate("demixerMixer.energy()")
@@ -241,6 +329,16 @@ def test_separate_listen_mix_and_download(
     left = head.evaluate("el => parseFloat(el.style.left)")
     assert left == pytest.approx(80, abs=2 * 100 / box["width"])
     assert page.evaluate("demixerMixer.playing") is False  # a drag while paused stays paused
+
+    # The Position slider seeks from the keyboard, and says where the song is in words.
+    position = page.get_by_role("slider", name="Position", exact=True)
+    position.fill("2")
+    assert page.evaluate("demixerMixer.position()") == pytest.approx(2)
+    expect(page.get_by_test_id("time")).to_have_text("0:02 / 0:03")
+    expect(position).to_have_attribute("aria-valuetext", "0:02 of 0:03")
+    position.press("Home")
+    expect(position).to_have_attribute("aria-valuetext", "0:00 of 0:03")
+    assert page.evaluate("demixerMixer.position()") == 0
 
     # Click on a waveform: the playhead goes there.
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -311,6 +409,22 @@ def test_separate_listen_mix_and_download(
     page.keyboard.press("]")
     keyed = page.evaluate("demixerMixer.loop")
     assert (keyed["start"], keyed["end"]) == (0, pytest.approx(0.3, abs=2 * pixel))
+    # Keys pressed on a control outside the mixer are that control's (WCAG 2.1.4): on a song's
+    # button in the history, an arrow, L, [ or ] moves and loops nothing.
+    mix_state = "[demixerMixer.position(), demixerMixer.loop]"
+    before_keys = page.evaluate(mix_state)
+    page.get_by_test_id("history-item").first.locator("button").first.focus()
+    for key in ("ArrowRight", "ArrowLeft", "l", "[", "]"):
+        page.keyboard.press(key)
+    assert page.evaluate(mix_state) == before_keys
+    # The loop's ends from buttons, at the Position slider's spot, said to a screen reader.
+    position.fill("1")
+    page.get_by_role("button", name="Loop from here").click()
+    position.fill("2")
+    page.get_by_role("button", name="Loop to here").click()
+    assert page.evaluate("demixerMixer.loop") == {"on": True, "start": 1, "end": 2}
+    expect(page.get_by_test_id("announce")).to_have_text("Loop 0:01 to 0:02")
+    page.evaluate("document.activeElement.blur()")
     page.keyboard.press("L")  # off again
     expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "false")
     page.keyboard.press("Space")
@@ -330,6 +444,9 @@ def test_separate_listen_mix_and_download(
     ab.click()
     expect(ab).to_have_attribute("aria-pressed", "true")
     expect(page.get_by_test_id("stems")).to_have_class(re.compile(r"\bab-original\b"))
+    # Not heard while the original plays: the waveforms dim, the names and levels do not.
+    for part in (vocals.locator(".name"), other.get_by_test_id("stem-db")):
+        assert contrast(part) >= 4.5
     assert page.evaluate(heard) == {
         "stems": {"vocals": 0, "accompaniment": 0},
         "original": 1,
@@ -395,6 +512,7 @@ def test_separate_listen_mix_and_download(
     item.get_by_role("button", name=f"Open {SONG}.wav").click()
     expect(rows).to_have_count(2, timeout=60_000)
     in_view(page, "mixer")
+    focused(page, "mixer-title")  # the view opened, not a button gone with its list
     assert page.evaluate("demixerMixer.loop.on") is False  # a fresh player
     # Opened from the history, the song was not uploaded in this tab: no original to compare
     # with, and the page says so beside the A/B button.
@@ -457,6 +575,33 @@ def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     expect(page.get_by_test_id("job")).to_be_visible(timeout=30_000)
     expect(status).to_have_text("Separating", timeout=30_000)
     expect(page.get_by_test_id("history-state").first).to_have_text("Separating")
+    # A status said once: #job-status is a live region, and each write is said again.
+    page.evaluate(
+        "window.said = []; new MutationObserver((changes) => changes.forEach((c) =>"
+        " c.addedNodes.forEach((n) => said.push(n.textContent))))"
+        ".observe(document.querySelector('#job-status'), {childList: true})"
+    )
+    # The list refreshes itself while the song separates: a focus on one of its buttons stays
+    # on that button, and on the same element while its row reads the same.
+    page.evaluate(
+        "window.listDone = false; new MutationObserver((changes) => { if (changes.some((c) =>"
+        " c.type === 'childList' || !c.target.hasAttribute('aria-busy'))) listDone = true; })"
+        ".observe(document.querySelector('#history-list'), {childList: true, subtree: true,"
+        " attributeFilter: ['aria-busy']})"
+    )
+    button = page.get_by_test_id("history-item").first.locator("button").first  # its Open
+    button.focus()
+    button_id, looks = button.evaluate(
+        "el => { el.focusedByTest = true; listDone = false;"
+        " return [el.id, el.closest('li').dataset.looks]; }"
+    )
+    until(page, "() => listDone")  # the next refresh, whatever it changed
+    kept = page.evaluate(
+        "() => { const el = document.activeElement;"
+        " return [el.id, el.focusedByTest === true, el.closest('li')?.dataset.looks]; }"
+    )
+    assert button_id and kept[0] == button_id, kept
+    assert kept[1] or kept[2] != looks, kept
     until(
         page,
         "() => { const v = document.querySelector('#job-progress').value;"
@@ -479,8 +624,11 @@ def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     left = r"(a few seconds|about \d+ s|about \d+ min) left"
     assert re.fullmatch(rf"{seen['progress']} % · {left}", seen["detail"]), seen
     page.get_by_test_id("cancel").click()
+    focused(page, "job-title")  # Cancel is disabled now: the focus is not lost with it
     expect(status).to_have_text("Cancelled", timeout=60_000)
     expect(page.get_by_test_id("cancel")).to_be_disabled()
+    said = page.evaluate("said")
+    assert said[-1] == "Cancelled" and all(a != b for a, b in itertools.pairwise(said)), said
     expect(page.get_by_test_id("stem-row")).to_have_count(0)
     # Separate no longer waits for it; the reload left no song chosen, and it says so.
     expect(page.get_by_test_id("submit-hint")).to_have_text("First choose a song.")
@@ -615,8 +763,9 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     expect(rows).to_have_count(2, timeout=180_000)
     in_view(page, "mixer")
     expect(page.locator("#stems .name")).to_have_text(["vocals", "everything else"])
+    # The name a voice says ("click M") is in the button's name: "M: mute …".
     expect(rows.nth(1).get_by_test_id("stem-mute")).to_have_attribute(
-        "aria-label", "Mute everything else"
+        "aria-label", "M: mute everything else"
     )
     for width in (360, 430, 390):  # the mixer fits every common phone too
         page.set_viewport_size({"width": width, "height": 844})
@@ -652,6 +801,31 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     expect(rows).to_have_count(2)
     in_view(page, "mixer")
     shot(page, "phone-history", full_page=True)
+    # At 200 % zoom (195 CSS px) everything reflows onto more lines: nothing is squeezed to
+    # nothing, cut or pushed out of its card, and no word breaks in two.
+    page.set_viewport_size({"width": 195, "height": 422})
+    no_sideways_scroll(page)
+    bad = page.evaluate(
+        """[...document.querySelectorAll(`#stems .name, #stems output, #history-list .song,
+             #refresh, .chip, .tab, #quality-select, #format-select, #model-select`)]
+           .filter(el => el.getClientRects().length)
+           .map(el => {
+             const r = el.getBoundingClientRect();
+             const card = el.closest('.card').getBoundingClientRect();
+             const words = document.createRange();
+             words.selectNodeContents(el);
+             const lines = new Set([...words.getClientRects()].map(l => Math.round(l.top))).size;
+             return [el.id || el.className || el.tagName, el.textContent.trim(), {
+               width: r.width > 16, inside: r.left >= card.left - 1 && r.right <= card.right + 1,
+               whole: el.matches('.song, select') || el.scrollWidth <= el.clientWidth,
+               oneLine: !el.matches('#refresh, #stems .name, #stems output') || lines === 1}];
+           })
+           .filter(([, , ok]) => !Object.values(ok).every(Boolean))"""
+    )
+    assert bad == [], bad
+    song = page.get_by_test_id("history-item").first.locator(".song")
+    expect(song).to_have_attribute("title", f"{SONG}.wav")  # cut short, it shows on hover
+    shot(page, "phone-zoom-200", full_page=False)
 
 
 def test_docs_render_offline(page: Page, server: Server) -> None:
@@ -673,7 +847,25 @@ def test_docs_render_offline(page: Page, server: Server) -> None:
 
 
 def test_history_delete(page: Page, server: Server) -> None:
+    # Less motion asked for: no transitions, no gliding scroll.
+    page.emulate_media(reduced_motion="reduce")
+
+    def tiny_gain(route: Any) -> None:  # stems turned down by less than 0.05 dB
+        response = route.fetch()
+        body = response.json()
+        for value in body["data"].values():
+            if isinstance(value, dict) and value.get("url"):
+                value["gain"] = 0.9995
+        route.fulfill(response=response, json=body)
+
+    page.route(re.compile(r"/v1/queue/requests/[^/?]+/result$"), tiny_gain)
     open_page(page, server)
+    assert page.locator("#drop").evaluate("el => getComputedStyle(el).transitionDuration") == "0s"
+    page.evaluate(
+        "() => { window.glides = []; const into = Element.prototype.scrollIntoView;"
+        " Element.prototype.scrollIntoView = function (how) {"
+        " glides.push(how?.behavior); return into.call(this, how); }; }"
+    )
     items = page.get_by_test_id("history-item")
     expect(items.first).to_be_visible()
     before = items.count()
@@ -687,8 +879,31 @@ def test_history_delete(page: Page, server: Server) -> None:
     ready = items.filter(has=page.get_by_test_id("history-state").filter(has_text="Ready")).first
     ready.get_by_role("button", name=re.compile("^Open")).click()
     expect(page.get_by_test_id("mixer")).to_be_visible(timeout=60_000)
-    ready.get_by_role("button", name=re.compile("^Delete")).click()
+    focused(page, "mixer-title")  # the view opened
+    glides = page.evaluate("glides")
+    assert glides and "smooth" not in glides, glides
+    # Turned down by a gain that rounds to 0.0 dB: the note says nothing of it.
+    expect(page.get_by_test_id("stem-row")).not_to_have_count(0, timeout=60_000)
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: not here, because this song was not uploaded in this tab."
+    )
+    # Delete asks first (WCAG 3.3.4): the same button now confirms, and Escape takes it back.
+    delete = ready.get_by_role("button", name=re.compile("^Delete"))
+    delete.click()
+    confirm = ready.get_by_role("button", name=re.compile("^Confirm delete"))
+    expect(confirm).to_have_text("Confirm delete")
+    expect(page.get_by_test_id("announce")).to_contain_text("Press again to delete")
+    page.keyboard.press("Escape")
+    expect(delete).to_have_text("Delete")
+    assert items.count() == before
+    delete.click()
+    # The focus goes on to the next song's Delete (else the one before, else the heading).
+    ids = items.evaluate_all("lis => lis.map(li => li.dataset.id)")
+    at = ids.index(ready.get_attribute("data-id"))
+    near = ids[at + 1 :] + ids[:at][::-1]
+    confirm.click()
     expect(items).to_have_count(before - 1)
+    focused(page, f"delete-{near[0]}" if near else "history-title")
     expect(page.get_by_test_id("mixer")).to_be_hidden()
     expect(page.get_by_test_id("job")).to_be_hidden()
 
@@ -778,8 +993,12 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     key.fill("dmx_wrong")
     page.get_by_role("button", name="Use key").click()
     expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
+    # Its placeholder and its edge are readable on the card.
+    assert contrast(key, pseudo="::placeholder") >= 4.5
+    assert contrast(key, "border-top-color") >= 3
     key.fill(server.key)
     page.get_by_role("button", name="Use key").click()
+    focused(page, "upload-input")  # the key field went: on to choosing a song
     expect(page.locator("#model-select option")).not_to_have_count(0)
     assert page.evaluate("localStorage.getItem('demixer.apiKey')") == server.key
     expect(page.locator("#key-section")).to_be_hidden()
@@ -793,6 +1012,7 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
     page.get_by_test_id("key-cancel").click()
     expect(page.locator("#key-section")).to_be_hidden()
+    focused(page, "switch-key")  # back where it was opened
     with page.expect_response(re.compile(r"/v1/queue/requests\?limit=")) as listed:
         page.get_by_role("button", name="Refresh").click()
     assert listed.value.status == 200  # asked with the key that works

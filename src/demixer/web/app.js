@@ -1,7 +1,7 @@
 // demixer web page: only the public v1 API, no external requests, no build step.
 "use strict";
 
-import { downloadAll, downloadMix, mixer, openResult, stop, thumbnails } from "./mixer.js";
+import { downloadAll, downloadMix, glide, mixer, openResult, say, stop, thumbnails } from "./mixer.js";
 import { FINAL, PlainError, colour, day, fromBody, length, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -21,6 +21,11 @@ function showError(el, err) {
   console.warn(err?.code || "", text);
 }
 function clearError(el) { const box = errorFor(el); if (box) box.textContent = ""; }
+// Text set only when it changes: a live region says it again at every write, even the same words.
+function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
+// Whether the focus is in el; whether it is on nothing (the body: what had it went away).
+const focusIn = (el) => el.contains(document.activeElement);
+const focusLost = () => [document.body, document.documentElement, null].includes(document.activeElement);
 
 // ---------- API ----------
 async function api(method, path, body) {
@@ -66,7 +71,10 @@ async function useKey(key) {
   } catch (e) { state.key = previous; showError(form, e); return; }
   localStorage.setItem("demixer.apiKey", state.key);
   showSession(`Signed in with key ${state.key.slice(0, 10)}…`);
+  // The key field goes away: the focus moves on to what comes next, choosing a song.
+  const wasIn = focusIn($("#key-section"));
   $("#key-section").hidden = true;
+  if (wasIn) $("#upload-input").focus();
   await ready();
 }
 $("#key-form").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("#api-key").value); });
@@ -78,6 +86,7 @@ $("#switch-key").addEventListener("click", () => {
 $("#key-cancel").addEventListener("click", () => {
   clearError($("#key-form"));
   $("#key-section").hidden = true;
+  $("#switch-key").focus(); // back where it was opened
 });
 
 async function ready() {
@@ -288,7 +297,7 @@ $("#job-form").addEventListener("submit", async (ev) => {
 });
 
 function showStatus(s, progress) {
-  $("#job-status").textContent = stateWords(s);
+  setText($("#job-status"), stateWords(s));
   const pct = s.status === "COMPLETED" ? 100 : Math.round((s.progress || 0) * 100);
   $("#job-progress").value = pct;
   let detail = "";
@@ -303,7 +312,10 @@ function showStatus(s, progress) {
     detail = "It finished before it could stop.";
   }
   $("#job-detail").textContent = detail;
-  $("#cancel").disabled = FINAL.has(s.status) || s.cancel_requested;
+  const cancel = $("#cancel");
+  const had = document.activeElement === cancel;
+  cancel.disabled = FINAL.has(s.status) || s.cancel_requested;
+  if (had && cancel.disabled) $("#job-title").focus({ preventScroll: true }); // not lost with it
   if (s.status === "FAILED" && s.error) showError($("#job-status"), new PlainError(s.error.code));
 }
 
@@ -323,7 +335,9 @@ function estimator() {
   };
 }
 
-async function watch(requestId, { file = null, name = null, job = null } = {}) {
+// focus: opened by the user (from the history): the focus goes to the view opened, the job's
+// heading or, for a finished song, the mixer's.
+async function watch(requestId, { file = null, name = null, job = null, focus = false } = {}) {
   if (state.watch) state.watch.abort();
   const ctrl = new AbortController();
   state.watch = ctrl;
@@ -334,13 +348,14 @@ async function watch(requestId, { file = null, name = null, job = null } = {}) {
   $("#mixer").hidden = true;
   clearError($("#job-status"));
   $("#job-title").textContent = state.job.name;
-  section.scrollIntoView({ behavior: "smooth", block: "start" });
+  section.scrollIntoView({ behavior: glide(), block: "start" });
+  let last = job && FINAL.has(job.status) ? job : null;
   // Separate is disabled while the job runs: the keyboard's focus moves on to the job, not
   // back to the top of the page.
-  if ([$("#submit"), document.body].includes(document.activeElement)) $("#job-title").focus({ preventScroll: true });
+  const opened = focus && last?.status !== "COMPLETED"; // a finished song opens in the mixer
+  if (opened || [$("#submit"), document.body].includes(document.activeElement)) $("#job-title").focus({ preventScroll: true });
   const progress = estimator();
   showStatus(job || { status: "IN_QUEUE", progress: 0 }, progress);
-  let last = job && FINAL.has(job.status) ? job : null;
   state.busy = !last; // Separate waits for the song being watched
   updateSubmit();
   if (!last) {
@@ -364,7 +379,7 @@ async function watch(requestId, { file = null, name = null, job = null } = {}) {
   state.busy = false;
   updateSubmit();
   loadHistory();
-  if (last?.status === "COMPLETED") showResult(requestId, last);
+  if (last?.status === "COMPLETED") showResult(requestId, last, focus);
 }
 
 // Server-sent events read with fetch (EventSource cannot send the Authorization header).
@@ -396,15 +411,16 @@ async function streamStatus(requestId, signal, onStatus) {
 $("#cancel").addEventListener("click", async () => {
   const button = $("#cancel");
   clearError(button);
+  $("#job-title").focus({ preventScroll: true }); // Cancel is disabled now: not a lost focus
   button.disabled = true;
   try {
     const answer = await api("PUT", `/v1/queue/requests/${state.job.id}/cancel`);
-    $("#job-status").textContent = answer.status === "CANCELLED" ? "Cancelled" : "Stopping";
+    setText($("#job-status"), answer.status === "CANCELLED" ? "Cancelled" : "Stopping");
   } catch (e) { showError(button, e); button.disabled = false; }
 });
 
 // ---------- the result, in the mixer ----------
-async function showResult(requestId, info) {
+async function showResult(requestId, info, opened = false) {
   const err = $("#download-all");
   clearError(err);
   const song = songName(state.job.name);
@@ -420,7 +436,10 @@ async function showResult(requestId, info) {
         madeBy: result.made_by?.[name] || "",
       }));
     const original = state.job.file;
+    // The job's card goes: a focus in it (or on nothing) moves to the mixer's heading.
+    const focus = opened || focusIn($("#job")) || focusLost();
     $("#job").hidden = true; // the mixer says the rest
+    if (!opened) say(`${state.job.name}: ready. The stems are in the mixer.`);
     await openResult({
       title: state.job.name,
       song,
@@ -429,6 +448,7 @@ async function showResult(requestId, info) {
       originalNote: original ? "" : "Original: not here, because this song was not uploaded in this tab.",
       thumbsKey: requestId,
       gain: Object.values(result.data).find((v) => v && typeof v === "object" && v.url)?.gain ?? 1,
+      focus,
     });
   } catch (e) { showError(err, e); }
   loadHistory();
@@ -446,10 +466,9 @@ $("#render-mix").addEventListener("click", async () => {
 });
 
 // ---------- history ----------
-function thumbnail(job) {
+function thumbnail(job, kept) {
   const box = document.createElement("span");
   box.className = "thumbs";
-  const kept = thumbnails(job.request_id);
   const stems = kept || (job.stems || (job.prompt ? ["target"] : [])).map((s, i) => [s, colour(s, i), null]);
   for (const [name, c, cols] of stems.slice(0, 6)) {
     const t = document.createElement("span");
@@ -470,57 +489,113 @@ function thumbnail(job) {
 }
 
 // The list of the account's songs; it keeps itself fresh (every few seconds) while one of them
-// is still waiting or separating. Answers the jobs listed.
+// is still waiting or separating. Answers the jobs listed. A refresh changes only the songs
+// whose row would read differently: the rest, and a focus on one of their buttons, stay.
 let historyTimer = null;
 async function loadHistory() {
   const list = $("#history-list");
   clearError(list);
   clearTimeout(historyTimer);
+  list.setAttribute("aria-busy", "true");
   let page;
-  try { page = await api("GET", "/v1/queue/requests?limit=50"); } catch (e) { showError(list, e); return []; }
-  list.replaceChildren();
+  try {
+    page = await api("GET", "/v1/queue/requests?limit=50");
+  } catch (e) { showError(list, e); list.removeAttribute("aria-busy"); return []; }
   if (page.data.some((j) => !FINAL.has(j.status))) historyTimer = setTimeout(loadHistory, 3000);
-  if (!page.data.length) {
-    list.append(Object.assign(document.createElement("li"), { className: "muted", textContent: "Nothing yet: your separated songs will be listed here." }));
-    return [];
-  }
-  for (const job of page.data) {
-    const li = document.createElement("li");
-    li.dataset.testid = "history-item";
-    const text = document.createElement("span");
-    text.className = "what";
-    const name = Object.assign(document.createElement("strong"), { className: "song", textContent: job.file_name || "a song" });
-    const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
-    const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
-    const meta = Object.assign(document.createElement("span"), { className: "muted small", textContent: facts });
-    const badge = Object.assign(document.createElement("span"), { className: `state ${job.status.toLowerCase()}`, textContent: stateWords(job) });
-    badge.dataset.testid = "history-state";
-    text.append(name, meta);
-    const buttons = document.createElement("span");
-    buttons.className = "row";
-    const open = Object.assign(document.createElement("button"), { type: "button", textContent: "Open" });
-    open.setAttribute("aria-label", `Open ${job.file_name || "this song"}`);
-    open.addEventListener("click", () => watch(job.request_id, { name: job.file_name, job }));
-    const del = Object.assign(document.createElement("button"), { type: "button", className: "quiet", textContent: "Delete" });
-    del.setAttribute("aria-label", `Delete ${job.file_name || "this song"}`);
-    del.addEventListener("click", async () => {
-      try { await api("DELETE", `/v1/queue/requests/${job.request_id}`); } catch (e) { showError(list, e); return; }
-      if (state.job?.id === job.request_id) { // the song on screen is gone: so is its player
-        if (state.watch) state.watch.abort();
-        state.busy = false;
-        updateSubmit();
-        stop();
-        $("#mixer").hidden = true;
-        $("#job").hidden = true;
-        state.job = null;
-      }
-      loadHistory();
-    });
-    buttons.append(open, del);
-    li.append(thumbnail(job), text, badge, buttons);
-    list.append(li);
-  }
+  renderHistory(list, page.data);
+  list.removeAttribute("aria-busy");
   return page.data;
+}
+
+function renderHistory(list, jobs) {
+  const focused = focusIn(list) ? document.activeElement.id : "";
+  const shown = new Map([...list.children].map((li) => [li.dataset.id || "", li]));
+  const kept = thumbnails();
+  const items = jobs.map((job) => {
+    // What the row shows, as one string: the same string, the same row.
+    const looks = JSON.stringify([job.status, stateWords(job), job.file_name, job.duration, job.prompt,
+      job.stems, job.engine_model, day(job.created_at), kept[job.request_id] || null]);
+    const li = shown.get(job.request_id);
+    return li && li.dataset.looks === looks ? li : historyItem(job, looks, kept[job.request_id]);
+  });
+  if (!items.length) {
+    items.push(shown.get("") || Object.assign(document.createElement("li"), {
+      className: "muted", textContent: "Nothing yet: your separated songs will be listed here.",
+    }));
+  }
+  // In place: a row is moved only when it is out of order (a moved row loses its focus).
+  items.forEach((li, i) => { if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null); });
+  while (list.children.length > items.length) list.lastElementChild.remove();
+  if (focused && !focusIn(list)) document.getElementById(focused)?.focus({ preventScroll: true });
+}
+
+function historyItem(job, looks, kept) {
+  const list = $("#history-list");
+  const song = job.file_name || "a song";
+  const li = document.createElement("li");
+  li.dataset.testid = "history-item";
+  li.dataset.id = job.request_id;
+  li.dataset.looks = looks;
+  const text = document.createElement("span");
+  text.className = "what";
+  // A long name is cut short on screen: the whole of it shows on hover.
+  const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song });
+  const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
+  const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
+  const meta = Object.assign(document.createElement("span"), { className: "muted small", textContent: facts });
+  const badge = Object.assign(document.createElement("span"), { className: `state ${job.status.toLowerCase()}`, textContent: stateWords(job) });
+  badge.dataset.testid = "history-state";
+  text.append(name, meta);
+  const buttons = document.createElement("span");
+  buttons.className = "row";
+  const open = Object.assign(document.createElement("button"), { type: "button", textContent: "Open", id: `open-${job.request_id}` });
+  open.setAttribute("aria-label", `Open ${song}`);
+  open.addEventListener("click", () => watch(job.request_id, { name: job.file_name, job, focus: true }));
+  const del = Object.assign(document.createElement("button"), { type: "button", id: `delete-${job.request_id}` });
+  // Delete asks once more (WCAG 3.3.4): the first press turns the button into "Confirm delete",
+  // the second deletes. Leaving it (focus elsewhere, Escape, or 8 s) takes the question back.
+  let armed = null;
+  const disarm = () => {
+    clearTimeout(armed);
+    armed = null;
+    del.className = "quiet";
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", `Delete ${song}`);
+  };
+  disarm();
+  del.addEventListener("blur", () => { if (armed) disarm(); });
+  del.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && armed) { disarm(); say(`${song} is kept.`); } });
+  del.addEventListener("click", async () => {
+    if (!armed) {
+      armed = setTimeout(disarm, 8000);
+      del.className = "confirm";
+      del.textContent = "Confirm delete";
+      del.setAttribute("aria-label", `Confirm delete ${song}`);
+      say(`Press again to delete ${song}.`);
+      return;
+    }
+    disarm();
+    try { await api("DELETE", `/v1/queue/requests/${job.request_id}`); } catch (e) { showError(list, e); return; }
+    if (state.job?.id === job.request_id) { // the song on screen is gone: so is its player
+      if (state.watch) state.watch.abort();
+      state.busy = false;
+      updateSubmit();
+      stop();
+      $("#mixer").hidden = true;
+      $("#job").hidden = true;
+      state.job = null;
+    }
+    // The focus goes to the next song's Delete (else the one before, else the list's heading).
+    const near = [li.nextElementSibling, li.previousElementSibling].find((el) => el?.dataset.id);
+    const refocus = focusIn(li) || focusLost();
+    li.remove();
+    if (refocus) (near ? $(`#${CSS.escape(`delete-${near.dataset.id}`)}`) : $("#history-title")).focus();
+    say(`${song} deleted.`);
+    loadHistory();
+  });
+  buttons.append(open, del);
+  li.append(thumbnail(job, kept), text, badge, buttons);
+  return li;
 }
 $("#refresh").addEventListener("click", loadHistory);
 

@@ -16,6 +16,17 @@ export const mixer = {
 };
 window.demixerMixer = mixer; // the tests read the mix from here
 
+// Said to a screen reader (politely, after what it is saying): what changed on screen where its
+// user's focus is not, e.g. the loop set by a key. Emptied first, so the same words are said again.
+export function say(text) {
+  const box = $("#announce");
+  box.textContent = "";
+  setTimeout(() => { box.textContent = text; }, 50);
+}
+
+// Scrolling that glides, unless the user asked their system for less motion.
+export const glide = () => (matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth");
+
 const dbToGain = (db) => (db <= MIN_DB ? 0 : 10 ** (db / 20));
 
 function effectiveGain(stem) {
@@ -40,7 +51,9 @@ function applyGains() {
 // outputs: [{name, label, url, fileName, type, madeBy?}] (madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
 // gain: the one gain the server scaled every stem by so that none clips (1: none); the original
 // plays at it too, so that A/B compares the sound, not the level.
-export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1 }) {
+// focus: the keyboard's focus moves to the mixer's heading (the view the user asked for, or the
+// one that replaced the view their focus was in).
+export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false }) {
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -58,7 +71,8 @@ export async function openResult({ title, song, outputs, original, originalNote,
   $("#ab").disabled = true;
   $("#ab-note").textContent = "";
   $("#mixer").hidden = false;
-  $("#mixer").scrollIntoView({ behavior: "smooth", block: "start" });
+  $("#mixer").scrollIntoView({ behavior: glide(), block: "start" });
+  if (focus) $("#mixer-title").focus({ preventScroll: true });
   tick();
   $("#time").textContent = "Loading the stems…";
   mixer.ctx = mixer.ctx || new AudioContext();
@@ -86,8 +100,8 @@ export async function openResult({ title, song, outputs, original, originalNote,
   }
   $("#ab").disabled = !mixer.original;
   if (mixer.original) note.textContent = "Original: hear the song as it was, at the same spot.";
-  if (gain < 1) {
-    const db = (-20 * Math.log10(gain)).toFixed(1);
+  const db = (-20 * Math.log10(gain)).toFixed(1);
+  if (gain < 1 && db !== "0.0") { // a gain that rounds to 0.0 dB is nothing to tell
     note.textContent += ` The stems were turned down together by ${db} dB so that none clips`
       + (mixer.original ? "; the original plays at the same level." : ".");
   }
@@ -102,7 +116,7 @@ function renderRow(stem) {
   row.dataset.stem = stem.name;
   row.style.setProperty("--c", stem.colour);
   row.innerHTML = `<span class="name"></span>
-    <div class="wave"><canvas></canvas><div class="loop-shade" hidden></div><div class="playhead"></div></div>
+    <div class="wave" aria-hidden="true"><canvas></canvas><div class="loop-shade" hidden></div><div class="playhead"></div></div>
     <div class="volume">
       <input type="range" min="${MIN_DB}" max="6" step="0.5" value="0" data-testid="stem-volume">
       <output data-testid="stem-db" aria-hidden="true">0.0 dB</output></div>
@@ -114,8 +128,9 @@ function renderRow(stem) {
   $(".name", row).textContent = stem.label;
   $(".name", row).title = stem.madeBy ? `${stem.label}: made by ${stem.madeBy}` : stem.label;
   const mute = $(".mute", row), solo = $(".solo", row);
-  mute.setAttribute("aria-label", `Mute ${stem.label}`);
-  solo.setAttribute("aria-label", `Solo ${stem.label}`);
+  // The name starts with the letter shown, so that "click M" (voice control) finds it.
+  mute.setAttribute("aria-label", `M: mute ${stem.label}`);
+  solo.setAttribute("aria-label", `S: solo ${stem.label}`);
   mute.addEventListener("click", () => { stem.muted = !stem.muted; setPressed(mute, stem.muted); applyGains(); });
   solo.addEventListener("click", () => { stem.solo = !stem.solo; setPressed(solo, stem.solo); applyGains(); });
   // The slider is named by its stem and read out in dB (a screen reader says "vocals volume,
@@ -195,8 +210,9 @@ function keepThumbnails(key, stems) {
   for (const old of keys.slice(0, Math.max(0, keys.length - 100))) delete all[old];
   localStorage.setItem("demixer.thumbs", JSON.stringify(all));
 }
-export function thumbnails(key) {
-  return JSON.parse(localStorage.getItem("demixer.thumbs") || "{}")[key] || null;
+// Every song's kept thumbnails: {request id: [[label, colour, columns], …]}.
+export function thumbnails() {
+  return JSON.parse(localStorage.getItem("demixer.thumbs") || "{}");
 }
 
 // ---------- the clock ----------
@@ -268,6 +284,12 @@ export function toggle() { if (mixer.playing) stop(); else play(); }
 function tick() {
   const t = position();
   $("#time").textContent = `${clock(t)} / ${clock(mixer.duration)}`;
+  // The Position slider follows the playhead; its words change once a second, not every frame.
+  const slider = $("#position");
+  slider.max = mixer.duration;
+  slider.value = t;
+  const words = `${clock(t)} of ${clock(mixer.duration)}`;
+  if (slider.getAttribute("aria-valuetext") !== words) slider.setAttribute("aria-valuetext", words);
   const pct = mixer.duration ? (100 * t) / mixer.duration : 0;
   for (const head of document.querySelectorAll("#mixer .playhead")) head.style.left = `${pct}%`;
   if (mixer.playing) requestAnimationFrame(tick);
@@ -342,6 +364,7 @@ export function setLoop(start, end, on) {
   mixer.loop = { on, start, end };
   setPressed($("#loop"), on);
   showRegion(start, end);
+  say(on ? `Loop ${clock(start)} to ${clock(end)}` : "Loop off");
   const wasPlaying = mixer.playing;
   if (wasPlaying) { stop(); play(); }
 }
@@ -365,6 +388,11 @@ $("#loop").addEventListener("click", () => {
   else setLoop(0, mixer.duration, true); // no region yet: the whole song
 });
 $("#play").addEventListener("click", toggle);
+$("#loop-from").addEventListener("click", () => loopFromKey(true));
+$("#loop-to").addEventListener("click", () => loopFromKey(false));
+// The Position slider: the keyboard's and a screen reader's way to seek (arrows move 1 % of the
+// song, Page Up / Down 10 %, Home / End to either end).
+$("#position").addEventListener("input", (ev) => { if (mixer.duration) seek(Number(ev.target.value)); });
 $("#ab").addEventListener("click", () => {
   mixer.ab = !mixer.ab;
   setPressed($("#ab"), mixer.ab);
@@ -373,15 +401,18 @@ $("#ab").addEventListener("click", () => {
 
 // Space plays and pauses while the mixer is on screen and the focus is on no control of its
 // own (a focused button, link or summary keeps its space-to-click: Mute toggles mute, the play
-// button plays); arrows move; L loops; [ and ] set where the loop starts and ends.
+// button plays); arrows move; L loops; [ and ] set where the loop starts and ends. Only with the
+// focus in the mixer (or on nothing): keys pressed on the history, the form or the header are
+// theirs (WCAG 2.1.4), and an arrow there never moves the song.
 const typing = (ev) => {
   const tag = ev.target.tagName;
   return tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && ev.target.type !== "range");
 };
 const control = (ev) => ["BUTTON", "A", "SUMMARY"].includes(ev.target.tagName) || typing(ev);
 const listening = () => mixer.stems.length > 0 && !$("#mixer").hidden;
+const inMixer = (ev) => [document.body, document.documentElement].includes(ev.target) || $("#mixer").contains(ev.target);
 document.addEventListener("keydown", (ev) => {
-  if (!listening() || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
+  if (!listening() || !inMixer(ev) || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
   if (ev.key === " " && control(ev)) return;
   const tag = ev.target.tagName;
   if (ev.key === " ") { ev.preventDefault(); toggle(); }
@@ -401,6 +432,7 @@ function loopFromKey(isStart) {
     ? [at, had && end > at ? end : mixer.duration]
     : [had && start < at ? start : 0, at];
   if (b - a >= 0.05) setLoop(a, b, true);
+  else say(`No loop: it would ${isStart ? "start" : "end"} at ${clock(at)}, where it ${isStart ? "ends" : "starts"}. Move the playhead first.`);
 }
 
 // ---------- the mix, rendered offline with the same gains ----------
