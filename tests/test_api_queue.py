@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.api import jobs
@@ -340,9 +340,27 @@ def test_quality_is_checked_defaulted_and_echoed(make_api: Callable[..., Api]) -
 
 def test_limits_checked_before_queueing(make_api: Callable[..., Api]) -> None:
     api = make_api(max_duration_seconds=1.0)
-    file_id = api.upload("stereo.wav")  # 1.5 s
+    # A file over the limit could never be separated: refused at upload, nothing kept.
+    path = api.files.get("stereo.wav").path  # 1.5 s
+    r = api.post("/v1/files", files={"file": ("stereo.wav", path.read_bytes(), "audio/wav")})
+    msg = _error(r, 422, "DURATION_LIMIT", "file")
+    assert msg == (
+        "'stereo.wav' is longer than this server's limit of 1 s (1.5 s or more); "
+        "send a shorter file"
+    )
+    with api.services.db.read() as s:
+        refused = s.scalars(select(File)).one()
+    assert (refused.status, refused.error_code) == ("failed", "DURATION_LIMIT")
+    assert not api.services.storage.exists(refused.storage_key)
+    # One stored before the limit was lowered is refused at submit.
+    api.services.settings.max_duration_seconds = 10.0
+    file_id = api.upload("stereo.wav")
+    api.services.settings.max_duration_seconds = 1.0
     msg = _error(api.queue_separate(file_id), 422, "DURATION_LIMIT", "input.file_id")
-    assert "1.5" in msg
+    assert msg == (
+        f"file {file_id!r} (stereo.wav) is longer than this server's limit of 1 s "
+        "(1.5 s or more); send a shorter file"
+    )
     api.services.settings.max_duration_seconds = 10.0
     api.services.settings.max_upload_bytes = 1000  # lowered after the upload
     _error(api.queue_separate(file_id), 413, "FILE_TOO_LARGE", "input.file_id")

@@ -363,8 +363,9 @@ def test_a_file_over_20_minutes_uploads_fine_and_is_1109_at_job_creation(gaudio:
     upload = gaudio.upload("long.flac", buf.getvalue())
     answer = gaudio.create_job(upload, "vocal")
     assert answer["resultCode"] == 1109, answer
-    assert answer["resultMessage"] == (
-        f"file {upload!r} (long.flac) is 1260.0 s long; this server separates at most 1200 s"
+    assert answer["resultMessage"] == (  # found at upload, answered where Gaudio answers it
+        "'long.flac' is longer than this server's limit of 1200 s (1260.0 s or more); "
+        "send a shorter file"
     )
 
 

@@ -28,7 +28,7 @@ from demixer.api.schemas import (
 )
 from demixer.api.uploads import owned_file, settle_pending
 from demixer.api.validation import invalid_request
-from demixer.audio import OutputFormat
+from demixer.audio import OutputFormat, duration_refusal
 from demixer.engine.spans import Span, check_reach
 from demixer.engine.stems import RESIDUAL, choose_model, plan_stems
 from demixer.errors import (
@@ -187,12 +187,9 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput 
             f"{named} has {size} bytes; the limit is {settings.max_upload_bytes}",
             param=param,
         )
-    if row.duration is not None and row.duration > settings.max_duration_seconds:
-        raise DurationLimit(
-            f"{named} is {row.duration:.1f} s long; this server separates at most "
-            f"{settings.max_duration_seconds:.0f} s",
-            param=param,
-        )
+    refusal = duration_refusal(named, row.duration, settings.max_duration_seconds)
+    if refusal is not None:
+        raise DurationLimit(refusal.message, param=param)
     if (row.channels or 0) > 2 and not inp.downmix:
         raise InvalidAudio(
             f"{named} has {row.channels} channels; demixer separates mono or stereo: "

@@ -34,11 +34,12 @@ from demixer.api.schemas import (
     FileUpload,
     Retention,
 )
-from demixer.audio import probe
+from demixer.audio import duration_refusal, probe
 from demixer.errors import (
     AlreadyUploaded,
     ContentTypeMismatch,
     DemixerError,
+    DurationLimit,
     FileExpired,
     FileNotReady,
     FileTooLarge,
@@ -206,7 +207,12 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
                 sha256 = file_sha256(path)
             # Packets counted up to the duration limit: a hidden length shows here, as in
             # the job (see audio.decode.probe).
-            info = probe(path, max_seconds=services.settings.max_duration_seconds)
+            limit = services.settings.max_duration_seconds
+            info = probe(path, max_seconds=limit)
+            # Over the limit it can never be separated here: refused now, not kept 72 h.
+            refusal = duration_refusal(f"'{path.name}'", info.duration, limit)
+            if refusal is not None:
+                raise refusal
     except InvalidAudio as exc:
         message = exc.message
         for old, new in shown.items():
@@ -222,7 +228,8 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
                 sha256=sha256,
                 sample_rate=exc.sample_rate if isinstance(exc, UnsupportedSampleRate) else None,
             )
-        raise InvalidAudio(message, param="file") from None
+        refused = DurationLimit if isinstance(exc, DurationLimit) else InvalidAudio
+        raise refused(message, param="file") from None
     with services.db.write() as s:  # FileConflict: deleted (or uploaded by a racing PUT)
         return mark_uploaded(s, row.id, size=size, sha256=sha256, info=info, now=now)
 

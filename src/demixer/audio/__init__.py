@@ -7,7 +7,7 @@ Arrays are always float32 ``(channels, samples)``; rates are in Hz. Every input 
 
 from __future__ import annotations
 
-from demixer.audio.decode import AudioInfo, AudioReader, load, probe
+from demixer.audio.decode import AudioInfo, AudioReader, duration_refusal, load, probe
 from demixer.audio.encode import FORMATS, OutputFormat, StemSetWriter, WriteReport
 from demixer.audio.queue import SampleQueue
 from demixer.audio.resample import StreamResampler, resample, resampled_length
@@ -21,6 +21,7 @@ __all__ = [
     "StemSetWriter",
     "StreamResampler",
     "WriteReport",
+    "duration_refusal",
     "load",
     "probe",
     "resample",

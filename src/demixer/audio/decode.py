@@ -61,6 +61,7 @@ __all__ = [
     "TRUNCATION_TOLERANCE",
     "AudioInfo",
     "AudioReader",
+    "duration_refusal",
     "load",
     "probe",
 ]
@@ -580,6 +581,22 @@ def _packet_seconds(
         if limit is not None and total * base > limit:
             break
     return total * base if total else None
+
+
+def duration_refusal(
+    name: str, duration: float | None, max_seconds: float | None
+) -> DurationLimit | None:
+    """The refusal of audio ``name`` that :func:`probe` found ``duration`` seconds long, when
+    that is over ``max_seconds`` (past the limit probe stops counting: the figure is a lower
+    bound, said as "or more"); None when it is within it."""
+    if max_seconds is None or duration is None or duration <= max_seconds:
+        return None
+    # Counted just past the limit, the figure would read as within it ("10.0 s or more").
+    figure = f" ({duration:.1f} s or more)" if round(duration, 1) > max_seconds else ""
+    return DurationLimit(
+        f"{name} is longer than this server's limit of {max_seconds:g} s{figure}; "
+        "send a shorter file"
+    )
 
 
 def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:

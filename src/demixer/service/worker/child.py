@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from demixer.audio import OutputFormat, probe
+from demixer.audio import OutputFormat, duration_refusal, probe
 from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
@@ -48,7 +48,6 @@ from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
 from demixer.errors import (
     DemixerError,
-    DurationLimit,
     InvalidAudio,
     ModelFailed,
     ModelUnavailable,
@@ -346,11 +345,9 @@ def check_input(job: ChildJob) -> None:
     still stops at ``job.max_seconds`` whatever the packets said."""
     info = probe(job.input_path, max_seconds=job.max_seconds)
     name = f"'{Path(job.input_path).name}'"
-    if job.max_seconds is not None and (info.duration or 0.0) > job.max_seconds:
-        raise DurationLimit(
-            f"{name} is longer than this server's limit of {job.max_seconds:g} s "
-            f"({info.duration:.1f} s or more); send a shorter file"
-        )
+    refusal = duration_refusal(name, info.duration, job.max_seconds)
+    if refusal is not None:
+        raise refusal
     if info.channels > 2 and not job.params.downmix:
         raise InvalidAudio(
             f"{name} has {info.channels} channels; demixer separates mono or stereo: set "
