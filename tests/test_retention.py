@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sqlalchemy import func, select
 
 from api_support import TESTSERVER, Api, close_app
 from audiofiles import AudioFiles
@@ -26,7 +27,7 @@ from demixer.server.compose import build_services
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.db import Database
 from demixer.service.retention.sweeper import SweepCounts, Sweeper
-from demixer.service.schema import File, Job
+from demixer.service.schema import Delivery, File, Job, JobLog
 from demixer.settings import Settings
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -353,3 +354,53 @@ def test_the_sweeper_runs_on_its_interval(tmp_path: Path) -> None:
         stop.set()
         thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+DAY = 24 * HOUR
+
+
+def _rows(api: Api, table: Any, job_id: str) -> int:
+    with api.services.db.read() as s:
+        return int(s.scalar(select(func.count()).select_from(table).where(table.job_id == job_id)))
+
+
+def test_a_requests_record_goes_30_days_after_it_finished_its_usage_stays(
+    clocked: Clocked,
+) -> None:
+    """Rows were kept for good: every request listed forever, each webhook delivery's secret
+    and payload kept, ~5 kB a request."""
+    api = clocked
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    api.worker_done(job_id)  # finished at START
+    with api.services.db.write() as s:  # a delivered webhook, as the dispatcher leaves one
+        s.add(Delivery(id="whk_1", job_id=job_id, url="https://hooks.example.org/x",
+                       secret="whsec_c2VjcmV0", event_type="audio.separate.completed",
+                       payload={"request_id": job_id}, status="delivered", attempts=1,
+                       next_attempt_at=START, delivered_at=START, created_at=START,
+                       updated_at=START))  # fmt: skip
+    assert _rows(api, JobLog, job_id) > 0
+
+    api.at(START + 3 * DAY + HOUR)  # the result (48 h) and the upload (72 h) are swept first
+    counts = api.sweep()
+    assert (counts.files, counts.results, counts.records) == (1, 1, 0)
+    api.at(START + 30 * DAY - SECOND)  # the record stays until 30 days after it finished
+    assert api.sweep().records == 0
+    assert api.get(f"/v1/queue/requests/{job_id}/status").json()["status"] == "COMPLETED"
+    _error(api.get(f"/v1/files/{file_id}"), 410, "FILE_EXPIRED")
+
+    api.services.settings.record_retention_seconds = 0  # 0: kept for good
+    api.at(START + 60 * DAY)
+    assert api.sweep().records == 0
+    api.services.settings.record_retention_seconds = 30 * 24 * 3600
+    assert api.sweep().records == 2  # the request (its log and delivery with it), the upload
+    _error(api.get(f"/v1/queue/requests/{job_id}/status"), 404, "NOT_FOUND")
+    _error(api.get(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
+    assert api.get("/v1/queue/requests").json()["data"] == []
+    assert (_rows(api, JobLog, job_id), _rows(api, Delivery, job_id)) == (0, 0)
+    # What was used stays counted.
+    usage = api.get(
+        "/v1/usage", params={"from": START.isoformat(), "to": (START + DAY).isoformat()}
+    )
+    assert usage.json()["data"][0]["jobs"] == 1
+    assert api.sweep() == SweepCounts()

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # Retention (like the vendors: uploads 72 h, results 48 h); the sweeper deletes after.
     upload_retention_seconds: int = Field(72 * 3600, ge=1)
     result_retention_seconds: int = Field(48 * 3600, ge=1)
+    # A finished request's record (status, log, webhook deliveries with their secret and
+    # payload) and a gone upload's row are deleted this long after, never before its result
+    # or upload expired; 0 keeps them for good.
+    record_retention_seconds: int = Field(30 * 24 * 3600, ge=0)
     sweep_interval_seconds: float = Field(300.0, gt=0)
 
     # audio_url and webhook URLs: hosts or addresses allowed despite the private-address guard.

@@ -1,5 +1,8 @@
 """The sweeper: deletes the bytes of expired uploads and of expired results (and whatever a
-failed or cancelled request's cut-off attempts left stored, when its result would expire).
+failed or cancelled request's cut-off attempts left stored, when its result would expire),
+and, ``record_retention_seconds`` (30 days) after, the rows that described them: a finished
+request with its log and webhook deliveries (whose secret and payload would be kept for good
+otherwise), a gone upload's row, expired idempotency keys. Usage records stay (billing).
 
 Expiry itself is decided by the clock (the API answers 410 from ``expires_at`` alone, see
 :mod:`demixer.service.retention.expiry`); the sweeper only frees the storage afterwards. It deletes
@@ -16,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 
 from demixer.errors import InvalidParams
 from demixer.service.context import Services
@@ -24,7 +27,7 @@ from demixer.service.db import is_unavailable, rows_changed
 from demixer.service.files.lifecycle import GONE, mark_expired
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
-from demixer.service.schema import File, Job
+from demixer.service.schema import Delivery, File, IdempotencyRecord, Job, JobLog
 from demixer.storage import staging_key
 
 __all__ = ["SweepCounts", "Sweeper"]
@@ -34,11 +37,13 @@ log = logging.getLogger("demixer.sweeper")
 
 @dataclass(frozen=True)
 class SweepCounts:
-    """What one sweep did: files and results expired, and blobs deleted for them."""
+    """What one sweep did: files and results expired, blobs deleted for them, and the records
+    of long-finished requests and long-gone uploads deleted."""
 
     files: int = 0
     results: int = 0
     blobs: int = 0
+    records: int = 0
 
 
 class Sweeper:
@@ -58,10 +63,50 @@ class Sweeper:
         now = self.services.db.clock()
         files, file_blobs = self._files(now)
         results, result_blobs = self._results(now)
-        counts = SweepCounts(files=files, results=results, blobs=file_blobs + result_blobs)
+        records = self._records(now)
+        counts = SweepCounts(
+            files=files, results=results, blobs=file_blobs + result_blobs, records=records
+        )
         if files or results:
             log.info("swept %d expired files and %d expired results", files, results)
+        if records:
+            log.info("deleted %d records of long-finished requests and gone uploads", records)
         return counts
+
+    def _records(self, now: datetime) -> int:
+        """Delete the rows of requests that finished, and of uploads created, more than the
+        record retention ago (never before their outputs or bytes were swept)."""
+        settings = self.services.settings
+        if not settings.record_retention_seconds:
+            return 0
+        keep = timedelta(seconds=settings.record_retention_seconds)
+        done = 0
+        while True:
+            with self.services.db.write() as s:
+                ids = list(
+                    s.scalars(
+                        select(Job.id)
+                        .where(
+                            Job.status.in_((COMPLETED, FAILED, CANCELLED)),
+                            Job.expired.is_(True),  # its outputs are gone
+                            Job.finished_at < now - keep,
+                        )
+                        .limit(self.batch)
+                    )
+                )
+                if not ids:
+                    break
+                s.execute(delete(JobLog).where(JobLog.job_id.in_(ids)))
+                s.execute(delete(Delivery).where(Delivery.job_id.in_(ids)))
+                s.execute(delete(Job).where(Job.id.in_(ids)))
+            done += len(ids)
+        with self.services.db.write() as s:
+            # No bytes left (a failed upload past its expiry is marked expired first).
+            files = s.execute(
+                delete(File).where(File.status.in_(GONE), File.created_at < now - keep)
+            )
+            s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now))
+        return done + rows_changed(files)
 
     def _files(self, now: datetime) -> tuple[int, int]:
         db, storage = self.services.db, self.services.storage
