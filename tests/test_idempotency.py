@@ -149,3 +149,19 @@ def test_two_first_requests_racing_with_other_bodies_is_a_reused_key(
 def test_bad_key_is_a_400(api: Api) -> None:
     r = api.post("/v1/files", json={}, headers={"Idempotency-Key": "x" * 300})
     assert r.status_code == 400 and r.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_a_multipart_upload_ignores_the_key_as_documented_even_a_bad_one(api: Api) -> None:
+    """It answered 400 for a key over 255 characters, though an upload never reads the key."""
+    wav = api.files.get("mono.wav").path.read_bytes()
+    ids = set()
+    for key in ("x" * 300, "k1", "k1"):  # the same key twice: two uploads, no replay
+        r = api.post(
+            "/v1/files",
+            files={"file": ("mono.wav", wav, "audio/wav")},
+            headers={"Idempotency-Key": key},
+        )
+        assert r.status_code == 201, r.text
+        assert "idempotent-replayed" not in r.headers
+        ids.add(r.json()["file_id"])
+    assert len(ids) == 3

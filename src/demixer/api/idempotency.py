@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
+from demixer.api.scope import content_length, content_type
 from demixer.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidRequest
 from demixer.service.context import Services
 from demixer.service.schema import IdempotencyRecord
@@ -205,16 +206,13 @@ async def idempotency(
 ) -> Idempotency:
     """The dependency: reads the header and hashes the request (the body is read once and
     cached by Starlette, so the route still gets it)."""
-    if key is None:
-        return Idempotency(None)
+    if key is None or content_type(request.scope) not in ("application/json", ""):
+        return Idempotency(None)  # multipart uploads (see the module docstring), unread; 415s
     key = key.strip()
     if not key or len(key) > _MAX_KEY or not key.isprintable():
         raise InvalidRequest(f"{HEADER} must be 1 to {_MAX_KEY} printable characters", param=HEADER)
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type not in ("application/json", ""):
-        return Idempotency(None)  # multipart uploads (see the module docstring); 415s
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > _MAX_BODY:
+    length = content_length(request.scope)
+    if length is not None and length > _MAX_BODY:
         raise InvalidRequest(f"a JSON request body is under {_MAX_BODY} bytes")
     body = await request.body()
     digest = hashlib.sha256()
