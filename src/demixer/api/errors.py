@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from demixer.api.head import serves
 from demixer.api.scope import body_refused
 from demixer.api.text import NUL, refuse_nul_in_url
 from demixer.api.validation import invalid_request
@@ -225,13 +225,7 @@ def _allowed(request: Request) -> list[str]:
     """Every method some route answers at this request's path (Starlette's 405 names only the
     first such route's), HEAD wherever GET is (``api/head.py``)."""
     routes = request.app.router.routes
-    allowed = [
-        method
-        for method in _METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
-        )
-    ]
+    allowed = [method for method in _METHODS if serves(routes, request.scope, method)]
     if "GET" in allowed and "HEAD" not in allowed:
         allowed.insert(1, "HEAD")
     return allowed

@@ -12,10 +12,18 @@ answer (server-sent events) at once.
 
 from __future__ import annotations
 
-from starlette.routing import Match, Router
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["HeadAsGet"]
+__all__ = ["HeadAsGet", "serves"]
+
+
+def serves(routes: Sequence[BaseRoute], scope: Scope, method: str) -> bool:
+    """Whether one of ``routes`` answers ``method`` at ``scope``'s path."""
+    asked = {**scope, "method": method}
+    return any(route.matches(asked)[0] is Match.FULL for route in routes)
 
 
 class HeadAsGet:
@@ -44,7 +52,5 @@ class HeadAsGet:
 
     def _served_by_get(self, scope: Scope) -> bool:
         """No route serves this HEAD, and one serves a GET of the same path."""
-        if any(route.matches(scope)[0] is Match.FULL for route in self.router.routes):
-            return False
-        as_get = {**scope, "method": "GET"}
-        return any(route.matches(as_get)[0] is Match.FULL for route in self.router.routes)
+        routes = self.router.routes
+        return not serves(routes, scope, "HEAD") and serves(routes, scope, "GET")

@@ -1,5 +1,6 @@
 """What a request's ASGI scope says about its body, before a byte of it is read: its media
-type, its declared length, whether it has one at all, and why a JSON route refuses it whole.
+type (and how any ``Content-Type`` value reads as one), its declared length, whether it has one
+at all, and why a JSON route refuses it whole.
 
 Free of the application's error handling, so both the body limits (``api/bodies.py``) and the
 error handlers (``api/errors.py``) use it.
@@ -7,18 +8,33 @@ error handlers (``api/errors.py``) use it.
 
 from __future__ import annotations
 
-from starlette.types import Scope
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: a worker importing media_type loads no web framework
+    from starlette.types import Scope
 
 from demixer.errors import DemixerError, InvalidRequest, UnsupportedMediaType
 
-__all__ = ["body_refused", "content_length", "content_type", "may_have_body", "sends_no_body"]
+__all__ = [
+    "body_refused",
+    "content_length",
+    "content_type",
+    "may_have_body",
+    "media_type",
+    "sends_no_body",
+]
+
+
+def media_type(value: str | None) -> str:
+    """``"Audio/WAV; rate=1"`` -> ``"audio/wav"``."""
+    return (value or "").split(";", 1)[0].strip().lower()
 
 
 def content_type(scope: Scope) -> str:
     """The media type, lowercase, without parameters; "" when none is given."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
-            return str(value.decode("latin-1")).split(";", 1)[0].strip().lower()
+            return media_type(value.decode("latin-1"))
     return ""
 
 

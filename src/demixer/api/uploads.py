@@ -34,6 +34,7 @@ from demixer.api.schemas import (
     FileUpload,
     Retention,
 )
+from demixer.api.scope import media_type
 from demixer.audio import duration_refusal, probe
 from demixer.errors import (
     AlreadyUploaded,
@@ -71,7 +72,6 @@ __all__ = [
     "create_file",
     "delete_file",
     "file_object",
-    "media_type",
     "owned_file",
     "receive_put",
     "record_upload",
@@ -82,11 +82,6 @@ __all__ = [
 # What demixer's decoder (PyAV/FFmpeg) takes; video containers give their audio track.
 INPUT_FORMATS = ["wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "mp4", "mov", "mkv", "webm"]
 _OTHER_TYPES = frozenset({"application/ogg", "application/mp4", "application/octet-stream"})
-
-
-def media_type(value: str | None) -> str:
-    """``"Audio/WAV; rate=1"`` -> ``"audio/wav"``."""
-    return (value or "").split(";", 1)[0].strip().lower()
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token (lowercased)

@@ -16,6 +16,7 @@ from demixer.api.forms import read_form
 from demixer.api.idempotency import Idempotency, IdempotencyDep
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileCreate, FileObject, FileUpload
+from demixer.api.scope import content_type
 from demixer.api.text import body_refusal
 from demixer.errors import InvalidRequest, UnsupportedMediaType
 from demixer.service.context import Services
@@ -108,7 +109,7 @@ async def create_file(
     """Announce a file (JSON: answers a signed `upload_url` to PUT the bytes to, with the
     `headers` given; then `POST /v1/files/{file_id}/complete`) or upload it directly
     (`multipart/form-data`, field `file`: answers the file, probed as audio)."""
-    kind = uploads.media_type(request.headers.get("content-type"))
+    kind = content_type(request.scope)
     if kind == "multipart/form-data":
         return await _direct(request, services, identity.account_id)
     if kind not in ("application/json", ""):
