@@ -18,6 +18,7 @@ Each test writes its figures to ``test-artifacts/abuse-*.json`` (docs/hardening.
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
 import os
@@ -576,6 +577,12 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
     "not HTTP at all (a TLS hello to the plain port)": (
         _raw(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n"),
         ["400 INVALID_REQUEST"]),
+    "a URL of 9 000 bytes": (
+        _raw(b"GET /v1/models?q=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ["414 URL_TOO_LONG"]),
+    "one header of 70 000 bytes (uvicorn kept any size in memory)": (
+        _raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"),
+        ["431 HEADERS_TOO_LARGE"]),
     "sunoapi: a JSON body that stops arriving": (
         _stalled("/api/v1/vocal-removal/generate", {**_JSON, **_BEARER}, b"{"),
         ["200 400"]),  # the vendor's codes have no timeout: bad parameters
@@ -588,6 +595,27 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
                  headers={**_JSON, **_BEARER}),
         ["200 413"]),
 }  # fmt: skip
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_heads_are_limited_one_at_a_time_and_bodies_not_at_all(stack: Stack) -> None:
+    """The head limit (64 KiB) counts each request's head from its start: three heads of 40 kB
+    on one keep-alive connection are each answered, and a body of 200 kB after a head of
+    nearly 1 kB is not counted with it (it is read whole and judged)."""
+    where = urlsplit(stack.server.base_url)
+    connection = http.client.HTTPConnection(where.hostname or "", where.port, timeout=30)
+    answers = []
+    for _ in range(3):
+        connection.request("GET", "/v1/models", headers={"X-Pad": "a" * 40_000})
+        r = connection.getresponse()
+        answers.append((r.status, json.loads(r.read())["error"]["code"]))
+    body = json.dumps({"input": {"file_id": "file_" + "x" * 200_000}})  # read whole, then judged
+    headers = {**_keyed(_BEARER, stack.server.key), "Content-Type": "application/json"}
+    connection.request("POST", "/v1/queue/audio/stems", body=body, headers=headers)
+    r = connection.getresponse()
+    answers.append((r.status, json.loads(r.read())["error"]["code"]))
+    connection.close()
+    assert answers == [(401, "UNAUTHENTICATED")] * 3 + [(400, "INVALID_REQUEST")]
 
 
 def test_the_catalogue_gets_one_specific_answer_each_and_leaves_nothing(

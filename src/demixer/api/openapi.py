@@ -33,11 +33,14 @@ _DESCRIPTIONS = {
     410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`, `RESULT_EXPIRED`)",
     413: "Too large: an upload (`FILE_TOO_LARGE`) or a request body (`REQUEST_TOO_LARGE`) over "
     "its limit; nothing past the limit was read",
+    414: "The URL is over 8 KiB (`URL_TOO_LONG`); the connection is closed",
     415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",
     416: "The `Range` starts past the end of the file (`RANGE_NOT_SATISFIABLE`); "
     "`Content-Range: bytes */SIZE` gives its size",
     422: "Unprocessable (`INVALID_AUDIO`, `DURATION_LIMIT`, `UNKNOWN_STEM`, "
     "`UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a failed request's code)",
+    431: "The request's head (its line and headers) is over 64 KiB (`HEADERS_TOO_LARGE`); "
+    "the connection is closed",
     429: "Rate limited (`RATE_LIMITED`, `TOO_MANY_CONCURRENT_JOBS`); see `Retry-After`",
     500: "Internal error (`INTERNAL`); details are in the server log",
     503: "Object storage or the database unavailable (`STORAGE_UNAVAILABLE`, "
@@ -89,9 +92,11 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             # The health checks touch neither the database nor storage for a caller (readyz
             # declares its own 503): they answer no outage or full-disk status.
             health = "health" in operation.get("tags", ())
-            common = [500] if health else [503, 507, 500]
+            common = [500] if health else [431, 503, 507, 500]
             if operation.get("parameters") or operation.get("requestBody"):
                 common.append(400)
+            if operation.get("parameters"):  # a query string (of any length) is read
+                common.append(414)
             if operation.get("requestBody"):
                 common.append(413)
             if operation.get("security"):

@@ -11,6 +11,12 @@ silently if not one byte of it came (an idle speculative connection a browser op
 
 A request that is not HTTP at all is answered 400 ``INVALID_REQUEST`` in the same envelope,
 not uvicorn's plain text.
+
+A head's size is limited too: uvicorn (httptools) keeps all of it in memory, however long, so one
+client could fill the memory with a single header within the time limit. A URL over
+:data:`MAX_URL_BYTES` is answered 414 ``URL_TOO_LONG``; a head over :data:`MAX_HEAD_BYTES`
+(give or take one read: pipelined heads are not counted) 431 ``HEADERS_TOO_LARGE``; either
+closes the connection, and what came is dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +30,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from demixer.api.errors import error_body
 from demixer.service.accounts.keys import new_id
 
-__all__ = ["head_timeout_protocol"]
+__all__ = ["MAX_HEAD_BYTES", "MAX_URL_BYTES", "head_timeout_protocol"]
+
+#: A request line's URL: as nginx and Apache take by default.
+MAX_URL_BYTES = 8 * 1024
+#: A request's whole head (request line and headers), several times what browsers send.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class _HeadTimeoutProtocol(HttpToolsProtocol):
@@ -34,6 +45,9 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = False
+        self._head_bytes = 0  # read since the last head (or body) ended
+        self._in_body = False  # between a head's end and its message's end
+        self._url_too_long = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -42,9 +56,39 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if data:
             self._head_started = True
-        super().data_received(data)
+        while data and not self.transport.is_closing():
+            if self._in_body:  # a body: api/bodies.py limits it
+                piece, data = data, b""
+            elif self._head_bytes >= MAX_HEAD_BYTES:
+                message = (
+                    f"the request's head (its line and headers) is over {_kib(MAX_HEAD_BYTES)}"
+                )
+                self._write_error(
+                    431, b"Request Header Fields Too Large", "HEADERS_TOO_LARGE", message
+                )
+                return
+            else:  # no further than the limit: the parser says whether the head ends in it
+                room = MAX_HEAD_BYTES - self._head_bytes
+                piece, data = data[:room], data[room:]
+                self._head_bytes += len(piece)
+            super().data_received(piece)
         if self._in_request():
             self._disarm()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > MAX_URL_BYTES:
+            self._url_too_long = True
+            raise ValueError("URL too long")  # the parser's error: send_400_response below
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -57,7 +101,11 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """A request that is not HTTP (uvicorn answers it in plain text): the native JSON
-        envelope every other error has."""
+        envelope every other error has. A URL past the limit is a parser error too."""
+        if self._url_too_long:
+            message = f"the URL is over {_kib(MAX_URL_BYTES)}"
+            self._write_error(414, b"URI Too Long", "URL_TOO_LONG", message)
+            return
         self._write_error(400, b"Bad Request", "INVALID_REQUEST", "the request is not valid HTTP")
 
     def _write_error(self, status: int, reason: bytes, code: str, message: str) -> None:
@@ -101,3 +149,7 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
 def head_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
     """The protocol class for ``uvicorn.Config(http=...)``, heads limited to ``seconds``."""
     return type("HeadTimeoutProtocol", (_HeadTimeoutProtocol,), {"head_timeout": seconds})
+
+
+def _kib(size: int) -> str:
+    return f"{size // 1024} KiB ({size:,} bytes)".replace(",", " ")
