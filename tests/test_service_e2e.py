@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from demixer.service.db import Database
 from demixer.service.schema import Job, JobLog
 from demixer.settings import Settings
 from service_harness import Server, create_key, fast_env, running_server, start_server, wait_status
+from worker_support import wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -303,15 +306,23 @@ def test_sigterm_gives_the_running_job_back_before_serve_exits(
     """`docker stop` sends SIGTERM to serve alone. uvicorn raises it again as soon as it stops
     serving, which ended the process before its worker slots stopped: the running job kept its
     lease (and a webhook being sent was dropped, to be sent again 90 s later). The slots now
-    stop first: the job is given back, not counted, before the process ends."""
+    stop first: the job is given back, not counted, before the process ends. Python's exit
+    handlers run before the signal is raised again: multiprocessing's removes the directory of
+    its fork server's socket from $TMPDIR (one was left behind on every stop)."""
     data_dir = tmp_path / "stopped"
-    server = start_server(data_dir, workers=1)
+    temp = Path(tempfile.mkdtemp(prefix="dx-", dir="/tmp"))  # short: the fork server runs
+    server = start_server(data_dir, workers=1, env=fast_env(TMPDIR=str(temp)))
     try:
         job = _a_running_job(server, long_music)
+        # The fork server's (its slot starts the child on a thread: soon, not at once).
+        assert [p.name[:5] for p in wait_until(lambda: list(temp.iterdir()))] == ["pymp-"]
         server.process.send_signal(signal.SIGTERM)  # the main process only
         assert server.process.wait(timeout=60) == -signal.SIGTERM  # as uvicorn ends: re-raised
     finally:
         server.kill()
+        left = list(temp.iterdir())
+        shutil.rmtree(temp)
+    assert left == []
     db = Database(Settings(data_dir=data_dir).database)
     with db.read() as s:
         row = s.get(Job, job)
@@ -319,6 +330,27 @@ def test_sigterm_gives_the_running_job_back_before_serve_exits(
         logs = s.scalars(select(JobLog.message).where(JobLog.job_id == job)).all()
     assert logs[-1].startswith("attempt given back (")
     db.engine.dispose()
+
+
+@pytest.mark.backends("sqlite")  # how a worker starts its children: the same on every backend
+def test_a_tmpdir_too_long_for_the_fork_servers_socket_still_runs_jobs(
+    tmp_path: Path, music: tuple[Path, np.ndarray]
+) -> None:
+    """multiprocessing's fork server listens on a Unix socket in $TMPDIR, whose path may hold
+    107 bytes: with a $TMPDIR of over 75 every child failed at once ("AF_UNIX path too long")
+    and every job after three attempts. The children are spawned instead."""
+    temp = tmp_path / ("t" * max(1, 100 - len(str(tmp_path))))
+    temp.mkdir()
+    with running_server(tmp_path / "data", env=fast_env(TMPDIR=str(temp))) as server:
+        client = server.client()
+        file_id = upload_form(client, music[0], "audio/wav").json()["file_id"]
+        job = client.post(
+            "/v1/queue/audio/stems",
+            json={"input": {"file_id": file_id, "model": "spleeter-2stems"}},
+        ).json()["request_id"]
+        done = wait_status(client, job, {"COMPLETED", "FAILED"}, timeout=240)
+    assert done["status"] == "COMPLETED", done
+    assert "failed" not in " ".join(line["message"] for line in done["logs"])  # at once
 
 
 def test_a_killed_server_loses_no_job(tmp_path: Path, long_music: Path) -> None:

@@ -6,6 +6,8 @@ environment, and passes it down; nothing is created at import time.
 
 from __future__ import annotations
 
+import multiprocessing.util
+import shutil
 import signal
 import socket
 import threading
@@ -389,6 +391,12 @@ def _clean_server(config: Any, shut_down: Callable[[], None]) -> Any:
                     yield
                 finally:
                     shut_down()
+                    if self._captured_signals:
+                        # The re-raised signal ends the process before Python's exit handlers
+                        # run: multiprocessing's would remove its pymp-* directory (the fork
+                        # server's socket) from $TMPDIR, left behind on every stop otherwise.
+                        # Only that one: the others may stop what still runs (a slot's child).
+                        shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
 
     return CleanServer(config)
 

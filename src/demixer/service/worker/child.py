@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -69,6 +70,7 @@ __all__ = [
     "ChildOutput",
     "ChildResult",
     "check_input",
+    "child_context",
     "child_main",
     "classify_error",
     "run_job",
@@ -444,6 +446,25 @@ class ChildDied(Exception):
     """The child process exited or its pipe broke while it had a job (OOM killer, segfault)."""
 
 
+#: The longest path of a Unix socket (``sun_path``, less its NUL), and what multiprocessing adds
+#: to the temporary directory for the fork server's (``/pymp-XXXXXXXX/listener-XXXXXXXX``).
+_SOCKET_PATH_MAX = 107
+_FORK_SERVER_SOCKET = len("/pymp-12345678/listener-12345678")
+
+
+def child_context() -> (
+    multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
+):
+    """How children start: forked from multiprocessing's fork server on Linux (see
+    :meth:`Child.start`), spawned elsewhere, and where the fork server's socket would not fit
+    a Unix socket's path in the temporary directory (a ``$TMPDIR`` of over 75 bytes made every
+    child fail at once, "AF_UNIX path too long", and every job with it)."""
+    fits = len(os.fsencode(tempfile.gettempdir())) + _FORK_SERVER_SOCKET <= _SOCKET_PATH_MAX
+    if sys.platform.startswith("linux") and fits:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
 class Child:
     """The parent's handle on one separation child (a daemon process; see :meth:`start`)."""
 
@@ -461,19 +482,17 @@ class Child:
         this module once per worker process: a child restarted after a cancel, a timeout or a
         crash, and each further slot, is ready in milliseconds instead of the seconds that
         importing torch takes (about 3 s of CPU). The server itself never loads a model
-        or touches CUDA. Elsewhere children are spawned. Either way the child
+        or touches CUDA. Elsewhere (and with a long ``$TMPDIR``: :func:`child_context`) children
+        are spawned. Either way the child
         re-imports the parent's ``__main__`` module (see :class:`Worker`).
 
         The first start waits for the server's imports, so the process is started on a thread:
         the caller goes on (heartbeats, cancels) meanwhile, a job sent before the process
         exists waits in the pipe, and :meth:`receive` waits for the start within its timeout.
         """
-        context: multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
-        if sys.platform.startswith("linux"):
-            context = multiprocessing.get_context("forkserver")
+        context = child_context()
+        if isinstance(context, multiprocessing.context.ForkServerContext):
             context.set_forkserver_preload([__name__, "torch"])
-        else:
-            context = multiprocessing.get_context("spawn")
         parent_end, child_end = context.Pipe()
         options = replace(options, environ=dict(os.environ))
         process = context.Process(
