@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
@@ -148,6 +151,79 @@ def test_non_audio_put_fails_the_file(api: Api) -> None:
     assert got["status"] == "failed"
     assert got["error"]["code"] == "INVALID_AUDIO"
     assert not api.services.storage.exists(f"inputs/{up['file_id']}")
+
+
+def _racing_put(
+    api: Api, monkeypatch: pytest.MonkeyPatch, up: dict[str, Any], late: bytes, first: Any
+) -> httpx.Response:
+    """PUT ``late`` to ``up``'s URL; ``first`` (another request) runs from start to end once
+    this one has found the file waiting for bytes, before they are stored."""
+    storage = api.services.storage
+    real = storage.put
+
+    def first_then_stored(key: str, source: BinaryIO, **kw: Any) -> tuple[int, str]:
+        monkeypatch.setattr(storage, "put", real)
+        first()
+        return real(key, source, **kw)
+
+    monkeypatch.setattr(storage, "put", first_then_stored)
+    return api.put_bytes(up, late)  # type: ignore[no-any-return]
+
+
+def _first_put(api: Api, up: dict[str, Any]) -> Callable[[], None]:
+    """The whole of another PUT of ``up``'s own bytes (it is recorded)."""
+    key = f"inputs/{up['file_id']}"
+    source = io.BytesIO(up["data"])
+    return lambda: (
+        uploads.receive_put(  # type: ignore[func-returns-value]
+            api.services, key, source, content_type="audio/wav", content_length=len(up["data"])
+        )
+        and None
+    )
+
+
+# Only the API receives (and may race) PUTs on local storage; S3 takes the last PUT's bytes to
+# the staging key, and completing copies what is there.
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize("late", ["other audio", "not audio"])
+def test_a_put_racing_another_never_touches_the_bytes_the_file_holds(
+    api: Api, monkeypatch: pytest.MonkeyPatch, late: str
+) -> None:
+    # Two PUTs to one upload URL, the late one's bytes stored before the first one finished:
+    # they replaced the recorded file's (a job then separated them, and the result cache
+    # served their stems for the first one's audio), or, not audio, were deleted with it.
+    up = api.announce()
+    data = bytearray(up["data"])
+    data[-4000:] = bytes(4000) if late == "other audio" else b"\xff" * 4000
+    if late == "not audio":
+        data[:64] = b"\xff" * 64
+    r = _racing_put(api, monkeypatch, up, bytes(data), _first_put(api, up))
+    if late == "other audio":
+        _error(r, 409, "FILE_ALREADY_UPLOADED")
+    else:
+        _error(r, 422, "INVALID_AUDIO")
+    got = api.get(f"/v1/files/{up['file_id']}").json()
+    assert (got["status"], got["file_size"]) == ("uploaded", len(up["data"]))
+    with api.services.storage.open(f"inputs/{up['file_id']}") as stored:
+        assert stored.read() == up["data"]
+    staging = api.services.settings.data_dir / "storage" / "staging"
+    assert staging.is_dir() and list(staging.iterdir()) == []  # each PUT's own key, removed
+
+
+@pytest.mark.backends("sqlite")
+def test_a_delete_while_the_bytes_arrive_leaves_none_of_them(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The DELETE answered 204, the PUT then stored its bytes for good (409; nothing deletes
+    # the bytes of a deleted file).
+    up = api.announce()
+
+    def delete() -> None:
+        uploads.delete_file(api.services, api.account, up["file_id"])
+
+    _error(_racing_put(api, monkeypatch, up, up["data"], delete), 404, "NOT_FOUND")
+    root = api.services.settings.data_dir / "storage"
+    assert root.is_dir() and [p for p in root.rglob("*") if p.is_file()] == []
 
 
 # The API's own HMAC-signed /v1/blobs URLs; on S3 the bucket checks its presigned URLs

@@ -28,15 +28,17 @@ from sqlalchemy.exc import DataError, OperationalError
 from api_support import TestClient, close_app
 from audiofiles import stempeg_example
 from demixer.audio import load
+from demixer.errors import TooManyConcurrentJobs
 from demixer.server.app import create_app
 from demixer.service import migrate as migrate_module
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
+from demixer.service.accounts.limits import check_concurrency
 from demixer.service.db import Database, retry_unavailable
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.migrate import alembic_config, migrate
-from demixer.service.schema import Base, Job, JobLog, UsageRecord
+from demixer.service.schema import ApiKey, Base, Job, JobLog, UsageRecord
 from demixer.service.worker import Worker
 from servers import Servers
 from service_harness import run_demixer
@@ -85,6 +87,50 @@ def _listeners(url: str) -> list[int]:
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APP_NAME,)
         ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def test_two_submits_cannot_both_take_a_keys_last_place(pg_url: str) -> None:
+    """A key's concurrency limit is counted inside the submit's transaction. SQLite's write lock
+    serialises those; on PostgreSQL nothing did (with two API processes, 9 to 11 of 20
+    concurrent submits got in under a limit of 8). The key's row is locked now: a second
+    submit waits for the first to commit, then counts its request."""
+    db = Database(pg_url)
+    db.create_all()
+    account, _ = create_key(db)
+    with db.read() as s:
+        key_id = s.execute(select(ApiKey.id).where(ApiKey.account_id == account)).scalar_one()
+    queue = Queue(db)
+    second: list[BaseException | None] = []
+
+    def submit_second() -> None:
+        try:
+            with db.write() as s:
+                check_concurrency(s, key_id, 1)
+            second.append(None)
+        except TooManyConcurrentJobs as exc:
+            second.append(exc)
+
+    with db.write() as s:
+        check_concurrency(s, key_id, 1)  # room for one: this request takes it
+        queue.submit(s, job_id="job_first", account_id=account, queue_model="q",
+                     engine_model="m", params=PARAMS, key_id=key_id)  # fmt: skip
+        thread = threading.Thread(target=submit_second)
+        thread.start()
+        # Until the second has counted (the old code) or waits on a lock (the fix).
+        wait_until(lambda: second or _lock_waiters(pg_url) > 0, timeout=30)
+    thread.join(30)
+    assert len(second) == 1 and isinstance(second[0], TooManyConcurrentJobs)
+    db.dispose()
+
+
+def _lock_waiters(url: str) -> int:
+    """Sessions of this database waiting for a lock."""
+    with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 # --- migrations -------------------------------------------------------------------------------

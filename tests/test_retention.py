@@ -404,3 +404,20 @@ def test_a_requests_record_goes_30_days_after_it_finished_its_usage_stays(
     )
     assert usage.json()["data"][0]["jobs"] == 1
     assert api.sweep() == SweepCounts()
+
+
+def test_bytes_put_for_a_deleted_file_while_its_url_lasts_are_swept(clocked: Clocked) -> None:
+    # S3 takes a PUT to the file's presigned URL for as long as the URL lasts, after the file
+    # was deleted too; nothing ever deleted those bytes. The API itself refuses such a PUT.
+    api = clocked
+    up = api.announce()
+    assert api.delete(f"/v1/files/{up['file_id']}").status_code == 204
+    put = api.put_bytes(up)
+    staging = f"staging/{up['file_id']}"
+    if not api.direct:
+        _error(put, 404, "NOT_FOUND")
+        assert not api.services.storage.exists(staging)
+        return
+    assert put.status_code == 200 and api.services.storage.exists(staging)
+    assert api.sweep() == SweepCounts(blobs=1)
+    assert not api.services.storage.exists(staging)

@@ -442,6 +442,21 @@ def _upload_parts(api: Api, data: bytes) -> tuple[str, list[dict[str, Any]]]:
     return created["uploadId"], parts
 
 
+def test_a_deleted_upload_leaves_none_of_its_parts(make_api: Any) -> None:
+    # DELETE removed the file's key only: its parts (and the store's upload id) stayed for
+    # good, as did those of an upload never completed that expired.
+    api: Api = make_api()
+    data = wav_bytes(0.5)
+    created = _create(api, "left.wav", len(data))
+    upload_id = created["uploadId"]
+    assert api.send("PUT", created["preSignedUrl"][0], content=data).status_code == 200
+    storage = api.services.storage
+    kept = [multipart.part_key(upload_id, 1), f"uploads/{upload_id}/upload-id"]
+    assert any(storage.exists(key) for key in kept)  # the part here, the upload id on S3
+    assert api.delete(f"/v1/files/{upload_id}").status_code == 204
+    assert [key for key in kept if storage.exists(key)] == []
+
+
 def _create(api: Api, file_name: str, size: int) -> dict[str, Any]:
     """``upload-multipart/create`` in process: its ``resultData``."""
     r = api.client.post(

@@ -6,9 +6,13 @@ the files' state owner, :mod:`demixer.service.files.lifecycle`. Bytes are stream
 in chunks and never held whole in memory; the size is capped while they arrive.
 
 With local storage the signed PUT goes to the API (``/v1/blobs``), which probes the bytes at
-once. With S3 the PUT URL is presigned for the bucket: the API is not told when the bytes
-arrive, so ``POST /v1/files/{id}/complete`` (:func:`complete_file`) checks and probes them;
-reading the file or using it in a job does the same for a pending file whose bytes are there
+once. Each PUT writes to a key of its own (``landing_key``), and only the one that records the
+file moves its bytes to the file's key, in the same transaction: a PUT racing another, or a
+DELETE, never replaces or removes the bytes the file holds, and leaves none behind.
+
+With S3 the PUT URL is presigned for the bucket: the API is not told when the bytes arrive,
+so ``POST /v1/files/{id}/complete`` (:func:`complete_file`) checks and probes them; reading
+the file or using it in a job does the same for a pending file whose bytes are there
 (:func:`settle_pending`).
 """
 
@@ -63,7 +67,7 @@ from demixer.service.files.lifecycle import (
     new_file,
 )
 from demixer.service.schema import File
-from demixer.storage import BlobNotFound, staging_key
+from demixer.storage import BlobNotFound, file_prefixes, landing_key, staging_key
 
 __all__ = [
     "INPUT_FORMATS",
@@ -188,15 +192,20 @@ def _landing(services: Services, row: File) -> str:
     return staging_key(row.id) if services.storage.direct else row.storage_key
 
 
-def _probe_and_record(services: Services, row: File, size: int, sha256: str | None) -> File:
+def _probe_and_record(
+    services: Services, row: File, size: int, sha256: str | None, landed: str | None = None
+) -> File:
     """Probe the stored bytes as audio and record the outcome on the row (pending/failed).
 
     ``sha256`` None: the bytes went straight to the store; it is computed from the local copy.
+    ``landed``: the bytes are there, not at the file's key (one PUT's own key): they are moved
+    to it in the transaction that records the file, and only then; the caller removes
+    ``landed``. Raises FileConflict when the file was uploaded or deleted meanwhile.
     """
     key = row.storage_key
     now = services.db.clock()
     try:
-        with services.storage.local_path(key) as path:
+        with services.storage.local_path(landed or key) as path:
             shown = {str(path): row.file_name, f"'{path.name}'": f"'{row.file_name}'"}
             if sha256 is None:
                 sha256 = file_sha256(path)
@@ -212,7 +221,8 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
         message = exc.message
         for old, new in shown.items():
             message = message.replace(old, new)
-        services.storage.delete_prefix(key)
+        if landed is None:
+            services.storage.delete_prefix(key)
         with services.db.write() as s:
             mark_failed(
                 s,
@@ -226,7 +236,10 @@ def _probe_and_record(services: Services, row: File, size: int, sha256: str | No
         refused = DurationLimit if isinstance(exc, DurationLimit) else InvalidAudio
         raise refused(message, param="file") from None
     with services.db.write() as s:  # FileConflict: deleted (or uploaded by a racing PUT)
-        return mark_uploaded(s, row.id, size=size, sha256=sha256, info=info, now=now)
+        done = mark_uploaded(s, row.id, size=size, sha256=sha256, info=info, now=now)
+        if landed is not None:  # a failed move rolls the record back
+            services.storage.copy(landed, key)
+        return done
 
 
 def record_upload(services: Services, row: File, size: int, sha256: str | None) -> File:
@@ -267,18 +280,30 @@ def receive_put(
             f"Content-Length {content_length} differs from the declared file_size {declared}",
             param="file_size",
         )
+    landed = landing_key(row.id)
     try:
-        size, sha256 = services.storage.put(key, source, max_bytes=declared)
-    except ValueError:
-        raise SizeMismatch(
-            f"more bytes arrived than the declared file_size {declared}", param="file_size"
+        try:
+            size, sha256 = services.storage.put(landed, source, max_bytes=declared)
+        except ValueError:
+            raise SizeMismatch(
+                f"more bytes arrived than the declared file_size {declared}", param="file_size"
+            ) from None
+        if size != declared:
+            raise SizeMismatch(
+                f"{size} bytes arrived but file_size declared {declared}", param="file_size"
+            )
+        return _probe_and_record(services, row, size, sha256, landed)
+    except FileConflict:
+        with services.db.read() as s:
+            current = s.get(File, row.id)
+        if current is None or current.status == FileState.DELETED:
+            raise NotFound(f"file {row.id!r} was deleted while its bytes arrived") from None
+        raise AlreadyUploaded(
+            f"file {row.id!r} was uploaded by another request while these bytes arrived; "
+            "create a new file"
         ) from None
-    if size != declared:
-        services.storage.delete_prefix(key)
-        raise SizeMismatch(
-            f"{size} bytes arrived but file_size declared {declared}", param="file_size"
-        )
-    return _probe_and_record(services, row, size, sha256)
+    finally:
+        services.storage.delete_prefix(landed)
 
 
 def complete_file(services: Services, account_id: str, file_id: str) -> File:
@@ -403,8 +428,8 @@ def delete_file(services: Services, account_id: str, file_id: str) -> None:
     """Delete the bytes and mark the row deleted (it then answers 404)."""
     with services.db.read() as s:
         row = owned_file(services, s, account_id, file_id)
-    services.storage.delete_prefix(row.storage_key)
-    services.storage.delete_prefix(staging_key(file_id))  # a PUT after completion, if any
+    for prefix in file_prefixes(file_id, row.storage_key):
+        services.storage.delete_prefix(prefix)
     try:
         with services.db.write() as s:
             mark_deleted(s, file_id)

@@ -21,6 +21,9 @@ from demixer.storage.base import (
     MultipartStorage,
     Storage,
     content_disposition,
+    file_prefixes,
+    landing_key,
+    parts_prefix,
     staging_key,
 )
 from demixer.storage.local import LocalStorage
@@ -34,7 +37,10 @@ __all__ = [
     "Storage",
     "UrlSigner",
     "content_disposition",
+    "file_prefixes",
+    "landing_key",
     "open_storage",
+    "parts_prefix",
     "staging_key",
 ]
 

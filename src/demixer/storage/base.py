@@ -9,6 +9,8 @@ and S3-compatible stores (:mod:`demixer.storage.s3`), chosen by ``DEMIXER_STORAG
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -20,6 +22,9 @@ __all__ = [
     "MultipartStorage",
     "Storage",
     "content_disposition",
+    "file_prefixes",
+    "landing_key",
+    "parts_prefix",
     "safe_key",
     "staging_key",
 ]
@@ -40,6 +45,25 @@ def staging_key(file_id: str) -> str:
     moved to the file's own key when it is completed, out of reach of the still-valid PUT URL,
     so the bytes that were checked and probed are the bytes every job reads."""
     return f"staging/{file_id}"
+
+
+def landing_key(file_id: str) -> str:
+    """Where one PUT through the API puts a file's bytes until they are probed and recorded:
+    its own key, so a PUT racing another (or a DELETE) never touches the bytes the file holds.
+    Named as a store's temporaries are (``.{name}.{pid}.{random}.part``): those of a process
+    killed before it finished are removed at the next start (``sweep_partials``)."""
+    return f"staging/.{file_id}.{os.getpid()}.{secrets.token_hex(5)}.part"
+
+
+def parts_prefix(upload_id: str) -> str:
+    """Where the parts of a multipart upload (Gaudio's chunks) are kept until it completes."""
+    return f"uploads/{upload_id}/"
+
+
+def file_prefixes(file_id: str, storage_key: str) -> tuple[str, ...]:
+    """Every place a file's bytes can be: its own key, the staging key of a PUT straight to
+    the store, and the parts of a multipart upload not completed."""
+    return (storage_key, staging_key(file_id), parts_prefix(file_id))
 
 
 class Storage(Protocol):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from demixer.errors import RateLimited, TooManyConcurrentJobs
 from demixer.service.db import Database
 from demixer.service.jobs.queue import IN_PROGRESS, IN_QUEUE
-from demixer.service.schema import Job, RateCounter
+from demixer.service.schema import ApiKey, Job, RateCounter
 
 __all__ = [
     "CONCURRENCY_RETRY_SECONDS",
@@ -156,11 +156,14 @@ class RateLimitExceeded(RateLimited):
 def check_concurrency(session: Session, key_id: str | None, limit: int) -> None:
     """Refuse a new request while ``key_id`` has ``limit`` queued or running ones (0: no limit).
 
-    Call it inside the write transaction that queues the request (on SQLite that transaction
-    holds the write lock, so two submits cannot both see room for one).
+    Call it inside the write transaction that queues the request: two submits must not both
+    see room for one. On SQLite that transaction holds the database's write lock; on
+    PostgreSQL the key's row is locked here, until the transaction ends (with API processes
+    side by side, 9 to 11 of 20 concurrent submits got in under a limit of 8 without it).
     """
     if limit <= 0 or key_id is None:
         return
+    session.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
     active = session.execute(
         select(func.count())
         .select_from(Job)

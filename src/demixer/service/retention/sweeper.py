@@ -10,6 +10,10 @@ the blobs first and marks the row after, with a conditional UPDATE: a sweep that
 leaves the row unmarked and the next sweep deletes again (deleting is idempotent), and two
 sweepers (``serve`` and ``worker`` processes on one database) never count a row twice. An
 expired upload that a queued or running job still reads is kept until that job ends.
+
+A store that clients PUT to directly (S3) takes the bytes of a file's upload URL for as long
+as the URL lasts, even after the file was deleted or expired: the sweeper deletes those too,
+on each sweep until the URL has expired.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from demixer.service.files.lifecycle import GONE, mark_expired
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from demixer.service.schema import Delivery, File, IdempotencyRecord, Job, JobLog
-from demixer.storage import staging_key
+from demixer.storage import file_prefixes, staging_key
 
 __all__ = ["SweepCounts", "Sweeper"]
 
@@ -62,11 +66,11 @@ class Sweeper:
         """One pass over everything expired now; returns what it did."""
         now = self.services.db.clock()
         files, file_blobs = self._files(now)
+        late = self._late_uploads(now)
         results, result_blobs = self._results(now)
         records = self._records(now)
-        counts = SweepCounts(
-            files=files, results=results, blobs=file_blobs + result_blobs, records=records
-        )
+        blobs = file_blobs + late + result_blobs
+        counts = SweepCounts(files=files, results=results, blobs=blobs, records=records)
         if files or results:
             log.info("swept %d expired files and %d expired results", files, results)
         if records:
@@ -108,6 +112,21 @@ class Sweeper:
             s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now))
         return done + rows_changed(files)
 
+    def _late_uploads(self, now: datetime) -> int:
+        """Delete what was PUT straight to the store for files already gone while their
+        upload URL still took bytes (created within its lifetime, and two sweeps more)."""
+        settings = self.services.settings
+        if not self.services.storage.direct:  # the API refuses a PUT for a gone file
+            return 0
+        lasts = timedelta(
+            seconds=settings.upload_url_ttl_seconds + 2 * settings.sweep_interval_seconds
+        )
+        with self.services.db.read() as s:
+            gone = s.scalars(
+                select(File.id).where(File.status.in_(GONE), File.created_at > now - lasts)
+            ).all()
+        return sum(self.services.storage.delete_prefix(staging_key(file_id)) for file_id in gone)
+
     def _files(self, now: datetime) -> tuple[int, int]:
         db, storage = self.services.db, self.services.storage
         due: tuple[ColumnElement[bool], ...] = (
@@ -130,8 +149,8 @@ class Sweeper:
                 return done, blobs
             for file_id, key in rows:
                 seen.add(file_id)
-                deleted = storage.delete_prefix(key)
-                storage.delete_prefix(staging_key(file_id))  # bytes PUT but never completed
+                # Its key; bytes PUT to the store, or parts uploaded, but never completed.
+                deleted = sum(storage.delete_prefix(p) for p in file_prefixes(file_id, key))
                 with db.write() as s:
                     marked = mark_expired(s, file_id, now)
                 if marked:

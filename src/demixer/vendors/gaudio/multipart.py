@@ -45,7 +45,7 @@ from demixer.errors import (
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileConflict, FileState, new_file
 from demixer.service.schema import File
-from demixer.storage import BlobNotFound, MultipartStorage
+from demixer.storage import BlobNotFound, MultipartStorage, parts_prefix
 from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength
 
 __all__ = ["MAX_PARTS", "Part", "Upload", "chunk_size", "complete", "create", "receive_part"]
@@ -83,7 +83,7 @@ def chunk_size(services: Services, file_size: int) -> int:
 
 
 def _store_id_key(upload_id: str) -> str:
-    return f"uploads/{upload_id}/upload-id"
+    return f"{parts_prefix(upload_id)}upload-id"
 
 
 def _multipart_store(services: Services) -> MultipartStorage | None:
@@ -93,7 +93,7 @@ def _multipart_store(services: Services) -> MultipartStorage | None:
 
 def part_key(upload_id: str, number: int) -> str:
     """The storage key of part ``number`` of an upload."""
-    return f"uploads/{upload_id}/part-{number}"
+    return f"{parts_prefix(upload_id)}part-{number}"
 
 
 def _part_size(chunk: int, file_size: int, number: int) -> int:
@@ -381,7 +381,7 @@ def _complete_in_store(
         ) from None
     if stored != size:
         services.storage.delete_prefix(row.storage_key)
-        services.storage.delete_prefix(f"uploads/{row.id}/")
+        services.storage.delete_prefix(parts_prefix(row.id))
         raise SizeMismatch(f"the parts hold {stored} bytes but fileSize declared {size}")
     _record(services, row, stored, None)
 
@@ -395,6 +395,6 @@ def _record(services: Services, row: File, stored: int, sha256: str | None) -> N
     except InvalidAudio:
         pass
     except NotFound:
-        services.storage.delete_prefix(f"uploads/{row.id}/")
+        services.storage.delete_prefix(parts_prefix(row.id))
         raise UploadNotFound(f"upload {row.id!r} was deleted meanwhile") from None
-    services.storage.delete_prefix(f"uploads/{row.id}/")
+    services.storage.delete_prefix(parts_prefix(row.id))
