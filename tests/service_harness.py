@@ -170,12 +170,18 @@ def run_demixer(
 
 
 def create_key(
-    data_dir: Path, account: str | None = None, env: dict[str, str] | None = None
+    data_dir: Path,
+    account: str | None = None,
+    env: dict[str, str] | None = None,
+    scopes: str | None = None,
 ) -> str:
-    """`demixer keys create` (optionally on an existing account); returns the key."""
+    """`demixer keys create` (optionally on an existing account, or with only ``scopes``,
+    comma-separated); returns the key."""
     cmd = [DEMIXER, "keys", "create", "--data-dir", str(data_dir)]
     if account:
         cmd += ["--account", account]
+    if scopes:
+        cmd += ["--scopes", scopes]
     env = env or _ENVS.get(data_dir)
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return done.stdout.strip().splitlines()[-1]

@@ -24,6 +24,7 @@ from api_support import Api, make_api
 from crafted import concat_script, hls_playlist, lying_xing_mp3, wav_promising
 from demixer.server.app import create_app
 from demixer.server.compose import build_services
+from demixer.service.accounts.keys import create_key, list_keys, revoke_key
 from demixer.service.schema import File
 from demixer.service.scratch import scratch_file, sweep_scratch
 from demixer.service.worker import Worker
@@ -448,3 +449,34 @@ def test_the_local_session_is_an_explicit_opt_in(tmp_path: Path) -> None:
     native(answers[False], 403, "FORBIDDEN")
     assert "--local-session" in answers[False].json()["error"]["message"]
     assert answers[True].status_code == 200 and answers[True].json()["api_key"]
+
+
+@pytest.mark.backends("sqlite")  # a data directory each: its own database
+def test_the_local_session_never_takes_another_accounts_place(tmp_path: Path) -> None:
+    # The page's session took the account of the oldest key still valid: a tenant's whenever
+    # keys were made before `serve` first ran (it then made none), or once the key `serve`
+    # printed was revoked; the page then read and deleted that tenant's files, keyless.
+    def session_account(data_dir: Path, names: list[str], revoke_first: bool) -> str:
+        services = build_services(Settings(data_dir=data_dir, local_session=True))
+        services.db.create_all()
+        for name in names:
+            create_key(services.db, name=name)
+        if revoke_first:
+            revoke_key(services.db, list_keys(services.db)[0].id)
+        with TestClient(create_app(services), base_url="http://127.0.0.1:8000",
+                        client=("127.0.0.1", 40000)) as client:  # fmt: skip
+            got = client.get("/v1/session")
+        assert got.status_code == 200, got.text
+        return str(got.json()["account_id"])
+
+    def accounts(data_dir: Path) -> dict[str, str]:
+        keys = list_keys(build_services(Settings(data_dir=data_dir)).db)
+        return {k.name: k.account_id for k in keys}
+
+    # A tenant's key made before `serve` first ran: the page gets an account of its own.
+    account = session_account(tmp_path / "before", ["tenant a"], revoke_first=False)
+    assert account != accounts(tmp_path / "before")["tenant a"]
+    # The key `serve` printed (its name is `serve`'s), revoked: still its account.
+    account = session_account(tmp_path / "revoked", ["created by serve", "tenant a"], True)
+    made = accounts(tmp_path / "revoked")
+    assert account == made["created by serve"] != made["tenant a"]

@@ -364,6 +364,15 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
     # Another account's task is unknown to this one.
     with musicgpt(server, create_key(server.data_dir)) as other:
         assert other.get("/v1/byId", params={"task_id": task}).status_code == 404
+    # A conversion holds download URLs: read as a result is, with files:read; an audio_file
+    # is stored as any upload is, with files:write (a key with neither got both).
+    with musicgpt(server, create_key(server.data_dir, scopes="audio:separate")) as narrow:
+        r = narrow.get("/v1/byId", params={"task_id": task})
+        assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN")
+        assert r.json()["message"] == "this API key lacks the scope 'files:read'"
+        r = extract(narrow, song, stems=["vocals"])
+        assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN")
+        assert "'files:write'" in r.json()["message"]
 
 
 @pytest.mark.backends("sqlite")  # no service: the stem names alone

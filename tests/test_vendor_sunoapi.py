@@ -21,7 +21,7 @@ import soundfile as sf
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from local_origin import Origin, local_origin
-from service_harness import Server, fast_env, free_port, running_server
+from service_harness import Server, create_key, fast_env, free_port, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -269,6 +269,17 @@ def test_keys(server: Server) -> None:
             assert client.record("req_x")["code"] == 401
         finally:
             client.close()
+    # A task's record holds download URLs: read as a result is, with files:read (the vendor
+    # has no 403: a key lacking the scope is its 401).
+    client = SunoClient(server.base_url, create_key(server.data_dir, scopes="audio:separate"))
+    try:
+        answer = client.record("req_x")
+    finally:
+        client.close()
+    assert (answer["code"], answer["msg"]) == (
+        401,
+        "this API key lacks the scope 'files:read'; it has: audio:separate",
+    )
 
 
 def test_bad_requests(suno: SunoClient, origin: Origin) -> None:

@@ -312,7 +312,7 @@ def serve(
     from demixer.api.access_log import log_config
     from demixer.server.app import create_app
     from demixer.server.protocol import head_timeout_protocol
-    from demixer.service.accounts.keys import create_key, list_keys
+    from demixer.service.accounts.keys import SERVE_KEY_NAME, create_key, list_keys
     from demixer.service.worker import Worker
 
     settings = _settings(
@@ -331,7 +331,7 @@ def serve(
             print_error(e.code, f"{e.message} (or run the API only with --workers 0)")
             raise typer.Exit(exit_code_for(e)) from None
     if not list_keys(services.db):
-        _, secret = create_key(services.db, name="created by serve")
+        _, secret = create_key(services.db, name=SERVE_KEY_NAME)
         out.print("No API key existed, so one was created. It is shown only this once:")
         out.print(secret, highlight=False)
         if settings.local_session:

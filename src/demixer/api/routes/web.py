@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from demixer.api.auth import ServicesDep
 from demixer.api.openapi import error_responses
 from demixer.errors import DemixerError, Forbidden, NotFound
-from demixer.service.accounts.keys import authenticate, create_key, list_keys
+from demixer.service.accounts.keys import SERVE_KEY_NAME, authenticate, create_key, list_keys
 from demixer.service.context import Services
 
 __all__ = ["WEB_DIR", "router"]
@@ -117,8 +117,13 @@ def local_session(services: Services) -> LocalSession:
 
 
 def _first_account(services: Services) -> str | None:
-    """The account of the oldest key still valid (the one ``serve`` printed), if any."""
-    return next((k.account_id for k in list_keys(services.db) if not k.revoked), None)
+    """The account of the key ``serve`` printed: the first key of all, made by ``serve``
+    (revoked or not: the account is still the server owner's). None when the first key was
+    another's (keys made with ``demixer keys create`` before ``serve`` first ran): the page
+    then gets an account of its own, never one of theirs."""
+    keys = list_keys(services.db)  # oldest first
+    served = next((k for k in keys if k.name == SERVE_KEY_NAME), None)
+    return served.account_id if served and served.created_at == keys[0].created_at else None
 
 
 @router.get("/v1/session", responses=error_responses(403))

@@ -14,6 +14,7 @@ from demixer.service.schema import Account, ApiKey
 
 __all__ = [
     "ALL_SCOPES",
+    "SERVE_KEY_NAME",
     "Identity",
     "KeyInfo",
     "KeyNotFound",
@@ -27,6 +28,9 @@ __all__ = [
 
 ALL_SCOPES = ("audio:separate", "files:write", "files:read", "models:read")
 KEY_PREFIX = "dmx_"
+#: The name of the key ``serve`` makes when there is none (the local web session shares its
+#: account).
+SERVE_KEY_NAME = "created by serve"
 
 
 class KeyNotFound(DemixerError):

@@ -245,6 +245,8 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
         raise MissingInput("send the audio as `audio_file` (a file) or `audio_url`")
     if upload is not None and url is not None:
         raise InvalidRequest("send one of `audio_file` and `audio_url`, not both")
+    if upload is not None and "files:write" not in identity.scopes:  # as any upload
+        raise Forbidden("this API key lacks the scope 'files:write' (an audio_file is stored)")
     targets, fields = plan_stems(services, _json_list(fields_in.get("stems"), "stems"))
     options = _json_list(fields_in.get("preprocessing_options"), "preprocessing_options")
     steps = preprocess_steps(services, options)
@@ -324,7 +326,8 @@ async def by_id(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     query = request.query_params
     try:
-        identity = await _identity(request, "audio:separate", "files:read")
+        # The stems' and the input's download URLs: read as a result is (Gaudio's job too).
+        identity = await _identity(request, "files:read")
         kind = query.get("conversionType", "EXTRACTION")
         if kind.upper() != "EXTRACTION":
             raise InvalidRequest(

@@ -102,7 +102,7 @@ TaskType = Literal["separate_vocal", "split_stem", "split_stem_advanced"]
 _bearer = HTTPBearer(auto_error=False)
 _Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 _WRITE = require("audio:separate")
-_READ = require("audio:separate", "files:read")
+_READ = require("files:read")  # the download URLs: read as a result is
 
 
 class GenerateBody(BaseModel):
