@@ -124,6 +124,19 @@ def test_best_installed_model_wins() -> None:
     with pytest.raises(UnsupportedPrompt, match="karaoke can"):
         map_prompt("backing vocals", DEFAULT)
     assert set(MODEL_PREFERENCE) == {s.id for s in ALL}
+    # A drum kit's pieces and male or female voices: their recipes; without them, the drums
+    # and the vocals that hold them.
+    for prompt, stem in (
+        ("the kick drum", "kick"),
+        ("snare", "snare"),
+        ("the hi-hats", "hi_hat"),
+        ("everything but the ride cymbal", "ride"),
+    ):
+        assert map_prompt(prompt, ALL)[:2] == ("drum-kit", stem)
+        assert map_prompt(prompt, DEFAULT)[:2] == ("cascade-4stems", "drums")
+    assert map_prompt("everything but the ride cymbal", ALL).invert is True
+    assert map_prompt("the female singer", ALL) == PromptMatch("male-female", "female_vocals")
+    assert map_prompt("the male voice", DEFAULT) == PromptMatch("spleeter-2stems", "vocals")
 
 
 def test_vocals_prefer_spleeter_over_the_cascade() -> None:

@@ -75,6 +75,20 @@ MDX23C_CONFIGS: dict[str, dict[str, Any]] = {
         "instruments": ["Vocals", "Instrumental"],
         "target": None,
     },
+    # Politrees/UVR_resources config_drumsep_mdx23c.yaml (MDX23C-DrumSep-aufr33-jarredou.ckpt):
+    # a 2048-point STFT, hop 512, six pieces of a drum kit
+    "drumsep": {
+        "model": _MDX_MODEL,
+        "audio": {
+            **_MDX_AUDIO,
+            "chunk_size": 130560,
+            "dim_f": 1024,
+            "hop_length": 512,
+            "n_fft": 2048,
+        },
+        "instruments": ["kick", "snare", "toms", "hh", "ride", "crash"],
+        "target": None,
+    },
     # UVR model3.yaml: one target among four instruments
     "uvr-model3-target": {
         "model": {**_MDX_MODEL, "growth": 64},

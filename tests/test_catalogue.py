@@ -176,6 +176,8 @@ SEPARATOR_NAMES = {
     "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt": "mel-roformer-dereverb-anvuew",
     "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt": "mel-roformer-denoise-aufr33",
     "MDX23C-8KFFT-InstVoc_HQ.ckpt": "mdx23c-instvoc-hq",
+    "MDX23C-DrumSep-aufr33-jarredou.ckpt": "mdx23c-drumsep",
+    "bs_roformer_male_female_by_aufr33_sdr_7.2889.ckpt": "bs-roformer-male-female",
     "Kim_Vocal_2.onnx": "mdx-net-vocals-kim-2",
     "UVR-MDX-NET-Inst_HQ_3.onnx": "mdx-net-inst-hq-3",
 }

@@ -28,7 +28,7 @@ from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
 from demixer.models.ensemble import combine
-from demixer.models.planner import choose, cleanup_model
+from demixer.models.planner import canonical_stem, choose, cleanup_model
 from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
 
 SR = 44100
@@ -279,6 +279,36 @@ def test_the_planner_picks_by_published_figure() -> None:
     assert choose(["lead_vocals", "backing_vocals"], everything).id == "karaoke"
     assert choose(["dry_vocals"], everything).id == "dry-vocals"
     assert choose(["guitar", "piano", "vocals"], everything).id == "htdemucs_6s"
+
+
+def test_a_drum_kit_and_male_and_female_voices_come_from_their_recipes() -> None:
+    # DrumSep and the male/female model were trained on a drum stem and a vocals stem: asked
+    # for one of their stems, the planner chains the model that takes that stem out first.
+    everything = list(list_specs())
+    words = ["Kick Drum", "Hi-Hat", "hh", "snare_drum", "Male Vocal"]
+    assert {word: canonical_stem(word) for word in words} == {
+        "Kick Drum": "kick",
+        "Hi-Hat": "hi_hat",
+        "hh": "hi_hat",
+        "snare_drum": "snare",
+        "Male Vocal": "male_vocals",
+    }
+    assert choose(["kick", "hi_hat"], everything).id == "drum-kit"
+    assert choose(["male_vocals", "female_vocals"], everything).id == "male-female"
+    # Alone, the model still makes its own stems (under demixer's names).
+    assert choose(["hi_hat"], _specs("mdx23c-drumsep")).id == "mdx23c-drumsep"
+    drum_kit = get_spec("drum-kit")
+    assert drum_kit.requires == ("scnet-xl-ihf", "mdx23c-drumsep")
+    assert drum_kit.license_class == "not stated"
+    steps = drum_kit.arch_params["steps"]
+    assert [(s["input"], s["rest"]) for s in steps] == [
+        ("mix", "no_drums"),
+        ("drums", "drums_other"),
+    ]
+    assert steps[1]["keep"]["hh"] == "hi_hat"
+    male_female = get_spec("male-female")
+    assert male_female.requires == ("mel-roformer-vocals-kim", "bs-roformer-male-female")
+    assert male_female.stems == ("male_vocals", "female_vocals", "other_vocals", "instrumental")
 
 
 def test_what_nothing_installed_makes_is_an_error_naming_what_can_be_made() -> None:

@@ -409,6 +409,18 @@ def test_a_narrower_stem_is_refused_not_given_the_broader_one(
     with pytest.raises(UnknownStem) as refused:
         plan_stems(services, ["strings"])  # nothing holds it
     assert refused.value.message.endswith(f"this server can produce: {can}")
+    # The drum kit's pieces and male and female voices are stems of their recipes.
+    recipes = [get_spec("drum-kit"), get_spec("male-female")]
+    monkeypatch.setattr(submit, "installed_models", lambda _: recipes)
+    assert plan_stems(services, ["kick_drum", "hi_hat", "crash", "female_vocal"]) == (
+        ["kick", "hi_hat", "crash", "female_vocals"],
+        {
+            "kick_drum": "kick",
+            "hi_hat": "hi_hat",
+            "crash": "crash",
+            "female_vocal": "female_vocals",
+        },
+    )
 
 
 def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(

@@ -93,7 +93,8 @@ def models_list(
     if wide:
         table = Table(box=box.SIMPLE_HEAD, show_edge=False)  # no line of blanks above
         for column in ("id", "arch", "stems", "rate", "installed", "published figures"):
-            table.add_column(column, no_wrap=column != "published figures")
+            # A recipe's eight stems wrap at their commas rather than squeeze the figures.
+            table.add_column(column, no_wrap=column not in ("stems", "published figures"))
         table.add_column("licence class")
         for column in ("licence", "source"):  # URLs whole, over lines, never cut short
             table.add_column(column, overflow="fold")

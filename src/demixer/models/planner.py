@@ -38,7 +38,8 @@ COMPARABLE_METRIC = "Multisong SDR"
 # Best first where no figure decides (see the model cards). The 4-stem models come before every
 # 2-stem one because "other" means the instruments besides vocals, drums and bass; spleeter ranks
 # above the cascade (the cascade's vocals *are* spleeter's); htdemucs_6s is the only model with
-# guitar and piano; the special-purpose models (karaoke, de-reverb, denoise) come last.
+# guitar and piano; the special-purpose models (karaoke, de-reverb, denoise) come last, and
+# last of all those made for one stem of a song (DrumSep's drums, male/female's vocals).
 # Models and recipes not listed come after all of these, in registry order.
 PREFERENCE = (
     "scnet-xl-ihf",
@@ -57,9 +58,14 @@ PREFERENCE = (
     "mdx-net-inst-hq-3",
     "karaoke",
     "dry-vocals",
+    "drum-kit",
+    "male-female",
     "mel-roformer-karaoke-becruily",
     "mel-roformer-dereverb-anvuew",
     "mel-roformer-denoise-aufr33",
+    # Trained on one stem (drums, vocals): on a whole song only when nothing else makes it.
+    "mdx23c-drumsep",
+    "bs-roformer-male-female",
 )
 
 #: A clean-up step -> the model stem it keeps (the model's other stem is what it removes).
@@ -86,6 +92,16 @@ _SYNONYMS = {
     "electric_guitar": "guitar",
     "acoustic_guitar": "guitar",
     "dry_vocal": "dry_vocals",
+    "kick_drum": "kick",
+    "bass_drum": "kick",
+    "snare_drum": "snare",
+    "tom": "toms",
+    "hh": "hi_hat",
+    "hihat": "hi_hat",
+    "hi_hats": "hi_hat",
+    "hihats": "hi_hat",
+    "male_vocal": "male_vocals",
+    "female_vocal": "female_vocals",
     "no_reverb": "noreverb",
     "no_echo": "noecho",
 }

@@ -96,6 +96,11 @@ const COLOURS = {
   vocals: "#ff5c8a", target: "#ff5c8a", drums: "#ffb020", bass: "#9d7bff",
   other: "#2ec4b6", accompaniment: "#4cc9f0", instrumental: "#4cc9f0", residual: "#8a94a6",
   guitar: "#ff8c42", piano: "#7bd88f",
+  lead_vocals: "#ff5c8a", backing_vocals: "#ff9ebb",
+  // The drum-kit recipe's eight and the male-female recipe's voices: apart within one mix.
+  kick: "#ff7b54", snare: "#ffd166", toms: "#7bd88f", hi_hat: "#4cc9f0", ride: "#9d7bff",
+  crash: "#ff9ebb", drums_other: "#ffb020", no_drums: "#8a94a6",
+  male_vocals: "#5fa8ff", female_vocals: "#ff7eb6", other_vocals: "#c77dff",
 };
 const SPARE = ["#f72585", "#b5e48c", "#ffd166", "#06d6a0", "#118ab2"];
 export function colour(stem, i = 0) { return COLOURS[stem] || SPARE[i % SPARE.length]; }

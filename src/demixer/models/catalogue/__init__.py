@@ -46,6 +46,8 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "mel-roformer-denoise-aufr33": ("denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",),
     "scnet-xl-ihf": ("model_scnet_ep_36_sdr_10.0891.ckpt",),
     "mdx23c-instvoc-hq": ("MDX23C-8KFFT-InstVoc_HQ.ckpt",),
+    "mdx23c-drumsep": ("MDX23C-DrumSep-aufr33-jarredou.ckpt",),
+    "bs-roformer-male-female": ("bs_roformer_male_female_by_aufr33_sdr_7.2889.ckpt",),
     "mdx-net-vocals-kim-2": ("Kim_Vocal_2.onnx",),
     "mdx-net-inst-hq-3": ("UVR-MDX-NET-Inst_HQ_3.onnx",),
 }

@@ -9,11 +9,13 @@ from demixer.models.catalogue.sources import (
     MDX_NET_RECORDS,
     MSST,
     MSST_TABLE,
+    POLITREES_COMMIT,
     UVR_DATA_COMMIT,
     UVR_LICENSE,
     UVR_RELEASE,
     UVR_RELEASES_PAGE,
     file,
+    hf,
     mdx_net,
     msst,
     multisong,
@@ -23,6 +25,8 @@ from demixer.models.catalogue.sources import (
 from demixer.models.spec import ModelSpec, Score
 
 __all__ = ["OTHERS"]
+
+_DRUMSEP_REV = "fe045eabc3cc20d499a1deee705fbe3b07c60bca"  # Politrees' HF commit adding it
 
 
 OTHERS: tuple[ModelSpec, ...] = (
@@ -101,6 +105,67 @@ OTHERS: tuple[ModelSpec, ...] = (
             "config: git blob 207aa712b561221c136576db6a6e7d6e35915ba4 at "
             f"https://github.com/TRvlvr/application_data commit {UVR_DATA_COMMIT}; the same "
             "bytes are in Politrees/UVR_resources; SHA-256 computed from that blob",
+        ),
+    ),
+    msst(
+        "mdx23c-drumsep",
+        arch="mdx23c",
+        stems=("kick", "snare", "toms", "hh", "ride", "crash"),
+        description=(
+            "aufr33 and jarredou's MDX23C DrumSep: a drum stem's kick, snare, toms, hi-hat, "
+            "ride and crash (the drum-kit recipe takes the drums first)."
+        ),
+        config=file(
+            "config_drumsep_mdx23c.yaml",
+            raw(
+                "Politrees/UVR_resources",
+                POLITREES_COMMIT,
+                "UVR_resources/configs/MDX23C/config_drumsep_mdx23c.yaml",
+            ),
+            "b7165bb73a0b08df49ac4ed5fe7424e29bf2f707b5878300f729a7e92671257a",
+            2331,
+        ),
+        checkpoint=file(
+            "MDX23C-DrumSep-aufr33-jarredou.ckpt",
+            hf(
+                "Politrees/UVR_resources",
+                _DRUMSEP_REV,
+                "models/MDX23C/MDX23C-DrumSep-aufr33-jarredou.ckpt",
+            ),
+            "d2a4aa53eb584d21eead358a4e66d1882ad182911be018f052b5da73be9096d0",
+            437652699,
+        ),
+        license=(
+            "Not stated by its authors (aufr33 and jarredou; their release on GitHub carries "
+            "no terms); the Politrees/UVR_resources mirror on Hugging Face is tagged MIT by its "
+            "uploader, not by the authors"
+        ),
+        license_class="not stated",
+        weights_source=(
+            "aufr33 and jarredou (released as aufr33-jarredou_DrumSep_model_mdx23c_ep_141_sdr_"
+            "10.8059.ckpt), as mirrored by Politrees/UVR_resources (Hugging Face)"
+        ),
+        source_url=MSST_TABLE,
+        quality=(
+            "DrumSep test: kick 14.54, snare 9.79, toms 10.63, hi-hat 3.19, cymbals (ride + "
+            "crash) 6.08 dB SDR (MSST's table); not measured by demixer"
+        ),
+        scores=(
+            Score("kick", 14.54, "SDR", "DrumSep test", MSST_TABLE),
+            Score("snare", 9.79, "SDR", "DrumSep test", MSST_TABLE),
+            Score("toms", 10.63, "SDR", "DrumSep test", MSST_TABLE),
+            Score("hh", 3.19, "SDR", "DrumSep test", MSST_TABLE),
+        ),
+        pin_sources=(
+            "checkpoint: https://github.com/openmirlab/mdxnet-infer/blob/"
+            "81fc1cc097d6d73fd014f5eaa6cb4377e9c946c1/src/mdxnet_infer/config/checkpoints.toml "
+            "(SHA-256; it says two Hugging Face mirrors were checked byte for byte)",
+            "checkpoint: full SHA-256 and size recorded by several other public projects that "
+            "hashed audio-separator's copy or read the mirror's Git LFS pointer (found in a code "
+            "index; not citable by URL here)",
+            "config: git blob af497f9f6a8687e58adb0ad750547e478f9d7852 at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; the same blob "
+            "is in SUC-DriverOld/MSST-WebUI's history; SHA-256 computed from that blob",
         ),
     ),
     mdx_net(

@@ -156,6 +156,45 @@ RECIPE_STEPS: dict[str, tuple[str, tuple[str, ...], tuple[dict[str, Any], ...]]]
             },
         ),
     ),
+    "drum-kit": (
+        "The drum kit piece by piece: SCNet XL's drums, then aufr33 and jarredou's DrumSep "
+        "on them (kick, snare, toms, hi-hat, ride, crash).",
+        ("kick", "snare", "toms", "hi_hat", "ride", "crash", "drums_other", "no_drums"),
+        (
+            {
+                "model": "scnet-xl-ihf",
+                "input": "mix",
+                "keep": {"drums": "drums"},
+                "rest": "no_drums",
+            },
+            {
+                "model": "mdx23c-drumsep",
+                "input": "drums",
+                "keep": {
+                    "kick": "kick",
+                    "snare": "snare",
+                    "toms": "toms",
+                    "hh": "hi_hat",
+                    "ride": "ride",
+                    "crash": "crash",
+                },
+                "rest": "drums_other",
+            },
+        ),
+    ),
+    "male-female": (
+        "Male and female voices apart: Kim's vocals, then aufr33's male/female model on them.",
+        ("male_vocals", "female_vocals", "other_vocals", "instrumental"),
+        (
+            {"model": _KIM, "input": "mix", "keep": {"vocals": "vocals"}, "rest": "instrumental"},
+            {
+                "model": "bs-roformer-male-female",
+                "input": "vocals",
+                "keep": {"male": "male_vocals", "female": "female_vocals"},
+                "rest": "other_vocals",
+            },
+        ),
+    ),
 }
 
 

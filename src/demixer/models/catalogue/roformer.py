@@ -12,6 +12,7 @@ from demixer.models.catalogue.sources import (
     UVR_RELEASE,
     UVR_RELEASES_PAGE,
     file,
+    hf,
     hf_file,
     msst,
     multisong,
@@ -34,6 +35,7 @@ _VERB_REV = "cef05ad2b5b3145ea5c149d3ad5d1f8439b34d06"
 _NOISE_REPO = "poiqazwsx/melband-roformer-denoise"
 _NOISE_REV = "4e39bc34a36dda8e73254cd8f5d44f15de2bd7b9"
 _POLITREES_MELBAND = "UVR_resources/configs/Roformer/MelBand/"
+_MALE_FEMALE_REV = "848ebc6354066288fc39131ecdf8a2d83057091e"  # Politrees' HF commit adding it
 
 
 ROFORMERS: tuple[ModelSpec, ...] = (
@@ -271,6 +273,58 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         pin_sources=(
             MELBAND_INFER,
             "config: git blob 265e19c806778d7b2d5ffdaef9e3d503a6dba3f1 at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob",
+        ),
+    ),
+    msst(
+        "bs-roformer-male-female",
+        arch="bs_roformer",
+        stems=("male", "female"),
+        description=(
+            "aufr33's BS-RoFormer: male and female voices apart, from a vocals stem "
+            "(the male-female recipe takes the vocals first)."
+        ),
+        config=file(
+            "config_chorus_male_female_bs_roformer.yaml",
+            raw(
+                "Politrees/UVR_resources",
+                POLITREES_COMMIT,
+                "UVR_resources/configs/Roformer/BandSplit/"
+                "config_bs_roformer_chorus_male_female.yaml",
+            ),
+            "363ef6bef5f0fd89b69e6e0f90dcc102dec6aaeb6e55790cae1796bebdf5097e",
+            1847,
+        ),
+        checkpoint=file(
+            "bs_roformer_male_female_by_aufr33_sdr_7.2889.ckpt",
+            hf(
+                "Politrees/UVR_resources",
+                _MALE_FEMALE_REV,
+                "models/Roformer/BandSplit/bs_roformer_male_female_by_aufr33_sdr_7.2889.ckpt",
+            ),
+            "3cf11736d1b42a11ae55d8299316585921477dd2a671b24b663660846ca9861b",
+            527119779,
+        ),
+        license=(
+            "Not stated by its author (aufr33); the Politrees/UVR_resources mirror on Hugging "
+            "Face is tagged MIT by its uploader, not by the author"
+        ),
+        license_class="not stated",
+        weights_source="aufr33, as mirrored by Politrees/UVR_resources (Hugging Face)",
+        source_url=f"https://huggingface.co/Politrees/UVR_resources/commit/{_MALE_FEMALE_REV}",
+        quality=(
+            "7.29 dB SDR in its file name, on its author's own validation set (not published); "
+            "not measured by demixer"
+        ),
+        scores=(),
+        pin_sources=(
+            "checkpoint: the Git LFS pointer (oid sha256 and size) in Politrees/UVR_resources's "
+            f"Hugging Face commit {_MALE_FEMALE_REV}",
+            "checkpoint and config: https://github.com/openmirlab/bs-roformer-infer/blob/"
+            "04cfa4be2d04ad5164c6f7e97ff31f37b0b162fe/src/bs_roformer/data/checksums.json "
+            "(it says it checked a second mirror, Sucial/MSST-WebUI's, byte for byte)",
+            "config: git blob eab8413f38d13a0ee021fd752c85fb20b65a376f at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob",
         ),

@@ -70,14 +70,26 @@ _words(
     "percussive",
     "beat",
     "beats",
-    "bass drum",
-    "kick drum",
-    "kick",
-    "snare",
     "cymbals",
-    "hi hat",
-    "hihat",
-    "hi hats",
+)
+# A drum kit's pieces (the drum-kit recipe), and male and female voices (male-female).
+_words("kick", False, "kick", "kick drum", "kick drums", "bass drum")
+_words("snare", False, "snare", "snare drum", "snares")
+_words("toms", False, "toms", "tom toms", "tom drums")
+_words("hi_hat", False, "hi hat", "hihat", "hi hats", "hihats")
+_words("ride", False, "ride", "ride cymbal")
+_words("crash", False, "crash", "crash cymbal")
+_words(
+    "male_vocals", False, "male vocals", "male vocal", "male voice", "male voices", "male singer"
+)
+_words(
+    "female_vocals",
+    False,
+    "female vocals",
+    "female vocal",
+    "female voice",
+    "female voices",
+    "female singer",
 )
 _words("bass", False, "bass", "bassline", "bass line", "basslines", "bass guitar", "sub bass")
 _words(
@@ -104,8 +116,14 @@ _words("other", False, "other", "other instruments")
 _words("lead_vocals", False, "lead vocals", "lead vocal", "lead singer", "main vocals")
 _words("backing_vocals", False, "backing vocals", "backing vocal", "back vocals", "harmonies")
 _words("dry_vocals", False, "dry vocals", "dry vocal")
-# Where nothing installed splits the vocals, a song's lead vocal is its vocals stem.
-_FALLBACK = {"lead_vocals": "vocals"}
+# Where nothing installed splits the vocals (or the drums), a song's lead vocal is its vocals
+# stem, as its kick is in its drums.
+_FALLBACK = {
+    "lead_vocals": "vocals",
+    "male_vocals": "vocals",
+    "female_vocals": "vocals",
+    **dict.fromkeys(("kick", "snare", "toms", "hi_hat", "ride", "crash"), "drums"),
+}
 _words(
     _VOCALS,
     True,

@@ -22,11 +22,12 @@ Wire decisions:
   unavailable 503, a full disk 507 (both with ``Retry-After``); anything else 500.
   402 (credits) is never sent: demixer has none.
 - Stems: MusicGPT names map onto the engine stems that are exactly them (``guitar`` ->
-  ``guitar``, ``lead_vocal`` -> ``lead_vocals``…); ``instrumental`` is the residual of
-  ``vocals`` (input minus vocals) and can only be combined with ``vocals``. A name no
-  installed model produces is a 422 listing what can be produced, never a substitute: a
-  narrower name (``electric_guitar``, ``keys``, ``kick_drum``…) is not given the broader stem
-  that holds it (the message names that one).
+  ``guitar``, ``lead_vocal`` -> ``lead_vocals``, ``kick_drum`` -> ``kick`` of the
+  ``drum-kit`` recipe, ``male_vocal`` -> ``male_vocals`` of ``male-female``…);
+  ``instrumental`` is the residual of ``vocals`` (input minus vocals) and can only be combined
+  with ``vocals``. A name no installed model produces is a 422 listing what can be produced,
+  never a substitute: a narrower name (``electric_guitar``, ``keys``, ``kick_drum`` without
+  ``drum-kit``…) is not given the broader stem that holds it (the message names that one).
 - ``preprocessing_options``: ``Denoise`` runs :mod:`demixer.audio.denoise` on the input before
   separation (job param ``preprocess: ["denoise"]``); stems + residual then add up to the
   *denoised* input. ``Dereverb`` and ``Deecho`` run a de-reverb / de-echo
