@@ -209,6 +209,49 @@ def contrast(locator: Any, prop: str = "color", pseudo: str | None = None) -> fl
     return (light + 0.05) / (dark + 0.05)
 
 
+THEMES = ("dark", "light")  # the system's setting the page follows (dark: also with none)
+
+
+def readable(locator: Any, at_least: float, prop: str = "color", pseudo: str | None = None) -> None:
+    """``contrast()`` is at least ``at_least`` in each theme: the page set to dark, then to
+    light, then back to what it was."""
+    page = locator.page
+    light = page.evaluate("matchMedia('(prefers-color-scheme: light)').matches")
+    ratios = {}
+    for scheme in THEMES:
+        page.emulate_media(color_scheme=scheme)
+        ratios[scheme] = round(contrast(locator, prop, pseudo), 2)
+    page.emulate_media(color_scheme="light" if light else "dark")
+    assert min(ratios.values()) >= at_least, ratios
+
+
+# The colour a waveform is drawn in, once the canvas shows the one its CSS gives it for the theme
+# (mixer.js draws it again when the system turns light or dark); null until then.
+_DRAWN = """c => {
+  const one = new OffscreenCanvas(1, 1).getContext("2d");
+  one.fillStyle = getComputedStyle(c).color;
+  one.fillRect(0, 0, 1, 1);
+  const want = [...one.getImageData(0, 0, 1, 1).data].slice(0, 3);
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3] === 255) return want.every((v, k) => v === d[i + k]) && `rgb(${want.join(", ")})`;
+  }
+  return null;
+}"""
+
+
+def waveform_contrast(wave: Any) -> float:
+    """WCAG's contrast ratio of a stem's drawn waveform against the ground it is drawn on."""
+    deadline = time.monotonic() + 10
+    while not (drawn := wave.locator("canvas").evaluate(_DRAWN)):
+        assert time.monotonic() < deadline, "the waveform is not drawn in its theme's colour"
+        time.sleep(0.05)
+    _, chain = wave.evaluate(_PAINT, ["color", None])
+    fore, back = _luminance(_paint(chain, drawn)), _luminance(_paint(chain, None))
+    light, dark = max(fore, back), min(fore, back)
+    return (light + 0.05) / (dark + 0.05)
+
+
 def in_view(page: Page, testid: str) -> None:
     """Part of it is on screen, where the user is: no scrolling needed to notice it."""
     expect(page.get_by_test_id(testid)).to_be_in_viewport(timeout=10_000)
@@ -228,12 +271,17 @@ def test_separate_listen_mix_and_download(
     page.locator("#format-select").select_option("wav")
     page.get_by_test_id("quality-select").select_option("fast")  # not the server's default
     shot(page, "uploaded")
-    # Words on the accent colour read at 4.5:1 (the chosen tab, "Choose a file", Separate), and
-    # a text field's edge shows at 3:1 on its card (WCAG 1.4.3, 1.4.11).
-    for words in (".tab:has(input:checked)", ".drop .button", "#submit"):
-        assert contrast(page.locator(words)) >= 4.5, words
-    for field in ("#api-key", "#prompt"):
-        assert contrast(page.locator(field), "border-top-color") >= 3, field
+    # In either theme, words on the accent colour read at 4.5:1 (the chosen tab, "Choose a
+    # file", Separate), and so do the words on the card and the page; a text field's edge shows
+    # at 3:1 on its card (WCAG 1.4.3, 1.4.11).
+    for words in (".tab:has(input:checked)", ".drop .button", "#submit", "#drop-title"):
+        readable(page.locator(words), 4.5)
+    for words in (".drop .muted", "#upload-text", ".field", "#session-info", "#switch-key"):
+        readable(page.locator(words).first, 4.5)
+    for words in (".chip", "#more-models summary", "#submit-hint"):
+        readable(page.locator(words).first, 4.5)
+    for field in ("#api-key", "#prompt", "#model-select"):
+        readable(page.locator(field), 3, "border-top-color")
     page.get_by_test_id("submit").click()
 
     # The mixer comes up where the user is, with the song's length before any play.
@@ -250,6 +298,15 @@ def test_separate_listen_mix_and_download(
     expect(page.get_by_test_id("time")).to_have_text("0:00 / 0:03")
     no_sideways_scroll(page)
     shot(page, "mixer", full_page=False)
+    # A stem's name, in its colour, reads at 4.5:1 in either theme; its waveform shows at 3:1
+    # (WCAG 1.4.11) on its ground, drawn again in the theme's colours when the system turns.
+    for row in rows.all():
+        readable(row.locator(".name"), 4.5)
+        for scheme in THEMES:
+            page.emulate_media(color_scheme=scheme)
+            drawn = waveform_contrast(row.locator(".wave"))
+            assert drawn >= 3, (scheme, row.get_attribute("data-stem"), drawn)
+    page.emulate_media(color_scheme="light")  # Playwright's own, as the page was opened
     # One time axis: the loop ruler spans exactly the waveforms' column.
     ruler_box = page.get_by_test_id("ruler").bounding_box()
     wave_box = rows.first.locator(".wave").bounding_box()
@@ -284,7 +341,7 @@ def test_separate_listen_mix_and_download(
     # Silenced, the row's waveform dims; its name, its level and the Mute that turns the sound
     # back on stay readable.
     for part in (".name", "[data-testid=stem-db]", "[data-testid=stem-mute]"):
-        assert contrast(vocals.locator(part)) >= 4.5, part
+        readable(vocals.locator(part), 4.5)
     # In a contrast theme (its colours, no fills), the pressed Mute shows by a thicker edge.
     page.emulate_media(forced_colors="active")
     edge = "el => parseFloat(getComputedStyle(el).borderTopWidth)"
@@ -297,6 +354,7 @@ def test_separate_listen_mix_and_download(
     assert 0 < muted < 0.98 * full
     vocals.get_by_test_id("stem-mute").click()
     vocals.get_by_test_id("stem-solo").click()
+    readable(vocals.get_by_test_id("stem-solo"), 4.5)  # pressed
     other = page.locator("[data-testid=stem-row][data-stem=accompaniment]")
     expect(other).to_have_class(re.compile(r"\bsilenced\b"))
     expect(vocals).not_to_have_class(re.compile(r"\bsilenced\b"))
@@ -369,6 +427,7 @@ def test_separate_listen_mix_and_download(
     assert (
         loop["on"] is True and page.get_by_test_id("loop").get_attribute("aria-pressed") == "true"
     )
+    readable(page.get_by_test_id("loop"), 4.5)  # pressed
     assert (loop["start"], loop["end"]) == (
         pytest.approx(0.6, abs=0.05),
         pytest.approx(1.8, abs=0.05),
@@ -445,8 +504,8 @@ def test_separate_listen_mix_and_download(
     expect(ab).to_have_attribute("aria-pressed", "true")
     expect(page.get_by_test_id("stems")).to_have_class(re.compile(r"\bab-original\b"))
     # Not heard while the original plays: the waveforms dim, the names and levels do not.
-    for part in (vocals.locator(".name"), other.get_by_test_id("stem-db")):
-        assert contrast(part) >= 4.5
+    for part in (vocals.locator(".name"), other.get_by_test_id("stem-db"), ab):
+        readable(part, 4.5)
     assert page.evaluate(heard) == {
         "stems": {"vocals": 0, "accompaniment": 0},
         "original": 1,
@@ -503,6 +562,7 @@ def test_separate_listen_mix_and_download(
     expect(item.locator(".song")).to_have_text(f"{SONG}.wav")
     expect(item).to_contain_text("0:03 · vocals, accompaniment")
     expect(item.get_by_test_id("history-state")).to_have_text("Ready")
+    readable(item.get_by_test_id("history-state"), 4.5)
     expect(item.locator(".thumb")).to_have_count(2)
     shot(page, "history")
 
@@ -828,6 +888,30 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     shot(page, "phone-zoom-200", full_page=False)
 
 
+def test_the_page_follows_the_systems_light_or_dark_setting(
+    browser: Browser, server: Server
+) -> None:
+    """Dark on a system set to dark (and by default); light on one set to light, for a bright
+    room or a phone in daylight. The browser's own parts (lists, sliders) follow as well."""
+    for scheme in THEMES:
+        context = browser.new_context(color_scheme=scheme, viewport=DESKTOP)
+        page = context.new_page()
+        open_page(page, server)
+        meta = page.locator("meta[name=color-scheme]").get_attribute("content")
+        assert meta == "dark light"
+        assert page.evaluate("getComputedStyle(document.documentElement).colorScheme") == scheme
+        ground, words = (
+            _luminance(_rgba(page.locator("body").evaluate(f"el => getComputedStyle(el).{p}"))[:3])
+            for p in ("backgroundColor", "color")
+        )
+        if scheme == "dark":
+            assert ground < 0.02 and words > 0.8, (ground, words)
+        else:
+            assert ground > 0.85 and words < 0.02, (ground, words)
+        shot(page, f"theme-{scheme}", full_page=False)
+        context.close()
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
@@ -945,6 +1029,7 @@ def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Se
         expect(info.nth(0)).to_have_text(weak + spec.description)
         expect(info.nth(1)).to_have_text(f"Quality: {spec.quality}")
         expect(info.locator(".badge.weak")).to_have_count(1 if weak else 0)
+    readable(info.locator(".badge.weak"), 4.5)  # cascade-4stems, the last one chosen
     shot(page, "model-picker", full_page=False)
 
     # Every catalogue model not installed here is offered with the command that pulls it.
@@ -993,9 +1078,10 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     key.fill("dmx_wrong")
     page.get_by_role("button", name="Use key").click()
     expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
-    # Its placeholder and its edge are readable on the card.
-    assert contrast(key, pseudo="::placeholder") >= 4.5
-    assert contrast(key, "border-top-color") >= 3
+    # Its placeholder, its edge and the error are readable on the card, in either theme.
+    readable(key, 4.5, pseudo="::placeholder")
+    readable(key, 3, "border-top-color")
+    readable(page.locator("#key-form").get_by_test_id("error"), 4.5)
     key.fill(server.key)
     page.get_by_role("button", name="Use key").click()
     focused(page, "upload-input")  # the key field went: on to choosing a song

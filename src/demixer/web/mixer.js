@@ -180,7 +180,7 @@ function drawWave(canvas, stem) {
   canvas.width = width; canvas.height = height;
   const g = canvas.getContext("2d");
   g.clearRect(0, 0, width, height);
-  g.fillStyle = stem.colour;
+  g.fillStyle = getComputedStyle(canvas).color; // the stem's hue as the theme draws it (app.css)
   const cols = stem.peaks.length / 2;
   for (let x = 0; x < width; x++) {
     const a = Math.floor((x / width) * cols), b = Math.max(a + 1, Math.floor(((x + 1) / width) * cols));
@@ -190,7 +190,12 @@ function drawWave(canvas, stem) {
     g.fillRect(x, top, 1, Math.max(1, bottom - top));
   }
 }
-window.addEventListener("resize", () => { for (const s of mixer.stems) drawWave($("canvas", s.row), s); });
+function redraw() { for (const s of mixer.stems) drawWave($("canvas", s.row), s); }
+window.addEventListener("resize", redraw);
+// The system turned to light or dark, or to a contrast theme: the waveforms take its colours.
+for (const query of ["(prefers-color-scheme: light)", "(forced-colors: active)"]) {
+  matchMedia(query).addEventListener("change", redraw);
+}
 
 // ---------- history thumbnails (kept in this browser) ----------
 function keepThumbnails(key, stems) {
