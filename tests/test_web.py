@@ -252,6 +252,15 @@ def waveform_contrast(wave: Any) -> float:
     return (light + 0.05) / (dark + 0.05)
 
 
+def band_contrast(part: Any, against: Any) -> float:
+    """WCAG's contrast ratio of what ``part`` paints (its background over what is under it)
+    against what ``against`` (an element around it) paints there."""
+    over = _paint(part.evaluate(_PAINT, ["color", None])[1], None)
+    under = _paint(against.evaluate(_PAINT, ["color", None])[1], None)
+    light, dark = sorted((_luminance(over), _luminance(under)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 def in_view(page: Page, testid: str) -> None:
     """Part of it is on screen, where the user is: no scrolling needed to notice it."""
     expect(page.get_by_test_id(testid)).to_be_in_viewport(timeout=10_000)
@@ -347,6 +356,11 @@ def test_separate_listen_mix_and_download(
     edge = "el => parseFloat(getComputedStyle(el).borderTopWidth)"
     pressed = vocals.get_by_test_id("stem-mute").evaluate(edge)
     assert pressed >= 3 > vocals.get_by_test_id("stem-solo").evaluate(edge)
+    # There the playhead (a fill the theme would clear) stays drawn, in the theme's text colour
+    # against the track's (the ruler's, and the row that is not muted).
+    heard = page.locator("[data-testid=stem-row][data-stem=accompaniment]")
+    for track in (page.get_by_test_id("ruler"), heard):
+        assert band_contrast(track.locator(".playhead"), against=track) >= 3, track
     page.emulate_media(forced_colors="none")
     gains = page.evaluate("demixerMixer.gains()")
     assert gains["vocals"] == 0 and gains["accompaniment"] == 1
@@ -428,6 +442,12 @@ def test_separate_listen_mix_and_download(
         loop["on"] is True and page.get_by_test_id("loop").get_attribute("aria-pressed") == "true"
     )
     readable(page.get_by_test_id("loop"), 4.5)  # pressed
+    # The looped part is a band on the ruler in either theme, not two thin edges (1.1:1 in light).
+    region = page.locator("#loop-region")
+    for scheme in THEMES:
+        page.emulate_media(color_scheme=scheme)
+        assert band_contrast(region, against=page.get_by_test_id("ruler")) >= 1.5, scheme
+    page.emulate_media(color_scheme="light")
     assert (loop["start"], loop["end"]) == (
         pytest.approx(0.6, abs=0.05),
         pytest.approx(1.8, abs=0.05),
@@ -486,6 +506,10 @@ def test_separate_listen_mix_and_download(
     page.evaluate("document.activeElement.blur()")
     page.keyboard.press("L")  # off again
     expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "false")
+    # And on: the song wraps inside 0:01-0:02 while A/B is tried below, never ending (played
+    # on from 0:02, it ended within a second, and a slow run then saw it stopped).
+    page.keyboard.press("L")
+    expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "true")
     page.keyboard.press("Space")
     assert page.evaluate("demixerMixer.playing") is True
 
@@ -908,6 +932,24 @@ def test_the_page_follows_the_systems_light_or_dark_setting(
             assert ground < 0.02 and words > 0.8, (ground, words)
         else:
             assert ground > 0.85 and words < 0.02, (ground, words)
+        # The drop zone's dashed edge shows (1.6:1 in light, 1.4:1 in dark before).
+        assert contrast(page.locator("#drop"), "border-top-color") >= 3, scheme
+        # From the keyboard, the focus ring shows at 3:1 where it is drawn: on the checked tab
+        # (a radio's focus is on it; the ring on its fill was 1.2:1 in light), and round "More
+        # models" (the browser's thin ring before).
+        for target in ("input[name=mode]:checked", "#more-models > summary"):
+            for _ in range(30):
+                if page.evaluate(f"document.activeElement.matches({target!r})"):
+                    break
+                page.keyboard.press("Tab")
+            assert page.evaluate(f"document.activeElement.matches({target!r})"), (
+                target,
+                page.evaluate("document.activeElement.outerHTML.slice(0, 200)"),
+            )
+            ring = page.locator(target)
+            expect(ring).to_have_css("outline-style", "solid")  # once focus-visible applies
+            expect(ring).to_have_css("outline-width", "3px")
+            assert contrast(ring, "outline-color") >= 3, (scheme, target)
         shot(page, f"theme-{scheme}", full_page=False)
         context.close()
 
