@@ -29,6 +29,7 @@ from demixer.service.db import Database
 from demixer.service.retention.sweeper import SweepCounts, Sweeper
 from demixer.service.schema import Delivery, File, Job, JobLog
 from demixer.settings import Settings
+from demixer.storage.s3 import S3Storage
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -421,3 +422,27 @@ def test_bytes_put_for_a_deleted_file_while_its_url_lasts_are_swept(clocked: Clo
     assert put.status_code == 200 and api.services.storage.exists(staging)
     assert api.sweep() == SweepCounts(blobs=1)
     assert not api.services.storage.exists(staging)
+
+
+def test_a_gaudio_upload_never_completed_is_closed_when_it_expires(clocked: Clocked) -> None:
+    # On S3 a Gaudio upload's parts go to the bucket's own multipart upload, which keeps (and
+    # bills) them out of any listing until it is completed or aborted. The sweeper deleted the
+    # upload's blobs and left that open for good, its part URLs (24 hours) still taking parts.
+    api = clocked
+    created = api.client.post(
+        "/developers/api/v1/files/upload-multipart/create",
+        json={"fileName": "never.wav", "fileSize": 1000},
+        headers={"x-ga-apikey": api.key},
+    ).json()["resultData"]
+    [url] = created["preSignedUrl"]
+    assert api.send("PUT", url, content=b"x" * 1000).status_code == 200
+    assert api.sweep().files == 0
+    api.at(START + 72 * HOUR + SECOND)
+    assert api.sweep().files == 1
+    again = api.send("PUT", url, content=b"x" * 1000)
+    assert again.status_code == 404
+    storage = api.services.storage
+    kept = [f"uploads/{created['uploadId']}/{name}" for name in ("part-1", "upload-id")]
+    assert [key for key in kept if storage.exists(key)] == []
+    if isinstance(storage, S3Storage):
+        assert storage._client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads") is None

@@ -455,6 +455,13 @@ def test_a_deleted_upload_leaves_none_of_its_parts(make_api: Any) -> None:
     assert any(storage.exists(key) for key in kept)  # the part here, the upload id on S3
     assert api.delete(f"/v1/files/{upload_id}").status_code == 204
     assert [key for key in kept if storage.exists(key)] == []
+    # On S3 the part went to the bucket's own multipart upload, which keeps (and bills) its
+    # parts out of any listing until it is aborted; it was left open, and the part URL, valid
+    # for 24 hours, went on taking parts. Now it is aborted: the URL is refused.
+    again = api.send("PUT", created["preSignedUrl"][0], content=data)
+    assert again.status_code == 404
+    if isinstance(storage, S3Storage):
+        assert storage._client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads") is None
 
 
 def _create(api: Api, file_name: str, size: int) -> dict[str, Any]:

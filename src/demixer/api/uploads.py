@@ -67,7 +67,7 @@ from demixer.service.files.lifecycle import (
     new_file,
 )
 from demixer.service.schema import File
-from demixer.storage import BlobNotFound, file_prefixes, landing_key, staging_key
+from demixer.storage import BlobNotFound, delete_file_blobs, landing_key, staging_key
 
 __all__ = [
     "INPUT_FORMATS",
@@ -428,8 +428,7 @@ def delete_file(services: Services, account_id: str, file_id: str) -> None:
     """Delete the bytes and mark the row deleted (it then answers 404)."""
     with services.db.read() as s:
         row = owned_file(services, s, account_id, file_id)
-    for prefix in file_prefixes(file_id, row.storage_key):
-        services.storage.delete_prefix(prefix)
+    delete_file_blobs(services.storage, file_id, row.storage_key)
     try:
         with services.db.write() as s:
             mark_deleted(s, file_id)

@@ -22,8 +22,10 @@ __all__ = [
     "MultipartStorage",
     "Storage",
     "content_disposition",
+    "delete_file_blobs",
     "file_prefixes",
     "landing_key",
+    "multipart_id_key",
     "parts_prefix",
     "safe_key",
     "staging_key",
@@ -58,6 +60,12 @@ def landing_key(file_id: str) -> str:
 def parts_prefix(upload_id: str) -> str:
     """Where the parts of a multipart upload (Gaudio's chunks) are kept until it completes."""
     return f"uploads/{upload_id}/"
+
+
+def multipart_id_key(upload_id: str) -> str:
+    """Where the id of the store's own multipart upload for an upload is kept (S3: the parts
+    go straight to the bucket, which knows them by that id)."""
+    return f"{parts_prefix(upload_id)}upload-id"
 
 
 def file_prefixes(file_id: str, storage_key: str) -> tuple[str, ...]:
@@ -169,6 +177,24 @@ class MultipartStorage(Protocol):
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop an unfinished multipart upload and its parts."""
         ...
+
+
+def delete_file_blobs(storage: Storage, file_id: str, storage_key: str) -> int:
+    """Delete every blob a file has (:func:`file_prefixes`); returns how many.
+
+    A multipart upload still open in the store (a Gaudio upload never completed) is aborted
+    first: the bucket keeps, and bills, the parts of an open upload out of sight of any listing
+    until it is completed or aborted, and a part URL still valid would keep adding to it.
+    """
+    if isinstance(storage, MultipartStorage):
+        try:
+            with storage.open(multipart_id_key(file_id)) as fh:
+                upload_id = fh.read().decode()
+        except BlobNotFound:
+            pass  # none open: completed, never opened, or not a multipart upload
+        else:
+            storage.abort_multipart(storage_key, upload_id)
+    return sum(storage.delete_prefix(prefix) for prefix in file_prefixes(file_id, storage_key))
 
 
 def content_disposition(file_name: str) -> str:

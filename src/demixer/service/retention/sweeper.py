@@ -32,7 +32,7 @@ from demixer.service.files.lifecycle import GONE, mark_expired
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from demixer.service.schema import Delivery, File, IdempotencyRecord, Job, JobLog
-from demixer.storage import file_prefixes, staging_key
+from demixer.storage import delete_file_blobs, staging_key
 
 __all__ = ["SweepCounts", "Sweeper"]
 
@@ -150,7 +150,7 @@ class Sweeper:
             for file_id, key in rows:
                 seen.add(file_id)
                 # Its key; bytes PUT to the store, or parts uploaded, but never completed.
-                deleted = sum(storage.delete_prefix(p) for p in file_prefixes(file_id, key))
+                deleted = delete_file_blobs(storage, file_id, key)
                 with db.write() as s:
                     marked = mark_expired(s, file_id, now)
                 if marked:

@@ -50,6 +50,7 @@ __all__ = [
     "GaudioRoute",
     "JobNotFound",
     "KeyMissing",
+    "NoSuchUpload",
     "TypeMissing",
     "UnsupportedChannels",
     "UnsupportedRate",
@@ -74,6 +75,11 @@ class JobNotFound(NotFound):
 
 class UploadNotFound(NotFound):
     """No such upload id for this key (1105)."""
+
+
+class NoSuchUpload(NotFound):
+    """A part PUT for an upload deleted or expired: HTTP 404, as a bucket answers a part of an
+    upload aborted or gone (the part URL stands in for a presigned one)."""
 
 
 class BadFileName(InvalidRequest):
@@ -102,6 +108,7 @@ CODES: dict[type[DemixerError], int] = {
     KeyMissing: 400,
     Unauthorized: 401,
     Forbidden: 403,  # a key without the scope; a tampered signed part URL
+    NoSuchUpload: 404,
     RateLimited: 429,
     RequestTooLarge: 413,  # a JSON body over its limit (read no further)
     RequestTimeout: 408,  # a body that stopped arriving (dropped)
@@ -132,6 +139,7 @@ _HTTP_NAMES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
+    404: "not_found",
     408: "request_timeout",
     413: "request_entity_too_large",
     429: "too_many_requests",

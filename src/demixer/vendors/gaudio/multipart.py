@@ -45,7 +45,7 @@ from demixer.errors import (
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileConflict, FileState, new_file
 from demixer.service.schema import File
-from demixer.storage import BlobNotFound, MultipartStorage, parts_prefix
+from demixer.storage import BlobNotFound, MultipartStorage, multipart_id_key, parts_prefix
 from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength
 
 __all__ = ["MAX_PARTS", "Part", "Upload", "chunk_size", "complete", "create", "receive_part"]
@@ -80,10 +80,6 @@ def chunk_size(services: Services, file_size: int) -> int:
     if isinstance(services.storage, MultipartStorage):
         smallest = services.storage.min_part_bytes
     return max(services.settings.gaudio_chunk_bytes, smallest, math.ceil(file_size / MAX_PARTS))
-
-
-def _store_id_key(upload_id: str) -> str:
-    return f"{parts_prefix(upload_id)}upload-id"
 
 
 def _multipart_store(services: Services) -> MultipartStorage | None:
@@ -163,7 +159,7 @@ def create(
     if store is not None and not too_big:
         # The parts go straight to the store; its upload id is kept beside them.
         store_id = store.create_multipart(row.storage_key, row.content_type)
-        services.storage.put(_store_id_key(file_id), io.BytesIO(store_id.encode()))
+        services.storage.put(multipart_id_key(file_id), io.BytesIO(store_id.encode()))
         ttl = settings.gaudio_part_url_ttl_seconds
         part_urls = [
             store.presign_part(row.storage_key, store_id, n, ttl, _part_size(chunk, file_size, n))
@@ -362,7 +358,7 @@ def _complete_in_store(
     """Have the store assemble the parts clients PUT to it, then probe the file."""
     size = row.file_size or 0
     try:
-        with services.storage.open(_store_id_key(row.id)) as fh:
+        with services.storage.open(multipart_id_key(row.id)) as fh:
             store_id = fh.read().decode()
     except BlobNotFound:
         raise InvalidRequest(f"upload {row.id!r} has no open multipart upload") from None

@@ -28,6 +28,7 @@ from demixer.engine.stems import RESIDUAL
 from demixer.errors import (
     DemixerError,
     DurationLimit,
+    FileExpired,
     FileNotReady,
     FileTooLarge,
     Forbidden,
@@ -50,6 +51,7 @@ from demixer.vendors.gaudio.envelope import (
     GaudioRoute,
     JobNotFound,
     KeyMissing,
+    NoSuchUpload,
     TypeMissing,
     UnsupportedChannels,
     UnsupportedRate,
@@ -138,7 +140,10 @@ async def put_part(
     multipart.check_part_signature(services, upload_id, number, str(request.url.query))
     reader = uploads.AsyncBodyReader(request.stream())
     receive = partial(multipart.receive_part, services, upload_id, number, cast(BinaryIO, reader))
-    md5 = await anyio.to_thread.run_sync(receive)
+    try:
+        md5 = await anyio.to_thread.run_sync(receive)
+    except (UploadNotFound, FileExpired) as exc:  # deleted or expired: as S3 once it is aborted
+        raise NoSuchUpload(exc.message) from None
     response = ok(None)
     response.headers["ETag"] = f'"{md5}"'
     return response
