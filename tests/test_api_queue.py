@@ -174,6 +174,38 @@ def test_submit_stems_and_audio_url(api: Api) -> None:
     assert _params(api, r.json()["request_id"])["stems"] == ["vocals", "instrumental"]
 
 
+def test_a_number_or_boolean_given_as_another_type_is_refused_not_guessed(
+    make_api: Callable[..., Api],
+) -> None:
+    # The schema says boolean and integer; "yes", 1 and "5" were read as true and 5 (lax
+    # coercion), so a client's mistake ran as something it did not write.
+    api = make_api()
+    file_id = api.upload()
+    separate = "/v1/queue/audio/separate"
+
+    def sep(body: dict[str, Any] | None = None, **inp: Any) -> Any:
+        return api.post(
+            separate,
+            json={"input": {"file_id": file_id, "prompt": "vocals", **inp}, **(body or {})},
+        )
+
+    _error(sep(downmix="yes"), 400, "INVALID_REQUEST", "input.downmix")
+    _error(sep(rescale=1), 400, "INVALID_REQUEST", "input.rescale")
+    _error(sep({"priority": "5"}), 400, "INVALID_REQUEST", "priority")
+    _error(sep({"priority": 5.5}), 400, "INVALID_REQUEST", "priority")
+    _error(sep(spans=[{"start": "0", "end": 1}]), 400, "INVALID_REQUEST", "input.spans.0.start")
+    bad_include = [{"start": 0, "end": 1, "include": "false"}]
+    _error(sep(spans=bad_include), 400, "INVALID_REQUEST", "input.spans.0.include")
+    r = api.post(
+        "/v1/files",
+        json={"file_name": "a.wav", "content_type": "audio/wav", "file_size": "1000"},
+    )
+    _error(r, 400, "INVALID_REQUEST", "file_size")
+    # The types written as the schema says are taken (integers where numbers are asked too).
+    r = sep({"priority": 5}, downmix=True, rescale=False, spans=[{"start": 0, "end": 1.5}])
+    assert r.status_code == 202, r.text
+
+
 def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     api = make_api()
     file_id = api.upload()

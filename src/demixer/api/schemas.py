@@ -2,7 +2,8 @@
 
 Request models forbid unknown fields inside ``input`` so a typo ("stem" for "stems") is a 400
 instead of a silently ignored option; top-level unknown fields are ignored (vendor clients add
-their own).
+their own). Numbers and booleans are ``strict``: ``"downmix": "yes"`` or ``"priority": "5"`` is
+a 400 naming the field, not a guess (an integer is still taken where a number is asked).
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class FileCreate(BaseModel):
 
     file_name: str = Field(min_length=1, max_length=300, examples=["song.mp3"])
     content_type: str = Field(min_length=1, max_length=100, examples=["audio/mpeg"])
-    file_size: int = Field(gt=0, description="Exact size in bytes of the upload to come.")
+    file_size: int = Field(
+        gt=0, strict=True, description="Exact size in bytes of the upload to come."
+    )
     purpose: Literal["audio.separate.input"] = "audio.separate.input"
 
 
@@ -144,9 +147,9 @@ class Span(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start: float = Field(ge=0, allow_inf_nan=False)
-    end: float = Field(gt=0, allow_inf_nan=False)
-    include: bool = True
+    start: float = Field(ge=0, allow_inf_nan=False, strict=True)
+    end: float = Field(gt=0, allow_inf_nan=False, strict=True)
+    include: bool = Field(True, strict=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> Span:
@@ -195,6 +198,7 @@ class QueueInput(BaseModel):
     )
     downmix: bool = Field(
         False,
+        strict=True,
         description="Fold an input with more than 2 channels (5.1, 7.1) to stereo first "
         "(FFmpeg's default matrix: centre and surrounds at -3 dB into their side, LFE "
         "dropped). Without it such an input is refused (422 `INVALID_AUDIO`), as the CLI "
@@ -202,6 +206,7 @@ class QueueInput(BaseModel):
     )
     rescale: bool = Field(
         False,
+        strict=True,
         description="Scale every output by one common gain so that none peaks above full "
         "scale, where one would, instead of clipping its samples in 16/24-bit WAV, FLAC and "
         "mp3 (a loud master, or an mp3 decoded above 0 dBFS, can take a stem or the residual "
@@ -268,7 +273,7 @@ class QueueBody(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     webhook: WebhookIn | None = None
-    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    priority: int = Field(0, ge=-100, le=100, strict=True, description="Higher runs first.")
     webhook_url: str | None = Field(None, alias="webhookUrl", max_length=4096)
     webhook_secret: str | None = Field(None, alias="webhookSecret", max_length=200)
 
