@@ -954,6 +954,103 @@ def test_the_page_follows_the_systems_light_or_dark_setting(
         context.close()
 
 
+@pytest.fixture(scope="module")
+def finished(browser: Browser, server: Server, audio: tuple[Path, Path]) -> str:
+    """The short song, separated once for the module's tests that open it: its request id."""
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    open_page(page, server)
+    upload(page, audio[0])
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=180_000)
+    context.close()
+    with server.client() as api:
+        listed = api.get("/v1/queue/requests", params={"limit": 1}).json()["data"][0]
+    return str(listed["request_id"])
+
+
+def _ratio(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def stands_out(control: Any) -> float:
+    """WCAG's contrast ratio of what marks a control out from what is around it: its edge, or
+    its fill where that stands out more (a filled button needs no edge of its own)."""
+    fill = band_contrast(control, against=control.locator("xpath=.."))
+    if control.evaluate("el => parseFloat(getComputedStyle(el).borderTopWidth)") == 0:
+        return fill
+    return max(fill, contrast(control, "border-top-color"))
+
+
+def drawn_part(control: Any, prop: str, against: Any) -> float:
+    """WCAG's contrast ratio of a part the browser draws of a control (a slider's track or knob,
+    a progress bar's fill), in the colour its registered custom property ``prop`` gives it,
+    against what ``against`` paints there. (The browser's parts have no computed style.)"""
+    value = control.evaluate(f"el => getComputedStyle(el).getPropertyValue({prop!r}).trim()")
+    if not value:  # the browser's own colours, which no style gives: none known, counted as 1:1
+        return 1.0
+    under = _paint(against.evaluate(_PAINT, ["color", None])[1], None)
+    return _ratio(_rgba(value)[:3], under)
+
+
+@pytest.mark.parametrize("scheme", THEMES)
+def test_every_control_and_its_state_shows_at_3_to_1(
+    page: Page, server: Server, finished: str, scheme: str
+) -> None:
+    """WCAG 1.4.11: what identifies a control (its edge or its fill) and what tells its state
+    (a pressed toggle, a chosen tab or stem, a slider's knob, a progress bar's fill) reads at 3:1
+    against what is next to it, in either theme. In light, buttons' and tabs' edges were 1.6:1
+    on the card and the browser's progress and slider tracks 1.1-2.1:1; in dark, 1.4:1."""
+    page.emulate_media(color_scheme=scheme)
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    rows = page.get_by_test_id("stem-row")
+    expect(rows).to_have_count(2, timeout=60_000)
+    rows.first.get_by_test_id("stem-mute").click()
+    rows.last.get_by_test_id("stem-solo").click()
+    page.get_by_test_id("loop").click()  # the whole song, looped: Loop pressed, the band shown
+    expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "true")
+    controls = {
+        "button": "#refresh",
+        "button without a fill": "#history-list button.quiet",
+        "primary button": ".drop .button",
+        "icon button": "[data-testid=play]",
+        "icon link": "[data-testid=stem-download]",
+        "tab": ".tab:not(:has(input:checked))",
+        "chosen tab": ".tab:has(input:checked)",
+        "list": "#model-select",
+        "stem chip": ".chip",
+        "toggle": "[data-testid=stem-solo][aria-pressed=false]",
+        "pressed toggle": "#loop[aria-pressed=true]",
+        "pressed Mute": "[data-testid=stem-mute][aria-pressed=true]",
+        "pressed Solo": "[data-testid=stem-solo][aria-pressed=true]",
+        "drop zone": "#drop",
+        "progress track": "#job-progress",  # hidden now: its colours are the same while shown
+    }
+    ratios = {name: stands_out(page.locator(css).first) for name, css in controls.items()}
+    progress = page.locator("#job-progress")
+    ratios["progress fill"] = drawn_part(progress, "--mark", against=progress)
+    sliders = {"Position": page.get_by_test_id("position")}
+    sliders["volume"] = rows.first.get_by_test_id("stem-volume")
+    for name, slider in sliders.items():
+        ratios[f"{name} track"] = drawn_part(slider, "--track", against=slider)
+        ratios[f"{name} knob"] = drawn_part(slider, "--mark", against=slider)
+    # A chosen stem's tick box, in the stem's colour on the chip's tint.
+    box = page.locator(".chip input:checked").first
+    accent = box.evaluate("el => getComputedStyle(el).accentColor")
+    tint = _paint(box.locator("xpath=..").evaluate(_PAINT, ["color", None])[1], None)
+    ratios["stem tick box"] = _ratio(_rgba(accent)[:3], tint)
+    # The loop's edges and the playhead on the ruler.
+    ruler = page.get_by_test_id("ruler")
+    ratios["loop edge"] = contrast(page.locator("#loop-region"), "border-left-color")
+    ratios["playhead"] = band_contrast(ruler.locator(".playhead"), against=ruler)
+    low = {name: round(r, 2) for name, r in ratios.items() if r < 3}
+    assert not low, (scheme, low)
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
