@@ -211,7 +211,8 @@ def test_file_contradicting_arch_params_is_refused(registered: ModelSpec, tmp_pa
     with pytest.raises(ModelUnavailable) as info:
         load(wide, model_dir=tmp_path / "models")
     assert info.value.message == (
-        "small.onnx: its input is tensor(float) ['batch', 4, 256, 32], but the model's "
+        f"{tmp_path / 'models/test-mdx/small.onnx'}: its input is tensor(float) "
+        "['batch', 4, 256, 32], but the model's "
         "arch_params (dim_f=512, dim_t=32) need float32 ['batch', 4, 512, 32]; the file and "
         "the parameters do not belong together"
     )
