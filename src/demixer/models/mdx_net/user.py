@@ -38,7 +38,15 @@ from demixer.models.msst.config import STEM_PATTERN, load_yaml, read_config_text
 from demixer.models.registry import ModelSpec
 from demixer.models.user_models import Checked, file_model_id, install_user_model
 
-__all__ = ["UVR_HASH_BYTES", "UserParams", "add", "check_files", "open_files", "read_params"]
+__all__ = [
+    "UVR_HASH_BYTES",
+    "UserParams",
+    "add",
+    "check_files",
+    "open_files",
+    "read_params",
+    "uvr_hash",
+]
 
 ARCH = "mdx_net"
 SAMPLE_RATE = 44100  # every published MDX-Net model
