@@ -9,6 +9,8 @@ fast; one runs Kim_Vocal_2's real ones (dim_f 3072, n_fft 7680, 256 frames).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from typer.testing import CliRunner, Result
 
+from demixer.cli import app
 from demixer.engine import Separator
 from demixer.errors import ModelUnavailable, WeightsChecksumMismatch
 from demixer.models import registry
@@ -30,6 +35,7 @@ from demixer.models.mdx_net import (
     OnnxNetwork,
     load,
 )
+from demixer.models.mdx_net.user import UVR_HASH_BYTES, read_params, uvr_hash
 from demixer.models.registry import ModelSpec, WeightFile
 from mdx_onnx import mdx_spec, tfc_tdf_onnx
 from uvr_reference import UvrMdx, uvr_default_overlap
@@ -211,7 +217,8 @@ def test_file_contradicting_arch_params_is_refused(registered: ModelSpec, tmp_pa
     with pytest.raises(ModelUnavailable) as info:
         load(wide, model_dir=tmp_path / "models")
     assert info.value.message == (
-        "small.onnx: its input is tensor(float) ['batch', 4, 256, 32], but the model's "
+        f"{tmp_path / 'models/test-mdx/small.onnx'}: its input is tensor(float) "
+        "['batch', 4, 256, 32], but the model's "
         "arch_params (dim_f=512, dim_t=32) need float32 ['batch', 4, 512, 32]; the file and "
         "the parameters do not belong together"
     )
@@ -276,3 +283,215 @@ def test_catalogue_entries_run_on_this_backend(spec: ModelSpec, tmp_path: Path) 
     secondary = next(s for s in spec.stems if s != model.primary)
     np.testing.assert_allclose(out[secondary], mix - out[model.primary], atol=1e-6)
     assert 0.01 < np.abs(out[model.primary]).max() < 20
+
+
+# --- a user's own MDX-Net model: `models add --arch mdx_net`, `separate --arch mdx_net` -------
+
+# One set of parameters in the three forms a user may hold them in (UVR's default 256 frames).
+OWN = {"dim_f": 256, "dim_t": 256, "n_fft": 2048, "compensate": 1.035, "primary_stem": "Vocals"}
+UVR_ENTRY = {
+    "compensate": 1.035,
+    "mdx_dim_f_set": 256,
+    "mdx_dim_t_set": 8,  # UVR's log2: 256 frames
+    "mdx_n_fft_scale_set": 2048,
+    "primary_stem": "Vocals",
+}
+# Another model's entry, as UVR's model_data.json lists dozens (Kim_Vocal_2's).
+KIM_ENTRY = {**UVR_ENTRY, "mdx_dim_f_set": 3072, "mdx_n_fft_scale_set": 7680, "compensate": 1.009}
+KIM_MD5 = "970b3f9492014d18fefeedfe4773cb42"
+
+
+@pytest.fixture(scope="module")
+def own_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A network of 256 frames, as UVR's model data's ``mdx_dim_t_set: 8`` says, named as a
+    UVR download is."""
+    path = tmp_path_factory.mktemp("own") / "UVR-MDX-NET-Voc_Mine.onnx"
+    return tfc_tdf_onnx(path, dim_f=256, dim_t=256, g=4, levels=2, bn=2, gain=0.8, seed=9)
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    models = tmp_path / "models"
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(models))
+    return models
+
+
+def params_file(tmp_path: Path, form: str, onnx: Path) -> Path:
+    """The parameters of ``own_onnx`` as a user has them: ``form`` is ``demixer`` (YAML),
+    ``uvr-entry`` (JSON) or ``model-data`` (UVR's whole model_data.json)."""
+    if form == "demixer":
+        path = tmp_path / "params.yaml"
+        path.write_text("".join(f"{key}: {value}\n" for key, value in OWN.items()))
+    elif form == "uvr-entry":
+        path = tmp_path / "entry.json"
+        path.write_text(json.dumps(UVR_ENTRY))
+    else:
+        path = tmp_path / "model_data.json"
+        own = hashlib.md5(onnx.read_bytes()).hexdigest()  # a file under 10000 KiB: all of it
+        path.write_text(json.dumps({KIM_MD5: KIM_ENTRY, own: UVR_ENTRY}, indent=4))
+    return path
+
+
+def song(tmp_path: Path, seconds: float = 1.5) -> tuple[Path, np.ndarray]:
+    mix = noise(seconds, seed=11)
+    path = tmp_path / "song.wav"
+    sf.write(path, mix.T, RATE, subtype="FLOAT")
+    return path, mix
+
+
+def cli(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def stems_written(out: Path) -> dict[str, np.ndarray]:
+    return {
+        p.stem.removeprefix("song_"): sf.read(p, dtype="float32", always_2d=True)[0].T
+        for p in sorted(out.iterdir())
+    }
+
+
+@pytest.mark.parametrize("form", ["demixer", "uvr-entry", "model-data"])
+def test_models_add_takes_each_form_of_parameters_and_runs_as_uvr(
+    form: str, own_onnx: Path, tmp_path: Path, user_dir: Path
+) -> None:
+    params = params_file(tmp_path, form, own_onnx)
+    added = cli("models", "add", "mine", "--arch", "mdx_net", "--checkpoint", own_onnx,
+                "--config", params)  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    assert added.stdout == (
+        "mine: mdx_net, stems vocals, instrumental, 44100 Hz; run it with "
+        "`demixer separate FILE -m mine`\n"
+    )
+    kept = {p.name for p in (user_dir / "mine").iterdir()}
+    assert kept == {"demixer-model.json", params.with_stem("params").name, "model.onnx"}
+    assert (user_dir / "mine" / "model.onnx").read_bytes() == own_onnx.read_bytes()
+
+    wav, mix = song(tmp_path)
+    ran = cli("separate", wav, "-m", "mine", "-o", tmp_path / "out", "--bit-depth", "32f")
+    assert ran.exit_code == 0, ran.stderr
+    stems = stems_written(tmp_path / "out")
+    assert list(stems) == ["instrumental", "vocals"]
+    # UVR's primary stem (its loop, compensate applied), and the input minus it.
+    uvr = reference(own_onnx, mix, dim_t=256, segment_size=256)
+    assert peak_error(stems["vocals"], uvr) < TOLERANCE
+    assert peak_error(stems["instrumental"], mix - uvr) < TOLERANCE
+
+
+def test_separate_runs_the_files_as_they_are(own_onnx: Path, tmp_path: Path) -> None:
+    params = params_file(tmp_path, "uvr-entry", own_onnx)
+    wav, mix = song(tmp_path)
+    ran = cli("separate", wav, "--arch", "mdx_net", "--model-path", own_onnx,
+              "--model-config", params, "-o", tmp_path / "out", "--bit-depth", "32f")  # fmt: skip
+    assert ran.exit_code == 0, ran.stderr
+    assert "by uvr-mdx-net-voc_mine " in ran.stdout  # the model goes by the file's name
+    stems = stems_written(tmp_path / "out")
+    assert list(stems) == ["instrumental", "vocals"]
+    uvr = reference(own_onnx, mix, dim_t=256, segment_size=256)
+    assert peak_error(stems["vocals"], uvr) < TOLERANCE
+    assert peak_error(stems["instrumental"], mix - uvr) < TOLERANCE
+
+
+def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothing(
+    own_onnx: Path, tmp_path: Path, user_dir: Path
+) -> None:
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("dim_f: 512\ndim_t: 256\nn_fft: 2048\nprimary_stem: Vocals\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("dim_f: 256\ndim_t: 256\nn_fft: 2048\nprimary_stem: Vocals\nsegmentsize: 32\n")
+    other = tmp_path / "model_data.json"
+    other.write_text(json.dumps({KIM_MD5: KIM_ENTRY}))
+    mdxc = tmp_path / "mdxc_data.json"
+    own = hashlib.md5(own_onnx.read_bytes()).hexdigest()
+    mdxc.write_text(json.dumps({own: {"config_yaml": "model_2_stem_061321.yaml"}}))
+    not_onnx = tmp_path / "Kim_Vocal_2.onnx"
+    not_onnx.write_bytes(b"<!DOCTYPE html><title>404</title>")  # a failed download
+    good = params_file(tmp_path, "uvr-entry", own_onnx)
+    wav, _ = song(tmp_path)
+    cases = {
+        (own_onnx, wide): (
+            f"error [CHECKPOINT_MISMATCH] {own_onnx}: its input is tensor(float) "
+            "['batch', 4, 256, 256], but the model's arch_params (dim_f=512, dim_t=256) need "
+            "float32 ['batch', 4, 512, 256]; the file and the parameters do not belong together "
+            f"(the parameters: {wide})"
+        ),
+        (own_onnx, typo): (
+            f"error [INVALID_MODEL_CONFIG] {typo}: has unknown key(s) segmentsize; known: "
+            f"{', '.join(ARCH_PARAMS)}"
+        ),
+        (own_onnx, other): (
+            f"error [INVALID_MODEL_CONFIG] {other} has no entry for {own_onnx}, whose hash "
+            f"(UVR's: the MD5 of its last 10000 KiB) is {own}; give that model's own entry or "
+            "parameters instead"
+        ),
+        (own_onnx, mdxc): (
+            f"error [INVALID_MODEL_CONFIG] {mdxc}, entry {own} describes an MSST-format model "
+            "(config_yaml 'model_2_stem_061321.yaml'), not an MDX-Net .onnx: add it with its "
+            "YAML config and --arch mdx23c, bs_roformer, mel_band_roformer or scnet"
+        ),
+        (not_onnx, good): (
+            f"error [MODEL_UNAVAILABLE] {not_onnx} is not an ONNX model onnxruntime can load: "
+        ),
+    }
+    for (onnx, params), message in cases.items():
+        added = cli("models", "add", "mine", "--arch", "mdx_net", "--checkpoint", onnx,
+                    "--config", params)  # fmt: skip
+        assert added.exit_code == 4 and added.stdout == ""
+        assert len(added.stderr.splitlines()) == 1 and added.stderr.startswith(message)
+        assert list(user_dir.iterdir()) == []  # no model, no staging folder left behind
+        ran = cli("separate", wav, "--arch", "mdx_net", "--model-path", onnx,
+                  "--model-config", params, "-o", tmp_path / "out")  # fmt: skip
+        assert ran.exit_code == 4 and ran.stderr.startswith(message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_added_model_is_listed_and_removed(
+    own_onnx: Path, tmp_path: Path, user_dir: Path
+) -> None:
+    params = params_file(tmp_path, "model-data", own_onnx)
+    added = cli("models", "add", "mine", "--arch", "mdx_net", "--checkpoint", own_onnx,
+                "--config", params)  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    listed = cli("models", "list")
+    rows = [line.split() for line in listed.stdout.splitlines() if line.startswith("mine ")]
+    assert rows == [["mine", "mdx-net", "yes", "not", "stated", "-"]]
+    removed = cli("models", "remove", "mine")
+    assert (removed.exit_code, removed.stdout) == (0, f"removed {user_dir / 'mine'}\n")
+    assert list(user_dir.iterdir()) == []
+    assert "mine " not in cli("models", "list").stdout
+
+
+def test_uvr_hash_is_the_md5_of_the_last_10000_kib(tmp_path: Path) -> None:
+    big = tmp_path / "big.onnx"
+    data = np.random.default_rng(0).bytes(UVR_HASH_BYTES + 4096)
+    big.write_bytes(data)
+    assert uvr_hash(big) == hashlib.md5(data[-10000 * 1024 :]).hexdigest()
+    small = tmp_path / "small.onnx"
+    small.write_bytes(data[:5000])
+    assert uvr_hash(small) == hashlib.md5(data[:5000]).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("primary", "stems"),
+    [
+        ("Vocals", ("vocals", "instrumental")),  # as the catalogue's Kim_Vocal_2
+        ("Instrumental", ("instrumental", "vocals")),  # as its Inst_HQ_3
+        ("Reverb", ("reverb", "no_reverb")),  # Reverb_HQ_By_FoxJoy
+        ("No Crowd", ("no_crowd", "crowd")),  # UVR-MDX-NET_Crowd_HQ_1
+    ],
+)
+def test_stems_are_uvrs_primary_stem_and_the_rest(
+    primary: str, stems: tuple[str, str], tmp_path: Path
+) -> None:
+    entry = tmp_path / "entry.yaml"
+    entry.write_text(json.dumps({**UVR_ENTRY, "primary_stem": primary}))  # JSON is YAML
+    # audio-separator's model-data.json: UVR's map under mdx_model_data
+    wrapped = tmp_path / "model-data.json"
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"only hashed here")
+    own = hashlib.md5(onnx.read_bytes()).hexdigest()
+    wrapped.write_text(json.dumps({"vr_model_data": {}, "mdx_model_data": {own: json.loads(
+        entry.read_text())}}))  # fmt: skip
+    for path in (entry, wrapped):
+        read = read_params(path, onnx)
+        assert read.stems == stems
+        assert read.arch_params == {**OWN, "primary_stem": stems[0]}

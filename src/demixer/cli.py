@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -55,6 +55,10 @@ from demixer.errors import (
 )
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality
 from demixer.naming import DEFAULT_TEMPLATE, shown_name
+
+if TYPE_CHECKING:
+    from demixer.models.base import Backend
+    from demixer.models.spec import ModelSpec
 
 __all__ = ["app", "main"]
 
@@ -179,14 +183,21 @@ def separate(
         str | None,
         typer.Option(
             "--arch",
-            help="Run your own MSST model: its architecture (bs_roformer, mel_band_roformer, "
-            "mdx23c, scnet), with --model-config and --model-path; stems are named from the "
-            "config. With DEMIXER_PRECISION=fp32 it gives what MSST's own inference gives.",
+            help="Run your own model: its architecture (MSST format: bs_roformer, "
+            "mel_band_roformer, mdx23c, scnet; or mdx_net, a UVR MDX-Net .onnx), with "
+            "--model-config and --model-path; stems are named from the config. With "
+            "DEMIXER_PRECISION=fp32 an MSST model gives what MSST's own inference gives; an "
+            "mdx_net model gives what UVR gives.",
         ),
     ] = None,
     model_config: Annotated[
         Path | None,
-        typer.Option("--model-config", metavar="FILE", help="Your MSST model's YAML config."),
+        typer.Option(
+            "--model-config",
+            metavar="FILE",
+            help="Your MSST model's YAML config; for mdx_net its parameters (YAML or JSON: "
+            "demixer's arch_params, one UVR model-data entry, or UVR's model_data.json).",
+        ),
     ] = None,
     quality: Annotated[
         str,
@@ -232,13 +243,17 @@ def separate(
     if own and (arch is None or model_config is None or model_path is None or named):
         print_error(
             "USAGE",
-            "your own MSST model needs --arch, --model-config and --model-path together "
+            "your own model needs --arch, --model-config and --model-path together "
             "(and no -m, --recipe or --ensemble)",
         )
         raise typer.Exit(2)
     model_id = DEFAULT_MODEL
 
     def known_stems() -> tuple[str, ...]:
+        if arch == "mdx_net" and model_config is not None and model_path is not None:
+            from demixer.models.mdx_net.user import read_params
+
+            return read_params(model_config, model_path).stems
         if arch is not None and model_config is not None:
             from demixer.models.msst.config import read_config
 
@@ -269,11 +284,10 @@ def separate(
             span_outputs(plan_stems(model_id, known_stems(), requested))
         if arch is not None and model_config is not None and model_path is not None:
             from demixer.engine.device import resolve_device
-            from demixer.models.msst.user import open_files
 
             torch_device = resolve_device(device)[0]  # `auto` and a missing GPU, as for -m
             with _loading(model_path.name):
-                spec, backend = open_files(arch, model_config, model_path, device=torch_device)
+                spec, backend = _open_own_model(arch, model_config, model_path, torch_device)
             separator = Separator.from_backend(spec, backend)
         else:
             with _loading(model_id):
@@ -375,6 +389,19 @@ def _model_for(
     installed = [s for s in list_specs() if is_installed(s)]
     chosen = choose_model(requested or [], installed)
     return chosen.id if chosen is not None else DEFAULT_MODEL
+
+
+def _open_own_model(
+    arch: str, config: Path, checkpoint: Path, device: str
+) -> tuple[ModelSpec, Backend]:
+    """``separate --arch``: a UVR MDX-Net .onnx (``mdx_net``) or an MSST model, from its files."""
+    if arch == "mdx_net":
+        from demixer.models.mdx_net.user import open_files as open_mdx_net
+
+        return open_mdx_net(config, checkpoint, device=device)
+    from demixer.models.msst.user import open_files
+
+    return open_files(arch, config, checkpoint, device=device)
 
 
 @contextmanager

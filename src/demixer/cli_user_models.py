@@ -1,4 +1,5 @@
-"""``demixer models add`` / ``remove``: the user's own MSST models in the model directory."""
+"""``demixer models add`` / ``remove``: the user's own models (MSST, UVR MDX-Net) in the model
+directory."""
 
 from __future__ import annotations
 
@@ -22,24 +23,46 @@ def models_add(
     arch: Annotated[
         str,
         typer.Option(
-            "--arch", help="Its architecture: bs_roformer, mel_band_roformer, mdx23c or scnet."
+            "--arch",
+            help="Its architecture: bs_roformer, mel_band_roformer, mdx23c or scnet (MSST "
+            "format), or mdx_net (a UVR MDX-Net .onnx).",
         ),
     ],
-    config: Annotated[Path, typer.Option("--config", help="Its MSST YAML config.")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            help="Its MSST YAML config; for mdx_net its parameters (YAML or JSON): demixer's "
+            "arch_params, one UVR model-data entry, or UVR's whole model_data.json.",
+        ),
+    ],
     checkpoint: Annotated[
-        Path, typer.Option("--checkpoint", help="Its checkpoint (.ckpt / .pt / .pth).")
+        Path,
+        typer.Option("--checkpoint", help="Its checkpoint (.ckpt / .pt / .pth; mdx_net: .onnx)."),
     ],
 ) -> None:
-    """Add your own MSST-format model (config + checkpoint) to the model directory.
+    """Add your own model to the model directory: MSST format (YAML config + checkpoint),
+    or UVR MDX-Net (--arch mdx_net: parameters + .onnx).
 
-    Checks that the checkpoint fits the network the config describes, then copies
-    both to $DEMIXER_MODEL_DIR/NAME/ with their SHA-256, checked at every load.
+    Checks that the checkpoint fits the network the config describes (an .onnx: that
+    onnxruntime loads it and its shapes fit the parameters), then copies both to
+    $DEMIXER_MODEL_DIR/NAME/ with their SHA-256, checked at every load.
     `separate -m NAME`, `serve` and `worker` then run it like a catalogue model.
-    """
-    from demixer.models.msst.user import add
 
+    An mdx_net parameters file is demixer's arch_params ({dim_f: 3072, dim_t: 256,
+    n_fft: 7680, compensate: 1.035, primary_stem: vocals}), one entry of UVR's model
+    data ({"mdx_dim_f_set": 3072, "mdx_dim_t_set": 8, ...}), or UVR's whole
+    model_data.json, where the entry under the .onnx's UVR hash is used.
+    """
     try:
-        spec = add(name, arch=arch, config=config, checkpoint=checkpoint)
+        if arch == "mdx_net":
+            from demixer.models.mdx_net.user import add as add_mdx_net
+
+            spec = add_mdx_net(name, config=config, checkpoint=checkpoint)
+        else:
+            from demixer.models.msst.user import add
+
+            spec = add(name, arch=arch, config=config, checkpoint=checkpoint)
     except DemixerError as e:
         raise fail(e) from None
     _out.print(

@@ -9,6 +9,13 @@
                {"name": "model.ckpt", "sha256": "...", "size": 5678}],
      "added_from": {"config": "/path/C.yaml", "checkpoint": "/path/M.ckpt"}}
 
+A UVR MDX-Net model (``--arch mdx_net``: an ``.onnx`` and its parameters,
+:mod:`demixer.models.mdx_net.user`) keeps its files as ``params.yaml`` (or ``params.json``) and
+``model.onnx``, and its manifest adds ``"arch_params"``: the parameters as the catalogue's
+MDX-Net entries give them, resolved once at ``add`` (a whole ``model_data.json`` needs the
+file's hash). The architecture chooses the loader; a manifest without ``arch_params`` (every
+MSST model, and every manifest written before MDX-Net) reads as before.
+
 :func:`user_specs` turns every such directory into a :class:`~demixer.models.registry.ModelSpec`,
 so the registry (``get_spec``, ``list_specs``), the CLI, ``demixer serve`` and ``worker`` see and
 run it like a catalogue model, and its files are verified against the recorded SHA-256 before
@@ -25,7 +32,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from demixer.errors import (
     Conflict,
@@ -44,7 +51,9 @@ __all__ = [
     "CONFIG_NAME",
     "MANIFEST",
     "NAME_PATTERN",
+    "Checked",
     "check_name",
+    "file_model_id",
     "install_user_model",
     "remove_user_model",
     "user_spec",
@@ -60,8 +69,26 @@ _NAME = re.compile(NAME_PATTERN)
 _FORMAT = 1
 _CHUNK = 1 << 20
 
-Check = Callable[[Path, Path], tuple[str, tuple[str, ...], int]]
-"""``(config, checkpoint) -> (arch, stems, sample_rate)``; raises when they do not fit."""
+#: the loader of each architecture that does not run as an MSST model
+_LOADERS = {"mdx_net": "demixer.models.mdx_net:load"}
+_MSST_LOADER = "demixer.models.msst:load"
+#: how each such architecture's files are named on ``models add`` (see the hints below)
+_ADD_FILES = {"mdx_net": "--config PARAMS --checkpoint MODEL.onnx"}
+_MSST_ADD_FILES = "--config CONFIG.yaml --checkpoint MODEL.ckpt"
+
+
+class Checked(NamedTuple):
+    """What a model's files turned out to be when checked."""
+
+    arch: str
+    stems: tuple[str, ...]
+    sample_rate: int
+    #: parameters the loader reads from the spec (MDX-Net's); empty for MSST models
+    arch_params: Mapping[str, Any] = {}
+
+
+Check = Callable[[Path, Path], Checked]
+"""``(config, checkpoint) -> Checked``; raises when they do not fit."""
 
 
 def _model_dir(model_dir: Path | None) -> Path:
@@ -78,6 +105,9 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
     )
     arch = str(data["arch"])
     origin = data.get("added_from", {})
+    arch_params = data.get("arch_params", {})
+    if not isinstance(arch_params, dict):
+        raise TypeError("arch_params is not a mapping")
     return ModelSpec(
         id=directory.name,
         stems=tuple(str(s) for s in data["stems"]),
@@ -85,15 +115,16 @@ def _spec(data: Mapping[str, Any], directory: Path) -> ModelSpec:
         description=f"your own {arch} model (demixer models add)",
         license="not stated: your own model",
         weights_source=f"added from {origin.get('checkpoint', 'a local checkpoint')}",
-        loader="demixer.models.msst:load",
+        loader=_LOADERS.get(arch, _MSST_LOADER),
         quality="not measured",
         install_hint=(
             f"its files in {directory} are missing: add it again with `demixer models add "
-            f"{directory.name} --arch {arch} --config CONFIG.yaml --checkpoint MODEL.ckpt`"
+            f"{directory.name} --arch {arch} {_ADD_FILES.get(arch, _MSST_ADD_FILES)}`"
         ),
         weights=files,
         arch=arch,
         config_name=str(data["config_name"]),
+        arch_params=arch_params,
         license_class="not stated",
     )
 
@@ -131,6 +162,12 @@ def user_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
         return ()
     found = (user_spec(name, root) for name in names)
     return tuple(spec for spec in found if spec is not None)
+
+
+def file_model_id(path: Path) -> str:
+    """The id a model run from its files (not added) goes by: its file name, lowercased, with
+    whatever a model id cannot hold as ``-``."""
+    return re.sub(r"[^a-z0-9._-]+", "-", Path(path).stem.lower()).strip("-") or "model"
 
 
 def check_name(name: str, model_dir: Path | None = None) -> None:
@@ -174,13 +211,21 @@ def _rename_in_message(exc: DemixerError, paths: Mapping[Path, Path]) -> None:
 
 
 def install_user_model(
-    name: str, *, config: Path, checkpoint: Path, check: Check, model_dir: Path | None = None
+    name: str,
+    *,
+    config: Path,
+    checkpoint: Path,
+    check: Check,
+    model_dir: Path | None = None,
+    config_name: str = CONFIG_NAME,
+    checkpoint_name: str = CHECKPOINT_NAME,
 ) -> ModelSpec:
     """Copy ``config`` and ``checkpoint`` into ``<model dir>/<name>/`` and register them.
 
-    The copies are made in a staging directory, hashed while copied, and ``check``-ed there
-    (the files checked are the files kept); only then is the manifest written and the
-    directory renamed into place, so a failed ``add`` leaves nothing behind.
+    The copies (named ``config_name`` and ``checkpoint_name`` there) are made in a staging
+    directory, hashed while copied, and ``check``-ed there (the files checked are the files
+    kept); only then is the manifest written and the directory renamed into place, so a failed
+    ``add`` leaves nothing behind.
 
     Raises:
         InvalidRequest, Conflict: a bad or taken name.
@@ -198,27 +243,29 @@ def install_user_model(
         raise _unwritable(root, f"add {name!r} to", exc) from exc
     try:
         files = [
-            _copy_hashed(config, staging / CONFIG_NAME),
-            _copy_hashed(checkpoint, staging / CHECKPOINT_NAME),
+            _copy_hashed(config, staging / config_name),
+            _copy_hashed(checkpoint, staging / checkpoint_name),
         ]
         try:
-            arch, stems, rate = check(staging / CONFIG_NAME, staging / CHECKPOINT_NAME)
+            checked = check(staging / config_name, staging / checkpoint_name)
         except DemixerError as exc:
             # The copies are removed below: name the user's own files, the ones to fix.
             _rename_in_message(
-                exc, {staging / CONFIG_NAME: config, staging / CHECKPOINT_NAME: checkpoint}
+                exc, {staging / config_name: config, staging / checkpoint_name: checkpoint}
             )
             raise
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": _FORMAT,
             "id": name,
-            "arch": arch,
-            "stems": list(stems),
-            "sample_rate": rate,
-            "config_name": CONFIG_NAME,
+            "arch": checked.arch,
+            "stems": list(checked.stems),
+            "sample_rate": checked.sample_rate,
+            "config_name": config_name,
             "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
             "added_from": {"config": str(config), "checkpoint": str(checkpoint)},
         }
+        if checked.arch_params:
+            manifest["arch_params"] = dict(checked.arch_params)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
         os.rename(staging, root / name)
     except OSError as exc:  # the model directory is read-only, full, or has a file in the way

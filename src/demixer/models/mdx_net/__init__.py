@@ -200,10 +200,12 @@ def _onnx_path(spec: ModelSpec, model_dir: Path | None, model_path: Path | None)
         if not path.is_file():
             raise ModelUnavailable(f"--model-path {path} is not a file")
         return path
-    paths = verified_weights(spec, model_dir)
+    verified = zip(spec.weights, verified_weights(spec, model_dir), strict=True)
+    # A user's model (`models add`) keeps its parameters file beside the .onnx: verified, not read
+    paths = [path for weight, path in verified if weight.name != spec.config_name]
     if len(paths) != 1:
         raise ModelUnavailable(
-            f"model {spec.id!r} lists {len(paths)} weights files; an MDX-Net model is one .onnx"
+            f"model {spec.id!r} lists {len(paths)} network files; an MDX-Net model is one .onnx"
         )
     return paths[0]
 
@@ -220,15 +222,17 @@ def load(
 
     Args:
         spec: its registry entry (``arch="mdx_net"``; ``arch_params`` as in
-            :mod:`demixer.models.mdx_net.params`; stems: the primary, optionally the secondary).
+            :mod:`demixer.models.mdx_net.params`; stems: the primary, optionally the secondary;
+            ``weights``: the ``.onnx``, and for a user's model its parameters file, named by
+            ``config_name``).
         model_dir: weights cache directory (default ``$DEMIXER_MODEL_DIR``).
         model_path: a local ``.onnx`` to use instead of the registered (SHA-256 pinned) file.
         device: ``cpu``, or ``cuda[:N]`` with the onnxruntime-gpu build (else the CPU runs it).
         threads: onnxruntime's intra-op threads (None: torch's thread setting).
 
     Raises:
-        ModelUnavailable: bad ``arch_params``, a missing or corrupt file, or a file whose
-            input shape contradicts ``arch_params``.
+        ModelUnavailable: bad ``arch_params`` (InvalidModelConfig), a missing or corrupt file,
+            or a file whose input shape contradicts ``arch_params`` (CheckpointMismatch).
         WeightsChecksumMismatch: the registered file does not match its pin.
     """
     params = MdxParams.from_arch_params(spec.arch_params, model_id=spec.id)

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from demixer.errors import ModelUnavailable
+from demixer.errors import InvalidModelConfig
 
 __all__ = ["ARCH_PARAMS", "DEFAULT_OVERLAP", "MdxParams"]
 
@@ -108,16 +108,25 @@ class MdxParams:
         return self.overlap == DEFAULT_OVERLAP or float(self.overlap) != 0
 
     @classmethod
-    def from_arch_params(cls, params: Mapping[str, Any], *, model_id: str) -> MdxParams:
+    def from_arch_params(
+        cls, params: Mapping[str, Any], *, model_id: str, source: str | None = None
+    ) -> MdxParams:
         """Validate a registry entry's ``arch_params``.
 
-        Raises:
-            ModelUnavailable: a required key is missing, a key is unknown, or a value is out of
-                range; the message names the model and the key.
-        """
+        Args:
+            params: the parameters, by the names above.
+            model_id: the model they are for, named in messages.
+            source: where they were read (a user's parameters file), named in messages
+                instead of the model.
 
-        def bad(message: str) -> ModelUnavailable:
-            return ModelUnavailable(f"model {model_id!r}: arch_params {message}")
+        Raises:
+            InvalidModelConfig: a required key is missing, a key is unknown, or a value is out
+                of range; the message names the model (or ``source``) and the key.
+        """
+        where = f"{source}:" if source is not None else f"model {model_id!r}: arch_params"
+
+        def bad(message: str) -> InvalidModelConfig:
+            return InvalidModelConfig(f"{where} {message}")
 
         unknown = sorted(set(params) - set(ARCH_PARAMS))
         if unknown:

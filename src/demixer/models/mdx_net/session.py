@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from demixer.errors import ModelFailed, ModelUnavailable
+from demixer.errors import CheckpointMismatch, ModelFailed, ModelUnavailable
 from demixer.models.mdx_net.params import MdxParams
 
 __all__ = ["OnnxNetwork"]
@@ -48,7 +48,7 @@ def _free_time_axis(path: Path) -> bytes:
         import onnx
     except ImportError as exc:
         raise ModelUnavailable(
-            f"running {path.name} at another segment size than its file declares needs the "
+            f"running {path} at another segment size than its file declares needs the "
             f"`onnx` package ({exc}); install it or set segment_size to the file's frame count"
         ) from exc
     model = onnx.load(str(path))
@@ -84,8 +84,9 @@ class OnnxNetwork:
         max_batch: the largest batch the file accepts (its batch axis may be fixed at 1).
 
     Raises:
-        ModelUnavailable: onnxruntime is missing, the file is not a model it can load, or the
-            model's inputs and outputs are not MDX-Net's for ``params``.
+        ModelUnavailable: onnxruntime is missing, or the file is not a model it can load.
+        CheckpointMismatch: the model's inputs and outputs are not MDX-Net's for ``params``
+            (the same code as an MSST checkpoint that does not fit its config).
     """
 
     def __init__(
@@ -121,7 +122,7 @@ class OnnxNetwork:
                 raise
             except Exception as exc:
                 raise ModelUnavailable(
-                    f"{path.name} is built for {frames} frames per chunk and does not run at "
+                    f"{path} is built for {frames} frames per chunk and does not run at "
                     f"segment_size {params.segment_size} ({_first_line(exc)}); set arch_params "
                     f"segment_size to {frames}"
                 ) from exc
@@ -132,8 +133,8 @@ class OnnxNetwork:
         """Check the file's one input and output; return its fixed frame count (None: free)."""
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelUnavailable(
-                f"{self.path.name} has {len(inputs)} inputs and {len(outputs)} outputs; an "
+            raise CheckpointMismatch(
+                f"{self.path} has {len(inputs)} inputs and {len(outputs)} outputs; an "
                 "MDX-Net model has one of each"
             )
         p = self._params
@@ -145,8 +146,8 @@ class OnnxNetwork:
                 for got, want in zip(shape[1:], expected[1:], strict=True)
             )
             if value.type != "tensor(float)" or not fits:
-                raise ModelUnavailable(
-                    f"{self.path.name}: its {role} is {value.type} {shape}, but the model's "
+                raise CheckpointMismatch(
+                    f"{self.path}: its {role} is {value.type} {shape}, but the model's "
                     f"arch_params (dim_f={p.dim_f}, dim_t={p.dim_t}) need float32 {expected}; "
                     "the file and the parameters do not belong together"
                 )

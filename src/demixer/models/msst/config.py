@@ -33,10 +33,13 @@ from demixer.errors import InvalidModelConfig
 
 __all__ = [
     "MAX_CONFIG_BYTES",
+    "STEM_PATTERN",
     "ConfigLoader",
     "MsstConfig",
+    "load_yaml",
     "parse_config",
     "read_config",
+    "read_config_text",
     "stem_name",
 ]
 
@@ -53,7 +56,8 @@ def _construct_tuple(loader: ConfigLoader, node: yaml.Node) -> tuple[Any, ...]:
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)
 
-_STEM = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
+#: what a stem name may be (file names are made of it); ``residual`` is the engine's own.
+STEM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def _instruments(training: Mapping[str, Any], source: str) -> tuple[str, ...]:
         raise InvalidModelConfig(f"{source}: training.instruments must be a list of stem names")
     names = [stem_name(i) for i in raw]
     for original, name in zip(raw, names, strict=True):
-        if not _STEM.fullmatch(name) or name == "residual":
+        if not STEM_PATTERN.fullmatch(name) or name == "residual":
             raise InvalidModelConfig(
                 f"{source}: instrument {original!r} cannot be a stem name (letters, digits, "
                 "'_', '.', '+', '-'; not 'residual')"
@@ -168,6 +172,18 @@ def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
     return message
 
 
+def load_yaml(text: str, source: str) -> Any:
+    """The YAML ``text`` read with :class:`ConfigLoader` (nothing in it is executed).
+
+    Raises:
+        InvalidModelConfig: not YAML, or a refused tag; says where (``source``, line, column).
+    """
+    try:
+        return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: nothing is executed
+    except yaml.YAMLError as exc:
+        raise InvalidModelConfig(_yaml_problem(source, exc)) from None
+
+
 def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> MsstConfig:
     """Read an MSST config from YAML text.
 
@@ -180,10 +196,7 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
     Raises:
         InvalidModelConfig: not YAML, a refused tag, or a missing or ill-typed field.
     """
-    try:
-        data = yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: nothing is executed
-    except yaml.YAMLError as exc:
-        raise InvalidModelConfig(_yaml_problem(source, exc)) from None
+    data = load_yaml(text, source)
     if not isinstance(data, Mapping):
         raise InvalidModelConfig(f"{source}: a model config is a YAML mapping")
     audio = _section(data, "audio", source)
@@ -232,6 +245,15 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
 
 def read_config(path: Path, *, arch: str | None = None) -> MsstConfig:
     """:func:`parse_config` of the file at ``path`` (at most :data:`MAX_CONFIG_BYTES`)."""
+    return parse_config(read_config_text(path), arch=arch, source=str(path))
+
+
+def read_config_text(path: Path) -> str:
+    """The text of the model config at ``path``: UTF-8, at most :data:`MAX_CONFIG_BYTES`.
+
+    Raises:
+        InvalidModelConfig: unreadable, too long or not UTF-8.
+    """
     try:
         with Path(path).open("rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
@@ -243,4 +265,4 @@ def read_config(path: Path, *, arch: str | None = None) -> MsstConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidModelConfig(f"{path} is not UTF-8 text: not a model config") from None
-    return parse_config(text, arch=arch, source=str(path))
+    return text

@@ -8,30 +8,29 @@ runs :func:`add`, which checks that the config and checkpoint fit before registe
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from demixer.models.msst.backend import MsstBackend, backend_for, build_network
 from demixer.models.msst.config import read_config
 from demixer.models.registry import ModelSpec
-from demixer.models.user_models import install_user_model
+from demixer.models.user_models import Checked, file_model_id, install_user_model
 
 __all__ = ["add", "check_files", "open_files"]
 
 
-def check_files(config: Path, checkpoint: Path, arch: str) -> tuple[str, tuple[str, ...], int]:
+def check_files(config: Path, checkpoint: Path, arch: str) -> Checked:
     """Read ``config`` and load ``checkpoint`` into the network it describes.
 
     Returns:
-        ``(arch, stems, sample_rate)``: the architecture (the config's ``training.model_type``
-        wins over ``arch``, as in MSST), the stems and the rate.
+        ``(arch, stems, sample_rate)``, no ``arch_params``: the architecture (the config's
+        ``training.model_type`` wins over ``arch``, as in MSST), the stems and the rate.
 
     Raises:
         InvalidModelConfig, UnknownArchitecture, ModelUnavailable, CheckpointMismatch.
     """
     parsed = read_config(config, arch=arch)
     build_network(parsed, checkpoint)
-    return parsed.arch, parsed.stems, parsed.sample_rate
+    return Checked(parsed.arch, parsed.stems, parsed.sample_rate)
 
 
 def add(
@@ -57,9 +56,8 @@ def open_files(
     """
     parsed = read_config(config, arch=arch)
     backend = backend_for(parsed, Path(checkpoint), device=device)
-    model_id = re.sub(r"[^a-z0-9._-]+", "-", Path(checkpoint).stem.lower()).strip("-") or "model"
     spec = ModelSpec(
-        id=model_id,
+        id=file_model_id(checkpoint),
         stems=parsed.stems,
         sample_rate=parsed.sample_rate,
         description=f"{parsed.arch} from {config}",
