@@ -53,7 +53,7 @@ __all__ = [
     "NAME_PATTERN",
     "Checked",
     "check_name",
-    "file_model_id",
+    "files_spec",
     "install_user_model",
     "remove_user_model",
     "user_spec",
@@ -164,10 +164,31 @@ def user_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
     return tuple(spec for spec in found if spec is not None)
 
 
-def file_model_id(path: Path) -> str:
-    """The id a model run from its files (not added) goes by: its file name, lowercased, with
-    whatever a model id cannot hold as ``-``."""
-    return re.sub(r"[^a-z0-9._-]+", "-", Path(path).stem.lower()).strip("-") or "model"
+def files_spec(
+    weights: Path,
+    *,
+    arch: str,
+    stems: tuple[str, ...],
+    sample_rate: int,
+    loader: str,
+    description: str,
+    arch_params: Mapping[str, Any] | None = None,
+) -> ModelSpec:
+    """The spec of a model run from its files as they are (not added): its id is the weights'
+    file name, lowercased, with whatever a model id cannot hold as ``-``."""
+    return ModelSpec(
+        id=re.sub(r"[^a-z0-9._-]+", "-", Path(weights).stem.lower()).strip("-") or "model",
+        stems=stems,
+        sample_rate=sample_rate,
+        description=description,
+        license="not stated: your own model",
+        weights_source=str(weights),
+        loader=loader,
+        quality="not measured",
+        install_hint="",
+        arch=arch,
+        arch_params=dict(arch_params or {}),
+    )
 
 
 def check_name(name: str, model_dir: Path | None = None) -> None:

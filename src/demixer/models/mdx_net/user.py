@@ -36,7 +36,7 @@ from demixer.errors import CheckpointMismatch, InvalidModelConfig, ModelUnavaila
 from demixer.models.mdx_net import MdxNetBackend, MdxParams, load
 from demixer.models.msst.config import STEM_PATTERN, load_yaml, read_config_text, stem_name
 from demixer.models.registry import ModelSpec
-from demixer.models.user_models import Checked, file_model_id, install_user_model
+from demixer.models.user_models import Checked, files_spec, install_user_model
 
 __all__ = [
     "UVR_HASH_BYTES",
@@ -156,17 +156,13 @@ def _open(
     params: UserParams, config: Path, onnx: Path, device: str = "cpu"
 ) -> tuple[ModelSpec, MdxNetBackend]:
     """A spec for the files (id: the ``.onnx``'s name) and the network loaded from them."""
-    spec = ModelSpec(
-        id=file_model_id(onnx),
+    spec = files_spec(
+        onnx,
+        arch=ARCH,
         stems=params.stems,
         sample_rate=SAMPLE_RATE,
-        description=f"{ARCH} with the parameters in {config}",
-        license="not stated: your own model",
-        weights_source=str(onnx),
         loader="demixer.models.mdx_net:load",
-        quality="not measured",
-        install_hint="",
-        arch=ARCH,
+        description=f"{ARCH} with the parameters in {config}",
         arch_params=params.arch_params,
     )
     try:

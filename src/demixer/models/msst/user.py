@@ -13,7 +13,7 @@ from pathlib import Path
 from demixer.models.msst.backend import MsstBackend, backend_for, build_network
 from demixer.models.msst.config import read_config
 from demixer.models.registry import ModelSpec
-from demixer.models.user_models import Checked, file_model_id, install_user_model
+from demixer.models.user_models import Checked, files_spec, install_user_model
 
 __all__ = ["add", "check_files", "open_files"]
 
@@ -56,16 +56,12 @@ def open_files(
     """
     parsed = read_config(config, arch=arch)
     backend = backend_for(parsed, Path(checkpoint), device=device)
-    spec = ModelSpec(
-        id=file_model_id(checkpoint),
+    spec = files_spec(
+        checkpoint,
+        arch=parsed.arch,
         stems=parsed.stems,
         sample_rate=parsed.sample_rate,
-        description=f"{parsed.arch} from {config}",
-        license="not stated: your own model",
-        weights_source=str(checkpoint),
         loader="demixer.models.msst:load",
-        quality="not measured",
-        install_hint="",
-        arch=parsed.arch,
+        description=f"{parsed.arch} from {config}",
     )
     return spec, backend
