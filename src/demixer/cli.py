@@ -98,7 +98,7 @@ def _root(
     load_env_file()  # ./.env, as the deployment guide says; the environment wins over it
 
 
-@app.command()
+@app.command(short_help="Separate songs into stems on this machine.")
 def separate(
     files: FilesArgument,
     model: Annotated[

@@ -39,6 +39,7 @@ __all__ = ["models_app", "register"]
 models_app = typer.Typer(
     help="List the model catalogue, read a model's card, fetch its weights; add and remove "
     "your own models.",
+    short_help="The model catalogue: cards, weights, your own models.",
     no_args_is_help=True,
 )
 out = Console(soft_wrap=True)
@@ -66,7 +67,7 @@ _WARNINGS = {
 }
 
 
-@models_app.command("list")
+@models_app.command("list", short_help="The catalogue: stems, installed here, licence.")
 def models_list(
     wide: Annotated[
         bool,
@@ -166,9 +167,15 @@ def _print_producible(installed: list[ModelSpec]) -> None:
         out.print(escape(f"  {stem}: {makers}"), highlight=False)
 
 
-@models_app.command("info")
+@models_app.command("info", short_help="A model's card: files, pins, licence, quality.")
 def models_info(
-    name: Annotated[str, typer.Argument(help="Model id (see `demixer models list`).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Model id (see `demixer models list`), or a file name it answers to "
+            "(Kim_Vocal_2.onnx)."
+        ),
+    ],
 ) -> None:
     """Print a model's card: files and pins, licence, published quality, notes.
 
@@ -220,7 +227,7 @@ def print_card(text: str, console: Console) -> None:
         console.file.write(text)
 
 
-@models_app.command("pull")
+@models_app.command("pull", short_help="Download a model's weights, verified.")
 def models_pull(
     name: Annotated[str, typer.Argument(help="Model id, e.g. mel-roformer-vocals-kim.")],
     base_url: Annotated[

@@ -40,6 +40,7 @@ __all__ = ["register", "remote_app"]
 
 remote_app = typer.Typer(
     help="Separate on a demixer server (`demixer serve`) instead of this machine.",
+    short_help="Separate on a demixer server instead of here.",
     no_args_is_help=True,
 )
 out = Console(soft_wrap=True)  # never wrapped: scripts read the paths printed here
@@ -92,7 +93,7 @@ def _spans(
     return [(p.start, p.end, p.include) for p in parsed]
 
 
-@remote_app.command("separate")
+@remote_app.command("separate", short_help="Separate songs on a demixer server.")
 def remote_separate(
     files: FilesArgument,
     server: Annotated[

@@ -582,7 +582,7 @@ def migrate(data_dir: DataDir = None) -> None:
     out.print(f"database at {_masked(settings.database)} is up to date", highlight=False)
 
 
-@keys_app.command("create")
+@keys_app.command("create", short_help="Create a key (and an account unless --account).")
 def keys_create(
     data_dir: DataDir = None,
     account: Annotated[
@@ -591,7 +591,12 @@ def keys_create(
     name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "",
     scopes: Annotated[
         str | None,
-        typer.Option("--scopes", help="Comma-separated scopes (default: all)."),
+        typer.Option(
+            "--scopes",
+            help="Comma-separated scopes (default: all): audio:separate (submit, cancel, "
+            "delete requests), files:write (upload, delete files), files:read (files and "
+            "results), models:read (list models).",
+        ),
     ] = None,
 ) -> None:
     """Create a key (and a new account unless --account); the key is the last line printed."""
@@ -693,7 +698,7 @@ def _share(room: int, wanted: dict[str, int], least: dict[str, int]) -> dict[str
     return {name: share[name] + spare * extra[name] // total for name in wanted}
 
 
-@keys_app.command("revoke")
+@keys_app.command("revoke", short_help="Revoke a key: refused everywhere within 2 s.")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
     data_dir: DataDir = None,
@@ -711,7 +716,7 @@ def keys_revoke(
 def register(app: typer.Typer) -> None:
     """Add the service commands to the main CLI."""
     app.command()(serve)
-    app.command()(worker)
-    app.command("workers")(workers_list)
+    app.command(short_help="Run worker slots only (no API).")(worker)
+    app.command("workers", short_help="List worker processes and their jobs.")(workers_list)
     app.command()(migrate)
     app.add_typer(keys_app, name="keys")

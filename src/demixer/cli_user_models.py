@@ -87,5 +87,5 @@ def models_remove(
 
 def register(models_app: typer.Typer) -> None:
     """Add the commands to ``demixer models``."""
-    models_app.command("add")(models_add)
+    models_app.command("add", short_help="Add your own MSST or MDX-Net model.")(models_add)
     models_app.command("remove")(models_remove)

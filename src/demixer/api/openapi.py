@@ -38,7 +38,8 @@ _DESCRIPTIONS = {
     416: "The `Range` starts past the end of the file (`RANGE_NOT_SATISFIABLE`); "
     "`Content-Range: bytes */SIZE` gives its size",
     422: "Unprocessable (`INVALID_AUDIO`, `DURATION_LIMIT`, `UNKNOWN_STEM`, "
-    "`UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a failed request's code)",
+    "`NO_STEMS_REQUESTED`, `UNKNOWN_QUALITY`, `UNSUPPORTED_PROMPT`, `MODEL_UNAVAILABLE`, a "
+    "failed request's code)",
     431: "The request's head (its line and headers) is over 64 KiB (`HEADERS_TOO_LARGE`); "
     "the connection is closed",
     429: "Rate limited (`RATE_LIMITED`, `TOO_MANY_CONCURRENT_JOBS`); see `Retry-After`",
