@@ -398,6 +398,8 @@ def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothin
     wide.write_text("dim_f: 512\ndim_t: 256\nn_fft: 2048\nprimary_stem: Vocals\n")
     typo = tmp_path / "typo.yaml"
     typo.write_text("dim_f: 256\ndim_t: 256\nn_fft: 2048\nprimary_stem: Vocals\nsegmentsize: 32\n")
+    gaps = tmp_path / "gaps.yaml"  # frames 1024 apart, 512 long: no inverse STFT (it crashed)
+    gaps.write_text("dim_f: 256\ndim_t: 256\nn_fft: 512\nprimary_stem: Vocals\n")
     other = tmp_path / "model_data.json"
     other.write_text(json.dumps({KIM_MD5: KIM_ENTRY}))
     mdxc = tmp_path / "mdxc_data.json"
@@ -417,6 +419,10 @@ def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothin
         (own_onnx, typo): (
             f"error [INVALID_MODEL_CONFIG] {typo}: has unknown key(s) segmentsize; known: "
             f"{', '.join(ARCH_PARAMS)}"
+        ),
+        (own_onnx, gaps): (
+            f"error [INVALID_MODEL_CONFIG] {gaps}: hop_length=1024 exceeds n_fft=512: frames "
+            "must overlap or touch"
         ),
         (own_onnx, other): (
             f"error [INVALID_MODEL_CONFIG] {other} has no entry for {own_onnx}, whose hash "

@@ -149,6 +149,8 @@ class MdxParams:
         if dim_f > n_fft // 2 + 1:
             raise bad(f"dim_f={dim_f} exceeds the {n_fft // 2 + 1} bins of n_fft={n_fft}")
         hop = integer("hop_length", 1024, 1)
+        if hop > n_fft:  # frames would leave gaps: no inverse STFT can rebuild the signal
+            raise bad(f"hop_length={hop} exceeds n_fft={n_fft}: frames must overlap or touch")
         segment = integer("segment_size", 256, 2)
         if hop * (segment - 1) <= n_fft:
             raise bad(f"segment_size={segment}: a chunk must be longer than n_fft={n_fft}")
