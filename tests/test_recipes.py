@@ -28,7 +28,7 @@ from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
 from demixer.models.ensemble import combine
-from demixer.models.planner import canonical_stem, choose, cleanup_model
+from demixer.models.planner import canonical_stem, choose, cleanup_model, produces
 from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
 
 SR = 44100
@@ -340,7 +340,14 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
         get_spec("mel-roformer-dereverb-anvuew"),
         "noreverb",
     )
-    assert cleanup_model("deecho", list_specs()) is None  # no de-echo model in the catalogue
+    # Sucial's de-reverb/de-echo model keeps `dry` and takes off `No dry`: its stems are the
+    # de-echo pair; aufr33's denoiser's `dry` (beside `other`) stays `dry`.
+    echo = get_spec("mel-roformer-dereverb-echo-sucial")
+    assert cleanup_model("deecho", list_specs()) == (echo, "dry")
+    assert produces(echo) == ("noecho", "echo")
+    assert produces(get_spec("mel-roformer-denoise-aufr33")) == ("dry", "other")
+    assert choose(["dry"], list(list_specs())).id == "mel-roformer-denoise-aufr33"
+    assert cleanup_model("deecho", _specs("mel-roformer-denoise-aufr33")) is None
     assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
     _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))
     x = _noise(2.0)

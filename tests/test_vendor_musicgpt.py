@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -355,8 +355,7 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         r = extract(client, song, stems=["vocals"], preprocessing_options=["Deecho"])
         assert r.status_code == 422 and r.json()["message"] == (
             "preprocessing option 'Deecho' needs a model that is not installed on this "
-            "server (demixer's catalogue has none yet; add your own with `demixer models add` "
-            "on the server, its config naming a noecho instrument)"
+            "server (`demixer models pull mel-roformer-dereverb-echo-sucial` on the server)"
         )
         r = extract(client, song, stems="vocals")  # not JSON
         assert r.status_code == 400
@@ -457,11 +456,126 @@ def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(
     assert datetime.fromisoformat(body["updatedAt"]) > datetime.fromisoformat(body["createdAt"])
 
 
+# The pinned config of mel-roformer-dereverb-echo-sucial (Politrees/UVR_resources's copy, SHA-256
+# 9abd9b81...): what MSST reads of it, not its bytes (its authors' licence is CC-BY-NC-SA-4.0).
+# Shrunk in width and chunk length: its layout (60 mel bands, hop 441, one target of two
+# instruments) is kept.
+_ECHO_CONFIG: dict[str, Any] = {
+    "audio": {
+        "chunk_size": 441 * 20,  # published: 352800 (800 hops)
+        "dim_f": 1024,
+        "dim_t": 801,
+        "hop_length": 441,
+        "n_fft": 2048,
+        "num_channels": 2,
+        "sample_rate": 44100,
+        "min_mean_abs": 0.0,
+    },
+    "model": {
+        "dim": 16,  # published: 256
+        "depth": 1,  # published: 8
+        "stereo": True,
+        "num_stems": 1,
+        "time_transformer_depth": 1,
+        "freq_transformer_depth": 1,
+        "num_bands": 60,
+        "dim_head": 16,  # published: 64
+        "heads": 2,  # published: 8
+        "attn_dropout": 0.1,
+        "ff_dropout": 0.1,
+        "flash_attn": True,
+        "dim_freqs_in": 1025,
+        "sample_rate": 44100,
+        "stft_n_fft": 2048,
+        "stft_hop_length": 441,
+        "stft_win_length": 2048,
+        "stft_normalized": False,
+        "mask_estimator_depth": 2,
+    },
+    "training": {"instruments": ["dry", "No dry"], "target_instrument": "dry"},
+    "inference": {"batch_size": 1, "dim_t": 801, "num_overlap": 4},
+}
+
+
+@pytest.mark.backends("sqlite")  # no service: the API's check and the worker's step
+def test_deecho_runs_the_catalogues_de_echo_model_once_it_is_pulled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``Deecho`` with mel-roformer-dereverb-echo-sucial installed (its pinned config, shrunk,
+    and random weights, under its file names, pins overridden to them) is accepted, and the
+    worker's clean-up step runs that model and keeps its ``dry`` stem for the separation;
+    without it the 422 names the model to pull."""
+    import torch
+    import yaml  # type: ignore[import-untyped]
+
+    from demixer.api import submit
+    from demixer.models import registry
+    from demixer.models.arch import build_model
+    from demixer.models.loading import file_sha256, is_installed
+    from demixer.models.registry import WeightFile, get_spec, list_specs
+    from demixer.service.worker.child import _preprocessor
+    from demixer.vendors.musicgpt.wire import UnsupportedOption, preprocess_steps
+    from msst_support import music
+
+    threads = torch.get_num_threads()  # a tiny network: more threads only contend
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    entry = get_spec("mel-roformer-dereverb-echo-sucial")
+    config_pin, checkpoint_pin = entry.weights
+    home = tmp_path / "models" / entry.id
+    home.mkdir(parents=True)
+    config = home / config_pin.name
+    config.write_text(yaml.dump(_ECHO_CONFIG))
+    torch.manual_seed(0)
+    network = build_model(
+        "mel_band_roformer", _ECHO_CONFIG["model"], _ECHO_CONFIG["audio"], ["dry", "No dry"], "dry"
+    )
+    torch.save(network.state_dict(), home / checkpoint_pin.name)
+    pins = tuple(
+        WeightFile(name=w.name, sha256=file_sha256(home / w.name), url=w.url, size=w.size)
+        for w in entry.weights
+    )
+    spec = replace(entry, weights=pins)
+    monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    specs = tuple(spec if s.id == spec.id else s for s in registry._SPECS)
+    monkeypatch.setattr(registry, "_SPECS", specs)
+    models = tmp_path / "models"
+    services: Any = None
+    installed = [s for s in list_specs(models) if is_installed(s, models)]
+    assert spec in installed
+    monkeypatch.setattr(submit, "installed_models", lambda _: installed)
+    assert preprocess_steps(services, ["Deecho", "Denoise", "Deecho"]) == ["deecho", "denoise"]
+
+    loaded: list[str] = []
+
+    def load(model: str) -> Separator:
+        loaded.append(model)
+        return Separator(model, model_dir=models)
+
+    step = _preprocessor(("deecho",), load, models)
+    assert step is not None and loaded == [spec.id]
+    mix = music(30000)
+    blocks = [mix[:, i : i + 7000] for i in range(0, mix.shape[1], 7000)]
+    cleaned = np.concatenate(list(step(iter(blocks), RATE)), axis=1)
+    dry = Separator(spec.id, model_dir=models).separate_array(mix, RATE, stems=["dry"])["dry"]
+    assert cleaned.shape == mix.shape
+    np.testing.assert_allclose(cleaned, dry, atol=1e-5)
+    assert np.abs(cleaned - mix).max() > 0.05  # the echo stem really was taken out
+
+    monkeypatch.setattr(submit, "installed_models", lambda _: [])
+    with pytest.raises(UnsupportedOption) as refused:
+        preprocess_steps(services, ["Deecho"])
+    assert refused.value.message == (
+        "preprocessing option 'Deecho' needs a model that is not installed on this server "
+        "(`demixer models pull mel-roformer-dereverb-echo-sucial` on the server)"
+    )
+
+
 def test_deecho_runs_a_users_own_de_echo_model(
     tmp_path_factory: pytest.TempPathFactory, song: Path
 ) -> None:
-    """No catalogue model removes echo; one a user adds with `demixer models add` (its kept
-    stem "no_echo", UVR's "No Echo") is what MusicGPT's ``Deecho`` runs before the separation:
+    """A de-echo model a user adds with `demixer models add` (its kept stem "no_echo", UVR's
+    "No Echo"), and no catalogue one, is what MusicGPT's ``Deecho`` runs before the separation:
     the stems then add up to the input with the echo stem taken out. Added again under its
     name with other weights, the same request runs again with them (not answered from the
     result cache with what the old weights cleaned)."""

@@ -63,6 +63,7 @@ PREFERENCE = (
     "mel-roformer-karaoke-becruily",
     "mel-roformer-dereverb-anvuew",
     "mel-roformer-denoise-aufr33",
+    "mel-roformer-dereverb-echo-sucial",
     # Trained on one stem (drums, vocals): on a whole song only when nothing else makes it.
     "mdx23c-drumsep",
     "bs-roformer-male-female",
@@ -106,6 +107,11 @@ _SYNONYMS = {
     "no_echo": "noecho",
 }
 
+# Sucial's de-reverb/de-echo models call what they keep `dry` and what they take off `No dry`
+# (the reverb and the echo): the pair is a de-echo model's kept and removed stems. The pair
+# decides, not `dry` alone, which is also aufr33's denoiser's name for its clean signal.
+_ECHO_PAIR = {"dry": "noecho", "no_dry": "echo"}
+
 
 def canonical_stem(name: str) -> str:
     """A requested stem name in demixer's words: ``"Lead Vocal"`` -> ``lead_vocals``."""
@@ -115,9 +121,12 @@ def canonical_stem(name: str) -> str:
 
 def canonical_stems(stems: Sequence[str]) -> dict[str, str]:
     """A model's stems -> demixer's names for them, in the model's order. A 2-stem vocal
-    model's other stem is ``instrumental`` whatever the model calls it."""
+    model's other stem is ``instrumental`` whatever the model calls it; a model of ``dry`` and
+    ``no_dry`` makes ``noecho`` and ``echo`` (:data:`_ECHO_PAIR`)."""
     names = [s.lower() for s in stems]
     out = {stem: _SYNONYMS.get(name, name) for stem, name in zip(stems, names, strict=True)}
+    if sorted(out.values()) == sorted(_ECHO_PAIR):
+        return {stem: _ECHO_PAIR[name] for stem, name in out.items()}
     if len(stems) == 2 and "vocals" in out.values():
         for stem, name in out.items():
             if name in _REST_OF_VOCALS:

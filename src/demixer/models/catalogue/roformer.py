@@ -1,4 +1,4 @@
-"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb and denoise models."""
+"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb, de-echo and denoise models."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ _NOISE_REPO = "poiqazwsx/melband-roformer-denoise"
 _NOISE_REV = "4e39bc34a36dda8e73254cd8f5d44f15de2bd7b9"
 _POLITREES_MELBAND = "UVR_resources/configs/Roformer/MelBand/"
 _MALE_FEMALE_REV = "848ebc6354066288fc39131ecdf8a2d83057091e"  # Politrees' HF commit adding it
+_ECHO_REPO = "Sucial/Dereverb-Echo_Mel_Band_Roformer"
+_ECHO_REV = (
+    "9c83bf27196213e6107cf0de5ff2d06d56a46876"  # its main branch's head, as pinned elsewhere
+)
 
 
 ROFORMERS: tuple[ModelSpec, ...] = (
@@ -327,6 +331,57 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "config: git blob eab8413f38d13a0ee021fd752c85fb20b65a376f at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob",
+        ),
+    ),
+    msst(
+        "mel-roformer-dereverb-echo-sucial",
+        arch="mel_band_roformer",
+        stems=("dry", "no_dry"),
+        description=(
+            "Sucial's Mel-Band RoFormer de-reverb and de-echo (v2): the dry sound, and the "
+            "reverb and echo it took off."
+        ),
+        config=file(
+            "config_dereverb-echo_mel_band_roformer_sdr_13.4843_v2.yaml",
+            raw(
+                "Politrees/UVR_resources",
+                POLITREES_COMMIT,
+                _POLITREES_MELBAND + "config_melband_roformer_dereverb-echo_sdr_13.4843_v2.yaml",
+            ),
+            "9abd9b811b432beca3e6974a31eb3e9c2c72d3f4d7297473cce6a4721ba135c1",
+            1106,
+        ),
+        checkpoint=hf_file(
+            _ECHO_REPO,
+            _ECHO_REV,
+            "dereverb_echo_mbr_v2_sdr_dry_13.4843.ckpt",
+            "396432f5af25992fe82d0286634bd879027c073721db6ab10199e75459708b9f",
+            455862568,
+        ),
+        license=f"CC-BY-NC-SA-4.0 (the licence tag on huggingface.co/{_ECHO_REPO})",
+        license_class="non-commercial",
+        weights_source="Sucial (SUC-DriverOld), Hugging Face",
+        source_url=f"https://huggingface.co/{_ECHO_REPO}",
+        quality="13.48 dB SDR (dry) on the author's own validation set (in the file name)",
+        scores=(
+            Score(
+                "dry",
+                13.4843,
+                "SDR",
+                "the author's validation set (figure in the file name)",
+                f"https://huggingface.co/{_ECHO_REPO}",
+            ),
+        ),
+        pin_sources=(
+            "checkpoint: "
+            + MELBAND_INFER
+            + ": the same SHA-256 and size for the author's file and for the copy on Hugging "
+            "Face's Politrees/UVR_resources (dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt)",
+            "checkpoint: the same SHA-256 recorded by a project that ran the model as "
+            "'DeReverb-Echo V2' (found in a code index; not citable by URL here)",
+            "config: git blob b9ed3ca2589954b800872e65c72b2eff115237ac at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob (one source)",
         ),
     ),
 )
