@@ -178,7 +178,7 @@ SEPARATOR_NAMES = {
     "mel_band_roformer_karaoke_becruily.ckpt": "mel-roformer-karaoke-becruily",
     "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt": "mel-roformer-dereverb-anvuew",
     "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt": "mel-roformer-denoise-aufr33",
-    "dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt": "mel-roformer-dereverb-echo-sucial",
+    "dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt": "mel-roformer-deecho-sucial",
     "MDX23C-8KFFT-InstVoc_HQ.ckpt": "mdx23c-instvoc-hq",
     "MDX23C-DrumSep-aufr33-jarredou.ckpt": "mdx23c-drumsep",
     "bs_roformer_male_female_by_aufr33_sdr_7.2889.ckpt": "bs-roformer-male-female",

@@ -342,7 +342,7 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
     )
     # Sucial's de-reverb/de-echo model keeps `dry` and takes off `No dry`: its stems are the
     # de-echo pair; aufr33's denoiser's `dry` (beside `other`) stays `dry`.
-    echo = get_spec("mel-roformer-dereverb-echo-sucial")
+    echo = get_spec("mel-roformer-deecho-sucial")
     assert cleanup_model("deecho", list_specs()) == (echo, "dry")
     assert produces(echo) == ("noecho", "echo")
     assert produces(get_spec("mel-roformer-denoise-aufr33")) == ("dry", "other")

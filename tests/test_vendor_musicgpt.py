@@ -355,7 +355,7 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         r = extract(client, song, stems=["vocals"], preprocessing_options=["Deecho"])
         assert r.status_code == 422 and r.json()["message"] == (
             "preprocessing option 'Deecho' needs a model that is not installed on this "
-            "server (`demixer models pull mel-roformer-dereverb-echo-sucial` on the server)"
+            "server (`demixer models pull mel-roformer-deecho-sucial` on the server)"
         )
         r = extract(client, song, stems="vocals")  # not JSON
         assert r.status_code == 400
@@ -456,7 +456,7 @@ def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(
     assert datetime.fromisoformat(body["updatedAt"]) > datetime.fromisoformat(body["createdAt"])
 
 
-# The pinned config of mel-roformer-dereverb-echo-sucial (Politrees/UVR_resources's copy, SHA-256
+# The pinned config of mel-roformer-deecho-sucial (Politrees/UVR_resources's copy, SHA-256
 # 9abd9b81...): what MSST reads of it, not its bytes (its authors' licence is CC-BY-NC-SA-4.0).
 # Shrunk in width and chunk length: its layout (60 mel bands, hop 441, one target of two
 # instruments) is kept.
@@ -501,7 +501,7 @@ _ECHO_CONFIG: dict[str, Any] = {
 def test_deecho_runs_the_catalogues_de_echo_model_once_it_is_pulled(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """``Deecho`` with mel-roformer-dereverb-echo-sucial installed (its pinned config, shrunk,
+    """``Deecho`` with mel-roformer-deecho-sucial installed (its pinned config, shrunk,
     and random weights, under its file names, pins overridden to them) is accepted, and the
     worker's clean-up step runs that model and keeps its ``dry`` stem for the separation;
     without it the 422 names the model to pull."""
@@ -520,7 +520,7 @@ def test_deecho_runs_the_catalogues_de_echo_model_once_it_is_pulled(
     threads = torch.get_num_threads()  # a tiny network: more threads only contend
     torch.set_num_threads(1)
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    entry = get_spec("mel-roformer-dereverb-echo-sucial")
+    entry = get_spec("mel-roformer-deecho-sucial")
     config_pin, checkpoint_pin = entry.weights
     home = tmp_path / "models" / entry.id
     home.mkdir(parents=True)
@@ -567,7 +567,7 @@ def test_deecho_runs_the_catalogues_de_echo_model_once_it_is_pulled(
         preprocess_steps(services, ["Deecho"])
     assert refused.value.message == (
         "preprocessing option 'Deecho' needs a model that is not installed on this server "
-        "(`demixer models pull mel-roformer-dereverb-echo-sucial` on the server)"
+        "(`demixer models pull mel-roformer-deecho-sucial` on the server)"
     )
 
 

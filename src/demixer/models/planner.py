@@ -63,7 +63,7 @@ PREFERENCE = (
     "mel-roformer-karaoke-becruily",
     "mel-roformer-dereverb-anvuew",
     "mel-roformer-denoise-aufr33",
-    "mel-roformer-dereverb-echo-sucial",
+    "mel-roformer-deecho-sucial",
     # Trained on one stem (drums, vocals): on a whole song only when nothing else makes it.
     "mdx23c-drumsep",
     "bs-roformer-male-female",

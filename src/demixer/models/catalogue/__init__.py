@@ -44,7 +44,7 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "mel-roformer-karaoke-becruily": ("mel_band_roformer_karaoke_becruily.ckpt",),
     "mel-roformer-dereverb-anvuew": ("dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt",),
     "mel-roformer-denoise-aufr33": ("denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",),
-    "mel-roformer-dereverb-echo-sucial": ("dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt",),
+    "mel-roformer-deecho-sucial": ("dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt",),
     "scnet-xl-ihf": ("model_scnet_ep_36_sdr_10.0891.ckpt",),
     "mdx23c-instvoc-hq": ("MDX23C-8KFFT-InstVoc_HQ.ckpt",),
     "mdx23c-drumsep": ("MDX23C-DrumSep-aufr33-jarredou.ckpt",),

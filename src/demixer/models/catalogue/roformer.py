@@ -334,7 +334,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         ),
     ),
     msst(
-        "mel-roformer-dereverb-echo-sucial",
+        "mel-roformer-deecho-sucial",
         arch="mel_band_roformer",
         stems=("dry", "no_dry"),
         description=(
