@@ -335,6 +335,7 @@ def test_models_list_fits_an_80_column_terminal(model_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, result.stdout
+    assert "…" not in result.stdout  # no figure cut short (an id of 33 letters squeezed them)
     rows = {line.split()[0]: line.split() for line in lines if line and line[0].isalnum()}
     for spec in list_specs():
         # Each id whole on one line (never wrapped mid-word), with its arch, here, licence.
