@@ -309,6 +309,13 @@ def own_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tfc_tdf_onnx(path, dim_f=256, dim_t=256, g=4, levels=2, bn=2, gain=0.8, seed=9)
 
 
+@pytest.fixture(scope="module")
+def free_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``own_onnx``'s network with its time axis left free (any frame count goes in)."""
+    path = tmp_path_factory.mktemp("free") / "UVR-MDX-NET-Free.onnx"
+    return tfc_tdf_onnx(path, dim_f=256, dim_t="dim_t", g=4, levels=2, bn=2, gain=0.8, seed=9)
+
+
 @pytest.fixture
 def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     models = tmp_path / "models"
@@ -392,7 +399,7 @@ def test_separate_runs_the_files_as_they_are(own_onnx: Path, tmp_path: Path) -> 
 
 
 def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothing(
-    own_onnx: Path, tmp_path: Path, user_dir: Path
+    own_onnx: Path, free_onnx: Path, tmp_path: Path, user_dir: Path
 ) -> None:
     wide = tmp_path / "wide.yaml"
     wide.write_text("dim_f: 512\ndim_t: 256\nn_fft: 2048\nprimary_stem: Vocals\n")
@@ -400,6 +407,13 @@ def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothin
     typo.write_text("dim_f: 256\ndim_t: 256\nn_fft: 2048\nprimary_stem: Vocals\nsegmentsize: 32\n")
     gaps = tmp_path / "gaps.yaml"  # frames 1024 apart, 512 long: no inverse STFT (it crashed)
     gaps.write_text("dim_f: 256\ndim_t: 256\nn_fft: 512\nprimary_stem: Vocals\n")
+    # Hann windows a whole window apart overlap nowhere: torch's inverse STFT refused every
+    # chunk (MODEL_FAILED on every job), as it does just under a window apart.
+    touch = tmp_path / "touch.yaml"
+    touch.write_text("dim_f: 256\ndim_t: 256\nn_fft: 2048\nhop_length: 2048\nprimary_stem: v\n")
+    # A file of a free time axis, run at 7 frames its U-Net cannot halve: it failed every job.
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("dim_f: 256\ndim_t: 256\nn_fft: 2048\nsegment_size: 7\nprimary_stem: Vocals\n")
     other = tmp_path / "model_data.json"
     other.write_text(json.dumps({KIM_MD5: KIM_ENTRY}))
     mdxc = tmp_path / "mdxc_data.json"
@@ -422,7 +436,17 @@ def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothin
         ),
         (own_onnx, gaps): (
             f"error [INVALID_MODEL_CONFIG] {gaps}: hop_length=1024 exceeds n_fft=512: frames "
-            "must overlap or touch"
+            "must overlap\n"
+        ),
+        (own_onnx, touch): (
+            f"error [INVALID_MODEL_CONFIG] {touch}: hop_length=2048 with n_fft=2048: frames 2048 "
+            "samples apart under a 2048-sample window leave samples of a 522240-sample chunk "
+            "that no inverse STFT can rebuild (the windows overlap too little; a hop of at most "
+            "a quarter of the window always works)\n"
+        ),
+        (free_onnx, odd): (
+            f"error [CHECKPOINT_MISMATCH] {free_onnx} does not run at segment_size 7 frames per "
+            "chunk ([ONNXRuntimeError] : 1 : FAIL : Non-zero status code "
         ),
         (own_onnx, other): (
             f"error [INVALID_MODEL_CONFIG] {other} has no entry for {own_onnx}, whose hash "

@@ -7,6 +7,7 @@ these tests are about reading, checking, registering and running files, not abou
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -19,8 +20,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from typer.testing import CliRunner
 
 from demixer.audio import resample
+from demixer.cli import app
 from demixer.engine import Separator
 from demixer.errors import (
     Cancelled,
@@ -445,6 +448,145 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
     assert half.returncode == 2 and "--arch, --model-config and --model-path" in half.stderr
     gone = _cli("models", "remove", "mine", models=models)
     assert gone.returncode == 0 and not (models / "mine").exists()
+
+
+# Configs no network can run, one value changed from a published config (shrunk). demixer
+# added each of them and then failed every job (MODEL_FAILED from torch's STFT, a shape error,
+# a stem count), or raised a bare traceback; MSST fails on them too. Now `models add` and
+# `separate --arch` refuse them at once: file, key and why, in one line.
+_UNRUNNABLE = [
+    ("bs", {"model.stft_hop_length": 4096}, "bs_roformer: model.stft_hop_length 4096 exceeds "
+     "the window (2048 samples, model.stft_win_length or stft_n_fft): frames would leave gaps "
+     "that no inverse STFT can fill"),
+    ("mel", {"model.stft_win_length": 4096}, "mel_band_roformer: model.stft_win_length 4096 "
+     "exceeds model.stft_n_fft 2048: the window must fit in the frame"),
+    ("bs", {"model.stft_hop_length": 1536}, "audio.chunk_size 8820 does not fit the network: "
+     "frames 1536 samples apart under a 2048-sample window leave samples of a 8820-sample chunk "
+     "that no inverse STFT can rebuild (the windows overlap too little; a hop of at most a "
+     "quarter of the window always works)"),
+    ("mel", {"audio.chunk_size": 1000}, "audio.chunk_size 1000 does not fit the network: 1000 "
+     "samples are too few for an STFT of n_fft 2048, whose centring pads 1024 samples at each "
+     "end by reflection (it needs more than 1024)"),
+    ("bs", {"model.dim_head": 15}, "bs_roformer: model.dim_head must be even (rotary "
+     "embeddings rotate pairs of features), not 15"),
+    ("mel", {"model.num_stems": 3}, "mel_band_roformer: model.num_stems 3 does not fit "
+     "training.instruments (2: vocals, other): it must be 1 (the target's) or 2, one mask per "
+     "instrument"),
+    ("bs", {"training.target_instrument": None}, "bs_roformer: model.num_stems 1 does not fit "
+     "training.instruments (2: vocals, other): it must be 2, one mask per instrument"),
+    ("mel", {"model.num_bands": 600}, "mel_band_roformer: 70 of the 600 mel bands hold none of "
+     "the 1025 STFT bins (at model.sample_rate 44100 Hz); use fewer bands or a larger "
+     "stft_n_fft"),
+    ("mel", {"audio.sample_rate": 10**9}, "audio.sample_rate 1000000000 Hz is not an audio rate "
+     "a model runs at (8000 to 384000 Hz)"),
+    ("mdx23c", {"audio.chunk_size": 30000}, "audio.chunk_size 30000 does not fit the network: "
+     "its 30 STFT frames (audio.hop_length 1024 apart) must be a multiple of 32 (model.scale[0] "
+     "2 ** model.num_scales 5); a chunk of 31744 samples would fit"),
+    ("mdx23c", {"audio.dim_f": 4092}, "mdx23c: the 1023 bins of a sub-band (audio.dim_f 4092 / "
+     "model.num_subbands 4) must be a multiple of 32 (model.scale[1] 2 ** model.num_scales 5)"),
+    ("mdx23c", {"audio.hop_length": 16384}, "mdx23c: audio.hop_length 16384 exceeds audio.n_fft "
+     "8192: frames would leave gaps that no inverse STFT can fill"),
+    ("mdx23c", {"model.num_subbands": 0}, "mdx23c: model.num_subbands must be an integer >= 1, "
+     "not 0"),
+    ("scnet", {"model.sources": ["a", "b"]}, "scnet: model.sources (2: a, b) and "
+     "training.instruments (4: drums, bass, other, vocals) must name as many stems: the network "
+     "gives one per source, named by the instruments in order"),
+    ("scnet", {"model.hop_size": 8192}, "scnet: model.win_size (4096) must be at most "
+     "model.nfft (4096) and model.hop_size (8192) at most model.win_size: a window must fit its "
+     "frame, and frames further apart than it leave gaps no inverse STFT can fill"),
+    ("scnet", {"model.band_SR": [0.5, 0.5, 0.5]}, "scnet: at encoder level 1 the high band holds "
+     "0 of the 2049 bins (model.band_SR [0.5, 0.5, 0.5]), too few for its kernel 4 and stride 4 "
+     "(model.band_kernel, model.band_stride)"),
+    ("scnet", {"model.compress": 0}, "scnet: model.compress must be a number in (0, 8] (the "
+     "narrowest of model.dims[1:] over it is each convolution module's width), not 0"),
+    ("scnet", {"model.num_dplayer": 1}, "scnet: model.num_dplayer must be even, not 1"),
+    ("scnet", {"audio.chunk_size": 1000}, "audio.chunk_size 1000 does not fit the network: "
+     "padded to 1024 samples (an odd number of hops), 1024 samples are too few for an STFT of "
+     "n_fft 4096, whose centring pads 2048 samples at each end by reflection (it needs more "
+     "than 2048)"),
+]  # fmt: skip
+
+
+def _base_config(base: str) -> dict[str, Any]:
+    if base in ("bs", "mel"):
+        return shrunk("viperx-bs-1297" if base == "bs" else "kim-mel-vocals", chunk_frames=20)[0]
+    from test_msst_convnets import CONFIGS
+
+    return copy.deepcopy(CONFIGS[base])
+
+
+@pytest.fixture(scope="module")
+def base_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path, Path]]:
+    """Per base config: its architecture, a tiny song, and a checkpoint of its network."""
+    root = tmp_path_factory.mktemp("bases")
+    song = root / "song.wav"
+    sf.write(song, music(4410).T, 44100)
+    files = {}
+    for base, arch in (("bs", "bs_roformer"), ("mel", "mel_band_roformer"),
+                       ("mdx23c", "mdx23c"), ("scnet", "scnet")):  # fmt: skip
+        config = _base_config(base)
+        training = config["training"]
+        network = build_model(arch, config["model"], config["audio"], training["instruments"],
+                              training.get("target_instrument"))  # fmt: skip
+        torch.save(network.state_dict(), root / f"{base}.ckpt")
+        files[base] = (arch, song, root / f"{base}.ckpt")
+    return files
+
+
+@pytest.mark.parametrize(
+    ("base", "change", "why"), _UNRUNNABLE, ids=[f"{b}-{next(iter(c))}" for b, c, _ in _UNRUNNABLE]
+)
+def test_a_config_no_network_can_run_is_refused_at_add_naming_the_file_and_key(
+    base: str,
+    change: dict[str, Any],
+    why: str,
+    base_files: dict[str, tuple[str, Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arch, song, checkpoint = base_files[base]
+    config = _base_config(base)
+    for key, value in change.items():
+        section, _, name = key.partition(".")
+        config[section][name] = value
+    path = write_config(config, tmp_path / "config.yaml")
+    models = tmp_path / "models"
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(models))
+    runner = CliRunner()
+    added = runner.invoke(app, ["models", "add", "mine", "--arch", arch, "--config", str(path),
+                                "--checkpoint", str(checkpoint)])  # fmt: skip
+    line = f"error [INVALID_MODEL_CONFIG] {path}: {why}\n"
+    assert (added.exit_code, added.stdout, added.stderr) == (4, "", line)
+    assert not models.exists() or list(models.iterdir()) == []  # nothing added, no staging
+    files = ["--arch", arch, "--model-config", str(path), "--model-path", str(checkpoint)]
+    ran = runner.invoke(app, ["separate", str(song), *files, "-o", str(tmp_path / "out")])
+    assert (ran.exit_code, ran.stderr) == (4, line)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"audio.num_channels": 1}, {"model.audio_channels": 1, "model.dims": [2, 8, 16, 32]}],
+    ids=["mono-audio", "mono-network"],
+)
+def test_an_scnet_of_other_channels_than_its_audio_section_runs(
+    change: dict[str, Any], tmp_path: Path
+) -> None:
+    """SCNet's channels are its model.audio_channels: it was fed audio.num_channels instead,
+    and a config where the two differ was added and then failed every job. It is fed its own
+    now, as the RoFormers are (a mono network runs stereo channel by channel)."""
+    config = _base_config("scnet")
+    for key, value in change.items():
+        section, _, name = key.partition(".")
+        config[section][name] = value
+    path = write_config(config, tmp_path / "config.yaml")
+    network = build_model("scnet", config["model"], {}, config["training"]["instruments"], None)
+    torch.save(network.state_dict(), tmp_path / "scnet.ckpt")
+    spec, backend = open_files("scnet", path, tmp_path / "scnet.ckpt")
+    mix = music(30000)
+    stems = Separator.from_backend(spec, backend).separate_array(mix, 44100)
+    assert list(stems) == ["drums", "bass", "other", "vocals"]
+    assert all(s.shape == mix.shape and np.isfinite(s).all() for s in stems.values())
 
 
 def test_the_service_lists_and_runs_a_user_model(tmp_path: Path) -> None:

@@ -11,8 +11,11 @@ checkpoints load as they are), is inference-only, and maps ``(batch, channels, s
 to ``(batch, stems, channels, samples)`` (or ``(batch, channels, samples)`` where the reference
 returns that for one stem). It may run under ``torch.autocast`` (bf16/fp16): what must stay
 float32 (STFTs, complex masks) it keeps in float32 itself. A config it cannot compute exactly as
-the reference does raises :class:`~demixer.errors.InvalidModelConfig` (a ``ValueError`` from
-``build`` is turned into one here).
+the reference does, or that no network could run, raises
+:class:`~demixer.errors.InvalidModelConfig` (a ``ValueError`` from ``build`` is turned into one
+here). Its ``chunk_problem(samples) -> str | None`` says why it cannot run chunks of that many
+samples (an STFT that cannot be inverted, frames its U-Net cannot halve), so a config's chunk
+size is refused when it is read rather than at the first song (:func:`chunk_problem`).
 
 :data:`ARCHITECTURES` maps each MSST ``model_type`` to its builder, imported only when used.
 :data:`FP32_BY_DEFAULT` names the architectures whose bf16 output is too far from fp32 for
@@ -29,7 +32,14 @@ from torch import nn
 
 from demixer.errors import InvalidModelConfig, UnknownArchitecture
 
-__all__ = ["ARCHITECTURES", "FP32_BY_DEFAULT", "Builder", "build_model", "builder"]
+__all__ = [
+    "ARCHITECTURES",
+    "FP32_BY_DEFAULT",
+    "Builder",
+    "build_model",
+    "builder",
+    "chunk_problem",
+]
 
 Builder = Callable[[Mapping[str, Any], Mapping[str, Any], Sequence[str], str | None], nn.Module]
 
@@ -71,3 +81,10 @@ def build_model(
     except ValueError as exc:  # a builder's own check of an option
         raise InvalidModelConfig(str(exc)) from None
     return network.eval()
+
+
+def chunk_problem(network: nn.Module, samples: int) -> str | None:
+    """Why ``network`` (from :func:`build_model`) cannot run ``samples``-sample chunks; None if
+    it can (or does not say)."""
+    check = getattr(network, "chunk_problem", None)
+    return check(samples) if callable(check) else None

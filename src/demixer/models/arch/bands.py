@@ -23,6 +23,7 @@ from torch import nn
 
 from demixer.models.arch.options import RoformerOptions
 from demixer.models.arch.roformer import RMSNorm
+from demixer.models.stft import stft_problem
 
 __all__ = ["BandSplit", "MaskEstimator", "Stft", "band_groups", "complex_masks"]
 
@@ -216,6 +217,10 @@ class Stft(nn.Module):
     def bins(self) -> int:
         """STFT bins ``F`` (``n_fft // 2 + 1``)."""
         return self.n_fft // 2 + 1
+
+    def chunk_problem(self, samples: int) -> str | None:
+        """Why ``samples``-sample chunks cannot go through this STFT and back; None if they can."""
+        return stft_problem(self.window, n_fft=self.n_fft, hop=self.hop, samples=samples)
 
     def analyse(self, audio: torch.Tensor) -> torch.Tensor:
         b, s, samples = audio.shape

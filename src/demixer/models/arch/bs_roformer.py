@@ -61,6 +61,10 @@ class BSRoformer(nn.Module):
             for _ in range(opts.num_stems)
         )
 
+    def chunk_problem(self, samples: int) -> str | None:
+        """Why the network cannot run ``samples``-sample chunks (its STFT); None if it can."""
+        return self.stft.chunk_problem(samples)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``(b, s, T)`` float32 -> ``(b, n, s, T)`` float32, ``n`` = the stems run."""
         check_channels(audio, self.opts.channels, "bs_roformer")
@@ -103,5 +107,5 @@ def build(
         model, arch="bs_roformer", own=frozenset({"freqs_per_bands"}), mask_depth=2
     )
     bands = _bands(model, opts.n_fft // 2 + 1)
-    heads = active_heads(opts.num_stems, instruments, target_instrument)
+    heads = active_heads(opts.num_stems, instruments, target_instrument, "bs_roformer")
     return BSRoformer(opts, bands, heads)

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demixer.models.stft import stft_problem
+
 __all__ = ["Mdx23cOptions", "TFCTDFNet", "build"]
 
 
@@ -269,6 +271,27 @@ class TFCTDFNet(nn.Module):
         window = torch.hann_window(opts.n_fft, periodic=True)
         self.register_buffer("window", window, persistent=False)
 
+    def chunk_problem(self, samples: int) -> str | None:
+        """Why the network cannot run ``samples``-sample chunks; None if it can.
+
+        Their STFT must run both ways, and its frames divide by ``scale[0] ** num_scales``
+        (each level downscales them and meets them again upscaled).
+        """
+        o = self.opts
+        problem = stft_problem(self.window, n_fft=o.n_fft, hop=o.hop_length, samples=samples)
+        if problem:
+            return problem
+        odd = o.n_fft % 2  # the centred STFT pads n_fft - 1 samples in all when n_fft is odd
+        frames, levels = (samples - odd) // o.hop_length + 1, o.scale[0] ** o.num_scales
+        if frames % levels:
+            fitting = (levels * (frames // levels + 1) - 1) * o.hop_length + odd
+            return (
+                f"its {frames} STFT frames (audio.hop_length {o.hop_length} apart) must be a "
+                f"multiple of {levels} (model.scale[0] {o.scale[0]} ** model.num_scales "
+                f"{o.num_scales}); a chunk of {fitting} samples would fit"
+            )
+        return None
+
     def _spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """``(batch, channels, samples)`` -> planes ``(batch, ch*2*k, frames, dim_f/k)``.
 
@@ -328,11 +351,21 @@ class TFCTDFNet(nn.Module):
             return self._waveform(out)
 
 
-def _int(section: Mapping[str, Any], key: str, where: str) -> int:
+def _int(section: Mapping[str, Any], key: str, where: str, minimum: int = 1) -> int:
     value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"mdx23c: {where}.{key} must be an integer, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"mdx23c: {where}.{key} must be an integer >= {minimum}, not {value!r}")
     return value
+
+
+def _check_norm(kind: str) -> None:
+    if "GroupNorm" in kind:
+        groups = kind.replace("GroupNorm", "")
+        if not groups.isdigit() or int(groups) < 1:
+            raise ValueError(
+                f"mdx23c: model.norm {kind!r} names no group count (GroupNorm<groups>, e.g. "
+                "GroupNorm4)"
+            )
 
 
 def options(
@@ -355,18 +388,19 @@ def options(
     if not isinstance(act, str):
         raise ValueError(f"mdx23c: model.act must be a string, not {act!r}")
     _check_act(act)
+    _check_norm(norm)
     opts = Mdx23cOptions(
-        n_fft=_int(audio, "n_fft", "audio"),
+        n_fft=_int(audio, "n_fft", "audio", 2),
         hop_length=_int(audio, "hop_length", "audio"),
         dim_f=_int(audio, "dim_f", "audio"),
         channels=_int(audio, "num_channels", "audio"),
         stems=1 if target_instrument else len(instruments),
         num_subbands=_int(model, "num_subbands", "model"),
-        num_scales=_int(model, "num_scales", "model"),
+        num_scales=_int(model, "num_scales", "model", 0),
         scale=(scale[0], scale[1]),
         num_blocks_per_scale=_int(model, "num_blocks_per_scale", "model"),
         num_channels=_int(model, "num_channels", "model"),
-        growth=_int(model, "growth", "model"),
+        growth=_int(model, "growth", "model", 0),
         bottleneck_factor=_int(model, "bottleneck_factor", "model"),
         norm=norm,
         act=act,
@@ -375,6 +409,19 @@ def options(
         raise ValueError(
             f"mdx23c: audio.dim_f ({opts.dim_f}) must be at most n_fft/2+1 and a multiple of "
             f"model.num_subbands ({opts.num_subbands})"
+        )
+    if opts.hop_length > opts.n_fft:
+        raise ValueError(
+            f"mdx23c: audio.hop_length {opts.hop_length} exceeds audio.n_fft {opts.n_fft}: "
+            "frames would leave gaps that no inverse STFT can fill"
+        )
+    # Each level halves (by scale[1]) the bins and the skip must meet its upscaled result again.
+    levels = opts.scale[1] ** opts.num_scales
+    if (opts.dim_f // opts.num_subbands) % levels:
+        raise ValueError(
+            f"mdx23c: the {opts.dim_f // opts.num_subbands} bins of a sub-band (audio.dim_f "
+            f"{opts.dim_f} / model.num_subbands {opts.num_subbands}) must be a multiple of "
+            f"{levels} (model.scale[1] {opts.scale[1]} ** model.num_scales {opts.num_scales})"
         )
     if opts.stems < 1:
         raise ValueError("mdx23c: training.instruments is empty")

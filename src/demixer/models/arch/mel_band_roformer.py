@@ -83,6 +83,9 @@ def band_membership(sample_rate: float, n_fft: int, num_bands: int) -> np.ndarra
 
     The reference forces the first bin into the first band and the last into the last (its
     filterbank leaves them at zero, or at 1e-18 depending on the platform).
+
+    Raises:
+        InvalidModelConfig: a bin in no band, or a band holding no bin.
     """
     weights = mel_filterbank(sample_rate, n_fft, num_bands)
     weights[0, 0] = 1.0
@@ -92,6 +95,13 @@ def band_membership(sample_rate: float, n_fft: int, num_bands: int) -> np.ndarra
         raise InvalidModelConfig(
             f"mel_band_roformer: {num_bands} mel bands leave some of the {n_fft // 2 + 1} STFT "
             "bins in no band; use fewer bands or a larger stft_n_fft"
+        )
+    empty = int((~member.any(axis=1)).sum())
+    if empty:  # a band of no bins has no input and no mask: the network cannot be built on it
+        raise InvalidModelConfig(
+            f"mel_band_roformer: {empty} of the {num_bands} mel bands hold none of the "
+            f"{n_fft // 2 + 1} STFT bins (at model.sample_rate {sample_rate:g} Hz); use fewer "
+            "bands or a larger stft_n_fft"
         )
     return member
 
@@ -133,6 +143,10 @@ class MelBandRoformer(nn.Module):
             MaskEstimator(opts.dim, dims, opts.mask_depth + 1, opts.mlp_expansion)
             for _ in range(opts.num_stems)
         )
+
+    def chunk_problem(self, samples: int) -> str | None:
+        """Why the network cannot run ``samples``-sample chunks (its STFT); None if it can."""
+        return self.stft.chunk_problem(samples)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``(b, s, T)`` float32 -> ``(b, n, s, T)``, or ``(b, s, T)`` when one stem is run."""
@@ -179,5 +193,5 @@ def build(
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
         raise InvalidModelConfig(f"mel_band_roformer: model.sample_rate must be > 0: {rate!r}")
     membership = band_membership(rate, opts.n_fft, num_bands)
-    heads = active_heads(opts.num_stems, instruments, target_instrument)
+    heads = active_heads(opts.num_stems, instruments, target_instrument, "mel_band_roformer")
     return MelBandRoformer(opts, membership, heads)

@@ -105,7 +105,9 @@ class RoformerOptions:
 
         Raises:
             InvalidModelConfig: a missing or ill-typed option, an option this architecture does
-                not have, or one demixer cannot compute (PoPE position embeddings).
+                not have, one demixer cannot compute (PoPE position embeddings), or settings
+                no network can run (a window longer than the frame, a hop longer than the
+                window, an odd head width).
         """
         unknown = sorted(set(model) - _COMMON - _IGNORED - own)
         if unknown:
@@ -118,6 +120,25 @@ class RoformerOptions:
         if "dim" not in model or "depth" not in model:
             raise InvalidModelConfig(f"{arch}: model.dim and model.depth are required")
         n_fft = _int(model, "stft_n_fft", 2048, 2)
+        win_length = _int(model, "stft_win_length", n_fft)
+        if win_length > n_fft:  # torch's STFT takes no window longer than its frame
+            raise InvalidModelConfig(
+                f"{arch}: model.stft_win_length {win_length} exceeds model.stft_n_fft {n_fft}: "
+                "the window must fit in the frame"
+            )
+        hop = _int(model, "stft_hop_length", hop_length)
+        if hop > win_length:
+            raise InvalidModelConfig(
+                f"{arch}: model.stft_hop_length {hop} exceeds the window ({win_length} samples, "
+                "model.stft_win_length or stft_n_fft): frames would leave gaps that no inverse "
+                "STFT can fill"
+            )
+        dim_head = _int(model, "dim_head", 64, 2)
+        if dim_head % 2:  # rotary embeddings turn the head's features in pairs
+            raise InvalidModelConfig(
+                f"{arch}: model.dim_head must be even (rotary embeddings rotate pairs of "
+                f"features), not {dim_head}"
+            )
         return cls(
             dim=_int(model, "dim", 0),
             depth=_int(model, "depth", 0),
@@ -126,11 +147,11 @@ class RoformerOptions:
             time_depth=_int(model, "time_transformer_depth", 2),
             freq_depth=_int(model, "freq_transformer_depth", 2),
             linear_depth=_int(model, "linear_transformer_depth", 0, 0),
-            dim_head=_int(model, "dim_head", 64, 2),
+            dim_head=dim_head,
             heads=_int(model, "heads", 8),
             n_fft=n_fft,
-            hop_length=_int(model, "stft_hop_length", hop_length),
-            win_length=_int(model, "stft_win_length", n_fft),
+            hop_length=hop,
+            win_length=win_length,
             normalized=_bool(model, "stft_normalized", False),
             zero_dc=_bool(model, "zero_dc", True),
             mask_depth=_int(model, "mask_estimator_depth", mask_depth),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demixer.errors import InvalidModelConfig
 from demixer.models.arch.options import RoformerOptions
 
 __all__ = [
@@ -330,10 +331,24 @@ def check_channels(audio: torch.Tensor, channels: int, arch: str) -> None:
 
 
 def active_heads(
-    num_stems: int, instruments: Sequence[str], target_instrument: str | None
+    num_stems: int, instruments: Sequence[str], target_instrument: str | None, arch: str
 ) -> list[int]:
     """Which mask estimators to run: MSST runs only the target's when a model has one estimator
-    per instrument and the config names a ``target_instrument``; otherwise all of them."""
+    per instrument and the config names a ``target_instrument``; otherwise all of them.
+
+    Raises:
+        InvalidModelConfig: ``num_stems`` fits neither: one estimator per instrument, or (with
+            a target) one estimator, the target's. MSST would pair the stems with the wrong
+            names, or fail.
+    """
+    fits = (1, len(instruments)) if target_instrument else (len(instruments),)
+    if num_stems not in fits:
+        which = "1 (the target's) or " if target_instrument else ""
+        raise InvalidModelConfig(
+            f"{arch}: model.num_stems {num_stems} does not fit training.instruments "
+            f"({len(instruments)}: {', '.join(instruments)}): it must be {which}"
+            f"{len(instruments)}, one mask per instrument"
+        )
     if target_instrument and num_stems == len(instruments) and target_instrument in instruments:
         return [list(instruments).index(target_instrument)]
     return list(range(num_stems))

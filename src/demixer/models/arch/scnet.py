@@ -31,60 +31,18 @@ faster in bf16 than the plain layout on a whole chunk.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demixer.models.arch.scnet_options import BANDS, ScnetOptions, band_edges, options
+from demixer.models.stft import stft_problem
+
 __all__ = ["SCNet", "ScnetOptions", "build"]
-
-_BANDS = 3  # low, mid, high: the reference names exactly three
-
-
-@dataclass(frozen=True)
-class ScnetOptions:
-    """The ``model:`` options of MSST's ``scnet`` (the official SCNet's constructor)."""
-
-    sources: tuple[str, ...]
-    audio_channels: int
-    dims: tuple[int, ...]
-    nfft: int
-    hop_size: int
-    win_size: int
-    normalized: bool
-    band_SR: tuple[float, float, float]  # the config's name
-    band_stride: tuple[int, int, int]
-    band_kernel: tuple[int, int, int]
-    conv_depths: tuple[int, int, int]
-    compress: float
-    conv_kernel: int
-    num_dplayer: int
-    expand: int
-
-
-# The reference's defaults (the official constructor's), used for options a config leaves out.
-DEFAULTS: dict[str, Any] = {
-    "sources": ("drums", "bass", "other", "vocals"),
-    "audio_channels": 2,
-    "dims": (4, 32, 64, 128),
-    "nfft": 4096,
-    "hop_size": 1024,
-    "win_size": 4096,
-    "normalized": True,
-    "band_SR": (0.175, 0.392, 0.433),
-    "band_stride": (1, 4, 16),
-    "band_kernel": (3, 4, 16),
-    "conv_depths": (3, 2, 1),
-    "compress": 4,
-    "conv_kernel": 3,
-    "num_dplayer": 6,
-    "expand": 1,
-}
 
 
 class _Swish(nn.Module):
@@ -122,13 +80,6 @@ class _ConvolutionModule(nn.Module):
         return x
 
 
-def _band_edges(bins: int, ratios: Sequence[float]) -> list[tuple[int, int]]:
-    # The reference's float arithmetic exactly: ceil(F * low), ceil(F * (low + mid)).
-    low = math.ceil(bins * ratios[0])
-    mid = math.ceil(bins * (ratios[0] + ratios[1]))
-    return [(0, low), (low, mid), (mid, bins)]
-
-
 class _SDLayer(nn.Module):
     """Per-band strided convolutions along frequency (``convs``: the checkpoint's name)."""
 
@@ -145,7 +96,7 @@ class _SDLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
         """``(B, C, F, T)`` -> per-band outputs and the bands' input sizes."""
         outputs, sizes = [], []
-        edges = _band_edges(x.shape[2], self.ratios)
+        edges = band_edges(x.shape[2], self.ratios)
         for conv, stride, kernel, (start, end) in zip(
             self.convs, self.strides, self.kernels, edges, strict=True
         ):
@@ -215,7 +166,7 @@ class _SULayer(nn.Module):
         outputs = []
         start = 0
         for i, convtr in enumerate(self.convtrs):
-            end = start + lengths[i] if i < _BANDS - 1 else x.shape[2]
+            end = start + lengths[i] if i < BANDS - 1 else x.shape[2]
             out = convtr(x[:, :, start:end])
             trim = abs(sizes[i] - out.shape[2]) // 2
             outputs.append(out[:, :, trim : trim + sizes[i]])
@@ -319,6 +270,7 @@ class SCNet(nn.Module):
     def __init__(self, opts: ScnetOptions) -> None:
         super().__init__()
         self.opts = opts
+        self.audio_channels = opts.audio_channels  # the backend feeds it as many
         dims = opts.dims
         self.encoder = nn.ModuleList(
             _SDBlock(opts, dims[i], dims[i + 1]) for i in range(len(dims) - 1)
@@ -339,6 +291,24 @@ class SCNet(nn.Module):
         # torch's warning about it on every call. Not in the checkpoint, as in the reference.
         self.register_buffer("window", torch.ones(opts.win_size), persistent=False)
 
+    def chunk_problem(self, samples: int) -> str | None:
+        """Why the network cannot run ``samples``-sample chunks (their padded STFT, see
+        :meth:`forward`); None if it can."""
+        padded = samples + self._padding(samples)
+        problem = stft_problem(
+            self.window, n_fft=self.opts.nfft, hop=self.opts.hop_size, samples=padded
+        )
+        return problem and f"padded to {padded} samples (an odd number of hops), {problem}"
+
+    def _padding(self, samples: int) -> int:
+        # Pad to an odd number of hops, so the centred STFT has an even frame count (the
+        # separation network's rFFT along time needs it); never zero padding.
+        hop = self.opts.hop_size
+        padding = hop - samples % hop
+        if (samples + padding) // hop % 2 == 0:
+            padding += hop
+        return padding
+
     def _stft_args(self) -> dict[str, Any]:
         o = self.opts
         return {
@@ -353,12 +323,7 @@ class SCNet(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         o = self.opts
         batch, channels, samples = wave.shape
-        hop = o.hop_size
-        # Pad to an odd number of hops, so the centred STFT has an even frame count (the
-        # separation network's rFFT along time needs it); never zero padding.
-        padding = hop - samples % hop
-        if (samples + padding) // hop % 2 == 0:
-            padding += hop
+        padding = self._padding(samples)
         with torch.autocast(wave.device.type, enabled=False):
             x = F.pad(wave.float(), (0, padding))
             spec = torch.stft(x.reshape(-1, x.shape[-1]), **self._stft_args(), return_complex=True)
@@ -387,61 +352,6 @@ class SCNet(nn.Module):
         return out.reshape(batch, len(o.sources), channels, -1)[..., :-padding]
 
 
-def _ints(value: Any, count: int | None, name: str) -> tuple[int, ...]:
-    if not isinstance(value, list | tuple) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise ValueError(f"scnet: model.{name} must be a list of integers, not {value!r}")
-    if count is not None and len(value) != count:
-        raise ValueError(f"scnet: model.{name} must have {count} entries, not {len(value)}")
-    return tuple(value)
-
-
-def options(model: Mapping[str, Any]) -> ScnetOptions:
-    """Check the ``model:`` section (the reference's defaults fill what it leaves out)."""
-    unknown = sorted(set(model) - set(DEFAULTS))
-    if unknown:
-        # The reference passes the section as keyword arguments: it fails on these too.
-        raise ValueError(f"scnet: unknown model option(s): {', '.join(unknown)}")
-    m = {**DEFAULTS, **model}
-    sources = m["sources"]
-    if not isinstance(sources, list | tuple) or not sources:
-        raise ValueError(f"scnet: model.sources must be a non-empty list, not {sources!r}")
-    ratios = m["band_SR"]
-    if not isinstance(ratios, list | tuple) or len(ratios) != _BANDS:
-        raise ValueError(f"scnet: model.band_SR must have 3 entries, not {ratios!r}")
-    dims = _ints(m["dims"], None, "dims")
-    if len(dims) < 2:
-        raise ValueError("scnet: model.dims needs at least two entries")
-    scalars = {k: m[k] for k in ("audio_channels", "nfft", "hop_size", "win_size")}
-    scalars |= {k: m[k] for k in ("conv_kernel", "num_dplayer", "expand")}
-    for key, value in scalars.items():
-        _ints([value], 1, key)
-    if m["conv_kernel"] % 2 != 1:
-        raise ValueError(f"scnet: model.conv_kernel must be odd, not {m['conv_kernel']}")
-    if dims[0] != 2 * m["audio_channels"]:
-        raise ValueError(
-            f"scnet: model.dims[0] ({dims[0]}) must be 2 x audio_channels ({m['audio_channels']})"
-        )
-    return ScnetOptions(
-        sources=tuple(str(s) for s in sources),
-        audio_channels=m["audio_channels"],
-        dims=dims,
-        nfft=m["nfft"],
-        hop_size=m["hop_size"],
-        win_size=m["win_size"],
-        normalized=bool(m["normalized"]),
-        band_SR=(float(ratios[0]), float(ratios[1]), float(ratios[2])),
-        band_stride=_ints(m["band_stride"], _BANDS, "band_stride"),  # type: ignore[arg-type]
-        band_kernel=_ints(m["band_kernel"], _BANDS, "band_kernel"),  # type: ignore[arg-type]
-        conv_depths=_ints(m["conv_depths"], _BANDS, "conv_depths"),  # type: ignore[arg-type]
-        compress=float(m["compress"]),
-        conv_kernel=m["conv_kernel"],
-        num_dplayer=m["num_dplayer"],
-        expand=m["expand"],
-    )
-
-
 def build(
     model: Mapping[str, Any],
     audio: Mapping[str, Any],
@@ -451,6 +361,14 @@ def build(
     """SCNet from an MSST config's ``model:`` section, in eval mode.
 
     The stems are ``model.sources`` (MSST builds the network from the ``model:`` section alone;
-    its ``training.instruments`` names the same stems in the published configs).
+    its ``training.instruments`` names the same stems in the published configs, and must name
+    as many: MSST pairs them in order).
     """
-    return SCNet(options(model)).eval()
+    opts = options(model)
+    if len(opts.sources) != len(instruments):
+        raise ValueError(
+            f"scnet: model.sources ({len(opts.sources)}: {', '.join(opts.sources)}) and "
+            f"training.instruments ({len(instruments)}: {', '.join(instruments)}) must name as "
+            "many stems: the network gives one per source, named by the instruments in order"
+        )
+    return SCNet(opts).eval()

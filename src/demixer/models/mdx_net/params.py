@@ -35,7 +35,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from demixer.errors import InvalidModelConfig
+from demixer.models.stft import stft_problem
 
 __all__ = ["ARCH_PARAMS", "DEFAULT_OVERLAP", "MdxParams"]
 
@@ -150,10 +153,17 @@ class MdxParams:
             raise bad(f"dim_f={dim_f} exceeds the {n_fft // 2 + 1} bins of n_fft={n_fft}")
         hop = integer("hop_length", 1024, 1)
         if hop > n_fft:  # frames would leave gaps: no inverse STFT can rebuild the signal
-            raise bad(f"hop_length={hop} exceeds n_fft={n_fft}: frames must overlap or touch")
+            raise bad(f"hop_length={hop} exceeds n_fft={n_fft}: frames must overlap")
         segment = integer("segment_size", 256, 2)
         if hop * (segment - 1) <= n_fft:
             raise bad(f"segment_size={segment}: a chunk must be longer than n_fft={n_fft}")
+        # A Hann window's tails are tiny: frames more than half a window apart can leave
+        # samples torch's inverse STFT refuses to rebuild (hop_length = n_fft always does).
+        problem = stft_problem(
+            torch.hann_window(n_fft), n_fft=n_fft, hop=hop, samples=hop * (segment - 1)
+        )
+        if problem:
+            raise bad(f"hop_length={hop} with n_fft={n_fft}: {problem}")
         compensate = params.get("compensate", 1.0)
         if isinstance(compensate, bool) or not isinstance(compensate, int | float):
             raise bad(f"compensate={compensate!r}: expected a number")

@@ -7,7 +7,8 @@ load time with both shapes named, instead of failing (or worse, running) on the 
 
 UVR runs models trained with 512 frames at 256 (its default segment size) by converting them to
 PyTorch; here the file's time axis is declared free instead (with the ``onnx`` package), and a
-trial run at load time proves the graph accepts the new length.
+trial run at load time proves the graph accepts the new length. A file whose time axis is free
+already gets the same trial run (one chunk of silence) at ``segment_size``.
 """
 
 from __future__ import annotations
@@ -128,6 +129,16 @@ class OnnxNetwork:
                 ) from exc
         self._session = session
         self._input = session.get_inputs()[0].name
+        if frames is None:  # a free time axis: which lengths its U-Net can halve, only a run tells
+            silence = np.zeros((1, 4, params.dim_f, params.segment_size), np.float32)
+            try:
+                session.run(None, {self._input: silence})
+            except Exception as exc:  # onnxruntime's own errors: translated here
+                raise CheckpointMismatch(
+                    f"{path} does not run at segment_size {params.segment_size} frames per "
+                    f"chunk ({_first_line(exc)}); give the segment_size it was made for "
+                    "(UVR's default: 256)"
+                ) from None
 
     def _check_signature(self, session: Any) -> int | None:
         """Check the file's one input and output; return its fixed frame count (None: free)."""

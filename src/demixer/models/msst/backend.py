@@ -24,8 +24,13 @@ import torch
 from torch import nn
 
 from demixer.audio import SampleQueue
-from demixer.errors import ModelFailed, ModelUnavailable, WeightsChecksumMismatch
-from demixer.models.arch import FP32_BY_DEFAULT, build_model
+from demixer.errors import (
+    InvalidModelConfig,
+    ModelFailed,
+    ModelUnavailable,
+    WeightsChecksumMismatch,
+)
+from demixer.models.arch import FP32_BY_DEFAULT, build_model, chunk_problem
 from demixer.models.base import InputStats
 from demixer.models.loading import resolve_weight, verified_weights
 from demixer.models.msst.checkpoint import load_weights, read_state_dict
@@ -180,16 +185,26 @@ def build_network(config: MsstConfig, checkpoint: Path) -> nn.Module:
 
     Raises:
         UnknownArchitecture, InvalidModelConfig: the config names no architecture demixer has,
-            or options it cannot compute.
+            options it cannot compute, or a network that cannot run its chunks (checked here,
+            before any song: the message names the config file).
         ModelUnavailable, CheckpointMismatch: the checkpoint is unreadable or does not fit.
     """
-    network = build_model(
-        config.arch,
-        config.model_dict(),
-        config.audio_dict(),
-        config.instruments,
-        config.target_instrument,
-    )
+    try:
+        network = build_model(
+            config.arch,
+            config.model_dict(),
+            config.audio_dict(),
+            config.instruments,
+            config.target_instrument,
+        )
+    except InvalidModelConfig as exc:  # the architecture's words; name the file to fix
+        raise InvalidModelConfig(f"{config.source}: {exc.message}") from None
+    problem = chunk_problem(network, config.chunk_size)
+    if problem:
+        raise InvalidModelConfig(
+            f"{config.source}: {config.chunk_key} {config.chunk_size} does not fit the "
+            f"network: {problem}"
+        )
     state = read_state_dict(checkpoint)
     load_weights(network, state, checkpoint=str(checkpoint), config=config.source)
     return network

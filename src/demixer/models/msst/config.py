@@ -12,7 +12,7 @@ What MSST's inference reads, with its precedence and defaults:
 - ``inference.num_overlap``: chunks covering each sample (step = chunk_size // num_overlap);
 - ``inference.batch_size``: chunks per batch (it decides which windows fade, see inference.py);
 - ``inference.normalize`` (default false): normalise the whole input by its mean and std;
-- ``audio.sample_rate`` (default 44100) and ``audio.num_channels`` (default 2);
+- ``audio.sample_rate`` (default 44100; 8 to 384 kHz) and ``audio.num_channels`` (default 2);
 - ``training.instruments`` and ``training.target_instrument`` (the one stem such a model
   outputs); ``training.model_type``, when present, overrides the architecture asked for.
 """
@@ -33,6 +33,8 @@ from demixer.errors import InvalidModelConfig
 
 __all__ = [
     "MAX_CONFIG_BYTES",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
     "STEM_PATTERN",
     "ConfigLoader",
     "MsstConfig",
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 MAX_CONFIG_BYTES = 1 << 20  # real configs are a few kB
+#: the audio.sample_rate a config may give, Hz: telephone speech to the highest studio rate
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
 
 
 class ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -77,6 +81,8 @@ class MsstConfig:
         batch_size: chunks per batch in MSST's inference.
         normalize: whether the input is normalised by its mean and standard deviation.
         source: where the config came from (for messages).
+        chunk_key: which key gave ``chunk_size`` (``inference.chunk_size`` or
+            ``audio.chunk_size``; for messages).
     """
 
     arch: str
@@ -91,6 +97,7 @@ class MsstConfig:
     batch_size: int
     normalize: bool
     source: str
+    chunk_key: str = "audio.chunk_size"
 
     @property
     def stems(self) -> tuple[str, ...]:
@@ -194,7 +201,8 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
         source: a name for messages (the file's path).
 
     Raises:
-        InvalidModelConfig: not YAML, a refused tag, or a missing or ill-typed field.
+        InvalidModelConfig: not YAML, a refused tag, a missing or ill-typed field, or a sample
+            rate outside :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`.
     """
     data = load_yaml(text, source)
     if not isinstance(data, Mapping):
@@ -214,6 +222,7 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
         raise InvalidModelConfig(
             f"{source}: training.target_instrument {target!r} is not in training.instruments"
         )
+    chunk_key = "inference.chunk_size" if "chunk_size" in inference else "audio.chunk_size"
     chunk = inference["chunk_size"] if "chunk_size" in inference else audio.get("chunk_size")
     chunk_size = _positive(chunk, "inference.chunk_size (or audio.chunk_size)", source)
     num_overlap = _positive(inference.get("num_overlap"), "inference.num_overlap", source)
@@ -224,6 +233,14 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
     channels = audio.get("num_channels", 2)
     if channels not in (1, 2) or isinstance(channels, bool):
         raise InvalidModelConfig(f"{source}: audio.num_channels must be 1 or 2, not {channels!r}")
+    rate = _positive(audio.get("sample_rate", 44100), "audio.sample_rate", source)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        # Every song is resampled to it: 1 Hz leaves nothing to separate, 10**9 Hz makes a
+        # second of audio 4 GB per channel (a worker killed for memory).
+        raise InvalidModelConfig(
+            f"{source}: audio.sample_rate {rate} Hz is not an audio rate a model runs at "
+            f"({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
+        )
     normalize = inference.get("normalize", False)
     if not isinstance(normalize, bool):
         raise InvalidModelConfig(f"{source}: inference.normalize must be true or false")
@@ -233,13 +250,14 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
         audio=MappingProxyType(copy.deepcopy(dict(audio))),
         instruments=instruments,
         target_instrument=target,
-        sample_rate=_positive(audio.get("sample_rate", 44100), "audio.sample_rate", source),
+        sample_rate=rate,
         channels=channels,
         chunk_size=chunk_size,
         num_overlap=num_overlap,
         batch_size=_positive(inference.get("batch_size"), "inference.batch_size", source),
         normalize=normalize,
         source=source,
+        chunk_key=chunk_key,
     )
 
 

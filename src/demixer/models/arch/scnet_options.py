@@ -1,0 +1,185 @@
+"""The ``model:`` options of MSST's ``scnet``, checked once (the network is in :mod:`.scnet`).
+
+Besides each option's type and range, what the network's arithmetic needs is checked here,
+before any song: the band convolutions of every encoder level must find bins to work on
+(``band_SR``, ``band_kernel``, ``band_stride`` against the STFT's bins, in the reference's own
+integer arithmetic), the dual-path layers come in pairs, the STFT window fits its frame and
+frames are no further apart than it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BANDS", "DEFAULTS", "ScnetOptions", "band_edges", "options"]
+
+BANDS = 3  # low, mid, high: the reference names exactly three
+
+
+@dataclass(frozen=True)
+class ScnetOptions:
+    """The ``model:`` options of MSST's ``scnet`` (the official SCNet's constructor)."""
+
+    sources: tuple[str, ...]
+    audio_channels: int
+    dims: tuple[int, ...]
+    nfft: int
+    hop_size: int
+    win_size: int
+    normalized: bool
+    band_SR: tuple[float, float, float]  # the config's name
+    band_stride: tuple[int, int, int]
+    band_kernel: tuple[int, int, int]
+    conv_depths: tuple[int, int, int]
+    compress: float
+    conv_kernel: int
+    num_dplayer: int
+    expand: int
+
+
+# The reference's defaults (the official constructor's), used for options a config leaves out.
+DEFAULTS: dict[str, Any] = {
+    "sources": ("drums", "bass", "other", "vocals"),
+    "audio_channels": 2,
+    "dims": (4, 32, 64, 128),
+    "nfft": 4096,
+    "hop_size": 1024,
+    "win_size": 4096,
+    "normalized": True,
+    "band_SR": (0.175, 0.392, 0.433),
+    "band_stride": (1, 4, 16),
+    "band_kernel": (3, 4, 16),
+    "conv_depths": (3, 2, 1),
+    "compress": 4,
+    "conv_kernel": 3,
+    "num_dplayer": 6,
+    "expand": 1,
+}
+
+
+def band_edges(bins: int, ratios: Sequence[float]) -> list[tuple[int, int]]:
+    # The reference's float arithmetic exactly: ceil(F * low), ceil(F * (low + mid)).
+    low = math.ceil(bins * ratios[0])
+    mid = math.ceil(bins * (ratios[0] + ratios[1]))
+    return [(0, low), (low, mid), (mid, bins)]
+
+
+def _ints(value: Any, count: int | None, name: str, minimum: int | None = 1) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and (minimum is None or v >= minimum)
+        for v in value
+    ):
+        least = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"scnet: model.{name} must be a list of integers{least}, not {value!r}")
+    if count is not None and len(value) != count:
+        raise ValueError(f"scnet: model.{name} must have {count} entries, not {len(value)}")
+    return tuple(value)
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"scnet: model.{name} must be an integer >= 1, not {value!r}")
+    return value
+
+
+def _frequency_problem(o: ScnetOptions) -> str | None:
+    """Why the encoder's band convolutions cannot run on the STFT's bins (None if they can):
+    the reference's arithmetic, level by level, on the bin counts alone (no tensors)."""
+    bins = o.nfft // 2 + 1
+    for level in range(1, len(o.dims)):
+        out = 0
+        for name, (start, end), k, s in zip(
+            ("low", "mid", "high"),
+            band_edges(bins, o.band_SR),
+            o.band_kernel,
+            o.band_stride,
+            strict=True,
+        ):
+            size = end - start
+            padded = size + (k - 1 if s == 1 else (s - size % s) % s)
+            frames = (padded - k) // s + 1
+            if size < 1 or padded < k or (frames - 1) * s + k < size:
+                return (
+                    f"at encoder level {level} the {name} band holds {max(size, 0)} of the "
+                    f"{bins} bins (model.band_SR {list(o.band_SR)}), too few for its kernel "
+                    f"{k} and stride {s} (model.band_kernel, model.band_stride)"
+                )
+            out += frames
+        bins = out
+    return None
+
+
+def options(model: Mapping[str, Any]) -> ScnetOptions:
+    """Check the ``model:`` section (the reference's defaults fill what it leaves out)."""
+    unknown = sorted(set(model) - set(DEFAULTS))
+    if unknown:
+        # The reference passes the section as keyword arguments: it fails on these too.
+        raise ValueError(f"scnet: unknown model option(s): {', '.join(unknown)}")
+    m = {**DEFAULTS, **model}
+    sources = m["sources"]
+    if not isinstance(sources, list | tuple) or not sources:
+        raise ValueError(f"scnet: model.sources must be a non-empty list, not {sources!r}")
+    ratios = m["band_SR"]
+    if (
+        not isinstance(ratios, list | tuple)
+        or len(ratios) != BANDS
+        or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) and r >= 0 for r in ratios
+        )
+    ):
+        raise ValueError(f"scnet: model.band_SR must be 3 proportions >= 0, not {ratios!r}")
+    dims = _ints(m["dims"], None, "dims")
+    if len(dims) < 2:
+        raise ValueError("scnet: model.dims needs at least two entries")
+    scalars = {k: m[k] for k in ("audio_channels", "nfft", "hop_size", "win_size")}
+    scalars |= {k: m[k] for k in ("conv_kernel", "num_dplayer", "expand")}
+    for key, value in scalars.items():
+        _int(value, key)
+    if m["conv_kernel"] % 2 != 1:
+        raise ValueError(f"scnet: model.conv_kernel must be odd, not {m['conv_kernel']}")
+    if dims[0] != 2 * m["audio_channels"]:
+        raise ValueError(
+            f"scnet: model.dims[0] ({dims[0]}) must be 2 x audio_channels ({m['audio_channels']})"
+        )
+    if m["num_dplayer"] % 2:  # each pair of layers takes the time axis into an rFFT and back
+        raise ValueError(f"scnet: model.num_dplayer must be even, not {m['num_dplayer']}")
+    if m["win_size"] > m["nfft"] or m["hop_size"] > m["win_size"]:
+        raise ValueError(
+            f"scnet: model.win_size ({m['win_size']}) must be at most model.nfft ({m['nfft']}) "
+            f"and model.hop_size ({m['hop_size']}) at most model.win_size: a window must fit "
+            "its frame, and frames further apart than it leave gaps no inverse STFT can fill"
+        )
+    compress = m["compress"]
+    if (
+        isinstance(compress, bool)
+        or not isinstance(compress, int | float)
+        or not 0 < compress <= min(dims[1:])
+    ):
+        raise ValueError(
+            f"scnet: model.compress must be a number in (0, {min(dims[1:])}] (the narrowest of "
+            f"model.dims[1:] over it is each convolution module's width), not {compress!r}"
+        )
+    opts = ScnetOptions(
+        sources=tuple(str(s) for s in sources),
+        audio_channels=m["audio_channels"],
+        dims=dims,
+        nfft=m["nfft"],
+        hop_size=m["hop_size"],
+        win_size=m["win_size"],
+        normalized=bool(m["normalized"]),
+        band_SR=(float(ratios[0]), float(ratios[1]), float(ratios[2])),
+        band_stride=_ints(m["band_stride"], BANDS, "band_stride"),  # type: ignore[arg-type]
+        band_kernel=_ints(m["band_kernel"], BANDS, "band_kernel"),  # type: ignore[arg-type]
+        conv_depths=_ints(m["conv_depths"], BANDS, "conv_depths", None),  # type: ignore[arg-type]
+        compress=float(compress),
+        conv_kernel=m["conv_kernel"],
+        num_dplayer=m["num_dplayer"],
+        expand=m["expand"],
+    )
+    problem = _frequency_problem(opts)
+    if problem:
+        raise ValueError(f"scnet: {problem}")
+    return opts
