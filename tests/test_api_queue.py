@@ -206,6 +206,24 @@ def test_a_number_or_boolean_given_as_another_type_is_refused_not_guessed(
     assert r.status_code == 202, r.text
 
 
+def test_a_shared_server_can_keep_every_key_from_jumping_the_queue(
+    make_api: Callable[..., Api],
+) -> None:
+    # The queue's order is the whole server's: any key asking priority 100 ran before every
+    # other account's requests, and an operator had no way to stop it.
+    api = make_api(max_priority=0)
+    file_id = api.upload()
+
+    def sep(priority: int) -> Any:
+        body = {"input": {"file_id": file_id, "prompt": "vocals"}, "priority": priority}
+        return api.post("/v1/queue/audio/separate", json=body)
+
+    message = _error(sep(1), 400, "INVALID_REQUEST", "priority")
+    assert message == "priority 1 is above this server's limit of 0 (DEMIXER_MAX_PRIORITY)"
+    assert sep(0).status_code == 202
+    assert sep(-5).status_code == 202  # lower, behind the others, stays anyone's choice
+
+
 def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     api = make_api()
     file_id = api.upload()

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # Per-key limits (0: unlimited).
     rate_limit_per_minute: int = Field(600, ge=0)
     max_concurrent_jobs: int = Field(8, ge=0)
+    # The highest request priority a key may ask for: the queue's order is the whole server's,
+    # over every account, so a shared server sets 0 and no tenant jumps another's requests.
+    max_priority: int = Field(100, ge=0, le=100)
     # Each API process counts requests in memory and adds them to the shared table this often;
     # other processes see them within twice this (service/accounts/ratecache.py states the
     # bound).

@@ -273,7 +273,14 @@ class QueueBody(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     webhook: WebhookIn | None = None
-    priority: int = Field(0, ge=-100, le=100, strict=True, description="Higher runs first.")
+    priority: int = Field(
+        0,
+        ge=-100,
+        le=100,
+        strict=True,
+        description="Higher runs first, over every account on the server; at most the "
+        "server's `DEMIXER_MAX_PRIORITY` (100 unless its operator lowered it).",
+    )
     webhook_url: str | None = Field(None, alias="webhookUrl", max_length=4096)
     webhook_secret: str | None = Field(None, alias="webhookSecret", max_length=200)
 

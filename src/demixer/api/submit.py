@@ -208,6 +208,13 @@ def _common(
     services: Services, account_id: str, req: QueueBody, inp: QueueInput, style: str
 ) -> dict[str, Any]:
     """Params every queue model shares: input, format, quality, webhook, downmix, rescale."""
+    ceiling = services.settings.max_priority
+    if req.priority > ceiling:  # the queue's order is the whole server's: the operator's call
+        raise InvalidRequest(
+            f"priority {req.priority} is above this server's limit of {ceiling} "
+            "(DEMIXER_MAX_PRIORITY)",
+            param="priority",
+        )
     try:  # before the input: a bad option needs no look at the file
         quality = parse_quality(inp.quality or services.settings.quality)
     except DemixerError as exc:
