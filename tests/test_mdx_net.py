@@ -335,7 +335,9 @@ def params_file(tmp_path: Path, form: str, onnx: Path) -> Path:
     else:
         path = tmp_path / "model_data.json"
         own = hashlib.md5(onnx.read_bytes()).hexdigest()  # a file under 10000 KiB: all of it
-        path.write_text(json.dumps({KIM_MD5: KIM_ENTRY, own: UVR_ENTRY}, indent=4))
+        # UVR's entries may carry its backing-vocal splitter's flags (read by its interface)
+        entry = {**UVR_ENTRY, "is_bv_model": False, "is_bv_model_rebalanced": 0}
+        path.write_text(json.dumps({KIM_MD5: KIM_ENTRY, own: entry}, indent=4))
     return path
 
 

@@ -62,6 +62,9 @@ _UVR_NAMES = {
     "primary_stem": "primary_stem",
     "is_karaoke": "is_karaoke",
 }
+#: UVR's flags for its backing-vocal splitter (which model to chain, the gain it rebalances
+#: by): read by UVR's interface, not by the separation; accepted and left out here.
+_UVR_UNUSED = ("is_bv_model", "is_bv_model_rebalanced")
 _PAIRS = {"vocals": "instrumental", "instrumental": "vocals"}
 
 
@@ -218,6 +221,7 @@ def _from_uvr(entry: Any, source: str) -> tuple[dict[str, Any], str]:
             "not an MDX-Net .onnx: add it with its YAML config and --arch mdx23c, bs_roformer, "
             "mel_band_roformer or scnet"
         )
+    entry = {key: value for key, value in entry.items() if key not in _UVR_UNUSED}
     unknown = sorted(str(key) for key in entry if key not in _UVR_NAMES)
     if unknown:
         raise InvalidModelConfig(
