@@ -583,6 +583,11 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
     "one header of 70 000 bytes (uvicorn kept any size in memory)": (
         _raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"),
         ["431 HEADERS_TOO_LARGE"]),
+    # The server closed at once with most of it unread: a reset, which lost the answer (or
+    # broke the client's send) before the client could read it.
+    "one header of 3 MB, sent whole before the answer is read": (
+        _raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3_000_000 + b"\r\n\r\n"),
+        ["431 HEADERS_TOO_LARGE"]),
     "sunoapi: a JSON body that stops arriving": (
         _stalled("/api/v1/vocal-removal/generate", {**_JSON, **_BEARER}, b"{"),
         ["200 400"]),  # the vendor's codes have no timeout: bad parameters

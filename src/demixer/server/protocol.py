@@ -17,6 +17,13 @@ client could fill the memory with a single header within the time limit. A URL o
 :data:`MAX_URL_BYTES` is answered 414 ``URL_TOO_LONG``; a head over :data:`MAX_HEAD_BYTES`
 (give or take one read: pipelined heads are not counted) 431 ``HEADERS_TOO_LARGE``; either
 closes the connection, and what came is dropped.
+
+Each of these answers ends the connection without losing itself: the client may still be
+sending (the rest of an over-long head), and a socket closed with bytes unread sends a reset,
+which can destroy the answer in the client's buffer before it is read (with a head of 200 kB,
+every time). So the answer is followed by a half-close (FIN), what still arrives is read and
+dropped, and the connection closes when the client closes its side, or after
+:data:`LINGER_SECONDS`.
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from demixer.api.errors import error_body
 from demixer.service.accounts.keys import new_id
 
-__all__ = ["MAX_HEAD_BYTES", "MAX_URL_BYTES", "head_timeout_protocol"]
+__all__ = ["LINGER_SECONDS", "MAX_HEAD_BYTES", "MAX_URL_BYTES", "head_timeout_protocol"]
 
 #: A request line's URL: as nginx and Apache take by default.
 MAX_URL_BYTES = 8 * 1024
 #: A request's whole head (request line and headers), several times what browsers send.
 MAX_HEAD_BYTES = 64 * 1024
+#: How long a connection answered with an error is read (and the bytes dropped) before it is
+#: closed, when its client does not close it first.
+LINGER_SECONDS = 2.0
 
 
 class _HeadTimeoutProtocol(HttpToolsProtocol):
@@ -48,12 +58,15 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # read since the last head (or body) ended
         self._in_body = False  # between a head's end and its message's end
         self._url_too_long = False
+        self._lingering = False  # an error was answered: the connection only drains now
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:  # after an error's answer: read and dropped (see _linger)
+            return
         if data:
             self._head_started = True
         while data and not self.transport.is_closing():
@@ -116,7 +129,19 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
             b"x-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
             % (status, reason, rid.encode(), len(body), body)
         )
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """End the connection after an answer without a reset destroying it (module docstring):
+        half-close, drain, close when the client does or after :data:`LINGER_SECONDS`."""
+        self._lingering = True
+        self._disarm()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.transport.resume_reading()  # uvicorn may have paused it: drain all the same
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _in_request(self) -> bool:
         """A request's head arrived and its response is not complete."""
