@@ -25,6 +25,7 @@ __all__ = [
     "delete_file_blobs",
     "file_prefixes",
     "landing_key",
+    "multipart_id",
     "multipart_id_key",
     "parts_prefix",
     "safe_key",
@@ -179,6 +180,17 @@ class MultipartStorage(Protocol):
         ...
 
 
+def multipart_id(storage: Storage, upload_id: str) -> str | None:
+    """The id of the store's own multipart upload kept for ``upload_id``
+    (:func:`multipart_id_key`); None when none is open (completed, never opened, or not a
+    multipart upload)."""
+    try:
+        with storage.open(multipart_id_key(upload_id)) as fh:
+            return fh.read().decode()
+    except BlobNotFound:
+        return None
+
+
 def delete_file_blobs(storage: Storage, file_id: str, storage_key: str) -> int:
     """Delete every blob a file has (:func:`file_prefixes`); returns how many.
 
@@ -187,12 +199,8 @@ def delete_file_blobs(storage: Storage, file_id: str, storage_key: str) -> int:
     until it is completed or aborted, and a part URL still valid would keep adding to it.
     """
     if isinstance(storage, MultipartStorage):
-        try:
-            with storage.open(multipart_id_key(file_id)) as fh:
-                upload_id = fh.read().decode()
-        except BlobNotFound:
-            pass  # none open: completed, never opened, or not a multipart upload
-        else:
+        upload_id = multipart_id(storage, file_id)
+        if upload_id is not None:
             storage.abort_multipart(storage_key, upload_id)
     return sum(storage.delete_prefix(prefix) for prefix in file_prefixes(file_id, storage_key))
 

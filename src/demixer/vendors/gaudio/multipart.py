@@ -45,7 +45,13 @@ from demixer.errors import (
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileConflict, FileState, new_file
 from demixer.service.schema import File
-from demixer.storage import BlobNotFound, MultipartStorage, multipart_id_key, parts_prefix
+from demixer.storage import (
+    BlobNotFound,
+    MultipartStorage,
+    multipart_id,
+    multipart_id_key,
+    parts_prefix,
+)
 from demixer.vendors.gaudio.envelope import BadFileName, UploadNotFound, ZeroLength
 
 __all__ = ["MAX_PARTS", "Part", "Upload", "chunk_size", "complete", "create", "receive_part"]
@@ -357,11 +363,9 @@ def _complete_in_store(
 ) -> None:
     """Have the store assemble the parts clients PUT to it, then probe the file."""
     size = row.file_size or 0
-    try:
-        with services.storage.open(multipart_id_key(row.id)) as fh:
-            store_id = fh.read().decode()
-    except BlobNotFound:
-        raise InvalidRequest(f"upload {row.id!r} has no open multipart upload") from None
+    store_id = multipart_id(services.storage, row.id)
+    if store_id is None:
+        raise InvalidRequest(f"upload {row.id!r} has no open multipart upload")
     try:
         stored = store.complete_multipart(row.storage_key, store_id, sorted(etags.items()))
     except BlobNotFound:  # completed by a racing call, or dropped by the store
