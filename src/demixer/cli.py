@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -55,10 +55,6 @@ from demixer.errors import (
 )
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality
 from demixer.naming import DEFAULT_TEMPLATE, shown_name
-
-if TYPE_CHECKING:
-    from demixer.models.base import Backend
-    from demixer.models.spec import ModelSpec
 
 __all__ = ["app", "main"]
 
@@ -250,14 +246,10 @@ def separate(
     model_id = DEFAULT_MODEL
 
     def known_stems() -> tuple[str, ...]:
-        if arch == "mdx_net" and model_config is not None and model_path is not None:
-            from demixer.models.mdx_net.user import read_params
+        if arch is not None and model_config is not None and model_path is not None:
+            from demixer.models.own import stems as own_stems
 
-            return read_params(model_config, model_path).stems
-        if arch is not None and model_config is not None:
-            from demixer.models.msst.config import read_config
-
-            return read_config(model_config, arch=arch).stems
+            return own_stems(arch, model_config, model_path)
         return get_spec(model_id).stems
 
     inputs, skipped = expand_inputs(files, out_dir)
@@ -284,10 +276,11 @@ def separate(
             span_outputs(plan_stems(model_id, known_stems(), requested))
         if arch is not None and model_config is not None and model_path is not None:
             from demixer.engine.device import resolve_device
+            from demixer.models.own import open_files
 
             torch_device = resolve_device(device)[0]  # `auto` and a missing GPU, as for -m
             with _loading(model_path.name):
-                spec, backend = _open_own_model(arch, model_config, model_path, torch_device)
+                spec, backend = open_files(arch, model_config, model_path, device=torch_device)
             separator = Separator.from_backend(spec, backend)
         else:
             with _loading(model_id):
@@ -389,19 +382,6 @@ def _model_for(
     installed = [s for s in list_specs() if is_installed(s)]
     chosen = choose_model(requested or [], installed)
     return chosen.id if chosen is not None else DEFAULT_MODEL
-
-
-def _open_own_model(
-    arch: str, config: Path, checkpoint: Path, device: str
-) -> tuple[ModelSpec, Backend]:
-    """``separate --arch``: a UVR MDX-Net .onnx (``mdx_net``) or an MSST model, from its files."""
-    if arch == "mdx_net":
-        from demixer.models.mdx_net.user import open_files as open_mdx_net
-
-        return open_mdx_net(config, checkpoint, device=device)
-    from demixer.models.msst.user import open_files
-
-    return open_files(arch, config, checkpoint, device=device)
 
 
 @contextmanager

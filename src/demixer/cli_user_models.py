@@ -55,14 +55,9 @@ def models_add(
     model_data.json, where the entry under the .onnx's UVR hash is used.
     """
     try:
-        if arch == "mdx_net":
-            from demixer.models.mdx_net.user import add as add_mdx_net
+        from demixer.models import own
 
-            spec = add_mdx_net(name, config=config, checkpoint=checkpoint)
-        else:
-            from demixer.models.msst.user import add
-
-            spec = add(name, arch=arch, config=config, checkpoint=checkpoint)
+        spec = own.add(name, arch=arch, config=config, checkpoint=checkpoint)
     except DemixerError as e:
         raise fail(e) from None
     _out.print(

@@ -1,0 +1,55 @@
+"""A user's own model from its files, whichever kind it is: the one place that tells them apart.
+
+Two kinds of files can be run or added: an MSST model (``--arch bs_roformer``,
+``mel_band_roformer``, ``mdx23c``, ``scnet``: a YAML config and a checkpoint,
+:mod:`demixer.models.msst.user`) and a UVR MDX-Net model (``--arch mdx_net``: its parameters and
+an ``.onnx``, :mod:`demixer.models.mdx_net.user`). ``demixer separate --arch`` and ``demixer
+models add`` call the functions here, never a kind's module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from demixer.models.base import Backend
+from demixer.models.registry import ModelSpec
+
+__all__ = ["add", "open_files", "stems"]
+
+MDX_NET = "mdx_net"
+
+
+def stems(arch: str, config: Path, checkpoint: Path) -> tuple[str, ...]:
+    """The stems the files name, read without loading the network (for checks before a load)."""
+    if arch == MDX_NET:
+        from demixer.models.mdx_net.user import read_params
+
+        return read_params(config, checkpoint).stems
+    from demixer.models.msst.config import read_config
+
+    return read_config(config, arch=arch).stems
+
+
+def open_files(
+    arch: str, config: Path, checkpoint: Path, *, device: str = "cpu"
+) -> tuple[ModelSpec, Backend]:
+    """Load the files as they are (nothing copied or pinned): a spec named after the checkpoint
+    and the loaded backend."""
+    if arch == MDX_NET:
+        from demixer.models.mdx_net import user as mdx_net
+
+        return mdx_net.open_files(config, checkpoint, device=device)
+    from demixer.models.msst import user as msst
+
+    return msst.open_files(arch, config, checkpoint, device=device)
+
+
+def add(name: str, *, arch: str, config: Path, checkpoint: Path) -> ModelSpec:
+    """Check the files fit and register them as the model ``name`` in the model directory."""
+    if arch == MDX_NET:
+        from demixer.models.mdx_net import user as mdx_net
+
+        return mdx_net.add(name, config=config, checkpoint=checkpoint)
+    from demixer.models.msst import user as msst
+
+    return msst.add(name, arch=arch, config=config, checkpoint=checkpoint)
