@@ -24,7 +24,7 @@ from typer.testing import CliRunner, Result
 
 from demixer.cli import app
 from demixer.engine import Separator
-from demixer.errors import ModelUnavailable, WeightsChecksumMismatch
+from demixer.errors import CheckpointMismatch, ModelUnavailable, WeightsChecksumMismatch
 from demixer.models import registry
 from demixer.models.loading import file_sha256
 from demixer.models.mdx_net import (
@@ -253,7 +253,7 @@ def test_segment_size_other_than_the_files(tmp_path: Path) -> None:
     out = backend(free, dim_t=64, segment_size=32).separate(noise(1.0))["vocals"]
     assert out.shape == (2, RATE) and np.isfinite(out).all()
     baked = tfc_tdf_onnx(tmp_path / "b.onnx", dim_f=256, dim_t=64, gain=0.8, bake_frames=True)
-    with pytest.raises(ModelUnavailable, match=r"built for 64 frames .* segment_size to 64"):
+    with pytest.raises(CheckpointMismatch, match=r"built for 64: set segment_size to 64$"):
         backend(baked, dim_t=64, segment_size=32)
 
 

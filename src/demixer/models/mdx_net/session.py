@@ -87,7 +87,8 @@ class OnnxNetwork:
     Raises:
         ModelUnavailable: onnxruntime is missing, or the file is not a model it can load.
         CheckpointMismatch: the model's inputs and outputs are not MDX-Net's for ``params``
-            (the same code as an MSST checkpoint that does not fit its config).
+            (the same code as an MSST checkpoint that does not fit its config), or it does not
+            run at ``params.segment_size`` frames.
     """
 
     def __init__(
@@ -110,35 +111,30 @@ class OnnxNetwork:
                 f"{path} is not an ONNX model onnxruntime can load: {_first_line(exc)}"
             ) from exc
         frames = self._check_signature(session)
-        if frames is not None and frames != params.segment_size:
-            log.info("running %s at %d frames (file: %d)", path.name, params.segment_size, frames)
-            try:
-                session = ort.InferenceSession(
-                    _free_time_axis(path), options, providers=_providers(ort, device)
+        if frames == params.segment_size:
+            self._session, self._input = session, session.get_inputs()[0].name
+            return
+        # A free time axis, or a fixed one freed here: which lengths the graph (its U-Net halves
+        # the frames at each level) takes, only a run tells. One chunk of silence, at load time.
+        fix = "give the segment_size it was made for (UVR's default: 256)"
+        try:
+            if frames is not None:
+                log.info(
+                    "running %s at %d frames (file: %d)", path.name, params.segment_size, frames
                 )
-                self._session = session
-                self._input = session.get_inputs()[0].name
-                self(np.zeros((1, 4, params.dim_f, params.segment_size), np.float32))
-            except ModelUnavailable:
-                raise
-            except Exception as exc:
-                raise ModelUnavailable(
-                    f"{path} is built for {frames} frames per chunk and does not run at "
-                    f"segment_size {params.segment_size} ({_first_line(exc)}); set arch_params "
-                    f"segment_size to {frames}"
-                ) from exc
-        self._session = session
-        self._input = session.get_inputs()[0].name
-        if frames is None:  # a free time axis: which lengths its U-Net can halve, only a run tells
+                fix = f"it is built for {frames}: set segment_size to {frames}"
+                freed = _free_time_axis(path)
+                session = ort.InferenceSession(freed, options, providers=_providers(ort, device))
+            self._session, self._input = session, session.get_inputs()[0].name
             silence = np.zeros((1, 4, params.dim_f, params.segment_size), np.float32)
-            try:
-                session.run(None, {self._input: silence})
-            except Exception as exc:  # onnxruntime's own errors: translated here
-                raise CheckpointMismatch(
-                    f"{path} does not run at segment_size {params.segment_size} frames per "
-                    f"chunk ({_first_line(exc)}); give the segment_size it was made for "
-                    "(UVR's default: 256)"
-                ) from None
+            session.run(None, {self._input: silence})
+        except ModelUnavailable:  # the `onnx` package missing: its own message
+            raise
+        except Exception as exc:  # onnxruntime's own errors: translated here
+            raise CheckpointMismatch(
+                f"{path} does not run at segment_size {params.segment_size} frames per "
+                f"chunk ({_first_line(exc)}); {fix}"
+            ) from None
 
     def _check_signature(self, session: Any) -> int | None:
         """Check the file's one input and output; return its fixed frame count (None: free)."""
