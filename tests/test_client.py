@@ -942,3 +942,37 @@ def test_a_download_interrupted_right_after_its_temporary_is_made_leaves_no_file
         fh.write(b"never")
     assert len(made) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_an_api_key_read_with_its_newline_is_sent_without_it_and_a_bad_one_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key from a mounted secret or a file keeps its newline: it was sent as it was, which
+    HTTP cannot carry, so every call was retried for 15 s and then failed with the key itself
+    printed in the error line."""
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(200, json=_status_json("COMPLETED"))
+
+    monkeypatch.setenv("DEMIXER_API_KEY", "dmx_secret\n")
+    with Client("http://api.test", transport=httpx.MockTransport(handler), max_tries=1) as c:
+        assert c.status("req_1").status == "COMPLETED"
+    assert sent == ["Bearer dmx_secret"]
+
+    with pytest.raises(ValueError, match="the API key has a character no key has") as bad:
+        Client("http://api.test", api_key="dmx_sécret")
+    assert "cret" not in str(bad.value)
+    cmd = [DEMIXER, "remote", "separate", "song.wav", "--server", "http://127.0.0.1:9"]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, DEMIXER_API_KEY="dmx_sé"),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Invalid value for '--key': the API key has a character no key has" in done.stderr
+    assert "dmx_s" not in done.stderr

@@ -53,6 +53,7 @@ __all__ = [
     "atomic_file",
     "check",
     "check_put",
+    "clean_api_key",
     "content_type_for",
     "download_target",
     "is_http_url",
@@ -415,6 +416,25 @@ class CountingReader:
         return self._fh.fileno()
 
 
+def clean_api_key(key: str | None) -> str | None:
+    """``key`` without the spaces and line break around it (a key read from a file or a
+    mounted secret often ends with a newline), or None for none.
+
+    A key with any other character than visible ASCII in it is refused with ValueError (no
+    key has one, and HTTP could not send it): said at once, and without the key in the
+    message, since an error line ends up in logs and the key is a secret.
+    """
+    if key is None or not key.strip():
+        return None
+    key = key.strip()
+    if not all("!" <= ch <= "~" for ch in key):
+        raise ValueError(
+            "the API key has a character no key has (a space, a control character or a "
+            "non-ASCII letter)"
+        )
+    return key
+
+
 def server_root(base_url: str) -> str:
     """The server's root for a base URL as given (``http://host:8000/v1/`` too): every path
     the client asks for starts with /v1 itself."""
@@ -446,7 +466,9 @@ class ClientBase:
         if not is_http_url(base_url.strip()):
             raise ValueError(f"{base_url!r} is not an http(s) URL, e.g. {DEFAULT_URL}")
         self.base_url = server_root(base_url)
-        self.api_key = api_key if api_key is not None else os.environ.get("DEMIXER_API_KEY")
+        self.api_key = clean_api_key(
+            api_key if api_key is not None else os.environ.get("DEMIXER_API_KEY")
+        )
         self.timeout = timeout
         self.max_tries = max_tries
         self.poll_interval = poll_interval
