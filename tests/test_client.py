@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import subprocess
@@ -41,7 +42,7 @@ from demixer.client import (
     WaitTimeout,
 )
 from demixer.client.core import StatusStream, atomic_file, retry_delay
-from demixer.errors import InvalidAudio, InvalidOutput
+from demixer.errors import InvalidAudio, InvalidOutput, StorageFull, exit_code_for
 from service_harness import DEMIXER, Server, fast_env, free_port, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -976,3 +977,38 @@ def test_an_api_key_read_with_its_newline_is_sent_without_it_and_a_bad_one_is_no
     assert done.returncode == 2, done.stderr
     assert "Invalid value for '--key': the API key has a character no key has" in done.stderr
     assert "dmx_s" not in done.stderr
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_the_disk_refuses_is_an_output_error_not_a_bad_input(tmp_path: Path) -> None:
+    """`remote separate` said "[INVALID_INPUT] song.wav: Is a directory" (exit 3, and went on
+    with the next file) when a stem could not be written: the local CLI's INVALID_OUTPUT (exit
+    2), naming the file it could not write, and STORAGE_FULL for a full disk."""
+    body = bytes(1000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    out = tmp_path / "out"
+    (out / "song_vocals.wav").mkdir(parents=True)  # in the way of the stem
+
+    def disk_full(_n: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(InvalidOutput) as refused:
+            c.download(result, out)
+        with pytest.raises(StorageFull) as full:
+            c.download(result, tmp_path / "full", on_bytes=disk_full)
+    assert refused.value.message == (
+        f"cannot write the stems: Is a directory ({out / 'song_vocals.wav'})"
+    )
+    assert exit_code_for(refused.value) == 2
+    assert full.value.message == "cannot write the stems: the disk is full"
+    assert [p.name for p in out.iterdir()] == ["song_vocals.wav"]  # no .part left
+    assert list((tmp_path / "full").iterdir()) == []

@@ -35,8 +35,8 @@ from demixer.client.errors import (
 )
 from demixer.client.types import OutputFile, Status
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import InvalidAudio
-from demixer.filemode import new_temporary
+from demixer.errors import DemixerError, InvalidAudio, StorageFull
+from demixer.filemode import new_temporary, unwritable
 from demixer.naming import shown_name
 
 __all__ = [
@@ -380,17 +380,26 @@ def download_target(directory: Path, output: OutputFile) -> Path:
 
 @contextmanager
 def atomic_file(target: Path) -> Iterator[IO[bytes]]:
-    """A temporary file beside ``target`` that replaces it only if the block succeeds."""
+    """A temporary file beside ``target`` that replaces it only if the block succeeds.
+
+    The file system's refusals (the disk is full, ``target`` is a folder, no permission)
+    are the local CLI's: :class:`~demixer.errors.StorageFull` or
+    :class:`~demixer.errors.InvalidOutput`, not a bare OSError that reads as a bad input.
+    """
     made: dict[str, Path] = {}
     try:
         tmp = new_temporary(target, ".part", made, "part")
         with tmp.open("wb") as fh:
             yield fh
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         for path in made.values():
             path.unlink(missing_ok=True)
-        raise
+        if not isinstance(exc, OSError) or isinstance(exc, DemixerError):  # WaitTimeout is one
+            raise
+        if StorageFull.caused(exc):
+            raise StorageFull("cannot write the stems: the disk is full") from exc
+        raise unwritable(exc) from exc
 
 
 def check_size(output: OutputFile, written: int) -> None:
