@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import re
 import subprocess
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest.mock import patch
 
@@ -1012,3 +1013,53 @@ def test_a_download_the_disk_refuses_is_an_output_error_not_a_bad_input(tmp_path
     assert full.value.message == "cannot write the stems: the disk is full"
     assert [p.name for p in out.iterdir()] == ["song_vocals.wav"]  # no .part left
     assert list((tmp_path / "full").iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # a stand-in server: no demixer server, no backend
+def test_wait_ends_at_its_timeout_behind_a_proxy_that_buffers_the_event_stream() -> None:
+    """A buffering proxy answers the event stream's headers, then holds every frame until the
+    job ends: ``wait(timeout=1)`` waited out the stream's 60 s read timeout first."""
+    release = threading.Event()
+
+    class Buffering(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if "/status/stream" in self.path:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                self.wfile.flush()
+                release.wait(30)  # the frames sit in the proxy's buffer
+                return
+            body = json.dumps(_status_json("IN_PROGRESS")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Buffering)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+
+    def sync_wait() -> None:
+        with Client(url, "k") as c:
+            c.wait("req_1", timeout=1)
+
+    async def async_wait() -> None:
+        async with AsyncClient(url, "k") as c:
+            await c.wait("req_1", timeout=1)
+
+    try:
+        for wait in (sync_wait, lambda: asyncio.run(async_wait())):
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout):
+                wait()
+            assert time.monotonic() - started < 4
+    finally:
+        release.set()
+        proxy.shutdown()
+        proxy.server_close()

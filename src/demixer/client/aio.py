@@ -216,7 +216,7 @@ class AsyncClient(core.ClientBase):
         self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
     ) -> Status | None:
         call = self._stream_call(request_id)
-        timeout = self._stream_timeout(self.timeout)
+        timeout = self._stream_timeout(deadline)
         try:
             response = await self._send(call, stream=True, timeout=timeout, deadline=deadline)
         except WaitTimeout:

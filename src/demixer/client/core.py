@@ -617,6 +617,9 @@ class ClientBase:
         headers = {"Range": f"bytes={start}-"} if start else {}
         return Call("GET", url, headers=headers, signed=True)
 
-    @staticmethod
-    def _stream_timeout(timeout: float) -> httpx.Timeout:
-        return httpx.Timeout(timeout, read=max(timeout, STREAM_READ_TIMEOUT))
+    def _stream_timeout(self, deadline: Deadline) -> httpx.Timeout:
+        """The event stream's timeouts: a read may wait for a frame longer than other calls,
+        but not past the wait's deadline (a proxy that buffers the stream sends nothing until
+        the job ends; ``wait(timeout=...)`` must still end on time)."""
+        read = deadline.nap(max(self.timeout, STREAM_READ_TIMEOUT))
+        return httpx.Timeout(self.timeout, read=max(read, 0.1))

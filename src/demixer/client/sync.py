@@ -255,7 +255,7 @@ class Client(core.ClientBase):
     ) -> Status | None:
         """The final status from the SSE stream, or None if the stream could not be used."""
         call = self._stream_call(request_id)
-        timeout = self._stream_timeout(self.timeout)
+        timeout = self._stream_timeout(deadline)
         try:
             response = self._send(call, stream=True, timeout=timeout, deadline=deadline)
         except WaitTimeout:
