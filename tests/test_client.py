@@ -1063,3 +1063,41 @@ def test_wait_ends_at_its_timeout_behind_a_proxy_that_buffers_the_event_stream()
         release.set()
         proxy.shutdown()
         proxy.server_close()
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_proxys_502_and_504_while_the_server_restarts_are_ridden_out(tmp_path: Path) -> None:
+    """Behind nginx or a load balancer a restarting API is a 502 Bad Gateway page (504 when
+    slow), not a refused connection or a 503: wait() ended with HTTP_502 at once. Calls safe
+    to repeat are sent again; a multipart upload (a new file each time) is not."""
+    clock = _Clock()
+    seen: list[str] = []
+    gateway = {"/v1/queue/requests/req_1/result": 504}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        seen.append(f"{request.method} {path}")
+        if clock.now < 40 or request.method == "POST":  # the API behind the proxy restarts
+            return httpx.Response(502, html="<html><h1>502 Bad Gateway</h1>nginx</html>")
+        if path in gateway:
+            return httpx.Response(gateway.pop(path), html="<h1>504 Gateway Time-out</h1>")
+        if path.endswith("/result"):
+            return httpx.Response(200, json={"request_id": "req_1", "model": "audio/stems",
+                                             "data": {}})  # fmt: skip
+        return httpx.Response(200, json=_status_json("COMPLETED"))
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with (
+        patch("time.monotonic", clock.monotonic),
+        patch("time.sleep", clock.sleep),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        assert c.wait("req_1").status == "COMPLETED"
+        assert 40 <= clock.now <= 50
+        assert c.result("req_1").request_id == "req_1"  # after one 504
+        with pytest.raises(ApiError) as refused:
+            c.upload(song, multipart=True)
+    assert seen.count("GET /v1/queue/requests/req_1/result") == 2
+    assert (refused.value.status, refused.value.code) == (502, "HTTP_502")
+    assert seen.count("POST /v1/files") == 1

@@ -104,7 +104,9 @@ class AsyncClient(core.ClientBase):
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
                     await anyio.sleep(core.pause_within(deadline, wait))
                     continue
-            delay = core.retry_delay(response, attempt, self.max_tries)
+            delay = core.retry_delay(
+                response, attempt, self.max_tries, safe_to_repeat=call.safe_to_repeat
+            )
             if delay is None:
                 return response
             await response.aclose()

@@ -43,6 +43,7 @@ __all__ = [
     "CHUNK",
     "DEFAULT_MODEL",
     "DEFAULT_URL",
+    "GATEWAY_ERRORS",
     "Call",
     "ClientBase",
     "CountingReader",
@@ -75,6 +76,9 @@ STREAM_READ_TIMEOUT = 30.0  # seconds: the server sends a frame at least every 1
 OUTAGE_PATIENCE = 300.0  # seconds ``wait`` without a timeout rides out an unanswering server
 MAX_OUTAGE_PAUSE = 10.0  # seconds between status reads while the server does not answer
 _MEDIA_OK = ("audio/", "video/")
+# A reverse proxy's or load balancer's answers when the server behind it does not answer (it
+# is restarting, or too slow): Bad Gateway and Gateway Timeout.
+GATEWAY_ERRORS = (502, 504)
 
 
 @dataclass(frozen=True)
@@ -146,16 +150,22 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def retry_delay(response: httpx.Response, attempt: int, tries: int) -> float | None:
+def retry_delay(
+    response: httpx.Response, attempt: int, tries: int, *, safe_to_repeat: bool = False
+) -> float | None:
     """Seconds to wait before sending again, or None to answer with ``response``.
 
     429 (rate limited) and 503 (the server's database or object storage is briefly
     unavailable) are retried: the server did not act on the request, so even a POST may be
-    sent again. ``Retry-After`` (seconds or an HTTP date) is honoured up to
-    :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from 1
-    up to ``tries``.
+    sent again. A proxy's 502 or 504 (:data:`GATEWAY_ERRORS`: the server behind it restarting,
+    or slow) is retried for a call that is ``safe_to_repeat`` (:attr:`Call.safe_to_repeat`):
+    the server may have acted on it. ``Retry-After`` (seconds or an HTTP date) is honoured up
+    to :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from
+    1 up to ``tries``.
     """
-    if response.status_code not in (429, 503) or attempt >= tries:
+    status = response.status_code
+    retried = status in (429, 503) or (safe_to_repeat and status in GATEWAY_ERRORS)
+    if not retried or attempt >= tries:
         return None
     value = response.headers.get("retry-after", "").strip()
     delay: float = 2.0 ** (attempt - 1)
@@ -212,9 +222,10 @@ class Deadline:
 
 class Outage:
     """``wait``'s patience with a server that does not answer (unreachable, restarting, or
-    answering 429/503): it asks again, 1 s then doubling up to :data:`MAX_OUTAGE_PAUSE`, until
-    the wait's deadline (then :class:`WaitTimeout`), or for :data:`OUTAGE_PATIENCE` seconds
-    without one (then :class:`ConnectionFailed` naming the job, which goes on on the server).
+    answering 429/503, or a proxy in front of it answering 502/504): it asks again, 1 s then
+    doubling up to :data:`MAX_OUTAGE_PAUSE`, until the wait's deadline (then
+    :class:`WaitTimeout`), or for :data:`OUTAGE_PATIENCE` seconds without one (then
+    :class:`ConnectionFailed` naming the job, which goes on on the server).
     """
 
     def __init__(self, deadline: Deadline) -> None:
@@ -226,7 +237,7 @@ class Outage:
         """Seconds to pause before asking again, or raise: ``exc`` itself when it is not an
         outage (e.g. 404: the request is gone), or as above."""
         outage = isinstance(exc, ConnectionFailed) or (
-            isinstance(exc, ApiError) and exc.status in (429, 503)
+            isinstance(exc, ApiError) and exc.status in (429, 503, *GATEWAY_ERRORS)
         )
         if not outage:
             raise exc
