@@ -1134,3 +1134,24 @@ def test_readme_client_examples_each_import_what_they_use() -> None:
     assert len(blocks) >= 4
     for block in blocks:
         assert _unbound_names(block) == set(), block
+
+
+@pytest.mark.backends("sqlite")  # no server at all: no backend
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-f", "ogg"], "unknown output format 'ogg'; choose one of wav, flac, mp3"),
+        (["--bit-depth", "8"], "bit depth '8' is not available for wav; choose one of 16, 24, 32f"),
+    ],
+)
+def test_remote_separate_refuses_a_bad_format_before_it_uploads(
+    music: tuple[Path, np.ndarray], tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A typo in -f or --bit-depth was said by the server after the whole first file was
+    uploaded (here nothing listens: it would be CONNECTION_FAILED); --quality already was
+    checked first, as `separate` checks both."""
+    cmd = [DEMIXER, "remote", "separate", str(music[0]), "-o", str(tmp_path / "out"), *args,
+           "--server", f"http://127.0.0.1:{free_port()}", "--key", "k"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"error [INVALID_OUTPUT] {message}\n"

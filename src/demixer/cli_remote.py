@@ -156,6 +156,7 @@ def remote_separate(
     ] = None,
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
+    from demixer.audio import OutputFormat
     from demixer.client import Client, Result
     from demixer.client.core import clean_api_key, is_http_url
     from demixer.client.errors import WaitTimeout
@@ -180,6 +181,10 @@ def remote_separate(
             quality = parse_quality(quality)
         except DemixerError as e:
             raise fail(e) from None
+    try:  # likewise: a typo in -f is not worth a whole upload
+        OutputFormat.parse(fmt, bit_depth)
+    except DemixerError as e:
+        raise fail(e) from None
     try:
         key = clean_api_key(key)
     except ValueError as e:
