@@ -1155,3 +1155,27 @@ def test_remote_separate_refuses_a_bad_format_before_it_uploads(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"error [INVALID_OUTPUT] {message}\n"
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_that_fails_does_not_print_its_signed_url(tmp_path: Path) -> None:
+    """An output's signed URL is the key to its file: the error line (in a CI log) named it
+    whole, signature and all."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    url = "http://api.test/v1/blobs/outputs/req_1/vocals.wav?expires=1796639275&sig=k_GgI1U38g"
+    output = {"url": url, "file_name": "song_vocals.wav", "content_type": "audio/wav"}
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    with (
+        patch("time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(ConnectionFailed) as caught,
+    ):
+        c.download(result, tmp_path)
+    assert caught.value.message == (
+        "http://api.test/v1/blobs/outputs/req_1/vocals.wav: [Errno 111] Connection refused"
+    )

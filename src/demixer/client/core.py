@@ -32,6 +32,7 @@ from demixer.client.errors import (
     JobCancelled,
     JobFailed,
     WaitTimeout,
+    shown_url,
 )
 from demixer.client.types import OutputFile, Status
 from demixer.defaults import DEFAULT_MODEL
@@ -145,7 +146,8 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
         body = None
     if not isinstance(body, dict):
         raise BadResponse(
-            f"{response.request.url}: expected a JSON object, got {response.text[:200]!r}"
+            f"{shown_url(response.request.url)}: expected a JSON object, got "
+            f"{response.text[:200]!r}"
         )
     return body
 
@@ -301,8 +303,8 @@ def resume_from(response: httpx.Response, written: int) -> int:
     if response.status_code == 206 and content_range.startswith(f"bytes {written}-"):
         return written
     raise BadResponse(
-        f"{response.request.url}: asked for bytes {written}- and got {response.status_code} "
-        f"{content_range or '(no Content-Range)'}"
+        f"{shown_url(response.request.url)}: asked for bytes {written}- and got "
+        f"{response.status_code} {content_range or '(no Content-Range)'}"
     )
 
 
