@@ -34,7 +34,7 @@ import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend, interrupt_after
-from demixer import AsyncClient, Client
+from demixer import AsyncClient, Client, cli_remote
 from demixer.client import (
     ApiError,
     ConnectionFailed,
@@ -1179,3 +1179,13 @@ def test_a_download_that_fails_does_not_print_its_signed_url(tmp_path: Path) -> 
     assert caught.value.message == (
         "http://api.test/v1/blobs/outputs/req_1/vocals.wav: [Errno 111] Connection refused"
     )
+
+
+@pytest.mark.backends("sqlite")  # no server: the exit code a server's error maps to
+def test_an_input_over_the_servers_upload_limit_is_a_bad_input_not_the_end_of_the_batch() -> None:
+    """`remote separate a.wav b.wav`: a too long input (DURATION_LIMIT) is exit 3 and the
+    others go on; one over the size limit (FILE_TOO_LARGE, at its upload) was exit 1, which
+    stopped the batch there, b.wav never sent."""
+    too_long = ApiError(422, "DURATION_LIMIT", "longer than 1200 s")
+    too_large = ApiError(413, "FILE_TOO_LARGE", "file_size 15245843 is over this server's limit")
+    assert cli_remote._exit_code(too_long) == cli_remote._exit_code(too_large) == 3
