@@ -105,7 +105,7 @@ class AsyncClient(core.ClientBase):
                     await anyio.sleep(core.pause_within(deadline, wait))
                     continue
             delay = core.retry_delay(
-                response, attempt, self.max_tries, safe_to_repeat=call.safe_to_repeat
+                response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
                 return response

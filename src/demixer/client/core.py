@@ -94,6 +94,15 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     signed: bool = False
     repeatable: bool = False
+    # wait() has another way when this call is refused (the event stream: it polls instead).
+    fallback: bool = False
+
+    @property
+    def gateway_retried(self) -> bool:
+        """Whether a proxy's 502/504 is waited out and the call sent again: when it is safe to
+        repeat, unless ``fallback`` (a proxy that refuses event streams answers 502 to every
+        try: polling at once beats 15 s of retries)."""
+        return self.safe_to_repeat and not self.fallback
 
     @property
     def safe_to_repeat(self) -> bool:
@@ -153,20 +162,20 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
 
 
 def retry_delay(
-    response: httpx.Response, attempt: int, tries: int, *, safe_to_repeat: bool = False
+    response: httpx.Response, attempt: int, tries: int, *, retry_gateway: bool = False
 ) -> float | None:
     """Seconds to wait before sending again, or None to answer with ``response``.
 
     429 (rate limited) and 503 (the server's database or object storage is briefly
     unavailable) are retried: the server did not act on the request, so even a POST may be
     sent again. A proxy's 502 or 504 (:data:`GATEWAY_ERRORS`: the server behind it restarting,
-    or slow) is retried for a call that is ``safe_to_repeat`` (:attr:`Call.safe_to_repeat`):
-    the server may have acted on it. ``Retry-After`` (seconds or an HTTP date) is honoured up
+    or slow) is retried only with ``retry_gateway`` (:attr:`Call.gateway_retried`): the server
+    may have acted on the request. ``Retry-After`` (seconds or an HTTP date) is honoured up
     to :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from
     1 up to ``tries``.
     """
     status = response.status_code
-    retried = status in (429, 503) or (safe_to_repeat and status in GATEWAY_ERRORS)
+    retried = status in (429, 503) or (retry_gateway and status in GATEWAY_ERRORS)
     if not retried or attempt >= tries:
         return None
     value = response.headers.get("retry-after", "").strip()
@@ -616,7 +625,8 @@ class ClientBase:
 
     def _stream_call(self, request_id: str) -> Call:
         interval = str(max(1.0, self.poll_interval))
-        return Call("GET", self._request_url(request_id, "/status/stream"), {"interval": interval})
+        url = self._request_url(request_id, "/status/stream")
+        return Call("GET", url, {"interval": interval}, fallback=True)
 
     def _result_call(self, request_id: str) -> Call:
         return Call("GET", self._request_url(request_id, "/result"))

@@ -114,7 +114,7 @@ class Client(core.ClientBase):
                     time.sleep(core.pause_within(deadline, wait))
                     continue
             delay = core.retry_delay(
-                response, attempt, self.max_tries, safe_to_repeat=call.safe_to_repeat
+                response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
                 return response
