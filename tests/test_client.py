@@ -37,6 +37,7 @@ from conftest import Backend, interrupt_after
 from demixer import AsyncClient, Client, cli_remote
 from demixer.client import (
     ApiError,
+    BadResponse,
     ConnectionFailed,
     JobCancelled,
     JobFailed,
@@ -1191,3 +1192,24 @@ def test_an_input_over_the_servers_upload_limit_is_a_bad_input_not_the_end_of_th
     too_long = ApiError(422, "DURATION_LIMIT", "longer than 1200 s")
     too_large = ApiError(413, "FILE_TOO_LARGE", "file_size 15245843 is over this server's limit")
     assert cli_remote._exit_code(too_long) == cli_remote._exit_code(too_large) == 3
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_server_that_redirects_http_to_https_is_named_with_where_it_redirects() -> None:
+    """A server behind a proxy that sends http:// on to https:// answered every call with a
+    308 and no body: the client said "expected a JSON object, got ''"."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        to = f"https://demixer.example.com{request.url.path}"
+        return httpx.Response(308, headers={"Location": to})
+
+    with (
+        Client("http://demixer.example.com", "k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(BadResponse) as caught,
+    ):
+        c.status("req_1")
+    assert caught.value.message == (
+        "http://demixer.example.com/v1/queue/requests/req_1/status: the server redirects to "
+        "https://demixer.example.com/v1/queue/requests/req_1/status; give the address it "
+        "redirects to as the server's URL"
+    )

@@ -147,8 +147,19 @@ def check(response: httpx.Response) -> None:
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object of a successful answer (after :func:`check`)."""
+    """The JSON object of a successful answer (after :func:`check`).
+
+    A redirect (an ``http://`` address a proxy sends on to ``https://``) is not followed:
+    httpx would send a POST on as a GET, or drop the API key on the way to another origin.
+    It is said instead, with the address to use.
+    """
     check(response)
+    if response.is_redirect:
+        to = shown_url(response.headers["location"])
+        raise BadResponse(
+            f"{shown_url(response.request.url)}: the server redirects to {to}; give the "
+            "address it redirects to as the server's URL"
+        )
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
