@@ -1213,3 +1213,30 @@ def test_a_server_that_redirects_http_to_https_is_named_with_where_it_redirects(
         "https://demixer.example.com/v1/queue/requests/req_1/status; give the address it "
         "redirects to as the server's URL"
     )
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_proxys_html_error_page_is_said_in_its_own_words(tmp_path: Path) -> None:
+    """nginx in front of the server, at its default 1 MB body limit, refuses the upload with
+    an HTML page: the error line was that page's markup, cut at 200 characters."""
+    page = (
+        "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+        "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx/1.25.3"
+        "</center>\r\n</body>\r\n</html>\r\n"
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(
+                201, json={"file_id": "file_1", "upload_url": "http://api.test/up"}
+            )
+        return httpx.Response(413, html=page)
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with (
+        Client("http://api.test", "k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(ApiError) as caught,
+    ):
+        c.upload(song)
+    assert str(caught.value) == "413 HTTP_413: 413 Request Entity Too Large"

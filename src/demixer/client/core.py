@@ -7,9 +7,11 @@ answers back to the parsers here, so every operation's wire format is written on
 
 from __future__ import annotations
 
+import html
 import json
 import mimetypes
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -142,8 +144,22 @@ def check(response: httpx.Response) -> None:
             error.get("request_id") if isinstance(error.get("request_id"), str) else rid,
         )
     # Not demixer's shape: a proxy, a load balancer or object storage answered.
-    text = " ".join(response.text.split())[:200] or response.reason_phrase
+    text = _page_text(response)[:200] or response.reason_phrase
     raise ApiError(response.status_code, f"HTTP_{response.status_code}", text, None, rid)
+
+
+def _page_text(response: httpx.Response) -> str:
+    """An error page's words on one line: an HTML page's title (nginx: "413 Request Entity
+    Too Large"), else its text without the markup; any other body as it is."""
+    text = response.text
+    if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        if title is not None and title[1].strip():
+            text = title[1]
+        else:
+            text = re.sub(r"<(script|style)\b.*?</\1>|<[^>]*>", " ", text, flags=re.I | re.S)
+        text = html.unescape(text)
+    return " ".join(text.split())
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
