@@ -10,16 +10,20 @@ serving a non-audio ``audio_url``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import errno
+import json
 import os
 import re
 import subprocess
+import symtable
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest.mock import patch
 
@@ -30,9 +34,10 @@ import soundfile as sf
 
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend, interrupt_after
-from demixer import AsyncClient, Client
+from demixer import AsyncClient, Client, cli_remote
 from demixer.client import (
     ApiError,
+    BadResponse,
     ConnectionFailed,
     JobCancelled,
     JobFailed,
@@ -41,7 +46,7 @@ from demixer.client import (
     WaitTimeout,
 )
 from demixer.client.core import StatusStream, atomic_file, retry_delay
-from demixer.errors import InvalidAudio, InvalidOutput
+from demixer.errors import InvalidAudio, InvalidOutput, StorageFull, exit_code_for
 from service_harness import DEMIXER, Server, fast_env, free_port, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -942,3 +947,296 @@ def test_a_download_interrupted_right_after_its_temporary_is_made_leaves_no_file
         fh.write(b"never")
     assert len(made) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_an_api_key_read_with_its_newline_is_sent_without_it_and_a_bad_one_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key from a mounted secret or a file keeps its newline: it was sent as it was, which
+    HTTP cannot carry, so every call was retried for 15 s and then failed with the key itself
+    printed in the error line."""
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(200, json=_status_json("COMPLETED"))
+
+    monkeypatch.setenv("DEMIXER_API_KEY", "dmx_secret\n")
+    with Client("http://api.test", transport=httpx.MockTransport(handler), max_tries=1) as c:
+        assert c.status("req_1").status == "COMPLETED"
+    assert sent == ["Bearer dmx_secret"]
+
+    with pytest.raises(ValueError, match="the API key has a character no key has") as bad:
+        Client("http://api.test", api_key="dmx_sécret")
+    assert "cret" not in str(bad.value)
+    cmd = [DEMIXER, "remote", "separate", "song.wav", "--server", "http://127.0.0.1:9"]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, DEMIXER_API_KEY="dmx_sé"),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Invalid value for '--key': the API key has a character no key has" in done.stderr
+    assert "dmx_s" not in done.stderr
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_the_disk_refuses_is_an_output_error_not_a_bad_input(tmp_path: Path) -> None:
+    """`remote separate` said "[INVALID_INPUT] song.wav: Is a directory" (exit 3, and went on
+    with the next file) when a stem could not be written: the local CLI's INVALID_OUTPUT (exit
+    2), naming the file it could not write, and STORAGE_FULL for a full disk."""
+    body = bytes(1000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    out = tmp_path / "out"
+    (out / "song_vocals.wav").mkdir(parents=True)  # in the way of the stem
+
+    def disk_full(_n: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(InvalidOutput) as refused:
+            c.download(result, out)
+        with pytest.raises(StorageFull) as full:
+            c.download(result, tmp_path / "full", on_bytes=disk_full)
+    assert refused.value.message == (
+        f"cannot write the stems: Is a directory ({out / 'song_vocals.wav'})"
+    )
+    assert exit_code_for(refused.value) == 2
+    assert full.value.message == "cannot write the stems: the disk is full"
+    assert [p.name for p in out.iterdir()] == ["song_vocals.wav"]  # no .part left
+    assert list((tmp_path / "full").iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # a stand-in server: no demixer server, no backend
+def test_wait_ends_at_its_timeout_behind_a_proxy_that_buffers_the_event_stream() -> None:
+    """A buffering proxy answers the event stream's headers, then holds every frame until the
+    job ends: ``wait(timeout=1)`` waited out the stream's 60 s read timeout first."""
+    release = threading.Event()
+
+    class Buffering(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if "/status/stream" in self.path:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                self.wfile.flush()
+                release.wait(30)  # the frames sit in the proxy's buffer
+                return
+            body = json.dumps(_status_json("IN_PROGRESS")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Buffering)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+
+    def sync_wait() -> None:
+        with Client(url, "k") as c:
+            c.wait("req_1", timeout=1)
+
+    async def async_wait() -> None:
+        async with AsyncClient(url, "k") as c:
+            await c.wait("req_1", timeout=1)
+
+    try:
+        for wait in (sync_wait, lambda: asyncio.run(async_wait())):
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout):
+                wait()
+            assert time.monotonic() - started < 4
+    finally:
+        release.set()
+        proxy.shutdown()
+        proxy.server_close()
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_proxys_502_and_504_while_the_server_restarts_are_ridden_out(tmp_path: Path) -> None:
+    """Behind nginx or a load balancer a restarting API is a 502 Bad Gateway page (504 when
+    slow), not a refused connection or a 503: wait() ended with HTTP_502 at once. Calls safe
+    to repeat are sent again; a multipart upload (a new file each time) is not."""
+    clock = _Clock()
+    seen: list[str] = []
+    gateway = {"/v1/queue/requests/req_1/result": 504}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        seen.append(f"{request.method} {path}")
+        if clock.now < 40 or request.method == "POST":  # the API behind the proxy restarts
+            return httpx.Response(502, html="<html><h1>502 Bad Gateway</h1>nginx</html>")
+        if path in gateway:
+            return httpx.Response(gateway.pop(path), html="<h1>504 Gateway Time-out</h1>")
+        if path.endswith("/result"):
+            return httpx.Response(200, json={"request_id": "req_1", "model": "audio/stems",
+                                             "data": {}})  # fmt: skip
+        return httpx.Response(200, json=_status_json("COMPLETED"))
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with (
+        patch("time.monotonic", clock.monotonic),
+        patch("time.sleep", clock.sleep),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        assert c.wait("req_1").status == "COMPLETED"
+        assert 40 <= clock.now <= 50
+        assert c.result("req_1").request_id == "req_1"  # after one 504
+        with pytest.raises(ApiError) as refused:
+            c.upload(song, multipart=True)
+    assert seen.count("GET /v1/queue/requests/req_1/result") == 2
+    # A 502 to the event stream may be a proxy that refuses streams: polled at once instead.
+    assert seen.count("GET /v1/queue/requests/req_1/status/stream") == 1
+    assert (refused.value.status, refused.value.code) == (502, "HTTP_502")
+    assert seen.count("POST /v1/files") == 1
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _unbound_names(code: str) -> set[str]:
+    """The names ``code`` uses (at its top or inside its functions) that it never imports or
+    assigns and that are not builtins: what a reader who pastes it alone gets a NameError for."""
+    top = symtable.symtable(code, "<readme>", "exec")
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    used: set[str] = set()
+    tables = [top]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        for symbol in table.get_symbols():
+            at_top = table is top or symbol.is_global()
+            if at_top and symbol.is_referenced():
+                used.add(symbol.get_name())
+    return used - bound - set(dir(builtins))
+
+
+@pytest.mark.backends("sqlite")  # reads the README: no server, no backend
+def test_readme_client_examples_each_import_what_they_use() -> None:
+    """The step-by-step example used ``Client`` without importing it (a NameError pasted
+    alone); each example of the client section runs as written."""
+    section = README.read_text("utf-8").split("## Python client", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) >= 4
+    for block in blocks:
+        assert _unbound_names(block) == set(), block
+
+
+@pytest.mark.backends("sqlite")  # no server at all: no backend
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-f", "ogg"], "unknown output format 'ogg'; choose one of wav, flac, mp3"),
+        (["--bit-depth", "8"], "bit depth '8' is not available for wav; choose one of 16, 24, 32f"),
+    ],
+)
+def test_remote_separate_refuses_a_bad_format_before_it_uploads(
+    music: tuple[Path, np.ndarray], tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A typo in -f or --bit-depth was said by the server after the whole first file was
+    uploaded (here nothing listens: it would be CONNECTION_FAILED); --quality already was
+    checked first, as `separate` checks both."""
+    cmd = [DEMIXER, "remote", "separate", str(music[0]), "-o", str(tmp_path / "out"), *args,
+           "--server", f"http://127.0.0.1:{free_port()}", "--key", "k"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"error [INVALID_OUTPUT] {message}\n"
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_that_fails_does_not_print_its_signed_url(tmp_path: Path) -> None:
+    """An output's signed URL is the key to its file: the error line (in a CI log) named it
+    whole, signature and all."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    url = "http://api.test/v1/blobs/outputs/req_1/vocals.wav?expires=1796639275&sig=k_GgI1U38g"
+    output = {"url": url, "file_name": "song_vocals.wav", "content_type": "audio/wav"}
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    with (
+        patch("time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(ConnectionFailed) as caught,
+    ):
+        c.download(result, tmp_path)
+    assert caught.value.message == (
+        "http://api.test/v1/blobs/outputs/req_1/vocals.wav: [Errno 111] Connection refused"
+    )
+
+
+@pytest.mark.backends("sqlite")  # no server: the exit code a server's error maps to
+def test_an_input_over_the_servers_upload_limit_is_a_bad_input_not_the_end_of_the_batch() -> None:
+    """`remote separate a.wav b.wav`: a too long input (DURATION_LIMIT) is exit 3 and the
+    others go on; one over the size limit (FILE_TOO_LARGE, at its upload) was exit 1, which
+    stopped the batch there, b.wav never sent."""
+    too_long = ApiError(422, "DURATION_LIMIT", "longer than 1200 s")
+    too_large = ApiError(413, "FILE_TOO_LARGE", "file_size 15245843 is over this server's limit")
+    assert cli_remote._exit_code(too_long) == cli_remote._exit_code(too_large) == 3
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_server_that_redirects_http_to_https_is_named_with_where_it_redirects() -> None:
+    """A server behind a proxy that sends http:// on to https:// answered every call with a
+    308 and no body: the client said "expected a JSON object, got ''"."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        to = f"https://demixer.example.com{request.url.path}"
+        return httpx.Response(308, headers={"Location": to})
+
+    with (
+        Client("http://demixer.example.com", "k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(BadResponse) as caught,
+    ):
+        c.status("req_1")
+    assert caught.value.message == (
+        "http://demixer.example.com/v1/queue/requests/req_1/status: the server redirects to "
+        "https://demixer.example.com/v1/queue/requests/req_1/status; give the address it "
+        "redirects to as the server's URL"
+    )
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_proxys_html_error_page_is_said_in_its_own_words(tmp_path: Path) -> None:
+    """nginx in front of the server, at its default 1 MB body limit, refuses the upload with
+    an HTML page: the error line was that page's markup, cut at 200 characters."""
+    page = (
+        "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+        "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx/1.25.3"
+        "</center>\r\n</body>\r\n</html>\r\n"
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(
+                201, json={"file_id": "file_1", "upload_url": "http://api.test/up"}
+            )
+        return httpx.Response(413, html=page)
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with (
+        Client("http://api.test", "k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(ApiError) as caught,
+    ):
+        c.upload(song)
+    assert str(caught.value) == "413 HTTP_413: 413 Request Entity Too Large"

@@ -156,8 +156,9 @@ def remote_separate(
     ] = None,
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
+    from demixer.audio import OutputFormat
     from demixer.client import Client, Result
-    from demixer.client.core import is_http_url
+    from demixer.client.core import clean_api_key, is_http_url
     from demixer.client.errors import WaitTimeout
     from demixer.filemode import check_folder
 
@@ -180,7 +181,15 @@ def remote_separate(
             quality = parse_quality(quality)
         except DemixerError as e:
             raise fail(e) from None
-    if not (key or "").strip():  # every API call needs one: say so before any upload
+    try:  # likewise: a typo in -f is not worth a whole upload
+        OutputFormat.parse(fmt, bit_depth)
+    except DemixerError as e:
+        raise fail(e) from None
+    try:
+        key = clean_api_key(key)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="'--key'") from None
+    if key is None:  # every API call needs one: say so before any upload
         raise typer.BadParameter(
             "no API key: pass --key or set DEMIXER_API_KEY (`demixer keys create` on the "
             "server makes one)",

@@ -473,6 +473,9 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     DeviceUnavailable: 2,
     InvalidSetting: 2,
     InvalidAudio: 3,
+    # A server's refusal of one input (over its upload limit), as DURATION_LIMIT (an
+    # InvalidAudio) is: `remote separate` goes on with the other inputs.
+    FileTooLarge: 3,
     ModelUnavailable: 4,
     Cancelled: 130,
 }

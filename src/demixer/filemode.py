@@ -56,5 +56,8 @@ def unwritable(e: OSError) -> InvalidOutput:
     words, e.g. "cannot write the stems: out is a file, not a folder"."""
     if isinstance(e, FileExistsError) and e.filename:  # a folder to make is a file
         return InvalidOutput(f"cannot write the stems: {e.filename} is a file, not a folder")
-    what = f" ({e.filename})" if e.filename else ""  # "[Errno 13] Permission denied: 'x'"
+    # "[Errno 13] Permission denied: 'x'"; of a rename, the name it was to have, not the
+    # hidden temporary's (gone by the time anyone looks)
+    name = e.filename2 or e.filename
+    what = f" ({name})" if name else ""
     return InvalidOutput(f"cannot write the stems: {e.strerror or e}{what}")

@@ -104,7 +104,9 @@ class AsyncClient(core.ClientBase):
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
                     await anyio.sleep(core.pause_within(deadline, wait))
                     continue
-            delay = core.retry_delay(response, attempt, self.max_tries)
+            delay = core.retry_delay(
+                response, attempt, self.max_tries, retry_gateway=call.gateway_retried
+            )
             if delay is None:
                 return response
             await response.aclose()
@@ -216,7 +218,7 @@ class AsyncClient(core.ClientBase):
         self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
     ) -> Status | None:
         call = self._stream_call(request_id)
-        timeout = self._stream_timeout(self.timeout)
+        timeout = self._stream_timeout(deadline)
         try:
             response = await self._send(call, stream=True, timeout=timeout, deadline=deadline)
         except WaitTimeout:

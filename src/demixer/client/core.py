@@ -7,9 +7,11 @@ answers back to the parsers here, so every operation's wire format is written on
 
 from __future__ import annotations
 
+import html
 import json
 import mimetypes
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,17 +34,19 @@ from demixer.client.errors import (
     JobCancelled,
     JobFailed,
     WaitTimeout,
+    shown_url,
 )
 from demixer.client.types import OutputFile, Status
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import InvalidAudio
-from demixer.filemode import new_temporary
+from demixer.errors import DemixerError, InvalidAudio, StorageFull
+from demixer.filemode import new_temporary, unwritable
 from demixer.naming import shown_name
 
 __all__ = [
     "CHUNK",
     "DEFAULT_MODEL",
     "DEFAULT_URL",
+    "GATEWAY_ERRORS",
     "Call",
     "ClientBase",
     "CountingReader",
@@ -53,6 +57,7 @@ __all__ = [
     "atomic_file",
     "check",
     "check_put",
+    "clean_api_key",
     "content_type_for",
     "download_target",
     "is_http_url",
@@ -74,6 +79,9 @@ STREAM_READ_TIMEOUT = 30.0  # seconds: the server sends a frame at least every 1
 OUTAGE_PATIENCE = 300.0  # seconds ``wait`` without a timeout rides out an unanswering server
 MAX_OUTAGE_PAUSE = 10.0  # seconds between status reads while the server does not answer
 _MEDIA_OK = ("audio/", "video/")
+# A reverse proxy's or load balancer's answers when the server behind it does not answer (it
+# is restarting, or too slow): Bad Gateway and Gateway Timeout.
+GATEWAY_ERRORS = (502, 504)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,15 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     signed: bool = False
     repeatable: bool = False
+    # wait() has another way when this call is refused (the event stream: it polls instead).
+    fallback: bool = False
+
+    @property
+    def gateway_retried(self) -> bool:
+        """Whether a proxy's 502/504 is waited out and the call sent again: when it is safe to
+        repeat, unless ``fallback`` (a proxy that refuses event streams answers 502 to every
+        try: polling at once beats 15 s of retries)."""
+        return self.safe_to_repeat and not self.fallback
 
     @property
     def safe_to_repeat(self) -> bool:
@@ -127,34 +144,66 @@ def check(response: httpx.Response) -> None:
             error.get("request_id") if isinstance(error.get("request_id"), str) else rid,
         )
     # Not demixer's shape: a proxy, a load balancer or object storage answered.
-    text = " ".join(response.text.split())[:200] or response.reason_phrase
+    text = _page_text(response)[:200] or response.reason_phrase
     raise ApiError(response.status_code, f"HTTP_{response.status_code}", text, None, rid)
 
 
+def _page_text(response: httpx.Response) -> str:
+    """An error page's words on one line: an HTML page's title (nginx: "413 Request Entity
+    Too Large"), else its text without the markup; any other body as it is."""
+    text = response.text
+    if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        if title is not None and title[1].strip():
+            text = title[1]
+        else:
+            text = re.sub(r"<(script|style)\b.*?</\1>|<[^>]*>", " ", text, flags=re.I | re.S)
+        text = html.unescape(text)
+    return " ".join(text.split())
+
+
 def json_body(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object of a successful answer (after :func:`check`)."""
+    """The JSON object of a successful answer (after :func:`check`).
+
+    A redirect (an ``http://`` address a proxy sends on to ``https://``) is not followed:
+    httpx would send a POST on as a GET, or drop the API key on the way to another origin.
+    It is said instead, with the address to use.
+    """
     check(response)
+    if response.is_redirect:
+        to = shown_url(response.headers["location"])
+        raise BadResponse(
+            f"{shown_url(response.request.url)}: the server redirects to {to}; give the "
+            "address it redirects to as the server's URL"
+        )
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
         raise BadResponse(
-            f"{response.request.url}: expected a JSON object, got {response.text[:200]!r}"
+            f"{shown_url(response.request.url)}: expected a JSON object, got "
+            f"{response.text[:200]!r}"
         )
     return body
 
 
-def retry_delay(response: httpx.Response, attempt: int, tries: int) -> float | None:
+def retry_delay(
+    response: httpx.Response, attempt: int, tries: int, *, retry_gateway: bool = False
+) -> float | None:
     """Seconds to wait before sending again, or None to answer with ``response``.
 
     429 (rate limited) and 503 (the server's database or object storage is briefly
     unavailable) are retried: the server did not act on the request, so even a POST may be
-    sent again. ``Retry-After`` (seconds or an HTTP date) is honoured up to
-    :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from 1
-    up to ``tries``.
+    sent again. A proxy's 502 or 504 (:data:`GATEWAY_ERRORS`: the server behind it restarting,
+    or slow) is retried only with ``retry_gateway`` (:attr:`Call.gateway_retried`): the server
+    may have acted on the request. ``Retry-After`` (seconds or an HTTP date) is honoured up
+    to :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from
+    1 up to ``tries``.
     """
-    if response.status_code not in (429, 503) or attempt >= tries:
+    status = response.status_code
+    retried = status in (429, 503) or (retry_gateway and status in GATEWAY_ERRORS)
+    if not retried or attempt >= tries:
         return None
     value = response.headers.get("retry-after", "").strip()
     delay: float = 2.0 ** (attempt - 1)
@@ -211,9 +260,10 @@ class Deadline:
 
 class Outage:
     """``wait``'s patience with a server that does not answer (unreachable, restarting, or
-    answering 429/503): it asks again, 1 s then doubling up to :data:`MAX_OUTAGE_PAUSE`, until
-    the wait's deadline (then :class:`WaitTimeout`), or for :data:`OUTAGE_PATIENCE` seconds
-    without one (then :class:`ConnectionFailed` naming the job, which goes on on the server).
+    answering 429/503, or a proxy in front of it answering 502/504): it asks again, 1 s then
+    doubling up to :data:`MAX_OUTAGE_PAUSE`, until the wait's deadline (then
+    :class:`WaitTimeout`), or for :data:`OUTAGE_PATIENCE` seconds without one (then
+    :class:`ConnectionFailed` naming the job, which goes on on the server).
     """
 
     def __init__(self, deadline: Deadline) -> None:
@@ -225,7 +275,7 @@ class Outage:
         """Seconds to pause before asking again, or raise: ``exc`` itself when it is not an
         outage (e.g. 404: the request is gone), or as above."""
         outage = isinstance(exc, ConnectionFailed) or (
-            isinstance(exc, ApiError) and exc.status in (429, 503)
+            isinstance(exc, ApiError) and exc.status in (429, 503, *GATEWAY_ERRORS)
         )
         if not outage:
             raise exc
@@ -289,8 +339,8 @@ def resume_from(response: httpx.Response, written: int) -> int:
     if response.status_code == 206 and content_range.startswith(f"bytes {written}-"):
         return written
     raise BadResponse(
-        f"{response.request.url}: asked for bytes {written}- and got {response.status_code} "
-        f"{content_range or '(no Content-Range)'}"
+        f"{shown_url(response.request.url)}: asked for bytes {written}- and got "
+        f"{response.status_code} {content_range or '(no Content-Range)'}"
     )
 
 
@@ -379,17 +429,26 @@ def download_target(directory: Path, output: OutputFile) -> Path:
 
 @contextmanager
 def atomic_file(target: Path) -> Iterator[IO[bytes]]:
-    """A temporary file beside ``target`` that replaces it only if the block succeeds."""
+    """A temporary file beside ``target`` that replaces it only if the block succeeds.
+
+    The file system's refusals (the disk is full, ``target`` is a folder, no permission)
+    are the local CLI's: :class:`~demixer.errors.StorageFull` or
+    :class:`~demixer.errors.InvalidOutput`, not a bare OSError that reads as a bad input.
+    """
     made: dict[str, Path] = {}
     try:
         tmp = new_temporary(target, ".part", made, "part")
         with tmp.open("wb") as fh:
             yield fh
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         for path in made.values():
             path.unlink(missing_ok=True)
-        raise
+        if not isinstance(exc, OSError) or isinstance(exc, DemixerError):  # WaitTimeout is one
+            raise
+        if StorageFull.caused(exc):
+            raise StorageFull("cannot write the stems: the disk is full") from exc
+        raise unwritable(exc) from exc
 
 
 def check_size(output: OutputFile, written: int) -> None:
@@ -413,6 +472,25 @@ class CountingReader:
 
     def fileno(self) -> int:  # httpx sizes the part (Content-Length) with fstat
         return self._fh.fileno()
+
+
+def clean_api_key(key: str | None) -> str | None:
+    """``key`` without the spaces and line break around it (a key read from a file or a
+    mounted secret often ends with a newline), or None for none.
+
+    A key with any other character than visible ASCII in it is refused with ValueError (no
+    key has one, and HTTP could not send it): said at once, and without the key in the
+    message, since an error line ends up in logs and the key is a secret.
+    """
+    if key is None or not key.strip():
+        return None
+    key = key.strip()
+    if not all("!" <= ch <= "~" for ch in key):
+        raise ValueError(
+            "the API key has a character no key has (a space, a control character or a "
+            "non-ASCII letter)"
+        )
+    return key
 
 
 def server_root(base_url: str) -> str:
@@ -446,7 +524,9 @@ class ClientBase:
         if not is_http_url(base_url.strip()):
             raise ValueError(f"{base_url!r} is not an http(s) URL, e.g. {DEFAULT_URL}")
         self.base_url = server_root(base_url)
-        self.api_key = api_key if api_key is not None else os.environ.get("DEMIXER_API_KEY")
+        self.api_key = clean_api_key(
+            api_key if api_key is not None else os.environ.get("DEMIXER_API_KEY")
+        )
         self.timeout = timeout
         self.max_tries = max_tries
         self.poll_interval = poll_interval
@@ -572,7 +652,8 @@ class ClientBase:
 
     def _stream_call(self, request_id: str) -> Call:
         interval = str(max(1.0, self.poll_interval))
-        return Call("GET", self._request_url(request_id, "/status/stream"), {"interval": interval})
+        url = self._request_url(request_id, "/status/stream")
+        return Call("GET", url, {"interval": interval}, fallback=True)
 
     def _result_call(self, request_id: str) -> Call:
         return Call("GET", self._request_url(request_id, "/result"))
@@ -586,6 +667,9 @@ class ClientBase:
         headers = {"Range": f"bytes={start}-"} if start else {}
         return Call("GET", url, headers=headers, signed=True)
 
-    @staticmethod
-    def _stream_timeout(timeout: float) -> httpx.Timeout:
-        return httpx.Timeout(timeout, read=max(timeout, STREAM_READ_TIMEOUT))
+    def _stream_timeout(self, deadline: Deadline) -> httpx.Timeout:
+        """The event stream's timeouts: a read may wait for a frame longer than other calls,
+        but not past the wait's deadline (a proxy that buffers the stream sends nothing until
+        the job ends; ``wait(timeout=...)`` must still end on time)."""
+        read = deadline.nap(max(self.timeout, STREAM_READ_TIMEOUT))
+        return httpx.Timeout(self.timeout, read=max(read, 0.1))

@@ -24,6 +24,7 @@ __all__ = [
     "JobFailed",
     "WaitTimeout",
     "local_class",
+    "shown_url",
     "translate_transport_errors",
 ]
 
@@ -136,12 +137,19 @@ def local_class(code: str) -> type[errors.DemixerError]:
     return _by_code().get(code, errors.DemixerError)
 
 
+def shown_url(url: str | httpx.URL) -> str:
+    """``url`` as an error message names it: without its query, since a signed URL's query is
+    the key to its file (anyone who reads the log line could fetch the stems)."""
+    return str(url).split("?", 1)[0]
+
+
 @contextmanager
 def translate_transport_errors(url: str) -> Iterator[None]:
     """Turn httpx's transport and stream errors into :class:`ConnectionFailed`."""
+    shown = shown_url(url)
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise ConnectionFailed(f"{url}: timed out ({type(exc).__name__})") from exc
+        raise ConnectionFailed(f"{shown}: timed out ({type(exc).__name__})") from exc
     except httpx.HTTPError as exc:
-        raise ConnectionFailed(f"{url}: {str(exc) or type(exc).__name__}") from exc
+        raise ConnectionFailed(f"{shown}: {str(exc) or type(exc).__name__}") from exc

@@ -50,7 +50,8 @@ class Client(core.ClientBase):
         timeout: seconds for connecting and for each read.
         transport: an httpx transport (a proxy, a mounted app, a test double).
         max_tries: sends of one request: answered 429 or 503 (honouring ``Retry-After``), or
-            cut off by a broken connection when it is safe to repeat (see ``Call``).
+            cut off by a broken connection or answered 502/504 by a proxy when it is safe to
+            repeat (see ``Call``).
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
@@ -112,7 +113,9 @@ class Client(core.ClientBase):
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
                     time.sleep(core.pause_within(deadline, wait))
                     continue
-            delay = core.retry_delay(response, attempt, self.max_tries)
+            delay = core.retry_delay(
+                response, attempt, self.max_tries, retry_gateway=call.gateway_retried
+            )
             if delay is None:
                 return response
             response.close()
@@ -227,8 +230,9 @@ class Client(core.ClientBase):
         fails or is not offered (e.g. a proxy that buffers or refuses it). ``on_progress`` gets
         every status seen. Raises :class:`JobFailed` (with the failure's code and message),
         :class:`JobCancelled`, or :class:`WaitTimeout` after ``timeout`` seconds. A server that
-        does not answer (restarting, unreachable, 503) is asked again until then, or for 5
-        minutes without a timeout (:class:`ConnectionFailed` with the ``request_id``).
+        does not answer (restarting, unreachable, 503, or a proxy's 502/504) is asked again
+        until then, or for 5 minutes without a timeout (:class:`ConnectionFailed` with the
+        ``request_id``).
         """
         deadline = core.Deadline(timeout, request_id)
         outage = core.Outage(deadline)
@@ -255,7 +259,7 @@ class Client(core.ClientBase):
     ) -> Status | None:
         """The final status from the SSE stream, or None if the stream could not be used."""
         call = self._stream_call(request_id)
-        timeout = self._stream_timeout(self.timeout)
+        timeout = self._stream_timeout(deadline)
         try:
             response = self._send(call, stream=True, timeout=timeout, deadline=deadline)
         except WaitTimeout:
