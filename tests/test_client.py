@@ -393,6 +393,25 @@ def test_remote_separate_writes_the_stems(
     assert read(tmp_path / "falcon_vocals.flac").shape == music[1].shape
 
 
+def test_remote_separate_names_the_stems_after_the_local_file_as_separate_does(
+    server: Server, tmp_path: Path
+) -> None:
+    # The server keeps the last 120 characters of an upload's name: these two songs are one
+    # name there. Their stems are named after the files here, as the local CLI names them,
+    # and neither song's stems replace the other's.
+    rng = np.random.default_rng(7)
+    long = "x" * 125
+    songs = [tmp_path / f"{first}{long}.wav" for first in ("a", "b")]
+    for song in songs:
+        sf.write(song, 0.1 * rng.standard_normal((RATE // 2, 2)), RATE, subtype="FLOAT")
+    out = tmp_path / "out"
+    done = remote(server, *map(str, songs), "--stems", "vocals", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{first}{long}_{stem}.wav" for first in ("a", "b") for stem in ("residual", "vocals")
+    )
+
+
 def test_remote_separate_folds_surround_with_downmix(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:

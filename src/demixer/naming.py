@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
+from pathlib import PurePosixPath
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "input_name",
     "is_residual_maker",
     "output_name",
     "renamed",
@@ -23,6 +25,18 @@ __all__ = [
 DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
 # What made the residual, in ``made_by`` (an output -> what made it): no model, a subtraction.
 _RESIDUAL_MAKER = "the input minus "
+
+
+def input_name(raw: str) -> str:
+    """The name a server job gives its input ``raw`` (an upload's file name, or a URL's last
+    path segment), which its downloads are named after: a plain name, no folders (``\\`` is
+    one too) or control characters, a hidden or dots-only name as ``audio``, at most its last
+    120 characters."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip()
+    if not name.strip(".") or name.startswith("."):
+        name = "audio" + PurePosixPath(name).suffix
+    return name[-120:]
 
 
 def output_name(track: str, stem: str, ext: str) -> str:

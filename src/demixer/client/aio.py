@@ -348,4 +348,5 @@ class AsyncClient(core.ClientBase):
                 if on_result is not None:
                     on_result(result)
                 bar.downloading(result)
-                return await self.download(result, directory, on_bytes=bar.downloaded)
+                named = core.named_after(result, info.file_name, path)
+                return await self.download(named, directory, on_bytes=bar.downloaded)

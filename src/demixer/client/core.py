@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -36,11 +36,11 @@ from demixer.client.errors import (
     WaitTimeout,
     shown_url,
 )
-from demixer.client.types import OutputFile, Status
+from demixer.client.types import OutputFile, Result, Status
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InvalidAudio, StorageFull
 from demixer.filemode import new_temporary, unwritable
-from demixer.naming import shown_name
+from demixer.naming import input_name, renamed, shown_name
 
 __all__ = [
     "CHUNK",
@@ -61,6 +61,7 @@ __all__ = [
     "content_type_for",
     "download_target",
     "is_http_url",
+    "named_after",
     "naming_the_job",
     "pause_within",
     "resume_from",
@@ -425,6 +426,19 @@ def download_target(directory: Path, output: OutputFile) -> Path:
         ext = mimetypes.guess_extension(output.content_type) or ""
         name = f"{output.name}{ext}"
     return directory / name
+
+
+def named_after(result: Result, uploaded: str, path: Path) -> Result:
+    """``result`` with its files named after the local file ``path``, as ``demixer separate``
+    names them, not after the job's name for the upload ``uploaded`` (which keeps a name's
+    last 120 characters and renames a hidden one: two local songs could be one name there,
+    and the second's stems would replace the first's)."""
+    was, now = Path(input_name(uploaded)).stem, shown_name(path.stem)
+    outputs = {
+        name: replace(output, file_name=renamed(output.file_name, was, now))
+        for name, output in result.outputs.items()
+    }
+    return replace(result, outputs=outputs)
 
 
 @contextmanager

@@ -360,7 +360,8 @@ class Client(core.ClientBase):
     ) -> dict[str, Path]:
         """Upload ``path``, separate it, wait, and download the outputs into ``directory``.
 
-        Answers output name -> file written (e.g. ``vocals``, ``residual``). ``quality``:
+        Answers output name -> file written (e.g. ``vocals``, ``residual``), named after
+        ``path`` as ``demixer separate`` names them (``song_vocals.wav``). ``quality``:
         ``fast``, ``balanced`` or ``best`` (None: the server's default). ``progress``
         shows bars on stderr when it is a terminal. ``on_result`` is called with the job's
         :class:`Result` before the download (each output's ``gain`` and ``clipped``).
@@ -394,4 +395,5 @@ class Client(core.ClientBase):
                 if on_result is not None:
                     on_result(result)
                 bar.downloading(result)
-                return self.download(result, directory, on_bytes=bar.downloaded)
+                named = core.named_after(result, info.file_name, path)
+                return self.download(named, directory, on_bytes=bar.downloaded)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -42,6 +41,7 @@ from demixer.audio import OutputFormat
 from demixer.engine.spans import Span
 from demixer.errors import DemixerError, InvalidParams
 from demixer.models.quality import Quality
+from demixer.naming import input_name
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -205,18 +205,14 @@ class JobParams(_Part):
     @property
     def input_name(self) -> str:
         """The input's file name as the user knows it (for messages and download names):
-        a plain name, no directories or control characters, at most 120 characters."""
+        :func:`demixer.naming.input_name`."""
         source = self.input
         raw = (
             source.file_name
             if isinstance(source, UploadInput)
             else source.audio_url.split("?")[0].rsplit("/", 1)[-1]
         )
-        name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-        name = "".join(c for c in name if c.isprintable()).strip()
-        if not name.strip(".") or name.startswith("."):
-            name = "audio" + Path(name).suffix
-        return name[-120:]
+        return input_name(raw)
 
     def api_name(self, engine_name: str) -> str:
         """The API name of engine output ``engine_name``."""
