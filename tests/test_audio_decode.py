@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofiles import AudioFiles, dominant_frequency, stempeg_example, tone
+from audiofiles import AudioFiles, dominant_frequency, encode, stempeg_example, tone
 from demixer.audio import AudioReader, StreamResampler, load, probe, resample, resampled_length
 from demixer.errors import InvalidAudio
 
@@ -305,6 +305,51 @@ def test_nan_and_inf_samples_are_read_as_silence_and_said(
     assert [r.getMessage() for r in caplog.records] == [
         "'broken.wav': 89 samples were NaN or infinite: read as silence"
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "audio", "video"),
+    [
+        ("clip.mkv", "flac", "mpeg4"),
+        ("clip.webm", "libopus", "vp8"),
+        ("clip.avi", "pcm_s16le", "mpeg4"),
+    ],
+)
+def test_a_video_whose_picture_outlasts_its_sound_is_read_whole_not_called_truncated(
+    tmp_path: Path, name: str, audio: str, video: str
+) -> None:
+    """A music video with an end card after the song (3 s of picture, 2 s of sound) was
+    refused as "truncated or damaged": its container's length is the video's. The probe says
+    the sound's length, and the whole of it is read."""
+    signal = tone(2.0, 48000, [440.0, 660.0])
+    path = encode(tmp_path / name, signal, 48000, audio, video=video, video_seconds=3.0)
+
+    assert probe(path).duration == pytest.approx(2.0, abs=0.01)
+    read, rate = load(path)
+    assert (read.shape, rate) == (signal.shape, 48000)
+
+
+def test_the_first_audio_track_is_read_whole_when_a_second_one_is_longer(tmp_path: Path) -> None:
+    """A file with a longer second audio track (a commentary, another language) was refused
+    as truncated: the file's length is that of its longest track."""
+    path = tmp_path / "two tracks.mkv"
+    first, second = tone(1.0, 44100, [440.0, 660.0]), tone(2.0, 44100, [330.0, 550.0])
+    with av.open(str(path), "w") as out:
+        streams = [out.add_stream("flac", rate=44100) for _ in range(2)]
+        for stream in streams:
+            stream.layout = "stereo"
+        for stream, signal in zip(streams, (first, second), strict=True):
+            for start in range(0, signal.shape[1], 4096):
+                block = np.ascontiguousarray(signal[:, start : start + 4096])
+                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = 44100, start
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+
+    assert probe(path).duration == pytest.approx(1.0)
+    read, _ = load(path)
+    assert read.shape == first.shape
+    assert dominant_frequency(read[0], 44100) == pytest.approx(440.0, abs=2)
 
 
 def test_zero_length_wav_is_refused_when_opened(files: AudioFiles) -> None:

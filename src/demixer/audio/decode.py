@@ -13,9 +13,10 @@ Truncation is caught three ways, because no single signal covers every container
   their CRC). Damage with good audio after it is a glitch, concealed as silence
   (:meth:`AudioReader._decoded`);
 * fewer samples decode than the file declares: the stream's duration (MP3 Xing/Info frame
-  count, FLAC STREAMINFO, MP4 sample tables, Matroska segment duration), or for WAV the
-  ``data`` chunk size in the RIFF header (FFmpeg clamps a WAV's duration to the bytes present,
-  so its own figure cannot show the cut). A shortfall of more than
+  count, FLAC STREAMINFO, MP4 sample tables, a Matroska track's DURATION tag, else the
+  container's length where the audio is its only stream: a longer video is no cut), or for
+  WAV the ``data`` chunk size in the RIFF header (FFmpeg clamps a WAV's duration to the bytes
+  present, so its own figure cannot show the cut). A shortfall of more than
   :data:`TRUNCATION_TOLERANCE` of the declared length (and at least
   :data:`TRUNCATION_MIN_SECONDS`) is reported as truncation. The slack absorbs encoder
   padding and bitrate-estimated durations of header-less MP3s; a cut inside that slack, or in
@@ -36,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,7 +104,7 @@ class AudioInfo:
     Attributes:
         sample_rate: Hz of the decoded stream (the input rate; nothing is resampled).
         channels: channels of the first audio stream as stored (may be more than 2).
-        duration: seconds the container declares, ``None`` when it declares none.
+        duration: seconds the audio stream declares, ``None`` when it declares none.
         codec: FFmpeg's codec name, e.g. ``"mp3"``, ``"aac"``, ``"pcm_s16le"``.
         container: FFmpeg's demuxer name, e.g. ``"mp3"``, ``"mov,mp4,m4a,3gp,3g2,mj2"``.
     """
@@ -153,10 +155,39 @@ def _reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+# A Matroska track's length as its statistics tag states it ("00:03:25.120000000"); FFmpeg names
+# the tag DURATION, or DURATION-eng when the tag has a language (mkvmerge's).
+_TAG_DURATION = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def _tagged_seconds(stream: AudioStream) -> float | None:
+    for key, value in stream.metadata.items():
+        if key.split("-")[0].upper() == "DURATION" and isinstance(value, str):
+            found = _TAG_DURATION.fullmatch(value.strip())
+            if found:
+                hours, minutes, seconds = found.groups()
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return None
+
+
 def _declared_seconds(container: InputContainer, stream: AudioStream) -> float | None:
+    """Seconds the audio stream declares: its own duration, else its Matroska track's
+    DURATION tag, else the container's, but only when no other timed stream shares the file.
+    The container's duration is its longest stream's: a video running on past the song, or a
+    longer second audio track, would read as a cut audio stream (refused as truncated)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
+    tagged = _tagged_seconds(stream)
+    if tagged is not None:
+        return tagged
+    others = [
+        s
+        for s in container.streams
+        if s is not stream
+        and s.type in ("audio", "video", "subtitle", "data")
+        and not s.disposition & av.stream.Disposition.attached_pic  # a cover picture
+    ]
+    if container.duration is not None and not others:
         return float(container.duration) / av.time_base
     return None
 
