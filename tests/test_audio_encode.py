@@ -204,6 +204,33 @@ def test_integer_and_mp3_output_clip_and_count(tmp_path: Path, fmt: str, depth: 
     assert np.abs(audio).max() <= 1.0 + (0.1 if fmt == "mp3" else 0.0)
 
 
+@pytest.mark.parametrize(("depth", "rescale"), [("32f", False), ("16", True)])
+def test_nan_and_inf_from_a_model_are_written_as_silence_and_said(
+    tmp_path: Path, depth: str, rescale: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model whose arithmetic overflowed (half precision on a loud float input) gave stems
+    of NaN: a float WAV kept them, and with rescale one infinite sample made the divisor
+    infinite and every stem silent. They are silence now, the rest as it was, and said."""
+    clean = tone(0.5, 44100, (440.0, 660.0))
+    broken = clean.copy()
+    broken[0, 100:200] = np.nan
+    broken[1, 300] = np.inf
+    broken[0, 400] = -np.inf
+
+    with caplog.at_level("WARNING", logger="demixer.audio"):
+        paths, report = write_set(
+            tmp_path, {"vocals": broken}, 44100, OutputFormat.parse("wav", depth), rescale=rescale
+        )
+
+    written, _ = sf.read(str(paths["vocals"]), dtype="float32", always_2d=True)
+    expected = np.where(np.isfinite(broken), clean, np.float32(0.0))
+    np.testing.assert_allclose(written.T, expected, atol=1 / 32768)
+    assert report.gain == 1.0 and report.peaks["vocals"] == pytest.approx(0.5, abs=1e-3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "vocals.wav: 102 samples were NaN or infinite: written as silence"
+    ]
+
+
 @pytest.mark.parametrize(("fmt", "depth"), [("wav", "16"), ("flac", "24"), ("wav", "32f")])
 def test_rescale_applies_one_common_gain_and_keeps_stem_ratios(
     tmp_path: Path, fmt: str, depth: str
