@@ -352,6 +352,25 @@ def test_the_first_audio_track_is_read_whole_when_a_second_one_is_longer(tmp_pat
     assert dominant_frequency(read[0], 44100) == pytest.approx(440.0, abs=2)
 
 
+def test_a_file_cut_before_its_first_audio_is_truncated_not_zero_length(
+    files: AudioFiles,
+) -> None:
+    """An MKV cut just after its headers (an upload broken off early) declares 1.5 s and
+    holds no audio: it was refused as "zero length" (Gaudio's empty-file answer), where the
+    file is cut."""
+    data = files.get("video.mkv").path.read_bytes()
+    first_cluster = data.index(b"\x1f\x43\xb6\x75")  # Matroska's Cluster element
+    path = files.bytes_file("cut-early.mkv", data[: first_cluster + 100])
+
+    assert probe(path).duration == pytest.approx(1.5, abs=0.01)
+    with pytest.raises(InvalidAudio) as refused:
+        load(path)
+    assert refused.value.message == (
+        "'cut-early.mkv' is truncated or damaged: only 0.00 s of audio decoded but the file "
+        "declares 1.50 s (an incomplete download or copy?)"
+    )
+
+
 def test_zero_length_wav_is_refused_when_opened(files: AudioFiles) -> None:
     with pytest.raises(InvalidAudio, match="zero length"):
         AudioReader(files.get("empty.wav").path)

@@ -463,6 +463,8 @@ class AudioReader:
                     block = np.empty((self.channels, frames), dtype=np.float32)
                     fill = 0
         if total == 0:
+            if self._declared:  # it promised audio: a cut file, not an empty one
+                raise _truncated(self.path, 0.0, self._declared, "decoded")
             raise InvalidAudio(f"{_name(self.path)} contains no audio samples (zero length)")
         if nonfinite:
             log.warning(
