@@ -284,6 +284,24 @@ def test_a_cut_flac_is_refused_by_the_probe_as_a_cut_wav_is(files: AudioFiles) -
     assert probe(files.get("long.flac").path, max_seconds=1.0).duration == pytest.approx(3.0)
 
 
+def test_a_cut_wave64_is_refused_by_the_probe_as_a_cut_wav_is(tmp_path: Path) -> None:
+    """A Wave64 (WAV with 64-bit sizes, from Sony's editors) cut short was taken as a shorter
+    song: FFmpeg clamps its length to the bytes present, and the stems came back short."""
+    whole = tmp_path / "take.w64"
+    sf.write(whole, tone(2.0, 44100, [440.0, 660.0]).T, 44100, format="W64", subtype="PCM_24")
+    cut = tmp_path / "cut.w64"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+
+    assert probe(whole).duration == pytest.approx(2.0)
+    for check in (probe, load):
+        with pytest.raises(InvalidAudio) as refused:
+            check(cut)
+        assert refused.value.message == (
+            "'cut.w64' is truncated or damaged: only 1.00 s of audio is present but the file "
+            "declares 2.00 s (an incomplete download or copy?)"
+        )
+
+
 def test_nan_and_inf_samples_are_read_as_silence_and_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

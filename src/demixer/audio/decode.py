@@ -15,8 +15,8 @@ Truncation is caught three ways, because no single signal covers every container
 * fewer samples decode than the file declares: the stream's duration (MP3 Xing/Info frame
   count, FLAC STREAMINFO, MP4 sample tables, a Matroska track's DURATION tag, else the
   container's length where the audio is its only stream: a longer video is no cut), or for
-  WAV the ``data`` chunk size in the RIFF header (FFmpeg clamps a WAV's duration to the bytes
-  present, so its own figure cannot show the cut). A shortfall of more than
+  WAV and Wave64 the ``data`` chunk size in the header (FFmpeg clamps their duration to the
+  bytes present, so its own figure cannot show the cut). A shortfall of more than
   :data:`TRUNCATION_TOLERANCE` of the declared length (and at least
   :data:`TRUNCATION_MIN_SECONDS`) is reported as truncation. The slack absorbs encoder
   padding and bitrate-estimated durations of header-less MP3s; a cut inside that slack, or in
@@ -227,36 +227,54 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
     return info, stream
 
 
-def _wav_declared_seconds(path: Path) -> tuple[float, float] | None:
-    """Seconds of audio a RIFF WAV's header promises (``data`` chunk size / byte rate), and
-    seconds present in the file after the header (at the same byte rate).
+# Sony Wave64, WAV with 64-bit sizes: its chunks are named by GUIDs, the "riff" one and those
+# that start with a RIFF name ("wave", "fmt ", "data") followed by this tail.
+_W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
+_W64_TAIL = bytes.fromhex("f3acd3118cd100c04f8edb8a")
 
-    Returns ``None`` for RF64/W64, for streamed headers (size 0 or 0xFFFFFFFF with data
-    following) and for anything that does not parse: the caller then has no WAV-specific
-    evidence and falls back to FFmpeg's duration.
+
+def _wav_declared_seconds(path: Path) -> tuple[float, float] | None:
+    """Seconds of audio a RIFF WAV's or a Wave64's header promises (``data`` chunk size /
+    byte rate), and seconds present in the file after the header (at the same byte rate).
+
+    Returns ``None`` for RF64 (FFmpeg reads its 64-bit size, so decoding shows a cut), for
+    streamed headers (size 0 or 0xFFFFFFFF with data following) and for anything that does
+    not parse: the caller then has no WAV-specific evidence and falls back to FFmpeg's
+    duration.
     """
     byte_rate = 0
     try:
         with path.open("rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            head = f.read(40)
+            if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+                # 4-byte names and sizes; a size counts the data only; word-aligned.
+                name_bytes, size_bytes, counted, align = 4, 4, 0, 2
+                f.seek(12)
+            elif head[:16] == _W64_RIFF and head[24:40] == b"wave" + _W64_TAIL:
+                # 16-byte GUIDs, 8-byte sizes counting the 24-byte chunk header; 8-aligned.
+                name_bytes, size_bytes, counted, align = 16, 8, 24, 8
+            else:
                 return None
             # Bounded walk: real files put "fmt " and "data" within the first few chunks.
             for _ in range(64):
-                chunk = f.read(8)
-                if len(chunk) < 8:
+                chunk = f.read(name_bytes + size_bytes)
+                if len(chunk) < name_bytes + size_bytes:
                     return None
-                kind, length = chunk[:4], int(struct.unpack("<I", chunk[4:])[0])
+                kind = chunk[:4] if name_bytes == 4 or chunk[4:16] == _W64_TAIL else b""
+                length = int.from_bytes(chunk[name_bytes:], "little") - counted
+                if length < 0:
+                    return None
                 if kind == b"fmt " and length >= 16:
                     fmt = f.read(16)
                     byte_rate = int(struct.unpack("<I", fmt[8:12])[0])
                     length -= 16
                 elif kind == b"data":
                     present = path.stat().st_size - f.tell()
-                    if byte_rate <= 0 or length == 0xFFFFFFFF or (length == 0 and present > 0):
+                    streamed = size_bytes == 4 and length == 0xFFFFFFFF
+                    if byte_rate <= 0 or streamed or (length == 0 and present > 0):
                         return None
                     return length / byte_rate, present / byte_rate
-                f.seek(length + (length & 1), os.SEEK_CUR)  # chunks are word-aligned
+                f.seek(length + (-length % align), os.SEEK_CUR)  # padded to alignment
     except (OSError, struct.error):
         return None
     return None
@@ -310,7 +328,7 @@ def _checked_declared(path: Path, info: AudioInfo) -> float | None:
             f"{_name(path)} is truncated: its last Ogg page is cut short "
             "(an incomplete download or copy?)"
         )
-    if info.container == "wav":
+    if info.container in ("wav", "w64"):
         # FFmpeg clamps a WAV's duration to the bytes present; the header still says how long
         # the file was meant to be, which is what exposes a cut.
         header = _wav_declared_seconds(path)
