@@ -8,6 +8,7 @@ channel count, rate, length, pitch, and a clear error for a file that cannot wor
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,6 +141,39 @@ def test_more_than_two_channels_needs_downmix(files: AudioFiles, name: str) -> N
         audio = np.concatenate(list(reader.blocks(8192)), axis=1)
     assert audio.shape[0] == 2
     assert audio.shape[1] / reader.sample_rate == pytest.approx(1.5, abs=0.03)
+
+
+def _wav_extensible(path: Path, signal: np.ndarray, rate: int, channel_mask: int) -> Path:
+    """``signal`` as 16-bit WAVE_FORMAT_EXTENSIBLE naming its channels' speakers by
+    ``channel_mask`` (libsndfile writes no mask of one's choosing)."""
+    channels = signal.shape[0]
+    pcm = np.rint(signal.T * 32767).astype("<i2").tobytes()
+    pcm_guid = bytes.fromhex("0100000000001000800000aa00389b71")
+    fmt = struct.pack(
+        "<HHIIHHHHI", 0xFFFE, channels, rate, rate * 2 * channels, 2 * channels, 16, 22, 16,
+        channel_mask,
+    ) + pcm_guid  # fmt: skip
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(pcm)) + pcm
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+@pytest.mark.parametrize(("speakers", "mask"), [("back left/right", 0x30), ("centre + LFE", 0xC)])
+@pytest.mark.parametrize("downmix", [False, True])
+def test_a_stereo_file_is_read_as_its_two_channels_whatever_speakers_they_name(
+    tmp_path: Path, speakers: str, mask: int, downmix: bool
+) -> None:
+    """A two-channel WAV whose header names other speakers than front left/right (a surround
+    pair exported on its own) was remixed by FFmpeg towards the front: refused as "corrupt"
+    for back left/right, its LFE dropped and centre doubled for centre + LFE."""
+    signal = tone(1.0, 44100, [440.0, 660.0])
+    path = _wav_extensible(tmp_path / "pair.wav", signal, 44100, mask)
+
+    read, rate = load(path, downmix=downmix)
+
+    assert (read.shape, rate) == (signal.shape, 44100)
+    np.testing.assert_allclose(read, signal, atol=1 / 32768)
 
 
 def test_downmix_keeps_mono_and_stereo_as_they_are(files: AudioFiles) -> None:

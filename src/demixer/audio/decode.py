@@ -352,10 +352,11 @@ class AudioReader:
     """Streams the first audio stream of any container PyAV opens, as float32 blocks.
 
     Decoded frames go through PyAV's :class:`av.AudioResampler` (format ``fltp``, the stream's
-    own rate), which also fixes the channel layout: mono stays mono, stereo stays stereo, and
-    with ``downmix=True`` more channels are folded to stereo by FFmpeg's default (libswresample)
-    matrix: front left/right at 1, centre and surrounds at -3 dB (×0.707) into their side, LFE
-    dropped, no normalisation, so a loud 5.1 mix can exceed ±1 (left for the writer to handle).
+    own rate), which also fixes the channel layout: mono stays mono, stereo stays stereo (one
+    or two channels as they are, whatever speakers the file names), and with ``downmix=True``
+    more channels are folded to stereo by FFmpeg's default (libswresample) matrix: front
+    left/right at 1, centre and surrounds at -3 dB (×0.707) into their side, LFE dropped, no
+    normalisation, so a loud 5.1 mix can exceed ±1 (left for the writer to handle).
 
     Use as a context manager; :meth:`blocks` may be iterated once.
 
@@ -558,7 +559,7 @@ class AudioReader:
                     concealed += len(damaged)
                     concealed_seconds += sum(damaged)
                     damaged = []
-                for frame in decoded:
+                for frame in map(_as_mono_or_stereo, decoded):
                     frame_seconds = frame.samples / frame.sample_rate
                     good_seconds += frame_seconds
                     key = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -610,6 +611,25 @@ class AudioReader:
 def _seconds(duration: int | None, time_base: Fraction | None) -> float:
     """A packet's duration in seconds (0 when it states none, or a negative one)."""
     return max(0.0, float(duration * time_base)) if duration and time_base else 0.0
+
+
+def _as_mono_or_stereo(frame: av.AudioFrame) -> av.AudioFrame:
+    """``frame`` as it is when it has more than two channels; else its one or two channels
+    labelled mono or stereo, whatever speaker positions the file names for them.
+
+    A pair named, say, back left/right (a surround stem exported as a WAV of its own) or
+    centre + LFE would be remixed by FFmpeg towards the front: failing ("Invalid argument":
+    no front channel to map to), or dropping the LFE and doubling the centre. A mono or
+    stereo file is separated as its channels are, so its stems add up to it.
+    """
+    channels = frame.layout.nb_channels
+    if channels > 2 or frame.layout.name in ("mono", "stereo"):
+        return frame
+    plain = av.AudioFrame.from_ndarray(
+        frame.to_ndarray(), format=frame.format.name, layout="mono" if channels == 1 else "stereo"
+    )
+    plain.sample_rate, plain.pts, plain.time_base = frame.sample_rate, frame.pts, frame.time_base
+    return plain
 
 
 def _arrays(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
