@@ -172,6 +172,25 @@ def test_mp3_at_rates_mpeg1_lacks_is_resampled(tmp_path: Path, rate: int, mp3_ra
     assert dominant_frequency(audio[0], got_rate) == pytest.approx(440, abs=2)
 
 
+@pytest.mark.parametrize("rescale", [False, True])
+def test_a_stem_too_short_for_one_mp3_sample_is_an_empty_mp3_not_a_failed_set(
+    tmp_path: Path, rescale: bool
+) -> None:
+    """One sample at 192 kHz is a quarter of one at 48 kHz: the mp3 holds no frame (an empty
+    file, as the writer makes it). Checking it for clipping then failed the whole set, WAV
+    and all, with "'.vocals.mp3.….part' is empty (0 bytes)"."""
+    one = np.full((2, 1), 0.25, dtype=np.float32)
+
+    paths, report = write_set(
+        tmp_path, {"vocals": one, "other": one}, 192000, OutputFormat.parse("mp3", None),
+        rescale=rescale,
+    )  # fmt: skip
+
+    assert [paths[s].stat().st_size for s in ("vocals", "other")] == [0, 0]
+    assert report.clipped == {"vocals": 0, "other": 0}
+    assert leftovers(tmp_path) == []
+
+
 # --- clipping and rescaling ----------------------------------------------------------------
 
 

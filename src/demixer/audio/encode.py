@@ -227,6 +227,10 @@ def _decoded_peak(path: Path) -> tuple[float, int]:
     """An mp3's largest decoded ``|sample|``, and how many samples (each channel counted)
     a player clips: past full scale."""
     peak, over = 0.0, 0
+    if path.stat().st_size == 0:
+        # No samples at the mp3's rate (a stem of one sample at 192 kHz is a quarter of one
+        # at 48 kHz): an empty file, nothing to decode.
+        return peak, over
     with AudioReader(path) as reader:
         for block in reader.blocks(1 << 16):
             magnitude = np.abs(block)
