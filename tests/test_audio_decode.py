@@ -318,22 +318,31 @@ def test_a_cut_flac_is_refused_by_the_probe_as_a_cut_wav_is(files: AudioFiles) -
     assert probe(files.get("long.flac").path, max_seconds=1.0).duration == pytest.approx(3.0)
 
 
-def test_a_cut_wave64_is_refused_by_the_probe_as_a_cut_wav_is(tmp_path: Path) -> None:
-    """A Wave64 (WAV with 64-bit sizes, from Sony's editors) cut short was taken as a shorter
-    song: FFmpeg clamps its length to the bytes present, and the stems came back short."""
-    whole = tmp_path / "take.w64"
-    sf.write(whole, tone(2.0, 44100, [440.0, 660.0]).T, 44100, format="W64", subtype="PCM_24")
-    cut = tmp_path / "cut.w64"
+@pytest.mark.parametrize(
+    ("name", "container"), [("take.w64", "W64"), ("take.aiff", "AIFF"), ("take.au", "AU")]
+)
+def test_a_cut_wave64_aiff_or_au_is_refused_by_the_probe_as_a_cut_wav_is(
+    tmp_path: Path, name: str, container: str
+) -> None:
+    """Cut short, a Wave64 (WAV with 64-bit sizes, from Sony's editors) was taken as a shorter
+    song: FFmpeg clamps its length to the bytes present, and the stems came back short. A cut
+    AIFF or AU was accepted at upload and its job failed later; now both are refused at once
+    (Gaudio: 1107 at job creation)."""
+    whole = tmp_path / name
+    sf.write(whole, tone(2.0, 44100, [440.0, 660.0]).T, 44100, format=container)
+    cut = tmp_path / f"cut-{name}"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
 
     assert probe(whole).duration == pytest.approx(2.0)
-    for check in (probe, load):
-        with pytest.raises(InvalidAudio) as refused:
-            check(cut)
-        assert refused.value.message == (
-            "'cut.w64' is truncated or damaged: only 1.00 s of audio is present but the file "
-            "declares 2.00 s (an incomplete download or copy?)"
-        )
+    with pytest.raises(InvalidAudio) as refused:
+        probe(cut)
+    assert re.fullmatch(
+        rf"'cut-{name}' is truncated or damaged: only [01]\.\d\d s of audio is present but the "
+        r"file declares 2\.00 s \(an incomplete download or copy\?\)",
+        refused.value.message,
+    ), refused.value.message
+    with pytest.raises(InvalidAudio, match="truncated"):
+        load(cut)
 
 
 def test_nan_and_inf_samples_are_read_as_silence_and_said(

@@ -670,15 +670,22 @@ def duration_refusal(
     )
 
 
+# Containers whose packets state exactly the samples they hold, and whose header states the
+# length apart from them (FLAC's STREAMINFO, AIFF's COMM chunk, AU's data size): packets that
+# add up to less than the header says are a cut file, found without decoding. (WAV and Wave64
+# have their own check; FFmpeg makes a CAF's length that of the bytes present.)
+_COUNTED_EXACTLY = ("flac", "aiff", "au")
+
+
 def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
     """What ``path`` holds, without decoding any audio.
 
     Headers, plus the checks that need no decoding (a WAV shorter than its header, an Ogg file
-    cut mid-page, a FLAC whose frames hold less than its header's length), plus a count of the
-    audio packets' durations (demuxing only; it stops past
-    ``max_seconds``): when the packets hold more than the header declares (a hidden or
-    understated length), ``duration`` is what the packets hold, so the limit that the job
-    would hit is seen at upload.
+    cut mid-page, a FLAC, AIFF or AU whose packets hold less than its header's length), plus a
+    count of the audio packets' durations (demuxing only; it stops past ``max_seconds``): when
+    the packets hold more than the header declares (a hidden or understated length),
+    ``duration`` is what the packets hold, so the limit that the job would hit is seen at
+    upload.
 
     Raises:
         InvalidAudio: the file is missing, empty, not media, has no audio stream, declares a
@@ -700,7 +707,7 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
         if counted is not None and (declared is None or counted > declared + _slack(declared)):
             declared = counted
         elif (
-            info.container == "flac"  # every FLAC frame states its samples: a shortfall is a cut
+            info.container in _COUNTED_EXACTLY
             and counted is not None
             and declared is not None
             and (max_seconds is None or counted <= max_seconds)  # counted to the end
