@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import AudioFiles, dominant_frequency, encode, stempeg_example, tone
+from crafted import many_channels_wav
 from demixer.audio import AudioReader, StreamResampler, load, probe, resample, resampled_length
 from demixer.errors import InvalidAudio
 
@@ -174,6 +175,33 @@ def test_a_stereo_file_is_read_as_its_two_channels_whatever_speakers_they_name(
 
     assert (read.shape, rate) == (signal.shape, 44100)
     np.testing.assert_allclose(read, signal, atol=1 / 32768)
+
+
+@pytest.mark.parametrize(
+    ("channels", "mask", "said"),
+    [
+        (32, None, "32 channels, no speakers named"),  # a mixing desk's 32-track recording
+        (4, 0x630, "4 channels (BL+BR+SL+SR)"),  # surrounds only: no front to fold them to
+    ],
+)
+def test_a_downmix_ffmpeg_cannot_make_is_said_not_called_corrupt(
+    tmp_path: Path, channels: int, mask: int | None, said: str
+) -> None:
+    """Asked to fold these to stereo, FFmpeg has no matrix: the file was refused as "corrupt
+    or truncated: decoding failed (FFmpeg: Invalid argument)"."""
+    path = tmp_path / "multitrack.wav"
+    if mask is None:
+        many_channels_wav(path, channels, seconds=0.1)
+    else:
+        signal = tone(0.1, 44100, [200.0 + 100 * i for i in range(channels)], amplitude=0.2)
+        _wav_extensible(path, signal, 44100, mask)
+
+    with pytest.raises(InvalidAudio) as refused:
+        load(path, downmix=True)
+    assert refused.value.message == (
+        f"'multitrack.wav' has {said}: FFmpeg cannot fold that to stereo; mix it down to "
+        "stereo first"
+    )
 
 
 def test_downmix_keeps_mono_and_stereo_as_they_are(files: AudioFiles) -> None:

@@ -571,7 +571,7 @@ class AudioReader:
                             format="fltp", layout=self._layout, rate=self.sample_rate
                         )
                     signature = key
-                    yield from _arrays(resampler.resample(frame))
+                    yield from _arrays(self._converted(resampler, frame))
             yield from _arrays(resampler.resample(None))
         except InvalidAudio:
             raise
@@ -591,6 +591,27 @@ class AudioReader:
                 "%s: %d damaged audio frame%s (%.2f s) read as silence",
                 _name(self.path), concealed, "" if concealed == 1 else "s", concealed_seconds,
             )  # fmt: skip
+
+    def _converted(self, resampler: av.AudioResampler, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        """``frame`` through ``resampler``; a downmix FFmpeg has no matrix for is said so.
+
+        libswresample knows speaker positions for up to 24 unnamed channels, and cannot map
+        a layout without front channels (say back and side left/right only) to stereo: a
+        32-track recording asked to be folded was refused as "corrupt or truncated".
+        """
+        try:
+            return resampler.resample(frame)
+        except av.error.ArgumentError as e:
+            channels = frame.layout.nb_channels
+            if channels <= 2:
+                raise
+            what = frame.layout.name  # "5.1(side)", "4 channels (BL+BR+SL+SR)", "32 channels"
+            if what == f"{channels} channels":
+                what += ", no speakers named"
+            raise InvalidAudio(
+                f"{_name(self.path)} has {what}: FFmpeg cannot fold that to stereo; mix it "
+                "down to stereo first"
+            ) from e
 
     def _corrupt(self, error: BaseException) -> InvalidAudio:
         return InvalidAudio(
