@@ -291,6 +291,24 @@ def test_bad_input_raises_one_typed_error_saying_what_is_wrong(
     assert whole.value.code == streamed.value.code == expected
 
 
+def test_an_mp3_whose_tag_is_not_the_utf8_it_claims_is_read_with_its_tags(
+    files: AudioFiles,
+) -> None:
+    """An ID3v2.4 title in Latin-1 bytes marked UTF-8 (as some taggers write) made PyAV's
+    strict tag decoding fail, and the song was refused as "not an audio or video file"."""
+    text = b"\x03" + "Café del Mar".encode("latin-1")  # 3: UTF-8, which this is not
+    frame = b"TIT2" + len(text).to_bytes(4, "big") + b"\x00\x00" + text  # sizes < 128
+    tag = b"ID3\x04\x00\x00" + len(frame).to_bytes(4, "big") + frame
+    clean = files.get("stereo.mp3").path
+    path = files.bytes_file("latin1-tag.mp3", tag + clean.read_bytes())
+
+    assert probe(path).duration == pytest.approx(probe(clean).duration)
+    with AudioReader(path) as reader:
+        assert reader.tags == {"title": "Caf\ufffd del Mar"}
+        audio = np.concatenate(list(reader.blocks(1 << 16)), axis=1)
+    np.testing.assert_array_equal(audio, load(clean)[0])
+
+
 def test_a_damaged_mp3_frame_is_read_as_silence_keeping_time_and_said(
     files: AudioFiles, caplog: pytest.LogCaptureFixture
 ) -> None:

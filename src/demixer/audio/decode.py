@@ -134,7 +134,11 @@ def _open(path: Path) -> InputContainer:
     if size == 0:
         raise InvalidAudio(f"{_name(path)} is empty (0 bytes)")
     try:
-        return av.open(str(path), mode="r", container_options=_OPEN_OPTIONS)
+        # A tag that is not the UTF-8 it claims (a Latin-1 title in an ID3v2.4 frame, which
+        # taggers write) made PyAV's strict decoding refuse the whole file as not audio.
+        return av.open(
+            str(path), mode="r", container_options=_OPEN_OPTIONS, metadata_errors="replace"
+        )
     except PermissionError as e:
         raise InvalidAudio(f"cannot read {_name(path)}: permission denied") from e
     except EOFError as e:
