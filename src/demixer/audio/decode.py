@@ -650,10 +650,16 @@ def _as_mono_or_stereo(frame: av.AudioFrame) -> av.AudioFrame:
     channels = frame.layout.nb_channels
     if channels > 2 or frame.layout.name in ("mono", "stereo"):
         return frame
+    try:
+        samples = frame.to_ndarray()
+    except ValueError:  # a sample format numpy has no type for (s64): as FFmpeg names it
+        return frame
     plain = av.AudioFrame.from_ndarray(
-        frame.to_ndarray(), format=frame.format.name, layout="mono" if channels == 1 else "stereo"
+        samples, format=frame.format.name, layout="mono" if channels == 1 else "stereo"
     )
-    plain.sample_rate, plain.pts, plain.time_base = frame.sample_rate, frame.pts, frame.time_base
+    plain.sample_rate, plain.pts = frame.sample_rate, frame.pts
+    if frame.time_base is not None:
+        plain.time_base = frame.time_base
     return plain
 
 
