@@ -170,7 +170,8 @@ def _tagged_seconds(stream: AudioStream) -> float | None:
             found = _TAG_DURATION.fullmatch(value.strip())
             if found:
                 hours, minutes, seconds = found.groups()
-                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+                total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+                return total or None  # a placeholder never filled in states nothing
     return None
 
 
