@@ -8,6 +8,7 @@ channel count, rate, length, pitch, and a clear error for a file that cannot wor
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofiles import AudioFiles, dominant_frequency, stempeg_example, tone
+from audiofiles import AudioFiles, dominant_frequency, encode, stempeg_example, tone
+from crafted import many_channels_wav
 from demixer.audio import AudioReader, StreamResampler, load, probe, resample, resampled_length
 from demixer.errors import InvalidAudio
 
@@ -142,6 +144,66 @@ def test_more_than_two_channels_needs_downmix(files: AudioFiles, name: str) -> N
     assert audio.shape[1] / reader.sample_rate == pytest.approx(1.5, abs=0.03)
 
 
+def _wav_extensible(path: Path, signal: np.ndarray, rate: int, channel_mask: int) -> Path:
+    """``signal`` as 16-bit WAVE_FORMAT_EXTENSIBLE naming its channels' speakers by
+    ``channel_mask`` (libsndfile writes no mask of one's choosing)."""
+    channels = signal.shape[0]
+    pcm = np.rint(signal.T * 32767).astype("<i2").tobytes()
+    pcm_guid = bytes.fromhex("0100000000001000800000aa00389b71")
+    fmt = struct.pack(
+        "<HHIIHHHHI", 0xFFFE, channels, rate, rate * 2 * channels, 2 * channels, 16, 22, 16,
+        channel_mask,
+    ) + pcm_guid  # fmt: skip
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(pcm)) + pcm
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+@pytest.mark.parametrize(("speakers", "mask"), [("back left/right", 0x30), ("centre + LFE", 0xC)])
+@pytest.mark.parametrize("downmix", [False, True])
+def test_a_stereo_file_is_read_as_its_two_channels_whatever_speakers_they_name(
+    tmp_path: Path, speakers: str, mask: int, downmix: bool
+) -> None:
+    """A two-channel WAV whose header names other speakers than front left/right (a surround
+    pair exported on its own) was remixed by FFmpeg towards the front: refused as "corrupt"
+    for back left/right, its LFE dropped and centre doubled for centre + LFE."""
+    signal = tone(1.0, 44100, [440.0, 660.0])
+    path = _wav_extensible(tmp_path / "pair.wav", signal, 44100, mask)
+
+    read, rate = load(path, downmix=downmix)
+
+    assert (read.shape, rate) == (signal.shape, 44100)
+    np.testing.assert_allclose(read, signal, atol=1 / 32768)
+
+
+@pytest.mark.parametrize(
+    ("channels", "mask", "said"),
+    [
+        (32, None, "32 channels, no speakers named"),  # a mixing desk's 32-track recording
+        (4, 0x630, "4 channels (BL+BR+SL+SR)"),  # surrounds only: no front to fold them to
+    ],
+)
+def test_a_downmix_ffmpeg_cannot_make_is_said_not_called_corrupt(
+    tmp_path: Path, channels: int, mask: int | None, said: str
+) -> None:
+    """Asked to fold these to stereo, FFmpeg has no matrix: the file was refused as "corrupt
+    or truncated: decoding failed (FFmpeg: Invalid argument)"."""
+    path = tmp_path / "multitrack.wav"
+    if mask is None:
+        many_channels_wav(path, channels, seconds=0.1)
+    else:
+        signal = tone(0.1, 44100, [200.0 + 100 * i for i in range(channels)], amplitude=0.2)
+        _wav_extensible(path, signal, 44100, mask)
+
+    with pytest.raises(InvalidAudio) as refused:
+        load(path, downmix=True)
+    assert refused.value.message == (
+        f"'multitrack.wav' has {said}: FFmpeg cannot fold that to stereo; mix it down to "
+        "stereo first"
+    )
+
+
 def test_downmix_keeps_mono_and_stereo_as_they_are(files: AudioFiles) -> None:
     assert load(files.get("mono.flac").path, downmix=True)[0].shape[0] == 1
     stereo = files.get("stereo.flac")
@@ -229,6 +291,24 @@ def test_bad_input_raises_one_typed_error_saying_what_is_wrong(
     assert whole.value.code == streamed.value.code == expected
 
 
+def test_an_mp3_whose_tag_is_not_the_utf8_it_claims_is_read_with_its_tags(
+    files: AudioFiles,
+) -> None:
+    """An ID3v2.4 title in Latin-1 bytes marked UTF-8 (as some taggers write) made PyAV's
+    strict tag decoding fail, and the song was refused as "not an audio or video file"."""
+    text = b"\x03" + "Café del Mar".encode("latin-1")  # 3: UTF-8, which this is not
+    frame = b"TIT2" + len(text).to_bytes(4, "big") + b"\x00\x00" + text  # sizes < 128
+    tag = b"ID3\x04\x00\x00" + len(frame).to_bytes(4, "big") + frame
+    clean = files.get("stereo.mp3").path
+    path = files.bytes_file("latin1-tag.mp3", tag + clean.read_bytes())
+
+    assert probe(path).duration == pytest.approx(probe(clean).duration)
+    with AudioReader(path) as reader:
+        assert reader.tags == {"title": "Caf\ufffd del Mar"}
+        audio = np.concatenate(list(reader.blocks(1 << 16)), axis=1)
+    np.testing.assert_array_equal(audio, load(clean)[0])
+
+
 def test_a_damaged_mp3_frame_is_read_as_silence_keeping_time_and_said(
     files: AudioFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -284,6 +364,33 @@ def test_a_cut_flac_is_refused_by_the_probe_as_a_cut_wav_is(files: AudioFiles) -
     assert probe(files.get("long.flac").path, max_seconds=1.0).duration == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize(
+    ("name", "container"), [("take.w64", "W64"), ("take.aiff", "AIFF"), ("take.au", "AU")]
+)
+def test_a_cut_wave64_aiff_or_au_is_refused_by_the_probe_as_a_cut_wav_is(
+    tmp_path: Path, name: str, container: str
+) -> None:
+    """Cut short, a Wave64 (WAV with 64-bit sizes, from Sony's editors) was taken as a shorter
+    song: FFmpeg clamps its length to the bytes present, and the stems came back short. A cut
+    AIFF or AU was accepted at upload and its job failed later; now both are refused at once
+    (Gaudio: 1107 at job creation)."""
+    whole = tmp_path / name
+    sf.write(whole, tone(2.0, 44100, [440.0, 660.0]).T, 44100, format=container)
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+
+    assert probe(whole).duration == pytest.approx(2.0)
+    with pytest.raises(InvalidAudio) as refused:
+        probe(cut)
+    assert re.fullmatch(
+        rf"'cut-{name}' is truncated or damaged: only [01]\.\d\d s of audio is present but the "
+        r"file declares 2\.00 s \(an incomplete download or copy\?\)",
+        refused.value.message,
+    ), refused.value.message
+    with pytest.raises(InvalidAudio, match="truncated"):
+        load(cut)
+
+
 def test_nan_and_inf_samples_are_read_as_silence_and_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -305,6 +412,70 @@ def test_nan_and_inf_samples_are_read_as_silence_and_said(
     assert [r.getMessage() for r in caplog.records] == [
         "'broken.wav': 89 samples were NaN or infinite: read as silence"
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "audio", "video"),
+    [
+        ("clip.mkv", "flac", "mpeg4"),
+        ("clip.webm", "libopus", "vp8"),
+        ("clip.avi", "pcm_s16le", "mpeg4"),
+    ],
+)
+def test_a_video_whose_picture_outlasts_its_sound_is_read_whole_not_called_truncated(
+    tmp_path: Path, name: str, audio: str, video: str
+) -> None:
+    """A music video with an end card after the song (3 s of picture, 2 s of sound) was
+    refused as "truncated or damaged": its container's length is the video's. The probe says
+    the sound's length, and the whole of it is read."""
+    signal = tone(2.0, 48000, [440.0, 660.0])
+    path = encode(tmp_path / name, signal, 48000, audio, video=video, video_seconds=3.0)
+
+    assert probe(path).duration == pytest.approx(2.0, abs=0.01)
+    read, rate = load(path)
+    assert (read.shape, rate) == (signal.shape, 48000)
+
+
+def test_the_first_audio_track_is_read_whole_when_a_second_one_is_longer(tmp_path: Path) -> None:
+    """A file with a longer second audio track (a commentary, another language) was refused
+    as truncated: the file's length is that of its longest track."""
+    path = tmp_path / "two tracks.mkv"
+    first, second = tone(1.0, 44100, [440.0, 660.0]), tone(2.0, 44100, [330.0, 550.0])
+    with av.open(str(path), "w") as out:
+        streams = [out.add_stream("flac", rate=44100) for _ in range(2)]
+        for stream in streams:
+            stream.layout = "stereo"
+        for stream, signal in zip(streams, (first, second), strict=True):
+            for start in range(0, signal.shape[1], 4096):
+                block = np.ascontiguousarray(signal[:, start : start + 4096])
+                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = 44100, start
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+
+    assert probe(path).duration == pytest.approx(1.0)
+    read, _ = load(path)
+    assert read.shape == first.shape
+    assert dominant_frequency(read[0], 44100) == pytest.approx(440.0, abs=2)
+
+
+def test_a_file_cut_before_its_first_audio_is_truncated_not_zero_length(
+    files: AudioFiles,
+) -> None:
+    """An MKV cut just after its headers (an upload broken off early) declares 1.5 s and
+    holds no audio: it was refused as "zero length" (Gaudio's empty-file answer), where the
+    file is cut."""
+    data = files.get("video.mkv").path.read_bytes()
+    first_cluster = data.index(b"\x1f\x43\xb6\x75")  # Matroska's Cluster element
+    path = files.bytes_file("cut-early.mkv", data[: first_cluster + 100])
+
+    assert probe(path).duration == pytest.approx(1.5, abs=0.01)
+    with pytest.raises(InvalidAudio) as refused:
+        load(path)
+    assert refused.value.message == (
+        "'cut-early.mkv' is truncated or damaged: only 0.00 s of audio decoded but the file "
+        "declares 1.50 s (an incomplete download or copy?)"
+    )
 
 
 def test_zero_length_wav_is_refused_when_opened(files: AudioFiles) -> None:

@@ -172,6 +172,25 @@ def test_mp3_at_rates_mpeg1_lacks_is_resampled(tmp_path: Path, rate: int, mp3_ra
     assert dominant_frequency(audio[0], got_rate) == pytest.approx(440, abs=2)
 
 
+@pytest.mark.parametrize("rescale", [False, True])
+def test_a_stem_too_short_for_one_mp3_sample_is_an_empty_mp3_not_a_failed_set(
+    tmp_path: Path, rescale: bool
+) -> None:
+    """One sample at 192 kHz is a quarter of one at 48 kHz: the mp3 holds no frame (an empty
+    file, as the writer makes it). Checking it for clipping then failed the whole set, WAV
+    and all, with "'.vocals.mp3.….part' is empty (0 bytes)"."""
+    one = np.full((2, 1), 0.25, dtype=np.float32)
+
+    paths, report = write_set(
+        tmp_path, {"vocals": one, "other": one}, 192000, OutputFormat.parse("mp3", None),
+        rescale=rescale,
+    )  # fmt: skip
+
+    assert [paths[s].stat().st_size for s in ("vocals", "other")] == [0, 0]
+    assert report.clipped == {"vocals": 0, "other": 0}
+    assert leftovers(tmp_path) == []
+
+
 # --- clipping and rescaling ----------------------------------------------------------------
 
 
@@ -202,6 +221,33 @@ def test_integer_and_mp3_output_clip_and_count(tmp_path: Path, fmt: str, depth: 
     assert report.gain == 1.0
     audio, _ = load(paths["loud"])
     assert np.abs(audio).max() <= 1.0 + (0.1 if fmt == "mp3" else 0.0)
+
+
+@pytest.mark.parametrize(("depth", "rescale"), [("32f", False), ("16", True)])
+def test_nan_and_inf_from_a_model_are_written_as_silence_and_said(
+    tmp_path: Path, depth: str, rescale: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model whose arithmetic overflowed (half precision on a loud float input) gave stems
+    of NaN: a float WAV kept them, and with rescale one infinite sample made the divisor
+    infinite and every stem silent. They are silence now, the rest as it was, and said."""
+    clean = tone(0.5, 44100, (440.0, 660.0))
+    broken = clean.copy()
+    broken[0, 100:200] = np.nan
+    broken[1, 300] = np.inf
+    broken[0, 400] = -np.inf
+
+    with caplog.at_level("WARNING", logger="demixer.audio"):
+        paths, report = write_set(
+            tmp_path, {"vocals": broken}, 44100, OutputFormat.parse("wav", depth), rescale=rescale
+        )
+
+    written, _ = sf.read(str(paths["vocals"]), dtype="float32", always_2d=True)
+    expected = np.where(np.isfinite(broken), clean, np.float32(0.0))
+    np.testing.assert_allclose(written.T, expected, atol=1 / 32768)
+    assert report.gain == 1.0 and report.peaks["vocals"] == pytest.approx(0.5, abs=1e-3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "vocals.wav: 102 samples were NaN or infinite: written as silence"
+    ]
 
 
 @pytest.mark.parametrize(("fmt", "depth"), [("wav", "16"), ("flac", "24"), ("wav", "32f")])

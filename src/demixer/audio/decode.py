@@ -13,9 +13,10 @@ Truncation is caught three ways, because no single signal covers every container
   their CRC). Damage with good audio after it is a glitch, concealed as silence
   (:meth:`AudioReader._decoded`);
 * fewer samples decode than the file declares: the stream's duration (MP3 Xing/Info frame
-  count, FLAC STREAMINFO, MP4 sample tables, Matroska segment duration), or for WAV the
-  ``data`` chunk size in the RIFF header (FFmpeg clamps a WAV's duration to the bytes present,
-  so its own figure cannot show the cut). A shortfall of more than
+  count, FLAC STREAMINFO, MP4 sample tables, a Matroska track's DURATION tag, else the
+  container's length where the audio is its only stream: a longer video is no cut), or for
+  WAV and Wave64 the ``data`` chunk size in the header (FFmpeg clamps their duration to the
+  bytes present, so its own figure cannot show the cut). A shortfall of more than
   :data:`TRUNCATION_TOLERANCE` of the declared length (and at least
   :data:`TRUNCATION_MIN_SECONDS`) is reported as truncation. The slack absorbs encoder
   padding and bitrate-estimated durations of header-less MP3s; a cut inside that slack, or in
@@ -36,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,7 +104,7 @@ class AudioInfo:
     Attributes:
         sample_rate: Hz of the decoded stream (the input rate; nothing is resampled).
         channels: channels of the first audio stream as stored (may be more than 2).
-        duration: seconds the container declares, ``None`` when it declares none.
+        duration: seconds the audio stream declares, ``None`` when it declares none.
         codec: FFmpeg's codec name, e.g. ``"mp3"``, ``"aac"``, ``"pcm_s16le"``.
         container: FFmpeg's demuxer name, e.g. ``"mp3"``, ``"mov,mp4,m4a,3gp,3g2,mj2"``.
     """
@@ -132,7 +134,11 @@ def _open(path: Path) -> InputContainer:
     if size == 0:
         raise InvalidAudio(f"{_name(path)} is empty (0 bytes)")
     try:
-        return av.open(str(path), mode="r", container_options=_OPEN_OPTIONS)
+        # A tag that is not the UTF-8 it claims (a Latin-1 title in an ID3v2.4 frame, which
+        # taggers write) made PyAV's strict decoding refuse the whole file as not audio.
+        return av.open(
+            str(path), mode="r", container_options=_OPEN_OPTIONS, metadata_errors="replace"
+        )
     except PermissionError as e:
         raise InvalidAudio(f"cannot read {_name(path)}: permission denied") from e
     except EOFError as e:
@@ -153,10 +159,40 @@ def _reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+# A Matroska track's length as its statistics tag states it ("00:03:25.120000000"); FFmpeg names
+# the tag DURATION, or DURATION-eng when the tag has a language (mkvmerge's).
+_TAG_DURATION = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def _tagged_seconds(stream: AudioStream) -> float | None:
+    for key, value in stream.metadata.items():
+        if key.split("-")[0].upper() == "DURATION" and isinstance(value, str):
+            found = _TAG_DURATION.fullmatch(value.strip())
+            if found:
+                hours, minutes, seconds = found.groups()
+                total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+                return total or None  # a placeholder never filled in states nothing
+    return None
+
+
 def _declared_seconds(container: InputContainer, stream: AudioStream) -> float | None:
+    """Seconds the audio stream declares: its own duration, else its Matroska track's
+    DURATION tag, else the container's, but only when no other timed stream shares the file.
+    The container's duration is its longest stream's: a video running on past the song, or a
+    longer second audio track, would read as a cut audio stream (refused as truncated)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
+    tagged = _tagged_seconds(stream)
+    if tagged is not None:
+        return tagged
+    others = [
+        s
+        for s in container.streams
+        if s is not stream
+        and s.type in ("audio", "video", "subtitle", "data")
+        and not s.disposition & av.stream.Disposition.attached_pic  # a cover picture
+    ]
+    if container.duration is not None and not others:
         return float(container.duration) / av.time_base
     return None
 
@@ -196,36 +232,54 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
     return info, stream
 
 
-def _wav_declared_seconds(path: Path) -> tuple[float, float] | None:
-    """Seconds of audio a RIFF WAV's header promises (``data`` chunk size / byte rate), and
-    seconds present in the file after the header (at the same byte rate).
+# Sony Wave64, WAV with 64-bit sizes: its chunks are named by GUIDs, the "riff" one and those
+# that start with a RIFF name ("wave", "fmt ", "data") followed by this tail.
+_W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
+_W64_TAIL = bytes.fromhex("f3acd3118cd100c04f8edb8a")
 
-    Returns ``None`` for RF64/W64, for streamed headers (size 0 or 0xFFFFFFFF with data
-    following) and for anything that does not parse: the caller then has no WAV-specific
-    evidence and falls back to FFmpeg's duration.
+
+def _wav_declared_seconds(path: Path) -> tuple[float, float] | None:
+    """Seconds of audio a RIFF WAV's or a Wave64's header promises (``data`` chunk size /
+    byte rate), and seconds present in the file after the header (at the same byte rate).
+
+    Returns ``None`` for RF64 (FFmpeg reads its 64-bit size, so decoding shows a cut), for
+    streamed headers (size 0 or 0xFFFFFFFF with data following) and for anything that does
+    not parse: the caller then has no WAV-specific evidence and falls back to FFmpeg's
+    duration.
     """
     byte_rate = 0
     try:
         with path.open("rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            head = f.read(40)
+            if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+                # 4-byte names and sizes; a size counts the data only; word-aligned.
+                name_bytes, size_bytes, counted, align = 4, 4, 0, 2
+                f.seek(12)
+            elif head[:16] == _W64_RIFF and head[24:40] == b"wave" + _W64_TAIL:
+                # 16-byte GUIDs, 8-byte sizes counting the 24-byte chunk header; 8-aligned.
+                name_bytes, size_bytes, counted, align = 16, 8, 24, 8
+            else:
                 return None
             # Bounded walk: real files put "fmt " and "data" within the first few chunks.
             for _ in range(64):
-                chunk = f.read(8)
-                if len(chunk) < 8:
+                chunk = f.read(name_bytes + size_bytes)
+                if len(chunk) < name_bytes + size_bytes:
                     return None
-                kind, length = chunk[:4], int(struct.unpack("<I", chunk[4:])[0])
+                kind = chunk[:4] if name_bytes == 4 or chunk[4:16] == _W64_TAIL else b""
+                length = int.from_bytes(chunk[name_bytes:], "little") - counted
+                if length < 0:
+                    return None
                 if kind == b"fmt " and length >= 16:
                     fmt = f.read(16)
                     byte_rate = int(struct.unpack("<I", fmt[8:12])[0])
                     length -= 16
                 elif kind == b"data":
                     present = path.stat().st_size - f.tell()
-                    if byte_rate <= 0 or length == 0xFFFFFFFF or (length == 0 and present > 0):
+                    streamed = size_bytes == 4 and length == 0xFFFFFFFF
+                    if byte_rate <= 0 or streamed or (length == 0 and present > 0):
                         return None
                     return length / byte_rate, present / byte_rate
-                f.seek(length + (length & 1), os.SEEK_CUR)  # chunks are word-aligned
+                f.seek(length + (-length % align), os.SEEK_CUR)  # padded to alignment
     except (OSError, struct.error):
         return None
     return None
@@ -279,7 +333,7 @@ def _checked_declared(path: Path, info: AudioInfo) -> float | None:
             f"{_name(path)} is truncated: its last Ogg page is cut short "
             "(an incomplete download or copy?)"
         )
-    if info.container == "wav":
+    if info.container in ("wav", "w64"):
         # FFmpeg clamps a WAV's duration to the bytes present; the header still says how long
         # the file was meant to be, which is what exposes a cut.
         header = _wav_declared_seconds(path)
@@ -303,10 +357,11 @@ class AudioReader:
     """Streams the first audio stream of any container PyAV opens, as float32 blocks.
 
     Decoded frames go through PyAV's :class:`av.AudioResampler` (format ``fltp``, the stream's
-    own rate), which also fixes the channel layout: mono stays mono, stereo stays stereo, and
-    with ``downmix=True`` more channels are folded to stereo by FFmpeg's default (libswresample)
-    matrix: front left/right at 1, centre and surrounds at -3 dB (×0.707) into their side, LFE
-    dropped, no normalisation, so a loud 5.1 mix can exceed ±1 (left for the writer to handle).
+    own rate), which also fixes the channel layout: mono stays mono, stereo stays stereo (one
+    or two channels as they are, whatever speakers the file names), and with ``downmix=True``
+    more channels are folded to stereo by FFmpeg's default (libswresample) matrix: front
+    left/right at 1, centre and surrounds at -3 dB (×0.707) into their side, LFE dropped, no
+    normalisation, so a loud 5.1 mix can exceed ±1 (left for the writer to handle).
 
     Use as a context manager; :meth:`blocks` may be iterated once.
 
@@ -432,6 +487,8 @@ class AudioReader:
                     block = np.empty((self.channels, frames), dtype=np.float32)
                     fill = 0
         if total == 0:
+            if self._declared:  # it promised audio: a cut file, not an empty one
+                raise _truncated(self.path, 0.0, self._declared, "decoded")
             raise InvalidAudio(f"{_name(self.path)} contains no audio samples (zero length)")
         if nonfinite:
             log.warning(
@@ -507,7 +564,7 @@ class AudioReader:
                     concealed += len(damaged)
                     concealed_seconds += sum(damaged)
                     damaged = []
-                for frame in decoded:
+                for frame in map(_as_mono_or_stereo, decoded):
                     frame_seconds = frame.samples / frame.sample_rate
                     good_seconds += frame_seconds
                     key = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -519,7 +576,7 @@ class AudioReader:
                             format="fltp", layout=self._layout, rate=self.sample_rate
                         )
                     signature = key
-                    yield from _arrays(resampler.resample(frame))
+                    yield from _arrays(self._converted(resampler, frame))
             yield from _arrays(resampler.resample(None))
         except InvalidAudio:
             raise
@@ -540,6 +597,27 @@ class AudioReader:
                 _name(self.path), concealed, "" if concealed == 1 else "s", concealed_seconds,
             )  # fmt: skip
 
+    def _converted(self, resampler: av.AudioResampler, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        """``frame`` through ``resampler``; a downmix FFmpeg has no matrix for is said so.
+
+        libswresample knows speaker positions for up to 24 unnamed channels, and cannot map
+        a layout without front channels (say back and side left/right only) to stereo: a
+        32-track recording asked to be folded was refused as "corrupt or truncated".
+        """
+        try:
+            return resampler.resample(frame)
+        except av.error.ArgumentError as e:
+            channels = frame.layout.nb_channels
+            if channels <= 2:
+                raise
+            what = frame.layout.name  # "5.1(side)", "4 channels (BL+BR+SL+SR)", "32 channels"
+            if what == f"{channels} channels":
+                what += ", no speakers named"
+            raise InvalidAudio(
+                f"{_name(self.path)} has {what}: FFmpeg cannot fold that to stereo; mix it "
+                "down to stereo first"
+            ) from e
+
     def _corrupt(self, error: BaseException) -> InvalidAudio:
         return InvalidAudio(
             f"{_name(self.path)} is corrupt or truncated: decoding failed "
@@ -559,6 +637,31 @@ class AudioReader:
 def _seconds(duration: int | None, time_base: Fraction | None) -> float:
     """A packet's duration in seconds (0 when it states none, or a negative one)."""
     return max(0.0, float(duration * time_base)) if duration and time_base else 0.0
+
+
+def _as_mono_or_stereo(frame: av.AudioFrame) -> av.AudioFrame:
+    """``frame`` as it is when it has more than two channels; else its one or two channels
+    labelled mono or stereo, whatever speaker positions the file names for them.
+
+    A pair named, say, back left/right (a surround stem exported as a WAV of its own) or
+    centre + LFE would be remixed by FFmpeg towards the front: failing ("Invalid argument":
+    no front channel to map to), or dropping the LFE and doubling the centre. A mono or
+    stereo file is separated as its channels are, so its stems add up to it.
+    """
+    channels = frame.layout.nb_channels
+    if channels > 2 or frame.layout.name in ("mono", "stereo"):
+        return frame
+    try:
+        samples = frame.to_ndarray()
+    except ValueError:  # a sample format numpy has no type for (s64): as FFmpeg names it
+        return frame
+    plain = av.AudioFrame.from_ndarray(
+        samples, format=frame.format.name, layout="mono" if channels == 1 else "stereo"
+    )
+    plain.sample_rate, plain.pts = frame.sample_rate, frame.pts
+    if frame.time_base is not None:
+        plain.time_base = frame.time_base
+    return plain
 
 
 def _arrays(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
@@ -599,15 +702,22 @@ def duration_refusal(
     )
 
 
+# Containers whose packets state exactly the samples they hold, and whose header states the
+# length apart from them (FLAC's STREAMINFO, AIFF's COMM chunk, AU's data size): packets that
+# add up to less than the header says are a cut file, found without decoding. (WAV and Wave64
+# have their own check; FFmpeg makes a CAF's length that of the bytes present.)
+_COUNTED_EXACTLY = ("flac", "aiff", "au")
+
+
 def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
     """What ``path`` holds, without decoding any audio.
 
     Headers, plus the checks that need no decoding (a WAV shorter than its header, an Ogg file
-    cut mid-page, a FLAC whose frames hold less than its header's length), plus a count of the
-    audio packets' durations (demuxing only; it stops past
-    ``max_seconds``): when the packets hold more than the header declares (a hidden or
-    understated length), ``duration`` is what the packets hold, so the limit that the job
-    would hit is seen at upload.
+    cut mid-page, a FLAC, AIFF or AU whose packets hold less than its header's length), plus a
+    count of the audio packets' durations (demuxing only; it stops past ``max_seconds``): when
+    the packets hold more than the header declares (a hidden or understated length),
+    ``duration`` is what the packets hold, so the limit that the job would hit is seen at
+    upload.
 
     Raises:
         InvalidAudio: the file is missing, empty, not media, has no audio stream, declares a
@@ -629,7 +739,7 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
         if counted is not None and (declared is None or counted > declared + _slack(declared)):
             declared = counted
         elif (
-            info.container == "flac"  # every FLAC frame states its samples: a shortfall is a cut
+            info.container in _COUNTED_EXACTLY
             and counted is not None
             and declared is not None
             and (max_seconds is None or counted <= max_seconds)  # counted to the end

@@ -14,11 +14,17 @@ are scaled by one common gain, ``1 / peak`` over all stems, so the stems still a
 (equally scaled) mix, while being transcoded to the final format; MP3s are then decoded and,
 while one would clip, encoded again a little quieter. Memory stays bounded by the block size
 throughout.
+
+No NaN or infinity reaches a file. A model whose arithmetic overflows gives them (half
+precision on a loud float input; samples near float32's largest in any precision): a float WAV
+would keep them, an integer format or MP3 would hold whatever the cast makes of them. They are
+written as silence, and a warning says how many there were.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -52,6 +58,8 @@ DEFAULT_BIT_DEPTHS: dict[str, str | None] = {"wav": "16", "flac": "16", "mp3": N
 _CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 _SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 _RESCALE_BLOCK = 1 << 16  # frames per read when transcoding the float32 temporaries
+
+log = logging.getLogger("demixer.audio")
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,10 @@ def _decoded_peak(path: Path) -> tuple[float, int]:
     """An mp3's largest decoded ``|sample|``, and how many samples (each channel counted)
     a player clips: past full scale."""
     peak, over = 0.0, 0
+    if path.stat().st_size == 0:
+        # No samples at the mp3's rate (a stem of one sample at 192 kHz is a quarter of one
+        # at 48 kHz): an empty file, nothing to decode.
+        return peak, over
     with AudioReader(path) as reader:
         for block in reader.blocks(1 << 16):
             magnitude = np.abs(block)
@@ -283,6 +295,7 @@ class StemSetWriter:
         self._sinks: dict[str, _Sink] = {}
         self._peaks = dict.fromkeys(finals, 0.0)
         self._clipped = dict.fromkeys(finals, 0)
+        self._nonfinite = dict.fromkeys(finals, 0)  # NaN or infinite samples written as 0
         self._state = "open"
         self.report: WriteReport | None = None
         self._guard(self._open_sinks)
@@ -339,6 +352,10 @@ class StemSetWriter:
         for stem, block in arrays.items():
             if block.size == 0:
                 continue
+            bad = ~np.isfinite(block)
+            if bad.any():
+                self._nonfinite[stem] += int(np.count_nonzero(bad))
+                block = np.where(bad, np.float32(0.0), block)
             magnitude = np.abs(block)
             self._peaks[stem] = max(self._peaks[stem], float(magnitude.max()))
             if clip:
@@ -397,6 +414,10 @@ class StemSetWriter:
             raise
         self._parts.clear()
         self._state = "closed"
+        for stem, count in self._nonfinite.items():
+            if count and stem in self._finals:
+                name = self._finals[stem].name
+                log.warning("%s: %d samples were NaN or infinite: written as silence", name, count)
         self.report = WriteReport(dict(self._peaks), dict(self._clipped), gain)
 
     def _rescale(self) -> float:
