@@ -142,6 +142,22 @@ def test_a_model_directory_that_cannot_be_made_is_one_line(
     assert added.stderr.startswith(f"error [INVALID_MODEL_DIR] cannot use {unusable} ")
 
 
+def test_a_model_directory_that_refuses_the_models_files_is_one_line(
+    origin: Origin, model_dir: Path
+) -> None:
+    """The directory exists but the model's folder cannot be made in it (read-only, another
+    user's; here a file in the way, which stops root too): INVALID_MODEL_DIR, no traceback."""
+    (model_dir / "tiny-roformer").write_text("in the way")
+    code, stdout, stderr = pull(origin)
+    assert code == 2 and stdout == []
+    assert stderr.splitlines()[-1] == (
+        f"error [INVALID_MODEL_DIR] cannot write {model_dir / 'tiny-roformer'}: File exists "
+        "(DEMIXER_MODEL_DIR chooses another)"
+    )
+    assert origin.requests == []
+    assert (model_dir / "tiny-roformer").read_text() == "in the way"
+
+
 @pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example/models"])
 def test_a_mirror_that_is_not_an_http_url_is_one_line_and_makes_no_folder(
     model_dir: Path, mirror: str

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from demixer.errors import DownloadFailed, WeightsChecksumMismatch
+from demixer.errors import DownloadFailed, InvalidModelDir, WeightsChecksumMismatch
 from demixer.models.loading import default_model_dir, file_sha256, resolve_weight
 from demixer.models.model_dir import usable_model_dir
 from demixer.models.registry import ModelSpec, WeightFile, get_spec
@@ -334,6 +334,7 @@ def pull(
         UnknownModel: ``model_id`` is not registered.
         DownloadFailed: a download failed or did not match its pin.
         ModelUnavailable: a package-shipped file is missing (the message says what to install).
+        InvalidModelDir: the model directory cannot be made or refuses a file (read-only).
     """
     spec = get_spec(model_id)
     mirror = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
@@ -381,3 +382,11 @@ def _pull_one(
         )
     except DownloadFailed as exc:
         raise DownloadFailed(f"model {spec.id!r}: {exc.message}") from exc
+    except OSError as exc:
+        # The model directory exists but refuses this file (read-only, another user's, a file
+        # where the model's folder goes): the user's to fix, as when the directory itself
+        # cannot be made (usable_model_dir), not a traceback.
+        raise InvalidModelDir(
+            f"cannot write {exc.filename or dest}: {exc.strerror or exc} "
+            "(DEMIXER_MODEL_DIR chooses another)"
+        ) from None
