@@ -158,6 +158,22 @@ def test_a_model_directory_that_refuses_the_models_files_is_one_line(
     assert (model_dir / "tiny-roformer").read_text() == "in the way"
 
 
+def test_a_model_cannot_take_the_name_of_the_recipes_folder(model_dir: Path) -> None:
+    """Its manifest in ``recipes/`` would read as a faulty recipe and fail every lookup."""
+    file = model_dir / "config.yaml"
+    file.write_bytes(CONFIG)
+    added = CliRunner().invoke(
+        app, ["models", "add", "recipes", "--arch", "mel_band_roformer", "--config", str(file),
+              "--checkpoint", str(file)],
+    )  # fmt: skip
+    assert added.exit_code == 1
+    assert added.stderr.splitlines() == [
+        "error [CONFLICT] 'recipes' is the folder of your recipes in the model directory; "
+        "choose another name"
+    ]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.yaml"]
+
+
 @pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example/models"])
 def test_a_mirror_that_is_not_an_http_url_is_one_line_and_makes_no_folder(
     model_dir: Path, mirror: str

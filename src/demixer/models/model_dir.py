@@ -9,7 +9,10 @@ from platformdirs import user_cache_dir
 
 from demixer.errors import InvalidModelDir
 
-__all__ = ["default_model_dir", "usable_model_dir"]
+__all__ = ["RECIPES", "default_model_dir", "usable_model_dir"]
+
+#: the folder of the user's recipes in the model directory (never a model's)
+RECIPES = "recipes"
 
 
 def default_model_dir() -> Path:

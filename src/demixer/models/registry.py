@@ -21,7 +21,7 @@ from demixer.errors import UnknownModel
 from demixer.models.catalogue import SHIPPED, SHIPPED_ALIASES, SHIPPED_IDS
 from demixer.models.catalogue.ensembles import ensemble_spec
 from demixer.models.catalogue.recipes import user_recipes
-from demixer.models.model_dir import default_model_dir
+from demixer.models.model_dir import RECIPES, default_model_dir
 from demixer.models.spec import (
     LICENSE_CLASSES,
     RESTRICTIVE_CLASSES,
@@ -63,7 +63,7 @@ def list_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
 def _user_recipes(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
     """The recipes in ``<model_dir>/recipes/*.json`` (a faulty file: UnknownModel naming it, on
     every call, so it cannot go unnoticed)."""
-    folder = (Path(model_dir) if model_dir is not None else default_model_dir()) / "recipes"
+    folder = (Path(model_dir) if model_dir is not None else default_model_dir()) / RECIPES
     try:
         return user_recipes(folder, _BY_ID)
     except ValueError as exc:

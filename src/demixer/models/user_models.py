@@ -43,7 +43,7 @@ from demixer.errors import (
     NotFound,
 )
 from demixer.models.catalogue import SHIPPED_ALIASES, SHIPPED_IDS
-from demixer.models.model_dir import default_model_dir, usable_model_dir
+from demixer.models.model_dir import RECIPES, default_model_dir, usable_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
 
 __all__ = [
@@ -197,6 +197,11 @@ def check_name(name: str, model_dir: Path | None = None) -> None:
         raise InvalidRequest(
             f"model name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
+        )
+    if name == RECIPES:
+        # A model there would be read as a faulty recipe, and every model lookup would fail.
+        raise Conflict(
+            f"{name!r} is the folder of your recipes in the model directory; choose another name"
         )
     if name in SHIPPED_IDS:
         raise Conflict(f"{name!r} is a catalogue model; choose another name")
