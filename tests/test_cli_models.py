@@ -21,6 +21,7 @@ from demixer.cli import app
 from demixer.cli_models import _FileProgress, licence_notice, print_card
 from demixer.models import registry
 from demixer.models.registry import ModelSpec, WeightFile, get_spec, model_card
+from demixer.settings import Settings
 from weights_origin import BODY, SHA, Origin, serve
 
 CONFIG = b"audio:\n  sample_rate: 44100\ntraining:\n  instruments: [vocals, other]\n"
@@ -172,6 +173,22 @@ def test_a_model_cannot_take_the_name_of_the_recipes_folder(model_dir: Path) -> 
         "choose another name"
     ]
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.yaml"]
+
+
+def test_a_model_directory_under_home_written_with_a_tilde_is_there(
+    origin: Origin, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .env file (docker compose, systemd) gives ``~/models`` unexpanded: the weights go to
+    the home folder, for ``serve`` too, not into a folder named ``~`` under the current one."""
+    home = model_dir / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(model_dir)
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", "~/models")
+    code, stdout, stderr = pull(origin)
+    assert code == 0, stderr
+    assert stdout[1] == str(home / "models" / "tiny-roformer" / "tiny.ckpt")
+    assert not (model_dir / "~").exists()
+    assert Settings().model_dir == home / "models"
 
 
 @pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example/models"])

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         # Absolute, so the SQLite and storage URLs built from it do not depend on the cwd.
         return value.expanduser().resolve()
 
+    @field_validator("model_dir")
+    @classmethod
+    def _home(cls, value: Path | None) -> Path | None:
+        # "~/models" from a .env file reaches here unexpanded (as default_model_dir expands it).
+        return value.expanduser() if value is not None else None
+
     @field_validator("quality", mode="before")
     @classmethod
     def _quality(cls, value: object) -> Quality:

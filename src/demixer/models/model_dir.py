@@ -16,9 +16,11 @@ RECIPES = "recipes"
 
 
 def default_model_dir() -> Path:
-    """``$DEMIXER_MODEL_DIR`` or ``<user cache dir>/demixer/models``."""
+    """``$DEMIXER_MODEL_DIR`` (``~`` expanded) or ``<user cache dir>/demixer/models``."""
     env = os.environ.get("DEMIXER_MODEL_DIR")
-    return Path(env) if env else Path(user_cache_dir("demixer")) / "models"
+    # A .env file, docker compose and systemd pass "~/models" as it is written: without the
+    # expansion the weights would go into a folder named "~" in whatever the current folder is.
+    return Path(env).expanduser() if env else Path(user_cache_dir("demixer")) / "models"
 
 
 def usable_model_dir(path: Path) -> Path:
