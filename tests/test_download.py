@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from demixer.errors import DownloadFailed
+from demixer.errors import DownloadFailed, InvalidModelDir
 from demixer.models.download import download
 from weights_origin import BODY, SHA, Origin, serve
 
@@ -143,3 +143,23 @@ def test_two_concurrent_downloads_of_one_file_fetch_it_once(origin: Origin, tmp_
     assert results == [dest, dest]
     assert origin.ranges == [None]  # the second found the finished file and fetched nothing
     assert dest.read_bytes() == BODY
+
+
+@pytest.mark.skipif(os.name != "posix", reason="O_NOFOLLOW is POSIX")
+def test_a_partial_file_that_is_a_symlink_is_refused_and_its_target_untouched(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """In a model directory others can write to, a planted ``.part`` link must not get a
+    user's own file truncated, overwritten with the weights and made readable by all."""
+    private = tmp_path / "private.txt"
+    private.write_bytes(b"secret " * 20_000)
+    private.chmod(0o600)
+    dest = tmp_path / "models" / "weights.ckpt"
+    dest.parent.mkdir()
+    dest.with_name("weights.ckpt.part").symlink_to(private)
+    with pytest.raises(InvalidModelDir, match=r"weights.ckpt.part is a symbolic link, not a "):
+        fetch(origin, dest)
+    assert private.read_bytes() == b"secret " * 20_000
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    assert not dest.exists() and not dest.is_symlink()
+    assert origin.ranges == []

@@ -59,6 +59,7 @@ _MIN_PREFIX = 8
 _HEX = frozenset("0123456789abcdef")
 _USER_AGENT = "demixer-weights-fetcher"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; elsewhere the open follows a link
 
 Progress = Callable[[int, int | None], None]
 
@@ -114,9 +115,22 @@ def _locked_part(part: Path) -> Iterator[BinaryIO]:
 
     A process that waited for the lock may find the path renamed into place (or deleted) by the
     holder; it then opens the file now at the path, so it never writes into a finished file.
+
+    Raises:
+        InvalidModelDir: ``part`` is a symbolic link. Followed, it would have the weights
+            written over (and made readable by all) whatever file it points to: in a model
+            directory others can write to, any file of the user running the download.
     """
     while True:
-        fh = open(part, "a+b")  # noqa: SIM115 - closed below or by the caller's ``with``
+        try:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
+        except OSError:
+            if part.is_symlink():
+                raise InvalidModelDir(
+                    f"{part} is a symbolic link, not a partial download; remove it"
+                ) from None
+            raise
+        fh = os.fdopen(fd, "a+b")  # closed below or by the caller's ``with``
         if fcntl is None:
             break
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -159,6 +173,7 @@ def download(
         DownloadFailed: HTTP error status, connection or read failure, wrong size, or a digest
             that does not satisfy the pin. An interrupted transfer keeps its ``<name>.part`` for
             the next attempt to resume; a refused (wrong digest) file is deleted.
+        InvalidModelDir: ``<name>.part`` is a symbolic link (see ``_locked_part``).
     """
     pin = _normalise_pin(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
