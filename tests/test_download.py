@@ -7,6 +7,7 @@ test lets it go. Every URL is that server's; nothing reaches the internet.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -92,6 +93,36 @@ def test_a_complete_partial_file_is_verified_without_a_request(
     assert fetch(origin, dest) == dest
     assert origin.ranges == []
     assert dest.read_bytes() == BODY
+
+
+def test_a_server_that_stalls_before_any_byte_times_out_and_leaves_nothing(
+    origin: Origin, tmp_path: Path
+) -> None:
+    origin.hold = threading.Event()  # the answer never comes within the timeout
+    url = origin.url + "/weights.ckpt"
+    with pytest.raises(DownloadFailed) as stalled:
+        download(url, tmp_path / "weights.ckpt", sha256=SHA, size=len(BODY), timeout=0.3)
+    # Nothing was received, and the empty .part is gone: no word of bytes kept to resume from.
+    assert stalled.value.message == f"downloading {url} failed: TimeoutError('timed out')"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_that_stalls_mid_file_times_out_keeping_what_came(
+    origin: Origin, tmp_path: Path
+) -> None:
+    big = BODY * 11  # over one 1 MiB read: the first whole read is written before the stall
+    origin.files["/big.ckpt"] = big
+    origin.stall_after = 1_100_000
+    dest = tmp_path / "big.ckpt"
+    part = dest.with_name("big.ckpt.part")
+    url = origin.url + "/big.ckpt"
+    with pytest.raises(DownloadFailed) as stalled:
+        download(url, dest, sha256=hashlib.sha256(big).hexdigest(), size=len(big), timeout=0.3)
+    assert stalled.value.message == (
+        f"downloading {url} failed: TimeoutError('timed out'); the 1048576 bytes received are "
+        f"kept in {part}, and the same command resumes from them"
+    )
+    assert part.read_bytes() == big[: 1 << 20]
 
 
 def test_a_tampered_file_is_refused_and_nothing_is_kept(origin: Origin, tmp_path: Path) -> None:

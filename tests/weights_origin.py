@@ -1,9 +1,10 @@
 """A real HTTP server on 127.0.0.1 for weights downloads, with the faults downloads must survive.
 
 It serves ``files`` (path -> bytes; 404 otherwise) and can honour ``Range`` or ignore it, cut
-the next transfer short after N bytes (what a dropped connection looks like to the client), and
-hold responses until the test lets them go. ``requests`` records each GET's path, ``ranges`` its
-``Range`` header (or None).
+the next transfer short after N bytes (what a dropped connection looks like to the client),
+stall the next one after N bytes (the connection open, nothing more coming), and hold responses
+until the test lets them go. ``requests`` records each GET's path, ``ranges`` its ``Range``
+header (or None).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Origin:
     honour_range: bool = True
     cut_after: int | None = None  # the next response stops after this many body bytes
     hold: threading.Event | None = None  # responses wait for this before sending the body
+    stall_after: int | None = None  # the next response stops sending after this many bytes
     requests: list[str] = field(default_factory=list)
     ranges: list[str | None] = field(default_factory=list)
     seen: threading.Event = field(default_factory=threading.Event)
@@ -68,6 +70,13 @@ def serve() -> Iterator[Origin]:
             if state.cut_after is not None:
                 payload, state.cut_after = payload[: state.cut_after], None
                 self.close_connection = True
+            if state.stall_after is not None:
+                # The connection stays open with nothing more coming: a stalled server.
+                head, state.stall_after = payload[: state.stall_after], None
+                self.wfile.write(head)
+                self.wfile.flush()
+                threading.Event().wait(2)
+                return
             self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -109,6 +109,11 @@ def mirror_url(url: str, base_url: str | None) -> str:
     return base_url.rstrip("/") + path
 
 
+def _no_follow(path: str, flags: int) -> int:
+    """``open``'s opener that refuses to follow a symbolic link at ``path``."""
+    return os.open(path, flags | _NOFOLLOW, 0o666)
+
+
 @contextlib.contextmanager
 def _locked_part(part: Path) -> Iterator[BinaryIO]:
     """``part`` opened for reading and appending, exclusively locked for as long as it is held.
@@ -123,14 +128,13 @@ def _locked_part(part: Path) -> Iterator[BinaryIO]:
     """
     while True:
         try:
-            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
+            fh = open(part, "a+b", opener=_no_follow)  # noqa: SIM115 - closed below or by the caller
         except OSError:
             if part.is_symlink():
                 raise InvalidModelDir(
                     f"{part} is a symbolic link, not a partial download; remove it"
                 ) from None
             raise
-        fh = os.fdopen(fd, "a+b")  # closed below or by the caller's ``with``
         if fcntl is None:
             break
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -257,6 +261,8 @@ def _fill(
         # Timeouts, resets and truncated bodies (IncompleteRead) all land here.
         fh.flush()
         fh.seek(0, os.SEEK_END)
+        if not fh.tell():  # the empty .part is removed: say nothing of keeping it
+            raise DownloadFailed(f"downloading {url} failed: {exc!r}") from exc
         raise DownloadFailed(
             f"downloading {url} failed: {exc!r}; the {fh.tell()} bytes received are kept in "
             f"{getattr(fh, 'name', 'the .part file')}, and the same command resumes from them"
