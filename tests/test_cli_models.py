@@ -160,7 +160,8 @@ def test_a_model_directory_that_refuses_the_models_files_is_one_line(
 
 
 def test_a_model_cannot_take_the_name_of_the_recipes_folder(model_dir: Path) -> None:
-    """Its manifest in ``recipes/`` would read as a faulty recipe and fail every lookup."""
+    """Its manifest in ``recipes/`` would read as a faulty recipe: `models list`, the model
+    list of `serve` and the choice of a model for `--stems` would all fail."""
     file = model_dir / "config.yaml"
     file.write_bytes(CONFIG)
     added = CliRunner().invoke(

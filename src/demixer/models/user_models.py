@@ -199,7 +199,7 @@ def check_name(name: str, model_dir: Path | None = None) -> None:
             "starting with a letter or digit"
         )
     if name == RECIPES:
-        # A model there would be read as a faulty recipe, and every model lookup would fail.
+        # Its manifest would be read as a faulty recipe: every listing of the models would fail.
         raise Conflict(
             f"{name!r} is the folder of your recipes in the model directory; choose another name"
         )
