@@ -360,6 +360,33 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
 
 
+def test_a_users_recipe_may_chain_a_users_own_model(tmp_path: Path) -> None:
+    """A recipe in the model directory whose step is a model added there is listed and runs
+    (it made every listing fail: "names unknown model(s)"); a model added under a recipe's id
+    is refused, as under a catalogue id."""
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models)
+    (models / "recipes").mkdir()
+    step = {"model": "mine", "input": "mix", "keep": {"vocals": "vocals"}, "rest": "instrumental"}
+    recipe = {"id": "my-chain", "stems": ["vocals", "instrumental"], "steps": [step]}
+    (models / "recipes" / "chain.json").write_text(json.dumps(recipe))
+    assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == [
+        "mine",
+        "my-chain",
+    ]
+    assert get_spec("my-chain", models).requires == ("mine",)
+    mix = music(20000)
+    stems = Separator("my-chain", model_dir=models).separate_array(mix, 44100)
+    np.testing.assert_allclose(stems["vocals"] + stems["instrumental"], mix, atol=1e-5)
+    with pytest.raises(Conflict) as taken:
+        add("my-chain", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+            model_dir=models)  # fmt: skip
+    assert taken.value.message == (
+        f"'my-chain' is your recipe in {models / 'recipes' / 'chain.json'}; choose another name"
+    )
+
+
 def test_add_where_the_model_directory_refuses_is_one_error(tmp_path: Path) -> None:
     """A model directory that refuses writes (read-only, full: here /proc, which takes no
     new folder whoever asks) is INVALID_MODEL_DIR naming it, not a traceback."""

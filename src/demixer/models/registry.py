@@ -61,11 +61,13 @@ def list_specs(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
 
 
 def _user_recipes(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
-    """The recipes in ``<model_dir>/recipes/*.json`` (a faulty file: UnknownModel naming it, on
-    every call, so it cannot go unnoticed)."""
+    """The recipes in ``<model_dir>/recipes/*.json``, whose steps may name catalogue models and
+    the user's own (a faulty file: UnknownModel naming it, on every call, so it cannot go
+    unnoticed)."""
     folder = (Path(model_dir) if model_dir is not None else default_model_dir()) / RECIPES
+    known = {**_BY_ID, **{spec.id: spec for spec in user_specs(model_dir)}}
     try:
-        return user_recipes(folder, _BY_ID)
+        return user_recipes(folder, known)
     except ValueError as exc:
         raise UnknownModel(str(exc)) from None
 

@@ -43,6 +43,7 @@ from demixer.errors import (
     NotFound,
 )
 from demixer.models.catalogue import SHIPPED_ALIASES, SHIPPED_IDS
+from demixer.models.catalogue.recipes import recipe_file
 from demixer.models.model_dir import RECIPES, default_model_dir, usable_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
 
@@ -209,6 +210,9 @@ def check_name(name: str, model_dir: Path | None = None) -> None:
         raise Conflict(
             f"{name!r} names the catalogue model {SHIPPED_ALIASES[name]!r}; choose another name"
         )
+    recipe = recipe_file(_model_dir(model_dir) / RECIPES, name)
+    if recipe is not None:  # the recipe's id would be taken: every listing would fail
+        raise Conflict(f"{name!r} is your recipe in {recipe}; choose another name")
     if (_model_dir(model_dir) / name).exists():
         raise Conflict(
             f"{_model_dir(model_dir) / name} already exists; remove it first "

@@ -15,7 +15,15 @@ from typing import Any
 
 from demixer.models.spec import LicenseClass, ModelSpec, Score
 
-__all__ = ["LOADER", "RECIPE_STEPS", "recipe_spec", "recipes", "strictest", "user_recipes"]
+__all__ = [
+    "LOADER",
+    "RECIPE_STEPS",
+    "recipe_file",
+    "recipe_spec",
+    "recipes",
+    "strictest",
+    "user_recipes",
+]
 
 LOADER = "demixer.models.recipe:load"
 # Most restrictive last: a recipe's weights are as free as its least free model's.
@@ -204,6 +212,19 @@ def recipes(known: Mapping[str, ModelSpec]) -> tuple[ModelSpec, ...]:
         recipe_spec(rid, description=d, stems=stems, steps=steps, known=known)
         for rid, (d, stems, steps) in RECIPE_STEPS.items()
     )
+
+
+def recipe_file(directory: Path, recipe_id: str) -> Path | None:
+    """The file in ``directory`` that declares the recipe ``recipe_id``, if one does (files
+    that are not recipes are passed over: :func:`user_recipes` names those)."""
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else ():
+        try:
+            raw = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(raw, dict) and raw.get("id") == recipe_id:
+            return path
+    return None
 
 
 def user_recipes(directory: Path, known: Mapping[str, ModelSpec]) -> tuple[ModelSpec, ...]:
