@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +20,8 @@ LOCAL = ("127.0.0.1",)  # the test server's address, allowed past the SSRF guard
 # /drip sends its body 10 bytes at a time, each next piece once the client said it has the last
 # (a test's on_chunk releases it; after 2 s without, it goes on anyway).
 DRIP = threading.Semaphore(0)
+# 32 MiB of zeros gzipped twice: 218 bytes on the wire ("Content-Encoding: gzip, gzip").
+BOMB = gzip.compress(gzip.compress(bytes(32 << 20)))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,13 +63,19 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(10):
                 self.wfile.write(bytes([i]) * 10)
                 DRIP.acquire(timeout=2)
+        elif self.path == "/gzip":  # compressed once although identity was asked for
+            self._send(200, gzip.compress(BODY), (("Content-Encoding", "gzip"),))
+        elif self.path == "/gzip-twice":
+            self._send(200, BOMB, (("Content-Encoding", "gzip, gzip"),))
         elif self.path == "/busy":
             self._send(503, b"try later")
         else:
             self._send(404, b"no such file")
 
-    def _send(self, status: int, body: bytes) -> None:
+    def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -113,6 +123,27 @@ def test_too_large_is_final_and_leaves_nothing(server: str, tmp_path: Path, path
         fetch_audio_url(f"{server}{path}", dest, 50_000, 5, allowlist=LOCAL)
     assert info.value.retryable is False and info.value.code == "INVALID_AUDIO_URL"
     assert not dest.exists()
+
+
+def test_a_body_gzipped_once_is_saved_decompressed(server: str, tmp_path: Path) -> None:
+    dest = tmp_path / "in"
+    assert fetch_audio_url(f"{server}/gzip", dest, 1 << 20, 5, allowlist=LOCAL) == len(BODY)
+    assert dest.read_bytes() == BODY
+
+
+def test_stacked_compression_is_refused_unread(server: str, tmp_path: Path) -> None:
+    """218 bytes gzipped twice decompress into 32 MiB in one go (a few KiB: gigabytes, and
+    the server runs out of memory before the size limit sees a byte)."""
+    dest = tmp_path / "in"
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioUrlFailed, match="Content-Encoding 'gzip, gzip'") as info:
+            fetch_audio_url(f"{server}/gzip-twice", dest, 1 << 20, 5, allowlist=LOCAL)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (info.value.code, info.value.retryable) == ("INVALID_AUDIO_URL", False)
+    assert peak < 4 << 20 and not dest.exists()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,10 @@ metadata addresses unless allowlisted) before anything connects to it, and the c
 itself goes through :class:`~demixer.service.urlguard.GuardedTransport`, which dials only
 addresses it has just checked (so DNS rebinding cannot swap one in after the check). The body
 is streamed to disk and the size limit is enforced while streaming, so a lying or absent
-``Content-Length`` cannot fill the disk.
+``Content-Length`` cannot fill the disk. A compressed body (``Content-Encoding``) is taken only
+with one layer of gzip or deflate, which at most multiplies each piece read by about a thousand:
+layers stacked on each other multiply again, and a few kilobytes would decompress into
+gigabytes in memory, at once, before the size limit could see them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ __all__ = ["AudioUrlFailed", "fetch_audio_url"]
 
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
+# Audio is compressed already: ask for the bytes as they are. A server may encode them anyway;
+# then one of these, once (see the module's docstring).
+_ENCODINGS = ("gzip", "x-gzip", "deflate")
 
 
 class AudioUrlFailed(DemixerError):
@@ -109,7 +115,9 @@ def _fetch(
         except UrlRefused as exc:
             raise _refused(url, exc) from None
         try:
-            with http.stream("GET", url, follow_redirects=False) as response:
+            with http.stream(
+                "GET", url, headers={"accept-encoding": "identity"}, follow_redirects=False
+            ) as response:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
                     continue
@@ -149,6 +157,17 @@ def _save(
     max_bytes: int,
     on_chunk: Callable[[int], None] | None,
 ) -> int:
+    codings = [
+        coding.strip().lower()
+        for coding in response.headers.get_list("content-encoding", split_commas=True)
+        if coding.strip().lower() not in ("", "identity")
+    ]
+    if len(codings) > 1 or (codings and codings[0] not in _ENCODINGS):
+        raise AudioUrlFailed(
+            f"audio_url {url!r} was sent with Content-Encoding {', '.join(codings)!r}; demixer "
+            "takes the file as it is, or compressed once with gzip or deflate",
+            retryable=False,
+        )
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise AudioUrlFailed(
