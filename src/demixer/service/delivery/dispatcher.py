@@ -231,6 +231,7 @@ class Dispatcher:
             "webhook-id": claim.id,
             "webhook-timestamp": str(stamp),
             "webhook-signature": sign(claim.secret, claim.id, stamp, body),
+            "accept-encoding": "identity",  # the answer's text is only shown in last_error
         }
         try:
             # The whole send within the timeout (not each read alone: a receiver trickling its
@@ -240,7 +241,9 @@ class Dispatcher:
                 client.stream("POST", claim.url, content=body, headers=headers) as response,
             ):
                 head = b""
-                for chunk in response.iter_bytes():  # the first piece, as it arrives
+                # The first piece, as it arrives, and raw: decompressing even that much of a
+                # receiver's "Content-Encoding: gzip, gzip" answer could take gigabytes.
+                for chunk in response.iter_raw():
                     head = chunk[:300]
                     break
         except UrlRefused as exc:  # the connection's own check (DNS may have changed)
@@ -253,6 +256,8 @@ class Dispatcher:
         if 200 <= code < 300:
             return _Outcome(code, None)
         text = head.decode("utf-8", "replace").strip()
+        if response.headers.get("content-encoding", "identity").lower() != "identity":
+            text = ""  # compressed bytes say nothing readable
         if response.is_redirect:
             text = "redirects are not followed"
         return _Outcome(code, f"HTTP {code}" + (f": {text}" if text else ""))
