@@ -67,6 +67,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, gzip.compress(BODY), (("Content-Encoding", "gzip"),))
         elif self.path == "/gzip-twice":
             self._send(200, BOMB, (("Content-Encoding", "gzip, gzip"),))
+        elif self.path == "/share-page":  # a cloud drive's page about the file
+            page = b"<!doctype html><title>song.mp3</title>"
+            self._send(200, page, (("Content-Type", "text/html; charset=utf-8"),))
+        elif self.path == "/empty":
+            self._send(200, b"")
         elif self.path == "/busy":
             self._send(503, b"try later")
         else:
@@ -153,12 +158,16 @@ def test_stacked_compression_is_refused_unread(server: str, tmp_path: Path) -> N
         ("/busy", True, "HTTP 503"),
         ("/to-ftp", False, "http or https"),
         ("/loop", False, "redirected more than"),
+        ("/share-page", False, r"answered a web page \(text/html\), not an audio file"),
+        ("/empty", False, "answered an empty body"),
     ],
 )
 def test_http_failures(server: str, tmp_path: Path, path: str, retryable: bool, match: str) -> None:
+    dest = tmp_path / "in"
     with pytest.raises(AudioUrlFailed, match=match) as info:
-        fetch_audio_url(f"{server}{path}", tmp_path / "in", 1 << 20, 5, allowlist=LOCAL)
-    assert info.value.retryable is retryable
+        fetch_audio_url(f"{server}{path}", dest, 1 << 20, 5, allowlist=LOCAL)
+    assert info.value.retryable is retryable and info.value.code == "INVALID_AUDIO_URL"
+    assert not dest.exists()
 
 
 def test_connection_refused_is_retryable(tmp_path: Path) -> None:

@@ -168,6 +168,15 @@ def _save(
             "takes the file as it is, or compressed once with gzip or deflate",
             retryable=False,
         )
+    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml"):
+        # A share or preview link (cloud drives answer those with a page about the file): said
+        # as the URL's fault, not as an audio file demixer cannot read.
+        raise AudioUrlFailed(
+            f"audio_url {url!r} answered a web page ({kind}), not an audio file; give the "
+            "file's direct download link",
+            retryable=False,
+        )
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise AudioUrlFailed(
@@ -189,4 +198,6 @@ def _save(
             out.write(chunk)
             if on_chunk is not None:
                 on_chunk(total)
+    if total == 0:
+        raise AudioUrlFailed(f"audio_url {url!r} answered an empty body", retryable=False)
     return total
