@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import socket
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +73,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, page, (("Content-Type", "text/html; charset=utf-8"),))
         elif self.path == "/empty":
             self._send(200, b"")
+        elif self.path in ("/continue-forever", "/header-a-second"):
+            # Every read in time, the answer never complete (given up after 6 s).
+            if self.path == "/header-a-second":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            line = b"HTTP/1.1 100 Continue\r\n\r\n" if "continue" in self.path else b"X: y\r\n"
+            for _ in range(30):
+                self.wfile.write(line)
+                self.wfile.flush()
+                time.sleep(0.2)
+            self.close_connection = True
         elif self.path == "/busy":
             self._send(503, b"try later")
         else:
@@ -168,6 +179,20 @@ def test_http_failures(server: str, tmp_path: Path, path: str, retryable: bool, 
         fetch_audio_url(f"{server}{path}", dest, 1 << 20, 5, allowlist=LOCAL)
     assert info.value.retryable is retryable and info.value.code == "INVALID_AUDIO_URL"
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("path", ["/continue-forever", "/header-a-second"])
+def test_an_answer_whose_headers_never_end_times_out(
+    server: str, tmp_path: Path, path: str
+) -> None:
+    """Nothing heartbeats or checks the job's time limit before the headers are in: a server
+    that kept sending "100 Continue" (or a header line) held the worker for good, its job
+    IN_PROGRESS forever; the whole head now has the fetch timeout."""
+    start = time.monotonic()
+    with pytest.raises(AudioUrlFailed, match="ReadTimeout") as info:
+        fetch_audio_url(f"{server}{path}", tmp_path / "in", 1 << 20, 1, allowlist=LOCAL)
+    assert time.monotonic() - start < 3
+    assert (info.value.code, info.value.retryable) == ("INVALID_AUDIO_URL", True)
 
 
 def test_connection_refused_is_retryable(tmp_path: Path) -> None:

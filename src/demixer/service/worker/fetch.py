@@ -23,7 +23,13 @@ from urllib.parse import urljoin
 import httpx
 
 from demixer.errors import DemixerError
-from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, guarded_client
+from demixer.service.urlguard import (
+    UnresolvableHost,
+    UrlRefused,
+    check_url,
+    guarded_client,
+    time_limit,
+)
 
 __all__ = ["AudioUrlFailed", "fetch_audio_url"]
 
@@ -75,8 +81,9 @@ def fetch_audio_url(
         dest: the file to write; removed again when the download fails.
         max_bytes: the most bytes accepted (checked against ``Content-Length`` and while
             streaming).
-        timeout: seconds allowed for connecting and for each read (not the whole transfer:
-            the job's own time limit bounds that).
+        timeout: seconds allowed for connecting and receiving the answer's status and headers,
+            all together, and then for each read of the body (not the whole transfer: the
+            job's own time limit bounds that, checked in ``on_chunk``).
         on_chunk: called with the bytes received so far after each chunk; it may raise to
             abort the download (the worker heartbeats from here).
         allowlist: host names, addresses and networks the guard allows anyway
@@ -91,7 +98,7 @@ def fetch_audio_url(
     own = client is None
     http = client or guarded_client(allowlist, timeout)
     try:
-        return _fetch(http, url, dest, max_bytes, allowlist, on_chunk)
+        return _fetch(http, url, dest, max_bytes, timeout, allowlist, on_chunk)
     except BaseException:
         with contextlib.suppress(OSError):
             dest.unlink(missing_ok=True)
@@ -106,6 +113,7 @@ def _fetch(
     url: str,
     dest: Path,
     max_bytes: int,
+    timeout: float,
     allowlist: Collection[str],
     on_chunk: Callable[[int], None] | None,
 ) -> int:
@@ -115,9 +123,19 @@ def _fetch(
         except UrlRefused as exc:
             raise _refused(url, exc) from None
         try:
-            with http.stream(
-                "GET", url, headers={"accept-encoding": "identity"}, follow_redirects=False
-            ) as response:
+            with contextlib.ExitStack() as stack:
+                # Until the headers are in, nothing calls on_chunk (no heartbeat, no check of
+                # the job's time limit or a cancel): a server sending "100 Continue" or a
+                # header line every second, each read in time, held the worker for good.
+                with time_limit(timeout):
+                    response = stack.enter_context(
+                        http.stream(
+                            "GET",
+                            url,
+                            headers={"accept-encoding": "identity"},
+                            follow_redirects=False,
+                        )
+                    )
                 if response.status_code in _REDIRECTS and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
                     continue
