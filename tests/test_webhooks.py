@@ -487,6 +487,37 @@ def test_a_receivers_compressed_answer_is_not_decompressed(make_api: Callable[..
     assert (outcome.status_code, outcome.error) == (500, "HTTP 500")
 
 
+@pytest.mark.backends("sqlite")  # the send alone: no database work
+def test_a_200_whose_body_is_late_is_delivered(make_api: Callable[..., Api]) -> None:
+    """The receiver answers "200 OK" at once and its 2-byte body only after 3 s, past the
+    1 s timeout: the event was acknowledged (a timeout sent it again, and again)."""
+    api = make_api(**{**FAST, "webhook_timeout_seconds": 1.0})
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            if not done.wait(3):
+                conn.sendall(b"ok")
+
+    threading.Thread(target=answer, daemon=True).start()
+    dispatcher = Dispatcher(api.services)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
+    try:
+        with dispatcher.client() as client:
+            outcome = dispatcher.send(client, claim)
+    finally:
+        done.set()
+        listener.close()
+    assert (outcome.status_code, outcome.error) == (200, None)
+
+
 def test_delivery_survives_a_dispatcher_restart(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:

@@ -241,11 +241,14 @@ class Dispatcher:
                 client.stream("POST", claim.url, content=body, headers=headers) as response,
             ):
                 head = b""
-                # The first piece, as it arrives, and raw: decompressing even that much of a
-                # receiver's "Content-Encoding: gzip, gzip" answer could take gigabytes.
-                for chunk in response.iter_raw():
-                    head = chunk[:300]
-                    break
+                # A 2xx status is the whole answer (its body may come late, or never: waiting
+                # for it turned an acknowledged event into a timeout, and sent it again).
+                # An error's first piece is kept for last_error, as it arrives, and raw:
+                # decompressing a "Content-Encoding: gzip, gzip" answer could take gigabytes.
+                if not response.is_success:
+                    for chunk in response.iter_raw():
+                        head = chunk[:300]
+                        break
         except UrlRefused as exc:  # the connection's own check (DNS may have changed)
             return _Outcome(None, f"refused: {exc}")
         except httpx.TimeoutException as exc:
