@@ -71,6 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/share-page":  # a cloud drive's page about the file
             page = b"<!doctype html><title>song.mp3</title>"
             self._send(200, page, (("Content-Type", "text/html; charset=utf-8"),))
+        elif self.path == "/bad-gzip":
+            self._send(200, b"not gzip at all", (("Content-Encoding", "gzip"),))
         elif self.path == "/empty":
             self._send(200, b"")
         elif self.path in ("/continue-forever", "/header-a-second"):
@@ -171,6 +173,7 @@ def test_stacked_compression_is_refused_unread(server: str, tmp_path: Path) -> N
         ("/loop", False, "redirected more than"),
         ("/share-page", False, r"answered a web page \(text/html\), not an audio file"),
         ("/empty", False, "answered an empty body"),
+        ("/bad-gzip", False, "Content-Encoding cannot decompress"),
     ],
 )
 def test_http_failures(server: str, tmp_path: Path, path: str, retryable: bool, match: str) -> None:

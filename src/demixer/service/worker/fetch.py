@@ -149,6 +149,11 @@ def _fetch(
             ) from None
         except httpx.UnsupportedProtocol as exc:
             raise AudioUrlFailed(f"audio_url {url!r}: {exc}", retryable=False) from None
+        except httpx.DecodingError as exc:  # the server's gzip or deflate is corrupt
+            raise AudioUrlFailed(
+                f"audio_url {url!r} sent a body its Content-Encoding cannot decompress: {exc}",
+                retryable=False,
+            ) from None
         except httpx.TransportError as exc:  # connect/read errors and timeouts
             raise AudioUrlFailed(
                 f"could not fetch audio_url {url!r}: {type(exc).__name__}: {exc}",
