@@ -37,7 +37,7 @@ MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Audio is compressed already: ask for the bytes as they are. A server may encode them anyway;
 # then one of these, once (see the module's docstring).
-_ENCODINGS = ("gzip", "x-gzip", "deflate")
+_ENCODINGS = ("gzip", "deflate")  # what httpx decodes
 
 
 class AudioUrlFailed(DemixerError):
