@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
+import time
+import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +21,8 @@ LOCAL = ("127.0.0.1",)  # the test server's address, allowed past the SSRF guard
 # /drip sends its body 10 bytes at a time, each next piece once the client said it has the last
 # (a test's on_chunk releases it; after 2 s without, it goes on anyway).
 DRIP = threading.Semaphore(0)
+# 32 MiB of zeros gzipped twice: 218 bytes on the wire ("Content-Encoding: gzip, gzip").
+BOMB = gzip.compress(gzip.compress(bytes(32 << 20)))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,13 +64,36 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(10):
                 self.wfile.write(bytes([i]) * 10)
                 DRIP.acquire(timeout=2)
+        elif self.path == "/gzip":  # compressed once although identity was asked for
+            self._send(200, gzip.compress(BODY), (("Content-Encoding", "gzip"),))
+        elif self.path == "/gzip-twice":
+            self._send(200, BOMB, (("Content-Encoding", "gzip, gzip"),))
+        elif self.path == "/share-page":  # a cloud drive's page about the file
+            page = b"<!doctype html><title>song.mp3</title>"
+            self._send(200, page, (("Content-Type", "text/html; charset=utf-8"),))
+        elif self.path == "/bad-gzip":
+            self._send(200, b"not gzip at all", (("Content-Encoding", "gzip"),))
+        elif self.path == "/empty":
+            self._send(200, b"")
+        elif self.path in ("/continue-forever", "/header-a-second"):
+            # Every read in time, the answer never complete (given up after 6 s).
+            if self.path == "/header-a-second":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            line = b"HTTP/1.1 100 Continue\r\n\r\n" if "continue" in self.path else b"X: y\r\n"
+            for _ in range(30):
+                self.wfile.write(line)
+                self.wfile.flush()
+                time.sleep(0.2)
+            self.close_connection = True
         elif self.path == "/busy":
             self._send(503, b"try later")
         else:
             self._send(404, b"no such file")
 
-    def _send(self, status: int, body: bytes) -> None:
+    def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -115,6 +143,27 @@ def test_too_large_is_final_and_leaves_nothing(server: str, tmp_path: Path, path
     assert not dest.exists()
 
 
+def test_a_body_gzipped_once_is_saved_decompressed(server: str, tmp_path: Path) -> None:
+    dest = tmp_path / "in"
+    assert fetch_audio_url(f"{server}/gzip", dest, 1 << 20, 5, allowlist=LOCAL) == len(BODY)
+    assert dest.read_bytes() == BODY
+
+
+def test_stacked_compression_is_refused_unread(server: str, tmp_path: Path) -> None:
+    """218 bytes gzipped twice decompress into 32 MiB in one go (a few KiB: gigabytes, and
+    the server runs out of memory before the size limit sees a byte)."""
+    dest = tmp_path / "in"
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioUrlFailed, match="Content-Encoding 'gzip, gzip'") as info:
+            fetch_audio_url(f"{server}/gzip-twice", dest, 1 << 20, 5, allowlist=LOCAL)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (info.value.code, info.value.retryable) == ("INVALID_AUDIO_URL", False)
+    assert peak < 4 << 20 and not dest.exists()
+
+
 @pytest.mark.parametrize(
     ("path", "retryable", "match"),
     [
@@ -122,12 +171,31 @@ def test_too_large_is_final_and_leaves_nothing(server: str, tmp_path: Path, path
         ("/busy", True, "HTTP 503"),
         ("/to-ftp", False, "http or https"),
         ("/loop", False, "redirected more than"),
+        ("/share-page", False, r"answered a web page \(text/html\), not an audio file"),
+        ("/empty", False, "answered an empty body"),
+        ("/bad-gzip", False, "Content-Encoding cannot decompress"),
     ],
 )
 def test_http_failures(server: str, tmp_path: Path, path: str, retryable: bool, match: str) -> None:
+    dest = tmp_path / "in"
     with pytest.raises(AudioUrlFailed, match=match) as info:
-        fetch_audio_url(f"{server}{path}", tmp_path / "in", 1 << 20, 5, allowlist=LOCAL)
-    assert info.value.retryable is retryable
+        fetch_audio_url(f"{server}{path}", dest, 1 << 20, 5, allowlist=LOCAL)
+    assert info.value.retryable is retryable and info.value.code == "INVALID_AUDIO_URL"
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("path", ["/continue-forever", "/header-a-second"])
+def test_an_answer_whose_headers_never_end_times_out(
+    server: str, tmp_path: Path, path: str
+) -> None:
+    """Nothing heartbeats or checks the job's time limit before the headers are in: a server
+    that kept sending "100 Continue" (or a header line) held the worker for good, its job
+    IN_PROGRESS forever; the whole head now has the fetch timeout."""
+    start = time.monotonic()
+    with pytest.raises(AudioUrlFailed, match="ReadTimeout") as info:
+        fetch_audio_url(f"{server}{path}", tmp_path / "in", 1 << 20, 1, allowlist=LOCAL)
+    assert time.monotonic() - start < 3
+    assert (info.value.code, info.value.retryable) == ("INVALID_AUDIO_URL", True)
 
 
 def test_connection_refused_is_retryable(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ REFUSED = [
     "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
     "255.255.255.255",
     "240.0.0.1",
+    "fec0::2",  # site-local: QEMU's user network reaches its host there
 ]
 ALLOWED = ["8.8.8.8", "2001:4860:4860::8888", "::ffff:8.8.8.8", "1.1.1.1"]
 

@@ -11,11 +11,13 @@ attempt) broke the tests that count attempts exactly. The one test of a timeout 
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -447,6 +449,73 @@ def test_a_receiver_trickling_its_answer_is_cut_at_the_timeout(
     else:
         assert outcome.status_code is None
         assert outcome.error.startswith("timeout after 1 s"), outcome.error
+
+
+@pytest.mark.backends("sqlite")  # the send alone: no database work
+def test_a_receivers_compressed_answer_is_not_decompressed(make_api: Callable[..., Api]) -> None:
+    """A receiver answers 500 with 218 bytes gzipped twice (32 MiB of zeros): the dispatcher
+    keeps its first raw piece only (decompressed, a few KiB of it were gigabytes in the
+    server's memory, on every retry)."""
+    api = make_api(**FAST)
+    listener = socket.create_server(("127.0.0.1", 0))
+    bomb = gzip.compress(gzip.compress(bytes(32 << 20)))
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head = (
+                f"HTTP/1.1 500 Oops\r\nContent-Encoding: gzip, gzip\r\nContent-Length: {len(bomb)}"
+            )
+            conn.sendall(head.encode() + b"\r\n\r\n" + bomb)
+
+    threading.Thread(target=answer, daemon=True).start()
+    dispatcher = Dispatcher(api.services)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
+    tracemalloc.start()
+    try:
+        with dispatcher.client() as client:
+            outcome = dispatcher.send(client, claim)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        listener.close()
+    assert peak < 4 << 20
+    assert (outcome.status_code, outcome.error) == (500, "HTTP 500")
+
+
+@pytest.mark.backends("sqlite")  # the send alone: no database work
+def test_a_200_whose_body_is_late_is_delivered(make_api: Callable[..., Api]) -> None:
+    """The receiver answers "200 OK" at once and its 2-byte body only after 3 s, past the
+    1 s timeout: the event was acknowledged (a timeout sent it again, and again)."""
+    api = make_api(**{**FAST, "webhook_timeout_seconds": 1.0})
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            if not done.wait(3):
+                conn.sendall(b"ok")
+
+    threading.Thread(target=answer, daemon=True).start()
+    dispatcher = Dispatcher(api.services)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
+    try:
+        with dispatcher.client() as client:
+            outcome = dispatcher.send(client, claim)
+    finally:
+        done.set()
+        listener.close()
+    assert (outcome.status_code, outcome.error) == (200, None)
 
 
 def test_delivery_survives_a_dispatcher_restart(

@@ -1,9 +1,9 @@
 """Where demixer may connect when it fetches a URL a user gave it (``audio_url``, webhooks).
 
 An SSRF guard. A URL passes when it is http(s), has a host, and *every* address its host
-resolves to is a public one: not loopback, private, link-local, multicast, unspecified,
-reserved, shared (100.64/10), a cloud metadata address, nor one of those wrapped in IPv6
-(IPv4-mapped, 6to4, NAT64). The operator may allow hosts or addresses anyway with
+resolves to is a public one: not loopback, private, link-local, site-local, multicast,
+unspecified, reserved, shared (100.64/10), a cloud metadata address, nor one of those wrapped
+in IPv6 (IPv4-mapped, 6to4, NAT64). The operator may allow hosts or addresses anyway with
 ``DEMIXER_URL_ALLOWLIST`` (comma-separated host names, addresses or networks).
 
 Checking the URL is not enough on its own: DNS may answer a public address to the check and a
@@ -127,6 +127,10 @@ def _forbidden(ip: IPAddress) -> str | None:
             inner = _forbidden(embedded)
             return f"{inner} (embedded in IPv6)" if inner else None
         ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])  # drop a zone id
+        # Deprecated (RFC 3879) but still routed, e.g. QEMU's user network (host at fec0::2);
+        # Python counts these as global.
+        if ip.is_site_local:
+            return "site-local address"
     if ip in METADATA_ADDRESSES:
         return "cloud metadata address"
     checks = (

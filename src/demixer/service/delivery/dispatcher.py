@@ -231,6 +231,7 @@ class Dispatcher:
             "webhook-id": claim.id,
             "webhook-timestamp": str(stamp),
             "webhook-signature": sign(claim.secret, claim.id, stamp, body),
+            "accept-encoding": "identity",  # the answer's text is only shown in last_error
         }
         try:
             # The whole send within the timeout (not each read alone: a receiver trickling its
@@ -240,9 +241,14 @@ class Dispatcher:
                 client.stream("POST", claim.url, content=body, headers=headers) as response,
             ):
                 head = b""
-                for chunk in response.iter_bytes():  # the first piece, as it arrives
-                    head = chunk[:300]
-                    break
+                # A 2xx status is the whole answer (its body may come late, or never: waiting
+                # for it turned an acknowledged event into a timeout, and sent it again).
+                # An error's first piece is kept for last_error, as it arrives, and raw:
+                # decompressing a "Content-Encoding: gzip, gzip" answer could take gigabytes.
+                if not response.is_success:
+                    for chunk in response.iter_raw():
+                        head = chunk[:300]
+                        break
         except UrlRefused as exc:  # the connection's own check (DNS may have changed)
             return _Outcome(None, f"refused: {exc}")
         except httpx.TimeoutException as exc:
@@ -253,6 +259,8 @@ class Dispatcher:
         if 200 <= code < 300:
             return _Outcome(code, None)
         text = head.decode("utf-8", "replace").strip()
+        if response.headers.get("content-encoding", "identity").lower() != "identity":
+            text = ""  # compressed bytes say nothing readable
         if response.is_redirect:
             text = "redirects are not followed"
         return _Outcome(code, f"HTTP {code}" + (f": {text}" if text else ""))

@@ -6,7 +6,10 @@ metadata addresses unless allowlisted) before anything connects to it, and the c
 itself goes through :class:`~demixer.service.urlguard.GuardedTransport`, which dials only
 addresses it has just checked (so DNS rebinding cannot swap one in after the check). The body
 is streamed to disk and the size limit is enforced while streaming, so a lying or absent
-``Content-Length`` cannot fill the disk.
+``Content-Length`` cannot fill the disk. A compressed body (``Content-Encoding``) is taken only
+with one layer of gzip or deflate, which at most multiplies each piece read by about a thousand:
+layers stacked on each other multiply again, and a few kilobytes would decompress into
+gigabytes in memory, at once, before the size limit could see them.
 """
 
 from __future__ import annotations
@@ -20,12 +23,21 @@ from urllib.parse import urljoin
 import httpx
 
 from demixer.errors import DemixerError
-from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, guarded_client
+from demixer.service.urlguard import (
+    UnresolvableHost,
+    UrlRefused,
+    check_url,
+    guarded_client,
+    time_limit,
+)
 
 __all__ = ["AudioUrlFailed", "fetch_audio_url"]
 
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
+# Audio is compressed already: ask for the bytes as they are. A server may encode them anyway;
+# then one of these, once (see the module's docstring).
+_ENCODINGS = ("gzip", "deflate")  # what httpx decodes
 
 
 class AudioUrlFailed(DemixerError):
@@ -69,8 +81,9 @@ def fetch_audio_url(
         dest: the file to write; removed again when the download fails.
         max_bytes: the most bytes accepted (checked against ``Content-Length`` and while
             streaming).
-        timeout: seconds allowed for connecting and for each read (not the whole transfer:
-            the job's own time limit bounds that).
+        timeout: seconds allowed for connecting and receiving the answer's status and headers,
+            all together, and then for each read of the body (not the whole transfer: the
+            job's own time limit bounds that, checked in ``on_chunk``).
         on_chunk: called with the bytes received so far after each chunk; it may raise to
             abort the download (the worker heartbeats from here).
         allowlist: host names, addresses and networks the guard allows anyway
@@ -85,7 +98,7 @@ def fetch_audio_url(
     own = client is None
     http = client or guarded_client(allowlist, timeout)
     try:
-        return _fetch(http, url, dest, max_bytes, allowlist, on_chunk)
+        return _fetch(http, url, dest, max_bytes, timeout, allowlist, on_chunk)
     except BaseException:
         with contextlib.suppress(OSError):
             dest.unlink(missing_ok=True)
@@ -100,6 +113,7 @@ def _fetch(
     url: str,
     dest: Path,
     max_bytes: int,
+    timeout: float,
     allowlist: Collection[str],
     on_chunk: Callable[[int], None] | None,
 ) -> int:
@@ -109,7 +123,19 @@ def _fetch(
         except UrlRefused as exc:
             raise _refused(url, exc) from None
         try:
-            with http.stream("GET", url, follow_redirects=False) as response:
+            with contextlib.ExitStack() as stack:
+                # Until the headers are in, nothing calls on_chunk (no heartbeat, no check of
+                # the job's time limit or a cancel): a server sending "100 Continue" or a
+                # header line every second, each read in time, held the worker for good.
+                with time_limit(timeout):
+                    response = stack.enter_context(
+                        http.stream(
+                            "GET",
+                            url,
+                            headers={"accept-encoding": "identity"},
+                            follow_redirects=False,
+                        )
+                    )
                 if response.status_code in _REDIRECTS and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
                     continue
@@ -123,6 +149,11 @@ def _fetch(
             ) from None
         except httpx.UnsupportedProtocol as exc:
             raise AudioUrlFailed(f"audio_url {url!r}: {exc}", retryable=False) from None
+        except httpx.DecodingError as exc:  # the server's gzip or deflate is corrupt
+            raise AudioUrlFailed(
+                f"audio_url {url!r} sent a body its Content-Encoding cannot decompress: {exc}",
+                retryable=False,
+            ) from None
         except httpx.TransportError as exc:  # connect/read errors and timeouts
             raise AudioUrlFailed(
                 f"could not fetch audio_url {url!r}: {type(exc).__name__}: {exc}",
@@ -149,6 +180,26 @@ def _save(
     max_bytes: int,
     on_chunk: Callable[[int], None] | None,
 ) -> int:
+    codings = [
+        coding.strip().lower()
+        for coding in response.headers.get_list("content-encoding", split_commas=True)
+        if coding.strip().lower() not in ("", "identity")
+    ]
+    if len(codings) > 1 or (codings and codings[0] not in _ENCODINGS):
+        raise AudioUrlFailed(
+            f"audio_url {url!r} was sent with Content-Encoding {', '.join(codings)!r}; demixer "
+            "takes the file as it is, or compressed once with gzip or deflate",
+            retryable=False,
+        )
+    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml"):
+        # A share or preview link (cloud drives answer those with a page about the file): said
+        # as the URL's fault, not as an audio file demixer cannot read.
+        raise AudioUrlFailed(
+            f"audio_url {url!r} answered a web page ({kind}), not an audio file; give the "
+            "file's direct download link",
+            retryable=False,
+        )
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise AudioUrlFailed(
@@ -170,4 +221,6 @@ def _save(
             out.write(chunk)
             if on_chunk is not None:
                 on_chunk(total)
+    if total == 0:
+        raise AudioUrlFailed(f"audio_url {url!r} answered an empty body", retryable=False)
     return total
