@@ -271,7 +271,8 @@ class Queue:
         return {job_id: int(ahead) for job_id, ahead in rows}
 
     def cancel(self, job_id: str) -> str:
-        """Cancel: a queued job at once; a running one is flagged and its worker stops it.
+        """Cancel: a queued job at once, and a running one whose worker stopped renewing its
+        lease; any other running one is flagged and its worker stops it.
 
         Returns the status after the call (``CANCELLED`` or ``IN_PROGRESS``); raises
         :class:`JobConflict` for a job already finished, :class:`NotFound` for one deleted
@@ -291,6 +292,24 @@ class Queue:
         )
         if rows_changed(done) == 1:
             self.log(s, job_id, "cancelled while queued")
+            self._finalised(s, job_id)
+            return CANCELLED
+        # Its worker stopped renewing the lease (killed, cut off): nobody would stop it but the
+        # next claim, and with no worker left running that never comes. A worker that wakes up
+        # later finds the lease gone and writes nothing.
+        dead = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == IN_PROGRESS, Job.lease_expires_at < now)
+            .values(
+                status=CANCELLED,
+                cancel_requested=True,
+                lease_owner=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        if rows_changed(dead) == 1:
+            self.log(s, job_id, "cancelled (its worker stopped responding)")
             self._finalised(s, job_id)
             return CANCELLED
         flagged = s.execute(
