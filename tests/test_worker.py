@@ -37,6 +37,7 @@ from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import FINAL, Queue
 from demixer.service.schema import Job, JobLog
 from demixer.service.worker import Worker
+from demixer.service.worker.registry import missing_steps
 from demixer.settings import Settings
 from demixer.storage import LocalStorage
 from demixer.storage.s3 import S3Storage
@@ -530,6 +531,25 @@ def test_a_worker_leaves_jobs_for_models_it_does_not_run(tmp_path: Path, music: 
         job = env.job(job_id)
         assert (job.status, job.attempts) == ("IN_QUEUE", 0)
         assert worker.child_pids() == [None]
+
+
+def test_a_worker_without_a_clean_up_model_leaves_the_jobs_that_need_one(
+    tmp_path: Path, music: Path
+) -> None:
+    """A job asking for a model clean-up step (MusicGPT's `Deecho`: the API accepts it when
+    any worker advertises such a model) was claimed by a worker without one, whose child
+    failed it at once, MODEL_UNAVAILABLE for good, though another worker could run it."""
+    env = Env(tmp_path)
+    assert "deecho" in missing_steps(env.settings)  # no de-echo model here
+    needs = env.submit(music, preprocess=["deecho"])
+    plain = env.submit(music)  # queued after it: claimed only once it was passed over
+    with running(Worker(env.services)):
+        assert env.wait_final(plain).status == "COMPLETED"
+    job = env.job(needs)
+    assert (job.status, job.attempts) == ("IN_QUEUE", 0)
+    # It waits for a worker that has the model.
+    claim = env.services.queue.claim("has-a-de-echo-model")
+    assert claim is not None and claim.id == needs
 
 
 def test_two_slots_run_two_jobs_at_once(tmp_path: Path, music: Path) -> None:

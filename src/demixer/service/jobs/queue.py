@@ -332,6 +332,7 @@ class Queue:
         worker_id: str,
         models: Collection[str] | None = None,
         runs: Callable[[str], bool] | None = None,
+        refused_steps: Collection[str] = (),
     ) -> Claim | None:
         """Take the next job this worker can run, or None.
 
@@ -340,6 +341,8 @@ class Queue:
             models: engine model ids this worker can run (None: any).
             runs: whether it also runs an id outside ``models`` (an ensemble of them: its id
                 is made up per request), asked of the ids queued now that hold a ``+``.
+            refused_steps: preprocessing steps (``params.preprocess``) this worker cannot
+                run: a job that asks for one is left to another worker.
         """
         now = self.db.clock()
         expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
@@ -355,6 +358,12 @@ class Queue:
                     )
                     names.update(m for m in s.execute(queued.distinct()).scalars() if runs(m))
                 query = query.where(Job.engine_model.in_(sorted(names)))
+            if refused_steps:
+                # The steps as the row's JSON text holds them (``["denoise", "deecho"]``): a
+                # step name is never part of another's.
+                steps = func.coalesce(Job.params["preprocess"].as_string(), "")
+                for step in sorted(refused_steps):
+                    query = query.where(~steps.contains(f'"{step}"'))
             query = query.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
             if self.db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)

@@ -29,6 +29,7 @@ from demixer.engine.device import resolve_device
 from demixer.errors import ModelUnavailable
 from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.models.loading import is_installed
+from demixer.models.planner import CLEANUP_STEMS, cleanup_model
 from demixer.models.registry import get_spec, list_specs
 from demixer.service.db import Database, is_unavailable, rows_changed
 from demixer.service.schema import WorkerRecord
@@ -42,6 +43,7 @@ __all__ = [
     "beat_interval",
     "list_workers",
     "live_models",
+    "missing_steps",
     "resolve_device",
     "runnable_models",
     "runs",
@@ -104,6 +106,18 @@ def runnable_models(
             "fetch weights with `demixer models pull <id>` or start with other --models"
         )
     return chosen
+
+
+def missing_steps(settings: Settings) -> frozenset[str]:
+    """The model clean-up steps (``dereverb``, ``deecho``) no model installed here can run.
+
+    A worker leaves the jobs that ask for one to a worker that has such a model: its child
+    picks the clean-up model among the models installed on its machine, and fails the job
+    ``MODEL_UNAVAILABLE`` when there is none, though another worker could have run it.
+    """
+    model_dir = settings.model_dir
+    installed = [spec for spec in list_specs(model_dir) if is_installed(spec, model_dir)]
+    return frozenset(step for step in CLEANUP_STEMS if cleanup_model(step, installed) is None)
 
 
 # --- the registry -------------------------------------------------------------------------
