@@ -399,7 +399,8 @@ class Queue:
             return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
 
     def _settle_expired(self, s: Session, now: Any) -> None:
-        """Expired leases with a cancel pending, or no attempts left, end here."""
+        """Expired leases with a cancel pending, or no attempts left, end here; those expired
+        for a lease more go back to the queue (see :meth:`settle_expired`)."""
         expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
         cancelled = (
             s.execute(
@@ -447,6 +448,40 @@ class Queue:
                 continue
             self.log(s, job_id, "failed: WORKER_LOST")
             self._finalised(s, job_id)
+        # Expired for a whole lease more, attempts left: back in the queue, where its status
+        # says what it waits for, when no worker that runs its model is left to claim it (it
+        # read IN_PROGRESS for good). A worker that was only late, behind a stalled database,
+        # had that extra lease to renew it.
+        gone = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now - self.lease)
+        lost = s.execute(
+            select(Job.id, Job.attempts, Job.lease_owner, Job.engine_model)
+            .where(gone)
+            .order_by(Job.id)
+        ).all()
+        for job_id, attempts, owner, engine_model in lost:
+            requeued = s.execute(
+                update(Job)
+                .where(Job.id == job_id, gone)
+                .values(status=IN_QUEUE, lease_owner=None, progress=0.0, stage=None, updated_at=now)
+            )
+            if rows_changed(requeued) != 1:
+                continue
+            self.log(
+                s,
+                job_id,
+                f"attempt {attempts} lost: {owner} stopped renewing its lease "
+                "(killed, crashed or cut off)",
+            )
+            self._wake_after_commit(s, engine_model)
+
+    def settle_expired(self) -> None:
+        """Settle the jobs whose worker stopped renewing its lease: cancelled when a cancel is
+        pending, failed ``WORKER_LOST`` with no attempts left, else queued again once expired
+        for a lease more. Every claim does it; the API's sweeper too, for when no worker is
+        left to claim (the jobs of a fleet scaled to zero, or of a model no worker runs now).
+        """
+        with self.db.write() as s:
+            self._settle_expired(s, self.db.clock())
 
     def _fenced(
         self, s: Session, job_id: str, worker_id: str, *also: ColumnElement[bool], **values: Any
