@@ -223,8 +223,9 @@ class Worker:
 
         Called without ``stop`` in the main thread, SIGTERM and SIGINT stop it too. A running
         attempt is then abandoned, not awaited: its child is killed and the job goes back to
-        the queue at once (``queue.fail(..., retryable=True)``; like a lost lease, the attempt
-        counts towards ``max_attempts``).
+        the queue at once (``queue.give_back``: the attempt does not count towards
+        ``max_attempts``), also when the signal reached the child too (sent to the process
+        group).
         """
         own_signals = stop is None and threading.current_thread() is threading.main_thread()
         if stop is not None:
