@@ -16,6 +16,8 @@ from sqlalchemy import select, update
 
 from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.api import jobs
+from demixer.service.jobs.queue import LeaseLost
+from demixer.service.retention.sweeper import Sweeper
 from demixer.service.schema import File, Job
 from worker_support import wait_until
 
@@ -434,6 +436,54 @@ def test_cancel(api: Api) -> None:
     status = api.get(f"/v1/queue/requests/{running}/status").json()
     assert status["status"] == "IN_PROGRESS" and status["cancel_requested"] is True
     assert api.services.queue.heartbeat(running, "w1") is True  # the worker sees the flag
+
+
+def test_a_cancel_of_a_job_whose_worker_died_ends_it_at_once(api: Api) -> None:
+    """The only worker was killed mid-job (its lease ran out) and none took the job again: the
+    cancel answered 202 CANCELLATION_REQUESTED and the job stayed IN_PROGRESS for good, as
+    only a worker's next claim ever settled it."""
+    queue = api.services.queue
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    assert queue.claim("killed-worker") is not None
+    with api.services.db.write() as s:  # the worker died a while ago
+        past = api.services.db.clock() - timedelta(seconds=60)
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=past))
+    r = api.put(f"/v1/queue/requests/{job_id}/cancel")
+    assert (r.status_code, r.json()["status"]) == (200, "CANCELLED")
+    body = api.get(f"/v1/queue/requests/{job_id}/status?logs=true").json()
+    assert body["status"] == "CANCELLED"
+    assert body["logs"][-1]["message"] == "cancelled (its worker stopped responding)"
+    # Should the worker come back, its lease is gone: it stops and writes nothing.
+    with pytest.raises(LeaseLost):
+        queue.heartbeat(job_id, "killed-worker")
+
+
+def test_the_jobs_of_a_worker_that_died_with_none_left_to_claim_them_settle(
+    make_api: Callable[..., Api],
+) -> None:
+    """Only a worker's claim settled an expired lease: with the worker killed mid-job and no
+    worker left, its job read IN_PROGRESS for good (on its last attempt too, never FAILED).
+    The API's sweeper settles them."""
+    api = make_api(max_attempts=2)
+    queue, db = api.services.queue, api.services.db
+    first = api.queue_separate(api.upload()).json()["request_id"]
+    last = api.queue_separate(api.upload(), input={"output_format": "flac"}).json()["request_id"]
+    assert queue.claim("killed-worker") is not None
+    assert queue.fail(first, "killed-worker", code="X", message="y", retryable=True)
+    for job_id in (first, last):  # attempt 2 of the first, attempt 1 of the second
+        claim = queue.claim("killed-worker")
+        assert claim is not None and claim.id == job_id
+    with db.write() as s:  # killed a while ago
+        s.execute(update(Job).values(lease_expires_at=db.clock() - timedelta(minutes=5)))
+    Sweeper(api.services).sweep_once()
+    body = api.get(f"/v1/queue/requests/{last}/status?logs=true").json()
+    assert (body["status"], body["queue_position"]) == ("IN_QUEUE", 0)
+    assert body["waiting_reason"].startswith("no worker is running")
+    assert body["logs"][-1]["message"] == (
+        "attempt 1 lost: killed-worker stopped renewing its lease (killed, crashed or cut off)"
+    )
+    body = api.get(f"/v1/queue/requests/{first}/status").json()
+    assert (body["status"], body["error"]["code"]) == ("FAILED", "WORKER_LOST")
 
 
 def test_an_attempt_finishing_after_its_cancel_was_accepted_ends_cancelled(api: Api) -> None:

@@ -3,11 +3,14 @@ worker children running the real spleeter-2stems model on real music)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -329,6 +332,53 @@ def test_sigterm_gives_the_running_job_back_before_serve_exits(
         assert row is not None and (row.status, row.attempts) == ("IN_QUEUE", 0)
         logs = s.scalars(select(JobLog.message).where(JobLog.job_id == job)).all()
     assert logs[-1].startswith("attempt given back (")
+    db.engine.dispose()
+
+
+@pytest.mark.backends("sqlite")  # the order of a shutdown: the same on every backend
+def test_sigterm_to_the_whole_of_serve_gives_the_job_back_while_a_stream_is_open(
+    tmp_path: Path, long_music: Path
+) -> None:
+    """systemd stops serve with SIGTERM to every process of it, the separation child and its
+    fork server too. The worker slots were told to stop only once uvicorn had stopped
+    serving, which waits for open connections (a page watching a status stream): the child's
+    death was taken for a crash meanwhile, its attempt counted (MODEL_FAILED), and the
+    stopping server ran the job again. The slots now stop at the signal."""
+    data_dir = tmp_path / "stopped"
+    server = start_server(data_dir, workers=1)
+    db = Database(Settings(data_dir=data_dir).database)
+    watcher = server.client()
+    try:
+        job = _a_running_job(server, long_music)
+        opened = threading.Event()
+
+        def watch() -> None:  # a page watching the job, until its connection is closed
+            with contextlib.suppress(httpx.HTTPError, RuntimeError):
+                url = f"/v1/queue/requests/{job}/status/stream"
+                with watcher.stream("GET", url, timeout=120) as r:
+                    opened.set()
+                    for _ in r.iter_lines():
+                        pass
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        assert opened.wait(30)
+        os.killpg(server.process.pid, signal.SIGTERM)
+
+        def attempt_ended() -> list[str]:
+            with db.read() as s:
+                lines = s.scalars(select(JobLog.message).where(JobLog.job_id == job)).all()
+            return list(lines) if not lines[-1].startswith("attempt 1 started") else []
+
+        logs = wait_until(attempt_ended, 60, "the attempt to end")
+        watcher.close()
+        assert server.process.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        server.kill()
+    assert logs[-1].startswith("attempt given back ("), logs
+    with db.read() as s:
+        row = s.get(Job, job)
+        assert row is not None and (row.status, row.attempts) == ("IN_QUEUE", 0)
     db.engine.dispose()
 
 

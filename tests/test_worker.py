@@ -8,6 +8,7 @@ seconds. Inputs are the MUSDB18 excerpt that stempeg ships (real music), cut or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -37,6 +38,7 @@ from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import FINAL, Queue
 from demixer.service.schema import Job, JobLog
 from demixer.service.worker import Worker
+from demixer.service.worker.registry import missing_steps
 from demixer.settings import Settings
 from demixer.storage import LocalStorage
 from demixer.storage.s3 import S3Storage
@@ -209,12 +211,18 @@ WORKER_SCRIPT = (
 )
 
 
-def worker_process(env: Env) -> subprocess.Popen[bytes]:
+def worker_process(env: Env, *, own_group: bool = False) -> subprocess.Popen[bytes]:
+    """A worker process on ``env``; ``own_group``: in a process group of its own (with its
+    children), which a signal can reach as a whole."""
     variables = {
         "DEMIXER_DATA_DIR": str(env.settings.data_dir),
         **{f"DEMIXER_{k.upper()}": str(v) for k, v in FAST.items()},
     }
-    return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT], env={**os.environ, **variables})
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT],
+        env={**os.environ, **variables},
+        start_new_session=own_group,
+    )
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -532,6 +540,25 @@ def test_a_worker_leaves_jobs_for_models_it_does_not_run(tmp_path: Path, music: 
         assert worker.child_pids() == [None]
 
 
+def test_a_worker_without_a_clean_up_model_leaves_the_jobs_that_need_one(
+    tmp_path: Path, music: Path
+) -> None:
+    """A job asking for a model clean-up step (MusicGPT's `Deecho`: the API accepts it when
+    any worker advertises such a model) was claimed by a worker without one, whose child
+    failed it at once, MODEL_UNAVAILABLE for good, though another worker could run it."""
+    env = Env(tmp_path)
+    assert "deecho" in missing_steps(env.settings)  # no de-echo model here
+    needs = env.submit(music, preprocess=["deecho"])
+    plain = env.submit(music)  # queued after it: claimed only once it was passed over
+    with running(Worker(env.services)):
+        assert env.wait_final(plain).status == "COMPLETED"
+    job = env.job(needs)
+    assert (job.status, job.attempts) == ("IN_QUEUE", 0)
+    # It waits for a worker that has the model.
+    claim = env.services.queue.claim("has-a-de-echo-model")
+    assert claim is not None and claim.id == needs
+
+
 def test_two_slots_run_two_jobs_at_once(tmp_path: Path, music: Path) -> None:
     env = Env(tmp_path)
     jobs = [env.submit(music), env.submit(music)]
@@ -579,6 +606,30 @@ def test_a_stopped_worker_process_requeues_its_job_at_once(
         "attempt given back (the worker stopped during the attempt); it does not count"
     )
     wait_until(lambda: gone(child), 5, "the child to exit with its worker")
+
+
+def test_a_stop_sent_to_the_whole_process_group_gives_the_job_back_too(
+    tmp_path: Path, long_music: Path
+) -> None:
+    """systemd stops a service with SIGTERM to every process of it (KillMode=control-group):
+    the separation child and its fork server died of it as the worker was told to stop, and
+    the attempt counted as a crash ("MODEL_FAILED: the separation process died (exit code
+    255)"): three restarts during a long job failed it."""
+    env = Env(tmp_path)
+    job_id = env.submit(long_music)
+    proc = worker_process(env, own_group=True)
+    try:
+        env.wait(job_id, lambda j: j.status == "IN_PROGRESS" and j.stage is not None)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    job = env.job(job_id)
+    assert (job.status, job.attempts, job.lease_owner) == ("IN_QUEUE", 0, None)
+    assert env.logs(job_id)[-1] == (
+        "attempt given back (the worker stopped during the attempt); it does not count"
+    )
 
 
 def test_a_killed_worker_process_is_recovered_after_its_lease(tmp_path: Path, music: Path) -> None:

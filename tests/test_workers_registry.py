@@ -342,6 +342,34 @@ def test_waiting_reason_is_null_while_a_live_worker_runs_the_model(
     assert status(api, job_id)["waiting_reason"].startswith("no worker is running")
 
 
+def test_a_job_whose_clean_up_model_no_worker_of_its_model_has_says_so(
+    make_api: Callable[..., Api],
+) -> None:
+    """A MusicGPT `Deecho` request is accepted when some worker advertises a de-echo model;
+    the workers that run its engine model leave it unless they have one too, and its status
+    said nothing (null: "only waiting for its turn")."""
+    api = make_api(**FAST)
+    runs_it = advertise(api, ["spleeter-2stems"])
+    advertise(api, ["mel-roformer-deecho-sucial"], worker_id="echo-box:2:abcdef13")
+    song = api.files.get("stereo.wav").path
+    r = api.client.post(
+        "/api/public/v1/Extraction",
+        headers={"Authorization": api.key},
+        data={"stems": '["vocals"]', "preprocessing_options": '["Deecho"]'},
+        files={"audio_file": (song.name, song.read_bytes(), "audio/wav")},
+    )
+    assert r.status_code == 200, r.text
+    body = status(api, r.json()["task_id"])
+    assert (body["status"], body["engine_model"]) == ("IN_QUEUE", "spleeter-2stems")
+    assert body["waiting_reason"] == (
+        "no running worker that runs model 'spleeter-2stems' has a model for the deecho "
+        "step; the request waits for one that has"
+    )
+    runs_it.mark_stopped()
+    advertise(api, ["spleeter-2stems", "mel-roformer-deecho-sucial"], worker_id="b:3:abcdef14")
+    assert status(api, body["request_id"])["waiting_reason"] is None
+
+
 def test_the_api_accepts_a_model_only_a_worker_has(make_api: Callable[..., Api]) -> None:
     api = make_api(**FAST)
     r = queue_stems(api, "htdemucs")

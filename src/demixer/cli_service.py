@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -357,11 +358,15 @@ def serve(
         http=head_timeout_protocol(settings.body_timeout_seconds),
     )
 
+    shut: list[bool] = []
+
     def shut_down() -> None:
         """Stop the worker slots (a running job is given back) and the webhook dispatcher (a
-        send in flight finishes): once, when the server has stopped answering."""
-        if stop.is_set():
+        send in flight finishes), and wait for them: once, when the server has stopped
+        answering (they were told to stop when its signal came)."""
+        if shut:
             return
+        shut.append(True)
         stop.set()
         if worker_thread is not None:
             worker_thread.join(timeout=30)
@@ -369,20 +374,31 @@ def serve(
             dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
 
     try:
-        _clean_server(config, shut_down).run(sockets=[listening])
+        _clean_server(config, shut_down, stop).run(sockets=[listening])
     finally:
         shut_down()
 
 
-def _clean_server(config: Any, shut_down: Callable[[], None]) -> Any:
-    """A uvicorn server for ``config`` that calls ``shut_down`` when it stops serving."""
+def _clean_server(config: Any, shut_down: Callable[[], None], stop: threading.Event) -> Any:
+    """A uvicorn server for ``config`` that sets ``stop`` when a signal tells it to stop, and
+    calls ``shut_down`` when it has stopped serving."""
     import uvicorn
 
     class CleanServer(uvicorn.Server):
         """uvicorn's server, shutting demixer's threads down before it re-raises the signal
         that stopped it: uvicorn raises a SIGTERM again, with the default handler, as soon as
         it has stopped serving, which ended the process before any ``finally`` ran (a running
-        job kept its lease, a webhook being sent was dropped and sent again 90 s later)."""
+        job kept its lease, a webhook being sent was dropped and sent again 90 s later).
+
+        The threads are told to stop at the signal, not once every connection has closed
+        (an open status stream held that for as long as it lasted): a stopping server claims
+        no more jobs, and a separation child killed by the same SIGTERM (sent to the whole
+        process group, as systemd does) is known as the stop's: its attempt is given back,
+        not counted as a crash."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stop.set()
+            super().handle_exit(sig, frame)
 
         @contextmanager
         def capture_signals(self) -> Iterator[None]:

@@ -181,7 +181,9 @@ def build_status(services: Services, job: Job, logs: bool, found: Extras) -> Req
     stage = job.stage if job.status == IN_PROGRESS and job.stage in STAGES else None
     waiting = position = None
     if job.status == IN_QUEUE:
-        waiting = waiting_reason(job.engine_model, found.live or [])
+        steps = [s for s in JobParams.from_row(job.params).preprocess if s in planner.CLEANUP_STEMS]
+        model_dir = services.settings.model_dir
+        waiting = waiting_reason(job.engine_model, found.live or [], steps, model_dir)
         position = found.position
     return RequestStatus(
         request_id=job.id,

@@ -367,9 +367,11 @@ class RequestStatus(BaseModel):
     waiting_reason: str | None = Field(
         None,
         description="While IN_QUEUE: why no worker picks the request up, e.g. `no running "
-        "worker can run model 'htdemucs'; live workers run: spleeter-2stems` or `no worker is "
-        "running`. The request still waits (it is not failed) until such a worker starts. "
-        "`null` when a live worker runs its model (it is only waiting for its turn).",
+        "worker can run model 'htdemucs'; live workers run: spleeter-2stems`, `no worker is "
+        "running`, or that none of the workers running its model has the model of a clean-up "
+        "step it asks for (`deecho`, `dereverb`). The request still waits (it is not failed) "
+        "until such a worker starts. `null` when a live worker runs it (it is only waiting "
+        "for its turn).",
         examples=[
             None,
             "no running worker can run model 'htdemucs'; live workers run: "

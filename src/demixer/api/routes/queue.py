@@ -225,9 +225,10 @@ def request_result(request_id: str, services: ServicesDep, identity: FilesRead) 
 def cancel_request(
     request_id: str, response: Response, services: ServicesDep, identity: QueueWrite
 ) -> CancelResponse:
-    """Cancel: a queued request at once (200 `CANCELLED`), a running one when its worker
-    stops it (202 `CANCELLATION_REQUESTED`: it ends `CANCELLED`, even when it finishes
-    meanwhile); a finished one is a 409 `JOB_CONFLICT`."""
+    """Cancel: a queued request at once (200 `CANCELLED`), as is a running one whose worker
+    stopped responding; a running one when its worker stops it (202
+    `CANCELLATION_REQUESTED`: it ends `CANCELLED`, even when it finishes meanwhile); a
+    finished one is a 409 `JOB_CONFLICT`."""
     with services.db.read() as s:
         jobs.owned_job(s, identity.account_id, request_id)
     if services.queue.cancel(request_id) == CANCELLED:

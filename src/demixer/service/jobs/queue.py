@@ -271,7 +271,8 @@ class Queue:
         return {job_id: int(ahead) for job_id, ahead in rows}
 
     def cancel(self, job_id: str) -> str:
-        """Cancel: a queued job at once; a running one is flagged and its worker stops it.
+        """Cancel: a queued job at once, and a running one whose worker stopped renewing its
+        lease; any other running one is flagged and its worker stops it.
 
         Returns the status after the call (``CANCELLED`` or ``IN_PROGRESS``); raises
         :class:`JobConflict` for a job already finished, :class:`NotFound` for one deleted
@@ -291,6 +292,24 @@ class Queue:
         )
         if rows_changed(done) == 1:
             self.log(s, job_id, "cancelled while queued")
+            self._finalised(s, job_id)
+            return CANCELLED
+        # Its worker stopped renewing the lease (killed, cut off): nobody would stop it but the
+        # next claim, and with no worker left running that never comes. A worker that wakes up
+        # later finds the lease gone and writes nothing.
+        dead = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == IN_PROGRESS, Job.lease_expires_at < now)
+            .values(
+                status=CANCELLED,
+                cancel_requested=True,
+                lease_owner=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        if rows_changed(dead) == 1:
+            self.log(s, job_id, "cancelled (its worker stopped responding)")
             self._finalised(s, job_id)
             return CANCELLED
         flagged = s.execute(
@@ -313,6 +332,7 @@ class Queue:
         worker_id: str,
         models: Collection[str] | None = None,
         runs: Callable[[str], bool] | None = None,
+        refused_steps: Collection[str] = (),
     ) -> Claim | None:
         """Take the next job this worker can run, or None.
 
@@ -321,6 +341,8 @@ class Queue:
             models: engine model ids this worker can run (None: any).
             runs: whether it also runs an id outside ``models`` (an ensemble of them: its id
                 is made up per request), asked of the ids queued now that hold a ``+``.
+            refused_steps: preprocessing steps (``params.preprocess``) this worker cannot
+                run: a job that asks for one is left to another worker.
         """
         now = self.db.clock()
         expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
@@ -336,6 +358,12 @@ class Queue:
                     )
                     names.update(m for m in s.execute(queued.distinct()).scalars() if runs(m))
                 query = query.where(Job.engine_model.in_(sorted(names)))
+            if refused_steps:
+                # The steps as the row's JSON text holds them (``["denoise", "deecho"]``): a
+                # step name is never part of another's.
+                steps = func.coalesce(Job.params["preprocess"].as_string(), "")
+                for step in sorted(refused_steps):
+                    query = query.where(~steps.contains(f'"{step}"'))
             query = query.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
             if self.db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
@@ -371,7 +399,8 @@ class Queue:
             return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
 
     def _settle_expired(self, s: Session, now: Any) -> None:
-        """Expired leases with a cancel pending, or no attempts left, end here."""
+        """Expired leases with a cancel pending, or no attempts left, end here; those expired
+        for a lease more go back to the queue (see :meth:`settle_expired`)."""
         expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
         cancelled = (
             s.execute(
@@ -419,6 +448,40 @@ class Queue:
                 continue
             self.log(s, job_id, "failed: WORKER_LOST")
             self._finalised(s, job_id)
+        # Expired for a whole lease more, attempts left: back in the queue, where its status
+        # says what it waits for, when no worker that runs its model is left to claim it (it
+        # read IN_PROGRESS for good). A worker that was only late, behind a stalled database,
+        # had that extra lease to renew it.
+        gone = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now - self.lease)
+        lost = s.execute(
+            select(Job.id, Job.attempts, Job.lease_owner, Job.engine_model)
+            .where(gone)
+            .order_by(Job.id)
+        ).all()
+        for job_id, attempts, owner, engine_model in lost:
+            requeued = s.execute(
+                update(Job)
+                .where(Job.id == job_id, gone)
+                .values(status=IN_QUEUE, lease_owner=None, progress=0.0, stage=None, updated_at=now)
+            )
+            if rows_changed(requeued) != 1:
+                continue
+            self.log(
+                s,
+                job_id,
+                f"attempt {attempts} lost: {owner} stopped renewing its lease "
+                "(killed, crashed or cut off)",
+            )
+            self._wake_after_commit(s, engine_model)
+
+    def settle_expired(self) -> None:
+        """Settle the jobs whose worker stopped renewing its lease: cancelled when a cancel is
+        pending, failed ``WORKER_LOST`` with no attempts left, else queued again once expired
+        for a lease more. Every claim does it; the API's sweeper too, for when no worker is
+        left to claim (the jobs of a fleet scaled to zero, or of a model no worker runs now).
+        """
+        with self.db.write() as s:
+            self._settle_expired(s, self.db.clock())
 
     def _fenced(
         self, s: Session, job_id: str, worker_id: str, *also: ColumnElement[bool], **values: Any

@@ -11,6 +11,10 @@ leaves the row unmarked and the next sweep deletes again (deleting is idempotent
 sweepers (``serve`` and ``worker`` processes on one database) never count a row twice. An
 expired upload that a queued or running job still reads is kept until that job ends.
 
+Each sweep also settles the jobs whose worker died
+(:meth:`~demixer.service.jobs.queue.Queue.settle_expired`): a worker's claim does it too, but
+with no worker left to claim, they would read IN_PROGRESS for good.
+
 A store that clients PUT to directly (S3) takes the bytes of a file's upload URL for as long
 as the URL lasts, even after the file was deleted or expired: the sweeper deletes those too,
 on each sweep until the URL has expired.
@@ -64,6 +68,9 @@ class Sweeper:
 
     def sweep_once(self) -> SweepCounts:
         """One pass over everything expired now; returns what it did."""
+        # First: a job whose worker died reads IN_PROGRESS until a claim settles it, and with
+        # no worker left none comes (its input is kept meanwhile, as in use).
+        self.services.queue.settle_expired()
         now = self.services.db.clock()
         files, file_blobs = self._files(now)
         late = self._late_uploads(now)

@@ -20,15 +20,17 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from demixer import __version__
 from demixer.engine.device import resolve_device
-from demixer.errors import ModelUnavailable
+from demixer.errors import DemixerError, ModelUnavailable
 from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.models.loading import is_installed
+from demixer.models.planner import CLEANUP_STEMS, cleanup_model
 from demixer.models.registry import get_spec, list_specs
 from demixer.service.db import Database, is_unavailable, rows_changed
 from demixer.service.schema import WorkerRecord
@@ -42,6 +44,7 @@ __all__ = [
     "beat_interval",
     "list_workers",
     "live_models",
+    "missing_steps",
     "resolve_device",
     "runnable_models",
     "runs",
@@ -104,6 +107,18 @@ def runnable_models(
             "fetch weights with `demixer models pull <id>` or start with other --models"
         )
     return chosen
+
+
+def missing_steps(settings: Settings) -> frozenset[str]:
+    """The model clean-up steps (``dereverb``, ``deecho``) no model installed here can run.
+
+    A worker leaves the jobs that ask for one to a worker that has such a model: its child
+    picks the clean-up model among the models installed on its machine, and fails the job
+    ``MODEL_UNAVAILABLE`` when there is none, though another worker could have run it.
+    """
+    model_dir = settings.model_dir
+    installed = [spec for spec in list_specs(model_dir) if is_installed(spec, model_dir)]
+    return frozenset(step for step in CLEANUP_STEMS if cleanup_model(step, installed) is None)
 
 
 # --- the registry -------------------------------------------------------------------------
@@ -196,22 +211,49 @@ def runs(model: str, models: Collection[str]) -> bool:
     return members is not None and all(member in models for member in members)
 
 
-def waiting_reason(model: str, live: Sequence[Sequence[str]]) -> str | None:
+def waiting_reason(
+    model: str,
+    live: Sequence[Sequence[str]],
+    steps: Sequence[str] = (),
+    model_dir: Path | None = None,
+) -> str | None:
     """Why a queued job for ``model`` is not picked up, or None when a live worker runs it.
 
     Args:
         model: the job's engine model.
         live: :func:`live_models`.
+        steps: the job's model clean-up steps (``dereverb``, ``deecho``): a worker leaves the
+            job unless it has a model for each (:func:`missing_steps`). Read from what the
+            workers advertise: a worker started with ``--models`` may have one installed
+            without listing it, and then takes the job all the same.
+        model_dir: where the specs of the advertised models are read (a user's models).
     """
     if not live:
         return f"no worker is running; the request waits for one that runs model {model!r}"
-    if any(runs(model, models) for models in live):
+    able = [models for models in live if runs(model, models)]
+    if not able:
+        running = sorted({m for models in live for m in models})
+        return (
+            f"no running worker can run model {model!r}; live workers run: "
+            f"{', '.join(running)}. The request waits for a worker that has it"
+        )
+    if not steps or any(_cleans(models, steps, model_dir) for models in able):
         return None
-    running = sorted({m for models in live for m in models})
     return (
-        f"no running worker can run model {model!r}; live workers run: {', '.join(running)}. "
-        "The request waits for a worker that has it"
+        f"no running worker that runs model {model!r} has a model for the "
+        f"{' and '.join(steps)} step; the request waits for one that has"
     )
+
+
+def _cleans(models: Sequence[str], steps: Sequence[str], model_dir: Path | None) -> bool:
+    """Whether ``models`` hold a model for each clean-up step of ``steps``."""
+    specs = []
+    for model in models:
+        try:
+            specs.append(get_spec(model, model_dir))
+        except DemixerError:  # advertised by a worker, unknown here (another's user model)
+            continue
+    return all(cleanup_model(step, specs) is not None for step in steps)
 
 
 # Built once: GET /v1/models reads it on every call.

@@ -71,6 +71,9 @@ log = logging.getLogger("demixer.worker")
 
 T = TypeVar("T")
 _WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the stop flag again
+# Seconds a slot whose child died waits for the stop flag before it counts the death as a crash:
+# a stop signal sent to the whole process group kills the child as it reaches the worker.
+_STOP_GRACE = 1.0
 
 
 class _Abort(Exception):
@@ -83,6 +86,11 @@ class _Abort(Exception):
         self.code = code
         self.message = message
         self.retryable = retryable
+
+
+def _stopped() -> _Abort:
+    """The end of an attempt whose worker is stopping: given back, not counted."""
+    return _Abort("stopped", "WORKER_STOPPED", "the worker stopped during the attempt", True)
 
 
 def scratch_prefix(job_id: str, attempt: int) -> str:
@@ -120,7 +128,7 @@ class _Lease:
     def tick(self, *, stoppable: bool = True) -> None:
         """Heartbeat when due; raise :class:`_Abort` when the attempt must end."""
         if stoppable and self.stop.is_set():
-            raise _Abort("stopped", "WORKER_STOPPED", "the worker stopped during the attempt", True)
+            raise _stopped()
         now = time.monotonic()
         if now >= self.deadline:
             message = f"the job ran longer than its limit of {self.limit:g} s"
@@ -341,6 +349,11 @@ class Runner:
                 lease.tick()
         except ChildDied as died:
             self.child = None
+            # A SIGTERM to the whole process group (systemd's default KillMode, `kill -TERM
+            # -PGID`) kills the child and its fork server as it tells this process to stop: an
+            # operator's stop, whose attempt is given back, not a crash that uses one up.
+            if lease.stop.wait(_STOP_GRACE):
+                raise _stopped() from None
             raise _Abort("crashed", "MODEL_FAILED", str(died), retryable=True) from None
         except _Abort as abort:
             if abort.kind != "failed":

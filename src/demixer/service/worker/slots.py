@@ -38,6 +38,7 @@ from demixer.service.schema import Job
 from demixer.service.worker.child import ChildOptions
 from demixer.service.worker.registry import (
     Presence,
+    missing_steps,
     resolve_device,
     runnable_models,
     runs,
@@ -62,10 +63,11 @@ class _Slot:
         models: list[str],
         threads: int | None,
         device: str,
+        refused_steps: frozenset[str] = frozenset(),
     ):
         self.services = services
         self.worker_id = worker_id
-        self.use(models)
+        self.use(models, refused_steps)
         settings = services.settings
         options = ChildOptions(
             model_dir=str(settings.model_dir) if settings.model_dir else None,
@@ -75,9 +77,12 @@ class _Slot:
         )
         self.runner = Runner(services, worker_id, options)
 
-    def use(self, models: list[str]) -> None:
-        """Claim jobs for ``models`` (and ensembles of them) from the next claim on."""
+    def use(self, models: list[str], refused_steps: frozenset[str]) -> None:
+        """Claim jobs for ``models`` (and ensembles of them), but none that asks for one of
+        ``refused_steps`` (:func:`~demixer.service.worker.registry.missing_steps`), from the
+        next claim on."""
         self.models = models
+        self.refused_steps = refused_steps
         self._runs = partial(runs, models=frozenset(models))
 
     @property
@@ -95,7 +100,7 @@ class _Slot:
             while not stop.is_set():
                 generation = queue.work_generation()
                 try:
-                    claim = queue.claim(self.worker_id, self.models, self._runs)
+                    claim = queue.claim(self.worker_id, self.models, self._runs, self.refused_steps)
                     outage.answered()
                 except Exception as exc:
                     if is_unavailable(exc):  # an outage (PostgreSQL restarting): not a bug
@@ -127,8 +132,10 @@ class Worker:
         models: engine model ids this worker may run (None: all); it claims only jobs for
             those whose weights are installed here, and refuses to start with none
             (:class:`~demixer.errors.ModelUnavailable`). Other jobs stay queued for workers
-            that can run them. Models installed or removed while it runs (``models pull``,
-            ``models add``) are picked up within :data:`MODELS_RESCAN_SECONDS`.
+            that can run them, as do jobs asking for a model clean-up step (``dereverb``,
+            ``deecho``) that no model installed here runs. Models installed or removed while
+            it runs (``models pull``, ``models add``) are picked up within
+            :data:`MODELS_RESCAN_SECONDS`.
 
     The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
     While it runs, the worker advertises its device and models in the ``workers`` table
@@ -156,6 +163,7 @@ class Worker:
         settings = services.settings
         self._requested = models
         self.models = runnable_models(settings, models)
+        self.refused_steps = missing_steps(settings)
         device, self.device = resolve_device(settings.device)
         # Slots share the cores: N children each on every core would only wait on each other
         # (measured: benchmarks/RESULTS.md, "Scale-out"). DEMIXER_THREADS overrides.
@@ -163,7 +171,8 @@ class Worker:
         threads = settings.threads or (max(1, cpus // slots) if slots > 1 else None)
         self.id = f"{base}:{uuid.uuid4().hex[:8]}"
         self.slots = [
-            _Slot(services, slot_id(self.id, i), self.models, threads, device) for i in range(slots)
+            _Slot(services, slot_id(self.id, i), self.models, threads, device, self.refused_steps)
+            for i in range(slots)
         ]
         self.presence = Presence(
             services.db,
@@ -180,18 +189,21 @@ class Worker:
         worker advertises, what is installed now (kept as it was if nothing is)."""
         try:
             models = runnable_models(self.services.settings, self._requested, warn=False)
+            refused = missing_steps(self.services.settings)
         except DemixerError:
             return  # none left: its jobs fail with the model's own error, as they would anyway
         except Exception:  # a rescan must never stop the worker: it keeps what it had
             log.exception("worker %s: rescanning the installed models failed", self.id)
             return
-        if models == self.models:
+        if (models, refused) == (self.models, self.refused_steps):
             return
-        log.info("worker %s: models now %s", self.id, ", ".join(models))
-        self.models = models
         for slot in self.slots:
-            slot.use(models)
-        self.presence.advertise(models)
+            slot.use(models, refused)
+        self.refused_steps = refused
+        if models != self.models:
+            log.info("worker %s: models now %s", self.id, ", ".join(models))
+            self.models = models
+            self.presence.advertise(models)
 
     @property
     def worker_ids(self) -> list[str]:
@@ -211,8 +223,9 @@ class Worker:
 
         Called without ``stop`` in the main thread, SIGTERM and SIGINT stop it too. A running
         attempt is then abandoned, not awaited: its child is killed and the job goes back to
-        the queue at once (``queue.fail(..., retryable=True)``; like a lost lease, the attempt
-        counts towards ``max_attempts``).
+        the queue at once (``queue.give_back``: the attempt does not count towards
+        ``max_attempts``), also when the signal reached the child too (sent to the process
+        group).
         """
         own_signals = stop is None and threading.current_thread() is threading.main_thread()
         if stop is not None:
