@@ -343,7 +343,9 @@ def test_sigterm_to_the_whole_of_serve_gives_the_job_back_while_a_stream_is_open
     fork server too. The worker slots were told to stop only once uvicorn had stopped
     serving, which waits for open connections (a page watching a status stream): the child's
     death was taken for a crash meanwhile, its attempt counted (MODEL_FAILED), and the
-    stopping server ran the job again. The slots now stop at the signal."""
+    stopping server ran the job again. The slots now stop at the signal. The stream ends
+    then too, saying why: it lasts until its job ends, and the server, waiting for open
+    connections, did not stop while one watched the job it had given back."""
     data_dir = tmp_path / "stopped"
     server = start_server(data_dir, workers=1)
     db = Database(Settings(data_dir=data_dir).database)
@@ -351,14 +353,14 @@ def test_sigterm_to_the_whole_of_serve_gives_the_job_back_while_a_stream_is_open
     try:
         job = _a_running_job(server, long_music)
         opened = threading.Event()
+        lines: list[str] = []
 
-        def watch() -> None:  # a page watching the job, until its connection is closed
+        def watch() -> None:  # a page watching the job, until the stream ends
             with contextlib.suppress(httpx.HTTPError, RuntimeError):
                 url = f"/v1/queue/requests/{job}/status/stream"
                 with watcher.stream("GET", url, timeout=120) as r:
                     opened.set()
-                    for _ in r.iter_lines():
-                        pass
+                    lines.extend(line for line in r.iter_lines() if line)
 
         thread = threading.Thread(target=watch, daemon=True)
         thread.start()
@@ -371,8 +373,10 @@ def test_sigterm_to_the_whole_of_serve_gives_the_job_back_while_a_stream_is_open
             return list(lines) if not lines[-1].startswith("attempt 1 started") else []
 
         logs = wait_until(attempt_ended, 60, "the attempt to end")
+        assert server.process.wait(timeout=60) == -signal.SIGTERM  # the page still watching
+        thread.join(timeout=10)
+        assert lines[-1] == ": the server is stopping; reconnect"
         watcher.close()
-        assert server.process.wait(timeout=60) == -signal.SIGTERM
     finally:
         server.kill()
     assert logs[-1].startswith("attempt given back ("), logs

@@ -349,8 +349,9 @@ def serve(
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
     _banner(settings, worker)
+    app = create_app(services)
     config = uvicorn.Config(
-        create_app(services),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",
@@ -373,15 +374,21 @@ def serve(
         if dispatcher_thread is not None:
             dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
 
+    def stopping() -> None:
+        """At the stop signal: the slots claim no more jobs (a running one is given back), and
+        every status stream ends (uvicorn waits for open connections before it stops)."""
+        stop.set()
+        app.state.status_watcher.close()
+
     try:
-        _clean_server(config, shut_down, stop).run(sockets=[listening])
+        _clean_server(config, shut_down, stopping).run(sockets=[listening])
     finally:
         shut_down()
 
 
-def _clean_server(config: Any, shut_down: Callable[[], None], stop: threading.Event) -> Any:
-    """A uvicorn server for ``config`` that sets ``stop`` when a signal tells it to stop, and
-    calls ``shut_down`` when it has stopped serving."""
+def _clean_server(config: Any, shut_down: Callable[[], None], stopping: Callable[[], None]) -> Any:
+    """A uvicorn server for ``config`` that calls ``stopping`` when a signal tells it to stop,
+    and ``shut_down`` when it has stopped serving."""
     import uvicorn
 
     class CleanServer(uvicorn.Server):
@@ -394,10 +401,12 @@ def _clean_server(config: Any, shut_down: Callable[[], None], stop: threading.Ev
         (an open status stream held that for as long as it lasted): a stopping server claims
         no more jobs, and a separation child killed by the same SIGTERM (sent to the whole
         process group, as systemd does) is known as the stop's: its attempt is given back,
-        not counted as a crash."""
+        not counted as a crash. The status streams end at the signal too: each lasts until
+        its job ends, and the server waited for them (a page watching a queued job kept a
+        stopped server running until systemd killed it)."""
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            stop.set()
+            stopping()
             super().handle_exit(sig, frame)
 
         @contextmanager

@@ -40,6 +40,7 @@ __all__ = [
     "GONE",
     "MAX_POLL_SECONDS",
     "POLL_SECONDS",
+    "STOPPING",
     "UNAVAILABLE",
     "StatusWatcher",
     "Watch",
@@ -56,6 +57,8 @@ UNAVAILABLE = "unavailable"
 """What a watch hands over when the database could not be read (the next read may work)."""
 FAILED = "failed"
 """What a watch hands over when the read failed otherwise (a bug: the log has it)."""
+STOPPING = "stopping"
+"""What a watch hands over when the server is stopping (:meth:`StatusWatcher.close`)."""
 
 Update = RequestStatus | str
 
@@ -123,6 +126,7 @@ class StatusWatcher:
         self.poll_seconds = poll_seconds
         self.max_poll_seconds = max_poll_seconds
         self.reads = 0
+        self.closing = False
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
         )
@@ -138,6 +142,8 @@ class StatusWatcher:
         if state is None:
             state = self._loops[loop] = _Loop()
         watch = Watch(first.request_id, logs, interval, first)
+        if self.closing:
+            watch.push(STOPPING, anyio.current_time())
         state.watches.add(watch)
         if state.task is None:
             state.task = loop.create_task(self._run(state))
@@ -145,6 +151,20 @@ class StatusWatcher:
             yield watch
         finally:
             state.watches.discard(watch)
+
+    def close(self) -> None:
+        """The server is stopping: every stream ends now, and any opened later at once (an
+        open stream lasts until its job ends, and the server waits for its connections to
+        close: it did not stop while a page watched a queued job). Safe to call from a signal
+        handler, or any thread."""
+        self.closing = True
+        for loop, state in list(self._loops.items()):
+            loop.call_soon_threadsafe(self._stop_watches, loop, state)
+
+    @staticmethod
+    def _stop_watches(loop: asyncio.AbstractEventLoop, state: _Loop) -> None:
+        for watch in list(state.watches):
+            watch.push(STOPPING, loop.time())
 
     async def _run(self, state: _Loop) -> None:
         try:

@@ -39,7 +39,7 @@ from demixer.api.schemas import (
     SeparateRequest,
     StemsRequest,
 )
-from demixer.api.statuswatch import FAILED, GONE, StatusWatcher
+from demixer.api.statuswatch import FAILED, GONE, STOPPING, StatusWatcher
 from demixer.errors import NotFound, ServiceUnavailable, UnknownModel
 from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
@@ -165,7 +165,8 @@ async def request_status_stream(
     logs: bool = False,
 ) -> StreamingResponse:
     """Server-sent events: `event: status` frames (the status JSON) every `interval` seconds,
-    closed after COMPLETED, FAILED or CANCELLED."""
+    closed after COMPLETED, FAILED or CANCELLED, or when the server stops (after a
+    `: the server is stopping; reconnect` comment: read again, from another server or later)."""
     # The first read is the stream's own (an unknown id is a plain 404, not a stream); then the
     # process's one watcher reads every streamed job at once (api/statuswatch.py), and a change
     # of state is sent at once, between the periodic frames.
@@ -185,6 +186,9 @@ async def request_status_stream(
                 if update == GONE:  # deleted meanwhile
                     gone = NotFound(f"no request {request_id!r}")
                     yield _frame("error", json.dumps(error_body(gone.code, gone.message)))
+                    return
+                if update == STOPPING:  # the server is stopping: read again elsewhere, or later
+                    yield ": the server is stopping; reconnect\n\n"
                     return
                 if update == FAILED:  # a bug (logged): the stream ends, as a failed read ended it
                     raise RuntimeError(f"reading request {request_id}'s status failed")
