@@ -1287,3 +1287,30 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     icon = httpx.get(server.base_url + "/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert httpx.get(server.base_url + "/web/../app.py").status_code == 404
+
+
+def test_seeking_while_playing_keeps_one_playhead_loop(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Each seek while playing (an arrow key, a drag, a loop set) started one more frame loop
+    that never ended until pause: after a few dozen seeks the page redrew the playhead dozens
+    of times a frame, and a long session of scrubbing turned the page sluggish."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    page.locator("#mixer-title").focus()
+    page.keyboard.press("Space")
+    until(page, "() => window.demixerMixer.playing")
+    for _ in range(20):
+        page.keyboard.press("ArrowLeft")  # back to the start (the song is 3 s long)
+    # Frames asked for over 10 frames: one a frame for the one playhead loop.
+    asked = page.evaluate("""async () => {
+      const real = window.requestAnimationFrame.bind(window);
+      let n = 0;
+      window.requestAnimationFrame = (f) => { n++; return real(f); };
+      for (let i = 0; i < 10; i++) await new Promise((r) => real(r));
+      window.requestAnimationFrame = real;
+      return n;
+    }""")
+    assert page.evaluate("() => window.demixerMixer.playing")
+    assert asked <= 12, asked

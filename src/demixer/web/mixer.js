@@ -286,7 +286,11 @@ export function seek(t) {
 
 export function toggle() { if (mixer.playing) stop(); else play(); }
 
+// One frame loop at most: every seek while playing calls play() and tick() again, and each
+// call would otherwise start one more loop that runs until pause.
+let frame = 0;
 function tick() {
+  cancelAnimationFrame(frame);
   const t = position();
   $("#time").textContent = `${clock(t)} / ${clock(mixer.duration)}`;
   // The Position slider follows the playhead; its words change once a second, not every frame.
@@ -297,7 +301,7 @@ function tick() {
   if (slider.getAttribute("aria-valuetext") !== words) slider.setAttribute("aria-valuetext", words);
   const pct = mixer.duration ? (100 * t) / mixer.duration : 0;
   for (const head of document.querySelectorAll("#mixer .playhead")) head.style.left = `${pct}%`;
-  if (mixer.playing) requestAnimationFrame(tick);
+  if (mixer.playing) frame = requestAnimationFrame(tick);
 }
 mixer.position = position;
 
