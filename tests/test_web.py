@@ -1314,3 +1314,19 @@ def test_seeking_while_playing_keeps_one_playhead_loop(
     }""")
     assert page.evaluate("() => window.demixerMixer.playing")
     assert asked <= 12, asked
+
+
+def test_opening_a_song_twice_quickly_shows_its_stems_once(
+    page: Page, server: Server, finished: str
+) -> None:
+    """A double click on Open (or Open on another song while the first one's stems load):
+    both loads went on, and each added its stems to the mixer, which showed every stem twice
+    and played the first load's buffers under the second's."""
+    open_page(page, server)
+    page.evaluate(
+        f"() => {{ const b = document.getElementById('open-{finished}'); b.click(); b.click(); }}"
+    )
+    until(page, "() => document.querySelector('#time').textContent.includes('/')")
+    page.wait_for_timeout(500)
+    expect(page.get_by_test_id("stem-row")).to_have_count(2)
+    assert page.evaluate("() => window.demixerMixer.stems.length") == 2

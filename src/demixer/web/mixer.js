@@ -53,7 +53,9 @@ function applyGains() {
 // plays at it too, so that A/B compares the sound, not the level.
 // focus: the keyboard's focus moves to the mixer's heading (the view the user asked for, or the
 // one that replaced the view their focus was in).
-export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false }) {
+// signal: aborted when another song replaces this one while its stems load: this one stops
+// there and adds nothing to the mixer.
+export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -77,12 +79,13 @@ export async function openResult({ title, song, outputs, original, originalNote,
   $("#time").textContent = "Loading the stems…";
   mixer.ctx = mixer.ctx || new AudioContext();
   const stems = await Promise.all(outputs.map(async (out, i) => {
-    const response = await fetch(out.url);
+    const response = await fetch(out.url, { signal });
     if (!response.ok) throw new Error(`download failed (HTTP ${response.status})`);
     const bytes = await response.arrayBuffer();
     const buffer = await mixer.ctx.decodeAudioData(bytes.slice(0));
     return { ...out, bytes, buffer, colour: colour(out.name, i), muted: false, solo: false, db: 0, peaks: peaks(buffer) };
   }));
+  if (signal.aborted) return;
   mixer.stems = stems;
   mixer.duration = Math.max(...stems.map((s) => s.buffer.duration));
   stems.forEach(renderRow);
@@ -93,7 +96,9 @@ export async function openResult({ title, song, outputs, original, originalNote,
   note.textContent = originalNote || "";
   if (original) {
     try {
-      mixer.original = await mixer.ctx.decodeAudioData(await original.arrayBuffer());
+      const decoded = await mixer.ctx.decodeAudioData(await original.arrayBuffer());
+      if (signal.aborted) return;
+      mixer.original = decoded;
     } catch (e) {
       note.textContent = "This browser can't play the original file, so there is nothing to compare with.";
     }
