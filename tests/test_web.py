@@ -1330,3 +1330,26 @@ def test_opening_a_song_twice_quickly_shows_its_stems_once(
     page.wait_for_timeout(500)
     expect(page.get_by_test_id("stem-row")).to_have_count(2)
     assert page.evaluate("() => window.demixerMixer.stems.length") == 2
+
+
+def test_a_song_opened_after_another_frees_the_first_ones_stems(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Each stem's download link holds a copy of the stem in the page's memory: they were never
+    let go, so every song opened kept its stems (tens of MB each) until the tab closed."""
+    open_page(page, server)
+    opened = page.locator(f"#open-{finished}")
+    opened.click()
+    link = page.get_by_test_id("stem-download").first
+    old = link.get_attribute("href")
+    page.locator("#history-title").focus()  # Open is under the mixer: back up to it
+    opened.click()
+    expect(link).not_to_have_attribute("href", old or "")
+    # (The page's CSP lets media, not fetch, read blob: URLs.)
+    gone = """(url) => new Promise((done) => {
+      const a = new Audio();
+      a.onloadedmetadata = () => done(false);
+      a.onerror = () => done(true);
+      a.src = url;
+    })"""
+    assert page.evaluate(gone, old)

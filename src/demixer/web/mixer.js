@@ -65,6 +65,8 @@ export async function openResult({ title, song, outputs, original, originalNote,
   mixer.stems = [];
   mixer.original = null;
   mixer.originalLevel = gain;
+  // The song before's download links each hold a copy of a stem: let them go with it.
+  for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
   $("#stems").replaceChildren();
   $("#mixer-title").textContent = title;
   setPressed($("#loop"), false);
