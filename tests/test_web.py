@@ -1353,3 +1353,21 @@ def test_a_song_opened_after_another_frees_the_first_ones_stems(
       a.src = url;
     })"""
     assert page.evaluate(gone, old)
+
+
+def test_turning_the_loop_off_goes_on_from_where_it_is_heard(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Loop 0:00-0:01 played for a while, then L: the song jumped ahead by all the time spent
+    looping (or to its end), not on from the spot inside the loop that was being heard."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    page.evaluate("() => window.demixerMixer.setLoop(0, 1, true)")
+    page.locator("#mixer-title").focus()
+    page.keyboard.press("Space")
+    until(page, "() => window.demixerMixer.position() > 0.3")
+    page.wait_for_timeout(1200)  # once round the loop at least
+    page.keyboard.press("L")
+    expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "false")
+    assert page.evaluate("() => window.demixerMixer.offset") < 1

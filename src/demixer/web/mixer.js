@@ -377,12 +377,15 @@ function ruler() {
 ruler();
 
 export function setLoop(start, end, on) {
+  // Where it is heard now is counted by the loop it was playing (once round a loop, the time
+  // since play counts the loop's turns): stopped before the loop changes, it goes on from there.
+  const wasPlaying = mixer.playing;
+  if (wasPlaying) stop();
   mixer.loop = { on, start, end };
   setPressed($("#loop"), on);
   showRegion(start, end);
   say(on ? `Loop ${clock(start)} to ${clock(end)}` : "Loop off");
-  const wasPlaying = mixer.playing;
-  if (wasPlaying) { stop(); play(); }
+  if (wasPlaying) play();
 }
 mixer.setLoop = setLoop;
 
