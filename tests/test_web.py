@@ -760,6 +760,24 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     expect(said).to_contain_text("demixer can separate: vocals")
 
 
+def test_a_proxys_own_refusal_is_said_in_words(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """Behind a reverse proxy (nginx takes 1 MB by default), a song too big for the proxy came
+    back as its HTML page, not the API's JSON: the page said "Something went wrong. Try again.
+    (HTTP_413)", and trying again fails the same way."""
+    page.route(
+        "**/v1/files",
+        lambda route: route.fulfill(
+            status=413, content_type="text/html", body="<h1>413 Request Entity Too Large</h1>"
+        ),
+    )
+    open_page(page, server)
+    page.get_by_test_id("upload-input").set_input_files(str(audio[0]))
+    error = page.locator("#drop").get_by_test_id("error")
+    expect(error).to_have_text("This file is bigger than this server takes.")
+
+
 def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     page: Page, server: Server, tmp_path: Path, audio: tuple[Path, Path]
 ) -> None:
