@@ -760,6 +760,24 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     expect(said).to_contain_text("demixer can separate: vocals")
 
 
+def test_a_proxys_own_refusal_is_said_in_words(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """Behind a reverse proxy (nginx takes 1 MB by default), a song too big for the proxy came
+    back as its HTML page, not the API's JSON: the page said "Something went wrong. Try again.
+    (HTTP_413)", and trying again fails the same way."""
+    page.route(
+        "**/v1/files",
+        lambda route: route.fulfill(
+            status=413, content_type="text/html", body="<h1>413 Request Entity Too Large</h1>"
+        ),
+    )
+    open_page(page, server)
+    page.get_by_test_id("upload-input").set_input_files(str(audio[0]))
+    error = page.locator("#drop").get_by_test_id("error")
+    expect(error).to_have_text("This file is bigger than this server takes.")
+
+
 def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     page: Page, server: Server, tmp_path: Path, audio: tuple[Path, Path]
 ) -> None:
@@ -1049,6 +1067,90 @@ def test_every_control_and_its_state_shows_at_3_to_1(
     ratios["playhead"] = band_contrast(ruler.locator(".playhead"), against=ruler)
     low = {name: round(r, 2) for name, r in ratios.items() if r < 3}
     assert not low, (scheme, low)
+
+
+def test_seeking_while_playing_keeps_one_playhead_loop(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Each seek while playing (an arrow key, a drag, a loop set) started one more frame loop
+    that never ended until pause: after a few dozen seeks the page redrew the playhead dozens
+    of times a frame, and a long session of scrubbing turned the page sluggish."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    page.locator("#mixer-title").focus()
+    page.keyboard.press("Space")
+    until(page, "() => window.demixerMixer.playing")
+    for _ in range(20):
+        page.keyboard.press("ArrowLeft")  # back to the start (the song is 3 s long)
+    # Frames asked for over 10 frames: one a frame for the one playhead loop.
+    asked = page.evaluate("""async () => {
+      const real = window.requestAnimationFrame.bind(window);
+      let n = 0;
+      window.requestAnimationFrame = (f) => { n++; return real(f); };
+      for (let i = 0; i < 10; i++) await new Promise((r) => real(r));
+      window.requestAnimationFrame = real;
+      return n;
+    }""")
+    assert page.evaluate("() => window.demixerMixer.playing")
+    assert asked <= 12, asked
+
+
+def test_opening_a_song_twice_quickly_shows_its_stems_once(
+    page: Page, server: Server, finished: str
+) -> None:
+    """A double click on Open (or Open on another song while the first one's stems load):
+    both loads went on, and each added its stems to the mixer, which showed every stem twice
+    and played the first load's buffers under the second's."""
+    open_page(page, server)
+    page.evaluate(
+        f"() => {{ const b = document.getElementById('open-{finished}'); b.click(); b.click(); }}"
+    )
+    until(page, "() => document.querySelector('#time').textContent.includes('/')")
+    page.wait_for_timeout(500)
+    expect(page.get_by_test_id("stem-row")).to_have_count(2)
+    assert page.evaluate("() => window.demixerMixer.stems.length") == 2
+
+
+def test_a_song_opened_after_another_frees_the_first_ones_stems(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Each stem's download link holds a copy of the stem in the page's memory: they were never
+    let go, so every song opened kept its stems (tens of MB each) until the tab closed."""
+    open_page(page, server)
+    opened = page.locator(f"#open-{finished}")
+    opened.click()
+    link = page.get_by_test_id("stem-download").first
+    old = link.get_attribute("href")
+    page.locator("#history-title").focus()  # Open is under the mixer: back up to it
+    opened.click()
+    expect(link).not_to_have_attribute("href", old or "")
+    # (The page's CSP lets media, not fetch, read blob: URLs.)
+    gone = """(url) => new Promise((done) => {
+      const a = new Audio();
+      a.onloadedmetadata = () => done(false);
+      a.onerror = () => done(true);
+      a.src = url;
+    })"""
+    assert page.evaluate(gone, old)
+
+
+def test_turning_the_loop_off_goes_on_from_where_it_is_heard(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Loop 0:00-0:01 played for a while, then L: the song jumped ahead by all the time spent
+    looping (or to its end), not on from the spot inside the loop that was being heard."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    page.evaluate("() => window.demixerMixer.setLoop(0, 1, true)")
+    page.locator("#mixer-title").focus()
+    page.keyboard.press("Space")
+    until(page, "() => window.demixerMixer.position() > 0.3")
+    page.wait_for_timeout(1200)  # once round the loop at least
+    page.keyboard.press("L")
+    expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "false")
+    assert page.evaluate("() => window.demixerMixer.offset") < 1
 
 
 def test_docs_render_offline(page: Page, server: Server) -> None:

@@ -379,7 +379,7 @@ async function watch(requestId, { file = null, name = null, job = null, focus = 
   state.busy = false;
   updateSubmit();
   loadHistory();
-  if (last?.status === "COMPLETED") showResult(requestId, last, focus);
+  if (last?.status === "COMPLETED") showResult(requestId, last, focus, ctrl.signal);
 }
 
 // Server-sent events read with fetch (EventSource cannot send the Authorization header).
@@ -420,12 +420,15 @@ $("#cancel").addEventListener("click", async () => {
 });
 
 // ---------- the result, in the mixer ----------
-async function showResult(requestId, info, opened = false) {
+// signal: aborted when another song is opened (or this one deleted) before this one's stems
+// have loaded: this one then leaves the screen to it.
+async function showResult(requestId, info, opened, signal) {
   const err = $("#download-all");
   clearError(err);
   const song = songName(state.job.name);
   try {
     const result = await api("GET", `/v1/queue/requests/${requestId}/result`);
+    if (signal.aborted) return;
     const prompt = info?.prompt;
     // The residual is the rest of the song in both modes; its file keeps the API's name.
     const labelOf = (name) => (name === "residual" ? "everything else" : prompt && name === "target" ? `“${prompt}”` : name);
@@ -449,8 +452,9 @@ async function showResult(requestId, info, opened = false) {
       thumbsKey: requestId,
       gain: Object.values(result.data).find((v) => v && typeof v === "object" && v.url)?.gain ?? 1,
       focus,
+      signal,
     });
-  } catch (e) { showError(err, e); }
+  } catch (e) { if (!signal.aborted) showError(err, e); }
   loadHistory();
 }
 $("#download-all").addEventListener("click", () => {

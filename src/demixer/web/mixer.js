@@ -53,7 +53,9 @@ function applyGains() {
 // plays at it too, so that A/B compares the sound, not the level.
 // focus: the keyboard's focus moves to the mixer's heading (the view the user asked for, or the
 // one that replaced the view their focus was in).
-export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false }) {
+// signal: aborted when another song replaces this one while its stems load: this one stops
+// there and adds nothing to the mixer.
+export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -63,6 +65,8 @@ export async function openResult({ title, song, outputs, original, originalNote,
   mixer.stems = [];
   mixer.original = null;
   mixer.originalLevel = gain;
+  // The song before's download links each hold a copy of a stem: let them go with it.
+  for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
   $("#stems").replaceChildren();
   $("#mixer-title").textContent = title;
   setPressed($("#loop"), false);
@@ -77,12 +81,13 @@ export async function openResult({ title, song, outputs, original, originalNote,
   $("#time").textContent = "Loading the stems…";
   mixer.ctx = mixer.ctx || new AudioContext();
   const stems = await Promise.all(outputs.map(async (out, i) => {
-    const response = await fetch(out.url);
+    const response = await fetch(out.url, { signal });
     if (!response.ok) throw new Error(`download failed (HTTP ${response.status})`);
     const bytes = await response.arrayBuffer();
     const buffer = await mixer.ctx.decodeAudioData(bytes.slice(0));
     return { ...out, bytes, buffer, colour: colour(out.name, i), muted: false, solo: false, db: 0, peaks: peaks(buffer) };
   }));
+  if (signal.aborted) return;
   mixer.stems = stems;
   mixer.duration = Math.max(...stems.map((s) => s.buffer.duration));
   stems.forEach(renderRow);
@@ -93,7 +98,9 @@ export async function openResult({ title, song, outputs, original, originalNote,
   note.textContent = originalNote || "";
   if (original) {
     try {
-      mixer.original = await mixer.ctx.decodeAudioData(await original.arrayBuffer());
+      const decoded = await mixer.ctx.decodeAudioData(await original.arrayBuffer());
+      if (signal.aborted) return;
+      mixer.original = decoded;
     } catch (e) {
       note.textContent = "This browser can't play the original file, so there is nothing to compare with.";
     }
@@ -286,7 +293,11 @@ export function seek(t) {
 
 export function toggle() { if (mixer.playing) stop(); else play(); }
 
+// One frame loop at most: every seek while playing calls play() and tick() again, and each
+// call would otherwise start one more loop that runs until pause.
+let frame = 0;
 function tick() {
+  cancelAnimationFrame(frame);
   const t = position();
   $("#time").textContent = `${clock(t)} / ${clock(mixer.duration)}`;
   // The Position slider follows the playhead; its words change once a second, not every frame.
@@ -297,7 +308,7 @@ function tick() {
   if (slider.getAttribute("aria-valuetext") !== words) slider.setAttribute("aria-valuetext", words);
   const pct = mixer.duration ? (100 * t) / mixer.duration : 0;
   for (const head of document.querySelectorAll("#mixer .playhead")) head.style.left = `${pct}%`;
-  if (mixer.playing) requestAnimationFrame(tick);
+  if (mixer.playing) frame = requestAnimationFrame(tick);
 }
 mixer.position = position;
 
@@ -366,12 +377,15 @@ function ruler() {
 ruler();
 
 export function setLoop(start, end, on) {
+  // Where it is heard now is counted by the loop it was playing (once round a loop, the time
+  // since play counts the loop's turns): stopped before the loop changes, it goes on from there.
+  const wasPlaying = mixer.playing;
+  if (wasPlaying) stop();
   mixer.loop = { on, start, end };
   setPressed($("#loop"), on);
   showRegion(start, end);
   say(on ? `Loop ${clock(start)} to ${clock(end)}` : "Loop off");
-  const wasPlaying = mixer.playing;
-  if (wasPlaying) { stop(); play(); }
+  if (wasPlaying) play();
 }
 mixer.setLoop = setLoop;
 

@@ -58,8 +58,15 @@ export class PlainError extends Error {
   }
 }
 
+// What a status without the API's JSON means (a reverse proxy's own page in front of the
+// server: nginx refuses a body over 1 MB with 413, a stopped server answers 502).
+const BY_STATUS = {
+  401: "UNAUTHENTICATED", 413: "FILE_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "RATE_LIMITED",
+  502: "SERVICE_UNAVAILABLE", 503: "SERVICE_UNAVAILABLE", 504: "SERVICE_UNAVAILABLE",
+};
+
 export function fromBody(body, status) {
-  const code = body?.error?.code || (status ? `HTTP_${status}` : "NETWORK");
+  const code = body?.error?.code || BY_STATUS[status] || (status ? `HTTP_${status}` : "NETWORK");
   let detail;  // what can be separated here, as the server lists it
   if (code === "UNSUPPORTED_PROMPT" || code === "UNKNOWN_STEM") detail = body.error.message;
   return new PlainError(code, detail);
