@@ -409,6 +409,25 @@ def test_by_default_a_file_is_one_part_whose_url_works_for_24_hours(make_api: An
     assert api.get(f"/v1/files/{created['uploadId']}").json()["file_size"] == len(data)
 
 
+def test_a_file_size_sent_as_a_json_number_with_a_fraction_of_zero_is_taken(make_api: Any) -> None:
+    """Gaudio types ``fileSize`` as a Number
+    (https://www.gaudiolab.com/docs/developers/guide/api_references/file-upload); a client
+    whose JSON writes 1000.0 for 1000 bytes was refused with 1100."""
+    api: Api = make_api()
+    data = wav_bytes(0.5)
+    created = _create(api, "song.wav", float(len(data)))
+    put = api.send("PUT", created["preSignedUrl"][0], content=data)
+    assert put.status_code == 200, put.text
+    part = {"awsETag": put.headers["ETag"].strip('"'), "partNumber": 1}
+    assert _complete(api, created["uploadId"], [part])["resultCode"] == 1000
+    half = api.client.post(
+        f"{BASE}/v1/files/upload-multipart/create",
+        json={"fileName": "song.wav", "fileSize": 1000.5},
+        headers={"x-ga-apikey": api.key},
+    )
+    assert half.json()["resultCode"] == 1100  # no such size in bytes
+
+
 @pytest.mark.backends("sqlite")  # on S3 the bucket refuses it (test_s3_storage.py)
 def test_an_expired_part_url_is_refused_403_as_a_bucket_refuses_one(make_api: Any) -> None:
     """A part PUT answers like the presigned URL a client expects: an expired one is HTTP 403,
@@ -464,7 +483,7 @@ def test_a_deleted_upload_leaves_none_of_its_parts(make_api: Any) -> None:
         assert storage._client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads") is None
 
 
-def _create(api: Api, file_name: str, size: int) -> dict[str, Any]:
+def _create(api: Api, file_name: str, size: float) -> dict[str, Any]:
     """``upload-multipart/create`` in process: its ``resultData``."""
     r = api.client.post(
         f"{BASE}/v1/files/upload-multipart/create",

@@ -129,6 +129,9 @@ def create(
 ) -> Upload:
     """Record the announced file and sign one part URL per chunk (under ``base_path``)."""
     name = _check_name(file_name)
+    # Gaudio types fileSize as a JSON Number: 1000000.0 is the same size as 1000000.
+    if isinstance(file_size, float) and file_size.is_integer():
+        file_size = int(file_size)
     if isinstance(file_size, bool) or not isinstance(file_size, int) or file_size < 0:
         raise InvalidRequest("fileSize must be the file's size in bytes (an integer)")
     if file_size == 0:
