@@ -288,6 +288,19 @@ def test_the_callback_has_the_urls_under_kie_ais_name_too(make_api: Any) -> None
     assert data["vocal_separation_info"] == data["vocal_removal_info"]
 
 
+def test_a_null_type_is_the_default_separate_vocal(make_api: Any) -> None:
+    """sunoapi documents ``type`` as defaulting to ``separate_vocal``
+    (https://docs.sunoapi.org/suno-api/separate-vocals-from-music); a client writing its unset
+    optional fields as JSON null got code 400 instead of the default."""
+    api: Api = make_api()
+    body = {"fileId": api.upload(), "type": None, "callBackUrl": None}
+    made = api.post(f"{BASE}/generate", json=body).json()
+    assert made["code"] == 200, made
+    with api.services.db.read() as s:
+        job = s.get(Job, made["data"]["taskId"])
+    assert job is not None and job.params["vendor"]["type"] == "separate_vocal"
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

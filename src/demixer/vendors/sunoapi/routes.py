@@ -110,7 +110,8 @@ class GenerateBody(BaseModel):
     """``POST /generate``; unknown fields are ignored, as the vendor's are optional extras.
 
     The callback URL is read as ``callBackUrl`` (the request's spelling) or ``callbackUrl``
-    (``record-info``'s); a blank one is no callback, as an absent one is.
+    (``record-info``'s); a blank one is no callback, as an absent one is. A null ``type`` is
+    the default ``separate_vocal``, as an absent one is.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -129,6 +130,12 @@ class GenerateBody(BaseModel):
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: object) -> object:
+        # The vendor documents a default: a client writing its unset fields as null means it.
+        return "separate_vocal" if value is None else value
 
 
 # --- the envelope and the error table ---------------------------------------------------------
