@@ -107,6 +107,9 @@ def test_a_client_written_for_fal_finds_the_result_at_response_url(api: Api) -> 
         assert status["response_url"] == queued["result_url"]
     r = api.get(queued["response_url"])
     assert _error(r, 409, "NOT_READY")
+    # fal's REST docs also name the request's own URL as where its response is got.
+    r = api.get(f"/v1/queue/requests/{queued['request_id']}")
+    assert _error(r, 409, "NOT_READY")
 
 
 def test_a_span_after_the_end_of_the_upload_is_refused_at_submission(api: Api) -> None:
