@@ -71,6 +71,7 @@ def test_missing_bad_and_revoked_keys_are_401(api: Api) -> None:
         ("PUT", "/v1/queue/requests/req_x/cancel", "audio:separate", 404),
         ("DELETE", "/v1/queue/requests/req_x", "audio:separate", 404),
         ("GET", "/v1/queue/requests/req_x/result", "files:read", 404),
+        ("GET", "/v1/queue/requests/req_x", "files:read", 404),  # fal's path to the result
         ("GET", "/v1/queue/requests/req_x/status", "audio:separate", 404),
     ],
 )

@@ -95,6 +95,23 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
     assert api.get(second["status_url"]).json()["queue_position"] == 1
 
 
+def test_a_client_written_for_fal_finds_the_result_at_response_url(api: Api) -> None:
+    # fal's queue (https://fal.ai/docs/model-endpoints/queue), which this API is modelled on,
+    # names the result's URL `response_url` in the submit and status responses.
+    r = api.queue_separate(api.upload(), "the singer")
+    assert r.status_code == 202, r.text
+    queued = r.json()
+    assert queued["response_url"] == queued["result_url"]
+    for query in ("", "?logs=1"):  # the fast lane and the routed status
+        status = api.get(f"{queued['status_url']}{query}").json()
+        assert status["response_url"] == queued["result_url"]
+    r = api.get(queued["response_url"])
+    assert _error(r, 409, "NOT_READY")
+    # fal's REST docs also name the request's own URL as where its response is got.
+    r = api.get(f"/v1/queue/requests/{queued['request_id']}")
+    assert _error(r, 409, "NOT_READY")
+
+
 def test_a_span_after_the_end_of_the_upload_is_refused_at_submission(api: Api) -> None:
     file_id = api.upload()  # stereo.wav: 1.5 s
     spans = [{"start": 5, "end": 9, "include": True}]

@@ -230,6 +230,7 @@ def test_quick_start_upload_poll_download_and_webhook(
     blobs = backend.servers.s3_endpoint if backend.servers is not None else server.base_url
     assert hook["audio_path"].startswith(blobs + "/")
     assert download(hook["audio_path"])[0].shape == original.shape
+    assert hook["audio_url"] == hook["audio_path"]  # as byId names it
     assert set(hook) >= {"vocal", "instrumental", "conversion_cost", "conversion_duration"}
     assert download(hook["vocal"])[0].shape == stems["vocals"].shape
     assert hook["vocals"] == hook["vocal"]  # byId's spelling, here too
@@ -448,6 +449,7 @@ def test_a_cancelled_conversion_reads_failed_and_its_webhook_says_so(
         "status": "FAILED",
         "status_msg": "cancelled",
         "audio_path": receiver.url("/song.wav"),
+        "audio_url": receiver.url("/song.wav"),  # the name MusicGPT's webhook page shows
         "createdAt": conversion["createdAt"],
         "updatedAt": body["updatedAt"],  # the cancel's time (checked below)
         "error": "CANCELLED",

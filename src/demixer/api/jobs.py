@@ -201,6 +201,7 @@ def build_status(services: Services, job: Job, logs: bool, found: Extras) -> Req
         cancel_requested=job.cancel_requested,
         status_url=links["status"],
         result_url=links["result"],
+        response_url=links["result"],
         error=error,
         logs=lines,
         webhook=_webhook_status(job, found.delivery),

@@ -318,6 +318,10 @@ class QueuedResponse(BaseModel):
     status_url: str
     stream_url: str
     result_url: str
+    response_url: str = Field(
+        description="The same URL as `result_url`, under the name fal's queue gives it (a "
+        "client written for fal reads this one)."
+    )
     cancel_url: str
     webhook: WebhookInfo | None = None
 
@@ -393,6 +397,7 @@ class RequestStatus(BaseModel):
     cancel_requested: bool
     status_url: str
     result_url: str
+    response_url: str = Field(description="The same URL as `result_url` (fal's name for it).")
     error: JobError | None = Field(description="When FAILED.")
     logs: list[LogLine] | None = Field(description="With `?logs=true`.")
     webhook: WebhookStatus | None = Field(None, description="When the request has a webhook.")

@@ -472,6 +472,7 @@ def submit(
         status_url=links["status"],
         stream_url=links["stream"],
         result_url=links["result"],
+        response_url=links["result"],
         cancel_url=links["cancel"],
         webhook=WebhookInfo(url=webhook.url, signing_secret=webhook.secret) if webhook else None,
     )

@@ -222,6 +222,13 @@ def request_result(request_id: str, services: ServicesDep, identity: FilesRead) 
     return jobs.job_result(services, identity.account_id, request_id)
 
 
+@router.get("/requests/{request_id}", responses=error_responses(401, 403, 404, 409, 410, 422))
+def request_response(request_id: str, services: ServicesDep, identity: FilesRead) -> ResultResponse:
+    """The same as `GET …/result`, at the path fal's queue gets a request's response from
+    (a client written for fal builds this URL itself)."""
+    return jobs.job_result(services, identity.account_id, request_id)
+
+
 @router.put(
     "/requests/{request_id}/cancel",
     responses={202: {"model": CancelResponse}, **error_responses(401, 403, 404, 409)},

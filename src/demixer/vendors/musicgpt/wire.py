@@ -274,6 +274,8 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
         "status": status,  # as MusicGPT's sample payload, and byId's
         "status_msg": message,
         "audio_path": original,
+        # MusicGPT's webhook page shows `audio_url`; byId names the original so too.
+        "audio_url": original,
         "createdAt": job.created_at.isoformat(),
         "updatedAt": job.updated_at.isoformat(),
     }
