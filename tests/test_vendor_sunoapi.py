@@ -22,14 +22,13 @@ from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer.service.schema import Job
-from demixer.vendors.sunoapi.wire import sunoapi_event
 from local_origin import Origin, local_origin
 from service_harness import Server, create_key, fast_env, free_port, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
 
-__all__ = ["make_api"]  # the in-process fixture, for the callback body check
+__all__ = ["make_api"]  # the in-process fixture, for the null type check
 
 RATE = 44100
 SECONDS = 3.0
@@ -227,12 +226,7 @@ def test_an_audio_url_that_cannot_be_downloaded_is_451(suno: SunoClient, origin:
     assert data["errorMessage"].startswith("INVALID_AUDIO_URL: fetching audio_url "), data
     callback = origin.posted("/cb/gone").json()
     assert (callback["code"], callback["msg"]) == (451, data["errorMessage"])
-    task = made["data"]["taskId"]
-    assert callback["data"] == {
-        "task_id": task,
-        "vocal_removal_info": None,
-        "vocal_separation_info": None,
-    }
+    assert callback["data"] == {"task_id": made["data"]["taskId"], "vocal_removal_info": None}
 
 
 def test_a_cancelled_task_is_failed_with_its_complete_time_and_calls_back(
@@ -264,28 +258,8 @@ def test_a_cancelled_task_is_failed_with_its_complete_time_and_calls_back(
     assert callback == {
         "code": 400,
         "msg": "CANCELLED: the task was cancelled",
-        "data": {"task_id": task, "vocal_removal_info": None, "vocal_separation_info": None},
+        "data": {"task_id": task, "vocal_removal_info": None},
     }
-
-
-def test_the_callback_has_the_urls_under_kie_ais_name_too(make_api: Any) -> None:
-    """kie.ai documents this same API's callback with the URLs in ``vocal_separation_info``
-    (https://docs.kie.ai/suno-api/separate-vocals-callbacks), sunoapi.org in
-    ``vocal_removal_info``: a receiver written from kie.ai's docs found no URLs."""
-    api: Api = make_api()
-    made = api.post(
-        f"{BASE}/generate", json={"fileId": api.upload(), "callBackUrl": "https://example.com/cb"}
-    ).json()
-    task = made["data"]["taskId"]
-    api.worker_done(task, names=("vocals", "residual"))
-    with api.services.db.read() as s:
-        job = s.get(Job, task)
-    assert job is not None
-    event = sunoapi_event(api.services, job)
-    assert event is not None
-    data = event[1]["data"]
-    assert data["vocal_separation_info"]["vocal_url"]
-    assert data["vocal_separation_info"] == data["vocal_removal_info"]
 
 
 def test_a_null_type_is_the_default_separate_vocal(make_api: Any) -> None:

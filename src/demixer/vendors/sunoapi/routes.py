@@ -32,8 +32,7 @@ Wire decisions:
   otherwise; ``errorMessage`` starts with demixer's own error code. Times are Unix
   milliseconds.
 - The callback goes out on success and on failure, a cancelled task's included. Its URL is read
-  as ``callBackUrl`` or ``callbackUrl``; a blank one is none. Its URLs are under both
-  ``vocal_removal_info`` (sunoapi.org's name) and ``vocal_separation_info`` (kie.ai's).
+  as ``callBackUrl`` or ``callbackUrl``; a blank one is none.
 - Surround input (more than 2 channels) is folded to stereo first (``input.downmix``): the
   protocol has no field to ask for it.
 """

@@ -143,12 +143,6 @@ def success_flag(job: Job, *, callback_gave_up: bool) -> str:
     return "PENDING"
 
 
-def _callback_data(job: Job, info: dict[str, str | None] | None) -> dict[str, Any]:
-    """The callback's ``data``. sunoapi.org's docs name the URLs ``vocal_removal_info``, kie.ai's
-    (the same API) ``vocal_separation_info``: a receiver written from either finds its own."""
-    return {"task_id": job.id, "vocal_removal_info": info, "vocal_separation_info": info}
-
-
 def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
     """The vendor's callback body for a finished job, sent on success and on failure (a
     cancelled task included: the protocol has no cancel, so its client waits for this)."""
@@ -157,14 +151,14 @@ def sunoapi_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | 
         body = {
             "code": 200,
             "msg": "vocal Removal generated successfully.",  # the vendor's words
-            "data": _callback_data(job, info),
+            "data": {"task_id": job.id, "vocal_removal_info": info},
         }
         return "vocal_removal.completed", body
     if job.status in (FAILED, CANCELLED):  # record-info reads both GENERATE_AUDIO_FAILED
         body = {
             "code": error_code(job) or 500,
             "msg": error_message(job) or "failed",
-            "data": _callback_data(job, None),
+            "data": {"task_id": job.id, "vocal_removal_info": None},
         }
         return "vocal_removal.failed", body
     return None
