@@ -10,13 +10,11 @@ output multiplied by the model's ``compensate`` gain: UVR's "primary stem". A re
 may also list the secondary stem (``stems=("vocals", "instrumental")``), which is the input
 minus the primary, exactly as UVR computes it.
 
-Where demixer differs from UVR: for 44.1 kHz input, nothing inside one engine window (about a
-minute; see :data:`WINDOW_STEPS`), whose chunks sit on the same grid as UVR's whole-track
-chunks (other rates are resampled window by window, which moves the grid). Across the
-seams between windows, UVR's chunks see the audio on the other side and demixer's see zeros,
-and the engine cross-fades the two windows (benchmarks/RESULTS.md measures the difference).
-:meth:`MdxNetBackend.stream` runs UVR's loop over a whole stream with no seams at all: an
-engine that hands streaming backends the whole input (``StreamingBackend``) gets exactly UVR.
+The engine hands this backend the whole input as blocks (it is a ``StreamingBackend``), and
+:meth:`MdxNetBackend.stream` runs UVR's loop over that stream with no seams: the stems are
+UVR's at every sample, however long the input (other rates are resampled as a stream, exactly
+as a whole-array resample would). :meth:`MdxNetBackend.separate` splits one window the same
+way, for a caller that has windows (an engine without the streaming hook).
 """
 
 from __future__ import annotations
@@ -36,8 +34,9 @@ from demixer.models.registry import ModelSpec
 
 __all__ = ["ARCH_PARAMS", "WINDOW_STEPS", "MdxNetBackend", "MdxParams", "OnnxNetwork", "load"]
 
-#: chunk steps per engine window (57.5 s for Kim_Vocal_2's 5.75 s step, plus the one-chunk
-#: cross-fade): few seams, while the engine's per-window arrays stay a few tens of MB.
+#: chunk steps per window for a caller that runs :meth:`MdxNetBackend.separate` window by window
+#: (57.5 s for Kim_Vocal_2's 5.75 s step, plus the one-chunk cross-fade): few seams, while the
+#: per-window arrays stay a few tens of MB. The engine streams instead: no windows, no seams.
 WINDOW_STEPS = 10
 #: the chunks one onnxruntime call runs when ``batch_size`` is 0: on a CPU, one (the network's
 #: activations are ~150 MB per tensor at batch 1 and a batch gains nothing per chunk); on a GPU,
