@@ -369,6 +369,31 @@ def test_a_normalising_config_equals_msst_from_an_array_and_a_file(
         assert float(np.abs(from_file.T - expected[stem]).max()) <= 1e-4 * 3
 
 
+def test_a_normalising_config_takes_its_statistics_at_the_models_rate(
+    pipelines: dict[str, Pipeline], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MSST resamples a song to the model's rate, then normalises it: the mean and std are the
+    resampled audio's. A 48 kHz song's differ from them: the resampler drops what lies above
+    22 kHz (here the top of white noise), and a song of two samples becomes another two."""
+    from demixer.audio.resample import resample
+
+    p = pipelines["kim-mel-vocals"]
+    config = yaml.load(p.config.read_text(), Loader=yaml.FullLoader)
+    config["inference"]["normalize"] = True
+    normalising = write_config(config, tmp_path / "normalise.yaml")
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, normalising, p.checkpoint))
+    noise = np.random.default_rng(9).standard_normal((2, p.chunk)).astype(np.float32)
+    for mix in (music(p.chunk, seed=6) + 0.5 * noise, noise[:, :2]):
+        at_model_rate = resample(mix, 48000, 44100)
+        mono = at_model_rate.mean(0)
+        mean, std = mono.mean(), mono.std()
+        vocals = msst_stems(p, (at_model_rate - mean) / std)["vocals"] * std + mean
+        expected = resample(vocals, 44100, 48000)
+        got = separator.separate_array(mix, 48000)["vocals"]
+        assert float(np.abs(got - expected).max()) <= 1e-4, mix.shape
+
+
 def test_demixer_precision_is_read_in_any_case_and_a_bad_one_is_one_error_line(
     tmp_path: Path,
 ) -> None:

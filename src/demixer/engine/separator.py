@@ -195,7 +195,11 @@ class Separator:
             quality=quality,
             on_progress=on_progress,
             should_cancel=should_cancel,
-            stats=input_stats(blocks()) if self.needs_stats else None,
+            stats=(
+                input_stats(blocks(), sample_rate, self.backend.sample_rate)
+                if self.needs_stats
+                else None
+            ),
         ):
             residual.add(out)
             for name, block in out.items():
@@ -225,8 +229,9 @@ class Separator:
         holds every output of ``plan`` (an optional residual too: only the caller, at the end,
         knows whether it was silent throughout). ``on_progress`` gets non-decreasing fractions
         of ``total_samples`` (none without it), from within windows where the backend tells.
-        ``stats``: the whole input's statistics, required when :attr:`needs_stats` (the model
-        normalises its input, so the caller reads the input once more to get them).
+        ``stats``: the whole input's statistics at the model's rate, required when
+        :attr:`needs_stats` (the model normalises its input, so the caller reads the input once
+        more to get them: :func:`~demixer.engine.streaming.input_stats`).
         ``quality``: ``fast``, ``balanced`` or ``best``; anything else raises
         :class:`~demixer.errors.UnknownQuality` before any block is read.
         """
@@ -431,7 +436,11 @@ class Separator:
                 stats = None
                 if self.needs_stats:  # a first pass over the whole input
                     with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as first:
-                        stats = input_stats(self._decoded(first, preprocess))
+                        stats = input_stats(
+                            self._decoded(first, preprocess),
+                            first.sample_rate,
+                            self.backend.sample_rate,
+                        )
                 for out in self.stream(
                     self._decoded(reader, preprocess),
                     reader.sample_rate,

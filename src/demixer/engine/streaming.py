@@ -21,10 +21,16 @@ from demixer.models.base import InputStats, StreamingBackend
 __all__ = ["input_stats", "stream_backend"]
 
 
-def input_stats(blocks: Iterable[np.ndarray]) -> InputStats:
-    """Mean and standard deviation of the mono mix of a block stream (float64, one pass)."""
+def input_stats(blocks: Iterable[np.ndarray], sample_rate: int, model_rate: int) -> InputStats:
+    """Mean and standard deviation of the mono mix of a block stream at ``sample_rate``, taken
+    as the model gets it: resampled to ``model_rate`` (float64, one pass).
+
+    MSST normalises the audio it separates, which it has already resampled to the model's rate;
+    the statistics of the input at its own rate differ (the resampler removes what lies above
+    the lower Nyquist frequency, and a short input's few samples become others).
+    """
     count, mean, m2 = 0, 0.0, 0.0
-    for block in blocks:
+    for block in _resampled(blocks, sample_rate, model_rate):
         mono = np.asarray(block, np.float64).mean(axis=0)
         n = mono.shape[0]
         if not n:
@@ -37,6 +43,22 @@ def input_stats(blocks: Iterable[np.ndarray]) -> InputStats:
         m2 += block_m2 + delta * delta * count * n / total
         count = total
     return InputStats(mean=mean, std=(m2 / count) ** 0.5 if count else 0.0)
+
+
+def _resampled(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int) -> Iterator[np.ndarray]:
+    """``blocks`` resampled as one stream (as :func:`stream_backend` sends them to the model)."""
+    if from_rate == to_rate:
+        yield from blocks
+        return
+    resampler: StreamResampler | None = None
+    for block in blocks:
+        if not block.shape[1]:
+            continue
+        if resampler is None:
+            resampler = StreamResampler(from_rate, to_rate, block.shape[0])
+        yield resampler.process(block)
+    if resampler is not None:
+        yield resampler.process(np.zeros((resampler.channels, 0), np.float32), last=True)
 
 
 def stream_backend(
