@@ -446,3 +446,17 @@ def test_unwritable_target_raises_invalid_output(tmp_path: Path) -> None:
         StemSetWriter({"a": blocker / "sub" / "a.wav"}, 44100, 2, OutputFormat.parse("wav", None))
     assert below.value.message == f"cannot write the stems: Not a directory ({blocker / 'sub'})"
     assert [p.name for p in tmp_path.iterdir()] == ["not-a-dir"]
+
+
+@pytest.mark.parametrize("rescale", [False, True], ids=["direct", "rescale"])
+def test_a_stem_name_near_the_file_name_limit_is_written(tmp_path: Path, rescale: bool) -> None:
+    """A song with a long name (a download's title, 115 accented letters: 230 bytes) gives
+    stems of legal names under 255 bytes; their hidden temporaries must fit too."""
+    track = "é" * 115
+    paths = {s: tmp_path / f"{track}_{s}.wav" for s in ("vocals", "accompaniment")}
+    block = tone(0.2, 44100, (440.0,))
+    with StemSetWriter(paths, 44100, 1, OutputFormat.parse("wav", None), rescale=rescale) as w:
+        w.write({"vocals": block, "accompaniment": block})
+        w.close()
+    assert all(path.is_file() for path in paths.values())
+    assert leftovers(tmp_path) == []

@@ -17,6 +17,9 @@ __all__ = ["check_folder", "new_temporary", "unwritable"]
 
 K = TypeVar("K")
 
+# The longest file name most file systems take (ext4, XFS, btrfs, APFS: 255 bytes).
+_NAME_MAX = 255
+
 
 def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key: K) -> Path:
     """A new empty hidden file ``.{name}.XXXXXXXXXX{suffix}`` next to ``beside`` (so its last
@@ -26,9 +29,14 @@ def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key:
     Its name is put in ``into[key]`` *before* the file is made: an exception can land between
     any two bytecodes (a SIGTERM handler's), and whoever cleans up after it then knows every
     file made, so none is left behind. Returns the path.
+
+    A long ``beside`` name is cut short in the temporary's: a final name of 240 bytes is a
+    legal name, and must not fail only because its temporary adds a dot, a token and a suffix.
     """
+    room = _NAME_MAX - len(f"..{secrets.token_hex(5)}{suffix}".encode())
+    name = os.fsencode(beside.name)[:room]
     for _ in range(100):
-        path = into[key] = beside.with_name(f".{beside.name}.{secrets.token_hex(5)}{suffix}")
+        path = into[key] = beside.with_name(f".{os.fsdecode(name)}.{secrets.token_hex(5)}{suffix}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
