@@ -56,7 +56,10 @@ def check_folder(folder: Path) -> None:
     if not existing.is_dir():
         raise unwritable(FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(existing)))
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise unwritable(PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing)))
+        # A read-only mount (a write-protected SD card, a snapshot) is no matter of
+        # permissions: "Permission denied" would send the user to chmod in vain.
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        raise unwritable(PermissionError(code, os.strerror(code), str(existing)))
 
 
 def unwritable(e: OSError) -> InvalidOutput:
