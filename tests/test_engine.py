@@ -518,6 +518,7 @@ def test_a_template_without_ext_gets_the_formats_extension(
         ("{track}/{stem}-{date}.{ext}", "unknown field"),
         ("{track}/{stem", "bad output template"),
         ("../{track}/{stem}.{ext}", "escapes"),
+        ("{track}/{stem}/", "ends in a folder"),  # else hidden files: A/vocals/.wav
     ],
 )
 def test_bad_templates_are_invalid_output_and_write_nothing(
