@@ -34,9 +34,10 @@ def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key:
     legal name, and must not fail only because its temporary adds a dot, a token and a suffix.
     """
     room = _NAME_MAX - len(f"..{secrets.token_hex(5)}{suffix}".encode())
-    name = os.fsencode(beside.name)[:room]
+    # Cut between characters: half a UTF-8 character is a name macOS refuses.
+    name = os.fsencode(beside.name)[:room].decode("utf-8", "ignore")
     for _ in range(100):
-        path = into[key] = beside.with_name(f".{os.fsdecode(name)}.{secrets.token_hex(5)}{suffix}")
+        path = into[key] = beside.with_name(f".{name}.{secrets.token_hex(5)}{suffix}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
