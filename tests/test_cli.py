@@ -747,6 +747,23 @@ def test_the_skipped_files_of_a_folder_are_named() -> None:
     )
 
 
+def test_a_bad_quality_from_the_environment_names_the_setting(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """DEMIXER_QUALITY=hi left in a shell profile: the user typed no -q, so the error says
+    where the value came from."""
+    out = tmp_path / "out"
+    run = demixer(
+        "separate", inputs["A"], "-o", out, model_dir=model_dir, env={"DEMIXER_QUALITY": "hi"}
+    )
+    assert run.returncode == 2
+    assert _one_error_line(run) == (
+        "error [UNKNOWN_QUALITY] DEMIXER_QUALITY: unknown quality 'hi'; choose one of fast, "
+        "balanced, best"
+    )
+    assert not out.exists()
+
+
 def test_notes_under_a_result_are_one_line_each_in_a_log() -> None:
     """stderr into a file at 80 columns (a cron job's log): the clipping advice and an
     ensemble's "made by" lines are not split, so a grep finds them whole."""
