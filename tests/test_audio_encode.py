@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -13,6 +14,7 @@ from audiofiles import dominant_frequency, tone
 from conftest import interrupt_after
 from demixer.audio import FORMATS, OutputFormat, StemSetWriter, WriteReport, load, resample
 from demixer.errors import InvalidOutput
+from demixer.filemode import check_folder
 
 BLOCK = 4096
 
@@ -446,3 +448,34 @@ def test_unwritable_target_raises_invalid_output(tmp_path: Path) -> None:
         StemSetWriter({"a": blocker / "sub" / "a.wav"}, 44100, 2, OutputFormat.parse("wav", None))
     assert below.value.message == f"cannot write the stems: Not a directory ({blocker / 'sub'})"
     assert [p.name for p in tmp_path.iterdir()] == ["not-a-dir"]
+
+
+@pytest.mark.parametrize("rescale", [False, True], ids=["direct", "rescale"])
+def test_a_stem_name_near_the_file_name_limit_is_written(tmp_path: Path, rescale: bool) -> None:
+    """A song with a long name (a download's title, 115 accented letters: 230 bytes) gives
+    stems of legal names under 255 bytes; their hidden temporaries must fit too."""
+    track = "é" * 115
+    paths = {s: tmp_path / f"{track}_{s}.wav" for s in ("vocals", "accompaniment")}
+    block = tone(0.2, 44100, (440.0,))
+    with StemSetWriter(paths, 44100, 1, OutputFormat.parse("wav", None), rescale=rescale) as w:
+        w.write({"vocals": block, "accompaniment": block})
+        w.close()
+    assert all(path.is_file() for path in paths.values())
+    assert leftovers(tmp_path) == []
+
+
+def test_a_read_only_disk_is_said_as_such_not_as_permissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-o on a read-only mount (a locked SD card): mounting one needs root, so the mount is
+    played by os.access and os.statvfs, which are what tell it apart."""
+    real_statvfs = os.statvfs
+
+    class ReadOnly:
+        f_flag = real_statvfs(tmp_path).f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *_args, **_kw: False)
+    monkeypatch.setattr(os, "statvfs", lambda _path: ReadOnly())
+    with pytest.raises(InvalidOutput) as caught:
+        check_folder(tmp_path / "out")
+    assert caught.value.message == f"cannot write the stems: Read-only file system ({tmp_path})"

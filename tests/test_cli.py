@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -25,10 +26,12 @@ import pytest
 import soundfile as sf
 import typer
 from alembic.script import ScriptDirectory
+from rich.console import Console
 
 from audiofiles import encode, tone
 from demixer.audio import load
 from demixer.cli_inputs import skipped_line
+from demixer.cli_output import FileProgress, level_notes
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
 from demixer.service.db import Database
@@ -742,6 +745,36 @@ def test_the_skipped_files_of_a_folder_are_named() -> None:
     assert skipped_line([Path(f"f{i}.txt") for i in range(7)]) == (
         "7 files are not audio or video, skipped: f0.txt, f1.txt, f2.txt, f3.txt, f4.txt and 2 more"
     )
+
+
+def test_a_bad_quality_from_the_environment_names_the_setting(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """DEMIXER_QUALITY=hi left in a shell profile: the user typed no -q, so the error says
+    where the value came from."""
+    out = tmp_path / "out"
+    run = demixer(
+        "separate", inputs["A"], "-o", out, model_dir=model_dir, env={"DEMIXER_QUALITY": "hi"}
+    )
+    assert run.returncode == 2
+    assert _one_error_line(run) == (
+        "error [UNKNOWN_QUALITY] DEMIXER_QUALITY: unknown quality 'hi'; choose one of fast, "
+        "balanced, best"
+    )
+    assert not out.exists()
+
+
+def test_notes_under_a_result_are_one_line_each_in_a_log() -> None:
+    """stderr into a file at 80 columns (a cron job's log): the clipping advice and an
+    ensemble's "made by" lines are not split, so a grep finds them whole."""
+    err = Console(file=io.StringIO(), width=80)
+    with FileProgress(Console(file=io.StringIO()), err) as progress:
+        for line in level_notes({"vocals": 12}, 1.0):
+            progress.print(line)
+    assert err.file.getvalue().splitlines() == [  # type: ignore[attr-defined]
+        "  some stems clipped at full scale: use --rescale, or float output "
+        "(--format wav --bit-depth 32f)"
+    ]
 
 
 def test_file_names_that_are_not_utf8_or_hold_a_newline_are_separated(

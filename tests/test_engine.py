@@ -99,6 +99,22 @@ def test_an_alias_beside_several_stems_is_rejected(alias: str) -> None:
         plan_stems("m", FOUR, ["vocals", "drums", alias])
 
 
+@pytest.mark.parametrize(
+    ("model_stems", "requested"),
+    [(TWO, ["accompaniment", "instrumental"]), (FOUR, ["other", "others"])],
+)
+def test_an_alias_beside_a_stem_that_is_already_the_rest_is_rejected(
+    model_stems: tuple[str, ...], requested: list[str]
+) -> None:
+    # "--stems accompaniment,instrumental" would write the vocals as "instrumental".
+    with pytest.raises(UnknownStem) as info:
+        plan_stems("m", model_stems, requested)
+    assert info.value.message == (
+        f"{requested[1]!r} beside {requested[0]!r} would hold everything but {requested[0]!r}: "
+        f"ask for {requested[0]!r} alone, or with 'residual'"
+    )
+
+
 def test_residual_with_several_stems_is_fine() -> None:
     plan = plan_stems("m", FOUR, ["vocals", "drums", "residual"])
     assert plan.outputs == ("vocals", "drums", RESIDUAL)
@@ -502,6 +518,7 @@ def test_a_template_without_ext_gets_the_formats_extension(
         ("{track}/{stem}-{date}.{ext}", "unknown field"),
         ("{track}/{stem", "bad output template"),
         ("../{track}/{stem}.{ext}", "escapes"),
+        ("{track}/{stem}/", "ends in a folder"),  # else hidden files: A/vocals/.wav
     ],
 )
 def test_bad_templates_are_invalid_output_and_write_nothing(

@@ -51,9 +51,10 @@ from demixer.errors import (
     InvalidAudio,
     InvalidOutput,
     UnknownModel,
+    UnknownQuality,
     exit_code_for,
 )
-from demixer.models.quality import DEFAULT_QUALITY, parse_quality
+from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 from demixer.naming import DEFAULT_TEMPLATE, shown_name
 
 __all__ = ["app", "main"]
@@ -96,6 +97,7 @@ def _root(
 
 @app.command(short_help="Separate songs into stems on this machine.")
 def separate(
+    ctx: typer.Context,
     files: FilesArgument,
     model: Annotated[
         str | None,
@@ -255,7 +257,7 @@ def separate(
     inputs, skipped = expand_inputs(files, out_dir)
     try:
         check_distinct_tracks(inputs)
-        level = parse_quality(quality)
+        level = _quality(quality, ctx)
         if not any(item.path.exists() for item in inputs):  # nothing to do: say so at once
             missing = ", ".join(shown_name(str(item.path)) for item in inputs)
             raise InputNotFound(
@@ -382,6 +384,19 @@ def _model_for(
     installed = [s for s in list_specs() if is_installed(s)]
     chosen = choose_model(requested or [], installed)
     return chosen.id if chosen is not None else DEFAULT_MODEL
+
+
+def _quality(value: str, ctx: typer.Context) -> Quality:
+    """``--quality`` as a level; a bad one from DEMIXER_QUALITY (a shell profile's) is named
+    as the setting's, or the user looks in vain for a -q they never typed."""
+    try:
+        return parse_quality(value)
+    except UnknownQuality as e:
+        # click's ParameterSource, of the copy of click that typer ships (private to it)
+        source = getattr(ctx.get_parameter_source("quality"), "name", None)
+        if source == "ENVIRONMENT":
+            raise UnknownQuality(f"DEMIXER_QUALITY: {e.message}") from None
+        raise
 
 
 @contextmanager

@@ -283,7 +283,9 @@ class FileProgress:
             self._progress.update(self._task, description=STAGE_WORDS.get(stage, stage))
 
     def print(self, text: str, **options: Any) -> None:
-        """A line for the person watching (stderr), above the live bar."""
+        """A line for the person watching (stderr), above the live bar; in a log or a pipe
+        one line, never wrapped (as :func:`print_error`'s)."""
+        options.setdefault("soft_wrap", not self.err.is_terminal)
         self.err.print(text, **options)
 
     def print_out(self, text: str) -> None:

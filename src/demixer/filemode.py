@@ -17,6 +17,9 @@ __all__ = ["check_folder", "new_temporary", "unwritable"]
 
 K = TypeVar("K")
 
+# The longest file name most file systems take (ext4, XFS, btrfs, APFS: 255 bytes).
+_NAME_MAX = 255
+
 
 def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key: K) -> Path:
     """A new empty hidden file ``.{name}.XXXXXXXXXX{suffix}`` next to ``beside`` (so its last
@@ -26,9 +29,15 @@ def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key:
     Its name is put in ``into[key]`` *before* the file is made: an exception can land between
     any two bytecodes (a SIGTERM handler's), and whoever cleans up after it then knows every
     file made, so none is left behind. Returns the path.
+
+    A long ``beside`` name is cut short in the temporary's: a final name of 240 bytes is a
+    legal name, and must not fail only because its temporary adds a dot, a token and a suffix.
     """
+    room = _NAME_MAX - len(f"..{secrets.token_hex(5)}{suffix}".encode())
+    # Cut between characters: half a UTF-8 character is a name macOS refuses.
+    name = os.fsencode(beside.name)[:room].decode("utf-8", "ignore")
     for _ in range(100):
-        path = into[key] = beside.with_name(f".{beside.name}.{secrets.token_hex(5)}{suffix}")
+        path = into[key] = beside.with_name(f".{name}.{secrets.token_hex(5)}{suffix}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
@@ -48,7 +57,10 @@ def check_folder(folder: Path) -> None:
     if not existing.is_dir():
         raise unwritable(FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(existing)))
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise unwritable(PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing)))
+        # A read-only mount (a write-protected SD card, a snapshot) is no matter of
+        # permissions: "Permission denied" would send the user to chmod in vain.
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        raise unwritable(PermissionError(code, os.strerror(code), str(existing)))
 
 
 def unwritable(e: OSError) -> InvalidOutput:

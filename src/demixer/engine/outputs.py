@@ -39,6 +39,8 @@ def output_paths(
         )
     if "stem" not in fields:
         raise InvalidOutput(f"output template {template!r} must contain {{stem}}")
+    if template.endswith("/"):  # else ".{ext}" alone would name hidden files: stem/.wav
+        raise InvalidOutput(f"output template {template!r} ends in a folder: name the file")
     if "ext" not in fields:
         template += ".{ext}"
     paths = {}

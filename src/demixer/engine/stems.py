@@ -134,6 +134,13 @@ def plan_stems(
             f"{residual_name!r} means 'everything but the one stem requested'; request exactly "
             f"one of {', '.join(model_stems)} with it, or ask for 'residual'"
         )
+    if residual_name not in (None, RESIDUAL) and targets[0] in RESIDUAL_ALIASES:
+        # The residual of "accompaniment" is the vocals: a file named "instrumental" holding
+        # them would mislead whoever opens it.
+        raise UnknownStem(
+            f"{residual_name!r} beside {targets[0]!r} would hold everything but {targets[0]!r}: "
+            f"ask for {targets[0]!r} alone, or with 'residual'"
+        )
     ordered = tuple(s for s in model_stems if s in targets)
     if residual_name is None and (partial or len(ordered) < len(model_stems)):
         return StemPlan(ordered, RESIDUAL, residual_optional=True)
