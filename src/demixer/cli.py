@@ -362,7 +362,7 @@ def _model_for(
     else the best installed one for the requested stems, else the default model."""
     from demixer.engine.stems import choose_model
     from demixer.models.ensemble import MODES, ensemble_id
-    from demixer.models.loading import is_installed
+    from demixer.models.loading import installed_specs
     from demixer.models.registry import get_spec, list_specs
 
     if sum(x is not None for x in (model, recipe, ensemble)) > 1:
@@ -381,7 +381,7 @@ def _model_for(
         return get_spec(ensemble_id(members, mode)).id
     if model is not None:
         return model
-    installed = [s for s in list_specs() if is_installed(s)]
+    installed = installed_specs()
     chosen = choose_model(requested or [], installed)
     return chosen.id if chosen is not None else DEFAULT_MODEL
 

@@ -18,11 +18,12 @@ from demixer.errors import ModelUnavailable, WeightsChecksumMismatch
 from demixer.models.base import Backend
 from demixer.models.catalogue import SHIPPED_IDS
 from demixer.models.model_dir import default_model_dir
-from demixer.models.registry import ModelSpec, WeightFile, get_spec
+from demixer.models.registry import ModelSpec, WeightFile, get_spec, list_specs
 
 __all__ = [
     "default_model_dir",
     "file_sha256",
+    "installed_specs",
     "is_installed",
     "load_backend",
     "resolve_weight",
@@ -91,6 +92,12 @@ def is_installed(spec: ModelSpec, model_dir: Path | None = None) -> bool:
     except ModelUnavailable:
         return False
     return all(is_installed(get_spec(dep, model_dir), model_dir) for dep in spec.requires)
+
+
+def installed_specs(model_dir: Path | None = None) -> list[ModelSpec]:
+    """Every registered model whose weights are all present in ``model_dir``, in registry
+    order."""
+    return [spec for spec in list_specs(model_dir) if is_installed(spec, model_dir)]
 
 
 def verified_weights(spec: ModelSpec, model_dir: Path | None = None) -> list[Path]:

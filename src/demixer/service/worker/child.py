@@ -55,8 +55,7 @@ from demixer.errors import (
     StorageFull,
 )
 from demixer.models import planner
-from demixer.models.loading import is_installed
-from demixer.models.registry import list_specs
+from demixer.models.loading import installed_specs
 from demixer.models.user_models import weights_identity
 from demixer.service.jobs.contract import JobParams
 
@@ -146,8 +145,7 @@ def _preprocessor(
         if step in _PREPROCESSORS:
             chosen.append(_PREPROCESSORS[step])
             continue
-        installed = [spec for spec in list_specs(model_dir) if is_installed(spec, model_dir)]
-        found = planner.cleanup_model(step, installed)
+        found = planner.cleanup_model(step, installed_specs(model_dir))
         if found is None:  # the API checked; this worker lacks the model
             raise ModelUnavailable(f"no model for the {step} step is installed on this worker")
         spec, stem = found

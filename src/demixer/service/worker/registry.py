@@ -29,9 +29,9 @@ from demixer import __version__
 from demixer.engine.device import resolve_device
 from demixer.errors import DemixerError, ModelUnavailable
 from demixer.models.catalogue.ensembles import ensemble_members
-from demixer.models.loading import is_installed
+from demixer.models.loading import installed_specs
 from demixer.models.planner import CLEANUP_STEMS, cleanup_model
-from demixer.models.registry import get_spec, list_specs
+from demixer.models.registry import get_spec
 from demixer.service.db import Database, is_unavailable, rows_changed
 from demixer.service.schema import WorkerRecord
 from demixer.settings import Settings
@@ -87,8 +87,7 @@ def runnable_models(
     :class:`~demixer.errors.ModelUnavailable` when no model is left: such a worker could never
     claim a job.
     """
-    specs = list_specs(settings.model_dir)
-    installed = [spec.id for spec in specs if is_installed(spec, settings.model_dir)]
+    installed = [spec.id for spec in installed_specs(settings.model_dir)]
     if requested is None:
         chosen = installed
     else:
@@ -116,8 +115,7 @@ def missing_steps(settings: Settings) -> frozenset[str]:
     picks the clean-up model among the models installed on its machine, and fails the job
     ``MODEL_UNAVAILABLE`` when there is none, though another worker could have run it.
     """
-    model_dir = settings.model_dir
-    installed = [spec for spec in list_specs(model_dir) if is_installed(spec, model_dir)]
+    installed = installed_specs(settings.model_dir)
     return frozenset(step for step in CLEANUP_STEMS if cleanup_model(step, installed) is None)
 
 
