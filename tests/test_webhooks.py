@@ -287,6 +287,26 @@ def hook_status(api: Api, job_id: str) -> dict[str, Any]:
 # --- deliveries ------------------------------------------------------------------------------
 
 
+def bare_receiver(answer: Callable[[socket.socket], None]) -> tuple[socket.socket, DeliveryClaim]:
+    """A receiver of one send on a bare socket, for answers no HTTP server gives (trickled,
+    late, compressed): it reads the request's head, then ``answer(conn)`` writes the rest.
+    Returns its listening socket (the caller closes it) and a claim that sends to it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            answer(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
+    return listener, claim
+
+
 def test_flaky_receiver_gets_a_signed_completed_event_on_the_third_attempt(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:
@@ -408,29 +428,21 @@ def test_a_receiver_trickling_its_answer_is_cut_at_the_timeout(
     whole send is bounded by the webhook timeout (else one slot, and the delivery's lease,
     was held for hours, and the expired lease let the same event go out again alongside)."""
     api = make_api(**{**FAST, "webhook_timeout_seconds": 1.0})
-    listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
-    def trickle() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
-            start = b"HTTP/1.1 200 OK\r\n"
-            if trickled == "body":  # whole headers, then a body that never ends
-                start += b"Content-Length: 100000\r\n\r\n"
-            conn.sendall(start)
-            while not stop.wait(0.2):
-                try:
-                    conn.sendall(b"x" if trickled == "body" else b"X")
-                except OSError:
-                    return  # the sender gave up
+    def trickle(conn: socket.socket) -> None:
+        start = b"HTTP/1.1 200 OK\r\n"
+        if trickled == "body":  # whole headers, then a body that never ends
+            start += b"Content-Length: 100000\r\n\r\n"
+        conn.sendall(start)
+        while not stop.wait(0.2):
+            try:
+                conn.sendall(b"x" if trickled == "body" else b"X")
+            except OSError:
+                return  # the sender gave up
 
-    threading.Thread(target=trickle, daemon=True).start()
+    listener, claim = bare_receiver(trickle)
     dispatcher = Dispatcher(api.services)
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
     outcomes: list[Any] = []
     try:
         with dispatcher.client() as client:
@@ -457,24 +469,14 @@ def test_a_receivers_compressed_answer_is_not_decompressed(make_api: Callable[..
     keeps its first raw piece only (decompressed, a few KiB of it were gigabytes in the
     server's memory, on every retry)."""
     api = make_api(**FAST)
-    listener = socket.create_server(("127.0.0.1", 0))
     bomb = gzip.compress(gzip.compress(bytes(32 << 20)))
 
-    def answer() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
-            head = (
-                f"HTTP/1.1 500 Oops\r\nContent-Encoding: gzip, gzip\r\nContent-Length: {len(bomb)}"
-            )
-            conn.sendall(head.encode() + b"\r\n\r\n" + bomb)
+    def answer(conn: socket.socket) -> None:
+        head = f"HTTP/1.1 500 Oops\r\nContent-Encoding: gzip, gzip\r\nContent-Length: {len(bomb)}"
+        conn.sendall(head.encode() + b"\r\n\r\n" + bomb)
 
-    threading.Thread(target=answer, daemon=True).start()
+    listener, claim = bare_receiver(answer)
     dispatcher = Dispatcher(api.services)
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
     tracemalloc.start()
     try:
         with dispatcher.client() as client:
@@ -492,23 +494,15 @@ def test_a_200_whose_body_is_late_is_delivered(make_api: Callable[..., Api]) -> 
     """The receiver answers "200 OK" at once and its 2-byte body only after 3 s, past the
     1 s timeout: the event was acknowledged (a timeout sent it again, and again)."""
     api = make_api(**{**FAST, "webhook_timeout_seconds": 1.0})
-    listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
-    def answer() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
-            if not done.wait(3):
-                conn.sendall(b"ok")
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        if not done.wait(3):
+            conn.sendall(b"ok")
 
-    threading.Thread(target=answer, daemon=True).start()
+    listener, claim = bare_receiver(answer)
     dispatcher = Dispatcher(api.services)
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
     try:
         with dispatcher.client() as client:
             outcome = dispatcher.send(client, claim)
