@@ -365,15 +365,23 @@ def test_a_cut_flac_is_refused_by_the_probe_as_a_cut_wav_is(files: AudioFiles) -
 
 
 @pytest.mark.parametrize(
-    ("name", "container"), [("take.w64", "W64"), ("take.aiff", "AIFF"), ("take.au", "AU")]
+    ("name", "container"),
+    [
+        ("take.w64", "W64"),
+        ("take.caf", "CAF"),
+        ("take-rf64.wav", "RF64"),
+        ("take.aiff", "AIFF"),
+        ("take.au", "AU"),
+    ],
 )
-def test_a_cut_wave64_aiff_or_au_is_refused_by_the_probe_as_a_cut_wav_is(
+def test_a_cut_wave64_caf_rf64_aiff_or_au_is_refused_by_the_probe_as_a_cut_wav_is(
     tmp_path: Path, name: str, container: str
 ) -> None:
-    """Cut short, a Wave64 (WAV with 64-bit sizes, from Sony's editors) was taken as a shorter
-    song: FFmpeg clamps its length to the bytes present, and the stems came back short. A cut
-    AIFF or AU was accepted at upload and its job failed later; now both are refused at once
-    (Gaudio: 1107 at job creation)."""
+    """Cut short, a Wave64 (WAV with 64-bit sizes, from Sony's editors) or a CAF (Apple's)
+    was taken as a shorter song: FFmpeg clamps its length to the bytes present, and the stems
+    came back short. A cut RF64 (WAV with 64-bit sizes, from broadcast recorders), AIFF or AU
+    was accepted at upload and its job failed later; now all are refused at once (Gaudio:
+    1107 at job creation)."""
     whole = tmp_path / name
     sf.write(whole, tone(2.0, 44100, [440.0, 660.0]).T, 44100, format=container)
     cut = tmp_path / f"cut-{name}"
@@ -389,6 +397,34 @@ def test_a_cut_wave64_aiff_or_au_is_refused_by_the_probe_as_a_cut_wav_is(
     ), refused.value.message
     with pytest.raises(InvalidAudio, match="truncated"):
         load(cut)
+
+
+def test_a_cut_compressed_caf_is_refused_by_the_probe_as_its_job_would(tmp_path: Path) -> None:
+    """A compressed CAF whose packet table comes before its audio (the table states the whole
+    length) was accepted when cut, and its job failed later."""
+    made = encode(tmp_path / "made.caf", tone(2.0, 48000, [440.0, 660.0]), 48000, "libmp3lame")
+    data = made.read_bytes()
+    chunks, pos = [], 8  # after "caff", its version and flags
+    while pos < len(data):  # a chunk: 4-byte name, 8-byte big-endian size, the data
+        end = pos + 12 + int.from_bytes(data[pos + 4 : pos + 12], "big")
+        chunks.append(data[pos:end])
+        pos = end
+    chunks.sort(key=lambda chunk: chunk[:4] == b"data")  # FFmpeg writes "pakt" after it
+    whole = data[:8] + b"".join(chunks)
+    cut = tmp_path / "cut.caf"
+    cut.write_bytes(whole[: len(whole) // 2])
+
+    with pytest.raises(InvalidAudio) as refused:
+        probe(cut)
+    assert re.fullmatch(
+        r"'cut.caf' is truncated or damaged: only 1\.\d\d s of audio is present but the file "
+        r"declares 2\.00 s \(an incomplete download or copy\?\)",
+        refused.value.message,
+    ), refused.value.message
+    with pytest.raises(InvalidAudio, match="truncated"):
+        load(cut)
+    (tmp_path / "whole.caf").write_bytes(whole)
+    assert probe(tmp_path / "whole.caf").duration == pytest.approx(2.0)
 
 
 def test_nan_and_inf_samples_are_read_as_silence_and_said(

@@ -315,6 +315,13 @@ def _header_only_wav() -> bytes:
     return buf.getvalue()
 
 
+def _cut_rf64() -> bytes:
+    """The first half of an RF64 (WAV with 64-bit sizes) of 1 s: a broken download."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((RATE, 2), np.float32), RATE, format="RF64", subtype="PCM_16")
+    return buf.getvalue()[: len(buf.getvalue()) // 2]
+
+
 @pytest.mark.parametrize(
     ("name", "make", "code", "message"),
     [
@@ -323,6 +330,13 @@ def _header_only_wav() -> bytes:
             lambda: b"this is not audio at all " * 100,
             1107,
             "unsupported format: 'notes.mp3' cannot be read: it is not an audio or video file",
+        ),
+        (  # refused when probed at upload (it was a job that failed)
+            "cut.wav",
+            _cut_rf64,
+            1107,
+            "unsupported format: 'cut.wav' is truncated or damaged: only 0.50 s of audio is "
+            "present but the file declares 1.00 s",
         ),
         (
             "empty.wav",

@@ -15,9 +15,9 @@ Truncation is caught three ways, because no single signal covers every container
 * fewer samples decode than the file declares: the stream's duration (MP3 Xing/Info frame
   count, FLAC STREAMINFO, MP4 sample tables, a Matroska track's DURATION tag, else the
   container's length where the audio is its only stream: a longer video is no cut), or for
-  WAV and Wave64 the ``data`` chunk size in the header (FFmpeg clamps their duration to the
-  bytes present, so its own figure cannot show the cut). A shortfall of more than
-  :data:`TRUNCATION_TOLERANCE` of the declared length (and at least
+  WAV, RF64, Wave64 and uncompressed CAF the ``data`` chunk size in the header (FFmpeg clamps
+  the duration of all but RF64 to the bytes present: its figure cannot show the cut). A shortfall of
+  more than :data:`TRUNCATION_TOLERANCE` of the declared length (and at least
   :data:`TRUNCATION_MIN_SECONDS`) is reported as truncation. The slack absorbs encoder
   padding and bitrate-estimated durations of header-less MP3s; a cut inside that slack, or in
   a format that states no length (a CBR MP3 without an Info frame, the last Ogg page), cannot
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import av
 import av.error
@@ -236,47 +237,76 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
 # that start with a RIFF name ("wave", "fmt ", "data") followed by this tail.
 _W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
 _W64_TAIL = bytes.fromhex("f3acd3118cd100c04f8edb8a")
+# The containers whose header states the length of the audio in bytes (:func:`_pcm_seconds`).
+_PCM_HEADERS = ("wav", "w64", "caf")
 
 
-def _wav_declared_seconds(path: Path) -> tuple[float, float] | None:
-    """Seconds of audio a RIFF WAV's or a Wave64's header promises (``data`` chunk size /
-    byte rate), and seconds present in the file after the header (at the same byte rate).
+def _pcm_seconds(path: Path) -> tuple[float, float] | None:
+    """Seconds of audio a PCM file's header promises (its ``data`` chunk's size / the byte
+    rate), and seconds present in the file after the header (at the same byte rate).
 
-    Returns ``None`` for RF64 (FFmpeg reads its 64-bit size, so decoding shows a cut), for
-    streamed headers (size 0 or 0xFFFFFFFF with data following) and for anything that does
-    not parse: the caller then has no WAV-specific evidence and falls back to FFmpeg's
-    duration.
+    Read for WAV (RIFF), RF64 and BW64 (WAV whose 64-bit ``data`` size is in a ``ds64``
+    chunk), Sony Wave64 and Apple's CAF holding uncompressed audio. FFmpeg makes the length of
+    a WAV, Wave64 or CAF that of the bytes present, so only the header shows that it was cut;
+    an RF64's cut showed, but only once decoded (a job failed that the upload could refuse).
+
+    Returns ``None`` for streamed headers (size 0, 0xFFFFFFFF or CAF's -1 with data
+    following), for a compressed CAF (its packet table states its length; :func:`probe`
+    counts its packets against it) and for anything that does not parse: the caller then has
+    no header evidence and falls back to FFmpeg's duration.
     """
-    byte_rate = 0
+    byte_rate = 0.0
+    wide = -1  # RF64's data size, from its ds64 chunk
     try:
         with path.open("rb") as f:
             head = f.read(40)
-            if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            order: Literal["little", "big"] = "little"
+            if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
                 # 4-byte names and sizes; a size counts the data only; word-aligned.
                 name_bytes, size_bytes, counted, align = 4, 4, 0, 2
                 f.seek(12)
             elif head[:16] == _W64_RIFF and head[24:40] == b"wave" + _W64_TAIL:
                 # 16-byte GUIDs, 8-byte sizes counting the 24-byte chunk header; 8-aligned.
                 name_bytes, size_bytes, counted, align = 16, 8, 24, 8
+            elif head[:4] == b"caff":
+                # Big-endian 8-byte sizes counting the data only; not aligned.
+                name_bytes, size_bytes, counted, align, order = 4, 8, 0, 1, "big"
+                f.seek(8)
             else:
                 return None
-            # Bounded walk: real files put "fmt " and "data" within the first few chunks.
+            # Bounded walk: real files put the format and "data" within the first few chunks.
             for _ in range(64):
                 chunk = f.read(name_bytes + size_bytes)
                 if len(chunk) < name_bytes + size_bytes:
                     return None
                 kind = chunk[:4] if name_bytes == 4 or chunk[4:16] == _W64_TAIL else b""
-                length = int.from_bytes(chunk[name_bytes:], "little") - counted
+                length = int.from_bytes(chunk[name_bytes:], order) - counted
                 if length < 0:
                     return None
-                if kind == b"fmt " and length >= 16:
-                    fmt = f.read(16)
-                    byte_rate = int(struct.unpack("<I", fmt[8:12])[0])
+                if kind == b"ds64" and length >= 16:  # RIFF size, then data size (8 bytes each)
+                    wide = int.from_bytes(f.read(16)[8:], "little")
                     length -= 16
+                elif kind == b"fmt " and length >= 16:
+                    byte_rate = int.from_bytes(f.read(16)[8:12], "little")
+                    length -= 16
+                elif kind == b"desc" and length >= 32:  # CAF's format
+                    desc = f.read(32)
+                    rate = struct.unpack(">d", desc[:8])[0]
+                    packet_bytes, packet_frames = struct.unpack(">II", desc[16:24])
+                    if packet_bytes and packet_frames and 0 < rate < 1e7:
+                        byte_rate = packet_bytes * rate / packet_frames
+                    length -= 32
                 elif kind == b"data":
-                    present = path.stat().st_size - f.tell()
+                    if order == "big":
+                        if length == (1 << 64) - 1:  # -1: written while streaming
+                            return None
+                        f.seek(4, os.SEEK_CUR)  # CAF data starts with an edit count
+                        length -= 4
                     streamed = size_bytes == 4 and length == 0xFFFFFFFF
-                    if byte_rate <= 0 or streamed or (length == 0 and present > 0):
+                    if streamed and wide >= 0:
+                        length, streamed = wide, False
+                    present = path.stat().st_size - f.tell()
+                    if byte_rate <= 0 or streamed or (length <= 0 and present > 0):
                         return None
                     return length / byte_rate, present / byte_rate
                 f.seek(length + (-length % align), os.SEEK_CUR)  # padded to alignment
@@ -326,17 +356,18 @@ def _slack(declared: float) -> float:
 def _checked_declared(path: Path, info: AudioInfo) -> float | None:
     """The length ``path`` declares, after the checks that need no decoding (the probe and the
     reader make the same ones, so an upload and its job give one answer): an Ogg file whose
-    last page is cut, or a WAV with fewer bytes than its header promises, is truncated."""
+    last page is cut, or a WAV (RF64, Wave64, CAF) with fewer bytes than its header promises,
+    is truncated."""
     declared = info.duration
     if info.container == "ogg" and _ogg_ends_mid_page(path):
         raise InvalidAudio(
             f"{_name(path)} is truncated: its last Ogg page is cut short "
             "(an incomplete download or copy?)"
         )
-    if info.container in ("wav", "w64"):
+    if info.container in _PCM_HEADERS:
         # FFmpeg clamps a WAV's duration to the bytes present; the header still says how long
         # the file was meant to be, which is what exposes a cut.
-        header = _wav_declared_seconds(path)
+        header = _pcm_seconds(path)
         if header is not None:
             declared, present = header
             if present < declared - _slack(declared):
@@ -703,21 +734,22 @@ def duration_refusal(
 
 
 # Containers whose packets state exactly the samples they hold, and whose header states the
-# length apart from them (FLAC's STREAMINFO, AIFF's COMM chunk, AU's data size): packets that
-# add up to less than the header says are a cut file, found without decoding. (WAV and Wave64
-# have their own check; FFmpeg makes a CAF's length that of the bytes present.)
-_COUNTED_EXACTLY = ("flac", "aiff", "au")
+# length apart from them (FLAC's STREAMINFO, AIFF's COMM chunk, AU's data size, a compressed
+# CAF's packet table): packets that add up to less than the header says are a cut file, found
+# without decoding. (WAV, Wave64 and an uncompressed CAF have their own check: FFmpeg makes
+# their length that of the bytes present.)
+_COUNTED_EXACTLY = ("flac", "aiff", "au", "caf")
 
 
 def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
     """What ``path`` holds, without decoding any audio.
 
-    Headers, plus the checks that need no decoding (a WAV shorter than its header, an Ogg file
-    cut mid-page, a FLAC, AIFF or AU whose packets hold less than its header's length), plus a
-    count of the audio packets' durations (demuxing only; it stops past ``max_seconds``): when
-    the packets hold more than the header declares (a hidden or understated length),
-    ``duration`` is what the packets hold, so the limit that the job would hit is seen at
-    upload.
+    Headers, plus the checks that need no decoding (a WAV, RF64, Wave64 or CAF shorter than its
+    header, an Ogg file cut mid-page, a FLAC, AIFF, AU or compressed CAF whose packets hold less
+    than its header's length), plus a count of the audio packets' durations (demuxing only; it
+    stops past ``max_seconds``): when the packets hold more than the header declares (a hidden
+    or understated length), ``duration`` is what the packets hold, so the limit that the job
+    would hit is seen at upload.
 
     Raises:
         InvalidAudio: the file is missing, empty, not media, has no audio stream, declares a
