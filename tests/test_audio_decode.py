@@ -427,6 +427,32 @@ def test_a_cut_compressed_caf_is_refused_by_the_probe_as_its_job_would(tmp_path:
     assert probe(tmp_path / "whole.caf").duration == pytest.approx(2.0)
 
 
+def test_ogg_opus_files_of_different_channel_counts_joined_are_refused_as_such(
+    tmp_path: Path,
+) -> None:
+    """A stereo and a mono Opus file joined end to end (a chained Ogg file) was refused as
+    "corrupt or truncated (FFmpeg: Not yet implemented in FFmpeg, patches welcome)": FFmpeg
+    cannot read a channel change there, and the user is now told that, at upload."""
+    parts = [
+        encode(tmp_path / f"{n}.opus", tone(1.0, 48000, freqs), 48000, "libopus",
+               container_format="ogg").read_bytes()
+        for n, freqs in (("stereo", [440.0, 660.0]), ("mono", [550.0]))
+    ]  # fmt: skip
+    joined = tmp_path / "joined.opus"
+    joined.write_bytes(b"".join(parts))
+
+    with pytest.raises(InvalidAudio) as at_upload:
+        probe(joined)
+    assert at_upload.value.message == (
+        "'joined.opus' joins Ogg streams of different channel counts (a mono part after a "
+        "stereo one, say), which FFmpeg cannot read; send the parts separately, or converted "
+        "to one channel count"
+    )
+    with pytest.raises(InvalidAudio) as in_the_job:
+        load(joined)
+    assert in_the_job.value.message == at_upload.value.message
+
+
 def test_nan_and_inf_samples_are_read_as_silence_and_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -342,6 +342,20 @@ def _ogg_ends_mid_page(path: Path) -> bool:
     return len(page) < 27 + page[26] + body
 
 
+def _unreadable(path: Path, container: str, error: BaseException, how: str) -> InvalidAudio:
+    """The refusal of ``path`` when FFmpeg fails part-way through reading it (``how``)."""
+    if container == "ogg" and isinstance(error, av.error.PatchWelcomeError):
+        # Ogg files joined end to end are one chained file; FFmpeg's Ogg demuxer refuses a
+        # part whose Opus or Vorbis header names another channel count ("Channel change is
+        # not supported", "Not yet implemented"), which is no damage to the file.
+        return InvalidAudio(
+            f"{_name(path)} joins Ogg streams of different channel counts (a mono part after "
+            "a stereo one, say), which FFmpeg cannot read; send the parts separately, or "
+            "converted to one channel count"
+        )
+    return InvalidAudio(f"{_name(path)} is corrupt or truncated: {how} (FFmpeg: {_reason(error)})")
+
+
 def _truncated(path: Path, have: float, declared: float, how: str) -> InvalidAudio:
     return InvalidAudio(
         f"{_name(path)} is truncated or damaged: only {have:.2f} s of audio {how} but the "
@@ -650,10 +664,7 @@ class AudioReader:
             ) from e
 
     def _corrupt(self, error: BaseException) -> InvalidAudio:
-        return InvalidAudio(
-            f"{_name(self.path)} is corrupt or truncated: decoding failed "
-            f"(FFmpeg: {_reason(error)})"
-        )
+        return _unreadable(self.path, self.info.container, error, "decoding failed")
 
     def _check_complete(self, decoded: int) -> None:
         self._read_to = self._size
@@ -765,9 +776,7 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
         try:
             counted = _packet_seconds(container, stream, max_seconds)
         except _FOREIGN as e:
-            raise InvalidAudio(
-                f"{_name(p)} is corrupt or truncated: reading it failed (FFmpeg: {_reason(e)})"
-            ) from e
+            raise _unreadable(p, info.container, e, "reading it failed") from e
         if counted is not None and (declared is None or counted > declared + _slack(declared)):
             declared = counted
         elif (
