@@ -453,6 +453,37 @@ def test_ogg_opus_files_of_different_channel_counts_joined_are_refused_as_such(
     assert in_the_job.value.message == at_upload.value.message
 
 
+@pytest.mark.parametrize(
+    ("ext", "codec", "first", "second"),
+    [  # (rate in Hz, bit rate) of each part
+        ("mp3", "libmp3lame", (22050, 64_000), (44100, 128_000)),
+        ("aac", "aac", (44100, 32_000), (44100, 256_000)),
+    ],
+)
+def test_files_joined_end_to_end_are_read_whole_at_their_real_length(
+    tmp_path: Path, ext: str, codec: str, first: tuple[int, int], second: tuple[int, int]
+) -> None:
+    """Two MP3s (or ADTS AAC streams) joined end to end, the second at a higher bit rate: FFmpeg
+    guesses such a file's length from the first part's bit rate (6.2 s for this 4 s of MP3,
+    15 s for the AAC). The upload said so, and the job then refused the file as "truncated or
+    damaged: only 4.10 s of audio decoded but the file declares 6.20 s"."""
+    parts = b""
+    for i, (rate, bit_rate) in enumerate((first, second)):
+        part = tmp_path / f"part{i}.{ext}"
+        signal = tone(2.0, rate, [440.0, 660.0])
+        encode(part, signal, rate, codec, container_format="adts" if ext == "aac" else None,
+               bit_rate=bit_rate)  # fmt: skip
+        parts += part.read_bytes()
+    joined = tmp_path / f"joined.{ext}"
+    joined.write_bytes(parts)
+
+    info = probe(joined)
+    audio, rate = load(joined)
+    assert rate == first[0] and audio.shape[0] == 2
+    assert audio.shape[1] / rate == pytest.approx(4.0, abs=0.15)
+    assert info.duration == pytest.approx(audio.shape[1] / rate, abs=0.05)
+
+
 def test_nan_and_inf_samples_are_read_as_silence_and_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,9 +19,9 @@ Truncation is caught three ways, because no single signal covers every container
   the duration of all but RF64 to the bytes present: its figure cannot show the cut). A shortfall of
   more than :data:`TRUNCATION_TOLERANCE` of the declared length (and at least
   :data:`TRUNCATION_MIN_SECONDS`) is reported as truncation. The slack absorbs encoder
-  padding and bitrate-estimated durations of header-less MP3s; a cut inside that slack, or in
-  a format that states no length (a CBR MP3 without an Info frame, the last Ogg page), cannot
-  be told from a shorter file and is accepted.
+  padding; a cut inside it, or in a format that states no length (a raw stream: ADTS AAC,
+  AC-3, DTS, an MP3 without a Xing, Info or VBRI tag, whose length FFmpeg only guesses from
+  its bit rate; the last Ogg page), cannot be told from a shorter file and is accepted.
 
 What a file declares is never trusted as a bound. FFmpeg opens inputs only with the demuxers in
 :data:`DEMUXERS` (audio and video containers; no playlists, concat scripts, image sequences or
@@ -176,13 +176,31 @@ def _tagged_seconds(stream: AudioStream) -> float | None:
     return None
 
 
-def _declared_seconds(container: InputContainer, stream: AudioStream) -> float | None:
+# Raw audio streams, whose files state no length: FFmpeg's duration for them is the bytes after
+# the first frame at the first frame's bit rate, a guess from the bytes present that can never
+# show a cut, and is wrong (by minutes) when the bit rate changes: a VBR stream that starts
+# quietly, or two files joined end to end.
+_UNDECLARED = ("aac", "ac3", "eac3", "dts", "truehd", "amr")
+
+
+def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream) -> float | None:
     """Seconds the audio stream declares: its own duration, else its Matroska track's
     DURATION tag, else the container's, but only when no other timed stream shares the file.
     The container's duration is its longest stream's: a video running on past the song, or a
-    longer second audio track, would read as a cut audio stream (refused as truncated)."""
+    longer second audio track, would read as a cut audio stream (refused as truncated).
+    A raw stream declares nothing, and an MP3 only the length its Xing, Info or VBRI tag
+    counts."""
+    name = container.format.name
+    if name in _UNDECLARED:
+        return None
     if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
+        seconds = float(stream.duration * stream.time_base)
+        if name == "mp3":
+            # FFmpeg guesses from the bit rate where the tag is missing, or where the file is
+            # longer than the tag says (MP3s joined end to end, each with its own tag).
+            tagged = _mp3_tag_seconds(path)
+            return None if tagged is None else min(seconds, tagged)
+        return seconds
     tagged = _tagged_seconds(stream)
     if tagged is not None:
         return tagged
@@ -196,6 +214,43 @@ def _declared_seconds(container: InputContainer, stream: AudioStream) -> float |
     if container.duration is not None and not others:
         return float(container.duration) / av.time_base
     return None
+
+
+def _mp3_tag_seconds(path: Path) -> float | None:
+    """Seconds of audio an MP3's first frame says the file holds: the frame count of its Xing
+    or Info tag (LAME's, FFmpeg's) or VBRI tag (Fraunhofer's), times the samples in a frame;
+    encoder delay and padding included. ``None`` when the first frame (after any ID3v2 tag)
+    has no such count, or the file does not parse."""
+    try:
+        with path.open("rb") as f:
+            start = 0
+            head = f.read(10)
+            while head[:3] == b"ID3" and len(head) == 10:  # ID3v2 tags before the first frame
+                size = 0
+                for byte in head[6:10]:  # "synchsafe": 7 bits a byte
+                    size = size << 7 | byte & 0x7F
+                start += 10 + size + (10 if head[5] & 0x10 else 0)  # flag 0x10: a footer
+                f.seek(start)
+                head = f.read(10)
+            f.seek(start)
+            frame = f.read(200)  # the header and every place a tag may start
+    except OSError:
+        return None
+    if len(frame) < 4 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
+        return None
+    version, layer, rate_index = (frame[1] >> 3) & 3, (frame[1] >> 1) & 3, (frame[2] >> 2) & 3
+    if version == 1 or layer == 0 or rate_index == 3:  # reserved values: not a frame
+        return None
+    mpeg1, mono = version == 3, frame[3] >> 6 == 3
+    rate = (44_100, 48_000, 32_000)[rate_index] >> {3: 0, 2: 1, 0: 2}[version]
+    samples = {3: 384, 2: 1152}.get(layer, 1152 if mpeg1 else 576)  # layer I, II, III
+    xing = 4 + (17 if mono else 32) if mpeg1 else 4 + (9 if mono else 17)  # after side info
+    frames = 0
+    if frame[xing : xing + 4] in (b"Xing", b"Info") and frame[xing + 7] & 1:  # frames field set
+        frames = int.from_bytes(frame[xing + 8 : xing + 12], "big")
+    elif frame[36:40] == b"VBRI":
+        frames = int.from_bytes(frame[50:54], "big")
+    return frames * samples / rate if frames else None
 
 
 def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream]:
@@ -220,7 +275,7 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
             f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz",
             sample_rate=rate,
         )
-    duration = _declared_seconds(container, stream)
+    duration = _declared_seconds(path, container, stream)
     if duration is not None and duration <= 0:
         raise InvalidAudio(f"{_name(path)} contains no audio: its duration is 0 (zero length)")
     info = AudioInfo(
