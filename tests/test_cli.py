@@ -268,7 +268,8 @@ def test_a_damaged_mp3_frame_is_a_warning_not_a_failed_song(
     model_dir: Path, tmp_path: Path
 ) -> None:
     """One damaged frame in a downloaded mp3 failed the whole song (exit 3). It is separated,
-    its frames read as silence, and a `warning:` line says so."""
+    its frames read as silence, and a `warning:` line says so. Its stems are the song's
+    length to the sample (they were 925 samples short: the damage hid where a frame began)."""
     song = encode(tmp_path / "song.mp3", tone(3.0, 44100, [440.0]), 44100, "libmp3lame")
     data = song.read_bytes()
     header = data.index(b"\xff\xfb", len(data) // 2)  # a frame header mid-file, made invalid
@@ -283,6 +284,8 @@ def test_a_damaged_mp3_frame_is_a_warning_not_a_failed_song(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "song_accompaniment.wav", "song_vocals.wav",
     ]  # fmt: skip
+    for stem in (tmp_path / "out").iterdir():
+        assert sf.info(stem).frames == 3 * 44100, stem.name
 
 
 def test_missing_weights_exit_4_and_say_how_to_pull(

@@ -77,7 +77,8 @@ TAGS = ("title", "artist", "album", "date", "genre", "tracknumber")
 MIN_SAMPLE_RATE = 8_000  # Hz; below this there is nothing left of music to separate
 MAX_SAMPLE_RATE = 192_000  # Hz; the highest rate studio formats use
 TRUNCATION_TOLERANCE = 0.02  # fraction of the declared length that may fail to decode
-# Samples an MP4's last AAC frames may decode past its edit list (padding: under 2 frames).
+# Samples an MP4's last AAC frames (an MP3's last frame) may decode past its edit list (its LAME
+# tag): the encoder's padding, under 2 frames.
 _EDIT_PADDING = 4096
 TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
 # The longest run of damaged frames read as silence (a glitch); more is a broken file.
@@ -599,16 +600,21 @@ class AudioReader:
             yield np.ascontiguousarray(block[:, :fill])
 
     def _within_edit_list(self, arrays: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-        """``arrays`` ending where an MP4/MOV file's edit list says the audio ends.
+        """``arrays`` ending where an MP4/MOV file's edit list, or an MP3's LAME tag, says
+        the audio ends.
 
         An AAC encoder pads its last frame; the edit list (whose length is the stream's
         duration) says where the real audio stops, and FFmpeg here skips the priming at the
         start but decodes the padding at the end (820 samples of ringing after a 3 s song).
-        What decodes past the declared length is held back, and dropped if the stream ends
-        within :data:`_EDIT_PADDING` samples of it; a longer tail means the declared length
-        was not the audio's, and is passed on whole.
+        An MP3's padding FFmpeg drops by the packets' timestamps, which a damaged frame
+        header puts a frame early (the damaged run is fewer packets than it held frames):
+        then it dropped none, and the song ran 227 samples long. What decodes past the
+        declared length is held back, and dropped if the stream ends within
+        :data:`_EDIT_PADDING` samples of it; a longer tail means the declared length was not
+        the audio's, and is passed on whole.
         """
-        if self._container.format.name.split(",")[0] != "mov" or self._declared is None:
+        name = self._container.format.name.split(",")[0]
+        if name not in ("mov", "mp3") or self._declared is None:
             yield from arrays
             return
         keep = round(self._declared * self.sample_rate)
@@ -633,13 +639,17 @@ class AudioReader:
 
         A damaged frame with good audio after it is concealed as players conceal it: read as
         silence of its length (so what follows keeps its time, against a video too), and
-        said in a warning. Damage at the end (a cut file), a damaged run longer than
-        :data:`_MAX_DAMAGED_SECONDS`, or more than :data:`TRUNCATION_TOLERANCE` of the audio
-        damaged (and more than that run) is refused as corrupt.
+        said in a warning. In a constant-bit-rate stream that length is that of the frames
+        its bytes held (:meth:`_GoodPackets.span`), else the damaged packets' own. Damage at
+        the end (a cut file), a damaged run longer than :data:`_MAX_DAMAGED_SECONDS`, or more
+        than :data:`TRUNCATION_TOLERANCE` of the audio damaged (and more than that run) is
+        refused as corrupt.
         """
         resampler = av.AudioResampler(format="fltp", layout=self._layout, rate=self.sample_rate)
         signature: tuple[str, str, int] | None = None
         damaged: list[float] = []  # seconds of each damaged packet not yet concealed
+        damaged_bytes: list[int | None] = [None, None]  # where that run starts, and ends
+        good = _GoodPackets()
         concealed = packets = 0
         concealed_seconds = frame_seconds = good_seconds = 0.0
         try:
@@ -653,16 +663,21 @@ class AudioReader:
                     try:
                         decoded = packet.decode()
                     except av.error.InvalidDataError as e:
+                        if not damaged:
+                            damaged_bytes = [packet.pos, None]
                         damaged.append(_seconds(packet.duration, packet.time_base) or frame_seconds)
                         if sum(damaged) > _MAX_DAMAGED_SECONDS:
                             raise self._corrupt(e) from e
                         error = e
                         continue
+                    if damaged and damaged_bytes[1] is None:
+                        damaged_bytes[1] = packet.pos
+                    good.add(packet)
                 if damaged and decoded:
-                    silence = round(sum(damaged) * self.sample_rate)
-                    yield np.zeros((self.channels, silence), dtype=np.float32)
-                    concealed += len(damaged)
-                    concealed_seconds += sum(damaged)
+                    run, frames = good.span(*damaged_bytes) or (sum(damaged), len(damaged))
+                    yield np.zeros((self.channels, round(run * self.sample_rate)), np.float32)
+                    concealed += frames
+                    concealed_seconds += run
                     damaged = []
                 for frame in map(_as_mono_or_stereo, decoded):
                     frame_seconds = frame.samples / frame.sample_rate
@@ -729,6 +744,39 @@ class AudioReader:
         got = decoded / self.sample_rate
         if got < declared - _slack(declared):
             raise _truncated(self.path, got, declared, "decoded")
+
+
+@dataclass
+class _GoodPackets:
+    """The sizes and lengths of the packets that decoded, for the length of a damaged run."""
+
+    count: int = 0
+    size: int = 0  # bytes, all together
+    seconds: float = 0.0  # all together
+    smallest: int = 0
+    largest: int = 0
+
+    def add(self, packet: av.Packet[AudioStream]) -> None:
+        self.count += 1
+        self.size += packet.size
+        self.seconds += _seconds(packet.duration, packet.time_base)
+        self.smallest = min(self.smallest or packet.size, packet.size)
+        self.largest = max(self.largest, packet.size)
+
+    def span(self, start: int | None, end: int | None) -> tuple[float, int] | None:
+        """Seconds and frames a damaged run from byte ``start`` to byte ``end`` held, when
+        every good packet so far was one size, give or take a padding byte (a constant bit
+        rate: an MP3's frames); None in any other stream, or one too short to tell.
+
+        A damaged MP3 frame header hides where frames begin: FFmpeg's parser then cuts the
+        run into fewer packets than it held frames, and silence of their length put what
+        followed a frame early (and every stem a frame short). Its bytes do not lie."""
+        if start is None or end is None or end <= start or self.count < 8 or not self.seconds:
+            return None
+        if self.largest - self.smallest > 1:
+            return None
+        frames = round((end - start) * self.count / self.size)
+        return frames * self.seconds / self.count, frames
 
 
 def _seconds(duration: int | None, time_base: Fraction | None) -> float:
