@@ -485,6 +485,25 @@ def test_files_joined_end_to_end_are_read_whole_at_their_real_length(
     assert info.duration == pytest.approx(audio.shape[1] / rate, abs=0.05)
 
 
+def test_a_big_endian_wav_is_refused_not_separated_as_noise(tmp_path: Path) -> None:
+    """FFmpeg reads a big-endian WAV (RIFX)'s samples as little-endian ones: the song decoded
+    as full-scale noise, and its stems were noise. It is refused at upload, saying why."""
+    path = tmp_path / "take.wav"
+    sf.write(path, tone(0.5, 44100, [440.0, 660.0]).T, 44100, format="WAV", endian="BIG")
+    assert path.read_bytes()[:4] == b"RIFX"
+
+    message = (
+        "'take.wav' is a big-endian WAV (RIFX), which FFmpeg decodes as noise; convert it to "
+        "a standard WAV or to FLAC first"
+    )
+    with pytest.raises(InvalidAudio) as at_upload:
+        probe(path)
+    assert at_upload.value.message == message
+    with pytest.raises(InvalidAudio) as in_the_job:
+        load(path)
+    assert in_the_job.value.message == message
+
+
 def test_nan_and_inf_samples_are_read_as_silence_and_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -371,6 +371,14 @@ def _pcm_seconds(path: Path) -> tuple[float, float] | None:
     return None
 
 
+def _first_bytes(path: Path, n: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
 def _ogg_ends_mid_page(path: Path) -> bool:
     """Whether an Ogg file's last page is cut short (the file was truncated).
 
@@ -427,12 +435,19 @@ def _checked_declared(path: Path, info: AudioInfo) -> float | None:
     """The length ``path`` declares, after the checks that need no decoding (the probe and the
     reader make the same ones, so an upload and its job give one answer): an Ogg file whose
     last page is cut, or a WAV (RF64, Wave64, CAF) with fewer bytes than its header promises,
-    is truncated."""
+    is truncated; a big-endian WAV is refused."""
     declared = info.duration
     if info.container == "ogg" and _ogg_ends_mid_page(path):
         raise InvalidAudio(
             f"{_name(path)} is truncated: its last Ogg page is cut short "
             "(an incomplete download or copy?)"
+        )
+    if info.container == "wav" and _first_bytes(path, 4) == b"RIFX":
+        # FFmpeg reads a big-endian WAV's header right but its samples as little-endian ones:
+        # full-scale noise (a float one: values of 1e38), separated into noise stems.
+        raise InvalidAudio(
+            f"{_name(path)} is a big-endian WAV (RIFX), which FFmpeg decodes as noise; "
+            "convert it to a standard WAV or to FLAC first"
         )
     if info.container in _PCM_HEADERS:
         # FFmpeg clamps a WAV's duration to the bytes present; the header still says how long
