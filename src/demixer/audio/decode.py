@@ -663,7 +663,8 @@ class AudioReader:
         resampler = av.AudioResampler(format="fltp", layout=self._layout, rate=self.sample_rate)
         signature: tuple[str, str, int] | None = None
         damaged: list[float] = []  # seconds of each damaged packet not yet concealed
-        damaged_bytes: list[int | None] = [None, None]  # where that run starts, and ends
+        run_from: int | None = None  # the byte where that run starts
+        run_to: int | None = None  # and the byte of the good packet after it
         good = _GoodPackets()
         concealed = packets = 0
         concealed_seconds = frame_seconds = good_seconds = 0.0
@@ -679,17 +680,19 @@ class AudioReader:
                         decoded = packet.decode()
                     except av.error.InvalidDataError as e:
                         if not damaged:
-                            damaged_bytes = [packet.pos, None]
+                            run_from, run_to = packet.pos, None
                         damaged.append(_seconds(packet.duration, packet.time_base) or frame_seconds)
                         if sum(damaged) > _MAX_DAMAGED_SECONDS:
                             raise self._corrupt(e) from e
                         error = e
                         continue
-                    if damaged and damaged_bytes[1] is None:
-                        damaged_bytes[1] = packet.pos
+                    if damaged and run_to is None:
+                        run_to = packet.pos
                     good.add(packet)
                 if damaged and decoded:
-                    run, frames = good.span(*damaged_bytes) or (sum(damaged), len(damaged))
+                    run, frames = good.span(run_from, run_to, len(damaged)) or (
+                        sum(damaged), len(damaged)
+                    )  # fmt: skip
                     yield np.zeros((self.channels, round(run * self.sample_rate)), np.float32)
                     concealed += frames
                     concealed_seconds += run
@@ -778,10 +781,11 @@ class _GoodPackets:
         self.smallest = min(self.smallest or packet.size, packet.size)
         self.largest = max(self.largest, packet.size)
 
-    def span(self, start: int | None, end: int | None) -> tuple[float, int] | None:
-        """Seconds and frames a damaged run from byte ``start`` to byte ``end`` held, when
-        every good packet so far was one size, give or take a padding byte (a constant bit
-        rate: an MP3's frames); None in any other stream, or one too short to tell.
+    def span(self, start: int | None, end: int | None, packets: int) -> tuple[float, int] | None:
+        """Seconds and frames a damaged run of ``packets`` packets, from byte ``start`` to
+        byte ``end``, held, when every good packet so far was one size, give or take a
+        padding byte (a constant bit rate: an MP3's frames); None in any other stream, one
+        too short to tell, or where the bytes say more than twice or under half the packets.
 
         A damaged MP3 frame header hides where frames begin: FFmpeg's parser then cuts the
         run into fewer packets than it held frames, and silence of their length put what
@@ -791,6 +795,8 @@ class _GoodPackets:
         if self.largest - self.smallest > 1:
             return None
         frames = round((end - start) * self.count / self.size)
+        if not packets / 2 <= frames <= packets * 2:  # the sizes so far were no guide
+            return None
         return frames * self.seconds / self.count, frames
 
 
