@@ -428,26 +428,35 @@ def test_a_cut_compressed_caf_is_refused_by_the_probe_as_its_job_would(tmp_path:
     assert probe(tmp_path / "whole.caf").duration == pytest.approx(2.0)
 
 
-def test_ogg_opus_files_of_different_channel_counts_joined_are_refused_as_such(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("codec", "parts"),
+    [  # (rate in Hz, frequencies: one a channel) of each part
+        ("libopus", ((48000, [440.0, 660.0]), (48000, [550.0]))),
+        ("vorbis", ((44100, [440.0, 660.0]), (48000, [440.0, 660.0]))),
+    ],
+)
+def test_ogg_files_of_different_formats_joined_are_refused_as_such(
+    tmp_path: Path, codec: str, parts: tuple[tuple[int, list[float]], ...]
 ) -> None:
-    """A stereo and a mono Opus file joined end to end (a chained Ogg file) was refused as
-    "corrupt or truncated (FFmpeg: Not yet implemented in FFmpeg, patches welcome)": FFmpeg
-    cannot read a channel change there, and the user is now told that, at upload."""
-    parts = [
-        encode(tmp_path / f"{n}.opus", tone(1.0, 48000, freqs), 48000, "libopus",
-               container_format="ogg").read_bytes()
-        for n, freqs in (("stereo", [440.0, 660.0]), ("mono", [550.0]))
-    ]  # fmt: skip
-    joined = tmp_path / "joined.opus"
-    joined.write_bytes(b"".join(parts))
+    """A stereo and a mono Opus file joined end to end (a chained Ogg file), or Vorbis files of
+    two sample rates, were refused as "corrupt or truncated (FFmpeg: Not yet implemented in
+    FFmpeg, patches welcome)": FFmpeg cannot read such a change there, and the user is now
+    told that, at upload."""
+    data = b""
+    for i, (rate, freqs) in enumerate(parts):
+        part = tmp_path / f"part{i}.ogg"
+        encode(part, tone(1.0, rate, freqs), rate, codec, container_format="ogg",
+               options={"strict": "experimental"} if codec == "vorbis" else None)  # fmt: skip
+        data += part.read_bytes()
+    joined = tmp_path / "joined.ogg"
+    joined.write_bytes(data)
 
     with pytest.raises(InvalidAudio) as at_upload:
         probe(joined)
     assert at_upload.value.message == (
-        "'joined.opus' joins Ogg streams of different channel counts (a mono part after a "
-        "stereo one, say), which FFmpeg cannot read; send the parts separately, or converted "
-        "to one channel count"
+        "'joined.ogg' joins Ogg streams of different channel counts or sample rates (a mono "
+        "part after a stereo one, say), which FFmpeg cannot read; send the parts separately, "
+        "or converted to one format"
     )
     with pytest.raises(InvalidAudio) as in_the_job:
         load(joined)

@@ -410,12 +410,12 @@ def _unreadable(path: Path, container: str, error: BaseException, how: str) -> I
     """The refusal of ``path`` when FFmpeg fails part-way through reading it (``how``)."""
     if container == "ogg" and isinstance(error, av.error.PatchWelcomeError):
         # Ogg files joined end to end are one chained file; FFmpeg's Ogg demuxer refuses a
-        # part whose Opus or Vorbis header names another channel count ("Channel change is
-        # not supported", "Not yet implemented"), which is no damage to the file.
+        # part whose Opus or Vorbis header names another channel count or (Vorbis) sample
+        # rate ("Channel change is not supported", "Not yet implemented"): no damage.
         return InvalidAudio(
-            f"{_name(path)} joins Ogg streams of different channel counts (a mono part after "
-            "a stereo one, say), which FFmpeg cannot read; send the parts separately, or "
-            "converted to one channel count"
+            f"{_name(path)} joins Ogg streams of different channel counts or sample rates (a "
+            "mono part after a stereo one, say), which FFmpeg cannot read; send the parts "
+            "separately, or converted to one format"
         )
     return InvalidAudio(f"{_name(path)} is corrupt or truncated: {how} (FFmpeg: {_reason(error)})")
 
