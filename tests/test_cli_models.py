@@ -113,6 +113,21 @@ def test_an_interrupted_pull_resumes_on_the_next_run(origin: Origin, model_dir: 
     assert (model_dir / "tiny-roformer" / "tiny.ckpt").read_bytes() == BODY
 
 
+def test_a_busy_weights_server_is_waited_for_and_said_so(origin: Origin, model_dir: Path) -> None:
+    """A 429 from Hugging Face (too many downloads from one address) ended the pull with
+    HTTP 429; it is asked again after the wait it names, and the user is told why it waits."""
+    origin.refusals = [(429, "0")]
+    code, stdout, stderr = pull(origin)
+    assert code == 0, stderr
+    assert stdout[-1] == "tiny-roformer: installed and verified (SHA-256 and size)"
+    host = origin.url.removeprefix("http://")
+    assert (
+        f"warning: {host} answered HTTP 429 Too Many Requests; asking again in 0 s (1 of 3)"
+        in stderr.splitlines()
+    )
+    assert origin.requests == ["/m/tiny.yaml", "/m/tiny.yaml", "/m/tiny.ckpt"]
+
+
 def test_a_corrupt_download_is_refused_with_exit_4(origin: Origin, model_dir: Path) -> None:
     origin.files["/m/tiny.ckpt"] = BODY[:-1] + b"!"
     code, stdout, stderr = pull(origin)

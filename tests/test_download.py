@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from demixer.errors import DownloadFailed, InvalidModelDir
+from demixer.models import download as download_module
 from demixer.models.download import download
 from weights_origin import BODY, SHA, Origin, serve
 
@@ -194,3 +195,59 @@ def test_a_partial_file_that_is_a_symlink_is_refused_and_its_target_untouched(
     assert oct(private.stat().st_mode & 0o777) == "0o600"
     assert not dest.exists() and not dest.is_symlink()
     assert origin.ranges == []
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits a download takes, recorded instead of slept."""
+    taken: list[float] = []
+    monkeypatch.setattr(download_module, "_sleep", taken.append)
+    return taken
+
+
+def test_a_server_saying_come_back_later_is_asked_again_after_the_wait_it_names(
+    origin: Origin, tmp_path: Path, waits: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hugging Face answers 429 to an address that downloads too often, and a busy mirror
+    503: `models pull` failed at once with HTTP 429, where waiting a moment would do."""
+    origin.refusals = [(429, "7"), (503, None)]
+    dest = tmp_path / "weights.ckpt"
+    assert fetch(origin, dest) == dest
+    assert dest.read_bytes() == BODY
+    assert waits == [7.0, 2.0]  # as asked; then, with no Retry-After, the second step of 1, 2, 4
+    assert origin.ranges == [None, None, None]
+    host = origin.url.removeprefix("http://")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{host} answered HTTP 429 Too Many Requests; asking again in 7 s (1 of 3)",
+        f"{host} answered HTTP 503 Service Unavailable; asking again in 2 s (2 of 3)",
+    ]
+
+
+def test_a_server_still_busy_after_three_waits_is_one_error_saying_to_come_back(
+    origin: Origin, tmp_path: Path, waits: list[float]
+) -> None:
+    origin.refusals = [(503, "1")] * 4
+    url = origin.url + "/weights.ckpt"
+    with pytest.raises(DownloadFailed) as busy:
+        fetch(origin, tmp_path / "weights.ckpt")
+    assert busy.value.message == (
+        f"downloading {url} failed: HTTP 503 Service Unavailable; asked 4 times: run the same "
+        "command again later"
+    )
+    assert waits == [1.0, 1.0, 1.0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wait_longer_than_a_minute_is_the_users_to_take(
+    origin: Origin, tmp_path: Path, waits: list[float]
+) -> None:
+    origin.refusals = [(429, "3600")]
+    url = origin.url + "/weights.ckpt"
+    with pytest.raises(DownloadFailed) as limited:
+        fetch(origin, tmp_path / "weights.ckpt")
+    assert limited.value.message == (
+        f"downloading {url} failed: HTTP 429 Too Many Requests; the server asks to wait 3600 s: "
+        "run the same command again then"
+    )
+    assert waits == []  # not slept through: an hour with no word is a hung command
+    assert origin.ranges == [None]

@@ -778,6 +778,27 @@ def test_a_proxys_own_refusal_is_said_in_words(
     expect(error).to_have_text("This file is bigger than this server takes.")
 
 
+@pytest.mark.backends("sqlite")  # the page's own check: the same on either backend
+def test_a_file_over_the_servers_limit_is_refused_before_it_is_sent(
+    browser: Browser, tmp_path: Path, audio: tuple[Path, Path]
+) -> None:
+    """A song over the server's upload limit went up whole (minutes, on a slow line) before
+    the server's 413 came back as "bigger than this server takes", without saying the limit."""
+    env = fast_env(DEMIXER_LOCAL_SESSION="1", DEMIXER_MAX_UPLOAD_BYTES=str(300 * 1024))
+    sent: list[str] = []  # the requests that began an upload
+    with running_server(tmp_path / "small", env=env) as small:
+        for page in _page(browser, viewport=DESKTOP):
+            page.on("request", lambda r: sent.append(r.url) if "/v1/files" in r.url else None)
+            open_page(page, small)
+            page.get_by_test_id("upload-input").set_input_files(str(audio[0]))  # over 500 KB
+            error = page.locator("#drop").get_by_test_id("error")
+            expect(error).to_have_text(
+                "This file is bigger than this server takes. The most it takes is 300 KB."
+            )
+            assert sent == []
+            expect(page.get_by_test_id("submit")).to_be_disabled()
+
+
 def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     page: Page, server: Server, tmp_path: Path, audio: tuple[Path, Path]
 ) -> None:
@@ -838,6 +859,11 @@ def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     sf.write(clip, mix[: round(0.2 * RATE)], RATE)
     upload(page, clip)
     expect(page.get_by_test_id("upload-status")).to_have_text("Ready: clip.wav · 0.2 s")
+    # Its mixer's clock has tenths too: a one-shot sample's playhead is not "0:00 / 0:00".
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("time")).to_have_text("0:00.0 / 0:00.2", timeout=180_000)
+    position = page.locator("#position")
+    expect(position).to_have_attribute("aria-valuetext", "0:00.0 of 0:00.2")
 
 
 def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> None:

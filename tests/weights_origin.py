@@ -2,8 +2,9 @@
 
 It serves ``files`` (path -> bytes; 404 otherwise) and can honour ``Range`` or ignore it, cut
 the next transfer short after N bytes (what a dropped connection looks like to the client),
-stall the next one after N bytes (the connection open, nothing more coming), and hold responses
-until the test lets them go. ``requests`` records each GET's path, ``ranges`` its ``Range``
+stall the next one after N bytes (the connection open, nothing more coming), refuse the next
+requests with a status of its choice (429, 503) and a ``Retry-After``, and hold responses until
+the test lets them go. ``requests`` records each GET's path, ``ranges`` its ``Range``
 header (or None).
 """
 
@@ -32,6 +33,8 @@ class Origin:
     cut_after: int | None = None  # the next response stops after this many body bytes
     hold: threading.Event | None = None  # responses wait for this before sending the body
     stall_after: int | None = None  # the next response stops sending after this many bytes
+    # Answers given before any file, one per request: (status, Retry-After header or None).
+    refusals: list[tuple[int, str | None]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     ranges: list[str | None] = field(default_factory=list)
     seen: threading.Event = field(default_factory=threading.Event)
@@ -49,6 +52,14 @@ def serve() -> Iterator[Origin]:
             state.seen.set()
             if state.hold is not None:
                 state.hold.wait(30)
+            if state.refusals:
+                status, wait = state.refusals.pop(0)
+                self.send_response(status)
+                if wait is not None:
+                    self.send_header("Retry-After", wait)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = state.files.get(self.path)
             if body is None:
                 self.send_error(404, "Not Found")

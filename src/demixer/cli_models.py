@@ -8,6 +8,7 @@ the terminal (80 columns included) by wrapping stems and figures, never ids.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import textwrap
 from typing import TYPE_CHECKING, Annotated, ClassVar
@@ -28,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from demixer.cli_output import fail
+from demixer.cli_output import WarningLines, fail
 from demixer.errors import DemixerError
 
 if TYPE_CHECKING:
@@ -240,8 +241,9 @@ def models_pull(
     Fetches every file the model needs (an MSST model's YAML config too), checks each one's
     size and full SHA-256 before it is moved into place, and prints the licence the weights'
     authors state, with a warning when it is non-commercial, research only or not stated.
-    Progress goes to stderr, the installed paths to stdout. Run it again after an
-    interruption: the download resumes where it stopped.
+    Progress goes to stderr, the installed paths to stdout. A server saying to come back
+    later (429, 503) is asked again after the wait it names (up to a minute, three times).
+    Run it again after an interruption: the download resumes where it stopped.
     """
     from demixer.models.download import pull
     from demixer.models.registry import get_spec
@@ -302,15 +304,19 @@ class _FileProgress:
             expand=True,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.warnings = WarningLines(console)
 
     def __enter__(self) -> _FileProgress:
         self.bar.start()
+        # What the download logs (a busy server asked again after a wait) as warning lines.
+        logging.getLogger("demixer").addHandler(self.warnings)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop(self) -> None:
+        logging.getLogger("demixer").removeHandler(self.warnings)
         self.bar.stop()
 
     def update(self, name: str, done: int, total: int | None) -> None:

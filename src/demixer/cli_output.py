@@ -33,6 +33,7 @@ __all__ = [
     "FileProgress",
     "Stop",
     "Terminated",
+    "WarningLines",
     "fail",
     "level_notes",
     "print_error",
@@ -211,7 +212,7 @@ def readable_help(app: typer.Typer) -> None:
 # --- progress --------------------------------------------------------------------------------
 
 
-class _WarningLines(logging.Handler):
+class WarningLines(logging.Handler):
     """Log records of WARNING and above as :func:`print_warning`'s lines on ``console``."""
 
     def __init__(self, console: Console) -> None:
@@ -246,7 +247,7 @@ class FileProgress:
             self._progress = progress_line(err)
         # What the engine logs while it works (a damaged frame read as silence, NaN samples)
         # as this command's own warning lines, above the bar.
-        self._warnings = _WarningLines(err)
+        self._warnings = WarningLines(err)
 
     def __enter__(self) -> FileProgress:
         if self._progress is not None:

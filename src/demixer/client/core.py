@@ -17,8 +17,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 from urllib.parse import quote, urlsplit
@@ -41,6 +39,7 @@ from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import DemixerError, InvalidAudio, StorageFull
 from demixer.filemode import new_temporary, unwritable
 from demixer.naming import input_name, renamed, shown_name
+from demixer.retry_after import retry_after
 
 __all__ = [
     "CHUNK",
@@ -206,15 +205,7 @@ def retry_delay(
     retried = status in (429, 503) or (retry_gateway and status in GATEWAY_ERRORS)
     if not retried or attempt >= tries:
         return None
-    value = response.headers.get("retry-after", "").strip()
-    delay: float = 2.0 ** (attempt - 1)
-    if value:
-        try:
-            delay = float(value)
-        except ValueError:
-            with suppress(TypeError, ValueError):
-                delay = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-    delay = max(delay, 0.0)
+    delay = retry_after(response.headers.get("retry-after"), 2.0 ** (attempt - 1))
     return delay if delay <= MAX_RETRY_WAIT else None
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -37,6 +39,7 @@ from demixer.errors import DownloadFailed, InvalidModelDir, WeightsChecksumMisma
 from demixer.models.loading import default_model_dir, file_sha256, resolve_weight
 from demixer.models.model_dir import usable_model_dir
 from demixer.models.registry import ModelSpec, WeightFile, get_spec
+from demixer.retry_after import retry_after
 
 try:  # POSIX only; elsewhere concurrent pulls of one file are not serialised.
     import fcntl
@@ -61,7 +64,15 @@ _USER_AGENT = "demixer-weights-fetcher"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; elsewhere the open follows a link
 
+#: How many times a download asks again when the server says to come back later (429, 503),
+#: and the longest wait it takes on its own (see ``_open``).
+_RETRIES = 3
+_LONGEST_WAIT = 60.0
+_sleep = time.sleep  # what ``_open`` waits with (tests replace it)
+
 Progress = Callable[[int, int | None], None]
+
+log = logging.getLogger(__name__)
 
 
 def _normalise_pin(pin: str) -> str:
@@ -240,7 +251,7 @@ def _fill(
         headers["Range"] = f"bytes={have}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _open(request, timeout) as response:
             if have and not _continues(response, have, size):
                 # The server ignored the Range (200) or answered for other bytes: the body is
                 # the whole file, so what we kept is dropped and the hash starts afresh.
@@ -254,7 +265,9 @@ def _fill(
         if exc.code == 416 and have:  # nothing left to send for our offset: start over
             fh.truncate(0)
             return _fill(url, fh, size=size, on_progress=on_progress, timeout=timeout)
-        raise DownloadFailed(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        raise DownloadFailed(
+            f"downloading {url} failed: HTTP {exc.code} {exc.reason}{_asked_wait(exc)}"
+        ) from exc
     except urllib.error.URLError as exc:
         raise DownloadFailed(f"downloading {url} failed: {exc.reason}") from exc
     except (OSError, http.client.HTTPException) as exc:
@@ -268,6 +281,48 @@ def _fill(
             f"{getattr(fh, 'name', 'the .part file')}, and the same command resumes from them"
         ) from exc
     return digest.hexdigest(), have
+
+
+def _open(request: urllib.request.Request, timeout: float) -> http.client.HTTPResponse:
+    """``urlopen``, asking again while the server says to come back later.
+
+    A 429 (Hugging Face limits how often one address downloads) or a 503 (busy, or down for
+    a moment) means the server sent nothing of the file: it is asked again after the wait its
+    ``Retry-After`` names, or 1, 2, 4 s, at most :data:`_RETRIES` times and never for longer
+    than :data:`_LONGEST_WAIT` at once (a longer wait is the user's to take: the error says
+    how long).
+    """
+    for attempt in range(_RETRIES + 1):
+        try:
+            response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
+            return response
+        except urllib.error.HTTPError as exc:
+            wait = retry_after(exc.headers.get("Retry-After"), 2.0**attempt)
+            if exc.code not in (429, 503) or attempt == _RETRIES or wait > _LONGEST_WAIT:
+                raise
+            exc.close()
+            log.warning(
+                "%s answered HTTP %d %s; asking again in %g s (%d of %d)",
+                urlsplit(request.full_url).netloc,
+                exc.code,
+                exc.reason,
+                wait,
+                attempt + 1,
+                _RETRIES,
+            )
+            _sleep(wait)
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _asked_wait(exc: urllib.error.HTTPError) -> str:
+    """What to do about a "come back later" that ``_open`` gave up on, in words."""
+    if exc.code not in (429, 503):
+        return ""
+    value = exc.headers.get("Retry-After")
+    wait = retry_after(value, 0.0)
+    if value and wait > _LONGEST_WAIT:
+        return f"; the server asks to wait {wait:.0f} s: run the same command again then"
+    return f"; asked {_RETRIES + 1} times: run the same command again later"
 
 
 def _continues(response: http.client.HTTPResponse, have: int, size: int | None) -> bool:

@@ -2,7 +2,7 @@
 "use strict";
 
 import { downloadAll, downloadMix, glide, mixer, openResult, say, stop, thumbnails } from "./mixer.js";
-import { FINAL, PlainError, colour, day, fromBody, length, songName, stateWords, timeLeft } from "./words.js";
+import { FINAL, PlainError, bytes, colour, day, fromBody, length, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 // A phone has nothing to drop from: it is asked to choose.
@@ -209,6 +209,21 @@ function upload(file) {
   state.downmix = false;
   const bar = $("#upload-progress");
   const text = $("#upload-text");
+  const failed = (err) => {
+    state.upload = null;
+    bar.value = 0;
+    bar.hidden = true;
+    text.textContent = "";
+    $("#drop-title").textContent = DROP_TITLE;
+    showError(drop, err);
+    updateSubmit();
+  };
+  // A file over the server's limit is said at once, with the limit, not after it all went up.
+  const most = state.models?.engine_models[0]?.limits.max_file_size;
+  if (most && file.size > most) {
+    failed(new PlainError("FILE_TOO_LARGE", `the most it takes is ${bytes(most)}`));
+    return;
+  }
   $("#upload-row").hidden = false;
   bar.hidden = false;
   bar.value = 0;
@@ -220,15 +235,6 @@ function upload(file) {
   const xhr = new XMLHttpRequest();
   state.upload = xhr;
   updateSubmit();
-  const failed = (err) => {
-    state.upload = null;
-    bar.value = 0;
-    bar.hidden = true;
-    text.textContent = "";
-    $("#drop-title").textContent = DROP_TITLE;
-    showError(drop, err);
-    updateSubmit();
-  };
   xhr.open("POST", "/v1/files");
   xhr.setRequestHeader("Authorization", `Bearer ${state.key}`);
   xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) bar.value = ev.loaded / ev.total; };

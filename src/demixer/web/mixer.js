@@ -5,6 +5,10 @@
 import { encodeWav, save, zipStore } from "./files.js";
 import { clock, colour } from "./words.js";
 
+// A time in this song: whole seconds, with tenths in a song under one second (a one-shot
+// sample), as its length is said when it is chosen.
+const when = (t) => clock(t, mixer.duration < 1);
+
 const $ = (sel, root = document) => root.querySelector(sel);
 export const MIN_DB = -40; // the volume slider's bottom: silence
 const PEAKS = 1200; // waveform columns computed per stem (drawn scaled to the canvas)
@@ -299,12 +303,12 @@ let frame = 0;
 function tick() {
   cancelAnimationFrame(frame);
   const t = position();
-  $("#time").textContent = `${clock(t)} / ${clock(mixer.duration)}`;
+  $("#time").textContent = `${when(t)} / ${when(mixer.duration)}`;
   // The Position slider follows the playhead; its words change once a second, not every frame.
   const slider = $("#position");
   slider.max = mixer.duration;
   slider.value = t;
-  const words = `${clock(t)} of ${clock(mixer.duration)}`;
+  const words = `${when(t)} of ${when(mixer.duration)}`;
   if (slider.getAttribute("aria-valuetext") !== words) slider.setAttribute("aria-valuetext", words);
   const pct = mixer.duration ? (100 * t) / mixer.duration : 0;
   for (const head of document.querySelectorAll("#mixer .playhead")) head.style.left = `${pct}%`;
@@ -384,7 +388,7 @@ export function setLoop(start, end, on) {
   mixer.loop = { on, start, end };
   setPressed($("#loop"), on);
   showRegion(start, end);
-  say(on ? `Loop ${clock(start)} to ${clock(end)}` : "Loop off");
+  say(on ? `Loop ${when(start)} to ${when(end)}` : "Loop off");
   if (wasPlaying) play();
 }
 mixer.setLoop = setLoop;
@@ -451,7 +455,7 @@ function loopFromKey(isStart) {
     ? [at, had && end > at ? end : mixer.duration]
     : [had && start < at ? start : 0, at];
   if (b - a >= 0.05) setLoop(a, b, true);
-  else say(`No loop: it would ${isStart ? "start" : "end"} at ${clock(at)}, where it ${isStart ? "ends" : "starts"}. Move the playhead first.`);
+  else say(`No loop: it would ${isStart ? "start" : "end"} at ${when(at)}, where it ${isStart ? "ends" : "starts"}. Move the playhead first.`);
 }
 
 // ---------- the mix, rendered offline with the same gains ----------

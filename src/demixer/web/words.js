@@ -72,16 +72,25 @@ export function fromBody(body, status) {
   return new PlainError(code, detail);
 }
 
-export function clock(t) {
+// A time as a clock; with tenths when asked (a 0.5 s sample's playhead is not "0:00 / 0:00").
+export function clock(t, tenths = false) {
   if (!Number.isFinite(t) || t < 0) t = 0;
   const s = Math.floor(t);
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = String(s % 60).padStart(2, "0");
-  return h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
+  const whole = h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
+  // The small nudge keeps 0.3 (2.9999... tenths in binary) from reading 0:00.2.
+  return tenths ? `${whole}.${Math.floor(t * 10 + 1e-6) % 10}` : whole;
 }
 
 // A song's length: a clock from one second on, tenths below it (a 0.2 s clip is not "0:00").
 export function length(t) {
   return t > 0 && t < 1 ? `${t.toFixed(1)} s` : clock(t);
+}
+
+// A size in binary units, as the limits are set (the default, 2 ** 30 bytes, reads "1 GB").
+export function bytes(n) {
+  const [unit, size] = n >= 2 ** 30 ? ["GB", n / 2 ** 30] : n >= 2 ** 20 ? ["MB", n / 2 ** 20] : ["KB", n / 2 ** 10];
+  return `${Number(size.toFixed(size < 10 ? 1 : 0))} ${unit}`;
 }
 
 export function timeLeft(seconds) {

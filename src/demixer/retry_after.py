@@ -1,0 +1,28 @@
+"""How long an HTTP server asks its client to wait before asking again (``Retry-After``).
+
+One reading for every client in demixer: the Python client's calls to a demixer server and
+``demixer models pull``'s downloads of model weights.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+__all__ = ["retry_after"]
+
+
+def retry_after(value: str | None, fallback: float) -> float:
+    """Seconds asked for by a ``Retry-After`` header's ``value``: delta-seconds or an HTTP
+    date; ``fallback`` when there is none or it cannot be read. Never negative (a date in the
+    past means now)."""
+    value = (value or "").strip()
+    delay = fallback
+    if value:
+        try:
+            delay = float(value)
+        except ValueError:
+            with suppress(TypeError, ValueError):
+                delay = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    return max(delay, 0.0)
