@@ -421,20 +421,31 @@ def test_service_commands_name_an_unusable_place_or_url(
     assert _one_error_line(result) == message.format(file=file)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://demixer:hunter2@{host}/demixer", "postgresql://demixer:***@{host}/demixer"),
+        # libpq's other place for it: psycopg connects with it, so it must be hidden too
+        (
+            "postgresql://demixer@{host}/demixer?sslmode=disable&password=hunter2",
+            "postgresql://demixer@{host}/demixer?password=***&sslmode=disable",
+        ),
+    ],
+)
 def test_a_database_that_never_answers_is_one_line_after_the_wait(
-    model_dir: Path, tmp_path: Path
+    model_dir: Path, tmp_path: Path, url: str, shown: str
 ) -> None:
-    port = free_port()  # nothing listens there: every connection is refused
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
     env = {
-        "DEMIXER_DATABASE_URL": f"postgresql://demixer:hunter2@127.0.0.1:{port}/demixer",
+        "DEMIXER_DATABASE_URL": url.format(host=host),
         "DEMIXER_DATABASE_WAIT_SECONDS": "0",
     }
     result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
     assert result.returncode == 1, result.stderr
     line = _one_error_line(result)
     assert line.startswith(
-        f"error [DATABASE_UNAVAILABLE] the database 'postgresql://demixer:***@127.0.0.1:{port}/"
-        "demixer' did not answer within 0 s (DEMIXER_DATABASE_WAIT_SECONDS): connection failed:"
+        f"error [DATABASE_UNAVAILABLE] the database '{shown.format(host=host)}' did not answer "
+        "within 0 s (DEMIXER_DATABASE_WAIT_SECONDS): connection failed:"
     ), line
     assert "hunter2" not in result.stderr
 
