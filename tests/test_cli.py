@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -1020,3 +1021,19 @@ def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:
     keys = re.findall(r"\bkey_[A-Za-z0-9]{22}\b", listed)  # every id whole, never wrapped
     assert len(keys) == 2
     assert re.search(r"\ball\s+laptop\s+\d{4}-\d\d-\d\d\b", listed)
+
+
+def test_a_data_directory_made_by_a_service_command_is_its_owners_alone(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The data directory holds every account's songs and stems and the database with the
+    webhook secrets: another user of the machine read them all (it was 0755, its files 0644)."""
+    data = tmp_path / "srv" / "demixer"
+    made = demixer("keys", "create", "--data-dir", data, model_dir=model_dir)
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    kept = tmp_path / "shared"  # one the operator made keeps its mode
+    kept.mkdir()
+    kept.chmod(0o750)
+    assert demixer("keys", "list", "--data-dir", kept, model_dir=model_dir).returncode == 0
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o750

@@ -151,8 +151,12 @@ def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
 
 
 def _make_data_dir(settings: Any) -> None:
+    """Create the data directory for its owner alone (0700): it holds every account's uploads
+    and stems and the database with its webhook secrets, and other users of the machine must
+    reach none of them (the signing key inside is 0600 for nothing otherwise). One that exists
+    keeps the mode its operator gave it."""
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         print_error(
             "INVALID_DATA_DIR",
