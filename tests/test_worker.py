@@ -352,6 +352,23 @@ def test_a_storage_failure_tells_the_owner_its_kind_and_the_operator_its_path(
     assert where in caplog.text
 
 
+def test_a_worker_failure_tells_the_owner_its_kind_and_not_the_servers_path(
+    tmp_path: Path, music: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that cannot make a job's scratch folder (a file in the way of `work`): the
+    job's error gave the client the data directory's path, which is the operator's to read in
+    the log (it is there, with the traceback)."""
+    env = Env(tmp_path / "data")
+    (tmp_path / "data" / "work").write_text("in the way")
+    with caplog.at_level("ERROR", logger="demixer.worker"), running(Worker(env.services)):
+        job = env.wait_final(env.submit(music, max_attempts=1))
+    assert (job.status, job.error_code) == ("FAILED", "WORKER_ERROR")
+    assert job.error_message == (
+        "the worker failed (FileExistsError); the server's log has details"
+    )
+    assert f"File exists: '{tmp_path / 'data' / 'work'}'" in caplog.text
+
+
 def test_worker_ids_name_host_process_slot_and_a_random_part(shared: tuple[Env, Worker]) -> None:
     _, worker = shared
     host, pid, slot, tail = worker.worker_ids[0].rsplit(":", 3)

@@ -254,7 +254,8 @@ class Runner:
                 self._end(claim, full)
                 return
             log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
-            message = f"the worker failed: {type(exc).__name__}: {exc}"
+            # Its text (an OSError's path in the data directory) is the operator's, as above.
+            message = f"the worker failed ({type(exc).__name__}); the server's log has details"
             self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
 
     @contextmanager
