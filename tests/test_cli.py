@@ -1037,3 +1037,12 @@ def test_a_data_directory_made_by_a_service_command_is_its_owners_alone(
     kept.chmod(0o750)
     assert demixer("keys", "list", "--data-dir", kept, model_dir=model_dir).returncode == 0
     assert stat.S_IMODE(kept.stat().st_mode) == 0o750
+    # The database and the stored files elsewhere (their URLs name other folders): the same.
+    env = {
+        "DEMIXER_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'demixer.db'}",
+        "DEMIXER_STORAGE_URL": f"file://{tmp_path / 'stems'}",
+    }
+    apart = demixer("keys", "list", "--data-dir", kept, model_dir=model_dir, env=env)
+    assert apart.returncode == 0, apart.stderr
+    assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "stems").stat().st_mode) == 0o700
