@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -424,20 +425,31 @@ def test_service_commands_name_an_unusable_place_or_url(
     assert _one_error_line(result) == message.format(file=file)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://demixer:hunter2@{host}/demixer", "postgresql://demixer:***@{host}/demixer"),
+        # libpq's other place for it: psycopg connects with it, so it must be hidden too
+        (
+            "postgresql://demixer@{host}/demixer?sslmode=disable&password=hunter2",
+            "postgresql://demixer@{host}/demixer?password=***&sslmode=disable",
+        ),
+    ],
+)
 def test_a_database_that_never_answers_is_one_line_after_the_wait(
-    model_dir: Path, tmp_path: Path
+    model_dir: Path, tmp_path: Path, url: str, shown: str
 ) -> None:
-    port = free_port()  # nothing listens there: every connection is refused
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
     env = {
-        "DEMIXER_DATABASE_URL": f"postgresql://demixer:hunter2@127.0.0.1:{port}/demixer",
+        "DEMIXER_DATABASE_URL": url.format(host=host),
         "DEMIXER_DATABASE_WAIT_SECONDS": "0",
     }
     result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
     assert result.returncode == 1, result.stderr
     line = _one_error_line(result)
     assert line.startswith(
-        f"error [DATABASE_UNAVAILABLE] the database 'postgresql://demixer:***@127.0.0.1:{port}/"
-        "demixer' did not answer within 0 s (DEMIXER_DATABASE_WAIT_SECONDS): connection failed:"
+        f"error [DATABASE_UNAVAILABLE] the database '{shown.format(host=host)}' did not answer "
+        "within 0 s (DEMIXER_DATABASE_WAIT_SECONDS): connection failed:"
     ), line
     assert "hunter2" not in result.stderr
 
@@ -1012,3 +1024,28 @@ def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:
     keys = re.findall(r"\bkey_[A-Za-z0-9]{22}\b", listed)  # every id whole, never wrapped
     assert len(keys) == 2
     assert re.search(r"\ball\s+laptop\s+\d{4}-\d\d-\d\d\b", listed)
+
+
+def test_a_data_directory_made_by_a_service_command_is_its_owners_alone(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The data directory holds every account's songs and stems and the database with the
+    webhook secrets: another user of the machine read them all (it was 0755, its files 0644)."""
+    data = tmp_path / "srv" / "demixer"
+    made = demixer("keys", "create", "--data-dir", data, model_dir=model_dir)
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    kept = tmp_path / "shared"  # one the operator made keeps its mode
+    kept.mkdir()
+    kept.chmod(0o750)
+    assert demixer("keys", "list", "--data-dir", kept, model_dir=model_dir).returncode == 0
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o750
+    # The database and the stored files elsewhere (their URLs name other folders): the same.
+    env = {
+        "DEMIXER_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'demixer.db'}",
+        "DEMIXER_STORAGE_URL": f"file://{tmp_path / 'stems'}",
+    }
+    apart = demixer("keys", "list", "--data-dir", kept, model_dir=model_dir, env=env)
+    assert apart.returncode == 0, apart.stderr
+    assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "stems").stat().st_mode) == 0o700

@@ -92,6 +92,7 @@ class Env:
             }
         params.update(kw)
         engine_model = params.pop("engine_model", MODEL)
+        max_attempts = params.pop("max_attempts", 3)
         try:
             contract = JobParams.from_row(params)
             broken = None
@@ -106,6 +107,7 @@ class Env:
                 queue_model="audio/stems",
                 engine_model=engine_model,
                 params=contract,
+                max_attempts=max_attempts,
             )
             if broken is not None:
                 s.execute(update(Job).where(Job.id == job_id).values(params=broken))
@@ -323,6 +325,48 @@ def test_a_cancel_accepted_while_the_outputs_are_stored_leaves_nothing(
     )
     # The worker deletes them once the database has said CANCELLED: just after it.
     wait_until(lambda: env.blobs(f"outputs/{job.id}") == [], what="the stored stems deleted")
+
+
+def test_a_storage_failure_tells_the_owner_its_kind_and_the_operator_its_path(
+    shared: tuple[Env, Worker],
+    music: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stems that cannot be stored (a storage folder the server may not write): the job's
+    error named the server's own path in its data directory to the client, and the operator's
+    log said nothing. The path goes to the log now; the owner reads the kind of failure."""
+    env, _ = shared
+    where = "/srv/demixer/storage/outputs/req_x/attempt-1/.vocals.wav.part"
+
+    def refused(*args: Any, **kwargs: Any) -> int:
+        raise PermissionError(13, "Permission denied", where)
+
+    monkeypatch.setattr(env.services.storage, "put_file", refused)
+    with caplog.at_level("ERROR", logger="demixer.worker"):
+        job = env.wait_final(env.submit(music, max_attempts=1))
+    assert (job.status, job.error_code) == ("FAILED", "STORAGE_FAILED")
+    assert job.error_message == (
+        "storing the outputs failed (PermissionError); the server's log has details"
+    )
+    assert where in caplog.text
+
+
+def test_a_worker_failure_tells_the_owner_its_kind_and_not_the_servers_path(
+    tmp_path: Path, music: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that cannot make a job's scratch folder (a file in the way of `work`): the
+    job's error gave the client the data directory's path, which is the operator's to read in
+    the log (it is there, with the traceback)."""
+    env = Env(tmp_path / "data")
+    (tmp_path / "data" / "work").write_text("in the way")
+    with caplog.at_level("ERROR", logger="demixer.worker"), running(Worker(env.services)):
+        job = env.wait_final(env.submit(music, max_attempts=1))
+    assert (job.status, job.error_code) == ("FAILED", "WORKER_ERROR")
+    assert job.error_message == (
+        "the worker failed (FileExistsError); the server's log has details"
+    )
+    assert f"File exists: '{tmp_path / 'data' / 'work'}'" in caplog.text
 
 
 def test_worker_ids_name_host_process_slot_and_a_random_part(shared: tuple[Env, Worker]) -> None:

@@ -7,6 +7,7 @@ environment, and passes it down; nothing is created at import time.
 from __future__ import annotations
 
 import multiprocessing.util
+import re
 import shutil
 import signal
 import socket
@@ -150,8 +151,12 @@ def _check_storage(services: Any, *, holds_inputs: bool = False) -> None:
 
 
 def _make_data_dir(settings: Any) -> None:
+    """Create the data directory for its owner alone (0700): it holds every account's uploads
+    and stems and the database with its webhook secrets, and other users of the machine must
+    reach none of them (the signing key inside is 0600 for nothing otherwise). One that exists
+    keeps the mode its operator gave it."""
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         print_error(
             "INVALID_DATA_DIR",
@@ -236,15 +241,22 @@ def _shown_url(url: str) -> str:
     return repr(masked) if masked is not None else "(not a URL)"
 
 
+# libpq and psycopg also take the password as a query parameter
+# (``postgresql://demixer@db/demixer?password=...``), which SQLAlchemy does not hide.
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&]*")
+
+
 def _masked(url: str) -> str | None:
-    """A database URL with its password as ``***``; None when it is not a URL."""
+    """A database URL with its password as ``***``, in its user part or its query; None when
+    it is not a URL."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return None
+    return _QUERY_PASSWORD.sub(r"\1***", shown)
 
 
 def _start_dispatcher(services: Any, stop: threading.Event) -> threading.Thread:

@@ -43,7 +43,8 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        # Made for this user alone, as the data directory is: every account's songs and stems.
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
         return self.root / safe_key(key)

@@ -254,7 +254,8 @@ class Runner:
                 self._end(claim, full)
                 return
             log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
-            message = f"the worker failed: {type(exc).__name__}: {exc}"
+            # Its text (an OSError's path in the data directory) is the operator's, as above.
+            message = f"the worker failed ({type(exc).__name__}); the server's log has details"
             self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
 
     @contextmanager
@@ -431,7 +432,13 @@ class Runner:
             raise _Abort("failed", "DATABASE_UNAVAILABLE", message, retryable=True) from exc
         except Exception as exc:
             _drop(storage, prefix)
-            message = f"storing the outputs failed: {type(exc).__name__}: {exc}"
+            # The exception's text names the server's own files (an OSError's path in the data
+            # directory): it is for the operator's log, never for the job's owner, who learns
+            # only the kind of failure (as a crash in the API answers).
+            log.exception("%s: job %s: storing the outputs failed", self.worker_id, claim.id)
+            message = (
+                f"storing the outputs failed ({type(exc).__name__}); the server's log has details"
+            )
             raise _Abort("failed", "STORAGE_FAILED", message, retryable=True) from exc
 
     def _end(self, claim: Claim, abort: _Abort) -> None:
