@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.api import jobs
+from demixer.service.jobs.contract import JobParams
 from demixer.service.jobs.queue import LeaseLost
 from demixer.service.retention.sweeper import Sweeper
 from demixer.service.schema import File, Job
@@ -191,6 +192,20 @@ def test_submit_stems_and_audio_url(api: Api) -> None:
     )
     assert r.status_code == 202, r.text
     assert _params(api, r.json()["request_id"])["stems"] == ["vocals", "instrumental"]
+
+
+def test_a_url_of_a_host_alone_names_no_file_and_never_its_password(api: Api) -> None:
+    """An audio_url with no path (a host, with a user and password in it) became the request's
+    file_name: the password on show in every listing, the web page's history and the stems'
+    download names ("alice:s3cret@media.example.com_vocals.wav")."""
+    url = "https://alice:s3cret@media.example.com#take-2"
+    r = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": url}})
+    assert r.status_code == 202, r.text
+    request_id = r.json()["request_id"]
+    assert api.get("/v1/queue/requests").json()["data"][0]["file_name"] is None
+    assert api.get(f"/v1/queue/requests/{request_id}/status").json()["file_name"] is None
+    # Its stems are named as any nameless input's are.
+    assert JobParams.from_row(_params(api, request_id)).input_name == "audio"
 
 
 def test_a_number_or_boolean_given_as_another_type_is_refused_not_guessed(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -20,6 +21,7 @@ __all__ = [
     "renamed",
     "residual_maker",
     "shown_name",
+    "url_file_name",
 ]
 
 DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
@@ -37,6 +39,13 @@ def input_name(raw: str) -> str:
     if not name.strip(".") or name.startswith("."):
         name = "audio" + PurePosixPath(name).suffix
     return name[-120:]
+
+
+def url_file_name(url: str) -> str:
+    """The file name an ``audio_url`` names: its path's last segment (``""`` when it has
+    none). Never its query or fragment, nor its host, user name or password: a URL with no
+    path (``https://user:secret@cdn.example.com``) names no file."""
+    return urlsplit(url).path.rsplit("/", 1)[-1]
 
 
 def output_name(track: str, stem: str, ext: str) -> str:

@@ -43,7 +43,7 @@ from demixer.errors import (
 )
 from demixer.models import planner
 from demixer.models.registry import get_spec
-from demixer.naming import residual_maker
+from demixer.naming import residual_maker, url_file_name
 from demixer.service.accounts.usage import usage_quantity
 from demixer.service.batchread import keyed_reads
 from demixer.service.context import Services
@@ -215,7 +215,7 @@ def _described(job: Job) -> dict[str, Any]:
     if isinstance(source, UploadInput):
         name, duration = source.file_name, job.duration or source.duration
     else:
-        name, duration = source.audio_url.split("?")[0], job.duration
+        name, duration = url_file_name(source.audio_url), job.duration
     stems = params.stems if job.queue_model != "audio/separate" else None
     return {
         "file_name": name.rsplit("/", 1)[-1] or None,

@@ -41,7 +41,7 @@ from demixer.audio import OutputFormat
 from demixer.engine.spans import Span
 from demixer.errors import DemixerError, InvalidParams
 from demixer.models.quality import Quality
-from demixer.naming import input_name
+from demixer.naming import input_name, url_file_name
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -210,7 +210,7 @@ class JobParams(_Part):
         raw = (
             source.file_name
             if isinstance(source, UploadInput)
-            else source.audio_url.split("?")[0].rsplit("/", 1)[-1]
+            else url_file_name(source.audio_url)
         )
         return input_name(raw)
 
