@@ -208,9 +208,7 @@ class JobParams(_Part):
         :func:`demixer.naming.input_name`."""
         source = self.input
         raw = (
-            source.file_name
-            if isinstance(source, UploadInput)
-            else url_file_name(source.audio_url)
+            source.file_name if isinstance(source, UploadInput) else url_file_name(source.audio_url)
         )
         return input_name(raw)
 
