@@ -23,7 +23,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from api_support import TestClient, close_app
 from audiofiles import stempeg_example
@@ -152,6 +152,26 @@ def test_migrations_build_the_models_schema_and_are_idempotent(
         assert compare_metadata(context, Base.metadata) == []
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    db.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_failed_statements_error_never_holds_the_values_bound_to_it(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The error of a failed statement is logged whole, traceback and all: it held the values
+    bound to the statement (a webhook's whsec_ secret, a signed URL), and logs are shipped
+    where secrets must not go."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'demixer.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    with pytest.raises(DBAPIError) as failed, db.engine.connect() as conn:
+        conn.execute(text("SELECT no_such_column WHERE 1 = :s"), {"s": secret})
+    assert "no_such_column" in str(failed.value)  # the SQL is still said
+    assert secret not in str(failed.value)
     db.dispose()
 
 

@@ -265,7 +265,9 @@ class Database:
             if parsed.database:
                 # Its user's alone, as the data directory: the webhook secrets are in it.
                 Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            engine = create_engine(
+                url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": 30}
+            )
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
         else:
@@ -274,7 +276,10 @@ class Database:
             args: dict[str, Any] = {}
             if self.dialect == "postgresql":
                 args = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30}
-            engine = create_engine(url, pool_pre_ping=True, connect_args=args)
+            engine = create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=args)
+        # hide_parameters: a failed statement's error (logged with its traceback) names its
+        # SQL but not the values bound to it, which may be a webhook's whsec_ secret, a signed
+        # URL or an audio_url's token: logs are shipped where secrets must not go.
         self.engine: Engine = engine
         if clock is None:
             clock = local_time if self.dialect == "sqlite" else DatabaseClock(engine, local_time)
