@@ -257,3 +257,15 @@ def test_background_vocals_and_vocals_without_reverb() -> None:
     # the backing vocals this prompt leaves out.
     with pytest.raises(UnsupportedPrompt, match="without the backing vocals"):
         map_prompt("lead vocals without the backing vocals", DEFAULT)
+
+
+def test_every_sound_listed_as_separable_is_what_its_name_asks_for() -> None:
+    # What GET /v1/models (and the web page's hint) lists, typed in as it is listed.
+    listed = separable(ALL)
+    assert "drums_other" not in listed and "noreverb" not in listed and "male" not in listed
+    for sound in listed:
+        match = map_prompt(sound, ALL)
+        if sound.startswith("accompaniment"):
+            assert match[1:] == ("vocals", True)
+        else:
+            assert match[1:] == (sound, False)

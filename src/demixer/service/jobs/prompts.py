@@ -327,14 +327,17 @@ def best_model(stem: str, installed: Sequence[ModelSpec]) -> ModelSpec | None:
 
 
 def separable(installed: Sequence[ModelSpec]) -> list[str]:
-    """What prompts can ask for with ``installed``: every stem, plus the accompaniment.
+    """What prompts can ask for with ``installed``: every stem a prompt's words name, plus the
+    accompaniment. A stem no words name (a recipe's ``drums_other``, a clean-up model's
+    ``noreverb``) is left out: typed as listed, it would be refused or read as other sounds.
 
     Returns names like ``["vocals", "accompaniment (everything but the vocals)", "drums"]``.
     """
+    named = {stem for stem, _ in _STEM_WORDS.values()}
     stems: list[str] = []
     for spec in sorted(installed, key=_rank):
         for stem in produces(spec):
-            if stem not in stems and stem != "instrumental":
+            if stem not in stems and stem in named:
                 stems.append(stem)
     out: list[str] = []
     for stem in stems:
