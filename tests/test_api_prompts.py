@@ -269,3 +269,9 @@ def test_every_sound_listed_as_separable_is_what_its_name_asks_for() -> None:
             assert match[1:] == ("vocals", True)
         else:
             assert match[1:] == (sound, False)
+
+
+def test_a_denoisers_noise_is_not_the_other_instruments() -> None:
+    installed = _specs("mel-roformer-vocals-kim", "mel-roformer-denoise-aufr33")
+    with pytest.raises(UnsupportedPrompt, match="htdemucs"):
+        map_prompt("the other instruments", installed)
