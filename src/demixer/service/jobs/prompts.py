@@ -32,257 +32,30 @@ from typing import NamedTuple
 from demixer.errors import UnsupportedPrompt
 from demixer.models.planner import PREFERENCE, producers, produces
 from demixer.models.registry import ModelSpec, list_specs
+from demixer.service.jobs.prompt_words import (
+    AFTER,
+    AUXILIARIES,
+    DETERMINERS,
+    EFFECTS,
+    FALLBACK,
+    FROM,
+    NEGATION_REACH,
+    NEGATIONS,
+    OUT_VERBS,
+    PART_OF,
+    STEM_WORDS,
+    TURNS,
+    VOCALS,
+)
 
 __all__ = ["MODEL_PREFERENCE", "PromptMatch", "best_model", "map_prompt", "separable"]
 
 #: Best first where no published figure decides: :data:`demixer.models.planner.PREFERENCE`.
 MODEL_PREFERENCE = PREFERENCE
 
-_VOCALS = "vocals"
-
-# phrase -> (stem, invert). "Accompaniment" words mean everything but the vocals.
-_STEM_WORDS: dict[str, tuple[str, bool]] = {}
-
-
-def _words(stem: str, invert: bool, *phrases: str) -> None:
-    for phrase in phrases:
-        _STEM_WORDS[phrase] = (stem, invert)
-
-
-_words(
-    "vocals",
-    False,
-    "vocals",
-    "vocal",
-    "voice",
-    "voices",
-    "vox",
-    "singing",
-    "singer",
-    "singers",
-    "vocalist",
-    "vocalists",
-    "rapper",
-    "rapping",
-    "lyrics",
-    "sung",
-    "acapella",
-    "acappella",
-    "a cappella",
-    "a capella",
-    "speech",
-    "dialogue",
-    "dialog",
-)
-_words(
-    "drums",
-    False,
-    "drums",
-    "drum",
-    "drum kit",
-    "percussion",
-    "percussive",
-    "beat",
-    "beats",
-    "cymbals",
-)
-# A drum kit's pieces (the drum-kit recipe), and male and female voices (male-female).
-_words("kick", False, "kick", "kick drum", "kick drums", "bass drum")
-_words("snare", False, "snare", "snare drum", "snares")
-_words("toms", False, "toms", "tom toms", "tom drums")
-_words("hi_hat", False, "hi hat", "hihat", "hi hats", "hihats", "high hat", "high hats")
-_words("ride", False, "ride", "ride cymbal")
-_words("crash", False, "crash", "crash cymbal")
-_words(
-    "male_vocals", False, "male vocals", "male vocal", "male voice", "male voices", "male singer"
-)
-_words(
-    "female_vocals",
-    False,
-    "female vocals",
-    "female vocal",
-    "female voice",
-    "female voices",
-    "female singer",
-)
-_words("bass", False, "bass", "bassline", "bass line", "basslines", "bass guitar", "sub bass")
-_words(
-    "piano",
-    False,
-    "piano",
-    "pianos",
-    "grand piano",
-    "keys",
-    "keyboard",
-    "keyboards",
-)
-_words(
-    "guitar",
-    False,
-    "guitar",
-    "guitars",
-    "electric guitar",
-    "acoustic guitar",
-    "rhythm guitar",
-    "lead guitar",
-)
-_words("other", False, "other", "other instruments")
-_words(
-    "lead_vocals",
-    False,
-    "lead vocals",
-    "lead vocal",
-    "lead singer",
-    "lead vocalist",
-    "lead voice",
-    "main vocals",
-    "main vocal",
-    "main singer",
-)
-_words(
-    "backing_vocals",
-    False,
-    "backing vocals",
-    "backing vocal",
-    "back vocals",
-    "harmonies",
-    "background vocals",
-    "background vocal",
-    "background singers",
-    "background voices",
-    "backing singers",
-    "backup vocals",
-    "backup singers",
-)
-# "Without reverb" is part of the sound asked for: read as two sounds, it would be refused.
-_words(
-    "dry_vocals",
-    False,
-    "dry vocals",
-    "dry vocal",
-    "vocals without reverb",
-    "vocals without the reverb",
-    "vocals no reverb",
-    "dereverbed vocals",
-)
-# Where nothing installed splits the vocals (or the drums), a song's lead vocal is its vocals
-# stem, as its kick is in its drums.
-_FALLBACK = {
-    "lead_vocals": "vocals",
-    "male_vocals": "vocals",
-    "female_vocals": "vocals",
-    **dict.fromkeys(("kick", "snare", "toms", "hi_hat", "ride", "crash"), "drums"),
-}
-_words(
-    _VOCALS,
-    True,
-    "instrumental",
-    "instrumentals",
-    "accompaniment",
-    "karaoke",
-    "backing track",
-    "backing tracks",
-    "minus one",
-    "background music",
-    "backing music",
-)
-
-_NEGATIONS = frozenset(
-    {
-        "everything but",
-        "everything except",
-        "everything other than",
-        "everything apart from",
-        "all but",
-        "all except",
-        "anything but",
-        "except",
-        "except for",
-        "other than",
-        "apart from",
-        "aside from",
-        "but not",
-        "instead of",
-        "rather than",
-        "without",
-        "w o",  # "w/o"
-        "no",
-        "not",
-        "dont",
-        "don t",  # "don't"
-        "remove",
-        "removing",
-        "removed",
-        "minus",
-        "less",
-        "exclude",
-        "excluding",
-        "mute",
-        "strip",
-        "drop",
-        "delete",
-        "erase",
-        "eliminate",
-        "get rid of",
-        "take out",
-        "cut out",
-        "leave out",
-        "filter out",
-        "turn off",
-    }
-)
-# A negation applies to a sound named at most this many words after it ("without the lead X"),
-# or after a sound it negated ("no vocals or drums", "remove the vocals and the drums").
-_NEGATION_REACH = 3
-# Negations written after the sound: "vocals removed", "vocal-less", "drum-free", "take the
-# vocals out" (but "get the drums out of it" keeps them: see _after).
-_AFTER = frozenset({"removed", "muted", "less", "free", "out", "off", "gone"})
-_AUXILIARIES = frozenset({"is", "are", "be", "been", "being", "was", "were", "get", "got"})
-_OUT_VERBS = frozenset({"take", "cut", "leave", "keep", "filter", "strip", "edit"})
-_DETERMINERS = frozenset(
-    {"the", "a", "an", "all", "any", "my", "this", "these", "those", "its", "their", "his", "her"}
-)
-# Where the prompt turns from what it refuses to what it wants ("not the vocals but the drums",
-# "no music, just the vocals", "remove the music, keep the voice"). Right after the negation
-# they belong to it instead ("remove only the drums").
-_TURNS = frozenset({"but", "just", "only", "keep", "instead"})
-# The sound named after "from" is what the target is taken out of ("the piano from the
-# background music"), not a second sound asked for.
-_FROM = "from"
-
-# Effects and noises: no prompt takes them out or keeps them, and a prompt that names one is
-# refused, not read without it ("vocals without echo" is not the vocals).
-_EFFECTS = frozenset(
-    {
-        "reverb",
-        "reverberation",
-        "echo",
-        "echoes",
-        "noise",
-        "noises",
-        "noisy",
-        "hiss",
-        "hum",
-        "static",
-        "crackle",
-        "distortion",
-        "bleed",
-        "crowd",
-        "audience",
-        "applause",
-        "cheering",
-        "laughter",
-        "breaths",
-        "breathing",
-    }
-)
-
-# A part of a sound -> the sound that holds it: "the kick" is in the drums.
-_PART_OF = {**_FALLBACK, "backing_vocals": _VOCALS, "dry_vocals": _VOCALS}
-
 _PHRASES: dict[tuple[str, ...], tuple[str, bool] | None] = {
-    **{tuple(p.split()): v for p, v in _STEM_WORDS.items()},
-    **{tuple(p.split()): None for p in _NEGATIONS},
+    **{tuple(p.split()): v for p, v in STEM_WORDS.items()},
+    **{tuple(p.split()): None for p in NEGATIONS},
 }
 _LONGEST = max(len(k) for k in _PHRASES)
 
@@ -333,7 +106,7 @@ def separable(installed: Sequence[ModelSpec]) -> list[str]:
 
     Returns names like ``["vocals", "accompaniment (everything but the vocals)", "drums"]``.
     """
-    named = {stem for stem, _ in _STEM_WORDS.values()}
+    named = {stem for stem, _ in STEM_WORDS.values()}
     stems: list[str] = []
     for spec in sorted(installed, key=_rank):
         for stem in produces(spec):
@@ -342,7 +115,7 @@ def separable(installed: Sequence[ModelSpec]) -> list[str]:
     out: list[str] = []
     for stem in stems:
         out.append(stem)
-        if stem == _VOCALS:
+        if stem == VOCALS:
             out.append("accompaniment (everything but the vocals)")
     return out
 
@@ -350,22 +123,22 @@ def separable(installed: Sequence[ModelSpec]) -> list[str]:
 def _after(words: list[str], start: int, end: int) -> bool:
     """Whether a negation follows the sound ``words[start:end]`` ("vocals removed", "the vocals
     are gone", "drum-less", "take the vocals out"; not "get the drums out of it")."""
-    i = end + (end < len(words) and words[end] in _AUXILIARIES)
-    if i >= len(words) or words[i] not in _AFTER:
+    i = end + (end < len(words) and words[end] in AUXILIARIES)
+    if i >= len(words) or words[i] not in AFTER:
         return False
     if words[i] != "out":
         return True
     # "Out" takes the sound out after "take", "cut", "leave", … ("take the vocals out of the
     # song"), and gets it out of the song after any other verb ("get the drums out of it").
     j = start - 1
-    while j >= 0 and words[j] in _DETERMINERS:
+    while j >= 0 and words[j] in DETERMINERS:
         j -= 1
-    return j >= 0 and words[j] in _OUT_VERBS
+    return j >= 0 and words[j] in OUT_VERBS
 
 
 def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
     """Every sound the prompt names, left to right, except those named after "from"; and the
-    effects it names (:data:`_EFFECTS`)."""
+    effects it names (:data:`~demixer.service.jobs.prompt_words.EFFECTS`)."""
     tokens = re.findall(r"[a-z0-9]+|[,.;:!?]", prompt.lower().replace("-", " "))
     words: list[str] = []
     pauses: set[int] = set()  # words a comma or a full stop follows
@@ -388,16 +161,16 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
             if key in _PHRASES:
                 break
         else:
-            if words[i] in _TURNS and reach is not None and i != negation_end:
+            if words[i] in TURNS and reach is not None and i != negation_end:
                 negations, reach = 0, None
-            elif words[i] == _FROM:
+            elif words[i] == FROM:
                 source_end = i + 1
-            elif words[i] in _EFFECTS:
+            elif words[i] in EFFECTS:
                 effects.append(words[i])
             i += 1
             continue
         value = _PHRASES[key]
-        in_reach = reach is not None and i - reach < _NEGATION_REACH
+        in_reach = reach is not None and i - reach < NEGATION_REACH
         if value is None and i + length - 1 in pauses:
             pass  # it negates nothing: "No, just the vocals", "the vocals, no."
         elif value is None:
@@ -410,7 +183,7 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
             if in_reach:
                 reach = i + length
             chained = False
-            if source_end is None or i - source_end >= _NEGATION_REACH:
+            if source_end is None or i - source_end >= NEGATION_REACH:
                 named.append(_Named(stem, invert, negated != _after(words, i, i + length)))
         i += length
     return named, effects
@@ -424,7 +197,7 @@ def _say(stem: str, invert: bool = False) -> str:
 
 def _overlap(a: str, b: str) -> bool:
     """Whether one of two stems holds the other (or they are the same)."""
-    return a == b or _PART_OF.get(a) == b or _PART_OF.get(b) == a
+    return a == b or PART_OF.get(a) == b or PART_OF.get(b) == a
 
 
 def _choice(prompt: str, named: list[_Named]) -> str | tuple[str, bool]:
@@ -511,8 +284,8 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
     spec = best_model(stem, installed)
     # The drums stand in for the kick, but everything but the drums is not everything but
     # the kick: only the sound itself falls back.
-    if spec is None and stem in _FALLBACK and not invert:
-        stem = _FALLBACK[stem]
+    if spec is None and stem in FALLBACK and not invert:
+        stem = FALLBACK[stem]
         spec = best_model(stem, installed)
     if spec is None:
         could = [s.id for s in producers(stem, list_specs())]
