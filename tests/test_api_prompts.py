@@ -67,7 +67,7 @@ def test_accompaniment_words_invert_the_vocals(prompt: str) -> None:
     [
         ("drums", "drums"),
         ("percussion", "drums"),
-        ("the beat", "drums"),
+        ("the drum beat", "drums"),
         ("kick drum", "drums"),
         ("bass drum", "drums"),  # not the bass
         ("bass", "bass"),
@@ -230,6 +230,7 @@ def test_negations_after_the_sound_cancelling_or_ending(
         "guitar backing track",  # a track to play the guitar to, or the guitar?
         "vocals without echo",  # an effect: not the vocals with their echo
         "de-reverb the vocals",
+        "just the beat",  # the drums to a drummer, the instrumental to a rapper
     ],
 )
 def test_prompts_one_separation_cannot_serve_are_refused(prompt: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AFTER",
+    "AMBIGUOUS",
     "AUXILIARIES",
     "DETERMINERS",
     "EFFECTS",
@@ -67,8 +68,8 @@ _words(
     "drum kit",
     "percussion",
     "percussive",
-    "beat",
-    "beats",
+    "drum beat",
+    "drum beats",
     "cymbals",
 )
 # A drum kit's pieces (the drum-kit recipe), and male and female voices (male-female).
@@ -234,6 +235,13 @@ TURNS = frozenset({"but", "just", "only", "keep", "instead"})
 # The sound named after "from" is what the target is taken out of ("the piano from the
 # background music"), not a second sound asked for.
 FROM = "from"
+
+# Words that name one sound to some and another to others: "the beat" is the drums to a
+# drummer and the whole instrumental to a rapper. A prompt using one is refused, saying so.
+AMBIGUOUS = {
+    "beat": "the drums or the instrumental (everything but the vocals)",
+    "beats": "the drums or the instrumental (everything but the vocals)",
+}
 
 # Effects and noises: no prompt takes them out or keeps them, and a prompt that names one is
 # refused, not read without it ("vocals without echo" is not the vocals).

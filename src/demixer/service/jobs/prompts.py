@@ -19,7 +19,8 @@ target; a prompt that only refuses one asks for everything but it.
 Nothing is ever silently substituted or left out: a prompt naming no known sound, two sounds
 ("drums and bass"), two to leave out ("no vocals, no drums"), one to leave out that the target
 holds ("the drums without the kick") or keeps ("the instrumental without the drums"), an effect
-(reverb, echo, noise, …), or a sound no installed model produces, raises
+(reverb, echo, noise, …), a word two sounds share ("the beat": the drums or the instrumental),
+or a sound no installed model produces, raises
 :class:`~demixer.errors.UnsupportedPrompt` listing what can be separated.
 """
 
@@ -34,6 +35,7 @@ from demixer.models.planner import PREFERENCE, producers, produces
 from demixer.models.registry import ModelSpec, list_specs
 from demixer.service.jobs.prompt_words import (
     AFTER,
+    AMBIGUOUS,
     AUXILIARIES,
     DETERMINERS,
     EFFECTS,
@@ -138,7 +140,8 @@ def _after(words: list[str], start: int, end: int) -> bool:
 
 def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
     """Every sound the prompt names, left to right, except those named after "from"; and the
-    effects it names (:data:`~demixer.service.jobs.prompt_words.EFFECTS`)."""
+    words it says that no sound can be read from: an effect, or a word two sounds share
+    (:data:`~demixer.service.jobs.prompt_words.EFFECTS`, ``AMBIGUOUS``)."""
     tokens = re.findall(r"[a-z0-9]+|[,.;:!?]", prompt.lower().replace("-", " "))
     words: list[str] = []
     pauses: set[int] = set()  # words a comma or a full stop follows
@@ -148,7 +151,7 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
         elif words:
             pauses.add(len(words) - 1)
     named: list[_Named] = []
-    effects: list[str] = []
+    unclear: list[str] = []
     negations = 0  # negations in force: two cancel ("remove everything but the vocals")
     reach: int | None = None  # where the last negation, or a sound it negated, ended
     negation_end: int | None = None  # where the last negation phrase itself ended
@@ -165,8 +168,8 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
                 negations, reach = 0, None
             elif words[i] == FROM:
                 source_end = i + 1
-            elif words[i] in EFFECTS:
-                effects.append(words[i])
+            elif words[i] in EFFECTS or words[i] in AMBIGUOUS:
+                unclear.append(words[i])
             i += 1
             continue
         value = _PHRASES[key]
@@ -186,7 +189,7 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
             if source_end is None or i - source_end >= NEGATION_REACH:
                 named.append(_Named(stem, invert, negated != _after(words, i, i + length)))
         i += length
-    return named, effects
+    return named, unclear
 
 
 def _say(stem: str, invert: bool = False) -> str:
@@ -260,12 +263,16 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
             installed model produces; the message lists what can be separated.
     """
     can = ", ".join(separable(installed)) or "nothing (no model is installed)"
-    named, effects = _scan(prompt)
-    if effects:
+    named, unclear = _scan(prompt)
+    if unclear:
+        word, said = unclear[0], repr(prompt.strip()[:200])
+        why = (
+            f"{said} says {word!r}, which can mean {AMBIGUOUS[word]}: say which"
+            if word in AMBIGUOUS
+            else f"{said} names {word}, which a prompt cannot take out or keep"
+        )
         raise UnsupportedPrompt(
-            f"{prompt.strip()[:200]!r} names {' and '.join(dict.fromkeys(effects))}, which "
-            f"a prompt cannot take out or keep; with the installed models demixer can "
-            f"separate: {can}",
+            f"{why}; with the installed models demixer can separate: {can}",
             param="input.prompt",
         )
     if not named:
