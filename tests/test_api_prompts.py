@@ -209,6 +209,9 @@ def test_separable() -> None:
         ("remove music keep voice", "vocals", False),
         ("No, just the vocals", "vocals", False),
         ("remove only the drums", "drums", True),
+        # Determiners do not put a sound out of a negation's reach.
+        ("remove all of the vocals", "vocals", True),
+        ("take all of the vocals out", "vocals", True),
     ],
 )
 def test_negations_after_the_sound_cancelling_or_ending(

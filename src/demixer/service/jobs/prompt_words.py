@@ -217,8 +217,9 @@ NEGATIONS = frozenset(
         "turn off",
     }
 )
-# A negation applies to a sound named at most this many words after it ("without the lead X"),
+# A negation applies to a sound named within this many words after it ("without the loud X"),
 # or after a sound it negated ("no vocals or drums", "remove the vocals and the drums").
+# Determiners do not count: "remove all of the vocals" is as near as "remove vocals".
 NEGATION_REACH = 3
 # Negations written after the sound: "vocals removed", "vocal-less", "drum-free", "take the
 # vocals out" (but "get the drums out of it" keeps them: see prompts._after).
@@ -226,7 +227,10 @@ AFTER = frozenset({"removed", "muted", "less", "free", "out", "off", "gone"})
 AUXILIARIES = frozenset({"is", "are", "be", "been", "being", "was", "were", "get", "got"})
 OUT_VERBS = frozenset({"take", "cut", "leave", "keep", "filter", "strip", "edit"})
 DETERMINERS = frozenset(
-    {"the", "a", "an", "all", "any", "my", "this", "these", "those", "its", "their", "his", "her"}
+    {
+        *("the", "a", "an", "all", "any", "some", "of", "this", "that", "these", "those"),
+        *("my", "your", "our", "its", "their", "his", "her"),
+    }
 )
 # Where the prompt turns from what it refuses to what it wants ("not the vocals but the drums",
 # "no music, just the vocals", "remove the music, keep the voice"). Right after the negation

@@ -8,9 +8,10 @@ and the residual the target (:attr:`PromptMatch.invert`).
 
 The matching is deliberately plain, in English words: the prompt's words are scanned left to
 right for known phrases (longest first, so "bass drum" is drums and "bass guitar" is bass).
-Each sound named is wanted, or refused by a negation up to three words before it ("no",
-"without", "everything but", "remove", "don't", …; a list after one is refused with it: "no
-vocals or drums") or right after it ("vocals removed", "drum-less"). Two negations cancel
+Each sound named is wanted, or refused by a negation up to three words before it, "all of
+the" not counted ("no", "without", "everything but", "remove", "don't", …; a list after one is
+refused with it: "no vocals or drums"), or right after it ("vocals removed", "drum-less").
+Two negations cancel
 ("remove everything but the vocals"); "but", "just", "only" and "keep" end one's reach ("not
 the vocals but the drums", "no music, just the vocals"); a sound after "from" is what the
 target comes out of ("the piano from the background music"). The one sound wanted is the
@@ -138,6 +139,11 @@ def _after(words: list[str], start: int, end: int) -> bool:
     return j >= 0 and words[j] in OUT_VERBS
 
 
+def _apart(words: list[str], start: int, end: int) -> int:
+    """How many words of ``words[start:end]`` are not determiners ("all of the")."""
+    return sum(1 for word in words[start:end] if word not in DETERMINERS)
+
+
 def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
     """Every sound the prompt names, left to right, except those named after "from"; and the
     words it says that no sound can be read from: an effect, or a word two sounds share
@@ -173,7 +179,7 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
             i += 1
             continue
         value = _PHRASES[key]
-        in_reach = reach is not None and i - reach < NEGATION_REACH
+        in_reach = reach is not None and _apart(words, reach, i) < NEGATION_REACH
         if value is None and i + length - 1 in pauses:
             pass  # it negates nothing: "No, just the vocals", "the vocals, no."
         elif value is None:
@@ -186,7 +192,7 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
             if in_reach:
                 reach = i + length
             chained = False
-            if source_end is None or i - source_end >= NEGATION_REACH:
+            if source_end is None or _apart(words, source_end, i) >= NEGATION_REACH:
                 named.append(_Named(stem, invert, negated != _after(words, i, i + length)))
         i += length
     return named, unclear
