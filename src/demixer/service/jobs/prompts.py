@@ -7,15 +7,14 @@ vocals") are the same separation with the two outputs swapped: the stem becomes 
 and the residual the target (:attr:`PromptMatch.invert`).
 
 The matching is deliberately plain, in English words: the prompt's words are scanned left to
-right for known phrases (longest first, so "bass drum" is drums and "bass guitar" is bass).
-Each sound named is wanted, or refused by a negation up to three words before it, "all of
-the" not counted ("no", "without", "everything but", "remove", "don't", …; a list after one is
-refused with it: "no vocals or drums"), or right after it ("vocals removed", "drum-less").
-Two negations cancel
-("remove everything but the vocals"); "but", "just", "only" and "keep" end one's reach ("not
-the vocals but the drums", "no music, just the vocals"); a sound after "from" is what the
-target comes out of ("the piano from the background music"). The one sound wanted is the
-target; a prompt that only refuses one asks for everything but it.
+right for known phrases (longest first, so "bass drum" is drums and "bass guitar" is bass). Each
+sound named is wanted, or refused by a negation up to three words before it, "all of the" not
+counted ("no", "without", "everything but", "remove", "don't", …; a list after one is refused
+with it: "no vocals or drums"), or right after it ("vocals removed", "drum-less"). Two negations
+cancel ("remove everything but the vocals"); "but", "just", "only" and "keep" end one's reach
+("not the vocals but the drums", "no music, just the vocals"); a sound after "from" is what the
+target comes out of ("the piano from the background music"). The one sound wanted is the target;
+a prompt that only refuses one asks for everything but it.
 
 Nothing is ever silently substituted or left out: a prompt naming no known sound, two sounds
 ("drums and bass"), two to leave out ("no vocals, no drums"), one to leave out that the target
