@@ -67,7 +67,7 @@ def test_accompaniment_words_invert_the_vocals(prompt: str) -> None:
     [
         ("drums", "drums"),
         ("percussion", "drums"),
-        ("the beat", "drums"),
+        ("the drum beat", "drums"),
         ("kick drum", "drums"),
         ("bass drum", "drums"),  # not the bass
         ("bass", "bass"),
@@ -126,15 +126,16 @@ def test_best_installed_model_wins() -> None:
     assert set(MODEL_PREFERENCE) == {s.id for s in ALL}
     # A drum kit's pieces and male or female voices: their recipes; without them, the drums
     # and the vocals that hold them.
-    for prompt, stem in (
-        ("the kick drum", "kick"),
-        ("snare", "snare"),
-        ("the hi-hats", "hi_hat"),
-        ("everything but the ride cymbal", "ride"),
-    ):
+    for prompt, stem in (("the kick drum", "kick"), ("snare", "snare"), ("the hi-hats", "hi_hat")):
         assert map_prompt(prompt, ALL)[:2] == ("drum-kit", stem)
         assert map_prompt(prompt, DEFAULT)[:2] == ("cascade-4stems", "drums")
-    assert map_prompt("everything but the ride cymbal", ALL).invert is True
+    assert map_prompt("everything but the ride cymbal", ALL) == PromptMatch(
+        "drum-kit", "ride", True
+    )
+    # Everything but the drums is not everything but the ride: it would take out the rest of
+    # the kit the user asked to keep.
+    with pytest.raises(UnsupportedPrompt, match="drum-kit or mdx23c-drumsep can"):
+        map_prompt("everything but the ride cymbal", DEFAULT)
     assert map_prompt("the female singer", ALL) == PromptMatch("male-female", "female_vocals")
     assert map_prompt("the male voice", DEFAULT) == PromptMatch("spleeter-2stems", "vocals")
 
@@ -184,3 +185,97 @@ def test_separable() -> None:
     ]
     assert {"guitar", "piano"} <= set(separable(ALL))
     assert separable([]) == []
+
+
+@pytest.mark.parametrize(
+    ("prompt", "stem", "invert"),
+    [
+        # A negation after the sound.
+        ("vocals removed", "vocals", True),
+        ("the song with the vocals removed", "vocals", True),
+        ("vocal-less version", "vocals", True),
+        ("drum free", "drums", True),
+        ("take the vocals out", "vocals", True),
+        ("get the drums out of it", "drums", False),
+        # "Don't".
+        ("I don't want the vocals", "vocals", True),
+        ("i dont want vocals", "vocals", True),
+        # Two negations cancel.
+        ("remove everything except the vocals", "vocals", False),
+        ("mute everything but the bass", "bass", False),
+        # "But", "just", "keep" end a negation's reach; a "No," before a comma negates nothing.
+        ("not the vocals but the drums", "drums", False),
+        ("no music just vocals", "vocals", False),
+        ("remove music keep voice", "vocals", False),
+        ("No, just the vocals", "vocals", False),
+        ("remove only the drums", "drums", True),
+        # Determiners do not put a sound out of a negation's reach.
+        ("remove all of the vocals", "vocals", True),
+        ("take all of the vocals out", "vocals", True),
+    ],
+)
+def test_negations_after_the_sound_cancelling_or_ending(
+    prompt: str, stem: str, invert: bool
+) -> None:
+    assert map_prompt(prompt, DEFAULT)[1:] == (stem, invert)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "drums and bass",  # two sounds: not the drums alone
+        "vocals, drums",
+        "remove the vocals and the drums",  # two to leave out: not the song without the vocals
+        "no vocals no drums",
+        "the instrumental without the drums",  # that would take out two sounds
+        "drums without the kick",  # the drums hold the kick
+        "vocals without the backing vocals",
+        "guitar backing track",  # a track to play the guitar to, or the guitar?
+        "vocals without echo",  # an effect: not the vocals with their echo
+        "de-reverb the vocals",
+        "just the beat",  # the drums to a drummer, the instrumental to a rapper
+    ],
+)
+def test_prompts_one_separation_cannot_serve_are_refused(prompt: str) -> None:
+    with pytest.raises(UnsupportedPrompt) as info:
+        map_prompt(prompt, ALL)  # every model installed: refused for what it asks
+    assert info.value.code == "UNSUPPORTED_PROMPT" and info.value.param == "input.prompt"
+    assert "demixer can separate: " in info.value.message
+
+
+def test_background_vocals_and_vocals_without_reverb() -> None:
+    assert map_prompt("background vocals", ALL) == PromptMatch("karaoke", "backing_vocals")
+    with pytest.raises(UnsupportedPrompt, match="karaoke can"):
+        map_prompt("the background singers", DEFAULT)  # not all the vocals
+    assert map_prompt("vocals without reverb", ALL) == PromptMatch("dry-vocals", "dry_vocals")
+    with pytest.raises(UnsupportedPrompt, match="dry-vocals can"):
+        map_prompt("vocals without reverb", DEFAULT)
+    # "From" names what the target comes out of; the documented example is the piano.
+    assert map_prompt("separate the piano from the background music", ALL) == PromptMatch(
+        "htdemucs_6s", "piano"
+    )
+    assert map_prompt("lead vocals without the backing vocals", ALL) == PromptMatch(
+        "karaoke", "lead_vocals"
+    )
+    # Without the karaoke recipe the lead vocal stands in for all the vocals, which hold
+    # the backing vocals this prompt leaves out.
+    with pytest.raises(UnsupportedPrompt, match="without the backing vocals"):
+        map_prompt("lead vocals without the backing vocals", DEFAULT)
+
+
+def test_every_sound_listed_as_separable_is_what_its_name_asks_for() -> None:
+    # What GET /v1/models (and the web page's hint) lists, typed in as it is listed.
+    listed = separable(ALL)
+    assert "drums_other" not in listed and "noreverb" not in listed and "male" not in listed
+    for sound in listed:
+        match = map_prompt(sound, ALL)
+        if sound.startswith("accompaniment"):
+            assert match[1:] == ("vocals", True)
+        else:
+            assert match[1:] == (sound, False)
+
+
+def test_a_denoisers_noise_is_not_the_other_instruments() -> None:
+    installed = _specs("mel-roformer-vocals-kim", "mel-roformer-denoise-aufr33")
+    with pytest.raises(UnsupportedPrompt, match="htdemucs"):
+        map_prompt("the other instruments", installed)

@@ -294,6 +294,8 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     assert "vocals" in msg and "drums" in msg
     msg = _error(sep(file_id=file_id, prompt="guitar"), 422, "UNSUPPORTED_PROMPT", "input.prompt")
     assert "htdemucs_6s" in msg
+    # Two sounds: refused, not the drums alone.
+    _error(sep(file_id=file_id, prompt="drums and bass"), 422, "UNSUPPORTED_PROMPT", "input.prompt")
 
     r = api.post(stems, json={"input": {"file_id": file_id, "stems": ["kazoo"]}})
     msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")

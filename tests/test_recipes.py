@@ -341,12 +341,16 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
         "noreverb",
     )
     # Sucial's de-reverb/de-echo model keeps `dry` and takes off `No dry`: its stems are the
-    # de-echo pair; aufr33's denoiser's `dry` (beside `other`) stays `dry`.
+    # de-echo pair; aufr33's denoiser's `dry` (beside `other`) stays `dry`, and its `other` is
+    # the noise, not the other instruments (which a vocal model and it alone cannot make).
     echo = get_spec("mel-roformer-deecho-sucial")
     assert cleanup_model("deecho", list_specs()) == (echo, "dry")
     assert produces(echo) == ("noecho", "echo")
-    assert produces(get_spec("mel-roformer-denoise-aufr33")) == ("dry", "other")
+    denoise = get_spec("mel-roformer-denoise-aufr33")
+    assert produces(denoise) == ("dry", "noise")
     assert choose(["dry"], list(list_specs())).id == "mel-roformer-denoise-aufr33"
+    with pytest.raises(UnknownStem):
+        choose(["other"], [get_spec("mel-roformer-vocals-kim"), denoise])
     assert cleanup_model("deecho", _specs("mel-roformer-denoise-aufr33")) is None
     assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
     _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))

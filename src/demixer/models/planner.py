@@ -111,6 +111,9 @@ _SYNONYMS = {
 # (the reverb and the echo): the pair is a de-echo model's kept and removed stems. The pair
 # decides, not `dry` alone, which is also aufr33's denoiser's name for its clean signal.
 _ECHO_PAIR = {"dry": "noecho", "no_dry": "echo"}
+# aufr33's denoiser calls the noise it takes off `other`: named so, it would be the "other
+# instruments" of a 4-stem model to every request for them where no 4-stem model is installed.
+_NOISE_PAIR = {"dry": "dry", "other": "noise"}
 
 
 def canonical_stem(name: str) -> str:
@@ -122,11 +125,14 @@ def canonical_stem(name: str) -> str:
 def canonical_stems(stems: Sequence[str]) -> dict[str, str]:
     """A model's stems -> demixer's names for them, in the model's order. A 2-stem vocal
     model's other stem is ``instrumental`` whatever the model calls it; a model of ``dry`` and
-    ``no_dry`` makes ``noecho`` and ``echo`` (:data:`_ECHO_PAIR`)."""
+    ``no_dry`` makes ``noecho`` and ``echo`` (:data:`_ECHO_PAIR`), one of ``dry`` and
+    ``other`` makes ``dry`` and ``noise`` (:data:`_NOISE_PAIR`)."""
     names = [s.lower() for s in stems]
     out = {stem: _SYNONYMS.get(name, name) for stem, name in zip(stems, names, strict=True)}
     if sorted(out.values()) == sorted(_ECHO_PAIR):
         return {stem: _ECHO_PAIR[name] for stem, name in out.items()}
+    if sorted(out.values()) == sorted(_NOISE_PAIR):
+        return {stem: _NOISE_PAIR[name] for stem, name in out.items()}
     if len(stems) == 2 and "vocals" in out.values():
         for stem, name in out.items():
             if name in _REST_OF_VOCALS:

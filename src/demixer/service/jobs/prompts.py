@@ -6,12 +6,22 @@ sound; demixer maps it onto a stem an installed model produces and picks the bes
 vocals") are the same separation with the two outputs swapped: the stem becomes the residual
 and the residual the target (:attr:`PromptMatch.invert`).
 
-The matching is deliberately plain: the prompt's words are scanned left to right for known
-phrases (longest first, so "bass drum" is drums and "bass guitar" is bass); the first sound
-named is the target, and a negation just before it ("no", "without", "everything but",
-"remove", …) inverts it. Nothing is ever silently substituted: a prompt naming no known sound,
-or one no installed model produces, raises :class:`~demixer.errors.UnsupportedPrompt` listing
-what can be separated.
+The matching is deliberately plain, in English words: the prompt's words are scanned left to
+right for known phrases (longest first, so "bass drum" is drums and "bass guitar" is bass). Each
+sound named is wanted, or refused by a negation up to three words before it, "all of the" not
+counted ("no", "without", "everything but", "remove", "don't", …; a list after one is refused
+with it: "no vocals or drums"), or right after it ("vocals removed", "drum-less"). Two negations
+cancel ("remove everything but the vocals"); "but", "just", "only" and "keep" end one's reach
+("not the vocals but the drums", "no music, just the vocals"); a sound after "from" is what the
+target comes out of ("the piano from the background music"). The one sound wanted is the target;
+a prompt that only refuses one asks for everything but it.
+
+Nothing is ever silently substituted or left out: a prompt naming no known sound, two sounds
+("drums and bass"), two to leave out ("no vocals, no drums"), one to leave out that the target
+holds ("the drums without the kick") or keeps ("the instrumental without the drums"), an effect
+(reverb, echo, noise, …), a word two sounds share ("the beat": the drums or the instrumental),
+or a sound no installed model produces, raises
+:class:`~demixer.errors.UnsupportedPrompt` listing what can be separated.
 """
 
 from __future__ import annotations
@@ -23,158 +33,42 @@ from typing import NamedTuple
 from demixer.errors import UnsupportedPrompt
 from demixer.models.planner import PREFERENCE, producers, produces
 from demixer.models.registry import ModelSpec, list_specs
+from demixer.service.jobs.prompt_words import (
+    AFTER,
+    AMBIGUOUS,
+    AUXILIARIES,
+    DETERMINERS,
+    EFFECTS,
+    FALLBACK,
+    FROM,
+    NEGATION_REACH,
+    NEGATIONS,
+    OUT_VERBS,
+    PART_OF,
+    STEM_WORDS,
+    TURNS,
+    VOCALS,
+)
 
 __all__ = ["MODEL_PREFERENCE", "PromptMatch", "best_model", "map_prompt", "separable"]
 
 #: Best first where no published figure decides: :data:`demixer.models.planner.PREFERENCE`.
 MODEL_PREFERENCE = PREFERENCE
 
-_VOCALS = "vocals"
-
-# phrase -> (stem, invert). "Accompaniment" words mean everything but the vocals.
-_STEM_WORDS: dict[str, tuple[str, bool]] = {}
-
-
-def _words(stem: str, invert: bool, *phrases: str) -> None:
-    for phrase in phrases:
-        _STEM_WORDS[phrase] = (stem, invert)
-
-
-_words(
-    "vocals",
-    False,
-    "vocals",
-    "vocal",
-    "voice",
-    "voices",
-    "vox",
-    "singing",
-    "singer",
-    "singers",
-    "sung",
-    "acapella",
-    "acappella",
-    "a cappella",
-    "a capella",
-    "speech",
-    "dialogue",
-    "dialog",
-)
-_words(
-    "drums",
-    False,
-    "drums",
-    "drum",
-    "drum kit",
-    "percussion",
-    "percussive",
-    "beat",
-    "beats",
-    "cymbals",
-)
-# A drum kit's pieces (the drum-kit recipe), and male and female voices (male-female).
-_words("kick", False, "kick", "kick drum", "kick drums", "bass drum")
-_words("snare", False, "snare", "snare drum", "snares")
-_words("toms", False, "toms", "tom toms", "tom drums")
-_words("hi_hat", False, "hi hat", "hihat", "hi hats", "hihats")
-_words("ride", False, "ride", "ride cymbal")
-_words("crash", False, "crash", "crash cymbal")
-_words(
-    "male_vocals", False, "male vocals", "male vocal", "male voice", "male voices", "male singer"
-)
-_words(
-    "female_vocals",
-    False,
-    "female vocals",
-    "female vocal",
-    "female voice",
-    "female voices",
-    "female singer",
-)
-_words("bass", False, "bass", "bassline", "bass line", "basslines", "bass guitar", "sub bass")
-_words(
-    "piano",
-    False,
-    "piano",
-    "pianos",
-    "grand piano",
-    "keys",
-    "keyboard",
-    "keyboards",
-)
-_words(
-    "guitar",
-    False,
-    "guitar",
-    "guitars",
-    "electric guitar",
-    "acoustic guitar",
-    "rhythm guitar",
-    "lead guitar",
-)
-_words("other", False, "other", "other instruments")
-_words("lead_vocals", False, "lead vocals", "lead vocal", "lead singer", "main vocals")
-_words("backing_vocals", False, "backing vocals", "backing vocal", "back vocals", "harmonies")
-_words("dry_vocals", False, "dry vocals", "dry vocal")
-# Where nothing installed splits the vocals (or the drums), a song's lead vocal is its vocals
-# stem, as its kick is in its drums.
-_FALLBACK = {
-    "lead_vocals": "vocals",
-    "male_vocals": "vocals",
-    "female_vocals": "vocals",
-    **dict.fromkeys(("kick", "snare", "toms", "hi_hat", "ride", "crash"), "drums"),
-}
-_words(
-    _VOCALS,
-    True,
-    "instrumental",
-    "instrumentals",
-    "accompaniment",
-    "karaoke",
-    "backing track",
-    "backing tracks",
-    "minus one",
-    "background music",
-    "backing music",
-)
-
-_NEGATIONS = frozenset(
-    {
-        "everything but",
-        "everything except",
-        "everything other than",
-        "all but",
-        "all except",
-        "anything but",
-        "except",
-        "except for",
-        "other than",
-        "but not",
-        "without",
-        "no",
-        "not",
-        "remove",
-        "removing",
-        "removed",
-        "minus",
-        "exclude",
-        "excluding",
-        "mute",
-        "strip",
-        "drop",
-        "get rid of",
-        "take out",
-        "cut out",
-    }
-)
-# A negation applies to a sound named at most this many words after it ("without the lead X").
-_NEGATION_REACH = 3
-
 _PHRASES: dict[tuple[str, ...], tuple[str, bool] | None] = {
-    **{tuple(p.split()): v for p, v in _STEM_WORDS.items()},
-    **{tuple(p.split()): None for p in _NEGATIONS},
+    **{tuple(p.split()): v for p, v in STEM_WORDS.items()},
+    **{tuple(p.split()): None for p in NEGATIONS},
 }
 _LONGEST = max(len(k) for k in _PHRASES)
+
+
+class _Named(NamedTuple):
+    """One sound a prompt names: ``stem``, whether the phrase itself means everything but it
+    (``invert``: "instrumental"), and whether the prompt refuses it (``negated``)."""
+
+    stem: str
+    invert: bool
+    negated: bool
 
 
 class PromptMatch(NamedTuple):
@@ -208,43 +102,154 @@ def best_model(stem: str, installed: Sequence[ModelSpec]) -> ModelSpec | None:
 
 
 def separable(installed: Sequence[ModelSpec]) -> list[str]:
-    """What prompts can ask for with ``installed``: every stem, plus the accompaniment.
+    """What prompts can ask for with ``installed``: every stem a prompt's words name, plus the
+    accompaniment. A stem no words name (a recipe's ``drums_other``, a clean-up model's
+    ``noreverb``) is left out: typed as listed, it would be refused or read as other sounds.
 
     Returns names like ``["vocals", "accompaniment (everything but the vocals)", "drums"]``.
     """
+    named = {stem for stem, _ in STEM_WORDS.values()}
     stems: list[str] = []
     for spec in sorted(installed, key=_rank):
         for stem in produces(spec):
-            if stem not in stems and stem != "instrumental":
+            if stem not in stems and stem in named:
                 stems.append(stem)
     out: list[str] = []
     for stem in stems:
         out.append(stem)
-        if stem == _VOCALS:
+        if stem == VOCALS:
             out.append("accompaniment (everything but the vocals)")
     return out
 
 
-def _scan(prompt: str) -> tuple[str, bool] | None:
-    """The first sound the prompt names, and whether a negation right before it inverts it."""
-    words = re.findall(r"[a-z0-9]+", prompt.lower().replace("-", " "))
-    negated_at: int | None = None
+def _after(words: list[str], start: int, end: int) -> bool:
+    """Whether a negation follows the sound ``words[start:end]`` ("vocals removed", "the vocals
+    are gone", "drum-less", "take the vocals out"; not "get the drums out of it")."""
+    i = end + (end < len(words) and words[end] in AUXILIARIES)
+    if i >= len(words) or words[i] not in AFTER:
+        return False
+    if words[i] != "out":
+        return True
+    # "Out" takes the sound out after "take", "cut", "leave", … ("take the vocals out of the
+    # song"), and gets it out of the song after any other verb ("get the drums out of it").
+    j = start - 1
+    while j >= 0 and words[j] in DETERMINERS:
+        j -= 1
+    return j >= 0 and words[j] in OUT_VERBS
+
+
+def _apart(words: list[str], start: int, end: int) -> int:
+    """How many words of ``words[start:end]`` are not determiners ("all of the")."""
+    return sum(1 for word in words[start:end] if word not in DETERMINERS)
+
+
+def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
+    """Every sound the prompt names, left to right, except those named after "from"; and the
+    words it says that no sound can be read from: an effect, or a word two sounds share
+    (:data:`~demixer.service.jobs.prompt_words.EFFECTS`, ``AMBIGUOUS``)."""
+    tokens = re.findall(r"[a-z0-9]+|[,.;:!?]", prompt.lower().replace("-", " "))
+    words: list[str] = []
+    pauses: set[int] = set()  # words a comma or a full stop follows
+    for token in tokens:
+        if token.isalnum():
+            words.append(token)
+        elif words:
+            pauses.add(len(words) - 1)
+    named: list[_Named] = []
+    unclear: list[str] = []
+    negations = 0  # negations in force: two cancel ("remove everything but the vocals")
+    reach: int | None = None  # where the last negation, or a sound it negated, ended
+    negation_end: int | None = None  # where the last negation phrase itself ended
+    chained = False  # no sound named since the last negation: a next one adds to it
+    source_end: int | None = None  # where the last "from" ended
     i = 0
     while i < len(words):
         for length in range(min(_LONGEST, len(words) - i), 0, -1):
             key = tuple(words[i : i + length])
             if key in _PHRASES:
-                value = _PHRASES[key]
-                if value is None:
-                    negated_at = i + length
-                else:
-                    stem, invert = value
-                    negated = negated_at is not None and i - negated_at < _NEGATION_REACH
-                    return stem, invert != negated
-                i += length
                 break
         else:
+            if words[i] in TURNS and reach is not None and i != negation_end:
+                negations, reach = 0, None
+            elif words[i] == FROM:
+                source_end = i + 1
+            elif words[i] in EFFECTS or words[i] in AMBIGUOUS:
+                unclear.append(words[i])
             i += 1
+            continue
+        value = _PHRASES[key]
+        in_reach = reach is not None and _apart(words, reach, i) < NEGATION_REACH
+        if value is None and i + length - 1 in pauses:
+            pass  # it negates nothing: "No, just the vocals", "the vocals, no."
+        elif value is None:
+            negations = negations + 1 if in_reach and chained else 1
+            reach = negation_end = i + length
+            chained = True
+        else:
+            stem, invert = value
+            negated = in_reach and negations % 2 == 1
+            if in_reach:
+                reach = i + length
+            chained = False
+            if source_end is None or _apart(words, source_end, i) >= NEGATION_REACH:
+                named.append(_Named(stem, invert, negated != _after(words, i, i + length)))
+        i += length
+    return named, unclear
+
+
+def _say(stem: str, invert: bool = False) -> str:
+    """A sound in words: "the hi hat", "everything but the vocals"."""
+    sound = "the " + stem.replace("_", " ")
+    return f"everything but {sound}" if invert else sound
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether one of two stems holds the other (or they are the same)."""
+    return a == b or PART_OF.get(a) == b or PART_OF.get(b) == a
+
+
+def _choice(prompt: str, named: list[_Named]) -> str | tuple[str, bool]:
+    """The one sound ``named`` asks for, ``(stem, invert)``, or why there is none (a sentence
+    for the error): a prompt that refuses every sound it names asks for everything but the
+    one it refuses; one that asks for two sounds, or refuses two, asks what one separation
+    (a sound and everything else) cannot give."""
+    said = repr(prompt.strip()[:200])
+    wanted = [(n.stem, n.invert) for n in named if not n.negated]
+    refused = [(n.stem, n.invert) for n in named if n.negated]
+    if not wanted:
+        if len(set(refused)) > 1:
+            sounds = " and ".join(dict.fromkeys(_say(s, inv) for s, inv in refused))
+            return f"{said} leaves out {sounds}; a prompt can leave out only one sound"
+        stem, invert = refused[0]
+        return stem, not invert
+    stem, invert = wanted[0]
+    others = [s for s, _ in wanted if s != stem]
+    if others:
+        sounds = " and ".join(dict.fromkeys(_say(s) for s in [stem, *others]))
+        return (
+            f"{said} names {sounds}; a prompt separates one sound from the rest (ask "
+            "audio/stems, or --stems, for several)"
+        )
+    return stem, invert
+
+
+def _misfit(prompt: str, stem: str, invert: bool, named: list[_Named]) -> str | None:
+    """Why leaving out the sounds ``named`` refuses does not fit the separation of ``stem``
+    (``invert``: everything but it), or None: they must all be in what it sets aside ("the
+    vocals without the drums"; not "the drums without the kick", nor "the instrumental
+    without the drums", which would take out two sounds)."""
+    for other in (n for n in named if n.negated):
+        if invert:
+            fits = other.stem == stem and not other.invert
+        else:
+            fits = (other.stem == stem and other.invert) or not (
+                other.invert or _overlap(other.stem, stem)
+            )
+        if not fits:
+            return (
+                f"{prompt.strip()[:200]!r} asks for {_say(stem, invert)} without "
+                f"{_say(other.stem, other.invert)}, which one separation cannot give"
+            )
     return None
 
 
@@ -259,21 +264,40 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
         ``(model, stem, invert)`` (see :class:`PromptMatch`).
 
     Raises:
-        UnsupportedPrompt: the prompt names no known sound, or one no installed model
-            produces; the message lists what can be separated.
+        UnsupportedPrompt: the prompt names no known sound, or more than one, or one no
+            installed model produces; the message lists what can be separated.
     """
     can = ", ".join(separable(installed)) or "nothing (no model is installed)"
-    found = _scan(prompt)
-    if found is None:
+    named, unclear = _scan(prompt)
+    if unclear:
+        word, said = unclear[0], repr(prompt.strip()[:200])
+        why = (
+            f"{said} says {word!r}, which can mean {AMBIGUOUS[word]}: say which"
+            if word in AMBIGUOUS
+            else f"{said} names {word}, which a prompt cannot take out or keep"
+        )
+        raise UnsupportedPrompt(
+            f"{why}; with the installed models demixer can separate: {can}",
+            param="input.prompt",
+        )
+    if not named:
         raise UnsupportedPrompt(
             f"cannot tell which sound {prompt.strip()[:200]!r} asks for; with the installed "
             f"models demixer can separate: {can} (e.g. 'vocals' or 'everything but the vocals')",
             param="input.prompt",
         )
+    found = _choice(prompt, named)
+    if isinstance(found, str):
+        raise UnsupportedPrompt(
+            f"{found}; with the installed models demixer can separate: {can}",
+            param="input.prompt",
+        )
     stem, invert = found
     spec = best_model(stem, installed)
-    if spec is None and stem in _FALLBACK:
-        stem = _FALLBACK[stem]
+    # The drums stand in for the kick, but everything but the drums is not everything but
+    # the kick: only the sound itself falls back.
+    if spec is None and stem in FALLBACK and not invert:
+        stem = FALLBACK[stem]
         spec = best_model(stem, installed)
     if spec is None:
         could = [s.id for s in producers(stem, list_specs())]
@@ -281,6 +305,12 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
         raise UnsupportedPrompt(
             f"no installed model separates {stem}{hint}; with the installed models demixer "
             f"can separate: {can}",
+            param="input.prompt",
+        )
+    misfit = _misfit(prompt, stem, invert, named)
+    if misfit is not None:
+        raise UnsupportedPrompt(
+            f"{misfit}; with the installed models demixer can separate: {can}",
             param="input.prompt",
         )
     return PromptMatch(spec.id, stem, invert)
