@@ -294,6 +294,10 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     assert "vocals" in msg and "drums" in msg
     msg = _error(sep(file_id=file_id, prompt="guitar"), 422, "UNSUPPORTED_PROMPT", "input.prompt")
     assert "htdemucs_6s" in msg
+    # Spaces alone are no prompt, as "" is: a client's mistake, not a sound no model makes.
+    _error(sep(file_id=file_id, prompt=""), 400, "INVALID_REQUEST", "input.prompt")
+    msg = _error(sep(file_id=file_id, prompt=" \t "), 400, "INVALID_REQUEST", "input.prompt")
+    assert "the prompt is blank" in msg
     # Two sounds: refused, not the drums alone.
     _error(sep(file_id=file_id, prompt="drums and bass"), 422, "UNSUPPORTED_PROMPT", "input.prompt")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from demixer.models.quality import QUALITIES
 from demixer.models.spec import MODEL_ID_LENGTH
@@ -237,6 +237,15 @@ class SeparateInput(QueueInput):
         description="Keep the target only inside `include` spans / outside `include: false` "
         "ones (seconds); what is taken out goes to the residual.",
     )
+
+
+    @field_validator("prompt")
+    @classmethod
+    def _says_something(cls, prompt: str) -> str:
+        # Spaces alone are as empty as "" (INVALID_REQUEST), not a sound no model makes.
+        if not prompt.strip():
+            raise ValueError("the prompt is blank: name the sound to separate, e.g. 'vocals'")
+        return prompt
 
 
 class StemsInput(QueueInput):
