@@ -238,7 +238,6 @@ class SeparateInput(QueueInput):
         "ones (seconds); what is taken out goes to the residual.",
     )
 
-
     @field_validator("prompt")
     @classmethod
     def _says_something(cls, prompt: str) -> str:
