@@ -920,6 +920,37 @@ def test_stems_that_would_land_on_one_path_or_on_an_input_are_refused_before_any
     assert sorted(p.name for p in work.iterdir()) == ["A.wav", "B.wav", "vocals.wav"]
 
 
+def test_a_stem_name_too_long_for_the_file_system_is_refused_before_any_run(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """A song's name of 240 bytes is a legal name, but its stem `..._accompaniment.wav` is
+    258: the separation used to run to its end and fail renaming the stems into place (after
+    the other songs had run). Refused before anything runs, the name said; so is a --template
+    too long for any song."""
+    work = tmp_path / "work"
+    work.mkdir()
+    long = work / ("x" * 240 + ".wav")
+    shutil.copy(inputs["A"], work / "A.wav")
+    shutil.copy(inputs["A"], long)
+    out = tmp_path / "out"
+    run = demixer("separate", work / "A.wav", long, "-o", out, model_dir=model_dir)
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        f"error [INVALID_OUTPUT] output name '{'x' * 240}_accompaniment.wav' is 258 bytes, "
+        "more than the 255 a file system takes: shorten the output template or the song's "
+        "file name"
+    )
+    assert not out.exists()
+    run = demixer("separate", work / "A.wav", "-o", out, "--template",
+                  "{track}/" + "é" * 130 + "_{stem}", model_dir=model_dir)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        f"error [INVALID_OUTPUT] output name '{'é' * 130}_STEM.wav' is 269 bytes, more than "
+        "the 255 a file system takes: shorten the output template or the song's file name"
+    )
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "command",
     [["separate"], ["remote", "separate"], ["serve"], ["worker"], ["keys", "create"]],
