@@ -16,7 +16,7 @@ from demixer.audio import OutputFormat, StemSetWriter, WriteReport
 from demixer.engine.stems import StemPlan, is_silent
 from demixer.errors import InvalidOutput
 from demixer.filemode import NAME_MAX
-from demixer.naming import shown_name
+from demixer.naming import model_name, shown_name
 
 __all__ = ["ResidualCheck", "Writers", "output_paths", "span_outputs", "stem_tags"]
 
@@ -26,9 +26,10 @@ _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 def output_paths(
     template: str, out_dir: Path, track: str, stems: Sequence[str], fmt: OutputFormat, model: str
 ) -> dict[str, Path]:
-    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``);
-    one without ``{ext}`` gets ``.{ext}`` at its end, so every file says what it holds (and
-    two formats of one stem never share a name).
+    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``: the
+    model's id as :func:`~demixer.naming.model_name` spells it in a file name); one without
+    ``{ext}`` gets ``.{ext}`` at its end, so every file says what it holds (and two formats of
+    one stem never share a name).
 
     Raises:
         InvalidOutput: a bad template, one that escapes ``out_dir``, or a file or folder name
@@ -54,6 +55,7 @@ def output_paths(
     paths = {}
     root = out_dir.resolve()
     track = shown_name(track)
+    model = model_name(model)
     for stem in stems:
         name = template.format(track=track, stem=stem, ext=fmt.extension, model=model)
         path = out_dir / name
