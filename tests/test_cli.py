@@ -204,7 +204,18 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         (["--recipe", "spleeter-2stems"], "'spleeter-2stems' is not a recipe; recipes: karaoke"),
         (["-m", "spleeter-2stems", "--recipe", "karaoke"], "give one of --model, --recipe"),
         (["--ensemble", "a,b", "--ensemble-mode", "median"], "'median' is not one of avg"),
-        (["-m", "nope"], "unknown model 'nope'"),
+        (["-m", "nope"], "unknown model 'nope'; known models: spleeter-2stems,"),
+        (
+            ["-m", "htdemucs_fts"],
+            "[UNKNOWN_MODEL] unknown model 'htdemucs_fts' (did you mean 'htdemucs_ft' or "
+            "'htdemucs_6s' or 'htdemucs'?); known models: spleeter-2stems,",
+        ),
+        (["-m", "Kim_Vocal_3.onnx"], "'Kim_Vocal_3.onnx' (did you mean 'Kim_Vocal_2.onnx'?);"),
+        (
+            ["--stems", "vocals,drms,lead_vocals"],  # a typo, and a stem of a model not pulled
+            "[UNKNOWN_STEM] no installed model or recipe makes drms (did you mean 'drums' or "
+            "'no_drums'?), lead_vocals; the installed ones make: ",
+        ),
         (["-m", "[/nope]"], "unknown model '[/nope]'"),
         (["--format", "ogg"], "unknown output format 'ogg'"),
         (["--format", "flac", "--bit-depth", "32f"], "bit depth '32f' is not available"),
@@ -220,6 +231,9 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         "model and recipe",
         "ensemble mode",
         "unknown model",
+        "model typo",
+        "alias typo",
+        "stem typo",
         "markup-like model",
         "format",
         "bit depth",
