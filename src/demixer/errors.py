@@ -67,6 +67,7 @@ __all__ = [
     "WeightsChecksumMismatch",
     "did_you_mean",
     "exit_code_for",
+    "unknown_model",
 ]
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -509,3 +510,12 @@ def did_you_mean(word: str, known: Iterable[str] | Mapping[str, str]) -> str:
     if not names:
         return ""
     return f" (did you mean {' or '.join(repr(name) for name in names)}?)"
+
+
+def unknown_model(model_id: str, ids: Iterable[str], aliases: Mapping[str, str]) -> UnknownModel:
+    """The error for ``model_id``, which is none of ``ids`` (every model, recipe and user
+    model, in the order listed) and none of ``aliases`` (a file name -> the id it names): the
+    nearest to a typo, then every id. The server's words, and the client's before an upload."""
+    ids = list(ids)
+    near = did_you_mean(model_id, {**aliases, **{i: i for i in ids}})
+    return UnknownModel(f"unknown model {model_id!r}{near}; known models: {', '.join(ids)}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from demixer.errors import UnknownModel, did_you_mean
+from demixer.errors import UnknownModel, unknown_model
 from demixer.models.catalogue import SHIPPED, SHIPPED_ALIASES, SHIPPED_IDS
 from demixer.models.catalogue.ensembles import ensemble_spec
 from demixer.models.catalogue.recipes import user_recipes
@@ -88,10 +88,7 @@ def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
     combined = ensemble_spec(model_id, lambda part: get_spec(part, model_dir))
     if combined is not None:
         return combined
-    specs = list_specs(model_dir)
-    near = did_you_mean(model_id, {**SHIPPED_ALIASES, **{s.id: s.id for s in specs}})
-    known = ", ".join(s.id for s in specs)
-    raise UnknownModel(f"unknown model {model_id!r}{near}; known models: {known}")
+    raise unknown_model(model_id, [s.id for s in list_specs(model_dir)], SHIPPED_ALIASES)
 
 
 def model_card(model_id: str) -> str:
