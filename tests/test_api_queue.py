@@ -428,6 +428,26 @@ def test_quality_is_checked_defaulted_and_echoed(make_api: Callable[..., Api]) -
     assert field["enum"] == ["fast", "balanced", "best", None]
 
 
+def test_a_recipe_added_to_the_servers_model_dir_is_listed_within_a_second(api: Api) -> None:
+    """GET /v1/models read the recipes and models added (`models add`) from $DEMIXER_MODEL_DIR,
+    not from the server's own model directory, and rebuilt its list only when the installed
+    models changed: a recipe whose models are not here was never listed, where a job for it
+    says MODEL_UNAVAILABLE (and `remote separate -m` took it for a typo)."""
+    from demixer.api.routes.models import DISK_SECONDS
+
+    def catalogue() -> dict[str, bool]:
+        return {m["id"]: m["installed"] for m in api.get("/v1/models").json()["catalogue"]}
+
+    assert "my-drums" not in catalogue()
+    recipes = api.services.settings.model_dir / "recipes"
+    recipes.mkdir(parents=True)
+    step = {"model": "htdemucs", "input": "mix", "keep": {"drums": "drums"}, "rest": "rest"}
+    recipe = {"id": "my-drums", "stems": ["drums", "rest"], "steps": [step]}
+    (recipes / "my-drums.json").write_text(json.dumps(recipe))
+    time.sleep(DISK_SECONDS)
+    assert catalogue()["my-drums"] is False
+
+
 def test_limits_checked_before_queueing(make_api: Callable[..., Api]) -> None:
     api = make_api(max_duration_seconds=1.0)
     # A file over the limit could never be separated: refused at upload, nothing kept.

@@ -205,7 +205,18 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         (["--recipe", "spleeter-2stems"], "'spleeter-2stems' is not a recipe; recipes: karaoke"),
         (["-m", "spleeter-2stems", "--recipe", "karaoke"], "give one of --model, --recipe"),
         (["--ensemble", "a,b", "--ensemble-mode", "median"], "'median' is not one of avg"),
-        (["-m", "nope"], "unknown model 'nope'"),
+        (["-m", "nope"], "unknown model 'nope'; known models: spleeter-2stems,"),
+        (
+            ["-m", "htdemucs_fts"],
+            "[UNKNOWN_MODEL] unknown model 'htdemucs_fts' (did you mean 'htdemucs_ft' or "
+            "'htdemucs_6s' or 'htdemucs'?); known models: spleeter-2stems,",
+        ),
+        (["-m", "Kim_Vocal_3.onnx"], "'Kim_Vocal_3.onnx' (did you mean 'Kim_Vocal_2.onnx'?);"),
+        (
+            ["--stems", "vocals,drms,lead_vocals"],  # a typo, and a stem of a model not pulled
+            "[UNKNOWN_STEM] no installed model or recipe makes drms (did you mean 'drums' or "
+            "'no_drums'?), lead_vocals; the installed ones make: ",
+        ),
         (["-m", "[/nope]"], "unknown model '[/nope]'"),
         (["--format", "ogg"], "unknown output format 'ogg'"),
         (["--format", "flac", "--bit-depth", "32f"], "bit depth '32f' is not available"),
@@ -221,6 +232,9 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         "model and recipe",
         "ensemble mode",
         "unknown model",
+        "model typo",
+        "alias typo",
+        "stem typo",
         "markup-like model",
         "format",
         "bit depth",
@@ -933,6 +947,37 @@ def test_stems_that_would_land_on_one_path_or_on_an_input_are_refused_before_any
     )
     assert (work / "vocals.wav").read_bytes() == before
     assert sorted(p.name for p in work.iterdir()) == ["A.wav", "B.wav", "vocals.wav"]
+
+
+def test_a_stem_name_too_long_for_the_file_system_is_refused_before_any_run(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """A song's name of 240 bytes is a legal name, but its stem `..._accompaniment.wav` is
+    258: the separation used to run to its end and fail renaming the stems into place (after
+    the other songs had run). Refused before anything runs, the name said; so is a --template
+    too long for any song."""
+    work = tmp_path / "work"
+    work.mkdir()
+    long = work / ("x" * 240 + ".wav")
+    shutil.copy(inputs["A"], work / "A.wav")
+    shutil.copy(inputs["A"], long)
+    out = tmp_path / "out"
+    run = demixer("separate", work / "A.wav", long, "-o", out, model_dir=model_dir)
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        f"error [INVALID_OUTPUT] output name '{'x' * 240}_accompaniment.wav' is 258 bytes, "
+        "more than the 255 a file system takes: shorten the output template or the song's "
+        "file name"
+    )
+    assert not out.exists()
+    run = demixer("separate", work / "A.wav", "-o", out, "--template",
+                  "{track}/" + "é" * 130 + "_{stem}", model_dir=model_dir)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert _one_error_line(run) == (
+        f"error [INVALID_OUTPUT] output name '{'é' * 130}_STEM.wav' is 269 bytes, more than "
+        "the 255 a file system takes: shorten the output template or the song's file name"
+    )
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

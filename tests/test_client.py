@@ -307,6 +307,45 @@ def test_api_errors_carry_the_servers_code(server: Server) -> None:
         assert level.value.param == "input.quality"
 
 
+@pytest.mark.backends("sqlite")  # the client's own check: no storage or database concerned
+def test_separate_says_a_models_typo_before_it_uploads_the_song(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """`separate(model="htdemucs_fts")` uploaded the whole song, then the server refused the
+    id: now the model list (one GET) says so first, with the server's own error. An alias the
+    list names goes on to the upload (here to the server's MODEL_UNAVAILABLE: no weights)."""
+    proxy = Proxy()
+    with client(server, transport=proxy) as c:
+        with pytest.raises(ApiError) as typo:
+            c.separate(music[0], model="htdemucs_fts", directory=tmp_path, progress=False)
+        assert (typo.value.status, typo.value.code, typo.value.param) == (
+            404, "UNKNOWN_MODEL", "input.model",
+        )  # fmt: skip
+        assert typo.value.message.startswith(
+            "unknown model 'htdemucs_fts' (did you mean 'htdemucs_ft' or 'htdemucs_6s' or "
+            "'htdemucs'?); known models: spleeter-2stems, "
+        )
+        assert proxy.seen == ["GET /v1/models"]  # no POST /v1/files: nothing uploaded
+        with pytest.raises(ApiError) as absent:
+            c.separate(music[0], model="Kim_Vocal_2.onnx", directory=tmp_path, progress=False)
+        assert absent.value.code == "MODEL_UNAVAILABLE"
+        assert "POST /v1/files" in proxy.seen
+
+    seen_async = CuttingProxy()
+
+    async def typo_async() -> ApiError:
+        async with AsyncClient(server.base_url, server.key, transport=seen_async) as c:
+            with pytest.raises(ApiError) as typo:
+                await c.separate(music[0], model="karoke", directory=tmp_path, progress=False)
+            return typo.value
+
+    assert asyncio.run(typo_async()).message.startswith(
+        "unknown model 'karoke' (did you mean 'karaoke'?)"
+    )
+    assert seen_async.seen == ["GET /v1/models"]
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- the async client --------------------------------------------------------------------------
 
 

@@ -129,6 +129,16 @@ def test_an_unknown_stem_is_rejected_naming_the_valid_ones() -> None:
         assert name in message
 
 
+def test_a_misspelt_stem_is_rejected_with_the_nearest_ones() -> None:
+    """``separate -m spleeter-2stems --stems vocls``: the one error line says what was meant."""
+    with pytest.raises(UnknownStem) as info:
+        plan_stems(MODEL, TWO, ["vocls"])
+    assert info.value.message == (
+        "model 'spleeter-2stems' cannot produce stem 'vocls' (did you mean 'vocals'?); it "
+        "produces: vocals, accompaniment, residual"
+    )
+
+
 @pytest.mark.parametrize("requested", [["residual"], ["instrumental"], ["residual", "others"]])
 def test_the_residual_alone_is_rejected(requested: list[str]) -> None:
     with pytest.raises(UnknownStem, match="at least one of"):

@@ -246,6 +246,21 @@ def test_an_ensemble_of_a_vocal_and_a_four_stem_model_shares_the_vocals_only(
     assert not get_spec("fake-vocals+fake-vocals2").partial  # vocals + instrumental: whole
 
 
+def test_an_ensembles_model_folder_is_a_name_windows_and_smb_shares_take(
+    fakes: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    """``{model}`` of ``max:a+b`` was a folder named with ``:``, which Windows and SMB shares
+    refuse (and NTFS reads as a stream of the file ``max``); a single model's id is kept."""
+    song = tmp_path / "song.wav"
+    sf.write(song, _noise(0.5).T, SR)
+    template = "{model}/{track}_{stem}.{ext}"
+    separator = Separator("max:fake-vocals+fake-vocals2")
+    result = separator.separate_file(song, tmp_path / "out", ["vocals"], template=template)
+    assert result.paths["vocals"] == tmp_path / "out/max_fake-vocals+fake-vocals2/song_vocals.wav"
+    result = Separator("fake-vocals2").separate_file(song, tmp_path / "out", template=template)
+    assert result.paths["vocals"] == tmp_path / "out/fake-vocals2/song_vocals.wav"
+
+
 def test_spectrogram_max_and_min_pick_per_bin() -> None:
     t = np.arange(SR) / SR
     a = np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)

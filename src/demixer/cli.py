@@ -266,8 +266,10 @@ def separate(
                 else f"no audio or video file in {', '.join(shown_name(str(f)) for f in files)}"
             )
         output = OutputFormat.parse(fmt, bit_depth)
-        output_paths(template, out_dir, "track", ["stem"], output, "model")  # a bad template,
-        check_folder(out_dir)  # or -o a file or read-only: said before the model loads
+        # A bad template (in capitals, what stands for a name: TRACK_STEM.wav), or -o a file
+        # or read-only: said before the model loads.
+        output_paths(template, out_dir, "TRACK", ["STEM"], output, "MODEL")
+        check_folder(out_dir)
         spans = parse_spans(span, exclude_span)
         requested = stems.split(",") if stems is not None else None
         if not own:

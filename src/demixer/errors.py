@@ -8,8 +8,10 @@ so nothing above the engine ever sees a foreign traceback.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
+from collections.abc import Iterable, Mapping
 
 __all__ = [
     "AlreadyUploaded",
@@ -63,7 +65,9 @@ __all__ = [
     "UnsupportedSampleRate",
     "UrlExpired",
     "WeightsChecksumMismatch",
+    "did_you_mean",
     "exit_code_for",
+    "unknown_model",
 ]
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -487,3 +491,31 @@ def exit_code_for(error: DemixerError) -> int:
         if cls in _EXIT_CODES:
             return _EXIT_CODES[cls]
     return 1
+
+
+def did_you_mean(word: str, known: Iterable[str] | Mapping[str, str]) -> str:
+    """`` (did you mean 'a' or 'b'?)`` naming the ones of ``known`` closest to ``word`` (a
+    typed id or stem: ``htdemucs_fts``), case aside; ``""`` when none is close. For the
+    message of an error about ``word``, right after it. ``known`` as a mapping: each name ->
+    what it stands for (an alias -> its model's id), and one name is given for each."""
+    stands_for = dict(known) if isinstance(known, Mapping) else {name: name for name in known}
+    by_lower: dict[str, str] = {}
+    for name in stands_for:
+        by_lower.setdefault(name.lower(), name)
+    close = difflib.get_close_matches(word.lower(), by_lower, n=6, cutoff=0.6)
+    shown: dict[str, str] = {}  # what is named -> its closest name
+    for lowered in close:
+        shown.setdefault(stands_for[by_lower[lowered]], by_lower[lowered])
+    names = list(shown.values())[:3]
+    if not names:
+        return ""
+    return f" (did you mean {' or '.join(repr(name) for name in names)}?)"
+
+
+def unknown_model(model_id: str, ids: Iterable[str], aliases: Mapping[str, str]) -> UnknownModel:
+    """The error for ``model_id``, which is none of ``ids`` (every model, recipe and user
+    model, in the order listed) and none of ``aliases`` (a file name -> the id it names): the
+    nearest to a typo, then every id. The server's words, and the client's before an upload."""
+    ids = list(ids)
+    near = did_you_mean(model_id, {**aliases, **{i: i for i in ids}})
+    return UnknownModel(f"unknown model {model_id!r}{near}; known models: {', '.join(ids)}")

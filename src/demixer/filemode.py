@@ -13,12 +13,12 @@ from typing import TypeVar
 
 from demixer.errors import InvalidOutput
 
-__all__ = ["check_folder", "new_temporary", "unwritable"]
+__all__ = ["NAME_MAX", "check_folder", "new_temporary", "unwritable"]
 
 K = TypeVar("K")
 
 # The longest file name most file systems take (ext4, XFS, btrfs, APFS: 255 bytes).
-_NAME_MAX = 255
+NAME_MAX = 255
 
 
 def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key: K) -> Path:
@@ -33,7 +33,7 @@ def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key:
     A long ``beside`` name is cut short in the temporary's: a final name of 240 bytes is a
     legal name, and must not fail only because its temporary adds a dot, a token and a suffix.
     """
-    room = _NAME_MAX - len(f"..{secrets.token_hex(5)}{suffix}".encode())
+    room = NAME_MAX - len(f"..{secrets.token_hex(5)}{suffix}".encode())
     # Cut between characters: half a UTF-8 character is a name macOS refuses.
     name = os.fsencode(beside.name)[:room].decode("utf-8", "ignore")
     for _ in range(100):

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "input_name",
     "is_residual_maker",
+    "model_name",
     "output_name",
     "renamed",
     "residual_maker",
@@ -27,6 +28,9 @@ __all__ = [
 DEFAULT_TEMPLATE = "{track}_{stem}.{ext}"
 # What made the residual, in ``made_by`` (an output -> what made it): no model, a subtraction.
 _RESIDUAL_MAKER = "the input minus "
+# Characters Windows refuses in a file name (and SMB shares with it; ":" would even name an
+# NTFS alternate stream of another file, a silent loss).
+_NOT_PORTABLE = frozenset('<>:"/\\|?*')
 
 
 def input_name(raw: str) -> str:
@@ -51,6 +55,14 @@ def url_file_name(url: str) -> str:
 def output_name(track: str, stem: str, ext: str) -> str:
     """The file name of ``stem`` of the song ``track`` (a file name without its extension)."""
     return DEFAULT_TEMPLATE.format(track=track, stem=stem, ext=ext)
+
+
+def model_name(model_id: str) -> str:
+    """``model_id`` as a file or folder name (an output template's ``{model}``) that Windows
+    and SMB shares take too: the characters they refuse (``<>:"/\\|?*``), such as the ``:``
+    of an ensemble's ``max:a+b``, as ``_`` (``max_a+b``). Catalogue ids and ``models add``
+    names hold none of them, and stay as they are."""
+    return "".join("_" if c in _NOT_PORTABLE else c for c in model_id)
 
 
 def renamed(file_name: str, track: str, new_track: str) -> str:

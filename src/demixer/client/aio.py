@@ -18,6 +18,7 @@ from demixer.client import core
 from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
 from demixer.client.errors import (
     ApiError,
+    BadResponse,
     ClientError,
     ConnectionFailed,
     WaitTimeout,
@@ -322,7 +323,15 @@ class AsyncClient(core.ClientBase):
         is cancelled on the server too."""
         path = Path(path)
         check_folder(Path(directory))
-        with SeparateProgress(path, core.upload_size(path), progress) as bar:
+        size = core.upload_size(path)
+        checked = self._model_to_check(model, prompt)
+        if checked is not None:  # a typo is said before the upload
+            try:
+                listing = await self._json(self._models_call())
+            except (ApiError, BadResponse):  # no models:read scope, ...: the server decides
+                listing = {}
+            self._check_listed(checked, listing)
+        with SeparateProgress(path, size, progress) as bar:
             info = await self.upload(path, on_bytes=bar.uploaded)
             job = await self.submit(
                 info.file_id,

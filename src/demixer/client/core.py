@@ -36,8 +36,9 @@ from demixer.client.errors import (
 )
 from demixer.client.types import OutputFile, Result, Status
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import DemixerError, InvalidAudio, StorageFull
+from demixer.errors import DemixerError, InvalidAudio, StorageFull, unknown_model
 from demixer.filemode import new_temporary, unwritable
+from demixer.models.spec import MODEL_ID_LENGTH
 from demixer.naming import input_name, renamed, shown_name
 from demixer.retry_after import retry_after
 
@@ -535,6 +536,8 @@ class ClientBase:
         self.timeout = timeout
         self.max_tries = max_tries
         self.poll_interval = poll_interval
+        # Model ids the server listed: `separate` asks GET /v1/models once per id, not per song.
+        self._listed_models: set[str] = set()
 
     def _headers(self, call: Call) -> dict[str, str]:
         headers = {"User-Agent": f"demixer-client/{__version__}", **call.headers}
@@ -567,6 +570,48 @@ class ClientBase:
 
     def _request_url(self, request_id: str, tail: str) -> str:
         return self._url(f"/v1/queue/requests/{quote(request_id, safe='')}{tail}")
+
+    # --- a model checked before an upload --------------------------------------------------
+
+    def _model_to_check(self, model: str | None, prompt: str | None) -> str | None:
+        """The model ``separate`` should look up in the server's model list before it uploads
+        a whole song only to hear the id is a typo, or None. Only a plain id (a model, recipe
+        or alias, which the list names) not listed before: an ensemble's ``a+b`` and anything
+        the list cannot settle are left to the server, as is ``model`` beside a prompt (which
+        ignores it)."""
+        if model is None or prompt is not None or model in self._listed_models:
+            return None
+        if not 0 < len(model) <= MODEL_ID_LENGTH or "+" in model or ":" in model:
+            return None
+        return model
+
+    def _models_call(self) -> Call:
+        return Call("GET", self._url("/v1/models"))
+
+    def _check_listed(self, model: str, listing: Mapping[str, Any]) -> None:
+        """Raise the :class:`ApiError` the server answers a job for ``model`` (404
+        ``UNKNOWN_MODEL``, ``param`` ``input.model``) when its model list (``GET /v1/models``'s
+        answer) names it nowhere; nothing when it does, or when the answer is not the shape
+        this client knows (another version's server decides for itself)."""
+        catalogue = listing.get("catalogue")
+        if not isinstance(catalogue, list) or not catalogue:
+            return
+        ids: list[str] = []
+        aliases: dict[str, str] = {}
+        for entry in catalogue:
+            if not isinstance(entry, dict):
+                return
+            model_id, names = entry.get("id"), entry.get("aliases")
+            if not isinstance(model_id, str) or not isinstance(names, list):
+                return
+            ids.append(model_id)
+            aliases.update({str(name): model_id for name in names})
+        if model in ids or model in aliases:
+            self._listed_models.add(model)
+            return
+        error = unknown_model(model, ids, aliases)
+        # 404, as the server's status table (demixer.api.errors) answers UNKNOWN_MODEL
+        raise ApiError(404, error.code, error.message, "input.model")
 
     # --- calls ---------------------------------------------------------------------------
 

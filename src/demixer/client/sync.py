@@ -17,6 +17,7 @@ from demixer.client import core
 from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
 from demixer.client.errors import (
     ApiError,
+    BadResponse,
     ClientError,
     ConnectionFailed,
     WaitTimeout,
@@ -366,11 +367,22 @@ class Client(core.ClientBase):
         shows bars on stderr when it is a terminal. ``on_result`` is called with the job's
         :class:`Result` before the download (each output's ``gain`` and ``clipped``).
         Interrupted (Ctrl-C) while waiting, the job is cancelled on the server. ``directory``
-        is checked before anything is sent (:class:`~demixer.errors.InvalidOutput`).
+        is checked before anything is sent (:class:`~demixer.errors.InvalidOutput`), and a
+        ``model`` id (not an ensemble's) against ``GET /v1/models`` before the upload, once
+        per id: one the server does not list raises its :class:`ApiError` 404
+        ``UNKNOWN_MODEL`` without the song sent.
         """
         path = Path(path)
         check_folder(Path(directory))
-        with SeparateProgress(path, core.upload_size(path), progress) as bar:
+        size = core.upload_size(path)
+        checked = self._model_to_check(model, prompt)
+        if checked is not None:  # a typo is said before the upload
+            try:
+                listing = self._json(self._models_call())
+            except (ApiError, BadResponse):  # no models:read scope, ...: the server decides
+                listing = {}
+            self._check_listed(checked, listing)
+        with SeparateProgress(path, size, progress) as bar:
             info = self.upload(path, on_bytes=bar.uploaded)
             job = self.submit(
                 info.file_id,

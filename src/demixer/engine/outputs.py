@@ -5,6 +5,7 @@ blocks, which pair of outputs spans reshape, and the silent optional residual's 
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -14,7 +15,8 @@ import numpy as np
 from demixer.audio import OutputFormat, StemSetWriter, WriteReport
 from demixer.engine.stems import StemPlan, is_silent
 from demixer.errors import InvalidOutput
-from demixer.naming import shown_name
+from demixer.filemode import NAME_MAX
+from demixer.naming import model_name, shown_name
 
 __all__ = ["ResidualCheck", "Writers", "output_paths", "span_outputs", "stem_tags"]
 
@@ -24,9 +26,16 @@ _TEMPLATE_FIELDS = {"track", "stem", "ext", "model"}
 def output_paths(
     template: str, out_dir: Path, track: str, stems: Sequence[str], fmt: OutputFormat, model: str
 ) -> dict[str, Path]:
-    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``);
-    one without ``{ext}`` gets ``.{ext}`` at its end, so every file says what it holds (and
-    two formats of one stem never share a name)."""
+    """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``: the
+    model's id as :func:`~demixer.naming.model_name` spells it in a file name); one without
+    ``{ext}`` gets ``.{ext}`` at its end, so every file says what it holds (and two formats of
+    one stem never share a name).
+
+    Raises:
+        InvalidOutput: a bad template, one that escapes ``out_dir``, or a file or folder name
+            longer than a file system takes (said here, before a separation that could only
+            fail at its end, when the finished stems are renamed into place).
+    """
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
@@ -46,10 +55,19 @@ def output_paths(
     paths = {}
     root = out_dir.resolve()
     track = shown_name(track)
+    model = model_name(model)
     for stem in stems:
-        path = out_dir / template.format(track=track, stem=stem, ext=fmt.extension, model=model)
+        name = template.format(track=track, stem=stem, ext=fmt.extension, model=model)
+        path = out_dir / name
         if not path.resolve().is_relative_to(root):
             raise InvalidOutput(f"output template {template!r} escapes the output directory")
+        for part in Path(name).parts:
+            size = len(os.fsencode(part))
+            if size > NAME_MAX:
+                raise InvalidOutput(
+                    f"output name {part!r} is {size} bytes, more than the {NAME_MAX} a file "
+                    "system takes: shorten the output template or the song's file name"
+                )
         paths[stem] = path
     return paths
 

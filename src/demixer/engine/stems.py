@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from demixer.errors import NoStemsRequested, UnknownStem
+from demixer.errors import NoStemsRequested, UnknownStem, did_you_mean
 from demixer.models.planner import canonical_stem, canonical_stems, choose
 from demixer.models.spec import ModelSpec
 
@@ -121,9 +121,10 @@ def plan_stems(
         elif name == RESIDUAL or name in RESIDUAL_ALIASES:
             residual_name = residual_name or name
         else:
-            valid = ", ".join([*model_stems, RESIDUAL])
+            valid = [*model_stems, RESIDUAL]
             raise UnknownStem(
-                f"model {model_id!r} cannot produce stem {name!r}; it produces: {valid}"
+                f"model {model_id!r} cannot produce stem {name!r}{did_you_mean(name, valid)}; "
+                f"it produces: {', '.join(valid)}"
             )
     if not targets:
         raise UnknownStem(

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from demixer.errors import UnknownStem
+from demixer.errors import UnknownStem, did_you_mean
+from demixer.models.catalogue import SHIPPED
 from demixer.models.spec import ModelSpec
 
 __all__ = [
@@ -186,7 +187,8 @@ def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
     """The best of ``installed`` making every one of ``stems`` (demixer's names).
 
     Raises:
-        UnknownStem: none makes them all; the message names what the installed set can make.
+        UnknownStem: none makes them all; the message names what the installed set can make
+            (and for a word no model makes, the stems nearest to it).
     """
     order = [s.id for s in installed]
     able = [spec for spec in installed if set(stems) <= set(produces(spec))]
@@ -194,6 +196,9 @@ def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
         return min(able, key=lambda spec: rank(spec, stems, order))
     can = sorted({s for spec in installed for s in produces(spec)})
     missing = [s for s in stems if not any(s in produces(spec) for spec in installed)]
+    # A stem some model makes is only not installed; any other word is likely a typo.
+    words = {s for spec in SHIPPED for s in produces(spec)} | set(can)
+    missing = [s if s in words else s + did_you_mean(s, sorted(words)) for s in missing]
     what = (
         f"no installed model or recipe makes {', '.join(missing)}"
         if missing

@@ -17,7 +17,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from demixer.errors import UnknownModel
+from demixer.errors import UnknownModel, unknown_model
 from demixer.models.catalogue import SHIPPED, SHIPPED_ALIASES, SHIPPED_IDS
 from demixer.models.catalogue.ensembles import ensemble_spec
 from demixer.models.catalogue.recipes import user_recipes
@@ -75,7 +75,7 @@ def _user_recipes(model_dir: Path | None = None) -> tuple[ModelSpec, ...]:
 def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
     """The spec for ``model_id``: a catalogue id or alias (``Kim_Vocal_2.onnx``), a user model or
     recipe in ``model_dir``, or an ensemble's id (``a+b``, ``max:a+b``); raises
-    :class:`UnknownModel` naming the known ids."""
+    :class:`UnknownModel` naming the known ids, first the nearest to a typo's."""
     spec = _BY_ID.get(model_id) or _BY_ID.get(SHIPPED_ALIASES.get(model_id, ""))
     if spec is not None:
         return spec
@@ -88,8 +88,7 @@ def get_spec(model_id: str, model_dir: Path | None = None) -> ModelSpec:
     combined = ensemble_spec(model_id, lambda part: get_spec(part, model_dir))
     if combined is not None:
         return combined
-    known = ", ".join(s.id for s in list_specs(model_dir))
-    raise UnknownModel(f"unknown model {model_id!r}; known models: {known}")
+    raise unknown_model(model_id, [s.id for s in list_specs(model_dir)], SHIPPED_ALIASES)
 
 
 def model_card(model_id: str) -> str:

@@ -143,9 +143,10 @@ DISK_SECONDS = 1.0
 class ModelLists:
     """``GET /v1/models``'s JSON, built again only when the models it lists change.
 
-    The list depends on the settings (fixed), the registry (fixed), the models whose weights are
-    on this machine (looked for at most every ``disk_seconds``: that is a file check per weight
-    of every model) and the models live workers advertise (read on every call: one indexed
+    The list depends on the settings (fixed), the registry (the catalogue, and the models and
+    recipes added to the model directory), the models whose weights are on this machine (both
+    looked for at most every ``disk_seconds``: that is a file check per weight of every model)
+    and the models live workers advertise (read on every call: one indexed
     query, so a worker's models are listed as soon as it has registered).
 
     Args:
@@ -164,9 +165,11 @@ class ModelLists:
         self.services = services
         self.disk_seconds = disk_seconds
         self.clock = clock
+        self._listed: tuple[str, ...] = ()  # every model's id, in the registry's order
         self._on_disk: frozenset[str] = frozenset()
         self._disk_due = -math.inf
-        self._built: tuple[frozenset[str], bytes] | None = None
+        # (what the body was built from: the ids listed and those installed, the body)
+        self._built: tuple[tuple[tuple[str, ...], frozenset[str]], bytes] | None = None
         self.shared = Batched(lambda _keys: {None: self.body()})  # one read for many requests
 
     def body(self) -> bytes:
@@ -174,13 +177,18 @@ class ModelLists:
         services = self.services
         model_dir = services.settings.model_dir
         if self.clock() >= self._disk_due:
-            self._on_disk = frozenset(s.id for s in list_specs() if is_installed(s, model_dir))
+            # The server's model directory, as the jobs use it: its own models and recipes are
+            # listed too, and one added (a recipe whose models are not here) shows at once.
+            specs = list_specs(model_dir)
+            self._listed = tuple(s.id for s in specs)
+            self._on_disk = frozenset(s.id for s in specs if is_installed(s, model_dir))
             self._disk_due = self.clock() + self.disk_seconds
         with services.db.snapshot() as conn:
             advertised = advertised_models(conn, services.db.clock())
         ids = self._on_disk | advertised
         built = self._built
-        if built is None or built[0] != ids:
-            installed = [spec for spec in list_specs() if spec.id in ids]  # registry order
-            built = self._built = (ids, model_list(services, installed).model_dump_json().encode())
+        if built is None or built[0] != (self._listed, ids):
+            installed = [spec for spec in list_specs(model_dir) if spec.id in ids]  # in order
+            body = model_list(services, installed).model_dump_json().encode()
+            built = self._built = ((self._listed, ids), body)
         return built[1]
