@@ -534,6 +534,36 @@ def test_migrate_reads_dot_env_warns_of_a_mistyped_setting_and_hides_the_passwor
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() is not None
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_schema_of_a_later_release_stops_the_command_and_is_left_alone(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The software rolled back over a database a later release upgraded: Alembic knows no way
+    back from its revision. It was a traceback ("Can't locate revision"); it is one line naming
+    the revision, exit 1, and the schema is left as it was."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'demixer.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    migrate(db)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    env["DEMIXER_DATABASE_URL"] = url
+    done = run_demixer("migrate", "--data-dir", str(tmp_path / "data"), env=env)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr.strip() == (
+        "error [SCHEMA_TOO_NEW] the database's schema is at revision 0099, made by a later "
+        f"demixer release; this release knows revisions up to {head}: run the later release, "
+        "or restore the backup taken before it upgraded the database"
+    )
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
+    db.dispose()
+
+
 def test_a_database_that_refuses_the_settings_stops_the_command_at_once(pg_url: str) -> None:
     """A database that is not there, or a user it does not know, is a wrong setting: waiting
     DEMIXER_DATABASE_WAIT_SECONDS for it (here 600 s: past the run's timeout) helps nobody,

@@ -192,7 +192,10 @@ def _migrate(services: Any, settings: Any) -> None:
     from demixer.service.migrate import migrate
 
     with _waited_for_database(settings):
-        before, after = migrate(services.db, within=settings.database_wait_seconds)
+        try:
+            before, after = migrate(services.db, within=settings.database_wait_seconds)
+        except DemixerError as e:  # a schema a later release made
+            raise fail(e) from None
     if before is not None and before != after:  # an upgrade is said (a new schema is not):
         # other processes on the same database, still at the old version, may now fail
         print_warning(

@@ -7,11 +7,20 @@ from importlib import resources
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from demixer.errors import DemixerError
 from demixer.service.db import Database, retry_unavailable
 
-__all__ = ["MIGRATION_LOCK", "alembic_config", "migrate"]
+__all__ = ["MIGRATION_LOCK", "SchemaTooNew", "alembic_config", "migrate"]
+
+
+class SchemaTooNew(DemixerError):
+    """The database's schema is at a revision this release does not know: a later release
+    upgraded it (the software was rolled back, or an old process shares the database)."""
+
+    code = "SCHEMA_TOO_NEW"
 
 
 def alembic_config() -> Config:
@@ -46,6 +55,9 @@ def migrate(
     still being switched to WAL by another process ("database is locked"), is waited for up to
     ``within`` seconds (:data:`WAIT_SECONDS`; ``DEMIXER_DATABASE_WAIT_SECONDS`` for the CLI):
     the migration is one transaction, so trying again is safe.
+
+    Raises:
+        SchemaTooNew: the schema is at a revision a later release made; nothing is changed.
     """
     return retry_unavailable(
         lambda: _upgrade(db, revision), within=within, what="migrating", max_wait=2.0
@@ -58,6 +70,21 @@ def _upgrade(db: Database, revision: str) -> tuple[str | None, str | None]:
         if db.dialect == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         before = MigrationContext.configure(connection).get_current_revision()
+        _check_known(config, before)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
         return before, MigrationContext.configure(connection).get_current_revision()
+
+
+def _check_known(config: Config, revision: str | None) -> None:
+    """Refuse a schema that a later release upgraded: Alembic cannot even read the way back
+    from it (it raised "Can't locate revision" from deep inside, a traceback), and this
+    release's code would misread its tables."""
+    scripts = ScriptDirectory.from_config(config)
+    if revision is None or revision in {script.revision for script in scripts.walk_revisions()}:
+        return
+    raise SchemaTooNew(
+        f"the database's schema is at revision {revision}, made by a later demixer release; "
+        f"this release knows revisions up to {scripts.get_current_head()}: run the later "
+        "release, or restore the backup taken before it upgraded the database"
+    )
