@@ -34,6 +34,7 @@ from demixer.cli_inputs import skipped_line
 from demixer.cli_output import FileProgress, level_notes
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
+from demixer.server.compose import build_services
 from demixer.service.db import Database
 from demixer.service.migrate import alembic_config, migrate
 from demixer.settings import Settings
@@ -525,6 +526,44 @@ def test_a_command_that_upgrades_the_schema_says_so(model_dir: Path, tmp_path: P
     assert (again.returncode, again.stderr) == (0, "")
     fresh = demixer("keys", "list", "--data-dir", tmp_path / "new", model_dir=model_dir)
     assert (fresh.returncode, fresh.stderr) == (0, "")
+
+
+def test_a_sqlite_file_that_cannot_be_used_stops_the_command_at_once(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A database file that is not SQLite's (a path mixed up, a restore gone wrong) was a
+    traceback; one on a read-only disk was waited for DEMIXER_DATABASE_WAIT_SECONDS and then
+    said "did not answer". Neither is an outage: one line at once, exit 2, saying which. (The
+    read-only disk is a tmpfs remounted read-only: that needs root, as test_full_disk's.)"""
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "demixer.db").write_bytes(b"not a database, a text file " * 100)
+    done = demixer("migrate", "--data-dir", garbage, model_dir=model_dir)
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error [INVALID_DATABASE_URL] the database 'sqlite:///{garbage}/demixer.db' refused "
+        "this process (DEMIXER_DATABASE_URL): file is not a database"
+    )
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
+    try:
+        services = build_services(Settings(data_dir=disk))  # its folders and signing key
+        migrate(services.db)
+        services.db.dispose()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        done = demixer("keys", "list", "--data-dir", disk, model_dir=model_dir,
+                       env={"DEMIXER_DATABASE_WAIT_SECONDS": "30"})  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error [INVALID_DATABASE_URL] the database 'sqlite:///{disk}/demixer.db' refused this "
+        f"process (DEMIXER_DATABASE_URL): unable to open database file ({disk} is read-only)"
+    )
 
 
 def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(

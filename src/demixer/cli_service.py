@@ -7,6 +7,7 @@ environment, and passes it down; nothing is created at import time.
 from __future__ import annotations
 
 import multiprocessing.util
+import os
 import shutil
 import signal
 import socket
@@ -215,11 +216,13 @@ def _waited_for_database(settings: Any) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        if is_refused(exc):  # no use waiting: the URL's user, password or database is wrong
+        if is_refused(exc):  # no use waiting: a wrong user, password or database, or a SQLite
+            # file that is not one or cannot be opened
             print_error(
                 "INVALID_DATABASE_URL",
                 f"the database {_shown_url(settings.database)} refused this process "
-                f"(DEMIXER_DATABASE_URL): {' '.join(str(exc.orig).split())}",
+                f"(DEMIXER_DATABASE_URL): {' '.join(str(exc.orig).split())}"
+                f"{_read_only_folder(settings.database)}",
             )
             raise typer.Exit(2) from None
         if not is_unavailable(exc):
@@ -231,6 +234,23 @@ def _waited_for_database(settings: Any) -> Iterator[None]:
             f"{' '.join(str(exc.orig).split())}",
         )
         raise typer.Exit(1) from None
+
+
+def _read_only_folder(url: str) -> str:
+    """`` (FOLDER is read-only)`` when ``url`` is a SQLite file in a folder this process may
+    not write: SQLite's own words ("unable to open database file") do not say so, and it
+    needs to write its journal beside the file even to read."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return ""
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return ""
+    folder = Path(parsed.database).parent
+    return f" ({folder} is read-only)" if folder.is_dir() and not os.access(folder, os.W_OK) else ""
 
 
 def _shown_url(url: str) -> str:

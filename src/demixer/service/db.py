@@ -118,10 +118,22 @@ _REFUSED = re.compile(
 )
 
 
+# SQLite's primary result codes for a database file this process cannot use as one: it
+# cannot open it (a read-only folder: SQLite writes its WAL and shared memory beside the file),
+# may not write it, or the file is not a SQLite database (or is damaged). Waiting changes none.
+_SQLITE_UNUSABLE = frozenset({8, 11, 14, 26})  # READONLY, CORRUPT, CANTOPEN, NOTADB
+
+
 def is_refused(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing this process's connections for a reason that
-    waiting will not change (:data:`_REFUSED`): the settings are wrong, say so at once."""
-    return isinstance(exc, DBAPIError) and bool(_REFUSED.search(str(exc.orig)))
+    waiting will not change (:data:`_REFUSED`; a SQLite file this process cannot use,
+    :data:`_SQLITE_UNUSABLE`): the settings are wrong, say so at once."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_UNUSABLE:  # extended codes too
+        return True
+    return bool(_REFUSED.search(str(exc.orig)))
 
 
 def retry_unavailable(
