@@ -566,6 +566,37 @@ def test_a_sqlite_file_that_cannot_be_used_stops_the_command_at_once(
     )
 
 
+def test_a_data_directory_on_a_full_disk_stops_serve_with_one_line(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A server restarted once its disk had filled up (months of results): SQLite cannot even
+    open its database there, and `serve` waited DEMIXER_DATABASE_WAIT_SECONDS for it as for an
+    outage, then said "did not answer: disk I/O error". It says the disk is full, at once."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
+    try:
+        services = build_services(Settings(data_dir=disk))
+        migrate(services.db)
+        services.db.dispose()
+        with (disk / "results").open("wb") as fill, contextlib.suppress(OSError):
+            while True:
+                fill.write(b"\0" * 65536)
+                fill.flush()
+        wait = {"DEMIXER_DATABASE_WAIT_SECONDS": "30"}
+        port = str(free_port())
+        done = demixer("serve", "--data-dir", disk, "--port", port, model_dir=model_dir, env=wait)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert done.returncode == 1, done.stderr
+    assert _one_error_line(done) == (
+        f"error [STORAGE_FULL] the disk under the data directory {disk} is full: demixer cannot "
+        "write its database or files there; free some space and start again"
+    )
+
+
 def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

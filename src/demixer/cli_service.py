@@ -82,6 +82,7 @@ def _services(settings: Any) -> Any:
     from demixer.service.scratch import sweep_scratch
 
     _make_data_dir(settings)
+    _check_room(settings.data_dir)
     services = _build(settings)
     _migrate(services, settings)
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
@@ -160,6 +161,21 @@ def _make_data_dir(settings: Any) -> None:
             "(--data-dir or DEMIXER_DATA_DIR chooses another)",
         )
         raise typer.Exit(2) from None
+
+
+def _check_room(data_dir: Path) -> None:
+    """A data directory on a full disk ends the command with one line: SQLite could not even
+    open its database there (it was waited for as an outage, then "did not answer: disk I/O
+    error"), a new one failed as "cannot create None", and a first key was a traceback."""
+    from demixer.errors import StorageFull
+
+    if StorageFull.at(data_dir):
+        raise fail(
+            StorageFull(
+                f"the disk under the data directory {data_dir} is full: demixer cannot write "
+                "its database or files there; free some space and start again"
+            )
+        )
 
 
 def _build(settings: Any) -> Any:

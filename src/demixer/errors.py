@@ -447,8 +447,11 @@ class StorageFull(ServiceUnavailable):
             if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
                 return True
             seen = seen.__cause__ or seen.__context__
-        if where is None:
-            return False
+        return where is not None and StorageFull.at(where)
+
+    @staticmethod
+    def at(where: str | os.PathLike[str]) -> bool:
+        """Whether the filesystem holding ``where`` counts as full (under 1 MiB free)."""
         try:
             stat = os.statvfs(where)
         except OSError:
