@@ -586,6 +586,26 @@ def test_a_database_that_refuses_the_settings_stops_the_command_at_once(pg_url: 
         )
 
 
+def test_a_database_that_takes_no_writes_stops_the_command_at_once(pg_url: str) -> None:
+    """A URL left on a standby after a failover (here: a database set read-only): `migrate`
+    said "up to date" and `serve` started, then answered every submit 500 while its worker
+    logged a traceback a second. Every service command now stops at start, saying why."""
+    db = Database(pg_url)
+    migrate(db)
+    db.dispose()
+    name = pg_url.rsplit("/", 1)[1]
+    admin = pg_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    done = run_demixer("migrate", env={**env, "DEMIXER_DATABASE_URL": pg_url})
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.strip() == (
+        f"error [INVALID_DATABASE_URL] the database {pg_url!r} refused this process "
+        "(DEMIXER_DATABASE_URL): cannot execute UPDATE in a read-only transaction"
+    )
+
+
 def test_migrate_waits_out_a_locked_or_unreachable_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -122,14 +122,20 @@ _REFUSED = re.compile(
 # cannot open it (a read-only folder: SQLite writes its WAL and shared memory beside the file),
 # may not write it, or the file is not a SQLite database (or is damaged). Waiting changes none.
 _SQLITE_UNUSABLE = frozenset({8, 11, 14, 26})  # READONLY, CORRUPT, CANTOPEN, NOTADB
+# PostgreSQL's SQLSTATEs for a database that lets this process read but not write: a standby
+# or a read-only database (read_only_sql_transaction), a user without the rights.
+_PG_NO_WRITES = frozenset({"25006", "42501"})
 
 
 def is_refused(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing this process's connections for a reason that
     waiting will not change (:data:`_REFUSED`; a SQLite file this process cannot use,
-    :data:`_SQLITE_UNUSABLE`): the settings are wrong, say so at once."""
+    :data:`_SQLITE_UNUSABLE`; its writes, :data:`_PG_NO_WRITES`): the settings are wrong,
+    say so at once."""
     if not isinstance(exc, DBAPIError):
         return False
+    if getattr(exc.orig, "sqlstate", None) in _PG_NO_WRITES:
+        return True
     code = getattr(exc.orig, "sqlite_errorcode", None)
     if isinstance(code, int) and code & 0xFF in _SQLITE_UNUSABLE:  # extended codes too
         return True

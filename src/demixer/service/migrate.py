@@ -73,6 +73,10 @@ def _upgrade(db: Database, revision: str) -> tuple[str | None, str | None]:
         _check_known(config, before)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+        # A database this process may read but not write (a standby a failover left the URL
+        # on, a read-only user) started every process, whose every write then failed (500s,
+        # a worker logging a traceback a second): a write here says so at start.
+        connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
         return before, MigrationContext.configure(connection).get_current_revision()
 
 
