@@ -597,6 +597,23 @@ def test_a_data_directory_on_a_full_disk_stops_serve_with_one_line(
     )
 
 
+def test_an_empty_url_signing_key_stops_the_service(model_dir: Path, tmp_path: Path) -> None:
+    """A data directory restored with an empty ``signing.key`` (a crash just after the first
+    start, a copy that lost it): the API signed its download URLs with an empty HMAC key, so
+    anyone could make a valid URL for any stored blob, with any expiry. Now every service
+    command refuses the damaged key, saying what to do."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "signing.key").write_bytes(b"")
+    done = demixer("migrate", "--data-dir", data, model_dir=model_dir)
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error [INVALID_DATA_DIR] the URL-signing key {data}/signing.key holds 0 bytes, not "
+        "32: it is damaged; delete it and a new one is made (URLs handed out before stop "
+        "working)"
+    )
+
+
 def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

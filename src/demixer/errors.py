@@ -32,6 +32,7 @@ __all__ = [
     "InputNotFound",
     "InvalidAudio",
     "InvalidAudioUrl",
+    "InvalidDataDir",
     "InvalidModelConfig",
     "InvalidModelDir",
     "InvalidOutput",
@@ -193,6 +194,12 @@ class InvalidSetting(DemixerError):
     """A ``DEMIXER_*`` setting has a value demixer does not know (e.g. ``DEMIXER_PRECISION``)."""
 
     code = "INVALID_SETTING"
+
+
+class InvalidDataDir(DemixerError):
+    """The data directory cannot be used as it is (a file in it is damaged)."""
+
+    code = "INVALID_DATA_DIR"
 
 
 class DeviceUnavailable(DemixerError):
@@ -475,6 +482,7 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     InvalidModelDir: 2,
     DeviceUnavailable: 2,
     InvalidSetting: 2,
+    InvalidDataDir: 2,
     InvalidAudio: 3,
     # A server's refusal of one input (over its upload limit), as DURATION_LIMIT (an
     # InvalidAudio) is: `remote separate` goes on with the other inputs.
