@@ -63,13 +63,22 @@ _PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing a write because its disk is full (SQLite's
-    ``SQLITE_FULL``, PostgreSQL's ``disk_full``): nothing was written, retry once there is room."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
-    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
-        return True
-    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL or "disk is full" in str(orig)
+    ``SQLITE_FULL``, PostgreSQL's ``disk_full``): nothing was written, retry once there is room.
+
+    The error raised while handling another counts too: Alembic's clean-up after a SQLite
+    table copy that filled the disk fails ("no such table: _alembic_tmp_jobs": SQLite had
+    rolled the copy back) and hides the full disk behind it.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError):
+            orig = seen.orig
+            if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+                return True
+            if getattr(orig, "sqlstate", None) == _PG_DISK_FULL or "disk is full" in str(orig):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_nul_text(exc: BaseException) -> bool:

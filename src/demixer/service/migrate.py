@@ -9,9 +9,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from demixer.errors import DemixerError
-from demixer.service.db import Database, retry_unavailable
+from demixer.errors import DemixerError, StorageFull
+from demixer.service.db import Database, is_disk_full, retry_unavailable
 
 __all__ = ["MIGRATION_LOCK", "SchemaTooNew", "alembic_config", "migrate"]
 
@@ -58,6 +59,7 @@ def migrate(
 
     Raises:
         SchemaTooNew: the schema is at a revision a later release made; nothing is changed.
+        StorageFull: the database's disk has no room for the migration; nothing is changed.
     """
     return retry_unavailable(
         lambda: _upgrade(db, revision), within=within, what="migrating", max_wait=2.0
@@ -65,6 +67,20 @@ def migrate(
 
 
 def _upgrade(db: Database, revision: str) -> tuple[str | None, str | None]:
+    try:
+        return _upgrade_once(db, revision)
+    except DBAPIError as exc:
+        if not is_disk_full(exc):
+            raise
+        # Not an outage to wait out: said at once, and what it needs (a SQLite migration
+        # copies a table whole while it runs).
+        raise StorageFull(
+            "the database's disk has no room to upgrade its schema (a table is copied while "
+            "it runs); nothing was changed: free some space and start again"
+        ) from None
+
+
+def _upgrade_once(db: Database, revision: str) -> tuple[str | None, str | None]:
     config = alembic_config()
     with db.engine.execution_options(immediate=True).begin() as connection:
         if db.dialect == "postgresql":
