@@ -23,7 +23,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from api_support import TestClient, close_app
 from audiofiles import stempeg_example
@@ -38,7 +38,7 @@ from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.migrate import alembic_config, migrate
-from demixer.service.schema import ApiKey, Base, Job, JobLog, UsageRecord
+from demixer.service.schema import ApiKey, Base, Delivery, Job, JobLog, UsageRecord
 from demixer.service.worker import Worker
 from servers import Servers
 from service_harness import run_demixer
@@ -161,6 +161,40 @@ def _submit(queue: Queue, db: Database, account: str, job_id: str, engine_model:
             s, job_id=job_id, account_id=account, queue_model="q", engine_model=engine_model,
             params=PARAMS,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_upgrade_keeps_every_jobs_log_and_webhook_deliveries(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """On SQLite, 0005 changes a column of ``jobs`` by copying the table and dropping the old
+    one; with foreign keys on, the drop deleted every row that references a job ON DELETE
+    CASCADE: the upgrade from the previous release (0004) emptied every job's log and its
+    webhook deliveries, those still to be sent too."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'demixer.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    migrate(db, "0004")
+    account, _ = create_key(db)
+    _submit(Queue(db), db, account, "job_old", "m")
+    now = db.clock()
+    with db.write() as s:
+        s.add(JobLog(job_id="job_old", timestamp=now, message="attempt 1 on worker w"))
+        s.add(Delivery(id="whk_1", job_id="job_old", url="https://example.org/hook",
+                       secret="whsec_x", event_type="audio.separate.completed", payload={},
+                       next_attempt_at=now, created_at=now, updated_at=now))  # fmt: skip
+    migrate(db)
+    with db.read() as s:
+        logs = s.scalars(select(JobLog.message).where(JobLog.job_id == "job_old")).all()
+        pending = s.scalars(select(Delivery.id).where(Delivery.status == "pending")).all()
+    assert "attempt 1 on worker w" in logs and pending == ["whk_1"]
+    # Foreign keys hold again after the upgrade.
+    with db.engine.connect() as conn, pytest.raises(IntegrityError):
+        conn.execute(text("INSERT INTO job_logs (job_id, timestamp, message) "
+                          "VALUES ('job_none', :now, 'x')"), {"now": now})  # fmt: skip
+    db.dispose()
 
 
 def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from demixer.errors import DemixerError, StorageFull
@@ -82,7 +84,11 @@ def _upgrade(db: Database, revision: str) -> tuple[str | None, str | None]:
 
 def _upgrade_once(db: Database, revision: str) -> tuple[str | None, str | None]:
     config = alembic_config()
-    with db.engine.execution_options(immediate=True).begin() as connection:
+    with (
+        db.engine.connect() as connection,
+        _foreign_keys_off(connection, db.dialect),
+        connection.execution_options(immediate=True).begin(),
+    ):
         if db.dialect == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         before = MigrationContext.configure(connection).get_current_revision()
@@ -94,6 +100,28 @@ def _upgrade_once(db: Database, revision: str) -> tuple[str | None, str | None]:
         # a worker logging a traceback a second): a write here says so at start.
         connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
         return before, MigrationContext.configure(connection).get_current_revision()
+
+
+@contextmanager
+def _foreign_keys_off(connection: Connection, dialect: str) -> Iterator[None]:
+    """SQLite's foreign keys off while ``connection`` migrates, on again after.
+
+    Alembic changes a SQLite column by copying its table and dropping the old one, and with
+    foreign keys on, the drop deletes every row that references it ``ON DELETE CASCADE``:
+    upgrading to 0005 deleted every job's log and webhook deliveries, those still to be sent
+    too. The pragma does nothing inside a transaction, so it goes to the driver's connection
+    before the migration's begins.
+    """
+    if dialect != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None  # a checked-out connection always has one
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")  # the pool hands it to others next
 
 
 def _check_known(config: Config, revision: str | None) -> None:
