@@ -22,7 +22,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from api_support import TestClient, close_app
@@ -595,6 +595,35 @@ def test_a_schema_of_a_later_release_stops_the_command_and_is_left_alone(
     )
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
+    db.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_another_applications_database_stops_the_command_and_is_left_alone(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A URL pointing at another application's database, which has an ``accounts`` table of
+    its own: creating demixer's failed deep inside Alembic (PostgreSQL: a traceback; SQLite:
+    waited for as an outage, then "did not answer"). One line, exit 2, nothing added."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'app.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    env |= {"DEMIXER_DATABASE_URL": url, "DEMIXER_DATABASE_WAIT_SECONDS": "30"}
+    done = run_demixer("migrate", "--data-dir", str(tmp_path / "data"), env=env)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.strip() == (
+        f"error [INVALID_DATABASE_URL] the database {url!r} holds tables named as demixer's "
+        "(accounts) but no demixer schema: it is another application's; give demixer a "
+        "database of its own (DEMIXER_DATABASE_URL)"
+    )
+    with db.engine.connect() as conn:
+        tables = sorted(inspect(conn).get_table_names())
+    assert tables == ["accounts"]
     db.dispose()
 
 

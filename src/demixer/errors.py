@@ -33,6 +33,7 @@ __all__ = [
     "InvalidAudio",
     "InvalidAudioUrl",
     "InvalidDataDir",
+    "InvalidDatabaseUrl",
     "InvalidModelConfig",
     "InvalidModelDir",
     "InvalidOutput",
@@ -200,6 +201,12 @@ class InvalidDataDir(DemixerError):
     """The data directory cannot be used as it is (a file in it is damaged)."""
 
     code = "INVALID_DATA_DIR"
+
+
+class InvalidDatabaseUrl(DemixerError):
+    """``DEMIXER_DATABASE_URL`` names a database demixer cannot use (another application's)."""
+
+    code = "INVALID_DATABASE_URL"
 
 
 class DeviceUnavailable(DemixerError):
@@ -483,6 +490,7 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     DeviceUnavailable: 2,
     InvalidSetting: 2,
     InvalidDataDir: 2,
+    InvalidDatabaseUrl: 2,
     InvalidAudio: 3,
     # A server's refusal of one input (over its upload limit), as DURATION_LIMIT (an
     # InvalidAudio) is: `remote separate` goes on with the other inputs.

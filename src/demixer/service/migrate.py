@@ -10,11 +10,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 
-from demixer.errors import DemixerError, StorageFull
+from demixer.errors import DemixerError, InvalidDatabaseUrl, StorageFull
 from demixer.service.db import Database, is_disk_full, retry_unavailable
+from demixer.service.schema import Base
 
 __all__ = ["MIGRATION_LOCK", "SchemaTooNew", "alembic_config", "migrate"]
 
@@ -61,6 +62,7 @@ def migrate(
 
     Raises:
         SchemaTooNew: the schema is at a revision a later release made; nothing is changed.
+        InvalidDatabaseUrl: the database is another application's; nothing is changed.
         StorageFull: the database's disk has no room for the migration; nothing is changed.
     """
     return retry_unavailable(
@@ -93,6 +95,8 @@ def _upgrade_once(db: Database, revision: str) -> tuple[str | None, str | None]:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         before = MigrationContext.configure(connection).get_current_revision()
         _check_known(config, before)
+        if before is None:
+            _check_ours(connection, db.url)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
         # A database this process may read but not write (a standby a failover left the URL
@@ -122,6 +126,20 @@ def _foreign_keys_off(connection: Connection, dialect: str) -> Iterator[None]:
         yield
     finally:
         raw.execute("PRAGMA foreign_keys=ON")  # the pool hands it to others next
+
+
+def _check_ours(connection: Connection, url: str) -> None:
+    """Refuse a database with no demixer schema that holds tables of demixer's names (a URL
+    pointing at another application's database): creating them failed deep inside Alembic
+    ("relation accounts already exists", a traceback; on SQLite it was waited for as an
+    outage), and tables of other names would have been mixed into it."""
+    taken = sorted(set(inspect(connection).get_table_names()) & set(Base.metadata.tables))
+    if taken:
+        raise InvalidDatabaseUrl(
+            f"the database {make_url(url).render_as_string(hide_password=True)!r} holds tables "
+            f"named as demixer's ({', '.join(taken)}) but no demixer schema: it is another "
+            "application's; give demixer a database of its own (DEMIXER_DATABASE_URL)"
+        )
 
 
 def _check_known(config: Config, revision: str | None) -> None:
