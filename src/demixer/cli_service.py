@@ -211,7 +211,8 @@ def _migrate(services: Any, settings: Any) -> None:
     with _waited_for_database(settings):
         try:
             before, after = migrate(services.db, within=settings.database_wait_seconds)
-        except DemixerError as e:  # a schema a later release made
+        except DemixerError as e:  # a later release's schema, another application's
+            # database, no room to upgrade: each says what to do
             raise fail(e) from None
     if before is not None and before != after:  # an upgrade is said (a new schema is not):
         # other processes on the same database, still at the old version, may now fail
@@ -232,8 +233,8 @@ def _waited_for_database(settings: Any) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        if is_refused(exc):  # no use waiting: a wrong user, password or database, or a SQLite
-            # file that is not one or cannot be opened
+        if is_refused(exc):  # no use waiting: a wrong user, password or database, one that
+            # takes no writes, or a SQLite file that is not one or cannot be opened
             print_error(
                 "INVALID_DATABASE_URL",
                 f"the database {_shown_url(settings.database)} refused this process "
