@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import soundfile as sf
 import typer
 from alembic.script import ScriptDirectory
 from rich.console import Console
+from sqlalchemy import text
 
 from audiofiles import encode, tone
 from demixer.audio import load
@@ -35,6 +37,7 @@ from demixer.cli_inputs import skipped_line
 from demixer.cli_output import FileProgress, level_notes
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
+from demixer.server.compose import build_services
 from demixer.service.db import Database
 from demixer.service.migrate import alembic_config, migrate
 from demixer.settings import Settings
@@ -554,6 +557,140 @@ def test_a_command_that_upgrades_the_schema_says_so(model_dir: Path, tmp_path: P
     assert (again.returncode, again.stderr) == (0, "")
     fresh = demixer("keys", "list", "--data-dir", tmp_path / "new", model_dir=model_dir)
     assert (fresh.returncode, fresh.stderr) == (0, "")
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (created) for the block: a disk of the test's
+    own to fill or make read-only. Mounting needs root, as test_full_disk's disks do."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _data_dir_at(data: Path, revision: str = "head") -> Settings:
+    """A data directory with its folders, signing key and database at ``revision``."""
+    settings = Settings(data_dir=data)
+    services = build_services(settings)
+    migrate(services.db, revision)
+    services.db.dispose()
+    return settings
+
+
+def test_a_sqlite_file_that_cannot_be_used_stops_the_command_at_once(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A database file that is not SQLite's (a path mixed up, a restore gone wrong) was a
+    traceback; one on a read-only disk was waited for DEMIXER_DATABASE_WAIT_SECONDS and then
+    said "did not answer". Neither is an outage: one line at once, exit 2, saying which. (The
+    read-only disk is a tmpfs remounted read-only: that needs root, as test_full_disk's.)"""
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "demixer.db").write_bytes(b"not a database, a text file " * 100)
+    done = demixer("migrate", "--data-dir", garbage, model_dir=model_dir)
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error [INVALID_DATABASE_URL] the database 'sqlite:///{garbage}/demixer.db' refused "
+        "this process (DEMIXER_DATABASE_URL): file is not a database"
+    )
+
+    with _tmpfs(tmp_path / "disk", "8m") as disk:
+        _data_dir_at(disk)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        done = demixer("keys", "list", "--data-dir", disk, model_dir=model_dir,
+                       env={"DEMIXER_DATABASE_WAIT_SECONDS": "30"})  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error [INVALID_DATABASE_URL] the database 'sqlite:///{disk}/demixer.db' refused this "
+        f"process (DEMIXER_DATABASE_URL): unable to open database file ({disk} is read-only)"
+    )
+
+
+def test_a_data_directory_on_a_full_disk_stops_serve_with_one_line(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A server restarted once its disk had filled up (months of results): SQLite cannot even
+    open its database there, and `serve` waited DEMIXER_DATABASE_WAIT_SECONDS for it as for an
+    outage, then said "did not answer: disk I/O error". It says the disk is full, at once."""
+    with _tmpfs(tmp_path / "disk", "2m") as disk:
+        _data_dir_at(disk)
+        _fill(disk, leave=0)
+        wait = {"DEMIXER_DATABASE_WAIT_SECONDS": "30"}
+        port = str(free_port())
+        done = demixer("serve", "--data-dir", disk, "--port", port, model_dir=model_dir, env=wait)
+    assert done.returncode == 1, done.stderr
+    assert _one_error_line(done) == (
+        f"error [STORAGE_FULL] the disk under the data directory {disk} is full: demixer cannot "
+        "write its database or files there; free some space and start again"
+    )
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill ``disk`` (results piling up) until about ``leave`` bytes are free."""
+    with (disk / "results").open("wb") as fill, contextlib.suppress(OSError):
+        while (room := shutil.disk_usage(disk).free - leave) > 0:
+            fill.write(b"\0" * min(room, 65536))
+            fill.flush()
+
+
+def test_an_upgrade_without_room_for_its_table_copy_says_the_disk_is_full(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Upgrading a SQLite database copies a table whole. Without room for the copy, Alembic's
+    clean-up failed on top of the full disk, and `migrate` waited DEMIXER_DATABASE_WAIT_SECONDS
+    then said "did not answer: no such table: _alembic_tmp_jobs". It says the disk is full,
+    at once, and the database is left at its schema."""
+    with _tmpfs(tmp_path / "disk", "8m") as disk:
+        settings = _data_dir_at(disk, "0004")
+        db = Database(settings.database)
+        now = db.clock().replace(tzinfo=None)
+        row = {"account_id": "acct_a", "queue_model": "audio/stems", "engine_model": "m",
+               "params": json.dumps({"pad": "x" * 1000}), "now": now}  # fmt: skip
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO accounts VALUES ('acct_a', '', :now)"), row)
+            conn.execute(
+                text("INSERT INTO jobs (id, account_id, queue_model, engine_model, params, "
+                     "status, priority, attempts, max_attempts, progress, cancel_requested, "
+                     "created_at, updated_at, expired) VALUES (:id, :account_id, "
+                     ":queue_model, :engine_model, :params, 'FAILED', 0, 1, 3, 0, 0, :now, "
+                     ":now, 0)"),
+                [{**row, "id": f"req_{i}"} for i in range(1500)],
+            )  # fmt: skip
+        db.dispose()
+        _fill(disk, leave=3 << 19)  # 1.5 MiB: more than a start needs, less than the copy
+        wait = {"DEMIXER_DATABASE_WAIT_SECONDS": "30"}
+        done = demixer("migrate", "--data-dir", disk, model_dir=model_dir, env=wait)
+        with db.engine.connect() as conn:
+            kept = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        db.dispose()
+    assert done.returncode == 1, done.stderr
+    assert _one_error_line(done) == (
+        "error [STORAGE_FULL] the database's disk has no room to upgrade its schema (a table "
+        "is copied while it runs); nothing was changed: free some space and start again"
+    )
+    assert kept == "0004"
+
+
+def test_an_empty_url_signing_key_stops_the_service(model_dir: Path, tmp_path: Path) -> None:
+    """A data directory restored with an empty ``signing.key`` (a crash just after the first
+    start, a copy that lost it): the API signed its download URLs with an empty HMAC key, so
+    anyone could make a valid URL for any stored blob, with any expiry. Now every service
+    command refuses the damaged key, saying what to do."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "signing.key").write_bytes(b"")
+    done = demixer("migrate", "--data-dir", data, model_dir=model_dir)
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error [INVALID_DATA_DIR] the URL-signing key {data}/signing.key holds 0 bytes, not "
+        "32: it is damaged; delete it and a new one is made (URLs handed out before stop "
+        "working)"
+    )
 
 
 def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(

@@ -22,8 +22,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from api_support import TestClient, close_app
 from audiofiles import stempeg_example
@@ -38,7 +38,7 @@ from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.migrate import alembic_config, migrate
-from demixer.service.schema import ApiKey, Base, Job, JobLog, UsageRecord
+from demixer.service.schema import ApiKey, Base, Delivery, Job, JobLog, UsageRecord
 from demixer.service.worker import Worker
 from servers import Servers
 from service_harness import run_demixer
@@ -181,6 +181,40 @@ def _submit(queue: Queue, db: Database, account: str, job_id: str, engine_model:
             s, job_id=job_id, account_id=account, queue_model="q", engine_model=engine_model,
             params=PARAMS,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_upgrade_keeps_every_jobs_log_and_webhook_deliveries(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """On SQLite, 0005 changes a column of ``jobs`` by copying the table and dropping the old
+    one; with foreign keys on, the drop deleted every row that references a job ON DELETE
+    CASCADE: the upgrade from the previous release (0004) emptied every job's log and its
+    webhook deliveries, those still to be sent too."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'demixer.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    migrate(db, "0004")
+    account, _ = create_key(db)
+    _submit(Queue(db), db, account, "job_old", "m")
+    now = db.clock()
+    with db.write() as s:
+        s.add(JobLog(job_id="job_old", timestamp=now, message="attempt 1 on worker w"))
+        s.add(Delivery(id="whk_1", job_id="job_old", url="https://example.org/hook",
+                       secret="whsec_x", event_type="audio.separate.completed", payload={},
+                       next_attempt_at=now, created_at=now, updated_at=now))  # fmt: skip
+    migrate(db)
+    with db.read() as s:
+        logs = s.scalars(select(JobLog.message).where(JobLog.job_id == "job_old")).all()
+        pending = s.scalars(select(Delivery.id).where(Delivery.status == "pending")).all()
+    assert "attempt 1 on worker w" in logs and pending == ["whk_1"]
+    # Foreign keys hold again after the upgrade.
+    with db.engine.connect() as conn, pytest.raises(IntegrityError):
+        conn.execute(text("INSERT INTO job_logs (job_id, timestamp, message) "
+                          "VALUES ('job_none', :now, 'x')"), {"now": now})  # fmt: skip
+    db.dispose()
 
 
 def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> None:
@@ -554,6 +588,65 @@ def test_migrate_reads_dot_env_warns_of_a_mistyped_setting_and_hides_the_passwor
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() is not None
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_schema_of_a_later_release_stops_the_command_and_is_left_alone(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The software rolled back over a database a later release upgraded: Alembic knows no way
+    back from its revision. It was a traceback ("Can't locate revision"); it is one line naming
+    the revision, exit 1, and the schema is left as it was."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'demixer.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    migrate(db)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    env["DEMIXER_DATABASE_URL"] = url
+    done = run_demixer("migrate", "--data-dir", str(tmp_path / "data"), env=env)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr.strip() == (
+        "error [SCHEMA_TOO_NEW] the database's schema is at revision 0099, made by a later "
+        f"demixer release; this release knows revisions up to {head}: run the later release, "
+        "or restore the backup taken before it upgraded the database"
+    )
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
+    db.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_another_applications_database_stops_the_command_and_is_left_alone(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A URL pointing at another application's database, which has an ``accounts`` table of
+    its own: creating demixer's failed deep inside Alembic (PostgreSQL: a traceback; SQLite:
+    waited for as an outage, then "did not answer"). One line, exit 2, nothing added."""
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'app.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    env |= {"DEMIXER_DATABASE_URL": url, "DEMIXER_DATABASE_WAIT_SECONDS": "30"}
+    done = run_demixer("migrate", "--data-dir", str(tmp_path / "data"), env=env)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.strip() == (
+        f"error [INVALID_DATABASE_URL] the database {url!r} holds tables named as demixer's "
+        "(accounts) but no demixer schema: it is another application's; give demixer a "
+        "database of its own (DEMIXER_DATABASE_URL)"
+    )
+    with db.engine.connect() as conn:
+        tables = sorted(inspect(conn).get_table_names())
+    assert tables == ["accounts"]
+    db.dispose()
+
+
 def test_a_database_that_refuses_the_settings_stops_the_command_at_once(pg_url: str) -> None:
     """A database that is not there, or a user it does not know, is a wrong setting: waiting
     DEMIXER_DATABASE_WAIT_SECONDS for it (here 600 s: past the run's timeout) helps nobody,
@@ -574,6 +667,26 @@ def test_a_database_that_refuses_the_settings_stops_the_command_at_once(pg_url: 
             f'(DEMIXER_DATABASE_URL): connection failed: connection to server at "{address}", '
             f"port {port} failed: FATAL: {reason}"
         )
+
+
+def test_a_database_that_takes_no_writes_stops_the_command_at_once(pg_url: str) -> None:
+    """A URL left on a standby after a failover (here: a database set read-only): `migrate`
+    said "up to date" and `serve` started, then answered every submit 500 while its worker
+    logged a traceback a second. Every service command now stops at start, saying why."""
+    db = Database(pg_url)
+    migrate(db)
+    db.dispose()
+    name = pg_url.rsplit("/", 1)[1]
+    admin = pg_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEMIXER_")}
+    done = run_demixer("migrate", env={**env, "DEMIXER_DATABASE_URL": pg_url})
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.strip() == (
+        f"error [INVALID_DATABASE_URL] the database {pg_url!r} refused this process "
+        "(DEMIXER_DATABASE_URL): cannot execute UPDATE in a read-only transaction"
+    )
 
 
 def test_migrate_waits_out_a_locked_or_unreachable_database(

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from api_support import TESTSERVER, Api, close_app
 from audiofiles import AudioFiles
@@ -173,6 +173,33 @@ def test_a_result_expires_48_hours_after_it_finished(clocked: Clocked) -> None:
     status = api.get(f"/v1/queue/requests/{job_id}/status")
     assert status.status_code == 200 and status.json()["status"] == "COMPLETED"
     assert api.sweep() == SweepCounts()
+
+
+def test_a_result_completed_before_expiry_times_were_stored_is_swept_too(
+    clocked: Clocked,
+) -> None:
+    """A job completed on a database of schema 0001 has no ``expires_at`` once upgraded
+    (migration 0002 added the column empty). The API answered 410 "expired ... and were
+    deleted" 48 h after it finished, but the sweeper looked at ``expires_at`` alone: its stems
+    stayed on disk for good, and its record with them."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    finished = START + 2 * HOUR
+    api.at(finished)
+    api.worker_done(job_id)
+    with api.services.db.write() as s:  # as the upgrade leaves a row of schema 0001
+        s.execute(update(Job).where(Job.id == job_id).values(expires_at=None))
+    outputs = [o["key"] for o in (_job(api, job_id).outputs or {}).values()]
+
+    api.at(finished + 48 * HOUR - SECOND)
+    assert api.get(f"/v1/queue/requests/{job_id}/result").status_code == 200
+    assert api.sweep() == SweepCounts()
+
+    api.at(finished + 48 * HOUR + SECOND)
+    _error(api.get(f"/v1/queue/requests/{job_id}/result"), 410, "RESULT_EXPIRED")
+    counts = api.sweep()
+    assert (counts.results, counts.blobs) == (1, 2)
+    assert not any(api.services.storage.exists(k) for k in outputs)
 
 
 def test_each_vendor_says_an_expired_result_is_gone_in_its_own_envelope(clocked: Clocked) -> None:

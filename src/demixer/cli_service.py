@@ -7,6 +7,7 @@ environment, and passes it down; nothing is created at import time.
 from __future__ import annotations
 
 import multiprocessing.util
+import os
 import re
 import shutil
 import signal
@@ -82,6 +83,7 @@ def _services(settings: Any) -> Any:
     from demixer.service.scratch import sweep_scratch
 
     _make_data_dir(settings)
+    _check_room(settings.data_dir)
     services = _build(settings)
     _migrate(services, settings)
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
@@ -166,6 +168,21 @@ def _make_data_dir(settings: Any) -> None:
         raise typer.Exit(2) from None
 
 
+def _check_room(data_dir: Path) -> None:
+    """A data directory on a full disk ends the command with one line: SQLite could not even
+    open its database there (it was waited for as an outage, then "did not answer: disk I/O
+    error"), a new one failed as "cannot create None", and a first key was a traceback."""
+    from demixer.errors import StorageFull
+
+    if StorageFull.at(data_dir):
+        raise fail(
+            StorageFull(
+                f"the disk under the data directory {data_dir} is full: demixer cannot write "
+                "its database or files there; free some space and start again"
+            )
+        )
+
+
 def _build(settings: Any) -> Any:
     from sqlalchemy.exc import ArgumentError
 
@@ -197,7 +214,11 @@ def _migrate(services: Any, settings: Any) -> None:
     from demixer.service.migrate import migrate
 
     with _waited_for_database(settings):
-        before, after = migrate(services.db, within=settings.database_wait_seconds)
+        try:
+            before, after = migrate(services.db, within=settings.database_wait_seconds)
+        except DemixerError as e:  # a later release's schema, another application's
+            # database, no room to upgrade: each says what to do
+            raise fail(e) from None
     if before is not None and before != after:  # an upgrade is said (a new schema is not):
         # other processes on the same database, still at the old version, may now fail
         print_warning(
@@ -217,11 +238,13 @@ def _waited_for_database(settings: Any) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        if is_refused(exc):  # no use waiting: the URL's user, password or database is wrong
+        if is_refused(exc):  # no use waiting: a wrong user, password or database, one that
+            # takes no writes, or a SQLite file that is not one or cannot be opened
             print_error(
                 "INVALID_DATABASE_URL",
                 f"the database {_shown_url(settings.database)} refused this process "
-                f"(DEMIXER_DATABASE_URL): {' '.join(str(exc.orig).split())}",
+                f"(DEMIXER_DATABASE_URL): {' '.join(str(exc.orig).split())}"
+                f"{_read_only_folder(settings.database)}",
             )
             raise typer.Exit(2) from None
         if not is_unavailable(exc):
@@ -233,6 +256,23 @@ def _waited_for_database(settings: Any) -> Iterator[None]:
             f"{' '.join(str(exc.orig).split())}",
         )
         raise typer.Exit(1) from None
+
+
+def _read_only_folder(url: str) -> str:
+    """`` (FOLDER is read-only)`` when ``url`` is a SQLite file in a folder this process may
+    not write: SQLite's own words ("unable to open database file") do not say so, and it
+    needs to write its journal beside the file even to read."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return ""
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return ""
+    folder = Path(parsed.database).parent
+    return f" ({folder} is read-only)" if folder.is_dir() and not os.access(folder, os.W_OK) else ""
 
 
 def _shown_url(url: str) -> str:

@@ -34,6 +34,8 @@ __all__ = [
     "InputNotFound",
     "InvalidAudio",
     "InvalidAudioUrl",
+    "InvalidDataDir",
+    "InvalidDatabaseUrl",
     "InvalidModelConfig",
     "InvalidModelDir",
     "InvalidOutput",
@@ -197,6 +199,18 @@ class InvalidSetting(DemixerError):
     """A ``DEMIXER_*`` setting has a value demixer does not know (e.g. ``DEMIXER_PRECISION``)."""
 
     code = "INVALID_SETTING"
+
+
+class InvalidDataDir(DemixerError):
+    """The data directory cannot be used as it is (a file in it is damaged)."""
+
+    code = "INVALID_DATA_DIR"
+
+
+class InvalidDatabaseUrl(DemixerError):
+    """``DEMIXER_DATABASE_URL`` names a database demixer cannot use (another application's)."""
+
+    code = "INVALID_DATABASE_URL"
 
 
 class DeviceUnavailable(DemixerError):
@@ -451,8 +465,11 @@ class StorageFull(ServiceUnavailable):
             if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
                 return True
             seen = seen.__cause__ or seen.__context__
-        if where is None:
-            return False
+        return where is not None and StorageFull.at(where)
+
+    @staticmethod
+    def at(where: str | os.PathLike[str]) -> bool:
+        """Whether the filesystem holding ``where`` counts as full (under 1 MiB free)."""
         try:
             stat = os.statvfs(where)
         except OSError:
@@ -476,6 +493,8 @@ _EXIT_CODES: dict[type[DemixerError], int] = {
     InvalidModelDir: 2,
     DeviceUnavailable: 2,
     InvalidSetting: 2,
+    InvalidDataDir: 2,
+    InvalidDatabaseUrl: 2,
     InvalidAudio: 3,
     # A server's refusal of one input (over its upload limit), as DURATION_LIMIT (an
     # InvalidAudio) is: `remote separate` goes on with the other inputs.

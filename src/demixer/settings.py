@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import UnknownQuality
+from demixer.errors import InvalidDataDir, UnknownQuality
 from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
 __all__ = ["ENV_FILE", "Settings", "load_env_file", "unknown_variables"]
@@ -45,6 +45,8 @@ _OTHER_VARIABLES = frozenset(
 )
 
 GIB = 1 << 30
+#: The size of the URL-signing key made in the data directory (HMAC-SHA256's block of 256 bits).
+SIGNING_KEY_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -189,7 +191,11 @@ class Settings(BaseSettings):
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".signing.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            tmp.write_bytes(secrets.token_bytes(32))
+            with tmp.open("wb") as file:
+                file.write(secrets.token_bytes(SIGNING_KEY_BYTES))
+                # On disk before it is linked into place: a crash could leave the name with
+                # no bytes behind it (an empty key).
+                os.fsync(file.fileno())
             tmp.chmod(0o600)
             try:
                 os.link(tmp, path)
@@ -197,7 +203,15 @@ class Settings(BaseSettings):
                 pass  # another process won the race: use its key
             finally:
                 tmp.unlink(missing_ok=True)
-        return path.read_bytes()
+        key = path.read_bytes()
+        if len(key) < SIGNING_KEY_BYTES:
+            # An empty (or cut) key signs URLs anyone can make: every blob, any expiry.
+            raise InvalidDataDir(
+                f"the URL-signing key {path} holds {len(key)} bytes, not "
+                f"{SIGNING_KEY_BYTES}: it is damaged; delete it and a new one is made (URLs "
+                "handed out before stop working)"
+            )
+        return key
 
 
 def load_env_file(path: str | os.PathLike[str] = ENV_FILE) -> Path | None:

@@ -63,13 +63,22 @@ _PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing a write because its disk is full (SQLite's
-    ``SQLITE_FULL``, PostgreSQL's ``disk_full``): nothing was written, retry once there is room."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
-    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
-        return True
-    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL or "disk is full" in str(orig)
+    ``SQLITE_FULL``, PostgreSQL's ``disk_full``): nothing was written, retry once there is room.
+
+    The error raised while handling another counts too: Alembic's clean-up after a SQLite
+    table copy that filled the disk fails ("no such table: _alembic_tmp_jobs": SQLite had
+    rolled the copy back) and hides the full disk behind it.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError):
+            orig = seen.orig
+            if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+                return True
+            if getattr(orig, "sqlstate", None) == _PG_DISK_FULL or "disk is full" in str(orig):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_nul_text(exc: BaseException) -> bool:
@@ -118,10 +127,28 @@ _REFUSED = re.compile(
 )
 
 
+# SQLite's primary result codes for a database file this process cannot use as one: it
+# cannot open it (a read-only folder: SQLite writes its WAL and shared memory beside the file),
+# may not write it, or the file is not a SQLite database (or is damaged). Waiting changes none.
+_SQLITE_UNUSABLE = frozenset({8, 11, 14, 26})  # READONLY, CORRUPT, CANTOPEN, NOTADB
+# PostgreSQL's SQLSTATEs for a database that lets this process read but not write: a standby
+# or a read-only database (read_only_sql_transaction), a user without the rights.
+_PG_NO_WRITES = frozenset({"25006", "42501"})
+
+
 def is_refused(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing this process's connections for a reason that
-    waiting will not change (:data:`_REFUSED`): the settings are wrong, say so at once."""
-    return isinstance(exc, DBAPIError) and bool(_REFUSED.search(str(exc.orig)))
+    waiting will not change (:data:`_REFUSED`; a SQLite file this process cannot use,
+    :data:`_SQLITE_UNUSABLE`; its writes, :data:`_PG_NO_WRITES`): the settings are wrong,
+    say so at once."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _PG_NO_WRITES:
+        return True
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_UNUSABLE:  # extended codes too
+        return True
+    return bool(_REFUSED.search(str(exc.orig)))
 
 
 def retry_unavailable(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.orm import Session
 
 from demixer.service.jobs.queue import COMPLETED, FinalHook
 from demixer.service.schema import Job
 
-__all__ = ["result_expired", "result_expires_at", "set_result_expiry"]
+__all__ = ["result_due", "result_expired", "result_expires_at", "set_result_expiry"]
 
 
 def result_expires_at(job: Job, retention_seconds: float) -> datetime | None:
@@ -26,6 +27,21 @@ def result_expires_at(job: Job, retention_seconds: float) -> datetime | None:
     if job.status != COMPLETED or finished is None:
         return None
     return finished + timedelta(seconds=retention_seconds)
+
+
+def result_due(now: datetime, retention_seconds: float) -> ColumnElement[bool]:
+    """The SQL twin of :func:`result_expires_at`: a COMPLETED job whose outputs expired before
+    ``now``. A job completed before ``jobs.expires_at`` existed (schema 0001; migration 0002
+    added the column empty) expires ``retention_seconds`` after it finished, as the API says;
+    the sweeper looked at ``expires_at`` alone and kept its stems on disk for good."""
+    kept = timedelta(seconds=retention_seconds)
+    return and_(
+        Job.status == COMPLETED,
+        or_(
+            Job.expires_at < now,
+            and_(Job.expires_at.is_(None), Job.finished_at < now - kept),
+        ),
+    )
 
 
 def result_expired(job: Job, retention_seconds: float, now: datetime) -> bool:

@@ -35,6 +35,7 @@ from demixer.service.db import is_unavailable, rows_changed
 from demixer.service.files.lifecycle import GONE, mark_expired
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
+from demixer.service.retention.expiry import result_due
 from demixer.service.schema import Delivery, File, IdempotencyRecord, Job, JobLog
 from demixer.storage import delete_file_blobs, staging_key
 
@@ -186,7 +187,7 @@ class Sweeper:
         kept = timedelta(seconds=self.services.settings.result_retention_seconds)
         due = (
             or_(
-                and_(Job.status == COMPLETED, Job.expires_at.is_not(None), Job.expires_at < now),
+                result_due(now, self.services.settings.result_retention_seconds),
                 # A failed or cancelled request has no result, but an attempt cut off while
                 # storing (its lease lost in an outage) can leave outputs: they go when a
                 # result would.
