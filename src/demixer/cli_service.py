@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing.util
 import os
-import re
 import shutil
 import signal
 import socket
@@ -281,22 +280,11 @@ def _shown_url(url: str) -> str:
     return repr(masked) if masked is not None else "(not a URL)"
 
 
-# libpq and psycopg also take the password as a query parameter
-# (``postgresql://demixer@db/demixer?password=...``), which SQLAlchemy does not hide.
-_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&]*")
-
-
 def _masked(url: str) -> str | None:
-    """A database URL with its password as ``***``, in its user part or its query; None when
-    it is not a URL."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """A database URL with its password as ``***``; None when it is not a URL."""
+    from demixer.service.db import masked_url
 
-    try:
-        shown = make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return None
-    return _QUERY_PASSWORD.sub(r"\1***", shown)
+    return masked_url(url)
 
 
 def _start_dispatcher(services: Any, stop: threading.Event) -> threading.Thread:

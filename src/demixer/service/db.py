@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from demixer.service.schema import Base
@@ -36,6 +36,7 @@ __all__ = [
     "is_disk_full",
     "is_refused",
     "is_unavailable",
+    "masked_url",
     "retry_unavailable",
     "rows_changed",
     "utcnow",
@@ -44,6 +45,21 @@ __all__ = [
 log = logging.getLogger("demixer.db")
 
 T = TypeVar("T")
+
+
+# libpq and psycopg also take the password as a query parameter
+# (``postgresql://demixer@db/demixer?password=...``), which SQLAlchemy does not hide.
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&]*")
+
+
+def masked_url(url: str) -> str | None:
+    """A database URL as it may be shown (a banner, an error line): its password as ``***``,
+    in its user part or its query; None when it is not a URL."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return None
+    return _QUERY_PASSWORD.sub(r"\1***", shown)
 
 
 def rows_changed(result: Any) -> int:

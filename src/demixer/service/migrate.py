@@ -10,11 +10,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, make_url, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from demixer.errors import DemixerError, InvalidDatabaseUrl, StorageFull
-from demixer.service.db import Database, is_disk_full, retry_unavailable
+from demixer.service.db import Database, is_disk_full, masked_url, retry_unavailable
 from demixer.service.schema import Base
 
 __all__ = ["MIGRATION_LOCK", "SchemaTooNew", "alembic_config", "migrate"]
@@ -136,7 +136,7 @@ def _check_ours(connection: Connection, url: str) -> None:
     taken = sorted(set(inspect(connection).get_table_names()) & set(Base.metadata.tables))
     if taken:
         raise InvalidDatabaseUrl(
-            f"the database {make_url(url).render_as_string(hide_password=True)!r} holds tables "
+            f"the database {masked_url(url)!r} holds tables "
             f"named as demixer's ({', '.join(taken)}) but no demixer schema: it is another "
             "application's; give demixer a database of its own (DEMIXER_DATABASE_URL)"
         )
