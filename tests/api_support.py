@@ -30,7 +30,7 @@ import botocore.auth
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from audiofiles import AudioFiles
 from demixer.server.app import create_app
@@ -233,7 +233,7 @@ _BUCKET_STATUS = {"SignatureDoesNotMatch": 403, "AccessDenied": 400, "Unsupporte
 
 
 @contextmanager
-def on_uvicorn(app: FastAPI) -> Iterator[str]:
+def on_uvicorn(app: ASGIApp) -> Iterator[str]:
     """``app`` on a real uvicorn server in a thread (one event loop, as in service), for what
     the ``TestClient`` cannot show: many clients at once, each on its own connection. Yields
     its base URL."""

@@ -1,17 +1,22 @@
 """Many clients of one API process at once, on a real uvicorn server: what one group of them
-does (slow uploads, ...) must not stop the others' requests from being answered."""
+does (slow uploads, cancelled uploads, probes of a stuck storage) must not stop the others'
+requests from being answered, nor fill the log."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_support import TESTSERVER, Api, api, make_api, on_uvicorn
 from demixer.server.app import create_app
@@ -31,10 +36,36 @@ def _partials(root: Path) -> int:
     return sum(1 for _ in root.rglob(".*.part"))
 
 
+@dataclass
+class Served:
+    """The app of an :class:`Api` on uvicorn, counting the requests that reached it."""
+
+    app: ASGIApp
+    url: str = ""
+    arrived: Counter[str] = field(default_factory=Counter)  # by path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.arrived[scope["path"]] += 1
+        await self.app(scope, receive, send)
+
+
 @pytest.fixture
-def base(api: Api) -> Iterator[str]:
-    with on_uvicorn(create_app(api.services)) as url:
-        yield url
+def served(api: Api) -> Iterator[Served]:
+    counting = Served(create_app(api.services))
+    with on_uvicorn(counting) as url:
+        counting.url = url
+        yield counting
+
+
+@pytest.fixture
+def base(served: Served) -> str:
+    return served.url
+
+
+def _status(sock: socket.socket) -> bytes:
+    """The status code of the answer that arrives on ``sock``."""
+    return sock.recv(64).split(b" ")[1]
 
 
 @pytest.mark.backends("sqlite")  # on S3 the upload URLs are the bucket's: no body reaches the API
@@ -64,16 +95,16 @@ def test_uploads_in_flight_leave_threads_for_the_other_requests(api: Api, base: 
 
         for sock in senders:
             sock.sendall(data[1000:])
-        answers = [sock.recv(64).split(b" ")[1] for sock in senders]
+        answers = [_status(sock) for sock in senders]
     assert answers == [b"200"] * UPLOADS
 
 
-def _half_sent(base: str, head: str, body: bytes) -> None:
+def _half_sent(base: str, head: bytes, body: bytes) -> None:
     """Send ``head`` (its Content-Length counting all of ``body``) and half of ``body``, then
     close the connection, as a cancelled upload does."""
     url = urlsplit(base)
     with socket.create_connection((url.hostname, url.port)) as sock:
-        sock.sendall(head.encode() + body[: len(body) // 2])
+        sock.sendall(head + body[: len(body) // 2])
 
 
 def _form(field: str, data: bytes) -> tuple[str, bytes]:
@@ -89,6 +120,13 @@ def _form(field: str, data: bytes) -> tuple[str, bytes]:
     return "multipart/form-data; boundary=BOUND", body
 
 
+def _form_head(path: str, auth: str, kind: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+
 @pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
 def test_a_client_leaving_mid_upload_is_one_line_not_a_crash(
     api: Api, base: str, caplog: pytest.LogCaptureFixture
@@ -100,26 +138,15 @@ def test_a_client_leaving_mid_upload_is_one_line_not_a_crash(
     up = api.announce()
     data = up["data"]
     kind, form = _form("file", data)
-    _half_sent(
-        base,
-        f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.key}\r\n"
-        f"Content-Type: {kind}\r\nContent-Length: {len(form)}\r\n\r\n",
-        form,
-    )
+    _half_sent(base, _form_head("/v1/files", f"Bearer {api.key}", kind, form), form)
     put = urlsplit(up["upload_url"])
-    _half_sent(
-        base,
+    head = (
         f"PUT {put.path}?{put.query} HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-        f"Content-Length: {len(data)}\r\n\r\n",
-        data,
+        f"Content-Length: {len(data)}\r\n\r\n"
     )
+    _half_sent(base, head.encode(), data)
     kind, form = _form("audio_file", data)
-    _half_sent(
-        base,
-        f"POST /api/public/v1/Extraction HTTP/1.1\r\nHost: x\r\nAuthorization: {api.key}\r\n"
-        f"Content-Type: {kind}\r\nContent-Length: {len(form)}\r\n\r\n",
-        form,
-    )
+    _half_sent(base, _form_head("/api/public/v1/Extraction", api.key, kind, form), form)
 
     def told() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.name == "demixer.api"]
@@ -128,3 +155,74 @@ def test_a_client_leaving_mid_upload_is_one_line_not_a_crash(
     assert [(r.levelname, r.exc_info) for r in told()] == [("INFO", None)] * 3
     paths = [r.getMessage().split(" ")[5] for r in told()]
     assert sorted(paths) == sorted(["/v1/files", put.path, "/api/public/v1/Extraction"])
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_probes_of_a_stuck_storage_share_one_check(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage that takes connections and never answers (S3 stuck): each ``/readyz`` probe
+    ran its own check, each holding one of AnyIO's 40 threads for up to two 60 s read timeouts,
+    and 45 probes (load balancers and an orchestrator probing every few seconds) left none for
+    a listing, a submit, an upload or ``/healthz``. The probes now share one check."""
+    release, pings = threading.Event(), []
+
+    def stuck() -> None:
+        pings.append(1)
+        release.wait(60)
+
+    monkeypatch.setattr(api.services.storage, "ping", stuck)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        probes = []
+        for _ in range(45):
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            probes.append(sock)
+        wait_until(lambda: served.arrived["/readyz"] == 45, 30, "the 45 probes")
+        try:
+            healthz = httpx.get(f"{served.url}/healthz", timeout=10)
+            listing = httpx.get(
+                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
+            )
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in probes]
+    assert (healthz.status_code, listing.status_code) == (200, 200)
+    assert answers == [b"503"] * 45  # no worker runs here: not ready, said by the one check
+    assert len(pings) == 1
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_healthz_answers_while_every_thread_waits(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/healthz`` says the process is up, and nothing else. It ran in a worker thread: while
+    all 40 waited (41 uploads being stored to a storage that stopped answering) the liveness
+    probe got no answer, and an orchestrator would restart a process that was up."""
+    release, stored = threading.Event(), []
+    real = api.services.storage.put_file
+
+    def stuck(key: str, path: Path) -> int:
+        stored.append(key)
+        release.wait(60)
+        return real(key, path)
+
+    monkeypatch.setattr(api.services.storage, "put_file", stuck)
+    kind, form = _form("file", api.files.get("stereo.wav").path.read_bytes())
+    head = _form_head("/v1/files", f"Bearer {api.key}", kind, form)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        uploads = []
+        for _ in range(41):
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(head + form)
+            uploads.append(sock)
+        wait_until(lambda: len(stored) == 40, 30, "40 uploads being stored")
+        try:
+            healthz = httpx.get(f"{served.url}/healthz", timeout=10)
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in uploads]
+    assert healthz.status_code == 200
+    assert answers == [b"201"] * 41
