@@ -373,8 +373,15 @@ def _completed_elsewhere(
 def settle_pending(services: Services, row: File) -> File:
     """``row``, finished first (:func:`complete_file`) if it is pending and its bytes have
     arrived in the store; a size or audio problem is recorded or left for the caller's own
-    status check, never raised."""
-    if row.status != FileState.PENDING or not services.storage.exists(_landing(services, row)):
+    status check, never raised.
+
+    The bytes may also be at the file's own key already: a completion running meanwhile has
+    moved them out of staging and is probing them (or was killed doing so). A job submitted
+    then was refused 409 FILE_NOT_READY ("PUT its bytes first"); ``complete_file`` probes them
+    too, and the first to record the file wins."""
+    if row.status != FileState.PENDING:
+        return row
+    if not any(services.storage.exists(key) for key in {_landing(services, row), row.storage_key}):
         return row
     try:
         return complete_file(services, row.account_id, row.id)
