@@ -4,11 +4,13 @@ requests from being answered, nor fill the log."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +20,14 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api_support import TESTSERVER, Api, api, make_api, on_uvicorn
+from api_support import TESTSERVER, Api, make_api, on_uvicorn
 from demixer.server.app import create_app
 from worker_support import wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
 
-__all__ = ["api", "make_api"]  # fixtures
+__all__ = ["make_api"]  # fixtures
 
 #: AnyIO's default worker threads (40), and two more.
 UPLOADS = 42
@@ -34,6 +36,12 @@ UPLOADS = 42
 def _partials(root: Path) -> int:
     """Uploads whose bytes are being written to local storage (a temporary each)."""
     return sum(1 for _ in root.rglob(".*.part"))
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    """An :class:`Api` without the per-key limit on queued requests (many are sent here)."""
+    return make_api(max_concurrent_jobs=0)
 
 
 @dataclass
@@ -226,3 +234,43 @@ def test_healthz_answers_while_every_thread_waits(
         answers = [_status(sock) for sock in uploads]
     assert healthz.status_code == 200
     assert answers == [b"201"] * 41
+
+
+@pytest.mark.backends("sqlite")  # the embedded database: reads made in the event loop
+def test_writers_waiting_for_the_lock_leave_a_connection_for_the_event_loop(
+    api: Api, served: Served
+) -> None:
+    """Another process holds SQLite's write lock for a few seconds (``demixer keys create``, a
+    clean-up): submits wait for it in worker threads, each with a pooled connection. 15 took
+    the pool's 15, and the next status read, made in the event loop, waited there for one:
+    every request of the process, ``/healthz`` included, was held up until the lock was free.
+    Now the status is answered while the lock is held, and the submits go in after it."""
+    file_id = api.upload()
+    job = api.queue_separate(file_id).json()["request_id"]
+    body = json.dumps({"input": {"file_id": file_id, "prompt": "vocals"}}).encode()
+    head = (
+        f"POST /v1/queue/audio/separate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.key}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    database = api.services.settings.data_dir / "demixer.db"
+    holder = sqlite3.connect(database, isolation_level=None)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        stack.callback(holder.close)
+        holder.execute("BEGIN IMMEDIATE")  # the other process's write
+        submits = []
+        for _ in range(20):
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(head + body)
+            submits.append(sock)
+        pool = api.services.db.engine.pool
+        wait_until(lambda: pool.checkedout() >= 15, 30, "15 submits waiting for the lock")
+        try:
+            status = httpx.get(
+                f"{served.url}/v1/queue/requests/{job}/status", headers=api.headers(), timeout=10
+            )
+        finally:
+            holder.execute("COMMIT")
+        answers = [_status(sock) for sock in submits]
+    assert status.status_code == 200
+    assert answers == [b"202"] * 20
