@@ -15,6 +15,7 @@ reach either; :meth:`Api.upload` finishes an S3 upload with ``POST /v1/files/{id
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import botocore.auth
 import httpx
 import pytest
+import uvicorn
+from starlette.types import ASGIApp
 
 from audiofiles import AudioFiles
 from demixer.server.app import create_app
@@ -35,6 +38,8 @@ from demixer.server.compose import build_services
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.context import Services
 from demixer.settings import Settings
+from service_harness import free_port
+from worker_support import wait_until
 
 with warnings.catch_warnings():
     # Starlette suggests another client package; the httpx-based TestClient works as is.
@@ -49,6 +54,7 @@ __all__ = [
     "bucket_refusal",
     "close_app",
     "make_api",
+    "on_uvicorn",
     "signed_an_hour_ago",
 ]
 
@@ -224,6 +230,23 @@ def bucket_refusal(r: httpx.Response) -> str:
 
 #: rclone serve s3's status for each refusal code it gives a presigned request.
 _BUCKET_STATUS = {"SignatureDoesNotMatch": 403, "AccessDenied": 400, "UnsupportedAlgorithm": 400}
+
+
+@contextmanager
+def on_uvicorn(app: ASGIApp) -> Iterator[str]:
+    """``app`` on a real uvicorn server in a thread (one event loop, as in service), for what
+    the ``TestClient`` cannot show: many clients at once, each on its own connection. Yields
+    its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, "the server")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def close_app(client: TestClient) -> None:

@@ -92,6 +92,21 @@ def test_a_complete_racing_another_answers_the_file(api: Api) -> None:
         assert stored.read() == up["data"]
 
 
+@pytest.mark.backends("pg-s3")  # only there do the bytes land on a staging key first
+def test_a_job_or_a_read_racing_a_complete_uses_the_file(api: Api) -> None:
+    # A submit (or GET of the file) while a complete has moved the bytes out of staging and is
+    # still probing them (or was killed doing so): 409 FILE_NOT_READY "PUT its bytes to the
+    # upload_url first", for 2 to 3 of 5 submits sent with 10 completes of one file.
+    up = api.announce("stereo.flac")
+    assert api.put_bytes(up).status_code == 200
+    staging, final = f"staging/{up['file_id']}", f"inputs/{up['file_id']}"
+    api.services.storage.copy(staging, final)  # what the other complete has done so far
+    api.services.storage.delete_prefix(staging)
+    r = api.queue_separate(up["file_id"])
+    assert r.status_code == 202, r.text
+    assert api.get(f"/v1/files/{up['file_id']}").json()["status"] == "uploaded"
+
+
 # On S3 the bytes go to the bucket, never through the API, and S3 refuses a PUT without
 # Content-Length (411 MissingContentLength): nothing to stream there.
 @pytest.mark.backends("sqlite")

@@ -14,13 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import event
 
-from api_support import Api, make_api
+from api_support import Api, make_api, on_uvicorn
 from demixer.api.statuswatch import StatusWatcher
 from demixer.server.app import create_app
-from service_harness import free_port
 from worker_support import wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -39,16 +37,8 @@ def serving(api: Api) -> Iterator[tuple[str, StatusWatcher]]:
     app = create_app(api.services)
     watcher = StatusWatcher(api.services, poll_seconds=POLL, max_poll_seconds=POLL)
     app.state.status_watcher = watcher
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "the server")
-    try:
-        yield f"http://127.0.0.1:{port}", watcher
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with on_uvicorn(app) as base:
+        yield base, watcher
 
 
 class Streams:

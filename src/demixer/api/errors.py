@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.head import serves
@@ -241,7 +242,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class RequestIdMiddleware:
     """Gives each request an id (``x-request-id``), refuses a NUL in its URL (400
-    ``INVALID_REQUEST``), and turns unexpected exceptions into 500s.
+    ``INVALID_REQUEST``), and turns unexpected exceptions into 500s (a client that left while
+    its body was arriving is one line at INFO, not a crash).
 
     It sits outside FastAPI's exception handlers, so even a crash answers the error shape with
     the header (the vendor's own envelope under a vendor prefix, see :func:`render_error`); the
@@ -270,6 +272,13 @@ class RequestIdMiddleware:
         try:
             refuse_nul_in_url(scope)  # a %00 would reach a database lookup: api/text.py
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client closed its connection before its body had arrived (an upload
+            # cancelled, a phone off its network): no one is left to answer and nothing failed
+            # here. Logged as a crash, each one wrote a traceback of 60 to 100 lines.
+            log.info(
+                "the client left during %s %s (request %s)", scope.get("method"), scope["path"], rid
+            )
         except Exception as exc:
             try:
                 error = as_demixer_error(exc)  # a full disk or a database outage

@@ -21,12 +21,14 @@ from __future__ import annotations
 import mimetypes
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
+import anyio
 import anyio.from_thread
+import anyio.to_thread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -79,6 +81,7 @@ __all__ = [
     "owned_file",
     "receive_put",
     "record_upload",
+    "run_reading_body",
     "settle_pending",
     "store_direct",
 ]
@@ -370,8 +373,15 @@ def _completed_elsewhere(
 def settle_pending(services: Services, row: File) -> File:
     """``row``, finished first (:func:`complete_file`) if it is pending and its bytes have
     arrived in the store; a size or audio problem is recorded or left for the caller's own
-    status check, never raised."""
-    if row.status != FileState.PENDING or not services.storage.exists(_landing(services, row)):
+    status check, never raised.
+
+    The bytes may also be at the file's own key already: a completion running meanwhile has
+    moved them out of staging and is probing them (or was killed doing so). A job submitted
+    then was refused 409 FILE_NOT_READY ("PUT its bytes first"); ``complete_file`` probes them
+    too, and the first to record the file wins."""
+    if row.status != FileState.PENDING:
+        return row
+    if not any(services.storage.exists(key) for key in {_landing(services, row), row.storage_key}):
         return row
     try:
         return complete_file(services, row.account_id, row.id)
@@ -441,7 +451,7 @@ class AsyncBodyReader:
 
     ``storage.put`` reads a file object in chunks; a request body is an async iterator. This
     bridges the two without buffering the body: each ``read`` fetches the next chunk from the
-    event loop (``anyio.from_thread``), so it must be used from ``anyio.to_thread.run_sync``.
+    event loop (``anyio.from_thread``), so it must be used from :func:`run_reading_body`.
     """
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
@@ -467,3 +477,21 @@ class AsyncBodyReader:
             size = len(self._buffer)
         out, self._buffer = self._buffer[:size], self._buffer[size:]
         return out
+
+
+T = TypeVar("T")
+
+
+async def run_reading_body(call: Callable[[], T]) -> T:
+    """``call()``, which reads a request body through an :class:`AsyncBodyReader`, in a worker
+    thread that is not one of AnyIO's default 40.
+
+    Such a call holds its thread for as long as the client takes to send the body: minutes
+    for a big file, hours for a slow client that keeps above the body timeout's floor. On
+    the default limiter, 40 uploads at once held every token, and every other request that
+    needs a thread (a key not yet cached, a listing, a submit, ``/healthz``) waited until an
+    upload ended. Each upload here has its own one-token limiter, as each multipart form has
+    its own writer thread (``api/forms.py``); the number of uploads is bounded by the
+    connections the server accepts and the body timeout, not by this pool.
+    """
+    return await anyio.to_thread.run_sync(call, limiter=anyio.CapacityLimiter(1))

@@ -90,6 +90,7 @@ def create_app(services: Services) -> FastAPI:
     app.router.routes[:0] = [*queue.LANES, *models.LANES, *vendor_lanes()]
     app.state.model_lists = models.ModelLists(services)
     app.state.status_watcher = StatusWatcher(services)  # one reader for every SSE stream
+    app.state.readiness = health.ReadinessProbe(services)  # one check at a time for every probe
     envelopes = vendor_envelopes()
     settings = services.settings
     app.add_middleware(HeadAsGet, router=app.router)  # innermost: it asks the routes

@@ -308,8 +308,16 @@ class Database:
             if parsed.database:
                 # Its user's alone, as the data directory: the webhook secrets are in it.
                 Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # No limit on connections (each is a file handle): a read made in the event loop
+            # (api/lanes.py) must never wait for the pool. With SQLAlchemy's default of 15,
+            # 15 requests waiting in worker threads for the write lock (held a few seconds by
+            # another process) took them all, and a status read then held up the event loop,
+            # and every request of the process, until one came back.
             engine = create_engine(
-                url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": 30}
+                url,
+                hide_parameters=True,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                max_overflow=-1,
             )
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any, BinaryIO, cast
 
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -225,5 +224,5 @@ async def upload(
         content_type=request.headers.get("content-type"),
         content_length=length,
     )
-    row = await anyio.to_thread.run_sync(receive)
+    row = await uploads.run_reading_body(receive)
     return uploads.file_object(row)

@@ -2,30 +2,34 @@
 and at least one live worker), for container health checks and load balancers. No key.
 
 ``/healthz`` touches nothing but the process: a database outage must not make an orchestrator
-restart every API process. ``/readyz`` checks each part once, in order, and names each in its
-answer; 503 when any is not ready. Its details say what failed, never where (no host names,
-paths or bucket names on an unauthenticated endpoint); the server log has the rest.
+restart every API process. It is answered in the event loop, not in a worker thread: while
+every thread waits (on a storage that stopped answering, say) the process is still up.
+``/readyz`` checks each part once, in order, and names each in its answer; 503 when any is not
+ready. Its details say what failed, never where (no host names, paths or bucket names on an
+unauthenticated endpoint); the server log has the rest. One check runs at a time per process
+(:class:`ReadinessProbe`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Literal
 
-from fastapi import APIRouter
+import anyio.to_thread
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from demixer import __version__
-from demixer.api.auth import ServicesDep
 from demixer.errors import DemixerError
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
 from demixer.service.worker.registry import live_models
 
-__all__ = ["Check", "Health", "Readiness", "readiness", "router"]
+__all__ = ["Check", "Health", "Readiness", "ReadinessProbe", "readiness", "router"]
 
 log = logging.getLogger("demixer.api")
 
@@ -92,8 +96,41 @@ def readiness(services: Services) -> Readiness:
     return Readiness(status="ready" if ready else "not_ready", checks=checks)
 
 
+class ReadinessProbe:
+    """The readiness check of one API process, run once at a time: probes that arrive while it
+    runs wait for its answer instead of starting checks of their own.
+
+    A check can take minutes (a storage that takes connections but never answers: two tries of
+    a 60 s read timeout), while load balancers and orchestrators keep probing, each giving up on
+    its probe after a second or two, which does not stop the check. Each probe ran its own
+    check in one of AnyIO's 40 worker threads: 45 probes held them all, and every request that
+    needs one (a listing, a submit, an upload, a key not yet cached) got no answer.
+
+    Args:
+        services: the process's services (database, storage, settings).
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._running: asyncio.Future[Readiness] | None = None
+
+    async def check(self) -> Readiness:
+        """The answer of the check running now, or of a new one."""
+        running = self._running
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            running = asyncio.ensure_future(anyio.to_thread.run_sync(readiness, self.services))
+            running.add_done_callback(self._finished)
+            self._running = running
+        # Shielded: a probe whose client gave up leaves the check to the probes still waiting.
+        return await asyncio.shield(running)
+
+    def _finished(self, done: asyncio.Future[Readiness]) -> None:
+        if self._running is done:
+            self._running = None
+
+
 @router.get("/healthz")
-def healthz() -> Health:
+async def healthz() -> Health:
     """The process is up and answering (checks nothing else: see `/readyz`). No key."""
     return Health(version=__version__)
 
@@ -104,10 +141,11 @@ _READYZ: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/readyz", response_model=Readiness, responses=_READYZ)
-def readyz(services: ServicesDep) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
     """200 when the database and storage answer and at least one worker is live; else 503.
     Each check is named in `checks`. No key."""
-    result = readiness(services)
+    probe: ReadinessProbe = request.app.state.readiness
+    result = await probe.check()
     return JSONResponse(result.model_dump(), status_code=200 if result.status == "ready" else 503)
 
 

@@ -1,0 +1,276 @@
+"""Many clients of one API process at once, on a real uvicorn server: what one group of them
+does (slow uploads, cancelled uploads, probes of a stuck storage) must not stop the others'
+requests from being answered, nor fill the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api_support import TESTSERVER, Api, make_api, on_uvicorn
+from demixer.server.app import create_app
+from worker_support import wait_until
+
+# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
+__all__ = ["make_api"]  # fixtures
+
+#: AnyIO's default worker threads (40), and two more.
+UPLOADS = 42
+
+
+def _partials(root: Path) -> int:
+    """Uploads whose bytes are being written to local storage (a temporary each)."""
+    return sum(1 for _ in root.rglob(".*.part"))
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    """An :class:`Api` without the per-key limit on queued requests (many are sent here)."""
+    return make_api(max_concurrent_jobs=0)
+
+
+@dataclass
+class Served:
+    """The app of an :class:`Api` on uvicorn, counting the requests that reached it."""
+
+    app: ASGIApp
+    url: str = ""
+    arrived: Counter[str] = field(default_factory=Counter)  # by path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.arrived[scope["path"]] += 1
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def served(api: Api) -> Iterator[Served]:
+    counting = Served(create_app(api.services))
+    with on_uvicorn(counting) as url:
+        counting.url = url
+        yield counting
+
+
+@pytest.fixture
+def base(served: Served) -> str:
+    return served.url
+
+
+def _status(sock: socket.socket) -> bytes:
+    """The status code of the answer that arrives on ``sock``."""
+    return sock.recv(64).split(b" ")[1]
+
+
+@pytest.mark.backends("sqlite")  # on S3 the upload URLs are the bucket's: no body reaches the API
+def test_uploads_in_flight_leave_threads_for_the_other_requests(api: Api, base: str) -> None:
+    """42 signed PUTs whose bodies are still arriving (slow clients, or big files): each held
+    one of AnyIO's 40 worker threads until its body ended, so a listing, a submit, a key not yet
+    cached, even ``/healthz``, waited for an upload to end. Now a listing is answered meanwhile,
+    and the uploads all end well once their bytes are there."""
+    announced = [api.announce() for _ in range(UPLOADS)]
+    data = announced[0]["data"]
+    with ExitStack() as stack:
+        senders = []
+        for up in announced:
+            url = urlsplit(up["upload_url"].replace(TESTSERVER, base))
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            head = (
+                f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                f"Content-Type: audio/wav\r\nContent-Length: {len(data)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + data[:1000])  # the rest is still on its way
+            senders.append(sock)
+        storage = Path(api.services.settings.data_dir) / "storage"
+        wait_until(lambda: _partials(storage) >= 40, 30, "40 uploads being written")
+
+        listing = httpx.get(f"{base}/v1/queue/requests", headers=api.headers(), timeout=20)
+        assert listing.status_code == 200
+
+        for sock in senders:
+            sock.sendall(data[1000:])
+        answers = [_status(sock) for sock in senders]
+    assert answers == [b"200"] * UPLOADS
+
+
+def _half_sent(base: str, head: bytes, body: bytes) -> None:
+    """Send ``head`` (its Content-Length counting all of ``body``) and half of ``body``, then
+    close the connection, as a cancelled upload does."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+
+
+def _form(field: str, data: bytes) -> tuple[str, bytes]:
+    """A multipart form of one file field: its Content-Type and its body."""
+    body = (
+        (
+            f'--BOUND\r\nContent-Disposition: form-data; name="{field}"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + data
+        + b"\r\n--BOUND--\r\n"
+    )
+    return "multipart/form-data; boundary=BOUND", body
+
+
+def _form_head(path: str, auth: str, kind: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_a_client_leaving_mid_upload_is_one_line_not_a_crash(
+    api: Api, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload whose client closed the connection halfway (multipart, signed PUT, MusicGPT's
+    form) was logged as an unhandled error with a traceback of 60 to 100 lines each: 300
+    cancelled uploads wrote 21 000 lines of crashes. Each is now one INFO line."""
+    caplog.set_level(logging.INFO, logger="demixer.api")
+    up = api.announce()
+    data = up["data"]
+    kind, form = _form("file", data)
+    _half_sent(base, _form_head("/v1/files", f"Bearer {api.key}", kind, form), form)
+    put = urlsplit(up["upload_url"])
+    head = (
+        f"PUT {put.path}?{put.query} HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    _half_sent(base, head.encode(), data)
+    kind, form = _form("audio_file", data)
+    _half_sent(base, _form_head("/api/public/v1/Extraction", api.key, kind, form), form)
+
+    def told() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "demixer.api"]
+
+    wait_until(lambda: len(told()) == 3, 30, "a log record for each upload")
+    assert [(r.levelname, r.exc_info) for r in told()] == [("INFO", None)] * 3
+    paths = [r.getMessage().split(" ")[5] for r in told()]
+    assert sorted(paths) == sorted(["/v1/files", put.path, "/api/public/v1/Extraction"])
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_probes_of_a_stuck_storage_share_one_check(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage that takes connections and never answers (S3 stuck): each ``/readyz`` probe
+    ran its own check, each holding one of AnyIO's 40 threads for up to two 60 s read timeouts,
+    and 45 probes (load balancers and an orchestrator probing every few seconds) left none for
+    a listing, a submit, an upload or ``/healthz``. The probes now share one check."""
+    release, pings = threading.Event(), []
+
+    def stuck() -> None:
+        pings.append(1)
+        release.wait(60)
+
+    monkeypatch.setattr(api.services.storage, "ping", stuck)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        probes = []
+        for _ in range(45):
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            probes.append(sock)
+        wait_until(lambda: served.arrived["/readyz"] == 45, 30, "the 45 probes")
+        try:
+            healthz = httpx.get(f"{served.url}/healthz", timeout=10)
+            listing = httpx.get(
+                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
+            )
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in probes]
+    assert (healthz.status_code, listing.status_code) == (200, 200)
+    assert answers == [b"503"] * 45  # no worker runs here: not ready, said by the one check
+    assert len(pings) == 1
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_healthz_answers_while_every_thread_waits(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/healthz`` says the process is up, and nothing else. It ran in a worker thread: while
+    all 40 waited (41 uploads being stored to a storage that stopped answering) the liveness
+    probe got no answer, and an orchestrator would restart a process that was up."""
+    release, stored = threading.Event(), []
+    real = api.services.storage.put_file
+
+    def stuck(key: str, path: Path) -> int:
+        stored.append(key)
+        release.wait(60)
+        return real(key, path)
+
+    monkeypatch.setattr(api.services.storage, "put_file", stuck)
+    kind, form = _form("file", api.files.get("stereo.wav").path.read_bytes())
+    head = _form_head("/v1/files", f"Bearer {api.key}", kind, form)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        uploads = []
+        for _ in range(41):
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(head + form)
+            uploads.append(sock)
+        wait_until(lambda: len(stored) == 40, 30, "40 uploads being stored")
+        try:
+            healthz = httpx.get(f"{served.url}/healthz", timeout=10)
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in uploads]
+    assert healthz.status_code == 200
+    assert answers == [b"201"] * 41
+
+
+@pytest.mark.backends("sqlite")  # the embedded database: reads made in the event loop
+def test_writers_waiting_for_the_lock_leave_a_connection_for_the_event_loop(
+    api: Api, served: Served
+) -> None:
+    """Another process holds SQLite's write lock for a few seconds (``demixer keys create``, a
+    clean-up): submits wait for it in worker threads, each with a pooled connection. 15 took
+    the pool's 15, and the next status read, made in the event loop, waited there for one:
+    every request of the process, ``/healthz`` included, was held up until the lock was free.
+    Now the status is answered while the lock is held, and the submits go in after it."""
+    file_id = api.upload()
+    job = api.queue_separate(file_id).json()["request_id"]
+    body = json.dumps({"input": {"file_id": file_id, "prompt": "vocals"}}).encode()
+    head = (
+        f"POST /v1/queue/audio/separate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.key}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    database = api.services.settings.data_dir / "demixer.db"
+    holder = sqlite3.connect(database, isolation_level=None)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        stack.callback(holder.close)
+        holder.execute("BEGIN IMMEDIATE")  # the other process's write
+        submits = []
+        for _ in range(20):
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(head + body)
+            submits.append(sock)
+        pool = api.services.db.engine.pool
+        wait_until(lambda: pool.checkedout() >= 15, 30, "15 submits waiting for the lock")
+        try:
+            status = httpx.get(
+                f"{served.url}/v1/queue/requests/{job}/status", headers=api.headers(), timeout=10
+            )
+        finally:
+            holder.execute("COMMIT")
+        answers = [_status(sock) for sock in submits]
+    assert status.status_code == 200
+    assert answers == [b"202"] * 20
