@@ -49,6 +49,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 MAX_UPLOAD = 2 << 20  # bytes: small, so the cases over it stay quick
 MAX_SECONDS = 8  # the server's duration limit
 BODY_TIMEOUT = 2  # seconds a request body may pause
+KEEP_ALIVE = 5  # seconds an idle connection is kept after a response (longer than the above)
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 FUZZ_EXAMPLES = 3  # per operation and phase: the suite's time budget (see docs/hardening.md)
 
@@ -193,6 +194,7 @@ def _env(**extra: str) -> dict[str, str]:
         DEMIXER_MAX_CONCURRENT_JOBS="0",
         DEMIXER_URL_ALLOWLIST="127.0.0.1",
         DEMIXER_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
+        DEMIXER_KEEP_ALIVE_SECONDS=str(KEEP_ALIVE),
         **extra,
     )
 
@@ -621,6 +623,27 @@ def test_heads_are_limited_one_at_a_time_and_bodies_not_at_all(stack: Stack) -> 
     answers.append((r.status, json.loads(r.read())["error"]["code"]))
     connection.close()
     assert answers == [(401, "UNAUTHENTICATED")] * 3 + [(400, "INVALID_REQUEST")]
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_an_idle_connection_is_kept_as_long_as_keep_alive_says(stack: Stack) -> None:
+    """A load balancer keeps its connections to the server open for its own idle time (AWS
+    ALB: 60 s) and sends the next request on one it believes open: the server closed an idle
+    connection at the head timeout whatever DEMIXER_KEEP_ALIVE_SECONDS said, so the balancer
+    now and then met a closed connection (a 502 to its client)."""
+    where = urlsplit(stack.server.base_url)
+    connection = http.client.HTTPConnection(where.hostname or "", where.port, timeout=30)
+    connection.auto_open = 0  # a closed connection raises, never quietly opened again
+    connection.connect()
+    statuses = []
+    for idle in (0, BODY_TIMEOUT + 1):  # the second past the head timeout, within keep-alive
+        threading.Event().wait(idle)
+        connection.request("GET", "/healthz")  # RemoteDisconnected had the server closed it
+        answer = connection.getresponse()
+        answer.read()
+        statuses.append(answer.status)
+    connection.close()
+    assert statuses == [200, 200]
 
 
 def test_the_catalogue_gets_one_specific_answer_each_and_leaves_nothing(

@@ -397,6 +397,7 @@ def serve(
         log_level="info",
         log_config=log_config(),  # signed URLs' signatures never reach the log
         http=head_timeout_protocol(settings.body_timeout_seconds),
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
 
     shut: list[bool] = []

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # Seconds a request body may pause between two of its pieces before it is dropped (408),
     # and the most a request's head (request line and headers) may take to arrive.
     body_timeout_seconds: float = Field(60.0, gt=0)
+    # How long a connection may sit idle between a response and the next request before the
+    # server closes it (uvicorn's default, 5 s). Behind a load balancer that keeps connections
+    # to the server open (AWS ALB: 60 s idle), set it above the balancer's idle timeout, or the
+    # balancer now and then sends a request on a connection the server is closing: a 502.
+    keep_alive_seconds: float = Field(5.0, gt=0)
 
     # Signed URLs.
     upload_url_ttl_seconds: int = Field(3600, ge=1)

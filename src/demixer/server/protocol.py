@@ -7,7 +7,10 @@ for as long as it likes; a few thousand such clients starve the server. Here a c
 next request head (the request line and headers) must arrive whole within ``head_timeout``
 seconds of the connection being made, or of the last response: past that it is answered 408
 ``REQUEST_TIMEOUT`` (the native envelope: its path may not have arrived) and closed, or closed
-silently if not one byte of it came (an idle speculative connection a browser opened).
+silently if not one byte of it came (an idle speculative connection a browser opened). A
+connection idle after a response is uvicorn's keep-alive's to close (``timeout_keep_alive``,
+``DEMIXER_KEEP_ALIVE_SECONDS``), when that is the longer: a load balancer keeping connections
+open longer than the server does sends requests on connections the server is closing (502s).
 
 A request that is not HTTP at all is answered 400 ``INVALID_REQUEST`` in the same envelope,
 not uvicorn's plain text.
@@ -143,6 +146,12 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self.transport.resume_reading()  # uvicorn may have paused it: drain all the same
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
+    def _keeps_alive(self) -> bool:
+        """uvicorn's keep-alive timer is running: the connection served a response and sits
+        idle, and uvicorn closes it at its own time."""
+        task = getattr(self, "timeout_keep_alive_task", None)
+        return task is not None and not task.cancelled()
+
     def _in_request(self) -> bool:
         """A request's head arrived and its response is not complete."""
         return self.cycle is not None and not self.cycle.response_complete
@@ -162,7 +171,8 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._in_request():
             return
         if not self._head_started:
-            self.transport.close()
+            if not self._keeps_alive():
+                self.transport.close()
             return
         message = (
             f"the request's headers did not arrive within {self.head_timeout:g} s "
