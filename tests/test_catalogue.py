@@ -149,6 +149,30 @@ def test_the_readme_lists_every_model_with_its_licence_class() -> None:
     assert "checkpoints (Meta, MIT)" not in readme
 
 
+def test_audio_separator_figures_are_its_own_medians_over_its_own_track_count() -> None:
+    """A card's python-audio-separator row is checked against the very file it cites
+    (models-scores.json, the same in the installed 0.47.1): the figure is its median, to two
+    decimals, and the test set names as many tracks as that median was taken over."""
+    from demixer.models.catalogue.sources import SEPARATOR_SCORES
+
+    package = Path(audio_separator.__file__).parent
+    scores = json.loads((package / "models-scores.json").read_text("utf-8"))
+    checked = 0
+    for spec in list_specs():
+        for score in spec.scores:
+            if score.source != SEPARATOR_SCORES:
+                continue
+            entry = next(scores[name] for name in spec.aliases if name in scores)
+            tracks = [t for t in entry["track_scores"] if score.stem in t["scores"]]
+            assert round(entry["median_scores"][score.stem]["SDR"], 2) == score.value, spec.id
+            assert score.test_set.startswith(f"{len(tracks)} MUSDB18 "), (spec.id, score.stem)
+            figure = f"{score.value:.2f} dB median SDR"  # the one-line quality `models list` shows
+            if figure in spec.quality:
+                assert f"{figure}, {len(tracks)} MUSDB18 tracks" in spec.quality, spec.id
+            checked += 1
+    assert checked >= 10
+
+
 def test_stem_names_are_lowercase_so_one_request_reaches_every_model() -> None:
     """UVR and some configs write `Vocals`; a user types `--stems vocals` for every model."""
     from demixer.engine import plan_stems
