@@ -173,6 +173,27 @@ def test_audio_separator_figures_are_its_own_medians_over_its_own_track_count() 
     assert checked >= 10
 
 
+# Records that, read at the commit cited, do not hold what an entry's pins would cite them for:
+# jams' PROVENANCE.md records the SCNet files only (nothing of viperx's checkpoint), and
+# melband-roformer-infer's list names Sucial's own v2 file only from commit cae90e4 on.
+NOT_A_RECORD_OF = {
+    "bs-roformer-vocals-1297": ("jhurliman/jams",),
+    "mel-roformer-deecho-sucial": ("f771bc32a562863913ea785213b2bdeea366a775",),
+}
+
+
+@pytest.mark.parametrize("spec", CATALOGUE, ids=lambda spec: spec.id)
+def test_a_card_cites_for_its_pins_exactly_the_records_the_catalogue_does(spec: ModelSpec) -> None:
+    """`models info` shows the card: its list of where the pins come from is the entry's own,
+    so a citation dropped from the catalogue cannot live on in what users read."""
+    card = model_card(spec.id)
+    section = card.split("### Where the pins come from", 1)[1].split("\n## ", 1)[0]
+    cited = [line[2:] for line in section.splitlines() if line.startswith("- ")]
+    assert sorted(cited) == sorted(spec.pin_sources)
+    for record in NOT_A_RECORD_OF.get(spec.id, ()):
+        assert record not in card and not any(record in pin for pin in spec.pin_sources)
+
+
 def test_stem_names_are_lowercase_so_one_request_reaches_every_model() -> None:
     """UVR and some configs write `Vocals`; a user types `--stems vocals` for every model."""
     from demixer.engine import plan_stems
