@@ -113,7 +113,10 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         quality="vocals 10.87 dB SDR on MVSep Multisong (MSST's table); not measured by demixer",
         scores=(multisong("vocals", 10.87), separator_median("vocals", 11.77, 40)),
         pin_sources=(
-            f"checkpoint: {CLEANSPLIT}, SHA-256 and size (the one record citable by URL)",
+            f"checkpoint: {CLEANSPLIT}, SHA-256 and size",
+            "checkpoint: the Git LFS pointer (oid sha256 and size) of a copy uploaded to Hugging "
+            "Face, https://huggingface.co/datasets/SayanoAI/RVC-Studio/commit/"
+            "42e886c9642a83b51ae34a75fa9d76fad76bd9bc",
             "checkpoint: the same SHA-256 recorded by several other public projects (found in a "
             "code index; not citable by URL here)",
             f"config: git blob 135a051897dee27285ac46ee350afe1e1ec02011 at {MSST} commit "
