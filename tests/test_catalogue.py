@@ -139,6 +139,15 @@ def test_demucs_weights_are_research_only_as_meta_said() -> None:
             assert "MIT licence)" not in card
 
 
+def test_htdemucs_ft_quotes_meta_figure_for_the_released_bag() -> None:
+    """Meta's README gives the released fine-tuned bag 9.0 dB; 9.2 dB is its paper's sparse
+    model, which Meta did not release: `models list` must not show it as htdemucs_ft's."""
+    spec = get_spec("htdemucs_ft")
+    assert "9.0 dB" in spec.quality and "9.2" not in spec.quality
+    card = " ".join(model_card("htdemucs_ft").split())
+    assert '"HT Demucs f.t. (v4)" 9.0 dB' in card and "did not release" in card
+
+
 def test_the_readme_lists_every_model_with_its_licence_class() -> None:
     readme = README.read_text("utf-8")
     table = readme[readme.index("| id | stems |") :].split("\n\n", 1)[0]
