@@ -159,7 +159,8 @@ OTHERS: tuple[ModelSpec, ...] = (
         pin_sources=(
             "checkpoint: https://github.com/openmirlab/mdxnet-infer/blob/"
             "81fc1cc097d6d73fd014f5eaa6cb4377e9c946c1/src/mdxnet_infer/config/checkpoints.toml "
-            "(SHA-256; it says two Hugging Face mirrors were checked byte for byte)",
+            "(SHA-256; the README.md of that commit says the two Hugging Face mirrors it found "
+            "were byte-identical)",
             "checkpoint: full SHA-256 and size recorded by several other public projects that "
             "hashed audio-separator's copy or read the mirror's Git LFS pointer (found in a code "
             "index; not citable by URL here)",
