@@ -330,7 +330,8 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             f"Hugging Face commit {_MALE_FEMALE_REV}",
             "checkpoint and config: https://github.com/openmirlab/bs-roformer-infer/blob/"
             "04cfa4be2d04ad5164c6f7e97ff31f37b0b162fe/src/bs_roformer/data/checksums.json "
-            "(it says it checked a second mirror, Sucial/MSST-WebUI's, byte for byte)",
+            "(the CHANGELOG.md of that commit says the checkpoint was checked byte for byte "
+            "against a second mirror, Sucial/MSST-WebUI's)",
             "config: git blob eab8413f38d13a0ee021fd752c85fb20b65a376f at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob",
