@@ -139,6 +139,15 @@ def test_demucs_weights_are_research_only_as_meta_said() -> None:
             assert "MIT licence)" not in card
 
 
+def test_htdemucs_ft_quotes_meta_figure_for_the_released_bag() -> None:
+    """Meta's README gives the released fine-tuned bag 9.0 dB; 9.2 dB is its paper's sparse
+    model, which Meta did not release: `models list` must not show it as htdemucs_ft's."""
+    spec = get_spec("htdemucs_ft")
+    assert "9.0 dB" in spec.quality and "9.2" not in spec.quality
+    card = " ".join(model_card("htdemucs_ft").split())
+    assert '"HT Demucs f.t. (v4)" 9.0 dB' in card and "did not release" in card
+
+
 def test_the_readme_lists_every_model_with_its_licence_class() -> None:
     readme = README.read_text("utf-8")
     table = readme[readme.index("| id | stems |") :].split("\n\n", 1)[0]
@@ -147,6 +156,51 @@ def test_the_readme_lists_every_model_with_its_licence_class() -> None:
         assert spec.license_class in row, spec.id
     assert DEMUCS_327 in " ".join(readme.split())
     assert "checkpoints (Meta, MIT)" not in readme
+
+
+def test_audio_separator_figures_are_its_own_medians_over_its_own_track_count() -> None:
+    """A card's python-audio-separator row is checked against the very file it cites
+    (models-scores.json, the same in the installed 0.47.1): the figure is its median, to two
+    decimals, and the test set names as many tracks as that median was taken over."""
+    from demixer.models.catalogue.sources import SEPARATOR_SCORES
+
+    package = Path(audio_separator.__file__).parent
+    scores = json.loads((package / "models-scores.json").read_text("utf-8"))
+    checked = 0
+    for spec in list_specs():
+        for score in spec.scores:
+            if score.source != SEPARATOR_SCORES:
+                continue
+            entry = next(scores[name] for name in spec.aliases if name in scores)
+            tracks = [t for t in entry["track_scores"] if score.stem in t["scores"]]
+            assert round(entry["median_scores"][score.stem]["SDR"], 2) == score.value, spec.id
+            assert score.test_set.startswith(f"{len(tracks)} MUSDB18 "), (spec.id, score.stem)
+            figure = f"{score.value:.2f} dB median SDR"  # the one-line quality `models list` shows
+            if figure in spec.quality:
+                assert f"{figure}, {len(tracks)} MUSDB18 tracks" in spec.quality, spec.id
+            checked += 1
+    assert checked >= 10
+
+
+# Records that, read at the commit cited, do not hold what an entry's pins would cite them for:
+# jams' PROVENANCE.md records the SCNet files only (nothing of viperx's checkpoint), and
+# melband-roformer-infer's list names Sucial's own v2 file only from commit cae90e4 on.
+NOT_A_RECORD_OF = {
+    "bs-roformer-vocals-1297": ("jhurliman/jams",),
+    "mel-roformer-deecho-sucial": ("f771bc32a562863913ea785213b2bdeea366a775",),
+}
+
+
+@pytest.mark.parametrize("spec", CATALOGUE, ids=lambda spec: spec.id)
+def test_a_card_cites_for_its_pins_exactly_the_records_the_catalogue_does(spec: ModelSpec) -> None:
+    """`models info` shows the card: its list of where the pins come from is the entry's own,
+    so a citation dropped from the catalogue cannot live on in what users read."""
+    card = model_card(spec.id)
+    section = card.split("### Where the pins come from", 1)[1].split("\n## ", 1)[0]
+    cited = [line[2:] for line in section.splitlines() if line.startswith("- ")]
+    assert sorted(cited) == sorted(spec.pin_sources)
+    for record in NOT_A_RECORD_OF.get(spec.id, ()):
+        assert record not in card and not any(record in pin for pin in spec.pin_sources)
 
 
 def test_stem_names_are_lowercase_so_one_request_reaches_every_model() -> None:

@@ -176,7 +176,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         ),
         weights_source="Meta Demucs 4 `htdemucs_ft` bag (f7e0c4bc, d12395a8, 92cfc3b6, 04573f0d)",
         loader="demixer.models.demucs_backend:load",
-        quality="Meta: a bit better than htdemucs (9.2 dB with sparse attention); not yet measured",
+        # Meta's 9.20 dB is its paper's sparse-attention model, which Meta did not release.
+        quality="Meta: 9.0 dB overall SDR, MUSDB18-HQ test (README table); not yet measured",
         install_hint=_demucs_hint("htdemucs_ft"),
         # MSST's figures for the four fine-tuned models, each on its own stem.
         scores=(

@@ -113,9 +113,12 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         quality="vocals 10.87 dB SDR on MVSep Multisong (MSST's table); not measured by demixer",
         scores=(multisong("vocals", 10.87), separator_median("vocals", 11.77, 40)),
         pin_sources=(
-            CLEANSPLIT,
-            "https://github.com/jhurliman/jams/blob/2dfeabbc5a7af443ba70cbfade9bab0e81967f38/"
-            "paper/PROVENANCE.md (size 639,331,213 of the GitHub asset, via the GitHub API)",
+            f"checkpoint: {CLEANSPLIT}, SHA-256 and size",
+            "checkpoint: the Git LFS pointer (oid sha256 and size) of a copy uploaded to Hugging "
+            "Face, https://huggingface.co/datasets/SayanoAI/RVC-Studio/commit/"
+            "42e886c9642a83b51ae34a75fa9d76fad76bd9bc",
+            "checkpoint: the same SHA-256 recorded by several other public projects (found in a "
+            "code index; not citable by URL here)",
             f"config: git blob 135a051897dee27285ac46ee350afe1e1ec02011 at {MSST} commit "
             f"{MSST_COMMIT}; SHA-256 computed from that blob",
         ),
@@ -327,7 +330,8 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             f"Hugging Face commit {_MALE_FEMALE_REV}",
             "checkpoint and config: https://github.com/openmirlab/bs-roformer-infer/blob/"
             "04cfa4be2d04ad5164c6f7e97ff31f37b0b162fe/src/bs_roformer/data/checksums.json "
-            "(it says it checked a second mirror, Sucial/MSST-WebUI's, byte for byte)",
+            "(the CHANGELOG.md of that commit says the checkpoint was checked byte for byte "
+            "against a second mirror, Sucial/MSST-WebUI's)",
             "config: git blob eab8413f38d13a0ee021fd752c85fb20b65a376f at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob",
@@ -373,10 +377,13 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             ),
         ),
         pin_sources=(
-            "checkpoint: "
-            + MELBAND_INFER
-            + ": the same SHA-256 and size for the author's file and for the copy on Hugging "
-            "Face's Politrees/UVR_resources (dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt)",
+            # The pin list names the author's file only from this later commit; at MELBAND_INFER's
+            # it lists the Politrees copy's name alone.
+            "checkpoint: https://github.com/openmirlab/melband-roformer-infer/blob/"
+            "cae90e4ade45e91ce4e7b8d9f887b75d07bcbe90/src/mel_band_roformer/data/checksums.json "
+            "(digests read from the Hugging Face LFS pointers): the same SHA-256 and size for the "
+            "author's file and for the copy on Hugging Face's Politrees/UVR_resources "
+            "(dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt)",
             "checkpoint: the same SHA-256 recorded by a project that ran the model as "
             "'DeReverb-Echo V2' (found in a code index; not citable by URL here)",
             "config: git blob b9ed3ca2589954b800872e65c72b2eff115237ac at "
