@@ -122,6 +122,35 @@ def test_lossless_round_trip_is_within_quantisation(
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("depth", ["16", "24", "32f"])
+@pytest.mark.parametrize("rescale", [False, True])
+def test_a_wav_stem_past_4_gib_is_rf64_holding_every_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: str, rescale: bool
+) -> None:
+    """A WAV's sizes are 32-bit: past 4 GiB (a 3.4 h float stem, 2 h at 96 kHz/24 bits)
+    libsndfile wrote 0xFFFFFFFF, and libsndfile's readers (soundfile here, Audacity, sox)
+    stopped at 4 GiB. The limit is made small here; a stem past it is RF64, every sample and
+    tag kept, and one within it stays a plain WAV."""
+    frame_bytes = 2 * {"16": 2, "24": 3}.get(depth, 4)  # stereo
+    limit = 3 * BLOCK * frame_bytes
+    monkeypatch.setattr("demixer.audio.encode._WAV_MAX_DATA", limit, raising=False)
+    rate = 44100
+    fmt = OutputFormat.parse("wav", depth)
+    song = tone(4 * BLOCK / rate, rate, (440.0, 550.0), amplitude=0.5)
+    for name, frames, container in [("long", 4 * BLOCK, "RF64"), ("short", 2 * BLOCK, "WAV")]:
+        path = tmp_path / f"{name}.wav"
+        tags = {"vocals": {"title": f"Mix ({name})"}}
+        with StemSetWriter({"vocals": path}, rate, 2, fmt, rescale=rescale, tags=tags) as writer:
+            for start in range(0, frames, BLOCK):
+                writer.write({"vocals": song[:, start : start + BLOCK]})
+            writer.close()
+        with sf.SoundFile(str(path)) as f:
+            assert (f.format, f.frames, f.title) == (container, frames, f"Mix ({name})")
+            step = {"16": 2.0**-15, "24": 2.0**-23}.get(depth, 0.0)
+            assert np.abs(f.read(dtype="float32").T - song[:, :frames]).max() <= step / 2 + 1e-7
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize(("fmt", "depth"), [("wav", "16"), ("flac", "16"), ("wav", "24")])
 def test_integer_output_holds_the_nearest_step(tmp_path: Path, fmt: str, depth: str) -> None:
     """Each sample is rounded to the nearest step of full scale (2**-15 at 16 bits): WAV

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiofiles import encode, tone
 from crafted import concat_script, lying_xing_mp3, silent_flac_without_length, wav_promising
 from demixer.audio import AudioReader, OutputFormat, StemSetWriter, probe
 from demixer.errors import DurationLimit, InvalidAudio, StorageFull
@@ -73,6 +74,21 @@ def test_probe_and_reader_give_one_answer_on_a_header_promising_hours(
     with pytest.raises(InvalidAudio, match="truncated") as in_the_job:
         AudioReader(crafted["promising"])
     assert at_upload.value.message == in_the_job.value.message
+
+
+@pytest.mark.parametrize(("name", "codec", "rate"), [("a.opus", "libopus", 48000),
+                                                     ("a.m4a", "aac", RATE),
+                                                     ("a.mp3", "libmp3lame", RATE)])  # fmt: skip
+def test_a_file_of_exactly_the_limit_is_within_it(
+    tmp_path: Path, name: str, codec: str, rate: int
+) -> None:
+    """An encoder's delay is not the song's: an Ogg Opus file of exactly the limit (its
+    312-sample pre-skip counted in the stream's length) was refused at upload and by the job
+    as longer than it."""
+    path = encode(tmp_path / name, tone(2.0, rate, (440.0, 660.0)), rate, codec)
+    assert probe(path, max_seconds=2.0).duration == pytest.approx(2.0, abs=1e-6)
+    with AudioReader(path, max_seconds=2.0) as reader:
+        assert sum(block.shape[1] for block in reader.blocks(4096)) == 2 * rate
 
 
 def test_the_cli_has_a_duration_bound(crafted: dict[str, Path], tmp_path: Path) -> None:

@@ -327,6 +327,29 @@ def test_a_cancel_accepted_while_the_outputs_are_stored_leaves_nothing(
     wait_until(lambda: env.blobs(f"outputs/{job.id}") == [], what="the stored stems deleted")
 
 
+def test_a_long_upload_of_the_stems_keeps_the_lease(
+    shared: tuple[Env, Worker], music: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing a long song's stems (or fetching its input) is one call that may outlast the
+    lease (2 s here; a GB over a slow link at the default 30 s): the lease is renewed while it
+    runs, so no other worker takes the job and runs it again, its attempt thrown away."""
+    env, _ = shared
+    storage, queue = env.services.storage, env.services.queue
+    put_file = storage.put_file
+    thief: list[object] = []
+
+    def slow(key: str, path: Path) -> int:
+        if not thief:
+            time.sleep(1.5 * env.settings.lease_seconds)
+            thief.append(queue.claim("thief"))  # another worker looking for work meanwhile
+        return put_file(key, path)
+
+    monkeypatch.setattr(storage, "put_file", slow)
+    job = env.wait_final(env.submit(music))
+    assert thief == [None]
+    assert (job.status, job.attempts) == ("COMPLETED", 1), env.logs(job.id)
+
+
 def test_a_storage_failure_tells_the_owner_its_kind_and_the_operator_its_path(
     shared: tuple[Env, Worker],
     music: Path,

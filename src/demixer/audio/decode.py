@@ -201,6 +201,11 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
             # longer than the tag says (MP3s joined end to end, each with its own tag).
             tagged = _mp3_tag_seconds(path)
             return None if tagged is None else min(seconds, tagged)
+        if name == "ogg" and stream.codec_context.name == "opus":
+            # An Ogg Opus stream's length counts its pre-skip (312 samples from FFmpeg's and
+            # libopus' encoders), which the decoder drops: a file of exactly the duration
+            # limit read as 6.5 ms over it.
+            seconds -= (stream.codec_context.delay or 0) / stream.codec_context.sample_rate
         return seconds
     tagged = _tagged_seconds(stream)
     if tagged is not None:

@@ -58,6 +58,9 @@ DEFAULT_BIT_DEPTHS: dict[str, str | None] = {"wav": "16", "flac": "16", "mp3": N
 _CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 _SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 _RESCALE_BLOCK = 1 << 16  # frames per read when transcoding the float32 temporaries
+# The most sample bytes a plain WAV stem holds (its sizes are 32-bit; room is left for the
+# header and its tags): a longer one is written as RF64.
+_WAV_MAX_DATA = 0xFFFFFFFF - (1 << 20)
 
 log = logging.getLogger("demixer.audio")
 
@@ -158,26 +161,46 @@ class _SoundFileSink:
     """WAV/FLAC through libsndfile. Integer depths are rounded here, to the nearest step of
     full scale (1/32768 at 16 bits), and handed over as integers: libsndfile's own float-to-PCM
     conversion truncates for WAV (up to one step low, half a step on average: a DC offset and
-    more distortion), though it rounds for FLAC."""
+    more distortion), though it rounds for FLAC.
+
+    A WAV's sizes are 32-bit: past 4 GiB libsndfile writes 0xFFFFFFFF, which FFmpeg reads to
+    the end but libsndfile's own readers (Audacity, sox, soundfile) cut at 4 GiB, hours short
+    of a long stem at 96 kHz or in float. A WAV stem that grows past :data:`_WAV_MAX_DATA`
+    becomes RF64 (EBU Tech 3306, the 64-bit WAV they read), by copying once what was written
+    so far; a smaller one stays the plain WAV every player reads."""
 
     def __init__(
         self, path: Path, rate: int, channels: int, fmt: OutputFormat, tags: Mapping[str, str]
     ) -> None:
         depth = fmt.bit_depth or "16"  # OutputFormat gives wav/flac a depth
-        self._file = sf.SoundFile(
+        self._path, self._rate, self._channels = path, rate, channels
+        self._subtype, self._tags = _SUBTYPES[depth], tags
+        self._bits = int(depth) if depth.isdigit() else None
+        # Bytes per frame in the file (24-bit samples take 3), to see the 4 GiB coming.
+        self._frame_bytes = channels * (self._bits // 8 if self._bits else 4)
+        self._data_bytes = 0
+        self._wav = fmt.format == "wav"
+        self._old: Path | None = None  # the plain WAV being copied into RF64
+        self._file = self._open(path, fmt.format.upper())
+
+    def _open(self, path: Path, container: str) -> sf.SoundFile:
+        file = sf.SoundFile(
             str(path),
             "w",
-            samplerate=rate,
-            channels=channels,
-            subtype=_SUBTYPES[depth],
-            format=fmt.format.upper(),
+            samplerate=self._rate,
+            channels=self._channels,
+            subtype=self._subtype,
+            format=container,
         )
         for name in TAGS:  # WAV's LIST INFO chunk, FLAC's Vorbis comments
-            if tags.get(name):
-                setattr(self._file, name, tags[name])
-        self._bits = int(depth) if depth.isdigit() else None
+            if self._tags.get(name):
+                setattr(file, name, self._tags[name])
+        return file
 
     def write(self, block: np.ndarray) -> None:
+        self._data_bytes += block.shape[1] * self._frame_bytes
+        if self._wav and self._data_bytes > _WAV_MAX_DATA:
+            self._to_rf64()
         if self._bits is None:
             self._file.write(block.T)
             return
@@ -188,10 +211,28 @@ class _SoundFileSink:
         else:  # libsndfile takes the top 24 bits of an int32
             self._file.write(steps.astype(np.int32) << (32 - self._bits))
 
+    def _to_rf64(self) -> None:
+        """Go on in an RF64 file at the same path, holding every sample written so far (the
+        samples are copied as stored: integers stay the same integers)."""
+        self._wav = False
+        self._file.close()
+        self._old = self._path.with_name(self._path.name + ".wav")
+        os.replace(self._path, self._old)
+        self._file = self._open(self._path, "RF64")
+        dtype = {16: "int16", 24: "int32"}.get(self._bits or 0, "float32")
+        with sf.SoundFile(str(self._old)) as old:
+            for block in old.blocks(_RESCALE_BLOCK, dtype=dtype, always_2d=True):
+                self._file.write(block)
+        self._old.unlink()
+        self._old = None
+
     def close(self) -> None:
         self._file.close()
 
-    abort = close
+    def abort(self) -> None:
+        self._file.close()
+        if self._old is not None:  # stopped while copying into RF64
+            self._old.unlink(missing_ok=True)
 
 
 class _RawFloatSink:

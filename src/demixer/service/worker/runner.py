@@ -150,6 +150,34 @@ class _Lease:
         if cancel:
             raise _Abort("cancelled")
 
+    def _beating(self, call: Callable[[], T]) -> T:
+        """``call()``, heartbeating from a helper thread while it runs: one transfer (a long
+        song's input fetched, a stem of a GB stored) may outlast the lease, and a lease let
+        lapse is another worker's to take, the attempt's work then thrown away. A cancel, the
+        job's time limit or a lost lease that the heartbeats find is raised once the call
+        returns (a transfer stops at its end, not midway)."""
+        done = threading.Event()
+        found: list[_Abort] = []
+
+        def beat() -> None:
+            while not done.wait(min(self.interval, _WAIT_SLICE)):
+                try:
+                    self.tick(stoppable=False)
+                except _Abort as abort:
+                    found.append(abort)
+                    return
+
+        beater = threading.Thread(target=beat, name="demixer-lease", daemon=True)
+        beater.start()
+        try:
+            result = call()
+        finally:
+            done.set()
+            beater.join()
+        if found:
+            raise found[0]
+        return result
+
     def through_outage(self, call: Callable[[], T], what: str) -> T:
         """``call()``, tried again while object storage is unavailable, for up to
         ``storage_outage_seconds``: the attempt keeps its lease (heartbeats go on; a cancel,
@@ -160,7 +188,7 @@ class _Lease:
         wait = 0.5
         while True:
             try:
-                return call()
+                return self._beating(call)
             except StorageUnavailable as exc:
                 if time.monotonic() >= deadline:
                     raise
