@@ -1,0 +1,51 @@
+"""The served OpenAPI document against what the server answers: real answers (and real
+requests) checked with the document's own schemas, as a client generator or a fuzzer reads
+them. In process, on SQLite + local storage: the document is the same on every backend."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema_rs  # schemathesis's validator (a pinned test dependency)
+
+from api_support import Api, api, make_api
+
+__all__ = ["api", "make_api"]  # fixtures
+
+
+def _validator(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """A validator for ``schema``, a part of ``spec`` (its ``$ref``s resolved in ``spec``)."""
+    return jsonschema_rs.validator_for({**schema, "components": spec["components"]})
+
+
+def _errors(spec: dict[str, Any], schema: dict[str, Any], value: Any) -> list[str]:
+    return [e.message for e in _validator(spec, schema).iter_errors(value)]
+
+
+def _events(text: str) -> list[dict[str, str]]:
+    """A server-sent event stream's events, each as its fields (comments left out)."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = [line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")]
+        if fields:
+            events.append(dict(fields))
+    return events
+
+
+def test_each_status_stream_event_is_what_the_document_says(api: Api) -> None:
+    spec = api.client.get("/v1/openapi.json").json()
+    path = spec["paths"]["/v1/queue/requests/{request_id}/status/stream"]["get"]
+    event_schema = path["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+
+    r = api.get(f"/v1/queue/requests/{job_id}/status/stream")
+
+    assert r.status_code == 200
+    events = _events(r.text)
+    assert [e["event"] for e in events] == ["status"]
+    for event in events:  # the document described the stream as one string
+        assert _errors(spec, event_schema, event) == []
+        status = {"$ref": "#/components/schemas/RequestStatus"}
+        assert _errors(spec, status, json.loads(event["data"])) == []
