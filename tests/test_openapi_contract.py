@@ -49,3 +49,44 @@ def test_each_status_stream_event_is_what_the_document_says(api: Api) -> None:
         assert _errors(spec, event_schema, event) == []
         status = {"$ref": "#/components/schemas/RequestStatus"}
         assert _errors(spec, status, json.loads(event["data"])) == []
+
+
+def _operation(spec: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    return dict(spec["paths"][path][method])
+
+
+def test_the_document_refuses_what_the_server_refuses(api: Api) -> None:
+    """A request the document calls valid is not refused for its form (schemathesis's
+    "schema-valid request rejected"): the keys, URLs and upload types the server refuses."""
+    spec = api.client.get("/v1/openapi.json").json()
+    separate = _operation(spec, "post", "/v1/queue/audio/separate")
+    key_schema = next(p for p in separate["parameters"] if p["name"] == "Idempotency-Key")
+    body_schema = separate["requestBody"]["content"]["application/json"]["schema"]
+    file_id = api.upload()
+
+    for key in ("", "k" * 256, "a\x7fb"):
+        r = api.post(
+            "/v1/queue/audio/separate",
+            json={"input": {"file_id": file_id, "prompt": "vocals"}},
+            headers={"Idempotency-Key": key},
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "Idempotency-Key"
+        assert _errors(spec, key_schema["schema"], key) != [], repr(key)
+    assert _errors(spec, key_schema["schema"], "order-42 é") == []
+
+    for url in ("", "ftp://host/a.wav", "song.wav", "http://"):
+        body = {"input": {"audio_url": url, "prompt": "vocals"}}
+        r = api.post("/v1/queue/audio/separate", json=body)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_AUDIO_URL", url
+        assert _errors(spec, body_schema, body) != [], url
+        hooked = {"input": {"file_id": file_id, "prompt": "vocals"}, "webhook": {"url": url}}
+        assert api.post("/v1/queue/audio/separate", json=hooked).status_code == 400
+        assert _errors(spec, body_schema, hooked) != [], url
+    good = {"input": {"audio_url": " HTTPS://example.com/a.wav", "prompt": "vocals"}}
+    assert _errors(spec, body_schema, good) == []
+
+    upload = _operation(spec, "post", "/v1/files")["requestBody"]["content"]
+    types = upload["multipart/form-data"]["encoding"]["file"]["contentType"]
+    assert "image/png" not in types and "audio/*" in types
+    png = {"file": ("cover.png", b"\x89PNG\r\n\x1a\n", "image/png")}
+    assert api.post("/v1/files", files=png).status_code == 415

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from demixer.models.quality import QUALITIES
 from demixer.models.spec import MODEL_ID_LENGTH
@@ -158,6 +159,11 @@ class Span(BaseModel):
         return self
 
 
+# What the submit code takes as a URL (`api/submit.py`: http or https, with a host), for the
+# JSON Schema: a client generator or fuzzer reads it; the check itself stays there, with its code.
+_HTTP_URL: JsonDict = {"pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]"}
+
+
 def _one_source_schema(schema: dict[str, Any]) -> None:
     """The JSON Schema says what the validator enforces: exactly one of ``file_id`` and
     ``audio_url``, each a string when given (client generators and fuzzers read it)."""
@@ -178,7 +184,9 @@ class QueueInput(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_one_source_schema)
 
     file_id: str | None = Field(None, max_length=100, description="From `POST /v1/files`.")
-    audio_url: str | None = Field(None, max_length=4096, description="An http(s) URL.")
+    audio_url: str | None = Field(
+        None, max_length=4096, description="An http(s) URL.", json_schema_extra=_HTTP_URL
+    )
     output_format: str = Field("wav", max_length=10, description="`wav`, `flac` or `mp3`.")
     bit_depth: str | int | None = Field(
         None, description="wav: `16`, `24`, `32f`; flac: `16`, `24`; none for mp3."
@@ -271,7 +279,7 @@ class StemsInput(QueueInput):
 class WebhookIn(BaseModel):
     """Where to POST when the request finishes (Standard Webhooks signed)."""
 
-    url: str = Field(max_length=4096)
+    url: str = Field(max_length=4096, json_schema_extra=_HTTP_URL)
     secret: str | None = Field(None, max_length=200, description="`whsec_…`; default: new.")
 
 
@@ -289,7 +297,9 @@ class QueueBody(BaseModel):
         description="Higher runs first, over every account on the server; at most the "
         "server's `DEMIXER_MAX_PRIORITY` (100 unless its operator lowered it).",
     )
-    webhook_url: str | None = Field(None, alias="webhookUrl", max_length=4096)
+    webhook_url: str | None = Field(
+        None, alias="webhookUrl", max_length=4096, json_schema_extra=_HTTP_URL
+    )
     webhook_secret: str | None = Field(None, alias="webhookSecret", max_length=200)
 
 
