@@ -90,3 +90,32 @@ def test_the_document_refuses_what_the_server_refuses(api: Api) -> None:
     assert "image/png" not in types and "audio/*" in types
     png = {"file": ("cover.png", b"\x89PNG\r\n\x1a\n", "image/png")}
     assert api.post("/v1/files", files=png).status_code == 415
+
+
+def test_every_field_of_an_answer_is_required_and_sent(api: Api) -> None:
+    """The server sends every field of its answers (null where it has no value): the document
+    lists each as required, so a generated client need not treat `gain` or an error's
+    `request_id` as possibly missing."""
+    spec = api.client.get("/v1/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    upload = api.post(
+        "/v1/files", files={"file": ("song.wav", api.files.get("mono.wav").path.read_bytes())}
+    )
+    queued = api.queue_separate(upload.json()["file_id"])
+    job_id = queued.json()["request_id"]
+    api.worker_done(job_id)
+    answers = {
+        "FileObject": upload,
+        "QueuedResponse": queued,
+        "RequestStatus": api.get(f"/v1/queue/requests/{job_id}/status"),
+        "ResultResponse": api.get(f"/v1/queue/requests/{job_id}/result"),
+        "RequestList": api.get("/v1/queue/requests"),
+        "ModelList": api.get("/v1/models"),
+        "UsageList": api.get("/v1/usage"),
+        "Health": api.get("/healthz"),
+        "ErrorResponse": api.get("/v1/queue/requests/req_nope/status"),
+    }
+    for name, r in answers.items():
+        assert _errors(spec, {"$ref": f"#/components/schemas/{name}"}, r.json()) == [], name
+    for name in ("ErrorBody", "OutputFile", "RequestStatus", "QueuedResponse", "EngineModel"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name

@@ -18,6 +18,7 @@ from demixer.models.quality import QUALITIES
 from demixer.models.spec import MODEL_ID_LENGTH
 
 __all__ = [
+    "Answer",
     "CancelResponse",
     "EngineModel",
     "ErrorBody",
@@ -59,10 +60,18 @@ JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED
 FileStatus = Literal["pending", "uploaded", "failed"]
 
 
+class Answer(BaseModel):
+    """A response body: every field is sent, a defaulted one too (as its default), so the
+    OpenAPI document lists every field as required (nullable where it may be null) and a
+    client generated from it need not treat any as possibly missing."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Answer):
     """What went wrong, in words and as a stable code."""
 
     code: str = Field(description="Stable machine-readable code, e.g. `UNKNOWN_STEM`.")
@@ -71,7 +80,7 @@ class ErrorBody(BaseModel):
     request_id: str | None = Field(None, description="Also in the `x-request-id` header.")
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(Answer):
     """Every error response has this shape."""
 
     error: ErrorBody
@@ -80,7 +89,7 @@ class ErrorResponse(BaseModel):
 # --- files ------------------------------------------------------------------------------------
 
 
-class Retention(BaseModel):
+class Retention(Answer):
     """When demixer deletes the object."""
 
     delete_after: datetime
@@ -99,7 +108,7 @@ class FileCreate(BaseModel):
     purpose: Literal["audio.separate.input"] = "audio.separate.input"
 
 
-class FileUpload(BaseModel):
+class FileUpload(Answer):
     """Where and how to PUT the bytes."""
 
     file_id: str
@@ -113,14 +122,14 @@ class FileUpload(BaseModel):
     retention: Retention
 
 
-class FileError(BaseModel):
+class FileError(Answer):
     """Why an upload was not accepted as audio."""
 
     code: str
     message: str
 
 
-class FileObject(BaseModel):
+class FileObject(Answer):
     """An uploaded (or announced) input file."""
 
     file_id: str
@@ -315,14 +324,14 @@ class StemsRequest(QueueBody):
     input: StemsInput
 
 
-class WebhookInfo(BaseModel):
+class WebhookInfo(Answer):
     """The webhook this request will call, and the secret its signatures use."""
 
     url: str
     signing_secret: str
 
 
-class QueuedResponse(BaseModel):
+class QueuedResponse(Answer):
     """A request was queued."""
 
     request_id: str
@@ -344,21 +353,21 @@ class QueuedResponse(BaseModel):
     webhook: WebhookInfo | None = None
 
 
-class LogLine(BaseModel):
+class LogLine(Answer):
     """One line of a request's log."""
 
     timestamp: datetime
     message: str
 
 
-class JobError(BaseModel):
+class JobError(Answer):
     """Why a request failed."""
 
     code: str
     message: str
 
 
-class WebhookStatus(BaseModel):
+class WebhookStatus(Answer):
     """The request's webhook event and how its delivery stands (the latest event)."""
 
     url: str
@@ -371,7 +380,7 @@ class WebhookStatus(BaseModel):
     next_attempt_at: datetime | None = Field(None, description="While `pending`.")
 
 
-class RequestStatus(BaseModel):
+class RequestStatus(Answer):
     """Where a request stands."""
 
     request_id: str
@@ -421,7 +430,7 @@ class RequestStatus(BaseModel):
     webhook: WebhookStatus | None = Field(None, description="When the request has a webhook.")
 
 
-class RequestList(BaseModel):
+class RequestList(Answer):
     """The caller's requests, newest first."""
 
     object: Literal["list"] = "list"
@@ -429,14 +438,14 @@ class RequestList(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
-class CancelResponse(BaseModel):
+class CancelResponse(Answer):
     """What a cancel did: at once (queued) or requested (running)."""
 
     request_id: str
     status: Literal["CANCELLED", "CANCELLATION_REQUESTED"]
 
 
-class OutputFile(BaseModel):
+class OutputFile(Answer):
     """One output audio file."""
 
     url: str = Field(description="Signed, expiring GET URL; no API key needed.")
@@ -461,7 +470,7 @@ class OutputFile(BaseModel):
     )
 
 
-class SeparateOutput(BaseModel):
+class SeparateOutput(Answer):
     """``data`` of an ``audio/separate`` result."""
 
     target: OutputFile = Field(description="The sound the prompt named.")
@@ -470,7 +479,7 @@ class SeparateOutput(BaseModel):
     sample_rate: int
 
 
-class Usage(BaseModel):
+class Usage(Answer):
     """What the request used (demixer does not bill)."""
 
     feature: Literal["audio_seconds"] = "audio_seconds"
@@ -478,7 +487,7 @@ class Usage(BaseModel):
     billing_status: Literal["not_billed"] = "not_billed"
 
 
-class ResultResponse(BaseModel):
+class ResultResponse(Answer):
     """A completed request's outputs."""
 
     request_id: str
@@ -503,7 +512,7 @@ class ResultResponse(BaseModel):
 # --- models -----------------------------------------------------------------------------------
 
 
-class Limits(BaseModel):
+class Limits(Answer):
     """What the server accepts (the same for every model)."""
 
     max_file_size: int = Field(description="Bytes.")
@@ -513,7 +522,7 @@ class Limits(BaseModel):
     bit_depths: dict[str, list[str]]
 
 
-class PublishedScore(BaseModel):
+class PublishedScore(Answer):
     """One quality figure, as its publisher gives it (not measured by this server)."""
 
     stem: str = Field(description="The stem it is for, or `mean` over the model's stems.")
@@ -523,7 +532,7 @@ class PublishedScore(BaseModel):
     source: str = Field(description="Who published it (a URL).")
 
 
-class EngineModel(BaseModel):
+class EngineModel(Answer):
     """A separation model (the ``model`` of ``audio/stems``). In ``engine_models`` its weights
     are installed here or on a registered worker; ``catalogue`` lists every registered one."""
 
@@ -563,7 +572,7 @@ class EngineModel(BaseModel):
     limits: Limits
 
 
-class QueueModel(BaseModel):
+class QueueModel(Answer):
     """A model id for ``POST /v1/queue/{id}``."""
 
     id: str
@@ -577,7 +586,7 @@ class QueueModel(BaseModel):
     separable: list[str] = Field(description="What can be asked for with what is installed.")
 
 
-class ModelList(BaseModel):
+class ModelList(Answer):
     """Queue models in ``data``; installed engine models in ``engine_models``; every registered
     engine model, installed or not, in ``catalogue``."""
 
@@ -590,7 +599,7 @@ class ModelList(BaseModel):
     )
 
 
-class UsageLine(BaseModel):
+class UsageLine(Answer):
     """One key's use of one engine model over the period."""
 
     key_id: str | None
@@ -600,10 +609,12 @@ class UsageLine(BaseModel):
     jobs: int = Field(description="Completed requests (result-cache hits count, with 0 s).")
 
 
-class UsageList(BaseModel):
+class UsageList(Answer):
     """``GET /v1/usage``: the account's usage in ``[from, to]``."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(
+        populate_by_name=True, json_schema_serialization_defaults_required=True
+    )
 
     object: Literal["list"] = "list"
     data: list[UsageLine]
