@@ -5,11 +5,17 @@ them. In process, on SQLite + local storage: the document is the same on every b
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
+import httpx
 import jsonschema_rs  # schemathesis's validator (a pinned test dependency)
+import uvicorn
 
 from api_support import Api, api, make_api
+from demixer.server.protocol import head_timeout_protocol
+from service_harness import free_port
+from worker_support import wait_until
 
 __all__ = ["api", "make_api"]  # fixtures
 
@@ -119,3 +125,29 @@ def test_every_field_of_an_answer_is_required_and_sent(api: Api) -> None:
         assert _errors(spec, {"$ref": f"#/components/schemas/{name}"}, r.json()) == [], name
     for name in ("ErrorBody", "OutputFile", "RequestStatus", "QueuedResponse", "EngineModel"):
         assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+
+
+def test_a_request_head_refused_before_routing_is_documented_on_every_operation(api: Api) -> None:
+    """The HTTP layer answers a URL over 8 KiB (414) or a head over 64 KiB (431) whatever the
+    path: on the health checks and on operations without parameters too."""
+    spec = api.client.get("/v1/openapi.json").json()
+    port = free_port()
+    config = uvicorn.Config(
+        api.client.app, port=port, log_level="warning", http=head_timeout_protocol(60)
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the server")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for path in ("/healthz", "/readyz", "/v1/models", "/v1/session"):
+                documented = spec["paths"][path]["get"]["responses"]
+                long_url = client.get(path, params={"x": "a" * 9000})
+                assert long_url.status_code == 414 and "414" in documented, path
+                big_head = client.get(path, headers={"X-Big": "a" * 70_000})
+                assert big_head.status_code == 431 and "431" in documented, path
+                assert "408" in documented, path  # a head that stalls: the same layer
+    finally:
+        server.should_exit = True
+        thread.join(30)
