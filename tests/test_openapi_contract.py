@@ -127,9 +127,10 @@ def test_every_field_of_an_answer_is_required_and_sent(api: Api) -> None:
         assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
 
 
-def test_a_request_head_refused_before_routing_is_documented_on_every_operation(api: Api) -> None:
-    """The HTTP layer answers a URL over 8 KiB (414) or a head over 64 KiB (431) whatever the
-    path: on the health checks and on operations without parameters too."""
+def test_a_request_refused_before_routing_is_documented_on_every_operation(api: Api) -> None:
+    """The HTTP layer answers a URL over 8 KiB (414) or a head over 64 KiB (431), and the
+    request-id middleware a URL holding a NUL (400), whatever the path: on the health checks
+    and on operations without parameters too."""
     spec = api.client.get("/v1/openapi.json").json()
     port = free_port()
     config = uvicorn.Config(
@@ -148,6 +149,8 @@ def test_a_request_head_refused_before_routing_is_documented_on_every_operation(
                 big_head = client.get(path, headers={"X-Big": "a" * 70_000})
                 assert big_head.status_code == 431 and "431" in documented, path
                 assert "408" in documented, path  # a head that stalls: the same layer
+                nul = client.get(f"{path}?x=%00")  # the request-id middleware's refusal
+                assert nul.status_code == 400 and "400" in documented, path
     finally:
         server.should_exit = True
         thread.join(30)

@@ -4,7 +4,7 @@ FastAPI documents its validation errors as a 422 ``HTTPValidationError``; demixe
 as 400 ``ErrorResponse`` (see ``api/errors.py``), so the generated document is corrected here
 to say what the server really does. The errors any operation of a kind can answer are added
 here too, beside each route's own: a key's 401/403/429, a body's 400/413, everywhere the
-408/414/431 of a request head the HTTP layer refuses before routing, and (health checks aside)
+400/408/414/431 of a request URL or head refused before routing, and (health checks aside)
 the 503 of a database or store outage and the 507 of a full disk (even a read counts the key's
 requests in the database).
 """
@@ -91,15 +91,14 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             validation = responses.get("422")
             if validation is not None and "HTTPValidationError" in str(validation):
                 del responses["422"]
-            # The HTTP layer (server/protocol.py) answers a request head that is too long (414,
-            # 431) or stalls (408) before any route is chosen: every operation, health included.
-            common = [408, 414, 431, 500]
+            # Before any route is chosen, the HTTP layer (server/protocol.py) answers a request
+            # head that is too long (414, 431) or stalls (408), and the request-id middleware a
+            # URL with a NUL in it (400): every operation, health included.
+            common = [400, 408, 414, 431, 500]
             # The health checks touch neither the database nor storage for a caller (readyz
             # declares its own 503): they answer no outage or full-disk status.
             if "health" not in operation.get("tags", ()):
                 common += [503, 507]
-            if operation.get("parameters") or operation.get("requestBody"):
-                common.append(400)
             if operation.get("requestBody"):
                 common.append(413)
             if operation.get("security"):
