@@ -128,9 +128,10 @@ def test_every_field_of_an_answer_is_required_and_sent(api: Api) -> None:
 
 
 def test_a_request_refused_before_routing_is_documented_on_every_operation(api: Api) -> None:
-    """The HTTP layer answers a URL over 8 KiB (414) or a head over 64 KiB (431), and the
-    request-id middleware a URL holding a NUL (400), whatever the path: on the health checks
-    and on operations without parameters too."""
+    """The HTTP layer answers a URL over 8 KiB (414) or a head over 64 KiB (431), the
+    request-id middleware a URL holding a NUL (400), the body limit a body over 256 KiB
+    (413), whatever the path: on the health checks and on operations without a body or
+    parameters too."""
     spec = api.client.get("/v1/openapi.json").json()
     port = free_port()
     config = uvicorn.Config(
@@ -151,6 +152,8 @@ def test_a_request_refused_before_routing_is_documented_on_every_operation(api: 
                 assert "408" in documented, path  # a head that stalls: the same layer
                 nul = client.get(f"{path}?x=%00")  # the request-id middleware's refusal
                 assert nul.status_code == 400 and "400" in documented, path
+                body = client.request("GET", path, content=b"x" * 300_000)  # the body limit
+                assert body.status_code == 413 and "413" in documented, path
     finally:
         server.should_exit = True
         thread.join(30)

@@ -3,10 +3,10 @@
 FastAPI documents its validation errors as a 422 ``HTTPValidationError``; demixer answers them
 as 400 ``ErrorResponse`` (see ``api/errors.py``), so the generated document is corrected here
 to say what the server really does. The errors any operation of a kind can answer are added
-here too, beside each route's own: a key's 401/403/429, a body's 400/413, everywhere the
-400/408/414/431 of a request URL or head refused before routing, and (health checks aside)
-the 503 of a database or store outage and the 507 of a full disk (even a read counts the key's
-requests in the database).
+here too, beside each route's own: a key's 401/403/429; everywhere the 400/408/413/414/431 of
+a request URL, head or body refused before routing; and (health checks aside) the 503 of a
+database or store outage and the 507 of a full disk (even a read counts the key's requests in
+the database).
 """
 
 from __future__ import annotations
@@ -92,15 +92,14 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             if validation is not None and "HTTPValidationError" in str(validation):
                 del responses["422"]
             # Before any route is chosen, the HTTP layer (server/protocol.py) answers a request
-            # head that is too long (414, 431) or stalls (408), and the request-id middleware a
-            # URL with a NUL in it (400): every operation, health included.
-            common = [400, 408, 414, 431, 500]
+            # head that is too long (414, 431) or stalls (408), the request-id middleware a URL
+            # with a NUL in it (400), and the body limit (api/bodies.py) a body over it (413),
+            # sent with any method: every operation, health included.
+            common = [400, 408, 413, 414, 431, 500]
             # The health checks touch neither the database nor storage for a caller (readyz
             # declares its own 503): they answer no outage or full-disk status.
             if "health" not in operation.get("tags", ()):
                 common += [503, 507]
-            if operation.get("requestBody"):
-                common.append(413)
             if operation.get("security"):
                 common += [401, 403, 429]
             for status in common:
