@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -157,3 +158,32 @@ def test_a_request_refused_before_routing_is_documented_on_every_operation(api: 
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def _header_errors(spec: dict[str, Any], response: dict[str, Any], r: httpx.Response) -> list[str]:
+    """What in ``r``'s headers is off the document's ``response``: a required one missing, or
+    one whose value does not fit its schema."""
+    errors = []
+    for name, declared in response.get("headers", {}).items():
+        declared = spec["components"]["headers"][declared["$ref"].rsplit("/", 1)[-1]]
+        value = r.headers.get(name)
+        if value is None:
+            errors += [f"{name} missing"] if declared.get("required") else []
+            continue
+        schema = declared["schema"]
+        typed = int(value) if schema["type"] == "integer" and value.isdigit() else value
+        errors += [f"{name}: {e}" for e in _errors(spec, schema, typed)]
+    return errors
+
+
+def test_the_headers_the_document_names_are_sent(make_api: Callable[..., Api]) -> None:
+    api = make_api(rate_limit_per_minute=2)
+    spec = api.client.get("/v1/openapi.json").json()
+    models = spec["paths"]["/v1/models"]["get"]["responses"]
+    assert {"Retry-After", "RateLimit-Limit", "x-request-id"} <= set(models["429"]["headers"])
+    answers = [api.get("/v1/models") for _ in range(3)]
+
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    for r in answers:  # the document did not name any header
+        assert _header_errors(spec, models[str(r.status_code)], r) == []
+    assert "Retry-After" in models["429"]["headers"] and "RateLimit-Limit" in answers[0].headers

@@ -51,6 +51,33 @@ _DESCRIPTIONS = {
     "`Retry-After`",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+# The headers the server puts on its answers (api/errors.py, api/limits.py, RequestIdMiddleware),
+# declared once in `components` and referred to from each response that carries them.
+_HEADERS: dict[str, dict[str, Any]] = {
+    "x-request-id": {
+        "description": "This request's id (an error's `request_id` too): quote it in a report.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds after which the same request may succeed.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Limit": {
+        "description": "Requests the key may make in a minute (while the server limits them).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left to the key in this minute.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until this minute's count starts again.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+_RETRY = (429, 503, 507)  # the error answers that carry Retry-After (api/errors.py)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -104,6 +131,22 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
                 common += [401, 403, 429]
             for status in common:
                 responses.setdefault(str(status), {**error, "description": _DESCRIPTIONS[status]})
+            for status, response in responses.items():
+                names = ["x-request-id"]
+                if (
+                    int(status) in _RETRY
+                    and response.get("content", {}).get("application/json", {}).get("schema")
+                    == _ERROR_REF
+                ):  # (readyz's own 503 is no such error)
+                    names.append("Retry-After")
+                if operation.get("security"):  # a counted key's answers
+                    names += ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
+                headers = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+                responses[status] = {
+                    **response,
+                    "headers": {**response.get("headers", {}), **headers},
+                }
+    schema["components"]["headers"] = _HEADERS
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     app.openapi_schema = schema
