@@ -187,3 +187,17 @@ def test_the_headers_the_document_names_are_sent(make_api: Callable[..., Api]) -
     for r in answers:  # the document did not name any header
         assert _header_errors(spec, models[str(r.status_code)], r) == []
     assert "Retry-After" in models["429"]["headers"] and "RateLimit-Limit" in answers[0].headers
+
+
+def test_a_replayed_answer_says_so_as_the_document_declares(api: Api) -> None:
+    spec = api.client.get("/v1/openapi.json").json()
+    created = spec["paths"]["/v1/files"]["post"]["responses"]["201"]
+    body = {"file_name": "song.wav", "file_size": 10, "content_type": "audio/wav"}
+    first, again = (
+        api.post("/v1/files", json=body, headers={"Idempotency-Key": "k"}) for _ in "12"
+    )
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert "Idempotent-Replayed" in created["headers"]  # sent, but not declared
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert _header_errors(spec, created, again) == []

@@ -17,6 +17,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from demixer.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from demixer.api.idempotency import REPLAYED_HEADER
 from demixer.api.schemas import ErrorResponse
 
 __all__ = ["document", "error_responses"]
@@ -63,6 +65,10 @@ _HEADERS: dict[str, dict[str, Any]] = {
         "description": "Seconds after which the same request may succeed.",
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
+    },
+    REPLAYED_HEADER: {
+        "description": "`true` on a repeat with the same `Idempotency-Key`: the first answer.",
+        "schema": {"type": "string", "enum": ["true"]},
     },
     "RateLimit-Limit": {
         "description": "Requests the key may make in a minute (while the server limits them).",
@@ -131,6 +137,7 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
                 common += [401, 403, 429]
             for status in common:
                 responses.setdefault(str(status), {**error, "description": _DESCRIPTIONS[status]})
+            parameters = operation.get("parameters", [])
             for status, response in responses.items():
                 names = ["x-request-id"]
                 if (
@@ -139,6 +146,9 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
                     == _ERROR_REF
                 ):  # (readyz's own 503 is no such error)
                     names.append("Retry-After")
+                idempotent = any(p["name"] == IDEMPOTENCY_HEADER for p in parameters)
+                if idempotent and status.startswith("2"):
+                    names.append(REPLAYED_HEADER)
                 if operation.get("security"):  # a counted key's answers
                     names += ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
                 headers = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
