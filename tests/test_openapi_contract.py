@@ -201,3 +201,13 @@ def test_a_replayed_answer_says_so_as_the_document_declares(api: Api) -> None:
     assert "Idempotent-Replayed" in created["headers"]  # sent, but not declared
     assert again.headers["Idempotent-Replayed"] == "true"
     assert _header_errors(spec, created, again) == []
+
+
+def test_a_401_names_the_bearer_scheme(api: Api) -> None:
+    """RFC 9110: a 401 carries WWW-Authenticate (it had none), as the document declares."""
+    spec = api.client.get("/v1/openapi.json").json()
+    for path in ("/v1/models", "/v1/queue/requests/req_nope/status"):  # a route, a fast lane
+        r = api.client.get(path)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer", path
+        unauthorized = spec["paths"][path.replace("req_nope", "{request_id}")]["get"]["responses"]
+        assert _header_errors(spec, unauthorized["401"], r) == []

@@ -66,6 +66,11 @@ _HEADERS: dict[str, dict[str, Any]] = {
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
     },
+    "WWW-Authenticate": {
+        "description": "`Bearer`: the scheme the API key goes in.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
     REPLAYED_HEADER: {
         "description": "`true` on a repeat with the same `Idempotency-Key`: the first answer.",
         "schema": {"type": "string", "enum": ["true"]},
@@ -146,6 +151,8 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
                     == _ERROR_REF
                 ):  # (readyz's own 503 is no such error)
                     names.append("Retry-After")
+                if status == "401":
+                    names.append("WWW-Authenticate")
                 idempotent = any(p["name"] == IDEMPOTENCY_HEADER for p in parameters)
                 if idempotent and status.startswith("2"):
                     names.append(REPLAYED_HEADER)
