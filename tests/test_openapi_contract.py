@@ -92,6 +92,20 @@ def test_the_document_refuses_what_the_server_refuses(api: Api) -> None:
     good = {"input": {"audio_url": " HTTPS://example.com/a.wav", "prompt": "vocals"}}
     assert _errors(spec, body_schema, good) == []
 
+    stems = _operation(spec, "post", "/v1/queue/audio/stems")
+    stems_body = {"input": {"file_id": file_id, "stems": []}}
+    r = api.post("/v1/queue/audio/stems", json=stems_body)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "NO_STEMS_REQUESTED"
+    assert _errors(spec, stems["requestBody"]["content"]["application/json"]["schema"], stems_body)
+
+    since = next(
+        p for p in _operation(spec, "get", "/v1/usage")["parameters"] if p["in"] == "query"
+    )
+    for value in ("", "yesterday"):
+        assert api.get("/v1/usage", params={since["name"]: value}).status_code == 400
+        assert _errors(spec, since["schema"], value) != [], value
+    assert _errors(spec, since["schema"], "2026-12-01") == []
+
     upload = _operation(spec, "post", "/v1/files")["requestBody"]["content"]
     types = upload["multipart/form-data"]["encoding"]["file"]["contentType"]
     assert "image/png" not in types and "audio/*" in types

@@ -270,6 +270,8 @@ class StemsInput(QueueInput):
     stems: list[str] | None = Field(
         None,
         max_length=20,
+        # Documented, not enforced here: the submit code answers `[]` with its own 422.
+        json_schema_extra={"minItems": 1},
         description="Model stems (left out or `null`: all of the model's; `[]` is refused with "
         "`NO_STEMS_REQUESTED`). `residual`, everything the stems leave out, is added when they "
         "do not cover the model and it is audible (above -60 dB of the input's energy); name "
