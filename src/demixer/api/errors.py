@@ -141,10 +141,13 @@ def error_body(
 def error_response(exc: DemixerError, rid: str | None) -> JSONResponse:
     """``exc`` in the native shape, with its status (and ``Retry-After`` where waiting helps:
     RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS, STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
-    STORAGE_FULL; ``Content-Range`` with the size on RANGE_NOT_SATISFIABLE)."""
+    STORAGE_FULL; ``WWW-Authenticate`` on UNAUTHENTICATED; ``Content-Range`` with the size on
+    RANGE_NOT_SATISFIABLE)."""
     headers = None
     if isinstance(exc, RateLimited | ServiceUnavailable):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, Unauthorized):  # RFC 9110: a 401 names the scheme it wants
+        headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(exc, RangeNotSatisfiable):
         headers = {"Content-Range": f"bytes */{exc.size}"}
     return JSONResponse(

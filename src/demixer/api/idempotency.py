@@ -49,6 +49,10 @@ TTL = timedelta(hours=24)
 # A first request still "in flight" after this crashed with its process: its key is free again.
 IN_FLIGHT_TIMEOUT = timedelta(minutes=5)
 _MAX_KEY = 255
+# What `str.isprintable` takes of the characters a header can carry (Latin-1), at least one of
+# them not a space: the keys the server takes, as the OpenAPI document's `pattern`.
+_KEY_CHARS = "!-~\u00a1-\u00ac\u00ae-\u00ff"
+_PRINTABLE = f"^[ {_KEY_CHARS}]*[{_KEY_CHARS}][ {_KEY_CHARS}]*$"
 _MAX_BODY = 1 << 20  # JSON bodies are hashed whole; they are small
 
 M = TypeVar("M", bound=BaseModel)
@@ -201,6 +205,9 @@ async def idempotency(
             "same body) within 24 h answers what the first did, with `Idempotent-Replayed: "
             "true`; another body with it is 409 `IDEMPOTENCY_KEY_REUSED`. 1 to 255 printable "
             "characters. JSON requests only (a multipart upload ignores it).",
+            # Documented, not enforced here: the check below answers its own 400, and a
+            # multipart upload ignores the header whatever it holds.
+            json_schema_extra={"minLength": 1, "maxLength": _MAX_KEY, "pattern": _PRINTABLE},
         ),
     ] = None,
 ) -> Idempotency:

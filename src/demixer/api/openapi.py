@@ -3,9 +3,10 @@
 FastAPI documents its validation errors as a 422 ``HTTPValidationError``; demixer answers them
 as 400 ``ErrorResponse`` (see ``api/errors.py``), so the generated document is corrected here
 to say what the server really does. The errors any operation of a kind can answer are added
-here too, beside each route's own: a key's 401/403/429, a body's 400/413, and everywhere the
-503 of a database or store outage and the 507 of a full disk (even a read counts the key's
-requests in the database).
+here too, beside each route's own: a key's 401/403/429; everywhere the 400/408/413/414/431 of
+a request URL, head or body refused before routing; and (health checks aside) the 503 of a
+database or store outage and the 507 of a full disk (even a read counts the key's requests in
+the database).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from demixer.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from demixer.api.idempotency import REPLAYED_HEADER
 from demixer.api.schemas import ErrorResponse
 
 __all__ = ["document", "error_responses"]
@@ -50,6 +53,42 @@ _DESCRIPTIONS = {
     "`Retry-After`",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+# The headers the server puts on its answers (api/errors.py, api/limits.py, RequestIdMiddleware),
+# declared once in `components` and referred to from each response that carries them.
+_HEADERS: dict[str, dict[str, Any]] = {
+    "x-request-id": {
+        "description": "This request's id (an error's `request_id` too): quote it in a report.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds after which the same request may succeed.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "WWW-Authenticate": {
+        "description": "`Bearer`: the scheme the API key goes in.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    REPLAYED_HEADER: {
+        "description": "`true` on a repeat with the same `Idempotency-Key`: the first answer.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "RateLimit-Limit": {
+        "description": "Requests the key may make in a minute (while the server limits them).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left to the key in this minute.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until this minute's count starts again.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+_RETRY = (429, 503, 507)  # the error answers that carry Retry-After (api/errors.py)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -90,22 +129,41 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             validation = responses.get("422")
             if validation is not None and "HTTPValidationError" in str(validation):
                 del responses["422"]
+            # Before any route is chosen, the HTTP layer (server/protocol.py) answers a request
+            # head that is too long (414, 431) or stalls (408), the request-id middleware a URL
+            # with a NUL in it (400), and the body limit (api/bodies.py) a body over it (413),
+            # sent with any method: every operation, health included.
+            common = [400, 408, 413, 414, 431, 500]
             # The health checks touch neither the database nor storage for a caller (readyz
             # declares its own 503): they answer no outage or full-disk status.
-            health = "health" in operation.get("tags", ())
-            common = [500] if health else [431, 503, 507, 500]
-            if operation.get("parameters") or operation.get("requestBody"):
-                common.append(400)
-            if operation.get("parameters"):  # a query string (of any length) is read
-                common.append(414)
-            if operation.get("requestBody"):
-                common.append(413)
+            if "health" not in operation.get("tags", ()):
+                common += [503, 507]
             if operation.get("security"):
                 common += [401, 403, 429]
-            if "413" in responses or 413 in common:  # a body is read: it may stall too
-                common.append(408)
             for status in common:
                 responses.setdefault(str(status), {**error, "description": _DESCRIPTIONS[status]})
+            parameters = operation.get("parameters", [])
+            for status, response in responses.items():
+                names = ["x-request-id"]
+                if (
+                    int(status) in _RETRY
+                    and response.get("content", {}).get("application/json", {}).get("schema")
+                    == _ERROR_REF
+                ):  # (readyz's own 503 is no such error)
+                    names.append("Retry-After")
+                if status == "401":
+                    names.append("WWW-Authenticate")
+                idempotent = any(p["name"] == IDEMPOTENCY_HEADER for p in parameters)
+                if idempotent and status.startswith("2"):
+                    names.append(REPLAYED_HEADER)
+                if operation.get("security"):  # a counted key's answers
+                    names += ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
+                headers = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+                responses[status] = {
+                    **response,
+                    "headers": {**response.get("headers", {}), **headers},
+                }
+    schema["components"]["headers"] = _HEADERS
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     app.openapi_schema = schema

@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from demixer.models.quality import QUALITIES
 from demixer.models.spec import MODEL_ID_LENGTH
 
 __all__ = [
+    "Answer",
     "CancelResponse",
     "EngineModel",
     "ErrorBody",
@@ -58,10 +60,18 @@ JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED
 FileStatus = Literal["pending", "uploaded", "failed"]
 
 
+class Answer(BaseModel):
+    """A response body: every field is sent, a defaulted one too (as its default), so the
+    OpenAPI document lists every field as required (nullable where it may be null) and a
+    client generated from it need not treat any as possibly missing."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Answer):
     """What went wrong, in words and as a stable code."""
 
     code: str = Field(description="Stable machine-readable code, e.g. `UNKNOWN_STEM`.")
@@ -70,7 +80,7 @@ class ErrorBody(BaseModel):
     request_id: str | None = Field(None, description="Also in the `x-request-id` header.")
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(Answer):
     """Every error response has this shape."""
 
     error: ErrorBody
@@ -79,7 +89,7 @@ class ErrorResponse(BaseModel):
 # --- files ------------------------------------------------------------------------------------
 
 
-class Retention(BaseModel):
+class Retention(Answer):
     """When demixer deletes the object."""
 
     delete_after: datetime
@@ -98,7 +108,7 @@ class FileCreate(BaseModel):
     purpose: Literal["audio.separate.input"] = "audio.separate.input"
 
 
-class FileUpload(BaseModel):
+class FileUpload(Answer):
     """Where and how to PUT the bytes."""
 
     file_id: str
@@ -112,14 +122,14 @@ class FileUpload(BaseModel):
     retention: Retention
 
 
-class FileError(BaseModel):
+class FileError(Answer):
     """Why an upload was not accepted as audio."""
 
     code: str
     message: str
 
 
-class FileObject(BaseModel):
+class FileObject(Answer):
     """An uploaded (or announced) input file."""
 
     file_id: str
@@ -158,6 +168,11 @@ class Span(BaseModel):
         return self
 
 
+# What the submit code takes as a URL (`api/submit.py`: http or https, with a host), for the
+# JSON Schema: a client generator or fuzzer reads it; the check itself stays there, with its code.
+_HTTP_URL: JsonDict = {"pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]"}
+
+
 def _one_source_schema(schema: dict[str, Any]) -> None:
     """The JSON Schema says what the validator enforces: exactly one of ``file_id`` and
     ``audio_url``, each a string when given (client generators and fuzzers read it)."""
@@ -178,7 +193,9 @@ class QueueInput(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_one_source_schema)
 
     file_id: str | None = Field(None, max_length=100, description="From `POST /v1/files`.")
-    audio_url: str | None = Field(None, max_length=4096, description="An http(s) URL.")
+    audio_url: str | None = Field(
+        None, max_length=4096, description="An http(s) URL.", json_schema_extra=_HTTP_URL
+    )
     output_format: str = Field("wav", max_length=10, description="`wav`, `flac` or `mp3`.")
     bit_depth: str | int | None = Field(
         None, description="wav: `16`, `24`, `32f`; flac: `16`, `24`; none for mp3."
@@ -253,6 +270,8 @@ class StemsInput(QueueInput):
     stems: list[str] | None = Field(
         None,
         max_length=20,
+        # Documented, not enforced here: the submit code answers `[]` with its own 422.
+        json_schema_extra={"minItems": 1},
         description="Model stems (left out or `null`: all of the model's; `[]` is refused with "
         "`NO_STEMS_REQUESTED`). `residual`, everything the stems leave out, is added when they "
         "do not cover the model and it is audible (above -60 dB of the input's energy); name "
@@ -271,7 +290,7 @@ class StemsInput(QueueInput):
 class WebhookIn(BaseModel):
     """Where to POST when the request finishes (Standard Webhooks signed)."""
 
-    url: str = Field(max_length=4096)
+    url: str = Field(max_length=4096, json_schema_extra=_HTTP_URL)
     secret: str | None = Field(None, max_length=200, description="`whsec_…`; default: new.")
 
 
@@ -289,7 +308,9 @@ class QueueBody(BaseModel):
         description="Higher runs first, over every account on the server; at most the "
         "server's `DEMIXER_MAX_PRIORITY` (100 unless its operator lowered it).",
     )
-    webhook_url: str | None = Field(None, alias="webhookUrl", max_length=4096)
+    webhook_url: str | None = Field(
+        None, alias="webhookUrl", max_length=4096, json_schema_extra=_HTTP_URL
+    )
     webhook_secret: str | None = Field(None, alias="webhookSecret", max_length=200)
 
 
@@ -305,14 +326,14 @@ class StemsRequest(QueueBody):
     input: StemsInput
 
 
-class WebhookInfo(BaseModel):
+class WebhookInfo(Answer):
     """The webhook this request will call, and the secret its signatures use."""
 
     url: str
     signing_secret: str
 
 
-class QueuedResponse(BaseModel):
+class QueuedResponse(Answer):
     """A request was queued."""
 
     request_id: str
@@ -334,21 +355,21 @@ class QueuedResponse(BaseModel):
     webhook: WebhookInfo | None = None
 
 
-class LogLine(BaseModel):
+class LogLine(Answer):
     """One line of a request's log."""
 
     timestamp: datetime
     message: str
 
 
-class JobError(BaseModel):
+class JobError(Answer):
     """Why a request failed."""
 
     code: str
     message: str
 
 
-class WebhookStatus(BaseModel):
+class WebhookStatus(Answer):
     """The request's webhook event and how its delivery stands (the latest event)."""
 
     url: str
@@ -361,7 +382,7 @@ class WebhookStatus(BaseModel):
     next_attempt_at: datetime | None = Field(None, description="While `pending`.")
 
 
-class RequestStatus(BaseModel):
+class RequestStatus(Answer):
     """Where a request stands."""
 
     request_id: str
@@ -411,7 +432,7 @@ class RequestStatus(BaseModel):
     webhook: WebhookStatus | None = Field(None, description="When the request has a webhook.")
 
 
-class RequestList(BaseModel):
+class RequestList(Answer):
     """The caller's requests, newest first."""
 
     object: Literal["list"] = "list"
@@ -419,14 +440,14 @@ class RequestList(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
-class CancelResponse(BaseModel):
+class CancelResponse(Answer):
     """What a cancel did: at once (queued) or requested (running)."""
 
     request_id: str
     status: Literal["CANCELLED", "CANCELLATION_REQUESTED"]
 
 
-class OutputFile(BaseModel):
+class OutputFile(Answer):
     """One output audio file."""
 
     url: str = Field(description="Signed, expiring GET URL; no API key needed.")
@@ -451,7 +472,7 @@ class OutputFile(BaseModel):
     )
 
 
-class SeparateOutput(BaseModel):
+class SeparateOutput(Answer):
     """``data`` of an ``audio/separate`` result."""
 
     target: OutputFile = Field(description="The sound the prompt named.")
@@ -460,7 +481,7 @@ class SeparateOutput(BaseModel):
     sample_rate: int
 
 
-class Usage(BaseModel):
+class Usage(Answer):
     """What the request used (demixer does not bill)."""
 
     feature: Literal["audio_seconds"] = "audio_seconds"
@@ -468,7 +489,7 @@ class Usage(BaseModel):
     billing_status: Literal["not_billed"] = "not_billed"
 
 
-class ResultResponse(BaseModel):
+class ResultResponse(Answer):
     """A completed request's outputs."""
 
     request_id: str
@@ -493,7 +514,7 @@ class ResultResponse(BaseModel):
 # --- models -----------------------------------------------------------------------------------
 
 
-class Limits(BaseModel):
+class Limits(Answer):
     """What the server accepts (the same for every model)."""
 
     max_file_size: int = Field(description="Bytes.")
@@ -503,7 +524,7 @@ class Limits(BaseModel):
     bit_depths: dict[str, list[str]]
 
 
-class PublishedScore(BaseModel):
+class PublishedScore(Answer):
     """One quality figure, as its publisher gives it (not measured by this server)."""
 
     stem: str = Field(description="The stem it is for, or `mean` over the model's stems.")
@@ -513,7 +534,7 @@ class PublishedScore(BaseModel):
     source: str = Field(description="Who published it (a URL).")
 
 
-class EngineModel(BaseModel):
+class EngineModel(Answer):
     """A separation model (the ``model`` of ``audio/stems``). In ``engine_models`` its weights
     are installed here or on a registered worker; ``catalogue`` lists every registered one."""
 
@@ -553,7 +574,7 @@ class EngineModel(BaseModel):
     limits: Limits
 
 
-class QueueModel(BaseModel):
+class QueueModel(Answer):
     """A model id for ``POST /v1/queue/{id}``."""
 
     id: str
@@ -567,7 +588,7 @@ class QueueModel(BaseModel):
     separable: list[str] = Field(description="What can be asked for with what is installed.")
 
 
-class ModelList(BaseModel):
+class ModelList(Answer):
     """Queue models in ``data``; installed engine models in ``engine_models``; every registered
     engine model, installed or not, in ``catalogue``."""
 
@@ -580,7 +601,7 @@ class ModelList(BaseModel):
     )
 
 
-class UsageLine(BaseModel):
+class UsageLine(Answer):
     """One key's use of one engine model over the period."""
 
     key_id: str | None
@@ -590,10 +611,12 @@ class UsageLine(BaseModel):
     jobs: int = Field(description="Completed requests (result-cache hits count, with 0 s).")
 
 
-class UsageList(BaseModel):
+class UsageList(Answer):
     """``GET /v1/usage``: the account's usage in ``[from, to]``."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(
+        populate_by_name=True, json_schema_serialization_defaults_required=True
+    )
 
     object: Literal["list"] = "list"
     data: list[UsageLine]

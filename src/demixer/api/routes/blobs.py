@@ -40,6 +40,22 @@ router = APIRouter(prefix="/v1", tags=["blobs"])
 _CHUNK = 1 << 20
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")  # one range (several: a comma, no match)
 _ANY_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+# The headers a blob's answers carry (a player seeks with them, a download resumes).
+_BYTES = {"schema": {"type": "integer", "minimum": 0}, "required": True}
+_BLOB_HEADERS: dict[str, Any] = {
+    "Content-Length": {"description": "Bytes in this answer's body (a GET's).", **_BYTES},
+    "Accept-Ranges": {"required": True, "schema": {"type": "string", "enum": ["bytes"]}},
+    "Content-Disposition": {
+        "description": "`attachment` with the file's name (e.g. `song_vocals.wav`).",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+_CONTENT_RANGE = {
+    "description": "`bytes FIRST-LAST/SIZE` (206), `bytes */SIZE` (416).",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^bytes (\d+-\d+|\*)/\d+$"},
+}
 _Expires = Query(description="Unix seconds after which the URL answers 410.")
 _Sig = Query(description="The URL's signature.")
 _PUT_BODY: dict[str, Any] = {
@@ -138,12 +154,15 @@ def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str
             "description": "The blob, as its own type: a stem's (`audio/wav`, `audio/flac`, "
             "`audio/mpeg`) or an upload's.",
             "content": _ANY_BYTES,
+            "headers": _BLOB_HEADERS,
         },
         206: {
             "description": "The byte range `Range` asked for (`Content-Range` says which).",
             "content": _ANY_BYTES,
+            "headers": {**_BLOB_HEADERS, "Content-Range": _CONTENT_RANGE},
         },
-        **error_responses(403, 404, 410, 416),
+        **error_responses(403, 404, 410),
+        416: {**error_responses(416)[416], "headers": {"Content-Range": _CONTENT_RANGE}},
     },
 )
 def download(
@@ -181,7 +200,11 @@ def download(
     "/blobs/{key:path}",
     response_class=Response,
     responses={
-        200: {"description": "A GET's headers, no body.", "content": {"*/*": {}}},
+        200: {
+            "description": "A GET's headers, no body.",
+            "content": {"*/*": {}},
+            "headers": _BLOB_HEADERS,
+        },
         **error_responses(403, 404, 410),
     },
 )

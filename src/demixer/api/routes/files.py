@@ -39,7 +39,15 @@ _CREATE_BODY: dict[str, Any] = {
                         "purpose": {"type": "string", "enum": ["audio.separate.input"]},
                     },
                     "required": ["file"],
-                }
+                },
+                # The types an upload is taken in (415 otherwise); application/octet-stream or
+                # none is judged by the file name's extension.
+                "encoding": {
+                    "file": {
+                        "contentType": "audio/*, video/*, application/ogg, application/mp4, "
+                        "application/octet-stream"
+                    }
+                },
             },
         },
     }

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from demixer import __version__
+from demixer.api.schemas import Answer
 from demixer.errors import DemixerError
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
@@ -36,7 +37,7 @@ log = logging.getLogger("demixer.api")
 router = APIRouter(tags=["health"])
 
 
-class Health(BaseModel):
+class Health(Answer):
     """The process is up."""
 
     status: Literal["ok"] = "ok"

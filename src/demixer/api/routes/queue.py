@@ -61,6 +61,26 @@ class _QueueModelPath(PathConvertor):
 register_url_convertor("queue_model", _QueueModelPath())
 
 _SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 415, 422, 429)
+# One server-sent event, as OpenAPI 3.1 readers (schemathesis, client generators) take the
+# `schema` of `text/event-stream`: each event's fields, not the stream as one string. The
+# `data` line is JSON: a RequestStatus (`event: status`) or an ErrorResponse (`event: error`).
+_STATUS_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "error"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/RequestStatus"},
+                    {"$ref": "#/components/schemas/ErrorResponse"},
+                ]
+            },
+        },
+    },
+    "required": ["event", "data"],
+}
 _READ_ERRORS = error_responses(401, 403, 404)
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
 
@@ -151,7 +171,7 @@ def _frame(event: str, data: str) -> str:
         200: {
             "description": "Server-sent events: `event: status` frames whose `data:` line is "
             "the RequestStatus JSON (an `event: error` frame if the request is deleted meanwhile)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _STATUS_EVENT}},
         },
         **_READ_ERRORS,
     },

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query
+from pydantic.config import JsonDict
 
 from demixer.api.auth import QueueRead, ServicesDep
 from demixer.api.openapi import error_responses
@@ -18,6 +19,9 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 
 DEFAULT_PERIOD = timedelta(days=30)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+# For the OpenAPI document: an ISO 8601 date or time starts with its year (`_when` reads the
+# rest, and answers 400 for what it cannot).
+_ISO: JsonDict = {"pattern": r"^\s*[0-9]{4}"}
 
 
 def _when(value: str | None, param: str) -> datetime | None:
@@ -42,9 +46,14 @@ def get_usage(
     services: ServicesDep,
     identity: QueueRead,
     start: str | None = Query(
-        None, alias="from", description="ISO 8601, inclusive (default: `to` minus 30 days)."
+        None,
+        alias="from",
+        description="ISO 8601, inclusive (default: `to` minus 30 days).",
+        json_schema_extra=_ISO,
     ),
-    end: str | None = Query(None, alias="to", description="ISO 8601, inclusive (default: now)."),
+    end: str | None = Query(
+        None, alias="to", description="ISO 8601, inclusive (default: now).", json_schema_extra=_ISO
+    ),
 ) -> UsageList:
     """The caller's account's usage, per key and engine model, recorded in `[from, to]`."""
     to = _when(end, "to") or services.db.clock()
