@@ -6,6 +6,7 @@ The signature (HMAC over method, key and expiry) is the authorisation: a wrong o
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import re
 from collections.abc import Iterator
@@ -49,6 +50,11 @@ _BLOB_HEADERS: dict[str, Any] = {
         "description": "`attachment` with the file's name (e.g. `song_vocals.wav`).",
         "required": True,
         "schema": {"type": "string"},
+    },
+    "ETag": {
+        "description": "The blob's strong tag: send it back in `If-Range` to resume a download.",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'},
     },
 }
 _CONTENT_RANGE = {
@@ -140,10 +146,21 @@ def _offset(digits: str) -> int:
     return int(digits) if len(digits) <= 20 else 10**20
 
 
+def _etag(key: str, size: int) -> str:
+    """A blob's strong entity tag. A stored key's bytes never change (an upload's are written
+    once, a stem's under its attempt's own key), so the key and size name them."""
+    return '"' + hashlib.sha256(f"{key}\0{size}".encode()).hexdigest()[:32] + '"'
+
+
 def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str]]:
     content_type, file_name = _describe(services, key)
-    headers = {"Accept-Ranges": "bytes", "Content-Disposition": content_disposition(file_name)}
-    return content_type, services.storage.size(key), headers
+    size = services.storage.size(key)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(file_name),
+        "ETag": _etag(key, size),
+    }
+    return content_type, size, headers
 
 
 @router.get(
@@ -174,10 +191,14 @@ def download(
 ) -> StreamingResponse:
     """Stream a blob (an output stem) through a signed URL; no API key. One byte range
     (`Range: bytes=first-last`, `first-`, `-count`) answers 206, so a player can seek and a
-    download can resume; several ranges, or a request with `If-Range`, get the whole blob."""
+    download can resume (a browser's resume sends `If-Range` with the `ETag` it got: the
+    range when it still matches). Several ranges, or an `If-Range` that does not match (a
+    date, another tag), get the whole blob."""
     _check(services, "GET", key, expires, sig)
     content_type, size, headers = _blob_headers(services, key)
-    wanted = None if "if-range" in request.headers else request.headers.get("range")
+    wanted = request.headers.get("range")
+    if request.headers.get("if-range", headers["ETag"]).strip() != headers["ETag"]:
+        wanted = None
     span = byte_range(wanted, size)
     first, last = span or (0, size - 1)
     if span is not None:
