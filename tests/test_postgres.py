@@ -136,14 +136,18 @@ def _lock_waiters(url: str) -> int:
 # --- migrations -------------------------------------------------------------------------------
 
 
+def _database_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty database of ``dialect``: a SQLite file, or this test's PostgreSQL one."""
+    if dialect == "sqlite":
+        return f"sqlite:///{tmp_path / 'demixer.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_migrations_build_the_models_schema_and_are_idempotent(
     dialect: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'demixer.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = _database_url(dialect, tmp_path, request)
     db = Database(url)
     migrate(db)
     migrate(db)  # a second run (every `serve`/`worker` start) changes nothing
@@ -162,10 +166,7 @@ def test_a_failed_statements_error_never_holds_the_values_bound_to_it(
     """The error of a failed statement is logged whole, traceback and all: it held the values
     bound to the statement (a webhook's whsec_ secret, a signed URL), and logs are shipped
     where secrets must not go."""
-    if dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'demixer.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = _database_url(dialect, tmp_path, request)
     db = Database(url)
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     with pytest.raises(DBAPIError) as failed, db.engine.connect() as conn:
@@ -191,10 +192,7 @@ def test_an_upgrade_keeps_every_jobs_log_and_webhook_deliveries(
     one; with foreign keys on, the drop deleted every row that references a job ON DELETE
     CASCADE: the upgrade from the previous release (0004) emptied every job's log and its
     webhook deliveries, those still to be sent too."""
-    if dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'demixer.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = _database_url(dialect, tmp_path, request)
     db = Database(url)
     migrate(db, "0004")
     account, _ = create_key(db)
@@ -536,10 +534,7 @@ def test_processes_starting_together_migrate_once(
 ) -> None:
     """Every serve/worker process migrates at start: six at once on a new database all
     succeed (they take turns) and leave one schema."""
-    if dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'demixer.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = _database_url(dialect, tmp_path, request)
     databases = [Database(url) for _ in range(6)]
     gate = threading.Barrier(len(databases))
     errors: list[BaseException] = []
@@ -595,10 +590,7 @@ def test_a_schema_of_a_later_release_stops_the_command_and_is_left_alone(
     """The software rolled back over a database a later release upgraded: Alembic knows no way
     back from its revision. It was a traceback ("Can't locate revision"); it is one line naming
     the revision, exit 1, and the schema is left as it was."""
-    if dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'demixer.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = _database_url(dialect, tmp_path, request)
     db = Database(url)
     migrate(db)
     with db.engine.begin() as conn:
@@ -625,10 +617,7 @@ def test_another_applications_database_stops_the_command_and_is_left_alone(
     """A URL pointing at another application's database, which has an ``accounts`` table of
     its own: creating demixer's failed deep inside Alembic (PostgreSQL: a traceback; SQLite:
     waited for as an outage, then "did not answer"). One line, exit 2, nothing added."""
-    if dialect == "sqlite":
-        url = f"sqlite:///{tmp_path / 'app.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = _database_url(dialect, tmp_path, request)
     db = Database(url)
     with db.engine.begin() as conn:
         conn.execute(text("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)"))
