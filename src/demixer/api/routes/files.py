@@ -96,7 +96,7 @@ async def _direct(request: Request, services: Services, account_id: str) -> File
             content_type=upload.content_type,
             sha256=upload.sha256,
         )
-        row = await anyio.to_thread.run_sync(store)
+        row = await uploads.run_upload(store)  # the store may take long: not a shared thread
     return uploads.file_object(row)
 
 

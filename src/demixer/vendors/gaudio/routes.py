@@ -141,7 +141,7 @@ async def put_part(
     reader = uploads.AsyncBodyReader(request.stream())
     receive = partial(multipart.receive_part, services, upload_id, number, cast(BinaryIO, reader))
     try:
-        md5 = await uploads.run_reading_body(receive)
+        md5 = await uploads.run_upload(receive)
     except (UploadNotFound, FileExpired) as exc:  # deleted or expired: as S3 once it is aborted
         raise NoSuchUpload(exc.message) from None
     response = ok(None)
