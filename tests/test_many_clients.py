@@ -301,6 +301,45 @@ def test_uploads_being_stored_leave_threads_for_the_other_requests(
     assert answers == [b"201"] * (UPLOADS // 2) + [b"200"] * (UPLOADS // 2)
 
 
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_completions_waiting_for_the_store_leave_threads_for_the_other_requests(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``POST /v1/files/{id}/complete`` reads the file back from the store to probe it
+    (minutes for a big file on S3) in one of AnyIO's 40 shared threads: 40 completions at
+    once, or a store that hung, left none for any other request that needs one."""
+    release, asked = threading.Event(), []
+    real = api.services.storage.size
+
+    def stuck(key: str) -> int:
+        asked.append(key)
+        release.wait(60)
+        return real(key)
+
+    announced = [api.announce()["file_id"] for _ in range(UPLOADS)]
+    monkeypatch.setattr(api.services.storage, "size", stuck)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        completions = []
+        for file_id in announced:
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(
+                f"POST /v1/files/{file_id}/complete HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {api.key}\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+            completions.append(sock)
+        wait_until(lambda: len(asked) >= 40, 30, "40 completions asking the store")
+        try:
+            listing = httpx.get(
+                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
+            )
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in completions]
+    assert listing.status_code == 200
+    assert answers == [b"409"] * UPLOADS  # no bytes were PUT: FILE_NOT_READY
+
+
 @pytest.mark.backends("sqlite")  # the embedded database: reads made in the event loop
 def test_writers_waiting_for_the_lock_leave_a_connection_for_the_event_loop(
     api: Api, served: Served
