@@ -340,6 +340,59 @@ def test_completions_waiting_for_the_store_leave_threads_for_the_other_requests(
     assert answers == [b"409"] * UPLOADS  # no bytes were PUT: FILE_NOT_READY
 
 
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_gaudio_completions_being_stored_leave_threads_for_the_other_requests(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gaudio's ``upload-multipart/complete`` copies the parts into the file and probes it
+    (minutes for a big file) in one of AnyIO's 40 shared threads: 40 completions at once, or
+    a store that hung, left none for any other request that needs one."""
+    gaudio = "/developers/api/v1/files/upload-multipart"
+    data = api.files.get("stereo.wav").path.read_bytes()
+    bodies = []
+    for _ in range(UPLOADS):
+        r = api.client.post(
+            f"{gaudio}/create",
+            json={"fileName": "a.wav", "fileSize": len(data)},
+            headers={"x-ga-apikey": api.key},
+        )
+        created = r.json()["resultData"]
+        [part_url] = created["preSignedUrl"]
+        etag = api.send("PUT", part_url, content=data).headers["ETag"].strip('"')
+        parts = [{"awsETag": etag, "partNumber": 1}]
+        bodies.append(json.dumps({"uploadId": created["uploadId"], "parts": parts}))
+    release, stored = threading.Event(), []
+    real = api.services.storage.put
+
+    def stuck(key: str, source: Any, **kwargs: Any) -> Any:
+        stored.append(key)
+        release.wait(60)
+        return real(key, source, **kwargs)
+
+    monkeypatch.setattr(api.services.storage, "put", stuck)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        completions = []
+        for body in bodies:
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(
+                f"POST {gaudio}/complete HTTP/1.1\r\nHost: x\r\nx-ga-apikey: {api.key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                f"{body}".encode()
+            )
+            completions.append(sock)
+        wait_until(lambda: len(stored) >= 40, 30, "40 completions being stored")
+        try:
+            listing = httpx.get(
+                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
+            )
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in completions]
+    assert listing.status_code == 200
+    assert answers == [b"200"] * UPLOADS
+
+
 @pytest.mark.backends("sqlite")  # the embedded database: reads made in the event loop
 def test_writers_waiting_for_the_lock_leave_a_connection_for_the_event_loop(
     api: Api, served: Served

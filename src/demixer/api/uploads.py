@@ -487,7 +487,7 @@ async def run_upload(call: Callable[[], T]) -> T:
     that is not one of AnyIO's default 40: reading a request body (through an
     :class:`AsyncBodyReader`), waiting for a form's file to be written to its spool
     (``api/forms.py``), storing a spooled file (:func:`store_direct`), probing a file read
-    back from the store (:func:`complete_file`).
+    back from the store (:func:`complete_file`) or put together from a vendor's parts.
 
     Such a call holds its thread for as long as the client takes to send the body (minutes
     for a big file, hours for a slow client that keeps above the body timeout's floor), or

@@ -173,7 +173,9 @@ async def complete_upload(request: Request, services: ServicesDep, caller: Calle
         raise UploadNotFound("uploadId is required")
     parts = _parts(body.get("parts"))
     done = partial(multipart.complete, services, caller.account_id, upload_id, parts)
-    await anyio.to_thread.run_sync(done)
+    # It copies the parts into the file and probes it (long for a big one): a thread of its
+    # own, not one of the shared ones every other request needs.
+    await uploads.run_upload(done)
     return ok(None)
 
 
