@@ -230,13 +230,19 @@ def test_a_number_or_boolean_given_as_another_type_is_refused_not_guessed(
     _error(sep(spans=[{"start": "0", "end": 1}]), 400, "INVALID_REQUEST", "input.spans.0.start")
     bad_include = [{"start": 0, "end": 1, "include": "false"}]
     _error(sep(spans=bad_include), 400, "INVALID_REQUEST", "input.spans.0.include")
+    # true was read as the integer 1 (refused as "bit depth '1'"), and 24.5 was reported at
+    # "input.bit_depth.str", a field no client sends.
+    _error(sep(bit_depth=True), 400, "INVALID_REQUEST", "input.bit_depth")
+    _error(sep(bit_depth=24.5), 400, "INVALID_REQUEST", "input.bit_depth")
     r = api.post(
         "/v1/files",
         json={"file_name": "a.wav", "content_type": "audio/wav", "file_size": "1000"},
     )
     _error(r, 400, "INVALID_REQUEST", "file_size")
     # The types written as the schema says are taken (integers where numbers are asked too).
-    r = sep({"priority": 5}, downmix=True, rescale=False, spans=[{"start": 0, "end": 1.5}])
+    r = sep(
+        {"priority": 5}, downmix=True, rescale=False, spans=[{"start": 0, "end": 1.5}], bit_depth=24
+    )
     assert r.status_code == 202, r.text
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -21,6 +22,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_support import TESTSERVER, Api, make_api, on_uvicorn
+from demixer.api import forms, uploads
 from demixer.server.app import create_app
 from worker_support import wait_until
 
@@ -115,11 +117,17 @@ def _half_sent(base: str, head: bytes, body: bytes) -> None:
         sock.sendall(head + body[: len(body) // 2])
 
 
-def _form(field: str, data: bytes) -> tuple[str, bytes]:
-    """A multipart form of one file field: its Content-Type and its body."""
+def _form(field: str, data: bytes, **text: str) -> tuple[str, bytes]:
+    """A multipart form of one file field (and ``text`` fields before it): its Content-Type
+    and its body."""
+    parts = "".join(
+        f'--BOUND\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in text.items()
+    )
     body = (
         (
-            f'--BOUND\r\nContent-Disposition: form-data; name="{field}"; filename="a.wav"\r\n'
+            f"{parts}--BOUND\r\n"
+            f'Content-Disposition: form-data; name="{field}"; filename="a.wav"\r\n'
             "Content-Type: audio/wav\r\n\r\n"
         ).encode()
         + data
@@ -206,34 +214,183 @@ def test_healthz_answers_while_every_thread_waits(
     api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``/healthz`` says the process is up, and nothing else. It ran in a worker thread: while
-    all 40 waited (41 uploads being stored to a storage that stopped answering) the liveness
+    all 40 waited (41 requests waiting for a database that stopped answering) the liveness
     probe got no answer, and an orchestrator would restart a process that was up."""
-    release, stored = threading.Event(), []
-    real = api.services.storage.put_file
+    release, waiting = threading.Event(), []
+    real = uploads.create_file
 
-    def stuck(key: str, path: Path) -> int:
-        stored.append(key)
+    def stuck(*args: Any) -> Any:
+        waiting.append(1)
         release.wait(60)
-        return real(key, path)
+        return real(*args)
 
-    monkeypatch.setattr(api.services.storage, "put_file", stuck)
-    kind, form = _form("file", api.files.get("stereo.wav").path.read_bytes())
-    head = _form_head("/v1/files", f"Bearer {api.key}", kind, form)
+    monkeypatch.setattr(uploads, "create_file", stuck)
+    body = json.dumps({"file_name": "a.wav", "content_type": "audio/wav", "file_size": 10})
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     url = urlsplit(served.url)
     with ExitStack() as stack:
-        uploads = []
+        announces = []
         for _ in range(41):
             sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
-            sock.sendall(head + form)
-            uploads.append(sock)
-        wait_until(lambda: len(stored) == 40, 30, "40 uploads being stored")
+            sock.sendall((head + body).encode())
+            announces.append(sock)
+        wait_until(lambda: len(waiting) == 40, 30, "40 requests waiting")
         try:
             healthz = httpx.get(f"{served.url}/healthz", timeout=10)
         finally:
             release.set()
-        answers = [_status(sock) for sock in uploads]
+        answers = [_status(sock) for sock in announces]
     assert healthz.status_code == 200
     assert answers == [b"201"] * 41
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+@pytest.mark.parametrize("slow", ["storage", "spool"])
+def test_uploads_being_stored_leave_threads_for_the_other_requests(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch, slow: str
+) -> None:
+    """Multipart uploads (``POST /v1/files``, MusicGPT's ``audio_file``) waited for the
+    storage, and for the spool file's writer, in AnyIO's 40 shared worker threads: while the
+    store hung (or 40 big files were being copied to it, or the disk was slow) every other
+    request that needs a thread, a listing here, waited for one. Each upload now waits in a
+    thread of its own, as a signed PUT does."""
+    release, stored = threading.Event(), []
+    real = api.services.storage.put_file
+    write = forms._Parser.write
+
+    def stuck_store(key: str, path: Path) -> int:
+        stored.append(key)
+        release.wait(60)
+        return real(key, path)
+
+    def stuck_spool(parser: Any, data: bytes) -> None:
+        stored.append(parser)
+        release.wait(60)
+        write(parser, data)
+
+    if slow == "storage":
+        monkeypatch.setattr(api.services.storage, "put_file", stuck_store)
+    else:
+        monkeypatch.setattr(forms._Parser, "write", stuck_spool)
+    data = api.files.get("stereo.wav").path.read_bytes()
+    sends = []
+    for path, auth, (kind, form) in (
+        ("/v1/files", f"Bearer {api.key}", _form("file", data)),
+        ("/api/public/v1/Extraction", api.key, _form("audio_file", data, stems='["vocals"]')),
+    ):
+        sends += [_form_head(path, auth, kind, form) + form] * (UPLOADS // 2)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        uploads = []
+        for request in sends:
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(request)
+            uploads.append(sock)
+        wait_until(lambda: len(stored) >= 40, 30, "40 uploads being stored")
+        try:
+            listing = httpx.get(
+                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
+            )
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in uploads]
+    assert listing.status_code == 200
+    assert answers == [b"201"] * (UPLOADS // 2) + [b"200"] * (UPLOADS // 2)
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_completions_waiting_for_the_store_leave_threads_for_the_other_requests(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``POST /v1/files/{id}/complete`` reads the file back from the store to probe it
+    (minutes for a big file on S3) in one of AnyIO's 40 shared threads: 40 completions at
+    once, or a store that hung, left none for any other request that needs one."""
+    release, asked = threading.Event(), []
+    real = api.services.storage.size
+
+    def stuck(key: str) -> int:
+        asked.append(key)
+        release.wait(60)
+        return real(key)
+
+    announced = [api.announce()["file_id"] for _ in range(UPLOADS)]
+    monkeypatch.setattr(api.services.storage, "size", stuck)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        completions = []
+        for file_id in announced:
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(
+                f"POST /v1/files/{file_id}/complete HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {api.key}\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+            completions.append(sock)
+        wait_until(lambda: len(asked) >= 40, 30, "40 completions asking the store")
+        try:
+            listing = httpx.get(
+                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
+            )
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in completions]
+    assert listing.status_code == 200
+    assert answers == [b"409"] * UPLOADS  # no bytes were PUT: FILE_NOT_READY
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_gaudio_completions_being_stored_leave_threads_for_the_other_requests(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gaudio's ``upload-multipart/complete`` copies the parts into the file and probes it
+    (minutes for a big file) in one of AnyIO's 40 shared threads: 40 completions at once, or
+    a store that hung, left none for any other request that needs one."""
+    gaudio = "/developers/api/v1/files/upload-multipart"
+    data = api.files.get("stereo.wav").path.read_bytes()
+    bodies = []
+    for _ in range(UPLOADS):
+        r = api.client.post(
+            f"{gaudio}/create",
+            json={"fileName": "a.wav", "fileSize": len(data)},
+            headers={"x-ga-apikey": api.key},
+        )
+        created = r.json()["resultData"]
+        [part_url] = created["preSignedUrl"]
+        etag = api.send("PUT", part_url, content=data).headers["ETag"].strip('"')
+        parts = [{"awsETag": etag, "partNumber": 1}]
+        bodies.append(json.dumps({"uploadId": created["uploadId"], "parts": parts}))
+    release, stored = threading.Event(), []
+    real = api.services.storage.put
+
+    def stuck(key: str, source: Any, **kwargs: Any) -> Any:
+        stored.append(key)
+        release.wait(60)
+        return real(key, source, **kwargs)
+
+    monkeypatch.setattr(api.services.storage, "put", stuck)
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        completions = []
+        for body in bodies:
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(
+                f"POST {gaudio}/complete HTTP/1.1\r\nHost: x\r\nx-ga-apikey: {api.key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                f"{body}".encode()
+            )
+            completions.append(sock)
+        wait_until(lambda: len(stored) >= 40, 30, "40 completions being stored")
+        try:
+            listing = httpx.get(
+                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
+            )
+        finally:
+            release.set()
+        answers = [_status(sock) for sock in completions]
+    assert listing.status_code == 200
+    assert answers == [b"200"] * UPLOADS
 
 
 @pytest.mark.backends("sqlite")  # the embedded database: reads made in the event loop

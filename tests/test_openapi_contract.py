@@ -251,3 +251,17 @@ def test_a_blob_answer_carries_the_headers_the_document_names(api: Api) -> None:
     for method, status in (("get", "200"), ("get", "206"), ("head", "200")):
         declared = blob[method]["responses"][status]["headers"]
         assert {"Content-Length", "Accept-Ranges", "Content-Disposition"} <= set(declared)
+
+
+def test_every_get_is_documented_with_its_head(api: Api) -> None:
+    """The server answers HEAD wherever it answers GET (README), but the document listed HEAD
+    only for blobs and the health checks: a client generated from it had no HEAD to send."""
+    spec = api.client.get("/v1/openapi.json").json()
+    gets = [path for path, item in spec["paths"].items() if "get" in item]
+    assert [path for path in gets if "head" not in spec["paths"][path]] == []
+    ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    head = spec["paths"]["/v1/models"]["head"]
+    r = api.client.head("/v1/models", headers=api.headers())
+    assert (r.status_code, r.content) == (200, b"")
+    assert _header_errors(spec, head["responses"]["200"], r) == []

@@ -37,7 +37,8 @@ from demixer.service.db import Database, utcnow
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import FINAL, Queue
 from demixer.service.schema import Job, JobLog
-from demixer.service.worker import Worker
+from demixer.service.worker import Worker, runner
+from demixer.service.worker.child import ChildJob
 from demixer.service.worker.registry import missing_steps
 from demixer.settings import Settings
 from demixer.storage import LocalStorage
@@ -794,3 +795,30 @@ def test_slots_share_the_cores_and_threads_overrides(tmp_path: Path) -> None:
     assert Worker(Env(tmp_path / "b").services).slots[0].runner.options.threads is None
     pinned = Worker(Env(tmp_path / "c", threads=1).services)
     assert pinned.slots[0].runner.options.threads == 1
+
+
+def test_an_unexpected_error_in_the_child_tells_the_owner_its_kind_and_the_operator_its_trace(
+    shared: tuple[Env, Worker],
+    music: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An error the separation child did not expect (a bug; here a limit of the wrong type):
+    the job's error gave its owner the exception's text, which may name the server's files,
+    and no log had the traceback. The owner reads the kind of failure now, and the worker's
+    log has the traceback."""
+    env, worker = shared
+    real = runner.ChildJob
+
+    def wrong_limit(**fields: Any) -> ChildJob:
+        return real(**{**fields, "max_seconds": "/srv/demixer/limit"})
+
+    monkeypatch.setattr(runner, "ChildJob", wrong_limit)
+    with caplog.at_level("ERROR", logger="demixer.worker"):
+        job = env.wait_final(env.submit(music, max_attempts=1))
+    assert (job.status, job.error_code) == ("FAILED", "MODEL_FAILED")
+    assert job.error_message == ("the separation failed (TypeError); the server's log has details")
+    assert f"{worker.worker_ids[0]}: job {job.id}: the separation failed" in caplog.text
+    assert "Traceback (most recent call last)" in caplog.text
+    assert "in check_input" in caplog.text
+    assert "TypeError: '>' not supported" in caplog.text

@@ -24,10 +24,11 @@ import queue
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-import anyio.to_thread
+import anyio
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -35,6 +36,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from demixer.api.bodies import parse_json
 from demixer.api.scope import sends_no_body
 from demixer.api.text import NUL
+from demixer.api.uploads import run_upload
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge, StorageFull
 from demixer.service.scratch import scratch_file
 
@@ -211,7 +213,7 @@ class _Writer:
         try:
             self.blocks.put_nowait(item)
         except queue.Full:  # the disk is behind: wait for room, off the event loop
-            await anyio.to_thread.run_sync(self.blocks.put, item)
+            await run_upload(partial(self.blocks.put, item))
 
     async def put(self, block: bytes) -> None:
         """Hand ``block`` over to be written."""
@@ -226,7 +228,7 @@ class _Writer:
         with anyio.CancelScope(shield=True):  # the thread is stopped, whatever happens
             if self.thread is not None:
                 await self._put(None)
-                await anyio.to_thread.run_sync(self.thread.join)
+                await run_upload(self.thread.join)
                 self.thread = None
 
 

@@ -6,11 +6,13 @@ to say what the server really does. The errors any operation of a kind can answe
 here too, beside each route's own: a key's 401/403/429; everywhere the 400/408/413/414/431 of
 a request URL, head or body refused before routing; and (health checks aside) the 503 of a
 database or store outage and the 507 of a full disk (even a read counts the key's requests in
-the database).
+the database). Each GET gets a HEAD beside it: the server answers HEAD wherever it answers
+GET (``api/head.py``), though no route names it.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -106,6 +108,23 @@ def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
     schemas.setdefault(model.__name__, schema)
 
 
+def _add_heads(paths: dict[str, Any]) -> None:
+    """A HEAD operation beside each GET that has none: ``api/head.py`` answers HEAD wherever
+    GET is (the same status and headers, no body), but no route names it, so FastAPI leaves it
+    out of the document and a client generated from it could not send one."""
+    for path_item in paths.values():
+        get = path_item.get("get")
+        if get is None or "head" in path_item:
+            continue
+        head = copy.deepcopy(get)
+        # FastAPI's ids end with the method (`healthz_healthz_head` beside `..._get`).
+        head["operationId"] = get["operationId"].removesuffix("_get") + "_head"
+        head["description"] = (
+            f"{get.get('description', '')}\n\nHEAD: the GET's status and headers, no body."
+        ).strip()
+        path_item["head"] = head
+
+
 def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> dict[str, Any]:
     """The app's OpenAPI 3.1 document (built once, then cached on the app)."""
     if app.openapi_schema:
@@ -122,6 +141,7 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
     _add_model(schemas, ErrorResponse)
     for model in extra_models:
         _add_model(schemas, model)
+    _add_heads(schema.get("paths", {}))
     error = {"description": "", "content": {"application/json": {"schema": _ERROR_REF}}}
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():

@@ -232,6 +232,18 @@ class QueueInput(BaseModel):
         "`--rescale`.",
     )
 
+    @field_validator("bit_depth", mode="before")
+    @classmethod
+    def _depth_as_written(cls, depth: object) -> object:
+        # Checked here rather than with strict types on the union: pydantic reads a JSON true
+        # as the integer 1 and reports a union's errors under each member ("bit_depth.str"),
+        # a field the client never sent. A bool is an int to Python, hence the explicit test.
+        if depth is None or isinstance(depth, str):
+            return depth
+        if isinstance(depth, int) and not isinstance(depth, bool):
+            return depth
+        raise ValueError('bit_depth is a string or an integer, e.g. "24" or 24')
+
     @model_validator(mode="after")
     def _one_source(self) -> QueueInput:
         if (self.file_id is None) == (self.audio_url is None):

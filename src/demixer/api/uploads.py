@@ -81,7 +81,7 @@ __all__ = [
     "owned_file",
     "receive_put",
     "record_upload",
-    "run_reading_body",
+    "run_upload",
     "settle_pending",
     "store_direct",
 ]
@@ -451,7 +451,7 @@ class AsyncBodyReader:
 
     ``storage.put`` reads a file object in chunks; a request body is an async iterator. This
     bridges the two without buffering the body: each ``read`` fetches the next chunk from the
-    event loop (``anyio.from_thread``), so it must be used from :func:`run_reading_body`.
+    event loop (``anyio.from_thread``), so it must be used from :func:`run_upload`.
     """
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
@@ -482,16 +482,20 @@ class AsyncBodyReader:
 T = TypeVar("T")
 
 
-async def run_reading_body(call: Callable[[], T]) -> T:
-    """``call()``, which reads a request body through an :class:`AsyncBodyReader`, in a worker
-    thread that is not one of AnyIO's default 40.
+async def run_upload(call: Callable[[], T]) -> T:
+    """``call()``, a step of an upload that may hold its thread for long, in a worker thread
+    that is not one of AnyIO's default 40: reading a request body (through an
+    :class:`AsyncBodyReader`), waiting for a form's file to be written to its spool
+    (``api/forms.py``), storing a spooled file (:func:`store_direct`), probing a file read
+    back from the store (:func:`complete_file`) or put together from a vendor's parts.
 
-    Such a call holds its thread for as long as the client takes to send the body: minutes
-    for a big file, hours for a slow client that keeps above the body timeout's floor. On
-    the default limiter, 40 uploads at once held every token, and every other request that
-    needs a thread (a key not yet cached, a listing, a submit, ``/healthz``) waited until an
-    upload ended. Each upload here has its own one-token limiter, as each multipart form has
-    its own writer thread (``api/forms.py``); the number of uploads is bounded by the
-    connections the server accepts and the body timeout, not by this pool.
+    Such a call holds its thread for as long as the client takes to send the body (minutes
+    for a big file, hours for a slow client that keeps above the body timeout's floor), or
+    the disk or the object store takes to take the file (as long as the store's timeouts
+    and retries while it hangs). On the default limiter, 40 uploads at once held every
+    token, and every other request that needs a thread (a key not yet cached, a listing, a
+    submit) waited until an upload ended. Each call here has its own one-token limiter; the
+    number of uploads is bounded by the connections the server accepts and the body
+    timeout, not by this pool.
     """
     return await anyio.to_thread.run_sync(call, limiter=anyio.CapacityLimiter(1))

@@ -268,5 +268,5 @@ async def upload(
         content_type=request.headers.get("content-type"),
         content_length=length,
     )
-    row = await uploads.run_reading_body(receive)
+    row = await uploads.run_upload(receive)
     return uploads.file_object(row)

@@ -96,7 +96,7 @@ async def _direct(request: Request, services: Services, account_id: str) -> File
             content_type=upload.content_type,
             sha256=upload.sha256,
         )
-        row = await anyio.to_thread.run_sync(store)
+        row = await uploads.run_upload(store)  # the store may take long: not a shared thread
     return uploads.file_object(row)
 
 
@@ -143,7 +143,7 @@ def get_file(file_id: str, services: ServicesDep, identity: FilesRead) -> FileOb
     "/files/{file_id}/complete",
     responses=error_responses(400, 401, 403, 404, 409, 410, 422, 503),
 )
-def complete_file(file_id: str, services: ServicesDep, identity: FilesWrite) -> FileObject:
+async def complete_file(file_id: str, services: ServicesDep, identity: FilesWrite) -> FileObject:
     """Tell the API that the bytes were PUT to the `upload_url`: checks that exactly
     `file_size` bytes arrived (400 `SIZE_MISMATCH` otherwise; they are dropped, PUT again) and
     probes them as audio (422 `INVALID_AUDIO` and status `failed` if they are not). Before any
@@ -151,7 +151,10 @@ def complete_file(file_id: str, services: ServicesDep, identity: FilesWrite) -> 
 
     Needed when the `upload_url` points at object storage (S3), which does not tell the API;
     harmless otherwise (the PUT through the API has probed the file already)."""
-    return uploads.file_object(uploads.complete_file(services, identity.account_id, file_id))
+    # The probe reads the file back from the store (minutes for a big one on S3): a thread
+    # of its own, not one of the shared ones every other request needs.
+    complete = partial(uploads.complete_file, services, identity.account_id, file_id)
+    return uploads.file_object(await uploads.run_upload(complete))
 
 
 @router.delete(

@@ -12,7 +12,9 @@ Messages, child -> parent:
 * ``("progress", fraction)``: at most every :data:`PROGRESS_INTERVAL` seconds;
 * ``("stage", name)``: one of :data:`STAGES`, as each begins;
 * ``("done", ChildResult)``;
-* ``("error", code, message, retryable)``.
+* ``("error", code, message, retryable, trace)``: ``trace`` is the traceback of an error
+  demixer did not expect (None for its own errors), for the worker's log: the child has no
+  logging of its own.
 
 The parent kills the child (SIGKILL) on cancel, timeout or lost lease, and restarts it lazily;
 an OOM kill or a crash shows up as the pipe closing. This module imports only the engine and
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -199,7 +202,9 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
 
     The user's faults (bad audio, unknown stem, bad output options) and a model that cannot
     be loaded are final; a model that crashed, or any unexpected error, may pass on another
-    attempt (a transient out-of-memory, a GPU hiccup).
+    attempt (a transient out-of-memory, a GPU hiccup). An unexpected error's text (a path on
+    the server, a library's internals) is the operator's: the message names only its kind,
+    and :func:`child_main` sends its traceback to the worker's log.
     """
     if isinstance(exc, ModelUnavailable):
         # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
@@ -212,7 +217,8 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
         return ModelFailed.code, "the separation ran out of memory", True
     if StorageFull.caused(exc):
         return StorageFull.code, StorageFull.default_message, True
-    return ModelFailed.code, f"the separation failed: {type(exc).__name__}: {exc}", True
+    message = f"the separation failed ({type(exc).__name__}); the server's log has details"
+    return ModelFailed.code, message, True
 
 
 class _ParentGone(BaseException):
@@ -306,8 +312,13 @@ def child_main(conn: Connection, options: ChildOptions) -> None:
             return
         except BaseException as exc:
             code, message, retryable = classify_error(exc)
+            # demixer's own errors say all there is to say; any other is a bug or the
+            # machine's, and its traceback is what the operator needs to find out which.
+            trace = (
+                None if isinstance(exc, DemixerError) else "".join(traceback.format_exception(exc))
+            )
             try:
-                conn.send(("error", code, message, retryable))
+                conn.send(("error", code, message, retryable, trace))
             except (OSError, EOFError):
                 return
 

@@ -369,7 +369,14 @@ class Runner:
                         result: ChildResult = message[1]
                         return result
                     else:
-                        _, code, text, retryable = message
+                        _, code, text, retryable, trace = message
+                        if trace is not None:  # the owner reads only its kind (classify_error)
+                            log.error(
+                                "%s: job %s: the separation failed\n%s",
+                                self.worker_id,
+                                claim.id,
+                                trace.rstrip(),
+                            )
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
                         if retryable and code != StorageFull.code:

@@ -141,7 +141,7 @@ async def put_part(
     reader = uploads.AsyncBodyReader(request.stream())
     receive = partial(multipart.receive_part, services, upload_id, number, cast(BinaryIO, reader))
     try:
-        md5 = await uploads.run_reading_body(receive)
+        md5 = await uploads.run_upload(receive)
     except (UploadNotFound, FileExpired) as exc:  # deleted or expired: as S3 once it is aborted
         raise NoSuchUpload(exc.message) from None
     response = ok(None)
@@ -173,7 +173,9 @@ async def complete_upload(request: Request, services: ServicesDep, caller: Calle
         raise UploadNotFound("uploadId is required")
     parts = _parts(body.get("parts"))
     done = partial(multipart.complete, services, caller.account_id, upload_id, parts)
-    await anyio.to_thread.run_sync(done)
+    # It copies the parts into the file and probes it (long for a big one): a thread of its
+    # own, not one of the shared ones every other request needs.
+    await uploads.run_upload(done)
     return ok(None)
 
 

@@ -54,7 +54,6 @@ import math
 from functools import partial
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -315,7 +314,8 @@ async def extraction(request: Request) -> JSONResponse:
         # audio_file is counted while it arrives and spooled in the data directory (413 past
         # the upload limit, nothing past it written: api/forms.py).
         async with read_form(request, settings.data_dir, settings.max_upload_bytes) as form:
-            body = await anyio.to_thread.run_sync(partial(_extract, services, identity, form))
+            # It stores the file, which may take long: not on a shared thread.
+            body = await uploads.run_upload(partial(_extract, services, identity, form))
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))
     return JSONResponse(body)
