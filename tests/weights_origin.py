@@ -10,6 +10,7 @@ header (or None).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -88,7 +89,9 @@ def serve() -> Iterator[Origin]:
                 self.wfile.flush()
                 threading.Event().wait(2)
                 return
-            self.wfile.write(payload)
+            # A client that stopped reading (it gave up, or had what it asked) is no error here.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
