@@ -10,7 +10,7 @@ import socket
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +76,54 @@ def base(served: Served) -> str:
 def _status(sock: socket.socket) -> bytes:
     """The status code of the answer that arrives on ``sock``."""
     return sock.recv(64).split(b" ")[1]
+
+
+@dataclass
+class Held:
+    """Calls that wait until :attr:`release` is set (60 s at most), each counted as it comes."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+    calls: list[object] = field(default_factory=list)
+
+    def wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        """``real``, held as it is called."""
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(args)
+            self.release.wait(60)
+            return real(*args, **kwargs)
+
+        return held
+
+
+def _meanwhile(
+    served: Served,
+    requests: Sequence[bytes],
+    holding: Callable[[], bool],
+    what: str,
+    release: Callable[[], object],
+    asks: Sequence[str],
+    headers: Mapping[str, str],
+) -> tuple[list[int], list[bytes]]:
+    """Send each of ``requests`` on a connection of its own, wait until ``holding()`` says they
+    hold what they take (``what``), GET each of ``asks`` meanwhile, then ``release()`` them.
+    Returns the asks' status codes and the status of each request's answer."""
+    url = urlsplit(served.url)
+    with ExitStack() as stack:
+        sent = []
+        for request in requests:
+            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+            sock.sendall(request)
+            sent.append(sock)
+        wait_until(holding, 30, what)
+        try:
+            asked = [
+                httpx.get(served.url + path, headers=headers, timeout=10).status_code
+                for path in asks
+            ]
+        finally:
+            release()
+        return asked, [_status(sock) for sock in sent]
 
 
 @pytest.mark.backends("sqlite")  # on S3 the upload URLs are the bucket's: no body reaches the API
@@ -181,32 +229,20 @@ def test_probes_of_a_stuck_storage_share_one_check(
     ran its own check, each holding one of AnyIO's 40 threads for up to two 60 s read timeouts,
     and 45 probes (load balancers and an orchestrator probing every few seconds) left none for
     a listing, a submit, an upload or ``/healthz``. The probes now share one check."""
-    release, pings = threading.Event(), []
-
-    def stuck() -> None:
-        pings.append(1)
-        release.wait(60)
-
-    monkeypatch.setattr(api.services.storage, "ping", stuck)
-    url = urlsplit(served.url)
-    with ExitStack() as stack:
-        probes = []
-        for _ in range(45):
-            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
-            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            probes.append(sock)
-        wait_until(lambda: served.arrived["/readyz"] == 45, 30, "the 45 probes")
-        try:
-            healthz = httpx.get(f"{served.url}/healthz", timeout=10)
-            listing = httpx.get(
-                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
-            )
-        finally:
-            release.set()
-        answers = [_status(sock) for sock in probes]
-    assert (healthz.status_code, listing.status_code) == (200, 200)
+    held = Held()
+    monkeypatch.setattr(api.services.storage, "ping", held.wrap(lambda: None))
+    asked, answers = _meanwhile(
+        served,
+        [b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"] * 45,
+        lambda: served.arrived["/readyz"] == 45,
+        "the 45 probes",
+        held.release.set,
+        ["/healthz", "/v1/queue/requests"],
+        api.headers(),
+    )
+    assert asked == [200, 200]
     assert answers == [b"503"] * 45  # no worker runs here: not ready, said by the one check
-    assert len(pings) == 1
+    assert len(held.calls) == 1
 
 
 @pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
@@ -216,34 +252,23 @@ def test_healthz_answers_while_every_thread_waits(
     """``/healthz`` says the process is up, and nothing else. It ran in a worker thread: while
     all 40 waited (41 requests waiting for a database that stopped answering) the liveness
     probe got no answer, and an orchestrator would restart a process that was up."""
-    release, waiting = threading.Event(), []
-    real = uploads.create_file
-
-    def stuck(*args: Any) -> Any:
-        waiting.append(1)
-        release.wait(60)
-        return real(*args)
-
-    monkeypatch.setattr(uploads, "create_file", stuck)
+    held = Held()
+    monkeypatch.setattr(uploads, "create_file", held.wrap(uploads.create_file))
     body = json.dumps({"file_name": "a.wav", "content_type": "audio/wav", "file_size": 10})
     head = (
         f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
-    url = urlsplit(served.url)
-    with ExitStack() as stack:
-        announces = []
-        for _ in range(41):
-            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
-            sock.sendall((head + body).encode())
-            announces.append(sock)
-        wait_until(lambda: len(waiting) == 40, 30, "40 requests waiting")
-        try:
-            healthz = httpx.get(f"{served.url}/healthz", timeout=10)
-        finally:
-            release.set()
-        answers = [_status(sock) for sock in announces]
-    assert healthz.status_code == 200
+    asked, answers = _meanwhile(
+        served,
+        [(head + body).encode()] * 41,
+        lambda: len(held.calls) == 40,
+        "40 requests waiting",
+        held.release.set,
+        ["/healthz"],
+        {},
+    )
+    assert asked == [200]
     assert answers == [b"201"] * 41
 
 
@@ -257,24 +282,12 @@ def test_uploads_being_stored_leave_threads_for_the_other_requests(
     store hung (or 40 big files were being copied to it, or the disk was slow) every other
     request that needs a thread, a listing here, waited for one. Each upload now waits in a
     thread of its own, as a signed PUT does."""
-    release, stored = threading.Event(), []
-    real = api.services.storage.put_file
-    write = forms._Parser.write
-
-    def stuck_store(key: str, path: Path) -> int:
-        stored.append(key)
-        release.wait(60)
-        return real(key, path)
-
-    def stuck_spool(parser: Any, data: bytes) -> None:
-        stored.append(parser)
-        release.wait(60)
-        write(parser, data)
-
+    held = Held()
     if slow == "storage":
-        monkeypatch.setattr(api.services.storage, "put_file", stuck_store)
+        store = api.services.storage
+        monkeypatch.setattr(store, "put_file", held.wrap(store.put_file))
     else:
-        monkeypatch.setattr(forms._Parser, "write", stuck_spool)
+        monkeypatch.setattr(forms._Parser, "write", held.wrap(forms._Parser.write))
     data = api.files.get("stereo.wav").path.read_bytes()
     sends = []
     for path, auth, (kind, form) in (
@@ -282,22 +295,16 @@ def test_uploads_being_stored_leave_threads_for_the_other_requests(
         ("/api/public/v1/Extraction", api.key, _form("audio_file", data, stems='["vocals"]')),
     ):
         sends += [_form_head(path, auth, kind, form) + form] * (UPLOADS // 2)
-    url = urlsplit(served.url)
-    with ExitStack() as stack:
-        uploads = []
-        for request in sends:
-            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
-            sock.sendall(request)
-            uploads.append(sock)
-        wait_until(lambda: len(stored) >= 40, 30, "40 uploads being stored")
-        try:
-            listing = httpx.get(
-                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
-            )
-        finally:
-            release.set()
-        answers = [_status(sock) for sock in uploads]
-    assert listing.status_code == 200
+    asked, answers = _meanwhile(
+        served,
+        sends,
+        lambda: len(held.calls) >= 40,
+        "40 uploads being stored",
+        held.release.set,
+        ["/v1/queue/requests"],
+        api.headers(),
+    )
+    assert asked == [200]
     assert answers == [b"201"] * (UPLOADS // 2) + [b"200"] * (UPLOADS // 2)
 
 
@@ -308,35 +315,23 @@ def test_completions_waiting_for_the_store_leave_threads_for_the_other_requests(
     """``POST /v1/files/{id}/complete`` reads the file back from the store to probe it
     (minutes for a big file on S3) in one of AnyIO's 40 shared threads: 40 completions at
     once, or a store that hung, left none for any other request that needs one."""
-    release, asked = threading.Event(), []
-    real = api.services.storage.size
-
-    def stuck(key: str) -> int:
-        asked.append(key)
-        release.wait(60)
-        return real(key)
-
     announced = [api.announce()["file_id"] for _ in range(UPLOADS)]
-    monkeypatch.setattr(api.services.storage, "size", stuck)
-    url = urlsplit(served.url)
-    with ExitStack() as stack:
-        completions = []
-        for file_id in announced:
-            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
-            sock.sendall(
-                f"POST /v1/files/{file_id}/complete HTTP/1.1\r\nHost: x\r\n"
-                f"Authorization: Bearer {api.key}\r\nContent-Length: 0\r\n\r\n".encode()
-            )
-            completions.append(sock)
-        wait_until(lambda: len(asked) >= 40, 30, "40 completions asking the store")
-        try:
-            listing = httpx.get(
-                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
-            )
-        finally:
-            release.set()
-        answers = [_status(sock) for sock in completions]
-    assert listing.status_code == 200
+    held = Held()
+    monkeypatch.setattr(api.services.storage, "size", held.wrap(api.services.storage.size))
+    asked, answers = _meanwhile(
+        served,
+        [
+            f"POST /v1/files/{file_id}/complete HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {api.key}\r\nContent-Length: 0\r\n\r\n".encode()
+            for file_id in announced
+        ],
+        lambda: len(held.calls) >= 40,
+        "40 completions asking the store",
+        held.release.set,
+        ["/v1/queue/requests"],
+        api.headers(),
+    )
+    assert asked == [200]
     assert answers == [b"409"] * UPLOADS  # no bytes were PUT: FILE_NOT_READY
 
 
@@ -361,35 +356,23 @@ def test_gaudio_completions_being_stored_leave_threads_for_the_other_requests(
         etag = api.send("PUT", part_url, content=data).headers["ETag"].strip('"')
         parts = [{"awsETag": etag, "partNumber": 1}]
         bodies.append(json.dumps({"uploadId": created["uploadId"], "parts": parts}))
-    release, stored = threading.Event(), []
-    real = api.services.storage.put
-
-    def stuck(key: str, source: Any, **kwargs: Any) -> Any:
-        stored.append(key)
-        release.wait(60)
-        return real(key, source, **kwargs)
-
-    monkeypatch.setattr(api.services.storage, "put", stuck)
-    url = urlsplit(served.url)
-    with ExitStack() as stack:
-        completions = []
-        for body in bodies:
-            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
-            sock.sendall(
-                f"POST {gaudio}/complete HTTP/1.1\r\nHost: x\r\nx-ga-apikey: {api.key}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                f"{body}".encode()
-            )
-            completions.append(sock)
-        wait_until(lambda: len(stored) >= 40, 30, "40 completions being stored")
-        try:
-            listing = httpx.get(
-                f"{served.url}/v1/queue/requests", headers=api.headers(), timeout=10
-            )
-        finally:
-            release.set()
-        answers = [_status(sock) for sock in completions]
-    assert listing.status_code == 200
+    held = Held()
+    monkeypatch.setattr(api.services.storage, "put", held.wrap(api.services.storage.put))
+    asked, answers = _meanwhile(
+        served,
+        [
+            f"POST {gaudio}/complete HTTP/1.1\r\nHost: x\r\nx-ga-apikey: {api.key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"{body}".encode()
+            for body in bodies
+        ],
+        lambda: len(held.calls) >= 40,
+        "40 completions being stored",
+        held.release.set,
+        ["/v1/queue/requests"],
+        api.headers(),
+    )
+    assert asked == [200]
     assert answers == [b"200"] * UPLOADS
 
 
@@ -411,23 +394,19 @@ def test_writers_waiting_for_the_lock_leave_a_connection_for_the_event_loop(
     ).encode()
     database = api.services.settings.data_dir / "demixer.db"
     holder = sqlite3.connect(database, isolation_level=None)
-    url = urlsplit(served.url)
-    with ExitStack() as stack:
-        stack.callback(holder.close)
+    try:
         holder.execute("BEGIN IMMEDIATE")  # the other process's write
-        submits = []
-        for _ in range(20):
-            sock = stack.enter_context(socket.create_connection((url.hostname, url.port)))
-            sock.sendall(head + body)
-            submits.append(sock)
         pool = api.services.db.engine.pool
-        wait_until(lambda: pool.checkedout() >= 15, 30, "15 submits waiting for the lock")
-        try:
-            status = httpx.get(
-                f"{served.url}/v1/queue/requests/{job}/status", headers=api.headers(), timeout=10
-            )
-        finally:
-            holder.execute("COMMIT")
-        answers = [_status(sock) for sock in submits]
-    assert status.status_code == 200
+        asked, answers = _meanwhile(
+            served,
+            [head + body] * 20,
+            lambda: pool.checkedout() >= 15,
+            "15 submits waiting for the lock",
+            lambda: holder.execute("COMMIT"),
+            [f"/v1/queue/requests/{job}/status"],
+            api.headers(),
+        )
+    finally:
+        holder.close()
+    assert asked == [200]
     assert answers == [b"202"] * 20
