@@ -165,7 +165,8 @@ class ModelLists:
         self.services = services
         self.disk_seconds = disk_seconds
         self.clock = clock
-        self._listed: tuple[str, ...] = ()  # every model's id, in the registry's order
+        self._specs: tuple[ModelSpec, ...] = ()  # every model, in the registry's order
+        self._listed: tuple[str, ...] = ()  # their ids
         self._on_disk: frozenset[str] = frozenset()
         self._disk_due = -math.inf
         # (what the body was built from: the ids listed and those installed, the body)
@@ -179,16 +180,17 @@ class ModelLists:
         if self.clock() >= self._disk_due:
             # The server's model directory, as the jobs use it: its own models and recipes are
             # listed too, and one added (a recipe whose models are not here) shows at once.
-            specs = list_specs(model_dir)
-            self._listed = tuple(s.id for s in specs)
-            self._on_disk = frozenset(s.id for s in specs if is_installed(s, model_dir))
+            self._specs = tuple(list_specs(model_dir))
+            self._listed = tuple(s.id for s in self._specs)
+            self._on_disk = frozenset(s.id for s in self._specs if is_installed(s, model_dir))
             self._disk_due = self.clock() + self.disk_seconds
         with services.db.snapshot() as conn:
             advertised = advertised_models(conn, services.db.clock())
         ids = self._on_disk | advertised
         built = self._built
         if built is None or built[0] != (self._listed, ids):
-            installed = [spec for spec in list_specs(model_dir) if spec.id in ids]  # in order
+            # The models read at the last check: the model directory is not read again here.
+            installed = [spec for spec in self._specs if spec.id in ids]  # in order
             body = model_list(services, installed).model_dump_json().encode()
             built = self._built = ((self._listed, ids), body)
         return built[1]
