@@ -336,6 +336,33 @@ def test_completions_waiting_for_the_store_leave_threads_for_the_other_requests(
 
 
 @pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_pending_files_polled_while_the_store_hangs_leave_threads_for_the_other_requests(
+    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /v1/files/{id}`` of a pending file asks the store whether its bytes came (and
+    probes them if so), in one of AnyIO's 40 shared threads: 40 clients polling their
+    uploads while the store hung left none for any other request that needs one."""
+    announced = [api.announce()["file_id"] for _ in range(UPLOADS)]
+    held = Held()
+    monkeypatch.setattr(api.services.storage, "exists", held.wrap(api.services.storage.exists))
+    asked, answers = _meanwhile(
+        served,
+        [
+            f"GET /v1/files/{file_id} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {api.key}\r\n\r\n".encode()
+            for file_id in announced
+        ],
+        lambda: len(held.calls) >= 40,
+        "40 polls asking the store",
+        held.release.set,
+        ["/v1/queue/requests"],
+        api.headers(),
+    )
+    assert asked == [200]
+    assert answers == [b"200"] * UPLOADS  # still pending: no bytes were PUT
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
 def test_gaudio_completions_being_stored_leave_threads_for_the_other_requests(
     api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:

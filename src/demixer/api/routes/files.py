@@ -20,6 +20,8 @@ from demixer.api.scope import content_type
 from demixer.api.text import body_refusal
 from demixer.errors import InvalidRequest, UnsupportedMediaType
 from demixer.service.context import Services
+from demixer.service.files.lifecycle import FileState
+from demixer.service.schema import File
 
 __all__ = ["router"]
 
@@ -129,14 +131,23 @@ async def create_file(
 
 
 @router.get("/files/{file_id}", responses=error_responses(401, 403, 404, 410, 503))
-def get_file(file_id: str, services: ServicesDep, identity: FilesRead) -> FileObject:
+async def get_file(file_id: str, services: ServicesDep, identity: FilesRead) -> FileObject:
     """A file and its probe results (`duration`, `sample_rate`, `channels`) once uploaded.
 
     A `pending` file whose bytes have reached the store is completed first (see
     `POST /v1/files/{file_id}/complete`)."""
-    with services.db.read() as s:
-        row = uploads.owned_file(services, s, identity.account_id, file_id)
-    return uploads.file_object(uploads.settle_pending(services, row))
+
+    def read() -> File:
+        with services.db.read() as s:
+            return uploads.owned_file(services, s, identity.account_id, file_id)
+
+    row = await anyio.to_thread.run_sync(read)
+    if row.status == FileState.PENDING:
+        # Asking the store whether the bytes came, then reading them back to probe them
+        # (minutes for a big file on S3): a thread of its own, as a completion has, not one
+        # of the shared ones every other request needs. Clients poll pending files.
+        row = await uploads.run_upload(partial(uploads.settle_pending, services, row))
+    return uploads.file_object(row)
 
 
 @router.post(
