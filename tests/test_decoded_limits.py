@@ -76,19 +76,35 @@ def test_probe_and_reader_give_one_answer_on_a_header_promising_hours(
     assert at_upload.value.message == in_the_job.value.message
 
 
-@pytest.mark.parametrize(("name", "codec", "rate"), [("a.opus", "libopus", 48000),
-                                                     ("a.m4a", "aac", RATE),
-                                                     ("a.mp3", "libmp3lame", RATE)])  # fmt: skip
+@pytest.mark.parametrize(("name", "codec", "rate", "within"),
+                         [("a.opus", "libopus", 48000, 1e-6),
+                          ("a.m4a", "aac", RATE, 1e-6),
+                          ("a.mp3", "libmp3lame", RATE, 1e-6),
+                          # Matroska's times are whole milliseconds
+                          ("a.webm", "libopus", 48000, 0.002),
+                          ("a.mka", "libopus", 48000, 0.002)])  # fmt: skip
 def test_a_file_of_exactly_the_limit_is_within_it(
-    tmp_path: Path, name: str, codec: str, rate: int
+    tmp_path: Path, name: str, codec: str, rate: int, within: float
 ) -> None:
-    """An encoder's delay is not the song's: an Ogg Opus file of exactly the limit (its
-    312-sample pre-skip counted in the stream's length) was refused at upload and by the job
-    as longer than it."""
+    """An encoder's delay is not the song's: an Ogg Opus file (a WebM) of exactly the limit
+    (its 312-sample pre-skip counted in the stream's length) was refused at upload and by the
+    job as longer than it."""
     path = encode(tmp_path / name, tone(2.0, rate, (440.0, 660.0)), rate, codec)
-    assert probe(path, max_seconds=2.0).duration == pytest.approx(2.0, abs=1e-6)
+    duration = probe(path, max_seconds=2.0).duration
+    assert duration is not None and 2.0 - within <= duration <= 2.0
     with AudioReader(path, max_seconds=2.0) as reader:
         assert sum(block.shape[1] for block in reader.blocks(4096)) == 2 * rate
+
+
+def test_a_file_just_past_the_limit_is_said_to_be_past_it(tmp_path: Path) -> None:
+    """Tenths read a file 1 ms over the limit as within it: "longer than the limit of 2 s (it
+    declares 2.0 s)"."""
+    path = encode(tmp_path / "a.flac", tone(2.001, RATE, (440.0,)), RATE, "flac")
+    with pytest.raises(DurationLimit) as refused:
+        AudioReader(path, max_seconds=2.0)
+    assert refused.value.message == (
+        "'a.flac' is longer than the limit of 2 s (it declares 2.001 s); send a shorter file"
+    )
 
 
 def test_the_cli_has_a_duration_bound(crafted: dict[str, Path], tmp_path: Path) -> None:

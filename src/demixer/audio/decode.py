@@ -80,6 +80,9 @@ TRUNCATION_TOLERANCE = 0.02  # fraction of the declared length that may fail to 
 # Samples an MP4's last AAC frames (an MP3's last frame) may decode past its edit list (its LAME
 # tag): the encoder's padding, under 2 frames.
 _EDIT_PADDING = 4096
+# Matroska's times are whole milliseconds: a block's start and its length each rounded, and
+# the first block's start too, so a length can read up to 1.5 ms long.
+_MATROSKA_ROUNDING = 0.002
 TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
 # The longest run of damaged frames read as silence (a glitch); more is a broken file.
 _MAX_DAMAGED_SECONDS = 0.5
@@ -209,6 +212,14 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
         return seconds
     tagged = _tagged_seconds(stream)
     if tagged is not None:
+        if name == "matroska,webm" and stream.codec_context.name == "opus":
+            # As in Ogg, the length counts the pre-skip the decoder drops (it runs from the
+            # first block's time, 6.5 ms before zero), and Matroska's times are whole
+            # milliseconds, each rounded: a WebM of exactly the duration limit read as 8 ms
+            # over it. Take the length it surely has; the samples decoded hold the limit
+            # exactly. (Other codecs' delay is decoded: AAC's priming comes out as samples.)
+            delay = (stream.codec_context.delay or 0) / stream.codec_context.sample_rate
+            return max(tagged - delay - _MATROSKA_ROUNDING, 0.0)
         return tagged
     others = [
         s
@@ -468,8 +479,10 @@ def _checked_declared(path: Path, info: AudioInfo) -> float | None:
 
 
 def _over_limit(path: Path, seconds: float, limit: float, how: str) -> DurationLimit:
+    # Just past the limit, tenths would read as within it ("the limit of 2 s (it declares 2.0 s)").
+    figure = f"{seconds:.1f}" if round(seconds, 1) > limit else f"{seconds:.3f}"
     return DurationLimit(
-        f"{_name(path)} is longer than the limit of {limit:g} s ({how} {seconds:.1f} s); "
+        f"{_name(path)} is longer than the limit of {limit:g} s ({how} {figure} s); "
         "send a shorter file"
     )
 
