@@ -50,7 +50,14 @@ from demixer.service.jobs.prompt_words import (
     VOCALS,
 )
 
-__all__ = ["MODEL_PREFERENCE", "PromptMatch", "best_model", "map_prompt", "separable"]
+__all__ = [
+    "MODEL_PREFERENCE",
+    "PromptMatch",
+    "best_model",
+    "map_prompt",
+    "read_prompt",
+    "separable",
+]
 
 #: Best first where no published figure decides: :data:`demixer.models.planner.PREFERENCE`.
 MODEL_PREFERENCE = PREFERENCE
@@ -253,21 +260,19 @@ def _misfit(prompt: str, stem: str, invert: bool, named: list[_Named]) -> str | 
     return None
 
 
-def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
-    """Map ``prompt`` onto the best installed model that produces the sound it names.
-
-    Args:
-        prompt: free text, e.g. ``"vocals"``, ``"the singer"``, ``"everything but the drums"``.
-        installed: the models whose weights are present (``demixer.models.loading.is_installed``).
+def read_prompt(prompt: str, can_separate: Sequence[str]) -> tuple[str, bool]:
+    """The sound ``prompt`` asks for, where the installed models can separate
+    ``can_separate`` (:func:`separable`'s answer, as ``GET /v1/models`` lists it): what
+    :func:`map_prompt` reads, without the models themselves, so that a client can say a refusal
+    before it uploads a song.
 
     Returns:
-        ``(model, stem, invert)`` (see :class:`PromptMatch`).
+        ``(stem, invert)`` (see :class:`PromptMatch`).
 
     Raises:
-        UnsupportedPrompt: the prompt names no known sound, or more than one, or one no
-            installed model produces; the message lists what can be separated.
+        UnsupportedPrompt: as :func:`map_prompt`, in the same words.
     """
-    can = ", ".join(separable(installed)) or "nothing (no model is installed)"
+    can = ", ".join(can_separate) or "nothing (no model is installed)"
     named, unclear = _scan(prompt)
     if unclear:
         word, said = unclear[0], repr(prompt.strip()[:200])
@@ -293,13 +298,11 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
             param="input.prompt",
         )
     stem, invert = found
-    spec = best_model(stem, installed)
     # The drums stand in for the kick, but everything but the drums is not everything but
     # the kick: only the sound itself falls back.
-    if spec is None and stem in FALLBACK and not invert:
+    if stem not in can_separate and stem in FALLBACK and not invert:
         stem = FALLBACK[stem]
-        spec = best_model(stem, installed)
-    if spec is None:
+    if stem not in can_separate:
         could = [s.id for s in producers(stem, list_specs())]
         hint = f" ({' or '.join(could)} can: `demixer models pull {could[0]}`)" if could else ""
         raise UnsupportedPrompt(
@@ -313,4 +316,25 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
             f"{misfit}; with the installed models demixer can separate: {can}",
             param="input.prompt",
         )
+    return stem, invert
+
+
+def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
+    """Map ``prompt`` onto the best installed model that produces the sound it names.
+
+    Args:
+        prompt: free text, e.g. ``"vocals"``, ``"the singer"``, ``"everything but the drums"``.
+        installed: the models whose weights are present (``demixer.models.loading.is_installed``).
+
+    Returns:
+        ``(model, stem, invert)`` (see :class:`PromptMatch`).
+
+    Raises:
+        UnsupportedPrompt: the prompt names no known sound, or more than one, or one no
+            installed model produces; the message lists what can be separated.
+    """
+    stem, invert = read_prompt(prompt, separable(installed))
+    spec = best_model(stem, installed)
+    if spec is None:  # not reached: separable() lists every stem some installed model makes
+        raise UnsupportedPrompt(f"no installed model separates {stem}", param="input.prompt")
     return PromptMatch(spec.id, stem, invert)
