@@ -20,7 +20,8 @@ Nothing is ever silently substituted or left out: a prompt naming no known sound
 ("drums and bass"), two to leave out ("no vocals, no drums"), one to leave out that the target
 holds ("the drums without the kick") or keeps ("the instrumental without the drums"), an effect
 (reverb, echo, noise, …), a word two sounds share ("the beat": the drums or the instrumental),
-or a sound no installed model produces, raises
+a verb said both of keeping a sound and of taking it away ("take the vocals out of this song",
+"get the vocals out"), or a sound no installed model produces, raises
 :class:`~demixer.errors.UnsupportedPrompt` listing what can be separated.
 """
 
@@ -43,6 +44,7 @@ from demixer.service.jobs.prompt_words import (
     FROM,
     NEGATION_REACH,
     NEGATIONS,
+    OUT_EITHER,
     OUT_VERBS,
     PART_OF,
     STEM_WORDS,
@@ -129,20 +131,31 @@ def separable(installed: Sequence[ModelSpec]) -> list[str]:
     return out
 
 
-def _after(words: list[str], start: int, end: int) -> bool:
+def _after(words: list[str], start: int, end: int) -> bool | None:
     """Whether a negation follows the sound ``words[start:end]`` ("vocals removed", "the vocals
-    are gone", "drum-less", "take the vocals out"; not "get the drums out of it")."""
+    are gone", "drum-less", "cut the vocals out"; not "separate the drums out of it"); None when
+    it is said both ways ("take the vocals out": away, or out to keep?)."""
     i = end + (end < len(words) and words[end] in AUXILIARIES)
     if i >= len(words) or words[i] not in AFTER:
         return False
     if words[i] != "out":
         return True
-    # "Out" takes the sound out after "take", "cut", "leave", … ("take the vocals out of the
-    # song"), and gets it out of the song after any other verb ("get the drums out of it").
+    # "Out" takes the sound out after "cut", "leave", … ("cut the vocals out of the song"),
+    # gets it out of the song after other verbs ("separate the drums out of it"), and either
+    # after "take", "get" or "pull".
+    j = _before(words, start)
+    if j >= 0 and words[j] in OUT_EITHER:
+        return None
+    return j >= 0 and words[j] in OUT_VERBS
+
+
+def _before(words: list[str], start: int) -> int:
+    """Where the word before the sound starting at ``words[start]`` is, determiners ("all of
+    the") skipped; -1 when there is none."""
     j = start - 1
     while j >= 0 and words[j] in DETERMINERS:
         j -= 1
-    return j >= 0 and words[j] in OUT_VERBS
+    return j
 
 
 def _apart(words: list[str], start: int, end: int) -> int:
@@ -150,10 +163,12 @@ def _apart(words: list[str], start: int, end: int) -> int:
     return sum(1 for word in words[start:end] if word not in DETERMINERS)
 
 
-def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
+def _scan(prompt: str) -> tuple[list[_Named], list[tuple[str, str | None]]]:
     """Every sound the prompt names, left to right, except those named after "from"; and the
-    words it says that no sound can be read from: an effect, or a word two sounds share
-    (:data:`~demixer.service.jobs.prompt_words.EFFECTS`, ``AMBIGUOUS``)."""
+    words it says that no sound can be read from, each with the sounds it can mean (None: an
+    effect): an effect, a word two sounds share, or a verb said both of a sound and of
+    everything but it (:data:`~demixer.service.jobs.prompt_words.EFFECTS`, ``AMBIGUOUS``,
+    ``OUT_EITHER``)."""
     tokens = re.findall(r"[a-z0-9]+|[,.;:!?]", prompt.lower().replace("-", " "))
     words: list[str] = []
     pauses: set[int] = set()  # words a comma or a full stop follows
@@ -163,7 +178,7 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
         elif words:
             pauses.add(len(words) - 1)
     named: list[_Named] = []
-    unclear: list[str] = []
+    unclear: list[tuple[str, str | None]] = []
     negations = 0  # negations in force: two cancel ("remove everything but the vocals")
     reach: int | None = None  # where the last negation, or a sound it negated, ended
     negation_end: int | None = None  # where the last negation phrase itself ended
@@ -180,8 +195,12 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
                 negations, reach = 0, None
             elif words[i] == FROM:
                 source_end = i + 1
-            elif words[i] in EFFECTS or words[i] in AMBIGUOUS:
-                unclear.append(words[i])
+            elif words[i] in EFFECTS:
+                unclear.append((words[i], None))
+            elif words[i] in AMBIGUOUS:
+                unclear.append((words[i], AMBIGUOUS[words[i]]))
+            elif words[i] in OUT_EITHER and words[i + 1 : i + 2] == ["out"]:
+                unclear.append((f"{words[i]} out", "the sound it names or everything but it"))
             i += 1
             continue
         value = _PHRASES[key]
@@ -198,8 +217,12 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
             if in_reach:
                 reach = i + length
             chained = False
+            after = _after(words, i, i + length)
+            if after is None:  # "take the vocals out": the words from the verb to "out"
+                said = " ".join(words[_before(words, i) : words.index("out", i) + 1])
+                unclear.append((said, f"{_say(stem)} or everything but {_say(stem)}"))
             if source_end is None or _apart(words, source_end, i) >= NEGATION_REACH:
-                named.append(_Named(stem, invert, negated != _after(words, i, i + length)))
+                named.append(_Named(stem, invert, negated != bool(after)))
         i += length
     return named, unclear
 
@@ -275,10 +298,10 @@ def read_prompt(prompt: str, can_separate: Sequence[str]) -> tuple[str, bool]:
     can = ", ".join(can_separate) or "nothing (no model is installed)"
     named, unclear = _scan(prompt)
     if unclear:
-        word, said = unclear[0], repr(prompt.strip()[:200])
+        (word, meaning), said = unclear[0], repr(prompt.strip()[:200])
         why = (
-            f"{said} says {word!r}, which can mean {AMBIGUOUS[word]}: say which"
-            if word in AMBIGUOUS
+            f"{said} says {word!r}, which can mean {meaning}: say which"
+            if meaning is not None
             else f"{said} names {word}, which a prompt cannot take out or keep"
         )
         raise UnsupportedPrompt(
