@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from api_support import Api, api, make_api
 from demixer.errors import UnknownStem, UnsupportedPrompt
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, PromptMatch, map_prompt, separable
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
+
+__all__ = ["api", "make_api"]  # fixtures
 
 
 def _specs(*ids: str) -> list[ModelSpec]:
@@ -195,8 +198,8 @@ def test_separable() -> None:
         ("the song with the vocals removed", "vocals", True),
         ("vocal-less version", "vocals", True),
         ("drum free", "drums", True),
-        ("take the vocals out", "vocals", True),
-        ("get the drums out of it", "drums", False),
+        ("cut the vocals out", "vocals", True),
+        ("separate the drums out of it", "drums", False),
         # "Don't".
         ("I don't want the vocals", "vocals", True),
         ("i dont want vocals", "vocals", True),
@@ -211,7 +214,7 @@ def test_separable() -> None:
         ("remove only the drums", "drums", True),
         # Determiners do not put a sound out of a negation's reach.
         ("remove all of the vocals", "vocals", True),
-        ("take all of the vocals out", "vocals", True),
+        ("leave all of the vocals out", "vocals", True),
     ],
 )
 def test_negations_after_the_sound_cancelling_or_ending(
@@ -234,6 +237,9 @@ def test_negations_after_the_sound_cancelling_or_ending(
         "vocals without echo",  # an effect: not the vocals with their echo
         "de-reverb the vocals",
         "just the beat",  # the drums to a drummer, the instrumental to a rapper
+        "take the vocals out of this song",  # the karaoke, or the a cappella?
+        "get the vocals out of this song",
+        "take out the drums",
     ],
 )
 def test_prompts_one_separation_cannot_serve_are_refused(prompt: str) -> None:
@@ -241,6 +247,22 @@ def test_prompts_one_separation_cannot_serve_are_refused(prompt: str) -> None:
         map_prompt(prompt, ALL)  # every model installed: refused for what it asks
     assert info.value.code == "UNSUPPORTED_PROMPT" and info.value.param == "input.prompt"
     assert "demixer can separate: " in info.value.message
+
+
+def test_take_the_vocals_out_asks_which_it_means(api: Api) -> None:
+    """ "Take the vocals out of this song" gave everything but the vocals and "get the vocals
+    out of this song" the vocals: people say both of making a karaoke version and of making an
+    a cappella. Either is now a 422 asking which, as "just the beat" is."""
+    file_id = api.upload()
+    for verb in ("take", "get"):
+        r = api.queue_separate(file_id, f"{verb} the vocals out of this song")
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert (error["code"], error["param"]) == ("UNSUPPORTED_PROMPT", "input.prompt")
+        assert error["message"].startswith(
+            f"'{verb} the vocals out of this song' says '{verb} the vocals out', which can mean "
+            "the vocals or everything but the vocals: say which; "
+        )
 
 
 def test_background_vocals_and_vocals_without_reverb() -> None:

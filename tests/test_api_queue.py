@@ -454,6 +454,28 @@ def test_a_recipe_added_to_the_servers_model_dir_is_listed_within_a_second(api: 
     assert catalogue()["my-drums"] is False
 
 
+def test_a_recipe_edited_in_the_servers_model_dir_is_listed_as_it_is_now(api: Api) -> None:
+    """An operator who edits a recipe file (same id, other stems) saw GET /v1/models list its
+    old stems until the server restarted: the list was rebuilt only when ids changed."""
+    from demixer.api.routes.models import DISK_SECONDS
+
+    def stems() -> list[str]:
+        listed = api.get("/v1/models").json()["catalogue"]
+        return next(m["stems"] for m in listed if m["id"] == "my-drums")
+
+    recipes = api.services.settings.model_dir / "recipes"
+    recipes.mkdir(parents=True)
+    step = {"model": "htdemucs", "input": "mix", "keep": {"drums": "drums"}, "rest": "rest"}
+    recipe = {"id": "my-drums", "stems": ["drums", "rest"], "steps": [step]}
+    (recipes / "my-drums.json").write_text(json.dumps(recipe))
+    assert stems() == ["drums", "rest"]
+    step["rest"] = "no_drums"
+    recipe["stems"] = ["drums", "no_drums"]
+    (recipes / "my-drums.json").write_text(json.dumps(recipe))
+    time.sleep(DISK_SECONDS)
+    assert stems() == ["drums", "no_drums"]
+
+
 def test_limits_checked_before_queueing(make_api: Callable[..., Api]) -> None:
     api = make_api(max_duration_seconds=1.0)
     # A file over the limit could never be separated: refused at upload, nothing kept.

@@ -346,6 +346,68 @@ def test_separate_says_a_models_typo_before_it_uploads_the_song(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.backends("sqlite")  # the client's own check: no storage or database concerned
+def test_separate_says_a_refused_prompt_or_an_ensembles_typo_before_it_uploads_the_song(
+    server: Server, music: tuple[Path, np.ndarray], not_audio: Path, tmp_path: Path
+) -> None:
+    """`remote separate --prompt "drums and bass"` (or `-m max:a+typo`) uploaded the whole
+    first song, then the server refused the prompt (or the id): now the model list says so
+    first, with the server's own error. A prompt the server serves goes on to the upload."""
+    proxy = Proxy()
+    with client(server, transport=proxy) as c:
+        with pytest.raises(ApiError) as refused:
+            c.separate(music[0], prompt="drums and bass", directory=tmp_path, progress=False)
+        assert (refused.value.status, refused.value.code, refused.value.param) == (
+            422, "UNSUPPORTED_PROMPT", "input.prompt",
+        )  # fmt: skip
+        assert refused.value.message.startswith("'drums and bass' names the drums and the bass")
+        assert proxy.seen == ["GET /v1/models", "GET /healthz"]  # nothing uploaded
+        with pytest.raises(ApiError) as served:  # read as the server reads it: uploaded
+            c.separate(not_audio, prompt="the singer", directory=tmp_path, progress=False)
+        assert served.value.code == "INVALID_AUDIO"
+        assert "POST /v1/files" in proxy.seen
+
+    seen_async = CuttingProxy()
+
+    async def typo_async() -> ApiError:
+        async with AsyncClient(server.base_url, server.key, transport=seen_async) as c:
+            with pytest.raises(ApiError) as typo:
+                model = "max:spleeter-2stems+karoke"
+                await c.separate(music[0], model=model, directory=tmp_path, progress=False)
+            return typo.value
+
+    typo = asyncio.run(typo_async())
+    assert (typo.status, typo.code, typo.param) == (404, "UNKNOWN_MODEL", "input.model")
+    assert typo.message.startswith("unknown model 'karoke' (did you mean 'karaoke'?)")
+    assert seen_async.seen == ["GET /v1/models"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_separate_leaves_a_prompt_to_a_server_of_another_version(
+    music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Another version may read words otherwise ("take the vocals out"): its prompts are left to
+    it, not refused here from this client's reading."""
+    seen: list[str] = []
+    separate = {"id": "audio/separate", "separable": ["vocals"]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [separate], "catalogue": []})
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json={"version": "0.0.1-older"})
+        error = {"code": "INVALID_AUDIO", "message": "not audio"}
+        return httpx.Response(422, json={"error": error})
+
+    mock = httpx.MockTransport(handler)
+    with Client("http://api.test", "k", transport=mock) as c, pytest.raises(ApiError) as caught:
+        c.separate(music[0], prompt="drums and bass", directory=tmp_path, progress=False)
+    assert caught.value.code == "INVALID_AUDIO"
+    assert seen == ["GET /v1/models", "GET /healthz", "POST /v1/files"]
+
+
 # --- the async client --------------------------------------------------------------------------
 
 

@@ -20,16 +20,18 @@ import soundfile as sf
 import fake_models
 from audiofiles import decode_stream, stempeg_example, tone
 from demixer.audio import OutputFormat
+from demixer.cli_inputs import Input, check_distinct_tracks
 from demixer.engine import Separator, plan_stems
 from demixer.engine.cleanup import keep_stem
 from demixer.engine.stems import choose_model
-from demixer.errors import ModelUnavailable, UnknownModel, UnknownStem
+from demixer.errors import InvalidOutput, ModelUnavailable, UnknownModel, UnknownStem
 from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
 from demixer.models.ensemble import combine
 from demixer.models.planner import canonical_stem, choose, cleanup_model, produces
 from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
+from demixer.naming import output_name, renamed
 
 SR = 44100
 KARAOKE_STEPS = (
@@ -259,6 +261,31 @@ def test_an_ensembles_model_folder_is_a_name_windows_and_smb_shares_take(
     assert result.paths["vocals"] == tmp_path / "out/max_fake-vocals+fake-vocals2/song_vocals.wav"
     result = Separator("fake-vocals2").separate_file(song, tmp_path / "out", template=template)
     assert result.paths["vocals"] == tmp_path / "out/fake-vocals2/song_vocals.wav"
+
+
+def test_a_songs_stems_are_names_windows_and_smb_shares_take(
+    fakes: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    """Linux takes any character in a song's name but "/": its stems were named with the
+    ``<>:"\\|?*`` Windows and SMB shares refuse (a ``:`` names an NTFS stream) and a
+    ``{track}/`` folder with the trailing dot Windows drops. They are spelled ``_`` now, on
+    this machine and in the server's download names; an ordinary name is kept as it was."""
+    song = tmp_path / 'Live: What? <1> | "x" *.wav'
+    sf.write(song, _noise(0.5).T, SR)
+    separator = Separator("fake-vocals2")
+    result = separator.separate_file(song, tmp_path / "out", ["vocals"])
+    assert result.paths["vocals"] == tmp_path / "out/Live_ What_ _1_ _ _x_ __vocals.wav"
+    dotted = tmp_path / "Vol. 1..wav"
+    sf.write(dotted, _noise(0.5).T, SR)
+    result = separator.separate_file(dotted, tmp_path / "out", template="{track}/{stem}.{ext}")
+    assert result.paths["vocals"] == tmp_path / "out/Vol. 1_/vocals.wav"
+    assert output_name("a:b?", "vocals", "flac") == "a_b__vocals.flac"  # the server's
+    assert output_name("Vol. 1 (Live)", "vocals", "wav") == "Vol. 1 (Live)_vocals.wav"
+    # A download a server named before (a:b_vocals.wav) is named as this client names it.
+    assert renamed("a:b_vocals.wav", "a:b", "a:b") == "a_b_vocals.wav"
+    # "a?.wav" and "a*.wav" would both write a__vocals.wav: refused before either runs.
+    with pytest.raises(InvalidOutput, match=r"would write the same stems \(a__STEM.EXT\)"):
+        check_distinct_tracks([Input(Path(name), Path(".")) for name in ("a?.wav", "a*.wav")])
 
 
 def test_spectrogram_max_and_min_pick_per_bin() -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from demixer.errors import InvalidOutput
-from demixer.naming import shown_name
+from demixer.naming import shown_name, track_name
 
 if TYPE_CHECKING:
     from demixer.engine.spans import Span
@@ -169,7 +169,7 @@ def check_distinct_tracks(inputs: Iterable[Input]) -> None:
     first: dict[tuple[Path, str], Path] = {}
     clashes = []
     for item in inputs:
-        key = (item.subdir, shown_name(item.path.stem))
+        key = (item.subdir, track_name(item.path.stem))
         other = first.setdefault(key, item.path)
         if other != item.path:
             clashes.append(

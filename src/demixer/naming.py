@@ -22,6 +22,7 @@ __all__ = [
     "renamed",
     "residual_maker",
     "shown_name",
+    "track_name",
     "url_file_name",
 ]
 
@@ -53,8 +54,13 @@ def url_file_name(url: str) -> str:
 
 
 def output_name(track: str, stem: str, ext: str) -> str:
-    """The file name of ``stem`` of the song ``track`` (a file name without its extension)."""
-    return DEFAULT_TEMPLATE.format(track=track, stem=stem, ext=ext)
+    """The file name of ``stem`` of the song ``track`` (a file name without its extension, as
+    :func:`track_name` spells it in a file name)."""
+    return DEFAULT_TEMPLATE.format(track=track_name(track), stem=stem, ext=ext)
+
+
+def _portable(name: str) -> str:
+    return "".join("_" if c in _NOT_PORTABLE else c for c in name)
 
 
 def model_name(model_id: str) -> str:
@@ -62,14 +68,30 @@ def model_name(model_id: str) -> str:
     and SMB shares take too: the characters they refuse (``<>:"/\\|?*``), such as the ``:``
     of an ensemble's ``max:a+b``, as ``_`` (``max_a+b``). Catalogue ids and ``models add``
     names hold none of them, and stay as they are."""
-    return "".join("_" if c in _NOT_PORTABLE else c for c in model_id)
+    return _portable(model_id)
+
+
+def track_name(track: str) -> str:
+    """``track`` (a song's file name without its extension) as an output name's ``{track}``:
+    as :func:`shown_name` shows it, with the characters Windows and SMB shares refuse
+    (``<>:"/\\|?*``; a ``:`` would name an NTFS stream of another file) and a trailing dot or
+    space (which Windows drops from a folder's name) as ``_``: ``What? (Live).`` ->
+    ``What_ (Live)_``. Linux takes them all, so a song's name may hold them; an ordinary name
+    stays as it is."""
+    name = _portable(shown_name(track))
+    kept = name.rstrip(". ")
+    return kept + "_" * (len(name) - len(kept))
 
 
 def renamed(file_name: str, track: str, new_track: str) -> str:
     """``file_name``, named after ``track`` by :data:`DEFAULT_TEMPLATE`, named after
-    ``new_track`` instead (unchanged if it is not ``track``'s)."""
-    if file_name.startswith(f"{track}_"):
-        return f"{new_track}_{file_name[len(track) + 1 :]}"
+    ``new_track`` instead (unchanged if it is not ``track``'s). Both are spelled as
+    :func:`track_name` spells them; a name written before it did (``a:b_vocals.wav``) is
+    ``track``'s too."""
+    new = track_name(new_track)
+    for old in dict.fromkeys((track_name(track), track)):
+        if file_name.startswith(f"{old}_"):
+            return f"{new}_{file_name[len(old) + 1 :]}"
     return file_name
 
 

@@ -324,13 +324,18 @@ class AsyncClient(core.ClientBase):
         path = Path(path)
         check_folder(Path(directory))
         size = core.upload_size(path)
-        checked = self._model_to_check(model, prompt)
-        if checked is not None:  # a typo is said before the upload
+        models, read = self._models_to_check(model, prompt), self._prompt_to_check(prompt)
+        if models or read is not None:  # a typo is said before the upload
             try:
                 listing = await self._json(self._models_call())
+                version = (
+                    (await self._json(self._health_call())).get("version")
+                    if read is not None
+                    else None
+                )
             except (ApiError, BadResponse):  # no models:read scope, ...: the server decides
-                listing = {}
-            self._check_listed(checked, listing)
+                listing, version = {}, None
+            self._check_listed(models, read, listing, version)
         with SeparateProgress(path, size, progress) as bar:
             info = await self.upload(path, on_bytes=bar.uploaded)
             job = await self.submit(

@@ -36,11 +36,19 @@ from demixer.client.errors import (
 )
 from demixer.client.types import OutputFile, Result, Status
 from demixer.defaults import DEFAULT_MODEL
-from demixer.errors import DemixerError, InvalidAudio, StorageFull, unknown_model
+from demixer.errors import (
+    DemixerError,
+    InvalidAudio,
+    StorageFull,
+    UnsupportedPrompt,
+    unknown_model,
+)
 from demixer.filemode import new_temporary, unwritable
+from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.models.spec import MODEL_ID_LENGTH
 from demixer.naming import input_name, renamed, shown_name
 from demixer.retry_after import retry_after
+from demixer.service.jobs.prompts import read_prompt
 
 __all__ = [
     "CHUNK",
@@ -536,8 +544,10 @@ class ClientBase:
         self.timeout = timeout
         self.max_tries = max_tries
         self.poll_interval = poll_interval
-        # Model ids the server listed: `separate` asks GET /v1/models once per id, not per song.
+        # Model ids the server listed, and prompts it can serve: `separate` asks GET /v1/models
+        # once per id or prompt, not per song.
         self._listed_models: set[str] = set()
+        self._read_prompts: set[str] = set()
 
     def _headers(self, call: Call) -> dict[str, str]:
         headers = {"User-Agent": f"demixer-client/{__version__}", **call.headers}
@@ -571,30 +581,50 @@ class ClientBase:
     def _request_url(self, request_id: str, tail: str) -> str:
         return self._url(f"/v1/queue/requests/{quote(request_id, safe='')}{tail}")
 
-    # --- a model checked before an upload --------------------------------------------------
+    # --- a model or prompt checked before an upload ----------------------------------------
 
-    def _model_to_check(self, model: str | None, prompt: str | None) -> str | None:
-        """The model ``separate`` should look up in the server's model list before it uploads
-        a whole song only to hear the id is a typo, or None. Only a plain id (a model, recipe
-        or alias, which the list names) not listed before: an ensemble's ``a+b`` and anything
-        the list cannot settle are left to the server, as is ``model`` beside a prompt (which
-        ignores it)."""
-        if model is None or prompt is not None or model in self._listed_models:
-            return None
-        if not 0 < len(model) <= MODEL_ID_LENGTH or "+" in model or ":" in model:
-            return None
-        return model
+    def _models_to_check(self, model: str | None, prompt: str | None) -> list[str]:
+        """The model ids ``separate`` should look up in the server's model list before it
+        uploads a whole song only to hear an id is a typo: a plain id (a model, recipe or
+        alias, which the list names), or an ensemble's members (``max:a+b``), not listed
+        before. Anything the list cannot settle is left to the server, as is ``model`` beside
+        a prompt (which ignores it)."""
+        if model is None or prompt is not None:
+            return []
+        ids = ensemble_members(model) or [model]
+        if any(not 0 < len(i) <= MODEL_ID_LENGTH or "+" in i or ":" in i for i in ids):
+            return []
+        return [i for i in dict.fromkeys(ids) if i not in self._listed_models]
+
+    def _prompt_to_check(self, prompt: str | None) -> str | None:
+        """The prompt ``separate`` should read before it uploads a song, or None (none, or one
+        read before)."""
+        return prompt if prompt is not None and prompt not in self._read_prompts else None
 
     def _models_call(self) -> Call:
         return Call("GET", self._url("/v1/models"))
 
-    def _check_listed(self, model: str, listing: Mapping[str, Any]) -> None:
-        """Raise the :class:`ApiError` the server answers a job for ``model`` (404
-        ``UNKNOWN_MODEL``, ``param`` ``input.model``) when its model list (``GET /v1/models``'s
-        answer) names it nowhere; nothing when it does, or when the answer is not the shape
-        this client knows (another version's server decides for itself)."""
+    def _health_call(self) -> Call:
+        return Call("GET", self._url("/healthz"))
+
+    def _check_listed(
+        self,
+        models: Sequence[str],
+        prompt: str | None,
+        listing: Mapping[str, Any],
+        version: object = None,
+    ) -> None:
+        """Raise the :class:`ApiError` the server answers a job for ``models`` or ``prompt``
+        when its model list (``GET /v1/models``'s answer) shows it would: 404
+        ``UNKNOWN_MODEL`` (``param`` ``input.model``) for an id it names nowhere; 422
+        ``UNSUPPORTED_PROMPT`` (``input.prompt``) for a prompt its ``separable`` list cannot
+        serve, read as the server reads it, only when the server is this client's ``version``
+        (``GET /healthz``'s): another version may read prompts otherwise. Nothing when the
+        answer is not the shape this client knows (another version's server decides)."""
+        if prompt is not None and version == __version__:
+            self._check_prompt(prompt, listing)
         catalogue = listing.get("catalogue")
-        if not isinstance(catalogue, list) or not catalogue:
+        if not models or not isinstance(catalogue, list) or not catalogue:
             return
         ids: list[str] = []
         aliases: dict[str, str] = {}
@@ -606,12 +636,31 @@ class ClientBase:
                 return
             ids.append(model_id)
             aliases.update({str(name): model_id for name in names})
-        if model in ids or model in aliases:
-            self._listed_models.add(model)
+        for model in models:
+            if model in ids or model in aliases:
+                self._listed_models.add(model)
+                continue
+            error = unknown_model(model, ids, aliases)
+            # 404, as the server's status table (demixer.api.errors) answers UNKNOWN_MODEL
+            raise ApiError(404, error.code, error.message, "input.model")
+
+    def _check_prompt(self, prompt: str, listing: Mapping[str, Any]) -> None:
+        queue_models = listing.get("data")
+        if not isinstance(queue_models, list):
             return
-        error = unknown_model(model, ids, aliases)
-        # 404, as the server's status table (demixer.api.errors) answers UNKNOWN_MODEL
-        raise ApiError(404, error.code, error.message, "input.model")
+        for entry in queue_models:
+            if isinstance(entry, dict) and entry.get("id") == "audio/separate":
+                can = entry.get("separable")
+                if isinstance(can, list) and all(isinstance(c, str) for c in can):
+                    break
+        else:
+            return
+        try:
+            read_prompt(prompt, can)
+        except UnsupportedPrompt as e:
+            # 422, as the server's status table answers UNSUPPORTED_PROMPT
+            raise ApiError(422, e.code, e.message, e.param) from None
+        self._read_prompts.add(prompt)
 
     # --- calls ---------------------------------------------------------------------------
 

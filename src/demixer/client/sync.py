@@ -368,20 +368,25 @@ class Client(core.ClientBase):
         :class:`Result` before the download (each output's ``gain`` and ``clipped``).
         Interrupted (Ctrl-C) while waiting, the job is cancelled on the server. ``directory``
         is checked before anything is sent (:class:`~demixer.errors.InvalidOutput`), and a
-        ``model`` id (not an ensemble's) against ``GET /v1/models`` before the upload, once
-        per id: one the server does not list raises its :class:`ApiError` 404
-        ``UNKNOWN_MODEL`` without the song sent.
+        ``model`` id (or an ensemble's members) against ``GET /v1/models`` before the upload,
+        once per id: one the server does not list raises its :class:`ApiError` 404
+        ``UNKNOWN_MODEL`` without the song sent. A ``prompt`` the list's ``separable`` cannot
+        serve raises its 422 ``UNSUPPORTED_PROMPT`` likewise, where the server is this
+        client's version (``GET /healthz``; another may read prompts otherwise).
         """
         path = Path(path)
         check_folder(Path(directory))
         size = core.upload_size(path)
-        checked = self._model_to_check(model, prompt)
-        if checked is not None:  # a typo is said before the upload
+        models, read = self._models_to_check(model, prompt), self._prompt_to_check(prompt)
+        if models or read is not None:  # a typo is said before the upload
             try:
                 listing = self._json(self._models_call())
+                version = (
+                    self._json(self._health_call()).get("version") if read is not None else None
+                )
             except (ApiError, BadResponse):  # no models:read scope, ...: the server decides
-                listing = {}
-            self._check_listed(checked, listing)
+                listing, version = {}, None
+            self._check_listed(models, read, listing, version)
         with SeparateProgress(path, size, progress) as bar:
             info = self.upload(path, on_bytes=bar.uploaded)
             job = self.submit(

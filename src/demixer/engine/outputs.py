@@ -16,7 +16,7 @@ from demixer.audio import OutputFormat, StemSetWriter, WriteReport
 from demixer.engine.stems import StemPlan, is_silent
 from demixer.errors import InvalidOutput
 from demixer.filemode import NAME_MAX
-from demixer.naming import model_name, shown_name
+from demixer.naming import model_name, track_name
 
 __all__ = ["ResidualCheck", "Writers", "output_paths", "span_outputs", "stem_tags"]
 
@@ -27,7 +27,8 @@ def output_paths(
     template: str, out_dir: Path, track: str, stems: Sequence[str], fmt: OutputFormat, model: str
 ) -> dict[str, Path]:
     """Resolve the output name template (``{track}``, ``{stem}``, ``{ext}``, ``{model}``: the
-    model's id as :func:`~demixer.naming.model_name` spells it in a file name); one without
+    song's and the model's names as :func:`~demixer.naming.track_name` and
+    :func:`~demixer.naming.model_name` spell them in a file name); one without
     ``{ext}`` gets ``.{ext}`` at its end, so every file says what it holds (and two formats of
     one stem never share a name).
 
@@ -54,7 +55,7 @@ def output_paths(
         template += ".{ext}"
     paths = {}
     root = out_dir.resolve()
-    track = shown_name(track)
+    track = track_name(track)
     model = model_name(model)
     for stem in stems:
         name = template.format(track=track, stem=stem, ext=fmt.extension, model=model)

@@ -166,11 +166,10 @@ class ModelLists:
         self.disk_seconds = disk_seconds
         self.clock = clock
         self._specs: tuple[ModelSpec, ...] = ()  # every model, in the registry's order
-        self._listed: tuple[str, ...] = ()  # their ids
         self._on_disk: frozenset[str] = frozenset()
         self._disk_due = -math.inf
-        # (what the body was built from: the ids listed and those installed, the body)
-        self._built: tuple[tuple[tuple[str, ...], frozenset[str]], bytes] | None = None
+        # (what the body was built from: the models listed and the ids installed, the body)
+        self._built: tuple[tuple[tuple[ModelSpec, ...], frozenset[str]], bytes] | None = None
         self.shared = Batched(lambda _keys: {None: self.body()})  # one read for many requests
 
     def body(self) -> bytes:
@@ -180,17 +179,21 @@ class ModelLists:
         if self.clock() >= self._disk_due:
             # The server's model directory, as the jobs use it: its own models and recipes are
             # listed too, and one added (a recipe whose models are not here) shows at once.
-            self._specs = tuple(list_specs(model_dir))
-            self._listed = tuple(s.id for s in self._specs)
+            specs = tuple(list_specs(model_dir))
+            # Compared whole, not by id: a recipe file edited under the same id (other stems)
+            # is listed as it is now. The same models keep the tuple already held, so the
+            # comparison below stays one of identity on every request.
+            if specs != self._specs:
+                self._specs = specs
             self._on_disk = frozenset(s.id for s in self._specs if is_installed(s, model_dir))
             self._disk_due = self.clock() + self.disk_seconds
         with services.db.snapshot() as conn:
             advertised = advertised_models(conn, services.db.clock())
         ids = self._on_disk | advertised
         built = self._built
-        if built is None or built[0] != (self._listed, ids):
+        if built is None or built[0] != (self._specs, ids):
             # The models read at the last check: the model directory is not read again here.
             installed = [spec for spec in self._specs if spec.id in ids]  # in order
             body = model_list(services, installed).model_dump_json().encode()
-            built = self._built = ((self._listed, ids), body)
+            built = self._built = ((self._specs, ids), body)
         return built[1]

@@ -17,6 +17,7 @@ __all__ = [
     "FROM",
     "NEGATIONS",
     "NEGATION_REACH",
+    "OUT_EITHER",
     "OUT_VERBS",
     "PART_OF",
     "STEM_WORDS",
@@ -210,7 +211,6 @@ NEGATIONS = frozenset(
         "erase",
         "eliminate",
         "get rid of",
-        "take out",
         "cut out",
         "leave out",
         "filter out",
@@ -225,7 +225,14 @@ NEGATION_REACH = 3
 # vocals out" (but "get the drums out of it" keeps them: see prompts._after).
 AFTER = frozenset({"removed", "muted", "less", "free", "out", "off", "gone"})
 AUXILIARIES = frozenset({"is", "are", "be", "been", "being", "was", "were", "get", "got"})
-OUT_VERBS = frozenset({"take", "cut", "leave", "keep", "filter", "strip", "edit"})
+# "Out" after a sound takes it away after these verbs ("cut the drums out", "leave the vocals
+# out"), and gets it out of the song to keep after any other ("separate the piano out").
+OUT_VERBS = frozenset({"cut", "leave", "keep", "filter", "strip", "edit"})
+# After these, and in "take out the vocals", it is said both ways: "take the vocals out of this
+# song" asks for the karaoke version as often as "get the vocals out" does, and people write
+# "take the vocals out" of making an a cappella, "pull the vocals out" of sampling them. A
+# prompt saying one is refused, asking which, rather than guessed.
+OUT_EITHER = frozenset({"take", "get", "pull"})
 DETERMINERS = frozenset(
     {
         *("the", "a", "an", "all", "any", "some", "of", "this", "that", "these", "those"),

@@ -20,7 +20,8 @@ Nothing is ever silently substituted or left out: a prompt naming no known sound
 ("drums and bass"), two to leave out ("no vocals, no drums"), one to leave out that the target
 holds ("the drums without the kick") or keeps ("the instrumental without the drums"), an effect
 (reverb, echo, noise, …), a word two sounds share ("the beat": the drums or the instrumental),
-or a sound no installed model produces, raises
+a verb said both of keeping a sound and of taking it away ("take the vocals out of this song",
+"get the vocals out"), or a sound no installed model produces, raises
 :class:`~demixer.errors.UnsupportedPrompt` listing what can be separated.
 """
 
@@ -43,6 +44,7 @@ from demixer.service.jobs.prompt_words import (
     FROM,
     NEGATION_REACH,
     NEGATIONS,
+    OUT_EITHER,
     OUT_VERBS,
     PART_OF,
     STEM_WORDS,
@@ -50,7 +52,14 @@ from demixer.service.jobs.prompt_words import (
     VOCALS,
 )
 
-__all__ = ["MODEL_PREFERENCE", "PromptMatch", "best_model", "map_prompt", "separable"]
+__all__ = [
+    "MODEL_PREFERENCE",
+    "PromptMatch",
+    "best_model",
+    "map_prompt",
+    "read_prompt",
+    "separable",
+]
 
 #: Best first where no published figure decides: :data:`demixer.models.planner.PREFERENCE`.
 MODEL_PREFERENCE = PREFERENCE
@@ -122,20 +131,31 @@ def separable(installed: Sequence[ModelSpec]) -> list[str]:
     return out
 
 
-def _after(words: list[str], start: int, end: int) -> bool:
+def _after(words: list[str], start: int, end: int) -> bool | None:
     """Whether a negation follows the sound ``words[start:end]`` ("vocals removed", "the vocals
-    are gone", "drum-less", "take the vocals out"; not "get the drums out of it")."""
+    are gone", "drum-less", "cut the vocals out"; not "separate the drums out of it"); None when
+    it is said both ways ("take the vocals out": away, or out to keep?)."""
     i = end + (end < len(words) and words[end] in AUXILIARIES)
     if i >= len(words) or words[i] not in AFTER:
         return False
     if words[i] != "out":
         return True
-    # "Out" takes the sound out after "take", "cut", "leave", … ("take the vocals out of the
-    # song"), and gets it out of the song after any other verb ("get the drums out of it").
+    # "Out" takes the sound out after "cut", "leave", … ("cut the vocals out of the song"),
+    # gets it out of the song after other verbs ("separate the drums out of it"), and either
+    # after "take", "get" or "pull".
+    j = _before(words, start)
+    if j >= 0 and words[j] in OUT_EITHER:
+        return None
+    return j >= 0 and words[j] in OUT_VERBS
+
+
+def _before(words: list[str], start: int) -> int:
+    """Where the word before the sound starting at ``words[start]`` is, determiners ("all of
+    the") skipped; -1 when there is none."""
     j = start - 1
     while j >= 0 and words[j] in DETERMINERS:
         j -= 1
-    return j >= 0 and words[j] in OUT_VERBS
+    return j
 
 
 def _apart(words: list[str], start: int, end: int) -> int:
@@ -143,10 +163,12 @@ def _apart(words: list[str], start: int, end: int) -> int:
     return sum(1 for word in words[start:end] if word not in DETERMINERS)
 
 
-def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
+def _scan(prompt: str) -> tuple[list[_Named], list[tuple[str, str | None]]]:
     """Every sound the prompt names, left to right, except those named after "from"; and the
-    words it says that no sound can be read from: an effect, or a word two sounds share
-    (:data:`~demixer.service.jobs.prompt_words.EFFECTS`, ``AMBIGUOUS``)."""
+    words it says that no sound can be read from, each with the sounds it can mean (None: an
+    effect): an effect, a word two sounds share, or a verb said both of a sound and of
+    everything but it (:data:`~demixer.service.jobs.prompt_words.EFFECTS`, ``AMBIGUOUS``,
+    ``OUT_EITHER``)."""
     tokens = re.findall(r"[a-z0-9]+|[,.;:!?]", prompt.lower().replace("-", " "))
     words: list[str] = []
     pauses: set[int] = set()  # words a comma or a full stop follows
@@ -156,7 +178,7 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
         elif words:
             pauses.add(len(words) - 1)
     named: list[_Named] = []
-    unclear: list[str] = []
+    unclear: list[tuple[str, str | None]] = []
     negations = 0  # negations in force: two cancel ("remove everything but the vocals")
     reach: int | None = None  # where the last negation, or a sound it negated, ended
     negation_end: int | None = None  # where the last negation phrase itself ended
@@ -173,8 +195,12 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
                 negations, reach = 0, None
             elif words[i] == FROM:
                 source_end = i + 1
-            elif words[i] in EFFECTS or words[i] in AMBIGUOUS:
-                unclear.append(words[i])
+            elif words[i] in EFFECTS:
+                unclear.append((words[i], None))
+            elif words[i] in AMBIGUOUS:
+                unclear.append((words[i], AMBIGUOUS[words[i]]))
+            elif words[i] in OUT_EITHER and words[i + 1 : i + 2] == ["out"]:
+                unclear.append((f"{words[i]} out", "the sound it names or everything but it"))
             i += 1
             continue
         value = _PHRASES[key]
@@ -191,8 +217,12 @@ def _scan(prompt: str) -> tuple[list[_Named], list[str]]:
             if in_reach:
                 reach = i + length
             chained = False
+            after = _after(words, i, i + length)
+            if after is None:  # "take the vocals out": the words from the verb to "out"
+                said = " ".join(words[_before(words, i) : words.index("out", i) + 1])
+                unclear.append((said, f"{_say(stem)} or everything but {_say(stem)}"))
             if source_end is None or _apart(words, source_end, i) >= NEGATION_REACH:
-                named.append(_Named(stem, invert, negated != _after(words, i, i + length)))
+                named.append(_Named(stem, invert, negated != bool(after)))
         i += length
     return named, unclear
 
@@ -253,27 +283,25 @@ def _misfit(prompt: str, stem: str, invert: bool, named: list[_Named]) -> str | 
     return None
 
 
-def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
-    """Map ``prompt`` onto the best installed model that produces the sound it names.
-
-    Args:
-        prompt: free text, e.g. ``"vocals"``, ``"the singer"``, ``"everything but the drums"``.
-        installed: the models whose weights are present (``demixer.models.loading.is_installed``).
+def read_prompt(prompt: str, can_separate: Sequence[str]) -> tuple[str, bool]:
+    """The sound ``prompt`` asks for, where the installed models can separate
+    ``can_separate`` (:func:`separable`'s answer, as ``GET /v1/models`` lists it): what
+    :func:`map_prompt` reads, without the models themselves, so that a client can say a refusal
+    before it uploads a song.
 
     Returns:
-        ``(model, stem, invert)`` (see :class:`PromptMatch`).
+        ``(stem, invert)`` (see :class:`PromptMatch`).
 
     Raises:
-        UnsupportedPrompt: the prompt names no known sound, or more than one, or one no
-            installed model produces; the message lists what can be separated.
+        UnsupportedPrompt: as :func:`map_prompt`, in the same words.
     """
-    can = ", ".join(separable(installed)) or "nothing (no model is installed)"
+    can = ", ".join(can_separate) or "nothing (no model is installed)"
     named, unclear = _scan(prompt)
     if unclear:
-        word, said = unclear[0], repr(prompt.strip()[:200])
+        (word, meaning), said = unclear[0], repr(prompt.strip()[:200])
         why = (
-            f"{said} says {word!r}, which can mean {AMBIGUOUS[word]}: say which"
-            if word in AMBIGUOUS
+            f"{said} says {word!r}, which can mean {meaning}: say which"
+            if meaning is not None
             else f"{said} names {word}, which a prompt cannot take out or keep"
         )
         raise UnsupportedPrompt(
@@ -293,13 +321,11 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
             param="input.prompt",
         )
     stem, invert = found
-    spec = best_model(stem, installed)
     # The drums stand in for the kick, but everything but the drums is not everything but
     # the kick: only the sound itself falls back.
-    if spec is None and stem in FALLBACK and not invert:
+    if stem not in can_separate and stem in FALLBACK and not invert:
         stem = FALLBACK[stem]
-        spec = best_model(stem, installed)
-    if spec is None:
+    if stem not in can_separate:
         could = [s.id for s in producers(stem, list_specs())]
         hint = f" ({' or '.join(could)} can: `demixer models pull {could[0]}`)" if could else ""
         raise UnsupportedPrompt(
@@ -313,4 +339,25 @@ def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
             f"{misfit}; with the installed models demixer can separate: {can}",
             param="input.prompt",
         )
+    return stem, invert
+
+
+def map_prompt(prompt: str, installed: Sequence[ModelSpec]) -> PromptMatch:
+    """Map ``prompt`` onto the best installed model that produces the sound it names.
+
+    Args:
+        prompt: free text, e.g. ``"vocals"``, ``"the singer"``, ``"everything but the drums"``.
+        installed: the models whose weights are present (``demixer.models.loading.is_installed``).
+
+    Returns:
+        ``(model, stem, invert)`` (see :class:`PromptMatch`).
+
+    Raises:
+        UnsupportedPrompt: the prompt names no known sound, or more than one, or one no
+            installed model produces; the message lists what can be separated.
+    """
+    stem, invert = read_prompt(prompt, separable(installed))
+    spec = best_model(stem, installed)
+    if spec is None:  # not reached: separable() lists every stem some installed model makes
+        raise UnsupportedPrompt(f"no installed model separates {stem}", param="input.prompt")
     return PromptMatch(spec.id, stem, invert)
