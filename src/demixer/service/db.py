@@ -34,6 +34,7 @@ __all__ = [
     "DatabaseClock",
     "OutageNotice",
     "is_disk_full",
+    "is_read_only",
     "is_refused",
     "is_unavailable",
     "masked_url",
@@ -165,6 +166,38 @@ def is_refused(exc: BaseException) -> bool:
     if isinstance(code, int) and code & 0xFF in _SQLITE_UNUSABLE:  # extended codes too
         return True
     return bool(_REFUSED.search(str(exc.orig)))
+
+
+_SQLITE_READONLY = 8
+_SQLITE_READONLY_DBMOVED = 1032  # the file was deleted or moved away while open
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a write it is reachable for: a PostgreSQL
+    standby or read-only database, a user without write rights (:data:`_PG_NO_WRITES`), a
+    SQLite file opened read-only (its mode or its filesystem). At start-up that is a wrong
+    setting (:func:`is_refused`); while running it is an outage, answered 503."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _PG_NO_WRITES:
+        return True
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == _SQLITE_READONLY
+
+
+def _reconnect_when_read_only(context: Any) -> None:
+    """A connection that met a read-only database is thrown away (and the pool's older ones
+    with it): it keeps its session's read-only default (PostgreSQL), or its file opened
+    read-only (SQLite), after the database takes writes again, and only a new connection
+    reaches the writable primary after a failover. Without this the server answered 503 until
+    it was restarted. A SQLite file moved away is left alone: reconnecting would make a new,
+    empty one."""
+    exc = context.sqlalchemy_exception
+    moved = (
+        getattr(getattr(exc, "orig", None), "sqlite_errorcode", None) == _SQLITE_READONLY_DBMOVED
+    )
+    if exc is not None and is_read_only(exc) and not moved:
+        context.is_disconnect = True
 
 
 def retry_unavailable(
@@ -331,6 +364,7 @@ class Database:
         # hide_parameters: a failed statement's error (logged with its traceback) names its
         # SQL but not the values bound to it, which may be a webhook's whsec_ secret, a signed
         # URL or an audio_url's token: logs are shipped where secrets must not go.
+        event.listen(engine, "handle_error", _reconnect_when_read_only)
         self.engine: Engine = engine
         if clock is None:
             clock = local_time if self.dialect == "sqlite" else DatabaseClock(engine, local_time)
