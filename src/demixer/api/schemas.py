@@ -408,7 +408,10 @@ class RequestStatus(Answer):
     status: JobStatus
     created_at: datetime
     updated_at: datetime
-    queue_position: int | None = Field(description="Jobs ahead (0: next); only while IN_QUEUE.")
+    queue_position: int | None = Field(
+        description="Queued jobs that run before this one (0: next), of every account on the "
+        "server (their number only); only while IN_QUEUE."
+    )
     waiting_reason: str | None = Field(
         None,
         description="While IN_QUEUE: why no worker picks the request up, e.g. `no running "
