@@ -22,6 +22,9 @@ from sqlalchemy import event
 
 from api_support import Api, make_api
 from demixer.service.db import Database
+from demixer.service.schema import Job
+from demixer.service.worker import Worker
+from worker_support import running, wait_until
 
 __all__ = ["make_api"]
 
@@ -127,3 +130,36 @@ def test_a_database_turned_read_only_answers_503_and_recovers_by_itself(
     assert again["gaudio"].json()["resultCode"] == 1000
     assert again["sunoapi"].json()["code"] == 200
     assert api.get(f"/v1/queue/requests/{job_id}/status").json()["status"] == "IN_QUEUE"
+
+
+@pytest.mark.backends("pg-s3")  # a failover; the first test covers SQLite's read-only file
+def test_a_job_finished_while_the_database_is_read_only_completes_in_its_first_attempt(
+    make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that finished its job while the database took no writes gave up recording it
+    at once (a traceback), and the job waited out its lease to run again: the separation
+    thrown away, an attempt spent. It now waits for the database, for about a lease, as
+    through an outage."""
+    api = make_api(rate_limit_per_minute=0, lease_seconds=30, poll_seconds=0.1)
+    made = api.post("/v1/queue/audio/stems", json={"input": {"file_id": api.upload()}})
+    job_id = made.json()["request_id"]
+
+    def status() -> str:
+        return str(api.get(f"/v1/queue/requests/{job_id}/status").json()["status"])
+
+    with caplog.at_level(logging.INFO), running(Worker(api.services)):
+        # Its child process starts (seconds: PyTorch's import) after the job is claimed.
+        wait_until(lambda: status() == "IN_PROGRESS", 60, "the job's claim")
+        with read_only(api.services.db):
+            wait_until(
+                lambda: any(f"job {job_id}" in r.getMessage() for r in caplog.records
+                            if r.levelno >= logging.WARNING or "ended" in r.getMessage()),
+                60,
+                "the worker's try to record the job",
+            )  # fmt: skip
+        wait_until(lambda: status() in ("COMPLETED", "FAILED"), 60, "the job's end")
+    with api.services.db.read() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.attempts) == ("COMPLETED", 1), (job.error_code, job.error_message)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []

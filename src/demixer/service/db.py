@@ -208,6 +208,7 @@ def retry_unavailable(
     stop: threading.Event | None = None,
     first_wait: float = 0.2,
     max_wait: float = 5.0,
+    read_only: bool = False,
 ) -> T:
     """``call()``, tried again with backoff while the database is unavailable.
 
@@ -217,6 +218,9 @@ def retry_unavailable(
         what: what is being done, for the log.
         stop: when set, no more retries (the last error is raised).
         first_wait: seconds before the first retry; doubled up to ``max_wait``.
+        read_only: a database that takes no writes (:func:`is_read_only`) is waited for too:
+            while running, that is a failover under way and the work done is worth keeping;
+            at start-up (False) it is a wrong setting, raised at once.
     """
     deadline = time.monotonic() + within
     wait = first_wait
@@ -225,7 +229,8 @@ def retry_unavailable(
             return call()
         except DBAPIError as exc:
             left = deadline - time.monotonic()
-            if not is_unavailable(exc) or is_refused(exc) or left <= 0:
+            refused = is_refused(exc) and not (read_only and is_read_only(exc))
+            if not is_unavailable(exc) or refused or left <= 0:
                 raise
             if stop is not None and stop.is_set():
                 raise
