@@ -185,19 +185,38 @@ def is_read_only(exc: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF == _SQLITE_READONLY
 
 
-def _reconnect_when_read_only(context: Any) -> None:
-    """A connection that met a read-only database is thrown away (and the pool's older ones
-    with it): it keeps its session's read-only default (PostgreSQL), or its file opened
-    read-only (SQLite), after the database takes writes again, and only a new connection
-    reaches the writable primary after a failover. Without this the server answered 503 until
-    it was restarted. A SQLite file moved away is left alone: reconnecting would make a new,
-    empty one."""
-    exc = context.sqlalchemy_exception
-    moved = (
-        getattr(getattr(exc, "orig", None), "sqlite_errorcode", None) == _SQLITE_READONLY_DBMOVED
-    )
-    if exc is not None and is_read_only(exc) and not moved:
-        context.is_disconnect = True
+class _ReadOnlyWatch:
+    """Replaces the connections that met a read-only database, and keeps none opened while it
+    may still be one, so that the first writes once it takes them again succeed.
+
+    A connection that met it keeps its session's read-only default (PostgreSQL) or its file
+    opened read-only (SQLite) after the database takes writes again, and only a new connection
+    reaches the writable primary after a failover: without this the server answered 503 until
+    it was restarted. One opened meanwhile that only read would answer one more 503 at its
+    first write. So from a refused write until a write commits, every connection is closed
+    when it is given back. A SQLite file moved away is left alone: reconnecting would make a
+    new, empty one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.suspect = False  # a write was refused as read-only; none has committed since
+        event.listen(engine, "handle_error", self.failed)
+        event.listen(engine, "commit", self.committed)
+        event.listen(engine, "checkin", self.given_back)
+
+    def failed(self, context: Any) -> None:
+        exc = context.sqlalchemy_exception
+        code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+        if exc is not None and is_read_only(exc) and code != _SQLITE_READONLY_DBMOVED:
+            self.suspect = True
+            context.is_disconnect = True  # this connection and the pool's older ones go
+
+    def committed(self, _conn: Any) -> None:
+        self.suspect = False
+
+    def given_back(self, _dbapi_connection: Any, record: Any) -> None:
+        if self.suspect and record.dbapi_connection is not None:
+            record.invalidate()  # a new connection at its next checkout
 
 
 def retry_unavailable(
@@ -369,7 +388,7 @@ class Database:
         # hide_parameters: a failed statement's error (logged with its traceback) names its
         # SQL but not the values bound to it, which may be a webhook's whsec_ secret, a signed
         # URL or an audio_url's token: logs are shipped where secrets must not go.
-        event.listen(engine, "handle_error", _reconnect_when_read_only)
+        _ReadOnlyWatch(engine)
         self.engine: Engine = engine
         if clock is None:
             clock = local_time if self.dialect == "sqlite" else DatabaseClock(engine, local_time)
