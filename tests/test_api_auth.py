@@ -270,6 +270,7 @@ def test_models_lists_queue_and_installed_engine_models(make_api: Callable[..., 
     assert set(schemas["PublishedScore"]["properties"]) == set(kim["scores"][0])
     assert schemas["EngineModel"]["properties"]["license_class"]["enum"] == [
         "permissive",
+        "copyleft",
         "non-commercial",
         "research only",
         "not stated",

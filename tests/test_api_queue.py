@@ -96,6 +96,27 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
     assert api.get(second["status_url"]).json()["queue_position"] == 1
 
 
+def test_queue_position_counts_every_account_s_queued_jobs(api: Api) -> None:
+    """What a tenant learns of the others from ``queue_position`` (docs/hardening.md, "What
+    one account sees of another"): how many queued jobs, of every account, run before its
+    own; with priority -100, the whole queue's length. Never whose, or what."""
+    song = "https://example.org/song.mp3"
+    for _ in range(3):  # another tenant's jobs
+        made = api.post(
+            "/v1/queue/audio/stems", key=api.other_key, json={"input": {"audio_url": song}}
+        )
+        assert made.status_code == 202, made.text
+    mine = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": song}}).json()
+    assert mine["queue_position"] == 3
+    first = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": song}, "priority": 100})
+    assert first.json()["queue_position"] == 0  # ahead of everyone's default-priority jobs
+    last = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": song}, "priority": -100})
+    assert last.json()["queue_position"] == 5  # every queued job on the server
+    assert api.get(mine["status_url"]).json()["queue_position"] == 4
+    listed = api.get("/v1/queue/requests").json()["data"]
+    assert len(listed) == 3  # the other tenant's jobs are counted, never shown
+
+
 def test_a_client_written_for_fal_finds_the_result_at_response_url(api: Api) -> None:
     # fal's queue (https://fal.ai/docs/model-endpoints/queue), which this API is modelled on,
     # names the result's URL `response_url` in the submit and status responses.

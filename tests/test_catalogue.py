@@ -139,6 +139,24 @@ def test_demucs_weights_are_research_only_as_meta_said() -> None:
             assert "MIT licence)" not in card
 
 
+def test_gpl_weights_are_classed_copyleft_not_permissive() -> None:
+    """anvuew's GPL-3.0 de-reverb weights (and the dry-vocals recipe built on them) were
+    classed `permissive`, their card saying that meant commercial use is allowed: true, but
+    silent on what GPL-3.0 asks of anyone who passes the weights on, which MIT does not."""
+    gpl = [spec for spec in list_specs() if "GPL" in spec.license]
+    assert [spec.id for spec in gpl] == ["mel-roformer-dereverb-anvuew"]
+    assert gpl[0].license.startswith("GPL-3.0 ")  # as the author states it
+    assert {
+        spec.id: spec.license_class
+        for spec in list_specs()
+        if spec.id in {"mel-roformer-dereverb-anvuew", "dry-vocals", "mel-roformer-vocals-kim"}
+    } == {
+        "mel-roformer-dereverb-anvuew": "copyleft",
+        "dry-vocals": "copyleft",
+        "mel-roformer-vocals-kim": "permissive",
+    }
+
+
 def test_htdemucs_ft_quotes_meta_figure_for_the_released_bag() -> None:
     """Meta's README gives the released fine-tuned bag 9.0 dB; 9.2 dB is its paper's sparse
     model, which Meta did not release: `models list` must not show it as htdemucs_ft's."""

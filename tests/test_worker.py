@@ -9,6 +9,7 @@ seconds. Inputs are the MUSDB18 excerpt that stempeg ships (real music), cut or 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -36,7 +37,7 @@ from demixer.service.accounts.keys import create_key, new_id
 from demixer.service.db import Database, utcnow
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import FINAL, Queue
-from demixer.service.schema import Job, JobLog
+from demixer.service.schema import Delivery, Job, JobLog
 from demixer.service.worker import Worker, runner
 from demixer.service.worker.child import ChildJob
 from demixer.service.worker.registry import missing_steps
@@ -482,6 +483,50 @@ def test_audio_url_inputs_are_fetched_by_the_worker(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_audio_url_s_password_and_signature_stay_out_of_its_error_log_and_webhook(
+    shared: tuple[Env, Worker],
+) -> None:
+    """An ``audio_url`` with a user and password, or a presigned query, that failed to fetch:
+    the job's error message, its log and its failure webhook showed the password and the
+    signature to whoever reads those (a log shipper, the webhook's receiver, a support
+    ticket). They show the URL with both masked."""
+
+    class Missing(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Missing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    env, _ = shared
+    url = f"http://alice:s3cret@127.0.0.1:{port}/a.wav?X-Amz-Signature=SIGVALUE&token=TOKVALUE"
+    hook = {"url": "http://example.org/hook", "secret": "whsec_" + "a" * 32}
+    try:
+        job_id = env.submit(
+            params={"input": {"audio_url": url}, "stems": ["vocals"], "webhook": hook}
+        )
+        failed = env.wait_final(job_id)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (failed.status, failed.error_message) == (
+        "FAILED",
+        f"fetching audio_url 'http://***@127.0.0.1:{port}/a.wav?X-Amz-Signature=…&token=…' "
+        "answered HTTP 404 Not Found",
+    )
+    with env.services.db.read() as s:
+        sent = s.execute(select(Delivery.payload).where(Delivery.job_id == job_id)).scalars()
+        webhooks = [json.dumps(payload) for payload in sent]
+    assert len(webhooks) == 1
+    shown = [failed.error_message, *env.logs(job_id), *webhooks]
+    assert [t for t in shown if re.search("s3cret|SIGVALUE|TOKVALUE", t)] == []
 
 
 # --- failures the user caused: final at once -------------------------------------------------

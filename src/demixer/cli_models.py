@@ -61,6 +61,8 @@ _ARCH_LABELS = {
 
 #: What a user must know before relying on weights of each restrictive class.
 _WARNINGS = {
+    "copyleft": "a copyleft licence: any use, commercial too, but weights you pass on (or a "
+    "model made from them) must go under the same licence.",
     "non-commercial": "these weights are for non-commercial use only.",
     "research only": "these weights are offered for research use only, not for commercial use.",
     "not stated": "the authors state no licence for these weights: commercial use or "

@@ -19,6 +19,7 @@ __all__ = [
     "CheckpointMismatch",
     "Conflict",
     "ContentTypeMismatch",
+    "DatabaseReadOnly",
     "DatabaseUnavailable",
     "DemixerError",
     "DeviceUnavailable",
@@ -482,6 +483,18 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     code = "DATABASE_UNAVAILABLE"
     default_message = "the database is unavailable; retry shortly"
+
+
+class DatabaseReadOnly(DatabaseUnavailable):
+    """The job database answers but takes no writes: a standby after a failover, a database
+    or file turned read-only, a user without write rights. Nothing was stored."""
+
+    code = "DATABASE_READ_ONLY"
+    retry_after = 30
+    default_message = (
+        "the database is read-only now (a standby, a read-only file, or no write rights); "
+        "nothing was stored, retry later"
+    )
 
 
 # CLI exit codes: 0 ok, 2 usage, 3 bad input, 4 model unavailable, 1 anything else.

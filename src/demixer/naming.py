@@ -8,6 +8,7 @@ stems of one song sort together.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import PurePosixPath
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "SECRET_QUERY",
     "input_name",
     "is_residual_maker",
     "model_name",
@@ -22,6 +24,7 @@ __all__ = [
     "renamed",
     "residual_maker",
     "shown_name",
+    "shown_url",
     "track_name",
     "url_file_name",
 ]
@@ -51,6 +54,29 @@ def url_file_name(url: str) -> str:
     none). Never its query or fragment, nor its host, user name or password: a URL with no
     path (``https://user:secret@cdn.example.com``) names no file."""
     return urlsplit(url).path.rsplit("/", 1)[-1]
+
+
+# Query (or fragment) parameters whose values are credentials: presigned S3, GCS and CloudFront
+# URLs' signatures and keys, Azure's SAS ``sig``, a CDN's ``token``, an API key. A URL shown to
+# anyone (an error message, a job's log, a webhook, the access log) has them as ``…``.
+SECRET_QUERY = re.compile(
+    r"(?i)([?&#](?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
+    r"x-goog-signature|x-goog-credential|policy|key-pair-id|api_key|apikey|key|token|"
+    r"access_token|auth|password)=)[^&#\s\"]*"
+)
+# The user name and password of ``scheme://user:password@host``: up to the last ``@`` before
+# the path, as a URL parser reads it.
+_USERINFO = re.compile(r"^(\s*[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@")
+
+
+def shown_url(url: str, limit: int = 200) -> str:
+    """``url`` as demixer shows or stores it for people to read (an ``audio_url`` in an error
+    message, a job's log, a failure webhook): its user name and password as ``***``, the
+    values of :data:`SECRET_QUERY`'s parameters as ``…``, at most its first ``limit``
+    characters. A ``https://user:pass@host/x.mp3?X-Amz-Signature=...`` is a credential its
+    owner gave this server alone; the job's log and webhook reach other places."""
+    shown = _USERINFO.sub(r"\1***@", url, count=1)
+    return SECRET_QUERY.sub(r"\1…", shown)[:limit]
 
 
 def output_name(track: str, stem: str, ext: str) -> str:

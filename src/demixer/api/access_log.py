@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from typing import Any
 
-__all__ = ["RedactSecrets", "log_config", "redact"]
+from demixer.naming import SECRET_QUERY
 
-_SECRET = re.compile(
-    r"(?i)([?&](?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
-    r"api_key|apikey|key|token|access_token)=)[^&\s\"]*"
-)
+__all__ = ["RedactSecrets", "log_config", "redact"]
 
 
 def redact(text: str) -> str:
     """``text`` with the value of every secret query parameter replaced by ``…``."""
-    return _SECRET.sub(r"\1…", text)
+    return SECRET_QUERY.sub(r"\1…", text)
 
 
 class RedactSecrets(logging.Filter):

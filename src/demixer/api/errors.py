@@ -32,6 +32,7 @@ from demixer.api.text import NUL, refuse_nul_in_url
 from demixer.api.validation import invalid_request
 from demixer.errors import (
     Conflict,
+    DatabaseReadOnly,
     DatabaseUnavailable,
     DemixerError,
     FileTooLarge,
@@ -55,7 +56,7 @@ from demixer.errors import (
     UnsupportedMediaType,
 )
 from demixer.service.accounts.keys import Unauthorized, new_id
-from demixer.service.db import is_disk_full, is_nul_text, is_unavailable
+from demixer.service.db import is_disk_full, is_nul_text, is_read_only, is_unavailable
 from demixer.service.jobs.queue import JobConflict
 from demixer.storage import BlobNotFound
 
@@ -102,6 +103,7 @@ STATUS: dict[type[DemixerError], int] = {
     StorageUnavailable: 503,  # STORAGE_UNAVAILABLE: object storage unreachable, retry
     StorageFull: 507,  # STORAGE_FULL: the disk is full, nothing was stored; retry later
     DatabaseUnavailable: 503,  # DATABASE_UNAVAILABLE: PostgreSQL down or restarting, retry
+    # (DATABASE_READ_ONLY, its subclass: a standby, a read-only file, no write rights)
     DemixerError: 500,  # MODEL_FAILED and anything not listed above
 }
 
@@ -141,8 +143,8 @@ def error_body(
 def error_response(exc: DemixerError, rid: str | None) -> JSONResponse:
     """``exc`` in the native shape, with its status (and ``Retry-After`` where waiting helps:
     RATE_LIMITED, TOO_MANY_CONCURRENT_JOBS, STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
-    STORAGE_FULL; ``WWW-Authenticate`` on UNAUTHENTICATED; ``Content-Range`` with the size on
-    RANGE_NOT_SATISFIABLE)."""
+    DATABASE_READ_ONLY, STORAGE_FULL; ``WWW-Authenticate`` on UNAUTHENTICATED;
+    ``Content-Range`` with the size on RANGE_NOT_SATISFIABLE)."""
     headers = None
     if isinstance(exc, RateLimited | ServiceUnavailable):
         headers = {"Retry-After": str(exc.retry_after)}
@@ -176,14 +178,17 @@ async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
 
 def as_demixer_error(exc: Exception) -> DemixerError:
     """``exc`` for a vendor's error envelope: demixer's own errors as they are, a full disk
-    (the database's, or an ``OSError`` on the way) as :class:`StorageFull`, an unreachable
-    database as :class:`DatabaseUnavailable`, a NUL PostgreSQL cannot store (from where no
+    (the database's, or an ``OSError`` on the way) as :class:`StorageFull`, a database that
+    takes no writes as :class:`DatabaseReadOnly`, an unreachable one as
+    :class:`DatabaseUnavailable`, a NUL PostgreSQL cannot store (from where no
     check of ``api/text.py`` looks: a header) as :class:`InvalidRequest`; anything else is
     raised again (a bug: a 500)."""
     if isinstance(exc, DemixerError):
         return exc
     if is_disk_full(exc) or StorageFull.caused(exc):
         return StorageFull()
+    if is_read_only(exc):  # a standby after a failover: not "retry shortly", nor a bug
+        return DatabaseReadOnly()
     if is_unavailable(exc):
         return DatabaseUnavailable()
     if is_nul_text(exc):

@@ -50,7 +50,8 @@ _DESCRIPTIONS = {
     429: "Rate limited (`RATE_LIMITED`, `TOO_MANY_CONCURRENT_JOBS`); see `Retry-After`",
     500: "Internal error (`INTERNAL`); details are in the server log",
     503: "Object storage or the database unavailable (`STORAGE_UNAVAILABLE`, "
-    "`DATABASE_UNAVAILABLE`); nothing was done, retry after `Retry-After`",
+    "`DATABASE_UNAVAILABLE`, or `DATABASE_READ_ONLY`: it takes no writes, as a standby after "
+    "a failover); nothing was done, retry after `Retry-After`",
     507: "The server's disk is full (`STORAGE_FULL`); nothing was stored, retry after "
     "`Retry-After`",
 }

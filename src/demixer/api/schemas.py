@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.config import JsonDict
 
 from demixer.models.quality import QUALITIES
-from demixer.models.spec import MODEL_ID_LENGTH
+from demixer.models.spec import MODEL_ID_LENGTH, LicenseClass
 
 __all__ = [
     "Answer",
@@ -408,7 +408,10 @@ class RequestStatus(Answer):
     status: JobStatus
     created_at: datetime
     updated_at: datetime
-    queue_position: int | None = Field(description="Jobs ahead (0: next); only while IN_QUEUE.")
+    queue_position: int | None = Field(
+        description="Queued jobs that run before this one (0: next), of every account on the "
+        "server (their number only); only while IN_QUEUE."
+    )
     waiting_reason: str | None = Field(
         None,
         description="While IN_QUEUE: why no worker picks the request up, e.g. `no running "
@@ -556,8 +559,11 @@ class EngineModel(Answer):
     stems: list[str]
     sample_rate: int = Field(description="Hz the model runs at (outputs keep the input's rate).")
     license: str = Field(description="The weights' licence, as their authors state it.")
-    license_class: Literal["permissive", "non-commercial", "research only", "not stated"] = Field(
-        description="How the weights may be used, as far as their authors say."
+    license_class: LicenseClass = Field(
+        description="How the weights may be used, as far as their authors say: `permissive` "
+        "(any use, with credit), `copyleft` (any use, commercial too; weights passed on, or "
+        "a model made from them, must keep the licence: GPL-3.0), `non-commercial`, `research "
+        "only`, `not stated` (no licence given: commercial use is at your own risk)."
     )
     arch: str = Field(
         description="Network family: `bs_roformer`, `mel_band_roformer`, `mdx23c`, `scnet`, "

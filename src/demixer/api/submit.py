@@ -49,6 +49,7 @@ from demixer.models.planner import CLEANUP_STEMS, cleanup_model
 from demixer.models.quality import parse_quality
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.models.user_models import weights_identity
+from demixer.naming import shown_url
 from demixer.service.accounts.keys import new_id
 from demixer.service.accounts.limits import check_concurrency
 from demixer.service.context import Services
@@ -145,9 +146,9 @@ def _http_url(url: str, param: str, error: type[InvalidRequest]) -> str:
         parts = urlsplit(url.strip())
         host = parts.hostname
     except ValueError as exc:  # "Invalid IPv6 URL": an unclosed or bad [address]
-        raise error(f"{url[:200]!r} is not a valid URL: {exc}", param=param) from None
+        raise error(f"{shown_url(url)!r} is not a valid URL: {exc}", param=param) from None
     if parts.scheme not in ("http", "https") or not host:
-        raise error(f"{url[:200]!r} is not an http(s) URL", param=param)
+        raise error(f"{shown_url(url)!r} is not an http(s) URL", param=param)
     return url.strip()
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "DatabaseClock",
     "OutageNotice",
     "is_disk_full",
+    "is_read_only",
     "is_refused",
     "is_unavailable",
     "masked_url",
@@ -167,6 +168,57 @@ def is_refused(exc: BaseException) -> bool:
     return bool(_REFUSED.search(str(exc.orig)))
 
 
+_SQLITE_READONLY = 8
+_SQLITE_READONLY_DBMOVED = 1032  # the file was deleted or moved away while open
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a write it is reachable for: a PostgreSQL
+    standby or read-only database, a user without write rights (:data:`_PG_NO_WRITES`), a
+    SQLite file opened read-only (its mode or its filesystem). At start-up that is a wrong
+    setting (:func:`is_refused`); while running it is an outage, answered 503."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _PG_NO_WRITES:
+        return True
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == _SQLITE_READONLY
+
+
+class _ReadOnlyWatch:
+    """Replaces the connections that met a read-only database, and keeps none opened while it
+    may still be one, so that the first writes once it takes them again succeed.
+
+    A connection that met it keeps its session's read-only default (PostgreSQL) or its file
+    opened read-only (SQLite) after the database takes writes again, and only a new connection
+    reaches the writable primary after a failover: without this the server answered 503 until
+    it was restarted. One opened meanwhile that only read would answer one more 503 at its
+    first write. So from a refused write until a write commits, every connection is closed
+    when it is given back. A SQLite file moved away is left alone: reconnecting would make a
+    new, empty one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.suspect = False  # a write was refused as read-only; none has committed since
+        event.listen(engine, "handle_error", self.failed)
+        event.listen(engine, "commit", self.committed)
+        event.listen(engine, "checkin", self.given_back)
+
+    def failed(self, context: Any) -> None:
+        exc = context.sqlalchemy_exception
+        code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+        if exc is not None and is_read_only(exc) and code != _SQLITE_READONLY_DBMOVED:
+            self.suspect = True
+            context.is_disconnect = True  # this connection and the pool's older ones go
+
+    def committed(self, _conn: Any) -> None:
+        self.suspect = False
+
+    def given_back(self, _dbapi_connection: Any, record: Any) -> None:
+        if self.suspect and record.dbapi_connection is not None:
+            record.invalidate()  # a new connection at its next checkout
+
+
 def retry_unavailable(
     call: Callable[[], T],
     *,
@@ -175,6 +227,7 @@ def retry_unavailable(
     stop: threading.Event | None = None,
     first_wait: float = 0.2,
     max_wait: float = 5.0,
+    read_only: bool = False,
 ) -> T:
     """``call()``, tried again with backoff while the database is unavailable.
 
@@ -184,6 +237,9 @@ def retry_unavailable(
         what: what is being done, for the log.
         stop: when set, no more retries (the last error is raised).
         first_wait: seconds before the first retry; doubled up to ``max_wait``.
+        read_only: a database that takes no writes (:func:`is_read_only`) is waited for too:
+            while running, that is a failover under way and the work done is worth keeping;
+            at start-up (False) it is a wrong setting, raised at once.
     """
     deadline = time.monotonic() + within
     wait = first_wait
@@ -192,7 +248,8 @@ def retry_unavailable(
             return call()
         except DBAPIError as exc:
             left = deadline - time.monotonic()
-            if not is_unavailable(exc) or is_refused(exc) or left <= 0:
+            refused = is_refused(exc) and not (read_only and is_read_only(exc))
+            if not is_unavailable(exc) or refused or left <= 0:
                 raise
             if stop is not None and stop.is_set():
                 raise
@@ -331,6 +388,7 @@ class Database:
         # hide_parameters: a failed statement's error (logged with its traceback) names its
         # SQL but not the values bound to it, which may be a webhook's whsec_ secret, a signed
         # URL or an audio_url's token: logs are shipped where secrets must not go.
+        _ReadOnlyWatch(engine)
         self.engine: Engine = engine
         if clock is None:
             clock = local_time if self.dialect == "sqlite" else DatabaseClock(engine, local_time)

@@ -32,6 +32,7 @@ import httpcore
 import httpx
 
 from demixer.errors import InvalidRequest
+from demixer.naming import shown_url
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -235,7 +236,7 @@ def check_url(url: str, allowlist: Collection[str] | str = ()) -> list[IPAddress
         UrlRefused: the URL may not be fetched (:class:`UnresolvableHost` when its host
             does not resolve).
     """
-    shown = url[:200]
+    shown = shown_url(url)
     try:
         parsed = httpx.URL(url.strip())
     except (httpx.InvalidURL, TypeError, ValueError) as exc:

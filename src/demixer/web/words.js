@@ -44,6 +44,7 @@ const ERRORS = {
   JOB_TIMEOUT: "This song took too long to separate.",
   STORAGE_UNAVAILABLE: "The server can't store files right now. Try again in a minute.",
   DATABASE_UNAVAILABLE: "The server is busy restarting. Try again in a minute.",
+  DATABASE_READ_ONLY: "The server can't save anything right now. Try again later.",
   SERVICE_UNAVAILABLE: "The server is busy. Try again in a minute.",
   NETWORK: "Can't reach the server. Check the connection and try again.",
 };

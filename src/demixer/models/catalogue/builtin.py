@@ -20,10 +20,11 @@ _SPLEETER_SOURCE = "https://github.com/deezer/spleeter"
 
 # Meta's Demucs checkpoints, as listed in the demucs 4.0.1 package (demucs/remote/files.txt and
 # the bag yaml files next to it). Meta publishes only the first 8 hex digits of each file's
-# SHA-256, in its name (``<signature>-<sha256[:8]>.th``), and demucs itself checks just that. The
-# full digests and sizes pinned here were recorded by independent projects that fetched these
-# exact URLs; each agrees with Meta's prefix. They could not be recomputed here (no network), so
-# if Meta ever re-uploads a file the pull fails loudly rather than load it.
+# SHA-256, in its name (``<signature>-<sha256[:8]>.th``), and demucs itself checks just that. Each
+# full digest pinned here starts with Meta's prefix. htdemucs_ft's and htdemucs_6s's are also
+# recorded by an independent project (their pin_sources); htdemucs's and hdemucs_mmi's have no
+# second record (their cards say "single source"): past the 8 digits they rest on one hashing.
+# Either way, if Meta ever re-uploads a file the pull fails loudly rather than load it.
 _DEMUCS_ROOT = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
 # The Demucs *code* is MIT; the weights are not (facebookresearch/demucs#327, 2022-05-23).
 _DEMUCS_LICENSE = (

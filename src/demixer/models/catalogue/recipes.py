@@ -29,6 +29,7 @@ LOADER = "demixer.models.recipe:load"
 # Most restrictive last: a recipe's weights are as free as its least free model's.
 _STRICTNESS: tuple[LicenseClass, ...] = (
     "permissive",
+    "copyleft",
     "not stated",
     "non-commercial",
     "research only",

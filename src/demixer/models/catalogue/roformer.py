@@ -218,7 +218,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             913107578,
         ),
         license="GPL-3.0 (the licence tag on huggingface.co/anvuew/dereverb_mel_band_roformer)",
-        license_class="permissive",
+        license_class="copyleft",
         weights_source="anvuew, Hugging Face",
         source_url=f"https://huggingface.co/{_VERB_REPO}",
         quality="19.17 dB SDR on the author's own validation set (in the file name)",

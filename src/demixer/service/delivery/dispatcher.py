@@ -277,6 +277,7 @@ class Dispatcher:
             lambda: self.record(claim, outcome),
             within=self.lease.total_seconds() / 2,
             what=f"{self.id}: recording delivery {claim.id}",
+            read_only=True,
         )
         log.info(
             "webhook %s attempt %d -> %s (%s)",

@@ -23,6 +23,7 @@ from urllib.parse import urljoin
 import httpx
 
 from demixer.errors import DemixerError
+from demixer.naming import shown_url
 from demixer.service.urlguard import (
     UnresolvableHost,
     UrlRefused,
@@ -58,7 +59,7 @@ class AudioUrlFailed(DemixerError):
 def _refused(url: str, exc: UrlRefused) -> AudioUrlFailed:
     # A name that does not resolve may resolve later (DNS trouble); a forbidden address won't.
     return AudioUrlFailed(
-        f"audio_url {url[:200]!r} refused: {exc.message}",
+        f"audio_url {shown_url(url)!r} refused: {exc.message}",
         retryable=isinstance(exc, UnresolvableHost),
     )
 
@@ -145,18 +146,19 @@ def _fetch(
             raise _refused(url, exc) from None
         except httpx.InvalidURL as exc:
             raise AudioUrlFailed(
-                f"audio_url {url!r} is not a valid URL: {exc}", retryable=False
+                f"audio_url {shown_url(url)!r} is not a valid URL: {exc}", retryable=False
             ) from None
         except httpx.UnsupportedProtocol as exc:
-            raise AudioUrlFailed(f"audio_url {url!r}: {exc}", retryable=False) from None
+            raise AudioUrlFailed(f"audio_url {shown_url(url)!r}: {exc}", retryable=False) from None
         except httpx.DecodingError as exc:  # the server's gzip or deflate is corrupt
             raise AudioUrlFailed(
-                f"audio_url {url!r} sent a body its Content-Encoding cannot decompress: {exc}",
+                f"audio_url {shown_url(url)!r} sent a body its Content-Encoding cannot "
+                f"decompress: {exc}",
                 retryable=False,
             ) from None
         except httpx.TransportError as exc:  # connect/read errors and timeouts
             raise AudioUrlFailed(
-                f"could not fetch audio_url {url!r}: {type(exc).__name__}: {exc}",
+                f"could not fetch audio_url {shown_url(url)!r}: {type(exc).__name__}: {exc}",
                 retryable=True,
             ) from exc
     raise AudioUrlFailed(f"audio_url redirected more than {MAX_REDIRECTS} times", retryable=False)
@@ -168,7 +170,8 @@ def _check_status(url: str, response: httpx.Response) -> None:
         return
     retryable = status >= 500 or status in (408, 429)
     raise AudioUrlFailed(
-        f"fetching audio_url {url!r} answered HTTP {status} {response.reason_phrase}".rstrip(),
+        f"fetching audio_url {shown_url(url)!r} answered HTTP {status} "
+        f"{response.reason_phrase}".rstrip(),
         retryable=retryable,
     )
 
@@ -187,8 +190,9 @@ def _save(
     ]
     if len(codings) > 1 or (codings and codings[0] not in _ENCODINGS):
         raise AudioUrlFailed(
-            f"audio_url {url!r} was sent with Content-Encoding {', '.join(codings)!r}; demixer "
-            "takes the file as it is, or compressed once with gzip or deflate",
+            f"audio_url {shown_url(url)!r} was sent with Content-Encoding "
+            f"{', '.join(codings)!r}; demixer takes the file as it is, or compressed once with "
+            "gzip or deflate",
             retryable=False,
         )
     kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -196,14 +200,14 @@ def _save(
         # A share or preview link (cloud drives answer those with a page about the file): said
         # as the URL's fault, not as an audio file demixer cannot read.
         raise AudioUrlFailed(
-            f"audio_url {url!r} answered a web page ({kind}), not an audio file; give the "
-            "file's direct download link",
+            f"audio_url {shown_url(url)!r} answered a web page ({kind}), not an audio file; "
+            "give the file's direct download link",
             retryable=False,
         )
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise AudioUrlFailed(
-            f"audio_url {url!r} is {int(declared)} bytes; the limit is {max_bytes}",
+            f"audio_url {shown_url(url)!r} is {int(declared)} bytes; the limit is {max_bytes}",
             retryable=False,
         )
     total = 0
@@ -215,12 +219,14 @@ def _save(
             total += len(chunk)
             if total > max_bytes:
                 raise AudioUrlFailed(
-                    f"audio_url {url!r} sent more than the limit of {max_bytes} bytes",
+                    f"audio_url {shown_url(url)!r} sent more than the limit of {max_bytes} bytes",
                     retryable=False,
                 )
             out.write(chunk)
             if on_chunk is not None:
                 on_chunk(total)
     if total == 0:
-        raise AudioUrlFailed(f"audio_url {url!r} answered an empty body", retryable=False)
+        raise AudioUrlFailed(
+            f"audio_url {shown_url(url)!r} answered an empty body", retryable=False
+        )
     return total

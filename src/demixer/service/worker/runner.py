@@ -447,6 +447,7 @@ class Runner:
                 ),
                 within=self.services.settings.lease_seconds,
                 what=f"{self.worker_id}: completing job {claim.id}",
+                read_only=True,
             )
             if ended == CANCELLED:  # its cancel came while it finished: the outputs go unused
                 raise _Abort("recorded", message="cancelled as it finished")
@@ -507,6 +508,7 @@ class Runner:
                     record,
                     within=self.services.settings.lease_seconds,
                     what=f"{self.worker_id}: recording the end of job {claim.id}",
+                    read_only=True,
                 )
         except LeaseLost:
             log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)

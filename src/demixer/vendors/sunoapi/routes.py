@@ -16,8 +16,9 @@ Wire decisions:
   parameters, unusable input, unknown stems 400; too large (a file, or a request body over its
   limit) 413; ``RATE_LIMITED`` (requests per window) 430 "call frequency too high";
   ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit"; ``STORAGE_UNAVAILABLE``,
-  ``DATABASE_UNAVAILABLE``, ``STORAGE_FULL`` (retry: the answer has ``Retry-After``) and
-  anything else 500. 429 (credits) and 455 (maintenance) are never sent: demixer has neither.
+  ``DATABASE_UNAVAILABLE``, ``DATABASE_READ_ONLY``, ``STORAGE_FULL`` (retry: the answer has
+  ``Retry-After``) and anything else 500. 429 (credits) and 455 (maintenance) are never sent:
+  demixer has neither.
 - Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
   caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
