@@ -1179,6 +1179,27 @@ def test_turning_the_loop_off_goes_on_from_where_it_is_heard(
     assert page.evaluate("() => window.demixerMixer.offset") < 1
 
 
+def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
+    page: Page, server: Server, finished: str
+) -> None:
+    """A 1366 px laptop screen at 200 % zoom is a 683 px window: there the mixer kept its
+    one-line rows, whose name, volume and buttons left the waveforms and the Position slider
+    95 px (53 px at 641 px), against 276 px on a 320 px phone. In every window the waveforms
+    and the Position slider are at least as wide as on that phone."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    widths = {}
+    for width in (641, 683, 768, 879, 880, 1024):
+        page.set_viewport_size({"width": width, "height": 800})
+        widths[width] = page.evaluate(
+            "() => ['#stems .wave', '#position', '#ruler'].map("
+            "(css) => Math.round(document.querySelector(css).getBoundingClientRect().width))"
+        )
+    narrow = {width: w for width, w in widths.items() if min(w) < 276}
+    assert not narrow, narrow
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
