@@ -1179,6 +1179,24 @@ def test_turning_the_loop_off_goes_on_from_where_it_is_heard(
     assert page.evaluate("() => window.demixerMixer.offset") < 1
 
 
+def test_a_key_held_down_toggles_play_and_loop_once(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Space or L held a moment too long (a tremor, a slow release) repeats: each repeat
+    toggled again, so the song stuttered between play and pause and the loop flipped on and
+    off, left at chance when the key came up."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    page.locator("#mixer-title").focus()
+    for key in ("Space", "l"):
+        page.keyboard.down(key)
+        page.keyboard.down(key)  # the key's repeat, as the system sends it while held
+        page.keyboard.up(key)
+    assert page.evaluate("demixerMixer.playing") is True
+    expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "true")
+
+
 def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
     page: Page, server: Server, finished: str
 ) -> None:
