@@ -956,6 +956,40 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     shot(page, "phone-zoom-200", full_page=False)
 
 
+def test_on_a_phone_a_long_song_name_shows_whole_in_the_list(phone: Page, server: Server) -> None:
+    """A long name was cut to one line ("Fleetwood Mac - Rumo…"), whole only in a tooltip a
+    finger cannot show: on a phone an album's songs all read the same in the list."""
+    page = phone
+    names = [
+        f"Fleetwood Mac - Rumours (2004 Remaster) - 0{n} {song}.flac"
+        for n, song in ((1, "Second Hand News"), (2, "Dreams"))
+    ]
+    jobs = [
+        {
+            "request_id": f"req_long{i}",
+            "status": "COMPLETED",
+            "file_name": name,
+            "duration": 180,
+            "stems": ["vocals", "accompaniment"],
+            "engine_model": "spleeter-2stems",
+            "created_at": "2026-01-02T03:04:05Z",
+        }
+        for i, name in enumerate(names)
+    ]
+    page.route(
+        re.compile(r"/v1/queue/requests\?limit="),
+        lambda route: route.fulfill(json={"data": jobs, "has_more": False}),
+    )
+    open_page(page, server)
+    songs = page.locator("#history-list .song")
+    expect(songs).to_have_text(names)
+    for song in songs.all():  # every letter on screen: none hidden behind an ellipsis
+        assert song.evaluate(
+            "el => el.scrollWidth <= el.clientWidth && el.scrollHeight <= el.clientHeight"
+        ), song.text_content()
+    no_sideways_scroll(page)
+
+
 def test_the_page_follows_the_systems_light_or_dark_setting(
     browser: Browser, server: Server
 ) -> None:

@@ -548,7 +548,8 @@ function historyItem(job, looks, kept) {
   li.dataset.looks = looks;
   const text = document.createElement("span");
   text.className = "what";
-  // A long name is cut short on screen: the whole of it shows on hover.
+  // A long name is cut short on screen where a pointer hovers: the whole of it shows on hover
+  // (where nothing hovers, app.css lets it wrap).
   const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song });
   const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
   const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
