@@ -740,11 +740,16 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     error = page.locator("#drop").get_by_test_id("error")
     expect(error).to_have_text(re.compile(r"can't be (read as audio|separated)"), timeout=30_000)
     assert "INVALID_AUDIO" not in error.inner_text() and "UNSUPPORTED" not in error.inner_text()
+    # It belongs to the file picker: back on it, a screen reader hears the file was refused.
+    picker = page.get_by_test_id("upload-input")
+    expect(picker).to_have_attribute("aria-invalid", "true")
+    expect(picker).to_have_accessible_description(re.compile(r"can't be (read as audio|separated)"))
     expect(page.get_by_test_id("upload-progress")).to_be_hidden()  # no full bar beside it
     expect(page.get_by_test_id("submit")).to_be_disabled()
     shot(page, "bad-file")
     upload(page, audio[0])
     expect(error).to_be_hidden()
+    expect(picker).not_to_have_attribute("aria-invalid", "true")
     expect(page.get_by_test_id("submit")).to_be_enabled()
     # Nothing ticked is nothing to do: Separate says so instead of running the whole model.
     for chip in page.locator("#stem-choices input").all():
@@ -1418,6 +1423,9 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     key.fill("dmx_wrong")
     page.get_by_role("button", name="Use key").click()
     expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
+    # The error belongs to the field: back in it, a screen reader hears it is invalid, and why.
+    expect(key).to_have_attribute("aria-invalid", "true")
+    expect(key).to_have_accessible_description(re.compile(r"^This key isn't valid"))
     # Its placeholder, its edge and the error are readable on the card, in either theme.
     readable(key, 4.5, pseudo="::placeholder")
     readable(key, 3, "border-top-color")
@@ -1438,6 +1446,7 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
     page.get_by_test_id("key-cancel").click()
     expect(page.locator("#key-section")).to_be_hidden()
+    expect(key).not_to_have_attribute("aria-invalid", "true")  # the error went with it
     focused(page, "switch-key")  # back where it was opened
     with page.expect_response(re.compile(r"/v1/queue/requests\?limit=")) as listed:
         page.get_by_role("button", name="Refresh").click()

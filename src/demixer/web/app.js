@@ -14,13 +14,28 @@ function errorFor(el) {
   const section = el.closest("form, .drop, section");
   return $(":scope > [data-testid=error]", section) || $("[data-testid=error]", section);
 }
+// A field that names its error box in aria-describedby (the key, the file picker) is marked
+// invalid while the box says something: a screen reader says so, with the error, whenever the
+// focus comes back to the field, not only once when the error appears.
+function markInvalid(box, invalid) {
+  if (!box?.id) return;
+  for (const field of document.querySelectorAll(`[aria-describedby~="${box.id}"]`)) {
+    if (invalid) field.setAttribute("aria-invalid", "true");
+    else field.removeAttribute("aria-invalid");
+  }
+}
 function showError(el, err) {
   const box = errorFor(el);
   const text = err instanceof Error ? err.message : String(err);
   if (box) box.textContent = text;
+  markInvalid(box, true);
   console.warn(err?.code || "", text);
 }
-function clearError(el) { const box = errorFor(el); if (box) box.textContent = ""; }
+function clearError(el) {
+  const box = errorFor(el);
+  if (box) box.textContent = "";
+  markInvalid(box, false);
+}
 // Text set only when it changes: a live region says it again at every write, even the same words.
 function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
 // Whether the focus is in el; whether it is on nothing (the body: what had it went away).
