@@ -1257,6 +1257,27 @@ def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
     assert not narrow, narrow
 
 
+def test_the_text_follows_the_browsers_font_size(page: Page, server: Server, finished: str) -> None:
+    """Text set larger in the browser (Chrome: Settings, Appearance, Font size: very large, 24
+    px) made the headings and buttons larger but left the page's own text (a model's words,
+    the stems' and songs' names, errors) at 16 px, smaller than the small print beside it; and
+    the mixer kept its one-line rows, the waveforms 172 px wide in a 1366 px window."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Page.enable")
+    cdp.send("Page.setFontSizes", {"fontSizes": {"standard": 24, "fixed": 20}})
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    sizes = page.evaluate(
+        "() => ['body', '#model-info p', '#stems .name', '#history-list .song'].map("
+        "(css) => parseFloat(getComputedStyle(document.querySelector(css)).fontSize))"
+    )
+    assert sizes == [24, 24, 24, 24], sizes
+    wave = page.locator("#stems .wave").first.bounding_box()
+    assert wave is not None and wave["width"] >= 1.5 * 276, wave  # a 320 px phone's, larger
+    no_sideways_scroll(page)
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
