@@ -1468,6 +1468,12 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     page.get_by_test_id("key-cancel").click()
     expect(page.locator("#key-section")).to_be_hidden()
     expect(key).not_to_have_attribute("aria-invalid", "true")  # the error went with it
+    # Escape puts it away too, back where it was opened.
+    page.locator("#switch-key").click()
+    focused(page, "api-key")
+    page.keyboard.press("Escape")
+    expect(page.locator("#key-section")).to_be_hidden()
+    focused(page, "switch-key")
     focused(page, "switch-key")  # back where it was opened
     with page.expect_response(re.compile(r"/v1/queue/requests\?limit=")) as listed:
         page.get_by_role("button", name="Refresh").click()

@@ -103,6 +103,10 @@ $("#key-cancel").addEventListener("click", () => {
   $("#key-section").hidden = true;
   $("#switch-key").focus(); // back where it was opened
 });
+// Escape puts the key field away as "Keep the current key" does, where there is a key to keep.
+$("#key-section").addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && !$("#key-cancel").hidden) { ev.preventDefault(); $("#key-cancel").click(); }
+});
 
 async function ready() {
   const [, jobs] = await Promise.all([loadModels(), loadHistory()]);
