@@ -758,6 +758,10 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     expect(page.get_by_test_id("submit-hint")).to_have_text("Pick at least one stem.")
     # A sound no installed model separates: the page says what can be separated instead.
     page.get_by_label("Describe a sound").check()
+    # What can be separated is said with the field, not only printed under it.
+    expect(page.get_by_test_id("prompt")).to_have_accessible_description(
+        re.compile(r"^This server can separate: .*vocals")
+    )
     page.get_by_test_id("prompt").fill("a kazoo solo")
     page.get_by_test_id("submit").click()
     said = page.locator("#job-form").get_by_test_id("error")
