@@ -740,11 +740,16 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     error = page.locator("#drop").get_by_test_id("error")
     expect(error).to_have_text(re.compile(r"can't be (read as audio|separated)"), timeout=30_000)
     assert "INVALID_AUDIO" not in error.inner_text() and "UNSUPPORTED" not in error.inner_text()
+    # It belongs to the file picker: back on it, a screen reader hears the file was refused.
+    picker = page.get_by_test_id("upload-input")
+    expect(picker).to_have_attribute("aria-invalid", "true")
+    expect(picker).to_have_accessible_description(re.compile(r"can't be (read as audio|separated)"))
     expect(page.get_by_test_id("upload-progress")).to_be_hidden()  # no full bar beside it
     expect(page.get_by_test_id("submit")).to_be_disabled()
     shot(page, "bad-file")
     upload(page, audio[0])
     expect(error).to_be_hidden()
+    expect(picker).not_to_have_attribute("aria-invalid", "true")
     expect(page.get_by_test_id("submit")).to_be_enabled()
     # Nothing ticked is nothing to do: Separate says so instead of running the whole model.
     for chip in page.locator("#stem-choices input").all():
@@ -753,6 +758,10 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     expect(page.get_by_test_id("submit-hint")).to_have_text("Pick at least one stem.")
     # A sound no installed model separates: the page says what can be separated instead.
     page.get_by_label("Describe a sound").check()
+    # What can be separated is said with the field, not only printed under it.
+    expect(page.get_by_test_id("prompt")).to_have_accessible_description(
+        re.compile(r"^This server can separate: .*vocals")
+    )
     page.get_by_test_id("prompt").fill("a kazoo solo")
     page.get_by_test_id("submit").click()
     said = page.locator("#job-form").get_by_test_id("error")
@@ -954,6 +963,40 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     song = page.get_by_test_id("history-item").first.locator(".song")
     expect(song).to_have_attribute("title", f"{SONG}.wav")  # cut short, it shows on hover
     shot(page, "phone-zoom-200", full_page=False)
+
+
+def test_on_a_phone_a_long_song_name_shows_whole_in_the_list(phone: Page, server: Server) -> None:
+    """A long name was cut to one line ("Fleetwood Mac - Rumo…"), whole only in a tooltip a
+    finger cannot show: on a phone an album's songs all read the same in the list."""
+    page = phone
+    names = [
+        f"Fleetwood Mac - Rumours (2004 Remaster) - 0{n} {song}.flac"
+        for n, song in ((1, "Second Hand News"), (2, "Dreams"))
+    ]
+    jobs = [
+        {
+            "request_id": f"req_long{i}",
+            "status": "COMPLETED",
+            "file_name": name,
+            "duration": 180,
+            "stems": ["vocals", "accompaniment"],
+            "engine_model": "spleeter-2stems",
+            "created_at": "2026-01-02T03:04:05Z",
+        }
+        for i, name in enumerate(names)
+    ]
+    page.route(
+        re.compile(r"/v1/queue/requests\?limit="),
+        lambda route: route.fulfill(json={"data": jobs, "has_more": False}),
+    )
+    open_page(page, server)
+    songs = page.locator("#history-list .song")
+    expect(songs).to_have_text(names)
+    for song in songs.all():  # every letter on screen: none hidden behind an ellipsis
+        assert song.evaluate(
+            "el => el.scrollWidth <= el.clientWidth && el.scrollHeight <= el.clientHeight"
+        ), song.text_content()
+    no_sideways_scroll(page)
 
 
 def test_the_page_follows_the_systems_light_or_dark_setting(
@@ -1179,6 +1222,66 @@ def test_turning_the_loop_off_goes_on_from_where_it_is_heard(
     assert page.evaluate("() => window.demixerMixer.offset") < 1
 
 
+def test_a_key_held_down_toggles_play_and_loop_once(
+    page: Page, server: Server, finished: str
+) -> None:
+    """Space or L held a moment too long (a tremor, a slow release) repeats: each repeat
+    toggled again, so the song stuttered between play and pause and the loop flipped on and
+    off, left at chance when the key came up."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    page.locator("#mixer-title").focus()
+    for key in ("Space", "l"):
+        page.keyboard.down(key)
+        page.keyboard.down(key)  # the key's repeat, as the system sends it while held
+        page.keyboard.up(key)
+    assert page.evaluate("demixerMixer.playing") is True
+    expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "true")
+
+
+def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
+    page: Page, server: Server, finished: str
+) -> None:
+    """A 1366 px laptop screen at 200 % zoom is a 683 px window: there the mixer kept its
+    one-line rows, whose name, volume and buttons left the waveforms and the Position slider
+    95 px (53 px at 641 px), against 276 px on a 320 px phone. In every window the waveforms
+    and the Position slider are at least as wide as on that phone."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    widths = {}
+    for width in (641, 683, 768, 879, 880, 1024):
+        page.set_viewport_size({"width": width, "height": 800})
+        widths[width] = page.evaluate(
+            "() => ['#stems .wave', '#position', '#ruler'].map("
+            "(css) => Math.round(document.querySelector(css).getBoundingClientRect().width))"
+        )
+    narrow = {width: w for width, w in widths.items() if min(w) < 276}
+    assert not narrow, narrow
+
+
+def test_the_text_follows_the_browsers_font_size(page: Page, server: Server, finished: str) -> None:
+    """Text set larger in the browser (Chrome: Settings, Appearance, Font size: very large, 24
+    px) made the headings and buttons larger but left the page's own text (a model's words,
+    the stems' and songs' names, errors) at 16 px, smaller than the small print beside it; and
+    the mixer kept its one-line rows, the waveforms 172 px wide in a 1366 px window."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Page.enable")
+    cdp.send("Page.setFontSizes", {"fontSizes": {"standard": 24, "fixed": 20}})
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    sizes = page.evaluate(
+        "() => ['body', '#model-info p', '#stems .name', '#history-list .song'].map("
+        "(css) => parseFloat(getComputedStyle(document.querySelector(css)).fontSize))"
+    )
+    assert sizes == [24, 24, 24, 24], sizes
+    wave = page.locator("#stems .wave").first.bounding_box()
+    assert wave is not None and wave["width"] >= 1.5 * 276, wave  # a 320 px phone's, larger
+    no_sideways_scroll(page)
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
@@ -1345,6 +1448,9 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     key.fill("dmx_wrong")
     page.get_by_role("button", name="Use key").click()
     expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
+    # The error belongs to the field: back in it, a screen reader hears it is invalid, and why.
+    expect(key).to_have_attribute("aria-invalid", "true")
+    expect(key).to_have_accessible_description(re.compile(r"^This key isn't valid"))
     # Its placeholder, its edge and the error are readable on the card, in either theme.
     readable(key, 4.5, pseudo="::placeholder")
     readable(key, 3, "border-top-color")
@@ -1365,6 +1471,13 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     expect(page.locator("#key-form").get_by_test_id("error")).to_contain_text("isn't valid")
     page.get_by_test_id("key-cancel").click()
     expect(page.locator("#key-section")).to_be_hidden()
+    expect(key).not_to_have_attribute("aria-invalid", "true")  # the error went with it
+    # Escape puts it away too, back where it was opened.
+    page.locator("#switch-key").click()
+    focused(page, "api-key")
+    page.keyboard.press("Escape")
+    expect(page.locator("#key-section")).to_be_hidden()
+    focused(page, "switch-key")
     focused(page, "switch-key")  # back where it was opened
     with page.expect_response(re.compile(r"/v1/queue/requests\?limit=")) as listed:
         page.get_by_role("button", name="Refresh").click()

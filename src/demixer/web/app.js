@@ -14,13 +14,28 @@ function errorFor(el) {
   const section = el.closest("form, .drop, section");
   return $(":scope > [data-testid=error]", section) || $("[data-testid=error]", section);
 }
+// A field that names its error box in aria-describedby (the key, the file picker) is marked
+// invalid while the box says something: a screen reader says so, with the error, whenever the
+// focus comes back to the field, not only once when the error appears.
+function markInvalid(box, invalid) {
+  if (!box?.id) return;
+  for (const field of document.querySelectorAll(`[aria-describedby~="${box.id}"]`)) {
+    if (invalid) field.setAttribute("aria-invalid", "true");
+    else field.removeAttribute("aria-invalid");
+  }
+}
 function showError(el, err) {
   const box = errorFor(el);
   const text = err instanceof Error ? err.message : String(err);
   if (box) box.textContent = text;
+  markInvalid(box, true);
   console.warn(err?.code || "", text);
 }
-function clearError(el) { const box = errorFor(el); if (box) box.textContent = ""; }
+function clearError(el) {
+  const box = errorFor(el);
+  if (box) box.textContent = "";
+  markInvalid(box, false);
+}
 // Text set only when it changes: a live region says it again at every write, even the same words.
 function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
 // Whether the focus is in el; whether it is on nothing (the body: what had it went away).
@@ -87,6 +102,10 @@ $("#key-cancel").addEventListener("click", () => {
   clearError($("#key-form"));
   $("#key-section").hidden = true;
   $("#switch-key").focus(); // back where it was opened
+});
+// Escape puts the key field away as "Keep the current key" does, where there is a key to keep.
+$("#key-section").addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && !$("#key-cancel").hidden) { ev.preventDefault(); $("#key-cancel").click(); }
 });
 
 async function ready() {
@@ -548,7 +567,8 @@ function historyItem(job, looks, kept) {
   li.dataset.looks = looks;
   const text = document.createElement("span");
   text.className = "what";
-  // A long name is cut short on screen: the whole of it shows on hover.
+  // A long name is cut short on screen where a pointer hovers: the whole of it shows on hover
+  // (where nothing hovers, app.css lets it wrap).
   const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song });
   const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
   const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");

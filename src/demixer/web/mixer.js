@@ -437,6 +437,10 @@ const inMixer = (ev) => [document.body, document.documentElement].includes(ev.ta
 document.addEventListener("keydown", (ev) => {
   if (!listening() || !inMixer(ev) || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
   if (ev.key === " " && control(ev)) return;
+  // A held key repeats. Space and L toggle once per press, as a button does: each repeat
+  // toggled again, so a key held a moment too long (a tremor, a slow release) left the song
+  // playing or the loop on by chance. A held arrow goes on seeking.
+  if (ev.repeat && [" ", "l", "L"].includes(ev.key)) { ev.preventDefault(); return; }
   const tag = ev.target.tagName;
   if (ev.key === " ") { ev.preventDefault(); toggle(); }
   else if (ev.key === "ArrowRight" && tag !== "INPUT") { ev.preventDefault(); seek(position() + 5); }
