@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -439,6 +440,33 @@ def _env() -> dict[str, str]:
 
 def tempdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"demixer-bench-{prefix}-")
+
+
+MIGRATIONS = Path("demixer") / "service" / "migrations" / "versions"
+
+
+def baseline_src(rev: str, cache: Path = CACHE) -> Path:
+    """``src`` of commit ``rev`` (extracted once into ``cache``), with this tree's migrations
+    that ``rev`` does not have: a *before* to measure against this tree.
+
+    The *before* server runs on a database this tree made and migrated, and every ``serve``
+    migrates at start: without the later revision files its Alembic stops at "Can't locate
+    revision" and the server exits. With them its head is the database's revision, so it
+    changes nothing. The old code then runs on the newer schema, which works while the later
+    migrations only add or widen what it reads and writes.
+    """
+    out = cache / f"api-baseline-{rev}"
+    if not (out / "src" / "demixer").is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    versions = out / "src" / MIGRATIONS
+    for migration in (ROOT / "src" / MIGRATIONS).glob("*.py"):
+        if not (versions / migration.name).is_file():
+            shutil.copyfile(migration, versions / migration.name)
+    return out / "src"
 
 
 # --- metrics ------------------------------------------------------------------------------
