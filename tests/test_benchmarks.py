@@ -5,7 +5,9 @@ Only what takes a second or two: the benchmarks themselves take minutes.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,46 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402  (benchmarks/common.py, found through the path above)
+
+# Every script a reader runs (RESULTS.md and README name them), and whether it needs psutil,
+# which only benchmarks/requirements.txt installs (run_all.py installs it for `make bench`).
+ENTRY_POINTS = {
+    "run_all": False,
+    "quality": False,
+    "cascade_quality": False,
+    "speed": False,
+    "memory": True,
+    "service": True,
+    "scale": True,
+    "api_speed": True,
+    "msst_speed": False,
+    "arch_speed": False,
+    "mdx_net": False,
+    "recipes": False,
+    "gpu_check": False,
+}
+
+
+def test_every_benchmark_script_is_listed() -> None:
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"common"}
+    assert scripts == set(ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("script", list(ENTRY_POINTS))
+def test_benchmark_answers_help(
+    script: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--help`` imports the script (demixer's names it uses, its own modules) and prints its
+    options, without measuring anything or touching RESULTS.md."""
+    if ENTRY_POINTS[script] and importlib.util.find_spec("psutil") is None:
+        pytest.skip("psutil (benchmarks/requirements.txt) is not installed")
+    path = ROOT / "benchmarks" / f"{script}.py"
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(path), run_name="__main__")
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: ")
+
 
 # api_speed.py's BASELINE, the commit its *before* server runs (api_speed itself is not imported
 # here: it needs psutil, one of the benchmarks' own requirements).
