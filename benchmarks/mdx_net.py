@@ -300,6 +300,8 @@ def write(raw: dict[str, Any]) -> None:
 {common.pip_version(common.MAIN_PY, "onnxruntime")}, audio-separator \
 {common.pip_version(common.MAIN_PY, "audio-separator")}.*
 
+*Reproduce: `.venv/bin/python benchmarks/mdx_net.py` (not part of `make bench`).*
+
 {(__doc__ or "").split("Run:")[0].strip()}
 
 ### Speed: {speed["seconds"]:.0f} s of music (the MUSDB excerpt looped), Kim_Vocal_2-sized stand-in

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -89,3 +90,14 @@ def test_api_speed_baseline_starts_on_a_database_this_tree_made(tmp_path: Path) 
         timeout=60,
     )
     assert old.returncode == 0, old.stderr[-600:]
+
+
+def test_results_say_make_bench_only_for_what_it_runs() -> None:
+    """A section that tells the reader `make bench` reproduces it names a script run_all.py
+    runs; the others say how they are run instead."""
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text("utf-8")
+    claim = r"`make bench` \(everything\) or `\.venv/bin/python benchmarks/(\w+)\.py`"
+    named = re.findall(claim, results)
+    assert named and set(named) <= set(common.MAKE_BENCH)
+    assert "not part of `make bench`" in common.header("msst_speed.py", "msst")
+    assert "`make bench` (everything)" in common.header("quality.py")
