@@ -7,7 +7,7 @@ STAMP := $(VENV)/.demixer-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck unit bench clean chromium test-servers image-tools test-image
+.PHONY: install run test lint typecheck unit bench bench-tools clean chromium test-servers image-tools test-image
 
 $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -110,7 +110,13 @@ image-tools: install
 test-image: image-tools test-servers
 	$(BIN)/pytest -m image tests/image --timeout 3600 -p no:cacheprovider --durations=10
 
-bench: install
+# The benchmarks' load generator: scale.py and api_speed.py run Debian's wrk (service.py falls
+# back to a slower Python one without it); their PostgreSQL and S3 servers are test-servers'.
+bench-tools:
+	command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
+
+bench: install test-servers bench-tools
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -12,9 +12,10 @@ Per stack (``sqlite``: SQLite + local storage; ``pg``: Debian's PostgreSQL from
    the limit out of reach: ``DEMIXER_RATE_LIMIT_PER_MINUTE=1000000000``; access log on, as
    ``serve`` runs): *after*, this tree; *before*, the ``--baseline`` commit's ``src`` (default:
    the commit this work started from) with uvicorn's pure-Python loop and parser (uvloop and
-   httptools were not dependencies then: they are hidden from it); *after, asyncio + h11*: this
-   tree without them (what they bring). Floors on the same uvicorn (uvloop, httptools, access log
-   on): a FastAPI app with one async route answering a constant JSON, and a bare ASGI app.
+   httptools were not dependencies then: they are hidden from it); *after, asyncio*: this tree
+   without uvloop (what it brings; httptools cannot be left out, the server's protocol is built
+   on it). Floors on the same uvicorn (uvloop, httptools, access log on): a FastAPI app with
+   one async route answering a constant JSON, and a bare ASGI app.
    ``wrk -t1 -c8`` per run, each server pinned to CPU 0 and wrk (and PostgreSQL) to CPU 1 with
    ``taskset`` when the machine has two CPUs or more; the variants alternate within each round;
    medians over ``--rounds``. *server µs/request*: CPU time of the server process (all threads)
@@ -106,24 +107,13 @@ def pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if PINNED else []
 
 
-def baseline_src(rev: str) -> Path:
-    """``src`` of commit ``rev`` (extracted once into .cache)."""
-    out = common.CACHE / f"api-baseline-{rev}"
-    if not (out / "src" / "demixer").is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "archive", rev, "src"], cwd=common.ROOT, capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    return out / "src"
-
-
-def no_fast_io() -> Path:
-    """A directory whose ``uvloop`` and ``httptools`` fail to import: uvicorn then runs its
-    asyncio loop and h11 parser, as before they were dependencies."""
-    out = common.CACHE / "api-no-fast-io"
+def no_fast_io(names: tuple[str, ...] = ("uvloop", "httptools")) -> Path:
+    """A directory whose modules ``names`` fail to import, put first on a server's path: without
+    ``uvloop`` uvicorn runs asyncio's loop, without ``httptools`` its h11 parser, as before they
+    were dependencies."""
+    out = common.CACHE / f"api-no-{'-'.join(names)}"
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("uvloop", "httptools"):
+    for name in names:
         (out / f"{name}.py").write_text(f"raise ImportError('{name} hidden by the benchmark')\n")
     return out
 
@@ -616,10 +606,14 @@ def run_stack(name: str, stack: dict[str, str], args: Any, floors: dict[str, Pro
         print(f"[{name}] jobs through each protocol", flush=True)
         jobs = make_jobs(data, server_env(stack), work)
         res["jobs"] = jobs
-        here, old = [], [no_fast_io(), baseline_src(args.baseline)]
+        variants: list[tuple[str, list[Path]]] = [("after", [])]
+        if not args.no_before:  # the baseline's server only where something measures it
+            variants.append(("before", [no_fast_io(), common.baseline_src(args.baseline)]))
+        # httptools stays: this tree's HTTP protocol (server/protocol.py) is built on it.
+        variants.append(("after-asyncio", [no_fast_io(("uvloop",))]))
         procs: dict[str, Proc] = {}
         try:
-            for variant, path in (("after", here), ("before", old), ("after-h11", [no_fast_io()])):
+            for variant, path in variants:
                 port = free_port()
                 env = server_env(stack, path)
                 procs[variant] = Proc(
@@ -628,7 +622,8 @@ def run_stack(name: str, stack: dict[str, str], args: Any, floors: dict[str, Pro
             eps = endpoints(jobs)
             plan: list[tuple[str, str]] = [("after", e) for e in eps]
             plan += [("before", e) for e in eps] if not args.no_before else []
-            plan += [("after-h11", "status"), ("floor", "floor-fastapi"), ("floor", "floor-bare")]
+            plan += [("after-asyncio", "status")]
+            plan += [("floor", "floor-fastapi"), ("floor", "floor-bare")]
             runs: dict[str, list[dict[str, Any]]] = {}
 
             def target(variant: str, endpoint: str) -> tuple[Proc, str, dict[str, str]]:
@@ -665,7 +660,7 @@ def run_stack(name: str, stack: dict[str, str], args: Any, floors: dict[str, Pro
                 )
                 if pg is not None:
                     res["sse_pg"] = {}
-                    for v in ("before", "after"):
+                    for v in [v for v in ("before", "after") if v in procs]:
                         count = partial(pg_transactions, *pg)
                         res["sse_pg"][v] = sse_run(
                             procs[v].url, jobs["key"], queued, args.streams, args.sse_seconds, count
@@ -674,8 +669,9 @@ def run_stack(name: str, stack: dict[str, str], args: Any, floors: dict[str, Pro
                 print(f"[{name}] upload", flush=True)
                 wav = big_wav()
                 ups: dict[str, list[dict[str, Any]]] = {}
+                uploaded = ["floor", *[v for v in ("before", "after") if v in procs]]
                 for _ in range(args.upload_rounds):
-                    for variant in ("floor", "before", "after"):
+                    for variant in uploaded:
                         target = floors["bare"] if variant == "floor" else procs[variant]
                         key = None if variant == "floor" else jobs["key"]
                         ups.setdefault(variant, []).append(upload(target, wav, key))
@@ -824,7 +820,7 @@ def render(results: dict[str, Any], args: Any) -> str:
         for key, what in (
             ("floor/floor-bare", LABELS["floor-bare"]),
             ("floor/floor-fastapi", LABELS["floor-fastapi"]),
-            ("after-h11/status", "status, this tree on asyncio + h11 (no uvloop, no httptools)"),
+            ("after-asyncio/status", "status, this tree on asyncio's loop (no uvloop)"),
             ("after/status@1", "status, 1 connection"),
             ("after/status", "status, 8 connections"),
             ("after/status@32", "status, 32 connections"),

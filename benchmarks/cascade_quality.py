@@ -17,14 +17,16 @@ Tables written:
 Run from the repository root (``demixer`` importable, e.g. ``pip install -e .`` or
 ``PYTHONPATH=src``)::
 
-    python benchmarks/cascade_quality.py
+    python benchmarks/cascade_quality.py [--no-write]
 
 It prints the tables and writes them into ``benchmarks/RESULTS.md`` between
-``<!-- cascade:start -->`` and ``<!-- cascade:end -->``, leaving the rest of the file alone.
+``<!-- cascade:start -->`` and ``<!-- cascade:end -->``, leaving the rest of the file alone
+(``--no-write``: print only).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import platform
@@ -36,6 +38,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+import common
 from demixer.errors import ModelUnavailable
 from demixer.models.dsp import DEFAULT_PARAMS, SplitParams, split_accompaniment
 from demixer.models.loading import load_backend
@@ -148,6 +151,7 @@ def measure() -> str:
     lines = [
         "## cascade-4stems (`benchmarks/cascade_quality.py`)",
         "",
+        common.header("cascade_quality.py", reference="stempeg"),
         f"Ground truth: MUSDB18 excerpt `{EXCERPT}` from stempeg ({s['mix'].shape[1] / rate:.1f} s,"
         f" {rate} Hz stereo). Plain SDR in dB over both channels, `10 log10(|s|²/|s-ŝ|²)`"
         " (no BSS-eval projection). Higher is better; 0 dB is what a silent stem scores.",
@@ -223,11 +227,15 @@ def write_section(section: str, path: Path = RESULTS) -> None:
     os.replace(tmp, path)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    args = ap.parse_args(argv)
     section = measure()
     print(section)
-    write_section(section)
-    print(f"\nwritten to {RESULTS}")
+    if not args.no_write:
+        write_section(section)
+        print(f"\nwritten to {RESULTS}")
 
 
 if __name__ == "__main__":

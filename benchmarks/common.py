@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -441,6 +442,33 @@ def tempdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"demixer-bench-{prefix}-")
 
 
+MIGRATIONS = Path("demixer") / "service" / "migrations" / "versions"
+
+
+def baseline_src(rev: str, cache: Path = CACHE) -> Path:
+    """``src`` of commit ``rev`` (extracted once into ``cache``), with this tree's migrations
+    that ``rev`` does not have: a *before* to measure against this tree.
+
+    The *before* server runs on a database this tree made and migrated, and every ``serve``
+    migrates at start: without the later revision files its Alembic stops at "Can't locate
+    revision" and the server exits. With them its head is the database's revision, so it
+    changes nothing. The old code then runs on the newer schema, which works while the later
+    migrations only add or widen what it reads and writes.
+    """
+    out = cache / f"api-baseline-{rev}"
+    if not (out / "src" / "demixer").is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    versions = out / "src" / MIGRATIONS
+    for migration in (ROOT / "src" / MIGRATIONS).glob("*.py"):
+        if not (versions / migration.name).is_file():
+            shutil.copyfile(migration, versions / migration.name)
+    return out / "src"
+
+
 # --- metrics ------------------------------------------------------------------------------
 
 
@@ -583,14 +611,23 @@ def git_rev() -> str:
     return proc.stdout.strip() or "?"
 
 
-def header(script: str, reference: str | None = None) -> str:
+#: The scripts ``make bench`` (run_all.py) runs, in this order; the others are run by hand.
+MAKE_BENCH = ("quality", "cascade_quality", "speed", "memory", "service", "scale", "api_speed")
+
+
+def header(script: str, reference: str | None = None, command: str | None = None) -> str:
     """The date / machine / versions / how-to-reproduce lines every section starts with
-    (``reference``: see :func:`versions`)."""
+    (``reference``: see :func:`versions`; ``command``: how to reproduce the section, where
+    running ``script`` alone does not write it)."""
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    command = command or f"`.venv/bin/python benchmarks/{script}`"
+    if script.removesuffix(".py") in MAKE_BENCH:
+        reproduce = f"`make bench` (everything) or {command} (this section only)"
+    else:
+        reproduce = f"{command} (not part of `make bench`)"
     return (
         f"*{now}; commit {git_rev()}; {machine()}.*  \n*Versions: {versions(reference)}.*  \n"
-        f"*Reproduce: `make bench` (everything) or `.venv/bin/python benchmarks/{script}` "
-        "(this section only).*\n"
+        f"*Reproduce: {reproduce}.*\n"
     )
 
 
@@ -618,8 +655,10 @@ Each system runs as a subprocess in its own venv (runners in `benchmarks/peers/`
 float32 wav files through a temp dir. `benchmarks/setup_peers.sh` builds the peer venvs with
 pinned versions from PyPI only; `make bench` (= `.venv/bin/python benchmarks/run_all.py`) installs
 `benchmarks/requirements.txt` into the project venv, runs `setup_peers.sh`, then `quality.py`,
-`speed.py` and `memory.py`; each script rewrites only its own section of this file. The machine
-is shared with other work: speed and memory runs wait for it to idle and say how busy it was.
+`cascade_quality.py`, `speed.py`, `memory.py`, `service.py`, `scale.py` and `api_speed.py`
+(`msst_speed.py`, `arch_speed.py`, `mdx_net.py`, `recipes.py` and `gpu_check.py` are run by
+hand); each script rewrites only its own section of this file. The machine is shared with other
+work: speed and memory runs wait for it to idle and say how busy it was.
 """
 
 SECTIONS = ["spleeter-suite", "quality", "speed", "memory"]

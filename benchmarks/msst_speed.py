@@ -428,7 +428,12 @@ def render(speed_runs: list[dict[str, Any]], memory_json: dict[str, Any] | None)
     labels = [label for label, _ in present]
     title = "## MSST models: " + " and ".join(filter(None, [", ".join(labels[:-1]), labels[-1]]))
     title += common.KIND_TITLES[kind]
-    out = [title, "", common.header("msst_speed.py", "msst")]
+    # A run measures one input length into .cache; --render writes the section from them all.
+    runs_then_render = (
+        "the run named under each input below, then "
+        "`.venv/bin/python benchmarks/msst_speed.py --render`"
+    )
+    out = [title, "", common.header("msst_speed.py", "msst", command=runs_then_render)]
     if kind == common.AVX512_BF16:
         out.append(
             "This CPU computes bf16 natively in AVX-512 (AVX512-BF16) but has no AMX tiles, as "

