@@ -35,6 +35,7 @@ from msst.utils.settings import get_model_from_config
 
 from demixer.audio import OutputFormat
 from demixer.engine import Separator
+from demixer.errors import InvalidModelConfig
 from demixer.models.arch import build_model
 from demixer.models.arch.mel_band_roformer import mel_filterbank
 from demixer.models.msst.checkpoint import load_weights
@@ -121,6 +122,32 @@ def test_network_equals_msst(case: str) -> None:
     assert got.shape == expected.shape
     assert float(expected.abs().max()) > 1e-2  # a real signal, not a silent one
     assert float((got - expected).abs().max()) <= 1e-5
+
+
+def test_a_bs_roformer_naming_no_window_runs_the_references_2048_sample_one() -> None:
+    """MSST's ``stft_win_length`` defaults to 2048 whatever ``stft_n_fft`` is; demixer took
+    ``stft_n_fft`` (4096 here), and the stems of such a user's model were another network's."""
+    config, _ = shrunk("viperx-bs-1297", stft_n_fft=4096)
+    model = dict(config["model"])
+    del model["stft_win_length"]
+    # the viperx layout, each band twice as wide, and the 2049th bin alone
+    model["freqs_per_bands"] = (*(2 * f for f in model["freqs_per_bands"][:-1]), 256, 1)
+    reference = randomise(BSRoformer(**model))
+    ours = build_model("bs_roformer", model, config["audio"], ["vocals"], None)
+    load_weights(ours, reference.state_dict(), checkpoint="msst", config="no window")
+    x = torch.from_numpy(music(512 * 24 + 123)[None])
+    with torch.inference_mode():
+        expected = reference(x)
+        got = ours(x)
+    assert float((got - expected).abs().max()) <= 1e-5
+    # With a smaller frame the default window cannot fit: MSST fails in torch's STFT.
+    model.update(stft_n_fft=1024, freqs_per_bands=(256, 257))
+    with pytest.raises(InvalidModelConfig) as refused:
+        build_model("bs_roformer", model, config["audio"], ["vocals"], None)
+    assert str(refused.value) == (
+        "bs_roformer: model.stft_win_length 2048 (the reference's default) exceeds "
+        "model.stft_n_fft 1024: the window must fit in the frame"
+    )
 
 
 @pytest.mark.parametrize(

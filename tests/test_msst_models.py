@@ -483,7 +483,7 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
 # `separate --arch` refuse them at once: file, key and why, in one line.
 _UNRUNNABLE = [
     ("bs", {"model.stft_hop_length": 4096}, "bs_roformer: model.stft_hop_length 4096 exceeds "
-     "the window (2048 samples, model.stft_win_length or stft_n_fft): frames would leave gaps "
+     "the window (2048 samples, model.stft_win_length): frames would leave gaps "
      "that no inverse STFT can fill"),
     ("mel", {"model.stft_win_length": 4096}, "mel_band_roformer: model.stft_win_length 4096 "
      "exceeds model.stft_n_fft 2048: the window must fit in the frame"),

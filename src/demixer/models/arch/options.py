@@ -120,17 +120,20 @@ class RoformerOptions:
         if "dim" not in model or "depth" not in model:
             raise InvalidModelConfig(f"{arch}: model.dim and model.depth are required")
         n_fft = _int(model, "stft_n_fft", 2048, 2)
-        win_length = _int(model, "stft_win_length", n_fft)
+        # The reference's window defaults to 2048 samples whatever stft_n_fft is (not to
+        # n_fft): a config of n_fft 4096 that names no window runs a 2048-sample one there.
+        win_length = _int(model, "stft_win_length", 2048)
         if win_length > n_fft:  # torch's STFT takes no window longer than its frame
+            given = "" if "stft_win_length" in model else " (the reference's default)"
             raise InvalidModelConfig(
-                f"{arch}: model.stft_win_length {win_length} exceeds model.stft_n_fft {n_fft}: "
-                "the window must fit in the frame"
+                f"{arch}: model.stft_win_length {win_length}{given} exceeds model.stft_n_fft "
+                f"{n_fft}: the window must fit in the frame"
             )
         hop = _int(model, "stft_hop_length", hop_length)
         if hop > win_length:
             raise InvalidModelConfig(
                 f"{arch}: model.stft_hop_length {hop} exceeds the window ({win_length} samples, "
-                "model.stft_win_length or stft_n_fft): frames would leave gaps that no inverse "
+                "model.stft_win_length): frames would leave gaps that no inverse "
                 "STFT can fill"
             )
         dim_head = _int(model, "dim_head", 64, 2)
