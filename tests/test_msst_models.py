@@ -479,8 +479,10 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
 
 # Configs no network can run, one value changed from a published config (shrunk). demixer
 # added each of them and then failed every job (MODEL_FAILED from torch's STFT, a shape error,
-# a stem count), or raised a bare traceback; MSST fails on them too. Now `models add` and
-# `separate --arch` refuse them at once: file, key and why, in one line.
+# a stem count), or raised a bare traceback; MSST fails on them too, but for mel bands that hold
+# no STFT bin, which it runs (an empty band's features are its bias alone) and demixer does not
+# (no published config has one). Now `models add` and `separate --arch` refuse them at once:
+# file, key and why, in one line.
 _UNRUNNABLE = [
     ("bs", {"model.stft_hop_length": 4096}, "bs_roformer: model.stft_hop_length 4096 exceeds "
      "the window (2048 samples, model.stft_win_length): frames would leave gaps "
