@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from demixer.models.arch.mel_band_roformer import mel_filterbank
 from demixer.models.msst.checkpoint import load_weights
 from demixer.models.msst.inference import Chunking, demix_stream
 from demixer.models.msst.user import open_files
+from demixer.models.precision import autocast
 from msst_support import music, randomise, shrunk, write_config
 
 REFERENCE = {"bs_roformer": BSRoformer, "mel_band_roformer": MelBandRoformer}
@@ -441,3 +443,22 @@ def test_demixer_precision_is_read_in_any_case_and_a_bad_one_is_one_error_line(
         assert (bad.returncode, bad.stdout) == (2, ""), (command, bad.stderr)
         assert bad.stderr == message + "bf16, fp16\n", command
     assert not (tmp_path / "b").exists()
+
+
+def test_fp32_on_cuda_computes_no_tf32_and_gives_the_processs_settings_back() -> None:
+    """cuDNN computes fp32 convolutions in TF32 unless told not to (MDX23C's and SCNet's),
+    and a process may allow it for matmuls: far past the 1e-4 fp32 stems keep from the
+    reference's. Checked on the settings, which need no GPU (none is lent to the tests)."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    try:
+        with autocast(torch.device("cuda"), "fp32"):
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+        with warnings.catch_warnings():  # "CUDA is not available": autocast stays off
+            warnings.simplefilter("ignore", UserWarning)
+            with autocast(torch.device("cuda"), "bf16"), autocast(torch.device("cpu"), "fp32"):
+                assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved

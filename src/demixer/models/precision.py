@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -74,7 +76,22 @@ def _native_on_cpu(precision: str) -> bool:
     return bool(probe())
 
 
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """``torch.autocast`` for a resolved ``precision`` (disabled for fp32)."""
+@contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """``torch.autocast`` for a resolved ``precision`` (disabled for fp32). On CUDA, fp32 is
+    fp32 throughout: cuDNN computes fp32 convolutions in TF32 (10 bits of mantissa) unless told
+    not to (relative errors near 1e-3 a product, where fp32's are near 1e-7: more than the 1e-4
+    that fp32 stems keep from the reference's), and matmuls too where the process allowed
+    TF32 for them; both are off meanwhile. (Not measured on a GPU here: none was lent.)"""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        if device.type != "cuda" or precision != "fp32":
+            yield
+            return
+        cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+        saved = cudnn.allow_tf32, matmul.allow_tf32
+        cudnn.allow_tf32 = matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,7 +252,7 @@ class SpleeterBackend:
         ratio = (y_v + EPS / 2) / (y_v + y_a + EPS)
         return ratio.mul_(1.0 - share).add_(average, alpha=share)
 
-    def _autocast(self) -> torch.autocast:
+    def _autocast(self) -> AbstractContextManager[None]:
         # Autocast (rather than casting the nets) keeps batch norm, activations and skips in
         # float32 around bf16 convolutions: the same speed here, and closer to fp32's SDR.
         return autocast(self.device, self.precision)
