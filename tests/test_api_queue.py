@@ -208,6 +208,22 @@ def test_a_url_of_a_host_alone_names_no_file_and_never_its_password(api: Api) ->
     assert JobParams.from_row(_params(api, request_id)).input_name == "audio"
 
 
+def test_a_url_path_in_percent_encoded_utf8_names_the_song_as_a_browser_shows_it(
+    api: Api,
+) -> None:
+    """A URL's path can only carry 米 or a space percent-encoded: the request and its stems
+    were called "%E7%B1%B3%E6%B4%A5%E7%8E%84%E5%B8%AB%20-%20Lemon_vocals.wav"."""
+    url = "https://cdn.example.com/music/%E7%B1%B3%E6%B4%A5%E7%8E%84%E5%B8%AB%20-%20Lemon.mp3?a=1"
+    r = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": url}})
+    assert r.status_code == 202, r.text
+    request_id = r.json()["request_id"]
+    assert api.get("/v1/queue/requests").json()["data"][0]["file_name"] == "米津玄師 - Lemon.mp3"
+    status = api.get(f"/v1/queue/requests/{request_id}/status").json()
+    assert status["file_name"] == "米津玄師 - Lemon.mp3"
+    # What the worker names the stems after (米津玄師 - Lemon_vocals.wav).
+    assert JobParams.from_row(_params(api, request_id)).input_name == "米津玄師 - Lemon.mp3"
+
+
 def test_a_number_or_boolean_given_as_another_type_is_refused_not_guessed(
     make_api: Callable[..., Api],
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -46,10 +46,12 @@ def input_name(raw: str) -> str:
 
 
 def url_file_name(url: str) -> str:
-    """The file name an ``audio_url`` names: its path's last segment (``""`` when it has
-    none). Never its query or fragment, nor its host, user name or password: a URL with no
-    path (``https://user:secret@cdn.example.com``) names no file."""
-    return urlsplit(url).path.rsplit("/", 1)[-1]
+    """The file name an ``audio_url`` names: its path's last segment, percent-decoded as UTF-8
+    (``%E7%B1%B3%20Lemon.mp3`` is ``米 Lemon.mp3``, as a browser shows it; bytes that are not
+    UTF-8 as U+FFFD), ``""`` when it has none. Never its query or fragment, nor its host, user
+    name or password: a URL with no path (``https://user:secret@cdn.example.com``) names no
+    file."""
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1], errors="replace")
 
 
 def output_name(track: str, stem: str, ext: str) -> str:
