@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from demixer.filemode import NAME_MAX
+
 __all__ = [
     "DEFAULT_TEMPLATE",
     "input_name",
@@ -55,8 +57,19 @@ def url_file_name(url: str) -> str:
 
 
 def output_name(track: str, stem: str, ext: str) -> str:
-    """The file name of ``stem`` of the song ``track`` (a file name without its extension)."""
-    return DEFAULT_TEMPLATE.format(track=track, stem=stem, ext=ext)
+    """The file name of ``stem`` of the song ``track`` (a file name without its extension),
+    ``track`` cut short at its end where the whole would be longer than the 255 bytes a file
+    system takes (:func:`_named`)."""
+    return _named(track, f"_{stem}.{ext}")
+
+
+def _named(track: str, tail: str) -> str:
+    """``track`` followed by ``tail`` (``_vocals.wav``), in at most :data:`NAME_MAX` bytes of
+    UTF-8: a song's name is a legal name of up to 255 bytes (85 characters of 米津玄師, 127 of
+    Cyrillic), and the one with its stem added can be too long to be written. Cut between
+    characters: half a UTF-8 character is a name macOS refuses."""
+    room = max(NAME_MAX - len(tail.encode()), 0)
+    return track.encode()[:room].decode("utf-8", "ignore") + tail
 
 
 def model_name(model_id: str) -> str:
@@ -68,10 +81,18 @@ def model_name(model_id: str) -> str:
 
 
 def renamed(file_name: str, track: str, new_track: str) -> str:
-    """``file_name``, named after ``track`` by :data:`DEFAULT_TEMPLATE`, named after
-    ``new_track`` instead (unchanged if it is not ``track``'s)."""
+    """``file_name``, named after ``track`` by :func:`output_name`, named after ``new_track``
+    instead (unchanged if it is not ``track``'s)."""
     if file_name.startswith(f"{track}_"):
-        return f"{new_track}_{file_name[len(track) + 1 :]}"
+        return _named(new_track, file_name[len(track) :])
+    # ``track`` cut short: its tail (``_vocals.wav``) starts at a "_" no later than where
+    # the two names part.
+    pairs = zip(file_name, track, strict=False)
+    same = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(file_name), len(track)))
+    for start in range(min(same, len(file_name) - 1), -1, -1):
+        tail = file_name[start:]
+        if tail.startswith("_") and _named(track, tail) == file_name:
+            return _named(new_track, tail)
     return file_name
 
 
