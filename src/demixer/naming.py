@@ -39,12 +39,14 @@ def input_name(raw: str) -> str:
     """The name a server job gives its input ``raw`` (an upload's file name, or a URL's last
     path segment), which its downloads are named after: a plain name, no folders (``\\`` is
     one too) or control characters, a hidden or dots-only name as ``audio``, at most its last
-    120 characters."""
+    120 characters and of those at most the last 255 bytes of UTF-8 (90 米 are 270): the
+    worker saves the input under this name, and a file system takes no longer one."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if c.isprintable()).strip()
     if not name.strip(".") or name.startswith("."):
         name = "audio" + PurePosixPath(name).suffix
-    return name[-120:]
+    # Cut between characters: half a UTF-8 character is a name macOS refuses.
+    return name[-120:].encode()[-NAME_MAX:].decode("utf-8", "ignore")
 
 
 def url_file_name(url: str) -> str:
