@@ -548,8 +548,9 @@ function historyItem(job, looks, kept) {
   li.dataset.looks = looks;
   const text = document.createElement("span");
   text.className = "what";
-  // A long name is cut short on screen: the whole of it shows on hover.
-  const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song });
+  // A long name is cut short on screen: the whole of it shows on hover. Its own direction
+  // (dir=auto): an Arabic or Hebrew name is cut at its end, not shown from the middle on.
+  const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song, dir: "auto" });
   const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
   const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
   const meta = Object.assign(document.createElement("span"), { className: "muted small", textContent: facts });
