@@ -165,6 +165,15 @@ def test_a_multipart_file_name_sent_as_dotnet_sends_it_is_the_songs_name(api: Ap
     assert r.json()["file_name"] == "Beyoncé - Déjà Vu.wav"
 
 
+def test_a_quote_in_a_multipart_file_name_is_a_quote(api: Api) -> None:
+    """Browsers, curl and httpx send '"' in a file name as %22: the song and its stems were
+    called 'Take %222%22 (live).wav'."""
+    wav = api.files.get("stereo.wav").path.read_bytes()
+    r = api.post("/v1/files", files={"file": ('Take "2" (live).wav', wav, "audio/wav")})
+    assert r.status_code == 201, r.text
+    assert r.json()["file_name"] == 'Take "2" (live).wav'
+
+
 def test_multipart_non_audio_is_422(api: Api) -> None:
     r = api.post(
         "/v1/files", files={"file": ("notes.wav", b"this is text, not audio" * 50, "audio/wav")}

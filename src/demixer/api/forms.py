@@ -132,7 +132,9 @@ class _Parser:
             codec = extended.group(1).decode()
             return self._checked(unquote_to_bytes(extended.group(2)).decode(codec, "replace"))
         if b"filename" in options:
-            return self._text(options[b"filename"])
+            # Browsers, curl and httpx send a '"' in a file name as %22 (the HTML standard's
+            # form encoding): the song 'Take "2".wav' is not called 'Take %222%22.wav'.
+            return self._text(options[b"filename"].replace(b"%22", b'"'))
         return None
 
     def on_headers_finished(self) -> None:
