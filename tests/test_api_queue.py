@@ -224,6 +224,18 @@ def test_a_url_path_in_percent_encoded_utf8_names_the_song_as_a_browser_shows_it
     assert JobParams.from_row(_params(api, request_id)).input_name == "米津玄師 - Lemon.mp3"
 
 
+def test_the_joiners_a_name_is_spelled_with_stay_in_its_stems_names(api: Api) -> None:
+    """The stems' names dropped every invisible character: Persian's zero-width non-joiner
+    (U+200C: "songs", آهنگ‌ها, joined into another spelling) and the joiner (U+200D) of an
+    emoji family (three people instead). A bidi override (U+202E) still goes."""
+    songs = "آهنگ\u200cهای من.wav"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    for uploaded, named in ((songs, songs), (f"{family} \u202etake.wav", f"{family} take.wav")):
+        request_id = api.queue_separate(api.upload(as_name=uploaded)).json()["request_id"]
+        # What the worker names the stems after.
+        assert JobParams.from_row(_params(api, request_id)).input_name == named
+
+
 def test_a_number_or_boolean_given_as_another_type_is_refused_not_guessed(
     make_api: Callable[..., Api],
 ) -> None:

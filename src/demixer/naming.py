@@ -33,6 +33,12 @@ _RESIDUAL_MAKER = "the input minus "
 # Characters Windows refuses in a file name (and SMB shares with it; ":" would even name an
 # NTFS alternate stream of another file, a silent loss).
 _NOT_PORTABLE = frozenset('<>:"/\\|?*')
+# Invisible, yet part of how a name is spelled: the zero-width non-joiner (U+200C) of
+# Persian, where "songs" is آهنگ, U+200C, ها (without it the letters join into another
+# spelling), and of Indic scripts; the joiner (U+200D) of emoji sequences (man, U+200D,
+# woman, U+200D, girl is one family, not three people). Other format characters go, the bidi
+# overrides above all.
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def input_name(raw: str) -> str:
@@ -42,7 +48,7 @@ def input_name(raw: str) -> str:
     120 characters and of those at most the last 255 bytes of UTF-8 (90 米 are 270): the
     worker saves the input under this name, and a file system takes no longer one."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip()
+    name = "".join(c for c in name if c.isprintable() or c in _JOINERS).strip()
     if not name.strip(".") or name.startswith("."):
         name = "audio" + PurePosixPath(name).suffix
     # Cut between characters: half a UTF-8 character is a name macOS refuses.
