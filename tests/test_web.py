@@ -1282,6 +1282,16 @@ def test_a_long_arabic_name_in_the_history_shows_its_beginning(page: Page, serve
     assert box[0] - 1 <= first[0] and first[1] <= box[1] + 1, (first, box)
 
 
+def test_a_long_emoji_name_downloads_as_whole_characters(page: Page, server: Server) -> None:
+    """The mix and the stems' zip are named after the song's first 100 characters: counted in
+    UTF-16 units, the cut went through an emoji's pair and the name ended in U+FFFD."""
+    open_page(page, server)
+    name = page.evaluate(
+        "async () => (await import('/web/words.js')).songName('a' + '🎸'.repeat(120) + '.wav')"
+    )
+    assert name == "a" + "🎸" * 99
+
+
 def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
     listed = httpx.get(
         server.base_url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"}
