@@ -222,6 +222,11 @@ def test_a_url_path_in_percent_encoded_utf8_names_the_song_as_a_browser_shows_it
     assert status["file_name"] == "米津玄師 - Lemon.mp3"
     # What the worker names the stems after (米津玄師 - Lemon_vocals.wav).
     assert JobParams.from_row(_params(api, request_id)).input_name == "米津玄師 - Lemon.mp3"
+    # Decoded, a %00 or %0A would be a control character in the name: left out.
+    url = "https://cdn.example.com/take%00%0A%1B2.mp3"
+    r = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": url}})
+    status = api.get(f"/v1/queue/requests/{r.json()['request_id']}/status").json()
+    assert status["file_name"] == "take2.mp3"
 
 
 def test_the_joiners_a_name_is_spelled_with_stay_in_its_stems_names(api: Api) -> None:

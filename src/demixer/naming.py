@@ -58,10 +58,11 @@ def input_name(raw: str) -> str:
 def url_file_name(url: str) -> str:
     """The file name an ``audio_url`` names: its path's last segment, percent-decoded as UTF-8
     (``%E7%B1%B3%20Lemon.mp3`` is ``米 Lemon.mp3``, as a browser shows it; bytes that are not
-    UTF-8 as U+FFFD), ``""`` when it has none. Never its query or fragment, nor its host, user
-    name or password: a URL with no path (``https://user:secret@cdn.example.com``) names no
-    file."""
-    return unquote(urlsplit(url).path.rsplit("/", 1)[-1], errors="replace")
+    UTF-8 as U+FFFD; control characters, ``%00`` or ``%0A``, left out), ``""`` when it has
+    none. Never its query or fragment, nor its host, user name or password: a URL with no path
+    (``https://user:secret@cdn.example.com``) names no file."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1], errors="replace")
+    return "".join(c for c in name if unicodedata.category(c) != "Cc")
 
 
 def output_name(track: str, stem: str, ext: str) -> str:
