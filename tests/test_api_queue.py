@@ -766,6 +766,19 @@ def test_a_stem_download_serves_one_byte_range_and_head(api: Api) -> None:
     assert api.send("HEAD", api.tampered(url)).status_code == 403
 
 
+def test_a_download_named_with_accents_is_named_without_them_for_curl(api: Api) -> None:
+    """``curl -OJ`` reads the header's ASCII ``filename`` (not ``filename*``): it saved
+    "Beyonc_ - D_j_ Vu_target.wav"; browsers read the UTF-8 one."""
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id, track="Beyoncé - Déjà Vu")
+    target = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]
+    disposition = api.fetch(target["url"]).headers["content-disposition"]
+    assert disposition == (
+        'attachment; filename="Beyonce - Deja Vu_target.wav"; '
+        "filename*=UTF-8''Beyonc%C3%A9%20-%20D%C3%A9j%C3%A0%20Vu_target.wav"
+    )
+
+
 def test_every_get_answers_head_with_its_status_and_headers_and_no_body(api: Api) -> None:
     """RFC 9110: a general-purpose server supports HEAD wherever it supports GET. FastAPI's
     routes named GET alone, so these all answered 405."""
