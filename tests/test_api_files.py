@@ -144,6 +144,36 @@ def test_multipart_upload(api: Api) -> None:
     assert _error(r, 400, "INVALID_REQUEST")["param"] == "file"
 
 
+def test_a_multipart_file_name_sent_as_dotnet_sends_it_is_the_songs_name(api: Api) -> None:
+    """.NET's HttpClient (and PowerShell) send a name that is not ASCII twice: ``filename`` as
+    a MIME encoded word, ``filename*`` in RFC 5987's form. The file, and so its stems, were
+    called "=?utf-8?B?...?="."""
+    wav = api.files.get("stereo.wav").path.read_bytes()
+    disposition = (
+        'form-data; name=file; filename="=?utf-8?B?QmV5b25jw6kgLSBEw6lqw6AgVnUud2F2?="; '
+        "filename*=utf-8''Beyonc%C3%A9%20-%20D%C3%A9j%C3%A0%20Vu.wav"
+    )
+    body = (
+        f"--b0\r\nContent-Disposition: {disposition}\r\nContent-Type: audio/wav\r\n\r\n".encode()
+        + wav
+        + b"\r\n--b0--\r\n"
+    )
+    r = api.post(
+        "/v1/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=b0"}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["file_name"] == "Beyoncé - Déjà Vu.wav"
+
+
+def test_a_quote_in_a_multipart_file_name_is_a_quote(api: Api) -> None:
+    """Browsers, curl and httpx send '"' in a file name as %22: the song and its stems were
+    called 'Take %222%22 (live).wav'."""
+    wav = api.files.get("stereo.wav").path.read_bytes()
+    r = api.post("/v1/files", files={"file": ('Take "2" (live).wav', wav, "audio/wav")})
+    assert r.status_code == 201, r.text
+    assert r.json()["file_name"] == 'Take "2" (live).wav'
+
+
 def test_multipart_non_audio_is_422(api: Api) -> None:
     r = api.post(
         "/v1/files", files={"file": ("notes.wav", b"this is text, not audio" * 50, "audio/wav")}

@@ -229,6 +229,39 @@ def test_a_url_of_a_host_alone_names_no_file_and_never_its_password(api: Api) ->
     assert JobParams.from_row(_params(api, request_id)).input_name == "audio"
 
 
+def test_a_url_path_in_percent_encoded_utf8_names_the_song_as_a_browser_shows_it(
+    api: Api,
+) -> None:
+    """A URL's path can only carry 米 or a space percent-encoded: the request and its stems
+    were called "%E7%B1%B3%E6%B4%A5%E7%8E%84%E5%B8%AB%20-%20Lemon_vocals.wav"."""
+    url = "https://cdn.example.com/music/%E7%B1%B3%E6%B4%A5%E7%8E%84%E5%B8%AB%20-%20Lemon.mp3?a=1"
+    r = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": url}})
+    assert r.status_code == 202, r.text
+    request_id = r.json()["request_id"]
+    assert api.get("/v1/queue/requests").json()["data"][0]["file_name"] == "米津玄師 - Lemon.mp3"
+    status = api.get(f"/v1/queue/requests/{request_id}/status").json()
+    assert status["file_name"] == "米津玄師 - Lemon.mp3"
+    # What the worker names the stems after (米津玄師 - Lemon_vocals.wav).
+    assert JobParams.from_row(_params(api, request_id)).input_name == "米津玄師 - Lemon.mp3"
+    # Decoded, a %00 or %0A would be a control character in the name: left out.
+    url = "https://cdn.example.com/take%00%0A%1B2.mp3"
+    r = api.post("/v1/queue/audio/stems", json={"input": {"audio_url": url}})
+    status = api.get(f"/v1/queue/requests/{r.json()['request_id']}/status").json()
+    assert status["file_name"] == "take2.mp3"
+
+
+def test_the_joiners_a_name_is_spelled_with_stay_in_its_stems_names(api: Api) -> None:
+    """The stems' names dropped every invisible character: Persian's zero-width non-joiner
+    (U+200C: "songs", آهنگ‌ها, joined into another spelling) and the joiner (U+200D) of an
+    emoji family (three people instead). A bidi override (U+202E) still goes."""
+    songs = "آهنگ\u200cهای من.wav"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    for uploaded, named in ((songs, songs), (f"{family} \u202etake.wav", f"{family} take.wav")):
+        request_id = api.queue_separate(api.upload(as_name=uploaded)).json()["request_id"]
+        # What the worker names the stems after.
+        assert JobParams.from_row(_params(api, request_id)).input_name == named
+
+
 def test_a_number_or_boolean_given_as_another_type_is_refused_not_guessed(
     make_api: Callable[..., Api],
 ) -> None:
@@ -774,6 +807,19 @@ def test_a_stem_download_serves_one_byte_range_and_head(api: Api) -> None:
     assert head.headers["content-type"] == "audio/wav"
     assert 'filename="song_target.wav"' in head.headers["content-disposition"]
     assert api.send("HEAD", api.tampered(url)).status_code == 403
+
+
+def test_a_download_named_with_accents_is_named_without_them_for_curl(api: Api) -> None:
+    """``curl -OJ`` reads the header's ASCII ``filename`` (not ``filename*``): it saved
+    "Beyonc_ - D_j_ Vu_target.wav"; browsers read the UTF-8 one."""
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id, track="Beyoncé - Déjà Vu")
+    target = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]
+    disposition = api.fetch(target["url"]).headers["content-disposition"]
+    assert disposition == (
+        'attachment; filename="Beyonce - Deja Vu_target.wav"; '
+        "filename*=UTF-8''Beyonc%C3%A9%20-%20D%C3%A9j%C3%A0%20Vu_target.wav"
+    )
 
 
 def test_every_get_answers_head_with_its_status_and_headers_and_no_body(api: Api) -> None:

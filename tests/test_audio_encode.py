@@ -493,6 +493,20 @@ def test_a_stem_name_near_the_file_name_limit_is_written(tmp_path: Path, rescale
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_stems_are_written_into_a_folder_whose_name_is_not_utf8(tmp_path: Path, fmt: str) -> None:
+    """`separate -o` an old Latin-1 folder 'Café': the song was separated, then writing its
+    stems ended the run in a UnicodeEncodeError traceback (soundfile encodes a path
+    strictly)."""
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/Caf\xe9"))
+    folder.mkdir()
+    paths = {"vocals": folder / f"A_vocals.{fmt}"}
+    with StemSetWriter(paths, 44100, 1, OutputFormat.parse(fmt, None), rescale=False) as w:
+        w.write({"vocals": tone(0.2, 44100, (440.0,))})
+        w.close()
+    assert sf.info(os.fsencode(paths["vocals"])).frames == 8820
+
+
 def test_a_read_only_disk_is_said_as_such_not_as_permissions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

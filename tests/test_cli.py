@@ -965,6 +965,25 @@ def test_file_names_that_are_not_utf8_or_hold_a_newline_are_separated(
     assert lines[0].startswith("Caf\ufffd.wav: ") and lines[3].startswith("two_lines.wav: ")
 
 
+def test_a_name_the_output_encoding_cannot_write_does_not_end_the_run(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """Output into a file on Windows (`> log.txt`) is cp1252, which has no 米: the song's
+    stems were written, then a UnicodeEncodeError traceback (exit 1) ended the run before any
+    next song. Its name is written with \\u escapes, as Python writes stderr."""
+    song = tmp_path / "米津玄師 - Lemon.wav"
+    shutil.copy(inputs["A"], song)
+    out = tmp_path / "out"
+    run = demixer("separate", song, "-o", out, model_dir=model_dir,
+                  env={"PYTHONIOENCODING": "cp1252"})  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0].startswith("\\u7c73\\u6d25\\u7384\\u5e2b - Lemon.wav: ")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "米津玄師 - Lemon_accompaniment.wav",
+        "米津玄師 - Lemon_vocals.wav",
+    ]
+
+
 def test_a_folder_run_again_does_not_separate_its_own_stems(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:

@@ -513,6 +513,23 @@ def test_remote_separate_names_the_stems_after_the_local_file_as_separate_does(
     )
 
 
+def test_remote_separate_of_a_song_whose_name_is_near_255_bytes_writes_its_stems(
+    server: Server, tmp_path: Path
+) -> None:
+    """120 é are 240 bytes, a legal name; with "_accompaniment.wav" 258, too long to write.
+    The server did the whole separation, then the download failed (exit 2, INVALID_OUTPUT
+    "File name too long"). The song's name is cut short at its end to fit."""
+    song = tmp_path / ("é" * 120 + ".wav")
+    sf.write(song, 0.1 * np.random.default_rng(3).standard_normal((RATE // 2, 2)), RATE)
+    out = tmp_path / "out"
+    done = remote(server, str(song), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "é" * 118 + "_accompaniment.wav",  # 254 bytes
+        "é" * 120 + "_vocals.wav",
+    ]
+
+
 def test_remote_separate_folds_surround_with_downmix(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:

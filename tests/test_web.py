@@ -1362,6 +1362,39 @@ def test_history_delete(page: Page, server: Server) -> None:
     expect(page.get_by_test_id("job")).to_be_hidden()
 
 
+def test_a_long_arabic_name_in_the_history_shows_its_beginning(page: Page, server: Server) -> None:
+    """A name too long for its line is cut short with "…": an Arabic one was laid out left to
+    right, so the cut took its beginning (read from the right) and the line began mid-word."""
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros((4410, 2), np.float32), RATE, format="WAV")
+    name = "البداية " + "أغنية " * 30 + "النهاية.wav"
+    client = server.client()
+    made = client.post("/v1/files", files={"file": (name, wav.getvalue(), "audio/wav")})
+    assert made.status_code == 201, made.text
+    job = {"input": {"file_id": made.json()["file_id"], "model": "spleeter-2stems"}}
+    assert client.post("/v1/queue/audio/stems", json=job).status_code == 202
+    open_page(page, server)
+    song = page.get_by_test_id("history-item").locator(".song", has_text="البداية")
+    expect(song).to_be_visible()
+    # Where the name's first word is drawn, against the box the line shows.
+    first, box = song.evaluate(
+        """el => { const r = document.createRange(); r.setStart(el.firstChild, 0);
+        r.setEnd(el.firstChild, 7); const a = r.getBoundingClientRect(),
+        b = el.getBoundingClientRect(); return [[a.left, a.right], [b.left, b.right]]; }"""
+    )
+    assert box[0] - 1 <= first[0] and first[1] <= box[1] + 1, (first, box)
+
+
+def test_a_long_emoji_name_downloads_as_whole_characters(page: Page, server: Server) -> None:
+    """The mix and the stems' zip are named after the song's first 100 characters: counted in
+    UTF-16 units, the cut went through an emoji's pair and the name ended in U+FFFD."""
+    open_page(page, server)
+    name = page.evaluate(
+        "async () => (await import('/web/words.js')).songName('a' + '🎸'.repeat(120) + '.wav')"
+    )
+    assert name == "a" + "🎸" * 99
+
+
 def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
     listed = httpx.get(
         server.base_url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"}

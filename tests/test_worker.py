@@ -22,6 +22,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -44,6 +45,7 @@ from demixer.service.worker.registry import missing_steps
 from demixer.settings import Settings
 from demixer.storage import LocalStorage
 from demixer.storage.s3 import S3Storage
+from local_origin import local_origin
 from worker_support import running, wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -527,6 +529,24 @@ def test_an_audio_url_s_password_and_signature_stay_out_of_its_error_log_and_web
     assert len(webhooks) == 1
     shown = [failed.error_message, *env.logs(job_id), *webhooks]
     assert [t for t in shown if re.search("s3cret|SIGVALUE|TOKVALUE", t)] == []
+
+
+def test_an_audio_url_named_in_over_255_bytes_of_utf8_is_separated(
+    shared: tuple[Env, Worker], music: Path
+) -> None:
+    """The worker saves a URL's audio under the name the URL gives: 90 米 are 270 bytes, more
+    than a file name takes, and the job failed WORKER_ERROR "the worker failed (OSError)"."""
+    name = "米" * 90 + ".wav"
+    env, _ = shared
+    with local_origin() as origin:
+        origin.files[quote(name)] = (music.read_bytes(), "audio/wav")
+        common = {"stems": ["vocals"], "output_format": "wav", "bit_depth": "16", "names": NAMES}
+        job_id = env.submit(params={"input": {"audio_url": origin.url(quote(name))}, **common})
+        job = env.wait_final(job_id)
+    assert job.status == "COMPLETED", (job.error_code, job.error_message)
+    assert job.outputs is not None
+    # The name's last 120 characters, in at most 255 bytes, then the stem: at most 255 too.
+    assert job.outputs["vocals"]["file_name"] == "米" * 81 + "_vocals.wav"
 
 
 # --- failures the user caused: final at once -------------------------------------------------

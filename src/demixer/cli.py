@@ -7,6 +7,7 @@ unavailable (weights missing or failing their checksum), 130 interrupted, 143 an
 
 from __future__ import annotations
 
+import io
 import signal
 import sys
 from collections.abc import Iterator
@@ -420,6 +421,12 @@ readable_help(app)  # last: every command is registered
 
 def main() -> None:
     """Console-script entry point."""
+    # Output into a file or pipe is in the locale's encoding: Windows' cp1252, a server's
+    # Latin-1. A song called 米津玄師 - Lemon.wav would end the run in a UnicodeEncodeError
+    # traceback after its first stems; its name is written with \u escapes instead, as
+    # Python writes stderr.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         app()
     except KeyboardInterrupt:

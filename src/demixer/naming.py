@@ -12,7 +12,9 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+from demixer.filemode import NAME_MAX
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -35,25 +37,36 @@ _RESIDUAL_MAKER = "the input minus "
 # Characters Windows refuses in a file name (and SMB shares with it; ":" would even name an
 # NTFS alternate stream of another file, a silent loss).
 _NOT_PORTABLE = frozenset('<>:"/\\|?*')
+# Invisible, yet part of how a name is spelled: the zero-width non-joiner (U+200C) of
+# Persian, where "songs" is آهنگ, U+200C, ها (without it the letters join into another
+# spelling), and of Indic scripts; the joiner (U+200D) of emoji sequences (man, U+200D,
+# woman, U+200D, girl is one family, not three people). Other format characters go, the bidi
+# overrides above all.
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def input_name(raw: str) -> str:
     """The name a server job gives its input ``raw`` (an upload's file name, or a URL's last
     path segment), which its downloads are named after: a plain name, no folders (``\\`` is
     one too) or control characters, a hidden or dots-only name as ``audio``, at most its last
-    120 characters."""
+    120 characters and of those at most the last 255 bytes of UTF-8 (90 米 are 270): the
+    worker saves the input under this name, and a file system takes no longer one."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip()
+    name = "".join(c for c in name if c.isprintable() or c in _JOINERS).strip()
     if not name.strip(".") or name.startswith("."):
         name = "audio" + PurePosixPath(name).suffix
-    return name[-120:]
+    # Cut between characters: half a UTF-8 character is a name macOS refuses.
+    return name[-120:].encode()[-NAME_MAX:].decode("utf-8", "ignore")
 
 
 def url_file_name(url: str) -> str:
-    """The file name an ``audio_url`` names: its path's last segment (``""`` when it has
-    none). Never its query or fragment, nor its host, user name or password: a URL with no
-    path (``https://user:secret@cdn.example.com``) names no file."""
-    return urlsplit(url).path.rsplit("/", 1)[-1]
+    """The file name an ``audio_url`` names: its path's last segment, percent-decoded as UTF-8
+    (``%E7%B1%B3%20Lemon.mp3`` is ``米 Lemon.mp3``, as a browser shows it; bytes that are not
+    UTF-8 as U+FFFD; control characters, ``%00`` or ``%0A``, left out), ``""`` when it has
+    none. Never its query or fragment, nor its host, user name or password: a URL with no path
+    (``https://user:secret@cdn.example.com``) names no file."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1], errors="replace")
+    return "".join(c for c in name if unicodedata.category(c) != "Cc")
 
 
 # Query (or fragment) parameters whose values are credentials: presigned S3, GCS and CloudFront
@@ -81,12 +94,22 @@ def shown_url(url: str, limit: int = 200) -> str:
 
 def output_name(track: str, stem: str, ext: str) -> str:
     """The file name of ``stem`` of the song ``track`` (a file name without its extension, as
-    :func:`track_name` spells it in a file name)."""
-    return DEFAULT_TEMPLATE.format(track=track_name(track), stem=stem, ext=ext)
+    :func:`track_name` spells it in a file name), ``track`` cut short at its end where the
+    whole would be longer than the 255 bytes a file system takes (:func:`_named`)."""
+    return _named(track_name(track), f"_{stem}.{ext}")
 
 
 def _portable(name: str) -> str:
     return "".join("_" if c in _NOT_PORTABLE else c for c in name)
+
+
+def _named(track: str, tail: str) -> str:
+    """``track`` followed by ``tail`` (``_vocals.wav``), in at most :data:`NAME_MAX` bytes of
+    UTF-8: a song's name is a legal name of up to 255 bytes (85 characters of 米津玄師, 127 of
+    Cyrillic), and the one with its stem added can be too long to be written. Cut between
+    characters: half a UTF-8 character is a name macOS refuses."""
+    room = max(NAME_MAX - len(tail.encode()), 0)
+    return track.encode()[:room].decode("utf-8", "ignore") + tail
 
 
 def model_name(model_id: str) -> str:
@@ -110,14 +133,21 @@ def track_name(track: str) -> str:
 
 
 def renamed(file_name: str, track: str, new_track: str) -> str:
-    """``file_name``, named after ``track`` by :data:`DEFAULT_TEMPLATE`, named after
-    ``new_track`` instead (unchanged if it is not ``track``'s). Both are spelled as
-    :func:`track_name` spells them; a name written before it did (``a:b_vocals.wav``) is
-    ``track``'s too."""
+    """``file_name``, named after ``track`` by :func:`output_name`, named after ``new_track``
+    instead (unchanged if it is not ``track``'s). Both are spelled as :func:`track_name`
+    spells them; a name written before it did (``a:b_vocals.wav``) is ``track``'s too."""
     new = track_name(new_track)
     for old in dict.fromkeys((track_name(track), track)):
         if file_name.startswith(f"{old}_"):
-            return f"{new}_{file_name[len(old) + 1 :]}"
+            return _named(new, file_name[len(old) :])
+        # ``old`` cut short: its tail (``_vocals.wav``) starts at a "_" no later than where
+        # the two names part.
+        pairs = zip(file_name, old, strict=False)
+        same = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(file_name), len(old)))
+        for start in range(min(same, len(file_name) - 1), -1, -1):
+            tail = file_name[start:]
+            if tail.startswith("_") and _named(old, tail) == file_name:
+                return _named(new, tail)
     return file_name
 
 

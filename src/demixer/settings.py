@@ -174,12 +174,12 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         """The SQLAlchemy URL in force."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'demixer.db'}"
+        return self.database_url or f"sqlite:///{_in_url(self.data_dir / 'demixer.db')}"
 
     @property
     def storage(self) -> str:
         """The storage URL in force."""
-        return self.storage_url or f"file://{self.data_dir / 'storage'}"
+        return self.storage_url or f"file://{_in_url(self.data_dir / 'storage')}"
 
     @property
     def base_url(self) -> str:
@@ -250,3 +250,12 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         hint = f"; did you mean DEMIXER_{close[0]}?" if close else ""
         warnings.append(f"{name} is not a demixer setting and is ignored{hint}")
     return warnings
+
+
+def _in_url(path: Path) -> str:
+    """``path`` as the path of a URL: a data directory called ``C# songs`` or ``take?``
+    put the database (at ``?``) and the store's files (at ``#``) beside it, in ``C`` or
+    ``take``, as a URL's query and fragment start there. Only what ends a URL's path is
+    escaped (and ``%``, which starts an escape): ``/srv/démixer`` stays readable in
+    messages."""
+    return str(path).replace("%", "%25").replace("#", "%23").replace("?", "%3F")

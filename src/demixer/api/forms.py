@@ -21,12 +21,13 @@ import hashlib
 import json
 import os
 import queue
+import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import anyio
 from fastapi import Request
@@ -47,6 +48,9 @@ MAX_FIELD_BYTES = 64 * 1024  # a form field (stems, a URL…) is short
 WRITE_BYTES = 1 << 20
 # Blocks waiting to be written at most (the receiving waits beyond): memory stays flat.
 IN_FLIGHT = 8
+# A part's RFC 5987 file name, ``filename*=utf-8''Beyonc%C3%A9.wav`` (charset, language, the
+# percent-encoded bytes), which python-multipart's header parser leaves out.
+_EXTENDED_NAME = re.compile(rb"""(?:^|;)\s*filename\*\s*=\s*([^';\s]*)'[^']*'([^;\s]*)""", re.I)
 
 
 @dataclass
@@ -93,7 +97,11 @@ class _Parser:
     def _text(self, raw: bytes) -> str:
         """A name, file name or field value (never the file's bytes), as text a field takes
         (``api/text.py``)."""
-        text = raw.decode(self.charset, errors="replace")
+        return self._checked(raw.decode(self.charset, errors="replace"))
+
+    @staticmethod
+    def _checked(text: str) -> str:
+        """``text``, refused when it holds a NUL (``api/text.py``)."""
         if "\x00" in text:
             raise InvalidRequest(f"the form holds {NUL}")
         return text
@@ -111,15 +119,35 @@ class _Parser:
         self._headers[self._name.lower()] = self._value
         self._name = self._value = b""
 
+    def _file_name(self, disposition: bytes, options: dict[bytes, bytes]) -> str | None:
+        """The part's file name: its ``filename*`` when it has one, else its ``filename``
+        (None: neither, the part is a field). .NET's HttpClient and PowerShell send both for
+        a name that is not ASCII, ``filename`` as a MIME encoded word
+        (``"=?utf-8?B?QmV5b25jw6kud2F2?="``) that no one would call the song; RFC 6266 has
+        ``filename*`` win where both are given."""
+        extended = _EXTENDED_NAME.search(disposition)
+        # RFC 5987's two charsets; another (Python's "undefined" codec raises whatever it is
+        # given) leaves the plain name.
+        if extended is not None and extended.group(1).lower() in (b"utf-8", b"iso-8859-1"):
+            codec = extended.group(1).decode()
+            return self._checked(unquote_to_bytes(extended.group(2)).decode(codec, "replace"))
+        if b"filename" in options:
+            # Browsers, curl and httpx send a '"' in a file name as %22 (the HTML standard's
+            # form encoding): the song 'Take "2".wav' is not called 'Take %222%22.wav'.
+            return self._text(options[b"filename"].replace(b"%22", b'"'))
+        return None
+
     def on_headers_finished(self) -> None:
-        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        disposition = self._headers.get(b"content-disposition", b"")
+        _, options = parse_options_header(disposition)
         if b"name" not in options:
             raise InvalidRequest("each form part needs a Content-Disposition with a name")
         name = self._text(options[b"name"])
         self._count += 1
         if self._count > self.max_fields:
             raise InvalidRequest(f"a form here has at most {self.max_fields} fields")
-        if b"filename" not in options:
+        file_name = self._file_name(disposition, options)
+        if file_name is None:
             self._field = name
             return
         if self.form.file is not None:
@@ -129,7 +157,7 @@ class _Parser:
         self.fd = fd
         self.form.file = SpooledFile(
             field=name,
-            filename=self._text(options[b"filename"]),
+            filename=file_name,
             content_type=self._text(content_type) if content_type is not None else None,
             path=path,
         )

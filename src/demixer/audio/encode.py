@@ -157,6 +157,14 @@ class _Sink(Protocol):
     def abort(self) -> None: ...
 
 
+def _native(path: Path) -> str | bytes:
+    """``path`` as libsndfile is to be given it: its bytes on POSIX. soundfile encodes a text
+    path strictly, so a folder whose name is not UTF-8 (an old Latin-1 ``Café``, which Python
+    holds as a lone surrogate) ended the run with a UnicodeEncodeError traceback after the
+    separation; Windows takes the text itself (soundfile opens it as wide characters)."""
+    return str(path) if os.name == "nt" else os.fsencode(path)
+
+
 class _SoundFileSink:
     """WAV/FLAC through libsndfile. Integer depths are rounded here, to the nearest step of
     full scale (1/32768 at 16 bits), and handed over as integers: libsndfile's own float-to-PCM
@@ -185,7 +193,7 @@ class _SoundFileSink:
 
     def _open(self, path: Path, container: str) -> sf.SoundFile:
         file = sf.SoundFile(
-            str(path),
+            _native(path),
             "w",
             samplerate=self._rate,
             channels=self._channels,
@@ -220,7 +228,7 @@ class _SoundFileSink:
         os.replace(self._path, self._old)
         self._file = self._open(self._path, "RF64")
         dtype = {16: "int16", 24: "int32"}.get(self._bits or 0, "float32")
-        with sf.SoundFile(str(self._old)) as old:
+        with sf.SoundFile(_native(self._old)) as old:
             for block in old.blocks(_RESCALE_BLOCK, dtype=dtype, always_2d=True):
                 self._file.write(block)
         self._old.unlink()

@@ -13,7 +13,7 @@ answers ``None`` and the API's HMAC-signed ``/v1/blobs`` URLs (:class:`UrlSigner
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from demixer.storage.base import (
     BlobNotFound,
@@ -55,7 +55,7 @@ def open_storage(url: str, *, scratch: Path | None = None) -> Storage:
     ``local_path`` copies go (the data directory's scratch space; default ``$TMPDIR``)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        return LocalStorage(Path(parsed.path))
+        return LocalStorage(Path(unquote(parsed.path)))
     if parsed.scheme == "s3":
         from demixer.storage.s3 import S3Storage  # boto3 loads only when S3 is used
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -206,11 +207,30 @@ def delete_file_blobs(storage: Storage, file_id: str, storage_key: str) -> int:
 
 
 def content_disposition(file_name: str) -> str:
-    """``attachment`` with ``file_name`` (an ASCII fallback and the RFC 5987 UTF-8 form)."""
+    """``attachment`` with ``file_name`` (an ASCII fallback and the RFC 5987 UTF-8 form).
+
+    The fallback is what ``curl -OJ`` saves (it reads no ``filename*``): a letter's accents
+    are left out (``Beyoncé`` as ``Beyonce``, not ``Beyonc_``), what has no ASCII letter in
+    it is ``_``."""
     fallback = "".join(
-        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in file_name
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+        for c in _without_accents(file_name)
     )
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+def _without_accents(text: str) -> str:
+    """``text`` with the accents of its Latin letters left out (``é`` is ``e`` and U+0301
+    decomposed, as macOS sends it): ``Déjà`` as ``Deja``. Any other character stays as it
+    is."""
+    out = []
+    for c in text:
+        if unicodedata.combining(c):
+            continue
+        base = unicodedata.normalize("NFKD", c)
+        letters = "".join(b for b in base if not unicodedata.combining(b))
+        out.append(letters if letters.isascii() and letters else c)
+    return "".join(out)
 
 
 def safe_key(key: str) -> str:

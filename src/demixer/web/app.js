@@ -568,8 +568,9 @@ function historyItem(job, looks, kept) {
   const text = document.createElement("span");
   text.className = "what";
   // A long name is cut short on screen where a pointer hovers: the whole of it shows on hover
-  // (where nothing hovers, app.css lets it wrap).
-  const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song });
+  // (where nothing hovers, app.css lets it wrap). Its own direction (dir=auto): an Arabic or
+  // Hebrew name is cut at its end, not shown from the middle on.
+  const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song, dir: "auto" });
   const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
   const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
   const meta = Object.assign(document.createElement("span"), { className: "muted small", textContent: facts });

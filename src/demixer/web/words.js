@@ -127,5 +127,7 @@ export function colour(stem, i = 0) { return COLOURS[stem] || SPARE[i % SPARE.le
 // A song's name from a file name: what downloads are named after.
 export function songName(fileName) {
   const base = String(fileName || "song").replace(/\.[^./]+$/, "");
-  return base.replace(/[\\/:*?"<>|\u0000-\u001f]+/g, "_").slice(0, 100) || "song";
+  // At most 100 characters, not UTF-16 units: a cut through an emoji's pair ended the
+  // download's name in "\ufffd" (🎸🎸\ufffd_stems.zip).
+  return Array.from(base.replace(/[\\/:*?"<>|\u0000-\u001f]+/g, "_")).slice(0, 100).join("") || "song";
 }
