@@ -96,6 +96,31 @@ def test_a_config_that_would_run_code_is_refused_and_runs_nothing(
     assert not marker.exists()
 
 
+def test_an_alias_bomb_deep_nesting_or_a_self_holding_value_is_refused_at_once() -> None:
+    """Ten short lines of aliases of aliases stand for 9**10 values: the error that quoted one
+    (``inference.num_overlap must be a positive integer, not [[[...``) wrote them all out, and
+    the process was killed for memory. Lists nested thousands deep gave a RecursionError
+    traceback."""
+    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)
+    )
+    text = bomb + MINIMAL.replace("num_overlap: 2", "num_overlap: *l9")
+    refused = (
+        r"^kim\.yaml is not a usable model config: its aliases \(\*name\) stand for \d{10} "
+        r"values, over the 100000 a model config may hold$"
+    )
+    with pytest.raises(InvalidModelConfig, match=refused):
+        parse_config(text, arch="bs_roformer", source="kim.yaml")
+    deep = MINIMAL + "extra: " + "[" * 1500 + "]" * 1500 + "\n"
+    with pytest.raises(InvalidModelConfig, match="nested over 32 levels deep"):
+        parse_config(deep, arch="bs_roformer", source="kim.yaml")
+    itself = MINIMAL.replace("dim: 8", "dim: &me [*me]")
+    with pytest.raises(InvalidModelConfig, match=r"an alias \(\*name\) inside the list .* itself"):
+        parse_config(itself, arch="bs_roformer", source="kim.yaml")
+    shared = "common: &c {dim: 8, depth: 1}\n" + MINIMAL.replace("{dim: 8, depth: 1}", "*c")
+    assert parse_config(shared, arch="bs_roformer").model["dim"] == 8  # aliases as such are fine
+
+
 def test_a_config_that_is_not_yaml_says_where_and_what() -> None:
     """A YAML slip (an unclosed list) names the line and column and the parser's complaint,
     not the refused-tags hint, which is about something else."""
