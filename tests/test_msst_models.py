@@ -208,6 +208,32 @@ def test_checkpoint_wrappers_and_data_parallel_prefix_load(tmp_path: Path) -> No
     assert stems == ("vocals", "other")
 
 
+def test_compiled_lightning_and_model_wrapped_checkpoints_load(tmp_path: Path) -> None:
+    """A network trained under torch.compile saves ``_orig_mod.``-prefixed keys, a Lightning
+    module holding it as ``self.model`` saves ``model.``-prefixed keys under ``state_dict``,
+    beside its hyper-parameters; other trainers save ``{"model": state_dict}``. Each was
+    refused as a misfit of every key (or as "not a state_dict")."""
+    config, checkpoint = model_files(tmp_path)
+    state = torch.load(checkpoint, weights_only=True)
+    lightning = {
+        "epoch": 7,
+        "global_step": 1000,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"model.{k}": v for k, v in state.items()},
+        "hyper_parameters": {"lr": 1e-4},
+        "optimizer_states": [],
+    }
+    for name, saved in (
+        ("compiled", {f"_orig_mod.{k}": v for k, v in state.items()}),
+        ("ddp-compiled", {f"module._orig_mod.{k}": v for k, v in state.items()}),
+        ("lightning", lightning),
+        ("model", {"model": state, "epoch": 3}),
+    ):
+        path = tmp_path / f"{name}.ckpt"
+        torch.save(saved, path)
+        assert check_files(config, path, "mel_band_roformer").stems == ("vocals", "other"), name
+
+
 class _Exploit:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
