@@ -411,6 +411,31 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
 
 
+def test_an_added_model_is_readable_by_a_server_of_another_user_as_the_umask_allows(
+    tmp_path: Path,
+) -> None:
+    """``models add`` made the model's folder 0700 (a temporary folder renamed into place): a
+    ``serve`` or ``worker`` running as another user of the shared model directory could not
+    read its manifest and did not list it, though it read the catalogue's weights there."""
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    before = os.umask(0o022)
+    try:
+        add(
+            "mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models
+        )
+    finally:
+        os.umask(before)
+    folder = models / "mine"
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (folder, *folder.iterdir())}
+    assert modes == {
+        "mine": "0o755",
+        "config.yaml": "0o644",
+        "model.ckpt": "0o644",
+        "demixer-model.json": "0o644",
+    }
+
+
 def test_a_users_recipe_may_chain_a_users_own_model(tmp_path: Path) -> None:
     """A recipe in the model directory whose step is a model added there is listed and runs
     (it made every listing fail: "names unknown model(s)"); a model added under a recipe's id
