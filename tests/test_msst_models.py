@@ -189,6 +189,21 @@ def test_options_demixer_cannot_compute_exactly_are_refused(tmp_path: Path) -> N
         build_model("bs_roformer_experimental", config["model"], {}, ["vocals"], None)
 
 
+def test_a_config_for_another_architecture_than_arch_is_named_for_what_it_is(
+    tmp_path: Path,
+) -> None:
+    """Kim's Mel-Band RoFormer config with --arch mdx23c was refused with "model.scale must be
+    two positive integers, not None", with --arch scnet with two dozen unknown options."""
+    config, checkpoint = model_files(tmp_path)
+    for arch in ("bs_roformer", "mdx23c", "scnet"):
+        with pytest.raises(InvalidModelConfig) as caught:
+            check_files(config, checkpoint, arch)
+        assert caught.value.message == (
+            f"{config}: it is a config for mel_band_roformer (it has model.num_bands), not for "
+            f"{arch}: run it with --arch mel_band_roformer"
+        )
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 
