@@ -106,8 +106,8 @@ def test_an_alias_bomb_deep_nesting_or_a_self_holding_value_is_refused_at_once()
     )
     text = bomb + MINIMAL.replace("num_overlap: 2", "num_overlap: *l9")
     refused = (
-        r"^kim\.yaml is not a usable model config: its aliases \(\*name\) stand for \d{10} "
-        r"values, over the 100000 a model config may hold$"
+        r"^kim\.yaml is not a usable model config: it holds \d{10} values with its aliases "
+        r"\(\*name\) written out, over the 100000 a model config may hold$"
     )
     with pytest.raises(InvalidModelConfig, match=refused):
         parse_config(text, arch="bs_roformer", source="kim.yaml")

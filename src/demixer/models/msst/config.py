@@ -235,8 +235,9 @@ def load_yaml(text: str, source: str) -> Any:
         size = _expanded_size(node, source, {})
         if size > MAX_CONFIG_VALUES:
             raise InvalidModelConfig(
-                f"{source} is not a usable model config: its aliases (*name) stand for {size} "
-                f"values, over the {MAX_CONFIG_VALUES} a model config may hold"
+                f"{source} is not a usable model config: it holds {size} values with its "
+                f"aliases (*name) written out, over the {MAX_CONFIG_VALUES} a model config may "
+                "hold"
             )
         return loader.construct_document(node)  # a SafeLoader: nothing is executed
     except yaml.YAMLError as exc:
