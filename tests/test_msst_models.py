@@ -264,6 +264,16 @@ def test_a_checkpoint_holding_code_is_refused_unrun(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match=r"unsupported GLOBAL posix\.system.*weights_only"):
         read_state_dict(path)
     assert not marker.exists()
+    whole = tmp_path / "whole.ckpt"  # a network saved whole, torch.save(model)
+    torch.save(torch.nn.Linear(2, 2), whole)
+    with pytest.raises(ModelUnavailable) as pickled:
+        read_state_dict(whole)
+    assert pickled.value.message == (  # torch's advice to programs, cut off mid-bracket, is out
+        f"{whole} holds more than tensors (WeightsUnpickler error: Unsupported global: GLOBAL "
+        "torch.nn.modules.linear.Linear); demixer loads checkpoints with weights_only=True and "
+        "will not unpickle arbitrary objects: if you trust the file, save its network's "
+        "state_dict alone (torch.save(model.state_dict(), PATH))"
+    )
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
     with pytest.raises(ModelUnavailable) as text:
         read_state_dict(tmp_path / "text.ckpt")

@@ -66,7 +66,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
         raise ModelUnavailable(
             f"{path} holds more than tensors ({detail}); demixer loads checkpoints with "
-            "weights_only=True and will not unpickle arbitrary objects"
+            "weights_only=True and will not unpickle arbitrary objects: if you trust the file, "
+            "save its network's state_dict alone (torch.save(model.state_dict(), PATH))"
         ) from None
     except FileNotFoundError:
         raise ModelUnavailable(f"checkpoint {path} does not exist") from None
@@ -120,7 +121,11 @@ def _unpickling_detail(message: str) -> str:
     boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
     lines = [line.strip() for line in message.splitlines()]
     useful = [line for line in lines if line and not line.startswith(boilerplate)]
-    return (useful[-1] if useful else message.splitlines()[0])[:200]
+    found = useful[-1] if useful else message.splitlines()[0]
+    # What follows the class's name is torch's advice to a program calling torch.load (allow
+    # the class with add_safe_globals): nothing a user of demixer can do, and it was cut off
+    # at 200 characters in the middle of its brackets.
+    return found.split(" was not an allowed global")[0][:200]
 
 
 def _listing(names: list[str]) -> str:
