@@ -422,6 +422,8 @@ def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothin
     mdxc.write_text(json.dumps({own: {"config_yaml": "model_2_stem_061321.yaml"}}))
     not_onnx = tmp_path / "Kim_Vocal_2.onnx"
     not_onnx.write_bytes(b"<!DOCTYPE html><title>404</title>")  # a failed download
+    deep = tmp_path / "deep.json"  # json.loads recursed past Python's stack: a traceback
+    deep.write_text("[" * 100_000)
     good = params_file(tmp_path, "uvr-entry", own_onnx)
     wav, _ = song(tmp_path)
     cases = {
@@ -458,6 +460,10 @@ def test_a_model_that_does_not_fit_its_parameters_is_one_error_and_leaves_nothin
             f"error [INVALID_MODEL_CONFIG] {mdxc}, entry {own} describes an MSST-format model "
             "(config_yaml 'model_2_stem_061321.yaml'), not an MDX-Net .onnx: add it with its "
             "YAML config and --arch mdx23c, bs_roformer, mel_band_roformer or scnet"
+        ),
+        (own_onnx, deep): (
+            f"error [INVALID_MODEL_CONFIG] {deep} is not a model's parameters: nested too "
+            "deeply to read\n"
         ),
         (not_onnx, good): (
             f"error [MODEL_UNAVAILABLE] {not_onnx} is not an ONNX model onnxruntime can load: "

@@ -96,6 +96,31 @@ def test_a_config_that_would_run_code_is_refused_and_runs_nothing(
     assert not marker.exists()
 
 
+def test_an_alias_bomb_deep_nesting_or_a_self_holding_value_is_refused_at_once() -> None:
+    """Ten short lines of aliases of aliases stand for 9**10 values: the error that quoted one
+    (``inference.num_overlap must be a positive integer, not [[[...``) wrote them all out, and
+    the process was killed for memory. Lists nested thousands deep gave a RecursionError
+    traceback."""
+    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)
+    )
+    text = bomb + MINIMAL.replace("num_overlap: 2", "num_overlap: *l9")
+    refused = (
+        r"^kim\.yaml is not a usable model config: it holds \d{10} values with its aliases "
+        r"\(\*name\) written out, over the 100000 a model config may hold$"
+    )
+    with pytest.raises(InvalidModelConfig, match=refused):
+        parse_config(text, arch="bs_roformer", source="kim.yaml")
+    deep = MINIMAL + "extra: " + "[" * 500 + "]" * 500 + "\n"
+    with pytest.raises(InvalidModelConfig, match="nested over 32 levels deep"):
+        parse_config(deep, arch="bs_roformer", source="kim.yaml")
+    itself = MINIMAL.replace("dim: 8", "dim: &me [*me]")
+    with pytest.raises(InvalidModelConfig, match=r"an alias \(\*name\) inside the list .* itself"):
+        parse_config(itself, arch="bs_roformer", source="kim.yaml")
+    shared = "common: &c {dim: 8, depth: 1}\n" + MINIMAL.replace("{dim: 8, depth: 1}", "*c")
+    assert parse_config(shared, arch="bs_roformer").model["dim"] == 8  # aliases as such are fine
+
+
 def test_a_config_that_is_not_yaml_says_where_and_what() -> None:
     """A YAML slip (an unclosed list) names the line and column and the parser's complaint,
     not the refused-tags hint, which is about something else."""
@@ -164,6 +189,21 @@ def test_options_demixer_cannot_compute_exactly_are_refused(tmp_path: Path) -> N
         build_model("bs_roformer_experimental", config["model"], {}, ["vocals"], None)
 
 
+def test_a_config_for_another_architecture_than_arch_is_named_for_what_it_is(
+    tmp_path: Path,
+) -> None:
+    """Kim's Mel-Band RoFormer config with --arch mdx23c was refused with "model.scale must be
+    two positive integers, not None", with --arch scnet with two dozen unknown options."""
+    config, checkpoint = model_files(tmp_path)
+    for arch in ("bs_roformer", "mdx23c", "scnet"):
+        with pytest.raises(InvalidModelConfig) as caught:
+            check_files(config, checkpoint, arch)
+        assert caught.value.message == (
+            f"{config}: it is a config for mel_band_roformer (it has model.num_bands), not for "
+            f"{arch}: run it with --arch mel_band_roformer"
+        )
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 
@@ -183,6 +223,32 @@ def test_checkpoint_wrappers_and_data_parallel_prefix_load(tmp_path: Path) -> No
     assert stems == ("vocals", "other")
 
 
+def test_compiled_lightning_and_model_wrapped_checkpoints_load(tmp_path: Path) -> None:
+    """A network trained under torch.compile saves ``_orig_mod.``-prefixed keys, a Lightning
+    module holding it as ``self.model`` saves ``model.``-prefixed keys under ``state_dict``,
+    beside its hyper-parameters; other trainers save ``{"model": state_dict}``. Each was
+    refused as a misfit of every key (or as "not a state_dict")."""
+    config, checkpoint = model_files(tmp_path)
+    state = torch.load(checkpoint, weights_only=True)
+    lightning = {
+        "epoch": 7,
+        "global_step": 1000,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"model.{k}": v for k, v in state.items()},
+        "hyper_parameters": {"lr": 1e-4},
+        "optimizer_states": [],
+    }
+    for name, saved in (
+        ("compiled", {f"_orig_mod.{k}": v for k, v in state.items()}),
+        ("ddp-compiled", {f"module._orig_mod.{k}": v for k, v in state.items()}),
+        ("lightning", lightning),
+        ("model", {"model": state, "epoch": 3}),
+    ):
+        path = tmp_path / f"{name}.ckpt"
+        torch.save(saved, path)
+        assert check_files(config, path, "mel_band_roformer").stems == ("vocals", "other"), name
+
+
 class _Exploit:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -198,6 +264,16 @@ def test_a_checkpoint_holding_code_is_refused_unrun(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match=r"unsupported GLOBAL posix\.system.*weights_only"):
         read_state_dict(path)
     assert not marker.exists()
+    whole = tmp_path / "whole.ckpt"  # a network saved whole, torch.save(model)
+    torch.save(torch.nn.Linear(2, 2), whole)
+    with pytest.raises(ModelUnavailable) as pickled:
+        read_state_dict(whole)
+    assert pickled.value.message == (  # torch's advice to programs, cut off mid-bracket, is out
+        f"{whole} holds more than tensors (WeightsUnpickler error: Unsupported global: GLOBAL "
+        "torch.nn.modules.linear.Linear); demixer loads checkpoints with weights_only=True and "
+        "will not unpickle arbitrary objects: if you trust the file, save its network's "
+        "state_dict alone (torch.save(model.state_dict(), PATH))"
+    )
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
     with pytest.raises(ModelUnavailable) as text:
         read_state_dict(tmp_path / "text.ckpt")
@@ -358,6 +434,31 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     with pytest.raises(NotFound):
         remove_user_model("htdemucs", models)
     assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
+
+
+def test_an_added_model_is_readable_by_a_server_of_another_user_as_the_umask_allows(
+    tmp_path: Path,
+) -> None:
+    """``models add`` made the model's folder 0700 (a temporary folder renamed into place): a
+    ``serve`` or ``worker`` running as another user of the shared model directory could not
+    read its manifest and did not list it, though it read the catalogue's weights there."""
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    before = os.umask(0o022)
+    try:
+        add(
+            "mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models
+        )
+    finally:
+        os.umask(before)
+    folder = models / "mine"
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (folder, *folder.iterdir())}
+    assert modes == {
+        "mine": "0o755",
+        "config.yaml": "0o644",
+        "model.ckpt": "0o644",
+        "demixer-model.json": "0o644",
+    }
 
 
 def test_a_users_recipe_may_chain_a_users_own_model(tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -267,8 +267,12 @@ def install_user_model(
         if not Path(path).is_file():
             raise InputNotFound(f"{path} is not a file")
     root = usable_model_dir(_model_dir(model_dir))
+    # Not tempfile.mkdtemp: its folder is its user's alone (0700), so a server or worker running
+    # as another user of a shared model directory did not list the model, though it reads the
+    # catalogue's weights there. mkdir gives what the umask allows, as for any folder.
+    staging = root / f".{name}.{secrets.token_hex(8)}"
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        staging.mkdir()
     except OSError as exc:
         raise _unwritable(root, f"add {name!r} to", exc) from exc
     try:

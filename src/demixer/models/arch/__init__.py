@@ -35,6 +35,7 @@ from demixer.errors import InvalidModelConfig, UnknownArchitecture
 __all__ = [
     "ARCHITECTURES",
     "FP32_BY_DEFAULT",
+    "SIGNATURES",
     "Builder",
     "build_model",
     "builder",
@@ -54,6 +55,17 @@ ARCHITECTURES: Mapping[str, str] = {
 # full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
 # runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16.
 FP32_BY_DEFAULT: frozenset[str] = frozenset({"mdx23c"})
+
+#: a ``model:`` option that every config MSST publishes for the architecture has, and that no
+#: other architecture takes: a config given with another ``--arch`` is named for what it is
+#: (it was refused for another architecture's reasons, "model.scale must be two positive
+#: integers, not None", or a list of two dozen unknown options).
+SIGNATURES: Mapping[str, str] = {
+    "bs_roformer": "freqs_per_bands",
+    "mel_band_roformer": "num_bands",
+    "mdx23c": "num_subbands",
+    "scnet": "band_SR",
+}
 
 
 def builder(arch: str) -> Builder:
@@ -76,6 +88,13 @@ def build_model(
 ) -> nn.Module:
     """Build ``arch`` from config sections, in eval mode (see the module docstring)."""
     build = builder(arch)
+    if SIGNATURES[arch] not in model:
+        other = next((a for a, key in SIGNATURES.items() if key in model), None)
+        if other is not None:
+            raise InvalidModelConfig(
+                f"it is a config for {other} (it has model.{SIGNATURES[other]}), not for "
+                f"{arch}: run it with --arch {other}"
+            )
     try:
         network = build(model, audio, instruments, target_instrument)
     except ValueError as exc:  # a builder's own check of an option

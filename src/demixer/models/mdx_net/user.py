@@ -181,6 +181,10 @@ def _parse(text: str, source: str) -> Any:
         raise InvalidModelConfig(
             f"{source} is not JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:  # json reads nested arrays by recursion: deeper than Python's stack
+        raise InvalidModelConfig(
+            f"{source} is not a model's parameters: nested too deeply to read"
+        ) from None
 
 
 def _arch_params(data: Any, source: str, onnx: Path) -> tuple[dict[str, Any], str]:

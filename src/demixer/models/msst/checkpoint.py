@@ -3,8 +3,11 @@
 A checkpoint is read with ``torch.load(weights_only=True)``: plain containers and tensors, never
 an arbitrary pickled object, so a file cannot run code even before (or without) a checksum.
 Accepted layouts are the ones MSST's inference accepts: a bare ``state_dict``, or one under
-``state``, ``state_dict`` or ``model_state_dict`` (unwrapped in that order, as MSST does), and
-also keys prefixed ``module.`` (saved from ``DataParallel``), which MSST itself does not strip.
+``state``, ``state_dict`` or ``model_state_dict`` (unwrapped in that order, as MSST does). Also
+what other training code writes and MSST itself does not take: a ``state_dict`` under
+``model``, and every key prefixed ``module.`` (saved from ``DataParallel``), ``_orig_mod.``
+(from a ``torch.compile``-d network) or ``model.`` (a Lightning module holding the network as
+``self.model``), in any combination.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from demixer.errors import CheckpointMismatch, ModelUnavailable
 
 __all__ = ["describe_mismatch", "load_weights", "read_state_dict"]
 
-_WRAPPERS = ("state", "state_dict", "model_state_dict")
+_WRAPPERS = ("state", "state_dict", "model_state_dict", "model")
+#: what wrappers of a network put before its parameters' names (see the module docstring)
+_PREFIXES = ("module.", "_orig_mod.", "model.")
 _SHOWN = 4  # names listed per kind of mismatch
 
 
@@ -61,7 +66,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
         raise ModelUnavailable(
             f"{path} holds more than tensors ({detail}); demixer loads checkpoints with "
-            "weights_only=True and will not unpickle arbitrary objects"
+            "weights_only=True and will not unpickle arbitrary objects: if you trust the file, "
+            "save its network's state_dict alone (torch.save(model.state_dict(), PATH))"
         ) from None
     except FileNotFoundError:
         raise ModelUnavailable(f"checkpoint {path} does not exist") from None
@@ -71,7 +77,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         reason = _not_torch(Path(path)) or f"{type(exc).__name__}: {exc}"
         raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
     for key in _WRAPPERS:
-        if isinstance(obj, Mapping) and key in obj:
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping) or not obj:
         raise ModelUnavailable(f"{path} holds no state_dict (a mapping of names to tensors)")
@@ -82,9 +88,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"that are not tensors ({', '.join(bad[:_SHOWN])})"
         )
     state: dict[str, torch.Tensor] = dict(obj)
-    if all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+    prefix = _shared_prefix(state)
+    while prefix:  # DataParallel of a compiled network: "module._orig_mod.layers..."
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+        prefix = _shared_prefix(state)
     return state
+
+
+def _shared_prefix(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The wrapper's prefix (:data:`_PREFIXES`) that every key of ``state`` starts with."""
+    return next((p for p in _PREFIXES if all(k.startswith(p) for k in state)), None)
 
 
 def _not_torch(path: Path) -> str | None:
@@ -108,7 +121,11 @@ def _unpickling_detail(message: str) -> str:
     boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
     lines = [line.strip() for line in message.splitlines()]
     useful = [line for line in lines if line and not line.startswith(boilerplate)]
-    return (useful[-1] if useful else message.splitlines()[0])[:200]
+    found = useful[-1] if useful else message.splitlines()[0]
+    # What follows the class's name is torch's advice to a program calling torch.load (allow
+    # the class with add_safe_globals): nothing a user of demixer can do, and it was cut off
+    # at 200 characters in the middle of its brackets.
+    return found.split(" was not an allowed global")[0][:200]
 
 
 def _listing(names: list[str]) -> str:

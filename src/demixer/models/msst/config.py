@@ -33,6 +33,8 @@ from demixer.errors import InvalidModelConfig
 
 __all__ = [
     "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_VALUES",
     "MAX_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
     "STEM_PATTERN",
@@ -46,6 +48,11 @@ __all__ = [
 ]
 
 MAX_CONFIG_BYTES = 1 << 20  # real configs are a few kB
+#: values a config may hold with its aliases (``*name``) written out, and how deeply nested:
+#: real configs hold a few hundred, four levels deep. Ten short lines of aliases of aliases
+#: stand for billions of values, and a message quoting one (``not [[['x', ...``) or a copy of
+#: the section writes them all out: gigabytes, then the process killed.
+MAX_CONFIG_VALUES, MAX_CONFIG_DEPTH = 100_000, 32
 #: the audio.sample_rate a config may give, Hz: telephone speech to the highest studio rate
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
 
@@ -179,16 +186,68 @@ def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
     return message
 
 
+def _expanded_size(node: yaml.Node, source: str, sizes: dict[int, int], depth: int = 0) -> int:
+    """How many values ``node`` holds once its aliases are written out (each shared node is
+    counted once per use, but walked once: ``sizes`` keeps what is known).
+
+    Raises:
+        InvalidModelConfig: nested over :data:`MAX_CONFIG_DEPTH`, or an alias inside the very
+            list or mapping it names (a value that holds itself).
+    """
+    known = sizes.get(id(node))
+    if known is not None:
+        if known < 0:
+            raise InvalidModelConfig(
+                f"{source} is not a usable model config at line {node.start_mark.line + 1}: "
+                "an alias (*name) inside the list or mapping it names holds itself"
+            )
+        return known
+    if depth > MAX_CONFIG_DEPTH:
+        raise InvalidModelConfig(
+            f"{source} is not a usable model config: nested over {MAX_CONFIG_DEPTH} levels "
+            f"deep at line {node.start_mark.line + 1}"
+        )
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    else:
+        children = []
+    sizes[id(node)] = -1  # being counted: meeting it again inside itself is a cycle
+    size = 1 + sum(_expanded_size(child, source, sizes, depth + 1) for child in children)
+    sizes[id(node)] = size
+    return size
+
+
 def load_yaml(text: str, source: str) -> Any:
     """The YAML ``text`` read with :class:`ConfigLoader` (nothing in it is executed).
 
     Raises:
-        InvalidModelConfig: not YAML, or a refused tag; says where (``source``, line, column).
+        InvalidModelConfig: not YAML, or a refused tag (says where: ``source``, line, column);
+            aliases that write out to over :data:`MAX_CONFIG_VALUES` values, nesting over
+            :data:`MAX_CONFIG_DEPTH` levels, or a value that holds itself.
     """
+    loader = ConfigLoader(text)
     try:
-        return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: nothing is executed
+        node = loader.get_single_node()  # yaml.load's own steps, with a look between them
+        if node is None:
+            return None
+        size = _expanded_size(node, source, {})
+        if size > MAX_CONFIG_VALUES:
+            raise InvalidModelConfig(
+                f"{source} is not a usable model config: it holds {size} values with its "
+                f"aliases (*name) written out, over the {MAX_CONFIG_VALUES} a model config may "
+                "hold"
+            )
+        return loader.construct_document(node)  # a SafeLoader: nothing is executed
     except yaml.YAMLError as exc:
         raise InvalidModelConfig(_yaml_problem(source, exc)) from None
+    except RecursionError:  # PyYAML reads nested lists by recursion: deeper than Python's stack
+        raise InvalidModelConfig(
+            f"{source} is not a usable model config: nested over {MAX_CONFIG_DEPTH} levels deep"
+        ) from None
+    finally:
+        loader.dispose()
 
 
 def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> MsstConfig:
