@@ -125,11 +125,11 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._write_error(400, b"Bad Request", "INVALID_REQUEST", "the request is not valid HTTP")
 
     def _write_error(self, status: int, reason: bytes, code: str, message: str) -> None:
-        rid = new_id("rid")  # as every answer has one (api/errors.py's middleware gives the rest)
+        rid = new_id("rid")  # as every answer has one, and no-store (api/errors.py, api/caching.py)
         body = json.dumps(error_body(code, message, rid=rid)).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"x-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
+            b"cache-control: no-store\r\nx-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
             % (status, reason, rid.encode(), len(body), body)
         )
         self._linger()
