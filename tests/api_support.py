@@ -233,12 +233,12 @@ _BUCKET_STATUS = {"SignatureDoesNotMatch": 403, "AccessDenied": 400, "Unsupporte
 
 
 @contextmanager
-def on_uvicorn(app: ASGIApp) -> Iterator[str]:
+def on_uvicorn(app: ASGIApp, **config: Any) -> Iterator[str]:
     """``app`` on a real uvicorn server in a thread (one event loop, as in service), for what
     the ``TestClient`` cannot show: many clients at once, each on its own connection. Yields
-    its base URL."""
+    its base URL. ``config``: more of ``uvicorn.Config``'s arguments (``serve``'s protocol)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 30, "the server")

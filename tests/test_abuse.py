@@ -28,6 +28,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,11 +41,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from api_support import Api, make_api, on_uvicorn
 from conftest import Backend
 from crafted import CRAFTED
+from demixer.server.protocol import head_timeout_protocol
 from service_harness import Server, fast_env, running_server, wait_status
 
 pytestmark = pytest.mark.usefixtures("backend")
+
+__all__ = ["make_api"]  # fixtures
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 MAX_UPLOAD = 2 << 20  # bytes: small, so the cases over it stay quick
@@ -644,6 +650,59 @@ def test_an_idle_connection_is_kept_as_long_as_keep_alive_says(stack: Stack) -> 
         statuses.append(answer.status)
     connection.close()
     assert statuses == [200, 200]
+
+
+def _slow_body(pieces: int) -> Iterator[bytes]:
+    """A body of ``pieces`` times 64 kB, a piece every tenth of a second (an upload on a slow
+    link)."""
+    for _ in range(pieces):
+        time.sleep(0.1)
+        yield b"x" * 65536
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_an_upload_refused_on_its_headers_gets_its_answer_not_a_reset(
+    make_api: Callable[..., Api],
+) -> None:
+    """urllib sends ``Connection: close``: uvicorn closed the connection the moment the 401
+    was written, with the body still arriving, and urllib raised "Broken pipe" (the reset)
+    instead of the 401. The body takes longer than keep-alive: that timer must not cut it."""
+    protocol = head_timeout_protocol(30)
+    with on_uvicorn(make_api().client.app, http=protocol, timeout_keep_alive=1) as url:
+        request = urllib.request.Request(
+            url + "/v1/files",
+            data=_slow_body(20),
+            headers={
+                "Authorization": "Bearer dmx_wrong",
+                "Content-Type": "multipart/form-data; boundary=b",
+                "Content-Length": str(20 * 65536),
+            },
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_the_rest_of_a_refused_body_gets_no_answer_of_its_own(stack: Stack) -> None:
+    """On a kept-alive connection the rest of a body answered early (401 on its headers) is
+    read and dropped: once it had taken the head timeout, the server answered it with a second
+    answer, a 408 "the request's headers did not arrive", to a request never made."""
+    where = urlsplit(stack.server.base_url)
+    pieces = int((BODY_TIMEOUT + 0.5) / 0.1)  # past the head timeout
+    head = (
+        "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dmx_wrong\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {pieces * 65536}\r\n"
+        "\r\n"
+    )
+    received = b""
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        for piece in _slow_body(pieces):
+            sock.sendall(piece)
+        while chunk := sock.recv(65536):  # to the end the server gives the connection
+            received += chunk
+    assert re.findall(rb"HTTP/1.1 (\d+)", received) == [b"401"]
 
 
 def test_the_catalogue_gets_one_specific_answer_each_and_leaves_nothing(

@@ -145,6 +145,23 @@ def test_unknown_route_and_method(api: Api) -> None:
     }
 
 
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_api_answers_say_no_cache_may_keep_them(api: Api) -> None:
+    """API answers had no Cache-Control: a shared cache may keep a 200 (RFC 9111 heuristic
+    freshness) unless the request carried an Authorization header, and Gaudio's clients send
+    theirs in x-ga-apikey: one caller's job status, served again to the next asker."""
+    gaudio = "/developers/api/v1/gsep_music_hq_v1/jobs/req_nope"
+    for r in (
+        api.client.get(gaudio, headers={"x-ga-apikey": api.key}),  # Gaudio's own 200
+        api.get("/v1/models"),
+        api.get(f"/v1/files/{api.upload()}"),
+        api.client.head("/v1/models", headers=api.headers()),
+        api.client.get("/v1/models"),  # a 401
+    ):
+        assert r.headers["cache-control"] == "no-store", r.request.url
+    assert "cache-control" not in api.client.get("/v1/docs").headers  # a page, not JSON
+
+
 def test_internal_errors_hide_the_traceback(
     api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -809,6 +809,24 @@ def test_a_stem_download_serves_one_byte_range_and_head(api: Api) -> None:
     assert api.send("HEAD", api.tampered(url)).status_code == 403
 
 
+@pytest.mark.backends("sqlite")  # on S3 the URLs are the bucket's own (presigned)
+def test_a_stem_the_client_has_is_304_not_sent_again(api: Api) -> None:
+    """A browser revalidating a cached stem sends ``If-None-Match`` with its ETag: it got the
+    whole stem again (200) instead of 304."""
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    url = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
+    tag = api.fetch(url).headers["etag"]
+    for method in ("GET", "HEAD"):
+        for asked in (tag, f'"other", W/{tag}', "*"):
+            r = api.send(method, url, headers={"If-None-Match": asked, "Range": "bytes=0-9"})
+            assert (r.status_code, r.content, r.headers["etag"]) == (304, b"", tag), asked
+        r = api.send(method, url, headers={"If-None-Match": '"other"'})
+        assert r.status_code == 200, method
+    # A URL that does not check out is refused, whatever the client holds.
+    assert api.send("GET", api.tampered(url), headers={"If-None-Match": "*"}).status_code == 403
+
+
 def test_a_download_named_with_accents_is_named_without_them_for_curl(api: Api) -> None:
     """``curl -OJ`` reads the header's ASCII ``filename`` (not ``filename*``): it saved
     "Beyonc_ - D_j_ Vu_target.wav"; browsers read the UTF-8 one."""

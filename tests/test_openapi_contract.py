@@ -164,6 +164,9 @@ def test_a_request_refused_before_routing_is_documented_on_every_operation(api: 
                 assert long_url.status_code == 414 and "414" in documented, path
                 big_head = client.get(path, headers={"X-Big": "a" * 70_000})
                 assert big_head.status_code == 431 and "431" in documented, path
+                # Written by the protocol, not the app: no-store all the same, as documented.
+                assert long_url.headers["cache-control"] == "no-store", path
+                assert big_head.headers["cache-control"] == "no-store", path
                 assert "408" in documented, path  # a head that stalls: the same layer
                 nul = client.get(f"{path}?x=%00")  # the request-id middleware's refusal
                 assert nul.status_code == 400 and "400" in documented, path

@@ -56,13 +56,20 @@ _DESCRIPTIONS = {
     "`Retry-After`",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
-# The headers the server puts on its answers (api/errors.py, api/limits.py, RequestIdMiddleware),
-# declared once in `components` and referred to from each response that carries them.
+# The headers the server puts on its answers (api/errors.py, api/limits.py, api/caching.py,
+# RequestIdMiddleware), declared once in `components` and referred to from each response that
+# carries them.
 _HEADERS: dict[str, dict[str, Any]] = {
     "x-request-id": {
         "description": "This request's id (an error's `request_id` too): quote it in a report.",
         "required": True,
         "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "`no-store`: an API answer is one caller's, and true for a moment; no "
+        "cache may keep it (api/caching.py).",
+        "required": True,
+        "schema": {"type": "string", "enum": ["no-store"]},
     },
     "Retry-After": {
         "description": "Seconds after which the same request may succeed.",
@@ -166,6 +173,8 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             parameters = operation.get("parameters", [])
             for status, response in responses.items():
                 names = ["x-request-id"]
+                if "application/json" in response.get("content", {}):
+                    names.append("Cache-Control")
                 if (
                     int(status) in _RETRY
                     and response.get("content", {}).get("application/json", {}).get("schema")

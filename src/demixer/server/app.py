@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from demixer import __version__
 from demixer.api.bodies import BodyLimitMiddleware
+from demixer.api.caching import NoStoreJson
 from demixer.api.callers import Callers
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.head import HeadAsGet
@@ -102,6 +103,7 @@ def create_app(services: Services) -> FastAPI:
         idle_timeout=settings.body_timeout_seconds,
     )
     app.add_middleware(RequestIdMiddleware, envelopes=envelopes)
+    app.add_middleware(NoStoreJson)  # outside the request id's: its 500s are JSON answers too
     app.add_middleware(RateLimitHeadersMiddleware)  # outermost: even a 500 has them
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
     return app

@@ -27,6 +27,16 @@ which can destroy the answer in the client's buffer before it is read (with a he
 every time). So the answer is followed by a half-close (FIN), what still arrives is read and
 dropped, and the connection closes when the client closes its side, or after
 :data:`LINGER_SECONDS`.
+
+The app's answers end a connection the same way. uvicorn closes it the moment an answer that
+ends it is written (the client sent ``Connection: close``, as Python's urllib always does, or
+spoke HTTP/1.0), even with the request's body still arriving: an upload refused on its headers
+alone (401, 403 ``INVALID_SIGNATURE``, 413 by ``Content-Length``, 415) was cut with a reset,
+and urllib raised "Broken pipe" instead of the answer. Such a connection lingers instead, for as
+long as the body keeps arriving (at most ``head_timeout`` seconds). On a kept-alive connection
+the rest of such a body is read and dropped by uvicorn, for ``head_timeout`` seconds at most:
+then the connection ends the same way, without the 408 a stalled head gets (no request is
+waiting for an answer).
 """
 
 from __future__ import annotations
@@ -62,6 +72,8 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._in_body = False  # between a head's end and its message's end
         self._url_too_long = False
         self._lingering = False  # an error was answered: the connection only drains now
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._drain_until = 0.0  # loop time until which arriving bytes keep a lingering one open
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -69,6 +81,8 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:  # after an error's answer: read and dropped (see _linger)
+            if self.loop.time() < self._drain_until:
+                self._close_later()  # a body still arriving: not yet
             return
         if data:
             self._head_started = True
@@ -101,6 +115,8 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._in_body = True
         self._head_bytes = 0
         super().on_headers_complete()
+        if self.cycle is not None:  # its answer closes the connection through _close_answered
+            self.cycle.transport = _CycleTransport(self)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -108,6 +124,9 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._lingering:  # the answer ended the connection (_close_answered): no next request
+            self._unset_keepalive_if_required()  # uvicorn's timer would cut the drain short
+            return
         if not self.transport.is_closing() and not self._in_request():
             self._arm()  # the wait for the next request's head (pipelined: already here)
 
@@ -125,18 +144,27 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._write_error(400, b"Bad Request", "INVALID_REQUEST", "the request is not valid HTTP")
 
     def _write_error(self, status: int, reason: bytes, code: str, message: str) -> None:
-        rid = new_id("rid")  # as every answer has one (api/errors.py's middleware gives the rest)
+        rid = new_id("rid")  # as every answer has one, and no-store (api/errors.py, api/caching.py)
         body = json.dumps(error_body(code, message, rid=rid)).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"x-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
+            b"cache-control: no-store\r\nx-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
             % (status, reason, rid.encode(), len(body), body)
         )
         self._linger()
 
-    def _linger(self) -> None:
+    def _close_answered(self) -> None:
+        """uvicorn closing the connection after an answer: at once if the request came whole,
+        else lingering while the rest of its body arrives (module docstring)."""
+        if self._in_body and not self.transport.is_closing():
+            self._linger(draining=self.head_timeout)
+        else:
+            self.transport.close()
+
+    def _linger(self, draining: float = 0.0) -> None:
         """End the connection after an answer without a reset destroying it (module docstring):
-        half-close, drain, close when the client does or after :data:`LINGER_SECONDS`."""
+        half-close, drain, close when the client does or after :data:`LINGER_SECONDS` with
+        nothing arriving, or ``draining`` seconds from now at the latest."""
         self._lingering = True
         self._disarm()
         if not self.transport.can_write_eof():
@@ -144,7 +172,13 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
             return
         self.transport.write_eof()
         self.transport.resume_reading()  # uvicorn may have paused it: drain all the same
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._drain_until = self.loop.time() + draining
+        self._close_later()
+
+    def _close_later(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _keeps_alive(self) -> bool:
         """uvicorn's keep-alive timer is running: the connection served a response and sits
@@ -170,6 +204,9 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing() or self._in_request():
             return
+        if self._in_body:  # the rest of an answered request's body, arriving all this time
+            self._linger()
+            return
         if not self._head_started:
             if not self._keeps_alive():
                 self.transport.close()
@@ -179,6 +216,23 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
             "(DEMIXER_BODY_TIMEOUT_SECONDS): the connection is closed"
         )
         self._write_error(408, b"Request Timeout", "REQUEST_TIMEOUT", message)
+
+
+class _CycleTransport:
+    """The connection as a request's response cycle (uvicorn's) sees it: the same, but closing
+    it is the protocol's :meth:`_HeadTimeoutProtocol._close_answered`."""
+
+    def __init__(self, protocol: _HeadTimeoutProtocol) -> None:
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol.transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol._close_answered()
 
 
 def head_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:

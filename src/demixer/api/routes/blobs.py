@@ -57,6 +57,11 @@ _BLOB_HEADERS: dict[str, Any] = {
         "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'},
     },
 }
+_NOT_MODIFIED: dict[str, Any] = {
+    "description": "`If-None-Match` named the blob's `ETag`: the copy the client has is "
+    "current. No body.",
+    "headers": {"ETag": _BLOB_HEADERS["ETag"]},
+}
 _CONTENT_RANGE = {
     "description": "`bytes FIRST-LAST/SIZE` (206), `bytes */SIZE` (416).",
     "required": True,
@@ -152,6 +157,23 @@ def _etag(key: str, size: int) -> str:
     return '"' + hashlib.sha256(f"{key}\0{size}".encode()).hexdigest()[:32] + '"'
 
 
+def _unchanged(request: Request, etag: str) -> bool:
+    """Whether the request's ``If-None-Match`` names ``etag`` (or is ``*``): the client holds
+    this blob already, and is answered 304 without it (RFC 9110, section 13.1.2). A browser
+    revalidating a stem it has cached, or a sync tool checking a file, sent it and got the
+    whole blob again. Weak tags (``W/"..."``) compare by their value, as the RFC says here."""
+    asked = request.headers.get("if-none-match")
+    if asked is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in asked.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _not_modified(headers: dict[str, str]) -> Response:
+    """The 304 answer: the tag the client has, no body."""
+    return Response(None, 304, {"ETag": headers["ETag"]})
+
+
 def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str]]:
     content_type, file_name = _describe(services, key)
     size = services.storage.size(key)
@@ -178,6 +200,7 @@ def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str
             "content": _ANY_BYTES,
             "headers": {**_BLOB_HEADERS, "Content-Range": _CONTENT_RANGE},
         },
+        304: _NOT_MODIFIED,
         **error_responses(403, 404, 410),
         416: {**error_responses(416)[416], "headers": {"Content-Range": _CONTENT_RANGE}},
     },
@@ -188,14 +211,17 @@ def download(
     services: ServicesDep,
     expires: int = _Expires,
     sig: str = _Sig,
-) -> StreamingResponse:
+) -> Response:
     """Stream a blob (an output stem) through a signed URL; no API key. One byte range
     (`Range: bytes=first-last`, `first-`, `-count`) answers 206, so a player can seek and a
     download can resume (a browser's resume sends `If-Range` with the `ETag` it got: the
     range when it still matches). Several ranges, or an `If-Range` that does not match (a
-    date, another tag), get the whole blob."""
+    date, another tag), get the whole blob. `If-None-Match` with the `ETag` answers 304, no
+    body."""
     _check(services, "GET", key, expires, sig)
     content_type, size, headers = _blob_headers(services, key)
+    if _unchanged(request, headers["ETag"]):
+        return _not_modified(headers)
     wanted = request.headers.get("range")
     if request.headers.get("if-range", headers["ETag"]).strip() != headers["ETag"]:
         wanted = None
@@ -226,16 +252,23 @@ def download(
             "content": {"*/*": {}},
             "headers": _BLOB_HEADERS,
         },
+        304: _NOT_MODIFIED,
         **error_responses(403, 404, 410),
     },
 )
 def download_headers(
-    key: str, services: ServicesDep, expires: int = _Expires, sig: str = _Sig
+    key: str,
+    request: Request,
+    services: ServicesDep,
+    expires: int = _Expires,
+    sig: str = _Sig,
 ) -> Response:
     """What a GET of the same signed URL would answer, without the body: its size
-    (`Content-Length`), type and file name."""
+    (`Content-Length`), type and file name (304 to an `If-None-Match` of its `ETag`)."""
     _check(services, "GET", key, expires, sig)  # a GET URL answers HEAD too
     content_type, size, headers = _blob_headers(services, key)
+    if _unchanged(request, headers["ETag"]):
+        return _not_modified(headers)
     headers["Content-Length"] = str(size)
     return Response(None, 200, headers, media_type=content_type)
 

@@ -1,0 +1,44 @@
+"""Caches never keep an API answer: ``Cache-Control: no-store`` on every JSON answer that does
+not say otherwise.
+
+An answer is one caller's, and true for a moment: a request's status, a file, a usage count.
+Without a ``Cache-Control`` a shared cache (a reverse proxy, a company's proxy) is allowed to
+keep a 200 and serve it again (RFC 9111, section 4.2.2: heuristic freshness); it is kept from
+doing so only for requests that carry an ``Authorization`` header, and Gaudio's clients send
+their key in ``x-ga-apikey``. Varnish, for one, keeps such an answer two minutes by default
+(its ``default_ttl``): a client polling a job through it would see the job running for two
+minutes after it ended, and anyone asking the same URL would get the first caller's answer.
+
+Routes that want caching say so themselves (the web page's assets, the API docs, a stream's
+``no-cache``) and are left alone, as are blobs: a signed URL is its own credential, and a
+browser may keep a stem it downloaded.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["NoStoreJson"]
+
+
+class NoStoreJson:
+    """ASGI middleware adding ``Cache-Control: no-store`` to JSON answers without one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                json = headers.get("content-type", "").startswith("application/json")
+                if json and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
