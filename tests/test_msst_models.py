@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -980,3 +981,29 @@ def test_memory_does_not_grow_with_the_length_of_the_input() -> None:
     short, long = peak(60), peak(600)
     assert long < short + 80e6, (short, long)
     assert long < 150e6, (short, long)
+
+
+def test_a_config_far_bigger_than_its_checkpoint_is_refused_before_it_is_built(
+    tmp_path: Path,
+) -> None:
+    """A typo in a dimension (``dim: 16384`` for 16) describes a network of tens of GB: it was
+    allocated and initialised whole before the checkpoint was compared with it, so `models
+    add` ran out of memory (or was killed for it) instead of saying they do not fit. The
+    shapes are compared first, allocating nothing: here under a 4 GB address-space limit."""
+    _, checkpoint = model_files(tmp_path)
+    config, _ = shrunk("kim-mel-vocals", chunk_frames=20, dim=16384, depth=4)
+    path = write_config(config, tmp_path / "typo.yaml")
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    env = {**os.environ, "DEMIXER_MODEL_DIR": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"}
+    cli = Path(sys.executable).parent / "demixer"
+    adding = [str(cli), "models", "add", "mine", "--arch", "mel_band_roformer", "--config",
+              str(path), "--checkpoint", str(checkpoint)]  # fmt: skip
+    run = subprocess.run(adding, capture_output=True, text=True, env=env, preexec_fn=limited)
+    assert (run.returncode, run.stdout) == (4, "")
+    assert run.stderr.startswith(
+        f"error [CHECKPOINT_MISMATCH] checkpoint {checkpoint} does not fit the network config "
+        f"{path} describes: "
+    )

@@ -127,9 +127,10 @@ class MelBandRoformer(nn.Module):
         self.layers = axial_layers(opts, norm_output=True)
         self.stft = Stft(opts)
         _, bins = np.nonzero(membership)  # band-major, bins ascending within a band
-        index = torch.from_numpy(bins.astype(np.int64))
         if channels == 2:
-            index = (index[:, None] * 2 + torch.arange(2)).reshape(-1)
+            bins = (bins[:, None] * 2 + np.arange(2)).reshape(-1)
+        # (numpy, not torch: a network built on the meta device has these buffers all the same)
+        index = torch.from_numpy(bins.astype(np.int64))
         # One gather picks every band's bins (both channels) from the (bins * channels) axis,
         # one index_add puts the masks back; each bin's mask is divided by its band count.
         self.register_buffer("freq_indices", index, persistent=False)

@@ -33,7 +33,7 @@ from demixer.errors import (
 from demixer.models.arch import FP32_BY_DEFAULT, build_model, chunk_problem
 from demixer.models.base import InputStats
 from demixer.models.loading import resolve_weight, verified_weights
-from demixer.models.msst.checkpoint import load_weights, read_state_dict
+from demixer.models.msst.checkpoint import check_fit, load_weights, read_state_dict
 from demixer.models.msst.config import MsstConfig, read_config
 from demixer.models.msst.inference import Chunking, demix_stream
 from demixer.models.precision import autocast, requested_precision, resolve_precision
@@ -189,23 +189,34 @@ def build_network(config: MsstConfig, checkpoint: Path) -> nn.Module:
             before any song: the message names the config file).
         ModelUnavailable, CheckpointMismatch: the checkpoint is unreadable or does not fit.
     """
-    try:
-        network = build_model(
-            config.arch,
-            config.model_dict(),
-            config.audio_dict(),
-            config.instruments,
-            config.target_instrument,
-        )
-    except InvalidModelConfig as exc:  # the architecture's words; name the file to fix
-        raise InvalidModelConfig(f"{config.source}: {exc.message}") from None
-    problem = chunk_problem(network, config.chunk_size)
+
+    def build() -> nn.Module:
+        try:
+            return build_model(
+                config.arch,
+                config.model_dict(),
+                config.audio_dict(),
+                config.instruments,
+                config.target_instrument,
+            )
+        except InvalidModelConfig as exc:  # the architecture's words; name the file to fix
+            raise InvalidModelConfig(f"{config.source}: {exc.message}") from None
+
+    # First the network's shapes alone (the meta device: no memory, no initialisation): a
+    # config that does not fit its checkpoint (a typo'd dim: 4096) allocated and initialised
+    # the whole network first, 6 GB and 35 s for a 1.5 G-parameter one, or was killed for
+    # memory, before saying so. Past the check the network is as big as the checkpoint.
+    with torch.device("meta"):
+        shapes = build()
+    state = read_state_dict(checkpoint)
+    check_fit(shapes, state, checkpoint=str(checkpoint), config=config.source)
+    network = build()
+    problem = chunk_problem(network, config.chunk_size)  # reads its STFT window's values
     if problem:
         raise InvalidModelConfig(
             f"{config.source}: {config.chunk_key} {config.chunk_size} does not fit the "
             f"network: {problem}"
         )
-    state = read_state_dict(checkpoint)
     load_weights(network, state, checkpoint=str(checkpoint), config=config.source)
     return network
 

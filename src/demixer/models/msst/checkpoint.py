@@ -23,7 +23,7 @@ from torch import nn
 
 from demixer.errors import CheckpointMismatch, ModelUnavailable
 
-__all__ = ["describe_mismatch", "load_weights", "read_state_dict"]
+__all__ = ["check_fit", "describe_mismatch", "load_weights", "read_state_dict"]
 
 _WRAPPERS = ("state", "state_dict", "model_state_dict", "model")
 #: what wrappers of a network put before its parameters' names (see the module docstring)
@@ -162,10 +162,18 @@ def load_weights(
         CheckpointMismatch: the keys or shapes differ; the message names the first few of each
             kind with their counts, and both files.
     """
+    check_fit(network, state, checkpoint=checkpoint, config=config)
+    network.load_state_dict(state, strict=True)  # copies (and casts a float16 checkpoint)
+
+
+def check_fit(
+    network: nn.Module, state: Mapping[str, torch.Tensor], *, checkpoint: str, config: str
+) -> None:
+    """Raise :class:`CheckpointMismatch` as :func:`load_weights` does, copying nothing
+    (``network`` may be on the meta device: its shapes alone)."""
     problem = describe_mismatch(network, state)
     if problem is not None:
         raise CheckpointMismatch(
             f"checkpoint {checkpoint} does not fit the network config {config} describes: "
             f"{problem}. Are they from the same model?"
         )
-    network.load_state_dict(state, strict=True)  # copies (and casts a float16 checkpoint)
