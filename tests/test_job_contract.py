@@ -85,6 +85,28 @@ def test_the_row_written_today_reads_back_equal() -> None:
         assert JobParams.from_row(params.to_row()) == params
 
 
+# The fields of the contract's release before ``rescale`` (commit 01ed6ac): its workers and API
+# processes refuse a row holding any other (``extra="forbid"``).
+_PREVIOUS_FIELDS = {
+    "version", "input", "stems", "output_format", "bit_depth", "names", "labels", "spans",
+    "extra_formats", "preprocess", "downmix", "quality", "webhook", "prompt", "vendor",
+}  # fmt: skip
+
+
+def test_a_row_asking_nothing_new_is_read_by_the_previous_release() -> None:
+    """In a rolling upgrade an older worker claims the jobs a newer API queued: every one of
+    them failed INVALID_PARAMS there ("rescale: Extra inputs are not permitted"), as the row
+    held every field at its default. A job that asks for rescaling still says so."""
+    params = JobParams.from_row(ROWS["native_separate"]["params"]).model_copy(
+        update={"quality": "balanced"}
+    )
+    row = params.to_row()
+    assert set(row) <= _PREVIOUS_FIELDS and row["version"] == 2
+    assert JobParams.from_row(row) == params
+    rescaled = params.model_copy(update={"rescale": True}).to_row()
+    assert rescaled["rescale"] is True
+
+
 def test_old_fingerprints_still_find_their_results() -> None:
     """The result cache's key of an old row, computed today, is the one the old code stored
     (the expected values were computed by release 0.1.0, not by this code)."""

@@ -221,8 +221,22 @@ class JobParams(_Part):
         return next((e for e, a in self.names.items() if a == api_name), None)
 
     def to_row(self) -> dict[str, Any]:
-        """The JSON stored in ``jobs.params``."""
-        return self.model_dump(mode="json")
+        """The JSON stored in ``jobs.params``: ``version`` and the fields not at their default.
+
+        During a rolling upgrade a worker (or API process) of the previous release reads the
+        rows this one writes, and its contract refuses a field it does not know: with every
+        field written, each job queued by a newer API (``"rescale": false`` included) failed
+        ``INVALID_PARAMS`` on every older worker. A job that asks for nothing new now reads
+        there as it did; one that does (``rescale``) is still refused, not run without it.
+        """
+        row = self.model_dump(mode="json")
+        for name, field in type(self).model_fields.items():
+            # Only top-level fields: a vendor's ``name`` is its default and must stay.
+            if name == "version" or field.is_required():
+                continue
+            if getattr(self, name) == field.get_default(call_default_factory=True):
+                del row[name]
+        return row
 
     @classmethod
     def of_job(cls, job_id: str, row: Mapping[str, Any] | None) -> JobParams:
