@@ -135,7 +135,11 @@ def test_old_fingerprints_still_find_their_results() -> None:
         ({"quality": "ultra"}, "quality"),
         ({"input": {"audio_url": "file:///etc/passwd"}}, "not an http(s) URL"),
         ({"vendor": {"name": "acme"}}, "vendor"),
-        ({"surprise": 1}, "surprise"),
+        ({"surprise": 1}, "asks for 'surprise', which this release does not know"),
+        (
+            {"input": {"file_id": "f", "storage_key": "k", "file_name": "a", "x": 1}},
+            "input.upload.x",
+        ),
     ],
 )
 def test_a_row_that_breaks_the_contract_is_invalid_params(

@@ -259,6 +259,15 @@ class JobParams(_Part):
             return cls.model_validate(upgrade(dict(row or {})))
         except ValidationError as exc:
             first = exc.errors()[0]
+            if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+                # An option a later release added, queued by its API while this release's
+                # workers still run (a rolling upgrade): said so, not "Extra inputs are not
+                # permitted", which read as a bug in the request.
+                raise InvalidParams(
+                    f"job params: the job asks for {first['loc'][0]!r}, which this release "
+                    "does not know (a later release's API queued it): submit it again once "
+                    "every worker runs that release"
+                ) from None
             where = ".".join(str(p) for p in first["loc"]) or "params"
             raise InvalidParams(f"job params: {where}: {first['msg']}") from None
         except DemixerError as exc:
