@@ -285,3 +285,27 @@ def test_a_vendor_plan_is_validated_before_the_row_is_written(api: Api) -> None:
     with pytest.raises(InvalidRequest, match="preprocess"):
         submit.plan_stems_request(api.services, api.account, req, how)
     assert api.get("/v1/queue/requests").json()["data"] == []
+
+
+def test_a_job_a_later_release_queued_is_shown_and_only_its_worker_refuses_it(api: Api) -> None:
+    """Mid rolling upgrade, a newer API queues a job with an option this release does not know
+    (a field it adds). This release's API answered it, and the account's whole listing, 400
+    INVALID_PARAMS; it shows what it knows of it. Its worker must not run it without the
+    option: it still refuses it."""
+    from demixer.service.jobs import contract
+
+    r = api.post("/v1/queue/audio/stems", json={"input": {"file_id": api.upload()}})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    with api.services.db.write() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.params = row = {**job.params, "declick": True}  # as the later release writes it
+    contract._READ.clear()  # as a process that has not read this job yet
+
+    status = api.get(f"/v1/queue/requests/{job_id}/status")
+    assert status.status_code == 200, status.text
+    assert status.json()["file_name"] == "stereo.wav"
+    assert api.get("/v1/queue/requests").status_code == 200
+    with pytest.raises(InvalidParams, match="asks for 'declick'"):
+        JobParams.from_row(row)

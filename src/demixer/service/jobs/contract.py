@@ -16,7 +16,9 @@ Versions (``version`` in the row):
   sub-object, discriminated by its ``name``.
 
 A row of a later version than this code knows is refused (``INVALID_PARAMS``) rather than
-half-read: a worker older than the API that queued the job must not guess.
+half-read: a worker older than the API that queued the job must not guess. So is a field a
+later release added, by the worker (:meth:`JobParams.from_row`); readers that only show a job
+or act on what they know of it (:meth:`JobParams.of_job`) leave it out.
 """
 
 from __future__ import annotations
@@ -244,19 +246,32 @@ class JobParams(_Part):
 
         A job's params are written once, when it is queued, and never change, so a reader that
         comes back to the same jobs again and again (a status poll, on every request) validates
-        each job's row once. ``row`` must be that job's; raises as :meth:`from_row` does.
+        each job's row once. ``row`` must be that job's; raises as :meth:`from_row` does, except
+        that fields a later release added are left out (``later_fields="ignore"``): this is for
+        showing a job and acting on what this release knows of it (status, listings, vendor
+        views, the sweeper, the outbox), never for running it.
         """
         return _of_job(job_id, row)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any] | None) -> JobParams:
+    def from_row(
+        cls, row: Mapping[str, Any] | None, *, later_fields: Literal["refuse", "ignore"] = "refuse"
+    ) -> JobParams:
         """Read ``jobs.params`` of any known version.
+
+        ``later_fields``: what to do with a top-level field this release does not know (a later
+        release's API queued the job, mid rolling upgrade): ``refuse`` it, as a worker must (it
+        cannot run the option), or ``ignore`` it, to show the job: an older API process
+        answered such a job, and its account's whole listing, 400 until it was replaced.
 
         Raises:
             InvalidParams: the row breaks the contract, or comes from a later version.
         """
         try:
-            return cls.model_validate(upgrade(dict(row or {})))
+            upgraded = upgrade(dict(row or {}))
+            if later_fields == "ignore":
+                upgraded = {k: v for k, v in upgraded.items() if k in cls.model_fields}
+            return cls.model_validate(upgraded)
         except ValidationError as exc:
             first = exc.errors()[0]
             if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
@@ -282,7 +297,7 @@ _MAX_READ = 10_000
 def _of_job(job_id: str, row: Mapping[str, Any] | None) -> JobParams:
     known = _READ.get(job_id)
     if known is None:
-        known = JobParams.from_row(row)
+        known = JobParams.from_row(row, later_fields="ignore")
         if len(_READ) >= _MAX_READ:
             _READ.clear()
         _READ[job_id] = known
