@@ -38,10 +38,11 @@ def _error(r: Any, status: int, code: str, param: str | None = None) -> str:
 
 
 def _params(api: Api, job_id: str) -> dict[str, Any]:
+    """The job's params as its worker reads them (the row leaves out fields at their default)."""
     with api.services.db.read() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        return dict(job.params)
+        return JobParams.from_row(job.params).model_dump(mode="json")
 
 
 def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:

@@ -85,6 +85,28 @@ def test_the_row_written_today_reads_back_equal() -> None:
         assert JobParams.from_row(params.to_row()) == params
 
 
+# The fields of the contract's release before ``rescale`` (commit 01ed6ac): its workers and API
+# processes refuse a row holding any other (``extra="forbid"``).
+_PREVIOUS_FIELDS = {
+    "version", "input", "stems", "output_format", "bit_depth", "names", "labels", "spans",
+    "extra_formats", "preprocess", "downmix", "quality", "webhook", "prompt", "vendor",
+}  # fmt: skip
+
+
+def test_a_row_asking_nothing_new_is_read_by_the_previous_release() -> None:
+    """In a rolling upgrade an older worker claims the jobs a newer API queued: every one of
+    them failed INVALID_PARAMS there ("rescale: Extra inputs are not permitted"), as the row
+    held every field at its default. A job that asks for rescaling still says so."""
+    params = JobParams.from_row(ROWS["native_separate"]["params"]).model_copy(
+        update={"quality": "balanced"}
+    )
+    row = params.to_row()
+    assert set(row) <= _PREVIOUS_FIELDS and row["version"] == 2
+    assert JobParams.from_row(row) == params
+    rescaled = params.model_copy(update={"rescale": True}).to_row()
+    assert rescaled["rescale"] is True
+
+
 def test_old_fingerprints_still_find_their_results() -> None:
     """The result cache's key of an old row, computed today, is the one the old code stored
     (the expected values were computed by release 0.1.0, not by this code)."""
@@ -113,7 +135,11 @@ def test_old_fingerprints_still_find_their_results() -> None:
         ({"quality": "ultra"}, "quality"),
         ({"input": {"audio_url": "file:///etc/passwd"}}, "not an http(s) URL"),
         ({"vendor": {"name": "acme"}}, "vendor"),
-        ({"surprise": 1}, "surprise"),
+        ({"surprise": 1}, "asks for 'surprise', which this release does not know"),
+        (
+            {"input": {"file_id": "f", "storage_key": "k", "file_name": "a", "x": 1}},
+            "input.upload.x",
+        ),
     ],
 )
 def test_a_row_that_breaks_the_contract_is_invalid_params(
@@ -259,3 +285,27 @@ def test_a_vendor_plan_is_validated_before_the_row_is_written(api: Api) -> None:
     with pytest.raises(InvalidRequest, match="preprocess"):
         submit.plan_stems_request(api.services, api.account, req, how)
     assert api.get("/v1/queue/requests").json()["data"] == []
+
+
+def test_a_job_a_later_release_queued_is_shown_and_only_its_worker_refuses_it(api: Api) -> None:
+    """Mid rolling upgrade, a newer API queues a job with an option this release does not know
+    (a field it adds). This release's API answered it, and the account's whole listing, 400
+    INVALID_PARAMS; it shows what it knows of it. Its worker must not run it without the
+    option: it still refuses it."""
+    from demixer.service.jobs import contract
+
+    r = api.post("/v1/queue/audio/stems", json={"input": {"file_id": api.upload()}})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    with api.services.db.write() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.params = row = {**job.params, "declick": True}  # as the later release writes it
+    contract._READ.clear()  # as a process that has not read this job yet
+
+    status = api.get(f"/v1/queue/requests/{job_id}/status")
+    assert status.status_code == 200, status.text
+    assert status.json()["file_name"] == "stereo.wav"
+    assert api.get("/v1/queue/requests").status_code == 200
+    with pytest.raises(InvalidParams, match="asks for 'declick'"):
+        JobParams.from_row(row)

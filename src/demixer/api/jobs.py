@@ -181,7 +181,9 @@ def build_status(services: Services, job: Job, logs: bool, found: Extras) -> Req
     stage = job.stage if job.status == IN_PROGRESS and job.stage in STAGES else None
     waiting = position = None
     if job.status == IN_QUEUE:
-        steps = [s for s in JobParams.from_row(job.params).preprocess if s in planner.CLEANUP_STEMS]
+        steps = [
+            s for s in JobParams.of_job(job.id, job.params).preprocess if s in planner.CLEANUP_STEMS
+        ]
         model_dir = services.settings.model_dir
         waiting = waiting_reason(job.engine_model, found.live or [], steps, model_dir)
         position = found.position
@@ -189,7 +191,7 @@ def build_status(services: Services, job: Job, logs: bool, found: Extras) -> Req
         request_id=job.id,
         model=job.queue_model,
         engine_model=job.engine_model,
-        quality=JobParams.from_row(job.params).quality,
+        quality=JobParams.of_job(job.id, job.params).quality,
         status=cast(JobStatus, job.status),
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -320,7 +322,9 @@ def _made_by(job: Job) -> dict[str, str]:
         makers = planner.makers(get_spec(job.engine_model))
     except UnknownModel:  # a model this server no longer knows: its id is all there is
         makers = {}
-    engine_names = {api: engine for engine, api in JobParams.from_row(job.params).names.items()}
+    engine_names = {
+        api: engine for engine, api in JobParams.of_job(job.id, job.params).names.items()
+    }
     outputs = list(job.outputs or {})
     out = {}
     for name in outputs:
@@ -361,7 +365,7 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     return ResultResponse(
         request_id=job.id,
         model=job.queue_model,
-        quality=JobParams.from_row(job.params).quality,
+        quality=JobParams.of_job(job.id, job.params).quality,
         data=data,
         made_by=_made_by(job),
         usage=Usage(quantity=usage_quantity(job)),

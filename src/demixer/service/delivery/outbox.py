@@ -94,7 +94,7 @@ class Outbox:
     def __call__(self, session: Session, job: Job) -> None:
         """Add the job's delivery row inside its final transaction (none without a webhook)."""
         try:
-            hook = JobParams.from_row(job.params).webhook
+            hook = JobParams.of_job(job.id, job.params).webhook
         except InvalidParams:  # a row no release writes: it ends FAILED, nobody to tell
             log.warning("job %s: its params break the job contract; no webhook", job.id)
             return

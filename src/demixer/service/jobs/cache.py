@@ -58,7 +58,7 @@ def fingerprint(
     """
     if not content_sha256:
         return None
-    row = params.to_row()
+    row = params.model_dump(mode="json")  # every field: to_row leaves out the defaults
     key = {
         "input_sha256": content_sha256,
         "engine_model": engine_model,

@@ -16,7 +16,9 @@ Versions (``version`` in the row):
   sub-object, discriminated by its ``name``.
 
 A row of a later version than this code knows is refused (``INVALID_PARAMS``) rather than
-half-read: a worker older than the API that queued the job must not guess.
+half-read: a worker older than the API that queued the job must not guess. So is a field a
+later release added, by the worker (:meth:`JobParams.from_row`); readers that only show a job
+or act on what they know of it (:meth:`JobParams.of_job`) leave it out.
 """
 
 from __future__ import annotations
@@ -221,8 +223,22 @@ class JobParams(_Part):
         return next((e for e, a in self.names.items() if a == api_name), None)
 
     def to_row(self) -> dict[str, Any]:
-        """The JSON stored in ``jobs.params``."""
-        return self.model_dump(mode="json")
+        """The JSON stored in ``jobs.params``: ``version`` and the fields not at their default.
+
+        During a rolling upgrade a worker (or API process) of the previous release reads the
+        rows this one writes, and its contract refuses a field it does not know: with every
+        field written, each job queued by a newer API (``"rescale": false`` included) failed
+        ``INVALID_PARAMS`` on every older worker. A job that asks for nothing new now reads
+        there as it did; one that does (``rescale``) is still refused, not run without it.
+        """
+        row = self.model_dump(mode="json")
+        for name, field in type(self).model_fields.items():
+            # Only top-level fields: a vendor's ``name`` is its default and must stay.
+            if name == "version" or field.is_required():
+                continue
+            if getattr(self, name) == field.get_default(call_default_factory=True):
+                del row[name]
+        return row
 
     @classmethod
     def of_job(cls, job_id: str, row: Mapping[str, Any] | None) -> JobParams:
@@ -230,21 +246,43 @@ class JobParams(_Part):
 
         A job's params are written once, when it is queued, and never change, so a reader that
         comes back to the same jobs again and again (a status poll, on every request) validates
-        each job's row once. ``row`` must be that job's; raises as :meth:`from_row` does.
+        each job's row once. ``row`` must be that job's; raises as :meth:`from_row` does, except
+        that fields a later release added are left out (``later_fields="ignore"``): this is for
+        showing a job and acting on what this release knows of it (status, listings, vendor
+        views, the sweeper, the outbox), never for running it.
         """
         return _of_job(job_id, row)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any] | None) -> JobParams:
+    def from_row(
+        cls, row: Mapping[str, Any] | None, *, later_fields: Literal["refuse", "ignore"] = "refuse"
+    ) -> JobParams:
         """Read ``jobs.params`` of any known version.
+
+        ``later_fields``: what to do with a top-level field this release does not know (a later
+        release's API queued the job, mid rolling upgrade): ``refuse`` it, as a worker must (it
+        cannot run the option), or ``ignore`` it, to show the job: an older API process
+        answered such a job, and its account's whole listing, 400 until it was replaced.
 
         Raises:
             InvalidParams: the row breaks the contract, or comes from a later version.
         """
         try:
-            return cls.model_validate(upgrade(dict(row or {})))
+            upgraded = upgrade(dict(row or {}))
+            if later_fields == "ignore":
+                upgraded = {k: v for k, v in upgraded.items() if k in cls.model_fields}
+            return cls.model_validate(upgraded)
         except ValidationError as exc:
             first = exc.errors()[0]
+            if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+                # An option a later release added, queued by its API while this release's
+                # workers still run (a rolling upgrade): said so, not "Extra inputs are not
+                # permitted", which read as a bug in the request.
+                raise InvalidParams(
+                    f"job params: the job asks for {first['loc'][0]!r}, which this release "
+                    "does not know (a later release's API queued it): submit it again once "
+                    "every worker runs that release"
+                ) from None
             where = ".".join(str(p) for p in first["loc"]) or "params"
             raise InvalidParams(f"job params: {where}: {first['msg']}") from None
         except DemixerError as exc:
@@ -259,7 +297,7 @@ _MAX_READ = 10_000
 def _of_job(job_id: str, row: Mapping[str, Any] | None) -> JobParams:
     known = _READ.get(job_id)
     if known is None:
-        known = JobParams.from_row(row)
+        known = JobParams.from_row(row, later_fields="ignore")
         if len(_READ) >= _MAX_READ:
             _READ.clear()
         _READ[job_id] = known
