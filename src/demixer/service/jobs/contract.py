@@ -19,6 +19,10 @@ A row of a later version than this code knows is refused (``INVALID_PARAMS``) ra
 half-read: a worker older than the API that queued the job must not guess. So is a field a
 later release added, by the worker (:meth:`JobParams.from_row`); readers that only show a job
 or act on what they know of it (:meth:`JobParams.of_job`) leave it out.
+
+A row holds only the fields not at their default (:meth:`JobParams.to_row`), so a field's
+default is part of the contract: changing one needs a new version, whose :func:`upgrade`
+writes the old default into older rows.
 """
 
 from __future__ import annotations
