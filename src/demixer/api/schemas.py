@@ -8,10 +8,10 @@ a 400 naming the field, not a guess (an integer is still taken where a number is
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from demixer.models.quality import QUALITIES
@@ -54,7 +54,19 @@ __all__ = [
     "WebhookIn",
     "WebhookInfo",
     "WebhookStatus",
+    "wire_time",
 ]
+
+_TIME = TypeAdapter(datetime)
+
+
+def wire_time(when: datetime) -> str:
+    """``when`` as every answer above writes a time: ISO 8601 in UTC, ending in ``Z``
+    (``2030-03-01T09:00:00.250000Z``), for the times built outside these models (webhook
+    bodies, the vendors' answers). ``isoformat()`` ends in ``+00:00`` instead, which Java's
+    ``Instant.parse`` (before Java 12) refuses, and MusicGPT's own payloads end in ``Z``."""
+    return str(_TIME.dump_python(when.astimezone(UTC), mode="json"))
+
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
 FileStatus = Literal["pending", "uploaded", "failed"]
