@@ -126,7 +126,7 @@ def test_a_date_alone_as_to_is_that_whole_day(api: Api) -> None:
     )
 
 
-def test_an_offset_whose_plus_sign_was_not_escaped_is_read(api: Api) -> None:
+def test_an_unescaped_offset_plus_and_a_lower_case_t_and_z_are_read(api: Api) -> None:
     """``curl '...?from=2030-03-01T10:00+05:30'`` sends the "+" as is, which a query string
     reads as a space: it was a 400 "not an ISO 8601 date or time"."""
     r = api.get("/v1/usage?from=2030-03-01T10:00+05:30&to=2030-03-01T14:30:00.5+05:30")
@@ -135,3 +135,6 @@ def test_an_offset_whose_plus_sign_was_not_escaped_is_read(api: Api) -> None:
         "2030-03-01T04:30:00Z",
         "2030-03-01T09:00:00.500000Z",
     )
+    # RFC 3339's lower-case "t" and "z" (also a 400).
+    r = api.get("/v1/usage", params={"from": "2030-03-01t10:00:00z", "to": "2030-03-02"})
+    assert r.status_code == 200 and r.json()["from"] == "2030-03-01T10:00:00Z", r.text

@@ -31,7 +31,8 @@ _SPACED_OFFSET = re.compile(r"([T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?) (\d{2}(?::
 def _when(value: str | None, param: str) -> datetime | None:
     if value is None:
         return None
-    written = _SPACED_OFFSET.sub(r"\1+\2", value.strip())
+    # upper(): RFC 3339 lets the "T" and the "Z" be written in lower case.
+    written = _SPACED_OFFSET.sub(r"\1+\2", value.strip().upper())
     try:
         when = datetime.fromisoformat(written)
     except ValueError:
