@@ -63,14 +63,15 @@ def get_usage(
     start: str | None = Query(
         None,
         alias="from",
-        description="ISO 8601, inclusive (default: `to` minus 30 days); a date alone is "
-        "its start (UTC).",
+        description="ISO 8601, UTC unless it names an offset; inclusive (default: `to` minus "
+        "30 days); a date alone is its start.",
         json_schema_extra=_ISO,
     ),
     end: str | None = Query(
         None,
         alias="to",
-        description="ISO 8601, inclusive (default: now); a date alone is its whole day (UTC).",
+        description="ISO 8601, UTC unless it names an offset; inclusive (default: now); a "
+        "date alone is its whole day.",
         json_schema_extra=_ISO,
     ),
 ) -> UsageList:
