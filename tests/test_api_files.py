@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -73,6 +74,18 @@ def test_announce_put_probe_and_get(api: Api, backend: Backend) -> None:
         assert api.put_bytes(up).status_code == 200
         again = api.post(f"/v1/files/{up['file_id']}/complete")
         assert again.status_code == 200 and again.json() == got
+
+
+def test_every_time_is_written_in_one_form(api: Api) -> None:
+    """ISO 8601 in UTC to the microsecond, with a "Z": the upload URL's `expires_at` (on the
+    second) came without a fraction while `created_at` had one, so a client parsing one
+    fixed form (Swift's ISO8601DateFormatter, strptime) failed on one or the other."""
+    up = api.announce("mono.wav", "audio/wav")
+    assert api.finish(up).status_code == 200
+    got = api.get(f"/v1/files/{up['file_id']}").json()
+    times = [up["expires_at"], up["retention"]["delete_after"]]
+    times += [got["created_at"], got["uploaded_at"], got["expires_at"]]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times), times
 
 
 @pytest.mark.backends("pg-s3")  # only there do the bytes land on a staging key first

@@ -1225,6 +1225,9 @@ def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:
     keys = re.findall(r"\bkey_[A-Za-z0-9]{22}\b", listed)  # every id whole, never wrapped
     assert len(keys) == 2
     assert re.search(r"\ball\s+laptop\s+\d{4}-\d\d-\d\d\b", listed)
+    # The day is UTC's, which the column did not say: in Pacific/Chatham (UTC+13:45) a key
+    # made on the 6th in the morning read "…-05" under "created".
+    assert "created (UTC)" in listed
 
 
 def test_a_data_directory_made_by_a_service_command_is_its_owners_alone(

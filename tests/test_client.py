@@ -47,6 +47,7 @@ from demixer.client import (
 )
 from demixer.client.core import StatusStream, atomic_file, retry_delay
 from demixer.errors import InvalidAudio, InvalidOutput, StorageFull, exit_code_for
+from demixer.retry_after import retry_after
 from service_harness import DEMIXER, Server, fast_env, free_port, running_server
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -798,6 +799,11 @@ def test_the_event_stream_reader_and_retry_policy() -> None:
     assert retry_delay(answer(429), 2, 3) == 2.0  # no header: doubling from 1 s
     assert retry_delay(answer(429, "3600"), 1, 3) is None  # longer than we sleep: raised
     assert retry_delay(answer(429, "Wed, 21 Oct 2015 07:28:00 GMT"), 1, 3) == 0.0
+    # The asctime date form (no zone: GMT) was not honoured, and "nan" gave up at once
+    # (``demixer models pull`` raised ValueError from time.sleep on it).
+    assert retry_delay(answer(503, "Sun Nov  6 08:49:37 1994"), 1, 3) == 0.0
+    assert retry_delay(answer(503, "nan"), 2, 3) == 2.0
+    assert retry_after("nan", 4.0) == retry_after("inf", 4.0) == 4.0
 
 
 def test_import_demixer_stays_light() -> None:

@@ -108,5 +108,33 @@ def test_usage_listed_per_key_and_model_by_date(api: Api) -> None:
             "request_id": r.headers["x-request-id"],
         }
     r = api.get("/v1/usage", params={"to": "0001-01-01"})  # its 30 days before: from year 1
-    assert r.status_code == 200 and r.json()["from"] == "0001-01-01T00:00:00Z"
+    assert r.status_code == 200 and r.json()["from"] == "0001-01-01T00:00:00.000000Z"
     assert api.get("/v1/usage", key=api.key_with("models:read")).status_code == 403
+
+
+def test_a_date_alone_as_to_is_that_whole_day(api: Api) -> None:
+    """`to` is inclusive: ``from=2030-03-01&to=2030-03-01`` asked for March 1st's usage and
+    got none (a date alone read as its midnight, before the day's work)."""
+    api.services.db.clock = lambda: T0
+    _run(api, api.upload())
+    r = api.get("/v1/usage", params={"from": "2030-03-01", "to": "2030-03-01"})
+    assert r.status_code == 200, r.text
+    assert [line["jobs"] for line in r.json()["data"]] == [1]
+    assert (r.json()["from"], r.json()["to"]) == (
+        "2030-03-01T00:00:00.000000Z",
+        "2030-03-01T23:59:59.999999Z",
+    )
+
+
+def test_an_unescaped_offset_plus_and_a_lower_case_t_and_z_are_read(api: Api) -> None:
+    """``curl '...?from=2030-03-01T10:00+05:30'`` sends the "+" as is, which a query string
+    reads as a space: it was a 400 "not an ISO 8601 date or time"."""
+    r = api.get("/v1/usage?from=2030-03-01T10:00+05:30&to=2030-03-01T14:30:00.5+05:30")
+    assert r.status_code == 200, r.text
+    assert (r.json()["from"], r.json()["to"]) == (
+        "2030-03-01T04:30:00.000000Z",
+        "2030-03-01T09:00:00.500000Z",
+    )
+    # RFC 3339's lower-case "t" and "z" (also a 400).
+    r = api.get("/v1/usage", params={"from": "2030-03-01t10:00:00z", "to": "2030-03-02"})
+    assert r.status_code == 200 and r.json()["from"] == "2030-03-01T10:00:00.000000Z", r.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -141,7 +142,8 @@ def test_quick_start_flow_gives_mp3_and_wav_per_stem(gaudio: Gaudio, uploaded: s
     assert created["resultCode"] == 1000, created
     job = gaudio.wait(created["resultData"]["jobId"])
     assert job["status"] == "success", job
-    assert job["expireAt"] and "T" in job["expireAt"]
+    # ISO 8601 in UTC ending in "Z", as every other time demixer sends (it was "+00:00").
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", job["expireAt"]), job
     urls = job["downloadUrl"]
     assert set(urls) == {"vocal", "others"}
     for stem in ("vocal", "others"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ from demixer.models.msst.user import add, open_files
 from demixer.models.user_models import remove_user_model
 from msst_support import model_files
 from service_harness import Server, create_key, fast_env, running_server
+
+# A time as MusicGPT's clients read it: UTC, "Z", a fraction of a second or not.
+ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -225,6 +229,8 @@ def test_quick_start_upload_poll_download_and_webhook(
     # As MusicGPT's sample payload: the status as byId words it, and the times.
     assert (hook["status"], hook["status_msg"]) == ("COMPLETED", "completed")
     assert hook["createdAt"] == conversion["createdAt"]
+    # In UTC with a "Z", as the sample payload's "2025-01-01T12:00:00Z" (not "+00:00").
+    assert all(ISO_Z.fullmatch(hook[name]) for name in ("createdAt", "updatedAt")), hook
     assert datetime.fromisoformat(hook["updatedAt"]) > datetime.fromisoformat(hook["createdAt"])
     # A signed blob URL: the API's own, or the bucket's on S3.
     blobs = backend.servers.s3_endpoint if backend.servers is not None else server.base_url

@@ -21,6 +21,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer.server.compose import build_services
 from demixer.service.context import Services
-from demixer.service.db import Database
+from demixer.service.db import Database, DatabaseClock
 from demixer.service.delivery.dispatcher import DeliveryClaim, Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
@@ -350,6 +351,31 @@ def test_failed_job_sends_a_failed_event_with_the_callers_secret(
     assert event["type"] == "audio.separate.failed" and event["status"] == "FAILED"
     assert event["error"] == {"code": "MODEL_FAILED", "message": "the model broke"}
     assert "data" not in event
+    # Its time in the form of the API's answers ("...T09:00:00.250000Z"): it ended in
+    # "+00:00", which Java's Instant.parse refuses before Java 12.
+    assert event["timestamp"].endswith("Z"), event
+
+
+@pytest.mark.backends("pg-s3")  # on SQLite the database's clock is this machine's
+def test_a_machine_clock_ten_minutes_fast_still_sends_a_timestamp_receivers_accept(
+    make_api: Callable[..., Api], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`webhook-timestamp` was this machine's clock while the rest (leases, the event's
+    `timestamp`) follows the database's: a dispatcher on a machine 10 minutes fast sent
+    deliveries every Standard Webhooks receiver refuses (it allows 5 minutes)."""
+    api = make_api(**FAST)
+    right, fast = time.time, timedelta(minutes=10)
+    api.services.db.clock = DatabaseClock(
+        api.services.db.engine, local=lambda: datetime.now(UTC) + fast
+    )
+    monkeypatch.setattr(time, "time", lambda: right() + fast.total_seconds())
+    job_id, secret = submit(api, api.upload(), receiver.url("/fast"))
+    api.worker_done(job_id)
+    with dispatching(api.services):
+        wait_for(lambda: hook_status(api, job_id)["delivery_status"] == "delivered")
+    (call,) = receiver.to("/fast")
+    event = verify(call.headers, call.body, secret, now=right())  # the receiver's clock
+    assert event["request_id"] == job_id
 
 
 def test_410_stops_retries_after_one_attempt(

@@ -698,12 +698,13 @@ def keys_list(data_dir: DataDir = None) -> None:
                 k.prefix + "…",
                 _scopes(k, ALL_SCOPES),
                 k.name,
-                k.created_at[:10],  # the day (UTC)
+                k.created_at[:10],
             )
             for k in owned
         ]
         table = _table(
-            ("key id", "prefix", "scopes", "name", "created"),
+            # The day in UTC, said so: east of UTC it is often the local day before.
+            ("key id", "prefix", "scopes", "name", "created (UTC)"),
             rows,
             wrap={"scopes": 14, "name": 6},
             styles=["dim" if k.revoked else None for k in owned],

@@ -6,6 +6,7 @@ One reading for every client in demixer: the Python client's calls to a demixer 
 
 from __future__ import annotations
 
+import math
 from contextlib import suppress
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -24,5 +25,13 @@ def retry_after(value: str | None, fallback: float) -> float:
             delay = float(value)
         except ValueError:
             with suppress(TypeError, ValueError):
-                delay = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+                when = parsedate_to_datetime(value)
+                # An HTTP date is always in GMT; the asctime form (RFC 9110's third, which
+                # every recipient must read) names no zone, and came back without one.
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=UTC)
+                delay = (when - datetime.now(UTC)).total_seconds()
+    # "nan" and "inf" read as floats: sleeping on them raised, or never ended.
+    if not math.isfinite(delay):
+        delay = fallback
     return max(delay, 0.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from demixer.api.jobs import result_response
+from demixer.api.schemas import wire_time
 from demixer.service.context import Services
 from demixer.service.jobs.queue import COMPLETED, FAILED
 from demixer.service.schema import Job
@@ -30,7 +31,7 @@ FAILED_EVENT = "audio.separate.failed"
 
 def native_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] | None:
     """The native event for a finished job: ``(type, body)``, or None (CANCELLED)."""
-    finished = (job.finished_at or job.updated_at or services.db.clock()).isoformat()
+    finished = wire_time(job.finished_at or job.updated_at or services.db.clock())
     head = {"timestamp": finished, "request_id": job.id, "model": job.queue_model}
     if job.status == COMPLETED:
         result = result_response(services, job).model_dump(mode="json")

@@ -8,10 +8,18 @@ a 400 naming the field, not a guess (an integer is still taken where a number is
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from demixer.models.quality import QUALITIES
@@ -54,7 +62,28 @@ __all__ = [
     "WebhookIn",
     "WebhookInfo",
     "WebhookStatus",
+    "WireTime",
+    "wire_time",
 ]
+
+
+def wire_time(when: datetime) -> str:
+    """``when`` as every time demixer sends is written: ISO 8601 in UTC to the microsecond,
+    ending in ``Z`` (``2030-03-01T09:00:00.000000Z``). One form for all: pydantic's own left
+    the fraction out of a time on the second (every upload URL's ``expires_at``), which
+    parsers of one fixed form (Swift's ``ISO8601DateFormatter``, ``strptime``) then refuse;
+    ``isoformat()`` ends in ``+00:00``, which Java's ``Instant.parse`` refuses before Java 12
+    (MusicGPT's own payloads end in ``Z``)."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+#: A time in an answer, sent as :func:`wire_time` writes it.
+WireTime = Annotated[
+    datetime,
+    PlainSerializer(wire_time, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
 FileStatus = Literal["pending", "uploaded", "failed"]
@@ -92,7 +121,7 @@ class ErrorResponse(Answer):
 class Retention(Answer):
     """When demixer deletes the object."""
 
-    delete_after: datetime
+    delete_after: WireTime
 
 
 class FileCreate(BaseModel):
@@ -118,7 +147,7 @@ class FileUpload(Answer):
     )
     upload_method: Literal["PUT"] = "PUT"
     headers: dict[str, str] = Field(description="Send exactly these headers with the PUT.")
-    expires_at: datetime = Field(description="When `upload_url` stops working.")
+    expires_at: WireTime = Field(description="When `upload_url` stops working.")
     retention: Retention
 
 
@@ -140,9 +169,9 @@ class FileObject(Answer):
     status: FileStatus = Field(
         description="`pending` (no bytes yet), `uploaded` (probed as audio) or `failed`."
     )
-    created_at: datetime
-    uploaded_at: datetime | None
-    expires_at: datetime | None = Field(description="When the file is deleted.")
+    created_at: WireTime
+    uploaded_at: WireTime | None
+    expires_at: WireTime | None = Field(description="When the file is deleted.")
     duration: float | None = Field(description="Seconds, as the file declares.")
     sample_rate: int | None = Field(description="Hz (also kept for a file refused for its rate).")
     channels: int | None
@@ -354,7 +383,7 @@ class QueuedResponse(Answer):
     )
     model: str
     engine_model: str
-    created_at: datetime
+    created_at: WireTime
     queue_position: int
     status_url: str
     stream_url: str
@@ -370,7 +399,7 @@ class QueuedResponse(Answer):
 class LogLine(Answer):
     """One line of a request's log."""
 
-    timestamp: datetime
+    timestamp: WireTime
     message: str
 
 
@@ -389,9 +418,9 @@ class WebhookStatus(Answer):
         description="`none`: no event yet (the request has not finished, or was cancelled)."
     )
     attempts: int
-    delivered_at: datetime | None
+    delivered_at: WireTime | None
     last_error: str | None
-    next_attempt_at: datetime | None = Field(None, description="While `pending`.")
+    next_attempt_at: WireTime | None = Field(None, description="While `pending`.")
 
 
 class RequestStatus(Answer):
@@ -406,8 +435,8 @@ class RequestStatus(Answer):
         "existed: it runs Deezer's pipeline, which `fast` is).",
     )
     status: JobStatus
-    created_at: datetime
-    updated_at: datetime
+    created_at: WireTime
+    updated_at: WireTime
     queue_position: int | None = Field(
         description="Queued jobs that run before this one (0: next), of every account on the "
         "server (their number only); only while IN_QUEUE."
@@ -638,6 +667,6 @@ class UsageList(Answer):
 
     object: Literal["list"] = "list"
     data: list[UsageLine]
-    from_: datetime = Field(alias="from")
-    to: datetime
+    from_: WireTime = Field(alias="from")
+    to: WireTime
     total: float = Field(description="Seconds of audio processed in all of `data`.")

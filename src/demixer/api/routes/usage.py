@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, time, timedelta
 
 from fastapi import APIRouter, Query
 from pydantic.config import JsonDict
@@ -22,17 +23,31 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 # For the OpenAPI document: an ISO 8601 date or time starts with its year (`_when` reads the
 # rest, and answers 400 for what it cannot).
 _ISO: JsonDict = {"pattern": r"^\s*[0-9]{4}"}
+# A time, a space, then what can only be a UTC offset: the offset's "+" written unescaped in
+# the URL (curl "...?from=2030-03-01T10:00+05:30"), which a query string reads as a space.
+_SPACED_OFFSET = re.compile(r"([T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?) (\d{2}(?::?\d{2})?)$")
 
 
 def _when(value: str | None, param: str) -> datetime | None:
     if value is None:
         return None
+    # upper(): RFC 3339 lets the "T" and the "Z" be written in lower case.
+    written = _SPACED_OFFSET.sub(r"\1+\2", value.strip().upper())
     try:
-        when = datetime.fromisoformat(value.strip())
+        when = datetime.fromisoformat(written)
     except ValueError:
         raise InvalidRequest(
             f"{param}={value[:100]!r} is not an ISO 8601 date or time", param=param
         ) from None
+    try:
+        day = date.fromisoformat(written)
+    except ValueError:
+        pass
+    else:
+        # A date alone is that whole day (UTC): `to` is inclusive, so `to=2030-03-01` holds
+        # March 1st's usage, and `from=2030-03-01&to=2030-03-01` is that day's.
+        if param == "to":
+            when = datetime.combine(day, time.max)
     try:
         return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+14:00 is in the year 0 in UTC
@@ -48,11 +63,16 @@ def get_usage(
     start: str | None = Query(
         None,
         alias="from",
-        description="ISO 8601, inclusive (default: `to` minus 30 days).",
+        description="ISO 8601, UTC unless it names an offset; inclusive (default: `to` minus "
+        "30 days); a date alone is its start.",
         json_schema_extra=_ISO,
     ),
     end: str | None = Query(
-        None, alias="to", description="ISO 8601, inclusive (default: now).", json_schema_extra=_ISO
+        None,
+        alias="to",
+        description="ISO 8601, UTC unless it names an offset; inclusive (default: now); a "
+        "date alone is its whole day.",
+        json_schema_extra=_ISO,
     ),
 ) -> UsageList:
     """The caller's account's usage, per key and engine model, recorded in `[from, to]`."""

@@ -19,7 +19,6 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -224,7 +223,10 @@ class Dispatcher:
         except UrlRefused as exc:
             return _Outcome(None, f"refused: {exc}")
         body = json.dumps(claim.payload, separators=(",", ":"), ensure_ascii=False).encode()
-        stamp = int(time.time())
+        # The database's clock, as for everything else the service times (the event's own
+        # `timestamp`, leases): receivers refuse a stamp more than 5 minutes off theirs, so a
+        # dispatcher on a machine whose clock is minutes off had every delivery refused.
+        stamp = int(self.services.db.clock().timestamp())
         headers = {
             "content-type": "application/json",
             "user-agent": "demixer-webhooks",

@@ -23,7 +23,7 @@ from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
 from demixer.api.jobs import check_not_expired, fetch_job
 from demixer.api.lanes import Lane
-from demixer.api.schemas import StemsRequest
+from demixer.api.schemas import StemsRequest, wire_time
 from demixer.engine.stems import RESIDUAL
 from demixer.errors import (
     DemixerError,
@@ -313,7 +313,7 @@ async def _job_view(services: Services, account_id: str, job_id: str) -> dict[st
         expires = result_expires_at(job, keep)
         urls_until = now + timedelta(seconds=services.settings.download_url_ttl_seconds)
         until = min(expires, urls_until) if expires is not None else urls_until
-        data["expireAt"] = until.isoformat()
+        data["expireAt"] = wire_time(until)
         data["downloadUrl"] = _download_urls(services, job)
     elif job.status in (FAILED, CANCELLED):
         reason = "cancelled" if job.status == CANCELLED else job.error_code or "failed"

@@ -12,6 +12,7 @@ from typing import Any
 
 from demixer.api import submit
 from demixer.api.jobs import result_response
+from demixer.api.schemas import wire_time
 from demixer.engine.stems import RESIDUAL
 from demixer.errors import InvalidRequest, UnknownStem
 from demixer.models.planner import CLEANUP_STEMS, cleanup_model, produces
@@ -253,8 +254,8 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
         "preprocessing_options": list(sent),
         "conversion_duration": seconds if job.status == COMPLETED else None,
         "conversion_cost": credits(seconds) if job.status == COMPLETED else None,
-        "createdAt": job.created_at.isoformat(),
-        "updatedAt": job.updated_at.isoformat(),
+        "createdAt": wire_time(job.created_at),
+        "updatedAt": wire_time(job.updated_at),
     }
 
 
@@ -276,8 +277,8 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
         "audio_path": original,
         # MusicGPT's webhook page shows `audio_url`; byId names the original so too.
         "audio_url": original,
-        "createdAt": job.created_at.isoformat(),
-        "updatedAt": job.updated_at.isoformat(),
+        "createdAt": wire_time(job.created_at),
+        "updatedAt": wire_time(job.updated_at),
     }
     if job.status == COMPLETED:
         body.update(_stem_fields(stems))
