@@ -17,28 +17,17 @@ browser may keep a stem it downloaded.
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+from demixer.api.answer_headers import AnswerHeaders
 
 __all__ = ["NoStoreJson"]
 
 
-class NoStoreJson:
+class NoStoreJson(AnswerHeaders):
     """ASGI middleware adding ``Cache-Control: no-store`` to JSON answers without one."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_no_store(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                json = headers.get("content-type", "").startswith("application/json")
-                if json and "cache-control" not in headers:
-                    headers["Cache-Control"] = "no-store"
-            await send(message)
-
-        await self.app(scope, receive, send_no_store)
+    def add(self, scope: Scope, headers: MutableHeaders) -> None:
+        json = headers.get("content-type", "").startswith("application/json")
+        if json and "cache-control" not in headers:
+            headers["Cache-Control"] = "no-store"

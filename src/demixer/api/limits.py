@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from fastapi import Request
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
+from demixer.api.answer_headers import AnswerHeaders
 from demixer.api.callers import callers
 from demixer.service.accounts.keys import Identity
 from demixer.service.accounts.limits import RateLimitExceeded, RateState
@@ -38,25 +39,12 @@ async def count_request(request: Request, identity: Identity) -> None:
         request.state.rate_limit = state
 
 
-class RateLimitHeadersMiddleware:
+class RateLimitHeadersMiddleware(AnswerHeaders):
     """Adds ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` to responses
     of requests that were counted (keyless requests, e.g. signed blob URLs, have none)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state = (scope.get("state") or {}).get(_STATE)
-                if isinstance(state, RateState):
-                    headers = MutableHeaders(scope=message)
-                    for name, value in state.headers().items():
-                        headers[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
+    def add(self, scope: Scope, headers: MutableHeaders) -> None:
+        state = (scope.get("state") or {}).get(_STATE)
+        if isinstance(state, RateState):
+            for name, value in state.headers().items():
+                headers[name] = value
