@@ -770,6 +770,24 @@ def test_settings_that_would_quietly_turn_webhooks_off_are_refused(
     ]
 
 
+def test_a_signed_url_lifetime_s3_refuses_is_refused_at_start(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """S3 refuses a presigned URL asking for more than 7 days: with a 30-day
+    DOWNLOAD_URL_TTL_SECONDS every result's URL was handed out, then answered 400 by the
+    bucket. Local storage signs its own URLs and takes any lifetime."""
+    env = {"DEMIXER_STORAGE_URL": "s3://songs", "DEMIXER_DOWNLOAD_URL_TTL_SECONDS": "2592000"}
+    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error [INVALID_SETTING] DEMIXER_DOWNLOAD_URL_TTL_SECONDS='2592000': S3 signs URLs for "
+        "at most 604800 s (7 days); the bucket refuses a longer one\n",
+    )
+    local = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir,
+                    env={"DEMIXER_DOWNLOAD_URL_TTL_SECONDS": "2592000"})  # fmt: skip
+    assert local.returncode == 0, local.stderr
+
+
 @pytest.mark.parametrize("command", [["models", "list"], ["separate", "song.wav"]], ids=" ".join)
 def test_a_faulty_recipe_file_is_one_line_naming_it(tmp_path: Path, command: list[str]) -> None:
     """A recipe file that is not JSON in the model directory: `models list` printed a 44-line

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from demixer.defaults import DEFAULT_MODEL
@@ -45,6 +45,8 @@ _OTHER_VARIABLES = frozenset(
 )
 
 GIB = 1 << 30
+#: The longest a presigned S3 URL may work (SigV4's X-Amz-Expires: 7 days).
+S3_MAX_URL_SECONDS = 7 * 24 * 3600
 #: The size of the URL-signing key made in the data directory (HMAC-SHA256's block of 256 bits).
 SIGNING_KEY_BYTES = 32
 
@@ -163,6 +165,20 @@ class Settings(BaseSettings):
             return parse_quality(str(value))
         except UnknownQuality as exc:
             raise ValueError(exc.message) from None
+
+    @field_validator(
+        "upload_url_ttl_seconds", "gaudio_part_url_ttl_seconds", "download_url_ttl_seconds"
+    )
+    @classmethod
+    def _signable(cls, value: int, info: ValidationInfo) -> int:
+        # S3 (and the stores that speak it: MinIO, R2, GCS) refuses a presigned URL asking for
+        # more than 7 days: every URL would be handed out, then answer 400 at the bucket.
+        if (info.data.get("storage_url") or "").startswith("s3://") and value > S3_MAX_URL_SECONDS:
+            raise ValueError(
+                f"S3 signs URLs for at most {S3_MAX_URL_SECONDS} s (7 days); the bucket refuses "
+                "a longer one"
+            )
+        return value
 
     @field_validator("workers")
     @classmethod
