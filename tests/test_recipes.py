@@ -288,6 +288,25 @@ def test_a_songs_stems_are_names_windows_and_smb_shares_take(
         check_distinct_tracks([Input(Path(name), Path(".")) for name in ("a?.wav", "a*.wav")])
 
 
+@pytest.mark.parametrize("names", [("Song.wav", "song.flac"), ("Caf\u00e9.wav", "Cafe\u0301.wav")])
+def test_songs_whose_names_differ_in_capitals_or_accent_forms_are_refused(
+    names: tuple[str, str],
+) -> None:
+    """macOS, Windows and a USB stick's exFAT take "Song_vocals.wav" and "song_vocals.wav" (or
+    an "é" in one piece and as "e" + accent, as macOS writes it) for one file: the second
+    song's stems silently replaced the first's there, though Linux keeps both inputs."""
+    first, second = (Input(Path(name), Path(".")) for name in names)
+    with pytest.raises(InvalidOutput) as refused:
+        check_distinct_tracks([first, second])
+    a, b = (Path(name).stem for name in names)
+    assert refused.value.message == (
+        f"{names[0]} and {names[1]} would write stems whose names differ only in capitals or in "
+        f"how an accent is stored ({a}_STEM.EXT, {b}_STEM.EXT): one file on macOS, Windows "
+        "and USB sticks: rename one, or separate them into different -o folders"
+    )
+    check_distinct_tracks([first, Input(Path(names[1]), Path("other"))])  # other folders: fine
+
+
 def test_spectrogram_max_and_min_pick_per_bin() -> None:
     t = np.arange(SR) / SR
     a = np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)

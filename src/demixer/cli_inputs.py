@@ -8,6 +8,7 @@ decoder then says whether it is audio.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,17 +165,31 @@ def skipped_line(skipped: list[Path], show: int = 5) -> str:
 
 def check_distinct_tracks(inputs: Iterable[Input]) -> None:
     """Refuse inputs that would write the same stem files: two songs of one name in one output
-    folder (``song.wav`` and ``song.flac``: both ``song_vocals.wav``), before anything runs,
-    rather than the second silently replacing the first's stems. Every such pair is named."""
-    first: dict[tuple[Path, str], Path] = {}
+    folder (``song.wav`` and ``song.flac``: both ``song_vocals.wav``; ``Song.wav`` and
+    ``song.wav`` where case is ignored), before anything runs, rather than the second silently
+    replacing the first's stems. Every such pair is named."""
+    first: dict[tuple[Path, str], tuple[Path, str]] = {}
     clashes = []
     for item in inputs:
-        key = (item.subdir, track_name(item.path.stem))
-        other = first.setdefault(key, item.path)
-        if other != item.path:
+        track = track_name(item.path.stem)
+        # macOS, Windows and the FAT/exFAT of a USB stick take "Song" and "song", or a "é" in
+        # one piece and as "e" + accent, for one name: the second song's stems would replace
+        # the first's there, though this file system kept both.
+        key = (item.subdir, unicodedata.normalize("NFC", track).casefold())
+        other, other_track = first.setdefault(key, (item.path, track))
+        if other == item.path:
+            continue
+        a, b = shown_name(str(other)), shown_name(str(item.path))
+        if other_track == track:
             clashes.append(
-                f"{shown_name(str(other))} and {shown_name(str(item.path))} would write the same "
-                f"stems ({key[1]}_STEM.EXT) into one folder"
+                f"{a} and {b} would write the same stems ({track}_STEM.EXT) into one folder"
+            )
+        else:
+            clashes.append(
+                f"{a} and {b} would write stems whose names differ only in capitals or in how an "
+                f"accent is stored "
+                f"({shown_name(other_track)}_STEM.EXT, {shown_name(track)}_STEM.EXT): one file on "
+                "macOS, Windows and USB sticks"
             )
     if clashes:
         raise InvalidOutput(
