@@ -157,7 +157,7 @@ def test_the_http_layers_own_refusals_carry_cors_headers(make_api: Callable[...,
     assert b"access-control-allow-origin: *\r\n" in answer.lower()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -193,4 +193,35 @@ def test_a_page_on_another_origin_reads_the_api_in_a_browser(
             assert page.evaluate(script, [f"{base}/v1/models", api.key]) == [
                 "TypeError: Failed to fetch"
             ]
+            context.close()
+
+
+def test_a_page_on_another_origin_uploads_through_a_signed_url(
+    make_api: Callable[..., Api], chromium: object
+) -> None:
+    """The upload a browser app makes: announce with its key, PUT the bytes to the signed URL
+    with their Content-Type (a preflighted request to a keyless path), read the answer."""
+    script = """async ([base, key]) => {
+        const song = await (await fetch("/song.wav")).blob();
+        const announced = await fetch(`${base}/v1/files`, {
+            method: "POST",
+            headers: {Authorization: `Bearer ${key}`, "Content-Type": "application/json"},
+            body: JSON.stringify(
+                {file_name: "song.wav", content_type: "audio/wav", file_size: song.size}),
+        });
+        const up = await announced.json();
+        const url = base + up.upload_url.slice(up.upload_url.indexOf("/v1/"));
+        const put = await fetch(url, {method: "PUT", headers: up.headers, body: song});
+        return [announced.status, put.status, (await put.json()).status,
+                put.headers.get("x-request-id").slice(0, 4)];
+    }"""
+    with local_origin() as pages:
+        pages.files["app.html"] = (b"<p>an app</p>", "text/html")
+        api = make_api(cors_origins=f"http://localhost:{pages.port}")
+        pages.files["song.wav"] = (api.files.get("stereo.wav").path.read_bytes(), "audio/wav")
+        with on_uvicorn(api.client.app) as base:
+            context = chromium.new_context()  # type: ignore[attr-defined]
+            page = context.new_page()
+            page.goto(f"http://localhost:{pages.port}/app.html")
+            assert page.evaluate(script, [base, api.key]) == [201, 200, "uploaded", "rid_"]
             context.close()
