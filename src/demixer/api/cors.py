@@ -42,8 +42,14 @@ __all__ = [
 ]
 
 ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-#: The request headers the protocols read (CORS-safelisted ones such as Accept need none).
+#: The request headers the protocols read; and the safelisted ones (Accept, ...), which a
+#: browser still names in a preflight when their value is unusual, and Cache-Control, which
+#: EventSource polyfills send.
 ALLOW_HEADERS = (
+    "Accept",
+    "Accept-Language",
+    "Content-Language",
+    "Cache-Control",
     "Authorization",
     "Content-Type",
     "x-ga-apikey",
