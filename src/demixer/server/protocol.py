@@ -155,7 +155,10 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         rid = new_id("rid")  # as every answer has one, and no-store (api/errors.py, api/caching.py)
         body = json.dumps(error_body(code, message, rid=rid)).encode()
         cors = answer_headers(self.cors_origins, self._origin())
-        extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode("latin-1")) for k, v in cors.items())
+        extra = b"".join(
+            b"%s: %s\r\n" % (name.lower().encode(), value.encode("latin-1"))
+            for name, value in cors.items()
+        )
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"cache-control: no-store\r\nx-request-id: %s\r\ncontent-length: %d\r\n%s\r\n%s"
