@@ -747,6 +747,20 @@ def test_a_setting_that_does_not_parse_is_named_with_its_value(
     ]
 
 
+def test_a_cors_origin_no_browser_sends_is_refused_naming_what_to_write(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A trailing slash would never match a browser's Origin: the app would fail unexplained."""
+    env = {"DEMIXER_CORS_ORIGINS": "https://app.example.com/"}
+    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error [INVALID_SETTING] DEMIXER_CORS_ORIGINS='https://app.example.com/': "
+        "'https://app.example.com/' is not an origin as browsers send it: write "
+        "https://app.example.com",
+    ]
+
+
 def test_settings_that_would_quietly_turn_webhooks_off_are_refused(
     model_dir: Path, tmp_path: Path
 ) -> None:

@@ -396,7 +396,7 @@ def serve(
         port=settings.port,
         log_level="info",
         log_config=log_config(),  # signed URLs' signatures never reach the log
-        http=head_timeout_protocol(settings.body_timeout_seconds),
+        http=head_timeout_protocol(settings.body_timeout_seconds, settings.cors_origin_list),
         timeout_keep_alive=settings.keep_alive_seconds,
     )
 

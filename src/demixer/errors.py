@@ -49,6 +49,7 @@ __all__ = [
     "NoStemsRequested",
     "NotFound",
     "NotReady",
+    "OriginNotAllowed",
     "RangeNotSatisfiable",
     "RateLimited",
     "RequestTooLarge",
@@ -264,6 +265,13 @@ class Forbidden(DemixerError):
     """The caller is known but may not do this (the key lacks the scope)."""
 
     code = "FORBIDDEN"
+
+
+class OriginNotAllowed(Forbidden):
+    """A browser's CORS preflight from an origin (or with a method or header) that
+    ``DEMIXER_CORS_ORIGINS`` does not allow."""
+
+    code = "ORIGIN_NOT_ALLOWED"
 
 
 class InvalidSignature(Forbidden):

@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
 from pydantic import Field, ValidationInfo, field_validator
@@ -20,7 +21,7 @@ from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import InvalidDataDir, UnknownQuality
 from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
-__all__ = ["ENV_FILE", "Settings", "load_env_file", "unknown_variables"]
+__all__ = ["ENV_FILE", "Settings", "load_env_file", "parse_cors_origins", "unknown_variables"]
 
 #: Read into the environment by every ``demixer`` command (variables already set win).
 ENV_FILE = ".env"
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
     # then only on loopback. Off, the page asks for an API key: a reverse proxy on the same
     # host could otherwise make every visitor look local.
     local_session: bool = False
+    # Browser apps on other origins that may call the API (CORS): comma-separated exact
+    # origins (https://app.example.com), or * for any. Empty (the default): none; the bundled
+    # web page is served from the API's own origin and needs none.
+    cors_origins: str = ""
 
     # Jobs and workers.
     lease_seconds: float = Field(30.0, gt=0)
@@ -180,6 +185,11 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: str) -> str:
+        return ",".join(parse_cors_origins(value))
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: int) -> int:
@@ -196,6 +206,11 @@ class Settings(BaseSettings):
     def storage(self) -> str:
         """The storage URL in force."""
         return self.storage_url or f"file://{_in_url(self.data_dir / 'storage')}"
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The origins browser apps may call the API from (``("*",)``: any; empty: none)."""
+        return tuple(self.cors_origins.split(",")) if self.cors_origins else ()
 
     @property
     def base_url(self) -> str:
@@ -266,6 +281,46 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         hint = f"; did you mean DEMIXER_{close[0]}?" if close else ""
         warnings.append(f"{name} is not a demixer setting and is ignored{hint}")
     return warnings
+
+
+def parse_cors_origins(value: str) -> list[str]:
+    """``DEMIXER_CORS_ORIGINS`` as a list of origins, each exactly as a browser sends it in its
+    ``Origin`` header (scheme, host, a port only when not the default), or ``["*"]``.
+
+    A browser's ``Origin`` is compared as a string: ``https://app.example.com/`` (a path),
+    ``https://App.example.com`` or ``https://app.example.com:443`` would never match, and the
+    app would fail with no word why. Each is refused here (ValueError) naming what to write.
+    ``null`` (sandboxed frames, ``file://`` pages: any page can be one) is refused too.
+    """
+    origins = [part.strip() for part in value.split(",") if part.strip()]
+    if "*" in origins:
+        if len(origins) > 1:
+            raise ValueError("* allows every origin: give it alone, or list origins without it")
+        return origins
+    return [_origin(origin) for origin in origins]
+
+
+def _origin(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # an unclosed [ or a port that is not a number
+        host = port = None
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ValueError(
+            f"{text!r} is not an origin: write the scheme and host a browser shows, e.g. "
+            "https://app.example.com or http://localhost:3000"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r} is not an origin: it has a user name")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != {"http": 80, "https": 443}[parts.scheme]:
+        netloc += f":{port}"
+    origin = f"{parts.scheme}://{netloc}"
+    if text != origin:  # a path, query, upper case or default port: never what a browser sends
+        raise ValueError(f"{text!r} is not an origin as browsers send it: write {origin}")
+    return origin
 
 
 def _in_url(path: Path) -> str:

@@ -17,6 +17,7 @@ from demixer import __version__
 from demixer.api.bodies import BodyLimitMiddleware
 from demixer.api.caching import NoStoreJson
 from demixer.api.callers import Callers
+from demixer.api.cors import CorsMiddleware
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.head import HeadAsGet
 from demixer.api.lanes import Lane
@@ -104,6 +105,8 @@ def create_app(services: Services) -> FastAPI:
     )
     app.add_middleware(RequestIdMiddleware, envelopes=envelopes)
     app.add_middleware(NoStoreJson)  # outside the request id's: its 500s are JSON answers too
-    app.add_middleware(RateLimitHeadersMiddleware)  # outermost: even a 500 has them
+    app.add_middleware(RateLimitHeadersMiddleware)  # even a 500 has them
+    # Outermost: every answer, a 500 included, is readable by the browser apps it allows.
+    app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
     return app

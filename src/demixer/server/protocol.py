@@ -21,6 +21,11 @@ client could fill the memory with a single header within the time limit. A URL o
 (give or take one read: pipelined heads are not counted) 431 ``HEADERS_TOO_LARGE``; either
 closes the connection, and what came is dropped.
 
+With CORS on (``DEMIXER_CORS_ORIGINS``) these answers carry its headers as the app's do
+(:func:`demixer.api.cors.answer_headers`), so a browser app can read them: for a listed origin
+when its ``Origin`` header arrived before the answer (not on a 414, whose headers never came),
+always with ``*``.
+
 Each of these answers ends the connection without losing itself: the client may still be
 sending (the rest of an over-long head), and a socket closed with bytes unread sends a reset,
 which can destroy the answer in the client's buffer before it is read (with a head of 200 kB,
@@ -43,10 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from demixer.api.cors import answer_headers
 from demixer.api.errors import error_body
 from demixer.service.accounts.keys import new_id
 
@@ -63,6 +70,7 @@ LINGER_SECONDS = 2.0
 
 class _HeadTimeoutProtocol(HttpToolsProtocol):
     head_timeout: float = 60.0
+    cors_origins: tuple[str, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -146,12 +154,24 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
     def _write_error(self, status: int, reason: bytes, code: str, message: str) -> None:
         rid = new_id("rid")  # as every answer has one, and no-store (api/errors.py, api/caching.py)
         body = json.dumps(error_body(code, message, rid=rid)).encode()
+        cors = answer_headers(self.cors_origins, self._origin())
+        extra = b"".join(
+            b"%s: %s\r\n" % (name.lower().encode(), value.encode("latin-1"))
+            for name, value in cors.items()
+        )
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"cache-control: no-store\r\nx-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
-            % (status, reason, rid.encode(), len(body), body)
+            b"cache-control: no-store\r\nx-request-id: %s\r\ncontent-length: %d\r\n%s\r\n%s"
+            % (status, reason, rid.encode(), len(body), extra, body)
         )
         self._linger()
+
+    def _origin(self) -> str | None:
+        """The ``Origin`` header of the request being read, if it has arrived."""
+        for name, value in getattr(self, "headers", ()):  # uvicorn's, as its parser read them
+            if name == b"origin":
+                return str(value.decode("latin-1"))
+        return None
 
     def _close_answered(self) -> None:
         """uvicorn closing the connection after an answer: at once if the request came whole,
@@ -235,9 +255,13 @@ class _CycleTransport:
         self._protocol._close_answered()
 
 
-def head_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)``, heads limited to ``seconds``."""
-    return type("HeadTimeoutProtocol", (_HeadTimeoutProtocol,), {"head_timeout": seconds})
+def head_timeout_protocol(
+    seconds: float, cors_origins: Sequence[str] = ()
+) -> type[HttpToolsProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``, heads limited to ``seconds``; its
+    own error answers carry CORS headers for ``cors_origins`` (``Settings.cors_origin_list``)."""
+    attributes = {"head_timeout": seconds, "cors_origins": tuple(cors_origins)}
+    return type("HeadTimeoutProtocol", (_HeadTimeoutProtocol,), attributes)
 
 
 def _kib(size: int) -> str:
