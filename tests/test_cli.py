@@ -1284,9 +1284,12 @@ def test_the_readme_lists_every_setting_with_its_default() -> None:
 def test_every_demixer_variable_the_docs_name_is_read() -> None:
     """A variable the docs name that no part of demixer reads would be set in vain (the
     service commands would warn that it is not a demixer setting)."""
-    from demixer.settings import unknown_variables
+    from demixer.settings import _OTHER_VARIABLES, unknown_variables
 
     docs = [_REPO / "README.md", *sorted((_REPO / "docs").glob("*.md"))]
     named = {m for doc in docs for m in re.findall(r"DEMIXER_[A-Z0-9_]*[A-Z0-9]", doc.read_text())}
     named.discard("DEMIXER_STORAGE_ULR")  # the typo deploy.md shows the warning for
     assert unknown_variables(dict.fromkeys(named, "1")) == []
+    # And the other way: every variable demixer reads is in the docs (a setting's own are in
+    # the README's settings list, checked above).
+    assert sorted({f"DEMIXER_{name}" for name in _OTHER_VARIABLES} - named) == []
