@@ -1285,3 +1285,43 @@ def test_a_data_directory_made_by_a_service_command_is_its_owners_alone(
     assert apart.returncode == 0, apart.stderr
     assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "stems").stat().st_mode) == 0o700
+
+
+_REPO = Path(__file__).resolve().parent.parent
+#: What the README's settings list writes a default in: "(48 h)", "(1 GiB)", "(30 days; ...)".
+_UNITS = {"": 1, "h": 3600, "days": 86400, "KiB": 1024, "GiB": 1 << 30}
+
+
+def test_the_readme_lists_every_setting_with_its_default() -> None:
+    """The README's "Settings (env `DEMIXER_*`)" list is where an operator looks a setting
+    up: each one is there, and a default it gives is the one in force."""
+    readme = (_REPO / "README.md").read_text("utf-8")
+    section = readme.split("- Settings (env `DEMIXER_*`)", 1)[1].split("\n### ", 1)[0]
+    section = " ".join(section.split())
+    for name, field in Settings.model_fields.items():
+        found = re.search(rf"`{name.upper()}` \(([^);:,]+)", section)
+        assert f"`{name.upper()}`" in section, name
+        if found is None or field.default_factory is not None or field.default is None:
+            continue  # named without a default, or a default that depends on the machine
+        said = found.group(1).strip()
+        if field.annotation is bool:
+            assert said == ("on" if field.default else "off"), name
+        elif (number := re.fullmatch(r"([0-9.]+) ?([a-zA-Z]*)", said)) is not None:
+            value = float(number.group(1)) * _UNITS[number.group(2)]
+            assert value == float(field.default), (name, said)
+        elif re.fullmatch(r"`[^`]+`", said):
+            assert said == f"`{field.default}`", (name, said)
+
+
+def test_every_demixer_variable_the_docs_name_is_read() -> None:
+    """A variable the docs name that no part of demixer reads would be set in vain (the
+    service commands would warn that it is not a demixer setting)."""
+    from demixer.settings import _OTHER_VARIABLES, unknown_variables
+
+    docs = [_REPO / "README.md", *sorted((_REPO / "docs").glob("*.md"))]
+    named = {m for doc in docs for m in re.findall(r"DEMIXER_[A-Z0-9_]*[A-Z0-9]", doc.read_text())}
+    named.discard("DEMIXER_STORAGE_ULR")  # the typo deploy.md shows the warning for
+    assert unknown_variables(dict.fromkeys(named, "1")) == []
+    # And the other way: every variable demixer reads is in the docs (a setting's own are in
+    # the README's settings list, checked above).
+    assert sorted({f"DEMIXER_{name}" for name in _OTHER_VARIABLES} - named) == []

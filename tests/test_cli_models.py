@@ -18,7 +18,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from demixer.cli import app
-from demixer.cli_models import _FileProgress, licence_notice, print_card
+from demixer.cli_models import _WARNINGS, _FileProgress, licence_notice, print_card
 from demixer.models import registry
 from demixer.models.registry import ModelSpec, WeightFile, get_spec, model_card
 from demixer.settings import Settings
@@ -248,6 +248,7 @@ def test_a_model_is_pulled_and_shown_by_the_file_name_other_tools_give_it(
     ("model_id", "warning"),
     [
         ("htdemucs", "research use only, not for commercial use"),
+        ("mel-roformer-dereverb-anvuew", "a copyleft licence: any use, commercial too"),
         ("mel-roformer-karaoke-becruily", "non-commercial use only"),
         ("bs-roformer-vocals-1297", "state no licence"),
         ("mel-roformer-vocals-kim", None),
@@ -264,6 +265,16 @@ def test_the_licence_notice_warns_for_restrictive_classes(
     assert ("warning:" in text) is (warning is not None)
     if warning is not None:
         assert warning in text
+
+
+def test_models_pull_help_names_every_class_it_warns_for() -> None:
+    # The help had said "non-commercial, research only or not stated" after copyleft was warned
+    # for too.
+    result = CliRunner().invoke(app, ["models", "pull", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    # Click wraps at a hyphen: "non-" ends one line, "commercial" starts the next.
+    text = " ".join(result.output.split()).replace("non- commercial", "non-commercial")
+    assert [name for name in _WARNINGS if name not in text] == []
 
 
 def test_the_card_is_rendered_on_a_terminal() -> None:

@@ -114,7 +114,10 @@ def test_an_upload_expires_after_72_hours_and_the_sweeper_deletes_it(clocked: Cl
     assert api.services.storage.exists(key)
 
     api.at(START + 72 * HOUR + SECOND)  # past: 410 at once, before any sweep
-    _error(api.get(f"/v1/files/{file_id}"), 410, "FILE_EXPIRED")
+    gone = api.get(f"/v1/files/{file_id}")
+    _error(gone, 410, "FILE_EXPIRED")
+    when = (START + 72 * HOUR).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as every time demixer sends
+    assert gone.json()["error"]["message"] == f"file {file_id!r} expired at {when}"
     _error(api.queue_separate(file_id), 410, "FILE_EXPIRED")
     assert api.services.storage.exists(key)  # the bytes wait for the sweeper
 
@@ -242,7 +245,7 @@ def test_each_vendor_says_an_expired_result_is_gone_in_its_own_envelope(clocked:
     assert (other["code"], other["msg"]) == (404, f"no task {gaudio!r}")
 
     def said(job: str) -> str:
-        when = expires.isoformat()
+        when = expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as every time demixer sends
         return f"request {job}'s outputs expired at {when} and were deleted; submit it again"
 
     api.at(expires + SECOND)  # past: before the sweeper has run, and after

@@ -242,7 +242,8 @@ def models_pull(
 
     Fetches every file the model needs (an MSST model's YAML config too), checks each one's
     size and full SHA-256 before it is moved into place, and prints the licence the weights'
-    authors state, with a warning when it is non-commercial, research only or not stated.
+    authors state, with a warning when it is copyleft, non-commercial, research only or not
+    stated.
     Progress goes to stderr, the installed paths to stdout. A server saying to come back
     later (429, 503) is asked again after the wait it names (up to a minute, three times).
     Run it again after an interruption: the download resumes where it stopped.

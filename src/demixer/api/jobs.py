@@ -32,6 +32,7 @@ from demixer.api.schemas import (
     Retention,
     Usage,
     WebhookStatus,
+    wire_time,
 )
 from demixer.errors import (
     InvalidRequest,
@@ -312,7 +313,7 @@ def check_not_expired(services: Services, job: Job) -> None:
 
 
 def _iso(when: datetime | None) -> str:
-    return when.isoformat() if when is not None else "an unknown time"
+    return wire_time(when) if when is not None else "an unknown time"
 
 
 def _made_by(job: Job) -> dict[str, str]:

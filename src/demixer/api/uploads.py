@@ -39,6 +39,7 @@ from demixer.api.schemas import (
     FileStatus,
     FileUpload,
     Retention,
+    wire_time,
 )
 from demixer.api.scope import media_type
 from demixer.audio import duration_refusal, probe
@@ -147,7 +148,7 @@ def owned_file(
     if row is None or row.account_id != account_id or row.status == FileState.DELETED:
         raise NotFound(f"no file {file_id!r}", param=param)
     if row.expires_at is not None and services.db.clock() > row.expires_at:
-        raise FileExpired(f"file {file_id!r} expired at {row.expires_at.isoformat()}", param=param)
+        raise FileExpired(f"file {file_id!r} expired at {wire_time(row.expires_at)}", param=param)
     return row
 
 
@@ -265,7 +266,7 @@ def receive_put(
     if row is None or row.status == FileState.DELETED:
         raise NotFound(f"no file is waiting for bytes at {key!r}")
     if row.expires_at is not None and services.db.clock() > row.expires_at:
-        raise FileExpired(f"file {row.id!r} expired at {row.expires_at.isoformat()}")
+        raise FileExpired(f"file {row.id!r} expired at {wire_time(row.expires_at)}")
     if row.status == FileState.UPLOADED:
         raise AlreadyUploaded(f"file {row.id!r} is already uploaded; create a new file")
     if media_type(content_type) != row.content_type:

@@ -32,6 +32,7 @@ from typing import BinaryIO, cast
 from urllib.parse import parse_qs, urlsplit
 
 from demixer.api import uploads
+from demixer.api.schemas import wire_time
 from demixer.errors import (
     AlreadyUploaded,
     FileExpired,
@@ -226,7 +227,7 @@ def _live_row(services: Services, upload_id: str, account_id: str | None = None)
     ):
         raise UploadNotFound(f"no upload {upload_id!r}")
     if row.expires_at is not None and services.db.clock() > row.expires_at:
-        raise FileExpired(f"upload {upload_id!r} expired at {row.expires_at.isoformat()}")
+        raise FileExpired(f"upload {upload_id!r} expired at {wire_time(row.expires_at)}")
     return row
 
 
