@@ -8,7 +8,9 @@ does not exist.
 from __future__ import annotations
 
 import shutil
+import tomllib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +159,13 @@ def test_both_are_in_the_openapi_document(make_api: Callable[..., Api]) -> None:
         op["operationId"] for item in paths.values() for op in item.values() if "operationId" in op
     ]
     assert len(ids) == len(set(ids))
+
+
+def test_the_version_healthz_says_is_the_packages() -> None:
+    """The first release was 0.1.0 (docs/deploy.md's upgrade notes name it); this code said
+    0.1.0 too, so neither an operator (`demixer workers`, /healthz) nor the Python client
+    (which reads prompts itself only for a server of its own version) could tell them apart.
+    One version, in pyproject.toml and the package, past the first release's."""
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert declared["project"]["version"] == __version__
+    assert __version__ != "0.1.0"

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from demixer import webhooks
     from demixer.client import AsyncClient, Client
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "AsyncClient",
