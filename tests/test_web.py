@@ -765,7 +765,7 @@ def test_a_text_file_is_refused_in_words_and_a_new_upload_starts_clean(
     page.get_by_test_id("prompt").fill("a kazoo solo")
     page.get_by_test_id("submit").click()
     said = page.locator("#job-form").get_by_test_id("error")
-    expect(said).to_contain_text("That sound can't be separated yet. Cannot tell which sound")
+    expect(said).to_contain_text("That can't be separated as described. Cannot tell which sound")
     expect(said).to_contain_text("demixer can separate: vocals")
 
 

@@ -32,7 +32,7 @@ const ERRORS = {
   RESULT_EXPIRED: "These stems have been deleted after a while. Separate the song again.",
   NO_STEMS_REQUESTED: "Pick at least one stem.",
   UNKNOWN_STEM: "That stem isn't one this model makes.",
-  UNSUPPORTED_PROMPT: "That sound can't be separated yet.",
+  UNSUPPORTED_PROMPT: "That can't be separated as described.",
   MODEL_UNAVAILABLE: "This model isn't installed on the server yet.",
   UNKNOWN_MODEL: "This model doesn't exist on the server.",
   TOO_MANY_CONCURRENT_JOBS: "You have as many songs separating as you may. Wait for one to finish.",
