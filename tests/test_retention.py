@@ -320,6 +320,31 @@ def test_delete_endpoints_delete_at_once(clocked: Clocked) -> None:
     assert api.sweep() == SweepCounts()
 
 
+def test_deleting_a_musicgpt_extraction_deletes_the_audio_file_sent_with_it(
+    clocked: Clocked,
+) -> None:
+    # MusicGPT's audio_file is stored as an upload whose id no answer names: its owner has
+    # nothing but the task to delete it by.
+    api = clocked
+    with api.files.get("stereo.wav").path.open("rb") as song:
+        r = api.client.post(
+            "/api/public/v1/Extraction",
+            headers={"Authorization": api.key},
+            data={"stems": '["vocals"]'},
+            files={"audio_file": ("song.wav", song, "audio/wav")},
+        )
+    assert r.status_code == 200, r.text
+    task = r.json()["task_id"]
+    params = _job(api, task).params
+    file_id, key = params["input"]["file_id"], params["input"]["storage_key"]
+    assert api.services.storage.exists(key)
+
+    assert api.delete(f"/v1/queue/requests/{task}").status_code == 204
+    assert not api.services.storage.exists(key)
+    assert _file(api, file_id).status == "deleted"
+    assert api.sweep() == SweepCounts()
+
+
 def test_a_delete_the_store_refuses_keeps_the_request_to_delete_again(
     clocked: Clocked, monkeypatch: pytest.MonkeyPatch
 ) -> None:
