@@ -476,6 +476,32 @@ def test_bytes_put_for_a_deleted_file_while_its_url_lasts_are_swept(clocked: Clo
     assert not api.services.storage.exists(staging)
 
 
+def test_a_gaudio_part_arriving_as_its_upload_is_deleted_is_answered_as_a_deleted_upload(
+    clocked: Clocked,
+) -> None:
+    api = clocked
+    if api.direct:
+        pytest.skip("on S3 a part goes to the bucket's multipart upload, which the delete aborts")
+    created = api.client.post(
+        "/developers/api/v1/files/upload-multipart/create",
+        json={"fileName": "gone.wav", "fileSize": 1000},
+        headers={"x-ga-apikey": api.key},
+    ).json()["resultData"]
+    [url] = created["preSignedUrl"]
+
+    def part() -> Iterator[bytes]:
+        yield b"x" * 500
+        assert api.delete(f"/v1/files/{created['uploadId']}").status_code == 204
+        yield b"x" * 500
+
+    # It was answered "internal server error" (1100): its folder was deleted as it was written.
+    during = api.send("PUT", url, content=part())
+    after = api.send("PUT", url, content=b"x" * 1000)
+    assert during.status_code == after.status_code == 404, during.text
+    assert during.json() == after.json()
+    assert not api.services.storage.exists(f"uploads/{created['uploadId']}/part-1")
+
+
 def test_a_gaudio_upload_never_completed_is_closed_when_it_expires(clocked: Clocked) -> None:
     # On S3 a Gaudio upload's parts go to the bucket's own multipart upload, which keeps (and
     # bills) them out of any listing until it is completed or aborted. The sweeper deleted the
