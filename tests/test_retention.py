@@ -323,6 +323,31 @@ def test_delete_endpoints_delete_at_once(clocked: Clocked) -> None:
     assert api.sweep() == SweepCounts()
 
 
+def test_deleting_a_musicgpt_extraction_deletes_the_audio_file_sent_with_it(
+    clocked: Clocked,
+) -> None:
+    # MusicGPT's audio_file is stored as an upload whose id no answer names: its owner has
+    # nothing but the task to delete it by.
+    api = clocked
+    with api.files.get("stereo.wav").path.open("rb") as song:
+        r = api.client.post(
+            "/api/public/v1/Extraction",
+            headers={"Authorization": api.key},
+            data={"stems": '["vocals"]'},
+            files={"audio_file": ("song.wav", song, "audio/wav")},
+        )
+    assert r.status_code == 200, r.text
+    task = r.json()["task_id"]
+    params = _job(api, task).params
+    file_id, key = params["input"]["file_id"], params["input"]["storage_key"]
+    assert api.services.storage.exists(key)
+
+    assert api.delete(f"/v1/queue/requests/{task}").status_code == 204
+    assert not api.services.storage.exists(key)
+    assert _file(api, file_id).status == "deleted"
+    assert api.sweep() == SweepCounts()
+
+
 def test_a_delete_the_store_refuses_keeps_the_request_to_delete_again(
     clocked: Clocked, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -452,6 +477,32 @@ def test_bytes_put_for_a_deleted_file_while_its_url_lasts_are_swept(clocked: Clo
     assert put.status_code == 200 and api.services.storage.exists(staging)
     assert api.sweep() == SweepCounts(blobs=1)
     assert not api.services.storage.exists(staging)
+
+
+def test_a_gaudio_part_arriving_as_its_upload_is_deleted_is_answered_as_a_deleted_upload(
+    clocked: Clocked,
+) -> None:
+    api = clocked
+    if api.direct:
+        pytest.skip("on S3 a part goes to the bucket's multipart upload, which the delete aborts")
+    created = api.client.post(
+        "/developers/api/v1/files/upload-multipart/create",
+        json={"fileName": "gone.wav", "fileSize": 1000},
+        headers={"x-ga-apikey": api.key},
+    ).json()["resultData"]
+    [url] = created["preSignedUrl"]
+
+    def part() -> Iterator[bytes]:
+        yield b"x" * 500
+        assert api.delete(f"/v1/files/{created['uploadId']}").status_code == 204
+        yield b"x" * 500
+
+    # It was answered "internal server error" (1100): its folder was deleted as it was written.
+    during = api.send("PUT", url, content=part())
+    after = api.send("PUT", url, content=b"x" * 1000)
+    assert during.status_code == after.status_code == 404, during.text
+    assert during.json() == after.json()
+    assert not api.services.storage.exists(f"uploads/{created['uploadId']}/part-1")
 
 
 def test_a_gaudio_upload_never_completed_is_closed_when_it_expires(clocked: Clocked) -> None:

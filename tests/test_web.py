@@ -1341,6 +1341,10 @@ def test_history_delete(page: Page, server: Server) -> None:
     expect(page.get_by_test_id("ab-note")).to_have_text(
         "Original: not here, because this song was not uploaded in this tab."
     )
+    # Opened, its stems' waveforms are kept in this browser for the history's thumbnails.
+    deleted = ready.get_attribute("data-id")
+    kept = "id => id in JSON.parse(localStorage.getItem('demixer.thumbs') || '{}')"
+    page.wait_for_function(kept, arg=deleted)
     # Delete asks first (WCAG 3.3.4): the same button now confirms, and Escape takes it back.
     delete = ready.get_by_role("button", name=re.compile("^Delete"))
     delete.click()
@@ -1360,6 +1364,8 @@ def test_history_delete(page: Page, server: Server) -> None:
     focused(page, f"delete-{near[0]}" if near else "history-title")
     expect(page.get_by_test_id("mixer")).to_be_hidden()
     expect(page.get_by_test_id("job")).to_be_hidden()
+    # Nothing of the deleted song stays in this browser: its waveform thumbnails went with it.
+    assert page.evaluate(kept, deleted) is False
 
 
 def test_a_long_arabic_name_in_the_history_shows_its_beginning(page: Page, server: Server) -> None:

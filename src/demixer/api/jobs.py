@@ -35,6 +35,7 @@ from demixer.api.schemas import (
     wire_time,
 )
 from demixer.errors import (
+    InvalidParams,
     InvalidRequest,
     JobFailed,
     NotFound,
@@ -49,7 +50,8 @@ from demixer.service.accounts.usage import usage_quantity
 from demixer.service.batchread import keyed_reads
 from demixer.service.context import Services
 from demixer.service.delivery.outbox import DeliveryState, latest_delivery
-from demixer.service.jobs.contract import JobParams, UploadInput
+from demixer.service.files.lifecycle import FileConflict, mark_deleted
+from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput
 from demixer.service.jobs.queue import (
     CANCELLED,
     COMPLETED,
@@ -64,6 +66,7 @@ from demixer.service.retention.expiry import result_expired, result_expires_at
 from demixer.service.schema import Delivery, Job, JobLog
 from demixer.service.worker.child import STAGES
 from demixer.service.worker.registry import live_models, waiting_reason
+from demixer.storage import delete_file_blobs
 
 __all__ = [
     "Extras",
@@ -416,15 +419,35 @@ def list_jobs(services: Services, account_id: str, limit: int, cursor: str | Non
     )
 
 
+def _own_input(job: Job) -> UploadInput | None:
+    """The upload that came with the request itself and belongs to it alone: a MusicGPT
+    ``audio_file``, stored by the extraction, whose file id no answer ever names (so no
+    other request can read it and its owner cannot delete it on its own)."""
+    try:
+        params = JobParams.of_job(job.id, job.params)
+    except InvalidParams:  # unreadable (its worker fails it): the request still goes
+        return None
+    if isinstance(params.vendor, MusicGptFields) and isinstance(params.input, UploadInput):
+        return params.input
+    return None
+
+
 def delete_job(services: Services, account_id: str, job_id: str) -> None:
-    """Delete a request, its log and its outputs (a running one is cancelled first)."""
+    """Delete a request, its log and its outputs (a running one is cancelled first), and the
+    upload that came with it (:func:`_own_input`)."""
     with services.db.read() as s:
-        finished = owned_job(s, account_id, job_id).status in FINAL
+        job = owned_job(s, account_id, job_id)
+        finished = job.status in FINAL
+        own = _own_input(job)
     if finished:
         # A finished request's outputs go first: should the store be unreachable (503), the
         # row stays and the DELETE can be sent again. Deleted after the row, they were left
         # for good, with nothing left to say they exist.
         services.storage.delete_prefix(f"outputs/{job_id}/")
+    if own is not None:
+        # The song itself, first for the same reason; it was kept for 72 h after the request
+        # was deleted, and its owner had no id to delete it with.
+        delete_file_blobs(services.storage, own.file_id, own.storage_key)
     # One transaction: a status stream reads the job as it was, or sees it gone (never
     # CANCELLED on its way out); the cancel's webhook delivery goes with the row.
     with services.db.write() as s:
@@ -434,6 +457,9 @@ def delete_job(services: Services, account_id: str, job_id: str) -> None:
                 services.queue.cancel_in(s, job_id)
         s.execute(delete(JobLog).where(JobLog.job_id == job_id))
         s.execute(delete(Job).where(Job.id == job_id, Job.account_id == account_id))
+        if own is not None:
+            with contextlib.suppress(FileConflict):  # expired (swept) or deleted already
+                mark_deleted(s, own.file_id)
     # After the row: a worker still finishing this job fails its fenced write (the row is
     # gone) and must delete what it stored; whatever it stored before is removed here.
     services.storage.delete_prefix(f"outputs/{job_id}/")

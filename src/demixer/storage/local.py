@@ -71,7 +71,10 @@ class LocalStorage:
                         raise ValueError(f"more than {max_bytes} bytes")
                     digest.update(chunk)
                     out.write(chunk)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:  # its folder was deleted as it was written (with tmp)
+                raise BlobNotFound(f"{target.parent.name} was deleted meanwhile") from None
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

@@ -1,7 +1,7 @@
 // demixer web page: only the public v1 API, no external requests, no build step.
 "use strict";
 
-import { downloadAll, downloadMix, glide, mixer, openResult, say, stop, thumbnails } from "./mixer.js";
+import { downloadAll, downloadMix, forgetThumbnails, glide, mixer, openResult, say, stop, thumbnails } from "./mixer.js";
 import { FINAL, PlainError, bytes, colour, day, fromBody, length, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -607,6 +607,7 @@ function historyItem(job, looks, kept) {
     }
     disarm();
     try { await api("DELETE", `/v1/queue/requests/${job.request_id}`); } catch (e) { showError(list, e); return; }
+    forgetThumbnails(job.request_id);
     if (state.job?.id === job.request_id) { // the song on screen is gone: so is its player
       if (state.watch) state.watch.abort();
       state.busy = false;

@@ -226,6 +226,14 @@ function keepThumbnails(key, stems) {
   for (const old of keys.slice(0, Math.max(0, keys.length - 100))) delete all[old];
   localStorage.setItem("demixer.thumbs", JSON.stringify(all));
 }
+// A deleted song's thumbnails go with it: its waveform is a trace of the song, which this
+// browser would otherwise keep after the page said it was deleted.
+export function forgetThumbnails(key) {
+  const all = JSON.parse(localStorage.getItem("demixer.thumbs") || "{}");
+  if (!(key in all)) return;
+  delete all[key];
+  localStorage.setItem("demixer.thumbs", JSON.stringify(all));
+}
 // Every song's kept thumbnails: {request id: [[label, colour, columns], …]}.
 export function thumbnails() {
   return JSON.parse(localStorage.getItem("demixer.thumbs") || "{}");

@@ -275,8 +275,9 @@ def cancel_request(
     responses=error_responses(401, 403, 404),
 )
 def delete_request(request_id: str, services: ServicesDep, identity: QueueWrite) -> Response:
-    """Delete a request and its outputs (a running one is cancelled first); then 404. Object
-    storage unreachable: 503, and the request stays, to be deleted again."""
+    """Delete a request and its outputs (a running one is cancelled first), and a MusicGPT
+    extraction's `audio_file` with it; then 404. Object storage unreachable: 503, and the
+    request stays, to be deleted again."""
     jobs.delete_job(services, identity.account_id, request_id)
     return Response(status_code=204)
 

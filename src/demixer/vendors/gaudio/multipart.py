@@ -251,6 +251,9 @@ def receive_part(services: Services, upload_id: str, number: int, source: Binary
     limit = _part_size(chunk, size, number)
     try:
         services.storage.put(part_key(upload_id, number), cast(BinaryIO, reader), max_bytes=limit)
+    except BlobNotFound:  # the upload was deleted (its parts' folder with it) as this arrived
+        _live_row(services, upload_id)  # answered as a part for a deleted upload is
+        raise
     except ValueError:
         raise SizeMismatch(
             f"part {number} is over its {limit} bytes (fileSize {size} in parts of {chunk})"
