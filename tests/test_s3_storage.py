@@ -287,6 +287,7 @@ def test_presigned_download_of_a_stem(s3_api: Api, scale_servers: Servers) -> No
     assert got.status_code == 200, got.text
     assert got.headers["content-type"] == "audio/wav"
     assert 'filename="song_target.wav"' in got.headers["content-disposition"]
+    assert got.headers["cache-control"] == "private"  # as the API's own downloads
     assert got.content == s3_api.files.get("mono.wav").path.read_bytes()
 
 

@@ -388,6 +388,8 @@ class S3Storage:
             "Key": self._key(key),
             "ResponseContentType": content_type,
             "ResponseContentDisposition": content_disposition(file_name),
+            # As the API's own downloads: the browser may keep a stem, a shared cache not.
+            "ResponseCacheControl": "private",
         }
         return str(
             self._signing.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds)

@@ -56,11 +56,21 @@ _BLOB_HEADERS: dict[str, Any] = {
         "required": True,
         "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'},
     },
+    "Cache-Control": {
+        "description": "`private`: the browser that downloaded it may keep it, a shared cache "
+        "(a proxy) may not.",
+        "required": True,
+        "schema": {"type": "string", "enum": ["private"]},
+    },
 }
+# A stem is one account's: the downloading browser may keep it (and revalidate it with its
+# ETag), but a shared cache must not, or it went on serving a deleted song's stems to whoever
+# had the URL, and kept them on its disk past their deletion.
+_PRIVATE = "private"
 _NOT_MODIFIED: dict[str, Any] = {
     "description": "`If-None-Match` named the blob's `ETag`: the copy the client has is "
     "current. No body.",
-    "headers": {"ETag": _BLOB_HEADERS["ETag"]},
+    "headers": {"ETag": _BLOB_HEADERS["ETag"], "Cache-Control": _BLOB_HEADERS["Cache-Control"]},
 }
 _CONTENT_RANGE = {
     "description": "`bytes FIRST-LAST/SIZE` (206), `bytes */SIZE` (416).",
@@ -171,7 +181,7 @@ def _unchanged(request: Request, etag: str) -> bool:
 
 def _not_modified(headers: dict[str, str]) -> Response:
     """The 304 answer: the tag the client has, no body."""
-    return Response(None, 304, {"ETag": headers["ETag"]})
+    return Response(None, 304, {"ETag": headers["ETag"], "Cache-Control": _PRIVATE})
 
 
 def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str]]:
@@ -181,6 +191,7 @@ def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str
         "Accept-Ranges": "bytes",
         "Content-Disposition": content_disposition(file_name),
         "ETag": _etag(key, size),
+        "Cache-Control": _PRIVATE,
     }
     return content_type, size, headers
 
