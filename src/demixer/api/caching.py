@@ -10,8 +10,8 @@ their key in ``x-ga-apikey``. Varnish, for one, keeps such an answer two minutes
 minutes after it ended, and anyone asking the same URL would get the first caller's answer.
 
 Routes that want caching say so themselves (the web page's assets, the API docs, a stream's
-``no-cache``) and are left alone, as are blobs: a signed URL is its own credential, and a
-browser may keep a stem it downloaded.
+``no-cache``) and are left alone, as are blobs, which say ``private`` (the browser that
+downloaded a stem may keep it; api/routes/blobs.py).
 """
 
 from __future__ import annotations
