@@ -276,8 +276,8 @@ SECTION_HEAD = """## MSST models on a GPU (`benchmarks/gpu_check.py`)
 `bash benchmarks/gpu_check.sh run COMMIT` there; `.venv/bin/python benchmarks/gpu_check.py
 --results DIR` writes this section from the JSON it leaves.*
 
-Each family at full size (the published configs, seeded random weights, as in the sections
-above) through MSST's `demix` and demixer's MSST backend in one process on the same GPU, on
+Each family {size}
+through MSST's `demix` and demixer's MSST backend in one process on the same GPU, on
 {seconds:g} s of the excerpt looped. Each system runs once to warm up (cuDNN's algorithm search,
 kernels loaded), then once timed, synchronised; *config batch* is `inference.batch_size` (MSST
 batches by it; demixer on a GPU too), 1 and the config's. *dB vs MSST fp32*: SNR of the stems
@@ -293,7 +293,13 @@ def write_results(folder: Path) -> None:
     stamp = time.strftime(
         "%Y-%m-%d %H:%M UTC", time.gmtime((folder / "gpu_check.json").stat().st_mtime)
     )
-    body = SECTION_HEAD.format(when=stamp, **results) + "\n" + render(results).split("\n", 2)[2]
+    size = (
+        "shrunk (`--shrink`: a check of the script, not figures of the published networks)"
+        if results.get("shrunk")
+        else "at full size (the published configs, seeded random weights, as in the sections above)"
+    )
+    head = SECTION_HEAD.format(when=stamp, size=size, **results)
+    body = head + "\n" + render(results).split("\n", 2)[2]
     cross_file = folder / "gpu_check_cross.json"
     if cross_file.is_file():
         cross = json.loads(cross_file.read_text())
