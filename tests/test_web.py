@@ -1172,6 +1172,8 @@ def test_opening_a_song_twice_quickly_shows_its_stems_once(
     both loads went on, and each added its stems to the mixer, which showed every stem twice
     and played the first load's buffers under the second's."""
     open_page(page, server)
+    # The history loads beside the model list open_page waits for: its button may come later.
+    expect(page.locator(f"#open-{finished}")).to_be_attached()
     page.evaluate(
         f"() => {{ const b = document.getElementById('open-{finished}'); b.click(); b.click(); }}"
     )
