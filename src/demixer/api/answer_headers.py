@@ -1,5 +1,5 @@
 """The shape of a middleware that adds headers to every HTTP answer as it starts (the rate
-limit's, ``Cache-Control``): one loop over the ASGI messages, each middleware saying only which
+limit's, ``Cache-Control``, CORS): one loop over the ASGI messages, each middleware saying only which
 headers it adds."""
 
 from __future__ import annotations

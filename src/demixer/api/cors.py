@@ -26,8 +26,9 @@ import json
 from collections.abc import Collection, Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from demixer.api.answer_headers import AnswerHeaders
 from demixer.api.errors import error_body
 from demixer.errors import OriginNotAllowed
 from demixer.service.accounts.keys import new_id
@@ -101,40 +102,34 @@ def answer_headers(origins: Collection[str], origin: str | None) -> dict[str, st
     return headers
 
 
-class CorsMiddleware:
+class CorsMiddleware(AnswerHeaders):
     """ASGI middleware answering preflights and marking answers to ``origins`` (``("*",)``:
     any origin), as the module docstring says."""
 
     def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
-        self.app = app
+        super().__init__(app)
         self.origins = frozenset(origins)
         self._allowed_headers = {name.lower() for name in ALLOW_HEADERS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        if scope["method"] == "OPTIONS" and origin and "access-control-request-method" in headers:
-            await self._preflight(headers, origin, send)
-            return
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            if origin and "access-control-request-method" in headers:
+                await self._preflight(headers, origin, send)
+                return
         if not self.origins:  # off: nothing to add
             await self.app(scope, receive, send)
             return
-        cors = answer_headers(self.origins, origin)
+        await super().__call__(scope, receive, send)
 
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                response = MutableHeaders(scope=message)
-                for name, value in cors.items():
-                    if name == "Vary":
-                        response.append(name, value)  # beside the route's own, if any
-                    else:
-                        response[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_with_cors)
+    def add(self, scope: Scope, headers: MutableHeaders) -> None:
+        origin = Headers(scope=scope).get("origin")
+        for name, value in answer_headers(self.origins, origin).items():
+            if name == "Vary":
+                headers.append(name, value)  # beside the route's own, if any
+            else:
+                headers[name] = value
 
     async def _preflight(self, headers: Headers, origin: str, send: Send) -> None:
         allowed = answer_headers(self.origins, origin).get("Access-Control-Allow-Origin")
