@@ -204,22 +204,19 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
             # longer than the tag says (MP3s joined end to end, each with its own tag).
             tagged = _mp3_tag_seconds(path)
             return None if tagged is None else min(seconds, tagged)
-        if name == "ogg" and stream.codec_context.name == "opus":
-            # An Ogg Opus stream's length counts its pre-skip (312 samples from FFmpeg's and
-            # libopus' encoders), which the decoder drops: a file of exactly the duration
+        if name == "ogg":
+            # An Ogg Opus stream's length counts its pre-skip: a file of exactly the duration
             # limit read as 6.5 ms over it.
-            seconds -= (stream.codec_context.delay or 0) / stream.codec_context.sample_rate
+            seconds -= _pre_skip_seconds(stream)
         return seconds
     tagged = _tagged_seconds(stream)
     if tagged is not None:
         if name == "matroska,webm" and stream.codec_context.name == "opus":
-            # As in Ogg, the length counts the pre-skip the decoder drops (it runs from the
-            # first block's time, 6.5 ms before zero), and Matroska's times are whole
-            # milliseconds, each rounded: a WebM of exactly the duration limit read as 8 ms
-            # over it. Take the length it surely has; the samples decoded hold the limit
-            # exactly. (Other codecs' delay is decoded: AAC's priming comes out as samples.)
-            delay = (stream.codec_context.delay or 0) / stream.codec_context.sample_rate
-            return max(tagged - delay - _MATROSKA_ROUNDING, 0.0)
+            # As in Ogg, the length counts the pre-skip (it runs from the first block's time,
+            # 6.5 ms before zero), and Matroska's times are whole milliseconds, each rounded:
+            # a WebM of exactly the duration limit read as 8 ms over it. Take the length it
+            # surely has; the samples decoded hold the limit exactly.
+            return max(tagged - _pre_skip_seconds(stream) - _MATROSKA_ROUNDING, 0.0)
         return tagged
     others = [
         s
@@ -231,6 +228,15 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
     if container.duration is not None and not others:
         return float(container.duration) / av.time_base
     return None
+
+
+def _pre_skip_seconds(stream: AudioStream) -> float:
+    """Seconds of an Opus stream's pre-skip (312 samples from FFmpeg's and libopus' encoders),
+    which its length counts and the decoder drops; 0 for other codecs (their delay is decoded:
+    AAC's priming comes out as samples)."""
+    if stream.codec_context.name != "opus":
+        return 0.0
+    return (stream.codec_context.delay or 0) / stream.codec_context.sample_rate
 
 
 def _mp3_tag_seconds(path: Path) -> float | None:
