@@ -309,57 +309,47 @@ def test_uploads_being_stored_leave_threads_for_the_other_requests(
 
 
 @pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
-def test_completions_waiting_for_the_store_leave_threads_for_the_other_requests(
-    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("request_line", "asks", "answer"),
+    [
+        # Reads the file back from the store to probe it; no bytes were PUT: FILE_NOT_READY.
+        ("POST /v1/files/{}/complete HTTP/1.1\r\nContent-Length: 0", "size", b"409"),
+        # Asks the store whether the bytes came; still pending: no bytes were PUT.
+        ("GET /v1/files/{} HTTP/1.1", "exists", b"200"),
+    ],
+    ids=["complete", "poll"],
+)
+def test_files_waiting_for_the_store_leave_threads_for_the_other_requests(
+    api: Api,
+    served: Served,
+    monkeypatch: pytest.MonkeyPatch,
+    request_line: str,
+    asks: str,
+    answer: bytes,
 ) -> None:
-    """``POST /v1/files/{id}/complete`` reads the file back from the store to probe it
-    (minutes for a big file on S3) in one of AnyIO's 40 shared threads: 40 completions at
-    once, or a store that hung, left none for any other request that needs one."""
+    """``POST /v1/files/{id}/complete`` (which probes the file, reading it back from the
+    store: minutes for a big file on S3) and ``GET /v1/files/{id}`` of a pending file (which
+    asks the store whether its bytes came, and probes them if so) each ran in one of AnyIO's
+    40 shared threads: 40 completions, or 40 clients polling their uploads, while the store
+    hung left none for any other request that needs one."""
     announced = [api.announce()["file_id"] for _ in range(UPLOADS)]
     held = Held()
-    monkeypatch.setattr(api.services.storage, "size", held.wrap(api.services.storage.size))
+    monkeypatch.setattr(api.services.storage, asks, held.wrap(getattr(api.services.storage, asks)))
     asked, answers = _meanwhile(
         served,
         [
-            f"POST /v1/files/{file_id}/complete HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {api.key}\r\nContent-Length: 0\r\n\r\n".encode()
-            for file_id in announced
-        ],
-        lambda: len(held.calls) >= 40,
-        "40 completions asking the store",
-        held.release.set,
-        ["/v1/queue/requests"],
-        api.headers(),
-    )
-    assert asked == [200]
-    assert answers == [b"409"] * UPLOADS  # no bytes were PUT: FILE_NOT_READY
-
-
-@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
-def test_pending_files_polled_while_the_store_hangs_leave_threads_for_the_other_requests(
-    api: Api, served: Served, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``GET /v1/files/{id}`` of a pending file asks the store whether its bytes came (and
-    probes them if so), in one of AnyIO's 40 shared threads: 40 clients polling their
-    uploads while the store hung left none for any other request that needs one."""
-    announced = [api.announce()["file_id"] for _ in range(UPLOADS)]
-    held = Held()
-    monkeypatch.setattr(api.services.storage, "exists", held.wrap(api.services.storage.exists))
-    asked, answers = _meanwhile(
-        served,
-        [
-            f"GET /v1/files/{file_id} HTTP/1.1\r\nHost: x\r\n"
+            f"{request_line.format(file_id)}\r\nHost: x\r\n"
             f"Authorization: Bearer {api.key}\r\n\r\n".encode()
             for file_id in announced
         ],
         lambda: len(held.calls) >= 40,
-        "40 polls asking the store",
+        "40 requests asking the store",
         held.release.set,
         ["/v1/queue/requests"],
         api.headers(),
     )
     assert asked == [200]
-    assert answers == [b"200"] * UPLOADS  # still pending: no bytes were PUT
+    assert answers == [answer] * UPLOADS
 
 
 @pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
