@@ -1,6 +1,6 @@
 """The shape of a middleware that adds headers to every HTTP answer as it starts (the rate
-limit's, ``Cache-Control``, CORS): one loop over the ASGI messages, each middleware saying only which
-headers it adds."""
+limit's, ``Cache-Control``, CORS): one loop over the ASGI messages, each middleware saying
+only which headers it adds."""
 
 from __future__ import annotations
 
