@@ -581,10 +581,9 @@ def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
 
 # Configs no network can run, one value changed from a published config (shrunk). demixer
 # added each of them and then failed every job (MODEL_FAILED from torch's STFT, a shape error,
-# a stem count), or raised a bare traceback; MSST fails on them too, but for mel bands that hold
-# no STFT bin, which it runs (an empty band's features are its bias alone) and demixer does not
-# (no published config has one). Now `models add` and `separate --arch` refuse them at once:
-# file, key and why, in one line.
+# a stem count), or raised a bare traceback; MSST fails on them too. Now `models add` and
+# `separate --arch` refuse them at once: file, key and why, in one line. (Mel bands that hold no
+# STFT bin are no longer among them: MSST runs them, and so does demixer, see test_msst_exact.)
 _UNRUNNABLE = [
     ("bs", {"model.stft_hop_length": 4096}, "bs_roformer: model.stft_hop_length 4096 exceeds "
      "the window (2048 samples, model.stft_win_length): frames would leave gaps "
@@ -605,9 +604,6 @@ _UNRUNNABLE = [
      "instrument"),
     ("bs", {"training.target_instrument": None}, "bs_roformer: model.num_stems 1 does not fit "
      "training.instruments (2: vocals, other): it must be 2, one mask per instrument"),
-    ("mel", {"model.num_bands": 600}, "mel_band_roformer: 70 of the 600 mel bands hold none of "
-     "the 1025 STFT bins (at model.sample_rate 44100 Hz); use fewer bands or a larger "
-     "stft_n_fft"),
     ("mel", {"audio.sample_rate": 10**9}, "audio.sample_rate 1000000000 Hz is not an audio rate "
      "a model runs at (8000 to 384000 Hz)"),
     ("mdx23c", {"audio.chunk_size": 30000}, "audio.chunk_size 30000 does not fit the network: "

@@ -171,7 +171,8 @@ class MaskEstimator(nn.Module):
                 keep = []
                 for j, k in enumerate(range(start, stop)):
                     n = self.dim_inputs[k]
-                    weight[j, :, :, :n] = linears[k].weight.t().reshape(-1, 2, n)
+                    # (sizes spelt out: a Mel-Band RoFormer's band may hold no bin, n = 0)
+                    weight[j, :, :, :n] = linears[k].weight.t().reshape(ref.shape[1], 2, n)
                     bias[j, 0, :, :n] = linears[k].bias.reshape(2, n)
                     keep.append(torch.arange(n) + j * width)
                 index = torch.cat(keep).to(ref.device)
@@ -188,7 +189,8 @@ class MaskEstimator(nn.Module):
         outs = []
         for (start, stop), (weight, bias, index) in zip(self._groups, self._last, strict=True):
             y = torch.baddbmm(bias, h[start:stop], weight).float()  # (n, b*t, 2 * width)
-            value, gate = y.unflatten(-1, (2, -1)).unbind(-2)  # type: ignore[no-untyped-call]
+            width = weight.shape[-1] // 2  # spelt out: bands that hold no bin have width 0
+            value, gate = y.unflatten(-1, (2, width)).unbind(-2)  # type: ignore[no-untyped-call]
             y = value * gate.sigmoid()  # the GLU, per band
             outs.append(y.transpose(0, 1).reshape(b * t, -1).index_select(1, index))
         return torch.cat(outs, dim=1).reshape(b, t, -1)

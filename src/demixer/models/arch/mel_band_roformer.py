@@ -6,6 +6,10 @@ overlap, and each bin's mask is the mean of the masks of the bands holding it. E
 ends in an RMSNorm and there is no final norm; the mask MLPs have one more layer than
 BS-RoFormer's for the same ``mask_estimator_depth`` (both as in the reference).
 
+With a small ``stft_n_fft`` and many bands, a low band can be narrower than a bin and hold none
+(4 of 60 bands at 256 points and 44.1 kHz). As in the reference, it still is a band of the
+transformer, its features its band split's bias alone, and it gives no mask.
+
 The filterbank is computed here (no librosa at run time) with exactly librosa's float64
 arithmetic, because which bins belong to a band depends on which weights come out exactly zero.
 
@@ -15,6 +19,7 @@ Output: ``(batch, stems, channels, samples)``, or ``(batch, channels, samples)``
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,8 +89,11 @@ def band_membership(sample_rate: float, n_fft: int, num_bands: int) -> np.ndarra
     The reference forces the first bin into the first band and the last into the last (its
     filterbank leaves them at zero, or at 1e-18 depending on the platform).
 
+    A band may hold no bin (see the module's docstring); the reference runs it, and so does
+    demixer.
+
     Raises:
-        InvalidModelConfig: a bin in no band, or a band holding no bin.
+        InvalidModelConfig: a bin in no band (the reference asserts against it too).
     """
     weights = mel_filterbank(sample_rate, n_fft, num_bands)
     weights[0, 0] = 1.0
@@ -95,13 +103,6 @@ def band_membership(sample_rate: float, n_fft: int, num_bands: int) -> np.ndarra
         raise InvalidModelConfig(
             f"mel_band_roformer: {num_bands} mel bands leave some of the {n_fft // 2 + 1} STFT "
             "bins in no band; use fewer bands or a larger stft_n_fft"
-        )
-    empty = int((~member.any(axis=1)).sum())
-    if empty:  # a band of no bins has no input and no mask: the network cannot be built on it
-        raise InvalidModelConfig(
-            f"mel_band_roformer: {empty} of the {num_bands} mel bands hold none of the "
-            f"{n_fft // 2 + 1} STFT bins (at model.sample_rate {sample_rate:g} Hz); use fewer "
-            "bands or a larger stft_n_fft"
         )
     return member
 
@@ -139,11 +140,15 @@ class MelBandRoformer(nn.Module):
             "bands_per_bin", per_bin.repeat_interleave(channels)[:, None], persistent=False
         )
         dims = tuple(2 * int(f) * channels for f in membership.sum(axis=1))
-        self.band_split = BandSplit(opts.dim, dims)
-        self.mask_estimators = nn.ModuleList(
-            MaskEstimator(opts.dim, dims, opts.mask_depth + 1, opts.mlp_expansion)
-            for _ in range(opts.num_stems)
-        )
+        with warnings.catch_warnings():
+            # A band that holds no bin has layers of width 0, whose initialisation torch warns
+            # is a no-op; the checkpoint's weights replace it anyway.
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+            self.band_split = BandSplit(opts.dim, dims)
+            self.mask_estimators = nn.ModuleList(
+                MaskEstimator(opts.dim, dims, opts.mask_depth + 1, opts.mlp_expansion)
+                for _ in range(opts.num_stems)
+            )
 
     def chunk_problem(self, samples: int) -> str | None:
         """Why the network cannot run ``samples``-sample chunks (its STFT); None if it can."""
