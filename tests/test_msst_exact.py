@@ -16,6 +16,7 @@ weights at random, and compares:
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -420,6 +421,55 @@ def test_a_normalising_config_equals_msst_from_an_array_and_a_file(
         from_file, _ = sf.read(written.paths[stem], dtype="float32")
         assert float(np.abs(got[stem] - expected[stem]).max()) <= 1e-4 * 3
         assert float(np.abs(from_file.T - expected[stem]).max()) <= 1e-4 * 3
+
+
+def test_a_normalising_target_models_other_stem_is_the_mix_minus_the_target_not_mssts(
+    pipelines: dict[str, Pipeline], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``inference.normalize``, MSST's ``--extract_instrumental`` subtracts the normalised
+    target from the mix as it came in, then scales the difference back like a stem: its
+    instrumental is ``std * mix - target + 2 * mean``, the mix at the level of its std (0.1-0.3
+    for music) with the target taken out at full level, so the target comes back inverted. It
+    is so in PyPI ``msst`` 0.1.0 and in MSST's inference.py on GitHub (2026-06). demixer's
+    ``other`` stays the rest of the mix, ``mix - target``, whatever the level (docs/models.md);
+    the target is MSST's.
+
+    MSST's ``separate_audio`` is run itself: its module imports matplotlib (for spectrograms,
+    unused here), which the tests do not install, so an empty module stands in for it.
+    """
+    import argparse
+    import types
+
+    for name in ("matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    from msst._inference import separate_audio
+
+    p = pipelines["kim-mel-vocals"]
+    config = yaml.load(p.config.read_text(), Loader=yaml.FullLoader)
+    config["inference"]["normalize"] = True
+    normalising = write_config(config, tmp_path / "normalise.yaml")
+    reference_config = copy.deepcopy(p.reference_config)
+    reference_config.inference.normalize = True
+    mix = music(3 * p.chunk + 11, seed=8) * 0.5 + 0.01  # a song's level, a little off centre
+    args = argparse.Namespace(
+        extract_instrumental=True, use_tta=False, bigshifts=1, model_type=p.arch,
+        disable_detailed_pbar=True,
+    )  # fmt: skip
+    with torch.inference_mode():
+        theirs = separate_audio(p.reference, args, reference_config, "cpu", mix)
+    mono = mix.mean(0)
+    mean, std = mono.mean(), mono.std()
+    assert std < 0.5
+    np.testing.assert_allclose(
+        theirs["instrumental"], std * mix - theirs["vocals"] + 2 * mean, atol=1e-5
+    )
+
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, normalising, p.checkpoint))
+    got = separator.separate_array(mix, 44100, ["vocals", "other"])
+    assert float(np.abs(got["vocals"] - theirs["vocals"]).max()) <= 1e-4
+    np.testing.assert_allclose(got["other"], mix - got["vocals"], atol=1e-6)
+    assert float(np.abs(got["other"] - theirs["instrumental"]).max()) > 0.1
 
 
 def test_a_normalising_config_takes_its_statistics_at_the_models_rate(

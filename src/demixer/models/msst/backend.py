@@ -59,7 +59,7 @@ class MsstBackend:
             separated channel by channel.
         stems: the config's stems (lowercased): its instruments, or its target instrument and,
             for two instruments, the other one as the input minus the target (as MSST's
-            ``--extract_instrumental``; :attr:`MsstConfig.complement`).
+            ``--extract_instrumental``, but for ``normalize``: :attr:`MsstConfig.complement`).
         window: samples per chunk; overlap: ``chunk - step`` (informative: the backend does its
             own windowing in :meth:`stream`).
         needs_stats: whether the config normalises the input (``inference.normalize``).

@@ -118,8 +118,10 @@ class MsstConfig:
     @property
     def complement(self) -> str | None:
         """For a target-instrument model of two instruments, the other one's stem name: the
-        mixture minus the target, as MSST computes it (``--extract_instrumental``). None for
-        other models (with more instruments, the engine's residual is the rest)."""
+        mixture minus the target, as MSST computes it (``--extract_instrumental``) without
+        ``normalize``; with it MSST's is at another level, and demixer's stays the mixture
+        minus the target (docs/models.md). None for other models (with more instruments, the
+        engine's residual is the rest)."""
         if not self.target_instrument or len(self.instruments) != 2:
             return None
         return next(stem_name(i) for i in self.instruments if i != self.target_instrument)
