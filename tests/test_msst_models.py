@@ -42,6 +42,7 @@ from demixer.errors import (
 )
 from demixer.models.arch import build_model
 from demixer.models.loading import is_installed, load_backend
+from demixer.models.memory import bytes_text, machine_memory
 from demixer.models.msst.checkpoint import read_state_dict
 from demixer.models.msst.config import parse_config, read_config
 from demixer.models.msst.user import add, check_files, open_files
@@ -689,6 +690,45 @@ def test_a_config_no_network_can_run_is_refused_at_add_naming_the_file_and_key(
     ran = runner.invoke(app, ["separate", str(song), *files, "-o", str(tmp_path / "out")])
     assert (ran.exit_code, ran.stderr) == (4, line)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_chunk_this_machine_cannot_hold_is_refused_at_add_and_separate_naming_chunk_size(
+    base_files: dict[str, tuple[str, Path, Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`inference.chunk_size: 1000000000000` was added, and then every job failed with
+    MODEL_FAILED ("can't allocate memory: you tried to allocate 4000000000000 bytes"; MSST
+    fails too). One chunk in and its stem out need 14.6 TiB: refused where the model is loaded,
+    saying what to set instead."""
+    arch, song, checkpoint = base_files["mel"]
+    config = _base_config("mel")
+    config["inference"]["chunk_size"] = 10**12
+    path = write_config(config, tmp_path / "config.yaml")
+    models = tmp_path / "models"
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(models))
+    runner = CliRunner()
+    added = runner.invoke(app, ["models", "add", "mine", "--arch", arch, "--config", str(path),
+                                "--checkpoint", str(checkpoint)])  # fmt: skip
+    memory = machine_memory()
+    assert memory is not None and memory < 14 << 40
+    line = (
+        f"error [CHUNK_TOO_LARGE] {path}: inference.chunk_size 1000000000000 does not fit in "
+        "memory: one chunk alone needs at least 14.6 TiB (2 channel(s) in and 1 stem(s) out, "
+        f"float32), more than this machine's {bytes_text(memory)}; set inference.chunk_size to "
+        "a few seconds of audio, as published configs do (8 s is 352800 samples at 44100 Hz)\n"
+    )
+    assert (added.exit_code, added.stdout, added.stderr) == (4, "", line)
+    assert not models.exists() or list(models.iterdir()) == []
+    files = ["--arch", arch, "--model-config", str(path), "--model-path", str(checkpoint)]
+    ran = runner.invoke(app, ["separate", str(song), *files, "-o", str(tmp_path / "out")])
+    assert (ran.exit_code, ran.stderr) == (4, line)
+
+
+@pytest.mark.parametrize("file", sorted(p.name for p in DATA.glob("*.yaml")))
+def test_the_published_chunks_fit_a_machine_of_256_mib(file: str) -> None:
+    """No fixed cap: the published configs (up to 485100-sample chunks, 11 s) need a few tens
+    of MB for a chunk's input and output, so even a small machine takes them."""
+    config = read_config(DATA / file, arch="bs_roformer")
+    assert config.chunk_memory_problem(256 << 20) is None
 
 
 @pytest.mark.parametrize(

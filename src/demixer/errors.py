@@ -17,6 +17,7 @@ __all__ = [
     "AlreadyUploaded",
     "Cancelled",
     "CheckpointMismatch",
+    "ChunkTooLarge",
     "Conflict",
     "ContentTypeMismatch",
     "DatabaseReadOnly",
@@ -189,6 +190,13 @@ class InvalidModelConfig(ModelUnavailable):
     unknown option."""
 
     code = "INVALID_MODEL_CONFIG"
+
+
+class ChunkTooLarge(InvalidModelConfig):
+    """A model config whose chunks cannot fit in this machine's memory (a chunk_size of 10**12
+    samples): refused where the model is loaded, not when a job runs out of memory."""
+
+    code = "CHUNK_TOO_LARGE"
 
 
 class CheckpointMismatch(ModelUnavailable):

@@ -25,6 +25,7 @@ from torch import nn
 
 from demixer.audio import SampleQueue
 from demixer.errors import (
+    ChunkTooLarge,
     InvalidModelConfig,
     ModelFailed,
     ModelUnavailable,
@@ -33,6 +34,7 @@ from demixer.errors import (
 from demixer.models.arch import FP32_BY_DEFAULT, build_model, chunk_problem
 from demixer.models.base import InputStats
 from demixer.models.loading import resolve_weight, verified_weights
+from demixer.models.memory import machine_memory
 from demixer.models.msst.checkpoint import check_fit, load_weights, read_state_dict
 from demixer.models.msst.config import MsstConfig, read_config
 from demixer.models.msst.inference import Chunking, demix_stream
@@ -187,8 +189,14 @@ def build_network(config: MsstConfig, checkpoint: Path) -> nn.Module:
         UnknownArchitecture, InvalidModelConfig: the config names no architecture demixer has,
             options it cannot compute, or a network that cannot run its chunks (checked here,
             before any song: the message names the config file).
+        ChunkTooLarge: one chunk cannot fit in this machine's memory.
         ModelUnavailable, CheckpointMismatch: the checkpoint is unreadable or does not fit.
     """
+
+    memory = machine_memory()
+    problem = config.chunk_memory_problem(memory) if memory else None
+    if problem:  # before anything is built or read: the job would fail on this allocation
+        raise ChunkTooLarge(f"{config.source}: {problem}")
 
     def build() -> nn.Module:
         try:

@@ -30,6 +30,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from demixer.errors import InvalidModelConfig
+from demixer.models.memory import bytes_text
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -130,6 +131,28 @@ class MsstConfig:
     def step(self) -> int:
         """Samples between chunk starts: ``chunk_size // num_overlap``."""
         return self.chunk_size // self.num_overlap
+
+    def chunk_memory_problem(self, memory: int) -> str | None:
+        """Why one chunk cannot fit in ``memory`` bytes; None when it may.
+
+        The need is a floor that holds on any device and for any network: one chunk in and the
+        network's stems for it out, float32 (demixer runs one chunk at a time on a CPU, a GPU
+        ``batch_size`` at once). The network's own work (its STFT, attention) comes on top and
+        is not guessed at, so no chunk that could run is refused, whatever the machine: the
+        largest published chunks (11 s) need a few tens of MB here. Users raise
+        ``chunk_size`` on purpose, so there is no fixed upper bound.
+        """
+        outputs = 1 if self.target_instrument else len(self.instruments)
+        need = (1 + outputs) * self.channels * self.chunk_size * 4
+        if need <= memory:
+            return None
+        return (
+            f"{self.chunk_key} {self.chunk_size} does not fit in memory: one chunk alone needs "
+            f"at least {bytes_text(need)} ({self.channels} channel(s) in and {outputs} stem(s) "
+            f"out, float32), more than this machine's {bytes_text(memory)}; set "
+            f"{self.chunk_key} to a few seconds of audio, as published configs do (8 s is "
+            f"{8 * self.sample_rate} samples at {self.sample_rate} Hz)"
+        )
 
     def model_dict(self) -> dict[str, Any]:
         """A fresh, mutable deep copy of ``model`` (what an architecture's ``build`` takes)."""
