@@ -37,6 +37,13 @@ _RESIDUAL_MAKER = "the input minus "
 # Characters Windows refuses in a file name (and SMB shares with it; ":" would even name an
 # NTFS alternate stream of another file, a silent loss).
 _NOT_PORTABLE = frozenset('<>:"/\\|?*')
+# Names Windows keeps for devices, in any case, with or without an extension (and spaces before
+# it): a folder or file called CON, aux.mp3 or "nul .wav" is the device, where a write is lost
+# or the folder cannot be made. Microsoft's "Naming Files" lists COM0 and the superscripts too.
+_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
+)
 # Invisible, yet part of how a name is spelled: the zero-width non-joiner (U+200C) of
 # Persian, where "songs" is آهنگ, U+200C, ها (without it the letters join into another
 # spelling), and of Indic scripts; the joiner (U+200D) of emoji sequences (man, U+200D,
@@ -100,7 +107,13 @@ def output_name(track: str, stem: str, ext: str) -> str:
 
 
 def _portable(name: str) -> str:
-    return "".join("_" if c in _NOT_PORTABLE else c for c in name)
+    """``name`` with the characters Windows refuses as ``_``, and a device's name (CON,
+    ``aux.live``) with ``_`` after it (``CON_``, ``aux_.live``)."""
+    name = "".join("_" if c in _NOT_PORTABLE else c for c in name)
+    base = name.split(".", 1)[0].rstrip(" ")
+    if base.upper() in _RESERVED:
+        name = base + "_" + name[len(base) :]
+    return name
 
 
 def _named(track: str, tail: str) -> str:
@@ -115,8 +128,9 @@ def _named(track: str, tail: str) -> str:
 def model_name(model_id: str) -> str:
     """``model_id`` as a file or folder name (an output template's ``{model}``) that Windows
     and SMB shares take too: the characters they refuse (``<>:"/\\|?*``), such as the ``:``
-    of an ensemble's ``max:a+b``, as ``_`` (``max_a+b``). Catalogue ids and ``models add``
-    names hold none of them, and stay as they are."""
+    of an ensemble's ``max:a+b``, as ``_`` (``max_a+b``), and a Windows device's name (``aux``)
+    with ``_`` after it. Catalogue ids and ``models add`` names hold none of them, and stay as
+    they are."""
     return _portable(model_id)
 
 
@@ -125,8 +139,10 @@ def track_name(track: str) -> str:
     as :func:`shown_name` shows it, with the characters Windows and SMB shares refuse
     (``<>:"/\\|?*``; a ``:`` would name an NTFS stream of another file) and a trailing dot or
     space (which Windows drops from a folder's name) as ``_``: ``What? (Live).`` ->
-    ``What_ (Live)_``. Linux takes them all, so a song's name may hold them; an ordinary name
-    stays as it is."""
+    ``What_ (Live)_``; a Windows device's name (CON, PRN, AUX, NUL, COM1-9, LPT1-9, in any
+    case, with or without an extension) with ``_`` after it: ``con.live`` -> ``con_.live``, so
+    neither a ``{track}/`` folder nor a file named after the song is the device. Linux takes
+    them all, so a song's name may hold them; an ordinary name stays as it is."""
     name = _portable(shown_name(track))
     kept = name.rstrip(". ")
     return kept + "_" * (len(name) - len(kept))
