@@ -27,6 +27,7 @@ __all__ = [
     "residual_maker",
     "shown_name",
     "shown_url",
+    "stored_name",
     "track_name",
     "url_file_name",
 ]
@@ -52,6 +53,23 @@ _RESERVED = frozenset(
 _JOINERS = frozenset("\u200c\u200d")
 
 
+def _visible(name: str) -> str:
+    """``name`` without control characters (a newline) and invisible format characters (the
+    bidi override U+202E shows ``evil``, U+202E, ``gnp.wav`` as ``evilvaw.png``), the joiners
+    a name is spelled with (:data:`_JOINERS`) and spaces (U+3000, U+00A0) kept."""
+    return "".join(
+        c for c in name if c.isprintable() or c in _JOINERS or unicodedata.category(c) == "Zs"
+    )
+
+
+def stored_name(raw: str) -> str:
+    """An upload's ``file_name`` (a JSON field or a form part's, as a client sent it) as demixer
+    stores and lists it (``GET /v1/files``, the jobs made from it, the web page's history): as
+    :func:`input_name` reads its characters (:func:`_visible`), ``upload`` when none is left;
+    an ordinary name stays byte for byte as it was sent, folders and length too."""
+    return _visible(raw) or "upload"
+
+
 def input_name(raw: str) -> str:
     """The name a server job gives its input ``raw`` (an upload's file name, or a URL's last
     path segment), which its downloads are named after: a plain name, no folders (``\\`` is
@@ -59,7 +77,7 @@ def input_name(raw: str) -> str:
     120 characters and of those at most the last 255 bytes of UTF-8 (90 米 are 270): the
     worker saves the input under this name, and a file system takes no longer one."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable() or c in _JOINERS).strip()
+    name = _visible(name).strip()
     if not name.strip(".") or name.startswith("."):
         name = "audio" + PurePosixPath(name).suffix
     # Cut between characters: half a UTF-8 character is a name macOS refuses.
@@ -69,11 +87,12 @@ def input_name(raw: str) -> str:
 def url_file_name(url: str) -> str:
     """The file name an ``audio_url`` names: its path's last segment, percent-decoded as UTF-8
     (``%E7%B1%B3%20Lemon.mp3`` is ``米 Lemon.mp3``, as a browser shows it; bytes that are not
-    UTF-8 as U+FFFD; control characters, ``%00`` or ``%0A``, left out), ``""`` when it has
+    UTF-8 as U+FFFD; control characters, ``%00`` or ``%0A``, and bidi overrides left out, as
+    :func:`stored_name` leaves them out of an upload's), ``""`` when it has
     none. Never its query or fragment, nor its host, user name or password: a URL with no path
     (``https://user:secret@cdn.example.com``) names no file."""
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1], errors="replace")
-    return "".join(c for c in name if unicodedata.category(c) != "Cc")
+    return _visible(name)
 
 
 # Query (or fragment) parameters whose values are credentials: presigned S3, GCS and CloudFront
