@@ -414,3 +414,18 @@ def test_a_delete_racing_another_answers_as_a_later_one(
     monkeypatch.setattr(storage, "delete_prefix", other_delete_first)
     _error(api.delete(f"/v1/files/{file_id}"), 404, "NOT_FOUND")
     assert not storage.exists(f"inputs/{file_id}")
+
+
+def test_an_uploads_name_is_listed_without_control_or_bidi_characters(api: Api) -> None:
+    """A JSON ``file_name`` was stored and listed as sent (``GET /v1/files/{id}``, the jobs
+    made from it in the web page's history): a bidi override (U+202E) showed
+    "evil<U+202E>gnp.wav" as "evilvaw.png", a newline broke a line, while the stems were named
+    without them. An ordinary name, spaces and joiners included, is kept byte for byte."""
+    ordinary = "米津玄師\u3000Lemon (Live) \U0001f468\u200d\U0001f469 آهنگ\u200cها.wav"
+    for sent, listed in (("evil\u202egnp\r\n.wav", "evilgnp.wav"), (ordinary, ordinary)):
+        up = api.announce(as_name=sent)
+        assert api.finish(up).status_code == 200
+        assert api.get(f"/v1/files/{up['file_id']}").json()["file_name"] == listed
+        job = api.queue_separate(up["file_id"]).json()
+        status = api.get(f"/v1/queue/requests/{job['request_id']}/status").json()
+        assert status["file_name"] == listed

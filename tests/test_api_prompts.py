@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api_support import Api, api, make_api
+from demixer.api import submit
 from demixer.errors import UnknownStem, UnsupportedPrompt
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, PromptMatch, map_prompt, separable
@@ -301,3 +302,41 @@ def test_a_denoisers_noise_is_not_the_other_instruments() -> None:
     installed = _specs("mel-roformer-vocals-kim", "mel-roformer-denoise-aufr33")
     with pytest.raises(UnsupportedPrompt, match="htdemucs"):
         map_prompt("the other instruments", installed)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "model", "stem"),
+    [
+        ("remove the noise", "mel-roformer-denoise-aufr33", "noise"),
+        ("get rid of the hiss", "mel-roformer-denoise-aufr33", "noise"),
+        ("denoise this", "mel-roformer-denoise-aufr33", "noise"),
+        ("remove the reverb", "mel-roformer-dereverb-anvuew", "reverb"),
+        ("dereverb", "mel-roformer-dereverb-anvuew", "reverb"),
+        ("de-echo it", "mel-roformer-deecho-sucial", "echo"),
+    ],
+)
+def test_clean_up_prompts_reach_the_clean_up_models(prompt: str, model: str, stem: str) -> None:
+    """ "Remove the noise" (or the reverb, or the echo) was refused as an effect though the
+    catalogue has a model that takes each off: the prompt asks for everything but it."""
+    assert map_prompt(prompt, ALL) == PromptMatch(model, stem, True)
+    with pytest.raises(UnsupportedPrompt, match=f"`demixer models pull {model}`"):
+        map_prompt(prompt, DEFAULT)
+    # Taken off another sound, or left out of it, it is not one separation.
+    for refused in (f"the drums without the {stem}", f"remove the {stem} from the drums"):
+        with pytest.raises(UnsupportedPrompt, match="which one separation cannot give"):
+            map_prompt(refused, ALL)
+
+
+def test_remove_the_noise_is_a_denoise_job(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POST /v1/queue/audio/separate`` with "remove the noise": a 422 naming the denoiser to
+    pull, then, with it installed, a job that runs it."""
+    file_id = api.upload()
+    r = api.queue_separate(file_id, "remove the noise")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "UNSUPPORTED_PROMPT"
+    assert "`demixer models pull mel-roformer-denoise-aufr33`" in r.json()["error"]["message"]
+    installed = [*DEFAULT, get_spec("mel-roformer-denoise-aufr33")]
+    monkeypatch.setattr(submit, "installed_models", lambda _: installed)
+    r = api.queue_separate(file_id, "remove the noise")
+    assert r.status_code == 202, r.text
+    assert r.json()["engine_model"] == "mel-roformer-denoise-aufr33"

@@ -1016,6 +1016,26 @@ def test_a_name_the_output_encoding_cannot_write_does_not_end_the_run(
     ]
 
 
+def test_utf8_mode_off_in_the_c_locale_writes_a_non_ascii_song(
+    inputs: dict[str, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    """With UTF-8 mode turned off by hand in the C locale, Python writes file names in ASCII:
+    a song called 米津玄師 - Lemon.wav was a UnicodeEncodeError traceback (exit 1) and no
+    stems. Its stems are named with its own UTF-8 bytes, as on any UTF-8 system, and its name
+    is printed with \\u escapes."""
+    song = tmp_path / "米津玄師 - Lemon.wav"
+    shutil.copy(inputs["A"], song)
+    out = tmp_path / "out"
+    run = demixer("separate", song, "-o", out, model_dir=model_dir,
+                  env={"PYTHONUTF8": "0", "LC_ALL": "C"})  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0].startswith("\\u7c73\\u6d25\\u7384\\u5e2b - Lemon.wav: ")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "米津玄師 - Lemon_accompaniment.wav",
+        "米津玄師 - Lemon_vocals.wav",
+    ]
+
+
 def test_a_folder_run_again_does_not_separate_its_own_stems(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ from demixer.audio import OutputFormat
 from demixer.cli_inputs import Input, check_distinct_tracks
 from demixer.engine import Separator, plan_stems
 from demixer.engine.cleanup import keep_stem
+from demixer.engine.outputs import output_paths
 from demixer.engine.stems import choose_model
 from demixer.errors import InvalidOutput, ModelUnavailable, UnknownModel, UnknownStem
 from demixer.models import registry
@@ -286,6 +287,35 @@ def test_a_songs_stems_are_names_windows_and_smb_shares_take(
     # "a?.wav" and "a*.wav" would both write a__vocals.wav: refused before either runs.
     with pytest.raises(InvalidOutput, match=r"would write the same stems \(a__STEM.EXT\)"):
         check_distinct_tracks([Input(Path(name), Path(".")) for name in ("a?.wav", "a*.wav")])
+
+
+def test_a_song_named_after_a_windows_device_is_not_the_device(
+    fakes: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    """A song called CON.wav (or aux.mp3.wav, "nul .wav", COM1.wav, any case) gave a
+    ``{track}/`` folder, or a file named after the song, that Windows reads as a device: the
+    folder cannot be made and a write to it is lost. The device's name gets a ``_``; a name
+    that only starts with one (Console) is kept."""
+    song = tmp_path / "CON.wav"
+    sf.write(song, _noise(0.5).T, SR)
+    separator = Separator("fake-vocals2")
+    result = separator.separate_file(song, tmp_path / "out", template="{track}/{stem}.{ext}")
+    assert result.paths["vocals"] == tmp_path / "out/CON_/vocals.wav"
+    spelled = {
+        name: output_paths(
+            "{stem}/{track}", Path("out"), name, ["v"], OutputFormat("wav", "16"), "m"
+        )
+        for name in ("aux.mp3", "nul ", "Com1", "lpt9.x", "Console", "COM10")
+    }
+    assert {name: paths["v"].name for name, paths in spelled.items()} == {
+        "aux.mp3": "aux_.mp3.wav",
+        "nul ": "nul__.wav",  # the trailing space is a "_" too
+        "Com1": "Com1_.wav",
+        "lpt9.x": "lpt9_.x.wav",
+        "Console": "Console.wav",
+        "COM10": "COM10.wav",
+    }
+    assert output_name("Nul.live", "vocals", "wav") == "Nul_.live_vocals.wav"  # the server's
 
 
 @pytest.mark.parametrize("names", [("Song.wav", "song.flac"), ("Caf\u00e9.wav", "Cafe\u0301.wav")])

@@ -373,6 +373,33 @@ def test_a_delete_the_store_refuses_keeps_the_request_to_delete_again(
     _error(api.get(f"/v1/queue/requests/{job_id}/status"), 404, "NOT_FOUND")
 
 
+def test_a_running_request_the_store_refuses_to_delete_is_kept_to_delete_again(
+    clocked: Clocked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Object storage down during the DELETE of a running request: the row was cancelled and
+    deleted first, then the 503, so what its worker had stored stayed with nothing pointing
+    at it, and a second DELETE answered 404. Now nothing changes: 503, and it is still there."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    claim = api.services.queue.claim("test-worker")
+    assert claim is not None and claim.id == job_id
+    storage = api.services.storage
+    stored = f"outputs/{job_id}/attempt-{claim.attempt}/target.wav"  # storing, not completed
+    storage.put_file(stored, api.files.get("mono.wav").path)
+
+    def unreachable(prefix: str) -> int:
+        raise StorageUnavailable("object storage is unavailable; retry shortly")
+
+    with monkeypatch.context() as m:
+        m.setattr(storage, "delete_prefix", unreachable)
+        _error(api.delete(f"/v1/queue/requests/{job_id}"), 503, "STORAGE_UNAVAILABLE")
+    status = api.get(f"/v1/queue/requests/{job_id}/status")
+    assert status.status_code == 200 and status.json()["status"] == "IN_PROGRESS"
+    assert storage.exists(stored)
+    assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
+    assert not storage.exists(stored)
+
+
 def test_the_sweeper_runs_on_its_interval(tmp_path: Path) -> None:
     now = [START]
     settings = Settings(data_dir=tmp_path, sweep_interval_seconds=0.05)

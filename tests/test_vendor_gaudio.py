@@ -12,6 +12,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -462,6 +463,40 @@ def test_an_expired_part_url_is_refused_403_as_a_bucket_refuses_one(make_api: An
         "message": "this part URL has expired; create the upload again",
     }
     assert not api.services.storage.exists(multipart.part_key(upload_id, 1))
+
+
+def _url_expiry(url: str) -> float:
+    """When a download URL stops working (seconds since the epoch): ``/v1/blobs``' ``expires``,
+    or a presigned S3 URL's ``X-Amz-Date`` plus ``X-Amz-Expires``."""
+    query = parse_qs(urlsplit(url).query)
+    if "expires" in query:
+        return int(query["expires"][0])
+    signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return signed.timestamp() + int(query["X-Amz-Expires"][0])
+
+
+def test_expire_at_is_never_later_than_the_download_urls_expire(make_api: Any) -> None:
+    """``expireAt`` was the database's "now" plus the URLs' lifetime, to the microsecond, while
+    the URLs are signed by this machine's clock to the second: a client that fetched its
+    stems just before ``expireAt`` got a 403 or 410 from URLs that had expired up to a second
+    (plus the clocks' difference) before."""
+    api: Api = make_api()
+    upload_id, parts = _upload_parts(api, wav_bytes(0.5))
+    assert _complete(api, upload_id, parts)["resultCode"] == 1000
+    headers = {"x-ga-apikey": api.key}
+    created = api.client.post(
+        f"{BASE}/v1/{MODEL}/jobs",
+        json={"audioUploadId": upload_id, "type": "vocal"},
+        headers=headers,
+    )
+    job_id = created.json()["resultData"]["jobId"]
+    api.worker_done(job_id, names=("vocal", "others"))
+    job = api.client.get(f"{BASE}/v1/{MODEL}/jobs/{job_id}", headers=headers).json()
+    answer = job["resultData"]
+    expire_at = datetime.fromisoformat(answer["expireAt"].replace("Z", "+00:00"))
+    urls = [url for formats in answer["downloadUrl"].values() for url in formats.values()]
+    assert len(urls) == 2
+    assert expire_at.timestamp() <= min(_url_expiry(url) for url in urls), answer
 
 
 # --- completions that race (in process, so the race can be set up exactly) -----------------

@@ -13,12 +13,22 @@ from typing import TypeVar
 
 from demixer.errors import InvalidOutput
 
-__all__ = ["NAME_MAX", "check_folder", "new_temporary", "unwritable"]
+__all__ = ["NAME_MAX", "check_folder", "new_temporary", "on_disk", "unwritable"]
 
 K = TypeVar("K")
 
 # The longest file name most file systems take (ext4, XFS, btrfs, APFS: 255 bytes).
 NAME_MAX = 255
+
+
+def on_disk(name: str) -> str:
+    """``name`` (a file name as demixer spells it, :mod:`demixer.naming`) as a path this
+    process can write: its UTF-8 bytes, as the OS's file system encoding decodes them. With
+    UTF-8 mode turned off under a C locale (``PYTHONUTF8=0 LC_ALL=C``) Python writes paths in
+    ASCII, and a 米 in a name was a UnicodeEncodeError traceback; carried as its UTF-8 bytes
+    (surrogate escapes), the file is called on disk what it is called on any UTF-8 system.
+    Elsewhere ``name`` is unchanged."""
+    return os.fsdecode(name.encode("utf-8", "surrogateescape"))
 
 
 def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key: K) -> Path:
@@ -35,7 +45,7 @@ def new_temporary(beside: Path, suffix: str, into: MutableMapping[K, Path], key:
     """
     room = NAME_MAX - len(f"..{secrets.token_hex(5)}{suffix}".encode())
     # Cut between characters: half a UTF-8 character is a name macOS refuses.
-    name = os.fsencode(beside.name)[:room].decode("utf-8", "ignore")
+    name = on_disk(os.fsencode(beside.name)[:room].decode("utf-8", "ignore"))
     for _ in range(100):
         path = into[key] = beside.with_name(f".{name}.{secrets.token_hex(5)}{suffix}")
         try:

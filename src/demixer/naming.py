@@ -27,6 +27,7 @@ __all__ = [
     "residual_maker",
     "shown_name",
     "shown_url",
+    "stored_name",
     "track_name",
     "url_file_name",
 ]
@@ -37,12 +38,36 @@ _RESIDUAL_MAKER = "the input minus "
 # Characters Windows refuses in a file name (and SMB shares with it; ":" would even name an
 # NTFS alternate stream of another file, a silent loss).
 _NOT_PORTABLE = frozenset('<>:"/\\|?*')
+# Names Windows keeps for devices, in any case, with or without an extension (and spaces before
+# it): a folder or file called CON, aux.mp3 or "nul .wav" is the device, where a write is lost
+# or the folder cannot be made. Microsoft's "Naming Files" lists COM0 and the superscripts too.
+_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
+)
 # Invisible, yet part of how a name is spelled: the zero-width non-joiner (U+200C) of
 # Persian, where "songs" is آهنگ, U+200C, ها (without it the letters join into another
 # spelling), and of Indic scripts; the joiner (U+200D) of emoji sequences (man, U+200D,
 # woman, U+200D, girl is one family, not three people). Other format characters go, the bidi
 # overrides above all.
 _JOINERS = frozenset("\u200c\u200d")
+
+
+def _visible(name: str) -> str:
+    """``name`` without control characters (a newline) and invisible format characters (the
+    bidi override U+202E shows ``evil``, U+202E, ``gnp.wav`` as ``evilvaw.png``), the joiners
+    a name is spelled with (:data:`_JOINERS`) and spaces (U+3000, U+00A0) kept."""
+    return "".join(
+        c for c in name if c.isprintable() or c in _JOINERS or unicodedata.category(c) == "Zs"
+    )
+
+
+def stored_name(raw: str) -> str:
+    """An upload's ``file_name`` (a JSON field or a form part's, as a client sent it) as demixer
+    stores and lists it (``GET /v1/files``, the jobs made from it, the web page's history): as
+    :func:`input_name` reads its characters (:func:`_visible`), ``upload`` when none is left;
+    an ordinary name stays byte for byte as it was sent, folders and length too."""
+    return _visible(raw) or "upload"
 
 
 def input_name(raw: str) -> str:
@@ -52,7 +77,7 @@ def input_name(raw: str) -> str:
     120 characters and of those at most the last 255 bytes of UTF-8 (90 米 are 270): the
     worker saves the input under this name, and a file system takes no longer one."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable() or c in _JOINERS).strip()
+    name = _visible(name).strip()
     if not name.strip(".") or name.startswith("."):
         name = "audio" + PurePosixPath(name).suffix
     # Cut between characters: half a UTF-8 character is a name macOS refuses.
@@ -62,11 +87,12 @@ def input_name(raw: str) -> str:
 def url_file_name(url: str) -> str:
     """The file name an ``audio_url`` names: its path's last segment, percent-decoded as UTF-8
     (``%E7%B1%B3%20Lemon.mp3`` is ``米 Lemon.mp3``, as a browser shows it; bytes that are not
-    UTF-8 as U+FFFD; control characters, ``%00`` or ``%0A``, left out), ``""`` when it has
+    UTF-8 as U+FFFD; control characters, ``%00`` or ``%0A``, and bidi overrides left out, as
+    :func:`stored_name` leaves them out of an upload's), ``""`` when it has
     none. Never its query or fragment, nor its host, user name or password: a URL with no path
     (``https://user:secret@cdn.example.com``) names no file."""
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1], errors="replace")
-    return "".join(c for c in name if unicodedata.category(c) != "Cc")
+    return _visible(name)
 
 
 # Query (or fragment) parameters whose values are credentials: presigned S3, GCS and CloudFront
@@ -100,7 +126,13 @@ def output_name(track: str, stem: str, ext: str) -> str:
 
 
 def _portable(name: str) -> str:
-    return "".join("_" if c in _NOT_PORTABLE else c for c in name)
+    """``name`` with the characters Windows refuses as ``_``, and a device's name (CON,
+    ``aux.live``) with ``_`` after it (``CON_``, ``aux_.live``)."""
+    name = "".join("_" if c in _NOT_PORTABLE else c for c in name)
+    base = name.split(".", 1)[0].rstrip(" ")
+    if base.upper() in _RESERVED:
+        name = base + "_" + name[len(base) :]
+    return name
 
 
 def _named(track: str, tail: str) -> str:
@@ -115,8 +147,9 @@ def _named(track: str, tail: str) -> str:
 def model_name(model_id: str) -> str:
     """``model_id`` as a file or folder name (an output template's ``{model}``) that Windows
     and SMB shares take too: the characters they refuse (``<>:"/\\|?*``), such as the ``:``
-    of an ensemble's ``max:a+b``, as ``_`` (``max_a+b``). Catalogue ids and ``models add``
-    names hold none of them, and stay as they are."""
+    of an ensemble's ``max:a+b``, as ``_`` (``max_a+b``), and a Windows device's name (``aux``)
+    with ``_`` after it. Catalogue ids and ``models add`` names hold none of them, and stay as
+    they are."""
     return _portable(model_id)
 
 
@@ -125,8 +158,10 @@ def track_name(track: str) -> str:
     as :func:`shown_name` shows it, with the characters Windows and SMB shares refuse
     (``<>:"/\\|?*``; a ``:`` would name an NTFS stream of another file) and a trailing dot or
     space (which Windows drops from a folder's name) as ``_``: ``What? (Live).`` ->
-    ``What_ (Live)_``. Linux takes them all, so a song's name may hold them; an ordinary name
-    stays as it is."""
+    ``What_ (Live)_``; a Windows device's name (CON, PRN, AUX, NUL, COM1-9, LPT1-9, in any
+    case, with or without an extension) with ``_`` after it: ``con.live`` -> ``con_.live``, so
+    neither a ``{track}/`` folder nor a file named after the song is the device. Linux takes
+    them all, so a song's name may hold them; an ordinary name stays as it is."""
     name = _portable(shown_name(track))
     kept = name.rstrip(". ")
     return kept + "_" * (len(name) - len(kept))

@@ -56,7 +56,6 @@ from demixer.service.jobs.queue import (
     CANCELLED,
     COMPLETED,
     FAILED,
-    FINAL,
     IN_PROGRESS,
     IN_QUEUE,
     JobConflict,
@@ -436,14 +435,12 @@ def delete_job(services: Services, account_id: str, job_id: str) -> None:
     """Delete a request, its log and its outputs (a running one is cancelled first), and the
     upload that came with it (:func:`_own_input`)."""
     with services.db.read() as s:
-        job = owned_job(s, account_id, job_id)
-        finished = job.status in FINAL
-        own = _own_input(job)
-    if finished:
-        # A finished request's outputs go first: should the store be unreachable (503), the
-        # row stays and the DELETE can be sent again. Deleted after the row, they were left
-        # for good, with nothing left to say they exist.
-        services.storage.delete_prefix(f"outputs/{job_id}/")
+        own = _own_input(owned_job(s, account_id, job_id))
+    # The outputs go first, a running request's too (what its worker stored so far): should
+    # the store be unreachable (503), the row stays, still running, and the DELETE can be
+    # sent again. Deleted after the row, they were left for good, with nothing left to say
+    # they exist.
+    services.storage.delete_prefix(f"outputs/{job_id}/")
     if own is not None:
         # The song itself, first for the same reason; it was kept for 72 h after the request
         # was deleted, and its owner had no id to delete it with.

@@ -43,7 +43,7 @@ from demixer.errors import (
     UnsupportedPrompt,
     unknown_model,
 )
-from demixer.filemode import new_temporary, unwritable
+from demixer.filemode import new_temporary, on_disk, unwritable
 from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.models.spec import MODEL_ID_LENGTH
 from demixer.naming import input_name, renamed, shown_name
@@ -425,7 +425,7 @@ def download_target(directory: Path, output: OutputFile) -> Path:
     if name in ("", ".", ".."):
         ext = mimetypes.guess_extension(output.content_type) or ""
         name = f"{output.name}{ext}"
-    return directory / name
+    return directory / on_disk(name)
 
 
 def named_after(result: Result, uploaded: str, path: Path) -> Result:

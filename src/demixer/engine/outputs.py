@@ -15,7 +15,7 @@ import numpy as np
 from demixer.audio import OutputFormat, StemSetWriter, WriteReport
 from demixer.engine.stems import StemPlan, is_silent
 from demixer.errors import InvalidOutput
-from demixer.filemode import NAME_MAX
+from demixer.filemode import NAME_MAX, on_disk
 from demixer.naming import model_name, track_name
 
 __all__ = ["ResidualCheck", "Writers", "output_paths", "span_outputs", "stem_tags"]
@@ -55,10 +55,10 @@ def output_paths(
         template += ".{ext}"
     paths = {}
     root = out_dir.resolve()
-    track = track_name(track)
-    model = model_name(model)
+    track = on_disk(track_name(track))
+    model = on_disk(model_name(model))
     for stem in stems:
-        name = template.format(track=track, stem=stem, ext=fmt.extension, model=model)
+        name = template.format(track=track, stem=on_disk(stem), ext=fmt.extension, model=model)
         path = out_dir / name
         if not path.resolve().is_relative_to(root):
             raise InvalidOutput(f"output template {template!r} escapes the output directory")

@@ -8,15 +8,25 @@ URLs (:class:`~demixer.storage.UrlSigner`) stand in.
 from __future__ import annotations
 
 import mimetypes
-from datetime import datetime
+import time
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from demixer.service.db import Database
 from demixer.service.schema import File
 from demixer.storage import Storage, UrlSigner
 
-__all__ = ["BlobLinks"]
+__all__ = ["BlobLinks", "Link"]
 
 _MAX_DESCRIBED = 10_000  # inputs remembered by _describe at most
+
+
+class Link(NamedTuple):
+    """A signed download URL and when it stops working: never later than the store (or
+    ``/v1/blobs``) refuses it, by the clock that signed it (this machine's, to the second)."""
+
+    url: str
+    expires_at: datetime
 
 
 class BlobLinks:
@@ -45,7 +55,23 @@ class BlobLinks:
         file_name: str | None = None,
         until: datetime | None = None,
     ) -> str:
-        """A URL that GETs blob ``key`` for ``ttl_seconds`` without an API key.
+        """A URL that GETs blob ``key`` for ``ttl_seconds`` without an API key: the URL of
+        :meth:`download_link`."""
+        return self.download_link(
+            key, ttl_seconds, content_type=content_type, file_name=file_name, until=until
+        ).url
+
+    def download_link(
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_type: str | None = None,
+        file_name: str | None = None,
+        until: datetime | None = None,
+    ) -> Link:
+        """A URL that GETs blob ``key`` for ``ttl_seconds`` without an API key, and when it
+        expires.
 
         ``content_type`` and ``file_name`` are what the download answers (``Content-Type``,
         ``Content-Disposition``); left out, they come from the input file's row (``inputs/...``)
@@ -63,10 +89,15 @@ class BlobLinks:
         if ends:
             left = (min(ends) - self.db.clock()).total_seconds()
             ttl_seconds = max(1, min(ttl_seconds, int(left)))
+        # Both signers count the lifetime from this second or a later one: /v1/blobs' from
+        # ``now`` itself, a presigned URL's from its X-Amz-Date, the second it is signed in.
+        now = int(time.time())
         url = self.storage.presign_get(
             key, ttl_seconds, content_type=content_type, file_name=file_name
         )
-        return url if url is not None else self.signer.url("GET", key, ttl_seconds)
+        if url is None:
+            url = self.signer.url("GET", key, ttl_seconds, now=now)
+        return Link(url, datetime.fromtimestamp(now + ttl_seconds, UTC))
 
     def upload_url(
         self,

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from demixer.audio import AudioInfo
 from demixer.errors import AlreadyUploaded
+from demixer.naming import stored_name
 from demixer.service.accounts.keys import new_id
 from demixer.service.db import rows_changed
 from demixer.service.schema import File
@@ -89,12 +90,13 @@ def new_file(
 ) -> File:
     """Add a file row (``pending``; ``failed`` with ``refused = (code, message)``) inside the
     caller's write transaction; it expires ``retention`` after ``now``. ``file_id``: one the
-    caller made already (to store the bytes before the row exists)."""
+    caller made already (to store the bytes before the row exists). ``file_name`` is stored
+    as :func:`~demixer.naming.stored_name` spells it (no control or bidi characters)."""
     file_id = file_id or new_id("file")
     row = File(
         id=file_id,
         account_id=account_id,
-        file_name=file_name,
+        file_name=stored_name(file_name),
         content_type=content_type,
         file_size=file_size,
         purpose=PURPOSE,

@@ -11,6 +11,7 @@ __all__ = [
     "AFTER",
     "AMBIGUOUS",
     "AUXILIARIES",
+    "CLEANUP_SOUNDS",
     "DETERMINERS",
     "EFFECTS",
     "FALLBACK",
@@ -152,6 +153,17 @@ _words(
     "vocals no reverb",
     "dereverbed vocals",
 )
+# Noise, reverb and echo as sounds of their own: the clean-up models' (denoise, de-reverb,
+# de-echo) take them off the whole input, so "remove the noise" and "denoise" ask for
+# everything but the noise, as "instrumental" asks for everything but the vocals. They lie on
+# every other sound, so no prompt leaves one out of another sound (:data:`CLEANUP_SOUNDS`).
+_words("noise", False, "noise", "noises", "hiss")
+_words("noise", True, "denoise", "denoised", "de noise", "de noised")
+_words("reverb", False, "reverb", "reverberation")
+_words("reverb", True, "dereverb", "dereverbed", "de reverb", "de reverbed")
+_words("echo", False, "echo", "echoes")
+_words("echo", True, "deecho", "de echo", "de echoed")
+CLEANUP_SOUNDS = frozenset({"noise", "reverb", "echo"})
 # Where nothing installed splits the vocals (or the drums), a song's lead vocal is its vocals
 # stem, as its kick is in its drums.
 FALLBACK = {
@@ -254,18 +266,12 @@ AMBIGUOUS = {
     "beats": "the drums or the instrumental (everything but the vocals)",
 }
 
-# Effects and noises: no prompt takes them out or keeps them, and a prompt that names one is
-# refused, not read without it ("vocals without echo" is not the vocals).
+# Effects and noises no model takes off (noise, reverb and echo are sounds, above): no prompt
+# takes them out or keeps them, and a prompt that names one is refused, not read without it
+# ("the vocals without the distortion" is not the vocals).
 EFFECTS = frozenset(
     {
-        "reverb",
-        "reverberation",
-        "echo",
-        "echoes",
-        "noise",
-        "noises",
         "noisy",
-        "hiss",
         "hum",
         "static",
         "crackle",

@@ -14,15 +14,19 @@ with it: "no vocals or drums"), or right after it ("vocals removed", "drum-less"
 cancel ("remove everything but the vocals"); "but", "just", "only" and "keep" end one's reach
 ("not the vocals but the drums", "no music, just the vocals"); a sound after "from" is what the
 target comes out of ("the piano from the background music"). The one sound wanted is the target;
-a prompt that only refuses one asks for everything but it.
+a prompt that only refuses one asks for everything but it. Noise, reverb and echo are sounds
+the clean-up models (denoise, de-reverb, de-echo) separate from the whole input: "remove the
+noise" and "denoise this" ask for everything but the noise.
 
 Nothing is ever silently substituted or left out: a prompt naming no known sound, two sounds
 ("drums and bass"), two to leave out ("no vocals, no drums"), one to leave out that the target
-holds ("the drums without the kick") or keeps ("the instrumental without the drums"), an effect
-(reverb, echo, noise, …), a word two sounds share ("the beat": the drums or the instrumental),
-a verb said both of keeping a sound and of taking it away ("take the vocals out of this song",
-"get the vocals out"), or a sound no installed model produces, raises
-:class:`~demixer.errors.UnsupportedPrompt` listing what can be separated.
+holds ("the drums without the kick") or keeps ("the instrumental without the drums"), noise,
+reverb or echo left out of another sound ("the drums without the echo": one separation takes
+it off the whole input), an effect no model takes off (distortion, applause, …), a word two
+sounds share ("the beat": the drums or the instrumental), a verb said both of keeping a sound
+and of taking it away ("take the vocals out of this song", "get the vocals out"), or a sound no
+installed model produces, raises :class:`~demixer.errors.UnsupportedPrompt` listing what can be
+separated.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from demixer.service.jobs.prompt_words import (
     AFTER,
     AMBIGUOUS,
     AUXILIARIES,
+    CLEANUP_SOUNDS,
     DETERMINERS,
     EFFECTS,
     FALLBACK,
@@ -73,11 +78,13 @@ _LONGEST = max(len(k) for k in _PHRASES)
 
 class _Named(NamedTuple):
     """One sound a prompt names: ``stem``, whether the phrase itself means everything but it
-    (``invert``: "instrumental"), and whether the prompt refuses it (``negated``)."""
+    (``invert``: "instrumental"), whether the prompt refuses it (``negated``), and whether it
+    is what the target comes out of (``source``: named after "from")."""
 
     stem: str
     invert: bool
     negated: bool
+    source: bool = False
 
 
 class PromptMatch(NamedTuple):
@@ -164,7 +171,8 @@ def _apart(words: list[str], start: int, end: int) -> int:
 
 
 def _scan(prompt: str) -> tuple[list[_Named], list[tuple[str, str | None]]]:
-    """Every sound the prompt names, left to right, except those named after "from"; and the
+    """Every sound the prompt names, left to right, those named after "from" marked as the
+    source; and the
     words it says that no sound can be read from, each with the sounds it can mean (None: an
     effect): an effect, a word two sounds share, or a verb said both of a sound and of
     everything but it (:data:`~demixer.service.jobs.prompt_words.EFFECTS`, ``AMBIGUOUS``,
@@ -221,8 +229,8 @@ def _scan(prompt: str) -> tuple[list[_Named], list[tuple[str, str | None]]]:
             if after is None:  # "take the vocals out": the words from the verb to "out"
                 said = " ".join(words[_before(words, i) : words.index("out", i) + 1])
                 unclear.append((said, f"{_say(stem)} or everything but {_say(stem)}"))
-            if source_end is None or _apart(words, source_end, i) >= NEGATION_REACH:
-                named.append(_Named(stem, invert, negated != bool(after)))
+            source = source_end is not None and _apart(words, source_end, i) < NEGATION_REACH
+            named.append(_Named(stem, invert, negated != bool(after), source))
         i += length
     return named, unclear
 
@@ -263,23 +271,36 @@ def _choice(prompt: str, named: list[_Named]) -> str | tuple[str, bool]:
     return stem, invert
 
 
-def _misfit(prompt: str, stem: str, invert: bool, named: list[_Named]) -> str | None:
+def _misfit(
+    prompt: str, stem: str, invert: bool, named: list[_Named], sources: list[_Named]
+) -> str | None:
     """Why leaving out the sounds ``named`` refuses does not fit the separation of ``stem``
     (``invert``: everything but it), or None: they must all be in what it sets aside ("the
     vocals without the drums"; not "the drums without the kick", nor "the instrumental
-    without the drums", which would take out two sounds)."""
+    without the drums", which would take out two sounds). Noise, reverb and echo lie on every
+    sound, so neither the vocals without the echo nor the noise taken off the vocals (a sound
+    in ``sources``) is one separation: it would give the vocals with their echo, or the
+    whole song without its noise."""
     for other in (n for n in named if n.negated):
         if invert:
             fits = other.stem == stem and not other.invert
         else:
             fits = (other.stem == stem and other.invert) or not (
-                other.invert or _overlap(other.stem, stem)
+                other.invert or _overlap(other.stem, stem) or other.stem in CLEANUP_SOUNDS
             )
         if not fits:
             return (
                 f"{prompt.strip()[:200]!r} asks for {_say(stem, invert)} without "
                 f"{_say(other.stem, other.invert)}, which one separation cannot give"
             )
+    if invert and stem in CLEANUP_SOUNDS:
+        for source in sources:
+            if source.stem != stem:
+                return (
+                    f"{prompt.strip()[:200]!r} asks for {_say(source.stem, source.invert)} "
+                    f"without {_say(stem)}, which one separation cannot give (it takes "
+                    f"{_say(stem)} off the whole song)"
+                )
     return None
 
 
@@ -296,7 +317,8 @@ def read_prompt(prompt: str, can_separate: Sequence[str]) -> tuple[str, bool]:
         UnsupportedPrompt: as :func:`map_prompt`, in the same words.
     """
     can = ", ".join(can_separate) or "nothing (no model is installed)"
-    named, unclear = _scan(prompt)
+    scanned, unclear = _scan(prompt)
+    named = [n for n in scanned if not n.source]
     if unclear:
         (word, meaning), said = unclear[0], repr(prompt.strip()[:200])
         why = (
@@ -333,7 +355,7 @@ def read_prompt(prompt: str, can_separate: Sequence[str]) -> tuple[str, bool]:
             f"can separate: {can}",
             param="input.prompt",
         )
-    misfit = _misfit(prompt, stem, invert, named)
+    misfit = _misfit(prompt, stem, invert, named, [n for n in scanned if n.source])
     if misfit is not None:
         raise UnsupportedPrompt(
             f"{misfit}; with the installed models demixer can separate: {can}",

@@ -8,7 +8,7 @@ WAV (at the input's rate) and MP3 (320 kbps), see :mod:`demixer.service.worker.r
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Annotated, Any, BinaryIO, cast
 
@@ -275,21 +275,26 @@ async def create_job(
     return ok({"jobId": job_id})
 
 
-def _download_urls(services: Services, job: Job) -> dict[str, dict[str, str]]:
+def _download_urls(
+    services: Services, job: Job, until: datetime
+) -> tuple[dict[str, dict[str, str]], datetime]:
+    """``downloadUrl``, and when the first of its URLs expires (``until`` at the latest)."""
     ttl = services.settings.download_url_ttl_seconds
     urls: dict[str, dict[str, str]] = {}
     for name, out in (job.outputs or {}).items():
         key = str(out["key"])
         stem = name.rsplit(".", 1)[0] if "." in name else name
         ext = key.rsplit(".", 1)[-1]
-        urls.setdefault(stem, {})[ext] = services.links.download_url(
+        link = services.links.download_link(
             key,
             ttl,
             content_type=out.get("content_type", "application/octet-stream"),
             file_name=out.get("file_name", key.rsplit("/", 1)[-1]),
             until=job.expires_at,
         )
-    return urls
+        urls.setdefault(stem, {})[ext] = link.url
+        until = min(until, link.expires_at)
+    return urls, until
 
 
 async def _job_view(services: Services, account_id: str, job_id: str) -> dict[str, Any]:
@@ -313,8 +318,10 @@ async def _job_view(services: Services, account_id: str, job_id: str) -> dict[st
         expires = result_expires_at(job, keep)
         urls_until = now + timedelta(seconds=services.settings.download_url_ttl_seconds)
         until = min(expires, urls_until) if expires is not None else urls_until
+        # expireAt is when the first URL expires, as its signer counts (to the second, by
+        # this machine's clock): a client fetching just before it must not be refused.
+        data["downloadUrl"], until = _download_urls(services, job, until)
         data["expireAt"] = wire_time(until)
-        data["downloadUrl"] = _download_urls(services, job)
     elif job.status in (FAILED, CANCELLED):
         reason = "cancelled" if job.status == CANCELLED else job.error_code or "failed"
         data["errorMessage"] = job.error_message or reason
