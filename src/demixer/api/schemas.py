@@ -227,7 +227,9 @@ class QueueInput(BaseModel):
     )
     output_format: str = Field("wav", max_length=10, description="`wav`, `flac` or `mp3`.")
     bit_depth: str | int | None = Field(
-        None, description="wav: `16`, `24`, `32f`; flac: `16`, `24`; none for mp3."
+        None,
+        description="wav: `16`, `24`, `32f`; flac: `16`, `24`; none for mp3. Default `16`, "
+        "whatever the input's depth: ask for `24` or `32f` to keep a 24-bit or float master's.",
     )
     # Checked by the submit code, not here, so an unknown level is a 422 UNKNOWN_QUALITY (like
     # an unknown stem) rather than a 400 for a malformed body; the schema still lists the levels.

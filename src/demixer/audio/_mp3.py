@@ -6,7 +6,8 @@ must line up with the mix sample for sample. So the file starts with a placehold
 :meth:`Mp3File.close` overwrites with a standard Xing/LAME Info frame (frame count, byte count,
 seek table, encoder delay and padding), as the ``lame`` command line tool does. Decoders that
 know the tag (FFmpeg, browsers, iTunes, foobar2000) then return exactly the samples that went
-in; ones that do not just play 26 ms of silence first.
+in; ones that do not play the stem 2257 samples late (51 ms at 44.1 kHz: the tag's own silent
+frame, LAME's 576 samples of delay and the decoder's 529), with the encoder's padding after it.
 """
 
 from __future__ import annotations

@@ -460,7 +460,7 @@ async function showResult(requestId, info, opened, signal) {
     const outputs = Object.entries(result.data)
       .filter(([, v]) => v && typeof v === "object" && v.url)
       .map(([name, v]) => ({
-        name, label: labelOf(name), url: v.url, fileName: v.file_name, type: v.content_type,
+        name, label: labelOf(name), url: v.url, fileName: v.file_name, type: v.content_type, rate: v.sample_rate,
         madeBy: result.made_by?.[name] || "",
       }));
     const original = state.job.file;

@@ -14,8 +14,11 @@ export function encodeWav(buffer) {
   let o = 44;
   for (let i = 0; i < n; i++) {
     for (let c = 0; c < channels; c++) {
+      // The inverse of how Chromium reads 16-bit samples (a negative one over 0x8000, a positive
+      // one over 0x7fff), rounded: setInt16 truncates, and a sample it was given as 0.99999 of
+      // a step came out one step low.
       const v = Math.max(-1, Math.min(1, data[c][i]));
-      out.setInt16(o, v < 0 ? v * 0x8000 : v * 0x7fff, true);
+      out.setInt16(o, Math.round(v < 0 ? v * 0x8000 : v * 0x7fff), true);
       o += 2;
     }
   }

@@ -52,7 +52,8 @@ function applyGains() {
 }
 
 // ---------- opening a result ----------
-// outputs: [{name, label, url, fileName, type, madeBy?}] (madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
+// outputs: [{name, label, url, fileName, type, rate, madeBy?}] (rate: the stem file's sample rate, Hz;
+// madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
 // gain: the one gain the server scaled every stem by so that none clips (1: none); the original
 // plays at it too, so that A/B compares the sound, not the level.
 // focus: the keyboard's focus moves to the mixer's heading (the view the user asked for, or the
@@ -68,6 +69,8 @@ export async function openResult({ title, song, outputs, original, originalNote,
   mixer.song = song;
   mixer.stems = [];
   mixer.original = null;
+  mixer.originalBytes = null;
+  mixer.originalExact = null;
   mixer.originalLevel = gain;
   // The song before's download links each hold a copy of a stem: let them go with it.
   for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
@@ -102,9 +105,11 @@ export async function openResult({ title, song, outputs, original, originalNote,
   note.textContent = originalNote || "";
   if (original) {
     try {
-      const decoded = await mixer.ctx.decodeAudioData(await original.arrayBuffer());
+      const bytes = await original.arrayBuffer();
+      const decoded = await mixer.ctx.decodeAudioData(bytes.slice(0));
       if (signal.aborted) return;
       mixer.original = decoded;
+      mixer.originalBytes = bytes;
     } catch (e) {
       note.textContent = "This browser can't play the original file, so there is nothing to compare with.";
     }
@@ -471,11 +476,24 @@ function loopFromKey(isStart) {
 }
 
 // ---------- the mix, rendered offline with the same gains ----------
+// At the stems' own rate and channels (the song's), not the player's: the AudioContext runs at
+// the sound card's rate and decodeAudioData resamples to it, so on a 48 kHz laptop a 44.1 kHz
+// song's mix came out resampled to 48 kHz, and no longer lined up with the song and its stems
+// in a DAW. Each file is decoded once more, in a context at that rate (kept for the next mix).
+const atSongRate = async (holder, key, bytes, rate) => {
+  if (!holder[key]) holder[key] = await new OfflineAudioContext(1, 1, rate).decodeAudioData(bytes.slice(0));
+  return holder[key];
+};
 mixer.render = async () => {
-  const rate = mixer.stems[0].buffer.sampleRate;
-  const length = Math.ceil(mixer.duration * rate);
-  const off = new OfflineAudioContext(2, length, rate);
-  const sources = mixer.ab && mixer.original ? [[mixer.original, mixer.originalLevel]] : mixer.stems.map((s) => [s.buffer, effectiveGain(s)]);
+  const first = mixer.stems[0];
+  const rate = first.rate || first.buffer.sampleRate;
+  const original = mixer.ab && mixer.original;
+  const sources = original
+    ? [[await atSongRate(mixer, "originalExact", mixer.originalBytes, rate), mixer.originalLevel]]
+    : await Promise.all(mixer.stems.map(async (s) => [await atSongRate(s, "exact", s.bytes, rate), effectiveGain(s)]));
+  const length = Math.max(...sources.map(([buffer]) => buffer.length));
+  const channels = Math.max(...mixer.stems.map((s) => s.buffer.numberOfChannels));
+  const off = new OfflineAudioContext(channels, length, rate);
   for (const [buffer, gain] of sources) {
     const g = off.createGain();
     g.gain.value = gain;
