@@ -347,6 +347,7 @@ def serve(
     """Run the API (and web page) with N embedded worker slots.
 
     SQLite and storage in the data directory unless DEMIXER_DATABASE_URL / _STORAGE_URL say.
+    GET /metrics (Prometheus) answers once DEMIXER_METRICS_TOKEN is set, to that Bearer token.
     """
     import uvicorn
 
