@@ -15,11 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import typer
 from pydantic import ValidationError
 
 from api_support import Api, make_api
 from demixer import __version__
 from demixer.api.routes.metrics import CACHE_SECONDS, ClusterReader
+from demixer.cli_service import _settings
 from demixer.service.db import Database
 from demixer.service.metrics import ENSEMBLE, model_label
 from demixer.service.worker.registry import Presence
@@ -329,6 +331,19 @@ def test_a_metrics_token_that_could_be_guessed_or_mangled_is_refused_at_start(to
         return
     with pytest.raises(ValidationError, match="metrics token must be at least 32"):
         Settings(metrics_token=token)
+
+
+def test_a_refused_metrics_token_is_not_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEMIXER_METRICS_TOKEN", "almost-a-secret")
+    with pytest.raises(typer.Exit):
+        _settings(None)
+    err = capsys.readouterr().err
+    assert "DEMIXER_METRICS_TOKEN=***: the metrics token must be at least 32" in " ".join(
+        err.split()
+    )
+    assert "almost-a-secret" not in err
 
 
 def test_an_ensemble_made_up_per_request_is_one_model_label() -> None:

@@ -21,7 +21,14 @@ from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import InvalidDataDir, UnknownQuality
 from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
-__all__ = ["ENV_FILE", "Settings", "load_env_file", "parse_cors_origins", "unknown_variables"]
+__all__ = [
+    "ENV_FILE",
+    "Settings",
+    "is_secret",
+    "load_env_file",
+    "parse_cors_origins",
+    "unknown_variables",
+]
 
 #: Read into the environment by every ``demixer`` command (variables already set win).
 ENV_FILE = ".env"
@@ -270,6 +277,12 @@ class Settings(BaseSettings):
                 "handed out before stop working)"
             )
         return key
+
+
+def is_secret(name: str) -> bool:
+    """Whether setting ``name`` holds a secret (never shown, even when it is refused)."""
+    field = Settings.model_fields.get(name)
+    return field is not None and field.annotation in (SecretStr, SecretStr | None)
 
 
 def load_env_file(path: str | os.PathLike[str] = ENV_FILE) -> Path | None:
