@@ -75,7 +75,9 @@ class ClusterReader:
 
     def now(self, state: ClusterState) -> datetime:
         """The database's clock now, as counted from ``state``'s read (no round trip)."""
-        elapsed = self._monotonic() - (self._read_at or self._monotonic())
+        if self._read_at is None:
+            return state.read_at
+        elapsed = self._monotonic() - self._read_at
         return state.read_at + timedelta(seconds=max(elapsed, 0.0))
 
     async def state(self) -> ClusterState | None:
