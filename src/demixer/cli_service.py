@@ -46,7 +46,7 @@ out = Console(soft_wrap=True)
 def _settings(data_dir: Path | None, **overrides: Any) -> Any:
     from pydantic import ValidationError
 
-    from demixer.settings import Settings, unknown_variables
+    from demixer.settings import Settings, is_secret, unknown_variables
 
     for warning in unknown_variables():
         print_warning(warning)
@@ -59,7 +59,9 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Any:
         for error in exc.errors():
             name = "DEMIXER_" + "_".join(str(part) for part in error["loc"]).upper()
             message = error["msg"].removeprefix("Value error, ")
-            print_error("INVALID_SETTING", f"{name}={error['input']!r}: {message}")
+            # A secret refused (too short) is still a secret: the error goes to logs.
+            shown = "***" if is_secret(str(error["loc"][0])) else repr(error["input"])
+            print_error("INVALID_SETTING", f"{name}={shown}: {message}")
         raise typer.Exit(2) from None
 
 
@@ -347,6 +349,7 @@ def serve(
     """Run the API (and web page) with N embedded worker slots.
 
     SQLite and storage in the data directory unless DEMIXER_DATABASE_URL / _STORAGE_URL say.
+    GET /metrics (Prometheus) answers once DEMIXER_METRICS_TOKEN is set, to that Bearer token.
     """
     import uvicorn
 

@@ -14,14 +14,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import InvalidDataDir, UnknownQuality
 from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
-__all__ = ["ENV_FILE", "Settings", "load_env_file", "parse_cors_origins", "unknown_variables"]
+__all__ = [
+    "ENV_FILE",
+    "Settings",
+    "is_secret",
+    "load_env_file",
+    "parse_cors_origins",
+    "unknown_variables",
+]
 
 #: Read into the environment by every ``demixer`` command (variables already set win).
 ENV_FILE = ".env"
@@ -48,6 +55,8 @@ _OTHER_VARIABLES = frozenset(
 GIB = 1 << 30
 #: The longest a presigned S3 URL may work (SigV4's X-Amz-Expires: 7 days).
 S3_MAX_URL_SECONDS = 7 * 24 * 3600
+#: The fewest characters of DEMIXER_METRICS_TOKEN (128 bits of `openssl rand -hex 16`).
+METRICS_TOKEN_MIN_LENGTH = 32
 #: The size of the URL-signing key made in the data directory (HMAC-SHA256's block of 256 bits).
 SIGNING_KEY_BYTES = 32
 
@@ -151,6 +160,26 @@ class Settings(BaseSettings):
     # refused here at most this much later (0: read it on every request).
     key_cache_seconds: float = Field(2.0, ge=0)
 
+    # GET /metrics (Prometheus): off (404) unless set; then it answers only
+    # `Authorization: Bearer <this token>`, an operator's secret, never an API key.
+    metrics_token: SecretStr | None = None
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value().strip() if value is not None else ""
+        if not token:
+            return None  # DEMIXER_METRICS_TOKEN= (empty): metrics stay off
+        printable = token.isascii() and token.isprintable() and " " not in token
+        if len(token) < METRICS_TOKEN_MIN_LENGTH or not printable:
+            # A short token can be guessed by asking; a space or a non-ASCII character does
+            # not survive an HTTP header and a Prometheus credentials file alike.
+            raise ValueError(
+                f"the metrics token must be at least {METRICS_TOKEN_MIN_LENGTH} printable ASCII "
+                "characters without spaces (e.g. from `openssl rand -hex 32`)"
+            )
+        return SecretStr(token)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -248,6 +277,12 @@ class Settings(BaseSettings):
                 "handed out before stop working)"
             )
         return key
+
+
+def is_secret(name: str) -> bool:
+    """Whether setting ``name`` holds a secret (never shown, even when it is refused)."""
+    field = Settings.model_fields.get(name)
+    return field is not None and field.annotation in (SecretStr, SecretStr | None)
 
 
 def load_env_file(path: str | os.PathLike[str] = ENV_FILE) -> Path | None:

@@ -163,8 +163,9 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
             # sent with any method: every operation, health included.
             common = [400, 408, 413, 414, 431, 500]
             # The health checks touch neither the database nor storage for a caller (readyz
-            # declares its own 503): they answer no outage or full-disk status.
-            if "health" not in operation.get("tags", ()):
+            # declares its own 503), and metrics show an outage as a figure: they answer no
+            # outage or full-disk status.
+            if not {"health", "monitoring"}.intersection(operation.get("tags", ())):
                 common += [503, 507]
             if operation.get("security"):
                 common += [401, 403, 429]

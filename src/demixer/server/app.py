@@ -22,8 +22,9 @@ from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.head import HeadAsGet
 from demixer.api.lanes import Lane
 from demixer.api.limits import RateLimitHeadersMiddleware
+from demixer.api.metrics import HttpFigures, HttpMetrics
 from demixer.api.openapi import document
-from demixer.api.routes import blobs, docs, files, health, models, queue, usage, web
+from demixer.api.routes import blobs, docs, files, health, metrics, models, queue, usage, web
 from demixer.api.schemas import FileCreate
 from demixer.api.statuswatch import StatusWatcher
 from demixer.errors import DemixerError
@@ -84,7 +85,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.state.callers = callers
     install_error_handlers(app)
-    for module in (models, files, queue, blobs, usage, web, health, docs):
+    for module in (models, files, queue, blobs, usage, web, health, metrics, docs):
         app.include_router(module.router)
     for router in vendor_routers():
         app.include_router(router)
@@ -93,6 +94,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.model_lists = models.ModelLists(services)
     app.state.status_watcher = StatusWatcher(services)  # one reader for every SSE stream
     app.state.readiness = health.ReadinessProbe(services)  # one check at a time for every probe
+    app.state.cluster_reader = metrics.ClusterReader(services)  # GET /metrics' database figures
     envelopes = vendor_envelopes()
     settings = services.settings
     app.add_middleware(HeadAsGet, router=app.router)  # innermost: it asks the routes
@@ -108,5 +110,8 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(RateLimitHeadersMiddleware)  # even a 500 has them
     # Outermost: every answer, a 500 included, is readable by the browser apps it allows.
     app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
+    # Outside even that: it counts and times every answer the application gives.
+    app.state.http_metrics = HttpFigures()
+    app.add_middleware(HttpMetrics, routes=app.router.routes, figures=app.state.http_metrics)
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
     return app
