@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -306,6 +308,81 @@ def test_api_errors_carry_the_servers_code(server: Server) -> None:
             c.submit(audio_url="http://127.0.0.1:9/a.wav", quality="ultra")
         assert (level.value.status, level.value.code) == (422, "UNKNOWN_QUALITY")
         assert level.value.param == "input.quality"
+
+
+@pytest.fixture(scope="module")
+def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second of a quiet tone: a job on it takes well under a second of separation."""
+    path = tmp_path_factory.mktemp("tone") / "tone.wav"
+    sf.write(path, 0.1 * np.sin(np.arange(RATE) / 20.0).astype(np.float32), RATE)
+    return path
+
+
+def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, tone: Path) -> None:
+    """The calls a script makes around its jobs: one upload read by two jobs, one cancelled
+    and deleted (twice: the second is 404 NOT_FOUND), the other done; its file deleted, its
+    outputs kept; the listing, newest first, a page at a time; the usage it added."""
+    with client(server) as c:
+        assert "spleeter-2stems" in [m.id for m in c.models().installed]
+        used = c.usage().total_seconds
+        info = c.upload(tone)
+        assert c.file(info.file_id).duration == pytest.approx(1.0, abs=0.01)
+        done = c.submit(info.file_id, stems=["vocals"], model="spleeter-2stems")
+        gone = c.submit(info.file_id, stems=["vocals"], model="spleeter-2stems")
+        c.cancel(gone.request_id)
+        c.delete(gone.request_id)
+        with pytest.raises(ApiError) as twice:
+            c.delete(gone.request_id)
+        assert (twice.value.status, twice.value.code) == (404, "NOT_FOUND")
+        c.wait(done.request_id, timeout=60)
+        c.delete_file(info.file_id)
+        with pytest.raises(ApiError) as file_twice:
+            c.delete_file(info.file_id)
+        assert (file_twice.value.status, file_twice.value.code) == (404, "NOT_FOUND")
+        with pytest.raises(ApiError) as read_gone:
+            c.file(info.file_id)
+        assert read_gone.value.code == "NOT_FOUND"
+        assert set(c.result(done.request_id).outputs) == {"vocals", "residual"}
+        third = c.submit(audio_url="http://127.0.0.1:9/a.wav", stems=["vocals"])
+        first = c.requests_page(limit=1)
+        assert [s.request_id for s in first.requests] == [third.request_id]
+        assert first.next_cursor is not None
+        newest = list(itertools.islice(c.list_requests(page_size=1), 2))  # two pages
+        assert [s.request_id for s in newest] == [third.request_id, done.request_id]
+        assert newest[1].file_name == "tone.wav" and newest[1].stems == ("vocals",)
+        assert c.usage().total_seconds - used == pytest.approx(1.0, abs=0.01)
+        c.delete(done.request_id)
+        with pytest.raises(ApiError) as result_gone:
+            c.result(done.request_id)
+        assert result_gone.value.code == "NOT_FOUND"
+
+
+@pytest.mark.backends("sqlite")  # the same calls as the sync client's, sent from async code
+def test_async_client_lists_deletes_and_reads_usage_and_models(server: Server, tone: Path) -> None:
+    async def run() -> tuple[str, list[str], list[int], int, int, float]:
+        async with AsyncClient(server.base_url, server.key) as c:
+            info = await c.upload(tone)
+            assert (await c.file(info.file_id)).status == "uploaded"
+            job = await c.submit(info.file_id, stems=["vocals"], model="spleeter-2stems")
+            listed = [s.request_id async for s in c.list_requests(page_size=2)]
+            await c.delete(job.request_id)  # cancelled first, if it runs
+            await c.delete_file(info.file_id)
+            codes = []
+            for again in (c.delete(job.request_id), c.delete_file(info.file_id)):
+                with pytest.raises(ApiError) as caught:
+                    await again
+                codes.append(caught.value.status)
+            models = await c.models()
+            usage = await c.usage(date(2020, 1, 1), datetime(2020, 1, 2, tzinfo=UTC))
+            installed, catalogue = len(models.installed), len(models.catalogue)
+            return job.request_id, listed, codes, installed, catalogue, usage.total_seconds
+
+    job_id, listed, codes, installed, catalogue, seconds = asyncio.run(run())
+    assert listed[0] == job_id  # newest first
+    assert len(listed) == len(set(listed))  # every page once
+    assert codes == [404, 404]
+    assert 0 < installed <= catalogue
+    assert seconds == 0.0
 
 
 @pytest.mark.backends("sqlite")  # the client's own check: no storage or database concerned

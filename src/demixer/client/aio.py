@@ -26,7 +26,16 @@ from demixer.client.errors import (
 )
 from demixer.client.progress import SeparateProgress
 from demixer.client.sync import OnBytes, OnStatus
-from demixer.client.types import FileInfo, Job, OutputFile, Result, Status
+from demixer.client.types import (
+    FileInfo,
+    Job,
+    Models,
+    OutputFile,
+    RequestPage,
+    Result,
+    Status,
+    Usage,
+)
 from demixer.filemode import check_folder
 from demixer.naming import shown_name
 
@@ -300,6 +309,41 @@ class AsyncClient(core.ClientBase):
     async def cancel(self, request_id: str) -> str:
         """See :meth:`Client.cancel`."""
         return str((await self._json(self._cancel_call(request_id))).get("status"))
+
+    async def delete(self, request_id: str) -> None:
+        """See :meth:`Client.delete`."""
+        core.no_body(await self._send(self._delete_call(request_id)))
+
+    async def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
+        """See :meth:`Client.requests_page`."""
+        return RequestPage.from_json(await self._json(self._list_call(cursor, limit)))
+
+    async def list_requests(self, *, page_size: int = 20) -> AsyncIterator[Status]:
+        """See :meth:`Client.list_requests` (``async for status in client.list_requests()``)."""
+        cursor = None
+        while True:
+            page = await self.requests_page(cursor, limit=page_size)
+            for status in page.requests:
+                yield status
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def file(self, file_id: str) -> FileInfo:
+        """See :meth:`Client.file`."""
+        return FileInfo.from_json(await self._json(self._file_call(file_id)))
+
+    async def delete_file(self, file_id: str) -> None:
+        """See :meth:`Client.delete_file`."""
+        core.no_body(await self._send(self._file_call(file_id, "DELETE")))
+
+    async def models(self) -> Models:
+        """See :meth:`Client.models`."""
+        return Models.from_json(await self._json(self._models_call()))
+
+    async def usage(self, start: core.When | None = None, end: core.When | None = None) -> Usage:
+        """See :meth:`Client.usage`."""
+        return Usage.from_json(await self._json(self._usage_call(start, end)))
 
     async def separate(
         self,

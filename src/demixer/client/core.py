@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 from urllib.parse import quote, urlsplit
@@ -62,6 +63,7 @@ __all__ = [
     "Outage",
     "SpanLike",
     "StatusStream",
+    "When",
     "atomic_file",
     "check",
     "check_put",
@@ -71,6 +73,7 @@ __all__ = [
     "is_http_url",
     "named_after",
     "naming_the_job",
+    "no_body",
     "pause_within",
     "resume_from",
     "retry_delay",
@@ -79,6 +82,7 @@ __all__ = [
     "span_json",
     "transport_retry_delay",
     "upload_size",
+    "usage_params",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -171,13 +175,9 @@ def _page_text(response: httpx.Response) -> str:
     return " ".join(text.split())
 
 
-def json_body(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object of a successful answer (after :func:`check`).
-
-    A redirect (an ``http://`` address a proxy sends on to ``https://``) is not followed:
-    httpx would send a POST on as a GET, or drop the API key on the way to another origin.
-    It is said instead, with the address to use.
-    """
+def no_body(response: httpx.Response) -> None:
+    """Check a successful answer whose body is not read (``DELETE``'s 204), as
+    :func:`json_body` does: an error raises :class:`ApiError`, a redirect is said."""
     check(response)
     if response.is_redirect:
         to = shown_url(response.headers["location"])
@@ -185,6 +185,16 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
             f"{shown_url(response.request.url)}: the server redirects to {to}; give the "
             "address it redirects to as the server's URL"
         )
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a successful answer (after :func:`check`).
+
+    A redirect (an ``http://`` address a proxy sends on to ``https://``) is not followed:
+    httpx would send a POST on as a GET, or drop the API key on the way to another origin.
+    It is said instead, with the address to use.
+    """
+    no_body(response)
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
@@ -404,6 +414,20 @@ def content_type_for(path: Path) -> str:
     """The upload's Content-Type from its name; the server probes the bytes either way."""
     guessed = mimetypes.guess_type(path.name)[0] or ""
     return guessed if guessed.startswith(_MEDIA_OK) else "application/octet-stream"
+
+
+When = datetime | date | str
+"""A point in time for ``usage``: a datetime (naive: UTC), a date (its whole day), or the
+API's own ISO 8601 text."""
+
+
+def usage_params(start: When | None, end: When | None) -> dict[str, str]:
+    """``GET /v1/usage``'s query: ``from`` and ``to``, each when given."""
+    params = {}
+    for name, when in (("from", start), ("to", end)):
+        if when is not None:
+            params[name] = when if isinstance(when, str) else when.isoformat()
+    return params
 
 
 SpanLike = tuple[float, float] | tuple[float, float, bool] | Mapping[str, Any]
@@ -759,6 +783,19 @@ class ClientBase:
 
     def _cancel_call(self, request_id: str) -> Call:
         return Call("PUT", self._request_url(request_id, "/cancel"))
+
+    def _delete_call(self, request_id: str) -> Call:
+        return Call("DELETE", self._request_url(request_id, ""))
+
+    def _list_call(self, cursor: str | None, limit: int) -> Call:
+        params = {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
+        return Call("GET", self._url("/v1/queue/requests"), params)
+
+    def _file_call(self, file_id: str, method: str = "GET") -> Call:
+        return Call(method, self._url(f"/v1/files/{quote(file_id, safe='')}"))
+
+    def _usage_call(self, start: When | None, end: When | None) -> Call:
+        return Call("GET", self._url("/v1/usage"), usage_params(start, end))
 
     @staticmethod
     def _blob_call(url: str, start: int = 0) -> Call:

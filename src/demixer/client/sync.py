@@ -24,7 +24,16 @@ from demixer.client.errors import (
     translate_transport_errors,
 )
 from demixer.client.progress import SeparateProgress
-from demixer.client.types import FileInfo, Job, OutputFile, Result, Status
+from demixer.client.types import (
+    FileInfo,
+    Job,
+    Models,
+    OutputFile,
+    RequestPage,
+    Result,
+    Status,
+    Usage,
+)
 from demixer.filemode import check_folder
 from demixer.naming import shown_name
 
@@ -340,6 +349,51 @@ class Client(core.ClientBase):
         """Cancel a request: ``CANCELLED`` (it was queued) or ``CANCELLATION_REQUESTED``
         (running; it stops within seconds). A finished one: ApiError ``JOB_CONFLICT``."""
         return str(self._json(self._cancel_call(request_id)).get("status"))
+
+    def delete(self, request_id: str) -> None:
+        """Delete a request, its log and its outputs now (a queued or running one is
+        cancelled first). Deleted already, or never there: ApiError 404 ``NOT_FOUND``; object
+        storage unreachable: ApiError 503 (after ``max_tries``), and the request stays."""
+        core.no_body(self._send(self._delete_call(request_id)))
+
+    def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
+        """One page of this account's requests, newest first: ``limit`` (1-100) of them, from
+        ``cursor`` on (a page's ``next_cursor``; None: the newest)."""
+        return RequestPage.from_json(self._json(self._list_call(cursor, limit)))
+
+    def list_requests(self, *, page_size: int = 20) -> Iterator[Status]:
+        """Every request of this account, newest first, each as its :class:`Status` (with
+        ``file_name``, ``created_at``...): pages of ``page_size`` (1-100) are asked for as
+        the iteration reaches them."""
+        cursor = None
+        while True:
+            page = self.requests_page(cursor, limit=page_size)
+            yield from page.requests
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def file(self, file_id: str) -> FileInfo:
+        """An uploaded file, probed (``duration``, ``sample_rate``, ``channels``). Deleted or
+        never there: ApiError 404 ``NOT_FOUND``; past its retention: 410 ``FILE_EXPIRED``."""
+        return FileInfo.from_json(self._json(self._file_call(file_id)))
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file's bytes now. Requests still queued for it then fail
+        ``FILE_EXPIRED``; finished ones keep their outputs. Deleted already, or never there:
+        ApiError 404 ``NOT_FOUND``."""
+        core.no_body(self._send(self._file_call(file_id, "DELETE")))
+
+    def models(self) -> Models:
+        """The engine models this server can run (``installed``), every one it knows
+        (``catalogue``, with licences) and what a prompt can name (``separable``)."""
+        return Models.from_json(self._json(self._models_call()))
+
+    def usage(self, start: core.When | None = None, end: core.When | None = None) -> Usage:
+        """This account's audio seconds processed, per key and engine model, from ``start``
+        to ``end`` (both inclusive; a date is its whole day, a naive datetime is UTC).
+        Default: the 30 days up to now."""
+        return Usage.from_json(self._json(self._usage_call(start, end)))
 
     def separate(
         self,
