@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import symtable
 import sys
@@ -895,9 +896,10 @@ def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
 ) -> None:
     """A connection cut mid-request (the API restarted) is retried for calls that are safe to
     repeat: GETs, the signed PUT, and POSTs with an Idempotency-Key (the client adds one to its
-    announce and submit); a 503 is retried like a 429."""
+    announce and submit); a 503 is retried like a 429. The first cut is sent again at once (it
+    may be a keep-alive connection closed as it was sent); the next after a pause."""
     seen: list[tuple[str, str, str | None]] = []
-    broken = {"/v1/files": 1, "/up": 1, "/v1/files/file_1/complete": 1, "/v1/queue/audio/stems": 0}
+    broken = {"/v1/files": 2, "/up": 2, "/v1/files/file_1/complete": 2, "/v1/queue/audio/stems": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -931,10 +933,77 @@ def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
         job = c.submit(info.file_id, stems=["vocals"])
     assert (info.status, job.request_id) == ("uploaded", "req_1")
     announces = [key for method, path, key in seen if path == "/v1/files"]
-    assert len(announces) == 2 and announces[0] == announces[1] is not None  # one key: one file
-    assert [p for _, p, _ in seen].count("/up") == 2
+    assert len(announces) == 3 and len(set(announces)) == 1 and announces[0]  # one key: one file
+    assert [p for _, p, _ in seen].count("/up") == 3
     assert [p for _, p, _ in seen].count("/v1/queue/audio/stems") == 2  # the 503, then 202
     assert waits == [1.0, 1.0, 1.0, 0.0]
+
+
+class _ClosesIdleConnections:
+    """A loopback HTTP/1.1 server (or a load balancer) whose keep-alive timer fires just as a
+    client sends its next request on the idle connection: each connection answers its first
+    request and is closed, unanswered, when the second arrives. The client's pool could not
+    tell: the connection was open when it took it. ``demixer serve`` does this at its
+    keep-alive timeout (``DEMIXER_KEEP_ALIVE_SECONDS``) to a request sent at that moment."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # closed at the test's end
+            while True:
+                conn, _ = self.sock.accept()
+                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        with conn:
+            head = b"-"
+            while head and not head.endswith(b"\r\n\r\n"):  # the request (no body)
+                head = conn.recv(65536)
+            body = json.dumps(_status_json("IN_QUEUE")).encode()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            self.answered += 1
+            conn.recv(65536)  # the next request: closed unanswered
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.backends("sqlite")  # no demixer server: no backend
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_pooled_connection_the_server_closed_is_sent_again_at_once(kind: str) -> None:
+    """The next request on a keep-alive connection the server closed as it was sent was
+    raised as ConnectionFailed with ``max_tries=1``, else sent again only after a second's
+    pause: a call safe to repeat is sent once more at once, on a new connection."""
+    server = _ClosesIdleConnections()
+    slept: list[float] = []
+
+    async def async_statuses() -> list[str]:
+        async with AsyncClient(server.url, "k", max_tries=1) as c:
+            return [(await c.status("req_1")).status for _ in range(3)]
+
+    def statuses() -> list[str]:
+        if kind == "async":
+            return asyncio.run(async_statuses())
+        with Client(server.url, "k", max_tries=1) as c:
+            return [c.status("req_1").status for _ in range(3)]
+
+    try:
+        with (
+            patch("demixer.client.sync.time.sleep", slept.append),
+            patch("demixer.client.aio.anyio.sleep", side_effect=slept.append),
+        ):
+            assert statuses() == ["IN_QUEUE"] * 3
+    finally:
+        server.close()
+    assert server.answered == 3 and slept == []
 
 
 def test_a_post_that_is_not_safe_to_repeat_is_not_sent_twice(tmp_path: Path) -> None:

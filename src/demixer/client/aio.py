@@ -99,7 +99,8 @@ class AsyncClient(core.ClientBase):
         timeout: httpx.Timeout | None = None,
         deadline: core.Deadline | None = None,
     ) -> httpx.Response:
-        for attempt in range(1, self.max_tries + 1):
+        attempt, resent = 1, False
+        while True:  # until an answer is returned or an error raised
             request = self._build(
                 self._http,
                 call,
@@ -111,8 +112,12 @@ class AsyncClient(core.ClientBase):
                 try:
                     response = await self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
+                    if core.closed_when_sent(call, exc, resent):
+                        resent = True  # an idle connection the server had just closed
+                        continue
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
                     await anyio.sleep(core.pause_within(deadline, wait))
+                    attempt += 1
                     continue
             delay = core.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
@@ -121,7 +126,7 @@ class AsyncClient(core.ClientBase):
                 return response
             await response.aclose()
             await anyio.sleep(core.pause_within(deadline, delay))
-        raise AssertionError("unreachable")  # the last attempt always returns
+            attempt += 1
 
     async def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
         return core.json_body(await self._send(call, **kwargs))

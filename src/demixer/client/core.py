@@ -68,6 +68,7 @@ __all__ = [
     "check",
     "check_put",
     "clean_api_key",
+    "closed_when_sent",
     "content_type_for",
     "download_target",
     "is_http_url",
@@ -240,6 +241,21 @@ def transport_retry_delay(call: Call, exc: httpx.HTTPError, attempt: int, tries:
     if attempt >= tries or not transport or not (call.safe_to_repeat or never_sent):
         raise exc
     return float(2 ** (attempt - 1))
+
+
+def closed_when_sent(call: Call, exc: httpx.HTTPError, resent: bool) -> bool:
+    """Whether to send ``call`` again at once, on a new connection, outside ``max_tries``:
+    the connection closed before any answer came (httpx: "Server disconnected without
+    sending a response", or a reset), and ``call`` is safe to repeat, and was not resent so
+    already.
+
+    That is how a server ends a keep-alive connection whose idle time ran out just as the
+    client's pool sent the next request on it (uvicorn: ``DEMIXER_KEEP_ALIVE_SECONDS``; a
+    load balancer likewise): nothing is wrong with the server, so neither a pause nor one of
+    the caller's tries is spent on it. A server that is really gone fails the resend too.
+    """
+    closed = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+    return closed and call.safe_to_repeat and not resent
 
 
 def _idempotent(key: str | None = None) -> dict[str, str]:

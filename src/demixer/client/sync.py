@@ -61,7 +61,9 @@ class Client(core.ClientBase):
         transport: an httpx transport (a proxy, a mounted app, a test double).
         max_tries: sends of one request: answered 429 or 503 (honouring ``Retry-After``), or
             cut off by a broken connection or answered 502/504 by a proxy when it is safe to
-            repeat (see ``Call``).
+            repeat (see ``Call``). A connection closed as the request was sent on it (a
+            keep-alive connection the server had just closed) is sent again at once, beside
+            these.
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
@@ -108,7 +110,8 @@ class Client(core.ClientBase):
     ) -> httpx.Response:
         """Send ``call`` (again on 429, with a fresh body from ``content``/``files``); a
         ``deadline`` (``wait``'s) shortens the pauses and ends them with WaitTimeout."""
-        for attempt in range(1, self.max_tries + 1):
+        attempt, resent = 1, False
+        while True:  # until an answer is returned or an error raised
             request = self._build(
                 self._http,
                 call,
@@ -120,8 +123,12 @@ class Client(core.ClientBase):
                 try:
                     response = self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
+                    if core.closed_when_sent(call, exc, resent):
+                        resent = True  # an idle connection the server had just closed
+                        continue
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
                     time.sleep(core.pause_within(deadline, wait))
+                    attempt += 1
                     continue
             delay = core.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
@@ -130,7 +137,7 @@ class Client(core.ClientBase):
                 return response
             response.close()
             time.sleep(core.pause_within(deadline, delay))
-        raise AssertionError("unreachable")  # the last attempt always returns
+            attempt += 1
 
     def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
         return core.json_body(self._send(call, **kwargs))
