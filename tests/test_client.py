@@ -358,6 +358,29 @@ def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, to
         assert result_gone.value.code == "NOT_FOUND"
 
 
+def test_deleting_an_upload_while_its_job_runs_never_says_the_servers_paths(
+    server: Server, tone: Path
+) -> None:
+    """A job whose input was deleted as it ran failed FILE_NOT_FOUND with the server's own
+    path ("file not found: /srv/data/work/req_.../input/tone.wav") on local storage: the
+    worker read the store's file through a link that the delete left dangling. It now runs
+    from a copy of its own, as on object storage. The delete lands while the model loads,
+    between the input's probe and its decoding (a model this server's worker has not loaded
+    yet: the cascade)."""
+    with client(server) as c:
+        info = c.upload(tone)
+        job = c.submit(info.file_id, stems=["drums"], model="cascade-4stems")
+        stage = None
+        while stage is None:
+            status = c.status(job.request_id)
+            if status.done:
+                break
+            stage = status.stage
+            time.sleep(0.05)
+        c.delete_file(info.file_id)
+        assert c.wait(job.request_id, timeout=60).status == "COMPLETED"
+
+
 @pytest.mark.backends("sqlite")  # the same calls as the sync client's, sent from async code
 def test_async_client_lists_deletes_and_reads_usage_and_models(server: Server, tone: Path) -> None:
     async def run() -> tuple[str, list[str], list[int], int, int, float]:

@@ -387,8 +387,8 @@ class Client(core.ClientBase):
 
     def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file's bytes now. Requests still queued for it then fail
-        ``FILE_EXPIRED``; finished ones keep their outputs. Deleted already, or never there:
-        ApiError 404 ``NOT_FOUND``."""
+        ``FILE_EXPIRED``; a running one finishes from its own copy, and finished ones keep
+        their outputs. Deleted already, or never there: ApiError 404 ``NOT_FOUND``."""
         core.no_body(self._send(self._file_call(file_id, "DELETE")))
 
     def models(self) -> Models:
