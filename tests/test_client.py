@@ -381,6 +381,43 @@ def test_deleting_an_upload_while_its_job_runs_never_says_the_servers_paths(
         assert c.wait(job.request_id, timeout=60).status == "COMPLETED"
 
 
+class _SlowDeletes(httpx.BaseTransport):
+    """A reverse proxy that gives up waiting for the server's answer to the first DELETE
+    (504 Gateway Timeout) after passing it on: the server deleted, the client never heard."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.timed_out = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "DELETE" and not self.timed_out:
+            self.timed_out += 1
+            response.close()
+            return httpx.Response(504, html="<html><title>504 Gateway Time-out</title></html>")
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_delete_whose_answer_a_proxy_lost_is_done_not_404(server: Server, tone: Path) -> None:
+    """A DELETE sent again after a proxy's 504 (or a cut connection) found nothing left, as
+    its first send had deleted it: that raised ApiError 404 NOT_FOUND though what was asked
+    was done. A second delete of one's own is still 404."""
+    proxy = _SlowDeletes()
+    with (
+        patch("demixer.client.sync.time.sleep"),
+        Client(server.base_url, server.key, transport=proxy) as c,
+    ):
+        info = c.upload(tone)
+        c.delete_file(info.file_id)  # the proxy's 504, then the server's 404: done
+        assert proxy.timed_out == 1
+        with pytest.raises(ApiError) as twice:
+            c.delete_file(info.file_id)
+        assert (twice.value.status, twice.value.code) == (404, "NOT_FOUND")
+
+
 @pytest.mark.backends("sqlite")  # the same calls as the sync client's, sent from async code
 def test_async_client_lists_deletes_and_reads_usage_and_models(server: Server, tone: Path) -> None:
     async def run() -> tuple[str, list[str], list[int], int, int, float]:

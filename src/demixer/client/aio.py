@@ -99,7 +99,7 @@ class AsyncClient(core.ClientBase):
         timeout: httpx.Timeout | None = None,
         deadline: core.Deadline | None = None,
     ) -> httpx.Response:
-        attempt, resent = 1, False
+        attempt, resent, landed = 1, False, False
         while True:  # until an answer is returned or an error raised
             request = self._build(
                 self._http,
@@ -116,6 +116,7 @@ class AsyncClient(core.ClientBase):
                         resent = True  # an idle connection the server had just closed
                         continue
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or core.may_have_landed(exc)
                     await anyio.sleep(core.pause_within(deadline, wait))
                     attempt += 1
                     continue
@@ -123,7 +124,8 @@ class AsyncClient(core.ClientBase):
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return response
+                return core.repeated_answer(call, response, landed)
+            landed = landed or core.may_have_landed(response)
             await response.aclose()
             await anyio.sleep(core.pause_within(deadline, delay))
             attempt += 1

@@ -72,10 +72,12 @@ __all__ = [
     "content_type_for",
     "download_target",
     "is_http_url",
+    "may_have_landed",
     "named_after",
     "naming_the_job",
     "no_body",
     "pause_within",
+    "repeated_answer",
     "resume_from",
     "retry_delay",
     "server_root",
@@ -256,6 +258,25 @@ def closed_when_sent(call: Call, exc: httpx.HTTPError, resent: bool) -> bool:
     """
     closed = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
     return closed and call.safe_to_repeat and not resent
+
+
+def may_have_landed(exc_or_response: httpx.HTTPError | httpx.Response) -> bool:
+    """Whether a send that is about to be repeated may have been acted on by the server: its
+    connection broke after it was sent (not refused), or a proxy answered 502/504 (it passed
+    the request on, and gave up waiting or lost the answer)."""
+    if isinstance(exc_or_response, httpx.Response):
+        return exc_or_response.status_code in GATEWAY_ERRORS
+    return not isinstance(exc_or_response, httpx.ConnectError)
+
+
+def repeated_answer(call: Call, response: httpx.Response, landed: bool) -> httpx.Response:
+    """``response``, or 204 No Content in place of a 404 to a DELETE sent again after an
+    earlier send that ``landed`` (:func:`may_have_landed`): that send deleted what was
+    asked, and only its answer was lost. A DELETE of something already gone is a 404 still."""
+    if landed and call.method == "DELETE" and response.status_code == 404:
+        response.close()
+        return httpx.Response(204, request=response.request)
+    return response
 
 
 def _idempotent(key: str | None = None) -> dict[str, str]:

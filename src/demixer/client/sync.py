@@ -110,7 +110,7 @@ class Client(core.ClientBase):
     ) -> httpx.Response:
         """Send ``call`` (again on 429, with a fresh body from ``content``/``files``); a
         ``deadline`` (``wait``'s) shortens the pauses and ends them with WaitTimeout."""
-        attempt, resent = 1, False
+        attempt, resent, landed = 1, False, False
         while True:  # until an answer is returned or an error raised
             request = self._build(
                 self._http,
@@ -127,6 +127,7 @@ class Client(core.ClientBase):
                         resent = True  # an idle connection the server had just closed
                         continue
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or core.may_have_landed(exc)
                     time.sleep(core.pause_within(deadline, wait))
                     attempt += 1
                     continue
@@ -134,7 +135,8 @@ class Client(core.ClientBase):
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return response
+                return core.repeated_answer(call, response, landed)
+            landed = landed or core.may_have_landed(response)
             response.close()
             time.sleep(core.pause_within(deadline, delay))
             attempt += 1
@@ -359,8 +361,10 @@ class Client(core.ClientBase):
 
     def delete(self, request_id: str) -> None:
         """Delete a request, its log and its outputs now (a queued or running one is
-        cancelled first). Deleted already, or never there: ApiError 404 ``NOT_FOUND``; object
-        storage unreachable: ApiError 503 (after ``max_tries``), and the request stays."""
+        cancelled first). Deleted already, or never there: ApiError 404 ``NOT_FOUND`` (not
+        when this call's own first send deleted it and its answer was lost: that is done);
+        object storage unreachable: ApiError 503 (after ``max_tries``), and the request
+        stays."""
         core.no_body(self._send(self._delete_call(request_id)))
 
     def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
