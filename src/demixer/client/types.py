@@ -155,7 +155,7 @@ class Job:
 
 @dataclass(frozen=True)
 class Status:
-    """Where a request stands (``GET .../status`` or one SSE frame)."""
+    """Where a request stands (``GET .../status``, one SSE frame, or one item of a listing)."""
 
     request_id: str
     status: str  # one of JobStatus
