@@ -13,15 +13,18 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import symtable
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -306,6 +309,142 @@ def test_api_errors_carry_the_servers_code(server: Server) -> None:
             c.submit(audio_url="http://127.0.0.1:9/a.wav", quality="ultra")
         assert (level.value.status, level.value.code) == (422, "UNKNOWN_QUALITY")
         assert level.value.param == "input.quality"
+
+
+@pytest.fixture(scope="module")
+def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second of a quiet tone: a job on it takes well under a second of separation."""
+    path = tmp_path_factory.mktemp("tone") / "tone.wav"
+    sf.write(path, 0.1 * np.sin(np.arange(RATE) / 20.0).astype(np.float32), RATE)
+    return path
+
+
+def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, tone: Path) -> None:
+    """The calls a script makes around its jobs: one upload read by two jobs, one cancelled
+    and deleted (twice: the second is 404 NOT_FOUND), the other done; its file deleted, its
+    outputs kept; the listing, newest first, a page at a time; the usage it added."""
+    with client(server) as c:
+        assert "spleeter-2stems" in [m.id for m in c.models().installed]
+        used = c.usage().total_seconds
+        info = c.upload(tone)
+        assert c.file(info.file_id).duration == pytest.approx(1.0, abs=0.01)
+        done = c.submit(info.file_id, stems=["vocals"], model="spleeter-2stems")
+        gone = c.submit(info.file_id, stems=["vocals"], model="spleeter-2stems")
+        c.cancel(gone.request_id)
+        c.delete(gone.request_id)
+        with pytest.raises(ApiError) as twice:
+            c.delete(gone.request_id)
+        assert (twice.value.status, twice.value.code) == (404, "NOT_FOUND")
+        c.wait(done.request_id, timeout=60)
+        c.delete_file(info.file_id)
+        with pytest.raises(ApiError) as file_twice:
+            c.delete_file(info.file_id)
+        assert (file_twice.value.status, file_twice.value.code) == (404, "NOT_FOUND")
+        with pytest.raises(ApiError) as read_gone:
+            c.file(info.file_id)
+        assert read_gone.value.code == "NOT_FOUND"
+        assert set(c.result(done.request_id).outputs) == {"vocals", "residual"}
+        third = c.submit(audio_url="http://127.0.0.1:9/a.wav", stems=["vocals"])
+        first = c.requests_page(limit=1)
+        assert [s.request_id for s in first.requests] == [third.request_id]
+        assert first.next_cursor is not None
+        newest = list(itertools.islice(c.list_requests(page_size=1), 2))  # two pages
+        assert [s.request_id for s in newest] == [third.request_id, done.request_id]
+        assert newest[1].file_name == "tone.wav" and newest[1].stems == ("vocals",)
+        assert c.usage().total_seconds - used == pytest.approx(1.0, abs=0.01)
+        c.delete(done.request_id)
+        with pytest.raises(ApiError) as result_gone:
+            c.result(done.request_id)
+        assert result_gone.value.code == "NOT_FOUND"
+
+
+@pytest.mark.backends("sqlite")  # local storage's link; object storage gives the job a copy
+def test_deleting_an_upload_while_its_job_runs_never_says_the_servers_paths(
+    server: Server, tone: Path
+) -> None:
+    """A job whose input was deleted as it ran failed FILE_NOT_FOUND with the server's own
+    path ("file not found: /srv/data/work/req_.../input/tone.wav") on local storage: the
+    worker read the store's file through a link that the delete left dangling. It now runs
+    from a copy of its own, as on object storage. The delete lands while the model loads,
+    between the input's probe and its decoding (a model this server's worker has not loaded
+    yet: the cascade)."""
+    with client(server) as c:
+        info = c.upload(tone)
+        job = c.submit(info.file_id, stems=["drums"], model="cascade-4stems")
+        stage = None
+        while stage is None:
+            status = c.status(job.request_id)
+            if status.done:
+                break
+            stage = status.stage
+            time.sleep(0.05)
+        c.delete_file(info.file_id)
+        assert c.wait(job.request_id, timeout=60).status == "COMPLETED"
+
+
+class _SlowDeletes(httpx.BaseTransport):
+    """A reverse proxy that gives up waiting for the server's answer to the first DELETE
+    (504 Gateway Timeout) after passing it on: the server deleted, the client never heard."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.timed_out = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "DELETE" and not self.timed_out:
+            self.timed_out += 1
+            response.close()
+            return httpx.Response(504, html="<html><title>504 Gateway Time-out</title></html>")
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_delete_whose_answer_a_proxy_lost_is_done_not_404(server: Server, tone: Path) -> None:
+    """A DELETE sent again after a proxy's 504 (or a cut connection) found nothing left, as
+    its first send had deleted it: that raised ApiError 404 NOT_FOUND though what was asked
+    was done. A second delete of one's own is still 404."""
+    proxy = _SlowDeletes()
+    with (
+        patch("demixer.client.sync.time.sleep"),
+        Client(server.base_url, server.key, transport=proxy) as c,
+    ):
+        info = c.upload(tone)
+        c.delete_file(info.file_id)  # the proxy's 504, then the server's 404: done
+        assert proxy.timed_out == 1
+        with pytest.raises(ApiError) as twice:
+            c.delete_file(info.file_id)
+        assert (twice.value.status, twice.value.code) == (404, "NOT_FOUND")
+
+
+@pytest.mark.backends("sqlite")  # the same calls as the sync client's, sent from async code
+def test_async_client_lists_deletes_and_reads_usage_and_models(server: Server, tone: Path) -> None:
+    async def run() -> tuple[str, list[str], list[int], int, int, float]:
+        async with AsyncClient(server.base_url, server.key) as c:
+            info = await c.upload(tone)
+            assert (await c.file(info.file_id)).status == "uploaded"
+            job = await c.submit(info.file_id, stems=["vocals"], model="spleeter-2stems")
+            listed = [s.request_id async for s in c.list_requests(page_size=2)]
+            await c.delete(job.request_id)  # cancelled first, if it runs
+            await c.delete_file(info.file_id)
+            codes = []
+            for again in (c.delete(job.request_id), c.delete_file(info.file_id)):
+                with pytest.raises(ApiError) as caught:
+                    await again
+                codes.append(caught.value.status)
+            models = await c.models()
+            usage = await c.usage(date(2020, 1, 1), datetime(2020, 1, 2, tzinfo=UTC))
+            installed, catalogue = len(models.installed), len(models.catalogue)
+            return job.request_id, listed, codes, installed, catalogue, usage.total_seconds
+
+    job_id, listed, codes, installed, catalogue, seconds = asyncio.run(run())
+    assert listed[0] == job_id  # newest first
+    assert len(listed) == len(set(listed))  # every page once
+    assert codes == [404, 404]
+    assert 0 < installed <= catalogue
+    assert seconds == 0.0
 
 
 @pytest.mark.backends("sqlite")  # the client's own check: no storage or database concerned
@@ -818,9 +957,10 @@ def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
 ) -> None:
     """A connection cut mid-request (the API restarted) is retried for calls that are safe to
     repeat: GETs, the signed PUT, and POSTs with an Idempotency-Key (the client adds one to its
-    announce and submit); a 503 is retried like a 429."""
+    announce and submit); a 503 is retried like a 429. The first cut is sent again at once (it
+    may be a keep-alive connection closed as it was sent); the next after a pause."""
     seen: list[tuple[str, str, str | None]] = []
-    broken = {"/v1/files": 1, "/up": 1, "/v1/files/file_1/complete": 1, "/v1/queue/audio/stems": 0}
+    broken = {"/v1/files": 2, "/up": 2, "/v1/files/file_1/complete": 2, "/v1/queue/audio/stems": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -854,10 +994,73 @@ def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
         job = c.submit(info.file_id, stems=["vocals"])
     assert (info.status, job.request_id) == ("uploaded", "req_1")
     announces = [key for method, path, key in seen if path == "/v1/files"]
-    assert len(announces) == 2 and announces[0] == announces[1] is not None  # one key: one file
-    assert [p for _, p, _ in seen].count("/up") == 2
+    assert len(announces) == 3 and len(set(announces)) == 1 and announces[0]  # one key: one file
+    assert [p for _, p, _ in seen].count("/up") == 3
     assert [p for _, p, _ in seen].count("/v1/queue/audio/stems") == 2  # the 503, then 202
     assert waits == [1.0, 1.0, 1.0, 0.0]
+
+
+class _ClosesIdleConnections:
+    """A loopback HTTP/1.1 server (or a load balancer) whose keep-alive timer fires just as a
+    client sends its next request on the idle connection: each connection answers its first
+    request and is closed, unanswered, when the second arrives. The client's pool could not
+    tell: the connection was open when it took it. ``demixer serve`` does this at its
+    keep-alive timeout (``DEMIXER_KEEP_ALIVE_SECONDS``) to a request sent at that moment."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # closed at the test's end
+            while True:
+                conn, _ = self.sock.accept()
+                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # a client gone: nothing to answer
+            head = b"-"
+            while head and not head.endswith(b"\r\n\r\n"):  # the request (no body)
+                head = conn.recv(65536)
+            body = json.dumps(_status_json("IN_QUEUE")).encode()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            self.answered += 1
+            conn.recv(65536)  # the next request: closed unanswered
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.backends("sqlite")  # no demixer server: no backend
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_pooled_connection_the_server_closed_is_sent_again_at_once(kind: str) -> None:
+    """The next request on a keep-alive connection the server closed as it was sent was
+    raised as ConnectionFailed with ``max_tries=1`` (else sent again only after a second's
+    pause): a call safe to repeat is sent once more at once, on a new connection, beside
+    ``max_tries`` (with one try, no pause is possible: each call is answered or raises)."""
+    server = _ClosesIdleConnections()
+
+    async def async_statuses() -> list[str]:
+        async with AsyncClient(server.url, "k", max_tries=1) as c:
+            return [(await c.status("req_1")).status for _ in range(3)]
+
+    def statuses() -> list[str]:
+        if kind == "async":
+            return asyncio.run(async_statuses())
+        with Client(server.url, "k", max_tries=1) as c:
+            return [c.status("req_1").status for _ in range(3)]
+
+    try:
+        assert statuses() == ["IN_QUEUE"] * 3
+    finally:
+        server.close()
+    assert server.answered == 3
 
 
 def test_a_post_that_is_not_safe_to_repeat_is_not_sent_twice(tmp_path: Path) -> None:

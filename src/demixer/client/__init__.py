@@ -9,8 +9,11 @@
     # {"vocals": Path("out/song_vocals.wav"), "residual": Path("out/song_residual.wav")}
 
 Step by step: :meth:`Client.upload` -> :meth:`Client.submit` -> :meth:`Client.wait` ->
-:meth:`Client.result` -> :meth:`Client.download`. :class:`AsyncClient` has the same methods as
-coroutines. Webhook receivers verify deliveries with :func:`demixer.webhooks.verify`.
+:meth:`Client.result` -> :meth:`Client.download`; then :meth:`Client.delete` and
+:meth:`Client.delete_file` remove a job and its upload at once. :meth:`Client.list_requests`,
+:meth:`Client.models` and :meth:`Client.usage` read the account and the server.
+:class:`AsyncClient` has the same methods as coroutines. Webhook receivers verify
+deliveries with :func:`demixer.webhooks.verify`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,19 @@ from demixer.client.errors import (
     WaitTimeout,
 )
 from demixer.client.sync import Client
-from demixer.client.types import ErrorInfo, FileInfo, Job, OutputFile, Result, Status
+from demixer.client.types import (
+    EngineModel,
+    ErrorInfo,
+    FileInfo,
+    Job,
+    Models,
+    OutputFile,
+    RequestPage,
+    Result,
+    Status,
+    Usage,
+    UsageLine,
+)
 
 __all__ = [
     "ApiError",
@@ -35,13 +50,18 @@ __all__ = [
     "Client",
     "ClientError",
     "ConnectionFailed",
+    "EngineModel",
     "ErrorInfo",
     "FileInfo",
     "Job",
     "JobCancelled",
     "JobFailed",
+    "Models",
     "OutputFile",
+    "RequestPage",
     "Result",
     "Status",
+    "Usage",
+    "UsageLine",
     "WaitTimeout",
 ]

@@ -26,7 +26,16 @@ from demixer.client.errors import (
 )
 from demixer.client.progress import SeparateProgress
 from demixer.client.sync import OnBytes, OnStatus
-from demixer.client.types import FileInfo, Job, OutputFile, Result, Status
+from demixer.client.types import (
+    FileInfo,
+    Job,
+    Models,
+    OutputFile,
+    RequestPage,
+    Result,
+    Status,
+    Usage,
+)
 from demixer.filemode import check_folder
 from demixer.naming import shown_name
 
@@ -90,7 +99,8 @@ class AsyncClient(core.ClientBase):
         timeout: httpx.Timeout | None = None,
         deadline: core.Deadline | None = None,
     ) -> httpx.Response:
-        for attempt in range(1, self.max_tries + 1):
+        attempt, resent, landed = 1, False, False
+        while True:  # until an answer is returned or an error raised
             request = self._build(
                 self._http,
                 call,
@@ -102,17 +112,23 @@ class AsyncClient(core.ClientBase):
                 try:
                     response = await self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
+                    if core.closed_when_sent(call, exc, resent):
+                        resent = True  # an idle connection the server had just closed
+                        continue
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or core.may_have_landed(exc)
                     await anyio.sleep(core.pause_within(deadline, wait))
+                    attempt += 1
                     continue
             delay = core.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return response
+                return core.repeated_answer(call, response, landed)
+            landed = landed or core.may_have_landed(response)
             await response.aclose()
             await anyio.sleep(core.pause_within(deadline, delay))
-        raise AssertionError("unreachable")  # the last attempt always returns
+            attempt += 1
 
     async def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
         return core.json_body(await self._send(call, **kwargs))
@@ -300,6 +316,41 @@ class AsyncClient(core.ClientBase):
     async def cancel(self, request_id: str) -> str:
         """See :meth:`Client.cancel`."""
         return str((await self._json(self._cancel_call(request_id))).get("status"))
+
+    async def delete(self, request_id: str) -> None:
+        """See :meth:`Client.delete`."""
+        core.no_body(await self._send(self._delete_call(request_id)))
+
+    async def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
+        """See :meth:`Client.requests_page`."""
+        return RequestPage.from_json(await self._json(self._list_call(cursor, limit)))
+
+    async def list_requests(self, *, page_size: int = 20) -> AsyncIterator[Status]:
+        """See :meth:`Client.list_requests` (``async for status in client.list_requests()``)."""
+        cursor = None
+        while True:
+            page = await self.requests_page(cursor, limit=page_size)
+            for status in page.requests:
+                yield status
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def file(self, file_id: str) -> FileInfo:
+        """See :meth:`Client.file`."""
+        return FileInfo.from_json(await self._json(self._file_call(file_id)))
+
+    async def delete_file(self, file_id: str) -> None:
+        """See :meth:`Client.delete_file`."""
+        core.no_body(await self._send(self._file_call(file_id, "DELETE")))
+
+    async def models(self) -> Models:
+        """See :meth:`Client.models`."""
+        return Models.from_json(await self._json(self._models_call()))
+
+    async def usage(self, start: core.When | None = None, end: core.When | None = None) -> Usage:
+        """See :meth:`Client.usage`."""
+        return Usage.from_json(await self._json(self._usage_call(start, end)))
 
     async def separate(
         self,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 from urllib.parse import quote, urlsplit
@@ -62,16 +63,21 @@ __all__ = [
     "Outage",
     "SpanLike",
     "StatusStream",
+    "When",
     "atomic_file",
     "check",
     "check_put",
     "clean_api_key",
+    "closed_when_sent",
     "content_type_for",
     "download_target",
     "is_http_url",
+    "may_have_landed",
     "named_after",
     "naming_the_job",
+    "no_body",
     "pause_within",
+    "repeated_answer",
     "resume_from",
     "retry_delay",
     "server_root",
@@ -79,6 +85,7 @@ __all__ = [
     "span_json",
     "transport_retry_delay",
     "upload_size",
+    "usage_params",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -171,13 +178,9 @@ def _page_text(response: httpx.Response) -> str:
     return " ".join(text.split())
 
 
-def json_body(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object of a successful answer (after :func:`check`).
-
-    A redirect (an ``http://`` address a proxy sends on to ``https://``) is not followed:
-    httpx would send a POST on as a GET, or drop the API key on the way to another origin.
-    It is said instead, with the address to use.
-    """
+def no_body(response: httpx.Response) -> None:
+    """Check a successful answer whose body is not read (``DELETE``'s 204), as
+    :func:`json_body` does: an error raises :class:`ApiError`, a redirect is said."""
     check(response)
     if response.is_redirect:
         to = shown_url(response.headers["location"])
@@ -185,6 +188,16 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
             f"{shown_url(response.request.url)}: the server redirects to {to}; give the "
             "address it redirects to as the server's URL"
         )
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a successful answer (after :func:`check`).
+
+    A redirect (an ``http://`` address a proxy sends on to ``https://``) is not followed:
+    httpx would send a POST on as a GET, or drop the API key on the way to another origin.
+    It is said instead, with the address to use.
+    """
+    no_body(response)
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
@@ -230,6 +243,40 @@ def transport_retry_delay(call: Call, exc: httpx.HTTPError, attempt: int, tries:
     if attempt >= tries or not transport or not (call.safe_to_repeat or never_sent):
         raise exc
     return float(2 ** (attempt - 1))
+
+
+def closed_when_sent(call: Call, exc: httpx.HTTPError, resent: bool) -> bool:
+    """Whether to send ``call`` again at once, on a new connection, outside ``max_tries``:
+    the connection closed before any answer came (httpx: "Server disconnected without
+    sending a response", or a reset), and ``call`` is safe to repeat, and was not resent so
+    already.
+
+    That is how a server ends a keep-alive connection whose idle time ran out just as the
+    client's pool sent the next request on it (uvicorn: ``DEMIXER_KEEP_ALIVE_SECONDS``; a
+    load balancer likewise): nothing is wrong with the server, so neither a pause nor one of
+    the caller's tries is spent on it. A server that is really gone fails the resend too.
+    """
+    closed = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+    return closed and call.safe_to_repeat and not resent
+
+
+def may_have_landed(exc_or_response: httpx.HTTPError | httpx.Response) -> bool:
+    """Whether a send that is about to be repeated may have been acted on by the server: its
+    connection broke after it was sent (not refused), or a proxy answered 502/504 (it passed
+    the request on, and gave up waiting or lost the answer)."""
+    if isinstance(exc_or_response, httpx.Response):
+        return exc_or_response.status_code in GATEWAY_ERRORS
+    return not isinstance(exc_or_response, httpx.ConnectError)
+
+
+def repeated_answer(call: Call, response: httpx.Response, landed: bool) -> httpx.Response:
+    """``response``, or 204 No Content in place of a 404 to a DELETE sent again after an
+    earlier send that ``landed`` (:func:`may_have_landed`): that send deleted what was
+    asked, and only its answer was lost. A DELETE of something already gone is a 404 still."""
+    if landed and call.method == "DELETE" and response.status_code == 404:
+        response.close()
+        return httpx.Response(204, request=response.request)
+    return response
 
 
 def _idempotent(key: str | None = None) -> dict[str, str]:
@@ -404,6 +451,20 @@ def content_type_for(path: Path) -> str:
     """The upload's Content-Type from its name; the server probes the bytes either way."""
     guessed = mimetypes.guess_type(path.name)[0] or ""
     return guessed if guessed.startswith(_MEDIA_OK) else "application/octet-stream"
+
+
+When = datetime | date | str
+"""A point in time for ``usage``: a datetime (naive: UTC), a date (its whole day), or the
+API's own ISO 8601 text."""
+
+
+def usage_params(start: When | None, end: When | None) -> dict[str, str]:
+    """``GET /v1/usage``'s query: ``from`` and ``to``, each when given."""
+    params = {}
+    for name, when in (("from", start), ("to", end)):
+        if when is not None:
+            params[name] = when if isinstance(when, str) else when.isoformat()
+    return params
 
 
 SpanLike = tuple[float, float] | tuple[float, float, bool] | Mapping[str, Any]
@@ -759,6 +820,19 @@ class ClientBase:
 
     def _cancel_call(self, request_id: str) -> Call:
         return Call("PUT", self._request_url(request_id, "/cancel"))
+
+    def _delete_call(self, request_id: str) -> Call:
+        return Call("DELETE", self._request_url(request_id, ""))
+
+    def _list_call(self, cursor: str | None, limit: int) -> Call:
+        params = {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
+        return Call("GET", self._url("/v1/queue/requests"), params)
+
+    def _file_call(self, file_id: str, method: str = "GET") -> Call:
+        return Call(method, self._url(f"/v1/files/{quote(file_id, safe='')}"))
+
+    def _usage_call(self, start: When | None, end: When | None) -> Call:
+        return Call("GET", self._url("/v1/usage"), usage_params(start, end))
 
     @staticmethod
     def _blob_call(url: str, start: int = 0) -> Call:

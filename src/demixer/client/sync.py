@@ -24,7 +24,16 @@ from demixer.client.errors import (
     translate_transport_errors,
 )
 from demixer.client.progress import SeparateProgress
-from demixer.client.types import FileInfo, Job, OutputFile, Result, Status
+from demixer.client.types import (
+    FileInfo,
+    Job,
+    Models,
+    OutputFile,
+    RequestPage,
+    Result,
+    Status,
+    Usage,
+)
 from demixer.filemode import check_folder
 from demixer.naming import shown_name
 
@@ -52,7 +61,9 @@ class Client(core.ClientBase):
         transport: an httpx transport (a proxy, a mounted app, a test double).
         max_tries: sends of one request: answered 429 or 503 (honouring ``Retry-After``), or
             cut off by a broken connection or answered 502/504 by a proxy when it is safe to
-            repeat (see ``Call``).
+            repeat (see ``Call``). A connection closed as the request was sent on it (a
+            keep-alive connection the server had just closed) is sent again at once, beside
+            these.
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
@@ -99,7 +110,8 @@ class Client(core.ClientBase):
     ) -> httpx.Response:
         """Send ``call`` (again on 429, with a fresh body from ``content``/``files``); a
         ``deadline`` (``wait``'s) shortens the pauses and ends them with WaitTimeout."""
-        for attempt in range(1, self.max_tries + 1):
+        attempt, resent, landed = 1, False, False
+        while True:  # until an answer is returned or an error raised
             request = self._build(
                 self._http,
                 call,
@@ -111,17 +123,23 @@ class Client(core.ClientBase):
                 try:
                     response = self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
+                    if core.closed_when_sent(call, exc, resent):
+                        resent = True  # an idle connection the server had just closed
+                        continue
                     wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or core.may_have_landed(exc)
                     time.sleep(core.pause_within(deadline, wait))
+                    attempt += 1
                     continue
             delay = core.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return response
+                return core.repeated_answer(call, response, landed)
+            landed = landed or core.may_have_landed(response)
             response.close()
             time.sleep(core.pause_within(deadline, delay))
-        raise AssertionError("unreachable")  # the last attempt always returns
+            attempt += 1
 
     def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
         return core.json_body(self._send(call, **kwargs))
@@ -340,6 +358,53 @@ class Client(core.ClientBase):
         """Cancel a request: ``CANCELLED`` (it was queued) or ``CANCELLATION_REQUESTED``
         (running; it stops within seconds). A finished one: ApiError ``JOB_CONFLICT``."""
         return str(self._json(self._cancel_call(request_id)).get("status"))
+
+    def delete(self, request_id: str) -> None:
+        """Delete a request, its log and its outputs now (a queued or running one is
+        cancelled first). Deleted already, or never there: ApiError 404 ``NOT_FOUND`` (not
+        when this call's own first send deleted it and its answer was lost: that is done);
+        object storage unreachable: ApiError 503 (after ``max_tries``), and the request
+        stays."""
+        core.no_body(self._send(self._delete_call(request_id)))
+
+    def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
+        """One page of this account's requests, newest first: ``limit`` (1-100) of them, from
+        ``cursor`` on (a page's ``next_cursor``; None: the newest)."""
+        return RequestPage.from_json(self._json(self._list_call(cursor, limit)))
+
+    def list_requests(self, *, page_size: int = 20) -> Iterator[Status]:
+        """Every request of this account, newest first, each as its :class:`Status` (with
+        ``file_name``, ``created_at``...): pages of ``page_size`` (1-100) are asked for as
+        the iteration reaches them."""
+        cursor = None
+        while True:
+            page = self.requests_page(cursor, limit=page_size)
+            yield from page.requests
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def file(self, file_id: str) -> FileInfo:
+        """An uploaded file, probed (``duration``, ``sample_rate``, ``channels``). Deleted or
+        never there: ApiError 404 ``NOT_FOUND``; past its retention: 410 ``FILE_EXPIRED``."""
+        return FileInfo.from_json(self._json(self._file_call(file_id)))
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file's bytes now. Requests still queued for it then fail
+        ``FILE_EXPIRED``; a running one finishes from its own copy, and finished ones keep
+        their outputs. Deleted already, or never there: ApiError 404 ``NOT_FOUND``."""
+        core.no_body(self._send(self._file_call(file_id, "DELETE")))
+
+    def models(self) -> Models:
+        """The engine models this server can run (``installed``), every one it knows
+        (``catalogue``, with licences) and what a prompt can name (``separable``)."""
+        return Models.from_json(self._json(self._models_call()))
+
+    def usage(self, start: core.When | None = None, end: core.When | None = None) -> Usage:
+        """This account's audio seconds processed, per key and engine model, from ``start``
+        to ``end`` (both inclusive; a date is its whole day, a naive datetime is UTC).
+        Default: the 30 days up to now."""
+        return Usage.from_json(self._json(self._usage_call(start, end)))
 
     def separate(
         self,

@@ -14,13 +14,18 @@ from demixer.client.errors import BadResponse
 
 __all__ = [
     "FINAL_STATUSES",
+    "EngineModel",
     "ErrorInfo",
     "FileInfo",
     "Job",
     "JobStatus",
+    "Models",
     "OutputFile",
+    "RequestPage",
     "Result",
     "Status",
+    "Usage",
+    "UsageLine",
 ]
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
@@ -46,6 +51,23 @@ def _time(d: Mapping[str, Any], key: str) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         raise BadResponse(f"{key!r} is not an ISO 8601 time: {value!r}") from None
+
+
+def _strings(d: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    value = _get(d, key, list, optional=True)
+    if value is None:
+        return None
+    if not all(isinstance(item, str) for item in value):
+        raise BadResponse(f"the server's answer has no valid {key!r}: {str(d)[:300]}")
+    return tuple(value)
+
+
+def _objects(d: Mapping[str, Any], key: str, optional: bool = False) -> list[Mapping[str, Any]]:
+    """The list of JSON objects under ``key`` (a listing's ``data``)."""
+    value = _get(d, key, list, optional=optional) or []
+    if not all(isinstance(item, Mapping) for item in value):
+        raise BadResponse(f"the server's answer has no valid {key!r}: {str(d)[:300]}")
+    return value
 
 
 def _error(d: Mapping[str, Any]) -> ErrorInfo | None:
@@ -133,7 +155,7 @@ class Job:
 
 @dataclass(frozen=True)
 class Status:
-    """Where a request stands (``GET .../status`` or one SSE frame)."""
+    """Where a request stands (``GET .../status``, one SSE frame, or one item of a listing)."""
 
     request_id: str
     status: str  # one of JobStatus
@@ -148,6 +170,14 @@ class Status:
     # that do not say: None).
     stage: str | None = None
     quality: str | None = None  # the level it runs at: fast, balanced or best
+    # While IN_QUEUE: why no running worker picks it up (None: it only waits for its turn).
+    waiting_reason: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    file_name: str | None = None  # the input's name (the song)
+    duration: float | None = None  # seconds of input audio, once known
+    stems: tuple[str, ...] | None = None  # audio/stems: the stems asked for
+    prompt: str | None = None  # audio/separate: the prompt
 
     @property
     def done(self) -> bool:
@@ -168,6 +198,30 @@ class Status:
             quality=_get(d, "quality", str, optional=True),
             raw=d,
             stage=_get(d, "stage", str, optional=True),
+            waiting_reason=_get(d, "waiting_reason", str, optional=True),
+            created_at=_time(d, "created_at"),
+            updated_at=_time(d, "updated_at"),
+            file_name=_get(d, "file_name", str, optional=True),
+            duration=_get(d, "duration", float, optional=True),
+            stems=_strings(d, "stems"),
+            prompt=_get(d, "prompt", str, optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class RequestPage:
+    """One page of ``GET /v1/queue/requests``: the caller's requests, newest first."""
+
+    requests: list[Status]
+    next_cursor: str | None  # pass as ``cursor`` for the next, older page; None: the last
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RequestPage:
+        return cls(
+            requests=[Status.from_json(item) for item in _objects(d, "data")],
+            next_cursor=_get(d, "next_cursor", str, optional=True),
+            raw=d,
         )
 
 
@@ -236,4 +290,105 @@ class Result:
             made_by={str(k): v for k, v in made.items() if isinstance(v, str)}
             if isinstance(made := d.get("made_by"), Mapping)
             else {},
+        )
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """A separation model (the ``model`` of ``submit``), as ``GET /v1/models`` lists it."""
+
+    id: str
+    description: str
+    stems: tuple[str, ...]
+    sample_rate: int  # Hz the model runs at (outputs keep the input's rate)
+    license: str
+    license_class: str  # permissive, copyleft, non-commercial, research only, not stated
+    arch: str
+    quality: str
+    aliases: tuple[str, ...]  # other names it answers to as ``model``
+    installed: bool  # its weights are on the server or a worker: it can run
+    install: str | None  # when not installed: the command that fetches it, run on the server
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> EngineModel:
+        return cls(
+            id=_get(d, "id", str),
+            description=_get(d, "description", str, optional=True) or "",
+            stems=_strings(d, "stems") or (),
+            sample_rate=_get(d, "sample_rate", int, optional=True) or 0,
+            license=_get(d, "license", str, optional=True) or "",
+            license_class=_get(d, "license_class", str, optional=True) or "",
+            arch=_get(d, "arch", str, optional=True) or "",
+            quality=_get(d, "quality", str, optional=True) or "",
+            aliases=_strings(d, "aliases") or (),
+            installed=bool(d.get("installed", True)),
+            install=_get(d, "install", str, optional=True),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Models:
+    """``GET /v1/models``: what the server can run."""
+
+    installed: list[EngineModel]  # engine models that can run on this server now
+    catalogue: list[EngineModel]  # every model the server knows, installed or not
+    separable: tuple[str, ...]  # what a prompt can ask for with what is installed
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Models:
+        separable: tuple[str, ...] = ()
+        for entry in _objects(d, "data"):
+            if entry.get("id") == "audio/separate":
+                separable = _strings(entry, "separable") or ()
+        return cls(
+            installed=[EngineModel.from_json(e) for e in _objects(d, "engine_models")],
+            catalogue=[EngineModel.from_json(e) for e in _objects(d, "catalogue", True)],
+            separable=separable,
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """One API key's use of one engine model over the period."""
+
+    key_id: str | None  # None: the web page's or a deleted key's use
+    model: str  # the engine model
+    seconds: float  # seconds of input audio processed
+    jobs: int  # completed requests (result-cache hits count, with 0 s)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> UsageLine:
+        return cls(
+            key_id=_get(d, "key_id", str, optional=True),
+            model=_get(d, "model", str),
+            seconds=_get(d, "quantity", float),
+            jobs=_get(d, "jobs", int),
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """``GET /v1/usage``: the account's usage recorded from ``start`` to ``end`` (inclusive)."""
+
+    lines: list[UsageLine]
+    start: datetime
+    end: datetime
+    total_seconds: float  # seconds of audio processed in all of ``lines``
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Usage:
+        start, end = _time(d, "from"), _time(d, "to")
+        if start is None or end is None:
+            raise BadResponse(f"the server's answer has no valid period: {str(d)[:300]}")
+        return cls(
+            lines=[UsageLine.from_json(line) for line in _objects(d, "data")],
+            start=start,
+            end=end,
+            total_seconds=_get(d, "total", float),
+            raw=d,
         )

@@ -29,6 +29,7 @@ in another process, so it can never starve the heartbeat, and killing it gives i
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -305,21 +306,26 @@ class Runner:
                     message = f"fetching the input failed: {exc.message}"
                     raise _Abort("failed", exc.code, message, retryable=True) from exc
                 except BlobNotFound as exc:  # the input was deleted or swept meanwhile
-                    message = (
-                        f"the input file {source.file_id} was deleted or expired before this "
-                        "request ran"
-                    )
-                    raise _Abort("failed", FileExpired.code, message) from exc
+                    raise _input_gone(source) from exc
                 except DemixerError as exc:  # anything else the store says: not retried
                     message = f"fetching the input failed: {exc.message}"
                     raise _Abort("failed", exc.code, message) from exc
-                # Under the user's own file name, so that error messages speak of it.
+                # Under the user's own file name, so that error messages speak of it. A hard
+                # link: the job's own name for the bytes, so that the upload deleted while the
+                # job runs (its name in the store unlinked) leaves the job its input, as object
+                # storage's downloaded copy does. A symbolic link was left dangling, and the
+                # job failed FILE_NOT_FOUND with this path in its message.
                 named = tmp / "input" / params.input_name
                 named.parent.mkdir()
                 try:
-                    named.symlink_to(path)
-                except OSError:
-                    named = path
+                    os.link(path, named)
+                except FileNotFoundError as exc:  # deleted since the store found it
+                    raise _input_gone(source) from exc
+                except OSError:  # the store on another file system: a symbolic link
+                    try:
+                        named.symlink_to(path)
+                    except OSError:
+                        named = path
                 yield named
             return
         dest = tmp / "input" / params.input_name
@@ -519,3 +525,9 @@ class Runner:
         if self.child is not None:
             self.child.kill()
             self.child = None
+
+
+def _input_gone(source: UploadInput) -> _Abort:
+    """The job's end when its uploaded input was deleted (or swept) before it was read."""
+    message = f"the input file {source.file_id} was deleted or expired before this request ran"
+    return _Abort("failed", FileExpired.code, message)
