@@ -1569,3 +1569,66 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     icon = httpx.get(server.base_url + "/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert httpx.get(server.base_url + "/web/../app.py").status_code == 404
+
+
+# WCAG 1.4.12's text spacing, as a user stylesheet (a bookmarklet, an extension) sets it.
+TEXT_SPACING = """* { letter-spacing: 0.12em !important; word-spacing: 0.16em !important;
+  line-height: 1.5 !important; } p { margin-bottom: 2em !important; }"""
+
+
+def test_with_wider_text_spacing_no_stem_name_is_cut(
+    browser: Browser, server: Server, finished: str
+) -> None:
+    """WCAG 1.4.12: with the letters, words and lines spaced out as a reader may ask for, a
+    stem's name in the wide mixer was cut short ("accompanim…"), the rest only in a tooltip."""
+    # A user's stylesheet is not the page's: the page's Content-Security-Policy does not apply.
+    context = browser.new_context(viewport=DESKTOP, bypass_csp=True)
+    page = context.new_page()
+    open_page(page, server)
+    page.add_style_tag(content=TEXT_SPACING)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    cut = {}
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        cut[viewport["width"]] = page.evaluate(
+            """[...document.querySelectorAll('#mixer *')]
+               .filter(el => el.textContent.trim() && el.clientWidth > 1)  // shown, not .sr
+               .filter(el => el.scrollWidth > el.clientWidth + 1
+                 || el.scrollHeight > el.clientHeight + 1)
+               .map(el => [el.textContent.trim(), el.scrollWidth, el.clientWidth])"""
+        )
+        page.locator("#mixer").scroll_into_view_if_needed()
+        shot(page, f"text-spacing-{viewport['width']}", full_page=False)
+    context.close()
+    assert cut == {DESKTOP["width"]: [], PHONE["width"]: []}, cut
+
+
+def test_in_every_layout_the_tab_order_follows_what_is_seen(
+    page: Page, server: Server, finished: str
+) -> None:
+    """In the stacked mixer (a phone, a laptop at 200 % zoom) each stem's Mute, Solo and download
+    showed on the name's line, above its volume slider, but Tab reached the slider first: the
+    focus jumped down, then back up (WCAG 2.4.3)."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    for width in (390, 683, 1366):  # stacked on a phone and at 200 %; one line per stem wide
+        page.set_viewport_size({"width": width, "height": 900})
+        page.locator("#position").focus()
+        boxes = []
+        for _ in range(10):  # each of the two stems' slider, M, S and download, from Position
+            page.keyboard.press("Tab")
+            boxes.append(
+                page.evaluate(
+                    """() => { const el = document.activeElement, r = el.getBoundingClientRect();
+                    return [el.dataset.testid, r.top, r.bottom, r.left, r.right]; }"""
+                )
+            )
+        # Each control after the one before: on its line, to its right, or on a line below.
+        back = [
+            (a[0], b[0])
+            for a, b in itertools.pairwise(boxes[:8])
+            if not (b[1] >= a[2] - 1 or (b[1] < a[2] and b[2] > a[1] and b[3] >= a[4] - 1))
+        ]
+        assert back == [], (width, back)
