@@ -1347,6 +1347,20 @@ def test_in_every_layout_the_tab_order_follows_what_is_seen(
         assert back == [], (width, back)
 
 
+def test_the_file_type_sits_beside_the_quality(page: Page, server: Server) -> None:
+    """The row's three parts were spread evenly: in a laptop's window the file type floated
+    alone in the middle, 160 px from the quality it goes with."""
+    open_page(page, server)
+    quality, kind, submit = (
+        page.locator(css).bounding_box()
+        for css in ("label[for=quality-select]", "label[for=format-select]", "#submit")
+    )
+    assert quality and kind and submit
+    assert kind["x"] - (quality["x"] + quality["width"]) < 20, (quality, kind)
+    card = page.locator("#new-job").bounding_box()
+    assert card and submit["x"] + submit["width"] > card["x"] + card["width"] - 40, submit
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
