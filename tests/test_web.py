@@ -1361,6 +1361,23 @@ def test_the_file_type_sits_beside_the_quality(page: Page, server: Server) -> No
     assert card and submit["x"] + submit["width"] > card["x"] + card["width"] - 40, submit
 
 
+def test_a_described_sound_comes_first_in_the_mixer(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """Asked for "everything but the vocals", the mixer's first row was "everything else" (the
+    vocals): the rows came in the model's order, whatever was asked for. The sound asked for
+    comes first, the rest of the song last."""
+    open_page(page, server)
+    upload(page, audio[0])
+    page.locator(".tab", has_text="Describe a sound").click()
+    page.get_by_test_id("prompt").fill("everything but the vocals")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    expect(page.locator("#stems .name")).to_have_text(
+        ["“everything but the vocals”", "everything else"], timeout=120_000
+    )
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 

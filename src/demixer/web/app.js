@@ -462,7 +462,10 @@ async function showResult(requestId, info, opened, signal) {
       .map(([name, v]) => ({
         name, label: labelOf(name), url: v.url, fileName: v.file_name, type: v.content_type,
         madeBy: result.made_by?.[name] || "",
-      }));
+      }))
+      // What was asked for first, the rest of the song last: the outputs come in the model's
+      // order, where "everything but the vocals" followed its residual (the vocals).
+      .sort((a, b) => (a.name === "residual") - (b.name === "residual"));
     const original = state.job.file;
     // The job's card goes: a focus in it (or on nothing) moves to the mixer's heading.
     const focus = opened || focusIn($("#job")) || focusLost();
