@@ -1335,7 +1335,8 @@ def test_in_every_layout_the_tab_order_follows_what_is_seen(
             boxes.append(
                 page.evaluate(
                     """() => { const el = document.activeElement, r = el.getBoundingClientRect();
-                    return [el.dataset.testid, r.top, r.bottom, r.left, r.right]; }"""
+                    const y = window.scrollY;  // on the page: Tab scrolls the window
+                    return [el.dataset.testid, r.top + y, r.bottom + y, r.left, r.right]; }"""
                 )
             )
         # Each control after the one before: on its line, to its right, or on a line below.
