@@ -79,6 +79,7 @@ __all__ = [
     "job_status",
     "list_jobs",
     "more_reads",
+    "own_input",
     "owned_job",
     "read_job",
     "result_response",
@@ -223,7 +224,7 @@ def _described(job: Job) -> dict[str, Any]:
     if isinstance(source, UploadInput):
         name, duration = source.file_name, job.duration or source.duration
         # A MusicGPT extraction's own upload is never named: it goes with the request.
-        file_id = None if isinstance(params.vendor, MusicGptFields) else source.file_id
+        file_id = None if _owns_input(params) else source.file_id
     else:
         name, duration = url_file_name(source.audio_url), job.duration
     stems = params.stems if job.queue_model != "audio/separate" else None
@@ -424,27 +425,32 @@ def list_jobs(services: Services, account_id: str, limit: int, cursor: str | Non
     )
 
 
-def _own_input(job: Job) -> UploadInput | None:
+def _owns_input(params: JobParams) -> bool:
+    """Whether the request's upload came with it and belongs to it alone (:func:`own_input`)."""
+    return isinstance(params.vendor, MusicGptFields) and isinstance(params.input, UploadInput)
+
+
+def own_input(job: Job) -> UploadInput | None:
     """The upload that came with the request itself and belongs to it alone: a MusicGPT
     ``audio_file``, stored by the extraction, whose file id no answer ever names (so no
     other request can read it and its owner cannot delete it on its own; :func:`_described`
-    leaves it out of the status)."""
+    leaves it out of the status, and sunoapi's ``taskId`` does not reuse it)."""
     try:
         params = JobParams.of_job(job.id, job.params)
     except InvalidParams:  # unreadable (its worker fails it): the request still goes
         return None
-    if isinstance(params.vendor, MusicGptFields) and isinstance(params.input, UploadInput):
-        return params.input
+    if _owns_input(params):
+        return cast(UploadInput, params.input)
     return None
 
 
 def delete_job(services: Services, account_id: str, job_id: str) -> None:
     """Delete a request, its log and its outputs (a running one is cancelled first), and the
-    upload that came with it (:func:`_own_input`)."""
+    upload that came with it (:func:`own_input`)."""
     with services.db.read() as s:
         job = owned_job(s, account_id, job_id)
         finished = job.status in FINAL
-        own = _own_input(job)
+        own = own_input(job)
     if finished:
         # A finished request's outputs go first: should the store be unreachable (503), the
         # row stays and the DELETE can be sent again. Deleted after the row, they were left
