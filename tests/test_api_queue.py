@@ -86,8 +86,10 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
     status = api.get(body["status_url"] + "?logs=true").json()
     assert status["status"] == "IN_QUEUE" and status["queue_position"] == 0
     assert status["progress"] is None and status["error"] is None and status["stage"] is None
-    # What a person knows the request by (history lists): the song, its length, the prompt.
+    # What a person knows the request by (history lists): the song, its length, the prompt;
+    # and the upload it was made from, which a client deleting the song deletes as well.
     assert (status["file_name"], status["duration"]) == ("stereo.wav", 1.5)
+    assert status["file_id"] == file_id
     assert (status["prompt"], status["stems"]) == ("the singer", None)
     assert any("the singer" in line["message"] for line in status["logs"])
     assert api.get(body["status_url"]).json()["logs"] is None

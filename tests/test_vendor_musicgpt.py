@@ -201,6 +201,9 @@ def test_quick_start_upload_poll_download_and_webhook(
         assert isinstance(queued["eta"], int) and queued["eta"] >= 1
         assert queued["credit_estimate"] == pytest.approx(SECONDS / 60, abs=0.01)
         conversion = poll(client, queued["task_id"])
+        # The audio_file is the conversion's own, deleted with it: no answer names its id.
+        native = server.client().get(f"/v1/queue/requests/{queued['task_id']}/status")
+        assert native.json()["file_id"] is None, native.text
         # conversion_id looks it up too
         by_conv = client.get("/v1/byId", params={"conversion_id": queued["conversion_id"]})
         assert by_conv.json()["conversion"]["status"] == "COMPLETED"

@@ -327,3 +327,28 @@ def test_bad_requests(suno: SunoClient, origin: Origin) -> None:
 
     refused_url = suno.generate(audioUrl="file:///etc/passwd")
     assert refused_url["code"] == 400
+
+
+def test_a_musicgpt_extractions_own_audio_is_not_taken_by_task_id(
+    suno: SunoClient, server: Server, origin: Origin
+) -> None:
+    """A MusicGPT extraction's task id as taskId: the new task took the extraction's own
+    audio_file, which goes when the extraction is deleted (the task then failed) and whose id
+    no answer names (the task's native status named it)."""
+    song = origin.files["song.wav"][0]
+    made = httpx.post(
+        f"{server.base_url}/api/public/v1/Extraction",
+        headers={"Authorization": server.key},
+        data={"stems": '["vocals"]'},
+        files={"audio_file": ("song.wav", song, "audio/wav")},
+        timeout=60,
+    )
+    assert made.status_code == 200, made.text
+    task = made.json()["task_id"]
+    refused = suno.generate(type="separate_vocal", taskId=task)
+    assert (refused["code"], refused["msg"]) == (
+        400,
+        f"task {task!r}'s audio is a MusicGPT extraction's own audio_file; give an audioUrl, "
+        "or a fileId from POST /v1/files",
+    )
+    assert server.client().delete(f"/v1/queue/requests/{task}").status_code == 204

@@ -1313,6 +1313,101 @@ def test_the_text_follows_the_browsers_font_size(page: Page, server: Server, fin
     no_sideways_scroll(page)
 
 
+# WCAG 1.4.12's text spacing, as a user stylesheet (a bookmarklet, an extension) sets it.
+TEXT_SPACING = """* { letter-spacing: 0.12em !important; word-spacing: 0.16em !important;
+  line-height: 1.5 !important; } p { margin-bottom: 2em !important; }"""
+
+
+def test_with_wider_text_spacing_no_stem_name_is_cut(
+    browser: Browser, server: Server, finished: str
+) -> None:
+    """WCAG 1.4.12: with the letters, words and lines spaced out as a reader may ask for, a
+    stem's name in the wide mixer was cut short ("accompanim…"), the rest only in a tooltip."""
+    # A user's stylesheet is not the page's: the page's Content-Security-Policy does not apply.
+    context = browser.new_context(viewport=DESKTOP, bypass_csp=True)
+    page = context.new_page()
+    open_page(page, server)
+    page.add_style_tag(content=TEXT_SPACING)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    cut = {}
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        cut[viewport["width"]] = page.evaluate(
+            """[...document.querySelectorAll('#mixer *')]
+               .filter(el => el.textContent.trim() && el.clientWidth > 1)  // shown, not .sr
+               .filter(el => el.scrollWidth > el.clientWidth + 1
+                 || el.scrollHeight > el.clientHeight + 1)
+               .map(el => [el.textContent.trim(), el.scrollWidth, el.clientWidth])"""
+        )
+        page.locator("#mixer").scroll_into_view_if_needed()
+        shot(page, f"text-spacing-{viewport['width']}", full_page=False)
+    context.close()
+    assert cut == {DESKTOP["width"]: [], PHONE["width"]: []}, cut
+
+
+def test_in_every_layout_the_tab_order_follows_what_is_seen(
+    page: Page, server: Server, finished: str
+) -> None:
+    """In the stacked mixer (a phone, a laptop at 200 % zoom) each stem's Mute, Solo and download
+    showed on the name's line, above its volume slider, but Tab reached the slider first: the
+    focus jumped down, then back up (WCAG 2.4.3)."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    for width in (390, 683, 1366):  # stacked on a phone and at 200 %; one line per stem wide
+        page.set_viewport_size({"width": width, "height": 900})
+        page.locator("#position").focus()
+        boxes = []
+        for _ in range(10):  # each of the two stems' slider, M, S and download, from Position
+            page.keyboard.press("Tab")
+            boxes.append(
+                page.evaluate(
+                    """() => { const el = document.activeElement, r = el.getBoundingClientRect();
+                    const y = window.scrollY;  // on the page: Tab scrolls the window
+                    return [el.dataset.testid, r.top + y, r.bottom + y, r.left, r.right]; }"""
+                )
+            )
+        # Each control after the one before: on its line, to its right, or on a line below.
+        back = [
+            (a[0], b[0])
+            for a, b in itertools.pairwise(boxes[:8])
+            if not (b[1] >= a[2] - 1 or (b[1] < a[2] and b[2] > a[1] and b[3] >= a[4] - 1))
+        ]
+        assert back == [], (width, back)
+
+
+def test_the_file_type_sits_beside_the_quality(page: Page, server: Server) -> None:
+    """The row's three parts were spread evenly: in a laptop's window the file type floated
+    alone in the middle, 160 px from the quality it goes with."""
+    open_page(page, server)
+    quality, kind, submit = (
+        page.locator(css).bounding_box()
+        for css in ("label[for=quality-select]", "label[for=format-select]", "#submit")
+    )
+    assert quality and kind and submit
+    assert kind["x"] - (quality["x"] + quality["width"]) < 20, (quality, kind)
+    card = page.locator("#new-job").bounding_box()
+    assert card and submit["x"] + submit["width"] > card["x"] + card["width"] - 40, submit
+
+
+def test_a_described_sound_comes_first_in_the_mixer(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """Asked for "everything but the vocals", the mixer's first row was "everything else" (the
+    vocals): the rows came in the model's order, whatever was asked for. The sound asked for
+    comes first, the rest of the song last."""
+    open_page(page, server)
+    upload(page, audio[0])
+    page.locator(".tab", has_text="Describe a sound").click()
+    page.get_by_test_id("prompt").fill("everything but the vocals")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    expect(page.locator("#stems .name")).to_have_text(
+        ["“everything but the vocals”", "everything else"], timeout=120_000
+    )
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
@@ -1397,6 +1492,44 @@ def test_history_delete(page: Page, server: Server) -> None:
     expect(page.get_by_test_id("job")).to_be_hidden()
     # Nothing of the deleted song stays in this browser: its waveform thumbnails went with it.
     assert page.evaluate(kept, deleted) is False
+
+
+def test_deleting_a_songs_last_separation_deletes_its_upload(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """Delete removed the separation but not the song it was made from: the page said the song
+    was deleted while its upload stayed on the server for 72 h. One upload may serve several
+    separations (the form keeps it for the next): it goes with the last of them."""
+    open_page(page, server)
+    with page.expect_response(lambda r: r.url.endswith("/v1/files")) as made:
+        upload(page, audio[0])
+    file_id = made.value.json()["file_id"]
+    api = server.client()
+    ids = []
+    for stem in ("vocals", "accompaniment"):  # two separations of the one upload
+        job = {"input": {"file_id": file_id, "model": "spleeter-2stems", "stems": [stem]}}
+        answer = api.post("/v1/queue/audio/stems", json=job)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["request_id"])
+    page.locator("#refresh").click()
+    note = page.get_by_test_id("history-note")
+    for request_id, words in zip(
+        ids,
+        (
+            f"{SONG}.wav: these stems are deleted. The uploaded song stays: another separation"
+            " in your list was made from it.",
+            f"{SONG}.wav deleted: its stems and the uploaded song.",
+        ),
+        strict=True,
+    ):
+        delete = page.locator(f"#delete-{request_id}")
+        delete.click()
+        delete.click()  # "Confirm delete"
+        expect(note).to_have_text(words)
+    assert api.get(f"/v1/files/{file_id}").status_code == 404
+    # The song chosen above went with it: Separate asks for one again.
+    expect(page.get_by_test_id("submit-hint")).to_have_text("First choose a song.")
+    shot(page, "deleted-with-upload", full_page=False)
 
 
 def test_a_long_arabic_name_in_the_history_shows_its_beginning(page: Page, server: Server) -> None:

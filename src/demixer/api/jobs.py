@@ -78,6 +78,7 @@ __all__ = [
     "job_status",
     "list_jobs",
     "more_reads",
+    "own_input",
     "owned_job",
     "read_job",
     "result_response",
@@ -214,15 +215,20 @@ def build_status(services: Services, job: Job, logs: bool, found: Extras) -> Req
 
 
 def _described(job: Job) -> dict[str, Any]:
-    """What a person recognises a request by: the song, its length, the stems or prompt."""
+    """What a person recognises a request by: the song, its length, the stems or prompt; and
+    the upload it was made from (a client deleting the song deletes that too)."""
     params = JobParams.of_job(job.id, job.params)
     source = params.input
+    file_id = None
     if isinstance(source, UploadInput):
         name, duration = source.file_name, job.duration or source.duration
+        # A MusicGPT extraction's own upload is never named: it goes with the request.
+        file_id = None if _owns_input(params) else source.file_id
     else:
         name, duration = url_file_name(source.audio_url), job.duration
     stems = params.stems if job.queue_model != "audio/separate" else None
     return {
+        "file_id": file_id,
         "file_name": name.rsplit("/", 1)[-1] or None,
         "duration": float(duration) if duration else None,
         "stems": [params.api_name(s) for s in stems] if stems is not None else None,
@@ -418,24 +424,30 @@ def list_jobs(services: Services, account_id: str, limit: int, cursor: str | Non
     )
 
 
-def _own_input(job: Job) -> UploadInput | None:
+def _owns_input(params: JobParams) -> bool:
+    """Whether the request's upload came with it and belongs to it alone (:func:`own_input`)."""
+    return isinstance(params.vendor, MusicGptFields) and isinstance(params.input, UploadInput)
+
+
+def own_input(job: Job) -> UploadInput | None:
     """The upload that came with the request itself and belongs to it alone: a MusicGPT
     ``audio_file``, stored by the extraction, whose file id no answer ever names (so no
-    other request can read it and its owner cannot delete it on its own)."""
+    other request can read it and its owner cannot delete it on its own; :func:`_described`
+    leaves it out of the status, and sunoapi's ``taskId`` does not reuse it)."""
     try:
         params = JobParams.of_job(job.id, job.params)
     except InvalidParams:  # unreadable (its worker fails it): the request still goes
         return None
-    if isinstance(params.vendor, MusicGptFields) and isinstance(params.input, UploadInput):
-        return params.input
+    if _owns_input(params):
+        return cast(UploadInput, params.input)
     return None
 
 
 def delete_job(services: Services, account_id: str, job_id: str) -> None:
     """Delete a request, its log and its outputs (a running one is cancelled first), and the
-    upload that came with it (:func:`_own_input`)."""
+    upload that came with it (:func:`own_input`)."""
     with services.db.read() as s:
-        own = _own_input(owned_job(s, account_id, job_id))
+        own = own_input(owned_job(s, account_id, job_id))
     # The outputs go first, a running request's too (what its worker stored so far): should
     # the store be unreachable (503), the row stays, still running, and the DELETE can be
     # sent again. Deleted after the row, they were left for good, with nothing left to say

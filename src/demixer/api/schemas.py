@@ -463,6 +463,13 @@ class RequestStatus(Answer):
         description="While IN_PROGRESS: what the attempt is doing now (`null` until the "
         "worker says; `progress` counts the `separating` stage).",
     )
+    file_id: str | None = Field(
+        None,
+        description="The upload (`POST /v1/files`) it was made from, which deleting the request "
+        "leaves until its retention or its own `DELETE /v1/files/{file_id}` (several requests may "
+        "share it); `null` for an `audio_url` input and for a MusicGPT extraction's "
+        "`audio_file`, which goes with the request.",
+    )
     file_name: str | None = Field(None, description="The input's file name (the song).")
     duration: float | None = Field(None, description="Seconds of input audio, when known.")
     stems: list[str] | None = Field(

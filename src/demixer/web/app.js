@@ -462,7 +462,10 @@ async function showResult(requestId, info, opened, signal) {
       .map(([name, v]) => ({
         name, label: labelOf(name), url: v.url, fileName: v.file_name, type: v.content_type, rate: v.sample_rate,
         madeBy: result.made_by?.[name] || "",
-      }));
+      }))
+      // What was asked for first, the rest of the song last: the outputs come in the model's
+      // order, where "everything but the vocals" followed its residual (the vocals).
+      .sort((a, b) => (a.name === "residual") - (b.name === "residual"));
     const original = state.job.file;
     // The job's card goes: a focus in it (or on nothing) moves to the mixer's heading.
     const focus = opened || focusIn($("#job")) || focusLost();
@@ -606,6 +609,7 @@ function historyItem(job, looks, kept) {
       return;
     }
     disarm();
+    setText($("#history-note"), "");
     try { await api("DELETE", `/v1/queue/requests/${job.request_id}`); } catch (e) { showError(list, e); return; }
     forgetThumbnails(job.request_id);
     if (state.job?.id === job.request_id) { // the song on screen is gone: so is its player
@@ -622,14 +626,73 @@ function historyItem(job, looks, kept) {
     const refocus = focusIn(li) || focusLost();
     li.remove();
     if (refocus) (near ? $(`#${CSS.escape(`delete-${near.dataset.id}`)}`) : $("#history-title")).focus();
-    say(`${song} deleted.`);
-    loadHistory();
+    let words = "", failed = null;
+    try { words = await deleteUpload(job, song); } catch (e) { failed = e; }
+    loadHistory(); // first: it empties the list's error box
+    if (failed) {
+      showError(list, `${song}: its stems are deleted, but not the uploaded song. ${failed.message}`);
+      return;
+    }
+    $("#history-note").textContent = words;
+    say(words);
   });
   buttons.append(open, del);
   li.append(thumbnail(job, kept), text, badge, buttons);
   return li;
 }
 $("#refresh").addEventListener("click", loadHistory);
+
+// Delete removes the song: the request's stems, and the upload they were made from once no
+// other request of the account was made from it (the form keeps an upload for the next
+// separation, so several may share one). Else the song stayed on the server for 72 h after the
+// page said it was deleted. Answers what went, in words.
+const UPLOAD_GONE = new Set(["NOT_FOUND", "FILE_NOT_FOUND", "FILE_EXPIRED", "GONE"]);
+async function deleteUpload(job, song) {
+  const fileId = job.file_id;
+  if (!fileId) return `${song} deleted.`; // from a URL: nothing of it was uploaded
+  let file;
+  try {
+    file = await api("GET", `/v1/files/${encodeURIComponent(fileId)}`);
+  } catch (e) {
+    if (UPLOAD_GONE.has(e.code)) return `${song} deleted.`; // the upload is gone already
+    throw e;
+  }
+  // Every request made from the upload came after it: the list (newest first) is read back to
+  // the upload's time, not further.
+  const since = Date.parse(file.created_at);
+  let others = 0;
+  for (let cursor = null; ;) {
+    const query = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+    const page = await api("GET", `/v1/queue/requests?limit=100${query}`);
+    others += page.data.filter((j) => j.file_id === fileId && j.request_id !== job.request_id).length;
+    const oldest = page.data[page.data.length - 1];
+    if (!page.next_cursor || !oldest || Date.parse(oldest.created_at) < since) break;
+    cursor = page.next_cursor;
+  }
+  if (others) {
+    const which = others === 1 ? "another separation in your list was" : `${others} other separations in your list were`;
+    return `${song}: these stems are deleted. The uploaded song stays: ${which} made from it.`;
+  }
+  try {
+    await api("DELETE", `/v1/files/${encodeURIComponent(fileId)}`);
+  } catch (e) {
+    if (!UPLOAD_GONE.has(e.code)) throw e; // gone meanwhile (another tab, its retention): done
+  }
+  if (state.fileId === fileId) forgetChosenFile();
+  return `${song} deleted: its stems and the uploaded song.`;
+}
+
+// The song chosen above was deleted: Separate asks for a song again.
+function forgetChosenFile() {
+  state.fileId = null;
+  state.file = null;
+  state.downmix = false;
+  $("#upload-input").value = "";
+  $("#upload-text").textContent = "";
+  $("#upload-row").hidden = true;
+  $("#drop-title").textContent = DROP_TITLE;
+  updateSubmit();
+}
 
 $("#drop-title").textContent = DROP_TITLE;
 updateSubmit();

@@ -276,8 +276,9 @@ def cancel_request(
 )
 def delete_request(request_id: str, services: ServicesDep, identity: QueueWrite) -> Response:
     """Delete a request and its outputs (a running one is cancelled first), and a MusicGPT
-    extraction's `audio_file` with it; then 404. Object storage unreachable: 503, and the
-    request stays, to be deleted again."""
+    extraction's `audio_file` with it; then 404. The upload named by its `file_id` stays (other
+    requests may share it): `DELETE /v1/files/{file_id}` deletes it. Object storage
+    unreachable: 503, and the request stays, to be deleted again."""
     jobs.delete_job(services, identity.account_id, request_id)
     return Response(status_code=204)
 

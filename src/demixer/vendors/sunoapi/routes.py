@@ -55,7 +55,7 @@ from demixer.api import lanes, submit
 from demixer.api.auth import ServicesDep, require
 from demixer.api.bodies import parse_json
 from demixer.api.errors import as_demixer_error
-from demixer.api.jobs import check_not_expired, fetch_job
+from demixer.api.jobs import check_not_expired, fetch_job, own_input
 from demixer.api.lanes import Lane, only_query
 from demixer.api.schemas import StemsRequest
 from demixer.api.validation import invalid_request
@@ -197,6 +197,13 @@ def _source(services: Services, account_id: str, body: GenerateBody) -> dict[str
         with services.db.read() as s:
             job = s.get(Job, body.taskId)
         if job is not None and job.account_id == account_id:
+            if own_input(job) is not None:
+                # That upload goes when the extraction is deleted, and no answer names its id:
+                # a task made from it lost its audio then, and named the id in its status.
+                raise InvalidRequest(
+                    f"task {body.taskId!r}'s audio is a MusicGPT extraction's own audio_file; "
+                    "give an audioUrl, or a fileId from POST /v1/files"
+                )
             source = JobParams.of_job(job.id, job.params).input
             if isinstance(source, UploadInput):
                 return {"file_id": source.file_id}
