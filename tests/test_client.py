@@ -335,7 +335,7 @@ def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, to
         with pytest.raises(ApiError) as twice:
             c.delete(gone.request_id)
         assert (twice.value.status, twice.value.code) == (404, "NOT_FOUND")
-        c.wait(done.request_id, timeout=60)
+        assert c.wait(done.request_id, timeout=60).file_id == info.file_id
         c.delete_file(info.file_id)
         with pytest.raises(ApiError) as file_twice:
             c.delete_file(info.file_id)
@@ -351,6 +351,7 @@ def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, to
         newest = list(itertools.islice(c.list_requests(page_size=1), 2))  # two pages
         assert [s.request_id for s in newest] == [third.request_id, done.request_id]
         assert newest[1].file_name == "tone.wav" and newest[1].stems == ("vocals",)
+        assert (newest[0].file_id, newest[1].file_id) == (None, info.file_id)
         assert c.usage().total_seconds - used == pytest.approx(1.0, abs=0.01)
         c.delete(done.request_id)
         with pytest.raises(ApiError) as result_gone:

@@ -175,6 +175,9 @@ class Status:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     file_name: str | None = None  # the input's name (the song)
+    # The upload it was made from (None for an audio_url input, or a server that does not
+    # say): delete it with ``delete_file`` once no other request needs it.
+    file_id: str | None = None
     duration: float | None = None  # seconds of input audio, once known
     stems: tuple[str, ...] | None = None  # audio/stems: the stems asked for
     prompt: str | None = None  # audio/separate: the prompt
@@ -202,6 +205,7 @@ class Status:
             created_at=_time(d, "created_at"),
             updated_at=_time(d, "updated_at"),
             file_name=_get(d, "file_name", str, optional=True),
+            file_id=_get(d, "file_id", str, optional=True),
             duration=_get(d, "duration", float, optional=True),
             stems=_strings(d, "stems"),
             prompt=_get(d, "prompt", str, optional=True),
