@@ -8,6 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install run test lint typecheck unit bench bench-tools clean chromium test-servers image-tools test-image
+.PHONY: dist-check
 
 $(BIN)/python:
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -109,6 +110,14 @@ image-tools: install
 
 test-image: image-tools test-servers
 	$(BIN)/pytest -m image tests/image --timeout 3600 -p no:cacheprovider --durations=10
+
+# The package as a user installs it: sdist and wheel built from this tree, the wheel installed
+# into a fresh venv outside the checkout with the lowest dependency versions pyproject.toml
+# allows (requirements/minimums.txt; DIST_DEPS=newest for the newest), then run: tests/dist_check.sh
+# says what it checks. Minutes, and PyPI: not part of `test`.
+DIST_DEPS ?= minimums
+dist-check:
+	DIST_DEPS=$(DIST_DEPS) TORCH_INDEX=$(TORCH_INDEX) PYTHON=$(PYTHON) bash tests/dist_check.sh
 
 # The benchmarks' load generator: scale.py and api_speed.py run Debian's wrk (service.py falls
 # back to a slower Python one without it); their PostgreSQL and S3 servers are test-servers'.

@@ -336,6 +336,24 @@ def test_sigterm_gives_the_running_job_back_before_serve_exits(
 
 
 @pytest.mark.backends("sqlite")  # the order of a shutdown: the same on every backend
+def test_ctrl_c_stops_serve_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C, as "Press Ctrl-C to stop." says: Python's exit handlers run then (uvicorn raises
+    SIGINT again: a KeyboardInterrupt), and multiprocessing's, finding its pymp-* directory
+    already removed by serve, printed a FileNotFoundError traceback at every stop."""
+    temp = Path(tempfile.mkdtemp(prefix="dx-", dir="/tmp"))  # short: the fork server runs
+    server = start_server(tmp_path / "data", workers=1, env=fast_env(TMPDIR=str(temp)))
+    try:
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=60) == 130
+    finally:
+        server.kill()
+        left = list(temp.iterdir())
+        shutil.rmtree(temp)
+    assert "Traceback" not in server.logs()
+    assert left == []
+
+
+@pytest.mark.backends("sqlite")  # the order of a shutdown: the same on every backend
 def test_sigterm_to_the_whole_of_serve_gives_the_job_back_while_a_stream_is_open(
     tmp_path: Path, long_music: Path
 ) -> None:

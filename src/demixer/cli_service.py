@@ -455,19 +455,37 @@ def _clean_server(config: Any, shut_down: Callable[[], None], stopping: Callable
 
         @contextmanager
         def capture_signals(self) -> Iterator[None]:
+            # What each signal did before uvicorn took it over: what it does when raised again.
+            before: dict[int, Any] = {
+                sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
             with super().capture_signals():
                 try:
                     yield
                 finally:
                     shut_down()
-                    if self._captured_signals:
+                    if _ends_without_exit_handlers(self._captured_signals, before):
                         # The re-raised signal ends the process before Python's exit handlers
                         # run: multiprocessing's would remove its pymp-* directory (the fork
                         # server's socket) from $TMPDIR, left behind on every stop otherwise.
                         # Only that one: the others may stop what still runs (a slot's child).
+                        # Not when they do run (Ctrl-C's KeyboardInterrupt): multiprocessing's
+                        # then found the directory gone and printed a traceback at every Ctrl-C.
                         shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
 
     return CleanServer(config)
+
+
+def _ends_without_exit_handlers(captured: Sequence[int], before: dict[int, Any]) -> bool:
+    """Whether uvicorn raising ``captured`` again (the last one first) ends the process at once,
+    by the default action, rather than through Python's exit (KeyboardInterrupt) or not at all
+    (an ignored signal). ``before``: each signal's handler before uvicorn's."""
+    for sig in reversed(captured):
+        handler = before.get(sig)
+        if handler == signal.SIG_IGN:
+            continue  # raised and ignored: the next one decides
+        return handler == signal.SIG_DFL
+    return False
 
 
 def _listen(host: str, port: int) -> socket.socket:

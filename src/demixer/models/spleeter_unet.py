@@ -146,8 +146,12 @@ def load_checkpoint(path: Path) -> UNet:
     The file is unpickled with ``weights_only=True``, allowing only numpy's array
     reconstruction, so a tampered file cannot run code even before its hash is checked.
     """
-    # The pickles were written by numpy 1.x, so they name numpy.core, not numpy 2's numpy._core.
-    from numpy._core.multiarray import _reconstruct
+    # The pickles were written by numpy 1.x, so they name numpy.core, not numpy 2's numpy._core
+    # (numpy 1.x, which pyproject.toml allows, has only numpy.core).
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
     allowed: list[Any] = [
         (_reconstruct, "numpy.core.multiarray._reconstruct"),
