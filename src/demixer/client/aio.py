@@ -28,6 +28,7 @@ from demixer.client.progress import SeparateProgress
 from demixer.client.sync import OnBytes, OnStatus
 from demixer.client.types import (
     FileInfo,
+    FilePage,
     Job,
     Models,
     OutputFile,
@@ -199,9 +200,9 @@ class AsyncClient(core.ClientBase):
         )
         return Job.from_json(await self._json(call))
 
-    async def status(self, request_id: str) -> Status:
+    async def status(self, request_id: str, *, logs: bool = False) -> Status:
         """See :meth:`Client.status`."""
-        return Status.from_json(await self._json(self._status_call(request_id)))
+        return Status.from_json(await self._json(self._status_call(request_id, logs)))
 
     async def wait(
         self,
@@ -323,7 +324,8 @@ class AsyncClient(core.ClientBase):
 
     async def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
         """See :meth:`Client.requests_page`."""
-        return RequestPage.from_json(await self._json(self._list_call(cursor, limit)))
+        call = self._list_call("/v1/queue/requests", cursor, limit)
+        return RequestPage.from_json(await self._json(call))
 
     async def list_requests(self, *, page_size: int = 20) -> AsyncIterator[Status]:
         """See :meth:`Client.list_requests` (``async for status in client.list_requests()``)."""
@@ -332,6 +334,21 @@ class AsyncClient(core.ClientBase):
             page = await self.requests_page(cursor, limit=page_size)
             for status in page.requests:
                 yield status
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def files_page(self, cursor: str | None = None, *, limit: int = 20) -> FilePage:
+        """See :meth:`Client.files_page`."""
+        return FilePage.from_json(await self._json(self._list_call("/v1/files", cursor, limit)))
+
+    async def list_files(self, *, page_size: int = 20) -> AsyncIterator[FileInfo]:
+        """See :meth:`Client.list_files` (``async for info in client.list_files()``)."""
+        cursor = None
+        while True:
+            page = await self.files_page(cursor, limit=page_size)
+            for info in page.files:
+                yield info
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor

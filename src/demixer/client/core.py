@@ -807,8 +807,9 @@ class ClientBase:
             body["webhook"] = {"url": webhook_url, "secret": webhook_secret}
         return Call("POST", self._url(path), json=body, headers=_idempotent(idempotency_key))
 
-    def _status_call(self, request_id: str) -> Call:
-        return Call("GET", self._request_url(request_id, "/status"))
+    def _status_call(self, request_id: str, logs: bool = False) -> Call:
+        params = {"logs": "true"} if logs else None
+        return Call("GET", self._request_url(request_id, "/status"), params)
 
     def _stream_call(self, request_id: str) -> Call:
         interval = str(max(1.0, self.poll_interval))
@@ -824,9 +825,10 @@ class ClientBase:
     def _delete_call(self, request_id: str) -> Call:
         return Call("DELETE", self._request_url(request_id, ""))
 
-    def _list_call(self, cursor: str | None, limit: int) -> Call:
+    def _list_call(self, path: str, cursor: str | None, limit: int) -> Call:
+        """One page of a listing at ``path`` (``/v1/queue/requests``, ``/v1/files``)."""
         params = {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
-        return Call("GET", self._url("/v1/queue/requests"), params)
+        return Call("GET", self._url(path), params)
 
     def _file_call(self, file_id: str, method: str = "GET") -> Call:
         return Call(method, self._url(f"/v1/files/{quote(file_id, safe='')}"))

@@ -26,6 +26,7 @@ from demixer.client.errors import (
 from demixer.client.progress import SeparateProgress
 from demixer.client.types import (
     FileInfo,
+    FilePage,
     Job,
     Models,
     OutputFile,
@@ -60,10 +61,10 @@ class Client(core.ClientBase):
         timeout: seconds for connecting and for each read.
         transport: an httpx transport (a proxy, a mounted app, a test double).
         max_tries: sends of one request: answered 429 or 503 (honouring ``Retry-After``), or
-            cut off by a broken connection or answered 502/504 by a proxy when it is safe to
-            repeat (see ``Call``). A connection closed as the request was sent on it (a
-            keep-alive connection the server had just closed) is sent again at once, beside
-            these.
+            cut off by a broken connection, timed out (no answer within ``timeout``) or
+            answered 502/504 by a proxy when it is safe to repeat (see ``Call``). A connection
+            closed as the request was sent on it (a keep-alive connection the server had just
+            closed) is sent again at once, beside these.
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
@@ -232,9 +233,9 @@ class Client(core.ClientBase):
         )
         return Job.from_json(self._json(call))
 
-    def status(self, request_id: str) -> Status:
-        """Where a request stands now."""
-        return Status.from_json(self._json(self._status_call(request_id)))
+    def status(self, request_id: str, *, logs: bool = False) -> Status:
+        """Where a request stands now; with ``logs``, its log too (:attr:`Status.logs`)."""
+        return Status.from_json(self._json(self._status_call(request_id, logs)))
 
     def wait(
         self,
@@ -370,7 +371,8 @@ class Client(core.ClientBase):
     def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
         """One page of this account's requests, newest first: ``limit`` (1-100) of them, from
         ``cursor`` on (a page's ``next_cursor``; None: the newest)."""
-        return RequestPage.from_json(self._json(self._list_call(cursor, limit)))
+        call = self._list_call("/v1/queue/requests", cursor, limit)
+        return RequestPage.from_json(self._json(call))
 
     def list_requests(self, *, page_size: int = 20) -> Iterator[Status]:
         """Every request of this account, newest first, each as its :class:`Status` (with
@@ -380,6 +382,23 @@ class Client(core.ClientBase):
         while True:
             page = self.requests_page(cursor, limit=page_size)
             yield from page.requests
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def files_page(self, cursor: str | None = None, *, limit: int = 20) -> FilePage:
+        """One page of this account's uploads, newest first: ``limit`` (1-100) of them, from
+        ``cursor`` on (a page's ``next_cursor``; None: the newest). Deleted and expired
+        uploads are not listed."""
+        return FilePage.from_json(self._json(self._list_call("/v1/files", cursor, limit)))
+
+    def list_files(self, *, page_size: int = 20) -> Iterator[FileInfo]:
+        """Every upload of this account, newest first (delete one with :meth:`delete_file`):
+        pages of ``page_size`` (1-100) are asked for as the iteration reaches them."""
+        cursor = None
+        while True:
+            page = self.files_page(cursor, limit=page_size)
+            yield from page.files
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
