@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 import httpx
 
-from demixer.client import core
-from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
+from demixer.client import core, retries
+from demixer.client.core import CHUNK, DEFAULT_URL, StreamUnusable
 from demixer.client.errors import (
     ApiError,
     BadResponse,
@@ -25,6 +25,7 @@ from demixer.client.errors import (
     translate_transport_errors,
 )
 from demixer.client.progress import SeparateProgress
+from demixer.client.retries import Call
 from demixer.client.sync import OnBytes, OnStatus
 from demixer.client.types import (
     FileInfo,
@@ -98,7 +99,7 @@ class AsyncClient(core.ClientBase):
         files: Callable[[], dict[str, Any]] | None = None,
         stream: bool = False,
         timeout: httpx.Timeout | None = None,
-        deadline: core.Deadline | None = None,
+        deadline: retries.Deadline | None = None,
     ) -> httpx.Response:
         attempt, resent, landed = 1, False, False
         while True:  # until an answer is returned or an error raised
@@ -113,22 +114,22 @@ class AsyncClient(core.ClientBase):
                 try:
                     response = await self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
-                    if core.closed_when_sent(call, exc, resent):
+                    if retries.closed_when_sent(call, exc, resent):
                         resent = True  # an idle connection the server had just closed
                         continue
-                    wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
-                    landed = landed or core.may_have_landed(exc)
-                    await anyio.sleep(core.pause_within(deadline, wait))
+                    wait = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or retries.may_have_landed(exc)
+                    await anyio.sleep(retries.pause_within(deadline, wait))
                     attempt += 1
                     continue
-            delay = core.retry_delay(
+            delay = retries.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return core.repeated_answer(call, response, landed)
-            landed = landed or core.may_have_landed(response)
+                return retries.repeated_answer(call, response, landed)
+            landed = landed or retries.may_have_landed(response)
             await response.aclose()
-            await anyio.sleep(core.pause_within(deadline, delay))
+            await anyio.sleep(retries.pause_within(deadline, delay))
             attempt += 1
 
     async def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
@@ -212,8 +213,8 @@ class AsyncClient(core.ClientBase):
         timeout: float | None = None,
     ) -> Status:
         """See :meth:`Client.wait`."""
-        deadline = core.Deadline(timeout, request_id)
-        outage = core.Outage(deadline)
+        deadline = retries.Deadline(timeout, request_id)
+        outage = retries.Outage(deadline)
         final = await self._follow_stream(request_id, on_progress, deadline)
         while final is None:
             try:
@@ -233,7 +234,7 @@ class AsyncClient(core.ClientBase):
         return core.settle(final)
 
     async def _follow_stream(
-        self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
+        self, request_id: str, on_progress: OnStatus | None, deadline: retries.Deadline
     ) -> Status | None:
         call = self._stream_call(request_id)
         timeout = self._stream_timeout(deadline)
@@ -306,7 +307,7 @@ class AsyncClient(core.ClientBase):
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
-                        pause = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                        pause = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
                         await anyio.sleep(pause)
                         continue
             finally:
@@ -418,7 +419,7 @@ class AsyncClient(core.ClientBase):
                 rescale=rescale,
                 spans=spans,
             )
-            with core.naming_the_job(job.request_id):
+            with retries.naming_the_job(job.request_id):
                 try:
                     await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
                 except (anyio.get_cancelled_exc_class(), KeyboardInterrupt):

@@ -13,8 +13,8 @@ from typing import IO, Any
 
 import httpx
 
-from demixer.client import core
-from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
+from demixer.client import core, retries
+from demixer.client.core import CHUNK, DEFAULT_URL, StreamUnusable
 from demixer.client.errors import (
     ApiError,
     BadResponse,
@@ -24,6 +24,7 @@ from demixer.client.errors import (
     translate_transport_errors,
 )
 from demixer.client.progress import SeparateProgress
+from demixer.client.retries import Call
 from demixer.client.types import (
     FileInfo,
     FilePage,
@@ -107,7 +108,7 @@ class Client(core.ClientBase):
         files: Callable[[], dict[str, Any]] | None = None,
         stream: bool = False,
         timeout: httpx.Timeout | None = None,
-        deadline: core.Deadline | None = None,
+        deadline: retries.Deadline | None = None,
     ) -> httpx.Response:
         """Send ``call`` (again on 429, with a fresh body from ``content``/``files``); a
         ``deadline`` (``wait``'s) shortens the pauses and ends them with WaitTimeout."""
@@ -124,22 +125,22 @@ class Client(core.ClientBase):
                 try:
                     response = self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
-                    if core.closed_when_sent(call, exc, resent):
+                    if retries.closed_when_sent(call, exc, resent):
                         resent = True  # an idle connection the server had just closed
                         continue
-                    wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
-                    landed = landed or core.may_have_landed(exc)
-                    time.sleep(core.pause_within(deadline, wait))
+                    wait = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or retries.may_have_landed(exc)
+                    time.sleep(retries.pause_within(deadline, wait))
                     attempt += 1
                     continue
-            delay = core.retry_delay(
+            delay = retries.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return core.repeated_answer(call, response, landed)
-            landed = landed or core.may_have_landed(response)
+                return retries.repeated_answer(call, response, landed)
+            landed = landed or retries.may_have_landed(response)
             response.close()
-            time.sleep(core.pause_within(deadline, delay))
+            time.sleep(retries.pause_within(deadline, delay))
             attempt += 1
 
     def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
@@ -254,8 +255,8 @@ class Client(core.ClientBase):
         until then, or for 5 minutes without a timeout (:class:`ConnectionFailed` with the
         ``request_id``).
         """
-        deadline = core.Deadline(timeout, request_id)
-        outage = core.Outage(deadline)
+        deadline = retries.Deadline(timeout, request_id)
+        outage = retries.Outage(deadline)
         final = self._follow_stream(request_id, on_progress, deadline)
         while final is None:
             try:
@@ -275,7 +276,7 @@ class Client(core.ClientBase):
         return core.settle(final)
 
     def _follow_stream(
-        self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
+        self, request_id: str, on_progress: OnStatus | None, deadline: retries.Deadline
     ) -> Status | None:
         """The final status from the SSE stream, or None if the stream could not be used."""
         call = self._stream_call(request_id)
@@ -348,7 +349,8 @@ class Client(core.ClientBase):
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
-                        time.sleep(core.transport_retry_delay(call, exc, attempt, self.max_tries))
+                        pause = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
+                        time.sleep(pause)
                         continue
             finally:
                 response.close()
@@ -485,7 +487,7 @@ class Client(core.ClientBase):
                 rescale=rescale,
                 spans=spans,
             )
-            with core.naming_the_job(job.request_id):
+            with retries.naming_the_job(job.request_id):
                 try:
                     self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
                 except KeyboardInterrupt:
