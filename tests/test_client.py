@@ -48,8 +48,9 @@ from demixer.client import (
     Status,
     WaitTimeout,
 )
-from demixer.client.core import StatusStream, atomic_file
+from demixer.client.core import StatusStream
 from demixer.client.retries import retry_delay
+from demixer.client.transfers import atomic_file
 from demixer.errors import InvalidAudio, InvalidOutput, StorageFull, exit_code_for
 from demixer.retry_after import retry_after
 from service_harness import DEMIXER, Server, fast_env, free_port, running_server

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import httpx
 
-from demixer.client import core, retries
+from demixer.client import core, retries, transfers
 from demixer.client.core import CHUNK, DEFAULT_URL, StreamUnusable
 from demixer.client.errors import (
     ApiError,
@@ -147,15 +147,15 @@ class AsyncClient(core.ClientBase):
     ) -> FileInfo:
         """See :meth:`Client.upload`."""
         path = Path(path)
-        size = core.upload_size(path)
-        ctype = content_type or core.content_type_for(path)
+        size = transfers.upload_size(path)
+        ctype = content_type or transfers.content_type_for(path)
         if multipart:
             # httpx's multipart encoder reads the file in 64 KiB blocking reads.
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = core.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, on_bytes)
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(await self._json(self._multipart_call(), files=files))
@@ -277,10 +277,10 @@ class AsyncClient(core.ClientBase):
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for name, output in result.outputs.items():
-            target = core.download_target(folder, output)
-            with core.atomic_file(target) as raw:
+            target = transfers.download_target(folder, output)
+            with transfers.atomic_file(target) as raw:
                 written = await self._fetch(output, anyio.wrap_file(raw), on_bytes)
-                core.check_size(output, written)
+                transfers.check_size(output, written)
             paths[name] = target
         return paths
 
@@ -297,7 +297,7 @@ class AsyncClient(core.ClientBase):
                     if response.status_code >= 400:
                         await response.aread()
                         core.check(response)
-                    written = core.resume_from(response, written)
+                    written = transfers.resume_from(response, written)
                     await fh.seek(written)
                     await fh.truncate()
                     try:
@@ -392,7 +392,7 @@ class AsyncClient(core.ClientBase):
         is cancelled on the server too."""
         path = Path(path)
         check_folder(Path(directory))
-        size = core.upload_size(path)
+        size = transfers.upload_size(path)
         models, read = self._models_to_check(model, prompt), self._prompt_to_check(prompt)
         if models or read is not None:  # a typo is said before the upload
             try:
@@ -431,5 +431,5 @@ class AsyncClient(core.ClientBase):
                 if on_result is not None:
                     on_result(result)
                 bar.downloading(result)
-                named = core.named_after(result, info.file_name, path)
+                named = transfers.named_after(result, info.file_name, path)
                 return await self.download(named, directory, on_bytes=bar.downloaded)

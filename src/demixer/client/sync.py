@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import httpx
 
-from demixer.client import core, retries
+from demixer.client import core, retries, transfers
 from demixer.client.core import CHUNK, DEFAULT_URL, StreamUnusable
 from demixer.client.errors import (
     ApiError,
@@ -166,14 +166,14 @@ class Client(core.ClientBase):
         :class:`~demixer.errors.InvalidAudio` (the same code), before anything is sent.
         """
         path = Path(path)
-        size = core.upload_size(path)
-        ctype = content_type or core.content_type_for(path)
+        size = transfers.upload_size(path)
+        ctype = content_type or transfers.content_type_for(path)
         if multipart:
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = core.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, on_bytes)
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(self._json(self._multipart_call(), files=files))
@@ -321,9 +321,9 @@ class Client(core.ClientBase):
         folder.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for name, output in result.outputs.items():
-            target = core.download_target(folder, output)
-            with core.atomic_file(target) as fh:
-                core.check_size(output, self._fetch(output, fh, on_bytes))
+            target = transfers.download_target(folder, output)
+            with transfers.atomic_file(target) as fh:
+                transfers.check_size(output, self._fetch(output, fh, on_bytes))
             paths[name] = target
         return paths
 
@@ -339,7 +339,7 @@ class Client(core.ClientBase):
                     if response.status_code >= 400:
                         response.read()
                         core.check(response)
-                    written = core.resume_from(response, written)
+                    written = transfers.resume_from(response, written)
                     fh.seek(written)
                     fh.truncate()
                     try:
@@ -462,7 +462,7 @@ class Client(core.ClientBase):
         """
         path = Path(path)
         check_folder(Path(directory))
-        size = core.upload_size(path)
+        size = transfers.upload_size(path)
         models, read = self._models_to_check(model, prompt), self._prompt_to_check(prompt)
         if models or read is not None:  # a typo is said before the upload
             try:
@@ -498,5 +498,5 @@ class Client(core.ClientBase):
                 if on_result is not None:
                     on_result(result)
                 bar.downloading(result)
-                named = core.named_after(result, info.file_name, path)
+                named = transfers.named_after(result, info.file_name, path)
                 return self.download(named, directory, on_bytes=bar.downloaded)
