@@ -65,6 +65,7 @@ def test_missing_bad_and_revoked_keys_are_401(api: Api) -> None:
     [
         ("GET", "/v1/models", "models:read", 200),
         ("POST", "/v1/files", "files:write", 400),  # an empty announcement
+        ("GET", "/v1/files", "files:read", 200),
         ("GET", "/v1/files/file_x", "files:read", 404),
         ("DELETE", "/v1/files/file_x", "files:write", 404),
         ("POST", "/v1/queue/audio/separate", "audio:separate", 400),  # no input

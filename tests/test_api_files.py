@@ -6,15 +6,18 @@ import io
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
 from conftest import Backend
 from demixer.api import uploads
+from demixer.service.schema import File
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -429,3 +432,76 @@ def test_an_uploads_name_is_listed_without_control_or_bidi_characters(api: Api) 
         job = api.queue_separate(up["file_id"]).json()
         status = api.get(f"/v1/queue/requests/{job['request_id']}/status").json()
         assert status["file_name"] == listed
+
+
+def _listed(api: Api, url: str = "/v1/files", key: str | None = None) -> list[str]:
+    r = api.get(url, key=key)
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "list"
+    return [item["file_id"] for item in r.json()["data"]]
+
+
+def test_the_owner_lists_their_uploads_a_page_at_a_time_and_no_one_elses(api: Api) -> None:
+    """There was no ``GET /v1/files``: an upload whose id was lost stayed until it expired
+    (72 h) and its owner could not delete it."""
+    ids = [api.upload() for _ in range(3)]
+    seen: list[str] = []
+    cursor = None
+    for _ in range(4):
+        url = "/v1/files?limit=1" + (f"&cursor={cursor}" if cursor else "")
+        page = api.get(url).json()
+        assert len(page["data"]) == 1
+        seen += [item["file_id"] for item in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))  # newest first, each once, in three pages
+    # Each item is the file as GET /v1/files/{id} answers it.
+    assert api.get("/v1/files").json()["data"][0] == api.get(f"/v1/files/{ids[-1]}").json()
+
+    # Another account sees none of them, and its own upload is not in the owner's list.
+    assert _listed(api, key=api.other_key) == []
+    theirs = api.post(
+        "/v1/files",
+        key=api.other_key,
+        json={"file_name": "theirs.wav", "content_type": "audio/wav", "file_size": 10},
+    ).json()["file_id"]
+    assert _listed(api, key=api.other_key) == [theirs]
+    assert theirs not in _listed(api)
+
+
+def test_deleted_expired_and_request_owned_uploads_are_not_listed(api: Api) -> None:
+    kept, deleted, expired = api.upload(), api.upload(), api.upload()
+    pending = api.announce()["file_id"]
+    assert api.delete(f"/v1/files/{deleted}").status_code == 204
+    with api.services.db.write() as s:  # past its retention, not swept yet
+        s.execute(
+            update(File)
+            .where(File.id == expired)
+            .values(expires_at=api.services.db.clock() - timedelta(seconds=1))
+        )
+    assert _listed(api) == [pending, kept]
+    assert _listed(api, "/v1/files?status=uploaded") == [kept]
+    assert _listed(api, "/v1/files?status=pending") == [pending]
+    # A MusicGPT extraction's audio_file is its request's alone: no answer names its id.
+    song = api.files.get("stereo.wav").path
+    r = api.client.post(
+        "/api/public/v1/Extraction",
+        headers={"Authorization": api.key},
+        data={"stems": '["vocals"]'},
+        files={"audio_file": ("song.wav", song.read_bytes(), "audio/wav")},
+    )
+    assert r.status_code == 200, r.text
+    assert _listed(api) == [pending, kept]
+
+
+def test_a_listing_refuses_what_it_cannot_read(api: Api) -> None:
+    for query, param in (
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("cursor=%25%25%25", "cursor"),
+        ("status=deleted", "status"),
+    ):
+        assert _error(api.get(f"/v1/files?{query}"), 400, "INVALID_REQUEST")["param"] == param
+    _error(api.client.get("/v1/files"), 401, "UNAUTHENTICATED")
+    _error(api.get("/v1/files", key=api.key_with("files:write")), 403, "FORBIDDEN")

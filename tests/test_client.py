@@ -48,7 +48,9 @@ from demixer.client import (
     Status,
     WaitTimeout,
 )
-from demixer.client.core import StatusStream, atomic_file, retry_delay
+from demixer.client.core import StatusStream
+from demixer.client.retries import retry_delay
+from demixer.client.transfers import atomic_file
 from demixer.errors import InvalidAudio, InvalidOutput, StorageFull, exit_code_for
 from demixer.retry_after import retry_after
 from service_harness import DEMIXER, Server, fast_env, free_port, running_server
@@ -336,7 +338,13 @@ def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, to
             c.delete(gone.request_id)
         assert (twice.value.status, twice.value.code) == (404, "NOT_FOUND")
         assert c.wait(done.request_id, timeout=60).file_id == info.file_id
+        # The upload is listed, newest first, until it is deleted; the log read on asking.
+        assert [f.file_id for f in c.files_page(limit=1).files] == [info.file_id]
+        assert c.status(done.request_id).logs is None
+        logs = c.status(done.request_id, logs=True).logs
+        assert logs and all(line.message and line.timestamp for line in logs)
         c.delete_file(info.file_id)
+        assert info.file_id not in [f.file_id for f in c.list_files(page_size=1)]
         with pytest.raises(ApiError) as file_twice:
             c.delete_file(info.file_id)
         assert (file_twice.value.status, file_twice.value.code) == (404, "NOT_FOUND")
@@ -344,7 +352,11 @@ def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, to
             c.file(info.file_id)
         assert read_gone.value.code == "NOT_FOUND"
         assert set(c.result(done.request_id).outputs) == {"vocals", "residual"}
-        third = c.submit(audio_url="http://127.0.0.1:9/a.wav", stems=["vocals"])
+        hook = "http://127.0.0.1:9/hook"
+        third = c.submit(audio_url="http://127.0.0.1:9/a.wav", stems=["vocals"], webhook_url=hook)
+        webhook = c.status(third.request_id).webhook
+        assert webhook is not None and webhook.url == hook
+        assert webhook.delivery_status in ("none", "pending", "failed")  # the fetch may fail
         first = c.requests_page(limit=1)
         assert [s.request_id for s in first.requests] == [third.request_id]
         assert first.next_cursor is not None
@@ -428,6 +440,8 @@ def test_async_client_lists_deletes_and_reads_usage_and_models(server: Server, t
             assert (await c.file(info.file_id)).status == "uploaded"
             job = await c.submit(info.file_id, stems=["vocals"], model="spleeter-2stems")
             listed = [s.request_id async for s in c.list_requests(page_size=2)]
+            uploads = [f.file_id async for f in c.list_files(page_size=2)]
+            assert uploads[0] == info.file_id and len(uploads) == len(set(uploads))
             await c.delete(job.request_id)  # cancelled first, if it runs
             await c.delete_file(info.file_id)
             codes = []
@@ -999,6 +1013,27 @@ def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
     assert [p for _, p, _ in seen].count("/up") == 3
     assert [p for _, p, _ in seen].count("/v1/queue/audio/stems") == 2  # the 503, then 202
     assert waits == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_call_safe_to_repeat_that_timed_out_is_sent_again() -> None:
+    """As ``max_tries`` says: a GET left unanswered past ``timeout`` is sent again (after 1 s),
+    not raised at once."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.query.decode())
+        if len(sent) == 1:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(200, json={"object": "list", "data": [], "next_cursor": None})
+
+    waits: list[float] = []
+    with (
+        patch("demixer.client.sync.time.sleep", waits.append),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        page = c.files_page("abc", limit=5)
+    assert (page.files, page.next_cursor) == ([], None)
+    assert sent == ["limit=5&cursor=abc"] * 2 and waits == [1.0]
 
 
 class _ClosesIdleConnections:

@@ -9,18 +9,16 @@ each status with :func:`build_status`. Status changes go through ``services.queu
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, String, and_, any_, bindparam, delete, or_, select
+from sqlalchemy import ARRAY, String, any_, bindparam, delete, select
 from sqlalchemy.orm import Session
 
+from demixer.api.paging import keyset_page
 from demixer.api.schemas import (
     JobError,
     JobStatus,
@@ -36,7 +34,6 @@ from demixer.api.schemas import (
 )
 from demixer.errors import (
     InvalidParams,
-    InvalidRequest,
     JobFailed,
     NotFound,
     NotReady,
@@ -385,43 +382,18 @@ def result_response(services: Services, job: Job) -> ResultResponse:
     )
 
 
-def _cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _uncursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:  # made up: a cursor this API hands out carries its offset
-            raise ValueError("no UTC offset")
-        return when.astimezone(UTC), str(job_id)  # here: year 0 or 10000 in UTC raises
-    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
-        raise InvalidRequest(f"bad cursor {cursor[:100]!r}", param="cursor") from exc
-
-
 def list_jobs(services: Services, account_id: str, limit: int, cursor: str | None) -> RequestList:
-    """The caller's requests, newest first, ``limit`` per page (keyset pagination)."""
+    """The caller's requests, newest first, ``limit`` per page (:mod:`demixer.api.paging`)."""
     query = select(Job).where(Job.account_id == account_id)
-    if cursor:
-        created, job_id = _uncursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
-        )
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     with services.db.read() as s:
-        jobs = list(s.execute(query).scalars())
-        queued = any(job.status == IN_QUEUE for job in jobs[:limit])
+        jobs, next_cursor = keyset_page(s, query, Job.created_at, Job.id, limit, cursor)
+        queued = any(job.status == IN_QUEUE for job in jobs)
         live = live_models(s, services.settings, services.db.clock()) if queued else None
         page = [
             build_status(services, job, False, extras(services, s, job, False, live))
-            for job in jobs[:limit]
+            for job in jobs
         ]
-    return RequestList(
-        data=page, next_cursor=_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    )
+    return RequestList(data=page, next_cursor=next_cursor)
 
 
 def _owns_input(params: JobParams) -> bool:

@@ -33,6 +33,7 @@ __all__ = [
     "ErrorResponse",
     "FileCreate",
     "FileError",
+    "FileList",
     "FileObject",
     "FileStatus",
     "FileUpload",
@@ -176,6 +177,14 @@ class FileObject(Answer):
     sample_rate: int | None = Field(description="Hz (also kept for a file refused for its rate).")
     channels: int | None
     error: FileError | None = None
+
+
+class FileList(Answer):
+    """The caller's uploads, newest first."""
+
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 # --- queue requests ---------------------------------------------------------------------------

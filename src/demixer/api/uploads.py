@@ -61,6 +61,7 @@ from demixer.models.loading import file_sha256
 from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import (
+    PURPOSE,
     FileConflict,
     FileState,
     input_key,
@@ -399,11 +400,13 @@ def store_direct(
     file_name: str,
     content_type: str | None,
     sha256: str | None = None,
+    purpose: str = PURPOSE,
 ) -> File:
     """A multipart upload, spooled at ``spooled`` (counted against the limit while it arrived,
     see :mod:`demixer.api.forms`): store it, record the file, probe it. The caller removes the
     spool file. ``sha256``: the spool's, when it was hashed as it was written (else it is read
-    again here)."""
+    again here). ``purpose``: :data:`~demixer.service.files.lifecycle.REQUEST_INPUT` for an
+    upload that belongs to one request alone (never listed)."""
     mt = media_type(content_type)
     if mt in ("", "application/octet-stream"):
         mt = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
@@ -428,6 +431,7 @@ def store_direct(
                 file_size=size,
                 now=services.db.clock(),
                 retention=_retention(services),
+                purpose=purpose,
             )
     except BaseException:
         services.storage.delete_prefix(key)  # no row: nothing would ever delete the bytes

@@ -11,7 +11,8 @@
 Step by step: :meth:`Client.upload` -> :meth:`Client.submit` -> :meth:`Client.wait` ->
 :meth:`Client.result` -> :meth:`Client.download`; then :meth:`Client.delete` and
 :meth:`Client.delete_file` remove a job and its upload at once. :meth:`Client.list_requests`,
-:meth:`Client.models` and :meth:`Client.usage` read the account and the server.
+:meth:`Client.list_files`, :meth:`Client.models` and :meth:`Client.usage` read the account and
+the server.
 :class:`AsyncClient` has the same methods as coroutines. Webhook receivers verify
 deliveries with :func:`demixer.webhooks.verify`.
 """
@@ -33,7 +34,9 @@ from demixer.client.types import (
     EngineModel,
     ErrorInfo,
     FileInfo,
+    FilePage,
     Job,
+    LogLine,
     Models,
     OutputFile,
     RequestPage,
@@ -41,6 +44,7 @@ from demixer.client.types import (
     Status,
     Usage,
     UsageLine,
+    WebhookInfo,
 )
 
 __all__ = [
@@ -53,9 +57,11 @@ __all__ = [
     "EngineModel",
     "ErrorInfo",
     "FileInfo",
+    "FilePage",
     "Job",
     "JobCancelled",
     "JobFailed",
+    "LogLine",
     "Models",
     "OutputFile",
     "RequestPage",
@@ -64,4 +70,5 @@ __all__ = [
     "Usage",
     "UsageLine",
     "WaitTimeout",
+    "WebhookInfo",
 ]

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 import httpx
 
-from demixer.client import core
-from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
+from demixer.client import core, retries, transfers
+from demixer.client.core import CHUNK, DEFAULT_URL, StreamUnusable
 from demixer.client.errors import (
     ApiError,
     BadResponse,
@@ -25,9 +25,11 @@ from demixer.client.errors import (
     translate_transport_errors,
 )
 from demixer.client.progress import SeparateProgress
+from demixer.client.retries import Call
 from demixer.client.sync import OnBytes, OnStatus
 from demixer.client.types import (
     FileInfo,
+    FilePage,
     Job,
     Models,
     OutputFile,
@@ -97,7 +99,7 @@ class AsyncClient(core.ClientBase):
         files: Callable[[], dict[str, Any]] | None = None,
         stream: bool = False,
         timeout: httpx.Timeout | None = None,
-        deadline: core.Deadline | None = None,
+        deadline: retries.Deadline | None = None,
     ) -> httpx.Response:
         attempt, resent, landed = 1, False, False
         while True:  # until an answer is returned or an error raised
@@ -112,22 +114,22 @@ class AsyncClient(core.ClientBase):
                 try:
                     response = await self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
-                    if core.closed_when_sent(call, exc, resent):
+                    if retries.closed_when_sent(call, exc, resent):
                         resent = True  # an idle connection the server had just closed
                         continue
-                    wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
-                    landed = landed or core.may_have_landed(exc)
-                    await anyio.sleep(core.pause_within(deadline, wait))
+                    wait = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or retries.may_have_landed(exc)
+                    await anyio.sleep(retries.pause_within(deadline, wait))
                     attempt += 1
                     continue
-            delay = core.retry_delay(
+            delay = retries.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return core.repeated_answer(call, response, landed)
-            landed = landed or core.may_have_landed(response)
+                return retries.repeated_answer(call, response, landed)
+            landed = landed or retries.may_have_landed(response)
             await response.aclose()
-            await anyio.sleep(core.pause_within(deadline, delay))
+            await anyio.sleep(retries.pause_within(deadline, delay))
             attempt += 1
 
     async def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
@@ -145,15 +147,15 @@ class AsyncClient(core.ClientBase):
     ) -> FileInfo:
         """See :meth:`Client.upload`."""
         path = Path(path)
-        size = core.upload_size(path)
-        ctype = content_type or core.content_type_for(path)
+        size = transfers.upload_size(path)
+        ctype = content_type or transfers.content_type_for(path)
         if multipart:
             # httpx's multipart encoder reads the file in 64 KiB blocking reads.
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = core.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, on_bytes)
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(await self._json(self._multipart_call(), files=files))
@@ -199,9 +201,9 @@ class AsyncClient(core.ClientBase):
         )
         return Job.from_json(await self._json(call))
 
-    async def status(self, request_id: str) -> Status:
+    async def status(self, request_id: str, *, logs: bool = False) -> Status:
         """See :meth:`Client.status`."""
-        return Status.from_json(await self._json(self._status_call(request_id)))
+        return Status.from_json(await self._json(self._status_call(request_id, logs)))
 
     async def wait(
         self,
@@ -211,8 +213,8 @@ class AsyncClient(core.ClientBase):
         timeout: float | None = None,
     ) -> Status:
         """See :meth:`Client.wait`."""
-        deadline = core.Deadline(timeout, request_id)
-        outage = core.Outage(deadline)
+        deadline = retries.Deadline(timeout, request_id)
+        outage = retries.Outage(deadline)
         final = await self._follow_stream(request_id, on_progress, deadline)
         while final is None:
             try:
@@ -232,7 +234,7 @@ class AsyncClient(core.ClientBase):
         return core.settle(final)
 
     async def _follow_stream(
-        self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
+        self, request_id: str, on_progress: OnStatus | None, deadline: retries.Deadline
     ) -> Status | None:
         call = self._stream_call(request_id)
         timeout = self._stream_timeout(deadline)
@@ -275,10 +277,10 @@ class AsyncClient(core.ClientBase):
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for name, output in result.outputs.items():
-            target = core.download_target(folder, output)
-            with core.atomic_file(target) as raw:
+            target = transfers.download_target(folder, output)
+            with transfers.atomic_file(target) as raw:
                 written = await self._fetch(output, anyio.wrap_file(raw), on_bytes)
-                core.check_size(output, written)
+                transfers.check_size(output, written)
             paths[name] = target
         return paths
 
@@ -295,7 +297,7 @@ class AsyncClient(core.ClientBase):
                     if response.status_code >= 400:
                         await response.aread()
                         core.check(response)
-                    written = core.resume_from(response, written)
+                    written = transfers.resume_from(response, written)
                     await fh.seek(written)
                     await fh.truncate()
                     try:
@@ -305,7 +307,7 @@ class AsyncClient(core.ClientBase):
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
-                        pause = core.transport_retry_delay(call, exc, attempt, self.max_tries)
+                        pause = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
                         await anyio.sleep(pause)
                         continue
             finally:
@@ -323,7 +325,8 @@ class AsyncClient(core.ClientBase):
 
     async def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
         """See :meth:`Client.requests_page`."""
-        return RequestPage.from_json(await self._json(self._list_call(cursor, limit)))
+        call = self._list_call("/v1/queue/requests", cursor, limit)
+        return RequestPage.from_json(await self._json(call))
 
     async def list_requests(self, *, page_size: int = 20) -> AsyncIterator[Status]:
         """See :meth:`Client.list_requests` (``async for status in client.list_requests()``)."""
@@ -332,6 +335,21 @@ class AsyncClient(core.ClientBase):
             page = await self.requests_page(cursor, limit=page_size)
             for status in page.requests:
                 yield status
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def files_page(self, cursor: str | None = None, *, limit: int = 20) -> FilePage:
+        """See :meth:`Client.files_page`."""
+        return FilePage.from_json(await self._json(self._list_call("/v1/files", cursor, limit)))
+
+    async def list_files(self, *, page_size: int = 20) -> AsyncIterator[FileInfo]:
+        """See :meth:`Client.list_files` (``async for info in client.list_files()``)."""
+        cursor = None
+        while True:
+            page = await self.files_page(cursor, limit=page_size)
+            for info in page.files:
+                yield info
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -374,7 +392,7 @@ class AsyncClient(core.ClientBase):
         is cancelled on the server too."""
         path = Path(path)
         check_folder(Path(directory))
-        size = core.upload_size(path)
+        size = transfers.upload_size(path)
         models, read = self._models_to_check(model, prompt), self._prompt_to_check(prompt)
         if models or read is not None:  # a typo is said before the upload
             try:
@@ -401,7 +419,7 @@ class AsyncClient(core.ClientBase):
                 rescale=rescale,
                 spans=spans,
             )
-            with core.naming_the_job(job.request_id):
+            with retries.naming_the_job(job.request_id):
                 try:
                     await self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
                 except (anyio.get_cancelled_exc_class(), KeyboardInterrupt):
@@ -413,5 +431,5 @@ class AsyncClient(core.ClientBase):
                 if on_result is not None:
                     on_result(result)
                 bar.downloading(result)
-                named = core.named_after(result, info.file_name, path)
+                named = transfers.named_after(result, info.file_name, path)
                 return await self.download(named, directory, on_bytes=bar.downloaded)

@@ -1,4 +1,6 @@
-"""What the sync and async clients share: building requests, reading answers, deciding retries.
+"""What the sync and async clients share: building requests and reading answers. When to
+send a call again is :mod:`demixer.client.retries`; the song's bytes on this machine (checked
+before an upload, downloads written whole) are :mod:`demixer.client.transfers`.
 
 No I/O happens here. :class:`~demixer.client.Client` and :class:`~demixer.client.AsyncClient`
 only send the :class:`Call` objects built here (with httpx, blocking or not), and hand the
@@ -9,17 +11,14 @@ from __future__ import annotations
 
 import html
 import json
-import mimetypes
 import os
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -28,108 +27,44 @@ from demixer import __version__
 from demixer.client.errors import (
     ApiError,
     BadResponse,
-    ClientError,
-    ConnectionFailed,
     JobCancelled,
     JobFailed,
-    WaitTimeout,
     shown_url,
 )
-from demixer.client.types import OutputFile, Result, Status
+from demixer.client.retries import Call, Deadline
+from demixer.client.types import Status
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import (
-    DemixerError,
-    InvalidAudio,
-    StorageFull,
     UnsupportedPrompt,
     unknown_model,
 )
-from demixer.filemode import new_temporary, on_disk, unwritable
 from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.models.spec import MODEL_ID_LENGTH
-from demixer.naming import input_name, renamed, shown_name
-from demixer.retry_after import retry_after
+from demixer.naming import shown_name
 from demixer.service.jobs.prompts import read_prompt
 
 __all__ = [
     "CHUNK",
     "DEFAULT_MODEL",
     "DEFAULT_URL",
-    "GATEWAY_ERRORS",
-    "Call",
     "ClientBase",
-    "CountingReader",
-    "Deadline",
-    "Outage",
     "SpanLike",
     "StatusStream",
     "When",
-    "atomic_file",
     "check",
     "check_put",
     "clean_api_key",
-    "closed_when_sent",
-    "content_type_for",
-    "download_target",
     "is_http_url",
-    "may_have_landed",
-    "named_after",
-    "naming_the_job",
     "no_body",
-    "pause_within",
-    "repeated_answer",
-    "resume_from",
-    "retry_delay",
     "server_root",
     "settle",
     "span_json",
-    "transport_retry_delay",
-    "upload_size",
     "usage_params",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1 << 20  # bytes read or written at a time: uploads and downloads never sit in memory
-MAX_RETRY_WAIT = 60.0  # seconds: a 429 asking for longer is raised, not slept through
 STREAM_READ_TIMEOUT = 30.0  # seconds: the server sends a frame at least every 10
-OUTAGE_PATIENCE = 300.0  # seconds ``wait`` without a timeout rides out an unanswering server
-MAX_OUTAGE_PAUSE = 10.0  # seconds between status reads while the server does not answer
-_MEDIA_OK = ("audio/", "video/")
-# A reverse proxy's or load balancer's answers when the server behind it does not answer (it
-# is restarting, or too slow): Bad Gateway and Gateway Timeout.
-GATEWAY_ERRORS = (502, 504)
-
-
-@dataclass(frozen=True)
-class Call:
-    """One HTTP request, before any I/O. ``signed`` URLs carry their own authorisation and
-    are sent without the API key (they may point at object storage, not at demixer)."""
-
-    method: str
-    url: str
-    params: Mapping[str, str] | None = None
-    json: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    signed: bool = False
-    repeatable: bool = False
-    # wait() has another way when this call is refused (the event stream: it polls instead).
-    fallback: bool = False
-
-    @property
-    def gateway_retried(self) -> bool:
-        """Whether a proxy's 502/504 is waited out and the call sent again: when it is safe to
-        repeat, unless ``fallback`` (a proxy that refuses event streams answers 502 to every
-        try: polling at once beats 15 s of retries)."""
-        return self.safe_to_repeat and not self.fallback
-
-    @property
-    def safe_to_repeat(self) -> bool:
-        """Whether sending it twice does what sending it once does: GET, PUT and DELETE, a
-        POST with an ``Idempotency-Key`` (the server answers a repeat with the first
-        answer), and POSTs idempotent by design (``repeatable``, e.g. completing an upload)."""
-        if self.method in ("GET", "HEAD", "PUT", "DELETE") or self.repeatable:
-            return True
-        return any(k.lower() == "idempotency-key" for k in self.headers)
 
 
 def check_put(response: httpx.Response) -> None:
@@ -210,186 +145,9 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def retry_delay(
-    response: httpx.Response, attempt: int, tries: int, *, retry_gateway: bool = False
-) -> float | None:
-    """Seconds to wait before sending again, or None to answer with ``response``.
-
-    429 (rate limited) and 503 (the server's database or object storage is briefly
-    unavailable) are retried: the server did not act on the request, so even a POST may be
-    sent again. A proxy's 502 or 504 (:data:`GATEWAY_ERRORS`: the server behind it restarting,
-    or slow) is retried only with ``retry_gateway`` (:attr:`Call.gateway_retried`): the server
-    may have acted on the request. ``Retry-After`` (seconds or an HTTP date) is honoured up
-    to :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from
-    1 up to ``tries``.
-    """
-    status = response.status_code
-    retried = status in (429, 503) or (retry_gateway and status in GATEWAY_ERRORS)
-    if not retried or attempt >= tries:
-        return None
-    delay = retry_after(response.headers.get("retry-after"), 2.0 ** (attempt - 1))
-    return delay if delay <= MAX_RETRY_WAIT else None
-
-
-def transport_retry_delay(call: Call, exc: httpx.HTTPError, attempt: int, tries: int) -> float:
-    """Seconds to wait before sending ``call`` again after a broken connection, or raise.
-
-    A call that is safe to repeat (:attr:`Call.safe_to_repeat`) is sent again when the
-    connection failed or broke (the server restarted, a load balancer moved it); any call is
-    sent again when it never reached the server (connection refused). Waits 1, 2, 4, 8 s.
-    """
-    transport = isinstance(exc, httpx.TransportError)
-    never_sent = isinstance(exc, httpx.ConnectError)
-    if attempt >= tries or not transport or not (call.safe_to_repeat or never_sent):
-        raise exc
-    return float(2 ** (attempt - 1))
-
-
-def closed_when_sent(call: Call, exc: httpx.HTTPError, resent: bool) -> bool:
-    """Whether to send ``call`` again at once, on a new connection, outside ``max_tries``:
-    the connection closed before any answer came (httpx: "Server disconnected without
-    sending a response", or a reset), and ``call`` is safe to repeat, and was not resent so
-    already.
-
-    That is how a server ends a keep-alive connection whose idle time ran out just as the
-    client's pool sent the next request on it (uvicorn: ``DEMIXER_KEEP_ALIVE_SECONDS``; a
-    load balancer likewise): nothing is wrong with the server, so neither a pause nor one of
-    the caller's tries is spent on it. A server that is really gone fails the resend too.
-    """
-    closed = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
-    return closed and call.safe_to_repeat and not resent
-
-
-def may_have_landed(exc_or_response: httpx.HTTPError | httpx.Response) -> bool:
-    """Whether a send that is about to be repeated may have been acted on by the server: its
-    connection broke after it was sent (not refused), or a proxy answered 502/504 (it passed
-    the request on, and gave up waiting or lost the answer)."""
-    if isinstance(exc_or_response, httpx.Response):
-        return exc_or_response.status_code in GATEWAY_ERRORS
-    return not isinstance(exc_or_response, httpx.ConnectError)
-
-
-def repeated_answer(call: Call, response: httpx.Response, landed: bool) -> httpx.Response:
-    """``response``, or 204 No Content in place of a 404 to a DELETE sent again after an
-    earlier send that ``landed`` (:func:`may_have_landed`): that send deleted what was
-    asked, and only its answer was lost. A DELETE of something already gone is a 404 still."""
-    if landed and call.method == "DELETE" and response.status_code == 404:
-        response.close()
-        return httpx.Response(204, request=response.request)
-    return response
-
-
 def _idempotent(key: str | None = None) -> dict[str, str]:
     """An ``Idempotency-Key`` header: the caller's key, or a new one for this call."""
     return {"Idempotency-Key": key or f"dmxc-{uuid.uuid4().hex}"}
-
-
-class Deadline:
-    """An overall time limit for ``wait``; ``None`` seconds means none."""
-
-    def __init__(self, seconds: float | None, request_id: str) -> None:
-        self.request_id = request_id
-        self.seconds = seconds
-        self.at = None if seconds is None else time.monotonic() + seconds
-
-    def check(self) -> None:
-        if self.at is not None and time.monotonic() >= self.at:
-            raise WaitTimeout(
-                f"request {self.request_id} did not finish in {self.seconds:g} s",
-                request_id=self.request_id,
-            )
-
-    def nap(self, interval: float) -> float:
-        """``interval``, shortened so a sleep does not overshoot the deadline."""
-        if self.at is None:
-            return interval
-        return max(0.0, min(interval, self.at - time.monotonic()))
-
-
-class Outage:
-    """``wait``'s patience with a server that does not answer (unreachable, restarting, or
-    answering 429/503, or a proxy in front of it answering 502/504): it asks again, 1 s then
-    doubling up to :data:`MAX_OUTAGE_PAUSE`, until the wait's deadline (then
-    :class:`WaitTimeout`), or for :data:`OUTAGE_PATIENCE` seconds without one (then
-    :class:`ConnectionFailed` naming the job, which goes on on the server).
-    """
-
-    def __init__(self, deadline: Deadline) -> None:
-        self.deadline = deadline
-        self._since: float | None = None
-        self._pause = 1.0
-
-    def failed(self, exc: ClientError) -> float:
-        """Seconds to pause before asking again, or raise: ``exc`` itself when it is not an
-        outage (e.g. 404: the request is gone), or as above."""
-        outage = isinstance(exc, ConnectionFailed) or (
-            isinstance(exc, ApiError) and exc.status in (429, 503, *GATEWAY_ERRORS)
-        )
-        if not outage:
-            raise exc
-        now = time.monotonic()
-        if self._since is None:
-            self._since = now
-        if self.deadline.at is None and now - self._since >= OUTAGE_PATIENCE:
-            rid = self.deadline.request_id
-            raise ConnectionFailed(
-                f"{exc}; no answer for {OUTAGE_PATIENCE:g} s: request {rid} goes on on the "
-                "server, wait for it again later",
-                request_id=rid,
-            ) from exc
-        pause = pause_within(self.deadline, self._pause)
-        self._pause = min(2 * self._pause, MAX_OUTAGE_PAUSE)
-        return pause
-
-    def answered(self) -> None:
-        self._since, self._pause = None, 1.0
-
-
-def pause_within(deadline: Deadline | None, seconds: float) -> float:
-    """``seconds`` to pause before sending again, shortened to a ``deadline`` (WaitTimeout
-    once it has passed)."""
-    if deadline is None:
-        return seconds
-    deadline.check()
-    return deadline.nap(seconds)
-
-
-@contextmanager
-def naming_the_job(request_id: str) -> Iterator[None]:
-    """A connection failure past the submit names the job it leaves running on the server."""
-    try:
-        yield
-    except ConnectionFailed as exc:
-        if exc.request_id is None:
-            exc.request_id = request_id
-            exc.message = f"{exc.message} (request {request_id} goes on on the server)"
-            exc.args = (exc.message,)
-        raise
-
-
-def upload_size(path: Path) -> int:
-    """The size of a file to upload; an empty file or a folder is refused before anything is
-    sent (``InvalidAudio``; a missing one raises FileNotFoundError)."""
-    if path.is_dir():
-        raise InvalidAudio(f"{shown_name(path.name) or path} is a folder, not an audio file")
-    size = path.stat().st_size
-    if size == 0:
-        raise InvalidAudio(f"{shown_name(path.name)} is empty (0 bytes)")
-    return size
-
-
-def resume_from(response: httpx.Response, written: int) -> int:
-    """Where a download's new answer continues the file: ``written`` (a 206 for the rest, as
-    asked with ``Range``) or 0 (a 200: the whole file again, so start over)."""
-    if response.status_code == 200:
-        return 0
-    content_range = response.headers.get("content-range", "")
-    if response.status_code == 206 and content_range.startswith(f"bytes {written}-"):
-        return written
-    raise BadResponse(
-        f"{shown_url(response.request.url)}: asked for bytes {written}- and got "
-        f"{response.status_code} {content_range or '(no Content-Range)'}"
-    )
 
 
 class StreamUnusable(Exception):
@@ -447,12 +205,6 @@ def settle(status: Status) -> Status:
     return status
 
 
-def content_type_for(path: Path) -> str:
-    """The upload's Content-Type from its name; the server probes the bytes either way."""
-    guessed = mimetypes.guess_type(path.name)[0] or ""
-    return guessed if guessed.startswith(_MEDIA_OK) else "application/octet-stream"
-
-
 When = datetime | date | str
 """A point in time for ``usage``: a datetime (naive: UTC), a date (its whole day), or the
 API's own ISO 8601 text."""
@@ -478,75 +230,6 @@ def span_json(span: SpanLike) -> dict[str, Any]:
         return dict(span)
     start, end, *rest = span
     return {"start": start, "end": end, "include": bool(rest[0]) if rest else True}
-
-
-def download_target(directory: Path, output: OutputFile) -> Path:
-    """Where ``output`` goes: ``directory/{file_name}``, its name kept inside ``directory``."""
-    name = Path(output.file_name.replace("\\", "/")).name
-    if name in ("", ".", ".."):
-        ext = mimetypes.guess_extension(output.content_type) or ""
-        name = f"{output.name}{ext}"
-    return directory / on_disk(name)
-
-
-def named_after(result: Result, uploaded: str, path: Path) -> Result:
-    """``result`` with its files named after the local file ``path``, as ``demixer separate``
-    names them, not after the job's name for the upload ``uploaded`` (which keeps a name's
-    last 120 characters and renames a hidden one: two local songs could be one name there,
-    and the second's stems would replace the first's)."""
-    was, now = Path(input_name(uploaded)).stem, shown_name(path.stem)
-    outputs = {
-        name: replace(output, file_name=renamed(output.file_name, was, now))
-        for name, output in result.outputs.items()
-    }
-    return replace(result, outputs=outputs)
-
-
-@contextmanager
-def atomic_file(target: Path) -> Iterator[IO[bytes]]:
-    """A temporary file beside ``target`` that replaces it only if the block succeeds.
-
-    The file system's refusals (the disk is full, ``target`` is a folder, no permission)
-    are the local CLI's: :class:`~demixer.errors.StorageFull` or
-    :class:`~demixer.errors.InvalidOutput`, not a bare OSError that reads as a bad input.
-    """
-    made: dict[str, Path] = {}
-    try:
-        tmp = new_temporary(target, ".part", made, "part")
-        with tmp.open("wb") as fh:
-            yield fh
-        os.replace(tmp, target)
-    except BaseException as exc:
-        for path in made.values():
-            path.unlink(missing_ok=True)
-        if not isinstance(exc, OSError) or isinstance(exc, DemixerError):  # WaitTimeout is one
-            raise
-        if StorageFull.caused(exc):
-            raise StorageFull("cannot write the stems: the disk is full") from exc
-        raise unwritable(exc) from exc
-
-
-def check_size(output: OutputFile, written: int) -> None:
-    if output.size is not None and written != output.size:
-        raise BadResponse(
-            f"{output.file_name}: got {written} bytes, the server announced {output.size}"
-        )
-
-
-class CountingReader:
-    """A file httpx's multipart encoder reads in chunks, reporting each chunk's size."""
-
-    def __init__(self, fh: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
-        self._fh, self._on_bytes = fh, on_bytes
-
-    def read(self, n: int = -1) -> bytes:
-        chunk = self._fh.read(n)
-        if self._on_bytes is not None and chunk:
-            self._on_bytes(len(chunk))
-        return chunk
-
-    def fileno(self) -> int:  # httpx sizes the part (Content-Length) with fstat
-        return self._fh.fileno()
 
 
 def clean_api_key(key: str | None) -> str | None:
@@ -807,8 +490,9 @@ class ClientBase:
             body["webhook"] = {"url": webhook_url, "secret": webhook_secret}
         return Call("POST", self._url(path), json=body, headers=_idempotent(idempotency_key))
 
-    def _status_call(self, request_id: str) -> Call:
-        return Call("GET", self._request_url(request_id, "/status"))
+    def _status_call(self, request_id: str, logs: bool = False) -> Call:
+        params = {"logs": "true"} if logs else None
+        return Call("GET", self._request_url(request_id, "/status"), params)
 
     def _stream_call(self, request_id: str) -> Call:
         interval = str(max(1.0, self.poll_interval))
@@ -824,9 +508,10 @@ class ClientBase:
     def _delete_call(self, request_id: str) -> Call:
         return Call("DELETE", self._request_url(request_id, ""))
 
-    def _list_call(self, cursor: str | None, limit: int) -> Call:
+    def _list_call(self, path: str, cursor: str | None, limit: int) -> Call:
+        """One page of a listing at ``path`` (``/v1/queue/requests``, ``/v1/files``)."""
         params = {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
-        return Call("GET", self._url("/v1/queue/requests"), params)
+        return Call("GET", self._url(path), params)
 
     def _file_call(self, file_id: str, method: str = "GET") -> Call:
         return Call(method, self._url(f"/v1/files/{quote(file_id, safe='')}"))

@@ -13,8 +13,8 @@ from typing import IO, Any
 
 import httpx
 
-from demixer.client import core
-from demixer.client.core import CHUNK, DEFAULT_URL, Call, StreamUnusable
+from demixer.client import core, retries, transfers
+from demixer.client.core import CHUNK, DEFAULT_URL, StreamUnusable
 from demixer.client.errors import (
     ApiError,
     BadResponse,
@@ -24,8 +24,10 @@ from demixer.client.errors import (
     translate_transport_errors,
 )
 from demixer.client.progress import SeparateProgress
+from demixer.client.retries import Call
 from demixer.client.types import (
     FileInfo,
+    FilePage,
     Job,
     Models,
     OutputFile,
@@ -60,10 +62,10 @@ class Client(core.ClientBase):
         timeout: seconds for connecting and for each read.
         transport: an httpx transport (a proxy, a mounted app, a test double).
         max_tries: sends of one request: answered 429 or 503 (honouring ``Retry-After``), or
-            cut off by a broken connection or answered 502/504 by a proxy when it is safe to
-            repeat (see ``Call``). A connection closed as the request was sent on it (a
-            keep-alive connection the server had just closed) is sent again at once, beside
-            these.
+            cut off by a broken connection, timed out (no answer within ``timeout``) or
+            answered 502/504 by a proxy when it is safe to repeat (see ``Call``). A connection
+            closed as the request was sent on it (a keep-alive connection the server had just
+            closed) is sent again at once, beside these.
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
@@ -106,7 +108,7 @@ class Client(core.ClientBase):
         files: Callable[[], dict[str, Any]] | None = None,
         stream: bool = False,
         timeout: httpx.Timeout | None = None,
-        deadline: core.Deadline | None = None,
+        deadline: retries.Deadline | None = None,
     ) -> httpx.Response:
         """Send ``call`` (again on 429, with a fresh body from ``content``/``files``); a
         ``deadline`` (``wait``'s) shortens the pauses and ends them with WaitTimeout."""
@@ -123,22 +125,22 @@ class Client(core.ClientBase):
                 try:
                     response = self._http.send(request, stream=stream)
                 except httpx.HTTPError as exc:  # raised again when not safe to repeat
-                    if core.closed_when_sent(call, exc, resent):
+                    if retries.closed_when_sent(call, exc, resent):
                         resent = True  # an idle connection the server had just closed
                         continue
-                    wait = core.transport_retry_delay(call, exc, attempt, self.max_tries)
-                    landed = landed or core.may_have_landed(exc)
-                    time.sleep(core.pause_within(deadline, wait))
+                    wait = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
+                    landed = landed or retries.may_have_landed(exc)
+                    time.sleep(retries.pause_within(deadline, wait))
                     attempt += 1
                     continue
-            delay = core.retry_delay(
+            delay = retries.retry_delay(
                 response, attempt, self.max_tries, retry_gateway=call.gateway_retried
             )
             if delay is None:
-                return core.repeated_answer(call, response, landed)
-            landed = landed or core.may_have_landed(response)
+                return retries.repeated_answer(call, response, landed)
+            landed = landed or retries.may_have_landed(response)
             response.close()
-            time.sleep(core.pause_within(deadline, delay))
+            time.sleep(retries.pause_within(deadline, delay))
             attempt += 1
 
     def _json(self, call: Call, **kwargs: Any) -> dict[str, Any]:
@@ -164,14 +166,14 @@ class Client(core.ClientBase):
         :class:`~demixer.errors.InvalidAudio` (the same code), before anything is sent.
         """
         path = Path(path)
-        size = core.upload_size(path)
-        ctype = content_type or core.content_type_for(path)
+        size = transfers.upload_size(path)
+        ctype = content_type or transfers.content_type_for(path)
         if multipart:
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = core.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, on_bytes)
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(self._json(self._multipart_call(), files=files))
@@ -232,9 +234,9 @@ class Client(core.ClientBase):
         )
         return Job.from_json(self._json(call))
 
-    def status(self, request_id: str) -> Status:
-        """Where a request stands now."""
-        return Status.from_json(self._json(self._status_call(request_id)))
+    def status(self, request_id: str, *, logs: bool = False) -> Status:
+        """Where a request stands now; with ``logs``, its log too (:attr:`Status.logs`)."""
+        return Status.from_json(self._json(self._status_call(request_id, logs)))
 
     def wait(
         self,
@@ -253,8 +255,8 @@ class Client(core.ClientBase):
         until then, or for 5 minutes without a timeout (:class:`ConnectionFailed` with the
         ``request_id``).
         """
-        deadline = core.Deadline(timeout, request_id)
-        outage = core.Outage(deadline)
+        deadline = retries.Deadline(timeout, request_id)
+        outage = retries.Outage(deadline)
         final = self._follow_stream(request_id, on_progress, deadline)
         while final is None:
             try:
@@ -274,7 +276,7 @@ class Client(core.ClientBase):
         return core.settle(final)
 
     def _follow_stream(
-        self, request_id: str, on_progress: OnStatus | None, deadline: core.Deadline
+        self, request_id: str, on_progress: OnStatus | None, deadline: retries.Deadline
     ) -> Status | None:
         """The final status from the SSE stream, or None if the stream could not be used."""
         call = self._stream_call(request_id)
@@ -319,9 +321,9 @@ class Client(core.ClientBase):
         folder.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for name, output in result.outputs.items():
-            target = core.download_target(folder, output)
-            with core.atomic_file(target) as fh:
-                core.check_size(output, self._fetch(output, fh, on_bytes))
+            target = transfers.download_target(folder, output)
+            with transfers.atomic_file(target) as fh:
+                transfers.check_size(output, self._fetch(output, fh, on_bytes))
             paths[name] = target
         return paths
 
@@ -337,7 +339,7 @@ class Client(core.ClientBase):
                     if response.status_code >= 400:
                         response.read()
                         core.check(response)
-                    written = core.resume_from(response, written)
+                    written = transfers.resume_from(response, written)
                     fh.seek(written)
                     fh.truncate()
                     try:
@@ -347,7 +349,8 @@ class Client(core.ClientBase):
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
-                        time.sleep(core.transport_retry_delay(call, exc, attempt, self.max_tries))
+                        pause = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
+                        time.sleep(pause)
                         continue
             finally:
                 response.close()
@@ -370,7 +373,8 @@ class Client(core.ClientBase):
     def requests_page(self, cursor: str | None = None, *, limit: int = 20) -> RequestPage:
         """One page of this account's requests, newest first: ``limit`` (1-100) of them, from
         ``cursor`` on (a page's ``next_cursor``; None: the newest)."""
-        return RequestPage.from_json(self._json(self._list_call(cursor, limit)))
+        call = self._list_call("/v1/queue/requests", cursor, limit)
+        return RequestPage.from_json(self._json(call))
 
     def list_requests(self, *, page_size: int = 20) -> Iterator[Status]:
         """Every request of this account, newest first, each as its :class:`Status` (with
@@ -380,6 +384,23 @@ class Client(core.ClientBase):
         while True:
             page = self.requests_page(cursor, limit=page_size)
             yield from page.requests
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def files_page(self, cursor: str | None = None, *, limit: int = 20) -> FilePage:
+        """One page of this account's uploads, newest first: ``limit`` (1-100) of them, from
+        ``cursor`` on (a page's ``next_cursor``; None: the newest). Deleted and expired
+        uploads are not listed."""
+        return FilePage.from_json(self._json(self._list_call("/v1/files", cursor, limit)))
+
+    def list_files(self, *, page_size: int = 20) -> Iterator[FileInfo]:
+        """Every upload of this account, newest first (delete one with :meth:`delete_file`):
+        pages of ``page_size`` (1-100) are asked for as the iteration reaches them."""
+        cursor = None
+        while True:
+            page = self.files_page(cursor, limit=page_size)
+            yield from page.files
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -441,7 +462,7 @@ class Client(core.ClientBase):
         """
         path = Path(path)
         check_folder(Path(directory))
-        size = core.upload_size(path)
+        size = transfers.upload_size(path)
         models, read = self._models_to_check(model, prompt), self._prompt_to_check(prompt)
         if models or read is not None:  # a typo is said before the upload
             try:
@@ -466,7 +487,7 @@ class Client(core.ClientBase):
                 rescale=rescale,
                 spans=spans,
             )
-            with core.naming_the_job(job.request_id):
+            with retries.naming_the_job(job.request_id):
                 try:
                     self.wait(job.request_id, on_progress=bar.status, timeout=timeout)
                 except KeyboardInterrupt:
@@ -477,5 +498,5 @@ class Client(core.ClientBase):
                 if on_result is not None:
                     on_result(result)
                 bar.downloading(result)
-                named = core.named_after(result, info.file_name, path)
+                named = transfers.named_after(result, info.file_name, path)
                 return self.download(named, directory, on_bytes=bar.downloaded)

@@ -17,8 +17,10 @@ __all__ = [
     "EngineModel",
     "ErrorInfo",
     "FileInfo",
+    "FilePage",
     "Job",
     "JobStatus",
+    "LogLine",
     "Models",
     "OutputFile",
     "RequestPage",
@@ -26,6 +28,7 @@ __all__ = [
     "Status",
     "Usage",
     "UsageLine",
+    "WebhookInfo",
 ]
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
@@ -119,6 +122,58 @@ class FileInfo:
 
 
 @dataclass(frozen=True)
+class FilePage:
+    """One page of ``GET /v1/files``: the caller's uploads, newest first."""
+
+    files: list[FileInfo]
+    next_cursor: str | None  # pass as ``cursor`` for the next, older page; None: the last
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FilePage:
+        return cls(
+            files=[FileInfo.from_json(item) for item in _objects(d, "data")],
+            next_cursor=_get(d, "next_cursor", str, optional=True),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a request's log (``status(..., logs=True)``)."""
+
+    timestamp: datetime | None
+    message: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> LogLine:
+        return cls(timestamp=_time(d, "timestamp"), message=_get(d, "message", str))
+
+
+@dataclass(frozen=True)
+class WebhookInfo:
+    """A request's webhook and how its latest event's delivery stands."""
+
+    url: str
+    delivery_status: str  # pending | delivered | failed | none (no event yet)
+    attempts: int
+    delivered_at: datetime | None
+    last_error: str | None
+    next_attempt_at: datetime | None  # while pending
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> WebhookInfo:
+        return cls(
+            url=_get(d, "url", str),
+            delivery_status=_get(d, "delivery_status", str),
+            attempts=_get(d, "attempts", int),
+            delivered_at=_time(d, "delivered_at"),
+            last_error=_get(d, "last_error", str, optional=True),
+            next_attempt_at=_time(d, "next_attempt_at"),
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     """A queued request, as ``POST /v1/queue/...`` answers it."""
 
@@ -181,6 +236,9 @@ class Status:
     duration: float | None = None  # seconds of input audio, once known
     stems: tuple[str, ...] | None = None  # audio/stems: the stems asked for
     prompt: str | None = None  # audio/separate: the prompt
+    # The request's log, oldest first, when read with ``status(..., logs=True)`` (else None).
+    logs: tuple[LogLine, ...] | None = None
+    webhook: WebhookInfo | None = None  # when the request has a webhook
 
     @property
     def done(self) -> bool:
@@ -189,6 +247,10 @@ class Status:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Status:
+        logs = None  # not asked for (``null``)
+        if d.get("logs") is not None:
+            logs = tuple(LogLine.from_json(line) for line in _objects(d, "logs"))
+        webhook = d.get("webhook")
         return cls(
             request_id=_get(d, "request_id", str),
             status=_get(d, "status", str),
@@ -209,6 +271,8 @@ class Status:
             duration=_get(d, "duration", float, optional=True),
             stems=_strings(d, "stems"),
             prompt=_get(d, "prompt", str, optional=True),
+            logs=logs,
+            webhook=WebhookInfo.from_json(webhook) if isinstance(webhook, Mapping) else None,
         )
 
 

@@ -1,4 +1,4 @@
-"""``/v1/files``: announce an upload (JSON) or upload directly (multipart); read; delete."""
+"""``/v1/files``: announce an upload (JSON) or upload directly (multipart); list; read; delete."""
 
 from __future__ import annotations
 
@@ -9,18 +9,21 @@ import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from demixer.api import uploads
 from demixer.api.auth import FilesRead, FilesWrite, ServicesDep
 from demixer.api.forms import read_form
 from demixer.api.idempotency import Idempotency, IdempotencyDep
 from demixer.api.openapi import error_responses
-from demixer.api.schemas import FileCreate, FileObject, FileUpload
+from demixer.api.paging import keyset_page
+from demixer.api.routes.listing import PageCursor, PageLimit
+from demixer.api.schemas import FileCreate, FileList, FileObject, FileStatus, FileUpload
 from demixer.api.scope import content_type
 from demixer.api.text import body_refusal
 from demixer.errors import InvalidRequest, UnsupportedMediaType
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileState
+from demixer.service.files.lifecycle import FileState, listed
 from demixer.service.schema import File
 
 __all__ = ["router"]
@@ -128,6 +131,26 @@ async def create_file(
             f"multipart/form-data (field `file`), not {kind!r}"
         )
     return await _announce(request, services, identity.account_id, idempotency, response)
+
+
+@router.get("/files", responses=error_responses(401, 403))
+def list_files(
+    services: ServicesDep,
+    identity: FilesRead,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
+    status: FileStatus | None = None,
+) -> FileList:
+    """The caller's uploads, newest first; follow `next_cursor` for older ones. Deleted and
+    expired files are not listed, nor a MusicGPT extraction's `audio_file` (it belongs to its
+    request). `status` lists only the files in that state. A `pending` file is listed as last
+    recorded: `GET /v1/files/{file_id}` completes one whose bytes have reached the store."""
+    query = select(File).where(File.account_id == identity.account_id, listed(services.db.clock()))
+    if status is not None:
+        query = query.where(File.status == status)
+    with services.db.read() as s:
+        rows, next_cursor = keyset_page(s, query, File.created_at, File.id, limit, cursor)
+        return FileList(data=[uploads.file_object(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/files/{file_id}", responses=error_responses(401, 403, 404, 410, 503))

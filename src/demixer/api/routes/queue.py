@@ -30,6 +30,7 @@ from demixer.api.errors import error_body
 from demixer.api.idempotency import IdempotencyDep
 from demixer.api.lanes import Lane
 from demixer.api.openapi import error_responses
+from demixer.api.routes.listing import PageCursor, PageLimit
 from demixer.api.schemas import (
     CancelResponse,
     QueuedResponse,
@@ -123,8 +124,8 @@ def queue_stems(
 def list_requests(
     services: ServicesDep,
     identity: QueueRead,
-    limit: int = Query(20, ge=1, le=100),
-    cursor: str | None = Query(None, max_length=500),
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
 ) -> RequestList:
     """The caller's requests, newest first; follow `next_cursor` for older ones."""
     return jobs.list_jobs(services, identity.account_id, limit, cursor)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from demixer.audio import AudioInfo
@@ -34,11 +34,14 @@ from demixer.service.schema import File
 
 __all__ = [
     "GONE",
+    "PURPOSE",
     "RECEIVING",
+    "REQUEST_INPUT",
     "VISIBLE",
     "FileConflict",
     "FileState",
     "input_key",
+    "listed",
     "mark_deleted",
     "mark_expired",
     "mark_failed",
@@ -46,7 +49,11 @@ __all__ = [
     "new_file",
 ]
 
+#: An upload its owner holds the id of (``POST /v1/files``, a Gaudio upload).
 PURPOSE = "audio.separate.input"
+#: An upload that came with one request and belongs to it alone (a MusicGPT ``audio_file``):
+#: no answer names its id, so it is never listed; it goes when its request is deleted.
+REQUEST_INPUT = "audio.separate.request_input"
 
 
 class FileState(StrEnum):
@@ -76,6 +83,17 @@ def input_key(file_id: str) -> str:
     return f"inputs/{file_id}"
 
 
+def listed(now: datetime) -> ColumnElement[bool]:
+    """Which rows an owner's listing shows at ``now`` (the database clock): the files
+    ``GET /v1/files/{id}`` answers (not deleted, not past ``expires_at``) whose id the owner
+    was given (not a :data:`REQUEST_INPUT`)."""
+    return and_(
+        File.status.in_(VISIBLE),
+        File.purpose == PURPOSE,
+        or_(File.expires_at.is_(None), File.expires_at >= now),
+    )
+
+
 def new_file(
     session: Session,
     *,
@@ -87,11 +105,13 @@ def new_file(
     retention: timedelta,
     refused: tuple[str, str] | None = None,
     file_id: str | None = None,
+    purpose: str = PURPOSE,
 ) -> File:
     """Add a file row (``pending``; ``failed`` with ``refused = (code, message)``) inside the
     caller's write transaction; it expires ``retention`` after ``now``. ``file_id``: one the
     caller made already (to store the bytes before the row exists). ``file_name`` is stored
-    as :func:`~demixer.naming.stored_name` spells it (no control or bidi characters)."""
+    as :func:`~demixer.naming.stored_name` spells it (no control or bidi characters).
+    ``purpose``: :data:`REQUEST_INPUT` for an upload that belongs to one request alone."""
     file_id = file_id or new_id("file")
     row = File(
         id=file_id,
@@ -99,7 +119,7 @@ def new_file(
         file_name=stored_name(file_name),
         content_type=content_type,
         file_size=file_size,
-        purpose=PURPOSE,
+        purpose=purpose,
         status=FileState.FAILED if refused else FileState.PENDING,
         error_code=refused[0] if refused else None,
         error_message=refused[1] if refused else None,

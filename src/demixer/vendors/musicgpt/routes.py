@@ -87,6 +87,7 @@ from demixer.errors import (
 )
 from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
+from demixer.service.files.lifecycle import REQUEST_INPUT
 from demixer.service.jobs.contract import JobParams, MusicGptFields
 from demixer.service.jobs.queue import COMPLETED, JobConflict
 from demixer.service.schema import Job
@@ -261,6 +262,7 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
             file_name=upload.filename or "audio",
             content_type=upload.content_type,
             sha256=upload.sha256,
+            purpose=REQUEST_INPUT,  # the extraction's alone: never listed (GET /v1/files)
         )
         duration = row.duration
         source: dict[str, Any] = {"file_id": row.id}
