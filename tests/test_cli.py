@@ -30,6 +30,7 @@ import typer
 from alembic.script import ScriptDirectory
 from rich.console import Console
 from sqlalchemy import text
+from typer.testing import CliRunner, Result
 
 from audiofiles import encode, tone
 from demixer.audio import load
@@ -1345,3 +1346,50 @@ def test_every_demixer_variable_the_docs_name_is_read() -> None:
     # And the other way: every variable demixer reads is in the docs (a setting's own are in
     # the README's settings list, checked above).
     assert sorted({f"DEMIXER_{name}" for name in _OTHER_VARIABLES} - named) == []
+
+
+# --- a whole folder, as a DJ separates a library (a fake model: seconds, not minutes) ------------
+
+
+@pytest.fixture()
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fake 2-stem model registered for this test: its id, for `-m` (runs in no time)."""
+    import fake_models
+    from demixer.models import registry
+
+    spec = fake_models.fake_spec("fake-vocals", "vocals2")
+    monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    return spec.id
+
+
+def _separate_here(*args: str | Path) -> Result:
+    """`demixer separate ARGS` in this process (a fake model is registered only here)."""
+    from demixer.cli import app
+
+    return CliRunner().invoke(app, ["separate", *map(str, args)])
+
+
+def _written(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+def test_a_linked_folder_of_songs_is_separated_and_a_link_loop_ends(
+    inputs: dict[str, Path], fake_model: str, tmp_path: Path
+) -> None:
+    """A crate linked into the set from another disk was silently left out (exit 0, none of
+    its songs separated). Its songs are separated; a link back up the tree walks nothing twice."""
+    crate = tmp_path / "usb" / "crate"
+    crate.mkdir(parents=True)
+    shutil.copy(inputs["A"], crate / "linked.wav")
+    songs = tmp_path / "set"
+    songs.mkdir()
+    shutil.copy(inputs["B"], songs / "B.flac")
+    (songs / "crate").symlink_to(crate)
+    (crate / "up").symlink_to(songs)  # a loop: set/crate/up/crate/up/...
+    out = tmp_path / "stems"
+    run = _separate_here(songs, "-m", fake_model, "-o", out)
+    assert run.exit_code == 0, run.stderr
+    assert _written(out) == [
+        "B_other.wav", "B_vocals.wav",
+        "crate/linked_other.wav", "crate/linked_vocals.wav",
+    ]  # fmt: skip
