@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +24,7 @@ from demixer.cli_inputs import (
     DownmixOption,
     ExcludeSpanOption,
     FilesArgument,
+    Input,
     RescaleOption,
     SpanOption,
     check_distinct_tracks,
@@ -227,6 +228,11 @@ def separate(
 ) -> None:
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model).
 
+    Files run in order (a folder's sorted by path). One that cannot be read is named with
+    its reason and the rest still run; the last line counts the songs separated and names
+    every one that failed (exit 3, or 2 for a span past a song's end). Run again, every song
+    is separated again and its stems replaced; nothing else in OUT is touched.
+
     Models run in bf16 where the CPU or GPU has it natively, else fp32
     (DEMIXER_PRECISION=fp32 forces fp32). MDX23C: fp32 by default; MDX-Net and
     Demucs: always fp32.
@@ -304,10 +310,16 @@ def separate(
         print_warning(skipped_line(skipped))
 
     last_error: DemixerError | None = None
-    with stopping_on_termination() as stop, FileProgress(out, err) as progress:
-        for item in inputs:
+    failed: list[Path] = []
+    separated = 0
+    with (
+        stopping_on_termination() as stop,
+        FileProgress(out, err) as progress,
+        _summary(progress, inputs, failed, lambda: separated),
+    ):
+        for number, item in enumerate(inputs, 1):
             path = item.path
-            progress.start(shown_name(path.name))
+            progress.start(shown_name(path.name), number, len(inputs))
             try:
                 result = separator.separate_file(
                     path,
@@ -334,10 +346,12 @@ def separate(
                     message += " or raise --max-duration (0: no limit)"
                 progress.error(e.code, message)
                 last_error = e
+                failed.append(path)
                 continue
             except DemixerError as e:
                 progress.error(e.code, e.message)
                 raise typer.Exit(exit_code_for(e)) from None
+            separated += 1
             speed = result.duration / result.seconds if result.seconds else 0.0
             progress.print_out(
                 f"{escape(shown_name(path.name))}: {result.duration:.1f} s in "
@@ -352,6 +366,29 @@ def separate(
                 progress.print(line)
     if last_error is not None:
         raise typer.Exit(exit_code_for(last_error))
+
+
+@contextmanager
+def _summary(
+    progress: FileProgress, inputs: list[Input], failed: list[Path], separated: Callable[[], int]
+) -> Iterator[None]:
+    """After a batch (or when it is stopped), one line on stderr saying how it went and naming
+    every file that failed by its path: an error line names only the file (two folders' x.wav
+    read alike), and in a run of 200 songs it has long scrolled away."""
+    try:
+        yield
+    finally:
+        done = separated()
+        if len(inputs) > 1:  # one file: its own line says it all
+            stopped = len(failed) + done < len(inputs)
+            line = f"{done} of {len(inputs)} files separated"
+            if failed:
+                names = ", ".join(shown_name(str(path)) for path in failed)
+                line += f"; {len(failed)} failed: {names}"
+            if stopped:
+                # a second run starts again from the first song, as the README says
+                line += "; stopped before the rest"
+            progress.print(escape(line), highlight=False)
 
 
 def _model_for(

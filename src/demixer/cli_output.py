@@ -265,13 +265,17 @@ class FileProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def start(self, name: str) -> None:
-        """A new file: the bar starts again at 0 %."""
+    def start(self, name: str, number: int = 1, count: int = 1) -> None:
+        """A new file, the ``number``-th of ``count``: the bar starts again at 0 % and, in a
+        batch, says which file of how many it is on (``3/120 song.mp3``)."""
         if self._progress is None:
             return
         if self._task is not None:
             self._progress.remove_task(self._task)
-        self._task = self._progress.add_task("starting", total=1.0, name=escape(short_name(name)))
+        label = escape(short_name(name))
+        if count > 1:
+            label = f"{number}/{count} {label}"
+        self._task = self._progress.add_task("starting", total=1.0, name=label)
 
     def advance(self, fraction: float) -> None:
         """The current file is ``fraction`` done (0-1)."""
