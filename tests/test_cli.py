@@ -1450,3 +1450,30 @@ def test_ctrl_c_mid_batch_keeps_the_finished_songs_and_says_how_far_it_got(
         "interrupted",
     ]
     assert sorted(p.name for p in out.iterdir()) == ["1_other.wav", "1_vocals.wav"]
+
+
+def test_skip_existing_runs_only_the_songs_whose_stems_are_not_all_there(
+    inputs: dict[str, Path], fake_model: str, tmp_path: Path
+) -> None:
+    """A batch of 200 stopped by Ctrl-C at song 150 had to separate all 150 again. With
+    --skip-existing a song whose stems are all there is left out (its files untouched); one
+    with a stem missing is separated again."""
+    songs = tmp_path / "set"
+    songs.mkdir()
+    for name in ("1.wav", "2.wav", "3.wav"):
+        shutil.copy(inputs["A"], songs / name)
+    out = tmp_path / "stems"
+    out.mkdir()
+    for earlier in ("1_vocals.wav", "1_other.wav", "2_vocals.wav"):  # 2 lacks its other stem
+        (out / earlier).write_bytes(b"an earlier run's")
+    run = _separate_here(songs, "-m", fake_model, "-o", out, "--skip-existing")
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr.splitlines() == [
+        "1.wav: its stems are there, skipped",
+        "2 of 3 files separated, 1 skipped (their stems were there)",
+    ]
+    assert (out / "1_vocals.wav").read_bytes() == b"an earlier run's"
+    assert sf.info(out / "2_vocals.wav").frames == sf.info(out / "3_other.wav").frames > 0
+    assert _written(out) == [
+        "1_other.wav", "1_vocals.wav", "2_other.wav", "2_vocals.wav", "3_other.wav", "3_vocals.wav",
+    ]  # fmt: skip

@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -225,13 +226,22 @@ def separate(
             "its header says (0: no limit).",
         ),
     ] = DEFAULT_MAX_DURATION,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Leave out a song whose stem files are all in OUT already, whatever made them "
+            "(a batch stopped by Ctrl-C, run again, does only the rest).",
+        ),
+    ] = False,
 ) -> None:
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model).
 
     Files run in order (a folder's sorted by path). One that cannot be read is named with
     its reason and the rest still run; the last line counts the songs separated and names
     every one that failed (exit 3, or 2 for a span past a song's end). Run again, every song
-    is separated again and its stems replaced; nothing else in OUT is touched.
+    is separated again and its stems replaced (--skip-existing: not those whose stems are all
+    there); nothing else in OUT is touched.
 
     Models run in bf16 where the CPU or GPU has it natively, else fp32
     (DEMIXER_PRECISION=fp32 forces fp32). MDX23C: fp32 by default; MDX-Net and
@@ -297,28 +307,36 @@ def separate(
             with _loading(model_id):
                 separator = Separator(model_id, model_path=model_path, device=device)
         plan = separator.plan(requested)  # reject unknown stems before any decoding
-        check_outputs(
-            inputs,
-            lambda item: output_paths(
-                template, out_dir / item.subdir, item.path.stem, plan.outputs, output,
-                separator.spec.id,
-            ).values(),
-        )  # fmt: skip
+
+        def stem_files(item: Input) -> list[Path]:
+            return list(
+                output_paths(
+                    template, out_dir / item.subdir, item.path.stem, plan.outputs, output,
+                    separator.spec.id,
+                ).values()
+            )  # fmt: skip
+
+        check_outputs(inputs, stem_files)
     except DemixerError as e:
         raise fail(e) from None
     if skipped:
         print_warning(skipped_line(skipped))
 
     last_error: DemixerError | None = None
-    failed: list[Path] = []
-    separated = 0
+    tally = _Tally(len(inputs))
     with (
         stopping_on_termination() as stop,
         FileProgress(out, err) as progress,
-        _summary(progress, inputs, failed, lambda: separated),
+        _summary(progress, tally),
     ):
         for number, item in enumerate(inputs, 1):
             path = item.path
+            # Every file, the optional residual too: a song whose residual was silent, and so
+            # never written, is separated again rather than one missing a stem ever skipped.
+            if skip_existing and all(stem.exists() for stem in stem_files(item)):
+                tally.existing += 1
+                progress.print(escape(f"{shown_name(path.name)}: its stems are there, skipped"))
+                continue
             progress.start(shown_name(path.name), number, len(inputs))
             try:
                 result = separator.separate_file(
@@ -346,12 +364,12 @@ def separate(
                     message += " or raise --max-duration (0: no limit)"
                 progress.error(e.code, message)
                 last_error = e
-                failed.append(path)
+                tally.failed.append(path)
                 continue
             except DemixerError as e:
                 progress.error(e.code, e.message)
                 raise typer.Exit(exit_code_for(e)) from None
-            separated += 1
+            tally.separated += 1
             speed = result.duration / result.seconds if result.seconds else 0.0
             progress.print_out(
                 f"{escape(shown_name(path.name))}: {result.duration:.1f} s in "
@@ -368,25 +386,32 @@ def separate(
         raise typer.Exit(exit_code_for(last_error))
 
 
+@dataclass
+class _Tally:
+    """How a batch of ``files`` went so far."""
+
+    files: int
+    separated: int = 0
+    existing: int = 0  # left out by --skip-existing
+    failed: list[Path] = field(default_factory=list)
+
+
 @contextmanager
-def _summary(
-    progress: FileProgress, inputs: list[Input], failed: list[Path], separated: Callable[[], int]
-) -> Iterator[None]:
+def _summary(progress: FileProgress, tally: _Tally) -> Iterator[None]:
     """After a batch (or when it is stopped), one line on stderr saying how it went and naming
     every file that failed by its path: an error line names only the file (two folders' x.wav
     read alike), and in a run of 200 songs it has long scrolled away."""
     try:
         yield
     finally:
-        done = separated()
-        if len(inputs) > 1:  # one file: its own line says it all
-            stopped = len(failed) + done < len(inputs)
-            line = f"{done} of {len(inputs)} files separated"
-            if failed:
-                names = ", ".join(shown_name(str(path)) for path in failed)
-                line += f"; {len(failed)} failed: {names}"
-            if stopped:
-                # a second run starts again from the first song, as the README says
+        if tally.files > 1:  # one file: its own line says it all
+            line = f"{tally.separated} of {tally.files} files separated"
+            if tally.existing:
+                line += f", {tally.existing} skipped (their stems were there)"
+            if tally.failed:
+                names = ", ".join(shown_name(str(path)) for path in tally.failed)
+                line += f"; {len(tally.failed)} failed: {names}"
+            if tally.separated + tally.existing + len(tally.failed) < tally.files:
                 line += "; stopped before the rest"
             progress.print(escape(line), highlight=False)
 
