@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +35,7 @@ from demixer.cli_inputs import (
 )
 from demixer.cli_output import (
     FileProgress,
+    Tally,
     Terminated,
     fail,
     level_notes,
@@ -43,6 +43,7 @@ from demixer.cli_output import (
     print_warning,
     readable_help,
     stopping_on_termination,
+    summed_up,
     written_lines,
 )
 from demixer.defaults import DEFAULT_MODEL
@@ -323,11 +324,11 @@ def separate(
         print_warning(skipped_line(skipped))
 
     last_error: DemixerError | None = None
-    tally = _Tally(len(inputs))
+    tally = Tally(len(inputs))
     with (
         stopping_on_termination() as stop,
         FileProgress(out, err) as progress,
-        _summary(progress, tally),
+        summed_up(tally, lambda line: progress.print(line, highlight=False)),
     ):
         for number, item in enumerate(inputs, 1):
             path = item.path
@@ -384,36 +385,6 @@ def separate(
                 progress.print(line)
     if last_error is not None:
         raise typer.Exit(exit_code_for(last_error))
-
-
-@dataclass
-class _Tally:
-    """How a batch of ``files`` went so far."""
-
-    files: int
-    separated: int = 0
-    existing: int = 0  # left out by --skip-existing
-    failed: list[Path] = field(default_factory=list)
-
-
-@contextmanager
-def _summary(progress: FileProgress, tally: _Tally) -> Iterator[None]:
-    """After a batch (or when it is stopped), one line on stderr saying how it went and naming
-    every file that failed by its path: an error line names only the file (two folders' x.wav
-    read alike), and in a run of 200 songs it has long scrolled away."""
-    try:
-        yield
-    finally:
-        if tally.files > 1:  # one file: its own line says it all
-            line = f"{tally.separated} of {tally.files} files separated"
-            if tally.existing:
-                line += f", {tally.existing} skipped (their stems were there)"
-            if tally.failed:
-                names = ", ".join(shown_name(str(path)) for path in tally.failed)
-                line += f"; {len(tally.failed)} failed: {names}"
-            if tally.separated + tally.existing + len(tally.failed) < tally.files:
-                line += "; stopped before the rest"
-            progress.print(escape(line), highlight=False)
 
 
 def _model_for(
