@@ -43,7 +43,8 @@ FilesArgument = Annotated[
     list[Path],
     typer.Argument(
         metavar="FILES",
-        help="Audio or video files, or folders (every audio and video file in them, recursively).",
+        help="Audio or video files, or folders (every audio and video file in them, "
+        "recursively, linked folders too; hidden files and folders left out).",
         show_default=False,
     ),
 ]
