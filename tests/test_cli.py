@@ -30,6 +30,7 @@ import typer
 from alembic.script import ScriptDirectory
 from rich.console import Console
 from sqlalchemy import text
+from typer.testing import CliRunner, Result
 
 from audiofiles import encode, tone
 from demixer.audio import load
@@ -277,7 +278,9 @@ def test_good_files_are_written_when_another_is_bad(
         "separate", inputs["A"], inputs["bad"], inputs["B"], "-o", out, model_dir=model_dir
     )
     assert result.returncode == 3
-    assert "take [live].mp3" in _one_error_line(result)
+    error, summary = result.stderr.splitlines()
+    assert error.startswith("error [INVALID_AUDIO] 'take [live].mp3' ")
+    assert summary == f"2 of 3 files separated; 1 failed: {inputs['bad']}"
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["A_accompaniment.wav", "A_vocals.wav", "B_accompaniment.wav", "B_vocals.wav"]
 
@@ -899,7 +902,7 @@ def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
     (songs / ".hidden.wav").write_bytes(b"")
 
     code, lines, live = in_terminal(
-        "separate", songs, "-o", "out", model_dir=model_dir, cwd=tmp_path, umask=0o027
+        "separate", "songs", "-o", "out", model_dir=model_dir, cwd=tmp_path, umask=0o027
     )
 
     assert code == 3  # one file was not audio; the others were separated
@@ -916,6 +919,7 @@ def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
     # The bar was live (with what it was doing), and when all is done the screen holds every
     # line printed, whole, in order, and no bar.
     assert any("separating" in line for line in live), live
+    assert any(line.startswith("1/3 A.wav ") for line in live), live  # which of how many
     # The skipped files named, relative to their folder.
     assert lines[0] == "warning: 2 files are not audio or video, skipped: cover.jpg, notes.txt"
     assert re.fullmatch(
@@ -928,9 +932,10 @@ def test_a_folder_in_a_terminal_shows_progress_that_never_erases_a_line(
         "  accompaniment: out/live/B_accompaniment.wav",
     ]
     # The error, wrapped between words to the terminal's width: the whole message is there.
-    error = " ".join(lines[7:])
+    error = " ".join(lines[7:-1])
     assert error.startswith("error [INVALID_AUDIO] 'take [live].mp3' cannot be read: it is not")
     assert error.endswith("(FFmpeg: Invalid data found when processing input)")
+    assert lines[-1] == f"2 of 3 files separated; 1 failed: {Path('songs', 'take [live].mp3')}"
     assert not any("━" in line for line in lines)
     assert all(len(line) <= COLUMNS for line in lines)
 
@@ -1114,10 +1119,11 @@ def test_a_span_past_one_songs_end_skips_that_song_not_the_batch(
     run = demixer("separate", *songs, "--stems", "vocals", "--span", "5:7", "-o", out,
                   model_dir=model_dir)  # fmt: skip
     assert run.returncode == 2, run.stderr
-    assert _one_error_line(run) == (
+    assert run.stderr.splitlines() == [
         "error [INVALID_OUTPUT] one.wav: the span 5:7 starts after the input ends (1.00 s): "
-        "it would keep nothing of the separated sound"
-    )
+        "it would keep nothing of the separated sound",
+        f"2 of 3 files separated; 1 failed: {songs[1]}",
+    ]
     assert sorted(p.name for p in out.iterdir()) == [
         "eight_residual.wav", "eight_vocals.wav", "six_residual.wav", "six_vocals.wav",
     ]  # fmt: skip
@@ -1345,3 +1351,129 @@ def test_every_demixer_variable_the_docs_name_is_read() -> None:
     # And the other way: every variable demixer reads is in the docs (a setting's own are in
     # the README's settings list, checked above).
     assert sorted({f"DEMIXER_{name}" for name in _OTHER_VARIABLES} - named) == []
+
+
+# --- a whole folder, as a DJ separates a library (a fake model: seconds, not minutes) ------------
+
+
+@pytest.fixture()
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fake 2-stem model registered for this test: its id, for `-m` (runs in no time)."""
+    import fake_models
+    from demixer.models import registry
+
+    spec = fake_models.fake_spec("fake-vocals", "vocals2")
+    monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    return spec.id
+
+
+def _separate_here(*args: str | Path) -> Result:
+    """`demixer separate ARGS` in this process (a fake model is registered only here)."""
+    from demixer.cli import app
+
+    return CliRunner().invoke(app, ["separate", *map(str, args)])
+
+
+def _written(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+def test_a_linked_folder_of_songs_is_separated_and_a_link_loop_ends(
+    inputs: dict[str, Path], fake_model: str, tmp_path: Path
+) -> None:
+    """A crate linked into the set from another disk was silently left out (exit 0, none of
+    its songs separated). Its songs are separated; a link back up the tree walks nothing twice."""
+    crate = tmp_path / "usb" / "crate"
+    crate.mkdir(parents=True)
+    shutil.copy(inputs["A"], crate / "linked.wav")
+    songs = tmp_path / "set"
+    songs.mkdir()
+    shutil.copy(inputs["B"], songs / "B.flac")
+    (songs / "crate").symlink_to(crate)
+    (crate / "up").symlink_to(songs)  # a loop: set/crate/up/crate/up/...
+    out = tmp_path / "stems"
+    run = _separate_here(songs, "-m", fake_model, "-o", out)
+    assert run.exit_code == 0, run.stderr
+    assert _written(out) == [
+        "B_other.wav", "B_vocals.wav",
+        "crate/linked_other.wav", "crate/linked_vocals.wav",
+    ]  # fmt: skip
+
+
+def test_a_batch_ends_with_a_summary_naming_each_failed_file_by_its_path(
+    inputs: dict[str, Path], fake_model: str, tmp_path: Path
+) -> None:
+    """A library with bad files in two folders: each error line named only `'empty.wav'`
+    (which one?), long scrolled away after 200 songs, and nothing said how the run went. The
+    good songs are separated and the last line counts them and names every failed file."""
+    songs = tmp_path / "set"
+    for folder in ("a", "b"):
+        (songs / folder).mkdir(parents=True)
+        shutil.copy(inputs["A"], songs / folder / "x.wav")
+        (songs / folder / "empty.wav").write_bytes(b"")
+    out = tmp_path / "stems"
+    run = _separate_here(songs, "-m", fake_model, "-o", out)
+    assert run.exit_code == 3, run.stderr
+    assert _written(out) == [
+        "a/x_other.wav", "a/x_vocals.wav", "b/x_other.wav", "b/x_vocals.wav",
+    ]  # fmt: skip
+    assert run.stderr.splitlines()[-1] == (
+        f"2 of 4 files separated; 2 failed: {songs / 'a' / 'empty.wav'}, "
+        f"{songs / 'b' / 'empty.wav'}"
+    )
+
+
+def test_ctrl_c_mid_batch_keeps_the_finished_songs_and_says_how_far_it_got(
+    inputs: dict[str, Path], fake_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the second of three songs: the first song's stems stay, the second leaves
+    no file (not even a hidden .part), exit 130, and the user is told how far it got."""
+    import fake_models
+
+    def interrupted_on_the_second_song(self: object, mix: np.ndarray) -> object:
+        fake_models.CALLS["songs"] += 1
+        if fake_models.CALLS["songs"] == 2:
+            raise KeyboardInterrupt
+        return fake_models.stems_of("vocals2", mix)
+
+    monkeypatch.setattr(fake_models.FakeBackend, "separate", interrupted_on_the_second_song)
+    fake_models.CALLS.clear()
+    songs = tmp_path / "set"
+    songs.mkdir()
+    for name in ("1.wav", "2.wav", "3.wav"):
+        shutil.copy(inputs["A"], songs / name)  # 1.5 s: one window each
+    out = tmp_path / "stems"
+    run = _separate_here(songs, "-m", fake_model, "-o", out)
+    assert run.exit_code == 130, run.stderr
+    assert run.stderr.splitlines()[-2:] == [
+        "1 of 3 files separated; stopped before the rest",
+        "interrupted",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["1_other.wav", "1_vocals.wav"]
+
+
+def test_skip_existing_runs_only_the_songs_whose_stems_are_not_all_there(
+    inputs: dict[str, Path], fake_model: str, tmp_path: Path
+) -> None:
+    """A batch of 200 stopped by Ctrl-C at song 150 had to separate all 150 again. With
+    --skip-existing a song whose stems are all there is left out (its files untouched); one
+    with a stem missing is separated again."""
+    songs = tmp_path / "set"
+    songs.mkdir()
+    for name in ("1.wav", "2.wav", "3.wav"):
+        shutil.copy(inputs["A"], songs / name)
+    out = tmp_path / "stems"
+    out.mkdir()
+    for earlier in ("1_vocals.wav", "1_other.wav", "2_vocals.wav"):  # 2 lacks its other stem
+        (out / earlier).write_bytes(b"an earlier run's")
+    run = _separate_here(songs, "-m", fake_model, "-o", out, "--skip-existing")
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr.splitlines() == [
+        "1.wav: its stems are there, skipped",
+        "2 of 3 files separated, 1 skipped (their stems were there)",
+    ]
+    assert (out / "1_vocals.wav").read_bytes() == b"an earlier run's"
+    assert sf.info(out / "2_vocals.wav").frames == sf.info(out / "3_other.wav").frames > 0
+    assert _written(out) == [
+        "1_other.wav", "1_vocals.wav", "2_other.wav", "2_vocals.wav", "3_other.wav", "3_vocals.wav",
+    ]  # fmt: skip

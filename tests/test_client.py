@@ -668,6 +668,23 @@ def test_remote_separate_names_the_stems_after_the_local_file_as_separate_does(
     )
 
 
+def test_remote_separate_of_a_folder_ends_with_a_summary_naming_each_failed_file(
+    server: Server, tmp_path: Path
+) -> None:
+    """A folder with an empty file in two sub-folders: each error line named only empty.wav,
+    and nothing said how the batch went. The last line counts and names them by path."""
+    songs = tmp_path / "set"
+    for folder in ("a", "b"):
+        (songs / folder).mkdir(parents=True)
+        (songs / folder / "empty.wav").write_bytes(b"")  # refused before its upload
+    done = remote(server, str(songs), "--stems", "vocals", "-o", str(tmp_path / "out"))
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"0 of 2 files separated; 2 failed: {songs / 'a' / 'empty.wav'}, "
+        f"{songs / 'b' / 'empty.wav'}"
+    )
+
+
 def test_remote_separate_of_a_song_whose_name_is_near_255_bytes_writes_its_stems(
     server: Server, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ from demixer.cli_inputs import (
     DownmixOption,
     ExcludeSpanOption,
     FilesArgument,
+    Input,
     RescaleOption,
     SpanOption,
     check_distinct_tracks,
@@ -34,6 +35,7 @@ from demixer.cli_inputs import (
 )
 from demixer.cli_output import (
     FileProgress,
+    Tally,
     Terminated,
     fail,
     level_notes,
@@ -41,6 +43,7 @@ from demixer.cli_output import (
     print_warning,
     readable_help,
     stopping_on_termination,
+    summed_up,
     written_lines,
 )
 from demixer.defaults import DEFAULT_MODEL
@@ -224,8 +227,22 @@ def separate(
             "its header says (0: no limit).",
         ),
     ] = DEFAULT_MAX_DURATION,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Leave out a song whose stem files are all in OUT already, whatever made them "
+            "(a batch stopped by Ctrl-C, run again, does only the rest).",
+        ),
+    ] = False,
 ) -> None:
     """Separate songs into stems: OUT/{track}_{stem}.{ext} (several files share one model).
+
+    Files run in order (a folder's sorted by path). One that cannot be read is named with
+    its reason and the rest still run; the last line counts the songs separated and names
+    every one that failed (exit 3, or 2 for a span past a song's end). Run again, every song
+    is separated again and its stems replaced (--skip-existing: not those whose stems are all
+    there); nothing else in OUT is touched.
 
     Models run in bf16 where the CPU or GPU has it natively, else fp32
     (DEMIXER_PRECISION=fp32 forces fp32). MDX23C: fp32 by default; MDX-Net and
@@ -291,23 +308,37 @@ def separate(
             with _loading(model_id):
                 separator = Separator(model_id, model_path=model_path, device=device)
         plan = separator.plan(requested)  # reject unknown stems before any decoding
-        check_outputs(
-            inputs,
-            lambda item: output_paths(
-                template, out_dir / item.subdir, item.path.stem, plan.outputs, output,
-                separator.spec.id,
-            ).values(),
-        )  # fmt: skip
+
+        def stem_files(item: Input) -> list[Path]:
+            return list(
+                output_paths(
+                    template, out_dir / item.subdir, item.path.stem, plan.outputs, output,
+                    separator.spec.id,
+                ).values()
+            )  # fmt: skip
+
+        check_outputs(inputs, stem_files)
     except DemixerError as e:
         raise fail(e) from None
     if skipped:
         print_warning(skipped_line(skipped))
 
     last_error: DemixerError | None = None
-    with stopping_on_termination() as stop, FileProgress(out, err) as progress:
-        for item in inputs:
+    tally = Tally(len(inputs))
+    with (
+        stopping_on_termination() as stop,
+        FileProgress(out, err) as progress,
+        summed_up(tally, lambda line: progress.print(line, highlight=False)),
+    ):
+        for number, item in enumerate(inputs, 1):
             path = item.path
-            progress.start(shown_name(path.name))
+            # Every file, the optional residual too: a song whose residual was silent, and so
+            # never written, is separated again rather than one missing a stem ever skipped.
+            if skip_existing and all(stem.exists() for stem in stem_files(item)):
+                tally.existing += 1
+                progress.print(escape(f"{shown_name(path.name)}: its stems are there, skipped"))
+                continue
+            progress.start(shown_name(path.name), number, len(inputs))
             try:
                 result = separator.separate_file(
                     path,
@@ -334,10 +365,12 @@ def separate(
                     message += " or raise --max-duration (0: no limit)"
                 progress.error(e.code, message)
                 last_error = e
+                tally.failed.append(path)
                 continue
             except DemixerError as e:
                 progress.error(e.code, e.message)
                 raise typer.Exit(exit_code_for(e)) from None
+            tally.separated += 1
             speed = result.duration / result.seconds if result.seconds else 0.0
             progress.print_out(
                 f"{escape(shown_name(path.name))}: {result.duration:.1f} s in "

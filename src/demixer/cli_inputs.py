@@ -1,13 +1,15 @@
 """What ``demixer separate`` and ``demixer remote separate`` take as input: files and folders.
 
-A folder stands for every audio and video file under it, recursively, by extension (FFmpeg
-reads the containers listed in :data:`MEDIA_EXTENSIONS`; anything else in a music folder is
-cover art, playlists, notes). A file named on the command line is always taken as given: the
-decoder then says whether it is audio.
+A folder stands for every audio and video file under it, recursively (linked folders too, each
+real folder once), by extension (FFmpeg reads the containers listed in
+:data:`MEDIA_EXTENSIONS`; anything else in a music folder is cover art, playlists, notes). A
+file named on the command line is always taken as given: the decoder then says whether it is
+audio.
 """
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,7 +43,8 @@ FilesArgument = Annotated[
     list[Path],
     typer.Argument(
         metavar="FILES",
-        help="Audio or video files, or folders (every audio and video file in them, recursively).",
+        help="Audio or video files, or folders (every audio and video file in them, "
+        "recursively, linked folders too; hidden files and folders left out).",
         show_default=False,
     ),
 ]
@@ -135,13 +138,9 @@ def expand_inputs(
             candidates = [(argument, Path("."))]
         else:
             candidates = []
-            stems_here = _inside(outputs, argument.resolve())
-            for path in sorted(argument.rglob("*")):
+            stems_here = outputs if _inside(outputs, argument.resolve()) else None
+            for path in _files_under(argument, stems_here):
                 relative = path.relative_to(argument)
-                if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-                    continue  # hidden files and folders (.DS_Store, .git) are nobody's songs
-                if stems_here is not None and relative.is_relative_to(stems_here):
-                    continue
                 if path.suffix.lower().lstrip(".") not in MEDIA_EXTENSIONS:
                     skipped.append(relative)
                     continue
@@ -152,6 +151,41 @@ def expand_inputs(
                 seen.add(key)
                 found.append(Input(path, subdir))
     return found, skipped
+
+
+def _files_under(folder: Path, outputs: Path | None) -> list[Path]:
+    """The files under ``folder``, sorted by path, without hidden files and folders (.DS_Store,
+    ._AppleDouble, .git: nobody's songs) nor the ``outputs`` folder (resolved).
+
+    A linked folder is entered (a DJ's crates linked in from another disk are songs like any
+    others), each real folder once: a link back up the tree (a loop) or a second link to a
+    folder already walked adds nothing.
+    """
+    files: list[Path] = []
+    walked: set[Path] = set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        here = Path(top)
+        walked.add(here.resolve())
+        folders.sort()  # the same real folder always found by the same path, run after run
+        folders[:] = [
+            name
+            for name in folders
+            if not name.startswith(".")
+            and (here / name).resolve() not in walked
+            and not _is_output(here / name, outputs)
+        ]
+        # A real folder linked twice from one folder: walked under its first name only.
+        unique: dict[Path, str] = {}
+        for name in folders:
+            unique.setdefault((here / name).resolve(), name)
+        folders[:] = list(unique.values())
+        walked.update(unique)
+        files += [here / name for name in names if not name.startswith(".")]
+    return sorted(path for path in files if path.is_file())
+
+
+def _is_output(folder: Path, outputs: Path | None) -> bool:
+    return outputs is not None and folder.resolve().is_relative_to(outputs)
 
 
 def skipped_line(skipped: list[Path], show: int = 5) -> str:
@@ -230,9 +264,6 @@ def _listed(clashes: list[str], most: int = 5) -> str:
     return shown + (f"; and {len(clashes) - most} more" if len(clashes) > most else "")
 
 
-def _inside(folder: Path | None, root: Path) -> Path | None:
-    """``folder`` relative to ``root`` when it is a sub-folder of it, else None (both
-    resolved; rglob does not enter symlinked folders, so the walk's relative paths compare)."""
-    if folder is None or folder == root or not folder.is_relative_to(root):
-        return None
-    return folder.relative_to(root)
+def _inside(folder: Path | None, root: Path) -> bool:
+    """Whether ``folder`` is a sub-folder of ``root`` (both resolved)."""
+    return folder is not None and folder != root and folder.is_relative_to(root)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import re
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,10 +29,12 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from demixer.client.progress import STAGE_WORDS, progress_line, short_name
 from demixer.errors import DemixerError, exit_code_for
+from demixer.naming import shown_name
 
 __all__ = [
     "FileProgress",
     "Stop",
+    "Tally",
     "Terminated",
     "WarningLines",
     "fail",
@@ -40,6 +43,7 @@ __all__ = [
     "print_warning",
     "readable_help",
     "stopping_on_termination",
+    "summed_up",
     "written_lines",
 ]
 
@@ -141,6 +145,43 @@ def level_notes(clipped: Mapping[str, int], gain: float) -> Iterator[str]:
         )
     if gain != 1.0:
         yield f"  rescaled all stems by {gain:.3f} to avoid clipping"
+
+
+# --- a batch ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """How a batch of ``files`` went so far (``separate`` and ``remote separate``)."""
+
+    files: int
+    separated: int = 0
+    existing: int = 0  # left out by --skip-existing
+    failed: list[Path] = field(default_factory=list)
+
+    def line(self) -> str:
+        """``118 of 120 files separated; 2 failed: set/a/empty.wav, set/b/empty.wav``."""
+        line = f"{self.separated} of {self.files} files separated"
+        if self.existing:
+            line += f", {self.existing} skipped (their stems were there)"
+        if self.failed:
+            names = ", ".join(shown_name(str(path)) for path in self.failed)
+            line += f"; {len(self.failed)} failed: {names}"
+        if self.separated + self.existing + len(self.failed) < self.files:
+            line += "; stopped before the rest"
+        return line
+
+
+@contextmanager
+def summed_up(tally: Tally, say: Callable[[str], Any]) -> Iterator[Tally]:
+    """After a batch of several files (or when it is stopped), its :meth:`Tally.line`,
+    escaped, through ``say`` (a stderr console's print): an error line names only the file
+    (two folders' x.wav read alike), and in a run of 200 songs it has long scrolled away."""
+    try:
+        yield tally
+    finally:
+        if tally.files > 1:  # one file: its own line says it all
+            say(escape(tally.line()))
 
 
 # --- help ------------------------------------------------------------------------------------
@@ -265,13 +306,17 @@ class FileProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def start(self, name: str) -> None:
-        """A new file: the bar starts again at 0 %."""
+    def start(self, name: str, number: int = 1, count: int = 1) -> None:
+        """A new file, the ``number``-th of ``count``: the bar starts again at 0 % and, in a
+        batch, says which file of how many it is on (``3/120 song.mp3``)."""
         if self._progress is None:
             return
         if self._task is not None:
             self._progress.remove_task(self._task)
-        self._task = self._progress.add_task("starting", total=1.0, name=escape(short_name(name)))
+        label = escape(short_name(name))
+        if count > 1:
+            label = f"{number}/{count} {label}"
+        self._task = self._progress.add_task("starting", total=1.0, name=label)
 
     def advance(self, fraction: float) -> None:
         """The current file is ``fraction`` done (0-1)."""

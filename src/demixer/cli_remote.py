@@ -26,11 +26,13 @@ from demixer.cli_inputs import (
     skipped_line,
 )
 from demixer.cli_output import (
+    Tally,
     fail,
     level_notes,
     print_error,
     print_warning,
     stopping_on_termination,
+    summed_up,
     written_lines,
 )
 from demixer.errors import DemixerError, InputNotFound, exit_code_for
@@ -207,8 +209,15 @@ def remote_separate(
     if skipped:
         print_warning(skipped_line(skipped))
     last = 0
+    tally = Tally(len(inputs))
     # SIGTERM and SIGHUP as Ctrl-C: the job running on the server is cancelled.
-    with stopping_on_termination(), Client(server, key) as client:
+    with (
+        stopping_on_termination(),
+        summed_up(
+            tally, lambda line: err.print(line, highlight=False, soft_wrap=not err.is_terminal)
+        ),
+        Client(server, key) as client,
+    ):
         for item in inputs:
             path = item.path
             name = shown_name(path.name)
@@ -238,6 +247,7 @@ def remote_separate(
             except FileNotFoundError:
                 print_error(InputNotFound.code, f"file not found: {shown_name(str(path))}")
                 last = 3
+                tally.failed.append(path)
                 continue
             except WaitTimeout as e:  # before OSError: it is a TimeoutError too
                 print_error(
@@ -247,18 +257,22 @@ def remote_separate(
                     "done (or give a longer --timeout)",
                 )
                 last = _exit_code(e)
+                tally.failed.append(path)
                 continue  # this job is slow, the next ones may not be
             except DemixerError as e:
                 hint = " (--downmix here)" if e.param == "input.downmix" else ""
                 print_error(e.code, f"{name}: {e.message}{hint}")
                 last = _exit_code(e)
                 if last == 3:  # this input is bad: go on with the others, as the local CLI
+                    tally.failed.append(path)
                     continue
                 raise typer.Exit(last) from None
             except OSError as e:  # the local file: unreadable, a folder, ...
                 print_error("INVALID_INPUT", f"{shown_name(str(path))}: {e.strerror or e}")
                 last = 3
+                tally.failed.append(path)
                 continue
+            tally.separated += 1
             outputs = results[0].outputs
             clipped = {output: file.clipped for output, file in outputs.items()}
             made_by = ", ".join(  # the model(s) the server chose; not the residual's sum
