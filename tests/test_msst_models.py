@@ -47,7 +47,7 @@ from demixer.models.msst.checkpoint import read_state_dict
 from demixer.models.msst.config import parse_config, read_config
 from demixer.models.msst.user import add, check_files, open_files
 from demixer.models.registry import catalogue_ids, get_spec, list_specs
-from demixer.models.user_models import remove_user_model
+from demixer.models.user_models import install_user_model, remove_user_model
 from msst_support import DATA, model_files, music, shrunk, write_config
 
 
@@ -436,6 +436,34 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     with pytest.raises(NotFound):
         remove_user_model("htdemucs", models)
     assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
+
+
+def test_two_adds_of_one_name_at_once_keep_the_first_and_say_the_name_is_taken(
+    tmp_path: Path,
+) -> None:
+    """Two `models add mine` at once (two terminals) both passed the name check; the one that
+    finished second said INVALID_MODEL_DIR "Directory not empty" (exit 2), blaming the model
+    directory. It is CONFLICT, as for a name already taken, and the first model stays whole."""
+    first_config, first_checkpoint = model_files(tmp_path)
+    config, checkpoint = model_files(tmp_path, seed=1)
+    models = tmp_path / "models"
+
+    def check_while_the_other_add_finishes(copied_config: Path, copied_checkpoint: Path) -> Any:
+        add("mine", arch="mel_band_roformer", config=first_config, checkpoint=first_checkpoint,
+            model_dir=models)  # fmt: skip
+        return check_files(copied_config, copied_checkpoint, "mel_band_roformer")
+
+    with pytest.raises(Conflict) as taken:
+        install_user_model("mine", config=config, checkpoint=checkpoint, model_dir=models,
+                           check=check_while_the_other_add_finishes)  # fmt: skip
+    assert taken.value.code == "CONFLICT"
+    assert taken.value.message == (
+        f"{models / 'mine'} already exists; remove it first (`demixer models remove mine`) "
+        "or choose another name"
+    )
+    assert os.listdir(models) == ["mine"]  # the loser's staging folder is gone
+    kept = (models / "mine" / "model.ckpt").read_bytes()
+    assert kept == first_checkpoint.read_bytes()
 
 
 def test_an_added_model_is_readable_by_a_server_of_another_user_as_the_umask_allows(

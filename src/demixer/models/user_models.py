@@ -24,6 +24,7 @@ every load. This module never imports torch: the API process lists models withou
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -214,10 +215,14 @@ def check_name(name: str, model_dir: Path | None = None) -> None:
     if recipe is not None:  # the recipe's id would be taken: every listing would fail
         raise Conflict(f"{name!r} is your recipe in {recipe}; choose another name")
     if (_model_dir(model_dir) / name).exists():
-        raise Conflict(
-            f"{_model_dir(model_dir) / name} already exists; remove it first "
-            f"(`demixer models remove {name}`) or choose another name"
-        )
+        raise _taken(_model_dir(model_dir), name)
+
+
+def _taken(root: Path, name: str) -> Conflict:
+    return Conflict(
+        f"{root / name} already exists; remove it first "
+        f"(`demixer models remove {name}`) or choose another name"
+    )
 
 
 def _copy_hashed(source: Path, dest: Path) -> WeightFile:
@@ -301,7 +306,15 @@ def install_user_model(
         if checked.arch_params:
             manifest["arch_params"] = dict(checked.arch_params)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-        os.rename(staging, root / name)
+        try:
+            os.rename(staging, root / name)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # Another `add` of this name (a second terminal) passed check_name too, and
+            # finished first while this one copied and checked its files: the name is taken,
+            # as check_name would now say, not a fault of the model directory.
+            raise _taken(root, name) from None
     except OSError as exc:  # the model directory is read-only, full, or has a file in the way
         shutil.rmtree(staging, ignore_errors=True)
         raise _unwritable(root, f"add {name!r} to", exc) from exc
