@@ -93,17 +93,18 @@ def _describe(pin: str) -> str:
     return f"SHA-256 {normal}" if len(normal) == 64 else f"SHA-256 prefix {normal}"
 
 
-def verify_pin(path: Path, pin: str) -> None:
+def verify_pin(path: Path, pin: str, remedy: str = "delete it and fetch it again") -> None:
     """Raise :class:`WeightsChecksumMismatch` unless ``path`` hashes to ``pin``.
 
     Hashes the whole file; ``pin`` is a full SHA-256 or, for files whose only published pin is
     a prefix, at least its first 8 hex digits (see the module docstring for what that proves).
+    ``remedy`` ends the message: what the user runs (``loading.damaged_remedy``).
     """
     actual = file_sha256(path)
     if not digest_matches(actual, pin):
         raise WeightsChecksumMismatch(
             f"{path} has SHA-256 {actual}, expected {_describe(pin)}: the file is corrupt or "
-            "not the pinned weights, so it was not loaded; delete it and fetch it again"
+            f"not the pinned weights, so it was not loaded; {remedy}"
         )
 
 
