@@ -22,6 +22,7 @@ registry pins full digests wherever one is known.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import logging
@@ -190,6 +191,8 @@ def download(
             that does not satisfy the pin. An interrupted transfer keeps its ``<name>.part`` for
             the next attempt to resume; a refused (wrong digest) file is deleted.
         InvalidModelDir: ``<name>.part`` is a symbolic link (see ``_locked_part``).
+        OSError: the destination refused a write (its disk full, read-only); what was
+            received before stays in ``<name>.part`` for the next attempt.
     """
     pin = _normalise_pin(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +275,9 @@ def _fill(
     except urllib.error.URLError as exc:
         raise DownloadFailed(f"downloading {url} failed: {exc.reason}") from exc
     except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            # The disk filled up, not the transfer: ``pull`` says what is kept (_disk_full).
+            raise
         # Timeouts, resets and truncated bodies (IncompleteRead) all land here.
         fh.flush()
         fh.seek(0, os.SEEK_END)
@@ -460,6 +466,8 @@ def _pull_one(
     except DownloadFailed as exc:
         raise DownloadFailed(f"model {spec.id!r}: {exc.message}") from exc
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise InvalidModelDir(_disk_full(dest, exc)) from None
         # The model directory exists but refuses this file (read-only, another user's, a file
         # where the model's folder goes): the user's to fix, as when the directory itself
         # cannot be made (usable_model_dir), not a traceback.
@@ -467,3 +475,27 @@ def _pull_one(
             f"cannot write {exc.filename or dest}: {exc.strerror or exc} "
             "(DEMIXER_MODEL_DIR chooses another)"
         ) from None
+
+
+def _disk_full(dest: Path, exc: OSError) -> str:
+    """The error for a disk that filled up while ``dest`` was fetched, in words.
+
+    What came before the disk filled stays in the ``.part`` file (never where the loader
+    looks), and the next pull resumes from it: the user is told so, not only to choose
+    another directory.
+    """
+    part = dest.with_name(dest.name + ".part")
+    try:
+        kept = part.stat().st_size
+    except OSError:
+        kept = 0
+    if not kept:
+        return (
+            f"cannot write {dest}: {exc.strerror}; free some space and run the same command "
+            "again (DEMIXER_MODEL_DIR chooses another)"
+        )
+    return (
+        f"cannot write {dest}: {exc.strerror}; the {kept} bytes received are kept in {part}: "
+        "free some space and run the same command again, it resumes from them "
+        "(DEMIXER_MODEL_DIR chooses another)"
+    )
