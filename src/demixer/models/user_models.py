@@ -332,17 +332,25 @@ def remove_user_model(name: str, model_dir: Path | None = None) -> Path:
     Raises:
         NotFound: no user model of that name.
     """
-    if user_spec(name, model_dir) is None:
-        raise NotFound(f"no user model {name!r} in {_model_dir(model_dir)}")
     root = _model_dir(model_dir)
+    if user_spec(name, root) is None:
+        raise _no_model(root, name)
     directory = root / name
     doomed = root / f".{name}.removed.{os.getpid()}"
     try:  # out of the way at once (no half-removed model is ever listed), then deleted
         os.rename(directory, doomed)
+    except FileNotFoundError:
+        # Another `remove` of this name (a second terminal) took it after the check above:
+        # the name is gone, as a remove of an unknown name says.
+        raise _no_model(root, name) from None
     except OSError as exc:
         raise _unwritable(root, f"remove {name!r} from", exc) from exc
     shutil.rmtree(doomed, ignore_errors=True)
     return directory
+
+
+def _no_model(root: Path, name: str) -> NotFound:
+    return NotFound(f"no user model {name!r} in {root}")
 
 
 def _unwritable(root: Path, doing: str, exc: OSError) -> InvalidModelDir:
