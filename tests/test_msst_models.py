@@ -1071,3 +1071,48 @@ def test_a_config_far_bigger_than_its_checkpoint_is_refused_before_it_is_built(
         f"error [CHECKPOINT_MISMATCH] checkpoint {checkpoint} does not fit the network config "
         f"{path} describes: "
     )
+
+
+def test_a_request_for_a_user_model_removed_while_it_waits_stays_queued_saying_why(
+    tmp_path: Path,
+) -> None:
+    """A request queued for your model, then `models remove`: it is not failed; it waits
+    IN_QUEUE, its status saying no running worker has the model installed, until one does or
+    it is cancelled (README, "The service")."""
+    from service_harness import fast_env, running_server, start_worker, wait_status
+    from worker_support import wait_until
+
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models)
+    song = tmp_path / "song.wav"
+    sf.write(song, music(20000).T, 44100, subtype="FLOAT")
+    env = fast_env(DEMIXER_MODEL_DIR=str(models))
+    with running_server(tmp_path / "data", workers=0, env=env) as server:
+        client = server.client()
+        with song.open("rb") as fh:
+            file_id = client.post("/v1/files", files={"file": (song.name, fh)}).json()["file_id"]
+        r = client.post(
+            "/v1/queue/audio/stems",
+            json={"input": {"file_id": file_id, "model": "mine", "stems": ["vocals"]}},
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["request_id"]
+        remove_user_model("mine", models)
+        worker = start_worker(server.data_dir, env=env)
+        try:
+
+            def waiting() -> str | None:
+                body = client.get(f"/v1/queue/requests/{job_id}/status").json()
+                assert body["status"] == "IN_QUEUE", body
+                reason: str | None = body["waiting_reason"]
+                return reason if reason and "live workers run" in reason else None
+
+            reason = wait_until(waiting, 60, "the worker to be live")
+            assert reason.startswith("no running worker has model 'mine' installed; ")
+            time.sleep(1.0)  # five polls of the worker: it leaves the request alone
+            assert client.put(f"/v1/queue/requests/{job_id}/cancel").status_code == 200
+            done = wait_status(client, job_id, {"CANCELLED", "FAILED", "COMPLETED"}, 10)
+            assert done["status"] == "CANCELLED"
+        finally:
+            worker.kill()
