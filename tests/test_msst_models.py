@@ -47,7 +47,7 @@ from demixer.models.msst.checkpoint import read_state_dict
 from demixer.models.msst.config import parse_config, read_config
 from demixer.models.msst.user import add, check_files, open_files
 from demixer.models.registry import catalogue_ids, get_spec, list_specs
-from demixer.models.user_models import remove_user_model
+from demixer.models.user_models import install_user_model, remove_user_model
 from msst_support import DATA, model_files, music, shrunk, write_config
 
 
@@ -436,6 +436,34 @@ def test_add_refuses_bad_names_taken_names_and_misfits_leaving_nothing(tmp_path:
     with pytest.raises(NotFound):
         remove_user_model("htdemucs", models)
     assert [s.id for s in list_specs(models) if s.id not in catalogue_ids()] == ["ok"]
+
+
+def test_two_adds_of_one_name_at_once_keep_the_first_and_say_the_name_is_taken(
+    tmp_path: Path,
+) -> None:
+    """Two `models add mine` at once (two terminals) both passed the name check; the one that
+    finished second said INVALID_MODEL_DIR "Directory not empty" (exit 2), blaming the model
+    directory. It is CONFLICT, as for a name already taken, and the first model stays whole."""
+    first_config, first_checkpoint = model_files(tmp_path)
+    config, checkpoint = model_files(tmp_path, seed=1)
+    models = tmp_path / "models"
+
+    def check_while_the_other_add_finishes(copied_config: Path, copied_checkpoint: Path) -> Any:
+        add("mine", arch="mel_band_roformer", config=first_config, checkpoint=first_checkpoint,
+            model_dir=models)  # fmt: skip
+        return check_files(copied_config, copied_checkpoint, "mel_band_roformer")
+
+    with pytest.raises(Conflict) as taken:
+        install_user_model("mine", config=config, checkpoint=checkpoint, model_dir=models,
+                           check=check_while_the_other_add_finishes)  # fmt: skip
+    assert taken.value.code == "CONFLICT"
+    assert taken.value.message == (
+        f"{models / 'mine'} already exists; remove it first (`demixer models remove mine`) "
+        "or choose another name"
+    )
+    assert os.listdir(models) == ["mine"]  # the loser's staging folder is gone
+    kept = (models / "mine" / "model.ckpt").read_bytes()
+    assert kept == first_checkpoint.read_bytes()
 
 
 def test_an_added_model_is_readable_by_a_server_of_another_user_as_the_umask_allows(
@@ -1043,3 +1071,48 @@ def test_a_config_far_bigger_than_its_checkpoint_is_refused_before_it_is_built(
         f"error [CHECKPOINT_MISMATCH] checkpoint {checkpoint} does not fit the network config "
         f"{path} describes: "
     )
+
+
+def test_a_request_for_a_user_model_removed_while_it_waits_stays_queued_saying_why(
+    tmp_path: Path,
+) -> None:
+    """A request queued for your model, then `models remove`: it is not failed; it waits
+    IN_QUEUE, its status saying no running worker has the model installed, until one does or
+    it is cancelled (README, "The service")."""
+    from service_harness import fast_env, running_server, start_worker, wait_status
+    from worker_support import wait_until
+
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models)
+    song = tmp_path / "song.wav"
+    sf.write(song, music(20000).T, 44100, subtype="FLOAT")
+    env = fast_env(DEMIXER_MODEL_DIR=str(models))
+    with running_server(tmp_path / "data", workers=0, env=env) as server:
+        client = server.client()
+        with song.open("rb") as fh:
+            file_id = client.post("/v1/files", files={"file": (song.name, fh)}).json()["file_id"]
+        r = client.post(
+            "/v1/queue/audio/stems",
+            json={"input": {"file_id": file_id, "model": "mine", "stems": ["vocals"]}},
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["request_id"]
+        remove_user_model("mine", models)
+        worker = start_worker(server.data_dir, env=env)
+        try:
+
+            def waiting() -> str | None:
+                body = client.get(f"/v1/queue/requests/{job_id}/status").json()
+                assert body["status"] == "IN_QUEUE", body
+                reason: str | None = body["waiting_reason"]
+                return reason if reason and "live workers run" in reason else None
+
+            reason = wait_until(waiting, 60, "the worker to be live")
+            assert reason.startswith("no running worker has model 'mine' installed; ")
+            time.sleep(1.0)  # five polls of the worker: it leaves the request alone
+            assert client.put(f"/v1/queue/requests/{job_id}/cancel").status_code == 200
+            done = wait_status(client, job_id, {"CANCELLED", "FAILED", "COMPLETED"}, 10)
+            assert done["status"] == "CANCELLED"
+        finally:
+            worker.kill()

@@ -280,7 +280,7 @@ def test_a_job_for_a_model_no_worker_runs_waits_says_so_and_runs_once_one_starts
         body = status(api, job_id)
         assert body["status"] == "IN_QUEUE" and body["queue_position"] == 0
         assert body["waiting_reason"] == (
-            "no running worker can run model 'spleeter-2stems'; live workers run: "
+            "no running worker has model 'spleeter-2stems' installed; live workers run: "
             "cascade-4stems. The request waits for a worker that has it"
         )
         assert other.child_pids() == [None]
@@ -307,7 +307,8 @@ def test_an_ensemble_runs_on_a_worker_that_runs_each_of_its_models(
     assert r.status_code == 202, r.text
     job_id = r.json()["request_id"]
     assert status(api, job_id)["waiting_reason"] == (
-        f"no running worker can run model {model!r}; live workers run: spleeter-2stems. "
+        f"no running worker has model {model!r} installed; live workers run: "
+        "spleeter-2stems. "
         "The request waits for a worker that has it"
     )
     only = ["spleeter-2stems"]
@@ -399,7 +400,7 @@ def test_the_api_accepts_a_model_only_a_worker_has(make_api: Callable[..., Api])
 def test_the_status_field_is_in_the_openapi_schema(make_api: Callable[..., Api]) -> None:
     schema = make_api().client.get("/v1/openapi.json").json()
     prop = schema["components"]["schemas"]["RequestStatus"]["properties"]["waiting_reason"]
-    assert "no running worker can run model" in prop["description"]
+    assert "no running worker has model" in prop["description"]
 
 
 # --- the command and the migration -----------------------------------------------------------

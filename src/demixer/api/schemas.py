@@ -455,14 +455,15 @@ class RequestStatus(Answer):
     waiting_reason: str | None = Field(
         None,
         description="While IN_QUEUE: why no worker picks the request up, e.g. `no running "
-        "worker can run model 'htdemucs'; live workers run: spleeter-2stems`, `no worker is "
-        "running`, or that none of the workers running its model has the model of a clean-up "
-        "step it asks for (`deecho`, `dereverb`). The request still waits (it is not failed) "
-        "until such a worker starts. `null` when a live worker runs it (it is only waiting "
-        "for its turn).",
+        "worker has model 'htdemucs' installed; live workers run: spleeter-2stems` (also for "
+        "your own model, removed with `demixer models remove` while the request waited), `no "
+        "worker is running`, or that none of the workers running its model has the model of a "
+        "clean-up step it asks for (`deecho`, `dereverb`). The request still waits (it is not "
+        "failed) until such a worker starts, or until it is cancelled. `null` when a live "
+        "worker runs it (it is only waiting for its turn).",
         examples=[
             None,
-            "no running worker can run model 'htdemucs'; live workers run: "
+            "no running worker has model 'htdemucs' installed; live workers run: "
             "spleeter-2stems. The request waits for a worker that has it",
         ],
     )

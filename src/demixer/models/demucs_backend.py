@@ -34,7 +34,7 @@ import torch
 from demixer.errors import ModelFailed, ModelUnavailable
 from demixer.models.base import Backend
 from demixer.models.download import verify_pin
-from demixer.models.loading import resolve_weight
+from demixer.models.loading import damaged_remedy, resolve_weight
 from demixer.models.registry import ModelSpec
 
 __all__ = [
@@ -283,7 +283,7 @@ def _checkpoint_paths(
         raise ModelUnavailable(f"model {spec.id!r} lists no weights; {spec.install_hint}")
     paths = [resolve_weight(spec, weight, model_dir) for weight in spec.weights]
     for path, weight in zip(paths, spec.weights, strict=True):
-        verify_pin(path, weight.sha256)
+        verify_pin(path, weight.sha256, damaged_remedy(spec))
     return paths
 
 

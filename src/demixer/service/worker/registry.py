@@ -232,7 +232,7 @@ def waiting_reason(
     if not able:
         running = sorted({m for models in live for m in models})
         return (
-            f"no running worker can run model {model!r}; live workers run: "
+            f"no running worker has model {model!r} installed; live workers run: "
             f"{', '.join(running)}. The request waits for a worker that has it"
         )
     if not steps or any(_cleans(models, steps, model_dir) for models in able):
