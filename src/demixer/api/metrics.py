@@ -1,11 +1,12 @@
 """This API process's HTTP figures for ``GET /metrics``, and the Prometheus text format.
 
-:class:`HttpMetrics` is the outermost middleware: it counts every answer (a 413 from the body
-limit, a CORS preflight and a 500 included) by route *template* (``/v1/queue/requests/
-{request_id}/status``, never the path asked: no request id, file id or blob key becomes a
-label), method and status class (``2xx`` …), and times it from the request's arrival to its
-last byte. Paths that match no route share one label, ``unmatched``: a scanner asking for a
-million paths adds no series. The figures are this process's alone, since it started.
+:class:`HttpMetrics` is the outermost middleware, installed where metrics are on (off, nobody
+could read what it counts): it counts every answer (a 413 from the body limit, a CORS
+preflight and a 500 included) by route *template* (``/v1/queue/requests/{request_id}/status``,
+never the path asked: no request id, file id or blob key becomes a label), method and status
+class (``2xx`` …), and times it from the request's arrival to its last byte. Paths that match
+no route share one label, ``unmatched``: a scanner asking for a million paths adds no series.
+The figures are this process's alone, since it started.
 
 :func:`exposition` writes metric families in the Prometheus text exposition format, version
 0.0.4 (``text/plain; version=0.0.4``).

@@ -110,8 +110,10 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(RateLimitHeadersMiddleware)  # even a 500 has them
     # Outermost: every answer, a 500 included, is readable by the browser apps it allows.
     app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
-    # Outside even that: it counts and times every answer the application gives.
+    # Outside even that: it counts and times every answer the application gives, where
+    # metrics are on (DEMIXER_METRICS_TOKEN); off, as by default, nobody could read the counts.
     app.state.http_metrics = HttpFigures()
-    app.add_middleware(HttpMetrics, routes=app.router.routes, figures=app.state.http_metrics)
+    if settings.metrics_token is not None:
+        app.add_middleware(HttpMetrics, routes=app.router.routes, figures=app.state.http_metrics)
     app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
     return app
