@@ -328,31 +328,17 @@ class AsyncClient(core.ClientBase):
         call = self._list_call("/v1/queue/requests", cursor, limit)
         return RequestPage.from_json(await self._json(call))
 
-    async def list_requests(self, *, page_size: int = 20) -> AsyncIterator[Status]:
+    def list_requests(self, *, page_size: int = 20) -> AsyncIterator[Status]:
         """See :meth:`Client.list_requests` (``async for status in client.list_requests()``)."""
-        cursor = None
-        while True:
-            page = await self.requests_page(cursor, limit=page_size)
-            for status in page.requests:
-                yield status
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return core.walk_pages_async(lambda cursor: self.requests_page(cursor, limit=page_size))
 
     async def files_page(self, cursor: str | None = None, *, limit: int = 20) -> FilePage:
         """See :meth:`Client.files_page`."""
         return FilePage.from_json(await self._json(self._list_call("/v1/files", cursor, limit)))
 
-    async def list_files(self, *, page_size: int = 20) -> AsyncIterator[FileInfo]:
+    def list_files(self, *, page_size: int = 20) -> AsyncIterator[FileInfo]:
         """See :meth:`Client.list_files` (``async for info in client.list_files()``)."""
-        cursor = None
-        while True:
-            page = await self.files_page(cursor, limit=page_size)
-            for info in page.files:
-                yield info
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return core.walk_pages_async(lambda cursor: self.files_page(cursor, limit=page_size))
 
     async def file(self, file_id: str) -> FileInfo:
         """See :meth:`Client.file`."""

@@ -14,11 +14,11 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -60,11 +60,50 @@ __all__ = [
     "settle",
     "span_json",
     "usage_params",
+    "walk_pages",
+    "walk_pages_async",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1 << 20  # bytes read or written at a time: uploads and downloads never sit in memory
 STREAM_READ_TIMEOUT = 30.0  # seconds: the server sends a frame at least every 10
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Page(Protocol[T_co]):
+    """One page of a listing (:class:`RequestPage`, :class:`FilePage`)."""
+
+    @property
+    def items(self) -> Sequence[T_co]: ...
+
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+def walk_pages(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
+    """Every item of a listing, page after page as the iteration reaches them: ``fetch(cursor)``
+    reads the page from ``cursor`` (None: the first)."""
+    cursor = None
+    while True:
+        page = fetch(cursor)
+        yield from page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+async def walk_pages_async(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> AsyncIterator[T]:
+    """:func:`walk_pages` for the async client."""
+    cursor = None
+    while True:
+        page = await fetch(cursor)
+        for item in page.items:
+            yield item
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 def check_put(response: httpx.Response) -> None:

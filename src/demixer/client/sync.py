@@ -380,13 +380,7 @@ class Client(core.ClientBase):
         """Every request of this account, newest first, each as its :class:`Status` (with
         ``file_name``, ``created_at``...): pages of ``page_size`` (1-100) are asked for as
         the iteration reaches them."""
-        cursor = None
-        while True:
-            page = self.requests_page(cursor, limit=page_size)
-            yield from page.requests
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return core.walk_pages(lambda cursor: self.requests_page(cursor, limit=page_size))
 
     def files_page(self, cursor: str | None = None, *, limit: int = 20) -> FilePage:
         """One page of this account's uploads, newest first: ``limit`` (1-100) of them, from
@@ -397,13 +391,7 @@ class Client(core.ClientBase):
     def list_files(self, *, page_size: int = 20) -> Iterator[FileInfo]:
         """Every upload of this account, newest first (delete one with :meth:`delete_file`):
         pages of ``page_size`` (1-100) are asked for as the iteration reaches them."""
-        cursor = None
-        while True:
-            page = self.files_page(cursor, limit=page_size)
-            yield from page.files
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return core.walk_pages(lambda cursor: self.files_page(cursor, limit=page_size))
 
     def file(self, file_id: str) -> FileInfo:
         """An uploaded file, probed (``duration``, ``sample_rate``, ``channels``). Deleted or

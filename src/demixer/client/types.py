@@ -129,6 +129,11 @@ class FilePage:
     next_cursor: str | None  # pass as ``cursor`` for the next, older page; None: the last
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
+    @property
+    def items(self) -> list[FileInfo]:
+        """The page's uploads (what a walk through the pages yields)."""
+        return self.files
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FilePage:
         return cls(
@@ -283,6 +288,11 @@ class RequestPage:
     requests: list[Status]
     next_cursor: str | None  # pass as ``cursor`` for the next, older page; None: the last
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def items(self) -> list[Status]:
+        """The page's requests (what a walk through the pages yields)."""
+        return self.requests
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RequestPage:
