@@ -163,6 +163,12 @@ def _locked_part(part: Path) -> Iterator[BinaryIO]:
         fh.close()
 
 
+def _part_path(dest: Path) -> Path:
+    """Where ``dest`` is received until it is verified: ``<name>.part`` beside it (never where
+    the loader looks), kept between attempts for the next to resume."""
+    return dest.with_name(dest.name + ".part")
+
+
 def download(
     url: str,
     dest: Path,
@@ -196,7 +202,7 @@ def download(
     """
     pin = _normalise_pin(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = _part_path(dest)
     with _locked_part(part) as fh:
         finished = dest.is_file() and (size is None or dest.stat().st_size == size)
         if finished and digest_matches(file_sha256(dest), pin):
@@ -496,7 +502,7 @@ def _disk_full(dest: Path, exc: OSError) -> str:
     looks), and the next pull resumes from it: the user is told so, not only to choose
     another directory.
     """
-    part = dest.with_name(dest.name + ".part")
+    part = _part_path(dest)
     try:
         kept = part.stat().st_size
     except OSError:
