@@ -275,6 +275,19 @@ def test_a_null_type_is_the_default_separate_vocal(make_api: Any) -> None:
     assert job is not None and job.params["vendor"]["type"] == "separate_vocal"
 
 
+def test_the_credit_balance_clients_check_their_key_with(make_api: Any) -> None:
+    """sunoapi clients call ``GET /api/v1/generate/credit`` ("Get Remaining Credits",
+    https://docs.sunoapi.org/suno-api/get-remaining-credits) to check a key before anything
+    else, and as a budget guard before a task; it was demixer's native HTTP 404, so such a
+    client took the key for a bad one. demixer bills no credits: any working key has the
+    largest balance an integer holds."""
+    api: Api = make_api()
+    r = api.get("/api/v1/generate/credit")
+    assert (r.status_code, r.json()) == (200, {"code": 200, "msg": "success", "data": 2**31 - 1})
+    refused = api.get("/api/v1/generate/credit", key="dmx_not_a_key")
+    assert (refused.status_code, refused.json()["code"]) == (200, 401)
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

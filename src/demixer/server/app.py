@@ -51,7 +51,7 @@ a live worker) take no key. Every GET also answers HEAD: the same status and hea
 
 def vendor_routers() -> tuple[APIRouter, ...]:
     """Every vendor router, each mounted at its vendor's own path prefix."""
-    return (gaudio.router, musicgpt.router, sunoapi.router)
+    return (gaudio.router, musicgpt.router, sunoapi.router, sunoapi.credit_router)
 
 
 def vendor_lanes() -> tuple[Lane, ...]:
@@ -66,6 +66,7 @@ def vendor_envelopes() -> dict[str, Callable[[DemixerError], Response]]:
         gaudio.PREFIX: gaudio_envelope.error_response,
         musicgpt.PREFIX: musicgpt.error_response,
         sunoapi.PREFIX: sunoapi.error_response,
+        sunoapi.CREDIT_PATH: sunoapi.error_response,
     }
 
 

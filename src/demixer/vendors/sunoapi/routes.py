@@ -36,6 +36,9 @@ Wire decisions:
   as ``callBackUrl`` or ``callbackUrl``; a blank one is none.
 - Surround input (more than 2 channels) is folded to stereo first (``input.downmix``): the
   protocol has no field to ask for it.
+- ``GET /api/v1/generate/credit`` (the vendor's "Get Remaining Credits", which its clients call
+  to check a key and as a budget guard before a task) answers :data:`UNMETERED_CREDITS`:
+  demixer bills no credits, so a key never runs short (401 for an unknown key, as elsewhere).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ from demixer.errors import (
 )
 from demixer.models.planner import produces
 from demixer.models.registry import ModelSpec
-from demixer.service.accounts.keys import Identity, Unauthorized
+from demixer.service.accounts.keys import ALL_SCOPES, Identity, Unauthorized
 from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
@@ -92,10 +95,25 @@ from demixer.vendors.sunoapi.wire import (
     vendor_urls,
 )
 
-__all__ = ["LANES", "PREFIX", "error_response", "router", "vendor_code"]
+__all__ = [
+    "CREDIT_PATH",
+    "LANES",
+    "PREFIX",
+    "UNMETERED_CREDITS",
+    "credit_router",
+    "error_response",
+    "router",
+    "vendor_code",
+]
 
 PREFIX = "/api/v1/vocal-removal"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+#: The vendor's credit balance, outside the vocal-removal prefix as the vendor has it.
+CREDIT_PATH = "/api/v1/generate/credit"
+credit_router = APIRouter(include_in_schema=False)
+#: The balance answered: the largest 32-bit integer (the vendor types it as an integer), as
+#: "unlimited": demixer counts usage (``/v1/usage``) but charges nothing against a balance.
+UNMETERED_CREDITS = 2**31 - 1
 
 
 TaskType = Literal["separate_vocal", "split_stem", "split_stem_advanced"]
@@ -104,6 +122,7 @@ _bearer = HTTPBearer(auto_error=False)
 _Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 _WRITE = require("audio:separate")
 _READ = require("files:read")  # the download URLs: read as a result is
+_ANY_KEY = require(*ALL_SCOPES)  # the balance says nothing but that the key works
 
 
 class GenerateBody(BaseModel):
@@ -367,6 +386,19 @@ async def _record_info_lane(request: Request) -> JSONResponse:
 
 LANES = (Lane("GET", PREFIX + "/record-info", _record_info_lane, query=only_query("taskId")),)
 """This module's fast lanes (``create_app`` puts them first)."""
+
+
+# --- GET /api/v1/generate/credit ---------------------------------------------------------------
+
+
+@credit_router.get(CREDIT_PATH)
+async def credit(request: Request, creds: _Credentials) -> JSONResponse:
+    """The key's remaining credits: ``data`` is :data:`UNMETERED_CREDITS` for any working key."""
+    try:
+        await _ANY_KEY(request, creds)
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+    return _envelope(200, "success", UNMETERED_CREDITS)
 
 
 @router.api_route("/{path:path}", methods=EVERY_METHOD)
