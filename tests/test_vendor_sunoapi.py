@@ -288,6 +288,27 @@ def test_the_credit_balance_clients_check_their_key_with(make_api: Any) -> None:
     assert (refused.status_code, refused.json()["code"]) == (200, 401)
 
 
+def test_stem_name_is_read_as_sunoapi_clients_send_it(make_api: Any) -> None:
+    """``split_stem_advanced`` clients offer Suno's own stem names and send them as they are
+    (``"Drum Kit"``, ``"Vocals"``, ``"Backing Vocals"``, ``"Lead Vocal"``); only the stem
+    fields' snake_case names were read, so a stem this server makes was code 400 "unknown
+    stemName"."""
+    api: Api = make_api()
+    file_id = api.upload()
+    for name, stem in (("Drum Kit", "drums"), ("Vocals", "vocals"), ("DRUMS", "drums")):
+        body = {"fileId": file_id, "type": "split_stem_advanced", "stemName": name}
+        made = api.post(f"{BASE}/generate", json=body).json()
+        assert made["code"] == 200, made
+        with api.services.db.read() as s:
+            job = s.get(Job, made["data"]["taskId"])
+        assert job is not None and job.params["stems"] == [stem, "residual"]
+    # A Suno name for a stem no installed model makes is that refusal, not "unknown".
+    body = {"fileId": file_id, "type": "split_stem_advanced", "stemName": "Backing Vocals"}
+    assert api.post(f"{BASE}/generate", json=body).json()["msg"] == (
+        "no installed model produces 'Backing Vocals'; this server can produce: vocal, drums, bass"
+    )
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

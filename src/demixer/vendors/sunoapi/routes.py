@@ -23,8 +23,11 @@ Wire decisions:
   caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
   the installed model with the most stems, ``instrumentalUrl`` null. ``split_stem_advanced``:
-  ``stemName``'s stem + the residual (everything else) as ``instrumentalUrl``. A model stem
-  with no vendor field (``other``) is added as ``otherUrl`` / ``other_url``.
+  ``stemName``'s stem + the residual (everything else) as ``instrumentalUrl``; ``stemName`` is
+  a stem field's name or the name Suno gives the stem (``"Backing Vocals"``, ``"Drum Kit"``,
+  ``"Lead Vocal"``: :data:`~demixer.vendors.sunoapi.wire.STEM_NAMES`), case, spaces and hyphens
+  aside. A stem with no vendor field (``other``, ``lead_vocals``) is added as ``otherUrl`` /
+  ``other_url``, ``leadVocalsUrl`` / ``lead_vocals_url``.
 - ``successFlag``: queued/running PENDING; COMPLETED SUCCESS, or CALLBACK_EXCEPTION once the
   callback's delivery finally failed; FAILED and CANCELLED GENERATE_AUDIO_FAILED (a task that
   cannot be created is refused by ``/generate`` itself, so CREATE_TASK_FAILED is not used).
@@ -86,10 +89,12 @@ from demixer.service.schema import Job
 from demixer.vendors import EVERY_METHOD
 from demixer.vendors.sunoapi.wire import (
     STEM_FIELDS,
+    STEM_NAMES,
     STYLE,
     callback_failed,
     error_code,
     error_message,
+    stem_name_key,
     success_flag,
     url_fields,
     vendor_urls,
@@ -261,15 +266,16 @@ def _plan(body: GenerateBody, installed: list[ModelSpec]) -> tuple[list[str], st
     if body.type == "split_stem":
         spec = _widest(installed)
         return list(spec.stems), spec.id
-    name = (body.stemName or "").strip().lower()
+    name = (body.stemName or "").strip()
     can = ", ".join(_producible(installed)) or "none (no model is installed)"
     if not name:
         raise InvalidRequest(
             f"split_stem_advanced needs a stemName; this server can produce: {can}"
         )
-    if name not in STEM_FIELDS:
+    key = stem_name_key(name)
+    if key not in STEM_NAMES:
         raise UnknownStem(f"unknown stemName {name!r}; this server can produce: {can}")
-    stem = STEM_FIELDS[name]
+    stem = STEM_NAMES[key]
     best = best_model(stem, installed) if stem else None
     if stem is None or best is None:
         raise UnknownStem(f"no installed model produces {name!r}; this server can produce: {can}")

@@ -23,10 +23,12 @@ from demixer.service.schema import Job
 
 __all__ = [
     "STEM_FIELDS",
+    "STEM_NAMES",
     "STYLE",
     "callback_failed",
     "error_code",
     "error_message",
+    "stem_name_key",
     "success_flag",
     "sunoapi_event",
     "url_fields",
@@ -51,10 +53,34 @@ STEM_FIELDS: dict[str, str | None] = {
     "brass": None,
     "woodwinds": None,
 }
+#: ``stemName`` (``split_stem_advanced``) -> demixer engine stem (None: no demixer model makes
+#: it), keyed as :func:`stem_name_key` reads a name. The stem fields' own names, and the names
+#: Suno gives its stems, which sunoapi clients offer their users and send as they are
+#: (``"Lead Vocal"``, ``"Backing Vocals"``, ``"Drum Kit"``, ``"Piano"``). A narrower name
+#: (``"Electric Guitar"``, ``"Synth Bass"``) is not here: the broader stem that holds it is not it.
+STEM_NAMES: dict[str, str | None] = {
+    **STEM_FIELDS,
+    "vocals": "vocals",
+    "lead_vocal": "lead_vocals",
+    "backing_vocal": "backing_vocals",
+    "drum_kit": "drums",
+    "piano": "piano",
+    "keyboards": "piano",
+    "kick": "kick",
+    "snare": "snare",
+    "hi_hat": "hi_hat",
+    "sound_effects": None,
+}
 _VENDOR_NAME = {stem: name for name, stem in STEM_FIELDS.items() if stem is not None}
 # Every field of the response, in the vendor's order (camelCase = name + "Url").
 _FIELDS = ("origin", "instrumental", *STEM_FIELDS)
 _INSTRUMENTAL = "instrumental"
+
+
+def stem_name_key(name: str) -> str:
+    """``stemName`` as :data:`STEM_NAMES` is keyed: case, spaces and hyphens do not matter
+    (``"Backing Vocals"`` and ``"Hi-Hat"`` are ``backing_vocals`` and ``hi_hat``)."""
+    return "_".join(name.strip().lower().replace("-", " ").split())
 
 
 @functools.cache
