@@ -286,6 +286,8 @@ def test_the_credit_balance_clients_check_their_key_with(make_api: Any) -> None:
     assert (r.status_code, r.json()) == (200, {"code": 200, "msg": "success", "data": 2**31 - 1})
     refused = api.get("/api/v1/generate/credit", key="dmx_not_a_key")
     assert (refused.status_code, refused.json()["code"]) == (200, 401)
+    posted = api.post("/api/v1/generate/credit")  # the vendor's "invalid request method"
+    assert (posted.status_code, posted.json()["code"]) == (200, 404)
 
 
 def test_stem_name_is_read_as_sunoapi_clients_send_it(make_api: Any) -> None:

@@ -407,6 +407,13 @@ async def credit(request: Request, creds: _Credentials) -> JSONResponse:
     return _envelope(200, "success", UNMETERED_CREDITS)
 
 
+@credit_router.api_route(CREDIT_PATH, methods=[m for m in EVERY_METHOD if m != "GET"])
+async def credit_other_method(request: Request) -> JSONResponse:
+    """Another method on the balance: the vendor's 404 ("invalid request method or path"), as
+    under its prefix, not the native 405."""
+    return _envelope(404, f"{request.method} is not a method of {CREDIT_PATH}; use GET")
+
+
 @router.api_route("/{path:path}", methods=EVERY_METHOD)
 async def unknown_path(path: str) -> JSONResponse:
     """Any other path under the prefix: the vendor's 404."""
