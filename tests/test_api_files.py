@@ -504,4 +504,4 @@ def test_a_listing_refuses_what_it_cannot_read(api: Api) -> None:
     ):
         assert _error(api.get(f"/v1/files?{query}"), 400, "INVALID_REQUEST")["param"] == param
     _error(api.client.get("/v1/files"), 401, "UNAUTHENTICATED")
-    _error(api.get("/v1/files", key=api.key_with("files:write")), 403, "FORBIDDEN")
+    _error(api.get("/v1/files", key=api.key_with("files:write")), 403, "PERMISSION_DENIED")

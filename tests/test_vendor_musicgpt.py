@@ -377,10 +377,10 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
     # is stored as any upload is, with files:write (a key with neither got both).
     with musicgpt(server, create_key(server.data_dir, scopes="audio:separate")) as narrow:
         r = narrow.get("/v1/byId", params={"task_id": task})
-        assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN")
+        assert (r.status_code, r.json()["error"]) == (403, "PERMISSION_DENIED")
         assert r.json()["message"] == "this API key lacks the scope 'files:read'"
         r = extract(narrow, song, stems=["vocals"])
-        assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN")
+        assert (r.status_code, r.json()["error"]) == (403, "PERMISSION_DENIED")
         assert "'files:write'" in r.json()["message"]
 
 
