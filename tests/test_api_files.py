@@ -44,7 +44,8 @@ def upload_base(api: Api, backend: Backend) -> str:
 def test_announce_put_probe_and_get(api: Api, backend: Backend) -> None:
     up = api.announce("stereo.flac", "audio/flac")
     assert up["upload_method"] == "PUT"
-    assert up["headers"] == {"Content-Type": "audio/flac"}
+    # As AudioLasso's upload page shows it: a client reading headers["content-type"] finds it.
+    assert up["headers"] == {"content-type": "audio/flac"}
     # On S3 the PUT lands on a staging key; completing moves it out of the URL's reach.
     landing = "staging" if api.direct else "inputs"
     assert up["upload_url"].startswith(f"{upload_base(api, backend)}{landing}/{up['file_id']}?")
