@@ -343,6 +343,12 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
             client.post("/v1/Extraction"),
         ):
             assert r.status_code == 422 and r.json() == missing, r.text
+        # A file in another field (a public client sends it as `audio`) is no `audio_file`:
+        # the same 422, naming where it went (it was a 400).
+        elsewhere = {"audio": ("song.wav", song.read_bytes(), "audio/wav")}
+        r = client.post("/v1/Extraction", data={"stems": '["vocals"]'}, files=elsewhere)
+        assert (r.status_code, r.json()["error"]) == (422, "MISSING_INPUT"), r.text
+        assert r.json()["message"] == "the file goes in the field `audio_file`, not 'audio'"
         # The fields as a JSON object are read as the form's.
         sent = {"audio_url": "http://127.0.0.1:9/gone.wav", "stems": ["vocals"]}
         r = client.post("/v1/Extraction", json=sent)
