@@ -144,7 +144,8 @@ class Api:
     def put_bytes(self, up: dict[str, Any], content: Any = None, **kw: Any) -> httpx.Response:
         """PUT ``content`` (default: the announced file's bytes) to an announced upload URL
         (or ``url=``) with its headers; on S3 the bucket answers (an empty 200), not the API."""
-        headers = {**up["headers"], **kw.pop("headers", {})}
+        headers = httpx.Headers(up["headers"])  # a header given here replaces its own,
+        headers.update(kw.pop("headers", {}))  # whatever the case of either name
         data = up["data"] if content is None else content
         url = kw.pop("url", up["upload_url"])
         return self.send("PUT", url, content=data, headers=headers, **kw)

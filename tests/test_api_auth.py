@@ -60,6 +60,27 @@ def test_missing_bad_and_revoked_keys_are_401(api: Api) -> None:
     assert _code(api.get("/v1/models", key=key)) == (401, "UNAUTHENTICATED")
 
 
+def test_the_key_scheme_fals_clients_send_is_read_as_bearer(api: Api) -> None:
+    """fal's clients (``fal_client``, ``@fal-ai/client``) send ``Authorization: Key <key>``;
+    it was a 401 on every call. Submit, the status (its fast lane too) and the result read it."""
+    fal = {"Authorization": f"Key {api.key}"}
+    r = api.client.post(
+        "/v1/queue/audio/separate",
+        headers=fal,
+        json={"input": {"file_id": api.upload(), "prompt": "vocals"}},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    assert api.client.get(r.json()["status_url"], headers=fal).status_code == 200
+    logs = api.client.get(f"/v1/queue/requests/{job_id}/status?logs=true", headers=fal)
+    assert logs.status_code == 200
+    assert _code(api.client.get(r.json()["response_url"], headers=fal)) == (409, "NOT_READY")
+    assert _code(api.client.get("/v1/models", headers={"Authorization": "Key dmx_nope"})) == (
+        401,
+        "UNAUTHENTICATED",
+    )
+
+
 @pytest.mark.parametrize(
     ("method", "path", "scope", "past"),
     [
@@ -83,7 +104,8 @@ def test_missing_scope_is_403(api: Api, method: str, path: str, scope: str, past
     if path.endswith("/status"):
         others.remove("files:read")  # status is readable with either scope
     r = api.client.request(method, path, headers=api.headers(api.key_with(*others)))
-    assert _code(r) == (403, "FORBIDDEN")
+    # AudioLasso's authentication page: a valid key without the scope is 403 PERMISSION_DENIED.
+    assert _code(r) == (403, "PERMISSION_DENIED")
     assert scope in r.json()["error"]["message"]
     # With the scope the request gets past auth (to what it gets about itself).
     r = api.client.request(method, path, headers=api.headers(api.key_with(scope)), json={})

@@ -44,7 +44,8 @@ def upload_base(api: Api, backend: Backend) -> str:
 def test_announce_put_probe_and_get(api: Api, backend: Backend) -> None:
     up = api.announce("stereo.flac", "audio/flac")
     assert up["upload_method"] == "PUT"
-    assert up["headers"] == {"Content-Type": "audio/flac"}
+    # As AudioLasso's upload page shows it: a client reading headers["content-type"] finds it.
+    assert up["headers"] == {"content-type": "audio/flac"}
     # On S3 the PUT lands on a staging key; completing moves it out of the URL's reach.
     landing = "staging" if api.direct else "inputs"
     assert up["upload_url"].startswith(f"{upload_base(api, backend)}{landing}/{up['file_id']}?")
@@ -504,4 +505,4 @@ def test_a_listing_refuses_what_it_cannot_read(api: Api) -> None:
     ):
         assert _error(api.get(f"/v1/files?{query}"), 400, "INVALID_REQUEST")["param"] == param
     _error(api.client.get("/v1/files"), 401, "UNAUTHENTICATED")
-    _error(api.get("/v1/files", key=api.key_with("files:write")), 403, "FORBIDDEN")
+    _error(api.get("/v1/files", key=api.key_with("files:write")), 403, "PERMISSION_DENIED")

@@ -447,7 +447,7 @@ def test_the_local_session_is_an_explicit_opt_in(tmp_path: Path) -> None:
         with TestClient(create_app(services), base_url="http://127.0.0.1:8000",
                         client=("127.0.0.1", 40000)) as client:  # fmt: skip
             answers[opt_in] = client.get("/v1/session")
-    native(answers[False], 403, "FORBIDDEN")
+    native(answers[False], 403, "PERMISSION_DENIED")
     assert "--local-session" in answers[False].json()["error"]["message"]
     assert answers[True].status_code == 200 and answers[True].json()["api_key"]
 

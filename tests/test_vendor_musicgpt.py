@@ -343,6 +343,12 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
             client.post("/v1/Extraction"),
         ):
             assert r.status_code == 422 and r.json() == missing, r.text
+        # A file in another field (a public client sends it as `audio`) is no `audio_file`:
+        # the same 422, naming where it went (it was a 400).
+        elsewhere = {"audio": ("song.wav", song.read_bytes(), "audio/wav")}
+        r = client.post("/v1/Extraction", data={"stems": '["vocals"]'}, files=elsewhere)
+        assert (r.status_code, r.json()["error"]) == (422, "MISSING_INPUT"), r.text
+        assert r.json()["message"] == "the file goes in the field `audio_file`, not 'audio'"
         # The fields as a JSON object are read as the form's.
         sent = {"audio_url": "http://127.0.0.1:9/gone.wav", "stems": ["vocals"]}
         r = client.post("/v1/Extraction", json=sent)
@@ -377,10 +383,10 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
     # is stored as any upload is, with files:write (a key with neither got both).
     with musicgpt(server, create_key(server.data_dir, scopes="audio:separate")) as narrow:
         r = narrow.get("/v1/byId", params={"task_id": task})
-        assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN")
+        assert (r.status_code, r.json()["error"]) == (403, "PERMISSION_DENIED")
         assert r.json()["message"] == "this API key lacks the scope 'files:read'"
         r = extract(narrow, song, stems=["vocals"])
-        assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN")
+        assert (r.status_code, r.json()["error"]) == (403, "PERMISSION_DENIED")
         assert "'files:write'" in r.json()["message"]
 
 

@@ -11,7 +11,10 @@ attempt) broke the tests that count attempts exactly. The one test of a timeout 
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
+import hmac
 import json
 import random
 import socket
@@ -354,6 +357,28 @@ def test_failed_job_sends_a_failed_event_with_the_callers_secret(
     # Its time in the form of the API's answers ("...T09:00:00.250000Z"): it ended in
     # "+00:00", which Java's Instant.parse refuses before Java 12.
     assert event["timestamp"].endswith("Z"), event
+
+
+def test_the_audiolasso_pages_plain_hmac_secret_is_accepted_and_signs(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    """AudioLasso's webhook page submits ``"webhookSecret": "replace-with-your-hmac-secret"``:
+    it was a 400 (not ``whsec_`` + base64); it is the secret, whose UTF-8 bytes key the HMAC."""
+    api = make_api(**FAST)
+    mine = "replace-with-your-hmac-secret"
+    flat = {"webhookUrl": receiver.url("/plain"), "webhookSecret": mine}
+    r = api.queue_separate(api.upload(), "isolate the lead vocal", **flat)
+    assert r.status_code == 202, r.text
+    assert r.json()["webhook"]["signing_secret"] == mine
+    job_id = r.json()["request_id"]
+    fail_job(api, job_id)
+    with dispatching(api.services):
+        wait_for(lambda: hook_status(api, job_id)["delivery_status"] == "delivered")
+    (call,) = receiver.to("/plain")
+    signed = f"{call.headers['webhook-id']}.{call.headers['webhook-timestamp']}.".encode()
+    digest = hmac.new(mine.encode(), signed + call.body, hashlib.sha256).digest()
+    assert f"v1,{base64.b64encode(digest).decode()}" in call.headers["webhook-signature"].split()
+    assert verify(call.headers, call.body, mine)["request_id"] == job_id
 
 
 @pytest.mark.backends("pg-s3")  # on SQLite the database's clock is this machine's

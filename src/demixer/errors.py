@@ -270,9 +270,13 @@ class InvalidAudioUrl(InvalidRequest):
 
 
 class Forbidden(DemixerError):
-    """The caller is known but may not do this (the key lacks the scope)."""
+    """The caller is known but may not do this (the key lacks the scope).
 
-    code = "FORBIDDEN"
+    ``PERMISSION_DENIED``: the code AudioLasso's authentication page gives a valid key without
+    the required scope (its 403), which clients of the native API branch on.
+    """
+
+    code = "PERMISSION_DENIED"
 
 
 class OriginNotAllowed(Forbidden):

@@ -12,9 +12,11 @@ verify`` without the server's dependencies::
     # dedupe on headers["webhook-id"] (or event["request_id"]), then handle event["type"]
 
 A message is signed as ``v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">``
-with the key that the secret ``whsec_<base64>`` encodes. ``webhook-signature`` may carry several
-space-separated signatures (key rotation); one match is enough. The same scheme is implemented
-by the ``standardwebhooks`` package, so either side may use either library.
+with the key that the secret ``whsec_<base64>`` encodes (a secret the caller gave without that
+prefix is a plain HMAC secret: the key is its UTF-8 bytes). ``webhook-signature`` may carry
+several space-separated signatures (key rotation); one match is enough. The same scheme is
+implemented by the ``standardwebhooks`` package, so either side may use either library (with a
+``whsec_`` secret).
 """
 
 from __future__ import annotations
@@ -52,7 +54,17 @@ def new_secret(nbytes: int = 24) -> str:
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key a ``whsec_<base64>`` secret encodes (the prefix is optional)."""
+    """The HMAC key of a webhook secret: the bytes a ``whsec_<base64>`` secret encodes
+    (Standard Webhooks), or the UTF-8 bytes of any other string.
+
+    A caller's own secret need not be Standard Webhooks': AudioLasso's webhook page submits
+    ``"webhookSecret": "replace-with-your-hmac-secret"``, a plain HMAC secret, which its
+    receiver keys HMAC-SHA256 with as it reads.
+    """
+    if not secret.startswith(SECRET_PREFIX):
+        if not secret:
+            raise ValueError("a webhook secret may not be empty")
+        return secret.encode()
     raw = secret.removeprefix(SECRET_PREFIX)
     try:
         # Padding is added because some secrets circulate unpadded; extra "=" are ignored.
@@ -68,7 +80,8 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value for one message.
 
     Args:
-        secret: ``whsec_<base64>``; the HMAC key is the decoded part.
+        secret: ``whsec_<base64>`` (the HMAC key is the decoded part) or a plain string (the
+            key is its UTF-8 bytes): :func:`secret_key`.
         msg_id: the ``webhook-id`` header (demixer uses the delivery's id).
         timestamp: the ``webhook-timestamp`` header, Unix seconds.
         body: the exact bytes sent.

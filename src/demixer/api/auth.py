@@ -1,5 +1,8 @@
 """Who is calling: ``Authorization: Bearer <key>`` checked against the hashed keys, plus scopes.
 
+``Authorization: Key <key>`` is read the same: fal's queue, which the native API is shaped on,
+takes its key so, and its client libraries (``fal_client``, ``@fal-ai/client``) send it so.
+
 Routes take one of the ``Annotated`` aliases below; a missing or unknown key is a 401, a key
 without the route's scope a 403. Signed blob URLs take no key (the signature is the auth).
 """
@@ -11,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from demixer.api.callers import callers
 from demixer.api.limits import count_request
@@ -33,10 +37,22 @@ __all__ = [
     "require",
 ]
 
-_bearer = HTTPBearer(
+
+class _KeyBearer(HTTPBearer):
+    """HTTP Bearer (as the OpenAPI document states it), also under fal's scheme name ``Key``."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        scheme, _, key = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() not in ("bearer", "key") or not key.strip():
+            return None
+        return HTTPAuthorizationCredentials(scheme="Bearer", credentials=key.strip())
+
+
+_bearer = _KeyBearer(
     auto_error=False,
     bearerFormat="dmx_…",
-    description="An API key from `demixer keys create`.",
+    description="An API key from `demixer keys create` (`Key <key>`, as fal's clients send "
+    "it, is read the same).",
 )
 
 
@@ -77,7 +93,8 @@ async def authorize(request: Request, secret: str | None, scopes: Iterable[str])
 
 
 async def bearer_secret(request: Request) -> str | None:
-    """The key of ``Authorization: Bearer <key>``, read as the routes' dependency reads it."""
+    """The key of ``Authorization: Bearer <key>`` (or ``Key <key>``), read as the routes'
+    dependency reads it."""
     credentials = await _bearer(request)
     return credentials.credentials if credentials else None
 

@@ -83,7 +83,7 @@ STATUS: dict[type[DemixerError], int] = {
     InvalidRequest: 400,  # SIZE_MISMATCH, INVALID_AUDIO_URL, URL_REFUSED, INVALID_REQUEST
     InvalidOutput: 400,  # output format / bit depth
     Unauthorized: 401,  # UNAUTHENTICATED
-    Forbidden: 403,  # FORBIDDEN (scope), INVALID_SIGNATURE
+    Forbidden: 403,  # PERMISSION_DENIED (scope), INVALID_SIGNATURE
     NotFound: 404,
     BlobNotFound: 404,
     UnknownModel: 404,  # UNKNOWN_MODEL (queue path or `input.model`)

@@ -28,7 +28,7 @@ __all__ = ["document", "error_responses"]
 _DESCRIPTIONS = {
     400: "Invalid request (`INVALID_REQUEST`, `SIZE_MISMATCH`, `INVALID_OUTPUT`, …)",
     401: "Missing or invalid API key (`UNAUTHENTICATED`)",
-    403: "The key lacks the scope (`FORBIDDEN`), or a bad signature (`INVALID_SIGNATURE`)",
+    403: "The key lacks the scope (`PERMISSION_DENIED`), or a bad signature (`INVALID_SIGNATURE`)",
     404: "No such object for this caller (`NOT_FOUND`, `UNKNOWN_MODEL`)",
     409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, "
     "`IDEMPOTENCY_KEY_REUSED`, …)",

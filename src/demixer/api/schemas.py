@@ -343,7 +343,12 @@ class WebhookIn(BaseModel):
     """Where to POST when the request finishes (Standard Webhooks signed)."""
 
     url: str = Field(max_length=4096, json_schema_extra=_HTTP_URL)
-    secret: str | None = Field(None, max_length=200, description="`whsec_…`; default: new.")
+    secret: str | None = Field(
+        None,
+        max_length=200,
+        description="`whsec_<base64>` (Standard Webhooks), or any other string, whose UTF-8 "
+        "bytes are then the HMAC key; default: a new `whsec_` secret.",
+    )
 
 
 class QueueBody(BaseModel):

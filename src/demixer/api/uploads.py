@@ -185,7 +185,9 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
             content_length=req.file_size,
             now=signed_at,
         ),
-        headers={"Content-Type": content_type},
+        # Lower case, as AudioLasso's upload page and API reference show it: a client that
+        # reads upload.headers["content-type"] (a dict, jq) finds it.
+        headers={"content-type": content_type},
         expires_at=_ts(services.signer.expiry(ttl, now=signed_at)),
         retention=Retention(delete_after=now + _retention(services)),
     )

@@ -42,8 +42,8 @@ Self-hostable music source separation. Upload a file (`POST /v1/files`), queue a
 names), follow it (`…/status`, or server-sent events on `…/status/stream`) and fetch the
 stems (`…/result`: signed, expiring download URLs).
 
-Authenticate with `Authorization: Bearer <key>`. Every error is
-`{"error": {"code", "message", "param", "request_id"}}`; every response carries
+Authenticate with `Authorization: Bearer <key>` (or `Key <key>`, as fal's clients send it).
+Every error is `{"error": {"code", "message", "param", "request_id"}}`; every response carries
 `x-request-id`. `GET /healthz` (the process is up) and `GET /readyz` (database, storage and
 a live worker) take no key. Every GET also answers HEAD: the same status and headers, no body.
 """

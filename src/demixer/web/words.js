@@ -38,7 +38,7 @@ const ERRORS = {
   TOO_MANY_CONCURRENT_JOBS: "You have as many songs separating as you may. Wait for one to finish.",
   RATE_LIMITED: "Too many requests at once. Wait a moment and try again.",
   UNAUTHENTICATED: "This key isn't valid (or was revoked).",
-  FORBIDDEN: "This key may not do that.",
+  PERMISSION_DENIED: "This key may not do that.",
   MODEL_FAILED: "Something went wrong while separating. Try again.",
   WORKER_LOST: "The computer separating this song stopped. Try again.",
   JOB_TIMEOUT: "This song took too long to separate.",

@@ -17,7 +17,8 @@ Wire decisions:
   issues"); unknown task (or another account's) 404; conflicts 409; an
   ``audio_file`` over the upload limit or a form over its size 413 (counted while it arrives:
   nothing past the limit is stored); a body that stops arriving 408; request rate or
-  concurrent-jobs limit 429 (with ``Retry-After``); missing input, unusable audio, stems no
+  concurrent-jobs limit 429 (with ``Retry-After``); missing input (a file in a field other
+  than ``audio_file`` too), unusable audio, stems no
   installed model produces, unavailable preprocessing 422; object storage or the database
   unavailable 503, a full disk 507 (both with ``Retry-After``); anything else 500.
   402 (credits) is never sent: demixer has none.
@@ -239,7 +240,9 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
     upload, url = form.file, fields_in.get("audio_url")
     url = url.strip() if isinstance(url, str) and url.strip() else None
     if upload is not None and upload.field != "audio_file":
-        raise InvalidRequest(
+        # No `audio_file` then: the 422 MusicGPT documents for a missing input (its form
+        # parser passes over a file part of another name), saying where the file went.
+        raise MissingInput(
             f"the file goes in the field `audio_file`, not {upload.field!r}", param="audio_file"
         )
     if upload is None and url is None:  # first: 422 whatever else the form lacks
