@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import soundfile as sf
+import standardwebhooks
 from sqlalchemy import select
 
 from api_support import Api, make_api
@@ -84,6 +85,20 @@ def test_sign_and_verify_round_trip() -> None:
     assert verify(rotated, body, secret)["request_id"] == "req_1"
 
 
+def test_a_secret_without_its_prefix_signs_as_the_standardwebhooks_package_reads_it() -> None:
+    """A base64 secret sent without ``whsec_`` keyed the HMAC with what it encodes (as the
+    ``standardwebhooks`` package reads it); accepting plain secrets too must not change that,
+    or a receiver set up with such a secret stops verifying."""
+    bare = base64.b64encode(bytes(range(24))).decode()
+    body, now = b'{"request_id":"req_1"}', int(time.time())
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(bare, "msg_1", now, body),
+    }
+    assert standardwebhooks.Webhook(bare).verify(body, headers) == {"request_id": "req_1"}
+
+
 @pytest.mark.parametrize(
     "change",
     ["body", "id", "timestamp", "secret", "old", "future", "missing", "garbage"],
@@ -120,7 +135,7 @@ def test_verify_refuses_tampering_and_replays(change: str) -> None:
 
 
 def test_interoperates_with_the_standardwebhooks_package() -> None:
-    sw = pytest.importorskip("standardwebhooks")
+    sw = standardwebhooks
     from datetime import UTC, datetime
 
     secret, now = new_secret(), int(time.time())

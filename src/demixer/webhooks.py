@@ -13,10 +13,10 @@ verify`` without the server's dependencies::
 
 A message is signed as ``v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">``
 with the key that the secret ``whsec_<base64>`` encodes (a secret the caller gave without that
-prefix is a plain HMAC secret: the key is its UTF-8 bytes). ``webhook-signature`` may carry
-several space-separated signatures (key rotation); one match is enough. The same scheme is
-implemented by the ``standardwebhooks`` package, so either side may use either library (with a
-``whsec_`` secret).
+prefix: the bytes its base64 encodes, or its UTF-8 bytes where it is not base64).
+``webhook-signature`` may carry several space-separated signatures (key rotation); one match is
+enough. The same scheme is implemented by the ``standardwebhooks`` package, so either side may
+use either library (with a ``whsec_`` secret).
 """
 
 from __future__ import annotations
@@ -55,21 +55,24 @@ def new_secret(nbytes: int = 24) -> str:
 
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a webhook secret: the bytes a ``whsec_<base64>`` secret encodes
-    (Standard Webhooks), or the UTF-8 bytes of any other string.
+    (Standard Webhooks), or, for a secret given without the prefix, the bytes its base64
+    encodes where it is base64 (as the ``standardwebhooks`` package reads it, and as demixer
+    always has, so a stored secret keeps signing alike) and its UTF-8 bytes where it is not.
 
     A caller's own secret need not be Standard Webhooks': AudioLasso's webhook page submits
     ``"webhookSecret": "replace-with-your-hmac-secret"``, a plain HMAC secret, which its
     receiver keys HMAC-SHA256 with as it reads.
     """
-    if not secret.startswith(SECRET_PREFIX):
-        if not secret:
-            raise ValueError("a webhook secret may not be empty")
-        return secret.encode()
+    if not secret:
+        raise ValueError("a webhook secret may not be empty")
+    prefixed = secret.startswith(SECRET_PREFIX)
     raw = secret.removeprefix(SECRET_PREFIX)
     try:
         # Padding is added because some secrets circulate unpadded; extra "=" are ignored.
         key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
+        if not prefixed:
+            return secret.encode()
         raise ValueError("a webhook secret is 'whsec_' followed by base64") from exc
     if not key:
         raise ValueError("a webhook secret may not be empty")
@@ -81,7 +84,7 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
     Args:
         secret: ``whsec_<base64>`` (the HMAC key is the decoded part) or a plain string (the
-            key is its UTF-8 bytes): :func:`secret_key`.
+            key is what its base64 encodes, else its UTF-8 bytes): :func:`secret_key`.
         msg_id: the ``webhook-id`` header (demixer uses the delivery's id).
         timestamp: the ``webhook-timestamp`` header, Unix seconds.
         body: the exact bytes sent.

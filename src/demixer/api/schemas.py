@@ -346,8 +346,9 @@ class WebhookIn(BaseModel):
     secret: str | None = Field(
         None,
         max_length=200,
-        description="`whsec_<base64>` (Standard Webhooks), or any other string, whose UTF-8 "
-        "bytes are then the HMAC key; default: a new `whsec_` secret.",
+        description="`whsec_<base64>` (Standard Webhooks; without the prefix, base64 is decoded "
+        "as the `standardwebhooks` package does), or any other string, whose UTF-8 bytes are "
+        "then the HMAC key; default: a new `whsec_` secret.",
     )
 
 
