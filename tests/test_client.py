@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import symtable
@@ -666,6 +667,43 @@ def test_remote_separate_names_the_stems_after_the_local_file_as_separate_does(
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{first}{long}_{stem}.wav" for first in ("a", "b") for stem in ("residual", "vocals")
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "earlier"),
+    [
+        # The server's default model, spleeter-2stems: vocals and accompaniment.
+        ((), ("1_vocals.wav", "1_accompaniment.wav", "2_vocals.wav")),
+        (("--stems", "vocals"), ("1_vocals.wav", "1_residual.wav", "2_vocals.wav")),
+    ],
+    ids=["default-model", "stems"],
+)
+def test_remote_separate_skip_existing_sends_only_the_songs_whose_stems_are_not_all_there(
+    server: Server, tone: Path, tmp_path: Path, args: tuple[str, ...], earlier: tuple[str, ...]
+) -> None:
+    """`separate --skip-existing` leaves out a song whose stems are all there; `remote
+    separate` had no such option, and a batch stopped midway uploaded and separated every song
+    again. A song whose stems are there is not uploaded; one lacking a stem is sent."""
+    songs = tmp_path / "set"
+    songs.mkdir()
+    for name in ("1.wav", "2.wav"):
+        shutil.copy(tone, songs / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in earlier:  # 2 lacks a stem
+        (out / name).write_bytes(b"an earlier run's")
+    with client(server) as c:
+        before = {f.file_id for f in c.list_files()}
+        done = remote(server, str(songs), *args, "-o", str(out), "--skip-existing")
+        uploaded = [f.file_name for f in c.list_files() if f.file_id not in before]
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "1.wav: its stems are there, skipped",
+        "1 of 2 files separated, 1 skipped (their stems were there)",
+    ]
+    assert uploaded == ["2.wav"]
+    assert (out / earlier[0]).read_bytes() == b"an earlier run's"
+    assert sf.info(out / "2_vocals.wav").frames > 0  # replaced by this run's
 
 
 def test_remote_separate_of_a_folder_ends_with_a_summary_naming_each_failed_file(

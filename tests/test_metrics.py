@@ -13,17 +13,21 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from pydantic import ValidationError
+from sqlalchemy import event
 
 from api_support import Api, make_api
 from demixer import __version__
 from demixer.api.routes.metrics import CACHE_SECONDS, ClusterReader
 from demixer.cli_service import _settings
 from demixer.service.db import Database
-from demixer.service.metrics import ENSEMBLE, model_label
+from demixer.service.metrics import ENSEMBLE, model_label, read_cluster
+from demixer.service.migrate import migrate
 from demixer.service.worker.registry import Presence
 from demixer.settings import Settings
 from servers import free_port
@@ -199,6 +203,7 @@ def test_the_queue_failures_workers_deliveries_and_uploads_of_known_jobs(
         f'demixer_jobs{{status="IN_PROGRESS",model="{MODEL}"}} 1',
         f'demixer_jobs{{status="IN_QUEUE",model="{MODEL}"}} 2',  # two ids: one series
         f'demixer_queue_oldest_age_seconds{{model="{MODEL}"}} 90',
+        f'demixer_jobs_finished_recent{{status="FAILED",model="{MODEL}"}} 1',
         f'demixer_jobs_failed_recent{{model="{MODEL}",code="INVALID_AUDIO"}} 1',
         "demixer_workers_live 1",
         "demixer_worker_slots_live 2",
@@ -212,6 +217,54 @@ def test_the_queue_failures_workers_deliveries_and_uploads_of_known_jobs(
     # Nothing that names a tenant: no request, file, account or key id, no key, no URL.
     for secret in [*ids, file_id, api.account, api.key, api.key[:12], "hooks.example.com"]:
         assert secret not in text
+
+
+@on_both
+def test_requests_finished_in_the_last_hour_by_status_and_model(
+    make_api: Callable[..., Api],
+) -> None:
+    """Only failures were counted: an alert on the share of requests failing, or on the
+    completed ones stopping, had nothing to divide by. Finished requests of the last hour are
+    counted by final status and model; one that finished before is not."""
+    api, clock = metrics_api(make_api)
+    file_id = api.upload()
+    queue = api.services.queue
+    # Claimed highest priority first; the last stays queued.
+    ids = [api.queue_separate(file_id, priority=p).json()["request_id"] for p in range(4, -1, -1)]
+    api.worker_done(ids[0])  # finished an hour and a second before the scrape
+    clock.advance(3601 - 60)
+    api.worker_done(ids[1])
+    claim = queue.claim("box:1:0:tail")
+    assert claim is not None and claim.id == ids[2]
+    queue.fail(ids[2], "box:1:0:tail", code="INVALID_AUDIO", message="x", retryable=False)
+    assert queue.cancel(ids[3]) == "CANCELLED"
+    clock.advance(60)
+
+    finished = family(parse(scrape(api)), "demixer_jobs_finished_recent")
+
+    assert finished == {
+        frozenset({("status", status), ("model", MODEL)}): 1.0
+        for status in ("CANCELLED", "COMPLETED", "FAILED")
+    }
+
+
+def test_finished_requests_are_counted_through_an_index_not_the_whole_table(
+    tmp_path: Path,
+) -> None:
+    """The last hour's finished requests are read through `ix_jobs_finished` (the plan of the
+    statement `read_cluster` sends): without it, every scrape read every finished row that
+    record retention keeps."""
+    db = Database(f"sqlite:///{tmp_path / 'demixer.db'}")
+    migrate(db)
+    sent: list[tuple[str, Any]] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: sent.append((a[2], a[3])))
+    with db.read() as s:
+        read_cluster(s, Settings(data_dir=tmp_path), T0)
+    statement, params = next((q, p) for q, p in sent if "UNION ALL" in q)
+    with db.engine.connect() as conn:
+        plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
+    assert "SEARCH jobs USING INDEX ix_jobs_finished (status=? AND finished_at>?)" in plan, plan
+    db.dispose()
 
 
 @on_both

@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
+from api_support import Api, make_api
 from demixer.audio import resample
 from demixer.cli import app
 from demixer.engine import Separator
@@ -49,6 +51,8 @@ from demixer.models.msst.user import add, check_files, open_files
 from demixer.models.registry import catalogue_ids, get_spec, list_specs
 from demixer.models.user_models import install_user_model, remove_user_model
 from msst_support import DATA, model_files, music, shrunk, write_config
+
+__all__ = ["make_api"]  # a fixture
 
 
 @pytest.fixture(autouse=True)
@@ -749,6 +753,35 @@ def test_a_chunk_this_machine_cannot_hold_is_refused_at_add_and_separate_naming_
     files = ["--arch", arch, "--model-config", str(path), "--model-path", str(checkpoint)]
     ran = runner.invoke(app, ["separate", str(song), *files, "-o", str(tmp_path / "out")])
     assert (ran.exit_code, ran.stderr) == (4, line)
+
+
+def test_a_job_whose_chunk_does_not_fit_the_worker_fails_chunk_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_api: Callable[..., Api]
+) -> None:
+    """A model added on a machine with the memory for its chunks, run by a worker with less (a
+    container's limit): the job failed MODEL_UNAVAILABLE ("isn't installed", the web page
+    said) for a model `GET /v1/models` lists as installed; its code is CHUNK_TOO_LARGE."""
+    from demixer.service.worker import Worker
+    from worker_support import running, wait_until
+
+    config, checkpoint = model_files(tmp_path)
+    big = shrunk("kim-mel-vocals", chunk_frames=20)[0]  # model_files' config, its network
+    big["audio"]["chunk_size"] = 10**12
+    write_config(big, config)
+    with monkeypatch.context() as bigger:  # the machine `models add` ran on
+        bigger.setattr("demixer.models.msst.backend.machine_memory", lambda: 1 << 60)
+        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+            model_dir=tmp_path / "models")  # fmt: skip
+    api = make_api(heartbeat_seconds=0.3, poll_seconds=0.1)  # its model_dir: tmp_path/models
+    file_id = api.upload()
+    input = {"file_id": file_id, "model": "mine", "stems": ["vocals"]}
+    r = api.post("/v1/queue/audio/stems", json={"input": input})
+    assert r.status_code == 202, r.text
+    status_url = f"/v1/queue/requests/{r.json()['request_id']}/status"
+    with running(Worker(api.services, models=["mine"])):
+        body = wait_until(lambda: (a := api.get(status_url).json())["status"] == "FAILED" and a)
+    assert body["error"]["code"] == "CHUNK_TOO_LARGE", body
+    assert "set audio.chunk_size to a few seconds" in body["error"]["message"]
 
 
 @pytest.mark.parametrize("file", sorted(p.name for p in DATA.glob("*.yaml")))

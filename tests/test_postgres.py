@@ -34,11 +34,12 @@ from demixer.service import migrate as migrate_module
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.accounts.limits import check_concurrency
 from demixer.service.db import Database, retry_unavailable
-from demixer.service.jobs.contract import JobParams, UrlInput
+from demixer.service.files.lifecycle import PURPOSE, REQUEST_INPUT, listed
+from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput, UrlInput
 from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
 from demixer.service.migrate import alembic_config, migrate
-from demixer.service.schema import ApiKey, Base, Delivery, Job, JobLog, UsageRecord
+from demixer.service.schema import ApiKey, Base, Delivery, File, Job, JobLog, UsageRecord
 from demixer.service.worker import Worker
 from servers import Servers
 from service_harness import run_demixer
@@ -243,6 +244,56 @@ def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> Non
             command.downgrade(config, "0004")
     with db.read() as s:
         assert s.execute(select(Job.engine_model).where(Job.id == "job_long")).scalar_one() == long
+    db.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_musicgpt_extraction_uploads_stored_before_their_purpose_are_no_longer_listed(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0006: a MusicGPT extraction's `audio_file` stored before it had its own purpose (an
+    old row, of either job contract version) was listed by GET /v1/files until it expired,
+    under an id no answer names; an upload its owner was given the id of is listed still."""
+    db = Database(_database_url(dialect, tmp_path, request))
+    migrate(db, "0005")
+    account, _ = create_key(db)
+    now = db.clock()
+
+    def upload(file_id: str) -> dict[str, str]:
+        with db.write() as s:  # as the code of 0005 stored every upload
+            s.add(File(id=file_id, account_id=account, file_name="song.wav",
+                       content_type="audio/wav", purpose=PURPOSE, status="uploaded",
+                       storage_key=f"inputs/{file_id}", created_at=now,
+                       expires_at=now + timedelta(hours=72)))  # fmt: skip
+        return {"file_id": file_id, "storage_key": f"inputs/{file_id}", "file_name": "song.wav"}
+
+    extraction = JobParams(
+        input=UploadInput(**upload("file_extraction")),
+        vendor=MusicGptFields(stems={"vocals": "vocals"}),
+    ).to_row()
+    old_extraction = {  # version 1, before the job contract
+        "input": upload("file_old_extraction"),
+        "stems": ["vocals"],
+        "musicgpt": {"stems": {"vocals": "vocals"}, "preprocessing_options": []},
+    }
+    native = JobParams(input=UploadInput(**upload("file_native"))).to_row()
+    with db.write() as s:
+        for job_id, params in (("j1", extraction), ("j2", old_extraction), ("j3", native)):
+            s.add(Job(id=job_id, account_id=account, queue_model="audio/stems",
+                      engine_model="spleeter-2stems", params=params, created_at=now,
+                      updated_at=now))  # fmt: skip
+
+    def listed_ids() -> list[str]:
+        with db.read() as s:
+            query = select(File.id).where(File.account_id == account, listed(db.clock()))
+            return sorted(s.scalars(query).all())
+
+    assert listed_ids() == ["file_extraction", "file_native", "file_old_extraction"]
+    migrate(db)
+    assert listed_ids() == ["file_native"]
+    with db.read() as s:
+        purposes = dict(s.execute(select(File.id, File.purpose)).all())
+    assert purposes["file_extraction"] == purposes["file_old_extraction"] == REQUEST_INPUT
     db.dispose()
 
 

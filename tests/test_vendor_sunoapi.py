@@ -311,6 +311,25 @@ def test_stem_name_is_read_as_sunoapi_clients_send_it(make_api: Any) -> None:
     )
 
 
+def test_a_model_whose_chunk_does_not_fit_the_worker_is_a_server_error(make_api: Any) -> None:
+    """The worker failed the task CHUNK_TOO_LARGE (the server's model asks more memory than
+    its machine has): errorCode 400, "bad parameters", sent the caller to mend a request that
+    was fine; it is the vendor's 500, and errorMessage names demixer's code."""
+    from demixer.errors import ChunkTooLarge
+    from demixer.service.worker.child import classify_error
+
+    api: Api = make_api()
+    made = api.post(f"{BASE}/generate", json={"fileId": api.upload()}).json()
+    task_id = made["data"]["taskId"]
+    claim = api.services.queue.claim("test-worker")
+    assert claim is not None and claim.id == task_id
+    code, message, retryable = classify_error(ChunkTooLarge("mine/config.yaml: too big"))
+    api.services.queue.fail(task_id, "test-worker", code=code, message=message, retryable=retryable)
+    data = api.get(f"{BASE}/record-info", params={"taskId": task_id}).json()["data"]
+    assert (data["successFlag"], data["errorCode"]) == ("GENERATE_AUDIO_FAILED", 500)
+    assert data["errorMessage"] == "CHUNK_TOO_LARGE: mine/config.yaml: too big"
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

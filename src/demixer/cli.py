@@ -42,6 +42,7 @@ from demixer.cli_output import (
     print_error,
     print_warning,
     readable_help,
+    stems_there,
     stopping_on_termination,
     summed_up,
     written_lines,
@@ -332,9 +333,7 @@ def separate(
     ):
         for number, item in enumerate(inputs, 1):
             path = item.path
-            # Every file, the optional residual too: a song whose residual was silent, and so
-            # never written, is separated again rather than one missing a stem ever skipped.
-            if skip_existing and all(stem.exists() for stem in stem_files(item)):
+            if skip_existing and stems_there(stem_files(item)):
                 tally.existing += 1
                 progress.print(escape(f"{shown_name(path.name)}: its stems are there, skipped"))
                 continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ __all__ = [
     "print_error",
     "print_warning",
     "readable_help",
+    "stems_there",
     "stopping_on_termination",
     "summed_up",
     "written_lines",
@@ -170,6 +171,14 @@ class Tally:
         if self.separated + self.existing + len(self.failed) < self.files:
             line += "; stopped before the rest"
         return line
+
+
+def stems_there(files: Iterable[Path]) -> bool:
+    """``--skip-existing``'s rule, ``separate``'s and ``remote separate``'s: every file the
+    song's separation writes is there already, whatever made it. Every one, the optional
+    residual's too: a song whose residual was silent, and so never written, is separated again
+    rather than one missing a stem ever skipped."""
+    return all(path.exists() for path in files)
 
 
 @contextmanager

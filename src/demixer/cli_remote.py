@@ -8,7 +8,7 @@ mapped through the same table. Errors print one line, never a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -31,12 +31,17 @@ from demixer.cli_output import (
     level_notes,
     print_error,
     print_warning,
+    stems_there,
     stopping_on_termination,
     summed_up,
     written_lines,
 )
-from demixer.errors import DemixerError, InputNotFound, exit_code_for
-from demixer.naming import is_residual_maker, shown_name
+from demixer.errors import DemixerError, InputNotFound, InvalidOutput, exit_code_for
+from demixer.naming import DEFAULT_TEMPLATE, is_residual_maker, shown_name
+
+if TYPE_CHECKING:
+    from demixer.audio import OutputFormat
+    from demixer.client import Client
 
 __all__ = ["register", "remote_app"]
 
@@ -93,6 +98,66 @@ def _spans(
     except DemixerError as e:
         raise typer.BadParameter(e.message, param_hint=hint) from None
     return [(p.start, p.end, p.include) for p in parsed]
+
+
+def _planned_outputs(client: Client, model: str | None, stems: str | None) -> tuple[str, ...]:
+    """The outputs the server will write for each song of this run, as its planner names them
+    (:func:`~demixer.engine.stems.plan_stems`, on the model it will run: ``-m``'s, else
+    ``GET /v1/models``' ``default_model`` for a request that names no stem of its own, else
+    the one every installed model that makes the stems agrees on), read before any upload.
+
+    Raises:
+        InvalidOutput: that cannot be told beforehand; the message says what would tell it.
+    """
+    from demixer.client import ApiError
+    from demixer.client.errors import BadResponse
+    from demixer.engine.stems import RESIDUAL, RESIDUAL_ALIASES, plan_stems
+    from demixer.models.planner import canonical_stem
+
+    try:
+        listing = client.models()
+    except (ApiError, BadResponse) as e:
+        raise InvalidOutput(f"the server's models cannot be read ({e.code})") from None
+    requested = stems.split(",") if stems is not None else None
+    # As the server picks (api/submit.py): a model named, else the default one for a request
+    # that names only the residual or nothing, else the best installed maker of the stems.
+    names = [canonical_stem(s) for s in requested or () if s.strip()]
+    own = [s for s in names if s != RESIDUAL and s not in RESIDUAL_ALIASES]
+    if model is None and own:
+        candidates = listing.installed
+        unknown = "the model the server picks for these stems decides the files; name it with -m"
+    else:
+        chosen = model if model is not None else listing.default_model
+        candidates = [
+            m for m in listing.catalogue or listing.installed
+            if chosen in (m.id, *m.aliases, *(Path(a).stem for a in m.aliases))
+        ]  # fmt: skip
+        unknown = (
+            f"the server lists no model {chosen!r} that makes these stems"
+            if chosen is not None
+            else "the server does not say which model it runs by default (an earlier release)"
+        )
+    plans = set()
+    for candidate in candidates:
+        try:
+            plans.add(plan_stems(candidate.id, candidate.stems, requested).outputs)
+        except DemixerError:  # it does not make these stems: the server does not pick it
+            continue
+    if len(plans) != 1:
+        raise InvalidOutput(unknown)
+    return plans.pop()
+
+
+def _stems_there(directory: Path, song: Path, outputs: tuple[str, ...], fmt: OutputFormat) -> bool:
+    """Whether every file ``outputs`` of ``song`` would be written to is in ``directory``
+    (named as ``separate`` names them, :func:`~demixer.engine.outputs.output_paths`)."""
+    from demixer.engine.outputs import output_paths
+
+    try:
+        files = output_paths(DEFAULT_TEMPLATE, directory, song.stem, outputs, fmt, "")
+    except InvalidOutput:  # a name too long for the disk: the download shortens it its own way
+        return False
+    return stems_there(files.values())
 
 
 @remote_app.command("separate", short_help="Separate songs on a demixer server.")
@@ -156,6 +221,15 @@ def remote_separate(
             show_default=False,
         ),
     ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Leave out, without uploading it, a song whose stem files are all in OUT "
+            "already, as separate does (the server's model list tells which files; not with "
+            "--prompt).",
+        ),
+    ] = False,
 ) -> None:
     """Separate songs on a demixer server: OUT/{track}_{stem}.{ext}, as `separate` does."""
     from demixer.audio import OutputFormat
@@ -166,6 +240,12 @@ def remote_separate(
 
     if prompt is not None and stems:
         raise typer.BadParameter("give --stems or --prompt, not both")
+    if prompt is not None and skip_existing:
+        raise typer.BadParameter(
+            "a prompt's files are named by what the server makes of it: --skip-existing "
+            "takes --stems (or none)",
+            param_hint="'--skip-existing'",
+        )
     if not is_http_url(server):
         raise typer.BadParameter(
             f"{server!r} is not an http(s) URL, e.g. http://127.0.0.1:8000",
@@ -184,7 +264,7 @@ def remote_separate(
         except DemixerError as e:
             raise fail(e) from None
     try:  # likewise: a typo in -f is not worth a whole upload
-        OutputFormat.parse(fmt, bit_depth)
+        output = OutputFormat.parse(fmt, bit_depth)
     except DemixerError as e:
         raise fail(e) from None
     try:
@@ -218,11 +298,21 @@ def remote_separate(
         ),
         Client(server, key) as client,
     ):
+        planned: tuple[str, ...] | None = None
+        if skip_existing:
+            try:
+                planned = _planned_outputs(client, model, stems)
+            except InvalidOutput as e:
+                print_warning(f"--skip-existing: {e.message}; every song is separated")
         for item in inputs:
             path = item.path
             name = shown_name(path.name)
             results: list[Result] = []
             directory = out_dir / item.subdir
+            if planned is not None and _stems_there(directory, path, planned, output):
+                tally.existing += 1
+                err.print(escape(f"{name}: its stems are there, skipped"), highlight=False)
+                continue
             try:  # before the upload: the server's work would be lost
                 check_folder(directory)
             except DemixerError as e:

@@ -671,6 +671,10 @@ class ModelList(Answer):
         description="Every model this demixer knows; `installed` says which can run here "
         "(`demixer models pull ID` fetches the others' weights)."
     )
+    default_model: str = Field(
+        description="The engine model a request runs when it names no `model` and no stem "
+        "(`DEMIXER_DEFAULT_MODEL`): a client can tell the files it will get before it uploads."
+    )
 
 
 class UsageLine(Answer):

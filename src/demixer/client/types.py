@@ -414,6 +414,8 @@ class Models:
     catalogue: list[EngineModel]  # every model the server knows, installed or not
     separable: tuple[str, ...]  # what a prompt can ask for with what is installed
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # What a request naming no model and no stem runs (None: an older server does not say).
+    default_model: str | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Models:
@@ -426,6 +428,7 @@ class Models:
             catalogue=[EngineModel.from_json(e) for e in _objects(d, "catalogue", True)],
             separable=separable,
             raw=d,
+            default_model=_get(d, "default_model", str, optional=True),
         )
 
 

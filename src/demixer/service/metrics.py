@@ -1,13 +1,15 @@
 """What the whole deployment is doing, read from the database for ``GET /metrics``.
 
 Every API process reads the same rows, so each reports the same cluster-wide figures: the
-queue (by state and model, and how long its oldest request has waited), requests that failed
-lately (by model and error code), the live workers and their slots, webhook deliveries still
-to send or given up, and uploads announced but not yet received. Worker processes serve no
-HTTP: these figures are how an operator watches them.
+queue (by state and model, and how long its oldest request has waited), requests that finished
+lately (by final state and model) and those that failed (by model and error code), the live
+workers and their slots, webhook deliveries still to send or given up, and uploads announced
+but not yet received. Worker processes serve no HTTP: these figures are how an operator
+watches them.
 
 One statement per read (a ``UNION ALL`` of small aggregates), each part on an indexed column
-or a small table: ``jobs`` by ``ix_jobs_queue`` (the active states, and the failed rows),
+or a small table: ``jobs`` by ``ix_jobs_queue`` (the active states) and ``ix_jobs_finished``
+(the last hour's finished rows: never the table's history, which is most of it),
 ``deliveries`` by ``ix_deliveries_due``, ``workers`` (one row per worker process). Uploads
 have no index on their state: counting them reads the ``files`` table (rows of a few hundred
 bytes, kept ``DEMIXER_RECORD_RETENTION_SECONDS``), the costliest part.
@@ -42,7 +44,7 @@ from sqlalchemy.orm import Session
 from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.service.delivery.outbox import DeliveryState
 from demixer.service.files.lifecycle import FileState
-from demixer.service.jobs.queue import FAILED, IN_PROGRESS, IN_QUEUE
+from demixer.service.jobs.queue import FAILED, FINAL, IN_PROGRESS, IN_QUEUE
 from demixer.service.schema import Delivery, File, Job, WorkerRecord
 from demixer.service.worker.registry import stale_after
 from demixer.settings import Settings
@@ -51,7 +53,9 @@ __all__ = ["ACTIVE", "ENSEMBLE", "FAILED_WINDOW", "ClusterState", "model_label",
 
 #: The job states counted (the finished ones are history: see :data:`FAILED_WINDOW`).
 ACTIVE = (IN_QUEUE, IN_PROGRESS)
-#: Failed requests are counted over this window before the read (an alert fires on a rise).
+#: Finished (and failed) requests are counted over this window before the read: a count of
+#: every finished row would read the table's whole history, and would fall as record
+#: retention deletes rows, which Prometheus takes for a counter reset.
 FAILED_WINDOW = timedelta(hours=1)
 #: The model label of every ensemble.
 ENSEMBLE = "ensemble"
@@ -67,14 +71,16 @@ class ClusterState:
     """The database's figures at ``read_at`` (the database's clock).
 
     ``jobs`` and ``oldest_queued`` are keyed by ``(state, model label)`` and model label;
-    ``failed`` by ``(model label, error code)``; ``deliveries`` by delivery state
-    (``pending``, ``failed``). Times are the oldest row's ``created_at``; ages are taken
-    when they are shown, so a cached read still shows a growing age.
+    ``finished`` by ``(final state, model label)``; ``failed`` by ``(model label, error
+    code)``; ``deliveries`` by delivery state (``pending``, ``failed``). Times are the oldest
+    row's ``created_at``; ages are taken when they are shown, so a cached read still shows a
+    growing age.
     """
 
     read_at: datetime
     jobs: dict[tuple[str, str], int] = field(default_factory=dict)
     oldest_queued: dict[str, datetime] = field(default_factory=dict)
+    finished: dict[tuple[str, str], int] = field(default_factory=dict)
     failed: dict[tuple[str, str], int] = field(default_factory=dict)
     workers: int = 0
     worker_slots: int = 0
@@ -102,6 +108,18 @@ def read_cluster(session: Session, settings: Settings, now: datetime) -> Cluster
         .where(Job.status.in_(ACTIVE))
         .group_by(Job.status, Job.engine_model)
     )
+    recent = Job.finished_at >= now - FAILED_WINDOW  # ix_jobs_finished: the last hour alone
+    finished = (
+        select(
+            literal("finished"),
+            Job.status,
+            Job.engine_model,
+            func.count(),
+            null(),
+        )
+        .where(Job.status.in_(FINAL), recent)
+        .group_by(Job.status, Job.engine_model)
+    )
     failed = (
         select(
             literal("failed"),
@@ -110,7 +128,7 @@ def read_cluster(session: Session, settings: Settings, now: datetime) -> Cluster
             func.count(),
             null(),
         )
-        .where(Job.status == FAILED, Job.finished_at >= now - FAILED_WINDOW)
+        .where(Job.status == FAILED, recent)
         .group_by(Job.engine_model, Job.error_code)
     )
     live = and_(
@@ -148,7 +166,9 @@ def read_cluster(session: Session, settings: Settings, now: datetime) -> Cluster
         func.count(),
         func.min(File.created_at),
     ).where(File.status == FileState.PENDING)
-    statement: CompoundSelect[Any] = union_all(jobs, failed, workers, slots, deliveries, uploads)
+    statement: CompoundSelect[Any] = union_all(
+        jobs, finished, failed, workers, slots, deliveries, uploads
+    )
     return _gathered(list(session.execute(statement)), now)
 
 
@@ -164,6 +184,9 @@ def _gathered(rows: Sequence[Sequence[Any]], now: datetime) -> ClusterState:
             if a == IN_QUEUE and oldest is not None:
                 label = key[1]
                 state.oldest_queued[label] = min(oldest, state.oldest_queued.get(label, oldest))
+        elif part == "finished":
+            done_key = (a, model_label(b))
+            state.finished[done_key] = state.finished.get(done_key, 0) + count
         elif part == "failed":
             fail_key = (model_label(a), b)
             state.failed[fail_key] = state.failed.get(fail_key, 0) + count

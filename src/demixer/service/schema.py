@@ -122,7 +122,11 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_queue", "status", "priority", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_queue", "status", "priority", "created_at"),
+        # The requests of each final state that finished lately (GET /metrics).
+        Index("ix_jobs_finished", "status", "finished_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)

@@ -129,6 +129,14 @@ def cluster_families(state: ClusterState | None, now: datetime | None) -> list[F
     for model, created in sorted(state.oldest_queued.items()):
         oldest.add(round(_seconds_since(created, now), 3), model=model)
     window = int(FAILED_WINDOW.total_seconds())
+    finished = Family(
+        "demixer_jobs_finished_recent",
+        "gauge",
+        f"Requests that finished in the last {window} seconds, by final status (COMPLETED, "
+        "FAILED, CANCELLED) and model.",
+    )
+    for (status, model), count in sorted(state.finished.items()):
+        finished.add(count, status=status, model=model)
     failed = Family(
         "demixer_jobs_failed_recent",
         "gauge",
@@ -170,7 +178,19 @@ def cluster_families(state: ClusterState | None, now: datetime | None) -> list[F
         "Seconds since the oldest upload still waiting for its bytes was announced (0: none).",
     )
     upload_age.add(round(_seconds_since(state.oldest_pending_upload, now), 3))
-    return [up, jobs, oldest, failed, workers, slots, deliveries, delivery_age, uploads, upload_age]
+    return [
+        up,
+        jobs,
+        oldest,
+        finished,
+        failed,
+        workers,
+        slots,
+        deliveries,
+        delivery_age,
+        uploads,
+        upload_age,
+    ]
 
 
 def _check_token(request: Request, token: str) -> None:

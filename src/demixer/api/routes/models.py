@@ -97,7 +97,12 @@ def model_list(services: Services, installed: list[ModelSpec] | None = None) -> 
             separable=stems,
         ),
     ]
-    return ModelList(data=queue_models, engine_models=engines, catalogue=catalogue)
+    return ModelList(
+        data=queue_models,
+        engine_models=engines,
+        catalogue=catalogue,
+        default_model=settings.default_model,
+    )
 
 
 def _engine_model(

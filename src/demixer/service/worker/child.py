@@ -51,6 +51,7 @@ from demixer.engine.cleanup import keep_stem
 from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
 from demixer.errors import (
+    ChunkTooLarge,
     DemixerError,
     InvalidAudio,
     ModelFailed,
@@ -206,6 +207,11 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
     the server, a library's internals) is the operator's: the message names only its kind,
     and :func:`child_main` sends its traceback to the worker's log.
     """
+    if isinstance(exc, ChunkTooLarge):
+        # The model is installed and sound; its config asks more memory than this worker's
+        # machine has, and only a smaller chunk_size mends that: "unavailable" would send
+        # the operator to reinstall it.
+        return exc.code, exc.message, False
     if isinstance(exc, ModelUnavailable):
         # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
         return ModelUnavailable.code, exc.message, False

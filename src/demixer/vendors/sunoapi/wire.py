@@ -13,7 +13,7 @@ from typing import Any
 
 from demixer.api.jobs import result_response
 from demixer.engine.stems import RESIDUAL
-from demixer.errors import InvalidAudioUrl
+from demixer.errors import ChunkTooLarge, InvalidAudioUrl
 from demixer.service.context import Services
 from demixer.service.delivery.outbox import DeliveryState, latest_delivery
 from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
@@ -137,7 +137,10 @@ def error_code(job: Job) -> int | None:
         return None
     if job.error_code == InvalidAudioUrl.code:  # the worker's fetch failed (fetch.py)
         return 451
-    return 500 if (job.error_code or "") in ("", "INTERNAL", "MODEL_FAILED") else 400
+    # CHUNK_TOO_LARGE: the server's model asks more memory than its worker has; the request
+    # was fine, so not the caller's 400.
+    server_side = ("", "INTERNAL", "MODEL_FAILED", ChunkTooLarge.code)
+    return 500 if (job.error_code or "") in server_side else 400
 
 
 def error_message(job: Job) -> str | None:
