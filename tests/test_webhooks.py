@@ -538,6 +538,33 @@ def test_a_200_whose_body_is_late_is_delivered(make_api: Callable[..., Api]) -> 
     assert (outcome.status_code, outcome.error) == (200, None)
 
 
+def test_a_receivers_binary_error_answer_is_recorded_as_text(make_api: Callable[..., Api]) -> None:
+    """A receiver answers 500 with a UTF-16 page (every other byte NUL). PostgreSQL refuses
+    NUL in text: the attempt's outcome could not be written, so the status said `pending`
+    with no error and no attempt counted, nothing was logged, and the lease held the delivery
+    until it expired (90 s at the default timeout). Control characters are left out."""
+    api = make_api(**FAST)
+    page = "Fehler\r\n\x1b[0m".encode("utf-16-le")
+
+    def answer(conn: socket.socket) -> None:
+        head = f"HTTP/1.1 500 Oops\r\nContent-Length: {len(page)}\r\n\r\n".encode()
+        conn.sendall(head + page)
+
+    listener, bare = bare_receiver(answer)
+    try:
+        job_id, _ = submit(api, api.upload(), bare.url)
+        api.worker_done(job_id)
+        dispatcher = Dispatcher(api.services)
+        claim = dispatcher.claim()
+        assert claim is not None
+        with dispatcher.client() as client:
+            assert dispatcher.deliver(client, claim) == "pending"
+    finally:
+        listener.close()
+    status = hook_status(api, job_id)
+    assert (status["attempts"], status["last_error"]) == (1, "HTTP 500: Fehler [0m")
+
+
 def test_delivery_survives_a_dispatcher_restart(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:

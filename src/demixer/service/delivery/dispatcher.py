@@ -60,6 +60,15 @@ def backoff(attempt: int, base: float, rng: random.Random | None = None) -> floa
     return step / 2 + (rng or random).uniform(0.0, step / 2)
 
 
+def _readable(raw: bytes) -> str:
+    """A receiver's answer as one line of text for ``last_error``: control characters left
+    out, line breaks and tabs made spaces. PostgreSQL refuses a NUL in text, and an error page
+    in UTF-16 (or any binary answer) is full of them: its attempt could not be recorded."""
+    text = raw.decode("utf-8", "replace")
+    kept = "".join(c if c.isprintable() else " " if c.isspace() else "" for c in text)
+    return " ".join(kept.split())
+
+
 # --- the dispatcher -----------------------------------------------------------------------------
 
 
@@ -260,7 +269,7 @@ class Dispatcher:
         code = response.status_code
         if 200 <= code < 300:
             return _Outcome(code, None)
-        text = head.decode("utf-8", "replace").strip()
+        text = _readable(head)
         if response.headers.get("content-encoding", "identity").lower() != "identity":
             text = ""  # compressed bytes say nothing readable
         if response.is_redirect:
