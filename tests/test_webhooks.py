@@ -565,6 +565,34 @@ def test_a_receivers_binary_error_answer_is_recorded_as_text(make_api: Callable[
     assert (status["attempts"], status["last_error"]) == (1, "HTTP 500: Fehler [0m")
 
 
+@pytest.mark.backends("sqlite")  # the log line alone: the database's refusal is a stand-in
+def test_an_outcome_the_database_refuses_is_logged(
+    make_api: Callable[..., Api], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dispatcher sends on a thread pool, whose futures keep an exception to themselves:
+    an attempt whose outcome could not be written (the NUL above, on PostgreSQL) left no
+    line in the log, only a delivery stuck `pending` until its lease expired."""
+    api = make_api(**FAST)
+    job_id, _ = submit(api, api.upload(), receiver.url("/refused"))
+    api.worker_done(job_id)
+    dispatcher = Dispatcher(api.services)
+
+    def refused(*_args: Any) -> str:
+        raise ValueError("the database refused it")
+
+    dispatcher.record = refused  # type: ignore[method-assign]
+    claim = dispatcher.claim()
+    assert claim is not None
+    with caplog.at_level("ERROR", logger="demixer.webhooks"), dispatcher.client() as client:
+        assert dispatcher.deliver(client, claim) == "pending"
+    (line,) = [r for r in caplog.records if r.name == "demixer.webhooks"]
+    assert line.getMessage() == (
+        f"{dispatcher.id}: recording attempt 1 of delivery {claim.id} (200) failed; it is "
+        "sent again when its lease expires"
+    )
+    assert line.exc_info is not None and "the database refused it" in str(line.exc_info[1])
+
+
 def test_delivery_survives_a_dispatcher_restart(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:

@@ -284,12 +284,25 @@ class Dispatcher:
             log.exception("%s: sending delivery %s failed", self.id, claim.id)
             outcome = _Outcome(None, f"internal error: {type(exc).__name__}")
         # Through a database outage: the receiver has it; sending it again would be a duplicate.
-        status = retry_unavailable(
-            lambda: self.record(claim, outcome),
-            within=self.lease.total_seconds() / 2,
-            what=f"{self.id}: recording delivery {claim.id}",
-            read_only=True,
-        )
+        try:
+            status = retry_unavailable(
+                lambda: self.record(claim, outcome),
+                within=self.lease.total_seconds() / 2,
+                what=f"{self.id}: recording delivery {claim.id}",
+                read_only=True,
+            )
+        except Exception:
+            # Said here: run() hands this call to a thread pool, whose futures keep an
+            # exception to themselves, so an outcome the database refused went unlogged.
+            log.exception(
+                "%s: recording attempt %d of delivery %s (%s) failed; it is sent again when "
+                "its lease expires",
+                self.id,
+                claim.attempt,
+                claim.id,
+                outcome.error or outcome.status_code,
+            )
+            return DeliveryState.PENDING
         log.info(
             "webhook %s attempt %d -> %s (%s)",
             claim.id,
