@@ -445,6 +445,50 @@ def test_slow_receiver_times_out_without_delaying_another(
     assert slow["last_error"].startswith("timeout")
 
 
+def test_one_accounts_hanging_receiver_leaves_slots_to_other_accounts(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    """One account's requests (repeats answered from the result cache: no worker, no
+    concurrent-job limit) point at a receiver that never answers. Every send slot was its,
+    each for the whole timeout: another account's event waited behind all of them (at the
+    default 15 s timeout and 600 requests a minute, for hours). Once an account holds half
+    the slots, other accounts' events go first; what the other account's receiver sees is
+    read when it is called, so no clock decides the result."""
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 60.0})
+    hang = threading.Event()
+    receiver.hooks["/hang"] = lambda: hang.wait(30)
+    file_id = api.upload()
+    for _ in range(6):
+        job_id, _ = submit(api, file_id, receiver.url("/hang"))
+        finish(api, job_id)
+    r = api.post(
+        "/v1/queue/audio/separate",
+        key=api.other_key,
+        json={
+            "input": {"audio_url": receiver.url("/song.wav"), "prompt": "vocals"},
+            "webhook": {"url": receiver.url("/other")},
+        },
+    )
+    assert r.status_code == 202, r.text
+    other = r.json()["request_id"]
+    api.worker_done(other)
+    hanging_when_other_came: list[int] = []
+    receiver.hooks["/other"] = lambda: hanging_when_other_came.append(len(receiver.to("/hang")))
+
+    def other_delivered() -> bool:
+        r = api.get(f"/v1/queue/requests/{other}/status", key=api.other_key)
+        return bool(r.json()["webhook"]["delivery_status"] == "delivered")
+
+    with dispatching(api.services, concurrency=4):
+        try:
+            wait_for(other_delivered)
+        finally:
+            hang.set()  # before the dispatcher stops: it waits for the sends in flight
+    # Two of the four slots at most were the hanging account's when the other's event went.
+    (hanging,) = hanging_when_other_came
+    assert hanging <= 2, hanging
+
+
 @pytest.mark.backends("sqlite")  # the send alone: no database work
 @pytest.mark.parametrize("trickled", ["headers", "body"])
 def test_a_receiver_trickling_its_answer_is_cut_at_the_timeout(
