@@ -713,7 +713,17 @@ def test_status_without_a_webhook_and_after_cancel(
 def test_private_webhook_urls_are_refused(make_api: Callable[..., Api]) -> None:
     api = make_api()  # no allowlist
     file_id = api.upload()
-    for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/hook"):
+    # The guard's code for every URL it will not call: a scheme other than http(s), or no
+    # host, was answered INVALID_REQUEST (a client handling URL_REFUSED missed those).
+    for url in (
+        "http://127.0.0.1:9/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://2130706433/hook",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "http:///hook",
+    ):
         r = api.queue_separate(file_id, webhook={"url": url})
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "URL_REFUSED", r.text
