@@ -351,7 +351,7 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
         "/v1/queue/audio/separate",
         json={"input": {"file_id": file_id, "prompt": "vocals"}, "webhook": {"url": "mailto:x"}},
     )
-    _error(r, 400, "INVALID_REQUEST", "webhook.url")
+    _error(r, 400, "URL_REFUSED", "webhook.url")
 
     msg = _error(sep(file_id=file_id, prompt="the flute solo"), 422, "UNSUPPORTED_PROMPT")
     assert "vocals" in msg and "drums" in msg

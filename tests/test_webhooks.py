@@ -485,6 +485,50 @@ def test_slow_receiver_times_out_without_delaying_another(
     assert slow["last_error"].startswith("timeout")
 
 
+def test_one_accounts_hanging_receiver_leaves_slots_to_other_accounts(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    """One account's requests (repeats answered from the result cache: no worker, no
+    concurrent-job limit) point at a receiver that never answers. Every send slot was its,
+    each for the whole timeout: another account's event waited behind all of them (at the
+    default 15 s timeout and 600 requests a minute, for hours). Once an account holds half
+    the slots, other accounts' events go first; what the other account's receiver sees is
+    read when it is called, so no clock decides the result."""
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 60.0})
+    hang = threading.Event()
+    receiver.hooks["/hang"] = lambda: hang.wait(30)
+    file_id = api.upload()
+    for _ in range(6):
+        job_id, _ = submit(api, file_id, receiver.url("/hang"))
+        finish(api, job_id)
+    r = api.post(
+        "/v1/queue/audio/separate",
+        key=api.other_key,
+        json={
+            "input": {"audio_url": receiver.url("/song.wav"), "prompt": "vocals"},
+            "webhook": {"url": receiver.url("/other")},
+        },
+    )
+    assert r.status_code == 202, r.text
+    other = r.json()["request_id"]
+    api.worker_done(other)
+    hanging_when_other_came: list[int] = []
+    receiver.hooks["/other"] = lambda: hanging_when_other_came.append(len(receiver.to("/hang")))
+
+    def other_delivered() -> bool:
+        r = api.get(f"/v1/queue/requests/{other}/status", key=api.other_key)
+        return bool(r.json()["webhook"]["delivery_status"] == "delivered")
+
+    with dispatching(api.services, concurrency=4):
+        try:
+            wait_for(other_delivered)
+        finally:
+            hang.set()  # before the dispatcher stops: it waits for the sends in flight
+    # Two of the four slots at most were the hanging account's when the other's event went.
+    (hanging,) = hanging_when_other_came
+    assert hanging <= 2, hanging
+
+
 @pytest.mark.backends("sqlite")  # the send alone: no database work
 @pytest.mark.parametrize("trickled", ["headers", "body"])
 def test_a_receiver_trickling_its_answer_is_cut_at_the_timeout(
@@ -578,6 +622,61 @@ def test_a_200_whose_body_is_late_is_delivered(make_api: Callable[..., Api]) -> 
     assert (outcome.status_code, outcome.error) == (200, None)
 
 
+def test_a_receivers_binary_error_answer_is_recorded_as_text(make_api: Callable[..., Api]) -> None:
+    """A receiver answers 500 with a UTF-16 page (every other byte NUL). PostgreSQL refuses
+    NUL in text: the attempt's outcome could not be written, so the status said `pending`
+    with no error and no attempt counted, nothing was logged, and the lease held the delivery
+    until it expired (90 s at the default timeout). Control characters are left out."""
+    api = make_api(**FAST)
+    page = "Fehler\r\n\x1b[0m".encode("utf-16-le")
+
+    def answer(conn: socket.socket) -> None:
+        head = f"HTTP/1.1 500 Oops\r\nContent-Length: {len(page)}\r\n\r\n".encode()
+        conn.sendall(head + page)
+
+    listener, bare = bare_receiver(answer)
+    try:
+        job_id, _ = submit(api, api.upload(), bare.url)
+        api.worker_done(job_id)
+        dispatcher = Dispatcher(api.services)
+        claim = dispatcher.claim()
+        assert claim is not None
+        with dispatcher.client() as client:
+            assert dispatcher.deliver(client, claim) == "pending"
+    finally:
+        listener.close()
+    status = hook_status(api, job_id)
+    assert (status["attempts"], status["last_error"]) == (1, "HTTP 500: Fehler [0m")
+
+
+@pytest.mark.backends("sqlite")  # the log line alone: the database's refusal is a stand-in
+def test_an_outcome_the_database_refuses_is_logged(
+    make_api: Callable[..., Api], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dispatcher sends on a thread pool, whose futures keep an exception to themselves:
+    an attempt whose outcome could not be written (the NUL above, on PostgreSQL) left no
+    line in the log, only a delivery stuck `pending` until its lease expired."""
+    api = make_api(**FAST)
+    job_id, _ = submit(api, api.upload(), receiver.url("/refused"))
+    api.worker_done(job_id)
+    dispatcher = Dispatcher(api.services)
+
+    def refused(*_args: Any) -> str:
+        raise ValueError("the database refused it")
+
+    dispatcher.record = refused  # type: ignore[method-assign]
+    claim = dispatcher.claim()
+    assert claim is not None
+    with caplog.at_level("ERROR", logger="demixer.webhooks"), dispatcher.client() as client:
+        assert dispatcher.deliver(client, claim) == "pending"
+    (line,) = [r for r in caplog.records if r.name == "demixer.webhooks"]
+    assert line.getMessage() == (
+        f"{dispatcher.id}: recording attempt 1 of delivery {claim.id} (200) failed; it is "
+        "sent again when its lease expires"
+    )
+    assert line.exc_info is not None and "the database refused it" in str(line.exc_info[1])
+
+
 def test_delivery_survives_a_dispatcher_restart(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:
@@ -654,7 +753,17 @@ def test_status_without_a_webhook_and_after_cancel(
 def test_private_webhook_urls_are_refused(make_api: Callable[..., Api]) -> None:
     api = make_api()  # no allowlist
     file_id = api.upload()
-    for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/hook"):
+    # The guard's code for every URL it will not call: a scheme other than http(s), or no
+    # host, was answered INVALID_REQUEST (a client handling URL_REFUSED missed those).
+    for url in (
+        "http://127.0.0.1:9/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://2130706433/hook",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "http:///hook",
+    ):
         r = api.queue_separate(file_id, webhook={"url": url})
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "URL_REFUSED", r.text

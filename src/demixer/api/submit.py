@@ -231,7 +231,8 @@ def _common(
     if url is not None:
         secret = (req.webhook.secret if req.webhook is not None else None) or req.webhook_secret
         webhook = Webhook(
-            url=_http_url(url, "webhook.url", InvalidRequest),
+            # URL_REFUSED, the guard's code, for a URL it would refuse (a scheme, no host) too.
+            url=_http_url(url, "webhook.url", UrlRefused),
             secret=secret or new_secret(),
             style=style,
         )

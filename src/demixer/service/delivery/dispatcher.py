@@ -5,7 +5,9 @@ A :class:`Dispatcher` (its own thread, never a worker) claims due rows the way w
 jobs (a conditional UPDATE under a lease; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so a
 delivery is never sent by two dispatchers at once, and a row claimed by a dispatcher that died
 is claimed again when its lease expires. Sends run on a small thread pool: a receiver that
-takes the whole timeout delays nothing else. Outcomes:
+takes the whole timeout delays nothing else, and once one account's sends hold half of a
+dispatcher's slots (counted over all dispatchers), other accounts' due events go first, so
+one account's receiver, however slow, never holds up everyone else's events. Outcomes:
 
 - any 2xx: ``delivered``;
 - 410 Gone: ``failed`` at once (the receiver says it wants no more);
@@ -26,12 +28,13 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from demixer.service.context import Services
 from demixer.service.db import OutageNotice, is_unavailable, retry_unavailable, rows_changed
 from demixer.service.delivery.outbox import DeliveryState
-from demixer.service.schema import Delivery
+from demixer.service.schema import Delivery, Job
 from demixer.service.urlguard import (
     GuardedTransport,
     UrlRefused,
@@ -58,6 +61,15 @@ def backoff(attempt: int, base: float, rng: random.Random | None = None) -> floa
     """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""
     step = min(base * FACTOR ** max(0, attempt - 1), base * CAP_STEPS)
     return step / 2 + (rng or random).uniform(0.0, step / 2)
+
+
+def _readable(raw: bytes) -> str:
+    """A receiver's answer as one line of text for ``last_error``: control characters left
+    out, line breaks and tabs made spaces. PostgreSQL refuses a NUL in text, and an error page
+    in UTF-16 (or any binary answer) is full of them: its attempt could not be recorded."""
+    text = raw.decode("utf-8", "replace")
+    kept = "".join(c if c.isprintable() else " " if c.isspace() else "" for c in text)
+    return " ".join(kept.split())
 
 
 # --- the dispatcher -----------------------------------------------------------------------------
@@ -112,6 +124,9 @@ class Dispatcher:
         settings = services.settings
         self.services = services
         self.concurrency = max(1, concurrency)
+        # Sends one account may have in flight (over every dispatcher: the leases count them)
+        # before other accounts' due events go first: half a dispatcher's slots.
+        self.per_account = max(1, self.concurrency // 2)
         self.timeout = settings.webhook_timeout_seconds
         self.backoff_base = (
             settings.webhook_backoff_seconds if backoff_base is None else backoff_base
@@ -144,14 +159,35 @@ class Dispatcher:
                     updated_at=now,
                 )
             )
+            # Accounts whose sends already hold their share of the slots go after the others:
+            # one account's events to a receiver that never answers held every slot for the
+            # whole timeout, and every other account's events waited behind them. Alone, an
+            # account still has every slot.
+            sent, owner = aliased(Delivery), aliased(Job)  # not the outer query's rows
+            busy = (
+                select(owner.account_id)
+                .join(sent, sent.job_id == owner.id)
+                .where(
+                    sent.status == DeliveryState.PENDING,
+                    sent.lease_owner.is_not(None),
+                    sent.lease_expires_at >= now,
+                )
+                .group_by(owner.account_id)
+                .having(func.count() >= self.per_account)
+            )
             query = (
                 select(Delivery.id)
+                .join(Job, Job.id == Delivery.job_id)
                 .where(due)
-                .order_by(Delivery.next_attempt_at, Delivery.id)
+                .order_by(
+                    case((Job.account_id.in_(busy), 1), else_=0),
+                    Delivery.next_attempt_at,
+                    Delivery.id,
+                )
                 .limit(1)
             )
             if db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
+                query = query.with_for_update(skip_locked=True, of=Delivery)
             delivery_id = s.execute(query).scalar_one_or_none()
             if delivery_id is None:
                 return None
@@ -260,7 +296,7 @@ class Dispatcher:
         code = response.status_code
         if 200 <= code < 300:
             return _Outcome(code, None)
-        text = head.decode("utf-8", "replace").strip()
+        text = _readable(head)
         if response.headers.get("content-encoding", "identity").lower() != "identity":
             text = ""  # compressed bytes say nothing readable
         if response.is_redirect:
@@ -275,12 +311,25 @@ class Dispatcher:
             log.exception("%s: sending delivery %s failed", self.id, claim.id)
             outcome = _Outcome(None, f"internal error: {type(exc).__name__}")
         # Through a database outage: the receiver has it; sending it again would be a duplicate.
-        status = retry_unavailable(
-            lambda: self.record(claim, outcome),
-            within=self.lease.total_seconds() / 2,
-            what=f"{self.id}: recording delivery {claim.id}",
-            read_only=True,
-        )
+        try:
+            status = retry_unavailable(
+                lambda: self.record(claim, outcome),
+                within=self.lease.total_seconds() / 2,
+                what=f"{self.id}: recording delivery {claim.id}",
+                read_only=True,
+            )
+        except Exception:
+            # Said here: run() hands this call to a thread pool, whose futures keep an
+            # exception to themselves, so an outcome the database refused went unlogged.
+            log.exception(
+                "%s: recording attempt %d of delivery %s (%s) failed; it is sent again when "
+                "its lease expires",
+                self.id,
+                claim.attempt,
+                claim.id,
+                outcome.error or outcome.status_code,
+            )
+            return DeliveryState.PENDING
         log.info(
             "webhook %s attempt %d -> %s (%s)",
             claim.id,
