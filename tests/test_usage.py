@@ -9,6 +9,7 @@ import pytest
 
 from api_support import Api, api, make_api
 from demixer.service.schema import Job, UsageRecord
+from demixer.vendors.musicgpt.wire import musicgpt_event
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -138,3 +139,42 @@ def test_an_unescaped_offset_plus_and_a_lower_case_t_and_z_are_read(api: Api) ->
     # RFC 3339's lower-case "t" and "z" (also a 400).
     r = api.get("/v1/usage", params={"from": "2030-03-01t10:00:00z", "to": "2030-03-02"})
     assert r.status_code == 200 and r.json()["from"] == "2030-03-01T10:00:00.000000Z", r.text
+
+
+def test_musicgpt_cost_of_a_result_cache_hit_is_its_usage(api: Api) -> None:
+    """A MusicGPT extraction the result cache answered records 0 s in ``/v1/usage``, but its
+    ``credit_estimate``, byId ``conversion_cost`` and webhook said the song's minutes: a
+    client adding up ``conversion_cost`` billed 0.03 min more than demixer counted."""
+    wav = api.files.get("stereo.wav")  # 1.5 s: 0.03 min
+
+    def extract() -> dict[str, object]:
+        with wav.path.open("rb") as fh:
+            r = api.post(
+                "/api/public/v1/Extraction",
+                headers={"Authorization": api.key},  # MusicGPT's: the bare key
+                files={"audio_file": ("song.wav", fh, "audio/wav")},
+                data={"stems": '["vocals"]'},
+            )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    first = extract()
+    assert first["credit_estimate"] == 0.03
+    api.worker_done(str(first["task_id"]), names=("vocals", "residual"))
+    again = extract()
+    assert again["eta"] == 0 and again["credit_estimate"] == 0.0
+    byid = api.get(
+        "/api/public/v1/byId",
+        headers={"Authorization": api.key},
+        params={"conversionType": "EXTRACTION", "task_id": again["task_id"]},
+    ).json()["conversion"]
+    assert (byid["status"], byid["conversion_cost"]) == ("COMPLETED", 0.0)
+    assert byid["conversion_duration"] == api.files.get("mono.wav").seconds  # the stand-in's
+    with api.services.db.read() as s:
+        job = s.get(Job, again["task_id"])
+        assert job is not None
+        hook = musicgpt_event(api.services, job)
+    assert hook is not None and hook[1]["conversion_cost"] == 0.0
+    assert [line["quantity"] for line in api.get("/v1/usage").json()["data"]] == [
+        api.files.get("mono.wav").seconds
+    ]

@@ -37,7 +37,8 @@ Wire decisions:
   audio duration x measured seconds-per-audio-second of this server's recent jobs (x the
   queue ahead); -1 (MusicGPT's "unknown") for an ``audio_url`` not fetched yet.
   ``credit_estimate`` / ``conversion_cost``: minutes of audio (2 decimals), the unit
-  demixer's usage counts in seconds (an ``audio_url``'s estimate assumes 3 minutes).
+  demixer's usage counts in seconds (an ``audio_url``'s estimate assumes 3 minutes); 0 for a
+  request the result cache answers, as its usage is.
   ``conversion_duration``: seconds of audio.
 - Statuses: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED (CANCELLED reads FAILED, with a
   ``status_msg`` saying so, and its webhook is a failure's).
@@ -278,7 +279,8 @@ def _extract(services: Services, identity: Identity, form: Form) -> dict[str, An
             uploads.delete_file(services, identity.account_id, source["file_id"])
         raise
     seconds = duration or _UNKNOWN_DURATION
-    if queued.status == COMPLETED:
+    if queued.status == COMPLETED:  # the result cache answered: it costs nothing (usage 0)
+        seconds = 0.0
         eta = 0
     elif duration is None:  # an audio_url not fetched yet: MusicGPT's "-1 if unknown"
         eta = -1

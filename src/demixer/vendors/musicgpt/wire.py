@@ -17,6 +17,7 @@ from demixer.engine.stems import RESIDUAL
 from demixer.errors import InvalidRequest, UnknownStem
 from demixer.models.planner import CLEANUP_STEMS, cleanup_model, produces
 from demixer.models.registry import list_specs
+from demixer.service.accounts.usage import usage_quantity
 from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
@@ -253,7 +254,8 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
         "stems": list(stems),
         "preprocessing_options": list(sent),
         "conversion_duration": seconds if job.status == COMPLETED else None,
-        "conversion_cost": credits(seconds) if job.status == COMPLETED else None,
+        # What /v1/usage counts for it: 0 for a result-cache hit, whose audio is still its length.
+        "conversion_cost": credits(usage_quantity(job)) if job.status == COMPLETED else None,
         "createdAt": wire_time(job.created_at),
         "updatedAt": wire_time(job.updated_at),
     }
@@ -282,7 +284,7 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
     }
     if job.status == COMPLETED:
         body.update(_stem_fields(stems))
-        body["conversion_cost"] = credits(float(job.duration or 0.0))
+        body["conversion_cost"] = credits(usage_quantity(job))  # as byId's
         body["conversion_duration"] = float(job.duration or 0.0)
         return "musicgpt.extraction.completed", body
     if job.status == CANCELLED:
