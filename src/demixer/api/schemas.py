@@ -554,7 +554,10 @@ class Usage(Answer):
     """What the request used (demixer does not bill)."""
 
     feature: Literal["audio_seconds"] = "audio_seconds"
-    quantity: float
+    quantity: float = Field(
+        description="Seconds of input audio processed: the whole input, whatever `spans` keep; "
+        "0 when the result cache answered the request."
+    )
     billing_status: Literal["not_billed"] = "not_billed"
 
 

@@ -75,7 +75,8 @@ def get_usage(
         json_schema_extra=_ISO,
     ),
 ) -> UsageList:
-    """The caller's account's usage, per key and engine model, recorded in `[from, to]`."""
+    """The caller's account's usage, per key and engine model, of the jobs completed in
+    `[from, to]`."""
     to = _when(end, "to") or services.db.clock()
     since = _when(start, "from") or max(to, _EARLIEST + DEFAULT_PERIOD) - DEFAULT_PERIOD
     if since > to:
