@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 import standardwebhooks
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
@@ -698,6 +698,40 @@ def test_delivery_survives_a_dispatcher_restart(
     assert second.at - first.at >= 0.5  # it waited for the retry to fall due
     assert verify(second.headers, second.body, secret)["request_id"] == job_id
     restarted.db.dispose()
+
+
+def test_a_last_attempt_cut_off_by_a_dead_dispatcher_is_sent_once_more(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    """A dispatcher that stopped during the last attempt left its lease to expire; the next
+    claim marked the delivery `failed` without sending it, though the event may never have
+    left. It is sent once more; a second cut-off last attempt ends it (no crash loop)."""
+    api = make_api(**{**FAST, "webhook_max_attempts": 1})
+    job_id, _ = submit(api, api.upload(), receiver.url("/cut"))
+    api.worker_done(job_id)
+    db = api.services.db
+
+    def dies_holding_it() -> None:
+        dead = Dispatcher(api.services)
+        assert dead.claim() is not None  # ... and it never sends or records
+        with db.write() as s:
+            s.execute(update(Delivery).values(lease_expires_at=db.clock() - timedelta(seconds=1)))
+
+    dies_holding_it()
+    dispatcher = Dispatcher(api.services)
+    claim = dispatcher.claim()
+    assert claim is not None
+    with dispatcher.client() as client:
+        assert dispatcher.deliver(client, claim) == "delivered"
+    assert len(receiver.to("/cut")) == 1
+    # Back to where the first dispatcher died; this time the re-send is cut off too.
+    with db.write() as s:
+        s.execute(update(Delivery).values(status="pending", attempts=1, delivered_at=None))
+    dies_holding_it()
+    assert Dispatcher(api.services).claim() is None
+    status = hook_status(api, job_id)
+    assert status["delivery_status"] == "failed"
+    assert status["last_error"] == "the dispatcher sending the last attempt stopped responding"
 
 
 def test_two_dispatchers_never_send_one_attempt_twice(

@@ -13,6 +13,9 @@ one account's receiver, however slow, never holds up everyone else's events. Out
 - 410 Gone: ``failed`` at once (the receiver says it wants no more);
 - anything else (other statuses, redirects, which are never followed, timeouts, refused or
   unreachable addresses): retried after :func:`backoff`, ``failed`` after ``max_attempts``.
+
+An attempt is counted when it is claimed. A last attempt whose dispatcher stopped before
+recording it is sent once more when its lease expires (at least once), and only once.
 """
 
 from __future__ import annotations
@@ -148,10 +151,12 @@ class Dispatcher:
         free = or_(Delivery.lease_owner.is_(None), Delivery.lease_expires_at < now)
         due = and_(Delivery.status == DeliveryState.PENDING, Delivery.next_attempt_at <= now, free)
         with db.write() as s:
-            # A dispatcher died during a last attempt: that attempt counts; nothing is left.
+            # A dispatcher died during a last attempt, which may never have left: it is sent
+            # once more (attempts is then max_attempts + 1). Only a re-send cut off as well
+            # ends the delivery, so an event that stops every dispatcher is not retried forever.
             s.execute(
                 update(Delivery)
-                .where(due, Delivery.attempts >= Delivery.max_attempts)
+                .where(due, Delivery.attempts > Delivery.max_attempts)
                 .values(
                     status=DeliveryState.FAILED,
                     lease_owner=None,
