@@ -8,6 +8,7 @@ these tests are about reading, checking, registering and running files, not abou
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import resource
@@ -782,6 +783,45 @@ def test_a_job_whose_chunk_does_not_fit_the_worker_fails_chunk_too_large(
         body = wait_until(lambda: (a := api.get(status_url).json())["status"] == "FAILED" and a)
     assert body["error"]["code"] == "CHUNK_TOO_LARGE", body
     assert "set audio.chunk_size to a few seconds" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("broken", "code"),
+    [("config", "INVALID_MODEL_CONFIG"), ("checkpoint", "CHECKPOINT_MISMATCH")],
+)
+def test_an_installed_model_that_cannot_load_fails_its_job_with_its_own_code(
+    tmp_path: Path, broken: str, code: str
+) -> None:
+    """A model installed (its files there and their hashes right: a release's `add` took it)
+    whose config this release refuses, or whose checkpoint does not fit its network: the worker
+    failed its jobs MODEL_UNAVAILABLE, and the web page said "This model isn't installed";
+    they fail with the loader's own code (a damaged weights file stays MODEL_UNAVAILABLE)."""
+    from demixer.service.worker.child import classify_error
+
+    config, checkpoint = model_files(tmp_path)
+    models = tmp_path / "models"
+    add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint, model_dir=models)
+    folder = models / "mine"
+    if broken == "config":
+        text = (folder / "config.yaml").read_text()
+        (folder / "config.yaml").write_text(text.replace("depth: 1\n", "depth: one\n", 1))
+    else:  # another network's weights (two layers deep)
+        (tmp_path / "other").mkdir()
+        _, deeper = model_files(tmp_path / "other", depth=2)
+        (folder / "model.ckpt").write_bytes(deeper.read_bytes())
+    manifest = json.loads((folder / "demixer-model.json").read_text())
+    for entry in manifest["files"]:  # as `add` wrote them
+        data = (folder / entry["name"]).read_bytes()
+        entry.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    (folder / "demixer-model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelUnavailable) as caught:
+        load_backend("mine", model_dir=models)
+    assert classify_error(caught.value) == (code, caught.value.message, False)
+    # Damaged weights stay "unavailable" (README: `demixer models pull` or `add` mends them).
+    (folder / "model.ckpt").write_bytes(b"<html>not found</html>")
+    with pytest.raises(WeightsChecksumMismatch) as damaged:
+        load_backend("mine", model_dir=models)
+    assert classify_error(damaged.value)[0] == "MODEL_UNAVAILABLE"
 
 
 @pytest.mark.parametrize("file", sorted(p.name for p in DATA.glob("*.yaml")))

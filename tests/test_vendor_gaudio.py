@@ -282,10 +282,13 @@ def test_a_model_not_permitted_is_403_and_an_unknown_path_404(
         "message": "model 'spleeter' is not permitted; use a GSEP music model, e.g. "
         "gsep_music_hq_v1",
     }
-    # Gaudio's dialogue/music/effects and speech models: other products, not music stems.
+    # Gaudio's dialogue/music/effects and speech models: other products, not music stems;
+    # and a music model Gaudio does not have (any `gsep_music_*` name was taken).
     for model, body in (
         ("gsep_dme_mtrack_v1", {"audioUploadId": uploaded}),
         ("gsep_speech_hq_v1", {"audioUploadId": uploaded, "type": "vocal"}),
+        ("gsep_music_foo", {"audioUploadId": uploaded, "type": "vocal"}),
+        ("gsep_music_", {"audioUploadId": uploaded, "type": "vocal"}),
     ):
         r = gaudio.http.post(f"/v1/{model}/jobs", json=body)
         assert r.status_code == 403, r.text

@@ -21,6 +21,13 @@ import soundfile as sf
 from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
+from demixer.errors import (
+    CheckpointMismatch,
+    ChunkTooLarge,
+    InvalidModelConfig,
+    ModelUnavailable,
+    WeightsChecksumMismatch,
+)
 from demixer.service.schema import Job
 from local_origin import Origin, local_origin
 from service_harness import Server, create_key, fast_env, free_port, running_server
@@ -311,11 +318,24 @@ def test_stem_name_is_read_as_sunoapi_clients_send_it(make_api: Any) -> None:
     )
 
 
-def test_a_model_whose_chunk_does_not_fit_the_worker_is_a_server_error(make_api: Any) -> None:
-    """The worker failed the task CHUNK_TOO_LARGE (the server's model asks more memory than
-    its machine has): errorCode 400, "bad parameters", sent the caller to mend a request that
-    was fine; it is the vendor's 500, and errorMessage names demixer's code."""
-    from demixer.errors import ChunkTooLarge
+@pytest.mark.parametrize(
+    "error",
+    [
+        ChunkTooLarge("mine/config.yaml: too big"),
+        InvalidModelConfig("mine/config.yaml: model.depth must be an integer >= 1, not 'one'"),
+        CheckpointMismatch("mine/model.ckpt does not fit the network mine/config.yaml describes"),
+        WeightsChecksumMismatch("mine/model.ckpt is damaged"),
+        ModelUnavailable("no model for the separate step is installed on this worker"),
+    ],
+    ids=lambda e: e.code,
+)
+def test_a_model_that_cannot_run_on_the_worker_is_a_server_error(
+    make_api: Any, error: ModelUnavailable
+) -> None:
+    """The worker failed the task because of the server's model: its chunks need more memory
+    than the worker has, its config or checkpoint cannot be used, its weights are damaged or
+    missing. errorCode was 400, "bad parameters", which sends the caller to mend a request
+    that was fine; it is the vendor's 500, and errorMessage names demixer's code."""
     from demixer.service.worker.child import classify_error
 
     api: Api = make_api()
@@ -323,11 +343,24 @@ def test_a_model_whose_chunk_does_not_fit_the_worker_is_a_server_error(make_api:
     task_id = made["data"]["taskId"]
     claim = api.services.queue.claim("test-worker")
     assert claim is not None and claim.id == task_id
-    code, message, retryable = classify_error(ChunkTooLarge("mine/config.yaml: too big"))
+    code, message, retryable = classify_error(error)
     api.services.queue.fail(task_id, "test-worker", code=code, message=message, retryable=retryable)
     data = api.get(f"{BASE}/record-info", params={"taskId": task_id}).json()["data"]
     assert (data["successFlag"], data["errorCode"]) == ("GENERATE_AUDIO_FAILED", 500)
-    assert data["errorMessage"] == "CHUNK_TOO_LARGE: mine/config.yaml: too big"
+    assert data["errorMessage"] == f"{code}: {error.message}"
+
+
+@pytest.mark.parametrize("code", ["WORKER_LOST", "JOB_TIMEOUT", "STORAGE_FULL"])
+def test_a_task_the_server_could_not_finish_is_a_server_error(make_api: Any, code: str) -> None:
+    """Its worker stopped (WORKER_LOST), it ran past the server's job timeout, or the server's
+    disk was full: errorCode was 400, "bad parameters", for a request that was fine."""
+    api: Api = make_api()
+    task_id = api.post(f"{BASE}/generate", json={"fileId": api.upload()}).json()["data"]["taskId"]
+    claim = api.services.queue.claim("test-worker")
+    assert claim is not None and claim.id == task_id
+    api.services.queue.fail(task_id, "test-worker", code=code, message="m", retryable=False)
+    data = api.get(f"{BASE}/record-info", params={"taskId": task_id}).json()["data"]
+    assert (data["errorCode"], data["errorMessage"]) == (500, f"{code}: m")
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -1565,6 +1565,31 @@ def test_a_long_emoji_name_downloads_as_whole_characters(page: Page, server: Ser
     assert name == "a" + "🎸" * 99
 
 
+@pytest.mark.backends("sqlite")  # the page's own words
+def test_a_model_that_is_there_but_cannot_load_is_not_said_to_be_missing(
+    page: Page, server: Server
+) -> None:
+    """A job failed INVALID_MODEL_CONFIG or CHECKPOINT_MISMATCH (the model is installed; its
+    config or checkpoint cannot be used): the page said "Something went wrong. Try again.",
+    and trying again fails the same way. Each says what is wrong; a missing model still reads
+    as not installed."""
+    open_page(page, server)
+    said = page.evaluate(
+        """async () => {
+             const { PlainError } = await import('/web/words.js');
+             const codes = ['MODEL_UNAVAILABLE', 'INVALID_MODEL_CONFIG', 'CHECKPOINT_MISMATCH'];
+             return Object.fromEntries(codes.map(c => [c, new PlainError(c).message]));
+           }"""
+    )
+    assert said == {
+        "MODEL_UNAVAILABLE": "This model isn't installed on the server yet.",
+        "INVALID_MODEL_CONFIG": "This model's settings on the server can't be used. Try "
+        "another model.",
+        "CHECKPOINT_MISMATCH": "This model's weights on the server don't fit its settings. "
+        "Try another model.",
+    }
+
+
 def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
     listed = httpx.get(
         server.base_url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"}

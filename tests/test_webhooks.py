@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 import standardwebhooks
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
@@ -190,6 +191,7 @@ class Receiver:
     plans: dict[str, list[int]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
     hooks: dict[str, Callable[[], object]] = field(default_factory=dict)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> sent with answers
     per_id: bool = False  # plans index by the number of calls for this webhook-id, not path
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -228,6 +230,8 @@ def receiver() -> Iterator[Receiver]:
             try:
                 self.send_response(status)
                 self.send_header("content-length", "2")
+                for name, value in rec.headers.get(self.path, {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(b"no" if status >= 300 else b"ok")
             except OSError:
@@ -322,7 +326,8 @@ def bare_receiver(answer: Callable[[socket.socket], None]) -> tuple[socket.socke
 
     threading.Thread(target=serve, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), {"status": "COMPLETED"}, 1, 8)
+    payload = {"status": "COMPLETED"}
+    claim = DeliveryClaim("msg_1", "req_1", url, new_secret(), payload, 1, 8, datetime.now(UTC))
     return listener, claim
 
 
@@ -445,6 +450,44 @@ def test_gives_up_after_max_attempts(make_api: Callable[..., Api], receiver: Rec
         )
     assert status["attempts"] == 3 and status["last_error"].startswith("HTTP 503")
     assert len(receiver.to("/down")) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "asked", "waits"),
+    [
+        (503, "120", 120.0),
+        (429, "in 300 s", 300.0),  # as an HTTP date
+        (503, "999999999", None),  # capped: the schedule's horizon after the event
+        (500, "120", 1.0),  # only a 429's or a 503's is read: the backoff (at most 1 s)
+    ],
+)
+def test_a_receivers_retry_after_sets_the_next_attempt_within_the_schedule(
+    make_api: Callable[..., Api], receiver: Receiver, status: int, asked: str, waits: float | None
+) -> None:
+    """A receiver answering 429 or 503 with `Retry-After` was retried on the backoff schedule
+    regardless, within a second here; it is retried no sooner than it asks, but no later than
+    the schedule's horizon after the event (a huge value parked the delivery for good)."""
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 1.0})
+    db = api.services.db
+    job_id, _ = submit(api, api.upload(), receiver.url("/busy"))
+    api.worker_done(job_id)
+    if asked.startswith("in "):  # the date's whole seconds, and the send, take up to 3 s off
+        when = db.clock() + timedelta(seconds=float(asked.split()[1]))
+        asked = format_datetime(when.replace(microsecond=0), usegmt=True)
+    receiver.plans["/busy"] = [status]
+    receiver.headers["/busy"] = {"retry-after": asked}
+    dispatcher = Dispatcher(api.services)
+    claim = dispatcher.claim()
+    assert claim is not None
+    with dispatcher.client() as client:
+        assert dispatcher.deliver(client, claim) == "pending"
+    with db.read() as s:
+        row = s.execute(select(Delivery)).scalar_one()
+    if waits is None:  # every step whole: 1 + 4 + 16 + 64 + 256 + 720 + 720 s at a 1 s base
+        assert row.next_attempt_at == row.created_at + timedelta(seconds=1781)
+    else:
+        wait = (row.next_attempt_at - row.updated_at).total_seconds()
+        assert waits - 3 <= wait <= waits, wait
 
 
 def test_slow_receiver_times_out_without_delaying_another(
@@ -698,6 +741,40 @@ def test_delivery_survives_a_dispatcher_restart(
     assert second.at - first.at >= 0.5  # it waited for the retry to fall due
     assert verify(second.headers, second.body, secret)["request_id"] == job_id
     restarted.db.dispose()
+
+
+def test_a_last_attempt_cut_off_by_a_dead_dispatcher_is_sent_once_more(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    """A dispatcher that stopped during the last attempt left its lease to expire; the next
+    claim marked the delivery `failed` without sending it, though the event may never have
+    left. It is sent once more; a second cut-off last attempt ends it (no crash loop)."""
+    api = make_api(**{**FAST, "webhook_max_attempts": 1})
+    job_id, _ = submit(api, api.upload(), receiver.url("/cut"))
+    api.worker_done(job_id)
+    db = api.services.db
+
+    def dies_holding_it() -> None:
+        dead = Dispatcher(api.services)
+        assert dead.claim() is not None  # ... and it never sends or records
+        with db.write() as s:
+            s.execute(update(Delivery).values(lease_expires_at=db.clock() - timedelta(seconds=1)))
+
+    dies_holding_it()
+    dispatcher = Dispatcher(api.services)
+    claim = dispatcher.claim()
+    assert claim is not None
+    with dispatcher.client() as client:
+        assert dispatcher.deliver(client, claim) == "delivered"
+    assert len(receiver.to("/cut")) == 1
+    # Back to where the first dispatcher died; this time the re-send is cut off too.
+    with db.write() as s:
+        s.execute(update(Delivery).values(status="pending", attempts=1, delivered_at=None))
+    dies_holding_it()
+    assert Dispatcher(api.services).claim() is None
+    status = hook_status(api, job_id)
+    assert status["delivery_status"] == "failed"
+    assert status["last_error"] == "the dispatcher sending the last attempt stopped responding"
 
 
 def test_two_dispatchers_never_send_one_attempt_twice(

@@ -35,6 +35,8 @@ const ERRORS = {
   UNSUPPORTED_PROMPT: "That can't be separated as described.",
   MODEL_UNAVAILABLE: "This model isn't installed on the server yet.",
   CHUNK_TOO_LARGE: "This model needs more memory than the server has. Try another model.",
+  INVALID_MODEL_CONFIG: "This model's settings on the server can't be used. Try another model.",
+  CHECKPOINT_MISMATCH: "This model's weights on the server don't fit its settings. Try another model.",
   UNKNOWN_MODEL: "This model doesn't exist on the server.",
   TOO_MANY_CONCURRENT_JOBS: "You have as many songs separating as you may. Wait for one to finish.",
   RATE_LIMITED: "Too many requests at once. Wait a moment and try again.",

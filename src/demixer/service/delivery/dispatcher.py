@@ -13,6 +13,11 @@ one account's receiver, however slow, never holds up everyone else's events. Out
 - 410 Gone: ``failed`` at once (the receiver says it wants no more);
 - anything else (other statuses, redirects, which are never followed, timeouts, refused or
   unreachable addresses): retried after :func:`backoff`, ``failed`` after ``max_attempts``.
+  A 429 or 503 with ``Retry-After`` is retried no sooner than it asks, but no later than the
+  schedule's :func:`horizon` after the event was written.
+
+An attempt is counted when it is claimed. A last attempt whose dispatcher stopped before
+recording it is sent once more when its lease expires (at least once), and only once.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from demixer.retry_after import retry_after
 from demixer.service.context import Services
 from demixer.service.db import OutageNotice, is_unavailable, retry_unavailable, rows_changed
 from demixer.service.delivery.outbox import DeliveryState
@@ -44,7 +50,7 @@ from demixer.service.urlguard import (
 )
 from demixer.webhooks import sign
 
-__all__ = ["CAP_STEPS", "FACTOR", "DeliveryClaim", "Dispatcher", "backoff"]
+__all__ = ["CAP_STEPS", "FACTOR", "DeliveryClaim", "Dispatcher", "backoff", "horizon"]
 
 log = logging.getLogger("demixer.webhooks")
 
@@ -57,10 +63,22 @@ FACTOR = 4.0
 CAP_STEPS = 720.0  # the longest wait, in units of base: 12 h at base 60 s
 
 
+def _step(attempt: int, base: float) -> float:
+    """The longest wait, in seconds, after failed attempt ``attempt`` (1-based)."""
+    return min(base * FACTOR ** max(0, attempt - 1), base * CAP_STEPS)
+
+
 def backoff(attempt: int, base: float, rng: random.Random | None = None) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""
-    step = min(base * FACTOR ** max(0, attempt - 1), base * CAP_STEPS)
+    step = _step(attempt, base)
     return step / 2 + (rng or random).uniform(0.0, step / 2)
+
+
+def horizon(max_attempts: int, base: float) -> float:
+    """Seconds from an event's first attempt to its last at the latest by the schedule (every
+    wait its whole step): about 30 h for 8 attempts at a 60 s base. A receiver's Retry-After
+    moves no attempt past it."""
+    return sum(_step(k, base) for k in range(1, max_attempts))
 
 
 def _readable(raw: bytes) -> str:
@@ -77,7 +95,8 @@ def _readable(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class DeliveryClaim:
-    """A delivery a dispatcher now holds. ``attempt`` is 1 for the first send."""
+    """A delivery a dispatcher now holds. ``attempt`` is 1 for the first send; ``created_at``:
+    when the event was written (the schedule's horizon counts from it)."""
 
     id: str
     job_id: str
@@ -86,12 +105,14 @@ class DeliveryClaim:
     payload: dict[str, Any]
     attempt: int
     max_attempts: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)
 class _Outcome:
     status_code: int | None
     error: str | None
+    retry_after: float | None = None  # seconds a 429 or 503 asked to wait
 
     @property
     def ok(self) -> bool:
@@ -148,10 +169,12 @@ class Dispatcher:
         free = or_(Delivery.lease_owner.is_(None), Delivery.lease_expires_at < now)
         due = and_(Delivery.status == DeliveryState.PENDING, Delivery.next_attempt_at <= now, free)
         with db.write() as s:
-            # A dispatcher died during a last attempt: that attempt counts; nothing is left.
+            # A dispatcher died during a last attempt, which may never have left: it is sent
+            # once more (attempts is then max_attempts + 1). Only a re-send cut off as well
+            # ends the delivery, so an event that stops every dispatcher is not retried forever.
             s.execute(
                 update(Delivery)
-                .where(due, Delivery.attempts >= Delivery.max_attempts)
+                .where(due, Delivery.attempts > Delivery.max_attempts)
                 .values(
                     status=DeliveryState.FAILED,
                     lease_owner=None,
@@ -212,6 +235,7 @@ class Dispatcher:
                 dict(row.payload),
                 row.attempts,
                 row.max_attempts,
+                row.created_at,
             )
 
     def record(self, claim: DeliveryClaim, outcome: _Outcome) -> str:
@@ -235,6 +259,13 @@ class Dispatcher:
             values.update(status=DeliveryState.FAILED)
         else:
             wait = backoff(claim.attempt, self.backoff_base)
+            if outcome.retry_after is not None:
+                # The receiver's own time to come back, if later; never past the schedule's
+                # horizon: "Retry-After: 999999999" (or a date years ahead) would park the
+                # delivery, pending, for good.
+                span = horizon(claim.max_attempts, self.backoff_base)
+                latest = (claim.created_at + timedelta(seconds=span) - now).total_seconds()
+                wait = max(wait, min(outcome.retry_after, latest))
             values.update(next_attempt_at=now + timedelta(seconds=wait))
         with db.write() as s:
             done = s.execute(
@@ -301,7 +332,11 @@ class Dispatcher:
             text = ""  # compressed bytes say nothing readable
         if response.is_redirect:
             text = "redirects are not followed"
-        return _Outcome(code, f"HTTP {code}" + (f": {text}" if text else ""))
+        asked = None
+        if code in (429, 503) and "retry-after" in response.headers:
+            # Read by the database's clock, as the next attempt's time is (an HTTP date).
+            asked = retry_after(response.headers["retry-after"], 0.0, now=self.services.db.clock())
+        return _Outcome(code, f"HTTP {code}" + (f": {text}" if text else ""), asked)
 
     def deliver(self, client: httpx.Client, claim: DeliveryClaim) -> str:
         """Send ``claim`` and record the outcome; returns the delivery's new status."""

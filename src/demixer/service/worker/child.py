@@ -51,12 +51,13 @@ from demixer.engine.cleanup import keep_stem
 from demixer.engine.separator import STAGES as SEPARATOR_STAGES
 from demixer.engine.separator import PreprocessFn
 from demixer.errors import (
-    ChunkTooLarge,
     DemixerError,
+    DownloadFailed,
     InvalidAudio,
     ModelFailed,
     ModelUnavailable,
     StorageFull,
+    WeightsChecksumMismatch,
 )
 from demixer.models import planner
 from demixer.models.loading import installed_specs
@@ -207,13 +208,12 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
     the server, a library's internals) is the operator's: the message names only its kind,
     and :func:`child_main` sends its traceback to the worker's log.
     """
-    if isinstance(exc, ChunkTooLarge):
-        # The model is installed and sound; its config asks more memory than this worker's
-        # machine has, and only a smaller chunk_size mends that: "unavailable" would send
-        # the operator to reinstall it.
-        return exc.code, exc.message, False
-    if isinstance(exc, ModelUnavailable):
-        # Missing weights, checksum mismatch, failed weight download: all "model unavailable".
+    if isinstance(exc, WeightsChecksumMismatch | DownloadFailed):
+        # Damaged or missing weights: "model unavailable", as README says, which pulling (or
+        # adding) the model's files again mends. A model whose files are there but whose
+        # config or checkpoint cannot be used (INVALID_MODEL_CONFIG, CHUNK_TOO_LARGE,
+        # CHECKPOINT_MISMATCH) keeps its own code below: "unavailable" sent the operator to
+        # reinstall a model that is installed, and the page said it was not.
         return ModelUnavailable.code, exc.message, False
     if isinstance(exc, ModelFailed | StorageFull):  # StorageFull: retried once there is room
         return exc.code, exc.message, True

@@ -75,6 +75,10 @@ STEM_TYPES = {
     "acoustic_piano": "piano",
 }
 _OUTPUT_NAMES = {**{v: k for k, v in STEM_TYPES.items()}, RESIDUAL: "others"}
+# Gaudio's music stem models, as its documents name them: gsep_music_hq_v1 (its job page
+# and quick start) and gsep_music_shq_v1 (vocal and accompaniment, in Gaudio Lab's MCP
+# server's model list). Every other name is another product, or none: a 403.
+_MUSIC_MODELS = ("gsep_music_hq_v1", "gsep_music_shq_v1")
 _PART_PATH = "/v1/files/upload-multipart/part"
 _MIN_RATE, _MAX_RATE = 16_000, 192_000
 _STATUS: dict[str, str] = {
@@ -239,8 +243,9 @@ def _unproducible(services: Services, stems: list[str]) -> UnknownStem:
 
 def _create_job(services: Services, caller: Identity, model: str, body: dict[str, Any]) -> str:
     # Gaudio's 403: the model is not permitted. Its speech and DME (dialogue / music /
-    # effects) models separate other things than music stems, which is all demixer does.
-    if not model.startswith("gsep_music_"):
+    # effects) models separate other things than music stems, which is all demixer does; a
+    # name Gaudio has no model for (`gsep_music_foo`) was taken as a music model.
+    if model not in _MUSIC_MODELS:
         raise Forbidden(
             f"model {model[:100]!r} is not permitted; use a GSEP music model, e.g. gsep_music_hq_v1"
         )

@@ -32,8 +32,9 @@ Wire decisions:
   callback's delivery finally failed; FAILED and CANCELLED GENERATE_AUDIO_FAILED (a task that
   cannot be created is refused by ``/generate`` itself, so CREATE_TASK_FAILED is not used).
   ``errorCode`` (and the failure callback's ``code``) is 451 where the ``audioUrl`` could not
-  be downloaded (the vendor's "Download Failed"), 400 for other input errors and 500
-  otherwise; ``errorMessage`` starts with demixer's own error code. Times are Unix
+  be downloaded (the vendor's "Download Failed"), 500 where the server failed (its model
+  could not run on the worker, the worker was lost or timed out, storage failed), and 400 for
+  the input's own errors; ``errorMessage`` starts with demixer's own error code. Times are Unix
   milliseconds.
 - The callback goes out on success and on failure, a cancelled task's included. Its URL is read
   as ``callBackUrl`` or ``callbackUrl``; a blank one is none.

@@ -13,7 +13,19 @@ from typing import Any
 
 from demixer.api.jobs import result_response
 from demixer.engine.stems import RESIDUAL
-from demixer.errors import ChunkTooLarge, InvalidAudioUrl
+from demixer.errors import (
+    CheckpointMismatch,
+    ChunkTooLarge,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    InvalidAudioUrl,
+    InvalidModelConfig,
+    ModelFailed,
+    ModelUnavailable,
+    ServiceUnavailable,
+    StorageFull,
+    StorageUnavailable,
+)
 from demixer.service.context import Services
 from demixer.service.delivery.outbox import DeliveryState, latest_delivery
 from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
@@ -128,19 +140,43 @@ def vendor_urls(services: Services, job: Job) -> dict[str, str | None]:
     return urls
 
 
+# A job's failures that are the server's, not the request's (the caller's 400 "bad
+# parameters" would send it to mend a request that was fine): the model the server chose
+# cannot run on the worker (its chunks need more memory than the worker has, its config or
+# checkpoint cannot be used, its weights are damaged or missing) or crashed; the worker
+# stopped (the queue's WORKER_LOST) or ran past the job timeout (the runner's JOB_TIMEOUT);
+# storage or the database failed on the last attempt.
+_SERVER_SIDE = frozenset(
+    {
+        "",
+        "INTERNAL",
+        ModelFailed.code,
+        ModelUnavailable.code,
+        InvalidModelConfig.code,
+        ChunkTooLarge.code,
+        CheckpointMismatch.code,
+        "WORKER_LOST",
+        "JOB_TIMEOUT",
+        ServiceUnavailable.code,
+        StorageUnavailable.code,
+        StorageFull.code,
+        DatabaseUnavailable.code,
+        DatabaseReadOnly.code,
+    }
+)
+
+
 def error_code(job: Job) -> int | None:
     """The record's ``errorCode``: 451 where the ``audioUrl`` could not be downloaded (the
-    vendor's "Download Failed"), 400 for other input errors, 500 otherwise (None: none)."""
+    vendor's "Download Failed"), 500 for the server's failures (:data:`_SERVER_SIDE`), 400
+    for the input's (None: none)."""
     if job.status == CANCELLED:
         return 400
     if job.status != FAILED:
         return None
     if job.error_code == InvalidAudioUrl.code:  # the worker's fetch failed (fetch.py)
         return 451
-    # CHUNK_TOO_LARGE: the server's model asks more memory than its worker has; the request
-    # was fine, so not the caller's 400.
-    server_side = ("", "INTERNAL", "MODEL_FAILED", ChunkTooLarge.code)
-    return 500 if (job.error_code or "") in server_side else 400
+    return 500 if (job.error_code or "") in _SERVER_SIDE else 400
 
 
 def error_message(job: Job) -> str | None:
