@@ -1242,6 +1242,123 @@ def test_a_key_held_down_toggles_play_and_loop_once(
     expect(page.get_by_test_id("loop")).to_have_attribute("aria-pressed", "true")
 
 
+# The page's own clocks, over 0.8 s of the audio clock while the song plays: how far the song
+# moved for each second the sound card played.
+_SONG_SECONDS_PER_SECOND = """async () => {
+  const m = window.demixerMixer;
+  const ticks = () => new Promise((r) => setTimeout(r, 20));
+  const c0 = m.ctx.currentTime, p0 = m.position();
+  while (m.ctx.currentTime < c0 + 0.8) await ticks();
+  return (m.position() - p0) / (m.ctx.currentTime - c0);
+}"""
+
+
+def test_practice_speed_slows_the_song_at_its_pitch_with_the_stems_aligned(
+    page: Page, server: Server, finished: str
+) -> None:
+    """A musician slows a hard passage down, as Moises and every practice app let them: the
+    Speed list (50-125 %, labelled, from the keyboard too) plays the song at that tempo at the
+    same pitch, the stems together, with the position, the loop and the gains as at 100 %."""
+    open_page(page, server)
+    page.locator(f"#open-{finished}").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    speed = page.get_by_role("combobox", name="Speed", exact=True)
+    expect(speed).to_have_value("100")
+    values = speed.locator("option").evaluate_all("els => els.map((e) => Number(e.value))")
+    assert values == list(range(50, 130, 5))
+
+    # From the keyboard: - steps down, + up, each said to a screen reader.
+    page.locator("#mixer-title").focus()
+    page.keyboard.press("-")
+    expect(speed).to_have_value("95")
+    expect(page.get_by_test_id("announce")).to_have_text("Speed 95 %")
+    page.keyboard.press("+")
+    expect(speed).to_have_value("100")
+
+    # At 50 % the song moves half a second for each second heard, on the audio clock.
+    speed.select_option("50")
+    assert page.evaluate("demixerMixer.speed") == 0.5
+    page.get_by_test_id("play").click()
+    until(page, "() => demixerMixer.playing && demixerMixer.position() > 0.1")
+    assert page.evaluate(_SONG_SECONDS_PER_SECOND) == pytest.approx(0.5, abs=0.02)
+    # Only the blocks about to play are held, not every block since play (a long song).
+    assert page.evaluate("demixerMixer.sources.length") <= 2 * 10
+
+    # A loop at 50 %: the song stays inside it and goes round.
+    page.evaluate("() => demixerMixer.setLoop(0.5, 0.8, true)")
+    page.evaluate(
+        "window.seen = []; window.wrapped = false; setInterval(() => {"
+        " const p = demixerMixer.position(); const last = seen[seen.length - 1];"
+        " if (last !== undefined && p < last - 0.15) wrapped = true; seen.push(p); }, 30)"
+    )
+    until(page, "() => wrapped", timeout=10)
+    seen = page.evaluate("seen")
+    assert min(seen) >= 0.5 - 0.01 and max(seen) <= 0.8 + 0.01, seen
+
+    # Without the loop, at 125 %, the song plays to its end and the playhead goes back to 0:00.
+    page.evaluate("() => { demixerMixer.setLoop(0.5, 0.8, false); demixerMixer.setSpeed(1.25); }")
+    expect(speed).to_have_value("125")
+    page.get_by_test_id("position").fill("2.7")
+    until(page, "() => !demixerMixer.playing", timeout=5)
+    assert page.evaluate("demixerMixer.position()") == 0
+
+    # The pitch stays: a 1 s tone at 440 Hz through the same stretch at 50 % lasts 2 s and is
+    # still 440 Hz (a slowed-down playback would be 220 Hz).
+    rate = page.evaluate("demixerMixer.ctx.sampleRate")
+    length, middle = page.evaluate(
+        """(rate) => {
+          const m = window.demixerMixer;
+          const sine = Float32Array.from(
+            { length: rate }, (_, i) => Math.sin((2 * Math.PI * 440 * i) / rate));
+          const s = new m.Stretcher({ tracks: [[sine]], rate, weights: () => [1], speed: 0.5,
+            offset: 0, loop: { on: false } });
+          const out = [];
+          while (!s.done) {
+            const { grains, data } = s.block(16);
+            out.push(...data[0][0].subarray(0, grains * s.hop));
+          }
+          return [out.length, out.slice(rate / 2, rate)];
+        }""",
+        rate,
+    )
+    assert length == pytest.approx(2 * rate, abs=0.05 * rate)
+    spectrum = np.abs(np.fft.rfft(np.asarray(middle) * np.hanning(len(middle))))
+    assert np.argmax(spectrum) * rate / len(middle) == pytest.approx(440, abs=3)
+
+    # The stems are cut at the same places: stretched, they still sum to the stretched song,
+    # sample for sample (stems stretched each on its own would drift apart and smear).
+    apart = page.evaluate(
+        """() => {
+          const m = window.demixerMixer;
+          const [v, a] = m.stems.map((s) => [0, 1].map((c) => s.buffer.getChannelData(c)));
+          const song = [0, 1].map((c) => v[c].map((x, i) => x + a[c][i]));
+          const s = new m.Stretcher({ tracks: [v, a, song], rate: m.ctx.sampleRate,
+            weights: () => [1, 0, 0], speed: 0.5, offset: 0.5, loop: { on: false } });
+          let worst = 0, loudest = 0;
+          for (let b = 0; b < 8; b++) {
+            const [sv, sa, ss] = s.block(16).data;
+            for (let c = 0; c < 2; c++) for (let i = 0; i < ss[c].length; i++) {
+              worst = Math.max(worst, Math.abs(sv[c][i] + sa[c][i] - ss[c][i]));
+              loudest = Math.max(loudest, Math.abs(ss[c][i]));
+            }
+          }
+          return [worst, loudest];
+        }"""
+    )
+    assert apart[1] > 0.05 and apart[0] < 1e-5, apart
+
+    # It fits the transport's row on a laptop and wraps within it on a phone.
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        box = speed.bounding_box()
+        card = page.get_by_test_id("mixer").bounding_box()
+        assert box is not None and card is not None
+        assert card["x"] <= box["x"] and box["x"] + box["width"] <= card["x"] + card["width"]
+        no_sideways_scroll(page)
+        page.locator("#mixer").scroll_into_view_if_needed()
+        shot(page, f"practice-speed-{viewport['width']}", full_page=False)
+
+
 def test_the_mix_downloads_at_the_songs_rate_and_sums_its_stems(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1751,7 +1868,15 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     page = httpx.get(server.base_url + "/")
     assert page.status_code == 200 and 'data-testid="upload-input"' in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    for asset in ("app.js", "mixer.js", "words.js", "files.js", "app.css", "favicon.svg"):
+    for asset in (
+        "app.js",
+        "mixer.js",
+        "words.js",
+        "files.js",
+        "stretch.js",
+        "app.css",
+        "favicon.svg",
+    ):
         assert httpx.get(f"{server.base_url}/web/{asset}").status_code == 200, asset
     icon = httpx.get(server.base_url + "/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")

@@ -3,6 +3,7 @@
 "use strict";
 
 import { encodeWav, save, zipStore } from "./files.js";
+import { Stretcher } from "./stretch.js";
 import { clock, colour } from "./words.js";
 
 // A time in this song: whole seconds, with tenths in a song under one second (a one-shot
@@ -17,6 +18,7 @@ const THUMB = 40; // columns kept per stem for the history's thumbnails
 export const mixer = {
   ctx: null, stems: [], original: null, originalLevel: 1, playing: false, startedAt: 0, offset: 0,
   sources: [], ab: false, duration: 0, song: "song", loop: { on: false, start: 0, end: 0 },
+  speed: 1, // practice speed: song seconds per second heard, at the song's pitch
 };
 window.demixerMixer = mixer; // the tests read the mix from here
 
@@ -245,9 +247,10 @@ export function thumbnails() {
 }
 
 // ---------- the clock ----------
+// Song time: at a practice speed the song moves `speed` seconds for each second of the clock.
 export function position() {
   if (!mixer.playing) return mixer.offset;
-  let t = mixer.offset + Math.max(0, mixer.ctx.currentTime - mixer.startedAt);
+  let t = mixer.offset + Math.max(0, mixer.ctx.currentTime - mixer.startedAt) * mixer.speed;
   const { on, start, end } = mixer.loop;
   if (on && end > start && t >= end) t = start + ((t - start) % (end - start));
   return Math.min(t, mixer.duration);
@@ -262,27 +265,30 @@ export function play() {
   if (!on && mixer.offset >= mixer.duration - 0.05) mixer.offset = 0; // at the end: again
   const when = ctx.currentTime + 0.05; // one start time for every stem: sample-accurate sync
   mixer.sources = [];
-  const track = (buffer, gainNode) => {
-    const src = new AudioBufferSourceNode(ctx, { buffer });
-    if (on) Object.assign(src, { loop: true, loopStart: start, loopEnd: end });
-    src.connect(gainNode);
-    src.start(when, mixer.offset);
-    mixer.sources.push(src);
-  };
+  const tracks = []; // [buffer, gain node]: every stem, then the original
   for (const stem of mixer.stems) {
     stem.gainNode = ctx.createGain();
     stem.gainNode.connect(ctx.destination);
-    track(stem.buffer, stem.gainNode);
+    tracks.push([stem.buffer, stem.gainNode]);
   }
   if (mixer.original) {
     mixer.originalGain = ctx.createGain();
     mixer.originalGain.connect(ctx.destination);
-    track(mixer.original, mixer.originalGain);
+    tracks.push([mixer.original, mixer.originalGain]);
   }
   applyGains();
-  mixer.sources[0].onended = () => {
-    if (mixer.playing && !mixer.loop.on) { stop(); mixer.offset = 0; tick(); }
-  };
+  if (mixer.speed === 1) {
+    for (const [buffer, gainNode] of tracks) {
+      const src = new AudioBufferSourceNode(ctx, { buffer });
+      if (on) Object.assign(src, { loop: true, loopStart: start, loopEnd: end });
+      src.connect(gainNode);
+      src.start(when, mixer.offset);
+      mixer.sources.push(src);
+    }
+    mixer.sources[0].onended = ended;
+  } else {
+    startStretched(tracks, when);
+  }
   mixer.startedAt = when;
   mixer.playing = true;
   $("#play").textContent = "❚❚";
@@ -290,8 +296,74 @@ export function play() {
   tick();
 }
 
+// The song played to its end (not looping): the playhead goes back to its start.
+function ended() {
+  if (mixer.playing && !mixer.loop.on) { stop(); mixer.offset = 0; tick(); }
+}
+
+// ---------- practice speed ----------
+// The stretched song is made a block at a time, a little ahead of the clock, and each block
+// of each track is played by its own source node, all tracks' at the same instant: the stems
+// stay sample-aligned, and solo, mute, volume and A/B act on the same gain nodes as at 100 %.
+// Blocks overlap by one grain's fade, so their seams are crossfades, never clicks.
+const GRAINS = 16; // grains per block: about 0.37 s at 44.1 kHz
+const AHEAD = 1.5; // seconds of sound made ahead of the clock (a busy page, a background tab)
+const FEED_MS = 200;
+
+const channelsOf = (buffer) => Array.from({ length: buffer.numberOfChannels }, (_, c) => buffer.getChannelData(c));
+
+function startStretched(tracks, when) {
+  const ctx = mixer.ctx;
+  const stretcher = new Stretcher({
+    tracks: tracks.map(([buffer]) => channelsOf(buffer)),
+    rate: ctx.sampleRate,
+    weights: () => tracks.map(([, gainNode]) => gainNode.gain.value),
+    speed: mixer.speed,
+    offset: mixer.offset,
+    loop: mixer.loop,
+  });
+  const channels = tracks.map(([buffer]) => buffer.numberOfChannels);
+  let grain = 0; // grains laid down so far; grain k's middle sounds k hops after `when`
+  const feed = () => {
+    while (!stretcher.done && when + ((grain - 1) * stretcher.hop) / ctx.sampleRate < ctx.currentTime + AHEAD) {
+      const { grains, data } = stretcher.block(GRAINS);
+      if (!grains) break;
+      const at = when + ((grain - 1) * stretcher.hop) / ctx.sampleRate;
+      const length = (grains + 1) * stretcher.hop;
+      data.forEach((samples, t) => {
+        const buffer = new AudioBuffer({ numberOfChannels: channels[t], length, sampleRate: ctx.sampleRate });
+        samples.forEach((s, c) => buffer.copyToChannel(s.subarray(0, length), c));
+        const src = new AudioBufferSourceNode(ctx, { buffer });
+        src.connect(tracks[t][1]);
+        // The first block's first hop is before the start: it is the fade into the first grain.
+        if (at < when) src.start(when, when - at);
+        else src.start(at);
+        // A played block lets go of its samples.
+        src.addEventListener("ended", () => { mixer.sources = mixer.sources.filter((s) => s !== src); });
+        mixer.sources.push(src);
+        if (stretcher.done && t === 0) src.onended = ended;
+      });
+      grain += grains;
+    }
+  };
+  feed();
+  mixer.feeder = setInterval(feed, FEED_MS);
+}
+
+export function setSpeed(speed) {
+  if (speed === mixer.speed) return;
+  // Where it is heard now is counted at the old speed; it goes on from there at the new one.
+  const wasPlaying = mixer.playing;
+  if (wasPlaying) stop();
+  mixer.speed = speed;
+  $("#speed").value = String(Math.round(speed * 100));
+  if (wasPlaying) play();
+}
+mixer.setSpeed = setSpeed;
+
 export function stop() {
   if (mixer.playing) mixer.offset = position();
+  clearInterval(mixer.feeder);
   for (const s of mixer.sources) { s.onended = null; try { s.stop(); } catch (e) { /* not started */ } }
   mixer.sources = [];
   mixer.playing = false;
@@ -429,6 +501,7 @@ $("#loop-to").addEventListener("click", () => loopFromKey(false));
 // The Position slider: the keyboard's and a screen reader's way to seek (arrows move 1 % of the
 // song, Page Up / Down 10 %, Home / End to either end).
 $("#position").addEventListener("input", (ev) => { if (mixer.duration) seek(Number(ev.target.value)); });
+$("#speed").addEventListener("change", (ev) => setSpeed(Number(ev.target.value) / 100));
 $("#ab").addEventListener("click", () => {
   mixer.ab = !mixer.ab;
   setPressed($("#ab"), mixer.ab);
@@ -437,7 +510,8 @@ $("#ab").addEventListener("click", () => {
 
 // Space plays and pauses while the mixer is on screen and the focus is on no control of its
 // own (a focused button, link or summary keeps its space-to-click: Mute toggles mute, the play
-// button plays); arrows move; L loops; [ and ] set where the loop starts and ends. Only with the
+// button plays); arrows move; L loops; [ and ] set where the loop starts and ends; - and + (or =,
+// + without Shift) step the practice speed down and up by 5 %. Only with the
 // focus in the mixer (or on nothing): keys pressed on the history, the form or the header are
 // theirs (WCAG 2.1.4), and an arrow there never moves the song.
 const typing = (ev) => {
@@ -460,7 +534,16 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "ArrowLeft" && tag !== "INPUT") { ev.preventDefault(); seek(position() - 5); }
   else if (ev.key === "l" || ev.key === "L") $("#loop").click();
   else if (ev.key === "[" || ev.key === "]") loopFromKey(ev.key === "[");
+  else if (["-", "+", "="].includes(ev.key)) { ev.preventDefault(); stepSpeed(ev.key === "-" ? -1 : 1); }
 });
+
+// One step of the Speed list down or up (none past either end), said to a screen reader.
+function stepSpeed(direction) {
+  const list = $("#speed");
+  const i = Math.min(Math.max(0, list.selectedIndex + direction), list.options.length - 1);
+  setSpeed(Number(list.options[i].value) / 100);
+  say(`Speed ${list.options[i].value} %`);
+}
 
 // [ starts the loop at the playhead and ] ends it there, as a DAW's in and out points: the
 // other end stays where it was while it is still on its side, else it is the song's edge.
@@ -511,6 +594,7 @@ mixer.energy = async () => {
   return sum;
 };
 mixer.encodeWav = encodeWav;
+mixer.Stretcher = Stretcher;
 mixer.zip = zipStore;
 
 export function downloadAll() {

@@ -39,6 +39,7 @@ _ASSETS = {
     "mixer.js": "text/javascript",
     "words.js": "text/javascript",
     "files.js": "text/javascript",
+    "stretch.js": "text/javascript",
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
