@@ -353,7 +353,7 @@ def serve(
     """
     import uvicorn
 
-    from demixer.api.access_log import log_config
+    from demixer.api.access_log import configure_logging, log_config
     from demixer.server.app import create_app
     from demixer.server.protocol import head_timeout_protocol
     from demixer.service.accounts.keys import SERVE_KEY_NAME, create_key, list_keys
@@ -362,6 +362,7 @@ def serve(
     settings = _settings(
         data_dir, host=host, port=port, workers=workers, local_session=local_session
     )
+    configure_logging()  # before the worker and dispatcher threads log anything
     if settings.workers > 0:
         _check_precision()
     listening = _listen(settings.host, settings.port)  # before anything starts or is shown
@@ -566,9 +567,11 @@ def worker(
     The worker advertises its device (DEMIXER_DEVICE: cpu, cuda, cuda:N or auto) and models
     in the database, and claims only jobs for those models (see `demixer workers`).
     """
+    from demixer.api.access_log import configure_logging
     from demixer.service.worker import Worker
 
     settings = _settings(data_dir, threads=threads)
+    configure_logging()  # demixer's records with their level, INFO included, on stderr
     _check_precision()
     services = _services(settings)
     _check_storage(services, holds_inputs=True)

@@ -1,0 +1,71 @@
+"""What an operator reads in the log of `demixer serve` and `demixer worker` (stderr): each of
+demixer's lines with its level, INFO included, and a failure the caller was answered with the
+request id the caller saw."""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.config
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from api_support import Api, make_api  # noqa: F401 (a fixture)
+from demixer.api.access_log import log_config
+from demixer.errors import StorageUnavailable
+
+
+@pytest.fixture
+def server_log() -> Iterator[io.StringIO]:
+    """What `demixer serve` and `demixer worker` write to stderr, as their logging set-up
+    (:func:`log_config`) writes it, into a buffer; undone after (the loggers' handlers, levels
+    and propagation, which the other tests rely on)."""
+    names = ["demixer", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    saved = [(logging.getLogger(n), logging.getLogger(n).__dict__.copy()) for n in names]
+    config = log_config()
+    stderr = io.StringIO()
+    config["handlers"]["default"]["stream"] = stderr
+    logging.config.dictConfig(config)
+    yield stderr
+    for logger, state in saved:
+        logger.__dict__.clear()
+        logger.__dict__.update(state)
+
+
+def test_demixer_lines_reach_stderr_at_info_with_their_level(server_log: io.StringIO) -> None:
+    # Without a handler of their own, demixer's records went to Python's last resort: WARNING
+    # and above as the bare message (no level), INFO (a job started or completed, a webhook's
+    # outcome, "the database is back") never written at all.
+    logging.getLogger("demixer.worker").info("w1: job req_1 attempt 1 started")
+    logging.getLogger("demixer.webhooks").warning("dispatch-1: the database is unavailable")
+    assert server_log.getvalue().splitlines() == [
+        "INFO:     w1: job req_1 attempt 1 started",
+        "WARNING:  dispatch-1: the database is unavailable",
+    ]
+
+
+def test_a_5xx_is_logged_with_the_request_id_its_caller_was_answered(
+    make_api: Callable[..., Api],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The error body names a request_id for the caller to quote; the log line said only
+    # "POST /v1/files failed: STORAGE_UNAVAILABLE", so the complaint matched no line.
+    api = make_api()
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("object storage is unavailable; retry shortly")
+
+    monkeypatch.setattr(api.services.storage, "put", unreachable)
+    monkeypatch.setattr(api.services.storage, "put_file", unreachable)
+    song = api.files.get("stereo.wav").path.read_bytes()
+    r = api.post("/v1/files", files={"file": ("a.wav", song, "audio/wav")})
+    assert r.status_code == 503, r.text
+    rid = r.json()["error"]["request_id"]
+    errors = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert errors == [
+        f"POST /v1/files failed: STORAGE_UNAVAILABLE: object storage is unavailable; retry "
+        f"shortly (request {rid})"
+    ]
