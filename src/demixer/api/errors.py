@@ -171,9 +171,17 @@ def render_error(envelopes: Mapping[str, Envelope], scope: Scope, error: Demixer
 
 async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DemixerError)
-    if status_for(exc) >= 500:
-        log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
-    return error_response(exc, request_id(request))
+    rid = request_id(request)
+    if status_for(exc) >= 500:  # the request id the caller was answered: theirs to quote
+        log.error(
+            "%s %s failed: %s: %s (request %s)",
+            request.method,
+            request.url.path,
+            exc.code,
+            exc.message,
+            rid,
+        )
+    return error_response(exc, rid)
 
 
 def as_demixer_error(exc: Exception) -> DemixerError:
