@@ -69,3 +69,21 @@ def test_a_5xx_is_logged_with_the_request_id_its_caller_was_answered(
         f"POST /v1/files failed: STORAGE_UNAVAILABLE: object storage is unavailable; retry "
         f"shortly (request {rid})"
     ]
+
+
+def test_each_record_is_one_line_of_the_log(server_log: io.StringIO) -> None:
+    # psycopg's message has its hint on a second line: "WARNING:  ... Connection refused" and
+    # then "\tIs the server running ...", a line with no level that `grep WARNING` missed.
+    refused = (
+        'connection to server at "127.0.0.1", port 5432 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?"
+    )
+    log = logging.getLogger("demixer.limits")
+    log.warning("adding request counts to the shared table failed (%s); kept", refused)
+    log.info("a name with \x1b[31mcolour\x1b[0m and\r\nINFO:     a forged line")
+    assert server_log.getvalue().splitlines() == [
+        "WARNING:  adding request counts to the shared table failed (connection to server at "
+        '"127.0.0.1", port 5432 failed: Connection refused Is the server running on that host '
+        "and accepting TCP/IP connections?); kept",
+        "INFO:     a name with \\x1b[31mcolour\\x1b[0m and INFO:     a forged line",
+    ]

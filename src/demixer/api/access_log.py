@@ -11,6 +11,9 @@ demixer's own loggers (``demixer.worker``, ``demixer.webhooks``, ``demixer.api``
 same handler as uvicorn's, at INFO: without a handler of their own they fell to Python's last
 resort, which prints WARNING and above as the bare message (no level, no logger) and drops INFO,
 so a job's start and end, a webhook's outcome and "the database is back" never reached the log.
+Each record's message is written on one line (:class:`OneLine`): a log reader finds an event by
+its level, and a line without one (psycopg's hint "Is the server running on that host..." on a
+second line) was an orphan that ``grep WARNING`` missed, or a line anyone could have written.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from __future__ import annotations
 import copy
 import logging
 import logging.config
+import re
 from typing import Any
+
+from uvicorn.logging import DefaultFormatter
 
 from demixer.naming import SECRET_QUERY
 
-__all__ = ["RedactSecrets", "configure_logging", "log_config", "redact"]
+__all__ = ["OneLine", "RedactSecrets", "configure_logging", "log_config", "one_line", "redact"]
 
 
 def redact(text: str) -> str:
@@ -42,6 +48,28 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+# Line breaks (with the indentation around them), and the other control characters (a
+# terminal's escape sequences), as they may appear in an error's text.
+_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks made spaces, other control characters escaped
+    (``\\x1b``)."""
+    text = _BREAKS.sub(" ", text)
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class OneLine(DefaultFormatter):
+    """uvicorn's ``LEVEL:    message`` with the message on one line (a traceback, after it,
+    keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return str(super().formatMessage(record))
+
+
 def log_config() -> dict[str, Any]:
     """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers and
     demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), at INFO."""
@@ -51,6 +79,7 @@ def log_config() -> dict[str, Any]:
     config.setdefault("filters", {})["redact"] = {"()": RedactSecrets}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
+    config["formatters"]["default"]["()"] = OneLine
     config["loggers"]["demixer"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 
