@@ -22,7 +22,7 @@ def server_log() -> Iterator[io.StringIO]:
     """What `demixer serve` and `demixer worker` write to stderr, as their logging set-up
     (:func:`log_config`) writes it, into a buffer; undone after (the loggers' handlers, levels
     and propagation, which the other tests rely on)."""
-    names = ["demixer", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    names = ["", "demixer", "uvicorn", "uvicorn.error", "uvicorn.access", "python_multipart"]
     saved = [(logging.getLogger(n), logging.getLogger(n).__dict__.copy()) for n in names]
     config = log_config()
     stderr = io.StringIO()
@@ -86,4 +86,17 @@ def test_each_record_is_one_line_of_the_log(server_log: io.StringIO) -> None:
         '"127.0.0.1", port 5432 failed: Connection refused Is the server running on that host '
         "and accepting TCP/IP connections?); kept",
         "INFO:     a name with \\x1b[31mcolour\\x1b[0m and INFO:     a forged line",
+    ]
+
+
+def test_other_libraries_warnings_have_a_level_but_not_a_malformed_uploads(
+    server_log: io.StringIO,
+) -> None:
+    # They went to Python's last resort as bare lines; python-multipart's came once per
+    # malformed upload ("Expected boundary character 45, got 123 at index 2"), which its
+    # client is answered (400 INVALID_REQUEST) and the access log shows.
+    logging.getLogger("botocore.credentials").warning("Refreshing temporary credentials failed")
+    logging.getLogger("python_multipart.multipart").warning("Expected boundary character 45")
+    assert server_log.getvalue().splitlines() == [
+        "WARNING:  Refreshing temporary credentials failed"
     ]

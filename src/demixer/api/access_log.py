@@ -72,7 +72,8 @@ class OneLine(DefaultFormatter):
 
 def log_config() -> dict[str, Any]:
     """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers and
-    demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), at INFO."""
+    demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), at INFO;
+    every other library's at WARNING."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -81,6 +82,10 @@ def log_config() -> dict[str, Any]:
         handler.setdefault("filters", []).append("redact")
     config["formatters"]["default"]["()"] = OneLine
     config["loggers"]["demixer"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # Other libraries' warnings (boto, SQLAlchemy, ...) in the same shape, not bare lines; but
+    # not python-multipart's about each malformed upload: the client is answered 400 with it.
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}
+    config["loggers"]["python_multipart"] = {"level": "ERROR"}
     return config
 
 
