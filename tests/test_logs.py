@@ -15,23 +15,35 @@ import pytest
 from api_support import Api, make_api  # noqa: F401 (a fixture)
 from demixer.api.access_log import log_config
 from demixer.errors import StorageUnavailable
+from demixer.settings import Settings
 
 
 @pytest.fixture
-def server_log() -> Iterator[io.StringIO]:
-    """What `demixer serve` and `demixer worker` write to stderr, as their logging set-up
-    (:func:`log_config`) writes it, into a buffer; undone after (the loggers' handlers, levels
-    and propagation, which the other tests rely on)."""
+def logged_at() -> Iterator[Callable[[str], io.StringIO]]:
+    """Set this process's logging up as `demixer serve` and `demixer worker` do at a level
+    (:func:`log_config`), writing into the buffer returned instead of stderr; undone after
+    (the loggers' handlers, levels and propagation, which the other tests rely on)."""
     names = ["", "demixer", "uvicorn", "uvicorn.error", "uvicorn.access", "python_multipart"]
     saved = [(logging.getLogger(n), logging.getLogger(n).__dict__.copy()) for n in names]
-    config = log_config()
-    stderr = io.StringIO()
-    config["handlers"]["default"]["stream"] = stderr
-    logging.config.dictConfig(config)
-    yield stderr
+
+    def configure(level: str) -> io.StringIO:
+        config = log_config(Settings(log_level=level).log_level)
+        stderr = io.StringIO()
+        for handler in config["handlers"].values():
+            handler["stream"] = stderr
+        logging.config.dictConfig(config)
+        return stderr
+
+    yield configure
     for logger, state in saved:
         logger.__dict__.clear()
         logger.__dict__.update(state)
+
+
+@pytest.fixture
+def server_log(logged_at: Callable[[str], io.StringIO]) -> io.StringIO:
+    """The log at the default level (INFO)."""
+    return logged_at("INFO")
 
 
 def test_demixer_lines_reach_stderr_at_info_with_their_level(server_log: io.StringIO) -> None:
@@ -100,3 +112,17 @@ def test_other_libraries_warnings_have_a_level_but_not_a_malformed_uploads(
     assert server_log.getvalue().splitlines() == [
         "WARNING:  Refreshing temporary credentials failed"
     ]
+
+
+def test_log_level_warning_leaves_info_and_the_access_log_out(
+    logged_at: Callable[[str], io.StringIO],
+) -> None:
+    # DEMIXER_LOG_LEVEL did not exist (serve warned it was ignored); with INFO written, a
+    # busy server's operator needs a way to keep only what to act on.
+    log = logged_at("warning")  # as DEMIXER_LOG_LEVEL=warning reads
+    logging.getLogger("demixer.worker").info("w1: job req_1 attempt 1 started")
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/v1/models", "1.1", 200
+    )
+    logging.getLogger("demixer.worker").warning("w1: job req_1: the disk is full")
+    assert log.getvalue().splitlines() == ["WARNING:  w1: job req_1: the disk is full"]

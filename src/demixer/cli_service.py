@@ -362,7 +362,7 @@ def serve(
     settings = _settings(
         data_dir, host=host, port=port, workers=workers, local_session=local_session
     )
-    configure_logging()  # before the worker and dispatcher threads log anything
+    configure_logging(settings.log_level)  # before the worker and dispatcher threads log
     if settings.workers > 0:
         _check_precision()
     listening = _listen(settings.host, settings.port)  # before anything starts or is shown
@@ -398,8 +398,8 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
-        log_level="info",
-        log_config=log_config(),  # signed URLs' signatures never reach the log
+        log_level=settings.log_level.lower(),
+        log_config=log_config(settings.log_level),  # signed URLs' signatures never reach the log
         http=head_timeout_protocol(settings.body_timeout_seconds, settings.cors_origin_list),
         timeout_keep_alive=settings.keep_alive_seconds,
     )
@@ -571,7 +571,7 @@ def worker(
     from demixer.service.worker import Worker
 
     settings = _settings(data_dir, threads=threads)
-    configure_logging()  # demixer's records with their level, INFO included, on stderr
+    configure_logging(settings.log_level)  # demixer's records with their level, on stderr
     _check_precision()
     services = _services(settings)
     _check_storage(services, holds_inputs=True)

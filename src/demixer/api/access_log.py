@@ -70,10 +70,11 @@ class OneLine(DefaultFormatter):
         return str(super().formatMessage(record))
 
 
-def log_config() -> dict[str, Any]:
+def log_config(level: str = "INFO") -> dict[str, Any]:
     """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers and
-    demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), at INFO;
-    every other library's at WARNING."""
+    demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), and
+    uvicorn's, at ``level`` (``DEMIXER_LOG_LEVEL``); every other library's at WARNING or
+    ``level`` if higher."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -81,15 +82,18 @@ def log_config() -> dict[str, Any]:
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
     config["formatters"]["default"]["()"] = OneLine
-    config["loggers"]["demixer"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        config["loggers"][name]["level"] = level
+    config["loggers"]["demixer"] = {"handlers": ["default"], "level": level, "propagate": False}
     # Other libraries' warnings (boto, SQLAlchemy, ...) in the same shape, not bare lines; but
     # not python-multipart's about each malformed upload: the client is answered 400 with it.
-    config["root"] = {"handlers": ["default"], "level": "WARNING"}
+    others = max(logging.WARNING, logging.getLevelName(level))
+    config["root"] = {"handlers": ["default"], "level": logging.getLevelName(others)}
     config["loggers"]["python_multipart"] = {"level": "ERROR"}
     return config
 
 
-def configure_logging() -> None:
+def configure_logging(level: str = "INFO") -> None:
     """Apply :func:`log_config` to this process (``demixer worker``, which runs no uvicorn;
     ``serve`` also hands it to uvicorn, which applies it again)."""
-    logging.config.dictConfig(log_config())
+    logging.config.dictConfig(log_config(level))
