@@ -126,3 +126,32 @@ def test_log_level_warning_leaves_info_and_the_access_log_out(
     )
     logging.getLogger("demixer.worker").warning("w1: job req_1: the disk is full")
     assert log.getvalue().splitlines() == ["WARNING:  w1: job req_1: the disk is full"]
+
+
+def test_a_5xx_a_vendor_protocol_answers_is_logged_with_its_request_id(
+    make_api: Callable[..., Api],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # MusicGPT's, sunoapi's and Gaudio's routes answer demixer's errors in their own envelopes:
+    # an outage they answered 503 left no line but the access log's.
+    api = make_api()
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("object storage is unavailable; retry shortly")
+
+    monkeypatch.setattr(api.services.storage, "put", unreachable)
+    monkeypatch.setattr(api.services.storage, "put_file", unreachable)
+    song = api.files.get("stereo.wav").path.read_bytes()
+    r = api.client.post(
+        "/api/public/v1/Extraction",
+        headers={"Authorization": api.key},
+        files={"audio_file": ("a.wav", song, "audio/wav")},
+        data={"stems": '["vocals"]'},
+    )
+    assert (r.status_code, r.json()["error"]) == (503, "STORAGE_UNAVAILABLE"), r.text
+    errors = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert errors == [
+        "POST /api/public/v1/Extraction failed: STORAGE_UNAVAILABLE: object storage is "
+        f"unavailable; retry shortly (request {r.headers['x-request-id']})"
+    ]
