@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+import threading
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from api_support import Api, make_api  # noqa: F401 (a fixture)
 from demixer.api.access_log import log_config
 from demixer.errors import StorageUnavailable
+from demixer.service.worker.runner import _Lease
 from demixer.settings import Settings
 
 
@@ -154,4 +157,33 @@ def test_a_5xx_a_vendor_protocol_answers_is_logged_with_its_request_id(
     assert errors == [
         "POST /api/public/v1/Extraction failed: STORAGE_UNAVAILABLE: object storage is "
         f"unavailable; retry shortly (request {r.headers['x-request-id']})"
+    ]
+
+
+def test_a_database_outage_is_one_heartbeat_warning_a_job_not_one_a_beat(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each running job's heartbeat (every 2 s) wrote "heartbeat for req_... failed; retrying"
+    # at WARNING for as long as the outage lasted.
+    outage = [True, True, True, False]
+
+    class Queue:
+        def heartbeat(self, *args: Any) -> bool:
+            if outage.pop(0):
+                raise OSError("the database is unavailable")
+            return False
+
+    services = SimpleNamespace(settings=Settings(), queue=Queue())
+    lease = _Lease(
+        SimpleNamespace(services=services, worker_id="w1"),  # type: ignore[arg-type]
+        SimpleNamespace(id="req_1"),  # type: ignore[arg-type]
+        threading.Event(),
+    )
+    with caplog.at_level("INFO", logger="demixer.worker"):
+        for _ in range(4):
+            lease.next_beat = 0.0  # a beat is due
+            lease.tick()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "heartbeat for req_1 failed; retrying"),
+        ("INFO", "heartbeat for req_1 works again"),
     ]
