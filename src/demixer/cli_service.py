@@ -383,6 +383,9 @@ def serve(
             out.print("(the web page on this machine uses the same account)")
         else:
             out.print("(the web page asks for a key: paste this one)")
+    # Before any thread starts: their log lines (a worker registered, a sweep) came in the
+    # middle of it once INFO was written.
+    _banner(settings, worker)
     stop = threading.Event()
     worker_thread = None
     if worker is not None:
@@ -392,7 +395,6 @@ def serve(
         worker_thread.start()
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
-    _banner(settings, worker)
     app = create_app(services)
     config = uvicorn.Config(
         app,
@@ -579,12 +581,12 @@ def worker(
         runner = Worker(services, slots=slots, models=models.split(",") if models else None)
     except DemixerError as e:
         raise fail(e) from None
+    _banner(services.settings, runner, api=False, slots=slots)  # before the threads log
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
-    _banner(services.settings, runner, api=False, slots=slots)
     try:
         runner.run(stop=stop)
     finally:
