@@ -52,7 +52,7 @@ def server_log(logged_at: Callable[[str], io.StringIO]) -> io.StringIO:
 def test_demixer_lines_reach_stderr_at_info_with_their_level(server_log: io.StringIO) -> None:
     # Without a handler of their own, demixer's records went to Python's last resort: WARNING
     # and above as the bare message (no level), INFO (a job started or completed, a webhook's
-    # outcome, "the database is back") never written at all.
+    # outcome, a worker registered) never written at all.
     logging.getLogger("demixer.worker").info("w1: job req_1 attempt 1 started")
     logging.getLogger("demixer.webhooks").warning("dispatch-1: the database is unavailable")
     assert server_log.getvalue().splitlines() == [

@@ -10,7 +10,7 @@ query) with ``…``.
 demixer's own loggers (``demixer.worker``, ``demixer.webhooks``, ``demixer.api``, ...) go to the
 same handler as uvicorn's, at INFO: without a handler of their own they fell to Python's last
 resort, which prints WARNING and above as the bare message (no level, no logger) and drops INFO,
-so a job's start and end, a webhook's outcome and "the database is back" never reached the log.
+so a job's start and end, a webhook's outcome and a worker's registration never reached the log.
 Each record's message is written on one line (:class:`OneLine`): a log reader finds an event by
 its level, and a line without one (psycopg's hint "Is the server running on that host..." on a
 second line) was an orphan that ``grep WARNING`` missed, or a line anyone could have written.
