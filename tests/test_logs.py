@@ -12,13 +12,17 @@ from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 
 from api_support import Api, make_api  # noqa: F401 (a fixture)
 from demixer.api.access_log import log_config
 from demixer.errors import StorageUnavailable
 from demixer.service.worker.runner import _Lease
 from demixer.settings import Settings
+from service_harness import free_port
+from worker_support import wait_until
 
 
 @pytest.fixture
@@ -187,3 +191,27 @@ def test_a_database_outage_is_one_heartbeat_warning_a_job_not_one_a_beat(
         ("WARNING", "heartbeat for req_1 failed; retrying"),
         ("INFO", "heartbeat for req_1 works again"),
     ]
+
+
+def test_the_access_line_names_the_request_id_its_caller_was_answered(
+    make_api: Callable[..., Api],  # noqa: F811
+    logged_at: Callable[[str], io.StringIO],
+) -> None:
+    # A user quotes the request_id of a 4xx (no error line is written for those): the access
+    # line said only '127.0.0.1:5 - "GET /v1/files/x HTTP/1.1" 401', the same for every one.
+    log = logged_at("INFO")
+    app = make_api().client.app
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_config=None, log_level=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the server")
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/files/file_x")
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    rid = r.json()["error"]["request_id"]
+    (line,) = [line for line in log.getvalue().splitlines() if "/v1/files/file_x" in line]
+    assert line.startswith("INFO:     127.0.0.1:"), line
+    assert line.endswith(f'"GET /v1/files/file_x HTTP/1.1" 401 Unauthorized (request {rid})')

@@ -22,13 +22,20 @@ import copy
 import logging
 import logging.config
 import re
+from contextvars import ContextVar
 from typing import Any
 
-from uvicorn.logging import DefaultFormatter
+from uvicorn.logging import AccessFormatter, DefaultFormatter
 
 from demixer.naming import SECRET_QUERY
 
 __all__ = ["OneLine", "RedactSecrets", "configure_logging", "log_config", "one_line", "redact"]
+
+
+# The request this task is answering (method, path, request id), set by the API's
+# RequestIdMiddleware: for the lines written about it where it is not at hand (the access
+# line uvicorn writes as the response starts, a failure a vendor's envelope answers).
+ANSWERING: ContextVar[tuple[str, str, str] | None] = ContextVar("answering", default=None)
 
 
 def redact(text: str) -> str:
@@ -70,6 +77,16 @@ class OneLine(DefaultFormatter):
         return str(super().formatMessage(record))
 
 
+class AccessLine(AccessFormatter):
+    """uvicorn's access line, ending with the request id its response carries (the
+    ``x-request-id`` header, an error body's ``request_id``): what a user's complaint quotes."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = str(super().formatMessage(record))
+        answering = ANSWERING.get()
+        return f"{line} (request {answering[2]})" if answering is not None else line
+
+
 def log_config(level: str = "INFO") -> dict[str, Any]:
     """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers and
     demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), and
@@ -82,6 +99,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
     config["formatters"]["default"]["()"] = OneLine
+    config["formatters"]["access"]["()"] = AccessLine
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         config["loggers"][name]["level"] = level
     config["loggers"]["demixer"] = {"handlers": ["default"], "level": level, "propagate": False}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from demixer.api.access_log import ANSWERING
 from demixer.api.head import serves
 from demixer.api.scope import body_refused
 from demixer.api.text import NUL, refuse_nul_in_url
@@ -170,11 +170,6 @@ def render_error(envelopes: Mapping[str, Envelope], scope: Scope, error: Demixer
     return error_response(error, request_id(scope))
 
 
-# The request being answered (method, path, request id), for the log line of a failure that a
-# vendor's route answers in its own envelope, deep in code that has no request at hand.
-_ANSWERING: ContextVar[tuple[str, str, str] | None] = ContextVar("answering", default=None)
-
-
 async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(as_demixer_error(exc), request_id(request))
 
@@ -189,7 +184,7 @@ def as_demixer_error(exc: Exception) -> DemixerError:
     raised again (a bug: a 500). One the server is at fault for (5xx) is logged here, with
     the request id its caller was answered (theirs to quote), whichever protocol answers."""
     error = _translated(exc)
-    answering = _ANSWERING.get()
+    answering = ANSWERING.get()
     if status_for(error) >= 500 and answering is not None:
         method, path, rid = answering
         log.error("%s %s failed: %s: %s (request %s)", method, path, error.code, error.message, rid)
@@ -291,7 +286,7 @@ class RequestIdMiddleware:
                 MutableHeaders(scope=message).append("x-request-id", rid)
             await send(message)
 
-        answering = _ANSWERING.set((str(scope.get("method")), str(scope["path"]), rid))
+        answering = ANSWERING.set((str(scope.get("method")), str(scope["path"]), rid))
         try:
             refuse_nul_in_url(scope)  # a %00 would reach a database lookup: api/text.py
             await self.app(scope, receive, send_with_id)
@@ -314,4 +309,4 @@ class RequestIdMiddleware:
                 raise
             await render_error(self.envelopes, scope, error)(scope, receive, send_with_id)
         finally:
-            _ANSWERING.reset(answering)
+            ANSWERING.reset(answering)
