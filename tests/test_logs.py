@@ -215,3 +215,18 @@ def test_the_access_line_names_the_request_id_its_caller_was_answered(
     (line,) = [line for line in log.getvalue().splitlines() if "/v1/files/file_x" in line]
     assert line.startswith("INFO:     127.0.0.1:"), line
     assert line.endswith(f'"GET /v1/files/file_x HTTP/1.1" 401 Unauthorized (request {rid})')
+
+
+def test_a_traceback_from_the_separation_child_follows_its_line(server_log: io.StringIO) -> None:
+    # The message is one line; the child's traceback (passed along as text) keeps its lines
+    # after it, as this process's own tracebacks do.
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom'
+    logging.getLogger("demixer.worker").error(
+        "w1: job req_1: the separation failed", extra={"trace": trace}
+    )
+    assert server_log.getvalue().splitlines() == [
+        "ERROR:    w1: job req_1: the separation failed",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "ValueError: boom",
+    ]

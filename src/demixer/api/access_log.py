@@ -69,12 +69,18 @@ def one_line(text: str) -> str:
 
 
 class OneLine(DefaultFormatter):
-    """uvicorn's ``LEVEL:    message`` with the message on one line (a traceback, after it,
-    keeps its lines)."""
+    """uvicorn's ``LEVEL:    message`` with the message on one line; a traceback after it
+    keeps its lines: the record's own, or one from another process passed as
+    ``extra={"trace": text}`` (the separation child's)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = one_line(record.message)
         return str(super().formatMessage(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        trace = getattr(record, "trace", None)
+        return f"{text}\n{trace}" if isinstance(trace, str) else text
 
 
 class AccessLine(AccessFormatter):

@@ -385,11 +385,13 @@ class Runner:
                     else:
                         _, code, text, retryable, trace = message
                         if trace is not None:  # the owner reads only its kind (classify_error)
+                            # After the line, as a traceback of this process's is (a message
+                            # is written on one line: api/access_log.py).
                             log.error(
-                                "%s: job %s: the separation failed\n%s",
+                                "%s: job %s: the separation failed",
                                 self.worker_id,
                                 claim.id,
-                                trace.rstrip(),
+                                extra={"trace": trace.rstrip()},
                             )
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
