@@ -629,6 +629,29 @@ def test_the_jobs_of_a_worker_that_died_with_none_left_to_claim_them_settle(
     assert (body["status"], body["error"]["code"]) == ("FAILED", "WORKER_LOST")
 
 
+def test_a_worker_that_died_mid_job_is_a_warning_in_the_log(
+    make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker killed (OOM, a crash) says nothing itself: its lost attempt was written only in
+    the job's own log, and the operator's showed an INFO "attempt 2 started" at most."""
+    api = make_api(max_attempts=2)
+    queue, db = api.services.queue, api.services.db
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    assert queue.claim("killed-worker") is not None
+    with db.write() as s:  # killed a while ago
+        s.execute(update(Job).values(lease_expires_at=db.clock() - timedelta(minutes=5)))
+    with caplog.at_level("WARNING", logger="demixer.queue"):
+        claim = queue.claim("w2")
+    assert claim is not None and claim.attempt == 2
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"job {job_id}: attempt 1 lost: killed-worker stopped renewing its lease (killed, "
+            "crashed or cut off)",
+        )
+    ]
+
+
 def test_an_attempt_finishing_after_its_cancel_was_accepted_ends_cancelled(api: Api) -> None:
     """The cancel answered 202 CANCELLATION_REQUESTED while the worker was storing: the job
     used to end COMPLETED (delivered, and billed) all the same."""

@@ -720,6 +720,29 @@ def test_an_outcome_the_database_refuses_is_logged(
     assert line.exc_info is not None and "the database refused it" in str(line.exc_info[1])
 
 
+@pytest.mark.backends("sqlite")  # a log line: the dispatcher's, not the database's
+def test_a_delivery_given_up_on_is_a_warning_naming_its_job(
+    make_api: Callable[..., Api], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last attempt's failure was an INFO line naming only the delivery (msg_...): a
+    receiver down for every job went unnoticed at WARNING, and an account's complaint,
+    which quotes its request id, matched no line."""
+    api = make_api(**{**FAST, "webhook_max_attempts": 1})
+    receiver.plans["/down"] = [500]
+    job_id, _ = submit(api, api.upload(), receiver.url("/down"))
+    api.worker_done(job_id)
+    dispatcher = Dispatcher(api.services)
+    claim = dispatcher.claim()
+    assert claim is not None
+    with caplog.at_level("WARNING", logger="demixer.webhooks"), dispatcher.client() as client:
+        assert dispatcher.deliver(client, claim) == "failed"
+    (line,) = [r for r in caplog.records if r.name == "demixer.webhooks"]
+    assert (line.levelname, line.getMessage()) == (
+        "WARNING",
+        f"webhook {claim.id} of job {job_id} attempt 1 -> failed (HTTP 500: no)",
+    )
+
+
 def test_delivery_survives_a_dispatcher_restart(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:

@@ -883,7 +883,9 @@ def test_an_unexpected_error_in_the_child_tells_the_owner_its_kind_and_the_opera
         job = env.wait_final(env.submit(music, max_attempts=1))
     assert (job.status, job.error_code) == ("FAILED", "MODEL_FAILED")
     assert job.error_message == ("the separation failed (TypeError); the server's log has details")
-    assert f"{worker.worker_ids[0]}: job {job.id}: the separation failed" in caplog.text
-    assert "Traceback (most recent call last)" in caplog.text
-    assert "in check_input" in caplog.text
-    assert "TypeError: '>' not supported" in caplog.text
+    (line,) = [r for r in caplog.records if "the separation failed" in r.getMessage()]
+    assert line.getMessage() == f"{worker.worker_ids[0]}: job {job.id}: the separation failed"
+    trace = line.trace  # type: ignore[attr-defined]  # written after the line (access_log.py)
+    assert "Traceback (most recent call last)" in trace
+    assert "in check_input" in trace
+    assert "TypeError: '>' not supported" in trace

@@ -353,7 +353,7 @@ def serve(
     """
     import uvicorn
 
-    from demixer.api.access_log import log_config
+    from demixer.api.access_log import configure_logging, log_config
     from demixer.server.app import create_app
     from demixer.server.protocol import head_timeout_protocol
     from demixer.service.accounts.keys import SERVE_KEY_NAME, create_key, list_keys
@@ -362,6 +362,7 @@ def serve(
     settings = _settings(
         data_dir, host=host, port=port, workers=workers, local_session=local_session
     )
+    configure_logging(settings.log_level)  # before the worker and dispatcher threads log
     if settings.workers > 0:
         _check_precision()
     listening = _listen(settings.host, settings.port)  # before anything starts or is shown
@@ -382,6 +383,9 @@ def serve(
             out.print("(the web page on this machine uses the same account)")
         else:
             out.print("(the web page asks for a key: paste this one)")
+    # Before any thread starts: their log lines (a worker registered, a sweep) came in the
+    # middle of it once INFO was written.
+    _banner(settings, worker)
     stop = threading.Event()
     worker_thread = None
     if worker is not None:
@@ -391,14 +395,13 @@ def serve(
         worker_thread.start()
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
-    _banner(settings, worker)
     app = create_app(services)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        log_level="info",
-        log_config=log_config(),  # signed URLs' signatures never reach the log
+        log_level=settings.log_level.lower(),
+        log_config=log_config(settings.log_level),  # signed URLs' signatures never reach the log
         http=head_timeout_protocol(settings.body_timeout_seconds, settings.cors_origin_list),
         timeout_keep_alive=settings.keep_alive_seconds,
     )
@@ -566,9 +569,11 @@ def worker(
     The worker advertises its device (DEMIXER_DEVICE: cpu, cuda, cuda:N or auto) and models
     in the database, and claims only jobs for those models (see `demixer workers`).
     """
+    from demixer.api.access_log import configure_logging
     from demixer.service.worker import Worker
 
     settings = _settings(data_dir, threads=threads)
+    configure_logging(settings.log_level)  # demixer's records with their level, on stderr
     _check_precision()
     services = _services(settings)
     _check_storage(services, holds_inputs=True)
@@ -576,12 +581,12 @@ def worker(
         runner = Worker(services, slots=slots, models=models.split(",") if models else None)
     except DemixerError as e:
         raise fail(e) from None
+    _banner(services.settings, runner, api=False, slots=slots)  # before the threads log
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
-    _banner(services.settings, runner, api=False, slots=slots)
     try:
         runner.run(stop=stop)
     finally:

@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
@@ -117,6 +118,9 @@ class Settings(BaseSettings):
     # to the server open (AWS ALB: 60 s idle), set it above the balancer's idle timeout, or the
     # balancer now and then sends a request on a connection the server is closing: a 502.
     keep_alive_seconds: float = Field(5.0, gt=0)
+    # What `serve` and `worker` write to stderr: demixer's lines and uvicorn's (the access log
+    # is INFO), this level and above.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Signed URLs.
     upload_url_ttl_seconds: int = Field(3600, ge=1)
@@ -191,6 +195,11 @@ class Settings(BaseSettings):
     def _home(cls, value: Path | None) -> Path | None:
         # "~/models" from a .env file reaches here unexpanded (as default_model_dir expands it).
         return value.expanduser() if value is not None else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value  # "warning" as uvicorn's
 
     @field_validator("quality", mode="before")
     @classmethod

@@ -1,21 +1,41 @@
-"""The server's access log without secrets: signed URLs' signatures never reach a log file.
+"""The log of `demixer serve` and `demixer worker`: uvicorn's access log without secrets (signed
+URLs' signatures never reach a log file), and demixer's own records in the same shape.
 
 A signed download or upload URL is a bearer credential until it expires: anyone who reads it in
 a log can fetch the stems. uvicorn logs every request line with its query string, so the access
 log's records pass through :class:`RedactSecrets`, which keeps the path and the parameter names
 and replaces secret values (``sig``, presigned S3 signatures and credentials, API keys in a
 query) with ``…``.
+
+demixer's own loggers (``demixer.worker``, ``demixer.webhooks``, ``demixer.api``, ...) go to the
+same handler as uvicorn's, at INFO: without a handler of their own they fell to Python's last
+resort, which prints WARNING and above as the bare message (no level, no logger) and drops INFO,
+so a job's start and end, a webhook's outcome and a worker's registration never reached the log.
+Each record's message is written on one line (:class:`OneLine`): a log reader finds an event by
+its level, and a line without one (psycopg's hint "Is the server running on that host..." on a
+second line) was an orphan that ``grep WARNING`` missed, or a line anyone could have written.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import logging.config
+import re
+from contextvars import ContextVar
 from typing import Any
+
+from uvicorn.logging import AccessFormatter, DefaultFormatter
 
 from demixer.naming import SECRET_QUERY
 
-__all__ = ["RedactSecrets", "log_config", "redact"]
+__all__ = ["OneLine", "RedactSecrets", "configure_logging", "log_config", "one_line", "redact"]
+
+
+# The request this task is answering (method, path, request id), set by the API's
+# RequestIdMiddleware: for the lines written about it where it is not at hand (the access
+# line uvicorn writes as the response starts, a failure a vendor's envelope answers).
+ANSWERING: ContextVar[tuple[str, str, str] | None] = ContextVar("answering", default=None)
 
 
 def redact(text: str) -> str:
@@ -35,12 +55,69 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers."""
+# Line breaks (with the indentation around them), and the other control characters (a
+# terminal's escape sequences), as they may appear in an error's text.
+_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks made spaces, other control characters escaped
+    (``\\x1b``)."""
+    text = _BREAKS.sub(" ", text)
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class OneLine(DefaultFormatter):
+    """uvicorn's ``LEVEL:    message`` with the message on one line; a traceback after it
+    keeps its lines: the record's own, or one from another process passed as
+    ``extra={"trace": text}`` (the separation child's)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return str(super().formatMessage(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        trace = getattr(record, "trace", None)
+        return f"{text}\n{trace}" if isinstance(trace, str) else text
+
+
+class AccessLine(AccessFormatter):
+    """uvicorn's access line, ending with the request id its response carries (the
+    ``x-request-id`` header, an error body's ``request_id``): what a user's complaint quotes."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = str(super().formatMessage(record))
+        answering = ANSWERING.get()
+        return f"{line} (request {answering[2]})" if answering is not None else line
+
+
+def log_config(level: str = "INFO") -> dict[str, Any]:
+    """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers and
+    demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), and
+    uvicorn's, at ``level`` (``DEMIXER_LOG_LEVEL``); every other library's at WARNING or
+    ``level`` if higher."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["redact"] = {"()": RedactSecrets}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
+    config["formatters"]["default"]["()"] = OneLine
+    config["formatters"]["access"]["()"] = AccessLine
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        config["loggers"][name]["level"] = level
+    config["loggers"]["demixer"] = {"handlers": ["default"], "level": level, "propagate": False}
+    # Other libraries' warnings (boto, SQLAlchemy, ...) in the same shape, not bare lines; but
+    # not python-multipart's about each malformed upload: the client is answered 400 with it.
+    others = max(logging.WARNING, logging.getLevelName(level))
+    config["root"] = {"handlers": ["default"], "level": logging.getLevelName(others)}
+    config["loggers"]["python_multipart"] = {"level": "ERROR"}
     return config
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Apply :func:`log_config` to this process (``demixer worker``, which runs no uvicorn;
+    ``serve`` also hands it to uvicorn, which applies it again)."""
+    logging.config.dictConfig(log_config(level))

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from demixer.api.access_log import ANSWERING
 from demixer.api.head import serves
 from demixer.api.scope import body_refused
 from demixer.api.text import NUL, refuse_nul_in_url
@@ -170,19 +171,27 @@ def render_error(envelopes: Mapping[str, Envelope], scope: Scope, error: Demixer
 
 
 async def _demixer_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DemixerError)
-    if status_for(exc) >= 500:
-        log.error("%s %s failed: %s: %s", request.method, request.url.path, exc.code, exc.message)
-    return error_response(exc, request_id(request))
+    return error_response(as_demixer_error(exc), request_id(request))
 
 
 def as_demixer_error(exc: Exception) -> DemixerError:
-    """``exc`` for a vendor's error envelope: demixer's own errors as they are, a full disk
+    """``exc`` as the error its caller is answered (the native shape, or a vendor's
+    envelope): demixer's own errors as they are, a full disk
     (the database's, or an ``OSError`` on the way) as :class:`StorageFull`, a database that
     takes no writes as :class:`DatabaseReadOnly`, an unreachable one as
     :class:`DatabaseUnavailable`, a NUL PostgreSQL cannot store (from where no
     check of ``api/text.py`` looks: a header) as :class:`InvalidRequest`; anything else is
-    raised again (a bug: a 500)."""
+    raised again (a bug: a 500). One the server is at fault for (5xx) is logged here, with
+    the request id its caller was answered (theirs to quote), whichever protocol answers."""
+    error = _translated(exc)
+    answering = ANSWERING.get()
+    if status_for(error) >= 500 and answering is not None:
+        method, path, rid = answering
+        log.error("%s %s failed: %s: %s (request %s)", method, path, error.code, error.message, rid)
+    return error
+
+
+def _translated(exc: Exception) -> DemixerError:
     if isinstance(exc, DemixerError):
         return exc
     if is_disk_full(exc) or StorageFull.caused(exc):
@@ -199,7 +208,7 @@ def as_demixer_error(exc: Exception) -> DemixerError:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """SQLAlchemy's errors, translated at this boundary: an unreachable database is a 503
     ``DATABASE_UNAVAILABLE`` (the pool reconnects once it is back); anything else is a bug."""
-    return await _demixer_error(request, as_demixer_error(exc))
+    return await _demixer_error(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -277,6 +286,7 @@ class RequestIdMiddleware:
                 MutableHeaders(scope=message).append("x-request-id", rid)
             await send(message)
 
+        answering = ANSWERING.set((str(scope.get("method")), str(scope["path"]), rid))
         try:
             refuse_nul_in_url(scope)  # a %00 would reach a database lookup: api/text.py
             await self.app(scope, receive, send_with_id)
@@ -298,3 +308,5 @@ class RequestIdMiddleware:
             if started:  # mid-body: nothing to do but drop the connection
                 raise
             await render_error(self.envelopes, scope, error)(scope, receive, send_with_id)
+        finally:
+            ANSWERING.reset(answering)

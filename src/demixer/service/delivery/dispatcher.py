@@ -365,9 +365,13 @@ class Dispatcher:
                 outcome.error or outcome.status_code,
             )
             return DeliveryState.PENDING
-        log.info(
-            "webhook %s attempt %d -> %s (%s)",
+        # Given up on is the operator's to hear of (the receiver may be down for every job);
+        # with the job's id, which the account's complaint quotes.
+        log.log(
+            logging.WARNING if status == DeliveryState.FAILED else logging.INFO,
+            "webhook %s of job %s attempt %d -> %s (%s)",
             claim.id,
+            claim.job_id,
             claim.attempt,
             status,
             outcome.error or outcome.status_code,

@@ -10,6 +10,7 @@ A transition that matches no row raises instead of passing silently.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from demixer.errors import DemixerError, NotFound
 from demixer.service.db import Database, rows_changed
 from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job, JobLog
+
+log = logging.getLogger("demixer.queue")
 
 __all__ = [
     "CANCELLED",
@@ -389,12 +392,7 @@ class Queue:
                 return None
             job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
             if was == IN_PROGRESS:  # its worker died or was cut off: say so before the retry
-                self.log(
-                    s,
-                    job_id,
-                    f"attempt {job.attempts - 1} lost: {lost_owner} stopped renewing its lease "
-                    "(killed, crashed or cut off)",
-                )
+                self._attempt_lost(s, job_id, job.attempts - 1, lost_owner)
             self.log(s, job_id, f"attempt {job.attempts} started on {worker_id}")
             return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
 
@@ -447,6 +445,7 @@ class Queue:
             if rows_changed(settled) != 1:
                 continue
             self.log(s, job_id, "failed: WORKER_LOST")
+            log.warning("job %s failed: WORKER_LOST (its worker stopped on every attempt)", job_id)
             self._finalised(s, job_id)
         # Expired for a whole lease more, attempts left: back in the queue, where its status
         # says what it waits for, when no worker that runs its model is left to claim it (it
@@ -466,12 +465,7 @@ class Queue:
             )
             if rows_changed(requeued) != 1:
                 continue
-            self.log(
-                s,
-                job_id,
-                f"attempt {attempts} lost: {owner} stopped renewing its lease "
-                "(killed, crashed or cut off)",
-            )
+            self._attempt_lost(s, job_id, attempts, owner)
             self._wake_after_commit(s, engine_model)
 
     def settle_expired(self) -> None:
@@ -652,6 +646,13 @@ class Queue:
         self._fenced(s, job_id, worker_id, status=CANCELLED, lease_owner=None, finished_at=now)
         self.log(s, job_id, why)
         self._finalised(s, job_id)
+
+    def _attempt_lost(self, s: Session, job_id: str, attempt: int, owner: str | None) -> None:
+        """Say in the job's log, and the operator's, that ``owner`` stopped renewing the lease
+        of ``attempt``: a worker killed, crashed or out of memory says nothing itself."""
+        lost = f"attempt {attempt} lost: {owner} stopped renewing its lease"
+        self.log(s, job_id, f"{lost} (killed, crashed or cut off)")
+        log.warning("job %s: %s (killed, crashed or cut off)", job_id, lost)
 
     def log(self, session: Session, job_id: str, message: str) -> None:
         """Append a log line to a job (inside the caller's transaction)."""

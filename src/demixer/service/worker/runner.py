@@ -120,6 +120,7 @@ class _Lease:
         self.next_beat = time.monotonic() + self.interval
         self.progress = 0.0
         self.stage: str | None = None  # written with the next heartbeat
+        self.failing = False  # the last heartbeat failed: its outage is logged already
 
     def wait_time(self) -> float:
         """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
@@ -145,9 +146,16 @@ class _Lease:
         except LeaseLost:
             raise _Abort("lease_lost") from None
         except Exception as exc:  # a database hiccup or outage: keep working, beat again later
-            quiet = is_unavailable(exc)  # an outage is expected now and then: no traceback
-            log.warning("heartbeat for %s failed; retrying", self.claim.id, exc_info=not quiet)
+            # Once per outage, as the registry's beat: at every beat (2 s) a long outage wrote
+            # a warning a job every 2 s. An outage is expected now and then: no traceback.
+            (log.debug if self.failing else log.warning)(
+                "heartbeat for %s failed; retrying", self.claim.id, exc_info=not is_unavailable(exc)
+            )
+            self.failing = True
             return
+        if self.failing:
+            log.info("heartbeat for %s works again", self.claim.id)
+            self.failing = False
         if cancel:
             raise _Abort("cancelled")
 
@@ -377,11 +385,13 @@ class Runner:
                     else:
                         _, code, text, retryable, trace = message
                         if trace is not None:  # the owner reads only its kind (classify_error)
+                            # After the line, as a traceback of this process's is (a message
+                            # is written on one line: api/access_log.py).
                             log.error(
-                                "%s: job %s: the separation failed\n%s",
+                                "%s: job %s: the separation failed",
                                 self.worker_id,
                                 claim.id,
-                                trace.rstrip(),
+                                extra={"trace": trace.rstrip()},
                             )
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
