@@ -246,8 +246,10 @@ class Runner:
             self.child.close()
             self.child = None
 
-    def run_job(self, claim: Claim, stop: threading.Event) -> None:
-        """Run one attempt to its end; never raises."""
+    def run_job(self, claim: Claim, stop: threading.Event) -> str | None:
+        """Run one attempt to its end; never raises. Returns the error code the attempt
+        failed with (None when it completed, or ended otherwise): the slot waits a while
+        after ``STORAGE_FULL``."""
         log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
         lease = _Lease(self, claim, stop)
         work = self.services.settings.data_dir / "work"
@@ -275,17 +277,20 @@ class Runner:
             )
         except _Abort as abort:
             self._end(claim, abort)
+            return abort.code if abort.kind == "failed" else None
         except Exception as exc:  # a bug in this process, or a full disk: give the attempt back
             self._kill_child()
             if StorageFull.caused(exc):
                 log.warning("%s: job %s: the disk is full", self.worker_id, claim.id)
                 full = _Abort("failed", StorageFull.code, StorageFull.default_message, True)
                 self._end(claim, full)
-                return
+                return full.code
             log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
             # Its text (an OSError's path in the data directory) is the operator's, as above.
             message = f"the worker failed ({type(exc).__name__}); the server's log has details"
             self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
+            return "WORKER_ERROR"
+        return None
 
     @contextmanager
     def _input(self, params: JobParams, tmp: Path, lease: _Lease) -> Iterator[Path]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from demixer.errors import DemixerError
+from demixer.errors import DemixerError, StorageFull
 from demixer.service.context import Services
 from demixer.service.db import OutageNotice, is_unavailable
 from demixer.service.jobs.queue import IN_PROGRESS
@@ -53,6 +53,34 @@ log = logging.getLogger("demixer.worker")
 MODELS_RESCAN_SECONDS = 5.0  # how soon a model pulled or added while the worker runs is used
 
 
+class _DiskFull:
+    """Until when a worker's slots claim nothing because its disk was found full.
+
+    The slots share the disk (the scratch directory, the local copies of inputs): a slot that
+    claimed again at once would fail every queued job within seconds, each of its attempts in
+    turn, while workers with room waited. Paused for a lease, it leaves the jobs it gave back to
+    them; with no such worker it claims again after the pause, so a job still ends
+    (``STORAGE_FULL`` once its attempts are spent) rather than waiting for good.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def found(self) -> None:
+        """The disk was just found full: no claims for :attr:`seconds` from now."""
+        with self._lock:
+            self._until = time.monotonic() + self.seconds
+
+    def wait(self, stop: threading.Event) -> None:
+        """Return once the pause is over (at once when there is none), or ``stop`` is set."""
+        with self._lock:
+            left = self._until - time.monotonic()
+        if left > 0:
+            stop.wait(left)
+
+
 class _Slot:
     """One worker slot: a thread's claim loop, its worker id and its runner (and child)."""
 
@@ -63,10 +91,12 @@ class _Slot:
         models: list[str],
         threads: int | None,
         device: str,
+        disk_full: _DiskFull,
         refused_steps: frozenset[str] = frozenset(),
     ):
         self.services = services
         self.worker_id = worker_id
+        self.disk_full = disk_full
         self.use(models, refused_steps)
         settings = services.settings
         options = ChildOptions(
@@ -98,6 +128,9 @@ class _Slot:
             queue = self.services.queue
             outage = OutageNotice(log, self.worker_id)
             while not stop.is_set():
+                self.disk_full.wait(stop)
+                if stop.is_set():
+                    break
                 generation = queue.work_generation()
                 try:
                     claim = queue.claim(self.worker_id, self.models, self._runs, self.refused_steps)
@@ -111,8 +144,15 @@ class _Slot:
                     continue
                 if claim is None:
                     queue.wait_for_work(generation, poll)
-                else:
-                    self.runner.run_job(claim, stop)
+                elif self.runner.run_job(claim, stop) == StorageFull.code:
+                    self.disk_full.found()
+                    log.warning(
+                        "%s: the disk under %s is full: this worker claims no job for %g s, "
+                        "leaving them to workers with room",
+                        self.worker_id,
+                        self.services.settings.data_dir,
+                        self.disk_full.seconds,
+                    )
         finally:
             self.runner.close()
 
@@ -170,8 +210,18 @@ class Worker:
         cpus = os.cpu_count() or 1
         threads = settings.threads or (max(1, cpus // slots) if slots > 1 else None)
         self.id = f"{base}:{uuid.uuid4().hex[:8]}"
+        # A lease: time enough for a worker with room, woken by the job given back, to claim it.
+        disk_full = _DiskFull(settings.lease_seconds)
         self.slots = [
-            _Slot(services, slot_id(self.id, i), self.models, threads, device, self.refused_steps)
+            _Slot(
+                services,
+                slot_id(self.id, i),
+                self.models,
+                threads,
+                device,
+                disk_full,
+                self.refused_steps,
+            )
             for i in range(slots)
         ]
         self.presence = Presence(
