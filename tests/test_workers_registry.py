@@ -31,12 +31,15 @@ from api_support import Api, make_api
 from demixer import __version__
 from demixer.cli import app
 from demixer.errors import DeviceUnavailable, ModelUnavailable, UnknownModel
+from demixer.models.msst.user import add
+from demixer.models.user_models import remove_user_model
+from demixer.server.compose import build_services
 from demixer.service.accounts.keys import create_key
 from demixer.service.db import Database, utcnow
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import Queue
 from demixer.service.migrate import migrate
-from demixer.service.schema import Base, WorkerRecord
+from demixer.service.schema import Base, JobLog, WorkerRecord
 from demixer.service.worker import Worker
 from demixer.service.worker.registry import (
     FORGET_AFTER,
@@ -48,6 +51,7 @@ from demixer.service.worker.registry import (
     stale_after,
 )
 from demixer.settings import Settings
+from msst_support import model_files
 from worker_support import running, wait_until
 
 # The module runs on SQLite and on PostgreSQL, with local storage on both (what is tested here is
@@ -243,6 +247,58 @@ def test_a_model_directory_that_cannot_be_read_never_stops_a_worker(
     monkeypatch.setattr("demixer.service.worker.slots.runnable_models", unreadable)
     worker.rescan_models()
     assert worker.models == before and all(slot.models == before for slot in worker.slots)
+
+
+def test_a_worker_whose_models_were_removed_leaves_their_jobs_to_a_worker_that_has_them(
+    make_api: Callable[..., Api], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started for one model (``--models mine``, a GPU box) kept advertising and
+    claiming it once its files were removed from its machine: each job for it it claimed failed
+    at once, UNKNOWN_MODEL, though another worker had the model (measured: 2 jobs of 3). It now
+    claims nothing until one of its models is back, and the jobs run on a worker that has it."""
+    monkeypatch.setattr("demixer.service.worker.slots.MODELS_RESCAN_SECONDS", 0.2)
+    api = make_api(**FAST)
+    config, checkpoint = model_files(tmp_path)
+    machines = {}
+    for name in ("api", "box", "other"):  # each machine's own model directory
+        folder = api.services.settings.model_dir if name == "api" else tmp_path / f"models-{name}"
+        assert folder is not None
+        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+            model_dir=folder)  # fmt: skip
+        settings = api.services.settings.model_copy(update={"model_dir": folder})
+        machines[name] = build_services(settings, db=api.services.db)
+
+    def advertised(worker: Worker) -> tuple[str, ...] | None:
+        found = [w.models for w in list_workers(api.services.db, api.services.settings)
+                 if w.id == worker.id and w.state == "live"]  # fmt: skip
+        return found[0] if found else None
+
+    with running(Worker(machines["box"], models=["mine"])) as box:
+        wait_until(lambda: advertised(box) == ("mine",), 10, "the worker's first beat")
+        remove_user_model("mine", tmp_path / "models-box")
+        # `demixer workers` shows it running no model.
+        wait_until(lambda: advertised(box) == (), 10, "the worker to advertise no model")
+        with running(Worker(machines["other"], models=["mine"])) as other:
+            wait_until(lambda: advertised(other) == ("mine",), 10, "the other worker")
+            r = queue_stems(api, "mine")
+            assert r.status_code == 202, r.text
+            job_id = r.json()["request_id"]
+            claimed = wait_until(
+                lambda: (b := status(api, job_id))["status"] != "IN_QUEUE" and b,
+                60,
+                "the job to be claimed",
+            )
+            assert (claimed["status"], claimed["error"]) in {
+                ("IN_PROGRESS", None),
+                ("COMPLETED", None),
+            }, claimed
+            with api.services.db.read() as s:
+                first = s.execute(
+                    select(JobLog.message).where(
+                        JobLog.job_id == job_id, JobLog.message.like("attempt 1 started on %")
+                    )
+                ).scalar_one()
+            assert first == f"attempt 1 started on {other.worker_ids[0]}"
 
 
 def test_the_device_comes_from_the_setting_and_what_torch_sees() -> None:

@@ -236,12 +236,23 @@ class Worker:
 
     def rescan_models(self) -> None:
         """Pick up models installed or removed since the start: the slots claim, and the
-        worker advertises, what is installed now (kept as it was if nothing is)."""
+        worker advertises, what is installed now (nothing, while none of its models is)."""
         try:
             models = runnable_models(self.services.settings, self._requested, warn=False)
             refused = missing_steps(self.services.settings)
         except DemixerError:
-            return  # none left: its jobs fail with the model's own error, as they would anyway
+            # None of its models is installed any more (removed, its folder gone). Kept, they
+            # were claimed here and failed at once (UNKNOWN_MODEL, MODEL_UNAVAILABLE) though
+            # another worker had them; now their jobs wait for one that has them, their status
+            # saying so, and this worker claims again once one is installed.
+            if self.models:
+                log.warning(
+                    "worker %s: none of its models (%s) is installed any more; it claims no job "
+                    "until one is",
+                    self.id,
+                    ", ".join(self.models),
+                )
+            models, refused = [], self.refused_steps
         except Exception:  # a rescan must never stop the worker: it keeps what it had
             log.exception("worker %s: rescanning the installed models failed", self.id)
             return
@@ -251,7 +262,7 @@ class Worker:
             slot.use(models, refused)
         self.refused_steps = refused
         if models != self.models:
-            log.info("worker %s: models now %s", self.id, ", ".join(models))
+            log.info("worker %s: models now %s", self.id, ", ".join(models) or "none")
             self.models = models
             self.presence.advertise(models)
 
