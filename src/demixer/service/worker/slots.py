@@ -58,20 +58,30 @@ class _DiskFull:
 
     The slots share the disk (the scratch directory, the local copies of inputs): a slot that
     claimed again at once would fail every queued job within seconds, each of its attempts in
-    turn, while workers with room waited. Paused for a lease, it leaves the jobs it gave back to
-    them; with no such worker it claims again after the pause, so a job still ends
-    (``STORAGE_FULL`` once its attempts are spent) rather than waiting for good.
+    turn, while workers with room waited. Paused for a lease, doubled while the disk stays full
+    (up to 16 leases), it leaves the jobs it gave back to them; with no such worker it claims
+    again after the pause, so a job still ends (``STORAGE_FULL`` once its attempts are spent)
+    rather than waiting for good.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
         self._until = 0.0
+        self._streak = 0  # attempts failed for want of room since one that did not
 
-    def found(self) -> None:
-        """The disk was just found full: no claims for :attr:`seconds` from now."""
+    def found(self) -> float:
+        """The disk was just found full: no claims for a while from now; returns how long."""
         with self._lock:
-            self._until = time.monotonic() + self.seconds
+            pause: float = self.seconds * 2 ** min(self._streak, 4)
+            self._streak += 1
+            self._until = time.monotonic() + pause
+            return pause
+
+    def cleared(self) -> None:
+        """An attempt ended otherwise: the next full disk pauses for a lease again."""
+        with self._lock:
+            self._streak = 0
 
     def wait(self, stop: threading.Event) -> None:
         """Return once the pause is over (at once when there is none), or ``stop`` is set."""
@@ -145,14 +155,15 @@ class _Slot:
                 if claim is None:
                     queue.wait_for_work(generation, poll)
                 elif self.runner.run_job(claim, stop) == StorageFull.code:
-                    self.disk_full.found()
                     log.warning(
                         "%s: the disk under %s is full: this worker claims no job for %g s, "
                         "leaving them to workers with room",
                         self.worker_id,
                         self.services.settings.data_dir,
-                        self.disk_full.seconds,
+                        self.disk_full.found(),
                     )
+                else:
+                    self.disk_full.cleared()
         finally:
             self.runner.close()
 
