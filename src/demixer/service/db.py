@@ -236,8 +236,9 @@ class _OutageWatch:
         event.listen(engine, "connect", self.connected)
 
     def failed(self, context: Any) -> None:
-        exc = context.sqlalchemy_exception
-        if context.is_disconnect or (exc is not None and is_unavailable(exc)):
+        # A connection lost, or none made (no connection: the connect itself failed); not a
+        # statement's own error (a deadlock, a timeout) on a connection that still works.
+        if context.is_disconnect or context.connection is None:
             self.down = True
 
     def connected(self, _dbapi_connection: Any, _record: Any) -> None:
