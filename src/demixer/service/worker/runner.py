@@ -46,8 +46,10 @@ from demixer.errors import (
     DemixerError,
     FileExpired,
     InvalidParams,
+    ModelUnavailable,
     StorageFull,
     StorageUnavailable,
+    UnknownModel,
 )
 from demixer.naming import output_name
 from demixer.service.context import Services
@@ -249,7 +251,8 @@ class Runner:
     def run_job(self, claim: Claim, stop: threading.Event) -> str | None:
         """Run one attempt to its end; never raises. Returns the error code the attempt
         failed with (None when it completed, or ended otherwise): the slot waits a while
-        after ``STORAGE_FULL``."""
+        after ``STORAGE_FULL``, and has the model checked after ``MODEL_UNAVAILABLE``
+        or ``UNKNOWN_MODEL``."""
         log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
         lease = _Lease(self, claim, stop)
         work = self.services.settings.data_dir / "work"
@@ -388,6 +391,17 @@ class Runner:
                                 claim.id,
                                 trace.rstrip(),
                             )
+                        if code in (ModelUnavailable.code, UnknownModel.code):
+                            # This machine's copy of the model (missing, damaged): another
+                            # worker's may load, and the slot stops claiming it (see
+                            # Worker.model_unavailable). Its text names files on this server:
+                            # for the operator's log, not the job's owner.
+                            log.warning("%s: job %s: %s", self.worker_id, claim.id, text)
+                            text = (
+                                f"model {claim.engine_model!r} could not be loaded on the "
+                                "worker that ran this attempt; the server's log has details"
+                            )
+                            raise _Abort("failed", code, text, retryable=True)
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
                         if retryable and code != StorageFull.code:

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -29,7 +29,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from demixer.errors import DemixerError, StorageFull
+from demixer.errors import DemixerError, ModelUnavailable, StorageFull, UnknownModel
+from demixer.models.loading import verified_weights
+from demixer.models.model_dir import default_model_dir
+from demixer.models.registry import get_spec
 from demixer.service.context import Services
 from demixer.service.db import OutageNotice, is_unavailable
 from demixer.service.jobs.queue import IN_PROGRESS
@@ -51,6 +54,23 @@ __all__ = ["Worker"]
 log = logging.getLogger("demixer.worker")
 
 MODELS_RESCAN_SECONDS = 5.0  # how soon a model pulled or added while the worker runs is used
+
+
+def _files_of(model_dir: Path | None, model: str) -> tuple[tuple[str, int, int], ...]:
+    """What a model's folder holds (each file's name, size and modification time): a copy
+    that could not be loaded stays set aside until this changes (pulled or added again)."""
+    folder = (model_dir or default_model_dir()) / model
+    try:
+        return tuple(
+            sorted(
+                (str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns)
+                for path in folder.rglob("*")
+                if path.is_file()
+                for stat in (path.stat(),)
+            )
+        )
+    except OSError:
+        return ()
 
 
 class _DiskFull:
@@ -102,11 +122,13 @@ class _Slot:
         threads: int | None,
         device: str,
         disk_full: _DiskFull,
+        model_unavailable: Callable[[str], None],
         refused_steps: frozenset[str] = frozenset(),
     ):
         self.services = services
         self.worker_id = worker_id
         self.disk_full = disk_full
+        self.model_unavailable = model_unavailable
         self.use(models, refused_steps)
         settings = services.settings
         options = ChildOptions(
@@ -154,7 +176,9 @@ class _Slot:
                     continue
                 if claim is None:
                     queue.wait_for_work(generation, poll)
-                elif self.runner.run_job(claim, stop) == StorageFull.code:
+                    continue
+                ended = self.runner.run_job(claim, stop)
+                if ended == StorageFull.code:
                     log.warning(
                         "%s: the disk under %s is full: this worker claims no job for %g s, "
                         "leaving them to workers with room",
@@ -162,8 +186,10 @@ class _Slot:
                         self.services.settings.data_dir,
                         self.disk_full.found(),
                     )
-                else:
-                    self.disk_full.cleared()
+                    continue
+                self.disk_full.cleared()
+                if ended in (ModelUnavailable.code, UnknownModel.code):
+                    self.model_unavailable(claim.engine_model)
         finally:
             self.runner.close()
 
@@ -213,6 +239,10 @@ class Worker:
         base = worker_id or _default_base_id()
         settings = services.settings
         self._requested = models
+        # Models whose copy here could not be loaded, with what their folder held then.
+        self._broken: dict[str, tuple[tuple[str, int, int], ...]] = {}
+        # Rescans come from the main thread, and from a slot after a model failed to load.
+        self._models_lock = threading.RLock()
         self.models = runnable_models(settings, models)
         self.refused_steps = missing_steps(settings)
         device, self.device = resolve_device(settings.device)
@@ -231,6 +261,7 @@ class Worker:
                 threads,
                 device,
                 disk_full,
+                self.model_unavailable,
                 self.refused_steps,
             )
             for i in range(slots)
@@ -247,7 +278,38 @@ class Worker:
 
     def rescan_models(self) -> None:
         """Pick up models installed or removed since the start: the slots claim, and the
-        worker advertises, what is installed now (nothing, while none of its models is)."""
+        worker advertises, what is installed now (nothing, while none of its models is), less
+        the models set aside by :meth:`model_unavailable` whose files have not changed."""
+        with self._models_lock:
+            self._rescan_models()
+
+    def model_unavailable(self, model: str) -> None:
+        """An attempt at ``model`` failed here for want of its files (missing, damaged, not
+        known here). When its own weights fail their check, the worker neither claims nor
+        advertises it until its folder changes, leaving its jobs to workers whose copy loads:
+        a damaged copy failed every job for the model that this worker claimed, for good,
+        though another worker had a sound one (measured: 2 jobs of 3, MODEL_UNAVAILABLE)."""
+        model_dir = self.services.settings.model_dir
+        try:
+            verified_weights(get_spec(model, model_dir), model_dir)
+        except DemixerError:
+            pass  # missing, damaged, or no longer known here: set aside below
+        except Exception:  # a check that cannot run must never stop the slot
+            log.exception("worker %s: checking the files of model %s failed", self.id, model)
+            return
+        else:
+            return  # sound: what failed was another model (a clean-up step's)
+        log.warning(
+            "worker %s: model %s cannot be loaded here (the log above says why); it claims no "
+            "job for it until its files change",
+            self.id,
+            model,
+        )
+        with self._models_lock:
+            self._broken[model] = _files_of(model_dir, model)
+            self._rescan_models()
+
+    def _rescan_models(self) -> None:
         try:
             models = runnable_models(self.services.settings, self._requested, warn=False)
             refused = missing_steps(self.services.settings)
@@ -267,6 +329,11 @@ class Worker:
         except Exception:  # a rescan must never stop the worker: it keeps what it had
             log.exception("worker %s: rescanning the installed models failed", self.id)
             return
+        model_dir = self.services.settings.model_dir
+        for model, files in list(self._broken.items()):
+            if _files_of(model_dir, model) != files:  # pulled or added again: tried afresh
+                del self._broken[model]
+        models = [model for model in models if model not in self._broken]
         if (models, refused) == (self.models, self.refused_steps):
             return
         for slot in self.slots:
