@@ -8,6 +8,7 @@ clock and wakeup state, exactly what a process on another machine would have.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -530,6 +531,44 @@ def test_complete_is_retried_through_an_outage_and_is_idempotent(
     queue.complete("job_c", "w1", outputs=outputs, duration=1.0, sample_rate=44100)  # a repeat
     with pytest.raises(LeaseLost):
         queue.complete("job_c", "w1", outputs={}, duration=1.0, sample_rate=44100)
+    db.dispose()
+
+
+def test_a_postgres_restart_longer_than_a_lease_leaves_running_jobs_to_their_workers(
+    scale_servers: Servers, pg_url: str
+) -> None:
+    """PostgreSQL down for longer than a lease: every running job's lease ran out meanwhile,
+    and the first claim after the restart took each from its live worker (measured with real
+    processes, a 10 s restart and 6 s leases: the job restarted on another worker, its
+    separation so far thrown away), or failed it WORKER_LOST on its last attempt. Now the
+    workers have a lease after the restart to renew; a worker that died meanwhile still has
+    its job taken over, a lease later."""
+    db = Database(pg_url)
+    db.create_all()
+    account, _ = create_key(db)
+    queue = Queue(db, lease_seconds=2.0)
+    with db.write() as s:
+        for job_id, attempts in (("job_live", 1), ("job_dead", 2)):
+            queue.submit(s, job_id=job_id, account_id=account, queue_model="q",
+                         engine_model="m", params=PARAMS, max_attempts=attempts)  # fmt: skip
+    assert queue.claim("live-worker") is not None  # job_live (its only attempt)
+    assert queue.claim("dead-worker") is not None  # job_dead: this worker dies in the outage
+    scale_servers.stop_postgres()
+    try:
+        time.sleep(2.5)  # the outage outlasts the leases
+    finally:
+        scale_servers.start_postgres()
+    other = queue.claim("other-worker")  # an idle worker's first claim after the restart
+    with contextlib.suppress(LeaseLost):  # the live worker's heartbeat, then its result
+        queue.heartbeat("job_live", "live-worker")
+        queue.complete("job_live", "live-worker", outputs={}, duration=1.0, sample_rate=44100)
+    with db.read() as s:
+        live = s.execute(select(Job.status, Job.error_code).where(Job.id == "job_live")).one()
+    assert tuple(live) == (COMPLETED, None)
+    assert other is None  # nothing was taken from anyone
+    # The dead worker's job is taken over a lease after the restart.
+    taken = wait_until(lambda: queue.claim("other-worker"), timeout=30, what="the takeover")
+    assert (taken.id, taken.attempt) == ("job_dead", 2)
     db.dispose()
 
 

@@ -660,6 +660,51 @@ def test_a_job_past_its_time_limit_fails(tmp_path: Path, long_music: Path) -> No
         assert worker.child_pids() == [None]  # killed; restarted only for a next job
 
 
+def test_a_worker_whose_disk_is_full_leaves_its_jobs_to_a_worker_with_room(
+    tmp_path: Path, music: Path
+) -> None:
+    """A worker whose disk was full claimed each job again at once after failing it, and so
+    failed every queued job STORAGE_FULL within seconds, all its attempts in turn, while a
+    worker with room stood idle (measured with real processes: 4 jobs, 12 attempts, 4.5 s).
+    It now claims nothing for a lease after a full disk: the job it gave back runs elsewhere."""
+    env = Env(tmp_path / "room")
+    disk = tmp_path / "full"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64", "tmpfs", str(disk)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
+    try:
+        # The same database and storage, its scratch on the small disk. A long lease (its
+        # pause): the worker with room starts only once the first attempt failed, and must
+        # find the job given back still unclaimed.
+        settings = Settings(
+            data_dir=disk, storage_url=env.settings.storage, **{**FAST, "lease_seconds": 10.0}
+        )
+        full = build_services(settings, db=env.services.db)
+        # Full to the last inode (and byte): the attempt's scratch folder cannot be made, so
+        # it fails before any separation starts.
+        with contextlib.suppress(OSError):
+            for n in range(1000):
+                (disk / f"filler-{n}").write_bytes(b"\0" * (64 << 10))
+        with contextlib.suppress(OSError):
+            for n in range(1000):
+                (disk / f"inode-{n}").touch()
+        job_id = env.submit(music, max_attempts=2)
+        with running(Worker(full)):
+            env.wait(job_id, lambda j: j.attempts >= 1 and j.status != "IN_PROGRESS")
+            with running(Worker(env.services)):
+                job = env.wait_final(job_id)
+        assert (job.status, job.error_code, job.attempts) == ("COMPLETED", None, 2), env.logs(
+            job_id
+        )
+        assert "attempt 1 failed (STORAGE_FULL" in env.logs(job_id)[2]
+        assert not (disk / "work").exists() or not list((disk / "work").iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 # --- which worker runs what ------------------------------------------------------------------
 
 

@@ -31,12 +31,15 @@ from api_support import Api, make_api
 from demixer import __version__
 from demixer.cli import app
 from demixer.errors import DeviceUnavailable, ModelUnavailable, UnknownModel
+from demixer.models.msst.user import add
+from demixer.models.user_models import remove_user_model
+from demixer.server.compose import build_services
 from demixer.service.accounts.keys import create_key
 from demixer.service.db import Database, utcnow
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import Queue
 from demixer.service.migrate import migrate
-from demixer.service.schema import Base, WorkerRecord
+from demixer.service.schema import Base, Job, JobLog, WorkerRecord
 from demixer.service.worker import Worker
 from demixer.service.worker.registry import (
     FORGET_AFTER,
@@ -48,6 +51,7 @@ from demixer.service.worker.registry import (
     stale_after,
 )
 from demixer.settings import Settings
+from msst_support import model_files
 from worker_support import running, wait_until
 
 # The module runs on SQLite and on PostgreSQL, with local storage on both (what is tested here is
@@ -243,6 +247,110 @@ def test_a_model_directory_that_cannot_be_read_never_stops_a_worker(
     monkeypatch.setattr("demixer.service.worker.slots.runnable_models", unreadable)
     worker.rescan_models()
     assert worker.models == before and all(slot.models == before for slot in worker.slots)
+
+
+def test_a_worker_whose_models_were_removed_leaves_their_jobs_to_a_worker_that_has_them(
+    make_api: Callable[..., Api], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started for one model (``--models mine``, a GPU box) kept advertising and
+    claiming it once its files were removed from its machine: each job for it it claimed failed
+    at once, UNKNOWN_MODEL, though another worker had the model (measured: 2 jobs of 3). It now
+    claims nothing until one of its models is back, and the jobs run on a worker that has it."""
+    monkeypatch.setattr("demixer.service.worker.slots.MODELS_RESCAN_SECONDS", 0.2)
+    api = make_api(**FAST)
+    config, checkpoint = model_files(tmp_path)
+    machines = {}
+    for name in ("api", "box", "other"):  # each machine's own model directory
+        folder = api.services.settings.model_dir if name == "api" else tmp_path / f"models-{name}"
+        assert folder is not None
+        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+            model_dir=folder)  # fmt: skip
+        settings = api.services.settings.model_copy(update={"model_dir": folder})
+        machines[name] = build_services(settings, db=api.services.db)
+
+    def advertised(worker: Worker) -> tuple[str, ...] | None:
+        found = [w.models for w in list_workers(api.services.db, api.services.settings)
+                 if w.id == worker.id and w.state == "live"]  # fmt: skip
+        return found[0] if found else None
+
+    with running(Worker(machines["box"], models=["mine"])) as box:
+        wait_until(lambda: advertised(box) == ("mine",), 10, "the worker's first beat")
+        remove_user_model("mine", tmp_path / "models-box")
+        # `demixer workers` shows it running no model.
+        wait_until(lambda: advertised(box) == (), 10, "the worker to advertise no model")
+        with running(Worker(machines["other"], models=["mine"])) as other:
+            wait_until(lambda: advertised(other) == ("mine",), 10, "the other worker")
+            r = queue_stems(api, "mine")
+            assert r.status_code == 202, r.text
+            job_id = r.json()["request_id"]
+            claimed = wait_until(
+                lambda: (b := status(api, job_id))["status"] != "IN_QUEUE" and b,
+                60,
+                "the job to be claimed",
+            )
+            assert (claimed["status"], claimed["error"]) in {
+                ("IN_PROGRESS", None),
+                ("COMPLETED", None),
+            }, claimed
+            with api.services.db.read() as s:
+                first = s.execute(
+                    select(JobLog.message).where(
+                        JobLog.job_id == job_id, JobLog.message.like("attempt 1 started on %")
+                    )
+                ).scalar_one()
+            assert first == f"attempt 1 started on {other.worker_ids[0]}"
+
+
+def test_a_worker_whose_copy_of_a_model_is_damaged_leaves_its_jobs_to_one_whose_copy_loads(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    """A worker whose copy of a model failed its checksum (a damaged disk, a copy cut short)
+    failed each job for it that it claimed, MODEL_UNAVAILABLE for good, naming the server's
+    files and their hashes to the job's owner, though another worker's copy was sound
+    (measured: 2 jobs of 3). The attempt is now retried, the worker sets the model aside until
+    its files change, and the job runs on the other worker."""
+    api = make_api(**FAST)
+    config, checkpoint = model_files(tmp_path)
+    machines = {}
+    for name in ("api", "box", "other"):  # each machine's own model directory
+        folder = api.services.settings.model_dir if name == "api" else tmp_path / f"models-{name}"
+        assert folder is not None
+        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+            model_dir=folder)  # fmt: skip
+        settings = api.services.settings.model_copy(update={"model_dir": folder})
+        machines[name] = build_services(settings, db=api.services.db)
+    damaged = tmp_path / "models-box" / "mine" / "model.ckpt"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+
+    def advertised(worker: Worker) -> tuple[str, ...] | None:
+        found = [w.models for w in list_workers(api.services.db, api.services.settings)
+                 if w.id == worker.id and w.state == "live"]  # fmt: skip
+        return found[0] if found else None
+
+    def job() -> Any:
+        with api.services.db.read() as s:
+            return s.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).one()
+
+    r = queue_stems(api, "mine")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    with running(Worker(machines["box"], models=["mine"])) as box:
+        wait_until(lambda: job().attempts == 1 and job().status != "IN_PROGRESS", 60, "attempt 1")
+        body = api.get(f"/v1/queue/requests/{job_id}/status?logs=true").json()
+        assert (body["status"], body["error"]) == ("IN_QUEUE", None), body
+        assert all(str(tmp_path) not in line["message"] for line in body["logs"]), body["logs"]
+        wait_until(lambda: advertised(box) == (), 10, "the worker to set the model aside")
+        with running(Worker(machines["other"], models=["mine"])) as other:
+            wait_until(lambda: job().attempts == 2, 60, "the other worker's attempt")
+            with api.services.db.read() as s:
+                second = s.execute(
+                    select(JobLog.message).where(
+                        JobLog.job_id == job_id, JobLog.message.like("attempt 2 started on %")
+                    )
+                ).scalar_one()
+            assert second == f"attempt 2 started on {other.worker_ids[0]}"
 
 
 def test_the_device_comes_from_the_setting_and_what_torch_sees() -> None:

@@ -219,6 +219,34 @@ class _ReadOnlyWatch:
             record.invalidate()  # a new connection at its next checkout
 
 
+class _OutageWatch:
+    """When this process last found the database back after losing it (a connection cut, a
+    connect that failed): the queue judges no lease for a while after that (see
+    :meth:`Database.seconds_since_outage`).
+
+    A restart cuts every pooled connection, so the first use after it meets a dead one
+    (``pool_pre_ping`` or the statement fails) and then connects anew: that connect is the
+    moment the database came back, whether or not this process tried to use it meanwhile.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.down = False
+        self.back_at: float | None = None  # time.monotonic()
+        event.listen(engine, "handle_error", self.failed)
+        event.listen(engine, "connect", self.connected)
+
+    def failed(self, context: Any) -> None:
+        # A connection lost, or none made (no connection: the connect itself failed); not a
+        # statement's own error (a deadlock, a timeout) on a connection that still works.
+        if context.is_disconnect or context.connection is None:
+            self.down = True
+
+    def connected(self, _dbapi_connection: Any, _record: Any) -> None:
+        if self.down:
+            self.down = False
+            self.back_at = time.monotonic()
+
+
 def retry_unavailable(
     call: Callable[[], T],
     *,
@@ -389,6 +417,9 @@ class Database:
         # SQL but not the values bound to it, which may be a webhook's whsec_ secret, a signed
         # URL or an audio_url's token: logs are shipped where secrets must not go.
         _ReadOnlyWatch(engine)
+        # SQLite is a file on this machine: "unavailable" there is a lock held, never an outage
+        # that every process sat out together.
+        self._outage = _OutageWatch(engine) if self.dialect != "sqlite" else None
         self.engine: Engine = engine
         if clock is None:
             clock = local_time if self.dialect == "sqlite" else DatabaseClock(engine, local_time)
@@ -406,6 +437,13 @@ class Database:
                 else {"isolation_level": "AUTOCOMMIT"}
             )
         )
+
+    def seconds_since_outage(self) -> float | None:
+        """Seconds since this process found the database back after losing it (None: it
+        never lost it)."""
+        if self._outage is None or self._outage.back_at is None:
+            return None
+        return time.monotonic() - self._outage.back_at
 
     def create_all(self) -> None:
         """Create missing tables (what ``demixer migrate`` does for a new database)."""

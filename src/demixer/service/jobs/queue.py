@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, event, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, event, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from demixer.errors import DemixerError, NotFound
@@ -160,6 +160,24 @@ class Queue:
         ).scalar_one()
         for hook in self.final_hooks:
             hook(s, job)
+
+    def _lapsed(self, now: datetime, by: timedelta = timedelta(0)) -> ColumnElement[bool]:
+        """Running jobs whose lease ran out more than ``by`` before ``now``: their worker
+        stopped renewing it.
+
+        None for a lease (plus ``by``) after the database came back from an outage: the
+        leases that ran out while it was down (a PostgreSQL restart longer than a lease) say
+        nothing of their workers, which kept retrying their heartbeats and renew them once it
+        is back. Judged at once, the first claim after such a restart took each running job
+        from its live worker (its work thrown away, an attempt spent), and failed
+        ``WORKER_LOST`` one on its last attempt. A worker that died meanwhile loses its job a
+        lease later.
+        """
+        lapsed = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now - by)
+        back = self.db.seconds_since_outage()
+        if back is not None and back < (by + self.lease).total_seconds():
+            return and_(lapsed, false())
+        return lapsed
 
     # --- the API side ---------------------------------------------------------------------
 
@@ -348,9 +366,9 @@ class Queue:
                 run: a job that asks for one is left to another worker.
         """
         now = self.db.clock()
-        expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
         with self.db.write() as s:
             self._settle_expired(s, now)
+            expired = self._lapsed(now)
             runnable = or_(Job.status == IN_QUEUE, expired)
             query = select(Job.id, Job.status, Job.lease_owner).where(runnable)
             if models is not None:
@@ -399,7 +417,10 @@ class Queue:
     def _settle_expired(self, s: Session, now: Any) -> None:
         """Expired leases with a cancel pending, or no attempts left, end here; those expired
         for a lease more go back to the queue (see :meth:`settle_expired`)."""
-        expired = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now)
+        # Connected first: a connection the database's restart cut is found (and replaced)
+        # here, and the leases are then judged knowing of that outage.
+        s.connection()
+        expired = self._lapsed(now)
         cancelled = (
             s.execute(
                 select(Job.id).where(expired, Job.cancel_requested.is_(True)).order_by(Job.id)
@@ -451,7 +472,7 @@ class Queue:
         # says what it waits for, when no worker that runs its model is left to claim it (it
         # read IN_PROGRESS for good). A worker that was only late, behind a stalled database,
         # had that extra lease to renew it.
-        gone = and_(Job.status == IN_PROGRESS, Job.lease_expires_at < now - self.lease)
+        gone = self._lapsed(now, by=self.lease)
         lost = s.execute(
             select(Job.id, Job.attempts, Job.lease_owner, Job.engine_model)
             .where(gone)

@@ -233,7 +233,7 @@ def waiting_reason(
         running = sorted({m for models in live for m in models})
         return (
             f"no running worker has model {model!r} installed; live workers run: "
-            f"{', '.join(running)}. The request waits for a worker that has it"
+            f"{', '.join(running) or 'none'}. The request waits for a worker that has it"
         )
     if not steps or any(_cleans(models, steps, model_dir) for models in able):
         return None
@@ -341,7 +341,9 @@ class Presence:
                 self.slots,
             )
         elif not self._registered:
-            log.info("worker %s now runs models %s", self.worker_id, ", ".join(self.models))
+            log.info(
+                "worker %s now runs models %s", self.worker_id, ", ".join(self.models) or "none"
+            )
         self._registered = self._announced = True
 
     def mark_stopped(self) -> None:

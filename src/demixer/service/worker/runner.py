@@ -46,8 +46,10 @@ from demixer.errors import (
     DemixerError,
     FileExpired,
     InvalidParams,
+    ModelUnavailable,
     StorageFull,
     StorageUnavailable,
+    UnknownModel,
 )
 from demixer.naming import output_name
 from demixer.service.context import Services
@@ -254,8 +256,11 @@ class Runner:
             self.child.close()
             self.child = None
 
-    def run_job(self, claim: Claim, stop: threading.Event) -> None:
-        """Run one attempt to its end; never raises."""
+    def run_job(self, claim: Claim, stop: threading.Event) -> str | None:
+        """Run one attempt to its end; never raises. Returns the error code the attempt
+        failed with (None when it completed, or ended otherwise): the slot waits a while
+        after ``STORAGE_FULL``, and has the model checked after ``MODEL_UNAVAILABLE``
+        or ``UNKNOWN_MODEL``."""
         log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
         lease = _Lease(self, claim, stop)
         work = self.services.settings.data_dir / "work"
@@ -283,17 +288,20 @@ class Runner:
             )
         except _Abort as abort:
             self._end(claim, abort)
+            return abort.code if abort.kind == "failed" else None
         except Exception as exc:  # a bug in this process, or a full disk: give the attempt back
             self._kill_child()
             if StorageFull.caused(exc):
                 log.warning("%s: job %s: the disk is full", self.worker_id, claim.id)
                 full = _Abort("failed", StorageFull.code, StorageFull.default_message, True)
                 self._end(claim, full)
-                return
+                return full.code
             log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
             # Its text (an OSError's path in the data directory) is the operator's, as above.
             message = f"the worker failed ({type(exc).__name__}); the server's log has details"
             self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
+            return "WORKER_ERROR"
+        return None
 
     @contextmanager
     def _input(self, params: JobParams, tmp: Path, lease: _Lease) -> Iterator[Path]:
@@ -393,6 +401,17 @@ class Runner:
                                 claim.id,
                                 extra={"trace": trace.rstrip()},
                             )
+                        if code in (ModelUnavailable.code, UnknownModel.code):
+                            # This machine's copy of the model (missing, damaged): another
+                            # worker's may load, and the slot stops claiming it (see
+                            # Worker.model_unavailable). Its text names files on this server:
+                            # for the operator's log, not the job's owner.
+                            log.warning("%s: job %s: %s", self.worker_id, claim.id, text)
+                            text = (
+                                f"model {claim.engine_model!r} could not be loaded on the "
+                                "worker that ran this attempt; the server's log has details"
+                            )
+                            raise _Abort("failed", code, text, retryable=True)
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
                         if retryable and code != StorageFull.code:

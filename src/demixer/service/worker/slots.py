@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -29,7 +29,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from demixer.errors import DemixerError
+from demixer.errors import DemixerError, ModelUnavailable, StorageFull, UnknownModel
+from demixer.models.loading import verified_weights
+from demixer.models.model_dir import default_model_dir
+from demixer.models.registry import get_spec
 from demixer.service.context import Services
 from demixer.service.db import OutageNotice, is_unavailable
 from demixer.service.jobs.queue import IN_PROGRESS
@@ -53,6 +56,61 @@ log = logging.getLogger("demixer.worker")
 MODELS_RESCAN_SECONDS = 5.0  # how soon a model pulled or added while the worker runs is used
 
 
+def _files_of(model_dir: Path | None, model: str) -> tuple[tuple[str, int, int], ...]:
+    """What a model's folder holds (each file's name, size and modification time): a copy
+    that could not be loaded stays set aside until this changes (pulled or added again)."""
+    folder = (model_dir or default_model_dir()) / model
+    try:
+        return tuple(
+            sorted(
+                (str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns)
+                for path in folder.rglob("*")
+                if path.is_file()
+                for stat in (path.stat(),)
+            )
+        )
+    except OSError:
+        return ()
+
+
+class _DiskFull:
+    """Until when a worker's slots claim nothing because its disk was found full.
+
+    The slots share the disk (the scratch directory, the local copies of inputs): a slot that
+    claimed again at once would fail every queued job within seconds, each of its attempts in
+    turn, while workers with room waited. Paused for a lease, doubled while the disk stays full
+    (up to 16 leases), it leaves the jobs it gave back to them; with no such worker it claims
+    again after the pause, so a job still ends (``STORAGE_FULL`` once its attempts are spent)
+    rather than waiting for good.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._streak = 0  # attempts failed for want of room since one that did not
+
+    def found(self) -> float:
+        """The disk was just found full: no claims for a while from now; returns how long."""
+        with self._lock:
+            pause: float = self.seconds * 2 ** min(self._streak, 4)
+            self._streak += 1
+            self._until = time.monotonic() + pause
+            return pause
+
+    def cleared(self) -> None:
+        """An attempt ended otherwise: the next full disk pauses for a lease again."""
+        with self._lock:
+            self._streak = 0
+
+    def wait(self, stop: threading.Event) -> None:
+        """Return once the pause is over (at once when there is none), or ``stop`` is set."""
+        with self._lock:
+            left = self._until - time.monotonic()
+        if left > 0:
+            stop.wait(left)
+
+
 class _Slot:
     """One worker slot: a thread's claim loop, its worker id and its runner (and child)."""
 
@@ -63,10 +121,14 @@ class _Slot:
         models: list[str],
         threads: int | None,
         device: str,
+        disk_full: _DiskFull,
+        model_unavailable: Callable[[str], None],
         refused_steps: frozenset[str] = frozenset(),
     ):
         self.services = services
         self.worker_id = worker_id
+        self.disk_full = disk_full
+        self.model_unavailable = model_unavailable
         self.use(models, refused_steps)
         settings = services.settings
         options = ChildOptions(
@@ -98,6 +160,9 @@ class _Slot:
             queue = self.services.queue
             outage = OutageNotice(log, self.worker_id)
             while not stop.is_set():
+                self.disk_full.wait(stop)
+                if stop.is_set():
+                    break
                 generation = queue.work_generation()
                 try:
                     claim = queue.claim(self.worker_id, self.models, self._runs, self.refused_steps)
@@ -111,8 +176,20 @@ class _Slot:
                     continue
                 if claim is None:
                     queue.wait_for_work(generation, poll)
-                else:
-                    self.runner.run_job(claim, stop)
+                    continue
+                ended = self.runner.run_job(claim, stop)
+                if ended == StorageFull.code:
+                    log.warning(
+                        "%s: the disk under %s is full: this worker claims no job for %g s, "
+                        "leaving them to workers with room",
+                        self.worker_id,
+                        self.services.settings.data_dir,
+                        self.disk_full.found(),
+                    )
+                    continue
+                self.disk_full.cleared()
+                if ended in (ModelUnavailable.code, UnknownModel.code):
+                    self.model_unavailable(claim.engine_model)
         finally:
             self.runner.close()
 
@@ -162,6 +239,10 @@ class Worker:
         base = worker_id or _default_base_id()
         settings = services.settings
         self._requested = models
+        # Models whose copy here could not be loaded, with what their folder held then.
+        self._broken: dict[str, tuple[tuple[str, int, int], ...]] = {}
+        # Rescans come from the main thread, and from a slot after a model failed to load.
+        self._models_lock = threading.RLock()
         self.models = runnable_models(settings, models)
         self.refused_steps = missing_steps(settings)
         device, self.device = resolve_device(settings.device)
@@ -170,8 +251,19 @@ class Worker:
         cpus = os.cpu_count() or 1
         threads = settings.threads or (max(1, cpus // slots) if slots > 1 else None)
         self.id = f"{base}:{uuid.uuid4().hex[:8]}"
+        # A lease: time enough for a worker with room, woken by the job given back, to claim it.
+        disk_full = _DiskFull(settings.lease_seconds)
         self.slots = [
-            _Slot(services, slot_id(self.id, i), self.models, threads, device, self.refused_steps)
+            _Slot(
+                services,
+                slot_id(self.id, i),
+                self.models,
+                threads,
+                device,
+                disk_full,
+                self.model_unavailable,
+                self.refused_steps,
+            )
             for i in range(slots)
         ]
         self.presence = Presence(
@@ -186,22 +278,69 @@ class Worker:
 
     def rescan_models(self) -> None:
         """Pick up models installed or removed since the start: the slots claim, and the
-        worker advertises, what is installed now (kept as it was if nothing is)."""
+        worker advertises, what is installed now (nothing, while none of its models is), less
+        the models set aside by :meth:`model_unavailable` whose files have not changed."""
+        with self._models_lock:
+            self._rescan_models()
+
+    def model_unavailable(self, model: str) -> None:
+        """An attempt at ``model`` failed here for want of its files (missing, damaged, not
+        known here). When its own weights fail their check, the worker neither claims nor
+        advertises it until its folder changes, leaving its jobs to workers whose copy loads:
+        a damaged copy failed every job for the model that this worker claimed, for good,
+        though another worker had a sound one (measured: 2 jobs of 3, MODEL_UNAVAILABLE)."""
+        model_dir = self.services.settings.model_dir
+        try:
+            verified_weights(get_spec(model, model_dir), model_dir)
+        except DemixerError:
+            pass  # missing, damaged, or no longer known here: set aside below
+        except Exception:  # a check that cannot run must never stop the slot
+            log.exception("worker %s: checking the files of model %s failed", self.id, model)
+            return
+        else:
+            return  # sound: what failed was another model (a clean-up step's)
+        log.warning(
+            "worker %s: model %s cannot be loaded here (the log above says why); it claims no "
+            "job for it until its files change",
+            self.id,
+            model,
+        )
+        with self._models_lock:
+            self._broken[model] = _files_of(model_dir, model)
+            self._rescan_models()
+
+    def _rescan_models(self) -> None:
         try:
             models = runnable_models(self.services.settings, self._requested, warn=False)
             refused = missing_steps(self.services.settings)
         except DemixerError:
-            return  # none left: its jobs fail with the model's own error, as they would anyway
+            # None of its models is installed any more (removed, its folder gone). Kept, they
+            # were claimed here and failed at once (UNKNOWN_MODEL, MODEL_UNAVAILABLE) though
+            # another worker had them; now their jobs wait for one that has them, their status
+            # saying so, and this worker claims again once one is installed.
+            if self.models:
+                log.warning(
+                    "worker %s: none of its models (%s) is installed any more; it claims no job "
+                    "until one is",
+                    self.id,
+                    ", ".join(self.models),
+                )
+            models, refused = [], self.refused_steps
         except Exception:  # a rescan must never stop the worker: it keeps what it had
             log.exception("worker %s: rescanning the installed models failed", self.id)
             return
+        model_dir = self.services.settings.model_dir
+        for model, files in list(self._broken.items()):
+            if _files_of(model_dir, model) != files:  # pulled or added again: tried afresh
+                del self._broken[model]
+        models = [model for model in models if model not in self._broken]
         if (models, refused) == (self.models, self.refused_steps):
             return
         for slot in self.slots:
             slot.use(models, refused)
         self.refused_steps = refused
         if models != self.models:
-            log.info("worker %s: models now %s", self.id, ", ".join(models))
+            log.info("worker %s: models now %s", self.id, ", ".join(models) or "none")
             self.models = models
             self.presence.advertise(models)
 
