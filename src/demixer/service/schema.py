@@ -69,6 +69,9 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime]
+    # Audio minutes its jobs may use per calendar month (UTC); None: unlimited
+    # (``service/accounts/quota.py``).
+    monthly_minutes: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -162,6 +165,10 @@ class Job(Base):
     # Retention: outputs are deleted by the sweeper after this (set at completion).
     expires_at: Mapped[datetime | None]
     expired: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Audio seconds it holds against its account's monthly allowance while queued or running:
+    # the upload's probed duration, or an audio_url's once the worker has fetched it (None:
+    # not known yet, or no allowance was checked).
+    quota_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class JobLog(Base):

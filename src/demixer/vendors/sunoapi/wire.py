@@ -13,7 +13,7 @@ from typing import Any
 
 from demixer.api.jobs import result_response
 from demixer.engine.stems import RESIDUAL
-from demixer.errors import ChunkTooLarge, InvalidAudioUrl
+from demixer.errors import ChunkTooLarge, InvalidAudioUrl, QuotaExceeded
 from demixer.service.context import Services
 from demixer.service.delivery.outbox import DeliveryState, latest_delivery
 from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
@@ -130,13 +130,16 @@ def vendor_urls(services: Services, job: Job) -> dict[str, str | None]:
 
 def error_code(job: Job) -> int | None:
     """The record's ``errorCode``: 451 where the ``audioUrl`` could not be downloaded (the
-    vendor's "Download Failed"), 400 for other input errors, 500 otherwise (None: none)."""
+    vendor's "Download Failed"), 429 where it was longer than the account's monthly allowance
+    had left ("insufficient credits"), 400 for other input errors, 500 otherwise (None: none)."""
     if job.status == CANCELLED:
         return 400
     if job.status != FAILED:
         return None
     if job.error_code == InvalidAudioUrl.code:  # the worker's fetch failed (fetch.py)
         return 451
+    if job.error_code == QuotaExceeded.code:
+        return 429
     # CHUNK_TOO_LARGE: the server's model asks more memory than its worker has; the request
     # was fine, so not the caller's 400.
     server_side = ("", "INTERNAL", "MODEL_FAILED", ChunkTooLarge.code)
