@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ def test_earlier_months_and_requests_that_end_unfinished_use_none_of_it(
     with api.services.db.write() as s:  # 56 s of January used: 4 s left, 1.5 held
         s.add(UsageRecord(account_id=api.account, job_id="req_jan", model="m", quantity=56.0,
                           recorded_at=T0))  # fmt: skip
+    api.services.db.clock = lambda: T0 + timedelta(seconds=1)  # queued after the first
     second = api.queue_separate(file_id, input={"output_format": "flac"})
     assert second.status_code == 202
     assert api.queue_separate(file_id, input={"output_format": "mp3"}).status_code == 402
@@ -90,6 +91,21 @@ def test_earlier_months_and_requests_that_end_unfinished_use_none_of_it(
     # A cancelled one counts nothing: its 1.5 s are free again.
     assert api.put(second.json()["cancel_url"]).status_code == 200
     assert api.queue_separate(file_id, input={"output_format": "mp3"}).status_code == 202
+
+
+def test_requests_queued_before_the_allowance_was_set_count_against_it(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(**UNLIMITED)
+    api.services.db.clock = lambda: T0
+    file_id = api.upload()
+    assert api.queue_separate(file_id).status_code == 202  # unlimited: 1.5 s queued
+    set_quota(api.services.db, api.account, 1)
+    with api.services.db.write() as s:  # 57.5 s used: 2.5 s left, but 1.5 s are queued
+        s.add(UsageRecord(account_id=api.account, job_id="req_jan", model="m", quantity=57.5,
+                          recorded_at=T0))  # fmt: skip
+    r = api.queue_separate(file_id, input={"output_format": "flac"})
+    assert (r.status_code, r.json()["error"]["code"]) == (402, "QUOTA_EXCEEDED")
 
 
 def test_parallel_submits_take_exactly_the_seconds_left(make_api: Callable[..., Api]) -> None:

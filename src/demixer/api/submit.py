@@ -447,8 +447,10 @@ def submit(
                 check_concurrency(s, key_id, services.settings.max_concurrent_jobs)
                 source_input = sub.params.input
                 seconds = source_input.duration if isinstance(source_input, UploadInput) else None
-                if check_quota(s, account_id, seconds, now):
-                    held = seconds
+                check_quota(s, account_id, seconds, now)
+                # Held whether or not there is an allowance now: one set while the request
+                # waits counts it too.
+                held = seconds
             job = services.queue.submit(
                 s,
                 job_id=job_id,

@@ -97,7 +97,9 @@ def quota_state(
     transactions checking the same account take turns.
     """
     query = select(Account.monthly_minutes).where(Account.id == account_id)
-    minutes = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+    minutes = session.execute(query).scalar_one_or_none()
+    if minutes is not None and lock:  # an unlimited account's submits never wait on each other
+        minutes = session.execute(query.with_for_update()).scalar_one_or_none()
     if minutes is None:
         return None
     start, end = month_bounds(now)
@@ -129,8 +131,8 @@ def check_quota(session: Session, account_id: str, seconds: float | None, now: d
     """Refuse ``seconds`` more audio for ``account_id`` when they do not fit this month.
 
     Call it inside the write transaction that makes the job hold them (queues it, or records
-    an ``audio_url``'s measured duration), then set the job's ``quota_seconds``; a job whose
-    seconds are already held must not hold them yet when this is called.
+    an ``audio_url``'s measured duration), and set the job's ``quota_seconds`` in it; a job
+    whose seconds are checked must not hold them yet.
 
     Args:
         seconds: the input's duration; None when it is not known yet (an ``audio_url`` at

@@ -353,7 +353,7 @@ class Runner:
         the file is here to measure (an upload's are held since its submit); a file longer
         than the allowance has left fails the job ``QUOTA_EXCEEDED``, as the submit of an
         upload that long is refused (``service/accounts/quota.py``)."""
-        if isinstance(params.input, UploadInput):
+        if isinstance(params.input, UploadInput) and params.input.duration is not None:
             return
         db = self.services.db
         with db.read() as s:
