@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import select, text
 
 from api_support import Api, make_api
 from conftest import Backend
 from demixer.service.accounts.keys import create_key
-from demixer.service.accounts.quota import set_quota
+from demixer.service.accounts.quota import quota_state, set_quota
 from demixer.service.db import Database
-from demixer.service.migrate import migrate
-from demixer.service.schema import Account, Job, UsageRecord
+from demixer.service.migrate import alembic_config, migrate
+from demixer.service.schema import QuotaHold, UsageRecord
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -108,6 +109,18 @@ def test_requests_queued_before_the_allowance_was_set_count_against_it(
     assert (r.status_code, r.json()["error"]["code"]) == (402, "QUOTA_EXCEEDED")
 
 
+def test_a_deleted_request_takes_what_it_held_with_it(make_api: Callable[..., Api]) -> None:
+    api = _quota_api(make_api, minutes=1, used=58.0)  # 2 s left: one upload fits
+    file_id = api.upload()
+    queued = api.queue_separate(file_id)
+    assert api.queue_separate(file_id, input={"output_format": "flac"}).status_code == 402
+    deleted = api.delete(f"/v1/queue/requests/{queued.json()['request_id']}")
+    assert deleted.status_code in (200, 204), deleted.text
+    assert api.queue_separate(file_id, input={"output_format": "flac"}).status_code == 202
+    with api.services.db.read() as s:
+        assert len(s.execute(select(QuotaHold.job_id)).all()) == 1
+
+
 def test_parallel_submits_take_exactly_the_seconds_left(make_api: Callable[..., Api]) -> None:
     """Ten submits at once against 5 s left: exactly the three that fit are queued, not every
     one that read the remainder before another queued."""
@@ -117,7 +130,7 @@ def test_parallel_submits_take_exactly_the_seconds_left(make_api: Callable[..., 
         statuses = sorted(pool.map(lambda _: api.queue_separate(file_id).status_code, range(10)))
     assert statuses == [202] * 3 + [402] * 7
     with api.services.db.read() as s:
-        held = s.execute(select(Job.quota_seconds)).scalars().all()
+        held = s.execute(select(QuotaHold.seconds)).scalars().all()
     assert held == [UPLOAD_SECONDS] * 3
 
 
@@ -168,26 +181,27 @@ def test_an_audio_url_is_refused_at_submit_only_when_nothing_is_left(
     assert (r.status_code, r.json()["error"]["code"]) == (402, "QUOTA_EXCEEDED")
 
 
-def test_the_migration_adds_the_columns_and_leaves_every_account_unlimited(
+def test_the_migration_leaves_every_account_unlimited_and_downgrades(
     backend: Backend, tmp_path: Path
 ) -> None:
     url = backend.servers.create_database() if backend.servers else f"sqlite:///{tmp_path}/q.db"
     db = Database(url)
     try:
-        migrate(db, "0007")
-        with db.write() as s:  # an account of the release before allowances
-            s.execute(
-                text("INSERT INTO accounts (id, name, created_at) VALUES ('acct_old', '', :t)"),
-                {"t": T0.replace(tzinfo=None) if db.dialect == "sqlite" else T0},
-            )
-        account = "acct_old"
+        migrate(db, "0007")  # the release before allowances
+        account, _ = create_key(db)
         migrate(db)
         with db.read() as s:
-            assert s.execute(select(Account.monthly_minutes)).scalar_one() is None
-            assert s.execute(text("SELECT quota_seconds FROM jobs")).all() == []
+            assert quota_state(s, account, T0) is None
         set_quota(db, account, 10)
         with db.read() as s:
-            assert s.get(Account, account).monthly_minutes == 10  # type: ignore[union-attr]
+            state = quota_state(s, account, T0)
+        assert state is not None and (state.minutes, state.left_seconds) == (10, 600.0)
+        config = alembic_config()
+        with db.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0007")
+        with db.read() as s:
+            assert s.execute(text("SELECT count(*) FROM accounts")).scalar_one() == 1
     finally:
         db.dispose()
         if backend.servers:
@@ -200,5 +214,7 @@ def test_an_allowance_out_of_range_or_given_with_an_existing_account_is_refused(
     api = make_api()
     with pytest.raises(Exception, match="0 to 2147483647 minutes"):
         set_quota(api.services.db, api.account, -1)
+    with pytest.raises(Exception, match="no account acct_nope"):
+        set_quota(api.services.db, "acct_nope", 5)
     with pytest.raises(Exception, match="keys quota ACCOUNT"):
         create_key(api.services.db, account_id=api.account, monthly_minutes=5)

@@ -38,7 +38,7 @@ from demixer.service.accounts.keys import create_key, new_id
 from demixer.service.db import Database, utcnow
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import FINAL, Queue
-from demixer.service.schema import Delivery, Job, JobLog, UsageRecord
+from demixer.service.schema import Delivery, Job, JobLog, QuotaHold, UsageRecord
 from demixer.service.worker import Worker, runner
 from demixer.service.worker.child import ChildJob
 from demixer.service.worker.registry import missing_steps
@@ -524,7 +524,8 @@ def test_an_audio_url_longer_than_its_accounts_allowance_has_left_fails_quota_ex
         assert "this input is 0.07 minutes" in (refused.error_message or "")
         fitted = env.wait_final(jobs[50.0])
         assert fitted.status == "COMPLETED", (fitted.error_code, fitted.error_message)
-        assert fitted.quota_seconds == pytest.approx(4.0)
+        with db.read() as s:
+            assert s.get(QuotaHold, fitted.id).seconds == pytest.approx(4.0)  # type: ignore[union-attr]
 
 
 def test_an_audio_url_s_password_and_signature_stay_out_of_its_error_log_and_webhook(

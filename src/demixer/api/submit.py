@@ -52,7 +52,7 @@ from demixer.models.user_models import weights_identity
 from demixer.naming import shown_url
 from demixer.service.accounts.keys import new_id
 from demixer.service.accounts.limits import check_concurrency
-from demixer.service.accounts.quota import check_quota
+from demixer.service.accounts.quota import check_quota, hold
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileState
 from demixer.service.jobs import cache
@@ -442,15 +442,12 @@ def submit(
                     outputs = cache.copy_outputs(services.storage, source, job_id, sub.params)
                 except BlobNotFound:  # deleted since it was found (a DELETE, the sweeper)
                     source = None  # the cache is a shortcut: the request runs instead
-            held = None
+            seconds = None
             if source is None:
                 check_concurrency(s, key_id, services.settings.max_concurrent_jobs)
                 source_input = sub.params.input
                 seconds = source_input.duration if isinstance(source_input, UploadInput) else None
                 check_quota(s, account_id, seconds, now)
-                # Held whether or not there is an allowance now: one set while the request
-                # waits counts it too.
-                held = seconds
             job = services.queue.submit(
                 s,
                 job_id=job_id,
@@ -462,8 +459,9 @@ def submit(
                 max_attempts=services.settings.max_attempts,
                 key_id=key_id,
                 fingerprint=fp,
-                quota_seconds=held,
             )
+            if seconds is not None:
+                hold(s, job_id, account_id, seconds)
             if sub.note:
                 services.queue.log(s, job_id, sub.note)
             if source is not None:

@@ -27,6 +27,8 @@ __all__ = [
     "IdempotencyRecord",
     "Job",
     "JobLog",
+    "Quota",
+    "QuotaHold",
     "RateCounter",
     "UTCDateTime",
     "UsageRecord",
@@ -69,9 +71,6 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime]
-    # Audio minutes its jobs may use per calendar month (UTC); None: unlimited
-    # (``service/accounts/quota.py``).
-    monthly_minutes: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -165,10 +164,6 @@ class Job(Base):
     # Retention: outputs are deleted by the sweeper after this (set at completion).
     expires_at: Mapped[datetime | None]
     expired: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Audio seconds it holds against its account's monthly allowance while queued or running:
-    # the upload's probed duration, or an audio_url's once the worker has fetched it (None:
-    # not known yet, or no allowance was checked).
-    quota_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class JobLog(Base):
@@ -223,6 +218,27 @@ class UsageRecord(Base):
     feature: Mapped[str] = mapped_column(String(50), default="audio_seconds")
     quantity: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Quota(Base):
+    """An account's allowance of audio minutes per calendar month (UTC); an account without
+    a row is unlimited (``service/accounts/quota.py``, which owns this table and the next)."""
+
+    __tablename__ = "quotas"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    monthly_minutes: Mapped[int] = mapped_column(Integer)
+
+
+class QuotaHold(Base):
+    """The audio seconds a job holds against its account's allowance while it is queued or
+    running: its upload's probed duration, or an ``audio_url``'s once a worker fetched it."""
+
+    __tablename__ = "quota_holds"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    seconds: Mapped[float] = mapped_column(Float)
 
 
 class IdempotencyRecord(Base):

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from demixer.errors import DemixerError, InvalidRequest
 from demixer.service.db import Database
-from demixer.service.schema import Account, ApiKey
+from demixer.service.schema import Account, ApiKey, Quota
 
 __all__ = [
     "ALL_SCOPES",
@@ -121,9 +121,10 @@ def create_key(
     with db.write() as s:
         if account_id is None:
             account_id = new_id("acct")
-            s.add(
-                Account(id=account_id, name=name, created_at=now, monthly_minutes=monthly_minutes)
-            )
+            s.add(Account(id=account_id, name=name, created_at=now))
+            if monthly_minutes is not None:
+                s.flush()  # the account first: the allowance refers to it
+                s.add(Quota(account_id=account_id, monthly_minutes=monthly_minutes))
         elif s.get(Account, account_id) is None:
             raise KeyNotFound(f"no account {account_id}")
         s.add(

@@ -1,7 +1,7 @@
 """Monthly audio-minute allowances per account, set by the operator (``demixer keys quota``).
 
-An account without an allowance (``accounts.monthly_minutes`` NULL, the default) is unlimited
-and nothing here reads anything for it. With one, a request that will really run (not a
+An account without an allowance (no ``quotas`` row, the default) is unlimited: a submit reads
+that one missing row and locks nothing. With one, a request that will really run (not a
 result-cache hit) is refused with :class:`~demixer.errors.QuotaExceeded` when its input's
 seconds do not fit in what is left of the calendar month (UTC):
 
@@ -9,11 +9,12 @@ seconds do not fit in what is left of the calendar month (UTC):
 
 Usage is :mod:`demixer.service.accounts.usage`'s (a job counts its whole input when it
 completes; failed and cancelled ones count 0). A queued or running job holds its
-``jobs.quota_seconds`` (the upload's probed duration) until it ends, so ten parallel submits
-cannot all fit under the same remainder: :func:`check_quota` runs inside the write
-transaction that queues the job, with the account's row locked on PostgreSQL (SQLite's write
-transaction holds the whole database). An ``audio_url``'s duration is unknown at submit: the
-worker checks it with :func:`check_quota` once it has fetched and probed the file.
+``quota_holds`` row's seconds (the upload's probed duration) until it ends, so ten parallel
+submits cannot all fit under the same remainder: :func:`check_quota` runs inside the write
+transaction that queues the job, with the account's ``quotas`` row locked on PostgreSQL
+(SQLite's write transaction holds the whole database). An ``audio_url``'s duration is unknown
+at submit: the worker checks it with :func:`check_quota` once it has fetched and probed the
+file.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from demixer.errors import QuotaExceeded
 from demixer.service.accounts.keys import KeyNotFound, check_minutes
 from demixer.service.db import Database
 from demixer.service.jobs.queue import IN_PROGRESS, IN_QUEUE
-from demixer.service.schema import Account, Job, UsageRecord
+from demixer.service.schema import Account, Job, Quota, QuotaHold, UsageRecord
 
 __all__ = [
     "QuotaState",
     "account_quotas",
     "check_quota",
+    "held",
+    "hold",
     "month_bounds",
     "quota_state",
     "set_quota",
@@ -82,10 +85,16 @@ def set_quota(db: Database, account_id: str, minutes: int | None) -> None:
     """
     check_minutes(minutes)
     with db.write() as s:
-        account = s.get(Account, account_id)
-        if account is None:
+        if s.get(Account, account_id) is None:
             raise KeyNotFound(f"no account {account_id}")
-        account.monthly_minutes = minutes
+        quota = s.get(Quota, account_id)
+        if minutes is None:
+            if quota is not None:
+                s.delete(quota)
+        elif quota is None:
+            s.add(Quota(account_id=account_id, monthly_minutes=minutes))
+        else:
+            quota.monthly_minutes = minutes
 
 
 def quota_state(
@@ -93,13 +102,11 @@ def quota_state(
 ) -> QuotaState | None:
     """Where ``account_id`` stands in the month holding ``now`` (None: no allowance).
 
-    ``lock``: lock the account's row until the transaction ends (PostgreSQL), so that two
-    transactions checking the same account take turns.
+    ``lock``: lock the account's allowance until the transaction ends (PostgreSQL), so that
+    two transactions checking the same account take turns.
     """
-    query = select(Account.monthly_minutes).where(Account.id == account_id)
-    minutes = session.execute(query).scalar_one_or_none()
-    if minutes is not None and lock:  # an unlimited account's submits never wait on each other
-        minutes = session.execute(query.with_for_update()).scalar_one_or_none()
+    query = select(Quota.monthly_minutes).where(Quota.account_id == account_id)
+    minutes = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if minutes is None:
         return None
     start, end = month_bounds(now)
@@ -111,9 +118,9 @@ def quota_state(
         )
     ).scalar_one()
     held = session.execute(
-        select(func.coalesce(func.sum(Job.quota_seconds), 0.0)).where(
-            Job.account_id == account_id, Job.status.in_((IN_QUEUE, IN_PROGRESS))
-        )
+        select(func.coalesce(func.sum(QuotaHold.seconds), 0.0))
+        .join(Job, Job.id == QuotaHold.job_id)
+        .where(QuotaHold.account_id == account_id, Job.status.in_((IN_QUEUE, IN_PROGRESS)))
     ).scalar_one()
     return QuotaState(int(minutes), float(used), float(held or 0.0), end)
 
@@ -122,8 +129,8 @@ def account_quotas(db: Database) -> dict[str, QuotaState]:
     """Where each account with an allowance stands this month (``keys list``)."""
     now = db.clock()
     with db.read() as s:
-        ids = s.execute(select(Account.id).where(Account.monthly_minutes.is_not(None))).scalars()
-        states = {account: quota_state(s, account, now) for account in ids.all()}
+        ids = s.execute(select(Quota.account_id)).scalars().all()
+        states = {account: quota_state(s, account, now) for account in ids}
     return {account: state for account, state in states.items() if state is not None}
 
 
@@ -131,8 +138,8 @@ def check_quota(session: Session, account_id: str, seconds: float | None, now: d
     """Refuse ``seconds`` more audio for ``account_id`` when they do not fit this month.
 
     Call it inside the write transaction that makes the job hold them (queues it, or records
-    an ``audio_url``'s measured duration), and set the job's ``quota_seconds`` in it; a job
-    whose seconds are checked must not hold them yet.
+    an ``audio_url``'s measured duration), and :func:`hold` them in it; a job whose seconds
+    are checked must not hold them yet.
 
     Args:
         seconds: the input's duration; None when it is not known yet (an ``audio_url`` at
@@ -157,6 +164,17 @@ def check_quota(session: Session, account_id: str, seconds: float | None, now: d
             f"its queued and running requests){asked} minutes; the allowance resets at {reset}"
         )
     return True
+
+
+def hold(session: Session, job_id: str, account_id: str, seconds: float) -> None:
+    """Make ``job_id`` hold ``seconds`` of its account's allowance while it is queued or
+    running (whether or not the account has one now: one set meanwhile counts it too)."""
+    session.add(QuotaHold(job_id=job_id, account_id=account_id, seconds=seconds))
+
+
+def held(session: Session, job_id: str) -> bool:
+    """Whether ``job_id`` holds its seconds already (measured by an earlier attempt)."""
+    return session.get(QuotaHold, job_id) is not None
 
 
 def _minutes(seconds: float, *, up: bool = False) -> str:

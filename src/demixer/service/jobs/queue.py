@@ -173,14 +173,11 @@ class Queue:
         max_attempts: int = 3,
         key_id: str | None = None,
         fingerprint: str | None = None,
-        quota_seconds: float | None = None,
     ) -> Job:
         """Add a queued job inside the caller's write transaction.
 
         ``key_id`` is the submitting API key (usage and limits are per key); ``fingerprint``
-        the result-cache key (``service/jobs/cache.py``), None when the request is not cacheable;
-        ``quota_seconds`` the audio seconds it holds against its account's monthly allowance
-        while queued or running (``service/accounts/quota.py``).
+        the result-cache key (``service/jobs/cache.py``), None when the request is not cacheable.
         """
         now = self.db.clock()
         job = Job(
@@ -199,7 +196,6 @@ class Queue:
             updated_at=now,
             key_id=key_id,
             fingerprint=fingerprint,
-            quota_seconds=quota_seconds,
         )
         session.add(job)
         session.flush()

@@ -51,12 +51,11 @@ from demixer.errors import (
     StorageUnavailable,
 )
 from demixer.naming import output_name
-from demixer.service.accounts.quota import check_quota, quota_state
+from demixer.service.accounts.quota import check_quota, held, hold, quota_state
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, Claim, LeaseLost
-from demixer.service.schema import Job
 from demixer.service.urlguard import parse_allowlist
 from demixer.service.worker.child import (
     Child,
@@ -357,21 +356,18 @@ class Runner:
             return
         db = self.services.db
         with db.read() as s:
-            held = s.get(Job, claim.id)
-            if held is None or held.quota_seconds is not None:  # held by an earlier attempt
-                return
-            if quota_state(s, claim.account_id, db.clock()) is None:
-                return  # unlimited: nothing to measure
+            if held(s, claim.id) or quota_state(s, claim.account_id, db.clock()) is None:
+                return  # measured by an earlier attempt, or unlimited: nothing to measure
         try:
             info = probe(path, max_seconds=self.services.settings.max_duration_seconds)
         except DemixerError:
             return  # unusable: the child's check of the input fails it with the upload's answer
+        if info.duration is None:
+            return  # no length to hold: the child's check says what is wrong with it
         try:
             with db.write() as s:
-                if check_quota(s, claim.account_id, info.duration, db.clock()):
-                    job = s.get(Job, claim.id)
-                    if job is not None:
-                        job.quota_seconds = info.duration
+                check_quota(s, claim.account_id, info.duration, db.clock())
+                hold(s, claim.id, claim.account_id, info.duration)
         except QuotaExceeded as exc:
             raise _Abort("failed", exc.code, exc.message) from None
 
