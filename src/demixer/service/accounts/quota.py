@@ -134,7 +134,7 @@ def account_quotas(db: Database) -> dict[str, QuotaState]:
     return {account: state for account, state in states.items() if state is not None}
 
 
-def check_quota(session: Session, account_id: str, seconds: float | None, now: datetime) -> bool:
+def check_quota(session: Session, account_id: str, seconds: float | None, now: datetime) -> None:
     """Refuse ``seconds`` more audio for ``account_id`` when they do not fit this month.
 
     Call it inside the write transaction that makes the job hold them (queues it, or records
@@ -145,15 +145,12 @@ def check_quota(session: Session, account_id: str, seconds: float | None, now: d
         seconds: the input's duration; None when it is not known yet (an ``audio_url`` at
             submit): refused only when nothing at all is left.
 
-    Returns:
-        whether the account has an allowance (False: unlimited, nothing to hold).
-
     Raises:
         QuotaExceeded: less than ``seconds`` (or nothing) is left of the allowance.
     """
     state = quota_state(session, account_id, now, lock=True)
     if state is None:
-        return False
+        return  # unlimited
     left = state.left_seconds
     if left <= 0 or (seconds is not None and seconds > left):
         reset = state.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -163,7 +160,6 @@ def check_quota(session: Session, account_id: str, seconds: float | None, now: d
             f"{_minutes(left)} minutes left ({_minutes(state.held_seconds, up=True)} held by "
             f"its queued and running requests){asked} minutes; the allowance resets at {reset}"
         )
-    return True
 
 
 def hold(session: Session, job_id: str, account_id: str, seconds: float) -> None:
