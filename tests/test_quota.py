@@ -181,6 +181,27 @@ def test_an_audio_url_is_refused_at_submit_only_when_nothing_is_left(
     assert (r.status_code, r.json()["error"]["code"]) == (402, "QUOTA_EXCEEDED")
 
 
+def test_a_sunoapi_audio_url_too_long_for_the_allowance_reads_error_code_429(
+    make_api: Callable[..., Api],
+) -> None:
+    """The worker fails such a task QUOTA_EXCEEDED (test_worker.py); the record says it in
+    the vendor's "insufficient credits" code."""
+    api = _quota_api(make_api, minutes=1, used=0.0)
+    made = api.post(
+        "/api/v1/vocal-removal/generate", json={"audioUrl": "https://example.org/long.mp3"}
+    ).json()
+    assert made["code"] == 200, made
+    task = made["data"]["taskId"]
+    queue = api.services.queue
+    claim = queue.claim("test-worker")
+    assert claim is not None and claim.id == task
+    message = "this account's allowance of 1 audio minutes a month has 1.00 minutes left"
+    queue.fail(task, "test-worker", code="QUOTA_EXCEEDED", message=message, retryable=False)
+    record = api.get(f"/api/v1/vocal-removal/record-info?taskId={task}").json()["data"]
+    assert record["errorCode"] == 429
+    assert record["errorMessage"].startswith("QUOTA_EXCEEDED: this account's allowance")
+
+
 def test_the_migration_leaves_every_account_unlimited_and_downgrades(
     backend: Backend, tmp_path: Path
 ) -> None:
