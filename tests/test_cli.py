@@ -1256,6 +1256,35 @@ def test_input_and_device_errors_are_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_an_accounts_monthly_allowance_is_set_changed_and_listed(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    from demixer.cli import app
+
+    data = str(tmp_path / "data")
+    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
+
+    def keys(*args: str) -> Result:  # in this process: a subprocess per call took seconds
+        return CliRunner().invoke(app, ["keys", *args, "--data-dir", data], env=env)
+
+    made = keys("create", "--minutes", "90")
+    assert made.exit_code == 0, made.output
+    first = made.stdout.splitlines()[0]
+    assert first.endswith(", 90 audio minutes a month")
+    account = first.split()[1].rstrip(",")
+    listed = keys("list").stdout
+    assert re.search(
+        rf"account {account}\n  allowance 90 audio minutes a month: 0.0 used or queued, "
+        r"resets \d{4}-\d\d-01\n",
+        listed,
+    ), listed
+    done = keys("quota", account, "--minutes", "none")
+    assert (done.exit_code, done.stdout) == (0, f"account {account}: unlimited\n")
+    bad = keys("quota", account, "--minutes", "lots")
+    assert bad.exit_code != 0
+    assert "error [INVALID_REQUEST] --minutes is a whole number of minutes or `none`" in bad.stderr
+
+
 def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:
     data = tmp_path / "data"
     made = []

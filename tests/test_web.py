@@ -1707,6 +1707,24 @@ def test_a_model_that_is_there_but_cannot_load_is_not_said_to_be_missing(
     }
 
 
+@pytest.mark.backends("sqlite")  # the page's own words
+def test_a_song_past_the_monthly_allowance_says_what_is_left_and_when(
+    page: Page, server: Server
+) -> None:
+    """A 402 QUOTA_EXCEEDED read "Something went wrong. Try again.": trying again cannot help
+    before the month resets, and the server's message says when."""
+    open_page(page, server)
+    said = page.evaluate(
+        """async () => (await import('/web/words.js')).fromBody({error: {code: 'QUOTA_EXCEEDED',
+        message: 'this account has 0.50 minutes left; the allowance resets at 2030-02-01'}},
+        402).message"""
+    )
+    assert said == (
+        "This song doesn't fit in the audio minutes this account has left this month. "
+        "This account has 0.50 minutes left; the allowance resets at 2030-02-01."
+    )
+
+
 def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
     listed = httpx.get(
         server.base_url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"}

@@ -38,7 +38,7 @@ from demixer.service.accounts.keys import create_key, new_id
 from demixer.service.db import Database, utcnow
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import FINAL, Queue
-from demixer.service.schema import Delivery, Job, JobLog
+from demixer.service.schema import Delivery, Job, JobLog, QuotaHold, UsageRecord
 from demixer.service.worker import Worker, runner
 from demixer.service.worker.child import ChildJob
 from demixer.service.worker.registry import missing_steps
@@ -485,6 +485,47 @@ def test_audio_url_inputs_are_fetched_by_the_worker(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_audio_url_longer_than_its_accounts_allowance_has_left_fails_quota_exceeded(
+    shared: tuple[Env, Worker], music: Path
+) -> None:
+    """An ``audio_url``'s duration is unknown at submit: the worker measures the fetched file
+    and fails the job with the code a submit of that upload gets, before any model runs; one
+    that fits holds its seconds until it ends."""
+    env, _ = shared
+    db = env.services.db
+    with local_origin() as origin:
+        origin.files["falcon.wav"] = (music.read_bytes(), "audio/wav")  # 4 s
+        jobs = {}
+        for used in (58.0, 50.0):  # 2 s left: refused; 10 s left: separated
+            account, _ = create_key(db, monthly_minutes=1)
+            with db.write() as s:
+                s.add(UsageRecord(account_id=account, job_id=f"req_{used}", model=MODEL,
+                                  quantity=used, recorded_at=db.clock()))  # fmt: skip
+                jobs[used] = new_id("job")
+                env.services.queue.submit(
+                    s,
+                    job_id=jobs[used],
+                    account_id=account,
+                    queue_model="audio/stems",
+                    engine_model=MODEL,
+                    params=JobParams(
+                        input=UrlInput(audio_url=origin.url("/falcon.wav")), stems=["vocals"]
+                    ),
+                )
+        refused = env.wait_final(jobs[58.0])
+        assert (refused.status, refused.error_code, refused.attempts) == (
+            "FAILED",
+            "QUOTA_EXCEEDED",
+            1,
+        )
+        assert "0.03 minutes left" in (refused.error_message or "")
+        assert "this input is 0.07 minutes" in (refused.error_message or "")
+        fitted = env.wait_final(jobs[50.0])
+        assert fitted.status == "COMPLETED", (fitted.error_code, fitted.error_message)
+        with db.read() as s:
+            assert s.get(QuotaHold, fitted.id).seconds == pytest.approx(4.0)  # type: ignore[union-attr]
 
 
 def test_an_audio_url_s_password_and_signature_stay_out_of_its_error_log_and_webhook(

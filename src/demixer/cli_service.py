@@ -26,7 +26,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from demixer.cli_output import fail, print_error, print_warning
-from demixer.errors import DemixerError, exit_code_for
+from demixer.errors import DemixerError, InvalidRequest, exit_code_for
 
 __all__ = ["keys_app", "register"]
 
@@ -690,6 +690,14 @@ def keys_create(
             "results), models:read (list models).",
         ),
     ] = None,
+    minutes: Annotated[
+        int | None,
+        typer.Option(
+            "--minutes",
+            help="The new account's allowance of audio minutes per calendar month (UTC); "
+            "default: unlimited. Change it later with `keys quota`.",
+        ),
+    ] = None,
 ) -> None:
     """Create a key (and a new account unless --account); the key is the last line printed."""
     from demixer.service.accounts.keys import ALL_SCOPES, create_key
@@ -697,27 +705,68 @@ def keys_create(
     services = _services(_settings(data_dir))
     chosen = tuple(s.strip() for s in scopes.split(",")) if scopes else ALL_SCOPES
     try:
-        account_id, secret = create_key(services.db, account_id=account, scopes=chosen, name=name)
+        account_id, secret = create_key(
+            services.db, account_id=account, scopes=chosen, name=name, monthly_minutes=minutes
+        )
     except DemixerError as e:
         raise fail(e) from None
-    out.print(f"account {account_id}, scopes {' '.join(chosen)}", highlight=False)
+    allowance = "" if minutes is None else f", {minutes} audio minutes a month"
+    out.print(f"account {account_id}, scopes {' '.join(chosen)}{allowance}", highlight=False)
     out.print(secret, highlight=False)
+
+
+@keys_app.command("quota", short_help="Set an account's audio minutes a month (or none).")
+def keys_quota(
+    account: Annotated[str, typer.Argument(help="The account's id (from `keys list`).")],
+    minutes: Annotated[
+        str,
+        typer.Option(
+            "--minutes",
+            help="Audio minutes its requests may use per calendar month (UTC), or `none` "
+            "for unlimited.",
+        ),
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Set an account's allowance of audio minutes per calendar month (UTC): a request whose
+    input does not fit in what is left is refused (402 QUOTA_EXCEEDED), at once."""
+    from demixer.service.accounts.quota import set_quota
+
+    wanted = minutes.strip().lower()
+    if wanted == "none":
+        allowance = None
+    elif wanted.isdigit():
+        allowance = int(wanted)
+    else:
+        message = f"--minutes is a whole number of minutes or `none`, not {minutes!r}"
+        raise fail(InvalidRequest(message))
+    try:
+        set_quota(_services(_settings(data_dir)).db, account, allowance)
+    except DemixerError as e:
+        raise fail(e) from None
+    said = "unlimited" if allowance is None else f"{allowance} audio minutes a month"
+    out.print(f"account {account}: {said}", highlight=False)
 
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None) -> None:
     """List keys by account (never their secrets)."""
     from demixer.service.accounts.keys import ALL_SCOPES, list_keys
+    from demixer.service.accounts.quota import account_quotas
 
-    keys = list_keys(_services(_settings(data_dir)).db)
+    db = _services(_settings(data_dir)).db
+    keys = list_keys(db)
     if not keys:
         out.print("no keys yet: `demixer keys create` makes one", highlight=False)
         return
+    quotas = account_quotas(db)
     accounts: dict[str, list[Any]] = {}
     for k in keys:
         accounts.setdefault(k.account_id, []).append(k)
     for account, owned in accounts.items():
         out.print(f"account {account}", highlight=False, style="bold")
+        if account in quotas:
+            out.print("  " + _allowance(quotas[account]), highlight=False)
         rows = [
             (
                 k.id,
@@ -737,6 +786,15 @@ def keys_list(data_dir: DataDir = None) -> None:
             width=out.width - 2,  # indented under its account
         )
         out.print(Padding(table, (0, 0, 1, 2)), width=out.width)
+
+
+def _allowance(state: Any) -> str:
+    """An account's monthly allowance and where it stands (the line under its heading)."""
+    used = (state.used_seconds + state.held_seconds) / 60
+    return (
+        f"allowance {state.minutes} audio minutes a month: {used:.1f} used or queued, "
+        f"resets {state.resets_at:%Y-%m-%d}"
+    )
 
 
 def _scopes(key: Any, every: tuple[str, ...]) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "NotFound",
     "NotReady",
     "OriginNotAllowed",
+    "QuotaExceeded",
     "RangeNotSatisfiable",
     "RateLimited",
     "RequestTooLarge",
@@ -424,6 +425,13 @@ class TooManyConcurrentJobs(RateLimited):
     """The key already has as many queued and running requests as it may."""
 
     code = "TOO_MANY_CONCURRENT_JOBS"
+
+
+class QuotaExceeded(DemixerError):
+    """The account's audio minutes for this month are used up (or too few are left for the
+    input): waiting helps only when the month ends, so it is no :class:`RateLimited`."""
+
+    code = "QUOTA_EXCEEDED"
 
 
 class IdempotencyKeyReused(Conflict):

@@ -45,6 +45,7 @@ from demixer.errors import (
     JobFailed,
     ModelUnavailable,
     NotFound,
+    QuotaExceeded,
     RangeNotSatisfiable,
     RateLimited,
     RequestTimeout,
@@ -84,6 +85,7 @@ STATUS: dict[type[DemixerError], int] = {
     InvalidRequest: 400,  # SIZE_MISMATCH, INVALID_AUDIO_URL, URL_REFUSED, INVALID_REQUEST
     InvalidOutput: 400,  # output format / bit depth
     Unauthorized: 401,  # UNAUTHENTICATED
+    QuotaExceeded: 402,  # QUOTA_EXCEEDED: the account's audio minutes this month are used up
     Forbidden: 403,  # PERMISSION_DENIED (scope), INVALID_SIGNATURE
     NotFound: 404,
     BlobNotFound: 404,

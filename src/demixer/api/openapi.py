@@ -28,6 +28,10 @@ __all__ = ["document", "error_responses"]
 _DESCRIPTIONS = {
     400: "Invalid request (`INVALID_REQUEST`, `SIZE_MISMATCH`, `INVALID_OUTPUT`, …)",
     401: "Missing or invalid API key (`UNAUTHENTICATED`)",
+    402: "The account's monthly allowance of audio minutes cannot take this input "
+    "(`QUOTA_EXCEEDED`); the message says the minutes left and when the allowance resets "
+    "(the first of next month, UTC). An `audio_url` is measured once fetched: a request too "
+    "long for what is left then fails with this code",
     403: "The key lacks the scope (`PERMISSION_DENIED`), or a bad signature (`INVALID_SIGNATURE`)",
     404: "No such object for this caller (`NOT_FOUND`, `UNKNOWN_MODEL`)",
     409: "Not in a state that allows this (`NOT_READY`, `FILE_NOT_READY`, `JOB_CONFLICT`, "

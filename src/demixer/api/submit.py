@@ -52,6 +52,7 @@ from demixer.models.user_models import weights_identity
 from demixer.naming import shown_url
 from demixer.service.accounts.keys import new_id
 from demixer.service.accounts.limits import check_concurrency
+from demixer.service.accounts.quota import check_quota, hold
 from demixer.service.context import Services
 from demixer.service.files.lifecycle import FileState
 from demixer.service.jobs import cache
@@ -421,7 +422,9 @@ def submit(
 
     A request identical to a completed one of the same account (``service/jobs/cache.py``) is
     answered COMPLETED at once with copies of its outputs; only requests that will really
-    run count against the key's concurrent-jobs limit.
+    run count against the key's concurrent-jobs limit and the account's monthly allowance
+    (``service/accounts/quota.py``: an upload's seconds are held from here; an ``audio_url``'s
+    are checked by the worker once fetched, and refused here only when none are left).
     """
     job_id = new_id("req")
     weights = weights_identity(sub.engine_model, services.settings.model_dir)
@@ -439,8 +442,12 @@ def submit(
                     outputs = cache.copy_outputs(services.storage, source, job_id, sub.params)
                 except BlobNotFound:  # deleted since it was found (a DELETE, the sweeper)
                     source = None  # the cache is a shortcut: the request runs instead
+            seconds = None
             if source is None:
                 check_concurrency(s, key_id, services.settings.max_concurrent_jobs)
+                source_input = sub.params.input
+                seconds = source_input.duration if isinstance(source_input, UploadInput) else None
+                check_quota(s, account_id, seconds, now)
             job = services.queue.submit(
                 s,
                 job_id=job_id,
@@ -453,6 +460,8 @@ def submit(
                 key_id=key_id,
                 fingerprint=fp,
             )
+            if seconds is not None:
+                hold(s, job_id, account_id, seconds)
             if sub.note:
                 services.queue.log(s, job_id, sub.note)
             if source is not None:

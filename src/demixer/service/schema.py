@@ -27,6 +27,8 @@ __all__ = [
     "IdempotencyRecord",
     "Job",
     "JobLog",
+    "Quota",
+    "QuotaHold",
     "RateCounter",
     "UTCDateTime",
     "UsageRecord",
@@ -216,6 +218,27 @@ class UsageRecord(Base):
     feature: Mapped[str] = mapped_column(String(50), default="audio_seconds")
     quantity: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Quota(Base):
+    """An account's allowance of audio minutes per calendar month (UTC); an account without
+    a row is unlimited (``service/accounts/quota.py``, which owns this table and the next)."""
+
+    __tablename__ = "quotas"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    monthly_minutes: Mapped[int] = mapped_column(Integer)
+
+
+class QuotaHold(Base):
+    """The audio seconds a job holds against its account's allowance while it is queued or
+    running: its upload's probed duration, or an ``audio_url``'s once a worker fetched it."""
+
+    __tablename__ = "quota_holds"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    seconds: Mapped[float] = mapped_column(Float)
 
 
 class IdempotencyRecord(Base):

@@ -40,6 +40,7 @@ const ERRORS = {
   UNKNOWN_MODEL: "This model doesn't exist on the server.",
   TOO_MANY_CONCURRENT_JOBS: "You have as many songs separating as you may. Wait for one to finish.",
   RATE_LIMITED: "Too many requests at once. Wait a moment and try again.",
+  QUOTA_EXCEEDED: "This song doesn't fit in the audio minutes this account has left this month.",
   UNAUTHENTICATED: "This key isn't valid (or was revoked).",
   PERMISSION_DENIED: "This key may not do that.",
   MODEL_FAILED: "Something went wrong while separating. Try again.",
@@ -71,8 +72,10 @@ const BY_STATUS = {
 
 export function fromBody(body, status) {
   const code = body?.error?.code || BY_STATUS[status] || (status ? `HTTP_${status}` : "NETWORK");
-  let detail;  // what can be separated here, as the server lists it
-  if (code === "UNSUPPORTED_PROMPT" || code === "UNKNOWN_STEM") detail = body.error.message;
+  let detail;  // what can be separated here, or the minutes left and when they reset
+  if (["UNSUPPORTED_PROMPT", "UNKNOWN_STEM", "QUOTA_EXCEEDED"].includes(code)) {
+    detail = body.error.message;
+  }
   return new PlainError(code, detail);
 }
 

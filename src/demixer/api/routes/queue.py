@@ -61,7 +61,7 @@ class _QueueModelPath(PathConvertor):
 
 register_url_convertor("queue_model", _QueueModelPath())
 
-_SUBMIT_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 415, 422, 429)
+_SUBMIT_ERRORS = error_responses(400, 401, 402, 403, 404, 409, 410, 413, 415, 422, 429)
 # One server-sent event, as OpenAPI 3.1 readers (schemathesis, client generators) take the
 # `schema` of `text/event-stream`: each event's fields, not the stream as one string. The
 # `data` line is JSON: a RequestStatus (`event: status`) or an ErrorResponse (`event: error`).

@@ -10,16 +10,18 @@ from sqlalchemy import select
 
 from demixer.errors import DemixerError, InvalidRequest
 from demixer.service.db import Database
-from demixer.service.schema import Account, ApiKey
+from demixer.service.schema import Account, ApiKey, Quota
 
 __all__ = [
     "ALL_SCOPES",
+    "MAX_MINUTES",
     "SERVE_KEY_NAME",
     "Identity",
     "KeyInfo",
     "KeyNotFound",
     "Unauthorized",
     "authenticate",
+    "check_minutes",
     "create_key",
     "list_keys",
     "new_id",
@@ -31,6 +33,8 @@ KEY_PREFIX = "dmx_"
 #: The name of the key ``serve`` makes when there is none (the local web session shares its
 #: account).
 SERVE_KEY_NAME = "created by serve"
+#: The largest monthly allowance in audio minutes (a 32-bit column; 4,000 years a month).
+MAX_MINUTES = 2**31 - 1
 
 
 class KeyNotFound(DemixerError):
@@ -72,6 +76,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(16).replace('-', 'x').replace('_', 'y')}"
 
 
+def check_minutes(minutes: int | None) -> None:
+    """Refuse a monthly allowance (audio minutes; None: unlimited) out of range."""
+    if minutes is not None and not 0 <= minutes <= MAX_MINUTES:
+        raise InvalidRequest(f"an allowance is 0 to {MAX_MINUTES} minutes a month (got {minutes})")
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -82,8 +92,13 @@ def create_key(
     account_id: str | None = None,
     scopes: tuple[str, ...] = ALL_SCOPES,
     name: str = "",
+    monthly_minutes: int | None = None,
 ) -> tuple[str, str]:
     """Make a key (and a new account unless ``account_id`` is given).
+
+    ``monthly_minutes``: the new account's allowance of audio minutes per calendar month
+    (None: unlimited; see :mod:`demixer.service.accounts.quota`); an existing account's is
+    changed with :func:`~demixer.service.accounts.quota.set_quota`, never here.
 
     Returns:
         ``(account_id, secret)``; the secret is not stored and cannot be shown again.
@@ -95,12 +110,21 @@ def create_key(
         )
     if len(name) > 200:
         raise InvalidRequest(f"a key's name is at most 200 characters (got {len(name)})")
+    check_minutes(monthly_minutes)
+    if account_id is not None and monthly_minutes is not None:
+        raise InvalidRequest(
+            "an allowance given with a key is its new account's; an existing account's is "
+            "set with `demixer keys quota ACCOUNT --minutes N`"
+        )
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     now = db.clock()
     with db.write() as s:
         if account_id is None:
             account_id = new_id("acct")
             s.add(Account(id=account_id, name=name, created_at=now))
+            if monthly_minutes is not None:
+                s.flush()  # the account first: the allowance refers to it
+                s.add(Quota(account_id=account_id, monthly_minutes=monthly_minutes))
         elif s.get(Account, account_id) is None:
             raise KeyNotFound(f"no account {account_id}")
         s.add(

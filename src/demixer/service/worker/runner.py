@@ -41,17 +41,19 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from demixer.audio import OutputFormat
+from demixer.audio import OutputFormat, probe
 from demixer.errors import (
     DemixerError,
     FileExpired,
     InvalidParams,
     ModelUnavailable,
+    QuotaExceeded,
     StorageFull,
     StorageUnavailable,
     UnknownModel,
 )
 from demixer.naming import output_name
+from demixer.service.accounts.quota import check_quota, held, hold, quota_state
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
 from demixer.service.jobs.contract import JobParams, UploadInput
@@ -275,6 +277,7 @@ class Runner:
                 except InvalidParams as exc:
                     raise _Abort("failed", exc.code, exc.message) from None
                 with self._input(params, Path(tmp), lease) as input_path:
+                    self._hold_quota(claim, params, input_path)
                     result = self._separate(claim, params, input_path, Path(tmp) / "out", lease)
                     note = _samples_note(params, result)
                     self._store(claim, params, result, note, lease)
@@ -359,6 +362,30 @@ class Runner:
         except AudioUrlFailed as exc:
             raise _Abort("failed", exc.code, exc.message, exc.retryable) from exc
         yield dest
+
+    def _hold_quota(self, claim: Claim, params: JobParams, path: Path) -> None:
+        """Hold an ``audio_url``'s seconds against its account's monthly allowance, now that
+        the file is here to measure (an upload's are held since its submit); a file longer
+        than the allowance has left fails the job ``QUOTA_EXCEEDED``, as the submit of an
+        upload that long is refused (``service/accounts/quota.py``)."""
+        if isinstance(params.input, UploadInput) and params.input.duration is not None:
+            return
+        db = self.services.db
+        with db.read() as s:
+            if held(s, claim.id) or quota_state(s, claim.account_id, db.clock()) is None:
+                return  # measured by an earlier attempt, or unlimited: nothing to measure
+        try:
+            info = probe(path, max_seconds=self.services.settings.max_duration_seconds)
+        except DemixerError:
+            return  # unusable: the child's check of the input fails it with the upload's answer
+        if info.duration is None:
+            return  # no length to hold: the child's check says what is wrong with it
+        try:
+            with db.write() as s:
+                check_quota(s, claim.account_id, info.duration, db.clock())
+                hold(s, claim.id, claim.account_id, info.duration)
+        except QuotaExceeded as exc:
+            raise _Abort("failed", exc.code, exc.message) from None
 
     def _separate(
         self, claim: Claim, params: JobParams, input_path: Path, out_dir: Path, lease: _Lease

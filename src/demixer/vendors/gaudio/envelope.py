@@ -32,6 +32,7 @@ from demixer.errors import (
     InvalidAudio,
     InvalidRequest,
     NotFound,
+    QuotaExceeded,
     RateLimited,
     RequestTimeout,
     RequestTooLarge,
@@ -116,6 +117,7 @@ CODES: dict[type[DemixerError], int] = {
     StorageFull: 507,  # the disk is full: nothing was stored, retry (Retry-After)
     UnsupportedRate: 1014,
     UnsupportedChannels: 1015,
+    QuotaExceeded: 1102,  # insufficient credits: the account's monthly audio minutes
     JobNotFound: 1104,
     ResultExpired: 1104,  # the job's outputs are deleted: as good as gone
     UploadNotFound: 1105,

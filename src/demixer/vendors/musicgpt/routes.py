@@ -21,7 +21,7 @@ Wire decisions:
   than ``audio_file`` too), unusable audio, stems no
   installed model produces, unavailable preprocessing 422; object storage or the database
   unavailable 503, a full disk 507 (both with ``Retry-After``); anything else 500.
-  402 (credits) is never sent: demixer has none.
+  the account's monthly audio minutes used up (``QUOTA_EXCEEDED``, see README's "Quotas") 402.
 - Stems: MusicGPT names map onto the engine stems that are exactly them (``guitar`` ->
   ``guitar``, ``lead_vocal`` -> ``lead_vocals``, ``kick_drum`` -> ``kick`` of the
   ``drum-kit`` recipe, ``male_vocal`` -> ``male_vocals`` of ``male-female``…);
@@ -80,6 +80,7 @@ from demixer.errors import (
     InvalidRequest,
     ModelUnavailable,
     NotFound,
+    QuotaExceeded,
     RateLimited,
     RequestTimeout,
     ServiceUnavailable,
@@ -122,6 +123,7 @@ def vendor_status(error: DemixerError) -> int:
         (Unauthorized, 403),
         (Forbidden, 403),
         (RateLimited, 429),
+        (QuotaExceeded, 402),
         (StorageFull, 507),
         (ServiceUnavailable, 503),
         (NotFound, 404),

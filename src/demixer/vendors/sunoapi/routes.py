@@ -17,8 +17,8 @@ Wire decisions:
   limit) 413; ``RATE_LIMITED`` (requests per window) 430 "call frequency too high";
   ``TOO_MANY_CONCURRENT_JOBS`` 405 "rate limit"; ``STORAGE_UNAVAILABLE``,
   ``DATABASE_UNAVAILABLE``, ``DATABASE_READ_ONLY``, ``STORAGE_FULL`` (retry: the answer has
-  ``Retry-After``) and anything else 500. 429 (credits) and 455 (maintenance) are never sent:
-  demixer has neither.
+  ``Retry-After``) and anything else 500; ``QUOTA_EXCEEDED`` 429 "insufficient credits". 455
+  (maintenance) is never sent.
 - Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
   caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
@@ -41,8 +41,12 @@ Wire decisions:
 - Surround input (more than 2 channels) is folded to stereo first (``input.downmix``): the
   protocol has no field to ask for it.
 - ``GET /api/v1/generate/credit`` (the vendor's "Get Remaining Credits", which its clients call
-  to check a key and as a budget guard before a task) answers :data:`UNMETERED_CREDITS`:
-  demixer bills no credits, so a key never runs short (401 for an unknown key, as elsewhere).
+  to check a key and as a budget guard before a task) answers the whole audio minutes left of
+  the account's monthly allowance (one credit = one minute of input audio, rounded down;
+  README "Quotas"), or :data:`UNMETERED_CREDITS` for an account without one (401 for an
+  unknown key, as elsewhere). A request the allowance cannot take is the envelope's 429
+  ("insufficient credits", ``QUOTA_EXCEEDED``); an ``audioUrl`` found too long once fetched
+  fails its task with ``errorCode`` 429.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from demixer.errors import (
     InvalidRequest,
     ModelUnavailable,
     NotFound,
+    QuotaExceeded,
     RateLimited,
     ResultExpired,
     ServiceUnavailable,
@@ -82,6 +87,7 @@ from demixer.errors import (
 from demixer.models.planner import produces
 from demixer.models.registry import ModelSpec
 from demixer.service.accounts.keys import ALL_SCOPES, Identity, Unauthorized
+from demixer.service.accounts.quota import QuotaState, quota_state
 from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, SunoapiFields, UploadInput
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, best_model
@@ -117,8 +123,8 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: The vendor's credit balance, outside the vocal-removal prefix as the vendor has it.
 CREDIT_PATH = "/api/v1/generate/credit"
 credit_router = APIRouter(include_in_schema=False)
-#: The balance answered: the largest 32-bit integer (the vendor types it as an integer), as
-#: "unlimited": demixer counts usage (``/v1/usage``) but charges nothing against a balance.
+#: The balance of an account without a monthly allowance: the largest 32-bit integer (the
+#: vendor types it as an integer), as "unlimited".
 UNMETERED_CREDITS = 2**31 - 1
 
 
@@ -178,6 +184,8 @@ def vendor_code(error: DemixerError) -> int:
         return 401
     if isinstance(error, TooManyConcurrentJobs):
         return 405
+    if isinstance(error, QuotaExceeded):  # "insufficient credits"
+        return 429
     if isinstance(error, RateLimited):
         return 430
     if isinstance(error, NotFound | ResultExpired):  # a task, or its deleted outputs
@@ -400,12 +408,22 @@ LANES = (Lane("GET", PREFIX + "/record-info", _record_info_lane, query=only_quer
 
 @credit_router.get(CREDIT_PATH)
 async def credit(request: Request, creds: _Credentials) -> JSONResponse:
-    """The key's remaining credits: ``data`` is :data:`UNMETERED_CREDITS` for any working key."""
+    """The key's remaining credits: whole audio minutes left of its account's monthly
+    allowance, :data:`UNMETERED_CREDITS` for an account without one."""
+    services: Services = request.app.state.services
     try:
-        await _ANY_KEY(request, creds)
+        identity = await _ANY_KEY(request, creds)
+        state = await lanes.read(services, partial(_quota, services, identity.account_id))
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))
-    return _envelope(200, "success", UNMETERED_CREDITS)
+    if state is None:
+        return _envelope(200, "success", UNMETERED_CREDITS)
+    return _envelope(200, "success", int(state.left_seconds // 60))
+
+
+def _quota(services: Services, account_id: str) -> QuotaState | None:
+    with services.db.read() as s:
+        return quota_state(s, account_id, services.db.clock())
 
 
 @credit_router.api_route(CREDIT_PATH, methods=[m for m in EVERY_METHOD if m != "GET"])

@@ -22,6 +22,7 @@ from demixer.errors import (
     InvalidModelConfig,
     ModelFailed,
     ModelUnavailable,
+    QuotaExceeded,
     ServiceUnavailable,
     StorageFull,
     StorageUnavailable,
@@ -168,14 +169,17 @@ _SERVER_SIDE = frozenset(
 
 def error_code(job: Job) -> int | None:
     """The record's ``errorCode``: 451 where the ``audioUrl`` could not be downloaded (the
-    vendor's "Download Failed"), 500 for the server's failures (:data:`_SERVER_SIDE`), 400
-    for the input's (None: none)."""
+    vendor's "Download Failed"), 429 where it was longer than the account's monthly allowance
+    had left ("insufficient credits"), 500 for the server's failures (:data:`_SERVER_SIDE`),
+    400 for the input's (None: none)."""
     if job.status == CANCELLED:
         return 400
     if job.status != FAILED:
         return None
     if job.error_code == InvalidAudioUrl.code:  # the worker's fetch failed (fetch.py)
         return 451
+    if job.error_code == QuotaExceeded.code:
+        return 429
     return 500 if (job.error_code or "") in _SERVER_SIDE else 400
 
 
