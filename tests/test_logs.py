@@ -65,6 +65,16 @@ def test_demixer_lines_reach_stderr_at_info_with_their_level(server_log: io.Stri
     ]
 
 
+def storage_down(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Object storage refuses every write, as during an outage."""
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("object storage is unavailable; retry shortly")
+
+    monkeypatch.setattr(api.services.storage, "put", unreachable)
+    monkeypatch.setattr(api.services.storage, "put_file", unreachable)
+
+
 def test_a_5xx_is_logged_with_the_request_id_its_caller_was_answered(
     make_api: Callable[..., Api],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -74,11 +84,7 @@ def test_a_5xx_is_logged_with_the_request_id_its_caller_was_answered(
     # "POST /v1/files failed: STORAGE_UNAVAILABLE", so the complaint matched no line.
     api = make_api()
 
-    def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise StorageUnavailable("object storage is unavailable; retry shortly")
-
-    monkeypatch.setattr(api.services.storage, "put", unreachable)
-    monkeypatch.setattr(api.services.storage, "put_file", unreachable)
+    storage_down(api, monkeypatch)
     song = api.files.get("stereo.wav").path.read_bytes()
     r = api.post("/v1/files", files={"file": ("a.wav", song, "audio/wav")})
     assert r.status_code == 503, r.text
@@ -144,11 +150,7 @@ def test_a_5xx_a_vendor_protocol_answers_is_logged_with_its_request_id(
     # an outage they answered 503 left no line but the access log's.
     api = make_api()
 
-    def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise StorageUnavailable("object storage is unavailable; retry shortly")
-
-    monkeypatch.setattr(api.services.storage, "put", unreachable)
-    monkeypatch.setattr(api.services.storage, "put_file", unreachable)
+    storage_down(api, monkeypatch)
     song = api.files.get("stereo.wav").path.read_bytes()
     r = api.client.post(
         "/api/public/v1/Extraction",

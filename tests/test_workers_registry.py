@@ -249,6 +249,28 @@ def test_a_model_directory_that_cannot_be_read_never_stops_a_worker(
     assert worker.models == before and all(slot.models == before for slot in worker.slots)
 
 
+def three_machines(api: Api, tmp_path: Path) -> dict[str, Any]:
+    """The services of three machines sharing ``api``'s database, each with its own model
+    directory holding the user model ``mine``: the API's, ``box`` and ``other``."""
+    config, checkpoint = model_files(tmp_path)
+    machines = {}
+    for name in ("api", "box", "other"):
+        folder = api.services.settings.model_dir if name == "api" else tmp_path / f"models-{name}"
+        assert folder is not None
+        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
+            model_dir=folder)  # fmt: skip
+        settings = api.services.settings.model_copy(update={"model_dir": folder})
+        machines[name] = build_services(settings, db=api.services.db)
+    return machines
+
+
+def advertised_models(api: Api, worker: Worker) -> tuple[str, ...] | None:
+    """The models ``worker`` advertises (`demixer workers`), None while it is not live."""
+    found = [w.models for w in list_workers(api.services.db, api.services.settings)
+             if w.id == worker.id and w.state == "live"]  # fmt: skip
+    return found[0] if found else None
+
+
 def test_a_worker_whose_models_were_removed_leaves_their_jobs_to_a_worker_that_has_them(
     make_api: Callable[..., Api], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -258,20 +280,9 @@ def test_a_worker_whose_models_were_removed_leaves_their_jobs_to_a_worker_that_h
     claims nothing until one of its models is back, and the jobs run on a worker that has it."""
     monkeypatch.setattr("demixer.service.worker.slots.MODELS_RESCAN_SECONDS", 0.2)
     api = make_api(**FAST)
-    config, checkpoint = model_files(tmp_path)
-    machines = {}
-    for name in ("api", "box", "other"):  # each machine's own model directory
-        folder = api.services.settings.model_dir if name == "api" else tmp_path / f"models-{name}"
-        assert folder is not None
-        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
-            model_dir=folder)  # fmt: skip
-        settings = api.services.settings.model_copy(update={"model_dir": folder})
-        machines[name] = build_services(settings, db=api.services.db)
+    machines = three_machines(api, tmp_path)
 
-    def advertised(worker: Worker) -> tuple[str, ...] | None:
-        found = [w.models for w in list_workers(api.services.db, api.services.settings)
-                 if w.id == worker.id and w.state == "live"]  # fmt: skip
-        return found[0] if found else None
+    advertised = partial(advertised_models, api)
 
     with running(Worker(machines["box"], models=["mine"])) as box:
         wait_until(lambda: advertised(box) == ("mine",), 10, "the worker's first beat")
@@ -310,24 +321,13 @@ def test_a_worker_whose_copy_of_a_model_is_damaged_leaves_its_jobs_to_one_whose_
     (measured: 2 jobs of 3). The attempt is now retried, the worker sets the model aside until
     its files change, and the job runs on the other worker."""
     api = make_api(**FAST)
-    config, checkpoint = model_files(tmp_path)
-    machines = {}
-    for name in ("api", "box", "other"):  # each machine's own model directory
-        folder = api.services.settings.model_dir if name == "api" else tmp_path / f"models-{name}"
-        assert folder is not None
-        add("mine", arch="mel_band_roformer", config=config, checkpoint=checkpoint,
-            model_dir=folder)  # fmt: skip
-        settings = api.services.settings.model_copy(update={"model_dir": folder})
-        machines[name] = build_services(settings, db=api.services.db)
+    machines = three_machines(api, tmp_path)
     damaged = tmp_path / "models-box" / "mine" / "model.ckpt"
     data = bytearray(damaged.read_bytes())
     data[-1] ^= 1
     damaged.write_bytes(bytes(data))
 
-    def advertised(worker: Worker) -> tuple[str, ...] | None:
-        found = [w.models for w in list_workers(api.services.db, api.services.settings)
-                 if w.id == worker.id and w.state == "live"]  # fmt: skip
-        return found[0] if found else None
+    advertised = partial(advertised_models, api)
 
     def job() -> Any:
         with api.services.db.read() as s:
