@@ -25,6 +25,7 @@ ENTRY_POINTS = (
     "speed",
     "memory",
     "service",
+    "overhead",
     "scale",
     "api_speed",
     "msst_speed",

@@ -139,3 +139,25 @@ def test_many_streams_cost_what_one_costs_and_each_sees_every_state(
     # state it is in; on a slow machine the steps above can outlast one, so repeats are merged.
     changes = [[state for state, _ in groupby(states)] for states in one.states + many.states]
     assert changes == [["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]] * (1 + STREAMS), changes
+
+
+def test_a_job_that_ends_in_this_process_is_streamed_at_once(
+    make_api: Callable[..., Api],
+) -> None:
+    """A job that this process's worker ends (``serve``'s embedded one) reaches its streams
+    at once, not at the watcher's next read: with reads 30 s apart, its COMPLETED frame still
+    comes within seconds."""
+    api = make_api(rate_limit_per_minute=0, max_concurrent_jobs=0)
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    app = create_app(api.services)
+    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
+    app.state.status_watcher = watcher
+    with on_uvicorn(app) as base:
+        assert api.services.queue.claim("test-worker") is not None
+        stream = Streams(base, api.key, [job_id])
+        wait_until(lambda: stream.all_saw("IN_PROGRESS"), 30, "the first frame")
+        api.services.queue.complete(
+            job_id, "test-worker", outputs={}, duration=1.5, sample_rate=44100
+        )
+        wait_until(lambda: stream.closed[0], 5, "the COMPLETED frame")
+    assert stream.states == [["IN_PROGRESS", "COMPLETED"]]

@@ -9,11 +9,18 @@ twice per shortest interval of the open streams (every 0.5 s for ``interval=1``,
 every 1 s for the default 2 s; at most every 5 s). A stream still answers a frame every
 ``interval`` (with a status read since its last frame) and at once whenever the job's state
 changes: no stream misses a state the watcher saw, whatever its interval.
+
+A watched job that ends in this process (``serve``'s embedded workers: the queue's
+``end_listeners``) is read at once, not at the next round: its COMPLETED frame went out up to
+half a second after the job ended, a tenth of a 3-minute song's whole warm job (measured:
+benchmarks/RESULTS.md, "Service overhead"). Jobs that other processes' workers end are seen at
+the next round, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import weakref
@@ -100,6 +107,7 @@ class Watch:
 class _Loop:
     watches: set[Watch] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # a watched job ended here
 
 
 class StatusWatcher:
@@ -166,11 +174,29 @@ class StatusWatcher:
         for watch in list(state.watches):
             watch.push(STOPPING, loop.time())
 
+    @staticmethod
+    def _job_ended(state: _Loop, job_id: str) -> None:
+        """In the loop's thread: ``job_id`` ended in this process; read now if it is watched."""
+        if any(watch.job_id == job_id for watch in state.watches):
+            state.ended.set()
+
     async def _run(self, state: _Loop) -> None:
+        loop = asyncio.get_running_loop()
+
+        def ended(job_id: str) -> None:  # in the thread that ended the job
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody watches
+                loop.call_soon_threadsafe(self._job_ended, state, job_id)
+
+        listeners = self.services.queue.end_listeners
+        listeners.append(ended)
         try:
             while state.watches:
                 shortest = min((w.interval for w in state.watches), default=0.0)
-                await anyio.sleep(min(max(shortest / 2, self.poll_seconds), self.max_poll_seconds))
+                with anyio.move_on_after(
+                    min(max(shortest / 2, self.poll_seconds), self.max_poll_seconds)
+                ):
+                    await state.ended.wait()
+                state.ended.clear()
                 watches = list(state.watches)
                 if not watches:
                     break
@@ -196,6 +222,7 @@ class StatusWatcher:
                 for watch in watches:
                     watch.push(found.get((watch.job_id, watch.logs), GONE), read_at)
         finally:
+            listeners.remove(ended)
             state.task = None
 
     def read(self, wanted: Collection[tuple[str, bool]]) -> dict[tuple[str, bool], RequestStatus]:

@@ -15,6 +15,12 @@ are scaled by one common gain, ``1 / peak`` over all stems, so the stems still a
 while one would clip, encoded again a little quieter. Memory stays bounded by the block size
 throughout.
 
+The stems of a set are encoded side by side, one thread each: they are independent, and the
+encoders (LAME, libsndfile's FLAC) release the GIL. An MP3 stem at 320 kbps takes about as
+long to encode as Spleeter takes to separate it, so encoding them one after the other made an
+MP3 job's encoding as long as the separation per stem (benchmarks/RESULTS.md, "Service
+overhead").
+
 No NaN or infinity reaches a file. A model whose arithmetic overflows gives them (half
 precision on a loud float input; samples near float32's largest in any precision): a float WAV
 would keep them, an integer format or MP3 would hold whatever the cast makes of them. They are
@@ -26,7 +32,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -347,6 +354,12 @@ class StemSetWriter:
         self._nonfinite = dict.fromkeys(finals, 0)  # NaN or infinite samples written as 0
         self._state = "open"
         self.report: WriteReport | None = None
+        # One thread per stem (see the module docstring); none for a single stem.
+        self._pool = (
+            ThreadPoolExecutor(len(finals), thread_name_prefix="demixer-encode")
+            if len(finals) > 1
+            else None
+        )
         self._guard(self._open_sinks)
 
     def _open_sinks(self) -> None:
@@ -360,6 +373,27 @@ class StemSetWriter:
                 self._sinks[stem] = _open_sink(
                     part, self.sample_rate, self.channels, self.format, self._tags[stem]
                 )
+
+    def _each(self, action: Callable[[str], None], stems: Iterable[str]) -> None:
+        """``action(stem)`` for every stem, side by side on the writer's threads; returns
+        once all have ended (none still writes when an error is raised, or when abort deletes
+        the files), raising the first stem's error."""
+        stems = list(stems)
+        if self._pool is None or len(stems) < 2:
+            for stem in stems:
+                action(stem)
+            return
+        futures: list[Future[None]] = [self._pool.submit(action, stem) for stem in stems]
+        try:
+            wait(futures)
+        finally:
+            # Interrupted while waiting (Ctrl-C, SIGTERM's handler): what has not started never
+            # will, and what runs ends before anyone cleans up.
+            for future in futures:
+                future.cancel()
+            wait(futures)
+        for future in futures:
+            future.result()
 
     def _guard(self, action: Callable[[], None]) -> None:
         """Run ``action()``; on any failure abort, translating I/O errors to InvalidOutput."""
@@ -397,22 +431,25 @@ class StemSetWriter:
         self._guard(lambda: self._write(arrays))
 
     def _write(self, arrays: dict[str, np.ndarray]) -> None:
-        clip = not (self.rescale or self.format.is_float)
-        for stem, block in arrays.items():
-            if block.size == 0:
-                continue
-            bad = ~np.isfinite(block)
-            if bad.any():
-                self._nonfinite[stem] += int(np.count_nonzero(bad))
-                block = np.where(bad, np.float32(0.0), block)
-            magnitude = np.abs(block)
-            self._peaks[stem] = max(self._peaks[stem], float(magnitude.max()))
-            if clip:
-                over = int(np.count_nonzero(magnitude > 1.0))
-                if over:
-                    self._clipped[stem] += over
-                    block = np.clip(block, -1.0, 1.0)
-            self._sinks[stem].write(block)
+        self._each(lambda stem: self._write_stem(stem, arrays[stem]), arrays)
+
+    def _write_stem(self, stem: str, block: np.ndarray) -> None:
+        """One stem's block: NaN and infinities silenced, peak noted, clipped (and counted)
+        unless rescaling or float, then to its file. Touches only ``stem``'s entries."""
+        if block.size == 0:
+            return
+        bad = ~np.isfinite(block)
+        if bad.any():
+            self._nonfinite[stem] += int(np.count_nonzero(bad))
+            block = np.where(bad, np.float32(0.0), block)
+        magnitude = np.abs(block)
+        self._peaks[stem] = max(self._peaks[stem], float(magnitude.max()))
+        if not (self.rescale or self.format.is_float):
+            over = int(np.count_nonzero(magnitude > 1.0))
+            if over:
+                self._clipped[stem] += over
+                block = np.clip(block, -1.0, 1.0)
+        self._sinks[stem].write(block)
 
     def close(self, drop: Collection[str] = ()) -> WriteReport:
         """Finish every file and move it to its final name; returns the :class:`WriteReport`.
@@ -433,8 +470,7 @@ class StemSetWriter:
         return self.report
 
     def _finish(self, drop: set[str]) -> None:
-        for sink in self._sinks.values():
-            sink.close()
+        self._each(lambda stem: self._sinks[stem].close(), list(self._sinks))
         for stem in drop & self._finals.keys():
             for temporaries in (self._raws, self._parts):
                 if stem in temporaries:
@@ -447,8 +483,11 @@ class StemSetWriter:
             # The encoder's output overshoots what it was given (most on transients): what a
             # player will clip, decoding the file, counts when it is more than was clipped
             # going in.
-            for stem, part in self._parts.items():
-                self._clipped[stem] = max(self._clipped[stem], _decoded_peak(part)[1])
+            def count_decoded(stem: str) -> None:
+                over = _decoded_peak(self._parts[stem])[1]
+                self._clipped[stem] = max(self._clipped[stem], over)
+
+            self._each(count_decoded, list(self._parts))
         renaming: list[str] = []
         try:
             for stem, final in self._finals.items():
@@ -463,6 +502,7 @@ class StemSetWriter:
             raise
         self._parts.clear()
         self._state = "closed"
+        self._stop_threads()
         for stem, count in self._nonfinite.items():
             if count and stem in self._finals:
                 name = self._finals[stem].name
@@ -480,8 +520,14 @@ class StemSetWriter:
         divisor = max(peak, 1.0)
         self._transcode(divisor)
         if self.format.format == "mp3":
+            peaks: dict[str, float] = {}
+
+            def measure(stem: str) -> None:
+                peaks[stem] = _decoded_peak(self._parts[stem])[0]
+
             for _ in range(_MP3_RESCALE_TRIES):
-                decoded = max(_decoded_peak(part)[0] for part in self._parts.values())
+                self._each(measure, list(self._parts))
+                decoded = max(peaks.values())
                 if decoded <= 1.0:
                     break
                 divisor *= decoded * _MP3_MARGIN
@@ -494,28 +540,38 @@ class StemSetWriter:
     def _transcode(self, divisor: float) -> None:
         """Scale every float32 temporary by ``1 / divisor`` into the final format (a file
         made before by another divisor is replaced)."""
+        self._each(lambda stem: self._transcode_stem(stem, divisor), list(self._finals))
+
+    def _transcode_stem(self, stem: str, divisor: float) -> None:
+        """One stem of :meth:`_transcode`; touches only ``stem``'s entries."""
         frame_bytes = 4 * self.channels
-        for stem, final in self._finals.items():
-            if stem in self._parts:
-                self._parts[stem].unlink()
-                del self._parts[stem]
-            part = new_temporary(final, ".part", self._parts, stem)
-            sink = _open_sink(part, self.sample_rate, self.channels, self.format, self._tags[stem])
-            self._sinks[stem] = sink
-            raw = self._raws[stem]
-            with raw.open("rb") as f:
-                while chunk := f.read(_RESCALE_BLOCK * frame_bytes):
-                    block = np.frombuffer(chunk, dtype="<f4").reshape(-1, self.channels).T
-                    # Division, not multiplication by 1/peak: the peak sample becomes exactly
-                    # 1.0, so nothing rounds past full scale and clips.
-                    sink.write(block / np.float32(divisor))
-            sink.close()
+        final = self._finals[stem]
+        if stem in self._parts:
+            self._parts[stem].unlink()
+            del self._parts[stem]
+        part = new_temporary(final, ".part", self._parts, stem)
+        sink = _open_sink(part, self.sample_rate, self.channels, self.format, self._tags[stem])
+        self._sinks[stem] = sink
+        with self._raws[stem].open("rb") as f:
+            while chunk := f.read(_RESCALE_BLOCK * frame_bytes):
+                block = np.frombuffer(chunk, dtype="<f4").reshape(-1, self.channels).T
+                # Division, not multiplication by 1/peak: the peak sample becomes exactly
+                # 1.0, so nothing rounds past full scale and clips.
+                sink.write(block / np.float32(divisor))
+        sink.close()
+
+    def _stop_threads(self) -> None:
+        """End the writer's threads, once whatever they run has ended."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def abort(self) -> None:
         """Stop and delete every file written so far; nothing appears under a final name."""
         if self._state == "closed":
             return
         self._state = "aborted"
+        self._stop_threads()  # none may still write into a file deleted below
         for sink in self._sinks.values():
             # Best effort: the file is deleted next whether or not it closed cleanly.
             with contextlib.suppress(Exception):

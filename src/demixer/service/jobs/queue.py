@@ -43,6 +43,8 @@ __all__ = [
     "Queue",
 ]
 
+log = logging.getLogger("demixer.queue")
+
 
 class JobState(StrEnum):
     """Where a job stands (the ``jobs.status`` column), as the API shows it.
@@ -115,12 +117,18 @@ class Queue:
         final_hooks: called as ``hook(session, job)`` inside the transaction that moves a job to
             COMPLETED, FAILED or CANCELLED, so what they write (usage, webhook deliveries)
             commits or rolls back with the transition itself: a transactional outbox.
+        end_listeners: called as ``listener(job_id)`` once that transaction has committed, in
+            the thread that committed it (this process's workers: the embedded ``serve``'s),
+            so this process's status streams say a job ended at once instead of at their
+            next read (:class:`~demixer.api.statuswatch.StatusWatcher`). A listener must
+            return quickly and not raise.
     """
 
     def __init__(self, db: Database, *, lease_seconds: float = 30.0) -> None:
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
         self.final_hooks: list[FinalHook] = []
+        self.end_listeners: list[Callable[[str], None]] = []
         # Wakes idle worker slots in this process when a job is queued here (the embedded
         # `serve`), instead of leaving it until their next poll; other processes still poll.
         self._work = threading.Condition()
@@ -151,6 +159,9 @@ class Queue:
             session.execute(select(func.pg_notify(NOTIFY_CHANNEL, engine_model)))
 
     def _finalised(self, s: Session, job_id: str) -> None:
+        if self.end_listeners:
+            listeners = list(self.end_listeners)
+            event.listen(s, "after_commit", lambda _s: _tell(listeners, job_id), once=True)
         if not self.final_hooks:
             return
         # populate_existing: the session may hold this Job from before the UPDATE (submit's
@@ -678,3 +689,13 @@ class Queue:
     def log(self, session: Session, job_id: str, message: str) -> None:
         """Append a log line to a job (inside the caller's transaction)."""
         session.add(JobLog(job_id=job_id, timestamp=self.db.clock(), message=message))
+
+
+def _tell(listeners: list[Callable[[str], None]], job_id: str) -> None:
+    """Each of ``listeners`` that ``job_id`` ended; one that fails is logged, never raised:
+    the job's end has committed, whatever a listener does."""
+    for listener in listeners:
+        try:
+            listener(job_id)
+        except Exception:
+            log.exception("telling a listener that job %s ended failed", job_id)
