@@ -1506,3 +1506,19 @@ def test_skip_existing_runs_only_the_songs_whose_stems_are_not_all_there(
     assert _written(out) == [
         "1_other.wav", "1_vocals.wav", "2_other.wav", "2_vocals.wav", "3_other.wav", "3_vocals.wav",
     ]  # fmt: skip
+
+
+def test_a_log_level_that_is_no_level_is_shown_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DEMIXER_LOG_LEVEL=loud was refused as 'LOUD', a value the user never wrote."""
+    from demixer import cli_service
+
+    monkeypatch.setenv("DEMIXER_LOG_LEVEL", "loud")
+    with pytest.raises(typer.Exit) as stopped:
+        cli_service._settings(tmp_path)
+    assert stopped.value.exit_code == 2
+    assert capsys.readouterr().err == (
+        "error [INVALID_SETTING] DEMIXER_LOG_LEVEL='loud': Input should be 'DEBUG', 'INFO', "
+        "'WARNING' or 'ERROR'\n"
+    )
