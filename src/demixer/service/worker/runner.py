@@ -542,14 +542,9 @@ class Runner:
     def _end(self, claim: Claim, abort: _Abort) -> None:
         """Record how the attempt ended (nothing when the lease is no longer ours)."""
         queue = self.services.queue
-        log.info(
-            "%s: job %s attempt %d ended: %s %s",
-            self.worker_id,
-            claim.id,
-            claim.attempt,
-            abort.kind,
-            abort.message,
-        )
+        # A cancel has no message: its line ends with the kind, not a stray space.
+        ending = f"{abort.kind} {abort.message}" if abort.message else abort.kind
+        log.info("%s: job %s attempt %d ended: %s", self.worker_id, claim.id, claim.attempt, ending)
         record: Callable[[], object] | None = None
         if abort.kind == "cancelled":
             record = partial(queue.mark_cancelled, claim.id, self.worker_id)
