@@ -1506,3 +1506,46 @@ def test_skip_existing_runs_only_the_songs_whose_stems_are_not_all_there(
     assert _written(out) == [
         "1_other.wav", "1_vocals.wav", "2_other.wav", "2_vocals.wav", "3_other.wav", "3_vocals.wav",
     ]  # fmt: skip
+
+
+def test_a_log_level_that_is_no_level_is_shown_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DEMIXER_LOG_LEVEL=loud was refused as 'LOUD', a value the user never wrote."""
+    from demixer import cli_service
+
+    monkeypatch.setenv("DEMIXER_LOG_LEVEL", "loud")
+    with pytest.raises(typer.Exit) as stopped:
+        cli_service._settings(tmp_path)
+    assert stopped.value.exit_code == 2
+    assert capsys.readouterr().err == (
+        "error [INVALID_SETTING] DEMIXER_LOG_LEVEL='loud': Input should be 'DEBUG', 'INFO', "
+        "'WARNING' or 'ERROR'\n"
+    )
+
+
+def test_keys_list_in_80_columns_keeps_a_key_names_words_whole(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A key with scopes named one by one left its name 6 columns, cut mid-word ("anothe",
+    "r"); the scopes column keeps no more than its longest word now."""
+    from demixer.service.accounts.keys import create_key
+    from demixer.service.db import Database
+    from demixer.service.migrate import migrate
+    from demixer.settings import Settings
+
+    db = Database(Settings(data_dir=tmp_path).database)
+    try:
+        migrate(db)
+        create_key(db, scopes=("files:read", "models:read"), name="another rather long name",
+                   monthly_minutes=600)  # fmt: skip
+    finally:
+        db.dispose()
+    listed = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir,
+                     env={"COLUMNS": str(COLUMNS)})  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert all(len(line) <= COLUMNS for line in lines)
+    assert lines[1].startswith("  allowance 600 audio minutes a month: 0.0 used or queued")
+    names = [line.split()[-1] for line in lines[5:8]]  # under "another", each word whole
+    assert " ".join([lines[4].split()[-2], *names]) == "another rather long name"

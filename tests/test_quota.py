@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 
 from api_support import Api, make_api
 from conftest import Backend
+from demixer.client import Usage
 from demixer.service.accounts.keys import create_key
 from demixer.service.accounts.quota import quota_state, set_quota
 from demixer.service.db import Database
@@ -165,6 +166,28 @@ def test_sunoapi_credits_are_the_whole_minutes_left(make_api: Callable[..., Api]
     assert r.json() == {"code": 200, "msg": "success", "data": 3}
     unlimited = api.get("/api/v1/generate/credit", key=api.other_key)
     assert unlimited.json()["data"] == 2**31 - 1
+
+
+def test_the_native_api_says_what_is_left_of_the_allowance(make_api: Callable[..., Api]) -> None:
+    """A native client saw its allowance only as a 402: GET /v1/usage now says where the
+    account stands this month (the client reads it too), null for an unlimited one."""
+    api = _quota_api(make_api, minutes=5, used=90.0)  # 210 s left
+    api.queue_separate(api.upload())  # holds 1.5 s
+    body = api.get("/v1/usage").json()
+    assert body["allowance"] == {
+        "monthly_minutes": 5,
+        "used_seconds": 90.0,
+        "held_seconds": UPLOAD_SECONDS,
+        "left_seconds": 208.5,
+        "resets_at": "2030-02-01T00:00:00.000000Z",
+    }
+    # The month now, whatever period is listed.
+    assert api.get("/v1/usage?to=2029-01-01").json()["allowance"]["left_seconds"] == 208.5
+    allowance = Usage.from_json(body).allowance
+    assert allowance is not None and allowance.left_seconds == 208.5
+    assert allowance.resets_at == datetime(2030, 2, 1, tzinfo=UTC)
+    unlimited = api.get("/v1/usage", key=api.other_key).json()
+    assert unlimited["allowance"] is None and Usage.from_json(unlimited).allowance is None
 
 
 def test_an_audio_url_is_refused_at_submit_only_when_nothing_is_left(

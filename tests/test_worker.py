@@ -637,9 +637,10 @@ def test_user_errors_fail_at_once_and_keep_the_child(
 
 
 def test_cancel_kills_the_child_mid_separation_and_the_next_job_gets_a_new_one(
-    shared: tuple[Env, Worker], music: Path, long_music: Path
+    shared: tuple[Env, Worker], music: Path, long_music: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     env, worker = shared
+    caplog.set_level("INFO", logger="demixer.worker")
     job_id = env.submit(long_music)
     # The job row says what the attempt does, and progress arrives from inside the first
     # window (47 s of this 90 s song), not only once it is done.
@@ -659,6 +660,9 @@ def test_cancel_kills_the_child_mid_separation_and_the_next_job_gets_a_new_one(
     assert (job.status, job.stage) == ("CANCELLED", "separating") and job.progress < 1
     assert job.outputs is None and env.blobs(f"outputs/{job_id}") == []
     wait_until(lambda: gone(pid), 15, "the cancelled child to die")
+    # The worker's line ends with how the attempt ended, no stray space after it.
+    ended = [m for m in caplog.messages if f"job {job_id} attempt 1 ended" in m]
+    assert [m.split(": ", 1)[1] for m in ended] == [f"job {job_id} attempt 1 ended: cancelled"]
     after = env.wait_final(env.submit(music))
     assert after.status == "COMPLETED"
     restarted = worker.child_pids()[0]

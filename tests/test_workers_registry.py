@@ -50,6 +50,7 @@ from demixer.service.worker.registry import (
     runs,
     stale_after,
 )
+from demixer.service.worker.runner import unloadable_message
 from demixer.settings import Settings
 from msst_support import model_files
 from worker_support import running, wait_until
@@ -341,6 +342,13 @@ def test_a_worker_whose_copy_of_a_model_is_damaged_leaves_its_jobs_to_one_whose_
         body = api.get(f"/v1/queue/requests/{job_id}/status?logs=true").json()
         assert (body["status"], body["error"]) == ("IN_QUEUE", None), body
         assert all(str(tmp_path) not in line["message"] for line in body["logs"]), body["logs"]
+        # What puts it right, run on that machine (a single-machine user is its operator).
+        assert body["logs"][-1]["message"] == (
+            "attempt 1 failed (MODEL_UNAVAILABLE: model 'mine' could not be loaded on the "
+            "worker that ran this attempt (the server's log has details): on that machine, "
+            "`demixer models remove mine`, then `demixer models add mine` with its files, adds "
+            "it again); retrying"
+        )
         wait_until(lambda: advertised(box) == (), 10, "the worker to set the model aside")
         with running(Worker(machines["other"], models=["mine"])) as other:
             wait_until(lambda: job().attempts == 2, 60, "the other worker's attempt")
@@ -351,6 +359,20 @@ def test_a_worker_whose_copy_of_a_model_is_damaged_leaves_its_jobs_to_one_whose_
                     )
                 ).scalar_one()
             assert second == f"attempt 2 started on {other.worker_ids[0]}"
+
+
+def test_a_catalogue_model_that_cannot_be_loaded_says_to_pull_it_again(tmp_path: Path) -> None:
+    """A catalogue model's damaged or missing copy is fetched again by `models pull`; an
+    ensemble's or a recipe's message names no command (the log says which model failed)."""
+    assert unloadable_message("htdemucs", tmp_path) == (
+        "model 'htdemucs' could not be loaded on the worker that ran this attempt (the "
+        "server's log has details): `demixer models pull htdemucs` on that machine fetches "
+        "it again"
+    )
+    assert unloadable_message("htdemucs+mine", tmp_path) == (
+        "model 'htdemucs+mine' could not be loaded on the worker that ran this attempt; the "
+        "server's log has details"
+    )
 
 
 def test_the_device_comes_from_the_setting_and_what_torch_sees() -> None:

@@ -39,7 +39,10 @@ DataDir = Annotated[
     ),
 ]
 
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys, and set monthly allowances.",
+    no_args_is_help=True,
+)
 out = Console(soft_wrap=True)
 
 
@@ -728,8 +731,9 @@ def keys_quota(
     ],
     data_dir: DataDir = None,
 ) -> None:
-    """Set an account's allowance of audio minutes per calendar month (UTC): a request whose
-    input does not fit in what is left is refused (402 QUOTA_EXCEEDED), at once."""
+    """Set an account's allowance of audio minutes per calendar month (UTC), in force at
+    once: a request whose input does not fit in what is left is refused (402
+    QUOTA_EXCEEDED)."""
     from demixer.service.accounts.quota import set_quota
 
     wanted = minutes.strip().lower()
@@ -748,9 +752,10 @@ def keys_quota(
     out.print(f"account {account}: {said}", highlight=False)
 
 
-@keys_app.command("list")
+@keys_app.command("list", short_help="List keys by account, with each allowance.")
 def keys_list(data_dir: DataDir = None) -> None:
-    """List keys by account (never their secrets)."""
+    """List keys by account (never their secrets), with each account's monthly allowance:
+    minutes used or queued this month and when it resets."""
     from demixer.service.accounts.keys import ALL_SCOPES, list_keys
     from demixer.service.accounts.quota import account_quotas
 
@@ -819,7 +824,14 @@ def _table(
     fixed = sum(w for name, w in zip(columns, widest, strict=True) if name not in wrap)
     room = (width or out.width) - fixed - 2 * (len(columns) - 1)
     wanted = {name: w for name, w in zip(columns, widest, strict=True) if name in wrap}
-    share = _share(room, wanted, wrap)
+    # Never keep a column wider than its longest word: scopes named one by one ("files:read
+    # models:read") need 11, and the 3 more of its 14 let a key's name keep its words whole.
+    least = {
+        name: min(wrap[name], max(len(word) for row in rows for word in [name, *row[i].split()]))
+        for i, name in enumerate(columns)
+        if name in wrap
+    }
+    share = _share(room, wanted, least)
     table = Table(
         box=box.SIMPLE_HEAD,
         show_edge=False,

@@ -199,7 +199,11 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value  # "warning" as uvicorn's
+        # "warning" as uvicorn's; a word that is no level stays as typed, so the error shows
+        # what the user wrote ('loud', not 'LOUD').
+        if isinstance(value, str) and value.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            return value.upper()
+        return value
 
     @field_validator("quality", mode="before")
     @classmethod

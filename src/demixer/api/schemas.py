@@ -26,6 +26,7 @@ from demixer.models.quality import QUALITIES
 from demixer.models.spec import MODEL_ID_LENGTH, LicenseClass
 
 __all__ = [
+    "Allowance",
     "Answer",
     "CancelResponse",
     "EngineModel",
@@ -690,8 +691,29 @@ class UsageLine(Answer):
     jobs: int = Field(description="Completed requests (result-cache hits count, with 0 s).")
 
 
+class Allowance(Answer):
+    """The account's monthly allowance and where it stands in the current calendar month
+    (UTC), whatever the listed period: what a request is checked against (402
+    `QUOTA_EXCEEDED` when its input's seconds do not fit in `left_seconds`)."""
+
+    monthly_minutes: int = Field(description="Audio minutes per calendar month (UTC).")
+    used_seconds: float = Field(description="Seconds of the requests completed this month.")
+    held_seconds: float = Field(
+        description="Seconds held by the account's queued and running requests (their "
+        "inputs' durations) until they end."
+    )
+    left_seconds: float = Field(
+        description="What a new request's input may still last this month, rounded down to "
+        "the millisecond: the allowance less used and held, never below 0."
+    )
+    resets_at: WireTime = Field(
+        description="When the month ends and `used_seconds` starts again at 0 (the first of "
+        "next month, 00:00 UTC)."
+    )
+
+
 class UsageList(Answer):
-    """``GET /v1/usage``: the account's usage in ``[from, to]``."""
+    """``GET /v1/usage``: the account's usage in ``[from, to]``, and its monthly allowance."""
 
     model_config = ConfigDict(
         populate_by_name=True, json_schema_serialization_defaults_required=True
@@ -702,3 +724,7 @@ class UsageList(Answer):
     from_: WireTime = Field(alias="from")
     to: WireTime
     total: float = Field(description="Seconds of audio processed in all of `data`.")
+    allowance: Allowance | None = Field(
+        description="The account's monthly allowance now (`demixer keys quota`); null for an "
+        "account without one: unlimited."
+    )

@@ -31,6 +31,7 @@ from demixer.client.errors import (
 )
 from demixer.client.sync import Client
 from demixer.client.types import (
+    Allowance,
     EngineModel,
     ErrorInfo,
     FileInfo,
@@ -48,6 +49,7 @@ from demixer.client.types import (
 )
 
 __all__ = [
+    "Allowance",
     "ApiError",
     "AsyncClient",
     "BadResponse",

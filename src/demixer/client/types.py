@@ -14,6 +14,7 @@ from demixer.client.errors import BadResponse
 
 __all__ = [
     "FINAL_STATUSES",
+    "Allowance",
     "EngineModel",
     "ErrorInfo",
     "FileInfo",
@@ -452,24 +453,57 @@ class UsageLine:
 
 
 @dataclass(frozen=True)
+class Allowance:
+    """The account's monthly allowance of audio and where it stands this calendar month (UTC).
+
+    A request whose input lasts more than ``left_seconds`` is refused: ApiError 402
+    ``QUOTA_EXCEEDED``, until ``resets_at``.
+    """
+
+    monthly_minutes: int  # audio minutes per calendar month (UTC)
+    used_seconds: float  # seconds of the requests completed this month
+    held_seconds: float  # seconds held by queued and running requests until they end
+    left_seconds: float  # what a new request's input may still last (never below 0)
+    resets_at: datetime  # the first of next month, 00:00 UTC
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Allowance:
+        resets_at = _time(d, "resets_at")
+        if resets_at is None:
+            raise BadResponse(f"the server's answer has no valid 'resets_at': {str(d)[:300]}")
+        return cls(
+            monthly_minutes=_get(d, "monthly_minutes", int),
+            used_seconds=_get(d, "used_seconds", float),
+            held_seconds=_get(d, "held_seconds", float),
+            left_seconds=_get(d, "left_seconds", float),
+            resets_at=resets_at,
+        )
+
+
+@dataclass(frozen=True)
 class Usage:
-    """``GET /v1/usage``: the account's usage recorded from ``start`` to ``end`` (inclusive)."""
+    """``GET /v1/usage``: the account's usage recorded from ``start`` to ``end`` (inclusive),
+    and its monthly allowance now (``allowance``: None for an account without one, which is
+    unlimited, or from a server older than allowances)."""
 
     lines: list[UsageLine]
     start: datetime
     end: datetime
     total_seconds: float  # seconds of audio processed in all of ``lines``
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    allowance: Allowance | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Usage:
         start, end = _time(d, "from"), _time(d, "to")
         if start is None or end is None:
             raise BadResponse(f"the server's answer has no valid period: {str(d)[:300]}")
+        allowance = _get(d, "allowance", dict, optional=True)
         return cls(
             lines=[UsageLine.from_json(line) for line in _objects(d, "data")],
             start=start,
             end=end,
             total_seconds=_get(d, "total", float),
             raw=d,
+            allowance=Allowance.from_json(allowance) if allowance is not None else None,
         )

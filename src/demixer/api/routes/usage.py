@@ -1,7 +1,9 @@
-"""``/v1/usage``: audio seconds processed per key and model over a period."""
+"""``/v1/usage``: audio seconds processed per key and model over a period, and where the
+account stands against its monthly allowance."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -10,8 +12,9 @@ from pydantic.config import JsonDict
 
 from demixer.api.auth import QueueRead, ServicesDep
 from demixer.api.openapi import error_responses
-from demixer.api.schemas import UsageLine, UsageList
+from demixer.api.schemas import Allowance, UsageLine, UsageList
 from demixer.errors import InvalidRequest
+from demixer.service.accounts.quota import QuotaState, quota_state
 from demixer.service.accounts.usage import summarise
 
 __all__ = ["DEFAULT_PERIOD", "router"]
@@ -76,16 +79,35 @@ def get_usage(
     ),
 ) -> UsageList:
     """The caller's account's usage, per key and engine model, of the jobs completed in
-    `[from, to]`."""
-    to = _when(end, "to") or services.db.clock()
+    `[from, to]`; and its monthly allowance now (`allowance`, null when it has none): how
+    many seconds of audio a request may still use before it is refused 402
+    `QUOTA_EXCEEDED`."""
+    now = services.db.clock()
+    to = _when(end, "to") or now
     since = _when(start, "from") or max(to, _EARLIEST + DEFAULT_PERIOD) - DEFAULT_PERIOD
     if since > to:
         raise InvalidRequest("`from` is after `to`", param="from")
     with services.db.read() as s:
         lines = summarise(s, identity.account_id, since, to)
+        state = quota_state(s, identity.account_id, now)
     data = [
         UsageLine(key_id=line.key_id, model=line.model, quantity=line.quantity, jobs=line.jobs)
         for line in lines
     ]
     total = round(sum(line.quantity for line in lines), 3)
-    return UsageList.model_validate({"data": data, "from": since, "to": to, "total": total})
+    return UsageList.model_validate(
+        {"data": data, "from": since, "to": to, "total": total, "allowance": _allowance(state)}
+    )
+
+
+def _allowance(state: QuotaState | None) -> Allowance | None:
+    if state is None:
+        return None  # unlimited
+    return Allowance(
+        monthly_minutes=state.minutes,
+        used_seconds=round(state.used_seconds, 3),
+        held_seconds=round(state.held_seconds, 3),
+        # Down, never promising a millisecond the submit would refuse.
+        left_seconds=math.floor(state.left_seconds * 1000 + 1e-6) / 1000,
+        resets_at=state.resets_at,
+    )

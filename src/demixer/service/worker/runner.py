@@ -52,6 +52,10 @@ from demixer.errors import (
     StorageUnavailable,
     UnknownModel,
 )
+from demixer.models.catalogue.ensembles import ensemble_members
+from demixer.models.catalogue.recipes import recipe_file
+from demixer.models.model_dir import RECIPES, default_model_dir
+from demixer.models.registry import catalogue_ids
 from demixer.naming import output_name
 from demixer.service.accounts.quota import check_quota, held, hold, quota_state
 from demixer.service.context import Services
@@ -70,7 +74,7 @@ from demixer.service.worker.child import (
 from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.storage import BlobNotFound, Storage
 
-__all__ = ["Runner", "scratch_attempt", "scratch_prefix"]
+__all__ = ["Runner", "scratch_attempt", "scratch_prefix", "unloadable_message"]
 
 log = logging.getLogger("demixer.worker")
 
@@ -434,10 +438,8 @@ class Runner:
                             # Worker.model_unavailable). Its text names files on this server:
                             # for the operator's log, not the job's owner.
                             log.warning("%s: job %s: %s", self.worker_id, claim.id, text)
-                            text = (
-                                f"model {claim.engine_model!r} could not be loaded on the "
-                                "worker that ran this attempt; the server's log has details"
-                            )
+                            model_dir = self.services.settings.model_dir
+                            text = unloadable_message(claim.engine_model, model_dir)
                             raise _Abort("failed", code, text, retryable=True)
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
@@ -542,14 +544,9 @@ class Runner:
     def _end(self, claim: Claim, abort: _Abort) -> None:
         """Record how the attempt ended (nothing when the lease is no longer ours)."""
         queue = self.services.queue
-        log.info(
-            "%s: job %s attempt %d ended: %s %s",
-            self.worker_id,
-            claim.id,
-            claim.attempt,
-            abort.kind,
-            abort.message,
-        )
+        # A cancel has no message: its line ends with the kind, not a stray space.
+        ending = f"{abort.kind} {abort.message}" if abort.message else abort.kind
+        log.info("%s: job %s attempt %d ended: %s", self.worker_id, claim.id, claim.attempt, ending)
         record: Callable[[], object] | None = None
         if abort.kind == "cancelled":
             record = partial(queue.mark_cancelled, claim.id, self.worker_id)
@@ -581,6 +578,32 @@ class Runner:
         if self.child is not None:
             self.child.kill()
             self.child = None
+
+
+def unloadable_message(model: str, model_dir: Path | None) -> str:
+    """The job's message when a worker's copy of ``model`` could not be loaded (missing,
+    damaged, removed): what puts it right, run on that machine (with `demixer serve` the job's
+    owner is its operator), naming none of its paths or hashes (those are in the log).
+
+    ``model_dir``: the worker's (None: the default), where a user's recipes are declared.
+    """
+    said = f"model {model!r} could not be loaded on the worker that ran this attempt"
+    if model in catalogue_ids():
+        remedy = f"`demixer models pull {model}` on that machine fetches it again"
+    elif ensemble_members(model) is None and not _user_recipe(model, model_dir):
+        # A model added with `demixer models add`: only its owner has its files, and a name
+        # still taken by a damaged copy must be removed before it is added again.
+        remedy = (
+            f"on that machine, `demixer models remove {model}`, then `demixer models add "
+            f"{model}` with its files, adds it again"
+        )
+    else:  # an ensemble or a recipe of your own: the log names which of its models failed
+        return f"{said}; the server's log has details"
+    return f"{said} (the server's log has details): {remedy}"
+
+
+def _user_recipe(model: str, model_dir: Path | None) -> bool:
+    return recipe_file((model_dir or default_model_dir()) / RECIPES, model) is not None
 
 
 def _input_gone(source: UploadInput) -> _Abort:
