@@ -210,6 +210,29 @@ def test_surround_is_refused_unless_folded_and_spans_limit_a_prompt(
     assert not (tmp_path / "no").exists()
 
 
+def test_spans_from_numpy_are_sent_and_a_string_include_is_refused() -> None:
+    """Spans of NumPy float32 times (a beat tracker's) failed with "Object of type float32 is
+    not JSON serializable", and ``(2, 3, "false")`` was sent as ``include: true``: the sound
+    was kept where the caller asked to take it out. The first is sent as numbers; the second
+    is a ValueError, nothing sent."""
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/separate"}
+        urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+        return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
+
+    with Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c:
+        times = np.array([0.5, 1.25], dtype=np.float32)
+        c.submit("file_x", prompt="vocals", spans=[(times[0], times[1])])
+        with pytest.raises(ValueError, match="not 'false'"):
+            c.submit("file_x", prompt="vocals", spans=[(2, 3, "false")])
+    assert [b["input"]["spans"] for b in bodies] == [  # type: ignore[index]
+        [{"start": 0.5, "end": 1.25, "include": True}]
+    ]
+
+
 def test_wait_polls_when_a_proxy_refuses_the_event_stream(
     server: Server, music: tuple[Path, np.ndarray]
 ) -> None:
