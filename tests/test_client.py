@@ -939,6 +939,28 @@ def test_remote_separate_checks_the_output_folder_before_it_uploads(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_remote_separate_skips_a_song_too_short_for_the_spans_not_the_batch(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """--span 1:1.2 over a 0.5 s song then a 1.5 s one: the batch stopped at the first ("1 of
+    2 files separated; stopped before the rest"), the second never sent. As the local CLI
+    does, the short song is named in an error and the next one is separated (exit 2)."""
+    _, mix = music
+    songs = []
+    for name, seconds in (("short", 0.5), ("long", 1.5)):
+        songs.append(tmp_path / f"{name}.wav")
+        sf.write(songs[-1], mix[:, : round(seconds * RATE)].T, RATE, subtype="FLOAT")
+    out = tmp_path / "out"
+    done = remote(server, *map(str, songs), "--prompt", "vocals", "--span", "1:1.2", "-o", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error [INVALID_OUTPUT] short.wav: the span 1:1.2 starts after the input ends (0.50 s): "
+        "it would keep nothing of the separated sound",
+        f"1 of 2 files separated; 1 failed: {songs[0]}",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["long_vocals.wav", "long_without-vocals.wav"]
+
+
 def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(
     music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:

@@ -353,7 +353,9 @@ def remote_separate(
                 hint = " (--downmix here)" if e.param == "input.downmix" else ""
                 print_error(e.code, f"{name}: {e.message}{hint}")
                 last = _exit_code(e)
-                if last == 3:  # this input is bad: go on with the others, as the local CLI
+                # This input is bad, or too short for the spans (they start after its end):
+                # go on with the others, as the local CLI does.
+                if last == 3 or e.param == "input.spans":
                     tally.failed.append(path)
                     continue
                 raise typer.Exit(last) from None
