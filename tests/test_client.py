@@ -959,6 +959,10 @@ def test_remote_separate_skips_a_song_too_short_for_the_spans_not_the_batch(
         f"1 of 2 files separated; 1 failed: {songs[0]}",
     ]
     assert sorted(p.name for p in out.iterdir()) == ["long_vocals.wav", "long_without-vocals.wav"]
+    # Spans over the server's cap are refused for every song: said once, the batch stops.
+    many = [arg for i in range(101) for arg in ("--span", f"{i / 100}:{i / 100 + 0.005}")]
+    done = remote(server, *map(str, songs), "--prompt", "vocals", *many, "-o", str(out))
+    assert done.stderr.strip().splitlines()[-1] == "0 of 2 files separated; stopped before the rest"
 
 
 def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(

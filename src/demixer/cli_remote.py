@@ -354,8 +354,10 @@ def remote_separate(
                 print_error(e.code, f"{name}: {e.message}{hint}")
                 last = _exit_code(e)
                 # This input is bad, or too short for the spans (they start after its end):
-                # go on with the others, as the local CLI does.
-                if last == 3 or e.param == "input.spans":
+                # go on with the others, as the local CLI does. Not for spans refused as
+                # such (over the server's cap): every song would be.
+                too_short = e.code == InvalidOutput.code and e.param == "input.spans"
+                if last == 3 or too_short:
                     tally.failed.append(path)
                     continue
                 raise typer.Exit(last) from None
