@@ -1481,6 +1481,26 @@ def test_ctrl_c_mid_batch_keeps_the_finished_songs_and_says_how_far_it_got(
     assert sorted(p.name for p in out.iterdir()) == ["1_other.wav", "1_vocals.wav"]
 
 
+def test_a_span_past_the_songs_end_is_refused_before_the_model_runs(
+    inputs: dict[str, Path], fake_model: str, tmp_path: Path
+) -> None:
+    """--span 5:9 on a 1.5 s song: the whole song was separated before the span was found to
+    keep nothing of it (on a long song and a large model, minutes spent for an error). It is
+    refused before the model separates any of it."""
+    import fake_models
+
+    fake_models.CALLS.clear()
+    out = tmp_path / "out"
+    run = _separate_here(inputs["A"], "-m", fake_model, "--stems", "vocals", "--span", "5:9",
+                         "-o", out)  # fmt: skip
+    assert run.exit_code == 2, run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        "error [INVALID_OUTPUT] A.wav: the span 5:9 starts after the input ends (1.50 s): it "
+        "would keep nothing of the separated sound"
+    )
+    assert fake_models.CALLS[fake_model] == 0
+
+
 def test_skip_existing_runs_only_the_songs_whose_stems_are_not_all_there(
     inputs: dict[str, Path], fake_model: str, tmp_path: Path
 ) -> None:

@@ -210,6 +210,29 @@ def test_surround_is_refused_unless_folded_and_spans_limit_a_prompt(
     assert not (tmp_path / "no").exists()
 
 
+def test_spans_from_numpy_are_sent_and_a_string_include_is_refused() -> None:
+    """Spans of NumPy float32 times (a beat tracker's) failed with "Object of type float32 is
+    not JSON serializable", and ``(2, 3, "false")`` was sent as ``include: true``: the sound
+    was kept where the caller asked to take it out. The first is sent as numbers; the second
+    is a ValueError, nothing sent."""
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/separate"}
+        urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+        return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
+
+    with Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c:
+        times = np.array([0.5, 1.25], dtype=np.float32)
+        c.submit("file_x", prompt="vocals", spans=[(times[0], times[1])])
+        with pytest.raises(ValueError, match="not 'false'"):
+            c.submit("file_x", prompt="vocals", spans=[(2, 3, "false")])
+    assert [b["input"]["spans"] for b in bodies] == [  # type: ignore[index]
+        [{"start": 0.5, "end": 1.25, "include": True}]
+    ]
+
+
 def test_wait_polls_when_a_proxy_refuses_the_event_stream(
     server: Server, music: tuple[Path, np.ndarray]
 ) -> None:
@@ -914,6 +937,32 @@ def test_remote_separate_checks_the_output_folder_before_it_uploads(
     )
     assert done.stdout == "" and requests() == before  # nothing was sent to the server
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_remote_separate_skips_a_song_too_short_for_the_spans_not_the_batch(
+    server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """--span 1:1.2 over a 0.5 s song then a 1.5 s one: the batch stopped at the first ("1 of
+    2 files separated; stopped before the rest"), the second never sent. As the local CLI
+    does, the short song is named in an error and the next one is separated (exit 2)."""
+    _, mix = music
+    songs = []
+    for name, seconds in (("short", 0.5), ("long", 1.5)):
+        songs.append(tmp_path / f"{name}.wav")
+        sf.write(songs[-1], mix[:, : round(seconds * RATE)].T, RATE, subtype="FLOAT")
+    out = tmp_path / "out"
+    done = remote(server, *map(str, songs), "--prompt", "vocals", "--span", "1:1.2", "-o", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error [INVALID_OUTPUT] short.wav: the span 1:1.2 starts after the input ends (0.50 s): "
+        "it would keep nothing of the separated sound",
+        f"1 of 2 files separated; 1 failed: {songs[0]}",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["long_vocals.wav", "long_without-vocals.wav"]
+    # Spans over the server's cap are refused for every song: said once, the batch stops.
+    many = [arg for i in range(101) for arg in ("--span", f"{i / 100}:{i / 100 + 0.005}")]
+    done = remote(server, *map(str, songs), "--prompt", "vocals", *many, "-o", str(out))
+    assert done.stderr.strip().splitlines()[-1] == "0 of 2 files separated; stopped before the rest"
 
 
 def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(

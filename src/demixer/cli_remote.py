@@ -353,7 +353,11 @@ def remote_separate(
                 hint = " (--downmix here)" if e.param == "input.downmix" else ""
                 print_error(e.code, f"{name}: {e.message}{hint}")
                 last = _exit_code(e)
-                if last == 3:  # this input is bad: go on with the others, as the local CLI
+                # This input is bad, or too short for the spans (they start after its end):
+                # go on with the others, as the local CLI does. Not for spans refused as
+                # such (over the server's cap): every song would be.
+                too_short = e.code == InvalidOutput.code and e.param == "input.spans"
+                if last == 3 or too_short:
                     tally.failed.append(path)
                     continue
                 raise typer.Exit(last) from None

@@ -305,7 +305,13 @@ class SeparateInput(QueueInput):
         None,
         max_length=100,
         description="Keep the target only inside `include` spans / outside `include: false` "
-        "ones (seconds); what is taken out goes to the residual.",
+        "ones (seconds); what is taken out goes to the residual, so the two still add up to "
+        "the input. Applied to the outputs, not as hints to the model: exclusion wins where "
+        "spans overlap, each edge fades over 10 ms outside its span (a span's own samples "
+        "are kept or taken out whole), and time past the input's end is ignored. Included "
+        "spans that all start at or after the end would keep nothing: 400 `INVALID_OUTPUT` "
+        "for an upload, the job fails with it for an `audio_url`. Usage counts the whole "
+        "input.",
     )
 
     @field_validator("prompt")

@@ -268,7 +268,13 @@ def span_json(span: SpanLike) -> dict[str, Any]:
     if isinstance(span, Mapping):
         return dict(span)
     start, end, *rest = span
-    return {"start": start, "end": end, "include": bool(rest[0]) if rest else True}
+    include = rest[0] if rest else True
+    # bool() would read a "false" (from a CSV, a form) as true and keep the sound where the
+    # caller asked to take it out; the server refuses anything but true or false.
+    if include not in (True, False):
+        raise ValueError(f"a span's third item is True (keep) or False (take out), not {include!r}")
+    # float(): a NumPy float32 (onset times, a model's output) is no JSON number to httpx.
+    return {"start": float(start), "end": float(end), "include": bool(include)}
 
 
 def clean_api_key(key: str | None) -> str | None:

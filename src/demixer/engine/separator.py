@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from demixer.audio import AudioReader, OutputFormat, WriteReport, resample
+from demixer.audio import AudioReader, OutputFormat, WriteReport, probe, resample
 from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
 from demixer.engine.outputs import (
@@ -397,6 +397,14 @@ class Separator:
         source = Path(path)
         stage = on_stage or (lambda _: None)
         stage("decoding")
+        if shaped is not None:
+            # Spans that keep nothing are refused before the model runs, not after a whole
+            # song's separation. The length is the one an upload is measured by (the packets
+            # counted, where a header understates it); the check after the stream stays, for
+            # a file that decodes shorter than that.
+            length = probe(source, max_seconds=max_seconds).duration
+            if length:
+                check_reach(spans, length)
         with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
             files = [
                 output_paths(template, Path(out_dir), source.stem, plan.outputs, f, self.spec.id)
