@@ -83,7 +83,6 @@ def test_a_5xx_is_logged_with_the_request_id_its_caller_was_answered(
     # The error body names a request_id for the caller to quote; the log line said only
     # "POST /v1/files failed: STORAGE_UNAVAILABLE", so the complaint matched no line.
     api = make_api()
-
     storage_down(api, monkeypatch)
     song = api.files.get("stereo.wav").path.read_bytes()
     r = api.post("/v1/files", files={"file": ("a.wav", song, "audio/wav")})
@@ -149,7 +148,6 @@ def test_a_5xx_a_vendor_protocol_answers_is_logged_with_its_request_id(
     # MusicGPT's, sunoapi's and Gaudio's routes answer demixer's errors in their own envelopes:
     # an outage they answered 503 left no line but the access log's.
     api = make_api()
-
     storage_down(api, monkeypatch)
     song = api.files.get("stereo.wav").path.read_bytes()
     r = api.client.post(

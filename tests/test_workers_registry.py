@@ -272,6 +272,17 @@ def advertised_models(api: Api, worker: Worker) -> tuple[str, ...] | None:
     return found[0] if found else None
 
 
+def started_on(api: Api, job_id: str, attempt: int) -> str:
+    """The worker (slot id) that the job's log says ran attempt ``attempt``."""
+    with api.services.db.read() as s:
+        line = s.execute(
+            select(JobLog.message).where(
+                JobLog.job_id == job_id, JobLog.message.like(f"attempt {attempt} started on %")
+            )
+        ).scalar_one()
+    return str(line).removeprefix(f"attempt {attempt} started on ")
+
+
 def test_a_worker_whose_models_were_removed_leaves_their_jobs_to_a_worker_that_has_them(
     make_api: Callable[..., Api], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -304,13 +315,7 @@ def test_a_worker_whose_models_were_removed_leaves_their_jobs_to_a_worker_that_h
                 ("IN_PROGRESS", None),
                 ("COMPLETED", None),
             }, claimed
-            with api.services.db.read() as s:
-                first = s.execute(
-                    select(JobLog.message).where(
-                        JobLog.job_id == job_id, JobLog.message.like("attempt 1 started on %")
-                    )
-                ).scalar_one()
-            assert first == f"attempt 1 started on {other.worker_ids[0]}"
+            assert started_on(api, job_id, 1) == other.worker_ids[0]
 
 
 def test_a_worker_whose_copy_of_a_model_is_damaged_leaves_its_jobs_to_one_whose_copy_loads(
@@ -352,13 +357,7 @@ def test_a_worker_whose_copy_of_a_model_is_damaged_leaves_its_jobs_to_one_whose_
         wait_until(lambda: advertised(box) == (), 10, "the worker to set the model aside")
         with running(Worker(machines["other"], models=["mine"])) as other:
             wait_until(lambda: job().attempts == 2, 60, "the other worker's attempt")
-            with api.services.db.read() as s:
-                second = s.execute(
-                    select(JobLog.message).where(
-                        JobLog.job_id == job_id, JobLog.message.like("attempt 2 started on %")
-                    )
-                ).scalar_one()
-            assert second == f"attempt 2 started on {other.worker_ids[0]}"
+            assert started_on(api, job_id, 2) == other.worker_ids[0]
 
 
 def test_a_catalogue_model_that_cannot_be_loaded_says_to_pull_it_again(tmp_path: Path) -> None:
