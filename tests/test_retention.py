@@ -7,12 +7,14 @@ the wall clock (their own short expiry is tested elsewhere).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -398,6 +400,56 @@ def test_a_running_request_the_store_refuses_to_delete_is_kept_to_delete_again(
     assert storage.exists(stored)
     assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
     assert not storage.exists(stored)
+
+
+def _kept_by_the_bucket(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+    """A DeleteObjects answered as S3 answers one it carried out for none of its keys: 200,
+    each key listed in ``Errors`` (a botocore ``before-call`` hook: the request is not sent,
+    so the objects stay; rclone's S3 server never fails part of a batch)."""
+    keys = re.findall(rb"<Key>(.*?)</Key>", params["body"])
+    errors = [{"Key": k.decode(), "Code": "InternalError", "Message": "try again"} for k in keys]
+    answer = SimpleNamespace(status_code=200, headers={}, raw=None, content=b"")
+    return answer, {"Errors": errors, "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
+@pytest.mark.backends("pg-s3")
+def test_outputs_the_bucket_did_not_delete_are_swept_again_not_forgotten(clocked: Clocked) -> None:
+    """The sweeper read a DeleteObjects whose keys S3 listed as not deleted as a success: the
+    result was marked expired, its record deleted later, and the stems stayed in the bucket
+    for good with nothing pointing at them."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    outputs = [o["key"] for o in (_job(api, job_id).outputs or {}).values()]
+    api.at(START + 49 * HOUR)
+    events = api.services.storage._client.meta.events  # type: ignore[attr-defined]
+    events.register("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    try:
+        with pytest.raises(StorageUnavailable):
+            api.sweep()
+    finally:
+        events.unregister("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    assert _job(api, job_id).expired is False
+    assert all(map(api.services.storage.exists, outputs))
+    assert api.sweep().results == 1  # the next sweep deletes them
+    assert not any(map(api.services.storage.exists, outputs))
+
+
+@pytest.mark.backends("pg-s3")
+def test_a_delete_whose_objects_the_bucket_kept_answers_503_not_204(clocked: Clocked) -> None:
+    """DELETE of a request answered 204 while S3 had listed its stems as not deleted: the
+    user was told their song was gone, and it stayed in the bucket."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    events = api.services.storage._client.meta.events  # type: ignore[attr-defined]
+    events.register("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    try:
+        _error(api.delete(f"/v1/queue/requests/{job_id}"), 503, "STORAGE_UNAVAILABLE")
+    finally:
+        events.unregister("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    assert api.get(f"/v1/queue/requests/{job_id}/status").status_code == 200
+    assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
 
 
 def test_the_sweeper_runs_on_its_interval(tmp_path: Path) -> None:
