@@ -643,6 +643,31 @@ def test_bytes_put_for_a_deleted_file_while_its_url_lasts_are_swept(clocked: Clo
     assert not api.services.storage.exists(staging)
 
 
+def _staging_kept_by_the_bucket(params: dict[str, Any], **_: Any) -> Any:
+    """Only the deletes of staged bytes are answered as kept (:func:`_kept_by_the_bucket`)."""
+    return _kept_by_the_bucket(params) if b"staging/" in params["body"] else None
+
+
+@pytest.mark.backends("pg-s3")
+def test_late_bytes_the_bucket_keeps_do_not_stop_the_results_sweep(clocked: Clocked) -> None:
+    """A staging key the bucket would not delete (listed in DeleteObjects' ``Errors``) must
+    not stop the sweep before the expired results behind it."""
+    api = clocked
+    job_id = _done_request(api)
+    api.at(START + 49 * HOUR)  # its result expired; a file deleted now, its URL still valid
+    up = api.announce()
+    assert api.delete(f"/v1/files/{up['file_id']}").status_code == 204
+    assert api.put_bytes(up).status_code == 200
+    events = api.services.storage._client.meta.events  # type: ignore[attr-defined]
+    events.register("before-call.s3.DeleteObjects", _staging_kept_by_the_bucket)
+    try:
+        assert api.sweep() == SweepCounts(results=1, blobs=2)
+    finally:
+        events.unregister("before-call.s3.DeleteObjects", _staging_kept_by_the_bucket)
+    assert _job(api, job_id).expired is True
+    assert api.sweep() == SweepCounts(blobs=1)  # the staged bytes, the next time
+
+
 # Local storage: on S3 a part goes to the bucket's multipart upload, which the delete aborts.
 @pytest.mark.backends("sqlite")
 def test_a_gaudio_part_arriving_as_its_upload_is_deleted_is_answered_as_a_deleted_upload(

@@ -52,6 +52,11 @@ def _outputs(storage: Storage, job_id: str) -> int:
     return storage.delete_prefix(f"outputs/{job_id}/")
 
 
+def _staged(storage: Storage, file_id: str) -> int:
+    """Delete what was PUT to a file's staging key; returns how many blobs."""
+    return storage.delete_prefix(staging_key(file_id))
+
+
 @dataclass(frozen=True)
 class SweepCounts:
     """What one sweep did: files and results expired, blobs deleted for them, and the records
@@ -141,7 +146,7 @@ class Sweeper:
             gone = s.scalars(
                 select(File.id).where(File.status.in_(GONE), File.created_at > now - lasts)
             ).all()
-        return sum(self.services.storage.delete_prefix(staging_key(file_id)) for file_id in gone)
+        return sum(self._deleted(f"file {file_id}", _staged, file_id) or 0 for file_id in gone)
 
     def _files(self, now: datetime) -> tuple[int, int]:
         db = self.services.db
