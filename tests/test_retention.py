@@ -7,12 +7,17 @@ the wall clock (their own short expiry is tested elsewhere).
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -400,6 +405,138 @@ def test_a_running_request_the_store_refuses_to_delete_is_kept_to_delete_again(
     assert not storage.exists(stored)
 
 
+def _kept_by_the_bucket(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+    """A DeleteObjects answered as S3 answers one it carried out for none of its keys: 200,
+    each key listed in ``Errors`` (a botocore ``before-call`` hook: the request is not sent,
+    so the objects stay; rclone's S3 server never fails part of a batch)."""
+    keys = re.findall(rb"<Key>(.*?)</Key>", params["body"])
+    errors = [{"Key": k.decode(), "Code": "InternalError", "Message": "try again"} for k in keys]
+    answer = SimpleNamespace(status_code=200, headers={}, raw=None, content=b"")
+    return answer, {"Errors": errors, "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
+@pytest.mark.backends("pg-s3")
+def test_outputs_the_bucket_did_not_delete_are_swept_again_not_forgotten(clocked: Clocked) -> None:
+    """The sweeper read a DeleteObjects whose keys S3 listed as not deleted as a success: the
+    result was marked expired, its record deleted later, and the stems stayed in the bucket
+    for good with nothing pointing at them."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    outputs = [o["key"] for o in (_job(api, job_id).outputs or {}).values()]
+    api.at(START + 49 * HOUR)
+    events = api.services.storage._client.meta.events  # type: ignore[attr-defined]
+    events.register("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    try:
+        assert api.sweep().results == 0
+    finally:
+        events.unregister("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    assert _job(api, job_id).expired is False
+    assert all(map(api.services.storage.exists, outputs))
+    assert api.sweep().results == 1  # the next sweep deletes them
+    assert not any(map(api.services.storage.exists, outputs))
+
+
+@pytest.mark.backends("pg-s3")
+def test_a_delete_whose_objects_the_bucket_kept_answers_503_not_204(clocked: Clocked) -> None:
+    """DELETE of a request answered 204 while S3 had listed its stems as not deleted: the
+    user was told their song was gone, and it stayed in the bucket."""
+    api = clocked
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    events = api.services.storage._client.meta.events  # type: ignore[attr-defined]
+    events.register("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    try:
+        _error(api.delete(f"/v1/queue/requests/{job_id}"), 503, "STORAGE_UNAVAILABLE")
+    finally:
+        events.unregister("before-call.s3.DeleteObjects", _kept_by_the_bucket)
+    assert api.get(f"/v1/queue/requests/{job_id}/status").status_code == 200
+    assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
+
+
+def _done_request(api: Clocked, name: str = "stereo.wav") -> str:
+    job_id = str(api.queue_separate(api.upload(name)).json()["request_id"])
+    api.worker_done(job_id)
+    return job_id
+
+
+@contextmanager
+def _undeletable(folder: Path) -> Iterator[None]:
+    """Files in ``folder`` this process cannot delete, as when they belong to another user (a
+    worker once started with sudo on the same data directory): read-only for a user, marked
+    immutable for root (whom no mode stops)."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("chattr cannot mark files immutable here")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+
+
+@pytest.mark.backends("sqlite")
+def test_outputs_the_server_cannot_delete_are_kept_to_sweep_again_and_the_rest_go(
+    clocked: Clocked,
+) -> None:
+    """Stems on the local disk that the server could not delete were counted as deleted: the
+    result was marked expired (its record deleted 30 days on) and the files stayed for good,
+    with no line in the log. Now that request waits for a later sweep, and the others go."""
+    api = clocked
+    stuck, other = _done_request(api), _done_request(api, "stereo.flac")  # not one cached
+    outputs = [o["key"] for o in (_job(api, stuck).outputs or {}).values()]
+    folder = api.services.storage.root / outputs[0].rsplit("/", 1)[0]
+    api.at(START + 49 * HOUR)
+    with _undeletable(folder):
+        assert api.sweep().results == 1
+        assert (_job(api, stuck).expired, _job(api, other).expired) == (False, True)
+        assert all(map(api.services.storage.exists, outputs))
+    assert api.sweep().results == 1
+    assert not any(map(api.services.storage.exists, outputs))
+
+
+@pytest.mark.backends("sqlite")
+def test_a_delete_whose_files_stay_on_disk_answers_503_not_204(clocked: Clocked) -> None:
+    api = clocked
+    job_id = _done_request(api)
+    key = next(iter((_job(api, job_id).outputs or {}).values()))["key"]
+    with _undeletable(api.services.storage.root / key.rsplit("/", 1)[0]):
+        _error(api.delete(f"/v1/queue/requests/{job_id}"), 503, "STORAGE_UNAVAILABLE")
+    assert api.delete(f"/v1/queue/requests/{job_id}").status_code == 204
+    assert not api.services.storage.exists(key)
+
+
+@pytest.mark.backends("sqlite")
+def test_a_sweep_in_a_storage_outage_stops_at_the_first_delete_and_marks_nothing(
+    clocked: Clocked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Going on past a request whose bytes were kept must not mean trying every expired one
+    in turn while the store is down: the sweep stops (the next one tries again)."""
+    api = clocked
+    jobs = [_done_request(api), _done_request(api, "stereo.flac")]
+    storage = api.services.storage
+    tried = []
+
+    def down(*args: object) -> int:
+        tried.append(args)
+        raise StorageUnavailable()
+
+    monkeypatch.setattr(storage, "delete_prefix", down)
+    monkeypatch.setattr(storage, "ping", down)
+    api.at(START + 49 * HOUR)
+    with pytest.raises(StorageUnavailable):
+        api.sweep()
+    assert len(tried) == 2  # one delete, then the ping that said the store is down
+    assert [_job(api, j).expired for j in jobs] == [False, False]
+    monkeypatch.undo()
+    assert api.sweep().results == 2
+
+
 def test_the_sweeper_runs_on_its_interval(tmp_path: Path) -> None:
     now = [START]
     settings = Settings(data_dir=tmp_path, sweep_interval_seconds=0.05)
@@ -504,6 +641,31 @@ def test_bytes_put_for_a_deleted_file_while_its_url_lasts_are_swept(clocked: Clo
     assert put.status_code == 200 and api.services.storage.exists(staging)
     assert api.sweep() == SweepCounts(blobs=1)
     assert not api.services.storage.exists(staging)
+
+
+def _staging_kept_by_the_bucket(params: dict[str, Any], **_: Any) -> Any:
+    """Only the deletes of staged bytes are answered as kept (:func:`_kept_by_the_bucket`)."""
+    return _kept_by_the_bucket(params) if b"staging/" in params["body"] else None
+
+
+@pytest.mark.backends("pg-s3")
+def test_late_bytes_the_bucket_keeps_do_not_stop_the_results_sweep(clocked: Clocked) -> None:
+    """A staging key the bucket would not delete (listed in DeleteObjects' ``Errors``) must
+    not stop the sweep before the expired results behind it."""
+    api = clocked
+    job_id = _done_request(api)
+    api.at(START + 49 * HOUR)  # its result expired; a file deleted now, its URL still valid
+    up = api.announce()
+    assert api.delete(f"/v1/files/{up['file_id']}").status_code == 204
+    assert api.put_bytes(up).status_code == 200
+    events = api.services.storage._client.meta.events  # type: ignore[attr-defined]
+    events.register("before-call.s3.DeleteObjects", _staging_kept_by_the_bucket)
+    try:
+        assert api.sweep() == SweepCounts(results=1, blobs=2)
+    finally:
+        events.unregister("before-call.s3.DeleteObjects", _staging_kept_by_the_bucket)
+    assert _job(api, job_id).expired is True
+    assert api.sweep() == SweepCounts(blobs=1)  # the staged bytes, the next time
 
 
 # Local storage: on S3 a part goes to the bucket's multipart upload, which the delete aborts.

@@ -14,7 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from demixer.errors import StorageFull, StorageUnavailable
 from demixer.storage.base import BlobNotFound, safe_key
@@ -145,14 +145,28 @@ class LocalStorage:
 
     def delete_prefix(self, prefix: str) -> int:
         target = self.root / prefix.rstrip("/")
+        failed: list[OSError] = []
+
+        def keep(_fn: object, _path: str, info: tuple[type, BaseException, object]) -> None:
+            if not isinstance(info[1], FileNotFoundError):  # gone meanwhile: deleted all the same
+                failed.append(cast(OSError, info[1]))
+
+        count = 0
         if target.is_file():
-            target.unlink(missing_ok=True)
-            return 1
-        if target.is_dir():
+            try:
+                target.unlink(missing_ok=True)
+            except OSError as exc:
+                failed.append(exc)
+            count = 1
+        elif target.is_dir():
             count = sum(1 for p in target.rglob("*") if p.is_file())
-            shutil.rmtree(target, ignore_errors=True)
-            return count
-        return 0
+            shutil.rmtree(target, onerror=keep)
+        if failed:
+            # Said deleted, the sweeper marked the result expired and DELETE answered 204 while
+            # the files stayed (owned by another user, a disk remounted read-only), for good.
+            reason = failed[0].strerror or type(failed[0]).__name__
+            raise StorageUnavailable(f"could not delete what is stored under {prefix} ({reason})")
+        return count
 
     def copy(self, src_key: str, dst_key: str) -> int:
         # A hard link costs nothing and is safe: blobs are only ever replaced by rename and

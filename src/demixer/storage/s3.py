@@ -113,6 +113,21 @@ def _classified(exc: ClientError, key: str) -> Exception:
     return answer
 
 
+def _raise_for_undeleted(answer: dict[str, Any], prefix: str) -> None:
+    """Raise when a DeleteObjects answer lists keys it did not delete. S3 answers such a
+    partial failure 200 with an ``Errors`` list (per key: ``InternalError``, ``SlowDown``,
+    ``AccessDenied``...); read as a success, the sweeper and ``DELETE`` dropped the rows of
+    objects still stored (billed for good, a deleted song still in the bucket)."""
+    errors = [e for e in answer.get("Errors", ()) if e.get("Code") not in _NOT_FOUND]
+    if not errors:
+        return
+    codes = sorted({str(e.get("Code", "")) for e in errors})
+    message = f"the bucket did not delete {len(errors)} blobs under {prefix} ({', '.join(codes)})"
+    if codes == ["AccessDenied"]:
+        raise StorageRefused(f"{message}: check the credentials' rights to delete")
+    raise StorageUnavailable(f"{message}; retry shortly")
+
+
 class _Body:
     """A streaming GET body as a file object; transport errors become StorageUnavailable."""
 
@@ -346,9 +361,10 @@ class S3Storage:
                         keys.append(name)
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = [{"Key": k} for k in keys[start : start + _DELETE_BATCH]]
-            self._call(
+            answer = self._call(
                 prefix, self._client.delete_objects, Delete={"Objects": batch, "Quiet": True}
             )
+            _raise_for_undeleted(answer, prefix)
         return len(keys)
 
     @contextlib.contextmanager

@@ -8,8 +8,10 @@ Expiry itself is decided by the clock (the API answers 410 from ``expires_at`` a
 :mod:`demixer.service.retention.expiry`); the sweeper only frees the storage afterwards. It deletes
 the blobs first and marks the row after, with a conditional UPDATE: a sweep that dies halfway
 leaves the row unmarked and the next sweep deletes again (deleting is idempotent), and two
-sweepers (``serve`` and ``worker`` processes on one database) never count a row twice. An
-expired upload that a queued or running job still reads is kept until that job ends.
+sweepers (``serve`` and ``worker`` processes on one database) never count a row twice. A
+row whose bytes the store kept (some not deleted) stays unmarked for the next sweep, and the
+sweep goes on with the others unless the store is down. An expired upload that a queued or
+running job still reads is kept until that job ends.
 
 Each sweep also settles the jobs whose worker died
 (:meth:`~demixer.service.jobs.queue.Queue.settle_expired`): a worker's claim does it too, but
@@ -24,12 +26,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 
-from demixer.errors import InvalidParams
+from demixer.errors import InvalidParams, StorageUnavailable
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, rows_changed
 from demixer.service.files.lifecycle import GONE, mark_expired
@@ -37,11 +40,21 @@ from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from demixer.service.retention.expiry import result_due
 from demixer.service.schema import Delivery, File, IdempotencyRecord, Job, JobLog
-from demixer.storage import delete_file_blobs, staging_key
+from demixer.storage import Storage, delete_file_blobs, staging_key
 
 __all__ = ["SweepCounts", "Sweeper"]
 
 log = logging.getLogger("demixer.sweeper")
+
+
+def _outputs(storage: Storage, job_id: str) -> int:
+    """Delete a request's outputs (its attempts' too); returns how many blobs."""
+    return storage.delete_prefix(f"outputs/{job_id}/")
+
+
+def _staged(storage: Storage, file_id: str) -> int:
+    """Delete what was PUT to a file's staging key; returns how many blobs."""
+    return storage.delete_prefix(staging_key(file_id))
 
 
 @dataclass(frozen=True)
@@ -133,10 +146,10 @@ class Sweeper:
             gone = s.scalars(
                 select(File.id).where(File.status.in_(GONE), File.created_at > now - lasts)
             ).all()
-        return sum(self.services.storage.delete_prefix(staging_key(file_id)) for file_id in gone)
+        return sum(self._deleted(f"file {file_id}", _staged, file_id) or 0 for file_id in gone)
 
     def _files(self, now: datetime) -> tuple[int, int]:
-        db, storage = self.services.db, self.services.storage
+        db = self.services.db
         due: tuple[ColumnElement[bool], ...] = (
             File.expires_at.is_not(None),
             File.expires_at < now,
@@ -158,7 +171,9 @@ class Sweeper:
             for file_id, key in rows:
                 seen.add(file_id)
                 # Its key; bytes PUT to the store, or parts uploaded, but never completed.
-                deleted = delete_file_blobs(storage, file_id, key)
+                deleted = self._deleted(f"file {file_id}", delete_file_blobs, file_id, key)
+                if deleted is None:
+                    continue
                 with db.write() as s:
                     marked = mark_expired(s, file_id, now)
                 if marked:
@@ -183,7 +198,7 @@ class Sweeper:
         return in_use
 
     def _results(self, now: datetime) -> tuple[int, int]:
-        db, storage = self.services.db, self.services.storage
+        db = self.services.db
         kept = timedelta(seconds=self.services.settings.result_retention_seconds)
         due = (
             or_(
@@ -208,7 +223,9 @@ class Sweeper:
                 return done, blobs
             for job_id in ids:
                 seen.add(job_id)
-                deleted = storage.delete_prefix(f"outputs/{job_id}/")
+                deleted = self._deleted(f"request {job_id}", _outputs, job_id)
+                if deleted is None:
+                    continue
                 with db.write() as s:
                     marked = s.execute(
                         update(Job).where(Job.id == job_id, *due).values(expired=True)
@@ -216,6 +233,19 @@ class Sweeper:
                 if rows_changed(marked) == 1:
                     done += 1
                     blobs += deleted
+
+    def _deleted(self, what: str, delete: Callable[..., int], *args: str) -> int | None:
+        """``delete(storage, *args)``: how many blobs it deleted, or None when the store kept
+        some (the row stays unmarked, to try again next sweep). One item the store will not
+        delete (files of another user, an object under a legal hold) must not stop the sweep
+        of all the others behind it; an outage does (the store's ping raises)."""
+        storage = self.services.storage
+        try:
+            return delete(storage, *args)
+        except StorageUnavailable as exc:
+            storage.ping()
+            log.warning("sweep: the store kept the bytes of %s (%s); trying again later", what, exc)
+            return None
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every ``settings.sweep_interval_seconds`` until ``stop`` is set."""
