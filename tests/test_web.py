@@ -1761,6 +1761,41 @@ def test_separate_again_on_a_deleted_upload_asks_for_the_file(page: Page, server
     expect(error).to_contain_text("Gone.wav is no longer on the server")
 
 
+def test_a_song_uploaded_before_is_chosen_again_from_the_recent_uploads(
+    phone: Page, server: Server
+) -> None:
+    """A song uploaded earlier (another tab, the API) and still kept on the server is picked from
+    "Or a song you uploaded before", without sending it again."""
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros((4410, 2), np.float32), RATE, format="WAV")
+    name = "A rather long song name from an earlier session (live at the hall).wav"
+    with server.client() as api:
+        made = api.post("/v1/files", files={"file": (name, wav.getvalue(), "audio/wav")})
+        assert made.status_code == 201, made.text
+    sent: list[str] = []
+    phone.on(
+        "request",
+        lambda r: (
+            sent.append(r.url)
+            if r.method == "POST" and urlsplit(r.url).path == "/v1/files"
+            else None
+        ),
+    )
+    open_page(phone, server)
+    picker = phone.get_by_label("Or a song you uploaded before")
+    expect(picker).to_be_visible()
+    picker.select_option(made.json()["file_id"])
+    expect(phone.get_by_test_id("upload-status")).to_have_text(
+        f"Ready: {name} · 0.1 s · already on the server, not sent again."
+        " Pick another model or other stems."
+    )
+    expect(phone.get_by_test_id("submit")).to_be_enabled()
+    expect(picker).to_have_value("")  # ready for another
+    no_sideways_scroll(phone)
+    shot(phone, "again-recent", full_page=False)
+    assert sent == []
+
+
 def test_a_long_arabic_name_in_the_history_shows_its_beginning(page: Page, server: Server) -> None:
     """A name too long for its line is cut short with "…": an Arabic one was laid out left to
     right, so the cut took its beginning (read from the right) and the line began mid-word."""

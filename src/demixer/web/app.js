@@ -109,7 +109,7 @@ $("#key-section").addEventListener("keydown", (ev) => {
 });
 
 async function ready() {
-  const [, jobs] = await Promise.all([loadModels(), loadHistory()]);
+  const [, jobs] = await Promise.all([loadModels(), loadHistory(), loadRecent()]);
   // Opened (or reloaded) while a song is being separated: follow it again, as before.
   const running = (jobs || []).find((j) => !FINAL.has(j.status));
   if (running && !state.job) watch(running.request_id, { name: running.file_name, job: running });
@@ -272,6 +272,7 @@ function upload(file) {
     const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
     text.textContent = `Ready: ${body.file_name}${long}${folded}`;
     updateSubmit();
+    loadRecent();
   };
   xhr.send(form);
 }
@@ -526,6 +527,30 @@ async function separateAgain(fileId, name, file = null) {
   // The focus goes where the next choice is made.
   (mode() === "prompt" ? $("#prompt") : $("#model-select")).focus({ preventScroll: true });
 }
+// The account's uploads still on the server, newest first, to choose one again; the picker
+// shows only where there is one. A failed list leaves it hidden: the file can still be chosen.
+async function loadRecent() {
+  const select = $("#recent-uploads");
+  let page;
+  try {
+    page = await api("GET", "/v1/files?status=uploaded&limit=20");
+  } catch (e) { console.warn(e.code, e.message); return; }
+  const options = page.data.map((f) => {
+    const option = new Option(`${f.file_name} · ${day(f.created_at)}`, f.file_id);
+    option.dataset.name = f.file_name;
+    return option;
+  });
+  select.replaceChildren(new Option("Choose one…", ""), ...options);
+  select.closest("label").hidden = !options.length;
+}
+$("#recent-uploads").addEventListener("change", async (ev) => {
+  const select = ev.target;
+  if (!select.value) return;
+  await separateAgain(select.value, select.selectedOptions[0].dataset.name);
+  select.value = ""; // the form says what was chosen; the picker is ready for another
+  loadRecent();
+});
+
 for (const id of ["#again", "#job-again"]) {
   $(id).addEventListener("click", () => {
     const job = state.job;
@@ -736,6 +761,7 @@ async function deleteUpload(job, song) {
     if (!UPLOAD_GONE.has(e.code)) throw e; // gone meanwhile (another tab, its retention): done
   }
   if (state.fileId === fileId) forgetChosenFile();
+  loadRecent();
   return `${song} deleted: its stems and the uploaded song.`;
 }
 
