@@ -797,7 +797,12 @@ def test_a_file_over_the_servers_limit_is_refused_before_it_is_sent(
     sent: list[str] = []  # the requests that began an upload
     with running_server(tmp_path / "small", env=env) as small:
         for page in _page(browser, viewport=DESKTOP):
-            page.on("request", lambda r: sent.append(r.url) if "/v1/files" in r.url else None)
+            page.on(
+                "request",
+                lambda r: (
+                    sent.append(r.url) if r.method == "POST" and "/v1/files" in r.url else None
+                ),
+            )
             open_page(page, small)
             page.get_by_test_id("upload-input").set_input_files(str(audio[0]))  # over 500 KB
             error = page.locator("#drop").get_by_test_id("error")
