@@ -1673,7 +1673,9 @@ def test_separate_again_tries_another_stem_set_without_uploading_again(
         reduced_motion="reduce"
     )  # no gliding scroll: the screenshot is where it ends
     open_page(page, server)
-    with page.expect_response(lambda r: urlsplit(r.url).path == "/v1/files") as made:
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/v1/files"
+    ) as made:
         upload(page, audio[0])
     file_id = made.value.json()["file_id"]
     page.locator("#model-select").select_option("spleeter-2stems")
