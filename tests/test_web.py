@@ -797,7 +797,12 @@ def test_a_file_over_the_servers_limit_is_refused_before_it_is_sent(
     sent: list[str] = []  # the requests that began an upload
     with running_server(tmp_path / "small", env=env) as small:
         for page in _page(browser, viewport=DESKTOP):
-            page.on("request", lambda r: sent.append(r.url) if "/v1/files" in r.url else None)
+            page.on(
+                "request",
+                lambda r: (
+                    sent.append(r.url) if r.method == "POST" and "/v1/files" in r.url else None
+                ),
+            )
             open_page(page, small)
             page.get_by_test_id("upload-input").set_input_files(str(audio[0]))  # over 500 KB
             error = page.locator("#drop").get_by_test_id("error")
@@ -1647,6 +1652,155 @@ def test_deleting_a_songs_last_separation_deletes_its_upload(
     # The song chosen above went with it: Separate asks for one again.
     expect(page.get_by_test_id("submit-hint")).to_have_text("First choose a song.")
     shot(page, "deleted-with-upload", full_page=False)
+
+
+def test_separate_again_tries_another_stem_set_without_uploading_again(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """Musicians compare models and stem sets on one song: "Try another model" in the mixer
+    (and "Separate again" in the history) puts the song back in the form by its upload on the
+    server, so the next separation sends nothing again."""
+    sent: list[str] = []  # every upload the page makes
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(r.url)
+            if r.method == "POST" and urlsplit(r.url).path == "/v1/files"
+            else None
+        ),
+    )
+    page.emulate_media(
+        reduced_motion="reduce"
+    )  # no gliding scroll: the screenshot is where it ends
+    open_page(page, server)
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/v1/files"
+    ) as made:
+        upload(page, audio[0])
+    file_id = made.value.json()["file_id"]
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    rows = page.get_by_test_id("stem-row")
+    expect(rows).to_have_count(2, timeout=180_000)
+    # Another upload chosen meanwhile (here: none) would be replaced: the song goes back whole.
+    page.get_by_test_id("upload-input").evaluate("el => { el.value = ''; }")
+    page.get_by_test_id("again").click()
+    focused(page, "model-select")  # the next choice: the model and its stems
+    title = page.locator("#drop-title")  # the song's name, where the user now is
+    expect(title).to_be_in_viewport()
+    expect(title).to_have_text(f"{SONG}.wav")
+    expect(page.get_by_test_id("upload-status")).to_have_text(
+        f"Ready: {SONG}.wav · 0:03 · already on the server, not sent again."
+        " Pick another model or other stems."
+    )
+    expect(page.get_by_test_id("upload-progress")).to_be_hidden()
+    shot(page, "again", full_page=False)
+    no_sideways_scroll(page)
+    page.locator("#stem-choices input[value=accompaniment]").uncheck()
+    with page.expect_response(lambda r: r.url.endswith("/v1/queue/audio/stems")) as second:
+        page.get_by_test_id("submit").click()
+    assert second.value.status == 202
+    assert second.value.request.post_data_json["input"]["file_id"] == file_id
+    expect(page.locator("#stems .name")).to_have_text(
+        ["vocals", "everything else"], timeout=120_000
+    )
+    expect(page.locator("#mixer-title")).to_have_text(f"{SONG}.wav")
+    # The song chosen in this tab still plays as the original beside the new stems.
+    expect(page.get_by_test_id("ab")).to_be_enabled()
+    assert sent == [sent[0]], sent  # one upload for both separations
+    with server.client() as api:
+        listed = api.get("/v1/queue/requests", params={"limit": 2}).json()["data"]
+    assert [j["file_id"] for j in listed] == [file_id, file_id]
+    # On a phone the history's three buttons and the mixer's fit the width.
+    page.set_viewport_size(PHONE)
+    item = page.locator(f"[data-id='{listed[1]['request_id']}']")
+    expect(item.get_by_role("button", name=f"Separate again {SONG}.wav")).to_be_visible()
+    no_sideways_scroll(page)
+    item.scroll_into_view_if_needed()
+    shot(page, "again-phone")
+
+
+def test_separate_again_on_a_deleted_upload_asks_for_the_file(page: Page, server: Server) -> None:
+    """The upload a song was separated from is gone (deleted here, or past its retention):
+    "Separate again" says so in words and asks for the file, instead of a Separate that fails."""
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros((4410, 2), np.float32), RATE, format="WAV")
+    with server.client() as api:
+        made = api.post("/v1/files", files={"file": ("Gone.wav", wav.getvalue(), "audio/wav")})
+        assert made.status_code == 201, made.text
+        file_id = made.json()["file_id"]
+        job = {"input": {"file_id": file_id, "model": "spleeter-2stems", "stems": ["vocals"]}}
+        answer = api.post("/v1/queue/audio/stems", json=job)
+        assert answer.status_code == 202, answer.text
+        request_id = answer.json()["request_id"]
+        api.put(f"/v1/queue/requests/{request_id}/cancel")
+        deadline = time.monotonic() + 60
+        while api.get(f"/v1/queue/requests/{request_id}/status").json()["status"] not in (
+            "COMPLETED",
+            "CANCELLED",
+            "FAILED",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert api.delete(f"/v1/files/{file_id}").status_code == 204
+    page.emulate_media(reduced_motion="reduce")
+    open_page(page, server)
+    again = page.locator(f"#again-{request_id}")
+    expect(again).to_have_accessible_name("Separate again Gone.wav")
+    again.focus()
+    page.keyboard.press("Enter")
+    error = page.locator("#drop").get_by_test_id("error")
+    expect(error).to_have_text(
+        "Gone.wav is no longer on the server: its upload expired or was deleted."
+        " Choose the file again to separate it."
+    )
+    focused(page, "upload-input")  # where the file is chosen again; it hears the error there
+    expect(page.locator("#drop-title")).to_be_in_viewport()
+    expect(page.get_by_test_id("upload-input")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("submit-hint")).to_have_text("First choose a song.")
+    shot(page, "again-gone", full_page=False)
+    # The same from the cancelled song's own card, opened from the history.
+    page.locator(f"#open-{request_id}").click()
+    expect(page.get_by_test_id("job-status")).to_have_text("Cancelled")
+    error.evaluate("el => { el.textContent = ''; }")  # said again, by this button
+    page.get_by_test_id("job-again").click()
+    expect(error).to_contain_text("Gone.wav is no longer on the server")
+
+
+def test_a_song_uploaded_before_is_chosen_again_from_the_recent_uploads(
+    phone: Page, server: Server
+) -> None:
+    """A song uploaded earlier (another tab, the API) and still kept on the server is picked from
+    "Or a song you uploaded before", without sending it again."""
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros((4410, 2), np.float32), RATE, format="WAV")
+    name = "A rather long song name from an earlier session (live at the hall).wav"
+    with server.client() as api:
+        made = api.post("/v1/files", files={"file": (name, wav.getvalue(), "audio/wav")})
+        assert made.status_code == 201, made.text
+    sent: list[str] = []
+    phone.on(
+        "request",
+        lambda r: (
+            sent.append(r.url)
+            if r.method == "POST" and urlsplit(r.url).path == "/v1/files"
+            else None
+        ),
+    )
+    open_page(phone, server)
+    picker = phone.get_by_label("Or a song you uploaded before")
+    expect(picker).to_be_visible()
+    picker.select_option(made.json()["file_id"])
+    expect(phone.get_by_test_id("upload-status")).to_have_text(
+        f"Ready: {name} · 0.1 s · already on the server, not sent again."
+        " Pick another model or other stems."
+    )
+    expect(phone.get_by_test_id("submit")).to_be_enabled()
+    expect(picker).to_have_value("")  # ready for another
+    no_sideways_scroll(phone)
+    shot(phone, "again-recent", full_page=False)
+    assert sent == []
 
 
 def test_a_long_arabic_name_in_the_history_shows_its_beginning(page: Page, server: Server) -> None:

@@ -7,7 +7,7 @@ import { FINAL, PlainError, bytes, colour, day, fromBody, length, songName, stat
 const $ = (sel, root = document) => root.querySelector(sel);
 // A phone has nothing to drop from: it is asked to choose.
 const DROP_TITLE = matchMedia("(pointer: coarse)").matches ? "Choose a song or a video" : "Drop a song or a video here";
-const state = { key: "", fileId: null, downmix: false, file: null, upload: null, job: null, watch: null, models: null, busy: false };
+const state = { key: "", fileId: null, fileName: null, downmix: false, file: null, upload: null, job: null, watch: null, models: null, busy: false };
 
 // ---------- errors next to the control that caused them ----------
 function errorFor(el) {
@@ -109,7 +109,7 @@ $("#key-section").addEventListener("keydown", (ev) => {
 });
 
 async function ready() {
-  const [, jobs] = await Promise.all([loadModels(), loadHistory()]);
+  const [, jobs] = await Promise.all([loadModels(), loadHistory(), loadRecent()]);
   // Opened (or reloaded) while a song is being separated: follow it again, as before.
   const running = (jobs || []).find((j) => !FINAL.has(j.status));
   if (running && !state.job) watch(running.request_id, { name: running.file_name, job: running });
@@ -225,6 +225,7 @@ function upload(file) {
   if (state.upload) state.upload.abort();
   state.file = file;
   state.fileId = null;
+  state.fileName = file.name;
   state.downmix = false;
   const bar = $("#upload-progress");
   const text = $("#upload-text");
@@ -271,6 +272,7 @@ function upload(file) {
     const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
     text.textContent = `Ready: ${body.file_name}${long}${folded}`;
     updateSubmit();
+    loadRecent();
   };
   xhr.send(form);
 }
@@ -312,7 +314,7 @@ $("#job-form").addEventListener("submit", async (ev) => {
   updateSubmit();
   try {
     const job = await api("POST", path, { input });
-    watch(job.request_id, { file: state.file, name: state.file?.name });
+    watch(job.request_id, { file: state.file, name: state.fileName });
   } catch (e) {
     state.busy = false;
     updateSubmit();
@@ -342,6 +344,8 @@ function showStatus(s, progress) {
   cancel.disabled = FINAL.has(s.status) || s.cancel_requested;
   if (had && cancel.disabled) $("#job-title").focus({ preventScroll: true }); // not lost with it
   if (s.status === "FAILED" && s.error) showError($("#job-status"), new PlainError(s.error.code));
+  // Failed or cancelled: the same song can go back in the form, for another model.
+  $("#job-again").hidden = !(FINAL.has(s.status) && s.file_id);
 }
 
 // Time left from the real progress while separating: the pace so far, not a guess.
@@ -467,6 +471,7 @@ async function showResult(requestId, info, opened, signal) {
       // order, where "everything but the vocals" followed its residual (the vocals).
       .sort((a, b) => (a.name === "residual") - (b.name === "residual"));
     const original = state.job.file;
+    $("#again").hidden = !state.job.info?.file_id; // from a URL: no upload to use again
     // The job's card goes: a focus in it (or on nothing) moves to the mixer's heading.
     const focus = opened || focusIn($("#job")) || focusLost();
     $("#job").hidden = true; // the mixer says the rest
@@ -485,6 +490,74 @@ async function showResult(requestId, info, opened, signal) {
   } catch (e) { if (!signal.aborted) showError(err, e); }
   loadHistory();
 }
+// ---------- the same song again, with another model ----------
+// A separated (or failed) song goes back in the form by its upload, which the server keeps for
+// a while: the musician picks another model or other stems and presses Separate, and nothing is
+// sent again. file: the song's File where it was chosen in this tab (the mixer's A/B plays it).
+async function separateAgain(fileId, name, file = null) {
+  const drop = $("#drop");
+  clearError(drop);
+  clearError($("#job-form"));
+  if (state.upload) { state.upload.abort(); state.upload = null; }
+  let kept = null;
+  try {
+    kept = await api("GET", `/v1/files/${encodeURIComponent(fileId)}`);
+  } catch (e) {
+    if (!UPLOAD_GONE.has(e.code)) { showError(drop, e); return; }
+  }
+  $("#new-job").scrollIntoView({ behavior: glide(), block: "start" });
+  if (kept?.status !== "uploaded") { // expired, deleted (with its song, in another tab): gone
+    forgetChosenFile();
+    showError(drop, `${name} is no longer on the server: its upload expired or was deleted. Choose the file again to separate it.`);
+    $("#upload-input").focus({ preventScroll: true });
+    return;
+  }
+  state.file = file || (state.fileId === fileId ? state.file : null);
+  state.fileId = kept.file_id;
+  state.fileName = kept.file_name;
+  state.downmix = kept.channels > 2;
+  $("#upload-input").value = ""; // choosing a file next uploads it, even the same one
+  $("#upload-row").hidden = false;
+  $("#upload-progress").hidden = true;
+  $("#drop-title").textContent = kept.file_name;
+  const long = kept.duration ? ` · ${length(kept.duration)}` : "";
+  const folded = state.downmix ? ` · ${kept.channels} channels, folded to stereo` : "";
+  $("#upload-text").textContent = `Ready: ${kept.file_name}${long}${folded} · already on the server, not sent again. Pick another model or other stems.`;
+  updateSubmit();
+  // The focus goes where the next choice is made.
+  (mode() === "prompt" ? $("#prompt") : $("#model-select")).focus({ preventScroll: true });
+}
+// The account's uploads still on the server, newest first, to choose one again; the picker
+// shows only where there is one. A failed list leaves it hidden: the file can still be chosen.
+async function loadRecent() {
+  const select = $("#recent-uploads");
+  let page;
+  try {
+    page = await api("GET", "/v1/files?status=uploaded&limit=20");
+  } catch (e) { console.warn(e.code, e.message); return; }
+  const options = page.data.map((f) => {
+    const option = new Option(`${f.file_name} · ${day(f.created_at)}`, f.file_id);
+    option.dataset.name = f.file_name;
+    return option;
+  });
+  select.replaceChildren(new Option("Choose one…", ""), ...options);
+  select.closest("label").hidden = !options.length;
+}
+$("#recent-uploads").addEventListener("change", async (ev) => {
+  const select = ev.target;
+  if (!select.value) return;
+  await separateAgain(select.value, select.selectedOptions[0].dataset.name);
+  select.value = ""; // the form says what was chosen; the picker is ready for another
+  loadRecent();
+});
+
+for (const id of ["#again", "#job-again"]) {
+  $(id).addEventListener("click", () => {
+    const job = state.job;
+    if (job?.info?.file_id) separateAgain(job.info.file_id, job.name, job.file);
+  });
+}
+
 $("#download-all").addEventListener("click", () => {
   const button = $("#download-all");
   clearError(button);
@@ -636,7 +709,16 @@ function historyItem(job, looks, kept) {
     $("#history-note").textContent = words;
     say(words);
   });
-  buttons.append(open, del);
+  // The song back in the form for another model: a finished (or failed) song that was uploaded.
+  if (FINAL.has(job.status) && job.file_id) {
+    const again = Object.assign(document.createElement("button"), { type: "button", textContent: "Separate again", id: `again-${job.request_id}` });
+    again.setAttribute("aria-label", `Separate again ${song}`);
+    again.title = "Try another model or other stems on this song, without uploading it again";
+    again.addEventListener("click", () => separateAgain(job.file_id, song, state.job?.id === job.request_id ? state.job.file : null));
+    buttons.append(open, again, del);
+  } else {
+    buttons.append(open, del);
+  }
   li.append(thumbnail(job, kept), text, badge, buttons);
   return li;
 }
@@ -679,12 +761,14 @@ async function deleteUpload(job, song) {
     if (!UPLOAD_GONE.has(e.code)) throw e; // gone meanwhile (another tab, its retention): done
   }
   if (state.fileId === fileId) forgetChosenFile();
+  loadRecent();
   return `${song} deleted: its stems and the uploaded song.`;
 }
 
 // The song chosen above was deleted: Separate asks for a song again.
 function forgetChosenFile() {
   state.fileId = null;
+  state.fileName = null;
   state.file = null;
   state.downmix = false;
   $("#upload-input").value = "";
