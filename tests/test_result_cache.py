@@ -107,6 +107,23 @@ def test_other_options_stems_and_accounts_miss(api: Api) -> None:
     assert r.status_code == 202 and r.json()["status"] == "IN_QUEUE"
 
 
+def test_the_same_spans_in_another_order_are_the_same_result(api: Api) -> None:
+    # Each span's gain is a maximum over all of them: their order changes no sample, and the
+    # same spans listed in another order ran the whole separation again.
+    file_id = api.upload()
+    early = {"start": 0.0, "end": 0.5, "include": True}
+    late = {"start": 1.0, "end": 1.5, "include": True}
+    first = _completed(api, file_id, input={"spans": [late, early]})
+    r = api.queue_separate(file_id, input={"spans": [early, late]})
+    assert (r.status_code, r.json()["status"]) == (202, "COMPLETED"), r.text
+    with api.services.db.read() as s:
+        job = s.get(Job, r.json()["request_id"])
+        assert job is not None and job.reused_from == first
+    # Other spans are another result.
+    other = api.queue_separate(file_id, input={"spans": [early]})
+    assert (other.status_code, other.json()["status"]) == (202, "IN_QUEUE"), other.text
+
+
 def test_deleting_either_job_keeps_the_other(api: Api) -> None:
     file_id = api.upload()
     first = _completed(api, file_id)

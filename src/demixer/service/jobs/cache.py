@@ -75,6 +75,11 @@ def fingerprint(
     # their fingerprint (and reuses them); any other level is another result.
     if params.quality != "fast":
         key["quality"] = params.quality
+    if key["spans"]:
+        # The same spans in another order keep the same samples (each span's gain is a
+        # maximum over all of them: engine/spans.py), so they are the same result. Sorted,
+        # a list already in order hashes as it always did.
+        key["spans"] = sorted(key["spans"], key=lambda s: (s["start"], s["end"], s["include"]))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
