@@ -959,10 +959,13 @@ def test_remote_separate_skips_a_song_too_short_for_the_spans_not_the_batch(
         f"1 of 2 files separated; 1 failed: {songs[0]}",
     ]
     assert sorted(p.name for p in out.iterdir()) == ["long_vocals.wav", "long_without-vocals.wav"]
-    # Spans over the server's cap are refused for every song: said once, the batch stops.
+    # Spans over the server's cap are refused for every song: said once, before any upload.
+    uploads = len(server.client().get("/v1/files?limit=100").json()["data"])
     many = [arg for i in range(101) for arg in ("--span", f"{i / 100}:{i / 100 + 0.005}")]
     done = remote(server, *map(str, songs), "--prompt", "vocals", *many, "-o", str(out))
-    assert done.stderr.strip().splitlines()[-1] == "0 of 2 files separated; stopped before the rest"
+    assert done.returncode == 2, done.stderr
+    assert "101 spans; a server takes at most 100" in done.stderr
+    assert len(server.client().get("/v1/files?limit=100").json()["data"]) == uploads
 
 
 def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(

@@ -97,6 +97,12 @@ def _spans(
         parsed = parse_spans(span, exclude_span)
     except DemixerError as e:
         raise typer.BadParameter(e.message, param_hint=hint) from None
+    from demixer.engine.spans import MAX_SPANS
+
+    if len(parsed) > MAX_SPANS:  # the server refuses more for every song: before any upload
+        raise typer.BadParameter(
+            f"{len(parsed)} spans; a server takes at most {MAX_SPANS}", param_hint=hint
+        )
     return [(p.start, p.end, p.include) for p in parsed]
 
 

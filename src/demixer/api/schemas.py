@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from demixer.engine.spans import MAX_SPANS
 from demixer.models.quality import QUALITIES
 from demixer.models.spec import MODEL_ID_LENGTH, LicenseClass
 
@@ -303,7 +304,7 @@ class SeparateInput(QueueInput):
     )
     spans: list[Span] | None = Field(
         None,
-        max_length=100,
+        max_length=MAX_SPANS,
         description="Keep the target only inside `include` spans / outside `include: false` "
         "ones (seconds); what is taken out goes to the residual, so the two still add up to "
         "the input. Applied to the outputs, not as hints to the model: exclusion wins where "

@@ -25,7 +25,10 @@ import numpy as np
 
 from demixer.errors import InvalidOutput
 
-__all__ = ["FADE_SECONDS", "Span", "apply_spans", "check_reach", "span_gain"]
+__all__ = ["FADE_SECONDS", "MAX_SPANS", "Span", "apply_spans", "check_reach", "span_gain"]
+
+#: The most spans one request of the API may give (the remote CLI checks it before it uploads).
+MAX_SPANS = 100
 
 FADE_SECONDS = 0.010
 
