@@ -26,8 +26,6 @@ from demixer.service.db import Database, rows_changed
 from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job, JobLog
 
-log = logging.getLogger("demixer.queue")
-
 __all__ = [
     "CANCELLED",
     "COMPLETED",
