@@ -306,8 +306,9 @@ class Runner:
             log.exception("%s: job %s failed in the worker", self.worker_id, claim.id)
             # Its text (an OSError's path in the data directory) is the operator's, as above.
             message = f"the worker failed ({type(exc).__name__}); the server's log has details"
-            self._end(claim, _Abort("failed", "WORKER_ERROR", message, retryable=True))
-            return "WORKER_ERROR"
+            failed = _Abort("failed", "WORKER_ERROR", message, retryable=True)
+            self._end(claim, failed)
+            return failed.code
         return None
 
     @contextmanager
