@@ -350,10 +350,11 @@ def test_a_model_that_cannot_run_on_the_worker_is_a_server_error(
     assert data["errorMessage"] == f"{code}: {error.message}"
 
 
-@pytest.mark.parametrize("code", ["WORKER_LOST", "JOB_TIMEOUT", "STORAGE_FULL"])
+@pytest.mark.parametrize("code", ["WORKER_LOST", "WORKER_ERROR", "JOB_TIMEOUT", "STORAGE_FULL"])
 def test_a_task_the_server_could_not_finish_is_a_server_error(make_api: Any, code: str) -> None:
-    """Its worker stopped (WORKER_LOST), it ran past the server's job timeout, or the server's
-    disk was full: errorCode was 400, "bad parameters", for a request that was fine."""
+    """Its worker stopped (WORKER_LOST) or failed itself (WORKER_ERROR), it ran past the
+    server's job timeout, or the server's disk was full: errorCode was 400, "bad parameters",
+    for a request that was fine."""
     api: Api = make_api()
     task_id = api.post(f"{BASE}/generate", json={"fileId": api.upload()}).json()["data"]["taskId"]
     claim = api.services.queue.claim("test-worker")

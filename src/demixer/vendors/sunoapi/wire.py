@@ -145,8 +145,9 @@ def vendor_urls(services: Services, job: Job) -> dict[str, str | None]:
 # parameters" would send it to mend a request that was fine): the model the server chose
 # cannot run on the worker (its chunks need more memory than the worker has, its config or
 # checkpoint cannot be used, its weights are damaged or missing) or crashed; the worker
-# stopped (the queue's WORKER_LOST) or ran past the job timeout (the runner's JOB_TIMEOUT);
-# storage or the database failed on the last attempt.
+# stopped (the queue's WORKER_LOST), failed itself (the runner's WORKER_ERROR) or ran past
+# the job timeout (the runner's JOB_TIMEOUT); storage or the database failed on the last
+# attempt.
 _SERVER_SIDE = frozenset(
     {
         "",
@@ -157,6 +158,7 @@ _SERVER_SIDE = frozenset(
         ChunkTooLarge.code,
         CheckpointMismatch.code,
         "WORKER_LOST",
+        "WORKER_ERROR",
         "JOB_TIMEOUT",
         ServiceUnavailable.code,
         StorageUnavailable.code,
