@@ -334,8 +334,7 @@ def separate(
         for number, item in enumerate(inputs, 1):
             path = item.path
             if skip_existing and stems_there(stem_files(item)):
-                tally.existing += 1
-                progress.print(escape(f"{shown_name(path.name)}: its stems are there, skipped"))
+                progress.print(escape(tally.skip(shown_name(path.name))))
                 continue
             progress.start(shown_name(path.name), number, len(inputs))
             try:

@@ -160,6 +160,11 @@ class Tally:
     existing: int = 0  # left out by --skip-existing
     failed: list[Path] = field(default_factory=list)
 
+    def skip(self, name: str) -> str:
+        """Count ``name`` (as shown) left out by ``--skip-existing``; the line that says so."""
+        self.existing += 1
+        return f"{name}: its stems are there, skipped"
+
     def line(self) -> str:
         """``118 of 120 files separated; 2 failed: set/a/empty.wav, set/b/empty.wav``."""
         line = f"{self.separated} of {self.files} files separated"

@@ -316,8 +316,7 @@ def remote_separate(
             results: list[Result] = []
             directory = out_dir / item.subdir
             if planned is not None and _stems_there(directory, path, planned, output):
-                tally.existing += 1
-                err.print(escape(f"{name}: its stems are there, skipped"), highlight=False)
+                err.print(escape(tally.skip(name)), highlight=False)
                 continue
             try:  # before the upload: the server's work would be lost
                 check_folder(directory)
