@@ -265,16 +265,20 @@ function upload(file) {
     if (xhr.status !== 201 || !body) { failed(fromBody(body, xhr.status)); return; }
     state.upload = null;
     bar.value = 1;
-    state.fileId = body.file_id;
-    // Surround sound (a film's 5.1) is folded to stereo, as the user is told here.
-    state.downmix = body.channels > 2;
-    const long = body.duration ? ` · ${length(body.duration)}` : "";
-    const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
-    text.textContent = `Ready: ${body.file_name}${long}${folded}`;
+    text.textContent = useUpload(body);
     updateSubmit();
     loadRecent();
   };
   xhr.send(form);
+}
+// The form separates this upload now (POST /v1/files' or GET /v1/files/{id}'s answer); returns
+// the line that says it is ready. Surround sound (a film's 5.1) is folded to stereo, as it says.
+function useUpload(body) {
+  state.fileId = body.file_id;
+  state.downmix = body.channels > 2;
+  const long = body.duration ? ` · ${length(body.duration)}` : "";
+  const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
+  return `Ready: ${body.file_name}${long}${folded}`;
 }
 $("#upload-input").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); });
 const drop = $("#drop");
@@ -513,16 +517,12 @@ async function separateAgain(fileId, name, file = null) {
     return;
   }
   state.file = file || (state.fileId === fileId ? state.file : null);
-  state.fileId = kept.file_id;
   state.fileName = kept.file_name;
-  state.downmix = kept.channels > 2;
   $("#upload-input").value = ""; // choosing a file next uploads it, even the same one
   $("#upload-row").hidden = false;
   $("#upload-progress").hidden = true;
   $("#drop-title").textContent = kept.file_name;
-  const long = kept.duration ? ` · ${length(kept.duration)}` : "";
-  const folded = state.downmix ? ` · ${kept.channels} channels, folded to stereo` : "";
-  $("#upload-text").textContent = `Ready: ${kept.file_name}${long}${folded} · already on the server, not sent again. Pick another model or other stems.`;
+  $("#upload-text").textContent = `${useUpload(kept)} · already on the server, not sent again. Pick another model or other stems.`;
   updateSubmit();
   // The focus goes where the next choice is made.
   (mode() === "prompt" ? $("#prompt") : $("#model-select")).focus({ preventScroll: true });
