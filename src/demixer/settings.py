@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
@@ -60,6 +60,8 @@ S3_MAX_URL_SECONDS = 7 * 24 * 3600
 METRICS_TOKEN_MIN_LENGTH = 32
 #: The size of the URL-signing key made in the data directory (HMAC-SHA256's block of 256 bits).
 SIGNING_KEY_BYTES = 32
+#: What ``DEMIXER_LOG_LEVEL`` takes (in any case).
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 class Settings(BaseSettings):
@@ -120,7 +122,7 @@ class Settings(BaseSettings):
     keep_alive_seconds: float = Field(5.0, gt=0)
     # What `serve` and `worker` write to stderr: demixer's lines and uvicorn's (the access log
     # is INFO), this level and above.
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "INFO"
 
     # Signed URLs.
     upload_url_ttl_seconds: int = Field(3600, ge=1)
@@ -201,7 +203,7 @@ class Settings(BaseSettings):
     def _level(cls, value: object) -> object:
         # "warning" as uvicorn's; a word that is no level stays as typed, so the error shows
         # what the user wrote ('loud', not 'LOUD').
-        if isinstance(value, str) and value.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        if isinstance(value, str) and value.upper() in get_args(LogLevel):
             return value.upper()
         return value
 
