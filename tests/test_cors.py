@@ -81,6 +81,27 @@ def test_a_preflight_from_another_origin_or_with_an_unknown_header_is_refused(co
     assert "x-custom" in r.json()["error"]["message"]
 
 
+def test_a_public_page_may_reach_this_server_on_a_private_network(cors: Api) -> None:
+    """Chrome's Private Network Access: a page on a public site calling a LAN or loopback
+    server sends this header in its preflight and refuses the call unless the answer allows
+    it; another origin is refused as ever, and a preflight that does not ask is not told."""
+    private = {"Access-Control-Request-Private-Network": "true"}
+    r = cors.client.options(
+        "/v1/files",
+        headers={"Origin": APP, "Access-Control-Request-Method": "POST", **private},
+    )
+    assert r.status_code == 204, r.text
+    assert r.headers["access-control-allow-private-network"] == "true"
+    r = cors.client.options(
+        "/v1/files",
+        headers={"Origin": OTHER, "Access-Control-Request-Method": "POST", **private},
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "ORIGIN_NOT_ALLOWED")
+    assert "access-control-allow-private-network" not in r.headers
+    r = _preflight(cors, "/v1/files", "POST", "authorization")
+    assert "access-control-allow-private-network" not in r.headers
+
+
 def test_answers_to_a_listed_origin_carry_cors_headers_and_others_none(cors: Api) -> None:
     r = cors.get("/v1/models", headers={"Origin": APP})
     assert r.status_code == 200

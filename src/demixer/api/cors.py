@@ -9,7 +9,11 @@ browser's ``PUT`` upload with its ``Content-Type``) and the SSE stream.
   here, before any route: 204 with the methods and headers the protocols use when the origin,
   the method and every requested header are allowed; else 403 ``ORIGIN_NOT_ALLOWED`` naming
   what was refused, with no CORS headers (the browser refuses the request; the message is for
-  whoever reads the network panel or runs curl).
+  whoever reads the network panel or runs curl). A preflight asking to reach a private network
+  (``Access-Control-Request-Private-Network: true``: Chrome's Private Network Access, sent when
+  a page on a public site calls a server on the user's LAN or loopback, which is where this
+  server usually runs) is allowed with ``Access-Control-Allow-Private-Network: true``: the
+  operator listing the origin is the consent Chrome asks for.
 - Any other answer to a listed origin (with ``*``: every answer) carries
   ``Access-Control-Allow-Origin`` and ``Access-Control-Expose-Headers`` (what clients read:
   rate limits, ``Retry-After``, the request id, ...). This middleware is the outermost, so
@@ -146,22 +150,18 @@ class CorsMiddleware(AnswerHeaders):
         elif unknown:
             refusal = f"the header {unknown[0]} is not one this API reads"
         else:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 204,
-                    "headers": _encode(
-                        {
-                            "access-control-allow-origin": allowed,
-                            "access-control-allow-methods": ", ".join(ALLOW_METHODS),
-                            "access-control-allow-headers": ", ".join(ALLOW_HEADERS),
-                            "access-control-max-age": str(MAX_AGE_SECONDS),
-                            "vary": _PREFLIGHT_VARY,
-                            "x-request-id": rid,
-                        }
-                    ),
-                }
-            )
+            allow = {
+                "access-control-allow-origin": allowed,
+                "access-control-allow-methods": ", ".join(ALLOW_METHODS),
+                "access-control-allow-headers": ", ".join(ALLOW_HEADERS),
+                "access-control-max-age": str(MAX_AGE_SECONDS),
+                "vary": _PREFLIGHT_VARY,
+                "x-request-id": rid,
+            }
+            # Without this answer Chrome refuses a public page's call to a LAN server.
+            if headers.get("access-control-request-private-network", "").lower() == "true":
+                allow["access-control-allow-private-network"] = "true"
+            await send({"type": "http.response.start", "status": 204, "headers": _encode(allow)})
             await send({"type": "http.response.body", "body": b""})
             return
         error = OriginNotAllowed(refusal)
