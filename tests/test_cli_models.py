@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,7 @@ def model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         source_url="https://example.invalid/tiny",
     )
     monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    monkeypatch.setattr(registry, "_SPECS", (*registry._SPECS, spec))  # listed too
     monkeypatch.setenv("DEMIXER_MODEL_DIR", str(tmp_path))
     return tmp_path
 
@@ -350,6 +352,34 @@ def test_progress_on_a_terminal_shows_percent_bytes_speed_and_eta() -> None:
     assert "tiny.ckpt" in shown and "50%" in shown and "1.0/2.0 MB" in shown
     columns = [type(column).__name__ for column in progress.bar.columns]
     assert {"TransferSpeedColumn", "TimeRemainingColumn"} <= set(columns)
+
+
+def test_a_model_whose_file_was_cut_short_is_not_listed_as_installed(
+    origin: Origin, model_dir: Path
+) -> None:
+    """A checkpoint truncated after its pull (a disk filled, a copy cut off) was listed "yes",
+    and advertised by a worker that then failed every job on it."""
+    assert pull(origin)[0] == 0
+    checkpoint = model_dir / "tiny-roformer" / "tiny.ckpt"
+    checkpoint.write_bytes(BODY[: len(BODY) // 2])
+    result = CliRunner().invoke(app, ["models", "list", "--json"])
+    record = next(r for r in json.loads(result.stdout) if r["id"] == "tiny-roformer")
+    assert (record["installed"], record["damaged_files"]) == (False, ["tiny.ckpt"])
+    result = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "80"})
+    row = next(line.split() for line in result.stdout.splitlines() if "tiny-roformer" in line)
+    assert row[2] == "bad"
+    assert "bad: a file is not the size it was pinned at; `models pull ID` mends it." in (
+        result.stdout
+    )
+    result = CliRunner().invoke(app, ["models", "info", "tiny-roformer"])
+    assert "Installed here: damaged (tiny.ckpt not the size pinned above; `demixer models " in (
+        " ".join(result.stdout.split())
+    )
+    assert pull(origin)[0] == 0  # fetched again, whole
+    assert checkpoint.read_bytes() == BODY
+    result = CliRunner().invoke(app, ["models", "list", "--json"])
+    record = next(r for r in json.loads(result.stdout) if r["id"] == "tiny-roformer")
+    assert (record["installed"], record["damaged_files"]) == (True, [])
 
 
 def test_the_wide_list_shows_every_licence_and_source_whole(model_dir: Path) -> None:

@@ -85,13 +85,19 @@ def models_list(
     Columns: id and stems, architecture, installed here, licence class, and the headline
     figure its publisher gives (`demixer models info ID` names the metric and test set).
     """
-    from demixer.models.loading import default_model_dir, is_installed
+    from demixer.models.loading import damaged_files, default_model_dir, is_installed
     from demixer.models.registry import LICENSE_CLASSES, list_specs
 
     specs = list_specs()
     installed = {spec.id: is_installed(spec) for spec in specs}
+    damaged = {spec.id: damaged_files(spec) for spec in specs}
+    # "bad": its files are there but one is not the size it was pinned at (`models pull` mends it)
+    here = {s.id: "yes" if installed[s.id] else "bad" if damaged[s.id] else "no" for s in specs}
     if as_json:
-        records = [spec.summary() | {"installed": installed[spec.id]} for spec in specs]
+        records = [
+            spec.summary() | {"installed": installed[spec.id], "damaged_files": damaged[spec.id]}
+            for spec in specs
+        ]
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
         return
     if wide:
@@ -108,7 +114,7 @@ def models_list(
                 spec.family,
                 ", ".join(spec.stems),
                 f"{spec.sample_rate} Hz",
-                "yes" if installed[spec.id] else "no",
+                here[spec.id],
                 "; ".join(f"{s.short()} ({s.test_set})" for s in spec.scores) or "none",
                 spec.license_class,
                 escape(spec.license),
@@ -130,17 +136,20 @@ def models_list(
         table.add_row(
             f"[bold]{escape(spec.id)}[/]\n[dim]{escape(_indented(spec.stems, id_width))}[/]",
             _ARCH_LABELS.get(spec.family, spec.family),
-            "yes" if installed[spec.id] else "no",
+            here[spec.id],
             spec.license_class,
             headline.short() if headline is not None else "-",
         )
     out.print(table, soft_wrap=False)
     _print_producible([spec for spec in specs if installed[spec.id]])
-    for line in (
+    notes = [
         "published: the headline figure in dB. MS = MVSep Multisong SDR, med = median SDR",
         "over tracks; `demixer models info ID` names the test set and the licence text.",
-        f"weights cache: {default_model_dir()}",
-    ):
+    ]
+    if any(damaged.values()):
+        notes.append("bad: a file is not the size it was pinned at; `models pull ID` mends it.")
+    notes.append(f"weights cache: {default_model_dir()}")
+    for line in notes:
         out.print(escape(line), soft_wrap=False, highlight=False)
 
 
@@ -184,7 +193,12 @@ def models_info(
 
     Rendered on a terminal; the markdown as it is when piped or redirected.
     """
-    from demixer.models.loading import default_model_dir, is_installed, resolve_weight
+    from demixer.models.loading import (
+        damaged_files,
+        default_model_dir,
+        is_installed,
+        resolve_weight,
+    )
     from demixer.models.registry import get_spec, model_card
 
     try:
@@ -196,6 +210,11 @@ def models_info(
         status = "Installed here: nothing to fetch for this model itself."
     elif is_installed(spec):  # where the weights are: a package may ship them (Spleeter's)
         status = f"Installed here: yes ({resolve_weight(spec, spec.weights[0]).parent})."
+    elif damaged := damaged_files(spec):
+        status = (
+            f"Installed here: damaged ({', '.join(damaged)} not the size pinned above; "
+            f"`demixer models pull {spec.id}` fetches it again)."
+        )
     else:
         status = f"Installed here: no (`models pull` puts it in {default_model_dir() / spec.id})."
     if spec.aliases:

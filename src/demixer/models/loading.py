@@ -21,6 +21,7 @@ from demixer.models.model_dir import default_model_dir
 from demixer.models.registry import ModelSpec, WeightFile, get_spec, list_specs
 
 __all__ = [
+    "damaged_files",
     "damaged_remedy",
     "default_model_dir",
     "file_sha256",
@@ -86,13 +87,31 @@ def resolve_weight(spec: ModelSpec, weight: WeightFile, model_dir: Path | None =
 
 
 def is_installed(spec: ModelSpec, model_dir: Path | None = None) -> bool:
-    """Whether every weights file of ``spec`` (and of the models it requires) is present."""
+    """Whether every weights file of ``spec`` (and of the models it requires) is present, each
+    of its pinned size (a file cut short or grown is not taken for the model)."""
     try:
         for weight in spec.weights:
             resolve_weight(spec, weight, model_dir)
     except ModelUnavailable:
         return False
+    if damaged_files(spec, model_dir):
+        return False
     return all(is_installed(get_spec(dep, model_dir), model_dir) for dep in spec.requires)
+
+
+def damaged_files(spec: ModelSpec, model_dir: Path | None = None) -> list[str]:
+    """The names of ``spec``'s weights files present whose size is not the pinned one: a copy
+    truncated or overwritten since it was verified. Only their sizes are read (a file's
+    SHA-256 is checked when it is loaded: hashing gigabytes is no job for a listing)."""
+    damaged = []
+    for weight in spec.weights:
+        try:
+            path = resolve_weight(spec, weight, model_dir)
+        except ModelUnavailable:
+            continue
+        if weight.size is not None and path.stat().st_size != weight.size:
+            damaged.append(weight.name)
+    return damaged
 
 
 def installed_specs(model_dir: Path | None = None) -> list[ModelSpec]:
