@@ -2043,6 +2043,10 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     for asset in (
         "app.js",
         "mixer.js",
+        "stems.js",
+        "transport.js",
+        "timeline.js",
+        "mixdown.js",
         "words.js",
         "files.js",
         "stretch.js",

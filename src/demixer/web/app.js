@@ -1,7 +1,11 @@
 // demixer web page: only the public v1 API, no external requests, no build step.
 "use strict";
 
-import { downloadAll, downloadMix, forgetThumbnails, glide, mixer, openResult, say, stop, thumbnails } from "./mixer.js";
+import { downloadAll, downloadMix } from "./mixdown.js";
+import { glide, mixer, say } from "./mixer.js";
+import { forgetThumbnails, openResult, thumbnails } from "./stems.js";
+import "./timeline.js"; // the transport's buttons and the mixer's keys
+import { stop } from "./transport.js";
 import { FINAL, PlainError, bytes, colour, day, fromBody, length, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
