@@ -1393,6 +1393,50 @@ def test_the_mix_downloads_at_the_songs_rate_and_sums_its_stems(
     assert np.abs(mix - summed).max() <= 1
 
 
+def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    """A musician practising at 50 % downloads the mix to practise with offline: it came out at
+    100 % whatever the speed. It is stretched as the player stretches it: a 1 s tone at 440 Hz
+    lasts 2 s and is still 440 Hz, and the file says its speed; at 100 % it is the mix as
+    before, byte for byte."""
+    t = np.arange(3 * RATE) / RATE
+    tone = np.where((t >= 0.5) & (t < 1.5), 0.5 * np.sin(2 * np.pi * 440 * t), 0.0)
+    song = tmp_path / "tone.wav"
+    sf.write(song, np.stack([tone, tone], axis=1), RATE, subtype="PCM_16")
+    open_page(page, server)
+    upload(page, song)
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=180_000)
+
+    def download() -> tuple[str, bytes]:
+        with page.expect_download() as info:
+            page.get_by_test_id("render-mix").click()
+        return info.value.suggested_filename, Path(info.value.path()).read_bytes()
+
+    name, before = download()
+    assert name == "tone_mix.wav"
+    page.get_by_role("combobox", name="Speed", exact=True).select_option("50")
+    name, slow = download()
+    assert name == "tone_mix_50%.wav"
+    # While it was made the button said how far it was; it is itself again.
+    expect(page.get_by_test_id("render-mix")).to_have_text("Download this mix (WAV)")
+    mix, rate = sf.read(io.BytesIO(slow), always_2d=True)
+    assert rate == RATE and mix.shape == (6 * RATE, 2)
+    # How long the tone lasts: where its loudness (10 ms frames) is over half the tone's.
+    frames = mix[: len(mix) // 441 * 441, 0].reshape(-1, 441)
+    loudness = np.sqrt((frames**2).mean(axis=1))
+    heard = loudness > 0.5 * np.median(loudness[loudness > 0.1])
+    assert heard.sum() * 0.01 == pytest.approx(2, abs=0.02)
+    middle = mix[int(1.5 * RATE) : int(2.5 * RATE), 0]
+    spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+    assert np.argmax(spectrum) * RATE / len(middle) == pytest.approx(440, abs=1)
+    page.get_by_role("combobox", name="Speed", exact=True).select_option("100")
+    assert download() == ("tone_mix.wav", before)
+
+
 def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
     page: Page, server: Server, finished: str
 ) -> None:

@@ -570,8 +570,21 @@ $("#download-all").addEventListener("click", () => {
 });
 $("#render-mix").addEventListener("click", async () => {
   const button = $("#render-mix");
+  if (button.getAttribute("aria-disabled") === "true") return; // one mix at a time
   clearError(button);
-  try { await downloadMix(); } catch (e) { showError(button, `The mix could not be made: ${e.message}`); }
+  // At a practice speed the mix is stretched here, which takes a while for a long song (seconds
+  // to tens of seconds): the button says how far it is instead of looking as if nothing
+  // happened. aria-disabled, not disabled: a disabled button would drop the keyboard's focus.
+  const words = button.textContent;
+  button.setAttribute("aria-disabled", "true");
+  try {
+    await downloadMix((done) => { button.textContent = `Making the mix… ${Math.floor(100 * done)} %`; });
+  } catch (e) {
+    showError(button, `The mix could not be made: ${e.message}`);
+  } finally {
+    button.textContent = words;
+    button.removeAttribute("aria-disabled");
+  }
 });
 
 // ---------- history ----------
