@@ -1574,6 +1574,85 @@ def test_a_described_sound_comes_first_in_the_mixer(
     )
 
 
+def test_a_described_sound_only_in_part_of_the_song(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """The API keeps (or takes out) the sound asked for in one part of the song (`spans`), and
+    the page could not ask for it. "Only in part of the song" (Where, From, To: labelled, in
+    the keyboard's order) sends it; a part that does not fit the song is refused in the
+    server's words, beside the times, which are marked invalid."""
+    open_page(page, server)
+    upload(page, audio[0])
+    page.locator(".tab", has_text="Describe a sound").click()
+    page.get_by_test_id("prompt").fill("vocals")
+    page.get_by_test_id("quality-select").select_option("fast")
+    where = page.get_by_role("combobox", name="Where", exact=True)
+    start = page.get_by_role("textbox", name="From", exact=True)
+    end = page.get_by_role("textbox", name="To", exact=True)
+    expect(where).to_have_value("")  # the whole song, as before
+    expect(start).to_be_hidden()
+    where.select_option("keep")
+    where.focus()
+    page.keyboard.press("Tab")
+    expect(start).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(end).to_be_focused()
+    error = page.locator("#part-error")
+
+    def refused(first: str, last: str) -> dict[str, Any]:
+        start.fill(first)
+        end.fill(last)
+        with page.expect_response(lambda r: r.url.endswith("/v1/queue/audio/separate")) as sent:
+            page.get_by_test_id("submit").click()
+        assert sent.value.status == 400
+        expect(start).to_have_attribute("aria-invalid", "true")
+        return dict(sent.value.json()["error"])
+
+    assert refused("0:02", "1")["code"] == "INVALID_REQUEST"
+    expect(error).to_have_text(
+        "That part of the song can't be used. A span's end must be after its start."
+    )
+    assert refused("1:00", "1:10")["code"] == "INVALID_OUTPUT"
+    expect(error).to_have_text(
+        "That part of the song can't be used. The span 60:70 starts after the input ends"
+        " (3.00 s): it would keep nothing of the separated sound."
+    )
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        no_sideways_scroll(page)
+        page.get_by_test_id("part").scroll_into_view_if_needed()
+        shot(page, f"part-of-the-song-{viewport['width']}", full_page=False)
+    page.set_viewport_size(DESKTOP)
+    # What is not a time is said here, before anything is sent.
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    start.fill("abc")
+    page.get_by_test_id("submit").click()
+    expect(error).to_have_text(
+        "Write where the part starts and ends as minutes and seconds (1:05) or as seconds (65)."
+    )
+    assert sent == []
+
+    # All but 1 s to 2.5 s: the vocals there go to "everything else".
+    where.select_option("remove")
+    start.fill("0:01")
+    end.fill("2.5")
+    with page.expect_request(lambda r: r.url.endswith("/v1/queue/audio/separate")) as request:
+        page.get_by_test_id("submit").click()
+    spans = request.value.post_data_json["input"]["spans"]
+    assert spans == [{"start": 1, "end": 2.5, "include": False}]
+    expect(error).to_be_empty()
+    expect(start).not_to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=120_000)
+    with server.client() as api:
+        listed = api.get("/v1/queue/requests", params={"limit": 1}).json()["data"][0]
+        data = api.get(f"/v1/queue/requests/{listed['request_id']}/result").json()["data"]
+    target, rate = sf.read(io.BytesIO(httpx.get(data["target"]["url"]).content), always_2d=True)
+    assert rate == RATE
+    assert np.abs(target[: RATE // 2]).max() > 0.01  # kept before the part
+    assert np.abs(target[RATE : int(2.5 * RATE)]).max() == 0
+
+
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
