@@ -1,7 +1,8 @@
 // The stem mixer's state, which every part of it reads: the song's stems and their gains, the
 // clock's offset, the loop and the practice speed. Its parts, each in its own module:
 // stems.js (opening a result: a row per stem, waveforms, thumbnails), transport.js (playback
-// from one clock, seeking, the loop, the keyboard) and mixdown.js (the files downloaded).
+// from one clock, at any speed), timeline.js (seeking, the loop, the buttons and keys) and
+// mixdown.js (the files downloaded).
 "use strict";
 
 import { clock } from "./words.js";
