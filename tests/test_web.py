@@ -1393,6 +1393,50 @@ def test_the_mix_downloads_at_the_songs_rate_and_sums_its_stems(
     assert np.abs(mix - summed).max() <= 1
 
 
+def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    """A musician practising at 50 % downloads the mix to practise with offline: it came out at
+    100 % whatever the speed. It is stretched as the player stretches it: a 1 s tone at 440 Hz
+    lasts 2 s and is still 440 Hz, and the file says its speed; at 100 % it is the mix as
+    before, byte for byte."""
+    t = np.arange(3 * RATE) / RATE
+    tone = np.where((t >= 0.5) & (t < 1.5), 0.5 * np.sin(2 * np.pi * 440 * t), 0.0)
+    song = tmp_path / "tone.wav"
+    sf.write(song, np.stack([tone, tone], axis=1), RATE, subtype="PCM_16")
+    open_page(page, server)
+    upload(page, song)
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=180_000)
+
+    def download() -> tuple[str, bytes]:
+        with page.expect_download() as info:
+            page.get_by_test_id("render-mix").click()
+        return info.value.suggested_filename, Path(info.value.path()).read_bytes()
+
+    name, before = download()
+    assert name == "tone_mix.wav"
+    page.get_by_role("combobox", name="Speed", exact=True).select_option("50")
+    name, slow = download()
+    assert name == "tone_mix_50%.wav"
+    # While it was made the button said how far it was; it is itself again.
+    expect(page.get_by_test_id("render-mix")).to_have_text("Download this mix (WAV)")
+    mix, rate = sf.read(io.BytesIO(slow), always_2d=True)
+    assert rate == RATE and mix.shape == (6 * RATE, 2)
+    # How long the tone lasts: where its loudness (10 ms frames) is over half the tone's.
+    frames = mix[: len(mix) // 441 * 441, 0].reshape(-1, 441)
+    loudness = np.sqrt((frames**2).mean(axis=1))
+    heard = loudness > 0.5 * np.median(loudness[loudness > 0.1])
+    assert heard.sum() * 0.01 == pytest.approx(2, abs=0.02)
+    middle = mix[int(1.5 * RATE) : int(2.5 * RATE), 0]
+    spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+    assert np.argmax(spectrum) * RATE / len(middle) == pytest.approx(440, abs=1)
+    page.get_by_role("combobox", name="Speed", exact=True).select_option("100")
+    assert download() == ("tone_mix.wav", before)
+
+
 def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1528,6 +1572,85 @@ def test_a_described_sound_comes_first_in_the_mixer(
     expect(page.locator("#stems .name")).to_have_text(
         ["“everything but the vocals”", "everything else"], timeout=120_000
     )
+
+
+def test_a_described_sound_only_in_part_of_the_song(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """The API keeps (or takes out) the sound asked for in one part of the song (`spans`), and
+    the page could not ask for it. "Only in part of the song" (Where, From, To: labelled, in
+    the keyboard's order) sends it; a part that does not fit the song is refused in the
+    server's words, beside the times, which are marked invalid."""
+    open_page(page, server)
+    upload(page, audio[0])
+    page.locator(".tab", has_text="Describe a sound").click()
+    page.get_by_test_id("prompt").fill("vocals")
+    page.get_by_test_id("quality-select").select_option("fast")
+    where = page.get_by_role("combobox", name="Where", exact=True)
+    start = page.get_by_role("textbox", name="From", exact=True)
+    end = page.get_by_role("textbox", name="To", exact=True)
+    expect(where).to_have_value("")  # the whole song, as before
+    expect(start).to_be_hidden()
+    where.select_option("keep")
+    where.focus()
+    page.keyboard.press("Tab")
+    expect(start).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(end).to_be_focused()
+    error = page.locator("#part-error")
+
+    def refused(first: str, last: str) -> dict[str, Any]:
+        start.fill(first)
+        end.fill(last)
+        with page.expect_response(lambda r: r.url.endswith("/v1/queue/audio/separate")) as sent:
+            page.get_by_test_id("submit").click()
+        assert sent.value.status == 400
+        expect(start).to_have_attribute("aria-invalid", "true")
+        return dict(sent.value.json()["error"])
+
+    assert refused("0:02", "1")["code"] == "INVALID_REQUEST"
+    expect(error).to_have_text(
+        "That part of the song can't be used. A span's end must be after its start."
+    )
+    assert refused("1:00", "1:10")["code"] == "INVALID_OUTPUT"
+    expect(error).to_have_text(
+        "That part of the song can't be used. The span 60:70 starts after the input ends"
+        " (3.00 s): it would keep nothing of the separated sound."
+    )
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        no_sideways_scroll(page)
+        page.get_by_test_id("part").scroll_into_view_if_needed()
+        shot(page, f"part-of-the-song-{viewport['width']}", full_page=False)
+    page.set_viewport_size(DESKTOP)
+    # What is not a time is said here, before anything is sent.
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    start.fill("abc")
+    page.get_by_test_id("submit").click()
+    expect(error).to_have_text(
+        "Write where the part starts and ends as minutes and seconds (1:05) or as seconds (65)."
+    )
+    assert sent == []
+
+    # All but 1 s to 2.5 s: the vocals there go to "everything else".
+    where.select_option("remove")
+    start.fill("0:01")
+    end.fill("2.5")
+    with page.expect_request(lambda r: r.url.endswith("/v1/queue/audio/separate")) as request:
+        page.get_by_test_id("submit").click()
+    spans = request.value.post_data_json["input"]["spans"]
+    assert spans == [{"start": 1, "end": 2.5, "include": False}]
+    expect(error).to_be_empty()
+    expect(start).not_to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=120_000)
+    with server.client() as api:
+        listed = api.get("/v1/queue/requests", params={"limit": 1}).json()["data"][0]
+        data = api.get(f"/v1/queue/requests/{listed['request_id']}/result").json()["data"]
+    target, rate = sf.read(io.BytesIO(httpx.get(data["target"]["url"]).content), always_2d=True)
+    assert rate == RATE
+    assert np.abs(target[: RATE // 2]).max() > 0.01  # kept before the part
+    assert np.abs(target[RATE : int(2.5 * RATE)]).max() == 0
 
 
 def test_docs_render_offline(page: Page, server: Server) -> None:
@@ -2043,6 +2166,10 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     for asset in (
         "app.js",
         "mixer.js",
+        "stems.js",
+        "transport.js",
+        "timeline.js",
+        "mixdown.js",
         "words.js",
         "files.js",
         "stretch.js",

@@ -1,8 +1,12 @@
 // demixer web page: only the public v1 API, no external requests, no build step.
 "use strict";
 
-import { downloadAll, downloadMix, forgetThumbnails, glide, mixer, openResult, say, stop, thumbnails } from "./mixer.js";
-import { FINAL, PlainError, bytes, colour, day, fromBody, length, songName, stateWords, timeLeft } from "./words.js";
+import { downloadAll, downloadMix } from "./mixdown.js";
+import { glide, mixer, say } from "./mixer.js";
+import { forgetThumbnails, openResult, thumbnails } from "./stems.js";
+import "./timeline.js"; // the transport's buttons and the mixer's keys
+import { stop } from "./transport.js";
+import { FINAL, PlainError, bytes, colour, day, fromBody, length, seconds, songName, stateWords, timeLeft } from "./words.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 // A phone has nothing to drop from: it is asked to choose.
@@ -11,6 +15,7 @@ const state = { key: "", fileId: null, fileName: null, downmix: false, file: nul
 
 // ---------- errors next to the control that caused them ----------
 function errorFor(el) {
+  if (el.matches("p.error")) return el; // a box of its own (the part of the song's)
   const section = el.closest("form, .drop, section");
   return $(":scope > [data-testid=error]", section) || $("[data-testid=error]", section);
 }
@@ -204,6 +209,27 @@ for (const radio of document.querySelectorAll("input[name=mode]")) {
 const mode = () => $("input[name=mode]:checked").value;
 $("#prompt").addEventListener("input", updateSubmit);
 
+// ---------- only in part of the song (the API's spans) ----------
+// The times show once a part is chosen; "the whole song" sends no spans.
+$("#part-mode").addEventListener("change", () => {
+  const whole = !$("#part-mode").value;
+  $("#part-times").hidden = whole;
+  $("#part-hint").hidden = whole;
+  clearError($("#part-error"));
+});
+// The spans to send ([] for the whole song), or an error in words for times that are not times.
+// Whether the part fits the song (an end after its start, a start before the song's end) is the
+// server's to say, in its words, as for any client of the API.
+function partSpans() {
+  const how = $("#part-mode").value;
+  if (!how) return [];
+  const start = seconds($("#part-start").value), end = seconds($("#part-end").value);
+  if (start === null || end === null) {
+    throw new Error("Write where the part starts and ends as minutes and seconds (1:05) or as seconds (65).");
+  }
+  return [{ start, end, include: how === "keep" }];
+}
+
 // ---------- what Separate can do now, and why not ----------
 function updateSubmit() {
   const stems = document.querySelectorAll("#stem-choices input:checked").length;
@@ -296,12 +322,16 @@ $("#job-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const form = ev.target;
   clearError(form);
+  clearError($("#part-error"));
   if (state.busy || $("#submit").disabled) return;
   const format = $("#format-select").value;
   let path, input;
   if (mode() === "prompt") {
     path = "/v1/queue/audio/separate";
     input = { file_id: state.fileId, prompt: $("#prompt").value, output_format: format };
+    let spans;
+    try { spans = partSpans(); } catch (e) { showError($("#part-error"), e); return; }
+    if (spans.length) input.spans = spans;
   } else {
     const stems = [...document.querySelectorAll("#stem-choices input:checked")].map((i) => i.value);
     path = "/v1/queue/audio/stems";
@@ -322,7 +352,7 @@ $("#job-form").addEventListener("submit", async (ev) => {
   } catch (e) {
     state.busy = false;
     updateSubmit();
-    showError(form, e);
+    showError(e.param?.startsWith("input.spans") ? $("#part-error") : form, e);
   }
   loadHistory();
 });
@@ -566,8 +596,21 @@ $("#download-all").addEventListener("click", () => {
 });
 $("#render-mix").addEventListener("click", async () => {
   const button = $("#render-mix");
+  if (button.getAttribute("aria-disabled") === "true") return; // one mix at a time
   clearError(button);
-  try { await downloadMix(); } catch (e) { showError(button, `The mix could not be made: ${e.message}`); }
+  // At a practice speed the mix is stretched here, which takes a while for a long song (seconds
+  // to tens of seconds): the button says how far it is instead of looking as if nothing
+  // happened. aria-disabled, not disabled: a disabled button would drop the keyboard's focus.
+  const words = button.textContent;
+  button.setAttribute("aria-disabled", "true");
+  try {
+    await downloadMix((done) => { button.textContent = `Making the mix… ${Math.floor(100 * done)} %`; });
+  } catch (e) {
+    showError(button, `The mix could not be made: ${e.message}`);
+  } finally {
+    button.textContent = words;
+    button.removeAttribute("aria-disabled");
+  }
 });
 
 // ---------- history ----------

@@ -1,19 +1,42 @@
 // Files the page makes itself: a WAV of the mix and a zip of the stems (no library, no server).
 "use strict";
 
+// A 16-bit PCM WAV of a whole AudioBuffer.
 export function encodeWav(buffer) {
-  const channels = buffer.numberOfChannels, rate = buffer.sampleRate, n = buffer.length;
+  const channels = buffer.numberOfChannels, n = buffer.length;
   const out = new DataView(new ArrayBuffer(44 + n * channels * 2));
+  writeHeader(out, channels, buffer.sampleRate, n);
+  writeSamples(out, 44, [...Array(channels).keys()].map((c) => buffer.getChannelData(c)), 0, n);
+  return out.buffer;
+}
+
+// The same file in parts, for one made a block at a time (the mix at a practice speed): its
+// 44-byte header, for `frames` frames of `channels` channels at `rate` Hz, then `wavSamples(data,
+// from, to)` of each block (data: one Float32Array per channel; frames [from, to) of it).
+export function wavHeader(channels, rate, frames) {
+  const out = new DataView(new ArrayBuffer(44));
+  writeHeader(out, channels, rate, frames);
+  return out.buffer;
+}
+export function wavSamples(data, from, to) {
+  const out = new DataView(new ArrayBuffer((to - from) * data.length * 2));
+  writeSamples(out, 0, data, from, to);
+  return out.buffer;
+}
+
+function writeHeader(out, channels, rate, n) {
   const text = (o, s) => { for (let i = 0; i < s.length; i++) out.setUint8(o + i, s.charCodeAt(i)); };
   text(0, "RIFF"); out.setUint32(4, 36 + n * channels * 2, true); text(8, "WAVE");
   text(12, "fmt "); out.setUint32(16, 16, true); out.setUint16(20, 1, true); out.setUint16(22, channels, true);
   out.setUint32(24, rate, true); out.setUint32(28, rate * channels * 2, true);
   out.setUint16(32, channels * 2, true); out.setUint16(34, 16, true);
   text(36, "data"); out.setUint32(40, n * channels * 2, true);
-  const data = [...Array(channels).keys()].map((c) => buffer.getChannelData(c));
-  let o = 44;
-  for (let i = 0; i < n; i++) {
-    for (let c = 0; c < channels; c++) {
+}
+
+// Frames [from, to) of `data` (one array per channel), interleaved, from byte `o` of `out`.
+function writeSamples(out, o, data, from, to) {
+  for (let i = from; i < to; i++) {
+    for (let c = 0; c < data.length; c++) {
       // The inverse of how Chromium reads 16-bit samples (a negative one over 0x8000, a positive
       // one over 0x7fff), rounded: setInt16 truncates, and a sample it was given as 0.99999 of
       // a step came out one step low.
@@ -22,7 +45,6 @@ export function encodeWav(buffer) {
       o += 2;
     }
   }
-  return out.buffer;
 }
 
 // Zip, STORE method (audio does not compress): local headers, data, central directory.

@@ -51,6 +51,7 @@ const ERRORS = {
   DATABASE_READ_ONLY: "The server can't save anything right now. Try again later.",
   SERVICE_UNAVAILABLE: "The server is busy. Try again in a minute.",
   NETWORK: "Can't reach the server. Check the connection and try again.",
+  SPAN: "That part of the song can't be used.", // any refusal of input.spans, the server's words after
 };
 
 // An error for a person: what happened, in words; the code stays for whoever reads the source.
@@ -72,6 +73,14 @@ const BY_STATUS = {
 
 export function fromBody(body, status) {
   const code = body?.error?.code || BY_STATUS[status] || (status ? `HTTP_${status}` : "NETWORK");
+  // A part of the song the server refused (an end before its start, a start after the song's
+  // end): its own words say which and why, without the field's path and pydantic's lead-in
+  // ("input.spans.0: Value error, "). The error keeps the server's code and the field.
+  const param = body?.error?.param || "";
+  if (param.startsWith("input.spans")) {
+    const why = String(body.error.message || "").replace(/^input\.spans[.\w]*: (Value error, )?/, "");
+    return Object.assign(new PlainError("SPAN", why), { code, param });
+  }
   let detail;  // what can be separated here, or the minutes left and when they reset
   if (["UNSUPPORTED_PROMPT", "UNKNOWN_STEM", "QUOTA_EXCEEDED"].includes(code)) {
     detail = body.error.message;
@@ -87,6 +96,16 @@ export function clock(t, tenths = false) {
   const whole = h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
   // The small nudge keeps 0.3 (2.9999... tenths in binary) from reading 0:00.2.
   return tenths ? `${whole}.${Math.floor(t * 10 + 1e-6) % 10}` : whole;
+}
+
+// Seconds from what a person types for a time in a song: "1:05", "65", "1:05.5", "1:02:03";
+// null for anything else (a minus, a letter, "1:75").
+export function seconds(text) {
+  const parts = text.trim().split(":");
+  if (parts.length > 3 || !parts.every((p, i) => /^\d+(\.\d+)?$/.test(p) && (i === parts.length - 1 || !p.includes(".")))) return null;
+  const numbers = parts.map(Number);
+  if (numbers.slice(1).some((n) => n >= 60)) return null;
+  return numbers.reduce((total, n) => total * 60 + n, 0);
 }
 
 // A song's length: a clock from one second on, tenths below it (a 0.2 s clip is not "0:00").

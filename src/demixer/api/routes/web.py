@@ -37,6 +37,10 @@ SESSION_FILE = "web-session.json"
 _ASSETS = {
     "app.js": "text/javascript",
     "mixer.js": "text/javascript",
+    "stems.js": "text/javascript",
+    "transport.js": "text/javascript",
+    "timeline.js": "text/javascript",
+    "mixdown.js": "text/javascript",
     "words.js": "text/javascript",
     "files.js": "text/javascript",
     "stretch.js": "text/javascript",

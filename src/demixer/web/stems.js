@@ -1,0 +1,203 @@
+// The stems on screen: opening a result (a row per stem: its name, waveform, volume, mute,
+// solo and download), the waveforms drawn in the theme's colours, and the history's thumbnails.
+"use strict";
+
+import { $, MIN_DB, applyGains, glide, mixer, setPressed } from "./mixer.js";
+import { scrubber } from "./timeline.js";
+import { stop, tick } from "./transport.js";
+import { colour } from "./words.js";
+
+const PEAKS = 1200; // waveform columns computed per stem (drawn scaled to the canvas)
+const THUMB = 40; // columns kept per stem for the history's thumbnails
+
+// ---------- opening a result ----------
+// outputs: [{name, label, url, fileName, type, rate, madeBy?}] (rate: the stem file's sample rate, Hz;
+// madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
+// gain: the one gain the server scaled every stem by so that none clips (1: none); the original
+// plays at it too, so that A/B compares the sound, not the level.
+// focus: the keyboard's focus moves to the mixer's heading (the view the user asked for, or the
+// one that replaced the view their focus was in).
+// signal: aborted when another song replaces this one while its stems load: this one stops
+// there and adds nothing to the mixer.
+export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
+  stop();
+  mixer.offset = 0;
+  mixer.duration = 0;
+  mixer.loop = { on: false, start: 0, end: 0 };
+  mixer.ab = false;
+  mixer.song = song;
+  mixer.stems = [];
+  mixer.original = null;
+  mixer.originalBytes = null;
+  mixer.originalExact = null;
+  mixer.originalLevel = gain;
+  // The song before's download links each hold a copy of a stem: let them go with it.
+  for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
+  $("#stems").replaceChildren();
+  $("#mixer-title").textContent = title;
+  setPressed($("#loop"), false);
+  setPressed($("#ab"), false);
+  $("#loop-region").hidden = true;
+  $("#ab").disabled = true;
+  $("#ab-note").textContent = "";
+  $("#mixer").hidden = false;
+  $("#mixer").scrollIntoView({ behavior: glide(), block: "start" });
+  if (focus) $("#mixer-title").focus({ preventScroll: true });
+  tick();
+  $("#time").textContent = "Loading the stems…";
+  mixer.ctx = mixer.ctx || new AudioContext();
+  const stems = await Promise.all(outputs.map(async (out, i) => {
+    const response = await fetch(out.url, { signal });
+    if (!response.ok) throw new Error(`download failed (HTTP ${response.status})`);
+    const bytes = await response.arrayBuffer();
+    const buffer = await mixer.ctx.decodeAudioData(bytes.slice(0));
+    return { ...out, bytes, buffer, colour: colour(out.name, i), muted: false, solo: false, db: 0, peaks: peaks(buffer) };
+  }));
+  if (signal.aborted) return;
+  mixer.stems = stems;
+  mixer.duration = Math.max(...stems.map((s) => s.buffer.duration));
+  stems.forEach(renderRow);
+  applyGains();
+  tick();
+  if (thumbsKey) keepThumbnails(thumbsKey, stems);
+  const note = $("#ab-note");
+  note.textContent = originalNote || "";
+  if (original) {
+    try {
+      const bytes = await original.arrayBuffer();
+      const decoded = await mixer.ctx.decodeAudioData(bytes.slice(0));
+      if (signal.aborted) return;
+      mixer.original = decoded;
+      mixer.originalBytes = bytes;
+    } catch (e) {
+      note.textContent = "This browser can't play the original file, so there is nothing to compare with.";
+    }
+  }
+  $("#ab").disabled = !mixer.original;
+  if (mixer.original) note.textContent = "Original: hear the song as it was, at the same spot.";
+  const db = (-20 * Math.log10(gain)).toFixed(1);
+  if (gain < 1 && db !== "0.0") { // a gain that rounds to 0.0 dB is nothing to tell
+    note.textContent += ` The stems were turned down together by ${db} dB so that none clips`
+      + (mixer.original ? "; the original plays at the same level." : ".");
+  }
+}
+
+
+function renderRow(stem) {
+  const row = document.createElement("div");
+  row.className = "stem";
+  row.dataset.testid = "stem-row";
+  row.dataset.stem = stem.name;
+  row.style.setProperty("--c", stem.colour);
+  row.innerHTML = `<span class="name"></span>
+    <div class="wave" aria-hidden="true"><canvas></canvas><div class="loop-shade" hidden></div><div class="playhead"></div></div>
+    <div class="volume">
+      <input type="range" min="${MIN_DB}" max="6" step="0.5" value="0" data-testid="stem-volume">
+      <output data-testid="stem-db" aria-hidden="true">0.0 dB</output></div>
+    <div class="controls">
+      <button type="button" class="toggle mute" aria-pressed="false" data-testid="stem-mute">M</button>
+      <button type="button" class="toggle solo" aria-pressed="false" data-testid="stem-solo">S</button>
+      <a class="download" data-testid="stem-download">⤓</a>
+    </div>`;
+  $(".name", row).textContent = stem.label;
+  $(".name", row).title = stem.madeBy ? `${stem.label}: made by ${stem.madeBy}` : stem.label;
+  const mute = $(".mute", row), solo = $(".solo", row);
+  // The name starts with the letter shown, so that "click M" (voice control) finds it.
+  mute.setAttribute("aria-label", `M: mute ${stem.label}`);
+  solo.setAttribute("aria-label", `S: solo ${stem.label}`);
+  mute.addEventListener("click", () => { stem.muted = !stem.muted; setPressed(mute, stem.muted); applyGains(); });
+  solo.addEventListener("click", () => { stem.solo = !stem.solo; setPressed(solo, stem.solo); applyGains(); });
+  // The slider is named by its stem and read out in dB (a screen reader says "vocals volume,
+  // -6.0 dB"); the readout beside it shows the same words and is not read twice.
+  const volume = $("input", row), readout = $("output", row);
+  volume.setAttribute("aria-label", `${stem.label} volume`);
+  volume.setAttribute("aria-valuetext", readout.textContent);
+  volume.addEventListener("input", () => {
+    stem.db = Number(volume.value);
+    readout.textContent = stem.db <= MIN_DB ? "−∞ dB" : `${stem.db > 0 ? "+" : ""}${stem.db.toFixed(1)} dB`;
+    volume.setAttribute("aria-valuetext", readout.textContent);
+    applyGains();
+  });
+  const link = $(".download", row);
+  link.href = URL.createObjectURL(new Blob([stem.bytes], { type: stem.type }));
+  link.download = stem.fileName;
+  link.setAttribute("aria-label", `Download ${stem.label} (${stem.fileName})`);
+  link.title = stem.fileName;
+  stem.row = row;
+  $("#stems").append(row);
+  scrubber($(".wave", row));
+  drawWave($("canvas", row), stem);
+}
+
+// Min/max per column, computed once; drawn at whatever width the canvas has.
+function peaks(buffer) {
+  const data = buffer.getChannelData(0);
+  const other = buffer.numberOfChannels > 1 ? buffer.getChannelData(1) : data;
+  const out = new Float32Array(PEAKS * 2);
+  const step = data.length / PEAKS;
+  for (let x = 0; x < PEAKS; x++) {
+    let lo = 0, hi = 0;
+    for (let i = Math.floor(x * step); i < Math.min(data.length, Math.floor((x + 1) * step)); i++) {
+      const v = (data[i] + other[i]) / 2;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    out[2 * x] = lo; out[2 * x + 1] = hi;
+  }
+  return out;
+}
+
+function drawWave(canvas, stem) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+  const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+  canvas.width = width; canvas.height = height;
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, width, height);
+  g.fillStyle = getComputedStyle(canvas).color; // the stem's hue as the theme draws it (app.css)
+  const cols = stem.peaks.length / 2;
+  for (let x = 0; x < width; x++) {
+    const a = Math.floor((x / width) * cols), b = Math.max(a + 1, Math.floor(((x + 1) / width) * cols));
+    let lo = 0, hi = 0;
+    for (let c = a; c < b; c++) { lo = Math.min(lo, stem.peaks[2 * c]); hi = Math.max(hi, stem.peaks[2 * c + 1]); }
+    const top = ((1 - Math.min(1, hi)) * height) / 2, bottom = ((1 - Math.max(-1, lo)) * height) / 2;
+    g.fillRect(x, top, 1, Math.max(1, bottom - top));
+  }
+}
+function redraw() { for (const s of mixer.stems) drawWave($("canvas", s.row), s); }
+window.addEventListener("resize", redraw);
+// The system turned to light or dark, or to a contrast theme: the waveforms take its colours.
+for (const query of ["(prefers-color-scheme: light)", "(forced-colors: active)"]) {
+  matchMedia(query).addEventListener("change", redraw);
+}
+
+// ---------- history thumbnails (kept in this browser) ----------
+function keepThumbnails(key, stems) {
+  const all = JSON.parse(localStorage.getItem("demixer.thumbs") || "{}");
+  all[key] = stems.map((s) => {
+    const cols = [];
+    for (let x = 0; x < THUMB; x++) {
+      let hi = 0;
+      for (let c = Math.floor((x * PEAKS) / THUMB); c < Math.floor(((x + 1) * PEAKS) / THUMB); c++) {
+        hi = Math.max(hi, s.peaks[2 * c + 1], -s.peaks[2 * c]);
+      }
+      cols.push(Math.round(Math.min(1, hi) * 100));
+    }
+    return [s.label, s.colour, cols];
+  });
+  const keys = Object.keys(all);
+  for (const old of keys.slice(0, Math.max(0, keys.length - 100))) delete all[old];
+  localStorage.setItem("demixer.thumbs", JSON.stringify(all));
+}
+// A deleted song's thumbnails go with it: its waveform is a trace of the song, which this
+// browser would otherwise keep after the page said it was deleted.
+export function forgetThumbnails(key) {
+  const all = JSON.parse(localStorage.getItem("demixer.thumbs") || "{}");
+  if (!(key in all)) return;
+  delete all[key];
+  localStorage.setItem("demixer.thumbs", JSON.stringify(all));
+}
+// Every song's kept thumbnails: {request id: [[label, colour, columns], …]}.
+export function thumbnails() {
+  return JSON.parse(localStorage.getItem("demixer.thumbs") || "{}");
+}

@@ -1,0 +1,163 @@
+// Moving in the song: seeking by click or drag on a waveform, the loop region (the ruler, the
+// loop buttons), the transport's buttons and the mixer's keys.
+"use strict";
+
+import { $, applyGains, mixer, say, setPressed, when } from "./mixer.js";
+import { play, position, seek, setSpeed, stop, tick, toggle } from "./transport.js";
+
+// ---------- seeking and the loop region ----------
+function timeAt(el, ev) {
+  const rect = el.getBoundingClientRect();
+  return (Math.min(Math.max(0, ev.clientX - rect.left), rect.width) / rect.width) * mixer.duration;
+}
+
+// Click or drag on a waveform: the playhead follows; the sound picks up where it is let go.
+export function scrubber(el) {
+  let resume = false;
+  let before = 0;
+  el.addEventListener("pointerdown", (ev) => {
+    if (!mixer.duration) return;
+    el.setPointerCapture(ev.pointerId);
+    resume = mixer.playing;
+    before = position();
+    stop();
+    mixer.offset = timeAt(el, ev);
+    tick();
+  });
+  // A finger swiping up or down scrolls the page (touch-action: pan-y): the browser cancels
+  // the pointer, and the song goes on from where it was, as if it had not been touched.
+  el.addEventListener("pointercancel", () => {
+    mixer.offset = before;
+    if (resume) play();
+    resume = false;
+    tick();
+  });
+  el.addEventListener("pointermove", (ev) => {
+    if (!el.hasPointerCapture(ev.pointerId)) return;
+    mixer.offset = timeAt(el, ev);
+    tick();
+  });
+  el.addEventListener("pointerup", () => { if (resume) play(); resume = false; });
+}
+
+// Drag along the ruler: that stretch loops. A click there just moves the playhead.
+function ruler() {
+  const el = $("#ruler");
+  let from = null;
+  el.addEventListener("pointerdown", (ev) => {
+    if (!mixer.duration) return;
+    el.setPointerCapture(ev.pointerId);
+    from = timeAt(el, ev);
+  });
+  el.addEventListener("pointermove", (ev) => {
+    if (from === null) return;
+    const to = timeAt(el, ev);
+    showRegion(Math.min(from, to), Math.max(from, to));
+  });
+  el.addEventListener("pointercancel", () => { // a vertical swipe: the page scrolled
+    from = null;
+    showRegion(mixer.loop.start, mixer.loop.end);
+  });
+  el.addEventListener("pointerup", (ev) => {
+    if (from === null) return;
+    const to = timeAt(el, ev);
+    const [a, b] = [Math.min(from, to), Math.max(from, to)];
+    from = null;
+    if (b - a < Math.max(0.25, mixer.duration / 200)) { showRegion(mixer.loop.start, mixer.loop.end); seek(a); return; }
+    setLoop(a, b, true);
+  });
+}
+ruler();
+
+export function setLoop(start, end, on) {
+  // Where it is heard now is counted by the loop it was playing (once round a loop, the time
+  // since play counts the loop's turns): stopped before the loop changes, it goes on from there.
+  const wasPlaying = mixer.playing;
+  if (wasPlaying) stop();
+  mixer.loop = { on, start, end };
+  setPressed($("#loop"), on);
+  showRegion(start, end);
+  say(on ? `Loop ${when(start)} to ${when(end)}` : "Loop off");
+  if (wasPlaying) play();
+}
+mixer.setLoop = setLoop;
+
+function showRegion(start, end) {
+  const shown = mixer.loop.on || end > start;
+  const left = mixer.duration ? (100 * start) / mixer.duration : 0;
+  const width = mixer.duration ? (100 * (end - start)) / mixer.duration : 0;
+  for (const shade of [$("#loop-region"), ...document.querySelectorAll("#stems .loop-shade")]) {
+    shade.hidden = !shown || end <= start;
+    shade.style.left = `${left}%`;
+    shade.style.width = `${width}%`;
+  }
+}
+
+$("#loop").addEventListener("click", () => {
+  const { on, start, end } = mixer.loop;
+  if (on) setLoop(start, end, false);
+  else if (end > start) setLoop(start, end, true);
+  else setLoop(0, mixer.duration, true); // no region yet: the whole song
+});
+$("#play").addEventListener("click", toggle);
+$("#loop-from").addEventListener("click", () => loopFromKey(true));
+$("#loop-to").addEventListener("click", () => loopFromKey(false));
+// The Position slider: the keyboard's and a screen reader's way to seek (arrows move 1 % of the
+// song, Page Up / Down 10 %, Home / End to either end).
+$("#position").addEventListener("input", (ev) => { if (mixer.duration) seek(Number(ev.target.value)); });
+$("#speed").addEventListener("change", (ev) => setSpeed(Number(ev.target.value) / 100));
+$("#ab").addEventListener("click", () => {
+  mixer.ab = !mixer.ab;
+  setPressed($("#ab"), mixer.ab);
+  applyGains();
+});
+
+// Space plays and pauses while the mixer is on screen and the focus is on no control of its
+// own (a focused button, link or summary keeps its space-to-click: Mute toggles mute, the play
+// button plays); arrows move; L loops; [ and ] set where the loop starts and ends; - and + (or =,
+// + without Shift) step the practice speed down and up by 5 %. Only with the
+// focus in the mixer (or on nothing): keys pressed on the history, the form or the header are
+// theirs (WCAG 2.1.4), and an arrow there never moves the song.
+const typing = (ev) => {
+  const tag = ev.target.tagName;
+  return tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && ev.target.type !== "range");
+};
+const control = (ev) => ["BUTTON", "A", "SUMMARY"].includes(ev.target.tagName) || typing(ev);
+const listening = () => mixer.stems.length > 0 && !$("#mixer").hidden;
+const inMixer = (ev) => [document.body, document.documentElement].includes(ev.target) || $("#mixer").contains(ev.target);
+document.addEventListener("keydown", (ev) => {
+  if (!listening() || !inMixer(ev) || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev)) return;
+  if (ev.key === " " && control(ev)) return;
+  // A held key repeats. Space and L toggle once per press, as a button does: each repeat
+  // toggled again, so a key held a moment too long (a tremor, a slow release) left the song
+  // playing or the loop on by chance. A held arrow goes on seeking.
+  if (ev.repeat && [" ", "l", "L"].includes(ev.key)) { ev.preventDefault(); return; }
+  const tag = ev.target.tagName;
+  if (ev.key === " ") { ev.preventDefault(); toggle(); }
+  else if (ev.key === "ArrowRight" && tag !== "INPUT") { ev.preventDefault(); seek(position() + 5); }
+  else if (ev.key === "ArrowLeft" && tag !== "INPUT") { ev.preventDefault(); seek(position() - 5); }
+  else if (ev.key === "l" || ev.key === "L") $("#loop").click();
+  else if (ev.key === "[" || ev.key === "]") loopFromKey(ev.key === "[");
+  else if (["-", "+", "="].includes(ev.key)) { ev.preventDefault(); stepSpeed(ev.key === "-" ? -1 : 1); }
+});
+
+// One step of the Speed list down or up (none past either end), said to a screen reader.
+function stepSpeed(direction) {
+  const list = $("#speed");
+  const i = Math.min(Math.max(0, list.selectedIndex + direction), list.options.length - 1);
+  setSpeed(Number(list.options[i].value) / 100);
+  say(`Speed ${list.options[i].value} %`);
+}
+
+// [ starts the loop at the playhead and ] ends it there, as a DAW's in and out points: the
+// other end stays where it was while it is still on its side, else it is the song's edge.
+function loopFromKey(isStart) {
+  const at = position();
+  const { start, end } = mixer.loop;
+  const had = end > start;
+  const [a, b] = isStart
+    ? [at, had && end > at ? end : mixer.duration]
+    : [had && start < at ? start : 0, at];
+  if (b - a >= 0.05) setLoop(a, b, true);
+  else say(`No loop: it would ${isStart ? "start" : "end"} at ${when(at)}, where it ${isStart ? "ends" : "starts"}. Move the playhead first.`);
+}
