@@ -30,7 +30,7 @@ from demixer.errors import InvalidOutput, ModelUnavailable, UnknownModel, Unknow
 from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
-from demixer.models.ensemble import combine
+from demixer.models.ensemble import EnsembleBackend, combine
 from demixer.models.planner import canonical_stem, choose, cleanup_model, produces
 from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
 from demixer.naming import output_name, renamed
@@ -230,6 +230,26 @@ def test_an_ensemble_averages_the_stems_its_members_share(fakes: dict[str, Model
     assert separator.made_by(separator.plan(None))["vocals"] == (
         "fake-vocals+fake-vocals2 (avg of fake-vocals, fake-vocals2)"
     )
+
+
+def test_an_ensembles_members_run_at_the_quality_asked_for(
+    fakes: dict[str, ModelSpec],
+) -> None:
+    """``-m spleeter-2stems+B`` ran Spleeter at its loaded level, Deezer's pipeline (``fast``),
+    whatever ``--quality`` said, the default ``balanced`` too: the level never reached an
+    ensemble's members."""
+    x = _noise(1.0)
+    spleeter = Separator("spleeter-2stems")
+    alone = spleeter.separate_array(x, SR, ["vocals"], quality="balanced")
+    spec = get_spec("spleeter-2stems+fake-vocals2")
+    members = [
+        ("spleeter-2stems", spleeter.backend),
+        ("fake-vocals2", fake_models.load(fakes["fake-vocals2"])),
+    ]
+    ensemble = Separator.from_backend(spec, EnsembleBackend(members, spec.stems, "avg"))
+    out = ensemble.separate_array(x, SR, quality="balanced")
+    expected = (alone["vocals"] + fake_models.lowpass(x, 32)) / 2
+    np.testing.assert_allclose(out["vocals"], expected, atol=1e-5)
 
 
 def test_an_ensemble_of_a_vocal_and_a_four_stem_model_shares_the_vocals_only(

@@ -25,6 +25,7 @@ from demixer.models.base import Backend
 from demixer.models.cascade import MIX, Step, run_step, shared_timing
 from demixer.models.catalogue.ensembles import LOADER, MODES, ensemble_id, ensemble_spec, remainder
 from demixer.models.planner import canonical_stems
+from demixer.models.quality import Quality, tuned
 from demixer.models.recipe import load_members
 from demixer.models.spec import ModelSpec
 
@@ -114,6 +115,17 @@ class EnsembleBackend:
             self._steps.append(Step(backend, MIX, keep, "_rest", label=label))
         timing = shared_timing([b for _, b in members])
         self.sample_rate, self.channels, self.window, self.overlap = timing
+
+    def with_quality(self, quality: Quality) -> Backend:
+        """The ensemble with each member at ``quality`` (the loaded weights are shared).
+
+        Without it the engine's level stopped here: a member with levels (Spleeter, and the
+        cascade and recipes over it) ran at its loaded one, Deezer's pipeline, whatever was
+        asked for."""
+        members = [(step.label, tuned(step.backend, quality)) for step in self._steps]
+        if all(b is step.backend for (_, b), step in zip(members, self._steps, strict=True)):
+            return self
+        return EnsembleBackend(members, self.stems, self.mode)
 
     def separate(
         self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
