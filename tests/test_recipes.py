@@ -26,7 +26,7 @@ from demixer.engine import Separator, plan_stems
 from demixer.engine.cleanup import keep_stem
 from demixer.engine.outputs import output_paths
 from demixer.engine.stems import choose_model
-from demixer.errors import InvalidOutput, ModelUnavailable, UnknownModel, UnknownStem
+from demixer.errors import InvalidOutput, ModelFailed, ModelUnavailable, UnknownModel, UnknownStem
 from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
@@ -250,6 +250,27 @@ def test_an_ensembles_members_run_at_the_quality_asked_for(
     out = ensemble.separate_array(x, SR, quality="balanced")
     expected = (alone["vocals"] + fake_models.lowpass(x, 32)) / 2
     np.testing.assert_allclose(out["vocals"], expected, atol=1e-5)
+
+
+def test_an_ensemble_member_that_crashes_is_named_and_nothing_is_written(
+    fakes: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A member's crash said "model 'max:fake-vocals+fake-vocals2' failed": not which of the
+    models to leave out or give more memory."""
+    separate = fake_models.FakeBackend.separate
+
+    def crash(self: fake_models.FakeBackend, mix: np.ndarray) -> dict[str, np.ndarray]:
+        if self.id == "fake-vocals2":
+            raise RuntimeError("CUDA out of memory")
+        return separate(self, mix)
+
+    monkeypatch.setattr(fake_models.FakeBackend, "separate", crash)
+    song = tmp_path / "song.wav"
+    sf.write(song, _noise(0.5).T, SR)
+    with pytest.raises(ModelFailed) as failed:
+        Separator("max:fake-vocals+fake-vocals2").separate_file(song, tmp_path / "out")
+    assert failed.value.message == "model 'fake-vocals2' failed: RuntimeError: CUDA out of memory"
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_an_ensemble_of_a_vocal_and_a_four_stem_model_shares_the_vocals_only(
