@@ -9,6 +9,7 @@ the real catalogue's entries and published figures.
 from __future__ import annotations
 
 import json
+import logging
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +26,11 @@ from demixer.engine import Separator, plan_stems
 from demixer.engine.cleanup import keep_stem
 from demixer.engine.outputs import output_paths
 from demixer.engine.stems import choose_model
-from demixer.errors import InvalidOutput, ModelUnavailable, UnknownModel, UnknownStem
+from demixer.errors import InvalidOutput, ModelFailed, ModelUnavailable, UnknownModel, UnknownStem
 from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.recipes import recipe_spec
-from demixer.models.ensemble import combine
+from demixer.models.ensemble import EnsembleBackend, combine
 from demixer.models.planner import canonical_stem, choose, cleanup_model, produces
 from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
 from demixer.naming import output_name, renamed
@@ -226,9 +227,53 @@ def test_an_ensemble_averages_the_stems_its_members_share(fakes: dict[str, Model
     np.testing.assert_allclose(out["instrumental"], x - vocals, atol=1e-6)
     assert dict(fake_models.CALLS) == {"fake-vocals": 1, "fake-vocals2": 1}
     assert separator.backend.window == 3 * SR  # the shorter member's
-    assert separator.made_by(separator.plan(None))["vocals"] == (
-        "fake-vocals+fake-vocals2 (avg of fake-vocals, fake-vocals2)"
-    )
+    # The instrumental is not an average of the members' (it was labelled as one, which for
+    # max:a+b read as UVR's max spec of the instrumentals).
+    assert separator.made_by(separator.plan(None)) == {
+        "vocals": "fake-vocals+fake-vocals2 (avg of fake-vocals, fake-vocals2)",
+        "instrumental": "fake-vocals+fake-vocals2 (the input minus its vocals)",
+    }
+
+
+def test_an_ensembles_members_run_at_the_quality_asked_for(
+    fakes: dict[str, ModelSpec],
+) -> None:
+    """``-m spleeter-2stems+B`` ran Spleeter at its loaded level, Deezer's pipeline (``fast``),
+    whatever ``--quality`` said, the default ``balanced`` too: the level never reached an
+    ensemble's members."""
+    x = _noise(1.0)
+    spleeter = Separator("spleeter-2stems")
+    alone = spleeter.separate_array(x, SR, ["vocals"], quality="balanced")
+    spec = get_spec("spleeter-2stems+fake-vocals2")
+    members = [
+        ("spleeter-2stems", spleeter.backend),
+        ("fake-vocals2", fake_models.load(fakes["fake-vocals2"])),
+    ]
+    ensemble = Separator.from_backend(spec, EnsembleBackend(members, spec.stems, "avg"))
+    out = ensemble.separate_array(x, SR, quality="balanced")
+    expected = (alone["vocals"] + fake_models.lowpass(x, 32)) / 2
+    np.testing.assert_allclose(out["vocals"], expected, atol=1e-5)
+
+
+def test_an_ensemble_member_that_crashes_is_named_and_nothing_is_written(
+    fakes: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A member's crash said "model 'max:fake-vocals+fake-vocals2' failed": not which of the
+    models to leave out or give more memory."""
+    separate = fake_models.FakeBackend.separate
+
+    def crash(self: fake_models.FakeBackend, mix: np.ndarray) -> dict[str, np.ndarray]:
+        if self.id == "fake-vocals2":
+            raise RuntimeError("CUDA out of memory")
+        return separate(self, mix)
+
+    monkeypatch.setattr(fake_models.FakeBackend, "separate", crash)
+    song = tmp_path / "song.wav"
+    sf.write(song, _noise(0.5).T, SR)
+    with pytest.raises(ModelFailed) as failed:
+        Separator("max:fake-vocals+fake-vocals2").separate_file(song, tmp_path / "out")
+    assert failed.value.message == "model 'fake-vocals2' failed: RuntimeError: CUDA out of memory"
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_an_ensemble_of_a_vocal_and_a_four_stem_model_shares_the_vocals_only(
@@ -350,6 +395,40 @@ def test_spectrogram_max_and_min_pick_per_bin() -> None:
     assert db(combine([a, b], "min"), a + b) < -20
     for mode in ("avg", "max", "min"):  # one estimate twice is that estimate
         np.testing.assert_allclose(combine([a, a], mode), a, atol=1e-4)
+
+
+def test_an_ensembles_max_and_min_are_uvrs_max_and_min_spec() -> None:
+    """``max:a+b`` is documented as UVR's Max Spec, but it framed the spectrograms at hop 512
+    (UVR: 1024): other bins were picked, -22 dB from UVR's result on three noisy tones. The
+    oracles are audio-separator's (UVR's algorithm, as its users run it) and MSST's
+    ensemble.py for the average."""
+    from audio_separator.separator.ensembler import Ensembler
+    from msst._ensemble import average_waveforms
+
+    rng = np.random.default_rng(5)
+    t = np.arange(SR) / SR
+    tone = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)])
+    estimates = [
+        (0.3 * (1 + 0.1 * i) * tone + 0.05 * rng.standard_normal(tone.shape)).astype(np.float32)
+        for i in range(3)
+    ]
+    log = logging.getLogger("audio-separator")
+    for mode, algorithm in (("max", "uvr_max_spec"), ("min", "uvr_min_spec")):
+        uvr = Ensembler(log, algorithm).ensemble([e.copy() for e in estimates])
+        # UVR's output stops at its last frame's centre; the samples after it are compared
+        # below, with MSST's.
+        ours = combine(estimates, mode)
+        np.testing.assert_allclose(ours[:, : uvr.shape[1]], uvr, atol=1e-6, err_msg=mode)
+    reference = average_waveforms(np.stack(estimates), np.ones(3), "avg_wave")
+    np.testing.assert_allclose(combine(estimates, "avg"), reference, atol=1e-6)
+    # MSST's min_fft is the same pick over the whole length, but its last samples, past its
+    # last frame's centre, divide by nearly zero: a spike (up to 10^4 on this length) that
+    # demixer's extra frame avoids, keeping every sample before them UVR's.
+    short = [e[:, : 5 * 1024 + 1023] for e in estimates]
+    msst = average_waveforms(np.stack(short), np.ones(3), "min_fft")
+    ours = combine(short, "min")
+    np.testing.assert_allclose(ours[:, : 5 * 1024], msst[:, : 5 * 1024], atol=1e-6)
+    assert np.abs(ours).max() < 1.0 < np.abs(msst).max()
 
 
 # --- the planner -------------------------------------------------------------------------------

@@ -132,13 +132,14 @@ def separate(
         ),
     ] = None,
     ensemble_mode: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--ensemble-mode",
             metavar="MODE",
-            help="avg (mean waveform), max or min (UVR's max/min spec).",
+            help="With --ensemble: avg (mean waveform, the default), max or min (UVR's "
+            "max/min spec).",
         ),
-    ] = "avg",
+    ] = None,
     stems: Annotated[
         str | None,
         typer.Option(
@@ -256,7 +257,7 @@ def separate(
     from demixer.models.registry import get_spec
 
     own = arch is not None or model_config is not None
-    named = model is not None or recipe is not None or ensemble is not None
+    named = any(x is not None for x in (model, recipe, ensemble, ensemble_mode))
     if own and (arch is None or model_config is None or model_path is None or named):
         print_error(
             "USAGE",
@@ -389,7 +390,7 @@ def _model_for(
     model: str | None,
     recipe: str | None,
     ensemble: str | None,
-    mode: str,
+    mode: str | None,
     requested: list[str] | None,
 ) -> str:
     """The model id to run: the one named by --model, --recipe or --ensemble (at most one),
@@ -401,8 +402,13 @@ def _model_for(
 
     if sum(x is not None for x in (model, recipe, ensemble)) > 1:
         raise UnknownModel("give one of --model, --recipe and --ensemble, not several")
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise UnknownModel(f"--ensemble-mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode is not None and ensemble is None:
+        # Left alone, `-m a+b --ensemble-mode max` silently ran the average.
+        raise UnknownModel(
+            f"--ensemble-mode goes with --ensemble A,B; with -m, the id names the mode: {mode}:A+B"
+        )
     if recipe is not None:
         if get_spec(recipe).loader != "demixer.models.recipe:load":
             recipes = [s.id for s in list_specs() if s.loader == "demixer.models.recipe:load"]
@@ -412,7 +418,7 @@ def _model_for(
         members = [m.strip() for m in ensemble.split(",") if m.strip()]
         if len(members) < 2:
             raise UnknownModel(f"--ensemble {ensemble!r}: name two models or more, A,B")
-        return get_spec(ensemble_id(members, mode)).id
+        return get_spec(ensemble_id(members, mode or "avg")).id
     if model is not None:
         return model
     installed = installed_specs()

@@ -584,7 +584,8 @@ class ResultResponse(Answer):
     made_by: dict[str, str] = Field(
         default_factory=dict,
         description="Output name -> what made it: the model id; for a recipe `id (a -> b)`, "
-        "the chain of models; for an ensemble `id (avg of a, b)`; for the residual, the input "
+        "the chain of models; for an ensemble `id (avg of a, b)`, and for its `instrumental` "
+        "(or else `other`) `id (the input minus its vocals)`; for the residual, the input "
         "minus the other outputs.",
     )
     usage: Usage

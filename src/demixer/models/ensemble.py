@@ -25,12 +25,16 @@ from demixer.models.base import Backend
 from demixer.models.cascade import MIX, Step, run_step, shared_timing
 from demixer.models.catalogue.ensembles import LOADER, MODES, ensemble_id, ensemble_spec, remainder
 from demixer.models.planner import canonical_stems
+from demixer.models.quality import Quality, tuned
 from demixer.models.recipe import load_members
 from demixer.models.spec import ModelSpec
 
 __all__ = ["LOADER", "MODES", "EnsembleBackend", "combine", "ensemble_id", "ensemble_spec", "load"]
 
-_N_FFT, _HOP = 2048, 512  # UVR's spectrogram ensembles use the same 2048-point frames
+# UVR's max / min spec frames (audio-separator's ``uvr_max_spec``, MSST's ``max_fft``): 2048
+# points, hop 1024, zeros padded at the ends (librosa's default). At hop 512 other bins were
+# picked: the result differed from UVR's by 8 % of its level (-22 dB); now by float rounding.
+_N_FFT, _HOP = 2048, 1024
 
 
 def combine(estimates: Sequence[np.ndarray], mode: str) -> np.ndarray:
@@ -39,7 +43,7 @@ def combine(estimates: Sequence[np.ndarray], mode: str) -> np.ndarray:
     Args:
         estimates: each ``(channels, samples)`` float32, all the same shape.
         mode: ``avg`` (mean waveform), ``max`` / ``min`` (per STFT bin, the estimate with the
-            largest / smallest magnitude; 2048-point Hann frames, hop 512).
+            largest / smallest magnitude; 2048-point Hann frames, hop 1024, as UVR).
 
     Returns:
         ``(channels, samples)`` float32.
@@ -50,15 +54,26 @@ def combine(estimates: Sequence[np.ndarray], mode: str) -> np.ndarray:
 
     x = torch.from_numpy(np.stack(estimates).astype(np.float32))  # (members, channels, n)
     members, channels, n = x.shape
-    if n < _N_FFT:  # too short for a frame: a sample-wise pick is what is left
-        return np.asarray(_pick(list(x), [v.abs() for v in x], mode).numpy(), dtype=np.float32)
+    # Past the last frame's centre only that frame's fading edge covers a sample, so the
+    # inverse divides by nearly zero there: a pick of bins from different estimates, which no
+    # signal has as its spectrogram, would come out as a spike of up to 10^4 in the last 1023
+    # samples (as MSST's ensemble.py's does; UVR drops those samples). Zeros up to a whole hop
+    # add one frame centred past the end and change none of the others.
+    padded = -(-n // _HOP) * _HOP
+    x = torch.nn.functional.pad(x, (0, padded - n))
     window = torch.hann_window(_N_FFT)
     spec = torch.stft(
-        x.reshape(-1, n), _N_FFT, _HOP, window=window, center=True, return_complex=True
+        x.reshape(-1, padded),
+        _N_FFT,
+        _HOP,
+        window=window,
+        center=True,
+        pad_mode="constant",  # zeros take any length, a window shorter than a frame too
+        return_complex=True,
     ).reshape(members, channels, _N_FFT // 2 + 1, -1)
     chosen = _pick(list(spec), [s.abs() for s in spec], mode)
-    out = torch.istft(chosen, _N_FFT, _HOP, window=window, center=True, length=n)
-    return out.numpy().astype(np.float32)
+    out = torch.istft(chosen, _N_FFT, _HOP, window=window, center=True, length=padded)
+    return np.ascontiguousarray(out[..., :n].numpy(), dtype=np.float32)
 
 
 def _pick(values: list[Any], magnitudes: list[Any], mode: str) -> Any:
@@ -100,6 +115,17 @@ class EnsembleBackend:
             self._steps.append(Step(backend, MIX, keep, "_rest", label=label))
         timing = shared_timing([b for _, b in members])
         self.sample_rate, self.channels, self.window, self.overlap = timing
+
+    def with_quality(self, quality: Quality) -> Backend:
+        """The ensemble with each member at ``quality`` (the loaded weights are shared).
+
+        Without it the engine's level stopped here: a member with levels (Spleeter, and the
+        cascade and recipes over it) ran at its loaded one, Deezer's pipeline, whatever was
+        asked for."""
+        members = [(step.label, tuned(step.backend, quality)) for step in self._steps]
+        if all(b is step.backend for (_, b), step in zip(members, self._steps, strict=True)):
+            return self
+        return EnsembleBackend(members, self.stems, self.mode)
 
     def separate(
         self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None

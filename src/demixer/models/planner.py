@@ -209,7 +209,9 @@ def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
 
 def makers(spec: ModelSpec) -> dict[str, str]:
     """Each stem of ``spec`` -> what makes it: the model id; for a recipe ``id (a -> b)``, the
-    chain of models that made the stem; for an ensemble ``id (avg of a, b)``."""
+    chain of models that made the stem; for an ensemble ``id (avg of a, b)``, and for the stem
+    it takes as the input minus the others (``arch_params["remainder"]``)
+    ``id (the input minus its vocals)``."""
     steps = spec.arch_params.get("steps") if spec.requires else None
     if steps:
         chain: dict[str, str] = {"mix": ""}
@@ -221,7 +223,12 @@ def makers(spec: ModelSpec) -> dict[str, str]:
         return {s: f"{spec.id} ({chain[s]})" if s in chain else spec.id for s in spec.stems}
     mode = spec.arch_params.get("mode") if spec.requires else None
     if mode:
-        return dict.fromkeys(spec.stems, f"{spec.id} ({mode} of {', '.join(spec.requires)})")
+        made = dict.fromkeys(spec.stems, f"{spec.id} ({mode} of {', '.join(spec.requires)})")
+        rest = spec.arch_params.get("remainder")
+        if rest is not None:  # not combined: labelled "max of a, b", it read as UVR's max spec
+            others = ", ".join(s for s in spec.stems if s != rest)
+            made[rest] = f"{spec.id} (the input minus its {others})"
+        return made
     return dict.fromkeys(spec.stems, spec.id)
 
 

@@ -86,7 +86,11 @@ def ensemble_spec(model_id: str, lookup: Callable[[str], ModelSpec]) -> ModelSpe
         install_hint=f"fetch its models with `demixer models pull {model_id}` ({', '.join(ids)})",
         requires=tuple(ids),
         # No remainder stem (e.g. only vocals are shared): the stems leave the rest out.
-        arch_params={"mode": mode, "partial": remainder(stems) is None},
+        arch_params={
+            "mode": mode,
+            "partial": remainder(stems) is None,
+            "remainder": remainder(stems),
+        },
         license_class=strictest([m.license_class for m in members]),
         source_url=members[0].source_url,
     )
