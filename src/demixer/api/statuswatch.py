@@ -187,10 +187,16 @@ class StatusWatcher:
         close: it did not stop while a page watched a queued job). Safe to call from a signal
         handler, or any thread."""
         self.closing = True
-        if self.listener is not None:
-            self.listener.stop(wait=False)  # it ends within a second
+        self.stop_listening()
         for loop, state in list(self._loops.items()):
             loop.call_soon_threadsafe(self._stop_watches, loop, state)
+
+    def stop_listening(self) -> None:
+        """Close the listener's connection (the application's lifespan has ended); the next
+        stream opens another."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.stop(wait=False)  # its thread ends within a second
 
     def _ended_elsewhere(self, job_id: str | None) -> None:
         """In the listener's thread: ``job_id`` ended (maybe in another process); None: the

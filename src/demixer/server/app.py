@@ -74,12 +74,12 @@ def vendor_envelopes() -> dict[str, Callable[[DemixerError], Response]]:
 @asynccontextmanager
 async def _lifespan(callers: Callers, app: FastAPI) -> AsyncIterator[None]:
     """The application's lifespan: at its end, the rate counts are flushed (``callers``) and
-    the status streams' watcher is closed (its listener's connection with it)."""
+    the status streams' listener lets its database connection go."""
     async with callers.lifespan(app):
         try:
             yield
         finally:
-            app.state.status_watcher.close()
+            app.state.status_watcher.stop_listening()
 
 
 def create_app(services: Services) -> FastAPI:
