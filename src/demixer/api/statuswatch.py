@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
 from sqlalchemy import select
@@ -44,9 +45,11 @@ from demixer.service.context import Services
 from demixer.service.db import is_unavailable
 from demixer.service.delivery.outbox import latest_deliveries
 from demixer.service.jobs.queue import ENDED_CHANNEL, IN_QUEUE
-from demixer.service.jobs.wakeup import Listener
 from demixer.service.schema import Job, JobLog
 from demixer.service.worker.registry import live_models
+
+if TYPE_CHECKING:
+    from demixer.service.jobs.wakeup import Listener
 
 __all__ = [
     "FAILED",
@@ -165,6 +168,9 @@ class StatusWatcher:
         if self.closing:
             watch.push(STOPPING, anyio.current_time())
         elif self.listener is None and self.services.db.dialect == "postgresql":
+            # Here, not at the top: psycopg is imported only by processes that use it.
+            from demixer.service.jobs.wakeup import Listener
+
             self.listener = Listener(
                 self.services.db.url,
                 ENDED_CHANNEL,
