@@ -361,7 +361,9 @@ def summary(data: dict[str, Any]) -> list[str]:
         "- *The first job after `serve` starts* also starts the slot's child (the fork server "
         f"imports torch: about {common.fmt(start['imports (torch, engine)'])} s here) and "
         f"loads the model (about {common.fmt(start['model load'])} s); later jobs reuse both "
-        "(the child keeps its loaded models: no reload per job). Left as it is (below). "
+        "(the child keeps its loaded models: no reload per job). The slot starts its child "
+        "as the worker starts, in the background: a first job sent once that is done waits "
+        "only for the model; this one is sent as soon as the server answers. "
         "The cold and warm service runs differ by more than that in both directions: on this "
         f"shared machine other processes' load moved a warm run between {min(warm):.0f} and "
         f"{max(warm):.0f} s.",
@@ -375,12 +377,8 @@ def summary(data: dict[str, Any]) -> list[str]:
         "change here: those rows say where the time goes, not by how much a change sped it "
         "up; the stage rows, timed back to back in one process, do.",
         "",
-        "Left as they are: the first job's child start (starting the child with the worker "
-        "would import torch, about 3 s of CPU, in every worker and test server that never runs "
-        "a job); jobs that another process's worker ends (PostgreSQL scale-out) reach the "
-        "status streams at the next read, up to 0.5 s later (it would take a `NOTIFY` at each "
-        "job's end and a listener in every API process); `demixer --help` (0.3-0.4 s, of "
-        "which about 0.1 s imports the HTTP client for the `remote` commands).",
+        "Left as it is: `demixer --help` (0.3-0.4 s, of which about 0.1 s imports the HTTP "
+        "client for the `remote` commands).",
         "",
     ]
 

@@ -253,9 +253,11 @@ def on_uvicorn(app: ASGIApp, **config: Any) -> Iterator[str]:
 def close_app(client: TestClient) -> None:
     """Close a ``TestClient`` that was never entered, and what its app's lifespan would have
     closed: the rate-count flusher, which otherwise goes on reading a database the backend
-    drops after the test, for the rest of the run."""
+    drops after the test, for the rest of the run, and the status watcher's listener (on
+    PostgreSQL), which would go on reconnecting to it."""
     client.close()
     client.app.state.callers.close()  # type: ignore[attr-defined]
+    client.app.state.status_watcher.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

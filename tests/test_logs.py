@@ -9,6 +9,7 @@ import logging
 import logging.config
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,12 +30,15 @@ from worker_support import wait_until
 def logged_at() -> Iterator[Callable[[str], io.StringIO]]:
     """Set this process's logging up as `demixer serve` and `demixer worker` do at a level
     (:func:`log_config`), writing into the buffer returned instead of stderr; undone after
-    (the loggers' handlers, levels and propagation, which the other tests rely on)."""
+    (the loggers' handlers, levels and propagation, which the other tests rely on); each line
+    without its time unless ``timestamps`` (``DEMIXER_LOG_TIMESTAMPS``) says."""
     names = ["", "demixer", "uvicorn", "uvicorn.error", "uvicorn.access", "python_multipart"]
     saved = [(logging.getLogger(n), logging.getLogger(n).__dict__.copy()) for n in names]
 
-    def configure(level: str) -> io.StringIO:
-        config = log_config(Settings(log_level=level).log_level)
+    def configure(level: str, timestamps: bool | str = False) -> io.StringIO:
+        # Without the time by default: the tests compare whole lines.
+        settings = Settings(log_level=level, log_timestamps=timestamps)
+        config = log_config(settings.log_level, timestamps=settings.log_timestamps)
         stderr = io.StringIO()
         for handler in config["handlers"].values():
             handler["stream"] = stderr
@@ -63,6 +67,38 @@ def test_demixer_lines_reach_stderr_at_info_with_their_level(server_log: io.Stri
         "INFO:     w1: job req_1 attempt 1 started",
         "WARNING:  dispatch-1: the database is unavailable",
     ]
+
+
+def test_each_line_starts_with_the_utc_time_it_was_written(
+    logged_at: Callable[[str, bool | str], io.StringIO],
+) -> None:
+    # `docker logs` and a log file keep no time of their own: an operator could not tell when
+    # a job failed. demixer's lines, the access log's and other libraries' all carry it.
+    log = logged_at("INFO", Settings.model_fields["log_timestamps"].default)  # the default
+    logging.getLogger("demixer.worker").error("w1: job req_1: the separation failed")
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/v1/models", "1.1", 200
+    )
+    logging.getLogger("botocore.credentials").warning("Refreshing temporary credentials failed")
+    now = datetime.now(UTC)
+    lines = log.getvalue().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "ERROR:    w1: job req_1: the separation failed",
+        'INFO:     127.0.0.1:5 - "GET /v1/models HTTP/1.1" 200 OK',
+        "WARNING:  Refreshing temporary credentials failed",
+    ]
+    for line in lines:
+        stamp = line.split(" ", 1)[0]
+        assert len(stamp) == len("2026-12-05T23:27:00.123Z") and stamp.endswith("Z"), line
+        assert now - timedelta(seconds=1) <= datetime.fromisoformat(stamp) <= now, line
+
+
+def test_log_timestamps_false_leaves_the_time_to_journald(
+    logged_at: Callable[[str, bool | str], io.StringIO],
+) -> None:
+    log = logged_at("INFO", "false")  # as DEMIXER_LOG_TIMESTAMPS=false reads
+    logging.getLogger("demixer.worker").info("w1: job req_1 attempt 1 started")
+    assert log.getvalue().splitlines() == ["INFO:     w1: job req_1 attempt 1 started"]
 
 
 def storage_down(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

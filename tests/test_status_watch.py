@@ -19,6 +19,8 @@ from sqlalchemy import event
 from api_support import Api, make_api, on_uvicorn
 from demixer.api.statuswatch import StatusWatcher
 from demixer.server.app import create_app
+from demixer.service.db import Database
+from demixer.service.jobs.queue import Queue
 from worker_support import wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -160,4 +162,36 @@ def test_a_job_that_ends_in_this_process_is_streamed_at_once(
             job_id, "test-worker", outputs={}, duration=1.5, sample_rate=44100
         )
         wait_until(lambda: stream.closed[0], 5, "the COMPLETED frame")
+    assert stream.states == [["IN_PROGRESS", "COMPLETED"]]
+
+
+@pytest.mark.backends("pg-s3")
+def test_a_job_another_process_ends_is_streamed_at_once_on_postgresql(
+    make_api: Callable[..., Api],
+) -> None:
+    """A job that another process ends (a separate `demixer worker`) reaches this process's
+    streams at once on PostgreSQL (``NOTIFY``), not at the watcher's next read: with reads
+    30 s apart, its COMPLETED frame still comes within seconds. (SQLite has no notifications:
+    its other processes' jobs are read at the next round.)"""
+    api = make_api(rate_limit_per_minute=0, max_concurrent_jobs=0)
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    # The worker's process: its own connections, and none of this process's listeners.
+    elsewhere = Queue(Database(api.services.db.url))
+    app = create_app(api.services)
+    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
+    app.state.status_watcher = watcher
+    try:
+        with on_uvicorn(app) as base:
+            assert elsewhere.claim("worker-elsewhere") is not None
+            stream = Streams(base, api.key, [job_id])
+            wait_until(lambda: stream.all_saw("IN_PROGRESS"), 30, "the first frame")
+            listener = watcher.listener
+            assert listener is not None
+            assert listener.listening.wait(10)
+            elsewhere.complete(
+                job_id, "worker-elsewhere", outputs={}, duration=1.5, sample_rate=44100
+            )
+            wait_until(lambda: stream.closed[0], 5, "the COMPLETED frame")
+    finally:
+        elsewhere.db.dispose()
     assert stream.states == [["IN_PROGRESS", "COMPLETED"]]

@@ -365,7 +365,8 @@ def serve(
     settings = _settings(
         data_dir, host=host, port=port, workers=workers, local_session=local_session
     )
-    configure_logging(settings.log_level)  # before the worker and dispatcher threads log
+    # Before the worker and dispatcher threads log.
+    configure_logging(settings.log_level, timestamps=settings.log_timestamps)
     if settings.workers > 0:
         _check_precision()
     listening = _listen(settings.host, settings.port)  # before anything starts or is shown
@@ -404,7 +405,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        log_config=log_config(settings.log_level),  # signed URLs' signatures never reach the log
+        # Signed URLs' signatures never reach the log.
+        log_config=log_config(settings.log_level, timestamps=settings.log_timestamps),
         http=head_timeout_protocol(settings.body_timeout_seconds, settings.cors_origin_list),
         timeout_keep_alive=settings.keep_alive_seconds,
     )
@@ -576,7 +578,8 @@ def worker(
     from demixer.service.worker import Worker
 
     settings = _settings(data_dir, threads=threads)
-    configure_logging(settings.log_level)  # demixer's records with their level, on stderr
+    # demixer's records with their time and level, on stderr.
+    configure_logging(settings.log_level, timestamps=settings.log_timestamps)
     _check_precision()
     services = _services(settings)
     _check_storage(services, holds_inputs=True)

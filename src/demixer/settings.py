@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     # What `serve` and `worker` write to stderr: demixer's lines and uvicorn's (the access log
     # is INFO), this level and above.
     log_level: LogLevel = "INFO"
+    # Each of those lines starts with its time (ISO 8601, UTC, milliseconds); off for a log
+    # that stamps lines itself (journald).
+    log_timestamps: bool = True
 
     # Signed URLs.
     upload_url_ttl_seconds: int = Field(3600, ge=1)

@@ -14,6 +14,11 @@ so a job's start and end, a webhook's outcome and a worker's registration never 
 Each record's message is written on one line (:class:`OneLine`): a log reader finds an event by
 its level, and a line without one (psycopg's hint "Is the server running on that host..." on a
 second line) was an orphan that ``grep WARNING`` missed, or a line anyone could have written.
+
+Every line starts with the time it was written, in UTC with milliseconds
+(``2026-12-05T23:27:00.123Z INFO:     ...``): ``docker logs`` and a log file keep no time of
+their own, and an operator could not tell when a job failed. Under journald, which stamps each
+line itself, ``DEMIXER_LOG_TIMESTAMPS=false`` leaves it out.
 """
 
 from __future__ import annotations
@@ -23,13 +28,22 @@ import logging
 import logging.config
 import re
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 from uvicorn.logging import AccessFormatter, DefaultFormatter
 
 from demixer.naming import SECRET_QUERY
 
-__all__ = ["OneLine", "RedactSecrets", "configure_logging", "log_config", "one_line", "redact"]
+__all__ = [
+    "OneLine",
+    "RedactSecrets",
+    "configure_logging",
+    "log_config",
+    "one_line",
+    "redact",
+    "utc_stamp",
+]
 
 
 # The request this task is answering (method, path, request id), set by the API's
@@ -68,7 +82,21 @@ def one_line(text: str) -> str:
     return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-class OneLine(DefaultFormatter):
+def utc_stamp(created: float) -> str:
+    """``created`` (seconds since the epoch, a record's) as ISO 8601 in UTC to the millisecond:
+    ``2026-12-05T23:27:00.123Z``."""
+    return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class _UtcTime(logging.Formatter):
+    """``%(asctime)s`` as :func:`utc_stamp` writes it (logging's own has a comma before the
+    milliseconds and the machine's local time, without its zone)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_stamp(record.created)
+
+
+class OneLine(_UtcTime, DefaultFormatter):
     """uvicorn's ``LEVEL:    message`` with the message on one line; a traceback after it
     keeps its lines: the record's own, or one from another process passed as
     ``extra={"trace": text}`` (the separation child's)."""
@@ -83,7 +111,7 @@ class OneLine(DefaultFormatter):
         return f"{text}\n{trace}" if isinstance(trace, str) else text
 
 
-class AccessLine(AccessFormatter):
+class AccessLine(_UtcTime, AccessFormatter):
     """uvicorn's access line, ending with the request id its response carries (the
     ``x-request-id`` header, an error body's ``request_id``): what a user's complaint quotes."""
 
@@ -93,11 +121,12 @@ class AccessLine(AccessFormatter):
         return f"{line} (request {answering[2]})" if answering is not None else line
 
 
-def log_config(level: str = "INFO") -> dict[str, Any]:
+def log_config(level: str = "INFO", *, timestamps: bool = True) -> dict[str, Any]:
     """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers and
-    demixer's loggers on uvicorn's default handler (stderr, ``LEVEL:    message``), and
+    demixer's loggers on uvicorn's default handler (stderr, ``TIME LEVEL:    message``), and
     uvicorn's, at ``level`` (``DEMIXER_LOG_LEVEL``); every other library's at WARNING or
-    ``level`` if higher."""
+    ``level`` if higher. ``timestamps`` (``DEMIXER_LOG_TIMESTAMPS``) False leaves the time
+    out of each line."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -106,6 +135,9 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
         handler.setdefault("filters", []).append("redact")
     config["formatters"]["default"]["()"] = OneLine
     config["formatters"]["access"]["()"] = AccessLine
+    if timestamps:
+        for formatter in config["formatters"].values():
+            formatter["fmt"] = "%(asctime)s " + formatter["fmt"]
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         config["loggers"][name]["level"] = level
     config["loggers"]["demixer"] = {"handlers": ["default"], "level": level, "propagate": False}
@@ -117,7 +149,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
     return config
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *, timestamps: bool = True) -> None:
     """Apply :func:`log_config` to this process (``demixer worker``, which runs no uvicorn;
     ``serve`` also hands it to uvicorn, which applies it again)."""
-    logging.config.dictConfig(log_config(level))
+    logging.config.dictConfig(log_config(level, timestamps=timestamps))

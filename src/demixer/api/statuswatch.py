@@ -13,8 +13,13 @@ changes: no stream misses a state the watcher saw, whatever its interval.
 A watched job that ends in this process (``serve``'s embedded workers: the queue's
 ``end_listeners``) is read at once, not at the next round: its COMPLETED frame went out up to
 half a second after the job ended, a tenth of a 3-minute song's whole warm job (measured:
-benchmarks/RESULTS.md, "Service overhead"). Jobs that other processes' workers end are seen at
-the next round, as before.
+benchmarks/RESULTS.md, "Service overhead"). On PostgreSQL so is a job that another process ends
+(a separate ``demixer worker``): the queue sends ``NOTIFY`` on
+:data:`~demixer.service.jobs.queue.ENDED_CHANNEL` as the job ends, and the watcher's listener
+(:class:`~demixer.service.jobs.wakeup.Listener`, one connection per API process, opened with
+the first stream) wakes the reads. A notification is a hint: the rounds go on, and while the
+listener is reconnecting those jobs are seen at the next round, as on SQLite, whose workers
+outside this process are only polled.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
 from sqlalchemy import select
@@ -38,13 +44,17 @@ from demixer.api.schemas import RequestStatus
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
 from demixer.service.delivery.outbox import latest_deliveries
-from demixer.service.jobs.queue import IN_QUEUE
+from demixer.service.jobs.queue import ENDED_CHANNEL, IN_QUEUE
 from demixer.service.schema import Job, JobLog
 from demixer.service.worker.registry import live_models
+
+if TYPE_CHECKING:
+    from demixer.service.jobs.wakeup import Listener
 
 __all__ = [
     "FAILED",
     "GONE",
+    "LISTEN_APP_NAME",
     "MAX_POLL_SECONDS",
     "POLL_SECONDS",
     "STOPPING",
@@ -55,6 +65,8 @@ __all__ = [
 
 log = logging.getLogger("demixer.api")
 
+#: The listening session's ``application_name`` (``pg_stat_activity``).
+LISTEN_APP_NAME = "demixer-listen-ended"
 #: Seconds between two reads of the watched jobs at the least (half the shortest interval),
 #: and at the most.
 POLL_SECONDS, MAX_POLL_SECONDS = 0.5, 5.0
@@ -138,6 +150,9 @@ class StatusWatcher:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
         )
+        # Jobs that other processes end, on PostgreSQL (module docstring): started with the
+        # first stream, so an API process nobody streams from holds no connection for it.
+        self.listener: Listener | None = None
 
     @asynccontextmanager
     async def watch(
@@ -152,6 +167,18 @@ class StatusWatcher:
         watch = Watch(first.request_id, logs, interval, first)
         if self.closing:
             watch.push(STOPPING, anyio.current_time())
+        elif self.listener is None and self.services.db.dialect == "postgresql":
+            # Here, not at the top: psycopg is imported only by processes that use it.
+            from demixer.service.jobs.wakeup import Listener
+
+            self.listener = Listener(
+                self.services.db.url,
+                ENDED_CHANNEL,
+                self._ended_elsewhere,
+                what="ended jobs",
+                app_name=LISTEN_APP_NAME,
+            )
+            self.listener.start()
         state.watches.add(watch)
         if state.task is None:
             state.task = loop.create_task(self._run(state))
@@ -166,8 +193,26 @@ class StatusWatcher:
         close: it did not stop while a page watched a queued job). Safe to call from a signal
         handler, or any thread."""
         self.closing = True
+        self.stop_listening()
         for loop, state in list(self._loops.items()):
             loop.call_soon_threadsafe(self._stop_watches, loop, state)
+
+    def stop_listening(self) -> None:
+        """Close the listener's connection (the application's lifespan has ended); the next
+        stream opens another."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.stop(wait=False)  # its thread ends within a second
+
+    def _ended_elsewhere(self, job_id: str | None) -> None:
+        """In the listener's thread: ``job_id`` ended (maybe in another process); None: the
+        listener has just (re)connected, and jobs may have ended unheard meanwhile."""
+        for loop, state in list(self._loops.items()):
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody watches
+                if job_id is None:
+                    loop.call_soon_threadsafe(state.ended.set)
+                else:
+                    loop.call_soon_threadsafe(self._job_ended, state, job_id)
 
     @staticmethod
     def _stop_watches(loop: asyncio.AbstractEventLoop, state: _Loop) -> None:

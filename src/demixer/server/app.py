@@ -7,7 +7,8 @@ answer in the envelope of the path's protocol. Nothing registers itself at impor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import APIRouter, FastAPI
@@ -70,6 +71,17 @@ def vendor_envelopes() -> dict[str, Callable[[DemixerError], Response]]:
     }
 
 
+@asynccontextmanager
+async def _lifespan(callers: Callers, app: FastAPI) -> AsyncIterator[None]:
+    """The application's lifespan: at its end, the rate counts are flushed (``callers``) and
+    the status streams' listener lets its database connection go."""
+    async with callers.lifespan(app):
+        try:
+            yield
+        finally:
+            app.state.status_watcher.stop_listening()
+
+
 def create_app(services: Services) -> FastAPI:
     """The API application serving ``services`` (database, queue, storage, signer)."""
     callers = Callers(services)  # keys seen and requests counted by this process
@@ -81,7 +93,7 @@ def create_app(services: Services) -> FastAPI:
         docs_url=None,  # routes/docs.py serves it with local assets (no CDN)
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
-        lifespan=callers.lifespan,
+        lifespan=partial(_lifespan, callers),
     )
     app.state.services = services
     app.state.callers = callers

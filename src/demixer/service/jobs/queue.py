@@ -29,6 +29,7 @@ from demixer.service.schema import Job, JobLog
 __all__ = [
     "CANCELLED",
     "COMPLETED",
+    "ENDED_CHANNEL",
     "FAILED",
     "FINAL",
     "IN_PROGRESS",
@@ -68,6 +69,9 @@ FINAL = (COMPLETED, FAILED, CANCELLED)
 #: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
 #: processes listen on it (``service/jobs/wakeup.py``).
 NOTIFY_CHANNEL = "demixer_jobs"
+#: PostgreSQL ``NOTIFY`` channel for "a job ended" (payload: its id): API processes listen on
+#: it, so their status streams read the job at once (``api/statuswatch.py``).
+ENDED_CHANNEL = "demixer_ended"
 
 
 class LeaseLost(Exception):
@@ -119,7 +123,8 @@ class Queue:
             the thread that committed it (this process's workers: the embedded ``serve``'s),
             so this process's status streams say a job ended at once instead of at their
             next read (:class:`~demixer.api.statuswatch.StatusWatcher`). A listener must
-            return quickly and not raise.
+            return quickly and not raise. On PostgreSQL the same transaction sends ``NOTIFY``
+            on :data:`ENDED_CHANNEL`, for the other processes' streams.
     """
 
     def __init__(self, db: Database, *, lease_seconds: float = 30.0) -> None:
@@ -157,6 +162,11 @@ class Queue:
             session.execute(select(func.pg_notify(NOTIFY_CHANNEL, engine_model)))
 
     def _finalised(self, s: Session, job_id: str) -> None:
+        if self.db.dialect == "postgresql":
+            # For other processes' status streams (a worker process ended it: the API's
+            # streams read it at its next round otherwise); delivered at commit, dropped on
+            # rollback, as the end listeners below are told.
+            s.execute(select(func.pg_notify(ENDED_CHANNEL, job_id)))
         if self.end_listeners:
             listeners = list(self.end_listeners)
             event.listen(s, "after_commit", lambda _s: _tell(listeners, job_id), once=True)

@@ -16,7 +16,8 @@ Messages, child -> parent:
   demixer did not expect (None for its own errors), for the worker's log: the child has no
   logging of its own.
 
-The parent kills the child (SIGKILL) on cancel, timeout or lost lease, and restarts it lazily;
+The slot starts its child as it starts; it kills the child (SIGKILL) on cancel, timeout or lost
+lease, and starts another for its next job;
 an OOM kill or a crash shows up as the pipe closing. This module imports only the engine and
 audio layers (torch is imported by the fork server, or by the model loader under ``spawn``).
 """
@@ -491,7 +492,8 @@ class Child:
 
     @classmethod
     def start(cls, options: ChildOptions, *, name: str = "demixer-child") -> Child:
-        """Start a child; it loads nothing until its first job.
+        """Start a child; it loads nothing until its first job (each worker slot starts its
+        child as the slot starts).
 
         On Linux the child is a fork of multiprocessing's fork server, which imports torch and
         this module once per worker process: a child restarted after a cancel, a timeout or a
@@ -622,9 +624,18 @@ class Child:
         self.conn.close()
 
     def close(self) -> None:
-        """Ask an idle child to exit; kill it if it does not within two seconds."""
+        """Ask an idle child to exit; kill it if it does not within two seconds.
+
+        A child still being started is not waited for (a slot starts its child as it starts,
+        and a stop just after would wait for the fork server's imports): it reads the request
+        to exit first thing, or finds its pipe closed, and exits.
+        """
         with contextlib.suppress(OSError, EOFError):
             self.conn.send(None)
+        launch = self._launch
+        if launch is not None and launch.is_alive():
+            self.conn.close()
+            return
         self._join_launch()
         if self.process.pid is not None:
             self.process.join(2.0)

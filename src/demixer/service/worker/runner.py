@@ -262,6 +262,15 @@ class Runner:
             self.child.close()
             self.child = None
 
+    def start_child(self) -> Child:
+        """The slot's child, started now when it has none (or it died): in the background, so
+        this returns at once (see :meth:`Child.start`)."""
+        if self.child is None or not self.child.alive():
+            if self.child is not None:
+                self.child.close()
+            self.child = Child.start(self.options, name=f"demixer-child-{self.worker_id}")
+        return self.child
+
     def run_job(self, claim: Claim, stop: threading.Event) -> str | None:
         """Run one attempt to its end; never raises. Returns the error code the attempt
         failed with (None when it completed, or ended otherwise): the slot waits a while
@@ -405,11 +414,7 @@ class Runner:
             params=params,
             max_seconds=self.services.settings.max_duration_seconds,
         )
-        if self.child is None or not self.child.alive():
-            if self.child is not None:
-                self.child.close()
-            self.child = Child.start(self.options, name=f"demixer-child-{self.worker_id}")
-        child = self.child
+        child = self.start_child()
         try:
             child.send(job)
             while True:

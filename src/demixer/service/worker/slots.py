@@ -157,6 +157,10 @@ class _Slot:
         """Claim and run jobs until ``stop`` is set."""
         poll = self.services.settings.poll_seconds
         try:
+            # The child starts now, not with the first job: the fork server's import of torch
+            # (seconds; 5 s on a busy 2-core machine) was the first job's to wait for. Its
+            # model is loaded by that job: a worker that never runs one holds no weights.
+            self.runner.start_child()
             queue = self.services.queue
             outage = OutageNotice(log, self.worker_id)
             while not stop.is_set():
