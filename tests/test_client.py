@@ -1122,6 +1122,37 @@ def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
     assert waits == [1.0, 1.0, 1.0, 0.0]
 
 
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_submit_resent_while_its_first_send_still_runs_gets_the_job_not_a_409() -> None:
+    """The connection drops just after the submit went out (flaky Wi-Fi): the client sends it
+    again at once with the same Idempotency-Key, and the server, still queueing the first,
+    answers 409 IDEMPOTENCY_IN_PROGRESS. The client asks again after a pause and gets the job
+    the first send made; raised, the user saw "retry shortly" and had no id for that job."""
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("idempotency-key"))
+        if len(sent) == 1:
+            raise httpx.ReadError("[Errno 104] Connection reset by peer")
+        if len(sent) == 2:  # the server's own answer (api/idempotency.py)
+            error = {"code": "IDEMPOTENCY_IN_PROGRESS", "message": "still running",
+                     "param": "Idempotency-Key", "request_id": "rid_1"}  # fmt: skip
+            return httpx.Response(409, json={"error": error})
+        job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
+        urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+        headers = {"Idempotent-Replayed": "true"}
+        return httpx.Response(202, headers=headers, json={**job, **urls, "engine_model": "m"})
+
+    waits: list[float] = []
+    with (
+        patch("demixer.client.sync.time.sleep", waits.append),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        job = c.submit("file_1", stems=["vocals"])
+    assert job.request_id == "req_1"
+    assert len(sent) == 3 and len(set(sent)) == 1 and waits == [1.0]
+
+
 def test_a_call_safe_to_repeat_that_timed_out_is_sent_again() -> None:
     """As ``max_tries`` says: a GET left unanswered past ``timeout`` is sent again (after 1 s),
     not raised at once."""

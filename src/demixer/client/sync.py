@@ -65,7 +65,8 @@ class Client(core.ClientBase):
             cut off by a broken connection, timed out (no answer within ``timeout``) or
             answered 502/504 by a proxy when it is safe to repeat (see ``Call``). A connection
             closed as the request was sent on it (a keep-alive connection the server had just
-            closed) is sent again at once, beside these.
+            closed) is sent again at once, beside these; a repeat the server answers 409
+            ``IDEMPOTENCY_IN_PROGRESS`` (still answering the first send) is sent again too.
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
