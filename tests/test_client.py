@@ -1392,6 +1392,46 @@ def test_a_download_cut_mid_file_resumes_where_it_broke(tmp_path: Path, ranges: 
 
 
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_cut_more_often_than_max_tries_finishes_while_each_try_gets_further(
+    tmp_path: Path,
+) -> None:
+    """A mobile link drops the stem's download 7 times, each try 10 kB further: the file comes
+    whole (it was given up after 5 cuts, most of it downloaded). A link that brings nothing new
+    (cut at the same byte, the file sent from its start each time) is given up after 5 sends."""
+    body = bytes(range(256)) * 400  # 100 kB
+    asked: list[str | None] = []
+    progress = True
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("range"))
+        start = int(request.headers["range"][6:-1]) if progress and len(asked) > 1 else 0
+        rest = body[start:]
+        headers = {"Content-Length": str(len(rest))}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+        stream = _CutAfter(rest, 10_000) if len(asked) <= 7 else httpx.ByteStream(rest)
+        return httpx.Response(206 if start else 200, headers=headers, stream=stream)
+
+    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    with (
+        patch("time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        paths = c.download(result, tmp_path / "out")
+        assert paths["vocals"].read_bytes() == body and len(asked) == 8
+        asked.clear()
+        progress = False
+        with pytest.raises(ConnectionFailed):
+            c.download(result, tmp_path / "out2")
+    assert len(asked) == 5  # the try that got 10 kB, then 4 that got nothing new: max_tries
+    assert list((tmp_path / "out2").iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
 def test_separate_checks_the_folder_and_the_input_before_anything_is_sent(
     tmp_path: Path,
 ) -> None:
