@@ -1432,6 +1432,52 @@ def test_a_download_cut_more_often_than_max_tries_finishes_while_each_try_gets_f
 
 
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_separate_whose_download_fails_says_the_job_finished_not_that_it_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The job is done and its stems' download fails on a dead link: the error names the
+    request as finished, its outputs kept; it said the request "goes on on the server"."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
+        if path == "/v1/files":
+            return httpx.Response(201, json={**file, "upload_url": "http://api.test/up"})
+        if path == "/up":
+            return httpx.Response(200)
+        if path.endswith("/complete"):
+            return httpx.Response(200, json={**file, "status": "uploaded"})
+        if path == "/v1/queue/audio/stems":
+            job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
+            urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+            return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
+        if path.endswith("/stream"):
+            return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "-"}})
+        if path.endswith("/result"):
+            out = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+                   "content_type": "audio/wav", "size": 10}  # fmt: skip
+            return httpx.Response(
+                200, json={"request_id": "req_1", "model": "audio/stems", "data": {"vocals": out}}
+            )
+        if path == "/x":
+            raise httpx.ConnectError("[Errno 101] Network is unreachable")
+        return httpx.Response(200, json=_status_json("COMPLETED"))
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with (
+        patch("demixer.client.sync.time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(ConnectionFailed) as caught,
+    ):
+        c.separate(song, directory=tmp_path / "out", progress=False)
+    assert caught.value.request_id == "req_1"
+    assert caught.value.message.endswith(
+        "(request req_1 finished on the server; its outputs are kept there until they expire)"
+    )
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
 def test_separate_checks_the_folder_and_the_input_before_anything_is_sent(
     tmp_path: Path,
 ) -> None:

@@ -417,6 +417,7 @@ class AsyncClient(core.ClientBase):
                     with anyio.move_on_after(10, shield=True), contextlib.suppress(ClientError):
                         await self.cancel(job.request_id)
                     raise
+            with retries.naming_the_job(job.request_id, finished=True):
                 result = await self.result(job.request_id)
                 if on_result is not None:
                     on_result(result)

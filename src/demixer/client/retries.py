@@ -238,13 +238,18 @@ def pause_within(deadline: Deadline | None, seconds: float) -> float:
 
 
 @contextmanager
-def naming_the_job(request_id: str) -> Iterator[None]:
-    """A connection failure past the submit names the job it leaves running on the server."""
+def naming_the_job(request_id: str, *, finished: bool = False) -> Iterator[None]:
+    """A connection failure past the submit names the job: one it leaves running on the
+    server, or, once the job has ``finished`` (fetching its result and outputs), one whose
+    outputs wait there. A download cut there said the job "goes on", as if it still ran."""
     try:
         yield
     except ConnectionFailed as exc:
         if exc.request_id is None:
             exc.request_id = request_id
-            exc.message = f"{exc.message} (request {request_id} goes on on the server)"
+            where = "finished on the server; its outputs are kept there until they expire"
+            if not finished:
+                where = "goes on on the server"
+            exc.message = f"{exc.message} (request {request_id} {where})"
             exc.args = (exc.message,)
         raise

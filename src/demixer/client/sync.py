@@ -491,6 +491,7 @@ class Client(core.ClientBase):
                     with contextlib.suppress(ClientError):
                         self.cancel(job.request_id)
                     raise
+            with retries.naming_the_job(job.request_id, finished=True):
                 result = self.result(job.request_id)
                 if on_result is not None:
                     on_result(result)
