@@ -55,15 +55,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import socket
 import struct
-import termios
 from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+try:  # where the system tells a socket's send queue (see _unsent)
+    import fcntl
+    import termios
+except ImportError:  # Windows
+    fcntl = termios = None  # type: ignore[assignment]
 
 from demixer.api.cors import answer_headers
 from demixer.api.errors import error_body
@@ -322,7 +326,7 @@ def _unsent(transport: asyncio.Transport) -> int:
     reading a few kB a second took that long to move it, and looked stalled."""
     left = transport.get_write_buffer_size()
     sock = transport.get_extra_info("socket")
-    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+    if sock is None or termios is None or not hasattr(termios, "TIOCOUTQ"):
         return left
     try:
         queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
