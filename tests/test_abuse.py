@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import io
 import json
 import os
 import re
@@ -650,6 +651,40 @@ def test_an_idle_connection_is_kept_as_long_as_keep_alive_says(stack: Stack) -> 
         statuses.append(answer.status)
     connection.close()
     assert statuses == [200, 200]
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer; a download through S3 never passes here
+def test_a_download_the_client_stops_reading_is_cut_after_the_body_timeout(make_api: Any) -> None:
+    """A client asks for an 8 MB stem and stops reading: the server held the connection, the
+    open blob and the answer's task for good (a stalled upload is cut after the body
+    timeout). Now, with the buffers full, nothing taken for that long cuts it, and a client
+    that reads, however slowly (8 kB every 0.05 s for 1.2 s here), keeps it."""
+    api = make_api()
+    size = 8 << 20
+    api.services.storage.put("misc/stem.wav", io.BytesIO(bytes(size)))
+    url = urlsplit(api.services.signer.url("GET", "misc/stem.wav", 600))
+    with on_uvicorn(api.client.app, http=head_timeout_protocol(0.5)) as base:
+        kept = []
+        for stall in (0.0, 1.5):  # seconds without reading; the timeout is 0.5 s
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the server's buffers fill
+            sock.connect(("127.0.0.1", urlsplit(base).port or 0))
+            sock.sendall(f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.settimeout(10)
+            read_until = time.monotonic() + 1.2
+            try:
+                while time.monotonic() < read_until:
+                    assert sock.recv(8192)
+                    time.sleep(0.05)
+                time.sleep(stall)
+                got = 0  # then 256 kB more: more than the client's own buffer holds
+                while got < 256 << 10 and (chunk := sock.recv(65536)):
+                    got += len(chunk)
+            except ConnectionResetError:
+                got = -1
+            sock.close()
+            kept.append(got >= 256 << 10)  # they came, or the connection ended
+    assert kept == [True, False]
 
 
 def _slow_body(pieces: int) -> Iterator[bytes]:

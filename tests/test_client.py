@@ -1122,6 +1122,37 @@ def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
     assert waits == [1.0, 1.0, 1.0, 0.0]
 
 
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_submit_resent_while_its_first_send_still_runs_gets_the_job_not_a_409() -> None:
+    """The connection drops just after the submit went out (flaky Wi-Fi): the client sends it
+    again at once with the same Idempotency-Key, and the server, still queueing the first,
+    answers 409 IDEMPOTENCY_IN_PROGRESS. The client asks again after a pause and gets the job
+    the first send made; raised, the user saw "retry shortly" and had no id for that job."""
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("idempotency-key"))
+        if len(sent) == 1:
+            raise httpx.ReadError("[Errno 104] Connection reset by peer")
+        if len(sent) == 2:  # the server's own answer (api/idempotency.py)
+            error = {"code": "IDEMPOTENCY_IN_PROGRESS", "message": "still running",
+                     "param": "Idempotency-Key", "request_id": "rid_1"}  # fmt: skip
+            return httpx.Response(409, json={"error": error})
+        job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
+        urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+        headers = {"Idempotent-Replayed": "true"}
+        return httpx.Response(202, headers=headers, json={**job, **urls, "engine_model": "m"})
+
+    waits: list[float] = []
+    with (
+        patch("demixer.client.sync.time.sleep", waits.append),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        job = c.submit("file_1", stems=["vocals"])
+    assert job.request_id == "req_1"
+    assert len(sent) == 3 and len(set(sent)) == 1 and waits == [1.0]
+
+
 def test_a_call_safe_to_repeat_that_timed_out_is_sent_again() -> None:
     """As ``max_tries`` says: a GET left unanswered past ``timeout`` is sent again (after 1 s),
     not raised at once."""
@@ -1358,6 +1389,92 @@ def test_a_download_cut_mid_file_resumes_where_it_broke(tmp_path: Path, ranges: 
     else:
         assert asked[1:] == ["bytes=30000-", "bytes=30000-"]  # asked for the rest, got it all
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song_vocals.wav"]
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_cut_more_often_than_max_tries_finishes_while_each_try_gets_further(
+    tmp_path: Path,
+) -> None:
+    """A mobile link drops the stem's download 7 times, each try 10 kB further: the file comes
+    whole (it was given up after 5 cuts, most of it downloaded). A link that brings nothing new
+    (cut at the same byte, the file sent from its start each time) is given up after 5 sends."""
+    body = bytes(range(256)) * 400  # 100 kB
+    asked: list[str | None] = []
+    progress = True
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("range"))
+        start = int(request.headers["range"][6:-1]) if progress and len(asked) > 1 else 0
+        rest = body[start:]
+        headers = {"Content-Length": str(len(rest))}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+        stream = _CutAfter(rest, 10_000) if len(asked) <= 7 else httpx.ByteStream(rest)
+        return httpx.Response(206 if start else 200, headers=headers, stream=stream)
+
+    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    with (
+        patch("time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        paths = c.download(result, tmp_path / "out")
+        assert paths["vocals"].read_bytes() == body and len(asked) == 8
+        asked.clear()
+        progress = False
+        with pytest.raises(ConnectionFailed):
+            c.download(result, tmp_path / "out2")
+    assert len(asked) == 5  # the try that got 10 kB, then 4 that got nothing new: max_tries
+    assert list((tmp_path / "out2").iterdir()) == []
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_separate_whose_download_fails_says_the_job_finished_not_that_it_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The job is done and its stems' download fails on a dead link: the error names the
+    request as finished, its outputs kept; it said the request "goes on on the server"."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
+        if path == "/v1/files":
+            return httpx.Response(201, json={**file, "upload_url": "http://api.test/up"})
+        if path == "/up":
+            return httpx.Response(200)
+        if path.endswith("/complete"):
+            return httpx.Response(200, json={**file, "status": "uploaded"})
+        if path == "/v1/queue/audio/stems":
+            job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
+            urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+            return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
+        if path.endswith("/stream"):
+            return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "-"}})
+        if path.endswith("/result"):
+            out = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+                   "content_type": "audio/wav", "size": 10}  # fmt: skip
+            return httpx.Response(
+                200, json={"request_id": "req_1", "model": "audio/stems", "data": {"vocals": out}}
+            )
+        if path == "/x":
+            raise httpx.ConnectError("[Errno 101] Network is unreachable")
+        return httpx.Response(200, json=_status_json("COMPLETED"))
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(100))
+    with (
+        patch("demixer.client.sync.time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(ConnectionFailed) as caught,
+    ):
+        c.separate(song, directory=tmp_path / "out", progress=False)
+    assert caught.value.request_id == "req_1"
+    assert caught.value.message.endswith(
+        "(request req_1 finished on the server; its outputs are kept there until they expire)"
+    )
 
 
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -22,6 +23,8 @@ import pytest
 import soundfile as sf
 
 from api_support import Api, bucket_refusal, make_api, signed_an_hour_ago
+from demixer import Client
+from demixer.client import Result
 from demixer.service.schema import Job
 from demixer.storage import BlobNotFound
 from demixer.storage.s3 import S3Storage
@@ -289,6 +292,57 @@ def test_presigned_download_of_a_stem(s3_api: Api, scale_servers: Servers) -> No
     assert 'filename="song_target.wav"' in got.headers["content-disposition"]
     assert got.headers["cache-control"] == "private"  # as the API's own downloads
     assert got.content == s3_api.files.get("mono.wav").path.read_bytes()
+
+
+class _CutsOnce(httpx.BaseTransport):
+    """A flaky link to the bucket: the first download's connection drops after 100 kB."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.asked: list[str | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        self.asked.append(request.headers.get("range"))
+        if len(self.asked) > 1:
+            return response
+        stream = response.stream
+        assert isinstance(stream, httpx.SyncByteStream)
+
+        def cut() -> Iterator[bytes]:
+            got = 0
+            for chunk in stream:
+                yield chunk[: 100_000 - got]
+                got += len(chunk)
+                if got >= 100_000:
+                    raise httpx.ReadError("[Errno 104] Connection reset by peer")
+
+        return httpx.Response(response.status_code, headers=response.headers, content=cut())
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_stem_download_cut_mid_file_resumes_from_the_bucket(
+    store: S3Storage, tmp_path: Any
+) -> None:
+    """The client resumes a cut download with ``Range``; the bucket (rclone) answers the rest
+    as a 200 with its Content-Range, and the stem must come whole, not fail as short."""
+    body = os.urandom(300_000)
+    store.put("outputs/req_1/attempt-1/vocals.wav", io.BytesIO(body))
+    url = store.presign_get(
+        "outputs/req_1/attempt-1/vocals.wav", 600, content_type="audio/wav", file_name="v.wav"
+    )
+    output = {"url": url, "file_name": "song_vocals.wav", "content_type": "audio/wav",
+              "size": len(body)}  # fmt: skip
+    result = Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+    link = _CutsOnce()
+    with patch("time.sleep", lambda _s: None), Client("http://api.test", "k", transport=link) as c:
+        paths = c.download(result, tmp_path)
+    assert paths["vocals"].read_bytes() == body
+    assert link.asked == [None, "bytes=100000-"]
 
 
 def _uploaded(api: Api) -> str:

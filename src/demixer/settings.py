@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     # Any request body but an upload (a JSON request is a few hundred bytes): 413 past it.
     max_json_body_bytes: int = Field(256 * 1024, ge=1024)
     # Seconds a request body may pause between two of its pieces before it is dropped (408),
-    # and the most a request's head (request line and headers) may take to arrive.
+    # the most a request's head (request line and headers) may take to arrive, and the most
+    # a response may wait for its client to take any of it (server/protocol.py).
     body_timeout_seconds: float = Field(60.0, gt=0)
     # How long a connection may sit idle between a response and the next request before the
     # server closes it (uvicorn's default, 5 s). Behind a load balancer that keeps connections

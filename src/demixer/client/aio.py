@@ -289,7 +289,9 @@ class AsyncClient(core.ClientBase):
     ) -> int:
         """See :meth:`Client._fetch`."""
         written = 0
-        for attempt in range(1, self.max_tries + 1):
+        attempt = 1  # sends since (and with) the last that brought bytes never had before
+        furthest = 0
+        while True:  # until the file is whole, or max_tries sends bring nothing new
             call = self._blob_call(output.url, written)
             response = await self._send(call, stream=True)
             try:
@@ -307,13 +309,15 @@ class AsyncClient(core.ClientBase):
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
+                        if written > furthest:  # new bytes came: a flaky link, not a dead one
+                            furthest, attempt = written, 1
                         pause = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
                         await anyio.sleep(pause)
+                        attempt += 1
                         continue
             finally:
                 await response.aclose()
             return written
-        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     async def cancel(self, request_id: str) -> str:
         """See :meth:`Client.cancel`."""
@@ -413,6 +417,7 @@ class AsyncClient(core.ClientBase):
                     with anyio.move_on_after(10, shield=True), contextlib.suppress(ClientError):
                         await self.cancel(job.request_id)
                     raise
+            with retries.naming_the_job(job.request_id, finished=True):
                 result = await self.result(job.request_id)
                 if on_result is not None:
                     on_result(result)

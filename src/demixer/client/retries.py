@@ -28,6 +28,7 @@ __all__ = [
     "Deadline",
     "Outage",
     "closed_when_sent",
+    "first_send_running",
     "may_have_landed",
     "naming_the_job",
     "pause_within",
@@ -83,18 +84,39 @@ def retry_delay(
 
     429 (rate limited) and 503 (the server's database or object storage is briefly
     unavailable) are retried: the server did not act on the request, so even a POST may be
-    sent again. A proxy's 502 or 504 (:data:`GATEWAY_ERRORS`: the server behind it restarting,
+    sent again. So is a 409 ``IDEMPOTENCY_IN_PROGRESS`` (:func:`first_send_running`). A
+    proxy's 502 or 504 (:data:`GATEWAY_ERRORS`: the server behind it restarting,
     or slow) is retried only with ``retry_gateway`` (:attr:`Call.gateway_retried`): the server
     may have acted on the request. ``Retry-After`` (seconds or an HTTP date) is honoured up
     to :data:`MAX_RETRY_WAIT`; without one the wait doubles from 1 s. ``attempt`` counts from
     1 up to ``tries``.
     """
     status = response.status_code
-    retried = status in (429, 503) or (retry_gateway and status in GATEWAY_ERRORS)
+    retried = (
+        status in (429, 503)
+        or (retry_gateway and status in GATEWAY_ERRORS)
+        or first_send_running(response)
+    )
     if not retried or attempt >= tries:
         return None
     delay = retry_after(response.headers.get("retry-after"), 2.0 ** (attempt - 1))
     return delay if delay <= MAX_RETRY_WAIT else None
+
+
+def first_send_running(response: httpx.Response) -> bool:
+    """Whether ``response`` is a 409 ``IDEMPOTENCY_IN_PROGRESS``: the call was sent again
+    with its ``Idempotency-Key`` (its first send's answer was lost with a cut connection, and
+    a repeat goes out at once) while the server was still acting on that first send. Nothing
+    was done twice, and sent again shortly it gets the first send's answer: the job or file
+    it made. Raised, it told the user to retry, and left them no id for what was made."""
+    if response.status_code != 409:
+        return False
+    try:
+        body = response.json()
+    except (httpx.ResponseNotRead, ValueError, UnicodeDecodeError):
+        return False  # a streamed answer (GETs), or not demixer's JSON
+    error = body.get("error") if isinstance(body, dict) else None
+    return isinstance(error, dict) and error.get("code") == "IDEMPOTENCY_IN_PROGRESS"
 
 
 def transport_retry_delay(call: Call, exc: httpx.HTTPError, attempt: int, tries: int) -> float:
@@ -216,13 +238,18 @@ def pause_within(deadline: Deadline | None, seconds: float) -> float:
 
 
 @contextmanager
-def naming_the_job(request_id: str) -> Iterator[None]:
-    """A connection failure past the submit names the job it leaves running on the server."""
+def naming_the_job(request_id: str, *, finished: bool = False) -> Iterator[None]:
+    """A connection failure past the submit names the job: one it leaves running on the
+    server, or, once the job has ``finished`` (fetching its result and outputs), one whose
+    outputs wait there. A download cut there said the job "goes on", as if it still ran."""
     try:
         yield
     except ConnectionFailed as exc:
         if exc.request_id is None:
             exc.request_id = request_id
-            exc.message = f"{exc.message} (request {request_id} goes on on the server)"
+            where = "finished on the server; its outputs are kept there until they expire"
+            if not finished:
+                where = "goes on on the server"
+            exc.message = f"{exc.message} (request {request_id} {where})"
             exc.args = (exc.message,)
         raise

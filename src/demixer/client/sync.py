@@ -65,7 +65,8 @@ class Client(core.ClientBase):
             cut off by a broken connection, timed out (no answer within ``timeout``) or
             answered 502/504 by a proxy when it is safe to repeat (see ``Call``). A connection
             closed as the request was sent on it (a keep-alive connection the server had just
-            closed) is sent again at once, beside these.
+            closed) is sent again at once, beside these; a repeat the server answers 409
+            ``IDEMPOTENCY_IN_PROGRESS`` (still answering the first send) is sent again too.
         poll_interval: seconds between status reads when polling (and between SSE frames).
 
     Use it as a context manager (``with Client(...) as c:``) or call :meth:`close`.
@@ -328,10 +329,15 @@ class Client(core.ClientBase):
         return paths
 
     def _fetch(self, output: OutputFile, fh: IO[bytes], on_bytes: OnBytes | None) -> int:
-        """Write ``output``'s bytes to ``fh``, resuming after a broken connection (up to
-        ``max_tries`` sends); answers the bytes written."""
+        """Write ``output``'s bytes to ``fh``, resuming after a broken connection; answers the
+        bytes written. It gives up after ``max_tries`` sends, counted from the last that
+        brought bytes past the furthest ever written: on a link that drops every few minutes,
+        a big stem whose every try got further was given up after 5 cuts, most of it
+        downloaded (and the job done, and counted)."""
         written = 0
-        for attempt in range(1, self.max_tries + 1):
+        attempt = 1  # sends since (and with) the last that brought bytes never had before
+        furthest = 0
+        while True:  # until the file is whole, or max_tries sends bring nothing new
             call = self._blob_call(output.url, written)
             response = self._send(call, stream=True)
             try:
@@ -349,13 +355,15 @@ class Client(core.ClientBase):
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
+                        if written > furthest:  # new bytes came: a flaky link, not a dead one
+                            furthest, attempt = written, 1
                         pause = retries.transport_retry_delay(call, exc, attempt, self.max_tries)
                         time.sleep(pause)
+                        attempt += 1
                         continue
             finally:
                 response.close()
             return written
-        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def cancel(self, request_id: str) -> str:
         """Cancel a request: ``CANCELLED`` (it was queued) or ``CANCELLATION_REQUESTED``
@@ -483,6 +491,7 @@ class Client(core.ClientBase):
                     with contextlib.suppress(ClientError):
                         self.cancel(job.request_id)
                     raise
+            with retries.naming_the_job(job.request_id, finished=True):
                 result = self.result(job.request_id)
                 if on_result is not None:
                     on_result(result)

@@ -47,13 +47,19 @@ def upload_size(path: Path) -> int:
 
 
 def resume_from(response: httpx.Response, written: int) -> int:
-    """Where a download's new answer continues the file: ``written`` (a 206 for the rest, as
-    asked with ``Range``) or 0 (a 200: the whole file again, so start over)."""
+    """Where a download's new answer continues the file: ``written`` (the rest, as asked with
+    ``Range``: a 206, or a 200 whose ``Content-Range`` says so) or 0 (a 200: the whole file
+    again, so start over).
+
+    ``rclone serve s3``, the object store of demixer's scale-out deployment, answers a range
+    200 with its ``Content-Range``: read as the whole file, the rest was written from the
+    first byte, and every download cut once failed "got N bytes, the server announced M"."""
+    content_range = response.headers.get("content-range", "")
+    rest = written > 0 and content_range.startswith(f"bytes {written}-")
+    if response.status_code in (200, 206) and rest:
+        return written
     if response.status_code == 200:
         return 0
-    content_range = response.headers.get("content-range", "")
-    if response.status_code == 206 and content_range.startswith(f"bytes {written}-"):
-        return written
     raise BadResponse(
         f"{shown_url(response.request.url)}: asked for bytes {written}- and got "
         f"{response.status_code} {content_range or '(no Content-Range)'}"

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP/1.1 protocol with a time limit on a request's head.
+"""uvicorn's HTTP/1.1 protocol with time limits on a request's head and on an answer nobody reads.
 
 uvicorn times a body only through the app (:class:`~demixer.api.bodies.BodyLimitMiddleware`
 does) and a keep-alive connection only until its next request's first byte: a client sending
@@ -11,6 +11,13 @@ silently if not one byte of it came (an idle speculative connection a browser op
 connection idle after a response is uvicorn's keep-alive's to close (``timeout_keep_alive``,
 ``DEMIXER_KEEP_ALIVE_SECONDS``), when that is the longer: a load balancer keeping connections
 open longer than the server does sends requests on connections the server is closing (502s).
+
+An answer the client stops reading is limited the same way: once the connection's buffers are
+full, the client must take some of it within ``head_timeout`` seconds, again and again, or the
+connection is cut (a reset: what is still buffered can never be sent). A client that asked for
+a stem and then read nothing held its connection, the open blob and the answer's task for as
+long as it liked, where a stalled upload is cut after that time (nginx's ``send_timeout``
+does this for its answers). A slow reader that takes a few bytes within each period keeps it.
 
 A request that is not HTTP at all is answered 400 ``INVALID_REQUEST`` in the same envelope,
 not uvicorn's plain text.
@@ -47,11 +54,20 @@ waiting for an answer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+try:  # where the system tells a socket's send queue (see _unsent)
+    import fcntl
+    import termios
+except ImportError:  # Windows
+    fcntl = termios = None  # type: ignore[assignment]
 
 from demixer.api.cors import answer_headers
 from demixer.api.errors import error_body
@@ -82,6 +98,8 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
         self._lingering = False  # an error was answered: the connection only drains now
         self._linger_timer: asyncio.TimerHandle | None = None
         self._drain_until = 0.0  # loop time until which arriving bytes keep a lingering one open
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_left = 0  # bytes waiting to be sent when the writes were last checked
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -140,7 +158,44 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._stop_send_watch()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full (the client reads slower than the answer comes):
+        from now on the client must take some of it every ``head_timeout`` seconds."""
+        super().pause_writing()
+        self._watch_send()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_send_watch()
+
+    def _watch_send(self) -> None:
+        self._stop_send_watch()
+        self._send_left = _unsent(self.transport)
+        self._send_timer = self.loop.call_later(self.head_timeout, self._send_checked)
+
+    def _stop_send_watch(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_checked(self) -> None:
+        self._send_timer = None
+        if self.transport.is_closing():
+            return
+        if _unsent(self.transport) < self._send_left:
+            self._watch_send()  # the client took some: a slow reader, not a stalled one
+            return
+        # Closing would wait for the buffer to be sent, which the client never lets happen; and
+        # a socket closed with bytes queued keeps them (megabytes) for as long as the client
+        # holds on. A reset drops them.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def send_400_response(self, msg: str) -> None:
         """A request that is not HTTP (uvicorn answers it in plain text): the native JSON
@@ -262,6 +317,22 @@ def head_timeout_protocol(
     own error answers carry CORS headers for ``cors_origins`` (``Settings.cors_origin_list``)."""
     attributes = {"head_timeout": seconds, "cors_origins": tuple(cors_origins)}
     return type("HeadTimeoutProtocol", (_HeadTimeoutProtocol,), attributes)
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes of the answer the client has not taken yet: the transport's buffer and, where the
+    system says it (Linux: ``SIOCOUTQ``), the socket's send queue. The transport's buffer alone
+    moves only when the system's queue has room for a large share of it again: a client
+    reading a few kB a second took that long to move it, and looked stalled."""
+    left = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is None or termios is None or not hasattr(termios, "TIOCOUTQ"):
+        return left
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    except OSError:
+        return left
+    return left + int(struct.unpack("i", queued)[0])
 
 
 def _kib(size: int) -> str:
