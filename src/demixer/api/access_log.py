@@ -124,9 +124,9 @@ class AccessLine(_UtcTime, AccessFormatter):
 def log_config(level: str = "INFO", *, timestamps: bool = True) -> dict[str, Any]:
     """uvicorn's own logging configuration, with :class:`RedactSecrets` on its loggers and
     demixer's loggers on uvicorn's default handler (stderr, ``TIME LEVEL:    message``; the
-    access log on stdout, as uvicorn writes it), and uvicorn's, at ``level`` (``DEMIXER_LOG_LEVEL``); every other library's at WARNING or
-    ``level`` if higher. ``timestamps`` (``DEMIXER_LOG_TIMESTAMPS``) False leaves the time
-    out of each line."""
+    access log on stdout, as uvicorn writes it), and uvicorn's, at ``level``
+    (``DEMIXER_LOG_LEVEL``); every other library's at WARNING or ``level`` if higher.
+    ``timestamps`` (``DEMIXER_LOG_TIMESTAMPS``) False leaves the time out of each line."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
