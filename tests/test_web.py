@@ -2165,6 +2165,10 @@ def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     assert "script-src 'self'" in page.headers["content-security-policy"]
     for asset in (
         "app.js",
+        "page.js",
+        "form.js",
+        "job.js",
+        "history.js",
         "mixer.js",
         "stems.js",
         "transport.js",

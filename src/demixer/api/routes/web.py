@@ -36,6 +36,10 @@ WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
 SESSION_FILE = "web-session.json"
 _ASSETS = {
     "app.js": "text/javascript",
+    "page.js": "text/javascript",
+    "form.js": "text/javascript",
+    "job.js": "text/javascript",
+    "history.js": "text/javascript",
     "mixer.js": "text/javascript",
     "stems.js": "text/javascript",
     "transport.js": "text/javascript",

@@ -1,0 +1,283 @@
+// The form: the models to choose from, the song (uploaded, or one already on the server), the
+// part of the song, and what Separate can do now and why not.
+"use strict";
+
+import { glide } from "./mixer.js";
+import { $, api, clearError, showError, state } from "./page.js";
+import { PlainError, bytes, colour, day, fromBody, length, seconds } from "./words.js";
+
+// A phone has nothing to drop from: it is asked to choose.
+const DROP_TITLE = matchMedia("(pointer: coarse)").matches ? "Choose a song or a video" : "Drop a song or a video here";
+
+// ---------- models ----------
+function isWeak(m) { return /\bweak\b/i.test(m.quality || "") || /not working great/i.test(m.quality || ""); }
+
+export async function loadModels() {
+  const err = $("#models-error");
+  try {
+    state.models = await api("GET", "/v1/models");
+  } catch (e) { err.textContent = `The list of models could not be loaded. ${e.message}`; return; }
+  err.textContent = "";
+  const select = $("#model-select");
+  select.replaceChildren();
+  const models = [...state.models.engine_models].sort((a, b) => isWeak(a) - isWeak(b));
+  for (const m of models) {
+    const label = `${m.id} — ${m.stems.join(", ")}${isWeak(m) ? " (weak)" : ""}`;
+    select.append(new Option(label, m.id));
+  }
+  const formats = state.models.engine_models[0]?.limits.output_formats || ["wav"];
+  $("#format-select").replaceChildren(...formats.map((f) => new Option(f.toUpperCase(), f)));
+  if (!models.length) err.textContent = "No model is installed on this server yet.";
+  const separable = state.models.data.find((q) => q.id === "audio/separate")?.separable || [];
+  $("#prompt-hint").textContent = separable.length ? `This server can separate: ${separable.join(", ")}.` : "";
+  renderAvailable((state.models.catalogue || []).filter((m) => !m.installed));
+  renderModel();
+  updateSubmit();
+}
+
+function renderModel() {
+  const model = state.models?.engine_models.find((m) => m.id === $("#model-select").value);
+  const info = $("#model-info");
+  info.replaceChildren();
+  if (model) {
+    const what = document.createElement("p");
+    what.textContent = model.description;
+    const how = document.createElement("p");
+    how.className = "muted small";
+    how.textContent = `Quality: ${model.quality}`;
+    if (isWeak(model)) {
+      const badge = Object.assign(document.createElement("span"), { className: "badge weak", textContent: "weak" });
+      what.prepend(badge, " ");
+    }
+    const licence = document.createElement("p");
+    licence.className = "muted small";
+    licence.textContent = `Licence: ${model.license}${model.license_class ? ` (${model.license_class})` : ""}`;
+    info.append(what, how, licence);
+  }
+  const box = $("#stem-choices");
+  box.replaceChildren();
+  (model ? model.stems : []).forEach((stem, i) => {
+    const label = document.createElement("label");
+    label.className = "chip";
+    label.style.setProperty("--c", colour(stem, i));
+    const input = Object.assign(document.createElement("input"), { type: "checkbox", value: stem, checked: true });
+    input.addEventListener("change", updateSubmit);
+    label.append(input, document.createTextNode(stem));
+    box.append(label);
+  });
+  updateSubmit();
+}
+
+function renderAvailable(models) {
+  const list = $("#available-models");
+  list.replaceChildren();
+  $("#more-models").hidden = !models.length;
+  for (const m of models) {
+    const li = document.createElement("li");
+    const name = Object.assign(document.createElement("strong"), { textContent: m.id });
+    const what = Object.assign(document.createElement("span"), { textContent: ` — ${m.description} ${m.quality ? `(${m.quality})` : ""}` });
+    if (m.license_class && m.license_class !== "permissive") { // say it before anyone installs it
+      what.textContent += ` Licence: ${m.license_class}.`;
+    }
+    const how = document.createElement("code");
+    how.textContent = m.install;
+    li.append(name, what, document.createElement("br"), "To add it, whoever runs the server runs: ", how);
+    list.append(li);
+  }
+}
+
+$("#model-select").addEventListener("change", renderModel);
+for (const radio of document.querySelectorAll("input[name=mode]")) {
+  radio.addEventListener("change", () => {
+    const prompt = mode() === "prompt";
+    $("#prompt-options").hidden = !prompt;
+    $("#stems-options").hidden = prompt;
+    updateSubmit();
+  });
+}
+export const mode = () => $("input[name=mode]:checked").value;
+$("#prompt").addEventListener("input", updateSubmit);
+
+// ---------- only in part of the song (the API's spans) ----------
+// The times show once a part is chosen; "the whole song" sends no spans.
+$("#part-mode").addEventListener("change", () => {
+  const whole = !$("#part-mode").value;
+  $("#part-times").hidden = whole;
+  $("#part-hint").hidden = whole;
+  clearError($("#part-error"));
+});
+// The spans to send ([] for the whole song), or an error in words for times that are not times.
+// Whether the part fits the song (an end after its start, a start before the song's end) is the
+// server's to say, in its words, as for any client of the API.
+export function partSpans() {
+  const how = $("#part-mode").value;
+  if (!how) return [];
+  const start = seconds($("#part-start").value), end = seconds($("#part-end").value);
+  if (start === null || end === null) {
+    throw new Error("Write where the part starts and ends as minutes and seconds (1:05) or as seconds (65).");
+  }
+  return [{ start, end, include: how === "keep" }];
+}
+
+// ---------- what Separate can do now, and why not ----------
+export function updateSubmit() {
+  const stems = document.querySelectorAll("#stem-choices input:checked").length;
+  let why = "";
+  if (state.busy) why = "A song is being separated. Wait for it, or cancel it.";
+  else if (!state.models) why = "";
+  else if (!state.fileId) why = state.upload ? "Wait for the upload to finish." : "First choose a song.";
+  else if (mode() === "stems" && !stems) why = "Pick at least one stem.";
+  else if (mode() === "prompt" && !$("#prompt").value.trim()) why = "Say which sound you want, e.g. “the singer”.";
+  $("#submit").disabled = Boolean(why) || !state.models;
+  $("#submit-hint").textContent = why;
+}
+
+// ---------- upload ----------
+function upload(file) {
+  const drop = $("#drop");
+  clearError(drop);
+  clearError($("#job-form"));
+  if (state.upload) state.upload.abort();
+  state.file = file;
+  state.fileId = null;
+  state.fileName = file.name;
+  state.downmix = false;
+  const bar = $("#upload-progress");
+  const text = $("#upload-text");
+  const failed = (err) => {
+    state.upload = null;
+    bar.value = 0;
+    bar.hidden = true;
+    text.textContent = "";
+    $("#drop-title").textContent = DROP_TITLE;
+    showError(drop, err);
+    updateSubmit();
+  };
+  // A file over the server's limit is said at once, with the limit, not after it all went up.
+  const most = state.models?.engine_models[0]?.limits.max_file_size;
+  if (most && file.size > most) {
+    failed(new PlainError("FILE_TOO_LARGE", `the most it takes is ${bytes(most)}`));
+    return;
+  }
+  $("#upload-row").hidden = false;
+  bar.hidden = false;
+  bar.value = 0;
+  text.textContent = `Uploading ${file.name}…`;
+  $("#drop-title").textContent = file.name;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("purpose", "audio.separate.input");
+  const xhr = new XMLHttpRequest();
+  state.upload = xhr;
+  updateSubmit();
+  xhr.open("POST", "/v1/files");
+  xhr.setRequestHeader("Authorization", `Bearer ${state.key}`);
+  xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) bar.value = ev.loaded / ev.total; };
+  xhr.onerror = () => failed(new PlainError("NETWORK"));
+  xhr.onload = () => {
+    let body = null;
+    try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+    if (xhr.status !== 201 || !body) { failed(fromBody(body, xhr.status)); return; }
+    state.upload = null;
+    bar.value = 1;
+    text.textContent = useUpload(body);
+    updateSubmit();
+    loadRecent();
+  };
+  xhr.send(form);
+}
+// The form separates this upload now (POST /v1/files' or GET /v1/files/{id}'s answer); returns
+// the line that says it is ready. Surround sound (a film's 5.1) is folded to stereo, as it says.
+function useUpload(body) {
+  state.fileId = body.file_id;
+  state.downmix = body.channels > 2;
+  const long = body.duration ? ` · ${length(body.duration)}` : "";
+  const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
+  return `Ready: ${body.file_name}${long}${folded}`;
+}
+$("#upload-input").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); });
+const drop = $("#drop");
+drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  drop.classList.remove("over");
+  const file = ev.dataTransfer.files[0];
+  if (file) upload(file);
+});
+
+// ---------- the same song again, with another model ----------
+// A separated (or failed) song goes back in the form by its upload, which the server keeps for
+// a while: the musician picks another model or other stems and presses Separate, and nothing is
+// sent again. file: the song's File where it was chosen in this tab (the mixer's A/B plays it).
+export async function separateAgain(fileId, name, file = null) {
+  const drop = $("#drop");
+  clearError(drop);
+  clearError($("#job-form"));
+  if (state.upload) { state.upload.abort(); state.upload = null; }
+  let kept = null;
+  try {
+    kept = await api("GET", `/v1/files/${encodeURIComponent(fileId)}`);
+  } catch (e) {
+    if (!UPLOAD_GONE.has(e.code)) { showError(drop, e); return; }
+  }
+  $("#new-job").scrollIntoView({ behavior: glide(), block: "start" });
+  if (kept?.status !== "uploaded") { // expired, deleted (with its song, in another tab): gone
+    forgetChosenFile();
+    showError(drop, `${name} is no longer on the server: its upload expired or was deleted. Choose the file again to separate it.`);
+    $("#upload-input").focus({ preventScroll: true });
+    return;
+  }
+  state.file = file || (state.fileId === fileId ? state.file : null);
+  state.fileName = kept.file_name;
+  $("#upload-input").value = ""; // choosing a file next uploads it, even the same one
+  $("#upload-row").hidden = false;
+  $("#upload-progress").hidden = true;
+  $("#drop-title").textContent = kept.file_name;
+  $("#upload-text").textContent = `${useUpload(kept)} · already on the server, not sent again. Pick another model or other stems.`;
+  updateSubmit();
+  // The focus goes where the next choice is made.
+  (mode() === "prompt" ? $("#prompt") : $("#model-select")).focus({ preventScroll: true });
+}
+// The account's uploads still on the server, newest first, to choose one again; the picker
+// shows only where there is one. A failed list leaves it hidden: the file can still be chosen.
+export async function loadRecent() {
+  const select = $("#recent-uploads");
+  let page;
+  try {
+    page = await api("GET", "/v1/files?status=uploaded&limit=20");
+  } catch (e) { console.warn(e.code, e.message); return; }
+  const options = page.data.map((f) => {
+    const option = new Option(`${f.file_name} · ${day(f.created_at)}`, f.file_id);
+    option.dataset.name = f.file_name;
+    return option;
+  });
+  select.replaceChildren(new Option("Choose one…", ""), ...options);
+  select.closest("label").hidden = !options.length;
+}
+$("#recent-uploads").addEventListener("change", async (ev) => {
+  const select = ev.target;
+  if (!select.value) return;
+  await separateAgain(select.value, select.selectedOptions[0].dataset.name);
+  select.value = ""; // the form says what was chosen; the picker is ready for another
+  loadRecent();
+});
+
+// A song's upload the server no longer has, in the API's words: expired, deleted, gone.
+export const UPLOAD_GONE = new Set(["NOT_FOUND", "FILE_NOT_FOUND", "FILE_EXPIRED", "GONE"]);
+
+// The song chosen above was deleted: Separate asks for a song again.
+export function forgetChosenFile() {
+  state.fileId = null;
+  state.fileName = null;
+  state.file = null;
+  state.downmix = false;
+  $("#upload-input").value = "";
+  $("#upload-text").textContent = "";
+  $("#upload-row").hidden = true;
+  $("#drop-title").textContent = DROP_TITLE;
+  updateSubmit();
+}
+
+$("#drop-title").textContent = DROP_TITLE;
+updateSubmit();
