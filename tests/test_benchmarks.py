@@ -33,6 +33,7 @@ ENTRY_POINTS = (
     "mdx_net",
     "recipes",
     "gpu_check",
+    "soak",
 )
 
 
