@@ -1274,6 +1274,25 @@ class _Clock:
         self.now += seconds
 
 
+def _until_queued(path: str) -> httpx.Response | None:
+    """A mock server's answers up to a queued job: the upload (announce, PUT, complete), the
+    submit (req_1) and no status stream (404, so the client polls); None for another path."""
+    file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
+    if path == "/v1/files":
+        return httpx.Response(201, json={**file, "upload_url": "http://api.test/up"})
+    if path == "/up":
+        return httpx.Response(200)
+    if path.endswith("/complete"):
+        return httpx.Response(200, json={**file, "status": "uploaded"})
+    if path == "/v1/queue/audio/stems":
+        job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
+        urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
+        return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
+    if path.endswith("/stream"):
+        return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "-"}})
+    return None
+
+
 def _status_json(status: str) -> dict[str, object]:
     progress = 1.0 if status == "COMPLETED" else 0.5
     return {"request_id": "req_1", "status": status, "model": "audio/stems",
@@ -1440,19 +1459,8 @@ def test_separate_whose_download_fails_says_the_job_finished_not_that_it_goes_on
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
-        if path == "/v1/files":
-            return httpx.Response(201, json={**file, "upload_url": "http://api.test/up"})
-        if path == "/up":
-            return httpx.Response(200)
-        if path.endswith("/complete"):
-            return httpx.Response(200, json={**file, "status": "uploaded"})
-        if path == "/v1/queue/audio/stems":
-            job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
-            urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
-            return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
-        if path.endswith("/stream"):
-            return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "-"}})
+        if (answer := _until_queued(path)) is not None:
+            return answer
         if path.endswith("/result"):
             out = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
                    "content_type": "audio/wav", "size": 10}  # fmt: skip
@@ -1507,19 +1515,8 @@ def test_cancelling_an_async_separate_cancels_its_job_on_the_server(tmp_path: Pa
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         seen.append(f"{request.method} {path}")
-        file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
-        if path == "/v1/files":
-            return httpx.Response(201, json={**file, "upload_url": "http://api.test/up"})
-        if path == "/up":
-            return httpx.Response(200)
-        if path.endswith("/complete"):
-            return httpx.Response(200, json={**file, "status": "uploaded"})
-        if path == "/v1/queue/audio/stems":
-            job = {"request_id": "req_1", "status": "IN_QUEUE", "model": "audio/stems"}
-            urls = {f"{n}_url": "u" for n in ("status", "stream", "result", "response", "cancel")}
-            return httpx.Response(202, json={**job, **urls, "engine_model": "spleeter-2stems"})
-        if path.endswith("/stream"):
-            return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "-"}})
+        if (answer := _until_queued(path)) is not None:
+            return answer
         if path.endswith("/cancel"):
             return httpx.Response(202, json={"request_id": "req_1", "status": "CANCELLED"})
         polled.set()
