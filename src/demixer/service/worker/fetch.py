@@ -92,7 +92,8 @@ def fetch_audio_url(
             streaming).
         timeout: seconds allowed for connecting and receiving the answer's status and headers,
             all together, and then for each read of the body (not the whole transfer: the
-            job's own time limit bounds that, checked in ``on_chunk``).
+            job's own time limit bounds that, checked in ``on_chunk``, and so does
+            ``slow_after``).
         on_chunk: called with the bytes received so far after each chunk; it may raise to
             abort the download (the worker heartbeats from here).
         allowlist: host names, addresses and networks the guard allows anyway
