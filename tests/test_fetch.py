@@ -85,6 +85,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.2)
             self.close_connection = True
+        elif self.path == "/trickle":  # 10 bytes every 0.1 s of 100 KB, for 4 s at most
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(40):
+                self.wfile.write(b"x" * 10)
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.close_connection = True
         elif self.path == "/busy":
             self._send(503, b"try later")
         else:
@@ -241,3 +250,16 @@ def test_bytes_are_reported_as_they_arrive_not_per_64_kib(server: str, tmp_path:
     size = fetch_audio_url(f"{server}/drip", dest, 10**6, 10, allowlist=LOCAL, on_chunk=arrived)
     assert size == 100 and seen == list(range(10, 101, 10))
     assert dest.read_bytes() == b"".join(bytes([i]) * 10 for i in range(10))
+
+
+def test_an_origin_sending_too_slowly_is_given_up_on(server: str, tmp_path: Path) -> None:
+    """An origin sending 10 bytes every 0.1 s, each read well inside the read timeout, held
+    a worker slot until the job's own time limit (an hour by default). Past ``slow_after`` a
+    body averaging under 1 KiB/s is given up on, as the API gives up on an upload's."""
+    dest = tmp_path / "in"
+    start = time.monotonic()
+    with pytest.raises(AudioUrlFailed, match="sent too slowly") as info:
+        fetch_audio_url(f"{server}/trickle", dest, 1 << 20, 2, allowlist=LOCAL, slow_after=0.5)
+    assert time.monotonic() - start < 2
+    assert (info.value.code, info.value.retryable) == ("INVALID_AUDIO_URL", False)
+    assert not dest.exists()

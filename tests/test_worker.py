@@ -487,6 +487,39 @@ def test_audio_url_inputs_are_fetched_by_the_worker(
         server.server_close()
 
 
+def test_an_audio_url_origin_sending_too_slowly_fails_the_job_at_once(tmp_path: Path) -> None:
+    """An origin sending 10 bytes every 0.1 s, each read inside the fetch's read timeout, held
+    the worker's slot until the job's own time limit (an hour by default). Past
+    ``url_fetch_timeout_seconds`` a body averaging under 1 KiB/s fails the job, once."""
+
+    class Trickle(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(50):  # 5 s at most
+                self.wfile.write(b"x" * 10)
+                self.wfile.flush()
+                time.sleep(0.1)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = Env(tmp_path, url_fetch_timeout_seconds=0.5)
+    url = f"http://127.0.0.1:{server.server_address[1]}/song.wav"
+    try:
+        with running(Worker(env.services)):
+            job = env.wait_final(env.submit(params={"input": {"audio_url": url}}))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (job.status, job.error_code, job.attempts) == ("FAILED", "INVALID_AUDIO_URL", 1)
+    assert "sent too slowly" in (job.error_message or "")
+
+
 def test_an_audio_url_longer_than_its_accounts_allowance_has_left_fails_quota_exceeded(
     shared: tuple[Env, Worker], music: Path
 ) -> None:

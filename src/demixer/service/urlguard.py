@@ -354,6 +354,22 @@ class GuardedBackend(httpcore.NetworkBackend):
         self.inner.sleep(seconds)
 
 
+_tls = threading.local()  # .context: this thread's SSL context for guarded connections
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The TLS settings guarded connections use (httpx's: certificate checks against its CA
+    bundle), made once per thread. Loading the bundle takes about 50 ms, and every
+    ``audio_url`` fetch builds a transport (which loaded it twice). Per thread, not per
+    process: httpcore sets the context's ALPN protocols as it opens each connection, and
+    OpenSSL does not allow changing a context while another thread opens a connection with
+    it (a worker's slots fetch at the same time, each from its own thread)."""
+    context: ssl.SSLContext | None = getattr(_tls, "context", None)
+    if context is None:
+        context = _tls.context = httpx.create_ssl_context()
+    return context
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """``httpx.HTTPTransport`` whose connections go through :class:`GuardedBackend`.
 
@@ -361,12 +377,13 @@ class GuardedTransport(httpx.HTTPTransport):
     """
 
     def __init__(self, allowlist: Collection[str] | str = (), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        context = _ssl_context()
+        super().__init__(verify=context, **kwargs)  # its own pool, replaced below
         limits = httpx.Limits()
         # httpx builds its httpcore pool without a network-backend option; build the same pool
         # with ours (this is the only hook httpcore offers for where a connection goes).
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, cast
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from demixer.api import uploads
 from demixer.api.auth import ServicesDep
@@ -242,16 +243,34 @@ def download(
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     headers["Content-Length"] = str(last - first + 1)
     handle = services.storage.open(key, first)
-
-    def chunks() -> Iterator[bytes]:
-        left = last - first + 1
-        with handle:
-            while left > 0 and (chunk := handle.read(min(_CHUNK, left))):
-                left -= len(chunk)
-                yield chunk
-
     status = 200 if span is None else 206
-    return StreamingResponse(chunks(), status, headers, media_type=content_type)
+    return _BlobResponse(handle, last - first + 1, status, headers, content_type)
+
+
+class _BlobResponse(StreamingResponse):
+    """``size`` bytes read from ``handle``, a blob opened at the first byte to send; the
+    handle is closed as soon as the answer ends, sent whole or cut by the client."""
+
+    def __init__(
+        self, handle: BinaryIO, size: int, status: int, headers: dict[str, str], media_type: str
+    ) -> None:
+        self.handle = handle
+        super().__init__(self._chunks(size), status, headers, media_type=media_type)
+
+    def _chunks(self, left: int) -> Iterator[bytes]:
+        while left > 0 and (chunk := self.handle.read(min(_CHUNK, left))):
+            left -= len(chunk)
+            yield chunk
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Not in the generator's own ``finally``: a client that cuts the download leaves the
+        # generator suspended at its last piece (or never started), and its file stayed open
+        # until the garbage collector next ran. No read is in flight here: Starlette waits
+        # for the thread reading a piece before the answer ends.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.handle.close()
 
 
 @router.head(

@@ -9,13 +9,17 @@ is streamed to disk and the size limit is enforced while streaming, so a lying o
 ``Content-Length`` cannot fill the disk. A compressed body (``Content-Encoding``) is taken only
 with one layer of gzip or deflate, which at most multiplies each piece read by about a thousand:
 layers stacked on each other multiply again, and a few kilobytes would decompress into
-gigabytes in memory, at once, before the size limit could see them.
+gigabytes in memory, at once, before the size limit could see them. A body that, once it has
+taken longer than ``slow_after`` seconds, averages under :data:`MIN_RATE` is given up on: an
+origin trickling a few bytes just inside the read timeout held a worker slot until the job's own
+time limit (an hour by default).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from urllib.parse import urljoin
@@ -32,9 +36,12 @@ from demixer.service.urlguard import (
     time_limit,
 )
 
-__all__ = ["AudioUrlFailed", "fetch_audio_url"]
+__all__ = ["MIN_RATE", "AudioUrlFailed", "fetch_audio_url"]
 
 MAX_REDIRECTS = 5
+# Bytes a second a body must average once it has taken longer than ``slow_after``: what the API
+# asks of an upload's body (``demixer.api.bodies.MIN_BODY_RATE``).
+MIN_RATE = 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Audio is compressed already: ask for the bytes as they are. A server may encode them anyway;
 # then one of these, once (see the module's docstring).
@@ -73,6 +80,7 @@ def fetch_audio_url(
     allowlist: Collection[str] = (),
     on_chunk: Callable[[int], None] | None = None,
     client: httpx.Client | None = None,
+    slow_after: float | None = None,
 ) -> int:
     """Download ``url`` into ``dest`` (created or replaced); returns the bytes written.
 
@@ -84,7 +92,8 @@ def fetch_audio_url(
             streaming).
         timeout: seconds allowed for connecting and receiving the answer's status and headers,
             all together, and then for each read of the body (not the whole transfer: the
-            job's own time limit bounds that, checked in ``on_chunk``).
+            job's own time limit bounds that, checked in ``on_chunk``, and so does
+            ``slow_after``).
         on_chunk: called with the bytes received so far after each chunk; it may raise to
             abort the download (the worker heartbeats from here).
         allowlist: host names, addresses and networks the guard allows anyway
@@ -92,14 +101,17 @@ def fetch_audio_url(
         client: an httpx client to use; default: :func:`~demixer.service.urlguard.guarded_client`.
             A client given here should use ``GuardedTransport`` too: without it only the
             per-hop URL check stands between the fetch and DNS rebinding.
+        slow_after: seconds the body may take before it must average :data:`MIN_RATE` bytes
+            a second, counted from when its headers are in (None: ``timeout``).
 
     Raises:
-        AudioUrlFailed: bad URL, HTTP error, too large, or a network failure.
+        AudioUrlFailed: bad URL, HTTP error, too large, too slow, or a network failure.
     """
     own = client is None
     http = client or guarded_client(allowlist, timeout)
     try:
-        return _fetch(http, url, dest, max_bytes, timeout, allowlist, on_chunk)
+        grace = timeout if slow_after is None else slow_after
+        return _fetch(http, url, dest, max_bytes, timeout, allowlist, on_chunk, grace)
     except BaseException:
         with contextlib.suppress(OSError):
             dest.unlink(missing_ok=True)
@@ -117,6 +129,7 @@ def _fetch(
     timeout: float,
     allowlist: Collection[str],
     on_chunk: Callable[[int], None] | None,
+    slow_after: float,
 ) -> int:
     for _ in range(MAX_REDIRECTS + 1):
         try:
@@ -141,7 +154,7 @@ def _fetch(
                     url = urljoin(url, response.headers["location"])
                     continue
                 _check_status(url, response)
-                return _save(url, response, dest, max_bytes, on_chunk)
+                return _save(url, response, dest, max_bytes, on_chunk, slow_after)
         except UrlRefused as exc:  # the transport's own check, at connect time
             raise _refused(url, exc) from None
         except httpx.InvalidURL as exc:
@@ -182,6 +195,7 @@ def _save(
     dest: Path,
     max_bytes: int,
     on_chunk: Callable[[int], None] | None,
+    slow_after: float,
 ) -> int:
     codings = [
         coding.strip().lower()
@@ -211,6 +225,7 @@ def _save(
             retryable=False,
         )
     total = 0
+    began = time.monotonic()
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         # Each piece as it arrives: a fixed chunk size would wait for that many bytes, and a
@@ -223,6 +238,14 @@ def _save(
                     retryable=False,
                 )
             out.write(chunk)
+            took = time.monotonic() - began
+            if took > slow_after and total < MIN_RATE * took:
+                # Not retried: another attempt would hold a slot as long again for the same.
+                raise AudioUrlFailed(
+                    f"audio_url {shown_url(url)!r} sent too slowly: {total} bytes in "
+                    f"{took:.0f} s (at least {MIN_RATE} bytes a second)",
+                    retryable=False,
+                )
             if on_chunk is not None:
                 on_chunk(total)
     if total == 0:
