@@ -197,7 +197,10 @@ class StatusWatcher:
         self.closing = True
         self.stop_listening()
         for loop, state in list(self._loops.items()):
-            loop.call_soon_threadsafe(self._stop_watches, loop, state)
+            # A loop that has closed (a test client's, one per request) watches nothing, and
+            # raised here: the close stopped before telling the loops after it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._stop_watches, loop, state)
 
     def stop_listening(self) -> None:
         """Close the listener's connection (the application's lifespan has ended); the next
