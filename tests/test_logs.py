@@ -7,9 +7,13 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +22,7 @@ import pytest
 import uvicorn
 
 from api_support import Api, make_api  # noqa: F401 (a fixture)
+from demixer.api import access_log
 from demixer.api.access_log import log_config
 from demixer.errors import StorageUnavailable
 from demixer.service.worker.runner import _Lease
@@ -266,3 +271,26 @@ def test_a_traceback_from_the_separation_child_follows_its_line(server_log: io.S
         '  File "x.py", line 1',
         "ValueError: boom",
     ]
+
+
+def test_a_python_warning_is_one_line_with_its_time_and_level() -> None:
+    # warnings.warn (a library's deprecation notice) printed "file:line: UserWarning: ..."
+    # and its source line, bare, amid lines that all start with the time and the level.
+    # A process of its own: the warnings module is set up for the process, as serve and
+    # worker set it (configure_logging).
+    script = (
+        "import warnings\n"
+        "from demixer.api.access_log import configure_logging\n"
+        "configure_logging()\n"
+        "warnings.warn('a library is deprecated\\nsee its notes')\n"
+    )
+    here = str(Path(access_log.__file__).parents[2])  # this checkout's demixer, not another
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = done.stderr.splitlines()
+    stamp, rest = line.split(" ", 1)
+    assert len(stamp) == len("2026-12-05T23:27:00.123Z") and stamp.endswith("Z"), line
+    assert rest.startswith("WARNING:  ") and "UserWarning: a library is deprecated see" in rest

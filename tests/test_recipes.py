@@ -554,3 +554,21 @@ def test_a_users_recipe_in_the_model_dir_is_a_model_like_the_others(
     with pytest.raises(UnknownModel) as caught:
         list_specs()
     assert caught.value.message.endswith("bad.json: the id 'spleeter-2stems' is already taken")
+
+
+def test_a_users_recipe_whose_id_spells_an_ensemble_is_refused_naming_its_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fakes: dict[str, ModelSpec]
+) -> None:
+    # `my+kara` would be split into `my` and `kara` by an ensemble naming it, counted as an
+    # ensemble in metrics, and `fake-vocals+fake-vocals2` would hide that ensemble.
+    monkeypatch.setenv("DEMIXER_MODEL_DIR", str(tmp_path))
+    (tmp_path / "recipes").mkdir()
+    mine = {"id": "my+kara", "stems": ["lead_vocals", "backing_vocals", "instrumental"]}
+    mine["steps"] = list(KARAOKE_STEPS)
+    (tmp_path / "recipes" / "mine.json").write_text(json.dumps(mine))
+    with pytest.raises(UnknownModel) as caught:
+        get_spec("my+kara")
+    assert caught.value.message == (
+        f"recipe file {tmp_path}/recipes/mine.json: the id 'my+kara' holds '+' or ':', which "
+        "name an ensemble's models"
+    )

@@ -195,3 +195,55 @@ def test_a_job_another_process_ends_is_streamed_at_once_on_postgresql(
     finally:
         elsewhere.db.dispose()
     assert stream.states == [["IN_PROGRESS", "COMPLETED"]]
+
+
+def test_a_job_that_starts_in_this_process_is_streamed_at_once(
+    make_api: Callable[..., Api],
+) -> None:
+    """A job that this process's worker claims shows "running" on its page at once, not at
+    the watcher's next read (half a second in service; 30 s here)."""
+    api = make_api(rate_limit_per_minute=0, max_concurrent_jobs=0)
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    app = create_app(api.services)
+    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
+    app.state.status_watcher = watcher
+    with on_uvicorn(app) as base:
+        stream = Streams(base, api.key, [job_id])
+        wait_until(lambda: stream.all_saw("IN_QUEUE"), 30, "the first frame")
+        assert api.services.queue.claim("test-worker") is not None
+        wait_until(lambda: stream.all_saw("IN_PROGRESS"), 5, "the IN_PROGRESS frame")
+        api.services.queue.cancel(job_id)  # flagged: it ends at the worker's next heartbeat
+        api.services.queue.mark_cancelled(job_id, "test-worker")
+        wait_until(lambda: stream.closed[0], 5, "the CANCELLED frame")
+    assert stream.states == [["IN_QUEUE", "IN_PROGRESS", "CANCELLED"]]
+
+
+@pytest.mark.backends("pg-s3")
+def test_a_job_another_process_starts_or_gives_back_is_streamed_at_once_on_postgresql(
+    make_api: Callable[..., Api],
+) -> None:
+    """A job that a separate `demixer worker` claims, or hands back to the queue, reaches this
+    process's streams at once (``NOTIFY``), as its end does: with reads 30 s apart, its page
+    says "running" within seconds of the claim, and "queued" again within seconds of that."""
+    api = make_api(rate_limit_per_minute=0, max_concurrent_jobs=0)
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    elsewhere = Queue(Database(api.services.db.url))  # its own connections and listeners
+    app = create_app(api.services)
+    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
+    app.state.status_watcher = watcher
+    try:
+        with on_uvicorn(app) as base:
+            stream = Streams(base, api.key, [job_id])
+            wait_until(lambda: stream.all_saw("IN_QUEUE"), 30, "the first frame")
+            listener = watcher.listener
+            assert listener is not None
+            assert listener.listening.wait(10)
+            assert elsewhere.claim("worker-elsewhere") is not None
+            wait_until(lambda: stream.all_saw("IN_PROGRESS"), 5, "the IN_PROGRESS frame")
+            elsewhere.give_back(job_id, "worker-elsewhere", "a deploy")
+            wait_until(lambda: stream.all_saw("IN_QUEUE"), 5, "the IN_QUEUE frame")
+            elsewhere.cancel(job_id)
+            wait_until(lambda: stream.closed[0], 5, "the CANCELLED frame")
+    finally:
+        elsewhere.db.dispose()
+    assert stream.states == [["IN_QUEUE", "IN_PROGRESS", "IN_QUEUE", "CANCELLED"]]

@@ -15,6 +15,9 @@ Each record's message is written on one line (:class:`OneLine`): a log reader fi
 its level, and a line without one (psycopg's hint "Is the server running on that host..." on a
 second line) was an orphan that ``grep WARNING`` missed, or a line anyone could have written.
 
+Python warnings (``warnings.warn``, a library's deprecation notice) go through the same handler
+too, each one line at WARNING, rather than printed bare by :mod:`warnings`.
+
 Every line starts with the time it was written, in UTC with milliseconds
 (``2026-12-05T23:27:00.123Z INFO:     ...``): ``docker logs`` and a log file keep no time of
 their own, and an operator could not tell when a job failed. Under journald, which stamps each
@@ -151,5 +154,9 @@ def log_config(level: str = "INFO", *, timestamps: bool = True) -> dict[str, Any
 
 def configure_logging(level: str = "INFO", *, timestamps: bool = True) -> None:
     """Apply :func:`log_config` to this process (``demixer worker``, which runs no uvicorn;
-    ``serve`` also hands it to uvicorn, which applies it again)."""
+    ``serve`` also hands it to uvicorn, which applies it again), and log Python warnings
+    (``warnings.warn``) through it."""
     logging.config.dictConfig(log_config(level, timestamps=timestamps))
+    # A library's warnings.warn printed a bare line (no time, no level) of its own; through
+    # the ``py.warnings`` logger it reaches the root's handler, one line at WARNING.
+    logging.captureWarnings(True)

@@ -10,12 +10,13 @@ every 1 s for the default 2 s; at most every 5 s). A stream still answers a fram
 ``interval`` (with a status read since its last frame) and at once whenever the job's state
 changes: no stream misses a state the watcher saw, whatever its interval.
 
-A watched job that ends in this process (``serve``'s embedded workers: the queue's
-``end_listeners``) is read at once, not at the next round: its COMPLETED frame went out up to
-half a second after the job ended, a tenth of a 3-minute song's whole warm job (measured:
-benchmarks/RESULTS.md, "Service overhead"). On PostgreSQL so is a job that another process ends
-(a separate ``demixer worker``): the queue sends ``NOTIFY`` on
-:data:`~demixer.service.jobs.queue.ENDED_CHANNEL` as the job ends, and the watcher's listener
+A watched job that starts, goes back to the queue or ends in this process (``serve``'s
+embedded workers: the queue's ``status_listeners``) is read at once, not at the next round: its
+COMPLETED frame went out up to half a second after the job ended, a tenth of a 3-minute song's
+whole warm job (measured: benchmarks/RESULTS.md, "Service overhead"). On PostgreSQL so is a job
+that another process changes (a separate ``demixer worker`` claims or ends it): the queue sends
+``NOTIFY`` on :data:`~demixer.service.jobs.queue.STATUS_CHANNEL` with the change (one per
+attempt's start and end, none per heartbeat), and the watcher's listener
 (:class:`~demixer.service.jobs.wakeup.Listener`, one connection per API process, opened with
 the first stream) wakes the reads. A notification is a hint: the rounds go on, and while the
 listener is reconnecting those jobs are seen at the next round, as on SQLite, whose workers
@@ -44,7 +45,7 @@ from demixer.api.schemas import RequestStatus
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable
 from demixer.service.delivery.outbox import latest_deliveries
-from demixer.service.jobs.queue import ENDED_CHANNEL, IN_QUEUE
+from demixer.service.jobs.queue import IN_QUEUE, STATUS_CHANNEL
 from demixer.service.schema import Job, JobLog
 from demixer.service.worker.registry import live_models
 
@@ -66,7 +67,7 @@ __all__ = [
 log = logging.getLogger("demixer.api")
 
 #: The listening session's ``application_name`` (``pg_stat_activity``).
-LISTEN_APP_NAME = "demixer-listen-ended"
+LISTEN_APP_NAME = "demixer-listen-status"
 #: Seconds between two reads of the watched jobs at the least (half the shortest interval),
 #: and at the most.
 POLL_SECONDS, MAX_POLL_SECONDS = 0.5, 5.0
@@ -119,7 +120,8 @@ class Watch:
 class _Loop:
     watches: set[Watch] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)  # a watched job ended here
+    # A watched job's status changed (it started, went back to the queue or ended): read now.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class StatusWatcher:
@@ -150,7 +152,7 @@ class StatusWatcher:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
         )
-        # Jobs that other processes end, on PostgreSQL (module docstring): started with the
+        # Jobs that other processes start or end, on PostgreSQL (module docstring): started with the
         # first stream, so an API process nobody streams from holds no connection for it.
         self.listener: Listener | None = None
 
@@ -173,9 +175,9 @@ class StatusWatcher:
 
             self.listener = Listener(
                 self.services.db.url,
-                ENDED_CHANNEL,
-                self._ended_elsewhere,
-                what="ended jobs",
+                STATUS_CHANNEL,
+                self._changed_elsewhere,
+                what="job status changes",
                 app_name=LISTEN_APP_NAME,
             )
             self.listener.start()
@@ -195,7 +197,10 @@ class StatusWatcher:
         self.closing = True
         self.stop_listening()
         for loop, state in list(self._loops.items()):
-            loop.call_soon_threadsafe(self._stop_watches, loop, state)
+            # A loop that has closed (a test client's, one per request) watches nothing, and
+            # raised here: the close stopped before telling the loops after it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._stop_watches, loop, state)
 
     def stop_listening(self) -> None:
         """Close the listener's connection (the application's lifespan has ended); the next
@@ -204,15 +209,16 @@ class StatusWatcher:
         if listener is not None:
             listener.stop(wait=False)  # its thread ends within a second
 
-    def _ended_elsewhere(self, job_id: str | None) -> None:
-        """In the listener's thread: ``job_id`` ended (maybe in another process); None: the
-        listener has just (re)connected, and jobs may have ended unheard meanwhile."""
+    def _changed_elsewhere(self, job_id: str | None) -> None:
+        """In the listener's thread: ``job_id``'s status changed (maybe in another process);
+        None: the listener has just (re)connected, and jobs may have changed unheard
+        meanwhile."""
         for loop, state in list(self._loops.items()):
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody watches
                 if job_id is None:
-                    loop.call_soon_threadsafe(state.ended.set)
+                    loop.call_soon_threadsafe(state.changed.set)
                 else:
-                    loop.call_soon_threadsafe(self._job_ended, state, job_id)
+                    loop.call_soon_threadsafe(self._job_changed, state, job_id)
 
     @staticmethod
     def _stop_watches(loop: asyncio.AbstractEventLoop, state: _Loop) -> None:
@@ -220,28 +226,28 @@ class StatusWatcher:
             watch.push(STOPPING, loop.time())
 
     @staticmethod
-    def _job_ended(state: _Loop, job_id: str) -> None:
-        """In the loop's thread: ``job_id`` ended in this process; read now if it is watched."""
+    def _job_changed(state: _Loop, job_id: str) -> None:
+        """In the loop's thread: ``job_id``'s status changed; read now if it is watched."""
         if any(watch.job_id == job_id for watch in state.watches):
-            state.ended.set()
+            state.changed.set()
 
     async def _run(self, state: _Loop) -> None:
         loop = asyncio.get_running_loop()
 
-        def ended(job_id: str) -> None:  # in the thread that ended the job
+        def changed(job_id: str) -> None:  # in the thread that changed the job
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody watches
-                loop.call_soon_threadsafe(self._job_ended, state, job_id)
+                loop.call_soon_threadsafe(self._job_changed, state, job_id)
 
-        listeners = self.services.queue.end_listeners
-        listeners.append(ended)
+        listeners = self.services.queue.status_listeners
+        listeners.append(changed)
         try:
             while state.watches:
                 shortest = min((w.interval for w in state.watches), default=0.0)
                 with anyio.move_on_after(
                     min(max(shortest / 2, self.poll_seconds), self.max_poll_seconds)
                 ):
-                    await state.ended.wait()
-                state.ended.clear()
+                    await state.changed.wait()
+                state.changed.clear()
                 watches = list(state.watches)
                 if not watches:
                     break
@@ -267,7 +273,7 @@ class StatusWatcher:
                 for watch in watches:
                     watch.push(found.get((watch.job_id, watch.logs), GONE), read_at)
         finally:
-            listeners.remove(ended)
+            listeners.remove(changed)
             state.task = None
 
     def read(self, wanted: Collection[tuple[str, bool]]) -> dict[tuple[str, bool], RequestStatus]:

@@ -233,8 +233,8 @@ def user_recipes(directory: Path, known: Mapping[str, ModelSpec]) -> tuple[Model
     recipes/``), ``{"id", "description", "stems", "steps"}`` with steps as in the catalogue's.
 
     Raises:
-        ValueError: a file that is not such a recipe, or whose id is already taken; the
-            message names the file and the fault.
+        ValueError: a file that is not such a recipe, whose id is already taken or holds
+            ``+`` or ``:`` (an ensemble's); the message names the file and the fault.
     """
     if not directory.is_dir():
         return ()
@@ -245,6 +245,12 @@ def user_recipes(directory: Path, known: Mapping[str, ModelSpec]) -> tuple[Model
             if not isinstance(raw, dict) or set(raw) - {"id", "description", "stems", "steps"}:
                 raise ValueError("expected an object with id, description, stems and steps")
             recipe_id = str(raw["id"])
+            if "+" in recipe_id or ":" in recipe_id:
+                # Those two spell an ensemble (``a+b``, ``max:a+b``): such an id could not be
+                # an ensemble's member, would shadow an ensemble and counts as one in metrics.
+                raise ValueError(
+                    f"the id {recipe_id!r} holds '+' or ':', which name an ensemble's models"
+                )
             if recipe_id in known or any(r.id == recipe_id for r in out):
                 raise ValueError(f"the id {recipe_id!r} is already taken")
             spec = recipe_spec(

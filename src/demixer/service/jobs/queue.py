@@ -29,12 +29,12 @@ from demixer.service.schema import Job, JobLog
 __all__ = [
     "CANCELLED",
     "COMPLETED",
-    "ENDED_CHANNEL",
     "FAILED",
     "FINAL",
     "IN_PROGRESS",
     "IN_QUEUE",
     "NOTIFY_CHANNEL",
+    "STATUS_CHANNEL",
     "Claim",
     "JobConflict",
     "JobState",
@@ -69,9 +69,11 @@ FINAL = (COMPLETED, FAILED, CANCELLED)
 #: PostgreSQL ``NOTIFY`` channel for "a job was queued" (payload: its engine model); worker
 #: processes listen on it (``service/jobs/wakeup.py``).
 NOTIFY_CHANNEL = "demixer_jobs"
-#: PostgreSQL ``NOTIFY`` channel for "a job ended" (payload: its id): API processes listen on
-#: it, so their status streams read the job at once (``api/statuswatch.py``).
-ENDED_CHANNEL = "demixer_ended"
+#: PostgreSQL ``NOTIFY`` channel for "a job's status changed" (payload: its id): it started,
+#: went back to the queue or ended. API processes listen on it, so their status streams read
+#: the job at once (``api/statuswatch.py``). Once per attempt's start and end, never per
+#: heartbeat.
+STATUS_CHANNEL = "demixer_status"
 
 
 class LeaseLost(Exception):
@@ -119,19 +121,20 @@ class Queue:
         final_hooks: called as ``hook(session, job)`` inside the transaction that moves a job to
             COMPLETED, FAILED or CANCELLED, so what they write (usage, webhook deliveries)
             commits or rolls back with the transition itself: a transactional outbox.
-        end_listeners: called as ``listener(job_id)`` once that transaction has committed, in
-            the thread that committed it (this process's workers: the embedded ``serve``'s),
-            so this process's status streams say a job ended at once instead of at their
-            next read (:class:`~demixer.api.statuswatch.StatusWatcher`). A listener must
-            return quickly and not raise. On PostgreSQL the same transaction sends ``NOTIFY``
-            on :data:`ENDED_CHANNEL`, for the other processes' streams.
+        status_listeners: called as ``listener(job_id)`` once a transaction that changed the
+            job's status (it started, went back to the queue or ended) has committed, in the
+            thread that committed it (this process's workers: the embedded ``serve``'s), so
+            this process's status streams show the change at once instead of at their next
+            read (:class:`~demixer.api.statuswatch.StatusWatcher`). A listener must return
+            quickly and not raise. On PostgreSQL the same transaction sends ``NOTIFY`` on
+            :data:`STATUS_CHANNEL`, for the other processes' streams.
     """
 
     def __init__(self, db: Database, *, lease_seconds: float = 30.0) -> None:
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
         self.final_hooks: list[FinalHook] = []
-        self.end_listeners: list[Callable[[str], None]] = []
+        self.status_listeners: list[Callable[[str], None]] = []
         # Wakes idle worker slots in this process when a job is queued here (the embedded
         # `serve`), instead of leaving it until their next poll; other processes still poll.
         self._work = threading.Condition()
@@ -161,15 +164,20 @@ class Queue:
         if self.db.dialect == "postgresql":
             session.execute(select(func.pg_notify(NOTIFY_CHANNEL, engine_model)))
 
-    def _finalised(self, s: Session, job_id: str) -> None:
+    def _status_changed(self, s: Session, job_id: str) -> None:
+        """Tell the status streams that ``job_id`` started, went back to the queue or ended,
+        once ``s`` commits: this process's through :attr:`status_listeners`; on PostgreSQL
+        the other processes' too, through ``NOTIFY`` (a worker process changed it: the API's
+        streams read it at their next round otherwise), delivered at commit and dropped on
+        rollback, as the listeners are told."""
         if self.db.dialect == "postgresql":
-            # For other processes' status streams (a worker process ended it: the API's
-            # streams read it at its next round otherwise); delivered at commit, dropped on
-            # rollback, as the end listeners below are told.
-            s.execute(select(func.pg_notify(ENDED_CHANNEL, job_id)))
-        if self.end_listeners:
-            listeners = list(self.end_listeners)
+            s.execute(select(func.pg_notify(STATUS_CHANNEL, job_id)))
+        if self.status_listeners:
+            listeners = list(self.status_listeners)
             event.listen(s, "after_commit", lambda _s: _tell(listeners, job_id), once=True)
+
+    def _finalised(self, s: Session, job_id: str) -> None:
+        self._status_changed(s, job_id)
         if not self.final_hooks:
             return
         # populate_existing: the session may hold this Job from before the UPDATE (submit's
@@ -431,6 +439,7 @@ class Queue:
             if was == IN_PROGRESS:  # its worker died or was cut off: say so before the retry
                 self._attempt_lost(s, job_id, job.attempts - 1, lost_owner)
             self.log(s, job_id, f"attempt {job.attempts} started on {worker_id}")
+            self._status_changed(s, job_id)  # its page says "running" now, not at a next read
             return Claim(job.id, job.attempts, job.engine_model, dict(job.params), job.account_id)
 
     def _settle_expired(self, s: Session, now: Any) -> None:
@@ -507,6 +516,7 @@ class Queue:
                 continue
             self._attempt_lost(s, job_id, attempts, owner)
             self._wake_after_commit(s, engine_model)
+            self._status_changed(s, job_id)
 
     def settle_expired(self) -> None:
         """Settle the jobs whose worker stopped renewing its lease: cancelled when a cancel is
@@ -674,6 +684,7 @@ class Queue:
         self.log(s, job_id, why)
         engine_model = s.execute(select(Job.engine_model).where(Job.id == job_id))
         self._wake_after_commit(s, engine_model.scalar_one())
+        self._status_changed(s, job_id)
 
     def mark_cancelled(self, job_id: str, worker_id: str) -> None:
         """The worker stopped a running job whose cancel was requested."""
@@ -700,10 +711,10 @@ class Queue:
 
 
 def _tell(listeners: list[Callable[[str], None]], job_id: str) -> None:
-    """Each of ``listeners`` that ``job_id`` ended; one that fails is logged, never raised:
-    the job's end has committed, whatever a listener does."""
+    """Each of ``listeners`` that ``job_id``'s status changed; one that fails is logged, never
+    raised: the change has committed, whatever a listener does."""
     for listener in listeners:
         try:
             listener(job_id)
         except Exception:
-            log.exception("telling a listener that job %s ended failed", job_id)
+            log.exception("telling a listener that job %s changed failed", job_id)

@@ -14,7 +14,7 @@ backoff and wakes the slots once it is back, for the jobs queued while it was aw
 needs none of this: its workers share the API's process (``serve``) or poll.
 
 :class:`Listener` is the part that does not depend on what a notification means: the API
-processes' status streams use it too, on :data:`~demixer.service.jobs.queue.ENDED_CHANNEL`
+processes' status streams use it too, on :data:`~demixer.service.jobs.queue.STATUS_CHANNEL`
 (:mod:`demixer.api.statuswatch`).
 """
 
