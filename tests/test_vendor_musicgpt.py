@@ -549,7 +549,12 @@ def test_deecho_runs_the_catalogues_de_echo_model_once_it_is_pulled(
     )
     torch.save(network.state_dict(), home / checkpoint_pin.name)
     pins = tuple(
-        WeightFile(name=w.name, sha256=file_sha256(home / w.name), url=w.url, size=w.size)
+        WeightFile(
+            name=w.name,
+            sha256=file_sha256(home / w.name),
+            url=w.url,
+            size=(home / w.name).stat().st_size,  # pinned as made, as its hash
+        )
         for w in entry.weights
     )
     spec = replace(entry, weights=pins)
