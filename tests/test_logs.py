@@ -294,3 +294,4 @@ def test_a_python_warning_is_one_line_with_its_time_and_level() -> None:
     stamp, rest = line.split(" ", 1)
     assert len(stamp) == len("2026-12-05T23:27:00.123Z") and stamp.endswith("Z"), line
     assert rest.startswith("WARNING:  ") and "UserWarning: a library is deprecated see" in rest
+    assert line == line.rstrip()  # its text's closing line break is not left as a space

@@ -105,7 +105,8 @@ class OneLine(_UtcTime, DefaultFormatter):
     ``extra={"trace": text}`` (the separation child's)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = one_line(record.message)
+        # Trailing breaks go, not made a space: a captured warning's text ends with one.
+        record.message = one_line(record.message.rstrip())
         return str(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
