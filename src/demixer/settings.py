@@ -24,6 +24,7 @@ from demixer.models.quality import DEFAULT_QUALITY, Quality, parse_quality
 
 __all__ = [
     "ENV_FILE",
+    "MIN_BODY_RATE",
     "Settings",
     "is_secret",
     "load_env_file",
@@ -33,6 +34,12 @@ __all__ = [
 
 #: Read into the environment by every ``demixer`` command (variables already set win).
 ENV_FILE = ".env"
+
+#: Bytes a second a body must average once it has taken longer than its time limit: an
+#: upload's body past ``body_timeout_seconds`` (else 408), an ``audio_url``'s past
+#: ``url_fetch_timeout_seconds`` (else the job fails). A peer trickling a byte just inside
+#: the per-read timeout would hold its connection, or a worker slot, for days otherwise.
+MIN_BODY_RATE = 1024
 
 # DEMIXER_* names that are not Settings fields but are read elsewhere: the clients
 # (DEMIXER_SERVER, DEMIXER_API_KEY), `models pull`, the precision override, and the compose

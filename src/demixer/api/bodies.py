@@ -37,6 +37,7 @@ from demixer.errors import (
     RequestTimeout,
     RequestTooLarge,
 )
+from demixer.settings import MIN_BODY_RATE
 
 __all__ = [
     "FORM_OVERHEAD",
@@ -49,9 +50,6 @@ __all__ = [
 ]
 
 FORM_OVERHEAD = 1 << 20  # bytes of multipart headers, boundaries and small fields beside a file
-# Bytes a second a body must average once it has taken longer than the idle timeout: a client
-# trickling a byte just inside that timeout would hold its connection for days otherwise.
-MIN_BODY_RATE = 1024
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ is streamed to disk and the size limit is enforced while streaming, so a lying o
 with one layer of gzip or deflate, which at most multiplies each piece read by about a thousand:
 layers stacked on each other multiply again, and a few kilobytes would decompress into
 gigabytes in memory, at once, before the size limit could see them. A body that, once it has
-taken longer than ``slow_after`` seconds, averages under :data:`MIN_RATE` is given up on: an
-origin trickling a few bytes just inside the read timeout held a worker slot until the job's own
-time limit (an hour by default).
+taken longer than ``slow_after`` seconds, averages under
+:data:`~demixer.settings.MIN_BODY_RATE` (as an upload's body must) is given up on: an origin
+trickling a few bytes just inside the read timeout held a worker slot until the job's own time
+limit (an hour by default).
 """
 
 from __future__ import annotations
@@ -35,13 +36,11 @@ from demixer.service.urlguard import (
     guarded_client,
     time_limit,
 )
+from demixer.settings import MIN_BODY_RATE
 
-__all__ = ["MIN_RATE", "AudioUrlFailed", "fetch_audio_url"]
+__all__ = ["AudioUrlFailed", "fetch_audio_url"]
 
 MAX_REDIRECTS = 5
-# Bytes a second a body must average once it has taken longer than ``slow_after``: what the API
-# asks of an upload's body (``demixer.api.bodies.MIN_BODY_RATE``).
-MIN_RATE = 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Audio is compressed already: ask for the bytes as they are. A server may encode them anyway;
 # then one of these, once (see the module's docstring).
@@ -101,8 +100,9 @@ def fetch_audio_url(
         client: an httpx client to use; default: :func:`~demixer.service.urlguard.guarded_client`.
             A client given here should use ``GuardedTransport`` too: without it only the
             per-hop URL check stands between the fetch and DNS rebinding.
-        slow_after: seconds the body may take before it must average :data:`MIN_RATE` bytes
-            a second, counted from when its headers are in (None: ``timeout``).
+        slow_after: seconds the body may take before it must average
+            :data:`~demixer.settings.MIN_BODY_RATE` bytes a second, counted from when its
+            headers are in (None: ``timeout``).
 
     Raises:
         AudioUrlFailed: bad URL, HTTP error, too large, too slow, or a network failure.
@@ -239,11 +239,11 @@ def _save(
                 )
             out.write(chunk)
             took = time.monotonic() - began
-            if took > slow_after and total < MIN_RATE * took:
+            if took > slow_after and total < MIN_BODY_RATE * took:
                 # Not retried: another attempt would hold a slot as long again for the same.
                 raise AudioUrlFailed(
                     f"audio_url {shown_url(url)!r} sent too slowly: {total} bytes in "
-                    f"{took:.0f} s (at least {MIN_RATE} bytes a second)",
+                    f"{took:.0f} s (at least {MIN_BODY_RATE} bytes a second)",
                     retryable=False,
                 )
             if on_chunk is not None:

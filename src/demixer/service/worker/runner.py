@@ -372,7 +372,7 @@ class Runner:
                 min(settings.url_fetch_timeout_seconds, max(1.0, settings.lease_seconds / 2)),
                 allowlist=parse_allowlist(settings.url_allowlist),
                 on_chunk=lambda _: lease.tick(),
-                # Past this, a body averaging under 1 KiB/s is given up on (fetch.MIN_RATE).
+                # Past this, a body averaging under 1 KiB/s is given up on (settings.MIN_BODY_RATE).
                 slow_after=settings.url_fetch_timeout_seconds,
             )
         except AudioUrlFailed as exc:
