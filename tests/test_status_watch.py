@@ -33,11 +33,12 @@ POLL = 0.1  # the watcher's period here (a test need not wait as long as a servi
 
 
 @contextmanager
-def serving(api: Api) -> Iterator[tuple[str, StatusWatcher]]:
+def serving(api: Api, poll: float = POLL) -> Iterator[tuple[str, StatusWatcher]]:
     """The app on a real uvicorn server in a thread (one event loop, as in service), with a
-    watcher reading every ``POLL`` seconds (in service: half the shortest stream interval)."""
+    watcher reading every ``poll`` seconds (in service: half the shortest stream interval;
+    30 s: a frame that comes sooner came from a notice that the job changed, not a read)."""
     app = create_app(api.services)
-    watcher = StatusWatcher(api.services, poll_seconds=POLL, max_poll_seconds=POLL)
+    watcher = StatusWatcher(api.services, poll_seconds=poll, max_poll_seconds=poll)
     app.state.status_watcher = watcher
     with on_uvicorn(app) as base:
         yield base, watcher
@@ -151,10 +152,7 @@ def test_a_job_that_ends_in_this_process_is_streamed_at_once(
     comes within seconds."""
     api = make_api(rate_limit_per_minute=0, max_concurrent_jobs=0)
     job_id = api.queue_separate(api.upload()).json()["request_id"]
-    app = create_app(api.services)
-    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
-    app.state.status_watcher = watcher
-    with on_uvicorn(app) as base:
+    with serving(api, poll=30) as (base, _watcher):
         assert api.services.queue.claim("test-worker") is not None
         stream = Streams(base, api.key, [job_id])
         wait_until(lambda: stream.all_saw("IN_PROGRESS"), 30, "the first frame")
@@ -177,11 +175,8 @@ def test_a_job_another_process_ends_is_streamed_at_once_on_postgresql(
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     # The worker's process: its own connections, and none of this process's listeners.
     elsewhere = Queue(Database(api.services.db.url))
-    app = create_app(api.services)
-    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
-    app.state.status_watcher = watcher
     try:
-        with on_uvicorn(app) as base:
+        with serving(api, poll=30) as (base, watcher):
             assert elsewhere.claim("worker-elsewhere") is not None
             stream = Streams(base, api.key, [job_id])
             wait_until(lambda: stream.all_saw("IN_PROGRESS"), 30, "the first frame")
@@ -204,10 +199,7 @@ def test_a_job_that_starts_in_this_process_is_streamed_at_once(
     the watcher's next read (half a second in service; 30 s here)."""
     api = make_api(rate_limit_per_minute=0, max_concurrent_jobs=0)
     job_id = api.queue_separate(api.upload()).json()["request_id"]
-    app = create_app(api.services)
-    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
-    app.state.status_watcher = watcher
-    with on_uvicorn(app) as base:
+    with serving(api, poll=30) as (base, _watcher):
         stream = Streams(base, api.key, [job_id])
         wait_until(lambda: stream.all_saw("IN_QUEUE"), 30, "the first frame")
         assert api.services.queue.claim("test-worker") is not None
@@ -228,11 +220,8 @@ def test_a_job_another_process_starts_or_gives_back_is_streamed_at_once_on_postg
     api = make_api(rate_limit_per_minute=0, max_concurrent_jobs=0)
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     elsewhere = Queue(Database(api.services.db.url))  # its own connections and listeners
-    app = create_app(api.services)
-    watcher = StatusWatcher(api.services, poll_seconds=30, max_poll_seconds=30)
-    app.state.status_watcher = watcher
     try:
-        with on_uvicorn(app) as base:
+        with serving(api, poll=30) as (base, watcher):
             stream = Streams(base, api.key, [job_id])
             wait_until(lambda: stream.all_saw("IN_QUEUE"), 30, "the first frame")
             listener = watcher.listener
