@@ -1274,6 +1274,16 @@ class _Clock:
         self.now += seconds
 
 
+def _vocals_at_blob_x(size: int) -> Result:
+    """A finished request's result: one stem, song_vocals.wav, ``size`` bytes at
+    http://blob.test/x (what a mock transport serves)."""
+    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
+              "content_type": "audio/wav", "size": size}  # fmt: skip
+    return Result.from_json(
+        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
+    )
+
+
 def _until_queued(path: str) -> httpx.Response | None:
     """A mock server's answers up to a queued job: the upload (announce, PUT, complete), the
     submit (req_1) and no status stream (404, so the client polls); None for another path."""
@@ -1391,11 +1401,7 @@ def test_a_download_cut_mid_file_resumes_where_it_broke(tmp_path: Path, ranges: 
         stream = _CutAfter(rest, 30_000) if len(asked) <= 2 else httpx.ByteStream(rest)
         return httpx.Response(status, headers=headers, stream=stream)
 
-    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
-              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
-    result = Result.from_json(
-        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
-    )
+    result = _vocals_at_blob_x(len(body))
     with (
         patch("time.sleep", lambda _s: None),
         Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
@@ -1431,11 +1437,7 @@ def test_a_download_cut_more_often_than_max_tries_finishes_while_each_try_gets_f
         stream = _CutAfter(rest, 10_000) if len(asked) <= 7 else httpx.ByteStream(rest)
         return httpx.Response(206 if start else 200, headers=headers, stream=stream)
 
-    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
-              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
-    result = Result.from_json(
-        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
-    )
+    result = _vocals_at_blob_x(len(body))
     with (
         patch("time.sleep", lambda _s: None),
         Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
@@ -1598,11 +1600,7 @@ def test_a_download_the_disk_refuses_is_an_output_error_not_a_bad_input(tmp_path
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body)
 
-    output = {"url": "http://blob.test/x", "file_name": "song_vocals.wav",
-              "content_type": "audio/wav", "size": len(body)}  # fmt: skip
-    result = Result.from_json(
-        {"request_id": "req_1", "model": "audio/stems", "data": {"vocals": output}}
-    )
+    result = _vocals_at_blob_x(len(body))
     out = tmp_path / "out"
     (out / "song_vocals.wav").mkdir(parents=True)  # in the way of the stem
 
