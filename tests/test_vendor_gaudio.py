@@ -302,6 +302,21 @@ def test_a_model_not_permitted_is_403_and_an_unknown_path_404(
     }
 
 
+def test_the_super_hq_model_takes_type_vocal_alone(gaudio: Gaudio, uploaded: str) -> None:
+    """gsep_music_shq_v1 separates vocal and accompaniment (Gaudio Lab's model list: its type
+    options are `vocal`): a drum or bass asked of it was queued as if it were the HQ model."""
+    for stems in ("drum", "vocal,bass"):
+        answer = gaudio.post(
+            "/v1/gsep_music_shq_v1/jobs", {"audioUploadId": uploaded, "type": stems}
+        )
+        word = stems.rsplit(",", 1)[-1]
+        assert answer == {
+            "resultCode": 1100,
+            "resultData": None,
+            "resultMessage": f"unknown type {word!r} for gsep_music_shq_v1; use any of vocal",
+        }
+
+
 def test_a_stem_no_installed_model_produces_is_refused_by_name(
     gaudio: Gaudio, uploaded: str
 ) -> None:

@@ -75,10 +75,14 @@ STEM_TYPES = {
     "acoustic_piano": "piano",
 }
 _OUTPUT_NAMES = {**{v: k for k, v in STEM_TYPES.items()}, RESIDUAL: "others"}
-# Gaudio's music stem models, as its documents name them: gsep_music_hq_v1 (its job page
-# and quick start) and gsep_music_shq_v1 (vocal and accompaniment, in Gaudio Lab's MCP
-# server's model list). Every other name is another product, or none: a 403.
-_MUSIC_MODELS = ("gsep_music_hq_v1", "gsep_music_shq_v1")
+# Gaudio's music stem models and the types each separates, as its documents name them:
+# gsep_music_hq_v1 any of the five (its job page and quick start), gsep_music_shq_v1 `vocal`
+# alone, vocal and accompaniment (Gaudio Lab's MCP server's model list: typeOptions
+# ["vocal"]). Every other name is another product, or none: a 403.
+_MODEL_TYPES: dict[str, tuple[str, ...]] = {
+    "gsep_music_hq_v1": tuple(STEM_TYPES),
+    "gsep_music_shq_v1": ("vocal",),
+}
 _PART_PATH = "/v1/files/upload-multipart/part"
 _MIN_RATE, _MAX_RATE = 16_000, 192_000
 _STATUS: dict[str, str] = {
@@ -213,22 +217,26 @@ def _usable(services: Services, account_id: str, upload_id: object) -> File:
     return row
 
 
-def _stems(raw: object) -> list[str]:
-    """``type``'s stems: comma-separated (``"vocal,drum"``), or a list of those words."""
+def _stems(model: str, raw: object) -> list[str]:
+    """``type``'s stems: comma-separated (``"vocal,drum"``), or a list of those words, each
+    one ``model`` separates."""
+    types = _MODEL_TYPES[model]
     if isinstance(raw, list) and all(isinstance(w, str) for w in raw):
         raw = ",".join(raw)
     if not isinstance(raw, str) or not raw.strip():
-        raise TypeMissing(f"type is required: comma-separated, any of {', '.join(STEM_TYPES)}")
+        raise TypeMissing(f"type is required: comma-separated, any of {', '.join(types)}")
     stems: list[str] = []
     for word in (w.strip().lower() for w in raw.split(",")):
         if not word:
             continue
-        if word not in STEM_TYPES:
-            raise InvalidRequest(f"unknown type {word!r}; use any of {', '.join(STEM_TYPES)}")
+        if word not in types:
+            raise InvalidRequest(
+                f"unknown type {word!r} for {model}; use any of {', '.join(types)}"
+            )
         if STEM_TYPES[word] not in stems:
             stems.append(STEM_TYPES[word])
     if not stems:
-        raise TypeMissing(f"type is required: comma-separated, any of {', '.join(STEM_TYPES)}")
+        raise TypeMissing(f"type is required: comma-separated, any of {', '.join(types)}")
     return stems
 
 
@@ -245,11 +253,11 @@ def _create_job(services: Services, caller: Identity, model: str, body: dict[str
     # Gaudio's 403: the model is not permitted. Its speech and DME (dialogue / music /
     # effects) models separate other things than music stems, which is all demixer does; a
     # name Gaudio has no model for (`gsep_music_foo`) was taken as a music model.
-    if model not in _MUSIC_MODELS:
+    if model not in _MODEL_TYPES:
         raise Forbidden(
             f"model {model[:100]!r} is not permitted; use a GSEP music model, e.g. gsep_music_hq_v1"
         )
-    stems = _stems(body.get("type"))
+    stems = _stems(model, body.get("type"))
     row = _usable(services, caller.account_id, body.get("audioUploadId"))
     request = StemsRequest.model_validate(
         {"input": {"file_id": row.id, "stems": stems, "output_format": "wav"}}
