@@ -390,6 +390,58 @@ def test_errors(server: Server, song: Path, tmp_path: Path) -> None:
         assert "'files:write'" in r.json()["message"]
 
 
+def test_by_user_pages_the_callers_extractions_and_v1_checks_the_key(server: Server) -> None:
+    """MusicGPT's n8n node lists conversions with `GET /v1/byUser` (conversionType,
+    startDate, endDate, sortOrder, limit, LastEvaluatedKey -> {success, conversions,
+    LastEvaluatedKey}) and tests its credential with `GET /v1/`: both were 404."""
+    key = create_key(server.data_dir)  # an account of its own: its listing is these alone
+    url = "http://127.0.0.1:9/song.wav"  # queued at once (fetched by the worker, later)
+    with musicgpt(server, key) as client:
+        check = client.get("/v1/")
+        assert check.status_code == 200 and check.json()["success"] is True, check.text
+        ids = []
+        for _ in range(3):
+            r = extract(client, audio_url=url, stems=["vocals"])
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["task_id"])
+            time.sleep(0.01)
+        # A native request of the same key is no MusicGPT conversion.
+        native = server.client(key).post(
+            "/v1/queue/audio/stems", json={"input": {"audio_url": url, "stems": ["vocals"]}}
+        )
+        assert native.status_code == 202, native.text
+        r = client.get("/v1/byUser")
+        assert r.status_code == 200, r.text
+        listed = r.json()
+        assert listed["success"] is True and listed["LastEvaluatedKey"] is None
+        assert [c["task_id"] for c in listed["conversions"]] == ids[::-1]  # newest first
+        one = client.get("/v1/byId", params={"conversionType": "EXTRACTION", "task_id": ids[0]})
+        assert set(listed["conversions"][-1]) == set(one.json()["conversion"])  # byId's shape
+        first = client.get("/v1/byUser", params={"limit": 2}).json()
+        assert [c["task_id"] for c in first["conversions"]] == ids[:0:-1]
+        assert first["LastEvaluatedKey"]
+        rest = client.get(
+            "/v1/byUser", params={"limit": 2, "LastEvaluatedKey": first["LastEvaluatedKey"]}
+        ).json()
+        assert [c["task_id"] for c in rest["conversions"]] == ids[:1]
+        assert rest["LastEvaluatedKey"] is None
+        oldest = client.get(
+            "/v1/byUser", params={"sortOrder": "ASC", "conversionType": "EXTRACTION"}
+        )
+        assert [c["task_id"] for c in oldest.json()["conversions"]] == ids
+        for params in ({"conversionType": "MUSIC_AI"}, {"startDate": "2999-01-01T00:00:00Z"}):
+            r = client.get("/v1/byUser", params=params)
+            assert r.status_code == 200 and r.json()["conversions"] == [], r.text
+        r = client.get("/v1/byUser", params={"limit": 0})
+        assert r.status_code == 400 and r.json()["error"] == "INVALID_REQUEST", r.text
+    with musicgpt(server) as other:  # another account's key sees none of them
+        theirs = other.get("/v1/byUser", params={"limit": 100}).json()["conversions"]
+        assert not {c["task_id"] for c in theirs} & set(ids)
+    with musicgpt(server, "dmx_not_a_key") as bad:
+        assert bad.get("/v1/").status_code == 403
+        assert bad.get("/v1/byUser").status_code == 403
+
+
 @pytest.mark.backends("sqlite")  # no service: the stem names alone
 def test_a_narrower_stem_is_refused_not_given_the_broader_one(
     monkeypatch: pytest.MonkeyPatch,

@@ -1,5 +1,6 @@
-"""Keyset pagination of the caller's listings (``GET /v1/queue/requests``, ``GET /v1/files``):
-newest first, by creation time then id, each page ending with an opaque ``next_cursor``.
+"""Keyset pagination of the caller's listings (``GET /v1/queue/requests``, ``GET /v1/files``,
+MusicGPT's ``GET /v1/byUser``): newest first (or oldest first), by creation time then id, each
+page ending with an opaque ``next_cursor``.
 
 A cursor is the last item's ``[created_at, id]`` as URL-safe base64 JSON (no padding). It is
 not signed: a made-up one only moves where the caller's own listing starts, and is refused
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -50,15 +52,39 @@ def keyset_page(
     item_id: InstrumentedAttribute[str],
     limit: int,
     cursor: str | None,
+    *,
+    oldest_first: bool = False,
+    keep: Callable[[T], bool] | None = None,
 ) -> tuple[list[T], str | None]:
     """One page of ``query`` (the caller's own rows, already filtered), newest ``created``
-    first, ties by ``item_id``: at most ``limit`` rows after ``cursor``, and the cursor of the
-    next page (None on the last one)."""
+    first (``oldest_first``: oldest first), ties by ``item_id``: at most ``limit`` rows after
+    ``cursor``, and the cursor of the next page (None on the last one).
+
+    ``keep``: a test the rows must pass besides the query (one SQL cannot ask, e.g. a field of
+    a JSON column only its contract module reads); rows are then read in batches until the
+    page is full, so a page holds ``limit`` kept rows whatever lies between them.
+    """
     if cursor:
         when, last = _uncursor(cursor)
-        query = query.where(or_(created < when, and_(created == when, item_id < last)))
-    query = query.order_by(created.desc(), item_id.desc()).limit(limit + 1)
-    rows = list(session.execute(query).scalars())
+        if oldest_first:
+            query = query.where(or_(created > when, and_(created == when, item_id > last)))
+        else:
+            query = query.where(or_(created < when, and_(created == when, item_id < last)))
+    if oldest_first:
+        query = query.order_by(created.asc(), item_id.asc())
+    else:
+        query = query.order_by(created.desc(), item_id.desc())
+    if keep is None:
+        rows = list(session.execute(query.limit(limit + 1)).scalars())
+    else:
+        found = session.execute(query.execution_options(yield_per=max(limit + 1, 100)))
+        rows = []
+        for row in found.scalars():
+            if keep(row):
+                rows.append(row)
+                if len(rows) > limit:
+                    break
+        found.close()
     page = rows[:limit]
     if len(rows) <= limit:
         return page, None

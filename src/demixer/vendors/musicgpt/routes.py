@@ -47,15 +47,28 @@ Wire decisions:
   ``audio_file`` and ``audio_url`` is always the 422 ``MISSING_INPUT``.
 - Surround input (more than 2 channels) is folded to stereo first (``input.downmix``): the
   protocol has no field to ask for it.
+- ``GET /v1/byUser``: the caller's extractions, a page at a time, as MusicGPT's own n8n
+  node asks for them (its public docs do not list the endpoint): ``conversionType``
+  (EXTRACTION, or none for every type; any other type has none here), ``startDate`` /
+  ``endDate`` (ISO 8601, a time without an offset is UTC), ``sortOrder`` (DESC, newest first,
+  or ASC), ``limit`` (1-100, 20 by default; more is read as 100) and ``LastEvaluatedKey`` (the
+  previous page's). The answer ``{success, conversions, LastEvaluatedKey}`` is the node's;
+  the shape of one conversion is not public, so each is ``byId``'s ``conversion``.
+  ``LastEvaluatedKey`` is null on the last page.
+- ``GET /v1/`` answers 200 ``{success: true}`` to a valid key (MusicGPT's n8n node checks its
+  credential with it), 403 to any other.
 - Any other path under the prefix answers MusicGPT's 404.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -69,6 +82,7 @@ from demixer.api.errors import as_demixer_error
 from demixer.api.forms import Form, read_form
 from demixer.api.jobs import check_not_expired, fetch_job
 from demixer.api.lanes import Lane
+from demixer.api.paging import keyset_page
 from demixer.api.schemas import QueuedResponse, StemsRequest
 from demixer.errors import (
     Conflict,
@@ -77,6 +91,7 @@ from demixer.errors import (
     Forbidden,
     Gone,
     InvalidAudio,
+    InvalidParams,
     InvalidRequest,
     ModelUnavailable,
     NotFound,
@@ -159,14 +174,15 @@ def error_response(error: DemixerError) -> JSONResponse:
 
 
 async def _identity(request: Request, *scopes: str) -> Identity:
-    """The caller, from ``Authorization: <key>`` or ``Authorization: Bearer <key>``."""
+    """The caller, from ``Authorization: <key>`` or ``Authorization: Bearer <key>``, holding
+    one of ``scopes`` (none given: any valid key)."""
     raw = request.headers.get("authorization", "").strip()
     if raw[:7].lower() == "bearer ":
         raw = raw[7:].strip()
     if not raw:
         raise Unauthorized("missing API key: send `Authorization: <key>`")
     identity = await identify(request, raw)
-    if not identity.scopes.intersection(scopes):
+    if scopes and not identity.scopes.intersection(scopes):
         raise Forbidden(f"this API key lacks the scope {' or '.join(map(repr, scopes))}")
     return identity
 
@@ -358,6 +374,104 @@ async def by_id(request: Request) -> JSONResponse:
     except (DemixerError, DBAPIError) as exc:
         return error_response(as_demixer_error(exc))
     return JSONResponse(body)
+
+
+_PAGE, _MAX_PAGE = 20, 100  # byUser's default and largest `limit`
+
+
+def _is_extraction(job: Job) -> bool:
+    """Whether ``job`` is a MusicGPT extraction (what byUser lists; byId finds no other)."""
+    try:
+        return isinstance(JobParams.of_job(job.id, job.params).vendor, MusicGptFields)
+    except InvalidParams:  # a row this release cannot read: not shown as anything
+        return False
+
+
+def _when(raw: str | None, param: str) -> datetime | None:
+    """``startDate`` / ``endDate``: ISO 8601, a date or a time; without an offset, UTC."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"{param} {raw[:100]!r} is not an ISO 8601 date or time, e.g. 2025-01-01T00:00:00Z",
+            param=param,
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return _PAGE
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise InvalidRequest(f"limit {raw[:100]!r} is not a whole number from 1", param="limit")
+    return min(limit, _MAX_PAGE)
+
+
+def _conversions(services: Services, account_id: str, query: Mapping[str, str]) -> dict[str, Any]:
+    """The whole of ``GET /v1/byUser`` after the key is checked (runs in a thread)."""
+    kind = query.get("conversionType") or ""
+    start = _when(query.get("startDate"), "startDate")
+    end = _when(query.get("endDate"), "endDate")
+    order = (query.get("sortOrder") or "DESC").upper()
+    if order not in ("ASC", "DESC"):
+        raise InvalidRequest(f"sortOrder {order[:100]!r} is not ASC or DESC", param="sortOrder")
+    limit = _limit(query.get("limit"))
+    cursor = query.get("LastEvaluatedKey") or query.get("lastEvaluatedKey") or None
+    if kind and kind.upper() != "EXTRACTION":  # the only conversions made here
+        return {"success": True, "conversions": [], "LastEvaluatedKey": None}
+    rows = select(Job).where(Job.account_id == account_id)
+    if start is not None:
+        rows = rows.where(Job.created_at >= start)
+    if end is not None:
+        rows = rows.where(Job.created_at <= end)
+    with services.db.read() as s:
+        try:
+            jobs, next_key = keyset_page(
+                s,
+                rows,
+                Job.created_at,
+                Job.id,
+                limit,
+                cursor,
+                oldest_first=order == "ASC",
+                keep=_is_extraction,
+            )
+        except InvalidRequest:  # a key this server did not hand out
+            raise InvalidRequest(
+                f"bad LastEvaluatedKey {str(cursor)[:100]!r}", param="LastEvaluatedKey"
+            ) from None
+        found = [conversion(services, job) for job in jobs]
+    return {"success": True, "conversions": found, "LastEvaluatedKey": next_key}
+
+
+@router.get("/v1/byUser")
+async def by_user(request: Request) -> JSONResponse:
+    """The caller's extractions, a page at a time (see the module docstring)."""
+    services: Services = request.app.state.services
+    try:
+        identity = await _identity(request, "files:read")
+        read = partial(_conversions, services, identity.account_id, request.query_params)
+        body = await anyio.to_thread.run_sync(read)
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+    return JSONResponse(body)
+
+
+@router.get("/v1/")
+@router.get("/v1")
+async def key_check(request: Request) -> JSONResponse:
+    """200 for a valid key: MusicGPT's n8n node tests its credential with this request."""
+    try:
+        await _identity(request)
+    except (DemixerError, DBAPIError) as exc:
+        return error_response(as_demixer_error(exc))
+    return JSONResponse({"success": True, "message": "the API key is valid"})
 
 
 # The route takes nothing but the request: its lane is the route's own function, without

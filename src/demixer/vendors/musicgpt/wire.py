@@ -21,6 +21,7 @@ from demixer.service.accounts.usage import usage_quantity
 from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
+from demixer.service.retention.expiry import result_expired
 from demixer.service.schema import Job
 
 __all__ = [
@@ -214,7 +215,9 @@ def conversion_status(job: Job) -> tuple[str, str]:
 
 
 def job_urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | None]]:
-    """The original's URL and MusicGPT stem name -> URL (None until COMPLETED)."""
+    """The original's URL and MusicGPT stem name -> URL (None until COMPLETED, and again once
+    the outputs are past their retention: ``byUser`` lists such a conversion, with no links
+    to files that are gone)."""
     params = JobParams.of_job(job.id, job.params)
     source = params.input
     ttl = services.settings.download_url_ttl_seconds
@@ -224,7 +227,8 @@ def job_urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | 
         original = source.audio_url
     fields = fields_of(params).stems
     stems: dict[str, str | None] = dict.fromkeys(fields)
-    if job.status == COMPLETED:
+    keep = services.settings.result_retention_seconds
+    if job.status == COMPLETED and not result_expired(job, keep, services.db.clock()):
         data = result_response(services, job).data
         for name, output in fields.items():
             out = data.get(output)
@@ -238,7 +242,7 @@ def _stem_fields(stems: dict[str, str | None]) -> dict[str, str | None]:
 
 
 def conversion(services: Services, job: Job) -> dict[str, Any]:
-    """The ``conversion`` object of ``GET /v1/byId``."""
+    """The ``conversion`` object of ``GET /v1/byId`` (and each of ``GET /v1/byUser``'s)."""
     status, message = conversion_status(job)
     original, stems = job_urls(services, job)
     sent = fields_of(JobParams.of_job(job.id, job.params)).preprocessing_options
