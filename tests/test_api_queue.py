@@ -581,6 +581,74 @@ def test_cancel(api: Api) -> None:
     assert api.services.queue.heartbeat(running, "w1") is True  # the worker sees the flag
 
 
+def test_fals_paths_under_the_model_answer_as_the_requests_own(api: Api) -> None:
+    """fal's clients build a request's URLs under its model: `/v1/queue/audio/separate/
+    requests/{id}/status` (`?logs=1`), `.../status/stream`, `.../requests/{id}` and
+    `PUT .../cancel`; all four were 404. Another model's (or account's) is the 404 of an
+    unknown id."""
+    file_id = api.upload()
+    job_id = api.queue_separate(file_id).json()["request_id"]
+    base = f"/v1/queue/audio/separate/requests/{job_id}"
+    r = api.get(f"{base}/status?logs=1")
+    assert r.status_code == 200, r.text
+    assert (r.json()["request_id"], r.json()["status"]) == (job_id, "IN_QUEUE")
+    assert r.json()["logs"] == api.get(f"/v1/queue/requests/{job_id}/status?logs=1").json()["logs"]
+    _error(api.get(base), 409, "NOT_READY")
+    unknown = f"no request {job_id!r}"  # what an unknown id answers, with this id
+    for wrong in (
+        f"/v1/queue/audio/stems/requests/{job_id}",
+        f"/v1/queue/fal-ai/flux/dev/requests/{job_id}",
+    ):
+        assert _error(api.get(f"{wrong}/status"), 404, "NOT_FOUND") == unknown
+        assert _error(api.get(f"{wrong}/status/stream"), 404, "NOT_FOUND") == unknown
+        assert _error(api.get(wrong), 404, "NOT_FOUND") == unknown
+        assert _error(api.put(f"{wrong}/cancel"), 404, "NOT_FOUND") == unknown
+    assert _error(api.get(f"{base}/status", key=api.other_key), 404, "NOT_FOUND") == unknown
+    assert api.get(f"{base}/status").json()["status"] == "IN_QUEUE"  # no cancel reached it
+    other = api.queue_separate(file_id, "drums").json()["request_id"]
+    r = api.put(f"/v1/queue/audio/separate/requests/{other}/cancel")
+    assert r.status_code == 200 and r.json() == {"request_id": other, "status": "CANCELLED"}
+    api.worker_done(job_id)
+    r = api.get(base)
+    assert r.status_code == 200 and set(r.json()["data"]) >= {"target", "residual"}, r.text
+    r = api.get(f"{base}/status/stream")
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert [f[1]["status"] for f in _frames(r.text)] == ["COMPLETED"]
+    _error(api.put(f"{base}/cancel"), 409, "JOB_CONFLICT")  # the native answer, kept
+
+
+def test_fals_webhook_in_the_query_is_the_requests_webhook(api: Api) -> None:
+    """fal's clients pass the webhook as `?fal_webhook=URL` on the submit: it was ignored."""
+    file_id = api.upload()
+    hook = "https://example.org/hook"
+    body = {"input": {"file_id": file_id, "prompt": "vocals"}}
+    r = api.post(f"/v1/queue/audio/separate?fal_webhook={hook}", json=body)
+    assert r.status_code == 202, r.text
+    assert r.json()["webhook"]["url"] == hook
+    assert _params(api, r.json()["request_id"])["webhook"]["url"] == hook
+    stems = {"input": {"file_id": file_id, "stems": ["vocals"]}}
+    r = api.post(f"/v1/queue/audio/stems?fal_webhook={hook}", json=stems)
+    assert r.status_code == 202 and r.json()["webhook"]["url"] == hook, r.text
+    # The same URL in the body too is one webhook; another one is a 400.
+    same = {**body, "webhookUrl": hook}
+    assert api.post(f"/v1/queue/audio/separate?fal_webhook={hook}", json=same).status_code == 202
+    other = {**body, "webhook": {"url": "https://example.org/other"}}
+    r = api.post(f"/v1/queue/audio/separate?fal_webhook={hook}", json=other)
+    _error(r, 400, "INVALID_REQUEST", "fal_webhook")
+    # A retry under the same Idempotency-Key with another webhook is another request.
+    keyed = {"Idempotency-Key": "fal-1"}
+    first = api.post(f"/v1/queue/audio/separate?fal_webhook={hook}", json=body, headers=keyed)
+    assert first.status_code == 202, first.text
+    again = api.post(f"/v1/queue/audio/separate?fal_webhook={hook}2", json=body, headers=keyed)
+    _error(again, 409, "IDEMPOTENCY_KEY_REUSED")
+    # Checked as the body's webhook is: the same refusal, code and status.
+    for refused in ("http://127.0.0.1:9/hook", "mailto:x"):
+        in_body = api.post("/v1/queue/audio/separate", json={**body, "webhookUrl": refused})
+        in_query = api.post(f"/v1/queue/audio/separate?fal_webhook={refused}", json=body)
+        assert in_body.status_code == in_query.status_code == 400, in_query.text
+        assert in_query.json()["error"]["code"] == in_body.json()["error"]["code"] == "URL_REFUSED"
+
+
 def test_a_cancel_of_a_job_whose_worker_died_ends_it_at_once(api: Api) -> None:
     """The only worker was killed mid-job (its lease ran out) and none took the job again: the
     cancel answered 202 CANCELLATION_REQUESTED and the job stayed IN_PROGRESS for good, as

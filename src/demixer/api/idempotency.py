@@ -2,8 +2,8 @@
 
 A POST route takes the :data:`IdempotencyDep` dependency and runs its action through
 :meth:`Idempotency.run`. With the header, the first request stores ``(account, key) -> hash of
-method, path and body`` as *in flight*, runs, and stores its status and JSON; a repeat with the
-same hash gets that answer again (same status, same JSON, ``Idempotent-Replayed: true``), a
+method, path, query and body`` as *in flight*, runs, and stores its status and JSON; a repeat
+with the same hash gets that answer again (same status, same JSON, ``Idempotent-Replayed: true``), a
 repeat with another hash is a 409 ``IDEMPOTENCY_KEY_REUSED``, and a repeat while the first is
 still running is a 409 ``IDEMPOTENCY_IN_PROGRESS``. Keys are per account and kept 24 hours.
 
@@ -72,7 +72,7 @@ class Idempotency:
 
     Attributes:
         key: the header's value.
-        request_hash: SHA-256 hex of method, path and (canonical) body.
+        request_hash: SHA-256 hex of method, path, (canonical) body and query.
         method: the request's method (shown in a conflict's message).
         path: the request's path.
     """
@@ -226,6 +226,8 @@ async def idempotency(
     for part in (request.method.encode(), request.url.path.encode(), _canonical(body)):
         digest.update(part)
         digest.update(b"\n")
+    if request.url.query:  # part of the request too: fal's `?fal_webhook=` on a submit
+        digest.update(request.url.query.encode())
     return Idempotency(key, digest.hexdigest(), request.method, request.url.path)
 
 

@@ -95,12 +95,11 @@ def urls(services: Services, job_id: str) -> dict[str, str]:
     }
 
 
-def owned_job(session: Session, account_id: str, job_id: str) -> Job:
-    """The caller's job; another account's or an unknown id is NOT_FOUND."""
-    job = session.get(Job, job_id)
-    if job is None or job.account_id != account_id:
-        raise NotFound(f"no request {job_id!r}")
-    return job
+def owned_job(session: Session, account_id: str, job_id: str, model: str | None = None) -> Job:
+    """The caller's job; another account's or an unknown id is NOT_FOUND. ``model``: the queue
+    model the URL names (fal's form, ``/v1/queue/{model}/requests/{id}``); another model's
+    request is NOT_FOUND too, the same answer as an unknown id."""
+    return _owned(session.get(Job, job_id), account_id, job_id, model)
 
 
 @dataclass
@@ -241,31 +240,35 @@ _JOB_ROW = select(_JOB).where(_JOB.c.id == bindparam("job_id"))
 _JOB_ROWS = select(_JOB).where(_JOB.c.id == any_(bindparam("keys", type_=ARRAY(String))))
 
 
-def _owned(row: Any, account_id: str, job_id: str) -> Job:
-    if row is None or row.account_id != account_id:
+def _owned(row: Any, account_id: str, job_id: str, model: str | None = None) -> Job:
+    other_model = model is not None and row is not None and row.queue_model != model
+    if row is None or row.account_id != account_id or other_model:
         raise NotFound(f"no request {job_id!r}")
     return cast(Job, row)
 
 
-def read_job(services: Services, account_id: str, job_id: str) -> Job:
+def read_job(services: Services, account_id: str, job_id: str, model: str | None = None) -> Job:
     """The caller's job as a read-only row: one SELECT outside any transaction, on a pooled
     driver connection (:mod:`demixer.service.prepared`).
 
     The row has every column of :class:`Job` as an attribute and is typed as one for its
     readers, but it is not attached to a session: read it, never change it. Another account's
-    or an unknown id is NOT_FOUND, as :func:`owned_job` answers.
+    or an unknown id is NOT_FOUND, as :func:`owned_job` answers (``model`` too).
     """
-    return _owned(prepared(services.db, _JOB_ROW).one_or_none(job_id=job_id), account_id, job_id)
+    row = prepared(services.db, _JOB_ROW).one_or_none(job_id=job_id)
+    return _owned(row, account_id, job_id, model)
 
 
-async def fetch_job(services: Services, account_id: str, job_id: str) -> Job:
+async def fetch_job(
+    services: Services, account_id: str, job_id: str, model: str | None = None
+) -> Job:
     """:func:`read_job` for the event loop: on SQLite read right there (a local file, tens of
     microseconds), elsewhere together with the reads other requests ask for meanwhile (one
     round trip for all of them, in a worker thread: :mod:`demixer.service.batchread`)."""
     db = services.db
     if db.dialect == "sqlite":
-        return read_job(services, account_id, job_id)
-    return _owned(await keyed_reads(db, _JOB_ROWS, "id").get(job_id), account_id, job_id)
+        return read_job(services, account_id, job_id, model)
+    return _owned(await keyed_reads(db, _JOB_ROWS, "id").get(job_id), account_id, job_id, model)
 
 
 def more_reads(job: Job, logs: bool) -> bool:
@@ -288,10 +291,13 @@ def job_status(services: Services, account_id: str, job_id: str, logs: bool) -> 
     return status_of(services, read_job(services, account_id, job_id), logs)
 
 
-def job_result(services: Services, account_id: str, job_id: str) -> ResultResponse:
-    """A completed request's outputs with fresh signed URLs; errors until then."""
+def job_result(
+    services: Services, account_id: str, job_id: str, model: str | None = None
+) -> ResultResponse:
+    """A completed request's outputs with fresh signed URLs; errors until then (``model``: as
+    :func:`owned_job` takes it)."""
     with services.db.read() as s:
-        job = owned_job(s, account_id, job_id)
+        job = owned_job(s, account_id, job_id, model)
     if job.status == FAILED:
         raise JobFailed(
             f"request {job_id} failed: {job.error_message or job.error_code}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -80,6 +80,7 @@ __all__ = [
     "plan_separate",
     "plan_stems_request",
     "submit",
+    "with_query_webhook",
 ]
 
 SEPARATE = "audio/separate"
@@ -256,6 +257,28 @@ def _common(
         "downmix": inp.downmix,
         "rescale": inp.rescale,
     }
+
+
+Body = TypeVar("Body", bound=QueueBody)
+
+
+def with_query_webhook(req: Body, url: str | None) -> Body:
+    """``req`` with the webhook URL fal's clients send in the submit's query
+    (``?fal_webhook=URL``): read as the body's ``webhookUrl``, so it is checked as that one is
+    (:func:`_common`). The body naming another URL is a 400: which one was meant is not
+    guessed. A blank one is none."""
+    if url is None or not url.strip():
+        return req
+    given = req.webhook.url if req.webhook is not None else req.webhook_url
+    if given is None:
+        return req.model_copy(update={"webhook_url": url.strip()})
+    if given.strip() != url.strip():
+        raise InvalidRequest(
+            f"fal_webhook {shown_url(url)!r} and the body's webhook {shown_url(given)!r} are "
+            "different URLs; give one of them",
+            param="fal_webhook",
+        )
+    return req
 
 
 def plan_separate(services: Services, account_id: str, req: SeparateRequest) -> Submission:

@@ -9,8 +9,9 @@ import json
 import math
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.convertors import PathConvertor, register_url_convertor
 
@@ -84,6 +85,21 @@ _STATUS_EVENT = {
 }
 _READ_ERRORS = error_responses(401, 403, 404)
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
+# The model in fal's form of a request's URLs (its `/` kept: `audio/separate`).
+FalModel = Annotated[
+    str,
+    Path(description="The model the request was submitted to: `audio/separate` or `audio/stems`."),
+]
+# fal's clients send a submit's webhook in the query, not the body (fal's webhooks page).
+FalWebhook = Annotated[
+    str | None,
+    Query(
+        max_length=4096,
+        description="The webhook URL as fal's clients send it: the same as the body's "
+        "`webhookUrl` (checked as it is, signed with a new secret unless the body gives "
+        "`webhookSecret`); both given and different is a 400.",
+    ),
+]
 
 
 @router.post("/audio/separate", status_code=202, responses=_SUBMIT_ERRORS)
@@ -93,11 +109,13 @@ def queue_separate(
     identity: QueueWrite,
     idempotency: IdempotencyDep,
     response: Response,
+    fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
     """Separate the sound `input.prompt` names: the result has `target` and `residual`."""
 
     def action() -> QueuedResponse:
-        submission = submit.plan_separate(services, identity.account_id, body)
+        req = submit.with_query_webhook(body, fal_webhook)
+        submission = submit.plan_separate(services, identity.account_id, req)
         return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
 
     return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
@@ -110,11 +128,13 @@ def queue_stems(
     identity: QueueWrite,
     idempotency: IdempotencyDep,
     response: Response,
+    fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
     """Separate `input.stems` with `input.model`: one file per stem plus `residual`."""
 
     def action() -> QueuedResponse:
-        submission = submit.plan_stems_request(services, identity.account_id, body)
+        req = submit.with_query_webhook(body, fal_webhook)
+        submission = submit.plan_stems_request(services, identity.account_id, req)
         return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
 
     return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
@@ -140,9 +160,9 @@ async def request_status(
 
 
 async def _status_response(
-    services: Services, identity: Identity, request_id: str, logs: bool
+    services: Services, identity: Identity, request_id: str, logs: bool, model: str | None = None
 ) -> Response:
-    job = await jobs.fetch_job(services, identity.account_id, request_id)
+    job = await jobs.fetch_job(services, identity.account_id, request_id, model)
     read = partial(jobs.status_of, services, job, logs)
     status = await lanes.read(services, read) if jobs.more_reads(job, logs) else read()
     # Built and checked by its model already: answered as its JSON, not validated again.
@@ -165,17 +185,20 @@ def _frame(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
 
+_STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "Server-sent events: `event: status` frames whose `data:` line is "
+        "the RequestStatus JSON (an `event: error` frame if the request is deleted meanwhile)",
+        "content": {"text/event-stream": {"schema": _STATUS_EVENT}},
+    },
+    **_READ_ERRORS,
+}
+
+
 @router.get(
     "/requests/{request_id}/status/stream",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "Server-sent events: `event: status` frames whose `data:` line is "
-            "the RequestStatus JSON (an `event: error` frame if the request is deleted meanwhile)",
-            "content": {"text/event-stream": {"schema": _STATUS_EVENT}},
-        },
-        **_READ_ERRORS,
-    },
+    responses=_STREAM_RESPONSES,
 )
 async def request_status_stream(
     request: Request,
@@ -188,10 +211,22 @@ async def request_status_stream(
     """Server-sent events: `event: status` frames (the status JSON) every `interval` seconds,
     closed after COMPLETED, FAILED or CANCELLED, or when the server stops (after a
     `: the server is stopping; reconnect` comment: read again, from another server or later)."""
+    return await _status_stream(request, services, identity, request_id, interval, logs)
+
+
+async def _status_stream(
+    request: Request,
+    services: Services,
+    identity: Identity,
+    request_id: str,
+    interval: float,
+    logs: bool,
+    model: str | None = None,
+) -> StreamingResponse:
     # The first read is the stream's own (an unknown id is a plain 404, not a stream); then the
     # process's one watcher reads every streamed job at once (api/statuswatch.py), and a change
     # of state is sent at once, between the periodic frames.
-    job = await jobs.fetch_job(services, identity.account_id, request_id)
+    job = await jobs.fetch_job(services, identity.account_id, request_id, model)
     read = partial(jobs.status_of, services, job, logs)
     first = await lanes.read(services, read) if jobs.more_reads(job, logs) else read()
     delay = min(max(interval, MIN_INTERVAL), MAX_INTERVAL) if math.isfinite(interval) else 2.0
@@ -261,8 +296,18 @@ def cancel_request(
     stopped responding; a running one when its worker stops it (202
     `CANCELLATION_REQUESTED`: it ends `CANCELLED`, even when it finishes meanwhile); a
     finished one is a 409 `JOB_CONFLICT`."""
+    return _cancel(services, identity, request_id, response)
+
+
+def _cancel(
+    services: Services,
+    identity: Identity,
+    request_id: str,
+    response: Response,
+    model: str | None = None,
+) -> CancelResponse:
     with services.db.read() as s:
-        jobs.owned_job(s, identity.account_id, request_id)
+        jobs.owned_job(s, identity.account_id, request_id, model)
     if services.queue.cancel(request_id) == CANCELLED:
         return CancelResponse(request_id=request_id, status="CANCELLED")
     response.status_code = 202
@@ -282,6 +327,76 @@ def delete_request(request_id: str, services: ServicesDep, identity: QueueWrite)
     unreachable: 503, and the request stays, to be deleted again."""
     jobs.delete_job(services, identity.account_id, request_id)
     return Response(status_code=204)
+
+
+# fal's form of a request's URLs: under the model it was submitted to
+# (`/v1/queue/audio/separate/requests/{id}/status`), as fal's clients build them from the
+# model id and the request id. Each answers as the route it stands for; a request of another
+# model is a 404, the same as an unknown id.
+
+
+@router.get(
+    "/{model_id:queue_model}/requests/{request_id}/status",
+    response_model=RequestStatus,
+    responses=_READ_ERRORS,
+)
+async def model_request_status(
+    model_id: FalModel,
+    request_id: str,
+    services: ServicesDep,
+    identity: QueueRead,
+    logs: bool = False,
+) -> Response:
+    """`GET /v1/queue/requests/{request_id}/status` at fal's path: under the request's model
+    (`audio/separate` or `audio/stems`); another model's request is a 404."""
+    return await _status_response(services, identity, request_id, logs, model_id)
+
+
+@router.get(
+    "/{model_id:queue_model}/requests/{request_id}/status/stream",
+    response_class=StreamingResponse,
+    responses=_STREAM_RESPONSES,
+)
+async def model_request_status_stream(
+    request: Request,
+    model_id: FalModel,
+    request_id: str,
+    services: ServicesDep,
+    identity: QueueRead,
+    interval: float = Query(2.0, description="Seconds between frames, clamped to 1–10."),
+    logs: bool = False,
+) -> StreamingResponse:
+    """`GET /v1/queue/requests/{request_id}/status/stream` at fal's path: under the request's
+    model; another model's request is a 404."""
+    return await _status_stream(request, services, identity, request_id, interval, logs, model_id)
+
+
+@router.get(
+    "/{model_id:queue_model}/requests/{request_id}",
+    responses=error_responses(401, 403, 404, 409, 410, 422),
+)
+def model_request_response(
+    model_id: FalModel, request_id: str, services: ServicesDep, identity: FilesRead
+) -> ResultResponse:
+    """`GET /v1/queue/requests/{request_id}/result` at fal's path for a request's response:
+    under the request's model; another model's request is a 404."""
+    return jobs.job_result(services, identity.account_id, request_id, model_id)
+
+
+@router.put(
+    "/{model_id:queue_model}/requests/{request_id}/cancel",
+    responses={202: {"model": CancelResponse}, **error_responses(401, 403, 404, 409)},
+)
+def model_cancel_request(
+    model_id: FalModel,
+    request_id: str,
+    response: Response,
+    services: ServicesDep,
+    identity: QueueWrite,
+) -> CancelResponse:
+    """`PUT /v1/queue/requests/{request_id}/cancel` at fal's path: under the request's model;
+    another model's request is a 404."""
+    return _cancel(services, identity, request_id, response, model_id)
 
 
 @router.post("/{model_id:queue_model}", include_in_schema=False)
