@@ -1239,6 +1239,67 @@ def test_a_pooled_connection_the_server_closed_is_sent_again_at_once(kind: str) 
     assert server.answered == 3
 
 
+def _cuts_the_first_upload() -> httpx.MockTransport:
+    """An API (and store) whose connection drops 1.5 MiB into the first PUT of a file, and
+    that answers the first multipart upload 503 once it has read it; each goes through after."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        multipart = request.headers.get("content-type", "").startswith("multipart/")
+        if path == "/v1/files" and not multipart:
+            return httpx.Response(
+                201, json={"file_id": "file_1", "upload_url": "http://api.test/up", "headers": {}}
+            )
+        first = path not in sent
+        sent.append(path)
+        if first and path == "/up":
+            raise httpx.WriteError("Connection reset by peer")  # the body was read: 2.5 MiB
+        if first and multipart:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": {}})
+        file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
+        return httpx.Response(
+            200 if path != "/v1/files" else 201, json={**file, "status": "uploaded"}
+        )
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+@pytest.mark.parametrize("multipart", [False, True])
+def test_an_upload_sent_again_after_a_cut_counts_its_bytes_once(
+    tmp_path: Path, multipart: bool
+) -> None:
+    """`demixer remote separate`'s bar went past 100 % (3.5 MiB of a 2.5 MiB song) when the
+    connection dropped mid-upload and the upload was sent again: the resent bytes were
+    counted twice. The bar stops at the file's size, and goes up only as bytes no send had
+    reached are sent."""
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(5 << 19))  # 2.5 MiB: three chunks
+    seen: list[int] = []
+    with (
+        patch("demixer.client.sync.time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=_cuts_the_first_upload()) as c,
+    ):
+        c.upload(song, multipart=multipart, on_bytes=seen.append)
+    assert sum(seen) == song.stat().st_size
+    assert min(seen) > 0
+
+    async def upload_async() -> list[int]:
+        counted: list[int] = []
+        transport = _cuts_the_first_upload()
+        async with AsyncClient("http://api.test", api_key="k", transport=transport) as c:
+            with patch("demixer.client.aio.anyio.sleep", _no_sleep):
+                await c.upload(song, multipart=multipart, on_bytes=counted.append)
+        return counted
+
+    assert sum(asyncio.run(upload_async())) == song.stat().st_size
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
 def test_a_post_that_is_not_safe_to_repeat_is_not_sent_twice(tmp_path: Path) -> None:
     calls = []
 

@@ -149,19 +149,20 @@ class AsyncClient(core.ClientBase):
         path = Path(path)
         size = transfers.upload_size(path)
         ctype = content_type or transfers.content_type_for(path)
+        sent = transfers.SentOnce(on_bytes)  # a body sent again counts once
         if multipart:
             # httpx's multipart encoder reads the file in 64 KiB blocking reads.
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = transfers.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, sent.send())
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(await self._json(self._multipart_call(), files=files))
         announced = await self._json(self._announce_call(path, size, ctype))
         put = self._put_call(announced, size)
-        core.check_put(await self._send(put, content=lambda: _chunks(path, on_bytes)))
+        core.check_put(await self._send(put, content=lambda: _chunks(path, sent.send())))
         return FileInfo.from_json(await self._json(self._complete_call(announced)))
 
     async def submit(

@@ -162,25 +162,28 @@ class Client(core.ClientBase):
         By default the file is announced (``POST /v1/files``), PUT to the signed URL the
         server answers (the API's own, or a presigned object-storage URL) and completed
         (``POST /v1/files/{id}/complete``); ``multipart=True`` sends one
-        ``multipart/form-data`` POST instead. ``on_bytes(n)`` is called as each chunk is sent.
+        ``multipart/form-data`` POST instead. ``on_bytes(n)`` is called as each chunk is sent;
+        a body sent again (after a cut, a 429 or a 503) counts only the bytes past where the
+        sends before it got, so the counts add up to the file's size.
         Not audio: :class:`ApiError` ``INVALID_AUDIO`` (422). An empty file or a folder:
         :class:`~demixer.errors.InvalidAudio` (the same code), before anything is sent.
         """
         path = Path(path)
         size = transfers.upload_size(path)
         ctype = content_type or transfers.content_type_for(path)
+        sent = transfers.SentOnce(on_bytes)  # a body sent again counts once
         if multipart:
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = transfers.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, sent.send())
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(self._json(self._multipart_call(), files=files))
         announced = self._json(self._announce_call(path, size, ctype))
         put = self._put_call(announced, size)
-        core.check_put(self._send(put, content=lambda: _chunks(path, on_bytes)))
+        core.check_put(self._send(put, content=lambda: _chunks(path, sent.send())))
         # Object storage answers the PUT with no body and does not tell the server: complete.
         return FileInfo.from_json(self._json(self._complete_call(announced)))
 

@@ -23,6 +23,7 @@ from demixer.naming import input_name, renamed, shown_name
 
 __all__ = [
     "CountingReader",
+    "SentOnce",
     "atomic_file",
     "check_size",
     "content_type_for",
@@ -123,6 +124,33 @@ def check_size(output: OutputFile, written: int) -> None:
         raise BadResponse(
             f"{output.file_name}: got {written} bytes, the server announced {output.size}"
         )
+
+
+class SentOnce:
+    """``on_bytes`` for an upload whose body may be sent more than once (a cut connection, a
+    429 or 503): each send reads the file from its start again, and only the bytes past the
+    furthest any send reached are counted, so a progress bar ends at the file's size, not
+    past it (3.5 MiB of a 2.5 MiB song after a cut at 1 MiB)."""
+
+    def __init__(self, on_bytes: Callable[[int], None] | None) -> None:
+        self._on_bytes = on_bytes
+        self._furthest = 0
+
+    def send(self) -> Callable[[int], None] | None:
+        """The ``on_bytes`` of one send of the body (None where the caller counts nothing)."""
+        on_bytes = self._on_bytes
+        if on_bytes is None:
+            return None
+        at = 0
+
+        def sent(n: int) -> None:
+            nonlocal at
+            at += n
+            if at > self._furthest:
+                on_bytes(at - self._furthest)
+                self._furthest = at
+
+        return sent
 
 
 class CountingReader:
