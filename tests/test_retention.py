@@ -534,6 +534,22 @@ def test_outputs_the_server_cannot_delete_are_tried_less_often_and_deleted_once_
 
 
 @pytest.mark.backends("sqlite")
+def test_a_full_batch_of_outputs_the_server_cannot_delete_does_not_hide_the_rest(
+    clocked: Clocked,
+) -> None:
+    """A sweep reads expired results a batch (200) at a time: with a batch of them that the
+    store kept (a day of results written by a worker started with sudo), every query read
+    that same batch again, and no result behind it was ever deleted (the disk filled)."""
+    api = clocked
+    jobs = [_done_request(api), _done_request(api, "stereo.flac")]  # read in this order
+    stuck = [o["key"] for o in (_job(api, jobs[0]).outputs or {}).values()]
+    api.at(START + 49 * HOUR)
+    with _undeletable(api.services.storage.root / stuck[0].rsplit("/", 1)[0]):
+        assert Sweeper(api.services, batch=1).sweep_once().results == 1
+    assert (_job(api, jobs[0]).expired, _job(api, jobs[1]).expired) == (False, True)
+
+
+@pytest.mark.backends("sqlite")
 def test_a_delete_whose_files_stay_on_disk_answers_503_not_204(clocked: Clocked) -> None:
     api = clocked
     job_id = _done_request(api)

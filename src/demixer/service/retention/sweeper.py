@@ -188,17 +188,19 @@ class Sweeper:
         if in_use:
             due = (*due, File.id.not_in(sorted(in_use)))
         done = blobs = 0
-        seen: set[str] = set()
+        after = ""  # read in the order of their ids, each once: see _results
         while True:
             with db.read() as s:
                 rows = s.execute(
-                    select(File.id, File.storage_key).where(*due).limit(self.batch)
+                    select(File.id, File.storage_key)
+                    .where(*due, File.id > after)
+                    .order_by(File.id)
+                    .limit(self.batch)
                 ).all()
-            rows = [r for r in rows if r.id not in seen]
             if not rows:
                 return done, blobs
+            after = rows[-1].id
             for file_id, key in rows:
-                seen.add(file_id)
                 # Its key; bytes PUT to the store, or parts uploaded, but never completed.
                 deleted = self._deleted(now, f"file {file_id}", delete_file_blobs, file_id, key)
                 if deleted is None:
@@ -240,18 +242,24 @@ class Sweeper:
             Job.expired.is_(False),
         )
         done = blobs = 0
-        seen: set[str] = set()
+        # In the order of their ids, from past the last one read: the items the store kept
+        # stay due, and a batch of them read again and again (they came first) hid every
+        # result behind them for good.
+        after = ""
         while True:
             with db.read() as s:
-                ids = [
-                    i
-                    for i in s.execute(select(Job.id).where(*due).limit(self.batch)).scalars()
-                    if i not in seen
-                ]
+                ids = list(
+                    s.scalars(
+                        select(Job.id)
+                        .where(*due, Job.id > after)
+                        .order_by(Job.id)
+                        .limit(self.batch)
+                    )
+                )
             if not ids:
                 return done, blobs
+            after = ids[-1]
             for job_id in ids:
-                seen.add(job_id)
                 deleted = self._deleted(now, f"request {job_id}", _outputs, job_id)
                 if deleted is None:
                     continue
