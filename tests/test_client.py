@@ -1432,7 +1432,7 @@ def test_wait_without_a_timeout_gives_up_after_5_minutes_naming_the_job() -> Non
     assert 300.0 <= clock.now <= 330.0
 
 
-class _CutAfter(httpx.SyncByteStream):
+class _CutAfter(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A body that breaks off (the connection drops) after ``keep`` bytes."""
 
     def __init__(self, body: bytes, keep: int) -> None:
@@ -1441,6 +1441,10 @@ class _CutAfter(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         yield self.body[: self.keep]
         raise httpx.ReadError("peer closed connection without sending complete message body")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self:
+            yield chunk
 
 
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
@@ -1475,6 +1479,41 @@ def test_a_download_cut_mid_file_resumes_where_it_broke(tmp_path: Path, ranges: 
     else:
         assert asked[1:] == ["bytes=30000-", "bytes=30000-"]  # asked for the rest, got it all
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song_vocals.wav"]
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_started_over_counts_its_bytes_once(tmp_path: Path) -> None:
+    """A store that answers the rest of a cut download with the whole file again (200): the
+    file starts over, and `remote separate`'s bar counted the bytes it had twice (130 kB of
+    a 100 kB stem); counted once, it ends at the stem's size."""
+    body = bytes(range(256)) * 400  # 100 kB
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("range"))
+        stream = _CutAfter(body, 30_000) if len(asked) == 1 else httpx.ByteStream(body)
+        return httpx.Response(200, headers={"Content-Length": str(len(body))}, stream=stream)
+
+    seen: list[int] = []
+    with (
+        patch("time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        paths = c.download(_vocals_at_blob_x(len(body)), tmp_path / "out", on_bytes=seen.append)
+    assert paths["vocals"].read_bytes() == body and asked == [None, "bytes=30000-"]
+    assert sum(seen) == len(body) and min(seen) > 0
+
+    async def download_async() -> list[int]:
+        counted: list[int] = []
+        asked.clear()
+        transport = httpx.MockTransport(handler)
+        async with AsyncClient("http://api.test", api_key="k", transport=transport) as c:
+            with patch("demixer.client.aio.anyio.sleep", _no_sleep):
+                result = _vocals_at_blob_x(len(body))
+                await c.download(result, tmp_path / "async", on_bytes=counted.append)
+        return counted
+
+    assert sum(asyncio.run(download_async())) == len(body)
 
 
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
