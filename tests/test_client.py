@@ -1240,8 +1240,9 @@ def test_a_pooled_connection_the_server_closed_is_sent_again_at_once(kind: str) 
 
 
 def _cuts_the_first_upload() -> httpx.MockTransport:
-    """An API (and store) whose connection drops 1.5 MiB into the first PUT of a file, and
-    that answers the first multipart upload 503 once it has read it; each goes through after."""
+    """An API (and store) whose connection drops as the first PUT of a file ends (the body sent,
+    no answer), and that answers the first multipart upload 503 once it has read it; each goes
+    through after."""
     sent: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -1270,8 +1271,8 @@ def _cuts_the_first_upload() -> httpx.MockTransport:
 def test_an_upload_sent_again_after_a_cut_counts_its_bytes_once(
     tmp_path: Path, multipart: bool
 ) -> None:
-    """`demixer remote separate`'s bar went past 100 % (3.5 MiB of a 2.5 MiB song) when the
-    connection dropped mid-upload and the upload was sent again: the resent bytes were
+    """`demixer remote separate`'s bar went past 100 % (5 MiB of a 2.5 MiB song) when the
+    connection dropped before its answer and the upload was sent again: the resent bytes were
     counted twice. The bar stops at the file's size, and goes up only as bytes no send had
     reached are sent."""
     song = tmp_path / "song.wav"
