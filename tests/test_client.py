@@ -1239,6 +1239,68 @@ def test_a_pooled_connection_the_server_closed_is_sent_again_at_once(kind: str) 
     assert server.answered == 3
 
 
+def _cuts_the_first_upload() -> httpx.MockTransport:
+    """An API (and store) whose connection drops as the first PUT of a file ends (the body sent,
+    no answer), and that answers the first multipart upload 503 once it has read it; each goes
+    through after."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        multipart = request.headers.get("content-type", "").startswith("multipart/")
+        if path == "/v1/files" and not multipart:
+            return httpx.Response(
+                201, json={"file_id": "file_1", "upload_url": "http://api.test/up", "headers": {}}
+            )
+        first = path not in sent
+        sent.append(path)
+        if first and path == "/up":
+            raise httpx.WriteError("Connection reset by peer")  # the body was read: 2.5 MiB
+        if first and multipart:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": {}})
+        file = {"file_id": "file_1", "file_name": "song.wav", "content_type": "audio/wav"}
+        return httpx.Response(
+            200 if path != "/v1/files" else 201, json={**file, "status": "uploaded"}
+        )
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+@pytest.mark.parametrize("multipart", [False, True])
+def test_an_upload_sent_again_after_a_cut_counts_its_bytes_once(
+    tmp_path: Path, multipart: bool
+) -> None:
+    """`demixer remote separate`'s bar went past 100 % (5 MiB of a 2.5 MiB song) when the
+    connection dropped before its answer and the upload was sent again: the resent bytes were
+    counted twice. The bar stops at the file's size, and goes up only as bytes no send had
+    reached are sent."""
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF" + bytes(5 << 19))  # 2.5 MiB: three chunks
+    seen: list[int] = []
+    with (
+        patch("demixer.client.sync.time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=_cuts_the_first_upload()) as c,
+    ):
+        c.upload(song, multipart=multipart, on_bytes=seen.append)
+    assert sum(seen) == song.stat().st_size
+    assert min(seen) > 0
+
+    async def upload_async() -> list[int]:
+        counted: list[int] = []
+        transport = _cuts_the_first_upload()
+        async with AsyncClient("http://api.test", api_key="k", transport=transport) as c:
+            with patch("demixer.client.aio.anyio.sleep", _no_sleep):
+                await c.upload(song, multipart=multipart, on_bytes=counted.append)
+        return counted
+
+    assert sum(asyncio.run(upload_async())) == song.stat().st_size
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
 def test_a_post_that_is_not_safe_to_repeat_is_not_sent_twice(tmp_path: Path) -> None:
     calls = []
 
@@ -1371,7 +1433,7 @@ def test_wait_without_a_timeout_gives_up_after_5_minutes_naming_the_job() -> Non
     assert 300.0 <= clock.now <= 330.0
 
 
-class _CutAfter(httpx.SyncByteStream):
+class _CutAfter(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A body that breaks off (the connection drops) after ``keep`` bytes."""
 
     def __init__(self, body: bytes, keep: int) -> None:
@@ -1380,6 +1442,10 @@ class _CutAfter(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         yield self.body[: self.keep]
         raise httpx.ReadError("peer closed connection without sending complete message body")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self:
+            yield chunk
 
 
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
@@ -1414,6 +1480,41 @@ def test_a_download_cut_mid_file_resumes_where_it_broke(tmp_path: Path, ranges: 
     else:
         assert asked[1:] == ["bytes=30000-", "bytes=30000-"]  # asked for the rest, got it all
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song_vocals.wav"]
+
+
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
+def test_a_download_started_over_counts_its_bytes_once(tmp_path: Path) -> None:
+    """A store that answers the rest of a cut download with the whole file again (200): the
+    file starts over, and `remote separate`'s bar counted the bytes it had twice (130 kB of
+    a 100 kB stem); counted once, it ends at the stem's size."""
+    body = bytes(range(256)) * 400  # 100 kB
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("range"))
+        stream = _CutAfter(body, 30_000) if len(asked) == 1 else httpx.ByteStream(body)
+        return httpx.Response(200, headers={"Content-Length": str(len(body))}, stream=stream)
+
+    seen: list[int] = []
+    with (
+        patch("time.sleep", lambda _s: None),
+        Client("http://api.test", api_key="k", transport=httpx.MockTransport(handler)) as c,
+    ):
+        paths = c.download(_vocals_at_blob_x(len(body)), tmp_path / "out", on_bytes=seen.append)
+    assert paths["vocals"].read_bytes() == body and asked == [None, "bytes=30000-"]
+    assert sum(seen) == len(body) and min(seen) > 0
+
+    async def download_async() -> list[int]:
+        counted: list[int] = []
+        asked.clear()
+        transport = httpx.MockTransport(handler)
+        async with AsyncClient("http://api.test", api_key="k", transport=transport) as c:
+            with patch("demixer.client.aio.anyio.sleep", _no_sleep):
+                result = _vocals_at_blob_x(len(body))
+                await c.download(result, tmp_path / "async", on_bytes=counted.append)
+        return counted
+
+    assert sum(asyncio.run(download_async())) == len(body)
 
 
 @pytest.mark.backends("sqlite")  # a mock transport: no server, no backend

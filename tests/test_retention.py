@@ -500,6 +500,55 @@ def test_outputs_the_server_cannot_delete_are_kept_to_sweep_again_and_the_rest_g
     assert not any(map(api.services.storage.exists, outputs))
 
 
+@pytest.mark.backends("sqlite")  # the back-off is the sweeper's own, not the database's
+def test_outputs_the_server_cannot_delete_are_tried_less_often_and_deleted_once_it_can(
+    clocked: Clocked, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request whose stems the store would not delete was tried, and a warning written, at
+    every sweep (every 5 minutes, for good). Now the waits double (5, 10, 20, 40 min ..., up
+    to a day), one line each, and the stems still go at the first try the store allows."""
+    api = clocked
+    stuck = _done_request(api)
+    outputs = [o["key"] for o in (_job(api, stuck).outputs or {}).values()]
+    folder = api.services.storage.root / outputs[0].rsplit("/", 1)[0]
+    sweeper = Sweeper(api.services)  # one, as `serve` and `worker` run one
+    every = timedelta(seconds=api.services.settings.sweep_interval_seconds)
+    due = START + 49 * HOUR
+    with _undeletable(folder), caplog.at_level("WARNING", logger="demixer.sweeper"):
+        for n in range(13):  # an hour of sweeps
+            api.at(due + n * every)
+            assert sweeper.sweep_once().results == 0
+    kept = [r.getMessage() for r in caplog.records if "kept the bytes" in r.getMessage()]
+    assert [line.rsplit("; ", 1)[1] for line in kept] == [
+        "trying again in 5 min",
+        "trying again in 10 min",
+        "trying again in 20 min",
+        "trying again in 40 min",
+    ]
+    api.at(due + 14 * every)  # allowed now, but its next try is at 15
+    assert sweeper.sweep_once().results == 0
+    api.at(due + 15 * every)
+    assert sweeper.sweep_once().results == 1
+    assert _job(api, stuck).expired is True
+    assert not any(map(api.services.storage.exists, outputs))
+
+
+@pytest.mark.backends("sqlite")
+def test_a_full_batch_of_outputs_the_server_cannot_delete_does_not_hide_the_rest(
+    clocked: Clocked,
+) -> None:
+    """A sweep reads expired results a batch (200) at a time: with a batch of them that the
+    store kept (a day of results written by a worker started with sudo), every query read
+    that same batch again, and no result behind it was ever deleted (the disk filled)."""
+    api = clocked
+    jobs = [_done_request(api), _done_request(api, "stereo.flac")]  # read in this order
+    stuck = [o["key"] for o in (_job(api, jobs[0]).outputs or {}).values()]
+    api.at(START + 49 * HOUR)
+    with _undeletable(api.services.storage.root / stuck[0].rsplit("/", 1)[0]):
+        assert Sweeper(api.services, batch=1).sweep_once().results == 1
+    assert (_job(api, jobs[0]).expired, _job(api, jobs[1]).expired) == (False, True)
+
+
 @pytest.mark.backends("sqlite")
 def test_a_delete_whose_files_stay_on_disk_answers_503_not_204(clocked: Clocked) -> None:
     api = clocked

@@ -201,6 +201,34 @@ def test_a_signed_download_url_that_was_tampered_with_is_refused(
     assert httpx.get(tampered).status_code == 403
 
 
+@pytest.mark.backends("sqlite")  # the log's shape: the same on every backend
+def test_the_separation_childs_log_lines_have_the_time_and_level_of_serves(
+    server: Server, tmp_path: Path
+) -> None:
+    # The child (a fresh interpreter, forked by the fork server) had Python's default logging:
+    # the decoder's warning came out as the bare "'nan.wav': 1 samples were NaN ..." amid
+    # lines that each start with the time and the level.
+    samples = np.zeros((RATE, 2), dtype=np.float32)
+    samples[100, 0] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, samples, RATE, subtype="FLOAT")
+    client = server.client()
+    file_id = upload_form(client, path).json()["file_id"]
+    job = client.post(
+        "/v1/queue/audio/stems",
+        json={"input": {"file_id": file_id, "model": "spleeter-2stems", "stems": ["vocals"]}},
+    ).json()
+    assert wait_status(client, job["request_id"], {"COMPLETED", "FAILED"}, 120)["status"] == (
+        "COMPLETED"
+    )
+    lines = [line for line in server.logs().splitlines() if "NaN or infinite: read as" in line]
+    assert lines, server.logs()
+    for line in lines:
+        stamp, rest = line.split(" ", 1)
+        assert len(stamp) == len("2026-12-05T23:27:00.123Z") and stamp.endswith("Z"), line
+        assert rest.startswith("WARNING:  'nan.wav': 1 samples were NaN"), line
+
+
 def test_two_accounts_cannot_see_each_others_files_or_jobs(
     server: Server, music: tuple[Path, np.ndarray]
 ) -> None:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -365,8 +366,9 @@ def serve(
     settings = _settings(
         data_dir, host=host, port=port, workers=workers, local_session=local_session
     )
-    # Before the worker and dispatcher threads log.
-    configure_logging(settings.log_level, timestamps=settings.log_timestamps)
+    # Before the worker and dispatcher threads log; the separation children set it up too.
+    log_setup = partial(configure_logging, settings.log_level, timestamps=settings.log_timestamps)
+    log_setup()
     if settings.workers > 0:
         _check_precision()
     listening = _listen(settings.host, settings.port)  # before anything starts or is shown
@@ -375,7 +377,7 @@ def serve(
     worker = None
     if settings.workers > 0:  # before a key is shown: a worker that cannot run ends serve
         try:
-            worker = Worker(services, slots=settings.workers)
+            worker = Worker(services, slots=settings.workers, log_setup=log_setup)
         except DemixerError as e:
             print_error(e.code, f"{e.message} (or run the API only with --workers 0)")
             raise typer.Exit(exit_code_for(e)) from None
@@ -578,13 +580,20 @@ def worker(
     from demixer.service.worker import Worker
 
     settings = _settings(data_dir, threads=threads)
-    # demixer's records with their time and level, on stderr.
-    configure_logging(settings.log_level, timestamps=settings.log_timestamps)
+    # demixer's records with their time and level, on stderr: this process's and its
+    # separation children's.
+    log_setup = partial(configure_logging, settings.log_level, timestamps=settings.log_timestamps)
+    log_setup()
     _check_precision()
     services = _services(settings)
     _check_storage(services, holds_inputs=True)
     try:
-        runner = Worker(services, slots=slots, models=models.split(",") if models else None)
+        runner = Worker(
+            services,
+            slots=slots,
+            models=models.split(",") if models else None,
+            log_setup=log_setup,
+        )
     except DemixerError as e:
         raise fail(e) from None
     _banner(services.settings, runner, api=False, slots=slots)  # before the threads log

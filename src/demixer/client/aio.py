@@ -149,19 +149,20 @@ class AsyncClient(core.ClientBase):
         path = Path(path)
         size = transfers.upload_size(path)
         ctype = content_type or transfers.content_type_for(path)
+        counted = transfers.CountedOnce(on_bytes)  # a body sent again counts once
         if multipart:
             # httpx's multipart encoder reads the file in 64 KiB blocking reads.
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = transfers.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, counted.attempt())
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(await self._json(self._multipart_call(), files=files))
         announced = await self._json(self._announce_call(path, size, ctype))
         put = self._put_call(announced, size)
-        core.check_put(await self._send(put, content=lambda: _chunks(path, on_bytes)))
+        core.check_put(await self._send(put, content=lambda: _chunks(path, counted.attempt())))
         return FileInfo.from_json(await self._json(self._complete_call(announced)))
 
     async def submit(
@@ -291,6 +292,7 @@ class AsyncClient(core.ClientBase):
         written = 0
         attempt = 1  # sends since (and with) the last that brought bytes never had before
         furthest = 0
+        counted = transfers.CountedOnce(on_bytes)  # a file started over counts once
         while True:  # until the file is whole, or max_tries sends bring nothing new
             call = self._blob_call(output.url, written)
             response = await self._send(call, stream=True)
@@ -300,14 +302,15 @@ class AsyncClient(core.ClientBase):
                         await response.aread()
                         core.check(response)
                     written = transfers.resume_from(response, written)
+                    tell = counted.attempt(written)
                     await fh.seek(written)
                     await fh.truncate()
                     try:
                         async for chunk in response.aiter_bytes():
                             await fh.write(chunk)
                             written += len(chunk)
-                            if on_bytes is not None:
-                                on_bytes(len(chunk))
+                            if tell is not None:
+                                tell(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
                         if written > furthest:  # new bytes came: a flaky link, not a dead one
                             furthest, attempt = written, 1

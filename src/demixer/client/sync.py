@@ -162,25 +162,28 @@ class Client(core.ClientBase):
         By default the file is announced (``POST /v1/files``), PUT to the signed URL the
         server answers (the API's own, or a presigned object-storage URL) and completed
         (``POST /v1/files/{id}/complete``); ``multipart=True`` sends one
-        ``multipart/form-data`` POST instead. ``on_bytes(n)`` is called as each chunk is sent.
+        ``multipart/form-data`` POST instead. ``on_bytes(n)`` is called as each chunk is sent;
+        a body sent again (after a cut, a 429 or a 503) counts only the bytes past where the
+        sends before it got, so the counts add up to the file's size.
         Not audio: :class:`ApiError` ``INVALID_AUDIO`` (422). An empty file or a folder:
         :class:`~demixer.errors.InvalidAudio` (the same code), before anything is sent.
         """
         path = Path(path)
         size = transfers.upload_size(path)
         ctype = content_type or transfers.content_type_for(path)
+        counted = transfers.CountedOnce(on_bytes)  # a body sent again counts once
         if multipart:
             with path.open("rb") as fh:
 
                 def files() -> dict[str, Any]:
                     fh.seek(0)
-                    reader = transfers.CountingReader(fh, on_bytes)
+                    reader = transfers.CountingReader(fh, counted.attempt())
                     return {"file": (shown_name(path.name), reader, ctype)}
 
                 return FileInfo.from_json(self._json(self._multipart_call(), files=files))
         announced = self._json(self._announce_call(path, size, ctype))
         put = self._put_call(announced, size)
-        core.check_put(self._send(put, content=lambda: _chunks(path, on_bytes)))
+        core.check_put(self._send(put, content=lambda: _chunks(path, counted.attempt())))
         # Object storage answers the PUT with no body and does not tell the server: complete.
         return FileInfo.from_json(self._json(self._complete_call(announced)))
 
@@ -316,7 +319,8 @@ class Client(core.ClientBase):
         on_bytes: OnBytes | None = None,
     ) -> dict[str, Path]:
         """Stream every output to ``directory/{file_name}`` (each written atomically; a
-        connection cut mid-file is resumed where it broke, with ``Range``)."""
+        connection cut mid-file is resumed where it broke, with ``Range``). ``on_bytes(n)`` is
+        called as each chunk arrives; a file a store sends whole again counts once."""
         folder = Path(directory)
         check_folder(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -337,6 +341,7 @@ class Client(core.ClientBase):
         written = 0
         attempt = 1  # sends since (and with) the last that brought bytes never had before
         furthest = 0
+        counted = transfers.CountedOnce(on_bytes)  # a file started over counts once
         while True:  # until the file is whole, or max_tries sends bring nothing new
             call = self._blob_call(output.url, written)
             response = self._send(call, stream=True)
@@ -346,14 +351,15 @@ class Client(core.ClientBase):
                         response.read()
                         core.check(response)
                     written = transfers.resume_from(response, written)
+                    tell = counted.attempt(written)
                     fh.seek(written)
                     fh.truncate()
                     try:
                         for chunk in response.iter_bytes():
                             fh.write(chunk)
                             written += len(chunk)
-                            if on_bytes is not None:
-                                on_bytes(len(chunk))
+                            if tell is not None:
+                                tell(len(chunk))
                     except httpx.TransportError as exc:  # cut mid-file: ask for the rest
                         if written > furthest:  # new bytes came: a flaky link, not a dead one
                             furthest, attempt = written, 1

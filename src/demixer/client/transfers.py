@@ -22,6 +22,7 @@ from demixer.filemode import new_temporary, on_disk, unwritable
 from demixer.naming import input_name, renamed, shown_name
 
 __all__ = [
+    "CountedOnce",
     "CountingReader",
     "atomic_file",
     "check_size",
@@ -123,6 +124,35 @@ def check_size(output: OutputFile, written: int) -> None:
         raise BadResponse(
             f"{output.file_name}: got {written} bytes, the server announced {output.size}"
         )
+
+
+class CountedOnce:
+    """``on_bytes`` for a file sent or fetched in more than one try: an upload sent again (a
+    cut connection, a 429 or 503) reads the file from its start again, and a download a store
+    answers with the whole file again (200 to a ``Range``) starts over. Only the bytes past
+    the furthest any try reached are counted, so a progress bar ends at the file's size, not
+    past it (5 MiB of a 2.5 MiB song sent twice)."""
+
+    def __init__(self, on_bytes: Callable[[int], None] | None) -> None:
+        self._on_bytes = on_bytes
+        self._furthest = 0
+
+    def attempt(self, start: int = 0) -> Callable[[int], None] | None:
+        """The ``on_bytes`` of one try, which begins at byte ``start`` of the file (None where
+        the caller counts nothing)."""
+        on_bytes = self._on_bytes
+        if on_bytes is None:
+            return None
+        at = start
+
+        def sent(n: int) -> None:
+            nonlocal at
+            at += n
+            if at > self._furthest:
+                on_bytes(at - self._furthest)
+                self._furthest = at
+
+        return sent
 
 
 class CountingReader:

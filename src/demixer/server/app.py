@@ -18,6 +18,7 @@ from demixer import __version__
 from demixer.api.bodies import BodyLimitMiddleware
 from demixer.api.caching import NoStoreJson
 from demixer.api.callers import Callers
+from demixer.api.compression import Compress
 from demixer.api.cors import CorsMiddleware
 from demixer.api.errors import RequestIdMiddleware, install_error_handlers
 from demixer.api.head import HeadAsGet
@@ -47,6 +48,8 @@ Authenticate with `Authorization: Bearer <key>` (or `Key <key>`, as fal's client
 Every error is `{"error": {"code", "message", "param", "request_id"}}`; every response carries
 `x-request-id`. `GET /healthz` (the process is up) and `GET /readyz` (database, storage and
 a live worker) take no key. Every GET also answers HEAD: the same status and headers, no body.
+Text answers of 1 KiB or more are gzip-compressed for a client that sends
+`Accept-Encoding: gzip`; audio and event streams never are.
 """
 
 
@@ -110,7 +113,9 @@ def create_app(services: Services) -> FastAPI:
     app.state.cluster_reader = metrics.ClusterReader(services)  # GET /metrics' database figures
     envelopes = vendor_envelopes()
     settings = services.settings
-    app.add_middleware(HeadAsGet, router=app.router)  # innermost: it asks the routes
+    # Innermost, inside HeadAsGet: a HEAD gets the headers of its GET, compressed or not.
+    app.add_middleware(Compress)
+    app.add_middleware(HeadAsGet, router=app.router)  # it asks the routes
     app.add_middleware(
         BodyLimitMiddleware,
         json_limit=settings.max_json_body_bytes,

@@ -9,9 +9,11 @@ Expiry itself is decided by the clock (the API answers 410 from ``expires_at`` a
 the blobs first and marks the row after, with a conditional UPDATE: a sweep that dies halfway
 leaves the row unmarked and the next sweep deletes again (deleting is idempotent), and two
 sweepers (``serve`` and ``worker`` processes on one database) never count a row twice. A
-row whose bytes the store kept (some not deleted) stays unmarked for the next sweep, and the
-sweep goes on with the others unless the store is down. An expired upload that a queued or
-running job still reads is kept until that job ends.
+row whose bytes the store kept (some not deleted) stays unmarked, and the sweep goes on with
+the others unless the store is down; that item is tried again after a sweep interval, then
+after twice as long each time the store still keeps it (up to :data:`MAX_RETRY_WAIT`), one
+warning each time: a file the server may not delete was tried, and logged, at every sweep for
+good. An expired upload that a queued or running job still reads is kept until that job ends.
 
 Each sweep also settles the jobs whose worker died
 (:meth:`~demixer.service.jobs.queue.Queue.settle_expired`): a worker's claim does it too, but
@@ -42,9 +44,11 @@ from demixer.service.retention.expiry import result_due
 from demixer.service.schema import Delivery, File, IdempotencyRecord, Job, JobLog
 from demixer.storage import Storage, delete_file_blobs, staging_key
 
-__all__ = ["SweepCounts", "Sweeper"]
+__all__ = ["MAX_RETRY_WAIT", "SweepCounts", "Sweeper"]
 
 log = logging.getLogger("demixer.sweeper")
+
+MAX_RETRY_WAIT = timedelta(days=1)  # the longest an item the store kept waits for its next try
 
 
 def _outputs(storage: Storage, job_id: str) -> int:
@@ -55,6 +59,24 @@ def _outputs(storage: Storage, job_id: str) -> int:
 def _staged(storage: Storage, file_id: str) -> int:
     """Delete what was PUT to a file's staging key; returns how many blobs."""
     return storage.delete_prefix(staging_key(file_id))
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """An item whose bytes the store kept: when it is tried next, and how long it waited."""
+
+    retry_at: datetime
+    waited: timedelta
+
+
+def _wait_text(wait: timedelta) -> str:
+    """``wait`` for a log line: ``40 s``, ``20 min``, ``6.4 h``."""
+    seconds = wait.total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.3g} h"
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,11 @@ class Sweeper:
     def __init__(self, services: Services, *, batch: int = 200) -> None:
         self.services = services
         self.batch = batch
+        # Items ("file f", "request r") the store kept the bytes of, until it deletes them;
+        # and the items this sweep came to, so that one no sweep comes to any more (marked
+        # by another process's sweeper, its row gone) is forgotten.
+        self._kept: dict[str, _Kept] = {}
+        self._met: set[str] = set()
 
     def sweep_once(self) -> SweepCounts:
         """One pass over everything expired now; returns what it did."""
@@ -86,9 +113,11 @@ class Sweeper:
         # no worker left none comes (its input is kept meanwhile, as in use).
         self.services.queue.settle_expired()
         now = self.services.db.clock()
+        self._met = set()
         files, file_blobs = self._files(now)
         late = self._late_uploads(now)
         results, result_blobs = self._results(now)
+        self._kept = {what: kept for what, kept in self._kept.items() if what in self._met}
         records = self._records(now)
         blobs = file_blobs + late + result_blobs
         counts = SweepCounts(files=files, results=results, blobs=blobs, records=records)
@@ -146,7 +175,7 @@ class Sweeper:
             gone = s.scalars(
                 select(File.id).where(File.status.in_(GONE), File.created_at > now - lasts)
             ).all()
-        return sum(self._deleted(f"file {file_id}", _staged, file_id) or 0 for file_id in gone)
+        return sum(self._deleted(now, f"file {file_id}", _staged, file_id) or 0 for file_id in gone)
 
     def _files(self, now: datetime) -> tuple[int, int]:
         db = self.services.db
@@ -159,19 +188,21 @@ class Sweeper:
         if in_use:
             due = (*due, File.id.not_in(sorted(in_use)))
         done = blobs = 0
-        seen: set[str] = set()
+        after = ""  # read in the order of their ids, each once: see _results
         while True:
             with db.read() as s:
                 rows = s.execute(
-                    select(File.id, File.storage_key).where(*due).limit(self.batch)
+                    select(File.id, File.storage_key)
+                    .where(*due, File.id > after)
+                    .order_by(File.id)
+                    .limit(self.batch)
                 ).all()
-            rows = [r for r in rows if r.id not in seen]
             if not rows:
                 return done, blobs
+            after = rows[-1].id
             for file_id, key in rows:
-                seen.add(file_id)
                 # Its key; bytes PUT to the store, or parts uploaded, but never completed.
-                deleted = self._deleted(f"file {file_id}", delete_file_blobs, file_id, key)
+                deleted = self._deleted(now, f"file {file_id}", delete_file_blobs, file_id, key)
                 if deleted is None:
                     continue
                 with db.write() as s:
@@ -211,19 +242,25 @@ class Sweeper:
             Job.expired.is_(False),
         )
         done = blobs = 0
-        seen: set[str] = set()
+        # In the order of their ids, from past the last one read: the items the store kept
+        # stay due, and a batch of them read again and again (they came first) hid every
+        # result behind them for good.
+        after = ""
         while True:
             with db.read() as s:
-                ids = [
-                    i
-                    for i in s.execute(select(Job.id).where(*due).limit(self.batch)).scalars()
-                    if i not in seen
-                ]
+                ids = list(
+                    s.scalars(
+                        select(Job.id)
+                        .where(*due, Job.id > after)
+                        .order_by(Job.id)
+                        .limit(self.batch)
+                    )
+                )
             if not ids:
                 return done, blobs
+            after = ids[-1]
             for job_id in ids:
-                seen.add(job_id)
-                deleted = self._deleted(f"request {job_id}", _outputs, job_id)
+                deleted = self._deleted(now, f"request {job_id}", _outputs, job_id)
                 if deleted is None:
                     continue
                 with db.write() as s:
@@ -234,18 +271,35 @@ class Sweeper:
                     done += 1
                     blobs += deleted
 
-    def _deleted(self, what: str, delete: Callable[..., int], *args: str) -> int | None:
+    def _deleted(
+        self, now: datetime, what: str, delete: Callable[..., int], *args: str
+    ) -> int | None:
         """``delete(storage, *args)``: how many blobs it deleted, or None when the store kept
-        some (the row stays unmarked, to try again next sweep). One item the store will not
-        delete (files of another user, an object under a legal hold) must not stop the sweep
-        of all the others behind it; an outage does (the store's ping raises)."""
+        some, or kept them last time and ``what``'s next try is not due (the row stays
+        unmarked, for a later sweep). One item the store will not delete (files of another
+        user, an object under a legal hold) must not stop the sweep of all the others behind
+        it; an outage does (the store's ping raises)."""
+        self._met.add(what)
+        kept = self._kept.get(what)
+        if kept is not None and now < kept.retry_at:
+            return None
         storage = self.services.storage
         try:
-            return delete(storage, *args)
+            deleted = delete(storage, *args)
         except StorageUnavailable as exc:
             storage.ping()
-            log.warning("sweep: the store kept the bytes of %s (%s); trying again later", what, exc)
+            every = timedelta(seconds=self.services.settings.sweep_interval_seconds)
+            wait = min(kept.waited * 2, MAX_RETRY_WAIT) if kept is not None else every
+            self._kept[what] = _Kept(now + wait, wait)
+            log.warning(
+                "sweep: the store kept the bytes of %s (%s); trying again in %s",
+                what,
+                exc,
+                _wait_text(wait),
+            )
             return None
+        self._kept.pop(what, None)
+        return deleted
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every ``settings.sweep_interval_seconds`` until ``stop`` is set."""

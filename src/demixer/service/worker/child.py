@@ -13,8 +13,11 @@ Messages, child -> parent:
 * ``("stage", name)``: one of :data:`STAGES`, as each begins;
 * ``("done", ChildResult)``;
 * ``("error", code, message, retryable, trace)``: ``trace`` is the traceback of an error
-  demixer did not expect (None for its own errors), for the worker's log: the child has no
-  logging of its own.
+  demixer did not expect (None for its own errors), for the worker's log.
+
+The child's own log records (a decoder's "samples were NaN") and Python warnings go to the
+stderr it shares with the worker, in the worker's format when the worker hands it its set-up
+(:attr:`ChildOptions.log_setup`).
 
 The slot starts its child as it starts; it kills the child (SIGKILL) on cancel, timeout or lost
 lease, and starts another for its next job;
@@ -105,6 +108,9 @@ class ChildOptions:
         parent_pid: the worker's pid; the child exits when that process is gone.
         environ: the parent's environment when it started the child (set by
             :meth:`Child.start`): a forked child takes it on, as a spawned one inherits it.
+        log_setup: sets the child's logging up as the parent's was (``serve`` and ``worker``:
+            ``configure_logging`` at their level); it must pickle (a module's function, or a
+            ``partial`` of one). None leaves Python's default.
     """
 
     model_dir: str | None
@@ -112,6 +118,7 @@ class ChildOptions:
     threads: int | None
     parent_pid: int
     environ: Mapping[str, str] | None = None
+    log_setup: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +311,11 @@ def child_main(conn: Connection, options: ChildOptions) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the parent decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _take_environment(options)
+    if options.log_setup is not None:
+        # The fork server's interpreter (or a spawned one) starts with Python's default
+        # logging: a record printed as its bare message and a warning as bare
+        # "file:line: UserWarning" lines, amid the worker's lines with their time and level.
+        options.log_setup()
     separators: OrderedDict[str, Separator] = OrderedDict()
     while True:
         try:

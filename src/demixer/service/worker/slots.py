@@ -124,6 +124,7 @@ class _Slot:
         disk_full: _DiskFull,
         model_unavailable: Callable[[str], None],
         refused_steps: frozenset[str] = frozenset(),
+        log_setup: Callable[[], None] | None = None,
     ):
         self.services = services
         self.worker_id = worker_id
@@ -136,6 +137,7 @@ class _Slot:
             device=device,
             threads=threads,
             parent_pid=os.getpid(),
+            log_setup=log_setup,
         )
         self.runner = Runner(services, worker_id, options)
 
@@ -217,6 +219,8 @@ class Worker:
             ``deecho``) that no model installed here runs. Models installed or removed while
             it runs (``models pull``, ``models add``) are picked up within
             :data:`MODELS_RESCAN_SECONDS`.
+        log_setup: sets each separation child's logging up as this process's was (see
+            :class:`~demixer.service.worker.child.ChildOptions`); None leaves Python's default.
 
     The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
     While it runs, the worker advertises its device and models in the ``workers`` table
@@ -236,6 +240,7 @@ class Worker:
         slots: int = 1,
         worker_id: str | None = None,
         models: Collection[str] | None = None,
+        log_setup: Callable[[], None] | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("a worker needs at least one slot")
@@ -267,6 +272,7 @@ class Worker:
                 disk_full,
                 self.model_unavailable,
                 self.refused_steps,
+                log_setup,
             )
             for i in range(slots)
         ]
