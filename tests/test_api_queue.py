@@ -1023,6 +1023,24 @@ def test_text_answers_are_gzipped_for_clients_that_take_it_and_audio_and_streams
     assert "content-encoding" not in stream.headers and raw.startswith(b"event: status")
 
 
+def test_the_pages_files_answer_a_browsers_revalidation_with_304(api: Api) -> None:
+    """The page's files say `no-cache`, so a browser asks again at each load with the tag it
+    holds: it got every file whole again (122 kB a load) instead of a 304."""
+    for url in ("/", "/web/app.js", "/favicon.ico"):
+        first = api.client.get(url, headers={"Accept-Encoding": "identity"})
+        assert first.status_code == 200, url
+        again = api.client.get(url, headers={"If-None-Match": first.headers["etag"]})
+        assert (again.status_code, again.content) == (304, b""), url
+        assert again.headers["etag"] == first.headers["etag"], url
+        assert again.headers["cache-control"] == first.headers["cache-control"], url
+    # The gzipped copy's weak tag names the same file; another file's tag does not.
+    zipped = api.client.get("/web/app.js", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["etag"].startswith("W/")
+    weak = {"If-None-Match": zipped.headers["etag"]}
+    assert api.client.get("/web/app.js", headers=weak).status_code == 304
+    assert api.client.get("/web/job.js", headers=weak).status_code == 200
+
+
 def test_failed_result_carries_the_failure_code(api: Api) -> None:
     job_id = api.queue_separate(api.upload()).json()["request_id"]
     api.services.queue.claim("w1")

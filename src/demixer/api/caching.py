@@ -11,17 +11,19 @@ minutes after it ended, and anyone asking the same URL would get the first calle
 
 Routes that want caching say so themselves (the web page's assets, the API docs, a stream's
 ``no-cache``) and are left alone, as are blobs, which say ``private`` (the browser that
-downloaded a stem may keep it; api/routes/blobs.py).
+downloaded a stem may keep it; api/routes/blobs.py). Those that a browser keeps and asks about
+again (blobs, the web page's files) answer its ``If-None-Match`` with a 304: :func:`unchanged`.
 """
 
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import Scope
 
 from demixer.api.answer_headers import AnswerHeaders
 
-__all__ = ["NoStoreJson"]
+__all__ = ["NoStoreJson", "unchanged"]
 
 
 class NoStoreJson(AnswerHeaders):
@@ -31,3 +33,16 @@ class NoStoreJson(AnswerHeaders):
         json = headers.get("content-type", "").startswith("application/json")
         if json and "cache-control" not in headers:
             headers["Cache-Control"] = "no-store"
+
+
+def unchanged(request: Request, etag: str) -> bool:
+    """Whether the request's ``If-None-Match`` names ``etag`` (or is ``*``): the client holds
+    this answer already, and is answered 304 without it (RFC 9110, section 13.1.2). A browser
+    revalidating a stem or a page's script it has cached, or a sync tool checking a file, sent
+    it and got the whole body again. Weak tags (``W/"..."``: a gzipped answer's,
+    :mod:`demixer.api.compression`) compare by their value, as the RFC says here."""
+    asked = request.headers.get("if-none-match")
+    if asked is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in asked.split(",")}
+    return "*" in tags or etag.removeprefix("W/") in tags

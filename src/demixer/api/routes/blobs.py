@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from demixer.api import uploads
 from demixer.api.auth import ServicesDep
+from demixer.api.caching import unchanged
 from demixer.api.openapi import error_responses
 from demixer.api.schemas import FileObject
 from demixer.errors import (
@@ -168,18 +169,6 @@ def _etag(key: str, size: int) -> str:
     return '"' + hashlib.sha256(f"{key}\0{size}".encode()).hexdigest()[:32] + '"'
 
 
-def _unchanged(request: Request, etag: str) -> bool:
-    """Whether the request's ``If-None-Match`` names ``etag`` (or is ``*``): the client holds
-    this blob already, and is answered 304 without it (RFC 9110, section 13.1.2). A browser
-    revalidating a stem it has cached, or a sync tool checking a file, sent it and got the
-    whole blob again. Weak tags (``W/"..."``) compare by their value, as the RFC says here."""
-    asked = request.headers.get("if-none-match")
-    if asked is None:
-        return False
-    tags = {tag.strip().removeprefix("W/") for tag in asked.split(",")}
-    return "*" in tags or etag in tags
-
-
 def _not_modified(headers: dict[str, str]) -> Response:
     """The 304 answer: the tag the client has, no body."""
     return Response(None, 304, {"ETag": headers["ETag"], "Cache-Control": _PRIVATE})
@@ -232,7 +221,7 @@ def download(
     body."""
     _check(services, "GET", key, expires, sig)
     content_type, size, headers = _blob_headers(services, key)
-    if _unchanged(request, headers["ETag"]):
+    if unchanged(request, headers["ETag"]):
         return _not_modified(headers)
     wanted = request.headers.get("range")
     if request.headers.get("if-range", headers["ETag"]).strip() != headers["ETag"]:
@@ -297,7 +286,7 @@ def download_headers(
     (`Content-Length`), type and file name (304 to an `If-None-Match` of its `ETag`)."""
     _check(services, "GET", key, expires, sig)  # a GET URL answers HEAD too
     content_type, size, headers = _blob_headers(services, key)
-    if _unchanged(request, headers["ETag"]):
+    if unchanged(request, headers["ETag"]):
         return _not_modified(headers)
     headers["Content-Length"] = str(size)
     return Response(None, 200, headers, media_type=content_type)

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
 from demixer.api.auth import ServicesDep
+from demixer.api.caching import unchanged
 from demixer.api.openapi import error_responses
 from demixer.errors import DemixerError, Forbidden, NotFound
 from demixer.service.accounts.keys import SERVE_KEY_NAME, authenticate, create_key, list_keys
@@ -165,27 +166,33 @@ def _page_headers(services: Services) -> dict[str, str]:
     }
 
 
+def _file(request: Request, path: Path, media_type: str, headers: dict[str, str]) -> Response:
+    """``path`` as the answer, or a 304 when the browser's copy is this one: the page's files
+    say ``no-cache``, so the browser asks again at every load, and it got every file whole
+    again (Starlette's ``FileResponse`` tags a file but never compares the tag)."""
+    answer = FileResponse(path, media_type=media_type, headers=headers, stat_result=path.stat())
+    etag = answer.headers["etag"]
+    if unchanged(request, etag):
+        return Response(None, 304, {"ETag": etag, "Cache-Control": headers["Cache-Control"]})
+    return answer
+
+
 @router.get("/", include_in_schema=False)
-def index(services: ServicesDep) -> Response:
+def index(request: Request, services: ServicesDep) -> Response:
     """The web page."""
-    return FileResponse(
-        WEB_DIR / "index.html", media_type="text/html", headers=_page_headers(services)
-    )
+    return _file(request, WEB_DIR / "index.html", "text/html", _page_headers(services))
 
 
 @router.get("/favicon.ico", include_in_schema=False)
-def favicon() -> Response:
+def favicon(request: Request) -> Response:
     """The icon browsers ask for on every page (an SVG; every current browser takes one)."""
-    return FileResponse(
-        WEB_DIR / "favicon.svg",
-        media_type="image/svg+xml",
-        headers={"Cache-Control": "public, max-age=86400"},
-    )
+    headers = {"Cache-Control": "public, max-age=86400"}
+    return _file(request, WEB_DIR / "favicon.svg", "image/svg+xml", headers)
 
 
 @router.get("/web/{name}", include_in_schema=False)
-def asset(name: str, services: ServicesDep) -> Response:
+def asset(name: str, request: Request, services: ServicesDep) -> Response:
     """The page's scripts, style sheet and icon."""
     if name not in _ASSETS:
         raise NotFound(f"no web asset {name!r}")
-    return FileResponse(WEB_DIR / name, media_type=_ASSETS[name], headers=_page_headers(services))
+    return _file(request, WEB_DIR / name, _ASSETS[name], _page_headers(services))
