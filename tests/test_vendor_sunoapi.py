@@ -167,7 +167,7 @@ def test_separate_vocal_polls_to_success_and_calls_back(suno: SunoClient, origin
     assert data["successFlag"] == "SUCCESS", data
     assert data["taskId"] == task_id
     # The record example's track fields: an audioUrl is no track demixer has an id for.
-    assert (data["musicId"], data["musicIndex"]) == (None, 0)
+    assert (data["musicId"], data["audioId"], data["musicIndex"]) == (None, None, 0)
     assert data["callbackUrl"] == origin.url("/cb/vocal")
     assert data["errorCode"] is None and data["errorMessage"] is None
     assert isinstance(data["createTime"], int) and data["completeTime"] >= data["createTime"]
@@ -267,7 +267,7 @@ def test_split_stem_sends_the_vendors_fields_only_and_the_track_id(
     assert made["code"] == 200, made
     data = suno.wait(made["data"]["taskId"])
     assert data["successFlag"] == "SUCCESS", data
-    assert data["musicId"] == up["file_id"]
+    assert data["musicId"] == data["audioId"] == up["file_id"]
     assert set(data["response"]) <= RECORD_FIELDS, set(data["response"]) - RECORD_FIELDS
     info = origin.posted("/cb/split").json()["data"]["vocal_removal_info"]
     assert set(info) <= CALLBACK_FIELDS, set(info) - CALLBACK_FIELDS

@@ -31,7 +31,8 @@ Wire decisions:
   field is (a 4-stem model's ``other``) is not sent: the vendor's record and callback have no
   field for it (the native result of the same request id lists it).
 - Stems are MP3, as every URL in the vendor's record and callback examples is.
-- ``musicId``: the id of the uploaded file that was separated (null for an ``audioUrl``).
+- ``musicId`` (and ``audioId``, the vendor's Chinese record example's name for it): the id of
+  the uploaded file that was separated (null for an ``audioUrl``).
 - ``successFlag``: queued/running PENDING; COMPLETED SUCCESS, or CALLBACK_EXCEPTION once the
   callback's delivery finally failed; FAILED and CANCELLED GENERATE_AUDIO_FAILED (a task that
   cannot be created is refused by ``/generate`` itself, so CREATE_TASK_FAILED is not used).
@@ -383,6 +384,9 @@ async def _record_info(services: Services, identity: Identity, task_id: str | No
         # whose `taskId` was given), none for an `audioUrl`. Its index in its task: one track.
         "musicId": source.file_id if isinstance(source, UploadInput) else None,
         "musicIndex": 0,
+        # The same track under the request's name for it, as the vendor's Chinese record
+        # example (docs.sunoapi.org/cn/suno-api/get-vocal-separation-details) gives it.
+        "audioId": source.file_id if isinstance(source, UploadInput) else None,
         "callbackUrl": hook.url if hook is not None else None,
         "createTime": _millis(job.created_at),
         "completeTime": _millis(job.finished_at) if job.status in FINAL else None,
