@@ -18,6 +18,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -221,12 +222,13 @@ def test_quick_start_upload_poll_download_and_webhook(
     assert conversion["conversion_duration"] == pytest.approx(SECONDS, abs=0.05)
     original, _ = download(conversion["audio_url"])
     stems = {}
-    for name in ("vocals", "instrumental"):
-        stems[name], rate = download(conversion[name])
+    for name in ("vocals", "instrumental"):  # the WAVs: the MP3s are lossy
+        stems[name], rate = download(conversion[f"{name}_wav"])
         assert rate == RATE
         assert stems[name].shape[1] / rate == pytest.approx(SECONDS, abs=0.05)
     np.testing.assert_allclose(stems["vocals"] + stems["instrumental"], original, atol=2e-3)
     assert conversion["vocal"] == conversion["vocals"]  # the webhook's spelling, here too
+    assert conversion["vocal_wav"] == conversion["vocals_wav"]
     hook = receiver.wait(queued["task_id"])
     assert hook["success"] is True and hook["conversion_id"] == queued["task_id"]
     # As MusicGPT's sample payload: the status as byId words it, and the times.
@@ -243,8 +245,37 @@ def test_quick_start_upload_poll_download_and_webhook(
     assert set(hook) >= {"vocal", "instrumental", "conversion_cost", "conversion_duration"}
     assert download(hook["vocal"])[0].shape == stems["vocals"].shape
     assert hook["vocals"] == hook["vocal"]  # byId's spelling, here too
-    np.testing.assert_array_equal(download(hook["instrumental"])[0], stems["instrumental"])
+    np.testing.assert_array_equal(download(hook["instrumental_wav"])[0], stems["instrumental"])
     assert hook["conversion_duration"] == pytest.approx(SECONDS, abs=0.05)
+
+
+def test_stems_are_mp3_as_musicgpt_shows_with_wav_beside_them(
+    server: Server, song: Path, receiver: Receiver
+) -> None:
+    """Every audio URL MusicGPT's examples show is an MP3 (byId's and the webhook's
+    ``audiofile.mp3``), and its conversions give the WAV beside it (``conversion_path`` and
+    ``conversion_path_wav``): each stem field was a WAV, so a client saving ``vocals`` as
+    ``.mp3`` wrote WAV bytes. The field is the MP3 now, ``{field}_wav`` the WAV, each URL's
+    file name, Content-Type and bytes the same format."""
+    with musicgpt(server) as client:
+        r = extract(client, song, stems=["vocals"], webhook_url=receiver.url("/formats"))
+        assert r.status_code == 200, r.text
+        task_id = r.json()["task_id"]
+        conversion = poll(client, task_id)
+    hook = receiver.wait(task_id)
+    for body in (conversion, hook):
+        for name in ("vocals", "vocal", "instrumental"):
+            for key, ext, content_type, fmt in (
+                (name, "mp3", "audio/mpeg", "MP3"),
+                (f"{name}_wav", "wav", "audio/wav", "WAV"),
+            ):
+                url = body[key]
+                assert urlsplit(url).path.endswith(f".{ext}"), (key, url)
+                got = httpx.get(url, timeout=60)
+                assert got.status_code == 200, got.text
+                assert got.headers["content-type"] == content_type, key
+                assert sf.info(io.BytesIO(got.content)).format == fmt, key
+                assert sf.info(io.BytesIO(got.content)).duration == pytest.approx(SECONDS, abs=0.1)
 
 
 def test_denoise_job_separates_the_denoised_input(server: Server, tmp_path: Path) -> None:

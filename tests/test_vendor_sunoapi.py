@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -55,6 +56,27 @@ STEM_FIELDS = (
     "woodwindsUrl",
 )
 NEVER = ("backingVocalsUrl", "percussionUrl", "stringsUrl", "synthUrl", "fxUrl", "brassUrl")
+# The fields of the vendor's record-info example (its `response`) and of its callback examples
+# (docs.sunoapi.org/suno-api/get-vocal-separation-details and .../separate-vocals-from-music-
+# callbacks; `piano_url` is in the callback example of the separation page).
+RECORD_FIELDS = {"id", "originUrl", "originData", "instrumentalUrl", "pianoUrl", *STEM_FIELDS}
+CALLBACK_FIELDS = {
+    "origin_url",
+    "instrumental_url",
+    "vocal_url",
+    "backing_vocals_url",
+    "drums_url",
+    "bass_url",
+    "guitar_url",
+    "keyboard_url",
+    "piano_url",
+    "percussion_url",
+    "strings_url",
+    "synth_url",
+    "fx_url",
+    "brass_url",
+    "woodwinds_url",
+}
 
 
 # --- the client: vendor documentation only ---------------------------------------------------
@@ -144,8 +166,8 @@ def test_separate_vocal_polls_to_success_and_calls_back(suno: SunoClient, origin
     data = suno.wait(task_id)
     assert data["successFlag"] == "SUCCESS", data
     assert data["taskId"] == task_id
-    # The hosted service's track fields, as its record example has them: no such track here.
-    assert (data["musicId"], data["musicIndex"]) == (None, 0)
+    # The record example's track fields: an audioUrl is no track demixer has an id for.
+    assert (data["musicId"], data["audioId"], data["musicIndex"]) == (None, None, 0)
     assert data["callbackUrl"] == origin.url("/cb/vocal")
     assert data["errorCode"] is None and data["errorMessage"] is None
     assert isinstance(data["createTime"], int) and data["completeTime"] >= data["createTime"]
@@ -206,6 +228,50 @@ def test_split_stem_from_an_uploaded_file(suno: SunoClient, server: Server, orig
         assert response[name] is None, name
     # The record example's name for the keyboard stem, beside the field list's.
     assert response["pianoUrl"] == response["keyboardUrl"]
+
+
+def test_stems_are_mp3_as_the_vendors_examples_show(suno: SunoClient, origin: Origin) -> None:
+    """Every stem URL of the vendor's record and callback examples is an MP3
+    (``..._Vocals.mp3``, ``..._Instrumental.mp3``), and it has no field for another format:
+    demixer's were WAVs. Each URL's file name, Content-Type and bytes are MP3 now."""
+    made = suno.generate(audioUrl=origin.url("song.wav"), callBackUrl=origin.url("/cb/mp3"))
+    assert made["code"] == 200, made
+    response = suno.wait(made["data"]["taskId"])["response"]
+    info = origin.posted("/cb/mp3").json()["data"]["vocal_removal_info"]
+    for url in (response["vocalUrl"], response["instrumentalUrl"], info["vocal_url"]):
+        assert urlsplit(url).path.endswith(".mp3"), url
+        got = httpx.get(url, timeout=60)
+        assert got.status_code == 200, got.text
+        assert got.headers["content-type"] == "audio/mpeg"
+        assert sf.info(io.BytesIO(got.content)).format == "MP3"
+
+
+def test_split_stem_sends_the_vendors_fields_only_and_the_track_id(
+    suno: SunoClient, server: Server, origin: Origin
+) -> None:
+    """A 4-stem model's ``other`` came back as ``other_url`` / ``otherUrl``, fields the
+    vendor's callback and record do not have; and ``musicId``, the separated track's id in the
+    vendor's record example, was null for an uploaded file demixer knows by its id."""
+    audio = origin.files["song.wav"][0]
+    up = (
+        server.client()
+        .post(
+            "/v1/files",
+            json={"file_name": "song.wav", "content_type": "audio/wav", "file_size": len(audio)},
+        )
+        .json()
+    )
+    assert httpx.put(up["upload_url"], content=audio, headers=up["headers"]).status_code == 200
+    hook = origin.url("/cb/split")
+    made = suno.generate(type="split_stem", fileId=up["file_id"], callBackUrl=hook)
+    assert made["code"] == 200, made
+    data = suno.wait(made["data"]["taskId"])
+    assert data["successFlag"] == "SUCCESS", data
+    assert data["musicId"] == data["audioId"] == up["file_id"]
+    assert set(data["response"]) <= RECORD_FIELDS, set(data["response"]) - RECORD_FIELDS
+    info = origin.posted("/cb/split").json()["data"]["vocal_removal_info"]
+    assert set(info) <= CALLBACK_FIELDS, set(info) - CALLBACK_FIELDS
+    assert info["vocal_url"] and info["drums_url"] and info["bass_url"]
 
 
 def test_bad_audio_fails_and_calls_back(suno: SunoClient, origin: Origin) -> None:

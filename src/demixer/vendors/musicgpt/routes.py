@@ -40,6 +40,11 @@ Wire decisions:
   demixer's usage counts in seconds (an ``audio_url``'s estimate assumes 3 minutes); 0 for a
   request the result cache answers, as its usage is.
   ``conversion_duration``: seconds of audio.
+- Stem files: each stem's field (``vocals``, ``instrumental``...) is its MP3, as every
+  audio URL MusicGPT's examples show is (``audiofile.mp3``), and ``{field}_wav``
+  (``vocals_wav``) its WAV at the input's rate, as MusicGPT's other conversions give
+  ``conversion_path`` (MP3) beside ``conversion_path_wav``. A conversion finished before
+  MP3 was made has its WAV in both.
 - Statuses: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED (CANCELLED reads FAILED, with a
   ``status_msg`` saying so, and its webhook is a failure's).
 - Body: a multipart form as MusicGPT documents it; a URL-encoded form, a JSON object of the
@@ -245,6 +250,7 @@ def _queue(
         raise InvalidRequest(f"invalid request: {exc.errors()[0]['msg']}") from None
     how = submit.PlanOptions(
         residual="always",
+        extra_formats=("mp3",),  # each stem's MP3 beside its WAV (wire.job_urls)
         preprocess=tuple(steps),
         webhook_style=STYLE,
         vendor=MusicGptFields(stems=fields, preprocessing_options=tuple(options)),

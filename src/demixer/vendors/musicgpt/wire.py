@@ -214,10 +214,13 @@ def conversion_status(job: Job) -> tuple[str, str]:
     return IN_QUEUE, "in queue"
 
 
-def job_urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | None]]:
-    """The original's URL and MusicGPT stem name -> URL (None until COMPLETED, and again once
-    the outputs are past their retention: ``byUser`` lists such a conversion, with no links
-    to files that are gone)."""
+def job_urls(
+    services: Services, job: Job
+) -> tuple[str | None, dict[str, str | None], dict[str, str | None]]:
+    """The original's URL, MusicGPT stem name -> its MP3's URL, and stem name -> its WAV's URL
+    (None until COMPLETED, and again once the outputs are past their retention: ``byUser``
+    lists such a conversion, with no links to files that are gone). A job finished before
+    its stems were written as MP3 too has only WAVs: those are in both."""
     params = JobParams.of_job(job.id, job.params)
     source = params.input
     ttl = services.settings.download_url_ttl_seconds
@@ -227,24 +230,33 @@ def job_urls(services: Services, job: Job) -> tuple[str | None, dict[str, str | 
         original = source.audio_url
     fields = fields_of(params).stems
     stems: dict[str, str | None] = dict.fromkeys(fields)
+    wavs: dict[str, str | None] = dict.fromkeys(fields)
     keep = services.settings.result_retention_seconds
     if job.status == COMPLETED and not result_expired(job, keep, services.db.clock()):
         data = result_response(services, job).data
         for name, output in fields.items():
-            out = data.get(output)
-            stems[name] = getattr(out, "url", None)
-    return original, stems
+            wav = getattr(data.get(output), "url", None)
+            wavs[name] = wav
+            stems[name] = getattr(data.get(f"{output}.mp3"), "url", None) or wav
+    return original, stems, wavs
 
 
-def _stem_fields(stems: dict[str, str | None]) -> dict[str, str | None]:
-    """The URL fields of ``stems``, each under every spelling MusicGPT uses for it."""
-    return {**stems, **{_ALSO_NAMED[n]: url for n, url in stems.items() if n in _ALSO_NAMED}}
+def _stem_fields(
+    stems: dict[str, str | None], wavs: dict[str, str | None]
+) -> dict[str, str | None]:
+    """The URL fields of ``stems`` (MP3) and their ``{field}_wav`` (WAV), each under every
+    spelling MusicGPT uses for it."""
+    fields = {**stems, **{f"{n}_wav": url for n, url in wavs.items()}}
+    for name, also in _ALSO_NAMED.items():
+        if name in stems:
+            fields[also], fields[f"{also}_wav"] = stems[name], wavs[name]
+    return fields
 
 
 def conversion(services: Services, job: Job) -> dict[str, Any]:
     """The ``conversion`` object of ``GET /v1/byId`` (and each of ``GET /v1/byUser``'s)."""
     status, message = conversion_status(job)
-    original, stems = job_urls(services, job)
+    original, stems, wavs = job_urls(services, job)
     sent = fields_of(JobParams.of_job(job.id, job.params)).preprocessing_options
     seconds = float(job.duration or 0.0)
     return {
@@ -254,7 +266,7 @@ def conversion(services: Services, job: Job) -> dict[str, Any]:
         "status": status,
         "status_msg": message,
         "audio_url": original,
-        **_stem_fields(stems),
+        **_stem_fields(stems, wavs),
         "stems": list(stems),
         "preprocessing_options": list(sent),
         "conversion_duration": seconds if job.status == COMPLETED else None,
@@ -271,7 +283,7 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
     protocol has no cancel of its own: whoever cancelled it, its client waits for this)."""
     if job.status not in (COMPLETED, FAILED, CANCELLED):
         return None
-    original, stems = job_urls(services, job)
+    original, stems, wavs = job_urls(services, job)
     status, message = conversion_status(job)
     body: dict[str, Any] = {
         "success": job.status == COMPLETED,
@@ -287,7 +299,7 @@ def musicgpt_event(services: Services, job: Job) -> tuple[str, dict[str, Any]] |
         "updatedAt": wire_time(job.updated_at),
     }
     if job.status == COMPLETED:
-        body.update(_stem_fields(stems))
+        body.update(_stem_fields(stems, wavs))
         body["conversion_cost"] = credits(usage_quantity(job))  # as byId's
         body["conversion_duration"] = float(job.duration or 0.0)
         return "musicgpt.extraction.completed", body

@@ -26,8 +26,13 @@ Wire decisions:
   ``stemName``'s stem + the residual (everything else) as ``instrumentalUrl``; ``stemName`` is
   a stem field's name or the name Suno gives the stem (``"Backing Vocals"``, ``"Drum Kit"``,
   ``"Lead Vocal"``: :data:`~demixer.vendors.sunoapi.wire.STEM_NAMES`), case, spaces and hyphens
-  aside. A stem with no vendor field (``other``, ``lead_vocals``) is added as ``otherUrl`` /
-  ``other_url``, ``leadVocalsUrl`` / ``lead_vocals_url``.
+  aside; a named stem with no vendor field (``lead_vocals``) comes back as its own field,
+  ``leadVocalsUrl`` / ``lead_vocals_url``. A stem of ``split_stem``'s model that no vendor
+  field is (a 4-stem model's ``other``) is not sent: the vendor's record and callback have no
+  field for it (the native result of the same request id lists it).
+- Stems are MP3, as every URL in the vendor's record and callback examples is.
+- ``musicId`` (and ``audioId``, the vendor's Chinese record example's name for it): the id of
+  the uploaded file that was separated (null for an ``audioUrl``).
 - ``successFlag``: queued/running PENDING; COMPLETED SUCCESS, or CALLBACK_EXCEPTION once the
   callback's delivery finally failed; FAILED and CANCELLED GENERATE_AUDIO_FAILED (a task that
   cannot be created is refused by ``/generate`` itself, so CREATE_TASK_FAILED is not used).
@@ -305,7 +310,15 @@ def _generate(services: Services, identity: Identity, raw: bytes) -> JSONRespons
         req = StemsRequest.model_validate(
             {
                 # downmix: the protocol cannot ask for it, so surround is folded to stereo
-                "input": {**source, "stems": stems, "model": model, "downmix": True},
+                # MP3, as every URL of the vendor's record and callback examples is
+                # (`..._Vocals.mp3`); it has no field for another format.
+                "input": {
+                    **source,
+                    "stems": stems,
+                    "model": model,
+                    "downmix": True,
+                    "output_format": "mp3",
+                },
                 "webhookUrl": body.callBackUrl,
             }
         )
@@ -363,11 +376,17 @@ async def _record_info(services: Services, identity: Identity, task_id: str | No
         failed = await lanes.read(services, partial(callback_failed, services, job))
     flag = success_flag(job, callback_gave_up=failed)
     urls = vendor_urls(services, job)
+    source = params.input
     data = {
         "taskId": job.id,
-        # The hosted service's track (which demixer's inputs are not) and its index in its task.
-        "musicId": None,
+        # The track that was separated: the vendor's record example gives the id of its own
+        # track (the request's audioId); here the uploaded file's id (`fileId`, or the task's
+        # whose `taskId` was given), none for an `audioUrl`. Its index in its task: one track.
+        "musicId": source.file_id if isinstance(source, UploadInput) else None,
         "musicIndex": 0,
+        # The same track under the request's name for it, as the vendor's Chinese record
+        # example (docs.sunoapi.org/cn/suno-api/get-vocal-separation-details) gives it.
+        "audioId": source.file_id if isinstance(source, UploadInput) else None,
         "callbackUrl": hook.url if hook is not None else None,
         "createTime": _millis(job.created_at),
         "completeTime": _millis(job.finished_at) if job.status in FINAL else None,

@@ -109,7 +109,8 @@ def url_fields(urls: dict[str, str | None], snake: bool) -> dict[str, str | None
     """Stem name -> URL as the vendor's fields: ``vocalUrl`` (record) or ``vocal_url``
     (callback, ``snake``), every field present (null when absent)."""
     out = {_field(name, snake): urls.get(name) for name in _FIELDS}
-    out.update({_field(n, snake): u for n, u in urls.items() if n not in _FIELDS})  # "other"
+    # split_stem_advanced's named stem without a field of the vendor's (`lead_vocals`)
+    out.update({_field(n, snake): u for n, u in urls.items() if n not in _FIELDS})
     # The vendor's record example names the keyboard stem `pianoUrl`, its field list
     # `keyboardUrl`: both are sent.
     out[_field("piano", snake)] = urls.get("keyboard")
@@ -136,8 +137,14 @@ def vendor_urls(services: Services, job: Job) -> dict[str, str | None]:
         if name == RESIDUAL:
             if vendor_type != "split_stem":
                 urls[_INSTRUMENTAL] = out.url
-        else:
-            urls[_VENDOR_NAME.get(name, name)] = out.url
+        elif name in _VENDOR_NAME:
+            urls[_VENDOR_NAME[name]] = out.url
+        elif vendor_type == "split_stem_advanced":
+            # The stem the caller named (``stemName: "Lead Vocal"``) with no field of the
+            # vendor's: its own field (``leadVocalsUrl``), or the request gave nothing back.
+            urls[name] = out.url
+        # Otherwise a stem of split_stem's model that no vendor field is (a 4-stem model's
+        # `other`): the vendor's record and callback have no field for it, so none is made up.
     return urls
 
 
