@@ -7,8 +7,8 @@ Per window (see :mod:`demixer.engine.windows`): the input is resampled to the mo
 mono is duplicated for stereo models, the model separates, the requested stems are resampled
 back to the input's rate, and the residual is the input minus their sum at the input's rate.
 A backend that windows the input itself (MSST's chunking: :mod:`demixer.engine.streaming`) gets
-the whole input as a resampled block stream instead; resampling back, the residual, progress,
-cancellation and encoding stay here.
+the whole input as a resampled block stream instead, and so does each member of an ensemble of
+such backends; resampling back, the residual, progress, cancellation and encoding stay here.
 
 Every separation runs at a quality level (:mod:`demixer.models.quality`; default
 :data:`~demixer.models.quality.DEFAULT_QUALITY`): the loaded model, at that level, separates the
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,13 @@ from demixer.engine.outputs import (
 )
 from demixer.engine.spans import Span, apply_spans, check_reach
 from demixer.engine.stems import HEARD, StemPlan, plan_stems
-from demixer.engine.streaming import input_stats, stream_backend
+from demixer.engine.streaming import (
+    input_stats,
+    stats_rates,
+    stream_backend,
+    stream_ensemble,
+    streamed_ensemble,
+)
 from demixer.engine.windows import overlap_add
 from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
 from demixer.models import planner
@@ -136,8 +142,17 @@ class Separator:
     @property
     def needs_stats(self) -> bool:
         """Whether the model normalises by the whole input's statistics (see :meth:`stream`)."""
-        whole = streaming(self.backend)
-        return whole is not None and whole.needs_stats
+        return bool(stats_rates(self.backend))
+
+    def input_stats(
+        self, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int
+    ) -> dict[int, InputStats]:
+        """The statistics :meth:`stream` needs: model rate (Hz) -> the input's statistics at
+        it, one pass over ``blocks()`` (a fresh stream of the input at ``sample_rate``) per
+        rate; empty when the model does not normalise."""
+        return {
+            rate: input_stats(blocks(), sample_rate, rate) for rate in stats_rates(self.backend)
+        }
 
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""
@@ -195,11 +210,7 @@ class Separator:
             quality=quality,
             on_progress=on_progress,
             should_cancel=should_cancel,
-            stats=(
-                input_stats(blocks(), sample_rate, self.backend.sample_rate)
-                if self.needs_stats
-                else None
-            ),
+            stats=self.input_stats(blocks, sample_rate),
         ):
             residual.add(out)
             for name, block in out.items():
@@ -221,7 +232,7 @@ class Separator:
         quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
-        stats: InputStats | None = None,
+        stats: Mapping[int, InputStats] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Separate a stream of ``(channels, n)`` blocks, yielding consecutive output blocks.
 
@@ -229,9 +240,9 @@ class Separator:
         holds every output of ``plan`` (an optional residual too: only the caller, at the end,
         knows whether it was silent throughout). ``on_progress`` gets non-decreasing fractions
         of ``total_samples`` (none without it), from within windows where the backend tells.
-        ``stats``: the whole input's statistics at the model's rate, required when
+        ``stats``: model rate (Hz) -> the whole input's statistics at it, required when
         :attr:`needs_stats` (the model normalises its input, so the caller reads the input once
-        more to get them: :func:`~demixer.engine.streaming.input_stats`).
+        more to get them: :meth:`input_stats`).
         ``quality``: ``fast``, ``balanced`` or ``best``; anything else raises
         :class:`~demixer.errors.UnknownQuality` before any block is read.
         """
@@ -268,11 +279,12 @@ class Separator:
 
         inner = within_window if reports_progress(backend) else None
 
+        if any(rate not in (stats or {}) for rate in stats_rates(backend)):
+            raise ValueError(f"model {self.spec.id!r} normalises its input: pass stats")
         regions: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]]
         whole = streaming(backend)
+        ensemble = streamed_ensemble(backend)
         if whole is not None:
-            if whole.needs_stats and stats is None:
-                raise ValueError(f"model {self.spec.id!r} normalises its input: pass stats")
             regions = stream_backend(
                 whole,
                 blocks,
@@ -280,8 +292,12 @@ class Separator:
                 plan.targets,
                 model_id=self.spec.id,
                 before_run=before_window,
-                stats=stats,
+                stats=(stats or {}).get(whole.sample_rate),
                 heard=plan.rest is not None,
+            )
+        elif ensemble is not None:  # stems at the input's rate, its remainder exact there
+            regions = stream_ensemble(
+                ensemble, blocks, sample_rate, plan.targets, before_run=before_window, stats=stats
             )
         else:
 
@@ -441,14 +457,12 @@ class Separator:
 
             residual = ResidualCheck(plan)
             try:
-                stats = None
-                if self.needs_stats:  # a first pass over the whole input
+
+                def decoded() -> Iterator[np.ndarray]:  # a pass of its own over the input
                     with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as first:
-                        stats = input_stats(
-                            self._decoded(first, preprocess),
-                            first.sample_rate,
-                            self.backend.sample_rate,
-                        )
+                        yield from self._decoded(first, preprocess)
+
+                stats = self.input_stats(decoded, reader.sample_rate)
                 for out in self.stream(
                     self._decoded(reader, preprocess),
                     reader.sample_rate,

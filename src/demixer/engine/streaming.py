@@ -5,20 +5,29 @@ windows: it resamples the input stream to the model's rate, passes it through th
 resamples each requested stem back, all with streaming resamplers; the input is held back only
 until the stems for the same samples come out, so the residual (input minus stems) is exact and
 memory stays bounded by the backend's own latency.
+
+An ensemble whose every member is such a backend (:mod:`demixer.models.ensemble`) streams the
+same way: :func:`stream_ensemble` runs :func:`stream_backend` once per member over the one
+input stream and combines the members' estimates as they come out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from demixer.audio import SampleQueue, StreamResampler, resampled_length
 from demixer.engine.stems import HEARD
 from demixer.errors import DemixerError, ModelFailed
-from demixer.models.base import InputStats, StreamingBackend
+from demixer.models.base import Backend, InputStats, StreamingBackend, streaming
+from demixer.models.ensemble import CombineStream, EnsembleBackend
 
-__all__ = ["input_stats", "stream_backend"]
+__all__ = ["input_stats", "stats_rates", "stream_backend", "stream_ensemble", "streamed_ensemble"]
+
+Regions = Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]
+"""``(input, stems)``: consecutive regions of the input and the stems for them."""
 
 
 def input_stats(blocks: Iterable[np.ndarray], sample_rate: int, model_rate: int) -> InputStats:
@@ -71,7 +80,7 @@ def stream_backend(
     before_run: Callable[[int], None] | None = None,
     stats: InputStats | None = None,
     heard: bool = False,
-) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+) -> Regions:
     """Separate a block stream with a backend that windows it itself.
 
     Args:
@@ -117,7 +126,7 @@ def stream_backend(
         if before_run is not None:
             before_run(resampled_length(position, rate, sample_rate))
 
-    def ready() -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def ready() -> Regions:
         n = min([pending.size, *(f.size for f in outputs.values())])
         if n:
             yield pending.pop(n), {name: f.pop(n) for name, f in outputs.items()}
@@ -140,3 +149,115 @@ def stream_backend(
     if pending.size:  # rates differ: the round trip may end a sample short or long
         n = pending.size
         yield pending.pop(n), {name: f.pop_fitted(n, channels) for name, f in outputs.items()}
+
+
+def streamed_ensemble(backend: Backend) -> EnsembleBackend | None:
+    """``backend`` when it is an ensemble whose members all window the input themselves (the
+    engine then streams each over the whole input: :func:`stream_ensemble`), else None."""
+    return backend if isinstance(backend, EnsembleBackend) and backend.streams else None
+
+
+def stats_rates(backend: Backend) -> tuple[int, ...]:
+    """The rates (Hz) at which ``backend`` needs the whole input's :class:`InputStats`: its
+    own when it streams and normalises, each normalising member's for a streamed ensemble,
+    none otherwise."""
+    ensemble = streamed_ensemble(backend)
+    members = [step.backend for step in ensemble.steps] if ensemble else [backend]
+    needs = [m for m in members if (s := streaming(m)) is not None and s.needs_stats]
+    return tuple(sorted({m.sample_rate for m in needs}))
+
+
+def stream_ensemble(
+    ensemble: EnsembleBackend,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    targets: Sequence[str],
+    *,
+    before_run: Callable[[int], None] | None = None,
+    stats: Mapping[int, InputStats] | None = None,
+) -> Regions:
+    """Separate a block stream with an ensemble whose members all window the input themselves.
+
+    Each member makes one pass over the whole input (:func:`stream_backend`: resampled to its
+    rate and back, its statistics at its own rate), as it does alone; their estimates, aligned
+    sample for sample, are combined as they come (:class:`~demixer.models.ensemble.CombineStream`)
+    and the ensemble's remainder is the input minus the combined stems. The member whose
+    output is furthest behind runs next, so the input held for the others (and the estimates
+    waiting for theirs) stays within the members' latencies.
+
+    Args:
+        blocks: ``(channels, n)`` float32 at ``sample_rate``, 1 or 2 channels.
+        targets: the ensemble's stems to return.
+        before_run: called before each member's model call with the members' mean position
+            (samples at ``sample_rate``); raise from it to stop.
+        stats: rate (Hz) -> the input's statistics at it, for every rate of
+            :func:`stats_rates`.
+
+    Yields:
+        ``(input, stems)``: consecutive regions of the input and the target stems for them,
+        each ``(channels, n)`` at ``sample_rate``; the regions tile the input.
+    """
+    steps = ensemble.steps
+    positions = [0] * len(steps)
+
+    def hook(member: int) -> Callable[[int], None]:
+        def at(position: int) -> None:
+            positions[member] = position
+            if before_run is not None:
+                before_run(sum(positions) // len(steps))
+
+        return at
+
+    runs = []
+    for i, (step, copy) in enumerate(zip(steps, itertools.tee(blocks, len(steps)), strict=True)):
+        member = streaming(step.backend)
+        if member is None:
+            raise ValueError(f"ensemble member {step.label!r} takes windows: it cannot stream")
+        runs.append(
+            stream_backend(
+                member,
+                copy,
+                sample_rate,
+                list(step.outputs),
+                model_id=step.label,  # a crash names the member
+                before_run=hook(i),
+                stats=(stats or {}).get(member.sample_rate) if member.needs_stats else None,
+            )
+        )
+    combined = [s for s in ensemble.stems if s != ensemble.remainder]
+    estimates = [{stem: SampleQueue() for stem in combined} for _ in steps]
+    combiners = {stem: CombineStream(ensemble.mode) for stem in combined}
+    mixes = SampleQueue()  # the input, as the first member's regions tile it
+    done = {stem: SampleQueue() for stem in combined}  # combined, not yet yielded
+    made = [0] * len(steps)
+    running = set(range(len(steps)))
+
+    def ready() -> Regions:
+        n = min(mixes.size, *(q.size for q in done.values()))
+        if n:
+            mix = mixes.pop(n)
+            out = {stem: done[stem].pop(n) for stem in combined}
+            if ensemble.remainder is not None:
+                out[ensemble.remainder] = mix - sum(out.values())
+            yield mix, {name: out[name] for name in targets}
+
+    while running:
+        i = min(running, key=made.__getitem__)  # the member furthest behind
+        try:
+            region, stems = next(runs[i])
+        except StopIteration:
+            running.discard(i)
+            continue
+        made[i] += region.shape[1]
+        if i == 0:
+            mixes.push(region)
+        for name, stem in steps[i].outputs.items():
+            estimates[i][stem].push(stems[name])
+        n = min(q.size for member in estimates for q in member.values())
+        if n:
+            for stem in combined:
+                done[stem].push(combiners[stem].push([m[stem].pop(n) for m in estimates]))
+            yield from ready()
+    for stem in combined:
+        done[stem].push(combiners[stem].finish())
+    yield from ready()

@@ -8,9 +8,22 @@ the member estimate whose spectrogram magnitude is the largest / smallest, its p
 ensemble runs wherever a model id goes: the CLI, the API, a worker, the result cache.
 
 Its stems are the ones every member makes (in demixer's names, :mod:`demixer.models.planner`).
-Each member runs once per window; windows are the shortest of the members' windows, so memory
-stays flat in the input's length. When the stems include ``instrumental`` (or else ``other``),
-that one is the input minus the others, so the stems add up to the input.
+When the stems include ``instrumental`` (or else ``other``), that one is the input minus the
+others, so the stems add up to the input.
+
+How the members run depends on them:
+
+- Every member windows the input itself (MSST's RoFormers, MDX23C, SCNet, UVR's MDX-Net: a
+  :class:`~demixer.models.base.StreamingBackend`): the engine streams each member over the
+  whole input, as that model runs alone (its own chunks, overlap, edge padding and
+  normalisation by the whole song's statistics), and combines the estimates as they come
+  (:func:`demixer.engine.streaming.stream_ensemble`, :class:`CombineStream`). The stems are
+  those of running each model over the whole file and combining the whole arrays, as UVR,
+  audio-separator and MSST's ensemble do; memory is bounded by the members' latencies.
+- Any member takes windows from the engine (Spleeter, Demucs): each member runs once per
+  window, the windows the shortest of the members' (:meth:`EnsembleBackend.separate`), so
+  memory stays flat in the input's length; a streaming member beside it then chunks each
+  window on its own.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from demixer.models.base import Backend
+from demixer.models.base import Backend, streaming
 from demixer.models.cascade import MIX, Step, run_step, shared_timing
 from demixer.models.catalogue.ensembles import LOADER, MODES, ensemble_id, ensemble_spec, remainder
 from demixer.models.planner import canonical_stems
@@ -29,12 +42,23 @@ from demixer.models.quality import Quality, tuned
 from demixer.models.recipe import load_members
 from demixer.models.spec import ModelSpec
 
-__all__ = ["LOADER", "MODES", "EnsembleBackend", "combine", "ensemble_id", "ensemble_spec", "load"]
+__all__ = [
+    "LOADER",
+    "MODES",
+    "CombineStream",
+    "EnsembleBackend",
+    "combine",
+    "ensemble_id",
+    "ensemble_spec",
+    "load",
+]
 
 # UVR's max / min spec frames (audio-separator's ``uvr_max_spec``, MSST's ``max_fft``): 2048
 # points, hop 1024, zeros padded at the ends (librosa's default). At hop 512 other bins were
 # picked: the result differed from UVR's by 8 % of its level (-22 dB); now by float rounding.
 _N_FFT, _HOP = 2048, 1024
+# CombineStream's least new output per pass (samples): each pass recomputes two frames.
+_SEGMENT = 16 * _HOP
 
 
 def combine(estimates: Sequence[np.ndarray], mode: str) -> np.ndarray:
@@ -89,8 +113,63 @@ def _pick(values: list[Any], magnitudes: list[Any], mode: str) -> Any:
     return best
 
 
+class CombineStream:
+    """One stem's estimates combined as they come: the same samples as :func:`combine` of the
+    whole arrays.
+
+    ``avg`` is per sample. ``max`` / ``min`` pick per STFT frame, and a sample depends only on
+    the two frames that cover it (2048 points, hop 1024), so :func:`combine` runs on segments
+    that start on a frame centre (a multiple of the hop) and overlap the one before by two
+    hops: of each segment, the samples more than a hop from either cut are the whole array's
+    (its first segment starts, and its last ends, where the whole array does). The two frames
+    computed twice per segment add at most a ninth to the combining, small beside any model.
+
+    Args:
+        mode: ``avg``, ``max`` or ``min``.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._held: list[np.ndarray] | None = None  # per member, from a frame centre on
+        self._channels = 1
+        self._first = True  # the held samples start at the input's first sample
+
+    def push(self, estimates: Sequence[np.ndarray]) -> np.ndarray:
+        """The next samples of each estimate (``(channels, n)`` float32, the same ``n``) ->
+        the combined samples ready now, ``(channels, m)`` float32 (``m`` may be 0); in all,
+        with :meth:`finish`'s, as many as were pushed."""
+        self._channels = estimates[0].shape[0]
+        if self.mode == "avg" or len(estimates) == 1:
+            return combine(estimates, self.mode)
+        if self._held is None:
+            self._held = [np.asarray(e, np.float32) for e in estimates]
+        else:
+            pairs = zip(self._held, estimates, strict=True)
+            self._held = [np.concatenate([h, e], axis=1) for h, e in pairs]
+        skip = 0 if self._first else _HOP
+        end = self._held[0].shape[1] // _HOP * _HOP
+        if end - _HOP - skip < _SEGMENT:  # too few frames yet to be worth a pass
+            return np.zeros((self._channels, 0), np.float32)
+        out = combine([h[:, :end] for h in self._held], self.mode)[:, skip : end - _HOP]
+        # The next segment starts two hops before this one's end: its first exact sample is
+        # the one after this segment's last.
+        self._held = [h[:, end - 2 * _HOP :] for h in self._held]
+        self._first = False
+        return out
+
+    def finish(self) -> np.ndarray:
+        """The combined samples left, up to the input's end."""
+        if self._held is None:  # avg, or nothing pushed
+            return np.zeros((self._channels, 0), np.float32)
+        skip = 0 if self._first else _HOP
+        out = combine(self._held, self.mode)[:, skip:]
+        self._held = None
+        return out
+
+
 class EnsembleBackend:
-    """Members run once per window, their estimates combined per stem.
+    """Members' estimates combined per stem: members that all stream are streamed by the
+    engine over the whole input (:attr:`streams`); otherwise each runs once per window.
 
     Attributes:
         sample_rate: the first member's rate (Hz); others are resampled to theirs and back.
@@ -98,6 +177,10 @@ class EnsembleBackend:
         stems: the stems every member makes (demixer's names).
         window: the shortest member window, in samples at :attr:`sample_rate`.
         overlap: the longest member overlap, at most half the window (samples).
+        mode: ``avg``, ``max`` or ``min``.
+        remainder: the stem that is the input minus the others, or None.
+        steps: per member, its backend, label and kept stems (its stem -> the ensemble's).
+        streams: whether every member windows the input itself (see the module docstring).
     """
 
     def __init__(
@@ -107,14 +190,15 @@ class EnsembleBackend:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
         self.stems = tuple(stems)
-        self._remainder = remainder(self.stems)
-        self._steps = []
+        self.remainder = remainder(self.stems)
+        self.steps: list[Step] = []
         for label, backend in members:
             names = canonical_stems(backend.stems)
-            keep = {k: v for k, v in names.items() if v in self.stems and v != self._remainder}
-            self._steps.append(Step(backend, MIX, keep, "_rest", label=label))
+            keep = {k: v for k, v in names.items() if v in self.stems and v != self.remainder}
+            self.steps.append(Step(backend, MIX, keep, "_rest", label=label))
         timing = shared_timing([b for _, b in members])
         self.sample_rate, self.channels, self.window, self.overlap = timing
+        self.streams = all(streaming(b) is not None for _, b in members)
 
     def with_quality(self, quality: Quality) -> Backend:
         """The ensemble with each member at ``quality`` (the loaded weights are shared).
@@ -122,30 +206,31 @@ class EnsembleBackend:
         Without it the engine's level stopped here: a member with levels (Spleeter, and the
         cascade and recipes over it) ran at its loaded one, Deezer's pipeline, whatever was
         asked for."""
-        members = [(step.label, tuned(step.backend, quality)) for step in self._steps]
-        if all(b is step.backend for (_, b), step in zip(members, self._steps, strict=True)):
+        members = [(step.label, tuned(step.backend, quality)) for step in self.steps]
+        if all(b is step.backend for (_, b), step in zip(members, self.steps, strict=True)):
             return self
         return EnsembleBackend(members, self.stems, self.mode)
 
     def separate(
         self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
     ) -> dict[str, np.ndarray]:
-        """Run each member once on ``mix`` (``(channels, samples)`` float32) and combine.
+        """Run each member once on ``mix`` (``(channels, samples)`` float32) and combine (the
+        engine's path when some member takes windows).
 
         Returns:
             :attr:`stems` -> ``(channels, samples)`` float32, same shape as ``mix``.
         """
         estimates: dict[str, list[np.ndarray]] = {s: [] for s in self.stems}
-        for i, step in enumerate(self._steps):
+        for i, step in enumerate(self.steps):
             for name, audio in run_step(step, mix, self.sample_rate, None).items():
                 if name in estimates:
                     estimates[name].append(audio)
             if on_progress is not None:
-                on_progress((i + 1) / len(self._steps))
-        out = {s: combine(estimates[s], self.mode) for s in self.stems if s != self._remainder}
-        if self._remainder is not None:
+                on_progress((i + 1) / len(self.steps))
+        out = {s: combine(estimates[s], self.mode) for s in self.stems if s != self.remainder}
+        if self.remainder is not None:
             rest = mix - sum(out.values()) if out else mix
-            out[self._remainder] = np.ascontiguousarray(rest, dtype=np.float32)
+            out[self.remainder] = np.ascontiguousarray(rest, dtype=np.float32)
         return {s: out[s] for s in self.stems}
 
 

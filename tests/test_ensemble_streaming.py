@@ -1,0 +1,125 @@
+"""Ensembles of models that window the input themselves (MSST's), streamed member by member.
+
+UVR, audio-separator and MSST's ensemble run each model over the whole file and combine the
+whole arrays; an ensemble of such models must give those stems, not those of each model run
+inside the engine's windows (its own chunks, edge padding and normalisation per window). The
+members are tiny random RoFormers from the published configs (``msst_support``), in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml  # type: ignore[import-untyped]
+
+from demixer.audio import OutputFormat
+from demixer.engine import Separator
+from demixer.errors import Cancelled
+from demixer.models.ensemble import CombineStream, EnsembleBackend, combine
+from demixer.models.msst.backend import MsstBackend
+from demixer.models.registry import ModelSpec
+from msst_support import model_files, music, write_config
+
+SR = 44100
+STEMS = ("vocals", "instrumental")
+Members = list[tuple[ModelSpec, MsstBackend]]
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Members]:
+    """Two vocal models with different chunks and overlaps, both normalising the input, one
+    at 48 kHz (so each needs the input's statistics at its own rate)."""
+    from demixer.models.msst.user import open_files
+
+    root = tmp_path_factory.mktemp("members")
+    made = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: more threads only contend on a shared machine
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEMIXER_PRECISION", "fp32")
+        for name, arch, seed, hops, overlaps, rate in (
+            ("kim-mel-vocals", "mel_band_roformer", 0, 20, 2, SR),
+            ("viperx-bs-1297", "bs_roformer", 1, 27, 4, 48000),
+        ):
+            config, checkpoint = model_files(root, name, seed)
+            options = yaml.load(config.read_text(), Loader=yaml.FullLoader)
+            options["audio"]["chunk_size"] = 441 * hops
+            options["audio"]["sample_rate"] = rate
+            options["inference"].update(num_overlap=overlaps, normalize=True)
+            made.append(open_files(arch, write_config(options, config), checkpoint))
+    yield made
+    torch.set_num_threads(threads)
+
+
+def _ensemble(members: Members, mode: str) -> Separator:
+    backend = EnsembleBackend([(spec.id, b) for spec, b in members], STEMS, mode)
+    spec = replace(members[0][0], id=f"{mode}:a+b", stems=STEMS)
+    return Separator.from_backend(spec, backend)
+
+
+@pytest.mark.parametrize("seconds", [1.3, 0.1])
+def test_an_ensemble_of_msst_models_gives_each_model_over_the_whole_song_combined(
+    members: Members, seconds: float
+) -> None:
+    """The ensemble ran each member inside every window the engine cut (the shorter member's
+    chunk), with that member's own chunking, edge padding and statistics per window: stems
+    other than each model's over the whole song, combined. 1.3 s is several chunks of each
+    member; 0.1 s is shorter than one."""
+    mix = music(int(seconds * SR), seed=3) * 2 + 0.02  # loud and off centre: stats matter
+    alone = [Separator.from_backend(*m).separate_array(mix, SR)["vocals"] for m in members]
+    for mode in ("avg", "max"):
+        got = _ensemble(members, mode).separate_array(mix, SR)
+        vocals = combine(alone, mode)
+        assert list(got) == list(STEMS)
+        np.testing.assert_allclose(got["vocals"], vocals, atol=1e-5, rtol=0, err_msg=mode)
+        np.testing.assert_allclose(got["instrumental"], mix - vocals, atol=1e-5, rtol=0)
+
+
+def test_a_streamed_ensemble_reads_a_file_reports_progress_and_cancels(
+    members: Members, tmp_path: Path
+) -> None:
+    mix = music(SR, seed=4)
+    song = tmp_path / "song.wav"
+    sf.write(song, mix.T, SR, subtype="FLOAT")
+    separator = _ensemble(members, "min")
+    seen: list[float] = []
+    result = separator.separate_file(
+        song, tmp_path / "out", fmt=OutputFormat.parse("wav", "32f"), on_progress=seen.append
+    )
+    alone = [Separator.from_backend(*m).separate_array(mix, SR)["vocals"] for m in members]
+    vocals = sf.read(result.paths["vocals"], dtype="float32")[0].T
+    np.testing.assert_allclose(vocals, combine(alone, "min"), atol=1e-5, rtol=0)
+    assert len(seen) >= 10 and seen == sorted(seen) and seen[-1] == 1.0  # per member chunk
+
+    asked = 0
+
+    def cancel() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 3
+
+    with pytest.raises(Cancelled):
+        separator.separate_file(song, tmp_path / "cancelled", should_cancel=cancel)
+    assert asked == 4
+    assert not any(p.is_file() for p in (tmp_path / "cancelled").rglob("*"))
+
+
+@pytest.mark.parametrize("mode", ["avg", "max", "min"])
+def test_combining_as_the_estimates_come_is_combining_the_whole_arrays(mode: str) -> None:
+    rng = np.random.default_rng(7)
+    estimates = [rng.standard_normal((2, 100_003)).astype(np.float32) for _ in range(3)]
+    stream = CombineStream(mode)
+    parts, start = [], 0
+    for size in (1, 1023, 1025, 40_000, 7, 30_000, 27_947):  # uneven, as members yield
+        parts.append(stream.push([e[:, start : start + size] for e in estimates]))
+        start += size
+    parts.append(stream.finish())
+    assert start == 100_003
+    whole = combine(estimates, mode)
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=1e-6, rtol=0)
