@@ -122,6 +122,24 @@ def test_old_fingerprints_still_find_their_results() -> None:
             assert (again == row["fingerprint"]) is same, (name, level)
 
 
+def test_an_ensembles_results_from_before_its_computation_changed_are_not_reused() -> None:
+    """An ensemble of RoFormers ran each member inside every window (other numbers than each
+    over the whole song, as UVR does); the same request found those old results in the cache
+    and got them. The expected keys were computed by the code before (8c0d41e)."""
+    params = JobParams.from_row(ROWS["native_separate"]["params"])
+    pair = "bs-roformer-vocals-1297+mel-roformer-vocals-kim"
+    before = {
+        pair: "16d68df7b7e474d696fbf13cd3b1bea0c4d33d640969b8d13f2b2b44a492c856",
+        f"max:{pair}": "38b6258633b0a955d3c865eca367575d53295ec195ca4be652083458b136ffe1",
+    }
+    for model, old in before.items():
+        now = cache.fingerprint(V1["input_sha256"], model, params)
+        assert now is not None and now != old, model
+    assert cache.fingerprint(V1["input_sha256"], pair, params) != cache.fingerprint(
+        V1["input_sha256"], f"max:{pair}", params
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

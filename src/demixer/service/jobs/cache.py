@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.naming import renamed
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import COMPLETED
@@ -29,6 +30,12 @@ from demixer.service.schema import File, Job
 from demixer.storage import Storage
 
 __all__ = ["copy_outputs", "find_reusable", "fingerprint", "input_sha256"]
+
+# An ensemble's numbers changed with how it is computed: UVR's framing of max / min (4958c0b),
+# then each member that chunks the song itself run once over the whole song instead of inside
+# every window (da5b20f). A result made before is not what the same request gives now, so the
+# key of an ensemble's request names the revision it was made by; one from before is not reused.
+_ENSEMBLE_REVISION = 2
 
 
 def input_sha256(session: Session, params: JobParams) -> str | None:
@@ -69,6 +76,8 @@ def fingerprint(
             key[added] = row[added]
     if weights:
         key["weights"] = weights
+    if ensemble_members(engine_model) is not None:
+        key["ensemble_revision"] = _ENSEMBLE_REVISION
     if cleanup:
         key["cleanup_models"] = dict(cleanup)
     # Jobs from before quality levels ran at `fast` and read as `fast`: a `fast` request keeps
