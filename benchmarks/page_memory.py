@@ -7,7 +7,8 @@ under a slow swell: what is in them does not change what the page holds), so tha
 a song of that length from the history exactly as it opens any finished song. The separation
 itself is not what is measured, and would take hours on a small machine for the long ones.
 
-For each length, in Debian's Chromium (the one tests/test_web.py drives) in a fresh tab:
+For each length, in Debian's Chromium (the one tests/test_web.py drives), a fresh browser with a
+profile on disk, one JSON row (RESULTS.md's "Page memory" table was made from them):
 
 - **ready**: seconds from the click on Open until the mixer holds every stem (playable);
 - **JS heap**: CDP ``Performance.getMetrics`` ``JSHeapUsedSize`` once ready (the V8 heap; the
@@ -21,9 +22,10 @@ For each length, in Debian's Chromium (the one tests/test_web.py drives) in a fr
     .venv/bin/python benchmarks/page_memory.py [--minutes 1 10 30 60] [--kill-mb 8000]
 
 The tab is killed (and the row says so) once its renderer passes ``--kill-mb``: the machine
-this runs on is shared, and the page before this change would have taken 17 GB for 60 minutes.
+this runs on is shared, and the page before 3e68be6 passed 8 GB opening a 60-minute song.
 
-The long WAVs go to a temporary directory (2.5 GB for 60 minutes); the run takes a few minutes.
+The long WAV goes to a temporary directory (635 MB for 60 minutes, one file linked as the four
+stems); the run takes a few minutes.
 """
 
 from __future__ import annotations
