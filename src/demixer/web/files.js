@@ -1,18 +1,9 @@
 // Files the page makes itself: a WAV of the mix and a zip of the stems (no library, no server).
 "use strict";
 
-// A 16-bit PCM WAV of a whole AudioBuffer.
-export function encodeWav(buffer) {
-  const channels = buffer.numberOfChannels, n = buffer.length;
-  const out = new DataView(new ArrayBuffer(44 + n * channels * 2));
-  writeHeader(out, channels, buffer.sampleRate, n);
-  writeSamples(out, 44, [...Array(channels).keys()].map((c) => buffer.getChannelData(c)), 0, n);
-  return out.buffer;
-}
-
-// The same file in parts, for one made a block at a time (the mix at a practice speed): its
-// 44-byte header, for `frames` frames of `channels` channels at `rate` Hz, then `wavSamples(data,
-// from, to)` of each block (data: one Float32Array per channel; frames [from, to) of it).
+// A 16-bit PCM WAV in parts, made a block at a time (the mix): its 44-byte header, for `frames`
+// frames of `channels` channels at `rate` Hz, then `wavSamples(data, from, to)` of each block
+// (data: one Float32Array per channel; frames [from, to) of it).
 export function wavHeader(channels, rate, frames) {
   const out = new DataView(new ArrayBuffer(44));
   writeHeader(out, channels, rate, frames);
@@ -53,33 +44,38 @@ const CRC_TABLE = (() => {
   for (let n = 0; n < 256; n++) { let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; t[n] = c >>> 0; }
   return t;
 })();
-function crc32(bytes) {
+// A Blob's CRC-32, read a slice at a time: a stem's whole file is never in the tab at once.
+async function crc32(blob) {
   let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  for (let at = 0; at < blob.size; at += 8 * 1024 * 1024) {
+    const bytes = new Uint8Array(await blob.slice(at, at + 8 * 1024 * 1024).arrayBuffer());
+    for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  }
   return (c ^ 0xffffffff) >>> 0;
 }
-export function zipStore(files) {
+// files: [{name, blob}]; the zip is a Blob made of theirs (not a copy of their bytes).
+export async function zipStore(files) {
   const enc = new TextEncoder();
   const parts = [], central = [];
   let offset = 0;
-  for (const { name, bytes } of files) {
-    const nameBytes = enc.encode(name), data = new Uint8Array(bytes), crc = crc32(data);
+  for (const { name, blob } of files) {
+    const nameBytes = enc.encode(name), crc = await crc32(blob), size = blob.size;
     const local = new DataView(new ArrayBuffer(30));
     local.setUint32(0, 0x04034b50, true); local.setUint16(4, 20, true); local.setUint16(6, 0x0800, true);
-    local.setUint32(14, crc, true); local.setUint32(18, data.length, true); local.setUint32(22, data.length, true);
+    local.setUint32(14, crc, true); local.setUint32(18, size, true); local.setUint32(22, size, true);
     local.setUint16(26, nameBytes.length, true);
     const dir = new DataView(new ArrayBuffer(46));
     dir.setUint32(0, 0x02014b50, true); dir.setUint16(4, 20, true); dir.setUint16(6, 20, true); dir.setUint16(8, 0x0800, true);
-    dir.setUint32(16, crc, true); dir.setUint32(20, data.length, true); dir.setUint32(24, data.length, true);
+    dir.setUint32(16, crc, true); dir.setUint32(20, size, true); dir.setUint32(24, size, true);
     dir.setUint16(28, nameBytes.length, true); dir.setUint32(42, offset, true);
-    parts.push(local, nameBytes, data);
+    parts.push(local, nameBytes, blob);
     central.push(dir, nameBytes);
-    offset += 30 + nameBytes.length + data.length;
+    offset += 30 + nameBytes.length + size;
   }
-  const size = central.reduce((n, p) => n + p.byteLength, 0);
+  const directory = central.reduce((n, p) => n + p.byteLength, 0);
   const end = new DataView(new ArrayBuffer(22));
   end.setUint32(0, 0x06054b50, true); end.setUint16(8, files.length, true); end.setUint16(10, files.length, true);
-  end.setUint32(12, size, true); end.setUint32(16, offset, true);
+  end.setUint32(12, directory, true); end.setUint32(16, offset, true);
   return new Blob([...parts, ...central, end], { type: "application/zip" });
 }
 

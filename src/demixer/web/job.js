@@ -229,7 +229,7 @@ $("#download-all").addEventListener("click", () => {
   const button = $("#download-all");
   clearError(button);
   if (!mixer.stems.length) { showError(button, "There are no stems to download yet."); return; }
-  downloadAll();
+  downloadAll().catch((e) => showError(button, `The zip could not be made: ${e.message}`));
 });
 $("#render-mix").addEventListener("click", async () => {
   const button = $("#render-mix");

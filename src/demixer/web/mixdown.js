@@ -1,73 +1,122 @@
-// The files the mixer downloads: the stems as a zip, and the mix as heard, rendered offline at
-// the practice speed.
+// The files the mixer downloads: the stems as a zip, and the mix as heard, at the practice
+// speed.
 "use strict";
 
 import { effectiveGain, mixer } from "./mixer.js";
-import { encodeWav, save, wavHeader, wavSamples, zipStore } from "./files.js";
+import { save, wavHeader, wavSamples, zipStore } from "./files.js";
 import { Stretcher } from "./stretch.js";
 
-// ---------- the mix, rendered offline with the same gains ----------
-// At the stems' own rate and channels (the song's), not the player's: the AudioContext runs at
-// the sound card's rate and decodeAudioData resamples to it, so on a 48 kHz laptop a 44.1 kHz
-// song's mix came out resampled to 48 kHz, and no longer lined up with the song and its stems
-// in a DAW. Each file is decoded once more, in a context at that rate (kept for the next mix).
-const atSongRate = async (holder, key, bytes, rate) => {
-  if (!holder[key]) holder[key] = await new OfflineAudioContext(1, 1, rate).decodeAudioData(bytes.slice(0));
-  return holder[key];
-};
-mixer.render = async () => {
-  const first = mixer.stems[0];
-  const rate = first.rate || first.buffer.sampleRate;
-  const original = mixer.ab && mixer.original;
-  const sources = original
-    ? [[await atSongRate(mixer, "originalExact", mixer.originalBytes, rate), mixer.originalLevel]]
-    : await Promise.all(mixer.stems.map(async (s) => [await atSongRate(s, "exact", s.bytes, rate), effectiveGain(s)]));
-  const length = Math.max(...sources.map(([buffer]) => buffer.length));
-  const channels = Math.max(...mixer.stems.map((s) => s.buffer.numberOfChannels));
-  const off = new OfflineAudioContext(channels, length, rate);
-  for (const [buffer, gain] of sources) {
-    const g = off.createGain();
-    g.gain.value = gain;
-    g.connect(off.destination);
-    const src = new AudioBufferSourceNode(off, { buffer });
-    src.connect(g);
-    src.start(0);
+// ---------- the mix, summed a block at a time with the same gains ----------
+// From the very buffers the player plays: the mixer's AudioContext runs at the song's rate
+// (stems.js), so they hold the stems' own samples, and the mix comes out at the song's rate,
+// length and channels, lined up with the song and its stems in a DAW. Summed here a block at a
+// time, never rendered whole: an OfflineAudioContext held the whole mix as floats beside a
+// second decoding of every stem (at the song's rate, kept for the next mix), which for a
+// 10-minute song took the tab from 1.4 GB to 3 GB, past what a phone gives a tab.
+const FRAMES = 1 << 16; // frames summed per block: about 1.5 s at 44.1 kHz
+
+// What the mix is made of: [AudioBuffer, gain] of each track heard (the original alone while
+// A/B is on; else the stems not silenced), the length in frames and the channels.
+function heard() {
+  const tracks = mixer.ab && mixer.original
+    ? [[mixer.original, mixer.originalLevel]]
+    : mixer.stems.map((s) => [s.buffer, effectiveGain(s)]).filter(([, gain]) => gain > 0);
+  const all = mixer.ab && mixer.original ? [mixer.original] : mixer.stems.map((s) => s.buffer);
+  return {
+    tracks,
+    rate: mixer.stems[0].buffer.sampleRate,
+    length: Math.max(...all.map((b) => b.length)),
+    channels: Math.max(...mixer.stems.map((s) => s.buffer.numberOfChannels)),
+  };
+}
+
+// Channel c of `samples` (one array per channel) for a mix of `channels`: as Web Audio mixes
+// ("speakers"): mono goes to every channel, stereo into mono is the two averaged.
+function channelFor(samples, c, channels) {
+  if (channels === 1 && samples.length === 2) return [samples[0], samples[1], 0.5];
+  return [samples[Math.min(c, samples.length - 1)], null, 1];
+}
+
+// Adds gain times frames [from, from + n) of `samples` (one array per channel) into `block`.
+function addInto(block, samples, gain, from, n) {
+  block.forEach((out, c) => {
+    const [a, b, scale] = channelFor(samples, c, block.length);
+    const g = gain * scale;
+    const end = Math.min(n, a.length - from);
+    for (let i = 0; i < end; i++) out[i] += g * (b ? a[from + i] + b[from + i] : a[from + i]);
+  });
+}
+
+// The mix at 100 %, block by block: onBlock(one Float32Array per channel) for each, in order.
+async function eachBlock(mix, onBlock) {
+  const sources = mix.tracks.map(([buffer, gain]) => [channelsOf(buffer), gain]);
+  for (let at = 0; at < mix.length; at += FRAMES) {
+    const n = Math.min(FRAMES, mix.length - at);
+    const block = Array.from({ length: mix.channels }, () => new Float32Array(n));
+    for (const [samples, gain] of sources) addInto(block, samples, gain, at, n);
+    onBlock(block);
+    if (at % (16 * FRAMES) === 0) await new Promise((resolve) => setTimeout(resolve)); // let the page breathe
   }
-  return off.startRendering();
-};
+}
+const channelsOf = (buffer) => Array.from({ length: buffer.numberOfChannels }, (_, c) => buffer.getChannelData(c));
+
+// A WAV made of parts: the parts of a long mix go into a Blob every few MB, so that the tab
+// does not hold the whole file as array buffers until the end.
+function wavParts(header) {
+  let parts = [header], held = 0;
+  return {
+    add(part) {
+      parts.push(part);
+      held += part.byteLength;
+      if (held > 32 * 1024 * 1024) { parts = [new Blob(parts)]; held = 0; }
+    },
+    blob: () => new Blob(parts, { type: "audio/wav" }),
+  };
+}
+
+async function plainWav(mix) {
+  const file = wavParts(wavHeader(mix.channels, mix.rate, mix.length));
+  await eachBlock(mix, (block) => file.add(wavSamples(block, 0, block[0].length)));
+  return file.blob();
+}
 mixer.energy = async () => {
-  const out = await mixer.render();
   let sum = 0;
-  for (let c = 0; c < out.numberOfChannels; c++) for (const v of out.getChannelData(c)) sum += v * v;
+  await eachBlock(heard(), (block) => { for (const data of block) for (const v of data) sum += v * v; });
   return sum;
 };
-mixer.encodeWav = encodeWav;
 mixer.Stretcher = Stretcher;
 mixer.zip = zipStore;
 
 // ---------- the mix at a practice speed ----------
-// The mix as rendered at 100 %, stretched by the player's WSOLA (stretch.js), its cut points
-// chosen on the mix as heard, as the player chooses them: the stems stretched each at the same
-// cuts and summed would be the same samples (the stretch is a sum of windowed copies), made once
-// instead of once per stem. Made a block at a time, each block written as 16-bit samples, so a
-// long song is never held whole as floats at its slowed length; the page is let breathe between
-// blocks. The length is the song's over the speed, to the sample: 1 s at 50 % lasts 2 s.
+// The mix at 100 % (summed as above into one track, the only copy of the song this adds),
+// stretched by the player's WSOLA (stretch.js), its cut points chosen on the mix as heard, as
+// the player chooses them: the stems stretched each at the same cuts and summed would be the
+// same samples (the stretch is a sum of windowed copies), made once instead of once per stem
+// (stretching the stems each took 1.6 times as long with 4 stems). Made a block at a time, each
+// block written as 16-bit samples, so a long song is never held whole as floats at its slowed
+// length; the page is let breathe between blocks. The length is the song's over the speed, to
+// the sample: 1 s at 50 % lasts 2 s.
 const BLOCK = 256; // grains per block: about 6 s at 44.1 kHz
 
 async function stretchedWav(mix, speed, onProgress) {
-  const rate = mix.sampleRate;
-  const channels = Array.from({ length: mix.numberOfChannels }, (_, c) => mix.getChannelData(c));
+  const { rate } = mix;
+  const channels = Array.from({ length: mix.channels }, () => new Float32Array(mix.length));
+  let filled = 0;
+  await eachBlock(mix, (block) => {
+    block.forEach((samples, c) => channels[c].set(samples, filled));
+    filled += block[0].length;
+  });
   const stretcher = new Stretcher({
     tracks: [channels], rate, weights: () => [1], speed, offset: 0, loop: { on: false },
   });
   const hop = stretcher.hop, frames = Math.round(mix.length / speed);
-  const parts = [wavHeader(channels.length, rate, frames)];
+  const file = wavParts(wavHeader(channels.length, rate, frames));
   let at = -hop; // where this block's first sample belongs: the first hop is a fade-in before 0
   let tail = channels.map(() => new Float32Array(hop)); // the block before's last hop
   const write = (data, from, to) => {
     // Only what belongs inside [0, frames): the first fade-in and the last grain's overrun go.
     const a = Math.max(from, -at), b = Math.min(to, frames - at);
-    if (b > a) parts.push(wavSamples(data, a, b));
+    if (b > a) file.add(wavSamples(data, a, b));
   };
   while (!stretcher.done) {
     const { grains, data: [block] } = stretcher.block(BLOCK);
@@ -83,18 +132,18 @@ async function stretchedWav(mix, speed, onProgress) {
   write(tail, 0, hop);
   at += hop;
   // The grains reach the song's end, so this never pads in practice; the header's length holds.
-  if (at < frames) parts.push(new ArrayBuffer((frames - at) * channels.length * 2));
-  return new Blob(parts, { type: "audio/wav" });
+  if (at < frames) file.add(new ArrayBuffer((frames - at) * channels.length * 2));
+  return file.blob();
 }
 
-export function downloadAll() {
-  save(zipStore(mixer.stems.map((s) => ({ name: s.fileName, bytes: s.bytes }))), `${mixer.song}_stems.zip`);
+export async function downloadAll() {
+  save(await zipStore(mixer.stems.map((s) => ({ name: s.fileName, blob: s.file }))), `${mixer.song}_stems.zip`);
 }
 // At the practice speed, named so ("song_mix_70%.wav"); at 100 % the mix as it always was.
 // onProgress(fraction made, 0-1) is told after each block of a stretched mix.
 export async function downloadMix(onProgress = () => {}) {
   const speed = mixer.speed; // as it was when asked for, whatever it is changed to meanwhile
-  const mix = await mixer.render();
-  if (speed === 1) save(new Blob([encodeWav(mix)], { type: "audio/wav" }), `${mixer.song}_mix.wav`);
+  const mix = heard(); // the gains as they were when asked for, too
+  if (speed === 1) save(await plainWav(mix), `${mixer.song}_mix.wav`);
   else save(await stretchedWav(mix, speed, onProgress), `${mixer.song}_mix_${Math.round(speed * 100)}%.wav`);
 }
