@@ -198,6 +198,15 @@ def test_the_docs_page_may_not_be_framed_and_runs_only_its_own_scripts(api: Api)
     assert r.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_a_trailing_slash_is_no_redirect_to_the_callers_host(api: Api) -> None:
+    """`GET /v1/models/` answered 307 to `http://{the Host header}/v1/models`: a URL the
+    API handed out that was not DEMIXER_PUBLIC_URL's (behind a proxy, its upstream address)."""
+    r = api.get("/v1/models/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert _code(r) == (404, "NOT_FOUND")
+    assert "location" not in r.headers
+
+
 def test_internal_errors_hide_the_traceback(
     api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
