@@ -205,6 +205,9 @@ def test_a_trailing_slash_is_no_redirect_to_the_callers_host(api: Api) -> None:
     r = api.get("/v1/models/", headers={"Host": "evil.example"}, follow_redirects=False)
     assert _code(r) == (404, "NOT_FOUND")
     assert "location" not in r.headers
+    assert r.json()["error"]["message"] == (
+        "no route GET /v1/models/; /v1/models, without the trailing slash, is one"
+    )
 
 
 def test_internal_errors_hide_the_traceback(
