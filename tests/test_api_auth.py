@@ -185,6 +185,31 @@ def test_api_answers_say_no_cache_may_keep_them(api: Api) -> None:
     assert "cache-control" not in api.client.get("/v1/docs").headers  # a page, not JSON
 
 
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_the_docs_page_may_not_be_framed_and_runs_only_its_own_scripts(api: Api) -> None:
+    """/v1/docs had no Content-Security-Policy: any site could frame it (its Authorize and
+    "Try it out" under a decoy), where the web page says ``frame-ancestors 'none'``.
+    test_web.py's test_docs_render_offline shows Swagger UI still works under the policy."""
+    r = api.client.get("/v1/docs")
+    assert r.status_code == 200
+    policy = r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "script-src 'self' 'sha256-" in policy and "unsafe" not in policy
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.backends("sqlite")  # the HTTP layer: the same on every backend
+def test_a_trailing_slash_is_no_redirect_to_the_callers_host(api: Api) -> None:
+    """`GET /v1/models/` answered 307 to `http://{the Host header}/v1/models`: a URL the
+    API handed out that was not DEMIXER_PUBLIC_URL's (behind a proxy, its upstream address)."""
+    r = api.get("/v1/models/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert _code(r) == (404, "NOT_FOUND")
+    assert "location" not in r.headers
+    assert r.json()["error"]["message"] == (
+        "no route GET /v1/models/; /v1/models, without the trailing slash, is one"
+    )
+
+
 def test_internal_errors_hide_the_traceback(
     api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

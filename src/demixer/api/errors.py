@@ -227,6 +227,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = str(exc.detail) if exc.detail else code.replace("_", " ").lower()
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}"
+        # Said, not redirected to (create_app): a redirect named the Host header's address.
+        bare = request.url.path.rstrip("/")
+        routes = request.app.router.routes
+        if (
+            bare
+            and bare != request.url.path
+            and serves(routes, {**request.scope, "path": bare}, request.method)
+        ):
+            message += f"; {bare}, without the trailing slash, is one"
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = ", ".join(_allowed(request))

@@ -96,6 +96,10 @@ def create_app(services: Services) -> FastAPI:
         docs_url=None,  # routes/docs.py serves it with local assets (no CDN)
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        # A path with a slash too many is a 404, not a redirect: Starlette's redirect named
+        # the request's Host header (and its scheme), never DEMIXER_PUBLIC_URL, so behind a
+        # proxy it sent a client to the proxy's upstream address or to http://, its key along.
+        redirect_slashes=False,
         lifespan=partial(_lifespan, callers),
     )
     app.state.services = services

@@ -3,10 +3,17 @@
 FastAPI's own docs page loads Swagger UI from a CDN and stays blank without the internet. The
 assets here come from the ``fastapi-offline`` package (its ``static/`` folder, Swagger UI 5 with
 OpenAPI 3.1 support), served by demixer at ``/v1/docs/{asset}``; nothing is copied by hand.
+
+The page carries a Content-Security-Policy as the web page does: no other site may frame it
+(``frame-ancestors 'none'``: a framed "Try it out" could be clicked for a visitor), and no
+script runs but Swagger UI's file and the one inline script that starts it (by its hash).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from importlib import resources
 
 from fastapi import APIRouter, Request
@@ -23,7 +30,24 @@ _ASSETS = {
     "swagger-ui.css": "text/css",
 }
 
+# The page's own inline script: the one <script> without a src.
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
 router = APIRouter(include_in_schema=False)
+
+
+def _policy(html: bytes) -> str:
+    """The docs page's Content-Security-Policy: the inline script of ``html`` may run (by
+    its hash), no other."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(html)
+    )
+    return (
+        f"default-src 'self'; script-src 'self' {hashes}; style-src 'self'; "
+        "img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
+    )
 
 
 @router.get(DOCS_URL)
@@ -31,7 +55,7 @@ def docs(request: Request) -> HTMLResponse:
     """The interactive API documentation."""
     root = request.scope.get("root_path", "")
     app = request.app
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} API",
         swagger_js_url=f"{root}{DOCS_URL}/swagger-ui-bundle.js",
@@ -39,6 +63,10 @@ def docs(request: Request) -> HTMLResponse:
         swagger_favicon_url=f"{root}/favicon.ico",
         swagger_ui_parameters=app.swagger_ui_parameters,
     )
+    page.headers["Content-Security-Policy"] = _policy(bytes(page.body))
+    page.headers["X-Content-Type-Options"] = "nosniff"
+    page.headers["Referrer-Policy"] = "no-referrer"
+    return page
 
 
 @router.get(DOCS_URL + "/{name}")
