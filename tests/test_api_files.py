@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -12,7 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
 from conftest import Backend
@@ -286,6 +289,29 @@ def test_a_delete_while_the_bytes_arrive_leaves_none_of_them(
     _error(_racing_put(api, monkeypatch, up, up["data"], delete), 404, "NOT_FOUND")
     root = api.services.settings.data_dir / "storage"
     assert root.is_dir() and [p for p in root.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.backends("sqlite")
+def test_a_put_whose_record_finds_the_disk_full_stores_nothing_and_may_be_sent_again(
+    api: Api,
+) -> None:
+    # The bytes were moved to the file's key before the record's COMMIT failed: the PUT said
+    # 507 "nothing was stored", the next read recorded the file uploaded all the same, and the
+    # PUT retried as Retry-After invites was 409 FILE_ALREADY_UPLOADED ("create a new file").
+    up = api.announce()
+
+    def disk_full(_session: Session) -> None:
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    event.listen(Session, "before_commit", disk_full)
+    try:
+        r = api.put_bytes(up)
+    finally:
+        event.remove(Session, "before_commit", disk_full)
+    _error(r, 507, "STORAGE_FULL")
+    assert api.get(f"/v1/files/{up['file_id']}").json()["status"] == "pending"
+    r = api.put_bytes(up)
+    assert (r.status_code, r.json()["status"]) == (200, "uploaded"), r.text
 
 
 # The API's own HMAC-signed /v1/blobs URLs; on S3 the bucket checks its presigned URLs
