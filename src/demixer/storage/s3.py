@@ -381,7 +381,7 @@ class S3Storage:
                     )
             except OSError as exc:
                 if StorageFull.caused(exc, tmp):
-                    raise StorageFull() from exc
+                    raise StorageFull(where=Path(tmp).parent) from exc
                 raise
             yield path
 
