@@ -579,6 +579,21 @@ class Runner:
                 )
         except LeaseLost:
             log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)
+        except DBAPIError as exc:
+            if not is_unavailable(exc):
+                log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
+                return
+            # The database's disk full, or an outage, past a lease of retries: each was said
+            # above, and this was a traceback of 80 lines. Its lease runs out and the queue
+            # settles the attempt as a lost one (queued again, or WORKER_LOST on the last).
+            reason = " ".join(str(exc.orig).split())
+            log.warning(
+                "%s: job %s: its end could not be recorded, the database is unavailable (%s); "
+                "it is settled when its lease runs out",
+                self.worker_id,
+                claim.id,
+                reason,
+            )
         except Exception:
             log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
 
