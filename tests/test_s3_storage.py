@@ -27,10 +27,16 @@ import soundfile as sf
 from api_support import Api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer import Client
 from demixer.client import Result
+from demixer.server.compose import build_services
+from demixer.service.accounts.keys import create_key, new_id
+from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job
+from demixer.service.worker import Worker
+from demixer.settings import Settings
 from demixer.storage import BlobNotFound
 from demixer.storage.s3 import S3Storage
 from servers import Servers
+from worker_support import running, wait_until
 
 __all__ = ["make_api"]
 
@@ -521,6 +527,39 @@ def test_a_full_minio_bucket_is_507_storage_full_not_an_outage(
     assert r.status_code == 507, r.text
     assert r.json()["error"]["code"] == "STORAGE_FULL"
     assert r.headers["retry-after"] == "60"
+
+
+def test_a_worker_whose_bucket_is_full_says_so_and_not_that_its_disk_is(
+    tmp_path: Any, full_minio: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pause after a STORAGE_FULL attempt named the worker's own data directory, whatever
+    was full: here the bucket, which MinIO's 507 now says."""
+    settings = Settings(data_dir=tmp_path / "data", storage_url=full_minio, poll_seconds=0.1,
+                        heartbeat_seconds=0.3, lease_seconds=2.0)  # fmt: skip
+    services = build_services(settings)
+    services.db.create_all()
+    account, _ = create_key(services.db)
+    params = JobParams.from_row(
+        {
+            "input": {"file_id": "file_a", "storage_key": "inputs/file_a", "file_name": "a.wav"},
+            "stems": ["vocals"],
+            "output_format": "wav",
+            "spans": None,
+            "names": {"vocals": "vocals", "residual": "instrumental"},
+        }
+    )
+    with services.db.write() as s:
+        services.queue.submit(s, job_id=new_id("job"), account_id=account, params=params,
+                              queue_model="audio/stems", engine_model="spleeter-2stems",
+                              max_attempts=1)  # fmt: skip
+    paused = "this worker claims no job"
+    with caplog.at_level("WARNING", logger="demixer.worker"), running(Worker(services)):
+        wait_until(lambda: any(paused in m for m in caplog.messages), what="the pause")
+    line = next(m for m in caplog.messages if paused in m)
+    assert line.split(": ", 1)[1] == (
+        "object storage is full: this worker claims no job for 2 s, leaving them to workers "
+        "with room"
+    )
 
 
 def test_the_web_page_may_fetch_stems_from_the_bucket(s3_api: Api, scale_servers: Servers) -> None:
