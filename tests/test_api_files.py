@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -12,12 +14,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
 from conftest import Backend
 from demixer.api import uploads
 from demixer.service.schema import File
+from demixer.storage.local import LocalStorage
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -286,6 +291,56 @@ def test_a_delete_while_the_bytes_arrive_leaves_none_of_them(
     _error(_racing_put(api, monkeypatch, up, up["data"], delete), 404, "NOT_FOUND")
     root = api.services.settings.data_dir / "storage"
     assert root.is_dir() and [p for p in root.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.backends("sqlite")
+def test_a_put_whose_record_finds_the_disk_full_stores_nothing_and_may_be_sent_again(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The bytes were moved to the file's key before the record's COMMIT failed: the PUT said
+    # 507 "nothing was stored", the next read recorded the file uploaded all the same, and the
+    # PUT retried as Retry-After invites was 409 FILE_ALREADY_UPLOADED ("create a new file").
+    up = api.announce()
+
+    def disk_full(_session: Session) -> None:
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    event.listen(Session, "before_commit", disk_full)
+    try:
+        with caplog.at_level("ERROR", logger="demixer.api"):
+            r = api.put_bytes(up)
+    finally:
+        event.remove(Session, "before_commit", disk_full)
+    _error(r, 507, "STORAGE_FULL")
+    assert caplog.messages[-1].endswith("; the database's disk is full"), caplog.messages
+    assert api.get(f"/v1/files/{up['file_id']}").json()["status"] == "pending"
+    r = api.put_bytes(up)
+    assert (r.status_code, r.json()["status"]) == (200, "uploaded"), r.text
+
+
+@pytest.mark.backends("sqlite")
+def test_a_put_onto_a_full_disk_is_507_and_the_log_names_the_folder(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The operator's line said only "the server's storage is full": not which disk, the data
+    # directory's or the database's, when the two are apart.
+    up = api.announce()
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalStorage, "_put", disk_full)
+    with caplog.at_level("ERROR", logger="demixer.api"):
+        r = api.put_bytes(up)
+    _error(r, 507, "STORAGE_FULL")
+    assert r.headers["retry-after"] == "60"
+    root = api.services.settings.data_dir / "storage"
+    assert caplog.messages == [
+        f"PUT /v1/blobs/inputs/{up['file_id']} failed: STORAGE_FULL: the server's storage is "
+        "full; nothing was stored, retry once space is freed (request "
+        f"{r.headers['x-request-id']}); the disk under {root} is full"
+    ]
+    assert str(root) not in r.text  # the server's own paths are the operator's
 
 
 # The API's own HMAC-signed /v1/blobs URLs; on S3 the bucket checks its presigned URLs

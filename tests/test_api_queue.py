@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.api import jobs
@@ -720,6 +723,38 @@ def test_a_worker_that_died_mid_job_is_a_warning_in_the_log(
             f"job {job_id}: attempt 1 lost: killed-worker stopped renewing its lease (killed, "
             "crashed or cut off)",
         )
+    ]
+
+
+def test_a_lost_attempt_the_database_cannot_record_is_not_logged_until_it_is(
+    make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning was logged before the commit: with the database's disk full, every sweep
+    (one a second) failed to requeue the job and logged it lost again, 55 lines in a minute."""
+    api = make_api(max_attempts=2)
+    queue, db = api.services.queue, api.services.db
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    assert queue.claim("killed-worker") is not None
+    with db.write() as s:  # killed a while ago
+        s.execute(update(Job).values(lease_expires_at=db.clock() - timedelta(minutes=5)))
+
+    def disk_full(_session: Session) -> None:
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    event.listen(Session, "before_commit", disk_full)
+    try:
+        with caplog.at_level("WARNING", logger="demixer.queue"):
+            for _ in range(3):
+                with pytest.raises(OperationalError):
+                    queue.settle_expired()
+    finally:
+        event.remove(Session, "before_commit", disk_full)
+    assert caplog.records == []
+    with caplog.at_level("WARNING", logger="demixer.queue"):
+        queue.settle_expired()  # room again: requeued, and said once
+    assert [r.getMessage() for r in caplog.records] == [
+        f"job {job_id}: attempt 1 lost: killed-worker stopped renewing its lease (killed, "
+        "crashed or cut off)"
     ]
 
 

@@ -639,6 +639,30 @@ def test_a_data_directory_on_a_full_disk_stops_serve_with_one_line(
     )
 
 
+def test_a_database_on_a_full_disk_of_its_own_stops_the_command_with_one_line(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, for a SQLite database kept apart from the data directory
+    (DEMIXER_DATABASE_URL): only the data directory's disk was looked at, and `serve` waited
+    DEMIXER_DATABASE_WAIT_SECONDS for the database as for an outage ("disk I/O error" every
+    2 s). The full disk is the statvfs of its folder (a tmpfs to fill needs root)."""
+    from demixer.cli import app
+    from demixer.errors import StorageFull
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'demixer.db'}"
+    env = {"DEMIXER_MODEL_DIR": str(model_dir), "DEMIXER_DATABASE_URL": url,
+           "DEMIXER_DATABASE_WAIT_SECONDS": "30", "COLUMNS": str(COLUMNS)}  # fmt: skip
+    monkeypatch.setattr(StorageFull, "at", staticmethod(lambda where: Path(where) == folder))
+    done = CliRunner().invoke(app, ["keys", "list", "--data-dir", str(tmp_path / "data")], env=env)
+    assert done.exit_code == 1, done.output
+    assert done.stderr.strip().splitlines() == [
+        f"error [STORAGE_FULL] the disk under the database's folder {folder} is full: demixer "
+        "cannot write its database there (DEMIXER_DATABASE_URL); free some space and start again"
+    ]
+
+
 def _fill(disk: Path, leave: int) -> None:
     """Fill ``disk`` (results piling up) until about ``leave`` bytes are free."""
     with (disk / "results").open("wb") as fill, contextlib.suppress(OSError):

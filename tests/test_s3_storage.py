@@ -11,8 +11,10 @@ import hashlib
 import io
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest.mock import patch
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -25,10 +27,16 @@ import soundfile as sf
 from api_support import Api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer import Client
 from demixer.client import Result
+from demixer.server.compose import build_services
+from demixer.service.accounts.keys import create_key, new_id
+from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job
+from demixer.service.worker import Worker
+from demixer.settings import Settings
 from demixer.storage import BlobNotFound
 from demixer.storage.s3 import S3Storage
 from servers import Servers
+from worker_support import running, wait_until
 
 __all__ = ["make_api"]
 
@@ -469,6 +477,89 @@ def test_a_bucket_that_refuses_the_server_answers_503_naming_why_not_500(
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
         assert r.json()["error"]["message"] == message
+
+
+@pytest.fixture
+def full_minio(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A bucket whose S3 server is a MinIO that has reached its free-space threshold: every
+    write is answered as MinIO answers it then (507 ``XMinioStorageFull``; its api-errors.go).
+    A stand-in: rclone, the suite's S3 server, answers a full disk only a 500 InternalError."""
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>XMinioStorageFull</Code>'
+        b"<Message>Storage backend has reached its minimum free drive threshold. Please "
+        b"delete a few objects to proceed.</Message></Error>"
+    )
+
+    class Full(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(507)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_PUT = do_POST = do_GET = do_HEAD = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Full)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "minio")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "minio-secret")
+    try:
+        yield f"s3://full?endpoint=http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_full_minio_bucket_is_507_storage_full_not_an_outage(
+    make_api: Callable[..., Api], full_minio: str
+) -> None:
+    """MinIO's own word for a full disk was read as any 5xx, an outage: 503
+    STORAGE_UNAVAILABLE "retry shortly" (Retry-After: 5), and a worker held each job's attempt
+    for five minutes of retries."""
+    api = make_api(storage_url=full_minio)
+    data = api.files.get("stereo.wav").path.read_bytes()
+    r = api.post("/v1/files", files={"file": ("song.wav", data, "audio/wav")})
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["code"] == "STORAGE_FULL"
+    assert r.headers["retry-after"] == "60"
+
+
+def test_a_worker_whose_bucket_is_full_says_so_and_not_that_its_disk_is(
+    tmp_path: Any, full_minio: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pause after a STORAGE_FULL attempt named the worker's own data directory, whatever
+    was full: here the bucket, which MinIO's 507 now says."""
+    settings = Settings(data_dir=tmp_path / "data", storage_url=full_minio, poll_seconds=0.1,
+                        heartbeat_seconds=0.3, lease_seconds=2.0)  # fmt: skip
+    services = build_services(settings)
+    services.db.create_all()
+    account, _ = create_key(services.db)
+    params = JobParams.from_row(
+        {
+            "input": {"file_id": "file_a", "storage_key": "inputs/file_a", "file_name": "a.wav"},
+            "stems": ["vocals"],
+            "output_format": "wav",
+            "spans": None,
+            "names": {"vocals": "vocals", "residual": "instrumental"},
+        }
+    )
+    with services.db.write() as s:
+        services.queue.submit(s, job_id=new_id("job"), account_id=account, params=params,
+                              queue_model="audio/stems", engine_model="spleeter-2stems",
+                              max_attempts=1)  # fmt: skip
+    paused = "this worker claims no job"
+    with caplog.at_level("WARNING", logger="demixer.worker"), running(Worker(services)):
+        wait_until(lambda: any(paused in m for m in caplog.messages), what="the pause")
+    line = next(m for m in caplog.messages if paused in m)
+    assert line.split(": ", 1)[1] == (
+        "object storage is full: this worker claims no job for 2 s, leaving them to workers "
+        "with room"
+    )
 
 
 def test_the_web_page_may_fetch_stems_from_the_bucket(s3_api: Api, scale_servers: Servers) -> None:

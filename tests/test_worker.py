@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,7 +28,9 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import soundfile as sf
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from audiofiles import stempeg_example
 from conftest import Backend
@@ -40,7 +43,7 @@ from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.jobs.queue import FINAL, Queue
 from demixer.service.schema import Delivery, Job, JobLog, QuotaHold, UsageRecord
 from demixer.service.worker import Worker, runner
-from demixer.service.worker.child import ChildJob
+from demixer.service.worker.child import ChildJob, ChildOptions
 from demixer.service.worker.registry import missing_steps
 from demixer.settings import Settings
 from demixer.storage import LocalStorage
@@ -377,6 +380,35 @@ def test_a_storage_failure_tells_the_owner_its_kind_and_the_operator_its_path(
         "storing the outputs failed (PermissionError); the server's log has details"
     )
     assert where in caplog.text
+
+
+def test_an_end_the_full_database_cannot_take_is_one_warning_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An attempt's end that the database refused for a whole lease of retries (its disk
+    full) was an ERROR with a traceback of 80 lines, after the retries had said it already."""
+    env = Env(tmp_path / "data")
+    job_id = env.submit(params={"input": "not an input"}, max_attempts=1)  # fails at once
+    claim = env.services.queue.claim("w1")
+    assert claim is not None and claim.id == job_id
+    options = ChildOptions(model_dir=None, device="cpu", threads=1, parent_pid=os.getpid())
+    slot = runner.Runner(env.services, "w1", options)
+
+    def disk_full(_session: Session) -> None:
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    event.listen(Session, "before_commit", disk_full)
+    try:
+        with caplog.at_level("INFO", logger="demixer"):
+            slot.run_job(claim, threading.Event())
+    finally:
+        event.remove(Session, "before_commit", disk_full)
+    assert [r for r in caplog.records if r.exc_info] == []
+    assert caplog.records[-1].levelname == "WARNING"
+    assert caplog.messages[-1] == (
+        f"w1: job {job_id}: its end could not be recorded, the database is unavailable "
+        "(database or disk is full); it is settled when its lease runs out"
+    )
 
 
 def test_a_worker_failure_tells_the_owner_its_kind_and_not_the_servers_path(

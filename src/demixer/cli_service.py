@@ -88,7 +88,7 @@ def _services(settings: Any) -> Any:
     from demixer.service.scratch import sweep_scratch
 
     _make_data_dir(settings)
-    _check_room(settings.data_dir)
+    _check_room(settings)
     services = _build(settings)
     _migrate(services, settings)
     sweep_scratch(settings.data_dir)  # spools and downloads of processes that were killed
@@ -173,17 +173,27 @@ def _make_data_dir(settings: Any) -> None:
         raise typer.Exit(2) from None
 
 
-def _check_room(data_dir: Path) -> None:
+def _check_room(settings: Any) -> None:
     """A data directory on a full disk ends the command with one line: SQLite could not even
     open its database there (it was waited for as an outage, then "did not answer: disk I/O
-    error"), a new one failed as "cannot create None", and a first key was a traceback."""
+    error"), a new one failed as "cannot create None", and a first key was a traceback. So
+    does a SQLite database kept on a disk of its own (``DEMIXER_DATABASE_URL``) that is full."""
     from demixer.errors import StorageFull
 
+    data_dir = settings.data_dir
     if StorageFull.at(data_dir):
         raise fail(
             StorageFull(
                 f"the disk under the data directory {data_dir} is full: demixer cannot write "
                 "its database or files there; free some space and start again"
+            )
+        )
+    folder = _sqlite_folder(settings.database)
+    if folder is not None and folder.is_dir() and StorageFull.at(folder):
+        raise fail(
+            StorageFull(
+                f"the disk under the database's folder {folder} is full: demixer cannot write "
+                "its database there (DEMIXER_DATABASE_URL); free some space and start again"
             )
         )
 
@@ -267,17 +277,24 @@ def _read_only_folder(url: str) -> str:
     """`` (FOLDER is read-only)`` when ``url`` is a SQLite file in a folder this process may
     not write: SQLite's own words ("unable to open database file") do not say so, and it
     needs to write its journal beside the file even to read."""
+    folder = _sqlite_folder(url)
+    if folder is None or not folder.is_dir() or os.access(folder, os.W_OK):
+        return ""
+    return f" ({folder} is read-only)"
+
+
+def _sqlite_folder(url: str) -> Path | None:
+    """The folder of the SQLite database file ``url`` names (None: not a SQLite file)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return ""
+        return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return ""
-    folder = Path(parsed.database).parent
-    return f" ({folder} is read-only)" if folder.is_dir() and not os.access(folder, os.W_OK) else ""
+        return None
+    return Path(parsed.database).parent
 
 
 def _shown_url(url: str) -> str:

@@ -484,6 +484,14 @@ class StorageFull(ServiceUnavailable):
     retry_after = 60
     default_message = "the server's storage is full; nothing was stored, retry once space is freed"
 
+    def __init__(
+        self, message: str | None = None, *, where: str | os.PathLike[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        #: the folder whose disk is full, for the operator's log (never sent to a client: it
+        #: names the server's own paths); None where it is not known.
+        self.where = None if where is None else os.fspath(where)
+
     @staticmethod
     def caused(error: BaseException, where: str | os.PathLike[str] | None = None) -> bool:
         """Whether ``error`` means the disk is full: an ``OSError`` with ``ENOSPC`` / ``EDQUOT``

@@ -189,8 +189,22 @@ def as_demixer_error(exc: Exception) -> DemixerError:
     answering = ANSWERING.get()
     if status_for(error) >= 500 and answering is not None:
         method, path, rid = answering
-        log.error("%s %s failed: %s: %s (request %s)", method, path, error.code, error.message, rid)
+        disk = _which_disk(error, exc)
+        line = "%s %s failed: %s: %s (request %s)%s"
+        log.error(line, method, path, error.code, error.message, rid, disk)
     return error
+
+
+def _which_disk(error: DemixerError, exc: Exception) -> str:
+    """For the operator's log line of a full disk: which one, the data directory's and the
+    database's being apart at times (the client's message names no server path)."""
+    if not isinstance(error, StorageFull):
+        return ""
+    if error.where is not None:
+        return f"; the disk under {error.where} is full"
+    if is_disk_full(exc):
+        return "; the database's disk is full"
+    return ""
 
 
 def _translated(exc: Exception) -> DemixerError:

@@ -202,7 +202,8 @@ class _Parser:
                 view = view[os.write(self.fd, view) :]
         except OSError as exc:
             if StorageFull.caused(exc):
-                raise StorageFull() from exc
+                spool = self.form.file
+                raise StorageFull(where=spool.path.parent if spool else self.data_dir) from exc
             raise
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from demixer.api.schemas import (
@@ -60,6 +61,7 @@ from demixer.errors import (
 from demixer.models.loading import file_sha256
 from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
+from demixer.service.db import is_disk_full
 from demixer.service.files.lifecycle import (
     PURPOSE,
     FileConflict,
@@ -242,11 +244,23 @@ def _probe_and_record(
             )
         refused = DurationLimit if isinstance(exc, DurationLimit) else InvalidAudio
         raise refused(message, param="file") from None
-    with services.db.write() as s:  # FileConflict: deleted (or uploaded by a racing PUT)
-        done = mark_uploaded(s, row.id, size=size, sha256=sha256, info=info, now=now)
-        if landed is not None:  # a failed move rolls the record back
-            services.storage.copy(landed, key)
-        return done
+    moved = False
+    try:
+        with services.db.write() as s:  # FileConflict: deleted (or uploaded by a racing PUT)
+            done = mark_uploaded(s, row.id, size=size, sha256=sha256, info=info, now=now)
+            if landed is not None:  # a failed move rolls the record back
+                services.storage.copy(landed, key)
+                moved = True
+            return done
+    except DBAPIError as exc:
+        # Nor does a record that never committed leave the bytes moved: on a full disk the
+        # PUT answered 507 "nothing was stored" while the file's key held them, and the next
+        # read of the file recorded it uploaded, so that the PUT retried as told was 409
+        # FILE_ALREADY_UPLOADED. Only where the commit surely failed: a connection cut at
+        # COMMIT may have committed, and the bytes must then stay.
+        if moved and is_disk_full(exc):
+            services.storage.delete_prefix(key)
+        raise
 
 
 def record_upload(services: Services, row: File, size: int, sha256: str | None) -> File:

@@ -31,7 +31,7 @@ def _disk_full_translated(where: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         if StorageFull.caused(exc):
-            raise StorageFull() from exc
+            raise StorageFull(where=where) from exc
         raise
 
 

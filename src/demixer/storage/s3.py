@@ -51,6 +51,8 @@ _MIN_PART = 5 << 20  # S3's smallest part but the last
 _COPY_IN_ONE = 5 << 30
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+# S3 error codes of a server whose disk is full (MinIO's, answered with HTTP 507).
+_FULL = frozenset({"XMinioStorageFull"})
 _T = TypeVar("_T")
 
 
@@ -70,9 +72,10 @@ def _status(exc: ClientError) -> int:
 
 @contextlib.contextmanager
 def _translated(key: str = "") -> Iterator[None]:
-    """boto3's errors as demixer's: unreachable or 5xx -> StorageUnavailable; no bucket, or
-    credentials refused (401/403) -> StorageRefused (the operator's, never "the file is gone");
-    404 -> BlobNotFound. Others (400) pass through."""
+    """boto3's errors as demixer's: unreachable or 5xx -> StorageUnavailable, but a full disk
+    (507, ``XMinioStorageFull``) -> StorageFull; no bucket, or credentials refused (401/403)
+    -> StorageRefused (the operator's, never "the file is gone"); 404 -> BlobNotFound.
+    Others (400) pass through."""
     try:
         yield
     except ClientError as exc:
@@ -107,6 +110,13 @@ def _classified(exc: ClientError, key: str) -> Exception:
         )
     if _code(exc) in _NOT_FOUND or _status(exc) == 404:
         return BlobNotFound(f"no blob {key}")
+    if _status(exc) == 507 or _code(exc) in _FULL:
+        # A server that says its disk is full (MinIO past its free-space threshold): no
+        # outage to wait out in seconds, as the 5xx below are, but a disk to free.
+        said = _code(exc) or "507"
+        full = StorageFull(f"object storage is full ({said}); nothing was stored, retry later")
+        full.__cause__ = exc
+        return full
     if _status(exc) >= 500:
         return _unavailable(exc)
     answer: Exception = exc
@@ -381,7 +391,7 @@ class S3Storage:
                     )
             except OSError as exc:
                 if StorageFull.caused(exc, tmp):
-                    raise StorageFull() from exc
+                    raise StorageFull(where=Path(tmp).parent) from exc
                 raise
             yield path
 

@@ -494,7 +494,9 @@ class Queue:
             if rows_changed(settled) != 1:
                 continue
             self.log(s, job_id, "failed: WORKER_LOST")
-            log.warning("job %s failed: WORKER_LOST (its worker stopped on every attempt)", job_id)
+            _warn_after_commit(
+                s, "job %s failed: WORKER_LOST (its worker stopped on every attempt)", job_id
+            )
             self._finalised(s, job_id)
         # Expired for a whole lease more, attempts left: back in the queue, where its status
         # says what it waits for, when no worker that runs its model is left to claim it (it
@@ -703,11 +705,18 @@ class Queue:
         of ``attempt``: a worker killed, crashed or out of memory says nothing itself."""
         lost = f"attempt {attempt} lost: {owner} stopped renewing its lease"
         self.log(s, job_id, f"{lost} (killed, crashed or cut off)")
-        log.warning("job %s: %s (killed, crashed or cut off)", job_id, lost)
+        _warn_after_commit(s, "job %s: %s (killed, crashed or cut off)", job_id, lost)
 
     def log(self, session: Session, job_id: str, message: str) -> None:
         """Append a log line to a job (inside the caller's transaction)."""
         session.add(JobLog(job_id=job_id, timestamp=self.db.clock(), message=message))
+
+
+def _warn_after_commit(session: Session, message: str, *args: object) -> None:
+    """Log a warning about what ``session`` changes once it commits. Logged before, a write
+    the database refused (its disk full, an outage) was logged all the same, and again at
+    every sweep that tried it: one line a second for as long as the disk stayed full."""
+    event.listen(session, "after_commit", lambda _s: log.warning(message, *args), once=True)
 
 
 def _tell(listeners: list[Callable[[str], None]], job_id: str) -> None:

@@ -255,6 +255,8 @@ class Runner:
         self.worker_id = worker_id
         self.options = options
         self.child: Child | None = None
+        #: what was full when the last attempt ended STORAGE_FULL, for the slot's log line.
+        self.full = f"the disk under {services.settings.data_dir}"
 
     def close(self) -> None:
         """Stop the child (an idle one exits, a busy one is killed)."""
@@ -304,10 +306,13 @@ class Runner:
             )
         except _Abort as abort:
             self._end(claim, abort)
+            if abort.code == StorageFull.code:
+                self.full = self._what_is_full(abort)
             return abort.code if abort.kind == "failed" else None
         except Exception as exc:  # a bug in this process, or a full disk: give the attempt back
             self._kill_child()
             if StorageFull.caused(exc):
+                self.full = self._what_is_full(exc)
                 log.warning("%s: job %s: the disk is full", self.worker_id, claim.id)
                 full = _Abort("failed", StorageFull.code, StorageFull.default_message, True)
                 self._end(claim, full)
@@ -579,8 +584,35 @@ class Runner:
                 )
         except LeaseLost:
             log.info("%s: job %s: lease lost; the attempt is dropped", self.worker_id, claim.id)
+        except DBAPIError as exc:
+            if not is_unavailable(exc):
+                log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
+                return
+            # The database's disk full, or an outage, past a lease of retries: each was said
+            # above, and this was a traceback of 80 lines. Its lease runs out and the queue
+            # settles the attempt as a lost one (queued again, or WORKER_LOST on the last).
+            reason = " ".join(str(exc.orig).split())
+            log.warning(
+                "%s: job %s: its end could not be recorded, the database is unavailable (%s); "
+                "it is settled when its lease runs out",
+                self.worker_id,
+                claim.id,
+                reason,
+            )
         except Exception:
             log.exception("%s: recording the end of job %s failed", self.worker_id, claim.id)
+
+    def _what_is_full(self, error: BaseException) -> str:
+        """What a STORAGE_FULL attempt found full: the folder a :class:`StorageFull` on the
+        way names (the stored files', when they are on a disk of their own), object storage
+        when one says so without a folder (a full MinIO), else this worker's data directory
+        (the child's stems, written there, cross over as an error code alone)."""
+        seen: BaseException | None = error
+        while seen is not None:
+            if isinstance(seen, StorageFull):
+                return "object storage" if seen.where is None else f"the disk under {seen.where}"
+            seen = seen.__cause__ or seen.__context__
+        return f"the disk under {self.services.settings.data_dir}"
 
     def _kill_child(self) -> None:
         if self.child is not None:

@@ -186,10 +186,10 @@ class _Slot:
                 ended = self.runner.run_job(claim, stop)
                 if ended == StorageFull.code:
                     log.warning(
-                        "%s: the disk under %s is full: this worker claims no job for %g s, "
+                        "%s: %s is full: this worker claims no job for %g s, "
                         "leaving them to workers with room",
                         self.worker_id,
-                        self.services.settings.data_dir,
+                        self.runner.full,
                         self.disk_full.found(),
                     )
                     continue
