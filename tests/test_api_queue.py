@@ -962,6 +962,20 @@ def test_a_stem_the_client_has_is_304_not_sent_again(api: Api) -> None:
     assert api.send("GET", api.tampered(url), headers={"If-None-Match": "*"}).status_code == 403
 
 
+@pytest.mark.backends("sqlite")  # on S3 the URLs are the bucket's own (presigned)
+def test_a_blob_is_never_a_page_on_the_apis_origin(api: Api) -> None:
+    """A user's bytes are served from the API's origin: nothing told a browser not to sniff
+    them as HTML or to run no script in them, were one ever shown inline."""
+    job_id = api.queue_separate(api.upload()).json()["request_id"]
+    api.worker_done(job_id)
+    url = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
+    for method in ("GET", "HEAD"):
+        r = api.send(method, url)
+        assert r.status_code == 200, method
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["content-security-policy"] == "sandbox; default-src 'none'"
+
+
 def test_a_download_named_with_accents_is_named_without_them_for_curl(api: Api) -> None:
     """``curl -OJ`` reads the header's ASCII ``filename`` (not ``filename*``): it saved
     "Beyonc_ - D_j_ Vu_target.wav"; browsers read the UTF-8 one."""

@@ -64,6 +64,17 @@ _BLOB_HEADERS: dict[str, Any] = {
         "required": True,
         "schema": {"type": "string", "enum": ["private"]},
     },
+    "X-Content-Type-Options": {
+        "description": "`nosniff`: a browser takes the bytes as the type said, never as a page.",
+        "required": True,
+        "schema": {"type": "string", "enum": ["nosniff"]},
+    },
+    "Content-Security-Policy": {
+        "description": "`sandbox; default-src 'none'`: were a browser ever to show it inline, "
+        "no script in it runs, on this origin or any.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
 }
 # A stem is one account's: the downloading browser may keep it (and revalidate it with its
 # ETag), but a shared cache must not, or it went on serving a deleted song's stems to whoever
@@ -182,6 +193,12 @@ def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str
         "Content-Disposition": content_disposition(file_name),
         "ETag": _etag(key, size),
         "Cache-Control": _PRIVATE,
+        # A user's bytes, served from the API's own origin: a browser must never take them
+        # for a page (sniffed as HTML, or opened inline despite the attachment) and run a
+        # script there. Types and the attachment already keep them out; these hold even if
+        # an upload's type check or a browser's handling of attachments ever lets one by.
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
     }
     return content_type, size, headers
 
