@@ -363,7 +363,8 @@ def serve(
         typer.Option(
             "--local-session/--no-local-session",
             help="Give a browser on this machine the web page's key without asking (loopback "
-            "only; default: $DEMIXER_LOCAL_SESSION, else off). Leave it off behind a proxy.",
+            "only: every user of this machine gets it; default: $DEMIXER_LOCAL_SESSION, else "
+            "off). Leave it off behind a proxy or on a shared machine.",
         ),
     ] = None,
 ) -> None:
