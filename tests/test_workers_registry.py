@@ -360,6 +360,40 @@ def test_a_worker_whose_copy_of_a_model_is_damaged_leaves_its_jobs_to_one_whose_
             assert started_on(api, job_id, 2) == other.worker_ids[0]
 
 
+def test_a_worker_whose_copy_of_an_ensembles_member_is_damaged_leaves_its_jobs_to_another(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    """A damaged member of an ensemble failed its job's attempt, and the worker went on
+    claiming the ensemble (and the member): every attempt ran on it and failed the same way
+    (measured: 3 of 3, MODEL_UNAVAILABLE). The member is now set aside as a damaged model
+    is, and the job's next attempt runs on a worker whose copy loads."""
+    api = make_api(**FAST)
+    machines = three_machines(api, tmp_path)
+    damaged = tmp_path / "models-box" / "mine" / "model.ckpt"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+    both = ["mine", "spleeter-2stems"]
+    advertised = partial(advertised_models, api)
+
+    def job() -> Any:
+        with api.services.db.read() as s:
+            return s.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).one()
+
+    r = queue_stems(api, "mine+spleeter-2stems")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    with running(Worker(machines["box"], models=both)) as box:
+        ended = wait_until(lambda: (j := job()).attempts and j.status != "IN_PROGRESS" and j, 60)
+        assert tuple(ended) == ("IN_QUEUE", 1)  # and no attempt on this worker since
+        wait_until(
+            lambda: advertised(box) == ("spleeter-2stems",), 10, "the member to be set aside"
+        )
+        with running(Worker(machines["other"], models=both)) as other:
+            wait_until(lambda: job().attempts == 2, 60, "the other worker's attempt")
+            assert started_on(api, job_id, 2) == other.worker_ids[0]
+
+
 def test_a_catalogue_model_that_cannot_be_loaded_says_to_pull_it_again(tmp_path: Path) -> None:
     """A catalogue model's damaged or missing copy is fetched again by `models pull`; an
     ensemble's or a recipe's message names no command (the log says which model failed)."""
