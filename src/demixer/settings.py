@@ -115,8 +115,9 @@ class Settings(BaseSettings):
     # pace projects it well past this is ended as soon as that is measured (worker/runner.py).
     job_timeout_seconds: float = Field(3600.0, gt=0)
     # An attempt whose separation reports no progress (nor a new stage) for this long is hung:
-    # ended JOB_TIMEOUT and retried. The child reports every 0.5 s while it separates, but
-    # nothing while it loads a model: this must stay above the longest load.
+    # ended JOB_TIMEOUT and retried. The child reports progress at each model window (some
+    # models within one too), but nothing while it loads a model: keep this above the longest
+    # load and the longest window.
     job_stall_seconds: float = Field(600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
 
