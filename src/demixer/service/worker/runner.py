@@ -35,7 +35,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
@@ -312,12 +312,23 @@ class Runner:
         services: the shared service parts (settings, database, queue, storage).
         worker_id: the slot's worker id (its fencing token in the queue).
         options: how the slot's child loads models.
+        unloadable: called with the job's model when the child could not load it (missing,
+            damaged, unknown here), before the attempt's end is recorded; returns the models
+            (it, or those it is built on) found unusable and set aside
+            (:meth:`~demixer.service.worker.slots.Worker.model_unavailable`).
     """
 
-    def __init__(self, services: Services, worker_id: str, options: ChildOptions) -> None:
+    def __init__(
+        self,
+        services: Services,
+        worker_id: str,
+        options: ChildOptions,
+        unloadable: Callable[[str], Sequence[str]] | None = None,
+    ) -> None:
         self.services = services
         self.worker_id = worker_id
         self.options = options
+        self.unloadable = unloadable
         self.child: Child | None = None
 
     def close(self) -> None:
@@ -338,8 +349,7 @@ class Runner:
     def run_job(self, claim: Claim, stop: threading.Event) -> str | None:
         """Run one attempt to its end; never raises. Returns the error code the attempt
         failed with (None when it completed, or ended otherwise): the slot waits a while
-        after ``STORAGE_FULL``, and has the model checked after ``MODEL_UNAVAILABLE``
-        or ``UNKNOWN_MODEL``."""
+        after ``STORAGE_FULL``."""
         log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
         lease = _Lease(self, claim, stop)
         work = self.services.settings.data_dir / "work"
@@ -507,12 +517,12 @@ class Runner:
                             )
                         if code in (ModelUnavailable.code, UnknownModel.code):
                             # This machine's copy of the model (missing, damaged): another
-                            # worker's may load, and the slot stops claiming it (see
-                            # Worker.model_unavailable). Its text names files on this server:
-                            # for the operator's log, not the job's owner.
+                            # worker's may load. Its text names files on this server: for the
+                            # operator's log, not the job's owner.
                             log.warning("%s: job %s: %s", self.worker_id, claim.id, text)
+                            damaged = self._set_aside(claim.engine_model, lease)
                             model_dir = self.services.settings.model_dir
-                            text = unloadable_message(claim.engine_model, model_dir)
+                            text = unloadable_message(claim.engine_model, model_dir, damaged)
                             raise _Abort("failed", code, text, retryable=True)
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
@@ -534,6 +544,15 @@ class Runner:
             raise
         finally:
             lease.watch(False)  # storing the outputs is the parent's work: no child to hear
+
+    def _set_aside(self, model: str, lease: _Lease) -> Sequence[str]:
+        """Have the worker stop claiming ``model`` (or the models it is built on that failed
+        their check) before the attempt is put back in the queue; returns those models. The
+        check hashes every weights file: the lease is renewed meanwhile."""
+        unloadable = self.unloadable
+        if unloadable is None:
+            return ()
+        return lease._beating(lambda: unloadable(model))
 
     def _store(
         self, claim: Claim, params: JobParams, result: ChildResult, note: str, lease: _Lease
@@ -655,26 +674,41 @@ class Runner:
             self.child = None
 
 
-def unloadable_message(model: str, model_dir: Path | None) -> str:
+def unloadable_message(model: str, model_dir: Path | None, damaged: Sequence[str] = ()) -> str:
     """The job's message when a worker's copy of ``model`` could not be loaded (missing,
     damaged, removed): what puts it right, run on that machine (with `demixer serve` the job's
     owner is its operator), naming none of its paths or hashes (those are in the log).
 
     ``model_dir``: the worker's (None: the default), where a user's recipes are declared.
+    ``damaged``: the models that worker found unusable (``Runner.unloadable``); one that
+    an ensemble or a recipe is built on is named, with what puts it right.
     """
     said = f"model {model!r} could not be loaded on the worker that ran this attempt"
+    parts = [name for name in damaged if name != model]
+    if len(parts) > 1:
+        named = ", ".join(repr(name) for name in parts)
+        return f"{said}: its models {named} could not; the server's log has details"
+    if parts:
+        said += f": its model {parts[0]!r} could not"
+    remedy = _remedy(parts[0] if parts else model, model_dir)
+    if remedy is None:  # an ensemble or a recipe of your own: the log says which model failed
+        return f"{said}; the server's log has details"
+    return f"{said} (the server's log has details): {remedy}"
+
+
+def _remedy(model: str, model_dir: Path | None) -> str | None:
+    """What puts a worker's unusable copy of ``model`` right (None: none that one command
+    names, for an ensemble or a recipe of the user's own)."""
     if model in catalogue_ids():
-        remedy = f"`demixer models pull {model}` on that machine fetches it again"
-    elif ensemble_members(model) is None and not _user_recipe(model, model_dir):
+        return f"`demixer models pull {model}` on that machine fetches it again"
+    if ensemble_members(model) is None and not _user_recipe(model, model_dir):
         # A model added with `demixer models add`: only its owner has its files, and a name
         # still taken by a damaged copy must be removed before it is added again.
-        remedy = (
+        return (
             f"on that machine, `demixer models remove {model}`, then `demixer models add "
             f"{model}` with its files, adds it again"
         )
-    else:  # an ensemble or a recipe of your own: the log names which of its models failed
-        return f"{said}; the server's log has details"
-    return f"{said} (the server's log has details): {remedy}"
+    return None
 
 
 def _user_recipe(model: str, model_dir: Path | None) -> bool:

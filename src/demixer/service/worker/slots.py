@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from demixer.errors import DemixerError, ModelUnavailable, StorageFull, UnknownModel
+from demixer.errors import DemixerError, StorageFull
 from demixer.models.loading import verified_weights
 from demixer.models.model_dir import default_model_dir
 from demixer.models.registry import get_spec
@@ -135,14 +135,13 @@ class _Slot:
         threads: int | None,
         device: str,
         disk_full: _DiskFull,
-        model_unavailable: Callable[[str], None],
+        model_unavailable: Callable[[str], list[str]],
         refused_steps: frozenset[str] = frozenset(),
         log_setup: Callable[[], None] | None = None,
     ):
         self.services = services
         self.worker_id = worker_id
         self.disk_full = disk_full
-        self.model_unavailable = model_unavailable
         self.use(models, refused_steps)
         settings = services.settings
         options = ChildOptions(
@@ -152,7 +151,7 @@ class _Slot:
             parent_pid=os.getpid(),
             log_setup=log_setup,
         )
-        self.runner = Runner(services, worker_id, options)
+        self.runner = Runner(services, worker_id, options, unloadable=model_unavailable)
 
     def use(self, models: list[str], refused_steps: frozenset[str]) -> None:
         """Claim jobs for ``models`` (and ensembles of them), but none that asks for one of
@@ -207,8 +206,6 @@ class _Slot:
                     )
                     continue
                 self.disk_full.cleared()
-                if ended in (ModelUnavailable.code, UnknownModel.code):
-                    self.model_unavailable(claim.engine_model)
         finally:
             self.runner.close()
 
@@ -306,7 +303,7 @@ class Worker:
         with self._models_lock:
             self._rescan_models()
 
-    def model_unavailable(self, model: str) -> None:
+    def model_unavailable(self, model: str) -> list[str]:
         """An attempt at ``model`` failed here for want of its files (missing, damaged, not
         known here). Each model whose own weights fail their check, ``model`` itself or one it
         is built on (an ensemble's members, a recipe's models), is set aside: the worker
@@ -314,7 +311,11 @@ class Worker:
         leaving those jobs to workers whose copy loads. A damaged copy failed every job for
         the model that this worker claimed, for good, though another worker had a sound one
         (measured: 2 jobs of 3); a damaged member of an ensemble failed each of its job's
-        attempts on this same worker."""
+        attempts on this same worker.
+
+        Returns the models set aside (none: the files are sound, or could not be checked).
+        A slot's runner calls this before the attempt's end is recorded: the job put back in
+        the queue was claimed at once by this worker's other slots, and failed there too."""
         model_dir = self.services.settings.model_dir
         damaged = []
         for name in _built_on(model, model_dir):
@@ -324,9 +325,9 @@ class Worker:
                 damaged.append(name)  # missing, damaged, or no longer known here
             except Exception:  # a check that cannot run must never stop the slot
                 log.exception("worker %s: checking the files of model %s failed", self.id, name)
-                return
+                return []
         if not damaged:
-            return  # sound: what failed was another model (a clean-up step's)
+            return []  # sound: what failed was another model (a clean-up step's)
         log.warning(
             "worker %s: model %s cannot be loaded here (the log above says why); it claims no "
             "job for it, nor for any model built on it, until its files change",
@@ -337,6 +338,7 @@ class Worker:
             for name in damaged:
                 self._broken[name] = _files_of(model_dir, name)
             self._rescan_models()
+        return damaged
 
     def _rescan_models(self) -> None:
         try:
