@@ -789,13 +789,15 @@ def test_a_job_whose_pace_will_take_it_past_its_limit_ends_early_and_is_not_retr
     a slow model) was killed only once the whole limit had passed (an hour of a slot, for
     nothing). Once a tenth of its separation is measured, its pace projects it past the limit,
     and it ends then; not retried, as another attempt at the same input would run as long."""
-    model = paced_model(lambda _: time.sleep(0.15))  # 45 windows: about 7 s, past 4 s x 1.25
-    env = Env(tmp_path, job_timeout_seconds=4.0)
+    # 45 windows: about 13.5 s, past 8 s x 1.25; a tenth is measured after about 1.4 s, which
+    # leaves a loaded machine 6 s of the limit for the child's start and the first windows.
+    model = paced_model(lambda _: time.sleep(0.3))
+    env = Env(tmp_path, job_timeout_seconds=8.0)
     with running(Worker(env.services, models=[model])):
         job = env.wait_final(env.submit(music, engine_model=model, max_attempts=2), 30)
     assert (job.status, job.error_code, job.attempts) == ("FAILED", "JOB_TIMEOUT", 1)
     assert re.fullmatch(
-        r"the job would run about \d+ s, past its limit of 4 s \(\d+% separated after \d s\)",
+        r"the job would run about \d+ s, past its limit of 8 s \(\d+% separated after \d+ s\)",
         job.error_message or "",
     ), job.error_message
 
