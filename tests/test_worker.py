@@ -779,6 +779,78 @@ def test_a_job_past_its_time_limit_fails(tmp_path: Path, long_music: Path) -> No
         assert worker.child_pids() == [None]  # killed; restarted only for a next job
 
 
+@pytest.fixture()
+def paced_model(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[int], None]], str]:
+    """A fake 2-stem model (``fake_models``) whose windows (0.1 s of audio each: 45 for the
+    4-s ``music``) each call ``pace(n)`` first, n counting from 1: a model as slow, or as stuck,
+    as a test needs. Returns its id. Its children are forked from this process, which holds
+    the fake's registration (a fork server's children would not know the model), and do not
+    ask to die with their parent: Linux ties that to the thread that forked them, here the
+    short-lived one that starts a child (a fork server, their parent otherwise, has one)."""
+    import multiprocessing
+
+    import fake_models
+    from demixer.models import registry
+
+    rate = 44100
+    spec = fake_models.fake_spec("fake-paced", "vocals", window=rate // 10, overlap=rate // 100)
+    monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    monkeypatch.setattr(registry, "_SPECS", (*registry._SPECS, spec))  # installed: no weights
+    monkeypatch.setattr(
+        "demixer.service.worker.child.child_context", lambda: multiprocessing.get_context("fork")
+    )
+    monkeypatch.setattr("demixer.service.worker.child._die_with_parent", lambda _pid: None)
+    fake_models.CALLS.clear()  # each child counts its windows from here (a fork's own copy)
+    separate = fake_models.FakeBackend.separate
+
+    def use(pace: Callable[[int], None]) -> str:
+        def paced(self: Any, mix: np.ndarray) -> dict[str, np.ndarray]:
+            pace(fake_models.CALLS[self.id] + 1)
+            return separate(self, mix)
+
+        monkeypatch.setattr(fake_models.FakeBackend, "separate", paced)
+        return spec.id
+
+    return use
+
+
+def test_a_job_whose_pace_will_take_it_past_its_limit_ends_early_and_is_not_retried(
+    tmp_path: Path, music: Path, paced_model: Callable[[Callable[[int], None]], str]
+) -> None:
+    """A job making steady progress that would take longer than the limit (a 60-minute mix on
+    a slow model) was killed only once the whole limit had passed (an hour of a slot, for
+    nothing). Once a tenth of its separation is measured, its pace projects it past the limit,
+    and it ends then; not retried, as another attempt at the same input would run as long."""
+    # 45 windows: about 13.5 s, past 8 s x 1.25; a tenth is measured after about 1.4 s, which
+    # leaves a loaded machine 6 s of the limit for the child's start and the first windows.
+    model = paced_model(lambda _: time.sleep(0.3))
+    env = Env(tmp_path, job_timeout_seconds=8.0)
+    with running(Worker(env.services, models=[model])):
+        job = env.wait_final(env.submit(music, engine_model=model, max_attempts=2), 30)
+    assert (job.status, job.error_code, job.attempts) == ("FAILED", "JOB_TIMEOUT", 1)
+    assert re.fullmatch(
+        r"the job would run about \d+ s, past its limit of 8 s \(\d+% separated after \d+ s\)",
+        job.error_message or "",
+    ), job.error_message
+
+
+def test_a_job_whose_model_stops_making_progress_ends_at_the_stall_limit_and_is_retried(
+    tmp_path: Path, music: Path, paced_model: Callable[[Callable[[int], None]], str]
+) -> None:
+    """A hung model (stuck at its third window) held its slot for the job's whole time limit
+    (an hour by default) before the job failed. A separation that reports nothing for the
+    stall limit is ended then, and retried in a new child (a hang may not come again)."""
+    model = paced_model(lambda n: time.sleep(60 if n == 3 else 0))
+    env = Env(tmp_path, job_timeout_seconds=30.0, job_stall_seconds=1.0)
+    with running(Worker(env.services, models=[model])):
+        job = env.wait_final(env.submit(music, engine_model=model, max_attempts=2), 20)
+    assert (job.status, job.error_code, job.attempts) == ("FAILED", "JOB_TIMEOUT", 2)
+    assert job.error_message == "the separation made no progress for 1 s"
+    assert "attempt 1 failed (JOB_TIMEOUT: the separation made no progress for 1 s); retrying" in (
+        env.logs(job.id)
+    )
+
+
 def test_a_worker_whose_disk_is_full_leaves_its_jobs_to_a_worker_with_room(
     tmp_path: Path, music: Path
 ) -> None:

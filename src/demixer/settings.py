@@ -111,7 +111,14 @@ class Settings(BaseSettings):
     # the input or writing the stems this long before giving the attempt back.
     storage_outage_seconds: float = Field(300.0, ge=0)
     poll_seconds: float = Field(0.5, gt=0)
+    # The longest one attempt at a job runs, from its claim to its stored outputs; one whose
+    # pace projects it well past this is ended as soon as that is measured (worker/runner.py).
     job_timeout_seconds: float = Field(3600.0, gt=0)
+    # An attempt whose separation reports no progress (nor a new stage) for this long is hung:
+    # ended JOB_TIMEOUT and retried. The child reports progress at each model window (some
+    # models within one too), but nothing while it loads a model: keep this above the longest
+    # load and the longest window.
+    job_stall_seconds: float = Field(600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
 
     # Limits checked before a job is queued, and again on the bytes and samples themselves.

@@ -8,8 +8,10 @@ slot's long-lived separation child (:mod:`demixer.service.worker.child`). For ea
 2. sends the job to the child and, while the child works, heartbeats the lease every
    ``heartbeat_seconds`` with the child's progress;
 3. kills the child (SIGKILL) when a cancel is requested, the lease is lost, the job's time
-   limit passes or the worker is stopped; notices when the child dies by itself (OOM killer,
-   segfault) through its pipe closing; a killed or dead child is restarted for the next job;
+   limit passes (or its pace says it will, or the child reports nothing for the stall limit:
+   see :class:`_Lease`) or the worker is stopped; notices when the child dies by itself (OOM
+   killer, segfault) through its pipe closing; a killed or dead child is restarted for the
+   next job;
 4. stores the files the child wrote under ``outputs/{job_id}/attempt-{n}/`` and completes the
    job with their keys in one fenced transaction; if that finds the lease lost, the attempt's
    blobs are deleted again.
@@ -33,7 +35,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
@@ -83,6 +85,12 @@ _WAIT_SLICE = 0.25  # seconds: the longest a slot waits before looking at the st
 # Seconds a slot whose child died waits for the stop flag before it counts the death as a crash:
 # a stop signal sent to the whole process group kills the child as it reaches the worker.
 _STOP_GRACE = 1.0
+# A separation's pace is trusted once this share of it was measured (the engine reports each
+# window, at a steady pace)...
+_PACE_FROM = 0.1
+# ...and its attempt ended early only when the pace projects it past its limit by this factor:
+# one projected just past the limit may still make it, and runs until the limit.
+_MARGIN = 1.25
 
 
 class _Abort(Exception):
@@ -117,23 +125,76 @@ def scratch_attempt(name: str) -> tuple[str, int] | None:
 
 
 class _Lease:
-    """Heartbeats one job's lease and watches its deadline, cancel flag and the stop flag."""
+    """Heartbeats one job's lease and watches its limits, cancel flag and the stop flag.
+
+    An attempt is ended ``JOB_TIMEOUT`` in one of three ways (see README, "Workers"):
+
+    * it has run ``job_timeout_seconds`` (the fixed limit on one attempt, from its claim to its
+      stored outputs): not retried;
+    * its separation is going to pass that limit by a clear margin: once the child has reported
+      :data:`_PACE_FROM` of the separation done, the pace measured since its first report
+      projects the attempt's whole time; past :data:`_MARGIN` times the limit it is ended at
+      once, not retried (another attempt at the same input runs as long), instead of running
+      for the whole limit first;
+    * its separation has reported nothing (no progress, no new stage) for
+      ``job_stall_seconds``: a hung model. Retried, in a new child, while attempts remain.
+    """
 
     def __init__(self, runner: Runner, claim: Claim, stop: threading.Event) -> None:
         settings = runner.services.settings
         self.runner, self.claim, self.stop = runner, claim, stop
         self.interval = settings.heartbeat_seconds
         self.limit = settings.job_timeout_seconds
-        self.deadline = time.monotonic() + self.limit
-        self.next_beat = time.monotonic() + self.interval
+        self.stall = settings.job_stall_seconds
+        self.started = time.monotonic()
+        self.deadline = self.started + self.limit
+        self.next_beat = self.started + self.interval
         self.progress = 0.0
         self.stage: str | None = None  # written with the next heartbeat
         self.failing = False  # the last heartbeat failed: its outage is logged already
+        self.watching = False  # the child has the job: its silence counts against the stall
+        self.moved = self.started  # when the child last showed that it works
+        self.paced: tuple[float, float] | None = None  # (when, fraction) of its first report
+
+    def watch(self, on: bool) -> None:
+        """Start (or stop) watching the child's silence: from now it must report within the
+        stall limit."""
+        self.watching = on
+        self.moved = time.monotonic()
+
+    def staged(self, stage: str) -> None:
+        """The child began ``stage`` (one of the child's STAGES)."""
+        self.stage = stage
+        self.moved = time.monotonic()
+
+    def advanced(self, fraction: float) -> None:
+        """The child reported ``fraction`` of the separation done; raises :class:`_Abort`
+        when its pace says the attempt will run well past its limit."""
+        now = time.monotonic()
+        if fraction > self.progress:
+            self.moved = now
+        self.progress = fraction
+        if self.paced is None:  # the pace is measured from the first report on
+            self.paced = (now, fraction)
+            return
+        since, first = self.paced
+        measured = fraction - first
+        if measured < _PACE_FROM or fraction >= 1.0:
+            return
+        total = (now - self.started) + (now - since) * (1.0 - fraction) / measured
+        if total > self.limit * _MARGIN:
+            message = (
+                f"the job would run about {total:.0f} s, past its limit of {self.limit:g} s "
+                f"({fraction:.0%} separated after {now - self.started:.0f} s)"
+            )
+            raise _Abort("timeout", "JOB_TIMEOUT", message)
 
     def wait_time(self) -> float:
         """Seconds until something is due (at most :data:`_WAIT_SLICE`)."""
-        due = min(self.next_beat, self.deadline) - time.monotonic()
-        return max(0.0, min(due, _WAIT_SLICE))
+        due = min(self.next_beat, self.deadline)
+        if self.watching:
+            due = min(due, self.moved + self.stall)
+        return max(0.0, min(due - time.monotonic(), _WAIT_SLICE))
 
     def tick(self, *, stoppable: bool = True) -> None:
         """Heartbeat when due; raise :class:`_Abort` when the attempt must end."""
@@ -143,6 +204,9 @@ class _Lease:
         if now >= self.deadline:
             message = f"the job ran longer than its limit of {self.limit:g} s"
             raise _Abort("timeout", "JOB_TIMEOUT", message)
+        if self.watching and now >= self.moved + self.stall:
+            message = f"the separation made no progress for {self.stall:g} s"
+            raise _Abort("timeout", "JOB_TIMEOUT", message, retryable=True)
         if now < self.next_beat:
             return
         self.next_beat = now + self.interval
@@ -248,12 +312,23 @@ class Runner:
         services: the shared service parts (settings, database, queue, storage).
         worker_id: the slot's worker id (its fencing token in the queue).
         options: how the slot's child loads models.
+        unloadable: called with the job's model when the child could not load it (missing,
+            damaged, unknown here), before the attempt's end is recorded; returns the models
+            (it, or those it is built on) found unusable and set aside
+            (:meth:`~demixer.service.worker.slots.Worker.model_unavailable`).
     """
 
-    def __init__(self, services: Services, worker_id: str, options: ChildOptions) -> None:
+    def __init__(
+        self,
+        services: Services,
+        worker_id: str,
+        options: ChildOptions,
+        unloadable: Callable[[str], Sequence[str]] | None = None,
+    ) -> None:
         self.services = services
         self.worker_id = worker_id
         self.options = options
+        self.unloadable = unloadable
         self.child: Child | None = None
         #: what was full when the last attempt ended STORAGE_FULL, for the slot's log line.
         self.full = f"the disk under {services.settings.data_dir}"
@@ -276,8 +351,7 @@ class Runner:
     def run_job(self, claim: Claim, stop: threading.Event) -> str | None:
         """Run one attempt to its end; never raises. Returns the error code the attempt
         failed with (None when it completed, or ended otherwise): the slot waits a while
-        after ``STORAGE_FULL``, and has the model checked after ``MODEL_UNAVAILABLE``
-        or ``UNKNOWN_MODEL``."""
+        after ``STORAGE_FULL``."""
         log.info("%s: job %s attempt %d started", self.worker_id, claim.id, claim.attempt)
         lease = _Lease(self, claim, stop)
         work = self.services.settings.data_dir / "work"
@@ -424,13 +498,14 @@ class Runner:
         child = self.start_child()
         try:
             child.send(job)
+            lease.watch(True)
             while True:
                 message = child.receive(lease.wait_time())
                 if message is not None:
                     if message[0] == "progress":
-                        lease.progress = float(message[1])
+                        lease.advanced(float(message[1]))
                     elif message[0] == "stage":
-                        lease.stage = str(message[1])
+                        lease.staged(str(message[1]))
                     elif message[0] == "done":
                         result: ChildResult = message[1]
                         return result
@@ -447,12 +522,12 @@ class Runner:
                             )
                         if code in (ModelUnavailable.code, UnknownModel.code):
                             # This machine's copy of the model (missing, damaged): another
-                            # worker's may load, and the slot stops claiming it (see
-                            # Worker.model_unavailable). Its text names files on this server:
-                            # for the operator's log, not the job's owner.
+                            # worker's may load. Its text names files on this server: for the
+                            # operator's log, not the job's owner.
                             log.warning("%s: job %s: %s", self.worker_id, claim.id, text)
+                            damaged = self._set_aside(claim.engine_model, lease)
                             model_dir = self.services.settings.model_dir
-                            text = unloadable_message(claim.engine_model, model_dir)
+                            text = unloadable_message(claim.engine_model, model_dir, damaged)
                             raise _Abort("failed", code, text, retryable=True)
                         # The child may be in a bad state (e.g. after an OOM); a full disk
                         # leaves it sound, with its models loaded for the next job.
@@ -472,6 +547,17 @@ class Runner:
             if abort.kind != "failed":
                 self._kill_child()
             raise
+        finally:
+            lease.watch(False)  # storing the outputs is the parent's work: no child to hear
+
+    def _set_aside(self, model: str, lease: _Lease) -> Sequence[str]:
+        """Have the worker stop claiming ``model`` (or the models it is built on that failed
+        their check) before the attempt is put back in the queue; returns those models. The
+        check hashes every weights file: the lease is renewed meanwhile."""
+        unloadable = self.unloadable
+        if unloadable is None:
+            return ()
+        return lease._beating(lambda: unloadable(model))
 
     def _store(
         self, claim: Claim, params: JobParams, result: ChildResult, note: str, lease: _Lease
@@ -620,26 +706,41 @@ class Runner:
             self.child = None
 
 
-def unloadable_message(model: str, model_dir: Path | None) -> str:
+def unloadable_message(model: str, model_dir: Path | None, damaged: Sequence[str] = ()) -> str:
     """The job's message when a worker's copy of ``model`` could not be loaded (missing,
     damaged, removed): what puts it right, run on that machine (with `demixer serve` the job's
     owner is its operator), naming none of its paths or hashes (those are in the log).
 
     ``model_dir``: the worker's (None: the default), where a user's recipes are declared.
+    ``damaged``: the models that worker found unusable (``Runner.unloadable``); one that
+    an ensemble or a recipe is built on is named, with what puts it right.
     """
     said = f"model {model!r} could not be loaded on the worker that ran this attempt"
+    parts = [name for name in damaged if name != model]
+    if len(parts) > 1:
+        named = ", ".join(repr(name) for name in parts)
+        return f"{said}: its models {named} could not; the server's log has details"
+    if parts:
+        said += f": its model {parts[0]!r} could not"
+    remedy = _remedy(parts[0] if parts else model, model_dir)
+    if remedy is None:  # an ensemble or a recipe of your own: the log says which model failed
+        return f"{said}; the server's log has details"
+    return f"{said} (the server's log has details): {remedy}"
+
+
+def _remedy(model: str, model_dir: Path | None) -> str | None:
+    """What puts a worker's unusable copy of ``model`` right (None: none that one command
+    names, for an ensemble or a recipe of the user's own)."""
     if model in catalogue_ids():
-        remedy = f"`demixer models pull {model}` on that machine fetches it again"
-    elif ensemble_members(model) is None and not _user_recipe(model, model_dir):
+        return f"`demixer models pull {model}` on that machine fetches it again"
+    if ensemble_members(model) is None and not _user_recipe(model, model_dir):
         # A model added with `demixer models add`: only its owner has its files, and a name
         # still taken by a damaged copy must be removed before it is added again.
-        remedy = (
+        return (
             f"on that machine, `demixer models remove {model}`, then `demixer models add "
             f"{model}` with its files, adds it again"
         )
-    else:  # an ensemble or a recipe of your own: the log names which of its models failed
-        return f"{said}; the server's log has details"
-    return f"{said} (the server's log has details): {remedy}"
+    return None
 
 
 def _user_recipe(model: str, model_dir: Path | None) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from demixer.errors import DemixerError, ModelUnavailable, StorageFull, UnknownModel
+from demixer.errors import DemixerError, StorageFull
 from demixer.models.loading import verified_weights
 from demixer.models.model_dir import default_model_dir
 from demixer.models.registry import get_spec
@@ -71,6 +71,19 @@ def _files_of(model_dir: Path | None, model: str) -> tuple[tuple[str, int, int],
         )
     except OSError:
         return ()
+
+
+def _built_on(model: str, model_dir: Path | None) -> list[str]:
+    """``model`` and every model it is built on (an ensemble's members, a recipe's models, and
+    theirs), each once; a model not known here is only itself."""
+    found = [model]
+    for name in found:  # grows as it goes: the models of the models found
+        try:
+            requires = get_spec(name, model_dir).requires
+        except DemixerError:
+            continue
+        found.extend(m for m in requires if m not in found)
+    return found
 
 
 class _DiskFull:
@@ -122,14 +135,13 @@ class _Slot:
         threads: int | None,
         device: str,
         disk_full: _DiskFull,
-        model_unavailable: Callable[[str], None],
+        model_unavailable: Callable[[str], list[str]],
         refused_steps: frozenset[str] = frozenset(),
         log_setup: Callable[[], None] | None = None,
     ):
         self.services = services
         self.worker_id = worker_id
         self.disk_full = disk_full
-        self.model_unavailable = model_unavailable
         self.use(models, refused_steps)
         settings = services.settings
         options = ChildOptions(
@@ -139,7 +151,7 @@ class _Slot:
             parent_pid=os.getpid(),
             log_setup=log_setup,
         )
-        self.runner = Runner(services, worker_id, options)
+        self.runner = Runner(services, worker_id, options, unloadable=model_unavailable)
 
     def use(self, models: list[str], refused_steps: frozenset[str]) -> None:
         """Claim jobs for ``models`` (and ensembles of them), but none that asks for one of
@@ -194,8 +206,6 @@ class _Slot:
                     )
                     continue
                 self.disk_full.cleared()
-                if ended in (ModelUnavailable.code, UnknownModel.code):
-                    self.model_unavailable(claim.engine_model)
         finally:
             self.runner.close()
 
@@ -293,31 +303,42 @@ class Worker:
         with self._models_lock:
             self._rescan_models()
 
-    def model_unavailable(self, model: str) -> None:
+    def model_unavailable(self, model: str) -> list[str]:
         """An attempt at ``model`` failed here for want of its files (missing, damaged, not
-        known here). When its own weights fail their check, the worker neither claims nor
-        advertises it until its folder changes, leaving its jobs to workers whose copy loads:
-        a damaged copy failed every job for the model that this worker claimed, for good,
-        though another worker had a sound one (measured: 2 jobs of 3, MODEL_UNAVAILABLE)."""
+        known here). Each model whose own weights fail their check, ``model`` itself or one it
+        is built on (an ensemble's members, a recipe's models), is set aside: the worker
+        neither claims nor advertises it, nor anything built on it, until its folder changes,
+        leaving those jobs to workers whose copy loads. A damaged copy failed every job for
+        the model that this worker claimed, for good, though another worker had a sound one
+        (measured: 2 jobs of 3); a damaged member of an ensemble failed each of its job's
+        attempts on this same worker.
+
+        Returns the models set aside (none: the files are sound, or could not be checked).
+        A slot's runner calls this before the attempt's end is recorded: the job put back in
+        the queue was claimed at once by this worker's other slots, and failed there too."""
         model_dir = self.services.settings.model_dir
-        try:
-            verified_weights(get_spec(model, model_dir), model_dir)
-        except DemixerError:
-            pass  # missing, damaged, or no longer known here: set aside below
-        except Exception:  # a check that cannot run must never stop the slot
-            log.exception("worker %s: checking the files of model %s failed", self.id, model)
-            return
-        else:
-            return  # sound: what failed was another model (a clean-up step's)
+        damaged = []
+        for name in _built_on(model, model_dir):
+            try:
+                verified_weights(get_spec(name, model_dir), model_dir)
+            except DemixerError:
+                damaged.append(name)  # missing, damaged, or no longer known here
+            except Exception:  # a check that cannot run must never stop the slot
+                log.exception("worker %s: checking the files of model %s failed", self.id, name)
+                return []
+        if not damaged:
+            return []  # sound: what failed was another model (a clean-up step's)
         log.warning(
             "worker %s: model %s cannot be loaded here (the log above says why); it claims no "
-            "job for it until its files change",
+            "job for it, nor for any model built on it, until its files change",
             self.id,
-            model,
+            ", ".join(damaged),
         )
         with self._models_lock:
-            self._broken[model] = _files_of(model_dir, model)
+            for name in damaged:
+                self._broken[name] = _files_of(model_dir, name)
             self._rescan_models()
+        return damaged
 
     def _rescan_models(self) -> None:
         try:
@@ -343,7 +364,12 @@ class Worker:
         for model, files in list(self._broken.items()):
             if _files_of(model_dir, model) != files:  # pulled or added again: tried afresh
                 del self._broken[model]
-        models = [model for model in models if model not in self._broken]
+        if self._broken:
+            models = [
+                model
+                for model in models
+                if not self._broken.keys() & set(_built_on(model, model_dir))
+            ]
         if (models, refused) == (self.models, self.refused_steps):
             return
         for slot in self.slots:
