@@ -418,6 +418,17 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
         f"its operator installs it there: demixer models pull {pair} "
         "(mel-roformer-vocals-kim, bs-roformer-vocals-1297)"
     )
+    # audio-separator's modes and weights: the id the install command names is demixer's.
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "avg_fft:" + pair[4:]}})
+    msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
+    assert f"demixer models pull {pair[4:]} (" in msg
+    weighted = "mel-roformer-vocals-kim@2+bs-roformer-vocals-1297"
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "median_wave:" + weighted}})
+    msg = _error(r, 404, "UNKNOWN_MODEL", "input.model")
+    assert msg.startswith(
+        f"ensemble 'median_wave:{weighted}': weights go with the average only, not with "
+        "median_wave; an ensemble's id is A+B (the average), MODE:A+B with MODE one of avg,"
+    )
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "+".join(["htdemucs"] * 23)}})
     _error(r, 400, "INVALID_REQUEST", "input.model")  # 206 characters
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "htdemucs+htdemucs"}})
