@@ -421,8 +421,30 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
         f"its operator installs it there: demixer models pull {pair} "
         "(mel-roformer-vocals-kim, bs-roformer-vocals-1297)"
     )
+    # audio-separator's modes and weights: the id the install command names is demixer's.
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "avg_fft:" + pair[4:]}})
+    msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")
+    assert f"demixer models pull {pair[4:]} (" in msg
+    weighted = "mel-roformer-vocals-kim@2+bs-roformer-vocals-1297"
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": "median_wave:" + weighted}})
+    msg = _error(r, 404, "UNKNOWN_MODEL", "input.model")
+    assert msg.startswith(
+        f"ensemble 'median_wave:{weighted}': weights go with the average only, not with "
+        "median_wave; an ensemble's id is A+B (the average), MODE:A+B with MODE one of avg,"
+    )
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "+".join(["htdemucs"] * 23)}})
     _error(r, 400, "INVALID_REQUEST", "input.model")  # 206 characters
+    # 199 characters, 213 as the job's engine model (Kim_Vocal_2 as mdx-net-vocals-kim-2, @.5
+    # as @0.5): with its models installed, PostgreSQL refused the job's row, a 500.
+    halves = ["Kim_Vocal_2", "htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi"]
+    others = ["spleeter-2stems", "cascade-4stems", "mel-roformer-vocals-kim", "scnet-xl-ihf",
+              "bs-roformer-vocals-1297", "mdx23c-instvoc-hq", "mdx-net-inst-hq-3"]  # fmt: skip
+    model = "+".join([f"{m}@.5" for m in halves] + others)
+    r = api.post(stems, json={"input": {"file_id": file_id, "model": model}})
+    assert len(model) == 199
+    assert "is 213 characters with its models' ids and weights spelled out, more than 200" in (
+        _error(r, 400, "INVALID_REQUEST", "input.model")
+    )
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "htdemucs+htdemucs"}})
     assert "twice" in _error(r, 404, "UNKNOWN_MODEL", "input.model")
     r = api.post(

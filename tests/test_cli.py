@@ -209,6 +209,11 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         (["--recipe", "spleeter-2stems"], "'spleeter-2stems' is not a recipe; recipes: karaoke"),
         (["-m", "spleeter-2stems", "--recipe", "karaoke"], "give one of --model, --recipe"),
         (["--ensemble", "a,b", "--ensemble-mode", "median"], "'median' is not one of avg"),
+        (
+            ["--ensemble", "spleeter-2stems@2,cascade-4stems", "--ensemble-mode", "max_fft"],
+            "[UNKNOWN_MODEL] ensemble 'max_fft:spleeter-2stems@2+cascade-4stems': weights go "
+            "with the average only, not with max_fft; an ensemble's id is A+B",
+        ),
         (  # it silently ran the average
             ["-m", "spleeter-2stems+cascade-4stems", "--ensemble-mode", "max"],
             "[UNKNOWN_MODEL] --ensemble-mode goes with --ensemble A,B; with -m, the id names "
@@ -240,6 +245,7 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         "not a recipe",
         "model and recipe",
         "ensemble mode",
+        "ensemble weights",
         "ensemble mode without --ensemble",
         "unknown model",
         "model typo",

@@ -21,7 +21,7 @@ import yaml  # type: ignore[import-untyped]
 from demixer.audio import OutputFormat
 from demixer.engine import Separator
 from demixer.errors import Cancelled
-from demixer.models.ensemble import CombineStream, EnsembleBackend, combine
+from demixer.models.ensemble import MODES, CombineStream, EnsembleBackend, combine
 from demixer.models.msst.backend import MsstBackend
 from demixer.models.registry import ModelSpec
 from msst_support import model_files, music, write_config
@@ -57,8 +57,8 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Members]:
     torch.set_num_threads(threads)
 
 
-def _ensemble(members: Members, mode: str) -> Separator:
-    backend = EnsembleBackend([(spec.id, b) for spec, b in members], STEMS, mode)
+def _ensemble(members: Members, mode: str, weights: tuple[float, ...] | None = None) -> Separator:
+    backend = EnsembleBackend([(spec.id, b) for spec, b in members], STEMS, mode, weights)
     spec = replace(members[0][0], id=f"{mode}:a+b", stems=STEMS)
     return Separator.from_backend(spec, backend)
 
@@ -70,12 +70,13 @@ def test_an_ensemble_of_msst_models_gives_each_model_over_the_whole_song_combine
     """The ensemble ran each member inside every window the engine cut (the shorter member's
     chunk), with that member's own chunking, edge padding and statistics per window: stems
     other than each model's over the whole song, combined. 1.3 s is several chunks of each
-    member; 0.1 s is shorter than one."""
+    member; 0.1 s is shorter than one. A weighted average (``a@3+b``) weighs them as it does
+    the whole arrays."""
     mix = music(int(seconds * SR), seed=3) * 2 + 0.02  # loud and off centre: stats matter
     alone = [Separator.from_backend(*m).separate_array(mix, SR)["vocals"] for m in members]
-    for mode in ("avg", "max"):
-        got = _ensemble(members, mode).separate_array(mix, SR)
-        vocals = combine(alone, mode)
+    for mode, weights in (("avg", None), ("max", None), ("avg", (3.0, 1.0))):
+        got = _ensemble(members, mode, weights).separate_array(mix, SR)
+        vocals = combine(alone, mode, weights)
         assert list(got) == list(STEMS)
         np.testing.assert_allclose(got["vocals"], vocals, atol=1e-5, rtol=0, err_msg=mode)
         np.testing.assert_allclose(got["instrumental"], mix - vocals, atol=1e-5, rtol=0)
@@ -110,16 +111,18 @@ def test_a_streamed_ensemble_reads_a_file_reports_progress_and_cancels(
     assert not any(p.is_file() for p in (tmp_path / "cancelled").rglob("*"))
 
 
-@pytest.mark.parametrize("mode", ["avg", "max", "min"])
+@pytest.mark.parametrize("mode", [*MODES, "avg@2,1,0.5"])
 def test_combining_as_the_estimates_come_is_combining_the_whole_arrays(mode: str) -> None:
     rng = np.random.default_rng(7)
     estimates = [rng.standard_normal((2, 100_003)).astype(np.float32) for _ in range(3)]
-    stream = CombineStream(mode)
+    mode, _, weighted = mode.partition("@")
+    weights = [float(w) for w in weighted.split(",")] if weighted else None
+    stream = CombineStream(mode, weights)
     parts, start = [], 0
     for size in (1, 1023, 1025, 40_000, 7, 30_000, 27_947):  # uneven, as members yield
         parts.append(stream.push([e[:, start : start + size] for e in estimates]))
         start += size
     parts.append(stream.finish())
     assert start == 100_003
-    whole = combine(estimates, mode)
+    whole = combine(estimates, mode, weights)
     np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=1e-6, rtol=0)

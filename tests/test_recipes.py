@@ -29,6 +29,7 @@ from demixer.engine.stems import choose_model
 from demixer.errors import InvalidOutput, ModelFailed, ModelUnavailable, UnknownModel, UnknownStem
 from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
+from demixer.models.catalogue.ensembles import ensemble_members, ensemble_mode
 from demixer.models.catalogue.recipes import recipe_spec
 from demixer.models.ensemble import EnsembleBackend, combine
 from demixer.models.planner import canonical_stem, choose, cleanup_model, produces
@@ -276,6 +277,61 @@ def test_an_ensemble_member_that_crashes_is_named_and_nothing_is_written(
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_an_ensemble_id_names_audio_separators_modes_and_weights(
+    fakes: dict[str, ModelSpec],
+) -> None:
+    """A user of audio-separator (``--ensemble_algorithm median_wave``, weights) or MSST's
+    ensemble.py found only avg, max and min: ``median_wave:a+b`` was an unknown model. Their
+    names for demixer's own modes are read as demixer's; the id a result names is demixer's."""
+    x = _noise(1.0)
+    low8, low32 = fake_models.lowpass(x, 8), fake_models.lowpass(x, 32)
+    ids = {
+        # the id asked for -> the id of the result, and its vocals
+        "fake-vocals@3+fake-vocals2": ("fake-vocals@3+fake-vocals2", (3 * low8 + low32) / 4),
+        "avg_fft:fake-vocals@.5+fake-vocals2@1": (
+            "fake-vocals@0.5+fake-vocals2",
+            (0.5 * low8 + low32) / 1.5,
+        ),
+        "max_wave:fake-vocals+fake-vocals2": (
+            "max_wave:fake-vocals+fake-vocals2",
+            np.where(np.abs(low32) > np.abs(low8), low32, low8),
+        ),
+        "uvr_min_spec:fake-vocals+fake-vocals2": (
+            "min:fake-vocals+fake-vocals2",
+            combine([low8, low32], "min"),
+        ),
+    }
+    for asked, (named, vocals) in ids.items():
+        separator = Separator(asked)  # through the engine's windows (fakes take windows)
+        assert separator.spec.id == named
+        out = separator.separate_array(x, SR)
+        np.testing.assert_allclose(out["vocals"], vocals, atol=1e-6, rtol=0, err_msg=asked)
+        np.testing.assert_allclose(out["instrumental"], x - vocals, atol=1e-5, rtol=0)
+    assert get_spec("fake-vocals@3+fake-vocals2").description == (
+        "Ensemble of fake-vocals, fake-vocals2 (average of the waveforms, weighted 3, 1)."
+    )
+    # A worker that runs both models runs the ensemble; the client checks both before sending.
+    assert ensemble_members("fake-vocals@3+fake-vocals2") == ["fake-vocals", "fake-vocals2"]
+    assert ensemble_mode("median_fft") == "median_fft" and ensemble_mode("median") is None
+    form = "an ensemble's id is A+B (the average), MODE:A+B with MODE one of avg, max, min,"
+    for wrong, fault in (
+        ("median:fake-vocals+fake-vocals2", "'median' is not an ensemble mode"),
+        ("max:fake-vocals@2+fake-vocals2", "weights go with the average only, not with max"),
+        ("fake-vocals@0+fake-vocals2", "the weight '0' of fake-vocals is not a number above 0"),
+        ("fake-vocals@-1+fake-vocals2", "the weight '-1' of fake-vocals is not a number"),
+        ("fake-vocals@1e3+fake-vocals2", "the weight '1e3' of fake-vocals is not a number"),
+        ("fake-vocals@" + "9" * 400 + "+fake-vocals2", "the weight '999"),
+        ("max:fake-vocals", "it names one model: an ensemble combines two or more"),
+        ("fake-vocals++fake-vocals2", "'' is not a model's id"),
+        ("max:fake-vocals+min:fake-vocals2", "'min:fake-vocals2' is not a model's id"),
+    ):
+        with pytest.raises(UnknownModel) as refused:
+            get_spec(wrong)
+        assert refused.value.message.startswith(f"ensemble {wrong!r}: {fault}"), wrong
+        assert form in refused.value.message, wrong
+        assert ensemble_members(wrong) is None
+
+
 def test_an_ensemble_of_a_vocal_and_a_four_stem_model_shares_the_vocals_only(
     fakes: dict[str, ModelSpec],
 ) -> None:
@@ -395,6 +451,55 @@ def test_spectrogram_max_and_min_pick_per_bin() -> None:
     assert db(combine([a, b], "min"), a + b) < -20
     for mode in ("avg", "max", "min"):  # one estimate twice is that estimate
         np.testing.assert_allclose(combine([a, a], mode), a, atol=1e-4)
+
+
+@pytest.mark.parametrize("count", [3, 4])  # a median of an odd and of an even count
+def test_each_ensemble_mode_is_audio_separators_algorithm_of_that_name(count: int) -> None:
+    """Each mode equals audio-separator's ``Ensembler`` (``--ensemble_algorithm``, weights)
+    given the same fp32 estimates. The length ends 1023 samples past a frame's centre: there
+    the per-bin modes' inverse STFT divides by nearly zero, and audio-separator's output (up to
+    10^3 on this length) is not the one to match; demixer's extra frame keeps it sane. (UVR's
+    max / min spec are the test above: of two magnitudes exactly equal, as one bin of these
+    four estimates has, UVR takes the later estimate's, audio-separator's max_fft and demixer
+    the first's.)"""
+    from audio_separator.separator.ensembler import Ensembler
+
+    rng = np.random.default_rng(5)
+    n = 8 * 1024 + 1023
+    t = np.arange(n) / SR
+    tone = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)])
+    estimates = [
+        (0.3 * (1 + 0.1 * i) * tone + 0.05 * rng.standard_normal(tone.shape)).astype(np.float32)
+        for i in range(count)
+    ]
+    log = logging.getLogger("audio-separator")
+    framed = n // 1024 * 1024  # up to the last frame's centre
+    weights = [2.0, 1.0, 0.5, 3.0][:count]
+    for algorithm, weighted in (
+        ("avg_wave", weights),
+        ("median_wave", None),
+        ("max_wave", None),
+        ("min_wave", None),
+        ("avg_fft", weights),
+        ("median_fft", None),
+        ("max_fft", None),
+        ("min_fft", None),
+    ):
+        theirs = Ensembler(log, algorithm, weighted).ensemble([e.copy() for e in estimates])
+        mode = ensemble_mode(algorithm)
+        assert mode is not None, algorithm
+        ours = combine(estimates, mode, weighted)
+        assert ours.shape == (2, n) and ours.dtype == np.float32
+        whole = algorithm.endswith("_wave")
+        end = n if whole else framed  # UVR's spec output ends at its last frame's centre
+        np.testing.assert_allclose(ours[:, :end], theirs[:, :end], atol=1e-5, rtol=0,
+                                   err_msg=algorithm)  # fmt: skip
+        assert np.abs(ours).max() < 1.0, algorithm
+    # Every bin a tie: the first estimate's, as audio-separator's max_fft / min_fft and MSST's.
+    tied = [estimates[0], -estimates[0]]
+    for mode in ("max", "min", "max_wave", "min_wave"):
+        np.testing.assert_allclose(combine(tied, mode)[:, :framed], estimates[0][:, :framed],
+                                   atol=1e-5, rtol=0, err_msg=mode)  # fmt: skip
 
 
 def test_an_ensembles_max_and_min_are_uvrs_max_and_min_spec() -> None:

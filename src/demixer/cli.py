@@ -128,7 +128,8 @@ def separate(
         typer.Option(
             "--ensemble",
             metavar="A,B",
-            help="Combine these models' estimates of the stems they share (each runs once).",
+            help="Combine these models' estimates of the stems they share (each runs once); "
+            "A@2,B weighs A twice in the average.",
         ),
     ] = None,
     ensemble_mode: Annotated[
@@ -137,7 +138,9 @@ def separate(
             "--ensemble-mode",
             metavar="MODE",
             help="With --ensemble: avg (mean waveform, the default), max or min (UVR's "
-            "max/min spec).",
+            "max/min spec), median_wave, max_wave or min_wave (per sample), median_fft (per "
+            "STFT bin); audio-separator's and MSST's names (avg_fft, max_fft, uvr_max_spec...) "
+            "are taken too.",
         ),
     ] = None,
     stems: Annotated[
@@ -396,14 +399,16 @@ def _model_for(
     """The model id to run: the one named by --model, --recipe or --ensemble (at most one),
     else the best installed one for the requested stems, else the default model."""
     from demixer.engine.stems import choose_model
-    from demixer.models.ensemble import MODES, ensemble_id
+    from demixer.models.ensemble import ALIASES, MODES, ensemble_id, ensemble_mode
     from demixer.models.loading import installed_specs
     from demixer.models.registry import get_spec, list_specs
 
     if sum(x is not None for x in (model, recipe, ensemble)) > 1:
         raise UnknownModel("give one of --model, --recipe and --ensemble, not several")
-    if mode is not None and mode not in MODES:
-        raise UnknownModel(f"--ensemble-mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode is not None and ensemble_mode(mode) is None:
+        raise UnknownModel(
+            f"--ensemble-mode {mode!r} is not one of {', '.join(MODES)} (or {', '.join(ALIASES)})"
+        )
     if mode is not None and ensemble is None:
         # Left alone, `-m a+b --ensemble-mode max` silently ran the average.
         raise UnknownModel(

@@ -341,9 +341,12 @@ class StemsInput(QueueInput):
         None,
         max_length=MODEL_ID_LENGTH,
         description="Engine model id or one of its `aliases` (e.g. `Kim_Vocal_2.onnx`), a "
-        "recipe id (e.g. `karaoke`) or an ensemble (`a+b`, "
-        "`max:a+b`, `min:a+b`); default: the best installed model or recipe making every "
-        "stem, by published figures.",
+        "recipe id (e.g. `karaoke`) or an ensemble: `a+b` (average; `a@2+b` weighs `a` "
+        "twice), or `MODE:a+b` with `MODE` one of `max`, `min` (UVR's max/min spec), "
+        "`median_wave`, `max_wave`, `min_wave`, `median_fft` (audio-separator's algorithms "
+        "of those names; its `avg_fft`, `max_fft`, `uvr_max_spec`... are read as demixer's "
+        "modes); default: the best installed model or recipe making every stem, by published "
+        "figures.",
     )
 
 

@@ -48,6 +48,7 @@ from demixer.models.loading import is_installed
 from demixer.models.planner import CLEANUP_STEMS, cleanup_model
 from demixer.models.quality import parse_quality
 from demixer.models.registry import ModelSpec, get_spec, list_specs
+from demixer.models.spec import MODEL_ID_LENGTH
 from demixer.models.user_models import weights_identity
 from demixer.naming import shown_url
 from demixer.service.accounts.keys import new_id
@@ -342,6 +343,15 @@ def plan_stems_request(
             spec = get_spec(req.input.model, services.settings.model_dir)
         except DemixerError as exc:
             raise _reject_param(exc, "input.model") from None
+        if len(spec.id) > MODEL_ID_LENGTH:
+            # An ensemble's id as demixer spells it (an alias as the id it names, `@.5` as
+            # `@0.5`) can outgrow the one asked for: the job's column takes 200 characters, and
+            # PostgreSQL refused the row with a 500.
+            raise InvalidRequest(
+                f"the ensemble {spec.id!r} is {len(spec.id)} characters with its models' ids "
+                f"and weights spelled out, more than {MODEL_ID_LENGTH}: name fewer models",
+                param="input.model",
+            )
     else:
         spec = _default_model(services, installed, requested)
     wanted = requested or list(spec.stems)

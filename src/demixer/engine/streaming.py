@@ -226,7 +226,7 @@ def stream_ensemble(
         )
     combined = [s for s in ensemble.stems if s != ensemble.remainder]
     estimates = [{stem: SampleQueue() for stem in combined} for _ in steps]
-    combiners = {stem: CombineStream(ensemble.mode) for stem in combined}
+    combiners = {stem: CombineStream(ensemble.mode, ensemble.weights) for stem in combined}
     mixes = SampleQueue()  # the input, as the first member's regions tile it
     done = {stem: SampleQueue() for stem in combined}  # combined, not yet yielded
     made = [0] * len(steps)
