@@ -34,6 +34,7 @@ ENTRY_POINTS = (
     "recipes",
     "gpu_check",
     "soak",
+    "page_memory",
 )
 
 
