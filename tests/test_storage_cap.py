@@ -12,10 +12,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from sqlalchemy import func, select, text
 
 from api_support import Api, make_api
+from conftest import Backend
 from demixer.client import Usage
+from demixer.errors import InvalidRequest
+from demixer.service.accounts.keys import create_key
+from demixer.service.accounts.quota import set_storage_cap
+from demixer.service.db import Database
+from demixer.service.files.lifecycle import StorageUse, storage_use
+from demixer.service.migrate import alembic_config, migrate
 from demixer.service.schema import File
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -135,3 +143,49 @@ def test_usage_shows_what_the_uploads_hold_and_the_cap(make_api: Callable[..., A
     assert storage is not None and storage.used_bytes == 2 * size
     unlimited = make_api(max_account_storage_bytes=0)
     assert unlimited.get("/v1/usage").json()["storage"] == {"used_bytes": 0, "cap_bytes": None}
+
+
+def test_an_account_cap_of_its_own_replaces_the_setting(make_api: Callable[..., Api]) -> None:
+    """``demixer keys quota ACCOUNT --storage-bytes``: a tighter cap for one account, none for
+    another, and the setting's again."""
+    api, size = _capped(make_api, files=1)
+    set_storage_cap(api.services.db, api.account, 3 * size)  # more than the setting's
+    api.upload()
+    api.upload()
+    assert api.get("/v1/usage").json()["storage"] == {"used_bytes": 2 * size, "cap_bytes": 3 * size}
+    set_storage_cap(api.services.db, api.account, None)  # the setting's again: 1 file
+    r = api.post("/v1/files", json=SMALL)
+    assert r.status_code == 413, r.text
+    assert f"hold {2 * size} of the {size} bytes" in r.json()["error"]["message"]
+    set_storage_cap(api.services.db, api.account, 0)  # no cap at all
+    assert api.post("/v1/files", json=SMALL).status_code == 201
+    assert api.get("/v1/usage").json()["storage"]["cap_bytes"] is None
+    with pytest.raises(InvalidRequest, match="0 \\(none\\) to"):
+        set_storage_cap(api.services.db, api.account, -1)
+
+
+def test_the_migration_leaves_every_account_on_the_setting_and_downgrades(
+    backend: Backend, tmp_path: Path
+) -> None:
+    url = backend.servers.create_database() if backend.servers else f"sqlite:///{tmp_path}/c.db"
+    db = Database(url)
+    try:
+        migrate(db, "0008")  # the release before caps of an account's own
+        account, _ = create_key(db)
+        migrate(db)
+        now = db.clock()
+        with db.read() as s:
+            assert storage_use(s, account, 5, now) == StorageUse(0, 5)
+        set_storage_cap(db, account, 7)
+        with db.read() as s:
+            assert storage_use(s, account, 5, now) == StorageUse(0, 7)
+        config = alembic_config()
+        with db.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0008")
+        with db.read() as s:
+            assert s.execute(text("SELECT count(*) FROM accounts")).scalar_one() == 1
+    finally:
+        db.dispose()
+        if backend.servers:
+            backend.servers.drop_database(url)

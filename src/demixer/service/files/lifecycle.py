@@ -17,7 +17,8 @@ row raises :class:`FileConflict` (or returns False where a race is expected, for
 as :mod:`demixer.service.jobs.queue` does for jobs.
 
 A new row is refused when its account's files would then hold more than the cap on stored
-bytes (``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES``): uploads are kept for the upload retention
+bytes (the account's own, ``demixer keys quota --storage-bytes``, else
+``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES``): uploads are kept for the upload retention
 (72 h) whatever their owner does, so without it one API key could fill the server's disk at
 its request rate. A live file (not deleted, not past ``expires_at``) counts
 
@@ -47,7 +48,7 @@ from demixer.errors import AlreadyUploaded, StorageQuotaExceeded
 from demixer.naming import stored_name
 from demixer.service.accounts.keys import new_id
 from demixer.service.db import rows_changed
-from demixer.service.schema import Account, File
+from demixer.service.schema import Account, File, StorageCap
 
 __all__ = [
     "GONE",
@@ -126,9 +127,18 @@ class StorageUse:
     cap_bytes: int | None
 
 
-def storage_use(session: Session, account_id: str, cap: int, now: datetime) -> StorageUse:
+def _cap(session: Session, account_id: str, default: int) -> int:
+    """The account's cap in bytes: its own if the operator gave it one, else ``default``
+    (the setting); 0: no cap."""
+    own = session.execute(
+        select(StorageCap.max_bytes).where(StorageCap.account_id == account_id)
+    ).scalar_one_or_none()
+    return default if own is None else int(own)
+
+
+def storage_use(session: Session, account_id: str, default_cap: int, now: datetime) -> StorageUse:
     """What ``account_id``'s live files hold at ``now`` (the database clock; see the module
-    docstring), against ``cap`` bytes (the setting; 0: no cap)."""
+    docstring), against its cap: its own, else ``default_cap`` (the setting; 0: no cap)."""
     held = case(
         (File.status == FileState.UPLOADED, func.coalesce(File.bytes_stored, File.file_size, 0)),
         (and_(File.status == FileState.FAILED, File.bytes_stored.is_(None)), 0),
@@ -141,26 +151,26 @@ def storage_use(session: Session, account_id: str, cap: int, now: datetime) -> S
             or_(File.expires_at.is_(None), File.expires_at >= now),
         )
     ).scalar_one()
-    return StorageUse(int(used), cap or None)
+    return StorageUse(int(used), _cap(session, account_id, default_cap) or None)
 
 
 def _check_room(
-    session: Session, account_id: str, size: int, cap: int, now: datetime, param: str
+    session: Session, account_id: str, size: int, default_cap: int, now: datetime, param: str
 ) -> None:
     """Refuse a new file of ``size`` bytes when the account's files would then hold more than
-    ``cap`` bytes (0: no cap)."""
-    if not cap:
+    its cap (its own, else ``default_cap``; 0: no cap)."""
+    if not _cap(session, account_id, default_cap):
         return
     # Parallel announcements for one account take turns here (PostgreSQL; SQLite's write
     # transaction already holds the whole database).
     session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
-    used = storage_use(session, account_id, cap, now).used_bytes
-    if used + size > cap:
+    use = storage_use(session, account_id, default_cap, now)
+    if use.cap_bytes is not None and use.used_bytes + size > use.cap_bytes:
         raise StorageQuotaExceeded(
             f"this file's {size} bytes do not fit in this account's storage: its files hold "
-            f"{used} of the {cap} bytes it may keep at once (pending uploads count at their "
-            "announced size); delete files or requests it no longer needs, or wait until "
-            "they expire",
+            f"{use.used_bytes} of the {use.cap_bytes} bytes it may keep at once (pending "
+            "uploads count at their announced size); delete files or requests it no longer "
+            "needs, or wait until they expire",
             param=param,
         )
 
@@ -184,9 +194,9 @@ def new_file(
     as :func:`~demixer.naming.stored_name` spells it (no control or bidi characters).
     ``purpose``: :data:`REQUEST_INPUT` for an upload that belongs to one request alone.
 
-    ``storage_cap``: the most bytes the account's files may hold with this one (the setting;
-    0: no cap); ``cap_param`` names the field of ``file_size`` in the refusal. A refused row
-    (it never takes bytes) is not checked.
+    ``storage_cap``: the most bytes the account's files may hold with this one, unless the
+    account has a cap of its own (the setting; 0: no cap); ``cap_param`` names the field of
+    ``file_size`` in the refusal. A refused row (it never takes bytes) is not checked.
 
     Raises:
         StorageQuotaExceeded: ``file_size`` bytes more do not fit under ``storage_cap``.
