@@ -37,9 +37,10 @@ SMALL = {"file_name": "a.wav", "content_type": "audio/wav", "file_size": 1}
 
 def _capped(make_api: Callable[..., Api], files: int) -> tuple[Api, int]:
     """An app whose accounts may hold ``files`` uploads of stereo.wav; and that file's size."""
-    probe = make_api(**UNLIMITED)
-    size = probe.files.get("stereo.wav").path.stat().st_size
-    return make_api(**UNLIMITED, max_account_storage_bytes=files * size), size
+    api = make_api(**UNLIMITED)
+    size = api.files.get("stereo.wav").path.stat().st_size
+    api.services.settings.max_account_storage_bytes = files * size
+    return api, size
 
 
 def _rows(api: Api) -> int:
