@@ -1321,6 +1321,38 @@ def test_an_accounts_monthly_allowance_is_set_changed_and_listed(
     assert "error [INVALID_REQUEST] --minutes is a whole number of minutes or `none`" in bad.stderr
 
 
+def test_an_accounts_storage_cap_is_set_listed_and_given_back_to_the_setting(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    from demixer.cli import app
+
+    data = str(tmp_path / "data")
+    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
+
+    def keys(*args: str) -> Result:  # in this process: a subprocess per call took seconds
+        return CliRunner().invoke(app, ["keys", *args, "--data-dir", data], env=env)
+
+    account = keys("create").stdout.split()[1].rstrip(",")
+    done = keys("quota", account, "--storage-bytes", "5000000")
+    assert (done.exit_code, done.stdout) == (
+        0,
+        f"account {account}: uploads hold at most 5000000 bytes\n",
+    )
+    assert f"account {account}\n  storage: at most 5000000 bytes (its own)\n" in keys("list").stdout
+    assert keys("quota", account, "--storage-bytes", "none").exit_code == 0
+    assert "storage: no cap (its own)" in keys("list").stdout
+    back = keys("quota", account, "--storage-bytes", "default")
+    assert back.stdout == (
+        f"account {account}: the server's storage cap (DEMIXER_MAX_ACCOUNT_STORAGE_BYTES)\n"
+    )
+    assert "storage:" not in keys("list").stdout
+    bad = keys("quota", account, "--storage-bytes", "5GB")
+    assert bad.exit_code != 0
+    assert "error [INVALID_REQUEST] --storage-bytes is a whole number of bytes" in bad.stderr
+    neither = keys("quota", account)
+    assert neither.exit_code != 0 and "give --minutes, --storage-bytes or both" in neither.stderr
+
+
 def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:
     data = tmp_path / "data"
     made = []

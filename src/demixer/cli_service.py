@@ -748,46 +748,83 @@ def keys_create(
     out.print(secret, highlight=False)
 
 
-@keys_app.command("quota", short_help="Set an account's audio minutes a month (or none).")
+@keys_app.command("quota", short_help="Set an account's audio minutes a month, or its storage cap.")
 def keys_quota(
     account: Annotated[str, typer.Argument(help="The account's id (from `keys list`).")],
     minutes: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--minutes",
             help="Audio minutes its requests may use per calendar month (UTC), or `none` "
             "for unlimited.",
         ),
-    ],
+    ] = None,
+    storage_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-bytes",
+            help="The most bytes its uploads may hold at once, in place of "
+            "DEMIXER_MAX_ACCOUNT_STORAGE_BYTES: a whole number of bytes, `none` for no cap, "
+            "or `default` for the setting's again.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Set an account's allowance of audio minutes per calendar month (UTC), in force at
-    once: a request whose input does not fit in what is left is refused (402
-    QUOTA_EXCEEDED)."""
-    from demixer.service.accounts.quota import set_quota
+    """Set an account's allowance of audio minutes per calendar month (UTC), or its cap on
+    the bytes its uploads hold, in force at once: a request whose input does not fit in what
+    is left is refused (402 QUOTA_EXCEEDED), an upload that does not fit in its storage too
+    (413 STORAGE_QUOTA_EXCEEDED)."""
+    from demixer.service.accounts.quota import set_quota, set_storage_cap
 
-    wanted = minutes.strip().lower()
-    if wanted == "none":
-        allowance = None
-    elif wanted.isdigit():
-        allowance = int(wanted)
-    else:
-        message = f"--minutes is a whole number of minutes or `none`, not {minutes!r}"
-        raise fail(InvalidRequest(message))
+    if minutes is None and storage_bytes is None:
+        raise fail(InvalidRequest("give --minutes, --storage-bytes or both"))
+    allowance = cap = None
+    if minutes is not None:
+        wanted = minutes.strip().lower()
+        if wanted != "none" and not wanted.isdigit():
+            message = f"--minutes is a whole number of minutes or `none`, not {minutes!r}"
+            raise fail(InvalidRequest(message))
+        allowance = None if wanted == "none" else int(wanted)
+    if storage_bytes is not None:
+        wanted = storage_bytes.strip().lower()
+        if wanted not in ("none", "default") and not wanted.isdigit():
+            message = (
+                "--storage-bytes is a whole number of bytes, `none` or `default`, "
+                f"not {storage_bytes!r}"
+            )
+            raise fail(InvalidRequest(message))
+        if wanted == "default":
+            cap = None  # the setting's again
+        elif wanted == "none":
+            cap = 0
+        else:
+            cap = int(wanted)
+    db = _services(_settings(data_dir)).db
     try:
-        set_quota(_services(_settings(data_dir)).db, account, allowance)
+        if minutes is not None:
+            set_quota(db, account, allowance)
+        if storage_bytes is not None:
+            set_storage_cap(db, account, cap)
     except DemixerError as e:
         raise fail(e) from None
-    said = "unlimited" if allowance is None else f"{allowance} audio minutes a month"
-    out.print(f"account {account}: {said}", highlight=False)
+    if minutes is not None:
+        said = "unlimited" if allowance is None else f"{allowance} audio minutes a month"
+        out.print(f"account {account}: {said}", highlight=False)
+    if storage_bytes is not None:
+        if cap is None:
+            said = "the server's storage cap (DEMIXER_MAX_ACCOUNT_STORAGE_BYTES)"
+        else:
+            said = "no storage cap" if cap == 0 else f"uploads hold at most {cap} bytes"
+        out.print(f"account {account}: {said}", highlight=False)
 
 
 @keys_app.command("list", short_help="List keys by account, with each allowance.")
 def keys_list(data_dir: DataDir = None) -> None:
     """List keys by account (never their secrets), with each account's monthly allowance:
-    minutes used or queued this month and when it resets."""
+    minutes used or queued this month and when it resets; and its own storage cap, if it
+    has one."""
     from demixer.service.accounts.keys import ALL_SCOPES, list_keys
-    from demixer.service.accounts.quota import account_quotas
+    from demixer.service.accounts.quota import account_quotas, account_storage_caps
 
     db = _services(_settings(data_dir)).db
     keys = list_keys(db)
@@ -795,6 +832,7 @@ def keys_list(data_dir: DataDir = None) -> None:
         out.print("no keys yet: `demixer keys create` makes one", highlight=False)
         return
     quotas = account_quotas(db)
+    caps = account_storage_caps(db)
     accounts: dict[str, list[Any]] = {}
     for k in keys:
         accounts.setdefault(k.account_id, []).append(k)
@@ -802,6 +840,10 @@ def keys_list(data_dir: DataDir = None) -> None:
         out.print(f"account {account}", highlight=False, style="bold")
         if account in quotas:
             out.print("  " + _allowance(quotas[account]), highlight=False)
+        if account in caps:  # its own, in place of DEMIXER_MAX_ACCOUNT_STORAGE_BYTES
+            cap = caps[account]
+            said = f"at most {cap} bytes" if cap else "no cap"
+            out.print(f"  storage: {said} (its own)", highlight=False)
         rows = [
             (
                 k.id,

@@ -59,6 +59,7 @@ __all__ = [
     "ServiceUnavailable",
     "SizeMismatch",
     "StorageFull",
+    "StorageQuotaExceeded",
     "StorageRefused",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
@@ -361,6 +362,15 @@ class FileTooLarge(DemixerError):
     """An upload over the size limit (declared or actual)."""
 
     code = "FILE_TOO_LARGE"
+
+
+class StorageQuotaExceeded(FileTooLarge):
+    """The account's uploads (pending ones at their announced size) would pass its cap on
+    stored bytes with this one: nothing was stored. Deleting files, or their expiry, makes
+    room at once. A 413 like :class:`FileTooLarge` (the upload is too large for the room the
+    account has left), never a 5xx: the server is well, this caller is at its limit."""
+
+    code = "STORAGE_QUOTA_EXCEEDED"
 
 
 class RequestTooLarge(FileTooLarge):

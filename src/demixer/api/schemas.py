@@ -59,6 +59,7 @@ __all__ = [
     "Span",
     "StemsInput",
     "StemsRequest",
+    "StorageUse",
     "Usage",
     "UsageLine",
     "UsageList",
@@ -723,6 +724,21 @@ class Allowance(Answer):
     )
 
 
+class StorageUse(Answer):
+    """The bytes the account's uploads hold now, and its cap on them
+    (`DEMIXER_MAX_ACCOUNT_STORAGE_BYTES`): an upload that does not fit is refused 413
+    `STORAGE_QUOTA_EXCEEDED` before any of its bytes are stored."""
+
+    used_bytes: int = Field(
+        description="What the account's live files hold: uploaded ones their bytes, pending "
+        "ones (and ones whose bytes were refused, which a new PUT may fill) their announced "
+        "`file_size`. A file deleted or past its `expires_at` counts no more."
+    )
+    cap_bytes: int | None = Field(
+        description="The most they may hold at once; null: no cap on this server."
+    )
+
+
 class UsageList(Answer):
     """``GET /v1/usage``: the account's usage in ``[from, to]``, and its monthly allowance."""
 
@@ -739,3 +755,4 @@ class UsageList(Answer):
         description="The account's monthly allowance now (`demixer keys quota`); null for an "
         "account without one: unlimited."
     )
+    storage: StorageUse = Field(description="The bytes the account's uploads hold, and its cap.")

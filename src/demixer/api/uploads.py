@@ -18,6 +18,7 @@ the file or using it in a job does the same for a pending file whose bytes are t
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import re
 import time
@@ -59,14 +60,12 @@ from demixer.errors import (
     UnsupportedSampleRate,
 )
 from demixer.models.loading import file_sha256
-from demixer.service.accounts.keys import new_id
 from demixer.service.context import Services
 from demixer.service.db import is_disk_full
 from demixer.service.files.lifecycle import (
     PURPOSE,
     FileConflict,
     FileState,
-    input_key,
     mark_deleted,
     mark_failed,
     mark_uploaded,
@@ -174,6 +173,7 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
             file_size=req.file_size,
             now=now,
             retention=_retention(services),
+            storage_cap=services.settings.max_account_storage_bytes,
         )
     file_id = row.id
     ttl = services.settings.upload_url_ttl_seconds
@@ -419,7 +419,9 @@ def store_direct(
     purpose: str = PURPOSE,
 ) -> File:
     """A multipart upload, spooled at ``spooled`` (counted against the limit while it arrived,
-    see :mod:`demixer.api.forms`): store it, record the file, probe it. The caller removes the
+    see :mod:`demixer.api.forms`): record the file (refused with
+    :class:`~demixer.errors.StorageQuotaExceeded`, nothing stored, when the account has no room
+    for it), store it, probe it. The caller removes the
     spool file. ``sha256``: the spool's, when it was hashed as it was written (else it is read
     again here). ``purpose``: :data:`~demixer.service.files.lifecycle.REQUEST_INPUT` for an
     upload that belongs to one request alone (never listed)."""
@@ -432,25 +434,34 @@ def store_direct(
         raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
     if sha256 is None:
         sha256 = file_sha256(spooled)
-    file_id = new_id("file")
-    key = input_key(file_id)
-    # Local storage links the spool into place (same disk): the bytes are written once.
-    size = services.storage.put_file(key, spooled)
+    size = spooled.stat().st_size
+    # The row first, in the transaction that checks the account's room for it: a file that
+    # does not fit is refused before any of its bytes reach the store.
+    with services.db.write() as s:
+        row = new_file(
+            s,
+            account_id=account_id,
+            file_name=file_name[:300],
+            content_type=mt,
+            file_size=size,
+            now=services.db.clock(),
+            retention=_retention(services),
+            storage_cap=services.settings.max_account_storage_bytes,
+            cap_param="file",
+            purpose=purpose,
+        )
     try:
-        with services.db.write() as s:
-            row = new_file(
-                s,
-                file_id=file_id,
-                account_id=account_id,
-                file_name=file_name[:300],
-                content_type=mt,
-                file_size=size,
-                now=services.db.clock(),
-                retention=_retention(services),
-                purpose=purpose,
-            )
+        # Local storage links the spool into place (same disk): the bytes are written once.
+        size = services.storage.put_file(row.storage_key, spooled)
     except BaseException:
-        services.storage.delete_prefix(key)  # no row: nothing would ever delete the bytes
+        # Not stored: the row goes, or it would count against the account's room (and show
+        # as pending) until it expired. The store's or the database's own error is what the
+        # caller is answered, not one from this cleanup (the store or disk may be down or full
+        # still): a row left behind is swept when it expires.
+        with contextlib.suppress(Exception):
+            services.storage.delete_prefix(row.storage_key)
+        with contextlib.suppress(Exception), services.db.write() as s:
+            mark_deleted(s, row.id)
         raise
     return _probe_and_record(services, row, size, sha256)
 

@@ -27,6 +27,7 @@ __all__ = [
     "RequestPage",
     "Result",
     "Status",
+    "StorageUse",
     "Usage",
     "UsageLine",
     "WebhookInfo",
@@ -481,10 +482,30 @@ class Allowance:
 
 
 @dataclass(frozen=True)
+class StorageUse:
+    """The bytes the account's uploads hold now, and its cap on them.
+
+    An upload that does not fit under ``cap_bytes`` is refused: ApiError 413
+    ``STORAGE_QUOTA_EXCEEDED``, until files are deleted or expire.
+    """
+
+    used_bytes: int  # uploaded files' bytes, pending ones' announced size
+    cap_bytes: int | None  # the most they may hold at once; None: no cap
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> StorageUse:
+        return cls(
+            used_bytes=_get(d, "used_bytes", int),
+            cap_bytes=_get(d, "cap_bytes", int, optional=True),
+        )
+
+
+@dataclass(frozen=True)
 class Usage:
     """``GET /v1/usage``: the account's usage recorded from ``start`` to ``end`` (inclusive),
     and its monthly allowance now (``allowance``: None for an account without one, which is
-    unlimited, or from a server older than allowances)."""
+    unlimited, or from a server older than allowances), and the bytes its uploads hold
+    (``storage``: None from a server older than the cap on them)."""
 
     lines: list[UsageLine]
     start: datetime
@@ -492,6 +513,7 @@ class Usage:
     total_seconds: float  # seconds of audio processed in all of ``lines``
     raw: Mapping[str, Any] = field(repr=False, compare=False)
     allowance: Allowance | None = None
+    storage: StorageUse | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Usage:
@@ -499,6 +521,7 @@ class Usage:
         if start is None or end is None:
             raise BadResponse(f"the server's answer has no valid period: {str(d)[:300]}")
         allowance = _get(d, "allowance", dict, optional=True)
+        storage = _get(d, "storage", dict, optional=True)
         return cls(
             lines=[UsageLine.from_json(line) for line in _objects(d, "data")],
             start=start,
@@ -506,4 +529,5 @@ class Usage:
             total_seconds=_get(d, "total", float),
             raw=d,
             allowance=Allowance.from_json(allowance) if allowance is not None else None,
+            storage=StorageUse.from_json(storage) if storage is not None else None,
         )

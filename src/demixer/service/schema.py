@@ -11,7 +11,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -30,6 +41,7 @@ __all__ = [
     "Quota",
     "QuotaHold",
     "RateCounter",
+    "StorageCap",
     "UTCDateTime",
     "UsageRecord",
     "WorkerRecord",
@@ -239,6 +251,18 @@ class QuotaHold(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(40), index=True)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class StorageCap(Base):
+    """An account's own cap on the bytes its files hold at once, in place of
+    ``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES`` (0: no cap); an account without a row has the
+    setting's. Set by ``demixer keys quota`` (``service/accounts/quota.py``), checked by
+    ``service/files/lifecycle.py``."""
+
+    __tablename__ = "storage_caps"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    max_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 class IdempotencyRecord(Base):

@@ -1,5 +1,5 @@
-"""``/v1/usage``: audio seconds processed per key and model over a period, and where the
-account stands against its monthly allowance."""
+"""``/v1/usage``: audio seconds processed per key and model over a period, where the
+account stands against its monthly allowance, and the bytes its uploads hold."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pydantic.config import JsonDict
 
 from demixer.api.auth import QueueRead, ServicesDep
 from demixer.api.openapi import error_responses
-from demixer.api.schemas import Allowance, UsageLine, UsageList
+from demixer.api.schemas import Allowance, StorageUse, UsageLine, UsageList
 from demixer.errors import InvalidRequest
 from demixer.service.accounts.quota import QuotaState, quota_state
 from demixer.service.accounts.usage import summarise
+from demixer.service.files.lifecycle import storage_use
 
 __all__ = ["DEFAULT_PERIOD", "router"]
 
@@ -81,7 +82,8 @@ def get_usage(
     """The caller's account's usage, per key and engine model, of the jobs completed in
     `[from, to]`; and its monthly allowance now (`allowance`, null when it has none): how
     many seconds of audio a request may still use before it is refused 402
-    `QUOTA_EXCEEDED`."""
+    `QUOTA_EXCEEDED`; and the bytes its uploads hold against its cap (`storage`): an upload
+    that does not fit is refused 413 `STORAGE_QUOTA_EXCEEDED`."""
     now = services.db.clock()
     to = _when(end, "to") or now
     since = _when(start, "from") or max(to, _EARLIEST + DEFAULT_PERIOD) - DEFAULT_PERIOD
@@ -90,13 +92,23 @@ def get_usage(
     with services.db.read() as s:
         lines = summarise(s, identity.account_id, since, to)
         state = quota_state(s, identity.account_id, now)
+        stored = storage_use(
+            s, identity.account_id, services.settings.max_account_storage_bytes, now
+        )
     data = [
         UsageLine(key_id=line.key_id, model=line.model, quantity=line.quantity, jobs=line.jobs)
         for line in lines
     ]
     total = round(sum(line.quantity for line in lines), 3)
     return UsageList.model_validate(
-        {"data": data, "from": since, "to": to, "total": total, "allowance": _allowance(state)}
+        {
+            "data": data,
+            "from": since,
+            "to": to,
+            "total": total,
+            "allowance": _allowance(state),
+            "storage": StorageUse(used_bytes=stored.used_bytes, cap_bytes=stored.cap_bytes),
+        }
     )
 
 

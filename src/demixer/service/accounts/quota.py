@@ -26,21 +26,23 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from demixer.errors import QuotaExceeded
+from demixer.errors import InvalidRequest, QuotaExceeded
 from demixer.service.accounts.keys import KeyNotFound, check_minutes
 from demixer.service.db import Database
 from demixer.service.jobs.queue import IN_PROGRESS, IN_QUEUE
-from demixer.service.schema import Account, Job, Quota, QuotaHold, UsageRecord
+from demixer.service.schema import Account, Job, Quota, QuotaHold, StorageCap, UsageRecord
 
 __all__ = [
     "QuotaState",
     "account_quotas",
+    "account_storage_caps",
     "check_quota",
     "held",
     "hold",
     "month_bounds",
     "quota_state",
     "set_quota",
+    "set_storage_cap",
 ]
 
 
@@ -97,6 +99,32 @@ def set_quota(db: Database, account_id: str, minutes: int | None) -> None:
             quota.monthly_minutes = minutes
 
 
+def set_storage_cap(db: Database, account_id: str, max_bytes: int | None) -> None:
+    """Give ``account_id`` a cap of its own on the bytes its files hold at once (0: no cap),
+    in place of ``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES``; None: the setting's again. In force at
+    once; files it holds already are kept (only new uploads are refused past it).
+
+    Raises:
+        KeyNotFound: no such account.
+        InvalidRequest: ``max_bytes`` below 0, or past what a 64-bit size holds.
+    """
+    if max_bytes is not None and not 0 <= max_bytes < 1 << 63:
+        raise InvalidRequest(
+            f"a storage cap is 0 (none) to {(1 << 63) - 1} bytes (got {max_bytes})"
+        )
+    with db.write() as s:
+        if s.get(Account, account_id) is None:
+            raise KeyNotFound(f"no account {account_id}")
+        cap = s.get(StorageCap, account_id)
+        if max_bytes is None:
+            if cap is not None:
+                s.delete(cap)
+        elif cap is None:
+            s.add(StorageCap(account_id=account_id, max_bytes=max_bytes))
+        else:
+            cap.max_bytes = max_bytes
+
+
 def quota_state(
     session: Session, account_id: str, now: datetime, *, lock: bool = False
 ) -> QuotaState | None:
@@ -132,6 +160,13 @@ def account_quotas(db: Database) -> dict[str, QuotaState]:
         ids = s.execute(select(Quota.account_id)).scalars().all()
         states = {account: quota_state(s, account, now) for account in ids}
     return {account: state for account, state in states.items() if state is not None}
+
+
+def account_storage_caps(db: Database) -> dict[str, int]:
+    """The accounts with a storage cap of their own: account id -> bytes (0: no cap)."""
+    with db.read() as s:
+        rows = s.execute(select(StorageCap.account_id, StorageCap.max_bytes)).all()
+    return {account: int(max_bytes) for account, max_bytes in rows}
 
 
 def check_quota(session: Session, account_id: str, seconds: float | None, now: datetime) -> None:

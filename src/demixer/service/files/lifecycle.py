@@ -15,22 +15,40 @@ caller can see (:data:`VISIBLE`); ``FileStatus`` in ``demixer.api.schemas`` is t
 Each transition is a conditional UPDATE that names the states it leaves; one that matches no
 row raises :class:`FileConflict` (or returns False where a race is expected, for the sweeper),
 as :mod:`demixer.service.jobs.queue` does for jobs.
+
+A new row is refused when its account's files would then hold more than the cap on stored
+bytes (the account's own, ``demixer keys quota --storage-bytes``, else
+``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES``): uploads are kept for the upload retention
+(72 h) whatever their owner does, so without it one API key could fill the server's disk at
+its request rate. A live file (not deleted, not past ``expires_at``) counts
+
+- ``uploaded``: the bytes stored;
+- ``pending``, or ``failed`` after its bytes were refused: the announced ``file_size``, which
+  a PUT may still fill. Counting a pending file at once is what stops two announcements made
+  together from both fitting under the same remainder;
+- ``failed`` at the announcement (a Gaudio upload over the size limit): 0, it never takes bytes.
+
+:func:`new_file` checks it in the write transaction that adds the row, before any byte of the
+file is stored, with the account's row locked on PostgreSQL (SQLite's write transaction holds
+the whole database), so parallel announcements take turns. A file deleted, or past its
+``expires_at``, stops counting at once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from demixer.audio import AudioInfo
-from demixer.errors import AlreadyUploaded
+from demixer.errors import AlreadyUploaded, StorageQuotaExceeded
 from demixer.naming import stored_name
 from demixer.service.accounts.keys import new_id
 from demixer.service.db import rows_changed
-from demixer.service.schema import File
+from demixer.service.schema import Account, File, StorageCap
 
 __all__ = [
     "GONE",
@@ -40,6 +58,7 @@ __all__ = [
     "VISIBLE",
     "FileConflict",
     "FileState",
+    "StorageUse",
     "input_key",
     "listed",
     "mark_deleted",
@@ -47,6 +66,7 @@ __all__ = [
     "mark_failed",
     "mark_uploaded",
     "new_file",
+    "storage_use",
 ]
 
 #: An upload its owner holds the id of (``POST /v1/files``, a Gaudio upload).
@@ -94,6 +114,67 @@ def listed(now: datetime) -> ColumnElement[bool]:
     )
 
 
+@dataclass(frozen=True)
+class StorageUse:
+    """The bytes an account's files hold, and its cap.
+
+    Attributes:
+        used_bytes: what its live files hold (pending ones at their announced size).
+        cap_bytes: the most they may hold at once; None: no cap.
+    """
+
+    used_bytes: int
+    cap_bytes: int | None
+
+
+def _cap(session: Session, account_id: str, default: int) -> int:
+    """The account's cap in bytes: its own if the operator gave it one, else ``default``
+    (the setting); 0: no cap."""
+    own = session.execute(
+        select(StorageCap.max_bytes).where(StorageCap.account_id == account_id)
+    ).scalar_one_or_none()
+    return default if own is None else int(own)
+
+
+def storage_use(session: Session, account_id: str, default_cap: int, now: datetime) -> StorageUse:
+    """What ``account_id``'s live files hold at ``now`` (the database clock; see the module
+    docstring), against its cap: its own, else ``default_cap`` (the setting; 0: no cap)."""
+    held = case(
+        (File.status == FileState.UPLOADED, func.coalesce(File.bytes_stored, File.file_size, 0)),
+        (and_(File.status == FileState.FAILED, File.bytes_stored.is_(None)), 0),
+        else_=func.coalesce(File.file_size, 0),
+    )
+    used = session.execute(
+        select(func.coalesce(func.sum(held), 0)).where(
+            File.account_id == account_id,
+            File.status.not_in(GONE),
+            or_(File.expires_at.is_(None), File.expires_at >= now),
+        )
+    ).scalar_one()
+    return StorageUse(int(used), _cap(session, account_id, default_cap) or None)
+
+
+def _check_room(
+    session: Session, account_id: str, size: int, default_cap: int, now: datetime, param: str
+) -> None:
+    """Refuse a new file of ``size`` bytes when the account's files would then hold more than
+    its cap (its own, else ``default_cap``; 0: no cap)."""
+    if not _cap(session, account_id, default_cap):
+        return
+    # Parallel announcements for one account take turns here (PostgreSQL; SQLite's write
+    # transaction already holds the whole database).
+    session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+    use = storage_use(session, account_id, default_cap, now)
+    if use.cap_bytes is not None and use.used_bytes + size > use.cap_bytes:
+        raise StorageQuotaExceeded(
+            f"this file's {size} bytes do not fit in this account's storage: its files hold "
+            f"{use.used_bytes} of the {use.cap_bytes} bytes it may keep at once (pending "
+            "uploads count at their announced size); delete files or requests it no longer "
+            "needs, or wait until they expire",
+            param=param,
+        )
+
+
 def new_file(
     session: Session,
     *,
@@ -103,16 +184,26 @@ def new_file(
     file_size: int | None,
     now: datetime,
     retention: timedelta,
+    storage_cap: int,
+    cap_param: str = "file_size",
     refused: tuple[str, str] | None = None,
-    file_id: str | None = None,
     purpose: str = PURPOSE,
 ) -> File:
     """Add a file row (``pending``; ``failed`` with ``refused = (code, message)``) inside the
-    caller's write transaction; it expires ``retention`` after ``now``. ``file_id``: one the
-    caller made already (to store the bytes before the row exists). ``file_name`` is stored
+    caller's write transaction; it expires ``retention`` after ``now``. ``file_name`` is stored
     as :func:`~demixer.naming.stored_name` spells it (no control or bidi characters).
-    ``purpose``: :data:`REQUEST_INPUT` for an upload that belongs to one request alone."""
-    file_id = file_id or new_id("file")
+    ``purpose``: :data:`REQUEST_INPUT` for an upload that belongs to one request alone.
+
+    ``storage_cap``: the most bytes the account's files may hold with this one, unless the
+    account has a cap of its own (the setting; 0: no cap); ``cap_param`` names the field of
+    ``file_size`` in the refusal. A refused row (it never takes bytes) is not checked.
+
+    Raises:
+        StorageQuotaExceeded: ``file_size`` bytes more do not fit under ``storage_cap``.
+    """
+    if refused is None:
+        _check_room(session, account_id, file_size or 0, storage_cap, now, cap_param)
+    file_id = new_id("file")
     row = File(
         id=file_id,
         account_id=account_id,

@@ -161,6 +161,8 @@ def create(
             now=services.db.clock(),
             retention=timedelta(seconds=settings.upload_retention_seconds),
             refused=refused,  # answered at job creation, as Gaudio does
+            storage_cap=settings.max_account_storage_bytes,
+            cap_param="fileSize",
         )
     file_id = row.id
     chunk = chunk_size(services, file_size)
