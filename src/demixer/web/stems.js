@@ -11,6 +11,7 @@ const PEAKS = 1200; // waveform columns computed per stem (drawn scaled to the c
 const THUMB = 40; // columns kept per stem for the history's thumbnails
 
 // ---------- opening a result ----------
+// model: what made the stems, in words ("" where it is not known).
 // outputs: [{name, label, url, fileName, type, rate, madeBy?}] (rate: the stem file's sample rate, Hz;
 // madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
 // gain: the one gain the server scaled every stem by so that none clips (1: none); the original
@@ -19,7 +20,7 @@ const THUMB = 40; // columns kept per stem for the history's thumbnails
 // one that replaced the view their focus was in).
 // signal: aborted when another song replaces this one while its stems load: this one stops
 // there and adds nothing to the mixer.
-export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
+export async function openResult({ title, model = "", song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -33,6 +34,7 @@ export async function openResult({ title, song, outputs, original, originalNote,
   for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
   $("#stems").replaceChildren();
   $("#mixer-title").textContent = title;
+  $("#mixer-model").textContent = model;
   setPressed($("#loop"), false);
   setPressed($("#ab"), false);
   $("#loop-region").hidden = true;
