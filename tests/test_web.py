@@ -2237,6 +2237,45 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     assert page.evaluate("localStorage.getItem('demixer.apiKey')") == server.key
 
 
+def test_a_typed_key_can_be_forgotten(page: Page, server: Server) -> None:
+    """A key typed in the page stayed in the browser's localStorage for good: on a shared
+    computer the next person opened the page signed in. "Forget this key" takes it (and the
+    songs' waveforms kept here) away and returns to the key prompt; the local session, which
+    is the server's own, has nothing to forget."""
+    open_page(page, server)  # the local session
+    expect(page.get_by_test_id("session-info")).to_contain_text("On this computer")
+    forget = page.get_by_role("button", name="Forget this key")
+    expect(forget).to_be_hidden()
+    page.route("**/v1/session", lambda route: route.fulfill(status=403, body="{}"))
+    page.reload()
+    key = page.get_by_test_id("api-key")
+    key.fill(server.key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.get_by_test_id("session-info")).to_contain_text("Signed in with key dmx_")
+    page.evaluate("localStorage.setItem('demixer.thumbs', JSON.stringify({req_a: []}))")
+    shot(page, "key-forget", full_page=False)
+    forget.focus()
+    page.keyboard.press("Enter")
+    expect(key).to_be_visible()
+    focused(page, "api-key")
+    expect(key).to_have_value("")
+    expect(page.get_by_test_id("session-info")).to_have_text(
+        "The key was forgotten: this browser keeps none."
+    )
+    expect(forget).to_be_hidden()
+    expect(page.locator("#switch-key")).to_be_hidden()
+    assert page.evaluate(
+        "[localStorage.getItem('demixer.apiKey'), localStorage.getItem('demixer.thumbs')]"
+    ) == [None, None]
+    expect(page.locator("#history-list li")).to_have_count(0)  # nothing of the account
+    page.set_viewport_size(PHONE)
+    key.fill(server.key)
+    page.get_by_role("button", name="Use key").click()
+    expect(forget).to_be_visible()
+    no_sideways_scroll(page)
+    shot(page, "key-forget-phone", full_page=False)
+
+
 def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     server: Server,
 ) -> None:
