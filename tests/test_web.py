@@ -1434,6 +1434,60 @@ def test_the_tab_holds_each_stem_once_and_the_mix_decodes_nothing_again(
     assert held() <= decoded + margin
 
 
+def test_the_original_is_decoded_on_the_first_ab_press_not_with_the_stems(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """The song uploaded in this tab was decoded whole with the stems for A/B, pressed or
+    not: one more stem's memory (21 MB a minute) for every song opened. It is decoded on the
+    first press, the button saying so meanwhile; while playing, the original joins at the
+    same spot, in step with the stems."""
+    open_page(page, server)
+    # Every decoding counted; one held back on request, to see the button while it reads.
+    page.evaluate("""() => {
+      window.decodes = 0;
+      const real = BaseAudioContext.prototype.decodeAudioData;
+      BaseAudioContext.prototype.decodeAudioData = function (...args) {
+        window.decodes++;
+        const decoding = real.apply(this, args);
+        if (!window.hold) return decoding;
+        return new Promise((done) => { window.release = () => done(decoding); });
+      };
+    }""")
+    upload(page, audio[0])
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=120_000)
+    ab = page.get_by_test_id("ab")
+    expect(ab).to_be_enabled()
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: hear the song as it was, at the same spot."
+    )
+    assert page.evaluate("[window.decodes, demixerMixer.original]") == [2, None]  # the stems
+    page.get_by_test_id("loop").click()  # the whole song, over and over: it plays throughout
+    page.get_by_test_id("play").click()
+    page.evaluate("window.hold = true")
+    ab.focus()
+    page.keyboard.press("Enter")
+    expect(ab).to_have_text("Reading the original…")
+    expect(ab).to_have_attribute("aria-disabled", "true")
+    expect(ab).to_be_focused()
+    page.evaluate("window.hold = false; window.release()")
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    expect(ab).to_have_text("Original")
+    expect(ab).not_to_have_attribute("aria-disabled", "true")
+    heard = page.evaluate(
+        "() => ({decodes: window.decodes, playing: demixerMixer.playing,"
+        " sources: demixerMixer.sources.length, original: demixerMixer.originalGain.gain.value})"
+    )
+    assert heard == {"decodes": 3, "playing": True, "sources": 3, "original": 1}
+    ab.click()  # back, and again: decoded once
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("window.decodes") == 3
+    page.get_by_test_id("play").click()
+
+
 def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
     page: Page, server: Server, tmp_path: Path
 ) -> None:
