@@ -654,6 +654,7 @@ def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     expect(page.get_by_test_id("submit-hint")).to_contain_text("being separated")
     # The stage in words and the progress, from inside the first window, before it is done.
     expect(status).to_have_text("Separating", timeout=60_000)
+    expect(page.get_by_test_id("job-model")).to_have_text("Model: spleeter-2stems")  # the first
     # Reloaded mid-job, the page follows it again (and its history keeps itself fresh).
     page.reload()
     expect(page.get_by_test_id("job")).to_be_visible(timeout=30_000)
