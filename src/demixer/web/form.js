@@ -103,7 +103,8 @@ export function chosenModel() {
   const members = [main, ...[...document.querySelectorAll("#ensemble-models input:checked")].map((i) => installed(i.value))];
   const mode = $("#ensemble-mode").value;
   const id = `${mode === "avg" ? "" : `${mode}:`}${members.map((m) => m.id).join("+")}`;
-  return { id, stems: members.length > 1 ? sharedStems(members) : [], members };
+  // None ticked yet: the chosen model's stems stay in view (Separate says to tick one).
+  return { id, stems: members.length > 1 ? sharedStems(members) : main.stems, members };
 }
 // The models the chosen one can be combined with: those installed that share a stem with it.
 // A model ticked before stays ticked while it is offered.
