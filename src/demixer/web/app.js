@@ -13,6 +13,8 @@ import { FINAL } from "./words.js";
 
 // ---------- session / key ----------
 async function startSession() {
+  const forgotten = sessionStorage.getItem("demixer.forgotten"); // "Forget this key" reloaded
+  sessionStorage.removeItem("demixer.forgotten");
   try {
     const response = await fetch("/v1/session");
     if (response.ok) {
@@ -24,8 +26,7 @@ async function startSession() {
   } catch (e) { /* fall through to the key field */ }
   const stored = localStorage.getItem("demixer.apiKey");
   $("#key-section").hidden = false;
-  if (sessionStorage.getItem("demixer.forgotten")) { // "Forget this key" started the page again
-    sessionStorage.removeItem("demixer.forgotten");
+  if (forgotten) {
     $("#session-info").textContent = "The key was forgotten: this browser keeps none.";
     $("#api-key").focus();
   }
