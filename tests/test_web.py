@@ -654,6 +654,7 @@ def test_cancel_a_running_job_shows_its_stage_and_time_left_first(
     expect(page.get_by_test_id("submit-hint")).to_contain_text("being separated")
     # The stage in words and the progress, from inside the first window, before it is done.
     expect(status).to_have_text("Separating", timeout=60_000)
+    expect(page.get_by_test_id("job-model")).to_have_text("Model: spleeter-2stems")  # the first
     # Reloaded mid-job, the page follows it again (and its history keeps itself fresh).
     page.reload()
     expect(page.get_by_test_id("job")).to_be_visible(timeout=30_000)
@@ -1434,6 +1435,60 @@ def test_the_tab_holds_each_stem_once_and_the_mix_decodes_nothing_again(
     assert held() <= decoded + margin
 
 
+def test_the_original_is_decoded_on_the_first_ab_press_not_with_the_stems(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """The song uploaded in this tab was decoded whole with the stems for A/B, pressed or
+    not: one more stem's memory (21 MB a minute) for every song opened. It is decoded on the
+    first press, the button saying so meanwhile; while playing, the original joins at the
+    same spot, in step with the stems."""
+    open_page(page, server)
+    # Every decoding counted; one held back on request, to see the button while it reads.
+    page.evaluate("""() => {
+      window.decodes = 0;
+      const real = BaseAudioContext.prototype.decodeAudioData;
+      BaseAudioContext.prototype.decodeAudioData = function (...args) {
+        window.decodes++;
+        const decoding = real.apply(this, args);
+        if (!window.hold) return decoding;
+        return new Promise((done) => { window.release = () => done(decoding); });
+      };
+    }""")
+    upload(page, audio[0])
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=120_000)
+    ab = page.get_by_test_id("ab")
+    expect(ab).to_be_enabled()
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: hear the song as it was, at the same spot."
+    )
+    assert page.evaluate("[window.decodes, demixerMixer.original]") == [2, None]  # the stems
+    page.get_by_test_id("loop").click()  # the whole song, over and over: it plays throughout
+    page.get_by_test_id("play").click()
+    page.evaluate("window.hold = true")
+    ab.focus()
+    page.keyboard.press("Enter")
+    expect(ab).to_have_text("Reading the original…")
+    expect(ab).to_have_attribute("aria-disabled", "true")
+    expect(ab).to_be_focused()
+    page.evaluate("window.hold = false; window.release()")
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    expect(ab).to_have_text("Original")
+    expect(ab).not_to_have_attribute("aria-disabled", "true")
+    heard = page.evaluate(
+        "() => ({decodes: window.decodes, playing: demixerMixer.playing,"
+        " sources: demixerMixer.sources.length, original: demixerMixer.originalGain.gain.value})"
+    )
+    assert heard == {"decodes": 3, "playing": True, "sources": 3, "original": 1}
+    ab.click()  # back, and again: decoded once
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("window.decodes") == 3
+    page.get_by_test_id("play").click()
+
+
 def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
     page: Page, server: Server, tmp_path: Path
 ) -> None:
@@ -1596,6 +1651,76 @@ def test_the_file_type_sits_beside_the_quality(page: Page, server: Server) -> No
     assert kind["x"] - (quality["x"] + quality["width"]) < 20, (quality, kind)
     card = page.locator("#new-job").bounding_box()
     assert card and submit["x"] + submit["width"] > card["x"] + card["width"] - 40, submit
+
+
+def test_models_that_make_the_same_stems_are_combined_as_an_ensemble(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """The API takes an ensemble as a model id (`a+b`, `max:a+b`); the page offered one model
+    at a time. A musician ticks the models to combine with the one chosen (those installed
+    that share a stem with it), picks how in UVR's words, sees the id, and the job, the mixer
+    and the history name the ensemble. One the server refuses is said beside the picker."""
+
+    # The page was opened before htdemucs went from the server (it was never here): its list
+    # still offers it, and the server refuses the ensemble.
+    def stale(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        gone = next(m for m in body["catalogue"] if m["id"] == "htdemucs")
+        body["engine_models"].append({**gone, "installed": True, "install": None})
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/models", stale, times=1)
+    open_page(page, server)
+    upload(page, audio[0])
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("quality-select").select_option("fast")
+    combine = page.get_by_label("Combine with other models (an ensemble)")
+    combine.focus()
+    page.keyboard.press("Space")  # from the keyboard, as a checkbox
+    others = page.get_by_test_id("ensemble-models").get_by_role("checkbox")
+    expect(others).to_have_count(2)  # cascade-4stems and htdemucs each make vocals
+    expect(page.get_by_test_id("submit-hint")).to_have_text(
+        "Tick a model to combine it with, or untick “Combine with other models”."
+    )
+    page.get_by_label(re.compile(r"^htdemucs — ")).check()
+    ensemble_id = page.get_by_test_id("ensemble-id")
+    expect(ensemble_id.locator("code")).to_have_text("spleeter-2stems+htdemucs")
+    expect(page.locator("#stem-choices input")).to_have_count(1)  # the stem both make
+    with page.expect_response(lambda r: r.url.endswith("/v1/queue/audio/stems")) as refused:
+        page.get_by_test_id("submit").click()
+    assert refused.value.status == 422
+    assert refused.value.json()["error"]["code"] == "MODEL_UNAVAILABLE"
+    expect(page.get_by_test_id("model-error")).to_have_text(
+        "htdemucs isn't installed on the server (any more), so this ensemble can't run."
+        " Combine the models listed."
+    )
+    expect(others).to_have_count(1)  # the list read again: only what is here
+    page.get_by_label(re.compile(r"^cascade-4stems — ")).check()
+    page.get_by_test_id("ensemble-mode").select_option(label="Max Spec")
+    expect(page.locator("#ensemble-how")).to_contain_text("the loudest")
+    expect(ensemble_id.locator("code")).to_have_text("max:spleeter-2stems+cascade-4stems")
+    expect(page.get_by_test_id("model-error")).to_have_text("")
+    shot(page, "ensemble", full_page=False)
+    with page.expect_response(lambda r: r.url.endswith("/v1/queue/audio/stems")) as sent:
+        page.get_by_test_id("submit").click()
+    assert sent.value.status == 202
+    assert sent.value.request.post_data_json["input"]["model"] == (
+        "max:spleeter-2stems+cascade-4stems"
+    )
+    words = "Model: ensemble of spleeter-2stems + cascade-4stems (Max Spec)"
+    expect(page.locator("#stems .name")).to_have_text(
+        ["vocals", "everything else"], timeout=120_000
+    )
+    expect(page.get_by_test_id("mixer-model")).to_have_text(words)
+    item = page.get_by_test_id("history-item").first
+    expect(item).to_contain_text(
+        "0:03 · vocals · ensemble of spleeter-2stems + cascade-4stems (Max Spec) · "
+    )
+    page.set_viewport_size(PHONE)
+    page.locator("#new-job").scroll_into_view_if_needed()
+    no_sideways_scroll(page)
+    shot(page, "ensemble-phone")
 
 
 def test_a_described_sound_comes_first_in_the_mixer(
@@ -2165,6 +2290,45 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     assert listed.value.status == 200  # asked with the key that works
     expect(page.locator("#history").get_by_test_id("error")).to_have_text("")
     assert page.evaluate("localStorage.getItem('demixer.apiKey')") == server.key
+
+
+def test_a_typed_key_can_be_forgotten(page: Page, server: Server) -> None:
+    """A key typed in the page stayed in the browser's localStorage for good: on a shared
+    computer the next person opened the page signed in. "Forget this key" takes it (and the
+    songs' waveforms kept here) away and returns to the key prompt; the local session, which
+    is the server's own, has nothing to forget."""
+    open_page(page, server)  # the local session
+    expect(page.get_by_test_id("session-info")).to_contain_text("On this computer")
+    forget = page.get_by_role("button", name="Forget this key")
+    expect(forget).to_be_hidden()
+    page.route("**/v1/session", lambda route: route.fulfill(status=403, body="{}"))
+    page.reload()
+    key = page.get_by_test_id("api-key")
+    key.fill(server.key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.get_by_test_id("session-info")).to_contain_text("Signed in with key dmx_")
+    page.evaluate("localStorage.setItem('demixer.thumbs', JSON.stringify({req_a: []}))")
+    shot(page, "key-forget", full_page=False)
+    forget.focus()
+    page.keyboard.press("Enter")
+    expect(key).to_be_visible()
+    focused(page, "api-key")
+    expect(key).to_have_value("")
+    expect(page.get_by_test_id("session-info")).to_have_text(
+        "The key was forgotten: this browser keeps none."
+    )
+    expect(forget).to_be_hidden()
+    expect(page.locator("#switch-key")).to_be_hidden()
+    assert page.evaluate(
+        "[localStorage.getItem('demixer.apiKey'), localStorage.getItem('demixer.thumbs')]"
+    ) == [None, None]
+    expect(page.locator("#history-list li")).to_have_count(0)  # nothing of the account
+    page.set_viewport_size(PHONE)
+    key.fill(server.key)
+    page.get_by_role("button", name="Use key").click()
+    expect(forget).to_be_visible()
+    no_sideways_scroll(page)
+    shot(page, "key-forget-phone", full_page=False)
 
 
 def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(

@@ -13,22 +13,30 @@ import { FINAL } from "./words.js";
 
 // ---------- session / key ----------
 async function startSession() {
+  const forgotten = sessionStorage.getItem("demixer.forgotten"); // "Forget this key" reloaded
+  sessionStorage.removeItem("demixer.forgotten");
   try {
     const response = await fetch("/v1/session");
     if (response.ok) {
       const session = await response.json();
       state.key = session.api_key;
-      showSession(`On this computer · account ${session.account_id}`);
+      showSession(`On this computer · account ${session.account_id}`, false);
       return ready();
     }
   } catch (e) { /* fall through to the key field */ }
   const stored = localStorage.getItem("demixer.apiKey");
   $("#key-section").hidden = false;
+  if (forgotten) {
+    $("#session-info").textContent = "The key was forgotten: this browser keeps none.";
+    $("#api-key").focus();
+  }
   if (stored) { $("#api-key").value = stored; await useKey(stored); }
 }
-function showSession(text) {
+// typed: a key typed here, which this browser keeps (the local session's is the server's).
+function showSession(text, typed) {
   $("#session-info").textContent = text;
   $("#switch-key").hidden = false;
+  $("#forget-key").hidden = !typed;
 }
 async function useKey(key) {
   const form = $("#key-form");
@@ -39,7 +47,7 @@ async function useKey(key) {
     await api("GET", "/v1/models");
   } catch (e) { state.key = previous; showError(form, e); return; }
   localStorage.setItem("demixer.apiKey", state.key);
-  showSession(`Signed in with key ${state.key.slice(0, 10)}…`);
+  showSession(`Signed in with key ${state.key.slice(0, 10)}…`, true);
   // The key field goes away: the focus moves on to what comes next, choosing a song.
   const wasIn = focusIn($("#key-section"));
   $("#key-section").hidden = true;
@@ -51,6 +59,17 @@ $("#switch-key").addEventListener("click", () => {
   $("#key-section").hidden = false;
   $("#key-cancel").hidden = !state.key; // signed in: this key goes on until another works
   $("#api-key").focus();
+});
+// A key typed here stays in this browser for the next visit. Forgetting it (a shared computer,
+// a key that should no longer be used here) takes it from the browser with the waveforms kept
+// of the songs (a trace of them, as Delete says), and starts the page again with nothing of the
+// account in it: the key prompt, the focus in it.
+$("#forget-key").addEventListener("click", () => {
+  localStorage.removeItem("demixer.apiKey");
+  localStorage.removeItem("demixer.thumbs");
+  sessionStorage.setItem("demixer.forgotten", "1");
+  $("#api-key").value = "";
+  location.reload();
 });
 $("#key-cancel").addEventListener("click", () => {
   clearError($("#key-form"));

@@ -19,12 +19,14 @@ export async function loadModels() {
   } catch (e) { err.textContent = `The list of models could not be loaded. ${e.message}`; return; }
   err.textContent = "";
   const select = $("#model-select");
+  const was = select.value; // read again (a model went): the choice stays where it still can
   select.replaceChildren();
   const models = [...state.models.engine_models].sort((a, b) => isWeak(a) - isWeak(b));
   for (const m of models) {
     const label = `${m.id} — ${m.stems.join(", ")}${isWeak(m) ? " (weak)" : ""}`;
     select.append(new Option(label, m.id));
   }
+  if (models.some((m) => m.id === was)) select.value = was;
   const formats = state.models.engine_models[0]?.limits.output_formats || ["wav"];
   $("#format-select").replaceChildren(...formats.map((f) => new Option(f.toUpperCase(), f)));
   if (!models.length) err.textContent = "No model is installed on this server yet.";
@@ -35,8 +37,11 @@ export async function loadModels() {
   updateSubmit();
 }
 
+const installed = (id) => state.models?.engine_models.find((m) => m.id === id);
+
 function renderModel() {
-  const model = state.models?.engine_models.find((m) => m.id === $("#model-select").value);
+  clearError($("#model-error"));
+  const model = installed($("#model-select").value);
   const info = $("#model-info");
   info.replaceChildren();
   if (model) {
@@ -54,9 +59,14 @@ function renderModel() {
     licence.textContent = `Licence: ${model.license}${model.license_class ? ` (${model.license_class})` : ""}`;
     info.append(what, how, licence);
   }
+  renderEnsemble(model);
+}
+
+// The stem checkboxes: the chosen model's stems, or the ensemble's.
+function renderStems() {
   const box = $("#stem-choices");
   box.replaceChildren();
-  (model ? model.stems : []).forEach((stem, i) => {
+  (chosenModel()?.stems || []).forEach((stem, i) => {
     const label = document.createElement("label");
     label.className = "chip";
     label.style.setProperty("--c", colour(stem, i));
@@ -66,6 +76,83 @@ function renderModel() {
     box.append(label);
   });
   updateSubmit();
+}
+
+// ---------- an ensemble: the chosen model combined with others ----------
+// As the server combines them (README's ensembles): each model separates the song and the stems
+// they all make are combined; the rest of the song (instrumental, else other) is not combined
+// but what is left, so models that share only that have nothing to combine.
+const MODES = {
+  avg: "Average: each stem is the mean of the models' (the usual choice).",
+  max: "Max Spec: at each frequency, the loudest of the models' (fuller, with more bleed).",
+  min: "Min Spec: at each frequency, the quietest of the models' (cleaner, thinner).",
+  median_wave: "Median: at each sample, the middle one of the models' (with three or more, the odd one out is left out; with two it is the average).",
+};
+function sharedStems(models) {
+  const stems = models[0].stems.filter((s) => models.every((m) => m.stems.includes(s)));
+  const rest = ["instrumental", "other"].find((s) => stems.includes(s));
+  return stems.length === 1 && stems[0] === rest ? [] : stems;
+}
+// What Separate sends as the model: {id, stems, members}, the chosen model alone or the ensemble
+// of it and the models ticked (its id as the API spells one: a+b, max:a+b); null before the
+// list of models is read.
+export function chosenModel() {
+  const main = installed($("#model-select").value);
+  if (!main) return null;
+  if ($("#ensemble").hidden || !$("#ensemble-on").checked) return { id: main.id, stems: main.stems, members: [main] };
+  const members = [main, ...[...document.querySelectorAll("#ensemble-models input:checked")].map((i) => installed(i.value))];
+  const mode = $("#ensemble-mode").value;
+  const id = `${mode === "avg" ? "" : `${mode}:`}${members.map((m) => m.id).join("+")}`;
+  // None ticked yet: the chosen model's stems stay in view (Separate says to tick one).
+  return { id, stems: members.length > 1 ? sharedStems(members) : main.stems, members };
+}
+// The models the chosen one can be combined with: those installed that share a stem with it.
+// A model ticked before stays ticked while it is offered.
+function renderEnsemble(main) {
+  const ticked = new Set([...document.querySelectorAll("#ensemble-models input:checked")].map((i) => i.value));
+  const others = main ? state.models.engine_models.filter((m) => m.id !== main.id && sharedStems([main, m]).length) : [];
+  $("#ensemble").hidden = !others.length;
+  $("#ensemble-models").replaceChildren(...others.map((m) => {
+    const label = Object.assign(document.createElement("label"), { className: "check" });
+    const input = Object.assign(document.createElement("input"), { type: "checkbox", value: m.id, checked: ticked.has(m.id) });
+    input.addEventListener("change", renderCombination);
+    label.append(input, `${m.id} — ${m.stems.join(", ")}${isWeak(m) ? " (weak)" : ""}`);
+    return label;
+  }));
+  renderCombination();
+}
+// The ensemble's id and how it combines, and its stems to choose from.
+function renderCombination() {
+  clearError($("#model-error"));
+  $("#ensemble-options").hidden = !$("#ensemble-on").checked;
+  $("#ensemble-how").textContent = MODES[$("#ensemble-mode").value];
+  const chosen = chosenModel();
+  const line = $("#ensemble-id");
+  line.replaceChildren();
+  if (chosen?.members.length > 1) {
+    line.append("Model id (for the API and the command line): ", Object.assign(document.createElement("code"), { textContent: chosen.id }));
+  }
+  renderStems();
+}
+$("#ensemble-on").addEventListener("change", renderCombination);
+$("#ensemble-mode").addEventListener("change", renderCombination);
+
+// A model (or an ensemble) the server refused, said beside the picker. A model no longer
+// installed (removed, or its worker gone since the list was read): the list is read again, so
+// it is no longer offered, and an ensemble names which of its models went.
+export async function modelRefused(err) {
+  const chosen = chosenModel();
+  let words = err.message;
+  if (err.code === "MODEL_UNAVAILABLE" && chosen) {
+    await loadModels();
+    const gone = chosen.members.map((m) => m.id).filter((id) => !installed(id));
+    if (chosen.members.length > 1 && gone.length) {
+      words = `${gone.join(" and ")} ${gone.length > 1 ? "aren't" : "isn't"} installed on the server (any more), so this ensemble can't run. Combine the models listed.`;
+    }
+  } else if (err.code === "INVALID_REQUEST" && chosen?.members.length > 1) {
+    words = "This ensemble names more models than the server takes at once. Combine fewer.";
+  }
+  showError($("#model-error"), words);
 }
 
 function renderAvailable(models) {
@@ -126,10 +213,20 @@ export function updateSubmit() {
   if (state.busy) why = "A song is being separated. Wait for it, or cancel it.";
   else if (!state.models) why = "";
   else if (!state.fileId) why = state.upload ? "Wait for the upload to finish." : "First choose a song.";
+  else if (mode() === "stems" && ensembleWhy()) why = ensembleWhy();
   else if (mode() === "stems" && !stems) why = "Pick at least one stem.";
   else if (mode() === "prompt" && !$("#prompt").value.trim()) why = "Say which sound you want, e.g. “the singer”.";
   $("#submit").disabled = Boolean(why) || !state.models;
   $("#submit-hint").textContent = why;
+}
+
+// Why the ensemble chosen cannot be sent, or "".
+function ensembleWhy() {
+  const chosen = chosenModel();
+  if (!chosen || !$("#ensemble-on").checked || $("#ensemble").hidden) return "";
+  if (chosen.members.length < 2) return "Tick a model to combine it with, or untick “Combine with other models”.";
+  if (!chosen.stems.length) return "These models share no stem to combine. Untick one of them.";
+  return "";
 }
 
 // ---------- upload ----------

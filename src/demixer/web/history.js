@@ -8,7 +8,7 @@ import { say } from "./mixer.js";
 import { $, api, clearError, focusIn, focusLost, setText, showError, state } from "./page.js";
 import { forgetThumbnails, thumbnails } from "./stems.js";
 import { stop } from "./transport.js";
-import { FINAL, colour, day, length, stateWords } from "./words.js";
+import { FINAL, colour, day, length, modelWords, stateWords } from "./words.js";
 
 // ---------- history ----------
 function thumbnail(job, kept) {
@@ -87,8 +87,10 @@ function historyItem(job, looks, kept) {
   // (where nothing hovers, app.css lets it wrap). Its own direction (dir=auto): an Arabic or
   // Hebrew name is cut at its end, not shown from the middle on.
   const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song, dir: "auto" });
-  const what = job.prompt ? `“${job.prompt}”` : (job.stems || []).join(", ") || job.engine_model;
-  const facts = [job.duration ? length(job.duration) : null, what, day(job.created_at)].filter(Boolean).join(" · ");
+  // A described sound, else the stems and the model (or ensemble) that made them: songs
+  // separated again with another model tell which is which.
+  const what = job.prompt ? [`“${job.prompt}”`] : [(job.stems || []).join(", "), modelWords(job.engine_model)];
+  const facts = [job.duration ? length(job.duration) : null, ...what, day(job.created_at)].filter(Boolean).join(" · ");
   const meta = Object.assign(document.createElement("span"), { className: "muted small", textContent: facts });
   const badge = Object.assign(document.createElement("span"), { className: `state ${job.status.toLowerCase()}`, textContent: stateWords(job) });
   badge.dataset.testid = "history-state";

@@ -2,13 +2,13 @@
 // Cancel, and the finished stems opened in the mixer with their download buttons.
 "use strict";
 
-import { mode, partSpans, separateAgain, updateSubmit } from "./form.js";
+import { chosenModel, mode, modelRefused, partSpans, separateAgain, updateSubmit } from "./form.js";
 import { downloadAll, downloadMix } from "./mixdown.js";
 import { glide, mixer, say } from "./mixer.js";
 import { $, api, clearError, focusIn, focusLost, jobsChanged, setText, showError, state } from "./page.js";
 import { openResult } from "./stems.js";
 import { stop } from "./transport.js";
-import { FINAL, PlainError, fromBody, songName, stateWords, timeLeft } from "./words.js";
+import { FINAL, PlainError, fromBody, modelWords, songName, stateWords, timeLeft } from "./words.js";
 
 // ---------- submit, watch, cancel ----------
 $("#job-form").addEventListener("submit", async (ev) => {
@@ -16,6 +16,7 @@ $("#job-form").addEventListener("submit", async (ev) => {
   const form = ev.target;
   clearError(form);
   clearError($("#part-error"));
+  clearError($("#model-error"));
   if (state.busy || $("#submit").disabled) return;
   const format = $("#format-select").value;
   let path, input;
@@ -28,7 +29,7 @@ $("#job-form").addEventListener("submit", async (ev) => {
   } else {
     const stems = [...document.querySelectorAll("#stem-choices input:checked")].map((i) => i.value);
     path = "/v1/queue/audio/stems";
-    input = { file_id: state.fileId, model: $("#model-select").value, stems, output_format: format };
+    input = { file_id: state.fileId, model: chosenModel().id, stems, output_format: format };
   }
   const quality = $("#quality-select").value;  // "": the server's default
   if (quality) input.quality = quality;
@@ -45,13 +46,17 @@ $("#job-form").addEventListener("submit", async (ev) => {
   } catch (e) {
     state.busy = false;
     updateSubmit();
-    showError(e.param?.startsWith("input.spans") ? $("#part-error") : form, e);
+    // A refused model, ensemble or stem is said beside the picker; a part of the song beside
+    // its times.
+    if (/^input\.(model|stems)/.test(e.param || "")) await modelRefused(e);
+    else showError(e.param?.startsWith("input.spans") ? $("#part-error") : form, e);
   }
   jobsChanged();
 });
 
 function showStatus(s, progress) {
   setText($("#job-status"), stateWords(s));
+  if (s.engine_model) setText($("#job-model"), `Model: ${modelWords(s.engine_model)}`);
   const pct = s.status === "COMPLETED" ? 100 : Math.round((s.progress || 0) * 100);
   $("#job-progress").value = pct;
   let detail = "";
@@ -104,6 +109,7 @@ export async function watch(requestId, { file = null, name = null, job = null, f
   $("#mixer").hidden = true;
   clearError($("#job-status"));
   $("#job-title").textContent = state.job.name;
+  $("#job-model").textContent = "";
   section.scrollIntoView({ behavior: glide(), block: "start" });
   let last = job && FINAL.has(job.status) ? job : null;
   // Separate is disabled while the job runs: the keyboard's focus moves on to the job, not
@@ -205,6 +211,7 @@ async function showResult(requestId, info, opened, signal) {
     if (!opened) say(`${state.job.name}: ready. The stems are in the mixer.`);
     await openResult({
       title: state.job.name,
+      model: info?.engine_model ? `Model: ${modelWords(info.engine_model)}` : "",
       song,
       outputs,
       original,

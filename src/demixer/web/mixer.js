@@ -9,9 +9,11 @@ import { clock } from "./words.js";
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const MIN_DB = -40; // the volume slider's bottom: silence
+// What the note under the transport says of A/B where the song was chosen in this tab.
+export const ORIGINAL = "Original: hear the song as it was, at the same spot.";
 
 export const mixer = {
-  ctx: null, stems: [], original: null, originalLevel: 1, playing: false, startedAt: 0, offset: 0,
+  ctx: null, stems: [], original: null, originalFile: null, originalLevel: 1, playing: false, startedAt: 0, offset: 0,
   sources: [], ab: false, duration: 0, song: "song", loop: { on: false, start: 0, end: 0 },
   speed: 1, // practice speed: song seconds per second heard, at the song's pitch
 };

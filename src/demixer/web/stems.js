@@ -2,7 +2,7 @@
 // solo and download), the waveforms drawn in the theme's colours, and the history's thumbnails.
 "use strict";
 
-import { $, MIN_DB, applyGains, glide, mixer, setPressed } from "./mixer.js";
+import { $, MIN_DB, ORIGINAL, applyGains, glide, mixer, setPressed } from "./mixer.js";
 import { scrubber } from "./timeline.js";
 import { stop, tick } from "./transport.js";
 import { colour } from "./words.js";
@@ -11,6 +11,7 @@ const PEAKS = 1200; // waveform columns computed per stem (drawn scaled to the c
 const THUMB = 40; // columns kept per stem for the history's thumbnails
 
 // ---------- opening a result ----------
+// model: what made the stems, in words ("" where it is not known).
 // outputs: [{name, label, url, fileName, type, rate, madeBy?}] (rate: the stem file's sample rate, Hz;
 // madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
 // gain: the one gain the server scaled every stem by so that none clips (1: none); the original
@@ -19,7 +20,7 @@ const THUMB = 40; // columns kept per stem for the history's thumbnails
 // one that replaced the view their focus was in).
 // signal: aborted when another song replaces this one while its stems load: this one stops
 // there and adds nothing to the mixer.
-export async function openResult({ title, song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
+export async function openResult({ title, model = "", song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -27,16 +28,20 @@ export async function openResult({ title, song, outputs, original, originalNote,
   mixer.ab = false;
   mixer.song = song;
   mixer.stems = [];
-  mixer.original = null;
+  mixer.original = null; // decoded on the first A/B press (timeline.js)
+  mixer.originalFile = original;
   mixer.originalLevel = gain;
   // The song before's download links each hold a copy of a stem: let them go with it.
   for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
   $("#stems").replaceChildren();
   $("#mixer-title").textContent = title;
+  $("#mixer-model").textContent = model;
   setPressed($("#loop"), false);
   setPressed($("#ab"), false);
   $("#loop-region").hidden = true;
   $("#ab").disabled = true;
+  $("#ab").textContent = "Original"; // not still reading the song before's
+  $("#ab").removeAttribute("aria-disabled");
   $("#ab-note").textContent = "";
   $("#mixer").hidden = false;
   $("#mixer").scrollIntoView({ behavior: glide(), block: "start" });
@@ -68,22 +73,12 @@ export async function openResult({ title, song, outputs, original, originalNote,
   tick();
   if (thumbsKey) keepThumbnails(thumbsKey, stems);
   const note = $("#ab-note");
-  note.textContent = originalNote || "";
-  if (original) {
-    try {
-      const decoded = await mixer.ctx.decodeAudioData(await original.arrayBuffer());
-      if (signal.aborted) return;
-      mixer.original = decoded;
-    } catch (e) {
-      note.textContent = "This browser can't play the original file, so there is nothing to compare with.";
-    }
-  }
-  $("#ab").disabled = !mixer.original;
-  if (mixer.original) note.textContent = "Original: hear the song as it was, at the same spot.";
+  note.textContent = original ? ORIGINAL : originalNote || "";
+  $("#ab").disabled = !original;
   const db = (-20 * Math.log10(gain)).toFixed(1);
   if (gain < 1 && db !== "0.0") { // a gain that rounds to 0.0 dB is nothing to tell
     note.textContent += ` The stems were turned down together by ${db} dB so that none clips`
-      + (mixer.original ? "; the original plays at the same level." : ".");
+      + (original ? "; the original plays at the same level." : ".");
   }
 }
 

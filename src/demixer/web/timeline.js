@@ -2,7 +2,7 @@
 // loop buttons), the transport's buttons and the mixer's keys.
 "use strict";
 
-import { $, applyGains, mixer, say, setPressed, when } from "./mixer.js";
+import { $, ORIGINAL, applyGains, mixer, say, setPressed, when } from "./mixer.js";
 import { play, position, seek, setSpeed, stop, tick, toggle } from "./transport.js";
 
 // ---------- seeking and the loop region ----------
@@ -106,11 +106,44 @@ $("#loop-to").addEventListener("click", () => loopFromKey(false));
 // song, Page Up / Down 10 %, Home / End to either end).
 $("#position").addEventListener("input", (ev) => { if (mixer.duration) seek(Number(ev.target.value)); });
 $("#speed").addEventListener("change", (ev) => setSpeed(Number(ev.target.value) / 100));
-$("#ab").addEventListener("click", () => {
+$("#ab").addEventListener("click", async () => {
+  const button = $("#ab");
+  if (button.getAttribute("aria-disabled") === "true") return; // still reading the original
+  if (!mixer.original && !(await readOriginal(button))) return;
   mixer.ab = !mixer.ab;
-  setPressed($("#ab"), mixer.ab);
+  setPressed(button, mixer.ab);
   applyGains();
 });
+
+// The original song is decoded on the first A/B press, not with the stems: a song never
+// compared takes no memory for it (as much as one more stem: 21 MB a minute of 44.1 kHz
+// stereo). Meanwhile the button says so; aria-disabled, not disabled, keeps the keyboard's
+// focus on it. Playing, the sound starts again at the same spot with the original in it, so
+// that it plays in step with the stems. Answers whether there is an original to play.
+async function readOriginal(button) {
+  const file = mixer.originalFile;
+  if (!file) return false;
+  button.setAttribute("aria-disabled", "true");
+  button.textContent = "Reading the original…";
+  let decoded = null;
+  try {
+    decoded = await mixer.ctx.decodeAudioData(await file.arrayBuffer());
+  } catch (e) { console.warn("the original cannot be decoded", e); }
+  if (mixer.originalFile !== file) return false; // another song opened meanwhile
+  button.textContent = "Original";
+  button.removeAttribute("aria-disabled");
+  if (!decoded) {
+    mixer.originalFile = null;
+    const note = $("#ab-note");
+    note.textContent = note.textContent.replace(ORIGINAL, "This browser can't play the original file, so there is nothing to compare with.");
+    if (document.activeElement === button) $("#play").focus({ preventScroll: true }); // not lost with it
+    button.disabled = true;
+    return false;
+  }
+  mixer.original = decoded;
+  if (mixer.playing) seek(position());
+  return true;
+}
 
 // Space plays and pauses while the mixer is on screen and the focus is on no control of its
 // own (a focused button, link or summary keeps its space-to-click: Mute toggles mute, the play

@@ -86,7 +86,21 @@ export function fromBody(body, status) {
   if (["UNSUPPORTED_PROMPT", "UNKNOWN_STEM", "QUOTA_EXCEEDED"].includes(code)) {
     detail = body.error.message;
   }
-  return new PlainError(code, detail);
+  // The field refused (input.model: a model or an ensemble), for the page to say it beside it.
+  return Object.assign(new PlainError(code, detail), param ? { param } : {});
+}
+
+// A model as a person reads it: its id, or an ensemble's (a+b, max:a+b, a@2+b) as "ensemble
+// of a + b (Max Spec)", in the words UVR gives its ensemble algorithms.
+const ENSEMBLE_MODES = {
+  avg: "Average", max: "Max Spec", min: "Min Spec", median_wave: "Median",
+  max_wave: "Max Wave", min_wave: "Min Wave", median_fft: "Median Spec",
+};
+export function modelWords(id) {
+  if (!/[+:]/.test(id || "")) return id || "";
+  const [mode, members] = id.includes(":") ? [id.slice(0, id.indexOf(":")), id.slice(id.indexOf(":") + 1)] : ["avg", id];
+  const each = members.split("+").map((m) => m.replace(/@([\d.]+)$/, " ×$1"));
+  return `ensemble of ${each.join(" + ")} (${ENSEMBLE_MODES[mode] || mode})`;
 }
 
 // A time as a clock; with tenths when asked (a 0.5 s sample's playhead is not "0:00 / 0:00").
