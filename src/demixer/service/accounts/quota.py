@@ -86,17 +86,7 @@ def set_quota(db: Database, account_id: str, minutes: int | None) -> None:
             :data:`~demixer.service.accounts.keys.MAX_MINUTES`.
     """
     check_minutes(minutes)
-    with db.write() as s:
-        if s.get(Account, account_id) is None:
-            raise KeyNotFound(f"no account {account_id}")
-        quota = s.get(Quota, account_id)
-        if minutes is None:
-            if quota is not None:
-                s.delete(quota)
-        elif quota is None:
-            s.add(Quota(account_id=account_id, monthly_minutes=minutes))
-        else:
-            quota.monthly_minutes = minutes
+    _set_own(db, account_id, Quota, "monthly_minutes", minutes)
 
 
 def set_storage_cap(db: Database, account_id: str, max_bytes: int | None) -> None:
@@ -112,17 +102,33 @@ def set_storage_cap(db: Database, account_id: str, max_bytes: int | None) -> Non
         raise InvalidRequest(
             f"a storage cap is 0 (none) to {(1 << 63) - 1} bytes (got {max_bytes})"
         )
+    _set_own(db, account_id, StorageCap, "max_bytes", max_bytes)
+
+
+def _set_own(
+    db: Database,
+    account_id: str,
+    table: type[Quota] | type[StorageCap],
+    field: str,
+    value: int | None,
+) -> None:
+    """``account_id``'s own row of ``table`` (an allowance or a cap) with ``field`` = ``value``;
+    None removes the row, so the account has the setting's again.
+
+    Raises:
+        KeyNotFound: no such account.
+    """
     with db.write() as s:
         if s.get(Account, account_id) is None:
             raise KeyNotFound(f"no account {account_id}")
-        cap = s.get(StorageCap, account_id)
-        if max_bytes is None:
-            if cap is not None:
-                s.delete(cap)
-        elif cap is None:
-            s.add(StorageCap(account_id=account_id, max_bytes=max_bytes))
+        row = s.get(table, account_id)
+        if value is None:
+            if row is not None:
+                s.delete(row)
+        elif row is None:
+            s.add(table(account_id=account_id, **{field: value}))
         else:
-            cap.max_bytes = max_bytes
+            setattr(row, field, value)
 
 
 def quota_state(
