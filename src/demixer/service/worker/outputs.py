@@ -25,8 +25,8 @@ from demixer.service.context import Services
 from demixer.service.db import retry_unavailable
 from demixer.service.jobs.contract import JobParams
 from demixer.service.jobs.queue import CANCELLED, Claim, LeaseLost
-from demixer.service.worker.child import ChildOutput, ChildResult
 from demixer.service.worker.lease import Abort, Lease
+from demixer.service.worker.protocol import ChildOutput, ChildResult
 from demixer.storage import Storage
 
 __all__ = ["samples_note", "store_outputs"]

@@ -37,10 +37,11 @@ from demixer.service.context import Services
 from demixer.service.db import is_unavailable, retry_unavailable
 from demixer.service.jobs.contract import JobParams
 from demixer.service.jobs.queue import Claim, LeaseLost
-from demixer.service.worker.child import Child, ChildDied, ChildJob, ChildOptions, ChildResult
+from demixer.service.worker.child import Child, ChildDied
 from demixer.service.worker.inputs import hold_quota, local_input
 from demixer.service.worker.lease import Abort, Lease, stopped
 from demixer.service.worker.outputs import samples_note, store_outputs
+from demixer.service.worker.protocol import ChildJob, ChildOptions, ChildResult
 from demixer.service.worker.unloadable import unloadable_message
 
 __all__ = ["Runner", "scratch_attempt", "scratch_prefix", "unloadable_message"]
