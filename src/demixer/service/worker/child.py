@@ -180,6 +180,14 @@ def child_main(conn: Connection, options: ChildOptions) -> None:
                 return
 
 
+def _to_parent(conn: Connection, message: tuple[Any, ...]) -> None:
+    """Send ``message`` while a job runs; a broken pipe (the worker gone) stops the child."""
+    try:
+        conn.send(message)
+    except (OSError, EOFError):
+        raise _ParentGone() from None
+
+
 def _progress_sender(conn: Connection) -> Callable[[float], None]:
     last = [0.0]
 
@@ -188,20 +196,14 @@ def _progress_sender(conn: Connection) -> Callable[[float], None]:
         if now - last[0] < PROGRESS_INTERVAL and fraction < 1.0:
             return
         last[0] = now
-        try:
-            conn.send(("progress", float(fraction)))
-        except (OSError, EOFError):
-            raise _ParentGone() from None
+        _to_parent(conn, ("progress", float(fraction)))
 
     return send
 
 
 def _stage_sender(conn: Connection) -> Callable[[str], None]:
     def send(stage: str) -> None:
-        try:
-            conn.send(("stage", stage))
-        except (OSError, EOFError):
-            raise _ParentGone() from None
+        _to_parent(conn, ("stage", stage))
 
     return send
 
