@@ -740,7 +740,7 @@ def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(
     (seen in the PostgreSQL-restart scale-out test). It waits as the start-up wait does."""
     from sqlalchemy.exc import OperationalError
 
-    from demixer import cli_service
+    from demixer import cli_startup
     from demixer.server.compose import build_services
 
     services = build_services(Settings(data_dir=tmp_path, database_wait_seconds=30))
@@ -759,13 +759,13 @@ def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(
             yield s
 
     monkeypatch.setattr(services.db, "read", lambda: restarting(1))
-    cli_service._check_storage(services, holds_inputs=True)  # waited; no traceback
+    cli_startup.check_storage(services, holds_inputs=True)  # waited; no traceback
     assert len(calls) == 2
     # Down for longer than the wait: one error line, as at the start-up wait.
     services.settings.database_wait_seconds = 0.5
     monkeypatch.setattr(services.db, "read", lambda: restarting(10**6))
     with pytest.raises(typer.Exit) as stopped:
-        cli_service._check_storage(services, holds_inputs=True)
+        cli_startup.check_storage(services, holds_inputs=True)
     assert stopped.value.exit_code == 1
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith(f"error [DATABASE_UNAVAILABLE] the database 'sqlite:///{tmp_path}/")
@@ -1600,11 +1600,11 @@ def test_a_log_level_that_is_no_level_is_shown_as_typed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """DEMIXER_LOG_LEVEL=loud was refused as 'LOUD', a value the user never wrote."""
-    from demixer import cli_service
+    from demixer import cli_startup
 
     monkeypatch.setenv("DEMIXER_LOG_LEVEL", "loud")
     with pytest.raises(typer.Exit) as stopped:
-        cli_service._settings(tmp_path)
+        cli_startup.load_settings(tmp_path)
     assert stopped.value.exit_code == 2
     assert capsys.readouterr().err == (
         "error [INVALID_SETTING] DEMIXER_LOG_LEVEL='loud': Input should be 'DEBUG', 'INFO', "

@@ -25,7 +25,7 @@ from api_support import Api, make_api  # noqa: F401 (a fixture)
 from demixer.api import access_log
 from demixer.api.access_log import log_config
 from demixer.errors import StorageUnavailable
-from demixer.service.worker.runner import _Lease
+from demixer.service.worker.lease import Lease
 from demixer.settings import Settings
 from service_harness import free_port
 from worker_support import wait_until
@@ -219,7 +219,7 @@ def test_a_database_outage_is_one_heartbeat_warning_a_job_not_one_a_beat(
             return False
 
     services = SimpleNamespace(settings=Settings(), queue=Queue())
-    lease = _Lease(
+    lease = Lease(
         SimpleNamespace(services=services, worker_id="w1"),  # type: ignore[arg-type]
         SimpleNamespace(id="req_1"),  # type: ignore[arg-type]
         threading.Event(),

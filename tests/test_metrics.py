@@ -24,7 +24,7 @@ from sqlalchemy import event
 from api_support import Api, make_api
 from demixer import __version__
 from demixer.api.routes.metrics import CACHE_SECONDS, ClusterReader
-from demixer.cli_service import _settings
+from demixer.cli_startup import load_settings
 from demixer.service.db import Database
 from demixer.service.metrics import ENSEMBLE, model_label, read_cluster
 from demixer.service.migrate import migrate
@@ -391,7 +391,7 @@ def test_a_refused_metrics_token_is_not_printed(
 ) -> None:
     monkeypatch.setenv("DEMIXER_METRICS_TOKEN", "almost-a-secret")
     with pytest.raises(typer.Exit):
-        _settings(None)
+        load_settings(None)
     err = capsys.readouterr().err
     assert "DEMIXER_METRICS_TOKEN=***: the metrics token must be at least 32" in " ".join(
         err.split()

@@ -554,7 +554,7 @@ def test_a_workers_clean_up_step_finds_a_users_model_in_its_own_model_directory(
 ) -> None:
     """A worker's `deecho` step looks for the de-echo model in the worker's model directory
     (its settings'), not only in $DEMIXER_MODEL_DIR's."""
-    from demixer.service.worker.child import _preprocessor
+    from demixer.service.worker.separation import _preprocessor
 
     stems = {"instruments": ["no_echo", "echo"], "target_instrument": "no_echo"}
     config, checkpoint = model_files(tmp_path, training=stems)

@@ -613,7 +613,7 @@ def test_deecho_runs_the_catalogues_de_echo_model_once_it_is_pulled(
     from demixer.models.arch import build_model
     from demixer.models.loading import file_sha256, is_installed
     from demixer.models.registry import WeightFile, get_spec, list_specs
-    from demixer.service.worker.child import _preprocessor
+    from demixer.service.worker.separation import _preprocessor
     from demixer.vendors.musicgpt.wire import UnsupportedOption, preprocess_steps
     from msst_support import music
 

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     storage_outage_seconds: float = Field(300.0, ge=0)
     poll_seconds: float = Field(0.5, gt=0)
     # The longest one attempt at a job runs, from its claim to its stored outputs; one whose
-    # pace projects it well past this is ended as soon as that is measured (worker/runner.py).
+    # pace projects it well past this is ended as soon as that is measured (worker/lease.py).
     job_timeout_seconds: float = Field(3600.0, gt=0)
     # An attempt whose separation reports no progress (nor a new stage) for this long is hung:
     # ended JOB_TIMEOUT and retried. The child reports progress at each model window (some

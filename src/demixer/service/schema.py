@@ -155,7 +155,7 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None]
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     # What the running attempt is doing (loading_model, decoding, separating, encoding,
-    # storing; see demixer.service.worker.child.STAGES); None outside an attempt.
+    # storing; see demixer.service.worker.protocol.STAGES); None outside an attempt.
     stage: Mapped[str | None] = mapped_column(String(20))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error_code: Mapped[str | None] = mapped_column(String(50))

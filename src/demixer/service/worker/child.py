@@ -1,19 +1,14 @@
-"""The separation child process: what runs on the far side of a worker slot's pipe.
+"""The separation child process, both ends of a worker slot's pipe: the child's own loop and
+the parent's handle that starts, talks to and kills it.
 
 Each worker slot (see :mod:`demixer.service.worker`) owns one long-lived child, forked by
 multiprocessing's fork server on Linux (``spawn`` elsewhere; see :meth:`Child.start`). The child
 keeps loaded :class:`~demixer.engine.Separator` objects between
 jobs, so a model is loaded once, not per job. It never touches the database or storage: the
 parent (:mod:`demixer.service.worker.runner`) downloads the input, sends a :class:`ChildJob` through
-its :class:`Child` handle, and stores the files the child wrote.
-
-Messages, child -> parent:
-
-* ``("progress", fraction)``: at most every :data:`PROGRESS_INTERVAL` seconds;
-* ``("stage", name)``: one of :data:`STAGES`, as each begins;
-* ``("done", ChildResult)``;
-* ``("error", code, message, retryable, trace)``: ``trace`` is the traceback of an error
-  demixer did not expect (None for its own errors), for the worker's log.
+its :class:`Child` handle, and stores the files the child wrote. What crosses the pipe is
+:mod:`demixer.service.worker.protocol`'s; what the child does with a job,
+:mod:`demixer.service.worker.separation`'s.
 
 The child's own log records (a decoder's "samples were NaN") and Python warnings go to the
 stderr it shares with the worker, in the worker's format when the worker hands it its set-up
@@ -39,35 +34,25 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from demixer.audio import OutputFormat, duration_refusal, probe
-from demixer.audio.denoise import denoise_blocks
-from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
-from demixer.engine.cleanup import keep_stem
-from demixer.engine.separator import STAGES as SEPARATOR_STAGES
-from demixer.engine.separator import PreprocessFn
-from demixer.errors import (
-    DemixerError,
-    DownloadFailed,
-    InvalidAudio,
-    ModelFailed,
-    ModelUnavailable,
-    StorageFull,
-    WeightsChecksumMismatch,
+from demixer.errors import DemixerError
+from demixer.service.worker.protocol import (
+    PROGRESS_INTERVAL,
+    STAGES,
+    ChildJob,
+    ChildOptions,
+    ChildOutput,
+    ChildResult,
 )
-from demixer.models import planner
-from demixer.models.loading import installed_specs
-from demixer.models.user_models import weights_identity
-from demixer.service.jobs.contract import JobParams
+from demixer.service.worker.separation import check_input, classify_error, run_job
 
+# The protocol's and the separation's names stay importable from here, where the worker and
+# the API have always found them.
 __all__ = [
     "PROGRESS_INTERVAL",
     "STAGES",
@@ -84,155 +69,8 @@ __all__ = [
     "run_job",
 ]
 
-PROGRESS_INTERVAL = 0.5  # seconds between progress messages
-# What an attempt does, in order: the child loads the model (when it is not loaded yet), the
-# engine's stages (separator.STAGES), then the parent stores the outputs.
-STAGES = ("loading_model", *SEPARATOR_STAGES, "storing")
-CACHED_MODELS = 2  # separators kept loaded per child (least recently used dropped first)
 _PR_SET_PDEATHSIG = 1
 _START_WAIT = 60.0  # seconds a kill waits for a child being started (the fork server's imports)
-# The job contract's preprocessing steps (service/jobs/contract.PREPROCESS_STEPS), as block
-# stream transforms.
-_PREPROCESSORS: dict[str, PreprocessFn] = {"denoise": denoise_blocks}
-
-
-@dataclass(frozen=True)
-class ChildOptions:
-    """How a child loads models.
-
-    Attributes:
-        model_dir: weights cache directory (None: ``$DEMIXER_MODEL_DIR`` or the default).
-        device: torch device (``cpu``, ``cuda``…).
-        threads: CPU threads for the model (None: the library default), so that several
-            slots on one machine share its cores instead of oversubscribing them.
-        parent_pid: the worker's pid; the child exits when that process is gone.
-        environ: the parent's environment when it started the child (set by
-            :meth:`Child.start`): a forked child takes it on, as a spawned one inherits it.
-        log_setup: sets the child's logging up as the parent's was (``serve`` and ``worker``:
-            ``configure_logging`` at their level); it must pickle (a module's function, or a
-            ``partial`` of one). None leaves Python's default.
-    """
-
-    model_dir: str | None
-    device: str
-    threads: int | None
-    parent_pid: int
-    environ: Mapping[str, str] | None = None
-    log_setup: Callable[[], None] | None = None
-
-
-@dataclass(frozen=True)
-class ChildJob:
-    """One separation, as the parent sends it.
-
-    Attributes:
-        job_id: the job (for logs).
-        attempt: the attempt number (for logs).
-        engine_model: registered model id.
-        input_path: local file to separate.
-        out_dir: empty directory to write the outputs into.
-        params: the job contract (stems, formats, names, spans, preprocessing, downmix,
-            quality level).
-        max_seconds: the most audio decoded (the server's duration limit, held on the samples
-            themselves: ``DURATION_LIMIT`` past it whatever the file declares).
-    """
-
-    job_id: str
-    attempt: int
-    engine_model: str
-    input_path: str
-    out_dir: str
-    params: JobParams
-    max_seconds: float | None = None
-
-
-def _preprocessor(
-    steps: tuple[str, ...], load: Callable[[str], Separator], model_dir: Path | None
-) -> PreprocessFn | None:
-    """The block-stream transform for a job's ``preprocess`` steps (None: none); a model's
-    clean-up (``dereverb``, ``deecho``) loads that model with ``load``."""
-    if not steps:
-        return None
-    chosen = []
-    for step in steps:
-        if step in _PREPROCESSORS:
-            chosen.append(_PREPROCESSORS[step])
-            continue
-        found = planner.cleanup_model(step, installed_specs(model_dir))
-        if found is None:  # the API checked; this worker lacks the model
-            raise ModelUnavailable(f"no model for the {step} step is installed on this worker")
-        spec, stem = found
-        chosen.append(keep_stem(load(spec.id), stem))
-
-    def run(blocks: Iterable[np.ndarray], rate: int) -> Iterable[np.ndarray]:
-        for step in chosen:
-            blocks = step(blocks, rate)
-        return blocks
-
-    return run
-
-
-@dataclass(frozen=True)
-class ChildOutput:
-    """One file the child wrote: its path, rate (Hz) and channel count."""
-
-    path: str
-    sample_rate: int
-    channels: int
-
-
-@dataclass(frozen=True)
-class ChildResult:
-    """What a finished separation produced.
-
-    Attributes:
-        outputs: engine output name -> the file written.
-        duration: seconds of input audio.
-        sample_rate: Hz of the input.
-        channels: channels of the outputs (1 for mono input, else 2).
-        clipped: engine output name -> samples clipped at ±1 (0 for float WAV and rescaled
-            outputs).
-        gain: the one gain every output was scaled by (below 1 only when rescaled).
-        seconds: wall-clock seconds spent in the child.
-        extras: engine output name -> extension -> the same output in an extra format.
-    """
-
-    outputs: dict[str, ChildOutput]
-    duration: float
-    sample_rate: int
-    channels: int
-    clipped: dict[str, int] = field(default_factory=dict)
-    gain: float = 1.0
-    seconds: float = 0.0
-    extras: dict[str, dict[str, ChildOutput]] = field(default_factory=dict)
-
-
-def classify_error(exc: BaseException) -> tuple[str, str, bool]:
-    """``(code, message, retryable)`` for an error raised while running a job.
-
-    The user's faults (bad audio, unknown stem, bad output options) and a model that cannot
-    be loaded are final; a model that crashed, or any unexpected error, may pass on another
-    attempt (a transient out-of-memory, a GPU hiccup). An unexpected error's text (a path on
-    the server, a library's internals) is the operator's: the message names only its kind,
-    and :func:`child_main` sends its traceback to the worker's log.
-    """
-    if isinstance(exc, WeightsChecksumMismatch | DownloadFailed):
-        # Damaged or missing weights: "model unavailable", as README says, which pulling (or
-        # adding) the model's files again mends. A model whose files are there but whose
-        # config or checkpoint cannot be used (INVALID_MODEL_CONFIG, CHUNK_TOO_LARGE,
-        # CHECKPOINT_MISMATCH) keeps its own code below: "unavailable" sent the operator to
-        # reinstall a model that is installed, and the page said it was not.
-        return ModelUnavailable.code, exc.message, False
-    if isinstance(exc, ModelFailed | StorageFull):  # StorageFull: retried once there is room
-        return exc.code, exc.message, True
-    if isinstance(exc, DemixerError):
-        return exc.code, exc.message, False
-    if isinstance(exc, MemoryError):
-        return ModelFailed.code, "the separation ran out of memory", True
-    if StorageFull.caused(exc):
-        return StorageFull.code, StorageFull.default_message, True
-    message = f"the separation failed ({type(exc).__name__}); the server's log has details"
-    return ModelFailed.code, message, True
 
 
 class _ParentGone(BaseException):
@@ -342,6 +180,14 @@ def child_main(conn: Connection, options: ChildOptions) -> None:
                 return
 
 
+def _to_parent(conn: Connection, message: tuple[Any, ...]) -> None:
+    """Send ``message`` while a job runs; a broken pipe (the worker gone) stops the child."""
+    try:
+        conn.send(message)
+    except (OSError, EOFError):
+        raise _ParentGone() from None
+
+
 def _progress_sender(conn: Connection) -> Callable[[float], None]:
     last = [0.0]
 
@@ -350,121 +196,16 @@ def _progress_sender(conn: Connection) -> Callable[[float], None]:
         if now - last[0] < PROGRESS_INTERVAL and fraction < 1.0:
             return
         last[0] = now
-        try:
-            conn.send(("progress", float(fraction)))
-        except (OSError, EOFError):
-            raise _ParentGone() from None
+        _to_parent(conn, ("progress", float(fraction)))
 
     return send
 
 
 def _stage_sender(conn: Connection) -> Callable[[str], None]:
     def send(stage: str) -> None:
-        try:
-            conn.send(("stage", stage))
-        except (OSError, EOFError):
-            raise _ParentGone() from None
+        _to_parent(conn, ("stage", stage))
 
     return send
-
-
-def check_input(job: ChildJob) -> None:
-    """The checks an upload gets (:func:`demixer.audio.probe`: headers, truncation, packets
-    counted up to the limit), made before a model is loaded: an ``audio_url`` input gets the
-    answer the same file gets at upload, and a refused one costs no model load. Decoding
-    still stops at ``job.max_seconds`` whatever the packets said."""
-    info = probe(job.input_path, max_seconds=job.max_seconds)
-    name = f"'{Path(job.input_path).name}'"
-    refusal = duration_refusal(name, info.duration, job.max_seconds)
-    if refusal is not None:
-        raise refusal
-    if info.channels > 2 and not job.params.downmix:
-        raise InvalidAudio(
-            f"{name} has {info.channels} channels; demixer separates mono or stereo: set "
-            "input.downmix to true to fold it to stereo first"
-        )
-
-
-def _separator(
-    model: str,
-    options: ChildOptions,
-    separators: OrderedDict[str, Separator],
-    stage: Callable[[str], None],
-) -> Separator:
-    """``model`` loaded, from the few kept loaded (by name and, for a user model, its weights:
-    one added again under its name with other files is loaded again)."""
-    model_dir = Path(options.model_dir) if options.model_dir else None
-    key = f"{model} {weights_identity(model, model_dir) or ''}"
-    if key in separators:
-        separators.move_to_end(key)
-        return separators[key]
-    while len(separators) >= CACHED_MODELS:
-        separators.popitem(last=False)
-    stage("loading_model")
-    separator = Separator(model, model_dir=model_dir, device=options.device)
-    separators[key] = separator
-    return separator
-
-
-def run_job(
-    job: ChildJob,
-    options: ChildOptions,
-    separators: OrderedDict[str, Separator],
-    progress: Callable[[float], None],
-    stage: Callable[[str], None] | None = None,
-) -> ChildResult:
-    """Separate ``job.input_path`` into ``job.out_dir`` (one ``{engine name}.{ext}`` each).
-
-    One streaming pass of the engine: decode, preprocess, separate, apply the spans, and write
-    the primary format and every extra format at once (memory bounded whatever the input's
-    length; no intermediate files). Multichannel input is downmixed to stereo only when the
-    request asked for it (``params.downmix``), as the CLI does with ``--downmix``. At most
-    ``job.max_seconds`` of audio is decoded.
-    """
-    started = time.perf_counter()
-    params = job.params
-    stage = stage or (lambda _: None)
-    check_input(job)
-    model_dir = Path(options.model_dir) if options.model_dir else None
-    preprocess = _preprocessor(
-        params.preprocess, lambda m: _separator(m, options, separators, stage), model_dir
-    )
-    separator = _separator(job.engine_model, options, separators, stage)
-    result = separator.separate_file(
-        job.input_path,
-        Path(job.out_dir),
-        params.stems,
-        fmt=params.format,
-        template="{stem}.{ext}",
-        downmix=params.downmix,
-        rescale=params.rescale,
-        quality=params.quality,
-        on_progress=progress,
-        on_stage=stage,
-        preprocess=preprocess,
-        max_seconds=job.max_seconds,
-        spans=params.spans or (),
-        span_output=params.engine_name("target") if params.spans else None,
-        extra_formats=[OutputFormat.parse(f, None) for f in params.extra_formats],
-    )
-
-    def output(path: Path) -> ChildOutput:
-        rate = mp3_rate(result.sample_rate) if path.suffix == ".mp3" else result.sample_rate
-        return ChildOutput(str(path), rate, result.channels)
-
-    return ChildResult(
-        outputs={name: output(p) for name, p in result.paths.items()},
-        duration=result.duration,
-        sample_rate=result.sample_rate,
-        channels=result.channels,
-        clipped=dict(result.report.clipped),
-        gain=result.report.gain,
-        seconds=time.perf_counter() - started,
-        extras={
-            name: {ext: output(p) for ext, p in by_ext.items()}
-            for name, by_ext in result.extras.items()
-        },
-    )
 
 
 # --- the parent's end ------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from demixer.service.db import OutageNotice, is_unavailable
 from demixer.service.jobs.queue import IN_PROGRESS
 from demixer.service.jobs.wakeup import JobListener
 from demixer.service.schema import Job
-from demixer.service.worker.child import ChildOptions
+from demixer.service.worker.protocol import ChildOptions
 from demixer.service.worker.registry import (
     Presence,
     missing_steps,
@@ -230,7 +230,7 @@ class Worker:
             it runs (``models pull``, ``models add``) are picked up within
             :data:`MODELS_RESCAN_SECONDS`.
         log_setup: sets each separation child's logging up as this process's was (see
-            :class:`~demixer.service.worker.child.ChildOptions`); None leaves Python's default.
+            :class:`~demixer.service.worker.protocol.ChildOptions`); None leaves Python's default.
 
     The device comes from ``settings.device`` (``auto``: a CUDA GPU when torch sees one).
     While it runs, the worker advertises its device and models in the ``workers`` table

@@ -3,7 +3,7 @@
 Jobs are ordinary ``audio/stems`` jobs planned by :func:`demixer.api.submit.plan_stems_request`
 (so model choice, limits, cache and usage all apply) with Gaudio's output names and
 ``extra_formats=("mp3",)`` (:class:`~demixer.api.submit.PlanOptions`): every stem is stored as
-WAV (at the input's rate) and MP3 (320 kbps), see :mod:`demixer.service.worker.runner`.
+WAV (at the input's rate) and MP3 (320 kbps), see :mod:`demixer.service.worker.outputs`.
 """
 
 from __future__ import annotations
