@@ -372,7 +372,9 @@ def test_ctrl_c_stops_serve_without_a_traceback(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", workers=1, env=fast_env(TMPDIR=str(temp)))
     try:
         server.process.send_signal(signal.SIGINT)
-        assert server.process.wait(timeout=60) == 130
+        code = server.process.wait(timeout=60)
+        # Its log says how far the stop got (a rare 0 once, not reproduced since): keep it.
+        assert code == 130, f"serve exited {code} after SIGINT:\n{server.logs()}"
     finally:
         server.kill()
         left = list(temp.iterdir())
