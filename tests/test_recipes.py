@@ -670,10 +670,12 @@ def test_a_users_recipe_whose_id_spells_an_ensemble_is_refused_naming_its_file(
     (tmp_path / "recipes").mkdir()
     mine = {"id": "my+kara", "stems": ["lead_vocals", "backing_vocals", "instrumental"]}
     mine["steps"] = list(KARAOKE_STEPS)
-    (tmp_path / "recipes" / "mine.json").write_text(json.dumps(mine))
-    with pytest.raises(UnknownModel) as caught:
-        get_spec("my+kara")
-    assert caught.value.message == (
-        f"recipe file {tmp_path}/recipes/mine.json: the id 'my+kara' holds '+' or ':', which "
-        "name an ensemble's models"
-    )
+    # `my@v2` could not be a member either: `my@v2+b` reads `v2` as the member's weight.
+    for recipe_id in ("my+kara", "my@v2"):
+        (tmp_path / "recipes" / "mine.json").write_text(json.dumps({**mine, "id": recipe_id}))
+        with pytest.raises(UnknownModel) as caught:
+            get_spec(recipe_id)
+        assert caught.value.message == (
+            f"recipe file {tmp_path}/recipes/mine.json: the id {recipe_id!r} holds '+', ':' or "
+            "'@', which name an ensemble's models"
+        )

@@ -245,11 +245,12 @@ def user_recipes(directory: Path, known: Mapping[str, ModelSpec]) -> tuple[Model
             if not isinstance(raw, dict) or set(raw) - {"id", "description", "stems", "steps"}:
                 raise ValueError("expected an object with id, description, stems and steps")
             recipe_id = str(raw["id"])
-            if "+" in recipe_id or ":" in recipe_id:
-                # Those two spell an ensemble (``a+b``, ``max:a+b``): such an id could not be
-                # an ensemble's member, would shadow an ensemble and counts as one in metrics.
+            if any(c in recipe_id for c in "+:@"):
+                # Those spell an ensemble (``a+b``, ``max:a+b``, a member's weight ``a@2``):
+                # such an id could not be an ensemble's member, would shadow an ensemble and
+                # counts as one in metrics.
                 raise ValueError(
-                    f"the id {recipe_id!r} holds '+' or ':', which name an ensemble's models"
+                    f"the id {recipe_id!r} holds '+', ':' or '@', which name an ensemble's models"
                 )
             if recipe_id in known or any(r.id == recipe_id for r in out):
                 raise ValueError(f"the id {recipe_id!r} is already taken")
