@@ -2329,6 +2329,16 @@ def test_a_typed_key_can_be_forgotten(page: Page, server: Server) -> None:
     expect(forget).to_be_visible()
     no_sideways_scroll(page)
     shot(page, "key-forget-phone", full_page=False)
+    # A kept key the server refuses now (revoked, another server's) had no way out of the
+    # browser but typing another: the refusal offers to forget it.
+    page.evaluate("localStorage.setItem('demixer.apiKey', 'dmx_revoked_elsewhere')")
+    page.reload()
+    expect(page.locator("#key-error")).not_to_be_empty()
+    expect(forget).to_be_visible()
+    shot(page, "key-refused-phone", full_page=False)
+    forget.click()
+    expect(key).to_have_value("")
+    assert page.evaluate("localStorage.getItem('demixer.apiKey')") is None
 
 
 def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(

@@ -45,7 +45,13 @@ async function useKey(key) {
   state.key = key.trim();
   try {
     await api("GET", "/v1/models");
-  } catch (e) { state.key = previous; showError(form, e); return; }
+  } catch (e) {
+    state.key = previous;
+    showError(form, e);
+    // The key this browser keeps, refused now (revoked, another server): it can go from here.
+    if (key.trim() === localStorage.getItem("demixer.apiKey")) $("#forget-key").hidden = false;
+    return;
+  }
   localStorage.setItem("demixer.apiKey", state.key);
   showSession(`Signed in with key ${state.key.slice(0, 10)}…`, true);
   // The key field goes away: the focus moves on to what comes next, choosing a song.
