@@ -139,6 +139,12 @@ def _cap(session: Session, account_id: str, default: int) -> int:
 def storage_use(session: Session, account_id: str, default_cap: int, now: datetime) -> StorageUse:
     """What ``account_id``'s live files hold at ``now`` (the database clock; see the module
     docstring), against its cap: its own, else ``default_cap`` (the setting; 0: no cap)."""
+    cap = _cap(session, account_id, default_cap)
+    return StorageUse(_used_bytes(session, account_id, now), cap or None)
+
+
+def _used_bytes(session: Session, account_id: str, now: datetime) -> int:
+    """The bytes ``account_id``'s live files hold at ``now`` (see the module docstring)."""
     held = case(
         (File.status == FileState.UPLOADED, func.coalesce(File.bytes_stored, File.file_size, 0)),
         (and_(File.status == FileState.FAILED, File.bytes_stored.is_(None)), 0),
@@ -151,7 +157,7 @@ def storage_use(session: Session, account_id: str, default_cap: int, now: dateti
             or_(File.expires_at.is_(None), File.expires_at >= now),
         )
     ).scalar_one()
-    return StorageUse(int(used), _cap(session, account_id, default_cap) or None)
+    return int(used)
 
 
 def _check_room(
@@ -159,16 +165,17 @@ def _check_room(
 ) -> None:
     """Refuse a new file of ``size`` bytes when the account's files would then hold more than
     its cap (its own, else ``default_cap``; 0: no cap)."""
-    if not _cap(session, account_id, default_cap):
+    cap = _cap(session, account_id, default_cap)
+    if not cap:
         return
     # Parallel announcements for one account take turns here (PostgreSQL; SQLite's write
     # transaction already holds the whole database).
     session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
-    use = storage_use(session, account_id, default_cap, now)
-    if use.cap_bytes is not None and use.used_bytes + size > use.cap_bytes:
+    used = _used_bytes(session, account_id, now)
+    if used + size > cap:
         raise StorageQuotaExceeded(
             f"this file's {size} bytes do not fit in this account's storage: its files hold "
-            f"{use.used_bytes} of the {use.cap_bytes} bytes it may keep at once (pending "
+            f"{used} of the {cap} bytes it may keep at once (pending "
             "uploads count at their announced size); delete files or requests it no longer "
             "needs, or wait until they expire",
             param=param,
