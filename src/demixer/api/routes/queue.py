@@ -85,6 +85,8 @@ _STATUS_EVENT = {
 }
 _READ_ERRORS = error_responses(401, 403, 404)
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
+# Both status streams (the request's own path and fal's) take the same interval.
+StreamInterval = Annotated[float, Query(description="Seconds between frames, clamped to 1–10.")]
 # The model in fal's form of a request's URLs (its `/` kept: `audio/separate`).
 FalModel = Annotated[
     str,
@@ -205,7 +207,7 @@ async def request_status_stream(
     request_id: str,
     services: ServicesDep,
     identity: QueueRead,
-    interval: float = Query(2.0, description="Seconds between frames, clamped to 1–10."),
+    interval: StreamInterval = 2.0,
     logs: bool = False,
 ) -> StreamingResponse:
     """Server-sent events: `event: status` frames (the status JSON) every `interval` seconds,
@@ -363,7 +365,7 @@ async def model_request_status_stream(
     request_id: str,
     services: ServicesDep,
     identity: QueueRead,
-    interval: float = Query(2.0, description="Seconds between frames, clamped to 1–10."),
+    interval: StreamInterval = 2.0,
     logs: bool = False,
 ) -> StreamingResponse:
     """`GET /v1/queue/requests/{request_id}/status/stream` at fal's path: under the request's
