@@ -1,5 +1,6 @@
-"""The operator's commands on the shared database: ``workers`` (who runs what), ``migrate`` and
-``keys`` (API keys and monthly allowances). :func:`demixer.cli_service.register` adds them.
+"""The operator's commands on the shared database: ``workers`` (who runs what), ``migrate``,
+``copy-to`` (onto another database and storage) and ``keys`` (API keys and monthly
+allowances). :func:`demixer.cli_service.register` adds them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 
-from demixer.cli_output import fail
+from demixer.cli_output import fail, print_error
 from demixer.cli_startup import DataDir, load_settings, masked, open_services
 from demixer.errors import DemixerError, InvalidRequest
 
-__all__ = ["keys_app", "migrate", "workers_list"]
+__all__ = ["copy_to", "keys_app", "migrate", "workers_list"]
 
 keys_app = typer.Typer(
     help="Create, list and revoke API keys, and set monthly allowances.",
@@ -103,6 +104,49 @@ def migrate(data_dir: DataDir = None) -> None:
     settings = load_settings(data_dir)
     open_services(settings)
     out.print(f"database at {masked(settings.database)} is up to date", highlight=False)
+
+
+def copy_to(
+    database_url: Annotated[
+        str,
+        typer.Option(
+            "--database-url",
+            help="The database to copy into (e.g. postgresql+psycopg://...): new and empty; "
+            "its schema is created.",
+        ),
+    ],
+    storage_url: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-url",
+            help="The storage to copy the stored files into (e.g. s3://BUCKET?endpoint=...); "
+            "default: the files stay where they are.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Copy accounts, keys, allowances, jobs, results and webhook deliveries to another
+    database, and the stored files to another storage. Stop serve and every worker first."""
+    from demixer.service.transfer import copy_files, copy_records
+    from demixer.service.worker.registry import list_workers
+
+    settings = load_settings(data_dir)
+    source = open_services(settings)
+    live = [w.id for w in list_workers(source.db, settings) if w.state == "live"]
+    if live:
+        print_error("CONFLICT", f"stop serve and every worker first; live: {', '.join(live)}")
+        raise typer.Exit(1)
+    moved = load_settings(data_dir, database_url=database_url, storage_url=storage_url)
+    target = open_services(moved)
+    try:
+        if storage_url is not None:  # first: a copy that fails midway is simply run again
+            files, size = copy_files(source.storage, target.storage)
+            out.print(f"{files} stored files ({size} bytes) copied to {moved.storage}")
+        rows = copy_records(source.db, target.db)
+    except DemixerError as e:
+        raise fail(e) from None
+    counts = ", ".join(f"{n} {table}" for table, n in rows.items() if n)
+    out.print(f"copied to {masked(moved.database)}: {counts or 'no rows'}", highlight=False)
 
 
 @keys_app.command("create", short_help="Create a key (and an account unless --account).")

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from demixer.cli_admin import keys_app, migrate, workers_list
+from demixer.cli_admin import copy_to, keys_app, migrate, workers_list
 from demixer.cli_output import fail, print_error
 from demixer.cli_startup import (
     DataDir,
@@ -361,4 +361,7 @@ def register(app: typer.Typer) -> None:
     app.command(short_help="Run worker slots only (no API).")(worker)
     app.command("workers", short_help="List worker processes and their jobs.")(workers_list)
     app.command()(migrate)
+    app.command("copy-to", short_help="Copy every record and stored file to another database.")(
+        copy_to
+    )
     app.add_typer(keys_app, name="keys")

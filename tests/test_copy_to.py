@@ -1,0 +1,76 @@
+"""`demixer copy-to`: a deployment on SQLite + a local folder carried to PostgreSQL + S3, the
+way docs/deploy.md ("From one machine to several") tells an operator to grow.
+
+Real servers: the session's PostgreSQL and `rclone serve s3` (tests/servers.py).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from demixer.cli import app
+from demixer.server.compose import build_services
+from demixer.service.accounts.keys import authenticate, create_key
+from demixer.service.db import Database
+from demixer.service.jobs.contract import JobParams, UrlInput
+from demixer.service.migrate import migrate
+from demixer.service.schema import ApiKey, Job, JobLog, WorkerRecord
+from demixer.settings import Settings
+from demixer.storage import open_storage
+from servers import Servers
+
+PARAMS = JobParams(input=UrlInput(audio_url="https://example.org/a.wav"))
+
+
+@pytest.fixture
+def one_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The embedded default: SQLite and stored files in a data directory."""
+    for var in ("DEMIXER_DATABASE_URL", "DEMIXER_STORAGE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return Settings(data_dir=tmp_path / "data")
+
+
+def test_keys_jobs_and_files_work_after_the_copy(
+    one_box: Settings, scale_servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = build_services(one_box)
+    migrate(services.db)
+    account, secret = create_key(services.db, monthly_minutes=30)
+    with services.db.write() as s:
+        key_id = s.scalars(select(ApiKey.id)).one()
+        services.queue.submit(s, job_id="req_old", account_id=account, queue_model="q",
+                              engine_model="m", params=PARAMS, key_id=key_id)  # fmt: skip
+        services.queue.log(s, "req_old", "queued on the one box")
+    services.storage.put("outputs/req_old/attempt-1/vocals.wav", io.BytesIO(b"stem"))
+    services.db.dispose()
+    database = scale_servers.create_database()
+    bucket = scale_servers.create_bucket()
+    for var, value in scale_servers.s3_env().items():
+        monkeypatch.setenv(var, value)
+    here = ["--data-dir", str(one_box.data_dir), "--database-url", database]
+    try:
+        result = CliRunner().invoke(app, ["copy-to", *here, "--storage-url", bucket])
+        assert result.exit_code == 0, result.output
+        moved = Database(database)
+        assert authenticate(moved, secret).account_id == account  # the key users hold
+        with moved.write() as s:
+            assert s.get(Job, "req_old") is not None
+            # The copied log rows' ids are taken: the next line gets a new one.
+            services.queue.log(s, "req_old", "claimed on the scale-out")
+        with moved.read() as s:
+            logged = s.scalars(select(JobLog.message).order_by(JobLog.id)).all()
+            assert logged[-2:] == ["queued on the one box", "claimed on the scale-out"]
+            assert s.scalars(select(WorkerRecord.id)).all() == []
+        moved.dispose()
+        stored = open_storage(bucket).open("outputs/req_old/attempt-1/vocals.wav").read()
+        assert stored == b"stem"
+        again = CliRunner().invoke(app, ["copy-to", *here])
+        assert again.exit_code == 2
+        assert "[INVALID_DATABASE_URL] the target database already holds accounts" in again.output
+    finally:
+        scale_servers.drop_database(database)
