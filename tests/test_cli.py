@@ -772,6 +772,32 @@ def test_a_worker_start_waits_out_a_database_restart_after_its_first_answer(
     assert "did not answer within 0.5 s (DEMIXER_DATABASE_WAIT_SECONDS)" in err
 
 
+def test_a_worker_starts_on_a_bucket_restored_older_than_its_database(tmp_path: Path) -> None:
+    """A bucket restored from a backup older than the database lacks the uploads made since,
+    which are the newest the database lists: the start-up check took it for another storage
+    than the API's and stopped every worker (INVALID_STORAGE_URL) until those uploads expired.
+    It holds the older inputs, so the workers start (the missing ones answer 404)."""
+    from datetime import timedelta
+
+    from demixer import cli_startup
+    from demixer.service.accounts.keys import create_key
+    from demixer.service.schema import File
+
+    services = build_services(Settings(data_dir=tmp_path))
+    services.db.create_all()
+    account, _ = create_key(services.db)
+    now = services.db.clock()
+    with services.db.write() as s:
+        for n in range(5):  # file_0 uploaded before the backup, file_1..4 after
+            s.add(File(id=f"file_{n}", account_id=account, file_name="a.wav",
+                       content_type="audio/wav", status="uploaded", storage_key=f"inputs/file_{n}",
+                       created_at=now + timedelta(seconds=n),
+                       uploaded_at=now + timedelta(seconds=n),
+                       expires_at=now + timedelta(days=3)))  # fmt: skip
+    services.storage.put("inputs/file_0", io.BytesIO(b"restored"))
+    cli_startup.check_storage(services, holds_inputs=True)  # starts: no typer.Exit
+
+
 def test_a_setting_that_does_not_parse_is_named_with_its_value(
     model_dir: Path, tmp_path: Path
 ) -> None:

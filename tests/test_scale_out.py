@@ -450,8 +450,8 @@ def test_a_worker_on_the_wrong_storage_says_so_and_never_starts(
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error [INVALID_STORAGE_URL] the storage file://{data_dir / 'storage'} holds none of "
-        f"the newest inputs the database lists (inputs/{file_id}): it is not the storage the "
-        "API uses; give this worker the API's DEMIXER_STORAGE_URL"
+        f"the newest and oldest inputs the database lists (inputs/{file_id}): it is not the "
+        "storage the API uses; give this worker the API's DEMIXER_STORAGE_URL"
     )
     request_id = submit(client, file_id)
     stack.add_worker()

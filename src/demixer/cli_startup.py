@@ -88,9 +88,11 @@ def open_services(settings: Any) -> Any:
 
 
 def check_storage(services: Any, *, holds_inputs: bool = False) -> None:
-    """Storage accepts this process, and with ``holds_inputs`` (a worker) holds the newest
-    inputs the database lists: a worker left on another storage than the API's (its default
-    local folder, a mistyped URL) would fail every job with "the input file is gone". A
+    """Storage accepts this process, and with ``holds_inputs`` (a worker) holds some of the
+    newest or oldest inputs the database lists: a worker left on another storage than the
+    API's (its default local folder, a mistyped URL) would fail every job with "the input file
+    is gone". The oldest count too: a bucket restored from a backup older than the database
+    lacks the uploads made since, not those before (and answers 404 for the missing ones). A
     refusal (no bucket, wrong or no credentials) ends the command with one error line. Storage
     that does not answer now is an outage, which workers ride out holding their jobs and the
     API answers 503: a warning, and the process starts."""
@@ -118,15 +120,13 @@ def check_storage(services: Any, *, holds_inputs: bool = False) -> None:
     soon = services.db.clock() + timedelta(minutes=5)  # not about to be swept
 
     def newest_inputs() -> list[str]:
+        kept = select(File.storage_key).where(
+            File.status == FileState.UPLOADED, File.expires_at > soon
+        )
         with services.db.read() as s:
-            return list(
-                s.scalars(
-                    select(File.storage_key)
-                    .where(File.status == FileState.UPLOADED, File.expires_at > soon)
-                    .order_by(File.uploaded_at.desc())
-                    .limit(3)
-                ).all()
-            )
+            newest = s.scalars(kept.order_by(File.uploaded_at.desc()).limit(3)).all()
+            oldest = s.scalars(kept.order_by(File.uploaded_at).limit(3)).all()
+        return list(dict.fromkeys([*newest, *oldest]))
 
     # The database can restart just after the start-up wait found it: wait for it as long
     # again (it was a traceback).
@@ -141,7 +141,8 @@ def check_storage(services: Any, *, holds_inputs: bool = False) -> None:
     if not holds:
         print_error(
             "INVALID_STORAGE_URL",
-            f"{where} holds none of the newest inputs the database lists ({', '.join(keys)}): "
+            f"{where} holds none of the newest and oldest inputs the database lists "
+            f"({', '.join(keys)}): "
             "it is not the storage the API uses; give this worker the API's "
             "DEMIXER_STORAGE_URL",
         )
