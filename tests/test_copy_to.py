@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from demixer.cli import app
@@ -46,14 +46,23 @@ def test_keys_jobs_and_files_work_after_the_copy(
         services.queue.submit(s, job_id="req_old", account_id=account, queue_model="q",
                               engine_model="m", params=PARAMS, key_id=key_id)  # fmt: skip
         services.queue.log(s, "req_old", "queued on the one box")
+        now = services.db.clock()
+        worker = WorkerRecord(id="box:1:a", hostname="box", pid=1, device="cpu", models=["m"],
+                              slots=1, version="0", started_at=now, last_seen_at=now)  # fmt: skip
+        s.add(worker)
     services.storage.put("outputs/req_old/attempt-1/vocals.wav", io.BytesIO(b"stem"))
-    services.db.dispose()
     database = scale_servers.create_database()
     bucket = scale_servers.create_bucket()
     for var, value in scale_servers.s3_env().items():
         monkeypatch.setenv(var, value)
     here = ["--data-dir", str(one_box.data_dir), "--database-url", database]
     try:
+        # A serve or worker still running would write rows the copy never sees.
+        refused = CliRunner().invoke(app, ["copy-to", *here, "--storage-url", bucket])
+        assert refused.exit_code == 1
+        assert "[CONFLICT] stop serve and every worker first; live: box:1:a" in refused.output
+        with services.db.write() as s:
+            s.execute(update(WorkerRecord).values(stopped_at=services.db.clock()))
         result = CliRunner().invoke(app, ["copy-to", *here, "--storage-url", bucket])
         assert result.exit_code == 0, result.output
         moved = Database(database)
@@ -67,6 +76,7 @@ def test_keys_jobs_and_files_work_after_the_copy(
             assert logged[-2:] == ["queued on the one box", "claimed on the scale-out"]
             assert s.scalars(select(WorkerRecord.id)).all() == []
         moved.dispose()
+        services.db.dispose()
         stored = open_storage(bucket).open("outputs/req_old/attempt-1/vocals.wav").read()
         assert stored == b"stem"
         again = CliRunner().invoke(app, ["copy-to", *here])
