@@ -14,12 +14,14 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from demixer.cli import app
+from demixer.errors import InvalidRequest
 from demixer.server.compose import build_services
 from demixer.service.accounts.keys import authenticate, create_key
 from demixer.service.db import Database
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.migrate import migrate
-from demixer.service.schema import ApiKey, Job, JobLog, WorkerRecord
+from demixer.service.schema import Account, ApiKey, Job, JobLog, WorkerRecord
+from demixer.service.transfer import copy_records
 from demixer.settings import Settings
 from demixer.storage import open_storage
 from servers import Servers
@@ -83,4 +85,32 @@ def test_keys_jobs_and_files_work_after_the_copy(
         assert again.exit_code == 2
         assert "[INVALID_DATABASE_URL] the target database already holds accounts" in again.output
     finally:
+        scale_servers.drop_database(database)
+
+
+def test_a_row_the_new_database_refuses_is_named_and_nothing_is_copied(
+    one_box: Settings, scale_servers: Servers
+) -> None:
+    """SQLite keeps a string longer than its column; PostgreSQL refuses it. The copy said so
+    in a traceback; it names the table, and leaves the new database empty to run again."""
+    services = build_services(one_box)
+    migrate(services.db)
+    create_key(services.db)
+    with services.db.write() as s:
+        s.execute(update(ApiKey).values(name="k" * 250))  # written by hand, or long ago
+    database = scale_servers.create_database()
+    moved = Database(database)
+    try:
+        migrate(moved)
+        with pytest.raises(InvalidRequest) as refused:
+            copy_records(services.db, moved)
+        assert refused.value.message == (
+            "the target database refused a row of api_keys (value too long for type character "
+            "varying(200)); nothing was copied"
+        )
+        with moved.read() as s:
+            assert s.scalars(select(Account.id)).all() == []
+    finally:
+        moved.dispose()
+        services.db.dispose()
         scale_servers.drop_database(database)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Table, func, select, text
+from sqlalchemy.exc import DataError, IntegrityError
 
 from demixer.errors import InvalidDatabaseUrl, InvalidRequest
 from demixer.service.db import Database
@@ -33,7 +34,8 @@ _BATCH = 500
 def copy_records(source: Database, target: Database) -> dict[str, int]:
     """Copy every table's rows (but :data:`SKIPPED_TABLES`) from ``source`` to ``target``, in one
     transaction of ``target``; returns the rows copied per table. ``target`` must hold no
-    account yet (:class:`InvalidDatabaseUrl` otherwise): the copy adds, it never merges."""
+    account yet (:class:`InvalidDatabaseUrl` otherwise): the copy adds, it never merges. A row
+    ``target`` refuses ends the copy (:class:`InvalidRequest`) with nothing written."""
     tables = [t for t in Base.metadata.sorted_tables if t.name not in SKIPPED_TABLES]
     copied: dict[str, int] = {}
     with source.engine.connect() as reading, target.engine.begin() as writing:
@@ -45,7 +47,14 @@ def copy_records(source: Database, target: Database) -> dict[str, int]:
             copied[table.name] = 0
             rows = reading.execute(select(table)).mappings()
             while batch := [dict(row) for row in rows.fetchmany(_BATCH)]:
-                writing.execute(table.insert(), batch)
+                try:
+                    writing.execute(table.insert(), batch)
+                except (DataError, IntegrityError) as exc:  # SQLite kept it, PostgreSQL not
+                    reason = str(exc.orig).splitlines()[0]
+                    raise InvalidRequest(
+                        f"the target database refused a row of {table.name} ({reason}); "
+                        "nothing was copied"
+                    ) from None
                 copied[table.name] += len(batch)
         if writing.dialect.name == "postgresql":
             for table in tables:
