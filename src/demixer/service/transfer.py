@@ -10,7 +10,7 @@ secret, so the keys users hold work on the copy; webhook deliveries keep their b
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Table, func, select, text
@@ -76,9 +76,7 @@ def _advance_sequence(conn: Connection, table: Table) -> None:
     )
 
 
-def copy_files(
-    source: Storage, target: Storage, on_file: Callable[[str], None] | None = None
-) -> tuple[int, int]:
+def copy_files(source: Storage, target: Storage) -> tuple[int, int]:
     """Copy every stored file of the local ``source`` to ``target`` under the same key; returns
     (files, bytes). Writes that never finished (``.*.part``) are left out. A bucket is copied
     with the bucket's own tools, so ``source`` must be a local folder
@@ -92,8 +90,6 @@ def copy_files(
     for key, path in _stored(source.root):
         total += target.put_file(key, path)
         files += 1
-        if on_file is not None:
-            on_file(key)
     return files, total
 
 
