@@ -20,7 +20,7 @@ from demixer.service.accounts.keys import authenticate, create_key
 from demixer.service.db import Database
 from demixer.service.jobs.contract import JobParams, UrlInput
 from demixer.service.migrate import migrate
-from demixer.service.schema import Account, ApiKey, Job, JobLog, WorkerRecord
+from demixer.service.schema import Account, ApiKey, Job, JobLog, Quota, WorkerRecord
 from demixer.service.transfer import copy_records
 from demixer.settings import Settings
 from demixer.storage import open_storage
@@ -77,6 +77,7 @@ def test_keys_jobs_and_files_work_after_the_copy(
             logged = s.scalars(select(JobLog.message).order_by(JobLog.id)).all()
             assert logged[-2:] == ["queued on the one box", "claimed on the scale-out"]
             assert s.scalars(select(WorkerRecord.id)).all() == []
+            assert s.get(Quota, account).monthly_minutes == 30  # type: ignore[union-attr]
         moved.dispose()
         services.db.dispose()
         stored = open_storage(bucket).open("outputs/req_old/attempt-1/vocals.wav").read()
