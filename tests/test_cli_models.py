@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,11 +269,60 @@ def test_a_mirror_that_is_not_an_http_url_is_one_line_and_makes_no_folder(
     result = CliRunner().invoke(app, ["models", "pull", "tiny-roformer", "--base-url", mirror])
     assert result.exit_code == 4 and result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
-        f"error [DOWNLOAD_FAILED] the mirror {mirror!r} (--base-url) is not an http(s) URL, "
-        "e.g. http://127.0.0.1:8080/models"
+        f"error [DOWNLOAD_FAILED] the mirror {mirror!r} (--base-url) is not an http(s) URL nor "
+        "a folder, e.g. http://127.0.0.1:8080/models or /mnt/models"
     )
     assert "Traceback" not in result.stderr
     assert not (model_dir / "tiny-roformer").exists()
+
+
+@pytest.mark.parametrize("as_url", [False, True])
+def test_a_mirror_in_a_folder_installs_without_a_web_server(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory, as_url: bool
+) -> None:
+    """A network without internet access carries the weights in on a disk or a share: the
+    mirror may be a folder (or its file: URL), laid out as the URLs' paths. It was refused
+    as "not an http(s) URL": the team had to run a web server to install a file it had."""
+    folder = tmp_path_factory.mktemp("mirror")
+    (folder / "m").mkdir()
+    (folder / "m" / "tiny.yaml").write_bytes(CONFIG)
+    (folder / "m" / "tiny.ckpt").write_bytes(BODY[:-1] + b"!")  # damaged on the way
+    mirror = folder.as_uri() if as_url else str(folder)
+    args = ["models", "pull", "tiny-roformer", "--base-url", mirror]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 4 and refused.stdout == ""
+    assert f"expected SHA-256 {SHA}" in refused.stderr.splitlines()[-1]
+    (folder / "m" / "tiny.ckpt").write_bytes(BODY)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "tiny-roformer: installed and verified (SHA-256 and size)"
+    )
+    assert (model_dir / "tiny-roformer" / "tiny.ckpt").read_bytes() == BODY
+
+
+def test_without_internet_access_the_error_says_how_to_get_the_model(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No name server answers (a machine without internet access): the error said only
+    "Temporary failure in name resolution", not what a team without internet does instead."""
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.delenv("DEMIXER_MODEL_BASE_URL", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    result = CliRunner().invoke(app, ["models", "pull", "tiny-roformer"])
+    assert result.exit_code == 4 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"error [DOWNLOAD_FAILED] model 'tiny-roformer': downloading {HOST}/m/tiny.yaml "
+        "failed: [Errno -3] Temporary failure in name resolution. Without internet access: "
+        "`demixer models pull tiny-roformer --base-url MIRROR`, where MIRROR (an http(s) URL "
+        "or a folder) holds each file at its URL's path (`demixer models info tiny-roformer` "
+        "lists the URLs), or copy the model's folder from the model directory of a machine "
+        f"that pulled it to {model_dir / 'tiny-roformer'}"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_an_unknown_model_is_a_usage_error(model_dir: Path) -> None:

@@ -23,7 +23,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -1031,3 +1031,26 @@ def test_a_database_outage_is_logged_once_as_it_begins_and_once_as_it_ends(
     assert lines[0].startswith(f"{dispatcher.id}: the database is unavailable (")
     assert lines[0].endswith("); retrying until it is back")
     assert lines[1] == f"{dispatcher.id}: the database is back"
+
+
+def test_an_event_queued_before_webhooks_were_turned_off_is_never_sent(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    """DEMIXER_WEBHOOKS=false refuses new webhooks at submit; an event of a request queued
+    before the switch was still sent, to a network the operator had closed."""
+    api = make_api(**FAST)
+    job_id, _ = submit(api, api.upload(), receiver.url("/hook"))
+    api.worker_done(job_id)
+    settings = api.services.settings.model_copy(update={"webhooks": False})
+    dispatcher = Dispatcher(replace(api.services, settings=settings))
+    claim = dispatcher.claim()
+    assert claim is not None
+    with dispatcher.client() as client:
+        assert dispatcher.deliver(client, claim) == "failed"
+    assert receiver.to("/hook") == []
+    status = hook_status(api, job_id)
+    assert (status["delivery_status"], status["attempts"]) == ("failed", 1)
+    assert status["last_error"] == (
+        "this server sends no webhooks or callbacks (its operator turned DEMIXER_WEBHOOKS off): "
+        "leave the callback URL out and ask for the request's status instead"
+    )

@@ -1124,3 +1124,26 @@ def test_an_unexpected_error_in_the_child_tells_the_owner_its_kind_and_the_opera
     assert "Traceback (most recent call last)" in trace
     assert "in check_input" in trace
     assert "TypeError: '>' not supported" in trace
+
+
+def test_an_audio_url_queued_before_url_inputs_were_turned_off_is_not_fetched(
+    tmp_path: Path,
+) -> None:
+    """DEMIXER_AUDIO_URLS=false refuses new URL inputs at submit; a request queued before the
+    switch was still fetched, from outside a network the operator had closed."""
+    env = Env(tmp_path / "data", audio_urls=False)
+    with local_origin() as origin:
+        url = origin.url("/a.wav")
+        job_id = env.submit(
+            params={"input": {"audio_url": url}, "stems": ["vocals"]}, max_attempts=1
+        )
+        claim = env.services.queue.claim("w1")
+        assert claim is not None and claim.id == job_id
+        options = ChildOptions(model_dir=None, device="cpu", threads=1, parent_pid=os.getpid())
+        runner.Runner(env.services, "w1", options).run_job(claim, threading.Event())
+    job = env.wait_final(job_id)
+    assert (job.status, job.error_code, job.attempts) == ("FAILED", "TURNED_OFF", 1)
+    assert job.error_message == (
+        "this server fetches no audio from URLs (its operator turned DEMIXER_AUDIO_URLS off): "
+        "upload the file itself"
+    )

@@ -254,7 +254,11 @@ def models_pull(
     name: Annotated[str, typer.Argument(help="Model id, e.g. mel-roformer-vocals-kim.")],
     base_url: Annotated[
         str | None,
-        typer.Option("--base-url", help="Mirror to fetch from (also $DEMIXER_MODEL_BASE_URL)."),
+        typer.Option(
+            "--base-url",
+            help="Mirror to fetch from: an http(s) URL or a folder, holding each file at its "
+            "URL's path (also $DEMIXER_MODEL_BASE_URL).",
+        ),
     ] = None,
 ) -> None:
     """Download a model's weights into the cache, verified, and tell their licence.
@@ -266,6 +270,8 @@ def models_pull(
     Progress goes to stderr, the installed paths to stdout. A server saying to come back
     later (429, 503) is asked again after the wait it names (up to a minute, three times).
     Run it again after an interruption: the download resumes where it stopped.
+    Without internet access: --base-url names a mirror (a folder will do), or copy the model's
+    folder from the model directory of a machine that pulled it.
     """
     from demixer.models.download import pull
     from demixer.models.registry import get_spec

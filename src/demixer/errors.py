@@ -63,6 +63,7 @@ __all__ = [
     "StorageRefused",
     "StorageUnavailable",
     "TooManyConcurrentJobs",
+    "TurnedOff",
     "UnknownArchitecture",
     "UnknownModel",
     "UnknownQuality",
@@ -269,6 +270,14 @@ class InvalidAudioUrl(InvalidRequest):
     """An ``audio_url`` demixer will not fetch (not http(s), or a forbidden address)."""
 
     code = "INVALID_AUDIO_URL"
+
+
+class TurnedOff(InvalidRequest):
+    """The request asks for what this server's operator turned off: an ``audio_url`` where
+    ``DEMIXER_AUDIO_URLS`` is off, a webhook where ``DEMIXER_WEBHOOKS`` is (a team whose
+    audio, and what is known of it, must not leave its network)."""
+
+    code = "TURNED_OFF"
 
 
 class Forbidden(DemixerError):

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     record_retention_seconds: int = Field(30 * 24 * 3600, ge=0)
     sweep_interval_seconds: float = Field(300.0, gt=0)
 
+    # Requests demixer makes on a user's behalf, each its operator's to turn off (a team whose
+    # audio, and what is known of it, may not leave its network): fetching an `audio_url`
+    # (every protocol's URL input), and sending webhooks (every protocol's callbacks). Off, a
+    # request asking for one is refused TURNED_OFF (400) before anything is looked up.
+    audio_urls: bool = True
+    webhooks: bool = True
     # audio_url and webhook URLs: hosts or addresses allowed despite the private-address guard.
     url_allowlist: str = ""  # comma-separated
     url_fetch_timeout_seconds: float = Field(60.0, gt=0)

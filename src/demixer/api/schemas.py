@@ -235,7 +235,11 @@ class QueueInput(BaseModel):
 
     file_id: str | None = Field(None, max_length=100, description="From `POST /v1/files`.")
     audio_url: str | None = Field(
-        None, max_length=4096, description="An http(s) URL.", json_schema_extra=_HTTP_URL
+        None,
+        max_length=4096,
+        description="An http(s) URL; refused `TURNED_OFF` where the server's operator turned "
+        "URL inputs off (`DEMIXER_AUDIO_URLS=false`).",
+        json_schema_extra=_HTTP_URL,
     )
     output_format: str = Field("wav", max_length=10, description="`wav`, `flac` or `mp3`.")
     bit_depth: str | int | None = Field(
@@ -354,7 +358,12 @@ class StemsInput(QueueInput):
 class WebhookIn(BaseModel):
     """Where to POST when the request finishes (Standard Webhooks signed)."""
 
-    url: str = Field(max_length=4096, json_schema_extra=_HTTP_URL)
+    url: str = Field(
+        max_length=4096,
+        description="Refused `TURNED_OFF` where the server's operator turned webhooks off "
+        "(`DEMIXER_WEBHOOKS=false`).",
+        json_schema_extra=_HTTP_URL,
+    )
     secret: str | None = Field(
         None,
         max_length=200,
@@ -379,7 +388,12 @@ class QueueBody(BaseModel):
         "server's `DEMIXER_MAX_PRIORITY` (100 unless its operator lowered it).",
     )
     webhook_url: str | None = Field(
-        None, alias="webhookUrl", max_length=4096, json_schema_extra=_HTTP_URL
+        None,
+        alias="webhookUrl",
+        max_length=4096,
+        description="`webhook.url`, given at the top level; refused `TURNED_OFF` where the "
+        "server's operator turned webhooks off (`DEMIXER_WEBHOOKS=false`).",
+        json_schema_extra=_HTTP_URL,
     )
     webhook_secret: str | None = Field(None, alias="webhookSecret", max_length=200)
 

@@ -41,6 +41,7 @@ from demixer.errors import (
     InvalidRequest,
     ModelUnavailable,
     NoStemsRequested,
+    TurnedOff,
     UnknownModel,
     UnknownStem,
 )
@@ -66,7 +67,14 @@ from demixer.service.jobs.contract import (
     Webhook,
 )
 from demixer.service.jobs.prompts import map_prompt
-from demixer.service.urlguard import UnresolvableHost, UrlRefused, check_url, parse_allowlist
+from demixer.service.urlguard import (
+    AUDIO_URLS_OFF,
+    WEBHOOKS_OFF,
+    UnresolvableHost,
+    UrlRefused,
+    check_url,
+    parse_allowlist,
+)
 from demixer.service.worker.registry import advertised_models
 from demixer.storage import BlobNotFound
 from demixer.webhooks import new_secret, secret_key
@@ -158,6 +166,8 @@ def _http_url(url: str, param: str, error: type[InvalidRequest]) -> str:
 def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput | UrlInput:
     """The input of a request: a checked uploaded file, or an http(s) URL."""
     if inp.audio_url is not None:
+        if not services.settings.audio_urls:  # before any look-up of its host
+            raise TurnedOff(AUDIO_URLS_OFF, param="input.audio_url")
         url = _http_url(inp.audio_url, "input.audio_url", InvalidAudioUrl)
         try:  # refused now for a quick answer; the worker checks again when it connects
             check_url(url, parse_allowlist(services.settings.url_allowlist))
@@ -232,6 +242,8 @@ def _common(
     webhook = None
     url = req.webhook.url if req.webhook is not None else req.webhook_url
     if url is not None:
+        if not services.settings.webhooks:
+            raise TurnedOff(WEBHOOKS_OFF, param="webhook.url")
         secret = (req.webhook.secret if req.webhook is not None else None) or req.webhook_secret
         webhook = Webhook(
             # URL_REFUSED, the guard's code, for a URL it would refuse (a scheme, no host) too.

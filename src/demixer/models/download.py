@@ -181,7 +181,7 @@ def download(
     """Fetch ``url`` into ``dest``, resuming a previous partial download, verified, atomically.
 
     Args:
-        url: http(s) URL of the file.
+        url: http(s) URL of the file (or a ``file:`` URL: a mirror in a folder).
         dest: final path; its directory is created. It is replaced only by a verified file.
         sha256: the pin: full hex SHA-256, or a hex prefix of at least 8 digits.
         size: expected size in bytes, checked against the server's headers and the bytes got.
@@ -412,8 +412,8 @@ def pull(
     Args:
         model_id: a registered model id.
         model_dir: weights cache directory (default: ``$DEMIXER_MODEL_DIR`` or the user cache).
-        base_url: mirror replacing the scheme and host of every URL; defaults to
-            ``$DEMIXER_MODEL_BASE_URL``.
+        base_url: mirror replacing the scheme and host of every URL (an http(s) or ``file:``
+            URL, or a folder); defaults to ``$DEMIXER_MODEL_BASE_URL``.
         on_progress: called as ``(file name, bytes so far, total bytes or None)``.
 
     Returns:
@@ -429,12 +429,9 @@ def pull(
     """
     spec = get_spec(model_id)
     mirror = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
-    if mirror is not None and urlsplit(mirror).scheme not in ("http", "https"):
+    if mirror is not None:
         given = "--base-url" if base_url is not None else f"${BASE_URL_ENV}"
-        raise DownloadFailed(
-            f"the mirror {mirror[:200]!r} ({given}) is not an http(s) URL, e.g. "
-            "http://127.0.0.1:8080/models"
-        )
+        mirror = _mirror(mirror, given)
     root = usable_model_dir(model_dir if model_dir is not None else default_model_dir())
     paths: list[Path] = []
     for dependency in spec.requires:
@@ -442,6 +439,43 @@ def pull(
     for weight in spec.weights:
         paths.append(_pull_one(spec, weight, root, mirror, on_progress))
     return paths
+
+
+def _mirror(mirror: str, given: str) -> str:
+    """The mirror's base URL: an http(s) or ``file:`` URL as given, or a folder's path as a
+    ``file:`` URL (a network share or a disk carried in, where no web server runs).
+
+    Raises:
+        DownloadFailed: ``mirror`` is neither (``ftp://...``, a folder that is not there).
+    """
+    if urlsplit(mirror).scheme in ("http", "https", "file"):
+        return mirror
+    folder = Path(mirror).expanduser()
+    if folder.is_dir():
+        return folder.resolve().as_uri()
+    raise DownloadFailed(
+        f"the mirror {mirror[:200]!r} ({given}) is not an http(s) URL nor a folder, e.g. "
+        "http://127.0.0.1:8080/models or /mnt/models"
+    )
+
+
+def _unreachable(exc: DownloadFailed) -> bool:
+    """Whether ``exc`` says the host could not be reached at all (no name server, no route,
+    nothing listening): what a machine without internet access gets."""
+    cause = exc.__cause__
+    return isinstance(cause, urllib.error.URLError) and not isinstance(
+        cause, urllib.error.HTTPError
+    )
+
+
+def _offline_help(spec: ModelSpec, dest: Path) -> str:
+    """What a user without internet access does instead, in words."""
+    return (
+        f". Without internet access: `demixer models pull {spec.id} --base-url MIRROR`, where "
+        "MIRROR (an http(s) URL or a folder) holds each file at its URL's path (`demixer "
+        f"models info {spec.id}` lists the URLs), or copy the model's folder from the model "
+        f"directory of a machine that pulled it to {dest.parent}"
+    )
 
 
 def _pull_one(
@@ -482,7 +516,8 @@ def _pull_one(
             on_progress=progress,
         )
     except DownloadFailed as exc:
-        raise DownloadFailed(f"model {spec.id!r}: {exc.message}") from exc
+        advice = _offline_help(spec, dest) if _unreachable(exc) else ""
+        raise DownloadFailed(f"model {spec.id!r}: {exc.message}{advice}") from exc
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise InvalidModelDir(_disk_full(dest, exc)) from None

@@ -35,7 +35,9 @@ from demixer.errors import InvalidRequest
 from demixer.naming import shown_url
 
 __all__ = [
+    "AUDIO_URLS_OFF",
     "METADATA_ADDRESSES",
+    "WEBHOOKS_OFF",
     "GuardedBackend",
     "GuardedTransport",
     "IPAddress",
@@ -63,6 +65,17 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
         "100.100.100.200",  # Alibaba Cloud
     )
 )
+#: Why a request is refused where the operator turned the feature off (``TURNED_OFF``): in
+#: words every protocol's users can act on, whatever its field is called.
+AUDIO_URLS_OFF = (
+    "this server fetches no audio from URLs (its operator turned DEMIXER_AUDIO_URLS off): "
+    "upload the file itself"
+)
+WEBHOOKS_OFF = (
+    "this server sends no webhooks or callbacks (its operator turned DEMIXER_WEBHOOKS off): "
+    "leave the callback URL out and ask for the request's status instead"
+)
+
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known NAT64 prefix embeds an IPv4 address
 

@@ -42,6 +42,7 @@ from demixer.service.db import OutageNotice, is_unavailable, retry_unavailable, 
 from demixer.service.delivery.outbox import DeliveryState
 from demixer.service.schema import Delivery, Job
 from demixer.service.urlguard import (
+    WEBHOOKS_OFF,
     GuardedTransport,
     UrlRefused,
     check_url,
@@ -113,6 +114,7 @@ class _Outcome:
     status_code: int | None
     error: str | None
     retry_after: float | None = None  # seconds a 429 or 503 asked to wait
+    final: bool = False  # no attempt is to follow (its sending was turned off)
 
     @property
     def ok(self) -> bool:
@@ -251,6 +253,8 @@ class Dispatcher:
         }
         if outcome.ok:
             values.update(status=DeliveryState.DELIVERED, delivered_at=now)
+        elif outcome.final:
+            values.update(status=DeliveryState.FAILED)
         elif outcome.status_code == 410:  # the receiver asks for no more
             values.update(
                 status=DeliveryState.FAILED, last_error=f"{outcome.error} (no more retries)"
@@ -285,6 +289,8 @@ class Dispatcher:
 
     def send(self, client: httpx.Client, claim: DeliveryClaim) -> _Outcome:
         """POST one signed attempt; every failure becomes an outcome, never an exception."""
+        if not self.services.settings.webhooks:  # queued before the operator turned them off
+            return _Outcome(None, WEBHOOKS_OFF, final=True)
         try:
             check_url(claim.url, self.allowlist)  # again: the name may resolve elsewhere now
         except UrlRefused as exc:

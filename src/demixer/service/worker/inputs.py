@@ -20,12 +20,13 @@ from demixer.errors import (
     QuotaExceeded,
     StorageFull,
     StorageUnavailable,
+    TurnedOff,
 )
 from demixer.service.accounts.quota import check_quota, held, hold, quota_state
 from demixer.service.context import Services
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import Claim
-from demixer.service.urlguard import parse_allowlist
+from demixer.service.urlguard import AUDIO_URLS_OFF, parse_allowlist
 from demixer.service.worker.fetch import AudioUrlFailed, fetch_audio_url
 from demixer.service.worker.lease import Abort, Lease
 from demixer.storage import BlobNotFound
@@ -76,6 +77,8 @@ def local_input(
                     named = path
             yield named
         return
+    if not settings.audio_urls:  # queued before the operator turned URL inputs off
+        raise Abort("failed", TurnedOff.code, AUDIO_URLS_OFF)
     dest = tmp / "input" / params.input_name
     dest.parent.mkdir()
     try:
