@@ -1336,7 +1336,7 @@ def test_an_accounts_storage_cap_is_set_listed_and_given_back_to_the_setting(
     done = keys("quota", account, "--storage-bytes", "5000000")
     assert (done.exit_code, done.stdout) == (
         0,
-        f"account {account}: uploads hold at most 5000000 bytes\n",
+        f"account {account}: uploads and stems hold at most 5000000 bytes\n",
     )
     assert f"account {account}\n  storage: at most 5000000 bytes (its own)\n" in keys("list").stdout
     assert keys("quota", account, "--storage-bytes", "none").exit_code == 0

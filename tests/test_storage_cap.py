@@ -59,7 +59,7 @@ def test_an_announcement_past_the_cap_is_413_saying_what_is_held_until_a_file_go
     assert r.status_code == 413, r.text
     error = r.json()["error"]
     assert error["code"] == "STORAGE_QUOTA_EXCEEDED" and error["param"] == "file_size"
-    assert f"its files hold {2 * size} of the {2 * size} bytes" in error["message"]
+    assert f"it holds {2 * size} of the {2 * size} bytes" in error["message"]
     assert _rows(api) == rows  # nothing recorded
     # Another account is not held back by this one's files.
     assert api.post("/v1/files", key=api.other_key, json=SMALL).status_code == 201
@@ -139,11 +139,16 @@ def test_usage_shows_what_the_uploads_hold_and_the_cap(make_api: Callable[..., A
     api.upload()
     api.announce()
     body = api.get("/v1/usage").json()
-    assert body["storage"] == {"used_bytes": 2 * size, "cap_bytes": 3 * size}
+    assert body["storage"] == {
+        "used_bytes": 2 * size,
+        "files_bytes": 2 * size,
+        "results_bytes": 0,
+        "cap_bytes": 3 * size,
+    }
     storage = Usage.from_json(body).storage
     assert storage is not None and storage.used_bytes == 2 * size
     unlimited = make_api(max_account_storage_bytes=0)
-    assert unlimited.get("/v1/usage").json()["storage"] == {"used_bytes": 0, "cap_bytes": None}
+    assert unlimited.get("/v1/usage").json()["storage"]["cap_bytes"] is None
 
 
 def test_an_account_cap_of_its_own_replaces_the_setting(make_api: Callable[..., Api]) -> None:
@@ -153,16 +158,75 @@ def test_an_account_cap_of_its_own_replaces_the_setting(make_api: Callable[..., 
     set_storage_cap(api.services.db, api.account, 3 * size)  # more than the setting's
     api.upload()
     api.upload()
-    assert api.get("/v1/usage").json()["storage"] == {"used_bytes": 2 * size, "cap_bytes": 3 * size}
+    storage = api.get("/v1/usage").json()["storage"]
+    assert (storage["used_bytes"], storage["cap_bytes"]) == (2 * size, 3 * size)
     set_storage_cap(api.services.db, api.account, None)  # the setting's again: 1 file
     r = api.post("/v1/files", json=SMALL)
     assert r.status_code == 413, r.text
-    assert f"hold {2 * size} of the {size} bytes" in r.json()["error"]["message"]
+    assert f"holds {2 * size} of the {size} bytes" in r.json()["error"]["message"]
     set_storage_cap(api.services.db, api.account, 0)  # no cap at all
     assert api.post("/v1/files", json=SMALL).status_code == 201
     assert api.get("/v1/usage").json()["storage"]["cap_bytes"] is None
     with pytest.raises(InvalidRequest, match="0 \\(none\\) to"):
         set_storage_cap(api.services.db, api.account, -1)
+
+
+def test_stored_stems_count_and_a_new_request_is_refused_in_each_protocol_once_full(
+    make_api: Callable[..., Api],
+) -> None:
+    """A key that runs many requests fills the disk with their stems (kept 48 h) as surely
+    as with uploads: they count, and once the account holds its cap every new request is
+    refused (a result-cache answer too: its copies are its own). One queued before still
+    completes; deleting a result, or its expiry, makes room at once."""
+    api, size = _capped(make_api, files=10)
+    file_id = api.upload()
+    done = api.queue_separate(file_id).json()["request_id"]
+    api.worker_done(done)
+    stems = 2 * api.files.get("mono.wav").path.stat().st_size  # target and residual
+    assert api.get("/v1/usage").json()["storage"] == {
+        "used_bytes": size + stems,
+        "files_bytes": size,
+        "results_bytes": stems,
+        "cap_bytes": 10 * size,
+    }
+    queued = api.queue_separate(file_id, "drums").json()["request_id"]
+    cap = size + stems + 1  # one byte left
+    api.services.settings.max_account_storage_bytes = cap
+    api.worker_done(queued, track="drums")  # taken with room left: it completes, past the cap
+    r = api.queue_separate(file_id, "bass")
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert error["code"] == "STORAGE_QUOTA_EXCEEDED"
+    assert f"it holds {size + 2 * stems} of the {cap} bytes" in error["message"]
+    assert f"{2 * stems} in the stems of its requests' results" in error["message"]
+    assert api.queue_separate(file_id).status_code == 413  # the cache's answer to it too
+    gaudio = api.client.post(
+        "/developers/api/v1/gsep_music_hq_v1/jobs",
+        json={"audioUploadId": file_id, "type": "vocal"},
+        headers={"x-ga-apikey": api.key},
+    )
+    assert gaudio.status_code == 200 and gaudio.json()["resultCode"] == 1110, gaudio.text
+    musicgpt = api.client.post(
+        "/api/public/v1/Extraction",
+        data={"audio_url": "http://93.184.216.34/song.wav", "stems": '["vocals"]'},
+        headers={"Authorization": api.key},
+    )
+    assert musicgpt.status_code == 413, musicgpt.text
+    assert musicgpt.json()["error"] == "STORAGE_QUOTA_EXCEEDED"
+    suno = api.client.post(
+        "/api/v1/vocal-removal/generate",
+        json={"type": "separate_vocal", "fileId": file_id},
+        headers={"Authorization": f"Bearer {api.key}"},
+    )
+    assert suno.status_code == 200 and suno.json()["code"] == 413, suno.text
+    # Deleting a result frees its stems at once; an expired one counts no more.
+    assert api.delete(f"/v1/queue/requests/{queued}").status_code == 204
+    assert api.get("/v1/usage").json()["storage"]["results_bytes"] == stems
+    assert api.queue_separate(file_id, "bass").status_code == 202
+    retention = timedelta(seconds=api.services.settings.result_retention_seconds)
+    later = api.services.db.clock() + retention + timedelta(seconds=1)
+    api.services.db.clock = lambda: later
+    assert api.get("/v1/usage").json()["storage"]["results_bytes"] == 0
 
 
 def test_the_migration_leaves_every_account_on_the_setting_and_downgrades(
@@ -176,10 +240,10 @@ def test_the_migration_leaves_every_account_on_the_setting_and_downgrades(
         migrate(db)
         now = db.clock()
         with db.read() as s:
-            assert storage_use(s, account, 5, now) == StorageUse(0, 5)
+            assert storage_use(s, account, 5, now) == StorageUse(0, 0, 5)
         set_storage_cap(db, account, 7)
         with db.read() as s:
-            assert storage_use(s, account, 5, now) == StorageUse(0, 7)
+            assert storage_use(s, account, 5, now) == StorageUse(0, 0, 7)
         config = alembic_config()
         with db.engine.begin() as connection:
             config.attributes["connection"] = connection

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from demixer.service.jobs.queue import COMPLETED, FinalHook
 from demixer.service.schema import Job
 
-__all__ = ["result_due", "result_expired", "result_expires_at", "set_result_expiry"]
+__all__ = [
+    "result_bytes",
+    "result_due",
+    "result_expired",
+    "result_expires_at",
+    "set_result_expiry",
+]
 
 
 def result_expires_at(job: Job, retention_seconds: float) -> datetime | None:
@@ -50,6 +56,32 @@ def result_expired(job: Job, retention_seconds: float, now: datetime) -> bool:
         return True
     expires = result_expires_at(job, retention_seconds)
     return expires is not None and now >= expires
+
+
+def result_bytes(session: Session, account_id: str, now: datetime) -> int:
+    """The bytes the stems of ``account_id``'s live results hold at ``now`` (the database
+    clock): each COMPLETED request's outputs (their ``size``, as stored), until the request is
+    deleted, its outputs are swept, or its ``expires_at`` passes. A result answered from the
+    cache counts its own copies (``service/jobs/cache.py``: each request owns its blobs).
+
+    A job completed before ``jobs.expires_at`` existed counts until the sweeper marks it
+    expired (a retention later), not from the moment its retention ends."""
+    rows = session.execute(
+        select(Job.outputs).where(
+            Job.account_id == account_id,
+            Job.status == COMPLETED,
+            Job.expired.is_(False),
+            or_(Job.expires_at.is_(None), Job.expires_at >= now),
+        )
+    ).scalars()
+    # Summed here, not in SQL: the sizes are inside each row's JSON, which SQLite and
+    # PostgreSQL take apart with functions of their own.
+    return sum(
+        out["size"]
+        for outputs in rows
+        for out in (outputs or {}).values()
+        if isinstance(out, dict) and isinstance(out.get("size"), int)
+    )
 
 
 def set_result_expiry(retention_seconds: float) -> FinalHook:
