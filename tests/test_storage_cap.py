@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 
 from api_support import Api, make_api
 from conftest import Backend
+from demixer.api import forms
 from demixer.client import Usage
 from demixer.errors import InvalidRequest
 from demixer.service.accounts.keys import create_key
@@ -89,6 +90,38 @@ def test_a_form_upload_past_the_cap_stores_no_byte(
     assert stored == []
 
 
+@pytest.mark.parametrize("route", ["native", "musicgpt"])
+def test_a_form_upload_past_the_room_left_is_refused_before_it_reaches_scratch(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """A form's file is spooled in the data directory while it arrives: spooled whole, a file
+    the account had no room for took a 1 GiB upload's disk before the check refused it."""
+    api, size = _capped(make_api, files=1)
+    room = size // 3
+    api.services.settings.max_account_storage_bytes = size + room
+    api.upload()
+    spooled: list[int] = []
+    write = forms._Parser.write
+
+    def spy(parser: forms._Parser, data: bytes) -> None:
+        spooled.append(len(data))
+        write(parser, data)
+
+    monkeypatch.setattr(forms._Parser, "write", spy)
+    audio = api.files.get("stereo.wav").path.read_bytes()
+    if route == "native":
+        r = api.post("/v1/files", files={"file": ("song.wav", audio, "audio/wav")})
+        assert r.status_code == 413, r.text
+        code, message = r.json()["error"]["code"], r.json()["error"]["message"]
+    else:
+        r = api.extract(audio)
+        assert r.status_code == 413, r.text
+        code, message = r.json()["error"], r.json()["message"]
+    assert sum(spooled) <= room  # not one byte past the room left
+    assert code == "STORAGE_QUOTA_EXCEEDED"
+    assert message.startswith(f"this file is over the {room} bytes left in this account's")
+
+
 def test_parallel_announcements_take_exactly_the_room_left(make_api: Callable[..., Api]) -> None:
     """Ten announcements at once with room for three: exactly three are recorded, not every
     one that read the room before another was recorded."""
@@ -123,12 +156,7 @@ def test_each_vendor_protocol_refuses_in_its_own_code(make_api: Callable[..., Ap
     assert gaudio.status_code == 200 and gaudio.json()["resultCode"] == 1110, gaudio.text
     assert f"{size} of the {size} bytes" in gaudio.json()["resultMessage"]
     audio = api.files.get("stereo.wav").path.read_bytes()
-    musicgpt = api.client.post(
-        "/api/public/v1/Extraction",
-        data={"stems": '["vocals"]'},
-        files={"audio_file": ("song.wav", audio, "audio/wav")},
-        headers={"Authorization": api.key},
-    )
+    musicgpt = api.extract(audio)
     assert musicgpt.status_code == 413, musicgpt.text
     assert musicgpt.json()["success"] is False
     assert musicgpt.json()["error"] == "STORAGE_QUOTA_EXCEEDED"
