@@ -22,6 +22,7 @@ from rich.console import Console
 
 from demixer.cli_admin import keys_app, migrate, workers_list
 from demixer.cli_output import fail, print_error
+from demixer.cli_purge import purge
 from demixer.cli_startup import (
     DataDir,
     check_precision,
@@ -361,4 +362,5 @@ def register(app: typer.Typer) -> None:
     app.command(short_help="Run worker slots only (no API).")(worker)
     app.command("workers", short_help="List worker processes and their jobs.")(workers_list)
     app.command()(migrate)
+    app.command(short_help="Free disk now: expire uploads and results older than an age.")(purge)
     app.add_typer(keys_app, name="keys")

@@ -53,7 +53,7 @@ from demixer.naming import stored_name
 from demixer.service.accounts.keys import new_id
 from demixer.service.db import rows_changed
 from demixer.service.retention.expiry import result_bytes
-from demixer.service.schema import Account, File, StorageCap
+from demixer.service.schema import Account, File, Job, StorageCap
 
 __all__ = [
     "GONE",
@@ -65,6 +65,8 @@ __all__ = [
     "FileState",
     "StorageUse",
     "check_request_room",
+    "expire_files",
+    "files_bytes",
     "input_key",
     "listed",
     "mark_deleted",
@@ -176,25 +178,40 @@ def storage_use(session: Session, account_id: str, default_cap: int, now: dateti
 
 def _use(session: Session, account_id: str, cap: int, now: datetime) -> StorageUse:
     """What ``account_id``'s live files and results hold at ``now``, against ``cap``."""
-    files = _files_bytes(session, account_id, now)
-    return StorageUse(files, result_bytes(session, account_id, now), cap or None)
+    _, files = files_bytes(session, now, File.account_id == account_id)
+    _, results = result_bytes(session, now, Job.account_id == account_id)
+    return StorageUse(files, results, cap or None)
 
 
-def _files_bytes(session: Session, account_id: str, now: datetime) -> int:
-    """The bytes ``account_id``'s live files hold at ``now`` (see the module docstring)."""
+def _live(now: datetime) -> ColumnElement[bool]:
+    """A file that holds bytes (or may still take them) at ``now``: not deleted, not
+    expired, not past its ``expires_at``."""
+    return and_(File.status.not_in(GONE), or_(File.expires_at.is_(None), File.expires_at >= now))
+
+
+def files_bytes(session: Session, now: datetime, *where: ColumnElement[bool]) -> tuple[int, int]:
+    """How many live files match ``where`` at ``now`` (the database clock), and the bytes they
+    hold (see the module docstring)."""
     held = case(
         (File.status == FileState.UPLOADED, func.coalesce(File.bytes_stored, File.file_size, 0)),
         (and_(File.status == FileState.FAILED, File.bytes_stored.is_(None)), 0),
         else_=func.coalesce(File.file_size, 0),
     )
-    used = session.execute(
-        select(func.coalesce(func.sum(held), 0)).where(
-            File.account_id == account_id,
-            File.status.not_in(GONE),
-            or_(File.expires_at.is_(None), File.expires_at >= now),
-        )
-    ).scalar_one()
-    return int(used)
+    count, used = session.execute(
+        select(func.count(), func.coalesce(func.sum(held), 0)).where(_live(now), *where)
+    ).one()
+    return int(count), int(used)
+
+
+def expire_files(session: Session, now: datetime, *where: ColumnElement[bool]) -> int:
+    """Bring the ``expires_at`` of the live files matching ``where`` forward to ``now`` (an
+    operator frees their disk early: ``demixer purge``); the sweeper deletes their bytes and
+    marks them expired (one a queued or running request reads when that request ends), and
+    they answer 410 from now on. Returns how many."""
+    # A microsecond before ``now``: expired for every reader, and due for a sweep, at ``now``.
+    gone = now - timedelta(microseconds=1)
+    done = session.execute(update(File).where(_live(now), *where).values(expires_at=gone))
+    return rows_changed(done)
 
 
 def _locked_use(

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from demixer.service.db import rows_changed
 from demixer.service.jobs.queue import COMPLETED, FinalHook
 from demixer.service.schema import Job
 
 __all__ = [
+    "expire_results",
     "result_bytes",
     "result_due",
     "result_expired",
@@ -58,30 +60,44 @@ def result_expired(job: Job, retention_seconds: float, now: datetime) -> bool:
     return expires is not None and now >= expires
 
 
-def result_bytes(session: Session, account_id: str, now: datetime) -> int:
-    """The bytes the stems of ``account_id``'s live results hold at ``now`` (the database
-    clock): each COMPLETED request's outputs (their ``size``, as stored), until the request is
-    deleted, its outputs are swept, or its ``expires_at`` passes. A result answered from the
-    cache counts its own copies (``service/jobs/cache.py``: each request owns its blobs).
+def _live_result(now: datetime) -> ColumnElement[bool]:
+    """A COMPLETED request whose outputs are still kept at ``now``: not swept, not past its
+    ``expires_at`` (one completed before that column existed counts until swept)."""
+    return and_(
+        Job.status == COMPLETED,
+        Job.expired.is_(False),
+        or_(Job.expires_at.is_(None), Job.expires_at >= now),
+    )
 
-    A job completed before ``jobs.expires_at`` existed counts until the sweeper marks it
-    expired (a retention later), not from the moment its retention ends."""
-    rows = session.execute(
-        select(Job.outputs).where(
-            Job.account_id == account_id,
-            Job.status == COMPLETED,
-            Job.expired.is_(False),
-            or_(Job.expires_at.is_(None), Job.expires_at >= now),
-        )
-    ).scalars()
+
+def result_bytes(session: Session, now: datetime, *where: ColumnElement[bool]) -> tuple[int, int]:
+    """How many live results match ``where`` at ``now`` (the database clock), and the bytes
+    their stems hold: each COMPLETED request's outputs (their ``size``, as stored), until the
+    request is deleted, its outputs are swept, or its ``expires_at`` passes. A result answered
+    from the cache counts its own copies (``service/jobs/cache.py``: each request owns its
+    blobs)."""
+    rows = session.execute(select(Job.outputs).where(_live_result(now), *where)).scalars().all()
     # Summed here, not in SQL: the sizes are inside each row's JSON, which SQLite and
     # PostgreSQL take apart with functions of their own.
-    return sum(
+    held = sum(
         out["size"]
         for outputs in rows
         for out in (outputs or {}).values()
         if isinstance(out, dict) and isinstance(out.get("size"), int)
     )
+    return len(rows), held
+
+
+def expire_results(session: Session, now: datetime, *where: ColumnElement[bool]) -> int:
+    """Bring the expiry of the live results matching ``where`` forward to ``now`` (an operator
+    frees their disk early: ``demixer purge``); the sweeper deletes their stems, and the API
+    answers them as expired from now on. Returns how many."""
+    # A microsecond before ``now``: expired for every reader, and due for a sweep, at ``now``.
+    gone = now - timedelta(microseconds=1)
+    done = session.execute(
+        update(Job).where(_live_result(now), *where).values(expires_at=gone, updated_at=now)
+    )
+    return rows_changed(done)
 
 
 def set_result_expiry(retention_seconds: float) -> FinalHook:
