@@ -211,7 +211,10 @@ def test_stored_stems_count_and_a_new_request_is_refused_in_each_protocol_once_f
     done = api.queue_separate(file_id).json()["request_id"]
     api.worker_done(done)
     stems = 2 * api.files.get("mono.wav").path.stat().st_size  # target and residual
-    assert api.get("/v1/usage").json()["storage"] == {
+    body = api.get("/v1/usage").json()
+    client_side = Usage.from_json(body).storage
+    assert client_side is not None and client_side.results_bytes == stems
+    assert body["storage"] == {
         "used_bytes": size + stems,
         "files_bytes": size,
         "results_bytes": stems,

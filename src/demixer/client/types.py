@@ -511,7 +511,7 @@ class StorageUse:
 class Usage:
     """``GET /v1/usage``: the account's usage recorded from ``start`` to ``end`` (inclusive),
     and its monthly allowance now (``allowance``: None for an account without one, which is
-    unlimited, or from a server older than allowances), and the bytes its uploads hold
+    unlimited, or from a server older than allowances), and the bytes its uploads and stems hold
     (``storage``: None from a server older than the cap on them)."""
 
     lines: list[UsageLine]
