@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import JSON, ColumnElement, and_, column, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from demixer.service.db import rows_changed
@@ -76,16 +76,17 @@ def result_bytes(session: Session, now: datetime, *where: ColumnElement[bool]) -
     request is deleted, its outputs are swept, or its ``expires_at`` passes. A result answered
     from the cache counts its own copies (``service/jobs/cache.py``: each request owns its
     blobs)."""
-    rows = session.execute(select(Job.outputs).where(_live_result(now), *where)).scalars().all()
-    # Summed here, not in SQL: the sizes are inside each row's JSON, which SQLite and
-    # PostgreSQL take apart with functions of their own.
-    held = sum(
-        out["size"]
-        for outputs in rows
-        for out in (outputs or {}).values()
-        if isinstance(out, dict) and isinstance(out.get("size"), int)
-    )
-    return len(rows), held
+    live = (_live_result(now), *where)
+    count = session.execute(select(func.count()).select_from(Job).where(*live)).scalar_one()
+    # Each output of each row, in SQL: json_each is SQLite's and PostgreSQL's alike, and the
+    # JSON type reads its "size" in each one's words. Read into Python row by row instead, an
+    # account's thousand results took a tenth of a second, in the transaction that queues.
+    each = func.json_each(Job.outputs).table_valued(column("value", JSON))
+    size = each.c.value["size"].as_integer()
+    held = session.execute(
+        select(func.coalesce(func.sum(size), 0)).select_from(Job).join(each, true()).where(*live)
+    ).scalar_one()
+    return int(count), int(held)
 
 
 def expire_results(session: Session, now: datetime, *where: ColumnElement[bool]) -> int:
