@@ -174,6 +174,15 @@ class Api:
         body = {"input": {"file_id": file_id, "prompt": prompt, **extra.pop("input", {})}}
         return self.post("/v1/queue/audio/separate", json={**body, **extra})
 
+    def extract(self, audio: bytes) -> httpx.Response:
+        """MusicGPT's ``POST /v1/Extraction`` of ``audio`` (a WAV) as its ``audio_file``."""
+        return self.client.post(
+            "/api/public/v1/Extraction",
+            data={"stems": '["vocals"]'},
+            files={"audio_file": ("song.wav", audio, "audio/wav")},
+            headers={"Authorization": self.key},
+        )
+
     def worker_done(
         self, job_id: str, names: tuple[str, ...] = ("target", "residual"), track: str = "song"
     ) -> None:

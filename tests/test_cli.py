@@ -1362,7 +1362,7 @@ def test_an_accounts_storage_cap_is_set_listed_and_given_back_to_the_setting(
     done = keys("quota", account, "--storage-bytes", "5000000")
     assert (done.exit_code, done.stdout) == (
         0,
-        f"account {account}: uploads hold at most 5000000 bytes\n",
+        f"account {account}: uploads and stems hold at most 5000000 bytes\n",
     )
     assert f"account {account}\n  storage: at most 5000000 bytes (its own)\n" in keys("list").stdout
     assert keys("quota", account, "--storage-bytes", "none").exit_code == 0
@@ -1377,6 +1377,33 @@ def test_an_accounts_storage_cap_is_set_listed_and_given_back_to_the_setting(
     assert "error [INVALID_REQUEST] --storage-bytes is a whole number of bytes" in bad.stderr
     neither = keys("quota", account)
     assert neither.exit_code != 0 and "give --minutes, --storage-bytes or both" in neither.stderr
+
+
+def test_purge_says_what_it_would_free_and_refuses_an_age_it_cannot_read(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """``demixer purge`` (``tests/test_retention.py`` has what it expires and deletes)."""
+    from demixer.cli import app
+
+    data = str(tmp_path / "data")
+    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
+
+    def purge(*args: str) -> Result:
+        return CliRunner().invoke(app, ["purge", *args, "--data-dir", data], env=env)
+
+    dry = purge("--older-than", "24h", "--dry-run")
+    assert (dry.exit_code, dry.stdout) == (
+        0,
+        "would expire 0 uploads (0 bytes) and 0 results (0 bytes) older than 24h, of every "
+        "account: 0 bytes freed\n",
+    )
+    done = purge("--older-than", "0")
+    assert done.exit_code == 0 and done.stdout.startswith("expired 0 uploads"), done.stdout
+    bad = purge("--older-than", "a day")
+    assert bad.exit_code == 1
+    assert "error [INVALID_REQUEST] --older-than is a number with s, m, h or d" in bad.stderr
+    unknown = purge("--older-than", "7d", "--account", "acct_none")
+    assert unknown.exit_code == 1 and "no account 'acct_none'" in unknown.stderr
 
 
 def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:

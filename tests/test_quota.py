@@ -146,12 +146,7 @@ def test_each_vendor_protocol_refuses_in_its_own_code(make_api: Callable[..., Ap
     assert gaudio.status_code == 200 and gaudio.json()["resultCode"] == 1102, gaudio.text
     assert "resets at 2030-02-01T00:00:00Z" in gaudio.json()["resultMessage"]
     audio = api.files.get("stereo.wav").path.read_bytes()
-    musicgpt = api.client.post(
-        "/api/public/v1/Extraction",
-        data={"stems": '["vocals"]'},
-        files={"audio_file": ("song.wav", audio, "audio/wav")},
-        headers={"Authorization": api.key},
-    )
+    musicgpt = api.extract(audio)
     assert musicgpt.status_code == 402, musicgpt.text
     assert musicgpt.json()["success"] is False and musicgpt.json()["error"] == "QUOTA_EXCEEDED"
     suno = api.post("/api/v1/vocal-removal/generate", json={"fileId": file_id})

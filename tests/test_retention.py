@@ -26,11 +26,12 @@ from sqlalchemy import func, select, update
 
 from api_support import TESTSERVER, Api, close_app
 from audiofiles import AudioFiles
-from demixer.errors import StorageUnavailable
+from demixer.errors import NotFound, StorageUnavailable
 from demixer.server.app import create_app
 from demixer.server.compose import build_services
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.db import Database
+from demixer.service.retention.purge import Purged, purge
 from demixer.service.retention.sweeper import SweepCounts, Sweeper
 from demixer.service.schema import Delivery, File, Job, JobLog
 from demixer.settings import Settings
@@ -458,6 +459,44 @@ def _done_request(api: Clocked, name: str = "stereo.wav") -> str:
     job_id = str(api.queue_separate(api.upload(name)).json()["request_id"])
     api.worker_done(job_id)
     return job_id
+
+
+def test_purge_expires_old_uploads_and_results_now_and_deletes_their_bytes(
+    clocked: Clocked,
+) -> None:
+    """``demixer purge``: an operator whose disk fills before the 72 h and 48 h are up frees it
+    now; what it expires answers 410 as if its retention had ended, and counts no more."""
+    api = clocked
+    old_file = api.upload()
+    old_job = api.queue_separate(old_file).json()["request_id"]
+    api.worker_done(old_job)
+    size = _file(api, old_file).bytes_stored or 0
+    outputs = [o["key"] for o in (_job(api, old_job).outputs or {}).values()]
+    stems = sum(o["size"] for o in (_job(api, old_job).outputs or {}).values())
+    api.at(START + 2 * HOUR)
+    young = api.upload()
+    api.at(START + 3 * HOUR)
+    older = timedelta(minutes=90)
+    would = purge(api.services, older, None, dry_run=True)
+    assert would == Purged(files=1, file_bytes=size, results=1, result_bytes=stems)
+    assert api.get(f"/v1/queue/requests/{old_job}/result").status_code == 200  # a dry run
+    someone, _ = create_key(api.services.db)  # another account: nothing of its own to expire
+    theirs = purge(api.services, older, someone, dry_run=False)
+    assert (theirs.files, theirs.results) == (0, 0)
+    with pytest.raises(NotFound):
+        purge(api.services, older, "acct_none", dry_run=True)
+
+    done = purge(api.services, older, api.account, dry_run=False)
+    assert (done.files, done.file_bytes, done.results, done.result_bytes) == (1, size, 1, stems)
+    assert done.swept is not None and (done.swept.files, done.swept.results) == (1, 1)
+    _error(api.get(f"/v1/queue/requests/{old_job}/result"), 410, "RESULT_EXPIRED")
+    _error(api.get(f"/v1/files/{old_file}"), 410, "FILE_EXPIRED")
+    assert not any(api.services.storage.exists(key) for key in outputs)
+    assert not api.services.storage.exists(_file(api, old_file).storage_key)
+    assert api.get(f"/v1/files/{young}").json()["status"] == "uploaded"
+    storage = api.get("/v1/usage").json()["storage"]
+    assert (storage["files_bytes"], storage["results_bytes"]) == (size, 0)  # the young one
+    assert purge(api.services, older, None, dry_run=True) == Purged(0, 0, 0, 0)
 
 
 @contextmanager

@@ -205,7 +205,7 @@ def keys_quota(
         str | None,
         typer.Option(
             "--storage-bytes",
-            help="The most bytes its uploads may hold at once, in place of "
+            help="The most bytes its uploads and stems may hold at once, in place of "
             "DEMIXER_MAX_ACCOUNT_STORAGE_BYTES: a whole number of bytes, `none` for no cap, "
             "or `default` for the setting's again.",
         ),
@@ -213,9 +213,9 @@ def keys_quota(
     data_dir: DataDir = None,
 ) -> None:
     """Set an account's allowance of audio minutes per calendar month (UTC), or its cap on
-    the bytes its uploads hold, in force at once: a request whose input does not fit in what
-    is left is refused (402 QUOTA_EXCEEDED), an upload that does not fit in its storage too
-    (413 STORAGE_QUOTA_EXCEEDED)."""
+    the bytes its uploads and stems hold, in force at once: a request whose input does not fit
+    in what is left is refused (402 QUOTA_EXCEEDED), an upload that does not fit in its
+    storage, or any request once it is full, too (413 STORAGE_QUOTA_EXCEEDED)."""
     from demixer.service.accounts.quota import set_quota, set_storage_cap
 
     if minutes is None and storage_bytes is None:
@@ -256,7 +256,7 @@ def keys_quota(
         if cap is None:
             said = "the server's storage cap (DEMIXER_MAX_ACCOUNT_STORAGE_BYTES)"
         else:
-            said = "no storage cap" if cap == 0 else f"uploads hold at most {cap} bytes"
+            said = "no storage cap" if cap == 0 else f"uploads and stems hold at most {cap} bytes"
         out.print(f"account {account}: {said}", highlight=False)
 
 

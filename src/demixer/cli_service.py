@@ -22,6 +22,7 @@ from rich.console import Console
 
 from demixer.cli_admin import copy_to, keys_app, migrate, workers_list
 from demixer.cli_output import fail, print_error
+from demixer.cli_purge import purge
 from demixer.cli_startup import (
     DataDir,
     check_precision,
@@ -364,4 +365,5 @@ def register(app: typer.Typer) -> None:
     app.command("copy-to", short_help="Copy every record and stored file to another database.")(
         copy_to
     )
+    app.command(short_help="Free disk now: expire uploads and results older than an age.")(purge)
     app.add_typer(keys_app, name="keys")

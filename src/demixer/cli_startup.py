@@ -1,8 +1,9 @@
-"""What every service command (``serve``, ``worker``, ``workers``, ``keys``, ``migrate``) does
-before its own work: one :class:`~demixer.settings.Settings` built from its options and the
-``DEMIXER_*`` environment (nothing is created at import time), the data directory, database and
-storage checked, the schema migrated and the scratch of killed processes swept. What the
-operator must fix ends the command with one error line, never a traceback.
+"""What every service command (``serve``, ``worker``, ``workers``, ``keys``, ``migrate``,
+``purge``) does before its own work: one :class:`~demixer.settings.Settings` built from its
+options and the ``DEMIXER_*`` environment (nothing is created at import time), the data
+directory, database and storage checked, the schema migrated and the scratch of killed
+processes swept. What the operator must fix ends the command with one error line, never a
+traceback.
 """
 
 from __future__ import annotations

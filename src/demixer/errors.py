@@ -374,10 +374,11 @@ class FileTooLarge(DemixerError):
 
 
 class StorageQuotaExceeded(FileTooLarge):
-    """The account's uploads (pending ones at their announced size) would pass its cap on
-    stored bytes with this one: nothing was stored. Deleting files, or their expiry, makes
-    room at once. A 413 like :class:`FileTooLarge` (the upload is too large for the room the
-    account has left), never a 5xx: the server is well, this caller is at its limit."""
+    """The account's uploads (pending ones at their announced size) and stems would pass its
+    cap on stored bytes with this upload, or hold all of it for a new request: nothing was
+    stored or queued. Deleting files or results, or their expiry, makes room at once. A 413
+    like :class:`FileTooLarge` (too large for the room the account has left), never a 5xx:
+    the server is well, this caller is at its limit."""
 
     code = "STORAGE_QUOTA_EXCEEDED"
 

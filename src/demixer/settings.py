@@ -123,8 +123,9 @@ class Settings(BaseSettings):
 
     # Limits checked before a job is queued, and again on the bytes and samples themselves.
     max_upload_bytes: int = Field(GIB, ge=1)
-    # The most bytes of uploads one account may hold at once (pending ones at their announced
-    # size), so that no one key fills the disk within the upload retention; 0: no cap.
+    # The most bytes of uploads (pending ones at their announced size) and of stems one
+    # account may hold at once, so that no one key fills the disk within the retentions; 0:
+    # no cap.
     max_account_storage_bytes: int = Field(20 * GIB, ge=0)
     max_duration_seconds: float = Field(20 * 60.0, gt=0)
     # Any request body but an upload (a JSON request is a few hundred bytes): 413 past it.

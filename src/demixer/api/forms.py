@@ -4,7 +4,9 @@
 are kept in memory (each at most :data:`MAX_FIELD_BYTES`); the one file part is written to a
 spool file in the data directory's scratch space (:mod:`demixer.service.scratch`, never
 ``$TMPDIR``), and its bytes are counted before they are written: the byte past ``max_file_bytes``
-raises :class:`~demixer.errors.FileTooLarge` (413) and is never written anywhere. The spool file
+raises :class:`~demixer.errors.FileTooLarge` (413), and the byte past the room the account's
+storage has left (``storage``, read before the body) its
+:class:`~demixer.errors.StorageQuotaExceeded` (413); neither is written anywhere. The spool file
 is removed when the context ends, whatever happened; a full disk is
 :class:`~demixer.errors.StorageFull` (507).
 
@@ -39,6 +41,7 @@ from demixer.api.scope import sends_no_body
 from demixer.api.text import NUL
 from demixer.api.uploads import run_upload
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge, StorageFull
+from demixer.service.files.lifecycle import StorageUse
 from demixer.service.scratch import scratch_file
 
 __all__ = ["IN_FLIGHT", "MAX_FIELD_BYTES", "WRITE_BYTES", "Form", "SpooledFile", "read_form"]
@@ -76,10 +79,18 @@ class Form:
 class _Parser:
     """python-multipart callbacks building a :class:`Form` (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, max_file_bytes: int, max_fields: int, charset: str):
+    def __init__(
+        self,
+        data_dir: Path,
+        max_file_bytes: int,
+        max_fields: int,
+        charset: str,
+        storage: StorageUse | None,
+    ):
         self.form = Form()
         self.data_dir = data_dir
         self.max_file_bytes = max_file_bytes
+        self.storage = storage
         self.max_fields = max_fields
         self.charset = charset
         self.fd: int | None = None
@@ -173,6 +184,12 @@ class _Parser:
                     f"the upload is over this server's limit of {self.max_file_bytes} bytes",
                     param=self.form.file.field,
                 )
+            storage = self.storage
+            room = storage.room_bytes if storage is not None else None
+            if storage is not None and room is not None and self.form.file.size > room:
+                # The same, for the room the account's storage had left.
+                what = f"this file is over the {room} bytes left in this account's storage"
+                raise storage.refusal(what, self.form.file.field)
             self.pending.append(chunk)
             self.pending_bytes += len(chunk)
             return
@@ -313,14 +330,22 @@ def _charset(params: dict[bytes, bytes]) -> str:
 
 @contextlib.asynccontextmanager
 async def read_form(
-    request: Request, data_dir: Path, max_file_bytes: int, *, max_fields: int = 20
+    request: Request,
+    data_dir: Path,
+    max_file_bytes: int,
+    *,
+    max_fields: int = 20,
+    storage: StorageUse | None = None,
 ) -> AsyncIterator[Form]:
     """The multipart form of ``request``, its file spooled under ``data_dir`` (removed after).
+    ``storage``: what the caller's account holds, read before the body: its file may take no
+    more than the room left (:func:`~demixer.api.uploads.storage_room`).
 
     Raises:
         InvalidRequest: not a form (multipart, URL-encoded, a JSON object or no body at
             all), or a broken one (400).
         FileTooLarge: the file is over ``max_file_bytes`` (413; nothing past it was written).
+        StorageQuotaExceeded: the file is over ``storage``'s room (413; the same).
         RequestTooLarge: a text field over :data:`MAX_FIELD_BYTES` (413).
         StorageFull: the spool could not be written (507).
     """
@@ -336,7 +361,7 @@ async def read_form(
         return
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidRequest("send a multipart/form-data body (with its boundary)")
-    parser = _Parser(data_dir, max_file_bytes, max_fields, _charset(params))
+    parser = _Parser(data_dir, max_file_bytes, max_fields, _charset(params), storage)
     callbacks = {
         name: getattr(parser, name)
         for name in (

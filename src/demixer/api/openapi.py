@@ -42,9 +42,10 @@ _DESCRIPTIONS = {
     410: "Expired (`URL_EXPIRED`, `FILE_EXPIRED`, `RESULT_EXPIRED`)",
     413: "Too large: an upload (`FILE_TOO_LARGE`) or a request body (`REQUEST_TOO_LARGE`) over "
     "its limit, nothing past the limit was read; or a new upload that does not fit in what "
-    "the account's files may hold at once (`STORAGE_QUOTA_EXCEEDED`, nothing stored: the "
-    "message says the bytes held and the cap, `GET /v1/usage` shows them; deleting files or "
-    "their expiry makes room)",
+    "the account's files and results may hold at once, or a new request once they hold all "
+    "of it (`STORAGE_QUOTA_EXCEEDED`, nothing stored: the message says the bytes held and the "
+    "cap, `GET /v1/usage` shows them; deleting files or results, or their expiry, makes "
+    "room)",
     414: "The URL is over 8 KiB (`URL_TOO_LONG`); the connection is closed",
     415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",
     416: "The `Range` starts past the end of the file (`RANGE_NOT_SATISFIABLE`); "

@@ -739,14 +739,22 @@ class Allowance(Answer):
 
 
 class StorageUse(Answer):
-    """The bytes the account's uploads hold now, and its cap on them
-    (`DEMIXER_MAX_ACCOUNT_STORAGE_BYTES`): an upload that does not fit is refused 413
-    `STORAGE_QUOTA_EXCEEDED` before any of its bytes are stored."""
+    """The bytes the account holds in storage now (its uploads, and its requests' stems), and
+    its cap on them (`DEMIXER_MAX_ACCOUNT_STORAGE_BYTES`): an upload that does not fit is
+    refused 413 `STORAGE_QUOTA_EXCEEDED` before any of its bytes are stored, and so is every
+    new request once they hold the whole cap (a request queued or running still completes,
+    its stems stored)."""
 
-    used_bytes: int = Field(
+    used_bytes: int = Field(description="`files_bytes` and `results_bytes` together.")
+    files_bytes: int = Field(
         description="What the account's live files hold: uploaded ones their bytes, pending "
         "ones (and ones whose bytes were refused, which a new PUT may fill) their announced "
         "`file_size`. A file deleted or past its `expires_at` counts no more."
+    )
+    results_bytes: int = Field(
+        description="What the stems of its completed requests hold, until the request is "
+        "deleted or its result expires; one answered from the result cache holds copies of "
+        "its own."
     )
     cap_bytes: int | None = Field(
         description="The most they may hold at once; null: no cap on this server."
@@ -769,4 +777,6 @@ class UsageList(Answer):
         description="The account's monthly allowance now (`demixer keys quota`); null for an "
         "account without one: unlimited."
     )
-    storage: StorageUse = Field(description="The bytes the account's uploads hold, and its cap.")
+    storage: StorageUse = Field(
+        description="The bytes the account's uploads and results hold, and its cap."
+    )

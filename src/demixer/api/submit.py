@@ -56,7 +56,7 @@ from demixer.service.accounts.keys import new_id
 from demixer.service.accounts.limits import check_concurrency
 from demixer.service.accounts.quota import check_quota, hold
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileState
+from demixer.service.files.lifecycle import FileState, check_request_room
 from demixer.service.jobs import cache
 from demixer.service.jobs.contract import (
     NATIVE_STYLE,
@@ -466,8 +466,10 @@ def submit(
     """Queue ``sub``; the row is committed before the answer says it exists.
 
     A request identical to a completed one of the same account (``service/jobs/cache.py``) is
-    answered COMPLETED at once with copies of its outputs; only requests that will really
-    run count against the key's concurrent-jobs limit and the account's monthly allowance
+    answered COMPLETED at once with copies of its outputs. Any request is refused while the
+    account's files and results hold its whole storage cap (``service/files/lifecycle.py``):
+    the copies count as its own stems. Only requests that will really run count against the
+    key's concurrent-jobs limit and the account's monthly allowance
     (``service/accounts/quota.py``: an upload's seconds are held from here; an ``audio_url``'s
     are checked by the worker once fetched, and refused here only when none are left).
     """
@@ -480,6 +482,9 @@ def submit(
                 content, sub.engine_model, sub.params, weights, sub.cleanup_models
             )
             now = services.db.clock()
+            # Before the cache's copies too: they are stems this request holds as its own.
+            cap = services.settings.max_account_storage_bytes
+            check_request_room(s, account_id, cap, now)
             source = cache.find_reusable(s, services.storage, account_id, fp, now) if fp else None
             outputs: dict[str, Any] = {}
             if source is not None:

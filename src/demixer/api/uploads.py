@@ -66,10 +66,12 @@ from demixer.service.files.lifecycle import (
     PURPOSE,
     FileConflict,
     FileState,
+    StorageUse,
     mark_deleted,
     mark_failed,
     mark_uploaded,
     new_file,
+    storage_use,
 )
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, delete_file_blobs, landing_key, staging_key
@@ -86,6 +88,7 @@ __all__ = [
     "record_upload",
     "run_upload",
     "settle_pending",
+    "storage_room",
     "store_direct",
 ]
 
@@ -406,6 +409,16 @@ def settle_pending(services: Services, row: File) -> File:
     except (SizeMismatch, InvalidAudio, AlreadyUploaded, FileNotReady):
         with services.db.read() as s:
             return owned_file(services, s, row.account_id, row.id)
+
+
+def storage_room(services: Services, account_id: str) -> StorageUse:
+    """What ``account_id``'s files and results hold now, against its cap: read before a form
+    upload's body, so that its file is spooled no further than the room left
+    (:func:`~demixer.api.forms.read_form`). :func:`store_direct` checks again, with the
+    account's row locked, before the bytes are stored."""
+    with services.db.read() as s:
+        cap = services.settings.max_account_storage_bytes
+        return storage_use(s, account_id, cap, services.db.clock())
 
 
 def store_direct(

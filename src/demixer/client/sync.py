@@ -428,7 +428,7 @@ class Client(core.ClientBase):
         to ``end`` (both inclusive; a date is its whole day, a naive datetime is UTC).
         Default: the 30 days up to now. Its ``allowance`` says what is left of the account's
         monthly allowance now (None: unlimited); its ``storage`` the bytes the account's
-        uploads hold and their cap."""
+        uploads and stems hold and their cap."""
         return Usage.from_json(self._json(self._usage_call(start, end)))
 
     def separate(

@@ -483,20 +483,27 @@ class Allowance:
 
 @dataclass(frozen=True)
 class StorageUse:
-    """The bytes the account's uploads hold now, and its cap on them.
+    """The bytes the account holds in storage now (uploads and stems), and its cap on them.
 
-    An upload that does not fit under ``cap_bytes`` is refused: ApiError 413
-    ``STORAGE_QUOTA_EXCEEDED``, until files are deleted or expire.
+    An upload that does not fit under ``cap_bytes`` is refused, and so is every new request
+    once they hold all of it: ApiError 413 ``STORAGE_QUOTA_EXCEEDED``, until files or results
+    (their requests) are deleted or expire.
     """
 
-    used_bytes: int  # uploaded files' bytes, pending ones' announced size
+    used_bytes: int  # files_bytes + results_bytes
     cap_bytes: int | None  # the most they may hold at once; None: no cap
+    files_bytes: int = 0  # uploaded files' bytes, pending ones' announced size
+    results_bytes: int = 0  # completed requests' stems (0 from a server before they counted)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> StorageUse:
+        used = _get(d, "used_bytes", int)
+        files = _get(d, "files_bytes", int, optional=True)  # None: a server before results
         return cls(
-            used_bytes=_get(d, "used_bytes", int),
+            used_bytes=used,
             cap_bytes=_get(d, "cap_bytes", int, optional=True),
+            files_bytes=used if files is None else files,
+            results_bytes=_get(d, "results_bytes", int, optional=True) or 0,
         )
 
 
@@ -504,7 +511,7 @@ class StorageUse:
 class Usage:
     """``GET /v1/usage``: the account's usage recorded from ``start`` to ``end`` (inclusive),
     and its monthly allowance now (``allowance``: None for an account without one, which is
-    unlimited, or from a server older than allowances), and the bytes its uploads hold
+    unlimited, or from a server older than allowances), and the bytes its uploads and stems hold
     (``storage``: None from a server older than the cap on them)."""
 
     lines: list[UsageLine]

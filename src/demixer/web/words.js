@@ -41,7 +41,7 @@ const ERRORS = {
   TOO_MANY_CONCURRENT_JOBS: "You have as many songs separating as you may. Wait for one to finish.",
   RATE_LIMITED: "Too many requests at once. Wait a moment and try again.",
   QUOTA_EXCEEDED: "This song doesn't fit in the audio minutes this account has left this month.",
-  STORAGE_QUOTA_EXCEEDED: "This account's uploads fill the space it may use. Wait for them to expire, or delete some, then try again.",
+  STORAGE_QUOTA_EXCEEDED: "This account's uploads and separated stems fill the space it may use. Delete results or files it no longer needs, or wait for them to expire, then try again.",
   UNAUTHENTICATED: "This key isn't valid (or was revoked).",
   PERMISSION_DENIED: "This key may not do that.",
   MODEL_FAILED: "Something went wrong while separating. Try again.",

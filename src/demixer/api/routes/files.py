@@ -82,8 +82,11 @@ async def _announce(
 
 async def _direct(request: Request, services: Services, account_id: str) -> FileObject:
     settings = services.settings
-    # The file is counted while it arrives and spooled in the data directory (api/forms.py).
-    async with read_form(request, settings.data_dir, settings.max_upload_bytes) as form:
+    # The file is counted while it arrives and spooled in the data directory, no further than
+    # the room the account's storage has left (api/forms.py).
+    room = await anyio.to_thread.run_sync(uploads.storage_room, services, account_id)
+    limit = settings.max_upload_bytes
+    async with read_form(request, settings.data_dir, limit, storage=room) as form:
         upload = form.file
         if upload is None or upload.field != "file":
             raise InvalidRequest(

@@ -82,8 +82,9 @@ def get_usage(
     """The caller's account's usage, per key and engine model, of the jobs completed in
     `[from, to]`; and its monthly allowance now (`allowance`, null when it has none): how
     many seconds of audio a request may still use before it is refused 402
-    `QUOTA_EXCEEDED`; and the bytes its uploads hold against its cap (`storage`): an upload
-    that does not fit is refused 413 `STORAGE_QUOTA_EXCEEDED`."""
+    `QUOTA_EXCEEDED`; and the bytes its uploads and its requests' stems hold against its cap
+    (`storage`): an upload that does not fit, or any new request once they hold the whole cap,
+    is refused 413 `STORAGE_QUOTA_EXCEEDED`."""
     now = services.db.clock()
     to = _when(end, "to") or now
     since = _when(start, "from") or max(to, _EARLIEST + DEFAULT_PERIOD) - DEFAULT_PERIOD
@@ -107,7 +108,12 @@ def get_usage(
             "to": to,
             "total": total,
             "allowance": _allowance(state),
-            "storage": StorageUse(used_bytes=stored.used_bytes, cap_bytes=stored.cap_bytes),
+            "storage": StorageUse(
+                used_bytes=stored.used_bytes,
+                files_bytes=stored.files_bytes,
+                results_bytes=stored.results_bytes,
+                cap_bytes=stored.cap_bytes,
+            ),
         }
     )
 

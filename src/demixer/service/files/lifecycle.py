@@ -16,11 +16,13 @@ Each transition is a conditional UPDATE that names the states it leaves; one tha
 row raises :class:`FileConflict` (or returns False where a race is expected, for the sweeper),
 as :mod:`demixer.service.jobs.queue` does for jobs.
 
-A new row is refused when its account's files would then hold more than the cap on stored
-bytes (the account's own, ``demixer keys quota --storage-bytes``, else
-``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES``): uploads are kept for the upload retention
-(72 h) whatever their owner does, so without it one API key could fill the server's disk at
-its request rate. A live file (not deleted, not past ``expires_at``) counts
+A new row is refused when its account's files and results would then hold more than the cap
+on stored bytes (the account's own, ``demixer keys quota --storage-bytes``, else
+``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES``): uploads are kept for the upload retention (72 h), and
+stems for the result retention (48 h), whatever their owner does, so without it one API key
+could fill the server's disk at its request rate. A result counts the stems it stores
+(:func:`~demixer.service.retention.expiry.result_bytes`); a live file (not deleted, not past
+``expires_at``) counts
 
 - ``uploaded``: the bytes stored;
 - ``pending``, or ``failed`` after its bytes were refused: the announced ``file_size``, which
@@ -30,8 +32,10 @@ its request rate. A live file (not deleted, not past ``expires_at``) counts
 
 :func:`new_file` checks it in the write transaction that adds the row, before any byte of the
 file is stored, with the account's row locked on PostgreSQL (SQLite's write transaction holds
-the whole database), so parallel announcements take turns. A file deleted, or past its
-``expires_at``, stops counting at once.
+the whole database), so parallel announcements take turns. A new request's stems are not
+known before it runs: :func:`check_request_room` refuses one, in the transaction that queues
+it and under the same lock, once the account holds its whole cap. A file or result deleted,
+or past its ``expires_at``, stops counting at once.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ from demixer.errors import AlreadyUploaded, StorageQuotaExceeded
 from demixer.naming import stored_name
 from demixer.service.accounts.keys import new_id
 from demixer.service.db import rows_changed
-from demixer.service.schema import Account, File, StorageCap
+from demixer.service.retention.expiry import result_bytes
+from demixer.service.schema import Account, File, Job, StorageCap
 
 __all__ = [
     "GONE",
@@ -59,6 +64,9 @@ __all__ = [
     "FileConflict",
     "FileState",
     "StorageUse",
+    "check_request_room",
+    "expire_files",
+    "files_bytes",
     "input_key",
     "listed",
     "mark_deleted",
@@ -116,15 +124,39 @@ def listed(now: datetime) -> ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class StorageUse:
-    """The bytes an account's files hold, and its cap.
+    """The bytes an account holds in storage, and its cap.
 
     Attributes:
-        used_bytes: what its live files hold (pending ones at their announced size).
-        cap_bytes: the most they may hold at once; None: no cap.
+        files_bytes: what its live files hold (pending ones at their announced size).
+        results_bytes: what the stems of its live results hold
+            (:func:`~demixer.service.retention.expiry.result_bytes`).
+        cap_bytes: the most both may hold at once; None: no cap.
     """
 
-    used_bytes: int
+    files_bytes: int
+    results_bytes: int
     cap_bytes: int | None
+
+    @property
+    def used_bytes(self) -> int:
+        """What its files and results hold together."""
+        return self.files_bytes + self.results_bytes
+
+    @property
+    def room_bytes(self) -> int | None:
+        """What it may still store; None: no cap."""
+        return None if self.cap_bytes is None else max(0, self.cap_bytes - self.used_bytes)
+
+    def refusal(self, what: str, param: str | None = None) -> StorageQuotaExceeded:
+        """The error refusing ``what`` (a sentence's start: why it does not fit), saying what
+        holds the room and how to free it."""
+        return StorageQuotaExceeded(
+            f"{what}: it holds {self.used_bytes} of the {self.cap_bytes} bytes it may keep at "
+            f"once ({self.files_bytes} in files, pending uploads at their announced size; "
+            f"{self.results_bytes} in the stems of its requests' results); delete results "
+            "(their requests) or files it no longer needs, or wait until they expire",
+            param=param,
+        )
 
 
 def _cap(session: Session, account_id: str, default: int) -> int:
@@ -137,49 +169,90 @@ def _cap(session: Session, account_id: str, default: int) -> int:
 
 
 def storage_use(session: Session, account_id: str, default_cap: int, now: datetime) -> StorageUse:
-    """What ``account_id``'s live files hold at ``now`` (the database clock; see the module
-    docstring), against its cap: its own, else ``default_cap`` (the setting; 0: no cap)."""
+    """What ``account_id``'s live files and results hold at ``now`` (the database clock; see
+    the module docstring), against its cap: its own, else ``default_cap`` (the setting; 0: no
+    cap)."""
     cap = _cap(session, account_id, default_cap)
-    return StorageUse(_used_bytes(session, account_id, now), cap or None)
+    return _use(session, account_id, cap, now)
 
 
-def _used_bytes(session: Session, account_id: str, now: datetime) -> int:
-    """The bytes ``account_id``'s live files hold at ``now`` (see the module docstring)."""
+def _use(session: Session, account_id: str, cap: int, now: datetime) -> StorageUse:
+    """What ``account_id``'s live files and results hold at ``now``, against ``cap``."""
+    _, files = files_bytes(session, now, File.account_id == account_id)
+    _, results = result_bytes(session, now, Job.account_id == account_id)
+    return StorageUse(files, results, cap or None)
+
+
+def _live(now: datetime) -> ColumnElement[bool]:
+    """A file that holds bytes (or may still take them) at ``now``: not deleted, not
+    expired, not past its ``expires_at``."""
+    return and_(File.status.not_in(GONE), or_(File.expires_at.is_(None), File.expires_at >= now))
+
+
+def files_bytes(session: Session, now: datetime, *where: ColumnElement[bool]) -> tuple[int, int]:
+    """How many live files match ``where`` at ``now`` (the database clock), and the bytes they
+    hold (see the module docstring)."""
     held = case(
         (File.status == FileState.UPLOADED, func.coalesce(File.bytes_stored, File.file_size, 0)),
         (and_(File.status == FileState.FAILED, File.bytes_stored.is_(None)), 0),
         else_=func.coalesce(File.file_size, 0),
     )
-    used = session.execute(
-        select(func.coalesce(func.sum(held), 0)).where(
-            File.account_id == account_id,
-            File.status.not_in(GONE),
-            or_(File.expires_at.is_(None), File.expires_at >= now),
-        )
-    ).scalar_one()
-    return int(used)
+    count, used = session.execute(
+        select(func.count(), func.coalesce(func.sum(held), 0)).where(_live(now), *where)
+    ).one()
+    return int(count), int(used)
+
+
+def expire_files(session: Session, now: datetime, *where: ColumnElement[bool]) -> int:
+    """Bring the ``expires_at`` of the live files matching ``where`` forward to ``now`` (an
+    operator frees their disk early: ``demixer purge``); the sweeper deletes their bytes and
+    marks them expired (one a queued or running request reads when that request ends), and
+    they answer 410 from now on. Returns how many."""
+    # A microsecond before ``now``: expired for every reader, and due for a sweep, at ``now``.
+    gone = now - timedelta(microseconds=1)
+    done = session.execute(update(File).where(_live(now), *where).values(expires_at=gone))
+    return rows_changed(done)
+
+
+def _locked_use(
+    session: Session, account_id: str, default_cap: int, now: datetime
+) -> StorageUse | None:
+    """:func:`storage_use` with the account's row locked (None: it has no cap), inside a
+    write transaction that adds to it: parallel ones for one account take turns here
+    (PostgreSQL; SQLite's write transaction already holds the whole database)."""
+    cap = _cap(session, account_id, default_cap)
+    if not cap:
+        return None
+    session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+    return _use(session, account_id, cap, now)
 
 
 def _check_room(
     session: Session, account_id: str, size: int, default_cap: int, now: datetime, param: str
 ) -> None:
-    """Refuse a new file of ``size`` bytes when the account's files would then hold more than
-    its cap (its own, else ``default_cap``; 0: no cap)."""
-    cap = _cap(session, account_id, default_cap)
-    if not cap:
-        return
-    # Parallel announcements for one account take turns here (PostgreSQL; SQLite's write
-    # transaction already holds the whole database).
-    session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
-    used = _used_bytes(session, account_id, now)
-    if used + size > cap:
-        raise StorageQuotaExceeded(
-            f"this file's {size} bytes do not fit in this account's storage: its files hold "
-            f"{used} of the {cap} bytes it may keep at once (pending "
-            "uploads count at their announced size); delete files or requests it no longer "
-            "needs, or wait until they expire",
-            param=param,
-        )
+    """Refuse a new file of ``size`` bytes when the account's files and results would then
+    hold more than its cap (its own, else ``default_cap``; 0: no cap)."""
+    use = _locked_use(session, account_id, default_cap, now)
+    if use is not None and use.cap_bytes is not None and use.used_bytes + size > use.cap_bytes:
+        what = f"this file's {size} bytes do not fit in this account's storage"
+        raise use.refusal(what, param)
+
+
+def check_request_room(session: Session, account_id: str, default_cap: int, now: datetime) -> None:
+    """Refuse a new request while the account's files and results hold its whole cap (its
+    own, else ``default_cap``; 0: no cap), inside the write transaction that queues it.
+
+    A request's stems are stored when it completes, their size unknown before: one taken
+    with any room left completes whatever its stems hold (as do the requests queued or
+    running), and the next is refused until results or files are deleted or expire.
+
+    Raises:
+        StorageQuotaExceeded: the account holds its cap or more.
+    """
+    use = _locked_use(session, account_id, default_cap, now)
+    if use is not None and use.room_bytes == 0:
+        what = "this account's storage is full, so this request's stems would not fit"
+        raise use.refusal(what)
 
 
 def new_file(

@@ -343,8 +343,11 @@ async def extraction(request: Request) -> JSONResponse:
     try:
         identity = await _identity(request, "audio:separate")
         # audio_file is counted while it arrives and spooled in the data directory (413 past
-        # the upload limit, nothing past it written: api/forms.py).
-        async with read_form(request, settings.data_dir, settings.max_upload_bytes) as form:
+        # the upload limit, or the room left in the account's storage, nothing past it
+        # written: api/forms.py).
+        room = await anyio.to_thread.run_sync(uploads.storage_room, services, identity.account_id)
+        limit = settings.max_upload_bytes
+        async with read_form(request, settings.data_dir, limit, storage=room) as form:
             # It stores the file, which may take long: not on a shared thread.
             body = await uploads.run_upload(partial(_extract, services, identity, form))
     except (DemixerError, DBAPIError) as exc:
