@@ -282,6 +282,13 @@ class Settings(BaseSettings):
         """Where clients reach this server (for the URLs the API hands out)."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    @property
+    def base_path(self) -> str:
+        """The path of :attr:`base_url`: "" at a host's root, ``/demixer`` for a server that a
+        reverse proxy serves under that path (``DEMIXER_PUBLIC_URL=https://example.com/demixer``).
+        """
+        return urlsplit(self.base_url).path
+
     def signing_key(self) -> bytes:
         """The HMAC key for signed URLs, created once in the data directory (mode 0600).
 
