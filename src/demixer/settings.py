@@ -7,6 +7,7 @@ server.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ __all__ = [
     "is_secret",
     "load_env_file",
     "parse_cors_origins",
+    "parse_proxies",
     "unknown_variables",
 ]
 
@@ -103,6 +105,10 @@ class Settings(BaseSettings):
     # origins (https://app.example.com), or * for any. Empty (the default): none; the bundled
     # web page is served from the API's own origin and needs none.
     cors_origins: str = ""
+    # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (the client
+    # address logged and given to the local session's loopback check): addresses or networks
+    # (10.0.0.0/8), comma-separated, or * for any. Empty: none, when nothing proxies the API.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     # Jobs and workers.
     lease_seconds: float = Field(30.0, gt=0)
@@ -255,6 +261,11 @@ class Settings(BaseSettings):
     def _cors_origins(cls, value: str) -> str:
         return ",".join(parse_cors_origins(value))
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips(cls, value: str) -> str:
+        return ",".join(parse_proxies(value))
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: int) -> int:
@@ -359,6 +370,28 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         hint = f"; did you mean DEMIXER_{close[0]}?" if close else ""
         warnings.append(f"{name} is not a demixer setting and is ignored{hint}")
     return warnings
+
+
+def parse_proxies(value: str) -> list[str]:
+    """``DEMIXER_FORWARDED_ALLOW_IPS`` as a list of addresses and networks, or ``["*"]``.
+
+    uvicorn takes any other word as a name to compare the peer's address with, which never
+    matches: a mistyped address (``10.0.0.300``) trusted no proxy, and every visitor was logged
+    as the proxy's address. Each one is refused here (ValueError) instead.
+    """
+    proxies = [part.strip() for part in value.split(",") if part.strip()]
+    if "*" in proxies:
+        if len(proxies) > 1:
+            raise ValueError("* trusts every address: give it alone, or list addresses")
+        return proxies
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{proxy!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)"
+            ) from None
+    return proxies
 
 
 def parse_cors_origins(value: str) -> list[str]:
