@@ -800,6 +800,19 @@ def test_a_cors_origin_no_browser_sends_is_refused_naming_what_to_write(
     ]
 
 
+def test_a_public_url_without_its_scheme_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    """Every URL an answer holds is made from it: "stems.example.com/v1/blobs/..." (no
+    scheme) could be followed by no client, and nothing said why."""
+    env = {"DEMIXER_PUBLIC_URL": "stems.example.com"}
+    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error [INVALID_SETTING] DEMIXER_PUBLIC_URL='stems.example.com': write the address "
+        "clients use, with its scheme: https://stems.example.com, or "
+        "https://example.com/demixer under a path",
+    ]
+
+
 def test_a_proxy_address_that_is_no_address_is_refused(model_dir: Path, tmp_path: Path) -> None:
     """uvicorn took a mistyped address as a name that never matches: the proxy was not
     believed, and every visitor was logged as the proxy's address, with no word why."""

@@ -261,6 +261,28 @@ class Settings(BaseSettings):
     def _cors_origins(cls, value: str) -> str:
         return ",".join(parse_cors_origins(value))
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # Every URL an answer holds starts with it: "stems.example.com" (no scheme) made
+        # "stems.example.com/v1/blobs/...", which no client can follow.
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+            usable = usable and (parts.port or 0) >= 0  # raises for a port that is no number
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError(
+                "write the address clients use, with its scheme: https://stems.example.com, "
+                "or https://example.com/demixer under a path"
+            )
+        if parts.query or parts.fragment or parts.username is not None:
+            raise ValueError("the URLs handed out are made from it: give no query, # or user")
+        return value
+
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _forwarded_allow_ips(cls, value: str) -> str:
