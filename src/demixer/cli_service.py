@@ -100,6 +100,9 @@ def serve(
 
     SQLite and storage in the data directory unless DEMIXER_DATABASE_URL / _STORAGE_URL say.
     GET /metrics (Prometheus) answers once DEMIXER_METRICS_TOKEN is set, to that Bearer token.
+    Behind a reverse proxy, set DEMIXER_PUBLIC_URL to the address clients use (with its path,
+    https://example.com/demixer, under one) and, for a proxy on another machine,
+    DEMIXER_FORWARDED_ALLOW_IPS (docs/deploy.md, "Behind a reverse proxy").
     """
     from demixer.api.access_log import configure_logging, log_config
     from demixer.server.app import create_app
