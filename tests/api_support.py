@@ -276,10 +276,10 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
 
     def make(**settings: Any) -> Api:
         data_dir = settings.pop("data_dir", tmp_path / f"data{len(made)}")
+        settings.setdefault("public_url", TESTSERVER)
         cfg = Settings(
             data_dir=data_dir,
             model_dir=tmp_path / "models",  # no Demucs weights: only the packaged Spleeter
-            public_url=TESTSERVER,
             **settings,
         )
         services = build_services(cfg)

@@ -24,6 +24,7 @@ import uvicorn
 from api_support import Api, make_api  # noqa: F401 (a fixture)
 from demixer.api import access_log
 from demixer.api.access_log import log_config
+from demixer.cli_service import http_config
 from demixer.errors import StorageUnavailable
 from demixer.service.worker.lease import Lease
 from demixer.settings import Settings
@@ -295,3 +296,34 @@ def test_a_python_warning_is_one_line_with_its_time_and_level() -> None:
     assert len(stamp) == len("2026-12-05T23:27:00.123Z") and stamp.endswith("Z"), line
     assert rest.startswith("WARNING:  ") and "UserWarning: a library is deprecated see" in rest
     assert line == line.rstrip()  # its text's closing line break is not left as a space
+
+
+@pytest.mark.parametrize(
+    ("proxies", "logged"), [("", "127.0.0.1"), ("127.0.0.1,::1", "203.0.113.9")]
+)
+def test_the_access_line_names_the_forwarded_client_only_from_a_trusted_proxy(
+    make_api: Callable[..., Api],  # noqa: F811
+    logged_at: Callable[[str], io.StringIO],
+    proxies: str,
+    logged: str,
+) -> None:
+    """With nothing in front of the API (DEMIXER_FORWARDED_ALLOW_IPS empty), a client's own
+    X-Forwarded-For named whatever address it liked in the log; and a proxy on another machine
+    could not be trusted but by uvicorn's FORWARDED_ALLOW_IPS, which no demixer page named. By
+    default the proxy on this machine (loopback) is believed."""
+    log = logged_at("INFO")
+    settings = Settings(port=free_port(), forwarded_allow_ips=proxies)
+    server = uvicorn.Server(
+        http_config(make_api().client.app, settings, log_config=None, log_level=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the server")
+        url = f"http://127.0.0.1:{settings.port}/healthz"
+        assert httpx.get(url, headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    (line,) = [line for line in log.getvalue().splitlines() if "/healthz" in line]
+    assert line.startswith(f"INFO:     {logged}:"), line

@@ -268,3 +268,15 @@ def test_every_get_is_documented_with_its_head(api: Api) -> None:
     r = api.client.head("/v1/models", headers=api.headers())
     assert (r.status_code, r.content) == (200, b"")
     assert _header_errors(spec, head["responses"]["200"], r) == []
+
+
+def test_behind_a_proxy_under_a_path_the_document_names_it_as_its_server(
+    make_api: Callable[..., Api],
+) -> None:
+    """Served at https://example.com/demixer/ (DEMIXER_PUBLIC_URL), the document named no
+    server: the docs page's "Try it out" sent its requests to the site's root, where no demixer
+    answers. Served at a host's root, it still names none (the document's own address)."""
+    proxied = make_api(public_url="https://example.com/demixer/")
+    assert proxied.client.get("/v1/openapi.json").json()["servers"] == [{"url": "/demixer"}]
+    at_root = make_api(public_url="https://stems.example.com")
+    assert "servers" not in at_root.client.get("/v1/openapi.json").json()

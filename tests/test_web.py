@@ -26,9 +26,11 @@ import soundfile as sf
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import demixer
+from api_support import on_uvicorn
 from audiofiles import decode_stream, stempeg_example
 from conftest import Backend
 from demixer.models.registry import get_spec
+from path_proxy import path_proxy
 from service_harness import Server, fast_env, running_server
 
 # On SQLite + local storage and on PostgreSQL + S3 (conftest.py): on S3 the page fetches the
@@ -1817,6 +1819,28 @@ def test_a_described_sound_only_in_part_of_the_song(
     assert rate == RATE
     assert np.abs(target[: RATE // 2]).max() > 0.01  # kept before the part
     assert np.abs(target[RATE : int(2.5 * RATE)]).max() == 0
+
+
+@pytest.mark.backends("sqlite")  # the page's own addresses: the same on either backend
+def test_behind_a_proxy_under_a_path_the_page_and_the_docs_ask_there(
+    page: Page, server: Server, audio: tuple[Path, Path]
+) -> None:
+    """Served at https://example.com/demixer/, the page asked for /web/app.js, /v1/models...
+    at the site's root, where no demixer answers: it stayed blank. The docs page likewise
+    fetched /v1/openapi.json and Swagger UI's files there, and showed nothing."""
+    outside: list[str] = []
+    with on_uvicorn(path_proxy(server.base_url, "/demixer", outside)) as site:
+        page.goto(site + "/demixer/")
+        expect(page.get_by_test_id("session-info")).to_contain_text("account acct_")
+        expect(page.locator("#model-select option")).not_to_have_count(0)
+        upload(page, audio[0])  # the form's own POST (XMLHttpRequest)
+        docs = httpx.get(site + "/demixer/v1/docs")
+        # What Swagger UI's page loads: its script, style sheet and icon, and the spec.
+        wanted = re.findall(r'(?:src|href)="([^"]+)"|url: \'([^\']+)\'', docs.text)
+        assert len(wanted) == 4
+        for url in [a or b for a, b in wanted]:
+            assert httpx.get(str(docs.url.join(url))).status_code == 200, url
+    assert outside == []
 
 
 def test_docs_render_offline(page: Page, server: Server) -> None:

@@ -32,6 +32,7 @@ from demixer.cli_startup import (
     open_services,
 )
 from demixer.errors import DemixerError, exit_code_for
+from demixer.settings import Settings
 
 __all__ = ["keys_app", "register"]
 
@@ -100,12 +101,12 @@ def serve(
 
     SQLite and storage in the data directory unless DEMIXER_DATABASE_URL / _STORAGE_URL say.
     GET /metrics (Prometheus) answers once DEMIXER_METRICS_TOKEN is set, to that Bearer token.
+    Behind a reverse proxy, set DEMIXER_PUBLIC_URL to the address clients use (with its path,
+    https://example.com/demixer, under one) and, for a proxy on another machine,
+    DEMIXER_FORWARDED_ALLOW_IPS (docs/deploy.md, "Behind a reverse proxy").
     """
-    import uvicorn
-
     from demixer.api.access_log import configure_logging, log_config
     from demixer.server.app import create_app
-    from demixer.server.protocol import head_timeout_protocol
     from demixer.service.accounts.keys import SERVE_KEY_NAME, create_key, list_keys
     from demixer.service.worker import Worker
 
@@ -148,15 +149,12 @@ def serve(
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
     app = create_app(services)
-    config = uvicorn.Config(
+    config = http_config(
         app,
-        host=settings.host,
-        port=settings.port,
+        settings,
         log_level=settings.log_level.lower(),
         # Signed URLs' signatures never reach the log.
         log_config=log_config(settings.log_level, timestamps=settings.log_timestamps),
-        http=head_timeout_protocol(settings.body_timeout_seconds, settings.cors_origin_list),
-        timeout_keep_alive=settings.keep_alive_seconds,
     )
 
     shut: list[bool] = []
@@ -184,6 +182,27 @@ def serve(
         _clean_server(config, shut_down, stopping).run(sockets=[listening])
     finally:
         shut_down()
+
+
+def http_config(app: Any, settings: Settings, **more: Any) -> Any:
+    """The ``uvicorn.Config`` serving ``app`` as ``serve`` runs it; ``more``: the logging."""
+    import uvicorn
+
+    from demixer.server.protocol import head_timeout_protocol
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=head_timeout_protocol(settings.body_timeout_seconds, settings.cors_origin_list),
+        # Typed int, used as a float (asyncio's call_later): 0.5 s works.
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
+        # Only the proxies named are believed: uvicorn's own FORWARDED_ALLOW_IPS, read when
+        # none is given, was never one of demixer's settings.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        **more,
+    )
 
 
 def _clean_server(config: Any, shut_down: Callable[[], None], stopping: Callable[[], None]) -> Any:

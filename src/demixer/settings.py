@@ -7,6 +7,7 @@ server.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ __all__ = [
     "is_secret",
     "load_env_file",
     "parse_cors_origins",
+    "parse_proxies",
     "unknown_variables",
 ]
 
@@ -103,6 +105,10 @@ class Settings(BaseSettings):
     # origins (https://app.example.com), or * for any. Empty (the default): none; the bundled
     # web page is served from the API's own origin and needs none.
     cors_origins: str = ""
+    # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (the client
+    # address logged and given to the local session's loopback check): addresses or networks
+    # (10.0.0.0/8), comma-separated, or * for any. Empty: none, when nothing proxies the API.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     # Jobs and workers.
     lease_seconds: float = Field(30.0, gt=0)
@@ -262,6 +268,33 @@ class Settings(BaseSettings):
     def _cors_origins(cls, value: str) -> str:
         return ",".join(parse_cors_origins(value))
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # Every URL an answer holds starts with it: "stems.example.com" (no scheme) made
+        # "stems.example.com/v1/blobs/...", which no client can follow.
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+            usable = usable and (parts.port or 0) >= 0  # raises for a port that is no number
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError(
+                "write the address clients use, with its scheme: https://stems.example.com, "
+                "or https://example.com/demixer under a path"
+            )
+        if parts.query or parts.fragment or parts.username is not None:
+            raise ValueError("the URLs handed out are made from it: give no query, # or user")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips(cls, value: str) -> str:
+        return ",".join(parse_proxies(value))
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: int) -> int:
@@ -288,6 +321,13 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         """Where clients reach this server (for the URLs the API hands out)."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def base_path(self) -> str:
+        """The path of :attr:`base_url`: "" at a host's root, ``/demixer`` for a server that a
+        reverse proxy serves under that path (``DEMIXER_PUBLIC_URL=https://example.com/demixer``).
+        """
+        return urlsplit(self.base_url).path
 
     def signing_key(self) -> bytes:
         """The HMAC key for signed URLs, created once in the data directory (mode 0600).
@@ -359,6 +399,28 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         hint = f"; did you mean DEMIXER_{close[0]}?" if close else ""
         warnings.append(f"{name} is not a demixer setting and is ignored{hint}")
     return warnings
+
+
+def parse_proxies(value: str) -> list[str]:
+    """``DEMIXER_FORWARDED_ALLOW_IPS`` as a list of addresses and networks, or ``["*"]``.
+
+    uvicorn takes any other word as a name to compare the peer's address with, which never
+    matches: a mistyped address (``10.0.0.300``) trusted no proxy, and every visitor was logged
+    as the proxy's address. Each one is refused here (ValueError) instead.
+    """
+    proxies = [part.strip() for part in value.split(",") if part.strip()]
+    if "*" in proxies:
+        if len(proxies) > 1:
+            raise ValueError("* trusts every address: give it alone, or list addresses")
+        return proxies
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{proxy!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)"
+            ) from None
+    return proxies
 
 
 def parse_cors_origins(value: str) -> list[str]:

@@ -141,8 +141,12 @@ def _add_heads(paths: dict[str, Any]) -> None:
         path_item["head"] = head
 
 
-def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> dict[str, Any]:
-    """The app's OpenAPI 3.1 document (built once, then cached on the app)."""
+def document(
+    app: FastAPI, extra_models: tuple[type[BaseModel], ...] = (), *, base_path: str = ""
+) -> dict[str, Any]:
+    """The app's OpenAPI 3.1 document (built once, then cached on the app). ``base_path``: the
+    path a reverse proxy serves the API under (``/demixer``), named as its server, so that the
+    docs page's "Try it out" sends its requests there, not to the proxy's root."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -152,6 +156,7 @@ def document(app: FastAPI, extra_models: tuple[type[BaseModel], ...] = ()) -> di
         description=app.description,
         routes=app.routes,
         tags=app.openapi_tags,
+        servers=[{"url": base_path}] if base_path else None,
     )
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     _add_model(schemas, ErrorResponse)

@@ -137,5 +137,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.http_metrics = HttpFigures()
     if settings.metrics_token is not None:
         app.add_middleware(HttpMetrics, routes=app.router.routes, figures=app.state.http_metrics)
-    app.openapi = partial(document, app, (FileCreate,))  # type: ignore[method-assign]
+    app.openapi = partial(  # type: ignore[method-assign]
+        document, app, (FileCreate,), base_path=settings.base_path
+    )
     return app

@@ -7,7 +7,7 @@
 import { loadModels, loadRecent } from "./form.js";
 import { loadHistory } from "./history.js";
 import { watch } from "./job.js";
-import { $, api, clearError, focusIn, showError, state } from "./page.js";
+import { $, api, at, clearError, focusIn, showError, state } from "./page.js";
 import "./timeline.js"; // the transport's buttons and the mixer's keys
 import { FINAL } from "./words.js";
 
@@ -16,7 +16,7 @@ async function startSession() {
   const forgotten = sessionStorage.getItem("demixer.forgotten"); // "Forget this key" reloaded
   sessionStorage.removeItem("demixer.forgotten");
   try {
-    const response = await fetch("/v1/session");
+    const response = await fetch(at("/v1/session"));
     if (response.ok) {
       const session = await response.json();
       state.key = session.api_key;

@@ -3,7 +3,7 @@
 "use strict";
 
 import { glide } from "./mixer.js";
-import { $, api, clearError, showError, state } from "./page.js";
+import { $, api, at, clearError, showError, state } from "./page.js";
 import { PlainError, bytes, colour, day, fromBody, length, seconds } from "./words.js";
 
 // A phone has nothing to drop from: it is asked to choose.
@@ -267,7 +267,7 @@ function upload(file) {
   const xhr = new XMLHttpRequest();
   state.upload = xhr;
   updateSubmit();
-  xhr.open("POST", "/v1/files");
+  xhr.open("POST", at("/v1/files"));
   xhr.setRequestHeader("Authorization", `Bearer ${state.key}`);
   xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) bar.value = ev.loaded / ev.total; };
   xhr.onerror = () => failed(new PlainError("NETWORK"));

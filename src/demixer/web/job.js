@@ -5,7 +5,7 @@
 import { chosenModel, mode, modelRefused, partSpans, separateAgain, updateSubmit } from "./form.js";
 import { downloadAll, downloadMix } from "./mixdown.js";
 import { glide, mixer, say } from "./mixer.js";
-import { $, api, clearError, focusIn, focusLost, jobsChanged, setText, showError, state } from "./page.js";
+import { $, api, at, clearError, focusIn, focusLost, jobsChanged, setText, showError, state } from "./page.js";
 import { openResult } from "./stems.js";
 import { stop } from "./transport.js";
 import { FINAL, PlainError, fromBody, modelWords, songName, stateWords, timeLeft } from "./words.js";
@@ -147,7 +147,7 @@ export async function watch(requestId, { file = null, name = null, job = null, f
 // Server-sent events read with fetch (EventSource cannot send the Authorization header).
 async function streamStatus(requestId, signal, onStatus) {
   const url = `/v1/queue/requests/${requestId}/status/stream?interval=1`;
-  const response = await fetch(url, { headers: { Authorization: `Bearer ${state.key}` }, signal });
+  const response = await fetch(at(url), { headers: { Authorization: `Bearer ${state.key}` }, signal });
   if (!response.ok) throw fromBody(null, response.status);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "", last = null;

@@ -42,12 +42,18 @@ export const focusIn = (el) => el.contains(document.activeElement);
 export const focusLost = () => [document.body, document.documentElement, null].includes(document.activeElement);
 
 // ---------- API ----------
+// Where the server is: the folder above this module (<root>/web/page.js), so that a page a
+// reverse proxy serves under a path (https://example.com/demixer/) asks for its own API there;
+// "/v1/..." went to the proxy's root, where no demixer answers.
+const ROOT = new URL("../", import.meta.url);
+export const at = (path) => new URL(path.replace(/^\//, ""), ROOT).href;
+
 export async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${state.key}` };
   const init = { method, headers };
   if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
   let response;
-  try { response = await fetch(path, init); } catch (e) { throw new PlainError("NETWORK"); }
+  try { response = await fetch(at(path), init); } catch (e) { throw new PlainError("NETWORK"); }
   if (!response.ok) {
     let body = null;
     try { body = await response.json(); } catch (e) { /* not JSON */ }

@@ -53,14 +53,16 @@ def _policy(html: bytes) -> str:
 @router.get(DOCS_URL)
 def docs(request: Request) -> HTMLResponse:
     """The interactive API documentation."""
-    root = request.scope.get("root_path", "")
     app = request.app
+    # Relative to the page (<root>/v1/docs): a reverse proxy serving the API under a path
+    # (https://example.com/demixer/) gets the spec and Swagger UI's files from there; the
+    # absolute "/v1/openapi.json" went to the proxy's root, and the page stayed blank.
     page = get_swagger_ui_html(
-        openapi_url=f"{root}{app.openapi_url}",
+        openapi_url=app.openapi_url.rsplit("/", 1)[1],
         title=f"{app.title} API",
-        swagger_js_url=f"{root}{DOCS_URL}/swagger-ui-bundle.js",
-        swagger_css_url=f"{root}{DOCS_URL}/swagger-ui.css",
-        swagger_favicon_url=f"{root}/favicon.ico",
+        swagger_js_url="docs/swagger-ui-bundle.js",
+        swagger_css_url="docs/swagger-ui.css",
+        swagger_favicon_url="../favicon.ico",
         swagger_ui_parameters=app.swagger_ui_parameters,
     )
     page.headers["Content-Security-Policy"] = _policy(bytes(page.body))
