@@ -812,43 +812,42 @@ def test_a_setting_that_does_not_parse_is_named_with_its_value(
     ]
 
 
-def test_a_cors_origin_no_browser_sends_is_refused_naming_what_to_write(
-    model_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        # A trailing slash would never match a browser's Origin: the app would fail unexplained.
+        (
+            "DEMIXER_CORS_ORIGINS",
+            "https://app.example.com/",
+            "'https://app.example.com/' is not an origin as browsers send it: write "
+            "https://app.example.com",
+        ),
+        # Every URL an answer holds is made from it: "stems.example.com/v1/blobs/..." (no
+        # scheme) could be followed by no client, and nothing said why.
+        (
+            "DEMIXER_PUBLIC_URL",
+            "stems.example.com",
+            "write the address clients use, with its scheme: https://stems.example.com, or "
+            "https://example.com/demixer under a path",
+        ),
+        # uvicorn took a mistyped address as a name that never matches: the proxy was not
+        # believed, and every visitor was logged as the proxy's address, with no word why.
+        (
+            "DEMIXER_FORWARDED_ALLOW_IPS",
+            "127.0.0.1,10.0.0.300",
+            "'10.0.0.300' is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)",
+        ),
+    ],
+    ids=["cors-origin", "public-url", "proxy-address"],
+)
+def test_an_address_setting_written_wrong_is_refused_naming_what_to_write(
+    model_dir: Path, tmp_path: Path, variable: str, value: str, why: str
 ) -> None:
-    """A trailing slash would never match a browser's Origin: the app would fail unexplained."""
-    env = {"DEMIXER_CORS_ORIGINS": "https://app.example.com/"}
-    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    result = demixer(
+        "keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env={variable: value}
+    )
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
-        "error [INVALID_SETTING] DEMIXER_CORS_ORIGINS='https://app.example.com/': "
-        "'https://app.example.com/' is not an origin as browsers send it: write "
-        "https://app.example.com",
-    ]
-
-
-def test_a_public_url_without_its_scheme_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    """Every URL an answer holds is made from it: "stems.example.com/v1/blobs/..." (no
-    scheme) could be followed by no client, and nothing said why."""
-    env = {"DEMIXER_PUBLIC_URL": "stems.example.com"}
-    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
-        "error [INVALID_SETTING] DEMIXER_PUBLIC_URL='stems.example.com': write the address "
-        "clients use, with its scheme: https://stems.example.com, or "
-        "https://example.com/demixer under a path",
-    ]
-
-
-def test_a_proxy_address_that_is_no_address_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    """uvicorn took a mistyped address as a name that never matches: the proxy was not
-    believed, and every visitor was logged as the proxy's address, with no word why."""
-    env = {"DEMIXER_FORWARDED_ALLOW_IPS": "127.0.0.1,10.0.0.300"}
-    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
-        "error [INVALID_SETTING] DEMIXER_FORWARDED_ALLOW_IPS='127.0.0.1,10.0.0.300': "
-        "'10.0.0.300' is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)",
-    ]
+    assert result.stderr.splitlines() == [f"error [INVALID_SETTING] {variable}={value!r}: {why}"]
 
 
 def test_settings_that_would_quietly_turn_webhooks_off_are_refused(
