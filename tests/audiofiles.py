@@ -24,6 +24,7 @@ __all__ = [
     "Made",
     "dominant_frequency",
     "encode",
+    "encode_tracks",
     "stempeg_example",
     "tone",
 ]
@@ -73,13 +74,16 @@ def dominant_frequency(x: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum)) * rate / len(x)
 
 
-def _audio_frames(signal: np.ndarray, rate: int, layout: str, size: int) -> list[av.AudioFrame]:
+def _audio_frames(
+    signal: np.ndarray, rate: int, layout: str, size: int, first: int = 0
+) -> list[av.AudioFrame]:
+    """``signal`` in frames of ``size`` samples, the first at sample ``first`` of the file."""
     frames = []
     for start in range(0, signal.shape[1], size):
         chunk = np.ascontiguousarray(signal[:, start : start + size], dtype=np.float32)
         frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
         frame.sample_rate = rate
-        frame.pts = start
+        frame.pts = first + start
         frame.time_base = Fraction(1, rate)
         frames.append(frame)
     return frames
@@ -98,19 +102,18 @@ def encode(
     video: str | None = None,
     video_seconds: float = 1.0,
     container_options: dict[str, str] | None = None,
+    audio_start: float = 0.0,
 ) -> Path:
     """Write ``signal`` ((channels, samples) float32 at ``rate`` Hz) with FFmpeg encoder ``codec``.
 
     ``video`` adds a small video stream first (codec name, e.g. ``"mpeg4"``), so the audio is
     the second stream as in a phone recording; ``signal=None`` writes a video with no audio.
+    ``audio_start``: seconds into the file where the audio starts (after the picture).
     """
     with av.open(
         str(path), "w", format=container_format, container_options=container_options or {}
     ) as out:
-        vstream: av.VideoStream | None = None
-        if video is not None:
-            vstream = cast(av.VideoStream, out.add_stream(video, rate=10))
-            vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
+        vstream = None if video is None else _video_stream(out, video)
         astream: av.AudioStream | None = None
         if signal is not None and codec is not None:
             layout = LAYOUTS[signal.shape[0]]
@@ -123,17 +126,57 @@ def encode(
         # Started explicitly so a file with no packets at all (zero samples) still gets a header.
         out.start_encoding()
         if vstream is not None:
-            for i in range(round(video_seconds * 10)):
-                image = np.full((32, 32, 3), (i * 20) % 255, dtype=np.uint8)
-                vframe = av.VideoFrame.from_ndarray(image, format="rgb24")
-                vframe.pts = i
-                out.mux(vstream.encode(vframe))
-            out.mux(vstream.encode(None))
+            _write_video(out, vstream, video_seconds)
         if astream is not None and signal is not None:
             size = astream.codec_context.frame_size or 1024
-            for frame in _audio_frames(signal, rate, astream.layout.name, size):
+            first = round(audio_start * rate)
+            for frame in _audio_frames(signal, rate, astream.layout.name, size, first):
                 out.mux(astream.encode(frame))
             out.mux(astream.encode(None))
+    return path
+
+
+def _video_stream(out: av.container.OutputContainer, codec: str) -> av.VideoStream:
+    """A small (32x32, 10 frames a second) video stream of ``codec`` in ``out``."""
+    stream = cast(av.VideoStream, out.add_stream(codec, rate=10))
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    return stream
+
+
+def _write_video(out: av.container.OutputContainer, stream: av.VideoStream, seconds: float) -> None:
+    for i in range(round(seconds * 10)):
+        image = np.full((32, 32, 3), (i * 20) % 255, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = i
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def encode_tracks(
+    path: Path,
+    signals: Sequence[np.ndarray],
+    rate: int,
+    *,
+    default: int | None = None,
+    video_seconds: float | None = None,
+    audio_start: float = 0.0,
+) -> Path:
+    """A Matroska file of several FLAC audio tracks (``signals``, each ``(2, samples)`` float32
+    at ``rate`` Hz), the one at index ``default`` flagged default (players play it), none else;
+    with ``video_seconds`` of MPEG-4 video first, the audio starting ``audio_start`` s in."""
+    with av.open(str(path), "w", format="matroska") as out:
+        video = None if video_seconds is None else _video_stream(out, "mpeg4")
+        streams = [cast(av.AudioStream, out.add_stream("flac", rate=rate)) for _ in signals]
+        for i, stream in enumerate(streams):
+            stream.layout = "stereo"
+            flag = av.stream.Disposition.default if i == default else av.stream.Disposition(0)
+            stream.disposition = flag
+        if video is not None and video_seconds is not None:
+            _write_video(out, video, video_seconds)
+        for stream, signal in zip(streams, signals, strict=True):
+            for frame in _audio_frames(signal, rate, "stereo", 4096, round(audio_start * rate)):
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
     return path
 
 

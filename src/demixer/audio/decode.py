@@ -23,6 +23,10 @@ Truncation is caught three ways, because no single signal covers every container
   AC-3, DTS, an MP3 without a Xing, Info or VBRI tag, whose length FFmpeg only guesses from
   its bit rate; the last Ogg page), cannot be told from a shorter file and is accepted.
 
+A video's sound is read as a player plays it, so that stems put back on the picture keep
+lip sync: the audio track flagged default (else the first), from the file's start, the
+stretch before the audio's first sample (sound that starts after the picture) read as silence.
+
 What a file declares is never trusted as a bound. FFmpeg opens inputs only with the demuxers in
 :data:`DEMUXERS` (audio and video containers; no playlists, concat scripts, image sequences or
 network protocols, so a crafted file cannot make it read another path or a URL). A duration
@@ -104,14 +108,22 @@ _FOREIGN = (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError)
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What a file says about its first audio stream, before decoding.
+    """What a file says about the audio track it is read for, before decoding.
+
+    That track is the one a player plays (:func:`_chosen_stream`): the first audio track
+    flagged default, else the first audio track.
 
     Attributes:
         sample_rate: Hz of the decoded stream (the input rate; nothing is resampled).
-        channels: channels of the first audio stream as stored (may be more than 2).
-        duration: seconds the audio stream declares, ``None`` when it declares none.
+        channels: channels of the audio track as stored (may be more than 2).
+        duration: seconds from the file's start to the audio's declared end (``offset``
+            included: the length of the stems), ``None`` when the audio declares no length.
         codec: FFmpeg's codec name, e.g. ``"mp3"``, ``"aac"``, ``"pcm_s16le"``.
         container: FFmpeg's demuxer name, e.g. ``"mp3"``, ``"mov,mp4,m4a,3gp,3g2,mj2"``.
+        offset: seconds of the file's timeline (a video's) before the audio's first sample;
+            read as silence, so the stems keep the audio's place against the picture.
+        track: which audio track is read, counted from 1.
+        tracks: how many audio tracks the file has.
     """
 
     sample_rate: int
@@ -119,6 +131,19 @@ class AudioInfo:
     duration: float | None
     codec: str
     container: str
+    offset: float = 0.0
+    track: int = 1
+    tracks: int = 1
+
+    def track_note(self, name: str) -> str | None:
+        """What a user with several audio tracks in ``name`` is told: which one is read;
+        ``None`` for a file with one."""
+        if self.tracks < 2:
+            return None
+        return (
+            f"{name} has {self.tracks} audio tracks; track {self.track} (the one players play) "
+            "is separated: to separate another, extract it to a file of its own first"
+        )
 
 
 def _name(path: Path) -> str:
@@ -189,7 +214,9 @@ _UNDECLARED = ("aac", "ac3", "eac3", "dts", "truehd", "amr")
 
 def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream) -> float | None:
     """Seconds the audio stream declares: its own duration, else its Matroska track's
-    DURATION tag, else the container's, but only when no other timed stream shares the file.
+    DURATION tag (which FFmpeg's muxer writes as the track's end time: less its start, where
+    the sound starts after the picture), else the container's, but only when no other timed
+    stream shares the file.
     The container's duration is its longest stream's: a video running on past the song, or a
     longer second audio track, would read as a cut audio stream (refused as truncated).
     A raw stream declares nothing, and an MP3 only the length its Xing, Info or VBRI tag
@@ -211,6 +238,7 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
         return seconds
     tagged = _tagged_seconds(stream)
     if tagged is not None:
+        tagged = max(tagged - max(_start_seconds(stream), 0.0), 0.0)
         if name == "matroska,webm" and stream.codec_context.name == "opus":
             # As in Ogg, the length counts the pre-skip (it runs from the first block's time,
             # 6.5 ms before zero), and Matroska's times are whole milliseconds, each rounded:
@@ -228,6 +256,32 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
     if container.duration is not None and not others:
         return float(container.duration) / av.time_base
     return None
+
+
+def _start_seconds(stream: AudioStream) -> float:
+    """The time of the stream's first sample, seconds (0 when it states none)."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _offset_seconds(container: InputContainer, stream: AudioStream) -> float:
+    """Seconds from the file's start (its earliest stream's, as players and FFmpeg count time)
+    to the audio's first sample: a phone's or a screen recorder's sound that starts after the
+    picture. Stems that started at the audio's first sample were that much early against the
+    video they are put back on."""
+    if container.start_time is None:
+        return 0.0
+    return max(0.0, _start_seconds(stream) - container.start_time / av.time_base)
+
+
+def _chosen_stream(container: InputContainer) -> AudioStream:
+    """The audio track a player plays: the first flagged default, else the first. A film's
+    or a download's second track (another language, the music without commentary) is often
+    the default one."""
+    audio = container.streams.audio
+    default = av.stream.Disposition.default
+    return next((s for s in audio if s.disposition & default), audio[0])
 
 
 def _pre_skip_seconds(stream: AudioStream) -> float:
@@ -277,11 +331,12 @@ def _mp3_tag_seconds(path: Path) -> float | None:
 
 
 def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream]:
-    """The first audio stream and what it declares; raises for files that can never work."""
+    """The audio stream to read and what it declares (``duration``: the audio's own length,
+    without ``offset``); raises for files that can never work."""
     if not container.streams.audio:
         what = "a video stream but no" if container.streams.video else "no"
         raise InvalidAudio(f"{_name(path)} has {what} audio stream")
-    stream = container.streams.audio[0]
+    stream = _chosen_stream(container)
     ctx = stream.codec_context
     if ctx is None or ctx.codec is None:
         raise InvalidAudio(f"{_name(path)}: FFmpeg has no decoder for its audio codec")
@@ -307,8 +362,16 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
         duration=duration,
         codec=str(ctx.codec.canonical_name),
         container=str(container.format.name),
+        offset=_offset_seconds(container, stream),
+        track=list(container.streams.audio).index(stream) + 1,
+        tracks=len(container.streams.audio),
     )
     return info, stream
+
+
+def _from_start(info: AudioInfo, declared: float | None) -> AudioInfo:
+    """``info`` with ``duration`` the audio's ``declared`` length plus its offset."""
+    return dataclasses.replace(info, duration=None if declared is None else declared + info.offset)
 
 
 # Sony Wave64, WAV with 64-bit sizes: its chunks are named by GUIDs, the "riff" one and those
@@ -536,9 +599,12 @@ class AudioReader:
                     "mono or stereo. Ask for a downmix to fold it to stereo first (CLI "
                     "--downmix, API input.downmix: true)."
                 )
+            # The audio's own length; info.duration adds its offset (the stems' length).
             self._declared: float | None = _checked_declared(self.path, self.info)
-            if max_seconds is not None and (self._declared or 0.0) > max_seconds:
-                raise _over_limit(self.path, self._declared or 0.0, max_seconds, "it declares")
+            self.info = _from_start(self.info, self.info.duration)
+            length = (self._declared or 0.0) + self.info.offset
+            if max_seconds is not None and length > max_seconds:
+                raise _over_limit(self.path, length, max_seconds, "it declares")
             self._size = self.path.stat().st_size
         except BaseException:
             self._container.close()
@@ -546,6 +612,7 @@ class AudioReader:
         self.max_seconds = max_seconds
         self.channels = 1 if self.info.channels == 1 else 2
         self.sample_rate = self.info.sample_rate
+        self._lead = round(self.info.offset * self.sample_rate)  # samples of silence first
         self._layout = "mono" if self.channels == 1 else "stereo"
         self._iterated = False
         self._read_to = 0  # bytes of the file demuxed so far
@@ -588,6 +655,8 @@ class AudioReader:
 
         Every block has exactly ``frames`` samples except the last, which may be shorter.
         Memory is bounded by ``frames`` plus one decoded frame, never the file length.
+        The blocks start at the file's start: an audio track that starts later (``info.offset``)
+        is preceded by that much silence.
 
         Raises:
             InvalidAudio: mid-stream when the data turns out corrupt, and at the latest when
@@ -603,7 +672,7 @@ class AudioReader:
         total = 0
         limit = None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
         nonfinite = 0
-        for array in self._within_edit_list(self._decoded()):
+        for array in self._after_lead(self._within_edit_list(self._decoded()), frames):
             bad = ~np.isfinite(array)  # a float file's NaN or Inf would spread through a model
             if bad.any():
                 nonfinite += int(bad.sum())
@@ -626,7 +695,7 @@ class AudioReader:
                     yield block
                     block = np.empty((self.channels, frames), dtype=np.float32)
                     fill = 0
-        if total == 0:
+        if total == self._lead:
             if self._declared:  # it promised audio: a cut file, not an empty one
                 raise _truncated(self.path, 0.0, self._declared, "decoded")
             raise InvalidAudio(f"{_name(self.path)} contains no audio samples (zero length)")
@@ -634,9 +703,15 @@ class AudioReader:
             log.warning(
                 "%s: %d samples were NaN or infinite: read as silence", _name(self.path), nonfinite
             )
-        self._check_complete(total)
+        self._check_complete(total - self._lead)
         if fill:
             yield np.ascontiguousarray(block[:, :fill])
+
+    def _after_lead(self, arrays: Iterator[np.ndarray], frames: int) -> Iterator[np.ndarray]:
+        """``arrays`` after :attr:`_lead` samples of silence, in pieces of at most ``frames``."""
+        for start in range(0, self._lead, frames):
+            yield np.zeros((self.channels, min(frames, self._lead - start)), np.float32)
+        yield from arrays
 
     def _within_edit_list(self, arrays: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """``arrays`` ending where an MP4/MOV file's edit list, or an MP3's LAME tag, says
@@ -935,7 +1010,7 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
             and counted < declared - _slack(declared)
         ):
             raise _truncated(p, counted, declared, "is present")
-        return dataclasses.replace(info, duration=declared)
+        return _from_start(info, declared)
     finally:
         container.close()
 
