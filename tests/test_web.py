@@ -810,6 +810,15 @@ def test_a_file_over_the_servers_limit_is_refused_before_it_is_sent(
             expect(error).to_have_text(
                 "This file is bigger than this server takes. The most it takes is 300 KB."
             )
+            # A video, the most common file this big: the page says how to send its sound.
+            video = tmp_path / "phone.mov"
+            video.write_bytes(bytes(400 * 1024))
+            page.get_by_test_id("upload-input").set_input_files(str(video))
+            expect(error).to_have_text(
+                "This file is bigger than this server takes. The most it takes is 300 KB. Only "
+                "a video's sound is separated: save its sound alone (as .m4a, a small part of "
+                "the size) and upload that."
+            )
             assert sent == []
             expect(page.get_by_test_id("submit")).to_be_disabled()
 

@@ -158,9 +158,8 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
     """Record an announced file and hand out a signed PUT URL for its bytes."""
     limit = services.settings.max_upload_bytes
     if req.file_size > limit:
-        raise FileTooLarge(
-            f"file_size {req.file_size} is over this server's limit of {limit} bytes",
-            param="file_size",
+        raise FileTooLarge.over(
+            limit, f"file_size {req.file_size}", req.file_size, param="file_size"
         )
     content_type = _accepted(req.content_type, "content_type")
     now = services.db.clock()
@@ -295,7 +294,7 @@ def receive_put(
     declared = row.file_size or 0
     limit = services.settings.max_upload_bytes
     if declared > limit or (content_length is not None and content_length > limit):
-        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
+        raise FileTooLarge.over(limit)
     if content_length is not None and content_length != declared:
         raise SizeMismatch(
             f"Content-Length {content_length} differs from the declared file_size {declared}",
@@ -431,7 +430,7 @@ def store_direct(
     mt = _accepted(mt, "file")
     limit = services.settings.max_upload_bytes
     if spooled.stat().st_size > limit:
-        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
+        raise FileTooLarge.over(limit)
     if sha256 is None:
         sha256 = file_sha256(spooled)
     size = spooled.stat().st_size

@@ -251,9 +251,12 @@ function upload(file) {
     updateSubmit();
   };
   // A file over the server's limit is said at once, with the limit, not after it all went up.
+  // Such a file is most often a video, whose sound alone (all that is separated) is small.
   const most = state.models?.engine_models[0]?.limits.max_file_size;
   if (most && file.size > most) {
-    failed(new PlainError("FILE_TOO_LARGE", `the most it takes is ${bytes(most)}`));
+    const video = file.type.startsWith("video/") || /\.(mp4|m4v|mov|mkv|webm|avi)$/i.test(file.name);
+    const hint = video ? ". Only a video's sound is separated: save its sound alone (as .m4a, a small part of the size) and upload that" : "";
+    failed(new PlainError("FILE_TOO_LARGE", `the most it takes is ${bytes(most)}${hint}`));
     return;
   }
   $("#upload-row").hidden = false;

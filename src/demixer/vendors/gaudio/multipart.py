@@ -139,14 +139,12 @@ def create(
         raise ZeroLength(f"{name!r} is empty (fileSize 0)")
     settings = services.settings
     if file_size > _LARGEST_SIZE:  # past what a size column (or any disk) holds: 1110 now
-        raise FileTooLarge(
-            f"{name!r} declares {file_size} bytes; the limit is {settings.max_upload_bytes}"
-        )
+        raise FileTooLarge.over(settings.max_upload_bytes, repr(name), file_size)
     too_big = file_size > settings.max_upload_bytes
     refused = (
         (
             FileTooLarge.code,
-            f"{name!r} has {file_size} bytes; the limit is {settings.max_upload_bytes}",
+            FileTooLarge.over(settings.max_upload_bytes, repr(name), file_size).message,
         )
         if too_big
         else None
