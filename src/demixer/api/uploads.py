@@ -138,6 +138,8 @@ def file_object(row: File) -> FileObject:
         duration=row.duration,
         sample_rate=row.sample_rate,
         channels=row.channels,
+        audio_start=row.audio_start,
+        audio_tracks=row.audio_tracks,
         error=error,
     )
 

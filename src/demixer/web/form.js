@@ -239,6 +239,7 @@ function upload(file) {
   state.fileId = null;
   state.fileName = file.name;
   state.downmix = false;
+  state.audio = null;
   const bar = $("#upload-progress");
   const text = $("#upload-text");
   const failed = (err) => {
@@ -287,13 +288,16 @@ function upload(file) {
   xhr.send(form);
 }
 // The form separates this upload now (POST /v1/files' or GET /v1/files/{id}'s answer); returns
-// the line that says it is ready. Surround sound (a film's 5.1) is folded to stereo, as it says.
+// the line that says it is ready. Surround sound (a film's 5.1) is folded to stereo, as it says;
+// of a video's several audio tracks, the one players play is separated, as it says.
 function useUpload(body) {
   state.fileId = body.file_id;
   state.downmix = body.channels > 2;
+  state.audio = { start: body.audio_start || 0, tracks: body.audio_tracks || 1 };
   const long = body.duration ? ` · ${length(body.duration)}` : "";
   const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
-  return `Ready: ${body.file_name}${long}${folded}`;
+  const tracks = body.audio_tracks > 1 ? ` · ${body.audio_tracks} audio tracks: the default one is separated` : "";
+  return `Ready: ${body.file_name}${long}${folded}${tracks}`;
 }
 $("#upload-input").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); });
 const drop = $("#drop");
@@ -372,6 +376,7 @@ export function forgetChosenFile() {
   state.fileName = null;
   state.file = null;
   state.downmix = false;
+  state.audio = null;
   $("#upload-input").value = "";
   $("#upload-text").textContent = "";
   $("#upload-row").hidden = true;
