@@ -103,12 +103,15 @@ def encode(
     video_seconds: float = 1.0,
     container_options: dict[str, str] | None = None,
     audio_start: float = 0.0,
+    gap: tuple[float, float] | None = None,
 ) -> Path:
     """Write ``signal`` ((channels, samples) float32 at ``rate`` Hz) with FFmpeg encoder ``codec``.
 
     ``video`` adds a small video stream first (codec name, e.g. ``"mpeg4"``), so the audio is
     the second stream as in a phone recording; ``signal=None`` writes a video with no audio.
     ``audio_start``: seconds into the file where the audio starts (after the picture).
+    ``gap``: (after, seconds): the audio's timestamps jump ``seconds`` on from ``after``
+    seconds into the signal (a recorder that paused its sound).
     """
     with av.open(
         str(path), "w", format=container_format, container_options=container_options or {}
@@ -130,7 +133,10 @@ def encode(
         if astream is not None and signal is not None:
             size = astream.codec_context.frame_size or 1024
             first = round(audio_start * rate)
+            after, jump = (round(gap[0] * rate), round(gap[1] * rate)) if gap else (0, 0)
             for frame in _audio_frames(signal, rate, astream.layout.name, size, first):
+                if after and frame.pts is not None and frame.pts - first >= after:
+                    frame.pts += jump
                 out.mux(astream.encode(frame))
             out.mux(astream.encode(None))
     return path

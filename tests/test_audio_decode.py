@@ -609,6 +609,30 @@ def test_sound_that_starts_after_the_picture_keeps_its_place_on_the_video_timeli
     assert probe(path).duration == pytest.approx(3.0, abs=0.001)
 
 
+@pytest.mark.parametrize(("name", "codec"), [("screen.mkv", "flac"), ("screen.mp4", "aac")])
+def test_a_gap_in_a_videos_sound_is_read_as_silence_keeping_what_follows_in_place(
+    tmp_path: Path, name: str, codec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A screen recording whose sound paused for 0.5 s (a muted microphone) while the picture
+    ran on was refused as "truncated" (3.00 s decoded, 3.50 s declared): its frames were put
+    end to end, and all after the gap came 0.5 s early against the picture. The gap is read
+    as silence, as players play it, and said."""
+    signal = tone(3.0, 48000, [440.0, 660.0])
+    signal[:, 96_000:96_048] = 0.9  # 2 s into the sound: 2.5 s into the video
+    path = encode(tmp_path / name, signal, 48000, codec, video="mpeg4", video_seconds=3.5,
+                  gap=(1.0, 0.5))  # fmt: skip
+
+    with caplog.at_level("WARNING", logger="demixer.audio"):
+        read, _ = load(path)
+
+    assert abs(int(np.argmax(read[0] > 0.8)) - 120_000) <= 1  # an AAC decoder's one sample
+    assert read.shape == (2, 168_000)
+    assert caplog.messages == [
+        f"'{name}': 1 gap in its sound (0.50 s) read as silence, so that what follows keeps "
+        "its place against the picture"
+    ]
+
+
 def test_a_file_cut_before_its_first_audio_is_truncated_not_zero_length(
     files: AudioFiles,
 ) -> None:

@@ -25,7 +25,8 @@ Truncation is caught three ways, because no single signal covers every container
 
 A video's sound is read as a player plays it, so that stems put back on the picture keep
 lip sync: the audio track flagged default (else the first), from the file's start, the
-stretch before the audio's first sample (sound that starts after the picture) read as silence.
+stretch before the audio's first sample (sound that starts after the picture) and any gap in
+its timestamps (:class:`_Holes`) read as silence.
 
 What a file declares is never trusted as a bound. FFmpeg opens inputs only with the demuxers in
 :data:`DEMUXERS` (audio and video containers; no playlists, concat scripts, image sequences or
@@ -90,6 +91,12 @@ _MATROSKA_ROUNDING = 0.002
 TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
 # The longest run of damaged frames read as silence (a glitch); more is a broken file.
 _MAX_DAMAGED_SECONDS = 0.5
+# A gap in a video's audio timestamps read as silence: from two AAC frames (shorter ones are a
+# muxer's rounding) to a minute (a longer jump is a broken clock, not a pause in the sound).
+_MIN_HOLE_SECONDS = 0.05
+_MAX_HOLE_SECONDS = 60.0
+# The containers whose audio timestamps place the sound against the picture.
+_TIMED = ("mov", "matroska")
 
 # FFmpeg's demuxers for the audio and video files users send. Anything else (concat scripts, HLS
 # and DASH playlists, image sequences, raw streams, lavfi, network protocols...) is refused
@@ -709,8 +716,7 @@ class AudioReader:
 
     def _after_lead(self, arrays: Iterator[np.ndarray], frames: int) -> Iterator[np.ndarray]:
         """``arrays`` after :attr:`_lead` samples of silence, in pieces of at most ``frames``."""
-        for start in range(0, self._lead, frames):
-            yield np.zeros((self.channels, min(frames, self._lead - start)), np.float32)
+        yield from _silence(self.channels, self._lead, frames)
         yield from arrays
 
     def _within_edit_list(self, arrays: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -765,6 +771,7 @@ class AudioReader:
         run_from: int | None = None  # the byte where that run starts
         run_to: int | None = None  # and the byte of the good packet after it
         good = _GoodPackets()
+        holes = _Holes(self._container.format.name.split(",")[0] in _TIMED)
         concealed = packets = 0
         concealed_seconds = frame_seconds = good_seconds = 0.0
         try:
@@ -797,6 +804,8 @@ class AudioReader:
                     concealed_seconds += run
                     damaged = []
                 for frame in map(_as_mono_or_stereo, decoded):
+                    hole = holes.before(frame, good_seconds + concealed_seconds)
+                    yield from _silence(self.channels, round(hole * self.sample_rate), 1 << 16)
                     frame_seconds = frame.samples / frame.sample_rate
                     good_seconds += frame_seconds
                     key = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -827,6 +836,12 @@ class AudioReader:
             log.warning(
                 "%s: %d damaged audio frame%s (%.2f s) read as silence",
                 _name(self.path), concealed, "" if concealed == 1 else "s", concealed_seconds,
+            )  # fmt: skip
+        if holes.count:
+            log.warning(
+                "%s: %d gap%s in its sound (%.2f s) read as silence, so that what follows "
+                "keeps its place against the picture",
+                _name(self.path), holes.count, "" if holes.count == 1 else "s", holes.seconds,
             )  # fmt: skip
 
     def _converted(self, resampler: av.AudioResampler, frame: av.AudioFrame) -> list[av.AudioFrame]:
@@ -897,6 +912,48 @@ class _GoodPackets:
         if not packets / 2 <= frames <= packets * 2:  # the sizes so far were no guide
             return None
         return frames * self.seconds / self.count, frames
+
+
+@dataclass
+class _Holes:
+    """Gaps in a video's audio timestamps: a recorder that paused its sound (a muted
+    microphone, a dropped device) while the picture ran on. Decoded frames are put end to
+    end, so all that followed such a gap came early, out of sync with the picture, and the
+    file read as truncated (fewer samples than its length). Players keep each frame at its
+    time; so does :meth:`before`, with silence.
+
+    Attributes:
+        timed: whether the container's timestamps are to be trusted (:data:`_TIMED`).
+        origin: the first frame's time, seconds.
+        count: gaps found.
+        seconds: their length, all together.
+    """
+
+    timed: bool
+    origin: float | None = None
+    count: int = 0
+    seconds: float = 0.0
+
+    def before(self, frame: av.AudioFrame, read: float) -> float:
+        """Seconds of silence to put before ``frame``, ``read`` seconds of audio (frames and
+        concealed damage, not gaps) after the first: how much later it starts than that."""
+        if not self.timed or frame.time is None:
+            return 0.0
+        if self.origin is None:
+            self.origin = frame.time
+            return 0.0
+        hole = frame.time - self.origin - read - self.seconds
+        if not _MIN_HOLE_SECONDS <= hole <= _MAX_HOLE_SECONDS:
+            return 0.0
+        self.count += 1
+        self.seconds += hole
+        return hole
+
+
+def _silence(channels: int, samples: int, frames: int) -> Iterator[np.ndarray]:
+    """``samples`` of silence, float32 ``(channels, n)``, in pieces of at most ``frames``."""
+    for start in range(0, samples, frames):
+        yield np.zeros((channels, min(frames, samples - start)), np.float32)
 
 
 def _seconds(duration: int | None, time_base: Fraction | None) -> float:
