@@ -27,6 +27,7 @@ __all__ = [
     "encode_tracks",
     "stempeg_example",
     "tone",
+    "with_cover",
 ]
 
 # FFmpeg channel layouts by channel count; the layout (not just the count) is written into the
@@ -183,6 +184,24 @@ def encode_tracks(
             for frame in _audio_frames(signal, rate, "stereo", 4096, round(audio_start * rate)):
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
+    return path
+
+
+# A 1x1 PNG: the smallest cover picture.
+_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
+
+
+def with_cover(path: Path) -> Path:
+    """``path`` (an MP3) with an ID3v2.3 tag holding a cover picture (an APIC frame) put in
+    front, as taggers and stores write them: FFmpeg reads it as an attached-picture stream."""
+    body = b"\x00image/png\x00\x03cover\x00" + _PNG
+    frame = b"APIC" + len(body).to_bytes(4, "big") + b"\x00\x00" + body
+    size = len(frame)
+    synchsafe = bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    path.write_bytes(b"ID3\x03\x00\x00" + synchsafe + frame + path.read_bytes())
     return path
 
 

@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofiles import AudioFiles, dominant_frequency, encode, encode_tracks, stempeg_example, tone
+from audiofiles import (
+    AudioFiles,
+    dominant_frequency,
+    encode,
+    encode_tracks,
+    stempeg_example,
+    tone,
+    with_cover,
+)
 from crafted import many_channels_wav
 from demixer.audio import AudioReader, StreamResampler, load, probe, resample, resampled_length
 from demixer.errors import InvalidAudio
@@ -607,6 +615,21 @@ def test_sound_that_starts_after_the_picture_keeps_its_place_on_the_video_timeli
     assert not read[:, :24_000].any()
     assert read.shape == (2, 144_000)
     assert probe(path).duration == pytest.approx(3.0, abs=0.001)
+
+
+def test_a_cover_picture_does_not_move_where_an_mp3s_sound_starts(tmp_path: Path) -> None:
+    """An MP3's sound starts 25 ms in (the encoder delay, which FFmpeg drops); its cover
+    picture has no time of its own. Counted as the file's start, any other time FFmpeg gave
+    it would put silence before every stem of a song bought with its artwork."""
+    signal = tone(1.0, 44100, [440.0, 660.0])
+    plain = encode(tmp_path / "plain.mp3", signal, 44100, "libmp3lame")
+    covered = with_cover(encode(tmp_path / "song.mp3", signal, 44100, "libmp3lame"))
+
+    info = probe(covered)
+
+    assert info.offset == 0.0
+    assert info.duration == probe(plain).duration
+    assert load(covered)[0].shape == load(plain)[0].shape
 
 
 @pytest.mark.parametrize(("name", "codec"), [("screen.mkv", "flac"), ("screen.mp4", "aac")])

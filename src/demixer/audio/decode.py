@@ -265,7 +265,7 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
     return None
 
 
-def _start_seconds(stream: AudioStream) -> float:
+def _start_seconds(stream: av.stream.Stream) -> float:
     """The time of the stream's first sample, seconds (0 when it states none)."""
     if stream.start_time is None or stream.time_base is None:
         return 0.0
@@ -273,13 +273,19 @@ def _start_seconds(stream: AudioStream) -> float:
 
 
 def _offset_seconds(container: InputContainer, stream: AudioStream) -> float:
-    """Seconds from the file's start (its earliest stream's, as players and FFmpeg count time)
+    """Seconds from the file's start (its earliest sound or picture, as players count time)
     to the audio's first sample: a phone's or a screen recorder's sound that starts after the
     picture. Stems that started at the audio's first sample were that much early against the
-    video they are put back on."""
-    if container.start_time is None:
-        return 0.0
-    return max(0.0, _start_seconds(stream) - container.start_time / av.time_base)
+    video they are put back on. A cover picture has no time of its own: FFmpeg gives an MP3's
+    its sound's, late by the encoder delay (25 ms), and may give it another."""
+    starts = [
+        _start_seconds(s)
+        for s in container.streams
+        if s.type in ("audio", "video")
+        and s.start_time is not None
+        and not s.disposition & av.stream.Disposition.attached_pic
+    ]
+    return max(0.0, _start_seconds(stream) - min(starts, default=_start_seconds(stream)))
 
 
 def _chosen_stream(container: InputContainer) -> AudioStream:
