@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
+from audiofiles import encode, tone
 from conftest import Backend
 from demixer.api import uploads
 from demixer.service.schema import File
@@ -164,6 +166,25 @@ def test_multipart_upload(api: Api) -> None:
 
     r = api.post("/v1/files", files={"other": ("a.wav", b"x")})
     assert _error(r, 400, "INVALID_REQUEST")["param"] == "file"
+
+
+@pytest.mark.parametrize("name", ["camcorder.MTS", "recording.ts"])
+def test_a_video_sent_as_octet_stream_is_not_refused_for_the_type_its_name_guesses(
+    api: Api, tmp_path: Path, name: str
+) -> None:
+    """An MPEG-TS video (a camcorder's .MTS, a TV or screen recorder's .ts) sent as curl sends
+    it, application/octet-stream: the server guessed its type from the name, and the system's
+    table says a 3D model (.mts) or a Qt translation file (.ts): refused 415 "content type
+    'model/vnd.mts' is not audio or video". A guess that is not audio or video is no guess."""
+    video = encode(tmp_path / name, tone(1.0, 48000, [440.0, 660.0]), 48000, "aac",
+                   video="mpeg4", container_format="mpegts")  # fmt: skip
+    files = {"file": (name, video.read_bytes(), "application/octet-stream")}
+    r = api.post("/v1/files", files=files)
+    assert r.status_code == 201, r.text
+    assert (r.json()["content_type"], r.json()["status"]) == (
+        "application/octet-stream",
+        "uploaded",
+    )
 
 
 def test_a_multipart_file_name_sent_as_dotnet_sends_it_is_the_songs_name(api: Api) -> None:

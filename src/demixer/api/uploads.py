@@ -87,6 +87,7 @@ __all__ = [
     "run_upload",
     "settle_pending",
     "store_direct",
+    "type_from_name",
 ]
 
 # What demixer's decoder (PyAV/FFmpeg) takes; video containers give their audio track.
@@ -95,6 +96,15 @@ _OTHER_TYPES = frozenset({"application/ogg", "application/mp4", "application/oct
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token (lowercased)
+
+
+def type_from_name(file_name: str) -> str:
+    """The media type ``file_name``'s extension says, where it is audio or video; else
+    ``application/octet-stream`` (the bytes are probed either way). The system's table maps
+    some video extensions to other things: ``.ts`` (an MPEG-TS recording) to Qt's translation
+    files, ``.mts`` (a camcorder's AVCHD video) to a 3D model format."""
+    guessed = mimetypes.guess_type(file_name)[0] or ""
+    return guessed if guessed.startswith(("audio/", "video/")) else "application/octet-stream"
 
 
 def _accepted(content_type: str, param: str) -> str:
@@ -428,7 +438,7 @@ def store_direct(
     upload that belongs to one request alone (never listed)."""
     mt = media_type(content_type)
     if mt in ("", "application/octet-stream"):
-        mt = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        mt = type_from_name(file_name)
     mt = _accepted(mt, "file")
     limit = services.settings.max_upload_bytes
     if spooled.stat().st_size > limit:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import mimetypes
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,11 +119,6 @@ def _check_name(file_name: object) -> str:
     return name
 
 
-def _content_type(name: str) -> str:
-    guessed = mimetypes.guess_type(name)[0] or ""
-    return guessed if guessed.startswith(("audio/", "video/")) else "application/octet-stream"
-
-
 def create(
     services: Services, account_id: str, file_name: object, file_size: object, base_path: str
 ) -> Upload:
@@ -154,7 +148,7 @@ def create(
             s,
             account_id=account_id,
             file_name=name,
-            content_type=_content_type(name),
+            content_type=uploads.type_from_name(name),
             file_size=file_size,
             now=services.db.clock(),
             retention=timedelta(seconds=settings.upload_retention_seconds),
