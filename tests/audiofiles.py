@@ -24,8 +24,10 @@ __all__ = [
     "Made",
     "dominant_frequency",
     "encode",
+    "encode_tracks",
     "stempeg_example",
     "tone",
+    "with_cover",
 ]
 
 # FFmpeg channel layouts by channel count; the layout (not just the count) is written into the
@@ -73,13 +75,16 @@ def dominant_frequency(x: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum)) * rate / len(x)
 
 
-def _audio_frames(signal: np.ndarray, rate: int, layout: str, size: int) -> list[av.AudioFrame]:
+def _audio_frames(
+    signal: np.ndarray, rate: int, layout: str, size: int, first: int = 0
+) -> list[av.AudioFrame]:
+    """``signal`` in frames of ``size`` samples, the first at sample ``first`` of the file."""
     frames = []
     for start in range(0, signal.shape[1], size):
         chunk = np.ascontiguousarray(signal[:, start : start + size], dtype=np.float32)
         frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
         frame.sample_rate = rate
-        frame.pts = start
+        frame.pts = first + start
         frame.time_base = Fraction(1, rate)
         frames.append(frame)
     return frames
@@ -98,19 +103,21 @@ def encode(
     video: str | None = None,
     video_seconds: float = 1.0,
     container_options: dict[str, str] | None = None,
+    audio_start: float = 0.0,
+    gap: tuple[float, float] | None = None,
 ) -> Path:
     """Write ``signal`` ((channels, samples) float32 at ``rate`` Hz) with FFmpeg encoder ``codec``.
 
     ``video`` adds a small video stream first (codec name, e.g. ``"mpeg4"``), so the audio is
     the second stream as in a phone recording; ``signal=None`` writes a video with no audio.
+    ``audio_start``: seconds into the file where the audio starts (after the picture).
+    ``gap``: (after, seconds): the audio's timestamps jump ``seconds`` on from ``after``
+    seconds into the signal (a recorder that paused its sound).
     """
     with av.open(
         str(path), "w", format=container_format, container_options=container_options or {}
     ) as out:
-        vstream: av.VideoStream | None = None
-        if video is not None:
-            vstream = cast(av.VideoStream, out.add_stream(video, rate=10))
-            vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
+        vstream = None if video is None else _video_stream(out, video)
         astream: av.AudioStream | None = None
         if signal is not None and codec is not None:
             layout = LAYOUTS[signal.shape[0]]
@@ -123,17 +130,78 @@ def encode(
         # Started explicitly so a file with no packets at all (zero samples) still gets a header.
         out.start_encoding()
         if vstream is not None:
-            for i in range(round(video_seconds * 10)):
-                image = np.full((32, 32, 3), (i * 20) % 255, dtype=np.uint8)
-                vframe = av.VideoFrame.from_ndarray(image, format="rgb24")
-                vframe.pts = i
-                out.mux(vstream.encode(vframe))
-            out.mux(vstream.encode(None))
+            _write_video(out, vstream, video_seconds)
         if astream is not None and signal is not None:
             size = astream.codec_context.frame_size or 1024
-            for frame in _audio_frames(signal, rate, astream.layout.name, size):
+            first = round(audio_start * rate)
+            after, jump = (round(gap[0] * rate), round(gap[1] * rate)) if gap else (0, 0)
+            for frame in _audio_frames(signal, rate, astream.layout.name, size, first):
+                if after and frame.pts is not None and frame.pts - first >= after:
+                    frame.pts += jump
                 out.mux(astream.encode(frame))
             out.mux(astream.encode(None))
+    return path
+
+
+def _video_stream(out: av.container.OutputContainer, codec: str) -> av.VideoStream:
+    """A small (32x32, 10 frames a second) video stream of ``codec`` in ``out``."""
+    stream = cast(av.VideoStream, out.add_stream(codec, rate=10))
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    return stream
+
+
+def _write_video(out: av.container.OutputContainer, stream: av.VideoStream, seconds: float) -> None:
+    for i in range(round(seconds * 10)):
+        image = np.full((32, 32, 3), (i * 20) % 255, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = i
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def encode_tracks(
+    path: Path,
+    signals: Sequence[np.ndarray],
+    rate: int,
+    *,
+    default: int | None = None,
+    video_seconds: float | None = None,
+    audio_start: float = 0.0,
+) -> Path:
+    """A Matroska file of several FLAC audio tracks (``signals``, each ``(2, samples)`` float32
+    at ``rate`` Hz), the one at index ``default`` flagged default (players play it), none else;
+    with ``video_seconds`` of MPEG-4 video first, the audio starting ``audio_start`` s in."""
+    with av.open(str(path), "w", format="matroska") as out:
+        video = None if video_seconds is None else _video_stream(out, "mpeg4")
+        streams = [cast(av.AudioStream, out.add_stream("flac", rate=rate)) for _ in signals]
+        for i, stream in enumerate(streams):
+            stream.layout = "stereo"
+            flag = av.stream.Disposition.default if i == default else av.stream.Disposition(0)
+            stream.disposition = flag
+        if video is not None and video_seconds is not None:
+            _write_video(out, video, video_seconds)
+        for stream, signal in zip(streams, signals, strict=True):
+            for frame in _audio_frames(signal, rate, "stereo", 4096, round(audio_start * rate)):
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+    return path
+
+
+# A 1x1 PNG: the smallest cover picture.
+_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
+
+
+def with_cover(path: Path) -> Path:
+    """``path`` (an MP3) with an ID3v2.3 tag holding a cover picture (an APIC frame) put in
+    front, as taggers and stores write them: FFmpeg reads it as an attached-picture stream."""
+    body = b"\x00image/png\x00\x03cover\x00" + _PNG
+    frame = b"APIC" + len(body).to_bytes(4, "big") + b"\x00\x00" + body
+    size = len(frame)
+    synchsafe = bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    path.write_bytes(b"ID3\x03\x00\x00" + synchsafe + frame + path.read_bytes())
     return path
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from api_support import TESTSERVER, Api, api, bucket_refusal, make_api
+from audiofiles import encode, tone
 from conftest import Backend
 from demixer.api import uploads
 from demixer.service.schema import File
@@ -164,6 +166,25 @@ def test_multipart_upload(api: Api) -> None:
 
     r = api.post("/v1/files", files={"other": ("a.wav", b"x")})
     assert _error(r, 400, "INVALID_REQUEST")["param"] == "file"
+
+
+@pytest.mark.parametrize("name", ["camcorder.MTS", "recording.ts"])
+def test_a_video_sent_as_octet_stream_is_not_refused_for_the_type_its_name_guesses(
+    api: Api, tmp_path: Path, name: str
+) -> None:
+    """An MPEG-TS video (a camcorder's .MTS, a TV or screen recorder's .ts) sent as curl sends
+    it, application/octet-stream: the server guessed its type from the name, and the system's
+    table says a 3D model (.mts) or a Qt translation file (.ts): refused 415 "content type
+    'model/vnd.mts' is not audio or video". A guess that is not audio or video is no guess."""
+    video = encode(tmp_path / name, tone(1.0, 48000, [440.0, 660.0]), 48000, "aac",
+                   video="mpeg4", container_format="mpegts")  # fmt: skip
+    files = {"file": (name, video.read_bytes(), "application/octet-stream")}
+    r = api.post("/v1/files", files=files)
+    assert r.status_code == 201, r.text
+    assert (r.json()["content_type"], r.json()["status"]) == (
+        "application/octet-stream",
+        "uploaded",
+    )
 
 
 def test_a_multipart_file_name_sent_as_dotnet_sends_it_is_the_songs_name(api: Api) -> None:
@@ -422,11 +443,19 @@ def test_announce_validation(api: Api) -> None:
 
 
 def test_too_large(make_api: Callable[..., Api]) -> None:
+    """Files this big are most often videos: the refusal counted bytes ("file_size 2147483648
+    is over this server's limit of 1073741824 bytes"); it reads the sizes in units and says
+    how to send the sound alone, all that is separated."""
     api = make_api(max_upload_bytes=50_000)
-    r = api.post(
-        "/v1/files", json={"file_name": "a.wav", "content_type": "audio/wav", "file_size": 50_001}
+    announced = {"file_name": "phone.mov", "content_type": "video/quicktime", "file_size": 80_000}
+    r = api.post("/v1/files", json=announced)
+    error = _error(r, 413, "FILE_TOO_LARGE")
+    assert error["param"] == "file_size"
+    assert error["message"] == (
+        "file_size 80000 (78.1 KiB) is over this server's limit of 48.8 KiB (50000 bytes); for "
+        "a video, send its sound alone, a small part of its size (e.g. `ffmpeg -i video.mp4 "
+        "-vn -c:a copy sound.m4a`): the sound is all that is separated"
     )
-    assert _error(r, 413, "FILE_TOO_LARGE")["param"] == "file_size"
     big = api.files.get("long.wav").path.read_bytes()
     assert len(big) > 50_000
     r = api.post("/v1/files", files={"file": ("long.wav", big, "audio/wav")})

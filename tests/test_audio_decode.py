@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofiles import AudioFiles, dominant_frequency, encode, stempeg_example, tone
+from audiofiles import (
+    AudioFiles,
+    dominant_frequency,
+    encode,
+    encode_tracks,
+    stempeg_example,
+    tone,
+    with_cover,
+)
 from crafted import many_channels_wav
 from demixer.audio import AudioReader, StreamResampler, load, probe, resample, resampled_length
 from demixer.errors import InvalidAudio
@@ -561,24 +569,91 @@ def test_a_video_whose_picture_outlasts_its_sound_is_read_whole_not_called_trunc
 def test_the_first_audio_track_is_read_whole_when_a_second_one_is_longer(tmp_path: Path) -> None:
     """A file with a longer second audio track (a commentary, another language) was refused
     as truncated: the file's length is that of its longest track."""
-    path = tmp_path / "two tracks.mkv"
     first, second = tone(1.0, 44100, [440.0, 660.0]), tone(2.0, 44100, [330.0, 550.0])
-    with av.open(str(path), "w") as out:
-        streams = [out.add_stream("flac", rate=44100) for _ in range(2)]
-        for stream in streams:
-            stream.layout = "stereo"
-        for stream, signal in zip(streams, (first, second), strict=True):
-            for start in range(0, signal.shape[1], 4096):
-                block = np.ascontiguousarray(signal[:, start : start + 4096])
-                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = 44100, start
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode(None))
+    path = encode_tracks(tmp_path / "two tracks.mkv", [first, second], 44100)
 
     assert probe(path).duration == pytest.approx(1.0)
     read, _ = load(path)
     assert read.shape == first.shape
     assert dominant_frequency(read[0], 44100) == pytest.approx(440.0, abs=2)
+
+
+def test_the_audio_track_players_play_is_read_and_the_choice_said(tmp_path: Path) -> None:
+    """A download with a commentary track first and the music second, flagged default (what
+    every player plays): the commentary was separated, and nothing said there was a choice."""
+    commentary, music = tone(1.0, 48000, [300.0, 300.0]), tone(1.0, 48000, [440.0, 660.0])
+    path = encode_tracks(tmp_path / "film.mkv", [commentary, music], 48000, default=1)
+
+    info = probe(path)
+    read, _ = load(path)
+
+    assert dominant_frequency(read[0], 48000) == pytest.approx(440.0, abs=2)
+    assert (info.track, info.tracks) == (2, 2)
+    assert info.track_note("'film.mkv'") == (
+        "'film.mkv' has 2 audio tracks; track 2 (the one players play) is separated: to "
+        "separate another, extract it to a file of its own first"
+    )
+
+
+@pytest.mark.parametrize(("name", "codec"), [("phone.mov", "pcm_s16le"), ("screen.mkv", "flac")])
+def test_sound_that_starts_after_the_picture_keeps_its_place_on_the_video_timeline(
+    tmp_path: Path, name: str, codec: str
+) -> None:
+    """A recording whose sound starts 0.5 s after its picture: its stems started at the first
+    sound, 24 000 samples early against the video they are put back on (lip sync lost), and
+    a Matroska one was refused as "truncated" (its track's length tag is its end time). The
+    stems start where the file does, silent until the sound does: a click 1 s into the video
+    is at sample 48 000."""
+    signal = tone(2.5, 48000, [440.0, 660.0])
+    signal[:, 24_000:24_048] = 0.9  # 0.5 s into the sound: 1.0 s into the video
+    path = encode(tmp_path / name, signal, 48000, codec, video="mpeg4", video_seconds=3.0,
+                  audio_start=0.5)  # fmt: skip
+
+    read, _ = load(path)
+
+    assert int(np.argmax(read[0] > 0.8)) == 48_000
+    assert not read[:, :24_000].any()
+    assert read.shape == (2, 144_000)
+    assert probe(path).duration == pytest.approx(3.0, abs=0.001)
+
+
+def test_a_cover_picture_does_not_move_where_an_mp3s_sound_starts(tmp_path: Path) -> None:
+    """An MP3's sound starts 25 ms in (the encoder delay, which FFmpeg drops); its cover
+    picture has no time of its own. Counted as the file's start, any other time FFmpeg gave
+    it would put silence before every stem of a song bought with its artwork."""
+    signal = tone(1.0, 44100, [440.0, 660.0])
+    plain = encode(tmp_path / "plain.mp3", signal, 44100, "libmp3lame")
+    covered = with_cover(encode(tmp_path / "song.mp3", signal, 44100, "libmp3lame"))
+
+    info = probe(covered)
+
+    assert info.offset == 0.0
+    assert info.duration == probe(plain).duration
+    assert load(covered)[0].shape == load(plain)[0].shape
+
+
+@pytest.mark.parametrize(("name", "codec"), [("screen.mkv", "flac"), ("screen.mp4", "aac")])
+def test_a_gap_in_a_videos_sound_is_read_as_silence_keeping_what_follows_in_place(
+    tmp_path: Path, name: str, codec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A screen recording whose sound paused for 0.5 s (a muted microphone) while the picture
+    ran on was refused as "truncated" (3.00 s decoded, 3.50 s declared): its frames were put
+    end to end, and all after the gap came 0.5 s early against the picture. The gap is read
+    as silence, as players play it, and said."""
+    signal = tone(3.0, 48000, [440.0, 660.0])
+    signal[:, 96_000:96_048] = 0.9  # 2 s into the sound: 2.5 s into the video
+    path = encode(tmp_path / name, signal, 48000, codec, video="mpeg4", video_seconds=3.5,
+                  gap=(1.0, 0.5))  # fmt: skip
+
+    with caplog.at_level("WARNING", logger="demixer.audio"):
+        read, _ = load(path)
+
+    assert abs(int(np.argmax(read[0] > 0.8)) - 120_000) <= 1  # an AAC decoder's one sample
+    assert read.shape == (2, 168_000)
+    assert caplog.messages == [
+        f"'{name}': 1 gap in its sound (0.50 s) read as silence, so that what follows keeps "
+        "its place against the picture"
+    ]
 
 
 def test_a_file_cut_before_its_first_audio_is_truncated_not_zero_length(

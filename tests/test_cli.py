@@ -32,7 +32,7 @@ from rich.console import Console
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
-from audiofiles import encode, tone
+from audiofiles import dominant_frequency, encode, encode_tracks, tone
 from demixer.audio import load
 from demixer.cli_inputs import skipped_line
 from demixer.cli_output import FileProgress, level_notes
@@ -319,6 +319,30 @@ def test_a_damaged_mp3_frame_is_a_warning_not_a_failed_song(
     ]  # fmt: skip
     for stem in (tmp_path / "out").iterdir():
         assert sf.info(stem).frames == 3 * 44100, stem.name
+
+
+def test_videos_are_separated_on_their_own_timeline_from_the_track_players_play(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A phone video whose sound starts 0.5 s after its picture got stems 0.5 s short, early
+    against the video; a download whose second track (the music, flagged default) is the one
+    players play had its first (commentary) separated, and nothing said there was a choice."""
+    sound = tone(1.0, 48000, [440.0, 660.0])
+    phone = encode(tmp_path / "phone.mov", sound, 48000, "pcm_s16le", video="mpeg4",
+                   video_seconds=1.5, audio_start=0.5)  # fmt: skip
+    commentary, music = tone(1.0, 48000, [300.0, 300.0]), tone(1.0, 48000, [440.0, 660.0])
+    film = encode_tracks(tmp_path / "film.mkv", [commentary, music], 48000, default=1)
+    out = tmp_path / "out"
+    run = demixer("separate", phone, film, "-o", out, model_dir=model_dir)
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("warning")]
+    assert warnings == [
+        "warning: 'film.mkv' has 2 audio tracks; track 2 (the one players play) is separated: "
+        "to separate another, extract it to a file of its own first"
+    ]
+    assert sf.info(out / "phone_vocals.wav").frames == 72_000  # 1.5 s
+    stems = [load(out / f"film_{stem}.wav")[0] for stem in ("vocals", "accompaniment")]
+    assert dominant_frequency((stems[0] + stems[1])[1], 48000) == pytest.approx(660.0, abs=2)
 
 
 def test_missing_weights_exit_4_and_say_how_to_pull(

@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from sqlalchemy import select
 
-from audiofiles import decode_stream, stempeg_example
+from audiofiles import decode_stream, dominant_frequency, encode_tracks, stempeg_example, tone
 from conftest import Backend
 from demixer.service.db import Database
 from demixer.service.schema import Job, JobLog
@@ -182,6 +182,36 @@ def test_multipart_upload_and_a_prompt_give_target_and_residual(
     residual, _ = read_audio(data["residual"]["url"])
     assert target.shape == mix.shape
     assert np.abs(target + residual - mix).max() < 2e-4  # 16-bit flac quantisation
+
+
+@pytest.mark.backends("sqlite")  # decoding is the worker's: the same on either backend
+def test_a_video_is_separated_on_its_timeline_from_the_track_players_play(
+    server: Server, tmp_path: Path
+) -> None:
+    """A video whose sound starts 0.5 s after the picture, with a commentary track first and
+    the music second, flagged default: its stems were 0.5 s short (early against the picture)
+    and of the commentary, and nothing said there was a choice. The job's log says it now."""
+    commentary, music = tone(1.5, 48000, [300.0, 300.0]), tone(1.5, 48000, [440.0, 660.0])
+    film = encode_tracks(tmp_path / "film.mkv", [commentary, music], 48000, default=1,
+                         video_seconds=2.0, audio_start=0.5)  # fmt: skip
+    client = server.client()
+    uploaded = upload_form(client, film, "video/x-matroska")
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["duration"] == pytest.approx(2.0, abs=0.001)
+    body = {"input": {"file_id": uploaded.json()["file_id"], "model": "spleeter-2stems"}}
+    job = client.post("/v1/queue/audio/stems", json=body).json()["request_id"]
+    done = wait_status(client, job, {"COMPLETED", "FAILED"}, timeout=120)
+    assert done["logs"][-1]["message"].startswith(
+        "completed: vocals, accompaniment; 'film.mkv' has 2 audio tracks; track 2 (the one "
+        "players play) is separated: to separate another, extract it to a file of its own first"
+    )
+    data = client.get(f"/v1/queue/requests/{job}/result").json()["data"]
+    vocals, _ = read_audio(data["vocals"]["url"])
+    accompaniment, _ = read_audio(data["accompaniment"]["url"])
+    mix = vocals + accompaniment
+    assert mix.shape == (2, 2 * 48000)
+    assert np.abs(mix[:, :24_000]).max() < 1e-3  # silent until the sound starts
+    assert dominant_frequency(mix[1, 24_000:], 48000) == pytest.approx(660.0, abs=2)
 
 
 def test_a_signed_download_url_that_was_tampered_with_is_refused(

@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import math
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +24,7 @@ import pytest
 import soundfile as sf
 
 from api_support import Api, bucket_refusal, make_api
+from audiofiles import encode
 from conftest import Backend
 from demixer.storage.s3 import S3Storage
 from demixer.vendors.gaudio import multipart
@@ -343,9 +346,21 @@ def _cut_rf64() -> bytes:
     return buf.getvalue()[: len(buf.getvalue()) // 2]
 
 
+def _screen_recording_without_sound() -> bytes:
+    """A second of MPEG-4 video and no audio track: a screen recording made without sound."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return encode(Path(tmp) / "screen.mp4", None, RATE, None, video="mpeg4").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("name", "make", "code", "message"),
     [
+        (
+            "screen.mp4",  # no sound: Gaudio's "zero-length audio", saying why
+            _screen_recording_without_sound,
+            1108,
+            "'screen.mp4' has a video stream but no audio stream",
+        ),
         (
             "notes.mp3",
             lambda: b"this is not audio at all " * 100,

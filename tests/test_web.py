@@ -27,7 +27,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import demixer
 from api_support import on_uvicorn
-from audiofiles import decode_stream, stempeg_example
+from audiofiles import decode_stream, encode, encode_tracks, stempeg_example, tone
 from conftest import Backend
 from demixer.models.registry import get_spec
 from path_proxy import path_proxy
@@ -812,6 +812,15 @@ def test_a_file_over_the_servers_limit_is_refused_before_it_is_sent(
             expect(error).to_have_text(
                 "This file is bigger than this server takes. The most it takes is 300 KB."
             )
+            # A video, the most common file this big: the page says how to send its sound.
+            video = tmp_path / "phone.mov"
+            video.write_bytes(bytes(400 * 1024))
+            page.get_by_test_id("upload-input").set_input_files(str(video))
+            expect(error).to_have_text(
+                "This file is bigger than this server takes. The most it takes is 300 KB. Only "
+                "a video's sound is separated: save its sound alone (as .m4a, a small part of "
+                "the size) and upload that."
+            )
             assert sent == []
             expect(page.get_by_test_id("submit")).to_be_disabled()
 
@@ -881,6 +890,52 @@ def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     expect(page.get_by_test_id("time")).to_have_text("0:00.0 / 0:00.2", timeout=180_000)
     position = page.locator("#position")
     expect(position).to_have_attribute("aria-valuetext", "0:00.0 of 0:00.2")
+
+
+@pytest.mark.backends("sqlite")  # the page's own doing: the same on either backend
+def test_a_video_whose_sound_starts_late_is_compared_in_step_and_its_tracks_said(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    """A phone video whose sound starts 0.5 s after its picture: the stems start with the
+    file (so they go back on the video in sync), the browser decodes the sound alone, and
+    A/B played the original 0.5 s early against them. A video with several audio tracks
+    says which one is separated, and offers no A/B: the browser would play its first."""
+    sound = tone(1.5, 48000, [440.0, 660.0])
+    sound[:, 24_000:24_048] = 0.9  # 1.0 s into the video
+    phone = encode(tmp_path / "phone.mov", sound, 48000, "pcm_s16le", video="mpeg4",
+                   video_seconds=2.0, audio_start=0.5)  # fmt: skip
+    open_page(page, server)
+    upload(page, phone)
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=180_000)
+    ab = page.get_by_test_id("ab")
+    ab.click()
+    expect(ab).to_have_attribute("aria-pressed", "true")
+    expect(ab).to_have_text("Original")  # decoded
+    first_click = "(b) => { const d = b.getChannelData(0); return d.findIndex((x) => x > 0.8); }"
+    heard = page.evaluate(
+        f"""() => {{ const at = {first_click}; const m = demixerMixer;
+            return {{ original: at(m.original), length: m.original.length,
+                      stems: m.stems[0].buffer.length, rate: m.original.sampleRate }}; }}"""
+    )
+    assert heard["rate"] == 48000  # the page's context runs at the stems' rate
+    assert (heard["original"], heard["length"]) == (48_000, heard["stems"])
+
+    commentary, music = tone(1.0, 48000, [300.0, 300.0]), tone(1.0, 48000, [440.0, 660.0])
+    film = encode_tracks(tmp_path / "film.mkv", [commentary, music], 48000, default=1,
+                         video_seconds=1.0)  # fmt: skip
+    upload(page, film)
+    expect(page.get_by_test_id("upload-status")).to_have_text(
+        "Ready: film.mkv · 0:01 · 2 audio tracks: the default one is separated"
+    )
+    page.get_by_test_id("submit").click()
+    expect(page.get_by_test_id("ab-note")).to_have_text(
+        "Original: not here, because this video has several audio tracks, and the browser "
+        "would play the first, not always the one separated.",
+        timeout=180_000,
+    )
+    expect(ab).to_be_disabled()
 
 
 def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> None:

@@ -73,6 +73,7 @@ __all__ = [
     "UnsupportedSampleRate",
     "UrlExpired",
     "WeightsChecksumMismatch",
+    "bytes_text",
     "did_you_mean",
     "exit_code_for",
     "unknown_model",
@@ -95,6 +96,16 @@ class DemixerError(Exception):
         self.message = message
         if param is not None:
             self.param = _utf8(param)
+
+
+def bytes_text(count: float) -> str:
+    """``count`` bytes in binary units, for a message: ``'7.3 TiB'``, ``'23.5 GiB'``."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    unit = 0
+    while count >= 1024 and unit < len(units) - 1:
+        count /= 1024
+        unit += 1
+    return f"{count:.1f} {units[unit]}" if unit else f"{count:.0f} bytes"
 
 
 def _utf8(text: str) -> str:
@@ -371,6 +382,22 @@ class FileTooLarge(DemixerError):
     """An upload over the size limit (declared or actual)."""
 
     code = "FILE_TOO_LARGE"
+
+    @classmethod
+    def over(
+        cls, limit: int, what: str = "the upload", size: int | None = None, **kw: str | None
+    ) -> FileTooLarge:
+        """The refusal of ``what`` (``size`` bytes, where known) over ``limit`` bytes, in
+        units a person reads. A file this big is most often a video, of which only the sound
+        is separated, a small part of its bytes (an hour of AAC is about 60 MB): the message
+        says how to send the sound alone. ``kw``: ``param``."""
+        sized = "" if size is None else f" ({bytes_text(size)})"
+        return cls(
+            f"{what}{sized} is over this server's limit of {bytes_text(limit)} ({limit} bytes); "
+            "for a video, send its sound alone, a small part of its size (e.g. "
+            "`ffmpeg -i video.mp4 -vn -c:a copy sound.m4a`): the sound is all that is separated",
+            **kw,
+        )
 
 
 class StorageQuotaExceeded(FileTooLarge):

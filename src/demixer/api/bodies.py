@@ -161,9 +161,7 @@ class BodyLimitMiddleware:
             return
         if any(route.matches(scope) for route in self.uploads):
             limit = self.upload_limit + FORM_OVERHEAD  # a form's headers and fields beside it
-            error: FileTooLarge = FileTooLarge(
-                f"the upload is over this server's limit of {self.upload_limit} bytes"
-            )
+            error: FileTooLarge = FileTooLarge.over(self.upload_limit)
         else:
             limit = self.json_limit
             error = RequestTooLarge(f"a request body here is at most {limit} bytes")

@@ -180,10 +180,7 @@ class _Parser:
             assert self.form.file is not None
             self.form.file.size += len(chunk)
             if self.form.file.size > self.max_file_bytes:  # before a byte of it is written
-                raise FileTooLarge(
-                    f"the upload is over this server's limit of {self.max_file_bytes} bytes",
-                    param=self.form.file.field,
-                )
+                raise FileTooLarge.over(self.max_file_bytes, param=self.form.file.field)
             storage = self.storage
             room = storage.room_bytes if storage is not None else None
             if storage is not None and room is not None and self.form.file.size > room:

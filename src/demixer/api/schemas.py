@@ -176,9 +176,23 @@ class FileObject(Answer):
     created_at: WireTime
     uploaded_at: WireTime | None
     expires_at: WireTime | None = Field(description="When the file is deleted.")
-    duration: float | None = Field(description="Seconds, as the file declares.")
+    duration: float | None = Field(
+        description="Seconds, as the file declares: from its start to the sound's end (the "
+        "stems' length)."
+    )
     sample_rate: int | None = Field(description="Hz (also kept for a file refused for its rate).")
     channels: int | None
+    audio_start: float | None = Field(
+        None,
+        description="Seconds into the file (a video's picture) where its sound starts; the "
+        "stems start at the file's start, silent until then, so that they line up with the "
+        "video. 0 for most files.",
+    )
+    audio_tracks: int | None = Field(
+        None,
+        description="Audio tracks in the file; of several, the one flagged default (else the "
+        "first) is separated, as players play it.",
+    )
     error: FileError | None = None
 
 

@@ -197,10 +197,7 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput 
         )
     size = row.bytes_stored or row.file_size or 0
     if size > settings.max_upload_bytes:
-        raise FileTooLarge(
-            f"{named} has {size} bytes; the limit is {settings.max_upload_bytes}",
-            param=param,
-        )
+        raise FileTooLarge.over(settings.max_upload_bytes, named, size, param=param)
     refusal = duration_refusal(named, row.duration, settings.max_duration_seconds)
     if refusal is not None:
         raise DurationLimit(refusal.message, param=param)

@@ -90,6 +90,7 @@ __all__ = [
     "settle_pending",
     "storage_room",
     "store_direct",
+    "type_from_name",
 ]
 
 # What demixer's decoder (PyAV/FFmpeg) takes; video containers give their audio track.
@@ -98,6 +99,15 @@ _OTHER_TYPES = frozenset({"application/ogg", "application/mp4", "application/oct
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token (lowercased)
+
+
+def type_from_name(file_name: str) -> str:
+    """The media type ``file_name``'s extension says, where it is audio or video; else
+    ``application/octet-stream`` (the bytes are probed either way). The system's table maps
+    some video extensions to other things: ``.ts`` (an MPEG-TS recording) to Qt's translation
+    files, ``.mts`` (a camcorder's AVCHD video) to a 3D model format."""
+    guessed = mimetypes.guess_type(file_name)[0] or ""
+    return guessed if guessed.startswith(("audio/", "video/")) else "application/octet-stream"
 
 
 def _accepted(content_type: str, param: str) -> str:
@@ -141,6 +151,8 @@ def file_object(row: File) -> FileObject:
         duration=row.duration,
         sample_rate=row.sample_rate,
         channels=row.channels,
+        audio_start=row.audio_start,
+        audio_tracks=row.audio_tracks,
         error=error,
     )
 
@@ -161,9 +173,8 @@ def create_file(services: Services, account_id: str, req: FileCreate) -> FileUpl
     """Record an announced file and hand out a signed PUT URL for its bytes."""
     limit = services.settings.max_upload_bytes
     if req.file_size > limit:
-        raise FileTooLarge(
-            f"file_size {req.file_size} is over this server's limit of {limit} bytes",
-            param="file_size",
+        raise FileTooLarge.over(
+            limit, f"file_size {req.file_size}", req.file_size, param="file_size"
         )
     content_type = _accepted(req.content_type, "content_type")
     now = services.db.clock()
@@ -298,7 +309,7 @@ def receive_put(
     declared = row.file_size or 0
     limit = services.settings.max_upload_bytes
     if declared > limit or (content_length is not None and content_length > limit):
-        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
+        raise FileTooLarge.over(limit)
     if content_length is not None and content_length != declared:
         raise SizeMismatch(
             f"Content-Length {content_length} differs from the declared file_size {declared}",
@@ -440,11 +451,11 @@ def store_direct(
     upload that belongs to one request alone (never listed)."""
     mt = media_type(content_type)
     if mt in ("", "application/octet-stream"):
-        mt = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        mt = type_from_name(file_name)
     mt = _accepted(mt, "file")
     limit = services.settings.max_upload_bytes
     if spooled.stat().st_size > limit:
-        raise FileTooLarge(f"the upload is over this server's limit of {limit} bytes")
+        raise FileTooLarge.over(limit)
     if sha256 is None:
         sha256 = file_sha256(spooled)
     size = spooled.stat().st_size

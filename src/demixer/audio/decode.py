@@ -23,6 +23,11 @@ Truncation is caught three ways, because no single signal covers every container
   AC-3, DTS, an MP3 without a Xing, Info or VBRI tag, whose length FFmpeg only guesses from
   its bit rate; the last Ogg page), cannot be told from a shorter file and is accepted.
 
+A video's sound is read as a player plays it, so that stems put back on the picture keep
+lip sync: the audio track flagged default (else the first), from the file's start, the
+stretch before the audio's first sample (sound that starts after the picture) and any gap in
+its timestamps (:class:`_Holes`) read as silence.
+
 What a file declares is never trusted as a bound. FFmpeg opens inputs only with the demuxers in
 :data:`DEMUXERS` (audio and video containers; no playlists, concat scripts, image sequences or
 network protocols, so a crafted file cannot make it read another path or a URL). A duration
@@ -86,6 +91,12 @@ _MATROSKA_ROUNDING = 0.002
 TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
 # The longest run of damaged frames read as silence (a glitch); more is a broken file.
 _MAX_DAMAGED_SECONDS = 0.5
+# A gap in a video's audio timestamps read as silence: from two AAC frames (shorter ones are a
+# muxer's rounding) to a minute (a longer jump is a broken clock, not a pause in the sound).
+_MIN_HOLE_SECONDS = 0.05
+_MAX_HOLE_SECONDS = 60.0
+# The containers whose audio timestamps place the sound against the picture.
+_TIMED = ("mov", "matroska")
 
 # FFmpeg's demuxers for the audio and video files users send. Anything else (concat scripts, HLS
 # and DASH playlists, image sequences, raw streams, lavfi, network protocols...) is refused
@@ -104,14 +115,22 @@ _FOREIGN = (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError)
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What a file says about its first audio stream, before decoding.
+    """What a file says about the audio track it is read for, before decoding.
+
+    That track is the one a player plays (:func:`_chosen_stream`): the first audio track
+    flagged default, else the first audio track.
 
     Attributes:
         sample_rate: Hz of the decoded stream (the input rate; nothing is resampled).
-        channels: channels of the first audio stream as stored (may be more than 2).
-        duration: seconds the audio stream declares, ``None`` when it declares none.
+        channels: channels of the audio track as stored (may be more than 2).
+        duration: seconds from the file's start to the audio's declared end (``offset``
+            included: the length of the stems), ``None`` when the audio declares no length.
         codec: FFmpeg's codec name, e.g. ``"mp3"``, ``"aac"``, ``"pcm_s16le"``.
         container: FFmpeg's demuxer name, e.g. ``"mp3"``, ``"mov,mp4,m4a,3gp,3g2,mj2"``.
+        offset: seconds of the file's timeline (a video's) before the audio's first sample;
+            read as silence, so the stems keep the audio's place against the picture.
+        track: which audio track is read, counted from 1.
+        tracks: how many audio tracks the file has.
     """
 
     sample_rate: int
@@ -119,6 +138,19 @@ class AudioInfo:
     duration: float | None
     codec: str
     container: str
+    offset: float = 0.0
+    track: int = 1
+    tracks: int = 1
+
+    def track_note(self, name: str) -> str | None:
+        """What a user with several audio tracks in ``name`` is told: which one is read;
+        ``None`` for a file with one."""
+        if self.tracks < 2:
+            return None
+        return (
+            f"{name} has {self.tracks} audio tracks; track {self.track} (the one players play) "
+            "is separated: to separate another, extract it to a file of its own first"
+        )
 
 
 def _name(path: Path) -> str:
@@ -189,7 +221,9 @@ _UNDECLARED = ("aac", "ac3", "eac3", "dts", "truehd", "amr")
 
 def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream) -> float | None:
     """Seconds the audio stream declares: its own duration, else its Matroska track's
-    DURATION tag, else the container's, but only when no other timed stream shares the file.
+    DURATION tag (which FFmpeg's muxer writes as the track's end time: less its start, where
+    the sound starts after the picture), else the container's, but only when no other timed
+    stream shares the file.
     The container's duration is its longest stream's: a video running on past the song, or a
     longer second audio track, would read as a cut audio stream (refused as truncated).
     A raw stream declares nothing, and an MP3 only the length its Xing, Info or VBRI tag
@@ -211,6 +245,7 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
         return seconds
     tagged = _tagged_seconds(stream)
     if tagged is not None:
+        tagged = max(tagged - max(_start_seconds(stream), 0.0), 0.0)
         if name == "matroska,webm" and stream.codec_context.name == "opus":
             # As in Ogg, the length counts the pre-skip (it runs from the first block's time,
             # 6.5 ms before zero), and Matroska's times are whole milliseconds, each rounded:
@@ -228,6 +263,38 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
     if container.duration is not None and not others:
         return float(container.duration) / av.time_base
     return None
+
+
+def _start_seconds(stream: av.stream.Stream) -> float:
+    """The time of the stream's first sample, seconds (0 when it states none)."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _offset_seconds(container: InputContainer, stream: AudioStream) -> float:
+    """Seconds from the file's start (its earliest sound or picture, as players count time)
+    to the audio's first sample: a phone's or a screen recorder's sound that starts after the
+    picture. Stems that started at the audio's first sample were that much early against the
+    video they are put back on. A cover picture has no time of its own: FFmpeg gives an MP3's
+    its sound's, late by the encoder delay (25 ms), and may give it another."""
+    starts = [
+        _start_seconds(s)
+        for s in container.streams
+        if s.type in ("audio", "video")
+        and s.start_time is not None
+        and not s.disposition & av.stream.Disposition.attached_pic
+    ]
+    return max(0.0, _start_seconds(stream) - min(starts, default=_start_seconds(stream)))
+
+
+def _chosen_stream(container: InputContainer) -> AudioStream:
+    """The audio track a player plays: the first flagged default, else the first. A film's
+    or a download's second track (another language, the music without commentary) is often
+    the default one."""
+    audio = container.streams.audio
+    default = av.stream.Disposition.default
+    return next((s for s in audio if s.disposition & default), audio[0])
 
 
 def _pre_skip_seconds(stream: AudioStream) -> float:
@@ -277,11 +344,12 @@ def _mp3_tag_seconds(path: Path) -> float | None:
 
 
 def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream]:
-    """The first audio stream and what it declares; raises for files that can never work."""
+    """The audio stream to read and what it declares (``duration``: the audio's own length,
+    without ``offset``); raises for files that can never work."""
     if not container.streams.audio:
         what = "a video stream but no" if container.streams.video else "no"
         raise InvalidAudio(f"{_name(path)} has {what} audio stream")
-    stream = container.streams.audio[0]
+    stream = _chosen_stream(container)
     ctx = stream.codec_context
     if ctx is None or ctx.codec is None:
         raise InvalidAudio(f"{_name(path)}: FFmpeg has no decoder for its audio codec")
@@ -307,8 +375,16 @@ def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream
         duration=duration,
         codec=str(ctx.codec.canonical_name),
         container=str(container.format.name),
+        offset=_offset_seconds(container, stream),
+        track=list(container.streams.audio).index(stream) + 1,
+        tracks=len(container.streams.audio),
     )
     return info, stream
+
+
+def _from_start(info: AudioInfo, declared: float | None) -> AudioInfo:
+    """``info`` with ``duration`` the audio's ``declared`` length plus its offset."""
+    return dataclasses.replace(info, duration=None if declared is None else declared + info.offset)
 
 
 # Sony Wave64, WAV with 64-bit sizes: its chunks are named by GUIDs, the "riff" one and those
@@ -536,9 +612,12 @@ class AudioReader:
                     "mono or stereo. Ask for a downmix to fold it to stereo first (CLI "
                     "--downmix, API input.downmix: true)."
                 )
+            # The audio's own length; info.duration adds its offset (the stems' length).
             self._declared: float | None = _checked_declared(self.path, self.info)
-            if max_seconds is not None and (self._declared or 0.0) > max_seconds:
-                raise _over_limit(self.path, self._declared or 0.0, max_seconds, "it declares")
+            self.info = _from_start(self.info, self.info.duration)
+            length = (self._declared or 0.0) + self.info.offset
+            if max_seconds is not None and length > max_seconds:
+                raise _over_limit(self.path, length, max_seconds, "it declares")
             self._size = self.path.stat().st_size
         except BaseException:
             self._container.close()
@@ -546,6 +625,7 @@ class AudioReader:
         self.max_seconds = max_seconds
         self.channels = 1 if self.info.channels == 1 else 2
         self.sample_rate = self.info.sample_rate
+        self._lead = round(self.info.offset * self.sample_rate)  # samples of silence first
         self._layout = "mono" if self.channels == 1 else "stereo"
         self._iterated = False
         self._read_to = 0  # bytes of the file demuxed so far
@@ -588,6 +668,8 @@ class AudioReader:
 
         Every block has exactly ``frames`` samples except the last, which may be shorter.
         Memory is bounded by ``frames`` plus one decoded frame, never the file length.
+        The blocks start at the file's start: an audio track that starts later (``info.offset``)
+        is preceded by that much silence.
 
         Raises:
             InvalidAudio: mid-stream when the data turns out corrupt, and at the latest when
@@ -603,7 +685,7 @@ class AudioReader:
         total = 0
         limit = None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
         nonfinite = 0
-        for array in self._within_edit_list(self._decoded()):
+        for array in self._after_lead(self._within_edit_list(self._decoded()), frames):
             bad = ~np.isfinite(array)  # a float file's NaN or Inf would spread through a model
             if bad.any():
                 nonfinite += int(bad.sum())
@@ -626,7 +708,7 @@ class AudioReader:
                     yield block
                     block = np.empty((self.channels, frames), dtype=np.float32)
                     fill = 0
-        if total == 0:
+        if total == self._lead:
             if self._declared:  # it promised audio: a cut file, not an empty one
                 raise _truncated(self.path, 0.0, self._declared, "decoded")
             raise InvalidAudio(f"{_name(self.path)} contains no audio samples (zero length)")
@@ -634,9 +716,14 @@ class AudioReader:
             log.warning(
                 "%s: %d samples were NaN or infinite: read as silence", _name(self.path), nonfinite
             )
-        self._check_complete(total)
+        self._check_complete(total - self._lead)
         if fill:
             yield np.ascontiguousarray(block[:, :fill])
+
+    def _after_lead(self, arrays: Iterator[np.ndarray], frames: int) -> Iterator[np.ndarray]:
+        """``arrays`` after :attr:`_lead` samples of silence, in pieces of at most ``frames``."""
+        yield from _silence(self.channels, self._lead, frames)
+        yield from arrays
 
     def _within_edit_list(self, arrays: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """``arrays`` ending where an MP4/MOV file's edit list, or an MP3's LAME tag, says
@@ -690,6 +777,7 @@ class AudioReader:
         run_from: int | None = None  # the byte where that run starts
         run_to: int | None = None  # and the byte of the good packet after it
         good = _GoodPackets()
+        holes = _Holes(self._container.format.name.split(",")[0] in _TIMED)
         concealed = packets = 0
         concealed_seconds = frame_seconds = good_seconds = 0.0
         try:
@@ -722,6 +810,8 @@ class AudioReader:
                     concealed_seconds += run
                     damaged = []
                 for frame in map(_as_mono_or_stereo, decoded):
+                    hole = holes.before(frame, good_seconds + concealed_seconds)
+                    yield from _silence(self.channels, round(hole * self.sample_rate), 1 << 16)
                     frame_seconds = frame.samples / frame.sample_rate
                     good_seconds += frame_seconds
                     key = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -752,6 +842,12 @@ class AudioReader:
             log.warning(
                 "%s: %d damaged audio frame%s (%.2f s) read as silence",
                 _name(self.path), concealed, "" if concealed == 1 else "s", concealed_seconds,
+            )  # fmt: skip
+        if holes.count:
+            log.warning(
+                "%s: %d gap%s in its sound (%.2f s) read as silence, so that what follows "
+                "keeps its place against the picture",
+                _name(self.path), holes.count, "" if holes.count == 1 else "s", holes.seconds,
             )  # fmt: skip
 
     def _converted(self, resampler: av.AudioResampler, frame: av.AudioFrame) -> list[av.AudioFrame]:
@@ -822,6 +918,48 @@ class _GoodPackets:
         if not packets / 2 <= frames <= packets * 2:  # the sizes so far were no guide
             return None
         return frames * self.seconds / self.count, frames
+
+
+@dataclass
+class _Holes:
+    """Gaps in a video's audio timestamps: a recorder that paused its sound (a muted
+    microphone, a dropped device) while the picture ran on. Decoded frames are put end to
+    end, so all that followed such a gap came early, out of sync with the picture, and the
+    file read as truncated (fewer samples than its length). Players keep each frame at its
+    time; so does :meth:`before`, with silence.
+
+    Attributes:
+        timed: whether the container's timestamps are to be trusted (:data:`_TIMED`).
+        origin: the first frame's time, seconds.
+        count: gaps found.
+        seconds: their length, all together.
+    """
+
+    timed: bool
+    origin: float | None = None
+    count: int = 0
+    seconds: float = 0.0
+
+    def before(self, frame: av.AudioFrame, read: float) -> float:
+        """Seconds of silence to put before ``frame``, ``read`` seconds of audio (frames and
+        concealed damage, not gaps) after the first: how much later it starts than that."""
+        if not self.timed or frame.time is None:
+            return 0.0
+        if self.origin is None:
+            self.origin = frame.time
+            return 0.0
+        hole = frame.time - self.origin - read - self.seconds
+        if not _MIN_HOLE_SECONDS <= hole <= _MAX_HOLE_SECONDS:
+            return 0.0
+        self.count += 1
+        self.seconds += hole
+        return hole
+
+
+def _silence(channels: int, samples: int, frames: int) -> Iterator[np.ndarray]:
+    """``samples`` of silence, float32 ``(channels, n)``, in pieces of at most ``frames``."""
+    for start in range(0, samples, frames):
+        yield np.zeros((channels, min(frames, samples - start)), np.float32)
 
 
 def _seconds(duration: int | None, time_base: Fraction | None) -> float:
@@ -935,7 +1073,7 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
             and counted < declared - _slack(declared)
         ):
             raise _truncated(p, counted, declared, "is present")
-        return dataclasses.replace(info, duration=declared)
+        return _from_start(info, declared)
     finally:
         container.close()
 

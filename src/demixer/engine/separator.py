@@ -22,6 +22,7 @@ too, so a song shorter than one long window does not sit at 0 % until it is done
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -60,6 +61,8 @@ from demixer.models.registry import ModelSpec, get_spec
 from demixer.naming import DEFAULT_TEMPLATE, residual_maker
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TEMPLATE", "STAGES", "FileResult", "Separator"]
+
+log = logging.getLogger("demixer.engine")
 
 # What separate_file reports through on_stage, in order (the service adds loading_model before
 # and storing after): opening the input, running the model, finishing the files.
@@ -422,6 +425,9 @@ class Separator:
             if length:
                 check_reach(spans, length)
         with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
+            note = reader.info.track_note(f"'{source.name}'")
+            if note:  # a video's other tracks (languages, commentary) are not separated
+                log.warning("%s", note)
             files = [
                 output_paths(template, Path(out_dir), source.stem, plan.outputs, f, self.spec.id)
                 for f in formats

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from demixer.errors import bytes_text
+
 __all__ = ["bytes_text", "machine_memory"]
 
 # A container's memory limit (cgroup v2, then v1); "max" or a huge number means none.
@@ -35,13 +37,3 @@ def machine_memory() -> int | None:
         if text.isdigit() and 0 < int(text) < ram:
             return int(text)
     return ram
-
-
-def bytes_text(count: float) -> str:
-    """``count`` bytes in binary units, for a message: ``'7.3 TiB'``, ``'23.5 GiB'``."""
-    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    unit = 0
-    while count >= 1024 and unit < len(units) - 1:
-        count /= 1024
-        unit += 1
-    return f"{count:.1f} {units[unit]}" if unit else f"{count:.0f} bytes"

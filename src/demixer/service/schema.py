@@ -120,6 +120,8 @@ class File(Base):
     duration: Mapped[float | None] = mapped_column(Float)
     sample_rate: Mapped[int | None] = mapped_column(Integer)
     channels: Mapped[int | None] = mapped_column(Integer)
+    audio_start: Mapped[float | None] = mapped_column(Float)  # seconds: a video's sound, late
+    audio_tracks: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]

@@ -239,6 +239,7 @@ function upload(file) {
   state.fileId = null;
   state.fileName = file.name;
   state.downmix = false;
+  state.audio = null;
   const bar = $("#upload-progress");
   const text = $("#upload-text");
   const failed = (err) => {
@@ -251,9 +252,12 @@ function upload(file) {
     updateSubmit();
   };
   // A file over the server's limit is said at once, with the limit, not after it all went up.
+  // Such a file is most often a video, whose sound alone (all that is separated) is small.
   const most = state.models?.engine_models[0]?.limits.max_file_size;
   if (most && file.size > most) {
-    failed(new PlainError("FILE_TOO_LARGE", `the most it takes is ${bytes(most)}`));
+    const video = file.type.startsWith("video/") || /\.(mp4|m4v|mov|mkv|webm|avi)$/i.test(file.name);
+    const hint = video ? ". Only a video's sound is separated: save its sound alone (as .m4a, a small part of the size) and upload that" : "";
+    failed(new PlainError("FILE_TOO_LARGE", `the most it takes is ${bytes(most)}${hint}`));
     return;
   }
   $("#upload-row").hidden = false;
@@ -284,13 +288,16 @@ function upload(file) {
   xhr.send(form);
 }
 // The form separates this upload now (POST /v1/files' or GET /v1/files/{id}'s answer); returns
-// the line that says it is ready. Surround sound (a film's 5.1) is folded to stereo, as it says.
+// the line that says it is ready. Surround sound (a film's 5.1) is folded to stereo, as it says;
+// of a video's several audio tracks, the one players play is separated, as it says.
 function useUpload(body) {
   state.fileId = body.file_id;
   state.downmix = body.channels > 2;
+  state.audio = { start: body.audio_start || 0, tracks: body.audio_tracks || 1 };
   const long = body.duration ? ` · ${length(body.duration)}` : "";
   const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
-  return `Ready: ${body.file_name}${long}${folded}`;
+  const tracks = body.audio_tracks > 1 ? ` · ${body.audio_tracks} audio tracks: the default one is separated` : "";
+  return `Ready: ${body.file_name}${long}${folded}${tracks}`;
 }
 $("#upload-input").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); });
 const drop = $("#drop");
@@ -369,6 +376,7 @@ export function forgetChosenFile() {
   state.fileName = null;
   state.file = null;
   state.downmix = false;
+  state.audio = null;
   $("#upload-input").value = "";
   $("#upload-text").textContent = "";
   $("#upload-row").hidden = true;

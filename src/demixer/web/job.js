@@ -42,7 +42,7 @@ $("#job-form").addEventListener("submit", async (ev) => {
   updateSubmit();
   try {
     const job = await api("POST", path, { input });
-    watch(job.request_id, { file: state.file, name: state.fileName });
+    watch(job.request_id, { file: state.file, name: state.fileName, audio: state.audio });
   } catch (e) {
     state.busy = false;
     updateSubmit();
@@ -98,11 +98,12 @@ function estimator() {
 
 // focus: opened by the user (from the history): the focus goes to the view opened, the job's
 // heading or, for a finished song, the mixer's.
-export async function watch(requestId, { file = null, name = null, job = null, focus = false } = {}) {
+// audio: the upload's sound ({ start: its audio_start in seconds, tracks: its audio_tracks }).
+export async function watch(requestId, { file = null, name = null, job = null, focus = false, audio = null } = {}) {
   if (state.watch) state.watch.abort();
   const ctrl = new AbortController();
   state.watch = ctrl;
-  state.job = { id: requestId, file, name: name || job?.file_name || "song", info: job };
+  state.job = { id: requestId, file, audio, name: name || job?.file_name || "song", info: job };
   const section = $("#job");
   section.hidden = false;
   stop(); // the song leaves the screen: it stops playing, too
@@ -203,7 +204,9 @@ async function showResult(requestId, info, opened, signal) {
       // What was asked for first, the rest of the song last: the outputs come in the model's
       // order, where "everything but the vocals" followed its residual (the vocals).
       .sort((a, b) => (a.name === "residual") - (b.name === "residual"));
-    const original = state.job.file;
+    // Of several audio tracks the browser decodes the first, not always the one separated.
+    const several = state.job.audio?.tracks > 1;
+    const original = several ? null : state.job.file;
     $("#again").hidden = !state.job.info?.file_id; // from a URL: no upload to use again
     // The job's card goes: a focus in it (or on nothing) moves to the mixer's heading.
     const focus = opened || focusIn($("#job")) || focusLost();
@@ -215,7 +218,10 @@ async function showResult(requestId, info, opened, signal) {
       song,
       outputs,
       original,
-      originalNote: original ? "" : "Original: not here, because this song was not uploaded in this tab.",
+      originalLead: state.job.audio?.start || 0,
+      originalNote: original ? "" : several
+        ? "Original: not here, because this video has several audio tracks, and the browser would play the first, not always the one separated."
+        : "Original: not here, because this song was not uploaded in this tab.",
       thumbsKey: requestId,
       gain: Object.values(result.data).find((v) => v && typeof v === "object" && v.url)?.gain ?? 1,
       focus,

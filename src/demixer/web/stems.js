@@ -20,7 +20,7 @@ const THUMB = 40; // columns kept per stem for the history's thumbnails
 // one that replaced the view their focus was in).
 // signal: aborted when another song replaces this one while its stems load: this one stops
 // there and adds nothing to the mixer.
-export async function openResult({ title, model = "", song, outputs, original, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
+export async function openResult({ title, model = "", song, outputs, original, originalLead = 0, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -30,6 +30,7 @@ export async function openResult({ title, model = "", song, outputs, original, o
   mixer.stems = [];
   mixer.original = null; // decoded on the first A/B press (timeline.js)
   mixer.originalFile = original;
+  mixer.originalLead = originalLead;
   mixer.originalLevel = gain;
   // The song before's download links each hold a copy of a stem: let them go with it.
   for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);

@@ -140,9 +140,21 @@ async function readOriginal(button) {
     button.disabled = true;
     return false;
   }
-  mixer.original = decoded;
+  mixer.original = withLead(decoded, mixer.originalLead);
   if (mixer.playing) seek(position());
   return true;
+}
+
+// A video's sound that starts after its picture: its stems start at the file's start, silent
+// until the sound does (the upload's audio_start), where the browser decodes the sound alone.
+// So much silence before it keeps the original in step with the stems.
+function withLead(buffer, seconds) {
+  const lead = Math.round(seconds * buffer.sampleRate);
+  if (lead <= 0) return buffer;
+  const { numberOfChannels, sampleRate } = buffer;
+  const out = new AudioBuffer({ numberOfChannels, sampleRate, length: buffer.length + lead });
+  for (let c = 0; c < numberOfChannels; c++) out.copyToChannel(buffer.getChannelData(c), c, lead);
+  return out;
 }
 
 // Space plays and pauses while the mixer is on screen and the focus is on no control of its

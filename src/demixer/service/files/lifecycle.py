@@ -328,6 +328,8 @@ def mark_uploaded(
             duration=info.duration,
             sample_rate=info.sample_rate,
             channels=info.channels,
+            audio_start=info.offset,
+            audio_tracks=info.tracks,
             error_code=None,
             error_message=None,
         )

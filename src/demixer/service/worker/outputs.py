@@ -35,8 +35,14 @@ log = logging.getLogger("demixer.worker")
 
 
 def samples_note(params: JobParams, result: ChildResult) -> str:
-    """What happened to the loud samples, for the job's log line: how many each output had
-    clipped at full scale, or the one gain ``input.rescale`` scaled every output by."""
+    """What the job's log line adds after its outputs: which audio track of several was
+    separated, and what happened to the loud samples (how many each output had clipped at
+    full scale, or the one gain ``input.rescale`` scaled every output by)."""
+    track = f"; {result.track_note}" if result.track_note else ""
+    return track + _loud_note(params, result)
+
+
+def _loud_note(params: JobParams, result: ChildResult) -> str:
     if result.gain != 1.0:
         return f"; every output scaled by {result.gain:.3f} so that none clips (input.rescale)"
     clipped = [f"{params.api_name(name)} {n}" for name, n in result.clipped.items() if n]

@@ -108,6 +108,8 @@ class ChildResult:
         gain: the one gain every output was scaled by (below 1 only when rescaled).
         seconds: wall-clock seconds spent in the child.
         extras: engine output name -> extension -> the same output in an extra format.
+        track_note: which of the input's several audio tracks was separated, for the job's
+            log (None: it has one).
     """
 
     outputs: dict[str, ChildOutput]
@@ -118,3 +120,4 @@ class ChildResult:
     gain: float = 1.0
     seconds: float = 0.0
     extras: dict[str, dict[str, ChildOutput]] = field(default_factory=dict)
+    track_note: str | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demixer.audio import OutputFormat, duration_refusal, probe
+from demixer.audio import AudioInfo, OutputFormat, duration_refusal, probe
 from demixer.audio.denoise import denoise_blocks
 from demixer.audio.encode import mp3_rate
 from demixer.engine import Separator
@@ -97,7 +97,7 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
     return ModelFailed.code, message, True
 
 
-def check_input(job: ChildJob) -> None:
+def check_input(job: ChildJob) -> AudioInfo:
     """The checks an upload gets (:func:`demixer.audio.probe`: headers, truncation, packets
     counted up to the limit), made before a model is loaded: an ``audio_url`` input gets the
     answer the same file gets at upload, and a refused one costs no model load. Decoding
@@ -112,6 +112,7 @@ def check_input(job: ChildJob) -> None:
             f"{name} has {info.channels} channels; demixer separates mono or stereo: set "
             "input.downmix to true to fold it to stereo first"
         )
+    return info
 
 
 def _separator(
@@ -153,7 +154,7 @@ def run_job(
     started = time.perf_counter()
     params = job.params
     stage = stage or (lambda _: None)
-    check_input(job)
+    info = check_input(job)
     model_dir = Path(options.model_dir) if options.model_dir else None
     preprocess = _preprocessor(
         params.preprocess, lambda m: _separator(m, options, separators, stage), model_dir
@@ -193,4 +194,5 @@ def run_job(
             name: {ext: output(p) for ext, p in by_ext.items()}
             for name, by_ext in result.extras.items()
         },
+        track_note=info.track_note(f"'{Path(job.input_path).name}'"),
     )

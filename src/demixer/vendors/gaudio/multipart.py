@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import mimetypes
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,11 +119,6 @@ def _check_name(file_name: object) -> str:
     return name
 
 
-def _content_type(name: str) -> str:
-    guessed = mimetypes.guess_type(name)[0] or ""
-    return guessed if guessed.startswith(("audio/", "video/")) else "application/octet-stream"
-
-
 def create(
     services: Services, account_id: str, file_name: object, file_size: object, base_path: str
 ) -> Upload:
@@ -139,14 +133,12 @@ def create(
         raise ZeroLength(f"{name!r} is empty (fileSize 0)")
     settings = services.settings
     if file_size > _LARGEST_SIZE:  # past what a size column (or any disk) holds: 1110 now
-        raise FileTooLarge(
-            f"{name!r} declares {file_size} bytes; the limit is {settings.max_upload_bytes}"
-        )
+        raise FileTooLarge.over(settings.max_upload_bytes, repr(name), file_size)
     too_big = file_size > settings.max_upload_bytes
     refused = (
         (
             FileTooLarge.code,
-            f"{name!r} has {file_size} bytes; the limit is {settings.max_upload_bytes}",
+            FileTooLarge.over(settings.max_upload_bytes, repr(name), file_size).message,
         )
         if too_big
         else None
@@ -156,7 +148,7 @@ def create(
             s,
             account_id=account_id,
             file_name=name,
-            content_type=_content_type(name),
+            content_type=uploads.type_from_name(name),
             file_size=file_size,
             now=services.db.clock(),
             retention=timedelta(seconds=settings.upload_retention_seconds),
