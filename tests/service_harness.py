@@ -7,6 +7,7 @@ children) on a free loopback port and a temporary data directory, exactly as `ma
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -92,6 +93,31 @@ class Server(_ProcessTree):
         return open_storage(
             env.get("DEMIXER_STORAGE_URL") or f"file://{self.data_dir.resolve() / 'storage'}"
         )
+
+
+def exit_status(process: subprocess.Popen[str], pidfd: int, timeout: float) -> int:
+    """``process``'s exit status (a signal's as its negative number, as Popen gives it), read
+    through ``pidfd`` (``os.pidfd_open(process.pid)``, opened while it ran).
+
+    ``Popen.wait()`` answers 0 when another waiter in this test process took the status first
+    (a stale ``Popen`` polling its own pid after the kernel gave that pid to this process): a
+    rare exit "0" after Ctrl-C under a loaded whole-suite run. This says so instead."""
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired(process.args, timeout)
+        try:
+            info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        except ChildProcessError:
+            raise AssertionError(
+                f"pid {process.pid} exited, but another waiter in this process took its status"
+            ) from None
+    finally:
+        os.close(pidfd)
+    assert info is not None
+    code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    process.returncode = code
+    return code
 
 
 def start_server(
