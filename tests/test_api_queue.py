@@ -677,6 +677,28 @@ def test_fals_webhook_in_the_query_is_the_requests_webhook(api: Api) -> None:
         assert in_query.json()["error"]["code"] == in_body.json()["error"]["code"] == "URL_REFUSED"
 
 
+def test_fals_clients_send_the_input_as_the_whole_body(api: Api) -> None:
+    """fal's clients (`fal_client.submit`, `fal.queue.submit`) POST the model's input as the
+    body itself, with the key as `Key`: it was 400 `input: Field required`. Its result came
+    without `x-fal-request-id`, where fal's JavaScript client reads `result.requestId`."""
+    file_id = api.upload()
+    fal = {"Authorization": f"Key {api.key}"}
+    body = {"file_id": file_id, "prompt": "vocals"}  # as fal_client 1.0.3 sent it
+    r = api.post("/v1/queue/audio/separate", json=body, headers=fal)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    wrapped = api.queue_separate(file_id, "vocals").json()["request_id"]
+    assert _params(api, job_id) == _params(api, wrapped)
+    stems = {"file_id": file_id, "stems": ["vocals"], "webhookUrl": "https://example.org/h"}
+    r = api.post("/v1/queue/audio/stems", json=stems, headers=fal)
+    assert r.status_code == 202 and r.json()["webhook"]["url"] == "https://example.org/h"
+    _error(api.post("/v1/queue/audio/separate", json={"prompt": "vocals"}), 400, "INVALID_REQUEST")
+    api.worker_done(job_id)
+    for path in (f"audio/separate/requests/{job_id}", f"requests/{job_id}/result"):
+        r = api.get(f"/v1/queue/{path}", headers=fal)
+        assert r.status_code == 200 and r.headers["x-fal-request-id"] == job_id, r.text
+
+
 def test_a_cancel_of_a_job_whose_worker_died_ends_it_at_once(api: Api) -> None:
     """The only worker was killed mid-job (its lease ran out) and none took the job again: the
     cancel answered 202 CANCELLATION_REQUESTED and the job stayed IN_PROGRESS for good, as

@@ -84,6 +84,9 @@ _STATUS_EVENT = {
     "required": ["event", "data"],
 }
 _READ_ERRORS = error_responses(401, 403, 404)
+# fal's clients read the request's id from this header of its response (the JavaScript
+# client's `result.requestId`), not from the body.
+FAL_REQUEST_ID = "x-fal-request-id"
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
 # Both status streams (the request's own path and fal's) take the same interval.
 StreamInterval = Annotated[float, Query(description="Seconds between frames, clamped to 1–10.")]
@@ -274,17 +277,33 @@ async def _status_stream(
 @router.get(
     "/requests/{request_id}/result", responses=error_responses(401, 403, 404, 409, 410, 422)
 )
-def request_result(request_id: str, services: ServicesDep, identity: FilesRead) -> ResultResponse:
+def request_result(
+    request_id: str, response: Response, services: ServicesDep, identity: FilesRead
+) -> ResultResponse:
     """The outputs with signed download URLs; 409 `NOT_READY` until COMPLETED, the failure's
-    code (422) when FAILED."""
-    return jobs.job_result(services, identity.account_id, request_id)
+    code (422) when FAILED. fal's `response_url`: with fal's `x-fal-request-id`."""
+    return _result(services, identity, request_id, response)
+
+
+def _result(
+    services: Services,
+    identity: Identity,
+    request_id: str,
+    response: Response,
+    model: str | None = None,
+) -> ResultResponse:
+    result = jobs.job_result(services, identity.account_id, request_id, model)
+    response.headers[FAL_REQUEST_ID] = request_id
+    return result
 
 
 @router.get("/requests/{request_id}", responses=error_responses(401, 403, 404, 409, 410, 422))
-def request_response(request_id: str, services: ServicesDep, identity: FilesRead) -> ResultResponse:
+def request_response(
+    request_id: str, response: Response, services: ServicesDep, identity: FilesRead
+) -> ResultResponse:
     """The same as `GET …/result`, at the path fal's queue gets a request's response from
-    (a client written for fal builds this URL itself)."""
-    return jobs.job_result(services, identity.account_id, request_id)
+    (a client written for fal builds this URL itself), with fal's `x-fal-request-id`."""
+    return _result(services, identity, request_id, response)
 
 
 @router.put(
@@ -378,11 +397,16 @@ async def model_request_status_stream(
     responses=error_responses(401, 403, 404, 409, 410, 422),
 )
 def model_request_response(
-    model_id: FalModel, request_id: str, services: ServicesDep, identity: FilesRead
+    model_id: FalModel,
+    request_id: str,
+    response: Response,
+    services: ServicesDep,
+    identity: FilesRead,
 ) -> ResultResponse:
     """`GET /v1/queue/requests/{request_id}/result` at fal's path for a request's response:
-    under the request's model; another model's request is a 404."""
-    return jobs.job_result(services, identity.account_id, request_id, model_id)
+    under the request's model, with fal's `x-fal-request-id`; another model's request is a
+    404."""
+    return _result(services, identity, request_id, response, model_id)
 
 
 @router.put(
