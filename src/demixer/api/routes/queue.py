@@ -116,7 +116,8 @@ def queue_separate(
     response: Response,
     fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
-    """Separate the sound `input.prompt` names: the result has `target` and `residual`."""
+    """Separate the sound `input.prompt` names: the result has `target` and `residual`.
+    A body without `input` is the input, as fal's clients send it."""
 
     def action() -> QueuedResponse:
         req = submit.with_query_webhook(body, fal_webhook)
@@ -135,7 +136,8 @@ def queue_stems(
     response: Response,
     fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
-    """Separate `input.stems` with `input.model`: one file per stem plus `residual`."""
+    """Separate `input.stems` with `input.model`: one file per stem plus `residual`.
+    A body without `input` is the input, as fal's clients send it."""
 
     def action() -> QueuedResponse:
         req = submit.with_query_webhook(body, fal_webhook)
