@@ -699,6 +699,30 @@ def test_fals_clients_send_the_input_as_the_whole_body(api: Api) -> None:
         assert r.status_code == 200 and r.headers["x-fal-request-id"] == job_id, r.text
 
 
+def test_fals_path_says_a_failed_request_is_completed_with_its_error(api: Api) -> None:
+    """fal's clients stop polling at `COMPLETED` only, then read the result: @fal-ai/client
+    1.10.1's `subscribe` polled a FAILED request at fal's path until its own timeout. There a
+    failed or cancelled request is `COMPLETED` with `error_type`, as fal's queue says it; the
+    request's own status path keeps `FAILED`."""
+    fal = {"Authorization": f"Key {api.key}"}
+    failed = api.queue_separate(api.upload()).json()["request_id"]
+    assert api.services.queue.claim("w1") is not None
+    api.services.queue.fail(failed, "w1", code="INVALID_AUDIO", message="x", retryable=False)
+    r = api.get(f"/v1/queue/audio/separate/requests/{failed}/status", headers=fal)
+    assert (r.status_code, r.json()["status"], r.json()["error_type"]) == (
+        200,
+        "COMPLETED",
+        "INVALID_AUDIO",
+    )
+    assert api.get(f"/v1/queue/requests/{failed}/status").json()["status"] == "FAILED"
+    result = api.get(f"/v1/queue/audio/separate/requests/{failed}", headers=fal)
+    _error(result, 422, "INVALID_AUDIO")
+    cancelled = api.queue_separate(api.upload()).json()["request_id"]
+    api.put(f"/v1/queue/requests/{cancelled}/cancel")
+    r = api.get(f"/v1/queue/audio/separate/requests/{cancelled}/status", headers=fal)
+    assert (r.json()["status"], r.json()["error_type"]) == ("COMPLETED", "CANCELLED")
+
+
 def test_a_cancel_of_a_job_whose_worker_died_ends_it_at_once(api: Api) -> None:
     """The only worker was killed mid-job (its lease ran out) and none took the job again: the
     cancel answered 202 CANCELLATION_REQUESTED and the job stayed IN_PROGRESS for good, as

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from demixer.api import jobs, lanes, submit
@@ -172,8 +172,20 @@ async def _status_response(
     job = await jobs.fetch_job(services, identity.account_id, request_id, model)
     read = partial(jobs.status_of, services, job, logs)
     status = await lanes.read(services, read) if jobs.more_reads(job, logs) else read()
+    if model is not None and status.status in ("FAILED", "CANCELLED"):
+        return JSONResponse(_as_fal_ended(status))
     # Built and checked by its model already: answered as its JSON, not validated again.
     return Response(status.model_dump_json(), media_type="application/json")
+
+
+def _as_fal_ended(status: RequestStatus) -> dict[str, object]:
+    """A failed or cancelled request as fal's queue says one at its path: `COMPLETED`, with
+    `error_type` (the error's code). fal's clients stop polling at `COMPLETED` alone (the
+    JavaScript client polled a FAILED one until its timeout) and then read the result, which
+    answers the error."""
+    body = status.model_dump(mode="json")
+    error_type = status.error.code if status.error is not None else "CANCELLED"
+    return body | {"status": "COMPLETED", "error_type": error_type}
 
 
 async def _status_lane(request: Request) -> Response:
@@ -371,7 +383,8 @@ async def model_request_status(
     logs: bool = False,
 ) -> Response:
     """`GET /v1/queue/requests/{request_id}/status` at fal's path: under the request's model
-    (`audio/separate` or `audio/stems`); another model's request is a 404."""
+    (`audio/separate` or `audio/stems`); another model's request is a 404. A failed or
+    cancelled request is fal's `COMPLETED` here, with `error_type` (its error's code)."""
     return await _status_response(services, identity, request_id, logs, model_id)
 
 
