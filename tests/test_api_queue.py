@@ -677,6 +677,52 @@ def test_fals_webhook_in_the_query_is_the_requests_webhook(api: Api) -> None:
         assert in_query.json()["error"]["code"] == in_body.json()["error"]["code"] == "URL_REFUSED"
 
 
+def test_fals_clients_send_the_input_as_the_whole_body(api: Api) -> None:
+    """fal's clients (`fal_client.submit`, `fal.queue.submit`) POST the model's input as the
+    body itself, with the key as `Key`: it was 400 `input: Field required`. Its result came
+    without `x-fal-request-id`, where fal's JavaScript client reads `result.requestId`."""
+    file_id = api.upload()
+    fal = {"Authorization": f"Key {api.key}"}
+    body = {"file_id": file_id, "prompt": "vocals"}  # as fal_client 1.0.3 sent it
+    r = api.post("/v1/queue/audio/separate", json=body, headers=fal)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["request_id"]
+    wrapped = api.queue_separate(file_id, "vocals").json()["request_id"]
+    assert _params(api, job_id) == _params(api, wrapped)
+    stems = {"file_id": file_id, "stems": ["vocals"], "webhookUrl": "https://example.org/h"}
+    r = api.post("/v1/queue/audio/stems", json=stems, headers=fal)
+    assert r.status_code == 202 and r.json()["webhook"]["url"] == "https://example.org/h"
+    _error(api.post("/v1/queue/audio/separate", json={"prompt": "vocals"}), 400, "INVALID_REQUEST")
+    api.worker_done(job_id)
+    for path in (f"audio/separate/requests/{job_id}", f"requests/{job_id}/result"):
+        r = api.get(f"/v1/queue/{path}", headers=fal)
+        assert r.status_code == 200 and r.headers["x-fal-request-id"] == job_id, r.text
+
+
+def test_fals_path_says_a_failed_request_is_completed_with_its_error(api: Api) -> None:
+    """fal's clients stop polling at `COMPLETED` only, then read the result: @fal-ai/client
+    1.10.1's `subscribe` polled a FAILED request at fal's path until its own timeout. There a
+    failed or cancelled request is `COMPLETED` with `error_type`, as fal's queue says it; the
+    request's own status path keeps `FAILED`."""
+    fal = {"Authorization": f"Key {api.key}"}
+    failed = api.queue_separate(api.upload()).json()["request_id"]
+    assert api.services.queue.claim("w1") is not None
+    api.services.queue.fail(failed, "w1", code="INVALID_AUDIO", message="x", retryable=False)
+    r = api.get(f"/v1/queue/audio/separate/requests/{failed}/status", headers=fal)
+    assert (r.status_code, r.json()["status"], r.json()["error_type"]) == (
+        200,
+        "COMPLETED",
+        "INVALID_AUDIO",
+    )
+    assert api.get(f"/v1/queue/requests/{failed}/status").json()["status"] == "FAILED"
+    result = api.get(f"/v1/queue/audio/separate/requests/{failed}", headers=fal)
+    _error(result, 422, "INVALID_AUDIO")
+    cancelled = api.queue_separate(api.upload()).json()["request_id"]
+    api.put(f"/v1/queue/requests/{cancelled}/cancel")
+    r = api.get(f"/v1/queue/audio/separate/requests/{cancelled}/status", headers=fal)
+    assert (r.json()["status"], r.json()["error_type"]) == ("COMPLETED", "CANCELLED")
+
+
 def test_a_cancel_of_a_job_whose_worker_died_ends_it_at_once(api: Api) -> None:
     """The only worker was killed mid-job (its lease ran out) and none took the job again: the
     cancel answered 202 CANCELLATION_REQUESTED and the job stayed IN_PROGRESS for good, as

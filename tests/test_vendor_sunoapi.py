@@ -363,6 +363,24 @@ def test_the_credit_balance_clients_check_their_key_with(make_api: Any) -> None:
     assert (posted.status_code, posted.json()["code"]) == (200, 404)
 
 
+def test_an_upload_named_as_the_tracks_audio_id_is_separated(make_api: Any) -> None:
+    """sunoapi's SDKs send only ``taskId`` + ``audioId`` (suno-easy 0.2.0's
+    ``audio.separate_vocals(task_id, audio_id)``, below as it sent it): naming a demixer
+    upload there was code 400 "does not know the track", so such a client could separate
+    nothing but an earlier task's audio. The upload's id is its track's ``audioId``, as
+    record-info names it; another account's upload stays a 400."""
+    api: Api = make_api()
+    file_id = api.upload()
+    body = {"taskId": "unused", "audioId": file_id, "type": "separate_vocal"}
+    body["callBackUrl"] = "https://example.com/suno-callback"  # suno-easy's placeholder
+    made = api.post(f"{BASE}/generate", json=body).json()
+    assert made["code"] == 200, made
+    record = api.get(f"{BASE}/record-info", params={"taskId": made["data"]["taskId"]}).json()
+    assert record["data"]["audioId"] == file_id
+    theirs = api.post(f"{BASE}/generate", json=body, key=api.other_key).json()
+    assert theirs["code"] == 400, theirs
+
+
 def test_stem_name_is_read_as_sunoapi_clients_send_it(make_api: Any) -> None:
     """``split_stem_advanced`` clients offer Suno's own stem names and send them as they are
     (``"Drum Kit"``, ``"Vocals"``, ``"Backing Vocals"``, ``"Lead Vocal"``); only the stem

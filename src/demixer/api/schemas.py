@@ -387,10 +387,27 @@ class WebhookIn(BaseModel):
     )
 
 
+# A queue body's own fields; fal's clients send the rest, the input, at the top level.
+_REQUEST_FIELDS = frozenset(
+    {"webhook", "priority", "webhookUrl", "webhook_url", "webhookSecret", "webhook_secret"}
+)
+
+
 class QueueBody(BaseModel):
-    """What every queue request has besides ``input``: webhook and priority."""
+    """What every queue request has besides ``input``: webhook and priority.
+
+    A body without ``input`` is read as fal's clients write it (fal's queue takes the model's
+    input as the whole body): its fields other than these are the ``input``."""
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _input_at_top_level(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "input" in data:
+            return data
+        inp = {k: v for k, v in data.items() if k not in _REQUEST_FIELDS}
+        return {k: v for k, v in data.items() if k in _REQUEST_FIELDS} | {"input": inp}
 
     webhook: WebhookIn | None = None
     priority: int = Field(

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from demixer.api import jobs, lanes, submit
@@ -84,6 +84,9 @@ _STATUS_EVENT = {
     "required": ["event", "data"],
 }
 _READ_ERRORS = error_responses(401, 403, 404)
+# fal's clients read the request's id from this header of its response (the JavaScript
+# client's `result.requestId`), not from the body.
+FAL_REQUEST_ID = "x-fal-request-id"
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 10.0  # seconds between SSE frames
 # Both status streams (the request's own path and fal's) take the same interval.
 StreamInterval = Annotated[float, Query(description="Seconds between frames, clamped to 1–10.")]
@@ -113,7 +116,8 @@ def queue_separate(
     response: Response,
     fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
-    """Separate the sound `input.prompt` names: the result has `target` and `residual`."""
+    """Separate the sound `input.prompt` names: the result has `target` and `residual`.
+    A body without `input` is the input, as fal's clients send it."""
 
     def action() -> QueuedResponse:
         req = submit.with_query_webhook(body, fal_webhook)
@@ -132,7 +136,8 @@ def queue_stems(
     response: Response,
     fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
-    """Separate `input.stems` with `input.model`: one file per stem plus `residual`."""
+    """Separate `input.stems` with `input.model`: one file per stem plus `residual`.
+    A body without `input` is the input, as fal's clients send it."""
 
     def action() -> QueuedResponse:
         req = submit.with_query_webhook(body, fal_webhook)
@@ -167,8 +172,20 @@ async def _status_response(
     job = await jobs.fetch_job(services, identity.account_id, request_id, model)
     read = partial(jobs.status_of, services, job, logs)
     status = await lanes.read(services, read) if jobs.more_reads(job, logs) else read()
+    if model is not None and status.status in ("FAILED", "CANCELLED"):
+        return JSONResponse(_as_fal_ended(status))
     # Built and checked by its model already: answered as its JSON, not validated again.
     return Response(status.model_dump_json(), media_type="application/json")
+
+
+def _as_fal_ended(status: RequestStatus) -> dict[str, object]:
+    """A failed or cancelled request as fal's queue says one at its path: `COMPLETED`, with
+    `error_type` (the error's code). fal's clients stop polling at `COMPLETED` alone (the
+    JavaScript client polled a FAILED one until its timeout) and then read the result, which
+    answers the error."""
+    body = status.model_dump(mode="json")
+    error_type = status.error.code if status.error is not None else "CANCELLED"
+    return body | {"status": "COMPLETED", "error_type": error_type}
 
 
 async def _status_lane(request: Request) -> Response:
@@ -274,17 +291,33 @@ async def _status_stream(
 @router.get(
     "/requests/{request_id}/result", responses=error_responses(401, 403, 404, 409, 410, 422)
 )
-def request_result(request_id: str, services: ServicesDep, identity: FilesRead) -> ResultResponse:
+def request_result(
+    request_id: str, response: Response, services: ServicesDep, identity: FilesRead
+) -> ResultResponse:
     """The outputs with signed download URLs; 409 `NOT_READY` until COMPLETED, the failure's
-    code (422) when FAILED."""
-    return jobs.job_result(services, identity.account_id, request_id)
+    code (422) when FAILED. fal's `response_url`: with fal's `x-fal-request-id`."""
+    return _result(services, identity, request_id, response)
+
+
+def _result(
+    services: Services,
+    identity: Identity,
+    request_id: str,
+    response: Response,
+    model: str | None = None,
+) -> ResultResponse:
+    result = jobs.job_result(services, identity.account_id, request_id, model)
+    response.headers[FAL_REQUEST_ID] = request_id
+    return result
 
 
 @router.get("/requests/{request_id}", responses=error_responses(401, 403, 404, 409, 410, 422))
-def request_response(request_id: str, services: ServicesDep, identity: FilesRead) -> ResultResponse:
+def request_response(
+    request_id: str, response: Response, services: ServicesDep, identity: FilesRead
+) -> ResultResponse:
     """The same as `GET …/result`, at the path fal's queue gets a request's response from
-    (a client written for fal builds this URL itself)."""
-    return jobs.job_result(services, identity.account_id, request_id)
+    (a client written for fal builds this URL itself), with fal's `x-fal-request-id`."""
+    return _result(services, identity, request_id, response)
 
 
 @router.put(
@@ -350,7 +383,8 @@ async def model_request_status(
     logs: bool = False,
 ) -> Response:
     """`GET /v1/queue/requests/{request_id}/status` at fal's path: under the request's model
-    (`audio/separate` or `audio/stems`); another model's request is a 404."""
+    (`audio/separate` or `audio/stems`); another model's request is a 404. A failed or
+    cancelled request is fal's `COMPLETED` here, with `error_type` (its error's code)."""
     return await _status_response(services, identity, request_id, logs, model_id)
 
 
@@ -378,11 +412,16 @@ async def model_request_status_stream(
     responses=error_responses(401, 403, 404, 409, 410, 422),
 )
 def model_request_response(
-    model_id: FalModel, request_id: str, services: ServicesDep, identity: FilesRead
+    model_id: FalModel,
+    request_id: str,
+    response: Response,
+    services: ServicesDep,
+    identity: FilesRead,
 ) -> ResultResponse:
     """`GET /v1/queue/requests/{request_id}/result` at fal's path for a request's response:
-    under the request's model; another model's request is a 404."""
-    return jobs.job_result(services, identity.account_id, request_id, model_id)
+    under the request's model, with fal's `x-fal-request-id`; another model's request is a
+    404."""
+    return _result(services, identity, request_id, response, model_id)
 
 
 @router.put(

@@ -19,8 +19,10 @@ Wire decisions:
   ``DATABASE_UNAVAILABLE``, ``DATABASE_READ_ONLY``, ``STORAGE_FULL`` (retry: the answer has
   ``Retry-After``) and anything else 500; ``QUOTA_EXCEEDED`` 429 "insufficient credits". 455
   (maintenance) is never sent.
-- Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``). A ``taskId`` of one of the
-  caller's demixer tasks reuses that task's input; any other ``taskId``/``audioId`` is 400.
+- Input: ``audioUrl`` or ``fileId`` (from ``POST /v1/files``), or that ``fileId`` as the
+  ``audioId`` (whatever the ``taskId``: how the vendor's SDKs, which send only those two, name
+  an upload). A ``taskId`` of one of the caller's demixer tasks reuses that task's input; any
+  other ``taskId``/``audioId`` is 400.
 - ``separate_vocal``: vocals + the residual as ``instrumentalUrl``. ``split_stem``: every stem of
   the installed model with the most stems, ``instrumentalUrl`` null. ``split_stem_advanced``:
   ``stemName``'s stem + the residual (everything else) as ``instrumentalUrl``; ``stemName`` is
@@ -231,6 +233,11 @@ def _source(services: Services, account_id: str, body: GenerateBody) -> dict[str
         return {"audio_url": body.audioUrl}
     if body.fileId:
         return {"file_id": body.fileId}
+    if body.audioId and body.audioId.startswith("file_"):
+        # An upload's id is its track's audioId in this server's records (record-info's
+        # audioId/musicId): sunoapi's SDKs send only taskId + audioId, so this is how they
+        # separate the caller's own upload. Another account's or an unknown one is a 400.
+        return {"file_id": body.audioId}
     if body.taskId:
         with services.db.read() as s:
             job = s.get(Job, body.taskId)
@@ -250,7 +257,8 @@ def _source(services: Services, account_id: str, body: GenerateBody) -> dict[str
         given = body.taskId or body.audioId
         raise InvalidRequest(
             f"demixer does not know the track {given!r} (taskId/audioId name tracks the hosted "
-            "service generated); give an audioUrl, or a fileId from POST /v1/files"
+            "service generated); give an audioUrl, or a fileId from POST /v1/files (as the "
+            "fileId or the audioId)"
         )
     raise InvalidRequest("no audio: give an audioUrl, or a fileId from POST /v1/files")
 
