@@ -280,3 +280,21 @@ def test_behind_a_proxy_under_a_path_the_document_names_it_as_its_server(
     assert proxied.client.get("/v1/openapi.json").json()["servers"] == [{"url": "/demixer"}]
     at_root = make_api(public_url="https://stems.example.com")
     assert "servers" not in at_root.client.get("/v1/openapi.json").json()
+
+
+def test_each_operation_is_named_by_what_it_does(api: Api) -> None:
+    """A client generator names its methods after the operation ids: FastAPI's own joined the
+    route's name, path and method, so a generated client had `queueSeparateV1QueueAudioSeparate
+    Post` where `queueSeparate` says it all."""
+    spec = api.client.get("/v1/openapi.json").json()
+    ids = {
+        (method, path): op["operationId"]
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+    }
+
+    assert ids[("post", "/v1/queue/audio/separate")] == "queue_separate"
+    assert ids[("get", "/v1/models")] == "get_models"
+    assert ids[("head", "/v1/models")] == "get_models_head"
+    assert ids[("put", "/v1/blobs/{key}")] == "upload"
+    assert [name for name in ids.values() if "_v1_" in name or "healthz_healthz" in name] == []

@@ -17,13 +17,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from demixer.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from demixer.api.idempotency import REPLAYED_HEADER
 from demixer.api.schemas import ErrorResponse
 
-__all__ = ["document", "error_responses"]
+__all__ = ["document", "error_responses", "operation_id"]
 
 _DESCRIPTIONS = {
     400: "Invalid request (`INVALID_REQUEST`, `SIZE_MISMATCH`, `INVALID_OUTPUT`, …)",
@@ -117,6 +118,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def operation_id(route: APIRoute) -> str:
+    """An operation's id: its route function's name (``queue_separate``), which a client
+    generator turns into the method's name. FastAPI's own joined the name, path and method
+    (``queue_separate_v1_queue_audio_separate_post``), and a generated client's methods were
+    named so (``queueSeparateV1QueueAudioSeparatePost``)."""
+    return route.name
+
+
 def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, sub in schema.pop("$defs", {}).items():
@@ -133,8 +142,7 @@ def _add_heads(paths: dict[str, Any]) -> None:
         if get is None or "head" in path_item:
             continue
         head = copy.deepcopy(get)
-        # FastAPI's ids end with the method (`healthz_healthz_head` beside `..._get`).
-        head["operationId"] = get["operationId"].removesuffix("_get") + "_head"
+        head["operationId"] = get["operationId"] + "_head"
         head["description"] = (
             f"{get.get('description', '')}\n\nHEAD: the GET's status and headers, no body."
         ).strip()
