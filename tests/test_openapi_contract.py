@@ -298,3 +298,48 @@ def test_each_operation_is_named_by_what_it_does(api: Api) -> None:
     assert ids[("head", "/v1/models")] == "get_models_head"
     assert ids[("put", "/v1/blobs/{key}")] == "upload"
     assert [name for name in ids.values() if "_v1_" in name or "healthz_healthz" in name] == []
+
+
+def test_a_head_answer_is_documented_without_a_body(api: Api) -> None:
+    """A HEAD's answer has the GET's headers and no body: the document gave HEAD the GET's
+    JSON body, so a generated client parsed the empty answer as JSON and threw."""
+    spec = api.client.get("/v1/openapi.json").json()
+    bodies = [
+        (path, status)
+        for path, item in spec["paths"].items()
+        for status, response in item.get("head", {}).get("responses", {}).items()
+        if "content" in response
+    ]
+    r = api.client.head("/v1/models", headers=api.headers())
+
+    assert (r.status_code, r.content) == (200, b"")
+    assert bodies == []
+    head = spec["paths"]["/v1/models"]["head"]["responses"]["200"]
+    assert _header_errors(spec, head, r) == [] and "Cache-Control" in head["headers"]
+
+
+def _covers(declared: dict[str, Any], content_type: str) -> bool:
+    """Whether a media type (parameters dropped) is one of ``declared``'s, ranges included."""
+    kind = content_type.split(";")[0].strip().split("/")[0]
+    return content_type.split(";")[0].strip() in declared or f"{kind}/*" in declared
+
+
+def test_a_blob_is_documented_with_the_types_it_is_sent_and_answered_in(api: Api) -> None:
+    """The blob's PUT body and GET answer were `*/*`: openapi-python-client left the PUT out
+    of its client and gave the GET no body. They name the types an upload is taken in."""
+    spec = api.client.get("/v1/openapi.json").json()
+    blob = spec["paths"]["/v1/blobs/{key}"]
+    sent = blob["put"]["requestBody"]["content"]
+    answered = blob["get"]["responses"]["200"]["content"]
+    up = api.announce(content_type="application/octet-stream")
+    put = api.finish(up, headers={"Content-Type": "application/octet-stream"})
+    job_id = api.queue_separate(up["file_id"]).json()["request_id"]
+    api.worker_done(job_id)
+    stem = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
+    got = api.fetch(stem)
+
+    assert (put.status_code, got.status_code) == (200, 200)
+    assert "*/*" not in sent and "*/*" not in answered
+    assert _covers(sent, "application/octet-stream") and _covers(sent, "audio/wav")
+    assert _covers(answered, got.headers["content-type"])
+    assert "image/png" not in sent and not _covers(sent, "text/plain")

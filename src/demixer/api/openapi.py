@@ -7,7 +7,7 @@ here too, beside each route's own: a key's 401/403/429; everywhere the 400/408/4
 a request URL, head or body refused before routing; and (health checks aside) the 503 of a
 database or store outage and the 507 of a full disk (even a read counts the key's requests in
 the database). Each GET gets a HEAD beside it: the server answers HEAD wherever it answers
-GET (``api/head.py``), though no route names it.
+GET (``api/head.py``), though no route names it; a HEAD's answers declare headers, no body.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def document(
     _add_heads(schema.get("paths", {}))
     error = {"description": "", "content": {"application/json": {"schema": _ERROR_REF}}}
     for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
+        for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
             validation = responses.get("422")
             if validation is not None and "HTTPValidationError" in str(validation):
@@ -215,6 +215,10 @@ def document(
                     **response,
                     "headers": {**response.get("headers", {}), **headers},
                 }
+                if method == "head":
+                    # The GET's headers (its Content-Type and Content-Length too), no body: a
+                    # body declared here had generated clients parse the empty answer as JSON.
+                    responses[status].pop("content", None)
     schema["components"]["headers"] = _HEADERS
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
