@@ -343,3 +343,28 @@ def test_a_blob_is_documented_with_the_types_it_is_sent_and_answered_in(api: Api
     assert _covers(sent, "application/octet-stream") and _covers(sent, "audio/wav")
     assert _covers(answered, got.headers["content-type"])
     assert "image/png" not in sent and not _covers(sent, "text/plain")
+
+
+def test_a_status_is_one_named_enum_wherever_it_appears(api: Api) -> None:
+    """A job's and a file's status were inline lists: generated clients made an enum per
+    field and parameter (openapi-python-client: `RequestStatusStatus`, `FileObjectStatus`,
+    `ListFilesStatusType0`; datamodel-code-generator: `Status1`...`Status4`)."""
+    spec = api.client.get("/v1/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    listing = {p["name"]: p for p in _operation(spec, "get", "/v1/files")["parameters"]}
+    files = api.get("/v1/files", params={"status": "uploaded"})
+
+    assert files.status_code == 200
+    assert schemas["JobStatus"]["enum"] == [
+        "IN_QUEUE",
+        "IN_PROGRESS",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+    ]
+    assert schemas["FileStatus"]["enum"] == ["pending", "uploaded", "failed"]
+    job_status = {"$ref": "#/components/schemas/JobStatus"}
+    file_status = {"$ref": "#/components/schemas/FileStatus"}
+    assert schemas["RequestStatus"]["properties"]["status"] == job_status
+    assert schemas["FileObject"]["properties"]["status"]["$ref"] == file_status["$ref"]
+    assert file_status in listing["status"]["schema"]["anyOf"]
