@@ -168,6 +168,7 @@ def document(
         version=app.version,
         openapi_version=app.openapi_version,
         description=app.description,
+        license_info=app.license_info,
         routes=app.routes,
         tags=app.openapi_tags,
         servers=[{"url": base_path}] if base_path else None,

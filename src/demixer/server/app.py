@@ -92,6 +92,7 @@ def create_app(services: Services) -> FastAPI:
         title="demixer",
         version=__version__,
         description=_DESCRIPTION,
+        license_info={"name": "MIT", "identifier": "MIT"},  # pyproject.toml's
         openapi_url="/v1/openapi.json",
         docs_url=None,  # routes/docs.py serves it with local assets (no CDN)
         redoc_url=None,
