@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
+import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -280,3 +282,119 @@ def test_behind_a_proxy_under_a_path_the_document_names_it_as_its_server(
     assert proxied.client.get("/v1/openapi.json").json()["servers"] == [{"url": "/demixer"}]
     at_root = make_api(public_url="https://stems.example.com")
     assert "servers" not in at_root.client.get("/v1/openapi.json").json()
+
+
+def test_each_operation_is_named_by_what_it_does(api: Api) -> None:
+    """A client generator names its methods after the operation ids: FastAPI's own joined the
+    route's name, path and method, so a generated client had `queueSeparateV1QueueAudioSeparate
+    Post` where `queueSeparate` says it all."""
+    spec = api.client.get("/v1/openapi.json").json()
+    ids = {
+        (method, path): op["operationId"]
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+    }
+
+    assert ids[("post", "/v1/queue/audio/separate")] == "queue_separate"
+    assert ids[("get", "/v1/models")] == "get_models"
+    assert ids[("head", "/v1/models")] == "get_models_head"
+    assert ids[("put", "/v1/blobs/{key}")] == "upload"
+    assert [name for name in ids.values() if "_v1_" in name or "healthz_healthz" in name] == []
+
+
+def test_a_head_answer_is_documented_without_a_body(api: Api) -> None:
+    """A HEAD's answer has the GET's headers and no body: the document gave HEAD the GET's
+    JSON body, so a generated client parsed the empty answer as JSON and threw."""
+    spec = api.client.get("/v1/openapi.json").json()
+    bodies = [
+        (path, status)
+        for path, item in spec["paths"].items()
+        for status, response in item.get("head", {}).get("responses", {}).items()
+        if "content" in response
+    ]
+    r = api.client.head("/v1/models", headers=api.headers())
+
+    assert (r.status_code, r.content) == (200, b"")
+    assert bodies == []
+    head = spec["paths"]["/v1/models"]["head"]["responses"]["200"]
+    assert _header_errors(spec, head, r) == [] and "Cache-Control" in head["headers"]
+
+
+def _covers(declared: dict[str, Any], content_type: str) -> bool:
+    """Whether a media type (parameters dropped) is one of ``declared``'s, ranges included."""
+    kind = content_type.split(";")[0].strip().split("/")[0]
+    return content_type.split(";")[0].strip() in declared or f"{kind}/*" in declared
+
+
+def test_a_blob_is_documented_with_the_types_it_is_sent_and_answered_in(api: Api) -> None:
+    """The blob's PUT body and GET answer were `*/*`: openapi-python-client left the PUT out
+    of its client and gave the GET no body. They name the types an upload is taken in."""
+    spec = api.client.get("/v1/openapi.json").json()
+    blob = spec["paths"]["/v1/blobs/{key}"]
+    sent = blob["put"]["requestBody"]["content"]
+    answered = blob["get"]["responses"]["200"]["content"]
+    up = api.announce(content_type="application/octet-stream")
+    put = api.finish(up, headers={"Content-Type": "application/octet-stream"})
+    job_id = api.queue_separate(up["file_id"]).json()["request_id"]
+    api.worker_done(job_id)
+    stem = api.get(f"/v1/queue/requests/{job_id}/result").json()["data"]["target"]["url"]
+    got = api.fetch(stem)
+
+    assert (put.status_code, got.status_code) == (200, 200)
+    assert "*/*" not in sent and "*/*" not in answered
+    assert _covers(sent, "application/octet-stream") and _covers(sent, "audio/wav")
+    assert _covers(answered, got.headers["content-type"])
+    assert "image/png" not in sent and not _covers(sent, "text/plain")
+
+
+def test_a_status_is_one_named_enum_wherever_it_appears(api: Api) -> None:
+    """A job's and a file's status were inline lists: generated clients made an enum per
+    field and parameter (openapi-python-client: `RequestStatusStatus`, `FileObjectStatus`,
+    `ListFilesStatusType0`; datamodel-code-generator: `Status1`...`Status4`)."""
+    spec = api.client.get("/v1/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    listing = {p["name"]: p for p in _operation(spec, "get", "/v1/files")["parameters"]}
+    files = api.get("/v1/files", params={"status": "uploaded"})
+
+    assert files.status_code == 200
+    assert schemas["JobStatus"]["enum"] == [
+        "IN_QUEUE",
+        "IN_PROGRESS",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+    ]
+    assert schemas["FileStatus"]["enum"] == ["pending", "uploaded", "failed"]
+    job_status = {"$ref": "#/components/schemas/JobStatus"}
+    file_status = {"$ref": "#/components/schemas/FileStatus"}
+    assert schemas["RequestStatus"]["properties"]["status"] == job_status
+    assert schemas["FileObject"]["properties"]["status"]["$ref"] == file_status["$ref"]
+    assert file_status in listing["status"]["schema"]["anyOf"]
+
+
+def test_each_operation_says_what_credential_it_takes(make_api: Callable[..., Api]) -> None:
+    """Operations without a key (signed blob URLs, the probes) named no security at all:
+    redocly's recommended lint failed the document on each (`security-defined`), and /metrics
+    did not say it takes a token of its own."""
+    api = make_api(metrics_token="m" * 32)
+    spec = api.client.get("/v1/openapi.json").json()
+    ops = {(m, p): op for p, item in spec["paths"].items() for m, op in item.items()}
+    metrics = api.client.get("/metrics", headers={"Authorization": "Bearer " + "m" * 32})
+    blob_put = api.client.put("/v1/blobs/inputs/x?expires=1&sig=x", content=b"")
+
+    assert (metrics.status_code, blob_put.status_code) == (200, 403)
+    assert [key for key, op in ops.items() if "security" not in op] == []
+    assert ops[("put", "/v1/blobs/{key}")]["security"] == []
+    assert ops[("get", "/healthz")]["security"] == []
+    assert ops[("get", "/metrics")]["security"] == [{"MetricsToken": []}]
+    assert spec["components"]["securitySchemes"]["MetricsToken"]["scheme"] == "bearer"
+    assert ops[("get", "/v1/models")]["security"] != []
+
+
+def test_the_document_names_the_projects_licence(api: Api) -> None:
+    """redocly's recommended lint warned that the document named no licence (`info-license`);
+    it is pyproject.toml's."""
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    spec = api.client.get("/v1/openapi.json").json()
+
+    assert spec["info"]["license"]["identifier"] == declared["project"]["license"]["text"]

@@ -7,7 +7,7 @@ here too, beside each route's own: a key's 401/403/429; everywhere the 400/408/4
 a request URL, head or body refused before routing; and (health checks aside) the 503 of a
 database or store outage and the 507 of a full disk (even a read counts the key's requests in
 the database). Each GET gets a HEAD beside it: the server answers HEAD wherever it answers
-GET (``api/head.py``), though no route names it.
+GET (``api/head.py``), though no route names it; a HEAD's answers declare headers, no body.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from demixer.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from demixer.api.idempotency import REPLAYED_HEADER
 from demixer.api.schemas import ErrorResponse
 
-__all__ = ["document", "error_responses"]
+__all__ = ["document", "error_responses", "operation_id"]
 
 _DESCRIPTIONS = {
     400: "Invalid request (`INVALID_REQUEST`, `SIZE_MISMATCH`, `INVALID_OUTPUT`, …)",
@@ -106,6 +107,12 @@ _HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer", "minimum": 0},
     },
 }
+_METRICS_TOKEN = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "`DEMIXER_METRICS_TOKEN`, the operator's token for `GET /metrics`; never an "
+    "API key.",
+}
 _RETRY = (429, 503, 507)  # the error answers that carry Retry-After (api/errors.py)
 
 
@@ -115,6 +122,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]}
         for status in statuses
     }
+
+
+def operation_id(route: APIRoute) -> str:
+    """An operation's id: its route function's name (``queue_separate``), which a client
+    generator turns into the method's name. FastAPI's own joined the name, path and method
+    (``queue_separate_v1_queue_audio_separate_post``), and a generated client's methods were
+    named so (``queueSeparateV1QueueAudioSeparatePost``)."""
+    return route.name
 
 
 def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
@@ -133,8 +148,7 @@ def _add_heads(paths: dict[str, Any]) -> None:
         if get is None or "head" in path_item:
             continue
         head = copy.deepcopy(get)
-        # FastAPI's ids end with the method (`healthz_healthz_head` beside `..._get`).
-        head["operationId"] = get["operationId"].removesuffix("_get") + "_head"
+        head["operationId"] = get["operationId"] + "_head"
         head["description"] = (
             f"{get.get('description', '')}\n\nHEAD: the GET's status and headers, no body."
         ).strip()
@@ -154,6 +168,7 @@ def document(
         version=app.version,
         openapi_version=app.openapi_version,
         description=app.description,
+        license_info=app.license_info,
         routes=app.routes,
         tags=app.openapi_tags,
         servers=[{"url": base_path}] if base_path else None,
@@ -165,7 +180,7 @@ def document(
     _add_heads(schema.get("paths", {}))
     error = {"description": "", "content": {"application/json": {"schema": _ERROR_REF}}}
     for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
+        for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
             validation = responses.get("422")
             if validation is not None and "HTTPValidationError" in str(validation):
@@ -207,7 +222,18 @@ def document(
                     **response,
                     "headers": {**response.get("headers", {}), **headers},
                 }
+                if method == "head":
+                    # The GET's headers (its Content-Type and Content-Length too), no body: a
+                    # body declared here had generated clients parse the empty answer as JSON.
+                    responses[status].pop("content", None)
+            # Said outright where no API key is taken (a signed URL, a probe), so that a
+            # generated client sends none and a linter (redocly's `security-defined`) finds
+            # each operation's; /metrics takes its own token, never a key.
+            if "security" not in operation:
+                monitoring = "monitoring" in operation.get("tags", ())
+                operation["security"] = [{"MetricsToken": []}] if monitoring else []
     schema["components"]["headers"] = _HEADERS
+    schema["components"].setdefault("securitySchemes", {})["MetricsToken"] = _METRICS_TOKEN
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     app.openapi_schema = schema

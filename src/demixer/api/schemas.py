@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.config import JsonDict
+from typing_extensions import TypeAliasType
 
 from demixer.engine.spans import MAX_SPANS
 from demixer.models.quality import QUALITIES
@@ -89,8 +90,13 @@ WireTime = Annotated[
 ]
 
 
-JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
-FileStatus = Literal["pending", "uploaded", "failed"]
+# Named types (`TypeAliasType`): the document gives each one component, which a generated
+# client reads as one enum (`JobStatus`) where an inline list made one per field and
+# parameter (`RequestStatusStatus`, `FileObjectStatus`, `ListFilesStatusType0`, ...).
+JobStatus = TypeAliasType(
+    "JobStatus", Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
+)
+FileStatus = TypeAliasType("FileStatus", Literal["pending", "uploaded", "failed"])
 
 
 class Answer(BaseModel):

@@ -78,6 +78,7 @@ from demixer.storage import BlobNotFound, delete_file_blobs, landing_key, stagin
 
 __all__ = [
     "INPUT_FORMATS",
+    "MEDIA_TYPES",
     "AsyncBodyReader",
     "complete_file",
     "create_file",
@@ -95,7 +96,16 @@ __all__ = [
 
 # What demixer's decoder (PyAV/FFmpeg) takes; video containers give their audio track.
 INPUT_FORMATS = ["wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "mp4", "mov", "mkv", "webm"]
-_OTHER_TYPES = frozenset({"application/ogg", "application/mp4", "application/octet-stream"})
+# The media types an upload is taken in (415 otherwise), as the OpenAPI document names them;
+# application/octet-stream first: client generators type a body of that one as bytes.
+MEDIA_TYPES = (
+    "application/octet-stream",
+    "audio/*",
+    "video/*",
+    "application/ogg",
+    "application/mp4",
+)
+_OTHER_TYPES = frozenset(t for t in MEDIA_TYPES if not t.endswith("/*"))
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token (lowercased)

@@ -25,7 +25,7 @@ from demixer.api.head import HeadAsGet
 from demixer.api.lanes import Lane
 from demixer.api.limits import RateLimitHeadersMiddleware
 from demixer.api.metrics import HttpFigures, HttpMetrics
-from demixer.api.openapi import document
+from demixer.api.openapi import document, operation_id
 from demixer.api.routes import blobs, docs, files, health, metrics, models, queue, usage, web
 from demixer.api.schemas import FileCreate
 from demixer.api.statuswatch import StatusWatcher
@@ -92,6 +92,7 @@ def create_app(services: Services) -> FastAPI:
         title="demixer",
         version=__version__,
         description=_DESCRIPTION,
+        license_info={"name": "MIT", "identifier": "MIT"},  # pyproject.toml's
         openapi_url="/v1/openapi.json",
         docs_url=None,  # routes/docs.py serves it with local assets (no CDN)
         redoc_url=None,
@@ -100,6 +101,7 @@ def create_app(services: Services) -> FastAPI:
         # the request's Host header (and its scheme), never DEMIXER_PUBLIC_URL, so behind a
         # proxy it sent a client to the proxy's upstream address or to http://, its key along.
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,
         lifespan=partial(_lifespan, callers),
     )
     app.state.services = services

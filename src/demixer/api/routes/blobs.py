@@ -42,7 +42,10 @@ router = APIRouter(prefix="/v1", tags=["blobs"])
 
 _CHUNK = 1 << 20
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")  # one range (several: a comma, no match)
-_ANY_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+# A blob is an upload's bytes or a stem's (audio/wav, audio/flac, audio/mpeg): the types an
+# upload is taken in, each named. `*/*` had openapi-python-client leave the PUT out of its
+# client and type no GET body.
+_BYTES_AS = {t: {"schema": {"type": "string", "format": "binary"}} for t in uploads.MEDIA_TYPES}
 # The headers a blob's answers carry (a player seeks with them, a download resumes).
 _BYTES = {"schema": {"type": "integer", "minimum": 0}, "required": True}
 _BLOB_HEADERS: dict[str, Any] = {
@@ -95,7 +98,9 @@ _Sig = Query(description="The URL's signature.")
 _PUT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The file's bytes, sent with the Content-Type it was announced with "
+        "(`headers` of the `POST /v1/files` answer; 415 `CONTENT_TYPE_MISMATCH` otherwise).",
+        "content": _BYTES_AS,
     }
 }
 
@@ -210,12 +215,12 @@ def _blob_headers(services: Services, key: str) -> tuple[str, int, dict[str, str
         200: {
             "description": "The blob, as its own type: a stem's (`audio/wav`, `audio/flac`, "
             "`audio/mpeg`) or an upload's.",
-            "content": _ANY_BYTES,
+            "content": _BYTES_AS,
             "headers": _BLOB_HEADERS,
         },
         206: {
             "description": "The byte range `Range` asked for (`Content-Range` says which).",
-            "content": _ANY_BYTES,
+            "content": _BYTES_AS,
             "headers": {**_BLOB_HEADERS, "Content-Range": _CONTENT_RANGE},
         },
         304: _NOT_MODIFIED,
@@ -285,7 +290,6 @@ class _BlobResponse(StreamingResponse):
     responses={
         200: {
             "description": "A GET's headers, no body.",
-            "content": {"*/*": {}},
             "headers": _BLOB_HEADERS,
         },
         304: _NOT_MODIFIED,

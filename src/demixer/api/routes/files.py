@@ -47,12 +47,7 @@ _CREATE_BODY: dict[str, Any] = {
                 },
                 # The types an upload is taken in (415 otherwise); application/octet-stream or
                 # none is judged by the file name's extension.
-                "encoding": {
-                    "file": {
-                        "contentType": "audio/*, video/*, application/ogg, application/mp4, "
-                        "application/octet-stream"
-                    }
-                },
+                "encoding": {"file": {"contentType": ", ".join(uploads.MEDIA_TYPES)}},
             },
         },
     }
