@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1452,6 +1453,56 @@ def test_purge_says_what_it_would_free_and_refuses_an_age_it_cannot_read(
     assert "error [INVALID_REQUEST] --older-than is a number with s, m, h or d" in bad.stderr
     unknown = purge("--older-than", "7d", "--account", "acct_none")
     assert unknown.exit_code == 1 and "no account 'acct_none'" in unknown.stderr
+
+
+def test_purge_orphans_lists_and_deletes_the_bytes_no_record_names_a_day_on(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """``demixer purge --orphans`` (``tests/test_retention.py`` has which bytes it finds)."""
+    from demixer.cli import app
+
+    data = tmp_path / "data"
+    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
+
+    def purge(*args: str) -> Result:
+        return CliRunner().invoke(app, ["purge", *args, "--data-dir", str(data)], env=env)
+
+    assert purge("--orphans", "--dry-run").stdout == (
+        "would delete 0 stored objects (0 bytes) that no record names, written more than 24h ago\n"
+    )
+    lost = data / "storage" / "outputs" / "req_lost" / "attempt-1" / "vocals.wav"
+    lost.parent.mkdir(parents=True)
+    lost.write_bytes(b"x" * 1234)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(lost, (two_days_ago, two_days_ago))
+    fresh = data / "storage" / "staging" / "file_new"  # written just now: kept
+    fresh.parent.mkdir()
+    fresh.write_bytes(b"y" * 10)
+    dry = purge("--orphans", "--dry-run")
+    assert (dry.exit_code, dry.stdout) == (
+        0,
+        "would delete 1 stored object (1234 bytes) that no record names, written more than "
+        "24h ago\n"
+        "  outputs/req_lost/attempt-1/vocals.wav  1234 bytes\n"
+        "kept 1 more that no record names, written within 24h\n",
+    )
+    assert lost.exists()
+    done = purge("--orphans", "--older-than", "36h")
+    assert done.exit_code == 0
+    assert done.stdout.startswith("deleted 1 stored object (1234 bytes)"), done.stdout
+    assert not (data / "storage" / "outputs" / "req_lost").exists() and fresh.exists()
+    short = purge("--orphans", "--older-than", "10m")
+    assert short.exit_code == 1
+    assert "error [INVALID_REQUEST] --older-than with --orphans is at least 1h, not 10m" in (
+        short.stderr
+    )
+    theirs = purge("--orphans", "--account", "acct_x")
+    assert theirs.exit_code == 1 and "leave out --account" in theirs.stderr
+    neither = purge()
+    assert neither.exit_code == 1
+    assert "error [INVALID_REQUEST] give --older-than (30m, 24h, 7d), or --orphans" in (
+        neither.stderr
+    )
 
 
 def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:

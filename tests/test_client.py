@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofiles import decode_stream, stempeg_example
+from audiofiles import decode_stream, encode_tracks, stempeg_example
 from conftest import Backend, interrupt_after
 from demixer import AsyncClient, Client, cli_remote
 from demixer.client import (
@@ -343,6 +343,35 @@ def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tone") / "tone.wav"
     sf.write(path, 0.1 * np.sin(np.arange(RATE) / 20.0).astype(np.float32), RATE)
     return path
+
+
+def test_an_upload_says_where_a_videos_sound_starts_and_how_many_tracks_it_has(
+    server: Server, tmp_path: Path
+) -> None:
+    """The server probes a video's late sound (``audio_start``) and its audio tracks
+    (``audio_tracks``: the default-flagged one is separated); the client's ``FileInfo`` left
+    both out, so a script could not line the stems up with the picture or warn of the choice.
+    An older server that does not send them reads as None."""
+    sound = (0.1 * np.ones((2, RATE // 2))).astype(np.float32)
+    film = encode_tracks(tmp_path / "film.mkv", [sound, sound], RATE, default=1,
+                         video_seconds=1.0, audio_start=0.5)  # fmt: skip
+    with client(server) as c:
+        info = c.upload(film)
+        assert (info.audio_start, info.audio_tracks) == (0.5, 2)
+        again = c.file(info.file_id)
+        assert (again.audio_start, again.audio_tracks) == (0.5, 2)
+
+    def older(request: httpx.Request) -> httpx.Response:
+        old = {k: v for k, v in again.raw.items() if k not in ("audio_start", "audio_tracks")}
+        return httpx.Response(200, json=old)
+
+    with Client("http://api.test", api_key="k", transport=httpx.MockTransport(older)) as c:
+        before = c.file(info.file_id)
+        assert (before.duration, before.audio_start, before.audio_tracks) == (
+            again.duration,
+            None,
+            None,
+        )
 
 
 def test_a_developer_lists_deletes_and_reads_usage_and_models(server: Server, tone: Path) -> None:

@@ -7,6 +7,7 @@ the wall clock (their own short expiry is tested elsewhere).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -31,6 +32,13 @@ from demixer.server.app import create_app
 from demixer.server.compose import build_services
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.db import Database
+from demixer.service.retention.orphans import (
+    DEFAULT_AGE,
+    MIN_AGE,
+    Orphans,
+    delete_orphans,
+    find_orphans,
+)
 from demixer.service.retention.purge import Purged, purge
 from demixer.service.retention.sweeper import SweepCounts, Sweeper
 from demixer.service.schema import Delivery, File, Job, JobLog
@@ -497,6 +505,48 @@ def test_purge_expires_old_uploads_and_results_now_and_deletes_their_bytes(
     storage = api.get("/v1/usage").json()["storage"]
     assert (storage["files_bytes"], storage["results_bytes"]) == (size, 0)  # the young one
     assert purge(api.services, older, None, dry_run=True) == Purged(0, 0, 0, 0)
+
+
+def test_purge_orphans_deletes_the_bytes_no_record_names_once_they_are_a_day_old(
+    clocked: Clocked,
+) -> None:
+    """``demixer purge --orphans``: bytes stored behind the database's back (a restored older
+    backup, a crash between storing and recording them) were never deleted: the sweeper
+    deletes only what the database lists. Bytes written within the day stay (a record may be
+    on its way), and keys outside demixer's folders are never touched."""
+    api = clocked
+    now = datetime.now(UTC)  # the stores date their blobs by the wall clock
+    api.at(now)
+    storage = api.services.storage
+    kept_file = api.upload()
+    kept_job = api.queue_separate(kept_file).json()["request_id"]
+    api.worker_done(kept_job)
+    gone = api.upload()
+    assert api.delete(f"/v1/files/{gone}").status_code == 204
+    lost = {
+        f"inputs/{gone}": 300,  # a store restored from before the file was deleted
+        "outputs/req_lost/attempt-1/vocals.wav": 1000,  # a database restored from before
+        "uploads/file_lost/part-1": 200,
+        "staging/.file_torn.4242.ab12c.part": 50,  # an API killed as it received a PUT
+    }
+    for key, size in lost.items():
+        storage.put(key, io.BytesIO(b"x" * size))
+    storage.put("notes/not-demixers.txt", io.BytesIO(b"kept"))
+    assert find_orphans(api.services, DEFAULT_AGE) == Orphans(found=(), newer=len(lost))
+
+    api.at(now + DEFAULT_AGE + HOUR)
+    found = find_orphans(api.services, DEFAULT_AGE)
+    assert {b.key: b.size for b in found.blobs} == lost
+    assert found.size == sum(lost.values())
+    assert delete_orphans(storage, found) == len(lost)
+    assert [key for key in lost if storage.exists(key)] == []
+    assert storage.exists("notes/not-demixers.txt")
+    assert storage.exists(_file(api, kept_file).storage_key)
+    assert api.get(f"/v1/queue/requests/{kept_job}/result").status_code == 200
+    assert all(storage.exists(o["key"]) for o in (_job(api, kept_job).outputs or {}).values())
+    assert find_orphans(api.services, DEFAULT_AGE) == Orphans(found=(), newer=0)
+    with pytest.raises(ValueError, match="orphans must be older than"):
+        find_orphans(api.services, MIN_AGE - SECOND)
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from demixer.service.jobs.contract import JobParams
 from demixer.service.schema import Job
 from demixer.service.worker import Worker
 from demixer.settings import Settings
-from demixer.storage import BlobNotFound
+from demixer.storage import BlobNotFound, s3
 from demixer.storage.s3 import S3Storage
 from servers import Servers
 from worker_support import running, wait_until
@@ -164,6 +164,26 @@ def test_a_prefix_keeps_deployments_apart(bucket: str) -> None:
     a.put("inputs/x", io.BytesIO(b"a"))
     assert not b.exists("inputs/x")
     assert b.delete_prefix("inputs/") == 0 and a.exists("inputs/x")
+
+
+def test_a_listing_reads_every_page_and_only_its_own_deployments_keys(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``purge --orphans`` lists: every page of the bucket's answer (1000 keys each on
+    S3), under this deployment's prefix alone, never a sibling starting with the same letters."""
+    monkeypatch.setattr(s3, "_LIST_PAGE", 2)
+    a = S3Storage.from_url(bucket.replace("?", "/one?"))
+    b = S3Storage.from_url(bucket.replace("?", "/two?"))
+    keys = [f"outputs/req_{i}/attempt-1/vocals.wav" for i in range(5)]
+    for key in (*keys, "outputs-old/x"):
+        a.put(key, io.BytesIO(b"abc"))
+    b.put("outputs/req_b/vocals.wav", io.BytesIO(b"b"))
+    pages: list[object] = []
+    a._client.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: pages.append(1))
+    listed = list(a.blobs("outputs"))
+    assert [(blob.key, blob.size) for blob in listed] == [(key, 3) for key in keys]
+    assert len(pages) == 3  # six keys start with "outputs", two a page
+    assert [blob.key for blob in b.blobs("outputs/")] == ["outputs/req_b/vocals.wav"]
 
 
 # --- presigned URLs through the API ---------------------------------------------------------

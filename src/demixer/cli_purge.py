@@ -1,10 +1,13 @@
 """``demixer purge``: the operator frees disk before the retentions end
-(:mod:`demixer.service.retention.purge`). :func:`demixer.cli_service.register` adds it."""
+(:mod:`demixer.service.retention.purge`), or deletes the stored bytes no record names
+(``--orphans``, :mod:`demixer.service.retention.orphans`). :func:`demixer.cli_service.register`
+adds it."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -40,20 +43,32 @@ def _plural(n: int, word: str) -> str:
 
 def purge(
     older_than: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--older-than",
             help="Expire the uploads announced, and the results completed, longer ago than "
-            "this: 30m, 24h, 7d (0 for all of them).",
+            "this: 30m, 24h, 7d (0 for all of them). With --orphans: only the bytes written "
+            "longer ago than this (default 24h, at least 1h).",
+            show_default=False,
         ),
-    ],
+    ] = None,
     account: Annotated[
         str | None,
         typer.Option("--account", help="Only this account's (from `keys list`); default: all."),
     ] = None,
+    orphans: Annotated[
+        bool,
+        typer.Option(
+            "--orphans",
+            help="Instead: delete the stored bytes no upload or request of the database names "
+            "(or names as deleted or expired): those a restored older database, a crash, or "
+            "an older deployment on the same bucket left. Run it with the service's database "
+            "and storage, and never on a bucket (prefix) another deployment still uses.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", help="Only say what would be expired and freed."),
+        typer.Option("--dry-run", help="Only say what would be expired (deleted) and freed."),
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -61,10 +76,18 @@ def purge(
     --older-than (of one account, or everyone's), and delete their bytes. They answer as
     expired from then on (410 FILE_EXPIRED, RESULT_EXPIRED) and stop counting against the
     account's storage cap; an upload that a queued or running request still reads is
-    deleted when that request ends."""
+    deleted when that request ends. With --orphans: delete the stored bytes no record names,
+    listing each one."""
     from demixer.service.retention.purge import purge as expire_early
 
     try:
+        if orphans:
+            _orphans(older_than, account, dry_run=dry_run, data_dir=data_dir)
+            return
+        if older_than is None:
+            raise InvalidRequest(
+                "give --older-than (30m, 24h, 7d), or --orphans", param="--older-than"
+            )
         age = _age(older_than)
         services = open_services(load_settings(data_dir))
         done = expire_early(services, age, account, dry_run=dry_run)
@@ -82,3 +105,46 @@ def purge(
     out.print(
         f"expired {what}; deleted {_plural(done.swept.blobs, 'stored object')}", highlight=False
     )
+
+
+def _orphans(
+    older_than: str | None, account: str | None, *, dry_run: bool, data_dir: Path | None
+) -> None:
+    """``purge --orphans``: list the stored bytes no record names, and delete them."""
+    from demixer.service.retention.orphans import (
+        DEFAULT_AGE,
+        MIN_AGE,
+        delete_orphans,
+        find_orphans,
+    )
+
+    if account is not None:
+        raise InvalidRequest(
+            "--orphans are no account's (no record names them): leave out --account",
+            param="--account",
+        )
+    said = "24h" if older_than is None else older_than.strip()
+    age = DEFAULT_AGE if older_than is None else _age(older_than)
+    if age < MIN_AGE:
+        raise InvalidRequest(
+            f"--older-than with --orphans is at least 1h, not {said}: bytes written within the "
+            "hour may be an upload's or a request's whose record is not committed yet",
+            param="--older-than",
+        )
+    services = open_services(load_settings(data_dir))
+    found = find_orphans(services, age)
+    blobs = found.blobs
+    what = (
+        f"{_plural(len(blobs), 'stored object')} ({found.size} bytes) that no record names, "
+        f"written more than {said} ago"
+    )
+    if not dry_run:
+        delete_orphans(services.storage, found)
+    out.print(f"{'would delete' if dry_run else 'deleted'} {what}", highlight=False)
+    for blob in blobs:
+        out.print(f"  {blob.key}  {blob.size} bytes", highlight=False)
+    if found.newer:
+        out.print(
+            f"kept {found.newer} more that no record names, written within {said}",
+            highlight=False,
+        )

@@ -384,5 +384,8 @@ def register(app: typer.Typer) -> None:
     app.command("copy-to", short_help="Copy every record and stored file to another database.")(
         copy_to
     )
-    app.command(short_help="Free disk now: expire uploads and results older than an age.")(purge)
+    app.command(
+        short_help="Free disk now: expire uploads and results older than an age, or delete "
+        "stored bytes no record names (--orphans)."
+    )(purge)
     app.add_typer(keys_app, name="keys")

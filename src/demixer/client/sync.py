@@ -408,8 +408,9 @@ class Client(core.ClientBase):
         return core.walk_pages(lambda cursor: self.files_page(cursor, limit=page_size))
 
     def file(self, file_id: str) -> FileInfo:
-        """An uploaded file, probed (``duration``, ``sample_rate``, ``channels``). Deleted or
-        never there: ApiError 404 ``NOT_FOUND``; past its retention: 410 ``FILE_EXPIRED``."""
+        """An uploaded file, probed (``duration``, ``sample_rate``, ``channels``,
+        ``audio_start``, ``audio_tracks``: see :class:`FileInfo`). Deleted or never there:
+        ApiError 404 ``NOT_FOUND``; past its retention: 410 ``FILE_EXPIRED``."""
         return FileInfo.from_json(self._json(self._file_call(file_id)))
 
     def delete_file(self, file_id: str) -> None:

@@ -92,7 +92,15 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class FileInfo:
-    """An uploaded input file (``GET /v1/files/{id}``)."""
+    """An uploaded input file (``GET /v1/files/{id}``).
+
+    ``duration`` runs from the file's start to its sound's end (the stems' length);
+    ``audio_start`` says how far into it the sound starts (a video whose picture comes
+    first: the stems are silent until then, in step with the picture; 0.0 for most files),
+    ``audio_tracks`` how many audio tracks it has (of several, the one flagged default, else
+    the first, is separated). Both are None before the file is probed, and from a server
+    older than this client, which does not send them.
+    """
 
     file_id: str
     file_name: str
@@ -105,6 +113,9 @@ class FileInfo:
     expires_at: datetime | None
     error: ErrorInfo | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # Last and defaulted: code that built a FileInfo before they came builds it still.
+    audio_start: float | None = None  # seconds
+    audio_tracks: int | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FileInfo:
@@ -120,6 +131,8 @@ class FileInfo:
             expires_at=_time(d, "expires_at"),
             error=_error(d),
             raw=d,
+            audio_start=_get(d, "audio_start", float, optional=True),
+            audio_tracks=_get(d, "audio_tracks", int, optional=True),
         )
 
 

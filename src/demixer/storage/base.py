@@ -12,6 +12,9 @@ import contextlib
 import os
 import secrets
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -22,12 +25,14 @@ __all__ = [
     "BlobNotFound",
     "MultipartStorage",
     "Storage",
+    "StoredBlob",
     "content_disposition",
     "delete_file_blobs",
     "file_prefixes",
     "landing_key",
     "multipart_id",
     "multipart_id_key",
+    "outputs_prefix",
     "parts_prefix",
     "safe_key",
     "staging_key",
@@ -70,10 +75,27 @@ def multipart_id_key(upload_id: str) -> str:
     return f"{parts_prefix(upload_id)}upload-id"
 
 
+def outputs_prefix(job_id: str) -> str:
+    """Where a request's stems are stored: ``attempt-{n}/`` of each attempt, ``cached/`` of
+    a result copied from an earlier one."""
+    return f"outputs/{job_id}/"
+
+
 def file_prefixes(file_id: str, storage_key: str) -> tuple[str, ...]:
     """Every place a file's bytes can be: its own key, the staging key of a PUT straight to
     the store, and the parts of a multipart upload not completed."""
     return (storage_key, staging_key(file_id), parts_prefix(file_id))
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """One blob as a store lists it: its key, its size in bytes, and when it was last
+    written (UTC; a store's own clock: S3 dates an object assembled from parts at the start
+    of its upload)."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 class Storage(Protocol):
@@ -111,6 +133,11 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob whose key starts with ``prefix``; returns how many."""
+        ...
+
+    def blobs(self, prefix: str) -> Iterator[StoredBlob]:
+        """Every blob ``delete_prefix(prefix)`` would delete: the one named ``prefix`` and
+        those "inside" it (``prefix/...``), a store's temporaries of writes under way too."""
         ...
 
     def sweep_partials(self) -> int:

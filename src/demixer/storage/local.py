@@ -13,11 +13,13 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO, cast
 
 from demixer.errors import StorageFull, StorageUnavailable
-from demixer.storage.base import BlobNotFound, safe_key
+from demixer.storage.base import BlobNotFound, StoredBlob, safe_key
 
 __all__ = ["LocalStorage", "process_alive"]
 
@@ -167,6 +169,18 @@ class LocalStorage:
             reason = failed[0].strerror or type(failed[0]).__name__
             raise StorageUnavailable(f"could not delete what is stored under {prefix} ({reason})")
         return count
+
+    def blobs(self, prefix: str) -> Iterator[StoredBlob]:
+        target = self.root / prefix.rstrip("/")
+        paths = [target] if target.is_file() else target.rglob("*")  # dotfiles too
+        for path in paths:
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            if S_ISREG(info.st_mode):
+                modified = datetime.fromtimestamp(info.st_mtime, UTC)
+                yield StoredBlob(path.relative_to(self.root).as_posix(), info.st_size, modified)
 
     def copy(self, src_key: str, dst_key: str) -> int:
         # A hard link costs nothing and is safe: blobs are only ever replaced by rename and

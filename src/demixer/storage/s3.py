@@ -22,6 +22,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar, cast
@@ -38,6 +39,7 @@ from demixer.errors import StorageFull, StorageRefused, StorageUnavailable
 from demixer.storage.base import (
     BlobNotFound,
     InvalidStorageUrl,
+    StoredBlob,
     content_disposition,
     safe_key,
 )
@@ -50,6 +52,7 @@ _MIN_PART = 5 << 20  # S3's smallest part but the last
 # `rclone serve s3` answers without the part ETags boto3 needs: a 500 on any upload > 8 MiB).
 _COPY_IN_ONE = 5 << 30
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
+_LIST_PAGE = 1000  # ListObjectsV2 answers at most this many keys a page
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 # S3 error codes of a server whose disk is full (MinIO's, answered with HTTP 507).
 _FULL = frozenset({"XMinioStorageFull"})
@@ -355,20 +358,30 @@ class S3Storage:
     def sweep_partials(self) -> int:
         return 0  # a PUT is atomic in the bucket; unfinished multipart uploads: its lifecycle
 
-    def delete_prefix(self, prefix: str) -> int:
+    def _listed(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """The listing's entries of the objects ``prefix`` names (see :meth:`delete_prefix`),
+        page after page (``_LIST_PAGE`` keys each)."""
         # As on a filesystem: the blob named ``prefix`` and everything "inside" it, never a
         # sibling that merely starts with the same letters (inputs/file_1 vs inputs/file_10).
         base = self._key(prefix.rstrip("/"))
-        keys: list[str] = []
         pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=base
+            Bucket=self.bucket, Prefix=base, PaginationConfig={"PageSize": _LIST_PAGE}
         )
         with _translated(prefix):
             for page in pages:
                 for item in page.get("Contents", ()):
                     name = str(item["Key"])
                     if name == base or name.startswith(base + "/"):
-                        keys.append(name)
+                        yield item
+
+    def blobs(self, prefix: str) -> Iterator[StoredBlob]:
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        for item in self._listed(prefix):
+            modified = item["LastModified"].astimezone(UTC)
+            yield StoredBlob(str(item["Key"])[cut:], int(item["Size"]), modified)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [str(item["Key"]) for item in self._listed(prefix)]
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = [{"Key": k} for k in keys[start : start + _DELETE_BATCH]]
             answer = self._call(

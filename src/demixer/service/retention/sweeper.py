@@ -42,7 +42,7 @@ from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from demixer.service.retention.expiry import result_due
 from demixer.service.schema import Delivery, File, IdempotencyRecord, Job, JobLog
-from demixer.storage import Storage, delete_file_blobs, staging_key
+from demixer.storage import Storage, delete_file_blobs, outputs_prefix, staging_key
 
 __all__ = ["MAX_RETRY_WAIT", "SweepCounts", "Sweeper"]
 
@@ -53,7 +53,7 @@ MAX_RETRY_WAIT = timedelta(days=1)  # the longest an item the store kept waits f
 
 def _outputs(storage: Storage, job_id: str) -> int:
     """Delete a request's outputs (its attempts' too); returns how many blobs."""
-    return storage.delete_prefix(f"outputs/{job_id}/")
+    return storage.delete_prefix(outputs_prefix(job_id))
 
 
 def _staged(storage: Storage, file_id: str) -> int:
