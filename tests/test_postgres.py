@@ -23,7 +23,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from api_support import TestClient, close_app
@@ -35,7 +35,7 @@ from demixer.service import migrate as migrate_module
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.accounts.limits import check_concurrency
 from demixer.service.db import Database, retry_unavailable
-from demixer.service.files.lifecycle import PURPOSE, REQUEST_INPUT, listed
+from demixer.service.files.lifecycle import PURPOSE, REQUEST_INPUT, listed, storage_use
 from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput, UrlInput
 from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo
@@ -295,6 +295,45 @@ def test_musicgpt_extraction_uploads_stored_before_their_purpose_are_no_longer_l
     with db.read() as s:
         purposes = dict(s.execute(select(File.id, File.purpose)).all())
     assert purposes["file_extraction"] == purposes["file_old_extraction"] == REQUEST_INPUT
+    db.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_results_completed_before_0011_hold_the_same_bytes_against_the_cap(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0011: the storage cap sums ``jobs.output_bytes``, which a job writes as it completes.
+    The results completed before it (every one still kept, 48 h) are filled in from their
+    outputs, by the rule the sum read their JSON with: each output's size (a stem may pass
+    2 GiB), none for one without a size; GET /v1/usage and the 413s count what they did."""
+    db = Database(_database_url(dialect, tmp_path, request))
+    migrate(db, "0010")
+    account, _ = create_key(db)
+    now = db.clock()
+    stems = {
+        "vocals": {"key": "outputs/j/attempt-1/vocals.wav", "size": 3_000_000_000},
+        "drums": {"key": "outputs/j/attempt-1/drums.wav", "size": 1234},
+        "drums.mp3": {"key": "outputs/j/attempt-1/drums.mp3"},
+    }
+    rows = {
+        "j_stems": (COMPLETED, stems),
+        "j_none": (COMPLETED, {}),
+        "j_null": (COMPLETED, None),
+        "j_failed": ("FAILED", None),
+    }
+    kept = now + timedelta(hours=48)
+    with db.write() as s:  # the columns of 0010 only
+        for job_id, (status, outputs) in rows.items():
+            s.execute(insert(Job).values(id=job_id, account_id=account, queue_model="q",
+                                         engine_model="m", params=PARAMS.to_row(), status=status,
+                                         outputs=outputs, created_at=now, updated_at=now,
+                                         finished_at=now, expires_at=kept))  # fmt: skip
+    migrate(db)
+    with db.read() as s:
+        held = dict(s.execute(select(Job.id, Job.output_bytes)).all())
+        use = storage_use(s, account, 0, db.clock())
+    assert (use.results_bytes, use.used_bytes) == (3_000_001_234, 3_000_001_234)
+    assert held == {"j_stems": 3_000_001_234, "j_none": 0, "j_null": 0, "j_failed": None}
     db.dispose()
 
 

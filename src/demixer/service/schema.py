@@ -142,6 +142,8 @@ class Job(Base):
         Index("ix_jobs_queue", "status", "priority", "created_at"),
         # The requests of each final state that finished lately (GET /metrics).
         Index("ix_jobs_finished", "status", "finished_at"),
+        # What an account's live results hold (the storage cap), read from the index alone.
+        Index("ix_jobs_stored", "account_id", "status", "expired", "expires_at", "output_bytes"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -163,6 +165,10 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any] | None]  # name -> {key, content_type, file_name, size}
+    # What the outputs' blobs hold together (each one's ``size``), written with ``outputs``
+    # when the job completes; NULL before. The storage cap sums it (service/accounts/storage.py)
+    # instead of reading every result's JSON inside the lock that queues.
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger)
     duration: Mapped[float | None] = mapped_column(Float)
     sample_rate: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
