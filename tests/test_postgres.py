@@ -35,8 +35,9 @@ from demixer.server.app import create_app
 from demixer.service import migrate as migrate_module
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.accounts.limits import check_concurrency
+from demixer.service.accounts.storage import storage_use
 from demixer.service.db import Database, retry_unavailable
-from demixer.service.files.lifecycle import PURPOSE, REQUEST_INPUT, listed, storage_use
+from demixer.service.files.lifecycle import PURPOSE, REQUEST_INPUT, listed
 from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput, UrlInput
 from demixer.service.jobs.queue import COMPLETED, IN_PROGRESS, LeaseLost, Queue
 from demixer.service.jobs.wakeup import APP_NAME, JobListener, libpq_conninfo

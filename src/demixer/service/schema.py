@@ -103,7 +103,7 @@ class ApiKey(Base):
 class File(Base):
     """An uploaded input. ``status``: pending -> uploaded (probed as audio) | failed, and
     deleted or expired at the end (``service/files/lifecycle.py``, the only module that
-    changes it, has the whole state machine)."""
+    changes it, has the whole state machine; ``service/files/states.py`` the states)."""
 
     __tablename__ = "files"
 
@@ -262,10 +262,10 @@ class QuotaHold(Base):
 
 
 class StorageCap(Base):
-    """An account's own cap on the bytes its files hold at once, in place of
+    """An account's own cap on the bytes its files and results hold at once, in place of
     ``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES`` (0: no cap); an account without a row has the
     setting's. Set by ``demixer keys quota`` (``service/accounts/quota.py``), checked by
-    ``service/files/lifecycle.py``."""
+    ``service/accounts/storage.py``."""
 
     __tablename__ = "storage_caps"
 
