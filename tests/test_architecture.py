@@ -169,7 +169,7 @@ def test_the_api_schema_and_the_state_owners_agree() -> None:
 
     from demixer.api.schemas import FileStatus, JobStatus, RequestStatus, WebhookStatus
     from demixer.service.delivery.outbox import DeliveryState
-    from demixer.service.files.lifecycle import GONE, VISIBLE, FileState
+    from demixer.service.files.states import GONE, VISIBLE, FileState
     from demixer.service.jobs.queue import JobState
     from demixer.service.worker.child import STAGES
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,7 +24,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from api_support import TestClient, close_app
@@ -34,6 +35,7 @@ from demixer.server.app import create_app
 from demixer.service import migrate as migrate_module
 from demixer.service.accounts.keys import ALL_SCOPES, create_key
 from demixer.service.accounts.limits import check_concurrency
+from demixer.service.accounts.storage import storage_use
 from demixer.service.db import Database, retry_unavailable
 from demixer.service.files.lifecycle import PURPOSE, REQUEST_INPUT, listed
 from demixer.service.jobs.contract import JobParams, MusicGptFields, UploadInput, UrlInput
@@ -186,6 +188,21 @@ def _submit(queue: Queue, db: Database, account: str, job_id: str, engine_model:
         )  # fmt: skip
 
 
+def _old_row(db: Database, table: type[Job] | type[File], **values: Any) -> None:
+    """A row as an earlier release wrote it, on its schema: the columns given (and their
+    defaults) only. Today's ORM would name every column it knows, a later revision's too."""
+    with db.write() as s:
+        s.execute(insert(table).values(**values))
+
+
+def _old_job(db: Database, account: str, job_id: str, engine_model: str, **values: Any) -> None:
+    """A queued job as an earlier release wrote it (:func:`_old_row`)."""
+    now = db.clock()
+    values = {"params": PARAMS.to_row(), "created_at": now, "updated_at": now, **values}
+    _old_row(db, Job, id=job_id, account_id=account, queue_model="q", engine_model=engine_model,
+             **values)  # fmt: skip
+
+
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_an_upgrade_keeps_every_jobs_log_and_webhook_deliveries(
     dialect: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -198,7 +215,7 @@ def test_an_upgrade_keeps_every_jobs_log_and_webhook_deliveries(
     db = Database(url)
     migrate(db, "0004")
     account, _ = create_key(db)
-    _submit(Queue(db), db, account, "job_old", "m")
+    _old_job(db, account, "job_old", "m")
     now = db.clock()
     with db.write() as s:
         s.add(JobLog(job_id="job_old", timestamp=now, message="attempt 1 on worker w"))
@@ -224,13 +241,12 @@ def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> Non
     db = Database(pg_url)
     migrate(db, "0004")
     account, _ = create_key(db)
-    queue = Queue(db)
-    _submit(queue, db, account, "job_old", "m")
+    _old_job(db, account, "job_old", "m")
     long = "max:" + "+".join(f"model-number-{i:02d}" for i in range(12))  # 195 characters
     with pytest.raises(DataError, match="value too long for type character varying\\(50\\)"):
-        _submit(queue, db, account, "job_long", long)
+        _old_job(db, account, "job_long", long)
     migrate(db)
-    _submit(queue, db, account, "job_long", long)
+    _submit(Queue(db), db, account, "job_long", long)
     with db.write() as s:
         s.add(UsageRecord(account_id=account, job_id="job_long", model=long, quantity=1.0,
                           recorded_at=db.clock()))  # fmt: skip
@@ -261,11 +277,11 @@ def test_musicgpt_extraction_uploads_stored_before_their_purpose_are_no_longer_l
     now = db.clock()
 
     def upload(file_id: str) -> dict[str, str]:
-        with db.write() as s:  # as the code of 0005 stored every upload
-            s.add(File(id=file_id, account_id=account, file_name="song.wav",
-                       content_type="audio/wav", purpose=PURPOSE, status="uploaded",
-                       storage_key=f"inputs/{file_id}", created_at=now,
-                       expires_at=now + timedelta(hours=72)))  # fmt: skip
+        # As the code of 0005 stored every upload.
+        _old_row(db, File, id=file_id, account_id=account, file_name="song.wav",
+                 content_type="audio/wav", purpose=PURPOSE, status="uploaded",
+                 storage_key=f"inputs/{file_id}", created_at=now,
+                 expires_at=now + timedelta(hours=72))  # fmt: skip
         return {"file_id": file_id, "storage_key": f"inputs/{file_id}", "file_name": "song.wav"}
 
     extraction = JobParams(
@@ -278,11 +294,8 @@ def test_musicgpt_extraction_uploads_stored_before_their_purpose_are_no_longer_l
         "musicgpt": {"stems": {"vocals": "vocals"}, "preprocessing_options": []},
     }
     native = JobParams(input=UploadInput(**upload("file_native"))).to_row()
-    with db.write() as s:
-        for job_id, params in (("j1", extraction), ("j2", old_extraction), ("j3", native)):
-            s.add(Job(id=job_id, account_id=account, queue_model="audio/stems",
-                      engine_model="spleeter-2stems", params=params, created_at=now,
-                      updated_at=now))  # fmt: skip
+    for job_id, params in (("j1", extraction), ("j2", old_extraction), ("j3", native)):
+        _old_job(db, account, job_id, "spleeter-2stems", params=params)
 
     def listed_ids() -> list[str]:
         with db.read() as s:
@@ -295,6 +308,41 @@ def test_musicgpt_extraction_uploads_stored_before_their_purpose_are_no_longer_l
     with db.read() as s:
         purposes = dict(s.execute(select(File.id, File.purpose)).all())
     assert purposes["file_extraction"] == purposes["file_old_extraction"] == REQUEST_INPUT
+    db.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_results_completed_before_0011_hold_the_same_bytes_against_the_cap(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0011: the storage cap sums ``jobs.output_bytes``, which a job writes as it completes.
+    The results completed before it (every one still kept, 48 h) are filled in from their
+    outputs, by the rule the sum read their JSON with: each output's size (a stem may pass
+    2 GiB), none for one without a size; GET /v1/usage and the 413s count what they did."""
+    db = Database(_database_url(dialect, tmp_path, request))
+    migrate(db, "0010")
+    account, _ = create_key(db)
+    now = db.clock()
+    stems = {
+        "vocals": {"key": "outputs/j/attempt-1/vocals.wav", "size": 3_000_000_000},
+        "drums": {"key": "outputs/j/attempt-1/drums.wav", "size": 1234},
+        "drums.mp3": {"key": "outputs/j/attempt-1/drums.mp3"},
+    }
+    rows = {
+        "j_stems": (COMPLETED, stems),
+        "j_none": (COMPLETED, {}),
+        "j_null": (COMPLETED, None),
+        "j_failed": ("FAILED", None),
+    }
+    for job_id, (status, outputs) in rows.items():
+        _old_job(db, account, job_id, "m", status=status, outputs=outputs, finished_at=now,
+                 expires_at=now + timedelta(hours=48))  # fmt: skip
+    migrate(db)
+    with db.read() as s:
+        held = dict(s.execute(select(Job.id, Job.output_bytes)).all())
+        use = storage_use(s, account, 0, db.clock())
+    assert (use.results_bytes, use.used_bytes) == (3_000_001_234, 3_000_001_234)
+    assert held == {"j_stems": 3_000_001_234, "j_none": 0, "j_null": 0, "j_failed": None}
     db.dispose()
 
 

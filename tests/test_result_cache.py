@@ -67,6 +67,19 @@ def test_identical_request_reuses_outputs(api: Api) -> None:
     assert result["data"]["duration"] > 0
 
 
+def test_a_reused_result_counts_its_own_copies_against_the_storage_cap(api: Api) -> None:
+    """Each request owns its copies (deleting one never touches the other), so an answer
+    from the cache holds as many stems' bytes as the result it copied."""
+    file_id = api.upload()
+    first = _completed(api, file_id)
+    assert api.queue_separate(file_id).json()["status"] == "COMPLETED"
+    with api.services.db.read() as s:
+        job = s.get(Job, first)
+        assert job is not None
+        stems = sum(out["size"] for out in (job.outputs or {}).values())
+    assert api.get("/v1/usage").json()["storage"]["results_bytes"] == 2 * stems
+
+
 def test_same_bytes_in_another_upload_hit(api: Api) -> None:
     r = api.queue_separate(api.upload(as_name="alpha.wav"))
     first = r.json()["request_id"]

@@ -1,5 +1,5 @@
 """The cap on the bytes one account's uploads hold (``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES``,
-``service/files/lifecycle.py``): without it any API key could fill the server's disk with
+``service/accounts/storage.py``): without it any API key could fill the server's disk with
 1 GiB uploads kept 72 h. Past it an upload is refused before a byte is stored, in each
 protocol's own words; parallel announcements cannot pass it together; deleting a file or its
 expiry makes room at once; ``GET /v1/usage`` shows where the account stands."""
@@ -22,8 +22,8 @@ from demixer.client import Usage
 from demixer.errors import InvalidRequest
 from demixer.service.accounts.keys import create_key
 from demixer.service.accounts.quota import set_storage_cap
+from demixer.service.accounts.storage import StorageUse, storage_use
 from demixer.service.db import Database
-from demixer.service.files.lifecycle import StorageUse, storage_use
 from demixer.service.migrate import alembic_config, migrate
 from demixer.service.schema import File
 

@@ -101,7 +101,7 @@ def check_storage(services: Any, *, holds_inputs: bool = False) -> None:
 
     from demixer.errors import StorageRefused, StorageUnavailable
     from demixer.service.db import retry_unavailable
-    from demixer.service.files.lifecycle import FileState
+    from demixer.service.files.states import FileState
     from demixer.service.schema import File
 
     settings = services.settings

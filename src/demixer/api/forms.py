@@ -41,7 +41,7 @@ from demixer.api.scope import sends_no_body
 from demixer.api.text import NUL
 from demixer.api.uploads import run_upload
 from demixer.errors import FileTooLarge, InvalidRequest, RequestTooLarge, StorageFull
-from demixer.service.files.lifecycle import StorageUse
+from demixer.service.accounts.storage import StorageUse
 from demixer.service.scratch import scratch_file
 
 __all__ = ["IN_FLIGHT", "MAX_FIELD_BYTES", "WRITE_BYTES", "Form", "SpooledFile", "read_form"]

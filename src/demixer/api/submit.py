@@ -55,8 +55,9 @@ from demixer.naming import shown_url
 from demixer.service.accounts.keys import new_id
 from demixer.service.accounts.limits import check_concurrency
 from demixer.service.accounts.quota import check_quota, hold
+from demixer.service.accounts.storage import check_request_room
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileState, check_request_room
+from demixer.service.files.states import FileState
 from demixer.service.jobs import cache
 from demixer.service.jobs.contract import (
     NATIVE_STYLE,
@@ -464,7 +465,7 @@ def submit(
 
     A request identical to a completed one of the same account (``service/jobs/cache.py``) is
     answered COMPLETED at once with copies of its outputs. Any request is refused while the
-    account's files and results hold its whole storage cap (``service/files/lifecycle.py``):
+    account's files and results hold its whole storage cap (``service/accounts/storage.py``):
     the copies count as its own stems. Only requests that will really run count against the
     key's concurrent-jobs limit and the account's monthly allowance
     (``service/accounts/quota.py``: an upload's seconds are held from here; an ``audio_url``'s

@@ -60,19 +60,18 @@ from demixer.errors import (
     UnsupportedSampleRate,
 )
 from demixer.models.loading import file_sha256
+from demixer.service.accounts.storage import StorageUse, storage_use
 from demixer.service.context import Services
 from demixer.service.db import is_disk_full
 from demixer.service.files.lifecycle import (
     PURPOSE,
     FileConflict,
-    FileState,
-    StorageUse,
     mark_deleted,
     mark_failed,
     mark_uploaded,
     new_file,
-    storage_use,
 )
+from demixer.service.files.states import FileState
 from demixer.service.schema import File
 from demixer.storage import BlobNotFound, delete_file_blobs, landing_key, staging_key
 

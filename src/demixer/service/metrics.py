@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from demixer.models.catalogue.ensembles import ensemble_members
 from demixer.service.delivery.outbox import DeliveryState
-from demixer.service.files.lifecycle import FileState
+from demixer.service.files.states import FileState
 from demixer.service.jobs.queue import FAILED, FINAL, IN_PROGRESS, IN_QUEUE
 from demixer.service.schema import Delivery, File, Job, WorkerRecord
 from demixer.service.worker.registry import stale_after

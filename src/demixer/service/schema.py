@@ -103,7 +103,7 @@ class ApiKey(Base):
 class File(Base):
     """An uploaded input. ``status``: pending -> uploaded (probed as audio) | failed, and
     deleted or expired at the end (``service/files/lifecycle.py``, the only module that
-    changes it, has the whole state machine)."""
+    changes it, has the whole state machine; ``service/files/states.py`` the states)."""
 
     __tablename__ = "files"
 
@@ -142,6 +142,8 @@ class Job(Base):
         Index("ix_jobs_queue", "status", "priority", "created_at"),
         # The requests of each final state that finished lately (GET /metrics).
         Index("ix_jobs_finished", "status", "finished_at"),
+        # What an account's live results hold (the storage cap), read from the index alone.
+        Index("ix_jobs_stored", "account_id", "status", "expired", "expires_at", "output_bytes"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -163,6 +165,10 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any] | None]  # name -> {key, content_type, file_name, size}
+    # What the outputs' blobs hold together (each one's ``size``), written with ``outputs``
+    # when the job completes; NULL before. The storage cap sums it (service/accounts/storage.py)
+    # instead of reading every result's JSON inside the lock that queues.
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger)
     duration: Mapped[float | None] = mapped_column(Float)
     sample_rate: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
@@ -256,10 +262,10 @@ class QuotaHold(Base):
 
 
 class StorageCap(Base):
-    """An account's own cap on the bytes its files hold at once, in place of
+    """An account's own cap on the bytes its files and results hold at once, in place of
     ``DEMIXER_MAX_ACCOUNT_STORAGE_BYTES`` (0: no cap); an account without a row has the
     setting's. Set by ``demixer keys quota`` (``service/accounts/quota.py``), checked by
-    ``service/files/lifecycle.py``."""
+    ``service/accounts/storage.py``."""
 
     __tablename__ = "storage_caps"
 

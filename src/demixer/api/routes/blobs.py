@@ -31,7 +31,7 @@ from demixer.errors import (
     UrlExpired,
 )
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileState
+from demixer.service.files.states import FileState
 from demixer.service.retention.expiry import result_expired
 from demixer.service.schema import File, Job
 from demixer.storage import content_disposition

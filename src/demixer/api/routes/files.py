@@ -23,7 +23,8 @@ from demixer.api.scope import content_type
 from demixer.api.text import body_refusal
 from demixer.errors import InvalidRequest, UnsupportedMediaType
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileState, listed
+from demixer.service.files.lifecycle import listed
+from demixer.service.files.states import FileState
 from demixer.service.schema import File
 
 __all__ = ["router"]

@@ -15,8 +15,8 @@ from demixer.api.openapi import error_responses
 from demixer.api.schemas import Allowance, StorageUse, UsageLine, UsageList
 from demixer.errors import InvalidRequest
 from demixer.service.accounts.quota import QuotaState, quota_state
+from demixer.service.accounts.storage import storage_use
 from demixer.service.accounts.usage import summarise
-from demixer.service.files.lifecycle import storage_use
 
 __all__ = ["DEFAULT_PERIOD", "router"]
 

@@ -1,1 +1,1 @@
-"""Who may do what, and how much: API keys, per-key limits and usage."""
+"""Who may do what, and how much: API keys, per-key limits, usage and stored bytes."""

@@ -1,1 +1,1 @@
-"""Uploaded inputs: the owner of a file's states (``lifecycle``)."""
+"""Uploaded inputs: a file's states (``states``) and their one owner (``lifecycle``)."""

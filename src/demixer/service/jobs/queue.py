@@ -40,6 +40,7 @@ __all__ = [
     "JobState",
     "LeaseLost",
     "Queue",
+    "stored_bytes",
 ]
 
 log = logging.getLogger("demixer.queue")
@@ -108,6 +109,18 @@ class Claim:
 
 
 FinalHook = Callable[[Session, Job], None]
+
+
+def stored_bytes(outputs: dict[str, Any]) -> int:
+    """What a job's ``outputs`` hold in storage: each output's ``size`` in bytes, summed.
+    Written to ``jobs.output_bytes`` by the UPDATE that completes the job, so the storage cap
+    sums one column instead of every result's JSON (migration 0011 filled in the jobs that
+    completed before, with the same rule: an entry without a ``size`` holds nothing)."""
+    return sum(
+        int(out["size"])
+        for out in outputs.values()
+        if isinstance(out, dict) and out.get("size") is not None
+    )
 
 
 class Queue:
@@ -270,6 +283,7 @@ class Queue:
             .values(
                 status=COMPLETED,
                 outputs=outputs,
+                output_bytes=stored_bytes(outputs),
                 duration=source.duration,
                 sample_rate=source.sample_rate,
                 reused_from=source.id,
@@ -611,6 +625,7 @@ class Queue:
                     Job.cancel_requested.is_(False),
                     status=COMPLETED,
                     outputs=outputs,
+                    output_bytes=stored_bytes(outputs),
                     duration=duration,
                     sample_rate=sample_rate,
                     progress=1.0,

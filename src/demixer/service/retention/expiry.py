@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, ColumnElement, and_, column, func, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 
 from demixer.service.db import rows_changed
@@ -19,7 +19,7 @@ from demixer.service.schema import Job
 
 __all__ = [
     "expire_results",
-    "result_bytes",
+    "live_result",
     "result_due",
     "result_expired",
     "result_expires_at",
@@ -60,7 +60,7 @@ def result_expired(job: Job, retention_seconds: float, now: datetime) -> bool:
     return expires is not None and now >= expires
 
 
-def _live_result(now: datetime) -> ColumnElement[bool]:
+def live_result(now: datetime) -> ColumnElement[bool]:
     """A COMPLETED request whose outputs are still kept at ``now``: not swept, not past its
     ``expires_at`` (one completed before that column existed counts until swept)."""
     return and_(
@@ -70,25 +70,6 @@ def _live_result(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def result_bytes(session: Session, now: datetime, *where: ColumnElement[bool]) -> tuple[int, int]:
-    """How many live results match ``where`` at ``now`` (the database clock), and the bytes
-    their stems hold: each COMPLETED request's outputs (their ``size``, as stored), until the
-    request is deleted, its outputs are swept, or its ``expires_at`` passes. A result answered
-    from the cache counts its own copies (``service/jobs/cache.py``: each request owns its
-    blobs)."""
-    live = (_live_result(now), *where)
-    count = session.execute(select(func.count()).select_from(Job).where(*live)).scalar_one()
-    # Each output of each row, in SQL: json_each is SQLite's and PostgreSQL's alike, and the
-    # JSON type reads its "size" in each one's words. Read into Python row by row instead, an
-    # account's thousand results took a tenth of a second, in the transaction that queues.
-    each = func.json_each(Job.outputs).table_valued(column("value", JSON))
-    size = each.c.value["size"].as_integer()
-    held = session.execute(
-        select(func.coalesce(func.sum(size), 0)).select_from(Job).join(each, true()).where(*live)
-    ).scalar_one()
-    return int(count), int(held)
-
-
 def expire_results(session: Session, now: datetime, *where: ColumnElement[bool]) -> int:
     """Bring the expiry of the live results matching ``where`` forward to ``now`` (an operator
     frees their disk early: ``demixer purge``); the sweeper deletes their stems, and the API
@@ -96,7 +77,7 @@ def expire_results(session: Session, now: datetime, *where: ColumnElement[bool])
     # A microsecond before ``now``: expired for every reader, and due for a sweep, at ``now``.
     gone = now - timedelta(microseconds=1)
     done = session.execute(
-        update(Job).where(_live_result(now), *where).values(expires_at=gone, updated_at=now)
+        update(Job).where(live_result(now), *where).values(expires_at=gone, updated_at=now)
     )
     return rows_changed(done)
 

@@ -18,9 +18,10 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement
 
 from demixer.errors import NotFound
+from demixer.service.accounts.storage import files_bytes, result_bytes
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import expire_files, files_bytes
-from demixer.service.retention.expiry import expire_results, result_bytes
+from demixer.service.files.lifecycle import expire_files
+from demixer.service.retention.expiry import expire_results
 from demixer.service.retention.sweeper import SweepCounts, Sweeper
 from demixer.service.schema import Account, File, Job
 

@@ -37,7 +37,8 @@ from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from demixer.errors import InvalidParams, StorageUnavailable
 from demixer.service.context import Services
 from demixer.service.db import is_unavailable, rows_changed
-from demixer.service.files.lifecycle import GONE, mark_expired
+from demixer.service.files.lifecycle import mark_expired
+from demixer.service.files.states import GONE
 from demixer.service.jobs.contract import JobParams, UploadInput
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 from demixer.service.retention.expiry import result_due

@@ -43,7 +43,8 @@ from demixer.errors import (
     SizeMismatch,
 )
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileConflict, FileState, new_file
+from demixer.service.files.lifecycle import FileConflict, new_file
+from demixer.service.files.states import FileState
 from demixer.service.schema import File
 from demixer.storage import (
     BlobNotFound,

@@ -40,7 +40,7 @@ from demixer.errors import (
 from demixer.models.planner import produces
 from demixer.service.accounts.keys import Identity
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import FileState
+from demixer.service.files.states import FileState
 from demixer.service.jobs.contract import GaudioFields, JobParams
 from demixer.service.jobs.queue import CANCELLED, COMPLETED, FAILED, IN_PROGRESS
 from demixer.service.retention.expiry import result_expires_at
