@@ -28,7 +28,8 @@ from enum import StrEnum
 from sqlalchemy import select
 
 from demixer.service.context import Services
-from demixer.service.files.lifecycle import GONE, input_key
+from demixer.service.files.lifecycle import input_key
+from demixer.service.files.states import GONE
 from demixer.service.schema import File, Job
 from demixer.storage import (
     Storage,
