@@ -19,7 +19,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from api_support import Api, api, bucket_refusal, make_api, signed_an_hour_ago
+from api_support import TESTSERVER, Api, api, bucket_refusal, make_api, signed_an_hour_ago
 from demixer.api import jobs
 from demixer.api.routes.web import WEB_DIR
 from demixer.service.jobs.contract import JobParams
@@ -687,8 +687,21 @@ def test_fals_clients_send_the_input_as_the_whole_body(api: Api) -> None:
     r = api.post("/v1/queue/audio/separate", json=body, headers=fal)
     assert r.status_code == 202, r.text
     job_id = r.json()["request_id"]
-    wrapped = api.queue_separate(file_id, "vocals").json()["request_id"]
-    assert _params(api, job_id) == _params(api, wrapped)
+    # fal_client polls the status_url it is given: fal's path, where a failed request is
+    # COMPLETED with its error (it raised "Unknown status: FAILED" at the request's own path).
+    fal_base = f"{TESTSERVER}/v1/queue/audio/separate/requests/{job_id}"
+    urls = {k: r.json()[k] for k in ("status_url", "response_url", "result_url", "cancel_url")}
+    assert urls == {
+        "status_url": f"{fal_base}/status",
+        "response_url": fal_base,
+        "result_url": fal_base,
+        "cancel_url": f"{fal_base}/cancel",
+    }
+    wrapped = api.queue_separate(file_id, "vocals").json()
+    assert wrapped["status_url"] == (
+        f"{TESTSERVER}/v1/queue/requests/{wrapped['request_id']}/status"
+    )
+    assert _params(api, job_id) == _params(api, wrapped["request_id"])
     stems = {"file_id": file_id, "stems": ["vocals"], "webhookUrl": "https://example.org/h"}
     r = api.post("/v1/queue/audio/stems", json=stems, headers=fal)
     assert r.status_code == 202 and r.json()["webhook"]["url"] == "https://example.org/h"

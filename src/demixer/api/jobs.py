@@ -84,13 +84,16 @@ __all__ = [
 ]
 
 
-def urls(services: Services, job_id: str) -> dict[str, str]:
-    """The absolute URLs of a request (from ``settings.base_url``)."""
-    base = f"{services.settings.base_url}/v1/queue/requests/{job_id}"
+def urls(services: Services, job_id: str, model: str | None = None) -> dict[str, str]:
+    """The absolute URLs of a request (from ``settings.base_url``); with ``model``, fal's
+    paths under the request's queue model (``/v1/queue/{model}/requests/{id}``, its result
+    at that path itself), which fal's clients poll."""
+    root = f"{services.settings.base_url}/v1/queue"
+    base = f"{root}/{model}/requests/{job_id}" if model else f"{root}/requests/{job_id}"
     return {
         "status": f"{base}/status",
         "stream": f"{base}/status/stream",
-        "result": f"{base}/result",
+        "result": base if model else f"{base}/result",
         "cancel": f"{base}/cancel",
     }
 

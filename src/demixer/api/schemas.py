@@ -15,7 +15,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PlainSerializer,
+    PrivateAttr,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -407,13 +409,23 @@ class QueueBody(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    @model_validator(mode="before")
+    # Whether the body came as fal's clients write it: its answer's URLs are then fal's paths.
+    _fal_shaped: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _input_at_top_level(cls, data: Any) -> Any:
+    def _input_at_top_level(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
         if not isinstance(data, dict) or "input" in data:
-            return data
+            return handler(data)
         inp = {k: v for k, v in data.items() if k not in _REQUEST_FIELDS}
-        return {k: v for k, v in data.items() if k in _REQUEST_FIELDS} | {"input": inp}
+        body = handler({k: v for k, v in data.items() if k in _REQUEST_FIELDS} | {"input": inp})
+        body._fal_shaped = True
+        return body
+
+    @property
+    def fal_shaped(self) -> bool:
+        """Whether the body was fal's shape (the input as the whole body)."""
+        return self._fal_shaped
 
     webhook: WebhookIn | None = None
     priority: int = Field(

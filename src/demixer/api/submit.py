@@ -109,6 +109,7 @@ class Submission:
     note: str | None = None  # one extra log line (e.g. how the prompt was read)
     # Its model clean-up steps -> the model that runs each (:func:`_cleanup_models`).
     cleanup_models: Mapping[str, str] = field(default_factory=dict)
+    fal_paths: bool = False  # its answer's URLs are fal's paths (a body in fal's shape)
 
 
 @dataclass(frozen=True)
@@ -519,7 +520,7 @@ def submit(
     except BaseException:
         services.storage.delete_prefix(f"outputs/{job_id}/")  # copies of a rolled-back reuse
         raise
-    links = urls(services, job_id)
+    links = urls(services, job_id, sub.queue_model if sub.fal_paths else None)
     webhook = sub.params.webhook
     return QueuedResponse(
         request_id=job_id,

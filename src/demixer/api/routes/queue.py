@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
@@ -117,11 +118,13 @@ def queue_separate(
     fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
     """Separate the sound `input.prompt` names: the result has `target` and `residual`.
-    A body without `input` is the input, as fal's clients send it."""
+    A body without `input` is the input, as fal's clients send it; its answer's URLs are then
+    fal's paths under the model."""
 
     def action() -> QueuedResponse:
         req = submit.with_query_webhook(body, fal_webhook)
         submission = submit.plan_separate(services, identity.account_id, req)
+        submission = replace(submission, fal_paths=req.fal_shaped)
         return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
 
     return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
@@ -137,11 +140,13 @@ def queue_stems(
     fal_webhook: FalWebhook = None,
 ) -> QueuedResponse:
     """Separate `input.stems` with `input.model`: one file per stem plus `residual`.
-    A body without `input` is the input, as fal's clients send it."""
+    A body without `input` is the input, as fal's clients send it; its answer's URLs are then
+    fal's paths under the model."""
 
     def action() -> QueuedResponse:
         req = submit.with_query_webhook(body, fal_webhook)
         submission = submit.plan_stems_request(services, identity.account_id, req)
+        submission = replace(submission, fal_paths=req.fal_shaped)
         return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
 
     return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
