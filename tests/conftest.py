@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from demixer.service import urlguard
+from demixer.service.db import Database
+from demixer.service.migrate import alembic_config
 from servers import Servers
 from servers import start as start_servers
 
@@ -232,3 +234,14 @@ def _fresh_backend(request: pytest.FixtureRequest) -> Iterator[None]:
         finally:
             if chosen.servers is not None and url is not None:
                 chosen.servers.drop_database(url)
+
+
+def downgrade(db: Database, revision: str) -> None:
+    """Downgrade ``db``'s schema to ``revision`` with the shipped migrations (no
+    ``demixer`` command does: the migration tests check each revision's way back)."""
+    from alembic import command
+
+    config = alembic_config()
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)

@@ -20,7 +20,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1367,17 +1367,23 @@ def test_input_and_device_errors_are_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def _here(command: str, data: Path, model_dir: Path) -> Callable[..., Result]:
+    """``demixer COMMAND ARGS --data-dir DATA``, run in this process (a subprocess per call
+    took seconds)."""
+    from demixer.cli import app
+
+    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(app, [command, *args, "--data-dir", str(data)], env=env)
+
+    return run
+
+
 def test_an_accounts_monthly_allowance_is_set_changed_and_listed(
     tmp_path: Path, model_dir: Path
 ) -> None:
-    from demixer.cli import app
-
-    data = str(tmp_path / "data")
-    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
-
-    def keys(*args: str) -> Result:  # in this process: a subprocess per call took seconds
-        return CliRunner().invoke(app, ["keys", *args, "--data-dir", data], env=env)
-
+    keys = _here("keys", tmp_path / "data", model_dir)
     made = keys("create", "--minutes", "90")
     assert made.exit_code == 0, made.output
     first = made.stdout.splitlines()[0]
@@ -1399,14 +1405,7 @@ def test_an_accounts_monthly_allowance_is_set_changed_and_listed(
 def test_an_accounts_storage_cap_is_set_listed_and_given_back_to_the_setting(
     tmp_path: Path, model_dir: Path
 ) -> None:
-    from demixer.cli import app
-
-    data = str(tmp_path / "data")
-    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
-
-    def keys(*args: str) -> Result:  # in this process: a subprocess per call took seconds
-        return CliRunner().invoke(app, ["keys", *args, "--data-dir", data], env=env)
-
+    keys = _here("keys", tmp_path / "data", model_dir)
     account = keys("create").stdout.split()[1].rstrip(",")
     done = keys("quota", account, "--storage-bytes", "5000000")
     assert (done.exit_code, done.stdout) == (
@@ -1432,13 +1431,7 @@ def test_purge_says_what_it_would_free_and_refuses_an_age_it_cannot_read(
     tmp_path: Path, model_dir: Path
 ) -> None:
     """``demixer purge`` (``tests/test_retention.py`` has what it expires and deletes)."""
-    from demixer.cli import app
-
-    data = str(tmp_path / "data")
-    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
-
-    def purge(*args: str) -> Result:
-        return CliRunner().invoke(app, ["purge", *args, "--data-dir", data], env=env)
+    purge = _here("purge", tmp_path / "data", model_dir)
 
     dry = purge("--older-than", "24h", "--dry-run")
     assert (dry.exit_code, dry.stdout) == (
@@ -1459,13 +1452,8 @@ def test_purge_orphans_lists_and_deletes_the_bytes_no_record_names_a_day_on(
     tmp_path: Path, model_dir: Path
 ) -> None:
     """``demixer purge --orphans`` (``tests/test_retention.py`` has which bytes it finds)."""
-    from demixer.cli import app
-
     data = tmp_path / "data"
-    env = {"DEMIXER_MODEL_DIR": str(model_dir), "COLUMNS": str(COLUMNS)}
-
-    def purge(*args: str) -> Result:
-        return CliRunner().invoke(app, ["purge", *args, "--data-dir", str(data)], env=env)
+    purge = _here("purge", data, model_dir)
 
     assert purge("--orphans", "--dry-run").stdout == (
         "would delete 0 stored objects (0 bytes) that no record names, written more than 24h ago\n"

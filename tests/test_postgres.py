@@ -20,7 +20,6 @@ from typing import Any
 import psycopg
 import pytest
 import soundfile as sf
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -29,6 +28,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 
 from api_support import TestClient, close_app
 from audiofiles import stempeg_example
+from conftest import downgrade
 from demixer.audio import load
 from demixer.errors import TooManyConcurrentJobs
 from demixer.server.app import create_app
@@ -254,11 +254,8 @@ def test_model_ids_widen_to_200_characters_keeping_every_job(pg_url: str) -> Non
         rows = dict(s.execute(select(Job.id, Job.engine_model)).all())
         usage = s.execute(select(UsageRecord.model)).scalar_one()
     assert rows == {"job_old": "m", "job_long": long} and usage == long
-    config = alembic_config()
-    with db.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        with pytest.raises(RuntimeError, match="holds a 195-character model id"):
-            command.downgrade(config, "0004")
+    with pytest.raises(RuntimeError, match="holds a 195-character model id"):
+        downgrade(db, "0004")
     with db.read() as s:
         assert s.execute(select(Job.engine_model).where(Job.id == "job_long")).scalar_one() == long
     db.dispose()

@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import select, text
 
 from api_support import Api, make_api
-from conftest import Backend
+from conftest import Backend, downgrade
 from demixer.client import Usage
 from demixer.service.accounts.keys import create_key
 from demixer.service.accounts.quota import quota_state, set_quota
 from demixer.service.db import Database
-from demixer.service.migrate import alembic_config, migrate
+from demixer.service.migrate import migrate
 from demixer.service.schema import QuotaHold, UsageRecord
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -235,10 +234,7 @@ def test_the_migration_leaves_every_account_unlimited_and_downgrades(
         with db.read() as s:
             state = quota_state(s, account, T0)
         assert state is not None and (state.minutes, state.left_seconds) == (10, 600.0)
-        config = alembic_config()
-        with db.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0007")
+        downgrade(db, "0007")
         with db.read() as s:
             assert s.execute(text("SELECT count(*) FROM accounts")).scalar_one() == 1
     finally:

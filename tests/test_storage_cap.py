@@ -12,11 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import func, select, text
 
 from api_support import Api, make_api
-from conftest import Backend
+from conftest import Backend, downgrade
 from demixer.api import forms
 from demixer.client import Usage
 from demixer.errors import InvalidRequest
@@ -24,7 +23,7 @@ from demixer.service.accounts.keys import create_key
 from demixer.service.accounts.quota import set_storage_cap
 from demixer.service.accounts.storage import StorageUse, storage_use
 from demixer.service.db import Database
-from demixer.service.migrate import alembic_config, migrate
+from demixer.service.migrate import migrate
 from demixer.service.schema import File
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
@@ -275,10 +274,7 @@ def test_the_migration_leaves_every_account_on_the_setting_and_downgrades(
         set_storage_cap(db, account, 7)
         with db.read() as s:
             assert storage_use(s, account, 5, now) == StorageUse(0, 0, 7)
-        config = alembic_config()
-        with db.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0008")
+        downgrade(db, "0008")
         with db.read() as s:
             assert s.execute(text("SELECT count(*) FROM accounts")).scalar_one() == 1
     finally:
