@@ -395,12 +395,6 @@ class WebhookIn(BaseModel):
     )
 
 
-# A queue body's own fields; fal's clients send the rest, the input, at the top level.
-_REQUEST_FIELDS = frozenset(
-    {"webhook", "priority", "webhookUrl", "webhook_url", "webhookSecret", "webhook_secret"}
-)
-
-
 class QueueBody(BaseModel):
     """What every queue request has besides ``input``: webhook and priority.
 
@@ -417,8 +411,11 @@ class QueueBody(BaseModel):
     def _input_at_top_level(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
         if not isinstance(data, dict) or "input" in data:
             return handler(data)
-        inp = {k: v for k, v in data.items() if k not in _REQUEST_FIELDS}
-        body = handler({k: v for k, v in data.items() if k in _REQUEST_FIELDS} | {"input": inp})
+        # The request's own fields (and their aliases); fal's clients send the rest, the
+        # input, at the top level.
+        own = {n for name, f in QueueBody.model_fields.items() for n in (name, f.alias) if n}
+        inp = {k: v for k, v in data.items() if k not in own}
+        body = handler({k: v for k, v in data.items() if k in own} | {"input": inp})
         body._fal_shaped = True
         return body
 
