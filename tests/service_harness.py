@@ -95,6 +95,18 @@ class Server(_ProcessTree):
         )
 
 
+@contextmanager
+def inherited_blocked(*signals: int) -> Iterator[None]:
+    """``signals`` blocked in this thread meanwhile: a process started inside starts with them
+    blocked, as one started by a thread that multiprocessing's resource tracker blocked them
+    in (for as long as it starts its process) would."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def exit_status(process: subprocess.Popen[str], pidfd: int, timeout: float) -> int:
     """``process``'s exit status (a signal's as its negative number, as Popen gives it), read
     through ``pidfd`` (``os.pidfd_open(process.pid)``, opened while it ran).

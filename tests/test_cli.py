@@ -34,16 +34,18 @@ from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
 from audiofiles import dominant_frequency, encode, encode_tracks, tone
+from demixer import cli_service
 from demixer.audio import load
 from demixer.cli_inputs import skipped_line
 from demixer.cli_output import FileProgress, level_notes
+from demixer.cli_signals import stopping_on_termination
 from demixer.models.loading import is_installed
 from demixer.models.registry import get_spec, list_specs, model_card
 from demixer.server.compose import build_services
 from demixer.service.db import Database
 from demixer.service.migrate import alembic_config, migrate
 from demixer.settings import Settings
-from service_harness import answers, free_port
+from service_harness import answers, free_port, inherited_blocked
 from worker_support import wait_until
 
 
@@ -1197,14 +1199,17 @@ def test_a_terminated_run_leaves_no_partial_files(
     model_dir: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
     """`timeout`, `kill` or a closed terminal mid-separation: the run ends as Ctrl-C does,
-    says so, exits 128 + the signal, and its half-written (hidden .part) stems are removed."""
+    says so, exits 128 + the signal, and its half-written (hidden .part) stems are removed.
+    Also when it was started with the signal blocked (every thread of the run blocked it then,
+    and the signal waited forever)."""
     song = tmp_path / "long.flac"
     noise = np.random.default_rng(0).standard_normal((60 * 44100, 2)).astype(np.float32)
     sf.write(song, 0.1 * noise, 44100)
     out = tmp_path / "out"
     env = {**os.environ, "DEMIXER_MODEL_DIR": str(model_dir)}
     cmd = [str(_executable()), "separate", str(song), "-o", str(out), "-q", "best"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    with inherited_blocked(sig):
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
         wait_until(lambda: out.is_dir() and any(out.iterdir()), 120, "the first .part file")
         proc.send_signal(sig)
@@ -1214,6 +1219,31 @@ def test_a_terminated_run_leaves_no_partial_files(
     assert proc.returncode == 128 + sig, stderr
     assert stderr.strip().splitlines()[-1] == "terminated"
     assert list(out.iterdir()) == []
+
+
+def test_a_stop_signal_ignored_when_a_command_starts_stays_ignored() -> None:
+    """`nohup` starts a command with SIGHUP ignored, and a script's `cmd &` with SIGINT ignored,
+    so that a closed terminal or a Ctrl-C aimed at another command leaves it running. Python
+    keeps such a SIGINT ignored; uvicorn took it over all the same, so `serve` stopped at it
+    and then exited 0 (the SIGINT it raised again to exit was ignored), and `separate` took
+    SIGHUP over. Each leaves them ignored now, and takes the others as before."""
+    from demixer.cli_service import http_config
+
+    terminal = [signal.SIGINT, signal.SIGHUP]
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in terminal}
+    try:
+        settings = Settings(data_dir=Path("unused"))
+        server = cli_service._clean_server(http_config(None, settings), lambda: None, lambda: None)
+        with server.capture_signals():
+            handlers = [signal.getsignal(sig) for sig in (*terminal, signal.SIGTERM)]
+            assert handlers == [signal.SIG_IGN, signal.SIG_IGN, server.handle_exit]
+        with stopping_on_termination():
+            handlers = [signal.getsignal(sig) for sig in terminal]
+            assert handlers == [signal.SIG_IGN, signal.SIG_IGN]
+        assert [signal.getsignal(sig) for sig in terminal] == [signal.SIG_IGN, signal.SIG_IGN]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def test_a_span_past_one_songs_end_skips_that_song_not_the_batch(

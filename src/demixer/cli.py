@@ -36,17 +36,16 @@ from demixer.cli_inputs import (
 from demixer.cli_output import (
     FileProgress,
     Tally,
-    Terminated,
     fail,
     level_notes,
     print_error,
     print_warning,
     readable_help,
     stems_there,
-    stopping_on_termination,
     summed_up,
     written_lines,
 )
+from demixer.cli_signals import Terminated, stopping_on_termination, unblock_stop_signals
 from demixer.defaults import DEFAULT_MODEL
 from demixer.errors import (
     Cancelled,
@@ -469,6 +468,7 @@ def main() -> None:
     # Python writes stderr.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
+    unblock_stop_signals()  # before any thread starts: each starts with this thread's mask
     try:
         app()
     except KeyboardInterrupt:

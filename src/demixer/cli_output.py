@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,9 +32,7 @@ from demixer.naming import shown_name
 
 __all__ = [
     "FileProgress",
-    "Stop",
     "Tally",
-    "Terminated",
     "WarningLines",
     "fail",
     "level_notes",
@@ -43,59 +40,11 @@ __all__ = [
     "print_warning",
     "readable_help",
     "stems_there",
-    "stopping_on_termination",
     "summed_up",
     "written_lines",
 ]
 
 _err = Console(stderr=True)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP during a run (a ``timeout``, a ``kill``, a closed terminal), raised
-    as Ctrl-C is, so that the same clean-up runs (no partial files left)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class Stop:
-    """The termination signal received so far (``signum`` None: none)."""
-
-    signum: int | None = None
-
-    def requested(self) -> bool:
-        """Whether to stop: a ``should_cancel`` for work that checks it as it goes (the
-        handler's own exception can be lost when it lands inside a C library's callback)."""
-        return self.signum is not None
-
-
-@contextmanager
-def stopping_on_termination() -> Iterator[Stop]:
-    """SIGTERM and SIGHUP end what runs inside as Ctrl-C does (:class:`Terminated`), instead
-    of killing the process where it stands with its hidden ``.part`` files left behind; each
-    says so in a line and exits as the shell reports a signal (128 + its number; Ctrl-C 130).
-    The :class:`Stop` yielded records the signal, for work that polls it too."""
-    received = Stop()
-
-    def stop(signum: int, _frame: object) -> None:
-        received.signum = signum
-        raise Terminated(signum)
-
-    signals = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
-    previous = {sig: signal.signal(sig, stop) for sig in signals}
-    try:
-        yield received
-    except Terminated as stopped:
-        _err.print("terminated")
-        raise typer.Exit(128 + stopped.signum) from None
-    except KeyboardInterrupt:
-        _err.print("interrupted")
-        raise typer.Exit(130) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def fail(error: DemixerError) -> typer.Exit:

@@ -32,10 +32,10 @@ from demixer.cli_output import (
     print_error,
     print_warning,
     stems_there,
-    stopping_on_termination,
     summed_up,
     written_lines,
 )
+from demixer.cli_signals import stopping_on_termination
 from demixer.errors import DemixerError, InputNotFound, InvalidOutput, exit_code_for
 from demixer.naming import DEFAULT_TEMPLATE, is_residual_maker, shown_name
 

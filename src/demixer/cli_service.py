@@ -11,7 +11,7 @@ import shutil
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from types import FrameType
@@ -23,6 +23,7 @@ from rich.console import Console
 from demixer.cli_admin import copy_to, keys_app, migrate, workers_list
 from demixer.cli_output import fail, print_error
 from demixer.cli_purge import purge
+from demixer.cli_signals import ignored
 from demixer.cli_startup import (
     DataDir,
     check_precision,
@@ -235,32 +236,32 @@ def _clean_server(config: Any, shut_down: Callable[[], None], stopping: Callable
                 sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
             }
             with super().capture_signals():
+                # uvicorn takes over a signal ignored since serve started too (`nohup`, a
+                # script's `&`), stopped at it, and raised it again, ignored: exit 0. It is
+                # meant to be ignored (cli_signals): it stays so.
+                for sig, handler in before.items():
+                    if handler == signal.SIG_IGN:
+                        signal.signal(sig, signal.SIG_IGN)
                 try:
                     yield
                 finally:
                     shut_down()
-                    if _ends_without_exit_handlers(self._captured_signals, before):
-                        # The re-raised signal ends the process before Python's exit handlers
-                        # run: multiprocessing's would remove its pymp-* directory (the fork
-                        # server's socket) from $TMPDIR, left behind on every stop otherwise.
-                        # Only that one: the others may stop what still runs (a slot's child).
-                        # Not when they do run (Ctrl-C's KeyboardInterrupt): multiprocessing's
-                        # then found the directory gone and printed a traceback at every Ctrl-C.
-                        shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
+                    if self._captured_signals:
+                        _before_raising(self._captured_signals[-1], before)
 
     return CleanServer(config)
 
 
-def _ends_without_exit_handlers(captured: Sequence[int], before: dict[int, Any]) -> bool:
-    """Whether uvicorn raising ``captured`` again (the last one first) ends the process at once,
-    by the default action, rather than through Python's exit (KeyboardInterrupt) or not at all
-    (an ignored signal). ``before``: each signal's handler before uvicorn's."""
-    for sig in reversed(captured):
-        handler = before.get(sig)
-        if handler == signal.SIG_IGN:
-            continue  # raised and ignored: the next one decides
-        return handler == signal.SIG_DFL
-    return False
+def _before_raising(sig: int, before: dict[int, Any]) -> None:
+    """Ready to raise ``sig`` again with its handler in ``before`` (each signal's, before
+    demixer's or uvicorn's) put back: when its default action ends the process before Python's
+    exit handlers run, multiprocessing's pymp-* directory (the fork server's socket) is removed from
+    $TMPDIR here, as its exit handler would (one was left behind on every stop). Only that one:
+    the others may stop what still runs (a slot's child). Not when they do run (Ctrl-C's
+    KeyboardInterrupt): multiprocessing's then found the directory gone and printed a traceback
+    at every Ctrl-C."""
+    if before.get(sig) == signal.SIG_DFL:
+        shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -309,7 +310,13 @@ def _banner(settings: Any, worker: Any, *, api: bool = True, slots: int = 0) -> 
     ]
     for label, value in lines:
         out.print(f"  {label:<9} {value}", highlight=False)
-    out.print("Press Ctrl-C to stop.", highlight=False)
+    if ignored(signal.SIGINT):  # started by `nohup` or a script's `&`: cli_signals
+        out.print(
+            "Ctrl-C is ignored, as it was when this started: stop it with SIGTERM.",
+            highlight=False,
+        )
+    else:
+        out.print("Press Ctrl-C to stop.", highlight=False)
 
 
 def worker(
