@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -1187,5 +1188,8 @@ def test_a_request_for_a_user_model_removed_while_it_waits_stays_queued_saying_w
             assert client.put(f"/v1/queue/requests/{job_id}/cancel").status_code == 200
             done = wait_status(client, job_id, {"CANCELLED", "FAILED", "COMPLETED"}, 10)
             assert done["status"] == "CANCELLED"
+            # Ctrl-C ends it as it ends every command, with 130 (it exited 0).
+            worker.process.send_signal(signal.SIGINT)
+            assert worker.process.wait(timeout=60) == 130, worker.logs()
         finally:
             worker.kill()

@@ -23,7 +23,7 @@ from rich.console import Console
 from demixer.cli_admin import copy_to, keys_app, migrate, workers_list
 from demixer.cli_output import fail, print_error
 from demixer.cli_purge import purge
-from demixer.cli_signals import ignored
+from demixer.cli_signals import ignored, take_over
 from demixer.cli_startup import (
     DataDir,
     check_precision,
@@ -264,6 +264,15 @@ def _before_raising(sig: int, before: dict[int, Any]) -> None:
         shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
 
 
+def _raise_again(sig: int, before: dict[int, Any]) -> None:
+    """End as ``sig`` would have ended the process, had demixer not taken it over: the handlers
+    in ``before`` are put back and ``sig`` raised again (as uvicorn does for ``serve``)."""
+    for each, handler in before.items():
+        signal.signal(each, handler)
+    _before_raising(sig, before)
+    signal.raise_signal(sig)
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` and listening, as uvicorn would make it; an address
     that cannot be had ends ``serve`` with one line, before it starts anything or says it runs.
@@ -370,8 +379,13 @@ def worker(
         raise fail(e) from None
     _banner(services.settings, runner, api=False, slots=slots)  # before the threads log
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    received: list[int] = []
+
+    def on_signal(sig: int, _frame: FrameType | None) -> None:
+        received.append(sig)
+        stop.set()
+
+    before = take_over((signal.SIGTERM, signal.SIGINT), on_signal)
     dispatcher_thread = _start_dispatcher(services, stop) if dispatch else None
     _start_sweeper(services, stop)
     try:
@@ -380,6 +394,8 @@ def worker(
         stop.set()
         if dispatcher_thread is not None:
             dispatcher_thread.join(timeout=services.settings.webhook_timeout_seconds + 5)
+    if received:  # stopped, it ends as serve does: by that signal (Ctrl-C 130, SIGTERM 143)
+        _raise_again(received[0], before)
 
 
 def register(app: typer.Typer) -> None:
