@@ -205,7 +205,7 @@ class Backend:
             mp.delenv("DEMIXER_DATABASE_URL", raising=False)
             mp.delenv("DEMIXER_STORAGE_URL", raising=False)
             return None
-        url = self.servers.create_database()
+        url = self.servers.create_database(migrated=True)
         mp.setenv("DEMIXER_DATABASE_URL", url)
         mp.setenv("DEMIXER_STORAGE_URL", self.servers.create_bucket())
         for var, value in self.servers.s3_env().items():

@@ -213,16 +213,27 @@ def create_key(
     env: dict[str, str] | None = None,
     scopes: str | None = None,
 ) -> str:
-    """`demixer keys create` (optionally on an existing account, or with only ``scopes``,
-    comma-separated); returns the key."""
-    cmd = [DEMIXER, "keys", "create", "--data-dir", str(data_dir)]
-    if account:
-        cmd += ["--account", account]
-    if scopes:
-        cmd += ["--scopes", scopes]
-    env = env or _ENVS.get(data_dir)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-    return done.stdout.strip().splitlines()[-1]
+    """A key as `demixer keys create` makes one (optionally on an existing account, or with
+    only ``scopes``, comma-separated), on the database ``serve`` at ``data_dir`` uses: the
+    command's own service call, made in this process (a process of its own cost some 1.5 s of
+    CPU, for each of the suite's hundred-odd servers). The command is test_cli's to test."""
+    from unittest.mock import patch
+
+    from demixer.service.accounts.keys import ALL_SCOPES
+    from demixer.service.accounts.keys import create_key as make_key
+    from demixer.service.db import Database
+    from demixer.service.migrate import migrate
+    from demixer.settings import Settings
+
+    with patch.dict(os.environ, dict(env or _ENVS.get(data_dir) or os.environ), clear=True):
+        url = Settings(data_dir=data_dir).database
+    chosen = tuple(s.strip() for s in scopes.split(",")) if scopes else ALL_SCOPES
+    db = Database(url)
+    try:
+        migrate(db)
+        return make_key(db, account_id=account, scopes=chosen)[1]
+    finally:
+        db.dispose()
 
 
 @dataclass

@@ -10,8 +10,8 @@ from demixer.errors import UnknownStem, UnsupportedPrompt
 from demixer.models.registry import ModelSpec, get_spec, list_specs
 from demixer.service.jobs.prompts import MODEL_PREFERENCE, PromptMatch, map_prompt, separable
 
-# The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
-pytestmark = pytest.mark.usefixtures("backend")
+# The mapping is words onto model specs, the same on every backend; the two tests that queue a
+# job through the API run on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 
 __all__ = ["api", "make_api"]  # fixtures
 
@@ -250,6 +250,7 @@ def test_prompts_one_separation_cannot_serve_are_refused(prompt: str) -> None:
     assert "demixer can separate: " in info.value.message
 
 
+@pytest.mark.usefixtures("backend")
 def test_take_the_vocals_out_asks_which_it_means(api: Api) -> None:
     """ "Take the vocals out of this song" gave everything but the vocals and "get the vocals
     out of this song" the vocals: people say both of making a karaoke version and of making an
@@ -327,6 +328,7 @@ def test_clean_up_prompts_reach_the_clean_up_models(prompt: str, model: str, ste
             map_prompt(refused, ALL)
 
 
+@pytest.mark.usefixtures("backend")
 def test_remove_the_noise_is_a_denoise_job(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """``POST /v1/queue/audio/separate`` with "remove the noise": a 422 naming the denoiser to
     pull, then, with it installed, a job that runs it."""

@@ -34,6 +34,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
 from audiofiles import dominant_frequency, encode, encode_tracks, tone
+from cli_support import demixer_here
 from demixer import cli_service
 from demixer.audio import load
 from demixer.cli_inputs import skipped_line
@@ -191,7 +192,7 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
 ) -> None:
     out = tmp_path / "out"  # A.wav is 1.5 s long
     args = ["separate", inputs["A"], "-o", out, "--stems", "vocals", "--span", "5:9"]
-    result = demixer(*args, model_dir=model_dir)
+    result = demixer_here(*args, model_dir=model_dir)
     assert result.returncode == 2, result.stderr
     assert _one_error_line(result) == (
         "error [INVALID_OUTPUT] A.wav: the span 5:9 starts after the input ends (1.50 s): it "
@@ -267,7 +268,7 @@ def test_usage_errors_exit_2_before_writing_anything(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path, args: list[str], match: str
 ) -> None:
     out = tmp_path / "out"
-    result = demixer("separate", inputs["A"], "-o", out, *args, model_dir=model_dir)
+    result = demixer_here("separate", inputs["A"], "-o", out, *args, model_dir=model_dir)
     assert result.returncode == 2
     assert match in _one_error_line(result)
     assert not out.exists()
@@ -277,7 +278,7 @@ def test_a_bad_input_exits_3_with_one_line(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = demixer("separate", inputs["bad"], "-o", out, model_dir=model_dir)
+    result = demixer_here("separate", inputs["bad"], "-o", out, model_dir=model_dir)
     assert result.returncode == 3
     line = _one_error_line(result)
     assert "INVALID_AUDIO" in line
@@ -352,7 +353,9 @@ def test_missing_weights_exit_4_and_say_how_to_pull(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:
     assert not any(model_dir.iterdir())
-    result = demixer("separate", inputs["A"], "-m", "htdemucs", "-o", tmp_path, model_dir=model_dir)
+    result = demixer_here(
+        "separate", inputs["A"], "-m", "htdemucs", "-o", tmp_path, model_dir=model_dir
+    )
     assert result.returncode == 4
     line = _one_error_line(result)
     assert "MODEL_UNAVAILABLE" in line
@@ -362,7 +365,7 @@ def test_missing_weights_exit_4_and_say_how_to_pull(
 def test_a_recipe_without_its_models_says_how_to_pull_them(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:
-    result = demixer(
+    result = demixer_here(
         "separate", inputs["A"], "--recipe", "karaoke", "-o", tmp_path, model_dir=model_dir
     )
     assert result.returncode == 4
@@ -479,7 +482,7 @@ def test_service_commands_name_an_unusable_place_or_url(
         args[-1] = value
     else:
         env[where] = value
-    result = demixer(*args, model_dir=model_dir, env=env)
+    result = demixer_here(*args, model_dir=model_dir, env=env)
     assert result.returncode == 2, result.stderr
     assert _one_error_line(result) == message.format(file=file)
 
@@ -503,7 +506,7 @@ def test_a_database_that_never_answers_is_one_line_after_the_wait(
         "DEMIXER_DATABASE_URL": url.format(host=host),
         "DEMIXER_DATABASE_WAIT_SECONDS": "0",
     }
-    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    result = demixer_here("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
     assert result.returncode == 1, result.stderr
     line = _one_error_line(result)
     assert line.startswith(
@@ -589,15 +592,15 @@ def test_a_command_that_upgrades_the_schema_says_so(model_dir: Path, tmp_path: P
     migrate(db, revision="0003")
     db.engine.dispose()
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    first = demixer("keys", "list", "--data-dir", data, model_dir=model_dir)
+    first = demixer_here("keys", "list", "--data-dir", data, model_dir=model_dir)
     assert first.returncode == 0, first.stderr
     assert first.stderr == (
         f"warning: the database 'sqlite:///{data}/demixer.db' was migrated from schema 0003 "
         f"to {head}\n"
     )
-    again = demixer("keys", "list", "--data-dir", data, model_dir=model_dir)
+    again = demixer_here("keys", "list", "--data-dir", data, model_dir=model_dir)
     assert (again.returncode, again.stderr) == (0, "")
-    fresh = demixer("keys", "list", "--data-dir", tmp_path / "new", model_dir=model_dir)
+    fresh = demixer_here("keys", "list", "--data-dir", tmp_path / "new", model_dir=model_dir)
     assert (fresh.returncode, fresh.stderr) == (0, "")
 
 
@@ -634,7 +637,7 @@ def test_a_sqlite_file_that_cannot_be_used_stops_the_command_at_once(
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / "demixer.db").write_bytes(b"not a database, a text file " * 100)
-    done = demixer("migrate", "--data-dir", garbage, model_dir=model_dir)
+    done = demixer_here("migrate", "--data-dir", garbage, model_dir=model_dir)
     assert done.returncode == 2, done.stderr
     assert _one_error_line(done) == (
         f"error [INVALID_DATABASE_URL] the database 'sqlite:///{garbage}/demixer.db' refused "
@@ -644,8 +647,8 @@ def test_a_sqlite_file_that_cannot_be_used_stops_the_command_at_once(
     with _tmpfs(tmp_path / "disk", "8m") as disk:
         _data_dir_at(disk)
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        done = demixer("keys", "list", "--data-dir", disk, model_dir=model_dir,
-                       env={"DEMIXER_DATABASE_WAIT_SECONDS": "30"})  # fmt: skip
+        done = demixer_here("keys", "list", "--data-dir", disk, model_dir=model_dir,
+                            env={"DEMIXER_DATABASE_WAIT_SECONDS": "30"})  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert _one_error_line(done) == (
         f"error [INVALID_DATABASE_URL] the database 'sqlite:///{disk}/demixer.db' refused this "
@@ -829,7 +832,7 @@ def test_a_setting_that_does_not_parse_is_named_with_its_value(
     model_dir: Path, tmp_path: Path
 ) -> None:
     env = {"DEMIXER_MAX_UPLOAD_BYTES": "1GB", "DEMIXER_WORKERS": "-1"}
-    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    result = demixer_here("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [  # in the order the settings are declared
@@ -870,7 +873,7 @@ def test_a_setting_that_does_not_parse_is_named_with_its_value(
 def test_an_address_setting_written_wrong_is_refused_naming_what_to_write(
     model_dir: Path, tmp_path: Path, variable: str, value: str, why: str
 ) -> None:
-    result = demixer(
+    result = demixer_here(
         "keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env={variable: value}
     )
     assert result.returncode == 2, result.stderr
@@ -888,7 +891,7 @@ def test_settings_that_would_quietly_turn_webhooks_off_are_refused(
         "DEMIXER_WEBHOOK_MAX_ATTEMPTS": "0",
         "DEMIXER_WEBHOOK_BACKOFF_SECONDS": "-5",
     }
-    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    result = demixer_here("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
         "error [INVALID_SETTING] DEMIXER_WEBHOOK_TIMEOUT_SECONDS='0': Input should be greater "
@@ -907,14 +910,14 @@ def test_a_signed_url_lifetime_s3_refuses_is_refused_at_start(
     DOWNLOAD_URL_TTL_SECONDS every result's URL was handed out, then answered 400 by the
     bucket. Local storage signs its own URLs and takes any lifetime."""
     env = {"DEMIXER_STORAGE_URL": "s3://songs", "DEMIXER_DOWNLOAD_URL_TTL_SECONDS": "2592000"}
-    result = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
+    result = demixer_here("keys", "list", "--data-dir", tmp_path, model_dir=model_dir, env=env)
     assert (result.returncode, result.stderr) == (
         2,
         "error [INVALID_SETTING] DEMIXER_DOWNLOAD_URL_TTL_SECONDS='2592000': S3 signs URLs for "
         "at most 604800 s (7 days); the bucket refuses a longer one\n",
     )
-    local = demixer("keys", "list", "--data-dir", tmp_path, model_dir=model_dir,
-                    env={"DEMIXER_DOWNLOAD_URL_TTL_SECONDS": "2592000"})  # fmt: skip
+    local = demixer_here("keys", "list", "--data-dir", tmp_path, model_dir=model_dir,
+                         env={"DEMIXER_DOWNLOAD_URL_TTL_SECONDS": "2592000"})  # fmt: skip
     assert local.returncode == 0, local.stderr
 
 
@@ -925,7 +928,7 @@ def test_a_faulty_recipe_file_is_one_line_naming_it(tmp_path: Path, command: lis
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "bad.json").write_text("{bad")
     sf.write(tmp_path / "song.wav", np.zeros((4410, 2), dtype=np.float32), 44100)
-    run = demixer(*command, model_dir=tmp_path, cwd=tmp_path)
+    run = demixer_here(*command, model_dir=tmp_path, cwd=tmp_path)
     assert run.returncode == 2
     assert _one_error_line(run) == (
         f"error [UNKNOWN_MODEL] recipe file {tmp_path}/recipes/bad.json: Expecting property "
@@ -1069,7 +1072,7 @@ def test_a_bad_quality_from_the_environment_names_the_setting(
     """DEMIXER_QUALITY=hi left in a shell profile: the user typed no -q, so the error says
     where the value came from."""
     out = tmp_path / "out"
-    run = demixer(
+    run = demixer_here(
         "separate", inputs["A"], "-o", out, model_dir=model_dir, env={"DEMIXER_QUALITY": "hi"}
     )
     assert run.returncode == 2
@@ -1283,8 +1286,8 @@ def test_stems_that_would_land_on_one_path_or_on_an_input_are_refused_before_any
     shutil.copy(inputs["A"], work / "vocals.wav")
     before = (work / "vocals.wav").read_bytes()
     out = tmp_path / "out"
-    run = demixer("separate", work / "A.wav", work / "B.wav", "-o", out,
-                  "--template", "{stem}.{ext}", model_dir=model_dir)  # fmt: skip
+    run = demixer_here("separate", work / "A.wav", work / "B.wav", "-o", out,
+                       "--template", "{stem}.{ext}", model_dir=model_dir)  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert _one_error_line(run) == (
         f"error [INVALID_OUTPUT] {work / 'A.wav'} and {work / 'B.wav'} would both write "
@@ -1292,8 +1295,8 @@ def test_stems_that_would_land_on_one_path_or_on_an_input_are_refused_before_any
         f"{out / 'accompaniment.wav'}: use {{track}} in --template, or another -o folder"
     )
     assert not out.exists()
-    run = demixer("separate", work / "vocals.wav", "-o", work, "--template", "{stem}",
-                  model_dir=model_dir)  # fmt: skip
+    run = demixer_here("separate", work / "vocals.wav", "-o", work, "--template", "{stem}",
+                       model_dir=model_dir)  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert _one_error_line(run) == (
         f"error [INVALID_OUTPUT] separating {work / 'vocals.wav'} would write "
@@ -1317,7 +1320,7 @@ def test_a_stem_name_too_long_for_the_file_system_is_refused_before_any_run(
     shutil.copy(inputs["A"], work / "A.wav")
     shutil.copy(inputs["A"], long)
     out = tmp_path / "out"
-    run = demixer("separate", work / "A.wav", long, "-o", out, model_dir=model_dir)
+    run = demixer_here("separate", work / "A.wav", long, "-o", out, model_dir=model_dir)
     assert run.returncode == 2, run.stderr
     assert _one_error_line(run) == (
         f"error [INVALID_OUTPUT] output name '{'x' * 240}_accompaniment.wav' is 258 bytes, "
@@ -1325,8 +1328,8 @@ def test_a_stem_name_too_long_for_the_file_system_is_refused_before_any_run(
         "file name"
     )
     assert not out.exists()
-    run = demixer("separate", work / "A.wav", "-o", out, "--template",
-                  "{track}/" + "é" * 130 + "_{stem}", model_dir=model_dir)  # fmt: skip
+    run = demixer_here("separate", work / "A.wav", "-o", out, "--template",
+                       "{track}/" + "é" * 130 + "_{stem}", model_dir=model_dir)  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert _one_error_line(run) == (
         f"error [INVALID_OUTPUT] output name '{'é' * 130}_STEM.wav' is 269 bytes, more than "
@@ -1391,7 +1394,8 @@ def test_input_and_device_errors_are_one_line(
     error: str,
 ) -> None:
     argv = [str(inputs["A"]) if a == "{A}" else a for a in args]
-    result = demixer("separate", *argv, "-o", tmp_path / "out", model_dir=model_dir, cwd=tmp_path)
+    result = demixer_here("separate", *argv, "-o", tmp_path / "out", model_dir=model_dir,
+                          cwd=tmp_path)  # fmt: skip
     assert result.returncode == code
     assert f"[{error}]" in _one_error_line(result)
     assert not (tmp_path / "out").exists()
@@ -1531,19 +1535,15 @@ def test_keys_list_fits_80_columns(tmp_path: Path, model_dir: Path) -> None:
         ("a long name that has to wrap somewhere", "models:read"),
     ):
         extra = ["--scopes", scopes] if scopes else []
-        done = demixer(
+        done = demixer_here(
             "keys", "create", "--data-dir", data, "--name", name, *extra, model_dir=model_dir
         )
         assert done.returncode == 0, done.stderr
         made.append(done.stdout.splitlines()[0].split()[1].rstrip(","))  # "account acct_…,"
-    env = {**os.environ, "COLUMNS": str(COLUMNS)}
-    listed = subprocess.run(
-        [str(_executable()), "keys", "list", "--data-dir", str(data)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout
+    env = {"COLUMNS": str(COLUMNS)}
+    done = demixer_here("keys", "list", "--data-dir", data, model_dir=model_dir, env=env)
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout
     lines = listed.splitlines()
     assert all(len(line) <= COLUMNS for line in lines), listed
     assert [line for line in lines if line.startswith("account ")] == [f"account {a}" for a in made]
@@ -1561,20 +1561,20 @@ def test_a_data_directory_made_by_a_service_command_is_its_owners_alone(
     """The data directory holds every account's songs and stems and the database with the
     webhook secrets: another user of the machine read them all (it was 0755, its files 0644)."""
     data = tmp_path / "srv" / "demixer"
-    made = demixer("keys", "create", "--data-dir", data, model_dir=model_dir)
+    made = demixer_here("keys", "create", "--data-dir", data, model_dir=model_dir)
     assert made.returncode == 0, made.stderr
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     kept = tmp_path / "shared"  # one the operator made keeps its mode
     kept.mkdir()
     kept.chmod(0o750)
-    assert demixer("keys", "list", "--data-dir", kept, model_dir=model_dir).returncode == 0
+    assert demixer_here("keys", "list", "--data-dir", kept, model_dir=model_dir).returncode == 0
     assert stat.S_IMODE(kept.stat().st_mode) == 0o750
     # The database and the stored files elsewhere (their URLs name other folders): the same.
     env = {
         "DEMIXER_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'demixer.db'}",
         "DEMIXER_STORAGE_URL": f"file://{tmp_path / 'stems'}",
     }
-    apart = demixer("keys", "list", "--data-dir", kept, model_dir=model_dir, env=env)
+    apart = demixer_here("keys", "list", "--data-dir", kept, model_dir=model_dir, env=env)
     assert apart.returncode == 0, apart.stderr
     assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "stems").stat().st_mode) == 0o700

@@ -210,6 +210,7 @@ def test_surround_is_refused_unless_folded_and_spans_limit_a_prompt(
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.backends("sqlite")  # no server, no backend
 def test_spans_from_numpy_are_sent_and_a_string_include_is_refused() -> None:
     """Spans of NumPy float32 times (a beat tracker's) failed with "Object of type float32 is
     not JSON serializable", and ``(2, 3, "false")`` was sent as ``include: true``: the sound
@@ -702,6 +703,7 @@ def test_remote_separate_writes_the_stems(
     assert read(tmp_path / "falcon_vocals.flac").shape == music[1].shape
 
 
+@pytest.mark.backends("sqlite")  # local file names
 def test_remote_separate_names_the_stems_after_the_local_file_as_separate_does(
     server: Server, tmp_path: Path
 ) -> None:
@@ -775,6 +777,7 @@ def test_remote_separate_of_a_folder_ends_with_a_summary_naming_each_failed_file
     )
 
 
+@pytest.mark.backends("sqlite")  # local file names
 def test_remote_separate_of_a_song_whose_name_is_near_255_bytes_writes_its_stems(
     server: Server, tmp_path: Path
 ) -> None:
@@ -792,6 +795,7 @@ def test_remote_separate_of_a_song_whose_name_is_near_255_bytes_writes_its_stems
     ]
 
 
+@pytest.mark.backends("sqlite")  # the decoder's doing: the same on either backend
 def test_remote_separate_folds_surround_with_downmix(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
@@ -805,6 +809,7 @@ def test_remote_separate_folds_surround_with_downmix(
     assert read(tmp_path / "out" / "film_vocals.wav").shape == music[1].shape
 
 
+@pytest.mark.backends("sqlite")  # the stems' samples: written alike on either backend
 def test_rescale_keeps_a_hot_master_from_clipping_16_bit_stems(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
@@ -924,6 +929,7 @@ def test_remote_separate_errors_are_one_line_and_an_exit_code(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.backends("sqlite")  # the model's choice: the same on either backend
 def test_remote_separate_lets_the_server_pick_the_model_for_the_stems(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
@@ -968,6 +974,7 @@ def test_remote_separate_checks_the_output_folder_before_it_uploads(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+@pytest.mark.backends("sqlite")  # the client's own check
 def test_remote_separate_skips_a_song_too_short_for_the_spans_not_the_batch(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
@@ -997,6 +1004,7 @@ def test_remote_separate_skips_a_song_too_short_for_the_spans_not_the_batch(
     assert len(server.client().get("/v1/files?limit=100").json()["data"]) == uploads
 
 
+@pytest.mark.backends("sqlite")  # the client's wait
 def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(
     music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
@@ -1029,6 +1037,7 @@ def test_remote_separate_past_its_timeout_names_the_job_that_goes_on(
         ("--span", "0:1", "a span limits the sound a --prompt names (e.g. --prompt vocals)"),
     ],
 )
+@pytest.mark.backends("sqlite")  # refused before any server is reached
 def test_remote_separate_refuses_a_bad_server_or_timeout_up_front(
     music: tuple[Path, np.ndarray], tmp_path: Path, option: str, value: str, message: str
 ) -> None:
@@ -1061,6 +1070,7 @@ def test_remote_separate_where_no_server_listens_says_so_before_any_retry(
 # --- the parts that need no server -------------------------------------------------------------
 
 
+@pytest.mark.backends("sqlite")  # no server, no backend
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://example.com", "localhost"])
 def test_a_base_url_that_is_not_http_is_refused_when_the_client_is_made(url: str) -> None:
     with pytest.raises(ValueError) as caught:
@@ -1068,6 +1078,7 @@ def test_a_base_url_that_is_not_http_is_refused_when_the_client_is_made(url: str
     assert str(caught.value) == f"{url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000"
 
 
+@pytest.mark.backends("sqlite")  # no server, no backend
 def test_the_event_stream_reader_and_retry_policy() -> None:
     frames = StatusStream()
     status = (
@@ -1096,6 +1107,7 @@ def test_the_event_stream_reader_and_retry_policy() -> None:
     assert retry_after("nan", 4.0) == retry_after("inf", 4.0) == 4.0
 
 
+@pytest.mark.backends("sqlite")  # an import: no server, no backend
 def test_import_demixer_stays_light() -> None:
     code = "import sys, demixer; assert 'httpx' not in sys.modules; print(demixer.Client)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -1103,6 +1115,7 @@ def test_import_demixer_stays_light() -> None:
     assert "demixer.client.sync.Client" in done.stdout
 
 
+@pytest.mark.backends("sqlite")  # no demixer server, no backend
 def test_requests_safe_to_repeat_are_sent_again_after_a_broken_connection(
     tmp_path: Path,
 ) -> None:
@@ -1182,6 +1195,7 @@ def test_a_submit_resent_while_its_first_send_still_runs_gets_the_job_not_a_409(
     assert len(sent) == 3 and len(set(sent)) == 1 and waits == [1.0]
 
 
+@pytest.mark.backends("sqlite")  # no demixer server, no backend
 def test_a_call_safe_to_repeat_that_timed_out_is_sent_again() -> None:
     """As ``max_tries`` says: a GET left unanswered past ``timeout`` is sent again (after 1 s),
     not raised at once."""
@@ -1330,6 +1344,7 @@ async def _no_sleep(_seconds: float) -> None:
     return None
 
 
+@pytest.mark.backends("sqlite")  # a mock transport: no server, no backend
 def test_a_post_that_is_not_safe_to_repeat_is_not_sent_twice(tmp_path: Path) -> None:
     calls = []
 

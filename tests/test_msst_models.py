@@ -27,6 +27,7 @@ import torch
 from typer.testing import CliRunner
 
 from api_support import Api, make_api
+from cli_support import demixer_here
 from demixer.audio import resample
 from demixer.cli import app
 from demixer.engine import Separator
@@ -575,42 +576,36 @@ def test_a_workers_clean_up_step_finds_a_users_model_in_its_own_model_directory(
     assert dry.shape == mix.shape and np.abs(dry - mix).max() > 0
 
 
-def _cli(*args: str | Path, models: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEMIXER_MODEL_DIR": str(models), "OMP_NUM_THREADS": "1"}
-    cli = Path(sys.executable).parent / "demixer"
-    return subprocess.run([str(cli), *map(str, args)], capture_output=True, text=True, env=env)
-
-
 def test_cli_add_misfit_then_list_and_remove(tmp_path: Path) -> None:
     config, checkpoint = model_files(tmp_path)
     _, other = model_files(tmp_path, seed=1, dim=24)
     models = tmp_path / "models"
     adding = ("models", "add", "mine", "--arch", "mel_band_roformer", "--config", config)
-    bad = _cli(*adding, "--checkpoint", other, models=models)
+    bad = demixer_here(*adding, "--checkpoint", other, model_dir=models)
     assert bad.returncode == 4
     assert bad.stderr.startswith(
         f"error [CHECKPOINT_MISMATCH] checkpoint {other} does not fit the network config {config} "
     )
     assert len(bad.stderr.strip().splitlines()) == 1 and not (models / "mine").exists()
-    missing = _cli(*adding, "--checkpoint", tmp_path / "nothere.ckpt", models=models)
+    missing = demixer_here(*adding, "--checkpoint", tmp_path / "nothere.ckpt", model_dir=models)
     assert (missing.returncode, missing.stderr) == (  # as separate's missing input: exit 3
         3,
         f"error [FILE_NOT_FOUND] {tmp_path / 'nothere.ckpt'} is not a file\n",
     )
-    good = _cli(*adding, "--checkpoint", checkpoint, models=models)
+    good = demixer_here(*adding, "--checkpoint", checkpoint, model_dir=models)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith("mine: mel_band_roformer, stems vocals, other, 44100 Hz")
-    listed = _cli("models", "list", models=models)
+    listed = demixer_here("models", "list", model_dir=models)
     assert "mine" in listed.stdout
-    card = _cli("models", "info", "mine", models=models)  # a generated card: none ships
+    card = demixer_here("models", "info", "mine", model_dir=models)  # a generated card: none ships
     assert card.returncode == 0, card.stderr
     assert card.stdout.startswith("# mine\n") and "- Stems: vocals, other\n" in card.stdout
     files = ("--model-config", config, "--model-path", checkpoint)
-    unknown = _cli("separate", config, "--arch", "mdx_next", *files, models=models)
+    unknown = demixer_here("separate", config, "--arch", "mdx_next", *files, model_dir=models)
     assert unknown.returncode == 2 and "[UNKNOWN_ARCHITECTURE]" in unknown.stderr
-    half = _cli("separate", config, "--arch", "bs_roformer", models=models)
+    half = demixer_here("separate", config, "--arch", "bs_roformer", model_dir=models)
     assert half.returncode == 2 and "--arch, --model-config and --model-path" in half.stderr
-    gone = _cli("models", "remove", "mine", models=models)
+    gone = demixer_here("models", "remove", "mine", model_dir=models)
     assert gone.returncode == 0 and not (models / "mine").exists()
 
 

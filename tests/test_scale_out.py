@@ -92,7 +92,7 @@ def scale_servers(own_scale_servers: Servers) -> Servers:
 
 @pytest.fixture
 def stack(scale_servers: Servers, tmp_path: Path) -> Iterator[Stack]:
-    database_url = scale_servers.create_database()
+    database_url = scale_servers.create_database(migrated=True)
     env = fast_env(
         DEMIXER_DATABASE_URL=database_url,
         DEMIXER_STORAGE_URL=scale_servers.create_bucket(),

@@ -676,6 +676,7 @@ def test_deecho_runs_the_catalogues_de_echo_model_once_it_is_pulled(
     )
 
 
+@pytest.mark.backends("sqlite")  # which model runs: the same on either backend
 def test_deecho_runs_a_users_own_de_echo_model(
     tmp_path_factory: pytest.TempPathFactory, song: Path
 ) -> None:

@@ -938,6 +938,7 @@ def test_a_video_whose_sound_starts_late_is_compared_in_step_and_its_tracks_said
     expect(ab).to_be_disabled()
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> None:
     page = phone
     open_page(page, server)
@@ -1028,6 +1029,7 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     shot(page, "phone-zoom-200", full_page=False)
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_on_a_phone_a_long_song_name_shows_whole_in_the_list(phone: Page, server: Server) -> None:
     """A long name was cut to one line ("Fleetwood Mac - Rumo…"), whole only in a tooltip a
     finger cannot show: on a phone an album's songs all read the same in the list."""
@@ -1062,6 +1064,7 @@ def test_on_a_phone_a_long_song_name_shows_whole_in_the_list(phone: Page, server
     no_sideways_scroll(page)
 
 
+@pytest.mark.backends("sqlite")  # the page's own colours: the same on either backend
 def test_the_page_follows_the_systems_light_or_dark_setting(
     browser: Browser, server: Server
 ) -> None:
@@ -1146,6 +1149,7 @@ def drawn_part(control: Any, prop: str, against: Any) -> float:
     return _ratio(_rgba(value)[:3], under)
 
 
+@pytest.mark.backends("sqlite")  # the page's own colours: the same on either backend
 @pytest.mark.parametrize("scheme", THEMES)
 def test_every_control_and_its_state_shows_at_3_to_1(
     page: Page, server: Server, finished: str, scheme: str
@@ -1201,6 +1205,7 @@ def test_every_control_and_its_state_shows_at_3_to_1(
     assert not low, (scheme, low)
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_seeking_while_playing_keeps_one_playhead_loop(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1228,6 +1233,7 @@ def test_seeking_while_playing_keeps_one_playhead_loop(
     assert asked <= 12, asked
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_opening_a_song_twice_quickly_shows_its_stems_once(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1246,6 +1252,7 @@ def test_opening_a_song_twice_quickly_shows_its_stems_once(
     assert page.evaluate("() => window.demixerMixer.stems.length") == 2
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_a_song_opened_after_another_frees_the_first_ones_stems(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1269,6 +1276,7 @@ def test_a_song_opened_after_another_frees_the_first_ones_stems(
     assert page.evaluate(gone, old)
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_turning_the_loop_off_goes_on_from_where_it_is_heard(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1287,6 +1295,7 @@ def test_turning_the_loop_off_goes_on_from_where_it_is_heard(
     assert page.evaluate("() => window.demixerMixer.offset") < 1
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_a_key_held_down_toggles_play_and_loop_once(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1316,6 +1325,7 @@ _SONG_SECONDS_PER_SECOND = """async () => {
 }"""
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_practice_speed_slows_the_song_at_its_pitch_with_the_stems_aligned(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1422,6 +1432,7 @@ def test_practice_speed_slows_the_song_at_its_pitch_with_the_stems_aligned(
         shot(page, f"practice-speed-{viewport['width']}", full_page=False)
 
 
+@pytest.mark.backends("sqlite")  # the page's own mixing in the browser: the same on either backend
 def test_the_mix_downloads_at_the_songs_rate_and_sums_its_stems(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1451,6 +1462,7 @@ def test_the_mix_downloads_at_the_songs_rate_and_sums_its_stems(
     assert np.abs(mix - summed).max() <= 1
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_the_tab_holds_each_stem_once_and_the_mix_decodes_nothing_again(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1492,6 +1504,7 @@ def test_the_tab_holds_each_stem_once_and_the_mix_decodes_nothing_again(
     assert held() <= decoded + margin
 
 
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
 def test_the_original_is_decoded_on_the_first_ab_press_not_with_the_stems(
     page: Page, server: Server, audio: tuple[Path, Path]
 ) -> None:
@@ -1546,6 +1559,7 @@ def test_the_original_is_decoded_on_the_first_ab_press_not_with_the_stems(
     page.get_by_test_id("play").click()
 
 
+@pytest.mark.backends("sqlite")  # the page's own mixing in the browser: the same on either backend
 def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
     page: Page, server: Server, tmp_path: Path
 ) -> None:
@@ -1590,6 +1604,7 @@ def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
     assert download() == ("tone_mix.wav", before)
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1611,6 +1626,7 @@ def test_at_200_percent_zoom_on_a_laptop_the_waveforms_keep_their_width(
     assert not narrow, narrow
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_the_text_follows_the_browsers_font_size(page: Page, server: Server, finished: str) -> None:
     """Text set larger in the browser (Chrome: Settings, Appearance, Font size: very large, 24
     px) made the headings and buttons larger but left the page's own text (a model's words,
@@ -1637,6 +1653,7 @@ TEXT_SPACING = """* { letter-spacing: 0.12em !important; word-spacing: 0.16em !i
   line-height: 1.5 !important; } p { margin-bottom: 2em !important; }"""
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_with_wider_text_spacing_no_stem_name_is_cut(
     browser: Browser, server: Server, finished: str
 ) -> None:
@@ -1665,6 +1682,7 @@ def test_with_wider_text_spacing_no_stem_name_is_cut(
     assert cut == {DESKTOP["width"]: [], PHONE["width"]: []}, cut
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_in_every_layout_the_tab_order_follows_what_is_seen(
     page: Page, server: Server, finished: str
 ) -> None:
@@ -1696,6 +1714,7 @@ def test_in_every_layout_the_tab_order_follows_what_is_seen(
         assert back == [], (width, back)
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_the_file_type_sits_beside_the_quality(page: Page, server: Server) -> None:
     """The row's three parts were spread evenly: in a laptop's window the file type floated
     alone in the middle, 160 px from the quality it goes with."""
@@ -1780,6 +1799,7 @@ def test_models_that_make_the_same_stems_are_combined_as_an_ensemble(
     shot(page, "ensemble-phone")
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_a_described_sound_comes_first_in_the_mixer(
     page: Page, server: Server, audio: tuple[Path, Path]
 ) -> None:
@@ -1898,6 +1918,7 @@ def test_behind_a_proxy_under_a_path_the_page_and_the_docs_ask_there(
     assert outside == []
 
 
+@pytest.mark.backends("sqlite")  # the page's own docs page: the same on either backend
 def test_docs_render_offline(page: Page, server: Server) -> None:
     outside: list[str] = []
 
@@ -2171,6 +2192,7 @@ def test_a_song_uploaded_before_is_chosen_again_from_the_recent_uploads(
     assert sent == []
 
 
+@pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend
 def test_a_long_arabic_name_in_the_history_shows_its_beginning(page: Page, server: Server) -> None:
     """A name too long for its line is cut short with "…": an Arabic one was laid out left to
     right, so the cut took its beginning (read from the right) and the line began mid-word."""
@@ -2247,6 +2269,7 @@ def test_a_song_past_the_monthly_allowance_says_what_is_left_and_when(
     )
 
 
+@pytest.mark.backends("sqlite")  # the page's own words: the same on either backend
 def test_the_model_picker_says_what_each_model_is_good_at(page: Page, server: Server) -> None:
     listed = httpx.get(
         server.base_url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"}
@@ -2325,6 +2348,7 @@ def test_serve_says_where_to_go(server: Server) -> None:
     ]
 
 
+@pytest.mark.backends("sqlite")  # the page's own key handling: the same on either backend
 def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Server) -> None:
     page.route("**/v1/session", lambda route: route.fulfill(status=403, body="{}"))
     page.goto(server.base_url + "/")
@@ -2371,6 +2395,7 @@ def test_without_a_local_session_the_page_asks_for_a_key(page: Page, server: Ser
     assert page.evaluate("localStorage.getItem('demixer.apiKey')") == server.key
 
 
+@pytest.mark.backends("sqlite")  # the page's own key handling: the same on either backend
 def test_a_typed_key_can_be_forgotten(page: Page, server: Server) -> None:
     """A key typed in the page stayed in the browser's localStorage for good: on a shared
     computer the next person opened the page signed in. "Forget this key" takes it (and the
@@ -2420,6 +2445,7 @@ def test_a_typed_key_can_be_forgotten(page: Page, server: Server) -> None:
     assert page.evaluate("localStorage.getItem('demixer.apiKey')") is None
 
 
+@pytest.mark.backends("sqlite")  # the page's own key handling: the same on either backend
 def test_the_local_session_is_loopback_only_stable_and_the_printed_keys_account(
     server: Server,
 ) -> None:

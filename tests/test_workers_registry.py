@@ -75,7 +75,7 @@ def database(
         yield None
         return
     servers = request.getfixturevalue("scale_servers")
-    url = servers.create_database()
+    url = servers.create_database(migrated=True)
     monkeypatch.setenv("DEMIXER_DATABASE_URL", url)
     try:
         yield url
