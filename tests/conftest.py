@@ -117,18 +117,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", chosen, indirect=True, scope="module")
 
 
-#: The slowest modules, slowest first (seconds in a 4-process run on 2 AVX2 cores, 2026-12-03:
-#: 594, 332, 332, 234, 228, 184, 147, 134, 133, 130, 109, 107, 104, 98, 98, 91). `make unit` hands
+#: The slowest modules, slowest first (seconds in a 4-process run on 2 AVX2 cores, 2026-12-06:
+#: 495, 394, 296, 286, 279, 220, 177, 154, 145, 134, 122, 121, 95, 78, 64, 55). `make unit` hands
 #: whole modules to its pytest-xdist processes in collection order (--no-loadscope-reorder), so
 #: these start first and the many small ones fill the gaps after: longest-first scheduling. By
 #: xdist's default order (most tests first) the 7-test, 332-second scale-out module started
 #: late and ran on alone for minutes. A stale list costs only time, never a result.
 SLOWEST_MODULES = (
-    "test_worker.py", "test_scale_out.py", "test_cli.py", "test_vendor_musicgpt.py",
-    "test_service_e2e.py", "test_webhooks.py", "test_web.py", "test_abuse.py",
-    "test_postgres.py", "test_client.py", "test_msst_models.py", "test_spleeter.py",
-    "test_vendor_sunoapi.py", "test_msst_convnets.py", "test_engine.py",
-    "test_vendor_audiolasso.py",
+    "test_cli.py", "test_worker.py", "test_web.py", "test_scale_out.py", "test_webhooks.py",
+    "test_abuse.py", "test_client.py", "test_service_e2e.py", "test_vendor_musicgpt.py",
+    "test_msst_models.py", "test_api_queue.py", "test_postgres.py", "test_vendor_sunoapi.py",
+    "test_msst_exact.py", "test_workers_registry.py", "test_engine.py",
 )  # fmt: skip
 
 

@@ -331,6 +331,7 @@ def bare_receiver(answer: Callable[[socket.socket], None]) -> tuple[socket.socke
     return listener, claim
 
 
+@pytest.mark.backends("sqlite")  # a receiver's answers: handled alike on either backend
 def test_flaky_receiver_gets_a_signed_completed_event_on_the_third_attempt(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:
@@ -379,6 +380,7 @@ def test_failed_job_sends_a_failed_event_with_the_callers_secret(
     assert event["timestamp"].endswith("Z"), event
 
 
+@pytest.mark.backends("sqlite")  # the signature: the same on either backend
 def test_the_audiolasso_pages_plain_hmac_secret_is_accepted_and_signs(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:
@@ -423,6 +425,7 @@ def test_a_machine_clock_ten_minutes_fast_still_sends_a_timestamp_receivers_acce
     assert event["request_id"] == job_id
 
 
+@pytest.mark.backends("sqlite")  # a receiver's answers: handled alike on either backend
 def test_410_stops_retries_after_one_attempt(
     make_api: Callable[..., Api], receiver: Receiver
 ) -> None:
@@ -452,6 +455,7 @@ def test_gives_up_after_max_attempts(make_api: Callable[..., Api], receiver: Rec
     assert len(receiver.to("/down")) == 3
 
 
+@pytest.mark.backends("sqlite")  # a receiver's answers: handled alike on either backend
 @pytest.mark.parametrize(
     ("status", "asked", "waits"),
     [
