@@ -953,6 +953,7 @@ def test_remote_separate_lets_the_server_pick_the_model_for_the_stems(
     assert "no API key: pass --key or set DEMIXER_API_KEY" in done.stderr
 
 
+@pytest.mark.backends("sqlite")  # the client's own check
 def test_remote_separate_checks_the_output_folder_before_it_uploads(
     server: Server, music: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:

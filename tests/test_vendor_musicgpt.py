@@ -278,6 +278,7 @@ def test_stems_are_mp3_as_musicgpt_shows_with_wav_beside_them(
                 assert sf.info(io.BytesIO(got.content)).duration == pytest.approx(SECONDS, abs=0.1)
 
 
+@pytest.mark.backends("sqlite")  # which model runs: the same on either backend
 def test_denoise_job_separates_the_denoised_input(server: Server, tmp_path: Path) -> None:
     clean = _chord(SECONDS, amplitude=0.4)
     rng = np.random.default_rng(3)

@@ -825,6 +825,7 @@ def test_a_file_over_the_servers_limit_is_refused_before_it_is_sent(
             expect(page.get_by_test_id("submit")).to_be_disabled()
 
 
+@pytest.mark.backends("sqlite")  # the decoder's fold, the page's words: on either backend alike
 def test_a_surround_video_track_is_folded_to_stereo_and_said_so(
     page: Page, server: Server, tmp_path: Path, audio: tuple[Path, Path]
 ) -> None:
@@ -1729,6 +1730,7 @@ def test_the_file_type_sits_beside_the_quality(page: Page, server: Server) -> No
     assert card and submit["x"] + submit["width"] > card["x"] + card["width"] - 40, submit
 
 
+@pytest.mark.backends("sqlite")  # the engine's ensemble, the page's words: on either backend alike
 def test_models_that_make_the_same_stems_are_combined_as_an_ensemble(
     page: Page, server: Server, audio: tuple[Path, Path]
 ) -> None:
@@ -1817,6 +1819,7 @@ def test_a_described_sound_comes_first_in_the_mixer(
     )
 
 
+@pytest.mark.backends("sqlite")  # the spans and the page's words: the same on either backend
 def test_a_described_sound_only_in_part_of_the_song(
     page: Page, server: Server, audio: tuple[Path, Path]
 ) -> None:

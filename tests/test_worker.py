@@ -1086,6 +1086,7 @@ def test_a_lost_lease_found_by_the_heartbeat_kills_the_child(
     assert env.blobs(f"outputs/{job_id}") == []
 
 
+@pytest.mark.backends("sqlite")  # the children's threads: the same on either backend
 def test_slots_share_the_cores_and_threads_overrides(tmp_path: Path) -> None:
     """Each slot's separation gets cores ÷ slots threads (N children on every core only wait
     on each other); DEMIXER_THREADS sets it, e.g. for several worker processes on a machine."""
