@@ -110,6 +110,11 @@ class Servers:
         self.pg_ctl("start", "-w", "-l", str(log), "-o", _pg_options(self.pg_port))
         _wait_port(self.pg_port, None, "PostgreSQL", log)
 
+    @property
+    def _admin_dsn(self) -> str:
+        """libpq's address of the server's own database, for making and dropping others."""
+        return f"host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
+
     def create_database(self, name: str | None = None, *, migrated: bool = False) -> str:
         """A new database, empty or (``migrated``) with demixer's schema at the head revision;
         returns its SQLAlchemy URL."""
@@ -117,8 +122,7 @@ class Servers:
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         template = f' TEMPLATE "{self._migrated_template}"' if migrated else ""
-        dsn = f"host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(self._admin_dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.admin_url(name)
 
@@ -141,8 +145,7 @@ class Servers:
         for path in sorted(versions.glob("*.py")):
             digest.update(path.name.encode() + path.read_bytes())
         name = f"template_{digest.hexdigest()[:16]}"
-        dsn = f"host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(self._admin_dsn, autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
                 return name
         draft = self.create_database()
@@ -151,7 +154,7 @@ class Servers:
             migrate(db)
         finally:
             db.dispose()
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(self._admin_dsn, autocommit=True) as conn:
             try:
                 conn.execute(f'ALTER DATABASE "{draft.rsplit("/", 1)[-1]}" RENAME TO "{name}"')
             except psycopg.errors.DuplicateDatabase:  # another test process made it first
@@ -162,8 +165,10 @@ class Servers:
         import psycopg
 
         name = url.rsplit("/", 1)[-1]
-        dsn = f"host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
-        with contextlib.suppress(psycopg.Error), psycopg.connect(dsn, autocommit=True) as conn:
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(self._admin_dsn, autocommit=True) as conn,
+        ):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     # --- S3 -------------------------------------------------------------------------------
