@@ -6,6 +6,9 @@ emulated and slower than fp32. A model whose low-precision output is too far fro
 output asks ``auto`` for fp32 everywhere (``low_ok=False``: MDX23C).
 ``DEMIXER_PRECISION`` (auto, fp32, bf16, fp16) overrides it; asking a CPU for a precision it
 only emulates is logged as a warning (on an AVX2 CPU bf16 matmuls ran at 0.8 % of fp32's rate).
+torch is imported where a precision is resolved or used, not to read the setting: ``serve`` and
+``worker`` check it at start in processes that never load a model (importing torch there cost
+some 2 s of CPU and 300 MB of memory each).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import torch
+from typing import TYPE_CHECKING
 
 from demixer.errors import InvalidSetting
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PRECISIONS", "PRECISION_ENV", "autocast", "requested_precision", "resolve_precision"]
 
@@ -61,6 +66,8 @@ def resolve_precision(precision: str, device: torch.device, *, low_ok: bool = Tr
     if not low_ok:
         return "fp32"
     if device.type == "cuda":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu":
         return "bf16" if _native_on_cpu("bf16") else "fp32"
@@ -69,6 +76,8 @@ def resolve_precision(precision: str, device: torch.device, *, low_ok: bool = Tr
 
 def _native_on_cpu(precision: str) -> bool:
     """Whether oneDNN computes ``precision`` (bf16 or fp16) natively on this CPU."""
+    import torch
+
     if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
         return False
     probe = {"bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
@@ -83,6 +92,8 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
     not to (relative errors near 1e-3 a product, where fp32's are near 1e-7: more than the 1e-4
     that fp32 stems keep from the reference's), and matmuls too where the process allowed
     TF32 for them; both are off meanwhile. (Not measured on a GPU here: none was lent.)"""
+    import torch
+
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         if device.type != "cuda" or precision != "fp32":
