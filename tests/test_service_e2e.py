@@ -166,6 +166,9 @@ def test_upload_submit_stream_download_and_the_stems_sum_to_the_input(
     share = float((vocals**2).sum() / (mix**2).sum())
     assert 0.02 < share < 0.8
     assert result.json()["usage"]["quantity"] == pytest.approx(mix.shape[1] / RATE, abs=0.05)
+    # The separation ran in the worker's child: the API process itself never loaded torch (it
+    # did, to read DEMIXER_PRECISION: 2 s of CPU at each start, 185 MB for its whole life).
+    assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()
 
 
 def test_multipart_upload_and_a_prompt_give_target_and_residual(
