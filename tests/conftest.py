@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,6 +107,33 @@ def pytest_configure(config: pytest.Config) -> None:
     Ctrl-C as a terminal does, to commands started with it not ignored."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    _share_httpx_default_tls_context()
+
+
+def _share_httpx_default_tls_context() -> None:
+    """httpx builds a TLS context for each client it makes, reading certifi's CA bundle: 40 ms
+    of CPU each. The servers' readiness polls (every 0.2 s while one starts) and the tests'
+    one-off ``httpx.get`` calls made thousands of them, for plain-http URLs on loopback: some
+    3 % of the suite's CPU in a sampled run. In the test processes one default context, made
+    by httpx's own function with the same arguments, serves every client that asks for the
+    default one; any other ``verify`` or ``cert`` is made as before."""
+    import httpx._transports.default as transport
+
+    make = transport.create_ssl_context
+    made: dict[bool, ssl.SSLContext] = {}
+
+    def shared(
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+    ) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return make(verify=verify, cert=cert, trust_env=trust_env)
+        if trust_env not in made:
+            made[trust_env] = make(verify=True, cert=None, trust_env=trust_env)
+        return made[trust_env]
+
+    transport.create_ssl_context = shared  # type: ignore[assignment]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -33,7 +33,8 @@ from typing import Any
 import pytest
 import soundfile as sf
 import standardwebhooks
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 
 from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
@@ -440,6 +441,31 @@ def test_410_stops_retries_after_one_attempt(
         time.sleep(0.5)  # more than the first backoff steps: nothing else is sent
     assert status["attempts"] == 1 and "410" in status["last_error"]
     assert len(receiver.to("/gone")) == 1
+
+
+def test_an_idle_poll_is_one_read_and_a_due_delivery_is_still_claimed(
+    make_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    """The dispatcher polls every ``poll_seconds`` in every API process. A poll that finds
+    nothing due opened the claim's write transaction (an UPDATE and a three-table SELECT; on
+    SQLite the write lock the API's requests wait for): it is one indexed SELECT now."""
+    api = make_api(**FAST)
+    dispatcher = Dispatcher(api.services)
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        idle = [dispatcher.claim() for _ in range(3)]
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert (idle, sent) == ([None] * 3, ["SELECT"] * 3)
+    job_id, _ = submit(api, api.upload(), receiver.url("/hook"))
+    api.worker_done(job_id)
+    claim = dispatcher.claim()
+    assert claim is not None and claim.job_id == job_id
 
 
 def test_gives_up_after_max_attempts(make_api: Callable[..., Api], receiver: Receiver) -> None:

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from demixer.retry_after import retry_after
@@ -54,6 +54,13 @@ from demixer.webhooks import sign
 __all__ = ["CAP_STEPS", "FACTOR", "DeliveryClaim", "Dispatcher", "backoff", "horizon"]
 
 log = logging.getLogger("demixer.webhooks")
+
+#: Whether any delivery is due at ``now`` (leased ones too: the claim then finds it taken).
+_ANY_DUE = (
+    select(Delivery.id)
+    .where(Delivery.status == DeliveryState.PENDING, Delivery.next_attempt_at <= bindparam("now"))
+    .limit(1)
+)
 
 #: Retry schedule: the wait after attempt k (1-based) is drawn uniformly from the upper half of
 #: ``min(base * FACTOR**(k-1), base * CAP_STEPS)`` ("equal jitter"). With the default base of
@@ -168,6 +175,13 @@ class Dispatcher:
         """Take the next due delivery (its attempt counted now), or None."""
         db = self.services.db
         now = db.clock()
+        # Most polls find nothing due: one indexed read answers them, outside any transaction.
+        # Opening the claim's write transaction for each (a write lock on SQLite, where the
+        # API's requests wait for it) and building its queries cost an idle server most of
+        # its CPU at each poll.
+        with db.snapshot() as conn:
+            if conn.execute(_ANY_DUE, {"now": now}).first() is None:
+                return None
         free = or_(Delivery.lease_owner.is_(None), Delivery.lease_expires_at < now)
         due = and_(Delivery.status == DeliveryState.PENDING, Delivery.next_attempt_at <= now, free)
         with db.write() as s:
