@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -998,6 +999,36 @@ def test_a_stop_sent_to_the_whole_process_group_gives_the_job_back_too(
     assert env.logs(job_id)[-1] == (
         "attempt given back (the worker stopped during the attempt); it does not count"
     )
+
+
+def test_an_idle_workers_poll_is_one_read_and_a_lapsed_lease_is_still_taken_back(
+    tmp_path: Path, music: Path
+) -> None:
+    """Each worker slot polls every ``poll_seconds``. A poll with nothing to do opened the
+    claim's write transaction (on SQLite the write lock the API waits for) and ran four
+    queries: one SELECT now. A job whose worker stopped renewing its lease is still found,
+    queued again and claimed by the next poll."""
+    env = Env(tmp_path)
+    queue = env.services.queue
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        idle = [queue.claim("idle-slot") for _ in range(3)]
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert (idle, sent) == ([None] * 3, ["SELECT"] * 3)
+    job_id = env.submit(music)
+    first = queue.claim("dead-slot")
+    assert first is not None and (first.id, first.attempt) == (job_id, 1)
+    lapsed = env.services.db.clock() - 3 * timedelta(seconds=env.settings.lease_seconds)
+    with env.services.db.write() as s:  # its worker died: the lease ran out a while ago
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=lapsed))
+    again = queue.claim("next-slot")
+    assert again is not None and (again.id, again.attempt) == (job_id, 2)
 
 
 def test_a_killed_worker_process_is_recovered_after_its_lease(tmp_path: Path, music: Path) -> None:

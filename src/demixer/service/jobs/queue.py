@@ -18,7 +18,18 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, event, false, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    event,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from demixer.errors import DemixerError, NotFound
@@ -75,6 +86,14 @@ NOTIFY_CHANNEL = "demixer_jobs"
 #: the job at once (``api/statuswatch.py``). Once per attempt's start and end, never per
 #: heartbeat.
 STATUS_CHANNEL = "demixer_status"
+#: Whether a claim could find anything at ``now``: a queued job, or a running one whose lease
+#: ran out (the claim settles those). Two indexed lookups, outside any transaction.
+_ANY_WORK = select(
+    or_(
+        exists().where(Job.status == IN_QUEUE),
+        exists().where(Job.status == IN_PROGRESS, Job.lease_expires_at < bindparam("now")),
+    )
+)
 
 
 class LeaseLost(Exception):
@@ -407,6 +426,12 @@ class Queue:
                 run: a job that asks for one is left to another worker.
         """
         now = self.db.clock()
+        # Most polls of an idle worker find nothing: one read answers them. The claim's write
+        # transaction (on SQLite the write lock, which the API's requests then wait for) and
+        # its four queries were each idle slot's cost at every poll.
+        with self.db.snapshot() as conn:
+            if not conn.execute(_ANY_WORK, {"now": now}).scalar():
+                return None
         with self.db.write() as s:
             self._settle_expired(s, now)
             expired = self._lapsed(now)
