@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import os
 import random
 import socket
 import threading
@@ -29,6 +30,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import soundfile as sf
@@ -44,6 +46,7 @@ from demixer.service.context import Services
 from demixer.service.db import Database, DatabaseClock
 from demixer.service.delivery.dispatcher import DeliveryClaim, Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
+from demixer.settings import Settings
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
 from service_harness import free_port
 
@@ -1000,14 +1003,25 @@ def test_a_delivery_lands_after_the_server_is_killed_between_retries(
         )
         assert r.status_code == 202, r.text
         job_id, secret = r.json()["request_id"], r.json()["webhook"]["signing_secret"]
-        wait_for(lambda: receiver.to("/restart") or None, timeout=60)
-
-        def recorded() -> bool:  # the failed attempt is written down: "between retries"
-            r = client.get(f"/v1/queue/requests/{job_id}/status")
-            return r.status_code == 200 and r.json()["webhook"]["attempts"] == 1
-
-        wait_for(recorded, timeout=30, every=SERVER_POLL)
         client.close()
+        # Killed "between retries": once the first attempt's failure is written down (its
+        # lease given back), before the second is claimed (1-2 s later at this backoff). Read
+        # in the database, at once: the status API reads 1 attempt from the first claim on,
+        # and a poll of it on a loaded machine could be late by more than the backoff (the
+        # killed server then held the second attempt's lease, for a minute).
+        with patch.dict(os.environ, env, clear=True):
+            db = Database(Settings(data_dir=data_dir).database)
+        attempt = select(Delivery.attempts, Delivery.lease_owner, Delivery.last_status_code)
+
+        def failed_once() -> bool:
+            with db.read() as s:
+                row = s.execute(attempt.where(Delivery.job_id == job_id)).one_or_none()
+            return row is not None and tuple(row) == (1, None, 500)
+
+        try:
+            wait_for(failed_once, timeout=60, every=0.05)
+        finally:
+            db.dispose()
     finally:
         first.kill()  # SIGKILL: the dispatcher dies with its retry pending
     assert len(receiver.to("/restart")) == 1
