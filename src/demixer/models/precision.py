@@ -8,7 +8,7 @@ output asks ``auto`` for fp32 everywhere (``low_ok=False``: MDX23C).
 only emulates is logged as a warning (on an AVX2 CPU bf16 matmuls ran at 0.8 % of fp32's rate).
 torch is imported where a precision is resolved or used, not to read the setting: ``serve`` and
 ``worker`` check it at start in processes that never load a model (importing torch there cost
-some 2 s of CPU and 300 MB of memory each).
+some 2 s of CPU and 185 MB of memory each).
 """
 
 from __future__ import annotations
