@@ -220,23 +220,29 @@ def create_key(
     only ``scopes``, comma-separated), on the database ``serve`` at ``data_dir`` uses: the
     command's own service call, made in this process (a process of its own cost some 1.5 s of
     CPU, for each of the suite's hundred-odd servers). The command is test_cli's to test."""
-    from unittest.mock import patch
-
     from demixer.service.accounts.keys import ALL_SCOPES
     from demixer.service.accounts.keys import create_key as make_key
     from demixer.service.db import Database
     from demixer.service.migrate import migrate
-    from demixer.settings import Settings
 
-    with patch.dict(os.environ, dict(env or _ENVS.get(data_dir) or os.environ), clear=True):
-        url = Settings(data_dir=data_dir).database
     chosen = tuple(s.strip() for s in scopes.split(",")) if scopes else ALL_SCOPES
-    db = Database(url)
+    db = Database(server_database_url(data_dir, env))
     try:
         migrate(db)
         return make_key(db, account_id=account, scopes=chosen)[1]
     finally:
         db.dispose()
+
+
+def server_database_url(data_dir: Path, env: dict[str, str] | None = None) -> str:
+    """The database URL of the ``serve`` at ``data_dir``: as it reads its settings, from
+    ``env`` (by default the environment it was started with)."""
+    from unittest.mock import patch
+
+    from demixer.settings import Settings
+
+    with patch.dict(os.environ, dict(env or _ENVS.get(data_dir) or os.environ), clear=True):
+        return Settings(data_dir=data_dir).database
 
 
 @dataclass

@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import hmac
 import json
-import os
 import random
 import socket
 import threading
@@ -30,13 +29,11 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 import soundfile as sf
 import standardwebhooks
-from sqlalchemy import event, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import select, update
 
 from api_support import Api, make_api
 from audiofiles import decode_stream, stempeg_example
@@ -46,9 +43,9 @@ from demixer.service.context import Services
 from demixer.service.db import Database, DatabaseClock
 from demixer.service.delivery.dispatcher import DeliveryClaim, Dispatcher, backoff
 from demixer.service.schema import Delivery, Job
-from demixer.settings import Settings
 from demixer.webhooks import WebhookVerificationError, new_secret, sign, verify
-from service_harness import free_port
+from service_harness import free_port, server_database_url
+from worker_support import sql_sent
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -454,16 +451,8 @@ def test_an_idle_poll_is_one_read_and_a_due_delivery_is_still_claimed(
     SQLite the write lock the API's requests wait for): it is one indexed SELECT now."""
     api = make_api(**FAST)
     dispatcher = Dispatcher(api.services)
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement.split(None, 1)[0].upper())
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
+    with sql_sent() as sent:
         idle = [dispatcher.claim() for _ in range(3)]
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
     assert (idle, sent) == ([None] * 3, ["SELECT"] * 3)
     job_id, _ = submit(api, api.upload(), receiver.url("/hook"))
     api.worker_done(job_id)
@@ -1009,8 +998,7 @@ def test_a_delivery_lands_after_the_server_is_killed_between_retries(
         # in the database, at once: the status API reads 1 attempt from the first claim on,
         # and a poll of it on a loaded machine could be late by more than the backoff (the
         # killed server then held the second attempt's lease, for a minute).
-        with patch.dict(os.environ, env, clear=True):
-            db = Database(Settings(data_dir=data_dir).database)
+        db = Database(server_database_url(data_dir))
         attempt = select(Delivery.attempts, Delivery.lease_owner, Delivery.last_status_code)
 
         def failed_once() -> bool:

@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from sqlalchemy import event, select, update
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -50,7 +49,7 @@ from demixer.settings import Settings
 from demixer.storage import LocalStorage
 from demixer.storage.s3 import S3Storage
 from local_origin import local_origin
-from worker_support import running, wait_until
+from worker_support import running, sql_sent, wait_until
 
 # The whole module runs on SQLite + local storage and on PostgreSQL + S3 (conftest.py).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -1010,16 +1009,8 @@ def test_an_idle_workers_poll_is_one_read_and_a_lapsed_lease_is_still_taken_back
     queued again and claimed by the next poll."""
     env = Env(tmp_path)
     queue = env.services.queue
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement.split(None, 1)[0].upper())
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
+    with sql_sent() as sent:
         idle = [queue.claim("idle-slot") for _ in range(3)]
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
     assert (idle, sent) == ([None] * 3, ["SELECT"] * 3)
     job_id = env.submit(music)
     first = queue.claim("dead-slot")

@@ -1,4 +1,5 @@
-"""In-process workers for tests: run one in a thread for a block, and wait for a condition."""
+"""In-process workers for tests: run one in a thread for a block, wait for a condition, and
+see the SQL a worker's poll sends."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
 from demixer.service.worker import Worker
 
-__all__ = ["running", "wait_until"]
+__all__ = ["running", "sql_sent", "wait_until"]
 
 
 @contextmanager
@@ -36,3 +40,19 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = 
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.05)
     return value
+
+
+@contextmanager
+def sql_sent() -> Iterator[list[str]]:
+    """The verb (``SELECT``, ``BEGIN``, ``UPDATE``...) of each statement any engine of this
+    process sends inside the block, in order."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
