@@ -74,11 +74,14 @@ class _Up(nn.Module):
                         if ku is not None and kv is not None:
                             phase_weight[:, a, b, :, u, v] = weight[:, :, ku, kv].T
         bias = self.deconv.bias
-        conv = nn.Conv2d(cin, 4 * cout, kernel_size=3, padding=1, bias=bias is not None)
+        # Built without initial values (meta), which the loaded ones replace at once.
+        conv = nn.Conv2d(
+            cin, 4 * cout, kernel_size=3, padding=1, bias=bias is not None, device="meta"
+        )
         conv.weight = nn.Parameter(phase_weight.reshape(4 * cout, cin, 3, 3).contiguous())
         if bias is not None:
             conv.bias = nn.Parameter(bias.detach().repeat_interleave(4))
-        self.phases = conv.to(weight.device)
+        self.phases = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.phases is not None:
@@ -164,7 +167,13 @@ def load_checkpoint(path: Path) -> UNet:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt pickle or zip: translate at this boundary
         raise ModelUnavailable(f"cannot read Spleeter weights {path}: {exc}") from exc
-    net = UNet()
+    # Built without drawing the random initial values that the checkpoint's replace.
+    with torch.device("meta"):
+        net = UNet()
+    net.to_empty(device="cpu")
+    for buffer_name, buffer in net.named_buffers():
+        if buffer_name.endswith("num_batches_tracked"):  # not in the checkpoint: as new
+            buffer.zero_()
     state = {_checkpoint_key(k): torch.from_numpy(np.asarray(v)) for k, v in raw.items()}
     expected = net.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
