@@ -975,6 +975,7 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     shot(page, "phone-mixer", full_page=False)
     touch = page.evaluate(
         """[...document.querySelectorAll('#mixer button, #mixer a, #mixer input')]
+           .filter(el => el.offsetParent !== null)  // not one hidden (the long song's note)
            .map(el => el.getBoundingClientRect())
            .filter(r => r.height < 44 || r.width < 44).length"""
     )
@@ -1503,6 +1504,75 @@ def test_the_tab_holds_each_stem_once_and_the_mix_decodes_nothing_again(
     assert rate == RATE and mix.shape == (3 * RATE, 2)
     assert page.evaluate("window.decodes") == 0
     assert held() <= decoded + margin
+
+
+@pytest.mark.backends("sqlite")  # the page's own player: the same on either backend
+def test_a_song_too_long_for_the_devices_memory_is_offered_as_files_first(
+    browser: Browser, server: Server, tmp_path: Path
+) -> None:
+    """The page decoded every stem whole to play it, whatever the device: a 30-minute song of 4
+    stems (2.5 GB decoded) killed a phone's tab, the stems with it. Where the decoded stems
+    would take more than the device can spare (here a computer saying it has 0.25 GB: 64 MB),
+    the page offers the files first, with what playing them would take, and opens them in the
+    mixer only when asked to."""
+    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    context.add_init_script(
+        'Object.defineProperty(Navigator.prototype, "deviceMemory", { get: () => 0.25 })'
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    song = tmp_path / "Long Take.wav"
+    mix = decode_stream(stempeg_example(), 0)
+    looped = np.tile(mix, (1, -(-100 * RATE // mix.shape[1])))[:, : 100 * RATE]
+    sf.write(song, looped.T, RATE, subtype="PCM_16")
+    open_page(page, server)
+    upload(page, song)
+    page.locator("#model-select").select_option("spleeter-2stems")
+    page.locator("#format-select").select_option("wav")
+    page.get_by_test_id("quality-select").select_option("fast")
+    page.get_by_test_id("submit").click()
+
+    # Two stereo stems of 100 s at 44.1 kHz, decoded: 70.56 MB (67.3 MiB).
+    note = page.get_by_test_id("files-note")
+    expect(note).to_have_text(
+        "This song is 1:40 long: playing its 2 stems here would take about 68 MB of memory, "
+        "more than this device can spare for it (about 64 MB), and the page could close. "
+        "Download the stems, or open them in the mixer anyway. Open in the mixer anyway",
+        timeout=180_000,
+    )
+    files = page.get_by_test_id("stem-file")
+    expect(files).to_have_count(2)
+    expect(page.get_by_test_id("stem-row")).to_have_count(0)
+    for hidden in ("play", "position", "ruler", "render-mix"):
+        expect(page.get_by_test_id(hidden)).to_be_hidden()
+    assert page.evaluate("demixerMixer.stems.length") == 0  # nothing decoded
+    shot(page, "too-long", full_page=False)
+    page.set_viewport_size(PHONE)
+    no_sideways_scroll(page)
+    page.evaluate("document.querySelector('#mixer').scrollIntoView()")
+    shot(page, "too-long-phone", full_page=False)
+    page.set_viewport_size(DESKTOP)
+    with page.expect_download() as info:
+        files.first.get_by_test_id("stem-download").click()
+    assert info.value.suggested_filename == "Long Take_vocals.wav"
+    vocals, rate = sf.read(info.value.path(), always_2d=True)
+    assert (rate, vocals.shape) == (RATE, (100 * RATE, 2))
+    with page.expect_download() as info:
+        page.get_by_test_id("download-all").click()
+    with zipfile.ZipFile(info.value.path()) as zf:
+        assert sorted(zf.namelist()) == ["Long Take_accompaniment.wav", "Long Take_vocals.wav"]
+
+    page.get_by_test_id("open-anyway").click()
+    expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
+    expect(note).to_be_hidden()
+    expect(files).to_have_count(0)
+    expect(page.get_by_test_id("time")).to_have_text("0:00 / 1:40")
+    focused(page, "mixer-title")
+    page.keyboard.press("Space")
+    until(page, "() => window.demixerMixer.position() > 0.2")
+    context.close()
+    assert not errors, errors
 
 
 @pytest.mark.backends("sqlite")  # the page's own player: the same on either backend

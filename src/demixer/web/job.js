@@ -199,6 +199,7 @@ async function showResult(requestId, info, opened, signal) {
       .filter(([, v]) => v && typeof v === "object" && v.url)
       .map(([name, v]) => ({
         name, label: labelOf(name), url: v.url, fileName: v.file_name, type: v.content_type, rate: v.sample_rate,
+        duration: v.duration, channels: v.channels,
         madeBy: result.made_by?.[name] || "",
       }))
       // What was asked for first, the rest of the song last: the outputs come in the model's
@@ -241,7 +242,7 @@ for (const id of ["#again", "#job-again"]) {
 $("#download-all").addEventListener("click", () => {
   const button = $("#download-all");
   clearError(button);
-  if (!mixer.stems.length) { showError(button, "There are no stems to download yet."); return; }
+  if (!mixer.downloads.length) { showError(button, "There are no stems to download yet."); return; }
   downloadAll().catch((e) => showError(button, `The zip could not be made: ${e.message}`));
 });
 $("#render-mix").addEventListener("click", async () => {

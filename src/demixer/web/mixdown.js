@@ -137,7 +137,7 @@ async function stretchedWav(mix, speed, onProgress) {
 }
 
 export async function downloadAll() {
-  save(await zipStore(mixer.stems.map((s) => ({ name: s.fileName, blob: s.file }))), `${mixer.song}_stems.zip`);
+  save(await zipStore(mixer.downloads), `${mixer.song}_stems.zip`);
 }
 // At the practice speed, named so ("song_mix_70%.wav"); at 100 % the mix as it always was.
 // onProgress(fraction made, 0-1) is told after each block of a stretched mix.

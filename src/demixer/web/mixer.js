@@ -13,7 +13,7 @@ export const MIN_DB = -40; // the volume slider's bottom: silence
 export const ORIGINAL = "Original: hear the song as it was, at the same spot.";
 
 export const mixer = {
-  ctx: null, stems: [], original: null, originalFile: null, originalLead: 0, originalLevel: 1, playing: false, startedAt: 0, offset: 0,
+  ctx: null, stems: [], downloads: [], original: null, originalFile: null, originalLead: 0, originalLevel: 1, playing: false, startedAt: 0, offset: 0,
   sources: [], ab: false, duration: 0, song: "song", loop: { on: false, start: 0, end: 0 },
   speed: 1, // practice speed: song seconds per second heard, at the song's pitch
 };

@@ -2,7 +2,7 @@
 // solo and download), the waveforms drawn in the theme's colours, and the history's thumbnails.
 "use strict";
 
-import { $, MIN_DB, ORIGINAL, applyGains, glide, mixer, setPressed } from "./mixer.js";
+import { $, MIN_DB, ORIGINAL, applyGains, glide, mixer, setPressed, when } from "./mixer.js";
 import { scrubber } from "./timeline.js";
 import { stop, tick } from "./transport.js";
 import { colour } from "./words.js";
@@ -12,15 +12,20 @@ const THUMB = 40; // columns kept per stem for the history's thumbnails
 
 // ---------- opening a result ----------
 // model: what made the stems, in words ("" where it is not known).
-// outputs: [{name, label, url, fileName, type, rate, madeBy?}] (rate: the stem file's sample rate, Hz;
-// madeBy: the model or recipe, a tooltip); original: a File to compare with, or null.
+// outputs: [{name, label, url, fileName, type, rate, duration?, channels?, madeBy?}] (rate: the
+// stem file's sample rate, Hz; duration: seconds; channels: its count; madeBy: the model or
+// recipe, a tooltip); original: a File to compare with, or null.
 // gain: the one gain the server scaled every stem by so that none clips (1: none); the original
 // plays at it too, so that A/B compares the sound, not the level.
 // focus: the keyboard's focus moves to the mixer's heading (the view the user asked for, or the
 // one that replaced the view their focus was in).
 // signal: aborted when another song replaces this one while its stems load: this one stops
 // there and adds nothing to the mixer.
-export async function openResult({ title, model = "", song, outputs, original, originalLead = 0, originalNote, thumbsKey, gain = 1, focus = false, signal }) {
+// A song whose stems would take more of this device's memory to play than it can spare (see
+// memoryBudget) is shown as its files to download, with a button to open it in the mixer
+// anyway (anyway: true; files: the stems' Blobs, fetched already).
+export async function openResult(options) {
+  const { title, model = "", song, outputs, original, originalLead = 0, originalNote, thumbsKey, gain = 1, focus = false, signal, anyway = false } = options;
   stop();
   mixer.offset = 0;
   mixer.duration = 0;
@@ -28,6 +33,7 @@ export async function openResult({ title, model = "", song, outputs, original, o
   mixer.ab = false;
   mixer.song = song;
   mixer.stems = [];
+  mixer.downloads = [];
   mixer.original = null; // decoded on the first A/B press (timeline.js)
   mixer.originalFile = original;
   mixer.originalLead = originalLead;
@@ -35,6 +41,8 @@ export async function openResult({ title, model = "", song, outputs, original, o
   // The song before's download links each hold a copy of a stem: let them go with it.
   for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
   $("#stems").replaceChildren();
+  $("#mixer").classList.remove("files-only");
+  $("#files-note").hidden = true;
   $("#mixer-title").textContent = title;
   $("#mixer-model").textContent = model;
   setPressed($("#loop"), false);
@@ -55,11 +63,19 @@ export async function openResult({ title, model = "", song, outputs, original, o
   // playing needs, each stem decoded once, one file's bytes at a time while it is decoded: a
   // 10-minute song of 4 stems held 1.4 GB once open (the fetched files and their decodings)
   // and 2.2 GB while it opened (every file's bytes, a copy of each, and the decodings at once).
-  const files = await Promise.all(outputs.map(async (out) => {
+  const files = options.files || await Promise.all(outputs.map(async (out) => {
     const response = await fetch(out.url, { signal });
     if (!response.ok) throw new Error(`download failed (HTTP ${response.status})`);
     return response.blob();
   }));
+  if (signal.aborted) return;
+  mixer.downloads = outputs.map((out, i) => ({ name: out.fileName, blob: files[i] }));
+  const need = decodedBytes(outputs, mixer.ctx.sampleRate), budget = memoryBudget();
+  $("#mixer").classList.toggle("files-only", need > budget && !anyway);
+  if (need > budget && !anyway) {
+    showFiles(outputs, files, need, budget, () => openResult({ ...options, files, anyway: true, focus: true }));
+    return;
+  }
   const stems = [];
   for (const [i, out] of outputs.entries()) {
     if (signal.aborted) return;
@@ -81,6 +97,53 @@ export async function openResult({ title, model = "", song, outputs, original, o
     note.textContent += ` The stems were turned down together by ${db} dB so that none clips`
       + (original ? "; the original plays at the same level." : ".");
   }
+}
+
+// What playing the stems takes: each decoded whole, 4 bytes a sample per channel at the mixer's
+// rate (bytes; a stem of unknown length or channels counts as none or as stereo).
+function decodedBytes(outputs, rate) {
+  return outputs.reduce((n, out) => n + 4 * rate * (out.duration || 0) * (out.channels || 2), 0);
+}
+
+const GIB = 2 ** 30;
+// The most the decoded stems may take of this device's memory (bytes). A phone's browser gives a
+// tab a fraction of the phone's memory (iOS Safari about 1.5 GB): there 1 GB at most, less on
+// a phone that says it has under 4 GB, so that a 10-minute song of 4 stems (848 MB) opens and a
+// 30-minute one (2.5 GB), which would kill the tab, does not. A computer that says it has under
+// 8 GB (Chrome's navigator.deviceMemory; 8 is the most it says): a quarter of it. Else no limit:
+// a 60-minute song of 4 stems plays in a tab of 5 GB (benchmarks/RESULTS.md, Page memory).
+function memoryBudget() {
+  const gb = navigator.deviceMemory;
+  if (matchMedia("(pointer: coarse)").matches) return (Math.min(gb || 4, 4) / 4) * GIB;
+  return gb && gb < 8 ? (gb / 4) * GIB : Infinity;
+}
+
+const size = (bytes) => (bytes >= GIB ? `${(bytes / GIB).toFixed(1)} GB` : `${Math.ceil(bytes / 2 ** 20)} MB`);
+
+// A song too long to play here: its stems as files to download, what playing them would take,
+// and a button to open them in the mixer all the same (open).
+function showFiles(outputs, files, need, budget, open) {
+  mixer.duration = Math.max(...outputs.map((out) => out.duration || 0));
+  $("#time").textContent = "";
+  const note = $("#files-note");
+  note.querySelector("span").textContent = `This song is ${when(mixer.duration)} long: playing its ${outputs.length} stems here `
+    + `would take about ${size(need)} of memory, more than this device can spare for it (about ${size(budget)}), `
+    + "and the page could close. Download the stems, or open them in the mixer anyway.";
+  note.hidden = false;
+  for (const [i, out] of outputs.entries()) {
+    const row = document.createElement("div");
+    row.className = "stem file";
+    row.dataset.testid = "stem-file";
+    row.dataset.stem = out.name;
+    row.style.setProperty("--c", colour(out.name, i));
+    row.innerHTML = '<span class="name"></span><a class="download" data-testid="stem-download">⤓</a><span class="muted small"></span>';
+    $(".name", row).textContent = out.label;
+    linkTo($(".download", row), files[i], out);
+    $(".small", row).textContent = `${out.fileName}, ${size(files[i].size)}`;
+    $("#stems").append(row);
+  }
+  const button = $("#open-anyway");
+  button.onclick = () => { note.hidden = true; open(); };
 }
 
 // The mixer's audio runs at the song's rate (rate: Hz; unknown: the sound card's): the stems
@@ -133,15 +196,19 @@ function renderRow(stem) {
     volume.setAttribute("aria-valuetext", readout.textContent);
     applyGains();
   });
-  const link = $(".download", row);
-  link.href = URL.createObjectURL(stem.file);
-  link.download = stem.fileName;
-  link.setAttribute("aria-label", `Download ${stem.label} (${stem.fileName})`);
-  link.title = stem.fileName;
+  linkTo($(".download", row), stem.file, stem);
   stem.row = row;
   $("#stems").append(row);
   scrubber($(".wave", row));
   drawWave($("canvas", row), stem);
+}
+
+// A stem's download link: its file (a Blob), saved under its name.
+function linkTo(link, file, { label, fileName }) {
+  link.href = URL.createObjectURL(file);
+  link.download = fileName;
+  link.setAttribute("aria-label", `Download ${label} (${fileName})`);
+  link.title = fileName;
 }
 
 // Min/max per column, computed once; drawn at whatever width the canvas has.
