@@ -169,6 +169,17 @@ def test_engine_equals_uvr_at_every_sample_across_windows(
     np.testing.assert_allclose(out["instrumental"], mix - out["vocals"], atol=1e-6)
 
 
+def test_best_quality_adds_uvrs_denoise_pass(registered: ModelSpec, tmp_path: Path) -> None:
+    """`--quality best` changed nothing for an MDX-Net model: it adds UVR's "Denoise Output"
+    now (audio-separator's enable_denoise: the network also run on the inverted input)."""
+    separator = Separator(registered.id, model_dir=tmp_path / "models")
+    mix = noise(2.5, seed=6)
+    best = separator.separate_array(mix, RATE, ["vocals"], quality="best")["vocals"]
+    model = tmp_path / "models/test-mdx/small.onnx"
+    assert peak_error(best, reference(model, mix, denoise=True)) < TOLERANCE
+    assert peak_error(best, reference(model, mix)) > 100 * TOLERANCE
+
+
 def test_mono_input_runs_as_uvr_runs_it(registered: ModelSpec, tmp_path: Path) -> None:
     separator = Separator(registered.id, model_dir=tmp_path / "models")
     mono = noise(1.0, seed=6)[:1]

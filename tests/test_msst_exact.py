@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 import yaml  # type: ignore[import-untyped]
 from msst.models.bs_roformer import BSRoformer, MelBandRoformer
-from msst.utils.model_utils import demix
+from msst.utils.model_utils import apply_tta, demix
 from msst.utils.settings import get_model_from_config
 
 from demixer.audio import OutputFormat
@@ -278,6 +278,30 @@ def test_mono_input_is_msst_first_channel(
     assert got["vocals"].shape == (1, mix.shape[1])
     assert float(np.abs(got["vocals"] - expected).max()) <= 1e-4
     np.testing.assert_allclose(got["vocals"] + got["instrumental"], mix, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [2, 1], ids=["stereo", "mono"])
+def test_best_quality_is_mssts_test_time_augmentation(
+    pipelines: dict[str, Pipeline], channels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--quality best` changed nothing for an MSST model: it is MSST's `--use_tta` now (the
+    channels swapped, the polarity inverted, three estimates averaged), on a mono song as
+    MSST's inference runs one (made stereo; its first channel here)."""
+    p = pipelines["kim-mel-vocals"]
+    mix = music(3 * p.chunk + p.step // 3, channels=channels, seed=11)
+    stereo = np.repeat(mix, 2, axis=0) if channels == 1 else mix
+    with torch.inference_mode():
+        plain = demix(p.reference_config, p.reference, stereo, "cpu", p.arch)
+        augmented = apply_tta(p.reference_config, p.reference, stereo, plain, "cpu", p.arch)
+    expected = augmented["vocals"][:channels]
+
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, p.config, p.checkpoint))
+    got = separator.separate_array(mix, 44100, ["vocals"], quality="best")["vocals"]
+    balanced = separator.separate_array(mix, 44100, ["vocals"])["vocals"]
+    assert got.shape == mix.shape
+    assert float(np.abs(got - expected).max()) <= 1e-4
+    assert float(np.abs(balanced - expected).max()) > 1e-2  # the augmentation counts
 
 
 def _demixer(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

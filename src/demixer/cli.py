@@ -214,7 +214,9 @@ def separate(
             envvar="DEMIXER_QUALITY",
             help="fast, balanced or best. For spleeter-2stems and cascade-4stems: fast is "
             "Deezer's own pipeline, balanced better stems at the same speed, best about 4x "
-            "slower for a little more; other models ignore it.",
+            "slower for a little more. RoFormer, SCNet and MDX23C models: best adds MSST's "
+            "test-time augmentation (3x the time); MDX-Net: best adds UVR's denoise pass (2x); "
+            "Demucs ignores it.",
         ),
     ] = DEFAULT_QUALITY,
     device: Annotated[

@@ -278,7 +278,9 @@ class QueueInput(BaseModel):
         "stems (default: the server's `DEMIXER_QUALITY`). For `spleeter-2stems` and "
         "`cascade-4stems`, `fast` is Deezer's own pipeline, `balanced` combines the two U-Nets' "
         "masks better at the same speed, `best` adds test-time augmentation (about 4x the "
-        "time); other models accept it and run as they are.",
+        "time). For the RoFormer, SCNet and MDX23C models `best` is MSST's test-time "
+        "augmentation (`--use_tta`, 3x the time), for the MDX-Net models it adds UVR's "
+        "denoise pass (2x); the Demucs models accept it and run as they are.",
         json_schema_extra={"enum": [*QUALITIES, None]},
         examples=["balanced"],
     )

@@ -5,8 +5,9 @@ single ``.onnx`` files whose STFT settings live outside the file, in UVR's model
 registry entry carries them in ``arch_params`` (see :mod:`demixer.models.mdx_net.params`).
 
 The inference is UVR's own (:mod:`demixer.models.mdx_net.chunks`), with UVR's defaults: 256-frame
-chunks stepped by ``chunk - n_fft``, Hann-weighted overlap-add, no "denoise" pass, and the
-output multiplied by the model's ``compensate`` gain: UVR's "primary stem". A registry entry
+chunks stepped by ``chunk - n_fft``, Hann-weighted overlap-add, no "denoise" pass (the ``best``
+quality level adds it), and the output multiplied by the model's ``compensate`` gain: UVR's
+"primary stem". A registry entry
 may also list the secondary stem (``stems=("vocals", "instrumental")``), which is the input
 minus the primary, exactly as UVR computes it.
 
@@ -19,7 +20,9 @@ way, for a caller that has windows (an engine without the streaming hook).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from demixer.models.loading import verified_weights
 from demixer.models.mdx_net.chunks import ChunkStream, Spectrogram
 from demixer.models.mdx_net.params import ARCH_PARAMS, MdxParams
 from demixer.models.mdx_net.session import OnnxNetwork
+from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
 
 __all__ = ["ARCH_PARAMS", "WINDOW_STEPS", "MdxNetBackend", "MdxParams", "OnnxNetwork", "load"]
@@ -84,6 +88,17 @@ class MdxNetBackend:
         self._network = network
         self._spectrogram = Spectrogram(params)
         self._batch = max(1, min(params.batch_size or batch, network.max_batch))
+
+    def with_quality(self, quality: Quality) -> MdxNetBackend:
+        """The backend at ``quality`` (:class:`~demixer.models.quality.Tunable`), sharing the
+        loaded network. ``fast`` and ``balanced`` run the model as its parameters set it;
+        ``best`` adds UVR's "Denoise Output: Standard" (audio-separator's ``enable_denoise``)
+        where they do not: each chunk also separated inverted, twice the work."""
+        if quality != "best" or self.params.denoise:
+            return self
+        tuned = copy.copy(self)
+        tuned.params = replace(self.params, denoise=True)
+        return tuned
 
     def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
         """Split one window as UVR splits a whole track.
