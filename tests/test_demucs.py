@@ -237,6 +237,45 @@ def test_progress_within_a_window_counts_demucs_segments(
     check_stems(stems, mix)
 
 
+def test_best_quality_is_demucs_shift_trick_at_fixed_delays(
+    tmp_path: Path, checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--quality best` changed nothing for a Demucs model: it is demucs' own `--shifts 4` now,
+    with its four random offsets fixed at 0, 1/4, 1/2 and 3/4 of its half-second range, so
+    that the same song gives the same stems. demucs computes the expected stems itself."""
+    local = tmp_path / "mine.th"
+    local.write_bytes(checkpoint.data)
+    backend = load_backend("htdemucs", model_path=local)
+    best = backend.with_quality("best")  # type: ignore[attr-defined]
+    mix = music(3.0)
+    progress: list[float] = []
+    got = best.separate(mix, on_progress=progress.append)
+
+    apply = importlib.import_module("demucs.apply")
+    offsets = iter([k * 22050 // 4 for k in range(4)])  # demucs' range: 0 to 0.5 s
+    monkeypatch.setattr(apply.random, "randint", lambda low, high: next(offsets))
+    wav = torch.from_numpy(mix)
+    center, scale = float(wav.mean(0).mean()), float(wav.mean(0).std())
+    with torch.inference_mode():
+        expected = (
+            apply.apply_model(
+                backend._model,  # type: ignore[attr-defined]
+                ((wav - center) / scale)[None],
+                shifts=4,
+                split=True,
+                overlap=0.25,
+            )[0]
+            * scale
+            + center
+        )
+    for i, stem in enumerate(SOURCES):
+        assert float(np.abs(got[stem] - expected[i].numpy()).max()) <= 1e-5, stem
+    plain = backend.separate(mix)
+    assert max(float(np.abs(got[s] - plain[s]).max()) for s in SOURCES) > 1e-3
+    assert progress[-1] == 1.0 and progress == sorted(progress)
+    assert backend.with_quality("balanced") is backend  # type: ignore[attr-defined]
+
+
 def test_model_path_with_other_stems_is_refused(tmp_path: Path, checkpoint: Checkpoint) -> None:
     local = tmp_path / "mine.th"
     local.write_bytes(checkpoint.data)

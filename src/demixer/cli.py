@@ -216,7 +216,7 @@ def separate(
             "Deezer's own pipeline, balanced better stems at the same speed, best about 4x "
             "slower for a little more. RoFormer, SCNet and MDX23C models: best adds MSST's "
             "test-time augmentation (3x the time); MDX-Net: best adds UVR's denoise pass (2x); "
-            "Demucs ignores it.",
+            "Demucs: best is its shift trick, --shifts 4 (4x).",
         ),
     ] = DEFAULT_QUALITY,
     device: Annotated[

@@ -280,7 +280,8 @@ class QueueInput(BaseModel):
         "masks better at the same speed, `best` adds test-time augmentation (about 4x the "
         "time). For the RoFormer, SCNet and MDX23C models `best` is MSST's test-time "
         "augmentation (`--use_tta`, 3x the time), for the MDX-Net models it adds UVR's "
-        "denoise pass (2x); the Demucs models accept it and run as they are.",
+        "denoise pass (2x), for the Demucs models it is their shift trick (`--shifts 4`, at "
+        "fixed delays: 4x).",
         json_schema_extra={"enum": [*QUALITIES, None]},
         examples=["balanced"],
     )

@@ -15,6 +15,7 @@ checked against anything: it is trusted exactly like any pickle the user chooses
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import math
@@ -35,6 +36,7 @@ from demixer.errors import ModelFailed, ModelUnavailable
 from demixer.models.base import Backend
 from demixer.models.download import verify_pin
 from demixer.models.loading import damaged_remedy, resolve_weight
+from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
 
 __all__ = [
@@ -53,6 +55,10 @@ WINDOW_SECONDS = 44.0
 OVERLAP_SECONDS = 1.0
 # demucs' default overlap between its segments, used by its CLI and its published scores.
 _SEGMENT_OVERLAP = 0.25
+#: The ``best`` quality level's passes: demucs' "shift trick" (``--shifts``), each pass the
+#: window delayed by a part of demucs' half-second range, at fixed delays rather than random
+#: ones, so that the same input always gives the same stems.
+BEST_SHIFTS = 4
 
 _DEMUCS_MISSING = (
     "the Demucs models need the `demucs` package without its torchaudio requirement: "
@@ -162,6 +168,20 @@ class DemucsBackend:
         self._model = model
         self._apply_model = api.apply_model
         self._device = device
+        self.shifts = 0
+
+    def with_quality(self, quality: Quality) -> DemucsBackend:
+        """The backend at ``quality`` (:class:`~demixer.models.quality.Tunable`), sharing the
+        loaded model: ``fast`` and ``balanced`` run each window once; ``best`` runs it
+        :data:`BEST_SHIFTS` times, delayed by 0, 1/4, 1/2 and 3/4 of demucs' half-second shift
+        range, and averages the passes (demucs' ``--shifts 4`` with those delays for its random
+        ones): four times the work."""
+        shifts = BEST_SHIFTS if quality == "best" else 0
+        if shifts == self.shifts:
+            return self
+        tuned = copy.copy(self)
+        tuned.shifts = shifts
+        return tuned
 
     def separate(
         self, mix: np.ndarray, *, on_progress: Callable[[float], None] | None = None
@@ -172,7 +192,8 @@ class DemucsBackend:
         mono mix, divide by its standard deviation, undo both on every stem); demixer does it per
         window because the engine hands the backend one window at a time. Inside the window
         demucs runs its own segments with 25 % overlap, blended with its triangular weights, and
-        without the random "shift trick" so that the same input always gives the same output.
+        without the random "shift trick", which the ``best`` level runs at fixed delays
+        (:meth:`with_quality`), so that the same input always gives the same output.
 
         Args:
             mix: ``(channels, samples)`` float32 at ``sample_rate``.
@@ -199,21 +220,40 @@ class DemucsBackend:
                 if not math.isfinite(scale) or scale < 1e-8:
                     scale = 1.0
                 wav = (wav - center) / scale
-                out = self._apply_model(
-                    self._model,
-                    wav[None],
-                    shifts=0,
-                    split=True,
-                    overlap=_SEGMENT_OVERLAP,
-                    progress=False,
-                    device=self._device,
-                    pool=_CountingPool(len(getattr(self._model, "models", [None])), on_progress),
-                )[0]
+                out = self._shifted(wav, on_progress)
                 out = out * scale + center
                 stems = out.to("cpu", torch.float32).numpy()
         except Exception as exc:
             raise ModelFailed(f"Demucs model {self.model_id!r} failed: {exc!r}") from exc
         return {stem: np.ascontiguousarray(stems[i]) for i, stem in enumerate(self.stems)}
+
+    def _shifted(
+        self, wav: torch.Tensor, on_progress: Callable[[float], None] | None
+    ) -> torch.Tensor:
+        """demucs' ``apply_model`` on one normalised window, once per shift (:attr:`shifts`,
+        none: once as it is), averaged. As demucs' shift trick: a pass delayed by ``d`` samples
+        is the window after ``d`` zeros, its output from sample ``d`` on."""
+        passes = self.shifts or 1
+        models = len(getattr(self._model, "models", [None]))
+        pool = _CountingPool(models * passes, on_progress)
+        max_shift = int(0.5 * self.sample_rate)
+        out: torch.Tensor | None = None
+        for k in range(passes):
+            delay = max_shift - k * max_shift // passes if self.shifts else 0
+            shifted = torch.nn.functional.pad(wav, (delay, 0))
+            y = self._apply_model(
+                self._model,
+                shifted[None],
+                shifts=0,
+                split=True,
+                overlap=_SEGMENT_OVERLAP,
+                progress=False,
+                device=self._device,
+                pool=pool,
+            )[0][..., delay:]
+            out = y if out is None else out + y
+        assert out is not None
+        return out / passes if passes > 1 else out
 
 
 class _CountingPool:
