@@ -140,6 +140,24 @@ def test_an_ensembles_results_from_before_its_computation_changed_are_not_reused
     )
 
 
+def test_a_best_result_from_before_best_changed_is_not_reused() -> None:
+    """`best` ran the MSST, MDX-Net and Demucs models as `balanced` does, then got their own
+    test-time augmentation, denoise pass and shifts: a `best` result of theirs from before (the
+    `balanced` stems) would have answered a `best` request made after. The expected keys were
+    computed by the code before (53e22f7)."""
+    params = JobParams.from_row(ROWS["native_separate"]["params"])
+    best = params.model_copy(update={"quality": "best"})
+    before = {
+        "mel-roformer-vocals-kim": "d16769fd9371d1f046ff0873b048f383"
+        "3634a9b8dd2476ca3d776d18b8fea5ab",
+        "mdx-net-vocals-kim-2": "2315321599ba8a5e0be9118112125e80f272c6d94c220406459f633eaeb15360",
+        "htdemucs": "2e6a9209016e7f048ca4d453297afb0390f1a5ff07cca1eb31abb78b90c22db8",
+    }
+    for model, old in before.items():
+        now = cache.fingerprint(V1["input_sha256"], model, best)
+        assert now is not None and now != old, model
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

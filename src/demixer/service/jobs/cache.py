@@ -36,6 +36,10 @@ __all__ = ["copy_outputs", "find_reusable", "fingerprint", "input_sha256"]
 # every window (da5b20f). A result made before is not what the same request gives now, so the
 # key of an ensemble's request names the revision it was made by; one from before is not reused.
 _ENSEMBLE_REVISION = 2
+# `best` did nothing for the MSST, MDX-Net and Demucs models and does now (f71451e, 53e22f7): a
+# `best` result made before (for those, the `balanced` stems) is not what the same request
+# gives now. Spleeter's `best` did not change; its results from before are made once more.
+_BEST_REVISION = 2
 
 
 def input_sha256(session: Session, params: JobParams) -> str | None:
@@ -84,6 +88,8 @@ def fingerprint(
     # their fingerprint (and reuses them); any other level is another result.
     if params.quality != "fast":
         key["quality"] = params.quality
+    if params.quality == "best":
+        key["best_revision"] = _BEST_REVISION
     if key["spans"]:
         # The same spans in another order keep the same samples (each span's gain is a
         # maximum over all of them: engine/spans.py), so they are the same result. Sorted,
