@@ -44,12 +44,16 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = 
 
 @contextmanager
 def sql_sent() -> Iterator[list[str]]:
-    """The verb (``SELECT``, ``BEGIN``, ``UPDATE``...) of each statement any engine of this
-    process sends inside the block, in order."""
+    """The verb (``SELECT``, ``BEGIN``, ``UPDATE``...) of each statement this thread sends
+    inside the block, in order, on any engine. Another thread's are not counted: a worker a
+    module's earlier tests left polling in the background sent its own idle poll's SELECT
+    into the count now and then (a fourth SELECT where the test expected three)."""
     sent: list[str] = []
+    mine = threading.get_ident()
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement.split(None, 1)[0].upper())
+        if threading.get_ident() == mine:
+            sent.append(statement.split(None, 1)[0].upper())
 
     event.listen(Engine, "before_cursor_execute", record)
     try:
