@@ -22,8 +22,9 @@ from demixer.audio import OutputFormat
 from demixer.engine import Separator
 from demixer.errors import Cancelled
 from demixer.models.ensemble import MODES, CombineStream, EnsembleBackend, combine
+from demixer.models.loading import load_backend
 from demixer.models.msst.backend import MsstBackend
-from demixer.models.registry import ModelSpec
+from demixer.models.registry import ModelSpec, get_spec
 from msst_support import model_files, music, write_config
 
 SR = 44100
@@ -80,6 +81,32 @@ def test_an_ensemble_of_msst_models_gives_each_model_over_the_whole_song_combine
         assert list(got) == list(STEMS)
         np.testing.assert_allclose(got["vocals"], vocals, atol=1e-5, rtol=0, err_msg=mode)
         np.testing.assert_allclose(got["instrumental"], mix - vocals, atol=1e-5, rtol=0)
+
+
+def test_an_ensemble_with_a_model_that_takes_windows_runs_each_model_as_it_runs_alone(
+    members: Members,
+) -> None:
+    """Beside Spleeter (which takes the engine's windows) an MSST model ran inside each window
+    of the ensemble, the shortest member's, its chunks and statistics per window: not the
+    stems it gives alone. Now each member runs over the whole song as it does alone, Spleeter
+    in its own cross-faded windows (shrunk here to 4 s, so that 9 s of music crosses two of
+    their seams), and the estimates are combined."""
+    spleeter = load_backend("spleeter-2stems")
+    spleeter.window, spleeter.overlap = 4 * SR, SR // 2
+    spleeter_spec = get_spec("spleeter-2stems")
+    mix = music(9 * SR, seed=5) * 2 + 0.02
+    alone = [
+        Separator.from_backend(spleeter_spec, spleeter).separate_array(mix, SR)["vocals"],
+        Separator.from_backend(*members[1]).separate_array(mix, SR)["vocals"],
+    ]
+    backend = EnsembleBackend(
+        [(spleeter_spec.id, spleeter), (members[1][0].id, members[1][1])], STEMS, "max"
+    )
+    spec = replace(members[1][0], id="max:spleeter-2stems+b", stems=STEMS)
+    got = Separator.from_backend(spec, backend).separate_array(mix, SR)
+    vocals = combine(alone, "max")
+    np.testing.assert_allclose(got["vocals"], vocals, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["instrumental"], mix - vocals, atol=1e-5, rtol=0)
 
 
 def test_a_streamed_ensemble_reads_a_file_reports_progress_and_cancels(

@@ -28,11 +28,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from demixer.audio import AudioReader, OutputFormat, WriteReport, probe, resample
+from demixer.audio import AudioReader, OutputFormat, WriteReport, probe
 from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
 from demixer.engine.outputs import (
@@ -50,9 +49,10 @@ from demixer.engine.streaming import (
     stream_backend,
     stream_ensemble,
     streamed_ensemble,
+    window_regions,
+    window_size,
 )
-from demixer.engine.windows import overlap_add
-from demixer.errors import Cancelled, DemixerError, InvalidAudio, ModelFailed
+from demixer.errors import Cancelled, InvalidAudio
 from demixer.models import planner
 from demixer.models.base import Backend, InputStats, reports_progress, streaming
 from demixer.models.loading import load_backend
@@ -250,9 +250,7 @@ class Separator:
         :class:`~demixer.errors.UnknownQuality` before any block is read.
         """
         backend = tuned(self.backend, parse_quality(quality))
-        ratio = sample_rate / backend.sample_rate
-        window = max(2, round(backend.window * ratio))
-        overlap = min(window - 1, round(backend.overlap * ratio))
+        window, _ = window_size(backend, sample_rate)
         window_start = 0
         reported = -1.0
 
@@ -303,12 +301,15 @@ class Separator:
                 ensemble, blocks, sample_rate, plan.targets, before_run=before_window, stats=stats
             )
         else:
-
-            def separate(x: np.ndarray) -> dict[str, np.ndarray]:
-                return self._separate_window(backend, x, sample_rate, plan, inner)
-
-            regions = overlap_add(
-                blocks, separate, window=window, overlap=overlap, before_window=before_window
+            regions = window_regions(
+                backend,
+                blocks,
+                sample_rate,
+                plan.targets,
+                model_id=self.spec.id,
+                before_window=before_window,
+                within=inner,
+                heard=plan.rest is not None,
             )
         for region, stems in regions:
             out = {name: stems[name] for name in plan.targets}
@@ -319,46 +320,6 @@ class Separator:
             yield out
         if on_progress is not None:
             on_progress(1.0)
-
-    def _separate_window(
-        self,
-        backend: Backend,
-        x: np.ndarray,
-        sample_rate: int,
-        plan: StemPlan,
-        on_progress: ProgressFn | None = None,
-    ) -> dict[str, np.ndarray]:
-        """One window ``(channels, n)`` at the input rate -> target stems, same shape, by
-        ``backend`` (the loaded model at the request's quality level).
-
-        ``on_progress``: fractions of this window, passed to a backend that reports them.
-        """
-        channels, n = x.shape
-        at_rate = resample(x, sample_rate, backend.sample_rate)
-        model_in = (
-            np.repeat(at_rate, backend.channels, axis=0) if channels < backend.channels else at_rate
-        )
-        try:
-            if on_progress is not None:
-                reporting: Any = backend
-                separated = reporting.separate(model_in, on_progress=on_progress)
-            else:
-                separated = backend.separate(model_in)
-        except DemixerError:
-            raise
-        except Exception as exc:  # a model crash is ours, not the user's: say so
-            raise ModelFailed(
-                f"model {self.spec.id!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        out = {}
-        for name in plan.targets:
-            y = _fitted(resample(separated[name], backend.sample_rate, sample_rate), n)
-            if channels < y.shape[0]:
-                y = y.mean(axis=0, keepdims=True)
-            out[name] = np.ascontiguousarray(y, dtype=np.float32)
-        if plan.rest is not None and sample_rate != backend.sample_rate:
-            out[HEARD] = _fitted(resample(at_rate, backend.sample_rate, sample_rate), n)
-        return out
 
     @staticmethod
     def _decoded(reader: AudioReader, preprocess: PreprocessFn | None) -> Iterable[np.ndarray]:
@@ -511,9 +472,3 @@ class Separator:
             extras={name: {f.extension: p[name] for f, p in also} for name in kept} if also else {},
             made_by={name: made for name, made in self.made_by(plan).items() if name in kept},
         )
-
-
-def _fitted(y: np.ndarray, n: int) -> np.ndarray:
-    """``y`` cut or zero-padded to ``n`` samples (a resampler's round trip may miss by one)."""
-    y = y[:, :n]
-    return np.pad(y, ((0, 0), (0, n - y.shape[1]))) if y.shape[1] < n else y

@@ -6,9 +6,12 @@ resamples each requested stem back, all with streaming resamplers; the input is 
 until the stems for the same samples come out, so the residual (input minus stems) is exact and
 memory stays bounded by the backend's own latency.
 
-An ensemble whose every member is such a backend (:mod:`demixer.models.ensemble`) streams the
-same way: :func:`stream_ensemble` runs :func:`stream_backend` once per member over the one
-input stream and combines the members' estimates as they come out.
+A backend that takes windows (Spleeter, Demucs) gets them from :func:`window_regions`: the engine
+cuts the input into the backend's windows and cross-fades them (:mod:`demixer.engine.windows`).
+
+An ensemble (:mod:`demixer.models.ensemble`) streams either way: :func:`stream_ensemble` runs
+each member once over the one input stream, as that member runs alone (:func:`stream_backend`
+or :func:`window_regions`), and combines the members' estimates as they come out.
 """
 
 from __future__ import annotations
@@ -18,13 +21,23 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from demixer.audio import SampleQueue, StreamResampler, resampled_length
+from demixer.audio import SampleQueue, StreamResampler, resample, resampled_length
 from demixer.engine.stems import HEARD
+from demixer.engine.windows import overlap_add
 from demixer.errors import DemixerError, ModelFailed
-from demixer.models.base import Backend, InputStats, StreamingBackend, streaming
+from demixer.models.base import Backend, InputStats, StreamingBackend, separate_with, streaming
 from demixer.models.ensemble import CombineStream, EnsembleBackend
 
-__all__ = ["input_stats", "stats_rates", "stream_backend", "stream_ensemble", "streamed_ensemble"]
+__all__ = [
+    "input_stats",
+    "separate_window",
+    "stats_rates",
+    "stream_backend",
+    "stream_ensemble",
+    "streamed_ensemble",
+    "window_regions",
+    "window_size",
+]
 
 Regions = Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]
 """``(input, stems)``: consecutive regions of the input and the stems for them."""
@@ -151,10 +164,94 @@ def stream_backend(
         yield pending.pop(n), {name: f.pop_fitted(n, channels) for name, f in outputs.items()}
 
 
+def window_size(backend: Backend, sample_rate: int) -> tuple[int, int]:
+    """``(window, overlap)`` of a backend that takes windows, in samples at ``sample_rate``."""
+    ratio = sample_rate / backend.sample_rate
+    window = max(2, round(backend.window * ratio))
+    return window, min(window - 1, round(backend.overlap * ratio))
+
+
+def window_regions(
+    backend: Backend,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    targets: Sequence[str],
+    *,
+    model_id: str,
+    before_window: Callable[[int], None] | None = None,
+    within: Callable[[float], None] | None = None,
+    heard: bool = False,
+) -> Regions:
+    """Separate a block stream with a backend that takes windows: the input is cut into its
+    windows (:func:`window_size`) and the windows' stems cross-faded
+    (:func:`~demixer.engine.windows.overlap_add`); each window is :func:`separate_window`'s.
+
+    Args:
+        before_window: called with each window's start (samples at ``sample_rate``) before it
+            is separated; raise from it to stop.
+        within: fractions of the current window, for a backend that reports them.
+        heard: also return the input as the model got it (see :func:`separate_window`).
+
+    Yields:
+        ``(input, stems)`` regions tiling the input, as :func:`stream_backend`'s.
+    """
+    window, overlap = window_size(backend, sample_rate)
+
+    def separate(x: np.ndarray) -> dict[str, np.ndarray]:
+        return separate_window(
+            backend, x, sample_rate, targets, model_id=model_id, heard=heard, on_progress=within
+        )
+
+    return overlap_add(
+        blocks, separate, window=window, overlap=overlap, before_window=before_window
+    )
+
+
+def separate_window(
+    backend: Backend,
+    x: np.ndarray,
+    sample_rate: int,
+    targets: Sequence[str],
+    *,
+    model_id: str,
+    heard: bool = False,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """One window ``(channels, n)`` at the input rate -> the ``targets`` stems, same shape, by
+    ``backend`` (the loaded model at the request's quality level): resampled to the model's
+    rate and channels and back. ``heard``: also return, under
+    :data:`~demixer.engine.stems.HEARD`, the input as the model got it, resampled back (when
+    the rates differ). ``on_progress``: fractions of this window, passed to a backend that
+    reports them.
+    """
+    channels, n = x.shape
+    at_rate = resample(x, sample_rate, backend.sample_rate)
+    model_in = (
+        np.repeat(at_rate, backend.channels, axis=0) if channels < backend.channels else at_rate
+    )
+    # A model crash is ours, not the user's: say so.
+    separated = separate_with(backend, model_in, label=model_id, on_progress=on_progress)
+    out = {}
+    for name in targets:
+        y = _fitted(resample(separated[name], backend.sample_rate, sample_rate), n)
+        if channels < y.shape[0]:
+            y = y.mean(axis=0, keepdims=True)
+        out[name] = np.ascontiguousarray(y, dtype=np.float32)
+    if heard and sample_rate != backend.sample_rate:
+        out[HEARD] = _fitted(resample(at_rate, backend.sample_rate, sample_rate), n)
+    return out
+
+
+def _fitted(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` cut or zero-padded to ``n`` samples (a resampler's round trip may miss by one)."""
+    y = y[:, :n]
+    return np.pad(y, ((0, 0), (0, n - y.shape[1]))) if y.shape[1] < n else y
+
+
 def streamed_ensemble(backend: Backend) -> EnsembleBackend | None:
-    """``backend`` when it is an ensemble whose members all window the input themselves (the
-    engine then streams each over the whole input: :func:`stream_ensemble`), else None."""
-    return backend if isinstance(backend, EnsembleBackend) and backend.streams else None
+    """``backend`` when it is an ensemble (the engine then runs each member once over the
+    whole input: :func:`stream_ensemble`), else None."""
+    return backend if isinstance(backend, EnsembleBackend) else None
 
 
 def stats_rates(backend: Backend) -> tuple[int, ...]:
@@ -176,10 +273,12 @@ def stream_ensemble(
     before_run: Callable[[int], None] | None = None,
     stats: Mapping[int, InputStats] | None = None,
 ) -> Regions:
-    """Separate a block stream with an ensemble whose members all window the input themselves.
+    """Separate a block stream with an ensemble, each member once over the whole input.
 
-    Each member makes one pass over the whole input (:func:`stream_backend`: resampled to its
-    rate and back, its statistics at its own rate), as it does alone; their estimates, aligned
+    Each member makes one pass over the whole input as it does alone: one that windows the input
+    itself through :func:`stream_backend` (resampled to its rate and back, its statistics at its
+    own rate), one that takes windows through :func:`window_regions` (its own windows, cross-
+    faded, the engine's windows for it alone); their estimates, aligned
     sample for sample, are combined as they come (:class:`~demixer.models.ensemble.CombineStream`)
     and the ensemble's remainder is the input minus the combined stems. The member whose
     output is furthest behind runs next, so the input held for the others (and the estimates
@@ -208,18 +307,29 @@ def stream_ensemble(
 
         return at
 
-    runs = []
+    runs: list[Regions] = []
     for i, (step, copy) in enumerate(zip(steps, itertools.tee(blocks, len(steps)), strict=True)):
         member = streaming(step.backend)
-        if member is None:
-            raise ValueError(f"ensemble member {step.label!r} takes windows: it cannot stream")
+        names = list(step.outputs)
+        if member is None:  # a crash names the member
+            runs.append(
+                window_regions(
+                    step.backend,
+                    copy,
+                    sample_rate,
+                    names,
+                    model_id=step.label,
+                    before_window=hook(i),
+                )
+            )
+            continue
         runs.append(
             stream_backend(
                 member,
                 copy,
                 sample_rate,
-                list(step.outputs),
-                model_id=step.label,  # a crash names the member
+                names,
+                model_id=step.label,
                 before_run=hook(i),
                 stats=(stats or {}).get(member.sample_rate) if member.needs_stats else None,
             )

@@ -14,11 +14,20 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "InputStats", "StreamingBackend", "reports_progress", "streaming"]
+from demixer.errors import DemixerError, ModelFailed
+
+__all__ = [
+    "Backend",
+    "InputStats",
+    "StreamingBackend",
+    "reports_progress",
+    "separate_with",
+    "streaming",
+]
 
 
 class Backend(Protocol):
@@ -104,6 +113,31 @@ class StreamingBackend(Backend, Protocol):
 def streaming(backend: Backend) -> StreamingBackend | None:
     """``backend`` as a :class:`StreamingBackend`, or None when it takes windows."""
     return backend if callable(getattr(backend, "stream", None)) else None  # type: ignore[return-value]
+
+
+def separate_with(
+    backend: Backend,
+    x: np.ndarray,
+    *,
+    label: str | None,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """``backend.separate(x)``, with ``on_progress`` where the backend reports progress; a
+    crash that is not one of demixer's own errors becomes
+    :class:`~demixer.errors.ModelFailed` naming ``label`` (the model the user asked for, or
+    the member of it that broke: what they have to change), or goes on as it is without one."""
+    try:
+        if on_progress is not None and reports_progress(backend):
+            reporting: Any = backend
+            separated: dict[str, np.ndarray] = reporting.separate(x, on_progress=on_progress)
+            return separated
+        return backend.separate(x)
+    except DemixerError:
+        raise
+    except Exception as exc:
+        if label is None:
+            raise
+        raise ModelFailed(f"model {label!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def reports_progress(backend: Backend) -> bool:

@@ -22,13 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from demixer.audio import resample
-from demixer.errors import DemixerError, ModelFailed
-from demixer.models.base import Backend, reports_progress
+from demixer.models.base import Backend, separate_with
 from demixer.models.dsp import DEFAULT_PARAMS, SplitParams, split_accompaniment
 from demixer.models.loading import load_backend
 from demixer.models.quality import Quality, tuned
@@ -209,20 +207,9 @@ def run_step(
     channels, n = x.shape
     model_in = np.repeat(x, backend.channels, axis=0) if channels < backend.channels else x
     model_in = resample(model_in, rate, backend.sample_rate)
-    try:
-        if on_progress is not None and reports_progress(backend):
-            reporting: Any = backend
-            separated = reporting.separate(model_in, on_progress=on_progress)
-        else:
-            separated = backend.separate(model_in)
-    except DemixerError:
-        raise
-    except Exception as exc:
-        if not step.label:
-            raise
-        # Named by the engine, a crash said only "model 'max:a+b+c' failed": which of the
-        # models ran out of memory (or broke) is what the user has to change.
-        raise ModelFailed(f"model {step.label!r} failed: {type(exc).__name__}: {exc}") from exc
+    # Named by the engine, a crash said only "model 'max:a+b+c' failed": which of the models
+    # ran out of memory (or broke) is what the user has to change.
+    separated = separate_with(backend, model_in, label=step.label or None, on_progress=on_progress)
     by_name = {k.lower(): v for k, v in separated.items()}
     out: dict[str, np.ndarray] = {}
     for stem, name in step.outputs.items():

@@ -15,19 +15,15 @@ Its stems are the ones every member makes (in demixer's names, :mod:`demixer.mod
 When the stems include ``instrumental`` (or else ``other``), that one is the input minus the
 others, so the stems add up to the input.
 
-How the members run depends on them:
-
-- Every member windows the input itself (MSST's RoFormers, MDX23C, SCNet, UVR's MDX-Net: a
-  :class:`~demixer.models.base.StreamingBackend`): the engine streams each member over the
-  whole input, as that model runs alone (its own chunks, overlap, edge padding and
-  normalisation by the whole song's statistics), and combines the estimates as they come
-  (:func:`demixer.engine.streaming.stream_ensemble`, :class:`CombineStream`). The stems are
-  those of running each model over the whole file and combining the whole arrays, as UVR,
-  audio-separator and MSST's ensemble do; memory is bounded by the members' latencies.
-- Any member takes windows from the engine (Spleeter, Demucs): each member runs once per
-  window, the windows the shortest of the members' (:meth:`EnsembleBackend.separate`), so
-  memory stays flat in the input's length; a streaming member beside it then chunks each
-  window on its own.
+The engine runs each member once over the whole input, as that model runs alone, and combines
+the estimates as they come (:func:`demixer.engine.streaming.stream_ensemble`,
+:class:`CombineStream`): a member that windows the input itself (MSST's RoFormers, MDX23C,
+SCNet, UVR's MDX-Net: a :class:`~demixer.models.base.StreamingBackend`) with its own chunks,
+overlap, edge padding and normalisation by the whole song's statistics; one that takes windows
+(Spleeter, Demucs) in its own windows, cross-faded. The stems are those of running each model
+over the whole file and combining the whole arrays, as UVR, audio-separator and MSST's ensemble
+do; memory is bounded by the members' latencies and windows. (An ensemble inside another
+model's step, as a recipe's, runs once per window of that model: :meth:`EnsembleBackend.separate`.)
 """
 
 from __future__ import annotations
@@ -38,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from demixer.models.base import Backend, streaming
+from demixer.models.base import Backend
 from demixer.models.cascade import MIX, Step, run_step, shared_timing
 from demixer.models.catalogue.ensembles import (
     ALIASES,
@@ -214,8 +210,8 @@ class CombineStream:
 
 
 class EnsembleBackend:
-    """Members' estimates combined per stem: members that all stream are streamed by the
-    engine over the whole input (:attr:`streams`); otherwise each runs once per window.
+    """Members' estimates combined per stem: the engine runs each member once over the whole
+    input (see the module docstring); :meth:`separate` runs them on one window.
 
     Attributes:
         sample_rate: the first member's rate (Hz); others are resampled to theirs and back.
@@ -227,7 +223,6 @@ class EnsembleBackend:
         weights: per member, its weight in ``avg`` (None: equal).
         remainder: the stem that is the input minus the others, or None.
         steps: per member, its backend, label and kept stems (its stem -> the ensemble's).
-        streams: whether every member windows the input itself (see the module docstring).
     """
 
     def __init__(
@@ -252,7 +247,6 @@ class EnsembleBackend:
             self.steps.append(Step(backend, MIX, keep, "_rest", label=label))
         timing = shared_timing([b for _, b in members])
         self.sample_rate, self.channels, self.window, self.overlap = timing
-        self.streams = all(streaming(b) is not None for _, b in members)
 
     def with_quality(self, quality: Quality) -> Backend:
         """The ensemble with each member at ``quality`` (the loaded weights are shared).

@@ -33,9 +33,10 @@ __all__ = ["copy_outputs", "find_reusable", "fingerprint", "input_sha256"]
 
 # An ensemble's numbers changed with how it is computed: UVR's framing of max / min (4958c0b),
 # then each member that chunks the song itself run once over the whole song instead of inside
-# every window (da5b20f). A result made before is not what the same request gives now, so the
-# key of an ensemble's request names the revision it was made by; one from before is not reused.
-_ENSEMBLE_REVISION = 2
+# every window (da5b20f), then beside a member that takes windows too (a mixed ensemble: 3). A
+# result made before is not what the same request gives now, so the key of an ensemble's
+# request names the revision it was made by; one from before is not reused.
+_ENSEMBLE_REVISION = 3
 # `best` did nothing for the MSST, MDX-Net and Demucs models and does now (f71451e, 53e22f7): a
 # `best` result made before (for those, the `balanced` stems) is not what the same request
 # gives now. Spleeter's `best` did not change; its results from before are made once more.
