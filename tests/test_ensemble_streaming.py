@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 import yaml  # type: ignore[import-untyped]
 
-from demixer.audio import OutputFormat
+from demixer.audio import OutputFormat, resample
 from demixer.engine import Separator
 from demixer.errors import Cancelled
 from demixer.models.ensemble import MODES, CombineStream, EnsembleBackend, combine
@@ -107,6 +107,30 @@ def test_an_ensemble_with_a_model_that_takes_windows_runs_each_model_as_it_runs_
     vocals = combine(alone, "max")
     np.testing.assert_allclose(got["vocals"], vocals, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got["instrumental"], mix - vocals, atol=1e-5, rtol=0)
+
+
+def test_members_normalising_at_two_rates_take_their_statistics_from_one_decoding(
+    members: Members,
+) -> None:
+    """The whole input's statistics at each normalising member's rate (44.1 and 48 kHz here)
+    took one decoding of the input per rate: for a long compressed song, seconds each. One
+    pass now gives both, each the mono mix's mean and deviation as that model gets the song."""
+    separator = _ensemble(members, "avg")
+    mix = music(2 * SR + 123, seed=6) * 2 + 0.02
+    passes = 0
+
+    def blocks() -> Iterator[np.ndarray]:
+        nonlocal passes
+        passes += 1
+        for start in range(0, mix.shape[1], 10_000):
+            yield mix[:, start : start + 10_000]
+
+    got = separator.input_stats(blocks, SR)
+    assert passes == 1 and sorted(got) == [SR, 48000]
+    for rate, stats in got.items():
+        mono = resample(mix, SR, rate).astype(np.float64).mean(axis=0)
+        assert stats.mean == pytest.approx(float(mono.mean()), rel=1e-6)
+        assert stats.std == pytest.approx(float(mono.std()), rel=1e-6)
 
 
 def test_a_streamed_ensemble_reads_a_file_reports_progress_and_cancels(

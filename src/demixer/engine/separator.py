@@ -44,7 +44,7 @@ from demixer.engine.outputs import (
 from demixer.engine.spans import Span, apply_spans, check_reach
 from demixer.engine.stems import HEARD, StemPlan, plan_stems
 from demixer.engine.streaming import (
-    input_stats,
+    input_stats_at,
     stats_rates,
     stream_backend,
     stream_ensemble,
@@ -151,11 +151,10 @@ class Separator:
         self, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int
     ) -> dict[int, InputStats]:
         """The statistics :meth:`stream` needs: model rate (Hz) -> the input's statistics at
-        it, one pass over ``blocks()`` (a fresh stream of the input at ``sample_rate``) per
-        rate; empty when the model does not normalise."""
-        return {
-            rate: input_stats(blocks(), sample_rate, rate) for rate in stats_rates(self.backend)
-        }
+        it, one pass over ``blocks()`` (a fresh stream of the input at ``sample_rate``) for
+        every rate; empty (and no pass) when the model does not normalise."""
+        rates = stats_rates(self.backend)
+        return input_stats_at(blocks(), sample_rate, rates) if rates else {}
 
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""

@@ -30,6 +30,7 @@ from demixer.models.ensemble import CombineStream, EnsembleBackend
 
 __all__ = [
     "input_stats",
+    "input_stats_at",
     "separate_window",
     "stats_rates",
     "stream_backend",
@@ -51,36 +52,54 @@ def input_stats(blocks: Iterable[np.ndarray], sample_rate: int, model_rate: int)
     the statistics of the input at its own rate differ (the resampler removes what lies above
     the lower Nyquist frequency, and a short input's few samples become others).
     """
-    count, mean, m2 = 0, 0.0, 0.0
-    for block in _resampled(blocks, sample_rate, model_rate):
-        mono = np.asarray(block, np.float64).mean(axis=0)
-        n = mono.shape[0]
-        if not n:
-            continue
-        block_mean = float(mono.mean())
-        block_m2 = float(np.square(mono - block_mean).sum())
-        delta = block_mean - mean
-        total = count + n
-        mean += delta * n / total
-        m2 += block_m2 + delta * delta * count * n / total
-        count = total
-    return InputStats(mean=mean, std=(m2 / count) ** 0.5 if count else 0.0)
+    return input_stats_at(blocks, sample_rate, (model_rate,))[model_rate]
 
 
-def _resampled(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int) -> Iterator[np.ndarray]:
-    """``blocks`` resampled as one stream (as :func:`stream_backend` sends them to the model)."""
-    if from_rate == to_rate:
-        yield from blocks
-        return
-    resampler: StreamResampler | None = None
+def input_stats_at(
+    blocks: Iterable[np.ndarray], sample_rate: int, model_rates: Sequence[int]
+) -> dict[int, InputStats]:
+    """:func:`input_stats` at each of ``model_rates``, in one pass over ``blocks`` (an ensemble's
+    normalising members at two rates decoded the input once for each)."""
+    moments = {rate: _Moments() for rate in model_rates}
+    resamplers: dict[int, StreamResampler] = {}
+    channels = 0
     for block in blocks:
         if not block.shape[1]:
             continue
-        if resampler is None:
-            resampler = StreamResampler(from_rate, to_rate, block.shape[0])
-        yield resampler.process(block)
-    if resampler is not None:
-        yield resampler.process(np.zeros((resampler.channels, 0), np.float32), last=True)
+        channels = block.shape[0]
+        for rate, moment in moments.items():
+            if rate == sample_rate:
+                moment.push(block)
+                continue
+            if rate not in resamplers:
+                resamplers[rate] = StreamResampler(sample_rate, rate, channels)
+            moment.push(resamplers[rate].process(block))
+    for rate, resampler in resamplers.items():
+        moments[rate].push(resampler.process(np.zeros((channels, 0), np.float32), last=True))
+    return {rate: moment.stats() for rate, moment in moments.items()}
+
+
+class _Moments:
+    """The running mean and sum of squared deviations of a stream's mono mix (float64)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def push(self, block: np.ndarray) -> None:
+        mono = np.asarray(block, np.float64).mean(axis=0)
+        n = mono.shape[0]
+        if not n:
+            return
+        block_mean = float(mono.mean())
+        block_m2 = float(np.square(mono - block_mean).sum())
+        delta = block_mean - self.mean
+        total = self.count + n
+        self.mean += delta * n / total
+        self.m2 += block_m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    def stats(self) -> InputStats:
+        return InputStats(mean=self.mean, std=(self.m2 / self.count) ** 0.5 if self.count else 0.0)
 
 
 def stream_backend(
