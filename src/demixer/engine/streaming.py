@@ -29,7 +29,6 @@ from demixer.models.base import Backend, InputStats, StreamingBackend, separate_
 from demixer.models.ensemble import CombineStream, EnsembleBackend
 
 __all__ = [
-    "input_stats",
     "input_stats_at",
     "separate_window",
     "stats_rates",
@@ -44,22 +43,18 @@ Regions = Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]
 """``(input, stems)``: consecutive regions of the input and the stems for them."""
 
 
-def input_stats(blocks: Iterable[np.ndarray], sample_rate: int, model_rate: int) -> InputStats:
+def input_stats_at(
+    blocks: Iterable[np.ndarray], sample_rate: int, model_rates: Sequence[int]
+) -> dict[int, InputStats]:
     """Mean and standard deviation of the mono mix of a block stream at ``sample_rate``, taken
-    as the model gets it: resampled to ``model_rate`` (float64, one pass).
+    as each model gets it: resampled to each of ``model_rates`` (float64), in one pass over
+    ``blocks`` (an ensemble's normalising members at two rates decoded the input once for
+    each).
 
     MSST normalises the audio it separates, which it has already resampled to the model's rate;
     the statistics of the input at its own rate differ (the resampler removes what lies above
     the lower Nyquist frequency, and a short input's few samples become others).
     """
-    return input_stats_at(blocks, sample_rate, (model_rate,))[model_rate]
-
-
-def input_stats_at(
-    blocks: Iterable[np.ndarray], sample_rate: int, model_rates: Sequence[int]
-) -> dict[int, InputStats]:
-    """:func:`input_stats` at each of ``model_rates``, in one pass over ``blocks`` (an ensemble's
-    normalising members at two rates decoded the input once for each)."""
     moments = {rate: _Moments() for rate in model_rates}
     resamplers: dict[int, StreamResampler] = {}
     channels = 0
