@@ -757,17 +757,13 @@ def test_cancel_kills_the_child_mid_separation_and_the_next_job_gets_a_new_one(
 
 
 def test_a_child_killed_mid_job_is_restarted_and_the_job_retried(
-    shared: tuple[Env, Worker], music: Path
+    shared: tuple[Env, Worker], long_music: Path
 ) -> None:
     env, worker = shared
-    job_id = env.submit(music)
-    # The job is IN_PROGRESS a moment before its slot (re)starts a child: wait for the child
-    # the attempt runs in (killing it before or while it has the job fails the attempt alike).
-    env.wait(
-        job_id,
-        lambda j: j.status == "IN_PROGRESS" and worker.child_pids()[0] is not None,
-        timeout=60,
-    )
+    job_id = env.submit(long_music)
+    # Killed while it separates: a child found dead before it is given the job (the slot's
+    # child is started before any job) is only started again, the attempt not used up.
+    env.wait(job_id, lambda j: j.stage == "separating" and j.progress < 0.5, timeout=60)
     pid = worker.child_pids()[0]
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -1133,8 +1129,8 @@ def test_a_lost_lease_found_by_the_heartbeat_kills_the_child(
     caplog.set_level("INFO", logger="demixer.worker")
     job_id = env.submit(long_music)
     with running(Worker(env.services)) as worker:
-        env.wait(job_id, lambda j: j.status == "IN_PROGRESS")
-        wait_until(lambda: worker.child_pids()[0] is not None, 60, "the child")
+        # Separating: a loss found while the input is fetched leaves the idle child alone.
+        env.wait(job_id, lambda j: j.stage == "separating", timeout=60)
         pid = worker.child_pids()[0]
         assert pid is not None
         # (A claim skips a row a heartbeat holds locked at that instant: asked again then.)
