@@ -10,7 +10,7 @@ from __future__ import annotations
 from demixer.audio.decode import AudioInfo, AudioReader, duration_refusal, load, probe
 from demixer.audio.encode import FORMATS, OutputFormat, StemSetWriter, WriteReport
 from demixer.audio.queue import SampleQueue
-from demixer.audio.resample import StreamResampler, resample, resampled_length
+from demixer.audio.resample import StreamResampler, fit_length, resample, resampled_length
 
 __all__ = [
     "FORMATS",
@@ -22,6 +22,7 @@ __all__ = [
     "StreamResampler",
     "WriteReport",
     "duration_refusal",
+    "fit_length",
     "load",
     "probe",
     "resample",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-__all__ = ["QUALITY", "StreamResampler", "resample", "resampled_length"]
+__all__ = ["QUALITY", "StreamResampler", "fit_length", "resample", "resampled_length"]
 
 QUALITY = "HQ"  # soxr "high quality": 20-bit, passband to 91 % of Nyquist; plenty for float32
 
@@ -30,8 +30,9 @@ def _check_rates(from_rate: int, to_rate: int) -> None:
         raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate} Hz")
 
 
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    """``y`` ((channels, m)) cut or zero-padded to ``n`` samples."""
+def fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` (``(channels, m)``) cut or zero-padded to ``n`` samples (a resampler's round trip
+    may miss by one)."""
     if y.shape[1] >= n:
         return y[:, :n]
     return np.pad(y, ((0, 0), (0, n - y.shape[1])))
@@ -61,7 +62,7 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     # soxr wants (frames, channels); the transpose of a C-contiguous (channels, n) array is
     # exactly the "split channel" layout it reads without copying.
     y = soxr.resample(np.ascontiguousarray(x).T, from_rate, to_rate, quality=QUALITY)
-    return np.ascontiguousarray(_fit(y.T, n_out))
+    return np.ascontiguousarray(fit_length(y.T, n_out))
 
 
 class StreamResampler:
@@ -115,6 +116,6 @@ class StreamResampler:
         if last:
             # libsoxr's flushed total can differ from the exact length by a sample or so.
             remaining = max(0, resampled_length(self._in, self.from_rate, self.to_rate) - self._out)
-            out = _fit(out, remaining)
+            out = fit_length(out, remaining)
         self._out += out.shape[1]
         return np.ascontiguousarray(out)

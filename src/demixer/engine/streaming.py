@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from demixer.audio import SampleQueue, StreamResampler, resample, resampled_length
+from demixer.audio import SampleQueue, StreamResampler, fit_length, resample, resampled_length
 from demixer.engine.stems import HEARD
 from demixer.engine.windows import overlap_add
 from demixer.errors import DemixerError, ModelFailed
-from demixer.models.base import Backend, InputStats, StreamingBackend, separate_with, streaming
+from demixer.models.base import Backend, InputStats, StreamingBackend, separate_at, streaming
 from demixer.models.ensemble import CombineStream, EnsembleBackend
 
 __all__ = [
@@ -238,28 +238,11 @@ def separate_window(
     the rates differ). ``on_progress``: fractions of this window, passed to a backend that
     reports them.
     """
-    channels, n = x.shape
-    at_rate = resample(x, sample_rate, backend.sample_rate)
-    model_in = (
-        np.repeat(at_rate, backend.channels, axis=0) if channels < backend.channels else at_rate
-    )
-    # A model crash is ours, not the user's: say so.
-    separated = separate_with(backend, model_in, label=model_id, on_progress=on_progress)
-    out = {}
-    for name in targets:
-        y = _fitted(resample(separated[name], backend.sample_rate, sample_rate), n)
-        if channels < y.shape[0]:
-            y = y.mean(axis=0, keepdims=True)
-        out[name] = np.ascontiguousarray(y, dtype=np.float32)
+    out = separate_at(backend, x, sample_rate, targets, label=model_id, on_progress=on_progress)
     if heard and sample_rate != backend.sample_rate:
-        out[HEARD] = _fitted(resample(at_rate, backend.sample_rate, sample_rate), n)
+        at_rate = resample(x, sample_rate, backend.sample_rate)
+        out[HEARD] = fit_length(resample(at_rate, backend.sample_rate, sample_rate), x.shape[1])
     return out
-
-
-def _fitted(y: np.ndarray, n: int) -> np.ndarray:
-    """``y`` cut or zero-padded to ``n`` samples (a resampler's round trip may miss by one)."""
-    y = y[:, :n]
-    return np.pad(y, ((0, 0), (0, n - y.shape[1]))) if y.shape[1] < n else y
 
 
 def streamed_ensemble(backend: Backend) -> EnsembleBackend | None:

@@ -12,12 +12,13 @@ stream of blocks at the model's rate and it does its own windowing, in bounded m
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from demixer.audio import fit_length, resample
 from demixer.errors import DemixerError, ModelFailed
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "InputStats",
     "StreamingBackend",
     "reports_progress",
+    "separate_at",
     "separate_with",
     "streaming",
 ]
@@ -138,6 +140,37 @@ def separate_with(
         if label is None:
             raise
         raise ModelFailed(f"model {label!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def separate_at(
+    backend: Backend,
+    x: np.ndarray,
+    rate: int,
+    names: Sequence[str],
+    *,
+    label: str | None,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """``x`` (``(channels, n)`` at ``rate``) -> the stems ``names`` of ``backend`` (matched
+    case-blind), each ``(channels, n)`` float32 at ``rate``: the input resampled to the model's
+    rate and given its channels (mono repeated), the stems resampled back (cut or padded to
+    ``n``: a round trip may miss by one) and averaged to mono for a mono input. The engine's
+    windows and a cascade's steps alike; ``label`` and ``on_progress`` as
+    :func:`separate_with`'s."""
+    channels, n = x.shape
+    at_rate = resample(x, rate, backend.sample_rate)
+    model_in = (
+        np.repeat(at_rate, backend.channels, axis=0) if channels < backend.channels else at_rate
+    )
+    separated = separate_with(backend, model_in, label=label, on_progress=on_progress)
+    by_name = {k.lower(): v for k, v in separated.items()}
+    out = {}
+    for name in names:
+        y = fit_length(resample(np.asarray(by_name[name.lower()]), backend.sample_rate, rate), n)
+        if channels < y.shape[0]:
+            y = y.mean(axis=0, keepdims=True)
+        out[name] = np.ascontiguousarray(y, dtype=np.float32)
+    return out
 
 
 def reports_progress(backend: Backend) -> bool:

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demixer.audio import resample
-from demixer.models.base import Backend, separate_with
+from demixer.models.base import Backend, separate_at
 from demixer.models.dsp import DEFAULT_PARAMS, SplitParams, split_accompaniment
 from demixer.models.loading import load_backend
 from demixer.models.quality import Quality, tuned
@@ -203,22 +202,13 @@ def run_step(
     step: Step, x: np.ndarray, rate: int, on_progress: Callable[[float], None] | None
 ) -> dict[str, np.ndarray]:
     """One step on ``x`` (``(channels, n)`` at ``rate``): the stems it names, same shape."""
-    backend = step.backend
-    channels, n = x.shape
-    model_in = np.repeat(x, backend.channels, axis=0) if channels < backend.channels else x
-    model_in = resample(model_in, rate, backend.sample_rate)
     # Named by the engine, a crash said only "model 'max:a+b+c' failed": which of the models
     # ran out of memory (or broke) is what the user has to change.
-    separated = separate_with(backend, model_in, label=step.label or None, on_progress=on_progress)
-    by_name = {k.lower(): v for k, v in separated.items()}
-    out: dict[str, np.ndarray] = {}
-    for stem, name in step.outputs.items():
-        y = resample(np.asarray(by_name[stem.lower()]), backend.sample_rate, rate)[:, :n]
-        if y.shape[1] < n:
-            y = np.pad(y, ((0, 0), (0, n - y.shape[1])))
-        if channels < y.shape[0]:
-            y = y.mean(axis=0, keepdims=True)
-        out[name] = np.ascontiguousarray(y, dtype=np.float32)
+    label = step.label or None
+    stems = separate_at(
+        step.backend, x, rate, list(step.outputs), label=label, on_progress=on_progress
+    )
+    out = {name: stems[stem] for stem, name in step.outputs.items()}
     if step.remainder is not None:
         kept = sum(out.values()) if out else np.zeros_like(x)
         out[step.remainder] = np.ascontiguousarray(x - kept, dtype=np.float32)
