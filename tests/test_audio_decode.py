@@ -566,6 +566,24 @@ def test_a_video_whose_picture_outlasts_its_sound_is_read_whole_not_called_trunc
     assert (read.shape, rate) == (signal.shape, 48000)
 
 
+def test_a_wmv_whose_picture_outlasts_its_sound_reads_as_its_sound_alone(tmp_path: Path) -> None:
+    """ASF gives every stream the file's play time: a WMV screen recording whose picture ran
+    1 s past its sound was refused as "truncated or damaged" (2 s of sound, 3 s declared).
+    It reads as the same sound in a WMA file of its own, sample for sample."""
+    signal = tone(2.0, 48000, [440.0, 660.0])
+    video = encode(tmp_path / "screen.wmv", signal, 48000, "wmav2", video="wmv2",
+                   video_seconds=3.0, bit_rate=128_000)  # fmt: skip
+    sound = encode(tmp_path / "sound.wma", signal, 48000, "wmav2", bit_rate=128_000,
+                   container_format="asf")  # fmt: skip
+
+    read, _ = load(video)
+    alone, _ = load(sound)
+
+    np.testing.assert_array_equal(read, alone)
+    assert alone.shape[1] > 1.9 * 48000  # the sound, not the start of it
+    assert probe(video).duration == pytest.approx(probe(sound).duration, abs=0.05)
+
+
 def test_the_first_audio_track_is_read_whole_when_a_second_one_is_longer(tmp_path: Path) -> None:
     """A file with a longer second audio track (a commentary, another language) was refused
     as truncated: the file's length is that of its longest track."""
@@ -654,6 +672,52 @@ def test_a_gap_in_a_videos_sound_is_read_as_silence_keeping_what_follows_in_plac
         f"'{name}': 1 gap in its sound (0.50 s) read as silence, so that what follows keeps "
         "its place against the picture"
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "video", "rate"),
+    [
+        ("broadcast.ts", "aac", "mpeg2video", 48000),
+        ("camcorder.mpg", "mp2", "mpeg2video", 48000),
+        ("stream.flv", "mp3", "flv1", 44100),
+        ("screen.wmv", "wmav2", "wmv2", 44100),
+    ],
+)
+def test_a_gap_in_a_transport_stream_flv_or_wmv_recordings_sound_is_read_as_silence(
+    tmp_path: Path, name: str, codec: str, video: str, rate: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Gaps were read as silence in MP4 and Matroska only. A TV or camcorder recording (MPEG
+    transport or program stream) or a WMV whose sound paused for 0.5 s was refused as
+    "truncated" (its declared length counts the pause); an FLV was read end to end, all
+    after the pause 0.5 s early against the picture. Against the same recording without the
+    pause, what follows it comes 0.5 s later (to FLV's timestamps' millisecond), the pause
+    is said, and the probe counts it (the length a duration limit sees at upload)."""
+    signal = tone(3.0, rate, [440.0, 660.0])
+    signal[:, 2 * rate : 2 * rate + 48] = 0.9  # 2 s into the sound
+    bit_rate = 128_000 if codec == "wmav2" else None
+    plain = encode(tmp_path / f"plain {name}", signal, rate, codec, video=video,
+                   video_seconds=3.5, bit_rate=bit_rate)  # fmt: skip
+    paused = encode(tmp_path / name, signal, rate, codec, video=video, video_seconds=3.5,
+                    bit_rate=bit_rate, gap=(1.0, 0.5))  # fmt: skip
+
+    unpaused, _ = load(plain)
+    with caplog.at_level("WARNING", logger="demixer.audio"):
+        read, _ = load(paused)
+
+    def click(audio: np.ndarray) -> int:
+        return int(np.argmax(audio[0] > 0.8))
+
+    ms = rate // 1000
+    assert abs(click(read) - click(unpaused) - rate // 2) <= ms
+    assert abs(read.shape[1] - unpaused.shape[1] - rate // 2) <= ms
+    delay = click(unpaused) - 2 * rate  # the codec's, the same in both
+    pause = slice(delay + round(1.1 * rate), delay + round(1.45 * rate))
+    assert not read[:, pause].any() and unpaused[:, pause].any()
+    assert caplog.messages == [
+        f"'{name}': 1 gap in its sound (0.50 s) read as silence, so that what follows keeps "
+        "its place against the picture"
+    ]
+    assert probe(paused).duration == pytest.approx(probe(plain).duration + 0.5, abs=0.002)
 
 
 def test_a_file_cut_before_its_first_audio_is_truncated_not_zero_length(

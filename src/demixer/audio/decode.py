@@ -95,8 +95,11 @@ _MAX_DAMAGED_SECONDS = 0.5
 # muxer's rounding) to a minute (a longer jump is a broken clock, not a pause in the sound).
 _MIN_HOLE_SECONDS = 0.05
 _MAX_HOLE_SECONDS = 60.0
-# The containers whose audio timestamps place the sound against the picture.
-_TIMED = ("mov", "matroska")
+# The containers whose audio timestamps place the sound against the picture: MP4 and MOV,
+# Matroska and WebM, MPEG transport and program streams (broadcast and camcorder recordings,
+# DVD video), FLV, ASF (WMV). Not AVI: its demuxer numbers audio chunks one after another,
+# skipping the empty ones a muxer writes for a gap, so no gap shows in its timestamps.
+_TIMED = ("mov", "matroska", "mpegts", "mpeg", "flv", "asf")
 
 # FFmpeg's demuxers for the audio and video files users send. Anything else (concat scripts, HLS
 # and DASH playlists, image sequences, raw streams, lavfi, network protocols...) is refused
@@ -227,9 +230,19 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
     The container's duration is its longest stream's: a video running on past the song, or a
     longer second audio track, would read as a cut audio stream (refused as truncated).
     A raw stream declares nothing, and an MP3 only the length its Xing, Info or VBRI tag
-    counts."""
+    counts. ASF (WMV, WMA) gives every stream the file's play time: beside a picture that
+    runs on past the sound (a screen recording), the audio's own length is not declared."""
     name = container.format.name
     if name in _UNDECLARED:
+        return None
+    others = [
+        s
+        for s in container.streams
+        if s is not stream
+        and s.type in ("audio", "video", "subtitle", "data")
+        and not s.disposition & av.stream.Disposition.attached_pic  # a cover picture
+    ]
+    if name == "asf" and others:
         return None
     if stream.duration is not None and stream.time_base is not None:
         seconds = float(stream.duration * stream.time_base)
@@ -253,13 +266,6 @@ def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream
             # surely has; the samples decoded hold the limit exactly.
             return max(tagged - _pre_skip_seconds(stream) - _MATROSKA_ROUNDING, 0.0)
         return tagged
-    others = [
-        s
-        for s in container.streams
-        if s is not stream
-        and s.type in ("audio", "video", "subtitle", "data")
-        and not s.disposition & av.stream.Disposition.attached_pic  # a cover picture
-    ]
     if container.duration is not None and not others:
         return float(container.duration) / av.time_base
     return None
@@ -777,7 +783,7 @@ class AudioReader:
         run_from: int | None = None  # the byte where that run starts
         run_to: int | None = None  # and the byte of the good packet after it
         good = _GoodPackets()
-        holes = _Holes(self._container.format.name.split(",")[0] in _TIMED)
+        holes = _Holes(_timed(self._container))
         concealed = packets = 0
         concealed_seconds = frame_seconds = good_seconds = 0.0
         try:
@@ -1001,17 +1007,38 @@ def _arrays(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
 def _packet_seconds(
     container: InputContainer, stream: AudioStream, limit: float | None
 ) -> float | None:
-    """Seconds of audio the stream's packets hold (their durations added up), read without
-    decoding; counting stops past ``limit``. None when the packets state no durations."""
+    """Seconds of audio the stream's packets hold (their durations added up, and in a video
+    the gaps between them that decoding reads as silence: :class:`_Holes`), read without
+    decoding; counting stops past ``limit``. None when the packets state no durations.
+
+    A gap is taken from one packet's end to the next one's start, not from the durations
+    added up since the first: FLV's and ASF's times are whole milliseconds, and so are their
+    packets' durations, so a sum drifts by up to a millisecond a packet (the decoder counts
+    samples, which do not)."""
     if stream.time_base is None:
         return None
     base = float(stream.time_base)
+    timed = _timed(container)
     total = 0
+    gaps = 0.0
+    end: float | None = None  # the last packet's end, seconds
     for packet in container.demux(stream):
+        if timed and packet.size and packet.pts is not None:
+            start = packet.pts * base
+            if end is not None and _MIN_HOLE_SECONDS <= start - end <= _MAX_HOLE_SECONDS:
+                gaps += start - end
+            # A packet that states no duration (some parsers') ends where nobody knows.
+            end = start + packet.duration * base if packet.duration else None
         total += packet.duration or 0
-        if limit is not None and total * base > limit:
+        if limit is not None and total * base + gaps > limit:
             break
-    return total * base if total else None
+    return total * base + gaps if total else None
+
+
+def _timed(container: InputContainer) -> bool:
+    """Whether ``container``'s audio timestamps place its sound against the picture
+    (:data:`_TIMED`)."""
+    return container.format.name.split(",")[0] in _TIMED
 
 
 def duration_refusal(
