@@ -19,6 +19,7 @@ Each test writes its figures to ``test-artifacts/abuse-*.json`` (docs/hardening.
 from __future__ import annotations
 
 import gc
+import gzip
 import http.client
 import http.server
 import io
@@ -496,6 +497,7 @@ def _musicgpt_file(name: str) -> Callable[[Stack, Run, dict[str, Path]], None]:
 
 
 _BIG = json.dumps({"input": {"audio_url": "http://127.0.0.1/a.mp3"}, "x": "x" * 800_000})
+_GZIPPED = gzip.compress(b'{"input": {"audio_url": "http://127.0.0.1/a.mp3"}}')
 _JSON = {"Content-Type": "application/json"}
 _BEARER = {"Authorization": "Bearer KEY"}
 
@@ -542,6 +544,17 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
         ["403 INVALID_SIGNATURE"]),
     "native: chunked multipart past the limit": (
         _chunked_over_limit("file", "/v1/files", _BEARER), ["413 FILE_TOO_LARGE"]),
+    "native: a gzip-compressed JSON submit (Content-Encoding: gzip)": (
+        _request("POST", "/v1/queue/audio/stems", content=_GZIPPED,
+                 headers={**_JSON, **_BEARER, "Content-Encoding": "gzip"}),
+        ["415 UNSUPPORTED_ENCODING"]),
+    "native: an upload sent as Transfer-Encoding: gzip, chunked (the server dechunked it "
+    "and stored the gzip bytes as the file)": (
+        _raw(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+             b"Content-Type: multipart/form-data; boundary=b0\r\n"
+             b"Transfer-Encoding: gzip, chunked\r\n\r\n"
+             + b"%x\r\n%s\r\n0\r\n\r\n" % (len(_GZIPPED), _GZIPPED)),
+        ["415 UNSUPPORTED_ENCODING"]),
     "gaudio: fileSize 2^70": (
         _request("POST", f"{GAUDIO}/v1/files/upload-multipart/create",
                  json={"fileName": "a.mp3", "fileSize": 1 << 70}, headers={"x-ga-apikey": "KEY"}),
@@ -550,6 +563,10 @@ CASES: dict[str, tuple[Callable[[Stack, Run, dict[str, Path]], None], list[str]]
         _request("POST", f"{GAUDIO}/v1/files/upload-multipart/create", content=DEEP,
                  headers={"x-ga-apikey": "KEY"}),
         ["200 1100"]),
+    "gaudio: gzip-compressed JSON": (
+        _request("POST", f"{GAUDIO}/v1/files/upload-multipart/create", content=_GZIPPED,
+                 headers={"x-ga-apikey": "KEY", "Content-Encoding": "gzip"}),
+        ["200 1107"]),
     "gaudio: 800 kB JSON": (
         _request("POST", f"{GAUDIO}/v1/files/upload-multipart/create", content=_BIG,
                  headers={"x-ga-apikey": "KEY"}),

@@ -68,6 +68,7 @@ __all__ = [
     "UnknownModel",
     "UnknownQuality",
     "UnknownStem",
+    "UnsupportedEncoding",
     "UnsupportedMediaType",
     "UnsupportedPrompt",
     "UnsupportedSampleRate",
@@ -427,6 +428,15 @@ class UnsupportedMediaType(DemixerError):
     """A content type demixer does not take as audio input."""
 
     code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class UnsupportedEncoding(UnsupportedMediaType):
+    """A request body sent compressed (``Content-Encoding: gzip``) or in a transfer coding
+    other than chunked (``Transfer-Encoding: gzip, chunked``): the server reads bodies as they
+    are sent, and would have stored the compressed bytes as the file, or parsed them as the
+    JSON. Refused before a byte of the body is read."""
+
+    code = "UNSUPPORTED_ENCODING"
 
 
 class ContentTypeMismatch(UnsupportedMediaType):

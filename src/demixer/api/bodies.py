@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demixer.api.errors import Envelope, render_error
-from demixer.api.scope import content_length, content_type, may_have_body
+from demixer.api.scope import body_encoding, content_length, content_type, may_have_body
 from demixer.api.text import body_refusal
 from demixer.errors import (
     DemixerError,
@@ -36,6 +36,7 @@ from demixer.errors import (
     InvalidRequest,
     RequestTimeout,
     RequestTooLarge,
+    UnsupportedEncoding,
 )
 from demixer.settings import MIN_BODY_RATE
 
@@ -158,6 +159,14 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not may_have_body(scope):
             await self.app(scope, receive, send)  # nothing to count (a GET, most often)
+            return
+        coding = body_encoding(scope)
+        if coding is not None:
+            refused = UnsupportedEncoding(
+                f"the request body is sent with {coding[:80]}: send it as it is, not "
+                "compressed (chunked or with a Content-Length)"
+            )
+            await render_error(self.envelopes, scope, refused)(scope, receive, send)
             return
         if any(route.matches(scope) for route in self.uploads):
             limit = self.upload_limit + FORM_OVERHEAD  # a form's headers and fields beside it

@@ -95,7 +95,7 @@ STATUS: dict[type[DemixerError], int] = {
     RequestTimeout: 408,  # REQUEST_TIMEOUT: a body that stopped arriving
     Gone: 410,  # URL_EXPIRED, FILE_EXPIRED
     FileTooLarge: 413,
-    UnsupportedMediaType: 415,  # UNSUPPORTED_MEDIA_TYPE, CONTENT_TYPE_MISMATCH
+    UnsupportedMediaType: 415,  # UNSUPPORTED_MEDIA_TYPE, CONTENT_TYPE_MISMATCH, ..._ENCODING
     RangeNotSatisfiable: 416,  # a download's Range past the end
     InvalidAudio: 422,  # INVALID_AUDIO, DURATION_LIMIT
     UnknownStem: 422,  # UNKNOWN_STEM, UNSUPPORTED_PROMPT

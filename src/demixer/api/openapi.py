@@ -48,7 +48,9 @@ _DESCRIPTIONS = {
     "cap, `GET /v1/usage` shows them; deleting files or results, or their expiry, makes "
     "room)",
     414: "The URL is over 8 KiB (`URL_TOO_LONG`); the connection is closed",
-    415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`)",
+    415: "Unsupported media type (`UNSUPPORTED_MEDIA_TYPE`, `CONTENT_TYPE_MISMATCH`), or a "
+    "body sent compressed (`UNSUPPORTED_ENCODING`: a `Content-Encoding`, or a "
+    "`Transfer-Encoding` other than `chunked`)",
     416: "The `Range` starts past the end of the file (`RANGE_NOT_SATISFIABLE`); "
     "`Content-Range: bytes */SIZE` gives its size",
     422: "Unprocessable (`INVALID_AUDIO`, `DURATION_LIMIT`, `UNKNOWN_STEM`, "

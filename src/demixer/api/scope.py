@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # a type only: a worker importing media_type loads no web fra
 from demixer.errors import DemixerError, InvalidRequest, UnsupportedMediaType
 
 __all__ = [
+    "body_encoding",
     "body_refused",
     "content_length",
     "content_type",
@@ -60,6 +61,20 @@ def may_have_body(scope: Scope) -> bool:
 def sends_no_body(scope: Scope) -> bool:
     """Whether the request has no body at all: no length and no chunks, or a length of 0."""
     return not may_have_body(scope) or content_length(scope) == 0
+
+
+def body_encoding(scope: Scope) -> str | None:
+    """The coding the body is sent in beyond chunks, as its header says it (``"Content-Encoding:
+    gzip"``, ``"Transfer-Encoding: gzip, chunked"``), or None for a body sent as it is. The
+    HTTP server takes chunks off; nothing here takes a compression off."""
+    for name, value in scope.get("headers", ()):
+        text = value.decode("latin-1").strip()
+        codings = [c.strip().lower() for c in text.split(",") if c.strip()]
+        if name == b"content-encoding" and any(c != "identity" for c in codings):
+            return f"Content-Encoding: {text}"
+        if name == b"transfer-encoding" and any(c != "chunked" for c in codings):
+            return f"Transfer-Encoding: {text}"
+    return None
 
 
 def body_refused(scope: Scope) -> DemixerError | None:
