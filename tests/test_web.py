@@ -1422,6 +1422,58 @@ def test_practice_speed_slows_the_song_at_its_pitch_with_the_stems_aligned(
     )
     assert apart[1] > 0.05 and apart[0] < 1e-5, apart
 
+    # Another key, as Moises and the practice apps offer it: the Key list (-6 to +6 semitones)
+    # plays the song at its speed with every block played 2^(k/12) as fast, stretched to make up.
+    key = page.get_by_role("combobox", name="Key", exact=True)
+    expect(key).to_have_value("0")
+    values = key.locator("option").evaluate_all("els => els.map((e) => Number(e.value))")
+    assert values == list(range(-6, 7))
+    page.evaluate("() => demixerMixer.setSpeed(1)")
+    key.select_option("2")
+    assert page.evaluate("demixerMixer.pitch") == 2
+    page.get_by_test_id("position").fill("0")
+    page.get_by_test_id("play").click()
+    until(page, "() => demixerMixer.playing && demixerMixer.position() > 0.1")
+    assert page.evaluate(_SONG_SECONDS_PER_SECOND) == pytest.approx(1.0, abs=0.02)
+    played = page.evaluate("demixerMixer.sources.map((s) => s.playbackRate.value)")
+    assert played and all(r == pytest.approx(2 ** (2 / 12), abs=1e-6) for r in played), played
+    page.get_by_test_id("play").click()
+    key.select_option("0")
+
+    # What the downloaded mix is resampled by: a sine comes out r times as high, the same
+    # pushed whole or in pieces, and raised a tritone a 20 kHz tone is filtered away (-80 dB),
+    # not folded back down to an audible 15.8 kHz.
+    highest, pieces, folded = page.evaluate(
+        """(rate) => {
+          const R = window.demixerMixer.Resampler;
+          const sine = (f, n) => Float32Array.from(
+            { length: n }, (_, i) => Math.sin((2 * Math.PI * f * i) / rate));
+          const run = (x, r, size) => {
+            const rs = new R(r, 1), out = [];
+            for (let a = 0; a < x.length; a += size) {
+              out.push(rs.push([x.subarray(a, a + size)])[0]);
+            }
+            out.push(rs.push(null, { last: true, total: Math.round(x.length / r) })[0]);
+            const all = new Float32Array(out.reduce((n, o) => n + o.length, 0));
+            let at = 0; for (const o of out) { all.set(o, at); at += o.length; }
+            return all;
+          };
+          const x = sine(1000, rate), r = 2 ** (2 / 12);
+          const whole = run(x, r, x.length), split = run(x, r, 7919);
+          let apart = whole.length === split.length ? 0 : 1;
+          whole.forEach((v, i) => { apart = Math.max(apart, Math.abs(v - split[i])); });
+          const high = run(sine(20000, rate), 2 ** (6 / 12), 4096);
+          let energy = 0;
+          for (let i = 2000; i < high.length - 2000; i++) energy += high[i] ** 2;
+          return [Array.from(whole.slice(2000, 2000 + rate / 2)), apart,
+                  Math.sqrt(energy / (high.length - 4000))];
+        }""",
+        rate,
+    )
+    spectrum = np.abs(np.fft.rfft(np.asarray(highest) * np.hanning(len(highest))))
+    assert np.argmax(spectrum) * rate / len(highest) == pytest.approx(1000 * 2 ** (2 / 12), abs=2)
+    assert pieces == 0 and folded < 1e-4 * np.sqrt(0.5), (pieces, folded)
+
     # It fits the transport's row on a laptop and wraps within it on a phone.
     for viewport in (DESKTOP, PHONE):
         page.set_viewport_size(viewport)
@@ -1631,13 +1683,13 @@ def test_the_original_is_decoded_on_the_first_ab_press_not_with_the_stems(
 
 
 @pytest.mark.backends("sqlite")  # the page's own mixing in the browser: the same on either backend
-def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
+def test_the_mix_downloads_at_the_practice_speed_and_key(
     page: Page, server: Server, tmp_path: Path
 ) -> None:
     """A musician practising at 50 % downloads the mix to practise with offline: it came out at
     100 % whatever the speed. It is stretched as the player stretches it: a 1 s tone at 440 Hz
     lasts 2 s and is still 440 Hz, and the file says its speed; at 100 % it is the mix as
-    before, byte for byte."""
+    before, byte for byte. In another key it is that much higher or lower, as long."""
     t = np.arange(3 * RATE) / RATE
     tone = np.where((t >= 0.5) & (t < 1.5), 0.5 * np.sin(2 * np.pi * 440 * t), 0.0)
     song = tmp_path / "tone.wav"
@@ -1673,6 +1725,28 @@ def test_the_mix_downloads_at_the_practice_speed_at_its_pitch(
     assert np.argmax(spectrum) * RATE / len(middle) == pytest.approx(440, abs=1)
     page.get_by_role("combobox", name="Speed", exact=True).select_option("100")
     assert download() == ("tone_mix.wav", before)
+
+    # In another key: +2 semitones at 100 % is the tone 2^(2/12) as high, as long, the file as
+    # long as the song; -3 at 50 % lasts twice as long, 2^(-3/12) as high.
+    key = page.get_by_role("combobox", name="Key", exact=True)
+    for semitones, percent, seconds, name_wanted in (
+        ("2", "100", 1, "tone_mix_key+2.wav"),
+        ("-3", "50", 2, "tone_mix_50%_key-3.wav"),
+    ):
+        key.select_option(semitones)
+        page.get_by_role("combobox", name="Speed", exact=True).select_option(percent)
+        name, data = download()
+        assert name == name_wanted
+        mix, rate = sf.read(io.BytesIO(data), always_2d=True)
+        assert rate == RATE and mix.shape == (3 * seconds * RATE, 2)
+        frames = mix[: len(mix) // 441 * 441, 0].reshape(-1, 441)
+        loudness = np.sqrt((frames**2).mean(axis=1))
+        heard = loudness > 0.5 * np.median(loudness[loudness > 0.1])
+        assert heard.sum() * 0.01 == pytest.approx(seconds, abs=0.02)
+        middle = mix[int((0.5 + 0.1) * seconds * RATE) : int((1.5 - 0.1) * seconds * RATE), 0]
+        spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+        pitch = np.argmax(spectrum) * RATE / len(middle)
+        assert pitch == pytest.approx(440 * 2 ** (int(semitones) / 12), abs=1)
 
 
 @pytest.mark.backends("sqlite")  # the page's own layout: the same on either backend

@@ -1,10 +1,10 @@
 // The files the mixer downloads: the stems as a zip, and the mix as heard, at the practice
-// speed.
+// speed and key.
 "use strict";
 
 import { effectiveGain, mixer } from "./mixer.js";
 import { save, wavHeader, wavSamples, zipStore } from "./files.js";
-import { Stretcher } from "./stretch.js";
+import { Resampler, Stretcher } from "./stretch.js";
 
 // ---------- the mix, summed a block at a time with the same gains ----------
 // From the very buffers the player plays: the mixer's AudioContext runs at the song's rate
@@ -85,6 +85,7 @@ mixer.energy = async () => {
   return sum;
 };
 mixer.Stretcher = Stretcher;
+mixer.Resampler = Resampler;
 mixer.zip = zipStore;
 
 // ---------- the mix at a practice speed ----------
@@ -95,11 +96,14 @@ mixer.zip = zipStore;
 // (stretching the stems each took 1.6 times as long with 4 stems). Made a block at a time, each
 // block written as 16-bit samples, so a long song is never held whole as floats at its slowed
 // length; the page is let breathe between blocks. The length is the song's over the speed, to
-// the sample: 1 s at 50 % lasts 2 s.
+// the sample: 1 s at 50 % lasts 2 s. In another key it is stretched to 1/r of the speed and
+// resampled r times as fast (stretch.js's Resampler, as the player's blocks are played), a
+// block at a time too.
 const BLOCK = 256; // grains per block: about 6 s at 44.1 kHz
 
-async function stretchedWav(mix, speed, onProgress) {
+async function stretchedWav(mix, speed, semitones, onProgress) {
   const { rate } = mix;
+  const r = 2 ** (semitones / 12);
   const channels = Array.from({ length: mix.channels }, () => new Float32Array(mix.length));
   let filled = 0;
   await eachBlock(mix, (block) => {
@@ -107,16 +111,21 @@ async function stretchedWav(mix, speed, onProgress) {
     filled += block[0].length;
   });
   const stretcher = new Stretcher({
-    tracks: [channels], rate, weights: () => [1], speed, offset: 0, loop: { on: false },
+    tracks: [channels], rate, weights: () => [1], speed: speed / r, offset: 0, loop: { on: false },
   });
   const hop = stretcher.hop, frames = Math.round(mix.length / speed);
+  const stretched = r === 1 ? frames : Math.round((mix.length * r) / speed);
   const file = wavParts(wavHeader(channels.length, rate, frames));
+  const pitch = r === 1 ? null : new Resampler(r, channels.length);
   let at = -hop; // where this block's first sample belongs: the first hop is a fade-in before 0
   let tail = channels.map(() => new Float32Array(hop)); // the block before's last hop
   const write = (data, from, to) => {
-    // Only what belongs inside [0, frames): the first fade-in and the last grain's overrun go.
-    const a = Math.max(from, -at), b = Math.min(to, frames - at);
-    if (b > a) file.add(wavSamples(data, a, b));
+    // Only what belongs inside [0, stretched): the first fade-in and the last grain's overrun go.
+    const a = Math.max(from, -at), b = Math.min(to, stretched - at);
+    if (b <= a) return;
+    if (!pitch) { file.add(wavSamples(data, a, b)); return; }
+    const out = pitch.push(data.map((samples) => samples.subarray(a, b)));
+    if (out[0].length) file.add(wavSamples(out, 0, out[0].length));
   };
   while (!stretcher.done) {
     const { grains, data: [block] } = stretcher.block(BLOCK);
@@ -131,6 +140,11 @@ async function stretchedWav(mix, speed, onProgress) {
   }
   write(tail, 0, hop);
   at += hop;
+  if (pitch) { // the last samples, the song's end read as silence after it, to `frames` in all
+    const out = pitch.push(null, { last: true, total: frames });
+    if (out[0].length) file.add(wavSamples(out, 0, out[0].length));
+    return file.blob();
+  }
   // The grains reach the song's end, so this never pads in practice; the header's length holds.
   if (at < frames) file.add(new ArrayBuffer((frames - at) * channels.length * 2));
   return file.blob();
@@ -139,11 +153,15 @@ async function stretchedWav(mix, speed, onProgress) {
 export async function downloadAll() {
   save(await zipStore(mixer.downloads), `${mixer.song}_stems.zip`);
 }
-// At the practice speed, named so ("song_mix_70%.wav"); at 100 % the mix as it always was.
+// At the practice speed and key, named so ("song_mix_70%.wav", "song_mix_key-2.wav",
+// "song_mix_70%_key+3.wav"); at 100 % in the song's key the mix as it always was.
 // onProgress(fraction made, 0-1) is told after each block of a stretched mix.
 export async function downloadMix(onProgress = () => {}) {
-  const speed = mixer.speed; // as it was when asked for, whatever it is changed to meanwhile
-  const mix = heard(); // the gains as they were when asked for, too
-  if (speed === 1) save(await plainWav(mix), `${mixer.song}_mix.wav`);
-  else save(await stretchedWav(mix, speed, onProgress), `${mixer.song}_mix_${Math.round(speed * 100)}%.wav`);
+  // As they were when asked for, whatever they are changed to meanwhile; the gains too.
+  const speed = mixer.speed, semitones = mixer.pitch;
+  const mix = heard();
+  if (speed === 1 && semitones === 0) { save(await plainWav(mix), `${mixer.song}_mix.wav`); return; }
+  const tempo = speed === 1 ? "" : `_${Math.round(speed * 100)}%`;
+  const key = semitones === 0 ? "" : `_key${semitones > 0 ? "+" : ""}${semitones}`;
+  save(await stretchedWav(mix, speed, semitones, onProgress), `${mixer.song}_mix${tempo}${key}.wav`);
 }

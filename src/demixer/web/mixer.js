@@ -1,5 +1,5 @@
 // The stem mixer's state, which every part of it reads: the song's stems and their gains, the
-// clock's offset, the loop and the practice speed. Its parts, each in its own module:
+// clock's offset, the loop, the practice speed and the key. Its parts, each in its own module:
 // stems.js (opening a result: a row per stem, waveforms, thumbnails), transport.js (playback
 // from one clock, at any speed), timeline.js (seeking, the loop, the buttons and keys) and
 // mixdown.js (the files downloaded).
@@ -16,6 +16,7 @@ export const mixer = {
   ctx: null, stems: [], downloads: [], original: null, originalFile: null, originalLead: 0, originalLevel: 1, playing: false, startedAt: 0, offset: 0,
   sources: [], ab: false, duration: 0, song: "song", loop: { on: false, start: 0, end: 0 },
   speed: 1, // practice speed: song seconds per second heard, at the song's pitch
+  pitch: 0, // key: semitones up (or down, negative) from the song's, at the same speed
 };
 window.demixerMixer = mixer; // the tests read the mix from here
 

@@ -143,3 +143,70 @@ function scores(model, field, first, last, step) {
   }
   return out;
 }
+
+// ---------- a change of key ----------
+// The key is changed as a tape played faster changes it: the song stretched to 1/r of its
+// speed, then played r times as fast (r = 2 ** (semitones / 12)), which raises every frequency
+// by r and gives back the speed. The player lets the browser play its blocks at that rate;
+// the downloaded mix is resampled here, block by block: input sample j * r makes output sample
+// j, by a windowed sinc (a Hann window over 16 zero crossings each side, read from a table at
+// 1/256 of a sample, linearly between). Raised in key, the sinc's cutoff is lowered to the
+// output's Nyquist over r, so the song's top octave is filtered away, not folded back down.
+const ZEROS = 16, STEPS = 256;
+
+export class Resampler {
+  // ratio: input samples per output sample (r). channels: the count of every block pushed.
+  constructor(ratio, channels) {
+    this.ratio = ratio;
+    const cutoff = Math.min(1, 1 / ratio);
+    this.width = Math.ceil(ZEROS / cutoff); // input samples either side of an output's position
+    const n = this.width * STEPS;
+    this.table = new Float32Array(n + 2); // the kernel at distance k / STEPS, k = 0 .. n
+    for (let k = 0; k <= n; k++) {
+      const t = k / STEPS, x = Math.PI * cutoff * t;
+      const sinc = k === 0 ? 1 : Math.sin(x) / x;
+      this.table[k] = cutoff * sinc * (0.5 + 0.5 * Math.cos((Math.PI * t) / this.width));
+    }
+    this.held = Array.from({ length: channels }, () => new Float32Array(0));
+    this.first = 0; // the input index of held[c][0]
+    this.made = 0; // output samples made so far
+  }
+
+  // The output samples that the input pushed so far settles (the input before position 0 is
+  // silence); with `last`, every output up to `total` samples in all, the input after its end
+  // silence. Returns one Float32Array per channel.
+  push(blocks, { last = false, total = 0 } = {}) {
+    const w = this.width, ratio = this.ratio, table = this.table;
+    this.held = this.held.map((h, c) => {
+      const joined = new Float32Array(h.length + (blocks ? blocks[c].length : 0));
+      joined.set(h);
+      if (blocks) joined.set(blocks[c], h.length);
+      return joined;
+    });
+    const end = this.first + this.held[0].length; // input samples received
+    let count = 0;
+    if (last) count = Math.max(0, total - this.made);
+    else count = Math.max(0, Math.ceil((end - w) / ratio) - this.made); // reads up to end - 1
+    const out = this.held.map(() => new Float32Array(count));
+    const taps = new Float32Array(2 * w);
+    for (let j = 0; j < count; j++) {
+      const p = (this.made + j) * ratio, base = Math.floor(p);
+      const lo = Math.max(base - w + 1, this.first), hi = Math.min(base + w, end - 1);
+      for (let k = lo; k <= hi; k++) { // each tap once, for every channel
+        const at = Math.abs(k - p) * STEPS, a = Math.floor(at);
+        taps[k - lo] = table[a] + (at - a) * (table[a + 1] - table[a]);
+      }
+      for (let c = 0; c < out.length; c++) {
+        const data = this.held[c], from = lo - this.first;
+        let sum = 0;
+        for (let k = 0; k <= hi - lo; k++) sum += taps[k] * data[from + k];
+        out[c][j] = sum;
+      }
+    }
+    this.made += count;
+    // What no later output reads goes.
+    const keep = Math.max(0, Math.floor(this.made * ratio) - w - this.first);
+    if (keep > 0) { this.held = this.held.map((h) => h.slice(keep)); this.first += keep; }
+    return out;
+  }
+}

@@ -3,7 +3,7 @@
 "use strict";
 
 import { $, ORIGINAL, applyGains, mixer, say, setPressed, when } from "./mixer.js";
-import { play, position, seek, setSpeed, stop, tick, toggle } from "./transport.js";
+import { play, position, seek, setPitch, setSpeed, stop, tick, toggle } from "./transport.js";
 
 // ---------- seeking and the loop region ----------
 function timeAt(el, ev) {
@@ -106,6 +106,7 @@ $("#loop-to").addEventListener("click", () => loopFromKey(false));
 // song, Page Up / Down 10 %, Home / End to either end).
 $("#position").addEventListener("input", (ev) => { if (mixer.duration) seek(Number(ev.target.value)); });
 $("#speed").addEventListener("change", (ev) => setSpeed(Number(ev.target.value) / 100));
+$("#pitch").addEventListener("change", (ev) => setPitch(Number(ev.target.value)));
 $("#ab").addEventListener("click", async () => {
   const button = $("#ab");
   if (button.getAttribute("aria-disabled") === "true") return; // still reading the original

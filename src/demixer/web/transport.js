@@ -1,5 +1,5 @@
-// Playback: every stem (and the original) from one clock, at 100 % or at a practice speed,
-// the time shown, and where the song is heard now.
+// Playback: every stem (and the original) from one clock, at 100 % or at a practice speed and
+// in another key, the time shown, and where the song is heard now.
 "use strict";
 
 import { $, applyGains, mixer, when } from "./mixer.js";
@@ -36,7 +36,7 @@ export function play() {
     tracks.push([mixer.original, mixer.originalGain]);
   }
   applyGains();
-  if (mixer.speed === 1) {
+  if (mixer.speed === 1 && mixer.pitch === 0) {
     for (const [buffer, gainNode] of tracks) {
       const src = new AudioBufferSourceNode(ctx, { buffer });
       if (on) Object.assign(src, { loop: true, loopStart: start, loopEnd: end });
@@ -65,6 +65,9 @@ function ended() {
 // of each track is played by its own source node, all tracks' at the same instant: the stems
 // stay sample-aligned, and solo, mute, volume and A/B act on the same gain nodes as at 100 %.
 // Blocks overlap by one grain's fade, so their seams are crossfades, never clicks.
+// In another key the song is stretched to 1/r of the speed and its blocks played r times as
+// fast (r = 2 ** (semitones / 12); stretch.js says why): a block's hops last 1/r as long on the
+// clock, and the browser resamples them.
 const GRAINS = 16; // grains per block: about 0.37 s at 44.1 kHz
 const AHEAD = 1.5; // seconds of sound made ahead of the clock (a busy page, a background tab)
 const FEED_MS = 200;
@@ -73,29 +76,32 @@ const channelsOf = (buffer) => Array.from({ length: buffer.numberOfChannels }, (
 
 function startStretched(tracks, when) {
   const ctx = mixer.ctx;
+  const rate = 2 ** (mixer.pitch / 12); // how much faster than recorded the blocks are played
   const stretcher = new Stretcher({
     tracks: tracks.map(([buffer]) => channelsOf(buffer)),
     rate: ctx.sampleRate,
     weights: () => tracks.map(([, gainNode]) => gainNode.gain.value),
-    speed: mixer.speed,
+    speed: mixer.speed / rate,
     offset: mixer.offset,
     loop: mixer.loop,
   });
   const channels = tracks.map(([buffer]) => buffer.numberOfChannels);
+  const hopSeconds = stretcher.hop / ctx.sampleRate / rate; // on the clock
   let grain = 0; // grains laid down so far; grain k's middle sounds k hops after `when`
   const feed = () => {
-    while (!stretcher.done && when + ((grain - 1) * stretcher.hop) / ctx.sampleRate < ctx.currentTime + AHEAD) {
+    while (!stretcher.done && when + (grain - 1) * hopSeconds < ctx.currentTime + AHEAD) {
       const { grains, data } = stretcher.block(GRAINS);
       if (!grains) break;
-      const at = when + ((grain - 1) * stretcher.hop) / ctx.sampleRate;
+      const at = when + (grain - 1) * hopSeconds;
       const length = (grains + 1) * stretcher.hop;
       data.forEach((samples, t) => {
         const buffer = new AudioBuffer({ numberOfChannels: channels[t], length, sampleRate: ctx.sampleRate });
         samples.forEach((s, c) => buffer.copyToChannel(s.subarray(0, length), c));
-        const src = new AudioBufferSourceNode(ctx, { buffer });
+        const src = new AudioBufferSourceNode(ctx, { buffer, playbackRate: rate });
         src.connect(tracks[t][1]);
-        // The first block's first hop is before the start: it is the fade into the first grain.
-        if (at < when) src.start(when, when - at);
+        // The first block's first hop is before the start: it is the fade into the first grain
+        // (the offset is the buffer's own time, r times the clock's).
+        if (at < when) src.start(when, (when - at) * rate);
         else src.start(at);
         // A played block lets go of its samples.
         src.addEventListener("ended", () => { mixer.sources = mixer.sources.filter((s) => s !== src); });
@@ -119,6 +125,17 @@ export function setSpeed(speed) {
   if (wasPlaying) play();
 }
 mixer.setSpeed = setSpeed;
+
+// The key, in semitones from the song's (-6 to +6), at the same speed.
+export function setPitch(semitones) {
+  if (semitones === mixer.pitch) return;
+  const wasPlaying = mixer.playing;
+  if (wasPlaying) stop();
+  mixer.pitch = semitones;
+  $("#pitch").value = String(semitones);
+  if (wasPlaying) play();
+}
+mixer.setPitch = setPitch;
 
 export function stop() {
   if (mixer.playing) mixer.offset = position();
