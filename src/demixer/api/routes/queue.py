@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
 from typing import Annotated
@@ -29,7 +29,7 @@ from demixer.api.auth import (
 from demixer.api.bodies import JsonRoute
 from demixer.api.callers import callers
 from demixer.api.errors import error_body
-from demixer.api.idempotency import IdempotencyDep
+from demixer.api.idempotency import Idempotency, IdempotencyDep
 from demixer.api.lanes import Lane
 from demixer.api.openapi import error_responses
 from demixer.api.routes.listing import PageCursor, PageLimit
@@ -43,6 +43,7 @@ from demixer.api.schemas import (
     StemsRequest,
 )
 from demixer.api.statuswatch import FAILED, GONE, STOPPING, StatusWatcher
+from demixer.api.submit import Body, Submission
 from demixer.errors import NotFound, ServiceUnavailable, UnknownModel
 from demixer.service.accounts.keys import Identity, Unauthorized
 from demixer.service.context import Services
@@ -120,14 +121,9 @@ def queue_separate(
     """Separate the sound `input.prompt` names: the result has `target` and `residual`.
     A body without `input` is the input, as fal's clients send it; its answer's URLs are then
     fal's paths under the model."""
-
-    def action() -> QueuedResponse:
-        req = submit.with_query_webhook(body, fal_webhook)
-        submission = submit.plan_separate(services, identity.account_id, req)
-        submission = replace(submission, fal_paths=req.fal_shaped)
-        return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
-
-    return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
+    return _queued(
+        submit.plan_separate, body, fal_webhook, services, identity, idempotency, response
+    )
 
 
 @router.post("/audio/stems", status_code=202, responses=_SUBMIT_ERRORS)
@@ -142,11 +138,26 @@ def queue_stems(
     """Separate `input.stems` with `input.model`: one file per stem plus `residual`.
     A body without `input` is the input, as fal's clients send it; its answer's URLs are then
     fal's paths under the model."""
+    return _queued(
+        submit.plan_stems_request, body, fal_webhook, services, identity, idempotency, response
+    )
+
+
+def _queued(
+    plan: Callable[[Services, str, Body], Submission],
+    body: Body,
+    fal_webhook: str | None,
+    services: Services,
+    identity: Identity,
+    idempotency: Idempotency,
+    response: Response,
+) -> QueuedResponse:
+    """A queue submit: ``body`` (with fal's query webhook) planned by ``plan``, queued once
+    per ``Idempotency-Key``; fal-shaped bodies get fal's paths in the answer."""
 
     def action() -> QueuedResponse:
         req = submit.with_query_webhook(body, fal_webhook)
-        submission = submit.plan_stems_request(services, identity.account_id, req)
-        submission = replace(submission, fal_paths=req.fal_shaped)
+        submission = replace(plan(services, identity.account_id, req), fal_paths=req.fal_shaped)
         return submit.submit(services, identity.account_id, submission, key_id=identity.key_id)
 
     return idempotency.run(services, identity.account_id, response, QueuedResponse, 202, action)
