@@ -837,11 +837,11 @@ def test_a_job_past_its_time_limit_fails_and_its_separation_is_killed(
         time.sleep(60)
 
     model = paced_model(hang)
-    env = Env(tmp_path, job_timeout_seconds=4.0, job_stall_seconds=60.0)
+    env = Env(tmp_path, job_timeout_seconds=8.0, job_stall_seconds=60.0)
     with running(Worker(env.services, models=[model])) as worker:
         job = env.wait_final(env.submit(music, engine_model=model, max_attempts=2), 30)
         assert (job.status, job.error_code, job.attempts) == ("FAILED", "JOB_TIMEOUT", 1)
-        assert job.error_message == "the job ran longer than its limit of 4 s"
+        assert job.error_message == "the job ran longer than its limit of 8 s"
         separating = int(started.read_text())
         with pytest.raises(ProcessLookupError):
             os.kill(separating, 0)  # killed and reaped
