@@ -147,9 +147,9 @@ function scores(model, field, first, last, step) {
 // ---------- a change of key ----------
 // The key is changed as a tape played faster changes it: the song stretched to 1/r of its
 // speed, then played r times as fast (r = 2 ** (semitones / 12)), which raises every frequency
-// by r and gives back the speed. The player lets the browser play its blocks at that rate;
-// the downloaded mix is resampled here, block by block: input sample j * r makes output sample
-// j, by a windowed sinc (a Hann window over 16 zero crossings each side, read from a table at
+// by r and gives back the speed. The player's blocks and the downloaded mix are resampled here
+// (the browser's own playbackRate interpolates linearly, and folds a raised song's top octave
+// back down): input sample j * r makes output sample j, by a windowed sinc (a Hann window over 16 zero crossings each side, read from a table at
 // 1/256 of a sample, linearly between). Raised in key, the sinc's cutoff is lowered to the
 // output's Nyquist over r, so the song's top octave is filtered away, not folded back down.
 const ZEROS = 16, STEPS = 256;
@@ -209,4 +209,19 @@ export class Resampler {
     if (keep > 0) { this.held = this.held.map((h) => h.slice(keep)); this.first += keep; }
     return out;
   }
+}
+
+// One block resampled by `ratio` on its own (one Float32Array per channel in and out): the
+// player's blocks start and end in a grain's fade, whose first and last samples are near
+// silence, so the kernel's reach past a block's edges misses next to nothing.
+export function resampled(block, ratio) {
+  const resampler = new Resampler(ratio, block.length);
+  const total = Math.round(block[0].length / ratio);
+  const head = resampler.push(block), tail = resampler.push(null, { last: true, total });
+  return head.map((h, c) => {
+    const out = new Float32Array(total);
+    out.set(h);
+    out.set(tail[c], h.length);
+    return out;
+  });
 }

@@ -3,7 +3,7 @@
 "use strict";
 
 import { $, applyGains, mixer, when } from "./mixer.js";
-import { Stretcher } from "./stretch.js";
+import { Stretcher, resampled } from "./stretch.js";
 
 // ---------- the clock ----------
 // Song time: at a practice speed the song moves `speed` seconds for each second of the clock.
@@ -66,8 +66,8 @@ function ended() {
 // stay sample-aligned, and solo, mute, volume and A/B act on the same gain nodes as at 100 %.
 // Blocks overlap by one grain's fade, so their seams are crossfades, never clicks.
 // In another key the song is stretched to 1/r of the speed and its blocks played r times as
-// fast (r = 2 ** (semitones / 12); stretch.js says why): a block's hops last 1/r as long on the
-// clock, and the browser resamples them.
+// fast (r = 2 ** (semitones / 12); stretch.js says why): each block is resampled by r there, so
+// its hops last 1/r as long on the clock.
 const GRAINS = 16; // grains per block: about 0.37 s at 44.1 kHz
 const AHEAD = 1.5; // seconds of sound made ahead of the clock (a busy page, a background tab)
 const FEED_MS = 200;
@@ -95,13 +95,14 @@ function startStretched(tracks, when) {
       const at = when + (grain - 1) * hopSeconds;
       const length = (grains + 1) * stretcher.hop;
       data.forEach((samples, t) => {
-        const buffer = new AudioBuffer({ numberOfChannels: channels[t], length, sampleRate: ctx.sampleRate });
-        samples.forEach((s, c) => buffer.copyToChannel(s.subarray(0, length), c));
-        const src = new AudioBufferSourceNode(ctx, { buffer, playbackRate: rate });
+        const block = samples.map((s) => s.subarray(0, length));
+        const sound = rate === 1 ? block : resampled(block, rate);
+        const buffer = new AudioBuffer({ numberOfChannels: channels[t], length: sound[0].length, sampleRate: ctx.sampleRate });
+        sound.forEach((s, c) => buffer.copyToChannel(s, c));
+        const src = new AudioBufferSourceNode(ctx, { buffer });
         src.connect(tracks[t][1]);
-        // The first block's first hop is before the start: it is the fade into the first grain
-        // (the offset is the buffer's own time, r times the clock's).
-        if (at < when) src.start(when, (when - at) * rate);
+        // The first block's first hop is before the start: it is the fade into the first grain.
+        if (at < when) src.start(when, when - at);
         else src.start(at);
         // A played block lets go of its samples.
         src.addEventListener("ended", () => { mixer.sources = mixer.sources.filter((s) => s !== src); });
