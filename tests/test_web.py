@@ -1430,6 +1430,18 @@ def test_practice_speed_slows_the_song_at_its_pitch_with_the_stems_aligned(
     values = key.locator("option").evaluate_all("els => els.map((e) => Number(e.value))")
     assert values == list(range(-6, 7))
     page.evaluate("() => demixerMixer.setSpeed(1)")
+    # From the keyboard: < steps down a semitone, > up (or , and . without Shift), said.
+    page.locator("#mixer-title").focus()
+    page.keyboard.press("<")
+    expect(key).to_have_value("-1")
+    expect(page.get_by_test_id("announce")).to_have_text("Key -1")
+    page.keyboard.press(".")
+    page.keyboard.press(".")
+    expect(key).to_have_value("1")
+    key.select_option("6")
+    page.locator("#mixer-title").focus()
+    page.keyboard.press(">")  # none past +6
+    expect(key).to_have_value("6")
     key.select_option("2")
     assert page.evaluate("demixerMixer.pitch") == 2
     page.get_by_test_id("position").fill("0")

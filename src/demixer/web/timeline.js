@@ -161,7 +161,8 @@ function withLead(buffer, seconds) {
 // Space plays and pauses while the mixer is on screen and the focus is on no control of its
 // own (a focused button, link or summary keeps its space-to-click: Mute toggles mute, the play
 // button plays); arrows move; L loops; [ and ] set where the loop starts and ends; - and + (or =,
-// + without Shift) step the practice speed down and up by 5 %. Only with the
+// + without Shift) step the practice speed down and up by 5 %; < and > (or , and ., without
+// Shift) the key by a semitone. Only with the
 // focus in the mixer (or on nothing): keys pressed on the history, the form or the header are
 // theirs (WCAG 2.1.4), and an arrow there never moves the song.
 const typing = (ev) => {
@@ -185,7 +186,15 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "l" || ev.key === "L") $("#loop").click();
   else if (ev.key === "[" || ev.key === "]") loopFromKey(ev.key === "[");
   else if (["-", "+", "="].includes(ev.key)) { ev.preventDefault(); stepSpeed(ev.key === "-" ? -1 : 1); }
+  else if (["<", ">", ",", "."].includes(ev.key)) { ev.preventDefault(); stepKey(["<", ","].includes(ev.key) ? -1 : 1); }
 });
+
+// One semitone down or up (none past -6 or +6), said to a screen reader.
+function stepKey(direction) {
+  const semitones = Math.min(6, Math.max(-6, mixer.pitch + direction));
+  setPitch(semitones);
+  say(`Key ${semitones > 0 ? "+" : ""}${semitones}`);
+}
 
 // One step of the Speed list down or up (none past either end), said to a screen reader.
 function stepSpeed(direction) {
