@@ -35,6 +35,7 @@ ENTRY_POINTS = (
     "gpu_check",
     "soak",
     "page_memory",
+    "quality_levels",
 )
 
 
