@@ -238,9 +238,11 @@ def separate_window(
     the rates differ). ``on_progress``: fractions of this window, passed to a backend that
     reports them.
     """
-    out = separate_at(backend, x, sample_rate, targets, label=model_id, on_progress=on_progress)
+    at_rate = resample(x, sample_rate, backend.sample_rate)  # the model's input, and what it heard
+    out = separate_at(
+        backend, x, sample_rate, targets, label=model_id, on_progress=on_progress, at_rate=at_rate
+    )
     if heard and sample_rate != backend.sample_rate:
-        at_rate = resample(x, sample_rate, backend.sample_rate)
         out[HEARD] = fit_length(resample(at_rate, backend.sample_rate, sample_rate), x.shape[1])
     return out
 

@@ -150,15 +150,18 @@ def separate_at(
     *,
     label: str | None,
     on_progress: Callable[[float], None] | None = None,
+    at_rate: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``x`` (``(channels, n)`` at ``rate``) -> the stems ``names`` of ``backend`` (matched
     case-blind), each ``(channels, n)`` float32 at ``rate``: the input resampled to the model's
     rate and given its channels (mono repeated), the stems resampled back (cut or padded to
     ``n``: a round trip may miss by one) and averaged to mono for a mono input. The engine's
     windows and a cascade's steps alike; ``label`` and ``on_progress`` as
-    :func:`separate_with`'s."""
+    :func:`separate_with`'s; ``at_rate``: ``x`` already resampled to the model's rate, by a
+    caller that uses it too (None: resampled here)."""
     channels, n = x.shape
-    at_rate = resample(x, rate, backend.sample_rate)
+    if at_rate is None:
+        at_rate = resample(x, rate, backend.sample_rate)
     model_in = (
         np.repeat(at_rate, backend.channels, axis=0) if channels < backend.channels else at_rate
     )
