@@ -4,7 +4,7 @@
 
 import { effectiveGain, mixer } from "./mixer.js";
 import { save, wavHeader, wavSamples, zipStore } from "./files.js";
-import { Resampler, Stretcher } from "./stretch.js";
+import { Resampler, Stretcher, keyRatio } from "./stretch.js";
 
 // ---------- the mix, summed a block at a time with the same gains ----------
 // From the very buffers the player plays: the mixer's AudioContext runs at the song's rate
@@ -103,7 +103,7 @@ const BLOCK = 256; // grains per block: about 6 s at 44.1 kHz
 
 async function stretchedWav(mix, speed, semitones, onProgress) {
   const { rate } = mix;
-  const r = 2 ** (semitones / 12);
+  const r = keyRatio(semitones);
   const channels = Array.from({ length: mix.channels }, () => new Float32Array(mix.length));
   let filled = 0;
   await eachBlock(mix, (block) => {
@@ -114,7 +114,7 @@ async function stretchedWav(mix, speed, semitones, onProgress) {
     tracks: [channels], rate, weights: () => [1], speed: speed / r, offset: 0, loop: { on: false },
   });
   const hop = stretcher.hop, frames = Math.round(mix.length / speed);
-  const stretched = r === 1 ? frames : Math.round((mix.length * r) / speed);
+  const stretched = Math.round((mix.length * r) / speed); // frames before the resampling
   const file = wavParts(wavHeader(channels.length, rate, frames));
   const pitch = r === 1 ? null : new Resampler(r, channels.length);
   let at = -hop; // where this block's first sample belongs: the first hop is a fade-in before 0

@@ -149,24 +149,38 @@ function scores(model, field, first, last, step) {
 // speed, then played r times as fast (r = 2 ** (semitones / 12)), which raises every frequency
 // by r and gives back the speed. The player's blocks and the downloaded mix are resampled here
 // (the browser's own playbackRate interpolates linearly, and folds a raised song's top octave
-// back down): input sample j * r makes output sample j, by a windowed sinc (a Hann window over 16 zero crossings each side, read from a table at
-// 1/256 of a sample, linearly between). Raised in key, the sinc's cutoff is lowered to the
-// output's Nyquist over r, so the song's top octave is filtered away, not folded back down.
+// back down): input sample j * r makes output sample j, by a windowed sinc (a Hann window over
+// 16 zero crossings each side, read from a table at 1/256 of a sample, linearly between).
+// Raised in key, the sinc's cutoff is lowered to the output's Nyquist over r, so the song's top
+// octave is filtered away, not folded back down.
 const ZEROS = 16, STEPS = 256;
+
+// How much faster than recorded a song `semitones` up (down: negative) is played.
+export const keyRatio = (semitones) => 2 ** (semitones / 12);
+
+// The kernel for `ratio`, made once per ratio (the player makes a resampler per block):
+// [input samples either side of an output's position, the kernel at distance k / STEPS].
+const kernels = new Map();
+function kernel(ratio) {
+  if (!kernels.has(ratio)) {
+    const cutoff = Math.min(1, 1 / ratio);
+    const width = Math.ceil(ZEROS / cutoff), n = width * STEPS;
+    const table = new Float32Array(n + 2); // k = 0 .. n, and a zero past it for the lerp
+    for (let k = 0; k <= n; k++) {
+      const t = k / STEPS, x = Math.PI * cutoff * t;
+      const sinc = k === 0 ? 1 : Math.sin(x) / x;
+      table[k] = cutoff * sinc * (0.5 + 0.5 * Math.cos((Math.PI * t) / width));
+    }
+    kernels.set(ratio, [width, table]);
+  }
+  return kernels.get(ratio);
+}
 
 export class Resampler {
   // ratio: input samples per output sample (r). channels: the count of every block pushed.
   constructor(ratio, channels) {
     this.ratio = ratio;
-    const cutoff = Math.min(1, 1 / ratio);
-    this.width = Math.ceil(ZEROS / cutoff); // input samples either side of an output's position
-    const n = this.width * STEPS;
-    this.table = new Float32Array(n + 2); // the kernel at distance k / STEPS, k = 0 .. n
-    for (let k = 0; k <= n; k++) {
-      const t = k / STEPS, x = Math.PI * cutoff * t;
-      const sinc = k === 0 ? 1 : Math.sin(x) / x;
-      this.table[k] = cutoff * sinc * (0.5 + 0.5 * Math.cos((Math.PI * t) / this.width));
-    }
+    [this.width, this.table] = kernel(ratio);
     this.held = Array.from({ length: channels }, () => new Float32Array(0));
     this.first = 0; // the input index of held[c][0]
     this.made = 0; // output samples made so far
@@ -215,13 +229,6 @@ export class Resampler {
 // player's blocks start and end in a grain's fade, whose first and last samples are near
 // silence, so the kernel's reach past a block's edges misses next to nothing.
 export function resampled(block, ratio) {
-  const resampler = new Resampler(ratio, block.length);
   const total = Math.round(block[0].length / ratio);
-  const head = resampler.push(block), tail = resampler.push(null, { last: true, total });
-  return head.map((h, c) => {
-    const out = new Float32Array(total);
-    out.set(h);
-    out.set(tail[c], h.length);
-    return out;
-  });
+  return new Resampler(ratio, block.length).push(block, { last: true, total });
 }

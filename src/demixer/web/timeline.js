@@ -189,19 +189,24 @@ document.addEventListener("keydown", (ev) => {
   else if (["<", ">", ",", "."].includes(ev.key)) { ev.preventDefault(); stepKey(["<", ","].includes(ev.key) ? -1 : 1); }
 });
 
-// One semitone down or up (none past -6 or +6), said to a screen reader.
-function stepKey(direction) {
-  const semitones = Math.min(6, Math.max(-6, mixer.pitch + direction));
-  setPitch(semitones);
-  say(`Key ${semitones > 0 ? "+" : ""}${semitones}`);
+// The value one step down or up a list (Speed, Key), none past either end.
+function stepped(list, direction) {
+  const i = Math.min(Math.max(0, list.selectedIndex + direction), list.options.length - 1);
+  return Number(list.options[i].value);
 }
 
-// One step of the Speed list down or up (none past either end), said to a screen reader.
+// One step of the Speed list down or up, said to a screen reader.
 function stepSpeed(direction) {
-  const list = $("#speed");
-  const i = Math.min(Math.max(0, list.selectedIndex + direction), list.options.length - 1);
-  setSpeed(Number(list.options[i].value) / 100);
-  say(`Speed ${list.options[i].value} %`);
+  const percent = stepped($("#speed"), direction);
+  setSpeed(percent / 100);
+  say(`Speed ${percent} %`);
+}
+
+// One semitone down or up (the Key list's ends: -6 and +6), said to a screen reader.
+function stepKey(direction) {
+  const semitones = stepped($("#pitch"), direction);
+  setPitch(semitones);
+  say(`Key ${semitones > 0 ? "+" : ""}${semitones}`);
 }
 
 // [ starts the loop at the playhead and ] ends it there, as a DAW's in and out points: the

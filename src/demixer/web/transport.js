@@ -3,7 +3,7 @@
 "use strict";
 
 import { $, applyGains, mixer, when } from "./mixer.js";
-import { Stretcher, resampled } from "./stretch.js";
+import { Stretcher, keyRatio, resampled } from "./stretch.js";
 
 // ---------- the clock ----------
 // Song time: at a practice speed the song moves `speed` seconds for each second of the clock.
@@ -76,7 +76,7 @@ const channelsOf = (buffer) => Array.from({ length: buffer.numberOfChannels }, (
 
 function startStretched(tracks, when) {
   const ctx = mixer.ctx;
-  const rate = 2 ** (mixer.pitch / 12); // how much faster than recorded the blocks are played
+  const rate = keyRatio(mixer.pitch); // how much faster than recorded the blocks are played
   const stretcher = new Stretcher({
     tracks: tracks.map(([buffer]) => channelsOf(buffer)),
     rate: ctx.sampleRate,
