@@ -119,6 +119,40 @@ def test_a_model_path_without_the_checkpoints_is_unavailable(
     )
 
 
+def test_a_checkpoint_of_other_layers_is_refused_naming_them(
+    spec: ModelSpec, shipped: list[Path], tmp_path: Path
+) -> None:
+    """A --model-path folder whose vocals file is not Spleeter's U-Net: each fault named, not a
+    KeyError or a model that runs on half-loaded layers."""
+    raw = torch.load(shipped[0], weights_only=False)  # Deezer's own file: numpy arrays
+    (tmp_path / shipped[1].name).symlink_to(shipped[1])
+    vocals = tmp_path / shipped[0].name
+
+    def refused(state: object) -> str:
+        torch.save(state, vocals)
+        with pytest.raises(ModelUnavailable) as info:
+            spleeter.load(spec, model_path=tmp_path)
+        return info.value.message
+
+    weight = "down1_conv.1.weight"
+    assert refused({**raw, "encoder.head": raw[weight], "down9": raw[weight]}) == (
+        f"Spleeter weights {vocals} hold encoder.head, down9: not a Spleeter U-Net's"
+    )
+    assert refused({k: v for k, v in raw.items() if not k.startswith("up7")}) == (
+        f"Spleeter weights {vocals} lack last.weight, last.bias"
+    )
+    assert refused({**raw, weight: np.zeros((16, 1, 5, 5), np.float32)}) == (
+        f"Spleeter weights {vocals}: down.0.conv.weight has shape torch.Size([16, 1, 5, 5])"
+    )
+    assert refused([raw[weight]]) == (
+        f"Spleeter weights {vocals} hold no named arrays: not a U-Net's"
+    )
+    assert refused({**raw, "hook": shutil.rmtree}) == (  # never called: not unpickled at all
+        f"cannot read Spleeter weights {vocals}: WeightsUnpickler error: Unsupported global: "
+        "GLOBAL shutil.rmtree"
+    )
+
+
 # --- the transposed-convolution rewrite ------------------------------------------------------
 
 

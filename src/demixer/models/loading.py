@@ -29,6 +29,7 @@ __all__ = [
     "is_installed",
     "load_backend",
     "resolve_weight",
+    "unpickling_detail",
     "verified_weights",
     "verify_sha256",
 ]
@@ -43,6 +44,18 @@ def file_sha256(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def unpickling_detail(message: str) -> str:
+    """The line of torch's weights-only error that says what was found (not its boilerplate)."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(boilerplate)]
+    found = useful[-1] if useful else message.splitlines()[0]
+    # What follows the class's name is torch's advice to a program calling torch.load (allow
+    # the class with add_safe_globals): nothing a user of demixer can do, and it was cut off
+    # at 200 characters in the middle of its brackets.
+    return found.split(" was not an allowed global")[0][:200]
 
 
 def verify_sha256(path: Path, expected: str, remedy: str = "delete it and fetch it again") -> None:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from demixer.errors import CheckpointMismatch, ModelUnavailable
+from demixer.models.loading import unpickling_detail
 
 __all__ = ["check_fit", "describe_mismatch", "load_weights", "read_state_dict"]
 
@@ -60,7 +61,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = _load(Path(path))
     except pickle.UnpicklingError as exc:
-        detail = _unpickling_detail(str(exc))
+        detail = unpickling_detail(str(exc))
         if "GLOBAL" not in detail:
             reason = _not_torch(Path(path)) or detail
             raise ModelUnavailable(f"cannot read checkpoint {path}: {reason}") from None
@@ -114,18 +115,6 @@ def _not_torch(path: Path) -> str | None:
         "it is not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save "
         "writes); is it the right file?"
     )
-
-
-def _unpickling_detail(message: str) -> str:
-    """The line of torch's weights-only error that says what was found (not its boilerplate)."""
-    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    lines = [line.strip() for line in message.splitlines()]
-    useful = [line for line in lines if line and not line.startswith(boilerplate)]
-    found = useful[-1] if useful else message.splitlines()[0]
-    # What follows the class's name is torch's advice to a program calling torch.load (allow
-    # the class with add_safe_globals): nothing a user of demixer can do, and it was cut off
-    # at 200 characters in the middle of its brackets.
-    return found.split(" was not an allowed global")[0][:200]
 
 
 def _listing(names: list[str]) -> str:
