@@ -434,6 +434,52 @@ def test_rate_limited_is_429_with_gaudio_body(make_api: Any) -> None:
     assert "Retry-After" in r.headers
 
 
+def test_key_info_names_the_key_its_project_its_models_and_the_seconds_left(
+    make_api: Any,
+) -> None:
+    """``GET /v1/key/info``, which Gaudio Lab's own MCP server calls for its
+    ``gaudio_get_key_info`` tool (any answer but ``resultCode`` 1000 is an error to it): it
+    was a 404."""
+    from demixer.service.accounts.keys import create_key as make_key
+
+    api: Api = make_api()
+    db = api.services.db
+    before = db.clock()
+    _, secret = make_key(db, name="mixing desk", monthly_minutes=2)
+    after = db.clock()
+    r = api.client.get(f"{BASE}/v1/key/info", headers={"x-ga-apikey": secret})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    created = body["resultData"].pop("createdAt")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", created), created
+    assert before <= datetime.fromisoformat(created) <= after
+    month = after.astimezone(UTC)
+    next_month = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+    assert body == {
+        "resultCode": 1000,
+        "resultData": {
+            "description": "mixing desk",
+            "status": "active",
+            "projectName": "mixing desk",
+            "permittedModels": ["gsep_music_hq_v1", "gsep_music_shq_v1"],
+            "remainingSeconds": 120.0,
+            "resetsAt": next_month.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+        },
+    }
+    # A key without a name, on an account without an allowance: its account's id, no limit.
+    plain = api.client.get(f"{BASE}/v1/key/info", headers={"x-ga-apikey": api.key}).json()
+    assert plain["resultData"]["description"] == ""
+    assert plain["resultData"]["projectName"] == api.account
+    assert (plain["resultData"]["remainingSeconds"], plain["resultData"]["resetsAt"]) == (
+        None,
+        None,
+    )
+    # As every Gaudio endpoint: no key 400, a wrong one 401.
+    assert api.client.get(f"{BASE}/v1/key/info").status_code == 400
+    wrong = api.client.get(f"{BASE}/v1/key/info", headers={"x-ga-apikey": "dmx_nope"})
+    assert wrong.status_code == 401
+
+
 def test_by_default_a_file_is_one_part_whose_url_works_for_24_hours(make_api: Any) -> None:
     """Gaudio documents a server-set chunk size of 1 GiB by default (a file under its 1 GB limit
     is one part) and part URLs valid for 24 hours. demixer gave 5 MiB parts and 1-hour URLs,

@@ -3,7 +3,6 @@ account stands against its monthly allowance, and the bytes its uploads hold."""
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -125,7 +124,6 @@ def _allowance(state: QuotaState | None) -> Allowance | None:
         monthly_minutes=state.minutes,
         used_seconds=round(state.used_seconds, 3),
         held_seconds=round(state.held_seconds, 3),
-        # Down, never promising a millisecond the submit would refuse.
-        left_seconds=math.floor(state.left_seconds * 1000 + 1e-6) / 1000,
+        left_seconds=state.left_shown,
         resets_at=state.resets_at,
     )

@@ -23,6 +23,7 @@ __all__ = [
     "authenticate",
     "check_minutes",
     "create_key",
+    "describe_key",
     "list_keys",
     "new_id",
     "revoke_key",
@@ -152,22 +153,38 @@ def authenticate(db: Database, secret: str | None) -> Identity:
     return Identity(key.account_id, key.id, frozenset(key.scopes.split()))
 
 
+def _info(key: ApiKey) -> KeyInfo:
+    return KeyInfo(
+        key.id,
+        key.account_id,
+        key.prefix,
+        tuple(key.scopes.split()),
+        key.name,
+        key.created_at.isoformat(),
+        key.revoked_at is not None,
+    )
+
+
 def list_keys(db: Database) -> list[KeyInfo]:
     """Every key, oldest first."""
     with db.read() as s:
         rows = s.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars().all()
-    return [
-        KeyInfo(
-            k.id,
-            k.account_id,
-            k.prefix,
-            tuple(k.scopes.split()),
-            k.name,
-            k.created_at.isoformat(),
-            k.revoked_at is not None,
-        )
-        for k in rows
-    ]
+    return [_info(k) for k in rows]
+
+
+def describe_key(db: Database, key_id: str) -> tuple[KeyInfo, str]:
+    """The key ``key_id`` and its account's name (its id where it has none); raises
+    :class:`KeyNotFound`."""
+    with db.read() as s:
+        row = s.execute(
+            select(ApiKey, Account.name)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(ApiKey.id == key_id)
+        ).one_or_none()
+    if row is None:
+        raise KeyNotFound(f"no key {key_id}")
+    key, account_name = row
+    return _info(key), account_name or key.account_id
 
 
 def revoke_key(db: Database, key_id: str) -> None:

@@ -67,6 +67,12 @@ class QuotaState:
         """Audio seconds a new request may still use this month (never below 0)."""
         return max(0.0, self.minutes * 60.0 - self.used_seconds - self.held_seconds)
 
+    @property
+    def left_shown(self) -> float:
+        """:attr:`left_seconds` as the API shows it: rounded down to the millisecond, never
+        promising one that a submit would refuse."""
+        return math.floor(self.left_seconds * 1000 + 1e-6) / 1000
+
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:
     """The calendar month (UTC) holding ``now``: ``(its first instant, next month's first)``."""

@@ -38,7 +38,8 @@ from demixer.errors import (
     UnknownStem,
 )
 from demixer.models.planner import produces
-from demixer.service.accounts.keys import Identity
+from demixer.service.accounts.keys import Identity, describe_key
+from demixer.service.accounts.quota import quota_state
 from demixer.service.context import Services
 from demixer.service.files.states import FileState
 from demixer.service.jobs.contract import GaudioFields, JobParams
@@ -366,6 +367,37 @@ async def _job_lane(request: Request) -> Response:
 
 LANES = (Lane("GET", PREFIX + "/v1/{model}/jobs/{job_id}", _job_lane),)
 """This module's fast lanes (``create_app`` puts them first)."""
+
+
+def _key_info(services: Services, caller: Identity) -> dict[str, Any]:
+    key, project = describe_key(services.db, caller.key_id)
+    made = {s for spec in submit.installed_models(services) for s in produces(spec)}
+    with services.db.read() as s:
+        allowance = quota_state(s, caller.account_id, services.db.clock())
+    return {
+        "description": key.name,
+        "createdAt": wire_time(datetime.fromisoformat(key.created_at)),
+        "status": "active",  # a revoked key is refused before it gets here
+        "projectName": project,
+        # The music models whose types this server can separate now (any one of them).
+        "permittedModels": [
+            model
+            for model, types in _MODEL_TYPES.items()
+            if any(STEM_TYPES[t] in made for t in types)
+        ],
+        # Gaudio counts credits; demixer counts seconds of audio against the account's
+        # monthly allowance (null: no allowance, nothing refused for usage).
+        "remainingSeconds": None if allowance is None else allowance.left_shown,
+        "resetsAt": None if allowance is None else wire_time(allowance.resets_at),
+    }
+
+
+@router.get("/v1/key/info")
+async def key_info(services: ServicesDep, caller: Caller) -> JSONResponse:
+    """The calling key: its name, when it was made, its account, the GSEP models this server
+    runs and the account's audio seconds left this month (Gaudio Lab's MCP server's
+    ``gaudio_get_key_info``)."""
+    return ok(await anyio.to_thread.run_sync(partial(_key_info, services, caller)))
 
 
 @router.api_route("/{path:path}", methods=EVERY_METHOD)
