@@ -21,7 +21,8 @@ Truncation is caught three ways, because no single signal covers every container
   :data:`TRUNCATION_MIN_SECONDS`) is reported as truncation. The slack absorbs encoder
   padding; a cut inside it, or in a format that states no length (a raw stream: ADTS AAC,
   AC-3, DTS, an MP3 without a Xing, Info or VBRI tag, whose length FFmpeg only guesses from
-  its bit rate; the last Ogg page), cannot be told from a shorter file and is accepted.
+  its bit rate; the last Ogg page), cannot be told from a shorter file and is accepted. What a
+  file declares, and the checks that need no decoding, are :mod:`demixer.audio.declared`'s.
 
 A video's sound is read as a player plays it, so that stems put back on the picture keep
 lip sync: the audio track flagged default (else the first), from the file's start, the
@@ -42,14 +43,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 import av
 import av.error
@@ -57,6 +55,16 @@ import numpy as np
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
+from demixer.audio.declared import (
+    TRUNCATION_MIN_SECONDS,
+    TRUNCATION_TOLERANCE,
+    checked_declared,
+    declared_seconds,
+    quoted_name,
+    slack,
+    start_seconds,
+    truncated,
+)
 from demixer.errors import DurationLimit, InputNotFound, InvalidAudio, UnsupportedSampleRate
 from demixer.naming import shown_name
 
@@ -81,14 +89,9 @@ log = logging.getLogger("demixer.audio")
 TAGS = ("title", "artist", "album", "date", "genre", "tracknumber")
 MIN_SAMPLE_RATE = 8_000  # Hz; below this there is nothing left of music to separate
 MAX_SAMPLE_RATE = 192_000  # Hz; the highest rate studio formats use
-TRUNCATION_TOLERANCE = 0.02  # fraction of the declared length that may fail to decode
 # Samples an MP4's last AAC frames (an MP3's last frame) may decode past its edit list (its LAME
 # tag): the encoder's padding, under 2 frames.
 _EDIT_PADDING = 4096
-# Matroska's times are whole milliseconds: a block's start and its length each rounded, and
-# the first block's start too, so a length can read up to 1.5 ms long.
-_MATROSKA_ROUNDING = 0.002
-TRUNCATION_MIN_SECONDS = 0.1  # never call a shortfall shorter than this truncation
 # The longest run of damaged frames read as silence (a glitch); more is a broken file.
 _MAX_DAMAGED_SECONDS = 0.5
 # A gap in a video's audio timestamps read as silence: from two AAC frames (shorter ones are a
@@ -156,10 +159,6 @@ class AudioInfo:
         )
 
 
-def _name(path: Path) -> str:
-    return f"'{shown_name(path.name)}'"
-
-
 def _open(path: Path) -> InputContainer:
     """Open ``path`` with PyAV, turning every way that can fail into one InvalidAudio."""
     # Checked before FFmpeg sees the file: its messages for these cases are generic.
@@ -170,9 +169,9 @@ def _open(path: Path) -> InputContainer:
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise InvalidAudio(f"cannot read {_name(path)}: {e.strerror or e}") from e
+        raise InvalidAudio(f"cannot read {quoted_name(path)}: {e.strerror or e}") from e
     if size == 0:
-        raise InvalidAudio(f"{_name(path)} is empty (0 bytes)")
+        raise InvalidAudio(f"{quoted_name(path)} is empty (0 bytes)")
     try:
         # A tag that is not the UTF-8 it claims (a Latin-1 title in an ID3v2.4 frame, which
         # taggers write) made PyAV's strict decoding refuse the whole file as not audio.
@@ -180,14 +179,15 @@ def _open(path: Path) -> InputContainer:
             str(path), mode="r", container_options=_OPEN_OPTIONS, metadata_errors="replace"
         )
     except PermissionError as e:
-        raise InvalidAudio(f"cannot read {_name(path)}: permission denied") from e
+        raise InvalidAudio(f"cannot read {quoted_name(path)}: permission denied") from e
     except EOFError as e:
         raise InvalidAudio(
-            f"{_name(path)} ends before its headers are complete: the file is truncated or corrupt"
+            f"{quoted_name(path)} ends before its headers are complete: the file is truncated "
+            "or corrupt"
         ) from e
     except _FOREIGN as e:
         raise InvalidAudio(
-            f"{_name(path)} cannot be read: it is not an audio or video file demixer takes, "
+            f"{quoted_name(path)} cannot be read: it is not an audio or video file demixer takes, "
             f"or it is corrupt or truncated (FFmpeg: {_reason(e)})"
         ) from e
 
@@ -199,85 +199,6 @@ def _reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-# A Matroska track's length as its statistics tag states it ("00:03:25.120000000"); FFmpeg names
-# the tag DURATION, or DURATION-eng when the tag has a language (mkvmerge's).
-_TAG_DURATION = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
-
-
-def _tagged_seconds(stream: AudioStream) -> float | None:
-    for key, value in stream.metadata.items():
-        if key.split("-")[0].upper() == "DURATION" and isinstance(value, str):
-            found = _TAG_DURATION.fullmatch(value.strip())
-            if found:
-                hours, minutes, seconds = found.groups()
-                total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-                return total or None  # a placeholder never filled in states nothing
-    return None
-
-
-# Raw audio streams, whose files state no length: FFmpeg's duration for them is the bytes after
-# the first frame at the first frame's bit rate, a guess from the bytes present that can never
-# show a cut, and is wrong (by minutes) when the bit rate changes: a VBR stream that starts
-# quietly, or two files joined end to end.
-_UNDECLARED = ("aac", "ac3", "eac3", "dts", "truehd", "amr")
-
-
-def _declared_seconds(path: Path, container: InputContainer, stream: AudioStream) -> float | None:
-    """Seconds the audio stream declares: its own duration, else its Matroska track's
-    DURATION tag (which FFmpeg's muxer writes as the track's end time: less its start, where
-    the sound starts after the picture), else the container's, but only when no other timed
-    stream shares the file.
-    The container's duration is its longest stream's: a video running on past the song, or a
-    longer second audio track, would read as a cut audio stream (refused as truncated).
-    A raw stream declares nothing, and an MP3 only the length its Xing, Info or VBRI tag
-    counts. ASF (WMV, WMA) gives every stream the file's play time: beside a picture that
-    runs on past the sound (a screen recording), the audio's own length is not declared."""
-    name = container.format.name
-    if name in _UNDECLARED:
-        return None
-    others = [
-        s
-        for s in container.streams
-        if s is not stream
-        and s.type in ("audio", "video", "subtitle", "data")
-        and not s.disposition & av.stream.Disposition.attached_pic  # a cover picture
-    ]
-    if name == "asf" and others:
-        return None
-    if stream.duration is not None and stream.time_base is not None:
-        seconds = float(stream.duration * stream.time_base)
-        if name == "mp3":
-            # FFmpeg guesses from the bit rate where the tag is missing, or where the file is
-            # longer than the tag says (MP3s joined end to end, each with its own tag).
-            tagged = _mp3_tag_seconds(path)
-            return None if tagged is None else min(seconds, tagged)
-        if name == "ogg":
-            # An Ogg Opus stream's length counts its pre-skip: a file of exactly the duration
-            # limit read as 6.5 ms over it.
-            seconds -= _pre_skip_seconds(stream)
-        return seconds
-    tagged = _tagged_seconds(stream)
-    if tagged is not None:
-        tagged = max(tagged - max(_start_seconds(stream), 0.0), 0.0)
-        if name == "matroska,webm" and stream.codec_context.name == "opus":
-            # As in Ogg, the length counts the pre-skip (it runs from the first block's time,
-            # 6.5 ms before zero), and Matroska's times are whole milliseconds, each rounded:
-            # a WebM of exactly the duration limit read as 8 ms over it. Take the length it
-            # surely has; the samples decoded hold the limit exactly.
-            return max(tagged - _pre_skip_seconds(stream) - _MATROSKA_ROUNDING, 0.0)
-        return tagged
-    if container.duration is not None and not others:
-        return float(container.duration) / av.time_base
-    return None
-
-
-def _start_seconds(stream: av.stream.Stream) -> float:
-    """The time of the stream's first sample, seconds (0 when it states none)."""
-    if stream.start_time is None or stream.time_base is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
-
-
 def _offset_seconds(container: InputContainer, stream: AudioStream) -> float:
     """Seconds from the file's start (its earliest sound or picture, as players count time)
     to the audio's first sample: a phone's or a screen recorder's sound that starts after the
@@ -285,13 +206,13 @@ def _offset_seconds(container: InputContainer, stream: AudioStream) -> float:
     video they are put back on. A cover picture has no time of its own: FFmpeg gives an MP3's
     its sound's, late by the encoder delay (25 ms), and may give it another."""
     starts = [
-        _start_seconds(s)
+        start_seconds(s)
         for s in container.streams
         if s.type in ("audio", "video")
         and s.start_time is not None
         and not s.disposition & av.stream.Disposition.attached_pic
     ]
-    return max(0.0, _start_seconds(stream) - min(starts, default=_start_seconds(stream)))
+    return max(0.0, start_seconds(stream) - min(starts, default=start_seconds(stream)))
 
 
 def _chosen_stream(container: InputContainer) -> AudioStream:
@@ -303,78 +224,34 @@ def _chosen_stream(container: InputContainer) -> AudioStream:
     return next((s for s in audio if s.disposition & default), audio[0])
 
 
-def _pre_skip_seconds(stream: AudioStream) -> float:
-    """Seconds of an Opus stream's pre-skip (312 samples from FFmpeg's and libopus' encoders),
-    which its length counts and the decoder drops; 0 for other codecs (their delay is decoded:
-    AAC's priming comes out as samples)."""
-    if stream.codec_context.name != "opus":
-        return 0.0
-    return (stream.codec_context.delay or 0) / stream.codec_context.sample_rate
-
-
-def _mp3_tag_seconds(path: Path) -> float | None:
-    """Seconds of audio an MP3's first frame says the file holds: the frame count of its Xing
-    or Info tag (LAME's, FFmpeg's) or VBRI tag (Fraunhofer's), times the samples in a frame;
-    encoder delay and padding included. ``None`` when the first frame (after any ID3v2 tag)
-    has no such count, or the file does not parse."""
-    try:
-        with path.open("rb") as f:
-            start = 0
-            head = f.read(10)
-            while head[:3] == b"ID3" and len(head) == 10:  # ID3v2 tags before the first frame
-                size = 0
-                for byte in head[6:10]:  # "synchsafe": 7 bits a byte
-                    size = size << 7 | byte & 0x7F
-                start += 10 + size + (10 if head[5] & 0x10 else 0)  # flag 0x10: a footer
-                f.seek(start)
-                head = f.read(10)
-            f.seek(start)
-            frame = f.read(200)  # the header and every place a tag may start
-    except OSError:
-        return None
-    if len(frame) < 4 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
-        return None
-    version, layer, rate_index = (frame[1] >> 3) & 3, (frame[1] >> 1) & 3, (frame[2] >> 2) & 3
-    if version == 1 or layer == 0 or rate_index == 3:  # reserved values: not a frame
-        return None
-    mpeg1, mono = version == 3, frame[3] >> 6 == 3
-    rate = (44_100, 48_000, 32_000)[rate_index] >> {3: 0, 2: 1, 0: 2}[version]
-    samples = {3: 384, 2: 1152}.get(layer, 1152 if mpeg1 else 576)  # layer I, II, III
-    xing = 4 + (17 if mono else 32) if mpeg1 else 4 + (9 if mono else 17)  # after side info
-    frames = 0
-    if frame[xing : xing + 4] in (b"Xing", b"Info") and frame[xing + 7] & 1:  # frames field set
-        frames = int.from_bytes(frame[xing + 8 : xing + 12], "big")
-    elif frame[36:40] == b"VBRI":
-        frames = int.from_bytes(frame[50:54], "big")
-    return frames * samples / rate if frames else None
-
-
 def _info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream]:
     """The audio stream to read and what it declares (``duration``: the audio's own length,
     without ``offset``); raises for files that can never work."""
     if not container.streams.audio:
         what = "a video stream but no" if container.streams.video else "no"
-        raise InvalidAudio(f"{_name(path)} has {what} audio stream")
+        raise InvalidAudio(f"{quoted_name(path)} has {what} audio stream")
     stream = _chosen_stream(container)
     ctx = stream.codec_context
     if ctx is None or ctx.codec is None:
-        raise InvalidAudio(f"{_name(path)}: FFmpeg has no decoder for its audio codec")
+        raise InvalidAudio(f"{quoted_name(path)}: FFmpeg has no decoder for its audio codec")
     rate = int(ctx.sample_rate or 0)
     channels = int(ctx.channels or 0)
     if rate <= 0 or channels <= 0:
         raise InvalidAudio(
-            f"{_name(path)}: the audio stream declares no sample rate or channel count; "
+            f"{quoted_name(path)}: the audio stream declares no sample rate or channel count; "
             "the file is corrupt"
         )
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise UnsupportedSampleRate(
-            f"{_name(path)} has a sample rate of {rate} Hz; demixer accepts "
+            f"{quoted_name(path)} has a sample rate of {rate} Hz; demixer accepts "
             f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz",
             sample_rate=rate,
         )
-    duration = _declared_seconds(path, container, stream)
+    duration = declared_seconds(path, container, stream)
     if duration is not None and duration <= 0:
-        raise InvalidAudio(f"{_name(path)} contains no audio: its duration is 0 (zero length)")
+        raise InvalidAudio(
+            f"{quoted_name(path)} contains no audio: its duration is 0 (zero length)"
+        )
     info = AudioInfo(
         sample_rate=rate,
         channels=channels,
@@ -393,123 +270,6 @@ def _from_start(info: AudioInfo, declared: float | None) -> AudioInfo:
     return dataclasses.replace(info, duration=None if declared is None else declared + info.offset)
 
 
-# Sony Wave64, WAV with 64-bit sizes: its chunks are named by GUIDs, the "riff" one and those
-# that start with a RIFF name ("wave", "fmt ", "data") followed by this tail.
-_W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
-_W64_TAIL = bytes.fromhex("f3acd3118cd100c04f8edb8a")
-# The containers whose header states the length of the audio in bytes (:func:`_pcm_seconds`).
-_PCM_HEADERS = ("wav", "w64", "caf")
-
-
-def _pcm_seconds(path: Path) -> tuple[float, float] | None:
-    """Seconds of audio a PCM file's header promises (its ``data`` chunk's size / the byte
-    rate), and seconds present in the file after the header (at the same byte rate).
-
-    Read for WAV (RIFF), RF64 and BW64 (WAV whose 64-bit ``data`` size is in a ``ds64``
-    chunk), Sony Wave64 and Apple's CAF holding uncompressed audio. FFmpeg makes the length of
-    a WAV, Wave64 or CAF that of the bytes present, so only the header shows that it was cut;
-    an RF64's cut showed, but only once decoded (a job failed that the upload could refuse).
-
-    Returns ``None`` for streamed headers (size 0, 0xFFFFFFFF or CAF's -1 with data
-    following), for a compressed CAF (its packet table states its length; :func:`probe`
-    counts its packets against it) and for anything that does not parse: the caller then has
-    no header evidence and falls back to FFmpeg's duration.
-    """
-    byte_rate = 0.0
-    wide = -1  # RF64's data size, from its ds64 chunk
-    try:
-        with path.open("rb") as f:
-            head = f.read(40)
-            order: Literal["little", "big"] = "little"
-            if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
-                # 4-byte names and sizes; a size counts the data only; word-aligned.
-                name_bytes, size_bytes, counted, align = 4, 4, 0, 2
-                f.seek(12)
-            elif head[:16] == _W64_RIFF and head[24:40] == b"wave" + _W64_TAIL:
-                # 16-byte GUIDs, 8-byte sizes counting the 24-byte chunk header; 8-aligned.
-                name_bytes, size_bytes, counted, align = 16, 8, 24, 8
-            elif head[:4] == b"caff":
-                # Big-endian 8-byte sizes counting the data only; not aligned.
-                name_bytes, size_bytes, counted, align, order = 4, 8, 0, 1, "big"
-                f.seek(8)
-            else:
-                return None
-            # Bounded walk: real files put the format and "data" within the first few chunks.
-            for _ in range(64):
-                chunk = f.read(name_bytes + size_bytes)
-                if len(chunk) < name_bytes + size_bytes:
-                    return None
-                kind = chunk[:4] if name_bytes == 4 or chunk[4:16] == _W64_TAIL else b""
-                length = int.from_bytes(chunk[name_bytes:], order) - counted
-                if length < 0:
-                    return None
-                if kind == b"ds64" and length >= 16:  # RIFF size, then data size (8 bytes each)
-                    wide = int.from_bytes(f.read(16)[8:], "little")
-                    length -= 16
-                elif kind == b"fmt " and length >= 16:
-                    byte_rate = int.from_bytes(f.read(16)[8:12], "little")
-                    length -= 16
-                elif kind == b"desc" and length >= 32:  # CAF's format
-                    desc = f.read(32)
-                    rate = struct.unpack(">d", desc[:8])[0]
-                    packet_bytes, packet_frames = struct.unpack(">II", desc[16:24])
-                    if packet_bytes and packet_frames and 0 < rate < 1e7:
-                        byte_rate = packet_bytes * rate / packet_frames
-                    length -= 32
-                elif kind == b"data":
-                    if order == "big":
-                        if length == (1 << 64) - 1:  # -1: written while streaming
-                            return None
-                        f.seek(4, os.SEEK_CUR)  # CAF data starts with an edit count
-                        length -= 4
-                    streamed = size_bytes == 4 and length == 0xFFFFFFFF
-                    if streamed and wide >= 0:
-                        length, streamed = wide, False
-                    present = path.stat().st_size - f.tell()
-                    if byte_rate <= 0 or streamed or (length <= 0 and present > 0):
-                        return None
-                    return length / byte_rate, present / byte_rate
-                f.seek(length + (-length % align), os.SEEK_CUR)  # padded to alignment
-    except (OSError, struct.error):
-        return None
-    return None
-
-
-def _first_bytes(path: Path, n: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            return f.read(n)
-    except OSError:
-        return b""
-
-
-def _ogg_ends_mid_page(path: Path) -> bool:
-    """Whether an Ogg file's last page is cut short (the file was truncated).
-
-    FFmpeg drops a partial last page silently and takes the duration from the last whole one,
-    so neither decoding nor the declared length shows an Ogg cut; the page framing does. Only
-    the tail is read: a page is at most 65 307 bytes.
-    """
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 65_536))
-            tail = f.read()
-    except OSError:
-        return False
-    start = tail.rfind(b"OggS")
-    # A capture pattern with a bad version byte is payload that happens to read "OggS".
-    while start >= 0 and start + 4 < len(tail) and tail[start + 4] != 0:
-        start = tail.rfind(b"OggS", 0, start)
-    if start < 0:
-        return False
-    page = tail[start:]
-    if len(page) < 27 or len(page) < 27 + page[26]:
-        return True
-    body = sum(page[27 : 27 + page[26]])
-    return len(page) < 27 + page[26] + body
-
-
 def _unreadable(path: Path, container: str, error: BaseException, how: str) -> InvalidAudio:
     """The refusal of ``path`` when FFmpeg fails part-way through reading it (``how``)."""
     if container == "ogg" and isinstance(error, av.error.PatchWelcomeError):
@@ -517,60 +277,20 @@ def _unreadable(path: Path, container: str, error: BaseException, how: str) -> I
         # part whose Opus or Vorbis header names another channel count or (Vorbis) sample
         # rate ("Channel change is not supported", "Not yet implemented"): no damage.
         return InvalidAudio(
-            f"{_name(path)} joins Ogg streams of different channel counts or sample rates (a "
+            f"{quoted_name(path)} joins Ogg streams of different channel counts or sample rates (a "
             "mono part after a stereo one, say), which FFmpeg cannot read; send the parts "
             "separately, or converted to one format"
         )
-    return InvalidAudio(f"{_name(path)} is corrupt or truncated: {how} (FFmpeg: {_reason(error)})")
-
-
-def _truncated(path: Path, have: float, declared: float, how: str) -> InvalidAudio:
     return InvalidAudio(
-        f"{_name(path)} is truncated or damaged: only {have:.2f} s of audio {how} but the "
-        f"file declares {declared:.2f} s (an incomplete download or copy?)"
+        f"{quoted_name(path)} is corrupt or truncated: {how} (FFmpeg: {_reason(error)})"
     )
-
-
-def _slack(declared: float) -> float:
-    return max(TRUNCATION_MIN_SECONDS, TRUNCATION_TOLERANCE * declared)
-
-
-def _checked_declared(path: Path, info: AudioInfo) -> float | None:
-    """The length ``path`` declares, after the checks that need no decoding (the probe and the
-    reader make the same ones, so an upload and its job give one answer): an Ogg file whose
-    last page is cut, or a WAV (RF64, Wave64, CAF) with fewer bytes than its header promises,
-    is truncated; a big-endian WAV is refused."""
-    declared = info.duration
-    if info.container == "ogg" and _ogg_ends_mid_page(path):
-        raise InvalidAudio(
-            f"{_name(path)} is truncated: its last Ogg page is cut short "
-            "(an incomplete download or copy?)"
-        )
-    if info.container == "wav" and _first_bytes(path, 4) == b"RIFX":
-        # FFmpeg reads a big-endian WAV's header right but its samples as little-endian ones:
-        # full-scale noise (a float one: values of 1e38), separated into noise stems.
-        raise InvalidAudio(
-            f"{_name(path)} is a big-endian WAV (RIFX), which FFmpeg decodes as noise; "
-            "convert it to a standard WAV or to FLAC first"
-        )
-    if info.container in _PCM_HEADERS:
-        # FFmpeg clamps a WAV's duration to the bytes present; the header still says how long
-        # the file was meant to be, which is what exposes a cut.
-        header = _pcm_seconds(path)
-        if header is not None:
-            declared, present = header
-            if present < declared - _slack(declared):
-                raise _truncated(path, present, declared, "is present")
-        if declared == 0:
-            raise InvalidAudio(f"{_name(path)} contains no audio samples (zero length)")
-    return declared
 
 
 def _over_limit(path: Path, seconds: float, limit: float, how: str) -> DurationLimit:
     # Just past the limit, tenths would read as within it ("the limit of 2 s (it declares 2.0 s)").
     figure = f"{seconds:.1f}" if round(seconds, 1) > limit else f"{seconds:.3f}"
     return DurationLimit(
-        f"{_name(path)} is longer than the limit of {limit:g} s ({how} {figure} s); "
+        f"{quoted_name(path)} is longer than the limit of {limit:g} s ({how} {figure} s); "
         "send a shorter file"
     )
 
@@ -614,12 +334,14 @@ class AudioReader:
             self.info, self._stream = _info(self.path, self._container)
             if self.info.channels > 2 and not downmix:
                 raise InvalidAudio(
-                    f"{_name(self.path)} has {self.info.channels} channels; demixer separates "
-                    "mono or stereo. Ask for a downmix to fold it to stereo first (CLI "
+                    f"{quoted_name(self.path)} has {self.info.channels} channels; demixer "
+                    "separates mono or stereo. Ask for a downmix to fold it to stereo first (CLI "
                     "--downmix, API input.downmix: true)."
                 )
             # The audio's own length; info.duration adds its offset (the stems' length).
-            self._declared: float | None = _checked_declared(self.path, self.info)
+            self._declared: float | None = checked_declared(
+                self.path, self.info.container, self.info.duration
+            )
             self.info = _from_start(self.info, self.info.duration)
             length = (self._declared or 0.0) + self.info.offset
             if max_seconds is not None and length > max_seconds:
@@ -716,11 +438,13 @@ class AudioReader:
                     fill = 0
         if total == self._lead:
             if self._declared:  # it promised audio: a cut file, not an empty one
-                raise _truncated(self.path, 0.0, self._declared, "decoded")
-            raise InvalidAudio(f"{_name(self.path)} contains no audio samples (zero length)")
+                raise truncated(self.path, 0.0, self._declared, "decoded")
+            raise InvalidAudio(f"{quoted_name(self.path)} contains no audio samples (zero length)")
         if nonfinite:
             log.warning(
-                "%s: %d samples were NaN or infinite: read as silence", _name(self.path), nonfinite
+                "%s: %d samples were NaN or infinite: read as silence",
+                quoted_name(self.path),
+                nonfinite,
             )
         self._check_complete(total - self._lead)
         if fill:
@@ -841,19 +565,19 @@ class AudioReader:
             _MAX_DAMAGED_SECONDS, TRUNCATION_TOLERANCE * (good_seconds + concealed_seconds)
         ):
             raise InvalidAudio(
-                f"{_name(self.path)} is corrupt: {concealed} of its {packets} audio frames "
+                f"{quoted_name(self.path)} is corrupt: {concealed} of its {packets} audio frames "
                 f"({concealed_seconds:.2f} s) are damaged"
             )
         if concealed:
             log.warning(
                 "%s: %d damaged audio frame%s (%.2f s) read as silence",
-                _name(self.path), concealed, "" if concealed == 1 else "s", concealed_seconds,
+                quoted_name(self.path), concealed, "" if concealed == 1 else "s", concealed_seconds,
             )  # fmt: skip
         if holes.count:
             log.warning(
                 "%s: %d gap%s in its sound (%.2f s) read as silence, so that what follows "
                 "keeps its place against the picture",
-                _name(self.path), holes.count, "" if holes.count == 1 else "s", holes.seconds,
+                quoted_name(self.path), holes.count, "" if holes.count == 1 else "s", holes.seconds,
             )  # fmt: skip
 
     def _converted(self, resampler: av.AudioResampler, frame: av.AudioFrame) -> list[av.AudioFrame]:
@@ -873,7 +597,7 @@ class AudioReader:
             if what == f"{channels} channels":
                 what += ", no speakers named"
             raise InvalidAudio(
-                f"{_name(self.path)} has {what}: FFmpeg cannot fold that to stereo; mix it "
+                f"{quoted_name(self.path)} has {what}: FFmpeg cannot fold that to stereo; mix it "
                 "down to stereo first"
             ) from e
 
@@ -886,8 +610,8 @@ class AudioReader:
         if declared is None:
             return
         got = decoded / self.sample_rate
-        if got < declared - _slack(declared):
-            raise _truncated(self.path, got, declared, "decoded")
+        if got < declared - slack(declared):
+            raise truncated(self.path, got, declared, "decoded")
 
 
 @dataclass
@@ -1085,21 +809,21 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
     container = _open(p)
     try:
         info, stream = _info(p, container)
-        declared = _checked_declared(p, info)
+        declared = checked_declared(p, info.container, info.duration)
         try:
             counted = _packet_seconds(container, stream, max_seconds)
         except _FOREIGN as e:
             raise _unreadable(p, info.container, e, "reading it failed") from e
-        if counted is not None and (declared is None or counted > declared + _slack(declared)):
+        if counted is not None and (declared is None or counted > declared + slack(declared)):
             declared = counted
         elif (
             info.container in _COUNTED_EXACTLY
             and counted is not None
             and declared is not None
             and (max_seconds is None or counted <= max_seconds)  # counted to the end
-            and counted < declared - _slack(declared)
+            and counted < declared - slack(declared)
         ):
-            raise _truncated(p, counted, declared, "is present")
+            raise truncated(p, counted, declared, "is present")
         return _from_start(info, declared)
     finally:
         container.close()
