@@ -1606,7 +1606,8 @@ def test_a_song_too_long_for_the_devices_memory_is_offered_as_files_first(
     expect(note).to_have_text(
         "This song is 1:40 long: playing its 2 stems here would take about 68 MB of memory, "
         "more than this device can spare for it (about 64 MB), and the page could close. "
-        "Download the stems, or open them in the mixer anyway. Open in the mixer anyway",
+        "Listen to the stems one at a time here (the browser plays a file as it reads it), "
+        "download them, or open them in the mixer anyway. Open in the mixer anyway",
         timeout=180_000,
     )
     files = page.get_by_test_id("stem-file")
@@ -1614,6 +1615,19 @@ def test_a_song_too_long_for_the_devices_memory_is_offered_as_files_first(
     expect(page.get_by_test_id("stem-row")).to_have_count(0)
     for hidden in ("play", "position", "ruler", "render-mix"):
         expect(page.get_by_test_id(hidden)).to_be_hidden()
+    # Each stem plays in the browser's own player, read as it plays, one at a time.
+    players = page.get_by_test_id("stem-listen")
+    expect(players).to_have_count(2)
+    expect(players.first).to_have_attribute("aria-label", "Listen to vocals")
+    until(page, "() => [...document.querySelectorAll('audio')].every((a) => a.duration === 100)")
+    page.evaluate("document.querySelectorAll('audio')[0].play()")
+    until(page, "() => document.querySelectorAll('audio')[0].currentTime > 0.2")
+    page.evaluate("document.querySelectorAll('audio')[1].play()")
+    until(page, "() => document.querySelectorAll('audio')[1].currentTime > 0.2")
+    assert page.evaluate("[...document.querySelectorAll('audio')].map((a) => a.paused)") == [
+        True,
+        False,
+    ]
     assert page.evaluate("demixerMixer.stems.length") == 0  # nothing decoded
     shot(page, "too-long", full_page=False)
     page.set_viewport_size(PHONE)
@@ -1631,10 +1645,13 @@ def test_a_song_too_long_for_the_devices_memory_is_offered_as_files_first(
     with zipfile.ZipFile(info.value.path()) as zf:
         assert sorted(zf.namelist()) == ["Long Take_accompaniment.wav", "Long Take_vocals.wav"]
 
+    page.evaluate("window.listened = document.querySelectorAll('audio')[1]")
     page.get_by_test_id("open-anyway").click()
     expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=60_000)
     expect(note).to_be_hidden()
     expect(files).to_have_count(0)
+    expect(players).to_have_count(0)
+    assert page.evaluate("window.listened.paused")  # not playing on, off the page
     expect(page.get_by_test_id("time")).to_have_text("0:00 / 1:40")
     focused(page, "mixer-title")
     page.keyboard.press("Space")

@@ -38,8 +38,13 @@ export async function openResult(options) {
   mixer.originalFile = original;
   mixer.originalLead = originalLead;
   mixer.originalLevel = gain;
-  // The song before's download links each hold a copy of a stem: let them go with it.
+  // The song before's download links and players each hold a copy of a stem: let them go with
+  // it (a player taken off the page would play on unheard of).
   for (const link of document.querySelectorAll("#stems .download")) URL.revokeObjectURL(link.href);
+  for (const player of document.querySelectorAll("#stems audio")) {
+    player.pause();
+    URL.revokeObjectURL(player.src);
+  }
   $("#stems").replaceChildren();
   $("#mixer").classList.remove("files-only");
   $("#files-note").hidden = true;
@@ -128,7 +133,8 @@ function showFiles(outputs, files, need, budget, open) {
   const note = $("#files-note");
   note.querySelector("span").textContent = `This song is ${when(mixer.duration)} long: playing its ${outputs.length} stems here `
     + `would take about ${size(need)} of memory, more than this device can spare for it (about ${size(budget)}), `
-    + "and the page could close. Download the stems, or open them in the mixer anyway.";
+    + "and the page could close. Listen to the stems one at a time here (the browser plays a "
+    + "file as it reads it), download them, or open them in the mixer anyway.";
   note.hidden = false;
   for (const [i, out] of outputs.entries()) {
     const row = document.createElement("div");
@@ -136,10 +142,18 @@ function showFiles(outputs, files, need, budget, open) {
     row.dataset.testid = "stem-file";
     row.dataset.stem = out.name;
     row.style.setProperty("--c", colour(out.name, i));
-    row.innerHTML = '<span class="name"></span><a class="download" data-testid="stem-download">⤓</a><span class="muted small"></span>';
+    row.innerHTML = '<span class="name"></span><a class="download" data-testid="stem-download">⤓</a><span class="muted small"></span>'
+      + '<audio controls preload="metadata" data-testid="stem-listen"></audio>';
     $(".name", row).textContent = out.label;
     linkTo($(".download", row), files[i], out);
     $(".small", row).textContent = `${out.fileName}, ${size(files[i].size)}`;
+    // The browser's own player reads the file a little at a time, never decoding it whole.
+    const player = $("audio", row);
+    player.src = URL.createObjectURL(files[i]);
+    player.setAttribute("aria-label", `Listen to ${out.label}`);
+    player.addEventListener("play", () => { // one stem at a time: the others stop
+      for (const other of document.querySelectorAll("#stems audio")) if (other !== player) other.pause();
+    });
     $("#stems").append(row);
   }
   const button = $("#open-anyway");
