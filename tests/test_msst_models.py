@@ -232,6 +232,30 @@ def test_checkpoint_wrappers_and_data_parallel_prefix_load(tmp_path: Path) -> No
     assert stems == ("vocals", "other")
 
 
+def test_a_loaded_network_holds_the_checkpoints_values_and_leaves_torch_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """The network is built without drawing random initial values (the checkpoint replaces
+    them all, a second of a full-size RoFormer's load): every tensor is the checkpoint's, and
+    torch's initialisers are its own again after, for anything built later."""
+    from demixer.models.msst.backend import build_network
+
+    config, checkpoint = model_files(tmp_path)
+    fills = {name: getattr(torch.nn.init, name) for name in ("uniform_", "kaiming_uniform_")}
+    network = build_network(read_config(config, arch="mel_band_roformer"), checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    loaded = network.state_dict()
+    assert sorted(loaded) == sorted(state)
+    for name, value in state.items():
+        assert torch.equal(loaded[name], value), name
+    assert {name: getattr(torch.nn.init, name) for name in fills} == fills
+    torch.manual_seed(1)
+    drawn = torch.nn.Linear(4, 4).weight.detach().clone()
+    torch.manual_seed(1)
+    assert torch.equal(torch.nn.Linear(4, 4).weight, drawn)
+    assert drawn.abs().max() > 0
+
+
 def test_compiled_lightning_and_model_wrapped_checkpoints_load(tmp_path: Path) -> None:
     """A network trained under torch.compile saves ``_orig_mod.``-prefixed keys, a Lightning
     module holding it as ``self.model`` saves ``model.``-prefixed keys under ``state_dict``,
