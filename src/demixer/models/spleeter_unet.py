@@ -177,9 +177,9 @@ def load_checkpoint(path: Path) -> UNet:
         raise ModelUnavailable(f"cannot read Spleeter weights {path}: {detail}") from None
     except Exception as exc:  # a corrupt pickle or zip: translate at this boundary
         raise ModelUnavailable(f"cannot read Spleeter weights {path}: {exc}") from exc
-    # Built on the meta device and given the checkpoint's tensors as they are (assign): no
-    # random initial values drawn, no second copy, and no to_empty(), whose first call in a
-    # process costs 0.3 s of torch's own set-up (measured), for every Spleeter start.
+    # Built on the meta device and given the checkpoint's arrays (assign): no random initial
+    # values drawn, and no to_empty(), whose first call in a process costs 0.3 s of torch's
+    # own set-up (measured), for every Spleeter start.
     with torch.device("meta"):
         net = UNet()
     if not isinstance(raw, dict):
