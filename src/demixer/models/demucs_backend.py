@@ -35,7 +35,7 @@ import torch
 from demixer.errors import ModelFailed, ModelUnavailable
 from demixer.models.base import Backend
 from demixer.models.download import verify_pin
-from demixer.models.loading import damaged_remedy, resolve_weight
+from demixer.models.loading import damaged_remedy, no_random_fill, resolve_weight
 from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
 
@@ -304,6 +304,11 @@ def _read_checkpoint(path: Path, api: DemucsApi) -> Any:
             # load_model warns for every constructor argument the installed demucs dropped.
             warnings.simplefilter("ignore")
             package = torch.load(path, map_location="cpu", weights_only=False)
+            state = package.get("state") if isinstance(package, dict) else None
+            if isinstance(state, dict) and not state.get("__quantized"):
+                # demucs loads an unquantized state strictly: every parameter replaced.
+                with no_random_fill():
+                    return api.load_model(package)
             return api.load_model(package)
     except (Exception, SystemExit) as exc:
         # SystemExit: demucs calls dora's fatal() for quantized checkpoints without diffq.

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from demixer.errors import (
 )
 from demixer.models.arch import FP32_BY_DEFAULT, build_model, chunk_problem
 from demixer.models.base import InputStats
-from demixer.models.loading import resolve_weight, verified_weights
+from demixer.models.loading import no_random_fill, resolve_weight, verified_weights
 from demixer.models.memory import machine_memory
 from demixer.models.msst.checkpoint import check_fit, load_weights, read_state_dict
 from demixer.models.msst.config import MsstConfig, read_config
@@ -250,7 +248,7 @@ def build_network(config: MsstConfig, checkpoint: Path) -> nn.Module:
         shapes = build()
     state = read_state_dict(checkpoint)
     check_fit(shapes, state, checkpoint=str(checkpoint), config=config.source)
-    with _no_random_fill():  # every parameter is the checkpoint's (checked just above)
+    with no_random_fill():  # every parameter is the checkpoint's (checked just above)
         network = build()
     problem = chunk_problem(network, config.chunk_size)  # reads its STFT window's values
     if problem:
@@ -260,46 +258,6 @@ def build_network(config: MsstConfig, checkpoint: Path) -> nn.Module:
         )
     load_weights(network, state, checkpoint=str(checkpoint), config=config.source)
     return network
-
-
-# The fills of torch.nn.init that draw random numbers: what nn.Linear, nn.Conv*, nn.LSTM and
-# the like initialise their parameters with.
-_RANDOM_FILLS = (
-    "uniform_",
-    "normal_",
-    "trunc_normal_",
-    "kaiming_uniform_",
-    "kaiming_normal_",
-    "xavier_uniform_",
-    "xavier_normal_",
-    "orthogonal_",
-)
-
-
-@contextmanager
-def _no_random_fill() -> Iterator[None]:
-    """torch.nn.init's random fills do nothing while a network is built whose every parameter
-    a checkpoint then replaces: drawing them took 1.1 s of a 160M-parameter BS-RoFormer's load
-    (measured), thrown away at once. What a network computes as it is built (an STFT window,
-    a mel filterbank, rotary frequencies: buffers a checkpoint does not hold) is built as ever;
-    constant fills (norms' ones and zeros) are kept. Only the process's own model loading
-    builds networks, one at a time, so the swap is seen by no other build."""
-    saved = {name: getattr(nn.init, name) for name in _RANDOM_FILLS}
-    with _FILL_LOCK:
-        try:
-            for name in _RANDOM_FILLS:
-                setattr(nn.init, name, _unfilled)
-            yield
-        finally:
-            for name, fill in saved.items():
-                setattr(nn.init, name, fill)
-
-
-def _unfilled(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-    return tensor
-
-
-_FILL_LOCK = threading.Lock()
 
 
 def _files(spec: ModelSpec, model_dir: Path | None, model_path: Path | None) -> tuple[Path, Path]:
