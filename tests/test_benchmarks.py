@@ -36,6 +36,7 @@ ENTRY_POINTS = (
     "soak",
     "page_memory",
     "quality_levels",
+    "model_load",
 )
 
 
