@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -251,9 +252,22 @@ def test_a_loaded_network_holds_the_checkpoints_values_and_leaves_torch_as_it_wa
     assert {name: getattr(torch.nn.init, name) for name in fills} == fills
     torch.manual_seed(1)
     drawn = torch.nn.Linear(4, 4).weight.detach().clone()
-    torch.manual_seed(1)
-    assert torch.equal(torch.nn.Linear(4, 4).weight, drawn)
     assert drawn.abs().max() > 0
+    # While a load skips them, a network another thread builds (a program using demixer as a
+    # library) still gets its random values.
+    from demixer.models.loading import no_random_fill
+
+    built: list[torch.Tensor] = []
+
+    def build_elsewhere() -> None:
+        torch.manual_seed(1)
+        built.append(torch.nn.Linear(4, 4).weight.detach().clone())
+
+    with no_random_fill():
+        elsewhere = threading.Thread(target=build_elsewhere)
+        elsewhere.start()
+        elsewhere.join()
+    assert torch.equal(built[0], drawn)
 
 
 def test_compiled_lightning_and_model_wrapped_checkpoints_load(tmp_path: Path) -> None:

@@ -166,28 +166,32 @@ _RANDOM_FILLS = (
 
 @contextmanager
 def no_random_fill() -> Iterator[None]:
-    """torch.nn.init's random fills do nothing while a network is built whose every parameter
-    a checkpoint then replaces (strictly): drawing them took 1.1 s of a 160M-parameter
-    BS-RoFormer's load (measured), thrown away at once. What a network computes as it is
-    built (an STFT window, a mel filterbank, rotary frequencies: buffers a checkpoint does not
-    hold) is built as ever; constant fills (norms' ones and zeros) are kept. Only the
-    process's own model loading builds networks, one at a time, so the swap is seen by no
-    other build."""
+    """torch.nn.init's random fills do nothing, in this thread, while a network is built whose
+    every parameter a checkpoint then replaces (strictly): drawing them took 1.1 s of a
+    160M-parameter BS-RoFormer's load (measured), thrown away at once. What a network computes
+    as it is built (an STFT window, a mel filterbank, rotary frequencies: buffers a checkpoint
+    does not hold) is built as ever; constant fills (norms' ones and zeros) are kept. Another
+    thread building a network meanwhile (a program using demixer as a library) gets its
+    random values as ever."""
     from torch import nn  # here: listing models or checking weights imports no torch
 
-    saved = {name: getattr(nn.init, name) for name in _RANDOM_FILLS}
-    with _FILL_LOCK:
+    owner = threading.get_ident()
+
+    def skipped_here(real: Callable[..., Any]) -> Callable[..., Any]:
+        def fill(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            return tensor if threading.get_ident() == owner else real(tensor, *args, **kwargs)
+
+        return fill
+
+    with _FILL_LOCK:  # one loading thread at a time swaps them
+        saved = {name: getattr(nn.init, name) for name in _RANDOM_FILLS}
         try:
-            for name in _RANDOM_FILLS:
-                setattr(nn.init, name, _unfilled)
+            for name, real in saved.items():
+                setattr(nn.init, name, skipped_here(real))
             yield
         finally:
-            for name, fill in saved.items():
-                setattr(nn.init, name, fill)
-
-
-def _unfilled(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-    return tensor
+            for name, real in saved.items():
+                setattr(nn.init, name, real)
 
 
 _FILL_LOCK = threading.Lock()
