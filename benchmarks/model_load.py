@@ -42,7 +42,7 @@ def _files(model: str) -> tuple[str, str, str]:
     if model == "htdemucs":
         import quality_levels
 
-        return "", "", str(quality_levels._demucs_checkpoint())
+        return "", "", str(quality_levels.demucs_checkpoint())
     import msst_speed
 
     config, checkpoint, arch = msst_speed.model_files(model)

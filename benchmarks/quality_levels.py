@@ -31,7 +31,7 @@ import common
 LEVELS = ("fast", "balanced", "best")
 
 
-def _demucs_checkpoint() -> Path:
+def demucs_checkpoint() -> Path:
     """HTDemucs with demucs' default (published) layout and random weights, built once."""
     import torch
 
@@ -70,7 +70,7 @@ def separators() -> Iterator[tuple[str, Any]]:
         "MDX-Net, Kim_Vocal_2-sized stand-in",
         Separator(model, model_path=mdx_net.network("standin")),
     )
-    yield "HTDemucs, published layout", Separator("htdemucs", model_path=_demucs_checkpoint())
+    yield "HTDemucs, published layout", Separator("htdemucs", model_path=demucs_checkpoint())
 
 
 def measure(seconds: float, rounds: int) -> list[tuple[str, dict[str, float]]]:

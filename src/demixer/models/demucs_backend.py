@@ -15,6 +15,7 @@ checked against anything: it is trusted exactly like any pickle the user chooses
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
@@ -305,11 +306,10 @@ def _read_checkpoint(path: Path, api: DemucsApi) -> Any:
             warnings.simplefilter("ignore")
             package = torch.load(path, map_location="cpu", weights_only=False)
             state = package.get("state") if isinstance(package, dict) else None
-            if isinstance(state, dict) and not state.get("__quantized"):
-                # demucs loads an unquantized state strictly: every parameter replaced.
-                with no_random_fill():
-                    return api.load_model(package)
-            return api.load_model(package)
+            # demucs loads an unquantized state strictly: every parameter replaced.
+            strict = isinstance(state, dict) and not state.get("__quantized")
+            with no_random_fill() if strict else contextlib.nullcontext():
+                return api.load_model(package)
     except (Exception, SystemExit) as exc:
         # SystemExit: demucs calls dora's fatal() for quantized checkpoints without diffq.
         raise ModelUnavailable(f"{path} is not a loadable Demucs checkpoint: {exc!r}") from exc

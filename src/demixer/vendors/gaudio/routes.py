@@ -241,8 +241,13 @@ def _stems(model: str, raw: object) -> list[str]:
     return stems
 
 
+def _producible(services: Services) -> set[str]:
+    """The stems the models this server can run produce."""
+    return {s for spec in submit.installed_models(services) for s in produces(spec)}
+
+
 def _unproducible(services: Services, stems: list[str]) -> UnknownStem:
-    made = {s for spec in submit.installed_models(services) for s in produces(spec)}
+    made = _producible(services)
     types = {stem: word for word, stem in STEM_TYPES.items()}
     missing = [types[s] for s in stems if s not in made]
     what = ", ".join(missing) if missing else f"{', '.join(types[s] for s in stems)} together"
@@ -371,7 +376,7 @@ LANES = (Lane("GET", PREFIX + "/v1/{model}/jobs/{job_id}", _job_lane),)
 
 def _key_info(services: Services, caller: Identity) -> dict[str, Any]:
     key, project = describe_key(services.db, caller.key_id)
-    made = {s for spec in submit.installed_models(services) for s in produces(spec)}
+    made = _producible(services)
     with services.db.read() as s:
         allowance = quota_state(s, caller.account_id, services.db.clock())
     return {
