@@ -18,10 +18,11 @@ def demixer_here(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``demixer ARGS`` through the console script's own ``main`` (its exit codes, its one-line
-    errors on stderr), as ``test_cli.demixer`` runs it, but in this process: for refusals made
-    before anything is separated or served, where a process of their own cost seconds of
-    start-up each (importing torch). What a real process does at start and exit, and every run
-    that separates, stay with ``test_cli.demixer``."""
+    errors and warnings on stderr), as ``test_cli.demixer`` runs it, but in this process: a
+    process of its own cost seconds of start-up each (importing torch, loading the model),
+    the most of the CLI tests' time. What a real process does at start and exit (signals, the
+    locale's encoding, file names as bytes, ``serve``), and one separation end to end, stay
+    with ``test_cli.demixer``."""
     from demixer.cli import main
 
     argv = ["demixer", *map(str, args)]

@@ -154,7 +154,7 @@ def test_quality_best_runs_the_best_level(
 
     out = tmp_path / "out"
     args = ("separate", inputs["A"], "-o", out, "--quality", "best", "--bit-depth", "32f")
-    result = demixer(*args, model_dir=model_dir)
+    result = demixer_here(*args, model_dir=model_dir)
     assert result.returncode == 0, result.stderr
     source, rate = load(inputs["A"])
     expected = Separator("spleeter-2stems").separate_array(source, rate, quality="best")
@@ -167,7 +167,7 @@ def test_spans_keep_the_stem_only_where_asked(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = demixer(
+    result = demixer_here(
         "separate", inputs["A"], "-o", out, "--stems", "vocals", "--bit-depth", "32f",
         "--span", "0.5:1.2", "--exclude-span", "0.8:0.9", model_dir=model_dir,
     )  # fmt: skip
@@ -201,7 +201,7 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
     assert not out.exists() or list(out.iterdir()) == []
     # Excluding time past the end takes out nothing: the stems are made as without it.
     args = ["separate", inputs["A"], "-o", out, "--stems", "vocals", "--exclude-span", "5:9"]
-    assert demixer(*args, model_dir=model_dir).returncode == 0
+    assert demixer_here(*args, model_dir=model_dir).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["A_residual.wav", "A_vocals.wav"]
 
 
@@ -290,7 +290,7 @@ def test_good_files_are_written_when_another_is_bad(
     inputs: dict[str, Path], model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = demixer(
+    result = demixer_here(
         "separate", inputs["A"], inputs["bad"], inputs["B"], "-o", out, model_dir=model_dir
     )
     assert result.returncode == 3
@@ -311,7 +311,7 @@ def test_a_damaged_mp3_frame_is_a_warning_not_a_failed_song(
     data = song.read_bytes()
     header = data.index(b"\xff\xfb", len(data) // 2)  # a frame header mid-file, made invalid
     song.write_bytes(data[:header] + b"\xff\xfb\xff\xff" + data[header + 4 :])
-    run = demixer("separate", song, "-o", tmp_path / "out", model_dir=model_dir)
+    run = demixer_here("separate", song, "-o", tmp_path / "out", model_dir=model_dir)
     assert run.returncode == 0, run.stderr
     warnings = [line for line in run.stderr.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1, run.stderr
@@ -337,7 +337,7 @@ def test_videos_are_separated_on_their_own_timeline_from_the_track_players_play(
     commentary, music = tone(1.0, 48000, [300.0, 300.0]), tone(1.0, 48000, [440.0, 660.0])
     film = encode_tracks(tmp_path / "film.mkv", [commentary, music], 48000, default=1)
     out = tmp_path / "out"
-    run = demixer("separate", phone, film, "-o", out, model_dir=model_dir)
+    run = demixer_here("separate", phone, film, "-o", out, model_dir=model_dir)
     assert run.returncode == 0, run.stderr
     warnings = [line for line in run.stderr.splitlines() if line.startswith("warning")]
     assert warnings == [
@@ -1164,13 +1164,15 @@ def test_a_folder_run_again_does_not_separate_its_own_stems(
     songs.mkdir()
     shutil.copy(inputs["A"], songs / "A.wav")
     for _ in range(2):  # `-o` inside the folder: the second run finds the first one's stems
-        run = demixer("separate", songs, "-o", songs / "separated", model_dir=model_dir)
+        run = demixer_here("separate", songs, "-o", songs / "separated", model_dir=model_dir)
         assert run.returncode == 0, run.stderr
         assert run.stdout.splitlines()[0].startswith("A.wav: ")  # A alone, each time
     written = sorted(p.relative_to(songs).as_posix() for p in songs.rglob("*") if p.is_file())
     assert written == ["A.wav", "separated/A_accompaniment.wav", "separated/A_vocals.wav"]
     # The same folder as its own output: its files are still its songs.
-    again = demixer("separate", songs / "separated", "-o", songs / "separated", model_dir=model_dir)
+    again = demixer_here(
+        "separate", songs / "separated", "-o", songs / "separated", model_dir=model_dir
+    )
     assert again.returncode == 0, again.stderr
     assert (songs / "separated" / "A_vocals_vocals.wav").is_file()
 
@@ -1187,7 +1189,7 @@ def test_two_songs_of_one_name_are_refused_before_either_runs(
     sf.write(songs / "A.flac", sf.read(inputs["A"])[0], 44100)
     out = tmp_path / "out"
     remote = ["--server", "http://127.0.0.1:9", "--key", "k"] if command[0] == "remote" else []
-    run = demixer(*command, songs, *remote, "-o", out, model_dir=model_dir)
+    run = demixer_here(*command, songs, *remote, "-o", out, model_dir=model_dir)
     assert run.returncode == 2, run.stderr
     assert _one_error_line(run) == (
         f"error [INVALID_OUTPUT] {songs / 'A.flac'} and {songs / 'A.wav'} would write the same "
@@ -1260,7 +1262,7 @@ def test_a_span_past_one_songs_end_skips_that_song_not_the_batch(
         songs.append(tmp_path / f"{name}.wav")
         sf.write(songs[-1], noise[: seconds * 44100], 44100)
     out = tmp_path / "out"
-    run = demixer("separate", *songs, "--stems", "vocals", "--span", "5:7", "-o", out,
+    run = demixer_here("separate", *songs, "--stems", "vocals", "--span", "5:7", "-o", out,
                   model_dir=model_dir)  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert run.stderr.splitlines() == [

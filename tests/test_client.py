@@ -37,6 +37,7 @@ import pytest
 import soundfile as sf
 
 from audiofiles import decode_stream, encode_tracks, stempeg_example
+from cli_support import demixer_here
 from conftest import Backend, interrupt_after
 from demixer import AsyncClient, Client, cli_remote
 from demixer.client import (
@@ -685,9 +686,11 @@ def test_async_separate_hands_over_the_result_before_downloading(
 
 
 def remote(server: Server, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DEMIXER_API_KEY=key or server.key)
-    cmd = [DEMIXER, "remote", "separate", *args, "--server", server.base_url]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    """``demixer remote separate ARGS`` against ``server``, in this process (its start-up as a
+    process of its own is tested below)."""
+    env = {"DEMIXER_API_KEY": key or server.key}
+    cmd = ["remote", "separate", *args, "--server", server.base_url]
+    return demixer_here(*cmd, model_dir=server.data_dir / "no-models", env=env)
 
 
 def test_remote_separate_writes_the_stems(

@@ -35,6 +35,7 @@ from msst.models.bs_roformer import BSRoformer, MelBandRoformer
 from msst.utils.model_utils import apply_tta, demix
 from msst.utils.settings import get_model_from_config
 
+from cli_support import demixer_here
 from demixer.audio import OutputFormat
 from demixer.engine import Separator
 from demixer.errors import InvalidModelConfig
@@ -305,10 +306,7 @@ def test_best_quality_is_mssts_test_time_augmentation(
 
 
 def _demixer(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    cli = Path(sys.executable).parent / "demixer"
-    return subprocess.run(
-        [str(cli), *map(str, args)], capture_output=True, text=True, env={**os.environ, **env}
-    )
+    return demixer_here(*args, model_dir=Path(env["DEMIXER_MODEL_DIR"]), env=env)
 
 
 def test_cli_own_model_and_added_model_equal_msst(
@@ -320,7 +318,6 @@ def test_cli_own_model_and_added_model_equal_msst(
     sf.write(tmp_path / "song.wav", mix.T, 44100, subtype="FLOAT")
     expected = msst_stems(p, mix)["vocals"]
     env = {"DEMIXER_PRECISION": "fp32", "DEMIXER_MODEL_DIR": str(tmp_path / "models")}
-    env["OMP_NUM_THREADS"] = "1"  # a tiny network: threads would only contend
     fmt = ("--format", "wav", "--bit-depth", "32f", "--stems", "vocals,instrumental")
 
     own = _demixer(
