@@ -527,16 +527,18 @@ def test_demixer_precision_is_read_in_any_case_and_a_bad_one_is_one_error_line(
 
     song = tmp_path / "song.wav"
     sf.write(song, np.zeros((4410, 2), np.float32), 44100)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ok = run_demixer("separate", str(song), "-o", str(tmp_path / "a"),
-                     env={**env, "DEMIXER_PRECISION": "FP32"})  # fmt: skip
+    models = tmp_path / "models"
+    ok = demixer_here("separate", song, "-o", tmp_path / "a", model_dir=models,
+                      env={"DEMIXER_PRECISION": "FP32"})  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     message = "error [INVALID_SETTING] DEMIXER_PRECISION='float32': must be one of auto, fp32, "
-    for command in (["separate", str(song), "-o", str(tmp_path / "b")],
-                    ["worker", "--data-dir", str(tmp_path / "data")]):  # fmt: skip
-        bad = run_demixer(*command, env={**env, "DEMIXER_PRECISION": "float32"})
-        assert (bad.returncode, bad.stdout) == (2, ""), (command, bad.stderr)
-        assert bad.stderr == message + "bf16, fp16\n", command
+    bad = demixer_here("separate", song, "-o", tmp_path / "b", model_dir=models,
+                       env={"DEMIXER_PRECISION": "float32"})  # fmt: skip
+    assert (bad.returncode, bad.stdout, bad.stderr) == (2, "", message + "bf16, fp16\n")
+    # The worker process refuses it as it starts.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEMIXER_PRECISION": "float32"}
+    bad = run_demixer("worker", "--data-dir", str(tmp_path / "data"), env=env)
+    assert (bad.returncode, bad.stdout, bad.stderr) == (2, "", message + "bf16, fp16\n")
     assert not (tmp_path / "b").exists()
 
 
