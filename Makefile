@@ -56,16 +56,18 @@ typecheck: install
 
 # The suite mostly waits (servers starting, workers and browsers at work), so test modules run
 # in PYTEST_WORKERS processes at once (pytest-xdist; one module stays in one process), the
-# slowest modules first (tests/conftest.py, SLOWEST_MODULES). The PostgreSQL and S3 servers
+# slowest modules first (tests/conftest.py, SLOWEST_MODULES). Three on two cores: in two pairs
+# of whole runs on one machine, 3 took 861 and 905 s where 4 took 889 and 923 s (spending 6-8%
+# more CPU in contention), and 6 took 993 s. The PostgreSQL and S3 servers
 # are started once for them all (tests/servers.py; the modules that stop servers in outage
-# tests start their own) when Debian's PostgreSQL is installed. OMP_NUM_THREADS=1: with four
+# tests start their own) when Debian's PostgreSQL is installed. OMP_NUM_THREADS=1: with three
 # test processes and their servers on two cores, a second math thread in each only waits for
 # (and spins against) the others; the benchmarks keep torch's default threads. Bytecode is
 # cached (compileall, and PYTHONDONTWRITEBYTECODE cleared for the run): the suite starts some
 # 200 Python processes (servers, CLIs, workers, separation children), and compiling demixer's
 # source again in each cost about 1 s of CPU per process (measured: `demixer serve` started
 # in 4.1 s of CPU without the cache, 2.6 s with it).
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 3
 unit: install
 	@export OMP_NUM_THREADS=1; unset PYTHONDONTWRITEBYTECODE; \
 	$(BIN)/python -m compileall -q -j 0 src tests >/dev/null; \
