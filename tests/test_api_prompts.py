@@ -117,9 +117,11 @@ def test_best_installed_model_wins() -> None:
     assert map_prompt("drums", _specs("cascade-4stems", "htdemucs")).model == "htdemucs"
     assert map_prompt("vocals", _specs("hdemucs_mmi", "spleeter-2stems")).model == "hdemucs_mmi"
     assert map_prompt("vocals", _specs("htdemucs_6s", "htdemucs")).model == "htdemucs"
-    # Guitar and piano: only the 6-stem model has them.
+    # Guitar and piano: only the 6-stem models have them, the SW BS-RoFormer first.
+    without_sw = [spec for spec in ALL if spec.id != "bs-roformer-sw-6stems"]
     for prompt, stem in (("guitar", "guitar"), ("piano", "piano"), ("the keys", "piano")):
-        assert map_prompt(prompt, ALL) == PromptMatch("htdemucs_6s", stem, False)
+        assert map_prompt(prompt, ALL) == PromptMatch("bs-roformer-sw-6stems", stem, False)
+        assert map_prompt(prompt, without_sw) == PromptMatch("htdemucs_6s", stem, False)
     # Installed order does not matter.
     assert map_prompt("vocals", list(reversed(ALL))).model == "mel-roformer-vocals-kim"
     # Lead and backing vocals: the karaoke recipe; lead vocals alone fall back to the vocals.
@@ -276,7 +278,7 @@ def test_background_vocals_and_vocals_without_reverb() -> None:
         map_prompt("vocals without reverb", DEFAULT)
     # "From" names what the target comes out of; the documented example is the piano.
     assert map_prompt("separate the piano from the background music", ALL) == PromptMatch(
-        "htdemucs_6s", "piano"
+        "bs-roformer-sw-6stems", "piano"
     )
     assert map_prompt("lead vocals without the backing vocals", ALL) == PromptMatch(
         "karaoke", "lead_vocals"

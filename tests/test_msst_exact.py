@@ -35,6 +35,7 @@ from msst.models.bs_roformer import BSRoformer, MelBandRoformer
 from msst.utils.model_utils import apply_tta, demix
 from msst.utils.settings import get_model_from_config
 
+import msst_support
 from cli_support import demixer_here
 from demixer.audio import OutputFormat
 from demixer.engine import Separator
@@ -45,6 +46,7 @@ from demixer.models.msst.checkpoint import load_weights
 from demixer.models.msst.inference import Chunking, demix_stream
 from demixer.models.msst.user import open_files
 from demixer.models.precision import autocast
+from demixer.models.registry import get_spec
 from msst_support import music, randomise, shrunk, write_config
 
 REFERENCE = {"bs_roformer": BSRoformer, "mel_band_roformer": MelBandRoformer}
@@ -179,6 +181,28 @@ def test_mel_filterbank_is_librosas(rate: int, n_fft: int, bands: int) -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+def test_the_six_stem_config_as_reproduced_makes_tensors_the_size_of_the_pinned_checkpoint() -> (
+    None
+):
+    """The SW model's config could not be read here (see msst_support.REPRODUCED): built full
+    size from it, MSST's class and demixer's hold as many float32 numbers as the catalogue's
+    pinned checkpoint has room for, its size less torch.save's few hundred bytes per tensor
+    (a wrong band list, width or mask depth would miss by megabytes)."""
+    config, arch = msst_support.published("bs-sw-6stems")
+    training = config["training"]
+    with torch.device("meta"):
+        theirs = BSRoformer(**config["model"])
+        ours = build_model(arch, config["model"], config["audio"], training["instruments"], None)
+    sizes = [sum(t.numel() * 4 for t in net.state_dict().values()) for net in (theirs, ours)]
+    assert sizes[0] == sizes[1]
+    tensors = len(theirs.state_dict())
+    spec = get_spec("bs-roformer-sw-6stems")
+    pinned = next(w.size for w in spec.weights if w.name.endswith(".ckpt"))
+    assert pinned is not None
+    assert 200 * tensors < pinned - sizes[0] < 600 * tensors
+    assert spec.stems == tuple(training["instruments"])
+
+
 # --- whole separations ----------------------------------------------------------------------
 
 CHUNK_FRAMES = 40  # 0.4 s chunks at hop 441: several chunks in 2 s of audio
@@ -202,6 +226,8 @@ PIPELINES: dict[str, tuple[str, dict[str, Any]]] = {
     "kim-mel-vocals": ("kim-mel-vocals", {}),
     "bs-4stem-sage": ("bs-4stem-sage", {}),
     "bs-musdb-target": ("bs-musdb-target", {}),
+    # The catalogue's six-stem model (bs-roformer-sw-6stems): six heads, all stems predicted.
+    "bs-sw-6stems": ("bs-sw-6stems", {}),
     # A 256-point STFT: 4 of the 60 mel bands hold none of its 129 bins (the lowest bands are
     # narrower than a bin). MSST runs such a network, an empty band's features being its band
     # split's bias alone (and it gives no mask); demixer refused the config.

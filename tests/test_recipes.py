@@ -553,7 +553,17 @@ def test_the_planner_picks_by_published_figure() -> None:
     everything = list(list_specs())
     assert choose(["lead_vocals", "backing_vocals"], everything).id == "karaoke"
     assert choose(["dry_vocals"], everything).id == "dry-vocals"
-    assert choose(["guitar", "piano", "vocals"], everything).id == "htdemucs_6s"
+    # Guitar and piano: no figure compares the six-stem models; the SW BS-RoFormer comes first.
+    assert choose(["guitar", "piano", "vocals"], everything).id == "bs-roformer-sw-6stems"
+    without_sw = [spec for spec in everything if spec.id != "bs-roformer-sw-6stems"]
+    assert choose(["guitar", "piano", "vocals"], without_sw).id == "htdemucs_6s"
+    # The four stems: the 4-stem models before it (none publishes a Multisong figure for
+    # all four: the order decides).
+    four = ["vocals", "drums", "bass", "other"]
+    assert choose(four, _specs("bs-roformer-sw-6stems", "htdemucs_ft")).id == "htdemucs_ft"
+    assert choose(four, _specs("bs-roformer-sw-6stems", "htdemucs_6s")).id == (
+        "bs-roformer-sw-6stems"
+    )
 
 
 def test_a_drum_kit_and_male_and_female_voices_come_from_their_recipes() -> None:

@@ -38,14 +38,17 @@ COMPARABLE_METRIC = "Multisong SDR"
 
 # Best first where no figure decides (see the model cards). The 4-stem models come before every
 # 2-stem one because "other" means the instruments besides vocals, drums and bass; spleeter ranks
-# above the cascade (the cascade's vocals *are* spleeter's); htdemucs_6s is the only model with
-# guitar and piano; the special-purpose models (karaoke, de-reverb, denoise) come last, and
-# last of all those made for one stem of a song (DrumSep's drums, male/female's vocals).
+# above the cascade (the cascade's vocals *are* spleeter's); for guitar and piano the SW
+# six-stem BS-RoFormer comes before htdemucs_6s, whose authors call its piano "not working
+# great" (no published figure compares the two); the special-purpose models (karaoke,
+# de-reverb, denoise) come last, and last of all those made for one stem of a song (DrumSep's
+# drums, male/female's vocals).
 # Models and recipes not listed come after all of these, in registry order.
 PREFERENCE = (
     "scnet-xl-ihf",
     "htdemucs_ft",
     "htdemucs",
+    "bs-roformer-sw-6stems",
     "htdemucs_6s",
     "6stems",
     "hdemucs_mmi",

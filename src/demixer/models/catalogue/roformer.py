@@ -1,4 +1,5 @@
-"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb, de-echo and denoise models."""
+"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb, de-echo and denoise models,
+and a six-stem model (guitar and piano besides the four)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ _MALE_FEMALE_REV = "848ebc6354066288fc39131ecdf8a2d83057091e"  # Politrees' HF c
 _ECHO_REPO = "Sucial/Dereverb-Echo_Mel_Band_Roformer"
 _ECHO_REV = (
     "9c83bf27196213e6107cf0de5ff2d06d56a46876"  # its main branch's head, as pinned elsewhere
+)
+# The SW six-stem model's first host (huggingface.co/jarredou/BS-ROFO-SW-Fixed) is gone; this
+# re-host serves the same bytes (the pins below). No commit of it is recorded anywhere, so its
+# URLs follow the branch: the SHA-256 and size, checked before anything is loaded, fix the bytes.
+_SW_REPO, _SW_REV = "enerjazzer/BS-ROFO-SW-Fixed", "main"
+_BS_INFER = (
+    "https://github.com/openmirlab/bs-roformer-infer/blob/"
+    "04cfa4be2d04ad5164c6f7e97ff31f37b0b162fe/src/bs_roformer/data/checksums.json"
 )
 
 
@@ -389,6 +398,50 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "config: git blob b9ed3ca2589954b800872e65c72b2eff115237ac at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob (one source)",
+        ),
+    ),
+    msst(
+        "bs-roformer-sw-6stems",
+        arch="bs_roformer",
+        stems=("bass", "drums", "other", "vocals", "guitar", "piano"),
+        description=(
+            "The BS-RoFormer 'SW' six-stem model: vocals, drums, bass, guitar, piano and the "
+            "rest (other)."
+        ),
+        config=hf_file(
+            _SW_REPO,
+            _SW_REV,
+            "BS-Rofo-SW-Fixed.yaml",
+            "f9fada9f94e5ba2d2e4600196299459294bc5f532b314c209cc156ac63e4329b",
+            4613,
+        ),
+        checkpoint=hf_file(
+            _SW_REPO,
+            _SW_REV,
+            "BS-Rofo-SW-Fixed.ckpt",
+            "24e7d35ee9c64415673d3fd33e06a67cac2c103c5df6267ba1576459c775916e",
+            699412152,
+        ),
+        license=(
+            "Not stated: no licence on either host, and its trainer is not named (its first "
+            "host, jarredou, is recorded as having re-keyed it to load in MSST, not trained it)"
+        ),
+        license_class="not stated",
+        weights_source=(
+            "unknown trainer; re-keyed for MSST by jarredou; re-hosted by enerjazzer (Hugging Face)"
+        ),
+        source_url=f"https://huggingface.co/{_SW_REPO}",
+        quality="no published figure; not measured by demixer",
+        scores=(),
+        pin_sources=(
+            f"checkpoint and config: {_BS_INFER} (the checkpoint's digest read from the Hugging "
+            "Face LFS pointer and checked against two downloaded copies; the config's from "
+            "the remote file's bytes)",
+            f"checkpoint: {CLEANSPLIT} (the same SHA-256 and size, and the note that the first "
+            "host's account is deleted and this re-host is hash-identical)",
+            "checkpoint and config: the same two SHA-256 digests, pinned for both hosts' URLs "
+            "by a project whose catalogue records their summed Content-Length, 699,416,765 "
+            "bytes, the two sizes above added (found in a code index; not citable by URL here)",
         ),
     ),
 )
