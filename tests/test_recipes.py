@@ -557,8 +557,8 @@ def test_the_planner_picks_by_published_figure() -> None:
     assert choose(["guitar", "piano", "vocals"], everything).id == "bs-roformer-sw-6stems"
     without_sw = [spec for spec in everything if spec.id != "bs-roformer-sw-6stems"]
     assert choose(["guitar", "piano", "vocals"], without_sw).id == "htdemucs_6s"
-    # The four stems: the 4-stem models before it (none publishes a Multisong figure for
-    # all four: the order decides).
+    # The four stems: htdemucs_ft's Multisong figures for all four decide; htdemucs_6s has
+    # none for other, so the order does, and puts the SW model first.
     four = ["vocals", "drums", "bass", "other"]
     assert choose(four, _specs("bs-roformer-sw-6stems", "htdemucs_ft")).id == "htdemucs_ft"
     assert choose(four, _specs("bs-roformer-sw-6stems", "htdemucs_6s")).id == (
