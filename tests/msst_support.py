@@ -29,53 +29,14 @@ PUBLISHED = {
     "mel-4stem": ("config_musdb18_mel_band_roformer_all_stems.yaml", "mel_band_roformer"),
     "mel-vocals-512": ("config_vocals_mel_band_roformer.yaml", "mel_band_roformer"),
     "bs-musdb-target": ("config_musdb18_bs_roformer.yaml", "bs_roformer"),
+    "bs-sw-6stems": ("config_BandSplit-Roformer_SW_by-jarredou.yaml", "bs_roformer"),
 }
-
-# Configs whose published file could not be read here, as the projects that run them reproduce
-# them: the SW six-stem BS-RoFormer (catalogue `bs-roformer-sw-6stems`, BS-Rofo-SW-Fixed.yaml).
-# Its model and inference sections as a Go project's test quotes "a stripped but structurally
-# faithful excerpt" of it; training and augmentation options left out. Built full size, its
-# network has 174,656,564 parameters: the pinned checkpoint's size (see the model card).
-_SW_BANDS = (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
-REPRODUCED: dict[str, tuple[dict[str, Any], str]] = {
-    "bs-sw-6stems": (
-        {
-            "audio": {
-                "chunk_size": 588800, "dim_f": 1024, "dim_t": 801, "hop_length": 441,
-                "n_fft": 2048, "num_channels": 2, "sample_rate": 44100, "min_mean_abs": 0.0,
-            },
-            "model": {
-                "dim": 256, "depth": 12, "stereo": True, "num_stems": 6,
-                "time_transformer_depth": 1, "freq_transformer_depth": 1,
-                "linear_transformer_depth": 0, "freqs_per_bands": _SW_BANDS, "dim_head": 64,
-                "heads": 8, "attn_dropout": 0.1, "ff_dropout": 0.1, "flash_attn": True,
-                "dim_freqs_in": 1025, "stft_n_fft": 2048, "stft_hop_length": 512,
-                "stft_win_length": 2048, "stft_normalized": False, "mask_estimator_depth": 2,
-                "multi_stft_resolution_loss_weight": 1.0,
-                "multi_stft_resolutions_window_sizes": (4096, 2048, 1024, 512, 256),
-                "multi_stft_hop_size": 147, "multi_stft_normalized": False,
-                "mlp_expansion_factor": 4, "use_torch_checkpoint": False,
-                "skip_connection": False,
-            },
-            "training": {
-                "instruments": ["bass", "drums", "other", "vocals", "guitar", "piano"],
-                "target_instrument": None, "use_amp": True,
-            },
-            "inference": {"batch_size": 1, "dim_t": 1101, "num_overlap": 2, "normalize": False},
-        },
-        "bs_roformer",
-    ),
-}  # fmt: skip
 
 SMALL = {"dim": 16, "depth": 1, "dim_head": 16, "heads": 2}
 
 
 def published(name: str) -> tuple[dict[str, Any], str]:
-    """The published config ``name`` (read as MSST reads it: ``yaml.FullLoader``) and its arch;
-    for a :data:`REPRODUCED` one, a copy of it."""
-    if name in REPRODUCED:
-        config, arch = REPRODUCED[name]
-        return copy.deepcopy(config), arch
+    """The published config ``name`` (read as MSST reads it: ``yaml.FullLoader``) and its arch."""
     file, arch = PUBLISHED[name]
     with (DATA / file).open() as fh:
         return yaml.load(fh, Loader=yaml.FullLoader), arch

@@ -114,7 +114,11 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
             if config.sha256 in pinned:
                 assert read_config(pinned[config.sha256], arch=spec.arch).stems == spec.stems
                 checked.append(spec.id)
-    assert checked == ["mel-roformer-vocals-kim", "bs-roformer-vocals-1297"]
+    assert checked == [
+        "mel-roformer-vocals-kim",
+        "bs-roformer-vocals-1297",
+        "bs-roformer-sw-6stems",
+    ]
 
 
 @pytest.mark.parametrize("registered", ["mdx23c", "scnet"], indirect=True)

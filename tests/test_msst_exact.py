@@ -181,13 +181,11 @@ def test_mel_filterbank_is_librosas(rate: int, n_fft: int, bands: int) -> None:
     np.testing.assert_array_equal(got, expected)
 
 
-def test_the_six_stem_config_as_reproduced_makes_tensors_the_size_of_the_pinned_checkpoint() -> (
-    None
-):
-    """The SW model's config could not be read here (see msst_support.REPRODUCED): built full
-    size from it, MSST's class and demixer's hold as many float32 numbers as the catalogue's
-    pinned checkpoint has room for, its size less torch.save's few hundred bytes per tensor
-    (a wrong band list, width or mask depth would miss by megabytes)."""
+def test_the_six_stem_config_makes_tensors_the_size_of_the_pinned_checkpoint() -> None:
+    """The SW model's published config, built full size by MSST's class and by demixer's, holds
+    as many float32 numbers as the catalogue's pinned checkpoint has room for: its size less
+    torch.save's few hundred bytes per tensor (the checkpoint cannot be downloaded here; a
+    config that did not describe it would miss by megabytes)."""
     config, arch = msst_support.published("bs-sw-6stems")
     training = config["training"]
     with torch.device("meta"):

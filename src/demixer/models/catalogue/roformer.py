@@ -42,8 +42,9 @@ _ECHO_REV = (
     "9c83bf27196213e6107cf0de5ff2d06d56a46876"  # its main branch's head, as pinned elsewhere
 )
 # The SW six-stem model's first host (huggingface.co/jarredou/BS-ROFO-SW-Fixed) is gone; this
-# re-host serves the same bytes (the pins below). No commit of it is recorded anywhere, so its
-# URLs follow the branch: the SHA-256 and size, checked before anything is loaded, fix the bytes.
+# re-host serves the same checkpoint (the pins below). No commit of it is recorded anywhere, so
+# its URL follows the branch: the SHA-256 and size, checked before anything is loaded, fix the
+# bytes. The config comes from Politrees/UVR_resources at a commit (the same bytes).
 _SW_REPO, _SW_REV = "enerjazzer/BS-ROFO-SW-Fixed", "main"
 _BS_INFER = (
     "https://github.com/openmirlab/bs-roformer-infer/blob/"
@@ -408,10 +409,13 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "The BS-RoFormer 'SW' six-stem model: vocals, drums, bass, guitar, piano and the "
             "rest (other)."
         ),
-        config=hf_file(
-            _SW_REPO,
-            _SW_REV,
+        config=file(
             "BS-Rofo-SW-Fixed.yaml",
+            raw(
+                "Politrees/UVR_resources",
+                POLITREES_COMMIT,
+                "UVR_resources/configs/Roformer/BandSplit/config_BandSplit-Roformer_SW_by-jarredou.yaml",
+            ),
             "f9fada9f94e5ba2d2e4600196299459294bc5f532b314c209cc156ac63e4329b",
             4613,
         ),
@@ -442,6 +446,9 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "checkpoint and config: the same two SHA-256 digests, pinned for both hosts' URLs "
             "by a project whose catalogue records their summed Content-Length, 699,416,765 "
             "bytes, the two sizes above added (found in a code index; not citable by URL here)",
+            "config: git blob 12564e347f6f244f81d948ab60d34f7196a8627f at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob (the same bytes as the model's own host's file)",
         ),
     ),
 )
