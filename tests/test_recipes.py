@@ -600,10 +600,24 @@ def test_what_nothing_installed_makes_is_an_error_naming_what_can_be_made() -> N
     with pytest.raises(UnknownStem) as caught:
         choose_model(["lead_vocals", "instrumental"], _specs("spleeter-2stems", "cascade-4stems"))
     assert caught.value.message == (
-        "no installed model or recipe makes lead_vocals; the installed ones make: bass, drums, "
-        "instrumental, other, vocals"
+        "no installed model or recipe makes lead_vocals (karaoke can: `demixer models pull "
+        "karaoke`); the installed ones make: bass, drums, instrumental, other, vocals"
     )
     assert choose_model(["instrumental"], _specs("spleeter-2stems")) is None
+    # Each catalogue model and recipe that would make them, best first, the first to pull.
+    with pytest.raises(UnknownStem) as caught:
+        choose_model(["guitar", "vocals"], _specs("spleeter-2stems"))
+    assert caught.value.message == (
+        "no installed model or recipe makes guitar (bs-roformer-sw-6stems or htdemucs_6s or "
+        "6stems can: `demixer models pull bs-roformer-sw-6stems`); the installed ones make: "
+        "instrumental, vocals"
+    )
+    # Made apart but not together: what makes them together.
+    with pytest.raises(UnknownStem) as caught:
+        choose_model(["lead_vocals", "drums"], _specs("karaoke", "htdemucs"))
+    assert caught.value.message.startswith(
+        "no installed model or recipe makes lead_vocals, drums together; the installed ones"
+    )
 
 
 def test_vendor_and_user_words_reach_the_models_stems() -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "native_stem",
     "producers",
     "produces",
+    "pull_hint",
     "rank",
 ]
 
@@ -201,13 +202,27 @@ def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
     missing = [s for s in stems if not any(s in produces(spec) for spec in installed)]
     # A stem some model makes is only not installed; any other word is likely a typo.
     words = {s for spec in SHIPPED for s in produces(spec)} | set(can)
+    known = [s for s in missing if s in words]
     missing = [s if s in words else s + did_you_mean(s, sorted(words)) for s in missing]
     what = (
-        f"no installed model or recipe makes {', '.join(missing)}"
+        f"no installed model or recipe makes {', '.join(missing)}{pull_hint(known, SHIPPED)}"
         if missing
         else f"no installed model or recipe makes {', '.join(stems)} together"
+        f"{pull_hint(stems, SHIPPED)}"
     )
     raise UnknownStem(f"{what}; the installed ones make: {', '.join(can) or 'nothing'}")
+
+
+def pull_hint(stems: Sequence[str], known: Sequence[ModelSpec]) -> str:
+    """What to fetch to make every one of ``stems``: `` (a or b can: `demixer models pull a`)``,
+    the models and recipes of ``known`` that make them all, best first (:func:`rank`); ``""``
+    when there are no stems or none makes them all."""
+    if not stems:
+        return ""
+    order = [s.id for s in known]
+    able = [spec for spec in known if set(stems) <= set(produces(spec))]
+    could = [spec.id for spec in sorted(able, key=lambda spec: rank(spec, stems, order))]
+    return f" ({' or '.join(could)} can: `demixer models pull {could[0]}`)" if could else ""
 
 
 def makers(spec: ModelSpec) -> dict[str, str]:

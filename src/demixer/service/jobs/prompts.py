@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from demixer.errors import UnsupportedPrompt
-from demixer.models.planner import PREFERENCE, producers, produces
+from demixer.models.planner import PREFERENCE, producers, produces, pull_hint
 from demixer.models.registry import ModelSpec, list_specs
 from demixer.service.jobs.prompt_words import (
     AFTER,
@@ -348,8 +348,7 @@ def read_prompt(prompt: str, can_separate: Sequence[str]) -> tuple[str, bool]:
     if stem not in can_separate and stem in FALLBACK and not invert:
         stem = FALLBACK[stem]
     if stem not in can_separate:
-        could = [s.id for s in producers(stem, list_specs())]
-        hint = f" ({' or '.join(could)} can: `demixer models pull {could[0]}`)" if could else ""
+        hint = pull_hint([stem], list_specs())
         raise UnsupportedPrompt(
             f"no installed model separates {stem}{hint}; with the installed models demixer "
             f"can separate: {can}",
