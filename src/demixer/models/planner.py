@@ -180,11 +180,16 @@ def rank(
     return (known, preference, position)
 
 
+def _making(stems: Sequence[str], specs: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Every spec of ``specs`` that makes all of ``stems``, best first (:func:`rank`)."""
+    order = [s.id for s in specs]
+    able = [spec for spec in specs if set(stems) <= set(produces(spec))]
+    return sorted(able, key=lambda spec: rank(spec, stems, order))
+
+
 def producers(stem: str, installed: Sequence[ModelSpec]) -> list[ModelSpec]:
     """Every spec of ``installed`` that makes ``stem``, best first."""
-    order = [s.id for s in installed]
-    able = [spec for spec in installed if stem in produces(spec)]
-    return sorted(able, key=lambda spec: rank(spec, [stem], order))
+    return _making([stem], installed)
 
 
 def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
@@ -194,10 +199,9 @@ def choose(stems: Sequence[str], installed: Sequence[ModelSpec]) -> ModelSpec:
         UnknownStem: none makes them all; the message names what the installed set can make
             (and for a word no model makes, the stems nearest to it).
     """
-    order = [s.id for s in installed]
-    able = [spec for spec in installed if set(stems) <= set(produces(spec))]
+    able = _making(stems, installed)
     if able:
-        return min(able, key=lambda spec: rank(spec, stems, order))
+        return able[0]
     can = sorted({s for spec in installed for s in produces(spec)})
     missing = [s for s in stems if not any(s in produces(spec) for spec in installed)]
     # A stem some model makes is only not installed; any other word is likely a typo.
@@ -217,11 +221,7 @@ def pull_hint(stems: Sequence[str], known: Sequence[ModelSpec]) -> str:
     """What to fetch to make every one of ``stems``: `` (a or b can: `demixer models pull a`)``,
     the models and recipes of ``known`` that make them all, best first (:func:`rank`); ``""``
     when there are no stems or none makes them all."""
-    if not stems:
-        return ""
-    order = [s.id for s in known]
-    able = [spec for spec in known if set(stems) <= set(produces(spec))]
-    could = [spec.id for spec in sorted(able, key=lambda spec: rank(spec, stems, order))]
+    could = [spec.id for spec in _making(stems, known)] if stems else []
     return f" ({' or '.join(could)} can: `demixer models pull {could[0]}`)" if could else ""
 
 
