@@ -158,6 +158,11 @@ def test_mssts_precedence_and_defaults() -> None:
     )
     inference_chunk = MINIMAL.replace("num_overlap: 2,", "num_overlap: 2, chunk_size: 800,")
     assert parse_config(inference_chunk, arch="bs_roformer").chunk_size == 800
+    assert config.batch_size == 3
+    # UVR's copy of Kim's config (Politrees/UVR_resources) has no batch_size: 1, as in
+    # audio-separator, which runs it.
+    unbatched = MINIMAL.replace(", batch_size: 3", "")
+    assert parse_config(unbatched, arch="bs_roformer").batch_size == 1
     typed = MINIMAL.replace(
         "target_instrument: Vocals}", "target_instrument: Vocals, model_type: mel_band_roformer}"
     )

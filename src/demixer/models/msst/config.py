@@ -11,6 +11,8 @@ What MSST's inference reads, with its precedence and defaults:
 - ``inference.chunk_size``, else ``audio.chunk_size``: samples per chunk;
 - ``inference.num_overlap``: chunks covering each sample (step = chunk_size // num_overlap);
 - ``inference.batch_size``: chunks per batch (it decides which windows fade, see inference.py);
+  MSST needs it, audio-separator takes 1 where a config leaves it out (UVR's copy of Kim's
+  Mel-Band RoFormer config does), and so does demixer;
 - ``inference.normalize`` (default false): normalise the whole input by its mean and std;
 - ``audio.sample_rate`` (default 44100; 8 to 384 kHz) and ``audio.num_channels`` (default 2);
 - ``training.instruments`` and ``training.target_instrument`` (the one stem such a model
@@ -338,7 +340,7 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
         channels=channels,
         chunk_size=chunk_size,
         num_overlap=num_overlap,
-        batch_size=_positive(inference.get("batch_size"), "inference.batch_size", source),
+        batch_size=_positive(inference.get("batch_size", 1), "inference.batch_size", source),
         normalize=normalize,
         source=source,
         chunk_key=chunk_key,
