@@ -301,8 +301,11 @@ def test_every_sound_listed_as_separable_is_what_its_name_asks_for() -> None:
             assert match[1:] == (sound, False)
 
 
-def test_a_denoisers_noise_is_not_the_other_instruments() -> None:
-    installed = _specs("mel-roformer-vocals-kim", "mel-roformer-denoise-aufr33")
+@pytest.mark.parametrize("cleanup", ["mel-roformer-denoise-aufr33", "mel-roformer-crowd-aufr33"])
+def test_a_clean_up_models_other_stem_is_not_the_other_instruments(cleanup: str) -> None:
+    """The denoiser and the crowd remover call what they take off, or what they leave, `other`:
+    neither is the instruments besides vocals, drums and bass."""
+    installed = _specs("mel-roformer-vocals-kim", cleanup)
     with pytest.raises(UnsupportedPrompt, match="htdemucs"):
         map_prompt("the other instruments", installed)
 
@@ -316,11 +319,14 @@ def test_a_denoisers_noise_is_not_the_other_instruments() -> None:
         ("remove the reverb", "mel-roformer-dereverb-anvuew", "reverb"),
         ("dereverb", "mel-roformer-dereverb-anvuew", "reverb"),
         ("de-echo it", "mel-roformer-deecho-sucial", "echo"),
+        ("remove the crowd noise", "mel-roformer-crowd-aufr33", "crowd"),
+        ("no applause", "mel-roformer-crowd-aufr33", "crowd"),
+        ("get rid of the cheering", "mel-roformer-crowd-aufr33", "crowd"),
     ],
 )
 def test_clean_up_prompts_reach_the_clean_up_models(prompt: str, model: str, stem: str) -> None:
-    """ "Remove the noise" (or the reverb, or the echo) was refused as an effect though the
-    catalogue has a model that takes each off: the prompt asks for everything but it."""
+    """ "Remove the noise" (or the reverb, the echo, the crowd) was refused as an effect though
+    the catalogue has a model that takes each off: the prompt asks for everything but it."""
     assert map_prompt(prompt, ALL) == PromptMatch(model, stem, True)
     with pytest.raises(UnsupportedPrompt, match=f"`demixer models pull {model}`"):
         map_prompt(prompt, DEFAULT)
@@ -344,3 +350,9 @@ def test_remove_the_noise_is_a_denoise_job(api: Api, monkeypatch: pytest.MonkeyP
     r = api.queue_separate(file_id, "remove the noise")
     assert r.status_code == 202, r.text
     assert r.json()["engine_model"] == "mel-roformer-denoise-aufr33"
+
+
+def test_the_crowd_itself_is_the_crowd_removers_target() -> None:
+    assert map_prompt("isolate the applause", ALL) == PromptMatch(
+        "mel-roformer-crowd-aufr33", "crowd", False
+    )

@@ -181,20 +181,27 @@ def test_mel_filterbank_is_librosas(rate: int, n_fft: int, bands: int) -> None:
     np.testing.assert_array_equal(got, expected)
 
 
-def test_the_six_stem_config_makes_tensors_the_size_of_the_pinned_checkpoint() -> None:
-    """The SW model's published config, built full size by MSST's class and by demixer's, holds
-    as many float32 numbers as the catalogue's pinned checkpoint has room for: its size less
+@pytest.mark.parametrize(
+    ("published", "model_id"),
+    [("bs-sw-6stems", "bs-roformer-sw-6stems"), ("crowd-aufr33", "mel-roformer-crowd-aufr33")],
+)
+def test_a_pinned_config_makes_tensors_the_size_of_the_pinned_checkpoint(
+    published: str, model_id: str
+) -> None:
+    """A catalogue model's published config, built full size by MSST's class and by demixer's,
+    holds as many float32 numbers as the entry's pinned checkpoint has room for: its size less
     torch.save's few hundred bytes per tensor (the checkpoint cannot be downloaded here; a
     config that did not describe it would miss by megabytes)."""
-    config, arch = msst_support.published("bs-sw-6stems")
+    config, arch = msst_support.published(published)
     training = config["training"]
+    target = training.get("target_instrument")
     with torch.device("meta"):
-        theirs = BSRoformer(**config["model"])
-        ours = build_model(arch, config["model"], config["audio"], training["instruments"], None)
+        theirs = REFERENCE[arch](**config["model"])
+        ours = build_model(arch, config["model"], config["audio"], training["instruments"], target)
     sizes = [sum(t.numel() * 4 for t in net.state_dict().values()) for net in (theirs, ours)]
     assert sizes[0] == sizes[1]
     tensors = len(theirs.state_dict())
-    spec = get_spec("bs-roformer-sw-6stems")
+    spec = get_spec(model_id)
     pinned = next(w.size for w in spec.weights if w.name.endswith(".ckpt"))
     assert pinned is not None
     assert 200 * tensors < pinned - sizes[0] < 600 * tensors
@@ -226,6 +233,8 @@ PIPELINES: dict[str, tuple[str, dict[str, Any]]] = {
     "bs-musdb-target": ("bs-musdb-target", {}),
     # The catalogue's six-stem model (bs-roformer-sw-6stems): six heads, all stems predicted.
     "bs-sw-6stems": ("bs-sw-6stems", {}),
+    # The catalogue's crowd remover (mel-roformer-crowd-aufr33): a crowd target and the rest.
+    "crowd-aufr33": ("crowd-aufr33", {}),
     # A 256-point STFT: 4 of the 60 mel bands hold none of its 129 bins (the lowest bands are
     # narrower than a bin). MSST runs such a network, an empty band's features being its band
     # split's bias alone (and it gives no mask); demixer refused the config.

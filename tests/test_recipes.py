@@ -32,7 +32,13 @@ from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.ensembles import ensemble_members, ensemble_mode
 from demixer.models.catalogue.recipes import recipe_spec
 from demixer.models.ensemble import EnsembleBackend, combine
-from demixer.models.planner import canonical_stem, choose, cleanup_model, produces
+from demixer.models.planner import (
+    canonical_stem,
+    canonical_stems,
+    choose,
+    cleanup_model,
+    produces,
+)
 from demixer.models.registry import ModelSpec, get_spec, list_specs, model_card
 from demixer.naming import output_name, renamed
 
@@ -650,6 +656,14 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
     assert choose(["dry"], list(list_specs())).id == "mel-roformer-denoise-aufr33"
     with pytest.raises(UnknownStem):
         choose(["other"], [get_spec("mel-roformer-vocals-kim"), denoise])
+    # So is the crowd remover's `other` the recording without the crowd; UVR's MDX-Net crowd
+    # model (added by a user) calls it `No Crowd` (no_crowd): one name for both.
+    crowd = get_spec("mel-roformer-crowd-aufr33")
+    assert produces(crowd) == ("crowd", "nocrowd")
+    assert canonical_stems(("no_crowd", "crowd")) == {"no_crowd": "nocrowd", "crowd": "crowd"}
+    assert choose(["nocrowd"], list(list_specs())).id == "mel-roformer-crowd-aufr33"
+    with pytest.raises(UnknownStem):
+        choose(["other"], [get_spec("mel-roformer-vocals-kim"), crowd])
     assert cleanup_model("deecho", _specs("mel-roformer-denoise-aufr33")) is None
     assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
     _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))

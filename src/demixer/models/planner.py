@@ -42,8 +42,8 @@ COMPARABLE_METRIC = "Multisong SDR"
 # above the cascade (the cascade's vocals *are* spleeter's); for guitar and piano the SW
 # six-stem BS-RoFormer comes before htdemucs_6s, whose authors call its piano "not working
 # great" (no published figure compares the two); the special-purpose models (karaoke,
-# de-reverb, denoise) come last, and last of all those made for one stem of a song (DrumSep's
-# drums, male/female's vocals).
+# de-reverb, denoise, crowd) come last, and last of all those made for one stem of a song
+# (DrumSep's drums, male/female's vocals).
 # Models and recipes not listed come after all of these, in registry order.
 PREFERENCE = (
     "scnet-xl-ihf",
@@ -69,6 +69,7 @@ PREFERENCE = (
     "mel-roformer-dereverb-anvuew",
     "mel-roformer-denoise-aufr33",
     "mel-roformer-deecho-sucial",
+    "mel-roformer-crowd-aufr33",
     # Trained on one stem (drums, vocals): on a whole song only when nothing else makes it.
     "mdx23c-drumsep",
     "bs-roformer-male-female",
@@ -110,6 +111,7 @@ _SYNONYMS = {
     "female_vocal": "female_vocals",
     "no_reverb": "noreverb",
     "no_echo": "noecho",
+    "no_crowd": "nocrowd",
 }
 
 # Sucial's de-reverb/de-echo models call what they keep `dry` and what they take off `No dry`
@@ -119,6 +121,8 @@ _ECHO_PAIR = {"dry": "noecho", "no_dry": "echo"}
 # aufr33's denoiser calls the noise it takes off `other`: named so, it would be the "other
 # instruments" of a 4-stem model to every request for them where no 4-stem model is installed.
 _NOISE_PAIR = {"dry": "dry", "other": "noise"}
+# aufr33 and viperx's crowd remover calls what it leaves without the crowd `other` too.
+_CROWD_PAIR = {"crowd": "crowd", "other": "nocrowd"}
 
 
 def canonical_stem(name: str) -> str:
@@ -131,13 +135,13 @@ def canonical_stems(stems: Sequence[str]) -> dict[str, str]:
     """A model's stems -> demixer's names for them, in the model's order. A 2-stem vocal
     model's other stem is ``instrumental`` whatever the model calls it; a model of ``dry`` and
     ``no_dry`` makes ``noecho`` and ``echo`` (:data:`_ECHO_PAIR`), one of ``dry`` and
-    ``other`` makes ``dry`` and ``noise`` (:data:`_NOISE_PAIR`)."""
+    ``other`` makes ``dry`` and ``noise`` (:data:`_NOISE_PAIR`), one of ``crowd`` and
+    ``other`` makes ``crowd`` and ``nocrowd`` (:data:`_CROWD_PAIR`)."""
     names = [s.lower() for s in stems]
     out = {stem: _SYNONYMS.get(name, name) for stem, name in zip(stems, names, strict=True)}
-    if sorted(out.values()) == sorted(_ECHO_PAIR):
-        return {stem: _ECHO_PAIR[name] for stem, name in out.items()}
-    if sorted(out.values()) == sorted(_NOISE_PAIR):
-        return {stem: _NOISE_PAIR[name] for stem, name in out.items()}
+    for pair in (_ECHO_PAIR, _NOISE_PAIR, _CROWD_PAIR):
+        if sorted(out.values()) == sorted(pair):
+            return {stem: pair[name] for stem, name in out.items()}
     if len(stems) == 2 and "vocals" in out.values():
         for stem, name in out.items():
             if name in _REST_OF_VOCALS:

@@ -158,8 +158,9 @@ const COLOURS = {
   kick: "#ff7b54", snare: "#ffd166", toms: "#7bd88f", hi_hat: "#4cc9f0", ride: "#9d7bff",
   crash: "#ff9ebb", drums_other: "#ffb020", no_drums: "#8a94a6",
   male_vocals: "#5fa8ff", female_vocals: "#ff7eb6", other_vocals: "#c77dff",
-  // Clean-up models' kept and removed sounds (de-reverb, de-echo, denoise).
+  // Clean-up models' kept and removed sounds (de-reverb, de-echo, denoise, crowd removal).
   dry: "#7bd88f", no_dry: "#8a94a6", noreverb: "#7bd88f", reverb: "#8a94a6",
+  noecho: "#7bd88f", echo: "#8a94a6", noise: "#8a94a6", nocrowd: "#7bd88f", crowd: "#8a94a6",
 };
 const SPARE = ["#f72585", "#b5e48c", "#ffd166", "#06d6a0", "#118ab2"];
 export function colour(stem, i = 0) { return COLOURS[stem] || SPARE[i % SPARE.length]; }

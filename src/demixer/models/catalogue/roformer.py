@@ -1,5 +1,5 @@
-"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb, de-echo and denoise models,
-and a six-stem model (guitar and piano besides the four)."""
+"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb, de-echo, denoise and crowd
+models, and a six-stem model (guitar and piano besides the four)."""
 
 from __future__ import annotations
 
@@ -292,6 +292,63 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "config: git blob 265e19c806778d7b2d5ffdaef9e3d503a6dba3f1 at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob",
+        ),
+    ),
+    msst(
+        "mel-roformer-crowd-aufr33",
+        arch="mel_band_roformer",
+        stems=("crowd", "other"),
+        description=(
+            "aufr33 and viperx's Mel-Band RoFormer crowd remover: a live recording's crowd "
+            "(cheers, applause, singing along) and the rest without it."
+        ),
+        config=file(
+            "config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml",
+            raw(
+                "Politrees/UVR_resources",
+                POLITREES_COMMIT,
+                _POLITREES_MELBAND + "config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml",
+            ),
+            "029e5dce3abae9d9895ea19449c2b1fe749417437751676474affe255846d0de",
+            1621,
+        ),
+        checkpoint=file(
+            "mel_band_roformer_crowd_aufr33_viperx_sdr_8.7144.ckpt",
+            hf(
+                "Politrees/UVR_resources",
+                "main",
+                "models/Roformer/MelBand/mel_band_roformer_crowd_aufr33_viperx_sdr_8.7144.ckpt",
+            ),
+            "ca8799531fe51c94172cc047226209ed48bf7d8c02e04671795a15d2a1c318af",
+            913096801,
+        ),
+        license=(
+            "Not stated by its authors (aufr33 and viperx; published on ZFTurbo's MSST "
+            "release v.1.0.4 without a licence); the Politrees/UVR_resources mirror on Hugging "
+            "Face is tagged MIT by its uploader, not by the authors"
+        ),
+        license_class="not stated",
+        weights_source="aufr33 and viperx, as mirrored by Politrees/UVR_resources (Hugging Face)",
+        source_url=f"{MSST}/releases/tag/v.1.0.4",
+        quality=(
+            "5.99 dB SDR (crowd) in MSST's pretrained-model table, test set not named there; "
+            "8.71 in the file name, the authors' own validation set; not measured by demixer"
+        ),
+        scores=(
+            Score(
+                "crowd",
+                5.99,
+                "SDR",
+                "not named (MSST's pretrained-model table)",
+                MSST_TABLE,
+            ),
+        ),
+        pin_sources=(
+            f"checkpoint: {MELBAND_INFER}, for this mirror's URL (its overrides.json); one "
+            "source: no second public record of this file's digest was found",
+            "config: git blob 7e44ef94c71082af3a619c9b439f808ae8eb3e1c at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob (one source)",
         ),
     ),
     msst(

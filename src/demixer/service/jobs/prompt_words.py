@@ -153,17 +153,31 @@ _words(
     "vocals no reverb",
     "dereverbed vocals",
 )
-# Noise, reverb and echo as sounds of their own: the clean-up models' (denoise, de-reverb,
-# de-echo) take them off the whole input, so "remove the noise" and "denoise" ask for
-# everything but the noise, as "instrumental" asks for everything but the vocals. They lie on
-# every other sound, so no prompt leaves one out of another sound (:data:`CLEANUP_SOUNDS`).
+# Noise, reverb, echo and a live recording's crowd as sounds of their own: the clean-up models'
+# (denoise, de-reverb, de-echo, crowd removal) take them off the whole input, so "remove the
+# noise" and "denoise" ask for everything but the noise, as "instrumental" asks for everything
+# but the vocals. They lie on every other sound, so no prompt leaves one out of another sound
+# (:data:`CLEANUP_SOUNDS`).
 _words("noise", False, "noise", "noises", "hiss")
 _words("noise", True, "denoise", "denoised", "de noise", "de noised")
 _words("reverb", False, "reverb", "reverberation")
 _words("reverb", True, "dereverb", "dereverbed", "de reverb", "de reverbed")
 _words("echo", False, "echo", "echoes")
 _words("echo", True, "deecho", "de echo", "de echoed")
-CLEANUP_SOUNDS = frozenset({"noise", "reverb", "echo"})
+_words(
+    "crowd",
+    False,
+    "crowd",
+    "crowds",
+    "crowd noise",
+    "audience",
+    "audience noise",
+    "applause",
+    "cheering",
+    "cheers",
+    "clapping",
+)
+CLEANUP_SOUNDS = frozenset({"noise", "reverb", "echo", "crowd"})
 # Where nothing installed splits the vocals (or the drums), a song's lead vocal is its vocals
 # stem, as its kick is in its drums.
 FALLBACK = {
@@ -277,10 +291,6 @@ EFFECTS = frozenset(
         "crackle",
         "distortion",
         "bleed",
-        "crowd",
-        "audience",
-        "applause",
-        "cheering",
         "laughter",
         "breaths",
         "breathing",

@@ -14,15 +14,15 @@ with it: "no vocals or drums"), or right after it ("vocals removed", "drum-less"
 cancel ("remove everything but the vocals"); "but", "just", "only" and "keep" end one's reach
 ("not the vocals but the drums", "no music, just the vocals"); a sound after "from" is what the
 target comes out of ("the piano from the background music"). The one sound wanted is the target;
-a prompt that only refuses one asks for everything but it. Noise, reverb and echo are sounds
-the clean-up models (denoise, de-reverb, de-echo) separate from the whole input: "remove the
-noise" and "denoise this" ask for everything but the noise.
+a prompt that only refuses one asks for everything but it. Noise, reverb, echo and a crowd are
+sounds the clean-up models (denoise, de-reverb, de-echo, crowd removal) separate from the whole
+input: "remove the noise", "denoise this" and "remove the applause" ask for everything but it.
 
 Nothing is ever silently substituted or left out: a prompt naming no known sound, two sounds
 ("drums and bass"), two to leave out ("no vocals, no drums"), one to leave out that the target
 holds ("the drums without the kick") or keeps ("the instrumental without the drums"), noise,
-reverb or echo left out of another sound ("the drums without the echo": one separation takes
-it off the whole input), an effect no model takes off (distortion, applause, …), a word two
+reverb, echo or a crowd left out of another sound ("the drums without the echo": one separation
+takes it off the whole input), an effect no model takes off (distortion, laughter, …), a word two
 sounds share ("the beat": the drums or the instrumental), a verb said both of keeping a sound
 and of taking it away ("take the vocals out of this song", "get the vocals out"), or a sound no
 installed model produces, raises :class:`~demixer.errors.UnsupportedPrompt` listing what can be
