@@ -676,7 +676,8 @@ _UNRUNNABLE = [
      "training.instruments (2: vocals, other): it must be 1 (the target's) or 2, one mask per "
      "instrument"),
     ("bs", {"training.target_instrument": None}, "bs_roformer: model.num_stems 1 does not fit "
-     "training.instruments (2: vocals, other): it must be 2, one mask per instrument"),
+     "training.instruments (2: vocals, other): it must be 2, one mask per instrument; a "
+     "one-mask network names the instrument it predicts in training.target_instrument"),
     ("mel", {"audio.sample_rate": 10**9}, "audio.sample_rate 1000000000 Hz is not an audio rate "
      "a model runs at (8000 to 384000 Hz)"),
     ("mdx23c", {"audio.chunk_size": 30000}, "audio.chunk_size 30000 does not fit the network: "

@@ -344,10 +344,17 @@ def active_heads(
     fits = (1, len(instruments)) if target_instrument else (len(instruments),)
     if num_stems not in fits:
         which = "1 (the target's) or " if target_instrument else ""
+        # UVR ships such a config (a one-mask network over two instruments, no target): MSST
+        # gives its one estimate to every instrument. Which one it is only its trainer knows.
+        hint = (
+            "" if target_instrument or num_stems != 1
+            else "; a one-mask network names the instrument it predicts in "
+            "training.target_instrument"
+        )  # fmt: skip
         raise InvalidModelConfig(
             f"{arch}: model.num_stems {num_stems} does not fit training.instruments "
             f"({len(instruments)}: {', '.join(instruments)}): it must be {which}"
-            f"{len(instruments)}, one mask per instrument"
+            f"{len(instruments)}, one mask per instrument{hint}"
         )
     if target_instrument and num_stems == len(instruments) and target_instrument in instruments:
         return [list(instruments).index(target_instrument)]
