@@ -338,6 +338,31 @@ def test_best_quality_is_mssts_test_time_augmentation(
     assert float(np.abs(balanced - expected).max()) > 1e-2  # the augmentation counts
 
 
+def test_fast_quality_is_mssts_inference_with_two_overlapping_chunks(
+    pipelines: dict[str, Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fast`` on a config of four overlapping chunks (the crowd remover's) is MSST's
+    inference with ``inference.num_overlap: 2``: half the chunks, the same stems MSST gives
+    at that setting; ``balanced`` stays the config's."""
+    p = pipelines["crowd-aufr33"]
+    assert p.reference_config.inference.num_overlap == 4
+    mix = music(4 * p.chunk + p.step // 3, seed=12)
+    two = copy.deepcopy(p.reference_config)
+    two.inference.num_overlap = 2
+    expected = {"config's": msst_stems(p, mix)["crowd"]}
+    with torch.inference_mode():
+        expected["two"] = demix(two, p.reference, mix, "cpu", p.arch)["crowd"]
+
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files(p.arch, p.config, p.checkpoint))
+    fast = separator.separate_array(mix, 44100, ["crowd", "other"], quality="fast")
+    balanced = separator.separate_array(mix, 44100, ["crowd"])["crowd"]
+    assert float(np.abs(fast["crowd"] - expected["two"]).max()) <= 1e-4
+    np.testing.assert_allclose(fast["other"], mix - fast["crowd"], atol=1e-6)
+    assert float(np.abs(balanced - expected["config's"]).max()) <= 1e-4
+    assert float(np.abs(expected["two"] - expected["config's"]).max()) > 1e-3  # they differ
+
+
 def _demixer(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return demixer_here(*args, model_dir=Path(env["DEMIXER_MODEL_DIR"]), env=env)
 

@@ -278,7 +278,9 @@ class QueueInput(BaseModel):
         "stems (default: the server's `DEMIXER_QUALITY`). For `spleeter-2stems` and "
         "`cascade-4stems`, `fast` is Deezer's own pipeline, `balanced` combines the two U-Nets' "
         "masks better at the same speed, `best` adds test-time augmentation (about 4x the "
-        "time). For the RoFormer, SCNet and MDX23C models `best` is MSST's test-time "
+        "time). For the RoFormer, SCNet and MDX23C models `fast` runs at most two overlapping "
+        "chunks (`inference.num_overlap: 2`: up to 4x less work where the config sets 4 or 8) "
+        "and `best` is MSST's test-time "
         "augmentation (`--use_tta`, 3x the time), for the MDX-Net models it adds UVR's "
         "denoise pass (2x), for the Demucs models it is their shift trick (`--shifts 4`, at "
         "fixed delays: 4x).",

@@ -44,6 +44,7 @@ from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
 
 __all__ = [
+    "FAST_OVERLAP",
     "MsstBackend",
     "backend_for",
     "build_network",
@@ -51,6 +52,11 @@ __all__ = [
     "mono_mix_stats",
     "store_weights_in",
 ]
+
+
+#: ``inference.num_overlap`` at the ``fast`` quality level, where the config sets more: the
+#: overlap most published RoFormer configs use (Kim's, viperx's, the SW model's).
+FAST_OVERLAP = 2
 
 
 class MsstBackend:
@@ -104,16 +110,23 @@ class MsstBackend:
 
     def with_quality(self, quality: Quality) -> MsstBackend:
         """The backend at ``quality`` (:class:`~demixer.models.quality.Tunable`), sharing the
-        loaded network. ``fast`` and ``balanced`` are MSST's inference as the config sets it.
-        ``best`` is MSST's with ``--use_tta``: each chunk is separated three times, as it is,
-        with its channels swapped, and inverted, and the three estimates (swapped back,
-        inverted back) are averaged: three times the work, the same stems as MSST's
-        ``--use_tta``."""
+        loaded network. ``balanced`` is MSST's inference as the config sets it. ``fast`` is
+        MSST's with ``inference.num_overlap`` at most :data:`FAST_OVERLAP` (each sample in two
+        chunks rather than the config's four or eight: half or a quarter of the work; the same
+        as ``balanced`` for a config that sets 2 or 1). ``best`` is MSST's with ``--use_tta``:
+        each chunk is separated three times, as it is, with its channels swapped, and inverted,
+        and the three estimates (swapped back, inverted back) are averaged: three times the
+        work, the same stems as MSST's ``--use_tta``."""
         tta = quality == "best"
-        if tta == self.tta:
+        overlap = self.config.num_overlap
+        if quality == "fast":
+            overlap = min(overlap, FAST_OVERLAP)
+        if tta == self.tta and overlap == self._chunking.num_overlap:
             return self
         tuned = copy.copy(self)
         tuned.tta = tta
+        tuned._chunking = replace(self._chunking, num_overlap=overlap)
+        tuned.overlap = tuned._chunking.border
         return tuned
 
     def _run(self, chunks: np.ndarray) -> torch.Tensor:
