@@ -61,6 +61,11 @@ MODELS = {  # name -> (config file in CONFIGS, or "" for one built here; arch; l
         "bs_roformer",
         "viperx BS-RoFormer 1297 vocals",
     ),
+    "crowd-mel": (
+        "config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml",
+        "mel_band_roformer",
+        "aufr33/viperx Mel-Band RoFormer crowd (num_overlap 4)",
+    ),
     "mdx23c": ("", "mdx23c", "MDX23C vocals + instrumental (MSST config_vocals_mdx23c)"),
     "scnet": ("", "scnet", "SCNet 4 stems (MSST config_musdb18_scnet)"),
 }
@@ -69,6 +74,7 @@ ROFORMERS = ["kim-mel", "viperx-bs"]  # the default speed comparison (--models a
 SHRINK: dict[str, dict[str, Any]] = {
     "kim-mel": {"depth": 1, "dim": 64, "heads": 2, "dim_head": 32},
     "viperx-bs": {"depth": 1, "dim": 64, "heads": 2, "dim_head": 32},
+    "crowd-mel": {"depth": 1, "dim": 64, "heads": 2, "dim_head": 32},
     "mdx23c": {"num_channels": 16, "growth": 16},
     "scnet": {"dims": [4, 8, 16, 32], "num_dplayer": 2},
 }
