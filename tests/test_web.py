@@ -1702,6 +1702,8 @@ def test_the_original_is_decoded_on_the_first_ab_press_not_with_the_stems(
     expect(ab).to_have_text("Reading the original…")
     expect(ab).to_have_attribute("aria-disabled", "true")
     expect(ab).to_be_focused()
+    # The file is read before it is decoded: the held decoding starts a moment after the press.
+    until(page, "() => typeof window.release === 'function'")
     page.evaluate("window.hold = false; window.release()")
     expect(ab).to_have_attribute("aria-pressed", "true")
     expect(ab).to_have_text("Original")
@@ -2407,6 +2409,27 @@ def test_a_long_emoji_name_downloads_as_whole_characters(page: Page, server: Ser
         "async () => (await import('/web/words.js')).songName('a' + '🎸'.repeat(120) + '.wav')"
     )
     assert name == "a" + "🎸" * 99
+
+
+def test_stems_are_named_in_words(page: Page, server: Server) -> None:
+    """The mixer's rows and the stem choices said "lead_vocals", "noreverb", "nocrowd": the
+    API's names, which the files keep."""
+    open_page(page, server)
+    names = ["lead_vocals", "hi_hat", "noreverb", "nocrowd", "residual", "vocals", "crowd"]
+    said = page.evaluate(
+        "async (names) => { const { stemWords } = await import('/web/words.js');"
+        " return names.map(stemWords); }",
+        names,
+    )
+    assert said == [
+        "lead vocals",
+        "hi-hat",
+        "without reverb",
+        "without the crowd",
+        "everything else",
+        "vocals",
+        "crowd",
+    ]
 
 
 @pytest.mark.backends("sqlite")  # the page's own words

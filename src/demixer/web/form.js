@@ -4,7 +4,7 @@
 
 import { glide } from "./mixer.js";
 import { $, api, at, clearError, showError, state } from "./page.js";
-import { PlainError, bytes, colour, day, fromBody, length, seconds } from "./words.js";
+import { PlainError, bytes, colour, day, fromBody, length, seconds, stemWords } from "./words.js";
 
 // A phone has nothing to drop from: it is asked to choose.
 const DROP_TITLE = matchMedia("(pointer: coarse)").matches ? "Choose a song or a video" : "Drop a song or a video here";
@@ -72,7 +72,7 @@ function renderStems() {
     label.style.setProperty("--c", colour(stem, i));
     const input = Object.assign(document.createElement("input"), { type: "checkbox", value: stem, checked: true });
     input.addEventListener("change", updateSubmit);
-    label.append(input, document.createTextNode(stem));
+    label.append(input, document.createTextNode(stemWords(stem)));
     box.append(label);
   });
   updateSubmit();

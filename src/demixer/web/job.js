@@ -8,7 +8,7 @@ import { glide, mixer, say } from "./mixer.js";
 import { $, api, at, clearError, focusIn, focusLost, jobsChanged, setText, showError, state } from "./page.js";
 import { openResult } from "./stems.js";
 import { stop } from "./transport.js";
-import { FINAL, PlainError, fromBody, modelWords, songName, stateWords, timeLeft } from "./words.js";
+import { FINAL, PlainError, fromBody, modelWords, songName, stateWords, stemWords, timeLeft } from "./words.js";
 
 // ---------- submit, watch, cancel ----------
 $("#job-form").addEventListener("submit", async (ev) => {
@@ -194,7 +194,7 @@ async function showResult(requestId, info, opened, signal) {
     if (signal.aborted) return;
     const prompt = info?.prompt;
     // The residual is the rest of the song in both modes; its file keeps the API's name.
-    const labelOf = (name) => (name === "residual" ? "everything else" : prompt && name === "target" ? `“${prompt}”` : name);
+    const labelOf = (name) => (prompt && name === "target" ? `“${prompt}”` : stemWords(name));
     const outputs = Object.entries(result.data)
       .filter(([, v]) => v && typeof v === "object" && v.url)
       .map(([name, v]) => ({

@@ -165,6 +165,16 @@ const COLOURS = {
 const SPARE = ["#f72585", "#b5e48c", "#ffd166", "#06d6a0", "#118ab2"];
 export function colour(stem, i = 0) { return COLOURS[stem] || SPARE[i % SPARE.length]; }
 
+// A stem's name as a musician says it: "lead vocals", not "lead_vocals"; a clean-up model's kept
+// sound says what it is without ("noreverb" is the song without its reverb). Files keep the
+// API's names.
+const STEM_WORDS = {
+  residual: "everything else", hi_hat: "hi-hat", hh: "hi-hat", drums_other: "rest of the drums",
+  no_drums: "everything but the drums", noreverb: "without reverb", noecho: "without echo",
+  nocrowd: "without the crowd", no_dry: "reverb and echo", vocals_reverb: "the vocals' reverb",
+};
+export function stemWords(stem) { return STEM_WORDS[stem] || String(stem).replace(/_/g, " "); }
+
 // A song's name from a file name: what downloads are named after.
 export function songName(fileName) {
   const base = String(fileName || "song").replace(/\.[^./]+$/, "");
