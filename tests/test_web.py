@@ -997,9 +997,13 @@ def test_on_a_phone(phone: Page, server: Server, audio: tuple[Path, Path]) -> No
     # Paused, wherever that is: on a busy machine the 3-s song can end before the tap lands,
     # which then plays it again (a tap on the wave would then play on to the end, and 0:00).
     until(page, "() => !demixerMixer.playing")
-    wave = rows.first.locator(".wave").bounding_box()
-    assert wave is not None
-    page.touchscreen.tap(wave["x"] + 0.9 * wave["width"], wave["y"] + wave["height"] / 2)
+    # Tapped where the wave is when the finger lands: tapping Play scrolls it into view, which
+    # can take the wave below the screen (the page's scroll after the mixer opened differs
+    # with the machine's speed), and a tap at coordinates measured before lands on nothing.
+    wave = rows.first.locator(".wave")
+    box = wave.bounding_box()
+    assert box is not None
+    wave.tap(position={"x": 0.9 * box["width"], "y": box["height"] / 2})
     expect(page.get_by_test_id("time")).to_have_text("0:02 / 0:03")
     page.evaluate("window.scrollTo(0, 0)")
     page.get_by_test_id("history-item").first.get_by_role("button", name=re.compile("^Open")).tap()
