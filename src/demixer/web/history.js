@@ -8,7 +8,7 @@ import { say } from "./mixer.js";
 import { $, api, clearError, focusIn, focusLost, setText, showError, state } from "./page.js";
 import { forgetThumbnails, thumbnails } from "./stems.js";
 import { stop } from "./transport.js";
-import { FINAL, colour, day, length, modelWords, stateWords } from "./words.js";
+import { FINAL, colour, day, length, modelWords, stateWords, stemWords } from "./words.js";
 
 // ---------- history ----------
 function thumbnail(job, kept) {
@@ -18,11 +18,11 @@ function thumbnail(job, kept) {
   for (const [name, c, cols] of stems.slice(0, 6)) {
     const t = document.createElement("span");
     t.className = "thumb";
-    t.title = name;
+    t.title = stemWords(name);
     t.style.setProperty("--c", c);
     // No waveform kept in this browser (opened elsewhere, or not yet): a flat line, which no
     // one takes for the song's shape.
-    if (!cols) t.title = `${name}: its waveform shows here once it is opened in this browser`;
+    if (!cols) t.title = `${stemWords(name)}: its waveform shows here once it is opened in this browser`;
     for (const h of cols || Array(12).fill(0)) {
       const bar = document.createElement("i");
       bar.style.height = `${Math.max(6, h)}%`;
@@ -89,7 +89,7 @@ function historyItem(job, looks, kept) {
   const name = Object.assign(document.createElement("strong"), { className: "song", textContent: song, title: song, dir: "auto" });
   // A described sound, else the stems and the model (or ensemble) that made them: songs
   // separated again with another model tell which is which.
-  const what = job.prompt ? [`“${job.prompt}”`] : [(job.stems || []).join(", "), modelWords(job.engine_model)];
+  const what = job.prompt ? [`“${job.prompt}”`] : [(job.stems || []).map(stemWords).join(", "), modelWords(job.engine_model)];
   const facts = [job.duration ? length(job.duration) : null, ...what, day(job.created_at)].filter(Boolean).join(" · ");
   const meta = Object.assign(document.createElement("span"), { className: "muted small", textContent: facts });
   const badge = Object.assign(document.createElement("span"), { className: `state ${job.status.toLowerCase()}`, textContent: stateWords(job) });
