@@ -19,6 +19,7 @@ from demixer.models.catalogue.sources import (
     mdx_net,
     msst,
     multisong,
+    politrees_config,
     raw,
     separator_median,
 )
@@ -117,11 +118,7 @@ OTHERS: tuple[ModelSpec, ...] = (
         ),
         config=file(
             "config_drumsep_mdx23c.yaml",
-            raw(
-                "Politrees/UVR_resources",
-                POLITREES_COMMIT,
-                "UVR_resources/configs/MDX23C/config_drumsep_mdx23c.yaml",
-            ),
+            politrees_config("MDX23C/config_drumsep_mdx23c.yaml"),
             "b7165bb73a0b08df49ac4ed5fe7424e29bf2f707b5878300f729a7e92671257a",
             2331,
         ),

@@ -17,6 +17,7 @@ from demixer.models.catalogue.sources import (
     hf_file,
     msst,
     multisong,
+    politrees_config,
     raw,
     separator_median,
 )
@@ -35,7 +36,6 @@ _VERB_REPO = "anvuew/dereverb_mel_band_roformer"
 _VERB_REV = "cef05ad2b5b3145ea5c149d3ad5d1f8439b34d06"
 _NOISE_REPO = "poiqazwsx/melband-roformer-denoise"
 _NOISE_REV = "4e39bc34a36dda8e73254cd8f5d44f15de2bd7b9"
-_POLITREES_MELBAND = "UVR_resources/configs/Roformer/MelBand/"
 _MALE_FEMALE_REV = "848ebc6354066288fc39131ecdf8a2d83057091e"  # Politrees' HF commit adding it
 _ECHO_REPO = "Sucial/Dereverb-Echo_Mel_Band_Roformer"
 _ECHO_REV = (
@@ -140,11 +140,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         description="becruily's Mel-Band RoFormer trained for the instrumental (and vocals).",
         config=file(
             "config_melband_roformer_instrumental_becruily.yaml",
-            raw(
-                "Politrees/UVR_resources",
-                POLITREES_COMMIT,
-                _POLITREES_MELBAND + "config_melband_roformer_instrumental_becruily.yaml",
-            ),
+            politrees_config("Roformer/MelBand/config_melband_roformer_instrumental_becruily.yaml"),
             "a222235643d329817a1123d82d8eb38392d919e90ed597e053de49c092d3b442",
             1736,
         ),
@@ -255,10 +251,8 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         description="aufr33's Mel-Band RoFormer denoiser: the clean signal (dry) and the noise.",
         config=file(
             "config_melband_roformer_denoise_aufr33_sdr_27.9959.yaml",
-            raw(
-                "Politrees/UVR_resources",
-                POLITREES_COMMIT,
-                _POLITREES_MELBAND + "config_melband_roformer_denoise_aufr33_sdr_27.9959.yaml",
+            politrees_config(
+                "Roformer/MelBand/config_melband_roformer_denoise_aufr33_sdr_27.9959.yaml"
             ),
             "5d7d83b2e9d232da60941b717b0abdc345155d45cff3f79715cdb2790ba18c36",
             1621,
@@ -304,10 +298,8 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         ),
         config=file(
             "config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml",
-            raw(
-                "Politrees/UVR_resources",
-                POLITREES_COMMIT,
-                _POLITREES_MELBAND + "config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml",
+            politrees_config(
+                "Roformer/MelBand/config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml"
             ),
             "029e5dce3abae9d9895ea19449c2b1fe749417437751676474affe255846d0de",
             1621,
@@ -361,12 +353,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         ),
         config=file(
             "config_chorus_male_female_bs_roformer.yaml",
-            raw(
-                "Politrees/UVR_resources",
-                POLITREES_COMMIT,
-                "UVR_resources/configs/Roformer/BandSplit/"
-                "config_bs_roformer_chorus_male_female.yaml",
-            ),
+            politrees_config("Roformer/BandSplit/config_bs_roformer_chorus_male_female.yaml"),
             "363ef6bef5f0fd89b69e6e0f90dcc102dec6aaeb6e55790cae1796bebdf5097e",
             1847,
         ),
@@ -414,10 +401,8 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         ),
         config=file(
             "config_dereverb-echo_mel_band_roformer_sdr_13.4843_v2.yaml",
-            raw(
-                "Politrees/UVR_resources",
-                POLITREES_COMMIT,
-                _POLITREES_MELBAND + "config_melband_roformer_dereverb-echo_sdr_13.4843_v2.yaml",
+            politrees_config(
+                "Roformer/MelBand/config_melband_roformer_dereverb-echo_sdr_13.4843_v2.yaml"
             ),
             "9abd9b811b432beca3e6974a31eb3e9c2c72d3f4d7297473cce6a4721ba135c1",
             1106,
@@ -468,11 +453,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         ),
         config=file(
             "BS-Rofo-SW-Fixed.yaml",
-            raw(
-                "Politrees/UVR_resources",
-                POLITREES_COMMIT,
-                "UVR_resources/configs/Roformer/BandSplit/config_BandSplit-Roformer_SW_by-jarredou.yaml",
-            ),
+            politrees_config("Roformer/BandSplit/config_BandSplit-Roformer_SW_by-jarredou.yaml"),
             "f9fada9f94e5ba2d2e4600196299459294bc5f532b314c209cc156ac63e4329b",
             4613,
         ),

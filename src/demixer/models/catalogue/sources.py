@@ -26,6 +26,7 @@ __all__ = [
     "mdx_net",
     "msst",
     "multisong",
+    "politrees_config",
     "raw",
     "separator_median",
 ]
@@ -77,6 +78,12 @@ def hf(repo: str, revision: str, name: str) -> str:
 
 def raw(repo: str, commit: str, path: str) -> str:
     return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
+
+def politrees_config(path: str) -> str:
+    """The raw URL of a config in Politrees/UVR_resources at :data:`POLITREES_COMMIT`;
+    ``path`` under its ``UVR_resources/configs/`` (``Roformer/MelBand/...``)."""
+    return raw("Politrees/UVR_resources", POLITREES_COMMIT, f"UVR_resources/configs/{path}")
 
 
 def file(name: str, url: str, sha256: str, size: int) -> WeightFile:
