@@ -139,8 +139,8 @@ PAIRS: dict[str, Callable[[], tuple[torch.nn.Module, torch.nn.Module, int, str]]
 
 
 class MacCounter:
-    """Counts the multiply-accumulates (convolutions, linear maps, LSTMs) of ``net``'s forwards
-    run inside the ``with`` block."""
+    """Counts the multiply-accumulates (convolutions, linear maps, LSTMs, GRUs) of ``net``'s
+    forwards run inside the ``with`` block."""
 
     KINDS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
 
@@ -153,7 +153,7 @@ class MacCounter:
         self.handles = [
             m.register_forward_hook(self._hook)
             for m in self.net.modules()
-            if isinstance(m, (*self.KINDS, torch.nn.LSTM))
+            if isinstance(m, (*self.KINDS, torch.nn.LSTM, torch.nn.GRU))
         ]
         return self
 
@@ -171,11 +171,12 @@ class MacCounter:
             self.total += output.numel() * module.in_channels // module.groups * k
         elif isinstance(module, torch.nn.Linear):
             self.total += output.numel() * module.in_features
-        elif isinstance(module, torch.nn.LSTM):
+        elif isinstance(module, torch.nn.LSTM | torch.nn.GRU):  # 4 gates, or 3
             n, steps, size = x.shape
             hidden = module.hidden_size
             directions = 2 if module.bidirectional else 1
-            self.total += directions * n * steps * 4 * hidden * (size + hidden)
+            gates = 4 if isinstance(module, torch.nn.LSTM) else 3
+            self.total += directions * n * steps * gates * hidden * (size + hidden)
 
 
 def _cpu_s() -> float:

@@ -1,5 +1,7 @@
 """Shared fixtures for every test module.
 
+``one_torch_thread``: one intra-op thread, for the modules of tiny networks that ask for it.
+
 ``no_dns`` (autouse): the URL guard (``demixer.service.urlguard``) resolves host names with a
 fake resolver, so no test ever sends a DNS query. Literal addresses resolve to themselves (as
 they do without DNS), ``localhost`` to loopback, names registered in ``FAKE_DNS`` to their
@@ -55,6 +57,19 @@ def fake_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[An
         sockaddr = (address, int(port or 0), 0, 0) if ":" in address else (address, int(port or 0))
         out.append((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
     return out
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread, for modules of tiny networks (``pytestmark``): their work is
+    microseconds per operation, and on a small shared machine a second thread only spins
+    against the first (the tiny Demucs model ran 25x slower with 2)."""
+    import torch  # here: most modules need no torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

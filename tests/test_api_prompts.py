@@ -356,3 +356,40 @@ def test_the_crowd_itself_is_the_crowd_removers_target() -> None:
     assert map_prompt("isolate the applause", ALL) == PromptMatch(
         "mel-roformer-crowd-aufr33", "crowd", False
     )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "stem", "invert"),
+    [
+        ("isolate the dialogue", "dialogue", False),
+        ("just the speech", "dialogue", False),
+        ("the narrator's voice over", "dialogue", False),
+        ("remove the dialogue", "dialogue", True),
+        ("the music", "music", False),
+        ("keep the soundtrack, remove everything else", "music", False),
+        ("no music", "music", True),
+        ("the sound effects", "effects", False),
+        ("everything but the foley", "effects", True),
+    ],
+)
+def test_a_films_dialogue_music_and_effects(prompt: str, stem: str, invert: bool) -> None:
+    """A video's three stems, from Bandit v2 where it is installed; without it the dialogue is
+    a vocal model's vocals (and everything but it the instrumental), the music everything but
+    the vocals, as these prompts read before; the effects only Bandit v2 separates."""
+    assert map_prompt(prompt, ALL) == PromptMatch("bandit-v2-dnr", stem, invert)
+    if stem == "effects":
+        with pytest.raises(UnsupportedPrompt, match="`demixer models pull bandit-v2-dnr`"):
+            map_prompt(prompt, DEFAULT)
+        return
+    vocals_not_inverted = (stem == "dialogue") != invert
+    expected = PromptMatch("spleeter-2stems", "vocals", not vocals_not_inverted)
+    assert map_prompt(prompt, DEFAULT) == expected
+
+
+def test_songs_keep_their_vocal_models_with_a_film_model_installed() -> None:
+    """Bandit v2 makes `dialogue`, `music` and `effects` only: the vocals, the instrumental and
+    "music without vocals" still come from the vocal models."""
+    installed = [*DEFAULT, get_spec("bandit-v2-dnr")]
+    assert map_prompt("the vocals", installed) == PromptMatch("spleeter-2stems", "vocals")
+    assert map_prompt("instrumental", installed) == PromptMatch("spleeter-2stems", "vocals", True)
+    assert map_prompt("no music, just the vocals", installed).model == "spleeter-2stems"

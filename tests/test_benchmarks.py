@@ -37,6 +37,7 @@ ENTRY_POINTS = (
     "page_memory",
     "quality_levels",
     "model_load",
+    "bandit_speed",
 )
 
 

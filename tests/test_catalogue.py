@@ -25,7 +25,7 @@ from demixer.models.registry import (
 )
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MSST_ARCHS = {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet"}
+MSST_ARCHS = {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "bandit_v2"}
 CATALOGUE = [spec for spec in list_specs() if spec.arch is not None]
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DEMUCS_327 = (
@@ -56,7 +56,9 @@ def test_the_issue_asks_for_these_kinds_of_model() -> None:
 @pytest.mark.parametrize("spec", CATALOGUE, ids=lambda spec: spec.id)
 def test_every_catalogue_entry_is_complete_and_pinned(spec: ModelSpec) -> None:
     assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", spec.id)  # kebab-case, typed by users
-    assert spec.sample_rate == 44100 and spec.stems and len(set(spec.stems)) == len(spec.stems)
+    # Bandit v2 was trained on 48 kHz films (its config's audio.sample_rate); the rest at 44.1.
+    rate = 48000 if spec.id == "bandit-v2-dnr" else 44100
+    assert spec.sample_rate == rate and spec.stems and len(set(spec.stems)) == len(spec.stems)
     assert spec.license and spec.license_class in LICENSE_CLASSES
     assert spec.source_url.startswith("https://")
     assert spec.pin_sources
@@ -275,9 +277,12 @@ def test_models_answer_to_the_names_audio_separator_gives_them() -> None:
         assert get_spec(name).id == model_id
         assert get_spec(name.rpartition(".")[0]).id == model_id  # -m Kim_Vocal_2
         assert name in get_spec(model_id).aliases
-    # SCNet's is MSST's release file name (audio-separator has no SCNet).
+    # SCNet's is MSST's release file name (audio-separator has no SCNet), Bandit v2's UVR's
+    # (audio-separator has no Bandit).
     assert get_spec("model_scnet_ep_36_sdr_10.0891.ckpt").id == "scnet-xl-ihf"
+    assert get_spec("checkpoint-multi_fixed").id == "bandit-v2-dnr"
     aliases = [alias for spec in list_specs() for alias in spec.aliases]
-    assert sorted(aliases) == sorted([*SEPARATOR_NAMES, "model_scnet_ep_36_sdr_10.0891.ckpt"])
+    others = ["model_scnet_ep_36_sdr_10.0891.ckpt", "checkpoint-multi_fixed.ckpt"]
+    assert sorted(aliases) == sorted([*SEPARATOR_NAMES, *others])
     with pytest.raises(UnknownModel, match=r"unknown model 'Kim_Vocal_2\.pth'"):
         get_spec("Kim_Vocal_2.pth")

@@ -41,14 +41,7 @@ FAKE_HOST = "https://weights.demixer-test.invalid"
 STEMPEG_EXAMPLE = "The Easton Ellises - Falcon 69.stem.mp4"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # The tiny model's convolutions are microseconds of work; on a small, shared CI box extra
-    # intra-op threads only spin against each other (measured 25x slower with 2 threads).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass(frozen=True)

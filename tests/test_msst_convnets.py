@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +57,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: a second thread only waits on a busy machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def model_files(root: Path, arch: str) -> tuple[Path, Path, torch.nn.Module, Any]:
@@ -107,7 +101,7 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
     pinned = {file_sha256(path): path for path in DATA.glob("*.yaml")}
     checked = []
     for spec in CATALOGUE:
-        if spec.arch in ("mdx23c", "scnet", "bs_roformer", "mel_band_roformer"):
+        if spec.arch in ("mdx23c", "scnet", "bs_roformer", "mel_band_roformer", "bandit_v2"):
             assert spec.arch in ARCHITECTURES and spec.loader == "demixer.models.msst:load"
             assert spec.config_name is not None and len(spec.weights) == 2
             config = next(w for w in spec.weights if w.name == spec.config_name)
@@ -119,6 +113,7 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
         "bs-roformer-vocals-1297",
         "mel-roformer-crowd-aufr33",
         "bs-roformer-sw-6stems",
+        "bandit-v2-dnr",
     ]
 
 

@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +51,7 @@ from msst_support import music, randomise, shrunk, write_config
 REFERENCE = {"bs_roformer": BSRoformer, "mel_band_roformer": MelBandRoformer}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    # Tiny networks: extra intra-op threads only contend on a small shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the networks ---------------------------------------------------------------------------

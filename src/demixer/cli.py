@@ -190,7 +190,7 @@ def separate(
         typer.Option(
             "--arch",
             help="Run your own model: its architecture (MSST format: bs_roformer, "
-            "mel_band_roformer, mdx23c, scnet; or mdx_net, a UVR MDX-Net .onnx), with "
+            "mel_band_roformer, mdx23c, scnet, bandit_v2; or mdx_net, a UVR MDX-Net .onnx), with "
             "--model-config and --model-path; stems are named from the config. With "
             "DEMIXER_PRECISION=fp32 an MSST model gives what MSST's own inference gives; an "
             "mdx_net model gives what UVR gives.",

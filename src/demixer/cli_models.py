@@ -55,6 +55,7 @@ _ARCH_LABELS = {
     "mel_band_roformer": "mel-rofo",
     "mdx23c": "mdx23c",
     "scnet": "scnet",
+    "bandit_v2": "bandit2",
     "mdx_net": "mdx-net",
     "recipe": "recipe",
 }

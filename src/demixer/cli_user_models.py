@@ -24,8 +24,8 @@ def models_add(
         str,
         typer.Option(
             "--arch",
-            help="Its architecture: bs_roformer, mel_band_roformer, mdx23c or scnet (MSST "
-            "format), or mdx_net (a UVR MDX-Net .onnx).",
+            help="Its architecture: bs_roformer, mel_band_roformer, mdx23c, scnet or "
+            "bandit_v2 (MSST format), or mdx_net (a UVR MDX-Net .onnx).",
         ),
     ],
     config: Annotated[

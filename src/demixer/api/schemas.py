@@ -697,12 +697,13 @@ class EngineModel(Answer):
     license_class: LicenseClass = Field(
         description="How the weights may be used, as far as their authors say: `permissive` "
         "(any use, with credit), `copyleft` (any use, commercial too; weights passed on, or "
-        "a model made from them, must keep the licence: GPL-3.0), `non-commercial`, `research "
-        "only`, `not stated` (no licence given: commercial use is at your own risk)."
+        "a model made from them, must keep the licence: GPL-3.0, CC BY-SA 4.0), "
+        "`non-commercial`, `research only`, `not stated` (no licence given: commercial use is "
+        "at your own risk)."
     )
     arch: str = Field(
         description="Network family: `bs_roformer`, `mel_band_roformer`, `mdx23c`, `scnet`, "
-        "`mdx_net`, `demucs`, `spleeter`, `cascade`."
+        "`bandit_v2`, `mdx_net`, `demucs`, `spleeter`, `cascade`."
     )
     source_url: str = Field(description="The page the weights are published on.")
     aliases: list[str] = Field(

@@ -70,6 +70,8 @@ PREFERENCE = (
     "mel-roformer-denoise-aufr33",
     "mel-roformer-deecho-sucial",
     "mel-roformer-crowd-aufr33",
+    # A film's dialogue, music and effects: never a song's vocals or instruments but by name.
+    "bandit-v2-dnr",
     # Trained on one stem (drums, vocals): on a whole song only when nothing else makes it.
     "mdx23c-drumsep",
     "bs-roformer-male-female",
@@ -112,6 +114,12 @@ _SYNONYMS = {
     "no_reverb": "noreverb",
     "no_echo": "noecho",
     "no_crowd": "nocrowd",
+    # A film's or video's three stems, in the film trade's words (dialogue, music, effects):
+    # Bandit v2 calls them speech, music and sfx.
+    "speech": "dialogue",
+    "dialog": "dialogue",
+    "sfx": "effects",
+    "sound_effects": "effects",
 }
 
 # Sucial's de-reverb/de-echo models call what they keep `dry` and what they take off `No dry`

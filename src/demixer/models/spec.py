@@ -25,8 +25,8 @@ MODEL_ID_LENGTH = 200
 
 LicenseClass = Literal["permissive", "copyleft", "non-commercial", "research only", "not stated"]
 """How a model's weights may be used, as far as their authors say (``not stated``: they don't).
-``copyleft`` (GPL-3.0): any use, commercial too, but weights passed on (or a model made from
-them) must go under the same licence; ``permissive`` (MIT): any use, with credit."""
+``copyleft`` (GPL-3.0, CC BY-SA 4.0): any use, commercial too, but weights passed on (or a model
+made from them) must go under the same licence; ``permissive`` (MIT): any use, with credit."""
 LICENSE_CLASSES: tuple[LicenseClass, ...] = (
     "permissive",
     "copyleft",

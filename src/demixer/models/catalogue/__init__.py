@@ -8,7 +8,8 @@ out (see the model cards and README for what was left out and why).
 
 Conventions (shared with the architecture loaders):
 
-- MSST models (``arch`` = ``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``) have two
+- MSST models (``arch`` = ``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``,
+  ``bandit_v2``) have two
   files: the YAML config, named by ``config_name``, and the checkpoint; ``stems`` are the
   config's ``training.instruments``, verbatim.
 - MDX-Net models (``arch`` = ``mdx_net``) have one ONNX file and their STFT settings in
@@ -21,6 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from demixer.models.catalogue.builtin import BUILTIN
+from demixer.models.catalogue.cinematic import CINEMATIC
 from demixer.models.catalogue.convnets import OTHERS
 from demixer.models.catalogue.recipes import recipes
 from demixer.models.catalogue.roformer import ROFORMERS
@@ -31,8 +33,9 @@ __all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_ALIASES", "SHIPPED_IDS"]
 #: The file names the tools users come from know these models by: python-audio-separator
 #: 0.47.1's model names (its ``-m``; its ``models-scores.json`` and ``models.json``), which are
 #: UVR's and MSST's release file names; SCNet's is MSST's release file's (audio-separator has no
-#: SCNet). The same weights in each case: the files are named in the entries' ``weights`` or,
-#: for Kim's model, renamed by audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
+#: SCNet), Bandit v2's is UVR's download's (audio-separator has no Bandit). The same weights in
+#: each case: the files are named in the entries' ``weights`` or, for Kim's model, renamed by
+#: audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
 _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "htdemucs": ("htdemucs.yaml",),
     "htdemucs_ft": ("htdemucs_ft.yaml",),
@@ -51,6 +54,7 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "bs-roformer-male-female": ("bs_roformer_male_female_by_aufr33_sdr_7.2889.ckpt",),
     "mdx-net-vocals-kim-2": ("Kim_Vocal_2.onnx",),
     "mdx-net-inst-hq-3": ("UVR-MDX-NET-Inst_HQ_3.onnx",),
+    "bandit-v2-dnr": ("checkpoint-multi_fixed.ckpt",),
 }
 
 
@@ -58,7 +62,7 @@ def _named(specs: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
     return tuple(replace(spec, aliases=_FILE_NAMES.get(spec.id, ())) for spec in specs)
 
 
-CATALOGUE: tuple[ModelSpec, ...] = _named((*ROFORMERS, *OTHERS))
+CATALOGUE: tuple[ModelSpec, ...] = _named((*ROFORMERS, *OTHERS, *CINEMATIC))
 _MODELS = (*_named(BUILTIN), *CATALOGUE)
 #: Every entry demixer ships, in display order: its own models, the community catalogue, then
 #: the recipes chaining them.

@@ -129,12 +129,13 @@ def msst(
     quality: str,
     scores: tuple[Score, ...],
     pin_sources: tuple[str, ...],
+    sample_rate: int = 44100,
 ) -> ModelSpec:
     megabytes = round(((checkpoint.size or 0) + (config.size or 0)) / 1e6)
     return ModelSpec(
         id=model_id,
         stems=stems,
-        sample_rate=44100,
+        sample_rate=sample_rate,
         description=description,
         license=license,
         weights_source=weights_source,

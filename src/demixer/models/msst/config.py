@@ -16,7 +16,9 @@ What MSST's inference reads, with its precedence and defaults:
 - ``inference.normalize`` (default false): normalise the whole input by its mean and std;
 - ``audio.sample_rate`` (default 44100; 8 to 384 kHz) and ``audio.num_channels`` (default 2);
 - ``training.instruments`` and ``training.target_instrument`` (the one stem such a model
-  outputs); ``training.model_type``, when present, overrides the architecture asked for.
+  outputs); ``training.model_type``, when present, overrides the architecture asked for;
+- the network's options from ``model:``, or for ``bandit_v2`` from ``kwargs:`` (MSST builds
+  that one as ``Bandit(**config.kwargs)``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ MAX_CONFIG_BYTES = 1 << 20  # real configs are a few kB
 MAX_CONFIG_VALUES, MAX_CONFIG_DEPTH = 100_000, 32
 #: the audio.sample_rate a config may give, Hz: telephone speech to the highest studio rate
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
+#: the section holding the network's options, where it is not ``model:`` (MSST's own choice)
+_OPTIONS_SECTION = {"bandit_v2": "kwargs"}
 
 
 class ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -80,7 +84,8 @@ class MsstConfig:
 
     Attributes:
         arch: the architecture (MSST ``model_type``), e.g. ``bs_roformer``.
-        model: the ``model:`` section (read-only; nested values as YAML gave them).
+        model: the network's options, the ``model:`` section (``kwargs:`` for
+            ``bandit_v2``; read-only; nested values as YAML gave them).
         audio: the ``audio:`` section (read-only).
         instruments: ``training.instruments`` as written.
         target_instrument: ``training.target_instrument``, or None.
@@ -277,6 +282,22 @@ def load_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
+def _missing_options(data: Mapping[str, Any], arch: str, section: str, source: str) -> str:
+    """Why a config without the section ``arch`` reads its options from cannot run, naming
+    the architecture it is for when its options are in the other architectures' section."""
+    if section == "model" and isinstance(data.get("kwargs"), Mapping) and data["kwargs"]:
+        return (
+            f"{source}: it is a config for bandit_v2 (its options are under `kwargs:`), not for "
+            f"{arch}: run it with --arch bandit_v2"
+        )
+    if section == "kwargs" and isinstance(data.get("model"), Mapping) and data["model"]:
+        return (
+            f"{source}: the `kwargs:` section bandit_v2 reads is missing; its options are under "
+            "`model:`, as in a config for another architecture (say which with --arch)"
+        )
+    return f"{source}: the `{section}:` section is missing"
+
+
 def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> MsstConfig:
     """Read an MSST config from YAML text.
 
@@ -294,14 +315,15 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
     if not isinstance(data, Mapping):
         raise InvalidModelConfig(f"{source}: a model config is a YAML mapping")
     audio = _section(data, "audio", source)
-    model = _section(data, "model", source)
     training = _section(data, "training", source)
     inference = _section(data, "inference", source)
     chosen = training.get("model_type") or arch
     if not isinstance(chosen, str) or not chosen:
         raise InvalidModelConfig(f"{source}: say which architecture it is (--arch)")
+    options = _OPTIONS_SECTION.get(chosen, "model")
+    model = _section(data, options, source)
     if not model:
-        raise InvalidModelConfig(f"{source}: the `model:` section is missing")
+        raise InvalidModelConfig(_missing_options(data, chosen, options, source))
     instruments = _instruments(training, source)
     target = training.get("target_instrument") or None
     if target is not None and target not in instruments:

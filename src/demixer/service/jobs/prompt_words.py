@@ -12,9 +12,11 @@ __all__ = [
     "AMBIGUOUS",
     "AUXILIARIES",
     "CLEANUP_SOUNDS",
+    "COMPLEMENT",
     "DETERMINERS",
     "EFFECTS",
     "FALLBACK",
+    "FALLBACK_LEFT_OUT",
     "FROM",
     "NEGATIONS",
     "NEGATION_REACH",
@@ -58,10 +60,28 @@ _words(
     "acappella",
     "a cappella",
     "a capella",
-    "speech",
-    "dialogue",
-    "dialog",
 )
+# A film's or a video's three stems (Bandit v2, ``bandit-v2-dnr``): its dialogue, its music and
+# its sound effects. Without a model making them, the dialogue falls back to the vocals
+# (:data:`FALLBACK`).
+_words(
+    "dialogue",
+    False,
+    "dialogue",
+    "dialogues",
+    "dialog",
+    "speech",
+    "spoken word",
+    "talking",
+    "narration",
+    "narrator",
+    "voiceover",
+    "voiceovers",
+    "voice over",
+    "voice overs",
+)
+_words("music", False, "music", "soundtrack", "film music", "film score")
+_words("effects", False, "effects", "sound effects", "sfx", "foley")
 _words(
     "drums",
     False,
@@ -179,8 +199,10 @@ _words(
 )
 CLEANUP_SOUNDS = frozenset({"noise", "reverb", "echo", "crowd"})
 # Where nothing installed splits the vocals (or the drums), a song's lead vocal is its vocals
-# stem, as its kick is in its drums.
+# stem, as its kick is in its drums; where nothing splits a film's sound, its dialogue is its
+# vocals (a vocal model takes voices, spoken and sung).
 FALLBACK = {
+    "dialogue": "vocals",
     "lead_vocals": "vocals",
     "male_vocals": "vocals",
     "female_vocals": "vocals",
@@ -298,4 +320,14 @@ EFFECTS = frozenset(
 )
 
 # A part of a sound -> the sound that holds it: "the kick" is in the drums.
+# Everything but the dialogue falls back too: a vocal model's instrumental is what "remove the
+# dialogue" gave before a dialogue model was in the catalogue (the drums stand in for the kick,
+# but everything but the drums is not everything but the kick).
+FALLBACK_LEFT_OUT = frozenset({"dialogue"})
+# Where nothing installed separates a film's music, "the music" is everything but the vocals
+# (what "music without vocals" asked for before), and "remove the music" the vocals. Bandit v2's
+# training set addressed the "vocal content in non-dialogue stems" of its previous version (DnR
+# v3's abstract): its music is meant to hold no voice, the two readings' common ground.
+COMPLEMENT = {"music": VOCALS}
+
 PART_OF = {**FALLBACK, "backing_vocals": VOCALS, "dry_vocals": VOCALS}

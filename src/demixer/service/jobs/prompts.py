@@ -43,9 +43,11 @@ from demixer.service.jobs.prompt_words import (
     AMBIGUOUS,
     AUXILIARIES,
     CLEANUP_SOUNDS,
+    COMPLEMENT,
     DETERMINERS,
     EFFECTS,
     FALLBACK,
+    FALLBACK_LEFT_OUT,
     FROM,
     NEGATION_REACH,
     NEGATIONS,
@@ -342,24 +344,43 @@ def read_prompt(prompt: str, can_separate: Sequence[str]) -> tuple[str, bool]:
             f"{found}; with the installed models demixer can separate: {can}",
             param="input.prompt",
         )
-    stem, invert = found
-    # The drums stand in for the kick, but everything but the drums is not everything but
-    # the kick: only the sound itself falls back.
-    if stem not in can_separate and stem in FALLBACK and not invert:
-        stem = FALLBACK[stem]
+    asked, invert = found
+    stem = asked
     if stem not in can_separate:
-        hint = pull_hint([stem], list_specs())
+        stem, invert = _fallback(stem, invert)
+    if stem not in can_separate:
+        hint = pull_hint([asked], list_specs())
         raise UnsupportedPrompt(
-            f"no installed model separates {stem}{hint}; with the installed models demixer "
+            f"no installed model separates {asked}{hint}; with the installed models demixer "
             f"can separate: {can}",
             param="input.prompt",
         )
+    # Judged as run: the sound asked for is what stands in for it ("remove the dialogue" is
+    # everything but the vocals, not that without the dialogue), the others as they are (the
+    # vocals standing in for the lead vocals hold the backing vocals a prompt leaves out).
+    flipped = invert != found[1]
+    named = [
+        n._replace(stem=stem, invert=n.invert != flipped) if n.stem == asked else n for n in named
+    ]
     misfit = _misfit(prompt, stem, invert, named, [n for n in scanned if n.source])
     if misfit is not None:
         raise UnsupportedPrompt(
             f"{misfit}; with the installed models demixer can separate: {can}",
             param="input.prompt",
         )
+    return stem, invert
+
+
+def _fallback(stem: str, invert: bool) -> tuple[str, bool]:
+    """What stands in for ``stem`` (``invert``: everything but it) where no installed model
+    separates it: the drums for the kick, but everything but the drums is not everything but
+    the kick, so only the sound itself falls back (the dialogue left out too:
+    :data:`FALLBACK_LEFT_OUT`); the music is everything but the vocals (:data:`COMPLEMENT`).
+    Itself where nothing does."""
+    if stem in FALLBACK and (not invert or stem in FALLBACK_LEFT_OUT):
+        return FALLBACK[stem], invert
+    if stem in COMPLEMENT:
+        return COMPLEMENT[stem], not invert
     return stem, invert
 
 

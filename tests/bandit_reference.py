@@ -1,0 +1,103 @@
+"""MSST's ``bandit_v2`` network, importable here: the oracle for demixer's Bandit v2.
+
+MSST's module imports ``torchaudio`` (for its ``Spectrogram`` and ``InverseSpectrogram``
+transforms, and ``functional`` for a mel layout Bandit v2 does not use) and
+``pytorch_lightning`` (for its base class). Neither can be installed here (there is no CPU
+torchaudio for this torch; Lightning would pull a training stack for one base class), so this
+module stands in for the two at the edge: the transforms are torchaudio's, written from its
+source (``torchaudio/functional/functional.py``: ``spectrogram`` and ``inverse_spectrogram``
+with ``normalized=True`` dividing by, then multiplying by, the window's L2 norm; the transforms
+register their window as a buffer), and ``LightningModule`` is ``torch.nn.Module``, which it
+extends. Everything else, the network, is MSST's own code, as installed from PyPI ``msst``.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class _Spectrogram(nn.Module):
+    def __init__(
+        self, n_fft: int = 400, win_length: int | None = None, hop_length: int | None = None,
+        pad: int = 0, window_fn: Any = torch.hann_window, power: float | None = 2.0,
+        normalized: bool = False, wkwargs: dict[str, Any] | None = None, center: bool = True,
+        pad_mode: str = "reflect", onesided: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        assert pad == 0 and power is None and normalized in (True, False)
+        self.n_fft = n_fft
+        self.win_length = win_length if win_length is not None else n_fft
+        self.hop_length = hop_length if hop_length is not None else self.win_length // 2
+        window = window_fn(self.win_length, **(wkwargs or {}))
+        self.register_buffer("window", window)
+        self.normalized, self.center, self.pad_mode, self.onesided = (
+            normalized, center, pad_mode, onesided
+        )  # fmt: skip
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        shape = waveform.size()
+        spec = torch.stft(
+            waveform.reshape(-1, shape[-1]), n_fft=self.n_fft, hop_length=self.hop_length,
+            win_length=self.win_length, window=self.window, center=self.center,
+            pad_mode=self.pad_mode, normalized=False, onesided=self.onesided,
+            return_complex=True,
+        )  # fmt: skip
+        spec = spec.reshape(shape[:-1] + spec.shape[-2:])
+        if self.normalized:
+            spec /= self.window.pow(2.0).sum().sqrt()
+        return spec
+
+
+class _InverseSpectrogram(_Spectrogram):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(power=None, **kwargs)
+
+    def forward(self, spectrogram: torch.Tensor, length: int | None = None) -> torch.Tensor:  # type: ignore[override]
+        if self.normalized:
+            spectrogram = spectrogram * self.window.pow(2.0).sum().sqrt()
+        shape = spectrogram.size()
+        wave = torch.istft(
+            spectrogram.reshape(-1, shape[-2], shape[-1]), n_fft=self.n_fft,
+            hop_length=self.hop_length, win_length=self.win_length, window=self.window,
+            center=self.center, normalized=False, onesided=self.onesided, length=length,
+            return_complex=False,
+        )  # fmt: skip
+        return wave.reshape(shape[:-2] + wave.shape[-1:])
+
+
+def _import_with_stand_ins() -> type[nn.Module]:
+    """MSST's ``Bandit``, imported with the stand-ins in ``sys.modules`` for the import alone:
+    its modules keep the names they bound, and no other test sees a torchaudio (demucs'
+    import checks that none is loaded)."""
+    audio = types.ModuleType("torchaudio")
+    transforms = types.ModuleType("torchaudio.transforms")
+    transforms.Spectrogram = _Spectrogram  # type: ignore[attr-defined]
+    transforms.InverseSpectrogram = _InverseSpectrogram  # type: ignore[attr-defined]
+    functional = types.ModuleType("torchaudio.functional")
+    audio.transforms = transforms  # type: ignore[attr-defined]
+    audio.functional = functional  # type: ignore[attr-defined]
+    lightning = types.ModuleType("pytorch_lightning")
+    lightning.LightningModule = nn.Module  # type: ignore[attr-defined]
+    stand_ins = {
+        "torchaudio": audio, "torchaudio.transforms": transforms,
+        "torchaudio.functional": functional, "pytorch_lightning": lightning,
+    }  # fmt: skip
+    added = [name for name in stand_ins if name not in sys.modules]
+    sys.modules.update({name: stand_ins[name] for name in added})
+    try:
+        from msst.models.bandit_v2.bandit import Bandit as reference
+
+        return reference
+    finally:
+        for name in added:
+            del sys.modules[name]
+
+
+Bandit = _import_with_stand_ins()
+
+__all__ = ["Bandit"]

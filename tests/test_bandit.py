@@ -1,0 +1,261 @@
+"""Bandit v2 (``bandit-v2-dnr``, ``--arch bandit_v2``) computes what MSST's ``bandit_v2`` does.
+
+The oracle is MSST's own network (PyPI ``msst`` 0.1.0, ``msst.models.bandit_v2``), importable
+through ``bandit_reference`` (which stands in for the torchaudio transforms and the Lightning
+base class it imports), and MSST's own ``demix``. As in ``test_msst_exact.py``: the published
+config (``tests/data/msst``, the catalogue's pinned bytes) shrunk in width, depth and chunk
+length, MSST's randomised weights, fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml  # type: ignore[import-untyped]
+
+from bandit_reference import Bandit as MsstBandit
+from demixer.engine import Separator
+from demixer.errors import InvalidModelConfig
+from demixer.models.arch import FP32_BY_DEFAULT, build_model
+from demixer.models.arch.bandit_v2 import musical_bands
+from demixer.models.msst.config import parse_config, read_config
+from demixer.models.msst.user import open_files
+from demixer.models.registry import get_spec
+from msst_support import DATA, music, randomise, write_config
+
+PUBLISHED = DATA / "config_dnr_bandit_v2_mus64.yaml"
+SMALL = {"n_sqm_modules": 1, "emb_dim": 16, "rnn_dim": 16, "mlp_dim": 32}
+RATE = 48000
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def published() -> dict[str, Any]:
+    with PUBLISHED.open() as fh:
+        config: dict[str, Any] = yaml.load(fh, Loader=yaml.FullLoader)  # as MSST reads it
+    return config
+
+
+def shrunk(**options: Any) -> dict[str, Any]:
+    config = copy.deepcopy(published())
+    config["kwargs"].update(SMALL)
+    config["kwargs"].update(options)
+    return config
+
+
+def test_the_published_config_reads_as_msst_reads_it() -> None:
+    config = read_config(PUBLISHED, arch="bandit_v2")
+    assert (config.arch, config.stems, config.sample_rate) == (
+        "bandit_v2", ("speech", "music", "sfx"), 48000,
+    )  # fmt: skip
+    assert (config.chunk_size, config.num_overlap, config.batch_size) == (384000, 4, 8)
+    assert config.model["n_sqm_modules"] == 8 and config.model["rnn_type"] == "GRU"
+
+
+# Every option the reference takes that changes what it computes, over the published config.
+NETWORKS: dict[str, dict[str, Any]] = {
+    "published": {},
+    "lstm, one direction": {"rnn_type": "LSTM", "bidirectional": False},
+    "real masks, no band weights, relu": {
+        "complex_mask": False, "use_freq_weights": False, "hidden_activation": "ReLU",
+    },
+    "48 bands, 1024-point stft, hamming, zero padding, not normalized": {
+        "n_bands": 48, "n_fft": 1024, "win_length": 1024, "hop_length": 256,
+        "window_fn": "hamming_window", "pad_mode": "constant", "normalized": False,
+    },
+    "two modules, a short window": {"n_sqm_modules": 2, "win_length": 1536},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(NETWORKS))
+def test_network_equals_msst(case: str) -> None:
+    config = shrunk(**NETWORKS[case])
+    reference = randomise(MsstBandit(**config["kwargs"]))
+    ours = build_model(
+        "bandit_v2", config["kwargs"], config["audio"], config["training"]["instruments"], None
+    )
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    ours.load_state_dict(reference.state_dict())
+    wave = torch.from_numpy(np.stack([music(RATE + 777, seed=1), music(RATE + 777, seed=2)]))
+    with torch.inference_mode():
+        expected, got = reference(wave), ours(wave)
+    assert got.shape == expected.shape == (2, 3, 2, RATE + 777)
+    assert float(expected.abs().max()) > 1e-3
+    assert float((got - expected).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("bands", "n_fft", "fs"),
+    [(64, 2048, 44100), (64, 2048, 48000), (48, 1024, 44100), (100, 512, 44100)],
+)
+def test_the_musical_band_layout_is_mssts(bands: int, n_fft: int, fs: int) -> None:
+    """Which bins each band holds and its share of each: exactly (a bin more or less is a
+    network of other shapes; 100 bands over 257 bins leave some without one)."""
+    from msst.models.bandit_v2.utils import MusicalBandsplitSpecification
+
+    theirs = MusicalBandsplitSpecification(nfft=n_fft, fs=fs, n_bands=bands)
+    specs, weights = musical_bands(bands, n_fft, fs)
+    assert specs == theirs.get_band_specs()
+    assert len(weights) == len(theirs.get_freq_weights())
+    for mine, reference in zip(weights, theirs.get_freq_weights(), strict=True):
+        assert mine.dtype == reference.dtype == torch.float64
+        assert torch.equal(mine, reference)
+
+
+def test_the_pinned_config_makes_tensors_the_size_of_the_pinned_checkpoint() -> None:
+    """Built full size, by MSST's class and by demixer's, the published config holds as many
+    numbers as the entry's pinned checkpoint has room for: its size less torch.save's few
+    hundred bytes per entry (a config that did not describe it would miss by megabytes)."""
+    config = published()  # built on the CPU: the band layout is read from real numbers
+    theirs = MsstBandit(**config["kwargs"])
+    ours = build_model(
+        "bandit_v2", config["kwargs"], config["audio"], config["training"]["instruments"], None
+    )
+
+    def stored(net: torch.nn.Module) -> int:  # shared tensors (the `combined` names) once
+        tensors = [*net.named_parameters(), *net.named_buffers()]
+        return sum(t.numel() * t.element_size() for _, t in tensors)
+
+    assert stored(theirs) == stored(ours) == 148_124_272
+    entries = len(theirs.state_dict())
+    spec = get_spec("bandit-v2-dnr")
+    pinned = next(w.size for w in spec.weights if w.name.endswith(".ckpt"))
+    assert pinned is not None
+    assert 200 * entries < pinned - stored(ours) < 600 * entries
+    assert spec.stems == tuple(config["training"]["instruments"])
+    assert spec.sample_rate == config["audio"]["sample_rate"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any, Any]:
+    """A shrunk published config (chunks of 24 hops), MSST's randomised network, its
+    checkpoint, and MSST's config object."""
+    from msst.utils.settings import get_model_from_config
+
+    root = tmp_path_factory.mktemp("bandit")
+    config = shrunk()
+    config["audio"]["chunk_size"] = 24 * 512
+    path = write_config(config, root / "bandit.yaml")
+    reference, reference_config = get_model_from_config("bandit_v2", str(path))
+    randomise(reference, seed=3)
+    checkpoint = root / "bandit.ckpt"
+    torch.save(reference.state_dict(), checkpoint)
+    return path, checkpoint, reference, reference_config
+
+
+@pytest.mark.parametrize("length", ["under one chunk", "many chunks"])
+def test_separation_equals_msst(
+    files: tuple[Path, Path, Any, Any], length: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MSST's own demix (its 4 overlapping chunks, fade windows, edge padding and batches of
+    8) against demixer's streaming engine, at the model's 48 kHz: no resampling either side."""
+    from msst.utils.model_utils import demix
+
+    config, checkpoint, reference, reference_config = files
+    chunk = reference_config.audio.chunk_size
+    samples = int(chunk * 0.7) if length == "under one chunk" else 5 * chunk + 1111
+    mix = music(samples, seed=4)
+    with torch.inference_mode():
+        expected = demix(reference_config, reference, mix, "cpu", "bandit_v2")
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    separator = Separator.from_backend(*open_files("bandit_v2", config, checkpoint))
+    got = separator.separate_array(mix, RATE)
+    assert list(got) == ["speech", "music", "sfx"] == list(expected)
+    for stem in got:
+        assert got[stem].shape == mix.shape
+        assert float(np.abs(expected[stem]).max()) > 1e-3
+        assert float(np.abs(got[stem] - expected[stem]).max()) <= 1e-4, stem
+
+
+def test_cli_takes_the_stems_as_dialogue_music_and_effects(
+    files: tuple[Path, Path, Any, Any], tmp_path: Path
+) -> None:
+    """A video's audio at 44.1 kHz, separated by a user's own Bandit v2 (`--arch bandit_v2`),
+    asked for by the film trade's names: each file written, named from the config as every
+    `--arch` model's are, at the input's rate, the rest as the residual."""
+    config, checkpoint, _, _ = files
+    sf.write(tmp_path / "clip.wav", music(30000, seed=5).T, 44100, subtype="FLOAT")
+    cli = Path(sys.executable).parent / "demixer"
+    env = {**os.environ, "DEMIXER_MODEL_DIR": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [str(cli), "separate", str(tmp_path / "clip.wav"), "--arch", "bandit_v2",
+         "--model-config", str(config), "--model-path", str(checkpoint),
+         "--stems", "dialogue,effects", "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    written = sorted(p.name for p in (tmp_path / "out").rglob("*.*"))
+    assert written == ["clip_residual.wav", "clip_sfx.wav", "clip_speech.wav"]
+    info = sf.info(tmp_path / "out" / "clip_speech.wav")
+    assert (info.samplerate, info.channels, info.frames) == (44100, 2, 30000)
+
+
+def test_it_runs_in_fp32_unless_bf16_is_forced(files: tuple[Path, Path, Any, Any]) -> None:
+    """Not measured in bf16, so `auto` keeps fp32 even where bf16 is native; forced, bf16 runs
+    (its matmul layers' weights stored in bf16, the recurrent layers' and the STFT in fp32)."""
+    from demixer.models.msst.backend import backend_for
+
+    config, checkpoint, _, _ = files
+    assert "bandit_v2" in FP32_BY_DEFAULT
+    read = read_config(config, arch="bandit_v2")
+    assert backend_for(read, checkpoint, precision="auto").precision == "fp32"
+    forced = backend_for(read, checkpoint, precision="bf16")
+    mix = music(6000, seed=6)
+    exact = backend_for(read, checkpoint, precision="fp32").separate(mix)
+    fast = forced.separate(mix)
+    for stem in ("speech", "music", "sfx"):
+        noise = float(np.sum((fast[stem] - exact[stem]) ** 2))
+        assert 10 * np.log10(float(np.sum(exact[stem] ** 2)) / noise) > 20.0, stem
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"in_channels": 2}, "kwargs.in_channels must be 1, not 2: MSST's bandit_v2 separates "
+         "each audio channel on its own"),
+        ({"band_type": "mel"}, "kwargs.band_type must be musical (the only layout the "
+         "reference builds), not 'mel'"),
+        ({"rnn_type": "Mamba"}, "kwargs.rnn_type must be one of GRU, LSTM, RNN, not 'Mamba'"),
+        ({"n_bands": 0}, "kwargs.n_bands must be an integer >= 1, not 0"),
+        ({"use_film": True}, "unknown kwargs option(s): use_film"),
+        ({"stems": ["speech", "music"]}, "kwargs.stems (2: speech, music) and "
+         "training.instruments (3: speech, music, sfx) must name as many stems: the network "
+         "gives one per stem, named by the instruments in order"),
+    ],
+)  # fmt: skip
+def test_a_config_it_cannot_compute_is_refused_naming_the_option(
+    options: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    config = write_config(shrunk(**options), tmp_path / "bad.yaml")
+    checkpoint = tmp_path / "none.ckpt"
+    torch.save({}, checkpoint)
+    with pytest.raises(InvalidModelConfig) as refused:
+        open_files("bandit_v2", config, checkpoint)
+    assert refused.value.message == f"{config}: bandit_v2: {message}"
+
+
+def test_a_config_given_the_wrong_architecture_is_named_for_what_it_is() -> None:
+    text = PUBLISHED.read_text("utf-8")
+    with pytest.raises(InvalidModelConfig) as caught:
+        parse_config(text, arch="bs_roformer", source="dnr.yaml")
+    assert caught.value.message == (
+        "dnr.yaml: it is a config for bandit_v2 (its options are under `kwargs:`), not for "
+        "bs_roformer: run it with --arch bandit_v2"
+    )
+    kim = (DATA / "config_vocals_mel_band_roformer_kj.yaml").read_text("utf-8")
+    with pytest.raises(InvalidModelConfig) as caught:
+        parse_config(kim, arch="bandit_v2", source="kim.yaml")
+    assert caught.value.message == (
+        "kim.yaml: the `kwargs:` section bandit_v2 reads is missing; its options are under "
+        "`model:`, as in a config for another architecture (say which with --arch)"
+    )
