@@ -365,6 +365,8 @@ def test_the_crowd_itself_is_the_crowd_removers_target() -> None:
         ("just the speech", "dialogue", False),
         ("the narrator's voice over", "dialogue", False),
         ("remove the dialogue", "dialogue", True),
+        ("the M&E track", "dialogue", True),  # music and effects: what a dub is mixed onto
+        ("the international track", "dialogue", True),
         ("the music", "music", False),
         ("keep the soundtrack, remove everything else", "music", False),
         ("no music", "music", True),

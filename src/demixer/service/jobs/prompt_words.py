@@ -80,6 +80,21 @@ _words(
     "voice over",
     "voice overs",
 )
+# Everything but the dialogue: the "M&E" (music and effects) or international track a dub is
+# mixed onto.
+_words(
+    "dialogue",
+    True,
+    "music and effects",
+    "music and sound effects",
+    "music effects",
+    "m e",
+    "m and e",
+    "m e track",
+    "international track",
+    "international version",
+    "international mix",
+)
 _words("music", False, "music", "soundtrack", "film music", "film score")
 _words("effects", False, "effects", "sound effects", "sfx", "foley")
 _words(
