@@ -228,6 +228,8 @@ def test_it_runs_in_fp32_unless_bf16_is_forced(files: tuple[Path, Path, Any, Any
         ({"rnn_type": "Mamba"}, "kwargs.rnn_type must be one of GRU, LSTM, RNN, not 'Mamba'"),
         ({"n_bands": 0}, "kwargs.n_bands must be an integer >= 1, not 0"),
         ({"use_film": True}, "unknown kwargs option(s): use_film"),
+        ({"stems": ["speech", "music", "music"]}, "kwargs.stems repeats a name: "
+         "['speech', 'music', 'music']"),
         ({"stems": ["speech", "music"]}, "kwargs.stems (2: speech, music) and "
          "training.instruments (3: speech, music, sfx) must name as many stems: the network "
          "gives one per stem, named by the instruments in order"),

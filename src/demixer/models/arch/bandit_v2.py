@@ -42,10 +42,12 @@ __all__ = ["Bandit", "BanditOptions", "build", "musical_bands", "options"]
 
 _WINDOWS = ("hann_window", "hamming_window", "blackman_window", "bartlett_window")
 _RNNS = ("GRU", "LSTM", "RNN")
-# Options the reference accepts and does not use at inference (its sample rate moves no bin:
-# the musical layout scales with it), or that only name the precision training ran at.
+# Options the reference accepts that change nothing at inference: the precisions training ran
+# at (the reference never reads them), and a check every musical layout passes (no bin is left
+# out of all bands). `fs` stays: the layout is computed at it (it scales with the rate, but its
+# rounding to whole bins is the reference's own at that rate).
 _UNUSED = frozenset(
-    {"fs", "stft_precisions", "bandsplit_precisions", "tf_model_precisions"}
+    {"stft_precisions", "bandsplit_precisions", "tf_model_precisions"}
     | {"mask_estim_precisions", "require_no_gap"}
 )
 _DEFAULTS: dict[str, Any] = {
@@ -180,6 +182,8 @@ def options(kwargs: Mapping[str, Any]) -> BanditOptions:
         or not all(isinstance(s, str) for s in stems)
     ):
         raise ValueError(f"bandit_v2: kwargs.stems must be a list of stem names, not {stems!r}")
+    if len(set(stems)) != len(stems):  # one mask estimator per name: a repeat would be lost
+        raise ValueError(f"bandit_v2: kwargs.stems repeats a name: {list(stems)}")
     problem = _refused(m)
     if problem:
         raise ValueError(f"bandit_v2: kwargs.{problem}")
