@@ -83,6 +83,7 @@ def test_submit_separate_queues_with_the_params_contract(api: Api) -> None:
         # Download names: the prompt's stem by what it is, the residual as "without" it.
         "labels": {"target": "vocals", "residual": "without-vocals"},
         "downmix": False,
+        "audio_track": None,  # the one players play
         "rescale": False,
         "extra_formats": [],
         "preprocess": [],

@@ -609,8 +609,19 @@ def test_the_audio_track_players_play_is_read_and_the_choice_said(tmp_path: Path
     assert (info.track, info.tracks) == (2, 2)
     assert info.track_note("'film.mkv'") == (
         "'film.mkv' has 2 audio tracks; track 2 (the one players play) is separated: to "
-        "separate another, extract it to a file of its own first"
+        "separate another, ask for it (CLI --audio-track, API input.audio_track)"
     )
+    # The other one, asked for: read, and nothing to say; one the file lacks is refused.
+    asked = probe(path, track=1)
+    commentary_read, _ = load(path, track=1)
+    assert (asked.track, asked.tracks, asked.track_note("'film.mkv'")) == (1, 2, None)
+    assert dominant_frequency(commentary_read[0], 48000) == pytest.approx(300.0, abs=2)
+    for missing in (0, 3):
+        with pytest.raises(InvalidAudio) as refused:
+            probe(path, track=missing)
+        assert refused.value.message == (
+            f"'film.mkv' has 2 audio tracks; there is no audio track {missing} to separate"
+        )
 
 
 @pytest.mark.parametrize(("name", "codec"), [("phone.mov", "pcm_s16le"), ("screen.mkv", "flac")])

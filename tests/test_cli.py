@@ -348,11 +348,21 @@ def test_videos_are_separated_on_their_own_timeline_from_the_track_players_play(
     warnings = [line for line in run.stderr.splitlines() if line.startswith("warning")]
     assert warnings == [
         "warning: 'film.mkv' has 2 audio tracks; track 2 (the one players play) is separated: "
-        "to separate another, extract it to a file of its own first"
+        "to separate another, ask for it (CLI --audio-track, API input.audio_track)"
     ]
     assert sf.info(out / "phone_vocals.wav").frames == 72_000  # 1.5 s
     stems = [load(out / f"film_{stem}.wav")[0] for stem in ("vocals", "accompaniment")]
     assert dominant_frequency((stems[0] + stems[1])[1], 48000) == pytest.approx(660.0, abs=2)
+    # The other track, asked for: separated, with nothing to say; one it lacks is that file's
+    # failure (exit 3), named with its reason.
+    run = demixer_here("separate", film, "--audio-track", "1", "-o", out, model_dir=model_dir)
+    assert run.returncode == 0, run.stderr
+    assert not [line for line in run.stderr.splitlines() if line.startswith("warning")]
+    stems = [load(out / f"film_{stem}.wav")[0] for stem in ("vocals", "accompaniment")]
+    assert dominant_frequency((stems[0] + stems[1])[1], 48000) == pytest.approx(300.0, abs=2)
+    run = demixer_here("separate", film, "--audio-track", "3", "-o", out, model_dir=model_dir)
+    assert run.returncode == 3
+    assert "'film.mkv' has 2 audio tracks; there is no audio track 3 to separate" in run.stderr
 
 
 def test_missing_weights_exit_4_and_say_how_to_pull(

@@ -362,6 +362,13 @@ def test_an_upload_says_where_a_videos_sound_starts_and_how_many_tracks_it_has(
         assert (info.audio_start, info.audio_tracks) == (0.5, 2)
         again = c.file(info.file_id)
         assert (again.audio_start, again.audio_tracks) == (0.5, 2)
+        # Which to separate is the script's to say (audio_track); one the file lacks is the
+        # server's 422, before anything is queued.
+        with pytest.raises(ApiError) as refused:
+            c.submit(info.file_id, model="spleeter-2stems", audio_track=3)
+        assert (refused.value.status, refused.value.code, refused.value.param) == (
+            422, "INVALID_AUDIO", "input.audio_track",
+        )  # fmt: skip
 
     def older(request: httpx.Request) -> httpx.Response:
         old = {k: v for k, v in again.raw.items() if k not in ("audio_start", "audio_tracks")}

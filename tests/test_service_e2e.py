@@ -215,7 +215,8 @@ def test_a_video_is_separated_on_its_timeline_from_the_track_players_play(
     done = wait_status(client, job, {"COMPLETED", "FAILED"}, timeout=120)
     assert done["logs"][-1]["message"].startswith(
         "completed: vocals, accompaniment; 'film.mkv' has 2 audio tracks; track 2 (the one "
-        "players play) is separated: to separate another, extract it to a file of its own first"
+        "players play) is separated: to separate another, ask for it (CLI --audio-track, API "
+        "input.audio_track)"
     )
     data = client.get(f"/v1/queue/requests/{job}/result").json()["data"]
     vocals, _ = read_audio(data["vocals"]["url"])
@@ -224,6 +225,23 @@ def test_a_video_is_separated_on_its_timeline_from_the_track_players_play(
     assert mix.shape == (2, 2 * 48000)
     assert np.abs(mix[:, :24_000]).max() < 1e-3  # silent until the sound starts
     assert dominant_frequency(mix[1, 24_000:], 48000) == pytest.approx(660.0, abs=2)
+    # The commentary, asked for (input.audio_track): separated, and nothing to say of it.
+    body["input"]["audio_track"] = 1
+    job = client.post("/v1/queue/audio/stems", json=body).json()["request_id"]
+    done = wait_status(client, job, {"COMPLETED", "FAILED"}, timeout=120)
+    said = done["logs"][-1]["message"]
+    assert said.startswith("completed: vocals, accompaniment") and "track" not in said, said
+    data = client.get(f"/v1/queue/requests/{job}/result").json()["data"]
+    mix = read_audio(data["vocals"]["url"])[0] + read_audio(data["accompaniment"]["url"])[0]
+    assert dominant_frequency(mix[1, 24_000:], 48000) == pytest.approx(300.0, abs=2)
+    body["input"]["audio_track"] = 3  # one it does not have: refused before it is queued
+    refused = client.post("/v1/queue/audio/stems", json=body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] | {"request_id": None} == {
+        "code": "INVALID_AUDIO", "param": "input.audio_track", "request_id": None,
+        "message": f"file '{body['input']['file_id']}' (film.mkv) has 2 audio tracks; there "
+        "is no audio track 3 to separate",
+    }  # fmt: skip
 
 
 def test_a_signed_download_url_that_was_tampered_with_is_refused(

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from demixer import __version__, cli_models, cli_remote, cli_service, cli_user_models
 from demixer.cli_inputs import (
+    AudioTrackOption,
     DownmixOption,
     ExcludeSpanOption,
     FilesArgument,
@@ -175,6 +176,7 @@ def separate(
         ),
     ] = DEFAULT_TEMPLATE,
     downmix: DownmixOption = False,
+    audio_track: AudioTrackOption = None,
     rescale: RescaleOption = False,
     model_path: Annotated[
         Path | None,
@@ -352,6 +354,7 @@ def separate(
                     fmt=output,
                     template=template,
                     downmix=downmix,
+                    track=audio_track,
                     rescale=rescale,
                     quality=level,
                     on_progress=progress.advance,

@@ -53,6 +53,17 @@ FilesArgument = Annotated[
 DownmixOption = Annotated[
     bool, typer.Option("--downmix", help="Fold inputs with more than 2 channels to stereo.")
 ]
+AudioTrackOption = Annotated[
+    int | None,
+    typer.Option(
+        "--audio-track",
+        min=1,
+        metavar="N",
+        help="Separate audio track N (from 1) of a file with several (a film's other "
+        "language, its commentary); default: the one players play.",
+        show_default=False,
+    ),
+]
 RescaleOption = Annotated[
     bool,
     typer.Option(
@@ -78,8 +89,8 @@ ExcludeSpanOption = Annotated[
         help="Move the separated sound from START to END seconds into the residual (repeatable).",
     ),
 ]
-"""``--downmix``, ``--span`` and ``--exclude-span``, the same for ``separate`` and ``remote
-separate``; :func:`parse_spans` reads the last two."""
+"""``--downmix``, ``--audio-track``, ``--span`` and ``--exclude-span``, the same for ``separate``
+and ``remote separate``; :func:`parse_spans` reads the last two."""
 
 
 def parse_spans(span: list[str] | None, exclude_span: list[str] | None) -> list[Span]:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from demixer.cli_inputs import (
+    AudioTrackOption,
     DownmixOption,
     ExcludeSpanOption,
     FilesArgument,
@@ -214,6 +215,7 @@ def remote_separate(
         float | None, typer.Option("--timeout", help="Seconds to wait for each job.")
     ] = None,
     downmix: DownmixOption = False,
+    audio_track: AudioTrackOption = None,
     rescale: RescaleOption = False,
     span: SpanOption = None,
     exclude_span: ExcludeSpanOption = None,
@@ -337,6 +339,7 @@ def remote_separate(
                     downmix=downmix,
                     rescale=rescale,
                     spans=spans,
+                    audio_track=audio_track,
                     on_result=results.append,
                 )
             except FileNotFoundError:
@@ -355,7 +358,8 @@ def remote_separate(
                 tally.failed.append(path)
                 continue  # this job is slow, the next ones may not be
             except DemixerError as e:
-                hint = " (--downmix here)" if e.param == "input.downmix" else ""
+                hints = {"input.downmix": "--downmix", "input.audio_track": "--audio-track"}
+                hint = f" ({hints[e.param]} here)" if e.param in hints else ""
                 print_error(e.code, f"{name}: {e.message}{hint}")
                 last = _exit_code(e)
                 # This input is bad, or too short for the spans (they start after its end):

@@ -295,6 +295,17 @@ class QueueInput(BaseModel):
         "dropped). Without it such an input is refused (422 `INVALID_AUDIO`), as the CLI "
         "refuses it without `--downmix`.",
     )
+    audio_track: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        description="Which audio track of a file with several to separate (a film's other "
+        "language, its commentary), counted from 1; left out: the one players play (the "
+        "first flagged default, else the first; `GET /v1/files/{file_id}` says how many the "
+        "upload has). One the file does not have is 422 `INVALID_AUDIO`, as the CLI's "
+        "`--audio-track`.",
+        examples=[2],
+    )
     rescale: bool = Field(
         False,
         strict=True,

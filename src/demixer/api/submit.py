@@ -203,7 +203,16 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput 
     refusal = duration_refusal(named, row.duration, settings.max_duration_seconds)
     if refusal is not None:
         raise DurationLimit(refusal.message, param=param)
-    if (row.channels or 0) > 2 and not inp.downmix:
+    track = inp.audio_track
+    if track is not None and row.audio_tracks is not None and track > row.audio_tracks:
+        count = f"{row.audio_tracks} audio track{'s' if row.audio_tracks > 1 else ''}"
+        raise InvalidAudio(
+            f"{named} has {count}; there is no audio track {track} to separate",
+            param="input.audio_track",
+        )
+    # The channels known are those of the track players play; another track's are checked
+    # when the job reads it.
+    if track is None and (row.channels or 0) > 2 and not inp.downmix:
         raise InvalidAudio(
             f"{named} has {row.channels} channels; demixer separates mono or stereo: "
             "set input.downmix to true to fold it to stereo first",
@@ -267,6 +276,7 @@ def _common(
         "quality": quality,
         "webhook": webhook,
         "downmix": inp.downmix,
+        "audio_track": inp.audio_track,
         "rescale": inp.rescale,
     }
 

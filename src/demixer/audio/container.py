@@ -94,8 +94,8 @@ FOREIGN = (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError)
 class AudioInfo:
     """What a file says about the audio track it is read for, before decoding.
 
-    That track is the one a player plays (:func:`_chosen_stream`): the first audio track
-    flagged default, else the first audio track.
+    That track is the one asked for, else the one a player plays (:func:`_chosen_stream`):
+    the first audio track flagged default, else the first audio track.
 
     Attributes:
         sample_rate: Hz of the decoded stream (the input rate; nothing is resampled).
@@ -108,6 +108,7 @@ class AudioInfo:
             read as silence, so the stems keep the audio's place against the picture.
         track: which audio track is read, counted from 1.
         tracks: how many audio tracks the file has.
+        asked: whether ``track`` was asked for (else it is the one players play).
     """
 
     sample_rate: int
@@ -118,15 +119,17 @@ class AudioInfo:
     offset: float = 0.0
     track: int = 1
     tracks: int = 1
+    asked: bool = False
 
     def track_note(self, name: str) -> str | None:
         """What a user with several audio tracks in ``name`` is told: which one is read;
-        ``None`` for a file with one."""
-        if self.tracks < 2:
+        ``None`` for a file with one, or when the track was asked for."""
+        if self.tracks < 2 or self.asked:
             return None
         return (
             f"{name} has {self.tracks} audio tracks; track {self.track} (the one players play) "
-            "is separated: to separate another, extract it to a file of its own first"
+            "is separated: to separate another, ask for it (CLI --audio-track, API "
+            "input.audio_track)"
         )
 
 
@@ -186,22 +189,32 @@ def _offset_seconds(container: InputContainer, stream: AudioStream) -> float:
     return max(0.0, start_seconds(stream) - min(starts, default=start_seconds(stream)))
 
 
-def _chosen_stream(container: InputContainer) -> AudioStream:
-    """The audio track a player plays: the first flagged default, else the first. A film's
-    or a download's second track (another language, the music without commentary) is often
-    the default one."""
+def _chosen_stream(path: Path, container: InputContainer, track: int | None) -> AudioStream:
+    """Audio track ``track`` (from 1), else the one a player plays: the first flagged default,
+    else the first. A film's or a download's second track (another language, the music
+    without commentary) is often the default one."""
     audio = container.streams.audio
+    if track is not None:
+        if not 1 <= track <= len(audio):
+            count = f"{len(audio)} audio track{'s' if len(audio) > 1 else ''}"
+            raise InvalidAudio(
+                f"{quoted_name(path)} has {count}; there is no audio track {track} to separate"
+            )
+        return audio[track - 1]
     default = av.stream.Disposition.default
     return next((s for s in audio if s.disposition & default), audio[0])
 
 
-def audio_info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioStream]:
-    """The audio stream to read and what it declares (``duration``: the audio's own length,
-    without ``offset``); raises for files that can never work."""
+def audio_info(
+    path: Path, container: InputContainer, track: int | None = None
+) -> tuple[AudioInfo, AudioStream]:
+    """The audio stream to read (``track``, from 1; None: the one players play) and what it
+    declares (``duration``: the audio's own length, without ``offset``); raises for files that
+    can never work, and for a track the file does not have."""
     if not container.streams.audio:
         what = "a video stream but no" if container.streams.video else "no"
         raise InvalidAudio(f"{quoted_name(path)} has {what} audio stream")
-    stream = _chosen_stream(container)
+    stream = _chosen_stream(path, container, track)
     ctx = stream.codec_context
     if ctx is None or ctx.codec is None:
         raise InvalidAudio(f"{quoted_name(path)}: FFmpeg has no decoder for its audio codec")
@@ -232,6 +245,7 @@ def audio_info(path: Path, container: InputContainer) -> tuple[AudioInfo, AudioS
         offset=_offset_seconds(container, stream),
         track=list(container.streams.audio).index(stream) + 1,
         tracks=len(container.streams.audio),
+        asked=track is not None,
     )
     return info, stream
 
@@ -328,7 +342,9 @@ def duration_refusal(
 _COUNTED_EXACTLY = ("flac", "aiff", "au", "caf")
 
 
-def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> AudioInfo:
+def probe(
+    path: str | os.PathLike[str], *, max_seconds: float | None = None, track: int | None = None
+) -> AudioInfo:
     """What ``path`` holds, without decoding any audio.
 
     Headers, plus the checks that need no decoding (a WAV, RF64, Wave64 or CAF shorter than its
@@ -347,7 +363,7 @@ def probe(path: str | os.PathLike[str], *, max_seconds: float | None = None) -> 
     p = Path(path)
     container = open_file(p)
     try:
-        info, stream = audio_info(p, container)
+        info, stream = audio_info(p, container, track)
         declared = checked_declared(p, info.container, info.duration)
         try:
             counted = _packet_seconds(container, stream, max_seconds)

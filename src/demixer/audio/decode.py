@@ -124,6 +124,8 @@ class AudioReader:
         max_seconds: the most audio to decode (None: no limit). A file declaring more is
             refused at once, one declaring less (or nothing) as soon as the decoded samples
             pass the limit: :class:`~demixer.errors.DurationLimit`.
+        track: the audio track to read, counted from 1 (None: the one players play); one the
+            file does not have is :class:`~demixer.errors.InvalidAudio`.
 
     Attributes:
         info: what the file declares (channels as stored, before any downmix).
@@ -138,11 +140,12 @@ class AudioReader:
         *,
         downmix: bool = False,
         max_seconds: float | None = None,
+        track: int | None = None,
     ) -> None:
         self.path = Path(path)
         self._container = open_file(self.path)
         try:
-            self.info, self._stream = audio_info(self.path, self._container)
+            self.info, self._stream = audio_info(self.path, self._container, track)
             if self.info.channels > 2 and not downmix:
                 raise InvalidAudio(
                     f"{quoted_name(self.path)} has {self.info.channels} channels; demixer "
@@ -540,12 +543,17 @@ def _arrays(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
 
 
 def load(
-    path: str | os.PathLike[str], *, downmix: bool = False, max_seconds: float | None = None
+    path: str | os.PathLike[str],
+    *,
+    downmix: bool = False,
+    max_seconds: float | None = None,
+    track: int | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Decode a whole file: ``((channels, samples) float32, sample_rate in Hz)``.
+    """Decode a whole file (audio track ``track``, from 1; None: the one players play):
+    ``((channels, samples) float32, sample_rate in Hz)``.
 
     Memory is the decoded length; use :class:`AudioReader` to stream long inputs.
     """
-    with AudioReader(path, downmix=downmix, max_seconds=max_seconds) as reader:
+    with AudioReader(path, downmix=downmix, max_seconds=max_seconds, track=track) as reader:
         chunks = list(reader.blocks(1 << 16))
         return np.concatenate(chunks, axis=1), reader.sample_rate

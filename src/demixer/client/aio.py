@@ -182,6 +182,7 @@ class AsyncClient(core.ClientBase):
         downmix: bool = False,
         rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
+        audio_track: int | None = None,
     ) -> Job:
         """See :meth:`Client.submit`."""
         call = self._submit_call(
@@ -199,6 +200,7 @@ class AsyncClient(core.ClientBase):
             downmix=downmix,
             rescale=rescale,
             spans=spans,
+            audio_track=audio_track,
         )
         return Job.from_json(await self._json(call))
 
@@ -379,6 +381,7 @@ class AsyncClient(core.ClientBase):
         downmix: bool = False,
         rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
+        audio_track: int | None = None,
         on_result: Callable[[Result], None] | None = None,
     ) -> dict[str, Path]:
         """See :meth:`Client.separate`; cancelled (the task, or Ctrl-C) while it waits, the job
@@ -411,6 +414,7 @@ class AsyncClient(core.ClientBase):
                 downmix=downmix,
                 rescale=rescale,
                 spans=spans,
+                audio_track=audio_track,
             )
             with retries.naming_the_job(job.request_id):
                 try:

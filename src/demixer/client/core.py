@@ -500,6 +500,7 @@ class ClientBase:
         downmix: bool = False,
         rescale: bool = False,
         spans: Sequence[SpanLike] | None = None,
+        audio_track: int | None = None,
     ) -> Call:
         if (file_id is None) == (audio_url is None):
             raise ValueError("give exactly one of file_id and audio_url")
@@ -513,6 +514,8 @@ class ClientBase:
             inp["quality"] = quality
         if downmix:
             inp["downmix"] = True
+        if audio_track is not None:
+            inp["audio_track"] = audio_track
         if rescale:
             inp["rescale"] = True
         if spans is not None and prompt is None:

@@ -204,6 +204,7 @@ class Client(core.ClientBase):
         downmix: bool = False,
         rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
+        audio_track: int | None = None,
     ) -> Job:
         """Queue a separation of an uploaded file or an http(s) URL.
 
@@ -215,10 +216,11 @@ class Client(core.ClientBase):
         ``16``/``24``/``32f``, flac ``16``/``24``.
         ``quality``: ``fast``, ``balanced`` or ``best`` (None: the server's default).
         ``downmix``: fold more than 2 channels (a film's 5.1) to stereo instead of having
-        the input refused. ``rescale``: scale all outputs by one gain where one would peak
-        above full scale, instead of clipping it. ``spans`` (with a prompt): keep the target
-        only in ``(start, end)`` seconds, or take it out of ``(start, end, False)``; what is
-        taken out goes to the residual.
+        the input refused. ``audio_track``: which audio track of a file with several to
+        separate, from 1 (None: the one players play). ``rescale``: scale all outputs by one
+        gain where one would peak above full scale, instead of clipping it. ``spans`` (with a
+        prompt): keep the target only in ``(start, end)`` seconds, or take it out of
+        ``(start, end, False)``; what is taken out goes to the residual.
         """
         call = self._submit_call(
             file_id,
@@ -235,6 +237,7 @@ class Client(core.ClientBase):
             downmix=downmix,
             rescale=rescale,
             spans=spans,
+            audio_track=audio_track,
         )
         return Job.from_json(self._json(call))
 
@@ -448,6 +451,7 @@ class Client(core.ClientBase):
         downmix: bool = False,
         rescale: bool = False,
         spans: Sequence[core.SpanLike] | None = None,
+        audio_track: int | None = None,
         on_result: Callable[[Result], None] | None = None,
     ) -> dict[str, Path]:
         """Upload ``path``, separate it, wait, and download the outputs into ``directory``.
@@ -491,6 +495,7 @@ class Client(core.ClientBase):
                 downmix=downmix,
                 rescale=rescale,
                 spans=spans,
+                audio_track=audio_track,
             )
             with retries.naming_the_job(job.request_id):
                 try:

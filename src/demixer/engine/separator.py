@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -334,6 +335,7 @@ class Separator:
         fmt: OutputFormat | None = None,
         template: str = DEFAULT_TEMPLATE,
         downmix: bool = False,
+        track: int | None = None,
         rescale: bool = False,
         quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
@@ -362,6 +364,7 @@ class Separator:
         the pair takes what they leave out. ``extra_formats`` writes every output
         once more in each of them (same name, their extension), from the same blocks.
 
+        ``track``: the audio track to separate, counted from 1 (None: the one players play).
         ``max_seconds`` bounds the audio decoded (``DurationLimit`` past it, whatever the file
         declares). ``on_progress`` gets non-decreasing fractions: of the declared length while
         the separation is within it (from inside windows where the backend tells), else the
@@ -381,10 +384,11 @@ class Separator:
             # song's separation. The length is the one an upload is measured by (the packets
             # counted, where a header understates it); the check after the stream stays, for
             # a file that decodes shorter than that.
-            length = probe(source, max_seconds=max_seconds).duration
+            length = probe(source, max_seconds=max_seconds, track=track).duration
             if length:
                 check_reach(spans, length)
-        with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as reader:
+        opened = partial(AudioReader, source, downmix=downmix, max_seconds=max_seconds, track=track)
+        with opened() as reader:
             note = reader.info.track_note(f"'{source.name}'")
             if note:  # a video's other tracks (languages, commentary) are not separated
                 log.warning("%s", note)
@@ -425,7 +429,7 @@ class Separator:
             try:
 
                 def decoded() -> Iterator[np.ndarray]:  # a pass of its own over the input
-                    with AudioReader(source, downmix=downmix, max_seconds=max_seconds) as first:
+                    with opened() as first:
                         yield from self._decoded(first, preprocess)
 
                 stats = self.input_stats(decoded, reader.sample_rate)

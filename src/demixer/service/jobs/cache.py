@@ -1,9 +1,10 @@
 """The result cache: a request identical to one already completed reuses its outputs.
 
-Two requests give the same outputs when their input bytes, engine model, stems, output names,
-format, bit depth, rescaling, spans and quality level agree; :func:`fingerprint` hashes exactly
-those. Only uploaded files take part: an ``audio_url``'s content is unknown until a worker
-fetches it, so URL requests are never answered from the cache. Reuse stays within one account.
+Two requests give the same outputs when their input bytes (and audio track), engine model,
+stems, output names, format, bit depth, rescaling, spans and quality level agree;
+:func:`fingerprint` hashes exactly those. Only uploaded files take part: an ``audio_url``'s
+content is unknown until a worker fetches it, so URL requests are never answered from the cache.
+Reuse stays within one account.
 
 The reused outputs are *copied* (hard-linked where the storage can) under the new request's own
 prefix, ``outputs/{job_id}/cached/…``: each request owns its blobs, so deleting or expiring one
@@ -76,7 +77,9 @@ def fingerprint(
         "engine_model": engine_model,
         **{name: row[name] for name in ("stems", "names", "output_format", "bit_depth", "spans")},
     }
-    for added in ("extra_formats", "preprocess", "rescale"):  # only when set: older ones hold
+    # Only when set: older rows hold no such field (an input's other audio track is another
+    # input altogether).
+    for added in ("extra_formats", "preprocess", "rescale", "audio_track"):
         if row[added]:
             key[added] = row[added]
     if weights:

@@ -166,6 +166,7 @@ class JobParams(_Part):
         preprocess: steps applied to the input before separation (:data:`PREPROCESS_STEPS`);
             stems + residual then add up to the processed input.
         downmix: fold an input with more than two channels to stereo (else refused).
+        audio_track: the input's audio track to separate, from 1 (None: the one players play).
         rescale: scale all outputs by one gain instead of clipping integer and mp3 samples.
         quality: the level the model runs at (:mod:`demixer.models.quality`): the request's,
             else the server's ``DEMIXER_QUALITY``. Rows written before levels existed lack it
@@ -186,6 +187,7 @@ class JobParams(_Part):
     extra_formats: tuple[_FORMAT, ...] = ()
     preprocess: tuple[Literal["denoise", "dereverb", "deecho"], ...] = ()
     downmix: bool = False
+    audio_track: int | None = Field(default=None, ge=1)
     rescale: bool = False
     quality: Quality = "fast"
     webhook: Webhook | None = None

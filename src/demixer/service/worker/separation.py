@@ -102,7 +102,7 @@ def check_input(job: ChildJob) -> AudioInfo:
     counted up to the limit), made before a model is loaded: an ``audio_url`` input gets the
     answer the same file gets at upload, and a refused one costs no model load. Decoding
     still stops at ``job.max_seconds`` whatever the packets said."""
-    info = probe(job.input_path, max_seconds=job.max_seconds)
+    info = probe(job.input_path, max_seconds=job.max_seconds, track=job.params.audio_track)
     name = f"'{Path(job.input_path).name}'"
     refusal = duration_refusal(name, info.duration, job.max_seconds)
     if refusal is not None:
@@ -167,6 +167,7 @@ def run_job(
         fmt=params.format,
         template="{stem}.{ext}",
         downmix=params.downmix,
+        track=params.audio_track,
         rescale=params.rescale,
         quality=params.quality,
         on_progress=progress,
