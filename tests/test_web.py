@@ -900,13 +900,15 @@ def test_a_video_whose_sound_starts_late_is_compared_in_step_and_its_tracks_said
     """A phone video whose sound starts 0.5 s after its picture: the stems start with the
     file (so they go back on the video in sync), the browser decodes the sound alone, and
     A/B played the original 0.5 s early against them. A video with several audio tracks
-    says which one is separated, and offers no A/B: the browser would play its first."""
+    says which one is separated, lets the musician choose another, and offers no A/B: the
+    browser would play its first."""
     sound = tone(1.5, 48000, [440.0, 660.0])
     sound[:, 24_000:24_048] = 0.9  # 1.0 s into the video
     phone = encode(tmp_path / "phone.mov", sound, 48000, "pcm_s16le", video="mpeg4",
                    video_seconds=2.0, audio_start=0.5)  # fmt: skip
     open_page(page, server)
     upload(page, phone)
+    expect(page.locator("#track-field")).to_be_hidden()  # one track: nothing to choose
     page.locator("#model-select").select_option("spleeter-2stems")
     page.get_by_test_id("submit").click()
     expect(page.get_by_test_id("stem-row")).to_have_count(2, timeout=180_000)
@@ -928,9 +930,16 @@ def test_a_video_whose_sound_starts_late_is_compared_in_step_and_its_tracks_said
                          video_seconds=1.0)  # fmt: skip
     upload(page, film)
     expect(page.get_by_test_id("upload-status")).to_have_text(
-        "Ready: film.mkv · 0:01 · 2 audio tracks: the default one is separated"
+        "Ready: film.mkv · 0:01 · 2 audio tracks: the default one is separated, or choose one"
     )
-    page.get_by_test_id("submit").click()
+    # The other track (the commentary), chosen: the request asks for it.
+    tracks = page.get_by_test_id("track-select")
+    expect(tracks.locator("option")).to_have_text(["the default one", "track 1", "track 2"])
+    tracks.select_option("1")
+    shot(page, "video-tracks")
+    with page.expect_request(lambda r: r.url.endswith("/v1/queue/audio/stems")) as sent:
+        page.get_by_test_id("submit").click()
+    assert sent.value.post_data_json["input"]["audio_track"] == 1
     expect(page.get_by_test_id("ab-note")).to_have_text(
         "Original: not here, because this video has several audio tracks, and the browser "
         "would play the first, not always the one separated.",

@@ -240,6 +240,7 @@ function upload(file) {
   state.fileName = file.name;
   state.downmix = false;
   state.audio = null;
+  chooseTracks(1);
   const bar = $("#upload-progress");
   const text = $("#upload-text");
   const failed = (err) => {
@@ -294,10 +295,18 @@ function useUpload(body) {
   state.fileId = body.file_id;
   state.downmix = body.channels > 2;
   state.audio = { start: body.audio_start || 0, tracks: body.audio_tracks || 1 };
+  chooseTracks(body.audio_tracks || 1);
   const long = body.duration ? ` · ${length(body.duration)}` : "";
   const folded = state.downmix ? ` · ${body.channels} channels, folded to stereo` : "";
-  const tracks = body.audio_tracks > 1 ? ` · ${body.audio_tracks} audio tracks: the default one is separated` : "";
+  const tracks = body.audio_tracks > 1 ? ` · ${body.audio_tracks} audio tracks: the default one is separated, or choose one` : "";
   return `Ready: ${body.file_name}${long}${folded}${tracks}`;
+}
+// Of several audio tracks, the one players play unless another is chosen (input.audio_track).
+function chooseTracks(count) {
+  const select = $("#track-select");
+  select.replaceChildren(new Option("the default one", ""));
+  for (let n = 1; n <= count; n++) select.append(new Option(`track ${n}`, String(n)));
+  $("#track-field").hidden = count < 2;
 }
 $("#upload-input").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); });
 const drop = $("#drop");
@@ -377,6 +386,7 @@ export function forgetChosenFile() {
   state.file = null;
   state.downmix = false;
   state.audio = null;
+  chooseTracks(1);
   $("#upload-input").value = "";
   $("#upload-text").textContent = "";
   $("#upload-row").hidden = true;

@@ -34,6 +34,8 @@ $("#job-form").addEventListener("submit", async (ev) => {
   const quality = $("#quality-select").value;  // "": the server's default
   if (quality) input.quality = quality;
   if (state.downmix) input.downmix = true;
+  const track = $("#track-select").value;  // "": the one players play
+  if (track) input.audio_track = Number(track);
   // Stems to listen to, mix and download: where one would peak above full scale (a loud
   // master, an mp3 decoded past 0 dBFS, a folded 5.1), all are turned down by one gain
   // instead of clipping, so they keep their balance and still add up to the song.
