@@ -110,7 +110,8 @@ def hold_quota(services: Services, claim: Claim, params: JobParams, path: Path) 
         if held(s, claim.id) or quota_state(s, claim.account_id, db.clock()) is None:
             return  # measured by an earlier attempt, or unlimited: nothing to measure
     try:
-        info = probe(path, max_seconds=services.settings.max_duration_seconds)
+        limit = services.settings.max_duration_seconds
+        info = probe(path, max_seconds=limit, track=params.audio_track)  # the track it reads
     except DemixerError:
         return  # unusable: the child's check of the input fails it with the upload's answer
     if info.duration is None:
