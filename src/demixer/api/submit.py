@@ -28,7 +28,7 @@ from demixer.api.schemas import (
 )
 from demixer.api.uploads import owned_file, settle_pending
 from demixer.api.validation import invalid_request
-from demixer.audio import OutputFormat, duration_refusal
+from demixer.audio import OutputFormat, duration_refusal, track_refusal
 from demixer.engine.spans import Span, check_reach
 from demixer.engine.stems import RESIDUAL, choose_model, plan_stems
 from demixer.errors import (
@@ -204,12 +204,10 @@ def _input(services: Services, account_id: str, inp: QueueInput) -> UploadInput 
     if refusal is not None:
         raise DurationLimit(refusal.message, param=param)
     track = inp.audio_track
-    if track is not None and row.audio_tracks is not None and track > row.audio_tracks:
-        count = f"{row.audio_tracks} audio track{'s' if row.audio_tracks > 1 else ''}"
-        raise InvalidAudio(
-            f"{named} has {count}; there is no audio track {track} to separate",
-            param="input.audio_track",
-        )
+    if track is not None and row.audio_tracks is not None:
+        missing = track_refusal(named, row.audio_tracks, track)
+        if missing is not None:
+            raise InvalidAudio(missing.message, param="input.audio_track")
     # The channels known are those of the track players play; another track's are checked
     # when the job reads it.
     if track is None and (row.channels or 0) > 2 and not inp.downmix:

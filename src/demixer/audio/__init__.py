@@ -7,7 +7,14 @@ Arrays are always float32 ``(channels, samples)``; rates are in Hz. Every input 
 
 from __future__ import annotations
 
-from demixer.audio.decode import AudioInfo, AudioReader, duration_refusal, load, probe
+from demixer.audio.decode import (
+    AudioInfo,
+    AudioReader,
+    duration_refusal,
+    load,
+    probe,
+    track_refusal,
+)
 from demixer.audio.encode import FORMATS, OutputFormat, StemSetWriter, WriteReport
 from demixer.audio.queue import SampleQueue
 from demixer.audio.resample import StreamResampler, fit_length, resample, resampled_length
@@ -27,4 +34,5 @@ __all__ = [
     "probe",
     "resample",
     "resampled_length",
+    "track_refusal",
 ]

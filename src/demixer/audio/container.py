@@ -47,6 +47,7 @@ __all__ = [
     "open_file",
     "over_limit",
     "probe",
+    "track_refusal",
     "unreadable",
 ]
 
@@ -195,11 +196,9 @@ def _chosen_stream(path: Path, container: InputContainer, track: int | None) -> 
     without commentary) is often the default one."""
     audio = container.streams.audio
     if track is not None:
-        if not 1 <= track <= len(audio):
-            count = f"{len(audio)} audio track{'s' if len(audio) > 1 else ''}"
-            raise InvalidAudio(
-                f"{quoted_name(path)} has {count}; there is no audio track {track} to separate"
-            )
+        refusal = track_refusal(quoted_name(path), len(audio), track)
+        if refusal is not None:
+            raise refusal
         return audio[track - 1]
     default = av.stream.Disposition.default
     return next((s for s in audio if s.disposition & default), audio[0])
@@ -332,6 +331,15 @@ def duration_refusal(
         f"{name} is longer than this server's limit of {max_seconds:g} s{figure}; "
         "send a shorter file"
     )
+
+
+def track_refusal(name: str, tracks: int, track: int) -> InvalidAudio | None:
+    """The refusal of audio track ``track`` (from 1) of ``name``, which has ``tracks``; None
+    when it has that track."""
+    if 1 <= track <= tracks:
+        return None
+    count = f"{tracks} audio track{'s' if tracks != 1 else ''}"
+    return InvalidAudio(f"{name} has {count}; there is no audio track {track} to separate")
 
 
 # Containers whose packets state exactly the samples they hold, and whose header states the

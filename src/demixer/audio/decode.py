@@ -68,6 +68,7 @@ from demixer.audio.container import (
     open_file,
     over_limit,
     probe,
+    track_refusal,
     unreadable,
 )
 from demixer.audio.declared import (
@@ -92,6 +93,7 @@ __all__ = [
     "duration_refusal",
     "load",
     "probe",
+    "track_refusal",
 ]
 
 log = logging.getLogger("demixer.audio")

@@ -39,6 +39,7 @@ __all__ = [
     "Builder",
     "build_model",
     "builder",
+    "check_named_in_order",
     "chunk_problem",
 ]
 
@@ -104,6 +105,20 @@ def build_model(
     except ValueError as exc:  # a builder's own check of an option
         raise InvalidModelConfig(str(exc)) from None
     return network.eval()
+
+
+def check_named_in_order(
+    arch: str, option: str, stems: Sequence[str], instruments: Sequence[str], each: str
+) -> None:
+    """Raise ``ValueError`` unless ``training.instruments`` names as many stems as the
+    network's ``option`` lists (``stems``): MSST names the network's outputs by the
+    instruments, in order (``each``: what one output is, in the message)."""
+    if len(stems) != len(instruments):
+        raise ValueError(
+            f"{arch}: {option} ({len(stems)}: {', '.join(stems)}) and training.instruments "
+            f"({len(instruments)}: {', '.join(instruments)}) must name as many stems: the "
+            f"network gives one per {each}, named by the instruments in order"
+        )
 
 
 def chunk_problem(network: nn.Module, samples: int) -> str | None:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn.modules import activation
 
+from demixer.models.arch import check_named_in_order
 from demixer.models.stft import stft_problem
 
 __all__ = ["Bandit", "BanditOptions", "build", "musical_bands", "options"]
@@ -468,10 +469,5 @@ def build(
     order, and must name as many.
     """
     opts = options(model)
-    if len(opts.stems) != len(instruments):
-        raise ValueError(
-            f"bandit_v2: kwargs.stems ({len(opts.stems)}: {', '.join(opts.stems)}) and "
-            f"training.instruments ({len(instruments)}: {', '.join(instruments)}) must name as "
-            "many stems: the network gives one per stem, named by the instruments in order"
-        )
+    check_named_in_order("bandit_v2", "kwargs.stems", opts.stems, instruments, "stem")
     return Bandit(opts).eval()

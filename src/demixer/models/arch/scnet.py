@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demixer.models.arch import check_named_in_order
 from demixer.models.arch.scnet_options import BANDS, ScnetOptions, band_edges, options
 from demixer.models.stft import stft_problem
 
@@ -365,10 +366,5 @@ def build(
     as many: MSST pairs them in order).
     """
     opts = options(model)
-    if len(opts.sources) != len(instruments):
-        raise ValueError(
-            f"scnet: model.sources ({len(opts.sources)}: {', '.join(opts.sources)}) and "
-            f"training.instruments ({len(instruments)}: {', '.join(instruments)}) must name as "
-            "many stems: the network gives one per source, named by the instruments in order"
-        )
+    check_named_in_order("scnet", "model.sources", opts.sources, instruments, "source")
     return SCNet(opts).eval()

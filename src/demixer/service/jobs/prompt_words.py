@@ -90,7 +90,6 @@ _words(
     "music effects",
     "m e",
     "m and e",
-    "m e track",
     "international track",
     "international version",
     "international mix",
