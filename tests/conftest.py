@@ -169,8 +169,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 SLOWEST_MODULES = (
     "test_cli.py", "test_worker.py", "test_web.py", "test_scale_out.py", "test_webhooks.py",
     "test_abuse.py", "test_client.py", "test_service_e2e.py", "test_vendor_musicgpt.py",
-    "test_msst_models.py", "test_api_queue.py", "test_postgres.py", "test_vendor_sunoapi.py",
-    "test_msst_exact.py", "test_workers_registry.py", "test_engine.py",
+    "test_msst_models.py", "test_vr.py", "test_api_queue.py", "test_postgres.py",
+    "test_vendor_sunoapi.py", "test_msst_exact.py", "test_workers_registry.py", "test_engine.py",
 )  # fmt: skip
 
 

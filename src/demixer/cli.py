@@ -192,10 +192,10 @@ def separate(
         typer.Option(
             "--arch",
             help="Run your own model: its architecture (MSST format: bs_roformer, "
-            "mel_band_roformer, mdx23c, scnet, bandit_v2; or mdx_net, a UVR MDX-Net .onnx), with "
-            "--model-config and --model-path; stems are named from the config. With "
-            "DEMIXER_PRECISION=fp32 an MSST model gives what MSST's own inference gives; an "
-            "mdx_net model gives what UVR gives.",
+            "mel_band_roformer, mdx23c, scnet, bandit_v2; mdx_net, a UVR MDX-Net .onnx; or vr, "
+            "a UVR VR .pth), with --model-config and --model-path; stems are named from the "
+            "config. With DEMIXER_PRECISION=fp32 an MSST model gives what MSST's own "
+            "inference gives; an mdx_net or vr model gives what UVR gives.",
         ),
     ] = None,
     model_config: Annotated[
@@ -203,8 +203,8 @@ def separate(
         typer.Option(
             "--model-config",
             metavar="FILE",
-            help="Your MSST model's YAML config; for mdx_net its parameters (YAML or JSON: "
-            "demixer's arch_params, one UVR model-data entry, or UVR's model_data.json).",
+            help="Your MSST model's YAML config; for mdx_net and vr its parameters (YAML or "
+            "JSON: demixer's arch_params, one UVR model-data entry, or UVR's model_data.json).",
         ),
     ] = None,
     quality: Annotated[

@@ -57,6 +57,7 @@ _ARCH_LABELS = {
     "scnet": "scnet",
     "bandit_v2": "bandit2",
     "mdx_net": "mdx-net",
+    "vr": "vr",
     "recipe": "recipe",
 }
 

@@ -25,24 +25,26 @@ def models_add(
         typer.Option(
             "--arch",
             help="Its architecture: bs_roformer, mel_band_roformer, mdx23c, scnet or "
-            "bandit_v2 (MSST format), or mdx_net (a UVR MDX-Net .onnx).",
+            "bandit_v2 (MSST format), mdx_net (a UVR MDX-Net .onnx) or vr (a UVR VR .pth).",
         ),
     ],
     config: Annotated[
         Path,
         typer.Option(
             "--config",
-            help="Its MSST YAML config; for mdx_net its parameters (YAML or JSON): demixer's "
-            "arch_params, one UVR model-data entry, or UVR's whole model_data.json.",
+            help="Its MSST YAML config; for mdx_net and vr its parameters (YAML or JSON): "
+            "demixer's arch_params, one UVR model-data entry, or UVR's whole model_data.json.",
         ),
     ],
     checkpoint: Annotated[
         Path,
-        typer.Option("--checkpoint", help="Its checkpoint (.ckpt / .pt / .pth; mdx_net: .onnx)."),
+        typer.Option(
+            "--checkpoint", help="Its checkpoint (.ckpt / .pt / .pth; mdx_net: .onnx; vr: .pth)."
+        ),
     ],
 ) -> None:
     """Add your own model to the model directory: MSST format (YAML config + checkpoint),
-    or UVR MDX-Net (--arch mdx_net: parameters + .onnx).
+    UVR MDX-Net (--arch mdx_net: parameters + .onnx) or UVR VR (--arch vr: parameters + .pth).
 
     Checks that the checkpoint fits the network the config describes (an .onnx: that
     onnxruntime loads it and its shapes fit the parameters), then copies both to
@@ -52,7 +54,10 @@ def models_add(
     An mdx_net parameters file is demixer's arch_params ({dim_f: 3072, dim_t: 256,
     n_fft: 7680, compensate: 1.035, primary_stem: vocals}), one entry of UVR's model
     data ({"mdx_dim_f_set": 3072, "mdx_dim_t_set": 8, ...}), or UVR's whole
-    model_data.json, where the entry under the .onnx's UVR hash is used.
+    model_data.json, where the entry under the .onnx's UVR hash is used. A vr
+    parameters file is one entry of UVR's VR model data ({vr_model_param: 4band_v3,
+    primary_stem: Instrumental}; demixer ships UVR's band layouts), UVR's whole VR
+    model_data.json, or a band layout of your own with a primary_stem added.
     """
     try:
         from demixer.models import own

@@ -1,9 +1,10 @@
 """A user's own model from its files, whichever kind it is: the one place that tells them apart.
 
-Two kinds of files can be run or added: an MSST model (``--arch bs_roformer``,
-``mel_band_roformer``, ``mdx23c``, ``scnet``: a YAML config and a checkpoint,
-:mod:`demixer.models.msst.user`) and a UVR MDX-Net model (``--arch mdx_net``: its parameters and
-an ``.onnx``, :mod:`demixer.models.mdx_net.user`). ``demixer separate --arch`` and ``demixer
+Three kinds of files can be run or added: an MSST model (``--arch bs_roformer``,
+``mel_band_roformer``, ``mdx23c``, ``scnet``, ``bandit_v2``: a YAML config and a checkpoint,
+:mod:`demixer.models.msst.user`), a UVR MDX-Net model (``--arch mdx_net``: its parameters and
+an ``.onnx``, :mod:`demixer.models.mdx_net.user`) and a UVR VR model (``--arch vr``: its
+parameters and a ``.pth``, :mod:`demixer.models.vr.user`). ``demixer separate --arch`` and ``demixer
 models add`` call the functions here, never a kind's module.
 """
 
@@ -17,6 +18,7 @@ from demixer.models.registry import ModelSpec
 __all__ = ["add", "open_files", "stems"]
 
 MDX_NET = "mdx_net"
+VR = "vr"
 
 
 def stems(arch: str, config: Path, checkpoint: Path) -> tuple[str, ...]:
@@ -25,6 +27,10 @@ def stems(arch: str, config: Path, checkpoint: Path) -> tuple[str, ...]:
         from demixer.models.mdx_net.user import read_params
 
         return read_params(config, checkpoint).stems
+    if arch == VR:
+        from demixer.models.vr import user as vr
+
+        return vr.read_params(config, checkpoint).stems
     from demixer.models.msst.config import read_config
 
     return read_config(config, arch=arch).stems
@@ -39,6 +45,10 @@ def open_files(
         from demixer.models.mdx_net import user as mdx_net
 
         return mdx_net.open_files(config, checkpoint, device=device)
+    if arch == VR:
+        from demixer.models.vr import user as vr
+
+        return vr.open_files(config, checkpoint, device=device)
     from demixer.models.msst import user as msst
 
     return msst.open_files(arch, config, checkpoint, device=device)
@@ -50,6 +60,10 @@ def add(name: str, *, arch: str, config: Path, checkpoint: Path) -> ModelSpec:
         from demixer.models.mdx_net import user as mdx_net
 
         return mdx_net.add(name, config=config, checkpoint=checkpoint)
+    if arch == VR:
+        from demixer.models.vr import user as vr
+
+        return vr.add(name, config=config, checkpoint=checkpoint)
     from demixer.models.msst import user as msst
 
     return msst.add(name, arch=arch, config=config, checkpoint=checkpoint)

@@ -13,7 +13,9 @@ A UVR MDX-Net model (``--arch mdx_net``: an ``.onnx`` and its parameters,
 :mod:`demixer.models.mdx_net.user`) keeps its files as ``params.yaml`` (or ``params.json``) and
 ``model.onnx``, and its manifest adds ``"arch_params"``: the parameters as the catalogue's
 MDX-Net entries give them, resolved once at ``add`` (a whole ``model_data.json`` needs the
-file's hash). The architecture chooses the loader; a manifest without ``arch_params`` (every
+file's hash). A UVR VR model (``--arch vr``, :mod:`demixer.models.vr.user`) likewise keeps
+``params.yaml`` (or ``.json``) and ``model.pth``, its resolved parameters in ``"arch_params"``.
+The architecture chooses the loader; a manifest without ``arch_params`` (every
 MSST model, and every manifest written before MDX-Net) reads as before.
 
 :func:`user_specs` turns every such directory into a :class:`~demixer.models.registry.ModelSpec`,
@@ -84,10 +86,13 @@ _STAGING = re.compile(rf"\.({NAME_PATTERN})\.[0-9a-f]{{16}}")
 _REMOVED = re.compile(rf"\.({NAME_PATTERN})\.removed\.[0-9]{{1,10}}")
 
 #: the loader of each architecture that does not run as an MSST model
-_LOADERS = {"mdx_net": "demixer.models.mdx_net:load"}
+_LOADERS = {"mdx_net": "demixer.models.mdx_net:load", "vr": "demixer.models.vr:load"}
 _MSST_LOADER = "demixer.models.msst:load"
 #: how each such architecture's files are named on ``models add`` (see the hints below)
-_ADD_FILES = {"mdx_net": "--config PARAMS --checkpoint MODEL.onnx"}
+_ADD_FILES = {
+    "mdx_net": "--config PARAMS --checkpoint MODEL.onnx",
+    "vr": "--config PARAMS --checkpoint MODEL.pth",
+}
 _MSST_ADD_FILES = "--config CONFIG.yaml --checkpoint MODEL.ckpt"
 
 

@@ -43,8 +43,12 @@ __all__ = [
     "UserParams",
     "add",
     "check_files",
+    "is_model_data",
+    "model_data_entry",
     "open_files",
+    "read_data",
     "read_params",
+    "stem_pair",
     "uvr_hash",
 ]
 
@@ -102,9 +106,7 @@ def read_params(path: Path, onnx: Path) -> UserParams:
             unknown key, or a value out of range; the message names the file and the key.
         ModelUnavailable: ``onnx`` cannot be read to hash it.
     """
-    source = str(path)
-    text = read_config_text(path)
-    data = _parse(text, source) if Path(path).suffix.lower() == ".json" else load_yaml(text, source)
+    data, source = read_data(path)
     params, source = _arch_params(data, source, onnx)
     MdxParams.from_arch_params(params, model_id=source, source=source)  # raises if unusable
     primary = params.get("primary_stem")
@@ -113,7 +115,7 @@ def read_params(path: Path, onnx: Path) -> UserParams:
             f"{source}: lacks primary_stem, what the network outputs (Vocals, Instrumental, "
             "...; UVR's model data gives it per model)"
         )
-    stems = _stems(primary, source)
+    stems = stem_pair(primary, source)
     return UserParams({**params, "primary_stem": stems[0]}, stems)
 
 
@@ -174,6 +176,42 @@ def _open(
         raise CheckpointMismatch(f"{exc.message} (the parameters: {config})") from None
 
 
+def read_data(path: Path) -> tuple[Any, str]:
+    """A parameters file's contents (JSON if its name ends in ``.json``, else YAML read
+    safely) and its name for messages."""
+    source = str(path)
+    text = read_config_text(path)
+    is_json = Path(path).suffix.lower() == ".json"
+    return (_parse(text, source) if is_json else load_yaml(text, source)), source
+
+
+def is_model_data(data: Mapping[Any, Any]) -> bool:
+    """Whether ``data`` is UVR's whole model data: a map from file hash to entry."""
+    return all(_HASH.fullmatch(str(key)) for key in data)
+
+
+def model_data_entry(data: Mapping[Any, Any], source: str, model: Path) -> tuple[Any, str]:
+    """The entry of UVR's whole model data ``data`` for the file ``model`` (by UVR's hash of
+    it), and where it was found.
+
+    Raises:
+        InvalidModelConfig: no entry for that hash.
+        ModelUnavailable: ``model`` cannot be read.
+    """
+    try:
+        digest = uvr_hash(model)
+    except OSError as exc:
+        raise ModelUnavailable(
+            f"cannot read {model} to find its entry in {source}: {exc.strerror}"
+        ) from None
+    if digest not in data:
+        raise InvalidModelConfig(
+            f"{source} has no entry for {model}, whose hash (UVR's: the MD5 of its last "
+            f"10000 KiB) is {digest}; give that model's own entry or parameters instead"
+        )
+    return data[digest], f"{source}, entry {digest}"
+
+
 def _parse(text: str, source: str) -> Any:
     try:
         return json.loads(text)
@@ -196,21 +234,10 @@ def _arch_params(data: Any, source: str, onnx: Path) -> tuple[dict[str, Any], st
         )
     if isinstance(data.get("mdx_model_data"), Mapping):  # audio-separator's model-data.json
         data = data["mdx_model_data"]
-    keys = [str(key) for key in data]
-    if all(_HASH.fullmatch(key) for key in keys):  # UVR's model_data.json: hash -> entry
-        try:
-            digest = uvr_hash(onnx)
-        except OSError as exc:
-            raise ModelUnavailable(
-                f"cannot read {onnx} to find its entry in {source}: {exc.strerror}"
-            ) from None
-        if digest not in data:
-            raise InvalidModelConfig(
-                f"{source} has no entry for {onnx}, whose hash (UVR's: the MD5 of its last "
-                f"10000 KiB) is {digest}; give that model's own entry or parameters instead"
-            )
-        return _from_uvr(data[digest], f"{source}, entry {digest}")
-    if any(key.startswith("mdx_") for key in keys):
+    if is_model_data(data):  # UVR's model_data.json: hash -> entry
+        entry, source = model_data_entry(data, source, onnx)
+        return _from_uvr(entry, source)
+    if any(str(key).startswith("mdx_") for key in data):
         return _from_uvr(data, source)
     return {str(key): value for key, value in data.items()}, source
 
@@ -244,7 +271,7 @@ def _from_uvr(entry: Any, source: str) -> tuple[dict[str, Any], str]:
     return params, source
 
 
-def _stems(primary: str, source: str) -> tuple[str, str]:
+def stem_pair(primary: str, source: str) -> tuple[str, str]:
     """The primary stem's name and the secondary's (see the module docstring)."""
     name = stem_name(primary)
     negated = name.startswith("no_") and len(name) > 3
