@@ -23,6 +23,7 @@ from demixer.models.registry import (
     list_specs,
     model_card,
 )
+from demixer.models.vr.params import LAYOUTS as VR_LAYOUTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 MSST_ARCHS = {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "bandit_v2"}
@@ -36,7 +37,7 @@ DEMUCS_327 = (
 
 def test_the_issue_asks_for_these_kinds_of_model() -> None:
     by_arch = {spec.arch for spec in CATALOGUE}
-    assert {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "mdx_net"} <= by_arch
+    assert {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "mdx_net", "vr"} <= by_arch
     ids = {spec.id for spec in CATALOGUE}
     assert {
         "mel-roformer-vocals-kim",
@@ -67,7 +68,9 @@ def test_every_catalogue_entry_is_complete_and_pinned(spec: ModelSpec) -> None:
         assert SHA256.fullmatch(weight.sha256), weight.name
         assert weight.size is not None and weight.size > 0
         assert weight.url is not None and weight.url.startswith("https://")
-        assert weight.url.rsplit("/", 1)[1].split("?")[0].endswith((".ckpt", ".yaml", ".onnx"))
+        assert (
+            weight.url.rsplit("/", 1)[1].split("?")[0].endswith((".ckpt", ".yaml", ".onnx", ".pth"))
+        )
     for score in spec.scores:
         assert score.metric and score.test_set and score.source.startswith("https://")
     if spec.arch in MSST_ARCHS:
@@ -75,6 +78,10 @@ def test_every_catalogue_entry_is_complete_and_pinned(spec: ModelSpec) -> None:
         names = [w.name for w in spec.weights]
         assert len(names) == 2 and spec.config_name in names
         assert spec.config_name is not None and spec.config_name.endswith(".yaml")
+    elif spec.arch == "vr":
+        assert spec.loader == "demixer.models.vr:load" and len(spec.weights) == 1
+        assert set(spec.arch_params) == {"vr_model_param", "primary_stem"}
+        assert spec.arch_params["vr_model_param"] in VR_LAYOUTS and len(spec.stems) == 2
     else:
         assert spec.arch == "mdx_net" and spec.loader == "demixer.models.mdx_net:load"
         assert set(spec.arch_params) == {"n_fft", "dim_f", "dim_t", "compensate", "primary_stem"}
@@ -258,6 +265,9 @@ SEPARATOR_NAMES = {
     "bs_roformer_male_female_by_aufr33_sdr_7.2889.ckpt": "bs-roformer-male-female",
     "Kim_Vocal_2.onnx": "mdx-net-vocals-kim-2",
     "UVR-MDX-NET-Inst_HQ_3.onnx": "mdx-net-inst-hq-3",
+    "UVR-DeEcho-DeReverb.pth": "vr-deecho-dereverb",
+    "UVR-De-Echo-Normal.pth": "vr-de-echo-normal",
+    "5_HP-Karaoke-UVR.pth": "vr-karaoke-5hp",
 }
 
 

@@ -384,3 +384,36 @@ def test_a_file_that_is_not_a_vr_network_for_the_layout_is_one_error(
         f"{other}: not a UVR VR model: it has no tensor "
         f"'stg1_low_band_net.enc1.conv1.conv.0.weight' (the parameters: {params})"
     )
+
+
+# The catalogue's VR models: the network each file holds, as UVR's model data and file size
+# make it (v5.1 width 64 for a 218 409 KiB file without nout; nout 48 as the model data says;
+# 5_HP's 123 812 KiB is UVR's 32-wide v5 net), built on the meta device at full size.
+CATALOGUE_NETS = {  # network, width, the stem the mask keeps
+    "vr-deecho-dereverb": ("v5.1", 64, "noreverb"),
+    "vr-de-echo-normal": ("v5.1", 48, "noecho"),
+    "vr-karaoke-5hp": ("123812", 32, "instrumental"),
+}
+
+
+@pytest.mark.parametrize("model_id", list(CATALOGUE_NETS))
+def test_each_catalogue_entry_is_the_network_its_pinned_file_holds(model_id: str) -> None:
+    """The entry's layout gives the network's bins; UVR's network for it has exactly the
+    names and shapes demixer builds, and its tensors take the pinned file's size less
+    `torch.save`'s few hundred bytes per entry (a wrong width or layout misses by megabytes)."""
+    from demixer.models.registry import get_spec
+
+    spec = get_spec(model_id)
+    kind, nout, primary = CATALOGUE_NETS[model_id]
+    params = VrParams.from_arch_params(spec.arch_params, model_id=model_id)
+    with torch.device("meta"):
+        state = reference_network(params.layout.bins, kind, nout=nout, nout_lstm=128).state_dict()
+        network = build(state, params.layout.bins, source=model_id)
+    assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in state.items()
+    }
+    tensors = sum(t.numel() * t.element_size() for t in state.values())
+    size = spec.weights[0].size
+    assert size is not None
+    assert 300 * len(state) < size - tensors < 450 * len(state)
+    assert spec.stems[0] == primary  # VrBackend gives the mask's stem first

@@ -42,7 +42,8 @@ COMPARABLE_METRIC = "Multisong SDR"
 # above the cascade (the cascade's vocals *are* spleeter's); for guitar and piano the SW
 # six-stem BS-RoFormer comes before htdemucs_6s, whose authors call its piano "not working
 # great" (no published figure compares the two); the special-purpose models (karaoke,
-# de-reverb, denoise, crowd) come last, and last of all those made for one stem of a song
+# de-reverb, denoise, crowd) come last, each UVR VR model after the RoFormer doing its job (no
+# published figure compares them), and last of all those made for one stem of a song
 # (DrumSep's drums, male/female's vocals).
 # Models and recipes not listed come after all of these, in registry order.
 PREFERENCE = (
@@ -66,9 +67,12 @@ PREFERENCE = (
     "drum-kit",
     "male-female",
     "mel-roformer-karaoke-becruily",
+    "vr-karaoke-5hp",
     "mel-roformer-dereverb-anvuew",
+    "vr-deecho-dereverb",
     "mel-roformer-denoise-aufr33",
     "mel-roformer-deecho-sucial",
+    "vr-de-echo-normal",
     "mel-roformer-crowd-aufr33",
     # A film's dialogue, music and effects: never a song's vocals or instruments but by name.
     "bandit-v2-dnr",

@@ -15,6 +15,8 @@ Conventions (shared with the architecture loaders):
 - MDX-Net models (``arch`` = ``mdx_net``) have one ONNX file and their STFT settings in
   ``arch_params`` (see :class:`~demixer.models.spec.ModelSpec`), as UVR's ``model_data.json``
   gives them under the MD5 of the file's last 10 000 KiB (an identity check only, not a pin).
+- VR models (``arch`` = ``vr``) have one ``.pth`` and UVR's VR model data in ``arch_params``
+  (``vr_model_param``, ``primary_stem``); ``stems`` are the primary's, then its complement's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from demixer.models.catalogue.cinematic import CINEMATIC
 from demixer.models.catalogue.convnets import OTHERS
 from demixer.models.catalogue.recipes import recipes
 from demixer.models.catalogue.roformer import ROFORMERS
+from demixer.models.catalogue.uvr_vr import UVR_VR
 from demixer.models.spec import ModelSpec
 
 __all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_ALIASES", "SHIPPED_IDS"]
@@ -33,7 +36,8 @@ __all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_ALIASES", "SHIPPED_IDS"]
 #: The file names the tools users come from know these models by: python-audio-separator
 #: 0.47.1's model names (its ``-m``; its ``models-scores.json`` and ``models.json``), which are
 #: UVR's and MSST's release file names; SCNet's is MSST's release file's (audio-separator has no
-#: SCNet), Bandit v2's is UVR's download's (audio-separator has no Bandit). The same weights in
+#: SCNet), Bandit v2's is UVR's download's (audio-separator has no Bandit); the VR models' are
+#: UVR's release file names, which audio-separator uses too. The same weights in
 #: each case: the files are named in the entries' ``weights`` or, for Kim's model, renamed by
 #: audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
 _FILE_NAMES: dict[str, tuple[str, ...]] = {
@@ -55,6 +59,9 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "mdx-net-vocals-kim-2": ("Kim_Vocal_2.onnx",),
     "mdx-net-inst-hq-3": ("UVR-MDX-NET-Inst_HQ_3.onnx",),
     "bandit-v2-dnr": ("checkpoint-multi_fixed.ckpt",),
+    "vr-deecho-dereverb": ("UVR-DeEcho-DeReverb.pth",),
+    "vr-de-echo-normal": ("UVR-De-Echo-Normal.pth",),
+    "vr-karaoke-5hp": ("5_HP-Karaoke-UVR.pth",),
 }
 
 
@@ -62,7 +69,7 @@ def _named(specs: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
     return tuple(replace(spec, aliases=_FILE_NAMES.get(spec.id, ())) for spec in specs)
 
 
-CATALOGUE: tuple[ModelSpec, ...] = _named((*ROFORMERS, *OTHERS, *CINEMATIC))
+CATALOGUE: tuple[ModelSpec, ...] = _named((*ROFORMERS, *OTHERS, *UVR_VR, *CINEMATIC))
 _MODELS = (*_named(BUILTIN), *CATALOGUE)
 #: Every entry demixer ships, in display order: its own models, the community catalogue, then
 #: the recipes chaining them.

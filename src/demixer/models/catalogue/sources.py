@@ -1,5 +1,5 @@
 """What the catalogue entries are built from: hosts, pinned revisions, the records that
-corroborate each digest, the published tables, and the two entry shapes (MSST, MDX-Net)."""
+corroborate each digest, the published tables, and the entry shapes (MSST, MDX-Net, VR)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ __all__ = [
     "politrees_config",
     "raw",
     "separator_median",
+    "vr",
 ]
 
 MSST = "https://github.com/ZFTurbo/Music-Source-Separation-Training"
@@ -166,6 +167,52 @@ def mdx_net(
     scores: tuple[Score, ...],
     pin_sources: tuple[str, ...],
 ) -> ModelSpec:
+    """An MDX-Net model from UVR's releases: one ``.onnx``, its STFT settings in
+    ``arch_params``."""
+    return _uvr_release(
+        model_id, "mdx_net", onnx, stems=stems, description=description,
+        arch_params=arch_params, license=license, license_class=license_class,
+        weights_source=weights_source, quality=quality, scores=scores, pin_sources=pin_sources,
+    )  # fmt: skip
+
+
+def vr(
+    model_id: str,
+    *,
+    stems: tuple[str, str],
+    description: str,
+    pth: WeightFile,
+    arch_params: dict[str, float | int | str],
+    license: str,
+    license_class: LicenseClass,
+    weights_source: str,
+    quality: str,
+    pin_sources: tuple[str, ...],
+) -> ModelSpec:
+    """A VR model from UVR's releases: one ``.pth``, its band layout and primary stem in
+    ``arch_params`` (UVR's model data)."""
+    return _uvr_release(
+        model_id, "vr", pth, stems=stems, description=description, arch_params=arch_params,
+        license=license, license_class=license_class, weights_source=weights_source,
+        quality=quality, scores=(), pin_sources=pin_sources,
+    )  # fmt: skip
+
+
+def _uvr_release(
+    model_id: str,
+    arch: str,
+    weights: WeightFile,
+    *,
+    stems: tuple[str, ...],
+    description: str,
+    arch_params: dict[str, float | int | str],
+    license: str,
+    license_class: LicenseClass,
+    weights_source: str,
+    quality: str,
+    scores: tuple[Score, ...],
+    pin_sources: tuple[str, ...],
+) -> ModelSpec:
     return ModelSpec(
         id=model_id,
         stems=stems,
@@ -173,11 +220,11 @@ def mdx_net(
         description=description,
         license=license,
         weights_source=weights_source,
-        loader="demixer.models.mdx_net:load",
+        loader=f"demixer.models.{arch}:load",
         quality=quality,
-        install_hint=hint(model_id, round((onnx.size or 0) / 1e6)),
-        weights=(onnx,),
-        arch="mdx_net",
+        install_hint=hint(model_id, round((weights.size or 0) / 1e6)),
+        weights=(weights,),
+        arch=arch,
         arch_params=arch_params,
         license_class=license_class,
         source_url=UVR_RELEASES_PAGE,

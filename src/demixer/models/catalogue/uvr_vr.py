@@ -1,0 +1,125 @@
+"""UVR's VR architecture models whose files could be pinned (:mod:`demixer.models.vr`).
+
+Each ``.pth`` is a release asset of UVR's model repository, which publishes no digest: the
+full SHA-256 of each is what independent Hugging Face mirrors record for their copies (their
+Git LFS pointers), the size what other projects measured of the asset or a mirror. The
+parameters are UVR's model data (``TRvlvr/application_data``, ``vr_model_data/
+model_data_new.json``, under the MD5 of the file's last 10 000 KiB; the older
+``model_data.json`` names these models' stems ``No Other`` / ``Other``, and is not used).
+"""
+
+from __future__ import annotations
+
+from demixer.models.catalogue.sources import (
+    UVR_DATA_COMMIT,
+    UVR_LICENSE,
+    UVR_RELEASE,
+    file,
+    vr,
+)
+from demixer.models.spec import ModelSpec
+
+__all__ = ["UVR_VR"]
+
+_MODEL_DATA = (
+    "https://github.com/TRvlvr/application_data/blob/"
+    f"{UVR_DATA_COMMIT}/vr_model_data/model_data_new.json"
+)
+_FOXJOY_LICENSE = (
+    "Not stated by its author (FoxJoy, as UVR's download list credits it); distributed in "
+    "UVR's model releases, whose README says: \"For all third-party application developers "
+    "who wish to use our models, please honor the MIT license by providing credit to UVR and "
+    'its developers."'
+)
+
+
+def _identity(md5: str) -> str:
+    return f"UVR model data key {md5} (identity): {_MODEL_DATA}"
+
+
+UVR_VR: tuple[ModelSpec, ...] = (
+    vr(
+        "vr-deecho-dereverb",
+        stems=("noreverb", "reverb"),
+        description="UVR-DeEcho-DeReverb by FoxJoy (UVR's VR architecture): takes the echo "
+        "and reverb off a vocal or a mix.",
+        pth=file(
+            "UVR-DeEcho-DeReverb.pth",
+            UVR_RELEASE + "UVR-DeEcho-DeReverb.pth",
+            "e644028ec82865dc0fe082bc6fea85a43f7c71cfe375caee2da2d154aa661ee7",
+            223650277,
+        ),
+        arch_params={"vr_model_param": "4band_v3", "primary_stem": "No Reverb"},
+        license=_FOXJOY_LICENSE,
+        license_class="not stated",
+        weights_source="FoxJoy, UVR's model releases",
+        quality="not published",
+        pin_sources=(
+            "SHA-256: https://huggingface.co/seanghay/uvr_models/blob/main/"
+            "UVR-DeEcho-DeReverb.pth (the mirror's Git LFS pointer)",
+            "SHA-256: https://huggingface.co/datasets/SayanoAI/RVC-Studio/blob/"
+            "e9b45eb7cfdc84387f3a38eb19e18571ad8f3ac4/UVR/UVR-DeEcho-DeReverb.pth (the same "
+            "digest, uploaded separately)",
+            "SHA-256 and size: the same digest with 223650277 bytes, pinned by other public "
+            "projects that download the release asset (found in a code index; not citable by "
+            "URL here)",
+            _identity("0fb9249ffe4ffc38d7b16243f394c0ff"),
+        ),
+    ),
+    vr(
+        "vr-de-echo-normal",
+        stems=("noecho", "echo"),
+        description="UVR-De-Echo-Normal by FoxJoy (UVR's VR architecture): takes the echo "
+        "off a vocal or a mix, leaving its reverb.",
+        pth=file(
+            "UVR-De-Echo-Normal.pth",
+            UVR_RELEASE + "UVR-De-Echo-Normal.pth",
+            "b849dd575643b075c257fb7a96c2ef5a79d7a5e7df74a2b319ad47118f1ee769",
+            127139365,
+        ),
+        arch_params={"vr_model_param": "4band_v3", "primary_stem": "No Echo"},
+        license=_FOXJOY_LICENSE,
+        license_class="not stated",
+        weights_source="FoxJoy, UVR's model releases",
+        quality="not published",
+        pin_sources=(
+            "SHA-256: https://huggingface.co/Politrees/UVR_resources/blob/main/VRArch_models/"
+            "UVR-De-Echo-Normal.pth",
+            "SHA-256: https://huggingface.co/seanghay/uvr_models/blob/main/UVR-De-Echo-Normal.pth",
+            "SHA-256: https://huggingface.co/Blane187/all_public_uvr_models/blob/main/"
+            "UVR-De-Echo-Normal.pth",
+            "SHA-256 beside its Xet hash aaffa37b, whose object another project measured as "
+            "127139365 bytes: https://huggingface.co/NeoPy/VoiceConversion-Models/blob/main/"
+            "uvr5_models/VR/UVR-De-Echo-Normal.pth",
+            _identity("f200a145434efc7dcf0cd093f517ed52"),
+        ),
+    ),
+    vr(
+        "vr-karaoke-5hp",
+        stems=("instrumental", "lead_vocals"),
+        description="5_HP-Karaoke-UVR, UVR's VR karaoke model: the lead vocals apart, the "
+        "backing vocals left in the instrumental.",
+        pth=file(
+            "5_HP-Karaoke-UVR.pth",
+            UVR_RELEASE + "5_HP-Karaoke-UVR.pth",
+            "fe00891defbb61f4261500af22f7624f1a3df8dc75fa3998d1aece02e6be4537",
+            126782699,
+        ),
+        arch_params={"vr_model_param": "4band_v2_sn", "primary_stem": "Instrumental"},
+        license=UVR_LICENSE,
+        license_class="permissive",
+        weights_source="UVR's developers (Anjok07, aufr33), UVR's model releases",
+        quality="not published for the lead vocals",
+        pin_sources=(
+            "SHA-256: https://huggingface.co/fastrolling/uvr/blob/"
+            "0ebf2741d46513ffcb86a8118c2e077da8b6a651/Main_Models/5_HP-Karaoke-UVR.pth",
+            "SHA-256: https://huggingface.co/poiqazwsx/uvr_weights/blob/main/5_HP-Karaoke-UVR.pth",
+            "SHA-256: https://huggingface.co/Sucial/MSST-WebUI/blob/main/All_Models/VR_Models/"
+            "5_HP-Karaoke-UVR.pth",
+            "SHA-256 and size: the same digest with 126782699 bytes, pinned by at least four "
+            "other public projects that download the release asset (found in a code index; not "
+            "citable by URL here)",
+            _identity("f6ea8473ff86017b5ebd586ccacf156b"),
+        ),
+    ),
+)
