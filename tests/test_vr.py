@@ -417,3 +417,18 @@ def test_each_catalogue_entry_is_the_network_its_pinned_file_holds(model_id: str
     assert size is not None
     assert 300 * len(state) < size - tensors < 450 * len(state)
     assert spec.stems[0] == primary  # VrBackend gives the mask's stem first
+
+
+def test_an_unknown_architecture_is_refused_naming_every_one(own_pth: Path, tmp_path: Path) -> None:
+    """Before any file is read: a config read for the wrong kind of model said less."""
+    params = params_file(tmp_path, "entry", own_pth)
+    sf.write(tmp_path / "song.wav", music(0.2, seed=1).T, RATE)
+    known = "bandit_v2, bs_roformer, mdx23c, mel_band_roformer, scnet, mdx_net, vr"
+    for args in (
+        ["separate", tmp_path / "song.wav", "--arch", "vr5", "--model-config", params,
+         "--model-path", own_pth],
+        ["models", "add", "mine", "--arch", "vr5", "--config", params, "--checkpoint", own_pth],
+    ):  # fmt: skip
+        ran = cli(*args)
+        assert ran.exit_code == 2
+        assert f"unknown architecture 'vr5'; demixer runs: {known}" in ran.stderr

@@ -12,17 +12,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from demixer.errors import UnknownArchitecture
+from demixer.models.arch import ARCHITECTURES
 from demixer.models.base import Backend
 from demixer.models.registry import ModelSpec
 
-__all__ = ["add", "open_files", "stems"]
+__all__ = ["add", "check_arch", "open_files", "stems"]
 
 MDX_NET = "mdx_net"
 VR = "vr"
 
 
+def check_arch(arch: str) -> None:
+    """Raise :class:`UnknownArchitecture` naming every ``--arch`` demixer runs, before any
+    file is read (a config read for the wrong kind of model says less)."""
+    if arch not in (*ARCHITECTURES, MDX_NET, VR):
+        known = ", ".join([*sorted(ARCHITECTURES), MDX_NET, VR])
+        raise UnknownArchitecture(f"unknown architecture {arch!r}; demixer runs: {known}")
+
+
 def stems(arch: str, config: Path, checkpoint: Path) -> tuple[str, ...]:
     """The stems the files name, read without loading the network (for checks before a load)."""
+    check_arch(arch)
     if arch == MDX_NET:
         from demixer.models.mdx_net.user import read_params
 
@@ -41,6 +52,7 @@ def open_files(
 ) -> tuple[ModelSpec, Backend]:
     """Load the files as they are (nothing copied or pinned): a spec named after the checkpoint
     and the loaded backend."""
+    check_arch(arch)
     if arch == MDX_NET:
         from demixer.models.mdx_net import user as mdx_net
 
@@ -56,6 +68,7 @@ def open_files(
 
 def add(name: str, *, arch: str, config: Path, checkpoint: Path) -> ModelSpec:
     """Check the files fit and register them as the model ``name`` in the model directory."""
+    check_arch(arch)
     if arch == MDX_NET:
         from demixer.models.mdx_net import user as mdx_net
 

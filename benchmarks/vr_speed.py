@@ -1,0 +1,149 @@
+"""Speed of demixer's UVR VR models next to audio-separator's VR inference, on the same weights.
+
+Two networks shaped as the catalogue's VR models, with random weights (the checkpoints are not
+downloaded here): ``5_HP-Karaoke-UVR``'s (UVR's v5 ``nets.py``, width 32, band layout
+``4band_v2_sn``) and ``UVR-De-Echo-Normal``'s (v5.1 ``nets_new.py``, width 48, ``4band_v3``).
+Each separates the same WAV (a chord and noise, ``--seconds`` long) as audio-separator 0.47.1's
+``VRSeparator`` does (its ``loading_mix``, ``inference_vr`` and ``spec_to_wav``, compiled from
+the installed file by ``tests/vr_reference.py``: the file read, every band's STFT and
+resampling, the network window by window, the bands back to a wave) and as demixer's
+``VrBackend.separate`` does, alternating for ``--rounds`` rounds with
+``torch.set_num_threads(2)``. Reported: the median and best seconds per second of audio, the
+speed-up, the largest difference between the primary stems, and the other processes' share of
+the CPU meanwhile.
+
+    .venv/bin/python benchmarks/vr_speed.py [--rounds 2] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import common
+
+ROOT = Path(__file__).resolve().parents[1]
+NETS = {  # the catalogue model each is shaped as: UVR's network kind, width, layout, primary
+    "5_HP-Karaoke-UVR": ("123812", 32, "4band_v2_sn", "Instrumental"),
+    "UVR-De-Echo-Normal": ("v5.1", 48, "4band_v3", "No Echo"),
+}
+
+
+def _timed(run: Callable[[], np.ndarray]) -> tuple[float, float, np.ndarray]:
+    """(seconds, other processes' CPU share meanwhile, the primary stem)."""
+    import os
+    import resource
+
+    def own() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    busy0, own0, t0 = common._busy_cpu_s(), own(), time.perf_counter()
+    out = run()
+    wall = time.perf_counter() - t0
+    busy1, own1 = common._busy_cpu_s(), own()
+    foreign = float("nan")
+    if busy0 is not None and busy1 is not None:
+        foreign = max(0.0, busy1 - busy0 - (own1 - own0)) / (wall * (os.cpu_count() or 1))
+    return wall, foreign, np.asarray(out, dtype=np.float32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from demixer.models.vr import VrBackend
+    from demixer.models.vr.network import build
+    from demixer.models.vr.params import VrParams
+    from vr_reference import UvrVr, randomised, reference_network
+
+    rate = 44100
+    rng = np.random.default_rng(0)
+    t = np.arange(int(args.seconds * rate)) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
+    mix = (0.15 * chord[None] + 0.05 * rng.standard_normal((2, t.size))).astype(np.float32)
+    rows = []
+    notes = []
+    with common.tempdir("vr-speed-") as tmp:
+        wav = Path(tmp) / "song.wav"
+        sf.write(wav, mix.T, rate, subtype="FLOAT")
+        for name, (kind, width, layout, primary) in NETS.items():
+            params = VrParams.from_arch_params(
+                {"vr_model_param": layout, "primary_stem": primary}, model_id=name
+            )
+            bins = params.layout.bins
+            ref = randomised(reference_network(bins, kind, nout=width, nout_lstm=128), seed=1)
+            net = build(ref.state_dict(), bins, source=name)
+            net.load_state_dict(ref.state_dict())
+            layout_file = Path(str(resources.files("demixer.models.vr") / "layouts" / layout))
+            uvr = UvrVr(ref, layout_file.with_suffix(".json"), primary, v51=kind == "v5.1")
+            ours = VrBackend(net.eval(), params, stems=("primary", "secondary"))
+            common.wait_quiet(30.0)
+            runs: dict[str, Callable[[], np.ndarray]] = {
+                "audio-separator": lambda uvr=uvr: uvr.separate(wav)[0],
+                "demixer": lambda ours=ours: ours.separate(mix)["primary"],
+            }
+            times: dict[str, list[float]] = {k: [] for k in runs}
+            loads: dict[str, list[float]] = {k: [] for k in runs}
+            outputs: dict[str, np.ndarray] = {}
+            for r in range(args.rounds):
+                for system, run in runs.items():
+                    wall, load, out = _timed(run)
+                    times[system].append(wall / args.seconds)
+                    loads[system].append(load)
+                    outputs.setdefault(system, out)
+                    print(f"{name} round {r + 1}: {system} {wall:.1f} s", flush=True)
+            n = outputs["audio-separator"].shape[1]
+            diff = float(np.abs(outputs["demixer"][:, :n] - outputs["audio-separator"]).max())
+            base = statistics.median(times["audio-separator"])
+            for system, ts in times.items():
+                med = statistics.median(ts)
+                rows.append([
+                    name, system, f"{med:.2f} ({min(ts):.2f})", f"{base / med:.2f}x",
+                    f"{statistics.median(loads[system]):.2f}",
+                ])  # fmt: skip
+            million = sum(p.numel() for p in ref.parameters()) / 1e6
+            notes.append(f"{name}: {million:.1f} M parameters, largest difference {diff:.1e}")
+    body = (
+        "## UVR VR models (`benchmarks/vr_speed.py`)"
+        + common.KIND_TITLES[common.cpu_kind()]
+        + "\n\n"
+        + common.header("vr_speed.py", "audio-separator")
+        + f"\nA whole separation of a {args.seconds:g}-s stereo WAV at 44.1 kHz (a chord and "
+        "noise), float32, 2 threads, by networks shaped as two catalogue models with random "
+        "weights (the checkpoints are not downloaded here). audio-separator = its 0.47.1 "
+        "`VRSeparator`'s `loading_mix`, `inference_vr` and `spec_to_wav` (compiled from the "
+        "installed file by `tests/vr_reference.py`; UVR's defaults: aggression 5, 512-frame "
+        "windows, batch 1); demixer = `demixer.models.vr.VrBackend.separate` (the same "
+        f"defaults, 2 windows per call). {args.rounds} alternating rounds; *s per audio s* is "
+        "median (best); *other load* is the median share of the CPU used by other processes "
+        "meanwhile.\n\n"
+        + "; ".join(notes)
+        + ".\n\n"
+        + common.table(["model", "system", "s per audio s", "speed", "other load"], rows)
+        + "\nWhat the figures say: demixer computes UVR's numbers (to about 1e-7) at about "
+        "UVR's speed. Nearly all the time is the network's convolutions (and the v5.1 nets' "
+        "LSTMs), which both run through torch; every window recomputes its context frames "
+        "(a 512-frame window keeps its middle 256 for a v5 net, 384 for v5.1), as UVR's output "
+        "depends on them, and `--quality fast` (1024-frame windows) saves that share.\n"
+    )
+    print(body)
+    if not args.no_write:
+        common.write_section(common.kind_section("vr-speed"), body)
+
+
+if __name__ == "__main__":
+    main()
