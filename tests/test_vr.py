@@ -168,11 +168,14 @@ def test_quality_levels_are_uvrs_window_sizes_and_tta(tmp_path: Path) -> None:
     sf.write(tmp_path / "song.wav", mix.T, RATE, subtype="FLOAT")
     backend = ours(reference, 672, vr_model_param="4band_v3", primary_stem="Instrumental")
     assert backend.with_quality("balanced") is backend
-    for level, settings in (("fast", {"window_size": 1024}), ("best", {"tta": True})):
-        uvr = UvrVr(reference, layout_file("4band_v3"), "Instrumental", v51=True, **settings)
-        want, _ = uvr.separate(tmp_path / "song.wav")
-        got = backend.with_quality(level).separate(mix)["primary"]  # type: ignore[arg-type]
-        assert peak_error(got[:, : want.shape[1]], want) < TOLERANCE, level
+    best = backend.with_quality("best").params  # TTA's numbers: the 2band_44100_lofi case
+    assert (best.tta, best.window_size) == (True, 512)
+    fast = backend.with_quality("fast")
+    assert (fast.params.tta, fast.params.window_size) == (False, 1024)
+    uvr = UvrVr(reference, layout_file("4band_v3"), "Instrumental", v51=True, window_size=1024)
+    want, _ = uvr.separate(tmp_path / "song.wav")
+    got = fast.separate(mix)["primary"]
+    assert peak_error(got[:, : want.shape[1]], want) < TOLERANCE
     assert backend.params.window_size == 512 and not backend.params.tta  # shared, not changed
 
 
@@ -257,7 +260,7 @@ def uvr_stems(pth: Path, wav: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("form", ["entry", "model-data", "audio-separator", "layout"])
-def test_models_add_takes_each_form_of_parameters_and_runs_as_uvr(
+def test_models_add_takes_each_form_of_parameters(
     form: str, own_pth: Path, tmp_path: Path, user_dir: Path
 ) -> None:
     params = params_file(tmp_path, form, own_pth)
@@ -270,7 +273,24 @@ def test_models_add_takes_each_form_of_parameters_and_runs_as_uvr(
     )
     kept = {p.name for p in (user_dir / "mine").iterdir()}
     assert kept == {"demixer-model.json", params.with_stem("params").name, "model.pth"}
-    mix = music(1.5, seed=11)
+    manifest = json.loads((user_dir / "mine" / "demixer-model.json").read_text())
+    layout = manifest["arch_params"]["vr_model_param"]  # what the loader reads: resolved
+    if form == "layout":
+        assert layout == json.loads(layout_file("4band_v3_sn").read_text())
+    else:
+        assert layout == "4band_v3_sn"
+    assert manifest["arch_params"]["primary_stem"] == "No Echo"
+
+
+def test_an_added_model_runs_as_uvr(own_pth: Path, tmp_path: Path, user_dir: Path) -> None:
+    """Added from UVR's whole model data (the entry found by the file's hash), then run by
+    name: UVR's stems."""
+    params = params_file(tmp_path, "model-data", own_pth)
+    added = cli(
+        "models", "add", "mine", "--arch", "vr", "--checkpoint", own_pth, "--config", params
+    )
+    assert added.exit_code == 0, added.stderr
+    mix = music(1.0, seed=11)
     sf.write(tmp_path / "song.wav", mix.T, RATE, subtype="FLOAT")
     ran = cli("separate", tmp_path / "song.wav", "-m", "mine", "-o", tmp_path / "out",
               "--bit-depth", "32f")  # fmt: skip
