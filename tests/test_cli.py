@@ -213,7 +213,8 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         (["--stems", "vocals,guitar"], "no installed model or recipe makes guitar"),
         (
             ["--stems", "lead_vocals,backing_vocals"],
-            "makes lead_vocals, backing_vocals (karaoke can: `demixer models pull karaoke`);",
+            "makes lead_vocals, backing_vocals (karaoke or karaoke-5hp can: `demixer models "
+            "pull karaoke`);",
         ),
         (["--recipe", "spleeter-2stems"], "'spleeter-2stems' is not a recipe; recipes: karaoke"),
         (["-m", "spleeter-2stems", "--recipe", "karaoke"], "give one of --model, --recipe"),
@@ -238,8 +239,8 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         (
             ["--stems", "vocals,drms,lead_vocals"],  # a typo, and a stem of a model not pulled
             "[UNKNOWN_STEM] no installed model or recipe makes drms (did you mean 'drums' or "
-            "'no_drums'?), lead_vocals (karaoke or vr-karaoke-5hp can: `demixer models pull "
-            "karaoke`); the installed ones make: ",
+            "'no_drums'?), lead_vocals (karaoke or karaoke-5hp or vr-karaoke-5hp can: "
+            "`demixer models pull karaoke`); the installed ones make: ",
         ),
         (["-m", "[/nope]"], "unknown model '[/nope]'"),
         (["--format", "ogg"], "unknown output format 'ogg'"),

@@ -63,6 +63,7 @@ PREFERENCE = (
     "mel-roformer-inst-becruily",
     "mdx-net-inst-hq-3",
     "karaoke",
+    "karaoke-5hp",
     "dry-vocals",
     "drum-kit",
     "male-female",

@@ -134,6 +134,20 @@ RECIPE_STEPS: dict[str, tuple[str, tuple[str, ...], tuple[dict[str, Any], ...]]]
             },
         ),
     ),
+    "karaoke-5hp": (
+        "Lead and backing vocals apart, every model permissively licensed: Kim's vocals, then "
+        "UVR's 5_HP-Karaoke (VR) on them.",
+        ("lead_vocals", "backing_vocals", "instrumental"),
+        (
+            {"model": _KIM, "input": "mix", "keep": {"vocals": "vocals"}, "rest": "instrumental"},
+            {
+                "model": "vr-karaoke-5hp",
+                "input": "vocals",
+                "keep": {"lead_vocals": "lead_vocals"},
+                "rest": "backing_vocals",
+            },
+        ),
+    ),
     "dry-vocals": (
         "Vocals without their reverb: Kim's vocals, then anvuew's de-reverb on them.",
         ("dry_vocals", "vocals_reverb", "instrumental"),
