@@ -33,6 +33,7 @@ __all__ = [
     "installed_specs",
     "is_installed",
     "load_backend",
+    "network_file",
     "no_random_fill",
     "resolve_weight",
     "unpickling_detail",
@@ -206,6 +207,26 @@ def verified_weights(spec: ModelSpec, model_dir: Path | None = None) -> list[Pat
         verify_sha256(path, weight.sha256, remedy)
         paths.append(path)
     return paths
+
+
+def network_file(
+    spec: ModelSpec, model_dir: Path | None, model_path: Path | None, *, one: str
+) -> Path:
+    """The one network file of a model whose other file, if any, is its parameters
+    (``config_name``): ``model_path`` as it is, else the registered file, verified. ``one``
+    says what the file is, for the message when the spec lists more (``an MDX-Net model is
+    one .onnx``)."""
+    if model_path is not None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelUnavailable(f"--model-path {path} is not a file")
+        return path
+    verified = zip(spec.weights, verified_weights(spec, model_dir), strict=True)
+    # A user's model (`models add`) keeps its parameters file beside the network: verified, not read
+    paths = [path for weight, path in verified if weight.name != spec.config_name]
+    if len(paths) != 1:
+        raise ModelUnavailable(f"model {spec.id!r} lists {len(paths)} network files; {one}")
+    return paths[0]
 
 
 def load_backend(

@@ -36,9 +36,10 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from demixer.errors import (
+    CheckpointMismatch,
     Conflict,
     DemixerError,
     InputNotFound,
@@ -64,8 +65,10 @@ __all__ = [
     "Checked",
     "check_name",
     "files_spec",
+    "install_params_model",
     "install_user_model",
     "remove_user_model",
+    "run_files",
     "user_spec",
     "user_specs",
     "weights_identity",
@@ -108,6 +111,7 @@ class Checked(NamedTuple):
 
 Check = Callable[[Path, Path], Checked]
 """``(config, checkpoint) -> Checked``; raises when they do not fit."""
+_Loaded = TypeVar("_Loaded")
 
 
 def _model_dir(model_dir: Path | None) -> Path:
@@ -207,6 +211,56 @@ def files_spec(
         install_hint="",
         arch=arch,
         arch_params=dict(arch_params or {}),
+    )
+
+
+def run_files(
+    weights: Path,
+    config: Path,
+    checked: Checked,
+    *,
+    loader: str,
+    load: Callable[[ModelSpec], _Loaded],
+) -> tuple[ModelSpec, _Loaded]:
+    """A model of parameters and one network file (MDX-Net, VR) run from its files as they
+    are: its spec (:func:`files_spec`) and ``load(spec)``; a network that does not fit the
+    parameters is one :class:`CheckpointMismatch` naming the parameters file too, the one to
+    fix if the network is the right one."""
+    spec = files_spec(
+        weights,
+        arch=checked.arch,
+        stems=checked.stems,
+        sample_rate=checked.sample_rate,
+        loader=loader,
+        description=f"{checked.arch} with the parameters in {config}",
+        arch_params=checked.arch_params,
+    )
+    try:
+        return spec, load(spec)
+    except CheckpointMismatch as exc:
+        raise CheckpointMismatch(f"{exc.message} (the parameters: {config})") from None
+
+
+def install_params_model(
+    name: str,
+    *,
+    config: Path,
+    checkpoint: Path,
+    check: Check,
+    checkpoint_name: str,
+    model_dir: Path | None = None,
+) -> ModelSpec:
+    """:func:`install_user_model` for a parameters file (kept as ``params.json``, or
+    ``params.yaml`` for any other name) and one network file (``checkpoint_name``)."""
+    suffix = ".json" if Path(config).suffix.lower() == ".json" else ".yaml"
+    return install_user_model(
+        name,
+        config=config,
+        checkpoint=checkpoint,
+        check=check,
+        model_dir=model_dir,
+        config_name=f"params{suffix}",
+        checkpoint_name=checkpoint_name,
     )
 
 

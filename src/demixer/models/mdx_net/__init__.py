@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from demixer.errors import ModelUnavailable
-from demixer.models.loading import verified_weights
+from demixer.models.loading import network_file
 from demixer.models.mdx_net.chunks import ChunkStream, Spectrogram
 from demixer.models.mdx_net.params import ARCH_PARAMS, MdxParams
 from demixer.models.mdx_net.session import OnnxNetwork
@@ -208,22 +208,6 @@ def _primary_stem(spec: ModelSpec, params: MdxParams) -> str:
     )
 
 
-def _onnx_path(spec: ModelSpec, model_dir: Path | None, model_path: Path | None) -> Path:
-    if model_path is not None:
-        path = Path(model_path)
-        if not path.is_file():
-            raise ModelUnavailable(f"--model-path {path} is not a file")
-        return path
-    verified = zip(spec.weights, verified_weights(spec, model_dir), strict=True)
-    # A user's model (`models add`) keeps its parameters file beside the .onnx: verified, not read
-    paths = [path for weight, path in verified if weight.name != spec.config_name]
-    if len(paths) != 1:
-        raise ModelUnavailable(
-            f"model {spec.id!r} lists {len(paths)} network files; an MDX-Net model is one .onnx"
-        )
-    return paths[0]
-
-
 def load(
     spec: ModelSpec,
     *,
@@ -252,7 +236,10 @@ def load(
     params = MdxParams.from_arch_params(spec.arch_params, model_id=spec.id)
     primary = _primary_stem(spec, params)
     network = OnnxNetwork(
-        _onnx_path(spec, model_dir, model_path), params, device=device, threads=threads
+        network_file(spec, model_dir, model_path, one="an MDX-Net model is one .onnx"),
+        params,
+        device=device,
+        threads=threads,
     )
     batch = _GPU_BATCH if device.startswith("cuda") else _CPU_BATCH
     return MdxNetBackend(

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from demixer.errors import CheckpointMismatch, InvalidModelConfig, ModelUnavailable
+from demixer.errors import InvalidModelConfig, ModelUnavailable
 from demixer.models.mdx_net import MdxNetBackend, MdxParams, load
 from demixer.models.msst.config import STEM_PATTERN, load_yaml, read_config_text, stem_name
 from demixer.models.registry import ModelSpec
-from demixer.models.user_models import Checked, files_spec, install_user_model
+from demixer.models.user_models import Checked, install_params_model, run_files
 
 __all__ = [
     "UVR_HASH_BYTES",
@@ -128,24 +128,18 @@ def check_files(config: Path, onnx: Path) -> Checked:
         CheckpointMismatch: the network's inputs or outputs do not fit the parameters.
         ModelUnavailable: ``onnx`` is not a model onnxruntime can load.
     """
-    params = read_params(config, onnx)
-    _open(params, config, onnx)
-    return Checked(ARCH, params.stems, SAMPLE_RATE, params.arch_params)
+    checked = _checked(read_params(config, onnx))
+    _open(checked, config, onnx)
+    return checked
 
 
 def add(name: str, *, config: Path, checkpoint: Path, model_dir: Path | None = None) -> ModelSpec:
     """Register a parameters file and an ``.onnx`` as the model ``name`` (copied into the model
     directory as ``params.json`` or ``params.yaml``, and ``model.onnx``)."""
-    suffix = ".json" if Path(config).suffix.lower() == ".json" else ".yaml"
-    return install_user_model(
-        name,
-        config=config,
-        checkpoint=checkpoint,
-        check=check_files,
-        model_dir=model_dir,
-        config_name=f"params{suffix}",
-        checkpoint_name="model.onnx",
-    )
+    return install_params_model(
+        name, config=config, checkpoint=checkpoint, check=check_files,
+        checkpoint_name="model.onnx", model_dir=model_dir,
+    )  # fmt: skip
 
 
 def open_files(config: Path, onnx: Path, *, device: str = "cpu") -> tuple[ModelSpec, MdxNetBackend]:
@@ -154,26 +148,21 @@ def open_files(config: Path, onnx: Path, *, device: str = "cpu") -> tuple[ModelS
     Returns:
         a spec (id: the ``.onnx``'s file name, lowercased) and the loaded backend.
     """
-    return _open(read_params(config, onnx), config, onnx, device)
+    return _open(_checked(read_params(config, onnx)), config, onnx, device)
+
+
+def _checked(params: UserParams) -> Checked:
+    return Checked(ARCH, params.stems, SAMPLE_RATE, params.arch_params)
 
 
 def _open(
-    params: UserParams, config: Path, onnx: Path, device: str = "cpu"
+    checked: Checked, config: Path, onnx: Path, device: str = "cpu"
 ) -> tuple[ModelSpec, MdxNetBackend]:
     """A spec for the files (id: the ``.onnx``'s name) and the network loaded from them."""
-    spec = files_spec(
-        onnx,
-        arch=ARCH,
-        stems=params.stems,
-        sample_rate=SAMPLE_RATE,
-        loader="demixer.models.mdx_net:load",
-        description=f"{ARCH} with the parameters in {config}",
-        arch_params=params.arch_params,
-    )
-    try:
-        return spec, load(spec, model_path=onnx, device=device)
-    except CheckpointMismatch as exc:  # name the file the parameters came from, to fix either
-        raise CheckpointMismatch(f"{exc.message} (the parameters: {config})") from None
+    return run_files(
+        onnx, config, checked, loader="demixer.models.mdx_net:load",
+        load=lambda spec: load(spec, model_path=onnx, device=device),
+    )  # fmt: skip
 
 
 def read_data(path: Path) -> tuple[Any, str]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from demixer.errors import CheckpointMismatch, ModelUnavailable
-from demixer.models.loading import verified_weights
+from demixer.models.loading import network_file
 from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
 from demixer.models.vr.bands import Layout, analyse, synthesise
@@ -203,21 +203,6 @@ def open_network(path: Path, layout: Layout, *, device: str = "cpu") -> VrNetwor
     return network.eval().to(device)
 
 
-def _pth_path(spec: ModelSpec, model_dir: Path | None, model_path: Path | None) -> Path:
-    if model_path is not None:
-        path = Path(model_path)
-        if not path.is_file():
-            raise ModelUnavailable(f"--model-path {path} is not a file")
-        return path
-    verified = zip(spec.weights, verified_weights(spec, model_dir), strict=True)
-    paths = [path for weight, path in verified if weight.name != spec.config_name]
-    if len(paths) != 1:
-        raise ModelUnavailable(
-            f"model {spec.id!r} lists {len(paths)} network files; a VR model is one .pth"
-        )
-    return paths[0]
-
-
 def load(
     spec: ModelSpec,
     *,
@@ -241,5 +226,6 @@ def load(
             f"model {spec.id!r} declares stems {list(spec.stems)}; a VR model has two: the "
             "mask's and its complement"
         )
-    network = open_network(_pth_path(spec, model_dir, model_path), params.layout, device=device)
+    path = network_file(spec, model_dir, model_path, one="a VR model is one .pth")
+    network = open_network(path, params.layout, device=device)
     return VrBackend(network, params, stems=(spec.stems[0], spec.stems[1]), device=device)

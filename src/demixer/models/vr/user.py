@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from demixer.errors import CheckpointMismatch, InvalidModelConfig
+from demixer.errors import InvalidModelConfig
 from demixer.models.mdx_net.user import is_model_data, model_data_entry, read_data, stem_pair
 from demixer.models.registry import ModelSpec
-from demixer.models.user_models import Checked, files_spec, install_user_model
+from demixer.models.user_models import Checked, install_params_model, run_files
 from demixer.models.vr import VrBackend, load
 from demixer.models.vr.params import VrParams
 
@@ -90,16 +90,10 @@ def check_files(config: Path, pth: Path) -> Checked:
 def add(name: str, *, config: Path, checkpoint: Path, model_dir: Path | None = None) -> ModelSpec:
     """Register a parameters file and a ``.pth`` as the model ``name`` (copied into the model
     directory as ``params.json`` or ``params.yaml``, and ``model.pth``)."""
-    suffix = ".json" if Path(config).suffix.lower() == ".json" else ".yaml"
-    return install_user_model(
-        name,
-        config=config,
-        checkpoint=checkpoint,
-        check=check_files,
-        model_dir=model_dir,
-        config_name=f"params{suffix}",
-        checkpoint_name="model.pth",
-    )
+    return install_params_model(
+        name, config=config, checkpoint=checkpoint, check=check_files,
+        checkpoint_name="model.pth", model_dir=model_dir,
+    )  # fmt: skip
 
 
 def open_files(config: Path, pth: Path, *, device: str = "cpu") -> tuple[ModelSpec, VrBackend]:
@@ -114,16 +108,7 @@ def open_files(config: Path, pth: Path, *, device: str = "cpu") -> tuple[ModelSp
 def _open(
     checked: Checked, config: Path, pth: Path, device: str = "cpu"
 ) -> tuple[ModelSpec, VrBackend]:
-    spec = files_spec(
-        pth,
-        arch=ARCH,
-        stems=checked.stems,
-        sample_rate=checked.sample_rate,
-        loader=_LOADER,
-        description=f"{ARCH} with the parameters in {config}",
-        arch_params=dict(checked.arch_params),
-    )
-    try:
-        return spec, load(spec, model_path=pth, device=device)
-    except CheckpointMismatch as exc:  # name the file the parameters came from, to fix either
-        raise CheckpointMismatch(f"{exc.message} (the parameters: {config})") from None
+    return run_files(
+        pth, config, checked, loader=_LOADER,
+        load=lambda spec: load(spec, model_path=pth, device=device),
+    )  # fmt: skip
