@@ -356,6 +356,26 @@ def test_bad_parameters_are_refused_by_name(case: str, own_pth: Path, tmp_path: 
     assert caught.value.message == message.format(p=path)
 
 
+def test_a_window_the_network_cannot_run_is_refused_before_any_song(
+    own_pth: Path, tmp_path: Path
+) -> None:
+    """UVR fails mid-song on a window that keeps no frame past the context, or does not halve
+    evenly at each level; here the model does not load."""
+    from demixer.models.vr.user import check_files
+
+    for size, problem in (
+        (128, "this network takes 64 frames of context at each end of a window"),
+        (200, "this network's windows halve 4 times: use a multiple of 16"),
+    ):
+        path = tmp_path / "params.yaml"
+        path.write_text(f"vr_model_param: 4band_v3\nprimary_stem: Vocals\nwindow_size: {size}\n")
+        with pytest.raises(InvalidModelConfig) as caught:
+            check_files(path, own_pth)
+        assert caught.value.message == (
+            f"model 'uvr-de-echo-mine': arch_params window_size {size}: {problem}"
+        )
+
+
 def test_a_layout_that_does_not_add_up_is_refused() -> None:
     layout = json.loads(layout_file("4band_v3").read_text())
     layout["band"]["4"]["crop_stop"] = 482  # past the 481 bins of a 960-point STFT

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from demixer.errors import CheckpointMismatch, ModelUnavailable
+from demixer.errors import CheckpointMismatch, InvalidModelConfig, ModelUnavailable
 from demixer.models.loading import network_file
 from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
 from demixer.models.vr.bands import Layout, analyse, synthesise
-from demixer.models.vr.network import CascadedLstm, VrNetwork, build
+from demixer.models.vr.network import CascadedAspp, CascadedLstm, VrNetwork, build
 from demixer.models.vr.params import ARCH_PARAMS, VrParams
 
 __all__ = ["ARCH_PARAMS", "OVERLAP_SECONDS", "WINDOW_SECONDS", "VrBackend", "VrParams", "load"]
@@ -80,6 +80,9 @@ class VrBackend:
         self._lstm = isinstance(network, CascadedLstm)
         self._batch = params.batch_size or batch
         self._device = torch.device(device)
+        problem = window_problem(network, params.window_size)
+        if problem:
+            raise InvalidModelConfig(f"window_size {params.window_size}: {problem}")
 
     def with_quality(self, quality: Quality) -> VrBackend:
         """``fast``: 1024-frame windows (UVR's "quick" setting; a third fewer frames run);
@@ -176,6 +179,20 @@ class VrBackend:
         return out
 
 
+def window_problem(network: VrNetwork, size: int) -> str | None:
+    """Why ``network`` cannot run windows of ``size`` frames (UVR fails on such a window
+    mid-song), or None: each window must keep frames past the context at both ends, and
+    halve evenly at each of the U-Nets' levels."""
+    if size <= 2 * network.offset:
+        return f"this network takes {network.offset} frames of context at each end of a window"
+    step = 32 if isinstance(network, CascadedAspp) and network.stg1_low_band_net.five_levels else 16
+    if size % step:
+        return (
+            f"this network's windows halve {step.bit_length() - 1} times: use a multiple of {step}"
+        )
+    return None
+
+
 def _fit(wave: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((wave.shape[0], n), dtype=np.float32)
     m = min(n, wave.shape[1])
@@ -228,4 +245,7 @@ def load(
         )
     path = network_file(spec, model_dir, model_path, one="a VR model is one .pth")
     network = open_network(path, params.layout, device=device)
-    return VrBackend(network, params, stems=(spec.stems[0], spec.stems[1]), device=device)
+    try:
+        return VrBackend(network, params, stems=(spec.stems[0], spec.stems[1]), device=device)
+    except InvalidModelConfig as exc:  # the window does not fit this network
+        raise InvalidModelConfig(f"model {spec.id!r}: arch_params {exc.message}") from None
