@@ -132,6 +132,18 @@ CASES = {
         {"aggression": -20, "window_size": 320},
     ),
     "1band_sr44100_hl512": ("1band_sr44100_hl512", "v5.1", "Instrumental", {"window_size": 320}),
+    "4band_v3 high end, post-process": (
+        "4band_v3",
+        "31191",
+        "Vocals",
+        {"high_end_process": True, "post_process": True, "window_size": 320},
+    ),
+    "4band_v4_ms_fullband high end": (
+        "4band_v4_ms_fullband",
+        "v5.1",
+        "Instrumental",
+        {"high_end_process": True},
+    ),
 }
 
 
@@ -148,6 +160,8 @@ def test_a_song_is_separated_as_uvr_separates_it(case: str, tmp_path: Path) -> N
         window_size=int(settings.get("window_size", 512)),  # type: ignore[call-overload]
         aggression=int(settings.get("aggression", 5)),  # type: ignore[call-overload]
         tta=bool(settings.get("tta", False)),
+        post_process=bool(settings.get("post_process", False)),
+        high_end_process=bool(settings.get("high_end_process", False)),
     )  # fmt: skip
     expected = uvr.separate(tmp_path / "song.wav")
     backend = ours(reference, bins, vr_model_param=layout, primary_stem=primary, **settings)
@@ -177,6 +191,29 @@ def test_quality_levels_are_uvrs_window_sizes_and_tta(tmp_path: Path) -> None:
     got = fast.separate(mix)["primary"]
     assert peak_error(got[:, : want.shape[1]], want) < TOLERANCE
     assert backend.params.window_size == 512 and not backend.params.tta  # shared, not changed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_post_process_is_uvrs_merge_artifacts(seed: int) -> None:
+    """UVR's Post-Process on masks with long loud runs (close together, at either end, too
+    short, or none), against audio-separator's own ``merge_artifacts``."""
+    from audio_separator.separator.uvr_lib_v5.spec_utils import merge_artifacts as uvr_merge
+
+    from demixer.models.vr import merge_artifacts
+
+    rng = np.random.default_rng(seed)
+    frames = 400
+    mask = rng.uniform(0.0, 0.5, (2, 20, frames)).astype(np.float32)
+    runs = [(0, 90), (110, 200), (230, 250), (300, 400)][: 1 + seed % 4]
+    if seed == 5:
+        runs = []
+    for start, stop in runs:
+        mask[:, :, start:stop] = rng.uniform(0.3, 1.0, (2, 20, stop - start))
+    want = uvr_merge(mask.copy(), thres=0.25)
+    got = merge_artifacts(mask.copy(), 0.25)
+    assert peak_error(got, want) < 1e-6
+    if seed in (0, 1):
+        assert peak_error(got, mask) > 0.1  # a run was merged
 
 
 def test_silence_gives_silence() -> None:
@@ -326,8 +363,8 @@ BAD: dict[str, tuple[str, str]] = {
     "unknown key": (
         "vr_model_param: 4band_v3\nprimary_stem: Vocals\nagression: 10\n",
         "{p}: has unknown key(s) agression; known: vr_model_param, primary_stem, aggression, "
-        "window_size, tta, batch_size, is_karaoke, is_bv_model, is_bv_model_rebalanced, nout, "
-        "nout_lstm",
+        "window_size, tta, post_process, post_process_threshold, high_end_process, batch_size, "
+        "is_karaoke, is_bv_model, is_bv_model_rebalanced, nout, nout_lstm",
     ),
     "unknown layout": (
         "vr_model_param: 5band_v9\nprimary_stem: Vocals\n",

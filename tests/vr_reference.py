@@ -114,6 +114,9 @@ class UvrVr:
         window_size: int = 512,
         aggression: int = 5,
         tta: bool = False,
+        post_process: bool = False,
+        post_process_threshold: float = 0.2,
+        high_end_process: bool = False,
     ) -> None:
         from audio_separator.separator.uvr_lib_v5.vr_network.model_param_init import (
             ModelParameters,
@@ -131,9 +134,9 @@ class UvrVr:
         self.window_size = window_size
         self.batch_size = 1
         self.enable_tta = tta
-        self.enable_post_process = False
-        self.post_process_threshold = 0.2
-        self.high_end_process = False
+        self.enable_post_process = post_process
+        self.post_process_threshold = post_process_threshold
+        self.high_end_process = high_end_process
         self.input_high_end = None
         self.input_high_end_h = None
         self.torch_device_mps = None

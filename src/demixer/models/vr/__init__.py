@@ -9,7 +9,9 @@ spectrogram's magnitude, padded by the network's ``offset`` of context at each s
 divided by its largest value, run ``window_size`` frames at a time keeping the middle; the
 mask raised by the aggression setting (bins under the first band's ``crop_stop`` by a third
 as much); the primary stem is the mask times the spectrogram (the mixture's phase), the
-secondary its complement, each turned back into a wave band by band.
+secondary its complement, each turned back into a wave band by band. UVR's options, off by
+default as in UVR: TTA, the post-process (:func:`merge_artifacts`) and the high-end process
+(:func:`demixer.models.vr.bands.mirrored_high_end`).
 
 The engine hands this backend windows of :data:`WINDOW_SECONDS` (cross-fading
 :data:`OVERLAP_SECONDS` between them), so memory stays flat however long the song: a song
@@ -31,7 +33,7 @@ from demixer.errors import CheckpointMismatch, InvalidModelConfig, ModelUnavaila
 from demixer.models.loading import network_file
 from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
-from demixer.models.vr.bands import Layout, analyse, synthesise
+from demixer.models.vr.bands import Layout, analyse, mirrored_high_end, synthesise
 from demixer.models.vr.network import CascadedAspp, CascadedLstm, VrNetwork, build
 from demixer.models.vr.params import ARCH_PARAMS, VrParams
 
@@ -109,20 +111,25 @@ class VrBackend:
         if mix.ndim != 2 or mix.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, samples) audio, got shape {mix.shape}")
         layout = self.params.layout
-        spec = analyse(mix, layout, lstm=self._lstm)
+        high_end: list[np.ndarray] | None = [] if self.params.high_end_process else None
+        spec = analyse(mix, layout, lstm=self._lstm, high_end=high_end)
         magnitude = np.abs(spec)
         mask = self._mask(magnitude)
         if mask is None:  # silence: UVR divides by a zero peak and sanitises the NaNs to 0
             silent = np.zeros_like(mix, dtype=np.float32)
             return {stem: silent.copy() for stem in self.stems}
         mask = self._aggressive(mask)
+        if self.params.post_process:
+            mask = merge_artifacts(mask, self.params.post_process_threshold)
         phase = np.exp(1.0j * np.angle(spec))
         primary = np.nan_to_num(mask * magnitude * phase, nan=0.0, posinf=0.0, neginf=0.0)
         secondary = np.nan_to_num((1 - mask) * magnitude * phase, nan=0.0, posinf=0.0, neginf=0.0)
-        return {
-            stem: _fit(synthesise(part, layout, lstm=self._lstm), mix.shape[1])
-            for stem, part in zip(self.stems, (primary, secondary), strict=True)
-        }
+        out = {}
+        for stem, part in zip(self.stems, (primary, secondary), strict=True):
+            top = mirrored_high_end(part, high_end[0], layout) if high_end else None
+            wave = synthesise(part, layout, lstm=self._lstm, high_end=top)
+            out[stem] = _fit(wave, mix.shape[1])
+        return out
 
     def _mask(self, magnitude: np.ndarray) -> np.ndarray | None:
         """The network's mask over every frame (UVR's ``inference_vr``), None for silence."""
@@ -177,6 +184,42 @@ class VrBackend:
             out[ch, :split] = np.power(mask[ch, :split], 1 + a / 3)
             out[ch, split:] = np.power(mask[ch, split:], 1 + a)
         return out
+
+
+def merge_artifacts(
+    mask: np.ndarray, threshold: float, min_range: int = 64, fade: int = 32
+) -> np.ndarray:
+    """UVR's "Post-Process" (its ``merge_artifacts``): each run of more than ``min_range``
+    frames in which the mask keeps over ``threshold`` of every bin of both channels is pushed
+    to keeping everything, faded in and out over ``fade`` frames (a run closer than ``fade``
+    to the one before starts ``2 * fade`` before that one's end)."""
+    frames = np.flatnonzero(mask.min(axis=(0, 1)) > threshold)
+    if frames.size == 0:  # UVR's own code fails here, and leaves the mask as it was
+        return mask
+    breaks = np.flatnonzero(np.diff(frames) != 1)
+    starts = np.concatenate([frames[:1], frames[breaks + 1]])
+    ends = np.concatenate([frames[breaks], frames[-1:]])
+    long = ends - starts > min_range
+    weight = np.zeros_like(mask)
+    previous_end: int | None = None
+    try:
+        for s, e in zip(starts[long].tolist(), ends[long].tolist(), strict=True):
+            if previous_end is not None and s - previous_end < fade:
+                s = previous_end - fade * 2
+            if s != 0:
+                weight[:, :, s : s + fade] = np.linspace(0, 1, fade)
+            else:
+                s -= fade
+            if e != mask.shape[2]:
+                weight[:, :, e - fade : e] = np.linspace(1, 0, fade)
+            else:
+                e += fade
+            weight[:, :, s + fade : e - fade] = 1
+            previous_end = e
+    except ValueError:  # a fade that does not fit the frames: UVR's code gives up, as here
+        return mask
+    merged: np.ndarray = mask + weight * (1 - mask)
+    return merged
 
 
 def window_problem(network: VrNetwork, size: int) -> str | None:

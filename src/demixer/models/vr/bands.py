@@ -28,7 +28,16 @@ import torch
 
 from demixer.errors import InvalidModelConfig
 
-__all__ = ["Band", "Layout", "analyse", "parse_layout", "resample", "synthesise"]
+__all__ = [
+    "Band",
+    "Layout",
+    "analyse",
+    "high_end_bins",
+    "mirrored_high_end",
+    "parse_layout",
+    "resample",
+    "synthesise",
+]
 
 #: librosa's res_type names this reproduces (resampy's ``kaiser_*`` need resampy: a band that
 #: names one is refused where it would be used, below the top band)
@@ -290,10 +299,21 @@ def _hp_ramp(spec: np.ndarray, start: int, stop: int) -> np.ndarray:
     return spec
 
 
-def analyse(mix: np.ndarray, layout: Layout, *, lstm: bool) -> np.ndarray:
+def high_end_bins(layout: Layout) -> int:
+    """How many of the top band's highest bins UVR's "High-End Process" keeps from the input:
+    those above the band's crop and the roll-off's width."""
+    top = layout.bands[-1]
+    return (top.n_fft // 2 - top.crop_stop) + (layout.pre_filter_stop - layout.pre_filter_start)
+
+
+def analyse(
+    mix: np.ndarray, layout: Layout, *, lstm: bool, high_end: list[np.ndarray] | None = None
+) -> np.ndarray:
     """The stitched spectrogram of ``mix`` (``(2, n)`` float32 at ``layout.sr``):
     ``(2, bins + 1, frames)`` complex64 (UVR's ``loading_mix`` with ``combine_spectrograms``).
-    ``lstm``: the network is a v5.1 (LSTM) one, whose channel coding and roll-off differ."""
+    ``lstm``: the network is a v5.1 (LSTM) one, whose channel coding and roll-off differ.
+    ``high_end``: a list to append the top band's :func:`high_end_bins` highest bins to (below
+    its Nyquist bin), for :func:`synthesise` to put back."""
     specs: list[np.ndarray] = []
     wave = np.asarray(mix, dtype=np.float32)
     bands = layout.bands
@@ -302,6 +322,9 @@ def analyse(mix: np.ndarray, layout: Layout, *, lstm: bool) -> np.ndarray:
             wave = resample(wave, bands[i + 1].sr, bands[i].sr, bands[i].res_type)
         spec = _stft(_to_channels(wave, layout, lstm), bands[i])
         specs.insert(0, _convert_channels(spec, bands[i]) if lstm else spec)
+    if high_end is not None:
+        nyquist, h = bands[-1].n_fft // 2, high_end_bins(layout)
+        high_end.append(specs[-1][:, nyquist - h : nyquist, :])
     frames = min(s.shape[2] for s in specs)
     out = np.zeros((2, layout.bins + 1, frames), dtype=np.complex64)
     offset = 0
@@ -324,9 +347,24 @@ def analyse(mix: np.ndarray, layout: Layout, *, lstm: bool) -> np.ndarray:
     return out
 
 
-def synthesise(spec: np.ndarray, layout: Layout, *, lstm: bool) -> np.ndarray:
-    """The wave of a stitched spectrogram (UVR's ``cmb_spectrogram_to_wave``, no high-end
-    mirroring): ``(2, hl * (frames - 1))`` float64 at ``layout.sr``."""
+def mirrored_high_end(spec: np.ndarray, high_end: np.ndarray, layout: Layout) -> np.ndarray:
+    """UVR's "High-End Process" (its ``mirroring``): the input's highest bins (``high_end``,
+    from :func:`analyse`), each taken at most as loud as the stem's bins just under the
+    roll-off, mirrored upwards, with the input's phase."""
+    frames = min(spec.shape[2], high_end.shape[2])
+    high_end = high_end[:, :, :frames]
+    top = layout.pre_filter_start - 10
+    mirror = np.flip(np.abs(spec[:, top - high_end.shape[1] : top, :frames]), 1)
+    mirror = mirror * np.exp(1j * np.angle(high_end))
+    return np.where(np.abs(high_end) <= np.abs(mirror), high_end, mirror)
+
+
+def synthesise(
+    spec: np.ndarray, layout: Layout, *, lstm: bool, high_end: np.ndarray | None = None
+) -> np.ndarray:
+    """The wave of a stitched spectrogram (UVR's ``cmb_spectrogram_to_wave``):
+    ``(2, hl * (frames - 1))`` float64 at ``layout.sr``; ``high_end``: bins to put under the
+    top band's Nyquist bin (:func:`mirrored_high_end`)."""
     bands = layout.bands
     offset = 0
     wave: np.ndarray | None = None
@@ -337,6 +375,9 @@ def synthesise(spec: np.ndarray, layout: Layout, *, lstm: bool) -> np.ndarray:
         offset += h
         top = i == len(bands) - 1
         if top:
+            if high_end is not None and high_end.shape[1]:
+                nyquist, h = band.n_fft // 2, high_end.shape[1]
+                part[:, nyquist - h : nyquist, : high_end.shape[2]] = high_end[:, :h]
             if band.hpf_start > 0:
                 if lstm:
                     part *= _hp_mask(part.shape[1], band.hpf_start, band.hpf_stop - 1)

@@ -16,12 +16,17 @@ and UVR's inference settings, each defaulting to UVR's (and audio-separator's) o
 - ``window_size`` (512): frames per network call, the middle ``window_size - 2 * offset`` of
   which are kept (UVR's "Window Size": 320, 512 or 1024).
 - ``tta`` (false): UVR's "TTA": a second pass shifted by half a kept window, averaged.
+- ``post_process`` (false) and ``post_process_threshold`` (0.2): UVR's "Post-Process": frames
+  where the mask keeps more than the threshold of every bin for over 64 frames are faded into
+  keeping all of them (what is left of the primary stem in the secondary, as UVR puts it).
+- ``high_end_process`` (false): UVR's "High-End Process": the bins above the top band's crop
+  are put back from the input, at most as loud as the stem's bins mirrored from below.
 - ``batch_size`` (0 = automatic): windows per network call; it changes speed, never the output.
 
 UVR's flags for its own UI (``is_karaoke``, ``is_bv_model``, ``is_bv_model_rebalanced``) and the
 widths of v5.1 nets (``nout``, ``nout_lstm``: the checkpoint's tensors give them) are accepted
 and unused. Any other key is refused, so a misspelt parameter cannot silently fall back to a
-default. UVR's "Post-Process" and "High-End Process", off by default there, are not offered.
+default.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ ARCH_PARAMS = (
     "aggression",
     "window_size",
     "tta",
+    "post_process",
+    "post_process_threshold",
+    "high_end_process",
     "batch_size",
     "is_karaoke",
     "is_bv_model",
@@ -78,6 +86,9 @@ class VrParams:
     aggression: int = 5
     window_size: int = 512
     tta: bool = False
+    post_process: bool = False
+    post_process_threshold: float = 0.2
+    high_end_process: bool = False
     batch_size: int = 0
 
     @classmethod
@@ -116,14 +127,26 @@ class VrParams:
         primary = params["primary_stem"]
         if not isinstance(primary, str) or not primary.strip():
             raise bad(f"primary_stem={primary!r}: expected a stem name")
-        tta = params.get("tta", False)
-        if not isinstance(tta, bool):
-            raise bad(f"tta={tta!r}: expected true or false")
+
+        def flag(key: str) -> bool:
+            value = params.get(key, False)
+            if not isinstance(value, bool):
+                raise bad(f"{key}={value!r}: expected true or false")
+            return value
+
+        threshold = params.get("post_process_threshold", 0.2)
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise bad(f"post_process_threshold={threshold!r}: expected a number")
+        if not 0 < threshold < 1:
+            raise bad(f"post_process_threshold={threshold!r}: expected a fraction in (0, 1)")
         return cls(
             layout=layout,
             primary_stem=primary,
             aggression=integer("aggression", 5, -100, 100),
             window_size=integer("window_size", 512, 1, 1 << 14),
-            tta=tta,
+            tta=flag("tta"),
+            post_process=flag("post_process"),
+            post_process_threshold=float(threshold),
+            high_end_process=flag("high_end_process"),
             batch_size=integer("batch_size", 0, 0, 1 << 10),
         )
