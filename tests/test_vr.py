@@ -217,11 +217,16 @@ def test_post_process_is_uvrs_merge_artifacts(seed: int) -> None:
 
 
 def test_silence_gives_silence() -> None:
-    """UVR divides by the loudest bin: for silence it gets NaN and writes zeros; so does this."""
+    """UVR divides by the loudest bin: for silence it gets NaN and writes zeros; so does this.
+    An input shorter than one hop (480 samples) has no wave in UVR (its length is the hop
+    times one less than the frames): silence too, where the inverse STFT failed."""
     reference = randomised(reference_network(672, "31191"), seed=4)
     backend = ours(reference, 672, vr_model_param="4band_v3", primary_stem="Vocals")
     out = backend.separate(np.zeros((2, 20000), dtype=np.float32))
     assert all(v.shape == (2, 20000) and not v.any() for v in out.values())
+    for n in (1, 479):
+        out = backend.separate(music(n / RATE, seed=n))
+        assert all(v.shape == (2, n) and not v.any() for v in out.values())
 
 
 def test_every_layout_uvr_ships_is_read() -> None:

@@ -114,8 +114,10 @@ class VrBackend:
         high_end: list[np.ndarray] | None = [] if self.params.high_end_process else None
         spec = analyse(mix, layout, lstm=self._lstm, high_end=high_end)
         magnitude = np.abs(spec)
-        mask = self._mask(magnitude)
-        if mask is None:  # silence: UVR divides by a zero peak and sanitises the NaNs to 0
+        # UVR's waves are the hop times one less than the frames long: nothing for an input
+        # shorter than a hop. Silence divides by a zero peak: NaNs, which UVR sanitises to 0.
+        mask = self._mask(magnitude) if spec.shape[2] > 1 else None
+        if mask is None:
             silent = np.zeros_like(mix, dtype=np.float32)
             return {stem: silent.copy() for stem in self.stems}
         mask = self._aggressive(mask)
