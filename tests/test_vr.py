@@ -475,6 +475,7 @@ CATALOGUE_NETS = {  # network, width, the stem the mask keeps
     "vr-deecho-dereverb": ("v5.1", 64, "noreverb"),
     "vr-de-echo-normal": ("v5.1", 48, "noecho"),
     "vr-karaoke-5hp": ("123812", 32, "instrumental"),
+    "vr-denoise-lite": ("v5.1", 16, "noise"),
 }
 
 

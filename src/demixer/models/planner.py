@@ -72,6 +72,7 @@ PREFERENCE = (
     "mel-roformer-dereverb-anvuew",
     "vr-deecho-dereverb",
     "mel-roformer-denoise-aufr33",
+    "vr-denoise-lite",
     "mel-roformer-deecho-sucial",
     "vr-de-echo-normal",
     "mel-roformer-crowd-aufr33",

@@ -61,6 +61,7 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "bandit-v2-dnr": ("checkpoint-multi_fixed.ckpt",),
     "vr-deecho-dereverb": ("UVR-DeEcho-DeReverb.pth",),
     "vr-de-echo-normal": ("UVR-De-Echo-Normal.pth",),
+    "vr-denoise-lite": ("UVR-DeNoise-Lite.pth",),
     "vr-karaoke-5hp": ("5_HP-Karaoke-UVR.pth",),
 }
 

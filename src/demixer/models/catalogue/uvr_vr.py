@@ -95,6 +95,33 @@ UVR_VR: tuple[ModelSpec, ...] = (
         ),
     ),
     vr(
+        "vr-denoise-lite",
+        stems=("noise", "dry"),
+        description="UVR-DeNoise-Lite by FoxJoy (UVR's VR architecture): a small, fast "
+        "denoiser (18 MB); the noise, and the signal without it (`dry`).",
+        pth=file(
+            "UVR-DeNoise-Lite.pth",
+            UVR_RELEASE + "UVR-DeNoise-Lite.pth",
+            "0023492fe98c406817b5253965de19ede65d1c147db015a3a428f07602e99571",
+            17922277,
+        ),
+        arch_params={"vr_model_param": "1band_sr44100_hl1024", "primary_stem": "Noise"},
+        license=_FOXJOY_LICENSE,
+        license_class="not stated",
+        weights_source="FoxJoy, UVR's model releases (UVR's own repository ships it too)",
+        quality="not published",
+        pin_sources=(
+            "SHA-256: https://huggingface.co/seanghay/uvr_models/blob/main/UVR-DeNoise-Lite.pth",
+            "SHA-256: https://huggingface.co/Sucial/MSST-WebUI/blob/main/All_Models/VR_Models/"
+            "UVR-DeNoise-Lite.pth",
+            "SHA-256 and size: https://huggingface.co/spaces/justyoung/UVR5/commit/"
+            "8bd0b4b51232b382ef4a66d484559ea1c768167a (the Git LFS pointer, oid and size)",
+            "SHA-256, size and UVR's hash of one file, measured together by another public "
+            "project (found in a code index; not citable by URL here)",
+            _identity("51ea8c43a6928ed3c10ef5cb2707d57b"),
+        ),
+    ),
+    vr(
         "vr-karaoke-5hp",
         stems=("instrumental", "lead_vocals"),
         description="5_HP-Karaoke-UVR, UVR's VR karaoke model: the lead vocals apart, the "
