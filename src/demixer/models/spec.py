@@ -6,8 +6,11 @@ Pure data, shared by the built-in entries (``registry.py``) and the community ca
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from demixer.errors import InvalidModelConfig
 
 __all__ = [
     "LICENSE_CLASSES",
@@ -17,6 +20,7 @@ __all__ = [
     "ModelSpec",
     "Score",
     "WeightFile",
+    "check_uvr_keys",
 ]
 
 #: The longest model id the service stores (a job's ``engine_model``): an ensemble's id names
@@ -200,3 +204,22 @@ class ModelSpec:
             "pin_sources": list(self.pin_sources),
             "aliases": list(self.aliases),
         }
+
+
+def check_uvr_keys(
+    params: Mapping[str, Any], *, known: Iterable[str], required: Iterable[str], where: str
+) -> None:
+    """Refuse ``arch_params`` in UVR's model-data terms (MDX-Net's, VR's) holding a key not in
+    ``known`` (a typo must not fall back to a default) or lacking one of ``required``; the
+    message starts with ``where`` (the model, or the file the parameters came from)."""
+    names = tuple(known)
+    unknown = sorted(str(key) for key in set(params) - set(names))
+    if unknown:
+        raise InvalidModelConfig(
+            f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(names)}"
+        )
+    missing = [key for key in required if key not in params]
+    if missing:
+        raise InvalidModelConfig(
+            f"{where} lacks {', '.join(missing)} (UVR's model data gives them per model)"
+        )

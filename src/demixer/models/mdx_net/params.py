@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from demixer.errors import InvalidModelConfig
+from demixer.models.spec import check_uvr_keys
 from demixer.models.stft import stft_problem
 
 __all__ = ["ARCH_PARAMS", "DEFAULT_OVERLAP", "MdxParams"]
@@ -131,13 +132,7 @@ class MdxParams:
         def bad(message: str) -> InvalidModelConfig:
             return InvalidModelConfig(f"{where} {message}")
 
-        unknown = sorted(set(params) - set(ARCH_PARAMS))
-        if unknown:
-            known = ", ".join(ARCH_PARAMS)
-            raise bad(f"has unknown key(s) {', '.join(unknown)}; known: {known}")
-        missing = [key for key in ("dim_f", "dim_t", "n_fft") if key not in params]
-        if missing:
-            raise bad(f"lacks {', '.join(missing)} (UVR's model data gives them per model)")
+        check_uvr_keys(params, known=ARCH_PARAMS, required=("dim_f", "dim_t", "n_fft"), where=where)
 
         def integer(key: str, default: int, low: int) -> int:
             value = params.get(key, default)

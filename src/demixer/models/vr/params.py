@@ -38,6 +38,7 @@ from importlib import resources
 from typing import Any
 
 from demixer.errors import InvalidModelConfig
+from demixer.models.spec import check_uvr_keys
 from demixer.models.vr.bands import Layout, parse_layout
 
 __all__ = ["ARCH_PARAMS", "LAYOUTS", "VrParams", "shipped_layout"]
@@ -106,12 +107,8 @@ class VrParams:
         def bad(message: str) -> InvalidModelConfig:
             return InvalidModelConfig(f"{where} {message}")
 
-        unknown = sorted(str(k) for k in set(params) - set(ARCH_PARAMS))
-        if unknown:
-            raise bad(f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(ARCH_PARAMS)}")
-        missing = [key for key in ("vr_model_param", "primary_stem") if key not in params]
-        if missing:
-            raise bad(f"lacks {', '.join(missing)} (UVR's model data gives them per model)")
+        required = ("vr_model_param", "primary_stem")
+        check_uvr_keys(params, known=ARCH_PARAMS, required=required, where=where)
         layout_value = params["vr_model_param"]
         if isinstance(layout_value, str):
             layout = shipped_layout(layout_value, where=where)
