@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from demixer.audio import fit_length
 from demixer.errors import CheckpointMismatch, InvalidModelConfig, ModelUnavailable
 from demixer.models.loading import network_file
 from demixer.models.quality import Quality
@@ -130,7 +131,7 @@ class VrBackend:
         for stem, part in zip(self.stems, (primary, secondary), strict=True):
             top = mirrored_high_end(part, high_end[0], layout) if high_end else None
             wave = synthesise(part, layout, lstm=self._lstm, high_end=top)
-            out[stem] = _fit(wave, mix.shape[1])
+            out[stem] = fit_length(wave, mix.shape[1]).astype(np.float32)
         return out
 
     def _mask(self, magnitude: np.ndarray) -> np.ndarray | None:
@@ -144,14 +145,12 @@ class VrBackend:
         peak = float(magnitude.max()) if magnitude.size else 0.0
         if peak <= 0 or not np.isfinite(peak):
             return None
-        mask = self._run(magnitude / peak, offset, offset + kept - frames % kept, kept)[
-            ..., :frames
-        ]
+        scaled = magnitude / peak
+        right = offset + kept - frames % kept
+        mask = self._run(scaled, offset, right, kept)[..., :frames]
         if self.params.tta:
             half = kept // 2
-            shifted = self._run(
-                magnitude / peak, offset + half, offset + kept - frames % kept + half, kept
-            )
+            shifted = self._run(scaled, offset + half, right + half, kept)
             mask = (mask + shifted[..., half : half + frames]) * 0.5
         return mask
 
@@ -236,13 +235,6 @@ def window_problem(network: VrNetwork, size: int) -> str | None:
             f"this network's windows halve {step.bit_length() - 1} times: use a multiple of {step}"
         )
     return None
-
-
-def _fit(wave: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros((wave.shape[0], n), dtype=np.float32)
-    m = min(n, wave.shape[1])
-    out[:, :m] = wave[:, :m]
-    return out
 
 
 def open_network(path: Path, layout: Layout, *, device: str = "cpu") -> VrNetwork:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from demixer.audio import fit_length
 from demixer.errors import InvalidModelConfig
 
 __all__ = [
@@ -169,15 +170,10 @@ def parse_layout(data: Any, *, source: str) -> Layout:
     return layout
 
 
-def _fix_length(y: np.ndarray, n: int) -> np.ndarray:
-    if y.shape[-1] >= n:
-        return y[..., :n]
-    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])])
-
-
 def resample(y: np.ndarray, orig_sr: int, target_sr: int, res_type: str) -> np.ndarray:
-    """librosa's ``resample(y, orig_sr=, target_sr=, res_type=)`` along the last axis, for
-    the resamplers a band layout names (same length, same dtype as librosa gives)."""
+    """librosa's ``resample(y, orig_sr=, target_sr=, res_type=)`` of each channel of ``y``
+    (``(channels, n)``), for the resamplers a band layout names (same length, same dtype as
+    librosa gives)."""
     if orig_sr == target_sr:
         return y
     n = math.ceil(y.shape[-1] * target_sr / orig_sr)
@@ -189,19 +185,15 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int, res_type: str) -> np.n
     elif res_type in _SINC:
         import samplerate
 
-        rows = y.reshape(-1, y.shape[-1])
-        out = np.stack(
-            [samplerate.resample(r, target_sr / orig_sr, converter_type=res_type) for r in rows]
-        ).reshape(*y.shape[:-1], -1)
+        ratio = target_sr / orig_sr
+        out = np.stack([samplerate.resample(r, ratio, converter_type=res_type) for r in y])
     elif res_type in _SOXR:
         import soxr
 
-        rows = y.reshape(-1, y.shape[-1])
-        out = np.stack([soxr.resample(r, orig_sr, target_sr, quality=res_type) for r in rows])
-        out = out.reshape(*y.shape[:-1], -1)
+        out = np.stack([soxr.resample(r, orig_sr, target_sr, quality=res_type) for r in y])
     else:
         raise InvalidModelConfig(f"res_type {res_type!r} is not a resampler demixer has")
-    return np.asarray(_fix_length(out, n), dtype=y.dtype)
+    return np.asarray(fit_length(out, n), dtype=y.dtype)
 
 
 def _stft(wave: np.ndarray, band: Band) -> np.ndarray:
@@ -306,6 +298,23 @@ def high_end_bins(layout: Layout) -> int:
     return (top.n_fft // 2 - top.crop_stop) + (layout.pre_filter_stop - layout.pre_filter_start)
 
 
+def _high_pass(part: np.ndarray, band: Band, lstm: bool) -> np.ndarray:
+    """A band's fade-in from ``hpf_stop - 1`` up to ``hpf_start``: the LSTM nets' linear
+    mask, the v5 nets' ramp (UVR's two ways)."""
+    if lstm:
+        masked: np.ndarray = part * _hp_mask(part.shape[1], band.hpf_start, band.hpf_stop - 1)
+        return masked
+    return _hp_ramp(part, band.hpf_start, band.hpf_stop - 1)
+
+
+def _low_pass(part: np.ndarray, band: Band, lstm: bool) -> np.ndarray:
+    """A band's fade-out from ``lpf_start`` to ``lpf_stop``, UVR's two ways."""
+    if lstm:
+        masked: np.ndarray = part * _lp_mask(part.shape[1], band.lpf_start, band.lpf_stop)
+        return masked
+    return _lp_ramp(part, band.lpf_start, band.lpf_stop)
+
+
 def analyse(
     mix: np.ndarray, layout: Layout, *, lstm: bool, high_end: list[np.ndarray] | None = None
 ) -> np.ndarray:
@@ -374,31 +383,16 @@ def synthesise(
         part[:, band.crop_start : band.crop_stop] = spec[:, offset : offset + h]
         offset += h
         top = i == len(bands) - 1
+        if top and high_end is not None and high_end.shape[1]:
+            nyquist, h = band.n_fft // 2, high_end.shape[1]
+            part[:, nyquist - h : nyquist, : high_end.shape[2]] = high_end[:, :h]
+        if band.hpf_start > 0 if top else i > 0:  # every band above the first fades in
+            part = _high_pass(part, band, lstm)
+        if not top:  # and every band below the top fades out
+            part = _low_pass(part, band, lstm)
+        own = _from_channels(_istft(part, band), layout, band, lstm)
+        summed = own if wave is None else wave + own
         if top:
-            if high_end is not None and high_end.shape[1]:
-                nyquist, h = band.n_fft // 2, high_end.shape[1]
-                part[:, nyquist - h : nyquist, : high_end.shape[2]] = high_end[:, :h]
-            if band.hpf_start > 0:
-                if lstm:
-                    part *= _hp_mask(part.shape[1], band.hpf_start, band.hpf_stop - 1)
-                else:
-                    part = _hp_ramp(part, band.hpf_start, band.hpf_stop - 1)
-            own = _from_channels(_istft(part, band), layout, band, lstm)
-            return own if wave is None else wave + own
-        if i == 0:
-            if lstm:
-                part *= _lp_mask(part.shape[1], band.lpf_start, band.lpf_stop)
-            else:
-                part = _lp_ramp(part, band.lpf_start, band.lpf_stop)
-            summed = _from_channels(_istft(part, band), layout, band, lstm)
-        else:
-            if lstm:
-                part *= _hp_mask(part.shape[1], band.hpf_start, band.hpf_stop - 1)
-                part *= _lp_mask(part.shape[1], band.lpf_start, band.lpf_stop)
-            else:
-                part = _hp_ramp(part, band.hpf_start, band.hpf_stop - 1)
-                part = _lp_ramp(part, band.lpf_start, band.lpf_stop)
-            assert wave is not None
-            summed = wave + _from_channels(_istft(part, band), layout, band, lstm)
+            return summed
         wave = resample(summed, band.sr, bands[i + 1].sr, SYNTHESIS_RES_TYPE)
     raise AssertionError("a layout has at least one band")
