@@ -184,16 +184,27 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def timed(net: torch.nn.Module, wave: torch.Tensor, bf16: bool) -> tuple[float, float, Any]:
-    """(seconds, other processes' CPU share meanwhile, output)."""
+def timed_call(run: Callable[[], Any]) -> tuple[float, float, Any]:
+    """``run()`` timed: (seconds, other processes' CPU share meanwhile, what it returned)."""
     busy0, own0, t0 = common._busy_cpu_s(), _cpu_s(), time.perf_counter()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        out = net(wave)
+    out = run()
     wall = time.perf_counter() - t0
     busy1, own1 = common._busy_cpu_s(), _cpu_s()
     foreign = float("nan")
     if busy0 is not None and busy1 is not None:
         foreign = max(0.0, busy1 - busy0 - (own1 - own0)) / (wall * (os.cpu_count() or 1))
+    return wall, foreign, out
+
+
+def timed(net: torch.nn.Module, wave: torch.Tensor, bf16: bool) -> tuple[float, float, Any]:
+    """(seconds, other processes' CPU share meanwhile, output)."""
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out: torch.Tensor = net(wave)
+        return out
+
+    wall, foreign, out = timed_call(forward)
     return wall, foreign, out.float()
 
 

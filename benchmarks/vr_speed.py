@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -30,31 +29,13 @@ import soundfile as sf
 import torch
 
 import common
+from arch_speed import timed_call
 
 ROOT = Path(__file__).resolve().parents[1]
 NETS = {  # the catalogue model each is shaped as: UVR's network kind, width, layout, primary
     "5_HP-Karaoke-UVR": ("123812", 32, "4band_v2_sn", "Instrumental"),
     "UVR-De-Echo-Normal": ("v5.1", 48, "4band_v3", "No Echo"),
 }
-
-
-def _timed(run: Callable[[], np.ndarray]) -> tuple[float, float, np.ndarray]:
-    """(seconds, other processes' CPU share meanwhile, the primary stem)."""
-    import os
-    import resource
-
-    def own() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    busy0, own0, t0 = common._busy_cpu_s(), own(), time.perf_counter()
-    out = run()
-    wall = time.perf_counter() - t0
-    busy1, own1 = common._busy_cpu_s(), own()
-    foreign = float("nan")
-    if busy0 is not None and busy1 is not None:
-        foreign = max(0.0, busy1 - busy0 - (own1 - own0)) / (wall * (os.cpu_count() or 1))
-    return wall, foreign, np.asarray(out, dtype=np.float32)
 
 
 def main() -> None:
@@ -101,7 +82,8 @@ def main() -> None:
             outputs: dict[str, np.ndarray] = {}
             for r in range(args.rounds):
                 for system, run in runs.items():
-                    wall, load, out = _timed(run)
+                    wall, load, out = timed_call(run)
+                    out = np.asarray(out, dtype=np.float32)
                     times[system].append(wall / args.seconds)
                     loads[system].append(load)
                     outputs.setdefault(system, out)
