@@ -12,14 +12,27 @@ resampling, the network window by window, the bands back to a wave) and as demix
 speed-up, the largest difference between the primary stems, and the other processes' share of
 the CPU meanwhile.
 
+Memory (``--memory``): the peak RSS of a subprocess separating a WAV of each ``--minutes``
+length, once each way: audio-separator's inference reads the whole file, holds every band's
+spectrogram and the mask for the whole song; demixer runs ``Separator.separate_file`` (file to
+stem files, what ``demixer separate`` and the workers run: a first pass for the song's loudest
+bin, then the song streamed in 30-s chunks). The network is De-Echo-Normal's kind and layout,
+shrunk to width 16 and LSTM width 32 so that audio-separator's 10 minutes finish in minutes:
+its share of the memory (weights, one window's activations) does not grow with the song.
+
     .venv/bin/python benchmarks/vr_speed.py [--rounds 2] [--seconds 15]
+    .venv/bin/python benchmarks/vr_speed.py --memory [--minutes 1 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -38,12 +51,24 @@ NETS = {  # the catalogue model each is shaped as: UVR's network kind, width, la
 }
 
 
+#: --memory: the network separating, shaped as De-Echo-Normal's but narrower
+MEMORY_NET = ("v5.1", 16, 32, "4band_v3", "No Echo")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--run-memory"]:
+        run_memory(sys.argv[2], Path(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--memory", action="store_true", help="measure peak memory instead")
+    parser.add_argument("--minutes", type=float, nargs="*", default=[1.0, 10.0])
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
     args = parser.parse_args()
+    if args.memory:
+        memory(args)
+        return
     torch.set_num_threads(2)
     sys.path.insert(0, str(ROOT / "tests"))
     from demixer.models.vr import VrBackend
@@ -129,6 +154,98 @@ def main() -> None:
     print(body)
     if not args.no_write:
         common.write_section(common.kind_section("vr-speed"), body)
+
+
+def run_memory(system: str, wav: Path) -> None:
+    """The subprocess side of ``--memory``: separate ``wav`` once, print the peak RSS."""
+    torch.set_num_threads(2)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from demixer.engine import Separator
+    from demixer.models.registry import get_spec
+    from demixer.models.vr import backend
+    from demixer.models.vr.network import build
+    from demixer.models.vr.params import VrParams
+    from vr_reference import UvrVr, randomised, reference_network
+
+    kind, width, lstm_width, layout, primary = MEMORY_NET
+    params = VrParams.from_arch_params(
+        {"vr_model_param": layout, "primary_stem": primary}, model_id="memory"
+    )
+    bins = params.layout.bins
+    ref = randomised(reference_network(bins, kind, nout=width, nout_lstm=lstm_width), seed=1)
+    started = time.perf_counter()
+    if system == "audio-separator":
+        layout_file = resources.files("demixer.models.vr") / "layouts" / f"{layout}.json"
+        UvrVr(ref, Path(str(layout_file)), primary, v51=True).separate(wav)
+    else:
+        net = build(ref.state_dict(), bins, source="memory")
+        net.load_state_dict(ref.state_dict())
+        spec = get_spec("vr-de-echo-normal")
+        vr = backend(net.eval(), params, stems=(spec.stems[0], spec.stems[1]))
+        with common.tempdir("vr-memory-") as out:
+            Separator.from_backend(spec, vr).separate_file(wav, out)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps({"peak_rss_mb": peak, "seconds": time.perf_counter() - started}))
+
+
+def memory(args: argparse.Namespace) -> None:
+    """``--memory``: each system on each length, one subprocess each; the RESULTS section."""
+    rate = 44100
+    rng = np.random.default_rng(0)
+    t = np.arange(10 * rate) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
+    ten = (0.15 * chord[None] + 0.05 * rng.standard_normal((2, t.size))).astype(np.float32)
+    rows = []
+    with common.tempdir("vr-memory-") as tmp:
+        for minutes in args.minutes:
+            wav = Path(tmp) / f"song-{minutes:g}.wav"
+            n = int(minutes * 60 * rate)
+            sf.write(wav, np.tile(ten, (1, n // ten.shape[1] + 1))[:, :n].T, rate, "FLOAT")
+            for system in ("audio-separator", "demixer"):
+                common.wait_quiet(30.0)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--run-memory", system, str(wav)],
+                    capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+                peak = json.loads(line[7:])["peak_rss_mb"] if line else None
+                print(f"{minutes:g} min {system}: {peak} MB", flush=True)
+                if line is None:
+                    print(done.stderr[-2000:], flush=True)
+                rows.append((system, minutes, peak))
+            wav.unlink()
+    table_rows = []
+    for system in ("audio-separator", "demixer"):
+        mine = [(m, p) for s, m, p in rows if s == system]
+        for minutes, peak in mine:
+            first = mine[0][1]
+            growth = "–"
+            if minutes != mine[0][0] and peak is not None and first is not None:
+                growth = f"{peak - first:+.0f} MB"
+            size = "failed" if peak is None else f"{peak:.0f} MB"
+            table_rows.append([system, f"{minutes:g} min", size, growth])
+    _, width, lstm_width, layout, _ = MEMORY_NET
+    body = (
+        "### UVR VR models: memory (`benchmarks/vr_speed.py --memory`)\n\n"
+        + common.header(
+            "vr_speed.py", "audio-separator", "`.venv/bin/python benchmarks/vr_speed.py --memory`"
+        )
+        + "\nPeak RSS (`ru_maxrss`) of a whole subprocess, model built in it, separating a "
+        "stereo 44.1 kHz float32 WAV of a chord and noise of each length. audio-separator: its "
+        "0.47.1 `VRSeparator`'s `loading_mix`, `inference_vr` and `spec_to_wav` on the file (the "
+        "song read whole, every band's spectrogram and the mask held for all of it); demixer: "
+        "`Separator.separate_file`, file to stem files (what `demixer separate` and the workers "
+        "run: one pass for the song's loudest bin, then the song streamed in 30-s chunks; the "
+        "stems equal audio-separator's either way). The network is UVR's v5.1 on "
+        f"`{layout}` as De-Echo-Normal's, **shrunk** to width {width} and LSTM width "
+        f"{lstm_width} so that audio-separator's 10 minutes finish in minutes on 2 shared "
+        "cores: its share (weights, one window's activations) is the same at any length, and "
+        "larger at full size for both alike. *growth*: the peak minus the shortest input's.\n\n"
+        + common.table(["system", "input", "peak RSS", "growth"], table_rows)
+    )
+    print(body)
+    if not args.no_write:
+        common.write_section("vr-memory", body)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -21,9 +23,10 @@ from typer.testing import CliRunner, Result
 
 from demixer.cli import app
 from demixer.errors import CheckpointMismatch, InvalidModelConfig
-from demixer.models.vr import VrBackend
+from demixer.models.base import InputStats
+from demixer.models.vr import StreamingVrBackend, VrBackend, backend
 from demixer.models.vr.bands import parse_layout
-from demixer.models.vr.network import CascadedAspp, CascadedLstm, build
+from demixer.models.vr.network import CascadedAspp, CascadedLstm, VrNetwork, build
 from demixer.models.vr.params import LAYOUTS, VrParams
 from demixer.models.vr.user import read_params
 from vr_reference import UvrVr, randomised, reference_network
@@ -49,11 +52,34 @@ def music(seconds: float, seed: int) -> np.ndarray:
 
 
 def ours(reference: torch.nn.Module, bins: int, **params: object) -> VrBackend:
-    """demixer's backend with the reference network's weights."""
+    """demixer's backend with the reference network's weights (windows)."""
+    return VrBackend(*_parts(reference, bins, params), stems=("primary", "secondary"))
+
+
+def streaming(reference: torch.nn.Module, bins: int, **params: object) -> StreamingVrBackend:
+    """demixer's backend with the reference network's weights, as the engine streams it."""
+    made = backend(*_parts(reference, bins, params), stems=("primary", "secondary"))
+    assert isinstance(made, StreamingVrBackend)
+    return made
+
+
+def _parts(
+    reference: torch.nn.Module, bins: int, params: dict[str, object]
+) -> tuple[VrNetwork, VrParams]:
     network = build(reference.state_dict(), bins, source="test")
     network.load_state_dict(reference.state_dict())
-    vr = VrParams.from_arch_params(params, model_id="test")
-    return VrBackend(network.eval(), vr, stems=("primary", "secondary"))
+    return network.eval(), VrParams.from_arch_params(params, model_id="test")
+
+
+def streamed(vr: StreamingVrBackend, mix: np.ndarray, block: int = 7001) -> dict[str, np.ndarray]:
+    """``mix`` through the backend's stream in blocks of ``block`` samples, after its meter
+    has measured the whole of it (what the engine does)."""
+    meter = vr.meter()
+    for start in range(0, mix.shape[1], 3001):
+        meter.push(mix[:, start : start + 3001])
+    blocks = (mix[:, start : start + block] for start in range(0, mix.shape[1], block))
+    parts = list(vr.stream(blocks, stats=meter.result()))
+    return {stem: np.concatenate([p[stem] for p in parts], axis=1) for stem in vr.stems}
 
 
 def peak_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -175,6 +201,132 @@ def test_a_song_is_separated_as_uvr_separates_it(case: str, tmp_path: Path) -> N
         assert not got[stem][:, n:].any()  # past UVR's last hop: silence, as UVR writes none
 
 
+# layout, network, primary stem, settings, rate: each way a song is cut into chunks and put
+# back (both generations, lower bands by polyphase and libsamplerate, TTA's second grid,
+# High-End Process, Post-Process)
+STREAMED = {
+    "4band_v3 v5 high end, post-process": (
+        "4band_v3",
+        "31191",
+        "Vocals",
+        {"high_end_process": True, "post_process": True, "window_size": 320},
+        2.5,
+    ),
+    "2band_32000 v5.1 sinc, tta": ("2band_32000", "v5.1", "Vocals", {"tta": True}, 3.0),
+    "4band_v4_ms_fullband v5.1 high end": (
+        "4band_v4_ms_fullband",
+        "v5.1",
+        "Instrumental",
+        {"high_end_process": True, "window_size": 320},
+        4.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAMED))
+def test_a_song_many_chunks_long_streams_to_uvrs_whole_song_stems(
+    case: str, tmp_path: Path
+) -> None:
+    """UVR divides the whole song by its loudest bin and runs its grid from the first frame:
+    a song streamed in chunks of 30 frames (2.5-4 s here: 8 to 11) gets exactly UVR's stems
+    for the whole song, its first third too, which the last third, ten times louder, scales
+    (the first third alone, scaled by its own loudest bin, differs: checked once)."""
+    layout, kind, primary, settings, seconds = STREAMED[case]
+    parsed = parse_layout(json.loads(layout_file(layout).read_text()), source=layout)
+    reference = randomised(reference_network(parsed.bins, kind, nout=16, nout_lstm=32), seed=3)
+    rate = parsed.sr
+    mix = music(seconds * RATE / rate, seed=len(case))[:, : int(seconds * rate)]
+    third = mix.shape[1] // 3
+    mix[:, 2 * third :] *= 10
+    sf.write(tmp_path / "song.wav", mix.T, rate, subtype="FLOAT")
+    uvr = UvrVr(
+        reference, layout_file(layout), primary, v51=kind == "v5.1",
+        window_size=int(settings.get("window_size", 512)),  # type: ignore[call-overload]
+        tta=bool(settings.get("tta", False)),
+        post_process=bool(settings.get("post_process", False)),
+        high_end_process=bool(settings.get("high_end_process", False)),
+    )  # fmt: skip
+    expected = uvr.separate(tmp_path / "song.wav")
+    vr = streaming(reference, parsed.bins, vr_model_param=layout, primary_stem=primary, **settings)
+    vr.chunk = 30
+    got = streamed(vr, mix)
+    n = expected[0].shape[1]
+    for stem, want in zip(("primary", "secondary"), expected, strict=True):
+        assert got[stem].shape == mix.shape
+        assert peak_error(got[stem][:, :n], want) < TOLERANCE, stem
+        assert not got[stem][:, n:].any()
+    if not case.startswith("4band_v4"):
+        return
+    # the first third alone, scaled by its own loudest bin, is not what UVR gives
+    alone = ours(reference, parsed.bins, vr_model_param=layout, primary_stem=primary, **settings)
+    own = alone.separate(mix[:, :third])["primary"]
+    assert peak_error(own[:, : third - 5000], expected[0][:, : third - 5000]) > 10 * TOLERANCE
+
+
+def test_the_stream_gives_stems_while_the_song_is_still_coming() -> None:
+    """Memory does not grow with the song: the first stems come out once the first grid
+    window (320 frames: 3.5 s) and a chunk's margins are in, the rest as each next window
+    runs, and the stream never holds more of the song than that, to its end."""
+    reference = randomised(reference_network(672, "v5.1", nout=16, nout_lstm=32), seed=2)
+    vr = streaming(
+        reference, 672, vr_model_param="4band_v3", primary_stem="Vocals", window_size=320
+    )
+    vr.chunk = 50  # frames of 480 samples: 0.54 s
+    mix = music(12.0, seed=5)
+    read = 0
+    reads_at_output: list[int] = []
+
+    def blocks() -> Iterator[np.ndarray]:
+        nonlocal read
+        for start in range(0, mix.shape[1], 4410):
+            read += 4410
+            yield mix[:, start : start + 4410]
+
+    made = 0
+    for stems in vr.stream(blocks(), stats=InputStats(peak=1.0)):
+        reads_at_output.append(read)
+        made += stems["primary"].shape[1]
+        assert read - made < 6 * RATE  # held: under 6 s of a 12-s song
+    assert made == mix.shape[1]
+    assert reads_at_output[0] < 6 * RATE
+    assert len(reads_at_output) >= 4  # a grid window's kept frames (2 s) at a time, or more
+
+
+def test_an_ensemble_of_two_layouts_scales_each_by_its_own_peak() -> None:
+    """Two VR models on different band layouts see different spectrograms of one song, so
+    each needs its own loudest bin: one pass over the song measures both, and the ensemble's
+    stems are the mean of each model's stems for the whole song."""
+    from demixer.engine import Separator
+    from demixer.models.ensemble import EnsembleBackend, combine
+    from demixer.models.registry import get_spec
+
+    members = []
+    for layout, bins, seed in (("4band_v3", 672, 6), ("1band_sr44100_hl512", 1024, 7)):
+        reference = randomised(reference_network(bins, "v5.1", nout=16, nout_lstm=32), seed)
+        vr = streaming(
+            reference, bins, vr_model_param=layout, primary_stem="Vocals", window_size=320
+        )
+        vr.chunk = 30
+        members.append(vr)
+    ensemble = EnsembleBackend([("a", members[0]), ("b", members[1])], members[0].stems, "avg")
+    spec = replace(get_spec("vr-karaoke-5hp"), id="avg:a+b", stems=members[0].stems)
+    separator = Separator.from_backend(spec, ensemble)
+    mix = music(2.0, seed=8)
+    mix[:, RATE:] *= 10
+    passes = 0
+
+    def blocks() -> Iterator[np.ndarray]:
+        nonlocal passes
+        passes += 1
+        return (mix[:, i : i + 5000] for i in range(0, mix.shape[1], 5000))
+
+    stats = separator.input_stats(blocks, RATE)
+    assert passes == 1 and len(stats) == 2
+    got = separator.separate_array(mix, RATE, ["primary"])["primary"]
+    want = combine([vr.separate(mix)["primary"] for vr in members], "avg")
+    assert peak_error(got, want) < TOLERANCE
+
+
 def test_quality_levels_are_uvrs_window_sizes_and_tta(tmp_path: Path) -> None:
     """`fast` is UVR's 1024-frame window, `best` adds UVR's TTA, `balanced` is as set."""
     reference = randomised(reference_network(672, "v5.1", nout=16, nout_lstm=32), seed=8)
@@ -227,6 +379,28 @@ def test_silence_gives_silence() -> None:
     for n in (1, 479):
         out = backend.separate(music(n / RATE, seed=n))
         assert all(v.shape == (2, n) and not v.any() for v in out.values())
+    vr = streaming(reference, 672, vr_model_param="4band_v3", primary_stem="Vocals")
+    for mix in (np.zeros((2, 20000), np.float32), np.zeros((1, 20000), np.float32)):
+        out = streamed(vr, mix, block=3000)
+        assert all(v.shape == mix.shape and not v.any() for v in out.values())
+    out = streamed(vr, music(479 / RATE, seed=1))
+    assert all(v.shape == (2, 479) and not v.any() for v in out.values())
+    assert list(vr.stream(iter([]), stats=InputStats(peak=1.0))) == []
+
+
+def test_a_v5_network_on_the_reversed_layout_takes_windows() -> None:
+    """Its frames run from the song's end, which a stream does not know until it ends: the
+    engine cuts it windows (each scaled by its own loudest bin); a v5.1 network reads that
+    layout forwards, and streams."""
+    v5 = randomised(reference_network(672, "31191"), seed=4)
+    made = backend(*_parts(v5, 672, {"vr_model_param": "4band_44100_reverse",
+                                     "primary_stem": "Vocals"}), stems=("a", "b"))  # fmt: skip
+    assert type(made) is VrBackend
+    v51 = randomised(reference_network(672, "v5.1", nout=16, nout_lstm=32), seed=4)
+    assert isinstance(
+        streaming(v51, 672, vr_model_param="4band_44100_reverse", primary_stem="Vocals"),
+        StreamingVrBackend,
+    )
 
 
 def test_every_layout_uvr_ships_is_read() -> None:
@@ -344,9 +518,15 @@ def test_an_added_model_runs_as_uvr(own_pth: Path, tmp_path: Path, user_dir: Pat
     assert peak_error(stems["echo"][:, : echo.shape[1]], echo) < TOLERANCE
 
 
-def test_separate_runs_the_files_as_they_are(own_pth: Path, tmp_path: Path, user_dir: Path) -> None:
+def test_separate_runs_the_files_as_they_are(
+    own_pth: Path, tmp_path: Path, user_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine measures the whole song's loudest bin first, then streams it through in
+    chunks (0.3 s here): UVR's stems for the song whole, its louder end scaling its start."""
+    monkeypatch.setattr("demixer.models.vr.CHUNK_SECONDS", 0.3)
     params = params_file(tmp_path, "entry", own_pth)
-    mix = music(1.5, seed=12)
+    mix = music(2.5, seed=12)
+    mix[:, 2 * RATE :] *= 10
     sf.write(tmp_path / "song.wav", mix.T, RATE, subtype="FLOAT")
     ran = cli("separate", tmp_path / "song.wav", "--arch", "vr", "--model-path", own_pth,
               "--model-config", params, "--stems", "no_echo", "-o", tmp_path / "out",

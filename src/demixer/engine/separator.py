@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -46,7 +46,7 @@ from demixer.engine.spans import Span, apply_spans, check_reach
 from demixer.engine.stems import HEARD, StemPlan, plan_stems
 from demixer.engine.streaming import (
     input_stats_at,
-    stats_rates,
+    stats_members,
     stream_backend,
     stream_ensemble,
     streamed_ensemble,
@@ -55,7 +55,7 @@ from demixer.engine.streaming import (
 )
 from demixer.errors import Cancelled, InvalidAudio
 from demixer.models import planner
-from demixer.models.base import Backend, InputStats, reports_progress, streaming
+from demixer.models.base import Backend, InputStats, reports_progress, stats_key, streaming
 from demixer.models.loading import load_backend
 from demixer.models.quality import DEFAULT_QUALITY, parse_quality, tuned
 from demixer.models.registry import ModelSpec, get_spec
@@ -146,16 +146,18 @@ class Separator:
     @property
     def needs_stats(self) -> bool:
         """Whether the model normalises by the whole input's statistics (see :meth:`stream`)."""
-        return bool(stats_rates(self.backend))
+        return bool(stats_members(self.backend))
 
     def input_stats(
         self, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int
-    ) -> dict[int, InputStats]:
-        """The statistics :meth:`stream` needs: model rate (Hz) -> the input's statistics at
-        it, one pass over ``blocks()`` (a fresh stream of the input at ``sample_rate``) for
-        every rate; empty (and no pass) when the model does not normalise."""
-        rates = stats_rates(self.backend)
-        return input_stats_at(blocks(), sample_rate, rates) if rates else {}
+    ) -> dict[Hashable, InputStats]:
+        """The statistics :meth:`stream` needs (:func:`~demixer.models.base.stats_key` -> the
+        input's statistics for those models: at a normalising model's rate, the mono mix's
+        mean and deviation; a VR model's spectral peak), one pass over ``blocks()`` (a fresh
+        stream of the input at ``sample_rate``) for all; empty (and no pass) when no model
+        needs them."""
+        members = stats_members(self.backend)
+        return input_stats_at(blocks(), sample_rate, members) if members else {}
 
     def plan(self, stems: Sequence[str] | None) -> StemPlan:
         """Resolve requested stem names (see :func:`demixer.engine.stems.plan_stems`)."""
@@ -235,7 +237,7 @@ class Separator:
         quality: str = DEFAULT_QUALITY,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
-        stats: Mapping[int, InputStats] | None = None,
+        stats: Mapping[Hashable, InputStats] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Separate a stream of ``(channels, n)`` blocks, yielding consecutive output blocks.
 
@@ -243,9 +245,9 @@ class Separator:
         holds every output of ``plan`` (an optional residual too: only the caller, at the end,
         knows whether it was silent throughout). ``on_progress`` gets non-decreasing fractions
         of ``total_samples`` (none without it), from within windows where the backend tells.
-        ``stats``: model rate (Hz) -> the whole input's statistics at it, required when
-        :attr:`needs_stats` (the model normalises its input, so the caller reads the input once
-        more to get them: :meth:`input_stats`).
+        ``stats``: the whole input's statistics (:meth:`input_stats`), required when
+        :attr:`needs_stats` (the model scales its input by them, so the caller reads the input
+        once more to get them).
         ``quality``: ``fast``, ``balanced`` or ``best``; anything else raises
         :class:`~demixer.errors.UnknownQuality` before any block is read.
         """
@@ -280,8 +282,10 @@ class Separator:
 
         inner = within_window if reports_progress(backend) else None
 
-        if any(rate not in (stats or {}) for rate in stats_rates(backend)):
-            raise ValueError(f"model {self.spec.id!r} normalises its input: pass stats")
+        if any(stats_key(m) not in (stats or {}) for m in stats_members(backend)):
+            raise ValueError(
+                f"model {self.spec.id!r} scales its input by its statistics: pass stats"
+            )
         regions: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]]
         whole = streaming(backend)
         ensemble = streamed_ensemble(backend)
@@ -293,7 +297,7 @@ class Separator:
                 plan.targets,
                 model_id=self.spec.id,
                 before_run=before_window,
-                stats=(stats or {}).get(whole.sample_rate),
+                stats=(stats or {}).get(stats_key(whole)),
                 heard=plan.rest is not None,
             )
         elif ensemble is not None:  # stems at the input's rate, its remainder exact there

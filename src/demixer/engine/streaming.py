@@ -17,7 +17,7 @@ or :func:`window_regions`), and combines the members' estimates as they come out
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -25,13 +25,22 @@ from demixer.audio import SampleQueue, StreamResampler, fit_length, resample, re
 from demixer.engine.stems import HEARD
 from demixer.engine.windows import overlap_add
 from demixer.errors import DemixerError, ModelFailed
-from demixer.models.base import Backend, InputStats, StreamingBackend, separate_at, streaming
+from demixer.models.base import (
+    Backend,
+    InputStats,
+    Meter,
+    StreamingBackend,
+    meter,
+    separate_at,
+    stats_key,
+    streaming,
+)
 from demixer.models.ensemble import CombineStream, EnsembleBackend
 
 __all__ = [
     "input_stats_at",
     "separate_window",
-    "stats_rates",
+    "stats_members",
     "stream_backend",
     "stream_ensemble",
     "streamed_ensemble",
@@ -44,34 +53,45 @@ Regions = Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]
 
 
 def input_stats_at(
-    blocks: Iterable[np.ndarray], sample_rate: int, model_rates: Sequence[int]
-) -> dict[int, InputStats]:
-    """Mean and standard deviation of the mono mix of a block stream at ``sample_rate``, taken
-    as each model gets it: resampled to each of ``model_rates`` (float64), in one pass over
-    ``blocks`` (an ensemble's normalising members at two rates decoded the input once for
-    each).
+    blocks: Iterable[np.ndarray], sample_rate: int, members: Sequence[StreamingBackend]
+) -> dict[Hashable, InputStats]:
+    """The whole input's statistics each of ``members`` needs, by
+    :func:`~demixer.models.base.stats_key`, in one pass over ``blocks`` (a block stream at
+    ``sample_rate``): what a member's own meter measures (a VR model's spectral peak), else
+    the mono mix's mean and standard deviation (float64), each taken as the model gets the
+    input: resampled to its rate (an ensemble's members at two rates decoded the input once
+    for each).
 
     MSST normalises the audio it separates, which it has already resampled to the model's rate;
     the statistics of the input at its own rate differ (the resampler removes what lies above
     the lower Nyquist frequency, and a short input's few samples become others).
     """
-    moments = {rate: _Moments() for rate in model_rates}
+    meters: dict[Hashable, tuple[int, Meter]] = {}
+    for member in members:
+        key = stats_key(member)
+        if key not in meters:
+            meters[key] = (member.sample_rate, meter(member) or _Moments())
     resamplers: dict[int, StreamResampler] = {}
     channels = 0
     for block in blocks:
         if not block.shape[1]:
             continue
         channels = block.shape[0]
-        for rate, moment in moments.items():
-            if rate == sample_rate:
-                moment.push(block)
-                continue
-            if rate not in resamplers:
-                resamplers[rate] = StreamResampler(sample_rate, rate, channels)
-            moment.push(resamplers[rate].process(block))
-    for rate, resampler in resamplers.items():
-        moments[rate].push(resampler.process(np.zeros((channels, 0), np.float32), last=True))
-    return {rate: moment.stats() for rate, moment in moments.items()}
+        at_rate: dict[int, np.ndarray] = {}
+        for rate, measure in meters.values():
+            if rate not in at_rate:
+                if rate != sample_rate and rate not in resamplers:
+                    resamplers[rate] = StreamResampler(sample_rate, rate, channels)
+                at_rate[rate] = block if rate == sample_rate else resamplers[rate].process(block)
+            measure.push(at_rate[rate])
+    tails = {
+        rate: resampler.process(np.zeros((channels, 0), np.float32), last=True)
+        for rate, resampler in resamplers.items()
+    }
+    for rate, measure in meters.values():
+        if rate in tails:
+            measure.push(tails[rate])
+    return {key: measure.result() for key, (_, measure) in meters.items()}
 
 
 class _Moments:
@@ -93,7 +113,7 @@ class _Moments:
         self.m2 += block_m2 + delta * delta * self.count * n / total
         self.count = total
 
-    def stats(self) -> InputStats:
+    def result(self) -> InputStats:
         return InputStats(mean=self.mean, std=(self.m2 / self.count) ** 0.5 if self.count else 0.0)
 
 
@@ -253,14 +273,13 @@ def streamed_ensemble(backend: Backend) -> EnsembleBackend | None:
     return backend if isinstance(backend, EnsembleBackend) else None
 
 
-def stats_rates(backend: Backend) -> tuple[int, ...]:
-    """The rates (Hz) at which ``backend`` needs the whole input's :class:`InputStats`: its
-    own when it streams and normalises, each normalising member's for a streamed ensemble,
+def stats_members(backend: Backend) -> list[StreamingBackend]:
+    """The models in ``backend`` that need the whole input's :class:`InputStats` before it
+    streams: itself when it streams and needs them, each such member of a streamed ensemble,
     none otherwise."""
     ensemble = streamed_ensemble(backend)
     members = [step.backend for step in ensemble.steps] if ensemble else [backend]
-    needs = [m for m in members if (s := streaming(m)) is not None and s.needs_stats]
-    return tuple(sorted({m.sample_rate for m in needs}))
+    return [s for m in members if (s := streaming(m)) is not None and s.needs_stats]
 
 
 def stream_ensemble(
@@ -270,7 +289,7 @@ def stream_ensemble(
     targets: Sequence[str],
     *,
     before_run: Callable[[int], None] | None = None,
-    stats: Mapping[int, InputStats] | None = None,
+    stats: Mapping[Hashable, InputStats] | None = None,
 ) -> Regions:
     """Separate a block stream with an ensemble, each member once over the whole input.
 
@@ -288,8 +307,8 @@ def stream_ensemble(
         targets: the ensemble's stems to return.
         before_run: called before each member's model call with the members' mean position
             (samples at ``sample_rate``); raise from it to stop.
-        stats: rate (Hz) -> the input's statistics at it, for every rate of
-            :func:`stats_rates`.
+        stats: :func:`~demixer.models.base.stats_key` -> the input's statistics, for every
+            member of :func:`stats_members`.
 
     Yields:
         ``(input, stems)``: consecutive regions of the input and the target stems for them,
@@ -330,7 +349,7 @@ def stream_ensemble(
                 names,
                 model_id=step.label,
                 before_run=hook(i),
-                stats=(stats or {}).get(member.sample_rate) if member.needs_stats else None,
+                stats=(stats or {}).get(stats_key(member)) if member.needs_stats else None,
             )
         )
     combined = [s for s in ensemble.stems if s != ensemble.remainder]

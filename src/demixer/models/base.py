@@ -12,7 +12,7 @@ stream of blocks at the model's rate and it does its own windowing, in bounded m
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,10 +24,13 @@ from demixer.errors import DemixerError, ModelFailed
 __all__ = [
     "Backend",
     "InputStats",
+    "Meter",
     "StreamingBackend",
+    "meter",
     "reports_progress",
     "separate_at",
     "separate_with",
+    "stats_key",
     "streaming",
 ]
 
@@ -69,15 +72,30 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class InputStats:
-    """Level statistics of a whole input, for models that normalise by them.
+    """Level statistics of a whole input, for models that scale by them (0: not measured).
 
     Attributes:
         mean: mean of the mono mix (the channels' average), over all samples.
         std: its standard deviation (population, as numpy's ``std``).
+        peak: the largest magnitude of the model's own spectrogram of it (UVR's VR models
+            divide by it; their :class:`Meter` measures it).
     """
 
-    mean: float
-    std: float
+    mean: float = 0.0
+    std: float = 0.0
+    peak: float = 0.0
+
+
+class Meter(Protocol):
+    """A whole input's statistics, measured block by block."""
+
+    def push(self, block: np.ndarray) -> None:
+        """``(channels, n)`` float32 at the model's rate, in order."""
+        ...
+
+    def result(self) -> InputStats:
+        """The statistics of everything pushed."""
+        ...
 
 
 class StreamingBackend(Backend, Protocol):
@@ -85,7 +103,10 @@ class StreamingBackend(Backend, Protocol):
 
     Attributes:
         needs_stats: whether :meth:`stream` needs the whole input's :class:`InputStats` (the
-            engine then reads the input twice).
+            engine then reads the input twice): by default the mono mix's mean and deviation
+            at the model's rate; a backend with a ``meter()`` method (a :class:`Meter`) and a
+            ``meter_key`` (hashable: backends with equal keys measure the same) gets what its
+            meter measures instead (see :func:`stats_key`).
     """
 
     needs_stats: bool
@@ -110,6 +131,22 @@ class StreamingBackend(Backend, Protocol):
             ranges that together cover the input exactly.
         """
         ...
+
+
+def stats_key(backend: StreamingBackend) -> Hashable:
+    """What ``backend``'s :class:`InputStats` are found under: its ``meter_key`` when it has
+    a meter of its own, else its rate (normalising models at one rate share the mono mix's
+    statistics)."""
+    if callable(getattr(backend, "meter", None)):
+        key: Hashable = getattr(backend, "meter_key")  # noqa: B009 (not in the protocol)
+        return key
+    return backend.sample_rate
+
+
+def meter(backend: StreamingBackend) -> Meter | None:
+    """``backend``'s own :class:`Meter`, or None when it takes the default statistics."""
+    make = getattr(backend, "meter", None)
+    return make() if callable(make) else None
 
 
 def streaming(backend: Backend) -> StreamingBackend | None:

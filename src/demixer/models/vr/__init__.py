@@ -13,36 +13,60 @@ secondary its complement, each turned back into a wave band by band. UVR's optio
 default as in UVR: TTA, the post-process (:func:`merge_artifacts`) and the high-end process
 (:func:`demixer.models.vr.bands.mirrored_high_end`).
 
-The engine hands this backend windows of :data:`WINDOW_SECONDS` (cross-fading
-:data:`OVERLAP_SECONDS` between them), so memory stays flat however long the song: a song
-that fits one window gets exactly UVR's stems; a longer one, each window as UVR would
-separate that window alone (UVR scales the whole song by its loudest bin, a window by its
-own).
+The engine streams the whole song through the model (:class:`StreamingVrBackend`,
+:mod:`demixer.models.vr.streaming`): UVR's stems for the whole song, however long, in memory
+that does not grow with it, after a first pass that finds the loudest bin UVR scales the song
+by. Where windows are cut (a recipe's step; a v5 network on the one reversed layout) each
+window of :data:`WINDOW_SECONDS` is separated as UVR would separate it alone, by its own
+loudest bin, and the windows cross-faded over :data:`OVERLAP_SECONDS`.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from demixer.audio import fit_length
 from demixer.errors import CheckpointMismatch, InvalidModelConfig, ModelUnavailable
+from demixer.models.base import InputStats
 from demixer.models.loading import network_file
 from demixer.models.quality import Quality
 from demixer.models.registry import ModelSpec
-from demixer.models.vr.bands import Layout, analyse, mirrored_high_end, synthesise
+from demixer.models.vr.bands import Layout, analyse
 from demixer.models.vr.network import CascadedAspp, CascadedLstm, VrNetwork, build
 from demixer.models.vr.params import ARCH_PARAMS, VrParams
+from demixer.models.vr.streaming import (
+    MaskedSynthesis,
+    PeakMeter,
+    SpectrogramStream,
+    merge_artifacts,
+    stereo,
+)
 
-__all__ = ["ARCH_PARAMS", "OVERLAP_SECONDS", "WINDOW_SECONDS", "VrBackend", "VrParams", "load"]
+__all__ = [
+    "ARCH_PARAMS",
+    "CHUNK_SECONDS",
+    "OVERLAP_SECONDS",
+    "WINDOW_SECONDS",
+    "StreamingVrBackend",
+    "VrBackend",
+    "VrParams",
+    "backend",
+    "load",
+    "merge_artifacts",
+]
 
-#: seconds per engine window: a 4-band layout's spectrograms and masks for it take ~0.5 GB
+#: seconds per engine window, where windows are cut (a recipe's step; a reversed layout): a
+#: 4-band layout's spectrograms and masks for it take ~0.5 GB
 WINDOW_SECONDS = 120
 OVERLAP_SECONDS = 4
+#: seconds of frames a streaming model computes at a time (and about the margins it holds)
+CHUNK_SECONDS = 30
 #: windows per network call on a CPU (UVR's default is 1; the output is the same)
 _CPU_BATCH = 2
 #: the stems UVR pushes the other way (``aggression`` lowers their mask): what audio-separator
@@ -54,13 +78,18 @@ _NON_ACCOMPANIMENT = frozenset(
 
 
 class VrBackend:
-    """A loaded VR model.
+    """A loaded VR model, taking windows (:meth:`separate`): what a recipe's step runs, and
+    a v5 model on a reversed layout (whose frames run from the song's end, so that a stream
+    cannot know them); :func:`backend` gives a :class:`StreamingVrBackend` otherwise.
 
     Attributes:
         sample_rate: the layout's rate (44.1 kHz for most).
         channels: 2 (the engine duplicates mono, as UVR does).
         stems: the primary (the mask's) and the secondary (its complement), registry names.
         window, overlap: see :data:`WINDOW_SECONDS`.
+        network, lstm: the network; whether it is a v5.1 (LSTM) one.
+        batch: grid windows per network call. device: where the network runs.
+        chunk: frames a stream computes at a time (:data:`CHUNK_SECONDS`).
     """
 
     channels = 2
@@ -79,10 +108,11 @@ class VrBackend:
         self.stems: tuple[str, ...] = stems
         self.window = WINDOW_SECONDS * self.sample_rate
         self.overlap = OVERLAP_SECONDS * self.sample_rate
-        self._network = network
-        self._lstm = isinstance(network, CascadedLstm)
-        self._batch = params.batch_size or batch
-        self._device = torch.device(device)
+        self.network = network
+        self.lstm = isinstance(network, CascadedLstm)
+        self.batch = params.batch_size or batch
+        self.device = torch.device(device)
+        self.chunk = max(1, round(CHUNK_SECONDS / params.layout.hop_seconds))
         problem = window_problem(network, params.window_size)
         if problem:
             raise InvalidModelConfig(f"window_size {params.window_size}: {problem}")
@@ -111,67 +141,17 @@ class VrBackend:
         """
         if mix.ndim != 2 or mix.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, samples) audio, got shape {mix.shape}")
-        layout = self.params.layout
-        high_end: list[np.ndarray] | None = [] if self.params.high_end_process else None
-        spec = analyse(mix, layout, lstm=self._lstm, high_end=high_end)
-        magnitude = np.abs(spec)
-        # UVR's waves are the hop times one less than the frames long: nothing for an input
-        # shorter than a hop. Silence divides by a zero peak: NaNs, which UVR sanitises to 0.
-        mask = self._mask(magnitude) if spec.shape[2] > 1 else None
-        if mask is None:
-            silent = np.zeros_like(mix, dtype=np.float32)
-            return {stem: silent.copy() for stem in self.stems}
-        mask = self._aggressive(mask)
-        if self.params.post_process:
-            mask = merge_artifacts(mask, self.params.post_process_threshold)
-        phase = np.exp(1.0j * np.angle(spec))
-        primary = np.nan_to_num(mask * magnitude * phase, nan=0.0, posinf=0.0, neginf=0.0)
-        secondary = np.nan_to_num((1 - mask) * magnitude * phase, nan=0.0, posinf=0.0, neginf=0.0)
-        out = {}
-        for stem, part in zip(self.stems, (primary, secondary), strict=True):
-            top = mirrored_high_end(part, high_end[0], layout) if high_end else None
-            wave = synthesise(part, layout, lstm=self._lstm, high_end=top)
-            out[stem] = fit_length(wave, mix.shape[1]).astype(np.float32)
+        high: list[np.ndarray] | None = [] if self.params.high_end_process else None
+        spec = analyse(mix, self.params.layout, lstm=self.lstm, high_end=high)
+        peak = float(np.abs(spec).max()) if spec.size else 0.0
+        if not _dividing(peak):
+            return self._silence(mix.shape[1])
+        synthesis = MaskedSynthesis(self, peak, chunk=spec.shape[2])
+        [out] = synthesis.push(spec, high[0] if high else None, last=True, samples=mix.shape[1])
         return out
 
-    def _mask(self, magnitude: np.ndarray) -> np.ndarray | None:
-        """The network's mask over every frame (UVR's ``inference_vr``), None for silence."""
-        frames = magnitude.shape[2]
-        offset = self._network.offset
-        size = self.params.window_size
-        kept = size - 2 * offset
-        if kept <= 0:
-            kept = size
-        peak = float(magnitude.max()) if magnitude.size else 0.0
-        if peak <= 0 or not np.isfinite(peak):
-            return None
-        scaled = magnitude / peak
-        right = offset + kept - frames % kept
-        mask = self._run(scaled, offset, right, kept)[..., :frames]
-        if self.params.tta:
-            half = kept // 2
-            shifted = self._run(scaled, offset + half, right + half, kept)
-            mask = (mask + shifted[..., half : half + frames]) * 0.5
-        return mask
-
-    def _run(self, scaled: np.ndarray, left: int, right: int, kept: int) -> np.ndarray:
-        padded = np.pad(scaled, ((0, 0), (0, 0), (left, right)))
-        size = self.params.window_size
-        count = (padded.shape[2] - 2 * self._network.offset) // kept
-        windows = torch.from_numpy(padded)
-        out: list[torch.Tensor] = []
-        with torch.inference_mode():
-            for first in range(0, count, self._batch):
-                starts = range(first * kept, min(count, first + self._batch) * kept, kept)
-                batch = torch.stack([windows[:, :, s : s + size] for s in starts]).to(self._device)
-                pred = self._network.predict_mask(batch).float().cpu()
-                if pred.shape[3] <= 0:
-                    raise ValueError(f"window_size {size} leaves no frames past the context")
-                out.extend(pred.unbind(0))
-        return torch.cat(out, dim=2).numpy()
-
-    def _aggressive(self, mask: np.ndarray) -> np.ndarray:
-        """UVR's ``adjust_aggr``."""
+    def aggressive(self, mask: np.ndarray) -> np.ndarray:
+        """The mask with UVR's aggression (its ``adjust_aggr``)."""
         aggr = self.params.aggression / 100 * 2
         if aggr == 0:
             return mask
@@ -186,41 +166,98 @@ class VrBackend:
             out[ch, split:] = np.power(mask[ch, split:], 1 + a)
         return out
 
+    def _silence(self, samples: int, channels: int = 2) -> dict[str, np.ndarray]:
+        """Silence divides by a zero peak: NaNs, which UVR writes as zeros."""
+        return {stem: np.zeros((channels, samples), np.float32) for stem in self.stems}
 
-def merge_artifacts(
-    mask: np.ndarray, threshold: float, min_range: int = 64, fade: int = 32
-) -> np.ndarray:
-    """UVR's "Post-Process" (its ``merge_artifacts``): each run of more than ``min_range``
-    frames in which the mask keeps over ``threshold`` of every bin of both channels is pushed
-    to keeping everything, faded in and out over ``fade`` frames (a run closer than ``fade``
-    to the one before starts ``2 * fade`` before that one's end)."""
-    frames = np.flatnonzero(mask.min(axis=(0, 1)) > threshold)
-    if frames.size == 0:  # UVR's own code fails here, and leaves the mask as it was
-        return mask
-    breaks = np.flatnonzero(np.diff(frames) != 1)
-    starts = np.concatenate([frames[:1], frames[breaks + 1]])
-    ends = np.concatenate([frames[breaks], frames[-1:]])
-    long = ends - starts > min_range
-    weight = np.zeros_like(mask)
-    previous_end: int | None = None
-    try:
-        for s, e in zip(starts[long].tolist(), ends[long].tolist(), strict=True):
-            if previous_end is not None and s - previous_end < fade:
-                s = previous_end - fade * 2
-            if s != 0:
-                weight[:, :, s : s + fade] = np.linspace(0, 1, fade)
-            else:
-                s -= fade
-            if e != mask.shape[2]:
-                weight[:, :, e - fade : e] = np.linspace(1, 0, fade)
-            else:
-                e += fade
-            weight[:, :, s + fade : e - fade] = 1
-            previous_end = e
-    except ValueError:  # a fade that does not fit the frames: UVR's code gives up, as here
-        return mask
-    merged: np.ndarray = mask + weight * (1 - mask)
-    return merged
+
+class StreamingVrBackend(VrBackend):
+    """A VR model that takes the whole song as a stream (:mod:`demixer.models.vr.streaming`):
+    UVR's stems for the whole song, however long, in memory that does not grow with it.
+
+    Attributes:
+        needs_stats: true: the engine first measures the song's spectral peak
+            (:meth:`meter`, keyed by :attr:`meter_key`).
+    """
+
+    needs_stats = True
+
+    @property
+    def meter_key(self) -> Hashable:
+        """Models with one key measure the same peak: those sharing layout and generation."""
+        return ("vr-peak", self.params.layout, self.lstm)
+
+    def meter(self) -> PeakMeter:
+        return PeakMeter(self.params.layout, lstm=self.lstm, chunk=self.chunk)
+
+    def stream(
+        self,
+        blocks: Iterable[np.ndarray],
+        *,
+        before_run: Callable[[int], None] | None = None,
+        stats: InputStats | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Separate a whole song given as blocks (see
+        :meth:`demixer.models.base.StreamingBackend.stream`): ``stats.peak`` is the song's
+        (:meth:`meter`)."""
+        if stats is None:
+            raise ValueError("a VR model scales the song by its spectral peak: pass stats")
+        channels, samples = 0, 0
+        if not _dividing(stats.peak):
+            for block in blocks:
+                yield self._silence(block.shape[1], block.shape[0])
+            return
+        frames = SpectrogramStream(
+            self.params.layout,
+            lstm=self.lstm,
+            high_end=self.params.high_end_process,
+            chunk=self.chunk,
+        )
+        synthesis = MaskedSynthesis(self, stats.peak, chunk=self.chunk)
+
+        def out(stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if channels == 1:
+                return {k: v.mean(axis=0, keepdims=True) for k, v in stems.items()}
+            return stems
+
+        for block in blocks:
+            if not block.shape[1]:
+                continue
+            channels = block.shape[0]
+            samples += block.shape[1]
+            frames.push(stereo(block))
+            for spec, high in frames.take():
+                for stems in synthesis.push(spec, high, before_run=before_run):
+                    yield out(stems)
+        if not samples:
+            return
+        pieces = list(frames.take(last=True))
+        for i, (spec, high) in enumerate(pieces):
+            last = i == len(pieces) - 1
+            for stems in synthesis.push(
+                spec, high, last=last, samples=samples, before_run=before_run
+            ):
+                yield out(stems)
+
+
+def _dividing(peak: float) -> bool:
+    """Whether UVR's division by the spectral peak gives numbers (silence: 0, NaN after)."""
+    return peak > 0 and math.isfinite(peak)
+
+
+def backend(
+    network: VrNetwork,
+    params: VrParams,
+    *,
+    stems: tuple[str, str],
+    batch: int = _CPU_BATCH,
+    device: str = "cpu",
+) -> VrBackend:
+    """The backend for ``network``: a :class:`StreamingVrBackend` unless a v5 network reads
+    its layout reversed in time (:class:`VrBackend`: windows)."""
+    reversed_frames = params.layout.reverse and not isinstance(network, CascadedLstm)
+    kind = VrBackend if reversed_frames else StreamingVrBackend
+    return kind(network, params, stems=stems, batch=batch, device=device)
 
 
 def window_problem(network: VrNetwork, size: int) -> str | None:
@@ -283,6 +320,6 @@ def load(
     path = network_file(spec, model_dir, model_path, one="a VR model is one .pth")
     network = open_network(path, params.layout, device=device)
     try:
-        return VrBackend(network, params, stems=(spec.stems[0], spec.stems[1]), device=device)
+        return backend(network, params, stems=(spec.stems[0], spec.stems[1]), device=device)
     except InvalidModelConfig as exc:  # the window does not fit this network
         raise InvalidModelConfig(f"model {spec.id!r}: arch_params {exc.message}") from None
