@@ -16,7 +16,7 @@ Memory (``--memory``): the peak RSS of a subprocess separating a WAV of each ``-
 length, once each way: audio-separator's inference reads the whole file, holds every band's
 spectrogram and the mask for the whole song; demixer runs ``Separator.separate_file`` (file to
 stem files, what ``demixer separate`` and the workers run: a first pass for the song's loudest
-bin, then the song streamed in 30-s chunks). The network is De-Echo-Normal's kind and layout,
+bin, then the song streamed in 10-s chunks). The network is De-Echo-Normal's kind and layout,
 shrunk to width 16 and LSTM width 32 so that audio-separator's 10 minutes finish in minutes:
 its share of the memory (weights, one window's activations) does not grow with the song.
 
@@ -235,7 +235,7 @@ def memory(args: argparse.Namespace) -> None:
         "0.47.1 `VRSeparator`'s `loading_mix`, `inference_vr` and `spec_to_wav` on the file (the "
         "song read whole, every band's spectrogram and the mask held for all of it); demixer: "
         "`Separator.separate_file`, file to stem files (what `demixer separate` and the workers "
-        "run: one pass for the song's loudest bin, then the song streamed in 30-s chunks; the "
+        "run: one pass for the song's loudest bin, then the song streamed in 10-s chunks; the "
         "stems equal audio-separator's either way). The network is UVR's v5.1 on "
         f"`{layout}` as De-Echo-Normal's, **shrunk** to width {width} and LSTM width "
         f"{lstm_width} so that audio-separator's 10 minutes finish in minutes on 2 shared "

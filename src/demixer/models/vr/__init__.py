@@ -65,8 +65,9 @@ __all__ = [
 #: 4-band layout's spectrograms and masks for it take ~0.5 GB
 WINDOW_SECONDS = 120
 OVERLAP_SECONDS = 4
-#: seconds of frames a streaming model computes at a time (and about the margins it holds)
-CHUNK_SECONDS = 30
+#: seconds of frames a streaming model computes at a time: each chunk's DSP is computed with a
+#: margin of about a second either side; its working arrays grow with it
+CHUNK_SECONDS = 10
 #: windows per network call on a CPU (UVR's default is 1; the output is the same)
 _CPU_BATCH = 2
 #: the stems UVR pushes the other way (``aggression`` lowers their mask): what audio-separator

@@ -349,22 +349,21 @@ class MaskedSynthesis:
 
     def _stems(self, samples: int) -> Iterator[dict[str, np.ndarray]]:
         """The stems for every chunk of frames whose masks (and margins) are in."""
-        while True:
+        while self.frames is None or self.done < self.frames:
             mask_end = self._mask.end
-            if self.frames is not None:
-                stop = self.frames
-            else:
-                stop = mask_end - self.guard - self.post
-                if stop - self.done < self.chunk:
-                    return
-            yield self._chunk(stop, mask_end, samples)
-            if self.frames is not None:
+            ready = self.frames if self.frames is not None else mask_end - self.guard - self.post
+            stop = min(ready, self.done + self.chunk)
+            if self.frames is None and stop - self.done < self.chunk:
                 return
+            yield self._chunk(stop, mask_end, samples)
 
     def _chunk(self, stop: int, mask_end: int, samples: int) -> dict[str, np.ndarray]:
-        """The stems from frame :attr:`done` to ``stop`` (the song's end when it has ended)."""
+        """The stems from frame :attr:`done` to ``stop`` (to the song's end when ``stop`` is
+        its last frame)."""
         lo = aligned(self.done - self.guard, self.layout)
-        hi = self.frames if self.frames is not None else stop + self.guard
+        hi = stop + self.guard
+        if self.frames is not None:
+            hi = min(hi, self.frames)
         spec = self._spec.get(lo, hi)
         mask = self._mask.get(max(0, lo - self.post), min(mask_end, hi + self.post))
         if self.post:
@@ -377,16 +376,16 @@ class MaskedSynthesis:
         secondary = np.nan_to_num((1 - mask) * magnitude * phase, nan=0.0, posinf=0.0, neginf=0.0)
         high = self._high.get(lo, hi) if self.backend.params.high_end_process else None
         # UVR's wave ends at the last frame's centre: silence after it, to the song's end
-        last_sample = (self.frames - 1) * self.hop if self.frames is not None else None
+        final = stop == self.frames
         first, end = self.done * self.hop, stop * self.hop
-        if last_sample is not None:
-            end = min(end, last_sample)
+        if self.frames is not None:
+            end = min(end, (self.frames - 1) * self.hop)
         out = {}
         for stem, part in zip(self.backend.stems, (primary, secondary), strict=True):
             top = mirrored_high_end(part, high, self.layout) if high is not None else None
             wave = synthesise(part, self.layout, lstm=self.backend.lstm, high_end=top)
             taken = wave[:, first - lo * self.hop : end - lo * self.hop].astype(np.float32)
-            if last_sample is not None:  # to the song's end
+            if final:  # to the song's end
                 taken = np.pad(taken, ((0, 0), (0, samples - self.samples - taken.shape[1])))
             out[stem] = taken
         self.samples += next(iter(out.values())).shape[1]
