@@ -414,8 +414,15 @@ def test_separate_listen_mix_and_download(
     expect(position).to_have_attribute("aria-valuetext", "0:00 of 0:03")
     assert page.evaluate("demixerMixer.position()") == 0
 
-    # Click on a waveform: the playhead goes there.
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # Click on a waveform: the playhead goes there. Clicked where the wave is now, as a user
+    # does (at a fraction of its width; Playwright scrolls it into view first): the page may
+    # have scrolled since its box was measured (Play scrolls itself into view).
+    width, height = box["width"], box["height"]
+
+    def click_wave(fraction: float) -> None:
+        wave.click(position={"x": fraction * width, "y": height / 2})
+
+    click_wave(0.5)
     assert page.evaluate("demixerMixer.position()") == pytest.approx(1.5, abs=0.1)
     expect(page.get_by_test_id("time")).to_have_text("0:01 / 0:03")
     assert head.evaluate("el => parseFloat(el.style.left)") == pytest.approx(50, abs=3)
@@ -467,14 +474,14 @@ def test_separate_listen_mix_and_download(
     # The same from the keyboard: [ starts the loop at the playhead and ] ends it there.
     page.keyboard.press("Space")  # pause, so the playhead stays where it is put
     assert page.evaluate("demixerMixer.playing") is False
-    page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + box["height"] / 2)
+    click_wave(0.25)
     page.keyboard.press("[")
     assert page.evaluate("demixerMixer.loop") == {
         "on": True,
         "start": pytest.approx(0.75, abs=2 * pixel),
         "end": pytest.approx(loop["end"], abs=1e-6),  # the old end is still after it
     }
-    page.mouse.click(box["x"] + 0.9 * box["width"], box["y"] + box["height"] / 2)
+    click_wave(0.9)
     page.keyboard.press("]")
     keyed = page.evaluate("demixerMixer.loop")
     assert (keyed["start"], keyed["end"]) == (
@@ -486,7 +493,7 @@ def test_separate_listen_mix_and_download(
     assert shade.evaluate("el => parseFloat(el.style.left)") == pytest.approx(25, abs=1)
     assert shade.evaluate("el => parseFloat(el.style.width)") == pytest.approx(65, abs=1)
     # ] before the loop's start: the loop runs from the song's start to there.
-    page.mouse.click(box["x"] + 0.1 * box["width"], box["y"] + box["height"] / 2)
+    click_wave(0.1)
     page.keyboard.press("]")
     keyed = page.evaluate("demixerMixer.loop")
     assert (keyed["start"], keyed["end"]) == (0, pytest.approx(0.3, abs=2 * pixel))

@@ -145,7 +145,7 @@ class Separator:
 
     @property
     def needs_stats(self) -> bool:
-        """Whether the model normalises by the whole input's statistics (see :meth:`stream`)."""
+        """Whether the model scales by the whole input's statistics (see :meth:`stream`)."""
         return bool(stats_members(self.backend))
 
     def input_stats(

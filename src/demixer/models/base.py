@@ -5,8 +5,10 @@ sample rate and channel count; decoding, resampling, windowing, residuals and en
 to the engine, so a backend is just "array in, stems out".
 
 A model whose published quality depends on its own chunking (MSST's chunk size, overlap, fade
-window and edge padding) is a :class:`StreamingBackend`: the engine hands it the whole input as a
-stream of blocks at the model's rate and it does its own windowing, in bounded memory.
+window and edge padding; UVR's VR grid of windows) is a :class:`StreamingBackend`: the engine
+hands it the whole input as a stream of blocks at the model's rate and it does its own
+windowing, in bounded memory, after a first pass for the whole input's :class:`InputStats`
+where it scales by them.
 """
 
 from __future__ import annotations
