@@ -12,8 +12,13 @@ spectrogram back into a wave. All of that is local in time but the largest value
 
 So the song goes through in chunks. :class:`SpectrogramStream` gives exact frames of the
 spectrogram from the samples pushed so far: each chunk is analysed from a start a margin
-(:func:`guard_frames`) before the frames it gives, on the whole song's resampling phase
-(:func:`aligned`), so the frames it keeps are those of the whole song's spectrogram.
+(:func:`guard_frames`) before the frames it gives, so the frames it keeps are those of the
+whole song's spectrogram. A chunk starts at a frame's first sample, which lies on the whole
+song's phase of every resampling step between bands, both ways: every band steps the same time
+(``hl / sr``, which the layout's parser checks), so a frame's sample in one band times the
+ratio of the rates is its sample in the next, a whole number (a polyphase step of
+``up``/``down`` gives the whole song's samples from any input start that is a multiple of
+``down``, and this one is).
 :class:`MaskedSynthesis` runs each grid window once, as soon as its frames are in, and turns
 the masked frames back into samples, again from a margin before and after the samples it
 gives. The largest value comes from a first pass over the song (:class:`PeakMeter`, run by
@@ -27,7 +32,6 @@ fit (it then leaves every mask as it is; here, that chunk's).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -46,7 +50,6 @@ __all__ = [
     "MaskedSynthesis",
     "PeakMeter",
     "SpectrogramStream",
-    "aligned",
     "guard_frames",
     "merge_artifacts",
 ]
@@ -142,21 +145,6 @@ def guard_frames(layout: Layout) -> int:
     return math.ceil((window + reach) / top.hl) + 2
 
 
-def aligned(frame: int, layout: Layout) -> int:
-    """The nearest frame at or before ``frame`` (and not before 0) whose sample is a whole
-    sample in every band and falls on the whole song's phase of each resampling step, both
-    ways (a step of ``up``/``down`` gives the whole song's samples from an input start that
-    is a multiple of ``down``)."""
-    step = 1
-    bands = layout.bands
-    for low, high in itertools.pairwise(bands):
-        g = math.gcd(low.sr, high.sr)
-        for hl, down in ((high.hl, high.sr // g), (low.hl, low.sr // g)):
-            need = down // math.gcd(down, hl)
-            step = step * need // math.gcd(step, need)
-    return max(0, frame // step * step)
-
-
 class SpectrogramStream:
     """The stitched spectrogram of samples pushed block by block, frame for frame the one
     :func:`~demixer.models.vr.bands.analyse` gives for them all at once.
@@ -194,7 +182,7 @@ class SpectrogramStream:
 
     def _analyse(self, end: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Frames ``done`` to ``end`` (None: to the song's end)."""
-        first = aligned(self.done - self.guard, self.layout)
+        first = max(0, self.done - self.guard)
         stop = self.samples if end is None else (end + self.guard) * self.hop
         high: list[np.ndarray] | None = [] if self.high_end else None
         wave = self._audio.get(first * self.hop, stop)
@@ -202,7 +190,7 @@ class SpectrogramStream:
         end = first + spec.shape[2] if end is None else end
         lo, hi = self.done - first, max(end, self.done) - first
         self.done = max(end, self.done)
-        self._audio.drop(aligned(self.done - self.guard, self.layout) * self.hop)
+        self._audio.drop(max(0, self.done - self.guard) * self.hop)
         return spec[:, :, lo:hi], (high[0][:, :, lo:hi] if high else None)
 
 
@@ -360,7 +348,7 @@ class MaskedSynthesis:
     def _chunk(self, stop: int, mask_end: int, samples: int) -> dict[str, np.ndarray]:
         """The stems from frame :attr:`done` to ``stop`` (to the song's end when ``stop`` is
         its last frame)."""
-        lo = aligned(self.done - self.guard, self.layout)
+        lo = max(0, self.done - self.guard)
         hi = stop + self.guard
         if self.frames is not None:
             hi = min(hi, self.frames)
@@ -390,7 +378,7 @@ class MaskedSynthesis:
             out[stem] = taken
         self.samples += next(iter(out.values())).shape[1]
         self.done = stop
-        keep = aligned(self.done - self.guard, self.layout) - self.post
+        keep = max(0, self.done - self.guard) - self.post
         self._spec.drop(keep)
         self._high.drop(keep)
         self._mask.drop(keep)
