@@ -409,8 +409,8 @@ def test_queue_validation_errors(make_api: Callable[..., Api]) -> None:
     msg = _error(r, 422, "UNKNOWN_STEM", "input.stems")
     assert msg == (
         "no installed model or recipe makes lead_vocals (karaoke or karaoke-5hp or "
-        "vr-karaoke-5hp can: `demixer models pull karaoke`); the installed ones make: bass, "
-        "drums, instrumental, other, vocals"
+        "vr-karaoke-5hp or vr-karaoke-6hp can: `demixer models pull karaoke`); the installed "
+        "ones make: bass, drums, instrumental, other, vocals"
     )
     r = api.post(stems, json={"input": {"file_id": file_id, "model": "karaoke"}})
     msg = _error(r, 422, "MODEL_UNAVAILABLE", "input.model")

@@ -268,6 +268,7 @@ SEPARATOR_NAMES = {
     "UVR-DeEcho-DeReverb.pth": "vr-deecho-dereverb",
     "UVR-De-Echo-Normal.pth": "vr-de-echo-normal",
     "5_HP-Karaoke-UVR.pth": "vr-karaoke-5hp",
+    "6_HP-Karaoke-UVR.pth": "vr-karaoke-6hp",
     "UVR-DeNoise-Lite.pth": "vr-denoise-lite",
 }
 

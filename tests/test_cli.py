@@ -239,8 +239,8 @@ def test_a_span_after_the_end_of_the_input_is_an_error_not_a_silent_stem(
         (
             ["--stems", "vocals,drms,lead_vocals"],  # a typo, and a stem of a model not pulled
             "[UNKNOWN_STEM] no installed model or recipe makes drms (did you mean 'drums' or "
-            "'no_drums'?), lead_vocals (karaoke or karaoke-5hp or vr-karaoke-5hp can: "
-            "`demixer models pull karaoke`); the installed ones make: ",
+            "'no_drums'?), lead_vocals (karaoke or karaoke-5hp or vr-karaoke-5hp or "
+            "vr-karaoke-6hp can: `demixer models pull karaoke`); the installed ones make: ",
         ),
         (["-m", "[/nope]"], "unknown model '[/nope]'"),
         (["--format", "ogg"], "unknown output format 'ogg'"),

@@ -557,7 +557,7 @@ def test_separate_says_a_models_typo_before_it_uploads_the_song(
             return typo.value
 
     assert asyncio.run(typo_async()).message.startswith(
-        "unknown model 'karoke' (did you mean 'karaoke' or 'karaoke-5hp' or 'vr-karaoke-5hp'?)"
+        "unknown model 'karoke' (did you mean 'karaoke' or 'karaoke-5hp' or 'vr-karaoke-6hp'?)"
     )
     assert seen_async.seen == ["GET /v1/models"]
     assert list(tmp_path.iterdir()) == []
@@ -596,7 +596,7 @@ def test_separate_says_a_refused_prompt_or_an_ensembles_typo_before_it_uploads_t
     typo = asyncio.run(typo_async())
     assert (typo.status, typo.code, typo.param) == (404, "UNKNOWN_MODEL", "input.model")
     assert typo.message.startswith(
-        "unknown model 'karoke' (did you mean 'karaoke' or 'karaoke-5hp' or 'vr-karaoke-5hp'?)"
+        "unknown model 'karoke' (did you mean 'karaoke' or 'karaoke-5hp' or 'vr-karaoke-6hp'?)"
     )
     assert seen_async.seen == ["GET /v1/models"]
     assert list(tmp_path.iterdir()) == []

@@ -607,8 +607,8 @@ def test_what_nothing_installed_makes_is_an_error_naming_what_can_be_made() -> N
         choose_model(["lead_vocals", "instrumental"], _specs("spleeter-2stems", "cascade-4stems"))
     assert caught.value.message == (
         "no installed model or recipe makes lead_vocals (karaoke or karaoke-5hp or "
-        "vr-karaoke-5hp can: `demixer models pull karaoke`); the installed ones make: bass, "
-        "drums, instrumental, other, vocals"
+        "vr-karaoke-5hp or vr-karaoke-6hp can: `demixer models pull karaoke`); the installed "
+        "ones make: bass, drums, instrumental, other, vocals"
     )
     assert choose_model(["instrumental"], _specs("spleeter-2stems")) is None
     # Each catalogue model and recipe that would make them, best first, the first to pull.

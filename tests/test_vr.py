@@ -650,11 +650,12 @@ def test_a_file_that_is_not_a_vr_network_for_the_layout_is_one_error(
 
 # The catalogue's VR models: the network each file holds, as UVR's model data and file size
 # make it (v5.1 width 64 for a 218 409 KiB file without nout; nout 48 as the model data says;
-# 5_HP's 123 812 KiB is UVR's 32-wide v5 net), built on the meta device at full size.
+# 5_HP's and 6_HP's 123 812 KiB is UVR's 32-wide v5 net), built on the meta device at full size.
 CATALOGUE_NETS = {  # network, width, the stem the mask keeps
     "vr-deecho-dereverb": ("v5.1", 64, "noreverb"),
     "vr-de-echo-normal": ("v5.1", 48, "noecho"),
     "vr-karaoke-5hp": ("123812", 32, "instrumental"),
+    "vr-karaoke-6hp": ("123812", 32, "instrumental"),
     "vr-denoise-lite": ("v5.1", 16, "noise"),
 }
 

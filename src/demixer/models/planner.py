@@ -69,6 +69,7 @@ PREFERENCE = (
     "male-female",
     "mel-roformer-karaoke-becruily",
     "vr-karaoke-5hp",
+    "vr-karaoke-6hp",
     "mel-roformer-dereverb-anvuew",
     "vr-deecho-dereverb",
     "mel-roformer-denoise-aufr33",

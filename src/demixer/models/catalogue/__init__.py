@@ -63,6 +63,7 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "vr-de-echo-normal": ("UVR-De-Echo-Normal.pth",),
     "vr-denoise-lite": ("UVR-DeNoise-Lite.pth",),
     "vr-karaoke-5hp": ("5_HP-Karaoke-UVR.pth",),
+    "vr-karaoke-6hp": ("6_HP-Karaoke-UVR.pth",),
 }
 
 

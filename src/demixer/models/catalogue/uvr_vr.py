@@ -149,4 +149,29 @@ UVR_VR: tuple[ModelSpec, ...] = (
             _identity("f6ea8473ff86017b5ebd586ccacf156b"),
         ),
     ),
+    vr(
+        "vr-karaoke-6hp",
+        stems=("instrumental", "lead_vocals"),
+        description="6_HP-Karaoke-UVR, UVR's other VR karaoke model (another band layout "
+        "than 5_HP's): the lead vocals apart, the backing vocals left in the instrumental.",
+        pth=file(
+            "6_HP-Karaoke-UVR.pth",
+            UVR_RELEASE + "6_HP-Karaoke-UVR.pth",
+            "4ce7eaaa9e56f09366b788aebf6d3a72aec8145692c56f1e090e4e7e2d7ce65f",
+            126782699,
+        ),
+        arch_params={"vr_model_param": "3band_44100_msb2", "primary_stem": "Instrumental"},
+        license=UVR_LICENSE,
+        license_class="permissive",
+        weights_source="UVR's developers (Anjok07, aufr33), UVR's model releases",
+        quality="not published for the lead vocals",
+        pin_sources=(
+            "SHA-256: https://huggingface.co/datasets/SayanoAI/RVC-Studio/blob/main/UVR/"
+            "6_HP-Karaoke-UVR.pth (the one mirror found recording it)",
+            "SHA-256 and size: the same digest with 126782699 bytes, pinned by one other "
+            "public project beside 5_HP's and UVR-DeEcho-DeReverb's pins as this catalogue "
+            "has them (found in a code index; not citable by URL here)",
+            _identity("6b5916069a49be3fe29d4397ecfd73fa"),
+        ),
+    ),
 )
