@@ -7,8 +7,8 @@ Each separates the same WAV (a chord and noise, ``--seconds`` long) as audio-sep
 ``VRSeparator`` does (its ``loading_mix``, ``inference_vr`` and ``spec_to_wav``, compiled from
 the installed file by ``tests/vr_reference.py``: the file read, every band's STFT and
 resampling, the network window by window, the bands back to a wave) and as demixer's engine
-runs a ``StreamingVrBackend`` (its meter's pass for the loudest bin, then the stream, in blocks
-of a second), alternating for ``--rounds`` rounds with
+runs the model (``Separator.separate_array``: the pass for the song's loudest bin, then the
+stream), alternating for ``--rounds`` rounds with
 ``torch.set_num_threads(2)``. Reported: the median and best seconds per second of audio, the
 speed-up, the largest difference between the primary stems, and the other processes' share of
 the CPU meanwhile.
@@ -35,9 +35,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -45,9 +45,6 @@ import torch
 
 import common
 from arch_speed import timed_call
-
-if TYPE_CHECKING:
-    from demixer.models.vr import StreamingVrBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 NETS = {  # the catalogue model each is shaped as: UVR's network kind, width, layout, primary
@@ -76,6 +73,8 @@ def main() -> None:
         return
     torch.set_num_threads(2)
     sys.path.insert(0, str(ROOT / "tests"))
+    from demixer.engine import Separator
+    from demixer.models.registry import get_spec
     from demixer.models.vr import StreamingVrBackend, backend
     from demixer.models.vr.network import build
     from demixer.models.vr.params import VrParams
@@ -101,12 +100,14 @@ def main() -> None:
             net.load_state_dict(ref.state_dict())
             layout_file = Path(str(resources.files("demixer.models.vr") / "layouts" / layout))
             uvr = UvrVr(ref, layout_file.with_suffix(".json"), primary, v51=kind == "v5.1")
-            ours = backend(net.eval(), params, stems=("primary", "secondary"))
-            assert isinstance(ours, StreamingVrBackend)
+            vr = backend(net.eval(), params, stems=("primary", "secondary"))
+            assert isinstance(vr, StreamingVrBackend)
+            spec = replace(get_spec("vr-de-echo-normal"), id=name, stems=vr.stems)
+            ours = Separator.from_backend(spec, vr)
             common.wait_quiet(30.0)
             runs: dict[str, Callable[[], np.ndarray]] = {
                 "audio-separator": lambda uvr=uvr: uvr.separate(wav)[0],
-                "demixer": lambda ours=ours: streamed(ours, mix),
+                "demixer": lambda ours=ours: ours.separate_array(mix, rate, ["primary"])["primary"],
             }
             times: dict[str, list[float]] = {k: [] for k in runs}
             loads: dict[str, list[float]] = {k: [] for k in runs}
@@ -140,8 +141,8 @@ def main() -> None:
         "weights (the checkpoints are not downloaded here). audio-separator = its 0.47.1 "
         "`VRSeparator`'s `loading_mix`, `inference_vr` and `spec_to_wav` (compiled from the "
         "installed file by `tests/vr_reference.py`; UVR's defaults: aggression 5, 512-frame "
-        "windows, batch 1); demixer = `demixer.models.vr.StreamingVrBackend` as the engine "
-        "runs it: its meter's pass for the loudest bin, then the stream, in blocks of a second "
+        "windows, batch 1); demixer = the engine's `Separator.separate_array` on the same "
+        "array (its pass for the song's loudest bin, then the model's stream) "
         f"(the same defaults, 2 windows per call). {args.rounds} alternating rounds; *s per "
         "audio s* is median (best); *other load* is the median share of the CPU used by other "
         "processes meanwhile.\n\n"
@@ -161,17 +162,6 @@ def main() -> None:
     print(body)
     if not args.no_write:
         common.write_section(common.kind_section("vr-speed"), body)
-
-
-def streamed(vr: StreamingVrBackend, mix: np.ndarray) -> np.ndarray:
-    """``mix`` as the engine runs a VR model: the meter's pass for the loudest bin, then the
-    stream (both in blocks of a second), the primary stem."""
-    blocks = [mix[:, i : i + 44100] for i in range(0, mix.shape[1], 44100)]
-    meter = vr.meter()
-    for block in blocks:
-        meter.push(block)
-    parts = [stems["primary"] for stems in vr.stream(blocks, stats=meter.result())]
-    return np.concatenate(parts, axis=1)
 
 
 def run_memory(system: str, wav: Path) -> None:

@@ -146,7 +146,7 @@ class VrBackend:
         spec = analyse(mix, self.params.layout, lstm=self.lstm, high_end=high)
         peak = float(np.abs(spec).max()) if spec.size else 0.0
         if not _dividing(peak):
-            return self._silence(mix.shape[1])
+            return self.silence(mix.shape[1])
         synthesis = MaskedSynthesis(self, peak, chunk=spec.shape[2])
         [out] = synthesis.push(spec, high[0] if high else None, last=True, samples=mix.shape[1])
         return out
@@ -167,8 +167,9 @@ class VrBackend:
             out[ch, split:] = np.power(mask[ch, split:], 1 + a)
         return out
 
-    def _silence(self, samples: int, channels: int = 2) -> dict[str, np.ndarray]:
-        """Silence divides by a zero peak: NaNs, which UVR writes as zeros."""
+    def silence(self, samples: int, channels: int = 2) -> dict[str, np.ndarray]:
+        """Silent stems ``samples`` long: what UVR writes for silence (it divides by a zero
+        peak and writes the NaNs as zeros) and for an input under two frames long."""
         return {stem: np.zeros((channels, samples), np.float32) for stem in self.stems}
 
 
@@ -206,7 +207,7 @@ class StreamingVrBackend(VrBackend):
         channels, samples = 0, 0
         if not _dividing(stats.peak):
             for block in blocks:
-                yield self._silence(block.shape[1], block.shape[0])
+                yield self.silence(block.shape[1], block.shape[0])
             return
         frames = SpectrogramStream(
             self.params.layout,

@@ -282,9 +282,10 @@ class MaskedSynthesis:
         yield from self._stems(samples)
 
     def _silence(self, samples: int) -> dict[str, np.ndarray]:
-        n = samples - self.samples
+        """The backend's silence for the rest of the song's ``samples``."""
+        out = self.backend.silence(samples - self.samples)
         self.samples = samples
-        return {stem: np.zeros((2, n), np.float32) for stem in self.backend.stems}
+        return out
 
     def _window(self, start: int) -> np.ndarray:
         """The scaled frames of the grid window starting at frame ``start`` (before the
