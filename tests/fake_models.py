@@ -10,14 +10,16 @@ come from the recipe's remainders, not from the models. Every call is counted pe
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from demixer.models.base import InputStats
 from demixer.models.registry import ModelSpec, get_spec
 
-__all__ = ["CALLS", "FakeBackend", "fake_spec", "lowpass", "stems_of"]
+__all__ = ["CALLS", "FakeBackend", "FakeLeveller", "fake_spec", "lowpass", "stems_of"]
 
 CALLS: Counter[str] = Counter()
 
@@ -60,6 +62,7 @@ _STEMS = {
     "karaoke": ("Vocals", "Instrumental"),
     "four": ("drums", "bass", "other", "vocals"),
     "dereverb": ("noreverb", "reverb"),
+    "level": ("Lead", "Rest"),
 }
 
 
@@ -80,6 +83,63 @@ class FakeBackend:
         assert mix.shape[1] <= self.window, "the engine must never pass more than the window"
         CALLS[self.id] += 1
         return stems_of(self.kind, mix)
+
+
+class _PeakMeter:
+    def __init__(self) -> None:
+        self.peak = 0.0
+
+    def push(self, block: np.ndarray) -> None:
+        if block.size:
+            self.peak = max(self.peak, float(np.abs(block).max()))
+
+    def result(self) -> InputStats:
+        return InputStats(peak=self.peak)
+
+
+class FakeLeveller:
+    """A fake model that scales by its whole input, as a VR model does by its loudest bin: its
+    ``Lead`` is the input brought to a peak of 0.5 (``Rest`` a tenth of the input, not adding
+    up); it streams the input itself, block by block, after the engine has measured the peak
+    with its meter. Given a window (:meth:`separate`), it can only scale by that window's."""
+
+    channels = 2
+    needs_stats = True
+    meter_key = "fake-peak"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.id = spec.id
+        self.sample_rate = spec.sample_rate
+        self.stems = _STEMS["level"]
+        self.window = int(spec.arch_params.get("window", 4 * spec.sample_rate))
+        self.overlap = int(spec.arch_params.get("overlap", spec.sample_rate // 4))
+
+    def meter(self) -> _PeakMeter:
+        return _PeakMeter()
+
+    def _stems(self, x: np.ndarray, peak: float) -> dict[str, np.ndarray]:
+        gain = 0.5 / peak if peak else 0.0
+        return {"Lead": (gain * x).astype(np.float32), "Rest": (0.1 * x).astype(np.float32)}
+
+    def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
+        CALLS[self.id] += 1
+        return self._stems(mix, float(np.abs(mix).max()))
+
+    def stream(
+        self,
+        blocks: Iterable[np.ndarray],
+        *,
+        before_run: Callable[[int], None] | None = None,
+        stats: InputStats | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        assert stats is not None, "the engine must measure the input first"
+        position = 0
+        for block in blocks:
+            if before_run is not None:
+                before_run(position)
+            CALLS[self.id] += 1
+            position += block.shape[1]
+            yield self._stems(block, stats.peak)
 
 
 def fake_spec(model_id: str, kind: str, **arch: int) -> ModelSpec:
@@ -103,5 +163,5 @@ def load(
     model_dir: Path | None = None,
     model_path: Path | None = None,
     device: str = "cpu",
-) -> FakeBackend:
-    return FakeBackend(spec)
+) -> FakeBackend | FakeLeveller:
+    return FakeLeveller(spec) if spec.arch_params["kind"] == "level" else FakeBackend(spec)

@@ -21,8 +21,13 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+import fake_models
 from api_support import Api, make_api
 from audiofiles import tone
+from demixer.engine import Separator
+from demixer.errors import StorageFull
+from demixer.models import registry
+from demixer.models.catalogue.recipes import recipe_spec
 from service_harness import Server, fast_env, running_server, wait_status
 
 __all__ = ["make_api"]
@@ -131,3 +136,38 @@ def test_a_full_disk_under_the_database_answers_507(
         assert int(r.headers["retry-after"]) > 0
     filler.unlink()
     assert api.post("/v1/files", json=body).status_code == 201  # by itself once there is room
+
+
+def test_a_recipe_spooling_onto_a_full_disk_is_storage_full_and_leaves_nothing(
+    disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe whose second model scales by its whole input keeps the first model's stems in
+    scratch files beside the outputs until it has them all: on a full disk that is the job's
+    STORAGE_FULL (retried later), not a crash, and nothing is left on the disk."""
+    vocals = fake_models.fake_spec("fake-vocals", "vocals")
+    level = fake_models.fake_spec("fake-level", "level")
+    steps = (
+        {"model": "fake-vocals", "keep": {"vocals": "vocals"}, "rest": "instrumental"},
+        {"model": "fake-level", "input": "vocals", "keep": {"lead": "lead"}, "rest": "back"},
+    )
+    recipe = recipe_spec(
+        "fake-level-kara",
+        description="test",
+        stems=("lead", "back", "instrumental"),
+        steps=steps,
+        known={"fake-vocals": vocals, "fake-level": level},
+    )
+    for spec in (vocals, level, recipe):
+        monkeypatch.setitem(registry._BY_ID, spec.id, spec)
+    song = tone(12.0, RATE, [220.0, 440.0])  # 12 s: 4.2 MB a stream at float32
+    sf.write(disk / "song.wav", song.T, RATE, subtype="PCM_16")
+    filler = disk / "filler"
+    with filler.open("wb") as fh:
+        fh.write(b"\0" * (_free(disk) - 6 * 2**20))  # room for one stream and a half, not three
+    with pytest.raises(StorageFull, match="intermediate stems: the disk is full"):
+        Separator("fake-level-kara").separate_file(disk / "song.wav", disk / "out")
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "out", "song.wav"]
+    assert list((disk / "out").iterdir()) == []
+    filler.unlink()
+    result = Separator("fake-level-kara").separate_file(disk / "song.wav", disk / "out")
+    assert sorted(result.paths) == ["back", "instrumental", "lead"]

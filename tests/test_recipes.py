@@ -26,7 +26,14 @@ from demixer.engine import Separator, plan_stems
 from demixer.engine.cleanup import keep_stem
 from demixer.engine.outputs import output_paths
 from demixer.engine.stems import choose_model
-from demixer.errors import InvalidOutput, ModelFailed, ModelUnavailable, UnknownModel, UnknownStem
+from demixer.errors import (
+    Cancelled,
+    InvalidOutput,
+    ModelFailed,
+    ModelUnavailable,
+    UnknownModel,
+    UnknownStem,
+)
 from demixer.models import registry
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.ensembles import ensemble_members, ensemble_mode
@@ -53,6 +60,8 @@ KARAOKE_STEPS = (
     },
 )
 
+LEAD = {"lead": "lead_vocals"}
+
 
 def _register(monkeypatch: pytest.MonkeyPatch, *specs: ModelSpec) -> None:
     for spec in specs:
@@ -67,12 +76,20 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModelSpec]:
         "fake-vocals2": fake_models.fake_spec("fake-vocals2", "vocals2", window=3 * SR),
         "fake-karaoke": fake_models.fake_spec("fake-karaoke", "karaoke"),
         "fake-four": fake_models.fake_spec("fake-four", "four"),
+        "fake-level": fake_models.fake_spec("fake-level", "level"),
     }
     specs["fake-kara"] = recipe_spec(
         "fake-kara",
         description="test karaoke",
         stems=("lead_vocals", "backing_vocals", "instrumental"),
         steps=KARAOKE_STEPS,
+        known=specs,
+    )
+    specs["fake-level-kara"] = recipe_spec(
+        "fake-level-kara",
+        description="test karaoke whose second model scales by its whole input",
+        stems=("lead_vocals", "backing_vocals", "instrumental"),
+        steps=(KARAOKE_STEPS[0], {**KARAOKE_STEPS[1], "model": "fake-level", "keep": LEAD}),
         known=specs,
     )
     _register(monkeypatch, *specs.values())
@@ -129,26 +146,94 @@ def test_a_recipe_at_another_rate_and_mono_input_still_adds_up(
     assert np.sqrt(np.mean(out["residual"] ** 2)) > 0.05  # the instrumental: not empty
 
 
+def _repeated(block: np.ndarray, times: int) -> Iterator[np.ndarray]:
+    for _ in range(times):
+        yield block
+
+
+def _peak_memory(separator: Separator, seconds: int) -> int:
+    """The most memory (traced) held while ``seconds`` of noise stream through ``separator``."""
+    block = _noise(1.0)
+    stats = separator.input_stats(lambda: _repeated(block, seconds), SR)
+    tracemalloc.start()
+    for _ in separator.stream(_repeated(block, seconds), SR, separator.plan(None), stats=stats):
+        pass
+    size = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return size
+
+
 def test_memory_is_flat_in_length(fakes: dict[str, ModelSpec]) -> None:
     separator = Separator("fake-kara")
-    plan = separator.plan(None)
-
-    def peak(seconds: int) -> int:
-        block = _noise(1.0)
-
-        def blocks() -> Iterator[np.ndarray]:
-            for _ in range(seconds):
-                yield block
-
-        tracemalloc.start()
-        for _ in separator.stream(blocks(), SR, plan):
-            pass
-        size = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return size
-
-    short, long = peak(20), peak(160)
+    short, long = _peak_memory(separator, 20), _peak_memory(separator, 160)
     assert long < 1.25 * short, (short, long)
+
+
+def _louder_at_the_end(seconds: float) -> np.ndarray:
+    """Noise whose last quarter is ten times louder: a window's peak is not the song's."""
+    x = _noise(seconds)
+    x[:, x.shape[1] * 3 // 4 :] *= 10
+    return x
+
+
+def test_each_step_runs_over_its_whole_input_as_its_model_alone(
+    fakes: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    """karaoke-5hp's shape: a vocal model, then on its vocals a model that scales by its whole
+    input (a VR model divides by the loudest bin). The recipe ran both inside shared windows
+    (4 s here, 2 minutes for the catalogue's), the second scaling each window by its own peak:
+    stems no chain of the two models run file by file gives. Now the vocals are spooled, their
+    peak measured, and the second model streams them: each model's stems for its whole input."""
+    x = _louder_at_the_end(11.0)
+    vocals = Separator("fake-vocals").separate_array(x, SR)["Vocals"]
+    lead = 0.5 * vocals / np.abs(vocals).max()
+    out = Separator("fake-level-kara").separate_array(x, SR)
+    np.testing.assert_allclose(out["lead_vocals"], lead, atol=1e-6)
+    np.testing.assert_allclose(out["backing_vocals"], vocals - lead, atol=1e-6)
+    np.testing.assert_allclose(out["instrumental"], x - vocals, atol=1e-6)
+    # From a file: the stems, and nothing else left where they were written (the spool).
+    sf.write(tmp_path / "song.wav", x.T, SR, subtype="FLOAT")
+    result = Separator("fake-level-kara").separate_file(
+        tmp_path / "song.wav", tmp_path / "out", fmt=OutputFormat.parse("wav", "32f")
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "song_backing_vocals.wav",
+        "song_instrumental.wav",
+        "song_lead_vocals.wav",
+    ]
+    lead_file, _ = sf.read(result.paths["lead_vocals"], dtype="float32")
+    np.testing.assert_allclose(lead_file.T, lead, atol=1e-6)
+
+
+def test_a_chain_that_spools_reports_progress_cancels_and_stays_flat_in_memory(
+    fakes: dict[str, ModelSpec],
+) -> None:
+    separator = Separator("fake-level-kara")
+    plan = separator.plan(None)
+    # the second model's peak is its input's, measured in the stream: nothing of the input's
+    assert separator.input_stats(lambda: _repeated(_noise(1.0), 3), SR) == {}
+    short, long = _peak_memory(separator, 20), _peak_memory(separator, 160)
+    assert long < 1.25 * short, (short, long)
+    block = _noise(1.0)
+    fractions: list[float] = []
+    for _ in separator.stream(
+        _repeated(block, 12), SR, plan, 12 * SR, on_progress=fractions.append
+    ):
+        pass
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert 0.4 < fractions[len(fractions) // 2] < 0.7  # both models' shares, not one's
+    asked = 0
+    fake_models.CALLS.clear()
+
+    def cancel() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 3  # before the first model's fourth window of four
+
+    with pytest.raises(Cancelled):
+        for _ in separator.stream(_repeated(block, 12), SR, plan, should_cancel=cancel):
+            pass
+    assert fake_models.CALLS["fake-level"] == 0 and fake_models.CALLS["fake-vocals"] == 3
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ import numpy as np
 from demixer.audio import AudioReader, OutputFormat, WriteReport, probe
 from demixer.defaults import DEFAULT_MODEL
 from demixer.engine.device import resolve_device
+from demixer.engine.graph import stream_graph, streamed_graph
 from demixer.engine.outputs import (
     ResidualCheck,
     Writers,
@@ -238,6 +239,7 @@ class Separator:
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
         stats: Mapping[Hashable, InputStats] | None = None,
+        scratch: Path | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Separate a stream of ``(channels, n)`` blocks, yielding consecutive output blocks.
 
@@ -250,6 +252,8 @@ class Separator:
         once more to get them).
         ``quality``: ``fast``, ``balanced`` or ``best``; anything else raises
         :class:`~demixer.errors.UnknownQuality` before any block is read.
+        ``scratch``: where a recipe whose later model scales by its whole input spools the
+        stems of the models before it (:mod:`demixer.engine.graph`; None: ``$TMPDIR``).
         """
         backend = tuned(self.backend, parse_quality(quality))
         window, _ = window_size(backend, sample_rate)
@@ -299,6 +303,16 @@ class Separator:
                 before_run=before_window,
                 stats=(stats or {}).get(stats_key(whole)),
                 heard=plan.rest is not None,
+            )
+        elif (graph := streamed_graph(backend)) is not None:  # each step over its whole input
+            regions = stream_graph(
+                graph,
+                blocks,
+                sample_rate,
+                plan.targets,
+                before_run=before_window,
+                stats=stats,
+                scratch=scratch,
             )
         elif ensemble is not None:  # stems at the input's rate, its remainder exact there
             regions = stream_ensemble(
@@ -446,6 +460,7 @@ class Separator:
                     on_progress=progress,
                     should_cancel=should_cancel,
                     stats=stats,
+                    scratch=Path(out_dir),  # the disk the stems go to
                 ):
                     if shaped is not None:
                         shape, rest = shaped

@@ -35,6 +35,7 @@ from demixer.models.base import (
     stats_key,
     streaming,
 )
+from demixer.models.cascade import MIX, GraphBackend
 from demixer.models.ensemble import CombineStream, EnsembleBackend
 
 __all__ = [
@@ -276,9 +277,14 @@ def streamed_ensemble(backend: Backend) -> EnsembleBackend | None:
 def stats_members(backend: Backend) -> list[StreamingBackend]:
     """The models in ``backend`` that need the whole input's :class:`InputStats` before it
     streams: itself when it streams and needs them, each such member of a streamed ensemble,
-    none otherwise."""
-    ensemble = streamed_ensemble(backend)
-    members = [step.backend for step in ensemble.steps] if ensemble else [backend]
+    each such step of a graph on the input itself (:mod:`demixer.engine.graph` measures those
+    on an earlier step's stem), none otherwise."""
+    if isinstance(backend, GraphBackend):  # its steps on the input itself (engine.graph)
+        members = [step.backend for step in backend.steps if step.source == MIX]
+    elif (ensemble := streamed_ensemble(backend)) is not None:
+        members = [step.backend for step in ensemble.steps]
+    else:
+        members = [backend]
     return [s for m in members if (s := streaming(m)) is not None and s.needs_stats]
 
 

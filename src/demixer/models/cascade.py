@@ -8,8 +8,9 @@ sum to its input) every step's outputs add up to its input, so the graph's retur
 up to the window: mixture consistency holds across the whole graph, and the engine's residual
 (input minus the requested stems) is exactly the stems left out.
 
-Each model runs once per window, on windows no longer than the shortest of its steps' windows,
-so memory stays flat in the input's length whatever the graph.
+The engine streams a graph (:mod:`demixer.engine.graph`): each step's model runs over its
+whole input as it runs alone, in memory flat in the input's length. :meth:`GraphBackend.separate`
+runs every step on one window (a graph as a member of an ensemble, which takes windows).
 
 ``cascade-4stems`` is the two-step case: spleeter's vocals and accompaniment, then drums, bass
 and other split from the accompaniment by DSP (:func:`demixer.models.dsp.split_accompaniment`).
@@ -47,6 +48,7 @@ MIX = "mix"
 # The harmonic median spans 0.4 s, so each window's edge is unreliable for ~0.2 s; the engine's
 # cross-fade must be longer than that.
 _MIN_OVERLAP_S = 1.0
+_WINDOW_S = 45.0  # the DSP split's windows (its memory grows with them)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,9 @@ class DspSplit:
 
     Attributes:
         sample_rate: Hz. channels: 2 (mono works too). stems: drums, bass, other.
-        window: unbounded in practice (the graph's other steps bound it); the DSP's working
-            memory grows linearly with the window, about 0.4 GB for a 47 s stereo window.
+        window: 45 s: the DSP's working memory grows linearly with the window, about 0.4 GB
+            for a 47 s stereo window; it runs over its whole input in such windows, as a
+            model that takes windows does.
         overlap: 1 s: the median filters' edge effects must be cross-faded away.
     """
 
@@ -88,7 +91,7 @@ class DspSplit:
     def __init__(self, sample_rate: int, params: SplitParams = DEFAULT_PARAMS) -> None:
         self.sample_rate = sample_rate
         self.params = params
-        self.window = 1 << 30
+        self.window = int(_WINDOW_S * sample_rate)
         self.overlap = int(_MIN_OVERLAP_S * sample_rate)
 
     def separate(self, mix: np.ndarray) -> dict[str, np.ndarray]:
@@ -147,7 +150,7 @@ class GraphBackend:
         timing = shared_timing([s.backend for s in steps])
         self.sample_rate, self.channels, self.window, self.overlap = timing
         total = sum(s.weight for s in steps)
-        self._shares = [s.weight / total for s in steps]
+        self.shares = tuple(s.weight / total for s in steps)
 
     def with_quality(self, quality: Quality) -> Backend:
         """The graph with each step's model at ``quality`` (the loaded weights are shared)."""
@@ -171,7 +174,7 @@ class GraphBackend:
         """
         values: dict[str, np.ndarray] = {MIX: mix}
         done = 0.0
-        for step, share in zip(self.steps, self._shares, strict=True):
+        for step, share in zip(self.steps, self.shares, strict=True):
             source = values.pop(step.source)
             report = None if on_progress is None else _within(on_progress, done, share)
             values.update(run_step(step, source, self.sample_rate, report))

@@ -16,9 +16,10 @@ default as in UVR: TTA, the post-process (:func:`merge_artifacts`) and the high-
 The engine streams the whole song through the model (:class:`StreamingVrBackend`,
 :mod:`demixer.models.vr.streaming`): UVR's stems for the whole song, however long, in memory
 that does not grow with it, after a first pass that finds the loudest bin UVR scales the song
-by. Where windows are cut (a recipe's step; a v5 network on the one reversed layout) each
-window of :data:`WINDOW_SECONDS` is separated as UVR would separate it alone, by its own
-loudest bin, and the windows cross-faded over :data:`OVERLAP_SECONDS`.
+by (as a recipe's step, the earlier step's whole stem: :mod:`demixer.engine.graph`). Where
+windows are cut (a v5 network on the one reversed layout) each window of
+:data:`WINDOW_SECONDS` is separated as UVR would separate it alone, by its own loudest bin,
+and the windows cross-faded over :data:`OVERLAP_SECONDS`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ __all__ = [
     "merge_artifacts",
 ]
 
-#: seconds per engine window, where windows are cut (a recipe's step; a reversed layout): a
+#: seconds per engine window, where windows are cut (a reversed layout): a
 #: 4-band layout's spectrograms and masks for it take ~0.5 GB
 WINDOW_SECONDS = 120
 OVERLAP_SECONDS = 4
@@ -79,9 +80,10 @@ _NON_ACCOMPANIMENT = frozenset(
 
 
 class VrBackend:
-    """A loaded VR model, taking windows (:meth:`separate`): what a recipe's step runs, and
-    a v5 model on a reversed layout (whose frames run from the song's end, so that a stream
-    cannot know them); :func:`backend` gives a :class:`StreamingVrBackend` otherwise.
+    """A loaded VR model, taking windows (:meth:`separate`): a v5 model on a reversed layout
+    (whose frames run from the song's end, so that a stream cannot know them), or a VR model
+    inside one window of the engine; :func:`backend` gives a :class:`StreamingVrBackend`
+    otherwise.
 
     Attributes:
         sample_rate: the layout's rate (44.1 kHz for most).
