@@ -35,6 +35,7 @@ from demixer.errors import (
     UnknownStem,
 )
 from demixer.models import registry
+from demixer.models.base import InputStats
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.catalogue.ensembles import ensemble_members, ensemble_mode
 from demixer.models.catalogue.recipes import recipe_spec
@@ -134,13 +135,15 @@ def test_stems_add_up_to_the_input_across_windows_and_each_model_runs_once_per_w
     np.testing.assert_allclose(some["residual"], out["instrumental"], atol=2e-6)
 
 
+@pytest.mark.parametrize("recipe", ["fake-kara", "fake-level-kara"])
 def test_a_recipe_at_another_rate_and_mono_input_still_adds_up(
-    fakes: dict[str, ModelSpec],
+    fakes: dict[str, ModelSpec], recipe: str
 ) -> None:
     # Mono at 32 kHz, resampled into the 44.1 kHz steps and back (tones: well inside the band
-    # the resampler keeps); the residual is computed at the input's rate: exact.
+    # the resampler keeps); the residual is computed at the input's rate: exact. The second
+    # recipe keeps the vocals in a spool (mono, at the input's rate) before its second step.
     x = tone(3.0, 32000, [220.0, 1250.0, 5100.0]).sum(axis=0, keepdims=True)
-    out = Separator("fake-kara").separate_array(x, 32000, ["lead_vocals", "backing_vocals"])
+    out = Separator(recipe).separate_array(x, 32000, ["lead_vocals", "backing_vocals"])
     assert all(a.shape == x.shape for a in out.values())
     np.testing.assert_allclose(sum(out.values()), x, atol=1e-6)
     assert np.sqrt(np.mean(out["residual"] ** 2)) > 0.05  # the instrumental: not empty
@@ -203,6 +206,41 @@ def test_each_step_runs_over_its_whole_input_as_its_model_alone(
     ]
     lead_file, _ = sf.read(result.paths["lead_vocals"], dtype="float32")
     np.testing.assert_allclose(lead_file.T, lead, atol=1e-6)
+
+
+def test_a_first_step_that_scales_by_the_input_gets_the_engines_measure_of_it(
+    fakes: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the mix itself, such a model needs no spool: the engine's pass over the input (one,
+    before the stream) measures it, as for the model alone."""
+    steps = (
+        {"model": "fake-level", "keep": {"lead": "levelled"}, "rest": "rest"},
+        {**KARAOKE_STEPS[1], "input": "levelled"},
+    )
+    spec = recipe_spec(
+        "fake-level-first",
+        description="test",
+        stems=("lead_vocals", "backing_vocals", "rest"),
+        steps=steps,
+        known=fakes,
+    )
+    _register(monkeypatch, spec)
+    x = _louder_at_the_end(9.0)
+    separator = Separator(spec.id)
+    passes = 0
+
+    def blocks() -> Iterator[np.ndarray]:
+        nonlocal passes
+        passes += 1
+        return _repeated(x, 1)
+
+    assert separator.input_stats(blocks, SR) == {"fake-peak": InputStats(peak=np.abs(x).max())}
+    assert passes == 1
+    out = separator.separate_array(x, SR)
+    levelled = 0.5 * x / np.abs(x).max()
+    np.testing.assert_allclose(out["lead_vocals"] + out["backing_vocals"], levelled, atol=1e-6)
+    np.testing.assert_allclose(out["lead_vocals"], 0.6 * levelled, atol=1e-6)
+    np.testing.assert_allclose(out["rest"], x - levelled, atol=1e-6)
 
 
 def test_a_chain_that_spools_reports_progress_cancels_and_stays_flat_in_memory(
