@@ -208,6 +208,35 @@ def test_each_step_runs_over_its_whole_input_as_its_model_alone(
     np.testing.assert_allclose(lead_file.T, lead, atol=1e-6)
 
 
+def test_two_models_that_scale_by_their_inputs_one_after_the_other(
+    fakes: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second such model reads a stem the first makes: the chain waits twice (two spools),
+    each model scaling by its whole input."""
+    steps = (
+        KARAOKE_STEPS[0],
+        {"model": "fake-level", "input": "vocals", "keep": {"rest": "tenth"}, "rest": "most"},
+        {"model": "fake-level", "input": "tenth", "keep": {"lead": "levelled"}, "rest": "left"},
+    )
+    spec = recipe_spec(
+        "fake-level-twice",
+        description="test",
+        stems=("levelled", "left", "most", "instrumental"),
+        steps=steps,
+        known=fakes,
+    )
+    _register(monkeypatch, spec)
+    x = _louder_at_the_end(9.0)
+    vocals = Separator("fake-vocals").separate_array(x, SR)["Vocals"]
+    out = Separator(spec.id).separate_array(x, SR)
+    tenth = 0.1 * vocals  # the first levelling model's "Rest"
+    levelled = 0.5 * tenth / np.abs(tenth).max()
+    np.testing.assert_allclose(out["levelled"], levelled, atol=1e-6)
+    np.testing.assert_allclose(out["left"], tenth - levelled, atol=1e-6)
+    np.testing.assert_allclose(out["most"], vocals - tenth, atol=1e-6)
+    np.testing.assert_allclose(out["instrumental"], x - vocals, atol=1e-6)
+
+
 def test_a_first_step_that_scales_by_the_input_gets_the_engines_measure_of_it(
     fakes: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
 ) -> None:

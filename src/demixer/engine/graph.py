@@ -252,7 +252,7 @@ class _Chain:
             sources = {**sources, _INPUT: sources[MIX]}
         for name in maker:
             lanes[name] = SampleQueue()
-        done: set[str | int] = set()
+        done: set[int] = set()
 
         def advance(name: str) -> bool:
             """One more region from what makes ``name``; False when it has ended."""
