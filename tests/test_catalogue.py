@@ -257,6 +257,7 @@ SEPARATOR_NAMES = {
     "model_bs_roformer_ep_317_sdr_12.9755.ckpt": "bs-roformer-vocals-1297",
     "mel_band_roformer_instrumental_becruily.ckpt": "mel-roformer-inst-becruily",
     "mel_band_roformer_karaoke_becruily.ckpt": "mel-roformer-karaoke-becruily",
+    "bs_roformer_karaoke_frazer_becruily.ckpt": "bs-roformer-karaoke-frazer",
     "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt": "mel-roformer-dereverb-anvuew",
     "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt": "mel-roformer-denoise-aufr33",
     "dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt": "mel-roformer-deecho-sucial",

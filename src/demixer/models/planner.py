@@ -68,6 +68,7 @@ PREFERENCE = (
     "drum-kit",
     "male-female",
     "mel-roformer-karaoke-becruily",
+    "bs-roformer-karaoke-frazer",
     "vr-karaoke-5hp",
     "vr-karaoke-6hp",
     "mel-roformer-dereverb-anvuew",

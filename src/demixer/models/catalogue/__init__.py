@@ -49,6 +49,7 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "bs-roformer-vocals-1297": ("model_bs_roformer_ep_317_sdr_12.9755.ckpt",),
     "mel-roformer-inst-becruily": ("mel_band_roformer_instrumental_becruily.ckpt",),
     "mel-roformer-karaoke-becruily": ("mel_band_roformer_karaoke_becruily.ckpt",),
+    "bs-roformer-karaoke-frazer": ("bs_roformer_karaoke_frazer_becruily.ckpt",),
     "mel-roformer-dereverb-anvuew": ("dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt",),
     "mel-roformer-denoise-aufr33": ("denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",),
     "mel-roformer-deecho-sucial": ("dereverb-echo_mel_band_roformer_sdr_13.4843_v2.ckpt",),

@@ -32,6 +32,9 @@ _INST_REPO, _INST_REV = (
 )
 _KARA_REPO = "becruily/mel-band-roformer-karaoke"
 _KARA_REV = "0c149975cfaa261c7d87baf54330a9da85bcf888"
+# frazer and becruily's BS-RoFormer karaoke model: the revision two projects pin it at.
+_BS_KARA_REPO = "becruily/bs-roformer-karaoke"
+_BS_KARA_REV = "f7849ae934209184dc288d1018cd8a76a7fc8b3c"
 _VERB_REPO = "anvuew/dereverb_mel_band_roformer"
 _VERB_REV = "cef05ad2b5b3145ea5c149d3ad5d1f8439b34d06"
 _NOISE_REPO = "poiqazwsx/melband-roformer-denoise"
@@ -202,6 +205,43 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "config: git blob 58cd1747a53d1695128e732aa7aa6802cb77db70 at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT} holds the "
             "same bytes; SHA-256 computed from that blob",
+        ),
+    ),
+    msst(
+        "bs-roformer-karaoke-frazer",
+        arch="bs_roformer",
+        stems=("vocals", "instrumental"),
+        description="frazer and becruily's BS-RoFormer karaoke model: lead vocals vs. the rest.",
+        config=hf_file(
+            _BS_KARA_REPO,
+            _BS_KARA_REV,
+            "config_karaoke_frazer_becruily.yaml",
+            "1d3b58b473025183d0d3c91e7a444cb5f1418d9f34e8f46b8d2fb10d2cc8ab34",
+            1903,
+        ),
+        checkpoint=hf_file(
+            _BS_KARA_REPO,
+            _BS_KARA_REV,
+            "bs_roformer_karaoke_frazer_becruily.ckpt",
+            "eb90ee24c1154d83fbcfd27e96182f19e061557cc6e4746953125e08c29389f9",
+            204436907,
+        ),
+        license=(
+            "Not stated: the projects that pin these files record no licence for them "
+            "(none was found on the model page as they quote it)"
+        ),
+        license_class="not stated",
+        weights_source="frazer and becruily, Hugging Face",
+        source_url=f"https://huggingface.co/{_BS_KARA_REPO}",
+        quality="no published figure for this file; not measured by demixer",
+        scores=(),
+        pin_sources=(
+            "checkpoint and config: https://github.com/openmirlab/bs-roformer-infer/blob/"
+            "04cfa4be2d04ad5164c6f7e97ff31f37b0b162fe/src/bs_roformer/data/checksums.json "
+            "(SHA-256 and size of each; the checkpoint's from its Hugging Face LFS pointer)",
+            "checkpoint and config: the same two SHA-256 digests, with the Hugging Face revision "
+            f"{_BS_KARA_REV}, in another project's model registry found through a code index, "
+            "and the checkpoint's in several more projects' download lists",
         ),
     ),
     msst(
