@@ -10,8 +10,9 @@ resampling, the network window by window, the bands back to a wave) and as demix
 runs the model (``Separator.separate_array``: the pass for the song's loudest bin, then the
 stream), alternating for ``--rounds`` rounds with
 ``torch.set_num_threads(2)``. Reported: the median and best seconds per second of audio, the
-speed-up, the largest difference between the primary stems, and the other processes' share of
-the CPU meanwhile.
+speed-up, the largest difference between the primary stems, the other processes' share of
+the CPU meanwhile, and the network's FLOPs per second of audio (its layers counted over one
+run) with the share of this machine's measured fp32 matmul peak each system reaches.
 
 Memory (``--memory``): the peak RSS of a subprocess separating a WAV of each ``--minutes``
 length, once each way: audio-separator's inference reads the whole file, holds every band's
@@ -44,7 +45,8 @@ import soundfile as sf
 import torch
 
 import common
-from arch_speed import timed_call
+from arch_speed import MacCounter, timed_call
+from speed import machine_gflops
 
 ROOT = Path(__file__).resolve().parents[1]
 NETS = {  # the catalogue model each is shaped as: UVR's network kind, width, layout, primary
@@ -72,6 +74,8 @@ def main() -> None:
         memory(args)
         return
     torch.set_num_threads(2)
+    probe = machine_gflops(quiet_wait=10.0)
+    peak = max(v for k, v in probe.items() if k.startswith("fp32"))
     sys.path.insert(0, str(ROOT / "tests"))
     from demixer.engine import Separator
     from demixer.models.registry import get_spec
@@ -104,6 +108,9 @@ def main() -> None:
             assert isinstance(vr, StreamingVrBackend)
             spec = replace(get_spec("vr-de-echo-normal"), id=name, stems=vr.stems)
             ours = Separator.from_backend(spec, vr)
+            with MacCounter(net) as counter:  # the same grid windows as UVR's: one count for both
+                ours.separate_array(mix, rate, ["primary"])
+            gflop = 2 * counter.total / 1e9
             common.wait_quiet(30.0)
             runs: dict[str, Callable[[], np.ndarray]] = {
                 "audio-separator": lambda uvr=uvr: uvr.separate(wav)[0],
@@ -125,12 +132,17 @@ def main() -> None:
             base = statistics.median(times["audio-separator"])
             for system, ts in times.items():
                 med = statistics.median(ts)
+                achieved = gflop / (med * args.seconds)
                 rows.append([
                     name, system, f"{med:.2f} ({min(ts):.2f})", f"{base / med:.2f}x",
+                    f"{achieved:.0f}", f"{100 * achieved / peak:.0f} %",
                     f"{statistics.median(loads[system]):.2f}",
                 ])  # fmt: skip
             million = sum(p.numel() for p in ref.parameters()) / 1e6
-            notes.append(f"{name}: {million:.1f} M parameters, largest difference {diff:.1e}")
+            notes.append(
+                f"{name}: {million:.1f} M parameters, **{gflop / args.seconds:.0f} GFLOP per "
+                f"audio s**, largest difference {diff:.1e}"
+            )
     body = (
         "## UVR VR models (`benchmarks/vr_speed.py`)"
         + common.KIND_TITLES[common.cpu_kind()]
@@ -145,10 +157,16 @@ def main() -> None:
         "array (its pass for the song's loudest bin, then the model's stream) "
         f"(the same defaults, 2 windows per call). {args.rounds} alternating rounds; *s per "
         "audio s* is median (best); *other load* is the median share of the CPU used by other "
-        "processes meanwhile.\n\n"
+        "processes meanwhile. FLOPs: the network's convolutions, linear maps and LSTM counted "
+        "per layer over demixer's run (2 FLOPs per multiply-add; UVR runs the same windows), "
+        "per audio second; *GFLOP/s* is that over each system's median time, *of peak* its "
+        f"share of this machine's measured fp32 matmul peak ({peak:.0f} GFLOP/s on 2 "
+        "threads).\n\n"
         + "; ".join(notes)
         + ".\n\n"
-        + common.table(["model", "system", "s per audio s", "speed", "other load"], rows)
+        + common.table(
+            ["model", "system", "s per audio s", "speed", "GFLOP/s", "of peak", "other load"], rows
+        )
         + "\nWhat the figures say: demixer computes UVR's numbers (to about 1e-7) at about "
         "UVR's speed. Nearly all the time is the network's 3x3 convolutions (81 % of a v5 "
         "window's time in a profile, at 172 GFLOP/s: this machine's fp32 peak), which both run "
@@ -167,6 +185,8 @@ def main() -> None:
 def run_memory(system: str, wav: Path) -> None:
     """The subprocess side of ``--memory``: separate ``wav`` once, print the peak RSS."""
     torch.set_num_threads(2)
+    probe = machine_gflops(quiet_wait=10.0)
+    peak = max(v for k, v in probe.items() if k.startswith("fp32"))
     sys.path.insert(0, str(ROOT / "tests"))
     from demixer.engine import Separator
     from demixer.models.registry import get_spec
