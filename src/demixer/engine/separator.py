@@ -8,7 +8,9 @@ mono is duplicated for stereo models, the model separates, the requested stems a
 back to the input's rate, and the residual is the input minus their sum at the input's rate.
 A backend that windows the input itself (MSST's chunking: :mod:`demixer.engine.streaming`) gets
 the whole input as a resampled block stream instead, and so does each member of an ensemble of
-such backends; resampling back, the residual, progress, cancellation and encoding stay here.
+such backends; each step of a recipe runs over its whole input as its model runs alone
+(:mod:`demixer.engine.graph`); resampling back, the residual, progress, cancellation and
+encoding stay here.
 
 Every separation runs at a quality level (:mod:`demixer.models.quality`; default
 :data:`~demixer.models.quality.DEFAULT_QUALITY`): the loaded model, at that level, separates the

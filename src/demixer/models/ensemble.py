@@ -22,8 +22,8 @@ SCNet, UVR's MDX-Net: a :class:`~demixer.models.base.StreamingBackend`) with its
 overlap, edge padding and normalisation by the whole song's statistics; one that takes windows
 (Spleeter, Demucs) in its own windows, cross-faded. The stems are those of running each model
 over the whole file and combining the whole arrays, as UVR, audio-separator and MSST's ensemble
-do; memory is bounded by the members' latencies and windows. (An ensemble inside another
-model's step, as a recipe's, runs once per window of that model: :meth:`EnsembleBackend.separate`.)
+do; memory is bounded by the members' latencies and windows. (An ensemble given windows, as a
+model that takes windows is: :meth:`EnsembleBackend.separate`.)
 """
 
 from __future__ import annotations
