@@ -280,8 +280,9 @@ def main() -> None:
         "",
         "The ensembles run each member over the whole input, so their time is about the sum of "
         "the members' (the cascade contains a second spleeter); the max spec adds one STFT pass "
-        "per stem. Peak memory at 180 s against 60 s shows whether it grows with length (a "
-        "graph's steps stream one into the next). The machine is shared with other work: "
+        "per stem. A 60-s input is little more than one of Spleeter's 47.5-s windows, so its "
+        "peak is under the steady state that 180 s reaches (the cascade and the ensembles run "
+        "on windows; memory does not grow past it). The machine is shared with other work: "
         "timings are noisy.",
         "",
         "Not in this table (its members are Spleeter and the cascade): an ensemble whose "

@@ -187,3 +187,32 @@ def _sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     ref = reference.astype(np.float64)
     err = ref - estimate.astype(np.float64)
     return float(10.0 * np.log10(np.sum(ref**2) / np.sum(err**2)))
+
+
+def test_the_engine_runs_the_cascade_on_shared_windows_at_every_level(
+    cascade: CascadeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both steps take windows: the engine gives the DSP split the window Spleeter ran on, not
+    Spleeter's accompaniment streamed in the split's own (unbounded) window, which would hold
+    the whole song. Spleeter's windows are shrunk to 4 s here so that 9 s cross seams."""
+    from demixer.engine import Separator
+    from demixer.models.dsp import split_accompaniment as split
+
+    monkeypatch.setattr(cascade.two_stem, "window", 4 * SR)
+    monkeypatch.setattr(cascade.two_stem, "overlap", SR // 2)
+    shrunk = CascadeBackend(cascade.two_stem)
+    seen: list[int] = []
+
+    def spy(x: np.ndarray, *args: object) -> dict[str, np.ndarray]:
+        seen.append(x.shape[1])
+        return split(x, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("demixer.models.cascade.split_accompaniment", spy)
+    excerpt = _excerpt_mix()
+    mix = np.tile(excerpt, (1, 9 * SR // excerpt.shape[1] + 1))[:, : 9 * SR]
+    for quality in ("fast", "balanced"):
+        seen.clear()
+        Separator.from_backend(get_spec("cascade-4stems"), shrunk).separate_array(
+            mix, SR, quality=quality
+        )
+        assert len(seen) >= 3 and max(seen) <= 4 * SR, (quality, seen)

@@ -43,9 +43,9 @@ _INPUT = "\0input"  # the lane of the graph's input as its regions come out (nev
 
 
 def streamed_graph(backend: Backend) -> GraphBackend | None:
-    """``backend`` when it is a graph of steps (the engine then runs each step over its whole
-    input: :func:`stream_graph`), else None."""
-    return backend if isinstance(backend, GraphBackend) else None
+    """``backend`` when it is a graph of steps that streams (the engine then runs each step
+    over its whole input: :func:`stream_graph`), else None."""
+    return backend if isinstance(backend, GraphBackend) and backend.streams else None
 
 
 def _scaling(step: Step) -> StreamingBackend | None:

@@ -279,7 +279,7 @@ def stats_members(backend: Backend) -> list[StreamingBackend]:
     streams: itself when it streams and needs them, each such member of a streamed ensemble,
     each such step of a graph on the input itself (:mod:`demixer.engine.graph` measures those
     on an earlier step's stem), none otherwise."""
-    if isinstance(backend, GraphBackend):  # its steps on the input itself (engine.graph)
+    if isinstance(backend, GraphBackend) and backend.streams:  # steps on the input (graph.py)
         members = [step.backend for step in backend.steps if step.source == MIX]
     elif (ensemble := streamed_ensemble(backend)) is not None:
         members = [step.backend for step in ensemble.steps]
