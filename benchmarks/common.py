@@ -445,6 +445,64 @@ def tempdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
 MIGRATIONS = Path("demixer") / "service" / "migrations" / "versions"
 
 
+def peak_rss_by_length(
+    script: str, flag: str, systems: Sequence[str], minutes: Sequence[float]
+) -> list[tuple[str, float, dict[str, float] | None]]:
+    """Each of ``systems`` on a song of each length (a stereo 44.1 kHz float32 WAV of a chord
+    and noise), one subprocess each: ``script flag SYSTEM WAV``, which prints ``RESULT`` and a
+    JSON object (``peak_rss_mb``, ``seconds``). Returns ``(system, minutes, record)``, the
+    record None where the run failed (its stderr's tail printed)."""
+    rate = 44100
+    rng = np.random.default_rng(0)
+    t = np.arange(10 * rate) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
+    ten = (0.15 * chord[None] + 0.05 * rng.standard_normal((2, t.size))).astype(np.float32)
+    rows: list[tuple[str, float, dict[str, float] | None]] = []
+    with tempdir("peak-rss-") as tmp:
+        for length in minutes:
+            wav = Path(tmp) / f"song-{length:g}.wav"
+            n = int(length * 60 * rate)
+            sf.write(wav, np.tile(ten, (1, n // ten.shape[1] + 1))[:, :n].T, rate, "FLOAT")
+            for system in systems:
+                wait_quiet(30.0)
+                done = subprocess.run(
+                    [sys.executable, script, flag, system, str(wav)],
+                    capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+                record = json.loads(line[7:]) if line else None
+                print(f"{length:g} min {system}: {record}", flush=True)
+                if record is None:
+                    print(done.stderr[-2000:], flush=True)
+                rows.append((system, length, record))
+            wav.unlink()
+    return rows
+
+
+def growth_rows(
+    rows: Sequence[tuple[str, float, dict[str, float] | None]],
+    systems: Sequence[str],
+    *,
+    with_time: bool = False,
+) -> list[list[str]]:
+    """:func:`peak_rss_by_length`'s runs as table rows: system, song, peak RSS, the growth
+    over the system's shortest song (and the run's wall time)."""
+    out = []
+    for system in systems:
+        mine = [(m, r) for s, m, r in rows if s == system]
+        for length, record in mine:
+            first = mine[0][1]
+            growth = "–"
+            if length != mine[0][0] and record is not None and first is not None:
+                growth = f"{record['peak_rss_mb'] - first['peak_rss_mb']:+.0f} MB"
+            size = "failed" if record is None else f"{record['peak_rss_mb']:.0f} MB"
+            row = [system, f"{length:g} min", size, growth]
+            if with_time:
+                row.append("–" if record is None else f"{record['seconds']:.0f} s")
+            out.append(row)
+    return out
+
+
 def baseline_src(rev: str, cache: Path = CACHE) -> Path:
     """``src`` of commit ``rev`` (extracted once into ``cache``), with this tree's migrations
     that ``rev`` does not have: a *before* to measure against this tree.

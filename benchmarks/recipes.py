@@ -39,18 +39,18 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import torch
 
 from common import (
     MAIN_PY,
+    growth_rows,
     header,
     long_mix,
+    peak_rss_by_length,
     pip_version,
     table,
     tempdir,
-    wait_quiet,
     write_section,
 )
 from demixer.models.loading import is_installed
@@ -152,41 +152,8 @@ def run_chain(system: str, wav: Path) -> None:
 
 def chain(minutes: list[float]) -> None:
     """``--chain``: each system on each length, one subprocess each; its RESULTS section."""
-    rate = 44100
-    rng = np.random.default_rng(0)
-    t = np.arange(10 * rate) / rate
-    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
-    ten = (0.15 * chord[None] + 0.05 * rng.standard_normal((2, t.size))).astype(np.float32)
-    rows = []
-    with tempdir("chain-") as tmp:
-        for length in minutes:
-            wav = Path(tmp) / f"song-{length:g}.wav"
-            n = int(length * 60 * rate)
-            sf.write(wav, np.tile(ten, (1, n // ten.shape[1] + 1))[:, :n].T, rate, "FLOAT")
-            for system in CHAIN_SYSTEMS:
-                wait_quiet(30.0)
-                done = subprocess.run(
-                    [sys.executable, __file__, "--run-chain", system, str(wav)],
-                    capture_output=True, text=True, check=False,
-                )  # fmt: skip
-                line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-                record = json.loads(line[7:]) if line else None
-                print(f"{length:g} min {system}: {record}", flush=True)
-                if record is None:
-                    print(done.stderr[-2000:], flush=True)
-                rows.append((system, length, record))
-            wav.unlink()
-    table_rows = []
-    for system in CHAIN_SYSTEMS:
-        mine = [(m, r) for s, m, r in rows if s == system]
-        for length, record in mine:
-            first = mine[0][1]
-            growth = "–"
-            if length != mine[0][0] and record is not None and first is not None:
-                growth = f"{record['peak_rss_mb'] - first['peak_rss_mb']:+.0f} MB"
-            size = "failed" if record is None else f"{record['peak_rss_mb']:.0f} MB"
-            wall = "–" if record is None else f"{record['seconds']:.0f} s"
-            table_rows.append([system, f"{length:g} min", size, growth, wall])
+    rows = peak_rss_by_length(__file__, "--run-chain", CHAIN_SYSTEMS, minutes)
+    table_rows = growth_rows(rows, CHAIN_SYSTEMS, with_time=True)
     body = (
         "### A recipe's chain: memory (`benchmarks/recipes.py --chain`)\n\n"
         + header(

@@ -32,7 +32,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -218,40 +217,9 @@ def run_memory(system: str, wav: Path) -> None:
 
 def memory(args: argparse.Namespace) -> None:
     """``--memory``: each system on each length, one subprocess each; the RESULTS section."""
-    rate = 44100
-    rng = np.random.default_rng(0)
-    t = np.arange(10 * rate) / rate
-    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
-    ten = (0.15 * chord[None] + 0.05 * rng.standard_normal((2, t.size))).astype(np.float32)
-    rows = []
-    with common.tempdir("vr-memory-") as tmp:
-        for minutes in args.minutes:
-            wav = Path(tmp) / f"song-{minutes:g}.wav"
-            n = int(minutes * 60 * rate)
-            sf.write(wav, np.tile(ten, (1, n // ten.shape[1] + 1))[:, :n].T, rate, "FLOAT")
-            for system in ("audio-separator", "demixer"):
-                common.wait_quiet(30.0)
-                done = subprocess.run(
-                    [sys.executable, __file__, "--run-memory", system, str(wav)],
-                    capture_output=True, text=True, check=False,
-                )  # fmt: skip
-                line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-                peak = json.loads(line[7:])["peak_rss_mb"] if line else None
-                print(f"{minutes:g} min {system}: {peak} MB", flush=True)
-                if line is None:
-                    print(done.stderr[-2000:], flush=True)
-                rows.append((system, minutes, peak))
-            wav.unlink()
-    table_rows = []
-    for system in ("audio-separator", "demixer"):
-        mine = [(m, p) for s, m, p in rows if s == system]
-        for minutes, peak in mine:
-            first = mine[0][1]
-            growth = "–"
-            if minutes != mine[0][0] and peak is not None and first is not None:
-                growth = f"{peak - first:+.0f} MB"
-            size = "failed" if peak is None else f"{peak:.0f} MB"
-            table_rows.append([system, f"{minutes:g} min", size, growth])
+    systems = ("audio-separator", "demixer")
+    rows = common.peak_rss_by_length(__file__, "--run-memory", systems, args.minutes)
+    table_rows = common.growth_rows(rows, systems)
     _, width, lstm_width, layout, _ = MEMORY_NET
     body = (
         "### UVR VR models: memory (`benchmarks/vr_speed.py --memory`)\n\n"
