@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from demixer.audio import SampleQueue
-from demixer.engine.streaming import Regions, input_stats_at, stream_backend, window_regions
+from demixer.engine.streaming import Regions, alone_regions, input_stats_at, scaling
 from demixer.errors import StorageFull
-from demixer.models.base import Backend, InputStats, StreamingBackend, stats_key, streaming
+from demixer.models.base import Backend, InputStats, stats_key
 from demixer.models.cascade import MIX, GraphBackend, Step
 
 __all__ = ["stream_graph", "streamed_graph"]
@@ -46,12 +46,6 @@ def streamed_graph(backend: Backend) -> GraphBackend | None:
     """``backend`` when it is a graph of steps that streams (the engine then runs each step
     over its whole input: :func:`stream_graph`), else None."""
     return backend if isinstance(backend, GraphBackend) and backend.streams else None
-
-
-def _scaling(step: Step) -> StreamingBackend | None:
-    """The step's model when it scales by its whole input's statistics, else None."""
-    member = streaming(step.backend)
-    return member if member is not None and member.needs_stats else None
 
 
 class _Spool:
@@ -140,22 +134,11 @@ def stream_graph(
     def run(
         index: int, step: Step, feed: Iterator[np.ndarray], measured: InputStats | None
     ) -> Regions:
-        member = streaming(step.backend)
-        if member is None:
-            return window_regions(
-                step.backend,
-                feed,
-                sample_rate,
-                list(step.outputs),
-                model_id=step.label,
-                before_window=hook(index),
-            )
-        named = {stem.lower(): stem for stem in member.stems}  # the model's own spelling
-        return stream_backend(
-            member,
+        return alone_regions(
+            step.backend,
             feed,
             sample_rate,
-            [named[stem] for stem in step.outputs],
+            list(step.outputs),
             model_id=step.label,
             before_run=hook(index),
             stats=measured,
@@ -200,7 +183,7 @@ class _Chain:
             (
                 k
                 for k, (_, step) in enumerate(steps)
-                if k and step.source not in sources and _scaling(step) is not None
+                if k and step.source not in sources and scaling(step.backend) is not None
             ),
             None,
         )
@@ -224,7 +207,7 @@ class _Chain:
                     spools[name].write(block)
             later = dict(measured)
             for _, step in tail:
-                member = _scaling(step)
+                member = scaling(step.backend)
                 if member is not None and step.source in spools:
                     later[step.source] = input_stats_at(
                         spools[step.source].blocks(), self.sample_rate, [member]
@@ -271,8 +254,7 @@ class _Chain:
                 done.add(k)
                 return False
             step = steps[k][1]
-            by_stem = {stem.lower(): block for stem, block in stems.items()}
-            kept = {name_: by_stem[stem] for stem, name_ in step.outputs.items()}
+            kept = {name_: stems[stem] for stem, name_ in step.outputs.items()}
             for name_, stem in kept.items():
                 lanes[name_].push(stem)
             if step.remainder is not None:
@@ -290,7 +272,7 @@ class _Chain:
 
         runs: list[Regions] = []
         for index, step in steps:
-            member = _scaling(step)
+            member = scaling(step.backend)
             stats = None
             if member is not None:
                 stats = (

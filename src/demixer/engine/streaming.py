@@ -39,7 +39,9 @@ from demixer.models.cascade import MIX, GraphBackend
 from demixer.models.ensemble import CombineStream, EnsembleBackend
 
 __all__ = [
+    "alone_regions",
     "input_stats_at",
+    "scaling",
     "separate_window",
     "stats_members",
     "stream_backend",
@@ -285,7 +287,49 @@ def stats_members(backend: Backend) -> list[StreamingBackend]:
         members = [step.backend for step in ensemble.steps]
     else:
         members = [backend]
-    return [s for m in members if (s := streaming(m)) is not None and s.needs_stats]
+    return [s for m in members if (s := scaling(m)) is not None]
+
+
+def scaling(backend: Backend) -> StreamingBackend | None:
+    """``backend`` when it streams and scales by its whole input's :class:`InputStats`."""
+    member = streaming(backend)
+    return member if member is not None and member.needs_stats else None
+
+
+def alone_regions(
+    backend: Backend,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    targets: Sequence[str],
+    *,
+    model_id: str,
+    before_run: Callable[[int], None] | None = None,
+    stats: InputStats | None = None,
+) -> Regions:
+    """One model over a whole block stream as it runs alone: :func:`stream_backend` for one
+    that windows the input itself (given ``stats`` where it scales by them),
+    :func:`window_regions` (its own windows, ``before_run`` called before each) for one that
+    takes windows. ``targets``: its stems, matched case-blind, keyed as given; an ensemble's
+    members and a graph's steps run this way."""
+    member = streaming(backend)
+    if member is None:
+        return window_regions(
+            backend, blocks, sample_rate, targets, model_id=model_id, before_window=before_run
+        )
+    spelt = {stem.lower(): stem for stem in member.stems}  # the model's own spelling
+    named = {name: spelt[name.lower()] for name in targets}
+    regions = stream_backend(
+        member,
+        blocks,
+        sample_rate,
+        list(named.values()),
+        model_id=model_id,
+        before_run=before_run,
+        stats=stats if member.needs_stats else None,
+    )
+    return (
+        (region, {name: stems[stem] for name, stem in named.items()}) for region, stems in regions
+    )
 
 
 def stream_ensemble(
@@ -333,29 +377,16 @@ def stream_ensemble(
 
     runs: list[Regions] = []
     for i, (step, copy) in enumerate(zip(steps, itertools.tee(blocks, len(steps)), strict=True)):
-        member = streaming(step.backend)
-        names = list(step.outputs)
-        if member is None:  # a crash names the member
-            runs.append(
-                window_regions(
-                    step.backend,
-                    copy,
-                    sample_rate,
-                    names,
-                    model_id=step.label,
-                    before_window=hook(i),
-                )
-            )
-            continue
+        scaled = scaling(step.backend)
         runs.append(
-            stream_backend(
-                member,
+            alone_regions(
+                step.backend,
                 copy,
                 sample_rate,
-                names,
-                model_id=step.label,
+                list(step.outputs),
+                model_id=step.label,  # a crash names the member
                 before_run=hook(i),
-                stats=(stats or {}).get(stats_key(member)) if member.needs_stats else None,
+                stats=None if scaled is None else (stats or {}).get(stats_key(scaled)),
             )
         )
     combined = [s for s in ensemble.stems if s != ensemble.remainder]
