@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 import soundfile as sf
@@ -102,11 +101,8 @@ def run_chain(system: str, wav: Path) -> None:
     from demixer.models.cascade import MIX, GraphBackend, Step
     from demixer.models.msst.user import open_files
     from demixer.models.registry import get_spec
-    from demixer.models.vr import backend
-    from demixer.models.vr.network import build
-    from demixer.models.vr.params import VrParams
     from msst_support import randomise, shrunk, write_config
-    from vr_reference import UvrVr, randomised, reference_network
+    from vr_reference import UvrVr, demixer_vr, layout_file, randomised, reference_network
 
     started = time.perf_counter()
     with tempdir("chain-") as tmp:
@@ -122,21 +118,12 @@ def run_chain(system: str, wav: Path) -> None:
                 vocals = demix(roformer_config, roformer, mix.T, "cpu", arch)["vocals"]
             sf.write(Path(tmp) / "vocals.wav", vocals.T, rate, subtype="FLOAT")
             del mix, vocals
-            layout_file = resources.files("demixer.models.vr") / "layouts" / f"{layout}.json"
-            UvrVr(uvr, Path(str(layout_file)), "Vocals", v51=True).separate(
-                Path(tmp) / "vocals.wav"
-            )
+            UvrVr(uvr, layout_file(layout), "Vocals", v51=True).separate(Path(tmp) / "vocals.wav")
         else:
             torch.save(roformer.state_dict(), Path(tmp) / "kim.ckpt")
             _, kim = open_files(arch, path, Path(tmp) / "kim.ckpt")
-            network = build(uvr.state_dict(), 672, source="chain")
-            network.load_state_dict(uvr.state_dict())
             params = {"vr_model_param": layout, "primary_stem": "Vocals"}
-            vr = backend(
-                network.eval(),
-                VrParams.from_arch_params(params, model_id="5hp"),
-                stems=("lead", "rest"),
-            )
+            vr = demixer_vr(uvr, 672, params, stems=("lead", "rest"), model_id="5hp")
             graph = GraphBackend(
                 [
                     Step(kim, MIX, {"vocals": "vocals"}, "instrumental", label="kim"),

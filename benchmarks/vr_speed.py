@@ -36,7 +36,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +77,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from demixer.engine import Separator
     from demixer.models.registry import get_spec
-    from demixer.models.vr import StreamingVrBackend, backend
-    from demixer.models.vr.network import build
+    from demixer.models.vr import StreamingVrBackend
     from demixer.models.vr.params import VrParams
-    from vr_reference import UvrVr, randomised, reference_network
+    from vr_reference import UvrVr, demixer_vr, layout_file, randomised, reference_network
 
     rate = 44100
     rng = np.random.default_rng(0)
@@ -94,20 +92,17 @@ def main() -> None:
         wav = Path(tmp) / "song.wav"
         sf.write(wav, mix.T, rate, subtype="FLOAT")
         for name, (kind, width, layout, primary) in NETS.items():
-            params = VrParams.from_arch_params(
-                {"vr_model_param": layout, "primary_stem": primary}, model_id=name
-            )
-            bins = params.layout.bins
+            arch_params = {"vr_model_param": layout, "primary_stem": primary}
+            bins = VrParams.from_arch_params(arch_params, model_id=name).layout.bins
             ref = randomised(reference_network(bins, kind, nout=width, nout_lstm=128), seed=1)
-            net = build(ref.state_dict(), bins, source=name)
-            net.load_state_dict(ref.state_dict())
-            layout_file = Path(str(resources.files("demixer.models.vr") / "layouts" / layout))
-            uvr = UvrVr(ref, layout_file.with_suffix(".json"), primary, v51=kind == "v5.1")
-            vr = backend(net.eval(), params, stems=("primary", "secondary"))
+            uvr = UvrVr(ref, layout_file(layout), primary, v51=kind == "v5.1")
+            vr = demixer_vr(ref, bins, arch_params, model_id=name)
             assert isinstance(vr, StreamingVrBackend)
             spec = replace(get_spec("vr-de-echo-normal"), id=name, stems=vr.stems)
             ours = Separator.from_backend(spec, vr)
-            with MacCounter(net) as counter:  # the same grid windows as UVR's: one count for both
+            with MacCounter(
+                vr.network
+            ) as counter:  # the same grid windows as UVR's: one count for both
                 ours.separate_array(mix, rate, ["primary"])
             gflop = 2 * counter.total / 1e9
             common.wait_quiet(30.0)
@@ -189,26 +184,20 @@ def run_memory(system: str, wav: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from demixer.engine import Separator
     from demixer.models.registry import get_spec
-    from demixer.models.vr import backend
-    from demixer.models.vr.network import build
     from demixer.models.vr.params import VrParams
-    from vr_reference import UvrVr, randomised, reference_network
+    from vr_reference import UvrVr, demixer_vr, layout_file, randomised, reference_network
 
     kind, width, lstm_width, layout, primary = MEMORY_NET
-    params = VrParams.from_arch_params(
-        {"vr_model_param": layout, "primary_stem": primary}, model_id="memory"
-    )
-    bins = params.layout.bins
+    arch_params = {"vr_model_param": layout, "primary_stem": primary}
+    bins = VrParams.from_arch_params(arch_params, model_id="memory").layout.bins
     ref = randomised(reference_network(bins, kind, nout=width, nout_lstm=lstm_width), seed=1)
     started = time.perf_counter()
     if system == "audio-separator":
-        layout_file = resources.files("demixer.models.vr") / "layouts" / f"{layout}.json"
-        UvrVr(ref, Path(str(layout_file)), primary, v51=True).separate(wav)
+        UvrVr(ref, layout_file(layout), primary, v51=True).separate(wav)
     else:
-        net = build(ref.state_dict(), bins, source="memory")
-        net.load_state_dict(ref.state_dict())
         spec = get_spec("vr-de-echo-normal")
-        vr = backend(net.eval(), params, stems=(spec.stems[0], spec.stems[1]))
+        stems = (spec.stems[0], spec.stems[1])
+        vr = demixer_vr(ref, bins, arch_params, stems=stems, model_id="memory")
         with common.tempdir("vr-memory-") as out:
             Separator.from_backend(spec, vr).separate_file(wav, out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,6 @@ v5.1 VR network on UVR's ``4band_v3`` layout (``vr_reference``), both in fp32.
 from __future__ import annotations
 
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,9 @@ from demixer.engine import Separator
 from demixer.models.cascade import MIX, GraphBackend, Step
 from demixer.models.msst.user import open_files
 from demixer.models.registry import get_spec
-from demixer.models.vr import StreamingVrBackend, backend
-from demixer.models.vr.network import build
-from demixer.models.vr.params import VrParams
+from demixer.models.vr import StreamingVrBackend
 from msst_support import music, randomise, shrunk, write_config
-from vr_reference import UvrVr, randomised, reference_network
+from vr_reference import UvrVr, demixer_vr, layout_file, randomised, reference_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -53,16 +50,9 @@ def test_a_karaoke_chain_gives_mssts_vocals_then_uvrs_lead_for_the_whole_song(
     monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
     _, roformer = open_files(arch, ours, tmp_path / "kim.ckpt")
 
-    layout = Path(str(resources.files("demixer.models.vr") / "layouts" / "4band_v3.json"))
     uvr_network = randomised(reference_network(672, "v5.1", nout=16, nout_lstm=32), seed=5)
-    network = build(uvr_network.state_dict(), 672, source="test")
-    network.load_state_dict(uvr_network.state_dict())
     params = {"vr_model_param": "4band_v3", "primary_stem": "Vocals", "window_size": 320}
-    vr = backend(
-        network.eval(),
-        VrParams.from_arch_params(params, model_id="test"),
-        stems=("lead", "rest"),
-    )
+    vr = demixer_vr(uvr_network, 672, params, stems=("lead", "rest"))
     assert isinstance(vr, StreamingVrBackend)
     vr.chunk = 30  # frames: the vocals stream through in 0.33-s chunks
     graph = GraphBackend(
@@ -80,7 +70,7 @@ def test_a_karaoke_chain_gives_mssts_vocals_then_uvrs_lead_for_the_whole_song(
     with torch.inference_mode():
         vocals = demix(reference_config, reference, mix, "cpu", arch)["vocals"]
     sf.write(tmp_path / "vocals.wav", vocals.T, RATE, subtype="FLOAT")
-    uvr = UvrVr(uvr_network, layout, "Vocals", v51=True, window_size=320)
+    uvr = UvrVr(uvr_network, layout_file("4band_v3"), "Vocals", v51=True, window_size=320)
     lead = np.zeros_like(mix)
     primary = uvr.separate(tmp_path / "vocals.wav")[0]
     lead[:, : primary.shape[1]] = primary  # past UVR's last hop: silence, as UVR writes none

@@ -12,7 +12,6 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +23,17 @@ from typer.testing import CliRunner, Result
 from demixer.cli import app
 from demixer.errors import CheckpointMismatch, InvalidModelConfig
 from demixer.models.base import InputStats
-from demixer.models.vr import StreamingVrBackend, VrBackend, backend
+from demixer.models.vr import StreamingVrBackend, VrBackend
 from demixer.models.vr.bands import parse_layout
-from demixer.models.vr.network import CascadedAspp, CascadedLstm, VrNetwork, build
+from demixer.models.vr.network import CascadedAspp, CascadedLstm, build
 from demixer.models.vr.params import LAYOUTS, VrParams
 from demixer.models.vr.user import read_params
-from vr_reference import UvrVr, randomised, reference_network
+from vr_reference import UvrVr, demixer_vr, layout_file, ours_parts, randomised, reference_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RATE = 44100
 TOLERANCE = 1e-4
-LAYOUT_DIR = resources.files("demixer.models.vr") / "layouts"
-
-
-def layout_file(name: str) -> Path:
-    return Path(str(LAYOUT_DIR / f"{name}.json"))
 
 
 def music(seconds: float, seed: int) -> np.ndarray:
@@ -53,22 +47,14 @@ def music(seconds: float, seed: int) -> np.ndarray:
 
 def ours(reference: torch.nn.Module, bins: int, **params: object) -> VrBackend:
     """demixer's backend with the reference network's weights (windows)."""
-    return VrBackend(*_parts(reference, bins, params), stems=("primary", "secondary"))
+    return VrBackend(*ours_parts(reference, bins, params), stems=("primary", "secondary"))
 
 
 def streaming(reference: torch.nn.Module, bins: int, **params: object) -> StreamingVrBackend:
     """demixer's backend with the reference network's weights, as the engine streams it."""
-    made = backend(*_parts(reference, bins, params), stems=("primary", "secondary"))
+    made = demixer_vr(reference, bins, params)
     assert isinstance(made, StreamingVrBackend)
     return made
-
-
-def _parts(
-    reference: torch.nn.Module, bins: int, params: dict[str, object]
-) -> tuple[VrNetwork, VrParams]:
-    network = build(reference.state_dict(), bins, source="test")
-    network.load_state_dict(reference.state_dict())
-    return network.eval(), VrParams.from_arch_params(params, model_id="test")
 
 
 def streamed(vr: StreamingVrBackend, mix: np.ndarray, block: int = 7001) -> dict[str, np.ndarray]:
@@ -393,8 +379,7 @@ def test_a_v5_network_on_the_reversed_layout_takes_windows() -> None:
     engine cuts it windows (each scaled by its own loudest bin); a v5.1 network reads that
     layout forwards, and streams."""
     v5 = randomised(reference_network(672, "31191"), seed=4)
-    made = backend(*_parts(v5, 672, {"vr_model_param": "4band_44100_reverse",
-                                     "primary_stem": "Vocals"}), stems=("a", "b"))  # fmt: skip
+    made = demixer_vr(v5, 672, {"vr_model_param": "4band_44100_reverse", "primary_stem": "Vocals"})
     assert type(made) is VrBackend
     v51 = randomised(reference_network(672, "v5.1", nout=16, nout_lstm=32), seed=4)
     assert isinstance(

@@ -16,15 +16,27 @@ from __future__ import annotations
 
 import ast
 import logging
+from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from demixer.models.vr import VrBackend, backend
+from demixer.models.vr.network import VrNetwork, build
+from demixer.models.vr.params import VrParams
 from uvr_reference import _package_dir
 
-__all__ = ["UvrVr", "randomised", "reference_network"]
+__all__ = [
+    "UvrVr",
+    "demixer_vr",
+    "layout_file",
+    "ours_parts",
+    "randomised",
+    "reference_network",
+]
 
 _METHODS = ("loading_mix", "inference_vr", "spec_to_wav")
 
@@ -157,3 +169,32 @@ class UvrVr:
         y_spec = np.nan_to_num(y_spec, nan=0.0, posinf=0.0, neginf=0.0)
         v_spec = np.nan_to_num(v_spec, nan=0.0, posinf=0.0, neginf=0.0)
         return self._spec_to_wav(self, y_spec), self._spec_to_wav(self, v_spec)
+
+
+def layout_file(name: str) -> Path:
+    """UVR's band layout ``name``, the JSON file demixer ships (and UVR reads)."""
+    return Path(str(resources.files("demixer.models.vr") / "layouts" / f"{name}.json"))
+
+
+def ours_parts(
+    reference: torch.nn.Module, bins: int, params: Mapping[str, object], model_id: str = "test"
+) -> tuple[VrNetwork, VrParams]:
+    """demixer's network with ``reference``'s weights (eval mode), and ``params`` (a catalogue
+    entry's ``arch_params``: one entry of UVR's model data and any settings) as demixer reads
+    them."""
+    network = build(reference.state_dict(), bins, source=model_id)
+    network.load_state_dict(reference.state_dict())
+    return network.eval(), VrParams.from_arch_params(dict(params), model_id=model_id)
+
+
+def demixer_vr(
+    reference: torch.nn.Module,
+    bins: int,
+    params: Mapping[str, object],
+    *,
+    stems: tuple[str, str] = ("primary", "secondary"),
+    model_id: str = "test",
+) -> VrBackend:
+    """demixer's backend with ``reference``'s weights, as the engine loads it
+    (:func:`demixer.models.vr.backend`: it streams on every layout but the reversed one)."""
+    return backend(*ours_parts(reference, bins, params, model_id), stems=stems)
