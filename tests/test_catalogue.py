@@ -271,6 +271,7 @@ SEPARATOR_NAMES = {
     "5_HP-Karaoke-UVR.pth": "vr-karaoke-5hp",
     "6_HP-Karaoke-UVR.pth": "vr-karaoke-6hp",
     "UVR-DeNoise-Lite.pth": "vr-denoise-lite",
+    "UVR-DeNoise.pth": "vr-denoise",
 }
 
 

@@ -642,6 +642,7 @@ CATALOGUE_NETS = {  # network, width, the stem the mask keeps
     "vr-karaoke-5hp": ("123812", 32, "instrumental"),
     "vr-karaoke-6hp": ("123812", 32, "instrumental"),
     "vr-denoise-lite": ("v5.1", 16, "noise"),
+    "vr-denoise": ("v5.1", 48, "noise"),
 }
 
 

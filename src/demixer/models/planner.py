@@ -74,6 +74,7 @@ PREFERENCE = (
     "mel-roformer-dereverb-anvuew",
     "vr-deecho-dereverb",
     "mel-roformer-denoise-aufr33",
+    "vr-denoise",
     "vr-denoise-lite",
     "mel-roformer-deecho-sucial",
     "vr-de-echo-normal",

@@ -62,6 +62,7 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "bandit-v2-dnr": ("checkpoint-multi_fixed.ckpt",),
     "vr-deecho-dereverb": ("UVR-DeEcho-DeReverb.pth",),
     "vr-de-echo-normal": ("UVR-De-Echo-Normal.pth",),
+    "vr-denoise": ("UVR-DeNoise.pth",),
     "vr-denoise-lite": ("UVR-DeNoise-Lite.pth",),
     "vr-karaoke-5hp": ("5_HP-Karaoke-UVR.pth",),
     "vr-karaoke-6hp": ("6_HP-Karaoke-UVR.pth",),

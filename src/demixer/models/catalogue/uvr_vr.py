@@ -95,6 +95,35 @@ UVR_VR: tuple[ModelSpec, ...] = (
         ),
     ),
     vr(
+        "vr-denoise",
+        stems=("noise", "dry"),
+        description="UVR-DeNoise by FoxJoy (UVR's VR architecture): the full-size denoiser "
+        "(127 MB, four bands); the noise, and the signal without it (`dry`).",
+        pth=file(
+            "UVR-DeNoise.pth",
+            UVR_RELEASE + "UVR-DeNoise.pth",
+            "5addf43ece5bddd18da9f575a02d7ffdb32342414e6ad7ac8d1dd7a04138a628",
+            127139365,
+        ),
+        arch_params={"vr_model_param": "4band_v3", "primary_stem": "Noise"},
+        license=_FOXJOY_LICENSE,
+        license_class="not stated",
+        weights_source="FoxJoy, UVR's model releases",
+        quality="not published",
+        pin_sources=(
+            "SHA-256 and size: https://huggingface.co/datasets/SayanoAI/RVC-Studio/commit/"
+            "d18bb6a440b0c6452fb5bb7a3885cdd2455ce5a0 (the Git LFS pointer, oid and size)",
+            "SHA-256: https://huggingface.co/Sucial/MSST-WebUI/blob/main/All_Models/VR_Models/"
+            "UVR-DeNoise.pth",
+            "SHA-256: the same digest, checked by another public project that converted the "
+            "file from https://huggingface.co/seanghay/uvr_models at revision 6f4fc0c (found "
+            "in a code index; not citable by URL here)",
+            "Size and UVR's hash of one file (127139365 bytes, 44c55d8b...), measured together "
+            "by another public project (found in a code index; not citable by URL here)",
+            _identity("44c55d8b5d2e3edea98c2b2bf93071c7"),
+        ),
+    ),
+    vr(
         "vr-denoise-lite",
         stems=("noise", "dry"),
         description="UVR-DeNoise-Lite by FoxJoy (UVR's VR architecture): a small, fast "
