@@ -398,20 +398,26 @@ def test_cli_own_model_and_added_model_equal_msst(
 
 
 class PositionModel(torch.nn.Module):
-    """Two stems that depend on the position inside the chunk: any misplaced sample shows."""
+    """Two stems that depend on the position inside the chunk (any misplaced sample shows) and
+    on the whole chunk (so does the wrong padding of a short one)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ramp = torch.linspace(0.5, 1.5, x.shape[-1])
-        return torch.stack([torch.tanh(3 * x) * ramp, x * ramp.flip(0) + 0.1], dim=1)
+        whole = x.mean(dim=-1, keepdim=True)
+        return torch.stack([torch.tanh(3 * x) * ramp + whole, x * ramp.flip(0) + 0.1], dim=1)
 
 
 @pytest.mark.parametrize(
     ("chunk", "num_overlap", "batch"),
     [(1000, 2, 4), (1000, 4, 1), (1000, 1, 3), (999, 3, 2), (50, 2, 2), (7, 2, 1)],
 )
+@pytest.mark.parametrize("mode", ["generic", "demucs"])
 def test_streamed_windows_equal_msst_demix_bit_for_bit(
-    chunk: int, num_overlap: int, batch: int
+    chunk: int, num_overlap: int, batch: int, mode: str
 ) -> None:
+    """MSST's generic inference, and the "demucs" one it runs htdemucs in (no fades, no edge
+    padding, short chunks padded by zeros)."""
+    demucs = mode == "demucs"
     model = PositionModel()
     cfg = _config_dict(chunk, num_overlap, batch)
     rng = np.random.default_rng(chunk + num_overlap + batch)
@@ -427,12 +433,12 @@ def test_streamed_windows_equal_msst_demix_bit_for_bit(
     for length in (1, 5, chunk // 2, chunk - 1, chunk, chunk + 1, 2 * chunk + 1, 7 * chunk + 13):
         x = rng.standard_normal((2, length)).astype(np.float32)
         hook = model.register_forward_hook(lambda _m, args, _o: ran.append(args[0].shape[0]))
-        expected = demix(cfg, model, x, "cpu", "bs_roformer")
+        expected = demix(cfg, model, x, "cpu", "htdemucs" if demucs else "bs_roformer")
         hook.remove()
         # MSST pads a song longer than 2 * border by border at both ends, and runs a chunk at
         # every step that starts inside; the chunks that start in the right padding only reach
-        # samples it cuts off, and demixer does not run those.
-        padded = border > 0 and length > 2 * border
+        # samples it cuts off, and demixer does not run those. Its "demucs" mode pads nothing.
+        padded = not demucs and border > 0 and length > 2 * border
         assert sum(ran) == -(-(length + 2 * border * padded) // step)
         wanted = -(-(length + border * padded) // step)
         ran.clear()
@@ -444,7 +450,10 @@ def test_streamed_windows_equal_msst_demix_bit_for_bit(
         blocks = np.split(x, cuts, axis=1)
         for compute_batch in (1, 2):
             out = demix_stream(
-                blocks, Chunking(chunk, num_overlap, batch), run, compute_batch=compute_batch
+                blocks,
+                Chunking(chunk, num_overlap, batch, demucs=demucs),
+                run,
+                compute_batch=compute_batch,
             )
             got = np.concatenate(list(out), axis=2)
             np.testing.assert_array_equal(got, np.stack([expected["a"], expected["b"]]))
@@ -459,7 +468,13 @@ def _config_dict(chunk: int, num_overlap: int, batch: int) -> Any:
         {
             "audio": {"chunk_size": chunk},
             "inference": {"num_overlap": num_overlap, "batch_size": batch},
-            "training": {"instruments": ["a", "b"], "target_instrument": None},
+            "training": {
+                "instruments": ["a", "b"],
+                "target_instrument": None,
+                # the "demucs" mode's chunk: samplerate * segment
+                "samplerate": chunk,
+                "segment": 1,
+            },
         }
     )
 

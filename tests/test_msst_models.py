@@ -195,7 +195,8 @@ def test_options_demixer_cannot_compute_exactly_are_refused(tmp_path: Path) -> N
     config, arch = shrunk("viperx-bs-1297", freqs_per_bands=(2, 4, 1000))
     with pytest.raises(InvalidModelConfig, match="sum to 1006"):
         build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
-    with pytest.raises(UnknownArchitecture, match="bs_roformer, mdx23c, mel_band_roformer, scnet"):
+    known = "bs_roformer, htdemucs, mdx23c, mel_band_roformer, scnet"
+    with pytest.raises(UnknownArchitecture, match=known):
         build_model("bs_roformer_experimental", config["model"], {}, ["vocals"], None)
 
 
@@ -863,7 +864,8 @@ def test_an_installed_model_that_cannot_load_fails_its_job_with_its_own_code(
 def test_the_published_chunks_fit_a_machine_of_256_mib(file: str) -> None:
     """No fixed cap: the published configs (up to 485100-sample chunks, 11 s) need a few tens
     of MB for a chunk's input and output, so even a small machine takes them."""
-    config = read_config(DATA / file, arch="bandit_v2" if "bandit" in file else "bs_roformer")
+    arch = next((a for a in ("bandit_v2", "htdemucs") if a.partition("_")[0] in file), None)
+    config = read_config(DATA / file, arch=arch or "bs_roformer")
     assert config.chunk_memory_problem(256 << 20) is None
 
 

@@ -56,6 +56,7 @@ _ARCH_LABELS = {
     "mdx23c": "mdx23c",
     "scnet": "scnet",
     "bandit_v2": "bandit2",
+    "htdemucs": "htdemucs",
     "mdx_net": "mdx-net",
     "vr": "vr",
     "recipe": "recipe",

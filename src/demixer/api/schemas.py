@@ -714,7 +714,8 @@ class EngineModel(Answer):
     )
     arch: str = Field(
         description="Network family: `bs_roformer`, `mel_band_roformer`, `mdx23c`, `scnet`, "
-        "`bandit_v2`, `mdx_net`, `vr`, `demucs`, `spleeter`, `cascade`."
+        "`bandit_v2`, `htdemucs` (HTDemucs trained with MSST), `mdx_net`, `vr`, `demucs`, "
+        "`spleeter`, `cascade`."
     )
     source_url: str = Field(description="The page the weights are published on.")
     aliases: list[str] = Field(

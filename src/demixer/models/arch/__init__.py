@@ -51,14 +51,15 @@ ARCHITECTURES: Mapping[str, str] = {
     "mdx23c": "demixer.models.arch.mdx23c:build",
     "scnet": "demixer.models.arch.scnet:build",
     "bandit_v2": "demixer.models.arch.bandit_v2:build",
+    "htdemucs": "demixer.models.arch.htdemucs:build",
 }
 
 # MDX23C under bf16 autocast agrees with its fp32 output to only ~17 dB SNR on random
 # full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
 # runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16. Bandit v2
-# too: its bf16 output has not been measured against fp32 on a machine that computes bf16
-# natively.
-FP32_BY_DEFAULT: frozenset[str] = frozenset({"mdx23c", "bandit_v2"})
+# and HTDemucs too: their bf16 output has not been measured against fp32 on a machine that
+# computes bf16 natively.
+FP32_BY_DEFAULT: frozenset[str] = frozenset({"mdx23c", "bandit_v2", "htdemucs"})
 
 #: a ``model:`` option that every config MSST publishes for the architecture has, and that no
 #: other architecture takes: a config given with another ``--arch`` is named for what it is
@@ -70,6 +71,7 @@ SIGNATURES: Mapping[str, str] = {
     "mdx23c": "num_subbands",
     "scnet": "band_SR",
     "bandit_v2": "n_sqm_modules",
+    "htdemucs": "t_layers",
 }
 
 

@@ -99,7 +99,12 @@ class MsstBackend:
         self.tta = False
         self._network = network
         self._model_channels = int(getattr(network, "audio_channels", config.channels))
-        self._chunking = Chunking(config.chunk_size, config.num_overlap, config.batch_size)
+        self._chunking = Chunking(
+            config.chunk_size,
+            config.num_overlap,
+            config.batch_size,
+            demucs=config.arch == "htdemucs",  # MSST's "demucs" inference
+        )
         # On a CPU one chunk per call costs no speed (the matmuls are large already) and gives
         # progress and cancellation per chunk; a GPU wants the config's batch.
         self._compute_batch = compute_batch or (1 if device.type == "cpu" else config.batch_size)

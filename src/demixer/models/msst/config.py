@@ -19,11 +19,17 @@ What MSST's inference reads, with its precedence and defaults:
   outputs); ``training.model_type``, when present, overrides the architecture asked for;
 - the network's options from ``model:``, or for ``bandit_v2`` from ``kwargs:`` (MSST builds
   that one as ``Bandit(**config.kwargs)``).
+
+An ``htdemucs`` config is read as MSST reads it, with OmegaConf's YAML (:class:`OmegaConfLoader`):
+its options are in the section ``model: htdemucs`` names, the network's channels, rate and
+segment are ``training.channels``, ``samplerate`` and ``segment``, and a chunk is
+``samplerate * segment`` samples (``audio.chunk_size`` is not read).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,8 +66,15 @@ MAX_CONFIG_BYTES = 1 << 20  # real configs are a few kB
 MAX_CONFIG_VALUES, MAX_CONFIG_DEPTH = 100_000, 32
 #: the audio.sample_rate a config may give, Hz: telephone speech to the highest studio rate
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
-#: the section holding the network's options, where it is not ``model:`` (MSST's own choice)
-_OPTIONS_SECTION = {"bandit_v2": "kwargs"}
+#: the section holding the network's options, where it is not ``model:`` (MSST's own choice:
+#: ``Bandit(**config.kwargs)``; for htdemucs the section ``model: htdemucs`` names)
+_OPTIONS_SECTION = {"bandit_v2": "kwargs", "htdemucs": "htdemucs"}
+#: htdemucs' options MSST takes from ``training:`` (option -> ``training:`` key)
+_HTDEMUCS_FROM_TRAINING = {
+    "audio_channels": "channels",
+    "samplerate": "samplerate",
+    "segment": "segment",
+}
 
 
 class ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -73,6 +86,33 @@ def _construct_tuple(loader: ConfigLoader, node: yaml.Node) -> tuple[Any, ...]:
 
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)
+
+
+class OmegaConfLoader(ConfigLoader):
+    """:class:`ConfigLoader` reading plain values as OmegaConf's loader does, which MSST reads an
+    htdemucs config with (``OmegaConf.load``; other configs with ``yaml.FullLoader``): a float
+    needs no decimal point (``1e-3`` is 0.001, not the string ``'1e-3'``) and no value is a
+    date."""
+
+
+OmegaConfLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in ConfigLoader.yaml_implicit_resolvers.items()
+}
+OmegaConfLoader.add_implicit_resolver(  # OmegaConf 2.4's own float pattern
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:
+         [-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+        |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 #: what a stem name may be (file names are made of it); ``residual`` is the engine's own.
 STEM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
@@ -206,6 +246,70 @@ def _instruments(training: Mapping[str, Any], source: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _channels(value: Any, what: str, source: str) -> int:
+    if value not in (1, 2) or isinstance(value, bool):
+        raise InvalidModelConfig(f"{source}: {what} must be 1 or 2, not {value!r}")
+    return int(value)
+
+
+def _rate(value: Any, what: str, source: str) -> int:
+    rate = _positive(value, what, source)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        # Every song is resampled to it: 1 Hz leaves nothing to separate, 10**9 Hz makes a
+        # second of audio 4 GB per channel (a worker killed for memory).
+        raise InvalidModelConfig(
+            f"{source}: {what} {rate} Hz is not an audio rate a model runs at "
+            f"({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
+        )
+    return rate
+
+
+def _htdemucs_options(
+    section: Mapping[str, Any],
+    training: Mapping[str, Any],
+    audio: Mapping[str, Any],
+    source: str,
+) -> tuple[dict[str, Any], int, int, int]:
+    """An htdemucs config's network options, rate, channels and chunk, as MSST takes them: the
+    ``htdemucs:`` section with ``training.channels``, ``samplerate`` and ``segment`` added
+    (``audio.sample_rate`` and ``audio.num_channels``, where given, must agree), chunks of
+    ``round(samplerate * segment)`` samples (MSST's "demucs" inference)."""
+    for option, key in _HTDEMUCS_FROM_TRAINING.items():
+        if option in section:
+            raise InvalidModelConfig(
+                f"{source}: htdemucs.{option} is not read: MSST gives the network "
+                f"training.{key} (remove htdemucs.{option})"
+            )
+    if "sources" in section:
+        raise InvalidModelConfig(
+            f"{source}: htdemucs.sources is not read: MSST names the network's sources by "
+            "training.instruments (remove htdemucs.sources)"
+        )
+    rate = _rate(training.get("samplerate"), "training.samplerate", source)
+    channels = _channels(training.get("channels"), "training.channels", source)
+    segment = training.get("segment")
+    if (
+        isinstance(segment, bool)
+        or not isinstance(segment, (int, float))
+        or not math.isfinite(segment)
+        or round(rate * segment) < 1
+    ):
+        raise InvalidModelConfig(
+            f"{source}: training.segment must be a positive number of seconds, not {segment!r}"
+        )
+    for key, trained, value in (
+        ("sample_rate", "samplerate", rate),
+        ("num_channels", "channels", channels),
+    ):
+        if key in audio and audio[key] != value:
+            raise InvalidModelConfig(
+                f"{source}: audio.{key} {audio[key]!r} and training.{trained} {value!r} "
+                "differ: the network runs at the latter"
+            )
+    options = {**section, "audio_channels": channels, "samplerate": rate, "segment": segment}
+    return options, rate, channels, round(rate * segment)
+
+
 def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
     """A config YAML could not read, in words: where (line and column, from 1) and what; for a
     refused tag, that only plain YAML and ``!!python/tuple`` are read."""
@@ -251,15 +355,16 @@ def _expanded_size(node: yaml.Node, source: str, sizes: dict[int, int], depth: i
     return size
 
 
-def load_yaml(text: str, source: str) -> Any:
-    """The YAML ``text`` read with :class:`ConfigLoader` (nothing in it is executed).
+def load_yaml(text: str, source: str, loader_class: type[ConfigLoader] = ConfigLoader) -> Any:
+    """The YAML ``text`` read with :class:`ConfigLoader` or a subclass (nothing in it is
+    executed).
 
     Raises:
         InvalidModelConfig: not YAML, or a refused tag (says where: ``source``, line, column);
             aliases that write out to over :data:`MAX_CONFIG_VALUES` values, nesting over
             :data:`MAX_CONFIG_DEPTH` levels, or a value that holds itself.
     """
-    loader = ConfigLoader(text)
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()  # yaml.load's own steps, with a look between them
         if node is None:
@@ -290,10 +395,10 @@ def _missing_options(data: Mapping[str, Any], arch: str, section: str, source: s
             f"{source}: it is a config for bandit_v2 (its options are under `kwargs:`), not for "
             f"{arch}: run it with --arch bandit_v2"
         )
-    if section == "kwargs" and isinstance(data.get("model"), Mapping) and data["model"]:
+    if section != "model" and isinstance(data.get("model"), Mapping) and data["model"]:
         return (
-            f"{source}: the `kwargs:` section bandit_v2 reads is missing; its options are under "
-            "`model:`, as in a config for another architecture (say which with --arch)"
+            f"{source}: the `{section}:` section {arch} reads is missing; its options are "
+            "under `model:`, as in a config for another architecture (say which with --arch)"
         )
     return f"{source}: the `{section}:` section is missing"
 
@@ -314,12 +419,26 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
     data = load_yaml(text, source)
     if not isinstance(data, Mapping):
         raise InvalidModelConfig(f"{source}: a model config is a YAML mapping")
-    audio = _section(data, "audio", source)
     training = _section(data, "training", source)
-    inference = _section(data, "inference", source)
     chosen = training.get("model_type") or arch
     if not isinstance(chosen, str) or not chosen:
         raise InvalidModelConfig(f"{source}: say which architecture it is (--arch)")
+    named = data.get("model")  # a section, or which section holds the options (htdemucs)
+    if chosen == "htdemucs":
+        data = load_yaml(text, source, OmegaConfLoader)  # as MSST reads it: OmegaConf.load
+        training = _section(data, "training", source)
+        if named is not None and named != "htdemucs":
+            raise InvalidModelConfig(
+                f"{source}: `model: {named}` is not run by demixer; --arch htdemucs runs "
+                "MSST's `model: htdemucs` configs"
+            )
+    elif isinstance(named, str):
+        raise InvalidModelConfig(
+            f"{source}: it is a config for {named} (`model: {named}`), not for {chosen}"
+            + (": run it with --arch htdemucs" if named == "htdemucs" else "")
+        )
+    audio = _section(data, "audio", source)
+    inference = _section(data, "inference", source)
     options = _OPTIONS_SECTION.get(chosen, "model")
     model = _section(data, options, source)
     if not model:
@@ -330,24 +449,19 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
         raise InvalidModelConfig(
             f"{source}: training.target_instrument {target!r} is not in training.instruments"
         )
-    chunk_key = "inference.chunk_size" if "chunk_size" in inference else "audio.chunk_size"
-    chunk = inference["chunk_size"] if "chunk_size" in inference else audio.get("chunk_size")
-    chunk_size = _positive(chunk, "inference.chunk_size (or audio.chunk_size)", source)
+    if chosen == "htdemucs":
+        model, rate, channels, chunk_size = _htdemucs_options(model, training, audio, source)
+        chunk_key = "training.segment"
+    else:
+        chunk_key = "inference.chunk_size" if "chunk_size" in inference else "audio.chunk_size"
+        chunk = inference["chunk_size"] if "chunk_size" in inference else audio.get("chunk_size")
+        chunk_size = _positive(chunk, "inference.chunk_size (or audio.chunk_size)", source)
+        channels = _channels(audio.get("num_channels", 2), "audio.num_channels", source)
+        rate = _rate(audio.get("sample_rate", 44100), "audio.sample_rate", source)
     num_overlap = _positive(inference.get("num_overlap"), "inference.num_overlap", source)
     if num_overlap > chunk_size:
         raise InvalidModelConfig(
             f"{source}: inference.num_overlap {num_overlap} exceeds the chunk size {chunk_size}"
-        )
-    channels = audio.get("num_channels", 2)
-    if channels not in (1, 2) or isinstance(channels, bool):
-        raise InvalidModelConfig(f"{source}: audio.num_channels must be 1 or 2, not {channels!r}")
-    rate = _positive(audio.get("sample_rate", 44100), "audio.sample_rate", source)
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        # Every song is resampled to it: 1 Hz leaves nothing to separate, 10**9 Hz makes a
-        # second of audio 4 GB per channel (a worker killed for memory).
-        raise InvalidModelConfig(
-            f"{source}: audio.sample_rate {rate} Hz is not an audio rate a model runs at "
-            f"({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
         )
     normalize = inference.get("normalize", False)
     if not isinstance(normalize, bool):

@@ -16,6 +16,11 @@ MSST separates a song like this, and demixer computes exactly the same, sample f
 6. Weighted outputs and the weights are summed per sample; the estimate is their quotient
    (0 where no weight fell: MSST's ``nan_to_num``), and the padding is cut off again.
 
+MSST runs an ``htdemucs`` model in its "demucs" mode instead (:attr:`Chunking.demucs`): the
+chunk is ``training.samplerate * training.segment``, there is no edge padding (step 2), a short
+last chunk is always padded by zeros (step 3), and every output chunk weighs one (step 5: no
+fades), so the estimate is the plain mean of the chunks covering a sample.
+
 So the chunks that start in the right padding (about ``num_overlap - 1`` on a padded song)
 only add to samples step 6 cuts off; demixer does not run them, and their batch's window is
 still the one MSST gives it.
@@ -55,11 +60,14 @@ class Chunking:
         chunk: samples per chunk.
         num_overlap: chunks covering each sample.
         batch: chunks per batch in MSST (decides which windows fade; see the module docstring).
+        demucs: MSST's "demucs" mode (``htdemucs``): no edge padding, no fades, short chunks
+            padded by zeros.
     """
 
     chunk: int
     num_overlap: int
     batch: int
+    demucs: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_overlap <= self.chunk or self.batch < 1:
@@ -71,11 +79,17 @@ class Chunking:
 
     @property
     def border(self) -> int:
+        """Samples consecutive chunks share."""
         return self.chunk - self.step
 
     @property
+    def edge(self) -> int:
+        """Samples of reflection padding at each end of a song long enough for it."""
+        return 0 if self.demucs else self.border
+
+    @property
     def fade(self) -> int:
-        return self.chunk // 10
+        return 0 if self.demucs else self.chunk // 10
 
 
 def fade_window(chunk: int, fade: int) -> np.ndarray:
@@ -164,11 +178,11 @@ class _Accumulator:
         return out
 
 
-def _pad_chunk(part: np.ndarray, chunk: int) -> np.ndarray:
+def _pad_chunk(part: np.ndarray, chunk: int, *, reflect: bool) -> np.ndarray:
     missing = chunk - part.shape[1]
     if missing <= 0:
         return part
-    if part.shape[1] > chunk // 2:
+    if reflect and part.shape[1] > chunk // 2:
         return np.pad(part, ((0, 0), (0, missing)), mode="reflect")
     return np.pad(part, ((0, 0), (0, missing)))
 
@@ -195,7 +209,7 @@ def demix_stream(
         ``(stems, channels, m)`` float32 estimates of consecutive input ranges that together
         cover the input exactly.
     """
-    chunk, step, border, fade = chunking.chunk, chunking.step, chunking.border, chunking.fade
+    chunk, step, border, fade = chunking.chunk, chunking.step, chunking.edge, chunking.fade
     window = fade_window(chunk, fade)
     source = (b for b in blocks if b.shape[1])
     head: list[np.ndarray] = []
@@ -273,7 +287,8 @@ def demix_stream(
     total = buf.end
     while next_start < total:
         part = buf.take(next_start, chunk)
-        batch.append((next_start, part.shape[1], _pad_chunk(part, chunk)))
+        padded_part = _pad_chunk(part, chunk, reflect=not chunking.demucs)
+        batch.append((next_start, part.shape[1], padded_part))
         next_start += step
         if len(batch) == chunking.batch or next_start >= total:
             yield from flush(total)
