@@ -1,5 +1,5 @@
-"""MSST's ``htdemucs`` models (demucs' HTDemucs, trained with MSST): demixer computes what MSST
-computes.
+"""MSST's ``htdemucs`` models (demucs' HTDemucs or Hybrid Demucs, trained with MSST): demixer
+computes what MSST computes.
 
 The oracle is MSST itself (PyPI ``msst`` 0.1.0): its own copy of the network
 (``msst.models.demucs4ht``, built by its ``get_model`` from the config as OmegaConf reads it)
@@ -38,9 +38,16 @@ with _openunmix_without_init():  # MSST's copy imports Open-Unmix's filter, as d
     from msst.models.demucs4ht import get_model as msst_htdemucs
 from msst.utils.model_utils import demix  # noqa: E402
 
-CONFIGS = {"vocals": "config_vocals_htdemucs.yaml", "4 stems": "config_musdb18_htdemucs.yaml"}
-#: what the tests shrink (the options' combination is the published one)
-SMALL = {"channels": 8, "bottom_channels": 32, "t_layers": 1, "t_heads": 2}
+CONFIGS = {
+    "vocals": "config_vocals_htdemucs.yaml",
+    "4 stems": "config_musdb18_htdemucs.yaml",
+    "drumsep (hdemucs)": "config_drumsep.yaml",
+}
+#: what the tests shrink, per network (the options' combination is the published one)
+SMALL = {
+    "htdemucs": {"channels": 8, "bottom_channels": 32, "t_layers": 1, "t_heads": 2},
+    "hdemucs": {"channels": 8},
+}
 RATE = 44100
 
 
@@ -52,7 +59,7 @@ def published(name: str) -> dict[str, Any]:
 
 def shrunk(name: str, segment: float = 1.0) -> dict[str, Any]:
     config = copy.deepcopy(published(name))
-    config["htdemucs"].update(SMALL)
+    config[config["model"]].update(SMALL[config["model"]])
     config["training"]["segment"] = segment
     return config
 
@@ -73,6 +80,9 @@ def test_a_published_config_is_read_as_msst_reads_it() -> None:
     assert read_config(DATA / CONFIGS["4 stems"], arch="htdemucs").stems == (
         "drums", "bass", "other", "vocals",
     )  # fmt: skip
+    drums = read_config(DATA / CONFIGS["drumsep (hdemucs)"], arch="htdemucs")
+    assert drums.model["model"] == "hdemucs"  # the network `model:` names, built from its section
+    assert (drums.chunk_size, drums.stems) == (1764000, ("kick", "snare", "cymbals", "toms"))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -174,9 +184,9 @@ def _text(name: str, change: Any) -> str:
             "training.segment must be a positive number of seconds, not '11s'",
         ),
         (
-            lambda c: c.update(model="hdemucs"),
-            "`model: hdemucs` is not run by demixer; --arch htdemucs runs MSST's "
-            "`model: htdemucs` configs",
+            lambda c: c.update(model="mdx23c"),
+            "`model: mdx23c` is not a network MSST's htdemucs builds (demucs' demucs, hdemucs, "
+            "htdemucs)",
         ),
     ],
 )

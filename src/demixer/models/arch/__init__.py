@@ -71,7 +71,7 @@ SIGNATURES: Mapping[str, str] = {
     "mdx23c": "num_subbands",
     "scnet": "band_SR",
     "bandit_v2": "n_sqm_modules",
-    "htdemucs": "t_layers",
+    "htdemucs": "dconv_mode",
 }
 
 

@@ -67,8 +67,11 @@ MAX_CONFIG_VALUES, MAX_CONFIG_DEPTH = 100_000, 32
 #: the audio.sample_rate a config may give, Hz: telephone speech to the highest studio rate
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
 #: the section holding the network's options, where it is not ``model:`` (MSST's own choice:
-#: ``Bandit(**config.kwargs)``; for htdemucs the section ``model: htdemucs`` names)
+#: ``Bandit(**config.kwargs)``; for htdemucs the section ``model:`` names, by default this)
 _OPTIONS_SECTION = {"bandit_v2": "kwargs", "htdemucs": "htdemucs"}
+#: the networks MSST's ``htdemucs`` model type builds, as the config's ``model:`` names them
+#: (demucs' own classes: Demucs v2, Hybrid Demucs v3, Hybrid Transformer Demucs v4)
+DEMUCS_NETWORKS = ("demucs", "hdemucs", "htdemucs")
 #: htdemucs' options MSST takes from ``training:`` (option -> ``training:`` key)
 _HTDEMUCS_FROM_TRAINING = {
     "audio_channels": "channels",
@@ -265,26 +268,30 @@ def _rate(value: Any, what: str, source: str) -> int:
 
 
 def _htdemucs_options(
+    name: str,
     section: Mapping[str, Any],
     training: Mapping[str, Any],
     audio: Mapping[str, Any],
     source: str,
 ) -> tuple[dict[str, Any], int, int, int]:
     """An htdemucs config's network options, rate, channels and chunk, as MSST takes them: the
-    ``htdemucs:`` section with ``training.channels``, ``samplerate`` and ``segment`` added
-    (``audio.sample_rate`` and ``audio.num_channels``, where given, must agree), chunks of
-    ``round(samplerate * segment)`` samples (MSST's "demucs" inference)."""
+    section ``name`` (the network ``model:`` names) with ``training.channels``, ``samplerate``
+    and ``segment`` added, and ``model``: ``name`` (``audio.sample_rate`` and
+    ``audio.num_channels``, where given, must agree); chunks of ``round(samplerate * segment)``
+    samples (MSST's "demucs" inference)."""
     for option, key in _HTDEMUCS_FROM_TRAINING.items():
         if option in section:
             raise InvalidModelConfig(
-                f"{source}: htdemucs.{option} is not read: MSST gives the network "
-                f"training.{key} (remove htdemucs.{option})"
+                f"{source}: {name}.{option} is not read: MSST gives the network "
+                f"training.{key} (remove {name}.{option})"
             )
     if "sources" in section:
         raise InvalidModelConfig(
-            f"{source}: htdemucs.sources is not read: MSST names the network's sources by "
-            "training.instruments (remove htdemucs.sources)"
+            f"{source}: {name}.sources is not read: MSST names the network's sources by "
+            f"training.instruments (remove {name}.sources)"
         )
+    if "model" in section:  # no demucs network takes it (and it is where ours is named)
+        raise InvalidModelConfig(f"{source}: {name}.model is not an option of demucs' {name}")
     rate = _rate(training.get("samplerate"), "training.samplerate", source)
     channels = _channels(training.get("channels"), "training.channels", source)
     segment = training.get("segment")
@@ -306,7 +313,13 @@ def _htdemucs_options(
                 f"{source}: audio.{key} {audio[key]!r} and training.{trained} {value!r} "
                 "differ: the network runs at the latter"
             )
-    options = {**section, "audio_channels": channels, "samplerate": rate, "segment": segment}
+    options = {
+        **section,
+        "audio_channels": channels,
+        "samplerate": rate,
+        "segment": segment,
+        "model": name,
+    }
     return options, rate, channels, round(rate * segment)
 
 
@@ -427,19 +440,21 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
     if chosen == "htdemucs":
         data = load_yaml(text, source, OmegaConfLoader)  # as MSST reads it: OmegaConf.load
         training = _section(data, "training", source)
-        if named is not None and named != "htdemucs":
+        if named is not None and named not in DEMUCS_NETWORKS:
             raise InvalidModelConfig(
-                f"{source}: `model: {named}` is not run by demixer; --arch htdemucs runs "
-                "MSST's `model: htdemucs` configs"
+                f"{source}: `model: {named}` is not a network MSST's htdemucs builds (demucs' "
+                f"{', '.join(DEMUCS_NETWORKS)})"
             )
     elif isinstance(named, str):
         raise InvalidModelConfig(
             f"{source}: it is a config for {named} (`model: {named}`), not for {chosen}"
-            + (": run it with --arch htdemucs" if named == "htdemucs" else "")
+            + (": run it with --arch htdemucs" if named in DEMUCS_NETWORKS else "")
         )
     audio = _section(data, "audio", source)
     inference = _section(data, "inference", source)
     options = _OPTIONS_SECTION.get(chosen, "model")
+    if chosen == "htdemucs" and isinstance(named, str):
+        options = named
     model = _section(data, options, source)
     if not model:
         raise InvalidModelConfig(_missing_options(data, chosen, options, source))
@@ -450,7 +465,9 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
             f"{source}: training.target_instrument {target!r} is not in training.instruments"
         )
     if chosen == "htdemucs":
-        model, rate, channels, chunk_size = _htdemucs_options(model, training, audio, source)
+        model, rate, channels, chunk_size = _htdemucs_options(
+            options, model, training, audio, source
+        )
         chunk_key = "training.segment"
     else:
         chunk_key = "inference.chunk_size" if "chunk_size" in inference else "audio.chunk_size"
