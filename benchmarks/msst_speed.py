@@ -134,10 +134,19 @@ def model_files(name: str, shrink: bool = False) -> tuple[Path, Path, str]:
     if shrink:
         config["model"].update(SHRINK[name])
     config_path.write_text(yaml.dump(config))
+    build_checkpoint(arch, config_path, checkpoint)
+    return config_path, checkpoint, arch
+
+
+def build_checkpoint(arch: str, config_path: Path, checkpoint: Path) -> None:
+    """MSST's network for ``config_path`` (its ``get_model_from_config``), every weight
+    perturbed (seeded), saved to ``checkpoint`` (in a subprocess)."""
     code = (
         "import sys, torch\n"
         "from msst.utils.settings import get_model_from_config\n"
-        "model, _ = get_model_from_config(sys.argv[1], sys.argv[2])\n"
+        "from demixer.models.demucs_backend import openunmix_without_init\n"
+        "with openunmix_without_init():  # MSST's htdemucs imports Open-Unmix's filter\n"
+        "    model, _ = get_model_from_config(sys.argv[1], sys.argv[2])\n"
         "g = torch.Generator().manual_seed(0)\n"
         "with torch.no_grad():\n"
         "    for n, p in model.named_parameters():\n"
@@ -148,7 +157,6 @@ def model_files(name: str, shrink: bool = False) -> tuple[Path, Path, str]:
         [str(common.MAIN_PY), "-c", code, arch, str(config_path), str(checkpoint)], check=True
     )
     Path(str(checkpoint) + ".part").rename(checkpoint)
-    return config_path, checkpoint, arch
 
 
 # --- one run (in its own process) ------------------------------------------------------------
@@ -162,8 +170,11 @@ class Msst:
         import torch
         from msst.utils.settings import get_model_from_config
 
+        from demixer.models.demucs_backend import openunmix_without_init
+
         self.arch, self.device = arch, device
-        self.model, self.cfg = get_model_from_config(arch, str(config))
+        with openunmix_without_init():  # MSST's htdemucs imports Open-Unmix's filter
+            self.model, self.cfg = get_model_from_config(arch, str(config))
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
         self.model.to(device).eval()

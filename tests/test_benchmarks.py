@@ -39,6 +39,7 @@ ENTRY_POINTS = (
     "model_load",
     "bandit_speed",
     "vr_speed",
+    "demucs_msst",
 )
 
 

@@ -26,7 +26,7 @@ from cli_support import demixer_here
 from demixer.engine import Separator
 from demixer.errors import InvalidModelConfig
 from demixer.models.arch import build_model
-from demixer.models.demucs_backend import _openunmix_without_init, import_demucs
+from demixer.models.demucs_backend import import_demucs, openunmix_without_init
 from demixer.models.msst.config import parse_config, read_config
 from demixer.models.msst.user import open_files
 from msst_support import DATA, music, randomise
@@ -34,7 +34,7 @@ from msst_support import DATA, music, randomise
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 import_demucs()
-with _openunmix_without_init():  # MSST's copy imports Open-Unmix's filter, as demucs does
+with openunmix_without_init():  # MSST's copy imports Open-Unmix's filter, as demucs does
     from msst.models.demucs4ht import get_model as msst_htdemucs
 from msst.utils.model_utils import demix  # noqa: E402
 
@@ -75,7 +75,7 @@ def test_a_published_config_is_read_as_msst_reads_it() -> None:
     config = read_config(DATA / CONFIGS["vocals"], arch="htdemucs")
     assert config.model["dconv_init"] == 0.001
     assert (config.sample_rate, config.channels, config.chunk_size) == (44100, 2, 485100)
-    assert config.chunk_key == "training.segment"
+    assert config.chunk_key == "the chunk (training.samplerate * training.segment)"
     assert config.stems == ("vocals", "other")
     assert read_config(DATA / CONFIGS["4 stems"], arch="htdemucs").stems == (
         "drums", "bass", "other", "vocals",

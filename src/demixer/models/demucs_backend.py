@@ -47,6 +47,7 @@ __all__ = [
     "DemucsBackend",
     "import_demucs",
     "load",
+    "openunmix_without_init",
 ]
 
 # The engine's window: long enough that demucs' own 7.8 s segments (44 s for hdemucs_mmi, the
@@ -101,7 +102,7 @@ _api: DemucsApi | None = None
 
 
 @contextmanager
-def _openunmix_without_init() -> Iterator[None]:
+def openunmix_without_init() -> Iterator[None]:
     """Let ``from openunmix.filtering import wiener`` run without ``openunmix/__init__.py``.
 
     demucs' ``hdemucs`` and ``htdemucs`` import Open-Unmix's Wiener filter, but the package's
@@ -136,7 +137,7 @@ def import_demucs() -> DemucsApi:
             if importlib.util.find_spec("demucs") is None:
                 raise ModelUnavailable(f"the `demucs` package is not installed; {_DEMUCS_MISSING}")
             try:
-                with _openunmix_without_init():
+                with openunmix_without_init():
                     apply = importlib.import_module("demucs.apply")
                     states = importlib.import_module("demucs.states")
             except ImportError as exc:

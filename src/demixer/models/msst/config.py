@@ -21,9 +21,10 @@ What MSST's inference reads, with its precedence and defaults:
   that one as ``Bandit(**config.kwargs)``).
 
 An ``htdemucs`` config is read as MSST reads it, with OmegaConf's YAML (:class:`OmegaConfLoader`):
-its options are in the section ``model: htdemucs`` names, the network's channels, rate and
-segment are ``training.channels``, ``samplerate`` and ``segment``, and a chunk is
-``samplerate * segment`` samples (``audio.chunk_size`` is not read).
+``model:`` names one of demucs' networks (:data:`DEMUCS_NETWORKS`) and the section holding its
+options, the network's channels, rate and segment are ``training.channels``, ``samplerate``
+and ``segment``, and a chunk is ``samplerate * segment`` samples (``audio.chunk_size`` is not
+read).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class MsstConfig:
         normalize: whether the input is normalised by its mean and standard deviation.
         source: where the config came from (for messages).
         chunk_key: which key gave ``chunk_size`` (``inference.chunk_size`` or
-            ``audio.chunk_size``; for messages).
+            ``audio.chunk_size``; for htdemucs, the product of two; for messages).
     """
 
     arch: str
@@ -468,7 +469,7 @@ def parse_config(text: str, *, arch: str | None, source: str = "<config>") -> Ms
         model, rate, channels, chunk_size = _htdemucs_options(
             options, model, training, audio, source
         )
-        chunk_key = "training.segment"
+        chunk_key = "the chunk (training.samplerate * training.segment)"
     else:
         chunk_key = "inference.chunk_size" if "chunk_size" in inference else "audio.chunk_size"
         chunk = inference["chunk_size"] if "chunk_size" in inference else audio.get("chunk_size")
