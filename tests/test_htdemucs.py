@@ -12,6 +12,7 @@ weights.
 from __future__ import annotations
 
 import copy
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from omegaconf import OmegaConf
 
 from cli_support import demixer_here
 from demixer.engine import Separator
-from demixer.errors import InvalidModelConfig
+from demixer.errors import InvalidModelConfig, ModelUnavailable
 from demixer.models.arch import build_model
 from demixer.models.demucs_backend import import_demucs, openunmix_without_init
 from demixer.models.msst.config import parse_config, read_config
@@ -160,6 +161,40 @@ def test_cli_runs_an_htdemucs_model_as_msst_does(
         got, rate = sf.read(tmp_path / "out" / f"song_{stem}.wav", dtype="float32")
         assert rate == RATE
         assert float(np.abs(got.T - expected[stem]).max()) <= 1e-4, stem
+
+
+def test_a_checkpoint_saved_by_demucs_training_runs_its_weights_and_nothing_else(
+    files: dict[str, tuple[Path, Path, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DrumSep's release asset is demucs' own training checkpoint: the network's class and
+    arguments (its sources in Spanish, a Fraction) beside float16 weights under `state`. MSST
+    unpickles it whole; demixer reads those classes as inert stand-ins and takes `state`, and
+    separates as MSST does with the same weights. A file naming any other class is refused."""
+    from demucs.hdemucs import HDemucs
+
+    config, _, (network, reference_config) = files["drumsep (hdemucs)"]
+    state = {k: v.half() for k, v in network.state_dict().items()}
+    path = tmp_path / "model_drumsep.th"
+    kwargs = {"sources": ["bombo", "redoblante", "platillos", "toms"], "segment": Fraction(1)}
+    torch.save({"klass": HDemucs, "args": (), "kwargs": kwargs, "state": state}, path)
+    reference = copy.deepcopy(network)
+    reference.load_state_dict(torch.load(path, weights_only=False)["state"])  # as MSST loads it
+    mix = music(2 * RATE + 99, seed=11)
+    with torch.inference_mode():
+        expected = demix(reference_config, reference, mix, "cpu", "htdemucs")
+
+    monkeypatch.setenv("DEMIXER_PRECISION", "fp32")
+    got = Separator.from_backend(*open_files("htdemucs", config, path)).separate_array(mix, RATE)
+    assert tuple(got) == ("kick", "snare", "cymbals", "toms")  # named by the config
+    for stem, want in expected.items():
+        assert float(np.abs(want).max()) > 1e-3
+        assert float(np.abs(got[stem] - want).max()) <= 1e-4, stem
+
+    other = tmp_path / "other.th"
+    torch.save({"klass": HDemucs, "loss": torch.nn.L1Loss, "state": state}, other)
+    with pytest.raises(ModelUnavailable) as refused:
+        open_files("htdemucs", config, other)
+    assert "Unsupported global: GLOBAL torch.nn.modules.loss.L1Loss" in refused.value.message
 
 
 def _text(name: str, change: Any) -> str:

@@ -8,6 +8,12 @@ what other training code writes and MSST itself does not take: a ``state_dict`` 
 ``model``, and every key prefixed ``module.`` (saved from ``DataParallel``), ``_orig_mod.``
 (from a ``torch.compile``-d network) or ``model.`` (a Lightning module holding the network as
 ``self.model``), in any combination.
+
+And a checkpoint saved by demucs' own training (``demucs.states.serialize_model``: the network's
+class and arguments beside its weights under ``state``), as inagoy's DrumSep release asset for
+MSST's htdemucs type is: the classes such a file names (:data:`STAND_INS`: demucs' networks,
+``fractions.Fraction``) are read as inert stand-ins, never imported or called, and the weights
+under ``state`` are taken. A file naming any other class is still refused unread.
 """
 
 from __future__ import annotations
@@ -24,15 +30,48 @@ from torch import nn
 from demixer.errors import CheckpointMismatch, ModelUnavailable
 from demixer.models.loading import unpickling_detail
 
-__all__ = ["check_fit", "describe_mismatch", "load_weights", "read_state_dict"]
+__all__ = ["STAND_INS", "check_fit", "describe_mismatch", "load_weights", "read_state_dict"]
 
 _WRAPPERS = ("state", "state_dict", "model_state_dict", "model")
 #: what wrappers of a network put before its parameters' names (see the module docstring)
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 _SHOWN = 4  # names listed per kind of mismatch
+#: the classes a checkpoint saved by demucs' training names beside its weights (the network's
+#: class; a segment as a Fraction), read as :class:`_StandIn`: nothing of theirs runs
+STAND_INS = frozenset(
+    {"demucs.demucs.Demucs", "demucs.hdemucs.HDemucs", "demucs.htdemucs.HTDemucs"}
+    | {"fractions.Fraction"}
+)
+
+
+class _StandIn:
+    """What a :data:`STAND_INS` class is read as: takes any arguments or state, keeps none."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        del args, kwargs
+
+    def __setstate__(self, state: object) -> None:
+        del state
 
 
 def _load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, the :data:`STAND_INS` a file names read as
+    :class:`_StandIn` (any other class still fails it, and torch's error names that one)."""
+    try:
+        return _load_tensors(path)
+    except pickle.UnpicklingError:
+        try:
+            named = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # not a file torch can list: the first error says what is wrong
+            named = set()
+        stand_ins = sorted(named & STAND_INS)
+        if not stand_ins:
+            raise
+        with torch.serialization.safe_globals([(_StandIn, name) for name in stand_ins]):
+            return _load_tensors(path)
+
+
+def _load_tensors(path: Path) -> Any:
     if path.suffix.lower() == ".safetensors":
         raise ModelUnavailable(
             f"cannot read checkpoint {path}: safetensors files are not read; give the "
