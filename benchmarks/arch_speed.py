@@ -1,5 +1,8 @@
 """Forward speed of demixer's MDX23C and SCNet networks next to MSST's, on the same weights.
 
+SCNet here is its published sizes (small, large, XL IHF) and its two variants MSST publishes
+checkpoints of: ``scnet_masked`` (on XL IHF's config) and ``scnet_tran`` (its own config).
+
 For each architecture a full-size published config is built twice, as MSST's module (PyPI
 ``msst`` 0.1.0, the reference) and as demixer's (``demixer.models.arch``), with the same random
 weights (no published checkpoint is downloaded here). Both separate the same input, one
@@ -12,10 +15,11 @@ share are slowed by others, both columns alike).
 
 Also: the largest difference between the two float32 outputs, the SNR of each bf16 output
 against the reference's float32 one, the FLOPs of one forward (multiply-accumulates of every
-convolution, linear map and LSTM counted by hooks on the reference's modules, 2 FLOPs each) per
-second of audio, and the share of this machine's measured peak (``speed.py``'s probe) reached.
+convolution, linear map, LSTM and attention counted by hooks on the reference's modules, 2 FLOPs
+each) per second of audio, and the share of this machine's measured peak (``speed.py``'s probe)
+reached.
 
-    .venv/bin/python benchmarks/arch_speed.py [--rounds 3] [--archs mdx23c scnet]
+    .venv/bin/python benchmarks/arch_speed.py [--rounds 3] [--archs mdx23c scnet scnet-tran]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import torch
 
 import common
 from demixer.models.arch import mdx23c, scnet
+from demixer.models.arch.scnet_options import TRAN_DEFAULTS
 from demixer.models.msst.backend import store_weights_in
 from demixer.models.precision import resolve_precision
 from speed import machine_gflops
@@ -121,26 +126,53 @@ SCNET_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# SCNet's masked and transformer variants (MSST's scnet_masked, scnet_tran): name -> (config
+# it is, its architecture, the SCNet_VARIANTS entry it changes, its own changes).
+SCNET_FAMILY: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    # MSST's SCNet Masked XL IHF (release v1.0.17) is trained on config_musdb18_scnet_xl_ihf;
+    # its model section is taken to be XL IHF's (that asset is not reachable here).
+    "scnet-masked-xl-ihf": (
+        "XL IHF config as `scnet_masked` (MSST's SCNet Masked XL IHF)",
+        "scnet_masked",
+        "scnet-xl-ihf",
+        {},
+    ),
+    "scnet-tran": (
+        "MSST's config_musdb18_scnet_tran (SCNet Tran small)",
+        "scnet_tran",
+        "scnet",
+        TRAN_DEFAULTS,  # MSST's published config sets its constructor's defaults, all of them
+    ),
+}
+
+
 def _scnet_pair(variant: str) -> tuple[torch.nn.Module, torch.nn.Module, int, str]:
     from msst.models.scnet import SCNet
+    from msst.models.scnet.scnet_masked import SCNet as Masked
+    from msst.models.scnet.scnet_tran import SCNet_Tran
 
-    name, changes = SCNET_VARIANTS[variant]
-    model = _SCNET | changes
-    ref = SCNet(**model).eval()
-    ours = scnet.build(model, {}, model["sources"], None)
+    arch, base, own = "scnet", variant, {}
+    name = SCNET_VARIANTS[variant][0] if variant in SCNET_VARIANTS else ""
+    if variant in SCNET_FAMILY:
+        name, arch, base, own = SCNET_FAMILY[variant]
+    model = _SCNET | SCNET_VARIANTS[base][1] | own
+    reference_class = {"scnet": SCNet, "scnet_masked": Masked, "scnet_tran": SCNet_Tran}[arch]
+    build = {"scnet": scnet.build, "scnet_masked": scnet.build_masked}.get(arch, scnet.build_tran)
+    ref = reference_class(**model).eval()
+    ours = build(model, {}, model["sources"], None)
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref, ours, SCNET_CHUNK, name
 
 
 PAIRS: dict[str, Callable[[], tuple[torch.nn.Module, torch.nn.Module, int, str]]] = {
     "mdx23c": _mdx_pair,
-    **{variant: partial(_scnet_pair, variant) for variant in SCNET_VARIANTS},
+    **{variant: partial(_scnet_pair, variant) for variant in (*SCNET_VARIANTS, *SCNET_FAMILY)},
 }
 
 
 class MacCounter:
-    """Counts the multiply-accumulates (convolutions, linear maps, LSTMs, GRUs) of ``net``'s
-    forwards run inside the ``with`` block."""
+    """Counts the multiply-accumulates (convolutions, linear maps, LSTMs, GRUs, attention) of
+    ``net``'s forwards run inside the ``with`` block."""
 
     KINDS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
 
@@ -154,6 +186,7 @@ class MacCounter:
             m.register_forward_hook(self._hook)
             for m in self.net.modules()
             if isinstance(m, (*self.KINDS, torch.nn.LSTM, torch.nn.GRU))
+            or type(m).__name__ == "Attend"  # scnet_tran's attention (MSST's bs_roformer one)
         ]
         return self
 
@@ -171,6 +204,9 @@ class MacCounter:
             self.total += output.numel() * module.in_channels // module.groups * k
         elif isinstance(module, torch.nn.Linear):
             self.total += output.numel() * module.in_features
+        elif type(module).__name__ == "Attend":  # q @ k^T and weights @ v: (b, h, n, e) each
+            b, h, n, e = x.shape
+            self.total += 2 * b * h * n * n * e
         elif isinstance(module, torch.nn.LSTM | torch.nn.GRU):  # 4 gates, or 3
             n, steps, size = x.shape
             hidden = module.hidden_size
@@ -474,7 +510,10 @@ def main() -> None:
         "--fraction", type=float, default=1.0, help="input length as a fraction of chunk_size"
     )
     parser.add_argument(
-        "--archs", nargs="+", default=["mdx23c", "scnet", "scnet-xl-ihf"], choices=list(PAIRS)
+        "--archs",
+        nargs="+",
+        default=["mdx23c", "scnet", "scnet-xl-ihf", "scnet-masked-xl-ihf", "scnet-tran"],
+        choices=list(PAIRS),
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
     args = parser.parse_args()

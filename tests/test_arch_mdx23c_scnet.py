@@ -2,9 +2,9 @@
 
 The oracle is ZFTurbo's Music-Source-Separation-Training as published on PyPI (``msst`` 0.1.0,
 MIT; installed without its dependencies by the Makefile): its ``TFC_TDF_net`` and ``SCNet``
-are built from the same config sections, randomly initialised, and their ``state_dict`` is
-loaded into ours with ``strict=True``; both see the same audio and must agree within 1e-5 at
-every sample.
+(and SCNet's masked and transformer variants, ``scnet_masked`` and ``scnet_tran``) are built
+from the same config sections, randomly initialised, and their ``state_dict`` is loaded into
+ours with ``strict=True``; both see the same audio and must agree within 1e-5 at every sample.
 
 The configs are the published ones (``audio:``, ``model:`` and the stems of the configs shipped
 with MSST's and UVR's checkpoints); only widths and depths (``num_channels``, ``growth``,
@@ -24,9 +24,13 @@ import pytest
 import torch
 from msst.models.mdx23c_tfc_tdf_v3 import TFC_TDF_net
 from msst.models.scnet import SCNet as ReferenceSCNet
+from msst.models.scnet.scnet_masked import SCNet as ReferenceMasked
+from msst.models.scnet.scnet_tran import SCNet_Tran as ReferenceTran
 
 from demixer.models.arch import mdx23c, scnet
 from demixer.models.msst.backend import store_weights_in
+from demixer.models.msst.config import read_config
+from msst_support import DATA
 
 TOLERANCE = 1e-5
 
@@ -362,3 +366,104 @@ def test_scnet_dual_path_layouts_and_padding_change_no_sequence(dtype: torch.dty
     else:  # the same bf16 arithmetic; only the kernels' blocking may differ
         snr = 10 * math.log10(want.pow(2).sum().item() / (got.float() - want).pow(2).sum().item())
         assert snr > 45.0
+
+
+# --- SCNet's variants: scnet_masked, scnet_tran -------------------------------------------------
+
+# MSST's configs/config_musdb18_scnet_tran.yaml: SCNet small with transformers (model section).
+SCNET_TRAN = dict(read_config(DATA / "config_musdb18_scnet_tran.yaml", arch="scnet_tran").model)
+_TRAN_OPTIONS = {k: v for k, v in SCNET_TRAN.items() if k.startswith("tran_")}
+# The same, narrow: 2 heads of 8 (every option keeps its published value but these).
+_TRAN_SMALL = {**_TRAN_OPTIONS, "tran_heads": 2, "tran_dim_head": 8, "tran_rotary_embedding_dim": 8}
+VARIANTS: dict[str, tuple[type[torch.nn.Module], Any, dict[str, Any]]] = {
+    "scnet_masked": (ReferenceMasked, scnet.build_masked, {}),
+    "scnet_tran": (ReferenceTran, scnet.build_tran, _TRAN_SMALL),
+}
+
+
+def _variant_pair(variant: str, model: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    reference_class, build, extra = VARIANTS[variant]
+    model = {**model, **extra}
+    torch.manual_seed(0)
+    reference = reference_class(**model).eval()
+    with torch.no_grad():
+        _randomise_norms(reference)
+        for name, parameter in reference.named_parameters():
+            if name == "pos_embed_f":  # initialised at 0.02: make each bin's offset matter
+                parameter.normal_(0.0, 0.5)
+    return reference, build(model, {}, model["sources"], None)
+
+
+@pytest.mark.parametrize("name", sorted(SCNET_CONFIGS))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_scnet_variants_match_reference(variant: str, name: str) -> None:
+    """SCNet Masked (MSST's "SCNet Masked" small and XL IHF are trained on these configs) and
+    SCNet Tran, on every published SCNet config, shrunk as the plain SCNet's test shrinks it."""
+    model = {**SCNET_CONFIGS[name], "num_dplayer": 4}
+    model["dims"] = [4, *(d // 8 for d in model["dims"][1:])]
+    reference, ours = _variant_pair(variant, model)
+    for samples in (20 * 1024, 21 * 1024 + 5, 44100):
+        _compare(reference, ours, samples)
+
+
+@pytest.mark.parametrize(
+    ("variant", "model"),
+    [
+        ("scnet_tran", SCNET_TRAN),
+        ("scnet_masked", SCNET_CONFIGS["msst-musdb18"]),
+        ("scnet_masked", SCNET_CONFIGS["msst-musdb18-xl-ihf"]),
+    ],
+)
+def test_scnet_variants_at_published_size_have_the_reference_parameters(
+    variant: str, model: dict[str, Any]
+) -> None:
+    reference_class, build, _ = VARIANTS[variant]
+    with torch.device("meta"):
+        reference = reference_class(**model)
+        ours = build(model, {}, model["sources"], None)
+    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs
+
+
+@pytest.mark.parametrize(
+    ("variant", "changes", "message"),
+    [
+        (
+            "scnet",
+            {"tran_depth": 1},
+            "scnet: model.tran_depth is an option of scnet_tran (SCNet with transformers), which "
+            "this config is for: run it with --arch scnet_tran",
+        ),
+        (
+            "scnet_masked",
+            {"win_size": 2048},
+            "scnet_masked: model.audio_channels (2) must be 2 and model.win_size (2048) equal "
+            "model.nfft (4096): the reference builds its mask layer for stereo and its window "
+            "nfft samples long",
+        ),
+        (
+            "scnet_tran",
+            {"tran_rotary_embedding_dim": 32},
+            "scnet_tran: model.tran_rotary_embedding_dim (32) must equal model.tran_dim_head "
+            "(64): demixer turns whole heads, as every published scnet_tran config does",
+        ),
+        (
+            "scnet_tran",
+            {"tran_attn_dropout": 1.5},
+            "scnet_tran: model.tran_attn_dropout must be a number in [0, 1), not 1.5",
+        ),
+        (
+            "scnet_tran",
+            {"num_dplayer": 3},
+            "scnet_tran: model.num_dplayer must be even, not 3",
+        ),
+    ],
+)
+def test_scnet_variant_options_the_reference_cannot_run_are_refused(
+    variant: str, changes: dict[str, Any], message: str
+) -> None:
+    base = SCNET_TRAN if variant == "scnet_tran" else SCNET_CONFIGS["msst-musdb18"]
+    build = {"scnet": scnet.build, **{v: VARIANTS[v][1] for v in VARIANTS}}[variant]
+    with pytest.raises(ValueError) as err:
+        build({**base, **changes}, {}, base["sources"], None)
+    assert str(err.value) == message

@@ -1,4 +1,5 @@
-"""MDX23C and SCNet as MSST-format models: the registry's path, the CLI's, their precision.
+"""MDX23C and SCNet (and SCNet's variants) as MSST-format models: the registry's path, the
+CLI's, their precision.
 
 The networks themselves are compared with MSST's in ``test_arch_mdx23c_scnet.py``; here each is
 a whole model as a user runs it: a config file (a published one, shrunk in width) and a
@@ -24,6 +25,7 @@ import torch
 from msst.utils.model_utils import demix
 from msst.utils.settings import get_model_from_config
 
+from cli_support import demixer_here
 from demixer.engine import Separator
 from demixer.models import registry
 from demixer.models.arch import ARCHITECTURES, FP32_BY_DEFAULT
@@ -34,7 +36,7 @@ from demixer.models.msst.backend import MsstBackend
 from demixer.models.msst.config import read_config
 from demixer.models.registry import ModelSpec, WeightFile
 from msst_support import DATA, music, randomise, write_config
-from test_arch_mdx23c_scnet import MDX23C_CONFIGS, SCNET_CONFIGS
+from test_arch_mdx23c_scnet import MDX23C_CONFIGS, SCNET_CONFIGS, SCNET_TRAN
 
 # Published configs, shrunk in width, chunk length and overlap (the published 8 and 4 overlaps
 # only multiply the chunks run; the windowing itself is proven against MSST's on the RoFormers,
@@ -53,6 +55,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "model": {**_SCNET, "dims": [4, 8, 16, 32], "num_dplayer": 2},
         "training": {"instruments": _SCNET["sources"], "target_instrument": None},
         "inference": {"batch_size": 2, "num_overlap": 2},
+    },
+}
+# SCNet Masked XL IHF's is the XL IHF config (MSST release v1.0.17); SCNet Tran's its own.
+CONFIGS["scnet_masked"] = CONFIGS["scnet"]
+CONFIGS["scnet_tran"] = {
+    **CONFIGS["scnet"],
+    "model": {
+        **SCNET_TRAN,
+        "dims": [4, 8, 16, 32],
+        "num_dplayer": 2,
+        "tran_heads": 2,
+        "tran_dim_head": 8,
+        "tran_rotary_embedding_dim": 8,
     },
 }
 
@@ -117,7 +132,9 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
     ]
 
 
-@pytest.mark.parametrize("registered", ["mdx23c", "scnet"], indirect=True)
+@pytest.mark.parametrize(
+    "registered", ["mdx23c", "scnet", "scnet_masked", "scnet_tran"], indirect=True
+)
 def test_a_registered_model_equals_msst(
     registered: tuple[ModelSpec, torch.nn.Module, Any],
     tmp_path: Path,
@@ -216,3 +233,39 @@ def test_scnet_in_bf16_keeps_its_first_block_in_float32(tmp_path: Path) -> None:
     for stem in backend.stems:
         noise = float(np.sum((fast[stem] - exact[stem]) ** 2))
         assert 10 * np.log10(float(np.sum(exact[stem] ** 2)) / noise) > 20.0, stem
+
+
+def test_a_checkpoint_of_an_scnet_variant_given_as_another_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCNet's variants take the same config: the checkpoint tells which one it is for, and the
+    one-line error says what to run instead; given as itself it is added, and runs in fp32 by
+    default even where bf16 is native (its bf16 output is not measured)."""
+    config, checkpoint, _, _ = model_files(tmp_path, "scnet_masked")
+    models = tmp_path / "models"
+    adding = ("models", "add", "mine", "--config", config, "--checkpoint", checkpoint)
+    wrong = demixer_here(*adding, "--arch", "scnet", model_dir=models)
+    assert wrong.returncode == 4
+    assert wrong.stderr == (
+        f"error [CHECKPOINT_MISMATCH] checkpoint {checkpoint} does not fit the network config "
+        f"{config} describes: 5 unexpected key(s): pos_embed_f, mask_layer.0.weight, "
+        "mask_layer.0.bias, mask_layer.2.weight, ... (1 more). It is a checkpoint of "
+        "scnet_masked (it has pos_embed_f): run it with --arch scnet_masked.\n"
+    )
+    assert not (models / "mine").exists()
+    (tmp_path / "tran").mkdir()
+    tran_config, tran, _, _ = model_files(tmp_path / "tran", "scnet_tran")
+    for arch in ("scnet", "scnet_masked"):
+        given = demixer_here(*adding[:6], tran, "--arch", arch, model_dir=models)
+        assert given.returncode == 4
+        assert given.stderr.endswith(
+            "It is a checkpoint of scnet_tran (it has separation_net.dp_modules.0.freq_layer"
+            ".norm.gamma): run it with --arch scnet_tran.\n"
+        )
+    right = demixer_here(*adding, "--arch", "scnet_masked", model_dir=models)
+    assert right.returncode == 0, right.stderr
+    assert right.stdout.startswith("mine: scnet_masked, stems drums, bass, other, vocals, 44100 Hz")
+    monkeypatch.delenv("DEMIXER_PRECISION", raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert Separator("mine", model_dir=models).backend.precision == "fp32"
+    assert _backend(tran_config, tran, "scnet_tran", "auto").precision == "fp32"

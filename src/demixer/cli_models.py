@@ -55,6 +55,8 @@ _ARCH_LABELS = {
     "mel_band_roformer": "mel-rofo",
     "mdx23c": "mdx23c",
     "scnet": "scnet",
+    "scnet_masked": "scnet-m",
+    "scnet_tran": "scnet-t",
     "bandit_v2": "bandit2",
     "htdemucs": "htdemucs",
     "mdx_net": "mdx-net",

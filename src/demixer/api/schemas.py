@@ -714,6 +714,7 @@ class EngineModel(Answer):
     )
     arch: str = Field(
         description="Network family: `bs_roformer`, `mel_band_roformer`, `mdx23c`, `scnet`, "
+        "`scnet_masked`, `scnet_tran`, "
         "`bandit_v2`, `htdemucs` (HTDemucs trained with MSST), `mdx_net`, `vr`, `demucs`, "
         "`spleeter`, `cascade`."
     )

@@ -111,7 +111,7 @@ class ModelSpec:
         install_hint: what to run when the weights are missing.
         requires: other model ids whose weights this one needs (a cascade).
         arch: the network family for config-driven models: an MSST ``model_type``
-            (``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``) or ``mdx_net``
+            (``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``, ...) or ``mdx_net``
             (UVR's ONNX models); None for models with a loader of their own (Spleeter, Demucs).
         config_name: for MSST models, the name of the entry in ``weights`` that is the YAML
             config; every other entry is the checkpoint.

@@ -1,6 +1,7 @@
 """Network architectures of config-driven models, one module per family.
 
-Every module ``demixer.models.arch.<name>`` exposes::
+Every module ``demixer.models.arch.<name>`` exposes (:mod:`.scnet` also ``build_masked`` and
+``build_tran``, its variants)::
 
     build(model: Mapping[str, Any], audio: Mapping[str, Any],
           instruments: Sequence[str], target_instrument: str | None) -> torch.nn.Module
@@ -25,7 +26,7 @@ size is refused when it is read rather than at the first song (:func:`chunk_prob
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -34,12 +35,14 @@ from demixer.errors import InvalidModelConfig, UnknownArchitecture
 
 __all__ = [
     "ARCHITECTURES",
+    "CHECKPOINT_MARKS",
     "FP32_BY_DEFAULT",
     "SIGNATURES",
     "Builder",
     "build_model",
     "builder",
     "check_named_in_order",
+    "checkpoint_arch",
     "chunk_problem",
 ]
 
@@ -50,16 +53,20 @@ ARCHITECTURES: Mapping[str, str] = {
     "mel_band_roformer": "demixer.models.arch.mel_band_roformer:build",
     "mdx23c": "demixer.models.arch.mdx23c:build",
     "scnet": "demixer.models.arch.scnet:build",
+    "scnet_masked": "demixer.models.arch.scnet:build_masked",
+    "scnet_tran": "demixer.models.arch.scnet:build_tran",
     "bandit_v2": "demixer.models.arch.bandit_v2:build",
     "htdemucs": "demixer.models.arch.htdemucs:build",
 }
 
 # MDX23C under bf16 autocast agrees with its fp32 output to only ~17 dB SNR on random
 # full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
-# runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16. Bandit v2
-# and HTDemucs too: their bf16 output has not been measured against fp32 on a machine that
-# computes bf16 natively.
-FP32_BY_DEFAULT: frozenset[str] = frozenset({"mdx23c", "bandit_v2", "htdemucs"})
+# runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16. Bandit v2,
+# HTDemucs and SCNet's masked and transformer variants too: their bf16 output has not been
+# measured against fp32 on a machine that computes bf16 natively.
+FP32_BY_DEFAULT: frozenset[str] = frozenset(
+    {"mdx23c", "bandit_v2", "htdemucs", "scnet_masked", "scnet_tran"}
+)
 
 #: a ``model:`` option that every config MSST publishes for the architecture has, and that no
 #: other architecture takes: a config given with another ``--arch`` is named for what it is
@@ -70,9 +77,32 @@ SIGNATURES: Mapping[str, str] = {
     "mel_band_roformer": "num_bands",
     "mdx23c": "num_subbands",
     "scnet": "band_SR",
+    # SCNet's variants take scnet's options (scnet_tran adds tran_*, each with a default): a
+    # config does not tell them apart, the checkpoint does (CHECKPOINT_MARKS).
+    "scnet_masked": "band_SR",
+    "scnet_tran": "band_SR",
     "bandit_v2": "n_sqm_modules",
     "htdemucs": "dconv_mode",
 }
+
+
+#: A key only checkpoints of that architecture have, among architectures whose configs look
+#: alike (SCNet's variants, see SIGNATURES), the most specific first: a checkpoint given with
+#: the wrong one of them is named for what it is (:func:`checkpoint_arch`).
+CHECKPOINT_MARKS: Mapping[str, str] = {
+    "scnet_masked": "pos_embed_f",
+    "scnet_tran": "separation_net.dp_modules.0.freq_layer.norm.gamma",
+    "scnet": "separation_net.dp_modules.0.lstm_layers.0.weight_ih_l0",
+}
+
+
+def checkpoint_arch(arch: str, keys: Collection[str]) -> str | None:
+    """The architecture of :data:`CHECKPOINT_MARKS` a checkpoint with ``keys`` is for, when
+    ``arch`` is one of them and it is another; else None."""
+    if arch not in CHECKPOINT_MARKS:
+        return None
+    found = next((a for a, key in CHECKPOINT_MARKS.items() if key in keys), None)
+    return found if found != arch else None
 
 
 def builder(arch: str) -> Builder:

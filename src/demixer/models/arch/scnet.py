@@ -21,6 +21,22 @@ The pipeline, as in the official implementation (starrytong/SCNet) that MSST's `
 
 Output: ``(batch, stems, channels, samples)``, the stems being ``model.sources``.
 
+Two variants MSST trains and publishes are built by the same class:
+
+- ``scnet_masked`` (MSST's ``models/scnet/scnet_masked.py``; "SCNet Masked" small and XL IHF):
+  a periodic Hann window ``nfft`` long in place of the rectangular one; a learned embedding
+  per frequency bin (``pos_embed_f``, ``(1, dims[0], nfft // 2 + 1, 1)``) added to the
+  spectrogram before the encoder; and the decoder's output is not the stems' spectrograms but,
+  through a mask layer (3x3 conv to 64 channels, GELU, 1x1 conv back, tanh), a complex mask
+  each stem's spectrogram is the mixture's times, per audio channel.
+- ``scnet_tran`` (``scnet_tran.py``; "SCNet Tran"): each dual-path layer is a transformer
+  across frequency then one across time (RMSNorm, gated attention with rotary positions, a
+  feed-forward of 4x width; all frequency transformers share one rotary embedding, all time
+  transformers another), each after a GroupNorm and with a residual, in place of the two
+  LSTMs; the modules are the RoFormers' (:mod:`.roformer`), with the reference's parameter
+  names. Its ``first_conv`` (a 1x1 conv on the spectrogram) is built and loaded as the
+  reference's is, and as there never run.
+
 The LSTMs are torch's own (oneDNN on CPU): a hand-written recurrence (both directions batched,
 the input projection hoisted out of the loop) computed the same numbers but was slower, its
 dozen small operations per step each paying a thread-pool round trip. They are fed
@@ -40,10 +56,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from demixer.models.arch import check_named_in_order
-from demixer.models.arch.scnet_options import BANDS, ScnetOptions, band_edges, options
+from demixer.models.arch.roformer import RotaryEmbedding, Transformer
+from demixer.models.arch.scnet_options import (
+    BANDS,
+    ScnetOptions,
+    TranOptions,
+    band_edges,
+    options,
+)
 from demixer.models.stft import stft_problem
 
-__all__ = ["SCNet", "ScnetOptions", "build"]
+__all__ = ["SCNet", "ScnetOptions", "build", "build_masked", "build_tran"]
 
 
 class _Swish(nn.Module):
@@ -238,14 +261,48 @@ def _lstm_linear(lstm: nn.Module, linear: nn.Module, h: torch.Tensor) -> torch.T
     return y.view(-1, steps, padded)[:, :, :rows].view(-1, steps, b, n)
 
 
-class _SeparationNet(nn.Module):
-    """Dual-path layers; after each, the time axis goes into (even) or out of (odd) an rFFT."""
+class _DualPathTran(nn.Module):
+    """scnet_tran's dual-path layer: GroupNorm, a transformer across frequency, residual; then
+    the same across time (``norm_layers``, ``freq_layer``, ``time_layer``: the reference's
+    names)."""
 
-    def __init__(self, channels: int, expand: int, layers: int) -> None:
+    def __init__(
+        self, channels: int, tran: TranOptions, time: RotaryEmbedding, freq: RotaryEmbedding
+    ) -> None:
         super().__init__()
-        self.dp_modules = nn.ModuleList(
-            _DualPathRNN(channels * (2 if i % 2 else 1), expand) for i in range(layers)
-        )
+        kw: dict[str, Any] = {"dim": channels, "depth": tran.depth, "norm_output": True}
+        kw |= {"heads": tran.heads, "dim_head": tran.dim_head}
+        self.norm_layers = nn.ModuleList(nn.GroupNorm(1, channels) for _ in range(2))
+        self.time_layer = Transformer(rotary=time, **kw)
+        self.freq_layer = Transformer(rotary=freq, **kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, f, t = x.shape
+        # Across frequency: a sequence of F bins per (batch, frame).
+        h = self.norm_layers[0](x).permute(0, 3, 2, 1).reshape(b * t, f, c)
+        x = x + self.freq_layer(h).view(b, t, f, c).permute(0, 3, 2, 1)
+        # Across time: a sequence of T frames per (batch, bin).
+        h = self.norm_layers[1](x).permute(0, 2, 3, 1).reshape(b * f, t, c)
+        out: torch.Tensor = x + self.time_layer(h).view(b, f, t, c).permute(0, 3, 1, 2)
+        return out
+
+
+class _SeparationNet(nn.Module):
+    """Dual-path layers; after each, the time axis goes into (even) or out of (odd) an rFFT.
+
+    The layers are LSTM pairs (``scnet``, ``scnet_masked``) or transformer pairs
+    (``scnet_tran``).
+    """
+
+    def __init__(self, channels: int, opts: ScnetOptions) -> None:
+        super().__init__()
+        widths = [channels * (2 if i % 2 else 1) for i in range(opts.num_dplayer)]
+        tran = opts.tran
+        if tran is None:
+            self.dp_modules = nn.ModuleList(_DualPathRNN(w, opts.expand) for w in widths)
+        else:
+            time, freq = RotaryEmbedding(tran.dim_head), RotaryEmbedding(tran.dim_head)
+            self.dp_modules = nn.ModuleList(_DualPathTran(w, tran, time, freq) for w in widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.dp_modules):
@@ -257,6 +314,21 @@ class _SeparationNet(nn.Module):
                 half = x.shape[1] // 2
                 x = torch.fft.irfft(torch.complex(x[:, :half], x[:, half:]), dim=3, norm="ortho")
         return x
+
+
+class _MaskLayer(nn.Sequential):
+    """scnet_masked's mask: 3x3 conv to 64 channels, GELU, 1x1 conv back, tanh (items 0-3 of
+    the reference's ``mask_layer``). Run with autocast off: the mask multiplies the mixture."""
+
+    keep_float32 = True
+
+    def __init__(self, planes: int) -> None:
+        super().__init__(
+            nn.Conv2d(planes, 64, 3, padding="same"),
+            nn.GELU(),
+            nn.Conv2d(64, planes, 1, padding="same"),
+            nn.Tanh(),
+        )
 
 
 class SCNet(nn.Module):
@@ -287,10 +359,19 @@ class SCNet(nn.Module):
             )
             for i in reversed(range(len(dims) - 1))
         )
-        self.separation_net = _SeparationNet(dims[-1], opts.expand, opts.num_dplayer)
+        self.separation_net = _SeparationNet(dims[-1], opts)
         # The reference passes no window, i.e. torch's rectangular default; naming it spares
         # torch's warning about it on every call. Not in the checkpoint, as in the reference.
-        self.register_buffer("window", torch.ones(opts.win_size), persistent=False)
+        # scnet_masked's reference passes a periodic Hann window, nfft long.
+        window = torch.hann_window(opts.nfft) if opts.masked else torch.ones(opts.win_size)
+        self.register_buffer("window", window, persistent=False)
+        self.pos_embed_f: nn.Parameter | None = None
+        self.mask_layer: _MaskLayer | None = None
+        if opts.masked:
+            self.pos_embed_f = nn.Parameter(torch.zeros(1, dims[0], opts.nfft // 2 + 1, 1))
+            self.mask_layer = _MaskLayer(dims[0] * len(opts.sources))
+        if opts.tran is not None:  # the reference's, in its checkpoints; its forward skips it
+            self.first_conv = nn.Conv2d(dims[0], dims[0], 1, bias=False)
 
     def chunk_problem(self, samples: int) -> str | None:
         """Why the network cannot run ``samples``-sample chunks (their padded STFT, see
@@ -331,6 +412,8 @@ class SCNet(nn.Module):
             bins, frames = spec.shape[-2:]
             # (B*C, F, T) complex -> (B, C*2, F, T): channel-major, then real/imaginary.
             x = torch.view_as_real(spec).permute(0, 3, 1, 2).reshape(batch, -1, bins, frames)
+            if self.pos_embed_f is not None:  # one per bin: the STFT's nfft // 2 + 1 bins
+                x = x + self.pos_embed_f
         skips, lengths, sizes = [], [], []
         for i, block in enumerate(self.encoder):
             # The first block sees the raw spectrogram, whose dynamic range bf16 does not keep:
@@ -347,9 +430,16 @@ class SCNet(nn.Module):
             fusion, su = cast(tuple[_FusionLayer, _SULayer], tuple(cast(nn.Sequential, stage)))
             x = su(fusion(x, skips.pop()), lengths.pop(), sizes.pop())
         with torch.autocast(wave.device.type, enabled=False):
+            x = x.float() if self.mask_layer is None else self.mask_layer(x.float())
             # Channel 2k / 2k+1: real / imaginary of output k = (source, audio channel).
-            planes = x.float().reshape(-1, 2, bins, frames).permute(0, 2, 3, 1).contiguous()
-            out = torch.istft(torch.view_as_complex(planes), **self._stft_args())
+            planes = x.reshape(-1, 2, bins, frames).permute(0, 2, 3, 1).contiguous()
+            stems = torch.view_as_complex(planes)
+            if self.mask_layer is not None:  # a mask of each channel's mixture, per stem
+                sources = len(o.sources)
+                mixture = spec.view(batch, 1, channels, bins, frames)
+                masked = mixture * stems.view(batch, sources, channels, bins, frames)
+                stems = masked.view(-1, bins, frames)
+            out = torch.istft(stems, **self._stft_args())
         return out.reshape(batch, len(o.sources), channels, -1)[..., :-padding]
 
 
@@ -365,6 +455,30 @@ def build(
     its ``training.instruments`` names the same stems in the published configs, and must name
     as many: MSST pairs them in order).
     """
-    opts = options(model)
-    check_named_in_order("scnet", "model.sources", opts.sources, instruments, "source")
+    return _build(model, instruments, "scnet")
+
+
+def build_masked(
+    model: Mapping[str, Any],
+    audio: Mapping[str, Any],
+    instruments: Sequence[str],
+    target_instrument: str | None,
+) -> SCNet:
+    """MSST's ``scnet_masked`` from its config's ``model:`` section (as :func:`build`)."""
+    return _build(model, instruments, "scnet_masked")
+
+
+def build_tran(
+    model: Mapping[str, Any],
+    audio: Mapping[str, Any],
+    instruments: Sequence[str],
+    target_instrument: str | None,
+) -> SCNet:
+    """MSST's ``scnet_tran`` from its config's ``model:`` section (as :func:`build`)."""
+    return _build(model, instruments, "scnet_tran")
+
+
+def _build(model: Mapping[str, Any], instruments: Sequence[str], arch: str) -> SCNet:
+    opts = options(model, arch)
+    check_named_in_order(arch, "model.sources", opts.sources, instruments, "source")
     return SCNet(opts).eval()

@@ -265,7 +265,7 @@ def build_network(config: MsstConfig, checkpoint: Path) -> nn.Module:
     with torch.device("meta"):
         shapes = build()
     state = read_state_dict(checkpoint)
-    check_fit(shapes, state, checkpoint=str(checkpoint), config=config.source)
+    check_fit(shapes, state, checkpoint=str(checkpoint), config=config.source, arch=config.arch)
     with no_random_fill():  # every parameter is the checkpoint's (checked just above)
         network = build()
     problem = chunk_problem(network, config.chunk_size)  # reads its STFT window's values

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from demixer.errors import CheckpointMismatch, ModelUnavailable
+from demixer.models.arch import CHECKPOINT_MARKS, checkpoint_arch
 from demixer.models.loading import unpickling_detail
 
 __all__ = ["STAND_INS", "check_fit", "describe_mismatch", "load_weights", "read_state_dict"]
@@ -195,13 +196,27 @@ def load_weights(
 
 
 def check_fit(
-    network: nn.Module, state: Mapping[str, torch.Tensor], *, checkpoint: str, config: str
+    network: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    checkpoint: str,
+    config: str,
+    arch: str | None = None,
 ) -> None:
     """Raise :class:`CheckpointMismatch` as :func:`load_weights` does, copying nothing
-    (``network`` may be on the meta device: its shapes alone)."""
+    (``network`` may be on the meta device: its shapes alone). With ``arch`` (the one asked
+    for), a checkpoint of a look-alike architecture (:data:`CHECKPOINT_MARKS`) is named as
+    such."""
     problem = describe_mismatch(network, state)
     if problem is not None:
+        other = checkpoint_arch(arch, state) if arch else None
+        advice = (
+            f"It is a checkpoint of {other} (it has {CHECKPOINT_MARKS[other]}): run it with "
+            f"--arch {other}."
+            if other
+            else "Are they from the same model?"
+        )
         raise CheckpointMismatch(
             f"checkpoint {checkpoint} does not fit the network config {config} describes: "
-            f"{problem}. Are they from the same model?"
+            f"{problem}. {advice}"
         )
