@@ -95,11 +95,14 @@ def model_files(
 
 def randomise(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
     """Perturb every weight (initial norms are all ones and biases zeros: too regular to catch
-    a swapped axis); rotary frequencies are kept, as training keeps them."""
+    a swapped axis); rotary frequencies are kept, as training keeps them. PoPE's key phase
+    biases (initially zero) are spread over and beyond the [-2 pi, 0] they are clamped to."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if not name.endswith("freqs"):
+            if name.endswith("pope_embed.bias"):
+                p.uniform_(-8.0, 1.5, generator=gen)
+            elif not name.endswith("freqs"):
                 p.add_(torch.randn(p.shape, generator=gen) * scale)
     return model.eval()
 

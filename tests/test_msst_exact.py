@@ -75,6 +75,8 @@ NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
         "viperx-bs-other",
         {"num_stems": 2, "stft_win_length": 1536, "stft_normalized": True},
     ),
+    # MSST's BS PolarFormer (vocals, its release v1.0.20): PoPE positions in place of rotary.
+    "bs PoPE": ("viperx-bs-1297", {"use_pope": True}),
     "mel kim vocals": ("kim-mel-vocals", {}),
     "mel 4 stems": ("mel-4stem", {}),
     "mel mono, linear+skip, depth 1 masks, no flash": (
@@ -132,6 +134,38 @@ def test_network_equals_msst(case: str) -> None:
     assert got.shape == expected.shape
     assert float(expected.abs().max()) > 1e-2  # a real signal, not a silent one
     assert float((got - expected).abs().max()) <= 1e-5
+
+
+def test_a_mel_band_roformer_takes_pope_where_msst_keeps_it() -> None:
+    """MSST gave its Mel-Band RoFormer ``use_pope`` after 0.1.0 (the oracle here has it for
+    BS-RoFormer only, compared above): the same attention, PoPE's parameters in the same places
+    (one per attention layer, the time transformers sharing one PoPE and the frequency ones
+    another, as the rotary embeddings are shared), and no rotary ones. (Against MSST's own
+    Mel-Band RoFormer with PoPE, at its commit ccc011a, checked once: within 2.3e-8 on the Kim,
+    4-stem and mono linear+skip configs; its module is not on PyPI.)"""
+    config, arch = shrunk("kim-mel-vocals", use_pope=True, depth=2)
+    training = config["training"]
+    ours = build_model(
+        arch,
+        config["model"],
+        config["audio"],
+        training["instruments"],
+        training["target_instrument"],
+    )
+    positions = {
+        k: tuple(v.shape) for k, v in ours.state_dict().items() if "pope" in k or "rotary" in k
+    }
+    assert positions == {
+        f"layers.{block}.{axis}.layers.0.0.pope_embed.{name}": shape
+        for block in (0, 1)
+        for axis in (0, 1)  # time, frequency
+        for name, shape in (("bias", (2, 16)), ("inv_freqs", (16,)))
+    }
+    time, freq = (
+        [ours.get_submodule(f"layers.{block}.{axis}.layers.0.0.pope_embed") for block in (0, 1)]
+        for axis in (0, 1)
+    )
+    assert time[0] is time[1] and freq[0] is freq[1] and time[0] is not freq[0]
 
 
 def test_a_bs_roformer_naming_no_window_runs_the_references_2048_sample_one() -> None:
@@ -224,6 +258,7 @@ PIPELINES: dict[str, tuple[str, dict[str, Any]]] = {
     "kim-mel-vocals": ("kim-mel-vocals", {}),
     "bs-4stem-sage": ("bs-4stem-sage", {}),
     "bs-musdb-target": ("bs-musdb-target", {}),
+    "bs-pope": ("viperx-bs-1297", {"use_pope": True}),
     # The catalogue's six-stem model (bs-roformer-sw-6stems): six heads, all stems predicted.
     "bs-sw-6stems": ("bs-sw-6stems", {}),
     # The catalogue's crowd remover (mel-roformer-crowd-aufr33): a crowd target and the rest.

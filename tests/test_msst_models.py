@@ -189,9 +189,6 @@ def test_options_demixer_cannot_compute_exactly_are_refused(tmp_path: Path) -> N
     config, arch = shrunk("viperx-bs-1297", use_shared_bias=True)
     with pytest.raises(InvalidModelConfig, match=r"unknown model option.*use_shared_bias"):
         build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
-    config, arch = shrunk("kim-mel-vocals", use_pope=True)
-    with pytest.raises(InvalidModelConfig, match="use_pope"):
-        build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
     config, arch = shrunk("viperx-bs-1297", freqs_per_bands=(2, 4, 1000))
     with pytest.raises(InvalidModelConfig, match="sum to 1006"):
         build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")

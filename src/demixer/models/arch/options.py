@@ -90,6 +90,7 @@ class RoformerOptions:
     mask_depth: int
     mlp_expansion: int
     skip_connection: bool
+    pope: bool = False  # use_pope: PoPE positions in place of rotary ones
 
     @classmethod
     def read(
@@ -105,9 +106,8 @@ class RoformerOptions:
 
         Raises:
             InvalidModelConfig: a missing or ill-typed option, an option this architecture does
-                not have, one demixer cannot compute (PoPE position embeddings), or settings
-                no network can run (a window longer than the frame, a hop longer than the
-                window, an odd head width).
+                not have, or settings no network can run (a window longer than the frame, a hop
+                longer than the window, an odd head width with rotary positions).
         """
         unknown = sorted(set(model) - _COMMON - _IGNORED - own)
         if unknown:
@@ -115,8 +115,6 @@ class RoformerOptions:
                 f"{arch}: unknown model option(s) {', '.join(unknown)}; demixer computes "
                 f"exactly what the reference computes and will not guess what they mean"
             )
-        if model.get("use_pope", False):
-            raise InvalidModelConfig(f"{arch}: use_pope (PoPE positions) is not supported")
         if "dim" not in model or "depth" not in model:
             raise InvalidModelConfig(f"{arch}: model.dim and model.depth are required")
         n_fft = _int(model, "stft_n_fft", 2048, 2)
@@ -137,7 +135,8 @@ class RoformerOptions:
                 "STFT can fill"
             )
         dim_head = _int(model, "dim_head", 64, 2)
-        if dim_head % 2:  # rotary embeddings turn the head's features in pairs
+        pope = _bool(model, "use_pope", False)
+        if dim_head % 2 and not pope:  # rotary embeddings turn the head's features in pairs
             raise InvalidModelConfig(
                 f"{arch}: model.dim_head must be even (rotary embeddings rotate pairs of "
                 f"features), not {dim_head}"
@@ -160,6 +159,7 @@ class RoformerOptions:
             mask_depth=_int(model, "mask_estimator_depth", mask_depth),
             mlp_expansion=_int(model, "mlp_expansion_factor", 4),
             skip_connection=_bool(model, "skip_connection", False),
+            pope=pope,
         )
 
     @property

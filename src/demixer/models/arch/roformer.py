@@ -13,6 +13,7 @@ Shapes use ``b`` batch, ``t`` STFT frames, ``k`` bands, ``d`` model width, ``h``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from demixer.errors import InvalidModelConfig
 from demixer.models.arch.options import RoformerOptions
 
 __all__ = [
+    "PolarEmbedding",
     "RMSNorm",
     "active_heads",
     "axial_layers",
@@ -139,22 +141,73 @@ class RotaryEmbedding(nn.Module):
         return cached
 
 
+class PolarEmbedding(nn.Module):
+    """PoPE, polar coordinate positions (Gopalakrishnan et al., 2025), as PoPE-pytorch computes
+    them (MSST's ``use_pope``: its BS PolarFormer).
+
+    Each of a head's ``e`` query and key features becomes a magnitude (its softplus) and a phase:
+    ``p * inv_freqs`` at position ``p`` for queries, plus a learned per-head ``bias`` (clamped to
+    ``[-2 pi, 0]``) for keys; a feature is the pair ``(m cos phase, m sin phase)``, so that
+    ``q . k`` sums ``|q| |k| cos(phase difference)`` and attention sees relative positions.
+    ``inv_freqs`` ``(e,)`` (``theta ** -(j / e)``, all ``e`` of them, not ``e / 2``) is a buffer
+    of the reference kept in its checkpoints and loaded, not recomputed; ``bias`` ``(heads, e)``
+    is a parameter. The attention scale stays ``e ** -0.5`` though the pairs double the width.
+    """
+
+    def __init__(self, dim_head: int, heads: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        exponent = torch.arange(dim_head).float() / dim_head
+        self.register_buffer("inv_freqs", theta**-exponent)
+        self.bias = nn.Parameter(torch.zeros(heads, dim_head))
+        self._tables: dict[tuple[int, torch.device], tuple[torch.Tensor, ...]] = {}
+        self.register_load_state_dict_post_hook(_clear_tables)  # type: ignore[no-untyped-call]
+
+    def tables(self, length: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """float32 ``cos`` and ``sin`` of the query phases ``(length, e)`` and of the key
+        phases ``(heads, length, e)``, for positions ``0 .. length - 1``."""
+        key = (length, device)
+        cached = self._tables.get(key)
+        if cached is None:
+            inv_freqs: torch.Tensor = self.get_buffer("inv_freqs")
+            positions = torch.arange(length, device=device, dtype=inv_freqs.dtype)
+            phases = (positions[:, None] * inv_freqs[None, :]).float()
+            keys = phases + self.bias.detach().float().clamp(-2.0 * math.pi, 0.0)[:, None, :]
+            cached = (phases.cos(), phases.sin(), keys.cos(), keys.sin())
+            self._tables[key] = cached
+        return cached
+
+    def apply_to(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys ``(b, h, n, e)`` as ``(b, h, n, 2 e)`` float32 pairs (the
+        reference's arithmetic promotes them so, whatever autocast computed them in)."""
+        q_cos, q_sin, k_cos, k_sin = self.tables(q.shape[-2], q.device)
+        q_mag, k_mag = F.softplus(q).float(), F.softplus(k).float()
+        q2 = torch.stack((q_mag * q_cos, q_mag * q_sin), dim=-1).flatten(-2)
+        k2 = torch.stack((k_mag * k_cos, k_mag * k_sin), dim=-1).flatten(-2)
+        return q2, k2
+
+
 def _clear_tables(module: nn.Module, _keys: object) -> None:
-    # New freqs were loaded: the tables made from the old ones are stale.
+    # New freqs (or PoPE's bias) were loaded: the tables made from the old ones are stale.
     if isinstance(module, RotaryEmbedding):
         module._tables.clear()
         module._turns.clear()
+    if isinstance(module, PolarEmbedding):
+        module._tables.clear()
+
+
+Positions = RotaryEmbedding | PolarEmbedding
 
 
 class Attention(nn.Module):
-    """Gated multi-head self-attention with rotary positions (pre-norm).
+    """Gated multi-head self-attention with rotary (or PoPE) positions (pre-norm).
 
     Parameters as the reference: ``norm``, ``to_qkv`` (no bias), ``to_gates``, ``to_out.0``
-    (no bias), ``rotary_embed.freqs``. Attention is ``scaled_dot_product_attention`` (the
-    reference's flash path; its non-flash path is the same softmax attention written out).
+    (no bias), ``rotary_embed.freqs`` (or ``pope_embed.inv_freqs`` and ``pope_embed.bias``).
+    Attention is ``scaled_dot_product_attention`` (the reference's flash path; its non-flash
+    path is the same softmax attention written out).
     """
 
-    def __init__(self, dim: int, heads: int, dim_head: int, rotary: RotaryEmbedding) -> None:
+    def __init__(self, dim: int, heads: int, dim_head: int, positions: Positions) -> None:
         super().__init__()
         self.heads = heads
         self.dim_head = dim_head
@@ -163,7 +216,10 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
         self.to_gates = nn.Linear(dim, heads)
         self.to_out = nn.Sequential(nn.Linear(inner, dim, bias=False))
-        self.rotary_embed = rotary
+        if isinstance(positions, PolarEmbedding):
+            self.pope_embed = positions
+        else:
+            self.rotary_embed = positions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(b, n, d)`` -> ``(b, n, d)`` (without the residual)."""
@@ -172,8 +228,14 @@ class Attention(nn.Module):
         x = unit_rows(x)
         w_qkv, w_gates = self.norm.fold(self.to_qkv, self.to_gates)
         qkv = F.linear(x, w_qkv).view(b, n, 3, h, e).permute(2, 0, 3, 1, 4)  # (3, b, h, n, e)
-        qk = self.rotary_embed.rotate(qkv[:2])
-        out = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2])  # (b, h, n, e)
+        pope: PolarEmbedding | None = getattr(self, "pope_embed", None)
+        if pope is not None:
+            q, k = pope.apply_to(qkv[0], qkv[1])
+            v = qkv[2]
+            out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), scale=e**-0.5).to(v.dtype)
+        else:
+            qk = self.rotary_embed.rotate(qkv[:2])
+            out = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2])  # (b, h, n, e)
         gates = F.linear(x, w_gates, self.to_gates.bias).transpose(1, 2).sigmoid()  # (b, h, n)
         out = (out * gates[..., None]).transpose(1, 2).reshape(b, n, h * e)
         result: torch.Tensor = self.to_out(out)
@@ -248,7 +310,7 @@ class Transformer(nn.Module):
         heads: int,
         dim_head: int,
         *,
-        rotary: RotaryEmbedding | None,
+        rotary: Positions | None,
         norm_output: bool,
     ) -> None:
         super().__init__()
@@ -279,10 +341,17 @@ def axial_layers(opts: RoformerOptions, *, norm_output: bool) -> nn.ModuleList:
     """``depth`` axial blocks, each [linear transformer over all tokens], time, frequency.
 
     Returned as the reference's ``layers`` (block ``i`` holds its transformers in that order);
-    all time transformers share one rotary embedding, all frequency transformers another.
+    all time transformers share one rotary embedding (PoPE with ``use_pope``), all frequency
+    transformers another.
     """
-    time_rotary = RotaryEmbedding(opts.dim_head)
-    freq_rotary = RotaryEmbedding(opts.dim_head)
+    time_rotary: Positions
+    freq_rotary: Positions
+    if opts.pope:
+        time_rotary = PolarEmbedding(opts.dim_head, opts.heads)
+        freq_rotary = PolarEmbedding(opts.dim_head, opts.heads)
+    else:
+        time_rotary = RotaryEmbedding(opts.dim_head)
+        freq_rotary = RotaryEmbedding(opts.dim_head)
     kw: dict[str, Any] = {
         "dim": opts.dim,
         "heads": opts.heads,
