@@ -34,6 +34,7 @@ PUBLISHED = {
         "config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml",
         "mel_band_roformer",
     ),
+    "guitar-becruily": ("config_melband_roformer_guitar_becruily.yaml", "mel_band_roformer"),
 }
 
 SMALL = {"dim": 16, "depth": 1, "dim_head": 16, "heads": 2}

@@ -79,6 +79,9 @@ NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
     "bs PoPE": ("viperx-bs-1297", {"use_pope": True}),
     "mel kim vocals": ("kim-mel-vocals", {}),
     "mel 4 stems": ("mel-4stem", {}),
+    # becruily's guitar model (mel-roformer-guitar-becruily): mask estimators of
+    # mlp_expansion_factor 1.
+    "mel guitar, mlp x1": ("guitar-becruily", {}),
     "mel mono, linear+skip, depth 1 masks, no flash": (
         "mel-vocals-512",
         {
@@ -209,30 +212,37 @@ def test_mel_filterbank_is_librosas(rate: int, n_fft: int, bands: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("published", "model_id"),
-    [("bs-sw-6stems", "bs-roformer-sw-6stems"), ("crowd-aufr33", "mel-roformer-crowd-aufr33")],
+    ("published", "model_id", "width"),
+    [
+        ("bs-sw-6stems", "bs-roformer-sw-6stems", 4),
+        ("crowd-aufr33", "mel-roformer-crowd-aufr33", 4),
+        # Politrees' copy of becruily's guitar config (the pinned one is the author's file):
+        # its network in float16 fills the pinned checkpoint.
+        ("guitar-becruily", "mel-roformer-guitar-becruily", 2),
+    ],
 )
 def test_a_pinned_config_makes_tensors_the_size_of_the_pinned_checkpoint(
-    published: str, model_id: str
+    published: str, model_id: str, width: int
 ) -> None:
     """A catalogue model's published config, built full size by MSST's class and by demixer's,
-    holds as many float32 numbers as the entry's pinned checkpoint has room for: its size less
-    torch.save's few hundred bytes per tensor (the checkpoint cannot be downloaded here; a
-    config that did not describe it would miss by megabytes)."""
+    holds as many numbers (of ``width`` bytes: float32, or float16 where the checkpoint was
+    saved so) as the entry's pinned checkpoint has room for: its size less torch.save's few
+    hundred bytes per tensor (the checkpoint cannot be downloaded here; a config that did not
+    describe it would miss by megabytes)."""
     config, arch = msst_support.published(published)
     training = config["training"]
     target = training.get("target_instrument")
     with torch.device("meta"):
         theirs = REFERENCE[arch](**config["model"])
         ours = build_model(arch, config["model"], config["audio"], training["instruments"], target)
-    sizes = [sum(t.numel() * 4 for t in net.state_dict().values()) for net in (theirs, ours)]
+    sizes = [sum(t.numel() * width for t in net.state_dict().values()) for net in (theirs, ours)]
     assert sizes[0] == sizes[1]
     tensors = len(theirs.state_dict())
     spec = get_spec(model_id)
     pinned = next(w.size for w in spec.weights if w.name.endswith(".ckpt"))
     assert pinned is not None
     assert 200 * tensors < pinned - sizes[0] < 600 * tensors
-    assert spec.stems == tuple(training["instruments"])
+    assert spec.stems == tuple(s.lower() for s in training["instruments"])
 
 
 # --- whole separations ----------------------------------------------------------------------

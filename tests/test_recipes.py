@@ -768,8 +768,8 @@ def test_what_nothing_installed_makes_is_an_error_naming_what_can_be_made() -> N
         choose_model(["guitar", "vocals"], _specs("spleeter-2stems"))
     assert caught.value.message == (
         "no installed model or recipe makes guitar (bs-roformer-sw-6stems or htdemucs_6s or "
-        "6stems can: `demixer models pull bs-roformer-sw-6stems`); the installed ones make: "
-        "instrumental, vocals"
+        "6stems or mel-roformer-guitar-becruily can: `demixer models pull "
+        "bs-roformer-sw-6stems`); the installed ones make: instrumental, vocals"
     )
     # Made apart but not together: what makes them together.
     with pytest.raises(UnknownStem) as caught:
@@ -817,6 +817,15 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
     assert choose(["nocrowd"], list(list_specs())).id == "mel-roformer-crowd-aufr33"
     with pytest.raises(UnknownStem):
         choose(["other"], [get_spec("mel-roformer-vocals-kim"), crowd])
+    # And the guitar model's `other` is the song without its guitars: a `guitar` request takes
+    # the six-stem models first (no published figure compares them), this one without them.
+    guitar = get_spec("mel-roformer-guitar-becruily")
+    assert produces(guitar) == ("guitar", "noguitar")
+    assert choose(["noguitar"], list(list_specs())).id == "mel-roformer-guitar-becruily"
+    assert choose(["guitar"], list(list_specs())).id == "bs-roformer-sw-6stems"
+    assert choose(["guitar"], [get_spec("spleeter-2stems"), guitar]) is guitar
+    with pytest.raises(UnknownStem):
+        choose(["other"], [get_spec("mel-roformer-vocals-kim"), guitar])
     assert cleanup_model("deecho", _specs("mel-roformer-denoise-aufr33")) is None
     assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
     _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))

@@ -41,10 +41,11 @@ COMPARABLE_METRIC = "Multisong SDR"
 # 2-stem one because "other" means the instruments besides vocals, drums and bass; spleeter ranks
 # above the cascade (the cascade's vocals *are* spleeter's); for guitar and piano the SW
 # six-stem BS-RoFormer comes before htdemucs_6s, whose authors call its piano "not working
-# great" (no published figure compares the two); the special-purpose models (karaoke,
-# de-reverb, denoise, crowd) come last, each UVR VR model after the RoFormer doing its job (no
-# published figure compares them), and last of all those made for one stem of a song
-# (DrumSep's drums, male/female's vocals).
+# great" (no published figure compares the two), and becruily's guitar specialist after both
+# (no published figure compares it either; it makes nothing else); the special-purpose models
+# (karaoke, de-reverb, denoise, crowd) come last, each UVR VR model after the RoFormer doing
+# its job (no published figure compares them), and last of all those made for one stem of a
+# song (DrumSep's drums, male/female's vocals).
 # Models and recipes not listed come after all of these, in registry order.
 PREFERENCE = (
     "scnet-xl-ihf",
@@ -53,6 +54,7 @@ PREFERENCE = (
     "bs-roformer-sw-6stems",
     "htdemucs_6s",
     "6stems",
+    "mel-roformer-guitar-becruily",
     "hdemucs_mmi",
     "mel-roformer-vocals-kim",
     "bs-roformer-vocals-1297",
@@ -123,6 +125,7 @@ _SYNONYMS = {
     "no_reverb": "noreverb",
     "no_echo": "noecho",
     "no_crowd": "nocrowd",
+    "no_guitar": "noguitar",
     # A film's or video's three stems, in the film trade's words (dialogue, music, effects):
     # Bandit v2 calls them speech, music and sfx.
     "speech": "dialogue",
@@ -140,6 +143,8 @@ _ECHO_PAIR = {"dry": "noecho", "no_dry": "echo"}
 _NOISE_PAIR = {"dry": "dry", "other": "noise"}
 # aufr33 and viperx's crowd remover calls what it leaves without the crowd `other` too.
 _CROWD_PAIR = {"crowd": "crowd", "other": "nocrowd"}
+# So does becruily's guitar model what it leaves without the guitars.
+_GUITAR_PAIR = {"guitar": "guitar", "other": "noguitar"}
 
 
 def canonical_stem(name: str) -> str:
@@ -153,10 +158,11 @@ def canonical_stems(stems: Sequence[str]) -> dict[str, str]:
     model's other stem is ``instrumental`` whatever the model calls it; a model of ``dry`` and
     ``no_dry`` makes ``noecho`` and ``echo`` (:data:`_ECHO_PAIR`), one of ``dry`` and
     ``other`` makes ``dry`` and ``noise`` (:data:`_NOISE_PAIR`), one of ``crowd`` and
-    ``other`` makes ``crowd`` and ``nocrowd`` (:data:`_CROWD_PAIR`)."""
+    ``other`` makes ``crowd`` and ``nocrowd`` (:data:`_CROWD_PAIR`), one of ``guitar`` and
+    ``other`` makes ``guitar`` and ``noguitar`` (:data:`_GUITAR_PAIR`)."""
     names = [s.lower() for s in stems]
     out = {stem: _SYNONYMS.get(name, name) for stem, name in zip(stems, names, strict=True)}
-    for pair in (_ECHO_PAIR, _NOISE_PAIR, _CROWD_PAIR):
+    for pair in (_ECHO_PAIR, _NOISE_PAIR, _CROWD_PAIR, _GUITAR_PAIR):
         if sorted(out.values()) == sorted(pair):
             return {stem: pair[name] for stem, name in out.items()}
     if len(stems) == 2 and "vocals" in out.values():

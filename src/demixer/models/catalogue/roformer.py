@@ -31,6 +31,14 @@ _INST_REPO, _INST_REV = (
     "1bbef428121cc700899a57c8a50d6dce13aa7e98",
 )
 _KARA_REPO = "becruily/mel-band-roformer-karaoke"
+# becruily's guitar model: the revision other projects pin its two files at.
+_GUITAR_REPO = "becruily/mel-band-roformer-guitar"
+_GUITAR_REV = "6409e7f88754b07ef7ca3bd1b76a15f010f1672a"
+# openmirlab's pin list at the commit that first lists the guitar model.
+_MELBAND_INFER_GUITAR = (
+    "https://github.com/openmirlab/melband-roformer-infer/blob/"
+    "cae90e4ade45e91ce4e7b8d9f887b75d07bcbe90/src/mel_band_roformer/data/checksums.json"
+)
 _KARA_REV = "0c149975cfaa261c7d87baf54330a9da85bcf888"
 # frazer and becruily's BS-RoFormer karaoke model: the revision two projects pin it at.
 _BS_KARA_REPO = "becruily/bs-roformer-karaoke"
@@ -205,6 +213,45 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "config: git blob 58cd1747a53d1695128e732aa7aa6802cb77db70 at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT} holds the "
             "same bytes; SHA-256 computed from that blob",
+        ),
+    ),
+    msst(
+        "mel-roformer-guitar-becruily",
+        arch="mel_band_roformer",
+        stems=("guitar", "other"),
+        description=(
+            "becruily's Mel-Band RoFormer guitar model: the guitars (electric and acoustic) and "
+            "the rest without them."
+        ),
+        config=hf_file(
+            _GUITAR_REPO,
+            _GUITAR_REV,
+            "config_guitar_becruily.yaml",
+            "b681c3f886251b04b666b3f06e87ce65d7ec610e40b5d75915c01782e5444b0e",
+            1411,
+        ),
+        checkpoint=hf_file(
+            _GUITAR_REPO,
+            _GUITAR_REV,
+            "becruily_guitar.ckpt",
+            "83472bbf125774af5282d2e0b86df89eaf2dd45e8a4ec8d68e820ebf3e42a83c",
+            45142183,
+        ),
+        license=(
+            "Not stated in the repository; in its discussion #9 the author answered that it is "
+            '"generally free to use as long as it\'s non commercial"'
+        ),
+        license_class="non-commercial",
+        weights_source="becruily, Hugging Face",
+        source_url=f"https://huggingface.co/{_GUITAR_REPO}",
+        quality="no published figure for this file; not measured by demixer",
+        scores=(),
+        pin_sources=(
+            f"checkpoint and config: {_MELBAND_INFER_GUITAR} (the checkpoint's digest read from "
+            "the Hugging Face LFS pointer, the config's from its bytes; sizes too)",
+            "checkpoint and config: the same two SHA-256 digests, at the same revision, pinned "
+            "by other projects (found in a code index; not citable by URL here), one of which "
+            "also downloaded the checkpoint and measured its size",
         ),
     ),
     msst(
