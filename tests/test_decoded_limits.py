@@ -23,6 +23,7 @@ import soundfile as sf
 from audiofiles import encode, tone
 from crafted import concat_script, lying_xing_mp3, silent_flac_without_length, wav_promising
 from demixer.audio import AudioReader, OutputFormat, StemSetWriter, probe
+from demixer.audio.container import DEMUXERS
 from demixer.errors import DurationLimit, InvalidAudio, StorageFull
 from demixer.service.worker.child import classify_error
 
@@ -133,10 +134,14 @@ def test_a_concat_script_cannot_make_ffmpeg_read_another_file(tmp_path: Path) ->
 
 
 def test_the_documented_ffmpeg_is_the_one_pyav_brings() -> None:
+    """Major and minor versions: PyAV 18.1.1 brought FFmpeg 8.1.3 where the line named 18.1.0
+    and 8.1.2, and every fresh install failed here on a patch release that changes no demuxer."""
+    assert set(DEMUXERS) <= set(av.formats_available)
     text = DOCS.read_text()
     documented = re.search(r"PyAV (\S+) with FFmpeg (\S+)", text)
     assert documented is not None, "docs/hardening.md names PyAV's FFmpeg"
-    assert documented.groups() == (av.__version__, av.ffmpeg_version_info), (
+    installed = (av.__version__, av.ffmpeg_version_info)
+    assert documented.groups() == tuple(".".join(v.split(".")[:2]) for v in installed), (
         "PyAV or its FFmpeg changed: check the demuxer allowlist (audio/decode.py DEMUXERS) "
         "against the new FFmpeg and update docs/hardening.md"
     )
