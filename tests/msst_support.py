@@ -35,6 +35,13 @@ PUBLISHED = {
         "mel_band_roformer",
     ),
     "guitar-becruily": ("config_melband_roformer_guitar_becruily.yaml", "mel_band_roformer"),
+    # The Conformers: the RoFormers with Conformer blocks along time and frequency.
+    "bs-conformer-vocals": ("config_vocals_bs_conformer.yaml", "bs_conformer"),
+    "mel-conformer-vocals": ("config_vocals_mel_band_conformer.yaml", "mel_band_conformer"),
+    "mel-conformer-4stem": (
+        "config_musdb18_mel_band_conformer_all_stems.yaml",
+        "mel_band_conformer",
+    ),
 }
 
 SMALL = {"dim": 16, "depth": 1, "dim_head": 16, "heads": 2}

@@ -30,7 +30,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml  # type: ignore[import-untyped]
-from msst.models.bs_roformer import BSRoformer, MelBandRoformer
+from msst.models.bs_roformer import BSConformer, BSRoformer, MelBandConformer, MelBandRoformer
 from msst.utils.model_utils import apply_tta, demix
 from msst.utils.settings import get_model_from_config
 
@@ -48,7 +48,12 @@ from demixer.models.precision import autocast
 from demixer.models.registry import get_spec
 from msst_support import music, randomise, shrunk, write_config
 
-REFERENCE = {"bs_roformer": BSRoformer, "mel_band_roformer": MelBandRoformer}
+REFERENCE = {
+    "bs_roformer": BSRoformer,
+    "mel_band_roformer": MelBandRoformer,
+    "bs_conformer": BSConformer,
+    "mel_band_conformer": MelBandConformer,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,6 +99,22 @@ NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
             "num_bands": 48,
         },
     ),
+    # MSST's BS- and Mel-Band Conformers (vocals, and the Mel one's 4 stems), and a Conformer
+    # with every option its configs leave at their defaults set otherwise.
+    "bs conformer vocals": ("bs-conformer-vocals", {}),
+    "mel conformer vocals": ("mel-conformer-vocals", {}),
+    "mel conformer 4 stems": ("mel-conformer-4stem", {}),
+    "bs conformer linear+skip, kernel 7, ff x2, conv x1": (
+        "bs-conformer-vocals",
+        {
+            "depth": 2,
+            "linear_conformer_depth": 1,
+            "skip_connection": True,
+            "conv_kernel_size": 7,
+            "ff_mult": 2,
+            "conv_expansion_factor": 1,
+        },
+    ),
     # 10 of the 128 bands hold none of the 257 bins, alone or among others in a band group.
     "mel mono, 128 bands over a 512-point stft": (
         "mel-vocals-512",
@@ -118,6 +139,11 @@ def test_network_equals_msst(case: str) -> None:
     reference = randomise(
         REFERENCE[arch](**{k: v for k, v in model.items() if k != "sage_attention"})
     )
+    with torch.no_grad():  # a Conformer's BatchNorm: statistics that matter
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.5, 0.5)  # type: ignore[operator]
+                module.running_var.uniform_(0.5, 2.0)  # type: ignore[operator]
     training = config["training"]
     ours = build_model(
         arch, model, config["audio"], training["instruments"], training["target_instrument"]
@@ -126,7 +152,7 @@ def test_network_equals_msst(case: str) -> None:
 
     channels = 2 if model.get("stereo") else 1
     hop = model.get("stft_hop_length", 512)
-    samples = hop * 24 + (123 if arch == "bs_roformer" else 0)  # MSST's mel crops to hops
+    samples = hop * 24 + (0 if arch.startswith("mel") else 123)  # MSST's mel crops to hops
     x = torch.from_numpy(np.stack([music(samples, channels, seed) for seed in (1, 2)]))
     with torch.inference_mode():
         expected = reference(x)
@@ -134,9 +160,69 @@ def test_network_equals_msst(case: str) -> None:
     if model.get("num_stems", 1) > 1 and training.get("target_instrument"):
         target = training["instruments"].index(training["target_instrument"])
         expected = expected[:, target : target + 1]  # MSST's demix runs that head alone too
+    if arch == "bs_conformer" and expected.ndim == 3:  # its one stem without its axis
+        expected = expected[:, None]
     assert got.shape == expected.shape
     assert float(expected.abs().max()) > 1e-2  # a real signal, not a silent one
     assert float((got - expected).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "published", ["bs-conformer-vocals", "mel-conformer-vocals", "mel-conformer-4stem"]
+)
+def test_a_conformer_at_published_size_has_mssts_parameters(published: str) -> None:
+    """Every key and shape of MSST's module, nothing more (the BatchNorms' statistics too);
+    built on the meta device."""
+    config, arch = msst_support.published(published)
+    model, training = config["model"], config["training"]
+    target = training.get("target_instrument")
+    with torch.device("meta"):
+        theirs = REFERENCE[arch](**{k: v for k, v in model.items() if k != "sage_attention"})
+        ours = build_model(arch, model, config["audio"], training["instruments"], target)
+    expected = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == expected
+
+
+def test_a_conformers_options_are_checked_and_its_config_named_for_what_it_is() -> None:
+    conformer = dict(msst_support.shrunk("bs-conformer-vocals")[0]["model"])
+    mel = dict(msst_support.shrunk("mel-conformer-vocals")[0]["model"])
+    rest = "time_conformer_depth, freq_conformer_depth and linear_conformer_depth)"
+    cases = [
+        (
+            "bs_roformer",
+            conformer,
+            "bs_roformer: it is a config for bs_conformer (it has model.conv_expansion_factor, "
+            "an option of MSST's Conformers): run it with --arch bs_conformer",
+        ),
+        (
+            "mel_band_roformer",
+            mel,
+            "mel_band_roformer: it is a config for mel_band_conformer (it has "
+            "model.conv_expansion_factor, an option of MSST's Conformers): run it with --arch "
+            "mel_band_conformer",
+        ),
+        (
+            "bs_conformer",
+            {**conformer, "conv_kernel_size": 8},
+            "bs_conformer: model.conv_kernel_size must be odd (the reference's padding keeps "
+            "the length only so), not 8",
+        ),
+        (
+            "bs_conformer",
+            {**conformer, "time_transformer_depth": 1},
+            "bs_conformer: model.time_transformer_depth is not an option of the reference's "
+            f"bs_conformer (a RoFormer's; a Conformer names its depths {rest}",
+        ),
+        (
+            "bs_conformer",
+            {**conformer, "ff_mult": 0},
+            "bs_conformer: model.ff_mult must be a number > 0, not 0",
+        ),
+    ]
+    for arch, model, message in cases:
+        with pytest.raises(InvalidModelConfig) as refused:
+            build_model(arch, model, {}, ["vocals", "other"], "vocals")
+        assert str(refused.value) == message
 
 
 def test_a_mel_band_roformer_takes_pope_where_msst_keeps_it() -> None:
@@ -269,6 +355,8 @@ PIPELINES: dict[str, tuple[str, dict[str, Any]]] = {
     "bs-4stem-sage": ("bs-4stem-sage", {}),
     "bs-musdb-target": ("bs-musdb-target", {}),
     "bs-pope": ("viperx-bs-1297", {"use_pope": True}),
+    "bs-conformer-vocals": ("bs-conformer-vocals", {}),
+    "mel-conformer-4stem": ("mel-conformer-4stem", {}),
     # The catalogue's six-stem model (bs-roformer-sw-6stems): six heads, all stems predicted.
     "bs-sw-6stems": ("bs-sw-6stems", {}),
     # The catalogue's crowd remover (mel-roformer-crowd-aufr33): a crowd target and the rest.

@@ -192,7 +192,7 @@ def test_options_demixer_cannot_compute_exactly_are_refused(tmp_path: Path) -> N
     config, arch = shrunk("viperx-bs-1297", freqs_per_bands=(2, 4, 1000))
     with pytest.raises(InvalidModelConfig, match="sum to 1006"):
         build_model(arch, config["model"], {}, ["vocals", "other"], "vocals")
-    known = "bs_roformer, htdemucs, mdx23c, mel_band_roformer, scnet"
+    known = "bs_roformer, htdemucs, mdx23c, mel_band_conformer, mel_band_roformer, scnet"
     with pytest.raises(UnknownArchitecture, match=known):
         build_model("bs_roformer_experimental", config["model"], {}, ["vocals"], None)
 

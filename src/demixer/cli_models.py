@@ -57,6 +57,8 @@ _ARCH_LABELS = {
     "scnet": "scnet",
     "scnet_masked": "scnet-m",
     "scnet_tran": "scnet-t",
+    "bs_conformer": "bs-conf",
+    "mel_band_conformer": "mel-conf",
     "bandit_v2": "bandit2",
     "htdemucs": "htdemucs",
     "mdx_net": "mdx-net",

@@ -24,9 +24,9 @@ def models_add(
         str,
         typer.Option(
             "--arch",
-            help="Its architecture: bs_roformer, mel_band_roformer, mdx23c, scnet, "
-            "scnet_masked, scnet_tran, bandit_v2 or htdemucs (MSST format), mdx_net (a UVR "
-            "MDX-Net .onnx) or vr (a UVR VR .pth).",
+            help="Its architecture: bs_roformer, mel_band_roformer, bs_conformer, "
+            "mel_band_conformer, mdx23c, scnet, scnet_masked, scnet_tran, bandit_v2 or htdemucs "
+            "(MSST format), mdx_net (a UVR MDX-Net .onnx) or vr (a UVR VR .pth).",
         ),
     ],
     config: Annotated[

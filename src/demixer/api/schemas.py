@@ -713,8 +713,8 @@ class EngineModel(Answer):
         "at your own risk)."
     )
     arch: str = Field(
-        description="Network family: `bs_roformer`, `mel_band_roformer`, `mdx23c`, `scnet`, "
-        "`scnet_masked`, `scnet_tran`, "
+        description="Network family: `bs_roformer`, `mel_band_roformer`, `bs_conformer`, "
+        "`mel_band_conformer`, `mdx23c`, `scnet`, `scnet_masked`, `scnet_tran`, "
         "`bandit_v2`, `htdemucs` (HTDemucs trained with MSST), `mdx_net`, `vr`, `demucs`, "
         "`spleeter`, `cascade`."
     )

@@ -55,6 +55,8 @@ ARCHITECTURES: Mapping[str, str] = {
     "scnet": "demixer.models.arch.scnet:build",
     "scnet_masked": "demixer.models.arch.scnet:build_masked",
     "scnet_tran": "demixer.models.arch.scnet:build_tran",
+    "bs_conformer": "demixer.models.arch.bs_roformer:build_conformer",
+    "mel_band_conformer": "demixer.models.arch.mel_band_roformer:build_conformer",
     "bandit_v2": "demixer.models.arch.bandit_v2:build",
     "htdemucs": "demixer.models.arch.htdemucs:build",
 }
@@ -62,10 +64,18 @@ ARCHITECTURES: Mapping[str, str] = {
 # MDX23C under bf16 autocast agrees with its fp32 output to only ~17 dB SNR on random
 # full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
 # runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16. Bandit v2,
-# HTDemucs and SCNet's masked and transformer variants too: their bf16 output has not been
-# measured against fp32 on a machine that computes bf16 natively.
+# HTDemucs, SCNet's masked and transformer variants and the Conformers too: their bf16 output
+# has not been measured against fp32 on a machine that computes bf16 natively.
 FP32_BY_DEFAULT: frozenset[str] = frozenset(
-    {"mdx23c", "bandit_v2", "htdemucs", "scnet_masked", "scnet_tran"}
+    {
+        "mdx23c",
+        "bandit_v2",
+        "htdemucs",
+        "scnet_masked",
+        "scnet_tran",
+        "bs_conformer",
+        "mel_band_conformer",
+    }
 )
 
 #: a ``model:`` option that every config MSST publishes for the architecture has, and that no
@@ -81,6 +91,9 @@ SIGNATURES: Mapping[str, str] = {
     # config does not tell them apart, the checkpoint does (CHECKPOINT_MARKS).
     "scnet_masked": "band_SR",
     "scnet_tran": "band_SR",
+    # The Conformers' options are the RoFormers', their depths named *_conformer_depth.
+    "bs_conformer": "time_conformer_depth",
+    "mel_band_conformer": "time_conformer_depth",
     "bandit_v2": "n_sqm_modules",
     "htdemucs": "dconv_mode",
 }

@@ -6,6 +6,10 @@ blocks attend along time within each band and along bands within each frame; a f
 and one mask estimator per stem give a complex mask per bin, applied to the mixture's STFT.
 
 Output: ``(batch, stems, channels, samples)``, also for one stem (the reference keeps the axis).
+
+MSST's ``bs_conformer`` (BS Conformer) is the same network with Conformer blocks in place of the
+time and frequency transformers (:class:`~demixer.models.arch.roformer.Conformer`): built here by
+:func:`build_conformer`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from demixer.models.arch.roformer import (
     run_axial,
 )
 
-__all__ = ["DEFAULT_FREQS_PER_BANDS", "BSRoformer", "build"]
+__all__ = ["DEFAULT_FREQS_PER_BANDS", "BSRoformer", "build", "build_conformer"]
 
 # The reference's default band layout for n_fft 2048 (1025 bins): 62 bands.
 DEFAULT_FREQS_PER_BANDS: tuple[int, ...] = (
@@ -78,15 +82,15 @@ class BSRoformer(nn.Module):
         return self.stft.synthesise(separated, self.opts.channels, audio.shape[-1])
 
 
-def _bands(model: Mapping[str, Any], bins: int) -> tuple[int, ...]:
+def _bands(model: Mapping[str, Any], bins: int, arch: str = "bs_roformer") -> tuple[int, ...]:
     raw = model.get("freqs_per_bands", DEFAULT_FREQS_PER_BANDS)
     if not isinstance(raw, (list, tuple)) or not all(
         isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in raw
     ):
-        raise InvalidModelConfig("bs_roformer: model.freqs_per_bands must be positive integers")
+        raise InvalidModelConfig(f"{arch}: model.freqs_per_bands must be positive integers")
     if len(raw) < 2 or sum(raw) != bins:
         raise InvalidModelConfig(
-            f"bs_roformer: model.freqs_per_bands must be at least 2 bands summing to the "
+            f"{arch}: model.freqs_per_bands must be at least 2 bands summing to the "
             f"{bins} STFT bins of stft_n_fft, but {len(raw)} band(s) sum to {sum(raw)}"
         )
     return tuple(raw)
@@ -108,4 +112,20 @@ def build(
     )
     bands = _bands(model, opts.n_fft // 2 + 1)
     heads = active_heads(opts.num_stems, instruments, target_instrument, "bs_roformer")
+    return BSRoformer(opts, bands, heads)
+
+
+def build_conformer(
+    model: Mapping[str, Any],
+    audio: Mapping[str, Any],
+    instruments: Sequence[str],
+    target_instrument: str | None,
+) -> nn.Module:
+    """MSST's ``bs_conformer`` from its config's ``model:`` section: a :class:`BSRoformer` with
+    Conformer blocks (see :meth:`RoformerOptions.read_conformer`)."""
+    opts = RoformerOptions.read_conformer(
+        model, arch="bs_conformer", own=frozenset({"freqs_per_bands"}), mask_depth=2
+    )
+    bands = _bands(model, opts.n_fft // 2 + 1, "bs_conformer")
+    heads = active_heads(opts.num_stems, instruments, target_instrument, "bs_conformer")
     return BSRoformer(opts, bands, heads)

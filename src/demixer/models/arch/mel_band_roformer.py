@@ -14,6 +14,10 @@ The filterbank is computed here (no librosa at run time) with exactly librosa's 
 arithmetic, because which bins belong to a band depends on which weights come out exactly zero.
 
 Output: ``(batch, stems, channels, samples)``, or ``(batch, channels, samples)`` for one stem.
+
+MSST's ``mel_band_conformer`` is the same network with Conformer blocks in place of the time and
+frequency transformers, without their final RMSNorm, and with BS-RoFormer's mask MLPs (one layer
+fewer for the same ``mask_estimator_depth``): built here by :func:`build_conformer`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from demixer.models.arch.roformer import (
     run_axial,
 )
 
-__all__ = ["MelBandRoformer", "build", "mel_filterbank"]
+__all__ = ["MelBandRoformer", "build", "build_conformer", "mel_filterbank"]
 
 # Slaney's mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above.
 _F_SP = 200.0 / 3
@@ -125,7 +129,9 @@ class MelBandRoformer(nn.Module):
         self.audio_channels = opts.channels
         self.heads = list(heads)
         channels = opts.channels
-        self.layers = axial_layers(opts, norm_output=True)
+        # The reference's transformers end in an RMSNorm, its Conformers (MSST's
+        # mel_band_conformer) do not.
+        self.layers = axial_layers(opts, norm_output=opts.conformer is None)
         self.stft = Stft(opts)
         _, bins = np.nonzero(membership)  # band-major, bins ascending within a band
         if channels == 2:
@@ -145,8 +151,11 @@ class MelBandRoformer(nn.Module):
             # is a no-op; the checkpoint's weights replace it anyway.
             warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
             self.band_split = BandSplit(opts.dim, dims)
+            # The reference's mask MLPs have mask_estimator_depth hidden layers, BS-RoFormer's
+            # one fewer; its Conformer's are BS-RoFormer's.
+            depth = opts.mask_depth + (1 if opts.conformer is None else 0)
             self.mask_estimators = nn.ModuleList(
-                MaskEstimator(opts.dim, dims, opts.mask_depth + 1, opts.mlp_expansion)
+                MaskEstimator(opts.dim, dims, depth, opts.mlp_expansion)
                 for _ in range(opts.num_stems)
             )
 
@@ -186,18 +195,37 @@ def build(
     Raises:
         InvalidModelConfig: see :meth:`RoformerOptions.read`, ``num_bands``, ``sample_rate``.
     """
-    opts = RoformerOptions.read(
-        model,
-        arch="mel_band_roformer",
-        own=frozenset({"num_bands", "sample_rate"}),
-        mask_depth=1,
-    )
+    own = frozenset({"num_bands", "sample_rate"})
+    opts = RoformerOptions.read(model, arch="mel_band_roformer", own=own, mask_depth=1)
+    return _network(model, opts, instruments, target_instrument, "mel_band_roformer")
+
+
+def build_conformer(
+    model: Mapping[str, Any],
+    audio: Mapping[str, Any],
+    instruments: Sequence[str],
+    target_instrument: str | None,
+) -> nn.Module:
+    """MSST's ``mel_band_conformer`` from its config's ``model:`` section: a
+    :class:`MelBandRoformer` with Conformer blocks (see :meth:`RoformerOptions.read_conformer`)."""
+    own = frozenset({"num_bands", "sample_rate"})
+    opts = RoformerOptions.read_conformer(model, arch="mel_band_conformer", own=own, mask_depth=1)
+    return _network(model, opts, instruments, target_instrument, "mel_band_conformer")
+
+
+def _network(
+    model: Mapping[str, Any],
+    opts: RoformerOptions,
+    instruments: Sequence[str],
+    target_instrument: str | None,
+    arch: str,
+) -> MelBandRoformer:
     num_bands = model.get("num_bands", 60)
     rate = model.get("sample_rate", 44100)
     if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 2:
-        raise InvalidModelConfig(f"mel_band_roformer: model.num_bands must be >= 2: {num_bands!r}")
+        raise InvalidModelConfig(f"{arch}: model.num_bands must be >= 2: {num_bands!r}")
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-        raise InvalidModelConfig(f"mel_band_roformer: model.sample_rate must be > 0: {rate!r}")
+        raise InvalidModelConfig(f"{arch}: model.sample_rate must be > 0: {rate!r}")
     membership = band_membership(rate, opts.n_fft, num_bands)
-    heads = active_heads(opts.num_stems, instruments, target_instrument, "mel_band_roformer")
+    heads = active_heads(opts.num_stems, instruments, target_instrument, arch)
     return MelBandRoformer(opts, membership, heads)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from demixer.errors import InvalidModelConfig
 
-__all__ = ["RoformerOptions"]
+__all__ = ["ConformerOptions", "RoformerOptions"]
 
 # Options that change only training (losses, checkpointing, dropout) or that a fork added as a
 # speed-up computing the same attention (SageAttention): accepted and ignored at inference.
@@ -66,6 +66,24 @@ def _bool(model: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
+# A Conformer config names its depths so (the BS- and Mel-Band Conformers of MSST).
+_CONFORMER_DEPTHS = {
+    "time_conformer_depth": "time_transformer_depth",
+    "freq_conformer_depth": "freq_transformer_depth",
+    "linear_conformer_depth": "linear_transformer_depth",
+}
+_CONFORMER_OWN = frozenset({"ff_mult", "conv_expansion_factor", "conv_kernel_size", "conv_dropout"})
+
+
+@dataclass(frozen=True)
+class ConformerOptions:
+    """The Conformer blocks' own options (MSST's ``bs_conformer``, ``mel_band_conformer``)."""
+
+    ff_mult: float  # the feed-forwards' width over ``dim`` (both halves of the macaron)
+    conv_expansion: int  # the convolution module's width over ``dim``
+    conv_kernel: int  # its depthwise kernel, odd
+
+
 @dataclass(frozen=True)
 class RoformerOptions:
     """The ``model:`` options both RoFormers read, checked, with the reference's defaults.
@@ -91,6 +109,7 @@ class RoformerOptions:
     mlp_expansion: int
     skip_connection: bool
     pope: bool = False  # use_pope: PoPE positions in place of rotary ones
+    conformer: ConformerOptions | None = None  # Conformer blocks in place of transformers
 
     @classmethod
     def read(
@@ -110,6 +129,13 @@ class RoformerOptions:
                 longer than the window, an odd head width with rotary positions).
         """
         unknown = sorted(set(model) - _COMMON - _IGNORED - own)
+        conformer = sorted(set(unknown) & {*_CONFORMER_DEPTHS, *_CONFORMER_OWN})
+        if conformer and "roformer" in arch:
+            other = arch.replace("roformer", "conformer")
+            raise InvalidModelConfig(
+                f"{arch}: it is a config for {other} (it has model.{conformer[0]}, an option of "
+                f"MSST's Conformers): run it with --arch {other}"
+            )
         if unknown:
             raise InvalidModelConfig(
                 f"{arch}: unknown model option(s) {', '.join(unknown)}; demixer computes "
@@ -161,6 +187,50 @@ class RoformerOptions:
             skip_connection=_bool(model, "skip_connection", False),
             pope=pope,
         )
+
+    @classmethod
+    def read_conformer(
+        cls, model: Mapping[str, Any], *, arch: str, own: frozenset[str], mask_depth: int
+    ) -> RoformerOptions:
+        """Check and read a Conformer's ``model`` section: the RoFormer's options (its depths
+        named ``*_conformer_depth``, no PoPE) and :class:`ConformerOptions`."""
+        foreign = sorted(set(model) & ({*_CONFORMER_DEPTHS.values(), "use_pope"}))
+        if foreign:
+            raise InvalidModelConfig(
+                f"{arch}: model.{foreign[0]} is not an option of the reference's {arch} (a "
+                "RoFormer's; a Conformer names its depths time_conformer_depth, "
+                "freq_conformer_depth and linear_conformer_depth)"
+            )
+        renamed = {_CONFORMER_DEPTHS.get(k, k): v for k, v in model.items()}
+        try:
+            opts = cls.read(
+                {k: v for k, v in renamed.items() if k not in _CONFORMER_OWN},
+                arch=arch,
+                own=own,
+                mask_depth=mask_depth,
+            )
+        except InvalidModelConfig as exc:  # in the config's own words
+            message = exc.message
+            for name, transformer_name in _CONFORMER_DEPTHS.items():
+                message = message.replace(transformer_name, name)
+            raise InvalidModelConfig(message) from None
+        ff_mult = model.get("ff_mult", 4)
+        if isinstance(ff_mult, bool) or not isinstance(ff_mult, int | float) or ff_mult <= 0:
+            raise InvalidModelConfig(f"{arch}: model.ff_mult must be a number > 0, not {ff_mult!r}")
+        if int(opts.dim * ff_mult) < 1:
+            raise InvalidModelConfig(f"{arch}: model.ff_mult {ff_mult} leaves no feed-forward")
+        kernel = _int(model, "conv_kernel_size", 31)
+        if kernel % 2 != 1:
+            raise InvalidModelConfig(
+                f"{arch}: model.conv_kernel_size must be odd (the reference's padding keeps the "
+                f"length only so), not {kernel}"
+            )
+        blocks = ConformerOptions(
+            ff_mult=float(ff_mult),
+            conv_expansion=_int(model, "conv_expansion_factor", 2),
+            conv_kernel=kernel,
+        )
+        return replace(opts, conformer=blocks)
 
     @property
     def channels(self) -> int:

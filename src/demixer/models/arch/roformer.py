@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from demixer.errors import InvalidModelConfig
-from demixer.models.arch.options import RoformerOptions
+from demixer.models.arch.options import ConformerOptions, RoformerOptions
 
 __all__ = [
+    "Conformer",
     "PolarEmbedding",
     "RMSNorm",
     "active_heads",
@@ -278,9 +279,9 @@ class LinearAttention(nn.Module):
 class FeedForward(nn.Module):
     """Pre-norm MLP ``d -> mult d -> d`` with GELU; parameters ``net.0``, ``net.1``, ``net.4``."""
 
-    def __init__(self, dim: int, mult: int = 4) -> None:
+    def __init__(self, dim: int, mult: float = 4) -> None:
         super().__init__()
-        inner = dim * mult
+        inner = int(dim * mult)
         self.net = nn.Sequential(
             RMSNorm(dim),
             nn.Linear(dim, inner),
@@ -337,12 +338,109 @@ class Transformer(nn.Module):
         return out
 
 
+class _Macaron(nn.Module):
+    """Half a feed-forward (``ff``: the reference's name), as a Conformer block has two."""
+
+    def __init__(self, dim: int, mult: float) -> None:
+        super().__init__()
+        self.ff = FeedForward(dim, mult)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.ff(x) * 0.5
+        return out
+
+
+class _ConvModule(nn.Module):
+    """A Conformer's convolution module on ``(b, n, d)`` (``net``: items 0-9 of the reference's
+    ``nn.Sequential``, its rearranges and dropout as identities): RMSNorm, pointwise conv to
+    2x ``expansion`` width, GLU, depthwise conv, BatchNorm (its running statistics), SiLU,
+    pointwise conv back."""
+
+    def __init__(self, dim: int, opts: ConformerOptions) -> None:
+        super().__init__()
+        inner = dim * opts.conv_expansion
+        kernel = opts.conv_kernel
+        self.net = nn.Sequential(
+            RMSNorm(dim),
+            nn.Identity(),
+            nn.Conv1d(dim, inner * 2, 1),
+            nn.GLU(dim=1),
+            nn.Conv1d(inner, inner, kernel, padding=(kernel - 1) // 2, groups=inner),
+            nn.BatchNorm1d(inner),
+            nn.SiLU(),
+            nn.Conv1d(inner, dim, 1),
+            nn.Identity(),
+            nn.Identity(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.net[0](x).transpose(1, 2)  # (b, d, n)
+        for layer in list(self.net)[2:8]:
+            h = layer(h)
+        out: torch.Tensor = h.transpose(1, 2)
+        return out
+
+
+class _ConformerBlock(nn.Module):
+    """Half a feed-forward, attention, convolution, half a feed-forward (each with a residual),
+    then an RMSNorm (``ff1``, ``attn``, ``conv``, ``ff2``, ``out_norm``)."""
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, rotary: Positions, opts: ConformerOptions
+    ) -> None:
+        super().__init__()
+        self.ff1 = _Macaron(dim, opts.ff_mult)
+        self.attn = Attention(dim, heads, dim_head, rotary)
+        self.conv = _ConvModule(dim, opts)
+        self.ff2 = _Macaron(dim, opts.ff_mult)
+        self.out_norm = RMSNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ff1(x)
+        x = x + self.attn(x)
+        x = x + self.conv(x)
+        x = x + self.ff2(x)
+        out: torch.Tensor = self.out_norm(x)
+        return out
+
+
+class Conformer(nn.Module):
+    """``depth`` Conformer blocks (``layers``), then an optional RMSNorm (``norm``): what MSST's
+    BS- and Mel-Band Conformers run along each axis where the RoFormers run a transformer."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int,
+        *,
+        rotary: Positions,
+        opts: ConformerOptions,
+        norm_output: bool,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            _ConformerBlock(dim, heads, dim_head, rotary, opts) for _ in range(depth)
+        )
+        self.norm: nn.Module = RMSNorm(dim) if norm_output else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, n, d)`` -> ``(b, n, d)``."""
+        for block in self.layers:
+            x = block(x)
+        out: torch.Tensor = self.norm(x)
+        return out
+
+
 def axial_layers(opts: RoformerOptions, *, norm_output: bool) -> nn.ModuleList:
     """``depth`` axial blocks, each [linear transformer over all tokens], time, frequency.
 
     Returned as the reference's ``layers`` (block ``i`` holds its transformers in that order);
     all time transformers share one rotary embedding (PoPE with ``use_pope``), all frequency
-    transformers another.
+    transformers another. With ``opts.conformer`` the time and frequency transformers are
+    :class:`Conformer` stacks (MSST's BS- and Mel-Band Conformers); a linear one stays a
+    transformer.
     """
     time_rotary: Positions
     freq_rotary: Positions
@@ -360,11 +458,16 @@ def axial_layers(opts: RoformerOptions, *, norm_output: bool) -> nn.ModuleList:
     }
     blocks = []
     for _ in range(opts.depth):
-        block = []
+        block: list[nn.Module] = []
         if opts.linear_depth > 0:
             block.append(Transformer(depth=opts.linear_depth, rotary=None, **kw))
-        block.append(Transformer(depth=opts.time_depth, rotary=time_rotary, **kw))
-        block.append(Transformer(depth=opts.freq_depth, rotary=freq_rotary, **kw))
+        if opts.conformer is None:
+            block.append(Transformer(depth=opts.time_depth, rotary=time_rotary, **kw))
+            block.append(Transformer(depth=opts.freq_depth, rotary=freq_rotary, **kw))
+        else:
+            conf = {**kw, "opts": opts.conformer}
+            block.append(Conformer(depth=opts.time_depth, rotary=time_rotary, **conf))
+            block.append(Conformer(depth=opts.freq_depth, rotary=freq_rotary, **conf))
         blocks.append(nn.ModuleList(block))
     return nn.ModuleList(blocks)
 
