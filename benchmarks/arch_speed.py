@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 import common
-from demixer.models.arch import mdx23c, scnet
+from demixer.models.arch import builder, mdx23c
 from demixer.models.arch.scnet_options import TRAN_DEFAULTS
 from demixer.models.msst.backend import store_weights_in
 from demixer.models.precision import resolve_precision
@@ -157,9 +157,8 @@ def _scnet_pair(variant: str) -> tuple[torch.nn.Module, torch.nn.Module, int, st
         name, arch, base, own = SCNET_FAMILY[variant]
     model = _SCNET | SCNET_VARIANTS[base][1] | own
     reference_class = {"scnet": SCNet, "scnet_masked": Masked, "scnet_tran": SCNet_Tran}[arch]
-    build = {"scnet": scnet.build, "scnet_masked": scnet.build_masked}.get(arch, scnet.build_tran)
     ref = reference_class(**model).eval()
-    ours = build(model, {}, model["sources"], None)
+    ours = builder(arch)(model, {}, model["sources"], None)
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref, ours, SCNET_CHUNK, name
 

@@ -27,7 +27,7 @@ from msst.models.scnet import SCNet as ReferenceSCNet
 from msst.models.scnet.scnet_masked import SCNet as ReferenceMasked
 from msst.models.scnet.scnet_tran import SCNet_Tran as ReferenceTran
 
-from demixer.models.arch import mdx23c, scnet
+from demixer.models.arch import builder, mdx23c, scnet
 from demixer.models.msst.backend import store_weights_in
 from demixer.models.msst.config import read_config
 from msst_support import DATA
@@ -375,14 +375,16 @@ SCNET_TRAN = dict(read_config(DATA / "config_musdb18_scnet_tran.yaml", arch="scn
 _TRAN_OPTIONS = {k: v for k, v in SCNET_TRAN.items() if k.startswith("tran_")}
 # The same, narrow: 2 heads of 8 (every option keeps its published value but these).
 _TRAN_SMALL = {**_TRAN_OPTIONS, "tran_heads": 2, "tran_dim_head": 8, "tran_rotary_embedding_dim": 8}
-VARIANTS: dict[str, tuple[type[torch.nn.Module], Any, dict[str, Any]]] = {
-    "scnet_masked": (ReferenceMasked, scnet.build_masked, {}),
-    "scnet_tran": (ReferenceTran, scnet.build_tran, _TRAN_SMALL),
+# Reference class and the options over a config; demixer's network is builder(variant)'s.
+VARIANTS: dict[str, tuple[type[torch.nn.Module], dict[str, Any]]] = {
+    "scnet_masked": (ReferenceMasked, {}),
+    "scnet_tran": (ReferenceTran, _TRAN_SMALL),
 }
 
 
 def _variant_pair(variant: str, model: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
-    reference_class, build, extra = VARIANTS[variant]
+    reference_class, extra = VARIANTS[variant]
+    build = builder(variant)
     model = {**model, **extra}
     torch.manual_seed(0)
     reference = reference_class(**model).eval()
@@ -417,7 +419,8 @@ def test_scnet_variants_match_reference(variant: str, name: str) -> None:
 def test_scnet_variants_at_published_size_have_the_reference_parameters(
     variant: str, model: dict[str, Any]
 ) -> None:
-    reference_class, build, _ = VARIANTS[variant]
+    reference_class, _ = VARIANTS[variant]
+    build = builder(variant)
     with torch.device("meta"):
         reference = reference_class(**model)
         ours = build(model, {}, model["sources"], None)
@@ -463,7 +466,6 @@ def test_scnet_variant_options_the_reference_cannot_run_are_refused(
     variant: str, changes: dict[str, Any], message: str
 ) -> None:
     base = SCNET_TRAN if variant == "scnet_tran" else SCNET_CONFIGS["msst-musdb18"]
-    build = {"scnet": scnet.build, **{v: VARIANTS[v][1] for v in VARIANTS}}[variant]
     with pytest.raises(ValueError) as err:
-        build({**base, **changes}, {}, base["sources"], None)
+        builder(variant)({**base, **changes}, {}, base["sources"], None)
     assert str(err.value) == message

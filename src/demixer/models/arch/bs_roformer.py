@@ -82,7 +82,7 @@ class BSRoformer(nn.Module):
         return self.stft.synthesise(separated, self.opts.channels, audio.shape[-1])
 
 
-def _bands(model: Mapping[str, Any], bins: int, arch: str = "bs_roformer") -> tuple[int, ...]:
+def _bands(model: Mapping[str, Any], bins: int, arch: str) -> tuple[int, ...]:
     raw = model.get("freqs_per_bands", DEFAULT_FREQS_PER_BANDS)
     if not isinstance(raw, (list, tuple)) or not all(
         isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in raw
@@ -110,9 +110,7 @@ def build(
     opts = RoformerOptions.read(
         model, arch="bs_roformer", own=frozenset({"freqs_per_bands"}), mask_depth=2
     )
-    bands = _bands(model, opts.n_fft // 2 + 1)
-    heads = active_heads(opts.num_stems, instruments, target_instrument, "bs_roformer")
-    return BSRoformer(opts, bands, heads)
+    return _network(model, opts, instruments, target_instrument, "bs_roformer")
 
 
 def build_conformer(
@@ -126,6 +124,16 @@ def build_conformer(
     opts = RoformerOptions.read_conformer(
         model, arch="bs_conformer", own=frozenset({"freqs_per_bands"}), mask_depth=2
     )
-    bands = _bands(model, opts.n_fft // 2 + 1, "bs_conformer")
-    heads = active_heads(opts.num_stems, instruments, target_instrument, "bs_conformer")
+    return _network(model, opts, instruments, target_instrument, "bs_conformer")
+
+
+def _network(
+    model: Mapping[str, Any],
+    opts: RoformerOptions,
+    instruments: Sequence[str],
+    target_instrument: str | None,
+    arch: str,
+) -> BSRoformer:
+    bands = _bands(model, opts.n_fft // 2 + 1, arch)
+    heads = active_heads(opts.num_stems, instruments, target_instrument, arch)
     return BSRoformer(opts, bands, heads)

@@ -34,9 +34,9 @@ BANDS = 3  # low, mid, high: the reference names exactly three
 @dataclass(frozen=True)
 class TranOptions:
     """The ``tran_*`` options of MSST's ``scnet_tran``: its dual-path layers' transformers
-    (dropouts, and ``tran_flash_attn``, which changes no number, are read and not kept)."""
+    (dropouts, and ``tran_flash_attn``, which changes no number, are read and not kept; the
+    rotary width is checked equal to ``dim_head``, which is the one kept)."""
 
-    rotary_embedding_dim: int
     depth: int
     heads: int
     dim_head: int
@@ -64,7 +64,6 @@ class ScnetOptions:
     conv_kernel: int
     num_dplayer: int
     expand: int
-    arch: str = "scnet"
     masked: bool = False
     tran: TranOptions | None = None
 
@@ -237,7 +236,6 @@ def _options(model: Mapping[str, Any], arch: str) -> ScnetOptions:
         conv_kernel=m["conv_kernel"],
         num_dplayer=m["num_dplayer"],
         expand=m["expand"],
-        arch=arch,
         masked=arch == "scnet_masked",
         tran=_tran_options(m) if arch == "scnet_tran" else None,
     )
@@ -274,7 +272,6 @@ def _tran_options(m: Mapping[str, Any]) -> TranOptions:
             "published scnet_tran config does"
         )
     return TranOptions(
-        rotary_embedding_dim=m["tran_rotary_embedding_dim"],
         depth=m["tran_depth"],
         heads=m["tran_heads"],
         dim_head=m["tran_dim_head"],
