@@ -1,22 +1,29 @@
-"""MSST's ``bandit_v2`` network, importable here: the oracle for demixer's Bandit v2.
+"""MSST's ``bandit`` and ``bandit_v2`` networks, importable here: the oracles for demixer's
+BandIt and Bandit v2.
 
-MSST's module imports ``torchaudio`` (for its ``Spectrogram`` and ``InverseSpectrogram``
-transforms, and ``functional`` for a mel layout Bandit v2 does not use) and
-``pytorch_lightning`` (for its base class). Neither can be installed here (there is no CPU
-torchaudio for this torch; Lightning would pull a training stack for one base class), so this
-module stands in for the two at the edge: the transforms are torchaudio's, written from its
-source (``torchaudio/functional/functional.py``: ``spectrogram`` and ``inverse_spectrogram``
-with ``normalized=True`` dividing by, then multiplying by, the window's L2 norm; the transforms
-register their window as a buffer), and ``LightningModule`` is ``torch.nn.Module``, which it
-extends. Everything else, the network, is MSST's own code, as installed from PyPI ``msst``.
+MSST's modules import ``torchaudio`` (for its ``Spectrogram`` and ``InverseSpectrogram``
+transforms, and ``functional`` for mel and triangular layouts neither published model uses) and
+``pytorch_lightning`` (for a base class); BandIt's also ``spafe`` (for bark and ERB layouts).
+None can be installed here (there is no CPU torchaudio for this torch; Lightning would pull a
+training stack for one base class; spafe is not needed for the musical layout), so this module
+stands in for them at the edge: the transforms are torchaudio's, written from its source
+(``torchaudio/functional/functional.py``: ``spectrogram`` and ``inverse_spectrogram`` with
+``normalized=True`` dividing by, then multiplying by, the window's L2 norm; the transforms
+register their window as a buffer), ``LightningModule`` is ``torch.nn.Module``, which it
+extends, and the layouts' helpers are names that are never called. BandIt's package
+(``msst.models.bandit.core``) imports its whole training stack (torchmetrics, asteroid) when
+imported; it is entered below its ``__init__``, at the network's modules. Everything else, the
+networks, is MSST's own code, as installed from PyPI ``msst``.
 """
 
 from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
+import msst.models
 import torch
 from torch import nn
 
@@ -70,34 +77,59 @@ class _InverseSpectrogram(_Spectrogram):
         return wave.reshape(shape[:-2] + wave.shape[-1:])
 
 
-def _import_with_stand_ins() -> type[nn.Module]:
-    """MSST's ``Bandit``, imported with the stand-ins in ``sys.modules`` for the import alone:
-    its modules keep the names they bound, and no other test sees a torchaudio (demucs'
-    import checks that none is loaded)."""
+def _never_called(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a band layout the tests do not use")
+
+
+def _stand_ins() -> dict[str, types.ModuleType]:
     audio = types.ModuleType("torchaudio")
     transforms = types.ModuleType("torchaudio.transforms")
     transforms.Spectrogram = _Spectrogram  # type: ignore[attr-defined]
     transforms.InverseSpectrogram = _InverseSpectrogram  # type: ignore[attr-defined]
     functional = types.ModuleType("torchaudio.functional")
+    inner = types.ModuleType("torchaudio.functional.functional")
+    inner._create_triangular_filterbank = _never_called  # type: ignore[attr-defined]
+    functional.functional = inner  # type: ignore[attr-defined]
     audio.transforms = transforms  # type: ignore[attr-defined]
     audio.functional = functional  # type: ignore[attr-defined]
     lightning = types.ModuleType("pytorch_lightning")
     lightning.LightningModule = nn.Module  # type: ignore[attr-defined]
-    stand_ins = {
+    spafe = types.ModuleType("spafe")
+    fbanks = types.ModuleType("spafe.fbanks")
+    fbanks.bark_fbanks = _never_called  # type: ignore[attr-defined]
+    utils = types.ModuleType("spafe.utils")
+    converters = types.ModuleType("spafe.utils.converters")
+    for name in ("erb2hz", "hz2bark", "hz2erb"):
+        setattr(converters, name, _never_called)
+    # BandIt's package, entered below its __init__ (which imports the training stack)
+    core = types.ModuleType("msst.models.bandit.core")
+    core.__path__ = [str(Path(msst.models.__file__).parent / "bandit" / "core")]
+    return {
         "torchaudio": audio, "torchaudio.transforms": transforms,
-        "torchaudio.functional": functional, "pytorch_lightning": lightning,
+        "torchaudio.functional": functional, "torchaudio.functional.functional": inner,
+        "pytorch_lightning": lightning, "spafe": spafe, "spafe.fbanks": fbanks,
+        "spafe.utils": utils, "spafe.utils.converters": converters,
+        "msst.models.bandit.core": core,
     }  # fmt: skip
+
+
+def _import_with_stand_ins() -> tuple[type[nn.Module], type[nn.Module]]:
+    """MSST's two networks, imported with the stand-ins in ``sys.modules`` for the import
+    alone: their modules keep the names they bound, and no other test sees a torchaudio
+    (demucs' import checks that none is loaded)."""
+    stand_ins = _stand_ins()
     added = [name for name in stand_ins if name not in sys.modules]
     sys.modules.update({name: stand_ins[name] for name in added})
     try:
+        from msst.models.bandit.core.model import MultiMaskMultiSourceBandSplitRNNSimple
         from msst.models.bandit_v2.bandit import Bandit as reference
 
-        return reference
+        return MultiMaskMultiSourceBandSplitRNNSimple, reference
     finally:
         for name in added:
             del sys.modules[name]
 
 
-Bandit = _import_with_stand_ins()
+BandIt, Bandit = _import_with_stand_ins()
 
-__all__ = ["Bandit"]
+__all__ = ["BandIt", "Bandit"]

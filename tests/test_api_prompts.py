@@ -388,6 +388,21 @@ def test_a_films_dialogue_music_and_effects(prompt: str, stem: str, invert: bool
     assert map_prompt(prompt, DEFAULT) == expected
 
 
+@pytest.mark.parametrize(
+    ("prompt", "stem", "invert"),
+    [("the sound effects", "effects", False), ("remove the dialogue", "dialogue", True)],
+)
+def test_bandit_plus_makes_a_films_stems_where_bandit_v2_is_not_installed(
+    prompt: str, stem: str, invert: bool
+) -> None:
+    """BandIt Plus names its stems speech, music and effects (Bandit v2: sfx); both are
+    asked for by the same words, and Bandit v2 is preferred where both are installed."""
+    plus = get_spec("bandit-plus-dnr")
+    assert map_prompt(prompt, [*DEFAULT, plus]) == PromptMatch("bandit-plus-dnr", stem, invert)
+    both = [*DEFAULT, plus, get_spec("bandit-v2-dnr")]
+    assert map_prompt(prompt, both) == PromptMatch("bandit-v2-dnr", stem, invert)
+
+
 def test_songs_keep_their_vocal_models_with_a_film_model_installed() -> None:
     """Bandit v2 makes `dialogue`, `music` and `effects` only: the vocals, the instrumental and
     "music without vocals" still come from the vocal models."""

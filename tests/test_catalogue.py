@@ -26,7 +26,7 @@ from demixer.models.registry import (
 from demixer.models.vr.params import LAYOUTS as VR_LAYOUTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MSST_ARCHS = {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "bandit_v2"}
+MSST_ARCHS = {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "bandit", "bandit_v2"}
 CATALOGUE = [spec for spec in list_specs() if spec.arch is not None]
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DEMUCS_327 = (
@@ -68,9 +68,8 @@ def test_every_catalogue_entry_is_complete_and_pinned(spec: ModelSpec) -> None:
         assert SHA256.fullmatch(weight.sha256), weight.name
         assert weight.size is not None and weight.size > 0
         assert weight.url is not None and weight.url.startswith("https://")
-        assert (
-            weight.url.rsplit("/", 1)[1].split("?")[0].endswith((".ckpt", ".yaml", ".onnx", ".pth"))
-        )
+        name = weight.url.rsplit("/", 1)[1].split("?")[0]
+        assert name.endswith((".ckpt", ".chpt", ".yaml", ".onnx", ".pth"))
     for score in spec.scores:
         assert score.metric and score.test_set and score.source.startswith("https://")
     if spec.arch in MSST_ARCHS:
@@ -268,6 +267,7 @@ SEPARATOR_NAMES = {
     "UVR-MDX-NET-Inst_HQ_3.onnx": "mdx-net-inst-hq-3",
     "UVR-DeEcho-DeReverb.pth": "vr-deecho-dereverb",
     "UVR-De-Echo-Normal.pth": "vr-de-echo-normal",
+    "UVR-De-Echo-Aggressive.pth": "vr-de-echo-aggressive",
     "5_HP-Karaoke-UVR.pth": "vr-karaoke-5hp",
     "6_HP-Karaoke-UVR.pth": "vr-karaoke-6hp",
     "UVR-DeNoise-Lite.pth": "vr-denoise-lite",
@@ -291,12 +291,17 @@ def test_models_answer_to_the_names_audio_separator_gives_them() -> None:
         assert get_spec(name).id == model_id
         assert get_spec(name.rpartition(".")[0]).id == model_id  # -m Kim_Vocal_2
         assert name in get_spec(model_id).aliases
-    # SCNet's is MSST's release file name (audio-separator has no SCNet), Bandit v2's UVR's
-    # (audio-separator has no Bandit).
+    # SCNet's and BandIt Plus' are MSST's release file names (audio-separator has neither),
+    # Bandit v2's UVR's (audio-separator has no Bandit).
     assert get_spec("model_scnet_ep_36_sdr_10.0891.ckpt").id == "scnet-xl-ihf"
     assert get_spec("checkpoint-multi_fixed").id == "bandit-v2-dnr"
+    assert get_spec("model_bandit_plus_dnr_sdr_11.47").id == "bandit-plus-dnr"
     aliases = [alias for spec in list_specs() for alias in spec.aliases]
-    others = ["model_scnet_ep_36_sdr_10.0891.ckpt", "checkpoint-multi_fixed.ckpt"]
+    others = [
+        "model_scnet_ep_36_sdr_10.0891.ckpt",
+        "checkpoint-multi_fixed.ckpt",
+        "model_bandit_plus_dnr_sdr_11.47.chpt",
+    ]
     assert sorted(aliases) == sorted([*SEPARATOR_NAMES, *others])
     with pytest.raises(UnknownModel, match=r"unknown model 'Kim_Vocal_2\.pth'"):
         get_spec("Kim_Vocal_2.pth")

@@ -41,6 +41,7 @@ from test_arch_mdx23c_scnet import MDX23C_CONFIGS, SCNET_CONFIGS, SCNET_TRAN
 # Published configs, shrunk in width, chunk length and overlap (the published 8 and 4 overlaps
 # only multiply the chunks run; the windowing itself is proven against MSST's on the RoFormers,
 # over many overlaps, in test_msst_exact.py).
+MSST_FAMILIES = ("mdx23c", "scnet", "bs_roformer", "mel_band_roformer", "bandit", "bandit_v2")
 _MDX = MDX23C_CONFIGS["uvr-instvoc-hq"]  # stems `Vocals`, `Instrumental`, as UVR writes them
 _SCNET = SCNET_CONFIGS["msst-musdb18-xl-ihf"]
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -116,7 +117,7 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
     pinned = {file_sha256(path): path for path in DATA.glob("*.yaml")}
     checked = []
     for spec in CATALOGUE:
-        if spec.arch in ("mdx23c", "scnet", "bs_roformer", "mel_band_roformer", "bandit_v2"):
+        if spec.arch in MSST_FAMILIES:
             assert spec.arch in ARCHITECTURES and spec.loader == "demixer.models.msst:load"
             assert spec.config_name is not None and len(spec.weights) == 2
             config = next(w for w in spec.weights if w.name == spec.config_name)
@@ -129,6 +130,7 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
         "mel-roformer-crowd-aufr33",
         "bs-roformer-sw-6stems",
         "bandit-v2-dnr",
+        "bandit-plus-dnr",
     ]
 
 

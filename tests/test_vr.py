@@ -639,6 +639,7 @@ def test_a_file_that_is_not_a_vr_network_for_the_layout_is_one_error(
 CATALOGUE_NETS = {  # network, width, the stem the mask keeps
     "vr-deecho-dereverb": ("v5.1", 64, "noreverb"),
     "vr-de-echo-normal": ("v5.1", 48, "noecho"),
+    "vr-de-echo-aggressive": ("v5.1", 48, "noecho"),
     "vr-karaoke-5hp": ("123812", 32, "instrumental"),
     "vr-karaoke-6hp": ("123812", 32, "instrumental"),
     "vr-denoise-lite": ("v5.1", 16, "noise"),
@@ -673,7 +674,7 @@ def test_an_unknown_architecture_is_refused_naming_every_one(own_pth: Path, tmp_
     """Before any file is read: a config read for the wrong kind of model said less."""
     params = params_file(tmp_path, "entry", own_pth)
     sf.write(tmp_path / "song.wav", music(0.2, seed=1).T, RATE)
-    known = "bandit_v2, bs_conformer, bs_roformer, htdemucs, mdx23c, mel_band_conformer, "
+    known = "bandit, bandit_v2, bs_conformer, bs_roformer, htdemucs, mdx23c, mel_band_conformer, "
     known += "mel_band_roformer, scnet, scnet_masked, scnet_tran, mdx_net, vr"
     for args in (
         ["separate", tmp_path / "song.wav", "--arch", "vr5", "--model-config", params,

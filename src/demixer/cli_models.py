@@ -59,6 +59,7 @@ _ARCH_LABELS = {
     "scnet_tran": "scnet-t",
     "bs_conformer": "bs-conf",
     "mel_band_conformer": "mel-conf",
+    "bandit": "bandit",
     "bandit_v2": "bandit2",
     "htdemucs": "htdemucs",
     "mdx_net": "mdx-net",

@@ -80,9 +80,11 @@ PREFERENCE = (
     "vr-denoise-lite",
     "mel-roformer-deecho-sucial",
     "vr-de-echo-normal",
+    "vr-de-echo-aggressive",
     "mel-roformer-crowd-aufr33",
     # A film's dialogue, music and effects: never a song's vocals or instruments but by name.
     "bandit-v2-dnr",
+    "bandit-plus-dnr",
     # Trained on one stem (drums, vocals): on a whole song only when nothing else makes it.
     "mdx23c-drumsep",
     "bs-roformer-male-female",
@@ -127,7 +129,7 @@ _SYNONYMS = {
     "no_crowd": "nocrowd",
     "no_guitar": "noguitar",
     # A film's or video's three stems, in the film trade's words (dialogue, music, effects):
-    # Bandit v2 calls them speech, music and sfx.
+    # Bandit v2 calls them speech, music and sfx; BandIt speech, music and effects.
     "speech": "dialogue",
     "dialog": "dialogue",
     "sfx": "effects",

@@ -57,18 +57,20 @@ ARCHITECTURES: Mapping[str, str] = {
     "scnet_tran": "demixer.models.arch.scnet:build_tran",
     "bs_conformer": "demixer.models.arch.bs_roformer:build_conformer",
     "mel_band_conformer": "demixer.models.arch.mel_band_roformer:build_conformer",
-    "bandit_v2": "demixer.models.arch.bandit_v2:build",
+    "bandit": "demixer.models.arch.bandit:build",
+    "bandit_v2": "demixer.models.arch.bandit:build_v2",
     "htdemucs": "demixer.models.arch.htdemucs:build",
 }
 
 # MDX23C under bf16 autocast agrees with its fp32 output to only ~17 dB SNR on random
 # full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
-# runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16. Bandit v2,
-# HTDemucs, SCNet's masked and transformer variants and the Conformers too: their bf16 output
-# has not been measured against fp32 on a machine that computes bf16 natively.
+# runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16. BandIt,
+# Bandit v2, HTDemucs, SCNet's masked and transformer variants and the Conformers too: their
+# bf16 output has not been measured against fp32 on a machine that computes bf16 natively.
 FP32_BY_DEFAULT: frozenset[str] = frozenset(
     {
         "mdx23c",
+        "bandit",
         "bandit_v2",
         "htdemucs",
         "scnet_masked",
@@ -94,6 +96,7 @@ SIGNATURES: Mapping[str, str] = {
     # The Conformers' options are the RoFormers', their depths named *_conformer_depth.
     "bs_conformer": "time_conformer_depth",
     "mel_band_conformer": "time_conformer_depth",
+    "bandit": "band_specs",
     "bandit_v2": "n_sqm_modules",
     "htdemucs": "dconv_mode",
 }

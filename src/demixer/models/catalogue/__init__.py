@@ -9,7 +9,7 @@ out (see the model cards and README for what was left out and why).
 Conventions (shared with the architecture loaders):
 
 - MSST models (``arch`` = ``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``,
-  ``bandit_v2``) have two
+  ``bandit``, ``bandit_v2``) have two
   files: the YAML config, named by ``config_name``, and the checkpoint; ``stems`` are the
   config's ``training.instruments``, verbatim.
 - MDX-Net models (``arch`` = ``mdx_net``) have one ONNX file and their STFT settings in
@@ -35,11 +35,11 @@ __all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_ALIASES", "SHIPPED_IDS"]
 
 #: The file names the tools users come from know these models by: python-audio-separator
 #: 0.47.1's model names (its ``-m``; its ``models-scores.json`` and ``models.json``), which are
-#: UVR's and MSST's release file names; SCNet's is MSST's release file's (audio-separator has no
-#: SCNet), Bandit v2's is UVR's download's (audio-separator has no Bandit); the VR models' are
-#: UVR's release file names, which audio-separator uses too. The same weights in
-#: each case: the files are named in the entries' ``weights`` or, for Kim's model, renamed by
-#: audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
+#: UVR's and MSST's release file names; SCNet's and BandIt Plus' are MSST's release files'
+#: (audio-separator has neither), Bandit v2's is UVR's download's (audio-separator has no
+#: Bandit); the VR models' are UVR's release file names, which audio-separator uses too. The
+#: same weights in each case: the files are named in the entries' ``weights`` or, for Kim's
+#: model, renamed by audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
 _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "htdemucs": ("htdemucs.yaml",),
     "htdemucs_ft": ("htdemucs_ft.yaml",),
@@ -60,8 +60,10 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "mdx-net-vocals-kim-2": ("Kim_Vocal_2.onnx",),
     "mdx-net-inst-hq-3": ("UVR-MDX-NET-Inst_HQ_3.onnx",),
     "bandit-v2-dnr": ("checkpoint-multi_fixed.ckpt",),
+    "bandit-plus-dnr": ("model_bandit_plus_dnr_sdr_11.47.chpt",),
     "vr-deecho-dereverb": ("UVR-DeEcho-DeReverb.pth",),
     "vr-de-echo-normal": ("UVR-De-Echo-Normal.pth",),
+    "vr-de-echo-aggressive": ("UVR-De-Echo-Aggressive.pth",),
     "vr-denoise": ("UVR-DeNoise.pth",),
     "vr-denoise-lite": ("UVR-DeNoise-Lite.pth",),
     "vr-karaoke-5hp": ("5_HP-Karaoke-UVR.pth",),

@@ -95,6 +95,36 @@ UVR_VR: tuple[ModelSpec, ...] = (
         ),
     ),
     vr(
+        "vr-de-echo-aggressive",
+        stems=("noecho", "echo"),
+        description="UVR-De-Echo-Aggressive by FoxJoy (UVR's VR architecture): takes the echo "
+        "off a vocal or a mix harder than the Normal model, leaving its reverb.",
+        pth=file(
+            "UVR-De-Echo-Aggressive.pth",
+            UVR_RELEASE + "UVR-De-Echo-Aggressive.pth",
+            "1bd1d79d9c5d1b17d20f96f8a9f8aff1b55a83014f70712446bf420c0188e0a0",
+            127139365,
+        ),
+        arch_params={"vr_model_param": "4band_v3", "primary_stem": "No Echo"},
+        license=_FOXJOY_LICENSE,
+        license_class="not stated",
+        weights_source="FoxJoy, UVR's model releases",
+        quality="not published",
+        pin_sources=(
+            "SHA-256 and size: https://github.com/SUC-DriverOld/MSST-WebUI/blob/"
+            "2aee2cc20b55ab6b080cd4c7bc0e26db7d57a2ee/data_backup/models_info.json (its copy on "
+            "Hugging Face, Sucial/MSST-WebUI)",
+            "SHA-256: the same digest checked by another project's converter for its copy from "
+            "seanghay/uvr_models on Hugging Face (found in a code index; not citable by URL "
+            "here)",
+            "size: https://github.com/engdahlz/StemSep/blob/"
+            "719386e5eb785b04cad192ec21b822e428481b94/StemSepApp/assets/"
+            "catalog.runtime.bootstrap.json (an HTTP HEAD of Politrees/UVR_resources' copy: "
+            "127139365 bytes)",
+            _identity("6857b2972e1754913aad0c9a1678c753"),
+        ),
+    ),
+    vr(
         "vr-denoise",
         stems=("noise", "dry"),
         description="UVR-DeNoise by FoxJoy (UVR's VR architecture): the full-size denoiser "

@@ -41,6 +41,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from demixer.errors import InvalidModelConfig
+from demixer.models.arch import SIGNATURES
 from demixer.models.memory import bytes_text
 
 __all__ = [
@@ -410,6 +411,12 @@ def _missing_options(data: Mapping[str, Any], arch: str, section: str, source: s
             f"{arch}: run it with --arch bandit_v2"
         )
     if section != "model" and isinstance(data.get("model"), Mapping) and data["model"]:
+        other = next((a for a, key in SIGNATURES.items() if key in data["model"]), None)
+        if other is not None:
+            return (
+                f"{source}: it is a config for {other} (it has model.{SIGNATURES[other]}), not "
+                f"for {arch}: run it with --arch {other}"
+            )
         return (
             f"{source}: the `{section}:` section {arch} reads is missing; its options are "
             "under `model:`, as in a config for another architecture (say which with --arch)"

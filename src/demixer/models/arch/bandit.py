@@ -1,9 +1,11 @@
-"""Bandit v2 (Watcharasupat, Wu and Orife, 2024), MSST's ``bandit_v2``: a film's or a video's
-sound split into dialogue, music and effects (cinematic audio source separation).
+"""BandIt (Watcharasupat, Wu and Orife, 2023) and Bandit v2 (2024), MSST's ``bandit`` and
+``bandit_v2``: a film's or a video's sound split into dialogue, music and effects (cinematic
+audio source separation).
 
-The network, as in the authors' code (kwatcharasupat/bandit-v2, Apache-2.0) that MSST carries:
+Both networks are the authors' band-split recurrent network (kwatcharasupat/bandit, and
+kwatcharasupat/bandit-v2, Apache-2.0, which MSST carries):
 
-- each audio channel is separated on its own (the network is mono: ``in_channels`` 1); its
+- each audio channel is separated on its own (the network is mono: ``in_channel(s)`` 1); its
   STFT is centred, padded by ``pad_mode``, windowed by ``window_fn`` and, with ``normalized``,
   divided by the window's L2 norm (torchaudio's ``Spectrogram``, which the reference uses);
 - the bins are split into ``n_bands`` overlapping bands spaced evenly in pitch (the "musical"
@@ -17,12 +19,22 @@ The network, as in the authors' code (kwatcharasupat/bandit-v2, Apache-2.0) that
   share of the bin its band holds (``use_freq_weights``), and applied to the mixture's STFT,
   which is inverted (torchaudio's ``InverseSpectrogram``).
 
-Output: ``(batch, stems, channels, samples)``, the stems being ``stems`` of the config's
-``kwargs:`` section (MSST builds this network from ``kwargs:``, not ``model:``).
+What tells them apart (:class:`Layout`):
 
-The state_dict is the reference's: its ``combined`` sequences name the same layers a second
-time, its STFT windows are stored, and its band weights are float64 buffers named
-``freq_weights/{band}``, so a checkpoint converted for MSST loads as it is.
+- ``bandit`` (BandIt; MSST builds ``MultiMaskMultiSourceBandSplitRNNSimple`` from ``model:``,
+  as for its BandIt Plus checkpoint): a band's numbers enter its LayerNorm as all the real
+  parts, then all the imaginary parts; its STFT is the reference's default (2048 points, hop
+  512, Hann, normalized) whatever the config's spectral options say, as the reference's wrapper
+  never passes them on (``n_fft`` sets the bands, so only 2048 runs); its weights sit under
+  ``bsrnn.``, its band weights stored even where unused;
+- ``bandit_v2`` (built from ``kwargs:``, not ``model:``): real and imaginary parts
+  interleaved, bin by bin; its ``combined`` sequences name the same layers a second time.
+
+Output: ``(batch, stems, channels, samples)``, the stems being the section's ``stems``.
+
+The state_dict is the reference's: its STFT windows are stored, and its band weights are
+float64 buffers named ``freq_weights/{band}``, so a checkpoint converted for MSST loads as it
+is.
 """
 
 from __future__ import annotations
@@ -39,22 +51,35 @@ from torch.nn.modules import activation
 from demixer.models.arch import check_named_in_order
 from demixer.models.stft import stft_problem
 
-__all__ = ["Bandit", "BanditOptions", "build", "musical_bands", "options"]
+__all__ = [
+    "BANDIT",
+    "BANDIT_V2",
+    "Bandit",
+    "BanditOptions",
+    "Layout",
+    "build",
+    "build_v2",
+    "musical_bands",
+    "options",
+]
 
 _WINDOWS = ("hann_window", "hamming_window", "blackman_window", "bartlett_window")
 _RNNS = ("GRU", "LSTM", "RNN")
-# Options the reference accepts that change nothing at inference: the precisions training ran
-# at (the reference never reads them), and a check every musical layout passes (no bin is left
-# out of all bands). `fs` stays: the layout is computed at it (it scales with the rate, but its
-# rounding to whole bins is the reference's own at that rate).
-_UNUSED = frozenset(
-    {"stft_precisions", "bandsplit_precisions", "tf_model_precisions"}
-    | {"mask_estim_precisions", "require_no_gap"}
-)
-_DEFAULTS: dict[str, Any] = {
-    "in_channels": 1,
-    "band_type": "musical",
-    "n_bands": 64,
+# The STFT the references build by default (and BandIt's whatever its config says).
+_STFT: dict[str, Any] = {
+    "n_fft": 2048,
+    "win_length": 2048,
+    "hop_length": 512,
+    "window_fn": "hann_window",
+    "wkwargs": None,
+    "power": None,
+    "center": True,
+    "normalized": True,
+    "pad_mode": "constant",
+    "onesided": True,
+}
+# The reference's defaults for what both take (each Layout adds its own).
+_SHARED_DEFAULTS: dict[str, Any] = {
     "require_no_overlap": False,
     "normalize_channel_independently": False,
     "treat_channel_as_feature": True,
@@ -68,24 +93,83 @@ _DEFAULTS: dict[str, Any] = {
     "hidden_activation_kwargs": None,
     "complex_mask": True,
     "use_freq_weights": True,
-    "n_fft": 2048,
-    "win_length": 2048,
-    "hop_length": 512,
-    "window_fn": "hann_window",
-    "wkwargs": None,
-    "power": None,
-    "center": True,
-    "normalized": True,
-    "pad_mode": "constant",
-    "onesided": True,
+    **_STFT,
     "fs": 44100,
 }
 
 
 @dataclass(frozen=True)
-class BanditOptions:
-    """The ``kwargs:`` options of MSST's ``bandit_v2`` that change what it computes."""
+class Layout:
+    """How one of the two references names and arranges what they share."""
 
+    arch: str
+    #: the config section holding the options, as messages name it
+    section: str
+    #: the option naming the audio channels the network takes (it must be 1)
+    channels: str
+    #: the option choosing the band layout, and the values of it that build the musical one
+    bands: str
+    #: options of its own, with the reference's defaults (None: no default, must be given)
+    defaults: Mapping[str, Any]
+    #: options the reference accepts that change nothing at inference
+    unused: frozenset[str]
+    #: a band's numbers enter its LayerNorm interleaved (re, im per bin), or all real parts then
+    #: all imaginary parts
+    interleaved: bool
+    #: the prefix of the band split's, the sequence model's and the masks' weights
+    prefix: str
+    #: Bandit v2's names: the band and mask MLPs also stored under ``combined`` (the same
+    #: layers), the sequence model's axis swaps numbered among its layers
+    v2_names: bool
+    #: the STFT is the reference's default whatever the section says (BandIt's wrapper calls
+    #: its spectral base class without arguments): only ``n_fft`` is read, for the bands
+    fixed_stft: bool
+    #: the band weights are stored even where ``use_freq_weights`` is false (and not used)
+    weights_always_stored: bool
+
+
+BANDIT_V2 = Layout(
+    arch="bandit_v2",
+    section="kwargs",
+    channels="in_channels",
+    bands="band_type",
+    defaults={"in_channels": 1, "band_type": "musical", "n_bands": 64},
+    # The precisions training ran at (the reference never reads them), and a check every
+    # musical layout passes (no bin is left out of all bands). `fs` stays: the layout is
+    # computed at it (it scales with the rate, but its rounding to whole bins is the
+    # reference's own at that rate).
+    unused=frozenset(
+        {"stft_precisions", "bandsplit_precisions", "tf_model_precisions"}
+        | {"mask_estim_precisions", "require_no_gap"}
+    ),
+    interleaved=True,
+    prefix="",
+    v2_names=True,
+    fixed_stft=False,
+    weights_always_stored=False,
+)
+BANDIT = Layout(
+    arch="bandit",
+    section="model",
+    channels="in_channel",
+    bands="band_specs",
+    defaults={"in_channel": None, "band_specs": None, "n_bands": None, "mult_add_mask": False},
+    # require_no_gap as above; normalize_input is stored and never read, freeze_encoder only
+    # stops training, and cond_dim never reaches the overlapping bands' mask estimators.
+    unused=frozenset({"require_no_gap", "normalize_input", "freeze_encoder", "cond_dim"}),
+    interleaved=False,
+    prefix="bsrnn",
+    v2_names=False,
+    fixed_stft=True,
+    weights_always_stored=True,
+)
+
+
+@dataclass(frozen=True)
+class BanditOptions:
+    """The options of MSST's ``bandit`` / ``bandit_v2`` that change what it computes."""
+
+    layout: Layout
     stems: tuple[str, ...]
     n_bands: int
     n_sqm_modules: int
@@ -110,42 +194,66 @@ class BanditOptions:
     fs: float
 
 
-def _int(m: Mapping[str, Any], key: str) -> int:
+def _int(m: Mapping[str, Any], key: str, layout: Layout, least: int = 1) -> int:
     value = m[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"bandit_v2: kwargs.{key} must be an integer >= 1, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(
+            f"{layout.arch}: {layout.section}.{key} must be an integer >= {least}, not {value!r}"
+        )
     return value
 
 
-def _bool(m: Mapping[str, Any], key: str) -> bool:
+def _bool(m: Mapping[str, Any], key: str, layout: Layout) -> bool:
     value = m[key]
     if not isinstance(value, bool):
-        raise ValueError(f"bandit_v2: kwargs.{key} must be true or false, not {value!r}")
+        raise ValueError(
+            f"{layout.arch}: {layout.section}.{key} must be true or false, not {value!r}"
+        )
     return value
 
 
-def _mapping(m: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def _mapping(m: Mapping[str, Any], key: str, layout: Layout) -> Mapping[str, Any]:
     value = m[key]
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(
         isinstance(v, int | float | bool) for v in value.values()
     ):
-        raise ValueError(f"bandit_v2: kwargs.{key} must map names to numbers, not {value!r}")
+        raise ValueError(
+            f"{layout.arch}: {layout.section}.{key} must map names to numbers, not {value!r}"
+        )
     return dict(value)
 
 
-def _refused(m: Mapping[str, Any]) -> str | None:
-    """Why the reference could not build or run these options (None: it can)."""
-    if m["band_type"] != "musical":
-        return (
-            "band_type must be musical (the only layout the reference builds), not "
-            f"{m['band_type']!r}"
+def _musical(value: Any, layout: Layout) -> bool:
+    """Whether the reference builds the musical band layout for this value of the option."""
+    if layout is BANDIT_V2:
+        return bool(value == "musical")
+    # MSST's get_band_specs tests the names in this order, by substring: "musical" wins only
+    # where no earlier name is in the string.
+    earlier = ("dnr:speech", "dnr:vox7", "musdb:vocals", "musdb:vox7")
+    return (
+        isinstance(value, str)
+        and value not in earlier
+        and not any(name in value for name in ("tribark", "bark", "erb"))
+        and "musical" in value
+    )
+
+
+def _refused(m: Mapping[str, Any], layout: Layout) -> str | None:
+    """Why the reference could not build or run these options, or demixer does not build the
+    layout they ask for (None: it can)."""
+    if not _musical(m[layout.bands], layout):
+        why = (
+            "the only layout the reference builds"
+            if layout is BANDIT_V2
+            else f"the layout of every published {layout.arch} model; demixer builds no other"
         )
-    if m["in_channels"] != 1:
+        return f"{layout.bands} must be musical ({why}), not {m[layout.bands]!r}"
+    if m[layout.channels] != 1:
         return (
-            f"in_channels must be 1, not {m['in_channels']!r}: MSST's bandit_v2 separates each "
-            "audio channel on its own"
+            f"{layout.channels} must be 1, not {m[layout.channels]!r}: MSST's {layout.arch} "
+            "separates each audio channel on its own"
         )
     independent, as_feature = m["normalize_channel_independently"], m["treat_channel_as_feature"]
     if independent is not False or as_feature is not True:
@@ -155,10 +263,14 @@ def _refused(m: Mapping[str, Any]) -> str | None:
         )
     if m["require_no_overlap"] is not False:
         return "require_no_overlap must be false: the musical bands overlap"
-    if m["power"] is not None:
-        return f"power must be null (a complex spectrogram), not {m['power']!r}"
+    if m.get("mult_add_mask", False) is not False:
+        return "mult_add_mask must be false: the reference's masks for it are not defined"
     if m["rnn_type"] not in _RNNS:
         return f"rnn_type must be one of {', '.join(_RNNS)}, not {m['rnn_type']!r}"
+    if layout.fixed_stft:  # its spectral options are never read
+        return None
+    if m["power"] is not None:
+        return f"power must be null (a complex spectrogram), not {m['power']!r}"
     if m["window_fn"] not in _WINDOWS:
         return f"window_fn must be one of {', '.join(_WINDOWS)}, not {m['window_fn']!r}"
     if m["pad_mode"] not in ("constant", "reflect", "replicate", "circular"):
@@ -169,59 +281,77 @@ def _refused(m: Mapping[str, Any]) -> str | None:
     return None
 
 
-def options(kwargs: Mapping[str, Any]) -> BanditOptions:
-    """Check the ``kwargs:`` section (the reference's defaults fill what it leaves out)."""
-    unknown = sorted(set(kwargs) - set(_DEFAULTS) - _UNUSED - {"stems"})
+def options(section: Mapping[str, Any], layout: Layout = BANDIT_V2) -> BanditOptions:
+    """Check the options section (the reference's defaults fill what it leaves out)."""
+    where = f"{layout.arch}: {layout.section}"
+    defaults = {**_SHARED_DEFAULTS, **layout.defaults}
+    unknown = sorted(set(section) - set(defaults) - layout.unused - {"stems"})
     if unknown:
         # The reference takes the section as keyword arguments: it fails on these too.
-        raise ValueError(f"bandit_v2: unknown kwargs option(s): {', '.join(unknown)}")
-    m = {**_DEFAULTS, **kwargs}
+        raise ValueError(f"{layout.arch}: unknown {layout.section} option(s): {', '.join(unknown)}")
+    m = {**defaults, **section}
+    # The reference takes these without a default (n_bands: the musical layout asserts it).
+    missing = [k for k, v in layout.defaults.items() if v is None and m[k] is None]
+    if missing:
+        raise ValueError(f"{where}.{missing[0]} must be given (the reference has no default)")
     stems = m.get("stems")
     if (
         not isinstance(stems, list | tuple)
         or not stems
         or not all(isinstance(s, str) for s in stems)
     ):
-        raise ValueError(f"bandit_v2: kwargs.stems must be a list of stem names, not {stems!r}")
+        raise ValueError(f"{where}.stems must be a list of stem names, not {stems!r}")
     if len(set(stems)) != len(stems):  # one mask estimator per name: a repeat would be lost
-        raise ValueError(f"bandit_v2: kwargs.stems repeats a name: {list(stems)}")
-    problem = _refused(m)
+        raise ValueError(f"{where}.stems repeats a name: {list(stems)}")
+    if layout is BANDIT and "mne:+" in stems:
+        raise ValueError(f"{where}.stems names 'mne:+', for which the reference estimates no stem")
+    problem = _refused(m, layout)
     if problem:
-        raise ValueError(f"bandit_v2: kwargs.{problem}")
-    n_fft = _int(m, "n_fft")
-    win_length = n_fft if m["win_length"] is None else _int(m, "win_length")
-    hop = win_length // 2 if m["hop_length"] is None else _int(m, "hop_length")
+        raise ValueError(f"{where}.{problem}")
+    if layout.fixed_stft:
+        if m["n_fft"] != _STFT["n_fft"]:
+            raise ValueError(
+                f"{where}.n_fft must be {_STFT['n_fft']}, not {m['n_fft']!r}: MSST's "
+                f"{layout.arch} computes its STFT with {_STFT['n_fft']} points whatever the "
+                "config says (its spectral options never reach it) and its bands and masks "
+                "with n_fft's bins, so no other value runs"
+            )
+        m.update(_STFT)
+    n_fft = _int(m, "n_fft", layout)
+    win_length = n_fft if m["win_length"] is None else _int(m, "win_length", layout)
+    hop = win_length // 2 if m["hop_length"] is None else _int(m, "hop_length", layout)
     if n_fft < 4 or win_length > n_fft or hop > win_length:
         raise ValueError(
-            f"bandit_v2: kwargs.win_length ({win_length}) must be at most n_fft ({n_fft}) and "
+            f"{where}.win_length ({win_length}) must be at most n_fft ({n_fft}) and "
             f"hop_length ({hop}) at most win_length: a window must fit its frame, and frames "
             "further apart than it leave gaps no inverse STFT can fill"
         )
     fs = m["fs"]
     if isinstance(fs, bool) or not isinstance(fs, int | float) or fs <= 0:
-        raise ValueError(f"bandit_v2: kwargs.fs must be a positive number, not {fs!r}")
+        raise ValueError(f"{where}.fs must be a positive number, not {fs!r}")
     return BanditOptions(
+        layout=layout,
         stems=tuple(stems),
-        n_bands=_int(m, "n_bands"),
-        n_sqm_modules=_int(m, "n_sqm_modules"),
-        emb_dim=_int(m, "emb_dim"),
-        rnn_dim=_int(m, "rnn_dim"),
-        bidirectional=_bool(m, "bidirectional"),
+        n_bands=_int(m, "n_bands", layout),
+        n_sqm_modules=_int(m, "n_sqm_modules", layout),
+        emb_dim=_int(m, "emb_dim", layout),
+        rnn_dim=_int(m, "rnn_dim", layout),
+        bidirectional=_bool(m, "bidirectional", layout),
         rnn_type=m["rnn_type"],
-        mlp_dim=_int(m, "mlp_dim"),
+        mlp_dim=_int(m, "mlp_dim", layout),
         hidden_activation=m["hidden_activation"],
-        hidden_activation_kwargs=_mapping(m, "hidden_activation_kwargs"),
-        complex_mask=_bool(m, "complex_mask"),
-        use_freq_weights=_bool(m, "use_freq_weights"),
+        hidden_activation_kwargs=_mapping(m, "hidden_activation_kwargs", layout),
+        complex_mask=_bool(m, "complex_mask", layout),
+        use_freq_weights=_bool(m, "use_freq_weights", layout),
         n_fft=n_fft,
         win_length=win_length,
         hop_length=hop,
         window_fn=m["window_fn"],
-        wkwargs=_mapping(m, "wkwargs"),
-        center=_bool(m, "center"),
-        normalized=_bool(m, "normalized"),
+        wkwargs=_mapping(m, "wkwargs", layout),
+        center=_bool(m, "center", layout),
+        normalized=_bool(m, "normalized", layout),
         pad_mode=m["pad_mode"],
-        onesided=_bool(m, "onesided"),
+        onesided=_bool(m, "onesided", layout),
         fs=float(fs),
     )
 
@@ -308,21 +438,31 @@ class _Spectrogram(nn.Module):
 class _BandEmbedding(nn.Module):
     """One band's bins (real and imaginary) -> ``emb_dim`` features: LayerNorm, Linear."""
 
-    def __init__(self, width: int, emb_dim: int) -> None:
+    def __init__(self, width: int, emb_dim: int, layout: Layout) -> None:
         super().__init__()
-        self.combined = nn.Sequential(nn.LayerNorm(width * 2), nn.Linear(width * 2, emb_dim))
+        norm, fc = nn.LayerNorm(width * 2), nn.Linear(width * 2, emb_dim)
+        if layout.v2_names:
+            self.combined = nn.Sequential(norm, fc)
+        else:
+            self.norm, self.fc = norm, fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.combined(x)
+        if hasattr(self, "combined"):
+            out: torch.Tensor = self.combined(x)
+        else:
+            out = self.fc(self.norm(x))
         return out
 
 
 class _BandSplit(nn.Module):
-    def __init__(self, bands: Sequence[tuple[int, int]], emb_dim: int) -> None:
+    def __init__(self, bands: Sequence[tuple[int, int]], emb_dim: int, layout: Layout) -> None:
         super().__init__()
         self.bands = list(bands)
         self.emb_dim = emb_dim
-        self.norm_fc_modules = nn.ModuleList(_BandEmbedding(e - s, emb_dim) for s, e in bands)
+        self.interleaved = layout.interleaved
+        self.norm_fc_modules = nn.ModuleList(
+            _BandEmbedding(e - s, emb_dim, layout) for s, e in bands
+        )
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         """``(items, 1, bins, frames)`` complex -> ``(items, bands, frames, emb_dim)``."""
@@ -330,8 +470,10 @@ class _BandSplit(nn.Module):
         x = spec.permute(0, 3, 1, 2)  # (items, frames, 1, bins)
         z = spec.new_empty((items, len(self.bands), frames, self.emb_dim), dtype=torch.float32)
         for i, (start, end) in enumerate(self.bands):
-            band = torch.view_as_real(x[..., start:end]).reshape(items, frames, -1)
-            z[:, i] = self.norm_fc_modules[i](band)
+            band = torch.view_as_real(x[..., start:end])  # (items, frames, 1, width, 2)
+            if not self.interleaved:  # BandIt: the real parts, then the imaginary parts
+                band = band.transpose(-1, -2)
+            z[:, i] = self.norm_fc_modules[i](band.reshape(items, frames, -1))
         return z
 
 
@@ -361,21 +503,30 @@ class _Transpose(nn.Module):  # holds no weights: it keeps the reference's layer
 
 
 class _SequenceModel(nn.Module):
+    """``2 * n_sqm_modules`` residual recurrent layers, along time, then across bands, in
+    turn, the axes swapped after each. Bandit v2's reference numbers the swaps among its
+    layers (``seqband.1`` is one), BandIt's does not."""
+
     def __init__(self, o: BanditOptions) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for _ in range(2 * o.n_sqm_modules):  # along time, then across bands, in turn
-            layers += [_ResidualRNN(o), _Transpose()]
+        for _ in range(2 * o.n_sqm_modules):
+            layers += [_ResidualRNN(o), _Transpose()] if o.layout.v2_names else [_ResidualRNN(o)]
         self.seqband = nn.Sequential(*layers)
+        self.swap = not o.layout.v2_names
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.seqband(z)
-        return out
+        for layer in self.seqband:
+            z = layer(z)
+            if self.swap:
+                z = z.transpose(1, 2)
+        return z
 
 
 class _BandMask(nn.Module):
-    """One band's features -> its mask: LayerNorm, Linear, activation, Linear, GLU. The
-    reference names the three parts twice (``norm``/``hidden``/``output`` and ``combined``)."""
+    """One band's features -> its mask: LayerNorm, Linear, activation, Linear, GLU. Bandit
+    v2's reference names the three parts twice (``norm``/``hidden``/``output`` and
+    ``combined``)."""
 
     def __init__(self, o: BanditOptions, width: int) -> None:
         super().__init__()
@@ -385,11 +536,12 @@ class _BandMask(nn.Module):
         act = getattr(activation, o.hidden_activation)(**o.hidden_activation_kwargs)
         self.hidden = nn.Sequential(nn.Linear(o.emb_dim, o.mlp_dim), act)
         self.output = nn.Sequential(nn.Linear(o.mlp_dim, width * self.reim * 2), nn.GLU(dim=-1))
-        self.combined = nn.Sequential(self.norm, self.hidden, self.output)
+        if o.layout.v2_names:
+            self.combined = nn.Sequential(self.norm, self.hidden, self.output)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         """``(items, frames, emb_dim)`` -> ``(items, 1, width, frames)`` (complex if so)."""
-        m: torch.Tensor = self.combined(q)
+        m: torch.Tensor = self.output(self.hidden(self.norm(q)))
         items, frames, _ = m.shape
         if self.reim == 2:
             m = torch.view_as_complex(m.float().reshape(items, frames, 1, self.width, 2))
@@ -407,7 +559,7 @@ class _MaskEstimator(nn.Module):
         self.bins = o.n_fft // 2 + 1
         self.weighted = o.use_freq_weights
         self.norm_mlp = nn.ModuleList(_BandMask(o, e - s) for s, e in bands)
-        if self.weighted:
+        if self.weighted or o.layout.weights_always_stored:
             # One tensor per band shared by every stem's estimator, as the reference shares it
             # (a checkpoint stores it once).
             for i, weight in enumerate(weights):
@@ -426,7 +578,7 @@ class _MaskEstimator(nn.Module):
 
 
 class Bandit(nn.Module):
-    """MSST's ``bandit_v2.Bandit`` for inference (see the module docstring)."""
+    """MSST's ``bandit`` (BandIt) or ``bandit_v2`` for inference (see the module docstring)."""
 
     def __init__(self, o: BanditOptions) -> None:
         super().__init__()
@@ -434,9 +586,16 @@ class Bandit(nn.Module):
         bands, weights = musical_bands(o.n_bands, o.n_fft, o.fs)
         self.stft = _Spectrogram(o)
         self.istft = _Spectrogram(o)  # the reference's InverseSpectrogram keeps its own window
-        self.band_split = _BandSplit(bands, o.emb_dim)
-        self.tf_model = _SequenceModel(o)
-        self.mask_estim = nn.ModuleDict({s: _MaskEstimator(o, bands, weights) for s in o.stems})
+        band_split = _BandSplit(bands, o.emb_dim, o.layout)
+        tf_model = _SequenceModel(o)
+        masks = nn.ModuleDict({s: _MaskEstimator(o, bands, weights) for s in o.stems})
+        # BandIt keeps these in a module of their own (`bsrnn`), Bandit v2 in itself; a tuple
+        # holds them for the forward pass without registering them a second time.
+        parts = nn.Module() if o.layout.prefix else self
+        parts.band_split, parts.tf_model, parts.mask_estim = band_split, tf_model, masks
+        if o.layout.prefix:
+            self.add_module(o.layout.prefix, parts)
+        self._parts = (band_split, tf_model, masks)
 
     def chunk_problem(self, samples: int) -> str | None:
         """Why the network cannot run ``samples``-sample chunks (None if it can)."""
@@ -445,16 +604,23 @@ class Bandit(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         batch, channels, samples = wave.shape
+        band_split, tf_model, masks = self._parts
         with torch.autocast(wave.device.type, enabled=False):
             spec = self.stft(wave.float().reshape(-1, 1, samples))  # each channel alone
-        q = self.tf_model(self.band_split(spec))
+        q = tf_model(band_split(spec))
         stems = []
-        for estimator in self.mask_estim.values():
+        for estimator in masks.values():
             mask = estimator(q)  # complex64, whatever precision its layers ran in
             with torch.autocast(wave.device.type, enabled=False):
                 stem = self.istft.inverse(spec * mask, samples)
             stems.append(stem.reshape(batch, channels, -1))
         return torch.stack(stems, dim=1)
+
+
+def _build(layout: Layout, section: Mapping[str, Any], instruments: Sequence[str]) -> Bandit:
+    opts = options(section, layout)
+    check_named_in_order(layout.arch, f"{layout.section}.stems", opts.stems, instruments, "stem")
+    return Bandit(opts).eval()
 
 
 def build(
@@ -463,11 +629,19 @@ def build(
     instruments: Sequence[str],
     target_instrument: str | None,
 ) -> Bandit:
-    """Bandit v2 from an MSST config's ``kwargs:`` section, in eval mode.
+    """BandIt from an MSST config's ``model:`` section, in eval mode.
 
-    The stems are ``kwargs.stems``; ``training.instruments`` names them for the output, in
+    The stems are ``model.stems``; ``training.instruments`` names them for the output, in
     order, and must name as many.
     """
-    opts = options(model)
-    check_named_in_order("bandit_v2", "kwargs.stems", opts.stems, instruments, "stem")
-    return Bandit(opts).eval()
+    return _build(BANDIT, model, instruments)
+
+
+def build_v2(
+    model: Mapping[str, Any],
+    audio: Mapping[str, Any],
+    instruments: Sequence[str],
+    target_instrument: str | None,
+) -> Bandit:
+    """Bandit v2 from an MSST config's ``kwargs:`` section, in eval mode (as :func:`build`)."""
+    return _build(BANDIT_V2, model, instruments)
