@@ -243,6 +243,28 @@ def timed(net: torch.nn.Module, wave: torch.Tensor, bf16: bool) -> tuple[float, 
     return wall, foreign, out.float()
 
 
+def alternating_rounds(
+    ref: torch.nn.Module, ours: torch.nn.Module, wave: torch.Tensor, rounds: int, seconds: float
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, Any], int]:
+    """MSST's network (``ref``) and demixer's (``ours``) on ``wave`` (``seconds`` of audio),
+    float32: one untimed forward of ``ref`` counting its multiply-accumulates, then ``rounds``
+    rounds of both in turn. Returns each system's seconds per audio second, other processes'
+    load meanwhile, its first output, and the count."""
+    times: dict[str, list[float]] = {"MSST": [], "demixer": []}
+    loads: dict[str, list[float]] = {"MSST": [], "demixer": []}
+    outputs: dict[str, Any] = {}
+    with MacCounter(ref) as counter:
+        timed(ref, wave, False)  # a first forward, not timed: allocations, and the FLOP count
+    for r in range(rounds):
+        for system, module in (("MSST", ref), ("demixer", ours)):
+            wall, load, out = timed(module, wave, False)
+            times[system].append(wall / seconds)
+            loads[system].append(load)
+            outputs.setdefault(system, out)
+            print(f"round {r + 1}: {system} {wall:.1f} s (other load {load:.2f})", flush=True)
+    return times, loads, outputs, counter.total
+
+
 def snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
     return 10 * math.log10(ref.pow(2).sum().item() / max((est - ref).pow(2).sum().item(), 1e-30))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import common
-from arch_speed import MacCounter, timed
+from arch_speed import alternating_rounds
 from demixer.models.arch import build_model
 from demixer.models.msst.config import load_yaml
 from speed import machine_gflops
@@ -97,21 +97,10 @@ def measure(arch: str, rounds: int, peak: float, *, write: bool) -> None:
     rate, samples = config["audio"]["sample_rate"], config["audio"]["chunk_size"]
     seconds = samples / rate
     wave = 0.1 * torch.randn(1, 2, samples)
-    times: dict[str, list[float]] = {"MSST": [], "demixer": []}
-    loads: dict[str, list[float]] = {"MSST": [], "demixer": []}
-    outputs = {}
-    with MacCounter(ref) as counter:
-        timed(ref, wave, False)  # a first forward, not timed: allocations, and the FLOP count
-    for r in range(rounds):
-        for system, module in (("MSST", ref), ("demixer", ours)):
-            wall, load, out = timed(module, wave, False)
-            times[system].append(wall / seconds)
-            loads[system].append(load)
-            outputs.setdefault(system, out)
-            print(f"round {r + 1}: {system} {wall:.1f} s (other load {load:.2f})", flush=True)
+    times, loads, outputs, macs = alternating_rounds(ref, ours, wave, rounds, seconds)
     diff = (outputs["demixer"] - outputs["MSST"]).abs().max().item()
     peak_out = outputs["MSST"].abs().max().item()
-    per_s = 2 * counter.total / 1e9 / seconds
+    per_s = 2 * macs / 1e9 / seconds
     rows = []
     base = statistics.median(times["MSST"])
     for system, ts in times.items():
@@ -135,7 +124,7 @@ def measure(arch: str, rounds: int, peak: float, *, write: bool) -> None:
         "forward of MSST's (counting its FLOPs); *s per audio s* is median (best); *other "
         "load* is the median share of "
         "both cores used by other processes meanwhile.\n\n"
-        f"{2 * counter.total / 1e9:.0f} GFLOP per {seconds:g} s chunk: **{per_s:.0f} GFLOP "
+        f"{2 * macs / 1e9:.0f} GFLOP per {seconds:g} s chunk: **{per_s:.0f} GFLOP "
         f"per second of audio**, nearly all in its 16 bidirectional GRU layers. demixer vs "
         f"MSST: largest difference {diff:.1e} (output peak {peak_out:.2f}).\n\n"
         + common.table(

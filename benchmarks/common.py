@@ -714,11 +714,11 @@ float32 wav files through a temp dir. `benchmarks/setup_peers.sh` builds the pee
 pinned versions from PyPI only; `make bench` (= `.venv/bin/python benchmarks/run_all.py`) installs
 `benchmarks/requirements.txt` into the project venv, runs `setup_peers.sh`, then `quality.py`,
 `cascade_quality.py`, `speed.py`, `memory.py`, `service.py`, `scale.py` and `api_speed.py`
-(`msst_speed.py`, `arch_speed.py`, `bandit_speed.py`, `vr_speed.py`, `demucs_msst.py`,
-`mdx_net.py`, `recipes.py`, `overhead.py`, `quality_levels.py`, `model_load.py` and
-`gpu_check.py` are run by hand); each script rewrites only its own section of this file. The
-machine is shared with other work: speed and memory runs wait for it to idle and say how busy it
-was.
+(`msst_speed.py`, `arch_speed.py`, `bandit_speed.py`, `apollo_speed.py`, `vr_speed.py`,
+`demucs_msst.py`, `mdx_net.py`, `recipes.py`, `overhead.py`, `quality_levels.py`,
+`model_load.py` and `gpu_check.py` are run by hand); each script rewrites only its own section
+of this file. The machine is shared with other work: speed and memory runs wait for it to idle
+and say how busy it was.
 """
 
 SECTIONS = ["spleeter-suite", "quality", "speed", "memory"]

@@ -38,6 +38,7 @@ ENTRY_POINTS = (
     "quality_levels",
     "model_load",
     "bandit_speed",
+    "apollo_speed",
     "vr_speed",
     "demucs_msst",
 )

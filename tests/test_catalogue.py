@@ -26,7 +26,15 @@ from demixer.models.registry import (
 from demixer.models.vr.params import LAYOUTS as VR_LAYOUTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MSST_ARCHS = {"bs_roformer", "mel_band_roformer", "mdx23c", "scnet", "bandit", "bandit_v2"}
+MSST_ARCHS = {
+    "bs_roformer",
+    "mel_band_roformer",
+    "mdx23c",
+    "scnet",
+    "bandit",
+    "bandit_v2",
+    "apollo",
+}
 CATALOGUE = [spec for spec in list_specs() if spec.arch is not None]
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DEMUCS_327 = (
@@ -69,7 +77,7 @@ def test_every_catalogue_entry_is_complete_and_pinned(spec: ModelSpec) -> None:
         assert weight.size is not None and weight.size > 0
         assert weight.url is not None and weight.url.startswith("https://")
         name = weight.url.rsplit("/", 1)[1].split("?")[0]
-        assert name.endswith((".ckpt", ".chpt", ".yaml", ".onnx", ".pth"))
+        assert name.endswith((".ckpt", ".chpt", ".bin", ".yaml", ".onnx", ".pth"))
     for score in spec.scores:
         assert score.metric and score.test_set and score.source.startswith("https://")
     if spec.arch in MSST_ARCHS:

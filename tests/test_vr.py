@@ -674,8 +674,8 @@ def test_an_unknown_architecture_is_refused_naming_every_one(own_pth: Path, tmp_
     """Before any file is read: a config read for the wrong kind of model said less."""
     params = params_file(tmp_path, "entry", own_pth)
     sf.write(tmp_path / "song.wav", music(0.2, seed=1).T, RATE)
-    known = "bandit, bandit_v2, bs_conformer, bs_roformer, htdemucs, mdx23c, mel_band_conformer, "
-    known += "mel_band_roformer, scnet, scnet_masked, scnet_tran, mdx_net, vr"
+    known = "apollo, bandit, bandit_v2, bs_conformer, bs_roformer, htdemucs, mdx23c, "
+    known += "mel_band_conformer, mel_band_roformer, scnet, scnet_masked, scnet_tran, mdx_net, vr"
     for args in (
         ["separate", tmp_path / "song.wav", "--arch", "vr5", "--model-config", params,
          "--model-path", own_pth],

@@ -193,7 +193,7 @@ def separate(
             "--arch",
             help="Run your own model: its architecture (MSST format: bs_roformer, "
             "mel_band_roformer, bs_conformer, mel_band_conformer, mdx23c, scnet, scnet_masked, "
-            "scnet_tran, bandit, bandit_v2, htdemucs; mdx_net, a UVR MDX-Net "
+            "scnet_tran, bandit, bandit_v2, htdemucs, apollo; mdx_net, a UVR MDX-Net "
             ".onnx; or vr, "
             "a UVR VR .pth), with --model-config and --model-path; stems are named from the "
             "config. With DEMIXER_PRECISION=fp32 an MSST model gives what MSST's own "

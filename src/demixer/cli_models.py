@@ -62,6 +62,7 @@ _ARCH_LABELS = {
     "bandit": "bandit",
     "bandit_v2": "bandit2",
     "htdemucs": "htdemucs",
+    "apollo": "apollo",
     "mdx_net": "mdx-net",
     "vr": "vr",
     "recipe": "recipe",

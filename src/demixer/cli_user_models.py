@@ -25,8 +25,8 @@ def models_add(
         typer.Option(
             "--arch",
             help="Its architecture: bs_roformer, mel_band_roformer, bs_conformer, "
-            "mel_band_conformer, mdx23c, scnet, scnet_masked, scnet_tran, bandit, bandit_v2 or "
-            "htdemucs "
+            "mel_band_conformer, mdx23c, scnet, scnet_masked, scnet_tran, bandit, bandit_v2, "
+            "htdemucs or apollo "
             "(MSST format), mdx_net (a UVR MDX-Net .onnx) or vr (a UVR VR .pth).",
         ),
     ],

@@ -715,7 +715,8 @@ class EngineModel(Answer):
     arch: str = Field(
         description="Network family: `bs_roformer`, `mel_band_roformer`, `bs_conformer`, "
         "`mel_band_conformer`, `mdx23c`, `scnet`, `scnet_masked`, `scnet_tran`, "
-        "`bandit` (BandIt), `bandit_v2`, `htdemucs` (HTDemucs trained with MSST), `mdx_net`, "
+        "`bandit` (BandIt), `bandit_v2`, `htdemucs` (HTDemucs trained with MSST), `apollo` (audio "
+        "restoration), `mdx_net`, "
         "`vr`, `demucs`, `spleeter`, `cascade`."
     )
     source_url: str = Field(description="The page the weights are published on.")

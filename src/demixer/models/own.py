@@ -2,11 +2,12 @@
 
 Three kinds of files can be run or added: an MSST model (``--arch bs_roformer``,
 ``mel_band_roformer``, ``bs_conformer``, ``mel_band_conformer``, ``mdx23c``, ``scnet``
-(``scnet_masked``, ``scnet_tran``), ``bandit``, ``bandit_v2``, ``htdemucs``: a YAML config and
-a checkpoint, :mod:`demixer.models.msst.user`), a UVR MDX-Net model (``--arch mdx_net``: its
-parameters and an ``.onnx``, :mod:`demixer.models.mdx_net.user`) and a UVR VR model (``--arch
-vr``: its parameters and a ``.pth``, :mod:`demixer.models.vr.user`). ``demixer separate --arch`` and
-``demixer models add`` call the functions here, never a kind's module.
+(``scnet_masked``, ``scnet_tran``), ``bandit``, ``bandit_v2``, ``htdemucs``, ``apollo``: a YAML
+config and a checkpoint, :mod:`demixer.models.msst.user`), a UVR MDX-Net model (``--arch
+mdx_net``: its parameters and an ``.onnx``, :mod:`demixer.models.mdx_net.user`) and a UVR VR
+model (``--arch vr``: its parameters and a ``.pth``, :mod:`demixer.models.vr.user`).
+``demixer separate --arch`` and ``demixer models add`` call the functions here, never a kind's
+module.
 """
 
 from __future__ import annotations

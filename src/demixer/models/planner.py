@@ -88,6 +88,10 @@ PREFERENCE = (
     # Trained on one stem (drums, vocals): on a whole song only when nothing else makes it.
     "mdx23c-drumsep",
     "bs-roformer-male-female",
+    # Restoration (Apollo): the restored audio, never a stem of a song; the authors' MP3 model
+    # first (its figures are published), Lew's wider universal one after.
+    "apollo-lq-mp3",
+    "apollo-universal-lew",
 )
 
 #: A clean-up step -> the model stem it keeps (the model's other stem is what it removes).

@@ -60,12 +60,13 @@ ARCHITECTURES: Mapping[str, str] = {
     "bandit": "demixer.models.arch.bandit:build",
     "bandit_v2": "demixer.models.arch.bandit:build_v2",
     "htdemucs": "demixer.models.arch.htdemucs:build",
+    "apollo": "demixer.models.arch.apollo:build",
 }
 
 # MDX23C under bf16 autocast agrees with its fp32 output to only ~17 dB SNR on random
 # full-size weights (MSST's own module exactly as much; benchmarks/RESULTS.md): by default it
 # runs in fp32 even where bf16 is native. DEMIXER_PRECISION=bf16 still forces bf16. BandIt,
-# Bandit v2, HTDemucs, SCNet's masked and transformer variants and the Conformers too: their
+# Bandit v2, HTDemucs, SCNet's masked and transformer variants, the Conformers and Apollo too: their
 # bf16 output has not been measured against fp32 on a machine that computes bf16 natively.
 FP32_BY_DEFAULT: frozenset[str] = frozenset(
     {
@@ -77,6 +78,7 @@ FP32_BY_DEFAULT: frozenset[str] = frozenset(
         "scnet_tran",
         "bs_conformer",
         "mel_band_conformer",
+        "apollo",
     }
 )
 
@@ -99,6 +101,7 @@ SIGNATURES: Mapping[str, str] = {
     "bandit": "band_specs",
     "bandit_v2": "n_sqm_modules",
     "htdemucs": "dconv_mode",
+    "apollo": "feature_dim",
 }
 
 

@@ -9,7 +9,7 @@ out (see the model cards and README for what was left out and why).
 Conventions (shared with the architecture loaders):
 
 - MSST models (``arch`` = ``bs_roformer``, ``mel_band_roformer``, ``mdx23c``, ``scnet``,
-  ``bandit``, ``bandit_v2``) have two
+  ``bandit``, ``bandit_v2``, ``apollo``) have two
   files: the YAML config, named by ``config_name``, and the checkpoint; ``stems`` are the
   config's ``training.instruments``, verbatim.
 - MDX-Net models (``arch`` = ``mdx_net``) have one ONNX file and their STFT settings in
@@ -27,6 +27,7 @@ from demixer.models.catalogue.builtin import BUILTIN
 from demixer.models.catalogue.cinematic import CINEMATIC
 from demixer.models.catalogue.convnets import OTHERS
 from demixer.models.catalogue.recipes import recipes
+from demixer.models.catalogue.restoration import RESTORATION
 from demixer.models.catalogue.roformer import ROFORMERS
 from demixer.models.catalogue.uvr_vr import UVR_VR
 from demixer.models.spec import ModelSpec
@@ -75,7 +76,7 @@ def _named(specs: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
     return tuple(replace(spec, aliases=_FILE_NAMES.get(spec.id, ())) for spec in specs)
 
 
-CATALOGUE: tuple[ModelSpec, ...] = _named((*ROFORMERS, *OTHERS, *UVR_VR, *CINEMATIC))
+CATALOGUE: tuple[ModelSpec, ...] = _named((*ROFORMERS, *OTHERS, *UVR_VR, *CINEMATIC, *RESTORATION))
 _MODELS = (*_named(BUILTIN), *CATALOGUE)
 #: Every entry demixer ships, in display order: its own models, the community catalogue, then
 #: the recipes chaining them.

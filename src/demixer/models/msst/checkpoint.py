@@ -13,7 +13,10 @@ And a checkpoint saved by demucs' own training (``demucs.states.serialize_model`
 class and arguments beside its weights under ``state``), as inagoy's DrumSep release asset for
 MSST's htdemucs type is: the classes such a file names (:data:`STAND_INS`: demucs' networks,
 ``fractions.Fraction``) are read as inert stand-ins, never imported or called, and the weights
-under ``state`` are taken. A file naming any other class is still refused unread.
+under ``state`` are taken. And the version string torch writes as
+``torch.torch_version.TorchVersion`` (a ``str`` subclass; the Apollo authors' ``serialize``
+records ``torch.__version__`` beside the weights, under ``infos``), read as that string. A file
+naming any other class is still refused unread.
 """
 
 from __future__ import annotations
@@ -55,9 +58,14 @@ class _StandIn:
         del state
 
 
+#: classes of torch's own a checkpoint may name that are plain values: loaded as themselves
+_TORCH_VALUES = {"torch.torch_version.TorchVersion": torch.torch_version.TorchVersion}
+
+
 def _load(path: Path) -> Any:
     """``torch.load(weights_only=True)``, the :data:`STAND_INS` a file names read as
-    :class:`_StandIn` (any other class still fails it, and torch's error names that one)."""
+    :class:`_StandIn` and torch's version string as itself (any other class still fails it,
+    and torch's error names that one)."""
     try:
         return _load_tensors(path)
     except pickle.UnpicklingError:
@@ -66,9 +74,11 @@ def _load(path: Path) -> Any:
         except Exception:  # not a file torch can list: the first error says what is wrong
             named = set()
         stand_ins = sorted(named & STAND_INS)
-        if not stand_ins:
+        values = [_TORCH_VALUES[name] for name in sorted(named & set(_TORCH_VALUES))]
+        if not stand_ins and not values:
             raise
-        with torch.serialization.safe_globals([(_StandIn, name) for name in stand_ins]):
+        allowed: list[Any] = [(_StandIn, name) for name in stand_ins]
+        with torch.serialization.safe_globals([*allowed, *values]):
             return _load_tensors(path)
 
 
