@@ -53,7 +53,7 @@ NETWORKS = {
     ),
     "bandit": Network(
         "BandIt", "bandit-plus-dnr", DATA / "config_dnr_bandit_bsrnn_multi_mus64.yaml",
-        "model", "BandIt", "arch-bandit-plus",
+        "model", "ScriptedBandIt", "arch-bandit-plus",
     ),
 }  # fmt: skip
 

@@ -30,6 +30,10 @@ PUBLISHED = {
     "mel-vocals-512": ("config_vocals_mel_band_roformer.yaml", "mel_band_roformer"),
     "bs-musdb-target": ("config_musdb18_bs_roformer.yaml", "bs_roformer"),
     "bs-sw-6stems": ("config_BandSplit-Roformer_SW_by-jarredou.yaml", "bs_roformer"),
+    "karaoke-aufr33": (
+        "config_melband_roformer_karaoke_aufr33_viperx_sdr_10.1956.yaml",
+        "mel_band_roformer",
+    ),
     "crowd-aufr33": (
         "config_melband_roformer_crowd_aufr33_viperx_sdr_8.7144.yaml",
         "mel_band_roformer",

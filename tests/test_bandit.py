@@ -25,6 +25,7 @@ import yaml  # type: ignore[import-untyped]
 
 from bandit_reference import BandIt as MsstBandIt
 from bandit_reference import Bandit as MsstBandit
+from bandit_reference import unscripted
 from demixer.engine import Separator
 from demixer.errors import InvalidModelConfig
 from demixer.models.arch import FP32_BY_DEFAULT, build_model
@@ -317,7 +318,8 @@ def plus_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, An
     config["audio"]["chunk_size"] = 24 * 512
     config["inference"]["batch_size"] = 2
     path = write_config(config, root / "bandit_plus.yaml")
-    reference, reference_config = get_model_from_config("bandit", str(path))
+    with unscripted():
+        reference, reference_config = get_model_from_config("bandit", str(path))
     randomise(reference, seed=3)
     checkpoint = root / "bandit_plus.chpt"
     torch.save(reference.state_dict(), checkpoint)

@@ -264,6 +264,7 @@ SEPARATOR_NAMES = {
     "model_bs_roformer_ep_317_sdr_12.9755.ckpt": "bs-roformer-vocals-1297",
     "mel_band_roformer_instrumental_becruily.ckpt": "mel-roformer-inst-becruily",
     "mel_band_roformer_karaoke_becruily.ckpt": "mel-roformer-karaoke-becruily",
+    "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt": "mel-roformer-karaoke-aufr33",
     "bs_roformer_karaoke_frazer_becruily.ckpt": "bs-roformer-karaoke-frazer",
     "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt": "mel-roformer-dereverb-anvuew",
     "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt": "mel-roformer-denoise-aufr33",
@@ -299,7 +300,8 @@ def test_models_answer_to_the_names_audio_separator_gives_them() -> None:
         assert get_spec(name).id == model_id
         assert get_spec(name.rpartition(".")[0]).id == model_id  # -m Kim_Vocal_2
         assert name in get_spec(model_id).aliases
-    # SCNet's and BandIt Plus' are MSST's release file names (audio-separator has neither),
+    # SCNet's, BandIt Plus' and the 4-stem BS-RoFormer's are MSST's release file names
+    # (audio-separator has none of them),
     # Bandit v2's UVR's (audio-separator has no Bandit).
     assert get_spec("model_scnet_ep_36_sdr_10.0891.ckpt").id == "scnet-xl-ihf"
     assert get_spec("checkpoint-multi_fixed").id == "bandit-v2-dnr"
@@ -309,6 +311,7 @@ def test_models_answer_to_the_names_audio_separator_gives_them() -> None:
         "model_scnet_ep_36_sdr_10.0891.ckpt",
         "checkpoint-multi_fixed.ckpt",
         "model_bandit_plus_dnr_sdr_11.47.chpt",
+        "model_bs_roformer_ep_17_sdr_9.6568.ckpt",
     ]
     assert sorted(aliases) == sorted([*SEPARATOR_NAMES, *others])
     with pytest.raises(UnknownModel, match=r"unknown model 'Kim_Vocal_2\.pth'"):

@@ -129,6 +129,7 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
         "bs-roformer-vocals-1297",
         "mel-roformer-crowd-aufr33",
         "bs-roformer-sw-6stems",
+        "mel-roformer-karaoke-aufr33",
         "bandit-v2-dnr",
         "bandit-plus-dnr",
     ]

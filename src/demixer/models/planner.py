@@ -49,6 +49,7 @@ COMPARABLE_METRIC = "Multisong SDR"
 # Models and recipes not listed come after all of these, in registry order.
 PREFERENCE = (
     "scnet-xl-ihf",
+    "bs-roformer-4stems-zfturbo",
     "htdemucs_ft",
     "htdemucs",
     "bs-roformer-sw-6stems",
@@ -71,6 +72,7 @@ PREFERENCE = (
     "male-female",
     "mel-roformer-karaoke-becruily",
     "bs-roformer-karaoke-frazer",
+    "mel-roformer-karaoke-aufr33",
     "vr-karaoke-5hp",
     "vr-karaoke-6hp",
     "mel-roformer-dereverb-anvuew",

@@ -36,11 +36,12 @@ __all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_ALIASES", "SHIPPED_IDS"]
 
 #: The file names the tools users come from know these models by: python-audio-separator
 #: 0.47.1's model names (its ``-m``; its ``models-scores.json`` and ``models.json``), which are
-#: UVR's and MSST's release file names; SCNet's and BandIt Plus' are MSST's release files'
-#: (audio-separator has neither), Bandit v2's is UVR's download's (audio-separator has no
-#: Bandit); the VR models' are UVR's release file names, which audio-separator uses too. The
-#: same weights in each case: the files are named in the entries' ``weights`` or, for Kim's
-#: model, renamed by audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
+#: UVR's and MSST's release file names; SCNet's, BandIt Plus' and the 4-stem BS-RoFormer's are
+#: MSST's release files' (audio-separator has none of them), Bandit v2's is UVR's download's
+#: (audio-separator has no Bandit); the VR models' are UVR's release file names, which
+#: audio-separator uses too. The same weights in each case: the files are named in the entries'
+#: ``weights`` or, for Kim's model, renamed by audio-separator (``MelBandRoformer.ckpt`` on
+#: Hugging Face).
 _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "htdemucs": ("htdemucs.yaml",),
     "htdemucs_ft": ("htdemucs_ft.yaml",),
@@ -50,6 +51,8 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "bs-roformer-vocals-1297": ("model_bs_roformer_ep_317_sdr_12.9755.ckpt",),
     "mel-roformer-inst-becruily": ("mel_band_roformer_instrumental_becruily.ckpt",),
     "mel-roformer-karaoke-becruily": ("mel_band_roformer_karaoke_becruily.ckpt",),
+    "mel-roformer-karaoke-aufr33": ("mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt",),
+    "bs-roformer-4stems-zfturbo": ("model_bs_roformer_ep_17_sdr_9.6568.ckpt",),
     "bs-roformer-karaoke-frazer": ("bs_roformer_karaoke_frazer_becruily.ckpt",),
     "mel-roformer-dereverb-anvuew": ("dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt",),
     "mel-roformer-denoise-aufr33": ("denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",),

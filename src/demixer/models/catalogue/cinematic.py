@@ -7,6 +7,7 @@ from demixer.models.catalogue.sources import (
     MSST,
     MSST_COMMIT,
     MSST_TABLE,
+    MSST_WEBUI_MODELS,
     UVR_RELEASE,
     UVR_RELEASES_PAGE,
     file,
@@ -124,9 +125,8 @@ CINEMATIC: tuple[ModelSpec, ...] = (
             Score("effects", 9.69, "SDR", _DNR, MSST_TABLE),
         ),
         pin_sources=(
-            "checkpoint: https://github.com/SUC-DriverOld/MSST-WebUI/blob/"
-            "2aee2cc20b55ab6b080cd4c7bc0e26db7d57a2ee/data_backup/models_info.json (SHA-256 "
-            "and size of its copy on Hugging Face, Sucial/MSST-WebUI)",
+            f"checkpoint: {MSST_WEBUI_MODELS} (SHA-256 and size of its copy on Hugging Face, "
+            "Sucial/MSST-WebUI)",
             "checkpoint: https://huggingface.co/Eddycrack864/Music-Source-Separation-Training/"
             "blob/4a3768d/model_bandit_plus_dnr_sdr_11.47.chpt (the Git LFS pointer's SHA-256 "
             "of another uploader's copy, 2024-06-17)",

@@ -4,16 +4,21 @@ the input less it (the damage the codec added, as MSST's training names it)."""
 
 from __future__ import annotations
 
-from demixer.models.catalogue.sources import MSST, MSST_COMMIT, file, hf, msst, raw
+from demixer.models.catalogue.sources import (
+    MSST,
+    MSST_COMMIT,
+    MSST_WEBUI_COMMIT,
+    MSST_WEBUI_MODELS,
+    file,
+    hf,
+    msst,
+    raw,
+)
 from demixer.models.spec import ModelSpec
 
 __all__ = ["RESTORATION"]
 
 _APOLLO = "https://github.com/JusperLee/Apollo"
-_WEBUI_COMMIT = "2aee2cc20b55ab6b080cd4c7bc0e26db7d57a2ee"
-_WEBUI_LIST = (
-    f"https://github.com/SUC-DriverOld/MSST-WebUI/blob/{_WEBUI_COMMIT}/data_backup/models_info.json"
-)
 _STEMSEP = (
     "https://github.com/engdahlz/StemSep/blob/719386e5eb785b04cad192ec21b822e428481b94/"
     "StemSepApp/assets/catalog.runtime.bootstrap.json"
@@ -62,7 +67,7 @@ RESTORATION: tuple[ModelSpec, ...] = (
             "checkpoint: https://huggingface.co/JusperLee/Apollo/blob/"
             "c68bd80fdd9c0d93d2f4a833cb154624f660a561/pytorch_model.bin (the authors' Git LFS "
             "pointer: SHA-256, 66.5 MB)",
-            f"checkpoint: {_WEBUI_LIST} (SHA-256 and size of another upload, "
+            f"checkpoint: {MSST_WEBUI_MODELS} (SHA-256 and size of another upload, "
             "Apollo_LQ_MP3_restoration.ckpt in Sucial/MSST-WebUI on Hugging Face)",
             "checkpoint: the same SHA-256, with the size and this revision, pinned by several "
             "projects that download the file (found in a code index; not citable by URL here)",
@@ -83,7 +88,7 @@ RESTORATION: tuple[ModelSpec, ...] = (
             "apollo_model_uni.ckpt.yaml",
             raw(
                 "SUC-DriverOld/MSST-WebUI",
-                _WEBUI_COMMIT,
+                MSST_WEBUI_COMMIT,
                 "configs_backup/single_stem_models/apollo_model_uni.ckpt.yaml",
             ),
             "bfc9599bbe8651c3a93eeb0b491d772ebfceb77feed6bbcb29878b97af9df32c",
@@ -105,8 +110,8 @@ RESTORATION: tuple[ModelSpec, ...] = (
         quality="no figure with a metric and a test set published; not measured by demixer",
         scores=(),
         pin_sources=(
-            f"checkpoint: {_WEBUI_LIST} (SHA-256 and size of its copy in Sucial/MSST-WebUI on "
-            "Hugging Face)",
+            f"checkpoint: {MSST_WEBUI_MODELS} (SHA-256 and size of its copy in "
+            "Sucial/MSST-WebUI on Hugging Face)",
             "checkpoint: https://github.com/rcruzotiniano/Apollo_Mod/blob/"
             "b67ae9ccf526b1458d2efc20e44911137434d4d5/model/apollo_model_uni.ckpt (the Git LFS "
             "pointer of another upload: SHA-256 and size)",

@@ -9,7 +9,9 @@ from demixer.models.catalogue.sources import (
     MSST,
     MSST_COMMIT,
     MSST_TABLE,
+    MSST_WEBUI_MODELS,
     POLITREES_COMMIT,
+    UVR_DATA_COMMIT,
     UVR_RELEASE,
     UVR_RELEASES_PAGE,
     file,
@@ -574,6 +576,104 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "config: git blob 12564e347f6f244f81d948ab60d34f7196a8627f at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob (the same bytes as the model's own host's file)",
+        ),
+    ),
+    msst(
+        "mel-roformer-karaoke-aufr33",
+        arch="mel_band_roformer",
+        stems=("vocals", "instrumental"),
+        description=(
+            "aufr33 and viperx's Mel-Band RoFormer karaoke model: lead vocals vs. everything "
+            "else (backing vocals too); the karaoke model UVR and audio-separator users know."
+        ),
+        config=file(
+            "config_melband_roformer_karaoke_aufr33_viperx_sdr_10.1956.yaml",
+            politrees_config(
+                "Roformer/MelBand/config_melband_roformer_karaoke_aufr33_viperx_sdr_10.1956.yaml"
+            ),
+            "b35077d94861f068097cce1a5e54633c055e7dcc2613eade4e4dc7c7c9c3f48b",
+            1726,
+        ),
+        checkpoint=file(
+            "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt",
+            UVR_RELEASE + "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt",
+            "1de20d459332fe8869aeb01327a31df0032262706e1365114e852dc271779813",
+            913096801,
+        ),
+        license=(
+            "Not stated by its authors (aufr33 and viperx); distributed in UVR's model "
+            'releases, whose README says: "For all third-party application developers who '
+            "wish to use our models, please honor the MIT license by providing credit to UVR "
+            'and its developers."'
+        ),
+        license_class="not stated",
+        weights_source="aufr33 and viperx, UVR's model releases",
+        source_url=UVR_RELEASES_PAGE,
+        quality=(
+            "10.20 dB SDR in the file name, the authors' own validation set (not named); not "
+            "measured by demixer"
+        ),
+        scores=(),
+        pin_sources=(
+            f"checkpoint: {MSST_WEBUI_MODELS} (SHA-256 and size of its copy in Sucial/MSST-WebUI "
+            "on Hugging Face)",
+            "checkpoint: the same SHA-256 with 913,096,801 bytes, pinned for this release asset "
+            "and for other uploads by several public projects that download it (found in a code "
+            "index; not citable by URL here)",
+            "config: git blob b88403c926bc5957a54ba90271f0cced47c8366f at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob, the digest and size (1,726 bytes) other projects pin for "
+            "UVR's release copy, mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956_config.yaml, "
+            "which audio-separator fetches",
+        ),
+    ),
+    msst(
+        "bs-roformer-4stems-zfturbo",
+        arch="bs_roformer",
+        stems=("drums", "bass", "other", "vocals"),
+        description="ZFTurbo's BS-RoFormer trained on MUSDB18-HQ: 4 stems.",
+        config=file(
+            "config_bs_roformer_384_8_2_485100.yaml",
+            raw(
+                "TRvlvr/application_data",
+                UVR_DATA_COMMIT,
+                "mdx_model_data/mdx_c_configs/config_bs_roformer_384_8_2_485100.yaml",
+            ),
+            "61992c9b4959091f70120626e9c3d870effa5ff2bf584426df918ca0430fa1ca",
+            4566,
+        ),
+        checkpoint=file(
+            "model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+            f"{MSST}/releases/download/v1.0.12/model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+            "3e9daecd70aaed5b5a0d1f861cc4d77eaa45afb3fc6301b1cf32c1be0f5868fb",
+            527385512,
+        ),
+        license=(
+            "Not stated for the weights (a release asset of ZFTurbo/Music-Source-Separation-"
+            "Training, whose code is MIT)"
+        ),
+        license_class="not stated",
+        weights_source="Roman Solovyev (ZFTurbo), MSST release v1.0.12",
+        source_url=f"{MSST}/releases/tag/v1.0.12",
+        quality="MUSDB18-HQ test: 9.65 dB mean SDR (MSST's table); not measured by demixer",
+        scores=(
+            Score("mean", 9.65, "SDR", "MUSDB18-HQ test", MSST_TABLE),
+            Score("vocals", 11.08, "SDR", "MUSDB18-HQ test", MSST_TABLE),
+            Score("drums", 11.61, "SDR", "MUSDB18-HQ test", MSST_TABLE),
+            Score("bass", 8.48, "SDR", "MUSDB18-HQ test", MSST_TABLE),
+            Score("other", 7.44, "SDR", "MUSDB18-HQ test", MSST_TABLE),
+            multisong("mean", 9.38),
+        ),
+        pin_sources=(
+            f"checkpoint: {_BS_INFER} (SHA-256 and size)",
+            "checkpoint: the same SHA-256 with 527,385,512 bytes, pinned for this release asset "
+            "by several public projects that download it (found in a code index; not citable by "
+            "URL here)",
+            "config: git blob f4eec01c9350d0015fc0652bbd5ee16bdfa32e28 at "
+            f"https://github.com/TRvlvr/application_data commit {UVR_DATA_COMMIT}, UVR's copy "
+            "of the release config (its instruments capitalised; the network's options those of "
+            "MSST's config_musdb18_bs_roformer_384_8_2_485100_sage.yaml less sage_attention); "
+            "SHA-256 computed from that blob",
         ),
     ),
 )

@@ -14,6 +14,8 @@ __all__ = [
     "MSST",
     "MSST_COMMIT",
     "MSST_TABLE",
+    "MSST_WEBUI_COMMIT",
+    "MSST_WEBUI_MODELS",
     "POLITREES_COMMIT",
     "SEPARATOR_SCORES",
     "UVR_DATA_COMMIT",
@@ -53,6 +55,13 @@ CLEANSPLIT = (
     "cleansplit/models/checkpoints.py (hashed from downloaded copies)"
 )
 UVR_RELEASES_PAGE = "https://github.com/TRvlvr/model_repo/releases/tag/all_public_uvr_models"
+# MSST-WebUI's model list: the SHA-256 and size of each file it serves from its own Hugging Face
+# copies (Sucial/MSST-WebUI), uploaded apart from the releases demixer fetches.
+MSST_WEBUI_COMMIT = "2aee2cc20b55ab6b080cd4c7bc0e26db7d57a2ee"
+MSST_WEBUI_MODELS = (
+    f"https://github.com/SUC-DriverOld/MSST-WebUI/blob/{MSST_WEBUI_COMMIT}/data_backup/"
+    "models_info.json"
+)
 # The MDX-Net ONNX files: the UVR release assets carry no published digest, and the projects
 # that recorded these full SHA-256 digests (and sizes) after downloading the assets or their
 # Hugging Face mirrors (seanghay/uvr_models, Politrees/UVR_resources) were found through a

@@ -11,6 +11,7 @@ model_data_new.json``, under the MD5 of the file's last 10 000 KiB; the older
 from __future__ import annotations
 
 from demixer.models.catalogue.sources import (
+    MSST_WEBUI_MODELS,
     UVR_DATA_COMMIT,
     UVR_LICENSE,
     UVR_RELEASE,
@@ -111,9 +112,7 @@ UVR_VR: tuple[ModelSpec, ...] = (
         weights_source="FoxJoy, UVR's model releases",
         quality="not published",
         pin_sources=(
-            "SHA-256 and size: https://github.com/SUC-DriverOld/MSST-WebUI/blob/"
-            "2aee2cc20b55ab6b080cd4c7bc0e26db7d57a2ee/data_backup/models_info.json (its copy on "
-            "Hugging Face, Sucial/MSST-WebUI)",
+            f"SHA-256 and size: {MSST_WEBUI_MODELS} (its copy on Hugging Face, Sucial/MSST-WebUI)",
             "SHA-256: the same digest checked by another project's converter for its copy from "
             "seanghay/uvr_models on Hugging Face (found in a code index; not citable by URL "
             "here)",
