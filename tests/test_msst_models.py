@@ -1228,3 +1228,43 @@ def test_a_request_for_a_user_model_removed_while_it_waits_stays_queued_saying_w
             assert worker.process.wait(timeout=60) == 130, worker.logs()
         finally:
             worker.kill()
+
+
+# What each architecture computes from its config before its checkpoint is compared with it
+# (filterbanks, band tables, windows) grows with these; asked for absurdly, it asked for
+# gigabytes and the process was killed (a MemoryError under a 4 GB cap) instead of an answer.
+_FRAME = "the most samples in an STFT frame demixer takes (published models use 2048 to 8192)"
+_BANDS = "the most frequency bands demixer takes (published models use 60 or 64)"
+_MEMORY = ": what a config describes is computed when it is read, and this would not fit in memory"
+
+
+@pytest.mark.parametrize(
+    ("arch", "model", "audio", "message"),
+    [
+        ("mel_band_roformer", {"dim": 8, "depth": 1, "stft_n_fft": 1 << 27},
+         {}, f"mel_band_roformer: model.stft_n_fft (134217728) is over 65536, {_FRAME}"),
+        ("mel_band_roformer", {"dim": 8, "depth": 1, "num_bands": 10**6},
+         {}, f"mel_band_roformer: model.num_bands (1000000) is over 1024, {_BANDS}"),
+        ("bs_roformer", {"dim": 8, "depth": 1, "stft_n_fft": 65538, "freqs_per_bands": [32770]},
+         {}, f"bs_roformer: model.stft_n_fft (65538) is over 65536, {_FRAME}"),
+        ("bandit_v2", {"stems": ["a"], "n_fft": 1 << 27},
+         {}, f"bandit_v2: kwargs.n_fft (134217728) is over 65536, {_FRAME}"),
+        ("bandit_v2", {"stems": ["a"], "n_bands": 10**6},
+         {}, f"bandit_v2: kwargs.n_bands (1000000) is over 1024, {_BANDS}"),
+        ("scnet", {"nfft": 1 << 27}, {}, f"scnet: model.nfft (134217728) is over 65536, {_FRAME}"),
+        ("mdx23c", {"num_subbands": 4, "num_scales": 5, "scale": [2, 2], "norm": "InstanceNorm",
+                    "act": "gelu"},
+         {"n_fft": 1 << 27, "hop_length": 1024, "dim_f": 1024, "num_channels": 2},
+         f"mdx23c: audio.n_fft (134217728) is over 65536, {_FRAME}"),
+        ("apollo", {"sr": 384000, "win": 10**6, "feature_dim": 16, "layer": 1},
+         {}, "apollo: model.win (1000000 ms at model.sr 384000) is too long: its STFT frame "
+         f"(384000000) is over 65536, {_FRAME}"),
+    ],
+)  # fmt: skip
+def test_a_config_asking_for_more_than_memory_holds_is_refused_when_read(
+    arch: str, model: dict[str, Any], audio: dict[str, Any], message: str
+) -> None:
+    stems = ["restored"] if arch == "apollo" else ["a"]
+    with pytest.raises(InvalidModelConfig) as refused:
+        build_model(arch, model, {"sample_rate": 44100, **audio}, stems, None)
+    assert refused.value.message == message + _MEMORY

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.modules import activation
 
 from demixer.models.arch import check_named_in_order
-from demixer.models.stft import stft_problem
+from demixer.models.stft import bands_problem, frame_problem, stft_problem
 
 __all__ = [
     "BANDIT",
@@ -318,6 +318,11 @@ def options(section: Mapping[str, Any], layout: Layout = BANDIT_V2) -> BanditOpt
             )
         m.update(_STFT)
     n_fft = _int(m, "n_fft", layout)
+    too_big = frame_problem(f"{layout.section}.n_fft", n_fft) or bands_problem(
+        f"{layout.section}.n_bands", _int(m, "n_bands", layout)
+    )
+    if too_big:
+        raise ValueError(f"{layout.arch}: {too_big}")
     win_length = n_fft if m["win_length"] is None else _int(m, "win_length", layout)
     hop = win_length // 2 if m["hop_length"] is None else _int(m, "hop_length", layout)
     if n_fft < 4 or win_length > n_fft or hop > win_length:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demixer.models.stft import stft_problem
+from demixer.models.stft import frame_problem, stft_problem
 
 __all__ = ["Mdx23cOptions", "TFCTDFNet", "build"]
 
@@ -389,6 +389,9 @@ def options(
         raise ValueError(f"mdx23c: model.act must be a string, not {act!r}")
     _check_act(act)
     _check_norm(norm)
+    too_big = frame_problem("audio.n_fft", _int(audio, "n_fft", "audio", 2))
+    if too_big:
+        raise ValueError(f"mdx23c: {too_big}")
     opts = Mdx23cOptions(
         n_fft=_int(audio, "n_fft", "audio", 2),
         hop_length=_int(audio, "hop_length", "audio"),

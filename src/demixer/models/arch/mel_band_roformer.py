@@ -40,6 +40,7 @@ from demixer.models.arch.roformer import (
     check_channels,
     run_axial,
 )
+from demixer.models.stft import bands_problem
 
 __all__ = ["MelBandRoformer", "build", "build_conformer", "mel_filterbank"]
 
@@ -224,6 +225,9 @@ def _network(
     rate = model.get("sample_rate", 44100)
     if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 2:
         raise InvalidModelConfig(f"{arch}: model.num_bands must be >= 2: {num_bands!r}")
+    too_many = bands_problem("model.num_bands", num_bands)
+    if too_many:
+        raise InvalidModelConfig(f"{arch}: {too_many}")
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
         raise InvalidModelConfig(f"{arch}: model.sample_rate must be > 0: {rate!r}")
     membership = band_membership(rate, opts.n_fft, num_bands)

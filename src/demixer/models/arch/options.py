@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from demixer.errors import InvalidModelConfig
+from demixer.models.stft import frame_problem
 
 __all__ = ["ConformerOptions", "RoformerOptions"]
 
@@ -144,6 +145,9 @@ class RoformerOptions:
         if "dim" not in model or "depth" not in model:
             raise InvalidModelConfig(f"{arch}: model.dim and model.depth are required")
         n_fft = _int(model, "stft_n_fft", 2048, 2)
+        too_big = frame_problem("model.stft_n_fft", n_fft)
+        if too_big:
+            raise InvalidModelConfig(f"{arch}: {too_big}")
         # The reference's window defaults to 2048 samples whatever stft_n_fft is (not to
         # n_fft): a config of n_fft 4096 that names no window runs a 2048-sample one there.
         win_length = _int(model, "stft_win_length", 2048)

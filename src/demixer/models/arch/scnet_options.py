@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from demixer.models.stft import frame_problem
+
 __all__ = [
     "BANDS",
     "DEFAULTS",
@@ -196,6 +198,9 @@ def _options(model: Mapping[str, Any], arch: str) -> ScnetOptions:
     scalars |= {k: m[k] for k in ("conv_kernel", "num_dplayer", "expand")}
     for key, value in scalars.items():
         _int(value, key)
+    too_big = frame_problem("model.nfft", m["nfft"])
+    if too_big:
+        raise ValueError(too_big)
     if m["conv_kernel"] % 2 != 1:
         raise ValueError(f"model.conv_kernel must be odd, not {m['conv_kernel']}")
     if dims[0] != 2 * m["audio_channels"]:
