@@ -584,7 +584,7 @@ ROFORMERS: tuple[ModelSpec, ...] = (
         stems=("vocals", "instrumental"),
         description=(
             "aufr33 and viperx's Mel-Band RoFormer karaoke model: lead vocals vs. everything "
-            "else (backing vocals too); the karaoke model UVR and audio-separator users know."
+            "else (backing vocals too); the karaoke model UVR and audio-separator list."
         ),
         config=file(
             "config_melband_roformer_karaoke_aufr33_viperx_sdr_10.1956.yaml",
