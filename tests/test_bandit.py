@@ -99,44 +99,28 @@ def test_the_musical_band_layout_is_mssts(bands: int, n_fft: int, fs: int) -> No
         assert torch.equal(mine, reference)
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any, Any]:
-    """A shrunk published config (chunks of 24 hops), MSST's randomised network, its
+def reference_files(
+    root: Path, arch: str, config: dict[str, Any], checkpoint_name: str
+) -> tuple[Path, Path, Any, Any]:
+    """``config`` with chunks of 24 hops written to ``root``, MSST's network for it built by
+    MSST's own get_model_from_config (BandIt's unscripted) with randomised weights, its
     checkpoint, and MSST's config object."""
     from msst.utils.settings import get_model_from_config
 
-    root = tmp_path_factory.mktemp("bandit")
-    config = shrunk()
     config["audio"]["chunk_size"] = 24 * 512
-    path = write_config(config, root / "bandit.yaml")
-    reference, reference_config = get_model_from_config("bandit_v2", str(path))
+    path = write_config(config, root / f"{arch}.yaml")
+    with unscripted():
+        reference, reference_config = get_model_from_config(arch, str(path))
     randomise(reference, seed=3)
-    checkpoint = root / "bandit.ckpt"
+    checkpoint = root / checkpoint_name
     torch.save(reference.state_dict(), checkpoint)
     return path, checkpoint, reference, reference_config
 
 
-def test_cli_takes_the_stems_as_dialogue_music_and_effects(
-    files: tuple[Path, Path, Any, Any], tmp_path: Path
-) -> None:
-    """A video's audio at 44.1 kHz, separated by a user's own Bandit v2 (`--arch bandit_v2`),
-    asked for by the film trade's names: each file written, named from the config as every
-    `--arch` model's are, at the input's rate, the rest as the residual."""
-    config, checkpoint, _, _ = files
-    sf.write(tmp_path / "clip.wav", music(30000, seed=5).T, 44100, subtype="FLOAT")
-    cli = Path(sys.executable).parent / "demixer"
-    env = {**os.environ, "DEMIXER_MODEL_DIR": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [str(cli), "separate", str(tmp_path / "clip.wav"), "--arch", "bandit_v2",
-         "--model-config", str(config), "--model-path", str(checkpoint),
-         "--stems", "dialogue,effects", "-o", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    written = sorted(p.name for p in (tmp_path / "out").rglob("*.*"))
-    assert written == ["clip_residual.wav", "clip_sfx.wav", "clip_speech.wav"]
-    info = sf.info(tmp_path / "out" / "clip_speech.wav")
-    assert (info.samplerate, info.channels, info.frames) == (44100, 2, 30000)
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any, Any]:
+    """The published Bandit v2 config shrunk, MSST's randomised network and checkpoint."""
+    return reference_files(tmp_path_factory.mktemp("bandit"), "bandit_v2", shrunk(), "bandit.ckpt")
 
 
 def test_it_runs_in_fp32_unless_bf16_is_forced(files: tuple[Path, Path, Any, Any]) -> None:
@@ -309,21 +293,13 @@ def test_the_pinned_config_makes_tensors_the_size_of_the_pinned_checkpoint(
 
 @pytest.fixture(scope="module")
 def plus_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any, Any]:
-    """A shrunk BandIt Plus config (chunks of 24 hops, batches of 2), MSST's randomised
-    network built by MSST's own get_model_from_config, its checkpoint, MSST's config object."""
-    from msst.utils.settings import get_model_from_config
-
-    root = tmp_path_factory.mktemp("bandit_plus")
+    """The BandIt Plus config shrunk (batches of 2), MSST's randomised network and
+    checkpoint."""
     config = plus_shrunk()
-    config["audio"]["chunk_size"] = 24 * 512
     config["inference"]["batch_size"] = 2
-    path = write_config(config, root / "bandit_plus.yaml")
-    with unscripted():
-        reference, reference_config = get_model_from_config("bandit", str(path))
-    randomise(reference, seed=3)
-    checkpoint = root / "bandit_plus.chpt"
-    torch.save(reference.state_dict(), checkpoint)
-    return path, checkpoint, reference, reference_config
+    return reference_files(
+        tmp_path_factory.mktemp("bandit_plus"), "bandit", config, "bandit_plus.chpt"
+    )
 
 
 @pytest.mark.parametrize("length", ["under one chunk", "many chunks"])
@@ -358,24 +334,38 @@ def test_separation_equals_msst(
         assert float(np.abs(got[stem] - expected[stem]).max()) <= 1e-4, stem
 
 
-def test_cli_runs_a_users_bandit_asking_for_the_effects(
-    plus_files: tuple[Path, Path, Any, Any], tmp_path: Path
-) -> None:
-    config, checkpoint, _, _ = plus_files
-    sf.write(tmp_path / "clip.flac", music(30000, seed=5).T, PLUS_RATE)
+@pytest.mark.parametrize(
+    ("arch", "fixture", "song", "subtype", "asked", "written"),
+    [
+        ("bandit_v2", "files", "clip.wav", "FLOAT", "dialogue,effects",
+         ["clip_residual.wav", "clip_sfx.wav", "clip_speech.wav"]),
+        ("bandit", "plus_files", "clip.flac", "PCM_16", "sound_effects",
+         ["clip_effects.wav", "clip_residual.wav"]),
+    ],
+)  # fmt: skip
+def test_cli_takes_a_films_stems_by_the_trades_names(
+    arch: str, fixture: str, song: str, subtype: str, asked: str, written: list[str],
+    request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:  # fmt: skip
+    """A video's audio at 44.1 kHz, separated by a user's own Bandit v2 or BandIt (`--arch`),
+    asked for by the film trade's names: each file written, named from the config as every
+    `--arch` model's are (Bandit v2's `speech` and `sfx`, BandIt's `effects`), at the input's
+    rate, the rest as the residual."""
+    config, checkpoint, _, _ = request.getfixturevalue(fixture)
+    sf.write(tmp_path / song, music(30000, seed=5).T, 44100, subtype=subtype)
     cli = Path(sys.executable).parent / "demixer"
     env = {**os.environ, "DEMIXER_MODEL_DIR": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [str(cli), "separate", str(tmp_path / "clip.flac"), "--arch", "bandit",
+        [str(cli), "separate", str(tmp_path / song), "--arch", arch,
          "--model-config", str(config), "--model-path", str(checkpoint),
-         "--stems", "sound_effects", "-o", str(tmp_path / "out")],
+         "--stems", asked, "-o", str(tmp_path / "out")],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    written = sorted(p.name for p in (tmp_path / "out").rglob("*.*"))
-    assert written == ["clip_effects.wav", "clip_residual.wav"]
-    info = sf.info(tmp_path / "out" / "clip_effects.wav")
-    assert (info.samplerate, info.channels, info.frames) == (PLUS_RATE, 2, 30000)
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.*")) == written
+    for name in written:
+        info = sf.info(tmp_path / "out" / name)
+        assert (info.samplerate, info.channels, info.frames) == (44100, 2, 30000), name
 
 
 @pytest.mark.parametrize(

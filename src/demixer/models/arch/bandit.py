@@ -317,9 +317,9 @@ def options(section: Mapping[str, Any], layout: Layout = BANDIT_V2) -> BanditOpt
                 "with n_fft's bins, so no other value runs"
             )
         m.update(_STFT)
-    n_fft = _int(m, "n_fft", layout)
+    n_fft, n_bands = _int(m, "n_fft", layout), _int(m, "n_bands", layout)
     too_big = frame_problem(f"{layout.section}.n_fft", n_fft) or bands_problem(
-        f"{layout.section}.n_bands", _int(m, "n_bands", layout)
+        f"{layout.section}.n_bands", n_bands
     )
     if too_big:
         raise ValueError(f"{layout.arch}: {too_big}")
@@ -337,7 +337,7 @@ def options(section: Mapping[str, Any], layout: Layout = BANDIT_V2) -> BanditOpt
     return BanditOptions(
         layout=layout,
         stems=tuple(stems),
-        n_bands=_int(m, "n_bands", layout),
+        n_bands=n_bands,
         n_sqm_modules=_int(m, "n_sqm_modules", layout),
         emb_dim=_int(m, "emb_dim", layout),
         rnn_dim=_int(m, "rnn_dim", layout),

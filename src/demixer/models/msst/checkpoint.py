@@ -58,8 +58,11 @@ class _StandIn:
         del state
 
 
-#: classes of torch's own a checkpoint may name that are plain values: loaded as themselves
-_TORCH_VALUES = {"torch.torch_version.TorchVersion": torch.torch_version.TorchVersion}
+#: every class a checkpoint may name, and what it is read as: the :data:`STAND_INS` as
+#: :class:`_StandIn`; torch's version string (a ``str`` subclass) as itself
+_READ_AS: dict[str, type] = {name: _StandIn for name in STAND_INS} | {
+    "torch.torch_version.TorchVersion": torch.torch_version.TorchVersion
+}
 
 
 def _load(path: Path) -> Any:
@@ -73,12 +76,10 @@ def _load(path: Path) -> Any:
             named = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         except Exception:  # not a file torch can list: the first error says what is wrong
             named = set()
-        stand_ins = sorted(named & STAND_INS)
-        values = [_TORCH_VALUES[name] for name in sorted(named & set(_TORCH_VALUES))]
-        if not stand_ins and not values:
+        allowed: list[Any] = [(_READ_AS[name], name) for name in sorted(named & set(_READ_AS))]
+        if not allowed:
             raise
-        allowed: list[Any] = [(_StandIn, name) for name in stand_ins]
-        with torch.serialization.safe_globals([*allowed, *values]):
+        with torch.serialization.safe_globals(allowed):
             return _load_tensors(path)
 
 
