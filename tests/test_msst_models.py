@@ -694,6 +694,14 @@ _UNRUNNABLE = [
     ("scnet", {"model.compress": 0}, "scnet: model.compress must be a number in (0, 8] (the "
      "narrowest of model.dims[1:] over it is each convolution module's width), not 0"),
     ("scnet", {"model.num_dplayer": 1}, "scnet: model.num_dplayer must be even, not 1"),
+    ("mel", {"model.depth": 10**6}, "mel_band_roformer: model.depth (1000000) is over 64, the "
+     "most layers one option stacks demixer takes (published models use 1 to 16): each layer is "
+     "built when the config is read, before its checkpoint is compared with it (a million took "
+     "minutes and gigabytes)"),
+    ("bs", {"training.instruments": [f"s{i}" for i in range(65)]}, "training.instruments (65) "
+     "is over 64, the most stems demixer takes (published models use 1 to 6): each stem's "
+     "output layers are built when the config is read, before its checkpoint is compared with "
+     "it (a million took minutes and gigabytes)"),
     ("scnet", {"audio.chunk_size": 1000}, "audio.chunk_size 1000 does not fit the network: "
      "padded to 1024 samples (an odd number of hops), 1024 samples are too few for an STFT of "
      "n_fft 4096, whose centring pads 2048 samples at each end by reflection (it needs more "
@@ -1268,3 +1276,84 @@ def test_a_config_asking_for_more_than_memory_holds_is_refused_when_read(
     with pytest.raises(InvalidModelConfig) as refused:
         build_model(arch, model, {"sample_rate": 44100, **audio}, stems, None)
     assert refused.value.message == message + _MEMORY
+
+
+_LAYERS = "the most layers one option stacks demixer takes (published models use 1 to 16)"
+_STEMS = "the most stems demixer takes (published models use 1 to 6)"
+_BUILT = (
+    ": each {} built when the config is read, before its checkpoint is compared with it (a "
+    "million took minutes and gigabytes)"
+)
+_EACH_LAYER = _BUILT.format("layer is")
+_EACH_STEM = _BUILT.format("stem's output layers are")
+_MDX = {
+    "num_subbands": 4, "num_scales": 5, "scale": [2, 2], "norm": "InstanceNorm", "act": "gelu",
+    "num_blocks_per_scale": 1, "num_channels": 8, "growth": 8, "bottleneck_factor": 1,
+}  # fmt: skip
+_MDX_AUDIO = {"n_fft": 2048, "hop_length": 512, "dim_f": 1024, "num_channels": 2}
+_HTDEMUCS = {"model": "htdemucs", "audio_channels": 2, "samplerate": 44100, "segment": 11}
+
+
+@pytest.mark.parametrize(
+    ("arch", "model", "audio", "stems", "message"),
+    [
+        ("mel_band_roformer", {"dim": 8, "depth": 10**6}, {}, 1,
+         f"mel_band_roformer: model.depth (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("bs_roformer", {"dim": 8, "depth": 1, "freqs_per_bands": [1025],
+                         "mask_estimator_depth": 10**6}, {}, 1,
+         f"bs_roformer: model.mask_estimator_depth (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("bs_conformer", {"dim": 8, "depth": 1, "freqs_per_bands": [1025],
+                          "time_conformer_depth": 10**6}, {}, 1,
+         f"bs_conformer: model.time_conformer_depth (1000000) is over 64, {_LAYERS}"
+         f"{_EACH_LAYER}"),
+        # each under the limit, their product over it: depth x (1 + 64 + 0) = 4160 layers
+        ("mel_band_roformer", {"dim": 8, "depth": 64, "time_transformer_depth": 1,
+                               "freq_transformer_depth": 64}, {}, 1,
+         "mel_band_roformer: model.depth x (time_transformer_depth + freq_transformer_depth + "
+         "linear_transformer_depth) (4160) is over 256, the most transformer layers in all "
+         f"demixer takes (published models use up to 32){_EACH_LAYER}"),
+        ("mel_band_roformer", {"dim": 8, "depth": 1, "num_stems": 65}, {}, 65,
+         f"mel_band_roformer: model.num_stems (65) is over 64, {_STEMS}{_EACH_STEM}"),
+        # scale [1, 1] keeps every level's size: nothing else bounded num_scales
+        ("mdx23c", {**_MDX, "scale": [1, 1], "num_scales": 10**6}, _MDX_AUDIO, 2,
+         f"mdx23c: model.num_scales (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("mdx23c", {**_MDX, "num_blocks_per_scale": 10**6}, _MDX_AUDIO, 2,
+         f"mdx23c: model.num_blocks_per_scale (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("scnet", {"sources": ["a", "b"], "num_dplayer": 10**6}, {}, 2,
+         f"scnet: model.num_dplayer (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("scnet", {"sources": ["a", "b"], "dims": [4] + [8] * 100}, {}, 2,
+         f"scnet: model.dims (less one: the encoder's levels) (100) is over 64, {_LAYERS}"
+         f"{_EACH_LAYER}"),
+        ("scnet", {"sources": ["a", "b"], "conv_depths": [3, 10**6, 1]}, {}, 2,
+         f"scnet: model.conv_depths (its largest) (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("scnet_tran", {"sources": ["a", "b"], "tran_depth": 10**6}, {}, 2,
+         f"scnet_tran: model.tran_depth (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("scnet", {"sources": [f"s{i}" for i in range(65)]}, {}, 65,
+         f"scnet: model.sources (65) is over 64, {_STEMS}{_EACH_STEM}"),
+        ("bandit", {"band_specs": "musical", "in_channel": 1, "n_bands": 64, "fs": 44100,
+                    "n_sqm_modules": 10**6}, {}, 1,
+         f"bandit: model.n_sqm_modules (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("bandit_v2", {"stems": [f"s{i}" for i in range(65)]}, {}, 65,
+         f"bandit_v2: kwargs.stems (65) is over 64, {_STEMS}{_EACH_STEM}"),
+        ("apollo", {"sr": 44100, "win": 20, "feature_dim": 16, "layer": 10**6}, {}, 1,
+         f"apollo: model.layer (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("htdemucs", {**_HTDEMUCS, "t_layers": 10**6}, {}, 4,
+         f"htdemucs: htdemucs.t_layers (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("htdemucs", {**_HTDEMUCS, "dconv_depth": 10**6}, {}, 4,
+         f"htdemucs: htdemucs.dconv_depth (1000000) is over 64, {_LAYERS}{_EACH_LAYER}"),
+        ("htdemucs", {**_HTDEMUCS, "nfft": 1 << 27}, {}, 4,
+         f"htdemucs: htdemucs.nfft (134217728) is over 65536, {_FRAME}{_MEMORY}"),
+    ],
+)  # fmt: skip
+def test_a_config_stacking_far_more_layers_or_stems_than_published_is_refused_when_read(
+    arch: str, model: dict[str, Any], audio: dict[str, Any], stems: int, message: str
+) -> None:
+    """These were built layer by layer before the checkpoint was compared with them: a million
+    layers kept `models add` (or a worker loading the model) building for minutes, until it
+    was killed for memory."""
+    instruments = ["restored"] if arch == "apollo" else [f"s{i}" for i in range(stems)]
+    if arch == "bandit":
+        model = {**model, "stems": instruments}
+    with pytest.raises(InvalidModelConfig) as refused:
+        build_model(arch, model, {"sample_rate": 44100, **audio}, instruments, None)
+    assert refused.value.message == message

@@ -598,6 +598,15 @@ def test_a_layout_that_does_not_add_up_is_refused() -> None:
         caught.value.message == "mine.json: the bands' crops add up to 770 bins, more than bins 672"
     )
     layout["band"]["4"]["crop_stop"] = 383
+    layout["band"]["4"]["n_fft"] = 1 << 27  # its crop still within: every chunk took gigabytes
+    with pytest.raises(InvalidModelConfig) as caught:
+        parse_layout(layout, source="mine.json")
+    assert caught.value.message == (
+        "mine.json: band 4: n_fft (134217728) is over 65536, the most samples in an STFT frame "
+        "demixer takes (published models use 320 to 2048): each band's window and spectrogram "
+        "are computed for every chunk, and this would not fit in memory"
+    )
+    layout["band"]["4"]["n_fft"] = 960
     layout["band"]["1"]["res_type"] = "kaiser_best"  # resampy: not a dependency
     with pytest.raises(InvalidModelConfig) as caught:
         parse_layout(layout, source="mine.json")

@@ -18,35 +18,7 @@ import warnings
 
 import torch
 
-__all__ = ["MAX_BANDS", "MAX_N_FFT", "bands_problem", "frame_problem", "stft_problem"]
-
-#: The largest STFT frame a config may ask for, samples (1.5 s at 44.1 kHz; published models use
-#: 2,048 to 8,192): a config's filterbanks and windows are computed when it is read, before its
-#: checkpoint is compared with it, and a frame of 2**27 samples asked for gigabytes there.
-MAX_N_FFT = 1 << 16
-#: The most frequency bands a config may split its bins into (published models use 60 or 64),
-#: for the same reason: a band layout is a (bands, bins) table computed when the config is read.
-MAX_BANDS = 1024
-
-
-def frame_problem(option: str, n_fft: int) -> str | None:
-    """Why an STFT frame of ``n_fft`` samples (``option`` of the config) is refused, or None."""
-    return _too_big(option, n_fft, MAX_N_FFT, "samples in an STFT frame", "2048 to 8192")
-
-
-def bands_problem(option: str, bands: int) -> str | None:
-    """Why ``bands`` frequency bands (``option`` of the config) are refused, or None."""
-    return _too_big(option, bands, MAX_BANDS, "frequency bands", "60 or 64")
-
-
-def _too_big(option: str, value: int, limit: int, what: str, usual: str) -> str | None:
-    if value <= limit:
-        return None
-    return (
-        f"{option} ({value}) is over {limit}, the most {what} demixer takes (published models "
-        f"use {usual}): what a config describes is computed when it is read, and this would "
-        "not fit in memory"
-    )
+__all__ = ["stft_problem"]
 
 
 def stft_problem(window: torch.Tensor, *, n_fft: int, hop: int, samples: int) -> str | None:

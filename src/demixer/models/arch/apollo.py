@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demixer.models.stft import frame_problem, stft_problem
+from demixer.models.arch.limits import frame_problem, layers_problem
+from demixer.models.stft import stft_problem
 
 __all__ = ["Apollo", "ApolloOptions", "build", "options"]
 
@@ -82,6 +83,9 @@ def options(model: Mapping[str, Any]) -> ApolloOptions:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"apollo: model.{key} must be an integer >= 1, not {value!r}")
     opts = ApolloOptions(**{key: model[key] for key in _OPTIONS})
+    too_many = layers_problem("model.layer", opts.layer)
+    if too_many:
+        raise ValueError(f"apollo: {too_many}")
     too_big = frame_problem("its STFT frame", opts.win_samples)
     if too_big:
         raise ValueError(

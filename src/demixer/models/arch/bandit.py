@@ -49,7 +49,8 @@ from torch import nn
 from torch.nn.modules import activation
 
 from demixer.models.arch import check_named_in_order
-from demixer.models.stft import bands_problem, frame_problem, stft_problem
+from demixer.models.arch.limits import bands_problem, frame_problem, layers_problem, stems_problem
+from demixer.models.stft import stft_problem
 
 __all__ = [
     "BANDIT",
@@ -334,11 +335,17 @@ def options(section: Mapping[str, Any], layout: Layout = BANDIT_V2) -> BanditOpt
     fs = m["fs"]
     if isinstance(fs, bool) or not isinstance(fs, int | float) or fs <= 0:
         raise ValueError(f"{where}.fs must be a positive number, not {fs!r}")
+    n_sqm_modules = _int(m, "n_sqm_modules", layout)
+    too_many = layers_problem(f"{layout.section}.n_sqm_modules", n_sqm_modules) or stems_problem(
+        f"{layout.section}.stems", len(stems)
+    )
+    if too_many:
+        raise ValueError(f"{layout.arch}: {too_many}")
     return BanditOptions(
         layout=layout,
         stems=tuple(stems),
         n_bands=n_bands,
-        n_sqm_modules=_int(m, "n_sqm_modules", layout),
+        n_sqm_modules=n_sqm_modules,
         emb_dim=_int(m, "emb_dim", layout),
         rnn_dim=_int(m, "rnn_dim", layout),
         bidirectional=_bool(m, "bidirectional", layout),

@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import nn
 
+from demixer.models.arch.limits import frame_problem, layers_problem, stems_problem
 from demixer.models.demucs_backend import import_demucs
 
 __all__ = ["build"]
@@ -83,8 +84,32 @@ def build(
             f"{name}: {', '.join(unknown)} {what} of demucs' {klass.__name__} (MSST would refuse "
             f"{'it' if len(unknown) == 1 else 'them'} too)"
         )
+    too_big = _size_problem(name, options, len(instruments))
+    if too_big:
+        raise ValueError(f"{name}: {too_big}")
     try:
         network: nn.Module = klass(sources=list(instruments), **options)
     except (TypeError, ValueError, AssertionError, ZeroDivisionError, RuntimeError) as exc:
         raise ValueError(f"{name}: these options make no network: {exc}") from None
     return network.eval()
+
+
+#: Options of demucs' classes that stack layers (the rest are widths, kernels, strides).
+_LAYER_OPTIONS = ("depth", "dconv_depth", "t_layers", "lstm_layers")
+
+
+def _size_problem(name: str, options: Mapping[str, Any], stems: int) -> str | None:
+    """Why the network ``options`` describe is too big to build (None if it is not; ill-typed
+    values are left to demucs' class to refuse)."""
+    for key in _LAYER_OPTIONS:
+        value = options.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            too_many = layers_problem(f"{name}.{key}", value)
+            if too_many:
+                return too_many
+    nfft = options.get("nfft")
+    if isinstance(nfft, int) and not isinstance(nfft, bool):
+        too_big = frame_problem(f"{name}.nfft", nfft)
+        if too_big:
+            return too_big
+    return stems_problem("training.instruments", stems)

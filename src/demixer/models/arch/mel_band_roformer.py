@@ -33,6 +33,7 @@ from torch import nn
 
 from demixer.errors import InvalidModelConfig
 from demixer.models.arch.bands import BandSplit, MaskEstimator, Stft, complex_masks
+from demixer.models.arch.limits import bands_problem
 from demixer.models.arch.options import RoformerOptions
 from demixer.models.arch.roformer import (
     active_heads,
@@ -40,7 +41,6 @@ from demixer.models.arch.roformer import (
     check_channels,
     run_axial,
 )
-from demixer.models.stft import bands_problem
 
 __all__ = ["MelBandRoformer", "build", "build_conformer", "mel_filterbank"]
 

@@ -7,7 +7,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from demixer.errors import InvalidModelConfig
-from demixer.models.stft import frame_problem
+from demixer.models.arch.limits import (
+    frame_problem,
+    layers_problem,
+    stacked_layers_problem,
+    stems_problem,
+)
 
 __all__ = ["ConformerOptions", "RoformerOptions"]
 
@@ -171,7 +176,7 @@ class RoformerOptions:
                 f"{arch}: model.dim_head must be even (rotary embeddings rotate pairs of "
                 f"features), not {dim_head}"
             )
-        return cls(
+        opts = cls(
             dim=_int(model, "dim", 0),
             depth=_int(model, "depth", 0),
             stereo=_bool(model, "stereo", False),
@@ -191,6 +196,30 @@ class RoformerOptions:
             skip_connection=_bool(model, "skip_connection", False),
             pope=pope,
         )
+        too_many = opts.size_problem()
+        if too_many:
+            raise InvalidModelConfig(f"{arch}: {too_many}")
+        return opts
+
+    def size_problem(self) -> str | None:
+        """Why the network these options describe is too big to build, or None."""
+        depths = {
+            "model.depth": self.depth,
+            "model.time_transformer_depth": self.time_depth,
+            "model.freq_transformer_depth": self.freq_depth,
+            "model.linear_transformer_depth": self.linear_depth,
+            "model.mask_estimator_depth": self.mask_depth,
+        }
+        for option, layers in depths.items():
+            too_many = layers_problem(option, layers)
+            if too_many:
+                return too_many
+        stacked = self.depth * (self.time_depth + self.freq_depth + self.linear_depth)
+        return stacked_layers_problem(
+            "model.depth x (time_transformer_depth + freq_transformer_depth + "
+            "linear_transformer_depth)",
+            stacked,
+        ) or stems_problem("model.num_stems", self.num_stems)
 
     @classmethod
     def read_conformer(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from demixer.models.stft import frame_problem
+from demixer.models.arch.limits import frame_problem, layers_problem, stems_problem
 
 __all__ = [
     "BANDS",
@@ -252,10 +252,25 @@ def _options(model: Mapping[str, Any], arch: str) -> ScnetOptions:
             f"({opts.win_size}) equal model.nfft ({opts.nfft}): the reference builds its mask "
             "layer for stereo and its window nfft samples long"
         )
-    problem = _frequency_problem(opts)
+    problem = _size_problem(opts) or _frequency_problem(opts)
     if problem:
         raise ValueError(problem)
     return opts
+
+
+def _size_problem(o: ScnetOptions) -> str | None:
+    """Why the network ``o`` describes is too big to build (None if it is not)."""
+    counts = {
+        "model.num_dplayer": o.num_dplayer,
+        "model.dims (less one: the encoder's levels)": len(o.dims) - 1,
+        "model.conv_depths (its largest)": max(o.conv_depths),
+        **({"model.tran_depth": o.tran.depth} if o.tran else {}),
+    }
+    for option, layers in counts.items():
+        too_many = layers_problem(option, layers)
+        if too_many:
+            return too_many
+    return stems_problem("model.sources", len(o.sources))
 
 
 def _tran_options(m: Mapping[str, Any]) -> TranOptions:

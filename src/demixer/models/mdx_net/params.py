@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from demixer.errors import InvalidModelConfig
+from demixer.models.arch.limits import frame_problem
 from demixer.models.spec import check_uvr_keys
 from demixer.models.stft import stft_problem
 
@@ -141,6 +142,9 @@ class MdxParams:
             return value
 
         n_fft = integer("n_fft", 0, 2)
+        too_big = frame_problem("n_fft", n_fft, "4096 to 16384")  # before its window is made
+        if too_big:
+            raise bad(too_big)
         if n_fft % 2:
             raise bad(f"n_fft={n_fft}: expected an even frame length")
         dim_f = integer("dim_f", 0, 1)

@@ -42,6 +42,7 @@ import yaml  # type: ignore[import-untyped]
 
 from demixer.errors import InvalidModelConfig
 from demixer.models.arch import SIGNATURES
+from demixer.models.arch.limits import stems_problem
 from demixer.models.memory import bytes_text
 
 __all__ = [
@@ -239,6 +240,9 @@ def _instruments(training: Mapping[str, Any], source: str) -> tuple[str, ...]:
     raw = training.get("instruments")
     if not isinstance(raw, (list, tuple)) or not raw or not all(isinstance(i, str) for i in raw):
         raise InvalidModelConfig(f"{source}: training.instruments must be a list of stem names")
+    too_many = stems_problem("training.instruments", len(raw))
+    if too_many:
+        raise InvalidModelConfig(f"{source}: {too_many}")
     names = [stem_name(i) for i in raw]
     for original, name in zip(raw, names, strict=True):
         if not STEM_PATTERN.fullmatch(name) or name == "residual":

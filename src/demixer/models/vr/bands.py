@@ -28,6 +28,7 @@ import torch
 
 from demixer.audio import fit_length
 from demixer.errors import InvalidModelConfig
+from demixer.models.arch.limits import frame_problem
 
 __all__ = [
     "Band",
@@ -108,6 +109,15 @@ def _band(data: Any, where: str) -> Band:
     )
     if band.sr <= 0 or band.hl <= 0 or band.n_fft < 2 or band.n_fft % 2:
         raise InvalidModelConfig(f"{where}: sr and hl must be positive, n_fft even")
+    too_big = frame_problem(
+        "n_fft",
+        band.n_fft,
+        "320 to 2048",
+        "each band's window and spectrogram are computed for every chunk, and this would not "
+        "fit in memory",
+    )
+    if too_big:
+        raise InvalidModelConfig(f"{where}: {too_big}")
     if not 0 <= band.crop_start < band.crop_stop <= band.n_fft // 2 + 1:
         raise InvalidModelConfig(
             f"{where}: crop_start {band.crop_start} to crop_stop {band.crop_stop} must lie "
