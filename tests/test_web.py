@@ -1741,6 +1741,14 @@ def test_the_original_is_decoded_on_the_first_ab_press_not_with_the_stems(
 
 
 @pytest.mark.backends("sqlite")  # the page's own mixing in the browser: the same on either backend
+def _edges(r: float) -> float:
+    """How far a stretched tone's measured length may be from the song's over the speed: at
+    each end, a 10-ms frame either way, and WSOLA's reach (stretch.js: a grain is read up to
+    half a hop, 512 samples, from where it belongs, where it best continues the one before),
+    which resampling to a key r times as high makes 1/r as long."""
+    return 2 * (0.01 + 512 / RATE / r)
+
+
 def test_the_mix_downloads_at_the_practice_speed_and_key(
     page: Page, server: Server, tmp_path: Path
 ) -> None:
@@ -1777,7 +1785,7 @@ def test_the_mix_downloads_at_the_practice_speed_and_key(
     frames = mix[: len(mix) // 441 * 441, 0].reshape(-1, 441)
     loudness = np.sqrt((frames**2).mean(axis=1))
     heard = loudness > 0.5 * np.median(loudness[loudness > 0.1])
-    assert heard.sum() * 0.01 == pytest.approx(2, abs=0.02)
+    assert heard.sum() * 0.01 == pytest.approx(2, abs=_edges(1.0))
     middle = mix[int(1.5 * RATE) : int(2.5 * RATE), 0]
     spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
     assert np.argmax(spectrum) * RATE / len(middle) == pytest.approx(440, abs=1)
@@ -1800,7 +1808,7 @@ def test_the_mix_downloads_at_the_practice_speed_and_key(
         frames = mix[: len(mix) // 441 * 441, 0].reshape(-1, 441)
         loudness = np.sqrt((frames**2).mean(axis=1))
         heard = loudness > 0.5 * np.median(loudness[loudness > 0.1])
-        assert heard.sum() * 0.01 == pytest.approx(seconds, abs=0.02)
+        assert heard.sum() * 0.01 == pytest.approx(seconds, abs=_edges(2 ** (int(semitones) / 12)))
         middle = mix[int((0.5 + 0.1) * seconds * RATE) : int((1.5 - 0.1) * seconds * RATE), 0]
         spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
         pitch = np.argmax(spectrum) * RATE / len(middle)
