@@ -39,6 +39,8 @@ PUBLISHED = {
         "mel_band_roformer",
     ),
     "guitar-becruily": ("config_melband_roformer_guitar_becruily.yaml", "mel_band_roformer"),
+    "vocals-becruily": ("config_melband_roformer_vocals_becruily.yaml", "mel_band_roformer"),
+    "aspiration-sucial": ("config_melband_roformer_aspiration.yaml", "mel_band_roformer"),
     # The Conformers: the RoFormers with Conformer blocks along time and frequency.
     "bs-conformer-vocals": ("config_vocals_bs_conformer.yaml", "bs_conformer"),
     "mel-conformer-vocals": ("config_vocals_mel_band_conformer.yaml", "mel_band_conformer"),

@@ -127,6 +127,7 @@ def test_the_catalogue_runs_its_msst_models_through_the_msst_loader() -> None:
     assert checked == [
         "mel-roformer-vocals-kim",
         "bs-roformer-vocals-1297",
+        "mel-roformer-vocals-becruily",
         "mel-roformer-crowd-aufr33",
         "bs-roformer-sw-6stems",
         "mel-roformer-karaoke-aufr33",

@@ -309,6 +309,10 @@ def test_mel_filterbank_is_librosas(rate: int, n_fft: int, bands: int) -> None:
         # Politrees' copy of becruily's guitar config (the pinned one is the author's file):
         # its network in float16 fills the pinned checkpoint.
         ("guitar-becruily", "mel-roformer-guitar-becruily", 2),
+        ("vocals-becruily", "mel-roformer-vocals-becruily", 4),
+        # Politrees' copy of Sucial's aspiration config (the pin is the author's own file, not
+        # readable here; this copy's inference settings differ, its network is the same).
+        ("aspiration-sucial", "mel-roformer-aspiration-sucial", 4),
     ],
 )
 def test_a_pinned_config_makes_tensors_the_size_of_the_pinned_checkpoint(

@@ -826,6 +826,13 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
     assert choose(["guitar"], [get_spec("spleeter-2stems"), guitar]) is guitar
     with pytest.raises(UnknownStem):
         choose(["other"], [get_spec("mel-roformer-vocals-kim"), guitar])
+    # And the breath model's (`aspiration` and `other`): breaths and the song without them.
+    breath = get_spec("mel-roformer-aspiration-sucial")
+    assert produces(breath) == ("breath", "nobreath")
+    for asked in ("breath", "Breaths", "aspiration", "nobreath", "no breaths"):
+        assert choose([canonical_stem(asked)], list(list_specs())) is breath, asked
+    with pytest.raises(UnknownStem):
+        choose(["other"], [get_spec("mel-roformer-vocals-kim"), breath])
     assert cleanup_model("deecho", _specs("mel-roformer-denoise-aufr33")) is None
     assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
     _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))

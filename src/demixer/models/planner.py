@@ -42,10 +42,11 @@ COMPARABLE_METRIC = "Multisong SDR"
 # above the cascade (the cascade's vocals *are* spleeter's); for guitar and piano the SW
 # six-stem BS-RoFormer comes before htdemucs_6s, whose authors call its piano "not working
 # great" (no published figure compares the two), and becruily's guitar specialist after both
-# (no published figure compares it either; it makes nothing else); the special-purpose models
-# (karaoke, de-reverb, denoise, crowd) come last, each UVR VR model after the RoFormer doing
-# its job (no published figure compares them), and last of all those made for one stem of a
-# song (DrumSep's drums, male/female's vocals).
+# (no published figure compares it either; it makes nothing else); becruily's vocal model
+# after Kim's and viperx's (no published figure for it); the special-purpose models (karaoke,
+# de-reverb, denoise, crowd, breaths) come last, each UVR VR model after the RoFormer doing its
+# job (no published figure compares them), and last of all those made for one stem of a song
+# (DrumSep's drums, male/female's vocals).
 # Models and recipes not listed come after all of these, in registry order.
 PREFERENCE = (
     "scnet-xl-ihf",
@@ -59,11 +60,13 @@ PREFERENCE = (
     "hdemucs_mmi",
     "mel-roformer-vocals-kim",
     "bs-roformer-vocals-1297",
+    "mel-roformer-vocals-becruily",
     "mdx23c-instvoc-hq",
     "mdx-net-vocals-kim-2",
     "spleeter-2stems",
     "cascade-4stems",
     "mel-roformer-inst-becruily",
+    "mdx-net-inst-hq-4",
     "mdx-net-inst-hq-3",
     "karaoke",
     "karaoke-5hp",
@@ -84,6 +87,7 @@ PREFERENCE = (
     "vr-de-echo-normal",
     "vr-de-echo-aggressive",
     "mel-roformer-crowd-aufr33",
+    "mel-roformer-aspiration-sucial",
     # A film's dialogue, music and effects: never a song's vocals or instruments but by name.
     "bandit-v2-dnr",
     "bandit-plus-dnr",
@@ -134,6 +138,12 @@ _SYNONYMS = {
     "no_echo": "noecho",
     "no_crowd": "nocrowd",
     "no_guitar": "noguitar",
+    # Sucial's breath model calls breaths "aspiration", as engineers do.
+    "aspiration": "breath",
+    "breaths": "breath",
+    "breathing": "breath",
+    "no_breath": "nobreath",
+    "no_breaths": "nobreath",
     # A film's or video's three stems, in the film trade's words (dialogue, music, effects):
     # Bandit v2 calls them speech, music and sfx; BandIt speech, music and effects.
     "speech": "dialogue",
@@ -153,6 +163,8 @@ _NOISE_PAIR = {"dry": "dry", "other": "noise"}
 _CROWD_PAIR = {"crowd": "crowd", "other": "nocrowd"}
 # So does becruily's guitar model what it leaves without the guitars.
 _GUITAR_PAIR = {"guitar": "guitar", "other": "noguitar"}
+# And Sucial's breath model what it leaves without the breaths.
+_BREATH_PAIR = {"breath": "breath", "other": "nobreath"}
 
 
 def canonical_stem(name: str) -> str:
@@ -167,10 +179,11 @@ def canonical_stems(stems: Sequence[str]) -> dict[str, str]:
     ``no_dry`` makes ``noecho`` and ``echo`` (:data:`_ECHO_PAIR`), one of ``dry`` and
     ``other`` makes ``dry`` and ``noise`` (:data:`_NOISE_PAIR`), one of ``crowd`` and
     ``other`` makes ``crowd`` and ``nocrowd`` (:data:`_CROWD_PAIR`), one of ``guitar`` and
-    ``other`` makes ``guitar`` and ``noguitar`` (:data:`_GUITAR_PAIR`)."""
+    ``other`` makes ``guitar`` and ``noguitar`` (:data:`_GUITAR_PAIR`), one of ``aspiration``
+    (``breath``) and ``other`` makes ``breath`` and ``nobreath`` (:data:`_BREATH_PAIR`)."""
     names = [s.lower() for s in stems]
     out = {stem: _SYNONYMS.get(name, name) for stem, name in zip(stems, names, strict=True)}
-    for pair in (_ECHO_PAIR, _NOISE_PAIR, _CROWD_PAIR, _GUITAR_PAIR):
+    for pair in (_ECHO_PAIR, _NOISE_PAIR, _CROWD_PAIR, _GUITAR_PAIR, _BREATH_PAIR):
         if sorted(out.values()) == sorted(pair):
             return {stem: pair[name] for stem, name in out.items()}
     if len(stems) == 2 and "vocals" in out.values():

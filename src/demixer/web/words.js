@@ -158,10 +158,11 @@ const COLOURS = {
   kick: "#ff7b54", snare: "#ffd166", toms: "#7bd88f", hi_hat: "#4cc9f0", ride: "#9d7bff",
   crash: "#ff9ebb", drums_other: "#ffb020", no_drums: "#8a94a6",
   male_vocals: "#5fa8ff", female_vocals: "#ff7eb6", other_vocals: "#c77dff",
-  // Clean-up models' kept and removed sounds (de-reverb, de-echo, denoise, crowd removal).
+  // Clean-up models' kept and removed sounds (de-reverb, de-echo, denoise, crowd and breath
+  // removal).
   dry: "#7bd88f", no_dry: "#8a94a6", noreverb: "#7bd88f", reverb: "#8a94a6",
   noecho: "#7bd88f", echo: "#8a94a6", noise: "#8a94a6", nocrowd: "#7bd88f", crowd: "#8a94a6",
-  noguitar: "#2ec4b6",
+  noguitar: "#2ec4b6", nobreath: "#7bd88f", breath: "#8a94a6",
   // A film's three (Bandit v2; its own names too): the voice as the vocals, the music as the
   // instrumental.
   dialogue: "#ff5c8a", speech: "#ff5c8a", music: "#4cc9f0", effects: "#ffb020", sfx: "#ffb020",
@@ -176,6 +177,7 @@ const STEM_WORDS = {
   residual: "everything else", hi_hat: "hi-hat", hh: "hi-hat", drums_other: "rest of the drums",
   no_drums: "everything but the drums", noreverb: "without reverb", noecho: "without echo",
   nocrowd: "without the crowd", noguitar: "without the guitar", no_dry: "reverb and echo", vocals_reverb: "the vocals' reverb",
+  breath: "breaths", nobreath: "without breaths",
   speech: "dialogue", sfx: "sound effects", effects: "sound effects",
 };
 export function stemWords(stem) { return STEM_WORDS[stem] || String(stem).replace(/_/g, " "); }

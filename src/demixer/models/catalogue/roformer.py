@@ -1,5 +1,5 @@
-"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb, de-echo, denoise and crowd
-models, and a six-stem model (guitar and piano besides the four)."""
+"""The RoFormer entries: vocals, instrumental, karaoke, de-reverb, de-echo, denoise, crowd and
+breath models, and a six-stem model (guitar and piano besides the four)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ _INST_REPO, _INST_REV = (
     "becruily/mel-band-roformer-instrumental",
     "1bbef428121cc700899a57c8a50d6dce13aa7e98",
 )
+# becruily's vocal model: the revision several projects pin its checkpoint at.
+_VOC_REPO, _VOC_REV = (
+    "becruily/mel-band-roformer-vocals",
+    "af457f56e56eb23fa8322929eef6a63b455e5858",
+)
 _KARA_REPO = "becruily/mel-band-roformer-karaoke"
 # becruily's guitar model: the revision other projects pin its two files at.
 _GUITAR_REPO = "becruily/mel-band-roformer-guitar"
@@ -49,6 +54,9 @@ _VERB_REPO = "anvuew/dereverb_mel_band_roformer"
 _VERB_REV = "cef05ad2b5b3145ea5c149d3ad5d1f8439b34d06"
 _NOISE_REPO = "poiqazwsx/melband-roformer-denoise"
 _NOISE_REV = "4e39bc34a36dda8e73254cd8f5d44f15de2bd7b9"
+# Sucial's aspiration (breath) model: the one commit that uploaded its files.
+_BREATH_REPO = "Sucial/Aspiration_Mel_Band_Roformer"
+_BREATH_REV = "7c1a73d2c5a9b45ae85ba059aff275c648b2e7ac"
 _MALE_FEMALE_REV = "848ebc6354066288fc39131ecdf8a2d83057091e"  # Politrees' HF commit adding it
 _ECHO_REPO = "Sucial/Dereverb-Echo_Mel_Band_Roformer"
 _ECHO_REV = (
@@ -179,6 +187,43 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob; the same bytes are in SUC-DriverOld/MSST-WebUI's history "
             "(configs_backup/vocal_models/config_instrumental_becruily.yaml)",
+        ),
+    ),
+    msst(
+        "mel-roformer-vocals-becruily",
+        arch="mel_band_roformer",
+        stems=("vocals", "other"),
+        description="becruily's Mel-Band RoFormer trained for the vocals (and the rest, other).",
+        config=file(
+            "config_melband_roformer_vocals_becruily.yaml",
+            politrees_config("Roformer/MelBand/config_melband_roformer_vocals_becruily.yaml"),
+            "186792a36db251fc5834a883c519b609ca80abbd2bfc4668eea43ee3a4223985",
+            1723,
+        ),
+        checkpoint=hf_file(
+            _VOC_REPO,
+            _VOC_REV,
+            "mel_band_roformer_vocals_becruily.ckpt",
+            "a05961310cc55fbb901290c2e8be02682942f73522b6ac76bf2ec11e347ed95a",
+            913107578,
+        ),
+        license=f"Not stated (no licence on huggingface.co/{_VOC_REPO})",
+        license_class="not stated",
+        weights_source="becruily, Hugging Face; config as mirrored by Politrees/UVR_resources",
+        source_url=f"https://huggingface.co/{_VOC_REPO}",
+        quality="no published figure for this file; not measured by demixer",
+        scores=(),
+        pin_sources=(
+            f"checkpoint and config: {_MELBAND_INFER_GUITAR} (the checkpoint's digest read from "
+            "the Hugging Face LFS pointer, the config's from its bytes, as "
+            "config_mel_band_roformer_vocals_becruily.yaml; sizes too)",
+            f"checkpoint: {MSST_WEBUI_MODELS} (SHA-256 and size of its copy in Sucial/MSST-WebUI "
+            "on Hugging Face)",
+            f"checkpoint: the same SHA-256 pinned at revision {_VOC_REV} by several public "
+            "projects that download it (found in a code index; not citable by URL here)",
+            "config: git blob 2d42333851e31c9e5747d818efec365921358a7c at "
+            f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
+            "computed from that blob",
         ),
     ),
     msst(
@@ -430,6 +475,61 @@ ROFORMERS: tuple[ModelSpec, ...] = (
             "config: git blob 7e44ef94c71082af3a619c9b439f808ae8eb3e1c at "
             f"https://github.com/Politrees/UVR_resources commit {POLITREES_COMMIT}; SHA-256 "
             "computed from that blob (one source)",
+        ),
+    ),
+    msst(
+        "mel-roformer-aspiration-sucial",
+        arch="mel_band_roformer",
+        stems=("aspiration", "other"),
+        description=(
+            "Sucial's Mel-Band RoFormer for breaths: the aspiration (breathing) in a recording, "
+            "and the rest without it."
+        ),
+        config=hf_file(
+            _BREATH_REPO,
+            _BREATH_REV,
+            "config_aspiration_mel_band_roformer.yaml",
+            "1944ff2915dcfce1309fd1d97d931d8da1d1c61392ec0ece2a0f2ad704e2c144",
+            1932,
+        ),
+        checkpoint=hf_file(
+            _BREATH_REPO,
+            _BREATH_REV,
+            "aspiration_mel_band_roformer_sdr_18.9845.ckpt",
+            "9e791258c866c6c8da66052693d8cc3b64f1f42c01e052dbdc570cd278380cc5",
+            835983746,
+        ),
+        license=f"CC-BY-NC-SA-4.0 (the licence tag on huggingface.co/{_BREATH_REPO})",
+        license_class="non-commercial",
+        weights_source="Sucial (SUC-DriverOld), Hugging Face",
+        source_url=f"https://huggingface.co/{_BREATH_REPO}",
+        quality=(
+            "aspiration 9.86 dB SDR on the author's 17 validation songs (the model card); not "
+            "measured by demixer"
+        ),
+        scores=(
+            Score(
+                "aspiration",
+                9.8554,
+                "SDR",
+                "the author's 17 validation songs (model card)",
+                f"https://huggingface.co/{_BREATH_REPO}",
+            ),
+            Score(
+                "other",
+                28.1136,
+                "SDR",
+                "the author's 17 validation songs (model card)",
+                f"https://huggingface.co/{_BREATH_REPO}",
+            ),
+        ),
+        pin_sources=(
+            f"checkpoint and config: {_MELBAND_INFER_GUITAR} (the checkpoint's digest read from "
+            "the Hugging Face LFS pointer, the config's from its bytes; sizes too)",
+            f"checkpoint: {MSST_WEBUI_MODELS} (SHA-256 and size of its copy in Sucial/MSST-WebUI "
+            "on Hugging Face)",
+            "config: one source for its digest (the list above); its size is the 1.93 kB "
+            f"Hugging Face lists at revision {_BREATH_REV}",
         ),
     ),
     msst(

@@ -8,6 +8,7 @@ from demixer.models.spec import LicenseClass, ModelSpec, Score, WeightFile
 __all__ = [
     "CLEANSPLIT",
     "INST_HQ_3_MD5",
+    "INST_HQ_4_MD5",
     "KIM_VOCAL_2_MD5",
     "MDX_NET_RECORDS",
     "MELBAND_INFER",
@@ -75,6 +76,7 @@ MDX_NET_RECORDS = (
 # next to the SHA-256 above, which ties UVR's parameters to the very file pinned here.
 KIM_VOCAL_2_MD5 = "970b3f9492014d18fefeedfe4773cb42"
 INST_HQ_3_MD5 = "55657dd70583b0fedfba5f67df11d711"
+INST_HQ_4_MD5 = "0f2a6bc5b49d87d64728ee40e23bceb1"
 # UVR's README, the only licence statement for the models UVR publishes.
 UVR_LICENSE = (
     "UVR's README: \"For all third-party application developers who wish to use our models, "
