@@ -559,9 +559,12 @@ def test_one_accounts_hanging_receiver_leaves_slots_to_other_accounts(
     default 15 s timeout and 600 requests a minute, for hours). Once an account holds half
     the slots, other accounts' events go first; what the other account's receiver sees is
     read when it is called, so no clock decides the result."""
-    api = make_api(**{**FAST, "webhook_backoff_seconds": 60.0})
+    # No hanging send times out before the test ends (hang.set() ends them): the receiver's
+    # count of calls to /hang is then the count of sends holding slots, not of sends made (a
+    # loaded machine let the first sends time out at FAST's 5 s and counted their successors).
+    api = make_api(**{**FAST, "webhook_backoff_seconds": 60.0, "webhook_timeout_seconds": 60.0})
     hang = threading.Event()
-    receiver.hooks["/hang"] = lambda: hang.wait(30)
+    receiver.hooks["/hang"] = lambda: hang.wait(60)
     file_id = api.upload()
     for _ in range(6):
         job_id, _ = submit(api, file_id, receiver.url("/hang"))
