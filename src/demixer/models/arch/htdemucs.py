@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from demixer.models.arch.limits import frame_problem, layers_problem, stems_problem
+from demixer.models.arch.limits import frame_problem, many_layers_problem, stems_problem
 from demixer.models.demucs_backend import import_demucs
 
 __all__ = ["build"]
@@ -101,15 +101,15 @@ _LAYER_OPTIONS = ("depth", "dconv_depth", "t_layers", "lstm_layers")
 def _size_problem(name: str, options: Mapping[str, Any], stems: int) -> str | None:
     """Why the network ``options`` describe is too big to build (None if it is not; ill-typed
     values are left to demucs' class to refuse)."""
-    for key in _LAYER_OPTIONS:
+
+    def given(key: str) -> int | None:
         value = options.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            too_many = layers_problem(f"{name}.{key}", value)
-            if too_many:
-                return too_many
-    nfft = options.get("nfft")
-    if isinstance(nfft, int) and not isinstance(nfft, bool):
-        too_big = frame_problem(f"{name}.nfft", nfft)
-        if too_big:
-            return too_big
-    return stems_problem("training.instruments", stems)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    layers = {f"{name}.{key}": n for key in _LAYER_OPTIONS if (n := given(key)) is not None}
+    nfft = given("nfft")
+    return (
+        many_layers_problem(layers)
+        or (frame_problem(f"{name}.nfft", nfft) if nfft is not None else None)
+        or stems_problem("training.instruments", stems)
+    )

@@ -10,6 +10,8 @@ is a typo or an attack, answered with the option named and why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "MAX_BANDS",
     "MAX_LAYERS",
@@ -19,6 +21,7 @@ __all__ = [
     "bands_problem",
     "frame_problem",
     "layers_problem",
+    "many_layers_problem",
     "stacked_layers_problem",
     "stems_problem",
 ]
@@ -64,6 +67,12 @@ def layers_problem(option: str, layers: int) -> str | None:
     """Why ``layers`` stacked layers (``option`` of the config) are refused, or None."""
     why = _BUILT.format("each layer is")
     return _too_big(option, layers, MAX_LAYERS, "layers one option stacks", "1 to 16", why)
+
+
+def many_layers_problem(layers: Mapping[str, int]) -> str | None:
+    """:func:`layers_problem` of the first of ``layers`` (option -> layers it stacks) over the
+    limit, or None."""
+    return next((p for option, n in layers.items() if (p := layers_problem(option, n))), None)
 
 
 def stacked_layers_problem(options: str, layers: int) -> str | None:

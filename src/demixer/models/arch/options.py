@@ -9,7 +9,7 @@ from typing import Any
 from demixer.errors import InvalidModelConfig
 from demixer.models.arch.limits import (
     frame_problem,
-    layers_problem,
+    many_layers_problem,
     stacked_layers_problem,
     stems_problem,
 )
@@ -210,16 +210,16 @@ class RoformerOptions:
             "model.linear_transformer_depth": self.linear_depth,
             "model.mask_estimator_depth": self.mask_depth,
         }
-        for option, layers in depths.items():
-            too_many = layers_problem(option, layers)
-            if too_many:
-                return too_many
         stacked = self.depth * (self.time_depth + self.freq_depth + self.linear_depth)
-        return stacked_layers_problem(
-            "model.depth x (time_transformer_depth + freq_transformer_depth + "
-            "linear_transformer_depth)",
-            stacked,
-        ) or stems_problem("model.num_stems", self.num_stems)
+        return (
+            many_layers_problem(depths)
+            or stacked_layers_problem(
+                "model.depth x (time_transformer_depth + freq_transformer_depth + "
+                "linear_transformer_depth)",
+                stacked,
+            )
+            or stems_problem("model.num_stems", self.num_stems)
+        )
 
     @classmethod
     def read_conformer(

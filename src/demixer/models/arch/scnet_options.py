@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from demixer.models.arch.limits import frame_problem, layers_problem, stems_problem
+from demixer.models.arch.limits import frame_problem, many_layers_problem, stems_problem
 
 __all__ = [
     "BANDS",
@@ -266,11 +266,7 @@ def _size_problem(o: ScnetOptions) -> str | None:
         "model.conv_depths (its largest)": max(o.conv_depths),
         **({"model.tran_depth": o.tran.depth} if o.tran else {}),
     }
-    for option, layers in counts.items():
-        too_many = layers_problem(option, layers)
-        if too_many:
-            return too_many
-    return stems_problem("model.sources", len(o.sources))
+    return many_layers_problem(counts) or stems_problem("model.sources", len(o.sources))
 
 
 def _tran_options(m: Mapping[str, Any]) -> TranOptions:
