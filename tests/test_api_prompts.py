@@ -127,7 +127,7 @@ def test_best_installed_model_wins() -> None:
     # Lead and backing vocals: the karaoke recipe; lead vocals alone fall back to the vocals.
     assert map_prompt("the backing vocals", ALL) == PromptMatch("karaoke", "backing_vocals")
     assert map_prompt("extract the lead vocals", DEFAULT).stem == "vocals"
-    with pytest.raises(UnsupportedPrompt, match="karaoke or karaoke-5hp can"):
+    with pytest.raises(UnsupportedPrompt, match="karaoke or karaoke-5hp or vr-bve can"):
         map_prompt("backing vocals", DEFAULT)
     assert set(MODEL_PREFERENCE) == {s.id for s in ALL}
     # A drum kit's pieces and male or female voices: their recipes; without them, the drums
@@ -271,7 +271,7 @@ def test_take_the_vocals_out_asks_which_it_means(api: Api) -> None:
 
 def test_background_vocals_and_vocals_without_reverb() -> None:
     assert map_prompt("background vocals", ALL) == PromptMatch("karaoke", "backing_vocals")
-    with pytest.raises(UnsupportedPrompt, match="karaoke or karaoke-5hp can"):
+    with pytest.raises(UnsupportedPrompt, match="karaoke or karaoke-5hp or vr-bve can"):
         map_prompt("the background singers", DEFAULT)  # not all the vocals
     assert map_prompt("vocals without reverb", ALL) == PromptMatch("dry-vocals", "dry_vocals")
     with pytest.raises(UnsupportedPrompt, match="dry-vocals can"):

@@ -305,7 +305,8 @@ def test_models_answer_to_the_names_audio_separator_gives_them() -> None:
         assert name in get_spec(model_id).aliases
     # SCNet's, BandIt Plus' and the 4-stem BS-RoFormer's are MSST's release file names
     # (audio-separator has none of them),
-    # Bandit v2's UVR's (audio-separator has no Bandit).
+    # Bandit v2's UVR's (audio-separator has no Bandit), the BVE model's UVR's release file
+    # (audio-separator lists the other BVE file, -2).
     assert get_spec("model_scnet_ep_36_sdr_10.0891.ckpt").id == "scnet-xl-ihf"
     assert get_spec("checkpoint-multi_fixed").id == "bandit-v2-dnr"
     assert get_spec("model_bandit_plus_dnr_sdr_11.47").id == "bandit-plus-dnr"
@@ -315,6 +316,7 @@ def test_models_answer_to_the_names_audio_separator_gives_them() -> None:
         "checkpoint-multi_fixed.ckpt",
         "model_bandit_plus_dnr_sdr_11.47.chpt",
         "model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+        "UVR-BVE-4B_SN-44100-1.pth",
     ]
     assert sorted(aliases) == sorted([*SEPARATOR_NAMES, *others])
     with pytest.raises(UnknownModel, match=r"unknown model 'Kim_Vocal_2\.pth'"):

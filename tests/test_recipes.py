@@ -833,6 +833,14 @@ def test_dereverb_keeps_the_dry_stem_block_by_block(monkeypatch: pytest.MonkeyPa
         assert choose([canonical_stem(asked)], list(list_specs())) is breath, asked
     with pytest.raises(UnknownStem):
         choose(["other"], [get_spec("mel-roformer-vocals-kim"), breath])
+    # UVR's backing-vocal model keeps the backing vocals (UVR's "Vocals" for it); the rest is
+    # the lead on a vocals stem, the lead and the instruments on a song: named for neither.
+    bve = get_spec("vr-bve")
+    assert produces(bve) == ("backing_vocals", "no_backing_vocals")
+    assert choose(["backing_vocals"], list(list_specs())).id == "karaoke"
+    assert choose(["backing_vocals"], [get_spec("spleeter-2stems"), bve]) is bve
+    with pytest.raises(UnknownStem):
+        choose(["lead_vocals"], [get_spec("spleeter-2stems"), bve])
     assert cleanup_model("deecho", _specs("mel-roformer-denoise-aufr33")) is None
     assert cleanup_model("dereverb", _specs("spleeter-2stems")) is None
     _register(monkeypatch, fake_models.fake_spec("fake-dereverb", "dereverb"))

@@ -653,6 +653,7 @@ CATALOGUE_NETS = {  # network, width, the stem the mask keeps
     "vr-karaoke-6hp": ("123812", 32, "instrumental"),
     "vr-denoise-lite": ("v5.1", 16, "noise"),
     "vr-denoise": ("v5.1", 48, "noise"),
+    "vr-bve": ("v5.1", 64, "backing_vocals"),
 }
 
 

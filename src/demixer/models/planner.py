@@ -78,6 +78,7 @@ PREFERENCE = (
     "mel-roformer-karaoke-aufr33",
     "vr-karaoke-5hp",
     "vr-karaoke-6hp",
+    "vr-bve",
     "mel-roformer-dereverb-anvuew",
     "vr-deecho-dereverb",
     "mel-roformer-denoise-aufr33",

@@ -162,7 +162,7 @@ const COLOURS = {
   // removal).
   dry: "#7bd88f", no_dry: "#8a94a6", noreverb: "#7bd88f", reverb: "#8a94a6",
   noecho: "#7bd88f", echo: "#8a94a6", noise: "#8a94a6", nocrowd: "#7bd88f", crowd: "#8a94a6",
-  noguitar: "#2ec4b6", nobreath: "#7bd88f", breath: "#8a94a6",
+  noguitar: "#2ec4b6", nobreath: "#7bd88f", breath: "#8a94a6", no_backing_vocals: "#ff5c8a",
   // A film's three (Bandit v2; its own names too): the voice as the vocals, the music as the
   // instrumental.
   dialogue: "#ff5c8a", speech: "#ff5c8a", music: "#4cc9f0", effects: "#ffb020", sfx: "#ffb020",
@@ -177,7 +177,7 @@ const STEM_WORDS = {
   residual: "everything else", hi_hat: "hi-hat", hh: "hi-hat", drums_other: "rest of the drums",
   no_drums: "everything but the drums", noreverb: "without reverb", noecho: "without echo",
   nocrowd: "without the crowd", noguitar: "without the guitar", no_dry: "reverb and echo", vocals_reverb: "the vocals' reverb",
-  breath: "breaths", nobreath: "without breaths",
+  breath: "breaths", nobreath: "without breaths", no_backing_vocals: "everything but the backing vocals",
   speech: "dialogue", sfx: "sound effects", effects: "sound effects",
 };
 export function stemWords(stem) { return STEM_WORDS[stem] || String(stem).replace(/_/g, " "); }

@@ -39,9 +39,9 @@ __all__ = ["BUILTIN", "CATALOGUE", "SHIPPED", "SHIPPED_ALIASES", "SHIPPED_IDS"]
 #: UVR's and MSST's release file names; SCNet's, BandIt Plus' and the 4-stem BS-RoFormer's are
 #: MSST's release files' (audio-separator has none of them), Bandit v2's is UVR's download's
 #: (audio-separator has no Bandit); the VR models' are UVR's release file names, which
-#: audio-separator uses too. The same weights in each case: the files are named in the entries'
-#: ``weights`` or, for Kim's model, renamed by audio-separator (``MelBandRoformer.ckpt`` on
-#: Hugging Face).
+#: audio-separator uses too (but for the BVE model's: it lists UVR's other BVE file). The same
+#: weights in each case: the files are named in the entries' ``weights`` or, for Kim's model,
+#: renamed by audio-separator (``MelBandRoformer.ckpt`` on Hugging Face).
 _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "htdemucs": ("htdemucs.yaml",),
     "htdemucs_ft": ("htdemucs_ft.yaml",),
@@ -75,6 +75,7 @@ _FILE_NAMES: dict[str, tuple[str, ...]] = {
     "vr-denoise-lite": ("UVR-DeNoise-Lite.pth",),
     "vr-karaoke-5hp": ("5_HP-Karaoke-UVR.pth",),
     "vr-karaoke-6hp": ("6_HP-Karaoke-UVR.pth",),
+    "vr-bve": ("UVR-BVE-4B_SN-44100-1.pth",),
 }
 
 

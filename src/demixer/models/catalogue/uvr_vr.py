@@ -232,4 +232,35 @@ UVR_VR: tuple[ModelSpec, ...] = (
             _identity("6b5916069a49be3fe29d4397ecfd73fa"),
         ),
     ),
+    vr(
+        "vr-bve",
+        stems=("backing_vocals", "no_backing_vocals"),
+        description="UVR-BVE-4B_SN-44100-1, UVR's VR backing-vocal model: the backing vocals "
+        "apart; on a vocals stem the rest is the lead.",
+        pth=file(
+            "UVR-BVE-4B_SN-44100-1.pth",
+            UVR_RELEASE + "UVR-BVE-4B_SN-44100-1.pth",
+            "56165bdfa0dd5df7930ff76652200dc287e1bfef622bba5c812c736dc22067fe",
+            223650277,
+        ),
+        arch_params={"vr_model_param": "4band_v3_sn", "primary_stem": "Vocals"},
+        license=(
+            "Not stated by its trainer (UVR's download list names none); distributed in UVR's "
+            'model releases, whose README says: "For all third-party application developers '
+            "who wish to use our models, please honor the MIT license by providing credit to "
+            'UVR and its developers."'
+        ),
+        license_class="not stated",
+        weights_source="UVR's model releases",
+        quality="not published",
+        pin_sources=(
+            f"SHA-256 and size: {MSST_WEBUI_MODELS} (its copy on Hugging Face, Sucial/MSST-WebUI)",
+            "SHA-256: the same digest pinned by another public project that downloads the file "
+            "(found in a code index; not citable by URL here)",
+            "parameters: the one backing-vocal entry in UVR's model data (key "
+            f"944950a9c5963a5eb70b445d67b7068a, {_MODEL_DATA}): 4band_v3_sn, primary Vocals, "
+            "v5.1 widths 64 and 128; the pinned size is that network's tensors and torch.save's "
+            "372 bytes each",
+        ),
+    ),
 )
