@@ -245,8 +245,8 @@ UVR_VR: tuple[ModelSpec, ...] = (
         ),
         arch_params={"vr_model_param": "4band_v3_sn", "primary_stem": "Vocals"},
         license=(
-            "Not stated by its trainer (UVR's download list names none); distributed in UVR's "
-            'model releases, whose README says: "For all third-party application developers '
+            "Not stated (no source found names its trainer); distributed in UVR's model "
+            'releases, whose README says: "For all third-party application developers '
             "who wish to use our models, please honor the MIT license by providing credit to "
             'UVR and its developers."'
         ),
