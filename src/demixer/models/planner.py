@@ -160,12 +160,12 @@ _ECHO_PAIR = {"dry": "noecho", "no_dry": "echo"}
 # aufr33's denoiser calls the noise it takes off `other`: named so, it would be the "other
 # instruments" of a 4-stem model to every request for them where no 4-stem model is installed.
 _NOISE_PAIR = {"dry": "dry", "other": "noise"}
-# aufr33 and viperx's crowd remover calls what it leaves without the crowd `other` too.
-_CROWD_PAIR = {"crowd": "crowd", "other": "nocrowd"}
-# So does becruily's guitar model what it leaves without the guitars.
-_GUITAR_PAIR = {"guitar": "guitar", "other": "noguitar"}
-# And Sucial's breath model what it leaves without the breaths.
-_BREATH_PAIR = {"breath": "breath", "other": "nobreath"}
+# The models of one sound call what they leave without it `other` too: aufr33 and viperx's
+# crowd remover, becruily's guitar model, Sucial's breath model (`aspiration`, `breath` here).
+# Each pair is the sound and `no<sound>`.
+_WITHOUT_PAIRS = tuple(
+    {sound: sound, "other": f"no{sound}"} for sound in ("crowd", "guitar", "breath")
+)
 
 
 def canonical_stem(name: str) -> str:
@@ -178,13 +178,12 @@ def canonical_stems(stems: Sequence[str]) -> dict[str, str]:
     """A model's stems -> demixer's names for them, in the model's order. A 2-stem vocal
     model's other stem is ``instrumental`` whatever the model calls it; a model of ``dry`` and
     ``no_dry`` makes ``noecho`` and ``echo`` (:data:`_ECHO_PAIR`), one of ``dry`` and
-    ``other`` makes ``dry`` and ``noise`` (:data:`_NOISE_PAIR`), one of ``crowd`` and
-    ``other`` makes ``crowd`` and ``nocrowd`` (:data:`_CROWD_PAIR`), one of ``guitar`` and
-    ``other`` makes ``guitar`` and ``noguitar`` (:data:`_GUITAR_PAIR`), one of ``aspiration``
-    (``breath``) and ``other`` makes ``breath`` and ``nobreath`` (:data:`_BREATH_PAIR`)."""
+    ``other`` makes ``dry`` and ``noise`` (:data:`_NOISE_PAIR`), one of ``crowd`` (``guitar``,
+    ``aspiration``: ``breath``) and ``other`` makes ``crowd`` and ``nocrowd`` (``noguitar``,
+    ``nobreath``: :data:`_WITHOUT_PAIRS`)."""
     names = [s.lower() for s in stems]
     out = {stem: _SYNONYMS.get(name, name) for stem, name in zip(stems, names, strict=True)}
-    for pair in (_ECHO_PAIR, _NOISE_PAIR, _CROWD_PAIR, _GUITAR_PAIR, _BREATH_PAIR):
+    for pair in (_ECHO_PAIR, _NOISE_PAIR, *_WITHOUT_PAIRS):
         if sorted(out.values()) == sorted(pair):
             return {stem: pair[name] for stem, name in out.items()}
     if len(stems) == 2 and "vocals" in out.values():

@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from demixer.models.arch.limits import frame_problem, many_layers_problem, stems_problem
+from demixer.models.arch.limits import frame_problem, many_layers_problem
 from demixer.models.demucs_backend import import_demucs
 
 __all__ = ["build"]
@@ -84,7 +84,7 @@ def build(
             f"{name}: {', '.join(unknown)} {what} of demucs' {klass.__name__} (MSST would refuse "
             f"{'it' if len(unknown) == 1 else 'them'} too)"
         )
-    too_big = _size_problem(name, options, len(instruments))
+    too_big = _size_problem(name, options)
     if too_big:
         raise ValueError(f"{name}: {too_big}")
     try:
@@ -98,7 +98,7 @@ def build(
 _LAYER_OPTIONS = ("depth", "dconv_depth", "t_layers", "lstm_layers")
 
 
-def _size_problem(name: str, options: Mapping[str, Any], stems: int) -> str | None:
+def _size_problem(name: str, options: Mapping[str, Any]) -> str | None:
     """Why the network ``options`` describe is too big to build (None if it is not; ill-typed
     values are left to demucs' class to refuse)."""
 
@@ -108,8 +108,6 @@ def _size_problem(name: str, options: Mapping[str, Any], stems: int) -> str | No
 
     layers = {f"{name}.{key}": n for key in _LAYER_OPTIONS if (n := given(key)) is not None}
     nfft = given("nfft")
-    return (
-        many_layers_problem(layers)
-        or (frame_problem(f"{name}.nfft", nfft) if nfft is not None else None)
-        or stems_problem("training.instruments", stems)
+    return many_layers_problem(layers) or (
+        frame_problem(f"{name}.nfft", nfft) if nfft is not None else None
     )

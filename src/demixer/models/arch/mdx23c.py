@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demixer.models.arch.limits import frame_problem, layers_problem, stems_problem
+from demixer.models.arch.limits import frame_problem, layers_problem
 from demixer.models.stft import stft_problem
 
 __all__ = ["Mdx23cOptions", "TFCTDFNet", "build"]
@@ -409,10 +409,8 @@ def options(
         norm=norm,
         act=act,
     )
-    too_many = (
-        layers_problem("model.num_scales", opts.num_scales)
-        or layers_problem("model.num_blocks_per_scale", opts.num_blocks_per_scale)
-        or stems_problem("training.instruments", opts.stems)
+    too_many = layers_problem("model.num_scales", opts.num_scales) or layers_problem(
+        "model.num_blocks_per_scale", opts.num_blocks_per_scale
     )
     if too_many:  # before scale ** num_scales below, too: 2 ** 10**9 is itself a long sum
         raise ValueError(f"mdx23c: {too_many}")
